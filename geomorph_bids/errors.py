@@ -1,0 +1,37 @@
+"""Exceptions raised on bad input: one line naming subject, hemisphere and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """A problem with an input file, reported on one line.
+
+    The message reads ``sub-01 hemi-L lh.sulc: <what is wrong>``; the subject and
+    hemisphere are filled in by callers that know them (see :meth:`with_context`).
+    """
+
+    def __init__(self, message: str, *, path: str | Path | None = None,
+                 subject: str | None = None, hemi: str | None = None) -> None:
+        self.reason = " ".join(str(message).split())  # always one line
+        self.path = None if path is None else Path(path)
+        self.subject = subject
+        self.hemi = hemi
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = []
+        if self.subject:
+            where.append(self.subject if self.subject.startswith("sub-") else f"sub-{self.subject}")
+        if self.hemi:
+            where.append(f"hemi-{self.hemi}")
+        if self.path is not None:
+            where.append(str(self.path))
+        return (" ".join(where) + ": " if where else "") + self.reason
+
+    def with_context(self, *, subject: str | None = None, hemi: str | None = None,
+                     path: str | Path | None = None) -> "InputError":
+        """Return a copy with subject/hemisphere/file filled in where still unknown."""
+        return InputError(self.reason, path=self.path if self.path is not None else path,
+                          subject=self.subject or subject, hemi=self.hemi or hemi)

