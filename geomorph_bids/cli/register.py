@@ -1,0 +1,169 @@
+"""``geomorph-register``: register one hemisphere's sphere to a template.
+
+This release performs the rigid (rotational) pre-alignment stage of GeoMorph
+from the features alone (or from ``--sphere-reg`` correspondence) and writes
+the sphere moved into template space, the features resampled onto the
+template's ico-6 grid, and a JSON file of quality metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError
+
+__all__ = ["main", "build_parser"]
+
+_HEMI_PREFIX = {"L": "lh", "R": "rh"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``geomorph-register``."""
+    p = argparse.ArgumentParser(
+        prog="geomorph-register",
+        description="Rotate a cortical sphere onto a template (fsLR or fsaverage) from its "
+                    "features, and write the aligned sphere, resampled features and metrics.",
+    )
+    p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
+    p.add_argument("--sphere", type=Path, help="native sphere: GIFTI .surf.gii or FreeSurfer ?h.sphere")
+    p.add_argument("--feature", action="append", default=[], metavar="NAME=FILE",
+                   help="feature map on the sphere, e.g. sulc=lh.sulc (repeatable); "
+                        "GIFTI .shape.gii/.func.gii or FreeSurfer morph file")
+    p.add_argument("--sphere-reg", type=Path, default=None,
+                   help="FreeSurfer ?h.sphere.reg of the same subject: rotation from vertex "
+                        "correspondence instead of features (faster, as sMRIPrep does)")
+    p.add_argument("--hemi", choices=("L", "R"), help="hemisphere")
+    p.add_argument("--template", default="fsLR", help="template name (default: fsLR)")
+    p.add_argument("--sulc-sign", choices=("freesurfer", "hcp"), default="freesurfer",
+                   help="sign of the input sulc: FreeSurfer (positive in sulci, default) or "
+                        "HCP (positive on gyri); HCP maps are negated before registration")
+    p.add_argument("--out", type=Path, help="output sphere (.surf.gii)")
+    p.add_argument("--metrics", type=Path, default=None,
+                   help="output metrics JSON (default: next to --out, ending _metrics.json)")
+    p.add_argument("--features-out", type=Path, default=None,
+                   help="folder for the features resampled onto the template ico-6 grid")
+    p.add_argument("--example", action="store_true",
+                   help="register both hemispheres of the bundled example subject; "
+                        "outputs go to --out-dir")
+    p.add_argument("--out-dir", type=Path, default=Path("geomorph_example"),
+                   help="output folder for --example (default: ./geomorph_example)")
+    return p
+
+
+def _parse_features(specs: list[str]) -> dict[str, Path]:
+    features: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"geomorph-register: error: --feature expects NAME=FILE, got {spec!r}")
+        features[name] = Path(path)
+    return features
+
+
+def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_name: str,
+                   out: Path, metrics_out: Path, features_out: Path | None = None,
+                   sphere_reg: Path | None = None, sulc_sign: str = "freesurfer") -> dict:
+    """Run rigid registration on files and write the outputs; returns the metrics.
+
+    Every input is read and the registration computed before anything is written,
+    so bad input leaves no partial output.
+    """
+    from ..engine.prealign import prealign
+    from ..io.surfaces import read_feature, read_sphere, write_metric, write_surface
+    from ..io.templates import load_template
+
+    moving = read_sphere(sphere)
+    maps = {}
+    for name, path in features.items():
+        values = read_feature(path, n_vertices=len(moving.vertices))
+        maps[name] = -values if (name == "sulc" and sulc_sign == "hcp") else values
+    reg = read_sphere(sphere_reg).vertices if sphere_reg is not None else None
+    if reg is not None and len(reg) != len(moving.vertices):
+        raise InputError(f"has {len(reg)} vertices but the sphere has {len(moving.vertices)}", path=sphere_reg)
+    template = load_template(template_name, hemi, tuple(n for n in maps if n in _template_features(template_name)))
+    result = prealign(moving.vertices, moving.faces, maps, template, reg_sphere=reg)
+
+    metrics = {"hemi": hemi, "template": template_name, "method": "rigid",
+               "software": f"geomorph-bids {__version__}", **result.metrics,
+               "rotation": np.round(result.rotation, 8).tolist(), "input_sphere": str(sphere)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_surface(out, result.sphere, moving.faces, hemi=hemi, geometric_type="Spherical")
+    if features_out is not None:
+        features_out.mkdir(parents=True, exist_ok=True)
+        for name, values in result.features_on_template.items():
+            write_metric(features_out / f"hemi-{hemi}_space-{template_name}_den-ico6_{name}.shape.gii",
+                         values, hemi=hemi, names=[name])
+    _write_json(metrics_out, metrics)
+    return metrics
+
+
+def _template_features(name: str) -> list[str]:
+    from ..io.templates import available_templates
+
+    available = available_templates()
+    if name not in available:
+        raise ValueError(f"unknown template {name!r}; bundled templates: {', '.join(available)}")
+    return available[name]
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _run_example(out_dir: Path, template: str) -> list[dict]:
+    from ..resources import example_dir
+
+    surf = example_dir() / "sub-01" / "surf"
+    rows = []
+    for hemi, prefix in _HEMI_PREFIX.items():
+        stem = out_dir / f"sub-01_hemi-{hemi}_space-{template}_desc-rigid"
+        rows.append(register_files(
+            surf / f"{prefix}.sphere", {"sulc": surf / f"{prefix}.sulc"}, hemi, template,
+            out=Path(f"{stem}_sphere.surf.gii"), metrics_out=Path(f"{stem}_metrics.json"),
+            features_out=out_dir))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code (0 ok, 1 bad input, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.example:
+            rows = _run_example(args.out_dir, args.template)
+            print(f"{'hemi':<5}{'rotation (deg)':>16}{'CC sulc before':>16}{'CC sulc after':>15}{'seconds':>9}")
+            for r in rows:
+                print(f"{r['hemi']:<5}{r['rotation_deg']:>16.2f}{r['cc_sulc_before']:>16.3f}"
+                      f"{r['cc_sulc_after']:>15.3f}{r['seconds']:>9.2f}")
+            print(f"outputs in {args.out_dir}")
+            return 0
+        missing = [opt for opt in ("sphere", "hemi", "out") if getattr(args, opt) is None]
+        if missing or not args.feature:
+            parser.error("--sphere, --feature, --hemi and --out are required (or use --example): missing "
+                         + ", ".join([f"--{m}" for m in missing] + ([] if args.feature else ["--feature"])))
+        features = _parse_features(args.feature)
+        metrics_out = args.metrics or args.out.with_name(
+            args.out.name.removesuffix(".gii").removesuffix(".surf").removesuffix("_sphere") + "_metrics.json")
+        m = register_files(args.sphere, features, args.hemi, args.template, args.out, metrics_out,
+                           args.features_out, args.sphere_reg, args.sulc_sign)
+        print(json.dumps({k: v for k, v in m.items() if k != "rotation"}, indent=2))
+        return 0
+    except InputError as exc:
+        hemi = getattr(args, "hemi", None)
+        print(f"geomorph-register: error: {exc.with_context(hemi=hemi)}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as exc:
+        print(f"geomorph-register: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

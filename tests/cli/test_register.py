@@ -1,0 +1,104 @@
+"""geomorph-register end to end: the bundled example and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from geomorph_bids.cli.register import main
+from geomorph_bids.resources import example_dir
+from geomorph_bids.sphere.rotation import angle_between, rotation_from_correspondence
+
+
+@pytest.fixture(scope="module")
+def example_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("example")
+    assert main(["--example", "--out-dir", str(out)]) == 0
+    return out
+
+
+def _true_rotation(atlases, load_surface, hemi):
+    """Template-space rotation for the example: undo the example's rotation, then fsaverage -> fsLR."""
+    truth = json.loads((example_dir() / "sub-01" / "ground_truth.json").read_text())[hemi]
+    fs, _ = load_surface(atlases / f"fs_{hemi}" / f"fsaverage.{hemi}.sphere.164k_fs_{hemi}.surf.gii")
+    lr, _ = load_surface(atlases / f"fs_{hemi}" /
+                         f"fs_{hemi}-to-fs_LR_fsaverage.{hemi}_LR.spherical_std.164k_fs_{hemi}.surf.gii")
+    return rotation_from_correspondence(fs, lr) @ np.asarray(truth["rotation_applied"]).T
+
+
+@pytest.mark.parametrize("hemi", ["L", "R"])
+def test_example_recovers_known_rotation(example_run, atlases, load_surface, hemi):
+    metrics = json.loads((example_run / f"sub-01_hemi-{hemi}_space-fsLR_desc-rigid_metrics.json").read_text())
+    error = angle_between(np.asarray(metrics["rotation"]), _true_rotation(atlases, load_surface, hemi))
+    assert error < 1.0
+    assert metrics["cc_sulc_after"] > metrics["cc_sulc_before"] + 0.3
+    assert metrics["cc_sulc_after"] > 0.6
+
+
+@pytest.mark.parametrize("hemi", ["L", "R"])
+def test_example_outputs_are_valid_gifti(example_run, hemi):
+    img = nib.load(str(example_run / f"sub-01_hemi-{hemi}_space-fsLR_desc-rigid_sphere.surf.gii"))
+    verts = img.agg_data("NIFTI_INTENT_POINTSET")
+    assert verts.shape == (10242, 3)
+    np.testing.assert_allclose(np.linalg.norm(verts, axis=1), 100.0, atol=1e-3)
+    meta = dict(img.darrays[0].meta)
+    assert meta["AnatomicalStructurePrimary"] == {"L": "CortexLeft", "R": "CortexRight"}[hemi]
+    assert meta["GeometricType"] == "Spherical"
+    sulc = nib.load(str(example_run / f"hemi-{hemi}_space-fsLR_den-ico6_sulc.shape.gii")).agg_data()
+    assert sulc.shape == (40962,) and np.isfinite(sulc).all()
+
+
+def test_register_own_files_with_hcp_sign(tmp_path, fsaverage5):
+    """A GIFTI sphere + HCP-signed sulc: the sign flag restores a positive correlation."""
+    import gzip
+
+    sphere = nib.GiftiImage.from_bytes(gzip.decompress((fsaverage5 / "sphere_left.gii.gz").read_bytes()))
+    sulc = nib.GiftiImage.from_bytes(gzip.decompress((fsaverage5 / "sulc_left.gii.gz").read_bytes()))
+    nib.save(sphere, str(tmp_path / "lh.sphere.surf.gii"))
+    hcp = nib.gifti.GiftiImage(darrays=[nib.gifti.GiftiDataArray(-sulc.agg_data().astype(np.float32),
+                                                                 intent="NIFTI_INTENT_SHAPE")])
+    nib.save(hcp, str(tmp_path / "lh.sulc.shape.gii"))
+    out = tmp_path / "out" / "lh_sphere.surf.gii"
+    code = main(["--sphere", str(tmp_path / "lh.sphere.surf.gii"), "--feature",
+                 f"sulc={tmp_path / 'lh.sulc.shape.gii'}", "--sulc-sign", "hcp", "--hemi", "L",
+                 "--template", "fsaverage", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((tmp_path / "out" / "lh_metrics.json").read_text())
+    assert metrics["rotation_deg"] < 1.0  # fsaverage5 is already in fsaverage space
+    assert metrics["cc_sulc_after"] > 0.95
+
+
+def test_white_surface_as_sphere_is_refused(tmp_path, fsaverage5, capsys):
+    import gzip
+
+    white = nib.GiftiImage.from_bytes(gzip.decompress((fsaverage5 / "white_left.gii.gz").read_bytes()))
+    nib.save(white, str(tmp_path / "lh.white.surf.gii"))
+    out = tmp_path / "out" / "lh_sphere.surf.gii"
+    code = main(["--sphere", str(tmp_path / "lh.white.surf.gii"), "--feature",
+                 f"sulc={fsaverage5 / 'sulc_left.gii.gz'}", "--hemi", "L", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert len(err.splitlines()) == 1 and "lh.white.surf.gii" in err and "hemi-L" in err
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_feature_with_wrong_vertex_count_is_refused(tmp_path, fsaverage5, capsys):
+    surf = example_dir() / "sub-01" / "surf"
+    bad = tmp_path / "lh.sulc"
+    nib.freesurfer.write_morph_data(str(bad), np.ones(100, dtype=np.float32))
+    out = tmp_path / "out" / "lh_sphere.surf.gii"
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={bad}", "--hemi", "L",
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert len(err.splitlines()) == 1 and str(bad) in err and "100" in err and "10242" in err
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_missing_arguments_exit_2():
+    with pytest.raises(SystemExit) as exc:
+        main(["--hemi", "L"])
+    assert exc.value.code == 2
