@@ -1,0 +1,308 @@
+"""Distortion between two surfaces with the same topology (vectorised numpy).
+
+The measures follow Connectome Workbench's ``wb_command -surface-distortion
+<reference> <distorted> <out>`` (definitions read from its documentation and
+source, re-implemented here in float64). ``before`` is the reference surface,
+``after`` the distorted one; both are ``(vertices, faces)`` pairs with identical
+faces. All measures are in log2 units (0 means no distortion):
+
+areal
+    Default method: ``log2(A_after / A_before)`` of the vertex areas (one third of
+    every incident triangle's area). +1 means the area around a vertex doubled.
+J, R
+    ``-local-affine-method -log2``: each triangle is laid flat in its own 2-D frame
+    (first edge along x, third corner at y >= 0) in both surfaces, and the 2x2
+    affine ``A`` between the two frames is taken. Per triangle ``J = det A`` (the
+    triangle-area ratio, always >= 0 in this construction) and ``R = s1 / s2``
+    (ratio of the singular values of ``A``: the anisotropy, >= 1). Per vertex the
+    *plain* means of J and of R over its triangles are taken, then log2 of each
+    mean. So J (log2) is an area change and R (log2) >= 0 is shape distortion.
+edge
+    ``-edge-method``: per vertex, the mean over its edges of
+    ``|log2(L_after / L_before)|``.
+caret5 (``caret5_areal_distortion`` only)
+    ``-caret5-method`` without ``-smooth``: per-vertex plain mean of the
+    per-triangle ``log2(area after / area before)``.
+folded
+    Not a Workbench measure: indices of triangles whose orientation flips, i.e.
+    the sign of ``(a - o) . ((b - a) x (c - a))`` differs between the surfaces,
+    with ``a, b, c`` the corners and ``o`` the mean of the surface's vertices
+    (the sphere centre: the sign says whether the normal points outward).
+
+Like Workbench, everything is computed on the raw coordinates: a radius-1 sphere
+against a radius-100 sphere has ``areal = log2(1e-4)``. ``normalise_radius=True``
+instead first scales ``after`` about the origin by the ratio of the mean vertex
+radii ``mean|v_before| / mean|v_after|`` (for two spheres centred on the origin:
+as if ``after`` had ``before``'s radius), which changes areal, J and edge (not R
+or folded). Workbench's ``-smooth`` option (geodesic Gaussian smoothing of the
+vertex areas) is not implemented. Degenerate triangles give inf/nan, as division
+by zero would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.sphere.mesh import edges, triangle_areas, vertex_areas, vertex_face_matrix
+
+__all__ = [
+    "distortion",
+    "distortion_summary",
+    "areal_distortion",
+    "caret5_areal_distortion",
+    "local_affine_distortion",
+    "edge_distortion",
+    "folded_triangles",
+]
+
+Surface = tuple[np.ndarray, np.ndarray]
+
+
+def _check_pair(before: Surface, after: Surface) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate two (vertices, faces) pairs; return float64 vb, va and int64 faces."""
+    vb = np.asarray(before[0], dtype=np.float64)
+    va = np.asarray(after[0], dtype=np.float64)
+    fb = np.asarray(before[1])
+    fa = np.asarray(after[1])
+    for name, v in (("before", vb), ("after", va)):
+        if v.ndim != 2 or v.shape[1] != 3:
+            raise InputError(f"distortion: {name} vertices must have shape (V, 3), got {v.shape}")
+    for name, f in (("before", fb), ("after", fa)):
+        if f.ndim != 2 or f.shape[1] != 3 or not np.issubdtype(f.dtype, np.integer):
+            raise InputError(f"distortion: {name} faces must be an (F, 3) integer array, "
+                             f"got shape {f.shape} dtype {f.dtype}")
+    if len(vb) != len(va):
+        raise InputError(f"distortion: surfaces differ in vertex count: "
+                         f"before has {len(vb)}, after has {len(va)}")
+    if fb.shape != fa.shape or not np.array_equal(fb, fa):
+        n_diff = (fb.shape[0] if fb.shape != fa.shape
+                  else int(np.any(fb != fa, axis=1).sum()))
+        raise InputError(f"distortion: surfaces must have identical faces (same topology); "
+                         f"before has {fb.shape[0]} faces, after has {fa.shape[0]}, "
+                         f"{n_diff} differ")
+    faces = fb.astype(np.int64)
+    if faces.size and (faces.min() < 0 or faces.max() >= len(vb)):
+        raise InputError(f"distortion: face indices must lie in [0, {len(vb)}), "
+                         f"got [{faces.min()}, {faces.max()}]")
+    return vb, va, faces
+
+
+def _normalised(vb: np.ndarray, va: np.ndarray) -> np.ndarray:
+    """``va`` scaled about the origin to the mean vertex radius of ``vb``."""
+    return va * (np.linalg.norm(vb, axis=1).mean() / np.linalg.norm(va, axis=1).mean())
+
+
+def _prepare(before: Surface, after: Surface, normalise_radius: bool):
+    vb, va, faces = _check_pair(before, after)
+    if normalise_radius:
+        va = _normalised(vb, va)
+    return vb, va, faces
+
+
+def _per_vertex_mean(per_face: np.ndarray, faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """(V,) plain mean of a per-triangle value over each vertex's triangles (0 if none)."""
+    m = vertex_face_matrix(faces, n_vertices)
+    count = np.asarray(m.sum(axis=1)).ravel()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, (m @ per_face) / np.maximum(count, 1), 0.0)
+
+
+def areal_distortion(before: Surface, after: Surface, *, normalise_radius: bool = False) -> np.ndarray:
+    """(V,) float64 log2(vertex area after / vertex area before).
+
+    Equals ``wb_command -surface-distortion before after out`` (no options).
+    """
+    return _areal(*_prepare(before, after, normalise_radius))
+
+
+def _areal(vb: np.ndarray, va: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log2(vertex_areas(va, faces) / vertex_areas(vb, faces))
+
+
+def caret5_areal_distortion(before: Surface, after: Surface, *,
+                            normalise_radius: bool = False) -> np.ndarray:
+    """(V,) float64 caret5 areal distortion (``-caret5-method``, without ``-smooth``).
+
+    Per triangle ``log2(area after / area before)``, with a ratio below 1e-8
+    clamped to 1e-8 and a zero-area reference triangle giving log2(1e4)
+    (0 if both are zero), then the plain mean over each vertex's triangles.
+    """
+    vb, va, faces = _prepare(before, after, normalise_radius)
+    ab = triangle_areas(vb, faces)
+    aa = triangle_areas(va, faces)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.maximum(aa / ab, 1e-8)
+        tile = np.where(ab == 0, np.where(aa == 0, 0.0, np.log2(1e4)), np.log2(ratio))
+    return _per_vertex_mean(tile, faces, len(vb))
+
+
+def _triangle_affines(vb: np.ndarray, va: np.ndarray, faces: np.ndarray):
+    """Per-triangle upper-triangular 2x2 affine (a, b, d) from before to after frames.
+
+    In each triangle's own frame the corners are (0, 0), (L, 0), (x, y) with
+    y >= 0; the affine mapping before's corners onto after's is
+    ``[[L'/L, (x' - x L'/L) / y], [0, y'/y]]``.
+    """
+    def frame(v: np.ndarray):
+        p0, p1, p2 = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
+        e1 = p1 - p0
+        e2 = p2 - p0
+        length = np.linalg.norm(e1, axis=1)
+        x = np.einsum("ij,ij->i", e1, e2) / length
+        y = np.linalg.norm(np.cross(e1, e2), axis=1) / length
+        return length, x, y
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lb, xb, yb = frame(vb)
+        la, xa, ya = frame(va)
+        a = la / lb
+        d = ya / yb
+        b = (xa - xb * a) / yb
+    return a, b, d
+
+
+def local_affine_distortion(before: Surface, after: Surface, *, log2: bool = True,
+                            normalise_radius: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(J, R): (V,) float64 each, as ``-local-affine-method [-log2]``.
+
+    J is the per-vertex plain mean over its triangles of the triangle-area ratio
+    ``det A``; R the mean of the singular-value ratio ``s1 / s2 >= 1`` of the
+    triangle affine ``A``. With ``log2`` (default) both means are log2-transformed
+    (J: log2 area change, R: log2 anisotropy >= 0); otherwise they are raw ratios.
+    """
+    return _local_affine(*_prepare(before, after, normalise_radius), log2=log2)
+
+
+def _local_affine(vb: np.ndarray, va: np.ndarray, faces: np.ndarray, *,
+                  log2: bool) -> tuple[np.ndarray, np.ndarray]:
+    a, b, d = _triangle_affines(vb, va, faces)
+    # Singular values of [[a, b], [0, d]] (a, d >= 0), free of cancellation:
+    # s1 + s2 = sqrt((a + d)^2 + b^2), s1 - s2 = sqrt((a - d)^2 + b^2).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s_sum = np.hypot(a + d, b)
+        s_diff = np.hypot(a - d, b)
+        j_tri = a * d
+        r_tri = (s_sum + s_diff) / (s_sum - s_diff)
+        j = _per_vertex_mean(j_tri, faces, len(vb))
+        r = _per_vertex_mean(r_tri, faces, len(vb))
+        if log2:
+            j, r = np.log2(j), np.log2(r)
+    return j, r
+
+
+def edge_distortion(before: Surface, after: Surface, *, normalise_radius: bool = False) -> np.ndarray:
+    """(V,) float64 mean over each vertex's edges of ``|log2(L_after / L_before)|``.
+
+    Equals ``wb_command -surface-distortion before after out -edge-method``.
+    Vertices without edges get 0.
+    """
+    return _edge(*_prepare(before, after, normalise_radius))
+
+
+def _edge(vb: np.ndarray, va: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    e = edges(faces)
+    lb = np.linalg.norm(vb[e[:, 1]] - vb[e[:, 0]], axis=1)
+    la = np.linalg.norm(va[e[:, 1]] - va[e[:, 0]], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_edge = np.abs(np.log2(la / lb))
+        n = len(vb)
+        total = np.bincount(e.ravel(), weights=np.repeat(per_edge, 2), minlength=n)
+        count = np.bincount(e.ravel(), minlength=n)
+        return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+def _orientation(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F,) sign of each triangle's normal along the direction from the vertex mean."""
+    a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
+    normal = np.cross(b - a, c - a)
+    return np.sign(np.einsum("ij,ij->i", a - v.mean(axis=0), normal))
+
+
+def folded_triangles(before: Surface, after: Surface) -> np.ndarray:
+    """(K,) int64 sorted indices of the triangles whose orientation flips.
+
+    The orientation of a triangle is the sign of its normal dotted with the
+    direction from the surface's vertex mean (the centre of a sphere) to its
+    first corner; a triangle is folded when that sign differs between ``before``
+    and ``after`` (so a triangle degenerate in only one of them counts too).
+    """
+    return _folded(*_check_pair(before, after))
+
+
+def _folded(vb: np.ndarray, va: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(_orientation(vb, faces) != _orientation(va, faces)).astype(np.int64)
+
+
+def distortion(before: Surface, after: Surface, *, normalise_radius: bool = False) -> dict:
+    """All distortion measures of ``after`` relative to ``before``.
+
+    Parameters
+    ----------
+    before : (vertices (V, 3), faces (F, 3)), the reference surface (e.g. the
+        subject's original sphere), any units.
+    after : (vertices (V, 3), faces (F, 3)), the deformed surface; its faces must
+        equal ``before``'s.
+    normalise_radius : scale ``after`` about the origin to ``before``'s mean vertex
+        radius first (for two spheres of different radii, e.g. 100 mm and 1);
+        default False: raw coordinates, as Workbench.
+
+    Returns
+    -------
+    dict with (V,) float64 arrays ``areal``, ``J``, ``R``, ``edge`` (log2 units,
+    see the module docstring), ``folded`` (K,) int64 triangle indices and
+    ``n_faces`` (int, F).
+
+    Raises
+    ------
+    InputError (a ValueError) if the vertex counts or faces differ.
+    """
+    vb, va, faces = _prepare(before, after, normalise_radius)
+    j, r = _local_affine(vb, va, faces, log2=True)
+    return {
+        "areal": _areal(vb, va, faces),
+        "J": j,
+        "R": r,
+        "edge": _edge(vb, va, faces),
+        "folded": _folded(vb, va, faces),
+        "n_faces": int(len(faces)),
+    }
+
+
+def distortion_summary(d: dict) -> dict[str, float]:
+    """Scalar summaries of a :func:`distortion` result (log2 units unless noted).
+
+    Keys: ``areal_mean_abs``, ``areal_p95_abs``, ``areal_max_abs`` (|log2 vertex
+    area ratio|), ``J_mean_abs``, ``J_p95_abs`` (|log2 local-affine area ratio|),
+    ``R_mean``, ``R_p95``, ``R_max`` (log2 anisotropy, >= 0), ``edge_mean``
+    (log2 edge-length change), ``n_folded`` (count), ``folded_fraction`` (of all
+    triangles, 0..1), ``n_nonfinite`` (vertices with a non-finite areal, J or R;
+    they are left out of the statistics above).
+    """
+    areal = np.abs(np.asarray(d["areal"], dtype=np.float64))
+    j = np.abs(np.asarray(d["J"], dtype=np.float64))
+    r = np.asarray(d["R"], dtype=np.float64)
+    edge = np.asarray(d["edge"], dtype=np.float64)
+    finite = np.isfinite(areal) & np.isfinite(j) & np.isfinite(r) & np.isfinite(edge)
+
+    def stat(x: np.ndarray, fn) -> float:
+        x = x[finite]
+        return float(fn(x)) if x.size else float("nan")
+
+    n_folded = int(len(d["folded"]))
+    n_faces = int(d.get("n_faces", 0))
+    return {
+        "areal_mean_abs": stat(areal, np.mean),
+        "areal_p95_abs": stat(areal, lambda x: np.percentile(x, 95)),
+        "areal_max_abs": stat(areal, np.max),
+        "J_mean_abs": stat(j, np.mean),
+        "J_p95_abs": stat(j, lambda x: np.percentile(x, 95)),
+        "R_mean": stat(r, np.mean),
+        "R_p95": stat(r, lambda x: np.percentile(x, 95)),
+        "R_max": stat(r, np.max),
+        "edge_mean": stat(edge, np.mean),
+        "n_folded": float(n_folded),
+        "folded_fraction": float(n_folded / n_faces) if n_faces else float("nan"),
+        "n_nonfinite": float(np.count_nonzero(~finite)),
+    }
