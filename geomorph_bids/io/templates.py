@@ -58,7 +58,7 @@ def load_template(name: str, hemi: str, features: tuple[str, ...] | list[str] = 
     Raises ValueError naming what is available when the template, hemisphere or a
     feature is unknown.
     """
-    from .gifti import read_metric_gifti
+    from .surfaces import read_feature
 
     if hemi not in ("L", "R"):
         raise ValueError(f"hemisphere must be 'L' or 'R', got {hemi!r}")
@@ -71,6 +71,6 @@ def load_template(name: str, hemi: str, features: tuple[str, ...] | list[str] = 
     vertices, faces = icosphere(TEMPLATE_LEVEL)
     maps = {}
     for feat in features:
-        values = read_metric_gifti(template_feature_file(name, hemi, feat))
+        values = read_feature(template_feature_file(name, hemi, feat), n_vertices=len(vertices))
         maps[feat] = np.asarray(values, dtype=np.float64).reshape(len(vertices))
     return Template(name=name, hemi=hemi, vertices=np.asarray(vertices), faces=np.asarray(faces), features=maps)

@@ -1,0 +1,16 @@
+"""Reading and writing cortical surfaces and maps (GIFTI, FreeSurfer, CIFTI-2), with validation.
+
+Every reader raises :class:`geomorph_bids.errors.InputError` (one line naming the
+file) on bad input; every writer is atomic (temporary file, then rename).
+"""
+
+from .cifti import CiftiCortex, read_cifti_cortex
+from .gifti import write_labels, write_metric, write_surface
+from .surfaces import Surface, detect_format, read_feature, read_labels, read_sphere, read_surface
+from .validate import SphereWarning, validate_feature, validate_sphere
+
+__all__ = [
+    "CiftiCortex", "Surface", "SphereWarning", "detect_format", "read_cifti_cortex", "read_feature",
+    "read_labels", "read_sphere", "read_surface", "validate_feature", "validate_sphere",
+    "write_labels", "write_metric", "write_surface",
+]

@@ -1,0 +1,185 @@
+"""Cortical columns of CIFTI-2 files (dscalar, dtseries, dlabel) as per-vertex maps.
+
+A CIFTI brain-model axis stores only the vertices inside the cortex mask (the
+medial wall is left out: 29696 of 32492 vertices for the HCP S1200 left
+hemisphere, 29716 for the right).  :func:`read_cifti_cortex` scatters the
+``CIFTI_STRUCTURE_CORTEX_LEFT``/``RIGHT`` columns back onto the full surface;
+vertices outside the mask get ``fill`` (default 0.0, which the rest of the
+package treats as medial wall; pass ``fill=np.nan`` to mark them) and the
+returned mask says which vertices carried data.
+
+CIFTI-1 files are refused with the conversion command to run (nibabel reads
+CIFTI-2 only).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import nibabel as nib
+import numpy as np
+from nibabel import cifti2
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io.validate import hemi_code
+
+__all__ = ["CIFTI_STRUCTURES", "CiftiCortex", "load_cifti", "read_cifti_cortex",
+           "read_cifti_labels", "is_cifti_name"]
+
+#: hemi code -> CIFTI brain structure
+CIFTI_STRUCTURES = {"L": "CIFTI_STRUCTURE_CORTEX_LEFT", "R": "CIFTI_STRUCTURE_CORTEX_RIGHT"}
+
+_VERSION = re.compile(rb"<CIFTI\s+Version\s*=\s*[\"']([^\"']*)[\"']")
+
+
+class CiftiCortex(NamedTuple):
+    """One hemisphere of a CIFTI file on the full surface."""
+
+    values: np.ndarray   #: (V, K) float64, ``fill`` outside the mask
+    mask: np.ndarray     #: (V,) bool, True where the CIFTI file has data
+    names: list[str]     #: K map names ("" for series)
+
+
+def is_cifti_name(path: str | Path) -> bool:
+    """True for ``*.nii`` names (CIFTI files end in ``.dscalar.nii``, ``.dlabel.nii``...)."""
+    return Path(path).name.lower().endswith(".nii")
+
+
+def _cifti_version(path: Path) -> str | None:
+    """The Version attribute of the CIFTI XML in the header extension, if found."""
+    with open(path, "rb") as fh:
+        head = fh.read(540)
+        if len(head) < 540:
+            return None
+        for order in ("<", ">"):
+            if int(np.frombuffer(head, order + "i4", 1)[0]) == 540:
+                vox_offset = int(np.frombuffer(head, order + "i8", 1, 168)[0])
+                break
+        else:
+            return None
+        blob = fh.read(max(0, min(vox_offset, 64 << 20) - 540))
+    m = _VERSION.search(blob)
+    return m.group(1).decode("ascii", "replace") if m else None
+
+
+def load_cifti(path: str | Path) -> cifti2.Cifti2Image:
+    """Load a CIFTI-2 image; InputError for CIFTI-1, NIfTI volumes and broken files."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise InputError(f"cannot be read: {exc.strerror or exc}", path=p) from None
+    if size == 0:
+        raise InputError("is empty (0 bytes)", path=p)
+    out = re.sub(r"((\.d[a-z]+)?\.nii)$", r"_cifti2\1", p.name, flags=re.IGNORECASE)
+    convert = f"convert it with `wb_command -file-convert -cifti-version-convert {p.name} 2 {out}`"
+    try:
+        version = _cifti_version(p)
+    except OSError as exc:
+        raise InputError(f"cannot be read: {exc}", path=p) from None
+    if version is not None and not version.startswith("2"):
+        raise InputError(f"is a CIFTI-{version} file; only CIFTI-2 is supported: {convert}", path=p)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = nib.load(str(p))
+    except Exception as exc:
+        if "CIFTI-2" in str(exc):
+            raise InputError(f"is not a CIFTI-2 file ({exc}): {convert}", path=p) from None
+        raise InputError(f"cannot be read as CIFTI-2: the file is truncated or corrupted "
+                         f"({type(exc).__name__}: {exc})", path=p) from None
+    if not isinstance(img, cifti2.Cifti2Image):
+        raise InputError(f"is a {type(img).__name__}, not a CIFTI-2 file (.dscalar.nii, .dlabel.nii, "
+                         ".dtseries.nii); volumes must first be projected onto the surface", path=p)
+    return img
+
+
+def _brain_models(img: cifti2.Cifti2Image, path: Path) -> tuple[int, cifti2.BrainModelAxis, object]:
+    """(index of the brain-model axis, that axis, the other axis)."""
+    try:
+        axes = [img.header.get_axis(i) for i in range(img.ndim)]
+    except Exception as exc:
+        raise InputError(f"CIFTI header is corrupted ({type(exc).__name__}: {exc})", path=path) from None
+    bm = [i for i, a in enumerate(axes) if isinstance(a, cifti2.BrainModelAxis)]
+    if len(axes) != 2 or len(bm) != 1:
+        kinds = ", ".join(type(a).__name__ for a in axes)
+        raise InputError(f"CIFTI file has axes ({kinds}); expected one brain-model axis and one "
+                         "scalar/label/series axis (dscalar, dlabel, dtseries)", path=path)
+    return bm[0], axes[bm[0]], axes[1 - bm[0]]
+
+
+def _columns(img: cifti2.Cifti2Image, path: Path, hemi: str
+             ) -> tuple[np.ndarray, np.ndarray, int, object]:
+    """(data (n, K) for the hemisphere's cortex, its vertex indices, V, other axis)."""
+    structure = CIFTI_STRUCTURES[hemi_code(hemi)]
+    ibm, bm, other = _brain_models(img, path)
+    found = []
+    for name, slc, sub in bm.iter_structures():     # loop over a few structures
+        found.append(str(name))
+        if name == structure:
+            break
+    else:
+        raise InputError(f"has no {structure} brain model (structures: {', '.join(found) or 'none'})",
+                         path=path)
+    n_vertices = int(bm.nvertices[structure])
+    vertex = np.asarray(sub.vertex, dtype=np.int64)
+    if vertex.size and (vertex.min() < 0 or vertex.max() >= n_vertices):
+        raise InputError(f"{structure} lists vertex {int(vertex.max())} of a {n_vertices}-vertex surface",
+                         path=path)
+    try:
+        block = img.dataobj[:, slc] if ibm == 1 else img.dataobj[slc, :]
+        data = np.asarray(block, dtype=np.float64)
+    except Exception as exc:
+        raise InputError(f"CIFTI data are truncated or corrupted ({type(exc).__name__}: {exc})",
+                         path=path) from None
+    data = data.T if ibm == 1 else data
+    return data, vertex, n_vertices, other
+
+
+def read_cifti_cortex(path: str | Path, hemi: str, fill: float = 0.0) -> CiftiCortex:
+    """One hemisphere's cortex of a CIFTI-2 file scattered onto the full surface.
+
+    Parameters
+    ----------
+    path : CIFTI-2 dscalar/dtseries/dlabel file
+    hemi : 'L' or 'R'
+    fill : value of vertices outside the CIFTI cortex mask (medial wall); 0.0 by default
+
+    Returns
+    -------
+    CiftiCortex(values (V, K) float64, mask (V,) bool, names K str); V is the
+    surface vertex count stored in the file (32492 for fsLR 32k).
+    """
+    p = Path(path)
+    img = load_cifti(p)
+    data, vertex, n_vertices, other = _columns(img, p, hemi)
+    values = np.full((n_vertices, data.shape[1]), fill, dtype=np.float64)
+    values[vertex] = data
+    mask = np.zeros(n_vertices, dtype=bool)
+    mask[vertex] = True
+    names = [str(n) for n in getattr(other, "name", [])] or [""] * data.shape[1]
+    return CiftiCortex(values, mask, names)
+
+
+def read_cifti_labels(path: str | Path, hemi: str, map_index: int = 0, fill: int = 0
+                      ) -> tuple[np.ndarray, dict[int, tuple[str, tuple[float, ...]]]]:
+    """One map of a CIFTI-2 dlabel file on one hemisphere's full surface.
+
+    Returns ((V,) int64 label keys, ``fill`` on the medial wall; key -> (name, rgba 0..1)).
+    """
+    p = Path(path)
+    img = load_cifti(p)
+    data, vertex, n_vertices, other = _columns(img, p, hemi)
+    if not isinstance(other, cifti2.LabelAxis):
+        raise InputError(f"is not a CIFTI label file (its map axis is {type(other).__name__}); "
+                         "use a .dlabel.nii", path=p)
+    if not 0 <= map_index < data.shape[1]:
+        raise InputError(f"has {data.shape[1]} label maps, map {map_index} was requested", path=p)
+    labels = np.full(n_vertices, fill, dtype=np.int64)
+    labels[vertex] = np.rint(data[:, map_index]).astype(np.int64)
+    table = {int(k): (str(nm), tuple(float(c) for c in rgba))
+             for k, (nm, rgba) in other.label[map_index].items()}
+    return labels, table

@@ -1,0 +1,179 @@
+"""FreeSurfer binary surfaces, morphometry ("curv") files, annotations and labels.
+
+Reads through :mod:`nibabel.freesurfer` after checking the magic number and the
+file size against the header, so that a wrong, truncated or corrupted file gives
+an :class:`InputError` that says so instead of a reshape error.
+
+Formats (big-endian):
+
+* triangle surface (``lh.white``, ``lh.sphere``, ``lh.sphere.reg``): magic
+  0xFFFFFE, two text lines, int32 V, int32 F, V*3 float32, F*3 int32;
+* new morphometry file (``lh.sulc``, ``lh.curv``, ``lh.thickness``): magic
+  0xFFFFFF, int32 V, int32 F, int32 values-per-vertex (1), V float32;
+* old morphometry file: 3-byte V, 3-byte F, V int16 / 100 (accepted when the
+  file size matches exactly).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from nibabel import freesurfer as nfs
+
+from geomorph_bids.errors import InputError
+
+__all__ = ["TRIANGLE_MAGIC", "CURV_MAGIC", "read_magic", "read_fs_surface", "read_fs_morph",
+           "read_fs_annot", "read_fs_label"]
+
+TRIANGLE_MAGIC = 0xFFFFFE
+CURV_MAGIC = 0xFFFFFF          # also the old quadrangle-surface magic
+NEW_QUAD_MAGIC = 0xFFFFFD
+
+
+def _read(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot be read: {exc.strerror or exc}", path=path) from None
+    if not raw:
+        raise InputError("is empty (0 bytes)", path=path)
+    return raw
+
+
+def read_magic(raw: bytes) -> int:
+    """The first three bytes as a big-endian integer (FreeSurfer magic number)."""
+    return int.from_bytes(raw[:3], "big") if len(raw) >= 3 else -1
+
+
+def _surface_header(raw: bytes, path: Path) -> tuple[int, int, int]:
+    """(V, F, offset of the coordinates) of a triangle surface; checks the size."""
+    magic = read_magic(raw)
+    if magic != TRIANGLE_MAGIC:
+        if magic in (CURV_MAGIC, NEW_QUAD_MAGIC):
+            raise InputError(f"magic number 0x{magic:06X} is a FreeSurfer morphometry file (e.g. lh.sulc) "
+                             "or an obsolete quadrangle surface, not a triangle surface "
+                             f"(0x{TRIANGLE_MAGIC:06X}); pass the surface (lh.sphere)", path=path)
+        raise InputError(f"is not a FreeSurfer triangle surface: magic number 0x{max(magic, 0):06X}, "
+                         f"expected 0x{TRIANGLE_MAGIC:06X}; the file is corrupted or of another format "
+                         "(GIFTI files must end in .gii or .gii.gz)", path=path)
+    end1 = raw.find(b"\n", 3)
+    end2 = raw.find(b"\n", end1 + 1) if end1 >= 0 else -1
+    if end2 < 0 or len(raw) < end2 + 9:
+        raise InputError("FreeSurfer surface header is truncated", path=path)
+    v, f = (int(x) for x in np.frombuffer(raw, ">i4", 2, end2 + 1))
+    offset = end2 + 9
+    if v <= 0 or f <= 0:
+        raise InputError(f"FreeSurfer surface header gives {v} vertices and {f} triangles; "
+                         "the file is corrupted", path=path)
+    need = offset + 12 * v + 12 * f
+    if len(raw) < need:
+        raise InputError(f"FreeSurfer surface is truncated: {len(raw)} bytes, the header "
+                         f"({v} vertices, {f} triangles) needs {need}", path=path)
+    return v, f, offset
+
+
+def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """Read a FreeSurfer triangle surface.
+
+    Returns
+    -------
+    vertices : (V, 3) float64, mm (FreeSurfer tkr-RAS)
+    faces : (F, 3) int64, not yet range-checked
+    meta : volume geometry tags found at the end of the file, as strings
+    """
+    p = Path(path)
+    raw = _read(p)
+    _surface_header(raw, p)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")    # "No volume information" for spheres
+            v, f, info = nfs.read_geometry(str(p), read_metadata=True)
+    except Exception as exc:
+        raise InputError(f"FreeSurfer surface is corrupted ({type(exc).__name__}: {exc})",
+                         path=p) from None
+    meta = {str(k): " ".join(map(str, np.ravel(val))) if not isinstance(val, str) else val
+            for k, val in info.items()}
+    return np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64), meta
+
+
+def read_fs_morph(path: str | Path) -> np.ndarray:
+    """Read a FreeSurfer morphometry file (``lh.sulc``, ``lh.curv``, ``lh.thickness``).
+
+    Returns (V,) float64 (mm for sulc/thickness, 1/mm for curv).
+    """
+    p = Path(path)
+    raw = _read(p)
+    magic = read_magic(raw)
+    if magic == CURV_MAGIC:
+        if len(raw) < 15:
+            raise InputError("FreeSurfer morphometry header is truncated", path=p)
+        v, _f, per_vertex = (int(x) for x in np.frombuffer(raw, ">i4", 3, 3))
+        if v <= 0 or per_vertex != 1:
+            raise InputError(f"FreeSurfer morphometry header gives {v} vertices and {per_vertex} "
+                             "values per vertex (expected V > 0 and 1); the file is corrupted", path=p)
+        if len(raw) < 15 + 4 * v:
+            raise InputError(f"FreeSurfer morphometry file is truncated: {len(raw)} bytes, the header "
+                             f"({v} vertices) needs {15 + 4 * v}", path=p)
+    elif magic == TRIANGLE_MAGIC:
+        raise InputError("is a FreeSurfer surface (mesh), not a per-vertex morphometry file", path=p)
+    else:
+        v = magic
+        if len(raw) != 6 + 2 * v or v <= 0:
+            raise InputError(f"is not a FreeSurfer morphometry file: magic number 0x{max(magic, 0):06X}, "
+                             f"expected 0x{CURV_MAGIC:06X} (and not the old format either); the file "
+                             "is corrupted or of another format (GIFTI must end in .gii/.gii.gz, "
+                             "CIFTI in .dscalar.nii)", path=p)
+    try:
+        values = nfs.read_morph_data(str(p))
+    except Exception as exc:
+        raise InputError(f"FreeSurfer morphometry file is corrupted ({type(exc).__name__}: {exc})",
+                         path=p) from None
+    return np.asarray(values, dtype=np.float64)
+
+
+def read_fs_annot(path: str | Path) -> tuple[np.ndarray, dict[int, tuple[str, tuple[float, ...]]]]:
+    """Read a FreeSurfer ``.annot`` parcellation.
+
+    Returns
+    -------
+    labels : (V,) int64 index into the colour table, -1 where unlabelled
+    table : index -> (name, (r, g, b, a) in 0..1); -1 -> ("unknown", transparent)
+    """
+    p = Path(path)
+    raw = _read(p)
+    if len(raw) < 4:
+        raise InputError("FreeSurfer annotation is truncated", path=p)
+    v = int(np.frombuffer(raw, ">i4", 1)[0])
+    if v <= 0 or len(raw) < 4 + 8 * v + 4:
+        raise InputError(f"is not a readable FreeSurfer annotation: header gives {v} vertices "
+                         f"for a file of {len(raw)} bytes", path=p)
+    try:
+        labels, ctab, names = nfs.read_annot(str(p))
+    except Exception as exc:
+        raise InputError(f"FreeSurfer annotation is corrupted ({type(exc).__name__}: {exc})",
+                         path=p) from None
+    table: dict[int, tuple[str, tuple[float, ...]]] = {-1: ("unknown", (0.0, 0.0, 0.0, 0.0))}
+    for i, (row, nm) in enumerate(zip(np.asarray(ctab), names)):   # loop over colour table
+        rgba = (row[0] / 255.0, row[1] / 255.0, row[2] / 255.0, 1.0 - row[3] / 255.0)
+        table[i] = (nm.decode("utf-8", "replace") if isinstance(nm, bytes) else str(nm),
+                    tuple(float(c) for c in rgba))
+    return np.asarray(labels, dtype=np.int64), table
+
+
+def read_fs_label(path: str | Path, n_vertices: int) -> np.ndarray:
+    """Read a FreeSurfer ``.label`` file as a (V,) int64 mask (1 inside, 0 outside)."""
+    p = Path(path)
+    _read(p)
+    try:
+        idx = np.asarray(nfs.read_label(str(p)), dtype=np.int64)
+    except Exception as exc:
+        raise InputError(f"FreeSurfer label file is corrupted ({type(exc).__name__}: {exc})",
+                         path=p) from None
+    if idx.size and (idx.min() < 0 or idx.max() >= n_vertices):
+        raise InputError(f"label lists vertex {int(idx.max())} but the surface has only "
+                         f"{n_vertices} vertices", path=p)
+    out = np.zeros(int(n_vertices), dtype=np.int64)
+    out[idx] = 1
+    return out

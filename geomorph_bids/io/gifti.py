@@ -1,0 +1,358 @@
+"""GIFTI reading (``.gii`` and gzipped ``.gii.gz``) and atomic GIFTI writing.
+
+Readers return plain arrays and raise :class:`InputError` on any unreadable
+file.  Writers follow Connectome Workbench conventions:
+
+* surfaces: NIFTI_INTENT_POINTSET float32 (with AnatomicalStructurePrimary,
+  AnatomicalStructureSecondary, GeometricType in its metadata) and
+  NIFTI_INTENT_TRIANGLE int32 (TopologicalType Closed);
+* metrics (shape/func): one float32 array per column, NIFTI_INTENT_SHAPE for
+  ``.shape.gii`` and NIFTI_INTENT_NONE otherwise, column name in metadata
+  ``Name``; AnatomicalStructurePrimary in the file metadata;
+* labels: one int32 NIFTI_INTENT_LABEL array with a label table.
+
+Writes are atomic: the file is written to a temporary file in the target
+directory, flushed, then renamed over the target with :func:`os.replace`, so an
+interrupted run never leaves a partial output.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import warnings
+import zlib
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import nibabel as nib
+import numpy as np
+from nibabel.gifti import (GiftiCoordSystem, GiftiDataArray, GiftiImage, GiftiLabel,
+                           GiftiLabelTable, GiftiMetaData)
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io.validate import check_finite, hemi_code
+
+__all__ = [
+    "GEOMETRIC_TYPES", "SECONDARY_TYPES", "STRUCTURES", "LabelTable",
+    "load_gifti", "read_gifti_surface", "read_gifti_data", "read_gifti_labels",
+    "write_surface", "write_metric", "write_labels", "atomic_write_bytes", "is_gifti_name",
+]
+
+#: hemi code -> GIFTI AnatomicalStructurePrimary
+STRUCTURES = {"L": "CortexLeft", "R": "CortexRight"}
+#: valid GeometricType values (GIFTI standard)
+GEOMETRIC_TYPES = ("Reconstruction", "Anatomical", "Inflated", "VeryInflated", "Spherical",
+                   "SemiSpherical", "Ellipsoid", "Flat", "Hull")
+#: valid AnatomicalStructureSecondary values
+SECONDARY_TYPES = ("GrayWhite", "Pial", "MidThickness")
+
+#: label key -> (name, (r, g, b, a) in 0..1)
+LabelTable = dict[int, tuple[str, tuple[float, float, float, float]]]
+
+_POINTSET = nib.nifti1.intent_codes["NIFTI_INTENT_POINTSET"]
+_TRIANGLE = nib.nifti1.intent_codes["NIFTI_INTENT_TRIANGLE"]
+_LABEL = nib.nifti1.intent_codes["NIFTI_INTENT_LABEL"]
+
+
+def is_gifti_name(path: str | Path) -> bool:
+    """True if the file name ends in ``.gii`` or ``.gii.gz``."""
+    name = Path(path).name.lower()
+    return name.endswith(".gii") or name.endswith(".gii.gz")
+
+
+# ----------------------------------------------------------------------------- reading
+
+def load_gifti(path: str | Path) -> GiftiImage:
+    """Load a GIFTI image; gzipped files (``.gii.gz``) are decompressed in memory.
+
+    Raises InputError for a missing, empty, truncated or corrupted file.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot be read: {exc.strerror or exc}", path=p) from None
+    if not raw:
+        raise InputError("is empty (0 bytes)", path=p)
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"gzip stream is truncated or corrupted ({exc}); "
+                             "re-create or re-copy the file", path=p) from None
+        if not raw:
+            raise InputError("is empty after gzip decompression", path=p)
+    head = raw[:256].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not (head.startswith(b"<?xml") or head.startswith(b"<GIFTI") or head.startswith(b"<!DOCTYPE")):
+        raise InputError("is not a GIFTI file (does not start with XML)", path=p)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = GiftiImage.from_bytes(raw)
+    except Exception as exc:  # nibabel raises many types (ExpatError, ValueError, zlib.error...)
+        raise InputError(f"GIFTI file is truncated or corrupted ({type(exc).__name__}: {exc})",
+                         path=p) from None
+    if not img.darrays:
+        raise InputError("GIFTI file holds no data arrays", path=p)
+    return img
+
+
+def _meta(meta: GiftiMetaData | None) -> dict[str, str]:
+    return {} if meta is None else {str(k): str(v) for k, v in meta.items()}
+
+
+def _darray_data(da: GiftiDataArray, path: Path) -> np.ndarray:
+    try:
+        return np.asarray(da.data)
+    except Exception as exc:
+        raise InputError(f"GIFTI data array is truncated or corrupted ({exc})", path=path) from None
+
+
+def read_gifti_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """Read a GIFTI surface.
+
+    Returns
+    -------
+    vertices : (V, 3) float64, file units (mm)
+    faces : (F, 3) int64, not yet range-checked (see validate.check_mesh)
+    meta : file metadata updated with the POINTSET array's metadata
+    """
+    p = Path(path)
+    img = load_gifti(p)
+    pts = [d for d in img.darrays if d.intent == _POINTSET]
+    tri = [d for d in img.darrays if d.intent == _TRIANGLE]
+    if len(pts) != 1 or len(tri) != 1:
+        kinds = ", ".join(sorted({nib.nifti1.intent_codes.label[d.intent] for d in img.darrays}))
+        raise InputError(f"is not a GIFTI surface: expected one NIFTI_INTENT_POINTSET and one "
+                         f"NIFTI_INTENT_TRIANGLE array, found {len(pts)} and {len(tri)} "
+                         f"(arrays: {kinds}); is it a metric (.shape.gii/.func.gii)?", path=p)
+    v, f = _darray_data(pts[0], p), _darray_data(tri[0], p)
+    if v.ndim != 2 or v.shape[1] != 3 or v.shape[0] == 0:
+        raise InputError(f"GIFTI POINTSET has shape {v.shape}, expected (V, 3)", path=p)
+    meta = _meta(img.meta)
+    meta.update(_meta(pts[0].meta))
+    return v.astype(np.float64), f, meta
+
+
+def read_gifti_data(path: str | Path) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """Read every data array of a GIFTI metric (shape/func/label/time series) file.
+
+    Returns
+    -------
+    values : (V, K) float64, one column per data array (a 2-D array adds its columns)
+    names : K column names (metadata ``Name``; ``""`` where absent)
+    meta : file metadata
+    """
+    p = Path(path)
+    img = load_gifti(p)
+    if any(d.intent in (_POINTSET, _TRIANGLE) for d in img.darrays):
+        raise InputError("is a GIFTI surface (mesh), not a per-vertex feature map", path=p)
+    cols, names = [], []
+    for d in img.darrays:              # loop over a handful of arrays
+        a = _darray_data(d, p)
+        if a.ndim == 2 and 1 in a.shape:
+            a = a.reshape(-1)
+        if a.ndim == 1:
+            a = a[:, None]
+        if a.ndim != 2 or a.shape[0] == 0:
+            raise InputError(f"GIFTI data array has shape {a.shape}, expected (V,) or (V, K)", path=p)
+        if a.dtype.kind not in "iufb":
+            raise InputError(f"GIFTI data array has non-numeric type {a.dtype}", path=p)
+        cols.append(a.astype(np.float64))
+        name = str(d.meta.get("Name", "")) if d.meta is not None else ""
+        names.extend([name] * a.shape[1])
+    n = {c.shape[0] for c in cols}
+    if len(n) != 1:
+        raise InputError(f"GIFTI data arrays have different vertex counts {sorted(n)}", path=p)
+    return np.concatenate(cols, axis=1), names, _meta(img.meta)
+
+
+def read_gifti_labels(path: str | Path) -> tuple[np.ndarray, LabelTable]:
+    """Read a GIFTI label file: ((V,) int64 keys, label table of the file)."""
+    p = Path(path)
+    img = load_gifti(p)
+    arrays = [d for d in img.darrays if d.intent == _LABEL] or img.darrays
+    a = _darray_data(arrays[0], p)
+    if a.ndim == 2 and 1 in a.shape:
+        a = a.reshape(-1)
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        raise InputError(f"GIFTI label array has shape {a.shape} and type {a.dtype}, "
+                         "expected (V,) integers", path=p)
+    table: LabelTable = {}
+    if img.labeltable is not None:
+        for lab in img.labeltable.labels:
+            rgba = tuple(float(c) if c is not None else 1.0 for c in lab.rgba)
+            table[int(lab.key)] = (str(lab.label or ""), rgba)  # type: ignore[assignment]
+    return a.astype(np.int64), table
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder + os.replace).
+
+    The final file gets the usual permissions (0666 minus the umask).
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return p
+
+
+def _save(img: GiftiImage, path: str | Path) -> Path:
+    data = img.to_xml()
+    if str(path).lower().endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    return atomic_write_bytes(path, data)
+
+
+def _file_meta(hemi: str, extra: Mapping[str, str] | None) -> GiftiMetaData:
+    meta = {"AnatomicalStructurePrimary": STRUCTURES[hemi_code(hemi)]}
+    meta.update({str(k): str(v) for k, v in (extra or {}).items()})
+    return GiftiMetaData(meta)
+
+
+def write_surface(path: str | Path, vertices: np.ndarray, faces: np.ndarray, hemi: str,
+                  geometric_type: str = "Spherical", secondary: str | None = None,
+                  meta: Mapping[str, str] | None = None) -> Path:
+    """Write a GIFTI surface atomically.
+
+    Parameters
+    ----------
+    path : output ``.surf.gii`` (``.gz`` suffix: gzipped)
+    vertices : (V, 3) coordinates, mm; stored float32
+    faces : (F, 3) vertex indices; stored int32
+    hemi : 'L' or 'R' -> AnatomicalStructurePrimary CortexLeft / CortexRight
+    geometric_type : GIFTI GeometricType, one of GEOMETRIC_TYPES ("Spherical" for spheres)
+    secondary : AnatomicalStructureSecondary (GrayWhite, Pial, MidThickness), optional
+    meta : extra metadata for the POINTSET array
+    """
+    v = np.asarray(vertices)
+    f = np.asarray(faces)
+    if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
+        raise ValueError(f"vertices must be (V, 3) and faces (F, 3), got {v.shape} and {f.shape}")
+    check_finite(v, path, what="vertex coordinates")
+    if f.size and (f.min() < 0 or f.max() >= len(v)):
+        raise ValueError(f"faces index vertices outside [0, {len(v)})")
+    if geometric_type not in GEOMETRIC_TYPES:
+        raise ValueError(f"geometric_type must be one of {GEOMETRIC_TYPES}, got {geometric_type!r}")
+    if secondary is not None and secondary not in SECONDARY_TYPES:
+        raise ValueError(f"secondary must be one of {SECONDARY_TYPES}, got {secondary!r}")
+    pmeta = {"AnatomicalStructurePrimary": STRUCTURES[hemi_code(hemi)]}
+    if secondary is not None:
+        pmeta["AnatomicalStructureSecondary"] = secondary
+    pmeta["GeometricType"] = geometric_type
+    pmeta.update({str(k): str(val) for k, val in (meta or {}).items()})
+    talairach = nib.nifti1.xform_codes["NIFTI_XFORM_TALAIRACH"]
+    pts = GiftiDataArray(v.astype(np.float32), intent="NIFTI_INTENT_POINTSET",
+                         datatype="NIFTI_TYPE_FLOAT32", meta=GiftiMetaData(pmeta),
+                         coordsys=GiftiCoordSystem(talairach, talairach, np.eye(4)))
+    tri = GiftiDataArray(f.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE",
+                         datatype="NIFTI_TYPE_INT32",
+                         meta=GiftiMetaData({"TopologicalType": "Closed"}), coordsys=None)
+    return _save(GiftiImage(darrays=[pts, tri]), path)
+
+
+def write_metric(path: str | Path, values: np.ndarray, hemi: str,
+                 names: Sequence[str] | None = None, intent: str | None = None,
+                 meta: Mapping[str, str] | None = None) -> Path:
+    """Write a per-vertex metric (shape/func GIFTI) atomically.
+
+    Parameters
+    ----------
+    path : output ``.shape.gii`` or ``.func.gii`` (``.gz`` suffix: gzipped)
+    values : (V,) or (V, K); one float32 data array per column
+    hemi : 'L' or 'R' -> file metadata AnatomicalStructurePrimary
+    names : K column names (metadata ``Name`` of each array), optional
+    intent : NIFTI intent name; default NIFTI_INTENT_SHAPE for ``.shape.gii``,
+        NIFTI_INTENT_NONE otherwise
+    meta : extra file metadata
+    """
+    a = np.asarray(values)
+    if a.ndim not in (1, 2) or a.shape[0] == 0:
+        raise ValueError(f"values must be (V,) or (V, K), got {a.shape}")
+    cols = a.reshape(a.shape[0], -1)
+    if names is not None and len(names) != cols.shape[1]:
+        raise ValueError(f"{len(names)} names for {cols.shape[1]} columns")
+    if intent is None:
+        intent = "NIFTI_INTENT_SHAPE" if ".shape.gii" in str(path).lower() else "NIFTI_INTENT_NONE"
+    arrays = []
+    for k in range(cols.shape[1]):        # loop over columns
+        m = GiftiMetaData({"Name": str(names[k])}) if names is not None else GiftiMetaData()
+        arrays.append(GiftiDataArray(np.ascontiguousarray(cols[:, k], dtype=np.float32),
+                                     intent=intent, datatype="NIFTI_TYPE_FLOAT32", meta=m))
+    return _save(GiftiImage(darrays=arrays, meta=_file_meta(hemi, meta)), path)
+
+
+def _default_colour(key: int) -> tuple[float, float, float, float]:
+    if key == 0:
+        return (0.0, 0.0, 0.0, 0.0)
+    rng = np.random.default_rng(key)         # deterministic distinct colours
+    r, g, b = rng.uniform(0.2, 1.0, 3)
+    return (float(r), float(g), float(b), 1.0)
+
+
+def write_labels(path: str | Path, labels: np.ndarray, table: Mapping[int, object], hemi: str,
+                 name: str | None = None, meta: Mapping[str, str] | None = None) -> Path:
+    """Write a GIFTI label file (``.label.gii``) atomically.
+
+    Parameters
+    ----------
+    labels : (V,) integer keys; stored int32, NIFTI_INTENT_LABEL
+    table : key -> name, or key -> (name, (r, g, b, a) in 0..1); every key used in
+        ``labels`` must be present (key 0 named "???" is added if missing and used)
+    hemi : 'L' or 'R' -> file metadata AnatomicalStructurePrimary
+    name : map name (array metadata ``Name``), optional
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 1 or lab.dtype.kind not in "iu":
+        raise ValueError(f"labels must be (V,) integers, got {lab.shape} {lab.dtype}")
+    entries: dict[int, tuple[str, tuple[float, float, float, float]]] = {}
+    for key, val in table.items():           # loop over table entries
+        if isinstance(val, str):
+            entries[int(key)] = (val, _default_colour(int(key)))
+        else:
+            nm, rgba = val  # type: ignore[misc]
+            entries[int(key)] = (str(nm), tuple(float(c) for c in rgba))  # type: ignore[assignment]
+    used = np.unique(lab)
+    if 0 in used and 0 not in entries:
+        entries[0] = ("???", (0.0, 0.0, 0.0, 0.0))
+    missing = sorted(set(used.tolist()) - set(entries))
+    if missing:
+        raise ValueError(f"label keys {missing[:10]} are used but not in the label table")
+    lt = GiftiLabelTable()
+    for key in sorted(entries):
+        nm, (r, g, b, al) = entries[key]
+        gl = GiftiLabel(key=key, red=r, green=g, blue=b, alpha=al)
+        gl.label = nm
+        lt.labels.append(gl)
+    m = GiftiMetaData({"Name": name}) if name is not None else GiftiMetaData()
+    da = GiftiDataArray(lab.astype(np.int32), intent="NIFTI_INTENT_LABEL",
+                        datatype="NIFTI_TYPE_INT32", meta=m)
+    return _save(GiftiImage(darrays=[da], labeltable=lt, meta=_file_meta(hemi, meta)), path)

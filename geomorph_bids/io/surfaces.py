@@ -1,0 +1,230 @@
+"""Format-independent entry points: read a surface, a sphere, a feature map, labels.
+
+The format is chosen from the file name (``.gii``/``.gii.gz`` -> GIFTI,
+``.nii`` -> CIFTI-2, ``.mgh``/``.mgz`` -> MGH, ``.annot``/``.label`` ->
+FreeSurfer) and otherwise from the file's first bytes (FreeSurfer files such
+as ``lh.sphere`` or ``lh.sulc`` have no extension).  Every reader validates what
+it returns and raises :class:`geomorph_bids.errors.InputError` on one line
+naming the file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import nibabel as nib
+import numpy as np
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io import cifti, freesurfer, gifti
+from geomorph_bids.io.validate import (SPHERE_RADIUS, check_finite, check_mesh, check_vertex_count,
+                                       hemi_code, validate_sphere)
+
+#: largest per-vertex map read from an MGH file (values), a guard against corrupted headers
+_MAX_VALUES = 100_000_000
+
+__all__ = ["Surface", "detect_format", "read_surface", "read_sphere", "read_feature", "read_labels"]
+
+
+@dataclass(frozen=True, eq=False)
+class Surface:
+    """A triangle mesh read from a file.
+
+    Attributes
+    ----------
+    vertices : (V, 3) float64, mm
+    faces : (F, 3) int64, indices into ``vertices``
+    path : the file it came from (None if built in memory)
+    meta : metadata strings (GIFTI metadata, FreeSurfer volume info)
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    path: Path | None = None
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def n_vertices(self) -> int:
+        """Number of vertices V."""
+        return int(self.vertices.shape[0])
+
+    @property
+    def hemi(self) -> str | None:
+        """'L' or 'R' from AnatomicalStructurePrimary, None if absent."""
+        return {"CortexLeft": "L", "CortexRight": "R"}.get(str(self.meta.get("AnatomicalStructurePrimary")))
+
+
+_KINDS = {"mgh": "an MGH file", "cifti": "a CIFTI file", "annot": "a FreeSurfer annotation",
+          "label": "a FreeSurfer label"}
+
+
+def _head(path: Path, n: int = 8) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError as exc:
+        raise InputError(f"cannot be read: {exc.strerror or exc}", path=path) from None
+
+
+def detect_format(path: str | Path) -> str:
+    """One of 'gifti', 'cifti', 'mgh', 'annot', 'label', 'freesurfer' (binary surface/morph).
+
+    Raises InputError for a missing or empty file.
+    """
+    p = Path(path)
+    head = _head(p)
+    if not head:
+        raise InputError("is empty (0 bytes)", path=p)
+    name = p.name.lower()
+    if gifti.is_gifti_name(name):
+        return "gifti"
+    if name.endswith((".mgh", ".mgz")):
+        return "mgh"
+    if cifti.is_cifti_name(name):
+        return "cifti"
+    if name.endswith(".annot"):
+        return "annot"
+    if name.endswith(".label"):
+        return "label"
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head[:2] == b"\x1f\x8b" or stripped.startswith(b"<"):
+        return "gifti"
+    if len(head) >= 4 and 540 in (int.from_bytes(head[:4], "little"), int.from_bytes(head[:4], "big")):
+        return "cifti"
+    return "freesurfer"
+
+
+def read_surface(path: str | Path) -> Surface:
+    """Read a surface mesh from GIFTI (``.surf.gii[.gz]``) or FreeSurfer binary (``lh.white``).
+
+    Checks shapes, finite coordinates and that every triangle indexes an existing
+    vertex; does not require a sphere (see :func:`read_sphere`).
+    """
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "gifti":
+        v, f, meta = gifti.read_gifti_surface(p)
+    elif fmt == "freesurfer":
+        v, f, meta = freesurfer.read_fs_surface(p)
+    else:
+        raise InputError(f"is {_KINDS[fmt]}, not a surface mesh "
+                         "(expected .surf.gii, .surf.gii.gz or a FreeSurfer surface such as lh.sphere)",
+                         path=p)
+    v, f = check_mesh(v, f, p)
+    return Surface(v, f, p, meta)
+
+
+def read_sphere(path: str | Path, *, radius: float = SPHERE_RADIUS, max_folded: int | None = None) -> Surface:
+    """Read a spherical surface (``lh.sphere``, ``lh.sphere.reg``, ``*.sphere.surf.gii``).
+
+    Returns the sphere centred at the origin with radius ``radius`` (mm) and
+    triangles wound outward.  Rules (see :func:`validate.validate_sphere`):
+
+    * not a sphere (std/mean of radii about the best-fit centre > 0.05, e.g. a
+      white, pial or inflated surface): InputError;
+    * a sphere off-centre or with another radius (e.g. radius 1): accepted with a
+      :class:`validate.SphereWarning`, returned recentred and rescaled;
+    * reversed winding (more than half the triangles inward): all triangles
+      flipped silently;
+    * more than ``max_folded`` triangles still inward (default: 0.1% of them,
+      fewer are tolerated with a warning): InputError with the count.
+    """
+    s = read_surface(path)
+    v, f = validate_sphere(s.vertices, s.faces, s.path, radius=radius, max_folded=max_folded)
+    return Surface(v, f, s.path, s.meta)
+
+
+def _read_mgh(p: Path) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = nib.load(str(p))
+            shape = tuple(int(n) for n in img.shape)
+            # check the header before reading: a corrupted header can claim terabytes
+            if len(shape) < 3 or shape[0] == 0 or shape[1:3] != (1, 1) or np.prod(shape) > _MAX_VALUES:
+                raise InputError(f"MGH data have shape {shape}; a surface map is (V, 1, 1[, K])", path=p)
+            data = np.asarray(img.dataobj, dtype=np.float64)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"cannot be read as MGH: the file is truncated or corrupted "
+                         f"({type(exc).__name__}: {exc})", path=p) from None
+    return data.reshape(data.shape[0], -1)
+
+
+def read_feature(path: str | Path, n_vertices: int | None = None, hemi: str | None = None,
+                 *, squeeze: bool = True) -> np.ndarray:
+    """Read a per-vertex feature map.
+
+    Parameters
+    ----------
+    path : GIFTI shape/func (``.shape.gii[.gz]``), FreeSurfer morphometry
+        (``lh.sulc``, ``lh.curv``, ``lh.thickness``), MGH (``.mgh``/``.mgz``) or
+        CIFTI-2 (``.dscalar.nii``/``.dtseries.nii``; needs ``hemi``; vertices of
+        the medial wall, absent from the CIFTI file, are set to 0)
+    n_vertices : expected vertex count (the sphere's); InputError if different
+    hemi : 'L' or 'R', required for CIFTI
+    squeeze : return (V,) when there is a single column
+
+    Returns
+    -------
+    (V,) or (V, K) float64, in the file's units (sulc in mm)
+    """
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "gifti":
+        values, _, _ = gifti.read_gifti_data(p)
+    elif fmt == "freesurfer":
+        values = freesurfer.read_fs_morph(p)[:, None]
+    elif fmt == "mgh":
+        values = _read_mgh(p)
+    elif fmt == "cifti":
+        if hemi is None:
+            raise InputError("is a CIFTI file holding both hemispheres: pass hemi='L' or 'R'", path=p)
+        values = cifti.read_cifti_cortex(p, hemi_code(hemi), fill=0.0).values
+    else:
+        raise InputError(f"is {_KINDS[fmt]}, not a feature map; use read_labels", path=p)
+    if values.size == 0:
+        raise InputError("feature map holds no values", path=p)
+    check_finite(values, p)
+    check_vertex_count(values.shape[0], n_vertices, p)
+    return values[:, 0] if squeeze and values.shape[1] == 1 else values
+
+
+def read_labels(path: str | Path, n_vertices: int | None = None, hemi: str | None = None
+                ) -> tuple[np.ndarray, dict[int, tuple[str, tuple[float, ...]]]]:
+    """Read a parcellation: GIFTI ``.label.gii``, FreeSurfer ``.annot``/``.label``, CIFTI ``.dlabel.nii``.
+
+    Parameters
+    ----------
+    n_vertices : expected vertex count; required for a FreeSurfer ``.label`` (a vertex list)
+    hemi : 'L' or 'R', required for CIFTI
+
+    Returns
+    -------
+    labels : (V,) int64 keys (-1 unlabelled in .annot; 0 on the CIFTI medial wall;
+        1 inside / 0 outside for a .label)
+    table : key -> (name, (r, g, b, a) in 0..1)
+    """
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "gifti":
+        labels, table = gifti.read_gifti_labels(p)
+    elif fmt == "annot":
+        labels, table = freesurfer.read_fs_annot(p)
+    elif fmt == "label":
+        if n_vertices is None:
+            raise InputError("is a FreeSurfer label (a vertex list): pass n_vertices", path=p)
+        labels = freesurfer.read_fs_label(p, n_vertices)
+        table = {0: ("???", (0.0, 0.0, 0.0, 0.0)), 1: (p.name, (1.0, 0.0, 0.0, 1.0))}
+    elif fmt == "cifti":
+        if hemi is None:
+            raise InputError("is a CIFTI file holding both hemispheres: pass hemi='L' or 'R'", path=p)
+        labels, table = cifti.read_cifti_labels(p, hemi_code(hemi))
+    else:
+        raise InputError("is not a label file (.label.gii, .annot, .label, .dlabel.nii)", path=p)
+    check_vertex_count(labels.shape[0], n_vertices, p, what="label map")
+    return labels, table

@@ -1,0 +1,261 @@
+"""Checks on surface meshes and per-vertex feature maps read from files.
+
+Every check raises :class:`geomorph_bids.errors.InputError` with a one-line
+message naming the file, what is wrong and, where possible, what to do.  The
+checks are plain numpy functions so that later code (engine, interfaces) can
+reuse them on arrays that did not come from a file (``path=None``).
+
+Sphere conventions (see :func:`validate_sphere`): a sphere is centred at the
+origin with radius 100 mm, triangles wound counter-clockwise seen from outside.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.sphere.mesh import signed_volumes, triangle_areas
+
+__all__ = [
+    "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SphereWarning", "hemi_code",
+    "check_faces", "check_finite", "check_vertex_count", "check_mesh",
+    "fit_sphere", "count_folded", "orient_faces", "validate_sphere", "validate_feature",
+]
+
+PathLike = str | Path | None
+
+#: Radius (mm) of every sphere handed to the rest of the package.
+SPHERE_RADIUS = 100.0
+#: Largest accepted radius spread (std / mean of the distances to the fitted
+#: centre).  Real spheres measure < 3e-5 (FreeSurfer fsaverage5, HCP 32k, fsLR
+#: 164k); white, pial and inflated surfaces measure 0.28-0.33.
+SPHERE_SPREAD_TOL = 0.05
+#: Relative centre offset / radius error below which a sphere is left untouched.
+SPHERE_POSE_TOL = 1e-3
+MAX_FOLDED_FRACTION = 1e-3  # folded triangles tolerated (with a warning) on input spheres
+
+_HEMIS = {"l": "L", "left": "L", "lh": "L", "cortexleft": "L",
+          "r": "R", "right": "R", "rh": "R", "cortexright": "R"}
+
+
+class SphereWarning(UserWarning):
+    """A sphere was accepted but recentred or rescaled to radius 100."""
+
+
+def hemi_code(hemi: str) -> str:
+    """Return ``'L'`` or ``'R'`` for any of L/R, left/right, lh/rh, CortexLeft/CortexRight."""
+    code = _HEMIS.get(str(hemi).strip().lower())
+    if code is None:
+        raise ValueError(f"hemisphere must be 'L' or 'R' (or left/right, lh/rh), got {hemi!r}")
+    return code
+
+
+def check_finite(values: np.ndarray, path: PathLike = None, what: str = "feature map") -> None:
+    """Raise InputError if ``values`` holds NaN or Inf, saying how many."""
+    v = np.asarray(values)
+    if v.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(v)
+    if bad.any():
+        n_nan = int(np.isnan(v).sum())
+        n_inf = int(bad.sum()) - n_nan
+        raise InputError(
+            f"{what} has {int(bad.sum())} non-finite values ({n_nan} NaN, {n_inf} Inf) out of {v.size}; "
+            "replace them with finite numbers (0 on the medial wall)", path=path)
+
+
+def check_vertex_count(n_found: int, n_expected: int | None, path: PathLike = None,
+                       what: str = "feature map") -> None:
+    """Raise InputError if a per-vertex map does not have ``n_expected`` vertices."""
+    if n_expected is not None and int(n_found) != int(n_expected):
+        raise InputError(
+            f"{what} has {int(n_found)} vertices but the sphere has {int(n_expected)}; "
+            "features must be on the same subject's native mesh as the sphere", path=path)
+
+
+def check_faces(faces: np.ndarray, n_vertices: int, path: PathLike = None) -> np.ndarray:
+    """Return faces as (F, 3) int64 after checking shape and index range.
+
+    Raises InputError for an empty or badly shaped triangle array, non-integer
+    indices, negative indices, or indices >= ``n_vertices``.
+    """
+    f = np.asarray(faces)
+    if f.ndim != 2 or f.shape[1] != 3:
+        raise InputError(f"triangle array has shape {f.shape}, expected (F, 3)", path=path)
+    if f.shape[0] == 0:
+        raise InputError("surface has no triangles", path=path)
+    if f.dtype.kind == "f":
+        if not np.isfinite(f).all() or not np.array_equal(f, np.round(f)):
+            raise InputError("triangle array holds non-integer vertex indices", path=path)
+    elif f.dtype.kind not in "iu":
+        raise InputError(f"triangle array has non-numeric type {f.dtype}", path=path)
+    f = f.astype(np.int64)
+    n_neg = int((f < 0).any(axis=1).sum())
+    if n_neg:
+        raise InputError(f"{n_neg} of {len(f)} triangles use negative vertex indices "
+                         f"(min {int(f.min())}); the file is corrupted", path=path)
+    n_out = int((f >= n_vertices).any(axis=1).sum())
+    if n_out:
+        raise InputError(f"{n_out} of {len(f)} triangles reference vertices that do not exist "
+                         f"(max index {int(f.max())}, only {int(n_vertices)} vertices); "
+                         "the file is corrupted or the vertices are truncated", path=path)
+    return f
+
+
+def check_mesh(vertices: np.ndarray, faces: np.ndarray,
+               path: PathLike = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return ((V, 3) float64 vertices, (F, 3) int64 faces) after basic checks.
+
+    Checks: shapes, at least 4 vertices, finite coordinates, face indices in range.
+    """
+    v = np.asarray(vertices)
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise InputError(f"vertex array has shape {v.shape}, expected (V, 3)", path=path)
+    if v.shape[0] < 4:
+        raise InputError(f"surface has only {v.shape[0]} vertices", path=path)
+    if v.dtype.kind not in "iuf":
+        raise InputError(f"vertex array has non-numeric type {v.dtype}", path=path)
+    v = v.astype(np.float64)
+    check_finite(v, path, what="vertex coordinates")
+    return v, check_faces(faces, len(v), path)
+
+
+def fit_sphere(vertices: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Least-squares sphere through the vertices.
+
+    Solves |x|^2 = 2 c.x + k (algebraic fit).  The vertex mean is not used as
+    the centre: on meshes with uneven vertex density (fsLR 164k) it is off by
+    2 mm, which inflates the spread of an exact sphere from 4e-8 to 0.012.
+
+    Returns
+    -------
+    centre : (3,) float64, same units as vertices
+    radius : float, mean distance to the centre
+    spread : float, std / mean of the distances to the centre (0 for a sphere)
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    shift = v.mean(axis=0)                     # conditioning only
+    x = v - shift
+    a = np.column_stack([2.0 * x, np.ones(len(x))])
+    sol, *_ = np.linalg.lstsq(a, np.einsum("ij,ij->i", x, x), rcond=None)
+    centre = sol[:3] + shift
+    r = np.linalg.norm(v - centre, axis=1)
+    mean = float(r.mean())
+    spread = float(r.std() / mean) if mean > 0 else np.inf
+    return centre, mean, spread
+
+
+def count_folded(vertices: np.ndarray, faces: np.ndarray) -> int:
+    """Number of triangles wound clockwise seen from outside a sphere centred at 0."""
+    return int((signed_volumes(vertices, faces) < 0).sum())
+
+
+def orient_faces(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None,
+                 max_folded: int | None = None) -> np.ndarray:
+    """Return faces wound outward on a sphere centred at the origin.
+
+    If more than half the triangles point inward the whole mesh has reversed
+    winding (a convention, not damage): every triangle is flipped, silently.
+    If afterwards more than ``max_folded`` triangles still point inward, the
+    sphere is folded and InputError says how many. The default tolerates
+    ``MAX_FOLDED_FRACTION`` of the triangles (real FreeSurfer spheres can keep a
+    handful of tiny folds) with a :class:`SphereWarning`.
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    n_in = count_folded(vertices, f)
+    if n_in > len(f) / 2:
+        f = f[:, [0, 2, 1]]
+        n_in = count_folded(vertices, f)
+    if max_folded is None:
+        max_folded = int(MAX_FOLDED_FRACTION * len(f))
+    if 0 < n_in <= max_folded:
+        warnings.warn(f"{path if path is not None else 'sphere'}: {n_in} of {len(f)} triangles are "
+                      "folded (tolerated, below the limit of {max_folded})", SphereWarning, stacklevel=2)
+    if n_in > max_folded:
+        raise InputError(f"{n_in} of {len(f)} triangles are folded (wound inward) on the sphere; "
+                         "the spherical mesh is not a valid embedding: regenerate it "
+                         "(e.g. FreeSurfer mris_sphere) or fix the folds", path=path)
+    return f
+
+
+def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None, *,
+                    radius: float = SPHERE_RADIUS, spread_tol: float = SPHERE_SPREAD_TOL,
+                    max_folded: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Check that a mesh is a sphere and return it in standard pose.
+
+    Parameters
+    ----------
+    vertices : (V, 3) array, mm
+    faces : (F, 3) integer array
+    path : file named in messages
+    radius : radius of the returned sphere, mm
+    spread_tol : reject if std/mean of the radii about the fitted centre exceeds this
+    max_folded : number of inward triangles tolerated after fixing the winding
+        (default: ``MAX_FOLDED_FRACTION`` of them)
+
+    Returns
+    -------
+    vertices : (V, 3) float64, centred at 0 with mean radius ``radius`` (mm).
+        A sphere off-centre or of another radius (e.g. a unit sphere) is accepted,
+        recentred and rescaled, with a :class:`SphereWarning`.
+    faces : (F, 3) int64, wound outward (reversed winding flipped silently).
+
+    Raises
+    ------
+    InputError : not a sphere (white/pial/inflated surface), a surface not covering
+        the sphere, or folded triangles.
+    """
+    v, f = check_mesh(vertices, faces, path)
+    centre, r, spread = fit_sphere(v)
+    if not np.isfinite(spread) or spread > spread_tol:
+        raise InputError(
+            f"is not a sphere: vertex distances to the best-fit centre vary by {spread:.3g} "
+            f"(std/mean; a sphere has < {spread_tol:g}); pass the spherical surface "
+            "(e.g. lh.sphere or lh.sphere.reg), not white/pial/inflated", path=path)
+    off = float(np.linalg.norm(centre))
+    if off > SPHERE_POSE_TOL * r or abs(r - radius) > SPHERE_POSE_TOL * radius:
+        warnings.warn(
+            f"{path if path is not None else 'sphere'}: centre ({centre[0]:.3g}, {centre[1]:.3g}, "
+            f"{centre[2]:.3g}), radius {r:.4g}; recentred to the origin and rescaled to radius "
+            f"{radius:g}", SphereWarning, stacklevel=2)
+        v = (v - centre) * (radius / r)
+    coverage = float(triangle_areas(v, f).sum() / (4.0 * np.pi * radius ** 2))
+    if not 0.5 < coverage < 1.5:
+        raise InputError(f"triangles cover {coverage:.2f} times the sphere's area (expected about 1): "
+                         "the mesh is partial (a patch?) or has duplicated triangles", path=path)
+    return v, orient_faces(v, f, path, max_folded=max_folded)
+
+
+def validate_feature(values: np.ndarray, path: PathLike = None,
+                     names: Sequence[str] | None = None) -> np.ndarray:
+    """Return a feature map as float64 after checking it can drive a registration.
+
+    Parameters
+    ----------
+    values : (V,) or (V, K) array
+    path : file named in messages
+    names : optional column names used in messages
+
+    Raises InputError if the map is empty, not finite, or if a column is
+    all zero or constant (nothing to align).
+    """
+    a = np.asarray(values)
+    if a.ndim not in (1, 2) or a.size == 0:
+        raise InputError(f"feature map has shape {a.shape}, expected (V,) or (V, K) with V > 0", path=path)
+    if a.dtype.kind not in "iufb":
+        raise InputError(f"feature map has non-numeric type {a.dtype}", path=path)
+    a = a.astype(np.float64)
+    check_finite(a, path)
+    cols = a.reshape(len(a), -1)
+    lo, hi = cols.min(axis=0), cols.max(axis=0)
+    for k in np.flatnonzero(hi == lo):          # loop over columns only
+        label = f"column {names[k]!r}" if names is not None and k < len(names) else (
+            f"column {k + 1}" if cols.shape[1] > 1 else "feature map")
+        what = "all zero" if lo[k] == 0 else f"constant ({lo[k]:g} at every vertex)"
+        raise InputError(f"{label} is {what}: it carries no information to register; "
+                         "check that the right file was given", path=path)
+    return a

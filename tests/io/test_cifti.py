@@ -1,0 +1,135 @@
+"""CIFTI-2 cortex columns scattered onto the full surface (geomorph_bids.io.cifti)."""
+
+from __future__ import annotations
+
+import numpy as np
+import nibabel as nib
+import pytest
+from nibabel import cifti2
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io import cifti
+from geomorph_bids.io.gifti import read_gifti_data
+
+S1200 = "S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii"
+
+
+def _one_line(err: pytest.ExceptionInfo, path) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg
+    return msg
+
+
+@pytest.fixture(scope="module")
+def s1200(hcp_data):
+    img = nib.load(str(hcp_data / S1200))
+    return hcp_data / S1200, np.asarray(img.dataobj, dtype=np.float64)
+
+
+@pytest.mark.parametrize("hemi,n_cortex,start", [("L", 29696, 0), ("R", 29716, 29696)])
+def test_s1200_scatter(s1200, hemi, n_cortex, start):
+    path, raw = s1200
+    out = cifti.read_cifti_cortex(path, hemi)
+    assert out.values.shape == (32492, 1) and out.mask.shape == (32492,)
+    assert int(out.mask.sum()) == n_cortex
+    assert out.names == ["S1200_sulc_MSMAll"]
+    np.testing.assert_array_equal(out.values[out.mask, 0], raw[0, start:start + n_cortex])
+    assert np.all(out.values[~out.mask] == 0.0)
+    nan = cifti.read_cifti_cortex(path, hemi, fill=np.nan)
+    assert int(np.isnan(nan.values).sum()) == 32492 - n_cortex
+
+
+def test_hemi_names(s1200):
+    a = cifti.read_cifti_cortex(s1200[0], "left").values
+    b = cifti.read_cifti_cortex(s1200[0], "CortexLeft").values
+    np.testing.assert_array_equal(a, b)
+
+
+def _small_dlabel(tmp_path, structures=("CortexLeft",)):
+    n = 20
+    bm = None
+    for s in structures:
+        part = cifti2.BrainModelAxis.from_mask(np.arange(n) % 4 != 0, name=s)   # 15 of 20 vertices
+        bm = part if bm is None else bm + part
+    keys = {0: ("???", (0, 0, 0, 0)), 3: ("V1", (1, 0, 0, 1)), 8: ("MT", (0, 1, 0, 1))}
+    lab = cifti2.LabelAxis(["areas"], [keys])
+    data = np.tile(np.array([3, 8, 0], dtype=np.float32), len(bm) // 3 + 1)[: len(bm)][None]
+    p = tmp_path / "x.dlabel.nii"
+    cifti2.Cifti2Image(data, header=(lab, bm)).to_filename(str(p))
+    return p, data
+
+
+def test_dlabel(tmp_path):
+    p, data = _small_dlabel(tmp_path)
+    labels, table = cifti.read_cifti_labels(p, "L", fill=-1)
+    assert labels.shape == (20,)
+    assert np.all(labels[::4] == -1)
+    np.testing.assert_array_equal(labels[np.arange(20) % 4 != 0], data[0].astype(int))
+    assert table[3][0] == "V1" and table[8][0] == "MT" and table[3][1] == (1.0, 0.0, 0.0, 1.0)
+
+
+def test_missing_structure(tmp_path):
+    p, _ = _small_dlabel(tmp_path)
+    with pytest.raises(InputError) as e:
+        cifti.read_cifti_cortex(p, "R")
+    assert "has no CIFTI_STRUCTURE_CORTEX_RIGHT brain model (structures: CIFTI_STRUCTURE_CORTEX_LEFT)" \
+        in _one_line(e, p)
+
+
+def test_dscalar_not_label(s1200):
+    with pytest.raises(InputError, match="not a CIFTI label file"):
+        cifti.read_cifti_labels(s1200[0], "L")
+
+
+def test_cifti1_refused(tmp_path, hcp_data):
+    raw = (hcp_data / S1200).read_bytes()
+    assert raw.count(b'<CIFTI Version="2"') == 1
+    p = tmp_path / "old.dscalar.nii"
+    p.write_bytes(raw.replace(b'<CIFTI Version="2"', b'<CIFTI Version="1"'))
+    with pytest.raises(InputError) as e:
+        cifti.read_cifti_cortex(p, "L")
+    msg = _one_line(e, p)
+    assert "CIFTI-1" in msg
+    assert "wb_command -file-convert -cifti-version-convert old.dscalar.nii 2 old_cifti2.dscalar.nii" in msg
+
+
+@pytest.mark.wb
+def test_cifti1_from_workbench(tmp_path, hcp_data, wb_command):
+    p = tmp_path / "v1.dscalar.nii"
+    wb_command("-file-convert", "-cifti-version-convert", hcp_data / S1200, "1", p)
+    with pytest.raises(InputError, match="CIFTI-1 file.*-cifti-version-convert"):
+        cifti.read_cifti_cortex(p, "L")
+    back = tmp_path / "v2.dscalar.nii"
+    wb_command("-file-convert", "-cifti-version-convert", p, "2", back)
+    assert int(cifti.read_cifti_cortex(back, "L").mask.sum()) == 29696
+
+
+@pytest.mark.wb
+@pytest.mark.parametrize("hemi,structure", [("L", "CORTEX_LEFT"), ("R", "CORTEX_RIGHT")])
+def test_matches_workbench_separate(tmp_path, s1200, wb_command, hemi, structure):
+    out = tmp_path / f"{hemi}.func.gii"
+    roi = tmp_path / f"{hemi}.roi.func.gii"
+    wb_command("-cifti-separate", s1200[0], "COLUMN", "-metric", structure, out, "-roi", roi)
+    ours = cifti.read_cifti_cortex(s1200[0], hemi)
+    np.testing.assert_array_equal(ours.values, read_gifti_data(out)[0])
+    np.testing.assert_array_equal(ours.mask, read_gifti_data(roi)[0][:, 0] > 0)
+
+
+def test_truncated(tmp_path, hcp_data):
+    raw = (hcp_data / S1200).read_bytes()
+    p = tmp_path / "half.dscalar.nii"
+    p.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError) as e:
+        cifti.read_cifti_cortex(p, "L")
+    assert "truncated or corrupted" in _one_line(e, p)
+
+
+def test_nifti_volume_refused(tmp_path):
+    p = tmp_path / "vol.nii"
+    nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), np.eye(4)).to_filename(str(p))
+    with pytest.raises(InputError, match="Nifti1Image, not a CIFTI-2 file"):
+        cifti.load_cifti(p)
+    e = tmp_path / "empty.dscalar.nii"
+    e.write_bytes(b"")
+    with pytest.raises(InputError, match="is empty"):
+        cifti.load_cifti(e)

@@ -1,0 +1,143 @@
+"""FreeSurfer binary surfaces, morphometry, annotations and labels (geomorph_bids.io.freesurfer)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from nibabel import freesurfer as nfs
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io import freesurfer as fs
+from geomorph_bids.io.gifti import read_gifti_data, read_gifti_surface
+
+
+@pytest.fixture(scope="module")
+def fs5(fsaverage5, tmp_path_factory):
+    """fsaverage5 left sphere, white and sulc written in FreeSurfer binary formats."""
+    d = tmp_path_factory.mktemp("fs5")
+    sv, sf, _ = read_gifti_surface(fsaverage5 / "sphere_left.gii.gz")
+    wv, wf, _ = read_gifti_surface(fsaverage5 / "white_left.gii.gz")
+    sulc = read_gifti_data(fsaverage5 / "sulc_left.gii.gz")[0][:, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nfs.write_geometry(str(d / "lh.sphere"), sv, sf)
+        nfs.write_geometry(str(d / "lh.white"), wv, wf,
+                           volume_info={"head": np.array([2, 0, 20], dtype=np.int32), "valid": "1  # volume info valid",
+                                        "filename": "orig.mgz", "volume": np.array([256, 256, 256]),
+                                        "voxelsize": np.ones(3), "xras": np.array([-1.0, 0, 0]),
+                                        "yras": np.array([0, 0, -1.0]), "zras": np.array([0, 1.0, 0]),
+                                        "cras": np.array([1.5, 2.0, -3.0])})
+    nfs.write_morph_data(str(d / "lh.sulc"), sulc, fnum=len(sf))
+    return {"dir": d, "sphere": (sv, sf), "white": (wv, wf), "sulc": sulc}
+
+
+def _one_line(err: pytest.ExceptionInfo, path) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg
+    return msg
+
+
+def test_surface_round_trip(fs5):
+    v, f, meta = fs.read_fs_surface(fs5["dir"] / "lh.sphere")
+    np.testing.assert_array_equal(v, fs5["sphere"][0].astype(np.float32))
+    np.testing.assert_array_equal(f, fs5["sphere"][1])
+    assert v.shape == (10242, 3) and f.dtype == np.int64 and meta == {}
+    v, f, meta = fs.read_fs_surface(fs5["dir"] / "lh.white")
+    np.testing.assert_array_equal(v, fs5["white"][0].astype(np.float32))
+    assert meta["cras"] == "1.5 2.0 -3.0" and meta["filename"] == "orig.mgz"
+
+
+def test_morph_round_trip(fs5):
+    x = fs.read_fs_morph(fs5["dir"] / "lh.sulc")
+    np.testing.assert_array_equal(x, fs5["sulc"].astype(np.float32))
+    assert x.dtype == np.float64 and x.shape == (10242,)
+
+
+def test_old_format_morph(tmp_path):
+    vals = np.array([120, -50, 7, 0], dtype=">i2")
+    p = tmp_path / "lh.curv"
+    p.write_bytes((4).to_bytes(3, "big") + (0).to_bytes(3, "big") + vals.tobytes())
+    np.testing.assert_allclose(fs.read_fs_morph(p), [1.2, -0.5, 0.07, 0.0])
+
+
+def test_wrong_magic_surface(tmp_path, fs5):
+    raw = bytearray((fs5["dir"] / "lh.sphere").read_bytes())
+    raw[:3] = b"\x12\x34\x56"
+    bad = tmp_path / "lh.sphere"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(InputError) as e:
+        fs.read_fs_surface(bad)
+    msg = _one_line(e, bad)
+    assert "magic number 0x123456, expected 0xFFFFFE" in msg
+
+
+def test_wrong_magic_morph(tmp_path, fs5):
+    raw = bytearray((fs5["dir"] / "lh.sulc").read_bytes())
+    raw[:3] = b"\x00\x00\x07"
+    bad = tmp_path / "lh.sulc"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(InputError) as e:
+        fs.read_fs_morph(bad)
+    assert "magic number 0x000007, expected 0xFFFFFF" in _one_line(e, bad)
+
+
+def test_truncated_surface(tmp_path, fs5):
+    raw = (fs5["dir"] / "lh.sphere").read_bytes()
+    bad = tmp_path / "lh.sphere"
+    bad.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError) as e:
+        fs.read_fs_surface(bad)
+    msg = _one_line(e, bad)
+    assert "truncated" in msg and "10242 vertices, 20480 triangles" in msg
+
+
+def test_truncated_morph(tmp_path, fs5):
+    raw = (fs5["dir"] / "lh.sulc").read_bytes()
+    bad = tmp_path / "lh.sulc"
+    bad.write_bytes(raw[:1000])
+    with pytest.raises(InputError) as e:
+        fs.read_fs_morph(bad)
+    assert f"truncated: 1000 bytes, the header (10242 vertices) needs {15 + 4 * 10242}" in _one_line(e, bad)
+
+
+def test_swapped_file_kinds(fs5):
+    with pytest.raises(InputError, match="morphometry file .* not a triangle surface"):
+        fs.read_fs_surface(fs5["dir"] / "lh.sulc")
+    with pytest.raises(InputError, match="is a FreeSurfer surface"):
+        fs.read_fs_morph(fs5["dir"] / "lh.sphere")
+
+
+def test_empty(tmp_path):
+    p = tmp_path / "lh.sphere"
+    p.write_bytes(b"")
+    with pytest.raises(InputError, match="is empty"):
+        fs.read_fs_surface(p)
+    with pytest.raises(InputError, match="is empty"):
+        fs.read_fs_morph(p)
+
+
+def test_annot_round_trip(tmp_path):
+    labels = np.array([0, 0, 1, 2, 2, 1, -1])
+    ctab = np.array([[25, 5, 25, 0, 0], [200, 0, 0, 0, 0], [0, 0, 200, 0, 0]], dtype=np.int32)
+    p = tmp_path / "lh.aparc.annot"
+    nfs.write_annot(str(p), labels, ctab, [b"unknown", b"red", b"blue"], fill_ctab=True)
+    lab, table = fs.read_fs_annot(p)
+    np.testing.assert_array_equal(lab, labels)
+    assert table[1][0] == "red" and table[2][0] == "blue" and table[-1][0] == "unknown"
+    np.testing.assert_allclose(table[1][1], (200 / 255, 0, 0, 1))
+    bad = tmp_path / "bad.annot"
+    bad.write_bytes(p.read_bytes()[:30])
+    with pytest.raises(InputError, match="not a readable FreeSurfer annotation"):
+        fs.read_fs_annot(bad)
+
+
+def test_label_file(tmp_path):
+    p = tmp_path / "lh.V1.label"
+    rows = "\n".join(f"{i} 0.0 0.0 0.0 1.0" for i in (2, 5, 7))
+    p.write_text(f"#!ascii label\n3\n{rows}\n")
+    mask = fs.read_fs_label(p, 10)
+    np.testing.assert_array_equal(np.flatnonzero(mask), [2, 5, 7])
+    with pytest.raises(InputError, match="lists vertex 7 but the surface has only 6"):
+        fs.read_fs_label(p, 6)

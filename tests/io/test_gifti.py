@@ -1,0 +1,214 @@
+"""GIFTI reading and atomic writing (geomorph_bids.io.gifti)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io import gifti
+from geomorph_bids.sphere.mesh import vertex_areas
+
+
+@pytest.fixture(scope="module")
+def sphere5(fsaverage5):
+    v, f, meta = gifti.read_gifti_surface(fsaverage5 / "sphere_left.gii.gz")
+    return v, f
+
+
+def _one_line(err: pytest.ExceptionInfo, path) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg
+    return msg
+
+
+def test_read_gz_nilearn(fsaverage5):
+    v, f, meta = gifti.read_gifti_surface(fsaverage5 / "sphere_left.gii.gz")
+    assert v.shape == (10242, 3) and f.shape == (20480, 3)
+    assert v.dtype == np.float64 and meta["AnatomicalStructurePrimary"] == "CortexLeft"
+    vals, names, _ = gifti.read_gifti_data(fsaverage5 / "sulc_right.gii.gz")
+    assert vals.shape == (10242, 1)
+    ref = nib.GiftiImage.from_bytes(gzip.decompress((fsaverage5 / "sulc_right.gii.gz").read_bytes()))
+    np.testing.assert_array_equal(vals[:, 0], ref.darrays[0].data)
+
+
+@pytest.mark.parametrize("suffix", [".surf.gii", ".surf.gii.gz"])
+def test_surface_round_trip(tmp_path, sphere5, suffix):
+    v, f = sphere5
+    out = tmp_path / f"sub-01_hemi-R_sphere{suffix}"
+    gifti.write_surface(out, v, f, "R", geometric_type="Spherical", secondary="MidThickness",
+                        meta={"Description": "test"})
+    rv, rf, meta = gifti.read_gifti_surface(out)
+    np.testing.assert_array_equal(rv, v.astype(np.float32).astype(np.float64))
+    np.testing.assert_array_equal(rf, f)
+    assert meta["AnatomicalStructurePrimary"] == "CortexRight"
+    assert meta["AnatomicalStructureSecondary"] == "MidThickness"
+    assert meta["GeometricType"] == "Spherical"
+    assert meta["Description"] == "test"
+    img = gifti.load_gifti(out)
+    pts, tri = img.darrays
+    assert pts.intent == nib.nifti1.intent_codes["NIFTI_INTENT_POINTSET"] and pts.data.dtype == np.float32
+    assert tri.intent == nib.nifti1.intent_codes["NIFTI_INTENT_TRIANGLE"] and tri.data.dtype == np.int32
+    assert tri.meta["TopologicalType"] == "Closed"
+    assert (out.stat().st_mode & 0o777) == 0o666 & ~_umask()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def _umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def test_surface_anatomical_no_secondary(tmp_path, sphere5):
+    v, f = sphere5
+    out = gifti.write_surface(tmp_path / "white.surf.gii", v * 0.5, f, "left", geometric_type="Anatomical")
+    meta = gifti.read_gifti_surface(out)[2]
+    assert meta["AnatomicalStructurePrimary"] == "CortexLeft" and meta["GeometricType"] == "Anatomical"
+    assert "AnatomicalStructureSecondary" not in meta
+    with pytest.raises(ValueError, match="geometric_type"):
+        gifti.write_surface(tmp_path / "x.surf.gii", v, f, "L", geometric_type="Sphere")
+    with pytest.raises(ValueError, match="hemisphere"):
+        gifti.write_surface(tmp_path / "x.surf.gii", v, f, "X")
+
+
+def test_metric_round_trip_multicolumn(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 3))
+    out = gifti.write_metric(tmp_path / "sub-01_hemi-L_desc-x_feat.func.gii", x, "L",
+                             names=["sulc", "curv", "myelin"])
+    vals, names, meta = gifti.read_gifti_data(out)
+    np.testing.assert_array_equal(vals, x.astype(np.float32))
+    assert names == ["sulc", "curv", "myelin"]
+    assert meta["AnatomicalStructurePrimary"] == "CortexLeft"
+    img = gifti.load_gifti(out)
+    assert [d.intent for d in img.darrays] == [nib.nifti1.intent_codes["NIFTI_INTENT_NONE"]] * 3
+    assert all(d.data.dtype == np.float32 for d in img.darrays)
+
+
+def test_metric_shape_intent(tmp_path):
+    x = np.linspace(-2, 2, 100)
+    out = gifti.write_metric(tmp_path / "sulc.shape.gii", x, "R", names=["sulc"])
+    img = gifti.load_gifti(out)
+    assert len(img.darrays) == 1
+    assert img.darrays[0].intent == nib.nifti1.intent_codes["NIFTI_INTENT_SHAPE"]
+    assert img.darrays[0].meta["Name"] == "sulc" and img.meta["AnatomicalStructurePrimary"] == "CortexRight"
+    np.testing.assert_array_equal(img.darrays[0].data, x.astype(np.float32))
+    with pytest.raises(ValueError, match="2 names for 1 columns"):
+        gifti.write_metric(tmp_path / "y.shape.gii", x, "R", names=["a", "b"])
+
+
+def test_labels_round_trip(tmp_path):
+    lab = np.array([0, 1, 1, 2, 5, 0, 2])
+    table = {1: "V1", 2: ("V2", (0.0, 1.0, 0.0, 1.0)), 5: "MT"}
+    out = gifti.write_labels(tmp_path / "x.label.gii", lab, table, "L", name="areas")
+    rl, rt = gifti.read_gifti_labels(out)
+    np.testing.assert_array_equal(rl, lab)
+    assert sorted(rt) == [0, 1, 2, 5]
+    assert rt[0][0] == "???" and rt[1][0] == "V1" and rt[5][0] == "MT"
+    assert rt[2] == ("V2", (0.0, 1.0, 0.0, 1.0))
+    img = gifti.load_gifti(out)
+    assert img.darrays[0].data.dtype == np.int32
+    assert img.darrays[0].intent == nib.nifti1.intent_codes["NIFTI_INTENT_LABEL"]
+    assert img.meta["AnatomicalStructurePrimary"] == "CortexLeft"
+    with pytest.raises(ValueError, match=r"\[7\]"):
+        gifti.write_labels(tmp_path / "y.label.gii", np.array([1, 7]), {1: "a"}, "L")
+
+
+def test_atomic_write_keeps_old_file(tmp_path, monkeypatch, sphere5):
+    v, f = sphere5
+    out = tmp_path / "s.surf.gii"
+    gifti.write_surface(out, v, f, "L")
+    before = out.read_bytes()
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        gifti.write_surface(out, v * 2, f, "L")
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.surf.gii"]
+
+
+def test_truncated_gifti(tmp_path, hcp_data):
+    raw = (hcp_data / "S1200.L.sphere.32k_fs_LR.surf.gii").read_bytes()
+    bad = tmp_path / "half.surf.gii"
+    bad.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError) as e:
+        gifti.read_gifti_surface(bad)
+    assert "truncated or corrupted" in _one_line(e, bad)
+
+
+def test_truncated_gz(tmp_path, fsaverage5):
+    raw = (fsaverage5 / "sphere_left.gii.gz").read_bytes()
+    bad = tmp_path / "half.surf.gii.gz"
+    bad.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError) as e:
+        gifti.read_gifti_surface(bad)
+    assert "gzip stream is truncated" in _one_line(e, bad)
+
+
+@pytest.mark.parametrize("content,match", [(b"", "is empty"),
+                                           (bytes(range(256)) * 4, "not a GIFTI file"),
+                                           (b"<?xml version='1.0'?><GIFTI><Data", "truncated or corrupted"),
+                                           (b'<?xml version="1.0"?><GIFTI NumberOfDataArrays="0"></GIFTI>',
+                                            "no data arrays")])
+def test_garbage_gifti(tmp_path, content, match):
+    bad = tmp_path / "bad.surf.gii"
+    bad.write_bytes(content)
+    with pytest.raises(InputError, match=match) as e:
+        gifti.load_gifti(bad)
+    _one_line(e, bad)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="cannot be read"):
+        gifti.load_gifti(tmp_path / "nope.surf.gii")
+
+
+def test_metric_is_not_surface(tmp_path, fsaverage5, sphere5):
+    with pytest.raises(InputError, match="found 0 and 0"):
+        gifti.read_gifti_surface(fsaverage5 / "sulc_left.gii.gz")
+    out = gifti.write_surface(tmp_path / "s.surf.gii", *sphere5, "L")
+    with pytest.raises(InputError, match="not a per-vertex feature map"):
+        gifti.read_gifti_data(out)
+
+
+@pytest.fixture
+def wb_output(wb_command):
+    exe = shutil.which("wb_command")
+
+    def run(*args) -> str:
+        return subprocess.run([exe, *map(str, args)], check=True, capture_output=True, text=True).stdout
+
+    return run
+
+
+@pytest.mark.wb
+def test_workbench_reads_our_files(tmp_path, sphere5, wb_command, wb_output):
+    v, f = sphere5
+    surf = gifti.write_surface(tmp_path / "s.surf.gii", v, f, "R", secondary="MidThickness")
+    info = wb_output("-file-information", surf)
+    assert "CortexRight" in info
+    assert "Surface Type (Primary):     Spherical" in info
+    assert "Surface Type (Secondary):   Midthickness" in info       # workbench's spelling
+    assert "Normal Vectors Correct:     true" in info
+    # numbers: workbench's vertex areas on our file equal ours
+    areas = tmp_path / "areas.shape.gii"
+    wb_command("-surface-vertex-areas", surf, areas)
+    got = gifti.read_gifti_data(areas)[0][:, 0]
+    ref = vertex_areas(v.astype(np.float32), f)
+    assert np.abs(got - ref).max() < 1e-3 * ref.mean()
+    metric = gifti.write_metric(tmp_path / "m.func.gii", np.column_stack([got, -got]), "R",
+                                names=["area", "minus"])
+    info = wb_output("-file-information", metric)
+    assert "CortexRight" in info and "area" in info and "minus" in info
+    stats = wb_output("-metric-stats", metric, "-reduce", "SUM")
+    assert abs(float(stats.split()[0]) - got.sum()) < 1e-3 * got.sum()

@@ -1,0 +1,274 @@
+"""Format-independent readers (geomorph_bids.io.surfaces): the broken-input matrix and fuzzing."""
+
+from __future__ import annotations
+
+import gzip
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nibabel import freesurfer as nfs
+from nibabel.gifti import GiftiDataArray, GiftiImage
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io import gifti
+from geomorph_bids.io.surfaces import Surface, detect_format, read_feature, read_labels, read_sphere, read_surface
+from geomorph_bids.io.validate import SphereWarning, count_folded
+
+S1200 = "S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii"
+
+
+def _one_line(err: pytest.ExceptionInfo, path) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg
+    return msg
+
+
+@pytest.fixture(scope="module")
+def sphere5(fsaverage5) -> Surface:
+    return read_surface(fsaverage5 / "sphere_left.gii.gz")
+
+
+def _raw_gifti_surface(path, v, f):
+    """Write a GIFTI surface with nibabel directly (no checks), for broken inputs."""
+    img = GiftiImage(darrays=[GiftiDataArray(np.asarray(v, np.float32), intent="NIFTI_INTENT_POINTSET"),
+                              GiftiDataArray(np.asarray(f, np.int32), intent="NIFTI_INTENT_TRIANGLE")])
+    nib.save(img, str(path))
+    return path
+
+
+# ----------------------------------------------------------------------------- happy paths
+
+def test_read_nilearn_gz(fsaverage5, sphere5):
+    assert sphere5.n_vertices == 10242 and sphere5.faces.shape == (20480, 3)
+    assert sphere5.vertices.dtype == np.float64 and sphere5.faces.dtype == np.int64
+    assert sphere5.hemi == "L" and sphere5.path == fsaverage5 / "sphere_left.gii.gz"
+    for name in ("sulc_left.gii.gz", "curv_left.gii.gz", "thick_right.gii.gz"):
+        x = read_feature(fsaverage5 / name, n_vertices=10242)
+        assert x.shape == (10242,) and x.dtype == np.float64 and np.ptp(x) > 0.5
+
+
+def test_read_sphere_real(atlases, hcp_data):
+    s = read_sphere(atlases / "fsaverage.L_LR.spherical_std.164k_fs_LR.surf.gii")
+    assert s.n_vertices == 163842 and s.hemi == "L"
+    np.testing.assert_allclose(np.linalg.norm(s.vertices, axis=1), 100.0, atol=2e-5)
+    assert count_folded(s.vertices, s.faces) == 0
+    assert read_sphere(hcp_data / "S1200.R.sphere.32k_fs_LR.surf.gii").hemi == "R"
+
+
+def test_freesurfer_files(tmp_path, sphere5, fsaverage5):
+    nfs.write_geometry(str(tmp_path / "lh.sphere.reg"), sphere5.vertices, sphere5.faces)
+    sulc = read_feature(fsaverage5 / "sulc_left.gii.gz")
+    nfs.write_morph_data(str(tmp_path / "lh.sulc"), sulc)
+    assert detect_format(tmp_path / "lh.sphere.reg") == "freesurfer"
+    s = read_sphere(tmp_path / "lh.sphere.reg")
+    np.testing.assert_allclose(s.vertices, sphere5.vertices, atol=1e-4)
+    np.testing.assert_array_equal(read_feature(tmp_path / "lh.sulc", n_vertices=s.n_vertices),
+                                  sulc.astype(np.float32))
+
+
+def test_mgh_feature(tmp_path):
+    x = np.linspace(0, 1, 50, dtype=np.float32)
+    for name in ("lh.thickness.mgh", "lh.thickness.mgz"):
+        nib.save(nib.MGHImage(x[:, None, None], np.eye(4)), str(tmp_path / name))
+        np.testing.assert_array_equal(read_feature(tmp_path / name, 50), x)
+    nib.save(nib.MGHImage(np.zeros((5, 5, 2), np.float32), np.eye(4)), str(tmp_path / "vol.mgz"))
+    with pytest.raises(InputError, match=r"shape \(5, 5, 2\)"):
+        read_feature(tmp_path / "vol.mgz")
+
+
+def test_cifti_feature(hcp_data):
+    x = read_feature(hcp_data / S1200, n_vertices=32492, hemi="R")
+    assert x.shape == (32492,) and int((x != 0).sum()) == 29716
+    with pytest.raises(InputError) as e:
+        read_feature(hcp_data / S1200)
+    assert "pass hemi='L' or 'R'" in _one_line(e, hcp_data / S1200)
+
+
+def test_multicolumn_feature(tmp_path):
+    x = np.random.default_rng(1).normal(size=(40, 2))
+    p = gifti.write_metric(tmp_path / "f.func.gii", x, "L", names=["a", "b"])
+    assert read_feature(p).shape == (40, 2)
+    assert read_feature(gifti.write_metric(tmp_path / "g.func.gii", x[:, :1], "L")).shape == (40,)
+    assert read_feature(p, squeeze=False).shape == (40, 2)
+
+
+def test_read_labels_dispatch(tmp_path, fsaverage5):
+    p = gifti.write_labels(tmp_path / "a.label.gii", np.array([0, 1, 2, 1]), {1: "a", 2: "b"}, "L")
+    labels, table = read_labels(p, n_vertices=4)
+    np.testing.assert_array_equal(labels, [0, 1, 2, 1])
+    assert table[2][0] == "b"
+    with pytest.raises(InputError, match="has 4 vertices but the sphere has 5"):
+        read_labels(p, n_vertices=5)
+    lab = tmp_path / "lh.x.label"
+    lab.write_text("#!ascii label\n1\n3 0 0 0 0\n")
+    with pytest.raises(InputError, match="pass n_vertices"):
+        read_labels(lab)
+    np.testing.assert_array_equal(read_labels(lab, n_vertices=4)[0], [0, 0, 0, 1])
+
+
+# ----------------------------------------------------------------------------- the broken-input matrix
+
+def test_truncated_gifti(tmp_path, hcp_data):
+    raw = (hcp_data / "S1200.L.sphere.32k_fs_LR.surf.gii").read_bytes()
+    p = tmp_path / "lh.sphere.surf.gii"
+    p.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError) as e:
+        read_sphere(p)
+    assert "truncated or corrupted" in _one_line(e, p)
+
+
+@pytest.mark.parametrize("name", ["x.surf.gii", "x.surf.gii.gz", "lh.sphere", "lh.sulc", "x.dscalar.nii"])
+def test_garbage_bytes(tmp_path, name):
+    p = tmp_path / name
+    p.write_bytes(np.random.default_rng(3).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    for reader in (read_surface, read_feature):
+        with pytest.raises(InputError) as e:
+            reader(p)
+        _one_line(e, p)
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "lh.sulc"
+    p.write_bytes(b"")
+    with pytest.raises(InputError, match="is empty"):
+        read_feature(p)
+
+
+def test_wrong_magic(tmp_path, sphere5):
+    p = tmp_path / "lh.sphere"
+    nfs.write_geometry(str(p), sphere5.vertices, sphere5.faces)
+    raw = bytearray(p.read_bytes())
+    raw[2] = 0x00
+    p.write_bytes(bytes(raw))
+    with pytest.raises(InputError) as e:
+        read_sphere(p)
+    assert "magic number 0xFFFF00, expected 0xFFFFFE" in _one_line(e, p)
+
+
+@pytest.mark.parametrize("fmt", ["gifti", "freesurfer"])
+def test_nan_inf_features(tmp_path, fmt):
+    x = np.linspace(-1, 1, 100)
+    x[[3, 4, 5]] = np.nan
+    x[7] = np.inf
+    if fmt == "gifti":
+        p = gifti.write_metric(tmp_path / "sulc.shape.gii", x, "L")
+    else:
+        p = tmp_path / "lh.sulc"
+        nfs.write_morph_data(str(p), x)
+    with pytest.raises(InputError) as e:
+        read_feature(p)
+    assert "4 non-finite values (3 NaN, 1 Inf) out of 100" in _one_line(e, p)
+
+
+def test_wrong_vertex_count(fsaverage5):
+    p = fsaverage5 / "sulc_left.gii.gz"
+    with pytest.raises(InputError) as e:
+        read_feature(p, n_vertices=163842)
+    assert "has 10242 vertices but the sphere has 163842" in _one_line(e, p)
+
+
+@pytest.mark.parametrize("bad,match", [(10242, "1 of 20480 triangles reference vertices that do not exist"),
+                                       (-1, "1 of 20480 triangles use negative vertex indices")])
+def test_faces_out_of_range(tmp_path, sphere5, bad, match):
+    f = sphere5.faces.copy()
+    f[7, 1] = bad
+    for p in (_raw_gifti_surface(tmp_path / "s.surf.gii", sphere5.vertices, f), tmp_path / "lh.sphere"):
+        if p.name == "lh.sphere":
+            nfs.write_geometry(str(p), sphere5.vertices, f)
+        with pytest.raises(InputError, match=match) as e:
+            read_surface(p)
+        _one_line(e, p)
+
+
+def test_white_as_sphere(fsaverage5):
+    for name in ("white_left.gii.gz", "pial_left.gii.gz"):
+        p = fsaverage5 / name
+        assert read_surface(p).n_vertices == 10242          # fine as a surface...
+        with pytest.raises(InputError) as e:                # ...but not as a sphere
+            read_sphere(p)
+        assert "is not a sphere" in _one_line(e, p)
+
+
+def test_offcentre_unit_sphere(tmp_path, sphere5):
+    p = gifti.write_surface(tmp_path / "unit.surf.gii", sphere5.vertices / 100 + [0.2, 0.1, -0.3],
+                            sphere5.faces, "L")
+    with pytest.warns(SphereWarning) as rec:
+        s = read_sphere(p)
+    assert str(p) in str(rec[0].message)
+    r = np.linalg.norm(s.vertices, axis=1)
+    r0 = np.linalg.norm(sphere5.vertices, axis=1)                     # fsaverage5: std 0.0029 mm
+    assert abs(r.mean() - 100) < 1e-9 and abs(r.std() - r0.std()) < 1e-4
+    assert np.abs(s.vertices.mean(0)).max() < 1e-3
+    np.testing.assert_allclose(s.vertices, sphere5.vertices, atol=2e-3)   # float32 storage
+
+
+def test_reversed_winding_fixed(tmp_path, sphere5):
+    p = gifti.write_surface(tmp_path / "rev.surf.gii", sphere5.vertices, sphere5.faces[:, [0, 2, 1]], "L")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = read_sphere(p)
+    np.testing.assert_array_equal(s.faces, sphere5.faces)
+    assert count_folded(s.vertices, s.faces) == 0
+
+
+def test_folded_rejected(tmp_path, sphere5):
+    """Above the tolerance (0.1% of triangles, here 20) a folded sphere is refused."""
+    rows = np.arange(0, 20480, 512)  # 40 triangles
+    f = sphere5.faces.copy()
+    f[rows] = f[rows][:, [1, 0, 2]]
+    p = gifti.write_surface(tmp_path / "fold.surf.gii", sphere5.vertices, f, "L")
+    with pytest.raises(InputError) as e:
+        read_sphere(p)
+    assert "40 of 20480 triangles are folded" in _one_line(e, p)
+
+
+def test_few_folds_tolerated_with_warning(tmp_path, sphere5):
+    f = sphere5.faces.copy()
+    f[[10, 2000, 9000, 15000]] = f[[10, 2000, 9000, 15000]][:, [1, 0, 2]]
+    p = gifti.write_surface(tmp_path / "fold.surf.gii", sphere5.vertices, f, "L")
+    with pytest.warns(SphereWarning, match="4 of 20480 triangles are folded"):
+        s = read_sphere(p)
+    assert count_folded(s.vertices, s.faces) == 4
+    with pytest.raises(InputError) as e:
+        read_sphere(p, max_folded=0)
+    assert "4 of 20480 triangles are folded" in _one_line(e, p)
+
+
+def test_wrong_kind(tmp_path, fsaverage5):
+    mgz = tmp_path / "x.mgz"
+    mgz.write_bytes(b"\x00" * 10)
+    with pytest.raises(InputError, match="is an MGH file, not a surface mesh"):
+        read_surface(mgz)
+    with pytest.raises(InputError, match="not a per-vertex feature map"):
+        read_feature(fsaverage5 / "sphere_left.gii.gz")
+    with pytest.raises(InputError, match="cannot be read"):
+        read_surface(tmp_path / "missing.surf.gii")
+
+
+# ----------------------------------------------------------------------------- fuzzing
+
+PREFIXES = [b"", b"\xff\xff\xfe", b"\xff\xff\xfe created by x\n\n", b"\xff\xff\xff", b"\x1f\x8b",
+            b'<?xml version="1.0"?><GIFTI NumberOfDataArrays="1"><DataArray ', b"\x00\x00\x00\x01"]
+NAMES = ["x.surf.gii", "x.shape.gii.gz", "lh.sphere", "lh.sulc", "x.dscalar.nii", "x.mgz", "x.mgh"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prefix=st.sampled_from(PREFIXES), body=st.binary(max_size=600), name=st.sampled_from(NAMES),
+       gz=st.booleans())
+def test_fuzz_readers(tmp_path, prefix, body, name, gz):
+    data = prefix + body
+    if gz:
+        data = gzip.compress(data)
+    p = tmp_path / name
+    p.write_bytes(data)
+    for reader in (read_surface, read_feature, read_sphere):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reader(p)
+        except InputError as exc:
+            assert "\n" not in str(exc) and str(p) in str(exc)

@@ -1,0 +1,183 @@
+"""Checks of geomorph_bids.io.validate on small synthetic meshes and real spheres."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.spatial import ConvexHull
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io import validate as val
+from geomorph_bids.io.gifti import load_gifti
+
+
+def fib_sphere(n: int = 400, radius: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """Fibonacci sphere with outward-wound convex-hull triangles."""
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    phi = np.pi * (1 + 5 ** 0.5) * i
+    r = np.sqrt(1 - z ** 2)
+    v = radius * np.column_stack([r * np.cos(phi), r * np.sin(phi), z])
+    f = ConvexHull(v).simplices.astype(np.int64)
+    inward = val.signed_volumes(v, f) < 0
+    f[inward] = f[inward][:, [0, 2, 1]]
+    return v, f
+
+
+def one_line_naming(err: pytest.ExceptionInfo, name: str) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert name in msg
+    return msg
+
+
+def test_hemi_code():
+    assert [val.hemi_code(h) for h in ("L", "lh", "left", "CortexLeft", "R", "rh", "Right")] == \
+        ["L", "L", "L", "L", "R", "R", "R"]
+    with pytest.raises(ValueError):
+        val.hemi_code("both")
+
+
+def test_fit_sphere_uneven_density():
+    v, _ = fib_sphere(2000, radius=37.0)
+    v = v[v[:, 2] > -0.3 * 37.0] + np.array([5.0, -3.0, 2.0])   # dense on one side
+    centre, r, spread = val.fit_sphere(v)
+    np.testing.assert_allclose(centre, [5.0, -3.0, 2.0], atol=1e-9)
+    assert abs(r - 37.0) < 1e-9 and spread < 1e-12
+    # the vertex mean would be several mm off
+    assert np.linalg.norm(v.mean(0) - centre) > 5.0
+
+
+def test_sphere_offcentre_unit_radius_recentred():
+    v, f = fib_sphere()
+    v1 = v / 100.0 + np.array([0.3, -0.2, 0.1])
+    with pytest.warns(val.SphereWarning, match="recentred"):
+        out_v, out_f = val.validate_sphere(v1, f, "lh.sphere")
+    r = np.linalg.norm(out_v, axis=1)
+    np.testing.assert_allclose(r, 100.0, rtol=1e-12)
+    np.testing.assert_allclose(out_v, v, atol=1e-9)
+    np.testing.assert_array_equal(out_f, f)
+
+
+def test_sphere_in_pose_no_warning():
+    v, f = fib_sphere()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out_v, out_f = val.validate_sphere(v, f)
+    np.testing.assert_array_equal(out_v, v)
+
+
+def test_reversed_winding_fixed():
+    v, f = fib_sphere()
+    out_v, out_f = val.validate_sphere(v, f[:, ::-1], "lh.sphere")
+    assert val.count_folded(out_v, out_f) == 0
+    np.testing.assert_array_equal(np.sort(out_f, axis=1), np.sort(f, axis=1))
+
+
+def test_few_folded_rejected():
+    v, f = fib_sphere()
+    bad = f.copy()
+    bad[[3, 50, 100]] = bad[[3, 50, 100]][:, [0, 2, 1]]
+    with pytest.raises(InputError) as e:
+        val.validate_sphere(v, bad, "lh.sphere")
+    msg = one_line_naming(e, "lh.sphere")
+    assert f"3 of {len(f)} triangles are folded" in msg
+    # tolerated when asked
+    _, out_f = val.validate_sphere(v, bad, max_folded=3)
+    assert val.count_folded(v, out_f) == 3
+
+
+def test_ellipsoid_rejected():
+    v, f = fib_sphere()
+    with pytest.raises(InputError) as e:
+        val.validate_sphere(v * [1.0, 0.7, 0.5], f, "lh.white")
+    msg = one_line_naming(e, "lh.white")
+    assert "is not a sphere" in msg
+    spread = float(msg.split("vary by ")[1].split()[0])
+    assert spread > 0.05
+
+
+def test_partial_sphere_rejected():
+    v, f = fib_sphere()
+    cap = f[(v[f, 2] > 50).all(axis=1)]
+    with pytest.raises(InputError, match="cover 0.2"):
+        val.validate_sphere(v, cap, "patch")
+
+
+def test_check_faces():
+    with pytest.raises(InputError, match="2 of 3 triangles reference vertices that do not exist"):
+        val.check_faces(np.array([[0, 1, 2], [0, 1, 5], [7, 1, 2]]), 5, "x")
+    with pytest.raises(InputError, match="1 of 2 triangles use negative"):
+        val.check_faces(np.array([[0, 1, 2], [0, -1, 3]]), 5, "x")
+    with pytest.raises(InputError, match="shape"):
+        val.check_faces(np.zeros((3, 4), int), 5, "x")
+    with pytest.raises(InputError, match="no triangles"):
+        val.check_faces(np.zeros((0, 3), int), 5, "x")
+    out = val.check_faces(np.array([[0, 1, 2]], dtype=np.int32), 3)
+    assert out.dtype == np.int64
+
+
+def test_check_mesh_nonfinite_vertices():
+    v, f = fib_sphere(50)
+    v[[1, 2]] = np.nan
+    with pytest.raises(InputError, match=r"6 non-finite values \(6 NaN, 0 Inf\)"):
+        val.check_mesh(v, f, "s")
+
+
+def test_check_vertex_count_message():
+    with pytest.raises(InputError) as e:
+        val.check_vertex_count(10242, 163842, "lh.sulc")
+    msg = one_line_naming(e, "lh.sulc")
+    assert "10242" in msg and "163842" in msg
+    val.check_vertex_count(5, None)
+
+
+def test_validate_feature():
+    x = np.linspace(-1, 1, 100)
+    np.testing.assert_array_equal(val.validate_feature(x.astype(np.float32)), x.astype(np.float32))
+    with pytest.raises(InputError, match="all zero"):
+        val.validate_feature(np.zeros(100), "sulc.shape.gii")
+    with pytest.raises(InputError, match=r"constant \(2\.5 at every vertex\)"):
+        val.validate_feature(np.full(100, 2.5), "sulc.shape.gii")
+    with pytest.raises(InputError, match="column 'myelin' is all zero"):
+        val.validate_feature(np.column_stack([x, np.zeros(100)]), names=["sulc", "myelin"])
+    y = x.copy()
+    y[[1, 2]] = np.nan
+    y[5] = -np.inf
+    with pytest.raises(InputError) as e:
+        val.validate_feature(y, "sulc.shape.gii")
+    assert "3 non-finite values (2 NaN, 1 Inf) out of 100" in one_line_naming(e, "sulc.shape.gii")
+
+
+REAL_SPHERES = [("atlases", "fsaverage.L_LR.spherical_std.164k_fs_LR.surf.gii"),
+                ("atlases", "fs_L/fsaverage.L.sphere.164k_fs_L.surf.gii"),
+                ("atlases", "fs_R/fs_R-to-fs_LR_fsaverage.R_LR.spherical_std.164k_fs_R.surf.gii"),
+                ("fsaverage5", "sphere_left.gii.gz"),
+                ("hcp_data", "S1200.R.sphere.32k_fs_LR.surf.gii")]
+
+
+@pytest.mark.parametrize("root,name", REAL_SPHERES)
+def test_real_spheres_accepted(request, root, name):
+    img = load_gifti(request.getfixturevalue(root) / name)
+    v = img.agg_data("NIFTI_INTENT_POINTSET").astype(np.float64)
+    f = img.agg_data("NIFTI_INTENT_TRIANGLE")
+    centre, r, spread = val.fit_sphere(v)
+    assert spread < 1e-4 and abs(r - 100) < 1e-3 and np.linalg.norm(centre) < 1e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out_v, out_f = val.validate_sphere(v, f)
+    assert val.count_folded(out_v, out_f) == 0
+
+
+@pytest.mark.parametrize("root,name", [("fsaverage5", "white_left.gii.gz"),
+                                       ("fsaverage5", "pial_left.gii.gz"),
+                                       ("fsaverage5", "infl_left.gii.gz"),
+                                       ("hcp_data", "S1200.L.white_MSMAll.32k_fs_LR.surf.gii")])
+def test_real_non_spheres_spread(request, root, name):
+    img = load_gifti(request.getfixturevalue(root) / name)
+    v = img.agg_data("NIFTI_INTENT_POINTSET").astype(np.float64)
+    assert val.fit_sphere(v)[2] > 0.2
+    with pytest.raises(InputError, match="is not a sphere"):
+        val.validate_sphere(v, img.agg_data("NIFTI_INTENT_TRIANGLE"), name)
