@@ -29,9 +29,9 @@ from geomorph_bids.sphere import icosphere, resample
 from geomorph_bids.sphere.rotation import rotation_matrix
 
 HEMIS = {"L": "left", "R": "right"}
-# Sign of smriprep's refsulc relative to FreeSurfer's sulc (positive in sulci):
-# measured by carrying fsaverage sulc through the fs_L-to-fs_LR deformation.
-REFSULC_SIGN = 1.0
+# smriprep's refsulc has HCP's sign (positive on gyri): fsaverage sulc carried through
+# the fs_L-to-fs_LR deformation correlates r = -0.95 with it. Stored negated (FreeSurfer sign).
+REFSULC_SIGN = -1.0
 EXAMPLE_ROTATION = {"L": ((0.3, -0.5, 0.8), 21.0), "R": ((-0.6, 0.2, 0.7), 17.0)}  # axis, degrees
 
 
