@@ -23,7 +23,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from geomorph_bids.io.surfaces import write_metric
+from geomorph_bids.io import write_metric
 from geomorph_bids.resources import data_dir, example_dir, template_feature_file
 from geomorph_bids.sphere import icosphere, resample
 from geomorph_bids.sphere.rotation import rotation_matrix
