@@ -1,0 +1,45 @@
+"""Bundled ico-6 templates: presence, shapes, sign convention, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geomorph_bids.engine.prealign import correlation
+from geomorph_bids.io.templates import available_templates, load_template
+from geomorph_bids.sphere import SphereLocator, rotation_from_correspondence
+
+
+def test_available_templates():
+    assert available_templates() == {"fsLR": ["sulc"], "fsaverage": ["curv", "sulc"]}
+
+
+@pytest.mark.parametrize("name", ["fsLR", "fsaverage"])
+@pytest.mark.parametrize("hemi", ["L", "R"])
+def test_template_shapes(name, hemi):
+    tpl = load_template(name, hemi)
+    assert tpl.vertices.shape == (40962, 3) and tpl.faces.shape == (81920, 3)
+    sulc = tpl.features["sulc"]
+    assert sulc.shape == (40962,) and np.isfinite(sulc).all() and sulc.std() > 0.1
+
+
+@pytest.mark.parametrize("hemi", ["L", "R"])
+def test_fslr_template_has_freesurfer_sign(hemi, atlases, load_surface):
+    """fsaverage sulc carried into fsLR by the reference rotation correlates positively with fsLR."""
+    fs, _ = load_surface(atlases / f"fs_{hemi}" / f"fsaverage.{hemi}.sphere.164k_fs_{hemi}.surf.gii")
+    lr, _ = load_surface(atlases / f"fs_{hemi}" /
+                         f"fs_{hemi}-to-fs_LR_fsaverage.{hemi}_LR.spherical_std.164k_fs_{hemi}.surf.gii")
+    rot = rotation_from_correspondence(fs, lr)
+    fsaverage, fslr = load_template("fsaverage", hemi), load_template("fsLR", hemi)
+    face, w = SphereLocator(fsaverage.vertices, fsaverage.faces).locate(fslr.vertices @ rot)
+    carried = np.einsum("nk,nk->n", fsaverage.features["sulc"][fsaverage.faces[face]], w)
+    assert correlation(carried, fslr.features["sulc"]) > 0.8
+
+
+def test_unknown_template_and_feature():
+    with pytest.raises(ValueError, match="bundled templates: fsLR, fsaverage"):
+        load_template("MNI152", "L")
+    with pytest.raises(ValueError, match="has no feature myelin"):
+        load_template("fsLR", "L", ("myelin",))
+    with pytest.raises(ValueError, match="'L' or 'R'"):
+        load_template("fsLR", "left")
