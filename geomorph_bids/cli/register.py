@@ -75,7 +75,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     so bad input leaves no partial output.
     """
     from ..engine.prealign import prealign
-    from ..io.surfaces import read_feature, read_sphere, write_metric, write_surface
+    from ..io import read_feature, read_sphere, write_metric, write_surface
     from ..io.templates import load_template
 
     moving = read_sphere(sphere)

@@ -174,7 +174,7 @@ def orient_faces(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None,
         max_folded = int(MAX_FOLDED_FRACTION * len(f))
     if 0 < n_in <= max_folded:
         warnings.warn(f"{path if path is not None else 'sphere'}: {n_in} of {len(f)} triangles are "
-                      "folded (tolerated, below the limit of {max_folded})", SphereWarning, stacklevel=2)
+                      f"folded (tolerated, below the limit of {max_folded})", SphereWarning, stacklevel=2)
     if n_in > max_folded:
         raise InputError(f"{n_in} of {len(f)} triangles are folded (wound inward) on the sphere; "
                          "the spherical mesh is not a valid embedding: regenerate it "

@@ -20,8 +20,8 @@ from .icosphere import (
     pseudo_coords,
     upsample_parents,
 )
-from .locate import SphereLocator, locate
-from .resample import resample, resample_labels, resample_weights
+from .locate import SphereLocator, locate, unit
+from .resample import apply_weights, barycentric_weights, resample, resample_labels, resample_weights
 from .rotation import (
     angle_between,
     apply_rotation,
@@ -33,9 +33,10 @@ from .rotation import (
 )
 
 __all__ = [
-    "MAX_LEVEL", "RADIUS", "SphereLocator", "angle_between", "apply_rotation", "distortion",
+    "MAX_LEVEL", "RADIUS", "SphereLocator", "angle_between", "apply_rotation", "apply_weights",
+    "barycentric_weights", "distortion",
     "distortion_summary", "folded_triangles", "hex_neighbourhood", "icosphere", "level_of", "locate",
     "mean_edge_length", "n_vertices", "pool_index", "pseudo_coords", "random_rotation", "resample",
     "resample_labels", "resample_weights", "rigid_align", "rotation_angle",
-    "rotation_from_correspondence", "rotation_matrix", "upsample_parents",
+    "rotation_from_correspondence", "rotation_matrix", "unit", "upsample_parents",
 ]

@@ -6,19 +6,24 @@ where the ray from the sphere's centre through the point meets the plane of the
 triangle (gnomonic projection), computed from triple products, so a point on a
 shared edge gets the same weights from both triangles.
 
-Search: a k-d tree over the normalised triangle centroids gives each point a few
-candidate triangles; the few points whose candidates all miss are searched again
-with more candidates. Everything is vectorised; nothing loops over points.
+Search: a k-d tree over the mesh vertices gives each point its nearest vertex;
+the triangles around that vertex (its fan) are the candidates, screened in
+float32 and confirmed in float64. The few points whose candidates all miss are
+searched again over the fans of more neighbouring vertices. Everything is
+vectorised; nothing loops over points.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 from scipy.spatial import cKDTree
 
 __all__ = ["SphereLocator", "locate", "unit"]
 
-_CHUNK = 1 << 16  # points per vectorised batch: bounds memory to ~60 MB
+_CHUNK = 1 << 16  # points per vectorised batch: bounds memory to ~30 MB
+_MAX_FAN = 12  # widest vertex fan kept in the candidate table; wider fans use the fallback
+_TOL = 1e-12  # a point is inside a face when its smallest normalised weight is >= -_TOL
 
 
 def unit(points: np.ndarray) -> np.ndarray:
@@ -26,6 +31,23 @@ def unit(points: np.ndarray) -> np.ndarray:
     points = np.asarray(points, dtype=np.float64)
     norm = np.linalg.norm(points, axis=-1, keepdims=True)
     return points / np.where(norm > 0, norm, 1.0)
+
+
+def _vertex_fans(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """(V, D) int64 faces around each vertex, rows padded by repeating their first face."""
+    # Counting sort of (vertex, face) pairs through a CSR build: faces grouped by vertex.
+    incidence = sparse.csr_matrix(
+        (np.ones(faces.size, dtype=np.int8), (faces.ravel(), np.repeat(np.arange(len(faces)), 3))),
+        shape=(n_vertices, len(faces)))
+    counts = np.diff(incidence.indptr)
+    width = int(min(max(counts.max(initial=1), 1), _MAX_FAN))
+    slot = np.arange(incidence.indices.size) - np.repeat(incidence.indptr[:-1], counts)
+    keep = slot < width
+    owner = np.repeat(np.arange(n_vertices), counts)
+    fans = np.full((n_vertices, width), -1, dtype=np.int64)
+    fans[owner[keep], slot[keep]] = incidence.indices[keep]
+    first = np.where(fans[:, 0] < 0, 0, fans[:, 0])  # isolated vertex: any face (fallback fixes it)
+    return np.where(fans < 0, first[:, None], fans)
 
 
 class SphereLocator:
@@ -40,13 +62,25 @@ class SphereLocator:
     def __init__(self, vertices: np.ndarray, faces: np.ndarray) -> None:
         self.vertices = unit(vertices)
         self.faces = np.asarray(faces, dtype=np.int64)
-        a, b, c = (self.vertices[self.faces[:, i]] for i in range(3))
-        # Row i of `edge_normals[f]` dotted with p gives the (unnormalised) weight of corner i.
-        normals = np.stack([np.cross(b, c), np.cross(c, a), np.cross(a, b)], axis=1)
-        orientation = np.sign(np.einsum("fi,fi->f", a, normals[:, 0]))
-        orientation[orientation == 0] = 1.0  # degenerate triangle: never contains anything
-        self._normals = normals * orientation[:, None, None]
-        self._tree = cKDTree(unit(a + b + c))
+        # Row i of `_normals[f]` dotted with p gives the (unnormalised) weight of corner i:
+        # the cross products b x c, c x a, a x b, from component arrays (fast, no temporaries).
+        comp = np.ascontiguousarray(self.vertices.T)
+        a, b, c = (comp[:, self.faces[:, i]] for i in range(3))  # (3, F) each
+        normals = np.empty((3, 3, len(self.faces)), dtype=np.float64)  # (corner, xyz, face)
+        for row, (p, q) in enumerate(((b, c), (c, a), (a, b))):
+            np.multiply(p[1], q[2], out=normals[row, 0])
+            normals[row, 0] -= p[2] * q[1]
+            np.multiply(p[2], q[0], out=normals[row, 1])
+            normals[row, 1] -= p[0] * q[2]
+            np.multiply(p[0], q[1], out=normals[row, 2])
+            normals[row, 2] -= p[1] * q[0]
+        volume = a[0] * normals[0, 0] + a[1] * normals[0, 1] + a[2] * normals[0, 2]
+        normals[:, :, volume < 0] *= -1.0  # clockwise faces; degenerate ones (0) never contain anything
+        normals = np.ascontiguousarray(normals.transpose(2, 0, 1))  # (face, corner, xyz)
+        self._normals = normals
+        self._normals32 = normals.astype(np.float32)
+        self._fans = _vertex_fans(self.faces, len(self.vertices))
+        self._tree = cKDTree(self.vertices, balanced_tree=False, compact_nodes=False)
 
     def locate(self, points: np.ndarray, k: int = 6) -> tuple[np.ndarray, np.ndarray]:
         """Containing triangle and barycentric weights of each point.
@@ -54,7 +88,8 @@ class SphereLocator:
         Parameters
         ----------
         points : (N, 3) float, directions (any radius, not the origin).
-        k : candidate triangles tried first per point.
+        k : about how many candidate triangles are tried first per point: the
+            fans of the ``ceil(k / 6)`` nearest vertices (6 = one fan).
 
         Returns
         -------
@@ -64,34 +99,61 @@ class SphereLocator:
         """
         points = unit(np.atleast_2d(points))
         n = len(points)
+        # Visit the points in a spatially coherent order (cells of a 64^3 grid): the tree
+        # queries and the gathers of face data then hit the cache far more often.
+        cell = np.clip(((points + 1.0) * 32.0).astype(np.int64), 0, 63)
+        order = np.argsort((cell[:, 0] << 12) | (cell[:, 1] << 6) | cell[:, 2])
+        points = points[order]
         face = np.empty(n, dtype=np.int64)
         weights = np.empty((n, 3), dtype=np.float64)
+        n_near = max(1, -(-int(k) // 6))
         for start in range(0, n, _CHUNK):
             sl = slice(start, min(start + _CHUNK, n))
-            face[sl], weights[sl] = self._locate_chunk(points[sl], k)
+            face[order[sl]], weights[order[sl]] = self._locate_chunk(points[sl], n_near)
         return face, weights
 
-    def _locate_chunk(self, points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(k, len(self.faces))
-        _, cand = self._tree.query(points, k=k, workers=-1)
-        cand = cand.reshape(len(points), k)
-        face, w, score = self._best(points, cand)
-        # Points whose best candidate is outside (score < 0) are rare: widen the search.
-        for wider in (32, 256):
-            miss = np.flatnonzero(score < -1e-12)
-            if miss.size == 0 or wider <= k:
+    def _candidates(self, points: np.ndarray, n_near: int) -> np.ndarray:
+        """(N, n_near * D) candidate faces: the fans of the nearest vertices."""
+        n_near = min(n_near, len(self.vertices))
+        _, near = self._tree.query(points, k=n_near, workers=-1)
+        return self._fans[near.reshape(len(points), n_near)].reshape(len(points), -1)
+
+    def _locate_chunk(self, points: np.ndarray, n_near: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.arange(len(points))
+        cand = self._candidates(points, n_near)
+        # Screen the candidates in float32: the containing face has all three weights >= 0,
+        # every other face has a negative one, so the largest smallest raw weight wins.
+        raw = np.matmul(self._normals32[cand].reshape(len(points), -1, 3),
+                        points.astype(np.float32)[:, :, None]).reshape(len(points), -1, 3)
+        smallest = np.minimum(raw[..., 0], raw[..., 1])
+        np.minimum(smallest, raw[..., 2], out=smallest)
+        face = cand[rows, np.argmax(smallest, axis=1)]
+        # ... and confirm the winner in float64.
+        w, score = self._weights(face, points)
+        # Rare: float32 picked the wrong side of an edge, or no fan holds the point.
+        for n_wide in (None, 8, 64):
+            miss = np.flatnonzero(score < -_TOL)
+            if miss.size == 0:
                 break
-            kk = min(wider, len(self.faces))
-            _, c2 = self._tree.query(points[miss], k=kk, workers=-1)
-            f2, w2, s2 = self._best(points[miss], c2.reshape(len(miss), kk))
+            c2 = cand[miss] if n_wide is None else self._candidates(points[miss], max(n_wide, n_near))
+            f2, w2, s2 = self._best(points[miss], c2)
             better = s2 > score[miss]
             face[miss[better]], w[miss[better]], score[miss[better]] = f2[better], w2[better], s2[better]
-        w = np.clip(w, 0.0, None)
+        np.clip(w, 0.0, None, out=w)
         w /= w.sum(axis=1, keepdims=True)
         return face, w
 
+    def _weights(self, face: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float64 normalised weights (N, 3) in the given faces and their score (smallest weight)."""
+        raw = np.matmul(self._normals[face], points[:, :, None])[..., 0]
+        total = raw[:, 0] + raw[:, 1] + raw[:, 2]
+        ok = total > 0
+        raw /= np.where(ok, total, 1.0)[:, None]
+        smallest = np.minimum(np.minimum(raw[:, 0], raw[:, 1]), raw[:, 2])
+        return raw, np.where(ok, smallest, -np.inf)
+
     def _best(self, points: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Among candidate faces (N, k), the one that contains each point best.
+        """Among candidate faces (N, k), the one that contains each point best (float64).
 
         The score is the smallest normalised barycentric weight: >= 0 inside.
         """

@@ -30,7 +30,8 @@ def vertex_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     This is the vertex area of Connectome Workbench (-surface-vertex-areas).
     """
     v = np.asarray(vertices)
-    return vertex_face_matrix(faces, len(v)) @ triangle_areas(v, faces) / 3.0
+    f = np.asarray(faces, dtype=np.int64)
+    return np.bincount(f.ravel(), weights=np.repeat(triangle_areas(v, f), 3), minlength=len(v)) / 3.0
 
 
 def edges(faces: np.ndarray) -> np.ndarray:

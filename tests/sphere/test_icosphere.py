@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
-from geomorph_bids.sphere import icosphere as ico
 from geomorph_bids.sphere.icosphere import (
     MAX_LEVEL,
     hex_neighbourhood,
@@ -20,6 +21,8 @@ from geomorph_bids.sphere.icosphere import (
     upsample_parents,
 )
 from geomorph_bids.sphere.mesh import edges, signed_volumes
+
+ico = importlib.import_module("geomorph_bids.sphere.icosphere")  # the module; the package exports the function
 
 LEVELS = list(range(MAX_LEVEL + 1))
 FINE_LEVELS = list(range(1, MAX_LEVEL + 1))

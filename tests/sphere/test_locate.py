@@ -1,0 +1,161 @@
+"""Point location on spherical meshes: containment, weights, edge cases, a real 164k mesh."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geomorph_bids.sphere.icosphere import icosphere
+from geomorph_bids.sphere.locate import SphereLocator, locate, unit
+
+
+def _random_directions(n: int, seed: int) -> np.ndarray:
+    return unit(np.random.default_rng(seed).normal(size=(n, 3)))
+
+
+def _jittered_mesh(level: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Icosphere with every vertex moved a little along the sphere (irregular triangles)."""
+    v, f = icosphere(level)
+    rng = np.random.default_rng(seed)
+    edge = np.linalg.norm(v[f[0, 0]] - v[f[0, 1]])
+    v = 100.0 * unit(v + rng.normal(scale=0.15 * edge, size=v.shape))
+    return v, np.array(f, dtype=np.int64)
+
+
+def _uv_sphere(n_lat: int, n_lon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Latitude-longitude sphere: both poles have n_lon triangles (wider than the fan table)."""
+    theta = np.linspace(0, np.pi, n_lat + 1)[1:-1]
+    phi = np.linspace(0, 2 * np.pi, n_lon, endpoint=False)
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    ring = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], axis=-1).reshape(-1, 3)
+    v = np.concatenate([[[0, 0, 1]], ring, [[0, 0, -1]]])
+    idx = 1 + np.arange((n_lat - 1) * n_lon).reshape(n_lat - 1, n_lon)
+    nxt = np.roll(idx, -1, axis=1)
+    south = len(v) - 1
+    faces = [np.stack([np.zeros(n_lon, int), idx[0], nxt[0]], axis=1)]
+    for i in range(n_lat - 2):
+        faces += [np.stack([idx[i], idx[i + 1], nxt[i + 1]], axis=1),
+                  np.stack([idx[i], nxt[i + 1], nxt[i]], axis=1)]
+    faces.append(np.stack([idx[-1], np.full(n_lon, south), nxt[-1]], axis=1))
+    return v, np.concatenate(faces).astype(np.int64)
+
+
+def _check_located(points, vertices, faces, face, weights, tol=1e-10):
+    """Weights valid, the face contains the point, and the weights rebuild its direction."""
+    assert face.shape == (len(points),) and weights.shape == (len(points), 3)
+    assert face.dtype == np.int64 and weights.dtype == np.float64
+    assert weights.min() >= 0.0
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-12)
+    u = unit(vertices)
+    rebuilt = unit(np.einsum("ni,nij->nj", weights, u[faces[face]]))
+    err = np.linalg.norm(rebuilt - unit(points), axis=1)
+    assert err.max() < tol, err.max()
+    # Independent containment check: the triple-product signs of the returned face.
+    a, b, c = (u[faces[face, i]] for i in range(3))
+    p = unit(points)
+    orient = np.sign(np.einsum("ij,ij->i", a, np.cross(b, c)))
+    raw = np.stack([np.einsum("ij,ij->i", p, np.cross(b, c)), np.einsum("ij,ij->i", p, np.cross(c, a)),
+                    np.einsum("ij,ij->i", p, np.cross(a, b))], axis=1) * orient[:, None]
+    assert (raw.min(axis=1) / raw.sum(axis=1)).min() > -1e-12
+
+
+@pytest.mark.parametrize("level", [2, 4])
+def test_random_points_icosphere(level):
+    v, f = icosphere(level)
+    f = np.asarray(f, dtype=np.int64)
+    pts = _random_directions(20000, seed=level)
+    face, w = SphereLocator(v, f).locate(pts)
+    _check_located(pts, v, f, face, w)
+
+
+def test_random_points_irregular_mesh_matches_brute_force():
+    v, f = _jittered_mesh(3, seed=1)
+    pts = 37.0 * _random_directions(3000, seed=2)  # another radius than the mesh
+    face, w = SphereLocator(v, f).locate(pts)
+    _check_located(pts, v, f, face, w)
+    # Brute force over all faces: the smallest normalised weight of the returned face
+    # equals the best over every face (ties only on shared edges).
+    u = unit(v)
+    a, b, c = (u[f[:, i]] for i in range(3))
+    normals = np.stack([np.cross(b, c), np.cross(c, a), np.cross(a, b)], axis=1)
+    normals *= np.sign(np.einsum("fi,fi->f", a, normals[:, 0]))[:, None, None]
+    raw = np.einsum("fij,nj->nfi", normals, unit(pts))
+    total = raw.sum(axis=2)
+    score = np.where(total > 0, raw.min(axis=2) / np.where(total > 0, total, 1), -np.inf)
+    best = score.max(axis=1)
+    np.testing.assert_allclose(score[np.arange(len(pts)), face], best, atol=1e-12)
+    assert best.min() >= -1e-12  # the mesh covers the sphere
+
+
+def test_points_at_vertices_get_weight_one():
+    v, f = _jittered_mesh(3, seed=3)
+    face, w = SphereLocator(v, f).locate(v * 2.5)
+    corner = f[face]
+    hit = corner == np.arange(len(v))[:, None]
+    assert hit.any(axis=1).all()  # every vertex lies in a face it belongs to
+    np.testing.assert_allclose(w[hit], 1.0, atol=1e-12)
+    np.testing.assert_allclose(w[~hit], 0.0, atol=1e-12)
+
+
+def test_points_on_edges_get_half_half():
+    v, f = _jittered_mesh(3, seed=4)
+    u = unit(v)
+    e = np.unique(np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1), axis=0)
+    mid = unit(u[e[:, 0]] + u[e[:, 1]])  # the chord midpoint's direction: weights exactly 1/2, 1/2
+    face, w = SphereLocator(v, f).locate(mid)
+    _check_located(mid, v, f, face, w)
+    corner = f[face]
+    on_a = corner == e[:, :1]
+    on_b = corner == e[:, 1:]
+    assert (on_a.sum(axis=1) == 1).all() and (on_b.sum(axis=1) == 1).all()
+    np.testing.assert_allclose(w[on_a], 0.5, atol=1e-12)
+    np.testing.assert_allclose(w[on_b], 0.5, atol=1e-12)
+    np.testing.assert_allclose(w[~(on_a | on_b)], 0.0, atol=1e-12)
+
+
+def test_both_windings_and_mixed():
+    v, f = _jittered_mesh(3, seed=5)
+    pts = _random_directions(5000, seed=6)
+    face, w = SphereLocator(v, f).locate(pts)
+    flipped = f[:, ::-1].copy()
+    face2, w2 = SphereLocator(v, flipped).locate(pts)
+    np.testing.assert_array_equal(face2, face)
+    np.testing.assert_allclose(w2, w[:, ::-1], atol=1e-12)
+    rng = np.random.default_rng(7)
+    mixed = np.where(rng.random(len(f))[:, None] < 0.5, f, flipped)
+    face3, w3 = SphereLocator(v, mixed).locate(pts)
+    _check_located(pts, v, mixed, face3, w3)
+    np.testing.assert_array_equal(face3, face)
+
+
+def test_wide_fans_use_the_fallback():
+    v, f = _uv_sphere(12, 40)  # poles have 40 triangles each
+    pts = np.concatenate([_random_directions(4000, seed=8),
+                          unit([[0.01, 0.02, 1.0], [0.0, -0.03, -1.0], [1e-9, 0, 1]])])
+    face, w = SphereLocator(v, f).locate(pts)
+    _check_located(pts, v, f, face, w)
+
+
+def test_k_and_one_off_function_agree():
+    v, f = _jittered_mesh(3, seed=9)
+    pts = _random_directions(3000, seed=10)
+    loc = SphereLocator(v, f)
+    face, w = loc.locate(pts)
+    for k in (1, 20):
+        face_k, w_k = loc.locate(pts, k=k)
+        np.testing.assert_array_equal(face_k, face)
+        np.testing.assert_allclose(w_k, w, atol=1e-14)
+    face_o, w_o = locate(pts, v, f)
+    np.testing.assert_array_equal(face_o, face)
+
+
+def test_real_164k_mesh(atlases, load_surface):
+    """All 163842 vertices of the fsaverage mesh registered to fsLR, located in the fsLR sphere."""
+    v, f = load_surface(atlases / "fsaverage.L_LR.spherical_std.164k_fs_LR.surf.gii")
+    pts, _ = load_surface(atlases / "fs_L" / "fs_L-to-fs_LR_fsaverage.L_LR.spherical_std.164k_fs_L.surf.gii")
+    face, w = SphereLocator(v, f).locate(pts)
+    _check_located(pts, v, f, face, w)
+    # The mesh's own vertices: weight 1 on themselves.
+    face, w = SphereLocator(v, f).locate(v[::7])
+    own = f[face] == np.arange(0, len(v), 7)[:, None]
+    np.testing.assert_allclose(w[own], 1.0, atol=1e-9)
