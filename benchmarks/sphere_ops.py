@@ -41,6 +41,8 @@ from geomorph_bids.sphere.icosphere import icosphere
 from geomorph_bids.sphere.locate import SphereLocator
 from geomorph_bids.sphere.resample import resample
 
+from rotation_recovery import markdown, rotation_rows  # same folder (benchmarks/)
+
 COLUMNS = ["operation", "ours (s)", "ours + I/O (s)", "wb_command (s)", "speed-up", "1 - r", "max abs diff"]
 
 
@@ -166,11 +168,15 @@ def resample_rows(repeats: int = 5) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="runs per timing (median reported)")
+    parser.add_argument("--random-rotations", type=int, default=10,
+                        help="random rotations per case in the rotation-recovery table")
     args = parser.parse_args(argv)
     rows = resample_rows(args.repeats)
     print(f"Sphere operations vs wb_command: median of {args.repeats} runs, "
           f"{os.cpu_count()} CPU cores; wb_command times include process start and GIFTI I/O.\n")
     print_table(rows, COLUMNS)
+    print("\nRigid pre-alignment from features alone (rigid_align): error vs the reference rotation.\n")
+    print(markdown(rotation_rows(args.random_rotations)))
 
 
 if __name__ == "__main__":
