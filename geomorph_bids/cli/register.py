@@ -92,14 +92,20 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     metrics = {"hemi": hemi, "template": template_name, "method": "rigid",
                "software": f"geomorph-bids {__version__}", **result.metrics,
                "rotation": np.round(result.rotation, 8).tolist(), "input_sphere": str(sphere)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_surface(out, result.sphere, moving.faces, hemi=hemi, geometric_type="Spherical")
-    if features_out is not None:
-        features_out.mkdir(parents=True, exist_ok=True)
-        for name, values in result.features_on_template.items():
-            write_metric(features_out / f"hemi-{hemi}_space-{template_name}_den-ico6_{name}.shape.gii",
-                         values, hemi=hemi, names=[name])
-    _write_json(metrics_out, metrics)
+    written: list[Path] = []
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        written.append(write_surface(out, result.sphere, moving.faces, hemi=hemi, geometric_type="Spherical"))
+        if features_out is not None:
+            features_out.mkdir(parents=True, exist_ok=True)
+            for name, values in result.features_on_template.items():
+                target = features_out / f"hemi-{hemi}_space-{template_name}_den-ico6_{name}.shape.gii"
+                written.append(write_metric(target, values, hemi=hemi, names=[name]))
+        _write_json(metrics_out, metrics)
+    except BaseException:
+        for path in written:  # no partial set of outputs: all of them or none
+            path.unlink(missing_ok=True)
+        raise
     return metrics
 
 
@@ -125,10 +131,13 @@ def _run_example(out_dir: Path, template: str) -> list[dict]:
     rows = []
     for hemi, prefix in _HEMI_PREFIX.items():
         stem = out_dir / f"sub-01_hemi-{hemi}_space-{template}_desc-rigid"
-        rows.append(register_files(
-            surf / f"{prefix}.sphere", {"sulc": surf / f"{prefix}.sulc"}, hemi, template,
-            out=Path(f"{stem}_sphere.surf.gii"), metrics_out=Path(f"{stem}_metrics.json"),
-            features_out=out_dir))
+        try:
+            rows.append(register_files(
+                surf / f"{prefix}.sphere", {"sulc": surf / f"{prefix}.sulc"}, hemi, template,
+                out=Path(f"{stem}_sphere.surf.gii"), metrics_out=Path(f"{stem}_metrics.json"),
+                features_out=out_dir))
+        except InputError as exc:
+            raise exc.with_context(subject="01", hemi=hemi) from None
     return rows
 
 

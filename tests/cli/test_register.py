@@ -102,3 +102,19 @@ def test_missing_arguments_exit_2():
     with pytest.raises(SystemExit) as exc:
         main(["--hemi", "L"])
     assert exc.value.code == 2
+
+
+def test_failed_write_leaves_no_partial_outputs(tmp_path, monkeypatch):
+    """If the last output cannot be written, the ones already written are removed."""
+    import geomorph_bids.cli.register as cli
+
+    def refuse(path, payload):
+        raise OSError(f"{path}: No space left on device")
+
+    monkeypatch.setattr(cli, "_write_json", refuse)
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "out"
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+                 "--out", str(out / "lh_sphere.surf.gii"), "--features-out", str(out)])
+    assert code == 1
+    assert list(out.iterdir()) == []
