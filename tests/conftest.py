@@ -49,6 +49,19 @@ def load_surface():
     return _gifti_surface
 
 
+def assert_one_line(err: pytest.ExceptionInfo, path) -> str:
+    """The raised error's message: one line that names ``path``."""
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg, msg
+    return msg
+
+
+@pytest.fixture(scope="session")
+def one_line():
+    """Callable (ExceptionInfo, path) -> message, asserting a one-line message naming the file."""
+    return assert_one_line
+
+
 @pytest.fixture(scope="session")
 def wb_command():
     """Callable that runs ``wb_command`` with the given arguments (fails if absent)."""

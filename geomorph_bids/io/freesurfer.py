@@ -23,6 +23,7 @@ import numpy as np
 from nibabel import freesurfer as nfs
 
 from geomorph_bids.errors import InputError
+from geomorph_bids.io.validate import read_bytes
 
 __all__ = ["TRIANGLE_MAGIC", "CURV_MAGIC", "read_magic", "read_fs_surface", "read_fs_morph",
            "read_fs_annot", "read_fs_label"]
@@ -30,16 +31,6 @@ __all__ = ["TRIANGLE_MAGIC", "CURV_MAGIC", "read_magic", "read_fs_surface", "rea
 TRIANGLE_MAGIC = 0xFFFFFE
 CURV_MAGIC = 0xFFFFFF          # also the old quadrangle-surface magic
 NEW_QUAD_MAGIC = 0xFFFFFD
-
-
-def _read(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot be read: {exc.strerror or exc}", path=path) from None
-    if not raw:
-        raise InputError("is empty (0 bytes)", path=path)
-    return raw
 
 
 def read_magic(raw: bytes) -> int:
@@ -84,7 +75,7 @@ def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
     meta : volume geometry tags found at the end of the file, as strings
     """
     p = Path(path)
-    raw = _read(p)
+    raw = read_bytes(p)
     _surface_header(raw, p)
     try:
         with warnings.catch_warnings():
@@ -104,7 +95,7 @@ def read_fs_morph(path: str | Path) -> np.ndarray:
     Returns (V,) float64 (mm for sulc/thickness, 1/mm for curv).
     """
     p = Path(path)
-    raw = _read(p)
+    raw = read_bytes(p)
     magic = read_magic(raw)
     if magic == CURV_MAGIC:
         if len(raw) < 15:
@@ -142,7 +133,7 @@ def read_fs_annot(path: str | Path) -> tuple[np.ndarray, dict[int, tuple[str, tu
     table : index -> (name, (r, g, b, a) in 0..1); -1 -> ("unknown", transparent)
     """
     p = Path(path)
-    raw = _read(p)
+    raw = read_bytes(p)
     if len(raw) < 4:
         raise InputError("FreeSurfer annotation is truncated", path=p)
     v = int(np.frombuffer(raw, ">i4", 1)[0])
@@ -165,7 +156,7 @@ def read_fs_annot(path: str | Path) -> tuple[np.ndarray, dict[int, tuple[str, tu
 def read_fs_label(path: str | Path, n_vertices: int) -> np.ndarray:
     """Read a FreeSurfer ``.label`` file as a (V,) int64 mask (1 inside, 0 outside)."""
     p = Path(path)
-    _read(p)
+    read_bytes(p)
     try:
         idx = np.asarray(nfs.read_label(str(p)), dtype=np.int64)
     except Exception as exc:

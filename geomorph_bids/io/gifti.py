@@ -32,7 +32,7 @@ from nibabel.gifti import (GiftiCoordSystem, GiftiDataArray, GiftiImage, GiftiLa
                            GiftiLabelTable, GiftiMetaData)
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.io.validate import check_finite, hemi_code
+from geomorph_bids.io.validate import check_finite, hemi_code, read_bytes
 
 __all__ = [
     "GEOMETRIC_TYPES", "SECONDARY_TYPES", "STRUCTURES", "LabelTable",
@@ -70,12 +70,7 @@ def load_gifti(path: str | Path) -> GiftiImage:
     Raises InputError for a missing, empty, truncated or corrupted file.
     """
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot be read: {exc.strerror or exc}", path=p) from None
-    if not raw:
-        raise InputError("is empty (0 bytes)", path=p)
+    raw = read_bytes(p)
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)

@@ -14,12 +14,6 @@ from geomorph_bids.io.gifti import read_gifti_data
 S1200 = "S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii"
 
 
-def _one_line(err: pytest.ExceptionInfo, path) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg and str(path) in msg
-    return msg
-
-
 @pytest.fixture(scope="module")
 def s1200(hcp_data):
     img = nib.load(str(hcp_data / S1200))
@@ -68,12 +62,12 @@ def test_dlabel(tmp_path):
     assert table[3][0] == "V1" and table[8][0] == "MT" and table[3][1] == (1.0, 0.0, 0.0, 1.0)
 
 
-def test_missing_structure(tmp_path):
+def test_missing_structure(tmp_path, one_line):
     p, _ = _small_dlabel(tmp_path)
     with pytest.raises(InputError) as e:
         cifti.read_cifti_cortex(p, "R")
     assert "has no CIFTI_STRUCTURE_CORTEX_RIGHT brain model (structures: CIFTI_STRUCTURE_CORTEX_LEFT)" \
-        in _one_line(e, p)
+        in one_line(e, p)
 
 
 def test_dscalar_not_label(s1200):
@@ -81,14 +75,14 @@ def test_dscalar_not_label(s1200):
         cifti.read_cifti_labels(s1200[0], "L")
 
 
-def test_cifti1_refused(tmp_path, hcp_data):
+def test_cifti1_refused(tmp_path, hcp_data, one_line):
     raw = (hcp_data / S1200).read_bytes()
     assert raw.count(b'<CIFTI Version="2"') == 1
     p = tmp_path / "old.dscalar.nii"
     p.write_bytes(raw.replace(b'<CIFTI Version="2"', b'<CIFTI Version="1"'))
     with pytest.raises(InputError) as e:
         cifti.read_cifti_cortex(p, "L")
-    msg = _one_line(e, p)
+    msg = one_line(e, p)
     assert "CIFTI-1" in msg
     assert "wb_command -file-convert -cifti-version-convert old.dscalar.nii 2 old_cifti2.dscalar.nii" in msg
 
@@ -115,13 +109,13 @@ def test_matches_workbench_separate(tmp_path, s1200, wb_command, hemi, structure
     np.testing.assert_array_equal(ours.mask, read_gifti_data(roi)[0][:, 0] > 0)
 
 
-def test_truncated(tmp_path, hcp_data):
+def test_truncated(tmp_path, hcp_data, one_line):
     raw = (hcp_data / S1200).read_bytes()
     p = tmp_path / "half.dscalar.nii"
     p.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputError) as e:
         cifti.read_cifti_cortex(p, "L")
-    assert "truncated or corrupted" in _one_line(e, p)
+    assert "truncated or corrupted" in one_line(e, p)
 
 
 def test_nifti_volume_refused(tmp_path):

@@ -33,12 +33,6 @@ def fs5(fsaverage5, tmp_path_factory):
     return {"dir": d, "sphere": (sv, sf), "white": (wv, wf), "sulc": sulc}
 
 
-def _one_line(err: pytest.ExceptionInfo, path) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg and str(path) in msg
-    return msg
-
-
 def test_surface_round_trip(fs5):
     v, f, meta = fs.read_fs_surface(fs5["dir"] / "lh.sphere")
     np.testing.assert_array_equal(v, fs5["sphere"][0].astype(np.float32))
@@ -62,44 +56,44 @@ def test_old_format_morph(tmp_path):
     np.testing.assert_allclose(fs.read_fs_morph(p), [1.2, -0.5, 0.07, 0.0])
 
 
-def test_wrong_magic_surface(tmp_path, fs5):
+def test_wrong_magic_surface(tmp_path, fs5, one_line):
     raw = bytearray((fs5["dir"] / "lh.sphere").read_bytes())
     raw[:3] = b"\x12\x34\x56"
     bad = tmp_path / "lh.sphere"
     bad.write_bytes(bytes(raw))
     with pytest.raises(InputError) as e:
         fs.read_fs_surface(bad)
-    msg = _one_line(e, bad)
+    msg = one_line(e, bad)
     assert "magic number 0x123456, expected 0xFFFFFE" in msg
 
 
-def test_wrong_magic_morph(tmp_path, fs5):
+def test_wrong_magic_morph(tmp_path, fs5, one_line):
     raw = bytearray((fs5["dir"] / "lh.sulc").read_bytes())
     raw[:3] = b"\x00\x00\x07"
     bad = tmp_path / "lh.sulc"
     bad.write_bytes(bytes(raw))
     with pytest.raises(InputError) as e:
         fs.read_fs_morph(bad)
-    assert "magic number 0x000007, expected 0xFFFFFF" in _one_line(e, bad)
+    assert "magic number 0x000007, expected 0xFFFFFF" in one_line(e, bad)
 
 
-def test_truncated_surface(tmp_path, fs5):
+def test_truncated_surface(tmp_path, fs5, one_line):
     raw = (fs5["dir"] / "lh.sphere").read_bytes()
     bad = tmp_path / "lh.sphere"
     bad.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputError) as e:
         fs.read_fs_surface(bad)
-    msg = _one_line(e, bad)
+    msg = one_line(e, bad)
     assert "truncated" in msg and "10242 vertices, 20480 triangles" in msg
 
 
-def test_truncated_morph(tmp_path, fs5):
+def test_truncated_morph(tmp_path, fs5, one_line):
     raw = (fs5["dir"] / "lh.sulc").read_bytes()
     bad = tmp_path / "lh.sulc"
     bad.write_bytes(raw[:1000])
     with pytest.raises(InputError) as e:
         fs.read_fs_morph(bad)
-    assert f"truncated: 1000 bytes, the header (10242 vertices) needs {15 + 4 * 10242}" in _one_line(e, bad)
+    assert f"truncated: 1000 bytes, the header (10242 vertices) needs {15 + 4 * 10242}" in one_line(e, bad)
 
 
 def test_swapped_file_kinds(fs5):

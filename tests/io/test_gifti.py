@@ -22,12 +22,6 @@ def sphere5(fsaverage5):
     return v, f
 
 
-def _one_line(err: pytest.ExceptionInfo, path) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg and str(path) in msg
-    return msg
-
-
 def test_read_gz_nilearn(fsaverage5):
     v, f, meta = gifti.read_gifti_surface(fsaverage5 / "sphere_left.gii.gz")
     assert v.shape == (10242, 3) and f.shape == (20480, 3)
@@ -137,22 +131,22 @@ def test_atomic_write_keeps_old_file(tmp_path, monkeypatch, sphere5):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.surf.gii"]
 
 
-def test_truncated_gifti(tmp_path, hcp_data):
+def test_truncated_gifti(tmp_path, hcp_data, one_line):
     raw = (hcp_data / "S1200.L.sphere.32k_fs_LR.surf.gii").read_bytes()
     bad = tmp_path / "half.surf.gii"
     bad.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputError) as e:
         gifti.read_gifti_surface(bad)
-    assert "truncated or corrupted" in _one_line(e, bad)
+    assert "truncated or corrupted" in one_line(e, bad)
 
 
-def test_truncated_gz(tmp_path, fsaverage5):
+def test_truncated_gz(tmp_path, fsaverage5, one_line):
     raw = (fsaverage5 / "sphere_left.gii.gz").read_bytes()
     bad = tmp_path / "half.surf.gii.gz"
     bad.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputError) as e:
         gifti.read_gifti_surface(bad)
-    assert "gzip stream is truncated" in _one_line(e, bad)
+    assert "gzip stream is truncated" in one_line(e, bad)
 
 
 @pytest.mark.parametrize("content,match", [(b"", "is empty"),
@@ -160,12 +154,12 @@ def test_truncated_gz(tmp_path, fsaverage5):
                                            (b"<?xml version='1.0'?><GIFTI><Data", "truncated or corrupted"),
                                            (b'<?xml version="1.0"?><GIFTI NumberOfDataArrays="0"></GIFTI>',
                                             "no data arrays")])
-def test_garbage_gifti(tmp_path, content, match):
+def test_garbage_gifti(tmp_path, content, match, one_line):
     bad = tmp_path / "bad.surf.gii"
     bad.write_bytes(content)
     with pytest.raises(InputError, match=match) as e:
         gifti.load_gifti(bad)
-    _one_line(e, bad)
+    one_line(e, bad)
 
 
 def test_missing_file(tmp_path):

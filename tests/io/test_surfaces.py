@@ -21,12 +21,6 @@ from geomorph_bids.io.validate import SphereWarning, count_folded
 S1200 = "S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii"
 
 
-def _one_line(err: pytest.ExceptionInfo, path) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg and str(path) in msg
-    return msg
-
-
 @pytest.fixture(scope="module")
 def sphere5(fsaverage5) -> Surface:
     return read_surface(fsaverage5 / "sphere_left.gii.gz")
@@ -80,12 +74,12 @@ def test_mgh_feature(tmp_path):
         read_feature(tmp_path / "vol.mgz")
 
 
-def test_cifti_feature(hcp_data):
+def test_cifti_feature(hcp_data, one_line):
     x = read_feature(hcp_data / S1200, n_vertices=32492, hemi="R")
     assert x.shape == (32492,) and int((x != 0).sum()) == 29716
     with pytest.raises(InputError) as e:
         read_feature(hcp_data / S1200)
-    assert "pass hemi='L' or 'R'" in _one_line(e, hcp_data / S1200)
+    assert "pass hemi='L' or 'R'" in one_line(e, hcp_data / S1200)
 
 
 def test_multicolumn_feature(tmp_path):
@@ -112,23 +106,23 @@ def test_read_labels_dispatch(tmp_path, fsaverage5):
 
 # ----------------------------------------------------------------------------- the broken-input matrix
 
-def test_truncated_gifti(tmp_path, hcp_data):
+def test_truncated_gifti(tmp_path, hcp_data, one_line):
     raw = (hcp_data / "S1200.L.sphere.32k_fs_LR.surf.gii").read_bytes()
     p = tmp_path / "lh.sphere.surf.gii"
     p.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputError) as e:
         read_sphere(p)
-    assert "truncated or corrupted" in _one_line(e, p)
+    assert "truncated or corrupted" in one_line(e, p)
 
 
 @pytest.mark.parametrize("name", ["x.surf.gii", "x.surf.gii.gz", "lh.sphere", "lh.sulc", "x.dscalar.nii"])
-def test_garbage_bytes(tmp_path, name):
+def test_garbage_bytes(tmp_path, name, one_line):
     p = tmp_path / name
     p.write_bytes(np.random.default_rng(3).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     for reader in (read_surface, read_feature):
         with pytest.raises(InputError) as e:
             reader(p)
-        _one_line(e, p)
+        one_line(e, p)
 
 
 def test_empty_file(tmp_path):
@@ -138,7 +132,7 @@ def test_empty_file(tmp_path):
         read_feature(p)
 
 
-def test_wrong_magic(tmp_path, sphere5):
+def test_wrong_magic(tmp_path, sphere5, one_line):
     p = tmp_path / "lh.sphere"
     nfs.write_geometry(str(p), sphere5.vertices, sphere5.faces)
     raw = bytearray(p.read_bytes())
@@ -146,11 +140,11 @@ def test_wrong_magic(tmp_path, sphere5):
     p.write_bytes(bytes(raw))
     with pytest.raises(InputError) as e:
         read_sphere(p)
-    assert "magic number 0xFFFF00, expected 0xFFFFFE" in _one_line(e, p)
+    assert "magic number 0xFFFF00, expected 0xFFFFFE" in one_line(e, p)
 
 
 @pytest.mark.parametrize("fmt", ["gifti", "freesurfer"])
-def test_nan_inf_features(tmp_path, fmt):
+def test_nan_inf_features(tmp_path, fmt, one_line):
     x = np.linspace(-1, 1, 100)
     x[[3, 4, 5]] = np.nan
     x[7] = np.inf
@@ -161,19 +155,19 @@ def test_nan_inf_features(tmp_path, fmt):
         nfs.write_morph_data(str(p), x)
     with pytest.raises(InputError) as e:
         read_feature(p)
-    assert "4 non-finite values (3 NaN, 1 Inf) out of 100" in _one_line(e, p)
+    assert "4 non-finite values (3 NaN, 1 Inf) out of 100" in one_line(e, p)
 
 
-def test_wrong_vertex_count(fsaverage5):
+def test_wrong_vertex_count(fsaverage5, one_line):
     p = fsaverage5 / "sulc_left.gii.gz"
     with pytest.raises(InputError) as e:
         read_feature(p, n_vertices=163842)
-    assert "has 10242 vertices but the sphere has 163842" in _one_line(e, p)
+    assert "has 10242 vertices but the sphere has 163842" in one_line(e, p)
 
 
 @pytest.mark.parametrize("bad,match", [(10242, "1 of 20480 triangles reference vertices that do not exist"),
                                        (-1, "1 of 20480 triangles use negative vertex indices")])
-def test_faces_out_of_range(tmp_path, sphere5, bad, match):
+def test_faces_out_of_range(tmp_path, sphere5, bad, match, one_line):
     f = sphere5.faces.copy()
     f[7, 1] = bad
     for p in (_raw_gifti_surface(tmp_path / "s.surf.gii", sphere5.vertices, f), tmp_path / "lh.sphere"):
@@ -181,16 +175,16 @@ def test_faces_out_of_range(tmp_path, sphere5, bad, match):
             nfs.write_geometry(str(p), sphere5.vertices, f)
         with pytest.raises(InputError, match=match) as e:
             read_surface(p)
-        _one_line(e, p)
+        one_line(e, p)
 
 
-def test_white_as_sphere(fsaverage5):
+def test_white_as_sphere(fsaverage5, one_line):
     for name in ("white_left.gii.gz", "pial_left.gii.gz"):
         p = fsaverage5 / name
         assert read_surface(p).n_vertices == 10242          # fine as a surface...
         with pytest.raises(InputError) as e:                # ...but not as a sphere
             read_sphere(p)
-        assert "is not a sphere" in _one_line(e, p)
+        assert "is not a sphere" in one_line(e, p)
 
 
 def test_offcentre_unit_sphere(tmp_path, sphere5):
@@ -215,7 +209,7 @@ def test_reversed_winding_fixed(tmp_path, sphere5):
     assert count_folded(s.vertices, s.faces) == 0
 
 
-def test_folded_rejected(tmp_path, sphere5):
+def test_folded_rejected(tmp_path, sphere5, one_line):
     """Above the tolerance (0.1% of triangles, here 20) a folded sphere is refused."""
     rows = np.arange(0, 20480, 512)  # 40 triangles
     f = sphere5.faces.copy()
@@ -223,10 +217,10 @@ def test_folded_rejected(tmp_path, sphere5):
     p = gifti.write_surface(tmp_path / "fold.surf.gii", sphere5.vertices, f, "L")
     with pytest.raises(InputError) as e:
         read_sphere(p)
-    assert "40 of 20480 triangles are folded" in _one_line(e, p)
+    assert "40 of 20480 triangles are folded" in one_line(e, p)
 
 
-def test_few_folds_tolerated_with_warning(tmp_path, sphere5):
+def test_few_folds_tolerated_with_warning(tmp_path, sphere5, one_line):
     f = sphere5.faces.copy()
     f[[10, 2000, 9000, 15000]] = f[[10, 2000, 9000, 15000]][:, [1, 0, 2]]
     p = gifti.write_surface(tmp_path / "fold.surf.gii", sphere5.vertices, f, "L")
@@ -235,7 +229,7 @@ def test_few_folds_tolerated_with_warning(tmp_path, sphere5):
     assert count_folded(s.vertices, s.faces) == 4
     with pytest.raises(InputError) as e:
         read_sphere(p, max_folded=0)
-    assert "4 of 20480 triangles are folded" in _one_line(e, p)
+    assert "4 of 20480 triangles are folded" in one_line(e, p)
 
 
 def test_wrong_kind(tmp_path, fsaverage5):

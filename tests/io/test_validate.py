@@ -26,13 +26,6 @@ def fib_sphere(n: int = 400, radius: float = 100.0) -> tuple[np.ndarray, np.ndar
     return v, f
 
 
-def one_line_naming(err: pytest.ExceptionInfo, name: str) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg
-    assert name in msg
-    return msg
-
-
 def test_hemi_code():
     assert [val.hemi_code(h) for h in ("L", "lh", "left", "CortexLeft", "R", "rh", "Right")] == \
         ["L", "L", "L", "L", "R", "R", "R"]
@@ -76,13 +69,13 @@ def test_reversed_winding_fixed():
     np.testing.assert_array_equal(np.sort(out_f, axis=1), np.sort(f, axis=1))
 
 
-def test_few_folded_rejected():
+def test_few_folded_rejected(one_line):
     v, f = fib_sphere()
     bad = f.copy()
     bad[[3, 50, 100]] = bad[[3, 50, 100]][:, [0, 2, 1]]
     with pytest.raises(InputError) as e:
         val.validate_sphere(v, bad, "lh.sphere")
-    msg = one_line_naming(e, "lh.sphere")
+    msg = one_line(e, "lh.sphere")
     assert f"3 of {len(f)} triangles are folded" in msg
     # tolerated when asked, with a warning
     with pytest.warns(val.SphereWarning, match="3 of 796 triangles are folded"):
@@ -90,11 +83,11 @@ def test_few_folded_rejected():
     assert val.count_folded(v, out_f) == 3
 
 
-def test_ellipsoid_rejected():
+def test_ellipsoid_rejected(one_line):
     v, f = fib_sphere()
     with pytest.raises(InputError) as e:
         val.validate_sphere(v * [1.0, 0.7, 0.5], f, "lh.white")
-    msg = one_line_naming(e, "lh.white")
+    msg = one_line(e, "lh.white")
     assert "is not a sphere" in msg
     spread = float(msg.split("vary by ")[1].split()[0])
     assert spread > 0.05
@@ -127,15 +120,15 @@ def test_check_mesh_nonfinite_vertices():
         val.check_mesh(v, f, "s")
 
 
-def test_check_vertex_count_message():
+def test_check_vertex_count_message(one_line):
     with pytest.raises(InputError) as e:
         val.check_vertex_count(10242, 163842, "lh.sulc")
-    msg = one_line_naming(e, "lh.sulc")
+    msg = one_line(e, "lh.sulc")
     assert "10242" in msg and "163842" in msg
     val.check_vertex_count(5, None)
 
 
-def test_validate_feature():
+def test_validate_feature(one_line):
     x = np.linspace(-1, 1, 100)
     np.testing.assert_array_equal(val.validate_feature(x.astype(np.float32)), x.astype(np.float32))
     with pytest.raises(InputError, match="all zero"):
@@ -149,7 +142,7 @@ def test_validate_feature():
     y[5] = -np.inf
     with pytest.raises(InputError) as e:
         val.validate_feature(y, "sulc.shape.gii")
-    assert "3 non-finite values (2 NaN, 1 Inf) out of 100" in one_line_naming(e, "sulc.shape.gii")
+    assert "3 non-finite values (2 NaN, 1 Inf) out of 100" in one_line(e, "sulc.shape.gii")
 
 
 REAL_SPHERES = [("atlases", "fsaverage.L_LR.spherical_std.164k_fs_LR.surf.gii"),
