@@ -26,7 +26,12 @@ python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
-"${pip[@]}" "torch==2.13.0"
-"${pip[@]}" -c constraints.txt -e ".${extras}"
+pip_install() {
+  # pip's notes about local index folders that do not exist on this machine are noise
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "^WARNING: Location 'file:" || true; }
+  return "${PIPESTATUS[0]}"
+}
+pip_install "torch==2.13.0"
+pip_install -c constraints.txt -e ".${extras}"
 .venv/bin/geomorph-register --version
