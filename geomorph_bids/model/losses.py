@@ -1,0 +1,209 @@
+"""Training losses (similarity + smoothness) and metrics of a warp.
+
+Similarity, per modality group g (a list of channel indices) with weight w_g:
+
+    loss_g = MSE_g + (1 - CC_g)
+    MSE_g  = mean over the valid (vertex, channel) entries of the group, over the batch
+    CC_g   = Pearson correlation of warped and fixed over the valid entries of the group,
+             computed per sample (all the group's channels pooled), averaged over the batch
+    similarity = sum_g w_g * loss_g
+
+"Valid" entries are those where ``fixed != 0`` when ``mask_zeros`` (the medial wall is exactly
+0 after normalisation), else all entries.
+
+Smoothness: with the displacement ``u = warp - x`` on icosphere ``level`` (x: the icosphere on
+the warp's sphere, unit by default), the hexagonal Laplacian ``lap(u)_i = u_i - mean_{j in
+N(i)} u_j`` (the 5 or 6 one-ring neighbours, ``hex_neighbourhood`` mask), and the loss is the
+L1 mean ``mean_{b, i, xyz} |lap(u)|``. A constant displacement and the identity give 0; a
+rotation R gives ``(R - I) lap(x)`` (small, not zero: the sphere is curved).
+
+    total = similarity + lam * smoothness        (lam = 0.5)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from geomorph_bids.sphere.distortion import distortion, distortion_summary
+from geomorph_bids.sphere.icosphere import hex_neighbourhood, icosphere, level_of
+
+__all__ = ["similarity_loss", "pearson", "smoothness_loss", "hex_laplacian", "total_loss",
+           "cc_per_channel", "warp_distortion"]
+
+_EPS = 1e-8
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None,
+            eps: float = _EPS) -> torch.Tensor:
+    """Pearson correlation over all but the first dimension.
+
+    Parameters
+    ----------
+    a, b : (B, ...) float. mask : optional (B, ...) bool or float weights (entries to use).
+
+    Returns
+    -------
+    (B,) correlations; 0 for a constant input (``eps`` guards the denominator).
+    """
+    a = a.reshape(a.shape[0], -1)
+    b = b.reshape(b.shape[0], -1)
+    m = torch.ones_like(a) if mask is None else mask.reshape(a.shape[0], -1).to(a.dtype)
+    n = m.sum(1).clamp_min(1.0)
+    ma = (a * m).sum(1) / n
+    mb = (b * m).sum(1) / n
+    da = (a - ma[:, None]) * m
+    db = (b - mb[:, None]) * m
+    cov = (da * db).sum(1)
+    var = (da * da).sum(1) * (db * db).sum(1)
+    return cov / torch.sqrt(var + eps)
+
+
+def _groups(n_channels: int, groups: Sequence[Sequence[int]] | None,
+            weights: Sequence[float] | None) -> tuple[list[list[int]], list[float]]:
+    groups = [list(range(n_channels))] if groups is None else [list(map(int, g)) for g in groups]
+    if any(len(g) == 0 for g in groups) or any(not 0 <= c < n_channels for g in groups for c in g):
+        raise ValueError(f"groups must be non-empty lists of channel indices in 0..{n_channels - 1}")
+    weights = [1.0] * len(groups) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(groups):
+        raise ValueError(f"{len(weights)} weights for {len(groups)} groups")
+    return groups, weights
+
+
+def similarity_loss(warped: torch.Tensor, fixed: torch.Tensor,
+                    groups: Sequence[Sequence[int]] | None = None,
+                    weights: Sequence[float] | None = None, mask_zeros: bool = True,
+                    return_parts: bool = False):
+    """Weighted sum over modality groups of ``MSE + (1 - CC)`` (see module docstring).
+
+    Parameters
+    ----------
+    warped, fixed : (B, V, C) float, warped moving and fixed images.
+    groups : channel index lists (default: one group of all channels).
+    weights : one weight per group (default 1.0 each).
+    mask_zeros : use only entries where ``fixed != 0``.
+    return_parts : also return a dict ``{"mse": (G,), "cc": (G,)}`` (batch means, detached).
+
+    Returns
+    -------
+    Scalar tensor (and the parts dict if ``return_parts``).
+    """
+    if warped.shape != fixed.shape or warped.dim() != 3:
+        raise ValueError(f"warped {tuple(warped.shape)} and fixed {tuple(fixed.shape)} "
+                         "must have the same (B, V, C) shape")
+    groups, weights = _groups(warped.shape[-1], groups, weights)
+    total = warped.new_zeros(())
+    mses, ccs = [], []
+    for g, w in zip(groups, weights):  # a handful of modality groups
+        a, b = warped[..., g], fixed[..., g]
+        m = (b != 0).to(a.dtype) if mask_zeros else torch.ones_like(a)
+        n = m.sum().clamp_min(1.0)
+        mse = (((a - b) ** 2) * m).sum() / n
+        cc = pearson(a, b, m).mean()
+        total = total + w * (mse + (1.0 - cc))
+        mses.append(mse.detach())
+        ccs.append(cc.detach())
+    if return_parts:
+        return total, {"mse": torch.stack(mses), "cc": torch.stack(ccs)}
+    return total
+
+
+@lru_cache(maxsize=None)
+def _hex_tables(level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CPU tensors: neighbour index (V, 6), weights (V, 6) = mask / count, unit icosphere (V, 3)."""
+    index, mask = hex_neighbourhood(level)
+    nb = torch.from_numpy(np.array(index[:, 1:], dtype=np.int64))
+    m = mask[:, 1:].astype(np.float64)
+    w = torch.from_numpy(m / m.sum(1, keepdims=True))
+    v = icosphere(level)[0]
+    x = torch.from_numpy(v / np.linalg.norm(v, axis=1, keepdims=True))
+    return nb, w, x
+
+
+def hex_laplacian(field: torch.Tensor, level: int) -> torch.Tensor:
+    """Hexagonal Laplacian ``f_i - mean_{j in one-ring(i)} f_j`` of a (B, V, D) field on ``level``."""
+    nb, w, _ = _hex_tables(level)
+    nb = nb.to(field.device)
+    w = w.to(device=field.device, dtype=field.dtype)
+    return field - (field[:, nb] * w[:, :, None]).sum(2)
+
+
+def smoothness_loss(warp_positions: torch.Tensor, level: int | None = None,
+                    radius: float = 1.0) -> torch.Tensor:
+    """L1 mean of the hexagonal Laplacian of the displacement ``warp - x``.
+
+    Parameters
+    ----------
+    warp_positions : (B, V, 3) warp on icosphere ``level`` (see :mod:`.warp`).
+    level : icosphere level (default: inferred from V).
+    radius : radius of the sphere the warp lives on (1 for :class:`~.warp.Transformer`).
+
+    Returns
+    -------
+    Scalar tensor ``mean_{b, i, xyz} |lap(warp - radius * x)|``.
+    """
+    if level is None:
+        level = level_of(warp_positions.shape[1])
+    _, _, x = _hex_tables(level)
+    x = x.to(device=warp_positions.device, dtype=warp_positions.dtype) * radius
+    return hex_laplacian(warp_positions - x, level).abs().mean()
+
+
+def total_loss(warped: torch.Tensor, fixed: torch.Tensor, warp_positions: torch.Tensor,
+               level: int | None = None, groups: Sequence[Sequence[int]] | None = None,
+               weights: Sequence[float] | None = None, lam: float = 0.5, mask_zeros: bool = True,
+               radius: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``similarity + lam * smoothness``.
+
+    Returns the scalar loss and a dict of detached parts: ``similarity``, ``smoothness``,
+    ``mse`` (G,), ``cc`` (G,).
+    """
+    sim, parts = similarity_loss(warped, fixed, groups, weights, mask_zeros, return_parts=True)
+    smooth = smoothness_loss(warp_positions, level, radius)
+    parts = {"similarity": sim.detach(), "smoothness": smooth.detach(), **parts}
+    return sim + lam * smooth, parts
+
+
+@torch.no_grad()
+def cc_per_channel(warped: torch.Tensor, fixed: torch.Tensor, mask_zeros: bool = True) -> torch.Tensor:
+    """(B, C) Pearson correlation of each channel (over vertices, ``fixed != 0`` if masked)."""
+    B, V, C = warped.shape
+    a = warped.transpose(1, 2).reshape(B * C, V)
+    b = fixed.transpose(1, 2).reshape(B * C, V)
+    m = (b != 0) if mask_zeros else None
+    return pearson(a, b, m).reshape(B, C)
+
+
+@torch.no_grad()
+def warp_distortion(warp_positions: torch.Tensor, level: int | None = None,
+                    summary: bool = True) -> list[dict]:
+    """Distortion of a warp relative to the regular icosphere (one entry per batch element).
+
+    Calls :func:`geomorph_bids.sphere.distortion.distortion` with ``before`` = icosphere
+    ``level`` (radius 100) and ``after`` = the warped positions (radius normalised).
+
+    Parameters
+    ----------
+    warp_positions : (B, V, 3) or (V, 3) warp on icosphere ``level`` (any radius).
+    summary : return :func:`distortion_summary` dicts (``areal_mean_abs``, ``n_folded``, ...)
+        instead of the per-vertex arrays.
+
+    Returns
+    -------
+    list of B dicts.
+    """
+    w = warp_positions.detach()
+    if w.dim() == 2:
+        w = w.unsqueeze(0)
+    if level is None:
+        level = level_of(w.shape[1])
+    verts, faces = icosphere(level)
+    out = []
+    for b in range(w.shape[0]):  # a few samples; the work inside is vectorised
+        after = w[b].to(device="cpu", dtype=torch.float64).numpy()
+        d = distortion((verts, faces), (after, faces), normalise_radius=True)
+        out.append(distortion_summary(d) if summary else d)
+    return out
