@@ -12,8 +12,8 @@ Similarity, per modality group g (a list of channel indices) with weight w_g:
 0 after normalisation), else all entries.
 
 Smoothness: with the displacement ``u = warp - x`` on icosphere ``level`` (x: the icosphere on
-the warp's sphere, unit by default), the hexagonal Laplacian ``lap(u)_i = u_i - mean_{j in
-N(i)} u_j`` (the 5 or 6 one-ring neighbours, ``hex_neighbourhood`` mask), and the loss is the
+the warp's sphere, unit by default), the hexagonal Laplacian ``lap(u)_i = mean_{j in
+N(i)} u_j - u_i`` (:func:`.geoconv.hex_laplacian`: the 5 or 6 one-ring neighbours), and the loss is the
 L1 mean ``mean_{b, i, xyz} |lap(u)|``. A constant displacement and the identity give 0; a
 rotation R gives ``(R - I) lap(x)`` (small, not zero: the sphere is curved).
 
@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from geomorph_bids.sphere.distortion import distortion, distortion_summary
-from geomorph_bids.sphere.icosphere import hex_neighbourhood, icosphere, level_of
+from geomorph_bids.model.geoconv import hex_laplacian
+from geomorph_bids.sphere.icosphere import icosphere, level_of
 
-__all__ = ["similarity_loss", "pearson", "smoothness_loss", "hex_laplacian", "total_loss",
+__all__ = ["similarity_loss", "pearson", "smoothness_loss", "total_loss",
            "cc_per_channel", "warp_distortion"]
 
 _EPS = 1e-8
@@ -112,23 +113,10 @@ def similarity_loss(warped: torch.Tensor, fixed: torch.Tensor,
 
 
 @lru_cache(maxsize=None)
-def _hex_tables(level: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CPU tensors: neighbour index (V, 6), weights (V, 6) = mask / count, unit icosphere (V, 3)."""
-    index, mask = hex_neighbourhood(level)
-    nb = torch.from_numpy(np.array(index[:, 1:], dtype=np.int64))
-    m = mask[:, 1:].astype(np.float64)
-    w = torch.from_numpy(m / m.sum(1, keepdims=True))
+def _unit_icosphere(level: int) -> torch.Tensor:
+    """(V, 3) float64 CPU tensor: icosphere ``level`` on the unit sphere."""
     v = icosphere(level)[0]
-    x = torch.from_numpy(v / np.linalg.norm(v, axis=1, keepdims=True))
-    return nb, w, x
-
-
-def hex_laplacian(field: torch.Tensor, level: int) -> torch.Tensor:
-    """Hexagonal Laplacian ``f_i - mean_{j in one-ring(i)} f_j`` of a (B, V, D) field on ``level``."""
-    nb, w, _ = _hex_tables(level)
-    nb = nb.to(field.device)
-    w = w.to(device=field.device, dtype=field.dtype)
-    return field - (field[:, nb] * w[:, :, None]).sum(2)
+    return torch.from_numpy(v / np.linalg.norm(v, axis=1, keepdims=True))
 
 
 def smoothness_loss(warp_positions: torch.Tensor, level: int | None = None,
@@ -147,8 +135,7 @@ def smoothness_loss(warp_positions: torch.Tensor, level: int | None = None,
     """
     if level is None:
         level = level_of(warp_positions.shape[1])
-    _, _, x = _hex_tables(level)
-    x = x.to(device=warp_positions.device, dtype=warp_positions.dtype) * radius
+    x = _unit_icosphere(level).to(device=warp_positions.device, dtype=warp_positions.dtype) * radius
     return hex_laplacian(warp_positions - x, level).abs().mean()
 
 

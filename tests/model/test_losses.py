@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from geomorph_bids.model.losses import (cc_per_channel, hex_laplacian, pearson, similarity_loss,
+from geomorph_bids.model.geoconv import hex_laplacian
+from geomorph_bids.model.losses import (cc_per_channel, pearson, similarity_loss,
                                         smoothness_loss, total_loss, warp_distortion)
 from geomorph_bids.sphere.icosphere import hex_neighbourhood, icosphere, n_vertices
 from geomorph_bids.sphere.rotation import rotation_matrix
