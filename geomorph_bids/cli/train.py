@@ -1,0 +1,297 @@
+"""``geomorph-train``: train or fine-tune a GeoMorph model, unsupervised.
+
+Data: synthetic subjects warped from the bundled template (``--synthetic N``) and/or the
+user's own subjects (``--subjects-dir DIR``, FreeSurfer or GIFTI layout; see
+:mod:`geomorph_bids.engine.data`). Writes to ``--out DIR``: ``model.pt`` (the best model, a
+self-describing checkpoint), ``last.pt`` + ``last.state.pt`` (for ``--resume``),
+``train_log.csv`` and ``model_card.md`` (the exact command line, seed, data, wall time and
+final metrics).
+
+Example::
+
+    geomorph-train --out models/sulc-fsLR --template fsLR --hemi L --mirror-right \\
+        --features sulc --synthetic 400 --epochs 30 --channels small --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import __version__
+from ..errors import InputError
+
+__all__ = ["main", "build_parser", "build_model_config", "PRESETS"]
+
+#: Network presets: encoder channels from ico-6 down (trimmed for lower data levels), decoder
+#: hidden widths, Gaussian kernels, and the default control level / labels / label level.
+PRESETS: dict[str, dict] = {
+    "tiny": {"channels": (8, 8, 8, 8, 8), "decoder": (16,), "kernels": 3, "control_level": 2,
+             "n_labels": 20, "label_level": None, "crf_iterations": 2},
+    "small": {"channels": (16, 16, 32, 32, 64), "decoder": (64, 64, 64), "kernels": 10, "control_level": 3,
+              "n_labels": 200, "label_level": 6, "crf_iterations": 5},
+    "default": {"channels": (32, 32, 64, 64, 128), "decoder": (128, 128, 128), "kernels": 10,
+                "control_level": 4, "n_labels": 600, "label_level": 6, "crf_iterations": 5},
+}
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``geomorph-train``."""
+    p = argparse.ArgumentParser(
+        prog="geomorph-train",
+        description="Train a GeoMorph registration model without supervision on synthetic subjects "
+                    "and/or your own subjects, registered to a bundled template.")
+    p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
+    p.add_argument("--out", type=Path, required=True, help="output folder (model.pt, train_log.csv, model_card.md)")
+    g = p.add_argument_group("data")
+    g.add_argument("--template", default="fsLR", help="bundled template: fsLR (default) or fsaverage")
+    g.add_argument("--hemi", choices=("L", "R"), default="L", help="hemisphere of the model (default L)")
+    g.add_argument("--mirror-right", action="store_true",
+                   help="train a left-hemisphere model on both hemispheres: right ones are mirrored "
+                        "(x -> -x) into left ones (needs --hemi L)")
+    g.add_argument("--features", nargs="+", default=["sulc"], metavar="NAME",
+                   help="input channels, in order (default: sulc); must exist in the template")
+    g.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="number of synthetic subjects (train + validation)")
+    g.add_argument("--subjects-dir", type=Path, default=None,
+                   help="folder of subjects: <sub>/surf/lh.sphere + lh.<feature> (FreeSurfer) or "
+                        "<sub>/**/*_hemi-L_sphere.surf.gii + *_hemi-L_<feature>.shape.gii")
+    g.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (0.1)")
+    g.add_argument("--data-level", type=int, default=6, help="icosphere level of the data (6 = 40962 vertices)")
+    m = p.add_argument_group("model")
+    m.add_argument("--channels", choices=tuple(PRESETS), default="default",
+                   help="network size preset (default: the paper's)")
+    m.add_argument("--control-level", type=int, default=None, help="control grid level (one stage)")
+    m.add_argument("--cascade", type=_int_list, default=None, metavar="L1,L2",
+                   help="coarse-to-fine control levels, one stage each (e.g. 2,4); overrides --control-level")
+    m.add_argument("--labels", type=_int_list, default=None, metavar="L",
+                   help="labels per control point (one value or one per stage)")
+    m.add_argument("--label-level", type=int, default=None, help="label icosphere level")
+    m.add_argument("--crf-iterations", type=int, default=None, help="CRF-RNN mean-field steps (0 disables)")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=50)
+    t.add_argument("--batch-size", type=int, default=2)
+    t.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (2e-4)")
+    t.add_argument("--lam", type=float, default=0.5, help="smoothness weight (0.5)")
+    t.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0 disables)")
+    t.add_argument("--lr-patience", type=int, default=3, help="ReduceLROnPlateau patience")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the networks")
+    t.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--max-minutes", type=float, default=None, help="wall-time budget; stops cleanly")
+    t.add_argument("--resume", type=Path, default=None, help="continue from a last.pt (with its last.state.pt)")
+    t.add_argument("--init", type=Path, default=None, help="initialise the weights from a checkpoint (fine-tune)")
+    t.add_argument("--name", default=None, help="model name recorded in the checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def build_model_config(preset: str, in_channels: int, data_level: int = 6,
+                       control_levels: Sequence[int] | None = None, n_labels: Sequence[int] | None = None,
+                       label_level: int | None = None, crf_iterations: int | None = None):
+    """The :class:`~geomorph_bids.model.geomorph.GeoMorphConfig` for a preset and overrides.
+
+    The encoder keeps the preset's first ``data_level - 1`` levels (down to ico-2).
+    """
+    from ..model.geomorph import GeoMorphConfig, StageConfig
+    from ..model.network import NetworkConfig
+
+    pre = PRESETS[preset]
+    if not 3 <= data_level <= 6:
+        raise ValueError(f"--data-level must be in 3..6, got {data_level}")
+    channels = pre["channels"][: data_level - 1]
+    levels = tuple(control_levels) if control_levels else (pre["control_level"],)
+    labels = tuple(n_labels) if n_labels else (pre["n_labels"],)
+    if len(labels) == 1:
+        labels = labels * len(levels)
+    if len(labels) != len(levels):
+        raise ValueError(f"{len(labels)} label counts for {len(levels)} stages")
+    lab_level = label_level if label_level is not None else (pre["label_level"] or data_level)
+    lab_level = min(lab_level, max(data_level, max(levels)))
+    crf = pre["crf_iterations"] if crf_iterations is None else crf_iterations
+    stages = tuple(
+        StageConfig(network=NetworkConfig(in_channels=in_channels, input_level=data_level, channels=channels,
+                                          n_separate=min(3, len(channels) - 1), decoder_channels=pre["decoder"],
+                                          control_level=c, n_labels=L, kernels=pre["kernels"]),
+                    label_level=max(lab_level, c), crf_iterations=crf)
+        for c, L in zip(levels, labels))
+    return GeoMorphConfig(stages=stages, data_level=data_level)
+
+
+def _split_count(n: int, fraction: float) -> tuple[int, int]:
+    """(train, validation) counts of ``n`` synthetic subjects."""
+    n_val = max(1, int(round(n * fraction))) if fraction > 0 and n >= 2 else 0
+    return n - n_val, n_val
+
+
+def _synthetic(n: int, stream: str, args: argparse.Namespace):
+    from ..engine.data import synthetic_pairs
+
+    features = tuple(args.features)
+    n_right = n // 2 if args.mirror_right else 0
+    sets = []
+    if n - n_right > 0:
+        sets.append(synthetic_pairs(n - n_right, args.template, args.hemi, features, args.seed,
+                                    level=args.data_level, stream=stream))
+    if n_right > 0:
+        sets.append(synthetic_pairs(n_right, args.template, "L", features, args.seed,
+                                    level=args.data_level, stream=stream, mirror=True))
+    out = sets[0]
+    for s in sets[1:]:
+        out = out.concat(s)
+    return out
+
+
+def _combine(a, b):
+    if a is None:
+        return b
+    return a if b is None else a.concat(b)
+
+
+def _prepare_data(args: argparse.Namespace, log):
+    from ..engine.data import split_by_subject, subject_pairs
+
+    train_set = val_set = None
+    if args.synthetic:
+        n_train, n_val = _split_count(args.synthetic, args.val_fraction)
+        if n_train < 1:
+            raise ValueError("--synthetic needs at least 1 training subject")
+        log(f"synthesising {n_train} training + {n_val} validation subjects (ico-{args.data_level})")
+        train_set = _synthetic(n_train, "train", args)
+        val_set = _synthetic(n_val, "validation", args) if n_val else None
+    if args.subjects_dir is not None:
+        log(f"reading and pre-aligning subjects from {args.subjects_dir}")
+        subj = subject_pairs(args.subjects_dir, args.template, args.hemi, tuple(args.features),
+                             level=args.data_level, mirror_right=args.mirror_right)
+        s_train, s_val = split_by_subject(subj, args.val_fraction, args.seed)
+        log(f"{len(s_train)} training + {0 if s_val is None else len(s_val)} validation hemispheres "
+            f"from {len(set(subj.groups))} subjects")
+        train_set, val_set = _combine(train_set, s_train), _combine(val_set, s_val)
+    return train_set, val_set
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def write_model_card(path: Path, *, command: str, args: argparse.Namespace, result, model_config,
+                     train_config, train_set, val_set) -> Path:
+    """Write ``model_card.md`` (markdown) describing how the model was made and how well it did."""
+    best = next((r for r in result.history if r["epoch"] == result.best_epoch), None)
+    stages = ", ".join(f"control ico-{s.control_level} / {s.n_labels} labels on ico-{s.label_level} / "
+                       f"CRF {s.crf_iterations} steps" for s in model_config.stages)
+    hemisphere = train_set.hemisphere
+    lines = [
+        f"# GeoMorph model `{path.parent.name}`",
+        "",
+        f"Trained with geomorph-bids {__version__} on "
+        f"{datetime.now(timezone.utc).replace(microsecond=0).isoformat()}.",
+        "",
+        "## Use",
+        f"- Template: **{train_set.template}**, hemisphere: **{hemisphere}**"
+        + (" (a left-hemisphere model; right hemispheres are mirrored x -> -x into it)"
+           if hemisphere == "LR-mirrored" else ""),
+        f"- Input channels (in order): {', '.join(train_set.channels)}; each clipped at mean +/- 3 SD "
+        "and z-scored per subject (zeros stay zero)",
+        f"- Data icosphere: ico-{model_config.data_level}; weights: `model.pt` "
+        f"({result.n_parameters:,} parameters)",
+        "",
+        "## How it was trained",
+        "```",
+        command,
+        "```",
+        f"- Seed: {train_config.seed}",
+        f"- Data: {train_set.description}",
+        f"- Validation: {val_set.description if val_set is not None else 'none (training loss monitored)'}",
+        f"- Pairs: {len(train_set)} training, {0 if val_set is None else len(val_set)} validation",
+        f"- Network preset: {args.channels}; stages: {stages}",
+        f"- Optimiser: Adam, lr {train_config.lr:g}, batch {train_config.batch_size}, loss MSE + (1 - CC) "
+        f"per channel + {train_config.lam:g} x smoothness; ReduceLROnPlateau (patience "
+        f"{train_config.lr_patience}, factor {train_config.lr_factor:g}); early stopping patience "
+        f"{train_config.patience}; bf16: {train_config.bf16}",
+        f"- Device: {result.device}; wall time: {result.wall_time_s:.1f} s ({result.wall_time_s / 60:.1f} min); "
+        f"epochs run: {result.epochs_run} (stopped: {result.stopped})",
+        "",
+        "## Final metrics (validation)",
+        "| | loss | CC | mean abs log2 areal | folded triangles |",
+        "|---|---|---|---|---|",
+        f"| before training | {_fmt(result.initial_val_loss)} | {_fmt(result.initial_val_cc)} | | |",
+        f"| best epoch ({result.best_epoch}) | {_fmt(result.best_val_loss)} | {_fmt(result.best_val_cc)} | "
+        f"{_fmt(best['val_areal'] if best else None, 3)} | {_fmt(best['val_folded'] if best else None, 1)} |",
+        "",
+        "Per-epoch numbers: `train_log.csv`.",
+        "",
+    ]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``geomorph-train``; returns the exit code (0 on success, 2 on bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    command = shlex.join(["geomorph-train", *argv])
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(msg, flush=True)
+
+    try:
+        from ..engine.train import TrainConfig, resolve_device, train
+
+        if args.mirror_right and args.hemi != "L":
+            raise ValueError("--mirror-right trains a left-hemisphere model: use --hemi L")
+        if not args.synthetic and args.subjects_dir is None:
+            raise ValueError("no training data: give --synthetic N and/or --subjects-dir DIR")
+        if args.synthetic < 0:
+            raise ValueError(f"--synthetic must be >= 0, got {args.synthetic}")
+        resolve_device(args.device)  # fail before any expensive work
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lam=args.lam,
+                             val_fraction=args.val_fraction, patience=args.patience or None,
+                             lr_patience=args.lr_patience, seed=args.seed, bf16=args.bf16, device=args.device,
+                             num_threads=args.threads, max_minutes=args.max_minutes)
+        model_config = build_model_config(args.channels, len(args.features), args.data_level,
+                                          args.cascade or ((args.control_level,) if args.control_level else None),
+                                          args.labels, args.label_level, args.crf_iterations)
+        if args.threads:
+            import torch
+            torch.set_num_threads(args.threads)
+        train_set, val_set = _prepare_data(args, log)
+        meta = {"command": command, "name": args.name or f"{'-'.join(args.features)}-{args.template}",
+                "extra": {"preset": args.channels}}
+        result = train(model_config, train_set, val_set, config, args.out, resume=args.resume,
+                       init_weights=args.init, meta=meta, log=log)
+        card = write_model_card(args.out / "model_card.md", command=command, args=args, result=result,
+                                model_config=model_config, train_config=config, train_set=train_set,
+                                val_set=val_set)
+        log(f"best epoch {result.best_epoch}: val loss {_fmt(result.best_val_loss)}, CC "
+            f"{_fmt(result.best_val_cc)}; wrote {result.best_checkpoint}, {result.log_path}, {card}")
+        return 0
+    except (InputError, ValueError, OSError) as e:
+        msg = " ".join(str(e).split())
+        print(f"geomorph-train: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

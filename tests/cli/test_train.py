@@ -1,0 +1,86 @@
+"""geomorph-train end to end: synthetic and user subjects, model card, resume, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from geomorph_bids.cli.train import build_model_config, main
+from geomorph_bids.model.checkpoint import read_metadata
+from geomorph_bids.model.geomorph import GeoMorphConfig
+from geomorph_bids.resources import example_dir
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_synthetic_end_to_end_and_resume(tmp_path, capsys):
+    out = tmp_path / "model"
+    argv = ["--out", str(out), "--synthetic", "6", "--epochs", "2", "--channels", "tiny",
+            "--data-level", "3", "--seed", "3", "--lr", "3e-3", "--threads", "1"]
+    assert main(argv) == 0
+    for name in ("model.pt", "last.pt", "last.state.pt", "train_log.csv", "model_card.md"):
+        assert (out / name).is_file(), name
+    rows = _rows(out / "train_log.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    meta = read_metadata(out / "model.pt")
+    command = "geomorph-train " + " ".join(argv)
+    assert meta.provenance.command == command and meta.provenance.seed == 3
+    assert meta.name == "sulc-fsLR" and meta.template == "fsLR" and meta.channels == ("sulc",)
+    assert meta.provenance.extra["n_train"] == 5 and meta.provenance.extra["n_val"] == 1
+    assert GeoMorphConfig.from_dict(meta.config["geomorph"]).data_level == 3
+    card = (out / "model_card.md").read_text()
+    assert command in card and "- Seed: 3" in card and "5 synthetic subjects" in card
+    assert "wall time" in card and f"best epoch ({meta.provenance.extra['best_epoch']})" in card
+    printed = capsys.readouterr().out
+    assert "epoch   2/2" in printed and "cc " in printed
+    # resume for one more epoch
+    assert main(argv[:4] + ["--epochs", "3"] + argv[6:] + ["--resume", str(out / "last.pt"), "--quiet"]) == 0
+    assert [int(r["epoch"]) for r in _rows(out / "train_log.csv")] == [1, 2, 3]
+    assert read_metadata(out / "last.pt").provenance.extra["epochs_run"] == 3
+
+
+def test_user_subjects_directory_mirrored(tmp_path):
+    out = tmp_path / "subj"
+    # the bundled example: one subject, both hemispheres, right mirrored into the left model
+    assert main(["--out", str(out), "--subjects-dir", str(example_dir()), "--mirror-right",
+                 "--epochs", "1", "--channels", "tiny", "--data-level", "3", "--val-fraction", "0",
+                 "--quiet"]) == 0
+    meta = read_metadata(out / "model.pt")
+    assert meta.hemisphere == "LR-mirrored" and meta.provenance.extra["n_train"] == 2
+    assert meta.provenance.extra["n_val"] == 0
+    assert "2 hemispheres of 1 subjects" in (out / "model_card.md").read_text()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--synthetic", "4", "--device", "cuda"], "CUDA is not available"),
+    ([], "no training data"),
+    (["--synthetic", "4", "--hemi", "R", "--mirror-right"], "--hemi L"),
+    (["--subjects-dir", "/nonexistent/subjects"], "subjects directory not found"),
+    (["--synthetic", "4", "--features", "myelin"], "no feature myelin"),
+])
+def test_errors_are_one_line(tmp_path, capsys, argv, needle):
+    if "cuda" in argv and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert main(["--out", str(tmp_path / "o"), "--data-level", "3", "--channels", "tiny", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("geomorph-train: error:") and "\n" not in err and needle in err, err
+    assert not (tmp_path / "o" / "model.pt").exists()
+
+
+def test_presets_and_cascade():
+    cfg = build_model_config("default", 1)
+    net = cfg.stages[0].network
+    assert net.channels == (32, 32, 64, 64, 128) and net.control_level == 4 and net.n_labels == 600
+    assert cfg.stages[0].label_level == 6 and cfg.data_level == 6
+    cas = build_model_config("small", 2, 6, (2, 4), (100, 300))
+    assert [s.control_level for s in cas.stages] == [2, 4] and [s.n_labels for s in cas.stages] == [100, 300]
+    assert cas.in_channels == 2
+    tiny = build_model_config("tiny", 1, 3)
+    assert tiny.stages[0].network.channels == (8, 8) and tiny.stages[0].label_level == 3
+    with pytest.raises(ValueError, match="label counts"):
+        build_model_config("tiny", 1, 4, (2, 3), (10, 20, 30))
