@@ -1,0 +1,448 @@
+"""Inference API: register one hemisphere's native sphere to a template (no Nipype).
+
+``register(moving_sphere, moving_features, template="fsLR", hemi="L", model=PATH)`` runs
+
+1. **rigid pre-alignment** (:func:`geomorph_bids.engine.prealign.prealign`): a rotation ``R``
+   moves the native sphere onto the template (``aligned = vertices @ R.T``) and the moving
+   features are sampled at the template's ico-6 vertices;
+2. **the GeoMorph network** (unless ``rigid_only``): both images are normalised (the
+   checkpoint's :class:`~geomorph_bids.model.normalise.NormalisationSpec`), the model predicts a
+   **pull-back warp** on its data icosphere: for every template grid vertex ``x``, ``warp[x]``
+   is the point of the (rotated) moving sphere whose features belong at ``x``. A model whose
+   ``data_level`` is below 6 is fed the first ``n_vertices(data_level)`` vertices of the ico-6
+   template grid (the icospheres are nested) and its warp is upsampled to ico-6 the way the
+   model itself upsamples control points (each new vertex = normalised mean of its two parents);
+3. **the output sphere**: every rotated moving vertex ``p`` is located in the warped template
+   mesh (ico-6 vertices placed at ``warp``, ico-6 faces); the same barycentric weights applied
+   to the ORIGINAL ico-6 vertices give ``p``'s position in template space (the inverse of the
+   warp, piecewise linear on the mesh), projected to radius 100 (:func:`apply_warp`).
+
+Checkpoints
+-----------
+``model`` is a checkpoint file (:mod:`geomorph_bids.model.checkpoint`) or a built
+:class:`~geomorph_bids.model.geomorph.GeoMorph`. A checkpoint's ``config`` must be
+``GeoMorphConfig.to_dict()`` (a dict with ``"stages"``), or hold that dict under the key
+``"model"`` or ``"geomorph"``. Its ``channels`` are the moving feature names in the network's
+input order (``moving_features`` may list them in any order; missing or extra names are
+refused, one line), and its ``template`` must be the template's name. A checkpoint with
+hemisphere ``"LR-mirrored"`` registers a right hemisphere by mirroring it (``x -> -x``) onto the
+LEFT template, and mirroring the result back; that is right-template space for fsLR, whose
+left and right spheres are mirror images.
+
+No pretrained model is bundled yet: ``model=None`` without ``rigid_only`` is a ValueError.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..io.templates import TEMPLATE_LEVEL, Template, available_templates, load_template
+from ..sphere.distortion import distortion, distortion_summary, folded_triangles
+from ..sphere.icosphere import icosphere, level_of, n_vertices
+from ..sphere.locate import SphereLocator, unit
+from .prealign import correlation, prealign
+
+__all__ = ["Registration", "register", "apply_warp", "warp_folded_triangles", "upsample_warp",
+           "resolve_device", "MIRROR"]
+
+RADIUS = 100.0
+#: Reflection that turns a right hemisphere into a left one (x -> -x), as in engine/data.py.
+MIRROR = np.diag([-1.0, 1.0, 1.0])
+
+SphereInput = tuple[np.ndarray, np.ndarray] | str | Path
+FeatureInput = Mapping[str, np.ndarray | str | Path]
+
+
+# ---------------------------------------------------------------------------------------------
+# result
+
+
+@dataclass(eq=False)
+class Registration:
+    """Result of :func:`register`.
+
+    Attributes
+    ----------
+    sphere : (V, 3) float64, the moving mesh's vertices moved into template space, mm on a
+        radius-100 sphere; same vertex order and faces as the input.
+    faces : (F, 3) int64, the input's faces (unchanged).
+    rotation : (3, 3) rigid pre-alignment; ``rotated = input_vertices @ rotation.T``.
+    warp_ico6 : (40962, 3) float64 pull-back warp on the ico-6 template grid, radius 100
+        (template vertex -> position on the rotated moving sphere), or None if rigid only.
+        For a right hemisphere through an ``"LR-mirrored"`` model it lives in the mirrored
+        (left-template) frame: template vertex x of the LEFT grid -> mirrored rotated sphere.
+    metrics : summary numbers (see :func:`register`).
+    template, hemi : the template name and hemisphere registered to.
+    """
+
+    sphere: np.ndarray
+    faces: np.ndarray
+    rotation: np.ndarray
+    warp_ico6: np.ndarray | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    template: str = ""
+    hemi: str = ""
+
+    def resample(self, values: np.ndarray, target: tuple[np.ndarray, np.ndarray] | str = "ico6",
+                 method: str = "adap_bary_area") -> np.ndarray:
+        """Resample moving-space values onto a template-space mesh through :attr:`sphere`.
+
+        Parameters
+        ----------
+        values : (V,) or (V, K) per-vertex values on the moving mesh (NaN = missing).
+        target : a (vertices, faces) sphere in template space (e.g. the template's 32k fsLR
+            sphere), or ``"icoN"`` (N = 0..7; ``"ico6"``: the template grid of 40962 vertices).
+        method : ``"adap_bary_area"`` (default, Workbench's ADAP_BARY_AREA) or ``"barycentric"``.
+
+        Returns
+        -------
+        (V_target,) or (V_target, K) float64 (float32 for float32 input).
+        """
+        from ..sphere.resample import resample
+
+        if isinstance(target, str):
+            if not (target.startswith("ico") and target[3:].isdigit()):
+                raise ValueError(f"target must be (vertices, faces) or 'ico0'..'ico7', got {target!r}")
+            target = icosphere(int(target[3:]))
+        return resample(values, (self.sphere, self.faces), target, method=method)
+
+
+# ---------------------------------------------------------------------------------------------
+# warp helpers
+
+
+def upsample_warp(warp: np.ndarray, level: int, target_level: int = TEMPLATE_LEVEL) -> np.ndarray:
+    """Upsample a (n_vertices(level), 3) warp to icosphere ``target_level`` (any radius in,
+    radius 100 out): each added vertex is the normalised mean of its two parents' positions,
+    as the model upsamples its control points."""
+    import torch
+
+    from ..model.warp import upsample_displacement
+
+    w = np.asarray(warp, dtype=np.float64)
+    if len(w) != n_vertices(level):
+        raise ValueError(f"warp has {len(w)} points, icosphere level {level} has {n_vertices(level)}")
+    if level == target_level:
+        return unit(w) * RADIUS
+    up = upsample_displacement(torch.from_numpy(unit(w))[None], level, target_level)[0]
+    return unit(up.numpy()) * RADIUS
+
+
+def apply_warp(points: np.ndarray, warp: np.ndarray, level: int | None = None) -> np.ndarray:
+    """Move points from the (rotated) moving sphere into template space through the INVERSE
+    of a pull-back warp.
+
+    Parameters
+    ----------
+    points : (N, 3) points on the rotated moving sphere (any radius).
+    warp : (V, 3) pull-back warp on icosphere ``level`` (any radius): template grid vertex i
+        corresponds to the moving-space point ``warp[i]``.
+    level : icosphere level of ``warp`` (default: inferred from V).
+
+    Returns
+    -------
+    (N, 3) float64 on the radius-100 sphere: each point is located in the warped mesh
+    (ico vertices at ``warp``, ico faces) and the same barycentric weights are applied to the
+    original ico vertices. Exact inverse of the piecewise-linear warp where it does not fold.
+    """
+    warp = np.asarray(warp, dtype=np.float64)
+    level = level_of(len(warp)) if level is None else int(level)
+    ico_v, ico_f = icosphere(level)
+    if warp.shape != (len(ico_v), 3):
+        raise ValueError(f"warp must be ({len(ico_v)}, 3) for icosphere level {level}, got {warp.shape}")
+    face, w = SphereLocator(warp, ico_f).locate(np.asarray(points, dtype=np.float64))
+    return unit(np.einsum("nk,nkd->nd", w, unit(ico_v)[ico_f[face]])) * RADIUS
+
+
+def warp_folded_triangles(warp: np.ndarray, level: int | None = None) -> int:
+    """Number of icosphere triangles whose orientation the (V, 3) warp flips."""
+    warp = np.asarray(warp, dtype=np.float64)
+    level = level_of(len(warp)) if level is None else int(level)
+    ico_v, ico_f = icosphere(level)
+    return int(len(folded_triangles((ico_v, ico_f), (unit(warp) * RADIUS, ico_f))))
+
+
+def resolve_device(device: str | Any = "auto") -> Any:
+    """``"auto"`` -> cuda if available else cpu; ``"cuda"`` without CUDA -> ValueError."""
+    import torch
+
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available "
+                         "(torch.cuda.is_available() is False); use device='cpu' or 'auto'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} requested but MPS is not available; use 'cpu' or 'auto'")
+    return dev
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+
+def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    from ..io.surfaces import read_feature, read_sphere
+    from ..io.validate import validate_sphere
+
+    if isinstance(moving_sphere, (str, Path)):
+        s = read_sphere(moving_sphere)
+        vertices, faces = s.vertices, s.faces
+    else:
+        try:
+            v, f = moving_sphere
+        except (TypeError, ValueError):
+            raise ValueError("moving_sphere must be a path or a (vertices, faces) pair") from None
+        # recentre/rescale to radius 100 and check it is a sphere; the caller's faces are kept
+        vertices, _ = validate_sphere(v, f, None)
+        faces = np.asarray(f, dtype=np.int64)
+    if not isinstance(moving_features, Mapping) or not moving_features:
+        raise ValueError("moving_features must be a non-empty dict: name -> (V,) array or path")
+    feats: dict[str, np.ndarray] = {}
+    for name, val in moving_features.items():
+        if isinstance(val, (str, Path)):
+            arr = read_feature(val, n_vertices=len(vertices))
+        else:
+            arr = np.asarray(val, dtype=np.float64)
+        arr = np.asarray(arr, dtype=np.float64)
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.shape != (len(vertices),):
+            raise InputError(f"feature {name!r} has shape {arr.shape}, expected ({len(vertices)},) "
+                             "(one value per sphere vertex)")
+        if not np.all(np.isfinite(arr)):
+            raise InputError(f"feature {name!r} has non-finite values")
+        feats[str(name)] = arr
+    return vertices, faces, feats
+
+
+def _model_config_dict(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    if "stages" in config:
+        return config
+    for key in ("model", "geomorph"):
+        if isinstance(config.get(key), Mapping) and "stages" in config[key]:
+            return config[key]
+    raise ValueError("checkpoint config holds no GeoMorphConfig (expected GeoMorphConfig.to_dict(), "
+                     f"or it under 'model'/'geomorph'); config keys: {sorted(config)}")
+
+
+@dataclass
+class _Model:
+    net: Any                       # GeoMorph
+    channels: tuple[str, ...]
+    spec: Any                      # NormalisationSpec
+    info: dict[str, Any]
+    mirrored_hemis: bool           # checkpoint hemisphere "LR-mirrored"
+
+
+def _load_model(model: Any, feature_names: Sequence[str], template_name: str, hemi: str,
+                device: Any) -> _Model:
+    """Load and check a checkpoint path or wrap a built GeoMorph."""
+    import torch
+
+    from ..model.checkpoint import check_compatible, load_checkpoint
+    from ..model.geomorph import GeoMorph, GeoMorphConfig
+    from ..model.normalise import NormalisationSpec
+
+    if isinstance(model, (str, Path)):
+        state, meta = load_checkpoint(model, map_location="cpu")
+        want = list(meta.channels)
+        ordered = [c for c in want if c in feature_names] + [c for c in feature_names if c not in want]
+        check_compatible(meta, ordered, template_name, hemi=hemi)
+        config = GeoMorphConfig.from_dict(_model_config_dict(meta.config))
+        if config.in_channels != len(want):
+            raise InputError(f"checkpoint lists {len(want)} channels but its network takes "
+                             f"{config.in_channels}", path=model)
+        net = GeoMorph(config)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as e:
+            raise InputError(f"weights do not fit the network of its config: "
+                             f"{' '.join(str(e).split())[:300]}", path=model) from None
+        info = {"model_name": meta.name, "model_version": meta.package_version,
+                "model_weights_sha256": meta.weights_sha256, "model_path": str(model)}
+        return _Model(net.to(device).eval(), tuple(want), meta.normalisation, info,
+                      meta.hemisphere == "LR-mirrored")
+    if isinstance(model, torch.nn.Module) and isinstance(getattr(model, "config", None), GeoMorphConfig):
+        k = model.config.in_channels
+        if len(feature_names) != k:
+            raise ValueError(f"model takes {k} input channels; moving_features has "
+                             f"{len(feature_names)}: [{', '.join(feature_names)}]")
+        info = {"model_name": getattr(model, "name", type(model).__name__ + " (in memory)"),
+                "model_version": None, "model_weights_sha256": None, "model_path": None}
+        return _Model(model.to(device).eval(), tuple(feature_names), NormalisationSpec(), info, False)
+    raise ValueError(f"model must be a checkpoint path or a GeoMorph module, got {type(model).__name__}")
+
+
+def _sample(vertices: np.ndarray, faces: np.ndarray, values: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Barycentric interpolation of (V,) or (V, K) values of a sphere mesh at (N, 3) points."""
+    face, w = SphereLocator(vertices, faces).locate(points)
+    return np.einsum("nc,nc...->n...", w, values[faces[face]])
+
+
+# ---------------------------------------------------------------------------------------------
+# the API
+
+
+def register(moving_sphere: SphereInput, moving_features: FeatureInput, template: str | Template = "fsLR",
+             hemi: str = "L", model: str | Path | Any | None = None, device: str | Any = "auto", *,
+             rigid_only: bool = False, reg_sphere: np.ndarray | str | Path | None = None) -> Registration:
+    """Register a native sphere to a template: rigid pre-alignment, then GeoMorph.
+
+    Parameters
+    ----------
+    moving_sphere : (vertices (V, 3), faces (F, 3)) or a path (GIFTI ``.surf.gii`` or
+        FreeSurfer ``?h.sphere``); any radius and density (fsaverage 164k, FreeSurfer ~130k,
+        fsLR 32k, ...); rescaled to radius 100.
+    moving_features : name -> (V,) array or path (e.g. ``{"sulc": "lh.sulc"}``), in the
+        template's sign convention (FreeSurfer's for sulc).
+    template : ``"fsLR"``, ``"fsaverage"`` (bundled) or a :class:`~geomorph_bids.io.templates.Template`.
+    hemi : ``"L"`` or ``"R"``.
+    model : checkpoint path or a built ``GeoMorph`` (with ``.config``); required unless
+        ``rigid_only`` (no pretrained model is bundled yet).
+    device : ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    rigid_only : stop after the rigid pre-alignment.
+    reg_sphere : optional FreeSurfer ``?h.sphere.reg`` (array or path, same topology): the
+        rotation comes from vertex correspondence instead of the features.
+
+    Returns
+    -------
+    Registration. ``metrics`` holds, per feature ``f`` used by the network (or shared with the
+    template when rigid only): ``cc_f_before`` (no alignment), ``cc_f_rigid``, ``cc_f_after``
+    (final) Pearson correlations with the template on its ico-6 grid (template zeros masked);
+    the :func:`~geomorph_bids.sphere.distortion.distortion_summary` of the output sphere against
+    the input sphere (both radius 100: ``areal_mean_abs``, ``R_mean``, ``n_folded``, ...);
+    ``warp_folded_triangles`` (ico-6 triangles the warp flips); ``rotation_deg``;
+    ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``.
+    """
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+    if hemi not in ("L", "R"):
+        raise ValueError(f"hemi must be 'L' or 'R', got {hemi!r}")
+    if model is None and not rigid_only:
+        tname = template.name if isinstance(template, Template) else template
+        raise ValueError(f"no pretrained model for template {tname} with channels "
+                         f"[{', '.join(map(str, moving_features))}] is installed yet; "
+                         "pass model=PATH or rigid_only=True")
+    dev = resolve_device(device) if not rigid_only else None
+    vertices, faces, feats = _read_inputs(moving_sphere, moving_features)
+    if reg_sphere is not None and isinstance(reg_sphere, (str, Path)):
+        from ..io.surfaces import read_sphere
+
+        reg_sphere = read_sphere(reg_sphere).vertices
+    template_name = template.name if isinstance(template, Template) else str(template)
+    seconds["seconds_read"] = time.perf_counter() - t0
+
+    # model first: its channels decide what the template must provide
+    t = time.perf_counter()
+    loaded = None
+    if not rigid_only:
+        loaded = _load_model(model, list(feats), template_name, hemi, dev)
+        channels = loaded.channels
+    else:
+        have = (list(template.features) if isinstance(template, Template)
+                else available_templates().get(template_name, []))
+        channels = tuple(n for n in feats if n in have) or tuple(feats)
+    seconds["seconds_model_load"] = time.perf_counter() - t
+
+    mirrored = bool(loaded is not None and loaded.mirrored_hemis and hemi == "R")
+    work_hemi = "L" if mirrored else hemi
+    if isinstance(template, Template):
+        tpl = template
+        missing = [c for c in channels if c not in tpl.features]
+        if missing:
+            raise ValueError(f"template {tpl.name} has no feature {', '.join(missing)}; "
+                             f"it has: {', '.join(tpl.features)}")
+        if len(tpl.vertices) != n_vertices(TEMPLATE_LEVEL):
+            raise ValueError(f"template {tpl.name} must be on the ico-{TEMPLATE_LEVEL} grid "
+                             f"({n_vertices(TEMPLATE_LEVEL)} vertices), got {len(tpl.vertices)}")
+    else:
+        tpl = load_template(template_name, work_hemi, channels)
+    work_v = vertices @ MIRROR if mirrored else vertices
+    work_f = np.ascontiguousarray(faces[:, ::-1]) if mirrored else faces
+    reg_v = None if reg_sphere is None else np.asarray(reg_sphere, dtype=np.float64)
+    if reg_v is not None and mirrored:
+        reg_v = reg_v @ MIRROR
+
+    # 1. rigid
+    t = time.perf_counter()
+    pre = prealign(work_v, work_f, {c: feats[c] for c in channels}, tpl, reg_sphere=reg_v)
+    seconds["seconds_prealign"] = time.perf_counter() - t
+    rotated = pre.sphere
+    metrics: dict[str, Any] = {"template": tpl.name, "hemi": hemi, "rotation_deg": pre.metrics["rotation_deg"],
+                               "rotation_method": pre.metrics["rotation_method"]}
+    for c in channels:
+        metrics[f"cc_{c}_before"] = pre.metrics.get(f"cc_{c}_before")
+        metrics[f"cc_{c}_rigid"] = pre.metrics.get(f"cc_{c}_after")
+
+    # 2. network
+    warp_ico6 = None
+    if loaded is not None:
+        import torch
+
+        t = time.perf_counter()
+        net = loaded.net
+        level = net.config.data_level
+        if level > TEMPLATE_LEVEL:
+            raise ValueError(f"model data level {level} exceeds the template grid level {TEMPLATE_LEVEL}")
+        nv = n_vertices(level)
+        mov = np.stack([pre.features_on_template[c][:nv] for c in channels], axis=1)
+        fix = np.stack([np.asarray(tpl.features[c], dtype=np.float64)[:nv] for c in channels], axis=1)
+        mov_n, _ = loaded.spec(mov, channel_names=list(channels))
+        fix_n, _ = loaded.spec(fix, channel_names=list(channels))
+        param = next(net.parameters(), None)
+        dtype = param.dtype if param is not None else torch.float32
+        with torch.inference_mode():
+            out = net(torch.as_tensor(mov_n, dtype=dtype, device=dev)[None],
+                      torch.as_tensor(fix_n, dtype=dtype, device=dev)[None])
+            warp = out.warp[0].detach().to("cpu", torch.float64).numpy()
+        if dev is not None and dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds["seconds_network"] = time.perf_counter() - t
+        t = time.perf_counter()
+        warp_ico6 = upsample_warp(warp, level, TEMPLATE_LEVEL)
+        out_sphere = apply_warp(rotated, warp_ico6, TEMPLATE_LEVEL)
+        metrics["warp_folded_triangles"] = warp_folded_triangles(warp_ico6, TEMPLATE_LEVEL)
+        metrics["data_level"] = level
+        seconds["seconds_invert"] = time.perf_counter() - t
+    else:
+        out_sphere = unit(rotated) * RADIUS
+        metrics["warp_folded_triangles"] = 0
+
+    # 3. metrics
+    t = time.perf_counter()
+    if warp_ico6 is not None:
+        after = _sample(rotated, work_f, np.column_stack([feats[c] for c in channels]), warp_ico6)
+        for k, c in enumerate(channels):
+            fixed = np.asarray(tpl.features[c], dtype=np.float64)
+            metrics[f"cc_{c}_after"] = correlation(after[:, k], fixed, fixed != 0)
+    else:
+        for c in channels:
+            metrics[f"cc_{c}_after"] = metrics[f"cc_{c}_rigid"]
+    rotation = pre.rotation
+    if mirrored:
+        out_sphere = out_sphere @ MIRROR
+        rotation = MIRROR @ rotation @ MIRROR
+    summary = distortion_summary(distortion((unit(vertices) * RADIUS, faces), (out_sphere, faces)))
+    metrics.update(summary)
+    metrics["n_folded"] = int(summary["n_folded"])
+    metrics["mirrored"] = mirrored
+    seconds["seconds_metrics"] = time.perf_counter() - t
+    metrics["device"] = str(dev) if dev is not None else "cpu"
+    metrics.update(loaded.info if loaded is not None else
+                   {"model_name": "rigid", "model_version": None, "model_weights_sha256": None,
+                    "model_path": None})
+    metrics.update(seconds)
+    metrics["seconds_total"] = time.perf_counter() - t0
+    return Registration(sphere=out_sphere, faces=faces, rotation=rotation, warp_ico6=warp_ico6,
+                        metrics=metrics, template=tpl.name, hemi=hemi)

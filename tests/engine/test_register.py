@@ -1,0 +1,234 @@
+"""register(): rigid path on the bundled example, warp inversion, the non-rigid path with a tiny
+random GeoMorph, checkpoint checks, and Registration.resample."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from geomorph_bids.engine.register import (
+    MIRROR,
+    Registration,
+    apply_warp,
+    register,
+    resolve_device,
+    upsample_warp,
+    warp_folded_triangles,
+)
+from geomorph_bids.engine.synth import SynthConfig, angular_error_deg, random_warp
+from geomorph_bids.io import read_feature
+from geomorph_bids.io.templates import load_template
+from geomorph_bids.model.checkpoint import CheckpointMeta, save_checkpoint
+from geomorph_bids.model.geomorph import GeoMorph, tiny_config
+from geomorph_bids.resources import example_dir
+from geomorph_bids.sphere.icosphere import icosphere
+from geomorph_bids.sphere.locate import SphereLocator, unit
+from geomorph_bids.sphere.rotation import angle_between, random_rotation, rotation_from_correspondence
+
+SURF = example_dir() / "sub-01" / "surf"
+
+
+def _true_rotation(atlases, load_surface, hemi):
+    """The example's rotation into fsLR: undo the applied rotation, then fsaverage -> fsLR."""
+    truth = json.loads((example_dir() / "sub-01" / "ground_truth.json").read_text())[hemi]
+    fs, _ = load_surface(atlases / f"fs_{hemi}" / f"fsaverage.{hemi}.sphere.164k_fs_{hemi}.surf.gii")
+    lr, _ = load_surface(atlases / f"fs_{hemi}" /
+                         f"fs_{hemi}-to-fs_LR_fsaverage.{hemi}_LR.spherical_std.164k_fs_{hemi}.surf.gii")
+    return rotation_from_correspondence(fs, lr) @ np.asarray(truth["rotation_applied"]).T
+
+
+@pytest.fixture(scope="module")
+def rigid_left() -> Registration:
+    return register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L", rigid_only=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> GeoMorph:
+    torch.manual_seed(0)
+    return GeoMorph(tiny_config(in_channels=1, data_level=4, control_level=2, n_labels=20)).eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# rigid path on the bundled example
+
+
+def test_rigid_only_recovers_example_rotation(rigid_left, atlases, load_surface):
+    r = rigid_left
+    assert angle_between(r.rotation, _true_rotation(atlases, load_surface, "L")) < 1.0
+    assert r.sphere.shape == (10242, 3) and r.faces.shape == (20480, 3)
+    np.testing.assert_allclose(np.linalg.norm(r.sphere, axis=1), 100.0, atol=1e-9)
+    assert r.warp_ico6 is None
+    m = r.metrics
+    assert m["n_folded"] == 0 and m["warp_folded_triangles"] == 0
+    assert m["cc_sulc_rigid"] > m["cc_sulc_before"] + 0.3 and m["cc_sulc_rigid"] > 0.9
+    assert m["cc_sulc_after"] == m["cc_sulc_rigid"]
+    assert m["areal_mean_abs"] < 1e-9  # a rotation does not distort
+    assert m["model_name"] == "rigid" and m["template"] == "fsLR" and m["hemi"] == "L"
+    assert m["seconds_total"] >= m["seconds_prealign"] > 0
+
+
+def test_rigid_only_right_hemisphere_from_arrays(atlases, load_surface):
+    from geomorph_bids.io import SphereWarning, read_sphere
+
+    s = read_sphere(SURF / "rh.sphere")
+    with pytest.warns(SphereWarning, match="rescaled to radius 100"):  # a unit sphere is rescaled
+        r = register((s.vertices / 100.0, s.faces), {"sulc": read_feature(SURF / "rh.sulc")}, "fsLR", "R",
+                     rigid_only=True)
+    assert angle_between(r.rotation, _true_rotation(atlases, load_surface, "R")) < 1.0
+    np.testing.assert_allclose(np.linalg.norm(r.sphere, axis=1), 100.0, atol=1e-9)
+    assert np.array_equal(r.faces, s.faces)
+
+
+def test_resample_constant_and_sulc(rigid_left):
+    ones = rigid_left.resample(np.ones(10242))
+    assert ones.shape == (40962,)
+    np.testing.assert_allclose(ones, 1.0, atol=1e-12)
+    two = rigid_left.resample(np.column_stack([np.full(10242, 3.0), np.full(10242, -2.0)]), "ico4",
+                              method="barycentric")
+    np.testing.assert_allclose(two, np.broadcast_to([3.0, -2.0], (2562, 2)), atol=1e-12)
+    sulc = rigid_left.resample(read_feature(SURF / "lh.sulc", n_vertices=10242))
+    fixed = load_template("fsLR", "L").features["sulc"]
+    assert np.corrcoef(sulc, fixed)[0, 1] > 0.9
+
+
+def test_no_model_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"no pretrained model for template fsLR with channels \[sulc\].*"
+                                         r"model=PATH or rigid_only=True"):
+        register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
+def test_cuda_without_cuda_is_refused():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+# ----------------------------------------------------------------------------------------------
+# warp inversion
+
+
+def _points(n: int, seed: int = 0) -> np.ndarray:
+    return unit(np.random.default_rng(seed).normal(size=(n, 3))) * 100.0
+
+
+def test_identity_warp_returns_the_input():
+    pts = _points(5000)
+    ico6 = icosphere(6)[0]
+    np.testing.assert_allclose(apply_warp(pts, ico6), pts, atol=1e-6)
+    assert warp_folded_triangles(ico6) == 0
+
+
+def test_rotation_warp_is_inverted_exactly():
+    q = random_rotation(1, 30.0)
+    ico5 = icosphere(5)[0]
+    pts = _points(3000, 1)
+    out = apply_warp(pts, ico5 @ q.T, 5)  # pull-back: template x -> moving point Q x
+    assert angular_error_deg(out, pts @ q).max() < 1e-6  # moving p -> Q^T p
+    assert warp_folded_triangles(ico5 @ q.T) == 0
+
+
+def test_random_warp_is_inverted():
+    """Pull-back warp = psi^-1 on the template grid; the output must be psi(moving points)."""
+    config = SynthConfig(max_displacement_deg=(12.0, 12.0), rotation_max_deg=5.0)
+    ico6 = icosphere(6)[0]
+    w = random_warp(ico6, 3, config)                  # w.inverse[i] = psi^-1(x_i)
+    pts = _points(4000, 2)
+    err = angular_error_deg(apply_warp(pts, w.inverse, 6), w.apply(pts))
+    assert np.median(err) < 0.05 and np.percentile(err, 99) < 0.2
+    assert warp_folded_triangles(w.inverse) == 0
+
+
+def test_folded_warp_is_counted():
+    ico3 = icosphere(3)[0].copy()
+    ico3[[100, 101]] = ico3[[101, 100]]               # swap two neighbouring vertices
+    assert warp_folded_triangles(ico3) > 0
+
+
+def test_upsample_warp_matches_the_nested_grid():
+    np.testing.assert_allclose(upsample_warp(icosphere(3)[0], 3, 6), icosphere(6)[0], atol=1e-9)
+    q = random_rotation(2, 20.0)
+    np.testing.assert_allclose(upsample_warp(icosphere(2)[0] @ q.T, 2, 5), icosphere(5)[0] @ q.T, atol=1e-9)
+    with pytest.raises(ValueError, match="level 3 has 642"):
+        upsample_warp(np.zeros((10, 3)), 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# non-rigid path
+
+
+def test_tiny_model_end_to_end(tiny_model):
+    r = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L", model=tiny_model, device="cpu")
+    assert r.sphere.shape == (10242, 3) and np.isfinite(r.sphere).all()
+    np.testing.assert_allclose(np.linalg.norm(r.sphere, axis=1), 100.0, atol=1e-9)
+    assert r.warp_ico6.shape == (40962, 3)
+    np.testing.assert_allclose(np.linalg.norm(r.warp_ico6, axis=1), 100.0, atol=1e-9)
+    m = r.metrics
+    assert m["data_level"] == 4 and m["device"] == "cpu"
+    assert all(np.isfinite(m[k]) for k in ("cc_sulc_before", "cc_sulc_rigid", "cc_sulc_after",
+                                           "areal_mean_abs", "R_mean"))
+    assert m["n_folded"] >= 0 and m["warp_folded_triangles"] >= 0
+    assert m["seconds_network"] > 0 and m["seconds_invert"] > 0
+    # round trip: the warp sampled at each output position gives back the rotated input vertex
+    rotated = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, rigid_only=True).sphere
+    v6, f6 = icosphere(6)
+    face, w = SphereLocator(v6, f6).locate(r.sphere)
+    back = np.einsum("nk,nkd->nd", w, r.warp_ico6[f6[face]])
+    err = angular_error_deg(back, rotated)  # exact wherever the warp does not fold
+    assert np.median(err) < 1e-6
+    if m["warp_folded_triangles"] == 0:
+        assert err.max() < 1e-6
+
+
+def _save(tmp_path, model, channels=("sulc",), template="fsLR", hemisphere="L", name="m.pt", nested=True):
+    """A checkpoint laid out as engine/train.py writes it (config["geomorph"]), or flat."""
+    config = {"geomorph": model.config.to_dict(), "training": {}} if nested else model.config.to_dict()
+    meta = CheckpointMeta(name="tiny-test", template=template, hemisphere=hemisphere, channels=channels,
+                          config=config)
+    return save_checkpoint(tmp_path / name, model.state_dict(), meta)
+
+
+def test_checkpoint_path_matches_module(tmp_path, tiny_model):
+    path = _save(tmp_path, tiny_model)
+    flat = _save(tmp_path, tiny_model, name="flat.pt", nested=False)
+    np.testing.assert_allclose(register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=flat,
+                                        device="cpu").sphere,
+                               register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=path,
+                                        device="cpu").sphere, atol=1e-12)
+    a = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=path, device="cpu")
+    b = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=tiny_model, device="cpu")
+    np.testing.assert_allclose(a.sphere, b.sphere, atol=1e-9)
+    assert a.metrics["model_name"] == "tiny-test" and a.metrics["model_version"]
+    assert len(a.metrics["model_weights_sha256"]) == 64
+
+
+def test_checkpoint_with_wrong_channels_or_template_is_refused(tmp_path, tiny_model):
+    path = _save(tmp_path, tiny_model, channels=("curv",))
+    with pytest.raises(ValueError) as err:
+        register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=path)
+    msg = str(err.value)
+    assert "\n" not in msg and "expects channels [curv]" in msg and "input has [sulc]" in msg
+    path = _save(tmp_path, tiny_model, template="fsaverage", name="fsavg.pt")
+    with pytest.raises(ValueError, match="template differs") as err:
+        register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", model=path)
+    assert "\n" not in str(err.value)
+    path = _save(tmp_path, tiny_model, hemisphere="R", name="right.pt")
+    with pytest.raises(ValueError, match="hemisphere R only"):
+        register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L", model=path)
+
+
+def test_mirrored_model_registers_a_right_hemisphere(tmp_path, tiny_model):
+    """An LR-mirrored model: the right sphere is mirrored onto the left template and back."""
+    path = _save(tmp_path, tiny_model, hemisphere="LR-mirrored")
+    r = register(SURF / "rh.sphere", {"sulc": SURF / "rh.sulc"}, "fsLR", "R", model=path, device="cpu")
+    assert r.metrics["mirrored"] is True and r.metrics["template"] == "fsLR"
+    np.testing.assert_allclose(np.linalg.norm(r.sphere, axis=1), 100.0, atol=1e-9)
+    # the reported rotation acts in right-hemisphere space: it is proper and matches the
+    # rigid registration of the same sphere to the right template within a few degrees
+    assert np.isclose(np.linalg.det(r.rotation), 1.0)
+    rigid_r = register(SURF / "rh.sphere", {"sulc": SURF / "rh.sulc"}, "fsLR", "R", rigid_only=True)
+    assert angle_between(r.rotation, rigid_r.rotation) < 5.0
+    assert np.allclose(MIRROR @ MIRROR, np.eye(3))
