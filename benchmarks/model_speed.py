@@ -31,31 +31,15 @@ import time
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before importing torch (DESIGN.md "Speed")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from geomorph_bids.model.network import GeoMorphNet, NetworkConfig  # noqa: E402
-from geomorph_bids.sphere.icosphere import hex_neighbourhood, n_vertices, pseudo_coords  # noqa: E402
+from geomorph_bids.sphere.icosphere import n_vertices  # noqa: E402
+
+from geomorph_bids.model.gmm_oracle import GMMConvHex  # noqa: E402
 
 CASES = ("hex-fp32", "hex-bf16", "gmm-fp32")
-
-
-class GMMConvHex(nn.Module):
-    """torch_geometric ``GMMConv`` on the hex neighbourhoods, with GeoConv's call signature."""
-
-    def __init__(self, cin: int, cout: int, level: int, kernels: int) -> None:
-        super().__init__()
-        from torch_geometric.nn import GMMConv
-        self.conv = GMMConv(cin, cout, dim=2, kernel_size=kernels, aggr="mean")
-        index, mask = hex_neighbourhood(level)
-        dst = np.broadcast_to(np.arange(len(index))[:, None], index.shape)
-        self.register_buffer("edge_index", torch.from_numpy(np.stack([index[mask], dst[mask]])))
-        self.register_buffer("edge_attr",
-                             torch.tensor(pseudo_coords(level)[mask].astype(np.float32)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.conv(xb, self.edge_index, self.edge_attr) for xb in x])
 
 
 def _sync(device: str) -> None:

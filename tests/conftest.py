@@ -49,6 +49,25 @@ def load_surface():
     return _gifti_surface
 
 
+@pytest.fixture(scope="session")
+def example_true_rotation(atlases, load_surface):
+    """Callable hemi -> (3, 3) rotation taking the bundled example subject into fsLR space:
+    undo the example's known rotation, then fsaverage -> fsLR (sMRIPrep's reference sphere)."""
+    import json
+
+    from geomorph_bids.resources import example_dir
+    from geomorph_bids.sphere.rotation import rotation_from_correspondence
+
+    def rotation(hemi: str) -> np.ndarray:
+        truth = json.loads((example_dir() / "sub-01" / "ground_truth.json").read_text())[hemi]
+        fs, _ = load_surface(atlases / f"fs_{hemi}" / f"fsaverage.{hemi}.sphere.164k_fs_{hemi}.surf.gii")
+        lr, _ = load_surface(atlases / f"fs_{hemi}" /
+                             f"fs_{hemi}-to-fs_LR_fsaverage.{hemi}_LR.spherical_std.164k_fs_{hemi}.surf.gii")
+        return rotation_from_correspondence(fs, lr) @ np.asarray(truth["rotation_applied"]).T
+
+    return rotation
+
+
 def assert_one_line(err: pytest.ExceptionInfo, path) -> str:
     """The raised error's message: one line that names ``path``."""
     msg = str(err.value)

@@ -10,7 +10,7 @@ import pytest
 
 from geomorph_bids.cli.register import main
 from geomorph_bids.resources import example_dir
-from geomorph_bids.sphere.rotation import angle_between, rotation_from_correspondence
+from geomorph_bids.sphere.rotation import angle_between
 
 
 @pytest.fixture(scope="module")
@@ -20,19 +20,10 @@ def example_run(tmp_path_factory):
     return out
 
 
-def _true_rotation(atlases, load_surface, hemi):
-    """Template-space rotation for the example: undo the example's rotation, then fsaverage -> fsLR."""
-    truth = json.loads((example_dir() / "sub-01" / "ground_truth.json").read_text())[hemi]
-    fs, _ = load_surface(atlases / f"fs_{hemi}" / f"fsaverage.{hemi}.sphere.164k_fs_{hemi}.surf.gii")
-    lr, _ = load_surface(atlases / f"fs_{hemi}" /
-                         f"fs_{hemi}-to-fs_LR_fsaverage.{hemi}_LR.spherical_std.164k_fs_{hemi}.surf.gii")
-    return rotation_from_correspondence(fs, lr) @ np.asarray(truth["rotation_applied"]).T
-
-
 @pytest.mark.parametrize("hemi", ["L", "R"])
-def test_example_recovers_known_rotation(example_run, atlases, load_surface, hemi):
+def test_example_recovers_known_rotation(example_run, hemi, example_true_rotation):
     metrics = json.loads((example_run / f"sub-01_hemi-{hemi}_space-fsLR_desc-rigid_metrics.json").read_text())
-    error = angle_between(np.asarray(metrics["rotation"]), _true_rotation(atlases, load_surface, hemi))
+    error = angle_between(np.asarray(metrics["rotation"]), example_true_rotation(hemi))
     assert error < 1.0
     assert metrics["cc_sulc_after"] > metrics["cc_sulc_before"] + 0.3
     assert metrics["cc_sulc_after"] > 0.6

@@ -3,7 +3,6 @@ random GeoMorph, checkpoint checks, and Registration.resample."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -26,18 +25,9 @@ from geomorph_bids.model.geomorph import GeoMorph, tiny_config
 from geomorph_bids.resources import example_dir
 from geomorph_bids.sphere.icosphere import icosphere
 from geomorph_bids.sphere.locate import SphereLocator, unit
-from geomorph_bids.sphere.rotation import angle_between, random_rotation, rotation_from_correspondence
+from geomorph_bids.sphere.rotation import angle_between, random_rotation
 
 SURF = example_dir() / "sub-01" / "surf"
-
-
-def _true_rotation(atlases, load_surface, hemi):
-    """The example's rotation into fsLR: undo the applied rotation, then fsaverage -> fsLR."""
-    truth = json.loads((example_dir() / "sub-01" / "ground_truth.json").read_text())[hemi]
-    fs, _ = load_surface(atlases / f"fs_{hemi}" / f"fsaverage.{hemi}.sphere.164k_fs_{hemi}.surf.gii")
-    lr, _ = load_surface(atlases / f"fs_{hemi}" /
-                         f"fs_{hemi}-to-fs_LR_fsaverage.{hemi}_LR.spherical_std.164k_fs_{hemi}.surf.gii")
-    return rotation_from_correspondence(fs, lr) @ np.asarray(truth["rotation_applied"]).T
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +45,9 @@ def tiny_model() -> GeoMorph:
 # rigid path on the bundled example
 
 
-def test_rigid_only_recovers_example_rotation(rigid_left, atlases, load_surface):
+def test_rigid_only_recovers_example_rotation(rigid_left, example_true_rotation):
     r = rigid_left
-    assert angle_between(r.rotation, _true_rotation(atlases, load_surface, "L")) < 1.0
+    assert angle_between(r.rotation, example_true_rotation("L")) < 1.0
     assert r.sphere.shape == (10242, 3) and r.faces.shape == (20480, 3)
     np.testing.assert_allclose(np.linalg.norm(r.sphere, axis=1), 100.0, atol=1e-9)
     assert r.warp_ico6 is None
@@ -70,14 +60,14 @@ def test_rigid_only_recovers_example_rotation(rigid_left, atlases, load_surface)
     assert m["seconds_total"] >= m["seconds_prealign"] > 0
 
 
-def test_rigid_only_right_hemisphere_from_arrays(atlases, load_surface):
+def test_rigid_only_right_hemisphere_from_arrays(example_true_rotation):
     from geomorph_bids.io import SphereWarning, read_sphere
 
     s = read_sphere(SURF / "rh.sphere")
     with pytest.warns(SphereWarning, match="rescaled to radius 100"):  # a unit sphere is rescaled
         r = register((s.vertices / 100.0, s.faces), {"sulc": read_feature(SURF / "rh.sulc")}, "fsLR", "R",
                      rigid_only=True)
-    assert angle_between(r.rotation, _true_rotation(atlases, load_surface, "R")) < 1.0
+    assert angle_between(r.rotation, example_true_rotation("R")) < 1.0
     np.testing.assert_allclose(np.linalg.norm(r.sphere, axis=1), 100.0, atol=1e-9)
     assert np.array_equal(r.faces, s.faces)
 

@@ -114,7 +114,7 @@ def test_one_iteration_by_hand():
     logits = torch.randn(1, 162, 10, dtype=torch.float64)
     q0 = torch.softmax(logits, -1)
     pts = deform_from_logits(torch.log(q0), grid)
-    index, mask, ring = crf.index, crf.mask, crf.ring
+    index, mask = crf.index, crf.mask
     kern = 2.0 * torch.exp(-((pts[:, :, None] - pts[:, index]) ** 2).sum(-1) / (2 * 0.2 ** 2)) * mask
     msg = torch.einsum("bis,bisl->bil", kern, q0[:, index]) @ crf.compat
     torch.testing.assert_close(crf(logits), torch.softmax(torch.log(q0) - msg, -1), atol=1e-12, rtol=0)

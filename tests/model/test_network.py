@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from geomorph_bids.model.geoconv import GeoConv
+from geomorph_bids.model.gmm_oracle import GMMConvHex
 from geomorph_bids.model.network import FeatureEncoder, GeoMorphNet, NetworkConfig
-from geomorph_bids.sphere.icosphere import hex_neighbourhood, n_vertices, pseudo_coords
+from geomorph_bids.sphere.icosphere import n_vertices
 
 
 def small(**kw) -> NetworkConfig:
@@ -159,29 +159,13 @@ def test_state_dict_round_trip_holds_no_index_tables():
     assert torch.equal(a(m, f), b(m, f))
 
 
-class _GMMConvHex(nn.Module):
-    """torch_geometric GMMConv on the same neighbourhoods, with GeoConv's call signature."""
-
-    def __init__(self, cin: int, cout: int, level: int, kernels: int) -> None:
-        super().__init__()
-        from torch_geometric.nn import GMMConv
-        self.conv = GMMConv(cin, cout, dim=2, kernel_size=kernels, aggr="mean")
-        index, mask = hex_neighbourhood(level)
-        dst = np.broadcast_to(np.arange(len(index))[:, None], index.shape)
-        self.register_buffer("edge_index", torch.from_numpy(np.stack([index[mask], dst[mask]])))
-        self.register_buffer("edge_attr", torch.tensor(pseudo_coords(level)[mask].astype(np.float32)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.conv(xb, self.edge_index, self.edge_attr) for xb in x])
-
-
 def test_whole_network_equals_gmmconv_network():
     cfg = small(control_level=3)
     torch.manual_seed(6)
     ours = GeoMorphNet(cfg)
-    ref = GeoMorphNet(cfg, conv=_GMMConvHex)
+    ref = GeoMorphNet(cfg, conv=GMMConvHex)
     a = [m for m in ours.modules() if isinstance(m, GeoConv)]
-    b = [m.conv for m in ref.modules() if isinstance(m, _GMMConvHex)]
+    b = [m.conv for m in ref.modules() if isinstance(m, GMMConvHex)]
     assert len(a) == len(b) == 12 + 3 + 2 + 2 + 3 + 2  # encoder 2x2x2 + 2x2, 5 res blocks
     with torch.no_grad():
         for g, r in zip(a, b):
