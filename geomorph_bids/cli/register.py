@@ -1,9 +1,9 @@
 """``geomorph-register``: register one hemisphere's sphere to a template.
 
-This release performs the rigid (rotational) pre-alignment stage of GeoMorph
-from the features alone (or from ``--sphere-reg`` correspondence) and writes
-the sphere moved into template space, the features resampled onto the
-template's ico-6 grid, and a JSON file of quality metrics.
+Rigid pre-alignment from the features (or from ``--sphere-reg`` correspondence),
+then, with ``--model``, the GeoMorph network; writes the sphere moved into
+template space, the features resampled onto the template's ico-6 grid, and a
+JSON file of quality metrics.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``geomorph-register``."""
     p = argparse.ArgumentParser(
         prog="geomorph-register",
-        description="Rotate a cortical sphere onto a template (fsLR or fsaverage) from its "
-                    "features, and write the aligned sphere, resampled features and metrics.",
+        description="Register a cortical sphere to a template (fsLR or fsaverage): rigid "
+                    "pre-alignment from its features, then the GeoMorph network with --model; "
+                    "writes the sphere in template space, resampled features and metrics.",
     )
     p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
     p.add_argument("--sphere", type=Path, help="native sphere: GIFTI .surf.gii or FreeSurfer ?h.sphere")
@@ -40,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "correspondence instead of features (faster, as sMRIPrep does)")
     p.add_argument("--hemi", choices=("L", "R"), help="hemisphere")
     p.add_argument("--template", default="fsLR", help="template name (default: fsLR)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="GeoMorph checkpoint (from geomorph-train) for the non-rigid stage; "
+                        "without it only the rigid pre-alignment is done")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--sulc-sign", choices=("freesurfer", "hcp"), default="freesurfer",
                    help="sign of the input sulc: FreeSurfer (positive in sulci, default) or "
                         "HCP (positive on gyri); HCP maps are negated before registration")
@@ -68,15 +73,16 @@ def _parse_features(specs: list[str]) -> dict[str, Path]:
 
 def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_name: str,
                    out: Path, metrics_out: Path, features_out: Path | None = None,
-                   sphere_reg: Path | None = None, sulc_sign: str = "freesurfer") -> dict:
-    """Run rigid registration on files and write the outputs; returns the metrics.
+                   sphere_reg: Path | None = None, sulc_sign: str = "freesurfer",
+                   model: Path | None = None, device: str = "auto") -> dict:
+    """Register one hemisphere from files and write the outputs; returns the metrics.
 
-    Every input is read and the registration computed before anything is written,
-    so bad input leaves no partial output.
+    Without ``model`` the registration is the rigid stage only. Every input is
+    read and the registration computed before anything is written, so bad input
+    leaves no partial output.
     """
-    from ..engine.prealign import prealign
+    from ..engine.register import register
     from ..io import read_feature, read_sphere, write_metric, write_surface
-    from ..io.templates import load_template
 
     moving = read_sphere(sphere)
     maps = {}
@@ -86,19 +92,22 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     reg = read_sphere(sphere_reg).vertices if sphere_reg is not None else None
     if reg is not None and len(reg) != len(moving.vertices):
         raise InputError(f"has {len(reg)} vertices but the sphere has {len(moving.vertices)}", path=sphere_reg)
-    template = load_template(template_name, hemi, tuple(n for n in maps if n in _template_features(template_name)))
-    result = prealign(moving.vertices, moving.faces, maps, template, reg_sphere=reg)
+    if model is None:
+        maps = {n: v for n, v in maps.items() if n in _template_features(template_name)}
+    result = register((moving.vertices, moving.faces), maps, template=template_name, hemi=hemi,
+                      model=model, device=device, rigid_only=model is None, reg_sphere=reg)
 
-    metrics = {"hemi": hemi, "template": template_name, "method": "rigid",
+    metrics = {"hemi": hemi, "template": template_name, "method": "rigid" if model is None else "geomorph",
                "software": f"geomorph-bids {__version__}", **result.metrics,
                "rotation": np.round(result.rotation, 8).tolist(), "input_sphere": str(sphere)}
     written: list[Path] = []
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        written.append(write_surface(out, result.sphere, moving.faces, hemi=hemi, geometric_type="Spherical"))
+        written.append(write_surface(out, result.sphere, result.faces, hemi=hemi, geometric_type="Spherical"))
         if features_out is not None:
             features_out.mkdir(parents=True, exist_ok=True)
-            for name, values in result.features_on_template.items():
+            for name, values in maps.items():
+                values = result.resample(values, target="ico6")
                 target = features_out / f"hemi-{hemi}_space-{template_name}_den-ico6_{name}.shape.gii"
                 written.append(write_metric(target, values, hemi=hemi, names=[name]))
         _write_json(metrics_out, metrics)
@@ -151,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'hemi':<5}{'rotation (deg)':>16}{'CC sulc before':>16}{'CC sulc after':>15}{'seconds':>9}")
             for r in rows:
                 print(f"{r['hemi']:<5}{r['rotation_deg']:>16.2f}{r['cc_sulc_before']:>16.3f}"
-                      f"{r['cc_sulc_after']:>15.3f}{r['seconds']:>9.2f}")
+                      f"{r['cc_sulc_after']:>15.3f}{r['seconds_total']:>9.2f}")
             print(f"outputs in {args.out_dir}")
             return 0
         missing = [opt for opt in ("sphere", "hemi", "out") if getattr(args, opt) is None]
@@ -162,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics_out = args.metrics or args.out.with_name(
             args.out.name.removesuffix(".gii").removesuffix(".surf").removesuffix("_sphere") + "_metrics.json")
         m = register_files(args.sphere, features, args.hemi, args.template, args.out, metrics_out,
-                           args.features_out, args.sphere_reg, args.sulc_sign)
+                           args.features_out, args.sphere_reg, args.sulc_sign, args.model, args.device)
         print(json.dumps({k: v for k, v in m.items() if k != "rotation"}, indent=2))
         return 0
     except InputError as exc:

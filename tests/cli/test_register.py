@@ -109,3 +109,45 @@ def test_failed_write_leaves_no_partial_outputs(tmp_path, monkeypatch):
                  "--out", str(out / "lh_sphere.surf.gii"), "--features-out", str(out)])
     assert code == 1
     assert list(out.iterdir()) == []
+
+
+def _tiny_checkpoint(path, channels=("sulc",)):
+    """A randomly initialised tiny GeoMorph saved as geomorph-train saves it."""
+    import torch
+
+    from geomorph_bids.model.checkpoint import CheckpointMeta, save_checkpoint
+    from geomorph_bids.model.geomorph import GeoMorph, tiny_config
+
+    torch.manual_seed(0)
+    model = GeoMorph(tiny_config(in_channels=len(channels)))
+    meta = CheckpointMeta(name="tiny-cli", template="fsLR", hemisphere="L", channels=list(channels),
+                          config={"geomorph": model.config.to_dict()})
+    return save_checkpoint(path, model.state_dict(), meta)
+
+
+def test_model_option_runs_the_network(tmp_path):
+    surf = example_dir() / "sub-01" / "surf"
+    ckpt = _tiny_checkpoint(tmp_path / "tiny.pt")
+    out = tmp_path / "out" / "lh_sphere.surf.gii"
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+                 "--model", str(ckpt), "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((tmp_path / "out" / "lh_metrics.json").read_text())
+    assert metrics["method"] == "geomorph" and metrics["model_name"] == "tiny-cli"
+    # an untrained model may fold triangles: they must be counted and reported
+    assert isinstance(metrics["n_folded"], int) and "warp_folded_triangles" in metrics
+    assert metrics["seconds_network"] > 0
+    verts = nib.load(str(out)).agg_data("NIFTI_INTENT_POINTSET")
+    assert verts.shape == (10242, 3)
+    np.testing.assert_allclose(np.linalg.norm(verts, axis=1), 100.0, atol=1e-3)
+
+
+def test_model_for_other_channels_is_refused(tmp_path, capsys):
+    surf = example_dir() / "sub-01" / "surf"
+    ckpt = _tiny_checkpoint(tmp_path / "curv.pt", channels=("curv",))
+    out = tmp_path / "out" / "lh_sphere.surf.gii"
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+                 "--model", str(ckpt), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "curv" in err and "sulc" in err
+    assert not out.parent.exists() or not any(out.parent.iterdir())
