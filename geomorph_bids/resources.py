@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-__all__ = ["data_dir", "template_feature_file", "example_dir"]
+__all__ = ["data_dir", "template_feature_file", "template_rotation_file", "example_dir"]
 
 
 def data_dir() -> Path:
@@ -23,6 +23,12 @@ def template_feature_file(template: str, hemi: str, feature: str, density: str =
     The file may not exist; callers check and report which templates are available.
     """
     return data_dir() / "templates" / f"tpl-{template}_hemi-{hemi}_den-{density}_{feature}.shape.gii"
+
+
+def template_rotation_file(template: str) -> Path:
+    """JSON ``{"L": 3x3, "R": 3x3}``: rotation from fsaverage (FreeSurfer ``sphere.reg``) space
+    into ``template`` space. Absent for fsaverage itself (the identity)."""
+    return data_dir() / "templates" / f"tpl-{template}_from-fsaverage_rotation.json"
 
 
 def example_dir() -> Path:

@@ -24,9 +24,9 @@ import nibabel as nib
 import numpy as np
 
 from geomorph_bids.io import write_metric
-from geomorph_bids.resources import data_dir, example_dir, template_feature_file
+from geomorph_bids.resources import data_dir, example_dir, template_feature_file, template_rotation_file
 from geomorph_bids.sphere import icosphere, resample
-from geomorph_bids.sphere.rotation import rotation_matrix
+from geomorph_bids.sphere.rotation import rotation_from_correspondence, rotation_matrix
 
 HEMIS = {"L": "left", "R": "right"}
 # smriprep's refsulc has HCP's sign (positive on gyri): fsaverage sulc carried through
@@ -51,6 +51,15 @@ def build_templates() -> None:
     fs5 = Path(str(files("nilearn") / "datasets" / "data" / "fsaverage5"))
     ico = icosphere(6)
     (data_dir() / "templates").mkdir(parents=True, exist_ok=True)
+    # FreeSurfer's sphere.reg lives in fsaverage space; this rotation carries it into fsLR
+    # (least squares over sMRIPrep's fsaverage sphere and the same mesh deformed into fsLR).
+    from_fsaverage = {}
+    for hemi in HEMIS:
+        fs_sphere = _surface(atlases / f"fs_{hemi}" / f"fsaverage.{hemi}.sphere.164k_fs_{hemi}.surf.gii")[0]
+        in_lr = _surface(atlases / f"fs_{hemi}" /
+                         f"fs_{hemi}-to-fs_LR_fsaverage.{hemi}_LR.spherical_std.164k_fs_{hemi}.surf.gii")[0]
+        from_fsaverage[hemi] = rotation_from_correspondence(fs_sphere, in_lr).round(12).tolist()
+    template_rotation_file("fsLR").write_text(json.dumps(from_fsaverage, indent=2) + "\n")
     for hemi, side in HEMIS.items():
         sphere = _surface(atlases / f"fsaverage.{hemi}_LR.spherical_std.164k_fs_LR.surf.gii")
         sulc = _gifti(atlases / f"{hemi}.refsulc.164k_fs_LR.shape.gii").agg_data().astype(np.float64)
@@ -81,7 +90,8 @@ def build_example() -> None:
         sulc = _gifti(fs5 / f"sulc_{side}.gii.gz").agg_data().astype(np.float64)
         sulc = sulc + rng.normal(0.0, 0.1 * sulc.std(), size=sulc.shape)
         nib.freesurfer.write_geometry(str(surf / f"{prefix}.sphere"), moved.astype(np.float32),
-                                      faces.astype(np.int32))
+                                      faces.astype(np.int32),
+                                      create_stamp="created by geomorph-bids scripts/build_bundled_data.py")
         nib.freesurfer.write_morph_data(str(surf / f"{prefix}.sulc"), sulc.astype(np.float32))
         # the rotation that undoes the example's: template space = subject @ rot (inverse)
         truth[hemi] = {"rotation_applied": rot.round(10).tolist(), "angle_deg": angle}

@@ -66,8 +66,9 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
     features : name -> (V,) maps in the template's sign convention; the names
         shared with ``template.features`` drive the alignment.
     template : the fixed image (ico-6 grid in template space).
-    reg_sphere : optional (V, 3) FreeSurfer ``sphere.reg`` vertices (same topology):
-        when given, the rotation comes from vertex correspondence (fast path).
+    reg_sphere : optional (V, 3) FreeSurfer ``sphere.reg`` vertices (same topology, in
+        fsaverage space): when given, the rotation comes from vertex correspondence (fast
+        path) followed by the template's fixed fsaverage -> template rotation.
 
     Returns
     -------
@@ -81,7 +82,7 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
     moving = np.column_stack([features[n] for n in shared])
     fixed = np.column_stack([template.features[n] for n in shared])
     if reg_sphere is not None:
-        rotation = rotation_from_correspondence(vertices, reg_sphere)
+        rotation = template.from_fsaverage @ rotation_from_correspondence(vertices, reg_sphere)
         method = "correspondence"
     else:
         rotation = rigid_align((vertices, faces), moving, (template.vertices, template.faces), fixed)

@@ -10,11 +10,12 @@ bundled, built by ``scripts/build_bundled_data.py`` from installed packages
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..resources import data_dir, template_feature_file
+from ..resources import data_dir, template_feature_file, template_rotation_file
 from ..sphere.icosphere import icosphere
 
 __all__ = ["Template", "load_template", "available_templates", "TEMPLATE_LEVEL"]
@@ -33,6 +34,8 @@ class Template:
     vertices : (V, 3) float64, mm on a radius-100 sphere (ico-6 grid, template space).
     faces : (F, 3) int64.
     features : name -> (V,) float64 feature map (FreeSurfer sign for sulc).
+    from_fsaverage : (3, 3) float64 rotation from fsaverage space (where FreeSurfer's
+        ``?h.sphere.reg`` lives) into this template's space; the identity for fsaverage.
     """
 
     name: str
@@ -40,6 +43,7 @@ class Template:
     vertices: np.ndarray
     faces: np.ndarray
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    from_fsaverage: np.ndarray = field(default_factory=lambda: np.eye(3))
 
 
 def available_templates() -> dict[str, list[str]]:
@@ -73,4 +77,8 @@ def load_template(name: str, hemi: str, features: tuple[str, ...] | list[str] = 
     for feat in features:
         values = read_feature(template_feature_file(name, hemi, feat), n_vertices=len(vertices))
         maps[feat] = np.asarray(values, dtype=np.float64).reshape(len(vertices))
-    return Template(name=name, hemi=hemi, vertices=np.asarray(vertices), faces=np.asarray(faces), features=maps)
+    rotation_file = template_rotation_file(name)
+    from_fsaverage = (np.asarray(json.loads(rotation_file.read_text())[hemi], dtype=np.float64)
+                      if rotation_file.is_file() else np.eye(3))
+    return Template(name=name, hemi=hemi, vertices=np.asarray(vertices), faces=np.asarray(faces), features=maps,
+                    from_fsaverage=from_fsaverage)

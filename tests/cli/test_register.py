@@ -151,3 +151,25 @@ def test_model_for_other_channels_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and "curv" in err and "sulc" in err
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+@pytest.mark.parametrize("hemi", ["L", "R"])
+def test_sphere_reg_path_lands_in_fslr(tmp_path, fsaverage5, example_true_rotation, hemi):
+    """The example's sphere.reg is the unrotated fsaverage5 sphere (fsaverage space): the
+    correspondence path must still land in fsLR, not in fsaverage space."""
+    import gzip
+
+    side, prefix = {"L": ("left", "lh"), "R": ("right", "rh")}[hemi]
+    fs5 = nib.GiftiImage.from_bytes(gzip.decompress((fsaverage5 / f"sphere_{side}.gii.gz").read_bytes()))
+    reg = tmp_path / f"{prefix}.sphere.reg"
+    nib.freesurfer.write_geometry(str(reg), fs5.agg_data("NIFTI_INTENT_POINTSET"),
+                                  fs5.agg_data("NIFTI_INTENT_TRIANGLE"))
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / f"{prefix}_sphere.surf.gii"
+    code = main(["--sphere", str(surf / f"{prefix}.sphere"), "--feature", f"sulc={surf / f'{prefix}.sulc'}",
+                 "--sphere-reg", str(reg), "--hemi", hemi, "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((tmp_path / f"{prefix}_metrics.json").read_text())
+    assert metrics["rotation_method"] == "correspondence"
+    assert angle_between(np.asarray(metrics["rotation"]), example_true_rotation(hemi)) < 0.05
+    assert metrics["cc_sulc_after"] > 0.9

@@ -30,12 +30,15 @@ def test_feature_path_recovers_rotation(rotated_template):
     assert res.features_on_template["sulc"].shape == (40962,)
 
 
-def test_correspondence_path_is_exact(rotated_template):
-    tpl, v, f, sulc, rot = rotated_template
-    reg = v @ rot  # the sphere.reg: the subject moved back into template space
+@pytest.mark.parametrize("name", ["fsaverage", "fsLR"])
+def test_correspondence_path_is_exact(rotated_template, name):
+    """sphere.reg lives in fsaverage space: for fsLR the fixed fsaverage -> fsLR rotation follows."""
+    _, v, f, sulc, rot = rotated_template
+    tpl = load_template(name, "L")
+    reg = v @ rot  # the sphere.reg: the subject moved back into fsaverage space
     res = prealign(v, f, {"sulc": sulc}, tpl, reg_sphere=reg)
     assert res.metrics["rotation_method"] == "correspondence"
-    assert angle_between(res.rotation, rot.T) < 1e-6
+    assert angle_between(res.rotation, tpl.from_fsaverage @ rot.T) < 1e-6
 
 
 def test_no_shared_feature_is_an_error(rotated_template):

@@ -43,3 +43,11 @@ def test_unknown_template_and_feature():
         load_template("fsLR", "L", ("myelin",))
     with pytest.raises(ValueError, match="'L' or 'R'"):
         load_template("fsLR", "left")
+
+
+@pytest.mark.parametrize(("hemi", "angle"), [("L", 42.49), ("R", 26.40)])
+def test_fsaverage_to_fslr_rotation_is_bundled(hemi, angle):
+    from geomorph_bids.sphere import rotation_angle
+
+    assert rotation_angle(load_template("fsLR", hemi).from_fsaverage) == pytest.approx(angle, abs=0.01)
+    np.testing.assert_array_equal(load_template("fsaverage", hemi).from_fsaverage, np.eye(3))
