@@ -22,18 +22,6 @@ def unit_ico(level: int) -> torch.Tensor:
     return torch.tensor(v / np.linalg.norm(v, axis=1, keepdims=True), dtype=torch.float32)
 
 
-def plane_waves(points: np.ndarray, seed: int = 0, n: int = 24, lo: float = 4.0, hi: float = 8.0
-                ) -> np.ndarray:
-    """Smooth random field sum_k a_k cos(w_k . x + phi_k) at (N, 3) points (unit directions)."""
-    rng = np.random.default_rng(seed)
-    x = points / np.linalg.norm(points, axis=1, keepdims=True)
-    w = rng.standard_normal((n, 3))
-    w *= (np.exp(rng.uniform(np.log(lo), np.log(hi), n)) / np.linalg.norm(w, axis=1))[:, None]
-    a = rng.standard_normal(n)
-    phase = rng.uniform(0.0, 2.0 * np.pi, n)
-    return np.cos(x @ w.T + phase) @ a
-
-
 def make_model(seed: int = 0, **kwargs) -> GeoMorph:
     torch.manual_seed(seed)
     return GeoMorph(tiny_config(**kwargs))
@@ -121,7 +109,7 @@ def rotated_controls(model: GeoMorph, rotations: list[np.ndarray]) -> list[torch
             for stage, R in zip(model.stages, rotations)]
 
 
-def test_cascade_composes_rotations_in_order():
+def test_cascade_composes_rotations_in_order(plane_waves):
     model = make_model(control_level=(2, 3))
     R1 = rotation_matrix(np.array([1.0, 0.0, 0.0]), 20.0)
     R2 = rotation_matrix(np.array([0.0, 0.3, 1.0]), 25.0)
@@ -188,18 +176,7 @@ def test_gradients_reach_every_parameter():
         assert p.grad.abs().sum().item() > 0, name
 
 
-def rotated_pair(level: int = 4, deg: float = 8.0):
-    """fixed: smooth map on ico-`level`; moving = fixed under rotation R (moving(R y) = fixed(y))."""
-    v = icosphere(level)[0]
-    R = rotation_matrix(np.array([1.0, 2.0, 0.5]), deg)
-    f = plane_waves(v)
-    mu, sd = f.mean(), f.std()
-    fixed = torch.tensor((f - mu) / sd, dtype=torch.float32)[None, :, None]
-    moving = torch.tensor((plane_waves(v @ R) - mu) / sd, dtype=torch.float32)[None, :, None]
-    return moving, fixed, R
-
-
-def test_short_optimisation_registers_a_rotated_pair():
+def test_short_optimisation_registers_a_rotated_pair(rotated_pair):
     moving, fixed, R = rotated_pair()
     x = unit_ico(4)[None]
     truth = x @ torch.tensor(R.T, dtype=torch.float32)   # warp[x] = R x

@@ -10,7 +10,6 @@ from geomorph_bids.model.geomorph import GeoMorph, tiny_config
 from geomorph_bids.model.losses import total_loss
 from geomorph_bids.model.refine import refine
 from geomorph_bids.sphere.icosphere import icosphere
-from geomorph_bids.sphere.rotation import rotation_matrix
 
 
 def unit_ico(level: int) -> torch.Tensor:
@@ -34,31 +33,11 @@ def favour_identity(model: GeoMorph) -> None:
             stage.network.blocks[-1].conv2.bias[0] = 100.0
 
 
-def plane_waves(points: np.ndarray, seed: int = 0, n: int = 24) -> np.ndarray:
-    """Smooth random field sum_k a_k cos(w_k . x + phi_k), |w_k| in [4, 8], at (N, 3) points."""
-    rng = np.random.default_rng(seed)
-    x = points / np.linalg.norm(points, axis=1, keepdims=True)
-    w = rng.standard_normal((n, 3))
-    w *= (np.exp(rng.uniform(np.log(4.0), np.log(8.0), n)) / np.linalg.norm(w, axis=1))[:, None]
-    return np.cos(x @ w.T + rng.uniform(0.0, 2.0 * np.pi, n)) @ rng.standard_normal(n)
-
-
-def rotated_pair(deg: float = 8.0):
-    """ico-4 fixed map and moving = fixed under rotation R (moving(R y) = fixed(y))."""
-    v = icosphere(4)[0]
-    R = rotation_matrix(np.array([1.0, 2.0, 0.5]), deg)
-    f = plane_waves(v)
-    mu, sd = f.mean(), f.std()
-    fixed = torch.tensor((f - mu) / sd, dtype=torch.float32)[None, :, None]
-    moving = torch.tensor((plane_waves(v @ R) - mu) / sd, dtype=torch.float32)[None, :, None]
-    return moving, fixed, R
-
-
 def loss_of(out, fixed) -> float:
     return total_loss(out.warped, fixed, out.warp, level=4)[0].item()
 
 
-def test_refine_never_increases_the_loss_and_leaves_the_model_alone():
+def test_refine_never_increases_the_loss_and_leaves_the_model_alone(rotated_pair):
     moving, fixed, _ = rotated_pair()
     model = make_model(seed=0, control_level=(2, 3), n_labels=20, label_level=4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -80,7 +59,7 @@ def test_refine_never_increases_the_loss_and_leaves_the_model_alone():
     assert not torch.equal(out.control_points[1], initial.control_points[1])
 
 
-def test_refine_recovers_a_rotation_from_the_identity():
+def test_refine_recovers_a_rotation_from_the_identity(rotated_pair):
     moving, fixed, R = rotated_pair()
     x = unit_ico(4)[None]
     truth = x @ torch.tensor(R.T, dtype=torch.float32)
@@ -93,7 +72,7 @@ def test_refine_recovers_a_rotation_from_the_identity():
     assert angle_deg(out.warp, truth).mean().item() < 0.4 * angle_deg(x, truth).mean().item()
 
 
-def test_refine_all_stages_and_zero_steps():
+def test_refine_all_stages_and_zero_steps(rotated_pair):
     moving, fixed, _ = rotated_pair()
     model = make_model(seed=1, control_level=(2, 3), n_labels=20, label_level=4)
     with torch.no_grad():
