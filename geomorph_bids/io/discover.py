@@ -1,0 +1,458 @@
+"""Find a subject's native spheres and feature maps (sMRIPrep/fMRIPrep, FreeSurfer, HCP).
+
+Discovery only looks at file *names* (plain :mod:`pathlib` globbing, no pybids); it
+never opens a file, so it is cheap and the readers in :mod:`geomorph_bids.io.surfaces`
+do the validation later.
+
+Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``R``,
+``h`` = ``lh``/``rh``):
+
+``smriprep`` (sMRIPrep / fMRIPrep derivatives)
+    ``<root>/sub-X/anat/`` and ``<root>/sub-X/ses-Y/anat/`` files named
+    ``sub-X[_ses-Y][_<other entities>]_hemi-H_<suffix><ext>``:
+
+    * sphere: ``_sphere.surf.gii`` with no ``space-``/``den-``/``desc-`` entity;
+    * sphere_reg: ``_desc-reg_sphere.surf.gii`` with no ``space-`` or ``space-fsaverage``
+      (the FreeSurfer ``sphere.reg``; the ``space-fsLR`` ones are not used);
+    * sulc / curv / thickness: ``_sulc``, ``_curv``, ``_thickness`` with extension
+      ``.shape.gii`` or ``.func.gii``, no ``space-``/``den-``/``desc-`` entity;
+    * myelin (liberal): suffix ``myelinw``, ``myelin`` or ``MyelinMap`` (any case), or any
+      suffix with a ``desc-`` starting with ``myelin`` (e.g. ``desc-myelin_map``), extension
+      ``.shape.gii`` or ``.func.gii``, no ``space-``/``den-`` entity.
+
+    Other entities (``acq-``, ``run-`` ...) are allowed; of several matches the one with
+    the fewest entities wins, a tie is reported as ambiguous.  With ``session=None`` the
+    session-less ``sub-X/anat`` is used first, else the single ``ses-*`` folder holding a
+    sphere (several: the hemisphere is reported missing, pass ``session``).  With a session,
+    ``sub-X/ses-Y/anat`` is used first, then ``sub-X/anat`` (anatomy shared by sessions).
+``freesurfer`` (a FreeSurfer subjects dir)
+    ``<root>/<subject dir>/surf/h.sphere``, ``h.sphere.reg`` (optional), ``h.sulc``,
+    ``h.curv``, ``h.thickness``; no myelin map.  Subject dirs tried: ``sub-X_ses-Y`` (with a
+    session), ``sub-X``, ``X``.
+``hcp`` (HCP pipelines)
+    ``<root>/<S>/MNINonLinear/Native/<S>.H.sphere.native.surf.gii``, optional
+    ``<S>.H.sphere.reg.native.surf.gii`` (FreeSurfer's sphere.reg), ``.sulc.native.shape.gii``,
+    ``.curvature.native.shape.gii``, ``.thickness.native.shape.gii``,
+    ``.MyelinMap_BC.native.func.gii`` (else ``.MyelinMap.native.func.gii``).  ``S`` tried:
+    ``sub-X_ses-Y`` and ``X_ses-Y`` (with a session), ``sub-X``, ``X``.
+
+Roots: ``derivatives`` (name -> folder) when given, else every folder in
+``<bids_dir>/derivatives``; FreeSurfer subjects dirs: ``fs_subjects_dir`` when given, else
+``<bids_dir>/derivatives/freesurfer`` and ``<root>/sourcedata/freesurfer`` of each derivatives
+root.  The three layouts cannot collide, so every layout is probed in every root.
+
+Priority, per hemisphere, when several sources are complete: ``smriprep`` (a sphere already
+converted to GIFTI alongside the derivatives the user chose), then ``freesurfer``, then
+``hcp``; sources are never mixed within one hemisphere (vertex correspondence).  A source
+is *complete* when it has the sphere and every requested feature; other features it has
+are returned too.
+
+Sign conventions: HCP's PostFreeSurfer negates FreeSurfer's ``sulc`` and ``curv``
+(HCP sulc = -FreeSurfer sulc, positive on gyri).  :attr:`HemiInputs.sulc_sign` records
+``"hcp"`` for HCP inputs and ``"freesurfer"`` otherwise (sMRIPrep keeps FreeSurfer's
+sign); :meth:`HemiInputs.sign` gives the factor that converts a feature to FreeSurfer's
+sign (the engine's convention, see :mod:`geomorph_bids.io.templates`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from geomorph_bids.errors import InputError
+
+__all__ = ["FEATURES", "SOURCES", "DiscoveryError", "HemiInputs", "SubjectInputs", "discover",
+           "find_subjects", "normalise_label"]
+
+#: feature names discovery knows
+FEATURES = ("sulc", "curv", "thickness", "myelin")
+#: sources in priority order
+SOURCES = ("smriprep", "freesurfer", "hcp")
+#: features whose sign HCP flips relative to FreeSurfer
+_HCP_NEGATED = frozenset({"sulc", "curv"})
+
+_LABEL = re.compile(r"[A-Za-z0-9]+")
+_HEMIS = ("L", "R")
+_FS_HEMI = {"L": "lh", "R": "rh"}
+_GII_METRIC = (".shape.gii", ".func.gii")
+_MYELIN_SUFFIXES = frozenset({"myelinw", "myelin", "myelinmap"})
+
+
+class DiscoveryError(InputError):
+    """No usable inputs for a subject (or hemisphere); the one-line message names the
+    subject, what was looked for and the folders searched (:attr:`searched`)."""
+
+    def __init__(self, message: str, *, subject: str | None = None, hemi: str | None = None,
+                 searched: Sequence[Path] = ()) -> None:
+        self.searched = tuple(Path(p) for p in searched)
+        super().__init__(message, subject=subject, hemi=hemi)
+
+
+@dataclass(frozen=True)
+class HemiInputs:
+    """One hemisphere's discovered files.
+
+    Attributes
+    ----------
+    subject : label without ``sub-``
+    session : label without ``ses-``, or None
+    hemi : ``"L"`` or ``"R"``
+    source : ``"smriprep"``, ``"freesurfer"`` or ``"hcp"``
+    sphere : the native sphere
+    sphere_reg : the FreeSurfer ``sphere.reg`` (fsaverage-registered sphere), or None
+    features : feature name (``sulc``, ``curv``, ``thickness``, ``myelin``) -> file; every
+        requested feature plus any other the source had
+    sulc_sign : ``"freesurfer"`` or ``"hcp"`` (HCP negates sulc and curv)
+    """
+
+    subject: str
+    session: str | None
+    hemi: str
+    source: str
+    sphere: Path
+    sphere_reg: Path | None
+    features: dict[str, Path]
+    sulc_sign: str
+
+    def sign(self, feature: str) -> float:
+        """Factor (+1.0 or -1.0) converting ``feature`` to FreeSurfer's sign convention."""
+        return -1.0 if self.sulc_sign == "hcp" and feature in _HCP_NEGATED else 1.0
+
+
+@dataclass(frozen=True)
+class SubjectInputs:
+    """Result of :func:`discover`: the hemispheres found and why the others were not.
+
+    Attributes
+    ----------
+    subject, session : labels without prefixes (session None when not given)
+    hemis : hemi -> :class:`HemiInputs` for the hemispheres found
+    missing : hemi -> one-line reason for each requested hemisphere not found
+    searched : the folders searched
+    """
+
+    subject: str
+    session: str | None
+    hemis: dict[str, HemiInputs]
+    missing: dict[str, str] = field(default_factory=dict)
+    searched: tuple[Path, ...] = ()
+
+    def error(self, hemi: str) -> DiscoveryError:
+        """The :class:`DiscoveryError` for a missing hemisphere (for the caller to report)."""
+        return DiscoveryError(self.missing[hemi], subject=self.subject, hemi=hemi,
+                              searched=self.searched)
+
+
+def normalise_label(label: str, prefix: str = "sub") -> str:
+    """``"sub-01"`` or ``"01"`` -> ``"01"``; raises InputError for a non-alphanumeric label."""
+    text = str(label).strip()
+    if text.startswith(f"{prefix}-"):
+        text = text[len(prefix) + 1:]
+    if not _LABEL.fullmatch(text):
+        raise InputError(f"invalid {prefix} label {label!r}: BIDS labels are alphanumeric")
+    return text
+
+
+def _roots(bids_dir: Path, fs_subjects_dir: str | Path | None,
+           derivatives: Mapping[str, str | Path] | None) -> tuple[list[Path], list[Path]]:
+    """(derivatives roots, FreeSurfer subjects dirs), existing folders only, deduplicated."""
+    if derivatives is not None:
+        deriv = [Path(p) for p in derivatives.values()]
+    else:
+        base = bids_dir / "derivatives"
+        deriv = sorted(p for p in base.iterdir() if p.is_dir() and p.name != "freesurfer") \
+            if base.is_dir() else []
+    if fs_subjects_dir is not None:
+        fs = [Path(fs_subjects_dir)]
+    else:
+        fs = [bids_dir / "derivatives" / "freesurfer"] + [r / "sourcedata" / "freesurfer" for r in deriv]
+    seen: set[Path] = set()
+
+    def keep(paths: Iterable[Path]) -> list[Path]:
+        out = []
+        for p in paths:
+            key = p.resolve()
+            if p.is_dir() and key not in seen:
+                seen.add(key)
+                out.append(p)
+        return out
+
+    return keep(deriv), keep(fs)
+
+
+def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
+                  derivatives: Mapping[str, str | Path] | None = None) -> list[str]:
+    """Subject labels (without ``sub-``), sorted: ``sub-*`` folders of ``bids_dir`` plus
+    subjects found only in the derivatives roots or FreeSurfer subjects dirs (``sub-*``
+    folders, ``sub-X_ses-Y`` FreeSurfer folders, HCP folders holding ``MNINonLinear/Native``)."""
+    bids_dir = Path(bids_dir)
+    deriv, fs = _roots(bids_dir, fs_subjects_dir, derivatives)
+    labels: set[str] = set()
+    for root in [bids_dir, *deriv, *fs]:
+        if not root.is_dir():
+            continue
+        for p in root.iterdir():
+            if not p.is_dir():
+                continue
+            name = p.name
+            if name.startswith("sub-"):
+                name = name[4:].split("_", 1)[0]
+            elif root != bids_dir and (p / "MNINonLinear" / "Native").is_dir():
+                name = name.split("_", 1)[0]
+            else:
+                continue
+            if _LABEL.fullmatch(name):
+                labels.add(name)
+    return sorted(labels)
+
+
+# ---------------------------------------------------------------- per-source probes
+# Each probe returns (HemiInputs, None) when complete, else (None, reason) when the source
+# has a sphere but something is wrong, else (None, None) when the root holds nothing for it.
+
+def _entities(name: str) -> tuple[dict[str, str], str, str] | None:
+    """``sub-01_hemi-L_sulc.shape.gii`` -> ({sub: 01, hemi: L}, "sulc", ".shape.gii")."""
+    stem, dot, rest = name.partition(".")
+    if not dot:
+        return None
+    parts = stem.split("_")
+    ents: dict[str, str] = {}
+    for part in parts[:-1]:
+        key, dash, value = part.partition("-")
+        if not dash:
+            return None
+        ents[key] = value
+    return ents, parts[-1], "." + rest
+
+
+def _smriprep_role(ents: dict[str, str], suffix: str, ext: str) -> str | None:
+    """Which input a BIDS-derivatives file name is, or None."""
+    if "den" in ents:
+        return None
+    space, desc = ents.get("space"), ents.get("desc")
+    if suffix == "sphere" and ext == ".surf.gii":
+        if desc is None and space is None:
+            return "sphere"
+        if desc == "reg" and space in (None, "fsaverage"):
+            return "sphere_reg"
+        return None
+    if ext not in _GII_METRIC or space is not None:
+        return None
+    if suffix.lower() in _MYELIN_SUFFIXES or (desc or "").lower().startswith("myelin"):
+        return "myelin"
+    if suffix in ("sulc", "curv", "thickness") and desc is None:
+        return suffix
+    return None
+
+
+def _smriprep_files(anat: Path, subject: str, session: str | None, hemi: str
+                    ) -> dict[str, list[tuple[int, Path]]]:
+    """role -> [(number of entities, path)] in one ``anat`` folder."""
+    found: dict[str, list[tuple[int, Path]]] = {}
+    for p in anat.glob(f"sub-{subject}_*hemi-{hemi}_*"):
+        parsed = _entities(p.name)
+        if parsed is None:
+            continue
+        ents, suffix, ext = parsed
+        if ents.get("sub") != subject or ents.get("hemi") != hemi or ents.get("ses") != session:
+            continue
+        role = _smriprep_role(ents, suffix, ext)
+        if role is not None:
+            found.setdefault(role, []).append((len(ents), p))
+    return found
+
+
+def _pick(cands: list[tuple[int, Path]]) -> Path | str:
+    """The candidate with the fewest entities, or a reason string when tied."""
+    cands = sorted(cands)
+    best = [p for n, p in cands if n == cands[0][0]]
+    if len(best) > 1:
+        return "ambiguous: " + ", ".join(p.name for p in best)
+    return best[0]
+
+
+def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
+                    features: Sequence[str]) -> tuple[HemiInputs | None, str | None]:
+    subj = root / f"sub-{subject}"
+    if session is not None:
+        folders = [(subj / f"ses-{session}" / "anat", session), (subj / "anat", None)]
+    else:
+        folders = [(subj / "anat", None)]
+        sessions = []
+        for anat in sorted(subj.glob("ses-*/anat")):
+            ses = anat.parent.name[4:]
+            if "sphere" in _smriprep_files(anat, subject, ses, hemi):
+                sessions.append((anat, ses))
+        if len(sessions) > 1 and "sphere" not in _smriprep_files(subj / "anat", subject, None, hemi):
+            names = ", ".join(f"ses-{s}" for _, s in sessions)
+            return None, f"smriprep {subj}: spheres in several sessions ({names}), pass a session"
+        folders += sessions
+    problems = []
+    for anat, ses in folders:
+        if not anat.is_dir():
+            continue
+        files = _smriprep_files(anat, subject, ses, hemi)
+        if "sphere" not in files:
+            continue
+        chosen: dict[str, Path] = {}
+        for role, cands in files.items():
+            pick = _pick(cands)
+            if isinstance(pick, str):
+                if role == "sphere" or role in features:
+                    problems.append(f"smriprep {anat}: {role} {pick}")
+                    break
+                continue
+            chosen[role] = pick
+        else:
+            lacking = [f for f in features if f not in chosen]
+            if lacking:
+                problems.append(f"smriprep {anat}: has the sphere but no {', '.join(lacking)}")
+                continue
+            feats = {f: chosen[f] for f in FEATURES if f in chosen}
+            return HemiInputs(subject, ses, hemi, "smriprep", chosen["sphere"], chosen.get("sphere_reg"),
+                              feats, "freesurfer"), ""
+    return None, "; ".join(problems) or None
+
+
+def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
+                      features: Sequence[str]) -> tuple[HemiInputs | None, str | None]:
+    h = _FS_HEMI[hemi]
+    names = ([f"sub-{subject}_ses-{session}"] if session else []) + [f"sub-{subject}", subject]
+    files = {"sulc": f"{h}.sulc", "curv": f"{h}.curv", "thickness": f"{h}.thickness"}
+    for name in names:
+        surf = root / name / "surf"
+        if not (surf / f"{h}.sphere").is_file():
+            continue
+        lacking = [files.get(f, f) for f in features if f not in files or not (surf / files[f]).is_file()]
+        if lacking:
+            return None, f"freesurfer {surf}: has {h}.sphere but no {', '.join(lacking)}"
+        feats = {f: surf / n for f, n in files.items() if (surf / n).is_file()}
+        reg = surf / f"{h}.sphere.reg"
+        return HemiInputs(subject, session, hemi, "freesurfer", surf / f"{h}.sphere",
+                          reg if reg.is_file() else None, feats, "freesurfer"), ""
+    return None, None
+
+
+def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,
+               features: Sequence[str]) -> tuple[HemiInputs | None, str | None]:
+    names = ([f"sub-{subject}_ses-{session}", f"{subject}_ses-{session}"] if session else []) + \
+        [f"sub-{subject}", subject]
+    kinds = {"sulc": ["sulc.native.shape.gii"], "curv": ["curvature.native.shape.gii"],
+             "thickness": ["thickness.native.shape.gii"],
+             "myelin": ["MyelinMap_BC.native.func.gii", "MyelinMap.native.func.gii"]}
+    for name in names:
+        native = root / name / "MNINonLinear" / "Native"
+        sphere = native / f"{name}.{hemi}.sphere.native.surf.gii"
+        if not sphere.is_file():
+            continue
+        feats = {}
+        for f, options in kinds.items():
+            hit = next((native / f"{name}.{hemi}.{o}" for o in options
+                        if (native / f"{name}.{hemi}.{o}").is_file()), None)
+            if hit is not None:
+                feats[f] = hit
+        lacking = [f".{kinds[f][0]}" for f in features if f not in feats]
+        if lacking:
+            return None, f"hcp {native}: has the sphere but no {', '.join(lacking)}"
+        reg = native / f"{name}.{hemi}.sphere.reg.native.surf.gii"
+        return HemiInputs(subject, session, hemi, "hcp", sphere, reg if reg.is_file() else None,
+                          feats, "hcp"), ""
+    return None, None
+
+
+def _default_roots(bids_dir: Path, fs_subjects_dir: str | Path | None) -> list[Path]:
+    """The folders searched by default (for messages when none exists)."""
+    return [bids_dir / "derivatives" / "<pipeline>",
+            Path(fs_subjects_dir) if fs_subjects_dir is not None else bids_dir / "derivatives" / "freesurfer"]
+
+
+def _looked_for(subject: str, session: str | None, hemi: str, features: Sequence[str]) -> str:
+    """One-line description of the files each layout needs; ``hemi`` may be ``{L,R}``."""
+    h = {"L": "lh", "R": "rh"}.get(hemi, hemi.replace("L", "lh").replace("R", "rh"))
+    ses = f"[_ses-{session}]" if session else ""
+    fs_names = {"sulc": "sulc", "curv": "curv", "thickness": "thickness"}
+    hcp_names = {"sulc": "sulc.native.shape.gii", "curv": "curvature.native.shape.gii",
+                 "thickness": "thickness.native.shape.gii", "myelin": "MyelinMap_BC.native.func.gii"}
+    smri = " + ".join([f"sub-{subject}{ses}_hemi-{hemi}_sphere.surf.gii",
+                       *(f"_{f}.shape.gii" if f != "myelin" else "_myelinw|desc-myelin*.{shape,func}.gii"
+                         for f in features)])
+    fsurf = " + ".join([f"surf/{h}.sphere", *(f"{h}.{fs_names[f]}" if f in fs_names
+                                              else f"{f} (no FreeSurfer file)" for f in features)])
+    hcp = " + ".join([f"MNINonLinear/Native/<S>.{hemi}.sphere.native.surf.gii",
+                      *(f".{hcp_names[f]}" for f in features)])
+    return (f"looked for sMRIPrep sub-{subject}/[ses-*/]anat/{smri}, FreeSurfer "
+            f"{{sub-{subject},{subject}}}/{fsurf}, HCP {hcp} (S = sub-{subject} or {subject})")
+
+
+_PROBES = {"smriprep": _probe_smriprep, "freesurfer": _probe_freesurfer, "hcp": _probe_hcp}
+
+
+def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
+             fs_subjects_dir: str | Path | None = None,
+             derivatives: Mapping[str, str | Path] | None = None,
+             hemis: Sequence[str] = ("L", "R"), features: Sequence[str] = ("sulc",)) -> SubjectInputs:
+    """Find each hemisphere's sphere and feature maps for one subject.
+
+    Parameters
+    ----------
+    subject : label, with or without ``sub-``
+    bids_dir : the BIDS dataset root
+    session : label (with or without ``ses-``) or None
+    fs_subjects_dir : FreeSurfer subjects dir (default ``<bids_dir>/derivatives/freesurfer``
+        and ``<derivatives root>/sourcedata/freesurfer``)
+    derivatives : name -> derivatives root (default: every folder of ``<bids_dir>/derivatives``)
+    hemis : hemispheres wanted, ``"L"``/``"R"``
+    features : features every returned hemisphere must have (from :data:`FEATURES`)
+
+    Returns
+    -------
+    :class:`SubjectInputs` with the hemispheres found and, in ``missing``, a one-line reason
+    for each one not found.  Raises :class:`DiscoveryError` when none is found (message:
+    subject, what was looked for, folders searched) and :class:`InputError` for bad arguments.
+    """
+    subject = normalise_label(subject, "sub")
+    session = None if session is None else normalise_label(session, "ses")
+    hemis = tuple(hemis)
+    bad = [h for h in hemis if h not in _HEMIS] or (["none"] if not hemis else [])
+    if bad:
+        raise InputError(f"hemis must be a non-empty subset of L, R (got {list(hemis)})", subject=subject)
+    unknown = [f for f in features if f not in FEATURES]
+    if unknown:
+        raise InputError(f"unknown feature(s) {', '.join(map(str, unknown))} (known: {', '.join(FEATURES)})",
+                         subject=subject)
+    bids_dir = Path(bids_dir)
+    deriv, fs = _roots(bids_dir, fs_subjects_dir, derivatives)
+    searched = tuple(dict.fromkeys([*deriv, *fs]))
+    found: dict[str, HemiInputs] = {}
+    problems: dict[str, list[str]] = {}
+    for hemi in hemis:
+        problems[hemi] = []
+        for source in SOURCES:
+            roots = [*fs, *deriv] if source == "freesurfer" else [*deriv, *fs]
+            for root in dict.fromkeys(roots):
+                result, problem = _PROBES[source](root, subject, session, hemi, tuple(features))
+                if result is not None:
+                    found[hemi] = result
+                    break
+                if problem:
+                    problems[hemi].append(problem)
+            if hemi in found:
+                break
+    where = ("searched: " + ", ".join(map(str, searched)) if searched else
+             "no input folder exists (expected " + ", ".join(map(str, _default_roots(bids_dir, fs_subjects_dir)))
+             + ")")
+    missing = {h: "; ".join([*(problems[h] or ["no inputs"]), _looked_for(subject, session, h, features),
+                             where])
+               for h in hemis if h not in found}
+    if not found:
+        if len(hemis) == 1:
+            raise DiscoveryError(missing[hemis[0]], subject=subject, hemi=hemis[0], searched=searched)
+        if any(problems.values()):
+            msg = "; ".join(f"hemi-{h}: {missing[h]}" for h in hemis)
+        else:
+            msg = f"no inputs for {', '.join(f'hemi-{h}' for h in hemis)}; " + \
+                f"{_looked_for(subject, session, '{' + ','.join(hemis) + '}', features)}; {where}"
+        raise DiscoveryError(msg, subject=subject, searched=searched)
+    return SubjectInputs(subject, session, found, missing, searched)

@@ -1,0 +1,225 @@
+"""Input discovery on tiny fake layouts (empty files: discovery reads names only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io.discover import DiscoveryError, discover, find_subjects, normalise_label
+
+
+def touch(*paths: Path) -> None:
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.touch()
+
+
+def make_fs(root: Path, name: str, hemis=("lh", "rh"), reg: bool = True,
+            feats=("sulc", "curv", "thickness")) -> Path:
+    surf = root / name / "surf"
+    for h in hemis:
+        touch(surf / f"{h}.sphere", *[surf / f"{h}.{f}" for f in feats])
+        if reg:
+            touch(surf / f"{h}.sphere.reg")
+    return surf
+
+
+def make_smriprep(root: Path, subject: str, session: str | None = None, hemis=("L", "R"),
+                  feats=("sulc", "curv", "thickness"), in_session_dir: bool = True) -> Path:
+    ses = f"_ses-{session}" if session else ""
+    anat = root / f"sub-{subject}" / (f"ses-{session}" if session and in_session_dir else "") / "anat"
+    for h in hemis:
+        stem = f"sub-{subject}{ses}_hemi-{h}"
+        touch(anat / f"{stem}_sphere.surf.gii", anat / f"{stem}_space-fsaverage_desc-reg_sphere.surf.gii",
+              anat / f"{stem}_space-fsLR_desc-msmsulc_sphere.surf.gii",
+              anat / f"{stem}_space-fsLR_den-32k_sulc.shape.gii",
+              *[anat / f"{stem}_{f}.shape.gii" for f in feats])
+    return anat
+
+
+def make_hcp(root: Path, name: str, hemis=("L", "R")) -> Path:
+    native = root / name / "MNINonLinear" / "Native"
+    for h in hemis:
+        touch(*[native / f"{name}.{h}.{s}" for s in
+                ("sphere.native.surf.gii", "sphere.reg.native.surf.gii", "sulc.native.shape.gii",
+                 "curvature.native.shape.gii", "thickness.native.shape.gii",
+                 "MyelinMap_BC.native.func.gii", "MyelinMap.native.func.gii")])
+    return native
+
+
+@pytest.fixture()
+def bids(tmp_path: Path) -> Path:
+    b = tmp_path / "bids"
+    touch(b / "sub-01" / "anat" / "sub-01_T1w.nii.gz", b / "dataset_description.json")
+    return b
+
+
+@pytest.mark.parametrize("reg", [True, False])
+def test_freesurfer_default_location(bids: Path, reg: bool) -> None:
+    surf = make_fs(bids / "derivatives" / "freesurfer", "sub-01", reg=reg)
+    res = discover("01", bids, features=("sulc", "curv"))
+    assert sorted(res.hemis) == ["L", "R"] and res.missing == {}
+    lh = res.hemis["L"]
+    assert (lh.source, lh.subject, lh.session, lh.sulc_sign) == ("freesurfer", "01", None, "freesurfer")
+    assert lh.sphere == surf / "lh.sphere" and res.hemis["R"].sphere == surf / "rh.sphere"
+    assert lh.sphere_reg == (surf / "lh.sphere.reg" if reg else None)
+    assert lh.features == {"sulc": surf / "lh.sulc", "curv": surf / "lh.curv",
+                           "thickness": surf / "lh.thickness"}
+    assert lh.sign("sulc") == 1.0
+
+
+def test_fs_subjects_dir_override(bids: Path, tmp_path: Path) -> None:
+    surf = make_fs(tmp_path / "fs", "sub-01", reg=False)
+    res = discover("sub-01", bids, fs_subjects_dir=tmp_path / "fs")
+    assert res.hemis["L"].sphere == surf / "lh.sphere"
+    assert res.searched == (tmp_path / "fs",)
+
+
+def test_smriprep_without_session(bids: Path) -> None:
+    anat = make_smriprep(bids / "derivatives" / "smriprep", "01")
+    res = discover("01", bids, features=("sulc", "thickness"))
+    r = res.hemis["R"]
+    assert (r.source, r.session, r.sulc_sign) == ("smriprep", None, "freesurfer")
+    assert r.sphere == anat / "sub-01_hemi-R_sphere.surf.gii"
+    assert r.sphere_reg == anat / "sub-01_hemi-R_space-fsaverage_desc-reg_sphere.surf.gii"
+    # the fsLR-resampled sulc is not a native feature
+    assert r.features == {f: anat / f"sub-01_hemi-R_{f}.shape.gii" for f in ("sulc", "curv", "thickness")}
+
+
+def test_smriprep_with_session(bids: Path) -> None:
+    anat = make_smriprep(bids / "derivatives" / "fmriprep", "01", session="pre")
+    # session given explicitly
+    res = discover("01", bids, session="ses-pre")
+    assert res.hemis["L"].sphere == anat / "sub-01_ses-pre_hemi-L_sphere.surf.gii"
+    assert res.hemis["L"].session == "pre" and res.session == "pre"
+    # no session given: the single session holding spheres is used and recorded
+    res = discover("01", bids)
+    assert res.hemis["L"].sphere == anat / "sub-01_ses-pre_hemi-L_sphere.surf.gii"
+    assert res.hemis["L"].session == "pre"
+
+
+def test_smriprep_session_falls_back_to_shared_anat(bids: Path) -> None:
+    anat = make_smriprep(bids / "derivatives" / "smriprep", "01")
+    res = discover("01", bids, session="pre")
+    assert res.hemis["L"].sphere == anat / "sub-01_hemi-L_sphere.surf.gii"
+    assert res.hemis["L"].session is None
+
+
+def test_smriprep_several_sessions_needs_session(bids: Path) -> None:
+    root = bids / "derivatives" / "smriprep"
+    make_smriprep(root, "01", session="a")
+    make_smriprep(root, "01", session="b")
+    with pytest.raises(DiscoveryError, match=r"several sessions \(ses-a, ses-b\)"):
+        discover("01", bids, hemis=("L",))
+    assert discover("01", bids, session="b").hemis["R"].session == "b"
+
+
+def test_smriprep_myelin_liberal(bids: Path) -> None:
+    anat = make_smriprep(bids / "derivatives" / "smriprep", "01", hemis=("L",))
+    touch(anat / "sub-01_hemi-L_myelinw.func.gii", anat / "sub-01_hemi-L_space-fsLR_myelinw.func.gii")
+    res = discover("01", bids, hemis=("L",), features=("sulc", "myelin"))
+    assert res.hemis["L"].features["myelin"] == anat / "sub-01_hemi-L_myelinw.func.gii"
+    (anat / "sub-01_hemi-L_myelinw.func.gii").unlink()
+    touch(anat / "sub-01_hemi-L_desc-myelin_map.shape.gii")
+    res = discover("01", bids, hemis=("L",), features=("myelin",))
+    assert res.hemis["L"].features["myelin"] == anat / "sub-01_hemi-L_desc-myelin_map.shape.gii"
+
+
+def test_hcp_layout_records_sign(tmp_path: Path) -> None:
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    native = make_hcp(tmp_path / "hcp", "100307")
+    res = discover("sub-100307", bids, derivatives={"hcp": tmp_path / "hcp"},
+                   features=("sulc", "curv", "thickness", "myelin"))
+    lh = res.hemis["L"]
+    assert (lh.source, lh.sulc_sign) == ("hcp", "hcp")
+    assert lh.sphere == native / "100307.L.sphere.native.surf.gii"
+    assert lh.sphere_reg == native / "100307.L.sphere.reg.native.surf.gii"
+    assert lh.features["myelin"] == native / "100307.L.MyelinMap_BC.native.func.gii"
+    assert lh.features["curv"] == native / "100307.L.curvature.native.shape.gii"
+    assert [lh.sign(f) for f in ("sulc", "curv", "thickness", "myelin")] == [-1.0, -1.0, 1.0, 1.0]
+
+
+def test_priority_smriprep_over_freesurfer_over_hcp(bids: Path) -> None:
+    d = bids / "derivatives"
+    make_fs(d / "freesurfer", "sub-01")
+    make_hcp(d / "hcp", "sub-01")
+    make_smriprep(d / "smriprep", "01", hemis=("L",))
+    res = discover("01", bids)
+    assert res.hemis["L"].source == "smriprep"
+    assert res.hemis["R"].source == "freesurfer"  # sMRIPrep lacks the right hemisphere
+    # without FreeSurfer, the right hemisphere comes from HCP
+    res = discover("01", bids, fs_subjects_dir=bids / "nowhere")
+    assert (res.hemis["L"].source, res.hemis["R"].source) == ("smriprep", "hcp")
+
+
+def test_one_hemisphere_missing(bids: Path) -> None:
+    make_fs(bids / "derivatives" / "freesurfer", "sub-01", hemis=("lh",))
+    res = discover("01", bids)
+    assert list(res.hemis) == ["L"] and list(res.missing) == ["R"]
+    assert "rh.sphere" in res.missing["R"] and "\n" not in res.missing["R"]
+    err = res.error("R")
+    assert isinstance(err, InputError) and (err.subject, err.hemi) == ("01", "R")
+    assert str(err).startswith("sub-01 hemi-R: ")
+
+
+def test_requested_feature_missing_makes_hemi_missing(bids: Path) -> None:
+    make_fs(bids / "derivatives" / "freesurfer", "sub-01", feats=("sulc",))
+    touch(bids / "derivatives" / "freesurfer" / "sub-01" / "surf" / "lh.curv")
+    res = discover("01", bids, features=("sulc", "curv"))
+    assert list(res.hemis) == ["L"]
+    assert res.missing["R"].startswith("freesurfer ") and "has rh.sphere but no rh.curv;" in res.missing["R"]
+    assert "rh.curv" in str(res.error("R")) and "\n" not in str(res.error("R"))
+    assert discover("01", bids, features=("sulc",)).missing == {}
+
+
+def test_subject_with_nothing_one_line_error(bids: Path) -> None:
+    make_fs(bids / "derivatives" / "freesurfer", "sub-02")
+    (bids / "derivatives" / "smriprep").mkdir()
+    with pytest.raises(DiscoveryError) as info:
+        discover("01", bids)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("sub-01: no inputs for hemi-L, hemi-R; looked for")
+    for text in (str(bids / "derivatives" / "smriprep"), str(bids / "derivatives" / "freesurfer"),
+                 "sub-01_hemi-{L,R}_sphere.surf.gii", "surf/{lh,rh}.sphere", "sphere.native.surf.gii"):
+        assert text in msg
+    assert info.value.subject == "01"
+    assert set(info.value.searched) == {bids / "derivatives" / "smriprep", bids / "derivatives" / "freesurfer"}
+
+
+def test_no_folders_at_all(bids: Path) -> None:
+    pattern = r"^sub-01 hemi-L: no inputs; looked for .*; no input folder exists \(expected .*derivatives"
+    with pytest.raises(DiscoveryError, match=pattern):
+        discover("01", bids, hemis=("L",))
+
+
+def test_labels_and_arguments(bids: Path) -> None:
+    assert normalise_label("sub-01") == normalise_label("01") == "01"
+    assert normalise_label("ses-pre", "ses") == "pre"
+    for bad in ("sub-", "../x", "a_b"):
+        with pytest.raises(InputError):
+            normalise_label(bad)
+    make_fs(bids / "derivatives" / "freesurfer", "sub-01")
+    with pytest.raises(InputError, match="unknown feature"):
+        discover("01", bids, features=("depth",))
+    with pytest.raises(InputError, match="hemis"):
+        discover("01", bids, hemis=("X",))
+    assert discover("sub-01", bids) == discover("01", bids)
+
+
+def test_find_subjects_across_sources(bids: Path, tmp_path: Path) -> None:
+    d = bids / "derivatives"
+    touch(bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz")
+    make_fs(d / "freesurfer", "sub-03")
+    make_fs(d / "freesurfer", "sub-01_ses-a")
+    make_fs(d / "freesurfer", "fsaverage")
+    make_smriprep(d / "smriprep", "04")
+    touch(d / "smriprep" / "sub-09.html")
+    make_hcp(d / "hcp", "100307")
+    (d / "hcp" / "notasubject").mkdir()
+    assert find_subjects(bids) == ["01", "02", "03", "04", "100307"]
+    # explicit roots replace the defaults
+    make_fs(tmp_path / "fs", "sub-05")
+    assert find_subjects(bids, fs_subjects_dir=tmp_path / "fs", derivatives={}) == ["01", "02", "05"]
