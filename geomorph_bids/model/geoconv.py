@@ -29,12 +29,12 @@ features are transformed first (``(B, V, K, C_out)``) and then aggregated: the c
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from geomorph_bids.model.cache import cached_tables
 from geomorph_bids.sphere.icosphere import (
     hex_neighbourhood,
     n_vertices,
@@ -60,7 +60,7 @@ _EPS = 1e-15  # same guard as torch_geometric's GMMConv: 1 / (eps + sigma^2)
 # index tables (CPU torch tensors, cached per level; never modified in place)
 # ---------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
+@cached_tables(maxsize=None)
 def hex_tables(level: int) -> tuple[Tensor, Tensor, Tensor]:
     """Hex neighbourhood tables of icosphere ``level`` as CPU tensors (cached; do not modify).
 
@@ -78,12 +78,12 @@ def hex_tables(level: int) -> tuple[Tensor, Tensor, Tensor]:
             torch.from_numpy(coords.astype(np.float32)))
 
 
-@lru_cache(maxsize=None)
+@cached_tables(maxsize=None)
 def _pool_table(level: int) -> Tensor:
     return torch.from_numpy(np.array(pool_index(level), dtype=np.int64))
 
 
-@lru_cache(maxsize=None)
+@cached_tables(maxsize=None)
 def _parent_table(level: int) -> Tensor:
     return torch.from_numpy(np.array(upsample_parents(level), dtype=np.int64))
 

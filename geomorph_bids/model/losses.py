@@ -23,11 +23,11 @@ rotation R gives ``(R - I) lap(x)`` (small, not zero: the sphere is curved).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 import torch
 
+from geomorph_bids.model.cache import cached_tables
 from geomorph_bids.sphere.distortion import distortion, distortion_summary
 from geomorph_bids.model.geoconv import hex_laplacian
 from geomorph_bids.sphere.icosphere import icosphere, level_of
@@ -112,7 +112,7 @@ def similarity_loss(warped: torch.Tensor, fixed: torch.Tensor,
     return total
 
 
-@lru_cache(maxsize=None)
+@cached_tables(maxsize=None)
 def _unit_icosphere(level: int) -> torch.Tensor:
     """(V, 3) float64 CPU tensor: icosphere ``level`` on the unit sphere."""
     v = icosphere(level)[0]

@@ -19,12 +19,12 @@ level. The identity and global rotations are reproduced exactly (to rounding).
 
 from __future__ import annotations
 
-from functools import lru_cache
 
 import numpy as np
 import torch
 from torch import nn
 
+from geomorph_bids.model.cache import cached_tables
 from geomorph_bids.sphere.icosphere import icosphere, n_vertices, upsample_parents
 from geomorph_bids.sphere.locate import SphereLocator
 
@@ -34,7 +34,7 @@ __all__ = ["upsample_displacement", "sample_on_sphere", "SphereSampler", "Transf
            "ico_sampler"]
 
 
-@lru_cache(maxsize=None)
+@cached_tables(maxsize=None)
 def _parents(level: int) -> torch.Tensor:
     """CPU int64 tensor (V_level - V_{level-1}, 2) of upsampling parents (cached)."""
     return torch.from_numpy(np.array(upsample_parents(level), dtype=np.int64))
@@ -136,7 +136,7 @@ class SphereSampler:
         return (gathered * w.to(values.dtype).unsqueeze(-1)).sum(2)
 
 
-@lru_cache(maxsize=8)
+@cached_tables(maxsize=8)
 def ico_sampler(level: int) -> SphereSampler:
     """Cached :class:`SphereSampler` of icosphere ``level`` (deterministic, read-only use)."""
     return SphereSampler(*icosphere(level))
