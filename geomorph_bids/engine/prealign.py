@@ -15,6 +15,7 @@ import numpy as np
 
 from ..io.templates import Template
 from ..sphere.locate import SphereLocator
+from ..sphere.resample import barycentric_weights
 from ..sphere.rotation import rigid_align, rotation_angle, rotation_from_correspondence
 
 __all__ = ["Prealignment", "prealign", "correlation"]
@@ -47,12 +48,6 @@ def correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) ->
     x, y = a[keep] - a[keep].mean(), b[keep] - b[keep].mean()
     denom = np.sqrt((x * x).sum() * (y * y).sum())
     return float((x * y).sum() / denom) if denom > 0 else float("nan")
-
-
-def _sample(locator: SphereLocator, faces: np.ndarray, values: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Barycentric interpolation of (V,) ``values`` at (N, 3) ``points``."""
-    face, weights = locator.locate(points)
-    return np.einsum("nk,nk->n", values[faces[face]], weights)
 
 
 def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.ndarray],
@@ -89,10 +84,12 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
         method = "features"
     aligned = vertices @ rotation.T
 
+    # one location per point set, shared by every feature
     locator = SphereLocator(vertices, faces)
-    before = {n: _sample(locator, faces, np.asarray(features[n], float), template.vertices) for n in shared}
-    after = {n: _sample(locator, faces, np.asarray(features[n], float), template.vertices @ rotation)
-             for n in shared}
+    at_before = barycentric_weights((vertices, faces), template.vertices, locator)
+    at_after = barycentric_weights((vertices, faces), template.vertices @ rotation, locator)
+    before = {n: at_before @ np.asarray(features[n], float) for n in shared}
+    after = {n: at_after @ np.asarray(features[n], float) for n in shared}
     metrics: dict[str, float | int | str] = {"rotation_deg": rotation_angle(rotation), "rotation_method": method}
     for n in shared:
         mask = template.features[n] != 0

@@ -47,6 +47,7 @@ from ..io.templates import TEMPLATE_LEVEL, Template, available_templates, load_t
 from ..sphere.distortion import distortion, distortion_summary, folded_triangles
 from ..sphere.icosphere import icosphere, level_of, n_vertices
 from ..sphere.locate import SphereLocator, unit
+from ..sphere.resample import barycentric_weights
 from .prealign import correlation, prealign
 
 __all__ = ["Registration", "register", "apply_warp", "warp_folded_triangles", "upsample_warp",
@@ -284,12 +285,6 @@ def _load_model(model: Any, feature_names: Sequence[str], template_name: str, he
     raise ValueError(f"model must be a checkpoint path or a GeoMorph module, got {type(model).__name__}")
 
 
-def _sample(vertices: np.ndarray, faces: np.ndarray, values: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Barycentric interpolation of (V,) or (V, K) values of a sphere mesh at (N, 3) points."""
-    face, w = SphereLocator(vertices, faces).locate(points)
-    return np.einsum("nc,nc...->n...", w, values[faces[face]])
-
-
 # ---------------------------------------------------------------------------------------------
 # the API
 
@@ -422,7 +417,7 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     # 3. metrics
     t = time.perf_counter()
     if warp_ico6 is not None:
-        after = _sample(rotated, work_f, np.column_stack([feats[c] for c in channels]), warp_ico6)
+        after = barycentric_weights((rotated, work_f), warp_ico6) @ np.column_stack([feats[c] for c in channels])
         for k, c in enumerate(channels):
             fixed = np.asarray(tpl.features[c], dtype=np.float64)
             metrics[f"cc_{c}_after"] = correlation(after[:, k], fixed, fixed != 0)

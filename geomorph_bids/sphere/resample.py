@@ -99,13 +99,14 @@ def _areas(spec: AreaSpec, sphere: tuple[np.ndarray, np.ndarray], name: str) -> 
     return areas
 
 
-def _corner_weights(mesh: tuple[np.ndarray, np.ndarray], points: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def _corner_weights(mesh: tuple[np.ndarray, np.ndarray], points: np.ndarray,
+                    locator: SphereLocator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Corners (N, 3) int64 and weights (N, 3) float64 of points in a mesh.
 
     Weights below ``_ZERO_WEIGHT`` are set to exactly 0 and the rest renormalised.
+    ``locator``: a :class:`SphereLocator` already built for ``mesh`` (reused, not rebuilt).
     """
-    locator = SphereLocator(*mesh)
+    locator = locator if locator is not None else SphereLocator(*mesh)
     face, w = locator.locate(points)
     w[w < _ZERO_WEIGHT] = 0.0
     w /= w.sum(axis=1, keepdims=True)
@@ -119,13 +120,16 @@ def _csr(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, shape: tuple[int,
     return matrix
 
 
-def barycentric_weights(mesh: Mesh, points: np.ndarray) -> sparse.csr_matrix:
+def barycentric_weights(mesh: Mesh, points: np.ndarray,
+                        locator: SphereLocator | None = None) -> sparse.csr_matrix:
     """(N, V) sparse barycentric weights of points in a spherical mesh.
 
     Parameters
     ----------
     mesh : (vertices (V, 3), faces (F, 3)) of a sphere of any radius.
     points : (N, 3) float, directions (any radius).
+    locator : optional :class:`SphereLocator` already built for ``mesh``, to locate several
+        point sets without rebuilding it.
 
     Returns
     -------
@@ -133,7 +137,7 @@ def barycentric_weights(mesh: Mesh, points: np.ndarray) -> sparse.csr_matrix:
     below 1e-9 are dropped (points on an edge or at a vertex use 2 or 1 corners).
     """
     mesh = _check_mesh(mesh, "mesh")
-    corners, w = _corner_weights(mesh, np.asarray(points, dtype=np.float64))
+    corners, w = _corner_weights(mesh, np.asarray(points, dtype=np.float64), locator)
     keep = w > 0
     rows = np.broadcast_to(np.arange(len(w))[:, None], w.shape)[keep]
     return _csr(rows, corners[keep], w[keep], (len(w), len(mesh[0])))
