@@ -1,7 +1,9 @@
 """``geomorph-register``: register one hemisphere's sphere to a template.
 
 Rigid pre-alignment from the features (or from ``--sphere-reg`` correspondence),
-then, with ``--model``, the GeoMorph network; writes the sphere moved into
+then the non-rigid GeoMorph warp: the network of ``--model PATH`` (if given) and
+pair-wise optimisation of its control points (unless ``--no-optimise``);
+``--model rigid`` stops after the rigid stage. Writes the sphere moved into
 template space, the features resampled onto the template's ico-6 grid, and a
 JSON file of quality metrics.
 """
@@ -28,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="geomorph-register",
         description="Register a cortical sphere to a template (fsLR or fsaverage): rigid "
-                    "pre-alignment from its features, then the GeoMorph network with --model; "
+                    "pre-alignment from its features, then the non-rigid GeoMorph warp (network "
+                    "with --model, optimised for the pair); "
                     "writes the sphere in template space, resampled features and metrics.",
     )
     p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
@@ -41,9 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "correspondence instead of features (faster, as sMRIPrep does)")
     p.add_argument("--hemi", choices=("L", "R"), help="hemisphere")
     p.add_argument("--template", default="fsLR", help="template name (default: fsLR)")
-    p.add_argument("--model", type=Path, default=None,
-                   help="GeoMorph checkpoint (from geomorph-train) for the non-rigid stage; "
-                        "without it only the rigid pre-alignment is done")
+    p.add_argument("--model", default=None, metavar="PATH|rigid",
+                   help="GeoMorph checkpoint (from geomorph-train) whose network starts the "
+                        "non-rigid stage; 'rigid' for the rigid pre-alignment only; default: "
+                        "no network, the warp is optimised for the pair from the rigid alignment")
+    p.add_argument("--no-optimise", action="store_true",
+                   help="skip the pair-wise optimisation of the warp (network output only; "
+                        "needs --model PATH)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--sulc-sign", choices=("freesurfer", "hcp"), default="freesurfer",
                    help="sign of the input sulc: FreeSurfer (positive in sulci, default) or "
@@ -74,10 +81,11 @@ def _parse_features(specs: list[str]) -> dict[str, Path]:
 def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_name: str,
                    out: Path, metrics_out: Path, features_out: Path | None = None,
                    sphere_reg: Path | None = None, sulc_sign: str = "freesurfer",
-                   model: Path | None = None, device: str = "auto") -> dict:
+                   model: Path | str | None = None, device: str = "auto", optimise: bool = True) -> dict:
     """Register one hemisphere from files and write the outputs; returns the metrics.
 
-    Without ``model`` the registration is the rigid stage only. Every input is
+    ``model``: a checkpoint path, ``"rigid"`` (rigid stage only) or None (no network: the
+    warp is optimised for the pair). ``optimise=False`` skips the optimisation. Every input is
     read and the registration computed before anything is written, so bad input
     leaves no partial output.
     """
@@ -92,12 +100,15 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     reg = read_sphere(sphere_reg).vertices if sphere_reg is not None else None
     if reg is not None and len(reg) != len(moving.vertices):
         raise InputError(f"has {len(reg)} vertices but the sphere has {len(moving.vertices)}", path=sphere_reg)
-    if model is None:
+    rigid = str(model) == "rigid"
+    checkpoint = None if model is None or rigid else Path(model)
+    if checkpoint is None:
         maps = {n: v for n, v in maps.items() if n in _template_features(template_name)}
     result = register((moving.vertices, moving.faces), maps, template=template_name, hemi=hemi,
-                      model=model, device=device, rigid_only=model is None, reg_sphere=reg)
+                      model=checkpoint, device=device, rigid_only=rigid, reg_sphere=reg,
+                      optimise=optimise)
 
-    metrics = {"hemi": hemi, "template": template_name, "method": "rigid" if model is None else "geomorph",
+    metrics = {"hemi": hemi, "template": template_name,
                "software": f"geomorph-bids {__version__}", **result.metrics,
                "rotation": np.round(result.rotation, 8).tolist(), "input_sphere": str(sphere)}
     written: list[Path] = []
@@ -133,18 +144,20 @@ def _write_json(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
-def _run_example(out_dir: Path, template: str) -> list[dict]:
+def _run_example(out_dir: Path, template: str, model: str | None = None, device: str = "auto",
+                 optimise: bool = True) -> list[dict]:
     from ..resources import example_dir
 
     surf = example_dir() / "sub-01" / "surf"
     rows = []
+    desc = "rigid" if model == "rigid" else "geomorph"
     for hemi, prefix in _HEMI_PREFIX.items():
-        stem = out_dir / f"sub-01_hemi-{hemi}_space-{template}_desc-rigid"
+        stem = out_dir / f"sub-01_hemi-{hemi}_space-{template}_desc-{desc}"
         try:
             rows.append(register_files(
                 surf / f"{prefix}.sphere", {"sulc": surf / f"{prefix}.sulc"}, hemi, template,
                 out=Path(f"{stem}_sphere.surf.gii"), metrics_out=Path(f"{stem}_metrics.json"),
-                features_out=out_dir))
+                features_out=out_dir, model=model, device=device, optimise=optimise))
         except InputError as exc:
             raise exc.with_context(subject="01", hemi=hemi) from None
     return rows
@@ -156,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.example:
-            rows = _run_example(args.out_dir, args.template)
-            print(f"{'hemi':<5}{'rotation (deg)':>16}{'CC sulc before':>16}{'CC sulc after':>15}{'seconds':>9}")
+            rows = _run_example(args.out_dir, args.template, args.model, args.device, not args.no_optimise)
+            print(f"{'hemi':<5}{'method':>18}{'rotation (deg)':>16}{'CC sulc before':>16}"
+                  f"{'CC rigid':>10}{'CC after':>10}{'folded':>8}{'seconds':>9}")
             for r in rows:
-                print(f"{r['hemi']:<5}{r['rotation_deg']:>16.2f}{r['cc_sulc_before']:>16.3f}"
-                      f"{r['cc_sulc_after']:>15.3f}{r['seconds_total']:>9.2f}")
+                print(f"{r['hemi']:<5}{r['method']:>18}{r['rotation_deg']:>16.2f}{r['cc_sulc_before']:>16.3f}"
+                      f"{r['cc_sulc_rigid']:>10.3f}{r['cc_sulc_after']:>10.3f}{r['n_folded']:>8d}"
+                      f"{r['seconds_total']:>9.2f}")
             print(f"outputs in {args.out_dir}")
             return 0
         missing = [opt for opt in ("sphere", "hemi", "out") if getattr(args, opt) is None]
@@ -171,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics_out = args.metrics or args.out.with_name(
             args.out.name.removesuffix(".gii").removesuffix(".surf").removesuffix("_sphere") + "_metrics.json")
         m = register_files(args.sphere, features, args.hemi, args.template, args.out, metrics_out,
-                           args.features_out, args.sphere_reg, args.sulc_sign, args.model, args.device)
+                           args.features_out, args.sphere_reg, args.sulc_sign, args.model, args.device,
+                           not args.no_optimise)
         print(json.dumps({k: v for k, v in m.items() if k != "rotation"}, indent=2))
         return 0
     except InputError as exc:

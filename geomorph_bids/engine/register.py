@@ -5,13 +5,18 @@
 1. **rigid pre-alignment** (:func:`geomorph_bids.engine.prealign.prealign`): a rotation ``R``
    moves the native sphere onto the template (``aligned = vertices @ R.T``) and the moving
    features are sampled at the template's ico-6 vertices;
-2. **the GeoMorph network** (unless ``rigid_only``): both images are normalised (the
-   checkpoint's :class:`~geomorph_bids.model.normalise.NormalisationSpec`), the model predicts a
+2. **the GeoMorph warp** (unless ``rigid_only``): both images are normalised (the
+   checkpoint's :class:`~geomorph_bids.model.normalise.NormalisationSpec`, or the default one
+   without a network). With a network (``model``), the model predicts a
    **pull-back warp** on its data icosphere: for every template grid vertex ``x``, ``warp[x]``
    is the point of the (rotated) moving sphere whose features belong at ``x``. A model whose
    ``data_level`` is below 6 is fed the first ``n_vertices(data_level)`` vertices of the ico-6
    template grid (the icospheres are nested) and its warp is upsampled to ico-6 the way the
-   model itself upsamples control points (each new vertex = normalised mean of its two parents);
+   model itself upsamples control points (each new vertex = normalised mean of its two parents).
+   Then, unless ``optimise=False``, the warp's control points are **optimised for this pair**
+   (:func:`geomorph_bids.model.optimise.optimise_warp`: coarse-to-fine ico-2 -> ico-4 control
+   grids, 1 - CC + bending + fold barrier), starting from the network's warp, or from the
+   rigid alignment when no network is given;
 3. **the output sphere**: every rotated moving vertex ``p`` is located in the warped template
    mesh (ico-6 vertices placed at ``warp``, ico-6 faces); the same barycentric weights applied
    to the ORIGINAL ico-6 vertices give ``p``'s position in template space (the inverse of the
@@ -29,7 +34,9 @@ hemisphere ``"LR-mirrored"`` registers a right hemisphere by mirroring it (``x -
 LEFT template, and mirroring the result back; that is right-template space for fsLR, whose
 left and right spheres are mirror images.
 
-No pretrained model is bundled yet: ``model=None`` without ``rigid_only`` is a ValueError.
+No pretrained network is bundled yet: ``model=None`` registers by pair-wise optimisation of the
+GeoMorph warp alone (``metrics["method"] == "optimise"``); with a network it is
+``"geomorph"`` (``optimise=False``) or ``"geomorph+optimise"``; ``rigid_only`` gives ``"rigid"``.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +56,9 @@ from ..sphere.icosphere import icosphere, level_of, n_vertices
 from ..sphere.locate import SphereLocator, unit
 from ..sphere.resample import barycentric_weights
 from .prealign import correlation, prealign
+
+if TYPE_CHECKING:  # the optimiser (torch) is imported lazily
+    from ..model.optimise import OptimiseConfig
 
 __all__ = ["Registration", "register", "apply_warp", "warp_folded_triangles", "upsample_warp",
            "resolve_device", "MIRROR"]
@@ -291,7 +301,8 @@ def _load_model(model: Any, feature_names: Sequence[str], template_name: str, he
 
 def register(moving_sphere: SphereInput, moving_features: FeatureInput, template: str | Template = "fsLR",
              hemi: str = "L", model: str | Path | Any | None = None, device: str | Any = "auto", *,
-             rigid_only: bool = False, reg_sphere: np.ndarray | str | Path | None = None) -> Registration:
+             rigid_only: bool = False, reg_sphere: np.ndarray | str | Path | None = None,
+             optimise: "bool | OptimiseConfig" = True) -> Registration:
     """Register a native sphere to a template: rigid pre-alignment, then GeoMorph.
 
     Parameters
@@ -303,10 +314,14 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         template's sign convention (FreeSurfer's for sulc).
     template : ``"fsLR"``, ``"fsaverage"`` (bundled) or a :class:`~geomorph_bids.io.templates.Template`.
     hemi : ``"L"`` or ``"R"``.
-    model : checkpoint path or a built ``GeoMorph`` (with ``.config``); required unless
-        ``rigid_only`` (no pretrained model is bundled yet).
+    model : checkpoint path or a built ``GeoMorph`` (with ``.config``), or None: no network,
+        the warp comes from pair-wise optimisation alone (no pretrained network is bundled yet).
     device : ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     rigid_only : stop after the rigid pre-alignment.
+    optimise : optimise the warp's control points for this pair after the network (or from
+        the rigid alignment without one): True (the default schedule,
+        :class:`~geomorph_bids.model.optimise.OptimiseConfig`), False (network only; needs a
+        ``model``) or an ``OptimiseConfig``.
     reg_sphere : optional FreeSurfer ``?h.sphere.reg`` (array or path, same topology): the
         rotation comes from vertex correspondence instead of the features.
 
@@ -324,11 +339,9 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     seconds: dict[str, float] = {}
     if hemi not in ("L", "R"):
         raise ValueError(f"hemi must be 'L' or 'R', got {hemi!r}")
-    if model is None and not rigid_only:
-        tname = template.name if isinstance(template, Template) else template
-        raise ValueError(f"no pretrained model for template {tname} with channels "
-                         f"[{', '.join(map(str, moving_features))}] is installed yet; "
-                         "pass model=PATH or rigid_only=True")
+    if model is None and optimise is False and not rigid_only:
+        raise ValueError("optimise=False needs a model (a network); pass model=PATH, "
+                         "optimise=True or rigid_only=True")
     dev = resolve_device(device) if not rigid_only else None
     vertices, faces, feats = _read_inputs(moving_sphere, moving_features)
     if reg_sphere is not None and isinstance(reg_sphere, (str, Path)):
@@ -341,7 +354,7 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     # model first: its channels decide what the template must provide
     t = time.perf_counter()
     loaded = None
-    if not rigid_only:
+    if not rigid_only and model is not None:
         loaded = _load_model(model, list(feats), template_name, hemi, dev)
         channels = loaded.channels
     else:
@@ -380,7 +393,7 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         metrics[f"cc_{c}_before"] = pre.metrics.get(f"cc_{c}_before")
         metrics[f"cc_{c}_rigid"] = pre.metrics.get(f"cc_{c}_after")
 
-    # 2. network
+    # 2. network, then pair-wise optimisation
     warp_ico6 = None
     if loaded is not None:
         import torch
@@ -404,15 +417,35 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         if dev is not None and dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds["seconds_network"] = time.perf_counter() - t
+        warp_ico6 = unit(upsample_warp(warp, level, TEMPLATE_LEVEL))
+        metrics["data_level"] = level
+    if not rigid_only and optimise is not False:
+        from ..model.optimise import OptimiseConfig, optimise_warp
+        from ..model.normalise import NormalisationSpec
+
         t = time.perf_counter()
-        warp_ico6 = upsample_warp(warp, level, TEMPLATE_LEVEL)
+        cfg = optimise if isinstance(optimise, OptimiseConfig) else OptimiseConfig()
+        spec = loaded.spec if loaded is not None else NormalisationSpec()
+        mov = np.stack([pre.features_on_template[c] for c in channels], axis=1)
+        fix = np.stack([np.asarray(tpl.features[c], dtype=np.float64) for c in channels], axis=1)
+        mov_n, _ = spec(mov, channel_names=list(channels))
+        fix_n, _ = spec(fix, channel_names=list(channels))
+        res = optimise_warp(mov_n, fix_n, cfg, init=warp_ico6, mask=fix != 0, device=dev)
+        warp_ico6 = res.warp
+        seconds["seconds_optimise"] = time.perf_counter() - t
+        metrics["optimise"] = cfg.to_dict()
+    if warp_ico6 is not None:
+        t = time.perf_counter()
+        warp_ico6 = warp_ico6 * RADIUS
         out_sphere = apply_warp(rotated, warp_ico6, TEMPLATE_LEVEL)
         metrics["warp_folded_triangles"] = warp_folded_triangles(warp_ico6, TEMPLATE_LEVEL)
-        metrics["data_level"] = level
         seconds["seconds_invert"] = time.perf_counter() - t
     else:
         out_sphere = unit(rotated) * RADIUS
         metrics["warp_folded_triangles"] = 0
+    metrics["method"] = ("rigid" if warp_ico6 is None else
+                         "optimise" if loaded is None else
+                         "geomorph" if optimise is False else "geomorph+optimise")
 
     # 3. metrics
     t = time.perf_counter()

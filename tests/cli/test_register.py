@@ -22,16 +22,18 @@ def example_run(tmp_path_factory):
 
 @pytest.mark.parametrize("hemi", ["L", "R"])
 def test_example_recovers_known_rotation(example_run, hemi, example_true_rotation):
-    metrics = json.loads((example_run / f"sub-01_hemi-{hemi}_space-fsLR_desc-rigid_metrics.json").read_text())
+    metrics = json.loads((example_run / f"sub-01_hemi-{hemi}_space-fsLR_desc-geomorph_metrics.json").read_text())
     error = angle_between(np.asarray(metrics["rotation"]), example_true_rotation(hemi))
     assert error < 1.0
-    assert metrics["cc_sulc_after"] > metrics["cc_sulc_before"] + 0.3
-    assert metrics["cc_sulc_after"] > 0.6
+    assert metrics["method"] == "optimise"
+    assert metrics["cc_sulc_rigid"] > metrics["cc_sulc_before"] + 0.3
+    assert metrics["cc_sulc_after"] > metrics["cc_sulc_rigid"] + 0.01
+    assert metrics["n_folded"] == 0
 
 
 @pytest.mark.parametrize("hemi", ["L", "R"])
 def test_example_outputs_are_valid_gifti(example_run, hemi):
-    img = nib.load(str(example_run / f"sub-01_hemi-{hemi}_space-fsLR_desc-rigid_sphere.surf.gii"))
+    img = nib.load(str(example_run / f"sub-01_hemi-{hemi}_space-fsLR_desc-geomorph_sphere.surf.gii"))
     verts = img.agg_data("NIFTI_INTENT_POINTSET")
     assert verts.shape == (10242, 3)
     np.testing.assert_allclose(np.linalg.norm(verts, axis=1), 100.0, atol=1e-3)
@@ -130,7 +132,7 @@ def test_model_option_runs_the_network(tmp_path):
     ckpt = _tiny_checkpoint(tmp_path / "tiny.pt")
     out = tmp_path / "out" / "lh_sphere.surf.gii"
     code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
-                 "--model", str(ckpt), "--device", "cpu", "--out", str(out)])
+                 "--model", str(ckpt), "--device", "cpu", "--no-optimise", "--out", str(out)])
     assert code == 0
     metrics = json.loads((tmp_path / "out" / "lh_metrics.json").read_text())
     assert metrics["method"] == "geomorph" and metrics["model_name"] == "tiny-cli"
@@ -140,6 +142,15 @@ def test_model_option_runs_the_network(tmp_path):
     verts = nib.load(str(out)).agg_data("NIFTI_INTENT_POINTSET")
     assert verts.shape == (10242, 3)
     np.testing.assert_allclose(np.linalg.norm(verts, axis=1), 100.0, atol=1e-3)
+
+
+def test_rigid_model_option_stops_after_the_rigid_stage(tmp_path):
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "lh_sphere.surf.gii"
+    assert main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+                 "--model", "rigid", "--out", str(out)]) == 0
+    metrics = json.loads((tmp_path / "lh_metrics.json").read_text())
+    assert metrics["method"] == "rigid" and metrics["cc_sulc_after"] == metrics["cc_sulc_rigid"]
 
 
 def test_model_for_other_channels_is_refused(tmp_path, capsys):

@@ -84,10 +84,42 @@ def test_resample_constant_and_sulc(rigid_left):
     assert np.corrcoef(sulc, fixed)[0, 1] > 0.9
 
 
-def test_no_model_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"no pretrained model for template fsLR with channels \[sulc\].*"
-                                         r"model=PATH or rigid_only=True"):
-        register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"})
+def test_network_only_without_a_network_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"optimise=False needs a model"):
+        register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, optimise=False)
+
+
+@pytest.fixture(scope="module")
+def optimised_left() -> Registration:
+    return register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L")
+
+
+def test_default_is_rigid_then_optimised_warp(optimised_left, rigid_left):
+    m = optimised_left.metrics
+    assert m["method"] == "optimise"
+    assert m["cc_sulc_rigid"] == pytest.approx(rigid_left.metrics["cc_sulc_after"], abs=1e-9)
+    # the example is fsaverage5 (rotated, noisy): its non-rigid difference from fsLR is ~1 deg
+    assert m["cc_sulc_after"] > m["cc_sulc_rigid"] + 0.01
+    assert m["n_folded"] == 0 and m["warp_folded_triangles"] == 0
+    assert m["areal_mean_abs"] < 0.1
+    moved = angular_error_deg(optimised_left.sphere, rigid_left.sphere)
+    assert 0.2 < np.median(moved) < 3.0
+
+
+def test_optimisation_recovers_a_synthetic_warp():
+    """Held-out benchmark subject (not the training generator): the optimised sphere is much
+    closer to the ground truth than the rigid one."""
+    from geomorph_bids.engine.synth import make_benchmark
+
+    subj, template = next(iter(make_benchmark(1, "hcp_s1200_sulc", "smooth_large", seed=3, level=5)))
+    sulc = {"sulc": subj.features[:, 0]}
+    rigid = register((subj.vertices, subj.faces), sulc, template, "L", rigid_only=True)
+    opt = register((subj.vertices, subj.faces), sulc, template, "L")
+    e_rigid = np.median(angular_error_deg(rigid.sphere, subj.registered))
+    e_opt = np.median(angular_error_deg(opt.sphere, subj.registered))
+    assert e_rigid > 2.0
+    assert e_opt < 0.4 * e_rigid
+    assert opt.metrics["n_folded"] == 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
@@ -157,7 +189,8 @@ def test_tiny_model_end_to_end(tiny_model):
     assert r.warp_ico6.shape == (40962, 3)
     np.testing.assert_allclose(np.linalg.norm(r.warp_ico6, axis=1), 100.0, atol=1e-9)
     m = r.metrics
-    assert m["data_level"] == 4 and m["device"] == "cpu"
+    assert m["data_level"] == 4 and m["device"] == "cpu" and m["method"] == "geomorph+optimise"
+    assert m["seconds_optimise"] > 0
     assert all(np.isfinite(m[k]) for k in ("cc_sulc_before", "cc_sulc_rigid", "cc_sulc_after",
                                            "areal_mean_abs", "R_mean"))
     assert m["n_folded"] >= 0 and m["warp_folded_triangles"] >= 0
@@ -185,14 +218,22 @@ def test_checkpoint_path_matches_module(tmp_path, tiny_model):
     path = _save(tmp_path, tiny_model)
     flat = _save(tmp_path, tiny_model, name="flat.pt", nested=False)
     np.testing.assert_allclose(register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=flat,
-                                        device="cpu").sphere,
+                                        device="cpu", optimise=False).sphere,
                                register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=path,
-                                        device="cpu").sphere, atol=1e-12)
-    a = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=path, device="cpu")
-    b = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=tiny_model, device="cpu")
+                                        device="cpu", optimise=False).sphere, atol=1e-12)
+    a = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=path, device="cpu", optimise=False)
+    b = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=tiny_model, device="cpu", optimise=False)
     np.testing.assert_allclose(a.sphere, b.sphere, atol=1e-9)
     assert a.metrics["model_name"] == "tiny-test" and a.metrics["model_version"]
     assert len(a.metrics["model_weights_sha256"]) == 64
+
+
+def test_registration_is_deterministic(tiny_model):
+    """CPU inference gives identical bytes across runs (network and optimisation)."""
+    runs = [register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=tiny_model, device="cpu")
+            for _ in range(2)]
+    assert runs[0].sphere.tobytes() == runs[1].sphere.tobytes()
+    assert torch.are_deterministic_algorithms_enabled() is False  # restored afterwards
 
 
 def test_checkpoint_with_wrong_channels_or_template_is_refused(tmp_path, tiny_model):

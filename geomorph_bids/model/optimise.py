@@ -1,0 +1,275 @@
+"""Pair-wise (instance) optimisation of a GeoMorph warp: coarse-to-fine control-point descent.
+
+GeoMorph's warp model is a cascade of control grids (ico-2 .. ico-5) whose deformed control
+points are upsampled to a dense pull-back warp on the data icosphere
+(:func:`~geomorph_bids.model.warp.upsample_displacement`) and composed stage after stage
+(:func:`~geomorph_bids.model.geomorph.compose_warps`). The network predicts those control
+points in one pass; this module finds them for one pair by gradient descent instead, so that
+registration works (and can be checked) without trained weights, and so that a network's
+output can be refined (pass ``init``).
+
+Per stage ``i`` (control level ``c``, data level ``d``):
+
+* both images are smoothed on ico-6 by ``smoothing[i]`` umbrella-Laplacian iterations
+  (``x += 0.5 * lap(x)``; a wide capture range first, detail last) and compared on the first
+  ``n_vertices(d)`` template vertices (the icospheres are nested), with the moving image
+  always sampled from the ORIGINAL moving grid through the composed warp;
+* free offsets of the ico-``c`` control points (unit sphere) are optimised with Adam for
+  ``steps[i]`` steps (learning rate decayed on a cosine to 5 %; the lowest-loss iterate is
+  kept) on ``sum_g w_g (1 - CC_g) + lam * mean |lap(displacement)|^2 / h^2
+  + fold * mean relu(0.2 - det / det0)``: ``h = 2^-c`` is the grid spacing (so ``lam`` means
+  the same at every level), and the last term keeps every control triangle at >= 20 % of its
+  signed area (no folds);
+* the stage's dense warp is composed onto the previous stages' warp (on ico-6).
+
+All tensors are float32 on the chosen device; the result is float64 on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..sphere.icosphere import icosphere, n_vertices
+from .cache import cached_tables
+from .geoconv import hex_laplacian
+from .geomorph import compose_warps
+from .labels import normalise
+from .losses import pearson
+from .warp import ico_sampler, upsample_displacement
+
+__all__ = ["OptimiseConfig", "optimise_warp", "smooth_on_ico"]
+
+DATA_LEVEL = 6
+
+
+@dataclass(frozen=True)
+class OptimiseConfig:
+    """Schedule of :func:`optimise_warp` (one entry per stage in each tuple).
+
+    Attributes
+    ----------
+    control_levels : icosphere level of each stage's control grid (coarse to fine, 0..5).
+    data_levels : icosphere level (<= 6) on which each stage compares the images.
+    steps : Adam steps per stage.
+    smoothing : umbrella-Laplacian smoothing iterations of both images per stage (on ico-6).
+    lam : weight of the control-grid bending term (dimensionless, see the module docstring).
+    fold : weight of the control-triangle area barrier.
+    lr : Adam learning rate (unit-sphere units; 0.01 ~ 0.6 degrees per step).
+    relocate_every : the triangles containing the warped points are looked up every this many
+        steps and reused in between (barycentric weights are always recomputed; a point that
+        left its triangle is extrapolated linearly until the next look-up).
+    channel_weights : per-channel weights of ``1 - CC`` (None: equal, summing to 1).
+    """
+
+    control_levels: tuple[int, ...] = (2, 3, 4)
+    data_levels: tuple[int, ...] = (4, 5, 6)
+    steps: tuple[int, ...] = (60, 60, 60)
+    smoothing: tuple[int, ...] = (30, 10, 3)
+    lam: float = 16.0
+    fold: float = 10.0
+    lr: float = 0.01
+    relocate_every: int = 5
+    channel_weights: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.control_levels)
+        if n == 0:
+            raise ValueError("OptimiseConfig needs at least one stage")
+        for name in ("data_levels", "steps", "smoothing"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"OptimiseConfig.{name} must have {n} entries (one per stage), "
+                                 f"got {len(getattr(self, name))}")
+        for c, d in zip(self.control_levels, self.data_levels):
+            if not 0 <= c <= d <= DATA_LEVEL:
+                raise ValueError(f"need 0 <= control level ({c}) <= data level ({d}) <= {DATA_LEVEL}")
+        if any(s < 0 for s in self.steps) or any(s < 0 for s in self.smoothing):
+            raise ValueError("steps and smoothing must be >= 0")
+        if self.lam < 0 or self.fold < 0 or self.lr <= 0 or self.relocate_every < 1:
+            raise ValueError("lam and fold must be >= 0, lr > 0 and relocate_every >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (lists for tuples)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "OptimiseConfig":
+        """Inverse of :meth:`to_dict` (unknown keys are refused)."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown OptimiseConfig keys: {', '.join(unknown)}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+@dataclass
+class OptimiseResult:
+    """Output of :func:`optimise_warp`.
+
+    Attributes
+    ----------
+    warp : (40962, 3) float64 pull-back warp on ico-6, unit sphere.
+    history : per stage, the loss before the first and after the last step.
+    """
+
+    warp: np.ndarray
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def smooth_on_ico(x: Tensor, iterations: int, level: int = DATA_LEVEL) -> Tensor:
+    """``iterations`` steps of ``x += 0.5 * lap(x)`` on ico-``level``; x (B, V, C) -> same shape."""
+    for _ in range(iterations):
+        x = x + 0.5 * hex_laplacian(x, level)
+    return x
+
+
+@cached_tables(maxsize=None)
+def _control_grid(level: int) -> tuple[Tensor, Tensor]:
+    """Unit-sphere ico-``level`` vertices (V, 3) float64 and faces (F, 3) int64, CPU (cached)."""
+    v, f = icosphere(level)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return torch.from_numpy(np.array(v)), torch.from_numpy(np.array(f, dtype=np.int64))
+
+
+def _signed_area(points: Tensor, faces: Tensor) -> Tensor:
+    """(B, F) triple products ``((b - a) x (c - a)) . a`` of each triangle (outward positive)."""
+    a, b, c = points[:, faces[:, 0]], points[:, faces[:, 1]], points[:, faces[:, 2]]
+    return (torch.cross(b - a, c - a, dim=-1) * a).sum(-1)
+
+
+def _similarity(warped: Tensor, fixed: Tensor, mask: Tensor, weights: Tensor) -> Tensor:
+    """sum_c w_c (1 - CC_c), CC over ``mask`` (B, V, C) -> scalar (batch mean)."""
+    B, V, C = warped.shape
+    cc = pearson(warped.transpose(1, 2).reshape(B * C, V), fixed.transpose(1, 2).reshape(B * C, V),
+                 mask.transpose(1, 2).reshape(B * C, V)).reshape(B, C)
+    return ((1.0 - cc) * weights).sum(-1).mean()
+
+
+def optimise_warp(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
+                  config: OptimiseConfig | None = None, *, init: np.ndarray | Tensor | None = None,
+                  mask: np.ndarray | Tensor | None = None, device: str | torch.device = "cpu"
+                  ) -> OptimiseResult:
+    """Find a smooth pull-back warp registering ``moving`` to ``fixed`` (both on ico-6).
+
+    Parameters
+    ----------
+    moving, fixed : (40962, K) features on the template's ico-6 grid (moving already rigidly
+        aligned and sampled there; normalised, e.g. z-scored).
+    config : the schedule (default :class:`OptimiseConfig`).
+    init : optional (40962, 3) initial pull-back warp (unit sphere), e.g. a network's output;
+        the optimised stages are composed after it.
+    mask : optional (40962,) or (40962, K) bool, where ``fixed`` counts (default ``fixed != 0``,
+        the templates' medial wall is 0).
+    device : torch device for the computation.
+
+    Returns
+    -------
+    :class:`OptimiseResult` with the (40962, 3) float64 warp (unit sphere, CPU). Bit-identical
+    across runs on the same machine and device: torch's deterministic algorithms are switched
+    on for the call (the gradients' scatter-adds are otherwise summed in a varying order) and
+    the previous setting is restored afterwards.
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return _optimise(moving, fixed, config, init=init, mask=mask, device=device)
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=warn_only)
+
+
+def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
+                  config: OptimiseConfig | None = None, *, init: np.ndarray | Tensor | None = None,
+                  mask: np.ndarray | Tensor | None = None, device: str | torch.device = "cpu"
+                  ) -> OptimiseResult:
+    cfg = config or OptimiseConfig()
+    dev = torch.device(device)
+    nv = n_vertices(DATA_LEVEL)
+    mov = torch.as_tensor(np.asarray(moving) if not isinstance(moving, Tensor) else moving,
+                          dtype=torch.float32, device=dev)
+    fix = torch.as_tensor(np.asarray(fixed) if not isinstance(fixed, Tensor) else fixed,
+                          dtype=torch.float32, device=dev)
+    if mov.dim() == 1:
+        mov = mov[:, None]
+    if fix.dim() == 1:
+        fix = fix[:, None]
+    if mov.shape != fix.shape or mov.shape[0] != nv:
+        raise ValueError(f"moving and fixed must both be ({nv}, K) on ico-6, got "
+                         f"{tuple(mov.shape)} and {tuple(fix.shape)}")
+    k = mov.shape[1]
+    if mask is None:
+        m = fix != 0
+    else:
+        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask, device=dev)
+        m = (m[:, None] if m.dim() == 1 else m).expand(nv, k).bool()
+    w = torch.full((k,), 1.0 / k, device=dev) if cfg.channel_weights is None else \
+        torch.as_tensor(cfg.channel_weights, dtype=torch.float32, device=dev)
+    if w.shape != (k,):
+        raise ValueError(f"channel_weights has {w.numel()} entries for {k} channels")
+    mov, fix, m = mov[None], fix[None], m[None]
+
+    if init is None:
+        total = _control_grid(DATA_LEVEL)[0].to(device=dev, dtype=torch.float32)[None]
+    else:
+        total = normalise(torch.as_tensor(np.asarray(init) if not isinstance(init, Tensor) else init,
+                                          dtype=torch.float32, device=dev))[None]
+        if total.shape != (1, nv, 3):
+            raise ValueError(f"init must be ({nv}, 3), got {tuple(total.shape[1:])}")
+    sampler = ico_sampler(DATA_LEVEL)
+    history: list[dict[str, float]] = []
+    for c, d, n_steps, iters in zip(cfg.control_levels, cfg.data_levels, cfg.steps, cfg.smoothing):
+        nd = n_vertices(d)
+        # the moving image as warped by the previous stages, resampled once per stage
+        current = mov if init is None and not history else sampler(mov, total)
+        cur_s = smooth_on_ico(current, iters)
+        fix_s, m_d = smooth_on_ico(fix, iters)[:, :nd], m[:, :nd]
+        base_cpu, faces_cpu = _control_grid(c)
+        base = base_cpu.to(device=dev, dtype=torch.float32)[None]
+        faces = faces_cpu.to(dev)
+        area0 = _signed_area(base, faces)
+        offset = torch.zeros_like(base, requires_grad=True)
+        opt = torch.optim.Adam([offset], lr=cfg.lr)
+        scale = float(4 ** c)  # 1 / h^2 with h = 2^-c
+        located: Tensor | None = None
+
+        def loss_of(ctrl: Tensor, step: int) -> Tensor:
+            nonlocal located
+            points = upsample_displacement(ctrl, c, d)
+            if located is None or step % cfg.relocate_every == 0:
+                located = sampler.locate(points)  # containing triangles move slowly: reuse them
+            corners, bary = sampler.weights(points, located)
+            warped = (cur_s[0][corners] * bary.unsqueeze(-1)).sum(-2)
+            sim = _similarity(warped, fix_s, m_d, w)
+            bend = (hex_laplacian(ctrl - base, c) ** 2).sum(-1).mean() * scale
+            folds = torch.relu(0.2 - _signed_area(ctrl, faces) / area0).mean()
+            return sim + cfg.lam * bend + cfg.fold * folds
+
+        first = float("nan")
+        best, best_offset = float("inf"), offset.detach().clone()
+        for step in range(n_steps):
+            for group in opt.param_groups:  # cosine decay to 5 % of lr: Adam's steps do not shrink
+                group["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / n_steps)))
+            loss = loss_of(normalise(base + offset), step)
+            value = float(loss.detach())
+            if step == 0:
+                first = value
+            if value < best:  # the loss of the current offsets, before this step moves them
+                best, best_offset = value, offset.detach().clone()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            last = float(loss_of(normalise(base + offset), 0))
+            if last > best:
+                offset.copy_(best_offset)
+                last = best
+            ctrl = normalise(base + offset)
+            total = compose_warps(total, upsample_displacement(ctrl, c, DATA_LEVEL), DATA_LEVEL)
+        history.append({"control_level": c, "data_level": d, "loss_first": first, "loss_last": last})
+    return OptimiseResult(warp=total[0].detach().to("cpu", torch.float64).numpy(), history=history)

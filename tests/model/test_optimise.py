@@ -1,0 +1,89 @@
+"""optimise_warp: schedule validation, fixed points, refinement of an initial warp, no folds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from geomorph_bids.engine.register import warp_folded_triangles
+from geomorph_bids.io.templates import load_template
+from geomorph_bids.model.optimise import OptimiseConfig, optimise_warp, smooth_on_ico
+from geomorph_bids.model.warp import ico_sampler
+from geomorph_bids.sphere.icosphere import icosphere
+from geomorph_bids.sphere.locate import unit
+from geomorph_bids.sphere.rotation import angle_between, rotation_matrix
+
+ICO6 = unit(icosphere(6)[0])
+FAST = OptimiseConfig(control_levels=(2, 3), data_levels=(4, 5), steps=(40, 40), smoothing=(20, 6))
+
+
+def _angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.degrees(np.arccos(np.clip((unit(a) * unit(b)).sum(1), -1, 1)))
+
+
+@pytest.fixture(scope="module")
+def sulc() -> np.ndarray:
+    s = load_template("fsLR", "L").features["sulc"]
+    return np.where(s == 0, 0.0, (s - s[s != 0].mean()) / s[s != 0].std())
+
+
+def test_config_validation_and_round_trip():
+    with pytest.raises(ValueError, match="data_levels must have 2 entries"):
+        OptimiseConfig(control_levels=(2, 3), data_levels=(4,), steps=(1, 1), smoothing=(0, 0))
+    with pytest.raises(ValueError, match="control level"):
+        OptimiseConfig(control_levels=(5,), data_levels=(4,), steps=(1,), smoothing=(0,))
+    with pytest.raises(ValueError, match="unknown OptimiseConfig keys: bogus"):
+        OptimiseConfig.from_dict({"bogus": 1})
+    assert OptimiseConfig.from_dict(FAST.to_dict()) == FAST
+
+
+def test_identical_images_stay_put(sulc):
+    res = optimise_warp(sulc, sulc, FAST)
+    assert res.warp.shape == (40962, 3)
+    assert np.median(_angles(res.warp, ICO6)) < 0.05
+    assert all(h["loss_last"] <= h["loss_first"] + 1e-6 for h in res.history)
+
+
+def test_zero_steps_return_the_initial_warp(sulc):
+    init = ICO6 @ rotation_matrix([0, 0, 1], 3.0).T
+    cfg = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(0,), smoothing=(0,))
+    res = optimise_warp(sulc, sulc, cfg, init=init)
+    assert np.max(_angles(res.warp, init)) < 1e-4
+
+
+def test_recovers_a_rotation_of_the_image(sulc):
+    """moving(x) = fixed(R x): the pull-back warp that registers it is x -> R^T x."""
+    rot = rotation_matrix([0.3, 0.2, 1.0], 4.0)
+    moving = ico_sampler(6)(torch.as_tensor(sulc, dtype=torch.float64)[None, :, None],
+                            torch.as_tensor(ICO6 @ rot.T)[None])[0, :, 0].numpy()
+    truth = ICO6 @ rot  # warp[x] = R^T x
+    start = np.median(_angles(ICO6, truth))
+    res = optimise_warp(moving, sulc, FAST, mask=sulc != 0)
+    err = _angles(res.warp, truth)
+    assert start == pytest.approx(4.0 * 0.75, abs=1.5)  # points away from the axis move most
+    assert np.median(err) < 0.25 * start
+    assert warp_folded_triangles(res.warp, 6) == 0
+
+
+def test_fold_barrier_keeps_a_big_step_fold_free(sulc):
+    rng = np.random.default_rng(0)
+    noisy = sulc + rng.normal(0, 1.0, sulc.shape)
+    cfg = OptimiseConfig(control_levels=(3,), data_levels=(5,), steps=(40,), smoothing=(0,),
+                         lam=0.0, lr=0.05)
+    res = optimise_warp(noisy, sulc, cfg)
+    assert warp_folded_triangles(res.warp, 6) == 0
+
+
+def test_smoothing_keeps_constants_and_reduces_noise():
+    x = torch.as_tensor(np.random.default_rng(1).normal(size=(1, 40962, 1)), dtype=torch.float32)
+    assert torch.allclose(smooth_on_ico(torch.ones_like(x), 5), torch.ones_like(x))
+    assert float(smooth_on_ico(x, 10).std()) < 0.3 * float(x.std())
+    assert float(smooth_on_ico(x, 10).mean()) == pytest.approx(float(x.mean()), abs=1e-3)
+
+
+def test_bad_shapes_are_refused(sulc):
+    with pytest.raises(ValueError, match=r"\(40962, K\) on ico-6"):
+        optimise_warp(sulc[:100], sulc[:100])
+    with pytest.raises(ValueError, match="channel_weights has 2 entries for 1 channels"):
+        optimise_warp(sulc, sulc, OptimiseConfig(channel_weights=(0.5, 0.5)))
