@@ -4,9 +4,11 @@ Methods
 -------
 * ``identity``: the input sphere unchanged (what you get without registering).
 * ``rigid``: ``register(..., rigid_only=True)`` (rotation from the features).
-* ``geomorph:<checkpoint>``: ``register(..., model=PATH)``, one per ``--model PATH``; only on
-  the cases of the checkpoint's template and hemisphere (pass an fsLR and an fsaverage model to
-  fill every case).
+* ``optimise``: ``register(...)`` with no network: rigid, then the GeoMorph warp optimised for
+  the pair (:mod:`geomorph_bids.model.optimise`, default schedule); the package default.
+* ``geomorph:<checkpoint>``: ``register(..., model=PATH, optimise=False)`` (network only) and
+  ``geomorph+optimise:<checkpoint>`` (network, then optimisation), one pair per ``--model PATH``;
+  only on the cases of the checkpoint's template and hemisphere.
 
 Cases
 -----
@@ -82,9 +84,12 @@ def _run(method: str, vertices: np.ndarray, faces: np.ndarray, sulc: np.ndarray,
         out = unit(vertices) * 100.0
     elif method == "rigid":
         out = register((vertices, faces), {"sulc": sulc}, template, hemi, rigid_only=True).sphere
-    elif method.startswith("geomorph:"):
-        out = register((vertices, faces), {"sulc": sulc}, template, hemi, model=method[len("geomorph:"):],
-                       device=device).sphere
+    elif method == "optimise":
+        out = register((vertices, faces), {"sulc": sulc}, template, hemi, device=device).sphere
+    elif method.startswith("geomorph:") or method.startswith("geomorph+optimise:"):
+        kind, _, path = method.partition(":")
+        out = register((vertices, faces), {"sulc": sulc}, template, hemi, model=path, device=device,
+                       optimise=kind == "geomorph+optimise").sphere
     else:
         raise ValueError(f"unknown method {method!r}")
     return out, time.perf_counter() - t
@@ -92,11 +97,11 @@ def _run(method: str, vertices: np.ndarray, faces: np.ndarray, sulc: np.ndarray,
 
 def _applicable(method: str, template: str, hemi: str) -> bool:
     """False for a checkpoint made for another template or hemisphere (its row is skipped)."""
-    if not method.startswith("geomorph:"):
+    if ":" not in method:
         return True
     from geomorph_bids.model.checkpoint import read_metadata
 
-    meta = read_metadata(method[len("geomorph:"):])
+    meta = read_metadata(method.partition(":")[2])
     return meta.template == template and (meta.hemisphere not in ("L", "R") or meta.hemisphere == hemi)
 
 
@@ -190,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-real", action="store_true")
     args = p.parse_args(argv)
 
-    methods = ["identity", "rigid"] + [f"geomorph:{m}" for m in args.model]
+    methods = ["identity", "rigid", "optimise"] + [f"{kind}:{m}" for m in args.model
+                                                   for kind in ("geomorph", "geomorph+optimise")]
     if find_spec("cat_surf") is not None:
         print("note: cat-surf is installed, but its spherical_demon registers anatomical surfaces "
               "(curvature), not feature maps; it is not run on these cases (see the docstring).\n")

@@ -69,13 +69,13 @@ class OptimiseConfig:
     """
 
     control_levels: tuple[int, ...] = (2, 3, 4)
-    data_levels: tuple[int, ...] = (4, 5, 6)
+    data_levels: tuple[int, ...] = (4, 5, 5)
     steps: tuple[int, ...] = (60, 60, 60)
     smoothing: tuple[int, ...] = (30, 10, 3)
     lam: float = 16.0
     fold: float = 10.0
     lr: float = 0.01
-    relocate_every: int = 5
+    relocate_every: int = 10
     channel_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
