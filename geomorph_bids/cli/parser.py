@@ -1,0 +1,99 @@
+"""Argument parser of ``geomorph-bids`` (BIDS-Apps conventions, fMRIPrep's option names)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .. import __version__
+from ..io.discover import FEATURES
+
+__all__ = ["build_parser", "parse_derivatives"]
+
+
+def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
+    """``["smriprep=/data/deriv/smriprep", "/other"]`` -> ``{"smriprep": ..., "other": ...}``."""
+    if not specs:
+        return None
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = Path(spec).name, spec
+        if not name or not path:
+            raise argparse.ArgumentTypeError(f"--derivatives expects NAME=PATH or PATH, got {spec!r}")
+        out[name] = Path(path).absolute()
+    return out
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``geomorph-bids`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="geomorph-bids",
+        description="GeoMorph cortical surface registration as a BIDS-App: registers each "
+                    "subject's native cortical spheres (FreeSurfer, sMRIPrep/fMRIPrep or HCP "
+                    "outputs) to fsLR or fsaverage and writes BIDS derivatives.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("bids_dir", type=Path, help="the BIDS dataset root")
+    p.add_argument("output_dir", type=Path, help="where the derivatives are written")
+    p.add_argument("analysis_level", choices=("participant", "group"),
+                   help="participant: register each subject; group: table of every participant's metrics")
+    p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log messages (-vv: debug)")
+
+    g = p.add_argument_group("selecting the data")
+    g.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+                   help="subjects to process, with or without 'sub-' (default: all found)")
+    g.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
+                   help="sessions to process, with or without 'ses-' (default: the session-less "
+                        "anatomy, else each session that has inputs)")
+    g.add_argument("--bids-filter-file", type=Path, metavar="FILE",
+                   help="JSON of BIDS entities selecting the inputs: {\"session\": [\"pre\"]} "
+                        "(also fMRIPrep's nested form {\"t1w\": {\"session\": \"pre\"}}); "
+                        "entities: subject, session")
+    g.add_argument("--fs-subjects-dir", type=Path, metavar="DIR",
+                   help="FreeSurfer SUBJECTS_DIR (default: <bids_dir>/derivatives/freesurfer)")
+    g.add_argument("--derivatives", nargs="+", metavar="NAME=PATH",
+                   help="sMRIPrep/fMRIPrep/HCP output folders (default: every folder of "
+                        "<bids_dir>/derivatives)")
+    g.add_argument("--hemi", nargs="+", choices=("L", "R"), default=["L", "R"], help="hemispheres")
+    g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
+                   help="do not check that bids_dir is a BIDS dataset (dataset_description.json)")
+
+    g = p.add_argument_group("registration and outputs")
+    g.add_argument("--template", choices=("fsLR", "fsaverage"), default="fsLR", help="target template")
+    g.add_argument("--output-density", default=None, metavar="DEN",
+                   help="density of the resampled features: fsLR 32k (default), 59k (TemplateFlow only), "
+                        "164k, ico6; fsaverage 10k, 41k (default), 164k (= ico5, ico6, ico7)")
+    g.add_argument("--features", nargs="+", choices=FEATURES, default=["sulc"],
+                   help="features resampled and written (the registration's own features are always written)")
+    g.add_argument("--model", default="default", metavar="PATH|NAME",
+                   help="'default' (rigid pre-alignment, then the GeoMorph warp optimised per hemisphere "
+                        "while no trained network ships), 'rigid' (pre-alignment only) or a checkpoint "
+                        "from geomorph-train")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+    g = p.add_argument_group("execution")
+    g.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
+                   help="Nipype working directory; reruns with the same one resume (default: ./work)")
+    g.add_argument("--nprocs", "--nthreads", "--n_cpus", type=_positive_int, default=os.cpu_count() or 1,
+                   help="process slots for the whole run")
+    g.add_argument("--omp-nthreads", type=_positive_int, default=None,
+                   help="threads per registration (default: nprocs // 2, at least 1, at most 8)")
+    g.add_argument("--mem-gb", type=float, default=None, help="memory limit for Nipype's scheduler")
+    g.add_argument("--use-plugin", type=Path, metavar="FILE",
+                   help="Nipype plugin settings (YAML: {plugin: MultiProc, plugin_args: {...}}); "
+                        "default MultiProc with --nprocs")
+    g.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first failed node")
+    g.add_argument("--reports-only", action="store_true",
+                   help="process nothing: summarise the participant outputs already in output_dir "
+                        "(the HTML report arrives with issue 5)")
+    return p

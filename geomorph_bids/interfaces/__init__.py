@@ -1,0 +1,13 @@
+"""Nipype interfaces: thin wrappers over :mod:`geomorph_bids.engine` and :mod:`geomorph_bids.io`.
+
+Each interface reads files, calls one engine/io function and writes files into its node's
+working directory, so that Nipype can cache it and reruns resume.
+"""
+
+from .bids import GeomorphDataSink
+from .features import LoadFeatures
+from .metrics import WriteMetrics
+from .registration import Register
+from .resampling import ResampleFeatures
+
+__all__ = ["GeomorphDataSink", "LoadFeatures", "Register", "ResampleFeatures", "WriteMetrics"]

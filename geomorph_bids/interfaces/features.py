@@ -1,0 +1,75 @@
+"""Load one hemisphere's native sphere and feature maps, validate them, fix their sign."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined,
+                                    traits)
+
+from ..errors import InputError
+
+__all__ = ["LoadFeatures"]
+
+
+class _LoadFeaturesInputSpec(BaseInterfaceInputSpec):
+    sphere = File(exists=True, mandatory=True, desc="native sphere (GIFTI or FreeSurfer ?h.sphere)")
+    feature_files = traits.List(File(exists=True), mandatory=True, desc="feature maps on the sphere")
+    feature_names = traits.List(traits.Str, mandatory=True, desc="feature names, same order")
+    signs = traits.List(traits.Float, desc="factor per feature converting it to FreeSurfer's sign "
+                                           "(-1 for HCP sulc/curv); default all +1")
+    sphere_reg = File(exists=True, desc="optional FreeSurfer sphere.reg (same topology)")
+    hemi = traits.Enum("L", "R", mandatory=True)
+    subject = traits.Str("", usedefault=True, desc="subject label, for error messages")
+
+
+class _LoadFeaturesOutputSpec(TraitedSpec):
+    sphere = File(exists=True, desc="validated sphere, radius 100, centred, outward triangles")
+    feature_files = traits.List(File(exists=True), desc="features in FreeSurfer's sign (.shape.gii)")
+    feature_names = traits.List(traits.Str)
+    sphere_reg = File(desc="validated sphere.reg (GIFTI), when given")
+    n_vertices = traits.Int()
+
+
+class LoadFeatures(SimpleInterface):
+    """Read and validate a native sphere and its feature maps (one-line InputError on bad
+    input), apply the sign convention and write them as GIFTI in the node directory."""
+
+    input_spec = _LoadFeaturesInputSpec
+    output_spec = _LoadFeaturesOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..io import read_feature, read_sphere, write_metric, write_surface
+
+        hemi, subject = self.inputs.hemi, self.inputs.subject or None
+        names = list(self.inputs.feature_names)
+        files = list(self.inputs.feature_files)
+        signs = list(self.inputs.signs) if isdefined(self.inputs.signs) and self.inputs.signs else [1.0] * len(names)
+        if not (len(names) == len(files) == len(signs)):
+            raise ValueError(f"{len(names)} feature names, {len(files)} files and {len(signs)} signs")
+        try:
+            sphere = read_sphere(self.inputs.sphere)
+            out_sphere = os.path.join(runtime.cwd, "sphere.surf.gii")
+            write_surface(out_sphere, sphere.vertices, sphere.faces, hemi=hemi, geometric_type="Spherical")
+            outs = []
+            for name, path, sign in zip(names, files, signs):
+                values = np.asarray(read_feature(path, n_vertices=len(sphere.vertices)), dtype=np.float64)
+                if values.ndim != 1:
+                    raise InputError(f"holds {values.shape[1]} maps; one per file expected", path=path)
+                outs.append(write_metric(os.path.join(runtime.cwd, f"{name}.shape.gii"), sign * values,
+                                         hemi=hemi, names=[name]))
+            if isdefined(self.inputs.sphere_reg) and self.inputs.sphere_reg:
+                reg = read_sphere(self.inputs.sphere_reg)
+                if len(reg.vertices) != len(sphere.vertices):
+                    raise InputError(f"has {len(reg.vertices)} vertices but the sphere has "
+                                     f"{len(sphere.vertices)}", path=self.inputs.sphere_reg)
+                self._results["sphere_reg"] = str(write_surface(os.path.join(runtime.cwd, "sphere_reg.surf.gii"),
+                                                                reg.vertices, reg.faces, hemi=hemi))
+        except InputError as exc:
+            raise exc.with_context(subject=subject, hemi=hemi) from None
+        self._results["sphere"] = out_sphere
+        self._results["feature_files"] = [str(p) for p in outs]
+        self._results["feature_names"] = names
+        self._results["n_vertices"] = int(len(sphere.vertices))
+        return runtime

@@ -1,0 +1,127 @@
+"""Per-hemisphere workflow: load -> register -> resample -> metrics -> derivatives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from ..interfaces import GeomorphDataSink, LoadFeatures, Register, ResampleFeatures, WriteMetrics
+from ..io.discover import HemiInputs
+from .base import RunConfig
+
+__all__ = ["init_hemisphere_wf", "hemi_outputs", "FEATURE_SUFFIX"]
+
+#: output suffix of each feature (sMRIPrep's names; myelin as ``myelinw``)
+FEATURE_SUFFIX = {"sulc": "sulc", "curv": "curv", "thickness": "thickness", "myelin": "myelinw"}
+_SIGNED = ("sulc", "curv")
+
+
+def _entities(h: HemiInputs) -> str:
+    return f"sub-{h.subject}" + (f"_ses-{h.session}" if h.session else "")
+
+
+def _anat_dir(output_dir: Path, h: HemiInputs) -> Path:
+    return output_dir / f"sub-{h.subject}" / (f"ses-{h.session}" if h.session else "") / "anat"
+
+
+def hemi_outputs(h: HemiInputs, config: RunConfig) -> list[Path]:
+    """Every file the hemisphere workflow writes (sidecars included): for checks and cleanup."""
+    stem = _anat_dir(config.output_dir, h) / f"{_entities(h)}_hemi-{h.hemi}_space-{config.template}"
+    paths = [Path(f"{stem}_desc-geomorph_sphere.surf.gii"), Path(f"{stem}_desc-geomorph_sphere.json"),
+             Path(f"{stem}_desc-geomorph_metrics.json")]
+    for f in config.features:
+        base = f"{stem}_den-{config.density}_desc-geomorph_{FEATURE_SUFFIX[f]}"
+        paths += [Path(base + ".shape.gii"), Path(base + ".json")]
+    return paths
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
+    """Register one hemisphere and write its derivatives.
+
+    Nodes: ``load_features`` (validate, sign) -> ``register`` (pre-alignment + GeoMorph;
+    with a GPU it takes every process slot) -> ``resample`` (every feature onto the template
+    sphere at ``config.density``) and ``metrics``; ``outputs_ready`` waits for all of them, so
+    nothing of a hemisphere is written unless every step succeeded; then the ``ds_*`` sinks.
+    """
+    wf = pe.Workflow(name=f"hemi_{h.hemi}_wf")
+    features = list(config.features)
+    signs = [h.sign(f) for f in features]
+    flipped = [f for f, s in zip(features, signs) if s < 0]
+    sources = {f: _rel(h.features[f], config.bids_dir) for f in features}
+    sign_note = ("FreeSurfer (sulc and curv positive in sulci)" +
+                 (f"; the input's {', '.join(flipped)} (HCP sign) were negated" if flipped else ""))
+
+    load = pe.Node(LoadFeatures(sphere=str(h.sphere), feature_files=[str(h.features[f]) for f in features],
+                                feature_names=features, signs=signs, hemi=h.hemi, subject=h.subject),
+                   name="load_features")
+    if h.sphere_reg is not None:
+        load.inputs.sphere_reg = str(h.sphere_reg)
+    register = pe.Node(Register(channels=list(config.channels), template=config.template, hemi=h.hemi,
+                                model=config.model, device=config.device, num_threads=config.omp_nthreads,
+                                subject=h.subject),
+                       name="register", n_procs=config.nprocs if config.gpu else config.omp_nthreads,
+                       mem_gb=2.0)  # DESIGN.md target: peak RSS <= 2 GB per registration
+    resample = pe.Node(ResampleFeatures(template=config.template, hemi=h.hemi, density=config.density,
+                                        templateflow_home=config.templateflow_home),
+                       name="resample")
+    model = config.model or "default"
+    info = {"subject": h.subject, "session": h.session, "hemi": h.hemi, "template": config.template,
+            "model": model, "input_source": h.source, "sulc_sign": h.sulc_sign, "sign_convention": sign_note,
+            "input_sphere": _rel(h.sphere, config.bids_dir),
+            "input_sphere_reg": _rel(h.sphere_reg, config.bids_dir) if h.sphere_reg else None,
+            "input_features": sources, "features": features}
+    metrics = pe.Node(WriteMetrics(info=info, density=config.density), name="metrics")
+    n = len(features)
+    ready = pe.Node(niu.Merge(3), name="outputs_ready", run_without_submitting=True)
+
+    wf.connect([
+        (load, register, [("sphere", "sphere"), ("feature_files", "feature_files"),
+                          ("feature_names", "feature_names")]),
+        (load, resample, [("feature_files", "feature_files"), ("feature_names", "feature_names")]),
+        (register, resample, [("out_sphere", "registered_sphere")]),
+        (register, metrics, [("metrics_file", "registration")]),
+        (resample, metrics, [("density_source", "density_source")]),
+        (register, ready, [("out_sphere", "in1")]),
+        (resample, ready, [("out_files", "in2")]),
+        (metrics, ready, [("out_file", "in3")]),
+    ])
+    if h.sphere_reg is not None:
+        wf.connect(load, "sphere_reg", register, "sphere_reg")
+
+    source_file = str(config.bids_dir / f"sub-{h.subject}" / f"{_entities(h)}_hemi-{h.hemi}_sphere.surf.gii")
+    common = dict(base_directory=str(config.output_dir), source_file=source_file, hemi=h.hemi,
+                  space=config.template, desc="geomorph")
+
+    def sink(name: str, index: int, **kw) -> None:
+        pick = pe.Node(niu.Select(index=[index]), name=f"pick_{name}", run_without_submitting=True)
+        ds = pe.Node(GeomorphDataSink(**common, **kw), name=f"ds_{name}", run_without_submitting=True)
+        wf.connect([(ready, pick, [("out", "inlist")]), (pick, ds, [("out", "in_file")])])
+
+    sink("sphere", 0, suffix="sphere", meta_dict={
+        "Description": f"Native sphere mesh moved into {config.template} space by geomorph-bids "
+                       "(same vertices and triangles as the input sphere); use it where sMRIPrep's "
+                       "desc-msmsulc sphere is used.",
+        "Sources": [_rel(h.sphere, config.bids_dir)], "Template": config.template,
+        "RegistrationFeatures": list(config.channels), "Model": model,
+        "RegistrationMetrics": f"{_entities(h)}_hemi-{h.hemi}_space-{config.template}_desc-geomorph_metrics.json",
+        "InputSource": h.source, "SignConvention": sign_note})
+    for k, f in enumerate(features):
+        sink(f, 1 + k, suffix=FEATURE_SUFFIX[f], density=config.density, meta_dict={
+            "Description": f"{f} resampled onto the {config.template} {config.density} sphere through "
+                           "the geomorph-bids registration",
+            "Sources": [sources[f]], "Template": config.template, "Density": config.density,
+            "SpatialReference": config.density_sources.get(h.hemi, ""),
+            "ResamplingMethod": "ADAP_BARY_AREA", "Model": model,
+            "SignConvention": sign_note if f in _SIGNED else "as in the input",
+            "SignFlipped": h.sign(f) < 0})
+    sink("metrics", 1 + n, suffix="metrics")
+    return wf

@@ -1,0 +1,45 @@
+"""Synthetic BIDS datasets for the BIDS-App tests (ico-4 hemispheres from the bundled
+fsaverage template, moved by smooth warps and rotations: geomorph_bids.io.example_data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from geomorph_bids.io.example_data import (synthetic_hemisphere, template_hemisphere, write_freesurfer,
+                                           write_hcp, write_smriprep)
+
+LEVEL = 4  # 2562 vertices per hemisphere: fast, and enough for the rigid stage
+
+
+def make_dataset(root: Path, layout: str, subjects=("01", "02"), session: str | None = None,
+                 sphere_reg: bool = False) -> Path:
+    """A BIDS root with ``subjects`` in one layout: freesurfer, smriprep or hcp."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text(json.dumps(
+        {"Name": "test", "BIDSVersion": "1.9.0", "DatasetDOI": "doi:10.0000/test"}))
+    for s, subject in enumerate(subjects):
+        for k, hemi in enumerate(("L", "R")):
+            v, f, maps = template_hemisphere(hemi, LEVEL)
+            h = synthetic_hemisphere(hemi, v, f, maps, seed=[int(subject), k, 99])
+            if layout == "freesurfer":
+                name = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+                write_freesurfer(root / "derivatives" / "freesurfer", name, h, sphere_reg=sphere_reg)
+            elif layout == "smriprep":
+                write_smriprep(root / "derivatives" / "smriprep", subject, h, session=session)
+            elif layout == "hcp":
+                write_hcp(root / "derivatives" / "hcp", f"sub-{subject}", h)
+            else:
+                raise ValueError(layout)
+    return root
+
+
+@pytest.fixture(scope="session")
+def dataset_factory(tmp_path_factory):
+    """Callable (layout, **kw) -> a new dataset root under a fresh temporary folder."""
+    def factory(layout: str, **kw) -> Path:
+        return make_dataset(tmp_path_factory.mktemp(layout) / "bids", layout, **kw)
+
+    return factory

