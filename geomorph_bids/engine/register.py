@@ -60,7 +60,7 @@ from .prealign import correlation, prealign
 if TYPE_CHECKING:  # the optimiser (torch) is imported lazily
     from ..model.optimise import OptimiseConfig
 
-__all__ = ["Registration", "register", "apply_warp", "warp_folded_triangles", "upsample_warp",
+__all__ = ["Registration", "RegistrationItem", "register", "register_many", "apply_warp", "warp_folded_triangles", "upsample_warp",
            "resolve_device", "MIRROR"]
 
 RADIUS = 100.0
@@ -108,8 +108,11 @@ class Registration:
         Parameters
         ----------
         values : (V,) or (V, K) per-vertex values on the moving mesh (NaN = missing).
-        target : a (vertices, faces) sphere in template space (e.g. the template's 32k fsLR
-            sphere), or ``"icoN"`` (N = 0..7; ``"ico6"``: the template grid of 40962 vertices).
+        target : a (vertices, faces) sphere in template space; ``"icoN"`` (N = 0..7; ``"ico6"``:
+            the template grid of 40962 vertices); or an output density of the template
+            (``"32k"``, ``"59k"``, ``"164k"`` for fsLR; ``"10k"``, ``"41k"``, ``"164k"`` for
+            fsaverage), whose sphere is found by
+            :func:`geomorph_bids.io.templates.load_density_sphere` (ValueError if not installed).
         method : ``"adap_bary_area"`` (default, Workbench's ADAP_BARY_AREA) or ``"barycentric"``.
 
         Returns
@@ -119,9 +122,13 @@ class Registration:
         from ..sphere.resample import resample
 
         if isinstance(target, str):
-            if not (target.startswith("ico") and target[3:].isdigit()):
-                raise ValueError(f"target must be (vertices, faces) or 'ico0'..'ico7', got {target!r}")
-            target = icosphere(int(target[3:]))
+            if target.startswith("ico") and target[3:].isdigit():
+                target = icosphere(int(target[3:]))
+            else:
+                from ..io.templates import load_density_sphere
+
+                v, f, _ = load_density_sphere(self.template, self.hemi, target)
+                target = (v, f)
         return resample(values, (self.sphere, self.faces), target, method=method)
 
 
@@ -335,15 +342,102 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     ``warp_folded_triangles`` (ico-6 triangles the warp flips); ``rotation_deg``;
     ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``.
     """
-    t0 = time.perf_counter()
-    seconds: dict[str, float] = {}
-    if hemi not in ("L", "R"):
-        raise ValueError(f"hemi must be 'L' or 'R', got {hemi!r}")
+    items = [RegistrationItem(moving_sphere, moving_features, hemi, reg_sphere)]
+    return register_many(items, template, model, device, rigid_only=rigid_only, optimise=optimise,
+                         on_error="raise")[0]
+
+
+@dataclass
+class RegistrationItem:
+    """One hemisphere to register with :func:`register_many` (fields as in :func:`register`)."""
+
+    moving_sphere: SphereInput
+    moving_features: FeatureInput
+    hemi: str = "L"
+    reg_sphere: np.ndarray | str | Path | None = None
+
+
+@dataclass(eq=False)
+class _Job:
+    """A hemisphere after reading and rigid pre-alignment, waiting for its warp."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    work_f: np.ndarray
+    feats: dict[str, np.ndarray]
+    channels: tuple[str, ...]
+    loaded: "_Model | None"
+    mirrored: bool
+    tpl: Template
+    pre: Any
+    hemi: str
+    metrics: dict[str, Any]
+    seconds: dict[str, float]
+    t0: float
+    warp: np.ndarray | None = None     # (40962, 3) unit sphere, once known
+
+
+def register_many(items: Sequence[RegistrationItem], template: str | Template = "fsLR",
+                  model: str | Path | Any | None = None, device: str | Any = "auto", *,
+                  rigid_only: bool = False, optimise: "bool | OptimiseConfig" = True,
+                  batch_size: int = 8, on_error: str = "raise") -> list["Registration | Exception"]:
+    """Register many hemispheres with one model load and batched optimisation.
+
+    Same result per hemisphere as :func:`register` (up to float rounding of the batched
+    optimisation), for cohorts: the model is loaded once per hemisphere side, the templates and
+    index tables once, and the pair-wise optimisation runs ``batch_size`` pairs at a time in
+    one vectorised descent (:func:`geomorph_bids.model.optimise.optimise_warp` with a batch).
+
+    Parameters
+    ----------
+    items : the hemispheres (:class:`RegistrationItem`).
+    template, model, device, rigid_only, optimise : as in :func:`register`.
+    batch_size : pairs per optimisation batch (>= 1; memory grows linearly, ~60 MB per pair).
+    on_error : ``"raise"`` (the first bad input raises) or ``"return"`` (its slot in the
+        result holds the exception; the others are registered).
+
+    Returns
+    -------
+    One :class:`Registration` (or exception) per item, in order.
+    """
+    if on_error not in ("raise", "return"):
+        raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if model is None and optimise is False and not rigid_only:
         raise ValueError("optimise=False needs a model (a network); pass model=PATH, "
                          "optimise=True or rigid_only=True")
     dev = resolve_device(device) if not rigid_only else None
-    vertices, faces, feats = _read_inputs(moving_sphere, moving_features)
+    results: list[Registration | Exception | None] = [None] * len(items)
+    models: dict[tuple[str, tuple[str, ...]], _Model] = {}
+    for start in range(0, len(items), batch_size):
+        jobs: dict[int, _Job] = {}
+        for idx in range(start, min(start + batch_size, len(items))):
+            try:
+                jobs[idx] = _prepare(items[idx], template, model, dev, rigid_only, models)
+                if jobs[idx].loaded is not None:
+                    _network(jobs[idx], dev)
+            except (InputError, ValueError, OSError) as exc:
+                if on_error == "raise":
+                    raise
+                results[idx] = exc
+        if not rigid_only and optimise is not False and jobs:
+            _optimise_jobs(list(jobs.values()), optimise, dev)
+        for idx, job in jobs.items():
+            results[idx] = _finish(job, optimise if not rigid_only else False, dev)
+    return results  # type: ignore[return-value]
+
+
+def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: Any, rigid_only: bool,
+             models: dict) -> _Job:
+    """Read and check one item, load (or reuse) the model, rigid pre-alignment."""
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+    hemi = item.hemi
+    if hemi not in ("L", "R"):
+        raise ValueError(f"hemi must be 'L' or 'R', got {hemi!r}")
+    vertices, faces, feats = _read_inputs(item.moving_sphere, item.moving_features)
+    reg_sphere = item.reg_sphere
     if reg_sphere is not None and isinstance(reg_sphere, (str, Path)):
         from ..io.surfaces import read_sphere
 
@@ -355,7 +449,10 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     t = time.perf_counter()
     loaded = None
     if not rigid_only and model is not None:
-        loaded = _load_model(model, list(feats), template_name, hemi, dev)
+        key = (hemi, tuple(sorted(feats)))
+        if key not in models:  # one load per side and channel set, not per subject
+            models[key] = _load_model(model, list(feats), template_name, hemi, dev)
+        loaded = models[key]
         channels = loaded.channels
     else:
         have = (list(template.features) if isinstance(template, Template)
@@ -386,57 +483,82 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     t = time.perf_counter()
     pre = prealign(work_v, work_f, {c: feats[c] for c in channels}, tpl, reg_sphere=reg_v)
     seconds["seconds_prealign"] = time.perf_counter() - t
-    rotated = pre.sphere
     metrics: dict[str, Any] = {"template": tpl.name, "hemi": hemi, "rotation_deg": pre.metrics["rotation_deg"],
                                "rotation_method": pre.metrics["rotation_method"]}
     for c in channels:
         metrics[f"cc_{c}_before"] = pre.metrics.get(f"cc_{c}_before")
         metrics[f"cc_{c}_rigid"] = pre.metrics.get(f"cc_{c}_after")
+    return _Job(vertices=vertices, faces=faces, work_f=work_f, feats=feats, channels=channels, loaded=loaded,
+                mirrored=mirrored, tpl=tpl, pre=pre, hemi=hemi, metrics=metrics, seconds=seconds, t0=t0)
 
-    # 2. network, then pair-wise optimisation
+
+def _network(job: _Job, dev: Any) -> None:
+    """2a. the GeoMorph network's warp (job.warp, unit sphere on ico-6)."""
+    import torch
+
+    t = time.perf_counter()
+    loaded, channels, pre, tpl = job.loaded, job.channels, job.pre, job.tpl
+    net = loaded.net
+    level = net.config.data_level
+    if level > TEMPLATE_LEVEL:
+        raise ValueError(f"model data level {level} exceeds the template grid level {TEMPLATE_LEVEL}")
+    nv = n_vertices(level)
+    mov = np.stack([pre.features_on_template[c][:nv] for c in channels], axis=1)
+    fix = np.stack([np.asarray(tpl.features[c], dtype=np.float64)[:nv] for c in channels], axis=1)
+    mov_n, _ = loaded.spec(mov, channel_names=list(channels))
+    fix_n, _ = loaded.spec(fix, channel_names=list(channels))
+    param = next(net.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    with torch.inference_mode():
+        out = net(torch.as_tensor(mov_n, dtype=dtype, device=dev)[None],
+                  torch.as_tensor(fix_n, dtype=dtype, device=dev)[None])
+        warp = out.warp[0].detach().to("cpu", torch.float64).numpy()
+    if dev is not None and dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    job.seconds["seconds_network"] = time.perf_counter() - t
+    job.warp = unit(upsample_warp(warp, level, TEMPLATE_LEVEL))
+    job.metrics["data_level"] = level
+
+
+def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:
+    """2b. pair-wise optimisation of every job's warp, batched by channel count."""
+    from ..model.normalise import NormalisationSpec
+    from ..model.optimise import OptimiseConfig, optimise_warp
+
+    cfg = optimise if isinstance(optimise, OptimiseConfig) else OptimiseConfig()
+    groups: dict[int, list[_Job]] = {}
+    for job in jobs:
+        groups.setdefault(len(job.channels), []).append(job)
+    for group in groups.values():
+        t = time.perf_counter()
+        movs, fixs, masks, inits = [], [], [], []
+        for job in group:
+            spec = job.loaded.spec if job.loaded is not None else NormalisationSpec()
+            mov = np.stack([job.pre.features_on_template[c] for c in job.channels], axis=1)
+            fix = np.stack([np.asarray(job.tpl.features[c], dtype=np.float64) for c in job.channels], axis=1)
+            movs.append(spec(mov, channel_names=list(job.channels))[0])
+            fixs.append(spec(fix, channel_names=list(job.channels))[0])
+            masks.append(fix != 0)
+            inits.append(job.warp if job.warp is not None else unit(icosphere(TEMPLATE_LEVEL)[0]))
+        any_init = any(job.warp is not None for job in group)
+        res = optimise_warp(np.stack(movs), np.stack(fixs), cfg, mask=np.stack(masks),
+                            init=np.stack(inits) if any_init else None, device=dev)
+        share = (time.perf_counter() - t) / len(group)
+        for job, warp in zip(group, res.warp):
+            job.warp = warp
+            job.seconds["seconds_optimise"] = share
+            job.metrics["optimise"] = cfg.to_dict()
+            job.metrics["optimise_batch"] = len(group)
+
+
+def _finish(job: _Job, optimise: Any, dev: Any) -> Registration:
+    """3. output sphere through the inverse warp, and metrics."""
+    metrics, seconds, channels, tpl, feats = job.metrics, job.seconds, job.channels, job.tpl, job.feats
+    rotated = job.pre.sphere
     warp_ico6 = None
-    if loaded is not None:
-        import torch
-
+    if job.warp is not None:
         t = time.perf_counter()
-        net = loaded.net
-        level = net.config.data_level
-        if level > TEMPLATE_LEVEL:
-            raise ValueError(f"model data level {level} exceeds the template grid level {TEMPLATE_LEVEL}")
-        nv = n_vertices(level)
-        mov = np.stack([pre.features_on_template[c][:nv] for c in channels], axis=1)
-        fix = np.stack([np.asarray(tpl.features[c], dtype=np.float64)[:nv] for c in channels], axis=1)
-        mov_n, _ = loaded.spec(mov, channel_names=list(channels))
-        fix_n, _ = loaded.spec(fix, channel_names=list(channels))
-        param = next(net.parameters(), None)
-        dtype = param.dtype if param is not None else torch.float32
-        with torch.inference_mode():
-            out = net(torch.as_tensor(mov_n, dtype=dtype, device=dev)[None],
-                      torch.as_tensor(fix_n, dtype=dtype, device=dev)[None])
-            warp = out.warp[0].detach().to("cpu", torch.float64).numpy()
-        if dev is not None and dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        seconds["seconds_network"] = time.perf_counter() - t
-        warp_ico6 = unit(upsample_warp(warp, level, TEMPLATE_LEVEL))
-        metrics["data_level"] = level
-    if not rigid_only and optimise is not False:
-        from ..model.optimise import OptimiseConfig, optimise_warp
-        from ..model.normalise import NormalisationSpec
-
-        t = time.perf_counter()
-        cfg = optimise if isinstance(optimise, OptimiseConfig) else OptimiseConfig()
-        spec = loaded.spec if loaded is not None else NormalisationSpec()
-        mov = np.stack([pre.features_on_template[c] for c in channels], axis=1)
-        fix = np.stack([np.asarray(tpl.features[c], dtype=np.float64) for c in channels], axis=1)
-        mov_n, _ = spec(mov, channel_names=list(channels))
-        fix_n, _ = spec(fix, channel_names=list(channels))
-        res = optimise_warp(mov_n, fix_n, cfg, init=warp_ico6, mask=fix != 0, device=dev)
-        warp_ico6 = res.warp
-        seconds["seconds_optimise"] = time.perf_counter() - t
-        metrics["optimise"] = cfg.to_dict()
-    if warp_ico6 is not None:
-        t = time.perf_counter()
-        warp_ico6 = warp_ico6 * RADIUS
+        warp_ico6 = job.warp * RADIUS
         out_sphere = apply_warp(rotated, warp_ico6, TEMPLATE_LEVEL)
         metrics["warp_folded_triangles"] = warp_folded_triangles(warp_ico6, TEMPLATE_LEVEL)
         seconds["seconds_invert"] = time.perf_counter() - t
@@ -444,33 +566,33 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         out_sphere = unit(rotated) * RADIUS
         metrics["warp_folded_triangles"] = 0
     metrics["method"] = ("rigid" if warp_ico6 is None else
-                         "optimise" if loaded is None else
+                         "optimise" if job.loaded is None else
                          "geomorph" if optimise is False else "geomorph+optimise")
-
-    # 3. metrics
     t = time.perf_counter()
     if warp_ico6 is not None:
-        after = barycentric_weights((rotated, work_f), warp_ico6) @ np.column_stack([feats[c] for c in channels])
+        after = barycentric_weights((rotated, job.work_f), warp_ico6) @ np.column_stack([feats[c] for c in channels])
         for k, c in enumerate(channels):
             fixed = np.asarray(tpl.features[c], dtype=np.float64)
             metrics[f"cc_{c}_after"] = correlation(after[:, k], fixed, fixed != 0)
     else:
         for c in channels:
             metrics[f"cc_{c}_after"] = metrics[f"cc_{c}_rigid"]
-    rotation = pre.rotation
-    if mirrored:
+    rotation = job.pre.rotation
+    if job.mirrored:
         out_sphere = out_sphere @ MIRROR
         rotation = MIRROR @ rotation @ MIRROR
+    vertices, faces = job.vertices, job.faces
     summary = distortion_summary(distortion((unit(vertices) * RADIUS, faces), (out_sphere, faces)))
     metrics.update(summary)
     metrics["n_folded"] = int(summary["n_folded"])
-    metrics["mirrored"] = mirrored
+    metrics["mirrored"] = job.mirrored
     seconds["seconds_metrics"] = time.perf_counter() - t
     metrics["device"] = str(dev) if dev is not None else "cpu"
-    metrics.update(loaded.info if loaded is not None else
-                   {"model_name": "rigid", "model_version": None, "model_weights_sha256": None,
+    metrics.update(job.loaded.info if job.loaded is not None else
+                   {"model_name": "rigid" if warp_ico6 is None else None, "model_version": None,
+                    "model_weights_sha256": None,
                     "model_path": None})
     metrics.update(seconds)
-    metrics["seconds_total"] = time.perf_counter() - t0
+    metrics["seconds_total"] = sum(v for k, v in seconds.items() if k.startswith("seconds_"))
     return Registration(sphere=out_sphere, faces=faces, rotation=rotation, warp_ico6=warp_ico6,
-                        metrics=metrics, template=tpl.name, hemi=hemi)
+                        metrics=metrics, template=tpl.name, hemi=job.hemi)

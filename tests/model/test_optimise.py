@@ -87,3 +87,16 @@ def test_bad_shapes_are_refused(sulc):
         optimise_warp(sulc[:100], sulc[:100])
     with pytest.raises(ValueError, match="channel_weights has 2 entries for 1 channels"):
         optimise_warp(sulc, sulc, OptimiseConfig(channel_weights=(0.5, 0.5)))
+
+
+def test_a_batch_equals_separate_runs(sulc):
+    """Two independent pairs optimised together give each pair's own result."""
+    rots = [rotation_matrix([0.3, 0.2, 1.0], 4.0), rotation_matrix([1.0, -0.5, 0.2], 2.0)]
+    sampler = ico_sampler(6)
+    moving = np.stack([sampler(torch.as_tensor(sulc, dtype=torch.float64)[None, :, None],
+                               torch.as_tensor(ICO6 @ r.T)[None])[0].numpy() for r in rots])  # (2, V, 1)
+    together = optimise_warp(moving, sulc[None, :, None], FAST, mask=sulc != 0)
+    assert together.warp.shape == (2, 40962, 3)
+    for b in range(2):
+        alone = optimise_warp(moving[b], sulc, FAST, mask=sulc != 0)
+        assert np.max(_angles(together.warp[b], alone.warp)) < 1e-2
