@@ -14,7 +14,7 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import uuid  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -312,13 +312,19 @@ def run_participant(args) -> int:
     sources = {h: load_density_sphere(args.template, h, density, tf_home or None)[2] for h in args.hemi}
     device, gpu = _resolve_device(model, args.device)
     jobs, failures = collect_jobs(args, features)
-    omp = args.omp_nthreads or max(1, min(8, args.nprocs // 2))
+    batch = getattr(args, "batch_size", None)
+    omp = args.omp_nthreads or (args.nprocs if batch else max(1, min(8, args.nprocs // 2)))
     output_dir = args.output_dir.absolute()
     work_dir = args.work_dir.absolute()
     config = RunConfig(bids_dir=args.bids_dir.absolute(), output_dir=output_dir, work_dir=work_dir,
                        template=args.template, density=density, features=tuple(features), channels=channels,
                        model="" if model == "default" else model, device=device, gpu=gpu, omp_nthreads=omp,
                        nprocs=args.nprocs, templateflow_home=tf_home, density_sources=sources)
+    if batch:  # results of one settings combination live in their own folder (safe resume)
+        import hashlib
+
+        key = json.dumps([args.template, model, list(channels)], sort_keys=True).encode()
+        config = replace(config, batch_dir=str(work_dir / f"batch_{hashlib.sha1(key).hexdigest()[:10]}"))
     run_id = uuid.uuid4().hex[:8]
     crash_dir = output_dir / "logs" / f"crash-{run_id}"
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -332,6 +338,12 @@ def run_participant(args) -> int:
           f"(template {args.template}, density {density}, model {model}, device {device}, work dir {work_dir})",
           flush=True)
     crashed = False
+    if todo and batch:
+        from ..workflows.batch import run_batch_registration
+
+        bad = run_batch_registration(jobs, config, batch)
+        print(f"batch mode: registered {len(todo) - len(bad)} hemisphere(s) in this process, "
+              f"{batch} pair(s) per optimisation batch; {len(bad)} with bad input", flush=True)
     if todo:
         wf = init_geomorph_wf(jobs, config)
         plugin, plugin_args = _plugin(args)
@@ -343,6 +355,10 @@ def run_participant(args) -> int:
                 failures.append(Failure("*", None, "*", " ".join(str(exc).split())))
     if crash_dir.is_dir():
         failures += _crash_failures(crash_dir, names)
+    unique: dict[tuple, Failure] = {}
+    for f in failures:  # one line per hemisphere (in batch mode two nodes may report the same input)
+        unique.setdefault((f.subject, f.session, f.hemi), f)
+    failures = list(unique.values())
     failed_keys = {(f.subject, f.session, h) for f in failures for h in f.hemi.split(",")}
     rows = []
     for job, hemi in todo:

@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--use-plugin", type=Path, metavar="FILE",
                    help="Nipype plugin settings (YAML: {plugin: MultiProc, plugin_args: {...}}); "
                         "default MultiProc with --nprocs")
+    g.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="batch mode for large cohorts: register all hemispheres in this one process "
+                        "(one model load; the warp optimisation runs N pairs at a time), then write "
+                        "the same derivatives; default: one registration node per hemisphere")
     g.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first failed node")
     g.add_argument("--reports-only", action="store_true",
                    help="process nothing: summarise the participant outputs already in output_dir "

@@ -7,7 +7,8 @@ working directory, so that Nipype can cache it and reruns resume.
 from .bids import GeomorphDataSink
 from .features import LoadFeatures
 from .metrics import WriteMetrics
-from .registration import Register
+from .registration import PrecomputedRegistration, Register
 from .resampling import ResampleFeatures
 
-__all__ = ["GeomorphDataSink", "LoadFeatures", "Register", "ResampleFeatures", "WriteMetrics"]
+__all__ = ["GeomorphDataSink", "LoadFeatures", "PrecomputedRegistration", "Register", "ResampleFeatures",
+           "WriteMetrics"]

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -21,7 +22,8 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
 
 from ..errors import InputError
 
-__all__ = ["Register", "gpu_lock", "model_argument"]
+__all__ = ["Register", "PrecomputedRegistration", "BatchItem", "register_batch", "gpu_lock",
+           "model_argument", "registration_record", "write_registration"]
 
 
 def model_argument(model: str) -> tuple[str | None, bool]:
@@ -105,18 +107,120 @@ class Register(SimpleInterface):
                                   hemi=hemi, model=model, device=device, rigid_only=rigid_only, reg_sphere=reg)
         except InputError as exc:
             raise exc.with_context(subject=subject, hemi=hemi) from None
-        out_sphere = write_surface(os.path.join(runtime.cwd, "registered_sphere.surf.gii"), result.sphere,
-                                   result.faces, hemi=hemi, geometric_type="Spherical")
-        metrics = {"method": "rigid" if rigid_only else ("optimise" if model is None else "geomorph"),
-                   "registration_features": channels,
-                   "model_argument": self.inputs.model or "default",
-                   "used_sphere_reg": reg is not None,
-                   **_jsonable(result.metrics),  # register()'s own "method" wins when it gives one
-                   "rotation": np.round(result.rotation, 10).tolist()}
-        metrics_file = Path(runtime.cwd) / "registration.json"
-        metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        out_sphere, metrics_file = write_registration(
+            runtime.cwd, result, hemi, registration_record(result, channels, self.inputs.model, reg is not None))
         self._results["out_sphere"] = str(out_sphere)
         self._results["metrics_file"] = str(metrics_file)
+        return runtime
+
+
+def registration_record(result, channels: list[str], model_arg: str, used_sphere_reg: bool) -> dict:
+    """The registration metrics document (JSON-able) of one :class:`Registration`."""
+    rigid_only = model_arg == "rigid"
+    return {"method": "rigid" if rigid_only else ("optimise" if model_arg in ("", "default") else "geomorph"),
+            "registration_features": list(channels),
+            "model_argument": model_arg or "default",
+            "used_sphere_reg": bool(used_sphere_reg),
+            **_jsonable(result.metrics),  # register()'s own "method" wins when it gives one
+            "rotation": np.round(result.rotation, 10).tolist()}
+
+
+def write_registration(folder: str | Path, result, hemi: str, record: dict) -> tuple[Path, Path]:
+    """Write ``registered_sphere.surf.gii`` and ``registration.json`` into ``folder``."""
+    from ..io import write_surface
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out_sphere = write_surface(folder / "registered_sphere.surf.gii", result.sphere, result.faces, hemi=hemi,
+                               geometric_type="Spherical")
+    metrics_file = folder / "registration.json"
+    metrics_file.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return Path(out_sphere), metrics_file
+
+
+# ------------------------------------------------------------------------------ batch mode
+
+@dataclass
+class BatchItem:
+    """One hemisphere for :func:`register_batch`: its inputs (``signs`` convert each feature
+    to FreeSurfer's sign) and the folder its results go to."""
+
+    folder: Path
+    subject: str
+    hemi: str
+    sphere: Path
+    features: dict[str, Path]
+    signs: dict[str, float]
+    sphere_reg: Path | None = None
+
+
+def register_batch(items: list[BatchItem], channels: list[str], template: str, model: str, device: str,
+                   batch_size: int) -> dict[int, str]:
+    """Register many hemispheres in this process (one model load, batched optimisation,
+    :func:`geomorph_bids.engine.register.register_many`). Each item's folder receives
+    ``registered_sphere.surf.gii`` + ``registration.json``, or ``error.txt`` (one line) when its
+    input is bad. Returns {item index: error line} for the failed ones."""
+    from ..engine.register import RegistrationItem, register_many
+    from ..io import read_feature, read_sphere
+
+    model_path, rigid_only = model_argument(model)
+    errors: dict[int, str] = {}
+    ready: list[tuple[int, RegistrationItem]] = []
+    for i, item in enumerate(items):
+        try:
+            sphere = read_sphere(item.sphere)
+            maps = {c: item.signs.get(c, 1.0) * read_feature(item.features[c], n_vertices=len(sphere.vertices))
+                    for c in channels}
+            reg = read_sphere(item.sphere_reg).vertices if item.sphere_reg else None
+            if reg is not None and len(reg) != len(sphere.vertices):
+                raise InputError(f"has {len(reg)} vertices but the sphere has {len(sphere.vertices)}",
+                                 path=item.sphere_reg)
+            ready.append((i, RegistrationItem((sphere.vertices, sphere.faces), maps, item.hemi, reg)))
+        except InputError as exc:
+            errors[i] = str(exc.with_context(subject=item.subject, hemi=item.hemi))
+        except (ValueError, OSError) as exc:
+            errors[i] = f"sub-{item.subject} hemi-{item.hemi}: {' '.join(str(exc).split())}"
+    with gpu_lock(device):
+        results = register_many([r for _, r in ready], template, model_path, device, rigid_only=rigid_only,
+                                batch_size=batch_size, on_error="return")
+    for (i, req), result in zip(ready, results):
+        item = items[i]
+        if isinstance(result, Exception):
+            exc = result.with_context(subject=item.subject, hemi=item.hemi) if isinstance(result, InputError) else result
+            errors[i] = " ".join(str(exc).split())
+            continue
+        write_registration(item.folder, result, item.hemi,
+                           registration_record(result, channels, model, req.reg_sphere is not None))
+    for i, line in errors.items():
+        items[i].folder.mkdir(parents=True, exist_ok=True)
+        (items[i].folder / "error.txt").write_text(line + "\n")
+    return errors
+
+
+class _PrecomputedInputSpec(BaseInterfaceInputSpec):
+    folder = traits.Str(mandatory=True, desc="the item folder written by register_batch")
+    subject = traits.Str("", usedefault=True)
+    hemi = traits.Enum("L", "R", mandatory=True)
+
+
+class PrecomputedRegistration(SimpleInterface):
+    """Hand on a registration computed by :func:`register_batch` (batch mode); a failed item
+    raises its one-line error, so only that hemisphere fails."""
+
+    input_spec = _PrecomputedInputSpec
+    output_spec = _RegisterOutputSpec
+
+    def _run_interface(self, runtime):
+        folder = Path(self.inputs.folder)
+        error = folder / "error.txt"
+        if error.is_file():
+            raise InputError(error.read_text().strip())
+        sphere, metrics = folder / "registered_sphere.surf.gii", folder / "registration.json"
+        if not (sphere.is_file() and metrics.is_file()):
+            raise InputError("batch registration produced no result", subject=self.inputs.subject or None,
+                             hemi=self.inputs.hemi, path=folder)
+        self._results["out_sphere"] = str(sphere)
+        self._results["metrics_file"] = str(metrics)
         return runtime
 
 

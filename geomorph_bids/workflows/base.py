@@ -30,6 +30,9 @@ class RunConfig:
     nprocs : process slots of the whole run
     templateflow_home : TemplateFlow folder or ``""``
     density_sources : hemi -> where the output-density sphere comes from (for sidecars)
+    batch_dir : batch mode: folder where :func:`~geomorph_bids.workflows.batch.run_batch_registration`
+        left every hemisphere's registration (the workflows then read it instead of registering);
+        ``""`` registers in each hemisphere's own node
     """
 
     bids_dir: Path
@@ -46,6 +49,7 @@ class RunConfig:
     nprocs: int = 1
     templateflow_home: str = ""
     density_sources: dict[str, str] = field(default_factory=dict)
+    batch_dir: str = ""
 
 
 @dataclass(frozen=True)

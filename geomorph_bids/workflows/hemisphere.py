@@ -7,11 +7,12 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..interfaces import GeomorphDataSink, LoadFeatures, Register, ResampleFeatures, WriteMetrics
+from ..interfaces import (GeomorphDataSink, LoadFeatures, PrecomputedRegistration, Register, ResampleFeatures,
+                          WriteMetrics)
 from ..io.discover import HemiInputs
 from .base import RunConfig
 
-__all__ = ["init_hemisphere_wf", "hemi_outputs", "FEATURE_SUFFIX"]
+__all__ = ["init_hemisphere_wf", "hemi_outputs", "batch_item_dir", "FEATURE_SUFFIX"]
 
 #: output suffix of each feature (sMRIPrep's names; myelin as ``myelinw``)
 FEATURE_SUFFIX = {"sulc": "sulc", "curv": "curv", "thickness": "thickness", "myelin": "myelinw"}
@@ -35,6 +36,11 @@ def hemi_outputs(h: HemiInputs, config: RunConfig) -> list[Path]:
         base = f"{stem}_den-{config.density}_desc-geomorph_{FEATURE_SUFFIX[f]}"
         paths += [Path(base + ".shape.gii"), Path(base + ".json")]
     return paths
+
+
+def batch_item_dir(batch_dir: str | Path, h: HemiInputs) -> Path:
+    """Folder of one hemisphere's batch-mode registration (see workflows/batch.py)."""
+    return Path(batch_dir) / f"{_entities(h)}_hemi-{h.hemi}"
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -65,11 +71,15 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
                    name="load_features")
     if h.sphere_reg is not None:
         load.inputs.sphere_reg = str(h.sphere_reg)
-    register = pe.Node(Register(channels=list(config.channels), template=config.template, hemi=h.hemi,
-                                model=config.model, device=config.device, num_threads=config.omp_nthreads,
-                                subject=h.subject),
-                       name="register", n_procs=config.nprocs if config.gpu else config.omp_nthreads,
-                       mem_gb=2.0)  # DESIGN.md target: peak RSS <= 2 GB per registration
+    if config.batch_dir:  # batch mode: registered beforehand, in one process for the cohort
+        register = pe.Node(PrecomputedRegistration(folder=str(batch_item_dir(config.batch_dir, h)),
+                                                   subject=h.subject, hemi=h.hemi), name="register")
+    else:
+        register = pe.Node(Register(channels=list(config.channels), template=config.template, hemi=h.hemi,
+                                    model=config.model, device=config.device, num_threads=config.omp_nthreads,
+                                    subject=h.subject),
+                           name="register", n_procs=config.nprocs if config.gpu else config.omp_nthreads,
+                           mem_gb=2.0)  # DESIGN.md target: peak RSS <= 2 GB per registration
     resample = pe.Node(ResampleFeatures(template=config.template, hemi=h.hemi, density=config.density,
                                         templateflow_home=config.templateflow_home),
                        name="resample")
@@ -83,9 +93,11 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     n = len(features)
     ready = pe.Node(niu.Merge(3), name="outputs_ready", run_without_submitting=True)
 
+    if not config.batch_dir:
+        wf.connect(load, "sphere", register, "sphere")
+        wf.connect(load, "feature_files", register, "feature_files")
+        wf.connect(load, "feature_names", register, "feature_names")
     wf.connect([
-        (load, register, [("sphere", "sphere"), ("feature_files", "feature_files"),
-                          ("feature_names", "feature_names")]),
         (load, resample, [("feature_files", "feature_files"), ("feature_names", "feature_names")]),
         (register, resample, [("out_sphere", "registered_sphere")]),
         (register, metrics, [("metrics_file", "registration")]),
@@ -94,7 +106,7 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
         (resample, ready, [("out_files", "in2")]),
         (metrics, ready, [("out_file", "in3")]),
     ])
-    if h.sphere_reg is not None:
+    if h.sphere_reg is not None and not config.batch_dir:
         wf.connect(load, "sphere_reg", register, "sphere_reg")
 
     source_file = str(config.bids_dir / f"sub-{h.subject}" / f"{_entities(h)}_hemi-{h.hemi}_sphere.surf.gii")

@@ -330,3 +330,38 @@ def test_freesurfer_sphere_reg_and_container(dataset_factory, tmp_path, monkeypa
     assert reg["rotation_method"] == "correspondence" and reg["cc_sulc_after"] > reg["cc_sulc_before"] + 0.2
     desc = json.loads((out / "dataset_description.json").read_text())
     assert desc["GeneratedBy"][0]["Container"] == {"Type": "docker", "Tag": "docker://geomorph/geomorph-bids:0.1.0"}
+
+
+# ------------------------------------------------------------------------------ batch mode
+
+@pytest.mark.slow  # two full runs with the default (optimising) registration, ~40-120 s
+def test_batch_mode_writes_the_same_derivatives(dataset_factory, tmp_path):
+    """--batch-size registers the cohort in one process (default model: rigid + optimisation):
+    the derivatives are the same files with the same content as one node per hemisphere, a
+    broken hemisphere fails alone, and a rerun resumes without re-registering."""
+    bids = dataset_factory("freesurfer")
+    broken = bids / "derivatives" / "freesurfer" / "sub-02" / "surf" / "rh.sulc"
+    broken.write_bytes(broken.read_bytes()[:100])  # truncated
+    per_node, batch = tmp_path / "nodes", tmp_path / "batch"
+    code_nodes, _, _ = run(bids, per_node, "participant", "-w", tmp_path / "w1", "--nprocs", "2")
+    code_batch, out, err = run(bids, batch, "participant", "-w", tmp_path / "w2", "--nprocs", "2",
+                               "--batch-size", "4")
+    assert code_nodes == code_batch == 1
+    assert "batch mode: registered 3 hemisphere(s)" in out
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "sub-02 hemi-R" in failed[0] and str(broken) in failed[0]
+    a, b = digests(per_node), digests(batch)
+    assert sorted(a) == sorted(b) and len(a) == 3 * 5  # 3 hemispheres x (sphere, sulc, metrics, 2 sidecars)
+    for name in a:
+        if name.endswith("_sphere.surf.gii"):
+            va = nib.load(per_node / name).agg_data("NIFTI_INTENT_POINTSET")
+            vb = nib.load(batch / name).agg_data("NIFTI_INTENT_POINTSET")
+            cos = np.clip((va * vb).sum(1) / (np.linalg.norm(va, axis=1) * np.linalg.norm(vb, axis=1)), -1, 1)
+            assert np.degrees(np.arccos(cos)).max() < 0.05  # batched optimisation: float rounding only
+        if name.endswith("_metrics.json"):
+            ma, mb = (json.loads((root / name).read_text())["registration"] for root in (per_node, batch))
+            assert mb["method"] == ma["method"] == "optimise" and mb["optimise_batch"] == 3
+            assert mb["cc_sulc_after"] == pytest.approx(ma["cc_sulc_after"], abs=1e-3)
+    code, out, _ = run(bids, batch, "participant", "-w", tmp_path / "w2", "--nprocs", "2", "--batch-size", "4")
+    assert "batch mode: registered 0 hemisphere(s)" not in out or code == 1  # the broken one is retried
+    assert digests(batch) == b
