@@ -19,7 +19,7 @@ done
 if [ "$with_apt" = 1 ] && ! command -v wb_command >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends connectome-workbench >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends connectome-workbench chromium >/dev/null
 fi
 
 python="${PYTHON:-python3}"

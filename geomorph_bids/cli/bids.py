@@ -379,7 +379,27 @@ def run_participant(args) -> int:
         rows.append((job, hemi, doc["registration"]))
     shutil.rmtree(output_dir / STAGING_DIR, ignore_errors=True)
     _print_summary(rows, failures, output_dir)
+    _build_reports(output_dir, sorted({job.subject for job in jobs}))
     return 1 if failures else 0
+
+
+def _build_reports(output_dir: Path, subjects: list[str]) -> list[Path]:
+    """``sub-X.html`` for every subject with outputs; a report that cannot be drawn is a
+    warning (the registrations themselves are done), never a failure."""
+    from ..reports import build_participant_report
+
+    made = []
+    for subject in subjects:
+        if not (output_dir / f"sub-{subject}").is_dir():
+            continue
+        try:
+            made.append(build_participant_report(output_dir, subject))
+        except Exception as exc:  # noqa: BLE001 - a figure must never lose a finished subject
+            print(f"{_PROG}: warning: sub-{subject}: report not written: {' '.join(str(exc).split())}",
+                  file=sys.stderr)
+    if made:
+        print(f"report(s): {', '.join(str(p) for p in made)}")
+    return made
 
 
 def _print_summary(rows, failures: list[Failure], output_dir: Path) -> None:
@@ -402,6 +422,7 @@ def _print_summary(rows, failures: list[Failure], output_dir: Path) -> None:
 def run_group(args) -> int:
     from ..interfaces.metrics import group_rows, write_group_table
     from ..io.discover import normalise_label
+    from ..reports import build_group_report
 
     rows = group_rows(args.output_dir)
     if args.participant_label:
@@ -413,7 +434,49 @@ def run_group(args) -> int:
         return 1
     path = write_group_table(rows, args.output_dir / "group_desc-geomorph_metrics.tsv")
     print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere)")
+    if not args.participant_label:  # the HTML report covers the whole table
+        print(f"group report: {build_group_report(args.output_dir)}")
+    if args.build_template:
+        return _build_population_template(args, rows)
     return 0
+
+
+def _build_population_template(args, rows: list[dict]) -> int:
+    """``--build-template N``: average the participants' native registration features over N
+    register-then-average rounds, per hemisphere, into ``OUTPUT_DIR/tpl-<label>/``."""
+    from ..engine.population import PopulationSubject, build_template
+    from ..workflows.hemisphere import FEATURE_SUFFIX
+
+    features = tuple(args.features) if args.features else ("sulc",)
+    status = 0
+    for hemi in args.hemi:
+        subjects = []
+        for r in rows:
+            if r["hemi"] != hemi:
+                continue
+            ent = f"sub-{r['subject']}" + (f"_ses-{r['session']}" if r.get("session") else "")
+            anat = args.output_dir / f"sub-{r['subject']}" / (f"ses-{r['session']}" if r.get("session") else "") / "anat"
+            sphere = anat / f"{ent}_hemi-{hemi}_sphere.surf.gii"
+            maps = {f: anat / f"{ent}_hemi-{hemi}_{FEATURE_SUFFIX[f]}.shape.gii" for f in features}
+            if sphere.is_file() and all(p.is_file() for p in maps.values()):
+                subjects.append(PopulationSubject(ent, sphere, maps))
+        if len(subjects) < 2:
+            _err(f"--build-template: hemi-{hemi}: {len(subjects)} participant(s) with native "
+                 f"{', '.join(features)} outputs; at least 2 are needed")
+            status = 1
+            continue
+        model = None if args.model == "default" else args.model
+        result = build_template(subjects, args.build_template, template=args.template, hemi=hemi,
+                                features=features, label=args.template_label, out_dir=args.output_dir,
+                                model=None if model == "rigid" else model, rigid_only=model == "rigid",
+                                device=args.device,
+                                progress=lambda msg: print(f"hemi-{hemi}: {msg}", flush=True))
+        dist = " -> ".join(f"{d:.4f}" for d in result.mean_distances)
+        print(f"hemi-{hemi}: template {result.folder} from {result.n_subjects} participant(s); "
+              f"mean 1 - CC per round: {dist}")
+        for name, why in result.failures.items():
+            print(f"{_PROG}: warning: {name} hemi-{hemi} left out of the template: {why}", file=sys.stderr)
+    return status
 
 
 def run_reports_only(args) -> int:
@@ -427,12 +490,8 @@ def run_reports_only(args) -> int:
     if not rows:
         _err(f"--reports-only: no participant outputs in {args.output_dir}")
         return 1
-    print(f"{'subject':<12}{'session':<10}{'hemi':<5}{'method':<10}{'CC before':>10}{'CC after':>10}")
-    for r in rows:
-        print(f"{'sub-' + r['subject']:<12}{(r['session'] or '-'):<10}{r['hemi']:<5}{r['method']:<10}"
-              f"{r.get('cc_sulc_before') or float('nan'):>10.3f}{r.get('cc_sulc_after') or float('nan'):>10.3f}")
-    print("(the HTML report arrives with issue 5)")
-    return 0
+    made = _build_reports(args.output_dir, sorted({r["subject"] for r in rows}))
+    return 0 if made else 1
 
 
 def _validate(args) -> None:

@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "the same derivatives; default: one registration node per hemisphere")
     g.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first failed node")
     g.add_argument("--reports-only", action="store_true",
-                   help="process nothing: summarise the participant outputs already in output_dir "
-                        "(the HTML report arrives with issue 5)")
+                   help="process nothing: rebuild the HTML reports (sub-X.html) from the participant "
+                        "outputs already in output_dir")
+    g = p.add_argument_group("group level")
+    g.add_argument("--build-template", type=_positive_int, default=None, metavar="N",
+                   help="build a population-average template from the participants' registered "
+                        "features in N register-then-average rounds (written to "
+                        "OUTPUT_DIR/tpl-<label>/; needs >= 2 participants per hemisphere)")
+    g.add_argument("--template-label", default="geomorphPopulation", metavar="LABEL",
+                   help="label of the --build-template output (alphanumeric)")
     return p

@@ -35,6 +35,12 @@ def hemi_outputs(h: HemiInputs, config: RunConfig) -> list[Path]:
     for f in config.features:
         base = f"{stem}_den-{config.density}_desc-geomorph_{FEATURE_SUFFIX[f]}"
         paths += [Path(base + ".shape.gii"), Path(base + ".json")]
+    # the native sphere and registration features as registered (radius 100, FreeSurfer sign):
+    # what the report draws "before registration" from, and provenance of the output
+    native = _anat_dir(config.output_dir, h) / f"{_entities(h)}_hemi-{h.hemi}"
+    paths += [Path(f"{native}_sphere.surf.gii"), Path(f"{native}_sphere.json")]
+    for f in config.channels:
+        paths += [Path(f"{native}_{FEATURE_SUFFIX[f]}.shape.gii"), Path(f"{native}_{FEATURE_SUFFIX[f]}.json")]
     return paths
 
 
@@ -91,7 +97,9 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
             "input_features": sources, "features": features}
     metrics = pe.Node(WriteMetrics(info=info, density=config.density), name="metrics")
     n = len(features)
-    ready = pe.Node(niu.Merge(3), name="outputs_ready", run_without_submitting=True)
+    ready = pe.Node(niu.Merge(5), name="outputs_ready", run_without_submitting=True)
+    native_feats = pe.Node(niu.Select(index=[features.index(c) for c in config.channels]),
+                           name="native_features", run_without_submitting=True)
 
     if not config.batch_dir:
         wf.connect(load, "sphere", register, "sphere")
@@ -105,6 +113,9 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
         (register, ready, [("out_sphere", "in1")]),
         (resample, ready, [("out_files", "in2")]),
         (metrics, ready, [("out_file", "in3")]),
+        (load, ready, [("sphere", "in4")]),
+        (load, native_feats, [("feature_files", "inlist")]),
+        (native_feats, ready, [("out", "in5")]),
     ])
     if h.sphere_reg is not None and not config.batch_dir:
         wf.connect(load, "sphere_reg", register, "sphere_reg")
@@ -115,7 +126,8 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
 
     def sink(name: str, index: int, **kw) -> None:
         pick = pe.Node(niu.Select(index=[index]), name=f"pick_{name}", run_without_submitting=True)
-        ds = pe.Node(GeomorphDataSink(**common, **kw), name=f"ds_{name}", run_without_submitting=True)
+        entities = {k: v for k, v in {**common, **kw}.items() if v is not None}  # None: entity left out
+        ds = pe.Node(GeomorphDataSink(**entities), name=f"ds_{name}", run_without_submitting=True)
         wf.connect([(ready, pick, [("out", "inlist")]), (pick, ds, [("out", "in_file")])])
 
     sink("sphere", 0, suffix="sphere", meta_dict={
@@ -136,4 +148,14 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
             "SignConvention": sign_note if f in _SIGNED else "as in the input",
             "SignFlipped": h.sign(f) < 0})
     sink("metrics", 1 + n, suffix="metrics")
+    native = dict(space=None, desc=None)
+    sink("native_sphere", 2 + n, suffix="sphere", **native, meta_dict={
+        "Description": "The native sphere as registered: the input, validated, centred and scaled to "
+                       "radius 100 (same vertices and triangles as the desc-geomorph sphere)",
+        "Sources": [_rel(h.sphere, config.bids_dir)]})
+    for k, f in enumerate(config.channels):
+        sink(f"native_{f}", 3 + n + k, suffix=FEATURE_SUFFIX[f], **native, meta_dict={
+            "Description": f"The native {f} map the registration used, on the native sphere",
+            "Sources": [sources[f]],
+            "SignConvention": sign_note if f in _SIGNED else "as in the input", "SignFlipped": h.sign(f) < 0})
     return wf

@@ -149,6 +149,9 @@ def test_freesurfer_outputs_by_name(fs_run):
                      f"{stem}_desc-geomorph_metrics.json"]
             for feat in ("sulc", "curv"):
                 want += [f"{stem}_den-32k_desc-geomorph_{feat}.shape.gii", f"{stem}_den-32k_desc-geomorph_{feat}.json"]
+            native = f"sub-{subject}_hemi-{hemi}"  # the native sphere and registration feature (sulc)
+            want += [f"{native}_sphere.surf.gii", f"{native}_sphere.json", f"{native}_sulc.shape.gii",
+                     f"{native}_sulc.json"]
         assert names == sorted(want)
     assert not (out / ".geomorph-staging").exists()
     assert "sub-01" in stdout and "sub-02" in stdout
@@ -206,7 +209,8 @@ def test_resampled_features_are_in_template_space(fs_run):
 def test_resume_reuses_the_work_dir(fs_run):
     code, _, err = fs_run["second"]
     assert code == 0, err
-    assert fs_run["after"] == fs_run["before"] and len(fs_run["before"]) == 28
+    anat_files = [k for k in fs_run["before"] if "/anat/" in k]
+    assert fs_run["after"] == fs_run["before"] and len(anat_files) == 2 * 2 * 11  # figures are identical too
     # the registration node was not run again (its cached result file is untouched)
     assert fs_run["register_result"].stat().st_mtime_ns == fs_run["stamp"]
 
@@ -221,8 +225,40 @@ def test_group_level_table(fs_run):
     rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
     assert [(r["subject"], r["hemi"]) for r in rows] == [("01", "L"), ("01", "R"), ("02", "L"), ("02", "R")]
     assert all(r["session"] == "n/a" and float(r["cc_sulc_after"]) > float(r["cc_sulc_before"]) for r in rows)
+    assert (out / "group.html").is_file() and "sub-01.html" in (out / "group.html").read_text()
+    (out / "sub-02.html").unlink()
     code, stdout, _ = run(fs_run["bids"], out, "participant", "--reports-only", "--participant-label", "02")
-    assert code == 0 and "sub-02" in stdout and "sub-01" not in stdout
+    assert code == 0 and "sub-02.html" in stdout and "sub-01" not in stdout
+    assert (out / "sub-02.html").stat().st_size > 1000
+
+
+def test_participant_reports_and_native_outputs(fs_run):
+    """Each participant gets sub-X.html with figures; the native sphere and registration
+    features are outputs too (the report's "before" maps; provenance)."""
+    out = fs_run["out"]
+    html = (out / "sub-01.html").read_text()
+    figures = sorted((out / "sub-01" / "figures").glob("*.png"))
+    assert figures and all(p.stat().st_size > 5000 for p in figures)
+    assert all(f"sub-01/figures/{p.name}" in html for p in figures)
+    native = nib.load(anat(out, "01") / "sub-01_hemi-L_sphere.surf.gii").agg_data("NIFTI_INTENT_POINTSET")
+    registered = nib.load(anat(out, "01") / "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii")
+    assert native.shape == registered.agg_data("NIFTI_INTENT_POINTSET").shape == (NV, 3)
+    np.testing.assert_allclose(np.linalg.norm(native, axis=1), 100.0, atol=1e-3)
+    assert (anat(out, "01") / "sub-01_hemi-L_sulc.shape.gii").is_file()
+
+
+def test_group_level_builds_a_population_template(fs_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out)
+    code, stdout, err = run(fs_run["bids"], out, "group", "--build-template", "2", "--model", "rigid")
+    assert code == 0, err
+    maps = sorted((out / "tpl-geomorphPopulation").rglob("*.shape.gii"))
+    assert len(maps) == 2  # L and R sulc on the ico-6 grid
+    line = next(x for x in stdout.splitlines() if x.startswith("hemi-L: template"))
+    dist = [float(x) for x in line.split("round: ")[1].split(" -> ")]
+    assert len(dist) == 2 and dist[1] <= dist[0] + 1e-6
 
 
 def test_group_without_participant_outputs(tmp_path, fs_run):
@@ -245,7 +281,9 @@ def test_smriprep_layout_with_session(dataset_factory, tmp_path):
         assert sorted(p.name for p in a.iterdir()) == sorted([
             f"{stem}_desc-geomorph_sphere.surf.gii", f"{stem}_desc-geomorph_sphere.json",
             f"{stem}_desc-geomorph_metrics.json", f"{stem}_den-ico6_desc-geomorph_sulc.shape.gii",
-            f"{stem}_den-ico6_desc-geomorph_sulc.json"])
+            f"{stem}_den-ico6_desc-geomorph_sulc.json"] + [
+            f"sub-{subject}_ses-pre_hemi-L_{x}" for x in ("sphere.surf.gii", "sphere.json", "sulc.shape.gii",
+                                                          "sulc.json")])
         m = json.loads((a / f"{stem}_desc-geomorph_metrics.json").read_text())
         assert m["session"] == "pre" and m["input_source"] == "smriprep" and m["model"] == "default"
         reg = m["registration"]
@@ -284,7 +322,7 @@ def test_partial_failure_keeps_the_others(dataset_factory, tmp_path):
     assert code == 1
     failed = [line for line in err.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and "sub-02 hemi-L" in failed[0] and str(broken) in failed[0]
-    assert len(list(anat(out, "01").iterdir())) == 10  # both hemispheres of sub-01
+    assert len(list(anat(out, "01").iterdir())) == 18  # both hemispheres of sub-01
     left = sorted(p.name for p in anat(out, "02").iterdir())
     assert left and all("hemi-R" in name for name in left)  # nothing of the failed hemisphere
     assert list((out / "logs").glob("crash-*/crash-*"))
@@ -351,7 +389,7 @@ def test_batch_mode_writes_the_same_derivatives(dataset_factory, tmp_path):
     failed = [line for line in err.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and "sub-02 hemi-R" in failed[0] and str(broken) in failed[0]
     a, b = digests(per_node), digests(batch)
-    assert sorted(a) == sorted(b) and len(a) == 3 * 5  # 3 hemispheres x (sphere, sulc, metrics, 2 sidecars)
+    assert sorted(a) == sorted(b) and len(a) == 3 * 9  # 3 hemispheres x (5 registered + 4 native files)
     for name in a:
         if name.endswith("_sphere.surf.gii"):
             va = nib.load(per_node / name).agg_data("NIFTI_INTENT_POINTSET")

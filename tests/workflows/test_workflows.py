@@ -39,7 +39,8 @@ def test_workflow_hierarchy_and_nodes(tmp_path):
     hemi = [n for n in names if n.startswith("sub_01_wf.hemi_R_wf.")]
     assert sorted(n.split(".")[-1] for n in hemi) == sorted([
         "load_features", "register", "resample", "metrics", "outputs_ready", "pick_sphere", "pick_sulc",
-        "pick_curv", "pick_metrics", "ds_sphere", "ds_sulc", "ds_curv", "ds_metrics"])
+        "pick_curv", "pick_metrics", "ds_sphere", "ds_sulc", "ds_curv", "ds_metrics", "native_features",
+        "pick_native_sphere", "pick_native_sulc", "ds_native_sphere", "ds_native_sulc"])
     assert subject_wf_name("01", "pre") == "sub_01_ses_pre_wf"
 
 
@@ -48,7 +49,7 @@ def test_sinks_wait_for_every_step(tmp_path):
     graph = wf._create_flat_graph()
     ready = next(n for n in graph.nodes if n.name == "outputs_ready")
     upstream = {n.name for n in graph.predecessors(ready)}
-    assert upstream == {"register", "resample", "metrics"}
+    assert upstream == {"register", "resample", "metrics", "load_features", "native_features"}
     for node in graph.nodes:
         if node.name.startswith("ds_"):
             assert [p.name for p in graph.predecessors(node)] == [f"pick_{node.name[3:]}"]
@@ -65,6 +66,13 @@ def test_gpu_slot_takes_every_process(tmp_path):
     assert gpu.inputs.device == "cuda:0"
 
 
+def test_batch_mode_reads_precomputed_registrations(tmp_path):
+    wf = init_geomorph_wf([_job(tmp_path, hemis=("L",))], _config(tmp_path, batch_dir=str(tmp_path / "batch")))
+    node = _register_node(wf)
+    assert type(node.interface).__name__ == "PrecomputedRegistration"
+    assert node.inputs.folder == str(tmp_path / "batch" / "sub-01_hemi-L")
+
+
 def test_hcp_signs_and_output_names(tmp_path):
     config = _config(tmp_path)
     wf = init_geomorph_wf([_job(tmp_path, session="pre", hemis=("R",), source="hcp")], config)
@@ -77,6 +85,8 @@ def test_hcp_signs_and_output_names(tmp_path):
                      "sub-01_ses-pre_hemi-R_space-fsLR_den-32k_desc-geomorph_sulc.shape.gii",
                      "sub-01_ses-pre_hemi-R_space-fsLR_den-32k_desc-geomorph_sulc.json",
                      "sub-01_ses-pre_hemi-R_space-fsLR_den-32k_desc-geomorph_curv.shape.gii",
-                     "sub-01_ses-pre_hemi-R_space-fsLR_den-32k_desc-geomorph_curv.json"]
+                     "sub-01_ses-pre_hemi-R_space-fsLR_den-32k_desc-geomorph_curv.json",
+                     "sub-01_ses-pre_hemi-R_sphere.surf.gii", "sub-01_ses-pre_hemi-R_sphere.json",
+                     "sub-01_ses-pre_hemi-R_sulc.shape.gii", "sub-01_ses-pre_hemi-R_sulc.json"]
     folder = tmp_path / "out" / "sub-01" / "ses-pre" / "anat"
     assert all(p.parent == folder for p in hemi_outputs(_hemi(tmp_path, "R", "pre"), config))

@@ -1,0 +1,203 @@
+"""Population-average templates (``--build-template N``), in plain Python (no Nipype).
+
+:func:`build_template` starts from a template (bundled or custom), then N times: registers
+every subject's features to the current template with :func:`~geomorph_bids.engine.register.register`,
+resamples the features onto the ico-6 template grid through each registration, and averages
+them (the base template's zeros, the medial wall, stay zero). Each round records the mean
+distance ``1 - CC`` of the registered subjects to the template they were registered to.
+:func:`write_template` writes the result as a ``tpl-<label>`` folder that
+:func:`geomorph_bids.io.custom_template.load_custom_template` (and so ``--template``) reads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io.templates import Template
+
+__all__ = ["PopulationSubject", "PopulationTemplate", "build_template", "write_template", "average_maps"]
+
+Mesh = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class PopulationSubject:
+    """One subject's hemisphere: its native sphere (or a path) and features (arrays or paths)."""
+
+    name: str
+    sphere: Mesh | str | Path
+    features: Mapping[str, np.ndarray | str | Path]
+
+
+@dataclass(eq=False)
+class PopulationTemplate:
+    """Result of :func:`build_template`.
+
+    Attributes
+    ----------
+    template : the final average as a :class:`Template` (name = ``label``).
+    base : name of the template the rounds started from (its space is the result's space).
+    history : one dict per round: ``iteration``, ``template`` (what was registered to),
+        ``mean_distance`` (mean over subjects of 1 - mean CC over features), ``distances``
+        (per subject), ``cc`` (per subject and feature), ``seconds``.
+    n_subjects : subjects averaged (failed registrations are listed in ``failures``).
+    folder : the written ``tpl-<label>`` folder, when ``out_dir`` was given.
+    """
+
+    template: Template
+    base: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    n_subjects: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+    folder: Path | None = None
+
+    @property
+    def mean_distances(self) -> list[float]:
+        return [float(h["mean_distance"]) for h in self.history]
+
+
+def average_maps(maps: Sequence[np.ndarray], mask: np.ndarray) -> np.ndarray:
+    """Mean of per-subject maps on one grid, 0 outside ``mask`` (NaN values ignored)."""
+    stack = np.stack([np.asarray(m, dtype=np.float64) for m in maps])
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(np.where(np.isfinite(stack), stack, np.nan), axis=0)
+    return np.where(mask & np.isfinite(mean), mean, 0.0)
+
+
+def _label_ok(label: str) -> str:
+    if not label or not label.isalnum():
+        raise ValueError(f"template label must be alphanumeric (BIDS tpl-<label>), got {label!r}")
+    return label
+
+
+def build_template(subjects: Sequence[PopulationSubject], iterations: int, template: str | Path | Template = "fsLR",
+                   hemi: str = "L", features: Sequence[str] = ("sulc",), label: str = "geomorphPopulation",
+                   out_dir: str | Path | None = None, *, model: str | Path | None = None, device: str = "cpu",
+                   optimise: Any = True, rigid_only: bool = False,
+                   progress: Callable[[str], None] | None = None) -> PopulationTemplate:
+    """Build a population-average template of one hemisphere by iterative registration.
+
+    Parameters
+    ----------
+    subjects : the cohort (at least 2; a subject whose registration fails is left out of
+        the average and listed in ``failures``).
+    iterations : number of register-then-average rounds (N >= 1).
+    template : starting template: bundled name, custom template folder, or a Template.
+    hemi, features : hemisphere and the features registered and averaged (all must be in
+        the starting template and in every subject).
+    label : alphanumeric identifier (``tpl-<label>``).
+    out_dir : when given, the result is written to ``out_dir/tpl-<label>`` (see :func:`write_template`).
+    model, device, optimise, rigid_only : passed to :func:`register` (no network by default:
+        pair-wise optimisation of the GeoMorph warp; ``optimise`` may be an ``OptimiseConfig``).
+    progress : optional callback receiving one line per subject and round.
+
+    Returns
+    -------
+    PopulationTemplate; ``history[k]["mean_distance"]`` is the mean 1 - CC of the subjects
+    registered in round k to the round's template (round 0: the starting template).
+    """
+    from ..io.custom_template import resolve_template
+    from .register import register
+
+    _label_ok(label)
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if len(subjects) < 2:
+        raise ValueError(f"a population template needs at least 2 subjects, got {len(subjects)}")
+    features = tuple(features)
+    base = template if isinstance(template, Template) else resolve_template(template, hemi, features)
+    mask = np.all(np.stack([np.asarray(base.features[f]) != 0 for f in features]), axis=0)
+    current = base
+    history: list[dict[str, Any]] = []
+    failures: dict[str, str] = {}
+    n_used = 0
+    for it in range(iterations):
+        t0 = time.perf_counter()
+        resampled: dict[str, list[np.ndarray]] = {f: [] for f in features}
+        cc: dict[str, dict[str, float]] = {}
+        for subj in subjects:
+            try:
+                feats = {f: subj.features[f] for f in features}
+                reg = register(subj.sphere, feats, template=current, hemi=hemi, model=model, device=device,
+                               rigid_only=rigid_only, optimise=optimise)
+            except (KeyError, ValueError, OSError) as exc:  # InputError is a ValueError
+                failures[subj.name] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                continue
+            values = _feature_arrays(subj, features, len(reg.sphere))
+            for f in features:
+                resampled[f].append(np.asarray(reg.resample(values[f], "ico6"), dtype=np.float64).reshape(-1))
+            cc[subj.name] = {f: float(reg.metrics.get(f"cc_{f}_after", np.nan)) for f in features}
+            if progress is not None:
+                progress(f"round {it + 1}/{iterations} {subj.name}: " +
+                         ", ".join(f"CC {f} {cc[subj.name][f]:.3f}" for f in features))
+        if len(cc) < 2:
+            raise ValueError(f"round {it + 1}: fewer than 2 subjects registered ({'; '.join(failures.values())})")
+        n_used = len(cc)
+        distances = {name: float(1.0 - np.nanmean(list(v.values()))) for name, v in cc.items()}
+        history.append({"iteration": it + 1, "template": current.name, "mean_distance": float(np.mean(list(
+            distances.values()))), "distances": distances, "cc": cc, "seconds": time.perf_counter() - t0})
+        current = Template(name=label, hemi=hemi, vertices=base.vertices, faces=base.faces,
+                           features={f: average_maps(resampled[f], mask) for f in features},
+                           from_fsaverage=base.from_fsaverage)
+    result = PopulationTemplate(template=current, base=base.name, history=history, n_subjects=n_used,
+                                failures=failures)
+    if out_dir is not None:
+        result.folder = write_template(out_dir, result)
+    return result
+
+
+def _feature_arrays(subj: PopulationSubject, features: Sequence[str], n: int) -> dict[str, np.ndarray]:
+    from ..io.surfaces import read_feature
+
+    out = {}
+    for f in features:
+        v = subj.features[f]
+        arr = read_feature(v, n_vertices=n) if isinstance(v, (str, Path)) else v
+        out[f] = np.asarray(arr, dtype=np.float64).reshape(-1)
+    return out
+
+
+def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
+    """Write ``out_dir/tpl-<label>/``: one ico-6 map per feature of the hemisphere
+    (``tpl-<label>_hemi-H_den-ico6_<feature>.shape.gii``) and ``template_description.json``
+    (merged with an existing one, so both hemispheres can share the folder)."""
+    from .. import __version__
+    from ..io.custom_template import DESCRIPTION, custom_feature_file
+    from ..io.gifti import write_metric
+
+    tpl = result.template
+    label = _label_ok(tpl.name)
+    folder = Path(out_dir) / f"tpl-{label}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for f, values in tpl.features.items():
+        write_metric(custom_feature_file(folder, label, tpl.hemi, f), np.asarray(values, dtype=np.float32),
+                     hemi=tpl.hemi, names=[f])
+    path = folder / DESCRIPTION
+    try:
+        doc = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        doc = {}
+    hemis = doc.get("Hemispheres", {}) if isinstance(doc.get("Hemispheres"), dict) else {}
+    hemis[tpl.hemi] = {"Features": sorted(tpl.features), "Subjects": result.n_subjects,
+                       "Iterations": len(result.history),
+                       "MeanDistance": [round(d, 6) for d in result.mean_distances],
+                       "Failures": result.failures}
+    doc.update({"Name": f"geomorph-bids population average ({label})", "Identifier": label,
+                "BaseTemplate": result.base, "Density": "ico6 (40962 vertices, level-6 icosphere in the "
+                                                      f"{result.base} sphere's coordinates)",
+                "Hemispheres": hemis,
+                "GeneratedBy": [{"Name": "geomorph-bids", "Version": __version__,
+                                 "Description": "iterative registration to the current average"}],
+                "Description": "Average of the subjects' features after registration, refined over the "
+                               "listed iterations; MeanDistance: mean 1 - CC to the template of each round."})
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return folder

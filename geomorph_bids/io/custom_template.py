@@ -1,0 +1,109 @@
+"""Custom registration templates from a folder, e.g. a population average written by
+:func:`geomorph_bids.engine.population.build_template`.
+
+Layout (TemplateFlow-like; ``<label>`` alphanumeric)::
+
+    tpl-<label>/
+      template_description.json                  Name, Identifier, BaseTemplate, Features, ...
+      tpl-<label>_hemi-L_den-ico6_sulc.shape.gii  one map per feature and hemisphere (ico-6 grid,
+      tpl-<label>_hemi-R_den-ico6_sulc.shape.gii  FreeSurfer sign; 0 = medial wall)
+
+The maps are sampled at the vertices of our level-6 icosphere placed in the BASE template's
+spherical coordinates (``BaseTemplate``: fsLR or fsaverage), exactly like the bundled
+templates, so a custom template is a drop-in :class:`~geomorph_bids.io.templates.Template`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from .templates import TEMPLATE_LEVEL, Template, available_templates, load_template
+
+__all__ = ["load_custom_template", "custom_template_info", "find_custom_template", "resolve_template",
+           "custom_feature_file", "DESCRIPTION"]
+
+DESCRIPTION = "template_description.json"
+_LABEL = re.compile(r"^[A-Za-z0-9]+$")
+
+
+def custom_feature_file(folder: str | Path, label: str, hemi: str, feature: str) -> Path:
+    """Path of one feature map of a custom template."""
+    return Path(folder) / f"tpl-{label}_hemi-{hemi}_den-ico{TEMPLATE_LEVEL}_{feature}.shape.gii"
+
+
+def custom_template_info(folder: str | Path) -> dict[str, Any]:
+    """``template_description.json`` of a custom template folder (InputError if absent/bad)."""
+    path = Path(folder) / DESCRIPTION
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"not a custom template folder ({' '.join(str(exc).split())})", path=path) from None
+    if not isinstance(doc, dict) or not _LABEL.match(str(doc.get("Identifier", ""))):
+        raise InputError("template_description.json needs an alphanumeric 'Identifier'", path=path)
+    return doc
+
+
+def find_custom_template(name: str | Path, search: Sequence[str | Path] = ()) -> Path | None:
+    """The folder of a custom template: ``name`` itself when it is a folder holding
+    ``template_description.json``, else ``<dir>/tpl-<name>`` for each ``dir`` in ``search``."""
+    p = Path(name)
+    if (p / DESCRIPTION).is_file():
+        return p
+    label = str(name)[4:] if str(name).startswith("tpl-") else str(name)
+    if _LABEL.match(label):
+        for d in search:
+            q = Path(d) / f"tpl-{label}"
+            if (q / DESCRIPTION).is_file():
+                return q
+    return None
+
+
+def load_custom_template(folder: str | Path, hemi: str, features: Sequence[str] = ("sulc",)) -> Template:
+    """Load a custom template folder as a :class:`Template` (name = its ``Identifier``).
+
+    ``from_fsaverage`` is the base template's rotation (identity for fsaverage). Raises
+    InputError (one line, naming the file) when a map is missing or not on the ico-6 grid.
+    """
+    from ..sphere.icosphere import icosphere
+    from .surfaces import read_feature
+
+    if hemi not in ("L", "R"):
+        raise ValueError(f"hemisphere must be 'L' or 'R', got {hemi!r}")
+    folder = Path(folder)
+    info = custom_template_info(folder)
+    label = str(info["Identifier"])
+    vertices, faces = icosphere(TEMPLATE_LEVEL)
+    maps: dict[str, np.ndarray] = {}
+    for feat in features:
+        path = custom_feature_file(folder, label, hemi, feat)
+        if not path.is_file():
+            have = sorted({p.name.rsplit("_", 1)[-1][: -len(".shape.gii")]
+                           for p in folder.glob(f"tpl-{label}_hemi-{hemi}_den-ico*_*.shape.gii")})
+            raise InputError(f"custom template {label} has no {feat} map for hemi {hemi} "
+                             f"(it has: {', '.join(have) or 'none'})", path=path)
+        maps[feat] = np.asarray(read_feature(path, n_vertices=len(vertices)), dtype=np.float64).reshape(-1)
+    base = str(info.get("BaseTemplate", ""))
+    rotation = np.eye(3)
+    if base in available_templates():
+        rotation = load_template(base, hemi, ()).from_fsaverage
+    return Template(name=label, hemi=hemi, vertices=np.asarray(vertices), faces=np.asarray(faces), features=maps,
+                    from_fsaverage=rotation)
+
+
+def resolve_template(name: str | Path, hemi: str, features: Sequence[str] = ("sulc",),
+                     search: Sequence[str | Path] = ()) -> Template:
+    """A bundled template by name (``fsLR``, ``fsaverage``), else a custom template folder
+    (a path, or ``tpl-<name>`` under one of ``search``); ValueError naming both otherwise."""
+    if str(name) in available_templates():
+        return load_template(str(name), hemi, tuple(features))
+    folder = find_custom_template(name, search)
+    if folder is None:
+        raise ValueError(f"unknown template {str(name)!r}: not bundled ({', '.join(available_templates())}) "
+                         "and no custom template folder (with template_description.json) found")
+    return load_custom_template(folder, hemi, features)

@@ -1,0 +1,216 @@
+"""The group report: the table of every subject/session/hemisphere (the TSV the CLI's group
+level writes, ``group_desc-geomorph_metrics.tsv``) and ``group.html`` with the distributions
+and the outliers (robust z-score: 0.6745 (x - median) / MAD, |z| > 3.5, Iglewicz & Hoaglin),
+linked to the subjects' reports."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .html import esc, fmt, page, software_versions, table
+
+__all__ = ["build_group_report", "robust_z", "group_table_rows", "outliers", "GROUP_TSV", "GROUP_HTML",
+           "OUTLIER_METRICS", "Z_THRESHOLD"]
+
+GROUP_TSV = "group_desc-geomorph_metrics.tsv"
+GROUP_HTML = "group.html"
+GROUP_FIGURE = "figures/group_desc-distributions_metrics.png"
+Z_THRESHOLD = 3.5
+#: metrics screened for outliers ({f}: each registration feature), with their labels
+OUTLIER_METRICS: tuple[tuple[str, str], ...] = (
+    ("cc_{f}_after", "CC after ({f})"), ("cc_{f}_rigid", "CC rigid ({f})"),
+    ("areal_mean_abs", "areal mean |log2|"), ("areal_p95_abs", "areal p95 |log2|"),
+    ("R_mean", "shape mean (log2)"), ("n_folded", "folded triangles"), ("seconds_total", "run time (s)"))
+#: columns of the HTML table ({f}: each registration feature)
+_TABLE = (("cc_{f}_before", "CC before"), ("cc_{f}_rigid", "CC rigid"), ("cc_{f}_after", "CC after"),
+          ("areal_mean_abs", "areal mean"), ("areal_p95_abs", "areal p95"), ("R_mean", "shape mean"),
+          ("n_folded", "folded"), ("seconds_total", "seconds"), ("method", "method"))
+
+
+def robust_z(values: Sequence[float | None]) -> np.ndarray:
+    """Modified z-scores 0.6745 (x - median) / MAD (NaN for missing values). With MAD = 0,
+    the mean absolute deviation scaled by 1.2533 is used instead; all equal -> 0."""
+    x = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    ok = np.isfinite(x)
+    z = np.full(x.shape, np.nan)
+    if ok.sum() < 3:
+        z[ok] = 0.0
+        return z
+    med = np.median(x[ok])
+    mad = np.median(np.abs(x[ok] - med))
+    if mad > 0:
+        z[ok] = 0.6745 * (x[ok] - med) / mad
+    else:
+        mean_ad = np.mean(np.abs(x[ok] - med))
+        z[ok] = (x[ok] - med) / (1.253314 * mean_ad) if mean_ad > 0 else 0.0
+    return z
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str):
+        if value in ("n/a", ""):
+            return None
+        try:
+            f = float(value)
+        except ValueError:
+            return value
+        return int(f) if f.is_integer() and "." not in value and "e" not in value.lower() else f
+    return value
+
+
+def _read_tsv(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    labels = ("subject", "session", "hemi", "template", "method", "input_source", "sulc_sign")
+    return [{k: ((None if v == "n/a" else v) if k in labels else _number(v)) for k, v in row.items()}
+            for row in rows]
+
+
+def group_table_rows(output_dir: str | Path, write: bool = True) -> tuple[list[dict[str, Any]], Path | None]:
+    """Rows of the group table. The TSV the CLI's group level writes (``GROUP_TSV``) is reused
+    when it is newer than every participant metrics JSON; otherwise the rows are rebuilt from
+    the JSON files with the CLI's own code (``interfaces.metrics.group_rows``) and, when
+    ``write``, written to ``GROUP_TSV``. Returns (rows, TSV path or None)."""
+    output_dir = Path(output_dir)
+    tsv = output_dir / GROUP_TSV
+    jsons = list(output_dir.glob("sub-*/**/anat/*_desc-geomorph_metrics.json"))
+    if tsv.is_file() and (not jsons or tsv.stat().st_mtime >= max(p.stat().st_mtime for p in jsons)):
+        return _read_tsv(tsv), tsv
+    if not jsons:
+        return [], None
+    from ..interfaces.metrics import group_rows, write_group_table
+
+    rows = group_rows(output_dir)
+    if write and rows:
+        write_group_table(rows, tsv)
+    return rows, tsv if tsv.is_file() else None
+
+
+def _features(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    found = []
+    for r in rows:
+        for k in r:
+            if k.startswith("cc_") and k.endswith("_after"):
+                found.append(k[3:-6])
+    return list(dict.fromkeys(found)) or ["sulc"]
+
+
+def _expand(spec: Sequence[tuple[str, str]], features: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for key, label in spec:
+        if "{f}" in key:
+            out += [(key.format(f=f), label.format(f=f)) for f in features]
+        else:
+            out.append((key, label))
+    return out
+
+
+def outliers(rows: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[str, str]] | None = None,
+             threshold: float = Z_THRESHOLD) -> list[tuple[int, str, float, float]]:
+    """[(row index, metric key, value, z)] for every |robust z| > threshold."""
+    metrics = metrics if metrics is not None else _expand(OUTLIER_METRICS, _features(rows))
+    found = []
+    for key, _ in metrics:
+        vals = [r.get(key) if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) else None
+                for r in rows]
+        if all(v is None for v in vals):
+            continue
+        z = robust_z(vals)
+        for i, zi in enumerate(z):
+            if np.isfinite(zi) and abs(zi) > threshold:
+                found.append((i, key, float(vals[i]), float(zi)))
+    return found
+
+
+def _report_link(output_dir: Path, row: Mapping[str, Any]) -> str | None:
+    sub = f"sub-{row.get('subject')}"
+    ses = row.get("session")
+    anchor = sub + (f"_ses-{ses}" if ses else "") + f"_hemi-{row.get('hemi')}"
+    for name in ([f"{sub}_ses-{ses}.html"] if ses else []) + [f"{sub}.html"]:
+        if (output_dir / name).is_file():
+            return f"{name}#{anchor}"
+    return None
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    ses = row.get("session")
+    return f"sub-{row.get('subject')}" + (f" ses-{ses}" if ses else "") + f" {row.get('hemi')}"
+
+
+def build_group_report(output_dir: str | Path) -> Path:
+    """Write ``OUTPUT_DIR/group.html`` (and refresh ``OUTPUT_DIR/group_desc-geomorph_metrics.tsv``).
+
+    The page shows the distributions of the quality metrics (one strip plot per metric), the
+    outliers (robust z-score over all rows, |z| > 3.5) and the full table, each row linked to
+    its subject's report when that exists. Returns the HTML path; ValueError when the folder
+    holds no participant outputs and no group table.
+    """
+    from .figures import group_figure
+
+    t0 = time.perf_counter()
+    output_dir = Path(output_dir).absolute()
+    rows, tsv = group_table_rows(output_dir)
+    if not rows:
+        raise ValueError(f"no participant outputs (*_desc-geomorph_metrics.json) nor {GROUP_TSV} in {output_dir}")
+    features = _features(rows)
+    screened = _expand(OUTLIER_METRICS, features)
+    flagged = outliers(rows, screened)
+    flagged_rows = {i for i, *_ in flagged}
+    flagged_keys = {(i, k) for i, k, *_ in flagged}
+    labels = dict(screened)
+    per_metric = {label: [(_label(r), r.get(key) if isinstance(r.get(key), (int, float)) else None,
+                           (i, key) in flagged_keys) for i, r in enumerate(rows)]
+                  for key, label in screened if any(isinstance(r.get(key), (int, float)) for r in rows)}
+    fig = group_figure(output_dir / GROUP_FIGURE, per_metric,
+                       title=f"{len(rows)} hemisphere(s); red: |robust z| > {Z_THRESHOLD}")
+
+    subjects = sorted({str(r.get("subject")) for r in rows})
+    sessions = sorted({str(r.get("session")) for r in rows if r.get("session")})
+    body = ["<h1>geomorph-bids: group report</h1>", '<section id="summary"><h2>Summary</h2>',
+            table(["", ""], [["subjects", esc(len(subjects))], ["sessions", esc(", ".join(sessions) or "n/a")],
+                             ["rows (subject/session/hemisphere)", esc(len(rows))],
+                             ["templates", esc(", ".join(sorted({str(r.get('template')) for r in rows})))],
+                             ["table", f'<a href="{esc(tsv.name)}">{esc(tsv.name)}</a>' if tsv else "n/a"]],
+                  left=2), "</section>"]
+    body.append('<section id="distributions"><h2>Distributions</h2><p class="note">One point per '
+                "hemisphere; boxes: quartiles; red: outliers.</p>"
+                f'<img class="fig" src="{esc(fig.relative_to(output_dir).as_posix())}" alt="distributions"></section>')
+
+    def link(r: Mapping[str, Any]) -> str:
+        target = _report_link(output_dir, r)
+        text = esc(_label(r))
+        return f'<a href="{esc(target)}">{text}</a>' if target else text
+
+    body.append('<section id="outliers"><h2>Outliers</h2><p class="note">Robust z-score '
+                f"0.6745 (x - median) / MAD over all rows; flagged when |z| &gt; {Z_THRESHOLD}.</p>")
+    if flagged:
+        body.append(table(["hemisphere", "metric", "value", "robust z"],
+                          [[link(rows[i]), esc(labels.get(k, k)), esc(fmt(v)), esc(f"{z:+.1f}")]
+                           for i, k, v, z in sorted(flagged, key=lambda t: -abs(t[3]))]))
+    else:
+        body.append('<p class="ok">No outliers.</p>')
+    body.append("</section>")
+    cols = _expand(_TABLE, features)
+    body.append('<section id="table"><h2>All hemispheres</h2>' +
+                table(["hemisphere"] + [esc(c[1]) for c in cols],
+                      [[link(r)] + [esc(fmt(r.get(k))) for k, _ in cols] for r in rows],
+                      row_classes=["outlier" if i in flagged_rows else "" for i in range(len(rows))]) +
+                "</section>")
+    versions = software_versions(("geomorph-bids", "numpy", "matplotlib"))
+    body.append('<section id="about"><h2>About</h2>' +
+                table(["package", "version"], [[esc(k), esc(v)] for k, v in versions.items()], left=2) +
+                f'<p class="note">Built {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} in '
+                f"{time.perf_counter() - t0:.1f} s.</p></section>")
+    out = output_dir / GROUP_HTML
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page("geomorph-bids: group report", [("summary", "Summary"), ("distributions", "Distributions"),
+                                                         ("outliers", "Outliers"), ("table", "Table"),
+                                                         ("about", "About")], "\n".join(body)))
+    tmp.replace(out)
+    return out
+

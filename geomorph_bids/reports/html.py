@@ -1,0 +1,123 @@
+"""Small HTML helpers shared by the participant and group reports (one self-contained page:
+inline CSS, no scripts, figures linked by relative paths)."""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from importlib import metadata
+from typing import Any, Iterable, Sequence
+
+__all__ = ["page", "table", "markdown", "fmt", "esc", "software_versions"]
+
+_CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:0;color:#222;background:#fff}
+nav{position:sticky;top:0;background:#2c3e50;padding:6px 16px;z-index:2}
+nav a{color:#ecf0f1;margin-right:14px;text-decoration:none;font-size:14px}
+main{padding:8px 24px 40px 24px;max-width:1200px}
+h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:28px}
+h3{font-size:15px;margin-top:18px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f2f2f2}td.l,th.l{text-align:left}
+tr.outlier td{background:#fde2e2}
+img.fig{max-width:100%;height:auto;border:1px solid #eee;margin:4px 0}
+.warn{color:#8a5a00}.err{color:#a00}.ok{color:#276e27}.note{color:#555;font-size:13px}
+pre{background:#f7f7f7;padding:8px;font-size:12px;white-space:pre-wrap}
+details{margin:6px 0}
+"""
+
+
+def esc(value: Any) -> str:
+    """HTML-escaped text of a value."""
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A table cell: floats rounded, None/NaN as ``n/a``."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "n/a"
+        return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
+          row_classes: Sequence[str] | None = None) -> str:
+    """An HTML table (cells already HTML: escape them first); the first ``left`` columns
+    left-aligned."""
+    out = ["<table>"]
+    if any(header):
+        out.append("<tr>" + "".join(f'<th class="{"l" if i < left else ""}">{h}</th>'
+                                    for i, h in enumerate(header)) + "</tr>")
+    for k, row in enumerate(rows):
+        cls = f' class="{row_classes[k]}"' if row_classes and row_classes[k] else ""
+        out.append(f"<tr{cls}>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>'
+                                          for i, c in enumerate(row)) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def markdown(text: str) -> str:
+    """Minimal Markdown (headings, bullet lists, paragraphs, *emphasis*) to HTML, escaped."""
+    blocks, para, items = [], [], []
+
+    def inline(s: str) -> str:
+        s = esc(s)
+        s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+        return re.sub(r"\*(.+?)\*", r"<i>\1</i>", s)
+
+    def flush() -> None:
+        if para:
+            blocks.append("<p>" + inline(" ".join(para)) + "</p>")
+            para.clear()
+        if items:
+            blocks.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    for line in text.splitlines():
+        s = line.strip()
+        if not s:
+            flush()
+        elif s.startswith("#"):
+            flush()
+            level = min(6, len(s) - len(s.lstrip("#")) + 2)
+            blocks.append(f"<h{level}>{inline(s.lstrip('#').strip())}</h{level}>")
+        elif s.startswith(("- ", "* ")):
+            if para:
+                flush()
+            items.append(s[2:])
+        elif items and line.startswith((" ", "\t")):
+            items[-1] += " " + s
+        else:
+            if items:
+                flush()
+            para.append(s)
+    flush()
+    return "\n".join(blocks)
+
+
+def software_versions(names: Sequence[str] = ("geomorph-bids", "numpy", "scipy", "nibabel", "nipype",
+                                               "niworkflows", "torch", "matplotlib")) -> dict[str, str]:
+    """Installed versions of the packages that produce the outputs and the report."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def page(title: str, nav: Sequence[tuple[str, str]], body: str) -> str:
+    """A complete HTML document: sticky navigation bar (anchor, label) and the body."""
+    links = "".join(f'<a href="#{esc(a)}">{esc(label)}</a>' for a, label in nav)
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{esc(title)}</title><style>{_CSS}</style></head>\n<body>\n<nav>{links}</nav>\n"
+            f"<main>\n{body}\n</main>\n</body></html>\n")

@@ -1,0 +1,98 @@
+"""The group report: the group TSV, robust z-scores, outliers and links."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from geomorph_bids.reports import build_group_report, build_participant_report
+from geomorph_bids.reports.group import GROUP_TSV, group_table_rows, outliers, robust_z
+from geomorph_bids.reports.figures import png_size
+
+
+def test_robust_z():
+    z = robust_z([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert z[2] == 0 and z[4] > 3.5 and abs(z[0]) < 3.5
+    assert np.isclose(z[3], 0.6745 * 1 / 1.0)  # MAD = 1
+    same = robust_z([0, 0, 0, 0, 5])  # MAD 0: mean absolute deviation instead
+    assert same[4] > 3.5 and np.all(same[:4] == 0)
+    assert np.all(robust_z([2, 2, 2]) == 0)
+    z = robust_z([1.0, None, 2.0])
+    assert np.isnan(z[1]) and np.all(z[[0, 2]] == 0)  # fewer than 3 values: nothing flagged
+
+
+def _tsv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def test_group_table_and_report(outputs):
+    build_participant_report(outputs, "01")
+    html = build_group_report(outputs)
+    assert html == outputs / "group.html"
+    rows = _tsv(outputs / GROUP_TSV)
+    assert [(r["subject"], r["session"], r["hemi"]) for r in rows] == [
+        ("01", "n/a", "L"), ("01", "n/a", "R"), ("02", "n/a", "L"), ("02", "n/a", "R"), ("03", "n/a", "L")]
+    for col in ("cc_sulc_before", "cc_sulc_after", "areal_mean_abs", "R_mean", "n_folded", "seconds_total"):
+        assert all(r[col] not in ("", "n/a") for r in rows), col
+    text = html.read_text()
+    assert 'href="sub-01.html#sub-01_hemi-L"' in text  # linked when the report exists
+    assert "sub-02 L" in text and 'href="sub-02.html' not in text
+    fig = outputs / "figures" / "group_desc-distributions_metrics.png"
+    w, h = png_size(fig)
+    assert w > 600 and h > 200
+
+
+def _cohort(out, src, n=10):
+    """n subjects x 2 hemispheres of metrics JSON (copies of ``src`` with small changes); sub-17 R bad."""
+    spread = np.random.default_rng(1).permutation(np.linspace(-1.0, 1.0, 2 * n))  # no tails: |z| <= 1.35
+    for i in range(n):
+        for hemi in "LR":
+            doc = json.loads(json.dumps(src))
+            doc.update(subject=f"1{i}", hemi=hemi)
+            reg = doc["registration"]
+            k = 2 * i + (hemi == "R")
+            reg["cc_sulc_after"] = 0.9 + 0.01 * spread[k]
+            reg["areal_mean_abs"] = 0.1 + 0.01 * spread[::-1][k]
+            if (i, hemi) == (7, "R"):
+                reg["cc_sulc_after"] = 0.5
+            p = out / f"sub-1{i}/anat/sub-1{i}_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps(doc))
+
+
+def test_outliers_flagged_and_linked(outputs):
+    src = json.loads((outputs / "sub-01/anat/sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json").read_text())
+    for d in ("sub-01", "sub-02", "sub-03"):
+        shutil.rmtree(outputs / d)
+    _cohort(outputs, src)
+    rows, _ = group_table_rows(outputs)
+    found = outliers(rows)
+    assert {(rows[i]["subject"], rows[i]["hemi"], k) for i, k, _, _ in found} == {("17", "R", "cc_sulc_after")}
+    build_participant_report(outputs, "17")
+    text = build_group_report(outputs).read_text()
+    outlier_section = text.split('id="outliers"')[1].split("</section>")[0]
+    assert 'href="sub-17.html#sub-17_hemi-R"' in outlier_section and "CC after (sulc)" in outlier_section
+    assert text.count('class="outlier"') == 1
+
+
+def test_reuses_newer_group_tsv(outputs):
+    build_group_report(outputs)
+    tsv = outputs / GROUP_TSV
+    text = tsv.read_text().replace("\n03\t", "\n33\t", 1)
+    tsv.write_text(text)
+    later = max(p.stat().st_mtime for p in outputs.glob("sub-*/anat/*_metrics.json")) + 10
+    os.utime(tsv, (later, later))
+    rows, path = group_table_rows(outputs)
+    assert path == tsv and rows[-1]["subject"] == "33" and isinstance(rows[-1]["subject"], str)
+    assert "sub-33" in build_group_report(outputs).read_text()
+
+
+def test_no_outputs(tmp_path):
+    with pytest.raises(ValueError, match="no participant outputs"):
+        build_group_report(tmp_path)

@@ -1,0 +1,165 @@
+"""The participant report: figures, HTML links, degraded mode, errors, Chromium rendering."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geomorph_bids.reports import build_participant_report
+from geomorph_bids.reports.figures import SphereCamera, png_size, views_for, zscore
+from geomorph_bids.reports.participant import find_hemispheres, report_name
+
+REGISTRATION_SIZE = (1050, 510)  # 5 columns x 2 views, 100 dpi
+DISTORTION_SIZE = (860, 440)     # 4 views x 2 measures
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.imgs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        for key in ("src", "href"):
+            if a.get(key):
+                self.links.append(a[key])
+
+
+def _parse(path: Path) -> _Links:
+    p = _Links()
+    p.feed(path.read_text())
+    return p
+
+
+def _pixels(path: Path) -> np.ndarray:
+    from matplotlib.image import imread
+
+    return imread(str(path))[..., :3]
+
+
+def _non_background(img: np.ndarray) -> float:
+    return float(np.mean(np.any(np.abs(img - 1.0) > 0.05, axis=-1)))
+
+
+def test_camera_and_zscore():
+    cam = SphereCamera(views_for("L")[0], pixels=40)
+    assert cam.points.shape[0] == cam.inside.sum()
+    assert np.allclose(np.linalg.norm(cam.points, axis=1), 100.0)
+    assert np.all(cam.points[:, 0] < 1e-9)  # the lateral view of a left hemisphere sees x <= 0
+    z = zscore(np.array([0.0, 1.0, 2.0, 3.0]))
+    assert np.isnan(z[0]) and abs(np.nanmean(z)) < 1e-12
+
+
+def test_report_figures(outputs):
+    t = time.perf_counter()
+    html = build_participant_report(outputs, "sub-01")
+    seconds = time.perf_counter() - t
+    assert html == outputs / "sub-01.html" and html.is_file()
+    figs = sorted((outputs / "sub-01" / "figures").glob("*.png"))
+    assert [p.name for p in figs] == [
+        "sub-01_hemi-L_space-fsaverage_desc-distortion_sphere.png",
+        "sub-01_hemi-L_space-fsaverage_desc-registrationSulc_sphere.png",
+        "sub-01_hemi-R_space-fsaverage_desc-distortion_sphere.png",
+        "sub-01_hemi-R_space-fsaverage_desc-registrationSulc_sphere.png"]
+    for p in figs:
+        size = png_size(p)
+        assert size == (DISTORTION_SIZE if "distortion" in p.name else REGISTRATION_SIZE)
+        assert p.stat().st_size > 20_000
+        img = _pixels(p)
+        assert img.std() > 0.1 and _non_background(img) > 0.3, p.name
+    assert seconds < 60  # a few seconds on 2 cores; generous for a busy host
+
+
+def test_html_links_exist(outputs):
+    html = build_participant_report(outputs, "01")
+    p = _parse(html)
+    assert len(p.imgs) == 4
+    for link in p.links:
+        if link.startswith("#"):
+            assert link[1:] in p.ids, link
+            continue
+        assert not re.match(r"^[a-z]+:", link), f"absolute link {link}"
+        assert (html.parent / link).is_file(), link
+    text = html.read_text()
+    for needle in ("Metrics", "CC after registration", "Errors and warnings", "Methods and citation",
+                   "<i>geomorph-bids</i>", "Suliman", "numpy"):
+        assert needle in text, needle
+
+
+def test_degrades_without_native_outputs(outputs):
+    html = build_participant_report(outputs, "02")
+    figs = sorted(p.name for p in (outputs / "sub-02" / "figures").glob("*.png"))
+    assert figs == ["sub-02_hemi-L_space-fsaverage_desc-registrationSulc_sphere.png",
+                    "sub-02_hemi-R_space-fsaverage_desc-registrationSulc_sphere.png"]
+    text = html.read_text()
+    assert "sub-02_hemi-L_sphere.surf.gii" in text  # names the missing optional output
+    assert all(png_size(outputs / "sub-02" / "figures" / f) == REGISTRATION_SIZE for f in figs)
+
+
+def test_errors_and_missing_hemisphere(outputs):
+    html = build_participant_report(outputs, "03")
+    text = html.read_text()
+    assert "feature has NaN values" in text and "hemi_R_wf.register" in text
+    assert "no outputs for hemi-R" in text
+    assert "feature has NaN values" not in build_participant_report(outputs, "01").read_text()
+
+
+def test_subject_without_outputs_and_sessions(outputs):
+    html = build_participant_report(outputs, "99")
+    assert "no outputs for hemi-L" in html.read_text()
+    src = outputs / "sub-01" / "anat"
+    ses = outputs / "sub-04" / "ses-a" / "anat"
+    ses.mkdir(parents=True)
+    for p in src.iterdir():
+        shutil.copy(p, ses / p.name.replace("sub-01", "sub-04_ses-a"))
+    assert [(h.session, h.hemi) for h in find_hemispheres(outputs, "04")] == [("a", "L"), ("a", "R")]
+    one = build_participant_report(outputs, "04", session="a")
+    assert one.name == report_name("04", "a") == "sub-04_ses-a.html"
+    assert len(_parse(one).imgs) == 4
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _screenshot(browser: str, html: Path, png: Path) -> None:
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1200,2600", f"--screenshot={png}", html.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (apt-get install chromium; "
+                                                  "scripts/install.sh --test installs it)")
+def test_chromium_renders_figures(outputs, tmp_path):
+    browser = _chromium()
+    html = build_participant_report(outputs, "01")
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", html.as_uri()],
+                         check=True, capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<img") == 4 and "Errors and warnings" in dom
+    shot = tmp_path / "report.png"
+    _screenshot(browser, html, shot)
+    img = _pixels(shot)
+    # the same page with its figures gone (broken images) is the baseline
+    broken_dir = tmp_path / "broken"
+    shutil.copytree(outputs, broken_dir)
+    shutil.rmtree(broken_dir / "sub-01" / "figures")
+    shutil.copy(html, broken_dir / html.name)
+    broken = tmp_path / "broken.png"
+    _screenshot(browser, broken_dir / html.name, broken)
+    base = _pixels(broken)
+    assert img.shape == base.shape
+    assert _non_background(img) > 0.25 and img.std() > 0.15
+    assert _non_background(img) > 3 * _non_background(base)
