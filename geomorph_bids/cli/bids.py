@@ -299,6 +299,29 @@ def _channels(model: str) -> tuple[str, ...]:
     return tuple(read_metadata(path).channels)
 
 
+def _resolve_template(args) -> tuple[str, str, str]:
+    """``--template`` -> (label used in ``space-``, what registration loads, base template).
+
+    ``fsLR``/``fsaverage`` are bundled; anything else is a custom template folder (e.g. the
+    ``tpl-<label>`` that ``group --build-template`` wrote): a path, or a label looked up as
+    ``tpl-<label>`` in the output folder."""
+    from ..io.custom_template import custom_template_info, find_custom_template
+    from ..io.templates import DENSITIES
+
+    if args.template in DENSITIES:
+        return args.template, "", args.template
+    folder = find_custom_template(args.template, search=[args.output_dir])
+    if folder is None:
+        raise InputError(f"--template {args.template}: not fsLR or fsaverage, and no custom template folder "
+                         f"(tpl-<label> with template_description.json) at that path or in {args.output_dir}")
+    info = custom_template_info(folder)
+    base = str(info.get("BaseTemplate", ""))
+    if base not in DENSITIES:
+        raise InputError(f"custom template has BaseTemplate {base!r}; expected fsLR or fsaverage",
+                         path=folder / "template_description.json")
+    return str(info["Identifier"]), str(folder.absolute()), base
+
+
 def run_participant(args) -> int:
     from ..io.templates import load_density_sphere, normalise_density
     from ..workflows import RunConfig, hemi_outputs, init_geomorph_wf, subject_wf_name
@@ -307,9 +330,10 @@ def run_participant(args) -> int:
     model = args.model
     channels = _channels(model)
     features = list(dict.fromkeys([*channels, *args.features]))
-    density = normalise_density(args.template, args.output_density)
+    template, template_ref, base = _resolve_template(args)
+    density = normalise_density(base, args.output_density)
     tf_home = os.environ.get("TEMPLATEFLOW_HOME", "")
-    sources = {h: load_density_sphere(args.template, h, density, tf_home or None)[2] for h in args.hemi}
+    sources = {h: load_density_sphere(base, h, density, tf_home or None)[2] for h in args.hemi}
     device, gpu = _resolve_device(model, args.device)
     jobs, failures = collect_jobs(args, features)
     batch = getattr(args, "batch_size", None)
@@ -317,13 +341,14 @@ def run_participant(args) -> int:
     output_dir = args.output_dir.absolute()
     work_dir = args.work_dir.absolute()
     config = RunConfig(bids_dir=args.bids_dir.absolute(), output_dir=output_dir, work_dir=work_dir,
-                       template=args.template, density=density, features=tuple(features), channels=channels,
+                       template=template, template_ref=template_ref, base_template=base,
+                       density=density, features=tuple(features), channels=channels,
                        model="" if model == "default" else model, device=device, gpu=gpu, omp_nthreads=omp,
                        nprocs=args.nprocs, templateflow_home=tf_home, density_sources=sources)
     if batch:  # results of one settings combination live in their own folder (safe resume)
         import hashlib
 
-        key = json.dumps([args.template, model, list(channels)], sort_keys=True).encode()
+        key = json.dumps([template, template_ref, model, list(channels)], sort_keys=True).encode()
         config = replace(config, batch_dir=str(work_dir / f"batch_{hashlib.sha1(key).hexdigest()[:10]}"))
     run_id = uuid.uuid4().hex[:8]
     crash_dir = output_dir / "logs" / f"crash-{run_id}"
@@ -335,7 +360,7 @@ def run_participant(args) -> int:
     names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
     todo = [(j, h) for j in jobs for h in sorted(j.inputs.hemis)]
     print(f"{_PROG} {__version__}: {len(todo)} hemisphere(s) of {len(jobs)} subject/session(s) -> {output_dir} "
-          f"(template {args.template}, density {density}, model {model}, device {device}, work dir {work_dir})",
+          f"(template {template}, density {density}, model {model}, device {device}, work dir {work_dir})",
           flush=True)
     crashed = False
     if todo and batch:

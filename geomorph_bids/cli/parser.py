@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not check that bids_dir is a BIDS dataset (dataset_description.json)")
 
     g = p.add_argument_group("registration and outputs")
-    g.add_argument("--template", choices=("fsLR", "fsaverage"), default="fsLR", help="target template")
+    g.add_argument("--template", default="fsLR", metavar="fsLR|fsaverage|FOLDER",
+                   help="target template: fsLR, fsaverage, or a custom template folder (tpl-<label>, "
+                        "e.g. written by 'group --build-template'; a bare label is looked up in "
+                        "output_dir)")
     g.add_argument("--output-density", default=None, metavar="DEN",
                    help="density of the resampled features: fsLR 32k (default), 59k (TemplateFlow only), "
                         "164k, ico6; fsaverage 10k, 41k (default), 164k (= ico5, ico6, ico7)")

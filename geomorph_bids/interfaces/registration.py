@@ -103,7 +103,8 @@ class Register(SimpleInterface):
             reg = read_sphere(self.inputs.sphere_reg).vertices if isdefined(self.inputs.sphere_reg) else None
             device = "cpu" if rigid_only else str(resolve_device(self.inputs.device))
             with gpu_lock(device):
-                result = register((sphere.vertices, sphere.faces), maps, template=self.inputs.template,
+                result = register((sphere.vertices, sphere.faces), maps,
+                                  template=template_argument(self.inputs.template, hemi, channels),
                                   hemi=hemi, model=model, device=device, rigid_only=rigid_only, reg_sphere=reg)
         except InputError as exc:
             raise exc.with_context(subject=subject, hemi=hemi) from None
@@ -112,6 +113,17 @@ class Register(SimpleInterface):
         self._results["out_sphere"] = str(out_sphere)
         self._results["metrics_file"] = str(metrics_file)
         return runtime
+
+
+def template_argument(template: str, hemi: str, channels: list[str]):
+    """``register()``'s template: a bundled name as is, a custom template folder loaded."""
+    from ..io.templates import available_templates
+
+    if template in available_templates():
+        return template
+    from ..io.custom_template import resolve_template
+
+    return resolve_template(template, hemi, channels)
 
 
 def registration_record(result, channels: list[str], model_arg: str, used_sphere_reg: bool) -> dict:
@@ -180,9 +192,16 @@ def register_batch(items: list[BatchItem], channels: list[str], template: str, m
             errors[i] = str(exc.with_context(subject=item.subject, hemi=item.hemi))
         except (ValueError, OSError) as exc:
             errors[i] = f"sub-{item.subject} hemi-{item.hemi}: {' '.join(str(exc).split())}"
+    by_hemi: dict[str, list[int]] = {}
+    for k, (_, req) in enumerate(ready):
+        by_hemi.setdefault(req.hemi, []).append(k)
+    results: list = [None] * len(ready)
     with gpu_lock(device):
-        results = register_many([r for _, r in ready], template, model_path, device, rigid_only=rigid_only,
-                                batch_size=batch_size, on_error="return")
+        for hemi, ks in by_hemi.items():  # a custom template is loaded per hemisphere
+            tpl = template_argument(template, hemi, channels)
+            for k, r in zip(ks, register_many([ready[k][1] for k in ks], tpl, model_path, device,
+                                              rigid_only=rigid_only, batch_size=batch_size, on_error="return")):
+                results[k] = r
     for (i, req), result in zip(ready, results):
         item = items[i]
         if isinstance(result, Exception):

@@ -19,7 +19,7 @@ class RunConfig:
     Attributes
     ----------
     bids_dir, output_dir, work_dir : folders (absolute)
-    template : ``"fsLR"`` or ``"fsaverage"``
+    template : ``"fsLR"``, ``"fsaverage"`` or a custom template's label (``space-<label>``)
     density : output density label (``io.templates.normalise_density``)
     features : features resampled and written (e.g. ``("sulc", "curv")``)
     channels : features the registration uses (subset of ``features``)
@@ -33,6 +33,8 @@ class RunConfig:
     batch_dir : batch mode: folder where :func:`~geomorph_bids.workflows.batch.run_batch_registration`
         left every hemisphere's registration (the workflows then read it instead of registering);
         ``""`` registers in each hemisphere's own node
+    template_ref : custom template: its folder (``tpl-<label>``, from ``--build-template``)
+    base_template : custom template: the bundled template whose coordinates its maps use
     """
 
     bids_dir: Path
@@ -50,6 +52,18 @@ class RunConfig:
     templateflow_home: str = ""
     density_sources: dict[str, str] = field(default_factory=dict)
     batch_dir: str = ""
+    template_ref: str = ""
+    base_template: str = ""
+
+    @property
+    def registration_template(self) -> str:
+        """What the registration is given: a bundled name or a custom template folder."""
+        return self.template_ref or self.template
+
+    @property
+    def density_template(self) -> str:
+        """The template whose output-density spheres are used (a custom template's base)."""
+        return self.base_template or self.template
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,6 @@ def run_batch_registration(jobs: list[SubjectJob], config: RunConfig, batch_size
         import torch
 
         torch.set_num_threads(int(config.omp_nthreads))
-    errors = register_batch(items, list(config.channels), config.template, config.model, config.device,
+    errors = register_batch(items, list(config.channels), config.registration_template, config.model, config.device,
                             batch_size)
     return {keys[i]: line for i, line in errors.items()}

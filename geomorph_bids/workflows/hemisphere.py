@@ -81,12 +81,13 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
         register = pe.Node(PrecomputedRegistration(folder=str(batch_item_dir(config.batch_dir, h)),
                                                    subject=h.subject, hemi=h.hemi), name="register")
     else:
-        register = pe.Node(Register(channels=list(config.channels), template=config.template, hemi=h.hemi,
+        register = pe.Node(Register(channels=list(config.channels), template=config.registration_template,
+                                    hemi=h.hemi,
                                     model=config.model, device=config.device, num_threads=config.omp_nthreads,
                                     subject=h.subject),
                            name="register", n_procs=config.nprocs if config.gpu else config.omp_nthreads,
                            mem_gb=2.0)  # DESIGN.md target: peak RSS <= 2 GB per registration
-    resample = pe.Node(ResampleFeatures(template=config.template, hemi=h.hemi, density=config.density,
+    resample = pe.Node(ResampleFeatures(template=config.density_template, hemi=h.hemi, density=config.density,
                                         templateflow_home=config.templateflow_home),
                        name="resample")
     model = config.model or "default"

@@ -259,6 +259,17 @@ def test_group_level_builds_a_population_template(fs_run, tmp_path):
     line = next(x for x in stdout.splitlines() if x.startswith("hemi-L: template"))
     dist = [float(x) for x in line.split("round: ")[1].split(" -> ")]
     assert len(dist) == 2 and dist[1] <= dist[0] + 1e-6
+    # the population template is usable as --template in a later participant run (by label)
+    code, stdout, err = run(fs_run["bids"], out, "participant", "--participant-label", "01", "--hemi", "L",
+                            "--template", "geomorphPopulation", "--model", "rigid", "-w", tmp_path / "w")
+    assert code == 0, err
+    stem = anat(out, "01") / "sub-01_hemi-L_space-geomorphPopulation"
+    doc = json.loads(Path(f"{stem}_desc-geomorph_metrics.json").read_text())
+    assert doc["registration"]["template"] == "geomorphPopulation"
+    assert doc["registration"]["cc_sulc_after"] > 0.9  # the cohort's own average fits it well
+    assert nib.load(f"{stem}_den-32k_desc-geomorph_sulc.shape.gii").agg_data().shape == (32492,)
+    code, _, err = run(fs_run["bids"], out, "participant", "--template", "nosuch", "--model", "rigid")
+    assert code == 1 and "no custom template folder" in err
 
 
 def test_group_without_participant_outputs(tmp_path, fs_run):
