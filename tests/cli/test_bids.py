@@ -414,3 +414,11 @@ def test_batch_mode_writes_the_same_derivatives(dataset_factory, tmp_path):
     code, out, _ = run(bids, batch, "participant", "-w", tmp_path / "w2", "--nprocs", "2", "--batch-size", "4")
     assert "batch mode: registered 0 hemisphere(s)" not in out or code == 1  # the broken one is retried
     assert digests(batch) == b
+
+
+def test_registration_features_follow_the_template():
+    from geomorph_bids.cli.bids import _channels
+
+    assert _channels("default", "fsLR") == ("sulc",)
+    assert _channels("default", "fsaverage") == ("sulc", "curv")  # FreeSurfer-style: both maps
+    assert _channels("rigid", "fsaverage") == ("sulc",)
