@@ -192,13 +192,15 @@ def register_batch(items: list[BatchItem], channels: list[str], template: str, m
             errors[i] = str(exc.with_context(subject=item.subject, hemi=item.hemi))
         except (ValueError, OSError) as exc:
             errors[i] = f"sub-{item.subject} hemi-{item.hemi}: {' '.join(str(exc).split())}"
-    by_hemi: dict[str, list[int]] = {}
+    from ..io.templates import available_templates
+
+    groups: dict[str, list[int]] = {}  # a custom template is loaded per hemisphere; bundled: one batch
     for k, (_, req) in enumerate(ready):
-        by_hemi.setdefault(req.hemi, []).append(k)
+        groups.setdefault("" if template in available_templates() else req.hemi, []).append(k)
     results: list = [None] * len(ready)
     with gpu_lock(device):
-        for hemi, ks in by_hemi.items():  # a custom template is loaded per hemisphere
-            tpl = template_argument(template, hemi, channels)
+        for hemi, ks in groups.items():
+            tpl = template_argument(template, hemi or "L", channels)
             for k, r in zip(ks, register_many([ready[k][1] for k in ks], tpl, model_path, device,
                                               rigid_only=rigid_only, batch_size=batch_size, on_error="return")):
                 results[k] = r
