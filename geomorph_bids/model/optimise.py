@@ -167,16 +167,23 @@ def optimise_warp(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
     :class:`OptimiseResult` with the (40962, 3) float64 warp ((B, 40962, 3) for a batch; unit
     sphere, CPU); its history holds batch means. Bit-identical
     across runs on the same machine and device: torch's deterministic algorithms are switched
-    on for the call (the gradients' scatter-adds are otherwise summed in a varying order) and
-    the previous setting is restored afterwards.
+    on for the call (the gradients' scatter-adds are otherwise summed in a varying order). On
+    CPU the call uses at most one torch thread per pair. Both settings are restored afterwards.
     """
     previous = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    threads = torch.get_num_threads()
+    n_pairs = (moving.shape[0] if (moving.dim() if isinstance(moving, Tensor) else np.ndim(moving)) == 3 else 1)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.device(device).type == "cpu":
+        # one pair's tensors are small (<= 10k points): extra CPU threads only add synchronisation,
+        # and on a shared machine they make it 2-5x slower; a batch gets up to one thread per pair
+        torch.set_num_threads(max(1, min(threads, n_pairs)))
     try:
         return _optimise(moving, fixed, config, init=init, mask=mask, device=device)
     finally:
         torch.use_deterministic_algorithms(previous, warn_only=warn_only)
+        torch.set_num_threads(threads)
 
 
 def _as_batch(x: np.ndarray | Tensor, name: str, dev: torch.device, dtype: torch.dtype | None = torch.float32
