@@ -40,7 +40,7 @@ class LoadFeatures(SimpleInterface):
     output_spec = _LoadFeaturesOutputSpec
 
     def _run_interface(self, runtime):
-        from ..io import read_feature, read_sphere, write_metric, write_surface
+        from ..io import read_feature, read_sphere, validate_feature, write_metric, write_surface
 
         hemi, subject = self.inputs.hemi, self.inputs.subject or None
         names = list(self.inputs.feature_names)
@@ -57,6 +57,7 @@ class LoadFeatures(SimpleInterface):
                 values = np.asarray(read_feature(path, n_vertices=len(sphere.vertices)), dtype=np.float64)
                 if values.ndim != 1:
                     raise InputError(f"holds {values.shape[1]} maps; one per file expected", path=path)
+                validate_feature(values, path, names=[name])  # all zero / constant: nothing to align
                 outs.append(write_metric(os.path.join(runtime.cwd, f"{name}.shape.gii"), sign * values,
                                          hemi=hemi, names=[name]))
             if isdefined(self.inputs.sphere_reg) and self.inputs.sphere_reg:

@@ -173,7 +173,7 @@ def register_batch(items: list[BatchItem], channels: list[str], template: str, m
     ``registered_sphere.surf.gii`` + ``registration.json``, or ``error.txt`` (one line) when its
     input is bad. Returns {item index: error line} for the failed ones."""
     from ..engine.register import RegistrationItem, register_many
-    from ..io import read_feature, read_sphere
+    from ..io import read_feature, read_sphere, validate_feature
 
     model_path, rigid_only = model_argument(model)
     errors: dict[int, str] = {}
@@ -181,7 +181,8 @@ def register_batch(items: list[BatchItem], channels: list[str], template: str, m
     for i, item in enumerate(items):
         try:
             sphere = read_sphere(item.sphere)
-            maps = {c: item.signs.get(c, 1.0) * read_feature(item.features[c], n_vertices=len(sphere.vertices))
+            maps = {c: item.signs.get(c, 1.0) * validate_feature(
+                        read_feature(item.features[c], n_vertices=len(sphere.vertices)), item.features[c], names=[c])
                     for c in channels}
             reg = read_sphere(item.sphere_reg).vertices if item.sphere_reg else None
             if reg is not None and len(reg) != len(sphere.vertices):
