@@ -414,9 +414,10 @@ def register_many(items: Sequence[RegistrationItem], template: str | Template = 
         jobs: dict[int, _Job] = {}
         for idx in range(start, min(start + batch_size, len(items))):
             try:
-                jobs[idx] = _prepare(items[idx], template, model, dev, rigid_only, models)
-                if jobs[idx].loaded is not None:
-                    _network(jobs[idx], dev)
+                job = _prepare(items[idx], template, model, dev, rigid_only, models)
+                if job.loaded is not None:
+                    _network(job, dev)
+                jobs[idx] = job  # only a hemisphere whose steps so far all worked goes on
             except (InputError, ValueError, OSError) as exc:
                 if on_error == "raise":
                     raise

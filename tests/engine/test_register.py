@@ -294,3 +294,30 @@ def test_register_many_matches_register_and_isolates_bad_input(tmp_path, optimis
     assert out[2].metrics["cc_sulc_after"] > out[2].metrics["cc_sulc_rigid"]
     with pytest.raises(InputError):
         register_many(items[:2], "fsLR", on_error="raise")
+
+
+def test_register_many_drops_an_item_whose_network_step_fails(monkeypatch, tiny_model):
+    """A failure after pre-alignment (the network step) is that item's result, and the item is
+    not carried on into the optimisation (it must not come back as a Registration)."""
+    import geomorph_bids.engine.register as reg_module
+    from geomorph_bids.engine.register import RegistrationItem, register_many
+
+    real = reg_module._network
+    calls = []
+
+    def flaky(job, dev):
+        calls.append(job.hemi)
+        if job.hemi == "R":
+            raise ValueError("network step failed")
+        return real(job, dev)
+
+    monkeypatch.setattr(reg_module, "_network", flaky)
+    items = [RegistrationItem(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "L"),
+             RegistrationItem(SURF / "rh.sphere", {"sulc": SURF / "rh.sulc"}, "R")]
+    from geomorph_bids.model.optimise import OptimiseConfig
+
+    cfg = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(5,), smoothing=(10,))
+    out = register_many(items, "fsLR", model=tiny_model, device="cpu", optimise=cfg, on_error="return")
+    assert calls == ["L", "R"]
+    assert isinstance(out[0], Registration) and out[0].metrics["optimise_batch"] == 1
+    assert isinstance(out[1], ValueError) and "network step failed" in str(out[1])
