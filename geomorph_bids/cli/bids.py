@@ -372,9 +372,10 @@ def run_participant(args) -> int:
     if todo and batch:
         from ..workflows.batch import run_batch_registration
 
-        bad = run_batch_registration(jobs, config, batch)
-        print(f"batch mode: registered {len(todo) - len(bad)} hemisphere(s) in this process, "
-              f"{batch} pair(s) per optimisation batch; {len(bad)} with bad input", flush=True)
+        attempted, bad = run_batch_registration(jobs, config, batch)
+        print(f"batch mode: registered {attempted - len(bad)} hemisphere(s) in this process, "
+              f"{batch} pair(s) per optimisation batch; {len(bad)} with bad input; "
+              f"{len(todo) - attempted} already done", flush=True)
     if todo:
         wf = init_geomorph_wf(jobs, config)
         plugin, plugin_args = _plugin(args)

@@ -11,22 +11,45 @@ under ``<work_dir>/batch``. The per-hemisphere workflows then read those results
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 from ..interfaces.registration import BatchItem, register_batch
 from .base import RunConfig, SubjectJob
-from .hemisphere import batch_item_dir, hemi_outputs
+from .hemisphere import batch_item_dir
 
 __all__ = ["run_batch_registration"]
 
+#: per-item record of the inputs a batch result was computed from (path, size, mtime)
+FINGERPRINT = "inputs.json"
 
-def run_batch_registration(jobs: list[SubjectJob], config: RunConfig, batch_size: int) -> dict[tuple, str]:
-    """Register every hemisphere of ``jobs`` whose outputs are not all there yet.
+
+def _fingerprint(paths: list) -> str:
+    """JSON of (path, size, mtime_ns) of each input file: a result is reused only for the same files."""
+    rows = []
+    for p in paths:
+        if p is None:
+            continue
+        st = Path(p).stat()
+        rows.append([str(Path(p).absolute()), st.st_size, st.st_mtime_ns])
+    return json.dumps(rows)
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None
+
+
+def run_batch_registration(jobs: list[SubjectJob], config: RunConfig, batch_size: int
+                           ) -> tuple[int, dict[tuple, str]]:
+    """Register every hemisphere of ``jobs`` that has no up-to-date batch result yet.
 
     Results go to :func:`~geomorph_bids.workflows.hemisphere.batch_item_dir` folders under
-    ``config.batch_dir``; a hemisphere whose folder already holds a result is not redone
-    (an interrupted batch run resumes). Returns {(subject, session, hemi): error line} for the
-    hemispheres whose input was bad (their workflows fail with that line).
+    ``config.batch_dir``; a hemisphere whose folder already holds a result computed from the
+    same input files (path, size, modification time) is not redone (an interrupted batch run
+    resumes); a changed input is registered again. Returns the number of hemispheres attempted
+    and {(subject, session, hemi): error line} for those whose input was bad (their workflows
+    fail with that line).
     """
     items: list[BatchItem] = []
     keys: list[tuple] = []
@@ -34,19 +57,24 @@ def run_batch_registration(jobs: list[SubjectJob], config: RunConfig, batch_size
         for hemi in sorted(job.inputs.hemis):
             h = job.inputs.hemis[hemi]
             folder = batch_item_dir(config.batch_dir, h)
-            if all(p.is_file() for p in hemi_outputs(h, config)) or (folder / "registration.json").is_file():
+            stamp = _fingerprint([h.sphere, h.sphere_reg, *(h.features[c] for c in config.channels)])
+            done = (folder / "registration.json").is_file() and _read(folder / FINGERPRINT) == stamp
+            if done:  # (outputs alone are not enough: the workflow reads this folder)
                 continue
+            shutil.rmtree(folder, ignore_errors=True)  # stale or failed: the inputs may have changed
+            folder.mkdir(parents=True)
+            (folder / FINGERPRINT).write_text(stamp)
             items.append(BatchItem(folder=folder, subject=h.subject, hemi=hemi, sphere=Path(h.sphere),
                                    features={c: Path(h.features[c]) for c in config.channels},
                                    signs={c: h.sign(c) for c in config.channels},
                                    sphere_reg=Path(h.sphere_reg) if h.sphere_reg else None))
             keys.append((job.subject, job.session, hemi))
     if not items:
-        return {}
+        return 0, {}
     if config.omp_nthreads > 0:
         import torch
 
         torch.set_num_threads(int(config.omp_nthreads))
     errors = register_batch(items, list(config.channels), config.registration_template, config.model, config.device,
                             batch_size)
-    return {keys[i]: line for i, line in errors.items()}
+    return len(items), {keys[i]: line for i, line in errors.items()}

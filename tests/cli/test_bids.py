@@ -414,8 +414,13 @@ def test_batch_mode_writes_the_same_derivatives(dataset_factory, tmp_path):
             assert mb["method"] == ma["method"] == "optimise" and mb["optimise_batch"] == 3
             assert mb["cc_sulc_after"] == pytest.approx(ma["cc_sulc_after"], abs=1e-3)
     code, out, _ = run(bids, batch, "participant", "-w", tmp_path / "w2", "--nprocs", "2", "--batch-size", "4")
-    assert "batch mode: registered 0 hemisphere(s)" not in out or code == 1  # the broken one is retried
+    assert code == 1 and "batch mode: registered 0 hemisphere(s)" in out  # only the broken one is retried
     assert digests(batch) == b
+    # a changed input is registered again, an unchanged one is not
+    sulc = bids / "derivatives" / "freesurfer" / "sub-01" / "surf" / "lh.sulc"
+    sulc.write_bytes(sulc.read_bytes())
+    code, out, _ = run(bids, batch, "participant", "-w", tmp_path / "w2", "--nprocs", "2", "--batch-size", "4")
+    assert code == 1 and "batch mode: registered 1 hemisphere(s)" in out
 
 
 def test_registration_features_follow_the_template():
