@@ -119,6 +119,16 @@ def _mappable(cmap, vmin: float, vmax: float):
     return mcm.ScalarMappable(norm=mcolors.Normalize(vmin=vmin, vmax=vmax), cmap=cmap)
 
 
+def _save(fig, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=FIGURE_DPI, facecolor="white", pil_kwargs={"compress_level": 2})
+    tmp.replace(path)
+    return path
+
+
 @dataclass(frozen=True)
 class Panel:
     """One column of a figure: a map (already sampled per view), its colour scale and title."""
@@ -170,12 +180,7 @@ def _figure(panels: Sequence[Panel], cameras: Sequence[SphereCamera], title: str
             bar.ax.tick_params(labelsize=6, length=2, pad=1)
             if panel.label:
                 bar.set_label(panel.label, fontsize=7, labelpad=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=FIGURE_DPI, facecolor="white", pil_kwargs={"compress_level": 2})
-    tmp.replace(path)
-    return path
+    return _save(fig, path)
 
 
 Mesh = tuple[np.ndarray, np.ndarray]
@@ -264,11 +269,7 @@ def _two_row_figure(row1: Sequence[Panel], row2: Sequence[Panel], cams: Sequence
             bar = fig.colorbar(im, cax=cax)
             bar.ax.tick_params(labelsize=6, length=2, pad=1)
             bar.set_label(row[0].label, fontsize=7)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(tmp, dpi=FIGURE_DPI, facecolor="white", pil_kwargs={"compress_level": 2})
-    tmp.replace(path)
-    return path
+    return _save(fig, path)
 
 
 def group_figure(path: str | Path, columns: Mapping[str, Sequence[tuple[str, float, bool]]], title: str = "") -> Path:
@@ -304,12 +305,7 @@ def group_figure(path: str | Path, columns: Mapping[str, Sequence[tuple[str, flo
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=FIGURE_DPI, facecolor="white", pil_kwargs={"compress_level": 2})
-    tmp.replace(path)
-    return path
+    return _save(fig, path)
 
 
 def png_size(path: str | Path) -> tuple[int, int]:
