@@ -451,15 +451,23 @@ def _print_summary(rows, failures: list[Failure], output_dir: Path) -> None:
             print(f"  FAILED {f.line()}", file=sys.stderr)
 
 
-def run_group(args) -> int:
-    from ..interfaces.metrics import group_rows, write_group_table
+def _participant_rows(args) -> list[dict]:
+    """Metrics rows of the participant outputs in output_dir, restricted to --participant-label."""
+    from ..interfaces.metrics import group_rows
     from ..io.discover import normalise_label
-    from ..reports import build_group_report
 
     rows = group_rows(args.output_dir)
     if args.participant_label:
         keep = {normalise_label(s, "sub") for s in args.participant_label}
         rows = [r for r in rows if r["subject"] in keep]
+    return rows
+
+
+def run_group(args) -> int:
+    from ..interfaces.metrics import write_group_table
+    from ..reports import build_group_report
+
+    rows = _participant_rows(args)
     if not rows:
         _err(f"no participant outputs (*_desc-geomorph_metrics.json) in {args.output_dir}; "
              "run the participant level first")
@@ -512,13 +520,7 @@ def _build_population_template(args, rows: list[dict]) -> int:
 
 
 def run_reports_only(args) -> int:
-    from ..interfaces.metrics import group_rows
-    from ..io.discover import normalise_label
-
-    rows = group_rows(args.output_dir)
-    if args.participant_label:
-        keep = {normalise_label(s, "sub") for s in args.participant_label}
-        rows = [r for r in rows if r["subject"] in keep]
+    rows = _participant_rows(args)
     if not rows:
         _err(f"--reports-only: no participant outputs in {args.output_dir}")
         return 1
