@@ -7,8 +7,11 @@ nilearn is a test extra): each hemisphere's sphere is moved by a smooth random d
 warp (up to 8 degrees, :mod:`geomorph_bids.io.example_data`) and a fixed rotation, and its
 sulc/curv/thickness get 10 % white noise. sub-01 is written in FreeSurfer layout
 (``derivatives/freesurfer/sub-01/surf/{lh,rh}.{sphere,sulc,curv,thickness}``), sub-02 in
-sMRIPrep layout (``derivatives/smriprep/sub-02/anat/sub-02_hemi-{L,R}_*.gii``). The raw level
-holds only metadata (no images: the BIDS-App reads surfaces). Byte-identical on every run.
+sMRIPrep layout (``derivatives/smriprep/sub-02/anat/sub-02_hemi-{L,R}_*.gii``). Each subject also
+gets an inflated surface (``lh.inflated`` / ``_hemi-L_inflated.surf.gii``, for the report's maps
+on the subject's surface): fsaverage5's inflated mesh (same vertices as the sphere) with a smooth
+random radial deformation of up to ~6 %. The raw level holds only metadata (no images: the
+BIDS-App reads surfaces). Byte-identical on every run.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from geomorph_bids.io.example_data import synthetic_hemisphere, write_freesurfer, write_smriprep
+from geomorph_bids.engine.synth import random_scalar_field
+from geomorph_bids.io.example_data import STAMP, synthetic_hemisphere, write_freesurfer, write_smriprep
+from geomorph_bids.io.gifti import write_surface
 
 HEMIS = {"L": "left", "R": "right"}
 FEATURES = {"sulc": "sulc", "curv": "curv", "thickness": "thick"}  # our name -> nilearn's
@@ -41,6 +46,18 @@ def fsaverage5(hemi: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]
             for k, stem in FEATURES.items()}
     return (img.agg_data("NIFTI_INTENT_POINTSET").astype(np.float64),
             img.agg_data("NIFTI_INTENT_TRIANGLE").astype(np.int64), maps)
+
+
+def inflated(hemi: str, sphere: np.ndarray, faces: np.ndarray, seed: list[int]) -> np.ndarray:
+    """A subject's synthetic inflated surface (V, 3) mm: fsaverage5's inflated mesh scaled
+    about its centre by 1 + 0.02 x (a smooth random field over the fsaverage5 sphere, SD 1)."""
+    img = _gifti(Path(str(files("nilearn") / "datasets" / "data" / "fsaverage5")) / f"infl_{HEMIS[hemi]}.gii.gz")
+    v = img.agg_data("NIFTI_INTENT_POINTSET").astype(np.float64)
+    if not np.array_equal(img.agg_data("NIFTI_INTENT_TRIANGLE"), faces):
+        raise ValueError("fsaverage5's inflated and sphere meshes have different triangles")
+    field = random_scalar_field(sphere, np.random.default_rng(seed))
+    centre = v.mean(axis=0)
+    return centre + (v - centre) * (1.0 + 0.02 * field)[:, None]
 
 
 def build(out: Path) -> None:
@@ -66,10 +83,15 @@ def build(out: Path) -> None:
             axis, angle = ROTATION[subject]
             h = synthetic_hemisphere(hemi, v, f, maps, seed=[int(subject), k, 20261124],
                                      rotation=(axis, angle if hemi == "L" else -angle))
+            infl = inflated(hemi, v, f, [int(subject), k, 20261125])
             if subject == "01":
-                write_freesurfer(out / "derivatives" / "freesurfer", "sub-01", h)
+                surf = write_freesurfer(out / "derivatives" / "freesurfer", "sub-01", h)
+                nib.freesurfer.write_geometry(str(surf / f"{'lh' if hemi == 'L' else 'rh'}.inflated"),
+                                              infl.astype(np.float32), f.astype(np.int32), create_stamp=STAMP)
             else:
-                write_smriprep(smriprep, "02", h)
+                anat = write_smriprep(smriprep, "02", h)
+                write_surface(anat / f"sub-02_hemi-{hemi}_inflated.surf.gii", infl, f, hemi=hemi,
+                              geometric_type="Inflated")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Find a subject's native spheres and feature maps (sMRIPrep/fMRIPrep, FreeSurfer, HCP).
 
 Discovery only looks at file *names* (plain :mod:`pathlib` globbing, no pybids); it
-never opens a file, so it is cheap and the readers in :mod:`geomorph_bids.io.surfaces`
+never opens a file (except the header of the optional display surface, see below), so it
+is cheap and the readers in :mod:`geomorph_bids.io.surfaces`
 do the validation later.
 
 Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``R``,
@@ -18,7 +19,9 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
       ``.shape.gii`` or ``.func.gii``, no ``space-``/``den-``/``desc-`` entity;
     * myelin (liberal): suffix ``myelinw``, ``myelin`` or ``MyelinMap`` (any case), or any
       suffix with a ``desc-`` starting with ``myelin`` (e.g. ``desc-myelin_map``), extension
-      ``.shape.gii`` or ``.func.gii``, no ``space-``/``den-`` entity.
+      ``.shape.gii`` or ``.func.gii``, no ``space-``/``den-`` entity;
+    * surface (optional, for the report): ``_inflated.surf.gii``, else ``_midthickness.surf.gii``,
+      no ``space-``/``den-``/``desc-`` entity.
 
     Other entities (``acq-``, ``run-`` ...) are allowed; of several matches the one with
     the fewest entities wins, a tie is reported as ambiguous.  With ``session=None`` the
@@ -27,13 +30,15 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
     ``sub-X/ses-Y/anat`` is used first, then ``sub-X/anat`` (anatomy shared by sessions).
 ``freesurfer`` (a FreeSurfer subjects dir)
     ``<root>/<subject dir>/surf/h.sphere``, ``h.sphere.reg`` (optional), ``h.sulc``,
-    ``h.curv``, ``h.thickness``; no myelin map.  Subject dirs tried: ``sub-X_ses-Y`` (with a
+    ``h.curv``, ``h.thickness``; no myelin map; surface (optional): ``h.inflated``, else
+    ``h.midthickness``.  Subject dirs tried: ``sub-X_ses-Y`` (with a
     session), ``sub-X``, ``X``.
 ``hcp`` (HCP pipelines)
     ``<root>/<S>/MNINonLinear/Native/<S>.H.sphere.native.surf.gii``, optional
     ``<S>.H.sphere.reg.native.surf.gii`` (FreeSurfer's sphere.reg), ``.sulc.native.shape.gii``,
     ``.curvature.native.shape.gii``, ``.thickness.native.shape.gii``,
-    ``.MyelinMap_BC.native.func.gii`` (else ``.MyelinMap.native.func.gii``).  ``S`` tried:
+    ``.MyelinMap_BC.native.func.gii`` (else ``.MyelinMap.native.func.gii``); surface (optional):
+    ``<S>.H.inflated.native.surf.gii``, else ``.midthickness.native.surf.gii``.  ``S`` tried:
     ``sub-X_ses-Y`` and ``X_ses-Y`` (with a session), ``sub-X``, ``X``.
 
 Roots: ``derivatives`` (name -> folder) when given, else every folder in
@@ -47,6 +52,12 @@ converted to GIFTI alongside the derivatives the user chose), then ``freesurfer`
 is *complete* when it has the sphere and every requested feature; other features it has
 are returned too.
 
+The optional *surface* (:attr:`HemiInputs.surface`) is the inflated (preferred) or
+midthickness mesh of the same source and folder as the sphere, drawn by the participant report;
+its absence never fails a hemisphere.  It is the one file discovery opens: its header (and the
+sphere's) is read to check that both have the same number of vertices; otherwise the surface
+is dropped with a :class:`SurfaceWarning` (:func:`surface_vertex_count`).
+
 Sign conventions: HCP's PostFreeSurfer negates FreeSurfer's ``sulc`` and ``curv``
 (HCP sulc = -FreeSurfer sulc, positive on gyri).  :attr:`HemiInputs.sulc_sign` records
 ``"hcp"`` for HCP inputs and ``"freesurfer"`` otherwise (sMRIPrep keeps FreeSurfer's
@@ -57,19 +68,21 @@ sign (the engine's convention, see :mod:`geomorph_bids.io.templates`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from geomorph_bids.errors import InputError
 
-__all__ = ["FEATURES", "SOURCES", "DiscoveryError", "HemiInputs", "SubjectInputs", "discover",
-           "find_subjects", "normalise_label"]
+__all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs",
+           "SurfaceWarning", "discover", "find_subjects", "normalise_label", "surface_vertex_count"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
 #: sources in priority order
 SOURCES = ("smriprep", "freesurfer", "hcp")
+#: optional display surfaces, in order of preference
+SURFACE_KINDS = ("inflated", "midthickness")
 #: features whose sign HCP flips relative to FreeSurfer
 _HCP_NEGATED = frozenset({"sulc", "curv"})
 
@@ -78,6 +91,10 @@ _HEMIS = ("L", "R")
 _FS_HEMI = {"L": "lh", "R": "rh"}
 _GII_METRIC = (".shape.gii", ".func.gii")
 _MYELIN_SUFFIXES = frozenset({"myelinw", "myelin", "myelinmap"})
+
+
+class SurfaceWarning(UserWarning):
+    """An optional display surface was found but cannot be used (it is then ignored)."""
 
 
 class DiscoveryError(InputError):
@@ -105,6 +122,8 @@ class HemiInputs:
     features : feature name (``sulc``, ``curv``, ``thickness``, ``myelin``) -> file; every
         requested feature plus any other the source had
     sulc_sign : ``"freesurfer"`` or ``"hcp"`` (HCP negates sulc and curv)
+    surface : the inflated or midthickness mesh (same vertices as the sphere), or None
+    surface_kind : ``"inflated"``, ``"midthickness"`` or None
     """
 
     subject: str
@@ -115,6 +134,8 @@ class HemiInputs:
     sphere_reg: Path | None
     features: dict[str, Path]
     sulc_sign: str
+    surface: Path | None = None
+    surface_kind: str | None = None
 
     def sign(self, feature: str) -> float:
         """Factor (+1.0 or -1.0) converting ``feature`` to FreeSurfer's sign convention."""
@@ -232,6 +253,8 @@ def _smriprep_role(ents: dict[str, str], suffix: str, ext: str) -> str | None:
     if "den" in ents:
         return None
     space, desc = ents.get("space"), ents.get("desc")
+    if suffix in SURFACE_KINDS and ext == ".surf.gii":
+        return suffix if desc is None and space is None else None
     if suffix == "sphere" and ext == ".surf.gii":
         if desc is None and space is None:
             return "sphere"
@@ -311,8 +334,9 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
                 problems.append(f"smriprep {anat}: has the sphere but no {', '.join(lacking)}")
                 continue
             feats = {f: chosen[f] for f in FEATURES if f in chosen}
+            kind = next((k for k in SURFACE_KINDS if k in chosen), None)
             return HemiInputs(subject, ses, hemi, "smriprep", chosen["sphere"], chosen.get("sphere_reg"),
-                              feats, "freesurfer"), ""
+                              feats, "freesurfer", chosen[kind] if kind else None, kind), ""
     return None, "; ".join(problems) or None
 
 
@@ -330,8 +354,10 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
             return None, f"freesurfer {surf}: has {h}.sphere but no {', '.join(lacking)}"
         feats = {f: surf / n for f, n in files.items() if (surf / n).is_file()}
         reg = surf / f"{h}.sphere.reg"
+        kind = next((k for k in SURFACE_KINDS if (surf / f"{h}.{k}").is_file()), None)
         return HemiInputs(subject, session, hemi, "freesurfer", surf / f"{h}.sphere",
-                          reg if reg.is_file() else None, feats, "freesurfer"), ""
+                          reg if reg.is_file() else None, feats, "freesurfer",
+                          surf / f"{h}.{kind}" if kind else None, kind), ""
     return None, None
 
 
@@ -357,8 +383,10 @@ def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,
         if lacking:
             return None, f"hcp {native}: has the sphere but no {', '.join(lacking)}"
         reg = native / f"{name}.{hemi}.sphere.reg.native.surf.gii"
+        kind = next((k for k in SURFACE_KINDS if (native / f"{name}.{hemi}.{k}.native.surf.gii").is_file()), None)
         return HemiInputs(subject, session, hemi, "hcp", sphere, reg if reg.is_file() else None,
-                          feats, "hcp"), ""
+                          feats, "hcp", native / f"{name}.{hemi}.{kind}.native.surf.gii" if kind else None,
+                          kind), ""
     return None, None
 
 
@@ -384,6 +412,60 @@ def _looked_for(subject: str, session: str | None, hemi: str, features: Sequence
                       *(f".{hcp_names[f]}" for f in features)])
     return (f"looked for sMRIPrep sub-{subject}/[ses-*/]anat/{smri}, FreeSurfer "
             f"{{sub-{subject},{subject}}}/{fsurf}, HCP {hcp} (S = sub-{subject} or {subject})")
+
+
+_GIFTI_ARRAY = re.compile(rb"<DataArray\b[^>]*>", re.S)
+_GIFTI_DIM0 = re.compile(rb"\bDim0\s*=\s*[\"'](\d+)[\"']")
+
+
+def surface_vertex_count(path: str | Path) -> int | None:
+    """Number of vertices of a surface from its header only (FreeSurfer triangle surface,
+    or GIFTI ``.surf.gii[.gz]``: the ``Dim0`` of its NIFTI_INTENT_POINTSET array, read
+    incrementally); None when it cannot be read or is not a surface."""
+    import gzip
+
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(p, "rb") as fh:
+            first = fh.read(4096)
+            if len(first) >= 3 and int.from_bytes(first[:3], "big") == 0xFFFFFE:  # FreeSurfer triangles
+                end1 = first.find(b"\n", 3)
+                end2 = first.find(b"\n", end1 + 1) if end1 >= 0 else -1
+                if end2 < 0 or len(first) < end2 + 9:
+                    return None
+                return int.from_bytes(first[end2 + 1:end2 + 5], "big")
+            buf = first
+            while True:
+                for tag in _GIFTI_ARRAY.finditer(buf):
+                    if b"NIFTI_INTENT_POINTSET" in tag.group(0):
+                        dim = _GIFTI_DIM0.search(tag.group(0))
+                        return int(dim.group(1)) if dim else None
+                chunk = fh.read(1 << 20)
+                if not chunk:
+                    return None
+                buf = buf[-4096:] + chunk  # the tail may hold the start of a tag
+    except (OSError, EOFError, ValueError):
+        return None
+
+
+def _checked_surface(h: HemiInputs) -> HemiInputs:
+    """``h`` without its surface (and a :class:`SurfaceWarning`) when the surface's vertex
+    count cannot be read or differs from the sphere's."""
+    if h.surface is None:
+        return h
+    n_surface, n_sphere = surface_vertex_count(h.surface), surface_vertex_count(h.sphere)
+    if n_surface is not None and n_surface == n_sphere:
+        return h
+    import warnings
+
+    why = (f"{n_surface} vertices, the sphere {n_sphere}" if n_surface is not None and n_sphere is not None
+           else "its vertex count (or the sphere's) cannot be read")
+    warnings.warn(f"sub-{h.subject} hemi-{h.hemi}: {h.surface_kind} surface {h.surface} ignored ({why}); "
+                  "the report draws the sphere only", SurfaceWarning, stacklevel=3)
+    return replace(h, surface=None, surface_kind=None)
 
 
 _PROBES = {"smriprep": _probe_smriprep, "freesurfer": _probe_freesurfer, "hcp": _probe_hcp}
@@ -440,6 +522,7 @@ def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
                     problems[hemi].append(problem)
             if hemi in found:
                 break
+    found = {h: _checked_surface(x) for h, x in found.items()}
     where = ("searched: " + ", ".join(map(str, searched)) if searched else
              "no input folder exists (expected " + ", ".join(map(str, _default_roots(bids_dir, fs_subjects_dir)))
              + ")")

@@ -3,7 +3,9 @@
 A sphere viewed from far away (orthographic projection) is a disk: every pixel inside it is
 one point of the sphere, so a map is drawn by sampling its mesh (barycentric interpolation)
 at those points; no 3-D rendering is needed. This is exact for any mesh density and takes
-tens of milliseconds per view. Figures are built on :class:`matplotlib.figure.Figure` with
+tens of milliseconds per view. Maps on the subject's own (inflated or midthickness) surface
+need real hidden-surface removal: :func:`surface_figure` uses the z-buffer rasteriser of
+:mod:`geomorph_bids.reports.render`. Figures are built on :class:`matplotlib.figure.Figure` with
 the Agg canvas (no pyplot, no display, no global state).
 """
 
@@ -15,7 +17,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["View", "views_for", "SphereCamera", "zscore", "registration_figure", "distortion_figure",
+__all__ = ["View", "views_for", "SphereCamera", "zscore", "registration_figure", "distortion_figure", "surface_figure",
            "group_figure", "png_size", "FIGURE_DPI"]
 
 FIGURE_DPI = 100
@@ -143,16 +145,18 @@ class Panel:
 
 
 def _figure(panels: Sequence[Panel], cameras: Sequence[SphereCamera], title: str, path: Path,
-            col_inches: float = 2.1) -> Path:
+            col_inches: float = 2.1, row_inches: float | None = None) -> Path:
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     n_rows, n_cols = len(cameras), len(panels)
-    fig = Figure(figsize=(col_inches * n_cols, col_inches * n_rows + 0.9), dpi=FIGURE_DPI)
+    row_inches = col_inches if row_inches is None else row_inches
+    height = row_inches * n_rows + 0.9
+    fig = Figure(figsize=(col_inches * n_cols, height), dpi=FIGURE_DPI)
     FigureCanvasAgg(fig)
-    top = 1.0 - 0.42 / (col_inches * n_rows + 0.9)
-    bottom = 0.5 / (col_inches * n_rows + 0.9)
+    top = 1.0 - 0.42 / height
+    bottom = 0.5 / height
     grid = fig.add_gridspec(n_rows, n_cols, left=0.04, right=0.99, top=top, bottom=bottom, wspace=0.04, hspace=0.04)
     fig.suptitle(title, fontsize=10, y=0.995, va="top")
     for j, panel in enumerate(panels):
@@ -270,6 +274,44 @@ def _two_row_figure(row1: Sequence[Panel], row2: Sequence[Panel], cams: Sequence
             bar.ax.tick_params(labelsize=6, length=2, pad=1)
             bar.set_label(row[0].label, fontsize=7)
     return _save(fig, path)
+
+
+def surface_figure(path: str | Path, hemi: str, mesh: Mesh, subject: np.ndarray, before: np.ndarray | None,
+                   after: np.ndarray | None, areal: np.ndarray | None, feature: str = "sulc", kind: str = "inflated",
+                   title: str = "", views: Sequence[str] = ("lateral", "medial"), width: int = 300) -> Path:
+    """Maps on the subject's own surface (inflated or midthickness), one row per view.
+
+    Columns: the subject's ``feature`` | the template's feature carried to the subject's
+    mesh before registration (``before``) | after registration (``after``) | subject -
+    template after (z difference) | areal distortion (log2 area ratio) of the registered sphere
+    relative to the native sphere. Every map is (V,)
+    on ``mesh`` = (vertices (V, 3) mm, faces (F, 3)); ``before``/``after``/``areal`` may be
+    None (the column says so). Feature maps are z-scored here (template maps: pass z-scores
+    with NaN on the medial wall, drawn grey). ``width``: pixels across one view.
+    """
+    from .render import cameras_for_mesh
+
+    cams = cameras_for_mesh(mesh[0], mesh[1], [v for v in views_for(hemi) if v.name in views], width=width)
+    subj_z = zscore(subject)
+
+    def imgs(values: np.ndarray | None) -> list[np.ndarray]:
+        return [] if values is None else [c.sample(values) for c in cams]
+
+    zlim = 2.5
+    panels = [Panel(f"subject {feature}", imgs(subj_z), "RdBu_r", -zlim, zlim, "z"),
+              Panel("template, before registration", imgs(before), "RdBu_r", -zlim, zlim, "z", "no native sphere"),
+              Panel("template, after", imgs(after), "RdBu_r", -zlim, zlim, "z", "no registered sphere"),
+              Panel("subject - template after", imgs(None if after is None else subj_z - after), "PuOr_r",
+                    -3.0, 3.0, "z difference", "no registered sphere")]
+    if areal is not None and np.isfinite(areal).any():
+        amax = float(max(0.5, np.nanpercentile(np.abs(areal), 99)))
+        panels.append(Panel("areal distortion", imgs(areal), "RdBu_r", -amax, amax, "log2 area ratio"))
+    else:
+        panels.append(Panel("areal distortion", [], "RdBu_r", -1.0, 1.0, "", "no distortion map"))
+    rows, cols = cams[0].inside.shape
+    col_inches = width / FIGURE_DPI * 1.02
+    return _figure(panels, cams, title or f"hemi-{hemi}: {feature} on the {kind} surface", Path(path),
+                   col_inches=col_inches, row_inches=col_inches * rows / cols)
 
 
 def group_figure(path: str | Path, columns: Mapping[str, Sequence[tuple[str, float, bool]]], title: str = "") -> Path:

@@ -7,6 +7,12 @@ Built from the participant OUTPUTS only (so ``--reports-only`` rebuilds it):
 - ``<ent>_hemi-H_space-T_desc-geomorph_sphere.surf.gii``: the registered native mesh;
 - ``logs/CITATION.md``, ``logs/crash-*/crash-*.txt``, ``logs/*.log``, ``dataset_description.json``.
 
+The subject's inflated (or midthickness) surface is an INPUT, not copied into the outputs:
+the workflow records its path in the metrics JSON (``input_surface_path``, absolute;
+``input_surface`` relative to the BIDS dir; ``input_surface_kind``). When it is readable and
+has the native sphere's vertex count, the maps are also drawn on it; otherwise the report says
+why in one line.
+
 Two OPTIONAL outputs (:data:`NATIVE_SPHERE`, :data:`NATIVE_FEATURE`: the native sphere and the
 native registration features, as the workflow's ``load_features`` node writes them) add the
 "before registration" maps and the areal/shape distortion maps. Without them those panels
@@ -36,7 +42,8 @@ NATIVE_SPHERE = "{entities}_hemi-{hemi}_sphere.surf.gii"
 NATIVE_FEATURE = "{entities}_hemi-{hemi}_{suffix}.shape.gii"
 #: figure names under ``sub-X/figures/``
 FIGURES = {"registration": "{entities}_hemi-{hemi}_space-{space}_desc-registration{Feature}_sphere.png",
-           "distortion": "{entities}_hemi-{hemi}_space-{space}_desc-distortion_sphere.png"}
+           "distortion": "{entities}_hemi-{hemi}_space-{space}_desc-distortion_sphere.png",
+           "surface": "{entities}_hemi-{hemi}_space-{space}_desc-registration{Feature}_{kind}.png"}
 #: file suffix of a feature in the outputs (sMRIPrep's names)
 _SUFFIX = {"myelin": "myelinw"}
 
@@ -156,6 +163,13 @@ def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(s.vertices, dtype=np.float64), np.asarray(s.faces, dtype=np.int64)
 
 
+def _read_surface(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from ..io.surfaces import read_surface
+
+    s = read_surface(path)
+    return np.asarray(s.vertices, dtype=np.float64), np.asarray(s.faces, dtype=np.int64)
+
+
 def _density_mesh(template: str, hemi: str, density: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     from ..io.templates import DENSITIES, load_density_sphere
     from ..sphere.icosphere import icosphere, level_of
@@ -196,6 +210,8 @@ def _hemi_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path) -> tuple[list
     rotation = np.asarray(reg.get("rotation") or np.eye(3), dtype=np.float64)
     missing_native = (f"needs {native_sphere.name} and the native feature in the outputs"
                       if native is None else "")
+    surface_maps: list[tuple[str, tuple[tuple[np.ndarray, np.ndarray], np.ndarray]]] = []
+    d = None
     for feature in h.features:
         try:
             tpl = _load_template(template, h.hemi, feature, output_dir)
@@ -203,6 +219,7 @@ def _hemi_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path) -> tuple[list
             notes.append(f"template {template} ({feature}) not available here: {exc}")
             continue
         template_map = ((tpl.vertices, tpl.faces), tpl.features[feature])
+        surface_maps.append((feature, template_map))
         before = after = None
         missing_before = missing_native
         native_values = None
@@ -246,6 +263,67 @@ def _hemi_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path) -> tuple[list
                      _rel(path, output_dir)))
     else:
         notes.append(f"distortion maps need the native sphere in the outputs ({native_sphere.name})")
+    s_figs, s_notes = _surface_figures(h, output_dir, fig_dir, native, registered, surface_maps,
+                                       None if d is None else d["areal"])
+    return figs + s_figs, notes + s_notes
+
+
+def _carry(template_map: tuple[tuple[np.ndarray, np.ndarray], np.ndarray], points: np.ndarray) -> np.ndarray:
+    """The template's feature, z-scored over its non-zero vertices (NaN on the medial wall),
+    interpolated (barycentric) at sphere ``points`` (N, 3): (N,)."""
+    from ..sphere.resample import barycentric_weights
+    from .figures import zscore
+
+    (tv, tf), values = template_map
+    return np.asarray(barycentric_weights((tv, tf), points) @ zscore(values), dtype=np.float64)
+
+
+def _surface_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path, native, registered, surface_maps: list,
+                     areal: np.ndarray | None) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Maps on the subject's inflated/midthickness surface (recorded in the metrics JSON as
+    ``input_surface_path`` / ``input_surface_kind``): one figure per registration feature.
+    "Before" carries the template through the native sphere as it is (no alignment, like the
+    metrics' ``cc_before``), "after" through the registered sphere."""
+    from .figures import surface_figure
+
+    where = h.doc.get("input_surface_path")
+    kind = str(h.doc.get("input_surface_kind"))
+    kind = kind if kind in ("inflated", "midthickness") else "surface"  # also names the figure file
+    if not where:
+        return [], ["no inflated or midthickness surface among the inputs: maps drawn on the sphere only"]
+    if not Path(where).is_file():
+        return [], [f"the {kind} surface {where} (recorded in the metrics) is not readable here: "
+                    "maps drawn on the sphere only"]
+    if native is None:
+        return [], [f"maps on the {kind} surface need the native sphere in the outputs"]
+    try:
+        surface = _read_surface(Path(where))
+    except (ValueError, OSError) as exc:
+        return [], [f"the {kind} surface {where} cannot be read ({' '.join(str(exc).split())}): "
+                    "maps drawn on the sphere only"]
+    if len(surface[0]) != len(native[0]):
+        return [], [f"the {kind} surface has {len(surface[0])} vertices, the native sphere {len(native[0])}: "
+                    "not drawn"]
+    figs, notes = [], []
+    for feature, template_map in surface_maps:
+        nf = h.native_feature(feature)
+        if not nf.is_file():
+            notes.append(f"maps on the {kind} surface need {nf.name} in the outputs")
+            continue
+        values = _read_values(nf, len(native[0]))
+        before = _carry(template_map, native[0])
+        after = _carry(template_map, registered[0]) if registered is not None else None
+        name = FIGURES["surface"].format(entities=h.entities, hemi=h.hemi, space=h.space, kind=kind,
+                                         Feature=feature[:1].upper() + feature[1:])
+        path = surface_figure(fig_dir / name, h.hemi, surface, values, before, after, areal, feature=feature,
+                              kind=kind, title=f"{h.entities} hemi-{h.hemi}: {feature} on the subject's {kind} "
+                                               f"surface ({Path(where).name})")
+        figs.append((f"{kind} surface", f"{feature} on the subject's own {kind} surface: the subject's map, the "
+                                        "template's map carried to the subject's mesh through the native sphere "
+                                        "(before registration, no alignment) and through the registered sphere "
+                                        "(after), the subject "
+                                        "minus the registered template (z-scores), and the areal distortion",
+                     _rel(path, output_dir)))
     return figs, notes
 
 

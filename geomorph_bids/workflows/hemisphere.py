@@ -95,7 +95,12 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
             "model": model, "input_source": h.source, "sulc_sign": h.sulc_sign, "sign_convention": sign_note,
             "input_sphere": _rel(h.sphere, config.bids_dir),
             "input_sphere_reg": _rel(h.sphere_reg, config.bids_dir) if h.sphere_reg else None,
-            "input_features": sources, "features": features}
+            "input_features": sources, "features": features,
+            # the inflated/midthickness mesh the report draws maps on (not copied into the outputs):
+            # relative to the BIDS dir like the other inputs, plus the absolute path to open it
+            "input_surface": _rel(h.surface, config.bids_dir) if h.surface else None,
+            "input_surface_kind": h.surface_kind,
+            "input_surface_path": str(Path(h.surface).resolve()) if h.surface else None}
     metrics = pe.Node(WriteMetrics(info=info, density=config.density), name="metrics")
     n = len(features)
     ready = pe.Node(niu.Merge(5), name="outputs_ready", run_without_submitting=True)

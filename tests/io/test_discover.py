@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from geomorph_bids.errors import InputError
@@ -223,3 +224,95 @@ def test_find_subjects_across_sources(bids: Path, tmp_path: Path) -> None:
     # explicit roots replace the defaults
     make_fs(tmp_path / "fs", "sub-05")
     assert find_subjects(bids, fs_subjects_dir=tmp_path / "fs", derivatives={}) == ["01", "02", "05"]
+
+
+# ------------------------------------------------ optional display surface (inflated / midthickness)
+
+def _mesh(level: int):
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(level)
+    return np.asarray(v, dtype=np.float32), np.asarray(f, dtype=np.int32)
+
+
+def _write_mesh(path: Path, level: int) -> None:
+    """A real surface file (FreeSurfer binary, or GIFTI for ``.gii``/``.gii.gz``)."""
+    import gzip
+
+    import nibabel as nib
+
+    from geomorph_bids.io.gifti import write_surface
+
+    v, f = _mesh(level)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".gii.gz"):
+        plain = path.with_name(path.name[:-3])
+        write_surface(plain, v, f, hemi="L")
+        path.write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
+    elif path.name.endswith(".gii"):
+        write_surface(path, v, f, hemi="L")
+    else:
+        nib.freesurfer.write_geometry(str(path), v, f)
+
+
+def _layout(kind: str, bids: Path, level_surface: int = 1, names=("inflated",)) -> tuple[Path, dict[str, Path]]:
+    """Each layout with real sphere files (ico-1, 42 vertices) and the named surfaces."""
+    if kind == "freesurfer":
+        d = make_fs(bids / "derivatives" / "freesurfer", "sub-01", reg=False)
+        sphere, surf = d / "lh.sphere", {n: d / f"lh.{n}" for n in names}
+    elif kind == "smriprep":
+        d = make_smriprep(bids / "derivatives" / "smriprep", "01")
+        sphere = d / "sub-01_hemi-L_sphere.surf.gii"
+        surf = {n: d / f"sub-01_hemi-L_{n}.surf.gii" for n in names}
+        touch(d / "sub-01_hemi-L_space-fsLR_den-32k_inflated.surf.gii",   # not the native mesh: ignored
+              d / "sub-01_hemi-L_desc-smoothed_inflated.surf.gii")
+    else:
+        d = make_hcp(bids / "derivatives" / "hcp", "sub-01")
+        sphere = d / "sub-01.L.sphere.native.surf.gii"
+        surf = {n: d / f"sub-01.L.{n}.native.surf.gii" for n in names}
+    _write_mesh(sphere, 1)
+    for p in surf.values():
+        _write_mesh(p, level_surface)
+    return sphere, surf
+
+
+@pytest.mark.parametrize("kind", ["freesurfer", "smriprep", "hcp"])
+def test_surface_found_in_each_layout(bids: Path, kind: str) -> None:
+    sphere, surf = _layout(kind, bids, names=("inflated", "midthickness"))
+    lh = discover("01", bids, hemis=("L",)).hemis["L"]
+    assert (lh.source, lh.sphere) == (kind, sphere)
+    assert (lh.surface, lh.surface_kind) == (surf["inflated"], "inflated")  # preferred over midthickness
+    surf["inflated"].unlink()
+    lh = discover("01", bids, hemis=("L",)).hemis["L"]
+    assert (lh.surface, lh.surface_kind) == (surf["midthickness"], "midthickness")
+
+
+@pytest.mark.parametrize("kind", ["freesurfer", "smriprep", "hcp"])
+def test_surface_absent_or_mismatched_is_ignored(bids: Path, kind: str) -> None:
+    import warnings
+
+    from geomorph_bids.io.discover import SurfaceWarning
+
+    _, surf = _layout(kind, bids, level_surface=2)             # 162 vertices vs the sphere's 42
+    with pytest.warns(SurfaceWarning, match="162 vertices, the sphere 42"):
+        res = discover("01", bids, hemis=("L",))
+    assert res.hemis["L"].surface is None and res.hemis["L"].surface_kind is None and res.missing == {}
+    surf["inflated"].write_bytes(b"")                          # unreadable: ignored too
+    with pytest.warns(SurfaceWarning, match="cannot be read"):
+        assert discover("01", bids, hemis=("L",)).hemis["L"].surface is None
+    surf["inflated"].unlink()                                  # absent: fine, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert discover("01", bids, hemis=("L",)).hemis["L"].surface is None
+
+
+def test_surface_vertex_count(tmp_path: Path) -> None:
+    from geomorph_bids.io.discover import surface_vertex_count
+
+    for name, level, n in (("lh.inflated", 2, 162), ("a.surf.gii", 3, 642), ("b.surf.gii.gz", 1, 42)):
+        _write_mesh(tmp_path / name, level)
+        assert surface_vertex_count(tmp_path / name) == n, name
+    (tmp_path / "x.surf.gii").write_text("<GIFTI><DataArray Intent=\"NIFTI_INTENT_TRIANGLE\" Dim0=\"5\">")
+    assert surface_vertex_count(tmp_path / "x.surf.gii") is None
+    assert surface_vertex_count(tmp_path / "missing") is None

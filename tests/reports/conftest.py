@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -15,10 +16,14 @@ from geomorph_bids.io import write_metric, write_surface
 from geomorph_bids.io.example_data import synthetic_hemisphere, template_hemisphere
 
 TEMPLATE, DENSITY = "fsaverage", "10k"
+#: axis scaling (x, y, z) of the native sphere giving the test's "inflated" surface (mm)
+INFLATE = np.array([0.35, 0.8, 0.55])
 CITATION = "Cortical surfaces were registered with *geomorph-bids*.\n\n### References\n- Suliman MA, et al. 2025.\n"
 
 
 def _hemi_outputs(out: Path, subject: str, hemi: str, seed: int, native: bool) -> None:
+    """``native``: also the native sphere and sulc, and an "inflated" input surface (an
+    ellipsoid with the sphere's vertices, outside the outputs) recorded in the metrics."""
     v, f, maps = template_hemisphere(hemi, 4)
     h = synthetic_hemisphere(hemi, v, f, maps, seed=[seed, 0 if hemi == "L" else 1])
     reg = register((h.vertices, h.faces), {"sulc": h.maps["sulc"]}, template=TEMPLATE, hemi=hemi, rigid_only=True)
@@ -35,6 +40,13 @@ def _hemi_outputs(out: Path, subject: str, hemi: str, seed: int, native: bool) -
            "model": "rigid", "input_source": "freesurfer", "sulc_sign": "freesurfer", "features": ["sulc"],
            "method": "rigid", "output_density": DENSITY, "output_density_source": "icosphere ico-5",
            "registration": metrics}
+    if native:
+        inflated = out.parent / "inputs" / f"sub-{subject}" / "surf" / f"{hemi.lower()}h.inflated"
+        inflated.parent.mkdir(parents=True, exist_ok=True)
+        nib.freesurfer.write_geometry(str(inflated), (h.vertices * INFLATE).astype(np.float32),
+                                      h.faces.astype(np.int32))
+        doc.update(input_surface=f"derivatives/freesurfer/sub-{subject}/surf/{inflated.name}",
+                   input_surface_kind="inflated", input_surface_path=str(inflated))
     (anat / f"{stem}_desc-geomorph_metrics.json").write_text(json.dumps(doc, indent=2))
     if native:  # the two optional outputs the report asks the workflow for
         write_surface(anat / f"sub-{subject}_hemi-{hemi}_sphere.surf.gii", h.vertices, h.faces, hemi=hemi,

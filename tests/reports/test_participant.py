@@ -18,6 +18,7 @@ from geomorph_bids.reports.participant import find_hemispheres, report_name
 
 REGISTRATION_SIZE = (1050, 510)  # 5 columns x 2 views, 100 dpi
 DISTORTION_SIZE = (860, 440)     # 4 views x 2 measures
+SURFACE_WIDTH = 1530             # 5 columns of 300-pixel views (the height follows the surface's shape)
 
 
 class _Links(HTMLParser):
@@ -71,11 +72,22 @@ def test_report_figures(outputs):
     figs = sorted((outputs / "sub-01" / "figures").glob("*.png"))
     assert [p.name for p in figs] == [
         "sub-01_hemi-L_space-fsaverage_desc-distortion_sphere.png",
+        "sub-01_hemi-L_space-fsaverage_desc-registrationSulc_inflated.png",
         "sub-01_hemi-L_space-fsaverage_desc-registrationSulc_sphere.png",
         "sub-01_hemi-R_space-fsaverage_desc-distortion_sphere.png",
+        "sub-01_hemi-R_space-fsaverage_desc-registrationSulc_inflated.png",
         "sub-01_hemi-R_space-fsaverage_desc-registrationSulc_sphere.png"]
     for p in figs:
         size = png_size(p)
+        if "inflated" in p.name:
+            assert size[0] == SURFACE_WIDTH and 300 < size[1] < 0.5 * SURFACE_WIDTH, size
+            img = _pixels(p)
+            # the map panels of the lateral (top) and medial (bottom) rows differ
+            rows = img[60:-70]
+            half = rows.shape[0] // 2
+            assert np.abs(rows[:half] - rows[half:2 * half]).mean() > 0.05, p.name
+            assert img.std() > 0.1 and _non_background(img) > 0.2, p.name
+            continue
         assert size == (DISTORTION_SIZE if "distortion" in p.name else REGISTRATION_SIZE)
         assert p.stat().st_size > 20_000
         img = _pixels(p)
@@ -86,7 +98,7 @@ def test_report_figures(outputs):
 def test_html_links_exist(outputs):
     html = build_participant_report(outputs, "01")
     p = _parse(html)
-    assert len(p.imgs) == 4
+    assert len(p.imgs) == 6
     for link in p.links:
         if link.startswith("#"):
             assert link[1:] in p.ids, link
@@ -128,7 +140,34 @@ def test_subject_without_outputs_and_sessions(outputs):
     assert [(h.session, h.hemi) for h in find_hemispheres(outputs, "04")] == [("a", "L"), ("a", "R")]
     one = build_participant_report(outputs, "04", session="a")
     assert one.name == report_name("04", "a") == "sub-04_ses-a.html"
-    assert len(_parse(one).imgs) == 4
+    assert len(_parse(one).imgs) == 6
+
+
+def test_surface_figure_degrades(outputs):
+    import json
+
+    text = build_participant_report(outputs, "02").read_text()
+    assert text.count("no inflated or midthickness surface among the inputs: maps drawn on the sphere only") == 4
+    metrics = outputs / "sub-01" / "anat" / "sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json"
+    doc = json.loads(metrics.read_text())
+    surface = Path(doc["input_surface_path"])
+    moved = surface.with_name("gone.inflated")
+    doc["input_surface_path"] = str(moved)                    # the input moved away: one line, the rest drawn
+    metrics.write_text(json.dumps(doc))
+    html = build_participant_report(outputs, "01")
+    text = html.read_text()
+    assert f"the inflated surface {moved} (recorded in the metrics) is not readable here" in text
+    assert len(_parse(html).imgs) == 5
+    from geomorph_bids.io.gifti import write_surface
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(2)                                       # 162 vertices, not the native mesh's
+    wrong = surface.with_name("wrong.surf.gii")
+    write_surface(wrong, np.asarray(v), np.asarray(f), hemi="L", geometric_type="Inflated")
+    doc["input_surface_path"] = str(wrong)
+    metrics.write_text(json.dumps(doc))
+    text = build_participant_report(outputs, "01").read_text()
+    assert "the inflated surface has 162 vertices, the native sphere 2562: not drawn" in text
 
 
 def _chromium() -> str | None:
@@ -148,7 +187,7 @@ def test_chromium_renders_figures(outputs, tmp_path):
     html = build_participant_report(outputs, "01")
     dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", html.as_uri()],
                          check=True, capture_output=True, text=True, timeout=120).stdout
-    assert dom.count("<img") == 4 and "Errors and warnings" in dom
+    assert dom.count("<img") == 6 and "Errors and warnings" in dom
     shot = tmp_path / "report.png"
     _screenshot(browser, html, shot)
     img = _pixels(shot)
@@ -163,3 +202,28 @@ def test_chromium_renders_figures(outputs, tmp_path):
     assert img.shape == base.shape
     assert _non_background(img) > 0.25 and img.std() > 0.15
     assert _non_background(img) > 3 * _non_background(base)
+
+
+def test_workflow_records_the_surface_for_the_report(tmp_path):
+    """The hemisphere workflow puts the discovered surface into the metrics JSON's provenance
+    (what the report opens); a hemisphere without one records None."""
+    from geomorph_bids.io.discover import HemiInputs
+    from geomorph_bids.workflows import RunConfig
+    from geomorph_bids.workflows.hemisphere import init_hemisphere_wf
+
+    bids = tmp_path / "bids"
+    surf = bids / "derivatives" / "freesurfer" / "sub-01" / "surf"
+    surf.mkdir(parents=True)
+    for name in ("sphere", "sulc", "inflated"):
+        (surf / f"lh.{name}").touch()
+    config = RunConfig(bids_dir=bids, output_dir=tmp_path / "out", work_dir=tmp_path / "work", features=("sulc",),
+                       channels=("sulc",), omp_nthreads=1, nprocs=1)
+    base = dict(subject="01", session=None, hemi="L", source="freesurfer", sphere=surf / "lh.sphere", sphere_reg=None,
+                features={"sulc": surf / "lh.sulc"}, sulc_sign="freesurfer")
+    info = init_hemisphere_wf(HemiInputs(**base, surface=surf / "lh.inflated", surface_kind="inflated"),
+                              config).get_node("metrics").inputs.info
+    assert info["input_surface"] == "derivatives/freesurfer/sub-01/surf/lh.inflated"
+    assert info["input_surface_kind"] == "inflated"
+    assert info["input_surface_path"] == str((surf / "lh.inflated").resolve())
+    info = init_hemisphere_wf(HemiInputs(**base), config).get_node("metrics").inputs.info
+    assert info["input_surface"] is None and info["input_surface_path"] is None
