@@ -10,6 +10,7 @@ import os
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry / network, before nipype is imported
 
+import argparse  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
@@ -20,7 +21,9 @@ from typing import Any  # noqa: E402
 
 from .. import __version__  # noqa: E402
 from ..errors import InputError  # noqa: E402
+from ..io.gifti import atomic_write_bytes  # noqa: E402
 from .parser import build_parser, parse_derivatives  # noqa: E402
+from .preflight import RunLocks, check_writable, remove_if_empty  # noqa: E402
 
 __all__ = ["main", "Failure", "collect_jobs", "write_dataset_description"]
 
@@ -165,12 +168,8 @@ def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str,
     desc = {"Name": "geomorph-bids: cortical sphere registration", "BIDSVersion": "1.9.0",
             "DatasetType": "derivative", "GeneratedBy": [generated], "SourceDatasets": sources,
             "DatasetLinks": links, "HowToAcknowledge": "See logs/CITATION.md"}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / "dataset_description.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(desc, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    # atomic, through a uniquely named temporary file: concurrent runs may write it at once
+    return atomic_write_bytes(output_dir / "dataset_description.json", (json.dumps(desc, indent=2) + "\n").encode())
 
 
 def _source_roots(args) -> dict[str, Path]:
@@ -197,10 +196,7 @@ def _write_citation(output_dir: Path, config, model: str) -> Path:
         method_text=method.get(model, f"; then the GeoMorph network (checkpoint {Path(model).name}) predicted "
                                       "a non-rigid warp, refined for each hemisphere by optimisation"),
         features=", ".join(config.features), density=config.density)
-    logs = output_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    (logs / "CITATION.md").write_text(text)
-    return logs / "CITATION.md"
+    return atomic_write_bytes(output_dir / "logs" / "CITATION.md", text.encode())
 
 
 # ------------------------------------------------------------------------------ running
@@ -249,10 +245,12 @@ def _plugin(args) -> tuple[str, dict[str, Any]]:
         doc = yaml.safe_load(Path(args.use_plugin).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(f"cannot read the plugin file ({' '.join(str(exc).split())})", path=args.use_plugin) from None
-    if not isinstance(doc, dict) or "plugin" not in doc:
-        raise InputError("the plugin file must be YAML with a 'plugin' key (and optional 'plugin_args')",
-                         path=args.use_plugin)
+    if not isinstance(doc, dict) or not isinstance(doc.get("plugin"), str) or not doc["plugin"]:
+        raise InputError("the plugin file must be YAML with a 'plugin' key naming a Nipype plugin "
+                         "(and optional 'plugin_args')", path=args.use_plugin)
     extra = doc.get("plugin_args") or {}
+    if not isinstance(extra, dict):
+        raise InputError("the plugin file's 'plugin_args' must be a mapping (key: value)", path=args.use_plugin)
     if doc["plugin"] in ("MultiProc", "LegacyMultiProc"):
         plugin_args.update(extra)
         return doc["plugin"], plugin_args
@@ -271,6 +269,8 @@ def _configure_nipype(work_dir: Path, crash_dir: Path, verbose: int, stop_on_fir
                       "stop_on_first_crash": stop_on_first_crash, "remove_unnecessary_outputs": False,
                       "hash_method": "timestamp", "parameterize_dirs": False,
                       "check_version": False,
+                      # no workflow-level d3.js/graph.json in the work dir: runs sharing it would race
+                      "create_report": False,
                       # poll often: Nipype's default (2 s per scheduling round) dominates short runs
                       "poll_sleep_duration": 0.1},
         "monitoring": {"enabled": False},
@@ -288,21 +288,25 @@ def _resolve_device(model: str, device: str) -> tuple[str, bool]:
 
 
 def _channels(model: str, template: str = "fsLR") -> tuple[str, ...]:
-    """Features the registration uses: a checkpoint's own channels; without a network, every
-    feature the bundled template has of sulc and curv (fsLR: sulc; fsaverage: sulc + curv,
-    which aligns the mirrored fsaverage pair 0.11 deg better than sulc alone, docs/registration.md)."""
+    """Features the registration uses: a checkpoint's own channels (bundled name or path);
+    without a network, fsLR: sulc; fsaverage: sulc + curv (which aligns the mirrored fsaverage
+    pair 0.11 deg better than sulc alone, docs/registration.md); another template: sulc."""
     if model == "default":
-        from ..io.templates import available_templates
-
-        return tuple(f for f in ("sulc", "curv") if f in available_templates().get(template, ["sulc"]))
+        return _DEFAULT_CHANNELS.get(template, ("sulc",))
     if model == "rigid":
         return ("sulc",)
     from ..model.checkpoint import read_metadata
+    from ..resources import bundled_models, model_path
 
-    path = Path(model)
+    path = model_path(model)
     if not path.is_file():
-        raise InputError("model checkpoint not found (use --model default, rigid or a checkpoint path)", path=path)
+        raise InputError("model checkpoint not found (use --model default, rigid, a bundled model: "
+                         f"{', '.join(bundled_models()) or 'none installed'}, or a checkpoint path)", path=path)
     return tuple(read_metadata(path).channels)
+
+
+#: registration features without a network, per bundled template
+_DEFAULT_CHANNELS = {"fsLR": ("sulc",), "fsaverage": ("sulc", "curv")}
 
 
 def _resolve_template(args) -> tuple[str, str, str]:
@@ -328,24 +332,104 @@ def _resolve_template(args) -> tuple[str, str, str]:
     return str(info["Identifier"]), str(folder.absolute()), base
 
 
-def run_participant(args) -> int:
-    from ..io.templates import load_density_sphere, normalise_density
-    from ..workflows import RunConfig, hemi_outputs, init_geomorph_wf, subject_wf_name
+def preflight(output_dir: Path, work_dir: Path | None) -> list[Path]:
+    """Before any work: both folders exist or can be created, take a real write and have the
+    documented free space (:data:`geomorph_bids.cli.preflight.MIN_FREE_MB`); else one
+    :class:`InputError` line naming the folder (a folder this check created is removed again).
+    Returns the folders it created."""
+    created = [output_dir] if check_writable(output_dir, "output") else []
+    if work_dir is None:
+        return created
+    try:
+        if check_writable(work_dir, "work"):
+            created.append(work_dir)
+    except InputError:
+        for folder in created:
+            remove_if_empty(folder)
+        raise
+    return created
+
+
+def _lock_participants(locks: RunLocks, jobs: list, wait: bool) -> tuple[list, list[Failure], list]:
+    """Take each participant's lock: (jobs whose participant this run holds, failures of the
+    participants another run holds (skip mode), jobs to do after waiting (``--lock-wait``))."""
+    busy: dict[str, str] = {}
+    for subject in sorted({j.subject for j in jobs}):
+        if not locks.try_lock(f"sub-{subject}"):
+            busy[subject] = locks.holder(f"sub-{subject}")
+    mine = [j for j in jobs if j.subject not in busy]
+    later = [j for j in jobs if j.subject in busy] if wait else []
+    skipped = [] if wait else [
+        Failure(j.subject, j.session, ",".join(sorted(j.inputs.hemis)) or "L,R",
+                f"skipped: another geomorph-bids run is processing this participant "
+                f"({busy[j.subject] or 'holder unknown'}; lock {locks.path('sub-' + j.subject)}); "
+                "rerun when it has finished, or pass --lock-wait to wait for it")
+        for j in jobs if j.subject in busy]
+    for subject, holder in busy.items():
+        if wait:
+            print(f"{_PROG}: sub-{subject}: another geomorph-bids run is processing it ({holder or 'holder unknown'}); "
+                  "it will be done after that run, once this run's other participants are finished", flush=True)
+    return mine, skipped, later
+
+
+def _run_workflow(jobs: list, config, args, batch: int | None) -> tuple[bool, list[Failure]]:
+    """Run the participant workflow of ``jobs``: (whether Nipype reported a crash, failures it
+    reported without a crash file)."""
+    from ..workflows import init_geomorph_wf
+
+    todo = [(j, h) for j in jobs for h in sorted(j.inputs.hemis)]
+    if not todo:
+        return False, []
+    if batch:
+        from ..workflows.batch import run_batch_registration
+
+        attempted, bad = run_batch_registration(jobs, config, batch)
+        print(f"batch mode: registered {attempted - len(bad)} hemisphere(s) in this process, "
+              f"{batch} pair(s) per optimisation batch; {len(bad)} with bad input; "
+              f"{len(todo) - attempted} already done", flush=True)
+    wf = init_geomorph_wf(jobs, config)
+    plugin, plugin_args = _plugin(args)
+    try:
+        wf.run(plugin=plugin, plugin_args=plugin_args)
+    except RuntimeError as exc:  # nipype: "Workflow did not execute cleanly"
+        return True, [Failure("*", None, "*", " ".join(str(exc).split()))]
+    return False, []
+
+
+def _clean_leftovers(output_dir: Path) -> None:
+    """Remove what killed runs left in the output folder: the sinks' staging folder and the
+    temporary files of the atomic writes (called only when no other run is active)."""
     from ..interfaces.bids import STAGING_DIR
 
-    model = args.model
-    template, template_ref, base = _resolve_template(args)
-    channels = _channels(model, template)
-    features = list(dict.fromkeys([*channels, *args.features]))
-    density = normalise_density(base, args.output_density)
-    tf_home = os.environ.get("TEMPLATEFLOW_HOME", "")
-    sources = {h: load_density_sphere(base, h, density, tf_home or None)[2] for h in args.hemi}
-    device, gpu = _resolve_device(model, args.device)
-    jobs, failures = collect_jobs(args, features)
-    batch = getattr(args, "batch_size", None)
-    omp = args.omp_nthreads or (args.nprocs if batch else max(1, min(8, args.nprocs // 2)))
+    shutil.rmtree(output_dir / STAGING_DIR, ignore_errors=True)
+    for folder in (output_dir, output_dir / "logs"):
+        for tmp in [*folder.glob(".*.tmp"), *folder.glob(".geomorph-probe-*")]:
+            tmp.unlink(missing_ok=True)
+
+
+def run_participant(args) -> int:
+    from ..io.templates import load_density_sphere, normalise_density
+    from ..workflows import RunConfig, hemi_outputs, subject_wf_name
+
     output_dir = args.output_dir.absolute()
     work_dir = args.work_dir.absolute()
+    created = preflight(output_dir, work_dir)
+    model = args.model
+    try:  # bad arguments or inputs found here: leave no (empty) folder behind
+        template, template_ref, base = _resolve_template(args)
+        channels = _channels(model, template)
+        features = list(dict.fromkeys([*channels, *args.features]))
+        density = normalise_density(base, args.output_density)
+        tf_home = os.environ.get("TEMPLATEFLOW_HOME", "")
+        sources = {h: load_density_sphere(base, h, density, tf_home or None)[2] for h in args.hemi}
+        device, gpu = _resolve_device(model, args.device)
+        jobs, failures = collect_jobs(args, features)
+    except BaseException:
+        for folder in created:
+            remove_if_empty(folder)
+        raise
+    batch = getattr(args, "batch_size", None)
+    omp = args.omp_nthreads or (args.nprocs if batch else max(1, min(8, args.nprocs // 2)))
     config = RunConfig(bids_dir=args.bids_dir.absolute(), output_dir=output_dir, work_dir=work_dir,
                        template=template, template_ref=template_ref, base_template=base,
                        density=density, features=tuple(features), channels=channels,
@@ -358,71 +442,81 @@ def run_participant(args) -> int:
         config = replace(config, batch_dir=str(work_dir / f"batch_{hashlib.sha1(key).hexdigest()[:10]}"))
     run_id = uuid.uuid4().hex[:8]
     crash_dir = output_dir / "logs" / f"crash-{run_id}"
-    output_dir.mkdir(parents=True, exist_ok=True)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    write_dataset_description(output_dir, args.bids_dir, _source_roots(args))
-    _write_citation(output_dir, config, model)
-    _configure_nipype(work_dir, crash_dir, args.verbose, args.stop_on_first_crash)
-    names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
-    todo = [(j, h) for j in jobs for h in sorted(j.inputs.hemis)]
-    print(f"{_PROG} {__version__}: {len(todo)} hemisphere(s) of {len(jobs)} subject/session(s) -> {output_dir} "
-          f"(template {template}, density {density}, model {model}, device {device}, work dir {work_dir})",
-          flush=True)
-    crashed = False
-    if todo and batch:
-        from ..workflows.batch import run_batch_registration
-
-        attempted, bad = run_batch_registration(jobs, config, batch)
-        print(f"batch mode: registered {attempted - len(bad)} hemisphere(s) in this process, "
-              f"{batch} pair(s) per optimisation batch; {len(bad)} with bad input; "
-              f"{len(todo) - attempted} already done", flush=True)
-    if todo:
-        wf = init_geomorph_wf(jobs, config)
-        plugin, plugin_args = _plugin(args)
-        try:
-            wf.run(plugin=plugin, plugin_args=plugin_args)
-        except RuntimeError as exc:  # nipype: "Workflow did not execute cleanly"
-            crashed = True
-            if not crash_dir.is_dir():
-                failures.append(Failure("*", None, "*", " ".join(str(exc).split())))
-    if crash_dir.is_dir():
-        failures += _crash_failures(crash_dir, names)
-    unique: dict[tuple, Failure] = {}
-    for f in failures:  # one line per hemisphere (in batch mode two nodes may report the same input)
-        unique.setdefault((f.subject, f.session, f.hemi), f)
-    failures = list(unique.values())
-    failed_keys = {(f.subject, f.session, h) for f in failures for h in f.hemi.split(",")}
-    rows = []
-    for job, hemi in todo:
-        h = job.inputs.hemis[hemi]
-        expected = hemi_outputs(h, config)
-        key = (job.subject, job.session, hemi)
-        if key not in failed_keys and not all(p.is_file() for p in expected):
-            missing = [p.name for p in expected if not p.is_file()]
-            failures.append(Failure(job.subject, job.session, hemi,
-                                    f"outputs missing after the run: {', '.join(missing)}"
-                                    + (" (the run was stopped by another crash)" if crashed else "")))
-            failed_keys.add(key)
-        if key in failed_keys:
-            for p in expected:  # no partial outputs for a failed hemisphere
-                p.unlink(missing_ok=True)
-            continue
-        doc = json.loads(expected[2].read_text())
-        rows.append((job, hemi, doc["registration"]))
-    shutil.rmtree(output_dir / STAGING_DIR, ignore_errors=True)
-    _print_summary(rows, failures, output_dir)
-    _build_reports(output_dir, sorted({job.subject for job in jobs}))
+    with RunLocks(output_dir) as locks:  # released by the kernel if this process dies
+        mine, skipped, later = _lock_participants(locks, jobs, getattr(args, "lock_wait", False))
+        failures += skipped
+        write_dataset_description(output_dir, args.bids_dir, _source_roots(args))
+        _write_citation(output_dir, config, model)
+        _configure_nipype(work_dir, crash_dir, args.verbose, args.stop_on_first_crash)
+        names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
+        n_todo = sum(len(j.inputs.hemis) for j in jobs)
+        print(f"{_PROG} {__version__}: {n_todo} hemisphere(s) of {len(jobs)} subject/session(s) -> {output_dir} "
+              f"(template {template}, density {density}, model {model}, device {device}, work dir {work_dir})",
+              flush=True)
+        crashed, run_failures = _run_workflow(mine, config, args, batch)
+        if later:
+            for subject in sorted({j.subject for j in later}):  # sorted: no deadlock between waiting runs
+                locks.wait_lock(f"sub-{subject}")
+            c2, f2 = _run_workflow(later, config, args, batch)
+            crashed, run_failures = crashed or c2, run_failures + f2
+        done = mine + later
+        todo = [(j, h) for j in done for h in sorted(j.inputs.hemis)]
+        if crash_dir.is_dir():
+            failures += _crash_failures(crash_dir, names)
+        elif crashed:
+            failures += run_failures
+        unique: dict[tuple, Failure] = {}
+        for f in failures:  # one line per hemisphere (in batch mode two nodes may report the same input)
+            unique.setdefault((f.subject, f.session, f.hemi), f)
+        failures = list(unique.values())
+        failed_keys = {(f.subject, f.session, h) for f in failures for h in f.hemi.split(",")}
+        rows = []
+        for job, hemi in todo:
+            h = job.inputs.hemis[hemi]
+            expected = hemi_outputs(h, config)
+            key = (job.subject, job.session, hemi)
+            if key not in failed_keys and not all(p.is_file() for p in expected):
+                missing = [p.name for p in expected if not p.is_file()]
+                failures.append(Failure(job.subject, job.session, hemi,
+                                        f"outputs missing after the run: {', '.join(missing)}"
+                                        + (" (the run was stopped by another crash)" if crashed else "")))
+                failed_keys.add(key)
+            if key in failed_keys:
+                for p in expected:  # no partial outputs for a failed hemisphere (this run holds its lock)
+                    p.unlink(missing_ok=True)
+                continue
+            doc = json.loads(expected[2].read_text())
+            rows.append((job, hemi, doc["registration"]))
+        locks.when_alone(lambda: _clean_leftovers(output_dir))
+        _print_summary(rows, failures, output_dir)
+        subjects = sorted({job.subject for job in done})  # a subject with a failure: its report may change
+        _build_reports(output_dir, subjects, reuse=set(subjects) - {f.subject for f in failures})
     return 1 if failures else 0
 
 
-def _build_reports(output_dir: Path, subjects: list[str]) -> list[Path]:
-    """``sub-X.html`` for every subject with outputs; a report that cannot be drawn is a
-    warning (the registrations themselves are done), never a failure."""
+def _report_is_current(output_dir: Path, subject: str) -> bool:
+    """``sub-X.html`` exists and is newer than every output of the subject (a rerun that
+    changed nothing leaves the outputs, hence the report, untouched)."""
+    html = output_dir / f"sub-{subject}.html"
+    if not html.is_file():
+        return False
+    stamps = [p.stat().st_mtime_ns for p in (output_dir / f"sub-{subject}").rglob("*")
+              if p.is_file() and "figures" not in p.relative_to(output_dir).parts]
+    return bool(stamps) and html.stat().st_mtime_ns >= max(stamps)
+
+
+def _build_reports(output_dir: Path, subjects: list[str], reuse: set[str] | None = None) -> list[Path]:
+    """``sub-X.html`` for every subject with outputs (a subject in ``reuse``: unless its report
+    is current); a report that cannot be drawn is a warning (the registrations themselves are done),
+    never a failure."""
     from ..reports import build_participant_report
 
     made = []
     for subject in subjects:
         if not (output_dir / f"sub-{subject}").is_dir():
+            continue
+        if subject in (reuse or ()) and _report_is_current(output_dir, subject):
+            made.append(output_dir / f"sub-{subject}.html")
             continue
         try:
             made.append(build_participant_report(output_dir, subject))
@@ -467,6 +561,8 @@ def run_group(args) -> int:
     from ..interfaces.metrics import write_group_table
     from ..reports import build_group_report
 
+    if args.output_dir.is_dir():
+        preflight(args.output_dir.absolute(), None)
     rows = _participant_rows(args)
     if not rows:
         _err(f"no participant outputs (*_desc-geomorph_metrics.json) in {args.output_dir}; "
@@ -546,14 +642,20 @@ def _absolute_paths(args) -> None:
             setattr(args, name, Path(value).absolute())
     if args.derivatives:
         args.derivatives = [f"{k}={v}" for k, v in (parse_derivatives(args.derivatives) or {}).items()]
-    if args.model not in ("default", "rigid"):
+    from ..resources import bundled_models
+
+    if args.model not in ("default", "rigid", *bundled_models()):
         args.model = str(Path(args.model).absolute())
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 failures or bad input, 2 usage)."""
-    args = build_parser().parse_args(argv)
-    _absolute_paths(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _absolute_paths(args)
+    except argparse.ArgumentTypeError as exc:  # --derivatives NAME=PATH with an empty part
+        parser.error(str(exc))
     try:
         _validate(args)
         if args.analysis_level == "group":

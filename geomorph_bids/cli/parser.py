@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(one model load; the warp optimisation runs N pairs at a time), then write "
                         "the same derivatives; default: one registration node per hemisphere")
     g.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first failed node")
+    g.add_argument("--lock-wait", action="store_true",
+                   help="when another geomorph-bids run is processing a participant (its lock in "
+                        "OUTPUT_DIR/.geomorph-locks is held), wait for it and then process that participant "
+                        "(after this run's other participants) instead of skipping it with an error")
     g.add_argument("--reports-only", action="store_true",
                    help="process nothing: rebuild the HTML reports (sub-X.html) from the participant "
                         "outputs already in output_dir")

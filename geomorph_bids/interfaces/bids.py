@@ -55,5 +55,16 @@ class GeomorphDataSink(DerivativesDataSink):
     def _commit(path: Path, stage: Path, final: Path) -> str:
         dest = final / path.relative_to(stage)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, dest)
+        if not _same_file_content(path, dest):  # a rerun leaves an identical finished file untouched
+            os.replace(path, dest)
         return str(dest)
+
+
+def _same_file_content(new: Path, old: Path) -> bool:
+    """Whether ``old`` exists with exactly the bytes of ``new`` (same inode: hard links)."""
+    import filecmp
+
+    try:
+        return old.is_file() and (os.path.samefile(new, old) or filecmp.cmp(new, old, shallow=False))
+    except OSError:
+        return False

@@ -140,13 +140,14 @@ def registration_record(result, channels: list[str], model_arg: str, used_sphere
 def write_registration(folder: str | Path, result, hemi: str, record: dict) -> tuple[Path, Path]:
     """Write ``registered_sphere.surf.gii`` and ``registration.json`` into ``folder``."""
     from ..io import write_surface
+    from ..io.gifti import atomic_write_bytes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out_sphere = write_surface(folder / "registered_sphere.surf.gii", result.sphere, result.faces, hemi=hemi,
                                geometric_type="Spherical")
-    metrics_file = folder / "registration.json"
-    metrics_file.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    metrics_file = folder / "registration.json"  # written last and atomically: batch mode resumes on it
+    atomic_write_bytes(metrics_file, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
     return Path(out_sphere), metrics_file
 
 

@@ -313,7 +313,11 @@ def _torch_load(path: Path, map_location: Any, mmap: bool) -> Any:
         raise InputError("checkpoint file not found", path=path)
     if not path.is_file():
         raise InputError("checkpoint path is not a file", path=path)
-    if not zipfile.is_zipfile(path):  # torch.save's format; legacy pickles are never unpickled
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:  # is_zipfile itself raises on some damaged end records (multi-disk)
+        is_zip = False
+    if not is_zip:  # torch.save's format; legacy pickles are never unpickled
         raise InputError("not a readable checkpoint (truncated or corrupted?): not a zip archive "
                          "as written by torch.save", path=path)
     try:

@@ -1,0 +1,200 @@
+"""Checks before a run writes anything, and the locks that keep concurrent runs apart.
+
+Preflight (:func:`check_writable`): the output and work folders must exist or be creatable,
+accept an actual write (a probe file is written, flushed to disk and removed: this catches
+read-only filesystems, permission bits, quotas and, unlike ``os.access`` alone, works the same
+as root) and have at least :data:`MIN_FREE_MB` MiB free. Any failure is one :class:`InputError`
+line naming the folder, raised before any work is done.
+
+Locks (:class:`RunLocks`): advisory ``fcntl.flock`` locks on files in
+``<output_dir>/.geomorph-locks/``: one per participant (``sub-<label>.lock``, held for the
+whole run by the run processing that participant) and ``run.lock`` (held shared by every
+running ``geomorph-bids``; the leftovers of killed runs are removed only by a run that can take
+it exclusively, i.e. when no other run is active). The kernel releases a flock when its process
+dies, so a killed run (SIGKILL included) never leaves a stale lock; lock files are never
+deleted (deleting a lock file while another process waits on it would let two runs in).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from types import MappingProxyType
+from typing import Callable
+
+from ..errors import InputError
+
+__all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "RunLocks"]
+
+#: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
+#: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.7 MB of outputs and 1.3 MB of
+#: work files besides them (outputs are hard links into the work folder where possible); native
+#: files grow with the vertex count (a FreeSurfer sphere has ~140k). The minimum catches a full
+#: disk up front; it is no guarantee for a large cohort (a disk filling during the run fails the
+#: hemispheres concerned, each on one line, and leaves none of their outputs).
+MIN_FREE_MB = MappingProxyType({"output": 64, "work": 256})
+
+#: folder of the lock files, inside the output directory (hidden: not part of the derivatives)
+LOCK_DIR = ".geomorph-locks"
+
+
+def _write_probe(folder: Path) -> None:
+    """Create, fill, fsync and remove a small file in ``folder`` (raises OSError)."""
+    probe = folder / f".geomorph-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"\0" * 4096)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        try:
+            os.unlink(probe)
+        except FileNotFoundError:
+            pass
+
+
+def _free_mb(folder: Path) -> float:
+    import shutil
+
+    return shutil.disk_usage(folder).free / 2 ** 20
+
+
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.EROFS:
+        return "read-only filesystem"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left ({exc.strerror})"
+    if exc.errno == errno.EFBIG:
+        return f"file size limit reached ({exc.strerror})"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or str(exc)
+
+
+def check_writable(folder: Path, role: str, min_free_mb: float | None = None) -> bool:
+    """Make sure ``folder`` (the ``role`` folder: "output" or "work") can be written.
+
+    Creates it when missing; returns True when it did (so a caller can remove it again if a
+    later check fails). Raises :class:`InputError` naming the folder when it cannot be created,
+    refuses a probe write, or has less than ``min_free_mb`` (default :data:`MIN_FREE_MB`) free.
+    """
+    folder = Path(folder).absolute()
+    need = MIN_FREE_MB.get(role, 64) if min_free_mb is None else min_free_mb
+    created = not folder.exists()
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"the {role} directory is not a folder", path=folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the {role} directory ({_why(exc)})", path=folder) from None
+    try:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise InputError(f"the {role} directory is not writable (permission denied)", path=folder)
+        try:
+            _write_probe(folder)
+        except OSError as exc:
+            raise InputError(f"cannot write to the {role} directory ({_why(exc)})", path=folder) from None
+        free = _free_mb(folder)
+        if free < need:
+            raise InputError(f"the {role} directory has {free:.0f} MiB free; geomorph-bids needs at least "
+                             f"{need:.0f} MiB there (disk full?)", path=folder)
+    except InputError:
+        if created:
+            remove_if_empty(folder)
+        raise
+    return created
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if it is an empty folder (a directory a failed check created)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+class RunLocks:
+    """The locks of one run in ``<output_dir>/.geomorph-locks`` (use as a context manager).
+
+    Entering takes ``run.lock`` shared; :meth:`try_lock` / :meth:`wait_lock` take a
+    participant's lock exclusively; leaving (or the process dying) releases everything.
+    """
+
+    def __init__(self, output_dir: Path) -> None:
+        self.folder = Path(output_dir) / LOCK_DIR
+        self._fds: dict[str, int] = {}
+
+    def path(self, name: str) -> Path:
+        """The lock file of ``name`` (e.g. ``sub-01``)."""
+        return self.folder / f"{name}.lock"
+
+    def _open(self, name: str) -> int:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path(name), os.O_RDWR | os.O_CREAT, 0o644)
+
+    def __enter__(self) -> "RunLocks":
+        fd = self._open("run")
+        fcntl.flock(fd, fcntl.LOCK_SH)  # an exclusive holder only cleans up briefly
+        self._fds["run"] = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Release every lock this object holds."""
+        for fd in self._fds.values():
+            os.close(fd)  # closing the last descriptor releases the flock
+        self._fds.clear()
+
+    def holder(self, name: str) -> str:
+        """What the run holding ``name``'s lock wrote in it (pid, host, start time), or ''."""
+        try:
+            return " ".join(self.path(name).read_text().split())
+        except OSError:
+            return ""
+
+    def _mark(self, name: str, fd: int) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}Z\n".encode(), 0)
+        self._fds[name] = fd
+
+    def try_lock(self, name: str) -> bool:
+        """Take ``name``'s lock if free; False when another process holds it."""
+        fd = self._open(name)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._mark(name, fd)
+        return True
+
+    def wait_lock(self, name: str) -> None:
+        """Take ``name``'s lock, waiting for its holder to finish (or die)."""
+        fd = self._open(name)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._mark(name, fd)
+
+    def when_alone(self, action: Callable[[], None]) -> bool:
+        """Run ``action`` only if no other run is active (``run.lock`` taken exclusively, then
+        given back shared); returns whether it ran."""
+        fd = self._fds.get("run")
+        if fd is None:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # Linux drops the shared lock before a failed conversion: take it back
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            return False
+        try:
+            action()
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        return True

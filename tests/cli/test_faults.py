@@ -1,0 +1,362 @@
+"""Faults around a geomorph-bids run: SIGKILL in the middle of a subject then a rerun, two
+runs on one output folder at once, an unwritable output folder, a read-only or full work
+folder. Outputs are compared byte for byte with one uninterrupted run; the only run-specific
+values (the ``seconds_*`` timings in the metrics JSON, the report's "run time" cell and its
+"Report built <date> in <s>" line) are masked first."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from geomorph_bids.cli import preflight as pf
+
+from .test_bids import run
+
+ARGS = ("--model", "rigid", "--hemi", "L", "--nprocs", "2")
+N_FILES = 9  # per hemisphere: registered sphere + json, metrics, sulc + json, native sphere + json, native sulc + json
+SAFETY_S = 600  # only so that a broken run cannot hang the test suite; no assertion depends on time
+
+
+def cli(*argv) -> list[str]:
+    return [sys.executable, "-m", "geomorph_bids.cli.bids", *[str(a) for a in argv]]
+
+
+def _mask(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.name.endswith("_metrics.json"):
+        doc = json.loads(data)
+        doc["registration"] = {k: v for k, v in doc["registration"].items() if not k.startswith("seconds")}
+        return json.dumps(doc, sort_keys=True).encode()
+    if path.suffix == ".html":
+        data = re.sub(rb"(run time \(s\)</td><td[^>]*>)[^<]*", rb"\1", data)
+        return re.sub(rb"Report built [^<]*", b"Report built", data)  # when, and in how many seconds
+    return data
+
+
+def normalised(root: Path) -> dict[str, str]:
+    """sha256 of every output file (lock files left out), run-specific timings masked."""
+    return {str(p.relative_to(root)): hashlib.sha256(_mask(p)).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and pf.LOCK_DIR not in p.parts}
+
+
+def outputs(out: Path, subject: str) -> list[Path]:
+    return sorted((out / f"sub-{subject}" / "anat").glob("*"))
+
+
+def stamps(paths: list[Path]) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in paths}
+
+
+def node_dir(work: Path, subject: str, node: str = "register") -> Path:
+    return work / "geomorph_wf" / f"sub_{subject}_wf" / "hemi_L_wf" / node
+
+
+def leftovers(out: Path) -> list[str]:
+    return [str(p) for p in out.rglob("*") if p.name == ".geomorph-staging" or p.name.endswith(".tmp")
+            or p.name.startswith(".geomorph-probe") or p.name.startswith("crash-")]
+
+
+def wait_for(condition, proc: subprocess.Popen | None = None, what: str = "") -> None:
+    """Poll ``condition`` every 5 ms (the run must not have ended meanwhile)."""
+    start = time.monotonic()
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}")
+        if time.monotonic() - start > SAFETY_S:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.005)
+
+
+@pytest.fixture(scope="module")
+def reference(dataset_factory, tmp_path_factory):
+    """One uninterrupted run (two subjects, left hemisphere, rigid)."""
+    bids = dataset_factory("freesurfer")
+    tmp = tmp_path_factory.mktemp("reference")
+    code, _, err = run(bids, tmp / "out", "participant", *ARGS, "-w", tmp / "work")
+    assert code == 0, err
+    digests = normalised(tmp / "out")
+    assert len([k for k in digests if "/anat/" in k]) == 2 * N_FILES
+    return dict(bids=bids, digests=digests)
+
+
+# ------------------------------------------------------------------------------ SIGKILL
+
+def test_sigkill_while_registering_the_second_subject_then_rerun(reference, tmp_path):
+    """The run is killed (its whole process group, MultiProc workers included) while sub-02 is
+    being registered and sub-01 is finished; the rerun leaves sub-01 untouched (same inode and
+    mtime of every output, registration node not rerun) and ends with exactly the outputs of an
+    uninterrupted run. To order things without timing, the test holds sub-02's lock (playing
+    another run) until sub-01 is done; ``--lock-wait`` makes the run wait for it."""
+    bids, out, work = reference["bids"], tmp_path / "out", tmp_path / "work"
+    (out / pf.LOCK_DIR).mkdir(parents=True)
+    held = os.open(out / pf.LOCK_DIR / "sub-02.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    log = (tmp_path / "killed.log").open("w")
+    proc = subprocess.Popen(cli(bids, out, "participant", *ARGS, "-w", work, "--lock-wait"),
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: len(outputs(out, "01")) == N_FILES, proc, "sub-01 was finished")
+        os.close(held)  # sub-02 may start now
+        held = None
+        started = lambda: any(node_dir(work, "02").glob("_0x*_unfinished.json"))  # noqa: E731
+        wait_for(started, proc, "sub-02's registration started")
+        os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+    finally:
+        if held is not None:
+            os.close(held)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    # killed in the middle of sub-02: its registration has no result and nothing of it is written
+    assert not (node_dir(work, "02") / "result_register.pklz").exists()
+    assert outputs(out, "02") == []
+    sub01 = stamps(outputs(out, "01"))
+    reg01 = node_dir(work, "01") / "result_register.pklz"
+    reg01_stamp = (reg01.stat().st_ino, reg01.stat().st_mtime_ns)
+
+    code, stdout, err = run(bids, out, "participant", *ARGS, "-w", work)
+    assert code == 0, err
+    assert stamps(outputs(out, "01")) == sub01  # finished subject: files untouched
+    assert (reg01.stat().st_ino, reg01.stat().st_mtime_ns) == reg01_stamp  # and not registered again
+    assert (node_dir(work, "02") / "result_register.pklz").is_file()
+    assert normalised(out) == reference["digests"]  # identical to the uninterrupted run
+    assert leftovers(out) == []
+
+
+# ------------------------------------------------------------------------------ concurrency
+
+def _processed(stdout: str) -> set[str]:
+    return {m.group(1) for m in re.finditer(r"^sub-(\w+)\s+-\s+L\s", stdout, re.M)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wait", [False, True], ids=["skip", "lock-wait"])
+def test_two_concurrent_runs_on_one_output_folder(reference, tmp_path, wait):
+    """Two real processes on the same output and work folders at once. Skip mode (default):
+    each participant is processed by one of them, the other skips it with one line naming the
+    lock and its holder and exits 1. ``--lock-wait``: the second waits, then finds the work
+    done (same work folder), both exit 0. Either way the outputs are exactly a single run's."""
+    bids, out, work = reference["bids"], tmp_path / "out", tmp_path / "work"
+    extra = ("--lock-wait",) if wait else ()
+    procs = [subprocess.Popen(cli(bids, out, "participant", *ARGS, "-w", work, *extra), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=SAFETY_S) for p in procs]
+    codes = [p.returncode for p in procs]
+    processed = [_processed(stdout) for stdout, _ in results]
+    for (stdout, err), code, done in zip(results, codes, processed):
+        failed = [line for line in err.splitlines() if line.strip().startswith("FAILED")]
+        assert all("skipped: another geomorph-bids run is processing this participant" in line
+                   and "pid " in line and ".geomorph-locks" in line for line in failed), err
+        assert code == (1 if failed else 0)
+        assert {re.search(r"sub-(\w+)", line).group(1) for line in failed} == {"01", "02"} - done
+        if wait:
+            assert code == 0 and done == {"01", "02"}
+    # together they did both participants (both did one only if the first had finished it
+    # before the second looked at its lock)
+    assert processed[0] | processed[1] == {"01", "02"}
+    assert normalised(out) == reference["digests"]
+    assert leftovers(out) == []
+
+
+def test_shared_files_are_written_atomically(tmp_path, monkeypatch):
+    """dataset_description.json goes through a uniquely named temporary file and a rename: a
+    crash in the middle of writing leaves the previous file intact."""
+    from geomorph_bids.cli import bids as cli_bids
+
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    first = cli_bids.write_dataset_description(tmp_path / "out", bids, None)
+    before = first.read_bytes()
+
+    def broken_dumps(*a, **k):
+        return '{"Name": "half'  # what a writer killed half way would have produced so far
+
+    real_replace = os.replace
+    monkeypatch.setattr(cli_bids.json, "dumps", broken_dumps)
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "killed")))
+    with pytest.raises(OSError):
+        cli_bids.write_dataset_description(tmp_path / "out", bids, None)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert first.read_bytes() == before and json.loads(before)["DatasetType"] == "derivative"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["dataset_description.json"]
+
+
+# ------------------------------------------------------------------------------ folders
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_output_folder_that_refuses_writes_even_as_root(reference, tmp_path):
+    """Works as root: a process whose file-size limit is 0 cannot write a byte anywhere (the
+    kernel refuses with EFBIG, root included), so only a real probe write can notice."""
+    out, work = tmp_path / "out", tmp_path / "work"
+
+    def no_file_writes():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    proc = subprocess.run(cli(reference["bids"], out, "participant", *ARGS, "-w", work),
+                          capture_output=True, text=True, preexec_fn=no_file_writes, timeout=SAFETY_S)
+    assert proc.returncode == 1
+    line = _one_error_line(proc.stderr)
+    assert f"{out}: cannot write to the output directory" in line and "File too large" in line
+    assert not out.exists() and not work.exists()  # nothing done, nothing left
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits (the probe-write test covers root)")
+def test_output_folder_without_write_permission(reference, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        code, stdout, err = run(reference["bids"], out, "participant", *ARGS, "-w", tmp_path / "work")
+    finally:
+        out.chmod(0o755)
+    assert code == 1 and f"{out}: the output directory is not writable" in _one_error_line(err)
+    assert list(out.iterdir()) == [] and not (tmp_path / "work").exists()
+
+
+def test_output_folder_without_write_permission_as_seen_by_os_access(reference, tmp_path, monkeypatch):
+    """The permission check itself, runnable as root: os.access says the folder is not
+    writable (what a non-root user gets for chmod 0o555, tested above when not root)."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    real = os.access
+    monkeypatch.setattr(pf.os, "access", lambda path, mode: False if Path(path) == out else real(path, mode))
+    code, stdout, err = run(reference["bids"], out, "participant", *ARGS, "-w", work)
+    assert code == 1
+    assert _one_error_line(err) == (f"geomorph-bids: error: {out}: the output directory is not writable "
+                                    "(permission denied)")
+    assert list(out.iterdir()) == [] and not work.exists() and stdout == ""
+
+
+def test_read_only_work_folder(reference, tmp_path, monkeypatch):
+    """The work folder's probe write fails as on a read-only filesystem (EROFS): one line
+    naming the work folder, exit 1, no output folder left behind."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    real = pf._write_probe
+
+    def probe(folder):
+        if folder == work:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder))
+        real(folder)
+
+    monkeypatch.setattr(pf, "_write_probe", probe)
+    code, stdout, err = run(reference["bids"], out, "participant", *ARGS, "-w", work)
+    assert code == 1
+    assert _one_error_line(err) == (f"geomorph-bids: error: {work}: cannot write to the work directory "
+                                    "(read-only filesystem)")
+    assert not out.exists() and stdout == ""
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits (EROFS is simulated above)")
+def test_work_folder_without_write_permission(reference, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    work.chmod(0o555)
+    try:
+        code, _, err = run(reference["bids"], tmp_path / "out", "participant", *ARGS, "-w", work)
+    finally:
+        work.chmod(0o755)
+    assert code == 1 and f"{work}: the work directory is not writable" in _one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_full_work_folder(reference, tmp_path, monkeypatch):
+    """Less free space than the documented minimum in the work folder: refused up front."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    real = pf._free_mb
+    monkeypatch.setattr(pf, "_free_mb", lambda folder: 10.0 if folder == work else real(folder))
+    code, stdout, err = run(reference["bids"], out, "participant", *ARGS, "-w", work)
+    assert code == 1
+    assert _one_error_line(err) == (f"geomorph-bids: error: {work}: the work directory has 10 MiB free; "
+                                    f"geomorph-bids needs at least {pf.MIN_FREE_MB['work']} MiB there (disk full?)")
+    assert not out.exists() and not work.exists()  # both created by the check, both removed again
+
+
+def test_disk_full_while_writing_the_probe(tmp_path, monkeypatch):
+    """ENOSPC from the write itself (a disk that is full although df shows some space)."""
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pf.os, "write", full)
+    with pytest.raises(pf.InputError, match=r"cannot write to the work directory \(no space left"):
+        pf.check_writable(tmp_path / "w", "work")
+    assert not (tmp_path / "w").exists()  # the folder the check created is removed again
+
+
+def test_locks_are_released_when_the_holder_dies(tmp_path):
+    """A lock held by a process killed with SIGKILL is free again: no stale locks."""
+    code = ("import sys, time; from pathlib import Path; from geomorph_bids.cli.preflight import RunLocks;"
+            "l = RunLocks(Path(sys.argv[1])).__enter__(); assert l.try_lock('sub-01');"
+            "print('held', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pf.RunLocks(tmp_path) as mine:
+            assert not mine.try_lock("sub-01")
+            assert f"pid {proc.pid} " in mine.holder("sub-01")
+            assert not mine.when_alone(lambda: None)  # another run is active
+            proc.kill()
+            proc.wait()
+            assert mine.try_lock("sub-01")
+            assert f"pid {os.getpid()} " in mine.holder("sub-01")
+            assert mine.when_alone(lambda: None)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_disk_full_during_a_registration(reference, tmp_path, monkeypatch):
+    """The work disk fills while sub-02 is registered (its result write fails with ENOSPC; the
+    in-process Linear plugin lets the test inject it): sub-02 fails on one line naming the file
+    and the error, leaves no outputs; sub-01 is complete; exit 1. The rerun, with space again,
+    completes sub-02 without redoing sub-01."""
+    from geomorph_bids.interfaces import registration
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text("plugin: Linear\n")
+    real = registration.write_registration
+
+    def full_for_sub02(folder, result, hemi, record):
+        if "sub_02_wf" in str(folder):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(folder) / "registration.json"))
+        return real(folder, result, hemi, record)
+
+    monkeypatch.setattr(registration, "write_registration", full_for_sub02)
+    code, _, err = run(reference["bids"], out, "participant", *ARGS, "-w", work, "--use-plugin", plugin)
+    assert code == 1
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "sub-02 hemi-L:" in failed[0]
+    assert "No space left on device" in failed[0] and "registration.json" in failed[0]
+    assert outputs(out, "02") == [] and len(outputs(out, "01")) == N_FILES
+    sub01 = stamps(outputs(out, "01"))
+    monkeypatch.setattr(registration, "write_registration", real)
+    code, _, err = run(reference["bids"], out, "participant", *ARGS, "-w", work, "--use-plugin", plugin)
+    assert code == 0, err
+    assert stamps(outputs(out, "01")) == sub01
+    # the same outputs as the uninterrupted run, except the first run's crash file and sub-02's
+    # report, which lists that crash file (by design: the report shows the subject's crashes)
+    after = {k: v for k, v in normalised(out).items() if not k.startswith("logs/crash-") and k != "sub-02.html"}
+    assert after == {k: v for k, v in reference["digests"].items() if k != "sub-02.html"}
