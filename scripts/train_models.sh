@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Rebuild the pretrained models shipped in geomorph_bids/data/models/ with geomorph-train,
+# exactly as they were made (2 CPU cores shared by the three runs; no GPU).
+#   bash scripts/train_models.sh [OUT_DIR]     # default OUT_DIR: ./trained_models
+# The fsLR models were trained in two runs (25 min, then resumed for 20 min: --resume repeats
+# an uninterrupted run exactly on CPU, only the wall-time cuts differ); the fsaverage model in
+# one 40-min run with the fold barrier (without it its warps folded, docs/models.md). Each
+# command is also recorded in the model's checkpoint and model_card.md. On a GPU add
+# --device cuda and drop --threads. To ship a result, copy model.pt, model_card.md and
+# train_log.csv into geomorph_bids/data/models/<name>/ and refresh the card's evaluation
+# section with benchmarks/accuracy.py and benchmarks/peers.py (docs/models.md).
+# The multimodal model needs the fsLR myelin/curv templates: bash scripts/install.sh --multimodal
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="${1:-trained_models}"
+train="$here/.venv/bin/geomorph-train"
+common=(--mirror-right --synthetic 160 --data-level 5 --channels small --control-level 2 --labels 100
+        --label-level 5 --epochs 60 --batch-size 4 --lr 5e-4 --lam 200 --patience 8 --threads 1)
+
+for spec in "sulc-fsLR fsLR 1 sulc" "multimodal-fsLR fsLR 3 sulc curv myelin"; do
+  read -r name template seed features <<<"$spec"
+  # shellcheck disable=SC2086 # features is a word list on purpose
+  "$train" --out "$out/$name" --template "$template" --features $features "${common[@]}" \
+      --max-minutes 25 --seed "$seed" --name "$name"
+  # shellcheck disable=SC2086
+  "$train" --out "$out/$name" --resume "$out/$name/last.pt" --template "$template" --features $features \
+      "${common[@]}" --max-minutes 20 --seed "$seed" --name "$name"
+done
+"$train" --out "$out/sulc-fsaverage" --template fsaverage --features sulc "${common[@]}" --fold 10 \
+    --max-minutes 40 --seed 2 --name sulc-fsaverage
