@@ -287,10 +287,10 @@ def run_ours(pair: Pair, rigid_only: bool, model: str | None = None, optimise: b
 
 def _model_template(model: str) -> str:
     """The template a checkpoint (path or bundled name) was trained for."""
-    from geomorph_bids.model.checkpoint import read_meta
+    from geomorph_bids.model.checkpoint import read_metadata
     from geomorph_bids.resources import model_path
 
-    return read_meta(model_path(model)).template
+    return read_metadata(model_path(model)).template
 
 
 def run_sd(pair: Pair, start: np.ndarray, rotate: bool) -> np.ndarray:

@@ -3,8 +3,9 @@
 # exactly as they were made (2 CPU cores shared by the three runs; no GPU).
 #   bash scripts/train_models.sh [OUT_DIR]     # default OUT_DIR: ./trained_models
 # The fsLR models were trained in two runs (25 min, then resumed for 20 min: --resume repeats
-# an uninterrupted run exactly on CPU, only the wall-time cuts differ); the fsaverage model in
-# one 40-min run with the fold barrier (without it its warps folded, docs/models.md). Each
+# an uninterrupted run exactly on CPU, only the wall-time cuts differ); the multimodal one was
+# then fine-tuned with the fold barrier (15 min); the fsaverage model in one run with the fold
+# barrier (without it its warps folded; it stopped early after 27 min). docs/models.md. Each
 # command is also recorded in the model's checkpoint and model_card.md. On a GPU add
 # --device cuda and drop --threads. To ship a result, copy model.pt, model_card.md and
 # train_log.csv into geomorph_bids/data/models/<name>/ and refresh the card's evaluation
@@ -26,5 +27,7 @@ for spec in "sulc-fsLR fsLR 1 sulc" "multimodal-fsLR fsLR 3 sulc curv myelin"; d
   "$train" --out "$out/$name" --resume "$out/$name/last.pt" --template "$template" --features $features \
       "${common[@]}" --max-minutes 20 --seed "$seed" --name "$name"
 done
+"$train" --out "$out/multimodal-fsLR-ft" --init "$out/multimodal-fsLR/model.pt" --template fsLR \
+    --features sulc curv myelin "${common[@]}" --fold 10 --max-minutes 15 --seed 3 --name multimodal-fsLR
 "$train" --out "$out/sulc-fsaverage" --template fsaverage --features sulc "${common[@]}" --fold 10 \
     --max-minutes 40 --seed 2 --name sulc-fsaverage

@@ -190,11 +190,18 @@ def _write_citation(output_dir: Path, config, model: str) -> Path:
     method = {"rigid": "; no non-rigid stage was run (--model rigid)",
               "default": "; then a non-rigid GeoMorph warp (cascaded control-point grids, ico-2 to ico-4) "
                          "was fitted to each hemisphere by optimising 1 - correlation with the template "
-                         "plus smoothness and fold penalties (no trained network is bundled yet)"}
+                         "plus smoothness and fold penalties"}
+    if model not in method:
+        from ..resources import bundled_models
+
+        which = (f"pretrained network {model}, bundled with geomorph-bids" if model in bundled_models()
+                 else f"network of checkpoint {Path(model).name}")
+        method[model] = (f"; then the GeoMorph {which}, predicted a non-rigid warp, refined for each "
+                         "hemisphere by optimising 1 - correlation with the template plus smoothness and "
+                         "fold penalties")
     text = citation_file().read_text().format(
         version=__version__, template=config.template, channels=", ".join(config.channels),
-        method_text=method.get(model, f"; then the GeoMorph network (checkpoint {Path(model).name}) predicted "
-                                      "a non-rigid warp, refined for each hemisphere by optimisation"),
+        method_text=method[model],
         features=", ".join(config.features), density=config.density)
     return atomic_write_bytes(output_dir / "logs" / "CITATION.md", text.encode())
 

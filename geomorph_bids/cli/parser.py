@@ -78,10 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "164k, ico6; fsaverage 10k, 41k (default), 164k (= ico5, ico6, ico7)")
     g.add_argument("--features", nargs="+", choices=FEATURES, default=["sulc"],
                    help="features resampled and written (the registration's own features are always written)")
-    g.add_argument("--model", default="default", metavar="PATH|NAME",
-                   help="'default' (rigid pre-alignment, then the GeoMorph warp optimised per hemisphere "
-                        "while no trained network ships), 'rigid' (pre-alignment only) or a checkpoint "
-                        "from geomorph-train")
+    g.add_argument("--model", default="default", metavar="NAME|PATH",
+                   help="'default' (rigid pre-alignment, then the GeoMorph warp optimised per hemisphere; "
+                        "the most accurate on CPU), 'rigid' (pre-alignment only), a bundled pretrained "
+                        "network (sulc-fsLR, sulc-fsaverage, multimodal-fsLR: its warp is then refined "
+                        "per hemisphere; see docs/models.md) or a checkpoint from geomorph-train")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
     g = p.add_argument_group("execution")

@@ -60,7 +60,7 @@ from .prealign import correlation, prealign
 if TYPE_CHECKING:  # the optimiser (torch) is imported lazily
     from ..model.optimise import OptimiseConfig
 
-__all__ = ["Registration", "RegistrationItem", "register", "register_many", "apply_warp", "warp_folded_triangles", "upsample_warp",
+__all__ = ["unfold_warp", "Registration", "RegistrationItem", "register", "register_many", "apply_warp", "warp_folded_triangles", "upsample_warp",
            "resolve_device", "MIRROR"]
 
 RADIUS = 100.0
@@ -185,6 +185,41 @@ def warp_folded_triangles(warp: np.ndarray, level: int | None = None) -> int:
     level = level_of(len(warp)) if level is None else int(level)
     ico_v, ico_f = icosphere(level)
     return int(len(folded_triangles((ico_v, ico_f), (unit(warp) * RADIUS, ico_f))))
+
+
+def unfold_warp(warp: np.ndarray, level: int | None = None, max_iterations: int = 200) -> tuple[np.ndarray, int]:
+    """Remove folds from a (V, 3) pull-back warp on icosphere ``level`` by local smoothing.
+
+    While any triangle is folded, the displacement ``warp - x`` at the vertices of the folded
+    triangles and their two rings is moved half-way to its neighbours' mean (umbrella
+    Laplacian) and the points are projected back onto the sphere; vertices away from folds
+    never move. Returns the warp (unit sphere, float64) and the number of iterations used
+    (0: nothing was folded). A network's warp can fold where it was trained on too few cases;
+    the pair-wise optimisation is composed after its warp and cannot undo a fold in it.
+    """
+    from ..sphere.icosphere import hex_neighbourhood
+
+    w = unit(np.asarray(warp, dtype=np.float64))
+    level = level_of(len(w)) if level is None else int(level)
+    ico_v, ico_f = icosphere(level)
+    x = unit(np.asarray(ico_v, dtype=np.float64))
+    index, mask = hex_neighbourhood(level)
+    nb, m = index[:, 1:], mask[:, 1:].astype(np.float64)
+    for it in range(max_iterations + 1):
+        bad = folded_triangles((ico_v, ico_f), (w * RADIUS, ico_f))
+        if len(bad) == 0:
+            return w, it
+        if it == max_iterations:
+            break
+        near = np.zeros(len(w), dtype=bool)
+        near[np.unique(ico_f[bad])] = True
+        for _ in range(2):                               # two rings around the folds
+            near[nb[near][m[near] > 0]] = True
+        d = w - x
+        lap = (d[nb] * m[..., None]).sum(1) / m.sum(1, keepdims=True) - d
+        w = w.copy()
+        w[near] = unit(x[near] + d[near] + 0.5 * lap[near])
+    return w, max_iterations
 
 
 def resolve_device(device: str | Any = "auto") -> Any:
@@ -519,9 +554,10 @@ def _network(job: _Job, dev: Any) -> None:
         warp = out.warp[0].detach().to("cpu", torch.float64).numpy()
     if dev is not None and dev.type == "cuda":
         torch.cuda.synchronize(dev)
+    job.warp, iterations = unfold_warp(upsample_warp(warp, level, TEMPLATE_LEVEL), TEMPLATE_LEVEL)
     job.seconds["seconds_network"] = time.perf_counter() - t
-    job.warp = unit(upsample_warp(warp, level, TEMPLATE_LEVEL))
     job.metrics["data_level"] = level
+    job.metrics["network_unfold_iterations"] = iterations
 
 
 def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:

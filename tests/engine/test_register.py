@@ -321,3 +321,20 @@ def test_register_many_drops_an_item_whose_network_step_fails(monkeypatch, tiny_
     assert calls == ["L", "R"]
     assert isinstance(out[0], Registration) and out[0].metrics["optimise_batch"] == 1
     assert isinstance(out[1], ValueError) and "network step failed" in str(out[1])
+
+
+def test_unfold_warp_removes_folds_locally():
+    from geomorph_bids.engine.register import unfold_warp
+
+    x = unit(icosphere(5)[0])
+    assert unfold_warp(x, 5)[1] == 0                                   # nothing folded: untouched
+    c = unit(np.array([0.3, 0.2, 0.9]))
+    d = np.arccos(np.clip(x @ c, -1, 1))
+    towards = c - (x @ c)[:, None] * x
+    towards /= np.maximum(np.linalg.norm(towards, axis=1, keepdims=True), 1e-12)
+    pinched = unit(x + 0.1 * np.exp(-(d / 0.08) ** 2)[:, None] * towards)   # overshoots the centre
+    assert warp_folded_triangles(pinched, 5) > 10
+    fixed, iterations = unfold_warp(pinched, 5)
+    assert warp_folded_triangles(fixed, 5) == 0 and 0 < iterations < 200
+    far = d > 0.5
+    np.testing.assert_allclose(fixed[far], pinched[far], atol=1e-12)   # away from the folds nothing moves
