@@ -152,17 +152,25 @@ class RunLocks:
             os.close(fd)  # closing the last descriptor releases the flock
         self._fds.clear()
 
-    def holder(self, name: str) -> str:
-        """What the run holding ``name``'s lock wrote in it (pid, host, start time), or ''."""
-        try:
-            return " ".join(self.path(name).read_text().split())
-        except OSError:
-            return ""
+    def holder(self, name: str, patience_s: float = 1.0) -> str:
+        """What the run holding ``name``'s lock wrote in it (pid, host, start time), or ''.
+        The holder writes it just after taking the lock: an empty file is re-read for up to
+        ``patience_s`` seconds."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                text = " ".join(self.path(name).read_text().split())
+            except OSError:
+                return ""
+            if text or time.monotonic() >= deadline:
+                return text
+            time.sleep(0.05)
 
     def _mark(self, name: str, fd: int) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}Z\n".encode(), 0)
+        text = f"pid {os.getpid()} on {socket.gethostname()} since {stamp}Z\n".encode()
+        os.pwrite(fd, text, 0)            # overwrite first, then cut: the file is never empty
+        os.ftruncate(fd, len(text))
         self._fds[name] = fd
 
     def try_lock(self, name: str) -> bool:
