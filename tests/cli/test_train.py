@@ -61,7 +61,7 @@ def test_user_subjects_directory_mirrored(tmp_path):
     ([], "no training data"),
     (["--synthetic", "4", "--hemi", "R", "--mirror-right"], "--hemi L"),
     (["--subjects-dir", "/nonexistent/subjects"], "subjects directory not found"),
-    (["--synthetic", "4", "--features", "myelin"], "no feature myelin"),
+    (["--synthetic", "4", "--template", "fsaverage", "--features", "myelin"], "no feature myelin"),
 ])
 def test_errors_are_one_line(tmp_path, capsys, argv, needle):
     if "cuda" in argv and torch.cuda.is_available():
