@@ -136,6 +136,9 @@ def _columns(img: cifti2.Cifti2Image, path: Path, hemi: str
         raise InputError(f"CIFTI data are truncated or corrupted ({type(exc).__name__}: {exc})",
                          path=path) from None
     data = data.T if ibm == 1 else data
+    if data.shape[0] != vertex.size:  # the header's index count and the stored data disagree
+        raise InputError(f"CIFTI data are truncated or corrupted: {structure} lists {vertex.size} vertices "
+                         f"but the data hold {data.shape[0]} rows", path=path)
     return data, vertex, n_vertices, other
 
 

@@ -127,3 +127,27 @@ def test_nifti_volume_refused(tmp_path):
     e.write_bytes(b"")
     with pytest.raises(InputError, match="is empty"):
         cifti.load_cifti(e)
+
+
+def test_data_shorter_than_its_brain_model_is_refused(tmp_path):
+    """Found by fuzzing (tests/io/test_fuzz.py): a header whose column count was damaged so that
+    the brain model lists more vertices than the data hold gave a numpy broadcast error."""
+    import struct
+
+    import nibabel as nib
+    from nibabel import cifti2
+
+    from geomorph_bids.errors import InputError
+    from geomorph_bids.io.cifti import read_cifti_cortex
+
+    bm = cifti2.BrainModelAxis.from_mask(np.arange(42) % 4 != 0, name="CortexLeft")
+    path = tmp_path / "x.dscalar.nii"
+    cifti2.Cifti2Image(np.ones((1, len(bm)), np.float32), header=(cifti2.ScalarAxis(["sulc"]), bm)).to_filename(path)
+    raw = bytearray(path.read_bytes())
+    dims = list(struct.unpack_from("<8q", raw, 16))
+    k = dims.index(len(bm))
+    struct.pack_into("<q", raw, 16 + 8 * k, len(bm) - 1)        # one column fewer than the model
+    path.write_bytes(bytes(raw))
+    assert nib.load(str(path)).shape[-1] == len(bm) - 1
+    with pytest.raises(InputError, match="truncated or corrupted"):
+        read_cifti_cortex(path, "L")
