@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
-from ..resources import bundled_models, model_path
+from ..resources import bundled_models
 
 __all__ = ["main", "build_parser"]
 
@@ -87,7 +87,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
                    model: Path | str | None = None, device: str = "auto", optimise: bool = True) -> dict:
     """Register one hemisphere from files and write the outputs; returns the metrics.
 
-    ``model``: a checkpoint path, ``"rigid"`` (rigid stage only) or None (no network: the
+    ``model``: a checkpoint path or bundled model name, ``"rigid"`` (rigid stage only) or None (no network: the
     warp is optimised for the pair). ``optimise=False`` skips the optimisation. Every input is
     read and the registration computed before anything is written, so bad input
     leaves no partial output.
@@ -104,7 +104,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     if reg is not None and len(reg) != len(moving.vertices):
         raise InputError(f"has {len(reg)} vertices but the sphere has {len(moving.vertices)}", path=sphere_reg)
     rigid = str(model) == "rigid"
-    checkpoint = None if model is None or rigid else model_path(model)
+    checkpoint = None if model is None or rigid else model  # register() resolves bundled names
     if checkpoint is None:
         maps = {n: v for n, v in maps.items() if n in _template_features(template_name)}
     result = register((moving.vertices, moving.faces), maps, template=template_name, hemi=hemi,
