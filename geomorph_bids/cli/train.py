@@ -1,8 +1,9 @@
 """``geomorph-train``: train or fine-tune a GeoMorph model, unsupervised.
 
-Data: synthetic subjects warped from the bundled template (``--synthetic N``) and/or the
-user's own subjects (``--subjects-dir DIR``, FreeSurfer or GIFTI layout; see
-:mod:`geomorph_bids.engine.data`). Writes to ``--out DIR``: ``model.pt`` (the best model, a
+Data: synthetic subjects warped from the bundled template (``--synthetic N``), the user's own
+subjects (``--subjects-dir DIR``, FreeSurfer or GIFTI layout; see :mod:`geomorph_bids.engine.data`),
+or pairs generated on the fly, with their true warp, from a bank of real maps (``--sources
+BANK.npz``, built by ``scripts/build_training_sources.py``; :mod:`geomorph_bids.engine.pairgen`). Writes to ``--out DIR``: ``model.pt`` (the best model, a
 self-describing checkpoint), ``last.pt`` + ``last.state.pt`` (for ``--resume``),
 ``train_log.csv`` and ``model_card.md`` (the exact command line, seed, data, wall time and
 final metrics).
@@ -72,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of subjects: <sub>/surf/lh.sphere + lh.<feature> (FreeSurfer) or "
                         "<sub>/**/*_hemi-L_sphere.surf.gii + *_hemi-L_<feature>.shape.gii")
     g.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (0.1)")
+    g.add_argument("--sources", type=Path, default=None, metavar="BANK.npz",
+                   help="generate training pairs on the fly (new ones every batch, with their true warp) "
+                        "from this bank of real maps (scripts/build_training_sources.py)")
+    g.add_argument("--source-names", nargs="+", default=None, metavar="NAME",
+                   help="bank sources to train on (default: every source of the template with the "
+                        "features, minus --holdout)")
+    g.add_argument("--holdout", nargs="+", default=(), metavar="NAME",
+                   help="bank sources kept out of training; validation pairs are drawn from them too")
+    g.add_argument("--pairs-per-epoch", type=int, default=512, help="generated pairs per epoch (512)")
+    g.add_argument("--val-pairs", type=int, default=64, help="generated validation pairs (64)")
     g.add_argument("--data-level", type=int, default=6, help="icosphere level of the data (6 = 40962 vertices)")
     m = p.add_argument_group("model")
     m.add_argument("--channels", choices=tuple(PRESETS), default="default",
@@ -83,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labels per control point (one value or one per stage)")
     m.add_argument("--label-level", type=int, default=None, help="label icosphere level")
     m.add_argument("--crf-iterations", type=int, default=None, help="CRF-RNN mean-field steps (0 disables)")
+    m.add_argument("--no-label-block", action="store_true",
+                   help="drop the final L -> L residual block (60%% of the default network's weights)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=50)
     t.add_argument("--batch-size", type=int, default=2)
@@ -90,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lam", type=float, default=0.5, help="smoothness weight (0.5)")
     t.add_argument("--fold", type=float, default=0.0,
                    help="weight of the triangle-area barrier that keeps the warp from folding (0: off)")
+    t.add_argument("--supervised", type=float, default=0.0,
+                   help="weight of the angular error (deg) to the true warp, for generated pairs (0: off)")
+    t.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
+                   help="plateau (ReduceLROnPlateau) or cosine decay over --max-minutes or --epochs")
+    t.add_argument("--warmup", type=int, default=0, help="linear warm-up steps (cosine schedule)")
+    t.add_argument("--save-bf16", action="store_true",
+                   help="store model.pt's weights in bfloat16 (half the size; loaded as float32)")
     t.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0 disables)")
     t.add_argument("--lr-patience", type=int, default=3, help="ReduceLROnPlateau patience")
     t.add_argument("--seed", type=int, default=0)
@@ -106,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_model_config(preset: str, in_channels: int, data_level: int = 6,
                        control_levels: Sequence[int] | None = None, n_labels: Sequence[int] | None = None,
-                       label_level: int | None = None, crf_iterations: int | None = None):
+                       label_level: int | None = None, crf_iterations: int | None = None,
+                       label_block: bool = True):
     """The :class:`~geomorph_bids.model.geomorph.GeoMorphConfig` for a preset and overrides.
 
     The encoder keeps the preset's first ``data_level - 1`` levels (down to ico-2).
@@ -130,7 +151,8 @@ def build_model_config(preset: str, in_channels: int, data_level: int = 6,
     stages = tuple(
         StageConfig(network=NetworkConfig(in_channels=in_channels, input_level=data_level, channels=channels,
                                           n_separate=min(3, len(channels) - 1), decoder_channels=pre["decoder"],
-                                          control_level=c, n_labels=L, kernels=pre["kernels"]),
+                                          control_level=c, n_labels=L, kernels=pre["kernels"],
+                                          label_block=label_block),
                     label_level=max(lab_level, c), crf_iterations=crf)
         for c, L in zip(levels, labels))
     return GeoMorphConfig(stages=stages, data_level=data_level)
@@ -166,9 +188,54 @@ def _combine(a, b):
     return a if b is None else a.concat(b)
 
 
+def _generated(args: argparse.Namespace, log):
+    """(training GeneratedPairs, validation PairSet) from the --sources bank."""
+    import torch
+
+    from ..engine.pairgen import GeneratedPairs, PairGenerator, SourceBank
+    from ..engine.train import resolve_device
+
+    if args.data_level != 6:
+        raise ValueError("--sources banks are on ico-6: use --data-level 6")
+    if not args.mirror_right:
+        raise ValueError("--sources banks hold left and mirrored right hemispheres: add --mirror-right")
+    bank = SourceBank.from_npz(str(args.sources), args.template, tuple(args.features))
+    unknown = [n for n in (*args.holdout, *(args.source_names or ())) if n not in bank.names]
+    if unknown:
+        raise ValueError(f"unknown sources {unknown}; {args.sources} has for {args.template} with "
+                         f"{', '.join(args.features)}: {', '.join(bank.names)}")
+    names = list(args.source_names or [n for n in bank.names if n not in args.holdout])
+    if not names:
+        raise ValueError("no training sources left after --holdout")
+    device = resolve_device(args.device)
+    gen = PairGenerator(bank.select(names), device=device)
+    train_set = GeneratedPairs(gen, args.pairs_per_epoch)
+    log(f"training pairs generated on {device} from {len(names)} sources: {', '.join(names)}")
+    val_set = None
+    if args.val_pairs > 0:
+        # fixed validation pairs: half from the held-out sources (if any), seeded apart from training
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(10_000 + args.seed)
+            parts = []
+            n_hold = args.val_pairs // 2 if args.holdout else 0
+            if n_hold:
+                parts.append(PairGenerator(bank.select(list(args.holdout)), device=device)
+                             .materialise(n_hold, names_prefix="holdout"))
+            parts.append(gen.materialise(args.val_pairs - n_hold, names_prefix="val"))
+        val_set = parts[0] if len(parts) == 1 else parts[0].concat(parts[1])
+        log(f"{len(val_set)} validation pairs ({n_hold} from held-out sources "
+            f"{', '.join(args.holdout) or '-'})")
+    return train_set, val_set
+
+
 def _prepare_data(args: argparse.Namespace, log):
     from ..engine.data import split_by_subject, subject_pairs
 
+    if args.sources is not None:
+        if args.synthetic or args.subjects_dir is not None:
+            raise ValueError("--sources generates its own pairs: do not combine it with --synthetic or "
+                             "--subjects-dir")
+        return _generated(args, log)
     train_set = val_set = None
     if args.synthetic:
         n_train, n_val = _split_count(args.synthetic, args.val_fraction)
@@ -194,8 +261,18 @@ def _fmt(x, digits: int = 4) -> str:
     return f"{x:.{digits}f}"
 
 
+def real_pair_table(rows: Sequence[dict]) -> list[str]:
+    """Markdown lines: the network alone vs rigid on real pairs with a reference warp."""
+    lines = ["| real pair | rigid median / p95 (deg) | network median / p95 (deg) | CC rigid | CC network |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['rigid_median_deg']:.3f} / {r['rigid_p95_deg']:.2f} | "
+                     f"{r['net_median_deg']:.3f} / {r['net_p95_deg']:.2f} | {r['cc_rigid']:.3f} | {r['cc_net']:.3f} |")
+    return lines
+
+
 def write_model_card(path: Path, *, command: str, args: argparse.Namespace, result, model_config,
-                     train_config, train_set, val_set) -> Path:
+                     train_config, train_set, val_set, real_rows: Sequence[dict] = ()) -> Path:
     """Write ``model_card.md`` (markdown) describing how the model was made and how well it did."""
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), None)
     stages = ", ".join(f"control ico-{s.control_level} / {s.n_labels} labels on ico-{s.label_level} / "
@@ -244,6 +321,9 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
         "Per-epoch numbers: `train_log.csv`.",
         "",
     ]
+    if real_rows:
+        lines += ["## Real pairs (ico-6, network alone, against the reference registration)", "",
+                  *real_pair_table(real_rows), ""]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines))
     tmp.replace(path)
@@ -265,18 +345,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.mirror_right and args.hemi != "L":
             raise ValueError("--mirror-right trains a left-hemisphere model: use --hemi L")
-        if not args.synthetic and args.subjects_dir is None:
-            raise ValueError("no training data: give --synthetic N and/or --subjects-dir DIR")
+        if not args.synthetic and args.subjects_dir is None and args.sources is None:
+            raise ValueError("no training data: give --synthetic N, --subjects-dir DIR or --sources BANK.npz")
         if args.synthetic < 0:
             raise ValueError(f"--synthetic must be >= 0, got {args.synthetic}")
         resolve_device(args.device)  # fail before any expensive work
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lam=args.lam, fold=args.fold,
                              val_fraction=args.val_fraction, patience=args.patience or None,
                              lr_patience=args.lr_patience, seed=args.seed, bf16=args.bf16, device=args.device,
-                             num_threads=args.threads, max_minutes=args.max_minutes)
+                             num_threads=args.threads, max_minutes=args.max_minutes,
+                             supervised=args.supervised, lr_schedule=args.lr_schedule, warmup_steps=args.warmup)
         model_config = build_model_config(args.channels, len(args.features), args.data_level,
                                           args.cascade or ((args.control_level,) if args.control_level else None),
-                                          args.labels, args.label_level, args.crf_iterations)
+                                          args.labels, args.label_level, args.crf_iterations,
+                                          label_block=not args.no_label_block)
         if args.threads:
             import torch
             torch.set_num_threads(args.threads)
@@ -285,9 +367,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "extra": {"preset": args.channels}}
         result = train(model_config, train_set, val_set, config, args.out, resume=args.resume,
                        init_weights=args.init, meta=meta, log=log)
+        if args.save_bf16:
+            from ..model.checkpoint import convert_checkpoint
+
+            convert_checkpoint(result.best_checkpoint, "bfloat16")
+        real_rows: list[dict] = []
+        if args.sources is not None:
+            from ..engine.pairgen import real_pairs
+            from ..engine.train import evaluate_warps
+
+            real = real_pairs(str(args.sources), args.template, tuple(args.features))
+            if real is not None:
+                real_rows = evaluate_warps(result.model, real, result.device, bf16=config.bf16)
+                for line in real_pair_table(real_rows):
+                    log(line)
         card = write_model_card(args.out / "model_card.md", command=command, args=args, result=result,
                                 model_config=model_config, train_config=config, train_set=train_set,
-                                val_set=val_set)
+                                val_set=val_set, real_rows=real_rows)
         log(f"best epoch {result.best_epoch}: val loss {_fmt(result.best_val_loss)}, CC "
             f"{_fmt(result.best_val_cc)}; wrote {result.best_checkpoint}, {result.log_path}, {card}")
         return 0

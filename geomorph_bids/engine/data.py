@@ -77,6 +77,8 @@ class PairSet:
     groups : N grouping keys for splits (the subject: both hemispheres stay together).
     template, hemisphere : template id and hemisphere handling ("L", "R", "LR-mirrored").
     description : one line on where the pairs come from (recorded in checkpoints).
+    target : optional (N, V, 3) float32, each pair's true pull-back warp on the unit sphere
+        (known for generated pairs; enables the supervised term and the angular-error metric).
     """
 
     moving: torch.Tensor
@@ -87,6 +89,7 @@ class PairSet:
     hemisphere: str
     description: str = ""
     groups: tuple[str, ...] = field(default=())
+    target: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.moving.dim() != 3 or self.fixed.dim() != 2 or self.moving.shape[1:] != self.fixed.shape:
@@ -99,6 +102,9 @@ class PairSet:
         if len(self.groups) != len(self.names):
             raise ValueError("PairSet: one group per pair required")
         level_of(self.fixed.shape[0])  # raises unless V is an icosphere size
+        if self.target is not None and tuple(self.target.shape) != (len(self.moving), self.fixed.shape[0], 3):
+            raise ValueError(f"PairSet: target must be (N, V, 3) = ({len(self.moving)}, {self.fixed.shape[0]}, 3), "
+                             f"got {tuple(self.target.shape)}")
 
     def __len__(self) -> int:
         return int(self.moving.shape[0])
@@ -114,6 +120,14 @@ class PairSet:
         mov = self.moving.index_select(0, idx)
         return mov, self.fixed.unsqueeze(0).expand_as(mov).contiguous()
 
+    def batch_with_target(self, index: Sequence[int] | np.ndarray | torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(moving, fixed, target (b, V, 3) or None)`` for pair indices ``index``."""
+        mov, fix = self.batch(index)
+        if self.target is None:
+            return mov, fix, None
+        return mov, fix, self.target.index_select(0, torch.as_tensor(np.asarray(index, dtype=np.int64)))
+
     def pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The pairs as a list of ``(moving (V, K), fixed (V, K))`` tensors."""
         return [(m, self.fixed) for m in self.moving]
@@ -122,7 +136,8 @@ class PairSet:
         """The pairs at ``index`` (same template)."""
         idx = [int(i) for i in index]
         return PairSet(self.moving[idx].clone(), self.fixed, self.channels, tuple(self.names[i] for i in idx),
-                       self.template, self.hemisphere, self.description, tuple(self.groups[i] for i in idx))
+                       self.template, self.hemisphere, self.description, tuple(self.groups[i] for i in idx),
+                       None if self.target is None else self.target[idx].clone())
 
     def concat(self, other: "PairSet") -> "PairSet":
         """Both sets' pairs (they must share template, hemisphere handling, channels and level)."""
@@ -130,10 +145,12 @@ class PairSet:
                 or not torch.equal(other.fixed, self.fixed):
             raise ValueError("cannot combine pairs made for different templates, channels or levels")
         hemi = self.hemisphere if other.hemisphere == self.hemisphere else "LR-mirrored"
+        target = (torch.cat([self.target, other.target])
+                  if self.target is not None and other.target is not None else None)
         return PairSet(torch.cat([self.moving, other.moving]), self.fixed, self.channels,
                        self.names + other.names, self.template, hemi,
                        "; ".join(d for d in (self.description, other.description) if d),
-                       self.groups + other.groups)
+                       self.groups + other.groups, target)
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]],

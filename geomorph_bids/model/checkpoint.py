@@ -46,7 +46,7 @@ from geomorph_bids.errors import InputError
 from geomorph_bids.model.normalise import NormalisationSpec
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "HEMISPHERES", "CheckpointMeta", "TrainingProvenance",
-           "save_checkpoint", "load_checkpoint", "read_metadata", "check_compatible",
+           "save_checkpoint", "convert_checkpoint", "load_checkpoint", "read_metadata", "check_compatible",
            "weights_sha256", "current_git_commit"]
 
 #: Marker stored in every checkpoint.
@@ -239,6 +239,18 @@ def _clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
             raise TypeError(f"state_dict tensor {k!r} must be a dense (strided) tensor, got {t.layout}")
         out[k] = t.detach().to("cpu").clone(memory_format=torch.contiguous_format)
     return out
+
+
+def convert_checkpoint(path: str | Path, dtype: str = "bfloat16") -> Path:
+    """Rewrite a checkpoint with its floating-point weights stored as ``dtype`` (``"bfloat16"``,
+    ``"float16"`` or ``"float32"``), in place and atomically; metadata is kept (its weights
+    SHA-256 is recomputed). Networks load such weights into float32 parameters. Returns ``path``."""
+    dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
+    state, meta = load_checkpoint(path)
+    state = {k: (v.to(dtypes[dtype]) if v.is_floating_point() else v) for k, v in state.items()}
+    return save_checkpoint(path, state, meta)
 
 
 def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:

@@ -92,12 +92,17 @@ class SphereSampler:
     ----------
     vertices : (V, 3) mesh vertices (any radius, centred on the origin).
     faces : (F, 3) int triangles (either winding).
+    ico_level : set when the mesh is ``icosphere(ico_level)`` itself: points on an accelerator
+        are then located there by descending the icosphere hierarchy
+        (:class:`~geomorph_bids.model.ico_locate.IcoLocator`), with no copy to the host. CPU
+        points always use the k-d tree locator (unchanged results).
     """
 
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray) -> None:
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, ico_level: int | None = None) -> None:
         vertices = np.asarray(vertices, dtype=np.float64)
         faces = np.asarray(faces, dtype=np.int64)
         self.locator = SphereLocator(vertices, faces)
+        self.ico_level = ico_level
         self.n_vertices = len(vertices)
         self._faces = torch.from_numpy(faces.copy())
         self._normals = torch.from_numpy(_face_normals(vertices, faces))
@@ -111,6 +116,10 @@ class SphereSampler:
 
     def locate(self, points: torch.Tensor) -> torch.Tensor:
         """(..., 3) points -> (...,) int64 containing-face indices (no gradient)."""
+        if self.ico_level is not None and points.device.type != "cpu":
+            from .ico_locate import ico_locator
+
+            return ico_locator(self.ico_level).locate(points)
         flat = points.detach().reshape(-1, 3).to(device="cpu", dtype=torch.float64).numpy()
         face, _ = self.locator.locate(flat)
         return torch.from_numpy(face).to(points.device).reshape(points.shape[:-1])
@@ -139,7 +148,7 @@ class SphereSampler:
 @cached_tables(maxsize=8)
 def ico_sampler(level: int) -> SphereSampler:
     """Cached :class:`SphereSampler` of icosphere ``level`` (deterministic, read-only use)."""
-    return SphereSampler(*icosphere(level))
+    return SphereSampler(*icosphere(level), ico_level=level)
 
 
 def sample_on_sphere(values: torch.Tensor, mesh_vertices: np.ndarray | torch.Tensor,

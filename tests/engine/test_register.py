@@ -122,6 +122,23 @@ def test_optimisation_recovers_a_synthetic_warp():
     assert opt.metrics["n_folded"] == 0
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_registration_matches_cpu():
+    v, f = icosphere(5)
+    rng = np.random.default_rng(7)
+    tpl = load_template("fsLR", "L", ("sulc",))
+    from geomorph_bids.sphere.resample import barycentric_weights
+
+    sulc = barycentric_weights((tpl.vertices, tpl.faces), v) @ np.asarray(tpl.features["sulc"], float)
+    rot = random_rotation(rng, 20.0)
+    items = {"sulc": sulc + 0.1 * sulc.std() * rng.standard_normal(len(sulc))}
+    cpu = register((v @ rot.T, f), items, "fsLR", "L", device="cpu")
+    gpu = register((v @ rot.T, f), items, "fsLR", "L", device="cuda")
+    d = angular_error_deg(cpu.sphere, gpu.sphere)
+    assert gpu.metrics["device"].startswith("cuda") and gpu.metrics["n_folded"] == 0
+    assert np.median(d) < 0.01 and d.max() < 0.2
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
 def test_cuda_without_cuda_is_refused():
     with pytest.raises(ValueError, match="CUDA is not available"):
