@@ -67,15 +67,15 @@ def random_network(channels: int = 1) -> GeoMorph:
 
 def _peak_reset() -> None:
     if torch.cuda.is_available():
-        _peak_reset()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def _peak_gb() -> float:
-    return _peak_gb() if torch.cuda.is_available() else float("nan")
+    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else float("nan")
 
 
 def _device_name() -> str:
-    return _device_name() if torch.cuda.is_available() else "cpu (rehearsal)"
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (rehearsal)"
 
 
 def _median_time(fn, repeats: int) -> float:
