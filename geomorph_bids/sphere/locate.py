@@ -82,7 +82,8 @@ class SphereLocator:
         self._fans = _vertex_fans(self.faces, len(self.vertices))
         self._tree = cKDTree(self.vertices, balanced_tree=False, compact_nodes=False)
 
-    def locate(self, points: np.ndarray, k: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    def locate(self, points: np.ndarray, k: int = 6, hint: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Containing triangle and barycentric weights of each point.
 
         Parameters
@@ -90,6 +91,10 @@ class SphereLocator:
         points : (N, 3) float, directions (any radius, not the origin).
         k : about how many candidate triangles are tried first per point: the
             fans of the ``ceil(k / 6)`` nearest vertices (6 = one fan).
+        hint : optional (N,) int face indices to try first (e.g. where the points were
+            before they moved a little); points inside their hinted face skip the search.
+            The result is the same as without a hint, except that a point exactly on an
+            edge may get either face (with the same weights).
 
         Returns
         -------
@@ -99,6 +104,18 @@ class SphereLocator:
         """
         points = unit(np.atleast_2d(points))
         n = len(points)
+        if hint is not None:
+            hint = np.asarray(hint, dtype=np.int64).reshape(-1)
+            if hint.shape != (n,) or (n and (hint.min() < 0 or hint.max() >= len(self.faces))):
+                raise ValueError(f"hint must hold {n} face indices in [0, {len(self.faces)})")
+            w, score = self._weights(hint, points)
+            miss = np.flatnonzero(~(score >= -_TOL))
+            face = hint.copy()
+            if miss.size:
+                face[miss], w[miss] = self.locate(points[miss], k)
+            np.clip(w, 0.0, None, out=w)
+            w /= w.sum(axis=1, keepdims=True)
+            return face, w
         # Visit the points in a spatially coherent order (cells of a 64^3 grid): the tree
         # queries and the gathers of face data then hit the cache far more often.
         cell = np.clip(((points + 1.0) * 32.0).astype(np.int64), 0, 63)
