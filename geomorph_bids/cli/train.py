@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labels per control point (one value or one per stage)")
     m.add_argument("--label-level", type=int, default=None, help="label icosphere level")
     m.add_argument("--crf-iterations", type=int, default=None, help="CRF-RNN mean-field steps (0 disables)")
+    m.add_argument("--correlation", action="store_true",
+                   help="add a correlation head: a learned cost volume over the labels (faster to train)")
     m.add_argument("--no-label-block", action="store_true",
                    help="drop the final L -> L residual block (60%% of the default network's weights)")
     t = p.add_argument_group("training")
@@ -127,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 def build_model_config(preset: str, in_channels: int, data_level: int = 6,
                        control_levels: Sequence[int] | None = None, n_labels: Sequence[int] | None = None,
                        label_level: int | None = None, crf_iterations: int | None = None,
-                       label_block: bool = True):
+                       label_block: bool = True, correlation: bool = False):
     """The :class:`~geomorph_bids.model.geomorph.GeoMorphConfig` for a preset and overrides.
 
     The encoder keeps the preset's first ``data_level - 1`` levels (down to ico-2).
@@ -153,7 +155,7 @@ def build_model_config(preset: str, in_channels: int, data_level: int = 6,
                                           n_separate=min(3, len(channels) - 1), decoder_channels=pre["decoder"],
                                           control_level=c, n_labels=L, kernels=pre["kernels"],
                                           label_block=label_block),
-                    label_level=max(lab_level, c), crf_iterations=crf)
+                    label_level=max(lab_level, c), crf_iterations=crf, correlation=correlation)
         for c, L in zip(levels, labels))
     return GeoMorphConfig(stages=stages, data_level=data_level)
 
@@ -356,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model_config = build_model_config(args.channels, len(args.features), args.data_level,
                                           args.cascade or ((args.control_level,) if args.control_level else None),
                                           args.labels, args.label_level, args.crf_iterations,
-                                          label_block=not args.no_label_block)
+                                          label_block=not args.no_label_block, correlation=args.correlation)
         if args.threads:
             import torch
             torch.set_num_threads(args.threads)

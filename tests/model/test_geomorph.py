@@ -301,3 +301,27 @@ def test_cuda_matches_cpu():
     assert out.warp.device.type == "cuda" and out.warped.device.type == "cuda"
     assert angle_deg(out.warp.cpu(), ref.warp).max().item() < 0.05
     assert (out.warped.cpu() - ref.warped).abs().max().item() < 1e-2
+
+
+def test_correlation_head_adds_a_learned_cost_volume():
+    cfg = tiny_config(data_level=4, control_level=2, n_labels=12, crf_iterations=0)
+    stage = cfg.stages[0]
+    with_corr = GeoMorphConfig(stages=(StageConfig(network=stage.network, label_level=4, crf_iterations=0,
+                                                   correlation=True, correlation_channels=4),), data_level=4)
+    # round trip; plain stages keep writing the keys they always wrote
+    assert GeoMorphConfig.from_dict(with_corr.to_dict()) == with_corr
+    assert "correlation" not in cfg.to_dict()["stages"][0]
+    torch.manual_seed(0)
+    model = GeoMorph(with_corr)
+    x = torch.randn(2, 2562, 1)
+    corr = model.stages[0].correlation(x, x)
+    assert corr.shape == (2, 162, 12)
+    # identical images: every control point's best match is itself (label 0), similarity 1
+    assert torch.allclose(corr[..., 0], torch.ones(2, 162), atol=1e-5)
+    assert corr.max() <= 1 + 1e-5
+    out = model(x, x.roll(7, dims=1))
+    out.warp.sum().backward()
+    assert model.stages[0].corr_scale.grad is not None
+    assert model.stages[0].match.conv1.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="label_level"):
+        StageConfig(network=stage.network, label_level=5, correlation=True)
