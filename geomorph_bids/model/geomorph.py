@@ -25,9 +25,9 @@ feature extractor (two GeoConvs at the label level) describes both images; for c
 and label l, ``corr[n, l]`` is the cosine similarity of the fixed image's descriptor at n and the
 moving image's at label l's vertex, and ``s * corr`` (``s`` learned) is added to the network's
 logits. The network then no longer has to discover matching from scratch: the cost volume
-states it, and the classifier adds context. On a level-4 test problem it took a small network from 2.95 deg
-(identity) to 0.81 deg of median warp error in 300 steps, where the same network without it
-stayed at the identity.
+states it, and the classifier adds context. On a level-4 test problem it took a small network
+from 2.95 deg (identity) to 0.81 deg of median warp error in 300 steps, where the same network
+without it stayed at the identity.
 
 Precision: the networks may run under (bf16) autocast; the CRF, the deformed control points,
 the warp composition and the resampling always run in float32 (or float64 for a float64
