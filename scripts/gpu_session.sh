@@ -38,7 +38,7 @@ if [ "$rehearse" = 1 ]; then
   check_args=(--rehearse --repeats 1)
 else
   dev=cuda
-  net_args=(--channels default --no-label-block --control-level 4 --labels 600 --label-level 6 --crf-iterations 5
+  net_args=(--channels default --no-label-block --correlation --control-level 4 --labels 600 --label-level 6 --crf-iterations 5
             --batch-size 8 --pairs-per-epoch 800 --val-pairs 64 --bf16)
   check_args=(--repeats 3)
 fi
