@@ -67,6 +67,10 @@ class OptimiseConfig:
         steps and reused in between (barycentric weights are always recomputed; a point that
         left its triangle is extrapolated linearly until the next look-up).
     channel_weights : per-channel weights of ``1 - CC`` (None: equal, summing to 1).
+    bend_total : the bending term measures the displacement of the whole warp so far (an
+        ``init`` warp, e.g. a network's, composed with the stage's) at the control points,
+        instead of the stage's own offsets: a refinement then also smooths what it started
+        from, rather than only adding to it.
     """
 
     control_levels: tuple[int, ...] = (2, 3, 4)
@@ -78,6 +82,7 @@ class OptimiseConfig:
     lr: float = 0.01
     relocate_every: int = 10
     channel_weights: tuple[float, ...] | None = None
+    bend_total: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.control_levels)
@@ -232,7 +237,8 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
     for c, d, n_steps, iters in zip(cfg.control_levels, cfg.data_levels, cfg.steps, cfg.smoothing):
         nd = n_vertices(d)
         # the moving image as warped by the previous stages, resampled once per stage
-        current = mov if init is None and not history else sampler(mov, total)
+        identity_start = init is None and not history
+        current = mov if identity_start else sampler(mov, total)
         cur_s = smooth_on_ico(current, iters)
         fix_s, m_d = smooth_on_ico(fix, iters)[:, :nd], m[:, :nd]
         base_cpu, faces_cpu = _control_grid(c)
@@ -257,7 +263,12 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
             cc = pearson(warped.transpose(1, 2).reshape(B * k, nd), fix_s.transpose(1, 2).reshape(B * k, nd),
                          m_d.transpose(1, 2).reshape(B * k, nd)).reshape(B, k)
             sim = ((1.0 - cc) * w).sum(-1)
-            bend = (hex_laplacian(ctrl - base, c) ** 2).sum(-1).mean(-1) * scale
+            if cfg.bend_total and not identity_start:
+                # the warp so far at the moved control points: previous warp sampled there
+                disp = normalise(sampler(total, ctrl)) - base
+            else:
+                disp = ctrl - base
+            bend = (hex_laplacian(disp, c) ** 2).sum(-1).mean(-1) * scale
             folds = torch.relu(0.2 - _signed_area(ctrl, faces) / area0).mean(-1)
             return sim + cfg.lam * bend + cfg.fold * folds
 
