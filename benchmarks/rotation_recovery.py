@@ -1,4 +1,4 @@
-"""Benchmark: rigid pre-alignment accuracy and time (geomorph_bids.sphere.rotation.rigid_align).
+"""Benchmark: rigid pre-alignment accuracy and time (geomorph_bids.sphere.rigid.rigid_align).
 
 Cases (left and right hemispheres, real data from smriprep's atlases and nilearn's fsaverage5):
 * fsaverage5 + sulc (sign flipped to HCP's) -> fsLR 164k + refsulc; the reference is the
@@ -26,11 +26,11 @@ import nibabel as nib
 import numpy as np
 
 from geomorph_bids.sphere.locate import SphereLocator
+from geomorph_bids.sphere.rigid import rigid_align
 from geomorph_bids.sphere.rotation import (
     angle_between,
     apply_rotation,
     random_rotation,
-    rigid_align,
     rotation_angle,
     rotation_from_correspondence,
 )

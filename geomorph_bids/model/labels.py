@@ -32,7 +32,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
-from geomorph_bids.sphere.icosphere import MAX_LEVEL, icosphere, n_vertices
+from geomorph_bids.sphere.icosphere import MAX_LEVEL, n_vertices, unit_icosphere
 
 __all__ = ["LabelGrid", "label_table", "deform_control_points", "deform_from_logits", "normalise"]
 
@@ -55,7 +55,7 @@ def _label_index(control_level: int, label_level: int, n_labels: int) -> np.ndar
     if not 1 <= n_labels <= n_label_vertices:
         raise ValueError(f"n_labels must be in 1..{n_label_vertices} for label level {label_level}, "
                          f"got {n_labels}")
-    verts = _unit_icosphere(label_level)
+    verts = unit_icosphere(label_level)
     ctrl = verts[: n_vertices(control_level)]
     tree = cKDTree(verts)
     margin = 32
@@ -77,11 +77,6 @@ def _label_index(control_level: int, label_level: int, n_labels: int) -> np.ndar
     return index
 
 
-def _unit_icosphere(level: int) -> np.ndarray:
-    verts, _ = icosphere(level)
-    return verts / np.linalg.norm(verts, axis=1, keepdims=True)
-
-
 def label_table(control_level: int, label_level: int, n_labels: int
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``n_labels`` nearest label-grid vertices of every control point.
@@ -101,7 +96,7 @@ def label_table(control_level: int, label_level: int, n_labels: int
         non-decreasing along rows.
     """
     index = _label_index(int(control_level), int(label_level), int(n_labels))
-    verts = _unit_icosphere(label_level)
+    verts = unit_icosphere(label_level)
     positions = verts[index]
     ctrl = verts[: len(index)]
     cos = np.clip(np.einsum("nlc,nc->nl", positions, ctrl), -1.0, 1.0)
