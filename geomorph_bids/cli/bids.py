@@ -21,7 +21,7 @@ from typing import Any  # noqa: E402
 
 from .. import __version__  # noqa: E402
 from ..errors import InputError  # noqa: E402
-from ..io.gifti import atomic_write_bytes  # noqa: E402
+from ..io.atomic import atomic_write_bytes  # noqa: E402
 from .parser import build_parser, parse_derivatives  # noqa: E402
 from .preflight import RunLocks, check_writable, remove_if_empty  # noqa: E402
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
+from ..io.atomic import atomic_write_text
 from ..resources import bundled_models
 
 __all__ = ["main", "build_parser"]
@@ -93,16 +94,13 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     leaves no partial output.
     """
     from ..engine.register import register
-    from ..io import read_feature, read_sphere, write_metric, write_surface
+    from ..io import write_metric, write_surface
+    from ..io.hemisphere import read_hemisphere
 
-    moving = read_sphere(sphere)
-    maps = {}
-    for name, path in features.items():
-        values = read_feature(path, n_vertices=len(moving.vertices))
-        maps[name] = -values if (name == "sulc" and sulc_sign == "hcp") else values
-    reg = read_sphere(sphere_reg).vertices if sphere_reg is not None else None
-    if reg is not None and len(reg) != len(moving.vertices):
-        raise InputError(f"has {len(reg)} vertices but the sphere has {len(moving.vertices)}", path=sphere_reg)
+    native = read_hemisphere(sphere, features, signs={"sulc": -1.0} if sulc_sign == "hcp" else None,
+                             sphere_reg=sphere_reg)
+    moving, maps = native.sphere, native.features
+    reg = native.sphere_reg.vertices if native.sphere_reg is not None else None
     rigid = str(model) == "rigid"
     checkpoint = None if model is None or rigid else model  # register() resolves bundled names
     if checkpoint is None:
@@ -142,9 +140,7 @@ def _template_features(name: str) -> list[str]:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _run_example(out_dir: Path, template: str, model: str | None = None, device: str = "auto",

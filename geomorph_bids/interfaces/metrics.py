@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
+
+from ..io.atomic import atomic_write_text
 
 __all__ = ["WriteMetrics", "group_rows", "write_group_table", "GROUP_COLUMNS"]
 
@@ -72,13 +75,10 @@ def write_group_table(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Pa
     columns = list(GROUP_COLUMNS)
     for r in rows:
         columns += [k for k in r if k not in columns]
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        w = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        w.writerow(columns)
-        for r in rows:
-            w.writerow(["n/a" if r.get(c) is None else
-                        (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in columns])
-    tmp.replace(path)
-    return path
+    handle = io.StringIO(newline="")
+    w = csv.writer(handle, delimiter="\t", lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow(["n/a" if r.get(c) is None else
+                    (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in columns])
+    return atomic_write_text(path, handle.getvalue())

@@ -140,7 +140,7 @@ def registration_record(result, channels: list[str], model_arg: str, used_sphere
 def write_registration(folder: str | Path, result, hemi: str, record: dict) -> tuple[Path, Path]:
     """Write ``registered_sphere.surf.gii`` and ``registration.json`` into ``folder``."""
     from ..io import write_surface
-    from ..io.gifti import atomic_write_bytes
+    from ..io.atomic import atomic_write_bytes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -174,22 +174,18 @@ def register_batch(items: list[BatchItem], channels: list[str], template: str, m
     ``registered_sphere.surf.gii`` + ``registration.json``, or ``error.txt`` (one line) when its
     input is bad. Returns {item index: error line} for the failed ones."""
     from ..engine.register import RegistrationItem, register_many
-    from ..io import read_feature, read_sphere, validate_feature
+    from ..io.hemisphere import read_hemisphere
 
     model_path, rigid_only = model_argument(model)
     errors: dict[int, str] = {}
     ready: list[tuple[int, RegistrationItem]] = []
     for i, item in enumerate(items):
         try:
-            sphere = read_sphere(item.sphere)
-            maps = {c: item.signs.get(c, 1.0) * validate_feature(
-                        read_feature(item.features[c], n_vertices=len(sphere.vertices)), item.features[c], names=[c])
-                    for c in channels}
-            reg = read_sphere(item.sphere_reg).vertices if item.sphere_reg else None
-            if reg is not None and len(reg) != len(sphere.vertices):
-                raise InputError(f"has {len(reg)} vertices but the sphere has {len(sphere.vertices)}",
-                                 path=item.sphere_reg)
-            ready.append((i, RegistrationItem((sphere.vertices, sphere.faces), maps, item.hemi, reg)))
+            native = read_hemisphere(item.sphere, {c: item.features[c] for c in channels}, signs=item.signs,
+                                     sphere_reg=item.sphere_reg)
+            sphere = native.sphere
+            reg = native.sphere_reg.vertices if native.sphere_reg is not None else None
+            ready.append((i, RegistrationItem((sphere.vertices, sphere.faces), native.features, item.hemi, reg)))
         except InputError as exc:
             errors[i] = str(exc.with_context(subject=item.subject, hemi=item.hemi))
         except (ValueError, OSError) as exc:

@@ -122,13 +122,14 @@ def _mappable(cmap, vmin: float, vmax: float):
 
 
 def _save(fig, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=FIGURE_DPI, facecolor="white", pil_kwargs={"compress_level": 2})
-    tmp.replace(path)
-    return path
+    """Write ``fig`` as a PNG atomically (:func:`~geomorph_bids.io.atomic.atomic_write_bytes`)."""
+    import io
+
+    from ..io.atomic import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI, facecolor="white", pil_kwargs={"compress_level": 2})
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..io.atomic import atomic_write_text
 from .html import esc, fmt, page, software_versions, table
 
 __all__ = ["build_group_report", "robust_z", "group_table_rows", "outliers", "GROUP_TSV", "GROUP_HTML",
@@ -207,10 +208,7 @@ def build_group_report(output_dir: str | Path) -> Path:
                 f'<p class="note">Built {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} in '
                 f"{time.perf_counter() - t0:.1f} s.</p></section>")
     out = output_dir / GROUP_HTML
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page("geomorph-bids: group report", [("summary", "Summary"), ("distributions", "Distributions"),
+    return atomic_write_text(out, page("geomorph-bids: group report", [("summary", "Summary"), ("distributions", "Distributions"),
                                                          ("outliers", "Outliers"), ("table", "Table"),
                                                          ("about", "About")], "\n".join(body)))
-    tmp.replace(out)
-    return out
 

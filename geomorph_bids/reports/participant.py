@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io.atomic import atomic_write_text
 from .html import esc, fmt, markdown, page, software_versions, table
 
 __all__ = ["build_participant_report", "HemiOutputs", "find_hemispheres", "report_name", "NATIVE_SPHERE",
@@ -542,7 +543,4 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
                 "</section>")
 
     out = output_dir / report_name(subject, session)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page(f"geomorph-bids: {title}", nav, "\n".join(body)))
-    tmp.replace(out)
-    return out
+    return atomic_write_text(out, page(f"geomorph-bids: {title}", nav, "\n".join(body)))

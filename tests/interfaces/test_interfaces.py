@@ -15,7 +15,7 @@ from geomorph_bids.interfaces import GeomorphDataSink, LoadFeatures, Register, R
 from geomorph_bids.interfaces.bids import STAGING_DIR
 from geomorph_bids.interfaces.metrics import group_rows, write_group_table
 from geomorph_bids.interfaces.registration import gpu_lock, model_argument
-from geomorph_bids.io.example_data import synthetic_hemisphere, template_hemisphere, write_freesurfer, write_hcp
+from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_freesurfer, write_hcp
 from geomorph_bids.errors import InputError
 
 
