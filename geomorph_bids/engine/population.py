@@ -103,7 +103,7 @@ def build_template(subjects: Sequence[PopulationSubject], iterations: int, templ
     PopulationTemplate; ``history[k]["mean_distance"]`` is the mean 1 - CC of the subjects
     registered in round k to the round's template (round 0: the starting template).
     """
-    from ..io.custom_template import resolve_template
+    from ..io.template_ref import resolve_template
     from .register import register
 
     _label_ok(label)
