@@ -13,13 +13,13 @@ symmetric, so rings of equidistant vertices are common) are broken by increasing
 after rounding the chord length to 1e-9. Label 0 is therefore always the control point itself
 (angle 0): a one-hot on label 0 is the identity.
 
-Deformed control point (DESIGN.md, "Labels"): with label probabilities ``p`` (B, Ncp, L),
+Deformed control point (the GeoMorph paper's label formulation): with label probabilities ``p`` (B, Ncp, L),
 the weights are the L4-sharpened probabilities ``w = p**4 / sum_l p**4`` (``power`` = 4) and
 the deformed control point is ``normalise(sum_l w_l * position_l)``.
 
 Note on the authors' code: it applies ``F.normalize(p, p=4)``, i.e. ``p / ||p||_4``, which
 only rescales all weights of a control point by one constant; since the weighted sum is then
-projected onto the sphere, that is a no-op. We follow DESIGN.md's intent (sharpening with
+projected onto the sphere, that is a no-op. We follow the paper's intent (sharpening with
 ``p**4 / sum p**4``); ``power=1`` reproduces what the authors' code effectively computes.
 """
 
@@ -170,7 +170,7 @@ def deform_from_logits(logits: torch.Tensor, grid: LabelGrid | torch.Tensor, pow
     ----------
     logits : (B, Ncp, L) float.
     grid : a :class:`LabelGrid` or its ``positions`` (Ncp, L, 3).
-    power : sharpening exponent (4: DESIGN.md's L4 normalisation; 1: plain expectation).
+    power : sharpening exponent (4: the paper's L4 normalisation; 1: plain expectation).
 
     Returns
     -------
