@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 _TIMING_FIGURES = ("figures/group_desc-distributions_metrics.png",)
-_PRESENCE_ONLY = (".geomorph-locks/",)
+_PRESENCE_ONLY = ("/.geomorph-locks/",)
 _BUILT = re.compile(r"((?:Report built|Built) )[^<]*? in [0-9.]+ s\.")
 _ROW = re.compile(r"<tr[^>]*>.*?</tr>", re.S)
 _CELL = re.compile(r"<t[dh][^>]*>.*?</t[dh]>", re.S)
@@ -85,7 +85,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 
 def _normalised(rel: str, data: bytes) -> bytes | str:
-    if any(rel.startswith(p) for p in _PRESENCE_ONLY):
+    if any(p in f"/{rel}" for p in _PRESENCE_ONLY):
         return "<present>"
     if rel.endswith(_TIMING_FIGURES):
         return f"<png {_png_size(data)}>"
