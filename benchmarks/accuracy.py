@@ -32,7 +32,7 @@ Its ``cat_surf.spherical_demon(source_surface, source_sphere, target_surface, ta
 computes its features from ANATOMICAL surfaces (curvature of white/central meshes), not from
 feature maps, so it cannot run on these cases: the synthetic subjects have no anatomical mesh
 and no fsLR 164k anatomical mesh is installed. This script reports that, and does not run it;
-DATA.md records its figure on the fsaverage_sym pair (median 0.76 deg, p95 2.45, 3 min).
+Its published figure is on the fsaverage_sym pair (median 0.76 deg, p95 2.45, 3 min).
 
 Run::
 
@@ -135,7 +135,7 @@ def _row(case: str, method: str, scores: list[dict], cc_before: list[float], sec
 def synthetic_table(methods: list[str], n: int, sources: list[str], configs: list[str], seed: int,
                     device: str) -> list[str]:
     """Rows for (a): each source x config, ``n`` pairs, medians over pairs (CC on sulc)."""
-    from geomorph_bids.engine.synth import load_benchmark_source
+    from geomorph_bids.engine.benchmark_sources import load_benchmark_source
 
     rows = []
     for source in sources:

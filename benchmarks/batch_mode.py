@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/batch_mode.py [--subjects 8] [--level 5] [--batch-size 8]
                                               [--nprocs 2] [--repeats 2]
 
-Builds a synthetic cohort in FreeSurfer layout (``geomorph_bids.io.example_data``: the bundled
+Builds a synthetic cohort in FreeSurfer layout (``geomorph_bids.engine.example_data``: the bundled
 fsaverage template at ico-``level``, moved by random smooth warps and rotations), then, in the
 same run and on the same cohort, times
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 
 def make_cohort(root: Path, n: int, level: int) -> Path:
-    from geomorph_bids.io.example_data import synthetic_hemisphere, template_hemisphere, write_freesurfer
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_freesurfer
 
     root.mkdir(parents=True)
     (root / "dataset_description.json").write_text(json.dumps({"Name": "batch benchmark", "BIDSVersion": "1.9.0"}))

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before importing torch (DESIGN.md "Speed")
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before importing torch (faster large allocations)
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402

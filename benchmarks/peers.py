@@ -91,8 +91,9 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import _cc, _gz_gifti, _score  # noqa: E402
 
-from geomorph_bids.engine.register import MIRROR, register  # noqa: E402
+from geomorph_bids.engine.register import register  # noqa: E402
 from geomorph_bids.engine.synth import angular_error_deg  # noqa: E402
+from geomorph_bids.sphere.rotation import MIRROR  # noqa: E402
 from geomorph_bids.io import read_sphere, read_surface  # noqa: E402
 from geomorph_bids.io.templates import load_template  # noqa: E402
 from geomorph_bids.sphere.locate import SphereLocator, unit  # noqa: E402

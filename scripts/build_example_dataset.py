@@ -4,7 +4,7 @@
 
 Two synthetic subjects made from nilearn's fsaverage5 (BSD-3; 10242 vertices per hemisphere;
 nilearn is a test extra): each hemisphere's sphere is moved by a smooth random diffeomorphic
-warp (up to 8 degrees, :mod:`geomorph_bids.io.example_data`) and a fixed rotation, and its
+warp (up to 8 degrees, :mod:`geomorph_bids.engine.example_data`) and a fixed rotation, and its
 sulc/curv/thickness get 10 % white noise. sub-01 is written in FreeSurfer layout
 (``derivatives/freesurfer/sub-01/surf/{lh,rh}.{sphere,sulc,curv,thickness}``), sub-02 in
 sMRIPrep layout (``derivatives/smriprep/sub-02/anat/sub-02_hemi-{L,R}_*.gii``). Each subject also
@@ -26,7 +26,7 @@ import nibabel as nib
 import numpy as np
 
 from geomorph_bids.engine.synth import random_scalar_field
-from geomorph_bids.io.example_data import STAMP, synthetic_hemisphere, write_freesurfer, write_smriprep
+from geomorph_bids.engine.example_data import STAMP, synthetic_hemisphere, write_freesurfer, write_smriprep
 from geomorph_bids.io.gifti import write_surface
 
 HEMIS = {"L": "left", "R": "right"}

@@ -230,9 +230,9 @@ def main() -> None:
     if args.dev == "cpu" and not args.rehearse:
         raise SystemExit("device_checks.py needs CUDA (or --rehearse)")
     if args.model:
-        from geomorph_bids.engine.register import _load_model
+        from geomorph_bids.engine.checkpoints import load_model
 
-        args.model_obj = _load_model(args.model, ["sulc"], args.template, "L", torch.device("cpu")).net
+        args.model_obj = load_model(args.model, ["sulc"], args.template, "L", torch.device("cpu")).net
     else:
         args.model_obj = random_network()
     t = time.perf_counter()

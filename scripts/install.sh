@@ -40,10 +40,25 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 pip_install() {
-  # pip's notes about local index folders that do not exist on this machine are noise
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" 2>&1 \
-    | { grep -v "^WARNING: Location 'file:" || true; }
-  return "${PIPESTATUS[0]}"
+  # Quiet when it works (warnings only); when it fails, pip's whole report, so that a
+  # resolver failure shows its "The conflict is caused by" lines, not just ResolutionImpossible.
+  # --use-pep517: source-only packages (docopt, through niworkflows) are built as wheels rather
+  # than by the legacy "setup.py install", whose deprecation notice is the only noise otherwise.
+  # pip's notes about local index folders that do not exist on this machine are dropped.
+  local log status
+  log="$(mktemp)"
+  set +e
+  .venv/bin/python -m pip install --disable-pip-version-check --use-pep517 "$@" >"$log" 2>&1
+  status=$?
+  set -e
+  if [ "$status" -ne 0 ]; then
+    grep -v "^WARNING: Location 'file:" "$log" >&2 || true
+    echo "install.sh: 'pip install $*' failed (exit $status); pip's report is above" >&2
+  else
+    grep -E "^(WARNING|ERROR)" "$log" | grep -v "^WARNING: Location 'file:" >&2 || true
+  fi
+  rm -f "$log"
+  return "$status"
 }
 pip_install "torch==2.13.0"
 pip_install -c constraints.txt -e ".${extras:+[$extras]}"

@@ -27,6 +27,20 @@ def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
     return out
 
 
+class _DefaultsOnce(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already says what the
+    default is, or there is none to say (None, False: a flag left off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text.lower() or default is None or default is False or default is argparse.SUPPRESS
+                or action.nargs == 0 or not action.option_strings):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -41,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="GeoMorph cortical surface registration as a BIDS-App: registers each "
                     "subject's native cortical spheres (FreeSurfer, sMRIPrep/fMRIPrep or HCP "
                     "outputs) to fsLR or fsaverage and writes BIDS derivatives.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_DefaultsOnce)
     p.add_argument("bids_dir", type=Path, help="the BIDS dataset root")
     p.add_argument("output_dir", type=Path, help="where the derivatives are written")
     p.add_argument("analysis_level", choices=("participant", "group"),
@@ -76,14 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output-density", default=None, metavar="DEN",
                    help="density of the resampled features: fsLR 32k (default), 59k (TemplateFlow only), "
                         "164k, ico6; fsaverage 10k, 41k (default), 164k (= ico5, ico6, ico7)")
-    g.add_argument("--features", nargs="+", choices=FEATURES, default=["sulc"],
-                   help="features resampled and written (the registration's own features are always written)")
+    g.add_argument("--features", nargs="+", choices=FEATURES, default=None,
+                   help="features resampled and written (default: sulc; the registration's own features are "
+                        "always written); group --build-template: the features averaged (default: the "
+                        "registration's features of --model for --template)")
     g.add_argument("--model", default="default", metavar="NAME|PATH",
                    help="'default' (rigid pre-alignment, then the GeoMorph warp optimised per hemisphere; "
                         "the most accurate on CPU), 'rigid' (pre-alignment only), a bundled pretrained "
                         "network (sulc-fsLR, sulc-fsaverage, multimodal-fsLR: its warp is then refined "
                         "per hemisphere; see docs/models.md) or a checkpoint from geomorph-train")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
 
     g = p.add_argument_group("execution")
     g.add_argument("-w", "--work-dir", type=Path, default=Path("work"),

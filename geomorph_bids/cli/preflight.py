@@ -29,7 +29,8 @@ from typing import Callable
 
 from ..errors import InputError
 
-__all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "RunLocks"]
+__all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "preflight", "remove_if_empty", "RunLocks",
+           "lock_participants"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
 #: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.7 MB of outputs and 1.3 MB of
@@ -116,6 +117,23 @@ def remove_if_empty(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
+
+
+def preflight(output_dir: Path, work_dir: Path | None) -> list[Path]:
+    """Before any work: both folders exist or can be created, take a real write and have the
+    documented free space (:data:`MIN_FREE_MB`); else one :class:`InputError` line naming the
+    folder (a folder this check created is removed again). Returns the folders it created."""
+    created = [output_dir] if check_writable(output_dir, "output") else []
+    if work_dir is None:
+        return created
+    try:
+        if check_writable(work_dir, "work"):
+            created.append(work_dir)
+    except InputError:
+        for folder in created:
+            remove_if_empty(folder)
+        raise
+    return created
 
 
 class RunLocks:
@@ -206,3 +224,28 @@ class RunLocks:
         finally:
             fcntl.flock(fd, fcntl.LOCK_SH)
         return True
+
+
+def lock_participants(locks: RunLocks, jobs: list, wait: bool, prog: str = "geomorph-bids") -> tuple[list, list, list]:
+    """Take each participant's lock: (jobs whose participant this run holds, failures
+    (:class:`~geomorph_bids.cli.failures.Failure`) of the participants another run holds (skip
+    mode), jobs to do after waiting (``--lock-wait``))."""
+    from .failures import Failure
+
+    busy: dict[str, str] = {}
+    for subject in sorted({j.subject for j in jobs}):
+        if not locks.try_lock(f"sub-{subject}"):
+            busy[subject] = locks.holder(f"sub-{subject}")
+    mine = [j for j in jobs if j.subject not in busy]
+    later = [j for j in jobs if j.subject in busy] if wait else []
+    skipped = [] if wait else [
+        Failure(j.subject, j.session, ",".join(sorted(j.inputs.hemis)) or "L,R",
+                f"skipped: another geomorph-bids run is processing this participant "
+                f"({busy[j.subject] or 'holder unknown'}; lock {locks.path('sub-' + j.subject)}); "
+                "rerun when it has finished, or pass --lock-wait to wait for it")
+        for j in jobs if j.subject in busy]
+    for subject, holder in busy.items():
+        if wait:
+            print(f"{prog}: sub-{subject}: another geomorph-bids run is processing it ({holder or 'holder unknown'}); "
+                  "it will be done after that run, once this run's other participants are finished", flush=True)
+    return mine, skipped, later

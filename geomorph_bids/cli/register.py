@@ -19,10 +19,13 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
+from ..io.atomic import atomic_write_text
+from .exit_codes import EXIT_OK, HANDLED, error_exit
 from ..resources import bundled_models
 
 __all__ = ["main", "build_parser"]
 
+_PROG = "geomorph-register"
 _HEMI_PREFIX = {"L": "lh", "R": "rh"}
 
 
@@ -87,29 +90,27 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
                    model: Path | str | None = None, device: str = "auto", optimise: bool = True) -> dict:
     """Register one hemisphere from files and write the outputs; returns the metrics.
 
-    ``model``: a checkpoint path or bundled model name, ``"rigid"`` (rigid stage only) or None (no network: the
-    warp is optimised for the pair). ``optimise=False`` skips the optimisation. Every input is
-    read and the registration computed before anything is written, so bad input
-    leaves no partial output.
+    ``model``: a checkpoint path or bundled model name, ``"rigid"`` (rigid stage only) or None (the
+    template's default registration: the warp optimised for the pair; see
+    :func:`~geomorph_bids.engine.model_choice.resolve_model`). ``optimise=False`` skips the
+    optimisation (a network's warp as it is). Every input is read and the registration computed
+    before anything is written, so bad input leaves no partial output.
     """
+    from ..engine.model_choice import resolve_model
     from ..engine.register import register
-    from ..io import read_feature, read_sphere, write_metric, write_surface
+    from ..io import write_metric, write_surface
+    from ..io.hemisphere import read_hemisphere
 
-    moving = read_sphere(sphere)
-    maps = {}
-    for name, path in features.items():
-        values = read_feature(path, n_vertices=len(moving.vertices))
-        maps[name] = -values if (name == "sulc" and sulc_sign == "hcp") else values
-    reg = read_sphere(sphere_reg).vertices if sphere_reg is not None else None
-    if reg is not None and len(reg) != len(moving.vertices):
-        raise InputError(f"has {len(reg)} vertices but the sphere has {len(moving.vertices)}", path=sphere_reg)
-    rigid = str(model) == "rigid"
-    checkpoint = None if model is None or rigid else model  # register() resolves bundled names
-    if checkpoint is None:
+    choice = resolve_model(model, template_name)
+    native = read_hemisphere(sphere, features, signs={"sulc": -1.0} if sulc_sign == "hcp" else None,
+                             sphere_reg=sphere_reg)
+    moving, maps = native.sphere, native.features
+    reg = native.sphere_reg.vertices if native.sphere_reg is not None else None
+    if choice.kind != "network":  # without a network: the features given that the template has
         maps = {n: v for n, v in maps.items() if n in _template_features(template_name)}
+    arguments = {**choice.register_arguments(), **({} if optimise else {"optimise": False})}
     result = register((moving.vertices, moving.faces), maps, template=template_name, hemi=hemi,
-                      model=checkpoint, device=device, rigid_only=rigid, reg_sphere=reg,
-                      optimise=optimise)
+                      device=choice.resolve_device(device), reg_sphere=reg, **arguments)
 
     metrics = {"hemi": hemi, "template": template_name,
                "software": f"geomorph-bids {__version__}", **result.metrics,
@@ -142,9 +143,7 @@ def _template_features(name: str) -> list[str]:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _run_example(out_dir: Path, template: str, model: str | None = None, device: str = "auto",
@@ -167,7 +166,7 @@ def _run_example(out_dir: Path, template: str, model: str | None = None, device:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code (0 ok, 1 bad input, 2 usage)."""
+    """Entry point; returns the process exit code (:mod:`.exit_codes`: 0 ok, 1 bad input, 2 usage)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -180,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['cc_sulc_rigid']:>10.3f}{r['cc_sulc_after']:>10.3f}{r['n_folded']:>8d}"
                       f"{r['seconds_total']:>9.2f}")
             print(f"outputs in {args.out_dir}")
-            return 0
+            return EXIT_OK
         missing = [opt for opt in ("sphere", "hemi", "out") if getattr(args, opt) is None]
         if missing or not args.feature:
             parser.error("--sphere, --feature, --hemi and --out are required (or use --example): missing "
@@ -192,14 +191,11 @@ def main(argv: list[str] | None = None) -> int:
                            args.features_out, args.sphere_reg, args.sulc_sign, args.model, args.device,
                            not args.no_optimise)
         print(json.dumps({k: v for k, v in m.items() if k != "rotation"}, indent=2))
-        return 0
-    except InputError as exc:
-        hemi = getattr(args, "hemi", None)
-        print(f"geomorph-register: error: {exc.with_context(hemi=hemi)}", file=sys.stderr)
-        return 1
-    except (ValueError, OSError) as exc:
-        print(f"geomorph-register: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
+        return EXIT_OK
+    except HANDLED as exc:
+        if isinstance(exc, InputError):
+            exc = exc.with_context(hemi=getattr(args, "hemi", None))
+        return error_exit(_PROG, exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
-from ..errors import InputError
+from .exit_codes import EXIT_OK, HANDLED, error_exit
 
 __all__ = ["main", "build_parser", "build_model_config", "PRESETS"]
 
@@ -195,7 +195,7 @@ def _generated(args: argparse.Namespace, log):
     import torch
 
     from ..engine.pairgen import GeneratedPairs, PairGenerator, SourceBank
-    from ..engine.train import resolve_device
+    from ..engine.device import resolve_device
 
     if not args.mirror_right:
         raise ValueError("--sources banks hold left and mirrored right hemispheres: add --mirror-right")
@@ -331,7 +331,8 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``geomorph-train``; returns the exit code (0 on success, 2 on bad input)."""
+    """Entry point of ``geomorph-train``; returns the exit code (:mod:`.exit_codes`: 0 on success,
+    1 on bad input, 2 usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     command = shlex.join(["geomorph-train", *argv])
@@ -341,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(msg, flush=True)
 
     try:
-        from ..engine.train import TrainConfig, resolve_device, train
+        from ..engine.device import resolve_device
+        from ..engine.train import TrainConfig, train
 
         if args.mirror_right and args.hemi != "L":
             raise ValueError("--mirror-right trains a left-hemisphere model: use --hemi L")
@@ -386,11 +388,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 val_set=val_set, real_rows=real_rows)
         log(f"best epoch {result.best_epoch}: val loss {_fmt(result.best_val_loss)}, CC "
             f"{_fmt(result.best_val_cc)}; wrote {result.best_checkpoint}, {result.log_path}, {card}")
-        return 0
-    except (InputError, ValueError, OSError) as e:
-        msg = " ".join(str(e).split())
-        print(f"geomorph-train: error: {msg}", file=sys.stderr)
-        return 2
+        return EXIT_OK
+    except HANDLED as e:
+        return error_exit("geomorph-train", e)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,14 +48,13 @@ from ..errors import InputError
 from ..io.templates import TEMPLATE_LEVEL, Template, load_template
 from ..model.normalise import NormalisationSpec
 from ..sphere.icosphere import icosphere, level_of, n_vertices
+from ..sphere.rotation import MIRROR
 from .synth import TRAIN_CONFIG, SynthConfig, make_dataset
 
 __all__ = ["PairSet", "MIRROR", "mirror_sphere", "mirror_grid_features", "template_on_level",
            "normalise_pairs_input", "synthetic_pairs", "find_subjects", "SubjectFiles",
            "subject_pairs", "split_by_subject"]
 
-#: The reflection used to mirror a right hemisphere into a left one (x -> -x).
-MIRROR = np.diag([-1.0, 1.0, 1.0])
 
 _HEMI_PREFIX = {"L": "lh", "R": "rh"}
 
@@ -336,15 +335,14 @@ def find_subjects(subjects_dir: str | Path, hemis: Sequence[str], channels: Sequ
 
 def _prepare_subject(files: SubjectFiles, template: Template, channels: Sequence[str], level: int,
                      mirror: bool, spec: NormalisationSpec | None) -> torch.Tensor:
-    from ..io import read_feature, read_sphere
+    from ..io.hemisphere import read_hemisphere
     from .prealign import prealign
 
     try:
-        sphere = read_sphere(files.sphere)
-        maps = {c: np.asarray(read_feature(p, n_vertices=len(sphere.vertices)), dtype=np.float64).reshape(-1)
-                for c, p in files.features.items()}
+        native = read_hemisphere(files.sphere, files.features, validate=False)
     except InputError as e:
         raise e.with_context(subject=files.subject, hemi=files.hemi) from None
+    sphere, maps = native.sphere, native.features
     verts, faces = mirror_sphere(sphere.vertices, sphere.faces) if mirror else (sphere.vertices, sphere.faces)
     result = prealign(verts, faces, maps, template)
     on_grid = np.stack([result.features_on_template[c][: n_vertices(level)] for c in channels], axis=1)

@@ -103,7 +103,7 @@ def build_template(subjects: Sequence[PopulationSubject], iterations: int, templ
     PopulationTemplate; ``history[k]["mean_distance"]`` is the mean 1 - CC of the subjects
     registered in round k to the round's template (round 0: the starting template).
     """
-    from ..io.custom_template import resolve_template
+    from ..io.template_ref import resolve_template
     from .register import register
 
     _label_ok(label)
@@ -169,6 +169,7 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
     (``tpl-<label>_hemi-H_den-ico6_<feature>.shape.gii``) and ``template_description.json``
     (merged with an existing one, so both hemispheres can share the folder)."""
     from .. import __version__
+    from ..io.atomic import atomic_write_text
     from ..io.custom_template import DESCRIPTION, custom_feature_file
     from ..io.gifti import write_metric
 
@@ -197,7 +198,5 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
                                  "Description": "iterative registration to the current average"}],
                 "Description": "Average of the subjects' features after registration, refined over the "
                                "listed iterations; MeanDistance: mean 1 - CC to the template of each round."})
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return folder

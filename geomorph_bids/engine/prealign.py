@@ -16,7 +16,8 @@ import numpy as np
 from ..io.templates import Template
 from ..sphere.locate import SphereLocator
 from ..sphere.resample import barycentric_weights
-from ..sphere.rotation import rigid_align, rotation_angle, rotation_from_correspondence
+from ..sphere.rigid import rigid_align
+from ..sphere.rotation import rotation_angle, rotation_from_correspondence
 
 __all__ = ["Prealignment", "prealign", "correlation"]
 

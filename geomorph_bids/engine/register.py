@@ -12,7 +12,7 @@
    is the point of the (rotated) moving sphere whose features belong at ``x``. A model whose
    ``data_level`` is below 6 is fed the first ``n_vertices(data_level)`` vertices of the ico-6
    template grid (the icospheres are nested) and its warp is upsampled to ico-6 the way the
-   model itself upsamples control points (each new vertex = normalised mean of its two parents).
+   model itself upsamples control points (:func:`~geomorph_bids.engine.warp_geometry.upsample_warp`).
    Then, unless ``optimise=False``, the warp's control points are **optimised for this pair**
    (:func:`geomorph_bids.model.optimise.optimise_warp`: coarse-to-fine ico-2 -> ico-4 control
    grids, 1 - CC + bending + fold barrier), starting from the network's warp, or from the
@@ -20,22 +20,17 @@
 3. **the output sphere**: every rotated moving vertex ``p`` is located in the warped template
    mesh (ico-6 vertices placed at ``warp``, ico-6 faces); the same barycentric weights applied
    to the ORIGINAL ico-6 vertices give ``p``'s position in template space (the inverse of the
-   warp, piecewise linear on the mesh), projected to radius 100 (:func:`apply_warp`).
+   warp, piecewise linear on the mesh), projected to radius 100
+   (:func:`~geomorph_bids.engine.warp_geometry.apply_warp`).
 
-Checkpoints
------------
-``model`` is a checkpoint file (:mod:`geomorph_bids.model.checkpoint`) or a built
-:class:`~geomorph_bids.model.geomorph.GeoMorph`. A checkpoint's ``config`` must be
-``GeoMorphConfig.to_dict()`` (a dict with ``"stages"``), or hold that dict under the key
-``"model"`` or ``"geomorph"``. Its ``channels`` are the moving feature names in the network's
-input order (``moving_features`` may list them in any order; missing or extra names are
-refused, one line), and its ``template`` must be the template's name. A checkpoint with
-hemisphere ``"LR-mirrored"`` registers a right hemisphere by mirroring it (``x -> -x``) onto the
-LEFT template, and mirroring the result back; that is right-template space for fsLR, whose
-left and right spheres are mirror images.
-
-No pretrained network is bundled yet: ``model=None`` registers by pair-wise optimisation of the
-GeoMorph warp alone (``metrics["method"] == "optimise"``); with a network it is
+``model`` is a bundled network's name (``resources.bundled_models()``), a checkpoint file or a
+built :class:`~geomorph_bids.model.geomorph.GeoMorph` (loaded and checked by
+:mod:`geomorph_bids.engine.checkpoints`). A checkpoint with hemisphere ``"LR-mirrored"``
+registers a right hemisphere by mirroring it (``x -> -x``) onto the LEFT template, and
+mirroring the result back; that is right-template space for fsLR, whose left and right spheres
+are mirror images. ``model=None`` runs the template's default registration
+(:func:`geomorph_bids.engine.model_choice.default_registration`: today pair-wise optimisation
+of the GeoMorph warp alone, ``metrics["method"] == "optimise"``); with a network the method is
 ``"geomorph"`` (``optimise=False``) or ``"geomorph+optimise"``; ``rigid_only`` gives ``"rigid"``.
 """
 
@@ -51,21 +46,21 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.templates import TEMPLATE_LEVEL, Template, available_templates, load_template
-from ..sphere.distortion import distortion, distortion_summary, folded_triangles
-from ..sphere.icosphere import icosphere, level_of, n_vertices
-from ..sphere.locate import SphereLocator, unit
+from ..sphere.distortion import distortion, distortion_summary
+from ..sphere.icosphere import icosphere, n_vertices
+from ..sphere.locate import unit
 from ..sphere.resample import barycentric_weights
+from ..sphere.rotation import MIRROR
+from .checkpoints import LoadedModel, load_model
+from .device import resolve_device
+from .model_choice import default_registration
 from .prealign import correlation, prealign
+from .warp_geometry import RADIUS, apply_warp, unfold_warp, upsample_warp, warp_folded_triangles
 
 if TYPE_CHECKING:  # the optimiser (torch) is imported lazily
     from ..model.optimise import OptimiseConfig
 
-__all__ = ["unfold_warp", "Registration", "RegistrationItem", "register", "register_many", "apply_warp", "warp_folded_triangles", "upsample_warp",
-           "resolve_device", "MIRROR"]
-
-RADIUS = 100.0
-#: Reflection that turns a right hemisphere into a left one (x -> -x), as in engine/data.py.
-MIRROR = np.diag([-1.0, 1.0, 1.0])
+__all__ = ["Registration", "RegistrationItem", "register", "register_many"]
 
 SphereInput = tuple[np.ndarray, np.ndarray] | str | Path
 FeatureInput = Mapping[str, np.ndarray | str | Path]
@@ -133,113 +128,6 @@ class Registration:
 
 
 # ---------------------------------------------------------------------------------------------
-# warp helpers
-
-
-def upsample_warp(warp: np.ndarray, level: int, target_level: int = TEMPLATE_LEVEL) -> np.ndarray:
-    """Upsample a (n_vertices(level), 3) warp to icosphere ``target_level`` (any radius in,
-    radius 100 out): each added vertex is the normalised mean of its two parents' positions,
-    as the model upsamples its control points."""
-    import torch
-
-    from ..model.warp import upsample_displacement
-
-    w = np.asarray(warp, dtype=np.float64)
-    if len(w) != n_vertices(level):
-        raise ValueError(f"warp has {len(w)} points, icosphere level {level} has {n_vertices(level)}")
-    if level == target_level:
-        return unit(w) * RADIUS
-    up = upsample_displacement(torch.from_numpy(unit(w))[None], level, target_level)[0]
-    return unit(up.numpy()) * RADIUS
-
-
-def apply_warp(points: np.ndarray, warp: np.ndarray, level: int | None = None) -> np.ndarray:
-    """Move points from the (rotated) moving sphere into template space through the INVERSE
-    of a pull-back warp.
-
-    Parameters
-    ----------
-    points : (N, 3) points on the rotated moving sphere (any radius).
-    warp : (V, 3) pull-back warp on icosphere ``level`` (any radius): template grid vertex i
-        corresponds to the moving-space point ``warp[i]``.
-    level : icosphere level of ``warp`` (default: inferred from V).
-
-    Returns
-    -------
-    (N, 3) float64 on the radius-100 sphere: each point is located in the warped mesh
-    (ico vertices at ``warp``, ico faces) and the same barycentric weights are applied to the
-    original ico vertices. Exact inverse of the piecewise-linear warp where it does not fold.
-    """
-    warp = np.asarray(warp, dtype=np.float64)
-    level = level_of(len(warp)) if level is None else int(level)
-    ico_v, ico_f = icosphere(level)
-    if warp.shape != (len(ico_v), 3):
-        raise ValueError(f"warp must be ({len(ico_v)}, 3) for icosphere level {level}, got {warp.shape}")
-    face, w = SphereLocator(warp, ico_f).locate(np.asarray(points, dtype=np.float64))
-    return unit(np.einsum("nk,nkd->nd", w, unit(ico_v)[ico_f[face]])) * RADIUS
-
-
-def warp_folded_triangles(warp: np.ndarray, level: int | None = None) -> int:
-    """Number of icosphere triangles whose orientation the (V, 3) warp flips."""
-    warp = np.asarray(warp, dtype=np.float64)
-    level = level_of(len(warp)) if level is None else int(level)
-    ico_v, ico_f = icosphere(level)
-    return int(len(folded_triangles((ico_v, ico_f), (unit(warp) * RADIUS, ico_f))))
-
-
-def unfold_warp(warp: np.ndarray, level: int | None = None, max_iterations: int = 200) -> tuple[np.ndarray, int]:
-    """Remove folds from a (V, 3) pull-back warp on icosphere ``level`` by local smoothing.
-
-    While any triangle is folded, the displacement ``warp - x`` at the vertices of the folded
-    triangles and their two rings is moved half-way to its neighbours' mean (umbrella
-    Laplacian) and the points are projected back onto the sphere; vertices away from folds
-    never move. Returns the warp (unit sphere, float64) and the number of iterations used
-    (0: nothing was folded). A network's warp can fold where it was trained on too few cases;
-    the pair-wise optimisation is composed after its warp and cannot undo a fold in it.
-    """
-    from ..sphere.icosphere import hex_neighbourhood
-
-    w = unit(np.asarray(warp, dtype=np.float64))
-    level = level_of(len(w)) if level is None else int(level)
-    ico_v, ico_f = icosphere(level)
-    x = unit(np.asarray(ico_v, dtype=np.float64))
-    index, mask = hex_neighbourhood(level)
-    nb, m = index[:, 1:], mask[:, 1:].astype(np.float64)
-    for it in range(max_iterations + 1):
-        bad = folded_triangles((ico_v, ico_f), (w * RADIUS, ico_f))
-        if len(bad) == 0:
-            return w, it
-        if it == max_iterations:
-            break
-        near = np.zeros(len(w), dtype=bool)
-        near[np.unique(ico_f[bad])] = True
-        for _ in range(2):                               # two rings around the folds
-            near[nb[near][m[near] > 0]] = True
-        d = w - x
-        lap = (d[nb] * m[..., None]).sum(1) / m.sum(1, keepdims=True) - d
-        w = w.copy()
-        w[near] = unit(x[near] + d[near] + 0.5 * lap[near])
-    return w, max_iterations
-
-
-def resolve_device(device: str | Any = "auto") -> Any:
-    """``"auto"`` -> cuda if available else cpu; ``"cuda"`` without CUDA -> ValueError."""
-    import torch
-
-    if isinstance(device, torch.device):
-        device = str(device)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available "
-                         "(torch.cuda.is_available() is False); use device='cpu' or 'auto'")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} requested but MPS is not available; use 'cpu' or 'auto'")
-    return dev
-
-
-# ---------------------------------------------------------------------------------------------
 # inputs
 
 
@@ -279,67 +167,6 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
     return vertices, faces, feats
 
 
-def _model_config_dict(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    if "stages" in config:
-        return config
-    for key in ("model", "geomorph"):
-        if isinstance(config.get(key), Mapping) and "stages" in config[key]:
-            return config[key]
-    raise ValueError("checkpoint config holds no GeoMorphConfig (expected GeoMorphConfig.to_dict(), "
-                     f"or it under 'model'/'geomorph'); config keys: {sorted(config)}")
-
-
-@dataclass
-class _Model:
-    net: Any                       # GeoMorph
-    channels: tuple[str, ...]
-    spec: Any                      # NormalisationSpec
-    info: dict[str, Any]
-    mirrored_hemis: bool           # checkpoint hemisphere "LR-mirrored"
-
-
-def _load_model(model: Any, feature_names: Sequence[str], template_name: str, hemi: str,
-                device: Any) -> _Model:
-    """Load and check a checkpoint path or wrap a built GeoMorph."""
-    import torch
-
-    from ..model.checkpoint import check_compatible, load_checkpoint
-    from ..model.geomorph import GeoMorph, GeoMorphConfig
-    from ..model.normalise import NormalisationSpec
-
-    if isinstance(model, (str, Path)):
-        from ..resources import model_path
-
-        model = model_path(model)
-        state, meta = load_checkpoint(model, map_location="cpu")
-        want = list(meta.channels)
-        ordered = [c for c in want if c in feature_names] + [c for c in feature_names if c not in want]
-        check_compatible(meta, ordered, template_name, hemi=hemi)
-        config = GeoMorphConfig.from_dict(_model_config_dict(meta.config))
-        if config.in_channels != len(want):
-            raise InputError(f"checkpoint lists {len(want)} channels but its network takes "
-                             f"{config.in_channels}", path=model)
-        net = GeoMorph(config)
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as e:
-            raise InputError(f"weights do not fit the network of its config: "
-                             f"{' '.join(str(e).split())[:300]}", path=model) from None
-        info = {"model_name": meta.name, "model_version": meta.package_version,
-                "model_weights_sha256": meta.weights_sha256, "model_path": str(model)}
-        return _Model(net.to(device).eval(), tuple(want), meta.normalisation, info,
-                      meta.hemisphere == "LR-mirrored")
-    if isinstance(model, torch.nn.Module) and isinstance(getattr(model, "config", None), GeoMorphConfig):
-        k = model.config.in_channels
-        if len(feature_names) != k:
-            raise ValueError(f"model takes {k} input channels; moving_features has "
-                             f"{len(feature_names)}: [{', '.join(feature_names)}]")
-        info = {"model_name": getattr(model, "name", type(model).__name__ + " (in memory)"),
-                "model_version": None, "model_weights_sha256": None, "model_path": None}
-        return _Model(model.to(device).eval(), tuple(feature_names), NormalisationSpec(), info, False)
-    raise ValueError(f"model must be a checkpoint path or a GeoMorph module, got {type(model).__name__}")
-
-
 # ---------------------------------------------------------------------------------------------
 # the API
 
@@ -359,8 +186,10 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         template's sign convention (FreeSurfer's for sulc).
     template : ``"fsLR"``, ``"fsaverage"`` (bundled) or a :class:`~geomorph_bids.io.templates.Template`.
     hemi : ``"L"`` or ``"R"``.
-    model : checkpoint path or a built ``GeoMorph`` (with ``.config``), or None: no network,
-        the warp comes from pair-wise optimisation alone (no pretrained network is bundled yet).
+    model : a bundled network's name, a checkpoint path or a built ``GeoMorph`` (with
+        ``.config``), or None: the template's default registration
+        (:func:`~geomorph_bids.engine.model_choice.default_registration`; today the warp comes
+        from pair-wise optimisation alone).
     device : ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     rigid_only : stop after the rigid pre-alignment.
     optimise : optimise the warp's control points for this pair after the network (or from
@@ -404,7 +233,7 @@ class _Job:
     work_f: np.ndarray
     feats: dict[str, np.ndarray]
     channels: tuple[str, ...]
-    loaded: "_Model | None"
+    loaded: "LoadedModel | None"
     mirrored: bool
     tpl: Template
     pre: Any
@@ -438,6 +267,10 @@ def register_many(items: Sequence[RegistrationItem], template: str | Template = 
     -------
     One :class:`Registration` (or exception) per item, in order.
     """
+    if model is None and not rigid_only:  # the default is decided in one place, per template
+        default = default_registration(template.name if isinstance(template, Template) else str(template))
+        model = default.register_arguments()["model"]
+        optimise = default.optimise if optimise is True and model is not None else optimise
     if on_error not in ("raise", "return"):
         raise ValueError(f"on_error must be 'raise' or 'return', got {on_error!r}")
     if batch_size < 1:
@@ -447,7 +280,7 @@ def register_many(items: Sequence[RegistrationItem], template: str | Template = 
                          "optimise=True or rigid_only=True")
     dev = resolve_device(device) if not rigid_only else None
     results: list[Registration | Exception | None] = [None] * len(items)
-    models: dict[tuple[str, tuple[str, ...]], _Model] = {}
+    models: dict[tuple[str, tuple[str, ...]], LoadedModel] = {}
     for start in range(0, len(items), batch_size):
         jobs: dict[int, _Job] = {}
         for idx in range(start, min(start + batch_size, len(items))):
@@ -490,7 +323,7 @@ def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: 
     if not rigid_only and model is not None:
         key = (hemi, tuple(sorted(feats)))
         if key not in models:  # one load per side and channel set, not per subject
-            models[key] = _load_model(model, list(feats), template_name, hemi, dev)
+            models[key] = load_model(model, list(feats), template_name, hemi, dev)
         loaded = models[key]
         channels = loaded.channels
     else:

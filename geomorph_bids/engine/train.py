@@ -51,6 +51,7 @@ from ..model.geomorph import GeoMorph, GeoMorphConfig
 from ..model.losses import cc_per_channel, total_loss, warp_distortion
 from ..model.normalise import NormalisationSpec
 from .data import PairSet
+from .device import resolve_device
 
 __all__ = ["TrainConfig", "TrainResult", "train", "resolve_device", "evaluate_warps", "warp_error_deg", "LOG_COLUMNS", "BEST_NAME",
            "LAST_NAME", "STATE_SUFFIX", "LOG_NAME", "state_path"]
@@ -194,29 +195,6 @@ class TrainResult:
     device: str
     n_parameters: int
     model: GeoMorph | None = field(default=None, repr=False)
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA if available else CPU; ``"cpu"``; ``"cuda"``/``"cuda:N"``.
-
-    Raises a one-line ValueError for an unknown spec or CUDA requested but unavailable.
-    """
-    spec = str(spec).strip().lower()
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise ValueError(f"device {spec!r} requested but CUDA is not available ({why}); "
-                             "use --device cpu or --device auto")
-        dev = torch.device(spec)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA "
-                             "device(s) are visible")
-        return dev
-    raise ValueError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N")
 
 
 def state_path(checkpoint: str | Path) -> Path:

@@ -4,11 +4,11 @@ Each interface reads files, calls one engine/io function and writes files into i
 working directory, so that Nipype can cache it and reruns resume.
 """
 
-from .bids import GeomorphDataSink
+from .bids import GeomorphDataSink, OutputsReady
 from .features import LoadFeatures
 from .metrics import WriteMetrics
 from .registration import PrecomputedRegistration, Register
 from .resampling import ResampleFeatures
 
-__all__ = ["GeomorphDataSink", "LoadFeatures", "PrecomputedRegistration", "Register", "ResampleFeatures",
-           "WriteMetrics"]
+__all__ = ["GeomorphDataSink", "LoadFeatures", "OutputsReady", "PrecomputedRegistration", "Register",
+           "ResampleFeatures", "WriteMetrics"]

@@ -1,6 +1,7 @@
 """BIDS-Derivatives writing: niworkflows' DerivativesDataSink with our file patterns,
 made atomic (each file is written in a staging folder inside the output directory and
-renamed into place, so an interrupted run never leaves a half-written output)."""
+renamed into place, so an interrupted run never leaves a half-written output), and the gate
+(:class:`OutputsReady`) that holds every sink of a hemisphere until all its results exist."""
 
 from __future__ import annotations
 
@@ -9,28 +10,24 @@ import shutil
 import uuid
 from pathlib import Path
 
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec,
+                                    traits)
 from niworkflows.interfaces.bids import DerivativesDataSink
 
-__all__ = ["GeomorphDataSink", "STAGING_DIR", "PATTERNS"]
+from ..derivatives import SINK_PATTERNS
+
+__all__ = ["GeomorphDataSink", "OutputsReady", "OUTPUT_FIELDS", "STAGING_DIR"]
 
 #: staging folder (inside the output directory) for atomic writes; removed by the CLI
 STAGING_DIR = ".geomorph-staging"
 
-_STEM = "sub-{subject}[/ses-{session}]/{datatype<anat>|anat}/sub-{subject}[_ses-{session}]_hemi-{hemi<L|R>}"
-#: output names (sMRIPrep's conventions for surfaces; ``myelinw`` as sMRIPrep names myelin maps)
-PATTERNS = (
-    _STEM + "[_space-{space}][_den-{density}][_desc-{desc}]"
-    "_{suffix<sphere|sulc|curv|thickness|myelinw>}{extension<.surf.gii|.shape.gii|.func.gii>}",
-    _STEM + "[_space-{space}][_den-{density}][_desc-{desc}]_{suffix<metrics>}{extension<.json>}",
-)
-
 
 class GeomorphDataSink(DerivativesDataSink):
     """DerivativesDataSink writing straight into ``base_directory`` (no pipeline sub-folder),
-    with geomorph's file patterns, atomically."""
+    with geomorph's file patterns (:data:`geomorph_bids.derivatives.SINK_PATTERNS`), atomically."""
 
     out_path_base = ""
-    _file_patterns = PATTERNS
+    _file_patterns = SINK_PATTERNS
 
     def _run_interface(self, runtime):
         final = Path(self.inputs.base_directory).absolute()
@@ -68,3 +65,39 @@ def _same_file_content(new: Path, old: Path) -> bool:
         return old.is_file() and (os.path.samefile(new, old) or filecmp.cmp(new, old, shallow=False))
     except OSError:
         return False
+
+
+#: the named results of a hemisphere that its derivative sinks write
+OUTPUT_FIELDS = ("registered_sphere", "resampled_features", "metrics", "native_sphere", "native_features")
+
+
+class _OutputsInputSpec(BaseInterfaceInputSpec):
+    registered_sphere = File(exists=True, mandatory=True, desc="the native mesh in template space")
+    resampled_features = InputMultiObject(File(exists=True), mandatory=True,
+                                          desc="one map per output feature, in the run's feature order")
+    metrics = File(exists=True, mandatory=True, desc="the metrics JSON")
+    native_sphere = File(exists=True, mandatory=True, desc="the validated native sphere")
+    native_features = InputMultiObject(File(exists=True), mandatory=True,
+                                       desc="one native map per registration feature, in the run's channel order")
+
+
+class _OutputsOutputSpec(TraitedSpec):
+    registered_sphere = File(exists=True)
+    resampled_features = traits.List(File(exists=True))
+    metrics = File(exists=True)
+    native_sphere = File(exists=True)
+    native_features = traits.List(File(exists=True))
+
+
+class OutputsReady(SimpleInterface):
+    """Pass a hemisphere's results on, by name, once all of them exist: the derivative sinks
+    read from this node, so nothing of a hemisphere is written unless every step succeeded.
+    (An ``IdentityInterface`` cannot do this: Nipype removes those nodes from the graph.)"""
+
+    input_spec = _OutputsInputSpec
+    output_spec = _OutputsOutputSpec
+
+    def _run_interface(self, runtime):
+        for name in OUTPUT_FIELDS:
+            self._results[name] = getattr(self.inputs, name)
+        return runtime

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined,
                                     traits)
 
@@ -40,7 +39,8 @@ class LoadFeatures(SimpleInterface):
     output_spec = _LoadFeaturesOutputSpec
 
     def _run_interface(self, runtime):
-        from ..io import read_feature, read_sphere, validate_feature, write_metric, write_surface
+        from ..io import write_metric, write_surface
+        from ..io.hemisphere import read_hemisphere
 
         hemi, subject = self.inputs.hemi, self.inputs.subject or None
         names = list(self.inputs.feature_names)
@@ -48,27 +48,21 @@ class LoadFeatures(SimpleInterface):
         signs = list(self.inputs.signs) if isdefined(self.inputs.signs) and self.inputs.signs else [1.0] * len(names)
         if not (len(names) == len(files) == len(signs)):
             raise ValueError(f"{len(names)} feature names, {len(files)} files and {len(signs)} signs")
+        reg_file = self.inputs.sphere_reg if isdefined(self.inputs.sphere_reg) and self.inputs.sphere_reg else None
         try:
-            sphere = read_sphere(self.inputs.sphere)
-            out_sphere = os.path.join(runtime.cwd, "sphere.surf.gii")
-            write_surface(out_sphere, sphere.vertices, sphere.faces, hemi=hemi, geometric_type="Spherical")
-            outs = []
-            for name, path, sign in zip(names, files, signs):
-                values = np.asarray(read_feature(path, n_vertices=len(sphere.vertices)), dtype=np.float64)
-                if values.ndim != 1:
-                    raise InputError(f"holds {values.shape[1]} maps; one per file expected", path=path)
-                validate_feature(values, path, names=[name])  # all zero / constant: nothing to align
-                outs.append(write_metric(os.path.join(runtime.cwd, f"{name}.shape.gii"), sign * values,
-                                         hemi=hemi, names=[name]))
-            if isdefined(self.inputs.sphere_reg) and self.inputs.sphere_reg:
-                reg = read_sphere(self.inputs.sphere_reg)
-                if len(reg.vertices) != len(sphere.vertices):
-                    raise InputError(f"has {len(reg.vertices)} vertices but the sphere has "
-                                     f"{len(sphere.vertices)}", path=self.inputs.sphere_reg)
-                self._results["sphere_reg"] = str(write_surface(os.path.join(runtime.cwd, "sphere_reg.surf.gii"),
-                                                                reg.vertices, reg.faces, hemi=hemi))
+            native = read_hemisphere(self.inputs.sphere, dict(zip(names, files)), signs=dict(zip(names, signs)),
+                                     sphere_reg=reg_file)
         except InputError as exc:
             raise exc.with_context(subject=subject, hemi=hemi) from None
+        sphere = native.sphere
+        out_sphere = os.path.join(runtime.cwd, "sphere.surf.gii")
+        write_surface(out_sphere, sphere.vertices, sphere.faces, hemi=hemi, geometric_type="Spherical")
+        outs = [write_metric(os.path.join(runtime.cwd, f"{name}.shape.gii"), native.features[name], hemi=hemi,
+                             names=[name]) for name in names]
+        if native.sphere_reg is not None:
+            reg = native.sphere_reg
+            self._results["sphere_reg"] = str(write_surface(os.path.join(runtime.cwd, "sphere_reg.surf.gii"),
+                                                            reg.vertices, reg.faces, hemi=hemi))
         self._results["sphere"] = out_sphere
         self._results["feature_files"] = [str(p) for p in outs]
         self._results["feature_names"] = names

@@ -1,18 +1,15 @@
-"""Quality metrics: the per-hemisphere JSON and the group table built from them."""
+"""Quality metrics: the per-hemisphere JSON (the group table built from them is
+:mod:`geomorph_bids.reports.group_table`)."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-__all__ = ["WriteMetrics", "group_rows", "write_group_table", "GROUP_COLUMNS"]
-
-#: leading columns of the group table (the registration metrics follow, sorted)
-GROUP_COLUMNS = ("subject", "session", "hemi", "template", "method", "input_source", "sulc_sign")
+__all__ = ["WriteMetrics"]
 
 
 class _WriteMetricsInputSpec(BaseInterfaceInputSpec):
@@ -46,39 +43,3 @@ class WriteMetrics(SimpleInterface):
         out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         self._results["out_file"] = str(out)
         return runtime
-
-
-def _flat(doc: Mapping[str, Any]) -> dict[str, Any]:
-    row = {k: doc.get(k) for k in GROUP_COLUMNS}
-    for k, v in sorted(doc.get("registration", {}).items()):
-        if k == "rotation" or isinstance(v, (list, dict)):
-            continue
-        row.setdefault(k, v)
-    return row
-
-
-def group_rows(output_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per ``sub-*/[ses-*/]anat/*_desc-geomorph_metrics.json`` under ``output_dir``,
-    sorted by subject, session, hemisphere."""
-    rows = []
-    for path in sorted(Path(output_dir).glob("sub-*/**/anat/*_desc-geomorph_metrics.json")):
-        rows.append(_flat(json.loads(path.read_text())))
-    return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"])))
-
-
-def write_group_table(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write rows as a BIDS TSV (``n/a`` for missing values), atomically."""
-    rows = list(rows)
-    columns = list(GROUP_COLUMNS)
-    for r in rows:
-        columns += [k for k in r if k not in columns]
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        w = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        w.writerow(columns)
-        for r in rows:
-            w.writerow(["n/a" if r.get(c) is None else
-                        (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in columns])
-    tmp.replace(path)
-    return path

@@ -1,5 +1,10 @@
 """Register one hemisphere (rigid pre-alignment + GeoMorph) through :func:`engine.register`.
 
+The node is given the run's decisions as they were taken at the command line: the model
+choice (:class:`~geomorph_bids.engine.model_choice.ModelChoice`), the template reference
+(:class:`~geomorph_bids.io.template_ref.TemplateRef`), both as their ``to_dict()``, and the
+resolved device; it re-derives none of them.
+
 GPU slot: with a CUDA device the network step holds an exclusive lock file per device
 (``<tempdir>/geomorph_bids-cuda<N>.lock``), so several processes on one machine never run
 inference on the same GPU at once, whatever Nipype plugin schedules them. The workflow also
@@ -10,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +27,7 @@ from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterfac
 from ..errors import InputError
 
 __all__ = ["Register", "PrecomputedRegistration", "BatchItem", "register_batch", "gpu_lock",
-           "model_argument", "registration_record", "write_registration"]
-
-
-def model_argument(model: str) -> tuple[str | None, bool]:
-    """``--model`` value -> (``model`` for register(), ``rigid_only``): ``""``/``"default"``
-    is the bundled default (None), ``"rigid"`` the rigid stage only, anything else a path."""
-    if model in ("", "default"):
-        return None, False
-    if model == "rigid":
-        return None, True
-    return model, False
+           "registration_record", "write_registration"]
 
 
 @contextlib.contextmanager
@@ -58,11 +52,10 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     sphere = File(exists=True, mandatory=True, desc="native sphere (validated, radius 100)")
     feature_files = traits.List(File(exists=True), mandatory=True, desc="features, FreeSurfer sign")
     feature_names = traits.List(traits.Str, mandatory=True)
-    channels = traits.List(traits.Str, desc="features the registration uses (default: all given)")
-    template = traits.Str("fsLR", usedefault=True)
+    template = traits.Dict(mandatory=True, desc="the run's TemplateRef.to_dict()")
     hemi = traits.Enum("L", "R", mandatory=True)
-    model = traits.Str("", usedefault=True, desc="'' (bundled default), 'rigid' or a checkpoint path")
-    device = traits.Str("auto", usedefault=True, desc="auto, cpu, cuda or cuda:N")
+    model = traits.Dict(mandatory=True, desc="the run's ModelChoice.to_dict() (its channels are used)")
+    device = traits.Str("cpu", usedefault=True, desc="the resolved device: cpu, cuda or cuda:N")
     sphere_reg = File(exists=True, desc="FreeSurfer sphere.reg: rotation from correspondence")
     num_threads = traits.Int(0, usedefault=True, desc="torch threads (0: leave as is)")
     subject = traits.Str("", usedefault=True, desc="subject label, for error messages")
@@ -81,17 +74,19 @@ class Register(SimpleInterface):
     output_spec = _RegisterOutputSpec
 
     def _run_interface(self, runtime):
-        from ..engine.register import register, resolve_device
-        from ..io import read_feature, read_sphere, write_surface
+        from ..engine.model_choice import ModelChoice
+        from ..engine.register import register
+        from ..io import read_feature, read_sphere
+        from ..io.template_ref import TemplateRef
 
         hemi, subject = self.inputs.hemi, self.inputs.subject or None
         names = list(self.inputs.feature_names)
-        channels = list(self.inputs.channels) if isdefined(self.inputs.channels) and self.inputs.channels else names
+        choice = ModelChoice.from_dict(self.inputs.model)
+        channels = list(choice.channels)
         unknown = [c for c in channels if c not in names]
         if unknown:
             raise InputError(f"registration feature(s) {', '.join(unknown)} not among the inputs "
                              f"({', '.join(names)})", subject=subject, hemi=hemi)
-        model, rigid_only = model_argument(self.inputs.model)
         if self.inputs.num_threads > 0:
             import torch
 
@@ -101,46 +96,34 @@ class Register(SimpleInterface):
             files = dict(zip(names, self.inputs.feature_files))
             maps = {c: read_feature(files[c], n_vertices=len(sphere.vertices)) for c in channels}
             reg = read_sphere(self.inputs.sphere_reg).vertices if isdefined(self.inputs.sphere_reg) else None
-            device = "cpu" if rigid_only else str(resolve_device(self.inputs.device))
-            with gpu_lock(device):
-                result = register((sphere.vertices, sphere.faces), maps,
-                                  template=template_argument(self.inputs.template, hemi, channels),
-                                  hemi=hemi, model=model, device=device, rigid_only=rigid_only, reg_sphere=reg)
+            template = TemplateRef.from_dict(self.inputs.template).registration_target(hemi, channels)
+            with gpu_lock(self.inputs.device):
+                result = register((sphere.vertices, sphere.faces), maps, template=template, hemi=hemi,
+                                  device=self.inputs.device, reg_sphere=reg, **choice.register_arguments())
         except InputError as exc:
             raise exc.with_context(subject=subject, hemi=hemi) from None
         out_sphere, metrics_file = write_registration(
-            runtime.cwd, result, hemi, registration_record(result, channels, self.inputs.model, reg is not None))
+            runtime.cwd, result, hemi, registration_record(result, choice, reg is not None))
         self._results["out_sphere"] = str(out_sphere)
         self._results["metrics_file"] = str(metrics_file)
         return runtime
 
 
-def template_argument(template: str, hemi: str, channels: list[str]):
-    """``register()``'s template: a bundled name as is, a custom template folder loaded."""
-    from ..io.templates import available_templates
-
-    if template in available_templates():
-        return template
-    from ..io.custom_template import resolve_template
-
-    return resolve_template(template, hemi, channels)
-
-
-def registration_record(result, channels: list[str], model_arg: str, used_sphere_reg: bool) -> dict:
-    """The registration metrics document (JSON-able) of one :class:`Registration`."""
-    rigid_only = model_arg == "rigid"
-    return {"method": "rigid" if rigid_only else ("optimise" if model_arg in ("", "default") else "geomorph"),
-            "registration_features": list(channels),
-            "model_argument": model_arg or "default",
+def registration_record(result, choice, used_sphere_reg: bool) -> dict:
+    """The registration metrics document (JSON-able) of one :class:`Registration` made with the
+    :class:`~geomorph_bids.engine.model_choice.ModelChoice` ``choice`` (``method`` is what
+    register() reports it did)."""
+    return {"registration_features": list(choice.channels),
+            "model_argument": choice.name,
             "used_sphere_reg": bool(used_sphere_reg),
-            **_jsonable(result.metrics),  # register()'s own "method" wins when it gives one
+            **_jsonable(result.metrics),
             "rotation": np.round(result.rotation, 10).tolist()}
 
 
 def write_registration(folder: str | Path, result, hemi: str, record: dict) -> tuple[Path, Path]:
     """Write ``registered_sphere.surf.gii`` and ``registration.json`` into ``folder``."""
     from ..io import write_surface
-    from ..io.gifti import atomic_write_bytes
+    from ..io.atomic import atomic_write_bytes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -167,44 +150,40 @@ class BatchItem:
     sphere_reg: Path | None = None
 
 
-def register_batch(items: list[BatchItem], channels: list[str], template: str, model: str, device: str,
-                   batch_size: int) -> dict[int, str]:
+def register_batch(items: list[BatchItem], choice, template, device: str, batch_size: int) -> dict[int, str]:
     """Register many hemispheres in this process (one model load, batched optimisation,
-    :func:`geomorph_bids.engine.register.register_many`). Each item's folder receives
-    ``registered_sphere.surf.gii`` + ``registration.json``, or ``error.txt`` (one line) when its
-    input is bad. Returns {item index: error line} for the failed ones."""
+    :func:`geomorph_bids.engine.register.register_many`) with the run's
+    :class:`~geomorph_bids.engine.model_choice.ModelChoice` ``choice``,
+    :class:`~geomorph_bids.io.template_ref.TemplateRef` ``template`` and resolved ``device``.
+    Each item's folder receives ``registered_sphere.surf.gii`` + ``registration.json``, or
+    ``error.txt`` (one line) when its input is bad. Returns {item index: error line} for the
+    failed ones."""
     from ..engine.register import RegistrationItem, register_many
-    from ..io import read_feature, read_sphere, validate_feature
+    from ..io.hemisphere import read_hemisphere
 
-    model_path, rigid_only = model_argument(model)
+    channels = list(choice.channels)
     errors: dict[int, str] = {}
     ready: list[tuple[int, RegistrationItem]] = []
     for i, item in enumerate(items):
         try:
-            sphere = read_sphere(item.sphere)
-            maps = {c: item.signs.get(c, 1.0) * validate_feature(
-                        read_feature(item.features[c], n_vertices=len(sphere.vertices)), item.features[c], names=[c])
-                    for c in channels}
-            reg = read_sphere(item.sphere_reg).vertices if item.sphere_reg else None
-            if reg is not None and len(reg) != len(sphere.vertices):
-                raise InputError(f"has {len(reg)} vertices but the sphere has {len(sphere.vertices)}",
-                                 path=item.sphere_reg)
-            ready.append((i, RegistrationItem((sphere.vertices, sphere.faces), maps, item.hemi, reg)))
+            native = read_hemisphere(item.sphere, {c: item.features[c] for c in channels}, signs=item.signs,
+                                     sphere_reg=item.sphere_reg)
+            sphere = native.sphere
+            reg = native.sphere_reg.vertices if native.sphere_reg is not None else None
+            ready.append((i, RegistrationItem((sphere.vertices, sphere.faces), native.features, item.hemi, reg)))
         except InputError as exc:
             errors[i] = str(exc.with_context(subject=item.subject, hemi=item.hemi))
         except (ValueError, OSError) as exc:
             errors[i] = f"sub-{item.subject} hemi-{item.hemi}: {' '.join(str(exc).split())}"
-    from ..io.templates import available_templates
-
     groups: dict[str, list[int]] = {}  # a custom template is loaded per hemisphere; bundled: one batch
     for k, (_, req) in enumerate(ready):
-        groups.setdefault("" if template in available_templates() else req.hemi, []).append(k)
+        groups.setdefault("" if template.is_bundled else req.hemi, []).append(k)
     results: list = [None] * len(ready)
     with gpu_lock(device):
         for hemi, ks in groups.items():
-            tpl = template_argument(template, hemi or "L", channels)
-            for k, r in zip(ks, register_many([ready[k][1] for k in ks], tpl, model_path, device,
-                                              rigid_only=rigid_only, batch_size=batch_size, on_error="return")):
+            tpl = template.registration_target(hemi or "L", channels)
+            for k, r in zip(ks, register_many([ready[k][1] for k in ks], tpl, device=device, batch_size=batch_size,
+                                              on_error="return", **choice.register_arguments())):
                 results[k] = r
     for (i, req), result in zip(ready, results):
         item = items[i]
@@ -213,7 +192,7 @@ def register_batch(items: list[BatchItem], channels: list[str], template: str, m
             errors[i] = " ".join(str(exc).split())
             continue
         write_registration(item.folder, result, item.hemi,
-                           registration_record(result, channels, model, req.reg_sphere is not None))
+                           registration_record(result, choice, req.reg_sphere is not None))
     for i, line in errors.items():
         items[i].folder.mkdir(parents=True, exist_ok=True)
         (items[i].folder / "error.txt").write_text(line + "\n")

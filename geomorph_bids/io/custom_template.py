@@ -23,10 +23,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .templates import TEMPLATE_LEVEL, Template, available_templates, load_template
+from .templates import TEMPLATE_LEVEL, Template, is_bundled_template, load_template
 
-__all__ = ["load_custom_template", "custom_template_info", "find_custom_template", "resolve_template",
-           "custom_feature_file", "DESCRIPTION"]
+__all__ = ["load_custom_template", "custom_template_info", "find_custom_template", "custom_feature_file",
+           "DESCRIPTION"]
 
 DESCRIPTION = "template_description.json"
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
@@ -90,20 +90,7 @@ def load_custom_template(folder: str | Path, hemi: str, features: Sequence[str] 
         maps[feat] = np.asarray(read_feature(path, n_vertices=len(vertices)), dtype=np.float64).reshape(-1)
     base = str(info.get("BaseTemplate", ""))
     rotation = np.eye(3)
-    if base in available_templates():
+    if is_bundled_template(base):
         rotation = load_template(base, hemi, ()).from_fsaverage
     return Template(name=label, hemi=hemi, vertices=np.asarray(vertices), faces=np.asarray(faces), features=maps,
                     from_fsaverage=rotation)
-
-
-def resolve_template(name: str | Path, hemi: str, features: Sequence[str] = ("sulc",),
-                     search: Sequence[str | Path] = ()) -> Template:
-    """A bundled template by name (``fsLR``, ``fsaverage``), else a custom template folder
-    (a path, or ``tpl-<name>`` under one of ``search``); ValueError naming both otherwise."""
-    if str(name) in available_templates():
-        return load_template(str(name), hemi, tuple(features))
-    folder = find_custom_template(name, search)
-    if folder is None:
-        raise ValueError(f"unknown template {str(name)!r}: not bundled ({', '.join(available_templates())}) "
-                         "and no custom template folder (with template_description.json) found")
-    return load_custom_template(folder, hemi, features)

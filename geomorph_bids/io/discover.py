@@ -414,41 +414,16 @@ def _looked_for(subject: str, session: str | None, hemi: str, features: Sequence
             f"{{sub-{subject},{subject}}}/{fsurf}, HCP {hcp} (S = sub-{subject} or {subject})")
 
 
-_GIFTI_ARRAY = re.compile(rb"<DataArray\b[^>]*>", re.S)
-_GIFTI_DIM0 = re.compile(rb"\bDim0\s*=\s*[\"'](\d+)[\"']")
-
-
 def surface_vertex_count(path: str | Path) -> int | None:
-    """Number of vertices of a surface from its header only (FreeSurfer triangle surface,
-    or GIFTI ``.surf.gii[.gz]``: the ``Dim0`` of its NIFTI_INTENT_POINTSET array, read
-    incrementally); None when it cannot be read or is not a surface."""
-    import gzip
+    """Number of vertices of a surface from its header only (a FreeSurfer triangle surface,
+    :func:`~geomorph_bids.io.freesurfer.read_fs_vertex_count`, or a GIFTI ``.surf.gii[.gz]``,
+    :func:`~geomorph_bids.io.gifti.gifti_vertex_count`); None when it cannot be read or is not
+    a surface."""
+    from .freesurfer import read_fs_vertex_count
+    from .gifti import gifti_vertex_count
 
-    p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(2)
-        opener = gzip.open if head == b"\x1f\x8b" else open
-        with opener(p, "rb") as fh:
-            first = fh.read(4096)
-            if len(first) >= 3 and int.from_bytes(first[:3], "big") == 0xFFFFFE:  # FreeSurfer triangles
-                end1 = first.find(b"\n", 3)
-                end2 = first.find(b"\n", end1 + 1) if end1 >= 0 else -1
-                if end2 < 0 or len(first) < end2 + 9:
-                    return None
-                return int.from_bytes(first[end2 + 1:end2 + 5], "big")
-            buf = first
-            while True:
-                for tag in _GIFTI_ARRAY.finditer(buf):
-                    if b"NIFTI_INTENT_POINTSET" in tag.group(0):
-                        dim = _GIFTI_DIM0.search(tag.group(0))
-                        return int(dim.group(1)) if dim else None
-                chunk = fh.read(1 << 20)
-                if not chunk:
-                    return None
-                buf = buf[-4096:] + chunk  # the tail may hold the start of a tag
-    except (OSError, EOFError, ValueError):
-        return None
+    n = read_fs_vertex_count(path)
+    return n if n is not None else gifti_vertex_count(path)
 
 
 def _checked_surface(h: HemiInputs) -> HemiInputs:

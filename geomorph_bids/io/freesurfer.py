@@ -25,8 +25,8 @@ from nibabel import freesurfer as nfs
 from geomorph_bids.errors import InputError
 from geomorph_bids.io.validate import read_bytes
 
-__all__ = ["TRIANGLE_MAGIC", "CURV_MAGIC", "read_magic", "read_fs_surface", "read_fs_morph",
-           "read_fs_annot", "read_fs_label"]
+__all__ = ["TRIANGLE_MAGIC", "CURV_MAGIC", "read_magic", "triangle_header", "read_fs_vertex_count",
+           "read_fs_surface", "read_fs_morph", "read_fs_annot", "read_fs_label"]
 
 TRIANGLE_MAGIC = 0xFFFFFE
 CURV_MAGIC = 0xFFFFFF          # also the old quadrangle-surface magic
@@ -36,6 +36,31 @@ NEW_QUAD_MAGIC = 0xFFFFFD
 def read_magic(raw: bytes) -> int:
     """The first three bytes as a big-endian integer (FreeSurfer magic number)."""
     return int.from_bytes(raw[:3], "big") if len(raw) >= 3 else -1
+
+
+def triangle_header(head: bytes) -> tuple[int, int, int] | None:
+    """(V, F, offset of the coordinates) from the first bytes of a FreeSurfer triangle surface
+    (magic, two text lines, int32 V, int32 F), or None when they are not one or are cut short.
+    No size check: a header alone (e.g. the first 4 KiB) is enough."""
+    if read_magic(head) != TRIANGLE_MAGIC:
+        return None
+    end1 = head.find(b"\n", 3)
+    end2 = head.find(b"\n", end1 + 1) if end1 >= 0 else -1
+    if end2 < 0 or len(head) < end2 + 9:
+        return None
+    v, f = (int(x) for x in np.frombuffer(head, ">i4", 2, end2 + 1))
+    return v, f, end2 + 9
+
+
+def read_fs_vertex_count(path: str | Path, head_bytes: int = 4096) -> int | None:
+    """Number of vertices of a FreeSurfer triangle surface from its header only (the first
+    ``head_bytes``), or None when the file cannot be read or is not one."""
+    try:
+        with open(path, "rb") as fh:
+            parsed = triangle_header(fh.read(head_bytes))
+    except OSError:
+        return None
+    return None if parsed is None else parsed[0]
 
 
 def _surface_header(raw: bytes, path: Path) -> tuple[int, int, int]:
@@ -49,12 +74,10 @@ def _surface_header(raw: bytes, path: Path) -> tuple[int, int, int]:
         raise InputError(f"is not a FreeSurfer triangle surface: magic number 0x{max(magic, 0):06X}, "
                          f"expected 0x{TRIANGLE_MAGIC:06X}; the file is corrupted or of another format "
                          "(GIFTI files must end in .gii or .gii.gz)", path=path)
-    end1 = raw.find(b"\n", 3)
-    end2 = raw.find(b"\n", end1 + 1) if end1 >= 0 else -1
-    if end2 < 0 or len(raw) < end2 + 9:
+    parsed = triangle_header(raw)
+    if parsed is None:
         raise InputError("FreeSurfer surface header is truncated", path=path)
-    v, f = (int(x) for x in np.frombuffer(raw, ">i4", 2, end2 + 1))
-    offset = end2 + 9
+    v, f, offset = parsed
     if v <= 0 or f <= 0:
         raise InputError(f"FreeSurfer surface header gives {v} vertices and {f} triangles; "
                          "the file is corrupted", path=path)

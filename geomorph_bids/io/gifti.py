@@ -11,16 +11,14 @@ file.  Writers follow Connectome Workbench conventions:
   ``Name``; AnatomicalStructurePrimary in the file metadata;
 * labels: one int32 NIFTI_INTENT_LABEL array with a label table.
 
-Writes are atomic: the file is written to a temporary file in the target
-directory, flushed, then renamed over the target with :func:`os.replace`, so an
+Writes are atomic (:func:`geomorph_bids.io.atomic.atomic_write_bytes`): an
 interrupted run never leaves a partial output.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
+import re
 import warnings
 import zlib
 from pathlib import Path
@@ -32,12 +30,13 @@ from nibabel.gifti import (GiftiCoordSystem, GiftiDataArray, GiftiImage, GiftiLa
                            GiftiLabelTable, GiftiMetaData)
 
 from geomorph_bids.errors import InputError
+from geomorph_bids.io.atomic import atomic_write_bytes
 from geomorph_bids.io.validate import check_finite, hemi_code, read_bytes
 
 __all__ = [
     "GEOMETRIC_TYPES", "SECONDARY_TYPES", "STRUCTURES", "LabelTable",
     "load_gifti", "read_gifti_surface", "read_gifti_data", "read_gifti_labels",
-    "write_surface", "write_metric", "write_labels", "atomic_write_bytes", "is_gifti_name",
+    "write_surface", "write_metric", "write_labels", "is_gifti_name", "gifti_vertex_count",
 ]
 
 #: hemi code -> GIFTI AnatomicalStructurePrimary
@@ -92,6 +91,34 @@ def load_gifti(path: str | Path) -> GiftiImage:
     if not img.darrays:
         raise InputError("GIFTI file holds no data arrays", path=p)
     return img
+
+
+_GIFTI_ARRAY = re.compile(rb"<DataArray\b[^>]*>", re.S)
+_GIFTI_DIM0 = re.compile(rb"\bDim0\s*=\s*[\"'](\d+)[\"']")
+
+
+def gifti_vertex_count(path: str | Path) -> int | None:
+    """Number of vertices of a GIFTI surface (``.surf.gii[.gz]``) from its header only: the
+    ``Dim0`` of its NIFTI_INTENT_POINTSET array, read incrementally (1 MiB at a time, never
+    the whole file); None when it cannot be read or holds no point set."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(p, "rb") as fh:
+            buf = fh.read(4096)
+            while True:
+                for tag in _GIFTI_ARRAY.finditer(buf):
+                    if b"NIFTI_INTENT_POINTSET" in tag.group(0):
+                        dim = _GIFTI_DIM0.search(tag.group(0))
+                        return int(dim.group(1)) if dim else None
+                chunk = fh.read(1 << 20)
+                if not chunk:
+                    return None
+                buf = buf[-4096:] + chunk  # the tail may hold the start of a tag
+    except (OSError, EOFError, ValueError, zlib.error):
+        return None
 
 
 def _meta(meta: GiftiMetaData | None) -> dict[str, str]:
@@ -184,41 +211,6 @@ def read_gifti_labels(path: str | Path) -> tuple[np.ndarray, LabelTable]:
 
 
 # ----------------------------------------------------------------------------- writing
-
-def _umask() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + os.replace).
-
-    The final file gets the usual permissions (0666 minus the umask).
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return p
-
 
 def _save(img: GiftiImage, path: str | Path) -> Path:
     data = img.to_xml()

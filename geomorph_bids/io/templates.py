@@ -32,7 +32,7 @@ from ..resources import (data_dir, density_sphere_candidates, package_template_f
                          template_rotation_file, templateflow_sphere_file)
 from ..sphere.icosphere import icosphere
 
-__all__ = ["Template", "load_template", "available_templates", "TEMPLATE_LEVEL", "DENSITIES",
+__all__ = ["Template", "load_template", "available_templates", "is_bundled_template", "TEMPLATE_LEVEL", "DENSITIES",
            "normalise_density", "load_density_sphere"]
 
 #: output densities per template: label -> vertex count (``icoN`` aliases are normalised)
@@ -82,6 +82,11 @@ def available_templates() -> dict[str, list[str]]:
     for name in list(found):
         found[name].update(package_template_features(name))
     return {name: sorted(feats) for name, feats in sorted(found.items())}
+
+
+def is_bundled_template(name: str) -> bool:
+    """Whether ``name`` is a bundled template (the one test for it; see :func:`available_templates`)."""
+    return str(name) in available_templates()
 
 
 @functools.lru_cache(maxsize=8)

@@ -43,6 +43,7 @@ import torch
 
 import geomorph_bids
 from geomorph_bids.errors import InputError
+from geomorph_bids.model.keys import check_keys
 from geomorph_bids.model.normalise import NormalisationSpec
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "HEMISPHERES", "CheckpointMeta", "TrainingProvenance",
@@ -71,17 +72,6 @@ def _json_copy(value: Any, what: str) -> Any:
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
-
-def _check_keys(d: Any, allowed: Sequence[str], required: Sequence[str], what: str) -> None:
-    if not isinstance(d, Mapping):
-        raise ValueError(f"{what} must be a mapping, got {type(d).__name__}")
-    unknown = sorted(map(str, set(d) - set(allowed)))
-    if unknown:
-        raise ValueError(f"unknown {what} keys: {', '.join(unknown)}")
-    missing = [k for k in required if k not in d]
-    if missing:
-        raise ValueError(f"{what} lacks keys: {', '.join(missing)}")
 
 
 @dataclass(frozen=True)
@@ -134,7 +124,7 @@ class TrainingProvenance:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainingProvenance":
         """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        _check_keys(d, [f.name for f in dataclasses.fields(cls)], (), "provenance")
+        check_keys(d, [f.name for f in dataclasses.fields(cls)], "provenance")
         return cls(**dict(d))
 
 
@@ -212,8 +202,8 @@ class CheckpointMeta:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "CheckpointMeta":
         """Inverse of :meth:`to_dict`; unknown or missing required keys raise ValueError."""
-        _check_keys(d, [f.name for f in dataclasses.fields(cls)],
-                    ("name", "template", "hemisphere", "channels"), "checkpoint metadata")
+        check_keys(d, [f.name for f in dataclasses.fields(cls)], "checkpoint metadata",
+                   required=("name", "template", "hemisphere", "channels"))
         return cls(**dict(d))
 
     def summary(self) -> str:

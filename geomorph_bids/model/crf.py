@@ -1,6 +1,6 @@
 """Sparse, vectorised CRF-RNN over the control grid (mean-field inference as an RNN).
 
-Model (DESIGN.md, "CRF-RNN"), for control points i with label distributions Q_i (L labels):
+Model (the GeoMorph paper's CRF-RNN, Suliman et al. 2025), for control points i with label distributions Q_i (L labels):
 
     Q0 = softmax(logits)                          (unary: log Q0)
     repeat n_iter times (default 5):

@@ -21,7 +21,7 @@ degree-5 vertices, whose padded slot has weight 0), ``u = pseudo_coords(level)``
 east/north offsets in units of the level's mean edge length) and ``W_k`` the ``(C_in, C_out)``
 block ``k`` of ``weight``. No per-edge message passing: the neighbourhood is a ``(V, 7)``
 gather, the Gaussian weights a ``(V, 7, K)`` table recomputed from ``mu``/``sigma`` on each
-call, and the rest dense matmuls ("hex form", DESIGN.md "Speed"). When ``C_in <= C_out`` the
+call, and the rest dense matmuls ("hex form"; timings in docs/benchmarks.md). When ``C_in <= C_out`` the
 neighbourhood is aggregated first (``(B, V, K, C_in)``, then one matmul); otherwise the
 features are transformed first (``(B, V, K, C_out)``) and then aggregated: the cheaper order.
 """

@@ -1,6 +1,6 @@
 """The full GeoMorph model: a coarse-to-fine cascade of registration stages.
 
-One stage (DESIGN.md, "The method")::
+One stage (the GeoMorph paper, Suliman et al. 2025, "Method")::
 
     logits = GeoMorphNet(moving_i, fixed)                      (B, Ncp, L)
              [+ s * corr   with a correlation head, see below]
@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from geomorph_bids.model.crf import CRFRNN
+from geomorph_bids.model.keys import check_keys
 from geomorph_bids.model.labels import LabelGrid, deform_control_points, deform_from_logits, normalise
 from geomorph_bids.model.network import GeoMorphNet, NetworkConfig
 from geomorph_bids.model.warp import Transformer, ico_sampler
@@ -61,9 +62,7 @@ _POWER = 4.0  # L4 sharpening of the label probabilities (see labels.py)
 
 
 def _reject_unknown(cls: type, d: Mapping[str, Any]) -> None:
-    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    check_keys(d, [f.name for f in dataclasses.fields(cls)], cls.__name__)
 
 
 @dataclass(frozen=True)
@@ -263,7 +262,7 @@ def tiny_config(in_channels: int = 1, data_level: int = 4, control_level: int | 
 def default_config(in_channels: int = 1, control_level: int | Sequence[int] = 4,
                    n_labels: int | Sequence[int] = 600, *, label_level: int | Sequence[int] = 6,
                    data_level: int = 6, crf_iterations: int = 5) -> GeoMorphConfig:
-    """The paper-sized model (DESIGN.md): encoder [32, 32, 64, 64, 128] from ico-6 to ico-2,
+    """The paper-sized model (the GeoMorph paper): encoder [32, 32, 64, 64, 128] from ico-6 to ico-2,
     decoder [128, 128, 128], 10 kernels, label ico-6; ``control_level`` an int (one stage, the
     authors' ico-4 with L = 600) or a sequence for a cascade (e.g. ``(2, 4)``)."""
     levels = _levels(control_level)

@@ -13,13 +13,13 @@ symmetric, so rings of equidistant vertices are common) are broken by increasing
 after rounding the chord length to 1e-9. Label 0 is therefore always the control point itself
 (angle 0): a one-hot on label 0 is the identity.
 
-Deformed control point (DESIGN.md, "Labels"): with label probabilities ``p`` (B, Ncp, L),
+Deformed control point (the GeoMorph paper's label formulation): with label probabilities ``p`` (B, Ncp, L),
 the weights are the L4-sharpened probabilities ``w = p**4 / sum_l p**4`` (``power`` = 4) and
 the deformed control point is ``normalise(sum_l w_l * position_l)``.
 
 Note on the authors' code: it applies ``F.normalize(p, p=4)``, i.e. ``p / ||p||_4``, which
 only rescales all weights of a control point by one constant; since the weighted sum is then
-projected onto the sphere, that is a no-op. We follow DESIGN.md's intent (sharpening with
+projected onto the sphere, that is a no-op. We follow the paper's intent (sharpening with
 ``p**4 / sum p**4``); ``power=1`` reproduces what the authors' code effectively computes.
 """
 
@@ -32,7 +32,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
-from geomorph_bids.sphere.icosphere import MAX_LEVEL, icosphere, n_vertices
+from geomorph_bids.sphere.icosphere import MAX_LEVEL, n_vertices, unit_icosphere
 
 __all__ = ["LabelGrid", "label_table", "deform_control_points", "deform_from_logits", "normalise"]
 
@@ -55,7 +55,7 @@ def _label_index(control_level: int, label_level: int, n_labels: int) -> np.ndar
     if not 1 <= n_labels <= n_label_vertices:
         raise ValueError(f"n_labels must be in 1..{n_label_vertices} for label level {label_level}, "
                          f"got {n_labels}")
-    verts = _unit_icosphere(label_level)
+    verts = unit_icosphere(label_level)
     ctrl = verts[: n_vertices(control_level)]
     tree = cKDTree(verts)
     margin = 32
@@ -77,11 +77,6 @@ def _label_index(control_level: int, label_level: int, n_labels: int) -> np.ndar
     return index
 
 
-def _unit_icosphere(level: int) -> np.ndarray:
-    verts, _ = icosphere(level)
-    return verts / np.linalg.norm(verts, axis=1, keepdims=True)
-
-
 def label_table(control_level: int, label_level: int, n_labels: int
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``n_labels`` nearest label-grid vertices of every control point.
@@ -101,7 +96,7 @@ def label_table(control_level: int, label_level: int, n_labels: int
         non-decreasing along rows.
     """
     index = _label_index(int(control_level), int(label_level), int(n_labels))
-    verts = _unit_icosphere(label_level)
+    verts = unit_icosphere(label_level)
     positions = verts[index]
     ctrl = verts[: len(index)]
     cos = np.clip(np.einsum("nlc,nc->nl", positions, ctrl), -1.0, 1.0)
@@ -175,7 +170,7 @@ def deform_from_logits(logits: torch.Tensor, grid: LabelGrid | torch.Tensor, pow
     ----------
     logits : (B, Ncp, L) float.
     grid : a :class:`LabelGrid` or its ``positions`` (Ncp, L, 3).
-    power : sharpening exponent (4: DESIGN.md's L4 normalisation; 1: plain expectation).
+    power : sharpening exponent (4: the paper's L4 normalisation; 1: plain expectation).
 
     Returns
     -------

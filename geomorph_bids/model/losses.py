@@ -36,7 +36,7 @@ import torch
 from geomorph_bids.model.cache import cached_tables
 from geomorph_bids.sphere.distortion import distortion, distortion_summary
 from geomorph_bids.model.geoconv import hex_laplacian
-from geomorph_bids.sphere.icosphere import icosphere, level_of
+from geomorph_bids.sphere.icosphere import icosphere, level_of, unit_icosphere
 
 __all__ = ["similarity_loss", "pearson", "smoothness_loss", "fold_penalty", "signed_areas", "total_loss",
            "cc_per_channel", "warp_distortion"]
@@ -120,9 +120,9 @@ def similarity_loss(warped: torch.Tensor, fixed: torch.Tensor,
 
 @cached_tables(maxsize=None)
 def _unit_icosphere(level: int) -> torch.Tensor:
-    """(V, 3) float64 CPU tensor: icosphere ``level`` on the unit sphere."""
-    v = icosphere(level)[0]
-    return torch.from_numpy(v / np.linalg.norm(v, axis=1, keepdims=True))
+    """(V, 3) float64 CPU tensor: icosphere ``level`` on the unit sphere
+    (:func:`~geomorph_bids.sphere.icosphere.unit_icosphere` as a tensor)."""
+    return torch.from_numpy(unit_icosphere(level).copy())
 
 
 def smoothness_loss(warp_positions: torch.Tensor, level: int | None = None,

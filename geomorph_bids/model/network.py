@@ -1,6 +1,6 @@
 """GeoMorph network: two-stream geometric-convolution encoder and label classifier.
 
-Architecture (DESIGN.md "The method"; defaults in ``NetworkConfig``)
+Architecture (the GeoMorph paper, Suliman et al. 2025; defaults in ``NetworkConfig``)
 -------------------------------------------------------------------
 Encoder (``FeatureEncoder``), one stream per image (moving, fixed), levels ``input_level``
 (ico-6) down to ``input_level - len(channels) + 1`` (ico-2), one stage per level::
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geomorph_bids.model.geoconv import GeoConv, HexMaxPool, HexUpsample
+from geomorph_bids.model.keys import check_keys
 from geomorph_bids.sphere.icosphere import MAX_LEVEL, n_vertices
 
 __all__ = ["NetworkConfig", "FeatureEncoder", "ResBlock", "GeoMorphNet", "ConvFactory"]
@@ -112,10 +113,7 @@ class NetworkConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "NetworkConfig":
         """Inverse of ``to_dict``; missing keys take defaults, unknown keys raise ValueError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown NetworkConfig keys: {sorted(unknown)}")
+        check_keys(d, [f.name for f in dataclasses.fields(cls)], "NetworkConfig")
         return cls(**dict(d))
 
 

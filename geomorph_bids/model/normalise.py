@@ -1,6 +1,6 @@
 """Per-channel input normalisation: clip at mean +/- 3 SD, then z-score; zeros stay zero.
 
-The method (DESIGN.md, "The method"), for each sample and each channel independently:
+The method (the GeoMorph paper, Suliman et al. 2025), for each sample and each channel independently:
 
 1. Valid vertices are those that are finite, non-zero (exact 0 marks the medial wall) and,
    when a ``mask`` is given, inside it.
@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+from .keys import check_keys
 
 __all__ = ["NormalisationSpec", "NormalisationStats", "normalise_features", "METHODS"]
 
@@ -89,11 +91,7 @@ class NormalisationSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "NormalisationSpec":
         """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys raise ValueError."""
-        if not isinstance(d, Mapping):
-            raise ValueError(f"normalisation spec must be a mapping, got {type(d).__name__}")
-        unknown = sorted(set(d) - {"method", "clip_sd", "ignore_zeros"})
-        if unknown:
-            raise ValueError(f"unknown normalisation spec keys: {', '.join(map(str, unknown))}")
+        check_keys(d, ("method", "clip_sd", "ignore_zeros"), "normalisation spec")
         return cls(**dict(d))
 
     def __call__(self, values: ArrayT, mask: Any = None, *,

@@ -40,6 +40,7 @@ from ..sphere.icosphere import icosphere, n_vertices
 from .cache import cached_tables
 from .geoconv import hex_laplacian
 from .geomorph import compose_warps
+from .keys import check_keys
 from .labels import normalise
 from .losses import pearson
 from .losses import signed_areas as _signed_area
@@ -107,10 +108,7 @@ class OptimiseConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "OptimiseConfig":
         """Inverse of :meth:`to_dict` (unknown keys are refused)."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown OptimiseConfig keys: {', '.join(unknown)}")
+        check_keys(d, list(cls.__dataclass_fields__), "OptimiseConfig")
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
 

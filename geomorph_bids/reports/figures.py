@@ -17,7 +17,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["View", "views_for", "SphereCamera", "zscore", "registration_figure", "distortion_figure", "surface_figure",
+from .render import cameras_for_mesh
+from .views import View, views_for
+
+__all__ = ["SphereCamera", "zscore", "registration_figure", "distortion_figure", "surface_figure",
            "group_figure", "png_size", "FIGURE_DPI"]
 
 FIGURE_DPI = 100
@@ -25,35 +28,11 @@ FIGURE_DPI = 100
 VIEW_PIXELS = 200
 
 
-@dataclass(frozen=True)
-class View:
-    """A camera direction (from the sphere's centre towards the viewer) and the image's up."""
-
-    name: str
-    toward: tuple[float, float, float]
-    up: tuple[float, float, float]
-
-
-def views_for(hemi: str) -> list[View]:
-    """Lateral, medial, dorsal and ventral views of a hemisphere in template space
-    (x: left -> right, y: posterior -> anterior, z: inferior -> superior)."""
-    side = -1.0 if hemi == "L" else 1.0
-    return [View("lateral", (side, 0.0, 0.0), (0.0, 0.0, 1.0)),
-            View("medial", (-side, 0.0, 0.0), (0.0, 0.0, 1.0)),
-            View("dorsal", (0.0, 0.0, 1.0), (0.0, 1.0, 0.0)),
-            View("ventral", (0.0, 0.0, -1.0), (0.0, 1.0, 0.0))]
-
-
 class SphereCamera:
     """Pixel -> sphere points of one view, and sampling of per-vertex maps at them."""
 
     def __init__(self, view: View, pixels: int = VIEW_PIXELS) -> None:
-        t = np.asarray(view.toward, dtype=np.float64)
-        t /= np.linalg.norm(t)
-        up = np.asarray(view.up, dtype=np.float64)
-        up = up - t * (up @ t)
-        up /= np.linalg.norm(up)
-        right = np.cross(up, t)
+        right, up, t = view.frame()
         c = (np.arange(pixels) + 0.5) / pixels * 2.0 - 1.0
         u, v = np.meshgrid(c, -c)  # image rows go downwards
         inside = u * u + v * v <= 1.0
@@ -122,13 +101,14 @@ def _mappable(cmap, vmin: float, vmax: float):
 
 
 def _save(fig, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=FIGURE_DPI, facecolor="white", pil_kwargs={"compress_level": 2})
-    tmp.replace(path)
-    return path
+    """Write ``fig`` as a PNG atomically (:func:`~geomorph_bids.io.atomic.atomic_write_bytes`)."""
+    import io
+
+    from ..io.atomic import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI, facecolor="white", pil_kwargs={"compress_level": 2})
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 @dataclass(frozen=True)
@@ -289,7 +269,6 @@ def surface_figure(path: str | Path, hemi: str, mesh: Mesh, subject: np.ndarray,
     None (the column says so). Feature maps are z-scored here (template maps: pass z-scores
     with NaN on the medial wall, drawn grey). ``width``: pixels across one view.
     """
-    from .render import cameras_for_mesh
 
     cams = cameras_for_mesh(mesh[0], mesh[1], [v for v in views_for(hemi) if v.name in views], width=width)
     subj_z = zscore(subject)

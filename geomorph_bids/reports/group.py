@@ -5,21 +5,19 @@ linked to the subjects' reports."""
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..derivatives import GROUP_FIGURE, GROUP_HTML, GROUP_TSV
+from ..io.atomic import atomic_write_text
+from .group_table import group_table_rows
 from .html import esc, fmt, page, software_versions, table
 
-__all__ = ["build_group_report", "robust_z", "group_table_rows", "outliers", "GROUP_TSV", "GROUP_HTML",
-           "OUTLIER_METRICS", "Z_THRESHOLD"]
+__all__ = ["build_group_report", "robust_z", "outliers", "OUTLIER_METRICS", "Z_THRESHOLD"]
 
-GROUP_TSV = "group_desc-geomorph_metrics.tsv"
-GROUP_HTML = "group.html"
-GROUP_FIGURE = "figures/group_desc-distributions_metrics.png"
 Z_THRESHOLD = 3.5
 #: metrics screened for outliers ({f}: each registration feature), with their labels
 OUTLIER_METRICS: tuple[tuple[str, str], ...] = (
@@ -49,46 +47,6 @@ def robust_z(values: Sequence[float | None]) -> np.ndarray:
         mean_ad = np.mean(np.abs(x[ok] - med))
         z[ok] = (x[ok] - med) / (1.253314 * mean_ad) if mean_ad > 0 else 0.0
     return z
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, str):
-        if value in ("n/a", ""):
-            return None
-        try:
-            f = float(value)
-        except ValueError:
-            return value
-        return int(f) if f.is_integer() and "." not in value and "e" not in value.lower() else f
-    return value
-
-
-def _read_tsv(path: Path) -> list[dict[str, Any]]:
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    labels = ("subject", "session", "hemi", "template", "method", "input_source", "sulc_sign")
-    return [{k: ((None if v == "n/a" else v) if k in labels else _number(v)) for k, v in row.items()}
-            for row in rows]
-
-
-def group_table_rows(output_dir: str | Path, write: bool = True) -> tuple[list[dict[str, Any]], Path | None]:
-    """Rows of the group table. The TSV the CLI's group level writes (``GROUP_TSV``) is reused
-    when it is newer than every participant metrics JSON; otherwise the rows are rebuilt from
-    the JSON files with the CLI's own code (``interfaces.metrics.group_rows``) and, when
-    ``write``, written to ``GROUP_TSV``. Returns (rows, TSV path or None)."""
-    output_dir = Path(output_dir)
-    tsv = output_dir / GROUP_TSV
-    jsons = list(output_dir.glob("sub-*/**/anat/*_desc-geomorph_metrics.json"))
-    if tsv.is_file() and (not jsons or tsv.stat().st_mtime >= max(p.stat().st_mtime for p in jsons)):
-        return _read_tsv(tsv), tsv
-    if not jsons:
-        return [], None
-    from ..interfaces.metrics import group_rows, write_group_table
-
-    rows = group_rows(output_dir)
-    if write and rows:
-        write_group_table(rows, tsv)
-    return rows, tsv if tsv.is_file() else None
 
 
 def _features(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -207,10 +165,7 @@ def build_group_report(output_dir: str | Path) -> Path:
                 f'<p class="note">Built {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} in '
                 f"{time.perf_counter() - t0:.1f} s.</p></section>")
     out = output_dir / GROUP_HTML
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page("geomorph-bids: group report", [("summary", "Summary"), ("distributions", "Distributions"),
+    return atomic_write_text(out, page("geomorph-bids: group report", [("summary", "Summary"), ("distributions", "Distributions"),
                                                          ("outliers", "Outliers"), ("table", "Table"),
                                                          ("about", "About")], "\n".join(body)))
-    tmp.replace(out)
-    return out
 

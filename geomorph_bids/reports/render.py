@@ -20,19 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .figures import View
+from .views import View
 
 __all__ = ["MeshCamera", "cameras_for_mesh", "rasterise"]
-
-
-def _frame(view: View) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(right, up, toward) orthonormal camera axes of a view."""
-    t = np.asarray(view.toward, dtype=np.float64)
-    t = t / np.linalg.norm(t)
-    up = np.asarray(view.up, dtype=np.float64)
-    up = up - t * (up @ t)
-    up = up / np.linalg.norm(up)
-    return np.cross(up, t), up, t
 
 
 def rasterise(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, shape: tuple[int, int]
@@ -128,7 +118,7 @@ class MeshCamera:
                  normals: np.ndarray | None = None) -> None:
         v = np.asarray(vertices, dtype=np.float64)
         f = np.asarray(faces, dtype=np.int64)
-        right, up, toward = _frame(view)
+        right, up, toward = view.frame()
         c = (v.min(axis=0) + v.max(axis=0)) / 2.0 if centre is None else np.asarray(centre, dtype=np.float64)
         rel = v - c
         u, w, d = rel @ right, rel @ up, rel @ toward
@@ -176,7 +166,7 @@ def cameras_for_mesh(vertices: np.ndarray, faces: np.ndarray, views: Sequence[Vi
     rel = v - centre
     extents = []
     for view in views:
-        right, up, _ = _frame(view)
+        right, up, _ = view.frame()
         extents.append((2 * np.abs(rel @ up).max(), 2 * np.abs(rel @ right).max()))
     ext = np.asarray(extents)
     scale = (width - 4) / max(float(ext[:, 1].max()), 1e-12)

@@ -1,5 +1,5 @@
 """Sphere geometry engine: icosphere hierarchy, point location, resampling,
-distortion and rigid alignment (numpy/scipy; no Nipype, no torch required).
+distortion, rotations and rigid alignment (numpy/scipy; no Nipype, no torch required).
 
 Conventions: vertices are (V, 3) float64 in mm on a sphere centred at the origin
 (radius 100 for our icospheres; any radius accepted where stated); faces are
@@ -18,25 +18,27 @@ from .icosphere import (
     n_vertices,
     pool_index,
     pseudo_coords,
+    unit_icosphere,
     upsample_parents,
 )
 from .locate import SphereLocator, locate, unit
 from .resample import apply_weights, barycentric_weights, resample, resample_labels, resample_weights
+from .rigid import rigid_align
 from .rotation import (
+    MIRROR,
     angle_between,
     apply_rotation,
     random_rotation,
-    rigid_align,
     rotation_angle,
     rotation_from_correspondence,
     rotation_matrix,
 )
 
 __all__ = [
-    "MAX_LEVEL", "RADIUS", "SphereLocator", "angle_between", "apply_rotation", "apply_weights",
+    "MAX_LEVEL", "MIRROR", "RADIUS", "SphereLocator", "angle_between", "apply_rotation", "apply_weights",
     "barycentric_weights", "distortion",
     "distortion_summary", "folded_triangles", "hex_neighbourhood", "icosphere", "level_of", "locate",
     "mean_edge_length", "n_vertices", "pool_index", "pseudo_coords", "random_rotation", "resample",
     "resample_labels", "resample_weights", "rigid_align", "rotation_angle",
-    "rotation_from_correspondence", "rotation_matrix", "unit", "upsample_parents",
+    "rotation_from_correspondence", "rotation_matrix", "unit", "unit_icosphere", "upsample_parents",
 ]

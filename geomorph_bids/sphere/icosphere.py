@@ -49,6 +49,7 @@ __all__ = [
     "n_faces",
     "level_of",
     "icosphere",
+    "unit_icosphere",
     "upsample_parents",
     "hex_neighbourhood",
     "pool_index",
@@ -201,6 +202,15 @@ def icosphere(level: int) -> tuple[np.ndarray, np.ndarray]:
     """
     vertices, faces, _ = _level(_check_level(level))
     return vertices, faces
+
+
+@lru_cache(maxsize=None)
+def unit_icosphere(level: int) -> np.ndarray:
+    """Vertices of icosphere ``level`` on the unit sphere: (V, 3) float64, read-only (cached)."""
+    v = icosphere(level)[0]
+    out = v / np.linalg.norm(v, axis=1, keepdims=True)
+    _read_only(out)
+    return out
 
 
 def upsample_parents(level: int) -> np.ndarray:

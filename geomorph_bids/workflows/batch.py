@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from ..interfaces.registration import BatchItem, register_batch
-from .base import RunConfig, SubjectJob
+from .config import RunConfig, SubjectJob
 from .hemisphere import batch_item_dir
 
 __all__ = ["run_batch_registration"]
@@ -75,6 +75,5 @@ def run_batch_registration(jobs: list[SubjectJob], config: RunConfig, batch_size
         import torch
 
         torch.set_num_threads(int(config.omp_nthreads))
-    errors = register_batch(items, list(config.channels), config.registration_template, config.model, config.device,
-                            batch_size)
+    errors = register_batch(items, config.model, config.template, config.device, batch_size)
     return len(items), {keys[i]: line for i, line in errors.items()}

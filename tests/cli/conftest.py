@@ -1,5 +1,5 @@
 """Synthetic BIDS datasets for the BIDS-App tests (ico-4 hemispheres from the bundled
-fsaverage template, moved by smooth warps and rotations: geomorph_bids.io.example_data)."""
+fsaverage template, moved by smooth warps and rotations: geomorph_bids.engine.example_data)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from geomorph_bids.io.example_data import (synthetic_hemisphere, template_hemisphere, write_freesurfer,
+from geomorph_bids.engine.example_data import (synthetic_hemisphere, template_hemisphere, write_freesurfer,
                                            write_hcp, write_smriprep)
 
 LEVEL = 4  # 2562 vertices per hemisphere: fast, and enough for the rigid stage

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from geomorph_bids import __version__
-from geomorph_bids.cli.bids import _reason, collect_jobs, main
+from geomorph_bids.cli.bids import main
+from geomorph_bids.cli.selection import collect_jobs
 from geomorph_bids.cli.parser import build_parser
 from geomorph_bids.io.templates import load_template
 from geomorph_bids.sphere.icosphere import n_vertices
@@ -71,10 +72,23 @@ def test_parser_aliases_and_labels(tmp_path):
     a = p.parse_args(["b", "o", "participant", "--participant_label", "sub-01", "02", "--session-label", "ses-a"])
     b = p.parse_args(["b", "o", "participant", "--participant-label", "01", "sub-02"])
     assert a.participant_label == ["sub-01", "02"] and b.participant_label == ["01", "sub-02"]
-    assert a.hemi == ["L", "R"] and a.template == "fsLR" and a.model == "default" and a.features == ["sulc"]
+    assert a.hemi == ["L", "R"] and a.template == "fsLR" and a.model == "default"
+    assert a.features is None  # decided with the model: sulc, plus the registration's own features
     with pytest.raises(SystemExit) as e, contextlib.redirect_stderr(io.StringIO()):
         p.parse_args(["b", "o", "everything"])
     assert e.value.code == 2
+
+
+def test_help_states_each_default_once():
+    parser = build_parser()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        text = formatter._get_help_string(action)
+        if "default" in (action.help or "").lower():  # the help says it: nothing appended
+            assert text == action.help
+        assert "(default: None)" not in text and "(default: False)" not in text, text
+    text = " ".join(parser.format_help().split())
+    assert "(default: ./work)" in text and "(default: L R)" in text and "(default: work)" not in text
 
 
 def test_version():
@@ -108,7 +122,7 @@ def test_unknown_subject_is_reported(dataset_factory, tmp_path):
     code, _, err = run(bids, tmp_path / "out", "participant", "--participant-label", "07", "--model", "rigid",
                        "-w", tmp_path / "w")
     assert code == 1
-    assert "FAILED sub-07 hemi-L,R" in err and "looked for" in err
+    assert "FAILED sub-07 hemi-L,R: not found; available: 01;" in err and "looked for" in err
     assert not list((tmp_path / "out").glob("sub-*"))
 
 
@@ -126,12 +140,6 @@ def test_bad_inputs_and_unavailable_density(tmp_path, dataset_factory):
     assert not (tmp_path / "o2").exists()
     code, _, err = run(bids, tmp_path / "o3", "participant", "--template", "fsaverage", "--output-density", "32k")
     assert code == 1 and "no output density '32k'" in err
-
-
-def test_reason_is_the_innermost_error():
-    tb = ["Traceback...\n", "nipype.pipeline.engine.nodes.NodeExecutionError: Exception raised\n",
-          "\tgeomorph_bids.errors.InputError: sub-02 hemi-L /x/lh.sulc: is truncated\n"]
-    assert _reason(tb) == "InputError: sub-02 hemi-L /x/lh.sulc: is truncated"
 
 
 # ------------------------------------------------------------------------------ FreeSurfer end to end
@@ -207,8 +215,12 @@ def test_resampled_features_are_in_template_space(fs_run):
 
 
 def test_resume_reuses_the_work_dir(fs_run):
-    code, _, err = fs_run["second"]
+    code, stdout, err = fs_run["second"]
     assert code == 0, err
+    # the summary says so: every row is marked, and the seconds are the first run's
+    rows = [line for line in stdout.splitlines() if line.startswith("sub-")]
+    assert len(rows) == 4 and all(line.endswith("  reused") for line in rows)
+    assert "reused: 4 hemisphere(s) unchanged" in stdout and "reused" not in fs_run["first"][1]
     anat_files = [k for k in fs_run["before"] if "/anat/" in k]
     assert fs_run["after"] == fs_run["before"] and len(anat_files) == 2 * 2 * 11  # figures are identical too
     # the registration node was not run again (its cached result file is untouched)
@@ -424,8 +436,8 @@ def test_batch_mode_writes_the_same_derivatives(dataset_factory, tmp_path):
 
 
 def test_registration_features_follow_the_template():
-    from geomorph_bids.cli.bids import _channels
+    from geomorph_bids.engine.model_choice import resolve_model
 
-    assert _channels("default", "fsLR") == ("sulc",)
-    assert _channels("default", "fsaverage") == ("sulc", "curv")  # FreeSurfer-style: both maps
-    assert _channels("rigid", "fsaverage") == ("sulc",)
+    assert resolve_model("default", "fsLR").channels == ("sulc",)
+    assert resolve_model("default", "fsaverage").channels == ("sulc", "curv")  # FreeSurfer-style: both maps
+    assert resolve_model("rigid", "fsaverage").channels == ("sulc",)

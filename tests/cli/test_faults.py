@@ -176,21 +176,21 @@ def test_two_concurrent_runs_on_one_output_folder(reference, tmp_path, wait):
 def test_shared_files_are_written_atomically(tmp_path, monkeypatch):
     """dataset_description.json goes through a uniquely named temporary file and a rename: a
     crash in the middle of writing leaves the previous file intact."""
-    from geomorph_bids.cli import bids as cli_bids
+    from geomorph_bids.cli import descriptions
 
     bids = tmp_path / "bids"
     bids.mkdir()
-    first = cli_bids.write_dataset_description(tmp_path / "out", bids, None)
+    first = descriptions.write_dataset_description(tmp_path / "out", bids, None)
     before = first.read_bytes()
 
     def broken_dumps(*a, **k):
         return '{"Name": "half'  # what a writer killed half way would have produced so far
 
     real_replace = os.replace
-    monkeypatch.setattr(cli_bids.json, "dumps", broken_dumps)
+    monkeypatch.setattr(descriptions.json, "dumps", broken_dumps)
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "killed")))
     with pytest.raises(OSError):
-        cli_bids.write_dataset_description(tmp_path / "out", bids, None)
+        descriptions.write_dataset_description(tmp_path / "out", bids, None)
     monkeypatch.setattr(os, "replace", real_replace)
     assert first.read_bytes() == before and json.loads(before)["DatasetType"] == "derivative"
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["dataset_description.json"]

@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geomorph_bids.cli import bids as cli_bids
+from geomorph_bids.cli.nipype_config import plugin_settings
 from geomorph_bids.cli.parser import build_parser
+from geomorph_bids.cli.selection import read_filter
 from geomorph_bids.errors import InputError
 
 # derandomised (the same examples every run: CI never flakes); GEOMORPH_FUZZ_RANDOM=1 explores anew
@@ -91,7 +93,7 @@ def test_random_bids_filter_file(tmp_path, text):
     path = tmp_path / "filter.json"
     path.write_text(text)
     try:
-        out = cli_bids._read_filter(path)
+        out = read_filter(path)
     except InputError as exc:
         assert "\n" not in str(exc)
         return
@@ -108,7 +110,7 @@ def test_random_plugin_file(tmp_path, text):
     path.write_text(text)
     args = types.SimpleNamespace(nprocs=2, mem_gb=None, use_plugin=path)
     try:
-        plugin, plugin_args = cli_bids._plugin(args)
+        plugin, plugin_args = plugin_settings(args)
     except InputError as exc:
         assert "\n" not in str(exc)
         return

@@ -11,7 +11,8 @@ import pytest
 from geomorph_bids.engine.population import PopulationSubject, average_maps, build_template
 from geomorph_bids.engine.register import register
 from geomorph_bids.engine.synth import BENCHMARK_CONFIGS, synth_subject
-from geomorph_bids.io.custom_template import load_custom_template, resolve_template
+from geomorph_bids.io.custom_template import load_custom_template
+from geomorph_bids.io.template_ref import resolve_template
 from geomorph_bids.io.templates import load_template
 from geomorph_bids.sphere.icosphere import icosphere
 

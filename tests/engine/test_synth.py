@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from geomorph_bids.engine.benchmark_sources import BENCHMARK_SOURCES
 from geomorph_bids.engine.synth import (
     BENCHMARK_CONFIGS,
-    BENCHMARK_SOURCES,
     TRAIN_CONFIG,
     SynthConfig,
     angular_error_deg,

@@ -11,12 +11,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_freesurfer, write_hcp
+from geomorph_bids.engine.model_choice import ModelChoice, rigid
+from geomorph_bids.errors import InputError
 from geomorph_bids.interfaces import GeomorphDataSink, LoadFeatures, Register, ResampleFeatures, WriteMetrics
 from geomorph_bids.interfaces.bids import STAGING_DIR
-from geomorph_bids.interfaces.metrics import group_rows, write_group_table
-from geomorph_bids.interfaces.registration import gpu_lock, model_argument
-from geomorph_bids.io.example_data import synthetic_hemisphere, template_hemisphere, write_freesurfer, write_hcp
-from geomorph_bids.errors import InputError
+from geomorph_bids.interfaces.registration import gpu_lock
+from geomorph_bids.io.template_ref import TemplateRef
+from geomorph_bids.reports.group_table import group_rows, write_group_table
+
+FSLR = TemplateRef.bundled("fsLR").to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def loaded(hemi, tmp_path_factory):
 def registered(loaded, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("reg")
     return Register(sphere=loaded.sphere, feature_files=loaded.feature_files, feature_names=loaded.feature_names,
-                    channels=["sulc"], hemi="L", model="rigid", template="fsLR").run(cwd=str(cwd)).outputs
+                    hemi="L", model=rigid().to_dict(), template=FSLR).run(cwd=str(cwd)).outputs
 
 
 def test_load_features_validates_and_keeps_freesurfer_sign(hemi, loaded):
@@ -85,7 +89,8 @@ def test_register_rigid_improves_correlation(hemi, registered):
 def test_register_unknown_channel(loaded, tmp_path):
     with pytest.raises(InputError, match="registration feature"):
         Register(sphere=loaded.sphere, feature_files=loaded.feature_files, feature_names=loaded.feature_names,
-                 channels=["myelin"], hemi="L", model="rigid").run(cwd=str(tmp_path))
+                 hemi="L", model=ModelChoice("rigid", "rigid", ("myelin",)).to_dict(), template=FSLR
+                 ).run(cwd=str(tmp_path))
 
 
 @pytest.mark.parametrize("density,n", [("32k", 32492), ("ico6", 40962)])
@@ -134,9 +139,9 @@ def test_datasink_names_sidecar_and_atomic_staging(loaded, tmp_path):
     assert not any((out / STAGING_DIR).iterdir())  # every staged file was renamed into place
 
 
-def test_model_argument():
-    assert model_argument("") == (None, False) and model_argument("default") == (None, False)
-    assert model_argument("rigid") == (None, True) and model_argument("/m.pt") == ("/m.pt", False)
+def test_register_records_the_model_choice(registered):
+    doc = json.loads(Path(registered.metrics_file).read_text())
+    assert doc["method"] == "rigid" and doc["model_argument"] == "rigid" and doc["registration_features"] == ["sulc"]
 
 
 def test_gpu_lock_is_exclusive_per_device():

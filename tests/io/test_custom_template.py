@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.io.custom_template import (custom_feature_file, find_custom_template, load_custom_template,
-                                              resolve_template)
+from geomorph_bids.io.custom_template import custom_feature_file, find_custom_template, load_custom_template
+from geomorph_bids.io.template_ref import resolve_template
 from geomorph_bids.io.gifti import write_metric
 from geomorph_bids.io.templates import load_template
 

@@ -11,7 +11,8 @@ import pytest
 
 from geomorph_bids.cli.register import main as register_main
 from geomorph_bids.engine.register import register
-from geomorph_bids.engine.synth import angular_error_deg, load_benchmark_source, make_benchmark
+from geomorph_bids.engine.benchmark_sources import load_benchmark_source
+from geomorph_bids.engine.synth import angular_error_deg, make_benchmark
 from geomorph_bids.errors import InputError
 from geomorph_bids.model.checkpoint import load_checkpoint, read_metadata
 from geomorph_bids.resources import bundled_models, example_dir, model_dir, model_path

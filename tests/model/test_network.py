@@ -33,7 +33,7 @@ def test_default_config_matches_the_paper_sizes():
     assert cfg.bottom_level == 2 and cfg.n_blocks == 5
     net = GeoMorphNet(cfg)
     assert net.block_levels == [2, 3, 4, 4, 4]
-    assert net.n_parameters() == 12_188_160  # DESIGN.md quotes ~12.7 M for the same layout
+    assert net.n_parameters() == 12_188_160  # the paper quotes ~12.7 M for the same layout
     enc = net.encoder
     assert [s.conv1.in_channels for s in enc.moving_stages] == [1, 65, 65]
     assert [s.conv1.in_channels for s in enc.shared_stages] == [129, 129]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from geomorph_bids.engine.register import warp_folded_triangles
+from geomorph_bids.engine.warp_geometry import warp_folded_triangles
 from geomorph_bids.io.templates import load_template
 from geomorph_bids.model.optimise import OptimiseConfig, optimise_warp, smooth_on_ico
 from geomorph_bids.model.warp import ico_sampler

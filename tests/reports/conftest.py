@@ -13,7 +13,7 @@ import pytest
 
 from geomorph_bids.engine.register import register
 from geomorph_bids.io import write_metric, write_surface
-from geomorph_bids.io.example_data import synthetic_hemisphere, template_hemisphere
+from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere
 
 TEMPLATE, DENSITY = "fsaverage", "10k"
 #: axis scaling (x, y, z) of the native sphere giving the test's "inflated" surface (mm)

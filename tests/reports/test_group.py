@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from geomorph_bids.reports import build_group_report, build_participant_report
-from geomorph_bids.reports.group import GROUP_TSV, group_table_rows, outliers, robust_z
+from geomorph_bids.derivatives import GROUP_TSV
+from geomorph_bids.reports.group import outliers, robust_z
+from geomorph_bids.reports.group_table import group_table_rows
 from geomorph_bids.reports.figures import png_size
 
 

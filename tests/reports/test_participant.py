@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from geomorph_bids.reports import build_participant_report
-from geomorph_bids.reports.figures import SphereCamera, png_size, views_for, zscore
-from geomorph_bids.reports.participant import find_hemispheres, report_name
+from geomorph_bids.reports.figures import SphereCamera, png_size, zscore
+from geomorph_bids.reports.views import views_for
+from geomorph_bids.derivatives import report_name
+from geomorph_bids.reports.outputs import find_hemispheres
 
 REGISTRATION_SIZE = (1050, 510)  # 5 columns x 2 views, 100 dpi
 DISTORTION_SIZE = (860, 440)     # 4 views x 2 measures
@@ -217,7 +219,7 @@ def test_workflow_records_the_surface_for_the_report(tmp_path):
     for name in ("sphere", "sulc", "inflated"):
         (surf / f"lh.{name}").touch()
     config = RunConfig(bids_dir=bids, output_dir=tmp_path / "out", work_dir=tmp_path / "work", features=("sulc",),
-                       channels=("sulc",), omp_nthreads=1, nprocs=1)
+                       omp_nthreads=1, nprocs=1)
     base = dict(subject="01", session=None, hemi="L", source="freesurfer", sphere=surf / "lh.sphere", sphere_reg=None,
                 features={"sulc": surf / "lh.sulc"}, sulc_sign="freesurfer")
     info = init_hemisphere_wf(HemiInputs(**base, surface=surf / "lh.inflated", surface_kind="inflated"),

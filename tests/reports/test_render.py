@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geomorph_bids.reports.figures import View, png_size, surface_figure, views_for
+from geomorph_bids.reports.figures import png_size, surface_figure
+from geomorph_bids.reports.views import View, views_for
 from geomorph_bids.reports.render import MeshCamera, cameras_for_mesh, rasterise
 from geomorph_bids.sphere.icosphere import icosphere
 

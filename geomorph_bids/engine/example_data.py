@@ -16,10 +16,10 @@ from typing import Mapping
 import nibabel as nib
 import numpy as np
 
-from ..engine.synth import SynthConfig, random_scalar_field, random_warp
+from ..io.gifti import write_metric, write_surface
 from ..sphere.icosphere import icosphere, n_vertices
 from ..sphere.rotation import rotation_matrix
-from .gifti import write_metric, write_surface
+from .synth import SynthConfig, random_scalar_field, random_warp
 
 __all__ = ["SyntheticHemisphere", "WARP", "template_hemisphere", "synthetic_hemisphere", "write_freesurfer",
            "write_smriprep", "write_hcp", "STAMP"]
@@ -48,7 +48,7 @@ def template_hemisphere(hemi: str, level: int = 5) -> tuple[np.ndarray, np.ndarr
     """fsaverage hemisphere at icosphere ``level`` (<= 6) from the bundled fsaverage template
     (sulc, curv; the ico-6 grid is nested, so the first ``n_vertices(level)`` values are exact)
     plus a smooth positive ``thickness`` map (mm). Returns (vertices, faces, maps)."""
-    from .templates import load_template
+    from ..io.templates import load_template
 
     tpl = load_template("fsaverage", hemi, ("sulc", "curv"))
     v, f = icosphere(level)

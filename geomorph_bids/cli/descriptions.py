@@ -1,0 +1,88 @@
+"""What the derivatives say about themselves: ``dataset_description.json`` (DatasetType
+derivative, GeneratedBy with version and container, SourceDatasets) and the methods text
+``logs/CITATION.md``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..derivatives import CITATION, DATASET_DESCRIPTION
+from ..io.atomic import atomic_write_bytes
+from .parser import parse_derivatives
+
+__all__ = ["write_dataset_description", "source_roots", "write_citation"]
+
+
+def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str, Path] | None) -> Path:
+    """``dataset_description.json`` of the derivatives (DatasetType derivative, GeneratedBy
+    with version and container from ``$GEOMORPH_CONTAINER``, SourceDatasets)."""
+    generated: dict[str, Any] = {"Name": "geomorph-bids", "Version": __version__,
+                                 "Description": "GeoMorph cortical surface registration"}
+    container = os.environ.get("GEOMORPH_CONTAINER")
+    if container:
+        kind = "singularity" if container.endswith((".sif", ".simg")) or container.startswith(
+            ("library://", "shub://")) else "docker"
+        generated["Container"] = {"Type": kind, "Tag": container}
+    links = {"raw": str(bids_dir.absolute())}
+    sources: list[dict[str, str]] = [{"URL": "bids:raw:"}]
+    raw_desc = bids_dir / DATASET_DESCRIPTION
+    if raw_desc.is_file():
+        try:
+            doi = json.loads(raw_desc.read_text()).get("DatasetDOI")
+        except (json.JSONDecodeError, AttributeError):
+            doi = None
+        if doi:
+            sources[0]["DOI"] = str(doi)
+    for name, path in (deriv or {}).items():
+        links[name] = str(Path(path).absolute())
+        sources.append({"URL": f"bids:{name}:"})
+    desc = {"Name": "geomorph-bids: cortical sphere registration", "BIDSVersion": "1.9.0",
+            "DatasetType": "derivative", "GeneratedBy": [generated], "SourceDatasets": sources,
+            "DatasetLinks": links, "HowToAcknowledge": f"See {CITATION}"}
+    # atomic, through a uniquely named temporary file: concurrent runs may write it at once
+    return atomic_write_bytes(output_dir / DATASET_DESCRIPTION, (json.dumps(desc, indent=2) + "\n").encode())
+
+
+def source_roots(args) -> dict[str, Path]:
+    """Input datasets for SourceDatasets: --derivatives, else the folders of <bids_dir>/derivatives,
+    plus --fs-subjects-dir."""
+    roots = parse_derivatives(args.derivatives)
+    if roots is None:
+        base = args.bids_dir / "derivatives"
+        roots = {p.name: p for p in sorted(base.iterdir()) if p.is_dir()} if base.is_dir() else {}
+    if args.fs_subjects_dir is not None:
+        roots.setdefault("freesurfer", Path(args.fs_subjects_dir))
+    return roots
+
+
+def _method_text(model) -> str:
+    """The non-rigid stage of the methods text, from the run's model choice."""
+    if model.kind == "rigid":
+        return "; no non-rigid stage was run (--model rigid)"
+    if model.kind == "optimise":
+        return ("; then a non-rigid GeoMorph warp (cascaded control-point grids, ico-2 to ico-4) "
+                "was fitted to each hemisphere by optimising 1 - correlation with the template "
+                "plus smoothness and fold penalties")
+    from ..resources import model_dir
+
+    checkpoint = Path(str(model.checkpoint))
+    which = (f"pretrained network {checkpoint.parent.name}, bundled with geomorph-bids"
+             if checkpoint.parent.parent == model_dir() else f"network of checkpoint {checkpoint.name}")
+    return (f"; then the GeoMorph {which}, predicted a non-rigid warp, refined for each "
+            "hemisphere by optimising 1 - correlation with the template plus smoothness and "
+            "fold penalties")
+
+
+def write_citation(output_dir: Path, config) -> Path:
+    """``logs/CITATION.md``: the methods boilerplate filled in with the run's settings
+    (a :class:`~geomorph_bids.workflows.config.RunConfig`)."""
+    from ..resources import citation_file
+
+    text = citation_file().read_text().format(
+        version=__version__, template=config.template.label, channels=", ".join(config.channels),
+        method_text=_method_text(config.model), features=", ".join(config.features), density=config.density)
+    return atomic_write_bytes(output_dir / CITATION, text.encode())

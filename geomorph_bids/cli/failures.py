@@ -1,0 +1,52 @@
+"""What went wrong in a participant run, one line per subject/session/hemisphere: the
+:class:`Failure` record, the failures Nipype's crash files report, and their deduplication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from ..crashfiles import read_crash_file
+
+__all__ = ["Failure", "crash_failures", "one_per_hemisphere"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A subject/session/hemisphere that produced no outputs, and why (one line)."""
+
+    subject: str
+    session: str | None
+    hemi: str  # "L", "R" or "L,R"
+    reason: str
+
+    def line(self) -> str:
+        ses = f" ses-{self.session}" if self.session else ""
+        return f"sub-{self.subject}{ses} hemi-{self.hemi}: {self.reason}"
+
+
+def crash_failures(crash_dir: Path, names: dict[str, tuple[str, str | None]]) -> list[Failure]:
+    """Failures recorded in Nipype's crash files (``crash-*.txt`` in ``crash_dir``), mapped to
+    subject/session/hemisphere through the workflow names (``names``: subject workflow name ->
+    (subject, session))."""
+    out = []
+    for path in sorted(crash_dir.glob("crash-*.txt")):
+        crash = read_crash_file(path)
+        if crash is None:
+            continue
+        subject_wf = next((p for p in crash.nodes if p in names), None)
+        if subject_wf is None:
+            continue
+        subject, session = names[subject_wf]
+        out.append(Failure(subject, session, crash.hemi or "L,R", f"{crash.error} (node {crash.node}; {path})"))
+    return out
+
+
+def one_per_hemisphere(failures: Iterable[Failure]) -> list[Failure]:
+    """The first failure of each subject/session/hemisphere (in batch mode two nodes may
+    report the same bad input)."""
+    unique: dict[tuple, Failure] = {}
+    for f in failures:
+        unique.setdefault((f.subject, f.session, f.hemi), f)
+    return list(unique.values())

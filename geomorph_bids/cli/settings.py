@@ -1,0 +1,95 @@
+"""The participant level's settings, decided once from the command line into typed values.
+
+:func:`resolve_settings` turns ``--template``, ``--output-density``, ``--model``, ``--features``,
+``--device`` and the thread options into a :class:`~geomorph_bids.workflows.config.RunConfig`
+(a :class:`~geomorph_bids.io.template_ref.TemplateRef`, a
+:class:`~geomorph_bids.engine.model_choice.ModelChoice` with its channels, a resolved device);
+the workflows, interfaces and engine below receive them and never re-derive them.
+Also here: the argument checks and path normalisation every level needs first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from ..engine.model_choice import ModelChoice, resolve_model
+from ..errors import InputError
+from ..io.template_ref import TemplateRef, resolve_template_ref, template_search_path
+from ..workflows.config import RunConfig
+from .parser import parse_derivatives
+
+__all__ = ["resolve_template", "resolve_features", "resolve_settings", "batch_folder", "validate_arguments",
+           "absolute_paths"]
+
+#: the features resampled and written when --features is not given
+DEFAULT_FEATURES = ("sulc",)
+
+
+def resolve_template(args) -> TemplateRef:
+    """``--template``: a bundled template, a custom template folder, or a ``tpl-<label>`` in the
+    output folder (:func:`~geomorph_bids.io.template_ref.template_search_path`)."""
+    try:
+        return resolve_template_ref(args.template, template_search_path(args.output_dir))
+    except InputError as exc:
+        raise InputError(f"--template: {exc.reason}", path=exc.path) from None
+
+
+def resolve_features(args, model: ModelChoice) -> tuple[str, ...]:
+    """The features written: the registration's own first, then ``--features`` (default sulc)."""
+    return tuple(dict.fromkeys([*model.channels, *(args.features or DEFAULT_FEATURES)]))
+
+
+def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
+    """Every setting of a participant run, decided here once (in this order, so that the first
+    bad argument is the one reported): template, model and its channels, features, output
+    density and its spheres, device, threads."""
+    from ..io.templates import load_density_sphere, normalise_density
+
+    template = resolve_template(args)
+    model = resolve_model(args.model, template.label)
+    features = resolve_features(args, model)
+    density = normalise_density(template.base, args.output_density)
+    tf_home = os.environ.get("TEMPLATEFLOW_HOME", "")
+    sources = {h: load_density_sphere(template.base, h, density, tf_home or None)[2] for h in args.hemi}
+    device = model.resolve_device(args.device)
+    batch = getattr(args, "batch_size", None)
+    omp = args.omp_nthreads or (args.nprocs if batch else max(1, min(8, args.nprocs // 2)))
+    return RunConfig(bids_dir=args.bids_dir.absolute(), output_dir=output_dir, work_dir=work_dir,
+                     template=template, density=density, features=features, model=model, device=device,
+                     omp_nthreads=omp, nprocs=args.nprocs, templateflow_home=tf_home, density_sources=sources)
+
+
+def batch_folder(config: RunConfig) -> RunConfig:
+    """Batch mode: the results of one settings combination live in their own work folder
+    (safe resume), named by a hash of the template, model and channels."""
+    folder = "" if config.template.folder is None else str(config.template.folder)
+    key = json.dumps([config.template.label, folder, config.model.name, list(config.channels)],
+                     sort_keys=True).encode()
+    return replace(config, batch_dir=str(config.work_dir / f"batch_{hashlib.sha1(key).hexdigest()[:10]}"))
+
+
+def validate_arguments(args) -> None:
+    """Checks every level needs before anything else: an existing BIDS folder (unless
+    ``--skip-bids-validation``), an output folder that is not the input."""
+    if not args.bids_dir.is_dir():
+        raise InputError("bids_dir does not exist or is not a folder", path=args.bids_dir)
+    if not args.skip_bids_validation and not (args.bids_dir / "dataset_description.json").is_file():
+        raise InputError("is not a BIDS dataset: no dataset_description.json (or pass --skip-bids-validation)",
+                         path=args.bids_dir)
+    if args.output_dir.absolute() == args.bids_dir.absolute():
+        raise InputError("output_dir must differ from bids_dir", path=args.output_dir)
+
+
+def absolute_paths(args) -> None:
+    """Nipype runs every node in its own folder: make every path argument absolute
+    (``--derivatives`` too; argparse.ArgumentTypeError for a malformed one)."""
+    for name in ("bids_dir", "output_dir", "work_dir", "fs_subjects_dir", "bids_filter_file", "use_plugin"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(args, name, Path(value).absolute())
+    if args.derivatives:
+        args.derivatives = [f"{k}={v}" for k, v in (parse_derivatives(args.derivatives) or {}).items()]

@@ -1,0 +1,70 @@
+"""Nipype crash files: which subject, session and hemisphere they belong to, and their error.
+
+The participant workflows are named by :func:`subject_wf_name` and :func:`hemi_wf_name`; a crash
+file's first line (``Node: <workflow>.<...>.<node>``) names that hierarchy, which the command
+line's failure summary and the participant report map back through the same two functions.
+Plain text only (no Nipype import).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["subject_wf_name", "hemi_wf_name", "CrashRecord", "read_crash_file", "innermost_error"]
+
+
+def subject_wf_name(subject: str, session: str | None) -> str:
+    """Workflow name of a subject/session, e.g. ``sub_01_ses_pre_wf`` (labels are alphanumeric)."""
+    return f"sub_{subject}" + (f"_ses_{session}" if session else "") + "_wf"
+
+
+def hemi_wf_name(hemi: str) -> str:
+    """Workflow name of a hemisphere, e.g. ``hemi_L_wf``."""
+    return f"hemi_{hemi}_wf"
+
+
+@dataclass(frozen=True)
+class CrashRecord:
+    """One crash file: ``nodes`` is the hierarchy of its ``Node:`` line (workflows, then the
+    node), ``error`` the innermost exception line of its traceback."""
+
+    path: Path
+    nodes: tuple[str, ...]
+    error: str
+
+    @property
+    def node(self) -> str:
+        """The node that failed (last element of the hierarchy), or ''."""
+        return self.nodes[-1] if self.nodes else ""
+
+    @property
+    def hemi(self) -> str | None:
+        """``"L"``/``"R"`` when the hierarchy holds a hemisphere workflow, else None."""
+        wf = next((p for p in self.nodes if p.startswith("hemi_") and p.endswith("_wf")), None)
+        return wf[5:-3] if wf else None
+
+
+def innermost_error(traceback: str | list[str]) -> str:
+    """The innermost exception line of a (Nipype) traceback, without the module path, e.g.
+    ``InputError: sub-01 hemi-L lh.sulc: is empty (0 bytes)``."""
+    text = "".join(traceback) if isinstance(traceback, list) else str(traceback)
+    best = ""
+    for line in text.splitlines():
+        head, sep, rest = line.strip().partition(": ")
+        if sep and head.replace(".", "").replace("_", "").isalnum() and head.endswith(("Error", "Exception")):
+            kind = head.rsplit(".", 1)[-1]
+            if kind not in ("NodeExecutionError", "RuntimeError") or not best:
+                best = f"{kind}: {rest}"
+    return best or (text.strip().splitlines() or ["unknown error"])[-1]
+
+
+def read_crash_file(path: str | Path) -> CrashRecord | None:
+    """A Nipype crash file (``crashfile_format: txt``), or None when it cannot be read."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return None
+    first = text.splitlines()[0] if text else ""
+    nodes = tuple(first[len("Node: "):].strip().split(".")) if first.startswith("Node: ") else ()
+    return CrashRecord(Path(path), nodes, innermost_error(text))

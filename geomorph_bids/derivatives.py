@@ -1,0 +1,239 @@
+"""Every name geomorph-bids gives its outputs, in one place.
+
+The participant level's sinks, the check that a hemisphere's outputs are complete, the reports,
+the group level and the population template all build and parse output names here, so an
+output is renamed (or one is added) by changing this module alone (plus, for a new file, the
+sink that writes it in :mod:`geomorph_bids.workflows.outputs`).
+
+Per subject/session/hemisphere, in ``sub-X/[ses-Y/]anat/`` (``<ent>`` = ``sub-X[_ses-Y]``,
+``H`` = L/R, ``T`` = template label, ``D`` = output density)::
+
+    <ent>_hemi-H_space-T_desc-geomorph_sphere.surf.gii   (+ .json)  REGISTERED_SPHERE
+    <ent>_hemi-H_space-T_den-D_desc-geomorph_<f>.shape.gii (+ .json) RESAMPLED_FEATURE, per feature
+    <ent>_hemi-H_space-T_desc-geomorph_metrics.json                 METRICS
+    <ent>_hemi-H_sphere.surf.gii                         (+ .json)  NATIVE_SPHERE
+    <ent>_hemi-H_<f>.shape.gii                           (+ .json)  NATIVE_FEATURE, per registration feature
+
+with ``<f>`` the feature's suffix (:data:`FEATURE_SUFFIX`: sMRIPrep's names, myelin as
+``myelinw``). Beside them: ``sub-X.html`` and ``sub-X/figures/`` (the report),
+``group_desc-geomorph_metrics.tsv``, ``group.html`` and ``figures/`` (the group level),
+``dataset_description.json`` and ``logs/`` (``CITATION.md``, ``crash-<run>/``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+__all__ = ["DESC", "FEATURE_SUFFIX", "Derivative", "REGISTERED_SPHERE", "RESAMPLED_FEATURE", "METRICS",
+           "NATIVE_SPHERE", "NATIVE_FEATURE", "HEMISPHERE_DERIVATIVES", "SINK_PATTERNS", "HemisphereOutputs",
+           "hemisphere_outputs",
+           "entities", "anat_dir", "sidecar", "parse_metrics_name", "metrics_files", "report_name",
+           "figures_dir", "FIGURES", "GROUP_TSV", "GROUP_HTML", "GROUP_FIGURE", "DATASET_DESCRIPTION",
+           "CITATION", "LOGS", "crash_dir", "CRASH_FILES"]
+
+#: the ``desc-`` of every geomorph-bids result
+DESC = "geomorph"
+#: output suffix of each feature (sMRIPrep's names; myelin as ``myelinw``)
+FEATURE_SUFFIX = {"sulc": "sulc", "curv": "curv", "thickness": "thickness", "myelin": "myelinw"}
+
+
+@dataclass(frozen=True)
+class Derivative:
+    """One kind of per-hemisphere output: the entities that follow ``sub``, ``ses`` and ``hemi``.
+
+    ``suffix`` None: the feature's suffix (:data:`FEATURE_SUFFIX`); ``space`` / ``density``:
+    whether the name carries ``space-<template>`` / ``den-<density>``; ``sidecar``: whether a
+    JSON sidecar is written beside it.
+    """
+
+    suffix: str | None
+    extension: str
+    space: bool = False
+    density: bool = False
+    desc: str | None = None
+    sidecar: bool = True
+
+    def entities(self, space: str | None = None, density: str | None = None,
+                 feature: str | None = None) -> dict[str, str]:
+        """The sink's entities (``space``, ``density``, ``desc``, ``suffix``; absent ones left out)."""
+        out = {"space": space if self.space else None, "density": density if self.density else None,
+               "desc": self.desc, "suffix": self.suffix or FEATURE_SUFFIX.get(str(feature), str(feature))}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def name(self, ent: str, hemi: str, space: str | None = None, density: str | None = None,
+             feature: str | None = None) -> str:
+        """File name, e.g. ``sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii``."""
+        e = self.entities(space, density, feature)
+        parts = [ent, f"hemi-{hemi}"] + [f"{key}-{e[k]}" for k, key in
+                                         (("space", "space"), ("density", "den"), ("desc", "desc")) if k in e]
+        return "_".join(parts) + f"_{e['suffix']}{self.extension}"
+
+
+REGISTERED_SPHERE = Derivative("sphere", ".surf.gii", space=True, desc=DESC)
+RESAMPLED_FEATURE = Derivative(None, ".shape.gii", space=True, density=True, desc=DESC)
+METRICS = Derivative("metrics", ".json", space=True, desc=DESC, sidecar=False)
+NATIVE_SPHERE = Derivative("sphere", ".surf.gii")
+NATIVE_FEATURE = Derivative(None, ".shape.gii")
+
+#: every per-hemisphere output, by name (the order of :meth:`HemisphereOutputs.files`)
+HEMISPHERE_DERIVATIVES = {"registered_sphere": REGISTERED_SPHERE, "metrics": METRICS,
+                          "resampled_feature": RESAMPLED_FEATURE, "native_sphere": NATIVE_SPHERE,
+                          "native_feature": NATIVE_FEATURE}
+
+
+def _patterns() -> tuple[str, ...]:
+    """niworkflows ``build_path`` patterns that produce exactly the names above."""
+    stem = "sub-{subject}[/ses-{session}]/{datatype<anat>|anat}/sub-{subject}[_ses-{session}]_hemi-{hemi<L|R>}"
+    kinds = HEMISPHERE_DERIVATIVES.values()
+    suffixes = list(dict.fromkeys([*(d.suffix for d in kinds if d.suffix and d.extension != ".json"),
+                                   *FEATURE_SUFFIX.values()]))
+    images = list(dict.fromkeys([*(d.extension for d in kinds if d.extension != ".json"), ".func.gii"]))
+    json_suffixes = [d.suffix for d in kinds if d.extension == ".json" and d.suffix]
+    entities_ = "[_space-{space}][_den-{density}][_desc-{desc}]"
+    return (stem + entities_ + f"_{{suffix<{'|'.join(suffixes)}>}}{{extension<{'|'.join(images)}>}}",
+            stem + entities_ + f"_{{suffix<{'|'.join(json_suffixes)}>}}{{extension<.json>}}")
+
+
+#: file patterns of the derivatives sink (:class:`geomorph_bids.interfaces.bids.GeomorphDataSink`)
+SINK_PATTERNS = _patterns()
+
+
+def entities(subject: str, session: str | None) -> str:
+    """``sub-X`` or ``sub-X_ses-Y`` (labels without prefixes)."""
+    return f"sub-{subject}" + (f"_ses-{session}" if session else "")
+
+
+def anat_dir(output_dir: str | Path, subject: str, session: str | None) -> Path:
+    """``OUTPUT_DIR/sub-X/[ses-Y/]anat``."""
+    return Path(output_dir) / f"sub-{subject}" / (f"ses-{session}" if session else "") / "anat"
+
+
+def sidecar(path: str | Path) -> Path:
+    """The JSON sidecar beside a data file (``x.surf.gii`` -> ``x.json``)."""
+    p = Path(path)
+    return p.with_name(p.name.split(".", 1)[0] + ".json")
+
+
+@dataclass(frozen=True)
+class HemisphereOutputs:
+    """The output files of one subject/session/hemisphere (what the participant level writes).
+
+    ``space``: the template label; ``density``: the output density label; ``features``: the
+    resampled features; ``channels``: the registration features (written natively too).
+    """
+
+    output_dir: Path
+    subject: str
+    session: str | None
+    hemi: str
+    space: str
+    density: str
+    features: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+
+    @property
+    def entities(self) -> str:
+        return entities(self.subject, self.session)
+
+    @property
+    def anat(self) -> Path:
+        return anat_dir(self.output_dir, self.subject, self.session)
+
+    def path(self, kind: Derivative, feature: str | None = None) -> Path:
+        """The file of one :class:`Derivative` (``feature`` for the per-feature ones)."""
+        return self.anat / kind.name(self.entities, self.hemi, self.space, self.density, feature)
+
+    @property
+    def registered_sphere(self) -> Path:
+        return self.path(REGISTERED_SPHERE)
+
+    @property
+    def metrics(self) -> Path:
+        return self.path(METRICS)
+
+    @property
+    def native_sphere(self) -> Path:
+        return self.path(NATIVE_SPHERE)
+
+    def resampled_feature(self, feature: str) -> Path:
+        return self.path(RESAMPLED_FEATURE, feature)
+
+    def native_feature(self, feature: str) -> Path:
+        return self.path(NATIVE_FEATURE, feature)
+
+    def files(self) -> list[Path]:
+        """Every file, sidecars included (for the completeness check and the cleanup of a
+        failed hemisphere)."""
+        def with_sidecar(kind: Derivative, feature: str | None = None) -> Iterator[Path]:
+            p = self.path(kind, feature)
+            yield p
+            if kind.sidecar:
+                yield sidecar(p)
+
+        out = [*with_sidecar(REGISTERED_SPHERE), *with_sidecar(METRICS)]
+        for f in self.features:
+            out += with_sidecar(RESAMPLED_FEATURE, f)
+        # the native sphere and registration features as registered (radius 100, FreeSurfer sign):
+        # what the report draws "before registration" from, and provenance of the output
+        out += with_sidecar(NATIVE_SPHERE)
+        for f in self.channels:
+            out += with_sidecar(NATIVE_FEATURE, f)
+        return out
+
+
+_METRICS_NAME = re.compile(r"^sub-([A-Za-z0-9]+)(?:_ses-([A-Za-z0-9]+))?_hemi-([LR])_space-([A-Za-z0-9]+)"
+                           rf"_desc-{DESC}_metrics\.json$")
+
+
+def parse_metrics_name(name: str) -> tuple[str, str | None, str, str] | None:
+    """``(subject, session or None, hemi, space)`` of a metrics file name, or None."""
+    m = _METRICS_NAME.match(name)
+    return None if m is None else (m.group(1), m.group(2), m.group(3), m.group(4))
+
+
+def metrics_files(output_dir: str | Path, subject: str | None = None) -> list[Path]:
+    """Every metrics file under ``output_dir`` (of one subject when given), sorted."""
+    root = Path(output_dir) / f"sub-{subject}" if subject else Path(output_dir)
+    pattern = f"**/anat/*_desc-{DESC}_metrics.json" if subject else f"sub-*/**/anat/*_desc-{DESC}_metrics.json"
+    return sorted(root.glob(pattern))
+
+
+def report_name(subject: str, session: str | None = None) -> str:
+    """``sub-X.html`` (all sessions) or ``sub-X_ses-Y.html`` (one session)."""
+    return entities(subject, session) + ".html"
+
+
+def figures_dir(output_dir: str | Path, subject: str) -> Path:
+    """``OUTPUT_DIR/sub-X/figures``: the participant report's figures."""
+    return Path(output_dir) / f"sub-{subject}" / "figures"
+
+
+#: figure names under :func:`figures_dir`
+FIGURES = {"registration": "{entities}_hemi-{hemi}_space-{space}_desc-registration{Feature}_sphere.png",
+           "distortion": "{entities}_hemi-{hemi}_space-{space}_desc-distortion_sphere.png",
+           "surface": "{entities}_hemi-{hemi}_space-{space}_desc-registration{Feature}_{kind}.png"}
+
+GROUP_TSV = f"group_desc-{DESC}_metrics.tsv"
+GROUP_HTML = "group.html"
+GROUP_FIGURE = "figures/group_desc-distributions_metrics.png"
+DATASET_DESCRIPTION = "dataset_description.json"
+LOGS = "logs"
+CITATION = f"{LOGS}/CITATION.md"
+#: Nipype crash files of every run, relative to the output folder
+CRASH_FILES = f"{LOGS}/crash-*/crash-*.txt"
+
+
+def crash_dir(output_dir: str | Path, run_id: str) -> Path:
+    """``OUTPUT_DIR/logs/crash-<run>``: where one run's Nipype crash files go."""
+    return Path(output_dir) / LOGS / f"crash-{run_id}"
+
+
+def hemisphere_outputs(output_dir: str | Path, subject: str, session: str | None, hemi: str, space: str,
+                       density: str, features: Sequence[str] = (), channels: Sequence[str] = ()
+                       ) -> HemisphereOutputs:
+    """:class:`HemisphereOutputs` of one hemisphere."""
+    return HemisphereOutputs(Path(output_dir), subject, session, hemi, space, density, tuple(features),
+                             tuple(channels))

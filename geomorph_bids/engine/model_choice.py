@@ -1,0 +1,147 @@
+"""Which registration runs, decided once: :class:`ModelChoice`.
+
+A model choice says what follows the rigid pre-alignment:
+
+* ``"rigid"``: nothing (the rigid stage only);
+* ``"optimise"``: the GeoMorph warp optimised for each pair from the rigid alignment;
+* ``"network"``: a GeoMorph network's warp (a bundled model or a checkpoint), refined for each
+  pair unless ``optimise`` is False;
+
+with the features it registers with (``channels``) and the name the outputs record. Entry
+points turn the user's model argument into a choice with :func:`resolve_model` and hand it
+down unchanged; the checkpoint's metadata is read there, once.
+
+:func:`default_registration` alone decides what the default (``--model default``,
+``register(model=None)``) is for a template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+__all__ = ["ModelChoice", "KINDS", "OPTIMISER_CHANNELS", "default_registration", "resolve_model", "rigid",
+           "optimiser", "network"]
+
+#: what may follow the rigid pre-alignment
+KINDS = ("rigid", "optimise", "network")
+
+#: registration features of the optimiser (no network), per bundled template: fsaverage's sulc +
+#: curv aligns the mirrored fsaverage pair 0.11 deg better than sulc alone (docs/registration.md);
+#: any other template: sulc
+OPTIMISER_CHANNELS: dict[str, tuple[str, ...]] = {"fsLR": ("sulc",), "fsaverage": ("sulc", "curv")}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What a registration runs after the rigid pre-alignment.
+
+    Attributes
+    ----------
+    kind : ``"rigid"``, ``"optimise"`` or ``"network"`` (:data:`KINDS`).
+    name : what the outputs record as the model: ``"default"``, ``"rigid"``, a bundled model's
+        name or a checkpoint's absolute path.
+    channels : the features the registration uses, in the network's input order.
+    checkpoint : the network's checkpoint file (``"network"`` only).
+    optimise : ``"network"``: refine the network's warp for each pair (True: the default
+        schedule, an :class:`~geomorph_bids.model.optimise.OptimiseConfig`: that schedule,
+        False: the network's warp as it is).
+    """
+
+    kind: str
+    name: str
+    channels: tuple[str, ...] = ("sulc",)
+    checkpoint: Path | None = None
+    optimise: Any = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"model kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if (self.kind == "network") != (self.checkpoint is not None):
+            raise ValueError("a checkpoint goes with a network, and only with a network")
+
+    @property
+    def rigid_only(self) -> bool:
+        """True when only the rigid pre-alignment runs."""
+        return self.kind == "rigid"
+
+    def register_arguments(self) -> dict[str, Any]:
+        """``model``, ``rigid_only`` and ``optimise`` for :func:`~geomorph_bids.engine.register.register`
+        and :func:`~geomorph_bids.engine.register.register_many`."""
+        return {"model": None if self.checkpoint is None else str(self.checkpoint), "rigid_only": self.rigid_only,
+                "optimise": self.optimise if self.kind == "network" else True}
+
+    def resolve_device(self, device: Any = "auto") -> str:
+        """The device this choice runs on, resolved once (:func:`~geomorph_bids.engine.device.resolve_device`):
+        ``"cpu"`` for the rigid stage alone (it uses no torch device)."""
+        if self.rigid_only:
+            return "cpu"
+        from .device import resolve_device
+
+        return str(resolve_device(device))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (a Nipype input); :meth:`from_dict` is the inverse."""
+        optimise = self.optimise if isinstance(self.optimise, bool) else {"config": self.optimise.to_dict()}
+        return {"kind": self.kind, "name": self.name, "channels": list(self.channels),
+                "checkpoint": "" if self.checkpoint is None else str(self.checkpoint), "optimise": optimise}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelChoice":
+        optimise = d.get("optimise", True)
+        if isinstance(optimise, dict):
+            from ..model.optimise import OptimiseConfig
+
+            optimise = OptimiseConfig.from_dict(optimise["config"])
+        return cls(str(d["kind"]), str(d["name"]), tuple(d.get("channels") or ("sulc",)),
+                   Path(d["checkpoint"]) if d.get("checkpoint") else None, optimise)
+
+
+def rigid() -> ModelChoice:
+    """The rigid pre-alignment alone (from sulc)."""
+    return ModelChoice("rigid", "rigid", ("sulc",))
+
+
+def optimiser(template: str, name: str = "default") -> ModelChoice:
+    """The warp optimised for each pair from the rigid alignment, with the template's
+    :data:`OPTIMISER_CHANNELS`."""
+    return ModelChoice("optimise", name, OPTIMISER_CHANNELS.get(str(template), ("sulc",)))
+
+
+def network(model: str | Path, name: str | None = None, optimise: Any = True) -> ModelChoice:
+    """A bundled network (by name) or a checkpoint file; its channels come from the checkpoint's
+    metadata (read here, the weights are not). ``name`` defaults to the bundled name or the
+    checkpoint's absolute path."""
+    from ..model.checkpoint import read_metadata
+    from ..resources import bundled_models, model_path
+
+    path = model_path(model)
+    if not path.is_file():
+        raise InputError("model checkpoint not found (use default, rigid, a bundled model: "
+                         f"{', '.join(bundled_models()) or 'none installed'}, or a checkpoint path)", path=path)
+    label = name or (str(model) if str(model) in bundled_models() else str(Path(model).absolute()))
+    return ModelChoice("network", label, tuple(read_metadata(path).channels), path.absolute(), optimise)
+
+
+def default_registration(template: str) -> ModelChoice:
+    """THE default registration for ``template`` (a bundled name or a custom template's label):
+    what ``--model default`` and ``register(model=None)`` run.
+
+    Today: the optimiser from the rigid alignment, for every template (no bundled network is as
+    accurate yet; docs/models.md).
+    """
+    return optimiser(template)
+
+
+def resolve_model(model: str | Path | None, template: str) -> ModelChoice:
+    """The user's model argument -> a :class:`ModelChoice`: None, ``""`` or ``"default"``: the
+    template's :func:`default_registration`; ``"rigid"``; else a bundled network's name or a
+    checkpoint path (:func:`network`)."""
+    if model is None or str(model) in ("", "default"):
+        return default_registration(template)
+    if str(model) == "rigid":
+        return rigid()
+    return network(model)

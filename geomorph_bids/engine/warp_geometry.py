@@ -1,0 +1,109 @@
+"""Geometry of GeoMorph's pull-back warps on the icosphere (numpy; torch only to upsample).
+
+A warp on icosphere ``level`` is a (V, 3) array: template grid vertex i corresponds to the point
+``warp[i]`` of the (rotated) moving sphere. :func:`apply_warp` moves points through its inverse
+(piecewise linear on the mesh), :func:`upsample_warp` refines it as the model upsamples its
+control points, :func:`warp_folded_triangles` counts the triangles it flips and
+:func:`unfold_warp` removes them by local smoothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..io.templates import TEMPLATE_LEVEL
+from ..sphere.distortion import folded_triangles
+from ..sphere.icosphere import icosphere, level_of, n_vertices
+from ..sphere.locate import SphereLocator, unit
+
+__all__ = ["RADIUS", "upsample_warp", "apply_warp", "warp_folded_triangles", "unfold_warp"]
+
+#: radius (mm) of the template grid and of every output sphere
+RADIUS = 100.0
+
+
+
+def upsample_warp(warp: np.ndarray, level: int, target_level: int = TEMPLATE_LEVEL) -> np.ndarray:
+    """Upsample a (n_vertices(level), 3) warp to icosphere ``target_level`` (any radius in,
+    radius 100 out): each added vertex is the normalised mean of its two parents' positions,
+    as the model upsamples its control points."""
+    import torch
+
+    from ..model.warp import upsample_displacement
+
+    w = np.asarray(warp, dtype=np.float64)
+    if len(w) != n_vertices(level):
+        raise ValueError(f"warp has {len(w)} points, icosphere level {level} has {n_vertices(level)}")
+    if level == target_level:
+        return unit(w) * RADIUS
+    up = upsample_displacement(torch.from_numpy(unit(w))[None], level, target_level)[0]
+    return unit(up.numpy()) * RADIUS
+
+
+def apply_warp(points: np.ndarray, warp: np.ndarray, level: int | None = None) -> np.ndarray:
+    """Move points from the (rotated) moving sphere into template space through the INVERSE
+    of a pull-back warp.
+
+    Parameters
+    ----------
+    points : (N, 3) points on the rotated moving sphere (any radius).
+    warp : (V, 3) pull-back warp on icosphere ``level`` (any radius): template grid vertex i
+        corresponds to the moving-space point ``warp[i]``.
+    level : icosphere level of ``warp`` (default: inferred from V).
+
+    Returns
+    -------
+    (N, 3) float64 on the radius-100 sphere: each point is located in the warped mesh
+    (ico vertices at ``warp``, ico faces) and the same barycentric weights are applied to the
+    original ico vertices. Exact inverse of the piecewise-linear warp where it does not fold.
+    """
+    warp = np.asarray(warp, dtype=np.float64)
+    level = level_of(len(warp)) if level is None else int(level)
+    ico_v, ico_f = icosphere(level)
+    if warp.shape != (len(ico_v), 3):
+        raise ValueError(f"warp must be ({len(ico_v)}, 3) for icosphere level {level}, got {warp.shape}")
+    face, w = SphereLocator(warp, ico_f).locate(np.asarray(points, dtype=np.float64))
+    return unit(np.einsum("nk,nkd->nd", w, unit(ico_v)[ico_f[face]])) * RADIUS
+
+
+def warp_folded_triangles(warp: np.ndarray, level: int | None = None) -> int:
+    """Number of icosphere triangles whose orientation the (V, 3) warp flips."""
+    warp = np.asarray(warp, dtype=np.float64)
+    level = level_of(len(warp)) if level is None else int(level)
+    ico_v, ico_f = icosphere(level)
+    return int(len(folded_triangles((ico_v, ico_f), (unit(warp) * RADIUS, ico_f))))
+
+
+def unfold_warp(warp: np.ndarray, level: int | None = None, max_iterations: int = 200) -> tuple[np.ndarray, int]:
+    """Remove folds from a (V, 3) pull-back warp on icosphere ``level`` by local smoothing.
+
+    While any triangle is folded, the displacement ``warp - x`` at the vertices of the folded
+    triangles and their two rings is moved half-way to its neighbours' mean (umbrella
+    Laplacian) and the points are projected back onto the sphere; vertices away from folds
+    never move. Returns the warp (unit sphere, float64) and the number of iterations used
+    (0: nothing was folded). A network's warp can fold where it was trained on too few cases;
+    the pair-wise optimisation is composed after its warp and cannot undo a fold in it.
+    """
+    from ..sphere.icosphere import hex_neighbourhood
+
+    w = unit(np.asarray(warp, dtype=np.float64))
+    level = level_of(len(w)) if level is None else int(level)
+    ico_v, ico_f = icosphere(level)
+    x = unit(np.asarray(ico_v, dtype=np.float64))
+    index, mask = hex_neighbourhood(level)
+    nb, m = index[:, 1:], mask[:, 1:].astype(np.float64)
+    for it in range(max_iterations + 1):
+        bad = folded_triangles((ico_v, ico_f), (w * RADIUS, ico_f))
+        if len(bad) == 0:
+            return w, it
+        if it == max_iterations:
+            break
+        near = np.zeros(len(w), dtype=bool)
+        near[np.unique(ico_f[bad])] = True
+        for _ in range(2):                               # two rings around the folds
+            near[nb[near][m[near] > 0]] = True
+        d = w - x
+        lap = (d[nb] * m[..., None]).sum(1) / m.sum(1, keepdims=True) - d
+        w = w.copy()
+        w[near] = unit(x[near] + d[near] + 0.5 * lap[near])
+    return w, max_iterations

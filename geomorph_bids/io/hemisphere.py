@@ -1,0 +1,74 @@
+"""The one loader of a native hemisphere: sphere, feature maps (in FreeSurfer's sign) and the
+optional FreeSurfer ``sphere.reg``, read and checked together.
+
+Every entry point that registers files goes through :func:`read_hemisphere` (the BIDS-App's
+``load_features`` node and batch mode, ``geomorph-register``, training on the user's subjects),
+so a file is accepted or refused the same way, with the same one-line message, everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .surfaces import Surface, read_feature, read_sphere
+from .validate import validate_feature
+
+__all__ = ["NativeHemisphere", "read_hemisphere"]
+
+
+@dataclass(frozen=True, eq=False)
+class NativeHemisphere:
+    """A hemisphere read by :func:`read_hemisphere`.
+
+    Attributes
+    ----------
+    sphere : the validated native sphere (vertices (V, 3) float64 on the radius-100 sphere,
+        faces (F, 3) int64).
+    features : name -> (V,) float64 map, multiplied by its sign (FreeSurfer's convention).
+    sphere_reg : the validated ``sphere.reg`` (same V), or None.
+    """
+
+    sphere: Surface
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    sphere_reg: Surface | None = None
+
+
+def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
+                    signs: Mapping[str, float] | None = None, sphere_reg: str | Path | None = None,
+                    validate: bool = True) -> NativeHemisphere:
+    """Read a native sphere, one map per feature and, optionally, its ``sphere.reg``.
+
+    Parameters
+    ----------
+    sphere : GIFTI ``.surf.gii`` or FreeSurfer ``?h.sphere``.
+    features : name -> map file (GIFTI shape/func, FreeSurfer morph, MGH, CIFTI), one map
+        per file with the sphere's vertex count.
+    signs : name -> factor converting the map to FreeSurfer's sign (-1 for HCP sulc/curv);
+        default +1.
+    sphere_reg : FreeSurfer ``?h.sphere.reg`` (same vertices as ``sphere``), or None.
+    validate : refuse maps that are all zero or constant (nothing to register).
+
+    Raises :class:`~geomorph_bids.errors.InputError` naming the file (the caller adds subject
+    and hemisphere with ``with_context``). Reads in order: sphere, features, sphere.reg.
+    """
+    s = read_sphere(sphere)
+    n = len(s.vertices)
+    maps: dict[str, np.ndarray] = {}
+    for name, path in features.items():
+        values = np.asarray(read_feature(path, n_vertices=n), dtype=np.float64)
+        if values.ndim != 1:
+            raise InputError(f"holds {values.shape[1]} maps; one per file expected", path=path)
+        if validate:
+            validate_feature(values, path, names=[name])  # all zero / constant: nothing to align
+        maps[name] = (signs or {}).get(name, 1.0) * values
+    reg = None
+    if sphere_reg is not None:
+        reg = read_sphere(sphere_reg)
+        if len(reg.vertices) != n:
+            raise InputError(f"has {len(reg.vertices)} vertices but the sphere has {n}", path=sphere_reg)
+    return NativeHemisphere(s, maps, reg)

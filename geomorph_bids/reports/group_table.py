@@ -1,0 +1,89 @@
+"""The group table: one row per subject/session/hemisphere, built from the participant
+metrics JSON files and written as a BIDS TSV (:data:`~geomorph_bids.derivatives.GROUP_TSV`).
+The group level of the command line and the group report both use it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..derivatives import GROUP_TSV, metrics_files
+from ..io.atomic import atomic_write_text
+
+__all__ = ["GROUP_COLUMNS", "group_rows", "write_group_table", "read_group_table", "group_table_rows"]
+
+#: leading columns of the group table (the registration metrics follow, sorted)
+GROUP_COLUMNS = ("subject", "session", "hemi", "template", "method", "input_source", "sulc_sign")
+
+
+def _flat(doc: Mapping[str, Any]) -> dict[str, Any]:
+    row = {k: doc.get(k) for k in GROUP_COLUMNS}
+    for k, v in sorted(doc.get("registration", {}).items()):
+        if k == "rotation" or isinstance(v, (list, dict)):
+            continue
+        row.setdefault(k, v)
+    return row
+
+
+def group_rows(output_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per ``sub-*/[ses-*/]anat/*_desc-geomorph_metrics.json`` under ``output_dir``,
+    sorted by subject, session, hemisphere."""
+    rows = []
+    for path in metrics_files(output_dir):
+        rows.append(_flat(json.loads(path.read_text())))
+    return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"])))
+
+
+def write_group_table(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write rows as a BIDS TSV (``n/a`` for missing values), atomically."""
+    rows = list(rows)
+    columns = list(GROUP_COLUMNS)
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    handle = io.StringIO(newline="")
+    w = csv.writer(handle, delimiter="\t", lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow(["n/a" if r.get(c) is None else
+                    (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in columns])
+    return atomic_write_text(path, handle.getvalue())
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str):
+        if value in ("n/a", ""):
+            return None
+        try:
+            f = float(value)
+        except ValueError:
+            return value
+        return int(f) if f.is_integer() and "." not in value and "e" not in value.lower() else f
+    return value
+
+
+def read_group_table(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    return [{k: ((None if v == "n/a" else v) if k in GROUP_COLUMNS else _number(v)) for k, v in row.items()}
+            for row in rows]
+
+
+def group_table_rows(output_dir: str | Path, write: bool = True) -> tuple[list[dict[str, Any]], Path | None]:
+    """Rows of the group table. The TSV the group level writes (:data:`GROUP_TSV`) is reused
+    when it is newer than every participant metrics JSON; otherwise the rows are rebuilt from
+    the JSON files (:func:`group_rows`) and, when ``write``, written to ``GROUP_TSV``.
+    Returns (rows, TSV path or None)."""
+    output_dir = Path(output_dir)
+    tsv = output_dir / GROUP_TSV
+    jsons = metrics_files(output_dir)
+    if tsv.is_file() and (not jsons or tsv.stat().st_mtime >= max(p.stat().st_mtime for p in jsons)):
+        return read_group_table(tsv), tsv
+    if not jsons:
+        return [], None
+    rows = group_rows(output_dir)
+    if write and rows:
+        write_group_table(rows, tsv)
+    return rows, tsv if tsv.is_file() else None

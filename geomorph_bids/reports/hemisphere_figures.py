@@ -1,0 +1,196 @@
+"""The figures of one hemisphere in the participant report: the registration feature against
+the template before and after registration, the distortion maps, and the maps on the subject's
+own (inflated or midthickness) surface. Each figure missing an input is replaced by a one-line
+note saying which."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..derivatives import FIGURES
+from .html import fmt
+from .outputs import HemiOutputs, relative
+
+__all__ = ["hemisphere_figures"]
+
+
+def _load_template(name: str, hemi: str, feature: str, output_dir: Path):
+    from ..io.template_ref import resolve_template, template_search_path
+
+    return resolve_template(name, hemi, (feature,), search=template_search_path(output_dir))
+
+
+def _read_values(path: Path, n: int | None = None) -> np.ndarray:
+    from ..io.surfaces import read_feature
+
+    return np.asarray(read_feature(path, n_vertices=n), dtype=np.float64).reshape(-1)
+
+
+def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from ..io.surfaces import read_sphere
+    from ..io.validate import SphereWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SphereWarning)
+        s = read_sphere(path)
+    return np.asarray(s.vertices, dtype=np.float64), np.asarray(s.faces, dtype=np.int64)
+
+
+def _read_surface(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from ..io.surfaces import read_surface
+
+    s = read_surface(path)
+    return np.asarray(s.vertices, dtype=np.float64), np.asarray(s.faces, dtype=np.int64)
+
+
+def _density_mesh(template: str, hemi: str, density: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    from ..io.templates import is_bundled_template, load_density_sphere
+    from ..sphere.icosphere import icosphere, level_of
+
+    if is_bundled_template(template):
+        v, f, _ = load_density_sphere(template, hemi, density)
+        return v, f
+    level = level_of(n)  # a custom template: its outputs are on an icosphere
+    v, f = icosphere(level)
+    return np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64)
+
+
+def hemisphere_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Draw a hemisphere's figures: [(kind, caption, relative path)], [notes]."""
+    from ..sphere.distortion import distortion
+    from .figures import distortion_figure, registration_figure
+
+    figs: list[tuple[str, str, str]] = []
+    notes: list[str] = []
+    reg = h.registration
+    template = str(h.doc.get("template") or reg.get("template") or h.space)
+    native_sphere = h.native_sphere()
+    native = _read_mesh(native_sphere) if native_sphere.is_file() else None
+    registered = _read_mesh(h.registered_sphere()) if h.registered_sphere().is_file() else None
+    if registered is None:
+        notes.append(f"registered sphere missing: {h.registered_sphere().name}")
+    if native is not None and registered is not None and len(native[0]) != len(registered[0]):
+        notes.append(f"{native_sphere.name} has {len(native[0])} vertices, the registered sphere "
+                     f"{len(registered[0])}: not used")
+        native = None
+    rotation = np.asarray(reg.get("rotation") or np.eye(3), dtype=np.float64)
+    missing_native = (f"needs {native_sphere.name} and the native feature in the outputs"
+                      if native is None else "")
+    surface_maps: list[tuple[str, tuple[tuple[np.ndarray, np.ndarray], np.ndarray]]] = []
+    d = None
+    for feature in h.features:
+        try:
+            tpl = _load_template(template, h.hemi, feature, output_dir)
+        except (ValueError, OSError) as exc:
+            notes.append(f"template {template} ({feature}) not available here: {exc}")
+            continue
+        template_map = ((tpl.vertices, tpl.faces), tpl.features[feature])
+        surface_maps.append((feature, template_map))
+        before = after = None
+        missing_before = missing_native
+        native_values = None
+        nf = h.native_feature(feature)
+        if native is not None:
+            if nf.is_file():
+                native_values = _read_values(nf, len(native[0]))
+                before = ((native[0] @ rotation.T, native[1]), native_values)
+            else:
+                missing_before = f"needs {nf.name} in the outputs"
+        missing_after = ""
+        resampled = h.resampled_feature(feature)
+        if resampled is not None:
+            values = _read_values(resampled)
+            try:
+                after = (_density_mesh(template, h.hemi, str(h.doc.get("output_density")), len(values)), values)
+            except (ValueError, OSError) as exc:
+                notes.append(f"output-density sphere not available ({exc}); drawing the native map instead")
+        if after is None and native_values is not None and registered is not None:
+            after = (registered, native_values)
+        if after is None:
+            missing_after = "no registered map in the outputs"
+        name = FIGURES["registration"].format(entities=h.entities, hemi=h.hemi, space=h.space,
+                                              Feature=feature[:1].upper() + feature[1:])
+        cc = [reg.get(f"cc_{feature}_{k}") for k in ("before", "rigid", "after")]
+        title = (f"{h.entities} hemi-{h.hemi}: {feature} vs {template}   (CC before {fmt(cc[0])}, "
+                 f"rigid {fmt(cc[1])}, after {fmt(cc[2])})")
+        path = registration_figure(fig_dir / name, h.hemi, feature, template_map, after, before, title=title,
+                                   missing_before=missing_before, missing_after=missing_after)
+        figs.append(("registration", f"{feature}: template, subject before (rigid pre-alignment) and after "
+                                     "registration, and their differences to the template (z-scores)",
+                     relative(path, output_dir)))
+    if native is not None and registered is not None:
+        d = distortion(native, registered)
+        name = FIGURES["distortion"].format(entities=h.entities, hemi=h.hemi, space=h.space)
+        path = distortion_figure(fig_dir / name, h.hemi, registered, d["areal"], d["R"],
+                                 title=f"{h.entities} hemi-{h.hemi}: distortion of the native mesh "
+                                       f"({len(d['folded'])} folded triangles)")
+        figs.append(("distortion", "areal distortion (log2 of the vertex-area ratio, registered / native) and "
+                                   "shape distortion (log2 anisotropy), drawn in template space",
+                     relative(path, output_dir)))
+    else:
+        notes.append(f"distortion maps need the native sphere in the outputs ({native_sphere.name})")
+    s_figs, s_notes = _surface_figures(h, output_dir, fig_dir, native, registered, surface_maps,
+                                       None if d is None else d["areal"])
+    return figs + s_figs, notes + s_notes
+
+
+def _carry(template_map: tuple[tuple[np.ndarray, np.ndarray], np.ndarray], points: np.ndarray) -> np.ndarray:
+    """The template's feature, z-scored over its non-zero vertices (NaN on the medial wall),
+    interpolated (barycentric) at sphere ``points`` (N, 3): (N,)."""
+    from ..sphere.resample import barycentric_weights
+    from .figures import zscore
+
+    (tv, tf), values = template_map
+    return np.asarray(barycentric_weights((tv, tf), points) @ zscore(values), dtype=np.float64)
+
+
+def _surface_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path, native, registered, surface_maps: list,
+                     areal: np.ndarray | None) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Maps on the subject's inflated/midthickness surface (recorded in the metrics JSON as
+    ``input_surface_path`` / ``input_surface_kind``): one figure per registration feature.
+    "Before" carries the template through the native sphere as it is (no alignment, like the
+    metrics' ``cc_before``), "after" through the registered sphere."""
+    from .figures import surface_figure
+
+    where = h.doc.get("input_surface_path")
+    kind = str(h.doc.get("input_surface_kind"))
+    kind = kind if kind in ("inflated", "midthickness") else "surface"  # also names the figure file
+    if not where:
+        return [], ["no inflated or midthickness surface among the inputs: maps drawn on the sphere only"]
+    if not Path(where).is_file():
+        return [], [f"the {kind} surface {where} (recorded in the metrics) is not readable here: "
+                    "maps drawn on the sphere only"]
+    if native is None:
+        return [], [f"maps on the {kind} surface need the native sphere in the outputs"]
+    try:
+        surface = _read_surface(Path(where))
+    except (ValueError, OSError) as exc:
+        return [], [f"the {kind} surface {where} cannot be read ({' '.join(str(exc).split())}): "
+                    "maps drawn on the sphere only"]
+    if len(surface[0]) != len(native[0]):
+        return [], [f"the {kind} surface has {len(surface[0])} vertices, the native sphere {len(native[0])}: "
+                    "not drawn"]
+    figs, notes = [], []
+    for feature, template_map in surface_maps:
+        nf = h.native_feature(feature)
+        if not nf.is_file():
+            notes.append(f"maps on the {kind} surface need {nf.name} in the outputs")
+            continue
+        values = _read_values(nf, len(native[0]))
+        before = _carry(template_map, native[0])
+        after = _carry(template_map, registered[0]) if registered is not None else None
+        name = FIGURES["surface"].format(entities=h.entities, hemi=h.hemi, space=h.space, kind=kind,
+                                         Feature=feature[:1].upper() + feature[1:])
+        path = surface_figure(fig_dir / name, h.hemi, surface, values, before, after, areal, feature=feature,
+                              kind=kind, title=f"{h.entities} hemi-{h.hemi}: {feature} on the subject's {kind} "
+                                               f"surface ({Path(where).name})")
+        figs.append((f"{kind} surface", f"{feature} on the subject's own {kind} surface: the subject's map, the "
+                                        "template's map carried to the subject's mesh through the native sphere "
+                                        "(before registration, no alignment) and through the registered sphere "
+                                        "(after), the subject "
+                                        "minus the registered template (z-scores), and the areal distortion",
+                     relative(path, output_dir)))
+    return figs, notes

@@ -1,0 +1,99 @@
+"""The participant outputs a report is drawn from, found by their names
+(:mod:`geomorph_bids.derivatives`): one :class:`HemiOutputs` per metrics file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..derivatives import HemisphereOutputs, hemisphere_outputs, metrics_files, parse_metrics_name
+
+__all__ = ["HemiOutputs", "find_hemispheres", "label", "relative"]
+
+
+def label(value: str | None, prefix: str) -> str | None:
+    """A BIDS label without its prefix: ``label("sub-01", "sub") == label("01", "sub") == "01"``."""
+    if value is None:
+        return None
+    value = str(value)
+    return value[len(prefix) + 1:] if value.startswith(prefix + "-") else value
+
+
+def relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` (for links and listings in a report), else as given."""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+@dataclass
+class HemiOutputs:
+    """One registered hemisphere found in the outputs: its metrics, and where its files are
+    (:attr:`files`, named by :mod:`geomorph_bids.derivatives`)."""
+
+    subject: str
+    session: str | None
+    hemi: str
+    space: str
+    output_dir: Path
+    metrics_file: Path
+    doc: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def files(self) -> HemisphereOutputs:
+        """The hemisphere's output files; the resampled features at the output density the
+        metrics record (a ``*`` pattern when none is recorded)."""
+        return hemisphere_outputs(self.output_dir, self.subject, self.session, self.hemi, self.space,
+                                  str(self.doc.get("output_density") or "*"))
+
+    @property
+    def entities(self) -> str:
+        return self.files.entities
+
+    @property
+    def registration(self) -> dict[str, Any]:
+        return dict(self.doc.get("registration") or {})
+
+    @property
+    def features(self) -> list[str]:
+        reg = self.registration.get("registration_features") or self.doc.get("features") or ["sulc"]
+        return [str(f) for f in reg]
+
+    def native_sphere(self) -> Path:
+        return self.files.native_sphere
+
+    def native_feature(self, feature: str) -> Path:
+        return self.files.native_feature(feature)
+
+    def registered_sphere(self) -> Path:
+        return self.files.registered_sphere
+
+    def resampled_feature(self, feature: str) -> Path | None:
+        """The feature resampled at the output density recorded in the metrics (any density
+        when none is recorded), or None."""
+        path = self.files.resampled_feature(feature)
+        found = sorted(path.parent.glob(path.name)) if "*" in path.name else [path] if path.is_file() else []
+        return found[0] if found else None
+
+
+def find_hemispheres(output_dir: str | Path, subject: str, session: str | None = None) -> list[HemiOutputs]:
+    """Every metrics file of a subject (all sessions, or one), sorted by session, hemisphere, space."""
+    subject = label(subject, "sub") or ""
+    session = label(session, "ses")
+    out = []
+    for path in metrics_files(output_dir, subject):
+        parsed = parse_metrics_name(path.name)
+        if parsed is None or parsed[0] != subject:
+            continue
+        _, ses, hemi, space = parsed
+        if session is not None and ses != session:
+            continue
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            doc = {}
+        out.append(HemiOutputs(subject, ses, hemi, space, Path(output_dir), path, doc))
+    return sorted(out, key=lambda h: (h.session or "", h.hemi, h.space))

@@ -1,0 +1,69 @@
+"""The settings every participant workflow receives, decided once at the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..engine.model_choice import ModelChoice, default_registration
+from ..io.discover import SubjectInputs
+from ..io.template_ref import TemplateRef
+
+__all__ = ["RunConfig", "SubjectJob"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings shared by every subject (resolved by :mod:`geomorph_bids.cli.settings`).
+
+    Attributes
+    ----------
+    bids_dir, output_dir, work_dir : folders (absolute)
+    template : the registration template (its ``label`` is the outputs' ``space-``, its ``base``
+        gives the output-density spheres)
+    density : output density label (``io.templates.normalise_density``)
+    features : features resampled and written (e.g. ``("sulc", "curv")``; the registration's
+        own features first)
+    model : what the registration runs, with its features (:attr:`channels`)
+    device : the resolved device (``cpu``, ``cuda``, ``cuda:N``)
+    omp_nthreads : threads per registration node
+    nprocs : process slots of the whole run
+    templateflow_home : TemplateFlow folder or ``""``
+    density_sources : hemi -> where the output-density sphere comes from (for sidecars)
+    batch_dir : batch mode: folder where :func:`~geomorph_bids.workflows.batch.run_batch_registration`
+        left every hemisphere's registration (the workflows then read it instead of registering);
+        ``""`` registers in each hemisphere's own node
+    """
+
+    bids_dir: Path
+    output_dir: Path
+    work_dir: Path
+    template: TemplateRef = field(default_factory=lambda: TemplateRef.bundled("fsLR"))
+    density: str = "32k"
+    features: tuple[str, ...] = ("sulc",)
+    model: ModelChoice = field(default_factory=lambda: default_registration("fsLR"))
+    device: str = "cpu"
+    omp_nthreads: int = 1
+    nprocs: int = 1
+    templateflow_home: str = ""
+    density_sources: dict[str, str] = field(default_factory=dict)
+    batch_dir: str = ""
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The features the registration uses (the model's)."""
+        return self.model.channels
+
+    @property
+    def gpu(self) -> bool:
+        """True when the registration runs on a CUDA device (its node then takes every slot)."""
+        return self.device.startswith("cuda")
+
+
+@dataclass(frozen=True)
+class SubjectJob:
+    """One subject (and session) to process: the discovered inputs of its hemispheres."""
+
+    subject: str
+    session: str | None
+    inputs: SubjectInputs

@@ -1,0 +1,99 @@
+"""Derivative sinks of one hemisphere (the sMRIPrep way: one ``ds_*`` sink per output, each fed
+from a named field of the builder's ``inputnode``; names from :mod:`geomorph_bids.derivatives`,
+sidecar contents here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from ..derivatives import (METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE, RESAMPLED_FEATURE,
+                           Derivative, entities)
+from ..interfaces import GeomorphDataSink
+from ..interfaces.bids import OUTPUT_FIELDS
+from ..io.discover import HemiInputs
+from .config import RunConfig
+
+__all__ = ["init_ds_hemisphere_wf", "sign_convention", "relative_to"]
+
+#: features whose sign convention the sidecars state (FreeSurfer: positive in sulci)
+_SIGNED = ("sulc", "curv")
+
+
+def relative_to(path: str | Path, root: Path) -> str:
+    """``path`` relative to ``root`` (both resolved), else as given: how inputs are recorded."""
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def sign_convention(h: HemiInputs, features: Sequence[str]) -> str:
+    """The sign convention of the outputs, and which input maps were negated to reach it."""
+    flipped = [f for f in features if h.sign(f) < 0]
+    return ("FreeSurfer (sulc and curv positive in sulci)" +
+            (f"; the input's {', '.join(flipped)} (HCP sign) were negated" if flipped else ""))
+
+
+def init_ds_hemisphere_wf(h: HemiInputs, config: RunConfig, name: str = "ds_hemi_wf") -> pe.Workflow:
+    """Write one hemisphere's derivatives.
+
+    ``inputnode`` fields (:data:`~geomorph_bids.interfaces.bids.OUTPUT_FIELDS`):
+    ``registered_sphere``, ``resampled_features`` (one per ``config.features``, in order),
+    ``metrics``, ``native_sphere``, ``native_features`` (one per ``config.channels``, in order).
+    Each output is one :class:`~geomorph_bids.interfaces.GeomorphDataSink` named ``ds_<output>``
+    (``ds_sphere``, ``ds_<feature>``, ``ds_metrics``, ``ds_native_sphere``, ``ds_native_<feature>``).
+    """
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=list(OUTPUT_FIELDS)), name="inputnode")
+    features = list(config.features)
+    space, density, model = config.template.label, config.density, config.model.name
+    sources = {f: relative_to(h.features[f], config.bids_dir) for f in features}
+    sign_note = sign_convention(h, features)
+    ent = entities(h.subject, h.session)
+    source_file = str(config.bids_dir / f"sub-{h.subject}" / f"{ent}_hemi-{h.hemi}_sphere.surf.gii")
+
+    def sink(node_name: str, kind: Derivative, field: str, index: int | None = None, feature: str | None = None,
+             meta: dict[str, Any] | None = None) -> None:
+        ds = pe.Node(GeomorphDataSink(base_directory=str(config.output_dir), source_file=source_file, hemi=h.hemi,
+                                      **kind.entities(space, density, feature)),
+                     name=f"ds_{node_name}", run_without_submitting=True)
+        if meta is not None:
+            ds.inputs.meta_dict = meta
+        if index is None:
+            wf.connect(inputnode, field, ds, "in_file")
+            return
+        pick = pe.Node(niu.Select(index=[index]), name=f"pick_{node_name}", run_without_submitting=True)
+        wf.connect([(inputnode, pick, [(field, "inlist")]), (pick, ds, [("out", "in_file")])])
+
+    sink("sphere", REGISTERED_SPHERE, "registered_sphere", meta={
+        "Description": f"Native sphere mesh moved into {space} space by geomorph-bids "
+                       "(same vertices and triangles as the input sphere); use it where sMRIPrep's "
+                       "desc-msmsulc sphere is used.",
+        "Sources": [relative_to(h.sphere, config.bids_dir)], "Template": space,
+        "RegistrationFeatures": list(config.channels), "Model": model,
+        "RegistrationMetrics": METRICS.name(ent, h.hemi, space),
+        "InputSource": h.source, "SignConvention": sign_note})
+    for k, f in enumerate(features):
+        sink(f, RESAMPLED_FEATURE, "resampled_features", k, f, meta={
+            "Description": f"{f} resampled onto the {space} {density} sphere through "
+                           "the geomorph-bids registration",
+            "Sources": [sources[f]], "Template": space, "Density": density,
+            "SpatialReference": config.density_sources.get(h.hemi, ""),
+            "ResamplingMethod": "ADAP_BARY_AREA", "Model": model,
+            "SignConvention": sign_note if f in _SIGNED else "as in the input",
+            "SignFlipped": h.sign(f) < 0})
+    sink("metrics", METRICS, "metrics")
+    sink("native_sphere", NATIVE_SPHERE, "native_sphere", meta={
+        "Description": "The native sphere as registered: the input, validated, centred and scaled to "
+                       "radius 100 (same vertices and triangles as the desc-geomorph sphere)",
+        "Sources": [relative_to(h.sphere, config.bids_dir)]})
+    for k, f in enumerate(config.channels):
+        sink(f"native_{f}", NATIVE_FEATURE, "native_features", k, f, meta={
+            "Description": f"The native {f} map the registration used, on the native sphere",
+            "Sources": [sources[f]],
+            "SignConvention": sign_note if f in _SIGNED else "as in the input", "SignFlipped": h.sign(f) < 0})
+    return wf

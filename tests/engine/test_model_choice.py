@@ -1,0 +1,71 @@
+"""engine/model_choice.py: the model argument decided once into a typed choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from geomorph_bids.engine.model_choice import (ModelChoice, default_registration, network, resolve_model,
+                                               rigid)
+from geomorph_bids.errors import InputError
+from geomorph_bids.resources import bundled_models, model_path
+
+
+def test_default_is_decided_per_template_in_one_place():
+    for spec in (None, "", "default"):
+        choice = resolve_model(spec, "fsaverage")
+        assert choice == default_registration("fsaverage")
+        assert choice.kind == "optimise" and choice.name == "default" and choice.channels == ("sulc", "curv")
+    assert resolve_model("default", "fsLR").channels == ("sulc",)
+    assert resolve_model("default", "myPopulation").channels == ("sulc",)  # a custom template: sulc
+    assert default_registration("fsLR").register_arguments() == {"model": None, "rigid_only": False,
+                                                                  "optimise": True}
+
+
+def test_rigid_runs_on_the_cpu_without_resolving_a_device():
+    choice = resolve_model("rigid", "fsLR")
+    assert choice == rigid() and choice.rigid_only and choice.channels == ("sulc",)
+    assert choice.resolve_device("cuda:7") == "cpu"  # no CUDA needed for the rigid stage
+    assert choice.register_arguments()["rigid_only"] is True
+
+
+@pytest.mark.skipif(not bundled_models(), reason="no bundled model installed")
+def test_bundled_network_reads_its_channels_from_the_checkpoint():
+    name = "multimodal-fsLR" if "multimodal-fsLR" in bundled_models() else bundled_models()[0]
+    choice = resolve_model(name, "fsLR")
+    assert choice.kind == "network" and choice.name == name and choice.checkpoint == model_path(name).absolute()
+    assert len(choice.channels) >= 1 and choice.register_arguments()["model"] == str(choice.checkpoint)
+    assert ModelChoice.from_dict(choice.to_dict()) == choice
+
+
+def test_checkpoint_path_is_recorded_absolute(tmp_path, monkeypatch):
+    from geomorph_bids.model.checkpoint import CheckpointMeta, save_checkpoint
+    from geomorph_bids.model.geomorph import GeoMorph, tiny_config
+
+    net = GeoMorph(tiny_config(in_channels=2))
+    save_checkpoint(tmp_path / "ck.pt", net.state_dict(),
+                    CheckpointMeta(name="tiny", template="fsLR", hemisphere="L", channels=("sulc", "curv"),
+                                   config={"geomorph": net.config.to_dict()}))
+    monkeypatch.chdir(tmp_path)
+    choice = resolve_model("ck.pt", "fsLR")
+    assert choice.kind == "network" and choice.name == str(tmp_path / "ck.pt")
+    assert choice.checkpoint == tmp_path / "ck.pt" and choice.channels == ("sulc", "curv")
+    with pytest.raises(InputError, match="model checkpoint not found"):
+        network("missing.pt")
+
+
+def test_invalid_choices_are_refused():
+    with pytest.raises(ValueError, match="kind"):
+        ModelChoice("magic", "x")
+    with pytest.raises(ValueError, match="checkpoint"):
+        ModelChoice("optimise", "default", checkpoint=model_path("x"))
+    with pytest.raises(ValueError, match="checkpoint"):
+        ModelChoice("network", "n")
+
+
+def test_optimise_schedule_survives_the_round_trip():
+    from geomorph_bids.model.optimise import OptimiseConfig
+
+    cfg = OptimiseConfig(steps=(5, 5, 5))
+    choice = ModelChoice("network", "n", ("sulc",), model_path("/m.pt"), cfg)
+    back = ModelChoice.from_dict(choice.to_dict())
+    assert back.optimise == cfg and back.checkpoint == choice.checkpoint

@@ -1,0 +1,54 @@
+"""io/template_ref.py: the registration template decided once, with one search path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io.custom_template import custom_feature_file
+from geomorph_bids.io.gifti import write_metric
+from geomorph_bids.io.template_ref import TemplateRef, resolve_template_ref, template_search_path
+from geomorph_bids.io.templates import load_template
+
+
+def _custom(root, label="pop", base="fsaverage"):
+    folder = root / f"tpl-{label}"
+    folder.mkdir(parents=True)
+    (folder / "template_description.json").write_text(json.dumps({"Identifier": label, "BaseTemplate": base}))
+    values = load_template(base, "L", ("sulc",)).features["sulc"] * 2.0
+    write_metric(custom_feature_file(folder, label, "L", "sulc"), values.astype(np.float32), hemi="L")
+    return folder
+
+
+def test_bundled_templates():
+    ref = resolve_template_ref("fsLR")
+    assert ref == TemplateRef.bundled("fsLR") and ref.is_bundled and ref.base == "fsLR" and ref.label == "fsLR"
+    assert ref.registration_target("L", ("sulc",)) == "fsLR"  # register() loads the hemisphere it needs
+    assert ref.load("R", ("sulc",)).features["sulc"].shape == (40962,)
+
+
+def test_custom_template_by_label_in_the_search_path_and_by_folder(tmp_path):
+    folder = _custom(tmp_path / "out" / "templates")
+    search = template_search_path(tmp_path / "out")
+    by_label = resolve_template_ref("pop", search)
+    by_folder = resolve_template_ref(folder)
+    assert by_label == by_folder == TemplateRef("pop", "fsaverage", folder.absolute())
+    tpl = by_label.registration_target("L", ("sulc",))
+    np.testing.assert_allclose(tpl.features["sulc"], 2.0 * load_template("fsaverage", "L").features["sulc"],
+                               rtol=1e-6)
+    assert TemplateRef.from_dict(by_label.to_dict()) == by_label
+
+
+def test_unknown_template_and_bad_base(tmp_path):
+    with pytest.raises(InputError, match="no custom template folder") as e:
+        resolve_template_ref("nosuch", template_search_path(tmp_path))
+    assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
+    bad = _custom(tmp_path, "odd", base="fsaverage")
+    (bad / "template_description.json").write_text(json.dumps({"Identifier": "odd", "BaseTemplate": "MNI"}))
+    with pytest.raises(InputError, match="BaseTemplate 'MNI'"):
+        resolve_template_ref(bad)
+    with pytest.raises(ValueError, match="not a bundled template"):
+        TemplateRef.bundled("odd")

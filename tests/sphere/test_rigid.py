@@ -1,0 +1,125 @@
+"""Tests for geomorph_bids.sphere.rigid: feature-based rigid alignment (real data: tests/sphere/conftest.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io.cifti import read_cifti_cortex
+from geomorph_bids.sphere.icosphere import icosphere
+from geomorph_bids.sphere.locate import unit
+from geomorph_bids.sphere.rigid import rigid_align
+from geomorph_bids.sphere.rotation import angle_between, apply_rotation, random_rotation
+
+
+# ---------------------------------------------------------------------------- rigid_align
+
+
+def test_rigid_align_synthetic_icosphere():
+    v, f = icosphere(4)
+    u = unit(v)
+    rng = np.random.default_rng(3)
+    centres = unit(rng.standard_normal((12, 3)))
+    feat = np.exp(-(1 - u @ centres.T) / 0.05) @ rng.uniform(0.5, 2.0, 12)  # smooth bumps
+    Q = random_rotation(rng)
+    R = rigid_align((apply_rotation(v, Q), f), feat, (v, f), feat)
+    assert angle_between(R, Q.T) < 0.2
+
+
+@pytest.mark.parametrize("H", ["L", "R"])
+def test_rigid_align_recovers_fsaverage_to_fslr(hemi_data, H):
+    d = hemi_data[H]
+    R, corr = rigid_align(d["fs5"], -d["sulc5_fs"], d["lr"], d["refsulc"], return_correlation=True)
+    err = angle_between(R, d["R_ref"])
+    assert err < 1.0, err
+    assert corr > 0.9
+    assert np.linalg.det(R) == pytest.approx(1.0, abs=1e-12)
+
+
+def _random_cases(hemi_data, n, seed, H="L"):
+    d = hemi_data[H]
+    rng = np.random.default_rng(seed)
+    errs_self, errs_fs5 = [], []
+    for _ in range(n):
+        Q = random_rotation(rng)
+        R = rigid_align((apply_rotation(d["lr"][0], Q), d["lr"][1]), d["refsulc"], d["lr"], d["refsulc"])
+        errs_self.append(angle_between(R, Q.T))
+        Q = random_rotation(rng)
+        R = rigid_align((apply_rotation(d["fs5"][0], Q), d["fs5"][1]), -d["sulc5_fs"], d["lr"], d["refsulc"])
+        errs_fs5.append(angle_between(R, d["R_ref"] @ Q.T))
+    return np.array(errs_self), np.array(errs_fs5)
+
+
+def test_rigid_align_random_rotations(hemi_data):
+    errs_self, errs_fs5 = _random_cases(hemi_data, 3, seed=11)
+    assert errs_self.max() < 0.1, errs_self  # same map: only interpolation error
+    assert errs_fs5.max() < 1.0, errs_fs5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("H", ["L", "R"])
+def test_rigid_align_random_rotations_many(hemi_data, H):
+    errs_self, errs_fs5 = _random_cases(hemi_data, 10, seed=2024, H=H)
+    assert errs_self.max() < 0.1, errs_self
+    assert errs_fs5.max() < 1.0, errs_fs5
+
+
+@pytest.mark.parametrize("H", ["L", "R"])
+def test_rigid_align_hcp_32k_with_zero_medial_wall(hemi_data, hcp_data, load_surface, H):
+    """HCP S1200 group sulc on fsLR 32k (medial wall = 0), randomly rotated, onto fsLR 164k refsulc."""
+    cortex = read_cifti_cortex(hcp_data / "S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii", H, fill=0.0)
+    sulc = cortex.values[:, 0]
+    assert 2500 < np.sum(sulc == 0) < 3000  # the medial wall
+    v, f = load_surface(hcp_data / f"S1200.{H}.sphere.32k_fs_LR.surf.gii")
+    Q = random_rotation(np.random.default_rng(5))
+    d = hemi_data[H]
+    R, corr = rigid_align((apply_rotation(v, Q), f), sulc, d["lr"], d["refsulc"], return_correlation=True)
+    assert angle_between(R, Q.T) < 0.2  # same space: only the rotation to undo
+    assert corr > 0.99
+
+
+def test_rigid_align_medial_wall_zeros_and_mask(hemi_data):
+    d = hemi_data["L"]
+    lr_u = unit(d["lr"][0])
+    wall = lr_u @ [1.0, 0, 0] > np.cos(np.radians(35))  # a 35-degree cap, ~9% of the sphere
+    # zeros on both sides are ignored without a mask
+    fs5_wall = unit(apply_rotation(d["fs5"][0], d["R_ref"])) @ [1.0, 0, 0] > np.cos(np.radians(35))
+    R = rigid_align(d["fs5"], np.where(fs5_wall, 0.0, -d["sulc5_fs"]), d["lr"], np.where(wall, 0.0, d["refsulc"]))
+    assert angle_between(R, d["R_ref"]) < 1.0
+    # a constant garbage value breaks it unless masked
+    garbage = np.where(wall, 5.0, d["refsulc"])
+    R_bad = rigid_align(d["fs5"], -d["sulc5_fs"], d["lr"], garbage)
+    R_ok = rigid_align(d["fs5"], -d["sulc5_fs"], d["lr"], garbage, fixed_mask=~wall)
+    assert angle_between(R_bad, d["R_ref"]) > 5.0
+    assert angle_between(R_ok, d["R_ref"]) < 1.0
+
+
+def test_rigid_align_wrong_sign_is_not_silently_fixed(hemi_data):
+    """FreeSurfer-sign sulc against HCP-sign refsulc: no good positive correlation exists."""
+    d = hemi_data["L"]
+    R, corr = rigid_align(d["fs5"], d["sulc5_fs"], d["lr"], d["refsulc"], return_correlation=True)
+    assert corr < 0.6
+    assert angle_between(R, d["R_ref"]) > 10.0
+
+
+def test_rigid_align_deterministic_and_multichannel(hemi_data):
+    d = hemi_data["R"]
+    mov = np.stack([-d["sulc5_fs"], d["sulc5_fs"] ** 2], 1)
+    fix = np.stack([d["refsulc"], d["refsulc"] ** 2], 1)
+    R1 = rigid_align(d["fs5"], mov, d["lr"], fix)
+    R2 = rigid_align(d["fs5"], mov, d["lr"], fix)
+    np.testing.assert_array_equal(R1, R2)
+    assert angle_between(R1, d["R_ref"]) < 1.0
+
+
+def test_rigid_align_rejects_bad_inputs(hemi_data):
+    d = hemi_data["L"]
+    with pytest.raises(InputError):
+        rigid_align(d["fs5"], np.zeros((10242, 2)) + 1, d["lr"], d["refsulc"])
+    with pytest.raises(InputError):
+        rigid_align(d["fs5"], np.ones(100), d["lr"], d["refsulc"])
+    with pytest.raises(InputError):
+        rigid_align(d["fs5"], np.zeros(10242), d["lr"], d["refsulc"])  # nothing valid
+    with pytest.raises(InputError):
+        rigid_align(d["fs5"], d["sulc5_fs"], d["lr"], d["refsulc"], mask=np.ones(5, bool))

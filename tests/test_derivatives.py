@@ -1,0 +1,45 @@
+"""derivatives.py: every output name, built and parsed in one place, matching what the sinks write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from geomorph_bids import derivatives as d
+
+
+def test_hemisphere_output_names_and_order():
+    out = d.hemisphere_outputs("/o", "01", "pre", "L", "fsaverage", "41k", ("sulc", "myelin"), ("sulc",))
+    assert out.anat == Path("/o/sub-01/ses-pre/anat")
+    assert [p.name for p in out.files()] == [
+        "sub-01_ses-pre_hemi-L_space-fsaverage_desc-geomorph_sphere.surf.gii",
+        "sub-01_ses-pre_hemi-L_space-fsaverage_desc-geomorph_sphere.json",
+        "sub-01_ses-pre_hemi-L_space-fsaverage_desc-geomorph_metrics.json",
+        "sub-01_ses-pre_hemi-L_space-fsaverage_den-41k_desc-geomorph_sulc.shape.gii",
+        "sub-01_ses-pre_hemi-L_space-fsaverage_den-41k_desc-geomorph_sulc.json",
+        "sub-01_ses-pre_hemi-L_space-fsaverage_den-41k_desc-geomorph_myelinw.shape.gii",
+        "sub-01_ses-pre_hemi-L_space-fsaverage_den-41k_desc-geomorph_myelinw.json",
+        "sub-01_ses-pre_hemi-L_sphere.surf.gii", "sub-01_ses-pre_hemi-L_sphere.json",
+        "sub-01_ses-pre_hemi-L_sulc.shape.gii", "sub-01_ses-pre_hemi-L_sulc.json"]
+    assert d.parse_metrics_name(out.metrics.name) == ("01", "pre", "L", "fsaverage")
+    assert d.parse_metrics_name("sub-01_hemi-L_sphere.surf.gii") is None
+
+
+def test_sink_entities_build_the_same_names(tmp_path):
+    """The niworkflows patterns of the sink turn each output's entities into its name."""
+    from bids.layout.writing import build_path
+
+    out = d.hemisphere_outputs(tmp_path, "01", None, "R", "fsLR", "32k", ("curv",), ("curv",))
+    cases = [(d.REGISTERED_SPHERE, None, out.registered_sphere), (d.METRICS, None, out.metrics),
+             (d.RESAMPLED_FEATURE, "curv", out.resampled_feature("curv")), (d.NATIVE_SPHERE, None, out.native_sphere),
+             (d.NATIVE_FEATURE, "curv", out.native_feature("curv"))]
+    for kind, feature, path in cases:
+        ents = {"subject": "01", "hemi": "R", "extension": kind.extension, "datatype": "anat",
+                **kind.entities("fsLR", "32k", feature)}
+        assert build_path(ents, d.SINK_PATTERNS) == str(path.relative_to(tmp_path))
+
+
+def test_other_names():
+    assert d.report_name("01") == "sub-01.html" and d.report_name("01", "a") == "sub-01_ses-a.html"
+    assert d.crash_dir("/o", "abc") == Path("/o/logs/crash-abc")
+    assert d.sidecar("/x/a_b.surf.gii") == Path("/x/a_b.json")
+    assert d.GROUP_TSV == "group_desc-geomorph_metrics.tsv"
