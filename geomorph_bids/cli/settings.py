@@ -10,10 +10,7 @@ Also here: the argument checks and path normalisation every level needs first.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
 from ..engine.model_choice import ModelChoice, resolve_model
@@ -22,8 +19,7 @@ from ..io.template_ref import TemplateRef, resolve_template_ref, template_search
 from ..workflows.config import RunConfig
 from .parser import parse_derivatives
 
-__all__ = ["resolve_template", "resolve_features", "resolve_settings", "batch_folder", "validate_arguments",
-           "absolute_paths"]
+__all__ = ["resolve_template", "resolve_features", "resolve_settings", "validate_arguments", "absolute_paths"]
 
 #: the features resampled and written when --features is not given
 DEFAULT_FEATURES = ("sulc",)
@@ -56,20 +52,13 @@ def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
     tf_home = os.environ.get("TEMPLATEFLOW_HOME", "")
     sources = {h: load_density_sphere(template.base, h, density, tf_home or None)[2] for h in args.hemi}
     device = model.resolve_device(args.device)
-    batch = getattr(args, "batch_size", None)
-    omp = args.omp_nthreads or (args.nprocs if batch else max(1, min(8, args.nprocs // 2)))
+    batch = int(getattr(args, "batch_size", None) or 0)
+    # batch mode: --nprocs single-threaded workers; the workflow: threads per registration node
+    omp = args.omp_nthreads or (1 if batch else max(1, min(8, args.nprocs // 2)))
     return RunConfig(bids_dir=args.bids_dir.absolute(), output_dir=output_dir, work_dir=work_dir,
                      template=template, density=density, features=features, model=model, device=device,
-                     omp_nthreads=omp, nprocs=args.nprocs, templateflow_home=tf_home, density_sources=sources)
-
-
-def batch_folder(config: RunConfig) -> RunConfig:
-    """Batch mode: the results of one settings combination live in their own work folder
-    (safe resume), named by a hash of the template, model and channels."""
-    folder = "" if config.template.folder is None else str(config.template.folder)
-    key = json.dumps([config.template.label, folder, config.model.name, list(config.channels)],
-                     sort_keys=True).encode()
-    return replace(config, batch_dir=str(config.work_dir / f"batch_{hashlib.sha1(key).hexdigest()[:10]}"))
+                     omp_nthreads=omp, nprocs=args.nprocs, templateflow_home=tf_home, density_sources=sources,
+                     batch_size=batch, reports=getattr(args, "reports", None) or "parallel")
 
 
 def validate_arguments(args) -> None:

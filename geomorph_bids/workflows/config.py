@@ -26,13 +26,14 @@ class RunConfig:
         own features first)
     model : what the registration runs, with its features (:attr:`channels`)
     device : the resolved device (``cpu``, ``cuda``, ``cuda:N``)
-    omp_nthreads : threads per registration node
-    nprocs : process slots of the whole run
+    omp_nthreads : threads per registration (a node, or a batch-mode worker)
+    nprocs : process slots of the whole run (batch mode: its worker processes)
     templateflow_home : TemplateFlow folder or ``""``
     density_sources : hemi -> where the output-density sphere comes from (for sidecars)
-    batch_dir : batch mode: folder where :func:`~geomorph_bids.workflows.batch.run_batch_registration`
-        left every hemisphere's registration (the workflows then read it instead of registering);
-        ``""`` registers in each hemisphere's own node
+    batch_size : 0: the Nipype workflow (one node per step and hemisphere); N > 0: batch mode
+        (:mod:`geomorph_bids.batch`), N hemispheres per registration batch
+    reports : ``"parallel"`` (each participant's report as soon as its outputs are written,
+        beside the registrations) or ``"deferred"`` (none; ``--reports-only`` builds them later)
     """
 
     bids_dir: Path
@@ -47,7 +48,8 @@ class RunConfig:
     nprocs: int = 1
     templateflow_home: str = ""
     density_sources: dict[str, str] = field(default_factory=dict)
-    batch_dir: str = ""
+    batch_size: int = 0
+    reports: str = "parallel"
 
     @property
     def channels(self) -> tuple[str, ...]:

@@ -395,6 +395,39 @@ def test_freesurfer_sphere_reg_and_container(dataset_factory, tmp_path, monkeypa
 
 # ------------------------------------------------------------------------------ batch mode
 
+def test_batch_mode_writes_exactly_the_workflow_derivatives(fs_run, tmp_path):
+    """Batch mode (no Nipype) on the same dataset and settings as the workflow run of ``fs_run``:
+    the same files, byte for byte (sidecars included), except the run times inside the metrics
+    JSON; each participant's report is built during the run; a rerun registers nothing and
+    changes no file."""
+    out = tmp_path / "out"
+    args = (fs_run["bids"], out, "participant", "--model", "rigid", "--features", "sulc", "curv", "-w",
+            tmp_path / "w", "--nprocs", "2", "--batch-size", "3")
+    code, stdout, err = run(*args)
+    assert code == 0, err
+    assert "batch mode: registered 4 hemisphere(s) in 2 worker process(es)" in stdout
+    assert "report(s):" in stdout and (out / "sub-01.html").is_file() and (out / "sub-02.html").is_file()
+    nodes = fs_run["out"]
+    names = sorted(p.relative_to(out) for p in out.rglob("sub-*/anat/*"))
+    assert names == sorted(p.relative_to(nodes) for p in nodes.rglob("sub-*/anat/*")) and len(names) == 44
+    for name in names:
+        a, b = (nodes / name).read_bytes(), (out / name).read_bytes()
+        if name.name.endswith("_metrics.json"):
+            da, db = json.loads(a), json.loads(b)
+            for doc in (da["registration"], db["registration"]):
+                for k in [k for k in doc if k.startswith("seconds_")]:
+                    del doc[k]
+            assert da == db, name
+        else:
+            assert a == b, name
+    before = digests(out)
+    code, stdout, _ = run(*args)
+    assert code == 0 and "batch mode: registered 0 hemisphere(s)" in stdout and "4 already done" in stdout
+    assert digests(out) == before
+    assert "reused" in stdout
+
+
+
 @pytest.mark.slow  # two full runs with the default (optimising) registration, ~40-120 s
 def test_batch_mode_writes_the_same_derivatives(dataset_factory, tmp_path):
     """--batch-size registers the cohort in one process (default model: rigid + optimisation):

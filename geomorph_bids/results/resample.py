@@ -1,0 +1,53 @@
+"""Features of a registered hemisphere resampled onto the template sphere at the output density."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ResampledFeatures", "resample_features"]
+
+
+@dataclass(frozen=True, eq=False)
+class ResampledFeatures:
+    """Result of :func:`resample_features`.
+
+    Attributes
+    ----------
+    maps : feature name -> (V_out,) float32 on the output-density sphere, in the input order.
+    n_vertices : V_out, vertices of the output-density sphere.
+    source : where that sphere came from (recorded in sidecars and metrics).
+    """
+
+    maps: dict[str, np.ndarray]
+    n_vertices: int
+    source: str
+
+
+def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[str, np.ndarray], template: str,
+                      hemi: str, density: str, templateflow_home: str | None = None,
+                      method: str = "adap_bary_area") -> ResampledFeatures:
+    """One resampling matrix (Workbench's ADAP_BARY_AREA by default) from the registered
+    sphere to the template sphere at ``density``, applied to every map.
+
+    Parameters
+    ----------
+    registered : (vertices (V, 3) mm in template space, faces (F, 3)): the native mesh moved
+        into template space; read as a plain mesh (a non-rigid registration may fold a few
+        triangles; resampling projects onto the sphere).
+    maps : name -> (V,) values on that mesh.
+    template : the template's base name (``fsLR``, ``fsaverage``): whose density spheres.
+    hemi, density : ``"L"``/``"R"``, an output density label (``io.templates.DENSITIES``).
+    templateflow_home : TemplateFlow folder (None: ``$TEMPLATEFLOW_HOME``).
+    method : ``"adap_bary_area"`` or ``"barycentric"``.
+    """
+    from ..io.templates import load_density_sphere
+    from ..sphere.resample import apply_weights, resample_weights
+
+    tv, tf, source = load_density_sphere(template, hemi, density, templateflow_home=templateflow_home or None)
+    weights = resample_weights((np.asarray(registered[0]), np.asarray(registered[1])), (tv, tf), method=method)
+    out = {name: apply_weights(weights, np.asarray(values, dtype=np.float64)).astype(np.float32)
+           for name, values in maps.items()}
+    return ResampledFeatures(out, int(len(tv)), source)
