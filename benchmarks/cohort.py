@@ -1,8 +1,8 @@
 """Cohort throughput: the cost per hemisphere end to end, Nipype workflow vs batch mode.
 
     .venv/bin/python benchmarks/cohort.py [--subjects 16 64] [--vertices 10k 164k] [--nprocs 2]
-                                          [--batch-size 8] [--repeats 1] [--modes workflow batch]
-                                          [--skip 164k:64] [--json FILE]
+                                          [--batch-size 8] [--repeats 1] [--modes workflow batch deferred]
+                                          [--no-reports-pass] [--skip 164k:64] [--json FILE]
 
 For each density (``10k``: the bundled example's FreeSurfer subject, 10,242 vertices, with its
 inflated surfaces, copied N times; ``164k``: the fsLR 164k sphere with sMRIPrep's reference sulc
@@ -12,10 +12,13 @@ alternation, with fresh output and work folders:
 
 * ``workflow``: ``geomorph-bids BIDS OUT participant --nprocs P`` (Nipype MultiProc);
 * ``batch``: the same command with ``--batch-size B`` (no Nipype; P worker processes);
+* ``deferred``: batch mode with ``--reports deferred``, then (timed apart) the one
+  ``--reports-only --nprocs P`` pass that builds the reports;
 
 both with the default registration and reports. Each run is a fresh process; the table gives
 the wall time (launch to exit), hemispheres per second, seconds per hemisphere end to end, the
-peak memory of the whole process tree (sum of RSS, and of PSS: shared pages counted once), and
+peak memory of the whole process tree (sum of RSS, and of PSS: shared pages counted once;
+sampled once a second), and
 where the time goes per hemisphere: start-up (launch to ``main``), settings and discovery, then
 worker (or node) seconds of reading, registration (register(): pre-alignment, warp,
 inverse and metrics), resampling, writing, reports, and what is left of ``P x wall``
@@ -86,21 +89,35 @@ def cohort_164k(root: Path, n: int) -> Path:
 
 # ------------------------------------------------------------------------------ measuring
 
+def _children(pid: int, table: dict[int, list[int]]) -> list[int]:
+    """Child pids of ``pid``: from ``/proc/<pid>/task/*/children`` where the kernel has it, else
+    from ``table`` (parent -> children, one scan of /proc per sample)."""
+    try:
+        out: list[int] = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out.extend(int(c) for c in (task / "children").read_text().split())
+        return out
+    except OSError:
+        pass
+    if not table:
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                table.setdefault(ppid, []).append(int(d.name))
+        table.setdefault(-1, [])  # scanned (even if empty)
+    return table.get(pid, [])
+
+
 def _tree_memory(pid: int) -> tuple[int, int]:
     """(sum of RSS, sum of PSS) in bytes of ``pid`` and all its descendants (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
     rss = pss = 0
-    todo = [pid]
+    todo, table = [pid], {}
     while todo:
         p = todo.pop()
-        todo.extend(children.get(p, []))
+        todo.extend(_children(p, table))
         try:
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Rss:"):
@@ -124,7 +141,7 @@ def run(cmd: list[str], log: Path) -> dict:
             while proc.poll() is None:
                 rss, pss = _tree_memory(proc.pid)
                 peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
-                time.sleep(0.25)
+                time.sleep(1.0)  # a scan of /proc costs CPU: once a second
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
@@ -135,7 +152,7 @@ def run(cmd: list[str], log: Path) -> dict:
 
 def node_seconds(work: Path) -> dict[str, float]:
     """Seconds of every Nipype node of a workflow run, summed per stage (from its result files)."""
-    from nipype.utils.filemanip import load_resultfile
+    from nipype.pipeline.engine.utils import load_resultfile
 
     out = {k: 0.0 for k in STAGES}
     for path in work.rglob("result_*.pklz"):
@@ -150,12 +167,15 @@ def node_seconds(work: Path) -> dict[str, float]:
     return out
 
 
-def measure(mode: str, bids: Path, n: int, tmp: Path, nprocs: int, batch_size: int, repeat: int) -> dict:
+def measure(mode: str, bids: Path, n: int, tmp: Path, nprocs: int, batch_size: int, repeat: int,
+            reports_pass: bool = True) -> dict:
     exe = str(Path(sys.executable).with_name("geomorph-bids"))
     out, work = tmp / f"{mode}-{n}-{repeat}-out", tmp / f"{mode}-{n}-{repeat}-work"
     labels = [f"{s:03d}" for s in range(1, n + 1)]
     cmd = [exe, str(bids), str(out), "participant", "--participant-label", *labels, "-w", str(work),
-           "--nprocs", str(nprocs)] + (["--batch-size", str(batch_size)] if mode == "batch" else [])
+           "--nprocs", str(nprocs)] + ([] if mode == "workflow" else ["--batch-size", str(batch_size)])
+    if mode == "deferred":
+        cmd += ["--reports", "deferred"]
     r = run(cmd, tmp / f"{mode}-{n}-{repeat}.log")
     if r["code"] != 0:
         raise SystemExit(f"{mode} N={n} failed ({r['code']}); see {tmp / f'{mode}-{n}-{repeat}.log'}:\n"
@@ -182,6 +202,10 @@ def measure(mode: str, bids: Path, n: int, tmp: Path, nprocs: int, batch_size: i
                                            "seconds_invert", "seconds_metrics")}}
     result["per_hemi"] = r["wall"] / hemis
     result["outside"] = result["per_hemi"] - per["register"] / nprocs
+    if mode == "deferred" and reports_pass:  # the one --reports-only pass that builds them later
+        rp = run([exe, str(bids), str(out), "participant", "--reports-only", "--nprocs", str(nprocs)],
+                 tmp / f"{mode}-{n}-{repeat}-reports.log")
+        result["reports_pass_wall"], result["reports_pass_rss"] = rp["wall"], rp["rss"]
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     return result
@@ -204,8 +228,9 @@ def print_tables(results: list[dict], nprocs: int, batch_size: int) -> None:
     for r in results:
         ref = next((x for x in results if x["density"] == r["density"] and x["n"] == r["n"]
                     and x["mode"] == "workflow"), None)
-        ratio = f"{ref['wall'] / r['wall']:.2f}x" if ref and r["mode"] == "batch" else "-"
-        mode = "workflow (MultiProc)" if r["mode"] == "workflow" else f"batch (`--batch-size {batch_size}`)"
+        ratio = f"{ref['wall'] / r['wall']:.2f}x" if ref and r["mode"] != "workflow" else "-"
+        mode = {"workflow": "workflow (MultiProc)", "batch": f"batch (`--batch-size {batch_size}`)",
+                "deferred": "batch, `--reports deferred`"}[r["mode"]]
         print(f"| {r['density']} | {r['n']} ({r['hemis']}) | {mode} | {r['wall']:.1f} | {r['hemis'] / r['wall']:.3f} | "
               f"{r['per_hemi']:.2f} | {r['outside']:.2f} | {r['rss'] / 1e9:.2f} / {r['pss'] / 1e9:.2f} | {ratio} |")
     print(f"\nWhere the time goes, seconds per hemisphere (start-up and settings: wall, shared by the run; "
@@ -225,6 +250,11 @@ def print_tables(results: list[dict], nprocs: int, batch_size: int) -> None:
         print(f"| {r['density']} | {r['n']} | {r['mode']} | " + " | ".join(
             f"{s[k]:.2f}" for k in ("seconds_read", "seconds_prealign", "seconds_network", "seconds_optimise",
                                     "seconds_invert", "seconds_metrics")) + " |")
+    for r in results:
+        if "reports_pass_wall" in r:
+            print(f"\n{r['density']} N={r['n']}: the deferred reports, one `--reports-only` pass: "
+                  f"{r['reports_pass_wall']:.1f} s ({r['reports_pass_wall'] / r['hemis']:.2f} s per hemisphere, "
+                  f"peak RSS {r['reports_pass_rss'] / 1e9:.2f} GB)")
     print("\nProjection for 100,000 hemispheres at the measured rate (largest N of each density):\n")
     for density in dict.fromkeys(r["density"] for r in results):
         rows = [r for r in results if r["density"] == density]
@@ -242,7 +272,10 @@ def main() -> int:
     p.add_argument("--nprocs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--modes", nargs="+", choices=("workflow", "batch"), default=["workflow", "batch"])
+    p.add_argument("--modes", nargs="+", choices=("workflow", "batch", "deferred"),
+                   default=["workflow", "batch", "deferred"],
+                   help="deferred: batch mode with --reports deferred, then one --reports-only pass (timed apart)")
+    p.add_argument("--no-reports-pass", action="store_true", help="deferred: skip the --reports-only pass")
     p.add_argument("--skip", nargs="*", default=[], metavar="DENSITY:N",
                    help="combinations not to run, e.g. 164k:64 (the longest)")
     p.add_argument("--json", type=Path, help="also write every measurement here")
@@ -260,7 +293,7 @@ def main() -> int:
                 runs: dict[str, list[dict]] = {m: [] for m in args.modes}
                 for rep in range(args.repeats):
                     for mode in args.modes:  # alternating: load changes hit both modes alike
-                        r = measure(mode, bids, n, tmp, args.nprocs, args.batch_size, rep)
+                        r = measure(mode, bids, n, tmp, args.nprocs, args.batch_size, rep, not args.no_reports_pass)
                         runs[mode].append(r)
                         print(f"  {density} N={n} {mode} #{rep + 1}: {r['wall']:.1f} s, "
                               f"{r['hemis'] / r['wall']:.3f} hemispheres/s, peak PSS {r['pss'] / 1e9:.2f} GB, "

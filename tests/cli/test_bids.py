@@ -26,6 +26,7 @@ from geomorph_bids.sphere.icosphere import n_vertices
 from .conftest import LEVEL
 
 NV = n_vertices(LEVEL)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*argv) -> tuple[int, str, str]:
@@ -426,6 +427,29 @@ def test_batch_mode_writes_exactly_the_workflow_derivatives(fs_run, tmp_path):
     assert digests(out) == before
     assert "reused" in stdout
 
+
+
+def test_batch_mode_on_the_example_matches_the_workflow_reports_included(tmp_path):
+    """The bundled example (FreeSurfer sub-01, sMRIPrep sub-02): the workflow, batch mode with
+    its reports built beside the registrations, and batch mode with deferred reports followed by
+    one --reports-only pass give the same output tree (every file, reports and figures included),
+    compared by scripts/compare_outputs.py with only the clock masked."""
+    example = ROOT / "examples" / "ds-geomorph-example"
+    common = ("participant", "--model", "rigid", "--nprocs", "2")
+    trees = {}
+    for name, extra in (("workflow", ()), ("batch", ("--batch-size", "3")),
+                        ("deferred", ("--batch-size", "3", "--reports", "deferred"))):
+        trees[name] = tmp_path / name
+        code, stdout, err = run(example, trees[name], *common, "-w", tmp_path / f"w-{name}", *extra)
+        assert code == 0, err
+    assert "reports deferred" in stdout and not list(trees["deferred"].glob("sub-*.html"))
+    code, _, err = run(example, trees["deferred"], "participant", "--reports-only")
+    assert code == 0, err
+    for name in ("batch", "deferred"):
+        cmp = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_outputs.py"), str(trees["workflow"]),
+                              str(trees[name])], capture_output=True, text=True)
+        assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+        assert "identical (timings masked)" in cmp.stdout
 
 
 @pytest.mark.slow  # two full runs with the default (optimising) registration, ~40-120 s
