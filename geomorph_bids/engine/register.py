@@ -443,7 +443,13 @@ def _finish(job: _Job, optimise: Any, dev: Any) -> Registration:
                          "geomorph" if optimise is False else "geomorph+optimise")
     t = time.perf_counter()
     if warp_ico6 is not None:
-        after = barycentric_weights((rotated, job.work_f), warp_ico6) @ np.column_stack([feats[c] for c in channels])
+        # the warp's points in the moving mesh: located with the pre-alignment's locator (built on
+        # the unrotated sphere: rotate the points back), starting from where the grid was
+        pre = job.pre
+        weights = (barycentric_weights((rotated, job.work_f), warp_ico6) if pre.locator is None else
+                   barycentric_weights((pre.locator.vertices, job.work_f), warp_ico6 @ pre.rotation, pre.locator,
+                                       hint=pre.grid_faces))
+        after = weights @ np.column_stack([feats[c] for c in channels])
         for k, c in enumerate(channels):
             fixed = np.asarray(tpl.features[c], dtype=np.float64)
             metrics[f"cc_{c}_after"] = correlation(after[:, k], fixed, fixed != 0)

@@ -300,10 +300,16 @@ class _Interpolant:
         self.faces = f
         self.values = sm.values
         self.weight = sm.weight
+        self._last: np.ndarray | None = None  # faces of the previous call's points
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Values (P, K), gradients (P, K, 3) and validity weights (P,) at unit points x."""
-        face, bw = self.locator.locate(x)
+        """Values (P, K), gradients (P, K, 3) and validity weights (P,) at unit points x.
+
+        Successive calls usually move the points a little: the faces found last time are
+        tried first."""
+        hint = self._last if self._last is not None and len(self._last) == len(x) else None
+        face, bw = self.locator.locate(x, hint=hint)
+        self._last = face
         corners = self.faces[face]
         vals = np.einsum("pc,pck->pk", bw, self.values[corners])
         wt = np.einsum("pc,pc->p", bw, self.weight[corners])
