@@ -225,6 +225,13 @@ GresTypes=gpu
 NodeName=geomorph-ci NodeAddr=127.0.0.1 NodeHostname=$host CPUs=$cpus RealMemory=$mem_mb Gres=gpu:1 State=UNKNOWN
 PartitionName=cpu Nodes=geomorph-ci Default=YES MaxTime=60 State=UP
 EOF
+  # SLURM >= 23 initialises a cgroup plugin in slurmd whatever the task/proctrack plugins are;
+  # there is no cgroup here to use (22.05 reads no cgroup.conf with these plugins)
+  local major
+  major="$(slurmd -V | awk '{ split($2, v, "."); print v[1] }')"
+  if [[ "$major" =~ ^[0-9]+$ ]] && [ "$major" -ge 23 ]; then
+    echo "CgroupPlugin=disabled" > "$dir/cgroup.conf"
+  fi
   export SLURM_CONF="$dir/slurm.conf"
   daemon slurmctld "$dir/slurmctld.log" slurmctld -D -i -f "$SLURM_CONF"
   wait_for 30 slurmctld scontrol ping || fail_start

@@ -26,8 +26,9 @@
 # Each task
 #   - takes the label on line $SLURM_ARRAY_TASK_ID of its label list (SGE_TASK_ID and
 #     PBS_ARRAY_INDEX work too: workflows/sge_array.sh and pbs_array.sh call this script);
-#   - with the SIF: `apptainer run --containall` with BIDS_DIR bound read-only and OUTPUT_DIR and the
-#     work folder bound writable, each at the same path as on the host (so every path option works);
+#   - with the SIF: `apptainer run --containall` with BIDS_DIR bound read-only and OUTPUT_DIR bound
+#     writable, each at the same path as on the host (so every path option works), and the task's
+#     scratch as the container's /tmp (the Nipype work folder is /tmp/work there);
 #     GEOMORPH_BINDS="SRC[:DST[:ro]],..." adds binds (a FreeSurfer SUBJECTS_DIR elsewhere, say);
 #   - adds --device cuda (and --nv) when it has a GPU: a partition whose name matches
 #     GEOMORPH_GPU_PARTITIONS (default "gpu"), or GPUs allocated to the job (--gres/--gpus);
@@ -234,7 +235,9 @@ on_term() {
 }
 trap on_term TERM
 
-args=("$bids_dir" "$output_dir" participant --participant-label "$label" -w "$scratch/work"
+work="$scratch/work"
+[ -z "${GEOMORPH_SIF:-}" ] || work=/tmp/work  # in the container: $scratch/tmp/work (one bind, no nesting)
+args=("$bids_dir" "$output_dir" participant --participant-label "$label" -w "$work"
       --nprocs "$cpus" --omp-nthreads "$cpus")
 [ -z "$mem_gb" ] || args+=(--mem-gb "$mem_gb")
 [ "$gpu" = 1 ] && args+=(--device cuda)
@@ -243,8 +246,7 @@ if [ -n "${GEOMORPH_SIF:-}" ]; then
   for path in "$bids_dir" "$output_dir" "$scratch"; do  # Apptainer's bind syntax splits on : and ,
     [[ "$path" != *[:,]* ]] || { echo "Apptainer cannot bind a path with ':' or ',': $path" >&2; exit 2; }
   done
-  run+=(-B "$bids_dir:$bids_dir:ro" -B "$output_dir:$output_dir" -B "$scratch/work:$scratch/work"
-        -B "$scratch/tmp:/tmp")
+  run+=(-B "$bids_dir:$bids_dir:ro" -B "$output_dir:$output_dir" -B "$scratch/tmp:/tmp")
   IFS=',' read -r -a extra <<< "${GEOMORPH_BINDS:-}"
   for b in "${extra[@]}"; do [ -n "$b" ] && run+=(-B "$b"); done
   [ "$gpu" = 1 ] && run+=(--nv)

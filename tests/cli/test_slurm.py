@@ -251,6 +251,33 @@ def test_gpu_allocation_cpus_and_memory_reach_geomorph_bids(slurm, dataset, tmp_
     assert re.search(r"^TMPDIR=.*/geomorph-" + job + r"-1\.\w+/tmp$", log, flags=re.M), log
 
 
+def test_cancelled_task_cleans_its_scratch_and_is_marked(slurm, dataset, tmp_path):
+    """scancel (as a time limit does) sends SIGTERM to every process of the task: the task
+    records sub-<label>.failed, removes its scratch folder within SLURM's KillWait, and the
+    participant is listed as unfinished. GEOMORPH_BIDS is a stub that only sleeps."""
+    stub = tmp_path / "sleeper"
+    stub.write_text("#!/bin/sh\necho started\nsleep 300\n")
+    stub.chmod(0o755)
+    labels, out, scratch = tmp_path / "labels.txt", tmp_path / "out", tmp_path / "scratch"
+    labels.write_text("01\n")
+    scratch.mkdir()
+    env = dict(slurm.env, GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(labels), TMPDIR=str(scratch))
+    job = submitted(sh(env, "bash", RECIPE, "--submit", dataset.bids, out).stdout)
+    log = out / "logs" / "slurm" / f"geomorph_{job}_1.log"
+    start = time.monotonic()
+    while not (log.is_file() and "started" in log.read_text()):
+        assert time.monotonic() - start < SAFETY_S, "the task never started"
+        time.sleep(0.2)
+    assert len(list(scratch.iterdir())) == 1
+    sh(env, "scancel", job)
+    wait_for_jobs(env, job)
+    assert task_states(env, job)[1][0] == "CANCELLED"
+    assert "terminated (SIGTERM" in (out / "logs" / "slurm" / "sub-01.failed").read_text()
+    assert list(scratch.iterdir()) == []
+    listed = sh(env, "bash", RECIPE, "--list-unfinished", dataset.bids, out).stdout
+    assert listed.startswith("1 unfinished label(s)"), listed
+
+
 # ------------------------------------------------------------------------------ Nipype's SLURM plugin
 
 def test_nipype_slurm_plugin_matches_local(slurm, dataset, tmp_path):
