@@ -16,7 +16,8 @@
 #   the calling user (root in CI), proctrack/linuxproc + task/none (no cgroups or systemd needed),
 #   select/cons_tres by core (memory requests are checked against the node, not enforced),
 #   jobcomp/filetxt (DIR/jobcomp.txt) so that `sacct --completion` reports finished jobs' states
-#   and exit codes without slurmdbd or a database, and finished jobs kept for `scontrol` 30 min.
+#   and exit codes without slurmdbd or a database, finished jobs kept for `scontrol` 30 min, and
+#   MaxArraySize=3 (array indices 0-2) so that the recipe's split of long arrays is exercised.
 # Stopping: cancels every job, then TERM (KILL after 10 s) to the recorded daemon pids (DIR/pids),
 # to the job step daemons of this instance (slurmstepd, found by their open log file in DIR) and
 # their descendants, and to any process carrying this instance's marker in its environment
@@ -216,6 +217,7 @@ SelectTypeParameters=CR_Core
 MpiDefault=none
 ReturnToService=2
 MinJobAge=1800
+MaxArraySize=3
 KillWait=5
 InactiveLimit=0
 SlurmdTimeout=60

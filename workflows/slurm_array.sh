@@ -9,7 +9,8 @@
 #   bash workflows/slurm_array.sh --dry-run         BIDS_DIR OUTPUT_DIR [...]   # print, submit nothing
 #   bash workflows/slurm_array.sh --list-unfinished BIDS_DIR OUTPUT_DIR   # label file for SGE/PBS
 # Extra sbatch options go in GEOMORPH_SBATCH_ARGS, e.g. "--partition=gpu --gres=gpu:1 --account=X";
-# they override the #SBATCH lines below (2 CPUs, 8 GB, 30 min per participant).
+# they override the defaults (2 CPUs, --mem=8G, 30 min per participant; no --mem when they ask for
+# memory another way, e.g. --mem-per-cpu, which sbatch refuses beside --mem).
 #
 # Tested against a real SLURM 22.05 (Debian's slurm-wlm, single node; tests/cli/test_slurm.py and
 # scripts/ci_containers.sh); README "Running at scale".
@@ -45,10 +46,10 @@
 # Logs: OUTPUT_DIR/logs/slurm/geomorph_<array job id>_<task>.log; crash files under OUTPUT_DIR/logs.
 #
 #SBATCH --job-name=geomorph-bids
-#SBATCH --cpus-per-task=2
-#SBATCH --mem=8G
 #SBATCH --time=00:30:00
 #SBATCH --output=geomorph_%A_%a.log
+# (--cpus-per-task and --mem are given by --submit, not here: an #SBATCH --mem line would make
+# sbatch refuse a --mem-per-cpu or --mem-per-gpu from GEOMORPH_SBATCH_ARGS)
 set -euo pipefail
 
 usage() { sed -n '2,12p' "$0" >&2; exit 2; }
@@ -140,6 +141,10 @@ submit() {  # label_file [geomorph-bids options]
   n="$(grep -c . "$list" || true)"
   if [ "$n" = 0 ]; then echo "nothing to submit: every participant has finished ($status_dir/sub-*.ok)"; return 0; fi
   max="$(max_array_index)"
+  # defaults that the user's options replace; sbatch refuses two of a mutually exclusive family
+  local user=" ${GEOMORPH_SBATCH_ARGS:-} " defaults=()
+  [[ "$user" =~ [[:space:]](-c|--cpus-per-task|--cpus-per-gpu) ]] || defaults+=(--cpus-per-task=2)
+  [[ "$user" =~ [[:space:]]--mem(=|-per-|[[:space:]]) ]] || defaults+=(--mem=8G)
   echo "$n participant(s) from $list: $(paste -sd ' ' "$list")"
   part=0
   for ((start = 1; start <= n; start += max)); do
@@ -152,7 +157,7 @@ submit() {  # label_file [geomorph-bids options]
     local k cmd
     k="$(grep -c . "$chunk")"
     cmd=(sbatch --parsable --export=ALL --array="1-${k}%${GEOMORPH_ARRAY_LIMIT:-50}"
-         --output="$status_dir/geomorph_%A_%a.log")
+         --output="$status_dir/geomorph_%A_%a.log" "${defaults[@]}")
     # shellcheck disable=SC2206  # word splitting of the user's sbatch options is intended
     cmd+=(${GEOMORPH_SBATCH_ARGS:-} "$(readlink -f "$0")" "$bids_dir" "$output_dir" "$@")
     printf '+ GEOMORPH_LABELS=%q' "$chunk"; printf ' %q' "${cmd[@]}"; echo

@@ -134,7 +134,7 @@ def dataset(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr
     digests = comparable(local)
     assert len([k for k in digests if "/anat/" in k]) == 2 * 2 * 9  # 2 subjects x 2 hemispheres
-    return SimpleNamespace(bids=bids, digests=digests)
+    return SimpleNamespace(bids=bids, local=local, digests=digests)
 
 
 def report_without_errors(path: Path) -> str:
@@ -146,7 +146,7 @@ def report_without_errors(path: Path) -> str:
 # ------------------------------------------------------------------------------ the array recipe
 
 def test_array_recipe_fails_one_participant_then_resubmits_only_it(slurm, dataset, tmp_path):
-    """Both participants as one array (the recipe's own #SBATCH lines, partition and time from
+    """Both participants as one array (the recipe's defaults: 2 CPUs, 8G; partition and time from
     GEOMORPH_SBATCH_ARGS), submitted from another folder with $TMPDIR at a node-local path with
     spaces; sub-02's left sulc file is truncated on purpose. Its task fails alone (sacct FAILED
     1:0, the error in the task's log, no sub-02 hemi-L output); the file is restored and
@@ -188,15 +188,15 @@ def test_array_recipe_fails_one_participant_then_resubmits_only_it(slurm, datase
     assert re.search(r"^1 participant\(s\) from (.*): 02$", second, flags=re.M), second
     wait_for_jobs(env, again)
     assert task_states(env, again) == {1: ("COMPLETED", "0:0")}
-    assert "sub-02: done" in (status / f"geomorph_{again}_1.log").read_text()
+    log = (status / f"geomorph_{again}_1.log").read_text()
+    assert "sub-02: done" in log and f"scratch /tmp/geomorph-{again}-1." in log, log
     assert (status / "sub-02.ok").is_file() and not (status / "sub-02.failed").exists()
 
     # every output as in the local run; sub-02's report also lists the earlier failure (by design)
     got = comparable(out, drop=("sub-02.html",))
     assert got == {k: v for k, v in dataset.digests.items() if k != "sub-02.html"}
     assert "sub-02_hemi-L_sulc.shape.gii: GIFTI file is truncated" in (out / "sub-02.html").read_text()
-    local_report = next(p for p in dataset.bids.parent.glob("local out/sub-02.html"))
-    assert report_without_errors(out / "sub-02.html") == report_without_errors(local_report)
+    assert report_without_errors(out / "sub-02.html") == report_without_errors(dataset.local / "sub-02.html")
 
     third = sh(env, "bash", RECIPE, "--resubmit-failed", dataset.bids, out, cwd=cwd).stdout
     assert "nothing to submit" in third and "submitted array job" not in third, third
@@ -224,10 +224,31 @@ def test_resubmit_leaves_out_participants_still_queued(slurm, dataset, tmp_path)
     assert label_file.read_text().split() == ["01", "02"]
 
 
+def test_more_participants_than_max_array_size_become_several_arrays(slurm, dataset, tmp_path):
+    """The test cluster's MaxArraySize is 3 (indices up to 2): five labels become arrays of 2, 2
+    and 1, each with its own label file, all recorded for --resubmit-failed (held: nothing runs)."""
+    labels, out = tmp_path / "labels.txt", tmp_path / "out"
+    labels.write_text("".join(f"sub-{k:02d}\n" for k in range(1, 6)))
+    env = dict(slurm.env, GEOMORPH_LABELS=str(labels), GEOMORPH_SBATCH_ARGS="--hold")
+    stdout = sh(env, "bash", RECIPE, "--submit", dataset.bids, out).stdout
+    jobs = re.findall(r"^submitted array job (\d+) \(tasks 1-(\d)\)", stdout, flags=re.M)
+    try:
+        assert [n for _, n in jobs] == ["2", "2", "1"], stdout
+        recorded = [line.split("\t") for line in (out / "logs" / "slurm" / "submitted.tsv").read_text().splitlines()]
+        assert [job for job, _ in recorded] == [job for job, _ in jobs]
+        assert [Path(f).read_text().split() for _, f in recorded] == [["01", "02"], ["03", "04"], ["05"]]
+        queued = sh(env, "squeue", "-h", "-r", "-o", "%i", "-j", ",".join(job for job, _ in jobs)).stdout.split()
+        assert len(queued) == 5
+    finally:
+        sh(env, "scancel", *[job for job, _ in jobs])
+    wait_for_jobs(env, *[job for job, _ in jobs])
+
+
 def test_gpu_allocation_cpus_and_memory_reach_geomorph_bids(slurm, dataset, tmp_path):
     """What a real allocation exposes becomes geomorph-bids options: --gres=gpu:1 (the test
     node's stand-in GPU) gives SLURM_JOB_GPUS/CUDA_VISIBLE_DEVICES and so --device cuda,
-    --cpus-per-task and --mem give --nprocs/--omp-nthreads and --mem-gb; extra options follow.
+    --cpus-per-task and --mem-per-cpu give --nprocs/--omp-nthreads and --mem-gb (sbatch would
+    refuse --mem-per-cpu beside a default --mem); extra options follow.
     GEOMORPH_BIDS points at a stub that prints what it was given."""
     stub = tmp_path / "bin dir" / "geomorph-bids"
     stub.parent.mkdir()
@@ -238,7 +259,7 @@ def test_gpu_allocation_cpus_and_memory_reach_geomorph_bids(slurm, dataset, tmp_
     labels.write_text("sub-02\n")
     out = tmp_path / "out"
     env = dict(slurm.env, GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(labels),
-               GEOMORPH_SBATCH_ARGS="--gres=gpu:1 --cpus-per-task=1 --mem=3G")
+               GEOMORPH_SBATCH_ARGS="--gres=gpu:1 --cpus-per-task=1 --mem-per-cpu=3G")
     job = submitted(sh(env, "bash", RECIPE, "--submit", dataset.bids, out, "--hemi", "L").stdout)
     wait_for_jobs(env, job)
     assert task_states(env, job) == {1: ("COMPLETED", "0:0")}
