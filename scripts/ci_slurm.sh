@@ -3,15 +3,17 @@
 #   bash scripts/ci_slurm.sh start DIR [OWNER_PID]   # install if missing, start, wait for the node
 #   bash scripts/ci_slurm.sh stop  DIR               # stop everything `start DIR` started
 #   bash scripts/ci_slurm.sh run   DIR -- CMD ...    # start, run CMD with SLURM_CONF set, stop
-#   bash scripts/ci_slurm.sh env   DIR               # print SLURM_CONF=... for clients
 # tests/cli/test_slurm.py calls `start` from a pytest fixture and `stop` when the module ends
-# (pytest -m "not slurm" or GEOMORPH_SKIP_SLURM=1 leaves it out); `run` is for trying the
-# recipes by hand:  bash scripts/ci_slurm.sh run /tmp/slurm -- bash workflows/slurm_array.sh ...
+# (pytest -m "not slurm" or GEOMORPH_SKIP_SLURM=1 leaves it out); scripts/ci_containers.sh calls
+# it inside the Apptainer stand-in. By hand (as root): `start`, export SLURM_CONF=DIR/slurm.conf,
+# submit, `stop`; `run` suits a command that waits for its jobs (geomorph-bids --use-plugin
+# workflows/nipype_slurm.yml), since `stop` cancels whatever is still queued.
 #
 # What it starts, each in the foreground of its own session (so its pid is the daemon's pid):
 #   munged (own key and socket in DIR), slurmctld, slurmd: Debian's slurm-wlm (22.05 on bookworm),
 #   installed from apt when missing (with a temporary policy-rc.d so that apt starts nothing).
-#   slurm.conf (DIR/slurm.conf): one node with this machine's CPUs and 90 % of its memory, one
+#   slurm.conf (DIR/slurm.conf): one node with this machine's CPUs and 90 % of its memory (at
+#   least 16 GB declared: memory is not enforced, and the recipes ask for up to 8G), one
 #   partition `cpu` (the name workflows/nipype_slurm.yml uses), free TCP ports, daemons and jobs as
 #   the calling user (root in CI), proctrack/linuxproc + task/none (no cgroups or systemd needed),
 #   select/cons_tres by core (memory requests are checked against the node, not enforced),
@@ -27,7 +29,7 @@
 # Exit status: non-zero when a daemon does not come up (its log's tail is printed).
 set -euo pipefail
 
-usage() { sed -n '2,6p' "$0" >&2; exit 2; }
+usage() { sed -n '2,5p' "$0" >&2; exit 2; }
 [ "$#" -ge 2 ] || usage
 cmd="$1"; dir="$2"; shift 2
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -241,7 +243,7 @@ EOF
   wait_for 60 "the node to be idle" bash -c '[ "$(sinfo -h -N -o %t)" = idle ]' || fail_start
 
   if [ -n "$owner" ]; then  # stop everything as soon as the owner exits, however it exits
-    GEOMORPH_CI_SLURM_GUARD="$dir" setsid bash -c \
+    setsid bash -c \
       'while kill -0 "$1" 2>/dev/null && [ -f "$2/pids" ]; do sleep 2; done; exec bash "$3" stop "$2"' \
       guard "$owner" "$dir" "$here/ci_slurm.sh" >> "$dir/guard.log" 2>&1 < /dev/null &
     echo "guard $!" >> "$dir/pids"
@@ -253,7 +255,6 @@ EOF
 case "$cmd" in
   start) start "${1:-}" ;;
   stop) stop ;;
-  env) echo "SLURM_CONF=$(cd "$dir" && pwd)/slurm.conf" ;;
   run)
     [ "${1:-}" = "--" ] && shift
     [ "$#" -gt 0 ] || usage

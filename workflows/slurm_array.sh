@@ -12,8 +12,8 @@
 # they override the defaults (2 CPUs, --mem=8G, 30 min per participant; no --mem when they ask for
 # memory another way, e.g. --mem-per-cpu, which sbatch refuses beside --mem).
 #
-# Tested against a real SLURM 22.05 (Debian's slurm-wlm, single node; tests/cli/test_slurm.py and
-# scripts/ci_containers.sh); README "Running at scale".
+# Tested against a real single-node SLURM: 22.05 with a native install (tests/cli/test_slurm.py)
+# and 26.05 with the SIF (scripts/ci_containers.sh); README "Running at scale".
 #
 # Submitting (run on a login node, from any folder)
 #   - runs geomorph-bids in GEOMORPH_SIF with Apptainer/Singularity when that is set, else the
@@ -38,7 +38,7 @@
 #     writable folder on the node; a login node's $TMPDIR is often missing there): a Nipype work
 #     folder and a TMPDIR per task, removed afterwards, also after a time-out (GEOMORPH_KEEP_WORK=1
 #     keeps them);
-#   - gets --nprocs/--omp-nthreads from --cpus-per-task and --mem-gb from --mem;
+#   - gets --nprocs/--omp-nthreads from --cpus-per-task and --mem-gb from --mem or --mem-per-cpu;
 #   - exits with geomorph-bids' status (sacct: COMPLETED 0:0, or FAILED with its exit code) and
 #     records OUTPUT_DIR/logs/slurm/sub-<label>.ok on success, sub-<label>.failed (exit status,
 #     job, log) on failure; --resubmit-failed submits every label without .ok that is not still
@@ -52,7 +52,7 @@
 # sbatch refuse a --mem-per-cpu or --mem-per-gpu from GEOMORPH_SBATCH_ARGS)
 set -euo pipefail
 
-usage() { sed -n '2,12p' "$0" >&2; exit 2; }
+usage() { sed -n '2,13p' "$0" >&2; exit 2; }
 
 mode=task
 case "${1:-}" in
@@ -189,7 +189,7 @@ fi
 
 # ------------------------------------------------------------------------------ one task
 task="${SLURM_ARRAY_TASK_ID:-${SGE_TASK_ID:-${PBS_ARRAY_INDEX:-${PBS_ARRAYID:-}}}}"
-[[ "$task" =~ ^[0-9]+$ ]] || { echo "not an array task (SLURM_ARRAY_TASK_ID='$task'); use --submit" >&2; exit 2; }
+[[ "$task" =~ ^[0-9]+$ ]] || { echo "not an array task (array task index '$task'); use --submit" >&2; exit 2; }
 label="$(all_labels | sed -n "${task}p")"
 [ -n "$label" ] || { echo "no label on line $task of ${GEOMORPH_LABELS:-$bids_dir/participants.tsv}" >&2; exit 2; }
 job="${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-${JOB_ID:-${PBS_JOBID:-$$}}}}"
