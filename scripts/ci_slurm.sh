@@ -102,10 +102,10 @@ stop() {
   rm -f "$dir/pids"
 }
 
-free_port() {  # a TCP port nothing listens on (bash's /dev/tcp: no python in the SIF stand-in)
-  local port
+free_port() {  # a TCP port nothing listens on (bash's /dev/tcp: no python in the SIF stand-in),
+  local port   # below Linux's ephemeral range (32768-60999), so no outgoing connection takes it
   while :; do
-    port=$(( 20000 + RANDOM % 20000 ))
+    port=$(( 20000 + RANDOM % 12000 ))
     (echo > "/dev/tcp/127.0.0.1/$port") >/dev/null 2>&1 || { echo "$port"; return; }
   done
 }
