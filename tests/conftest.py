@@ -19,6 +19,14 @@ import pytest
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 
 
+@pytest.fixture(autouse=True)
+def _no_template_sources_from_the_environment(monkeypatch):
+    """Tests never pick up this machine's FreeSurfer fsaverage or TemplateFlow (geomorph-bids
+    looks for full-resolution template maps there): those that test it set the variables."""
+    for name in ("SUBJECTS_DIR", "FREESURFER_HOME", "TEMPLATEFLOW_HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def _gifti_surface(path: Path) -> tuple[np.ndarray, np.ndarray]:
     img = nib.load(str(path))
     return (img.agg_data("NIFTI_INTENT_POINTSET").astype(np.float64),
