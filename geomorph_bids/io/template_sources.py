@@ -458,13 +458,14 @@ def load_source(source: TemplateSource, features: Sequence[str], method: str = S
     from .templates import load_template
 
     features = tuple(features)
+    if source.is_bundled:  # load_template says what the bundled maps lack, and which package has it
+        return replace(load_template(source.base, source.hemi, features), provenance=source.provenance(features))
     missing = [f for f in features if f not in source.maps]
     if missing:
         raise ValueError(f"{source.describe()} has no {', '.join(missing)} for hemi-{source.hemi}; "
                          f"it has: {', '.join(source.features) or 'none'}")
-    base = load_template(source.base, source.hemi, features if source.is_bundled else ())
-    if not source.is_bundled:
-        stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in source.files(features))
-        maps = _load_cached(json.dumps(source.to_dict(), sort_keys=True), features, method, stamp)
-        base = replace(base, features={f: np.array(maps[:, k]) for k, f in enumerate(features)})
-    return replace(base, provenance=source.provenance(features))
+    base = load_template(source.base, source.hemi, ())
+    stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in source.files(features))
+    maps = _load_cached(json.dumps(source.to_dict(), sort_keys=True), features, method, stamp)
+    return replace(base, features={f: np.array(maps[:, k]) for k, f in enumerate(features)},
+                   provenance=source.provenance(features))

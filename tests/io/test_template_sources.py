@@ -18,34 +18,26 @@ from geomorph_bids.io.template_sources import (LOW_RESOLUTION_NOTE, TemplateSear
 from geomorph_bids.io.templates import load_template
 from geomorph_bids.sphere.icosphere import icosphere
 
-LEVEL = 5  # a tiny fsaverage: 10,242 vertices (FreeSurfer's fsaverage5 grid)
+LEVEL = 5  # the tiny fsaverage of the write_fsaverage fixture: 10,242 vertices
 N = 10242
 
 
-def tiny_maps(hemi: str, scale: float = 1.0) -> dict[str, np.ndarray]:
-    """fsaverage-like maps on the ico-5 grid: the bundled ones there, plus a smooth change
-    (``scale`` = 0: exactly the bundled values)."""
-    tpl = load_template("fsaverage", hemi, ("sulc", "curv"))
-    v = icosphere(LEVEL)[0] / 100.0
-    bump = np.sin(3 * v[:, 0]) * np.cos(2 * v[:, 2])
-    return {f: tpl.features[f][:N] + scale * 0.3 * tpl.features[f].std() * bump for f in ("sulc", "curv")}
+@pytest.fixture
+def write_fsaverage(tiny_fsaverage):
+    return tiny_fsaverage
 
 
-def write_fsaverage(subjects: Path, hemis=("L", "R"), maps=("sulc", "curv"), scale: float = 1.0) -> Path:
-    """``<subjects>/fsaverage/surf/{lh,rh}.{sphere,...}`` in FreeSurfer's binary formats."""
-    surf = subjects / "fsaverage" / "surf"
-    surf.mkdir(parents=True, exist_ok=True)
-    v, f = icosphere(LEVEL)
-    for hemi in hemis:
-        prefix = {"L": "lh", "R": "rh"}[hemi]
-        nib.freesurfer.write_geometry(str(surf / f"{prefix}.sphere"), v.astype(np.float32), f.astype(np.int32))
-        values = tiny_maps(hemi, scale)
-        for m in maps:
-            nib.freesurfer.write_morph_data(str(surf / f"{prefix}.{m}"), values[m].astype(np.float32))
-    return subjects / "fsaverage"
+@pytest.fixture
+def tiny_maps(tiny_fsaverage_values):
+    return tiny_fsaverage_values
 
 
-def write_templateflow(home: Path, hemis=("L", "R"), empty: bool = False, scale: float = 1.0) -> Path:
+@pytest.fixture
+def write_templateflow(tiny_maps):
+    return lambda home, **kw: _write_templateflow(home, tiny_maps, **kw)
+
+
+def _write_templateflow(home: Path, tiny_maps, hemis=("L", "R"), empty: bool = False, scale: float = 1.0) -> Path:
     """``<home>/tpl-fsaverage/tpl-fsaverage_hemi-H_den-10k_{sphere,sulc}`` (real or zero-byte)."""
     folder = home / "tpl-fsaverage"
     folder.mkdir(parents=True, exist_ok=True)
@@ -65,7 +57,7 @@ def kinds(ref: TemplateRef, hemi: str = "L") -> list[tuple[str, str]]:
     return [(s.kind, s.folder.name) for s in ref.candidates(hemi)]
 
 
-def test_discovery_order_with_files_on_disk(tmp_path):
+def test_discovery_order_with_files_on_disk(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
     explicit = write_fsaverage(tmp_path / "mine", scale=0.5)
     tf = write_templateflow(tmp_path / "tf")
     bids_fs = write_fsaverage(tmp_path / "bids_fs")
@@ -95,7 +87,7 @@ def test_discovery_order_with_files_on_disk(tmp_path):
         subjects_dirs=(tmp_path / "subjects",))).candidates("L")] == ["bundled"]
 
 
-def test_a_folder_given_as_the_template_and_a_wrong_folder(tmp_path):
+def test_a_folder_given_as_the_template_and_a_wrong_folder(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
     fs = write_fsaverage(tmp_path / "subjects")
     ref = resolve_template_ref(fs)
     assert ref.label == ref.base == "fsaverage" and ref.candidates("R")[0].kind == "folder"
@@ -109,7 +101,7 @@ def test_a_folder_given_as_the_template_and_a_wrong_folder(tmp_path):
         resolve_template_ref("fsaverage", where=TemplateSearch(template_dir=tmp_path))
 
 
-def test_zero_byte_templateflow_placeholders_are_skipped_with_a_note(tmp_path):
+def test_zero_byte_templateflow_placeholders_are_skipped_with_a_note(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
     write_templateflow(tmp_path / "tf", empty=True)
     subjects = write_fsaverage(tmp_path / "subjects")
     env = {"TEMPLATEFLOW_HOME": str(tmp_path / "tf"), "SUBJECTS_DIR": str(tmp_path / "subjects")}
@@ -120,7 +112,7 @@ def test_zero_byte_templateflow_placeholders_are_skipped_with_a_note(tmp_path):
     assert len(lines) == 1 and "empty placeholder" in lines[0] and "never downloads" in lines[0]
 
 
-def test_a_source_missing_a_needed_map_falls_back_with_one_warning_line(tmp_path):
+def test_a_source_missing_a_needed_map_falls_back_with_one_warning_line(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
     write_fsaverage(tmp_path / "subjects", maps=("sulc",))  # no curv
     ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
     assert ref.features("L") == ("sulc",) and ref.shared_features() == ("sulc",)
@@ -138,7 +130,7 @@ def test_a_source_missing_a_needed_map_falls_back_with_one_warning_line(tmp_path
     assert resolve_model("default", "fsaverage", ("sulc", "curv")).channels == ("sulc", "curv")
 
 
-def test_a_missing_hemisphere_falls_back_for_that_hemisphere_only(tmp_path):
+def test_a_missing_hemisphere_falls_back_for_that_hemisphere_only(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
     write_fsaverage(tmp_path / "subjects", hemis=("L",))
     ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
     assert ref.source("L", ("sulc",)).kind == "freesurfer" and ref.source("R", ("sulc",)).kind == "bundled"
@@ -146,7 +138,7 @@ def test_a_missing_hemisphere_falls_back_for_that_hemisphere_only(tmp_path):
     assert ref.low_resolution(("sulc",), ("R",)) and not ref.low_resolution(("sulc",), ("L",))
 
 
-def test_provenance_and_sampling(tmp_path):
+def test_provenance_and_sampling(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
     write_fsaverage(tmp_path / "subjects")
     ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
     src = ref.source("L", ("sulc", "curv"))
@@ -168,7 +160,7 @@ def test_provenance_and_sampling(tmp_path):
     assert "fsaverage5" in LOW_RESOLUTION_NOTE and "--template-dir" in LOW_RESOLUTION_NOTE
 
 
-def test_a_map_that_is_not_this_templates_is_refused_on_one_line(tmp_path):
+def test_a_map_that_is_not_this_templates_is_refused_on_one_line(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
     fs = write_fsaverage(tmp_path / "subjects")
     sulc = fs / "surf" / "lh.sulc"
     nib.freesurfer.write_morph_data(str(sulc), (-tiny_maps("L")["sulc"]).astype(np.float32))  # HCP sign
