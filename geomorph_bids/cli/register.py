@@ -125,6 +125,8 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
         maps = {n: v for n, v in maps.items() if n in template.features(tpl_hemi)}
     for line in template.warnings(choice.channels if choice.kind == "network" else tuple(maps), (tpl_hemi,)):
         print(f"{_PROG}: warning: {line}", file=sys.stderr)
+    for line in template.info:
+        print(f"{_PROG}: note: {line}", file=sys.stderr)
     arguments = {**choice.register_arguments(), **({} if optimise else {"optimise": False})}
     result = register((moving.vertices, moving.faces), maps, template=template, hemi=hemi,
                       device=choice.resolve_device(device), reg_sphere=reg, **arguments)

@@ -64,6 +64,8 @@ def resolve_template_and_model(args, prog: str = "geomorph-bids") -> tuple[Templ
     hemis = sorted({model.template_hemi(h) for h in args.hemi})
     for line in template.warnings(model.channels, hemis):
         print(f"{prog}: warning: {line}", file=sys.stderr)
+    for line in template.info:
+        print(f"{prog}: note: {line}", file=sys.stderr)
     for hemi in hemis:
         try:
             template.load(hemi, model.channels)

@@ -284,6 +284,8 @@ def _resolve_template(args: argparse.Namespace, log):
     hemis = ("L",) if args.mirror_right else (args.hemi,)
     for line in ref.warnings(args.features, hemis):
         print(f"geomorph-train: warning: {line}", file=sys.stderr)
+    for line in ref.info:
+        print(f"geomorph-train: note: {line}", file=sys.stderr)
     log(f"template maps: {ref.describe(args.features, hemis)}")
     return ref
 

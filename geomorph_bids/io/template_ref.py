@@ -50,7 +50,9 @@ class TemplateRef:
     folder : a custom template's folder (``tpl-<label>``, absolute), or None.
     sources : a standard template's sources for both hemispheres, each hemisphere's in order of
         preference, its bundled maps last (empty for a custom template).
-    notes : places looked in that hold no usable maps (e.g. TemplateFlow placeholders).
+    notes : places looked in that hold some of the template's files but no sphere and sulc for
+        a hemisphere (printed as warnings).
+    info : places skipped as expected (TemplateFlow's zero-byte placeholders; printed as notes).
     """
 
     label: str
@@ -58,6 +60,7 @@ class TemplateRef:
     folder: Path | None = None
     sources: tuple[TemplateSource, ...] = ()
     notes: tuple[str, ...] = ()
+    info: tuple[str, ...] = ()
 
     @classmethod
     def bundled(cls, name: str) -> "TemplateRef":
@@ -139,7 +142,7 @@ class TemplateRef:
     def to_dict(self) -> dict[str, Any]:
         """Plain strings (a Nipype input); :meth:`from_dict` is the inverse."""
         return {"label": self.label, "base": self.base, "folder": "" if self.folder is None else str(self.folder),
-                "sources": [s.to_dict() for s in self.sources], "notes": list(self.notes)}
+                "sources": [s.to_dict() for s in self.sources], "notes": list(self.notes), "info": list(self.info)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TemplateRef":
@@ -147,17 +150,19 @@ class TemplateRef:
         if not sources and not d.get("folder"):  # a record written before template sources existed
             return cls.bundled(str(d["base"]))
         return cls(str(d["label"]), str(d["base"]), Path(d["folder"]) if d.get("folder") else None, sources,
-                   tuple(d.get("notes") or ()))
+                   tuple(d.get("notes") or ()), tuple(d.get("info") or ()))
 
 
 def _standard(name: str, where: TemplateSearch) -> TemplateRef:
     sources: list[TemplateSource] = []
     notes: list[str] = []
+    info: list[str] = []
     for hemi in HEMIS:
-        found, why = discover_sources(name, hemi, where)
+        found, why, fyi = discover_sources(name, hemi, where)
         sources += found
         notes += [n for n in why if n not in notes]
-    return TemplateRef(name, name, None, tuple(sources), tuple(notes))
+        info += [n for n in fyi if n not in info]
+    return TemplateRef(name, name, None, tuple(sources), tuple(notes), tuple(info))
 
 
 def template_search_path(output_dir: str | Path) -> tuple[Path, ...]:

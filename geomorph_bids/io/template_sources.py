@@ -254,21 +254,23 @@ def _freesurfer_source(kind: str, surf: Path, hemi: str, notes: list[str]) -> Te
                           {k: v.absolute() for k, v in maps.items()})
 
 
-def _templateflow_source(kind: str, folder: Path, base: str, hemi: str, notes: list[str]) -> TemplateSource | None:
-    """The highest density of ``folder`` (a ``tpl-<base>`` folder) with a real sphere and sulc."""
-    empty: list[str] = []
+def _templateflow_source(kind: str, folder: Path, base: str, hemi: str, notes: list[str],
+                         info: list[str]) -> TemplateSource | None:
+    """The highest density of ``folder`` (a ``tpl-<base>`` folder) with a real sphere and sulc;
+    zero-byte sulc placeholders (TemplateFlow has the map, not downloaded) give an ``info`` line."""
+    empty = False
     for den in _TF_DENSITIES[base]:
         stem = f"tpl-{base}_hemi-{hemi}_den-{den}"
         sphere = folder / f"{stem}_sphere.surf.gii"
         sulc = folder / f"{stem}_sulc.shape.gii"
-        empty += [p.name for p in (sphere, sulc) if _placeholder(p)]
+        empty = empty or _placeholder(sulc)
         if _real(sphere) and _real(sulc):
             maps = {m: (folder / f"{stem}_{m}.shape.gii").absolute() for m in _MAPS
                     if _real(folder / f"{stem}_{m}.shape.gii")}
             return TemplateSource(kind, base, hemi, folder.absolute(), sphere.absolute(), maps)
     if empty:
-        notes.append(f"{'TemplateFlow' if kind == 'templateflow' else kind} {folder}: its sphere/sulc files are "
-                     "empty placeholders (not downloaded; geomorph-bids never downloads)")
+        info.append(f"{'TemplateFlow' if kind == 'templateflow' else kind} {folder}: its {base} sulc files are "
+                    "empty placeholders (not downloaded; geomorph-bids never downloads)")
     elif folder.is_dir() and kind != "templateflow":
         notes.append(f"{kind} {folder}: no hemi-{hemi} sphere and sulc")
     return None
@@ -287,24 +289,27 @@ def explicit_base(folder: str | Path) -> str | None:
     return None
 
 
-def _explicit_source(folder: Path, base: str, hemi: str, notes: list[str]) -> TemplateSource | None:
+def _explicit_source(folder: Path, base: str, hemi: str, notes: list[str], info: list[str]) -> TemplateSource | None:
     if (folder / "surf").is_dir() or any(folder.glob("?h.sphere")):
         surf = folder / "surf" if (folder / "surf").is_dir() else folder
         return _freesurfer_source("folder", surf, hemi, notes) if base == "fsaverage" else None
     tf = folder / f"tpl-{base}" if (folder / f"tpl-{base}").is_dir() else folder
-    return _templateflow_source("folder", tf, base, hemi, notes)
+    return _templateflow_source("folder", tf, base, hemi, notes, info)
 
 
-def discover_sources(base: str, hemi: str, search: TemplateSearch) -> tuple[list[TemplateSource], list[str]]:
+def discover_sources(base: str, hemi: str, search: TemplateSearch
+                     ) -> tuple[list[TemplateSource], list[str], list[str]]:
     """The sources of ``base`` (``fsLR``/``fsaverage``) for ``hemi``, in order (the bundled one
-    last, always), and notes on the places that were looked in but hold no usable maps
-    (empty placeholders, a folder without sphere or sulc). Reads only file names and sizes.
+    last, always); warnings about folders that hold some of the template's files but not a
+    sphere and sulc for ``hemi``; and information lines (TemplateFlow's zero-byte
+    placeholders, skipped). Reads only file names and sizes.
 
     Raises :class:`InputError` when ``search.template_dir`` is not a folder of ``base``'s maps.
     """
     from .templates import available_templates
 
     notes: list[str] = []
+    info: list[str] = []
     found: list[TemplateSource] = []
     if not search.bundled_only:
         if search.template_dir is not None:
@@ -316,10 +321,11 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch) -> tuple[list
             if have != base:
                 raise InputError(f"--template-dir holds {have} maps, but the template is {base}",
                                  path=search.template_dir)
-            src = _explicit_source(search.template_dir, base, hemi, notes)
+            src = _explicit_source(search.template_dir, base, hemi, notes, info)
             found += [src] if src else []
         if search.templateflow_home is not None:
-            src = _templateflow_source("templateflow", search.templateflow_home / f"tpl-{base}", base, hemi, notes)
+            src = _templateflow_source("templateflow", search.templateflow_home / f"tpl-{base}", base, hemi, notes,
+                                       info)
             found += [src] if src else []
         if base == "fsaverage":
             for d in search.subjects_dirs:
@@ -329,7 +335,7 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch) -> tuple[list
 
     found.append(TemplateSource("bundled", base, hemi, data_dir() / "templates", None,
                                 {f: None for f in available_templates().get(base, [])}))
-    return found, notes
+    return found, notes, info
 
 
 def fallback_warnings(candidates: Mapping[str, Sequence[TemplateSource]], features: Sequence[str],

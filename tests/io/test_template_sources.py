@@ -108,8 +108,9 @@ def test_zero_byte_templateflow_placeholders_are_skipped_with_a_note(tmp_path, w
     ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(environ=env))
     assert [s.kind for s in ref.candidates("L")] == ["freesurfer", "bundled"]
     assert ref.candidates("L")[0].folder == subjects
-    lines = ref.warnings(("sulc",))
-    assert len(lines) == 1 and "empty placeholder" in lines[0] and "never downloads" in lines[0]
+    assert ref.warnings(("sulc",)) == []  # expected of an uninitialised TemplateFlow: a note, not a warning
+    assert len(ref.info) == 1 and "fsaverage sulc files are empty placeholders" in ref.info[0]
+    assert "never downloads" in ref.info[0]
 
 
 def test_a_source_missing_a_needed_map_falls_back_with_one_warning_line(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
