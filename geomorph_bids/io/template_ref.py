@@ -29,7 +29,7 @@ from ..errors import InputError
 from .custom_template import (DESCRIPTION, custom_feature_file, custom_template_info, find_custom_template,
                               load_custom_template)
 from .template_sources import (TemplateSearch, TemplateSource, discover_sources, explicit_base, fallback_warnings,
-                               is_low_resolution, load_source)
+                               files_sha256, is_low_resolution, load_source)
 from .templates import Template, available_templates, is_bundled_template
 
 __all__ = ["TemplateRef", "resolve_template_ref", "template_search_path", "resolve_template", "HEMIS"]
@@ -111,8 +111,6 @@ class TemplateRef:
         (:meth:`~geomorph_bids.io.template_sources.TemplateSource.provenance`; a custom
         template: kind ``custom``, its folder, 40962 vertices, the maps' SHA-256)."""
         if self.is_custom:
-            from .template_sources import files_sha256
-
             files = [custom_feature_file(self.folder, self.label, hemi, f) for f in features]
             return {"template_source": "custom", "template_source_path": str(self.folder), "template_vertices": 40962,
                     "template_sha256": files_sha256(tuple(str(p) for p in files if p.is_file())),

@@ -359,12 +359,18 @@ def fallback_warnings(candidates: Mapping[str, Sequence[TemplateSource]], featur
 # loading
 
 
+def files_sha256(paths: Sequence[str | Path]) -> str:
+    """SHA-256 (hex) of the files' bytes, concatenated in order (cached per path, size and
+    modification time, so a changed file is hashed again)."""
+    stamps = tuple((str(p), Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in paths)
+    return _sha256(stamps)
+
+
 @functools.lru_cache(maxsize=32)
-def files_sha256(paths: tuple[str, ...]) -> str:
-    """SHA-256 (hex) of the files' bytes, concatenated in order (cached per path tuple)."""
+def _sha256(stamps: tuple[tuple[str, int, int], ...]) -> str:
     h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as fh:
+    for path, _, _ in stamps:
+        with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()

@@ -220,3 +220,26 @@ def full_resolution_fsaverage(subjects: Path) -> Path:
     sulc = barycentric_weights((lr.vertices, lr.faces), in_lr) @ refsulc
     nib.freesurfer.write_morph_data(str(surf / "lh.sulc"), sulc.astype(np.float32))
     return subjects / "fsaverage"
+
+
+def test_full_resolution_fslr_maps_from_templateflow(tmp_path, hcp_data):
+    """The same for fsLR where full-resolution maps exist: TemplateFlow files at fsLR's names
+    (here: the fsLR 32k sphere with the bundled sulc carried onto it) are used and recorded."""
+    from geomorph_bids.io import read_sphere
+    from geomorph_bids.sphere.resample import resample
+
+    sphere = read_sphere(hcp_data / "S1200.L.sphere.32k_fs_LR.surf.gii")
+    bundled = load_template("fsLR", "L", ("sulc",))
+    sulc = resample(bundled.features["sulc"], (bundled.vertices, bundled.faces), (sphere.vertices, sphere.faces),
+                    method="barycentric")
+    folder = tmp_path / "tf" / "tpl-fsLR"
+    folder.mkdir(parents=True)
+    write_surface(folder / "tpl-fsLR_hemi-L_den-32k_sphere.surf.gii", sphere.vertices, sphere.faces, hemi="L")
+    write_metric(folder / "tpl-fsLR_hemi-L_den-32k_sulc.shape.gii", sulc.astype(np.float32), hemi="L")
+    ref = resolve_template_ref("fsLR", where=TemplateSearch(templateflow_home=tmp_path / "tf"))
+    assert [s.kind for s in ref.candidates("L")] == ["templateflow", "bundled"]
+    assert [s.kind for s in ref.candidates("R")] == ["bundled"]
+    tpl = ref.load("L", ("sulc",))
+    assert tpl.provenance["template_source"] == "templateflow" and tpl.provenance["template_vertices"] == 32492
+    assert np.corrcoef(tpl.features["sulc"], bundled.features["sulc"])[0, 1] > 0.98
+    np.testing.assert_allclose(tpl.from_fsaverage, bundled.from_fsaverage)  # fsLR's space, fsLR's rotation
