@@ -50,7 +50,7 @@ both sides, the sphere pushed in by the sulc (radius ``100 - 3 mm x z-scored sul
 deep, gyri high), whose curvature-derived features carry the sulc that ours and MSM match:
 
 (d) FreeSurfer's full fsaverage LEFT (``$SUBJECTS_DIR/fsaverage``, sphere + sulc) moved by a
-    known smooth warp (``engine.synth``, benchmark config ``bumps``, seed 0) -> fsaverage LEFT:
+    known smooth warp (``engine.synth``, benchmark config ``bumps``, ``--seeds``, default 0) -> fsaverage LEFT:
     the template's own population, with the exact answer. Ours registers to the template the
     discovery finds (FreeSurfer's full fsaverage, sampled on ico-6; ``default-bundled``: the
     bundled fsaverage5-derived one); SD and MSM to the full 163,842-vertex fsaverage sphere and
@@ -285,22 +285,22 @@ def _fslr_left_target() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ref.vertices, ref.faces, -_gifti_metric(_atlases() / "L.refsulc.164k_fs_LR.shape.gii")
 
 
-def pair_d(subjects_dir: str | None) -> Pair:
-    """(d) FreeSurfer's full fsaverage L with a known warp -> fsaverage L (163,842 vertices)."""
+def pair_d(subjects_dir: str | None, seed: int = 0) -> Pair:
+    """(d) FreeSurfer's full fsaverage L with a known warp (``seed``) -> fsaverage L (163,842 vertices)."""
     from template_sources import full_source, synthetic_pair
 
     from geomorph_bids.io import read_feature
     from geomorph_bids.io.template_sources import load_source
 
     source = full_source(subjects_dir)
-    rp = synthetic_pair(source, 0)
+    rp = synthetic_pair(source, seed)
     fs = read_sphere(source.sphere)
     full = np.asarray(read_feature(source.maps["sulc"], n_vertices=fs.n_vertices), float)
     sulc = rp.features["sulc"]
-    return Pair("(d) full fsaverage L, known warp -> fsaverage L", rp.vertices, rp.faces, sulc,
+    return Pair(f"(d) full fsaverage L, known warp (seed {seed}) -> fsaverage L", rp.vertices, rp.faces, sulc,
                 _pushed_in(rp.vertices, sulc), "fsaverage", "L", rp.reference * 100.0,
                 (_pushed_in(fs.vertices, full), fs.vertices, fs.faces), (fs.vertices, fs.faces, full),
-                fixed=load_source(source, ("sulc",)).features["sulc"])
+                fixed=load_source(source, ("sulc",)).features["sulc"], key=f"d{seed}")
 
 
 def pair_real(key: str, name: str, subjects_dir: str | None = None) -> Pair:
@@ -487,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--msm-pairs", nargs="+", default=None, metavar="PAIR",
                    help="run MSM on these pairs only (default: every pair; MSM takes minutes per 164k pair)")
     p.add_argument("--subjects-dir", default=None, help="FreeSurfer subjects folder holding fsaverage (pairs d, f)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="warp seeds of pair (d) (default 0)")
     p.add_argument("--model", action="append", default=[], metavar="NAME|PATH",
                    help="also run this GeoMorph checkpoint (bundled name or path), network only and "
                         "network + optimisation, on the pairs of its template (repeatable)")
@@ -510,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         elif which == "c":
             pairs = [pair_c()]
         elif which == "d":
-            pairs = [pair_d(args.subjects_dir)]
+            pairs = [pair_d(args.subjects_dir, seed) for seed in args.seeds]
         elif which == "e":
             pairs = [pair_real("e", "refsulc_Rm-fsLR")]
         elif which == "f":

@@ -243,3 +243,79 @@ def test_full_resolution_fslr_maps_from_templateflow(tmp_path, hcp_data):
     assert tpl.provenance["template_source"] == "templateflow" and tpl.provenance["template_vertices"] == 32492
     assert np.corrcoef(tpl.features["sulc"], bundled.features["sulc"])[0, 1] > 0.98
     np.testing.assert_allclose(tpl.from_fsaverage, bundled.from_fsaverage)  # fsLR's space, fsLR's rotation
+
+
+def test_a_templateflow_home_with_real_and_zero_byte_files(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
+    """TemplateFlow as `pip install templateflow` plus a partial download leaves it: the 164k
+    files are zero-byte placeholders, the 10k sphere and sulc are real, the 10k curv is a
+    placeholder. The real 10k files are used (no note: a real density was found); a run that
+    needs curv passes over them, with one warning line, to the next source on disk (the
+    FreeSurfer fsaverage), not to the bundled maps; a zero-byte lh.sulc in the FreeSurfer folder
+    counts as missing."""
+    folder = write_templateflow(tmp_path / "tf")
+    for suffix in ("_sphere.surf.gii", "_sulc.shape.gii", "_curv.shape.gii"):
+        for hemi in ("L", "R"):
+            (folder / f"tpl-fsaverage_hemi-{hemi}_den-164k{suffix}").write_bytes(b"")
+            (folder / f"tpl-fsaverage_hemi-{hemi}_den-10k_curv.shape.gii").write_bytes(b"")
+    subjects = write_fsaverage(tmp_path / "subjects", scale=2.0)
+    env = {"TEMPLATEFLOW_HOME": str(tmp_path / "tf"), "SUBJECTS_DIR": str(tmp_path / "subjects")}
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(environ=env))
+    tf = ref.candidates("L")[0]
+    assert (tf.kind, tf.sphere.name) == ("templateflow", "tpl-fsaverage_hemi-L_den-10k_sphere.surf.gii")
+    assert tuple(tf.maps) == ("sulc",) and not ref.info  # the zero-byte curv is not a map
+    tpl = ref.load("L", ("sulc",))
+    assert tpl.provenance["template_source"] == "templateflow" and tpl.provenance["template_vertices"] == N
+    np.testing.assert_allclose(tpl.features["sulc"][:N], tiny_maps("L")["sulc"], atol=1e-5)
+    assert ref.warnings(("sulc",)) == []
+    # sulc + curv: TemplateFlow lacks curv -> the FreeSurfer fsaverage, said on one line per hemisphere
+    lines = ref.warnings(("sulc", "curv"))
+    assert lines == [f"template hemi-{h}: TemplateFlow fsaverage {folder.absolute()} has no curv; using FreeSurfer fsaverage "
+                     f"{subjects.absolute()}" for h in ("L", "R")]
+    both = ref.load("R", ("sulc", "curv"))
+    assert both.provenance["template_source"] == "freesurfer"
+    np.testing.assert_allclose(both.features["curv"][:N], tiny_maps("R", 2.0)["curv"], atol=1e-5)
+    # a zero-byte lh.sulc in the FreeSurfer folder: that hemisphere is not offered there
+    (subjects / "surf" / "lh.sulc").write_bytes(b"")
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(environ=env))
+    assert [s.kind for s in ref.candidates("L")] == ["templateflow", "bundled"]
+    assert [s.kind for s in ref.candidates("R")] == ["templateflow", "freesurfer", "bundled"]
+    assert ref.load("L", ("sulc", "curv")).provenance["template_source"] == "bundled"
+    assert any(f"FreeSurfer fsaverage {subjects.absolute()}: no lh.sulc for hemi-L" in line
+               for line in ref.warnings(("sulc", "curv"), ("L",)))
+    # only placeholders left: a note that they were not downloaded, and the FreeSurfer maps
+    for p in folder.glob("*den-10k*"):
+        p.write_bytes(b"")
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(environ=env))
+    assert [s.kind for s in ref.candidates("R")] == ["freesurfer", "bundled"]
+    assert len(ref.info) == 1 and "empty placeholders" in ref.info[0]
+
+
+def test_register_warns_once_when_a_hemisphere_falls_back(tmp_path, monkeypatch, tiny_fsaverage):
+    """The Python API: $SUBJECTS_DIR's fsaverage has no right hemisphere -> one TemplateWarning
+    naming the folder and the missing files; the right hemisphere registers to the bundled maps
+    and its metrics say so; the left one uses the folder without a warning."""
+    import warnings
+
+    from geomorph_bids.engine.register import register
+    from geomorph_bids.io import read_feature, read_sphere
+    from geomorph_bids.io.template_sources import TemplateWarning
+    from geomorph_bids.resources import example_dir
+
+    fs = tiny_fsaverage(tmp_path / "subjects", hemis=("L",))
+    monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "subjects"))
+    surf = example_dir() / "sub-01" / "surf"
+    regs = {}
+    for hemi, prefix in (("L", "lh"), ("R", "rh")):
+        sphere = read_sphere(surf / f"{prefix}.sphere")
+        sulc = read_feature(surf / f"{prefix}.sulc", n_vertices=sphere.n_vertices)
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            regs[hemi] = register((sphere.vertices, sphere.faces), {"sulc": sulc}, "fsaverage", hemi,
+                                  rigid_only=True, device="cpu")
+        lines = [str(w.message) for w in rec if issubclass(w.category, TemplateWarning)]
+        if hemi == "L":
+            assert lines == []
+        else:
+            assert lines == [f"template: FreeSurfer fsaverage {fs.absolute()}: no rh.sphere or rh.sulc for hemi-R"]
+    assert regs["L"].metrics["template_source"] == "freesurfer"
+    assert regs["R"].metrics["template_source"] == "bundled"
