@@ -490,3 +490,24 @@ def test_template_maps_from_the_freesurfer_folder_are_recorded_everywhere(datase
     code, _, err = run(bids, tmp_path / "out3", "participant", "--template", "fsaverage", "--model", "rigid",
                        "--template-dir", tmp_path, "-w", tmp_path / "w3")
     assert code == 1 and "--template-dir: not a FreeSurfer subject folder" in err and not (tmp_path / "out3").exists()
+
+
+def test_fs_subjects_dir_without_a_hemisphere_falls_back_with_one_warning_line(dataset_factory, tmp_path,
+                                                                               tiny_fsaverage):
+    """--fs-subjects-dir names the FreeSurfer folder; its fsaverage has only the left hemisphere
+    and no curv: one warning line for the right hemisphere, which registers to the bundled maps
+    (its report says so plainly), and the default registration uses sulc alone from the folder
+    rather than the low-resolution maps."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    fs = tiny_fsaverage(tmp_path / "fs", hemis=("L",), maps=("sulc",), scale=0.5)
+    out = tmp_path / "out"
+    code, stdout, err = run(bids, out, "participant", "--template", "fsaverage", "--model", "rigid",
+                            "--fs-subjects-dir", tmp_path / "fs", "-w", tmp_path / "w", "--nprocs", "2")
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "warning: template" in line]
+    assert lines == [f"geomorph-bids: warning: template: FreeSurfer fsaverage {fs}: no rh.sphere or rh.sulc for hemi-R"]
+    for hemi, kind in (("L", "freesurfer"), ("R", "bundled")):
+        doc = json.loads((anat(out, "01") / f"sub-01_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json").read_text())
+        assert doc["registration"]["template_source"] == kind
+    html = (out / "sub-01.html").read_text()
+    assert "bundled low-resolution fsaverage" in html and "--template-dir" in html
