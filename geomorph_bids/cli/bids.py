@@ -26,6 +26,7 @@ from .. import __version__  # noqa: E402
 from ..crashfiles import subject_wf_name  # noqa: E402
 from ..derivatives import GROUP_TSV, LOGS, NATIVE_FEATURE, NATIVE_SPHERE, anat_dir, crash_dir  # noqa: E402
 from ..derivatives import entities as entity_string  # noqa: E402
+from ..io.template_sources import LOW_RESOLUTION_NOTE  # noqa: E402
 from .descriptions import source_roots, write_citation, write_dataset_description  # noqa: E402
 from .exit_codes import EXIT_FAILED, EXIT_OK, HANDLED, error_exit  # noqa: E402
 from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
@@ -116,6 +117,10 @@ def run_participant(args) -> int:
         print(f"{_PROG} {__version__}: {n_todo} hemisphere(s) of {len(jobs)} subject/session(s) -> {output_dir} "
               f"(template {config.template.label}, density {config.density}, model {config.model.name}, "
               f"device {config.device}, work dir {work_dir})", flush=True)
+        hemis = sorted({config.model.template_hemi(h) for h in args.hemi})
+        print(f"template maps: {config.template.describe(config.channels, hemis)}", flush=True)
+        if config.template.low_resolution(config.channels, hemis):
+            print(f"note: {LOW_RESOLUTION_NOTE}", flush=True)
         before = {(j.subject, j.session, h): _stat(hemi_outputs(j.inputs.hemis[h], config).metrics)
                   for j in jobs for h in j.inputs.hemis}
         crashed, run_failures = _run_workflow(mine, config, args, batch)
@@ -197,12 +202,10 @@ def _build_population_template(args, rows: list[dict]) -> int:
     register-then-average rounds, per hemisphere, into ``OUTPUT_DIR/tpl-<label>/``. The template,
     model and features are decided as at the participant level (same search path, same
     defaults: the model's registration features unless ``--features`` is given)."""
-    from ..engine.model_choice import resolve_model
     from ..engine.population import PopulationSubject, build_template
-    from .settings import resolve_template
+    from .settings import resolve_template_and_model
 
-    template = resolve_template(args)
-    model = resolve_model(args.model, template.label)
+    template, model = resolve_template_and_model(args, _PROG)
     features = tuple(args.features) if args.features else model.channels
     device = model.resolve_device(args.device)
     status = EXIT_OK

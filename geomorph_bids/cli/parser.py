@@ -86,7 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--template", default="fsLR", metavar="fsLR|fsaverage|FOLDER",
                    help="target template: fsLR, fsaverage, or a custom template folder (tpl-<label>, "
                         "e.g. written by 'group --build-template'; a bare label is looked up in "
-                        "output_dir)")
+                        "output_dir). fsaverage's maps are taken at full resolution from, in order: "
+                        "--template-dir, $TEMPLATEFLOW_HOME/tpl-fsaverage, fsaverage in the FreeSurfer "
+                        "subjects folder (--fs-subjects-dir), $SUBJECTS_DIR and $FREESURFER_HOME/subjects; "
+                        "else the bundled low-resolution maps (docs/templates.md)")
+    g.add_argument("--template-dir", default=None, metavar="DIR|bundled",
+                   help="take the template's maps from this folder first: a FreeSurfer subject folder "
+                        "(e.g. $FREESURFER_HOME/subjects/fsaverage) or a TemplateFlow folder; 'bundled': "
+                        "the maps bundled with geomorph-bids only, whatever this machine has "
+                        "(default: look in the places --template lists)")
     g.add_argument("--output-density", default=None, metavar="DEN",
                    help="density of the resampled features: fsLR 32k (default), 59k (TemplateFlow only), "
                         "164k, ico6; fsaverage 10k, 41k (default), 164k (= ico5, ico6, ico7)")

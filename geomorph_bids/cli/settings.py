@@ -13,29 +13,65 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from ..engine.model_choice import ModelChoice, resolve_model
 from ..errors import InputError
 from ..io.template_ref import TemplateRef, resolve_template_ref, template_search_path
+from ..io.template_sources import TemplateSearch
 from ..workflows.config import RunConfig
 from .parser import parse_derivatives
 
-__all__ = ["resolve_template", "resolve_features", "resolve_settings", "batch_folder", "validate_arguments",
+__all__ = ["resolve_template", "template_search", "resolve_template_and_model", "resolve_features", "resolve_settings", "batch_folder", "validate_arguments",
            "absolute_paths"]
 
 #: the features resampled and written when --features is not given
 DEFAULT_FEATURES = ("sulc",)
 
 
+def template_search(args) -> TemplateSearch:
+    """Where the maps of ``--template`` are looked for: ``--template-dir``, ``$TEMPLATEFLOW_HOME``,
+    ``fsaverage`` in the FreeSurfer folders the inputs come from (``--fs-subjects-dir``, else
+    ``<bids_dir>/derivatives/freesurfer``...), ``$SUBJECTS_DIR`` and ``$FREESURFER_HOME/subjects``,
+    then the bundled maps (:mod:`geomorph_bids.io.template_sources`)."""
+    from ..io.discover import freesurfer_roots
+
+    roots = freesurfer_roots(args.bids_dir, args.fs_subjects_dir, parse_derivatives(args.derivatives))
+    return TemplateSearch.from_environment(getattr(args, "template_dir", None), roots)
+
+
 def resolve_template(args) -> TemplateRef:
-    """``--template``: a bundled template, a custom template folder, or a ``tpl-<label>`` in the
-    output folder (:func:`~geomorph_bids.io.template_ref.template_search_path`)."""
+    """``--template``: a standard template (its maps from :func:`template_search`), a folder of
+    its maps, a custom template folder, or a ``tpl-<label>`` in the output folder
+    (:func:`~geomorph_bids.io.template_ref.template_search_path`)."""
     try:
-        return resolve_template_ref(args.template, template_search_path(args.output_dir))
+        return resolve_template_ref(args.template, template_search_path(args.output_dir), template_search(args))
     except InputError as exc:
         raise InputError(f"--template: {exc.reason}", path=exc.path) from None
+
+
+def resolve_template_and_model(args, prog: str = "geomorph-bids") -> tuple[TemplateRef, ModelChoice]:
+    """The template and the model, decided together: the default optimiser uses the maps the
+    template's preferred source offers for every ``--hemi`` (sulc + curv for fsaverage, sulc
+    alone from a FreeSurfer fsaverage without ``curv``); a network's channels are its own.
+    Prints one warning line per hemisphere whose preferred source is passed over (it lacks a
+    map the registration needs) and per place that holds no usable maps, and reads the maps
+    once: a bad one is an :class:`InputError` here, before anything runs."""
+    template = resolve_template(args)
+    model = resolve_model(args.model, template.label, template.shared_features(args.hemi))
+    hemis = sorted({model.template_hemi(h) for h in args.hemi})
+    for line in template.warnings(model.channels, hemis):
+        print(f"{prog}: warning: {line}", file=sys.stderr)
+    for line in template.info:
+        print(f"{prog}: note: {line}", file=sys.stderr)
+    for hemi in hemis:
+        try:
+            template.load(hemi, model.channels)
+        except InputError as exc:
+            raise InputError(f"--template {template.label}: {exc.reason}", path=exc.path) from None
+    return template, model
 
 
 def resolve_features(args, model: ModelChoice) -> tuple[str, ...]:
@@ -49,8 +85,7 @@ def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
     density and its spheres, device, threads."""
     from ..io.templates import load_density_sphere, normalise_density
 
-    template = resolve_template(args)
-    model = resolve_model(args.model, template.label)
+    template, model = resolve_template_and_model(args)
     features = resolve_features(args, model)
     density = normalise_density(template.base, args.output_density)
     tf_home = os.environ.get("TEMPLATEFLOW_HOME", "")
@@ -65,9 +100,11 @@ def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
 
 def batch_folder(config: RunConfig) -> RunConfig:
     """Batch mode: the results of one settings combination live in their own work folder
-    (safe resume), named by a hash of the template, model and channels."""
+    (safe resume), named by a hash of the template (and its maps' checksums), model and channels."""
     folder = "" if config.template.folder is None else str(config.template.folder)
-    key = json.dumps([config.template.label, folder, config.model.name, list(config.channels)],
+    maps = [config.template.provenance(config.model.template_hemi(h), config.channels)["template_sha256"]
+            for h in ("L", "R")]  # another template source is another result
+    key = json.dumps([config.template.label, folder, config.model.name, list(config.channels), maps],
                      sort_keys=True).encode()
     return replace(config, batch_dir=str(config.work_dir / f"batch_{hashlib.sha1(key).hexdigest()[:10]}"))
 

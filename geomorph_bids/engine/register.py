@@ -47,7 +47,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InputError
-from ..io.templates import TEMPLATE_LEVEL, Template, available_templates, load_template
+from ..io.template_ref import TemplateRef, resolve_template_ref
+from ..io.template_sources import TemplateSearch, TemplateWarning
+from ..io.templates import TEMPLATE_LEVEL, Template
 from ..sphere.distortion import distortion, distortion_summary
 from ..sphere.icosphere import icosphere, n_vertices
 from ..sphere.locate import unit
@@ -65,6 +67,7 @@ if TYPE_CHECKING:  # the optimiser (torch) is imported lazily
 __all__ = ["Registration", "RegistrationItem", "register", "register_many"]
 
 SphereInput = tuple[np.ndarray, np.ndarray] | str | Path
+TemplateInput = str | Path | Template | TemplateRef
 FeatureInput = Mapping[str, np.ndarray | str | Path]
 
 
@@ -173,10 +176,10 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
 # the API
 
 
-def register(moving_sphere: SphereInput, moving_features: FeatureInput, template: str | Template = "fsLR",
+def register(moving_sphere: SphereInput, moving_features: FeatureInput, template: TemplateInput = "fsLR",
              hemi: str = "L", model: str | Path | Any | None = None, device: str | Any = "auto", *,
              rigid_only: bool = False, reg_sphere: np.ndarray | str | Path | None = None,
-             optimise: "bool | OptimiseConfig" = True) -> Registration:
+             optimise: "bool | OptimiseConfig" = True, template_dir: str | Path | None = None) -> Registration:
     """Register a native sphere to a template: rigid pre-alignment, then GeoMorph.
 
     Parameters
@@ -186,7 +189,14 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         fsLR 32k, ...); rescaled to radius 100.
     moving_features : name -> (V,) array or path (e.g. ``{"sulc": "lh.sulc"}``), in the
         template's sign convention (FreeSurfer's for sulc).
-    template : ``"fsLR"``, ``"fsaverage"`` (bundled) or a :class:`~geomorph_bids.io.templates.Template`.
+    template : ``"fsLR"`` or ``"fsaverage"``: its maps are looked up, per hemisphere, in
+        ``template_dir``, ``$TEMPLATEFLOW_HOME``, ``$SUBJECTS_DIR/fsaverage`` and
+        ``$FREESURFER_HOME/subjects/fsaverage``, then the bundled maps
+        (:mod:`geomorph_bids.io.template_sources`; a source that lacks a map the registration
+        needs is passed over with a :class:`~geomorph_bids.io.template_sources.TemplateWarning`);
+        a FreeSurfer ``fsaverage`` or TemplateFlow ``tpl-fsaverage`` folder; a custom template
+        folder; a resolved :class:`~geomorph_bids.io.template_ref.TemplateRef`; or a loaded
+        :class:`~geomorph_bids.io.templates.Template` (used as it is).
     hemi : ``"L"`` or ``"R"``.
     model : a bundled network's name, a checkpoint path or a built ``GeoMorph`` (with
         ``.config``), or None: the template's default registration
@@ -201,6 +211,9 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         ``model``) or an ``OptimiseConfig``.
     reg_sphere : optional FreeSurfer ``?h.sphere.reg`` (array or path, same topology): the
         rotation comes from vertex correspondence instead of the features.
+    template_dir : a folder of the template's maps, looked in first (a FreeSurfer subject
+        folder, a TemplateFlow folder), or ``"bundled"``: the bundled maps only, whatever is
+        installed (ignored when ``template`` is a TemplateRef or Template).
 
     Returns
     -------
@@ -210,11 +223,14 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     the :func:`~geomorph_bids.sphere.distortion.distortion_summary` of the output sphere against
     the input sphere (both radius 100: ``areal_mean_abs``, ``R_mean``, ``n_folded``, ...);
     ``warp_folded_triangles`` (ico-6 triangles the warp flips); ``rotation_deg``;
-    ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``.
+    ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``;
+    where the template's maps came from: ``template_source`` (``folder``, ``templateflow``,
+    ``freesurfer``, ``bundled`` or ``custom``), ``template_source_path``, ``template_vertices``
+    (of the maps as their source has them), ``template_sha256``, ``template_files``.
     """
     items = [RegistrationItem(moving_sphere, moving_features, hemi, reg_sphere)]
     return register_many(items, template, model, device, rigid_only=rigid_only, optimise=optimise,
-                         on_error="raise")[0]
+                         on_error="raise", template_dir=template_dir)[0]
 
 
 @dataclass
@@ -247,10 +263,11 @@ class _Job:
     warp: np.ndarray | None = None     # (40962, 3) unit sphere, once known
 
 
-def register_many(items: Sequence[RegistrationItem], template: str | Template = "fsLR",
+def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "fsLR",
                   model: str | Path | Any | None = None, device: str | Any = "auto", *,
                   rigid_only: bool = False, optimise: "bool | OptimiseConfig" = True,
-                  batch_size: int = 8, on_error: str = "raise") -> list["Registration | Exception"]:
+                  batch_size: int = 8, on_error: str = "raise",
+                  template_dir: str | Path | None = None) -> list["Registration | Exception"]:
     """Register many hemispheres with one model load and batched optimisation.
 
     Same result per hemisphere as :func:`register` (up to float rounding of the batched
@@ -261,7 +278,8 @@ def register_many(items: Sequence[RegistrationItem], template: str | Template = 
     Parameters
     ----------
     items : the hemispheres (:class:`RegistrationItem`).
-    template, model, device, rigid_only, optimise : as in :func:`register`.
+    template, model, device, rigid_only, optimise, template_dir : as in :func:`register`; the
+        template is resolved once for all items.
     batch_size : pairs per optimisation batch (>= 1; memory grows linearly, ~60 MB per pair).
     on_error : ``"raise"`` (the first bad input raises) or ``"return"`` (its slot in the
         result holds the exception; the others are registered).
@@ -270,8 +288,10 @@ def register_many(items: Sequence[RegistrationItem], template: str | Template = 
     -------
     One :class:`Registration` (or exception) per item, in order.
     """
+    warn = not isinstance(template, (Template, TemplateRef))  # resolved here: say what was passed over
+    template = _template_ref(template, template_dir, {item.hemi for item in items})
     if model is None and not rigid_only:  # the default is decided in one place, per template
-        default = default_registration(template.name if isinstance(template, Template) else str(template))
+        default = default_registration(template.name if isinstance(template, Template) else template.label)
         model = default.register_arguments()["model"]
         optimise = default.optimise if optimise is True and model is not None else optimise
     if on_error not in ("raise", "return"):
@@ -284,11 +304,12 @@ def register_many(items: Sequence[RegistrationItem], template: str | Template = 
     dev = resolve_device(device) if not rigid_only else None
     results: list[Registration | Exception | None] = [None] * len(items)
     models: dict[tuple[str, tuple[str, ...]], LoadedModel] = {}
+    templates: dict[tuple[str, tuple[str, ...]], Template] = {}  # one load per side and channel set
     for start in range(0, len(items), batch_size):
         jobs: dict[int, _Job] = {}
         for idx in range(start, min(start + batch_size, len(items))):
             try:
-                job = _prepare(items[idx], template, model, dev, rigid_only, models)
+                job = _prepare(items[idx], template, model, dev, rigid_only, models, templates, warn)
                 if job.loaded is not None:
                     _network(job, dev)
                 jobs[idx] = job  # only a hemisphere whose steps so far all worked goes on
@@ -303,8 +324,22 @@ def register_many(items: Sequence[RegistrationItem], template: str | Template = 
     return results  # type: ignore[return-value]
 
 
-def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: Any, rigid_only: bool,
-             models: dict) -> _Job:
+def _template_ref(template: TemplateInput, template_dir: str | Path | None,
+                  hemis: set[str]) -> "Template | TemplateRef":
+    """The Python API's boundary: a template name or folder -> a :class:`TemplateRef` (where
+    to look read from the environment here, once; fallback warnings as :class:`TemplateWarning`)."""
+    if isinstance(template, (Template, TemplateRef)):
+        return template
+    import warnings
+
+    ref = resolve_template_ref(template, (), TemplateSearch.from_environment(template_dir))
+    for line in ref.warnings(("sulc",), sorted(h for h in hemis if h in ("L", "R"))):
+        warnings.warn(line, TemplateWarning, stacklevel=4)
+    return ref
+
+
+def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: Any, dev: Any, rigid_only: bool,
+             models: dict, templates: dict, warn: bool = False) -> _Job:
     """Read and check one item, load (or reuse) the model, rigid pre-alignment."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -317,7 +352,7 @@ def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: 
         from ..io.surfaces import read_sphere
 
         reg_sphere = read_sphere(reg_sphere).vertices
-    template_name = template.name if isinstance(template, Template) else str(template)
+    template_name = template.name if isinstance(template, Template) else template.label
     seconds["seconds_read"] = time.perf_counter() - t0
 
     # model first: its channels decide what the template must provide
@@ -329,9 +364,8 @@ def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: 
             models[key] = load_model(model, list(feats), template_name, hemi, dev)
         loaded = models[key]
         channels = loaded.channels
-    else:
-        have = (list(template.features) if isinstance(template, Template)
-                else available_templates().get(template_name, []))
+    else:  # without a network: the moving features the template offers
+        have = list(template.features) if isinstance(template, Template) else template.features(hemi)
         channels = tuple(n for n in feats if n in have) or tuple(feats)
     seconds["seconds_model_load"] = time.perf_counter() - t
 
@@ -347,7 +381,12 @@ def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: 
             raise ValueError(f"template {tpl.name} must be on the ico-{TEMPLATE_LEVEL} grid "
                              f"({n_vertices(TEMPLATE_LEVEL)} vertices), got {len(tpl.vertices)}")
     else:
-        tpl = load_template(template_name, work_hemi, channels)
+        key = (work_hemi, tuple(channels))
+        if key not in templates:
+            if warn and loaded is not None:  # a network's channels may need a map the preferred source lacks
+                _warn_fallback(template, channels, work_hemi)
+            templates[key] = template.load(work_hemi, channels)
+        tpl = templates[key]
     work_v = vertices @ MIRROR if mirrored else vertices
     work_f = np.ascontiguousarray(faces[:, ::-1]) if mirrored else faces
     reg_v = None if reg_sphere is None else np.asarray(reg_sphere, dtype=np.float64)
@@ -365,6 +404,15 @@ def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: 
         metrics[f"cc_{c}_rigid"] = pre.metrics.get(f"cc_{c}_after")
     return _Job(vertices=vertices, faces=faces, work_f=work_f, feats=feats, channels=channels, loaded=loaded,
                 mirrored=mirrored, tpl=tpl, pre=pre, hemi=hemi, metrics=metrics, seconds=seconds, t0=t0)
+
+
+def _warn_fallback(ref: TemplateRef, channels: Sequence[str], hemi: str) -> None:
+    """A network's channels may need a map the preferred source lacks: say which source is used."""
+    import warnings
+
+    for line in ref.warnings(channels, (hemi,)):
+        if line.startswith("template hemi-"):
+            warnings.warn(line, TemplateWarning, stacklevel=5)
 
 
 def _network(job: _Job, dev: Any) -> None:
@@ -476,6 +524,7 @@ def _finish(job: _Job, optimise: Any, dev: Any) -> Registration:
                    {"model_name": "rigid" if warp_ico6 is None else None, "model_version": None,
                     "model_weights_sha256": None,
                     "model_path": None})
+    metrics.update(tpl.provenance)
     metrics.update(seconds)
     metrics["seconds_total"] = sum(v for k, v in seconds.items() if k.startswith("seconds_"))
     return Registration(sphere=out_sphere, faces=faces, rotation=rotation, warp_ico6=warp_ico6,

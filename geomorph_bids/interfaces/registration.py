@@ -96,7 +96,7 @@ class Register(SimpleInterface):
             files = dict(zip(names, self.inputs.feature_files))
             maps = {c: read_feature(files[c], n_vertices=len(sphere.vertices)) for c in channels}
             reg = read_sphere(self.inputs.sphere_reg).vertices if isdefined(self.inputs.sphere_reg) else None
-            template = TemplateRef.from_dict(self.inputs.template).registration_target(hemi, channels)
+            template = TemplateRef.from_dict(self.inputs.template)
             with gpu_lock(self.inputs.device):
                 result = register((sphere.vertices, sphere.faces), maps, template=template, hemi=hemi,
                                   device=self.inputs.device, reg_sphere=reg, **choice.register_arguments())
@@ -175,16 +175,9 @@ def register_batch(items: list[BatchItem], choice, template, device: str, batch_
             errors[i] = str(exc.with_context(subject=item.subject, hemi=item.hemi))
         except (ValueError, OSError) as exc:
             errors[i] = f"sub-{item.subject} hemi-{item.hemi}: {' '.join(str(exc).split())}"
-    groups: dict[str, list[int]] = {}  # a custom template is loaded per hemisphere; bundled: one batch
-    for k, (_, req) in enumerate(ready):
-        groups.setdefault("" if template.is_bundled else req.hemi, []).append(k)
-    results: list = [None] * len(ready)
-    with gpu_lock(device):
-        for hemi, ks in groups.items():
-            tpl = template.registration_target(hemi or "L", channels)
-            for k, r in zip(ks, register_many([ready[k][1] for k in ks], tpl, device=device, batch_size=batch_size,
-                                              on_error="return", **choice.register_arguments())):
-                results[k] = r
+    with gpu_lock(device):  # register_many loads each hemisphere's template once
+        results = register_many([req for _, req in ready], template, device=device, batch_size=batch_size,
+                                on_error="return", **choice.register_arguments())
     for (i, req), result in zip(ready, results):
         item = items[i]
         if isinstance(result, Exception):

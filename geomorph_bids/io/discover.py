@@ -74,7 +74,7 @@ from typing import Iterable, Mapping, Sequence
 
 from geomorph_bids.errors import InputError
 
-__all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs",
+__all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
            "SurfaceWarning", "discover", "find_subjects", "normalise_label", "surface_vertex_count"]
 
 #: feature names discovery knows
@@ -201,6 +201,14 @@ def _roots(bids_dir: Path, fs_subjects_dir: str | Path | None,
         return out
 
     return keep(deriv), keep(fs)
+
+
+def freesurfer_roots(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
+                     derivatives: Mapping[str, str | Path] | None = None) -> list[Path]:
+    """The FreeSurfer subjects folders the inputs are looked for in (``fs_subjects_dir``, else
+    ``<bids_dir>/derivatives/freesurfer`` and each derivatives root's ``sourcedata/freesurfer``),
+    existing ones only: also where the BIDS-App looks for FreeSurfer's ``fsaverage`` template."""
+    return _roots(Path(bids_dir), fs_subjects_dir, derivatives)[1]
 
 
 def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,

@@ -24,6 +24,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +61,9 @@ class Template:
     features : name -> (V,) float64 feature map (FreeSurfer sign for sulc).
     from_fsaverage : (3, 3) float64 rotation from fsaverage space (where FreeSurfer's
         ``?h.sphere.reg`` lives) into this template's space; the identity for fsaverage.
+    provenance : where the maps came from (``template_source``, ``template_source_path``,
+        ``template_vertices``, ``template_sha256``, ``template_files``;
+        :meth:`geomorph_bids.io.template_sources.TemplateSource.provenance`), or empty.
     """
 
     name: str
@@ -68,6 +72,7 @@ class Template:
     faces: np.ndarray
     features: dict[str, np.ndarray] = field(default_factory=dict)
     from_fsaverage: np.ndarray = field(default_factory=lambda: np.eye(3))
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def available_templates() -> dict[str, list[str]]:

@@ -61,6 +61,7 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
                                         templateflow_home=config.templateflow_home),
                        name="resample")
     info = {"subject": h.subject, "session": h.session, "hemi": h.hemi, "template": config.template.label,
+            "template_ref": config.template.to_dict(),
             "model": config.model.name, "input_source": h.source, "sulc_sign": h.sulc_sign,
             "sign_convention": sign_convention(h, features),
             "input_sphere": relative_to(h.sphere, config.bids_dir),

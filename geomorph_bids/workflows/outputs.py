@@ -17,7 +17,7 @@ from ..interfaces.bids import OUTPUT_FIELDS
 from ..io.discover import HemiInputs
 from .config import RunConfig
 
-__all__ = ["init_ds_hemisphere_wf", "sign_convention", "relative_to"]
+__all__ = ["init_ds_hemisphere_wf", "sign_convention", "relative_to", "template_source"]
 
 #: features whose sign convention the sidecars state (FreeSurfer: positive in sulci)
 _SIGNED = ("sulc", "curv")
@@ -38,6 +38,15 @@ def sign_convention(h: HemiInputs, features: Sequence[str]) -> str:
             (f"; the input's {', '.join(flipped)} (HCP sign) were negated" if flipped else ""))
 
 
+def template_source(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
+    """The sidecars' ``TemplateSource``: where the maps the hemisphere is registered to come
+    from (``Kind``: folder, templateflow, freesurfer, bundled or custom; ``Path``; ``Vertices``
+    of the maps as their source has them; ``SHA256`` of the files read)."""
+    p = config.template.provenance(config.model.template_hemi(h.hemi), config.channels)
+    return {"Kind": p["template_source"], "Path": p["template_source_path"], "Vertices": p["template_vertices"],
+            "SHA256": p["template_sha256"]}
+
+
 def init_ds_hemisphere_wf(h: HemiInputs, config: RunConfig, name: str = "ds_hemi_wf") -> pe.Workflow:
     """Write one hemisphere's derivatives.
 
@@ -55,6 +64,7 @@ def init_ds_hemisphere_wf(h: HemiInputs, config: RunConfig, name: str = "ds_hemi
     sign_note = sign_convention(h, features)
     ent = entities(h.subject, h.session)
     source_file = str(config.bids_dir / f"sub-{h.subject}" / f"{ent}_hemi-{h.hemi}_sphere.surf.gii")
+    tpl_source = template_source(h, config)
 
     def sink(node_name: str, kind: Derivative, field: str, index: int | None = None, feature: str | None = None,
              meta: dict[str, Any] | None = None) -> None:
@@ -73,7 +83,7 @@ def init_ds_hemisphere_wf(h: HemiInputs, config: RunConfig, name: str = "ds_hemi
         "Description": f"Native sphere mesh moved into {space} space by geomorph-bids "
                        "(same vertices and triangles as the input sphere); use it where sMRIPrep's "
                        "desc-msmsulc sphere is used.",
-        "Sources": [relative_to(h.sphere, config.bids_dir)], "Template": space,
+        "Sources": [relative_to(h.sphere, config.bids_dir)], "Template": space, "TemplateSource": tpl_source,
         "RegistrationFeatures": list(config.channels), "Model": model,
         "RegistrationMetrics": METRICS.name(ent, h.hemi, space),
         "InputSource": h.source, "SignConvention": sign_note})
@@ -81,7 +91,7 @@ def init_ds_hemisphere_wf(h: HemiInputs, config: RunConfig, name: str = "ds_hemi
         sink(f, RESAMPLED_FEATURE, "resampled_features", k, f, meta={
             "Description": f"{f} resampled onto the {space} {density} sphere through "
                            "the geomorph-bids registration",
-            "Sources": [sources[f]], "Template": space, "Density": density,
+            "Sources": [sources[f]], "Template": space, "TemplateSource": tpl_source, "Density": density,
             "SpatialReference": config.density_sources.get(h.hemi, ""),
             "ResamplingMethod": "ADAP_BARY_AREA", "Model": model,
             "SignConvention": sign_note if f in _SIGNED else "as in the input",
