@@ -174,6 +174,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
 def register(moving_sphere: SphereInput, moving_features: FeatureInput, template: str | Template = "fsLR",
              hemi: str = "L", model: str | Path | Any | None = None, device: str | Any = "auto", *,
              rigid_only: bool = False, reg_sphere: np.ndarray | str | Path | None = None,
+             reg_sphere_space: str = "fsaverage", cortex_mask: np.ndarray | str | Path | None = None,
              optimise: "bool | OptimiseConfig" = True) -> Registration:
     """Register a native sphere to a template: rigid pre-alignment, then GeoMorph.
 
@@ -196,8 +197,15 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         the rigid alignment without one): True (the default schedule,
         :class:`~geomorph_bids.model.optimise.OptimiseConfig`), False (network only; needs a
         ``model``) or an ``OptimiseConfig``.
-    reg_sphere : optional FreeSurfer ``?h.sphere.reg`` (array or path, same topology): the
-        rotation comes from vertex correspondence instead of the features.
+    reg_sphere : optional registered sphere (array or path, same topology): the rotation comes
+        from vertex correspondence with it instead of the features.
+    reg_sphere_space : ``"fsaverage"`` (default: FreeSurfer's ``?h.sphere.reg``, the template's
+        fixed fsaverage -> template rotation follows) or ``"template"`` (``reg_sphere`` is already
+        in template space, e.g. sMRIPrep's ``space-fsLR_desc-reg`` sphere for fsLR).
+    cortex_mask : optional (V,) bool or a mask file (sMRIPrep's ``desc-cortex_mask.label.gii``,
+        HCP's ``roi.native.shape.gii``, FreeSurfer's ``cortex.label``; :func:`~geomorph_bids.io.surfaces.read_mask`):
+        True on the cortex. The medial wall is then left out of the similarity of the rigid
+        stage and of the warp optimisation (the template's own zeros stay masked too).
 
     Returns
     -------
@@ -209,7 +217,7 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     ``warp_folded_triangles`` (ico-6 triangles the warp flips); ``rotation_deg``;
     ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``.
     """
-    items = [RegistrationItem(moving_sphere, moving_features, hemi, reg_sphere)]
+    items = [RegistrationItem(moving_sphere, moving_features, hemi, reg_sphere, reg_sphere_space, cortex_mask)]
     return register_many(items, template, model, device, rigid_only=rigid_only, optimise=optimise,
                          on_error="raise")[0]
 
@@ -222,6 +230,8 @@ class RegistrationItem:
     moving_features: FeatureInput
     hemi: str = "L"
     reg_sphere: np.ndarray | str | Path | None = None
+    reg_sphere_space: str = "fsaverage"
+    cortex_mask: np.ndarray | str | Path | None = None
 
 
 @dataclass(eq=False)
@@ -314,6 +324,15 @@ def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: 
         from ..io.surfaces import read_sphere
 
         reg_sphere = read_sphere(reg_sphere).vertices
+    cortex = item.cortex_mask
+    if cortex is not None and isinstance(cortex, (str, Path)):
+        from ..io.surfaces import read_mask
+
+        cortex = read_mask(cortex, len(vertices))
+    if cortex is not None:
+        cortex = np.asarray(cortex, dtype=bool).reshape(-1)
+        if cortex.shape != (len(vertices),):
+            raise InputError(f"cortex mask has {cortex.size} values but the sphere has {len(vertices)} vertices")
     template_name = template.name if isinstance(template, Template) else str(template)
     seconds["seconds_read"] = time.perf_counter() - t0
 
@@ -353,10 +372,12 @@ def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: 
 
     # 1. rigid
     t = time.perf_counter()
-    pre = prealign(work_v, work_f, {c: feats[c] for c in channels}, tpl, reg_sphere=reg_v)
+    pre = prealign(work_v, work_f, {c: feats[c] for c in channels}, tpl, reg_sphere=reg_v,
+                   reg_space=item.reg_sphere_space, cortex_mask=cortex)
     seconds["seconds_prealign"] = time.perf_counter() - t
     metrics: dict[str, Any] = {"template": tpl.name, "hemi": hemi, "rotation_deg": pre.metrics["rotation_deg"],
-                               "rotation_method": pre.metrics["rotation_method"]}
+                               "rotation_method": pre.metrics["rotation_method"],
+                               "cortex_mask": cortex is not None}
     for c in channels:
         metrics[f"cc_{c}_before"] = pre.metrics.get(f"cc_{c}_before")
         metrics[f"cc_{c}_rigid"] = pre.metrics.get(f"cc_{c}_after")
@@ -411,7 +432,8 @@ def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:
             fix = np.stack([np.asarray(job.tpl.features[c], dtype=np.float64) for c in job.channels], axis=1)
             movs.append(spec(mov, channel_names=list(job.channels))[0])
             fixs.append(spec(fix, channel_names=list(job.channels))[0])
-            masks.append(fix != 0)
+            cortex = job.pre.cortex_on_template  # the subject's medial wall, where the rigid stage put it
+            masks.append((fix != 0) if cortex is None else (fix != 0) & cortex[:, None])
             inits.append(job.warp if job.warp is not None else unit(icosphere(TEMPLATE_LEVEL)[0]))
         any_init = any(job.warp is not None for job in group)
         res = optimise_warp(np.stack(movs), np.stack(fixs), cfg, mask=np.stack(masks),
