@@ -8,7 +8,7 @@ fsLR space, which sMRIPrep then writes as ``space-fsLR_desc-msmsulc_sphere`` and
 fsLR resampling. A pipeline author changes three lines (README, "Using geomorph-bids with
 fMRIPrep and sMRIPrep")::
 
-    from geomorph_bids.workflows import init_geomorph_sulc_wf            # the import
+    from geomorph_bids.workflows import GEOMORPH_SPHERE_SIDECAR, init_geomorph_sulc_wf  # the import
     msm_sulc_wf = init_geomorph_sulc_wf(sloppy=sloppy, omp_nthreads=omp_nthreads)   # the builder
     ds_msmsulc_wf.get_node("ds_sphere_reg_msm").inputs.meta_dict = GEOMORPH_SPHERE_SIDECAR  # provenance
 
