@@ -43,6 +43,20 @@ def test_example_inputs_are_found_per_session():
             assert x.surface_kind == "midthickness"
 
 
+def test_example_is_what_smriprep_itself_collects():
+    """sMRIPrep's own collect_derivatives (as fMRIPrep 25.2 calls it, sessionwise) finds every surface
+    of the example under its io_spec keys, left then right, session by session (white and pial are
+    left out of the example: nothing here reads them)."""
+    from smriprep.utils.bids import collect_derivatives
+
+    keys = {"midthickness", "sphere", "sphere_reg", "sphere_reg_fsLR", "sulc", "curv", "thickness", "cortex_mask"}
+    for session in ("1", "2"):
+        found = collect_derivatives(EXAMPLE / "derivatives" / "smriprep", "01", std_spaces=[], session_id=[session])
+        assert keys <= set(found) and "sphere_reg_msm" not in found
+        for key in keys:
+            assert [f"ses-{session}_hemi-{h}_" in Path(p).name for h, p in zip("LR", found[key])] == [True, True], key
+
+
 def test_freesurfer_and_hcp_midthickness_and_cortex(tmp_path):
     fs = tmp_path / "bids" / "derivatives" / "freesurfer" / "sub-01"
     (fs / "surf").mkdir(parents=True)
