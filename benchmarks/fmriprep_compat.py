@@ -107,6 +107,7 @@ def run_smriprep_resampling(config_file: str | Path) -> dict[str, dict[str, str]
 
 def smriprep_resampling_in_child(config: dict, folder: Path, templateflow_home: Path) -> dict[str, dict[str, str]]:
     """:func:`run_smriprep_resampling` in a fresh process with TEMPLATEFLOW_HOME set."""
+    folder.mkdir(parents=True, exist_ok=True)
     config = {"work_dir": str(folder / "work"), "out": str(folder / "dscalars.json"), **config}
     (folder / "config.json").write_text(json.dumps(config))
     env = {**os.environ, "TEMPLATEFLOW_HOME": str(templateflow_home), "NIPYPE_NO_ET": "1"}
