@@ -36,6 +36,10 @@ class Prealignment:
     cortex_on_template : (V_template,) bool, where the aligned moving cortex mask covers the
         template's ico-6 vertices (more than half of the barycentric weight inside the cortex),
         or None without a mask.
+    locator : the :class:`SphereLocator` of the moving sphere as given (unrotated), for later
+        point location in it (a point ``q`` of template space lies at ``q @ rotation`` there).
+    grid_faces : (V_template,) int64, the moving face holding each template vertex after the
+        rotation (a hint for locating points near the template grid).
     """
 
     rotation: np.ndarray
@@ -43,6 +47,8 @@ class Prealignment:
     features_on_template: dict[str, np.ndarray]
     metrics: dict[str, float | int | str] = field(default_factory=dict)
     cortex_on_template: np.ndarray | None = None
+    locator: SphereLocator | None = field(default=None, repr=False, compare=False)
+    grid_faces: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -106,7 +112,8 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
     # one location per point set, shared by every feature
     locator = SphereLocator(vertices, faces)
     at_before = barycentric_weights((vertices, faces), template.vertices, locator)
-    at_after = barycentric_weights((vertices, faces), template.vertices @ rotation, locator)
+    grid_faces, _ = locator.locate(template.vertices @ rotation)
+    at_after = barycentric_weights((vertices, faces), template.vertices @ rotation, locator, hint=grid_faces)
     before = {n: at_before @ np.asarray(features[n], float) for n in shared}
     after = {n: at_after @ np.asarray(features[n], float) for n in shared}
     metrics: dict[str, float | int | str] = {"rotation_deg": rotation_angle(rotation), "rotation_method": method}
@@ -119,4 +126,4 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
         metrics["cortex_fraction_on_template"] = float(cortex.mean())
     metrics["seconds"] = time.perf_counter() - start
     return Prealignment(rotation=rotation, sphere=aligned, features_on_template=after, metrics=metrics,
-                        cortex_on_template=cortex)
+                        cortex_on_template=cortex, locator=locator, grid_faces=grid_faces)

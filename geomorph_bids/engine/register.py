@@ -14,9 +14,11 @@
    template grid (the icospheres are nested) and its warp is upsampled to ico-6 the way the
    model itself upsamples control points (:func:`~geomorph_bids.engine.warp_geometry.upsample_warp`).
    Then, unless ``optimise=False``, the warp's control points are **optimised for this pair**
-   (:func:`geomorph_bids.model.optimise.optimise_warp`: coarse-to-fine ico-2 -> ico-4 control
-   grids, 1 - CC + bending + fold barrier), starting from the network's warp, or from the
-   rigid alignment when no network is given;
+   (:func:`geomorph_bids.model.optimise.optimise_warp`): from the rigid alignment when no
+   network is given (coarse-to-fine ico-2 -> ico-4 control grids, 1 - CC + bending + fold
+   barrier), or, after a network, a short refinement
+   (:data:`~geomorph_bids.model.optimise.REFINEMENT`: one ico-4 stage whose bending term
+   smooths the network's warp too);
 3. **the output sphere**: every rotated moving vertex ``p`` is located in the warped template
    mesh (ico-6 vertices placed at ``warp``, ico-6 faces); the same barycentric weights applied
    to the ORIGINAL ico-6 vertices give ``p``'s position in template space (the inverse of the
@@ -194,8 +196,9 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     device : ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     rigid_only : stop after the rigid pre-alignment.
     optimise : optimise the warp's control points for this pair after the network (or from
-        the rigid alignment without one): True (the default schedule,
-        :class:`~geomorph_bids.model.optimise.OptimiseConfig`), False (network only; needs a
+        the rigid alignment without one): True (without a network the default schedule,
+        :class:`~geomorph_bids.model.optimise.OptimiseConfig`; after a network the short
+        :data:`~geomorph_bids.model.optimise.REFINEMENT`), False (network only; needs a
         ``model``) or an ``OptimiseConfig``.
     reg_sphere : optional registered sphere (array or path, same topology): the rotation comes
         from vertex correspondence with it instead of the features.
@@ -417,9 +420,11 @@ def _network(job: _Job, dev: Any) -> None:
 def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:
     """2b. pair-wise optimisation of every job's warp, batched by channel count."""
     from ..model.normalise import NormalisationSpec
-    from ..model.optimise import OptimiseConfig, optimise_warp
+    from ..model.optimise import REFINEMENT, OptimiseConfig, optimise_warp
 
-    cfg = optimise if isinstance(optimise, OptimiseConfig) else OptimiseConfig()
+    # True: the optimiser's schedule from the rigid alignment, the short refinement after a network
+    network = any(job.loaded is not None for job in jobs)
+    cfg = optimise if isinstance(optimise, OptimiseConfig) else (REFINEMENT if network else OptimiseConfig())
     groups: dict[int, list[_Job]] = {}
     for job in jobs:
         groups.setdefault(len(job.channels), []).append(job)
@@ -465,7 +470,13 @@ def _finish(job: _Job, optimise: Any, dev: Any) -> Registration:
                          "geomorph" if optimise is False else "geomorph+optimise")
     t = time.perf_counter()
     if warp_ico6 is not None:
-        after = barycentric_weights((rotated, job.work_f), warp_ico6) @ np.column_stack([feats[c] for c in channels])
+        # the warp's points in the moving mesh: located with the pre-alignment's locator (built on
+        # the unrotated sphere: rotate the points back), starting from where the grid was
+        pre = job.pre
+        weights = (barycentric_weights((rotated, job.work_f), warp_ico6) if pre.locator is None else
+                   barycentric_weights((pre.locator.vertices, job.work_f), warp_ico6 @ pre.rotation, pre.locator,
+                                       hint=pre.grid_faces))
+        after = weights @ np.column_stack([feats[c] for c in channels])
         for k, c in enumerate(channels):
             fixed = np.asarray(tpl.features[c], dtype=np.float64)
             metrics[f"cc_{c}_after"] = correlation(after[:, k], fixed, fixed != 0)

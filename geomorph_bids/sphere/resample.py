@@ -101,14 +101,16 @@ def _areas(spec: AreaSpec, sphere: tuple[np.ndarray, np.ndarray], name: str) -> 
 
 
 def _corner_weights(mesh: tuple[np.ndarray, np.ndarray], points: np.ndarray,
-                    locator: SphereLocator | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    locator: SphereLocator | None = None, hint: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Corners (N, 3) int64 and weights (N, 3) float64 of points in a mesh.
 
     Weights below ``_ZERO_WEIGHT`` are set to exactly 0 and the rest renormalised.
-    ``locator``: a :class:`SphereLocator` already built for ``mesh`` (reused, not rebuilt).
+    ``locator``: a :class:`SphereLocator` already built for ``mesh`` (reused, not rebuilt);
+    ``hint``: (N,) faces to try first (:meth:`SphereLocator.locate`).
     """
     locator = locator if locator is not None else SphereLocator(*mesh)
-    face, w = locator.locate(points)
+    face, w = locator.locate(points, hint=hint)
     w[w < _ZERO_WEIGHT] = 0.0
     w /= w.sum(axis=1, keepdims=True)
     return locator.faces[face], w
@@ -121,8 +123,8 @@ def _csr(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, shape: tuple[int,
     return matrix
 
 
-def barycentric_weights(mesh: Mesh, points: np.ndarray,
-                        locator: SphereLocator | None = None) -> sparse.csr_matrix:
+def barycentric_weights(mesh: Mesh, points: np.ndarray, locator: SphereLocator | None = None,
+                        hint: np.ndarray | None = None) -> sparse.csr_matrix:
     """(N, V) sparse barycentric weights of points in a spherical mesh.
 
     Parameters
@@ -131,6 +133,7 @@ def barycentric_weights(mesh: Mesh, points: np.ndarray,
     points : (N, 3) float, directions (any radius).
     locator : optional :class:`SphereLocator` already built for ``mesh``, to locate several
         point sets without rebuilding it.
+    hint : optional (N,) face indices to try first (e.g. where nearby points were found).
 
     Returns
     -------
@@ -138,7 +141,7 @@ def barycentric_weights(mesh: Mesh, points: np.ndarray,
     below 1e-9 are dropped (points on an edge or at a vertex use 2 or 1 corners).
     """
     mesh = _check_mesh(mesh, "mesh")
-    corners, w = _corner_weights(mesh, np.asarray(points, dtype=np.float64), locator)
+    corners, w = _corner_weights(mesh, np.asarray(points, dtype=np.float64), locator, hint)
     keep = w > 0
     rows = np.broadcast_to(np.arange(len(w))[:, None], w.shape)[keep]
     return _csr(rows, corners[keep], w[keep], (len(w), len(mesh[0])))

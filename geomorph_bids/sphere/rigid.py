@@ -171,13 +171,13 @@ def _bin_to_level(u: np.ndarray, feat: np.ndarray, area: np.ndarray,
     the nearest input vertex, weighted by the cell's own area.
     """
     n = len(_ico(level)[0])
-    _, idx = _ico_tree(level).query(u, workers=-1)
+    _, idx = _ico_tree(level).query(u, workers=1)
     wsum = np.bincount(idx, weights=area, minlength=n)
     fsum = np.stack([np.bincount(idx, weights=area * feat[:, k], minlength=n)
                      for k in range(feat.shape[1])], 1)
     empty = np.flatnonzero(np.bincount(idx, minlength=n) == 0)
     if empty.size:
-        _, near = cKDTree(u).query(_ico(level)[0][empty], workers=-1)
+        _, near = cKDTree(u).query(_ico(level)[0][empty], workers=1)
         cell = _ico_areas(level)[empty] * (area[near] > 0)
         wsum[empty] = cell
         fsum[empty] = feat[near] * cell[:, None]
@@ -189,7 +189,7 @@ def _coarsen(fsum: np.ndarray, wsum: np.ndarray, src_level: int, level: int) -> 
     if level == src_level:
         return fsum, wsum
     n = len(_ico(level)[0])
-    _, idx = _ico_tree(level).query(_ico(src_level)[0], workers=-1)
+    _, idx = _ico_tree(level).query(_ico(src_level)[0], workers=1)
     w = np.bincount(idx, weights=wsum, minlength=n)
     f = np.stack([np.bincount(idx, weights=fsum[:, k], minlength=n) for k in range(fsum.shape[1])], 1)
     return f, w
@@ -300,10 +300,16 @@ class _Interpolant:
         self.faces = f
         self.values = sm.values
         self.weight = sm.weight
+        self._last: np.ndarray | None = None  # faces of the previous call's points
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Values (P, K), gradients (P, K, 3) and validity weights (P,) at unit points x."""
-        face, bw = self.locator.locate(x)
+        """Values (P, K), gradients (P, K, 3) and validity weights (P,) at unit points x.
+
+        Successive calls usually move the points a little: the faces found last time are
+        tried first."""
+        hint = self._last if self._last is not None and len(self._last) == len(x) else None
+        face, bw = self.locator.locate(x, hint=hint)
+        self._last = face
         corners = self.faces[face]
         vals = np.einsum("pc,pck->pk", bw, self.values[corners])
         wt = np.einsum("pc,pc->p", bw, self.weight[corners])
