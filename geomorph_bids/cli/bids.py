@@ -87,6 +87,30 @@ def _stat(path: Path) -> tuple | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
+def _check_cifti(jobs: list, config, failed_keys: set, crashed: bool) -> list[Failure]:
+    """``--cifti-output``: a subject/session whose CIFTI file is missing fails (both hemispheres,
+    added to ``failed_keys``); one with a failed hemisphere keeps no CIFTI file."""
+    from ..derivatives import sidecar
+    from ..workflows.outputs import cifti_output
+
+    out = []
+    for job in jobs:
+        path = cifti_output(job, config)
+        if path is None:
+            continue
+        keys = {(job.subject, job.session, h) for h in ("L", "R")}
+        files = [path, sidecar(path)]
+        if not keys & failed_keys and not all(p.is_file() for p in files):
+            missing = ", ".join(p.name for p in files if not p.is_file())
+            out.append(Failure(job.subject, job.session, "L,R", f"outputs missing after the run: {missing}"
+                               + (" (the run was stopped by another crash)" if crashed else "")))
+            failed_keys |= keys
+        if keys & failed_keys:
+            for p in files:
+                p.unlink(missing_ok=True)
+    return out
+
+
 def run_participant(args) -> int:
     """The participant level: decide the settings, find the inputs, lock the participants,
     run the workflow, report every hemisphere (or why it failed) and build the reports."""
@@ -136,6 +160,7 @@ def run_participant(args) -> int:
             failures += run_failures
         failures = one_per_hemisphere(failures)
         failed_keys = {(f.subject, f.session, h) for f in failures for h in f.hemi.split(",")}
+        failures += _check_cifti(done, config, failed_keys, crashed)
         rows = []
         for job in done:
             for hemi in sorted(job.inputs.hemis):

@@ -108,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "network (sulc-fsLR, sulc-fsaverage, multimodal-fsLR: its warp is then refined "
                         "per hemisphere; see docs/models.md) or a checkpoint from geomorph-train")
     g.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
+    g.add_argument("--fmriprep-compat", action="store_true",
+                   help="also write each registered sphere under the name sMRIPrep's io_spec.json queries "
+                        "(fsLR: space-fsLR_desc-msmsulc_sphere; fsaverage: space-fsaverage_desc-reg and "
+                        "space-fsLR_desc-reg), with sidecars, so that 'fmriprep ... --derivatives "
+                        "anat=OUTPUT_DIR' uses them instead of running MSMSulc")
+    g.add_argument("--cifti-output", action="store_true",
+                   help="also write one CIFTI-2 dscalar per subject/session with every resampled feature of both "
+                        "hemispheres, medial wall left out by the fsLR atlas ROI (template fsLR, density 32k "
+                        "or 59k)")
 
     g = p.add_argument_group("execution")
     g.add_argument("-w", "--work-dir", type=Path, default=Path("work"),

@@ -24,8 +24,8 @@ from ..io.template_sources import TemplateSearch
 from ..workflows.config import RunConfig
 from .parser import parse_derivatives
 
-__all__ = ["resolve_template", "template_search", "resolve_template_and_model", "resolve_features", "resolve_settings", "batch_folder", "validate_arguments",
-           "absolute_paths"]
+__all__ = ["resolve_template", "template_search", "resolve_template_and_model", "resolve_features", "resolve_settings",
+           "resolve_fmriprep_outputs", "batch_folder", "validate_arguments", "absolute_paths"]
 
 #: the features resampled and written when --features is not given
 DEFAULT_FEATURES = ("sulc",)
@@ -82,7 +82,7 @@ def resolve_features(args, model: ModelChoice) -> tuple[str, ...]:
 def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
     """Every setting of a participant run, decided here once (in this order, so that the first
     bad argument is the one reported): template, model and its channels, features, output
-    density and its spheres, device, threads."""
+    density and its spheres, the fMRIPrep/CIFTI outputs, device, threads."""
     from ..io.templates import load_density_sphere, normalise_density
 
     template, model = resolve_template_and_model(args)
@@ -90,12 +90,34 @@ def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
     density = normalise_density(template.base, args.output_density)
     tf_home = os.environ.get("TEMPLATEFLOW_HOME", "")
     sources = {h: load_density_sphere(template.base, h, density, tf_home or None)[2] for h in args.hemi}
+    compat, cifti = resolve_fmriprep_outputs(args, template, density)
     device = model.resolve_device(args.device)
     batch = getattr(args, "batch_size", None)
     omp = args.omp_nthreads or (args.nprocs if batch else max(1, min(8, args.nprocs // 2)))
     return RunConfig(bids_dir=args.bids_dir.absolute(), output_dir=output_dir, work_dir=work_dir,
                      template=template, density=density, features=features, model=model, device=device,
-                     omp_nthreads=omp, nprocs=args.nprocs, templateflow_home=tf_home, density_sources=sources)
+                     omp_nthreads=omp, nprocs=args.nprocs, templateflow_home=tf_home, density_sources=sources,
+                     fmriprep_compat=compat, cifti=cifti)
+
+
+def resolve_fmriprep_outputs(args, template: TemplateRef, density: str) -> tuple[bool, bool]:
+    """``--fmriprep-compat`` and ``--cifti-output``, checked against the template and density:
+    sMRIPrep names spheres in fsLR and fsaverage space only; the CIFTI file needs an fsLR mesh
+    with an atlas ROI (32k, 59k) and both hemispheres."""
+    from ..io.fmriprep_compat import fmriprep_spheres
+    from ..io.templates import ATLAS_ROI_DENSITIES
+
+    compat, cifti = bool(getattr(args, "fmriprep_compat", False)), bool(getattr(args, "cifti_output", False))
+    if compat:
+        fmriprep_spheres(template.label)  # InputError for another template
+    if cifti:
+        if template.base != "fsLR" or density not in ATLAS_ROI_DENSITIES:
+            raise InputError(f"--cifti-output needs an fsLR template at density {' or '.join(ATLAS_ROI_DENSITIES)} "
+                             f"(the HCP atlas ROI leaves out the medial wall); got --template {template.label} "
+                             f"at {density}")
+        if set(args.hemi) != {"L", "R"}:
+            raise InputError("--cifti-output needs both hemispheres (--hemi L R)")
+    return compat, cifti
 
 
 def batch_folder(config: RunConfig) -> RunConfig:

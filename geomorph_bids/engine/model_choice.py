@@ -72,6 +72,16 @@ class ModelChoice:
         """True when only the rigid pre-alignment runs."""
         return self.kind == "rigid"
 
+    def describe(self) -> str:
+        """What the registration does, in a few words (for sidecars), e.g. ``"rigid pre-alignment,
+        then the GeoMorph warp optimised for this hemisphere"``."""
+        if self.kind == "rigid":
+            return "rigid pre-alignment only"
+        if self.kind == "optimise":
+            return "rigid pre-alignment, then the GeoMorph warp optimised for this hemisphere"
+        return (f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}"
+                + (", refined for this hemisphere" if self.optimise is not False else ""))
+
     def register_arguments(self) -> dict[str, Any]:
         """``model``, ``rigid_only`` and ``optimise`` for :func:`~geomorph_bids.engine.register.register`
         and :func:`~geomorph_bids.engine.register.register_many`."""

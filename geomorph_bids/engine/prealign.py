@@ -33,6 +33,9 @@ class Prealignment:
     features_on_template : name -> (V_template,) float64, moving features sampled
         at the template's ico-6 vertices after alignment.
     metrics : summary numbers (correlations before/after per feature, angle, seconds).
+    cortex_on_template : (V_template,) bool, where the aligned moving cortex mask covers the
+        template's ico-6 vertices (more than half of the barycentric weight inside the cortex),
+        or None without a mask.
     locator : the :class:`SphereLocator` of the moving sphere as given (unrotated), for later
         point location in it (a point ``q`` of template space lies at ``q @ rotation`` there).
     grid_faces : (V_template,) int64, the moving face holding each template vertex after the
@@ -43,6 +46,7 @@ class Prealignment:
     sphere: np.ndarray
     features_on_template: dict[str, np.ndarray]
     metrics: dict[str, float | int | str] = field(default_factory=dict)
+    cortex_on_template: np.ndarray | None = None
     locator: SphereLocator | None = field(default=None, repr=False, compare=False)
     grid_faces: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -58,7 +62,8 @@ def correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) ->
 
 
 def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.ndarray],
-             template: Template, *, reg_sphere: np.ndarray | None = None) -> Prealignment:
+             template: Template, *, reg_sphere: np.ndarray | None = None, reg_space: str = "fsaverage",
+             cortex_mask: np.ndarray | None = None) -> Prealignment:
     """Rotate a native sphere onto ``template``.
 
     Parameters
@@ -68,9 +73,14 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
     features : name -> (V,) maps in the template's sign convention; the names
         shared with ``template.features`` drive the alignment.
     template : the fixed image (ico-6 grid in template space).
-    reg_sphere : optional (V, 3) FreeSurfer ``sphere.reg`` vertices (same topology, in
-        fsaverage space): when given, the rotation comes from vertex correspondence (fast
-        path) followed by the template's fixed fsaverage -> template rotation.
+    reg_sphere : optional (V, 3) registered sphere vertices (same topology): when given, the
+        rotation comes from vertex correspondence (fast path) instead of the features.
+    reg_space : where ``reg_sphere`` lives: ``"fsaverage"`` (FreeSurfer's ``sphere.reg``; the
+        template's fixed fsaverage -> template rotation follows) or ``"template"`` (already in
+        template space, e.g. sMRIPrep's ``space-fsLR_desc-reg`` sphere).
+    cortex_mask : optional (V,) bool, True on the cortex (False on the medial wall): the
+        medial wall is left out of the rigid similarity, and the aligned mask is sampled on the
+        template grid (:attr:`Prealignment.cortex_on_template`) for the later stages.
 
     Returns
     -------
@@ -83,11 +93,19 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
                          f"moving has {sorted(features)}, template has {sorted(template.features)}")
     moving = np.column_stack([features[n] for n in shared])
     fixed = np.column_stack([template.features[n] for n in shared])
+    if reg_space not in ("fsaverage", "template"):
+        raise ValueError(f"reg_space must be 'fsaverage' or 'template', got {reg_space!r}")
+    if cortex_mask is not None:
+        cortex_mask = np.asarray(cortex_mask, dtype=bool).reshape(-1)
+        if cortex_mask.shape != (len(vertices),):
+            raise ValueError(f"cortex mask has {cortex_mask.size} values for {len(vertices)} vertices")
     if reg_sphere is not None:
-        rotation = template.from_fsaverage @ rotation_from_correspondence(vertices, reg_sphere)
+        to_template = template.from_fsaverage if reg_space == "fsaverage" else np.eye(3)
+        rotation = to_template @ rotation_from_correspondence(vertices, reg_sphere)
         method = "correspondence"
     else:
-        rotation = rigid_align((vertices, faces), moving, (template.vertices, template.faces), fixed)
+        rotation = rigid_align((vertices, faces), moving, (template.vertices, template.faces), fixed,
+                               mask=cortex_mask)
         method = "features"
     aligned = vertices @ rotation.T
 
@@ -103,6 +121,9 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
         mask = template.features[n] != 0
         metrics[f"cc_{n}_before"] = correlation(before[n], template.features[n], mask)
         metrics[f"cc_{n}_after"] = correlation(after[n], template.features[n], mask)
+    cortex = None if cortex_mask is None else (at_after @ cortex_mask.astype(np.float64)) > 0.5
+    if cortex is not None:
+        metrics["cortex_fraction_on_template"] = float(cortex.mean())
     metrics["seconds"] = time.perf_counter() - start
     return Prealignment(rotation=rotation, sphere=aligned, features_on_template=after, metrics=metrics,
-                        locator=locator, grid_faces=grid_faces)
+                        cortex_on_template=cortex, locator=locator, grid_faces=grid_faces)

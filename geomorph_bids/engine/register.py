@@ -179,6 +179,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
 def register(moving_sphere: SphereInput, moving_features: FeatureInput, template: TemplateInput = "fsLR",
              hemi: str = "L", model: str | Path | Any | None = None, device: str | Any = "auto", *,
              rigid_only: bool = False, reg_sphere: np.ndarray | str | Path | None = None,
+             reg_sphere_space: str = "fsaverage", cortex_mask: np.ndarray | str | Path | None = None,
              optimise: "bool | OptimiseConfig" = True, template_dir: str | Path | None = None) -> Registration:
     """Register a native sphere to a template: rigid pre-alignment, then GeoMorph.
 
@@ -209,8 +210,15 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         :class:`~geomorph_bids.model.optimise.OptimiseConfig`; after a network the short
         :data:`~geomorph_bids.model.optimise.REFINEMENT`), False (network only; needs a
         ``model``) or an ``OptimiseConfig``.
-    reg_sphere : optional FreeSurfer ``?h.sphere.reg`` (array or path, same topology): the
-        rotation comes from vertex correspondence instead of the features.
+    reg_sphere : optional registered sphere (array or path, same topology): the rotation comes
+        from vertex correspondence with it instead of the features.
+    reg_sphere_space : ``"fsaverage"`` (default: FreeSurfer's ``?h.sphere.reg``, the template's
+        fixed fsaverage -> template rotation follows) or ``"template"`` (``reg_sphere`` is already
+        in template space, e.g. sMRIPrep's ``space-fsLR_desc-reg`` sphere for fsLR).
+    cortex_mask : optional (V,) bool or a mask file (sMRIPrep's ``desc-cortex_mask.label.gii``,
+        HCP's ``roi.native.shape.gii``, FreeSurfer's ``cortex.label``; :func:`~geomorph_bids.io.surfaces.read_mask`):
+        True on the cortex. The medial wall is then left out of the similarity of the rigid
+        stage and of the warp optimisation (the template's own zeros stay masked too).
     template_dir : a folder of the template's maps, looked in first (a FreeSurfer subject
         folder, a TemplateFlow folder), or ``"bundled"``: the bundled maps only, whatever is
         installed (ignored when ``template`` is a TemplateRef or Template).
@@ -228,7 +236,7 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     ``freesurfer``, ``bundled`` or ``custom``), ``template_source_path``, ``template_vertices``
     (of the maps as their source has them), ``template_sha256``, ``template_files``.
     """
-    items = [RegistrationItem(moving_sphere, moving_features, hemi, reg_sphere)]
+    items = [RegistrationItem(moving_sphere, moving_features, hemi, reg_sphere, reg_sphere_space, cortex_mask)]
     return register_many(items, template, model, device, rigid_only=rigid_only, optimise=optimise,
                          on_error="raise", template_dir=template_dir)[0]
 
@@ -241,6 +249,8 @@ class RegistrationItem:
     moving_features: FeatureInput
     hemi: str = "L"
     reg_sphere: np.ndarray | str | Path | None = None
+    reg_sphere_space: str = "fsaverage"
+    cortex_mask: np.ndarray | str | Path | None = None
 
 
 @dataclass(eq=False)
@@ -352,6 +362,15 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         from ..io.surfaces import read_sphere
 
         reg_sphere = read_sphere(reg_sphere).vertices
+    cortex = item.cortex_mask
+    if cortex is not None and isinstance(cortex, (str, Path)):
+        from ..io.surfaces import read_mask
+
+        cortex = read_mask(cortex, len(vertices))
+    if cortex is not None:
+        cortex = np.asarray(cortex, dtype=bool).reshape(-1)
+        if cortex.shape != (len(vertices),):
+            raise InputError(f"cortex mask has {cortex.size} values but the sphere has {len(vertices)} vertices")
     template_name = template.name if isinstance(template, Template) else template.label
     seconds["seconds_read"] = time.perf_counter() - t0
 
@@ -395,10 +414,12 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
 
     # 1. rigid
     t = time.perf_counter()
-    pre = prealign(work_v, work_f, {c: feats[c] for c in channels}, tpl, reg_sphere=reg_v)
+    pre = prealign(work_v, work_f, {c: feats[c] for c in channels}, tpl, reg_sphere=reg_v,
+                   reg_space=item.reg_sphere_space, cortex_mask=cortex)
     seconds["seconds_prealign"] = time.perf_counter() - t
     metrics: dict[str, Any] = {"template": tpl.name, "hemi": hemi, "rotation_deg": pre.metrics["rotation_deg"],
-                               "rotation_method": pre.metrics["rotation_method"]}
+                               "rotation_method": pre.metrics["rotation_method"],
+                               "cortex_mask": cortex is not None}
     for c in channels:
         metrics[f"cc_{c}_before"] = pre.metrics.get(f"cc_{c}_before")
         metrics[f"cc_{c}_rigid"] = pre.metrics.get(f"cc_{c}_after")
@@ -464,7 +485,8 @@ def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:
             fix = np.stack([np.asarray(job.tpl.features[c], dtype=np.float64) for c in job.channels], axis=1)
             movs.append(spec(mov, channel_names=list(job.channels))[0])
             fixs.append(spec(fix, channel_names=list(job.channels))[0])
-            masks.append(fix != 0)
+            cortex = job.pre.cortex_on_template  # the subject's medial wall, where the rigid stage put it
+            masks.append((fix != 0) if cortex is None else (fix != 0) & cortex[:, None])
             inits.append(job.warp if job.warp is not None else unit(icosphere(TEMPLATE_LEVEL)[0]))
         any_init = any(job.warp is not None for job in group)
         res = optimise_warp(np.stack(movs), np.stack(fixs), cfg, mask=np.stack(masks),

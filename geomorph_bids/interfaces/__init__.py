@@ -6,9 +6,10 @@ working directory, so that Nipype can cache it and reruns resume.
 
 from .bids import GeomorphDataSink, OutputsReady
 from .features import LoadFeatures
+from .fmriprep_compat import FeaturesCifti, SphereToFsLR
 from .metrics import WriteMetrics
 from .registration import PrecomputedRegistration, Register
 from .resampling import ResampleFeatures
 
-__all__ = ["GeomorphDataSink", "LoadFeatures", "OutputsReady", "PrecomputedRegistration", "Register",
-           "ResampleFeatures", "WriteMetrics"]
+__all__ = ["FeaturesCifti", "GeomorphDataSink", "LoadFeatures", "OutputsReady", "PrecomputedRegistration",
+           "Register", "ResampleFeatures", "SphereToFsLR", "WriteMetrics"]

@@ -11,12 +11,12 @@ import uuid
 from pathlib import Path
 
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec,
-                                    traits)
+                                    isdefined, traits)
 from niworkflows.interfaces.bids import DerivativesDataSink
 
 from ..derivatives import SINK_PATTERNS
 
-__all__ = ["GeomorphDataSink", "OutputsReady", "OUTPUT_FIELDS", "STAGING_DIR"]
+__all__ = ["GeomorphDataSink", "OutputsReady", "OUTPUT_FIELDS", "OPTIONAL_OUTPUT_FIELDS", "STAGING_DIR"]
 
 #: staging folder (inside the output directory) for atomic writes; removed by the CLI
 STAGING_DIR = ".geomorph-staging"
@@ -69,6 +69,8 @@ def _same_file_content(new: Path, old: Path) -> bool:
 
 #: the named results of a hemisphere that its derivative sinks write
 OUTPUT_FIELDS = ("registered_sphere", "resampled_features", "metrics", "native_sphere", "native_features")
+#: results only some runs have (``--fmriprep-compat`` with fsaverage: the sphere carried into fsLR)
+OPTIONAL_OUTPUT_FIELDS = ("sphere_reg_fslr",)
 
 
 class _OutputsInputSpec(BaseInterfaceInputSpec):
@@ -79,6 +81,7 @@ class _OutputsInputSpec(BaseInterfaceInputSpec):
     native_sphere = File(exists=True, mandatory=True, desc="the validated native sphere")
     native_features = InputMultiObject(File(exists=True), mandatory=True,
                                        desc="one native map per registration feature, in the run's channel order")
+    sphere_reg_fslr = File(exists=True, desc="--fmriprep-compat, template fsaverage: the sphere carried into fsLR")
 
 
 class _OutputsOutputSpec(TraitedSpec):
@@ -87,6 +90,7 @@ class _OutputsOutputSpec(TraitedSpec):
     metrics = File(exists=True)
     native_sphere = File(exists=True)
     native_features = traits.List(File(exists=True))
+    sphere_reg_fslr = File(exists=True)
 
 
 class OutputsReady(SimpleInterface):
@@ -100,4 +104,7 @@ class OutputsReady(SimpleInterface):
     def _run_interface(self, runtime):
         for name in OUTPUT_FIELDS:
             self._results[name] = getattr(self.inputs, name)
+        for name in OPTIONAL_OUTPUT_FIELDS:
+            if isdefined(getattr(self.inputs, name)):
+                self._results[name] = getattr(self.inputs, name)
         return runtime

@@ -56,7 +56,11 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     hemi = traits.Enum("L", "R", mandatory=True)
     model = traits.Dict(mandatory=True, desc="the run's ModelChoice.to_dict() (its channels are used)")
     device = traits.Str("cpu", usedefault=True, desc="the resolved device: cpu, cuda or cuda:N")
-    sphere_reg = File(exists=True, desc="FreeSurfer sphere.reg: rotation from correspondence")
+    sphere_reg = File(exists=True, desc="a registered sphere (same mesh): rotation from correspondence")
+    sphere_reg_space = traits.Enum("fsaverage", "template", usedefault=True,
+                                   desc="where sphere_reg lives: fsaverage (FreeSurfer's sphere.reg) or the "
+                                        "template's space (e.g. sMRIPrep's space-fsLR_desc-reg sphere)")
+    cortex_mask = File(exists=True, desc="cortex mask (1 on the cortex): medial wall left out of the similarity")
     num_threads = traits.Int(0, usedefault=True, desc="torch threads (0: leave as is)")
     subject = traits.Str("", usedefault=True, desc="subject label, for error messages")
 
@@ -97,9 +101,12 @@ class Register(SimpleInterface):
             maps = {c: read_feature(files[c], n_vertices=len(sphere.vertices)) for c in channels}
             reg = read_sphere(self.inputs.sphere_reg).vertices if isdefined(self.inputs.sphere_reg) else None
             template = TemplateRef.from_dict(self.inputs.template)
+            cortex = self.inputs.cortex_mask if isdefined(self.inputs.cortex_mask) else None
             with gpu_lock(self.inputs.device):
                 result = register((sphere.vertices, sphere.faces), maps, template=template, hemi=hemi,
-                                  device=self.inputs.device, reg_sphere=reg, **choice.register_arguments())
+                                  device=self.inputs.device, reg_sphere=reg,
+                                  reg_sphere_space=self.inputs.sphere_reg_space, cortex_mask=cortex,
+                                  **choice.register_arguments())
         except InputError as exc:
             raise exc.with_context(subject=subject, hemi=hemi) from None
         out_sphere, metrics_file = write_registration(
@@ -148,6 +155,7 @@ class BatchItem:
     features: dict[str, Path]
     signs: dict[str, float]
     sphere_reg: Path | None = None
+    cortex_mask: Path | None = None
 
 
 def register_batch(items: list[BatchItem], choice, template, device: str, batch_size: int) -> dict[int, str]:
@@ -167,10 +175,11 @@ def register_batch(items: list[BatchItem], choice, template, device: str, batch_
     for i, item in enumerate(items):
         try:
             native = read_hemisphere(item.sphere, {c: item.features[c] for c in channels}, signs=item.signs,
-                                     sphere_reg=item.sphere_reg)
+                                     sphere_reg=item.sphere_reg, cortex_mask=item.cortex_mask)
             sphere = native.sphere
             reg = native.sphere_reg.vertices if native.sphere_reg is not None else None
-            ready.append((i, RegistrationItem((sphere.vertices, sphere.faces), native.features, item.hemi, reg)))
+            ready.append((i, RegistrationItem((sphere.vertices, sphere.faces), native.features, item.hemi, reg,
+                                              cortex_mask=native.cortex)))
         except InputError as exc:
             errors[i] = str(exc.with_context(subject=item.subject, hemi=item.hemi))
         except (ValueError, OSError) as exc:

@@ -1,4 +1,5 @@
-"""Resample a hemisphere's features onto the template's sphere at the output density."""
+"""Resample a hemisphere's features onto the template's sphere at the output density
+(area-corrected with the subject's midthickness when given, as sMRIPrep and the HCP pipelines do)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,16 @@ class _ResampleInputSpec(BaseInterfaceInputSpec):
     density = traits.Str(mandatory=True, desc="output density label, e.g. 32k (see io.templates.DENSITIES)")
     templateflow_home = traits.Str(desc="TemplateFlow folder (default: $TEMPLATEFLOW_HOME)")
     method = traits.Enum("adap_bary_area", "barycentric", usedefault=True)
+    midthickness = File(exists=True, desc="the subject's midthickness (same mesh): adap_bary_area weighs by its "
+                                          "vertex areas and by those of its resampled copy (wb_command "
+                                          "-metric-resample ... -area-surfs); default: the spheres' own areas")
 
 
 class _ResampleOutputSpec(TraitedSpec):
     out_files = traits.List(File(exists=True), desc="one .shape.gii per feature, same order")
     n_vertices = traits.Int(desc="vertices of the output density mesh")
     density_source = traits.Str(desc="where the output-density sphere came from")
+    area_surfaces = traits.Bool(desc="whether the midthickness areas were used")
 
 
 class ResampleFeatures(SimpleInterface):
@@ -40,7 +45,7 @@ class ResampleFeatures(SimpleInterface):
 
         from ..io import read_feature, read_surface, write_metric
         from ..io.templates import load_density_sphere
-        from ..sphere.resample import apply_weights, resample_weights
+        from ..sphere.resample import apply_weights, area_surfaces, resample_weights
 
         home = self.inputs.templateflow_home if isdefined(self.inputs.templateflow_home) else None
         tv, tf, source = load_density_sphere(self.inputs.template, self.inputs.hemi, self.inputs.density,
@@ -48,7 +53,12 @@ class ResampleFeatures(SimpleInterface):
         # read as a plain mesh: a non-rigid registration may fold a few triangles, which the
         # sphere validation of the inputs would refuse; resampling projects onto the unit sphere
         moving = read_surface(self.inputs.registered_sphere)
-        weights = resample_weights((moving.vertices, moving.faces), (tv, tf), method=self.inputs.method)
+        current_area = new_area = None
+        if isdefined(self.inputs.midthickness) and self.inputs.method == "adap_bary_area":
+            mid = read_surface(self.inputs.midthickness)
+            current_area, new_area = area_surfaces((moving.vertices, moving.faces), mid.vertices, (tv, tf))
+        weights = resample_weights((moving.vertices, moving.faces), (tv, tf), method=self.inputs.method,
+                                   current_area=current_area, new_area=new_area)
         outs = []
         for name, path in zip(self.inputs.feature_names, self.inputs.feature_files):
             values = np.asarray(read_feature(path, n_vertices=len(moving.vertices)), dtype=np.float64)
@@ -58,4 +68,5 @@ class ResampleFeatures(SimpleInterface):
         self._results["out_files"] = outs
         self._results["n_vertices"] = int(len(tv))
         self._results["density_source"] = source
+        self._results["area_surfaces"] = current_area is not None
         return runtime

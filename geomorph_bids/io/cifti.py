@@ -9,7 +9,8 @@ package treats as medial wall; pass ``fill=np.nan`` to mark them) and the
 returned mask says which vertices carried data.
 
 CIFTI-1 files are refused with the conversion command to run (nibabel reads
-CIFTI-2 only).
+CIFTI-2 only).  :func:`write_dscalar` writes the reverse: maps of both hemispheres on a
+template mesh, inside a medial-wall ROI, as one CIFTI-2 dense scalar file.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from geomorph_bids.errors import InputError
 from geomorph_bids.io.validate import hemi_code
 
 __all__ = ["CIFTI_STRUCTURES", "CiftiCortex", "load_cifti", "read_cifti_cortex",
-           "read_cifti_labels", "is_cifti_name"]
+           "read_cifti_labels", "is_cifti_name", "write_dscalar"]
 
 #: hemi code -> CIFTI brain structure
 CIFTI_STRUCTURES = {"L": "CIFTI_STRUCTURE_CORTEX_LEFT", "R": "CIFTI_STRUCTURE_CORTEX_RIGHT"}
@@ -186,3 +187,37 @@ def read_cifti_labels(path: str | Path, hemi: str, map_index: int = 0, fill: int
     table = {int(k): (str(nm), tuple(float(c) for c in rgba))
              for k, (nm, rgba) in other.label[map_index].items()}
     return labels, table
+
+
+def write_dscalar(path: str | Path, maps: dict[str, np.ndarray], rois: dict[str, np.ndarray],
+                  names: list[str], metadata: dict[str, str] | None = None) -> Path:
+    """Write a CIFTI-2 dense scalar file (``.dscalar.nii``) of both hemispheres, atomically.
+
+    Parameters
+    ----------
+    path : output file.
+    maps : ``{"L": (V_L, K), "R": (V_R, K)}`` values on each hemisphere's full mesh (K maps).
+    rois : ``{"L": (V_L,) bool, "R": (V_R,) bool}``: the vertices written (e.g. the fsLR atlas
+        ROI, which leaves out the medial wall as the HCP pipelines do).
+    names : the K map names.
+    metadata : strings stored in the CIFTI header's metadata (e.g. where the meshes came from).
+
+    Returns ``path``. The maps are stored as float32; a NaN inside the ROI is kept as NaN.
+    """
+    from .atomic import atomic_write_bytes
+
+    axes, blocks = [], []
+    for hemi in ("L", "R"):
+        values = np.asarray(maps[hemi], dtype=np.float64)
+        values = values[:, None] if values.ndim == 1 else values
+        roi = np.asarray(rois[hemi], dtype=bool).reshape(-1)
+        if values.shape != (len(roi), len(names)):
+            raise ValueError(f"hemi-{hemi}: maps have shape {values.shape}; expected ({len(roi)}, {len(names)})")
+        structure = CIFTI_STRUCTURES[hemi]
+        axes.append(cifti2.BrainModelAxis(structure, vertex=np.flatnonzero(roi), nvertices={structure: len(roi)}))
+        blocks.append(values[roi])
+    header = cifti2.Cifti2Header.from_axes((cifti2.ScalarAxis(list(names)), axes[0] + axes[1]))
+    header.matrix.metadata = cifti2.Cifti2MetaData({str(k): str(v) for k, v in (metadata or {}).items()})
+    img = cifti2.Cifti2Image(np.concatenate(blocks, axis=0).T.astype(np.float32), header)
+    img.nifti_header.set_intent("NIFTI_INTENT_CONNECTIVITY_DENSE_SCALARS")
+    return atomic_write_bytes(path, img.to_bytes())

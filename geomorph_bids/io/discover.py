@@ -21,7 +21,11 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
       suffix with a ``desc-`` starting with ``myelin`` (e.g. ``desc-myelin_map``), extension
       ``.shape.gii`` or ``.func.gii``, no ``space-``/``den-`` entity;
     * surface (optional, for the report): ``_inflated.surf.gii``, else ``_midthickness.surf.gii``,
-      no ``space-``/``den-``/``desc-`` entity.
+      no ``space-``/``den-``/``desc-`` entity;
+    * midthickness (optional, area-corrected resampling): ``_midthickness.surf.gii``, no
+      ``space-``/``den-``/``desc-`` entity;
+    * cortex mask (optional, medial wall left out of the similarity): ``_desc-cortex_mask.label.gii``
+      with no ``space-`` (sMRIPrep >= 0.17).
 
     Other entities (``acq-``, ``run-`` ...) are allowed; of several matches the one with
     the fewest entities wins, a tie is reported as ambiguous.  With ``session=None`` the
@@ -31,14 +35,17 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
 ``freesurfer`` (a FreeSurfer subjects dir)
     ``<root>/<subject dir>/surf/h.sphere``, ``h.sphere.reg`` (optional), ``h.sulc``,
     ``h.curv``, ``h.thickness``; no myelin map; surface (optional): ``h.inflated``, else
-    ``h.midthickness``.  Subject dirs tried: ``sub-X_ses-Y`` (with a
+    ``h.midthickness``; midthickness (optional): ``h.midthickness``; cortex mask (optional):
+    ``<subject dir>/label/h.cortex.label``.  Subject dirs tried: ``sub-X_ses-Y`` (with a
     session), ``sub-X``, ``X``.
 ``hcp`` (HCP pipelines)
     ``<root>/<S>/MNINonLinear/Native/<S>.H.sphere.native.surf.gii``, optional
     ``<S>.H.sphere.reg.native.surf.gii`` (FreeSurfer's sphere.reg), ``.sulc.native.shape.gii``,
     ``.curvature.native.shape.gii``, ``.thickness.native.shape.gii``,
     ``.MyelinMap_BC.native.func.gii`` (else ``.MyelinMap.native.func.gii``); surface (optional):
-    ``<S>.H.inflated.native.surf.gii``, else ``.midthickness.native.surf.gii``.  ``S`` tried:
+    ``<S>.H.inflated.native.surf.gii``, else ``.midthickness.native.surf.gii``; midthickness
+    (optional): ``.midthickness.native.surf.gii``; cortex mask (optional): ``.roi.native.shape.gii``.
+    ``S`` tried:
     ``sub-X_ses-Y`` and ``X_ses-Y`` (with a session), ``sub-X``, ``X``.
 
 Roots: ``derivatives`` (name -> folder) when given, else every folder in
@@ -54,9 +61,11 @@ are returned too.
 
 The optional *surface* (:attr:`HemiInputs.surface`) is the inflated (preferred) or
 midthickness mesh of the same source and folder as the sphere, drawn by the participant report;
-its absence never fails a hemisphere.  It is the one file discovery opens: its header (and the
-sphere's) is read to check that both have the same number of vertices; otherwise the surface
-is dropped with a :class:`SurfaceWarning` (:func:`surface_vertex_count`).
+its absence never fails a hemisphere.  The optional *midthickness* and *cortex mask* of the same
+source and folder are used, when present, for area-corrected resampling and to leave the medial
+wall out of the registration's similarity.  The surfaces are the files discovery opens: their
+headers (and the sphere's) are read to check that they have the sphere's number of vertices;
+otherwise the surface is dropped with a :class:`SurfaceWarning` (:func:`surface_vertex_count`).
 
 Sign conventions: HCP's PostFreeSurfer negates FreeSurfer's ``sulc`` and ``curv``
 (HCP sulc = -FreeSurfer sulc, positive on gyri).  :attr:`HemiInputs.sulc_sign` records
@@ -124,6 +133,8 @@ class HemiInputs:
     sulc_sign : ``"freesurfer"`` or ``"hcp"`` (HCP negates sulc and curv)
     surface : the inflated or midthickness mesh (same vertices as the sphere), or None
     surface_kind : ``"inflated"``, ``"midthickness"`` or None
+    midthickness : the midthickness mesh (same vertices; area-corrected resampling), or None
+    cortex_mask : the cortex mask (True on the cortex; same vertices), or None
     """
 
     subject: str
@@ -136,6 +147,8 @@ class HemiInputs:
     sulc_sign: str
     surface: Path | None = None
     surface_kind: str | None = None
+    midthickness: Path | None = None
+    cortex_mask: Path | None = None
 
     def sign(self, feature: str) -> float:
         """Factor (+1.0 or -1.0) converting ``feature`` to FreeSurfer's sign convention."""
@@ -269,6 +282,8 @@ def _smriprep_role(ents: dict[str, str], suffix: str, ext: str) -> str | None:
         if desc == "reg" and space in (None, "fsaverage"):
             return "sphere_reg"
         return None
+    if suffix == "mask" and ext == ".label.gii" and desc == "cortex" and space is None:
+        return "cortex_mask"
     if ext not in _GII_METRIC or space is not None:
         return None
     if suffix.lower() in _MYELIN_SUFFIXES or (desc or "").lower().startswith("myelin"):
@@ -344,7 +359,8 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
             feats = {f: chosen[f] for f in FEATURES if f in chosen}
             kind = next((k for k in SURFACE_KINDS if k in chosen), None)
             return HemiInputs(subject, ses, hemi, "smriprep", chosen["sphere"], chosen.get("sphere_reg"),
-                              feats, "freesurfer", chosen[kind] if kind else None, kind), ""
+                              feats, "freesurfer", chosen[kind] if kind else None, kind,
+                              chosen.get("midthickness"), chosen.get("cortex_mask")), ""
     return None, "; ".join(problems) or None
 
 
@@ -363,9 +379,11 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
         feats = {f: surf / n for f, n in files.items() if (surf / n).is_file()}
         reg = surf / f"{h}.sphere.reg"
         kind = next((k for k in SURFACE_KINDS if (surf / f"{h}.{k}").is_file()), None)
+        mid, cortex = surf / f"{h}.midthickness", root / name / "label" / f"{h}.cortex.label"
         return HemiInputs(subject, session, hemi, "freesurfer", surf / f"{h}.sphere",
                           reg if reg.is_file() else None, feats, "freesurfer",
-                          surf / f"{h}.{kind}" if kind else None, kind), ""
+                          surf / f"{h}.{kind}" if kind else None, kind,
+                          mid if mid.is_file() else None, cortex if cortex.is_file() else None), ""
     return None, None
 
 
@@ -392,9 +410,10 @@ def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,
             return None, f"hcp {native}: has the sphere but no {', '.join(lacking)}"
         reg = native / f"{name}.{hemi}.sphere.reg.native.surf.gii"
         kind = next((k for k in SURFACE_KINDS if (native / f"{name}.{hemi}.{k}.native.surf.gii").is_file()), None)
+        mid, cortex = native / f"{name}.{hemi}.midthickness.native.surf.gii", native / f"{name}.{hemi}.roi.native.shape.gii"
         return HemiInputs(subject, session, hemi, "hcp", sphere, reg if reg.is_file() else None,
                           feats, "hcp", native / f"{name}.{hemi}.{kind}.native.surf.gii" if kind else None,
-                          kind), ""
+                          kind, mid if mid.is_file() else None, cortex if cortex.is_file() else None), ""
     return None, None
 
 
@@ -435,20 +454,28 @@ def surface_vertex_count(path: str | Path) -> int | None:
 
 
 def _checked_surface(h: HemiInputs) -> HemiInputs:
-    """``h`` without its surface (and a :class:`SurfaceWarning`) when the surface's vertex
-    count cannot be read or differs from the sphere's."""
-    if h.surface is None:
-        return h
-    n_surface, n_sphere = surface_vertex_count(h.surface), surface_vertex_count(h.sphere)
-    if n_surface is not None and n_surface == n_sphere:
+    """``h`` without its display surface or midthickness (and a :class:`SurfaceWarning`) when
+    that surface's vertex count cannot be read or differs from the sphere's."""
+    if h.surface is None and h.midthickness is None:
         return h
     import warnings
 
-    why = (f"{n_surface} vertices, the sphere {n_sphere}" if n_surface is not None and n_sphere is not None
-           else "its vertex count (or the sphere's) cannot be read")
-    warnings.warn(f"sub-{h.subject} hemi-{h.hemi}: {h.surface_kind} surface {h.surface} ignored ({why}); "
-                  "the report draws the sphere only", SurfaceWarning, stacklevel=3)
-    return replace(h, surface=None, surface_kind=None)
+    n_sphere = surface_vertex_count(h.sphere)
+    for path, kind, consequence, drop in (
+            (h.surface, h.surface_kind, "the report draws the sphere only", {"surface": None, "surface_kind": None}),
+            (h.midthickness, "midthickness", "features are resampled with the sphere's vertex areas",
+             {"midthickness": None})):
+        if path is None:
+            continue
+        n_surface = surface_vertex_count(path)
+        if n_surface is not None and n_surface == n_sphere:
+            continue
+        why = (f"{n_surface} vertices, the sphere {n_sphere}" if n_surface is not None and n_sphere is not None
+               else "its vertex count (or the sphere's) cannot be read")
+        warnings.warn(f"sub-{h.subject} hemi-{h.hemi}: {kind} surface {path} ignored ({why}); {consequence}",
+                      SurfaceWarning, stacklevel=3)
+        h = replace(h, **drop)
+    return h
 
 
 _PROBES = {"smriprep": _probe_smriprep, "freesurfer": _probe_freesurfer, "hcp": _probe_hcp}

@@ -26,7 +26,11 @@ from geomorph_bids.io.validate import (SPHERE_RADIUS, check_finite, check_mesh, 
 #: largest per-vertex map read from an MGH file (values), a guard against corrupted headers
 _MAX_VALUES = 100_000_000
 
-__all__ = ["Surface", "detect_format", "read_surface", "read_sphere", "read_feature", "read_labels"]
+__all__ = ["Surface", "detect_format", "read_surface", "read_sphere", "read_feature", "read_labels", "read_mask",
+           "MIN_CORTEX_FRACTION"]
+
+#: a cortex mask covering less of the hemisphere than this is refused (real ones: about 0.9)
+MIN_CORTEX_FRACTION = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -228,3 +232,33 @@ def read_labels(path: str | Path, n_vertices: int | None = None, hemi: str | Non
         raise InputError("is not a label file (.label.gii, .annot, .label, .dlabel.nii)", path=p)
     check_vertex_count(labels.shape[0], n_vertices, p, what="label map")
     return labels, table
+
+
+def read_mask(path: str | Path, n_vertices: int | None = None) -> np.ndarray:
+    """Read a cortex mask: (V,) bool, True on the cortex, False on the medial wall.
+
+    Parameters
+    ----------
+    path : sMRIPrep's ``_desc-cortex_mask.label.gii`` (0/1 values, written as a metric or as
+        labels), HCP's ``<S>.L.roi.native.shape.gii``, or FreeSurfer's ``label/lh.cortex.label``
+        (a vertex list; needs ``n_vertices``).
+    n_vertices : expected vertex count (the sphere's); InputError if different.
+
+    A mask covering less than :data:`MIN_CORTEX_FRACTION` of the vertices is refused (InputError
+    naming the file): it is not a cortex mask, or it is inverted.
+    """
+    p = Path(path)
+    if detect_format(p) == "label":
+        if n_vertices is None:
+            raise InputError("is a FreeSurfer label (a vertex list): pass n_vertices", path=p)
+        mask = freesurfer.read_fs_label(p, n_vertices) > 0
+    else:
+        values = read_feature(p, n_vertices, squeeze=False)
+        if values.shape[1] != 1:
+            raise InputError(f"holds {values.shape[1]} maps; a cortex mask has one", path=p)
+        mask = values[:, 0] > 0
+    fraction = float(mask.mean())
+    if fraction < MIN_CORTEX_FRACTION:
+        raise InputError(f"cortex mask covers {100 * fraction:.1f}% of the vertices (at least "
+                         f"{100 * MIN_CORTEX_FRACTION:.0f}% expected): not a cortex mask, or inverted", path=p)
+    return mask

@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..resources import (data_dir, density_sphere_candidates, package_template_features, template_feature_file,
-                         template_rotation_file, templateflow_sphere_file)
+from ..resources import (data_dir, density_sphere_candidates, package_data_file, package_template_features,
+                         template_feature_file, template_rotation_file, templateflow_sphere_file)
 from ..sphere.icosphere import icosphere
 
 __all__ = ["Template", "load_template", "available_templates", "is_bundled_template", "TEMPLATE_LEVEL", "DENSITIES",
-           "normalise_density", "load_density_sphere"]
+           "normalise_density", "load_density_sphere", "ATLAS_ROI_DENSITIES", "load_atlas_roi"]
 
 #: output densities per template: label -> vertex count (``icoN`` aliases are normalised)
 DENSITIES: dict[str, dict[str, int]] = {
@@ -232,3 +232,21 @@ def load_density_sphere(template: str, hemi: str, density: str | None = None,
                      f"looked in: {'; '.join(looked)}; place TemplateFlow's "
                      f"tpl-{template}_hemi-{hemi}_den-{label}_sphere.surf.gii under TEMPLATEFLOW_HOME "
                      "or choose another --output-density")
+
+
+#: fsLR densities with an HCP atlas ROI (the medial wall left out of CIFTI files)
+ATLAS_ROI_DENSITIES = ("32k", "59k")
+
+
+def load_atlas_roi(hemi: str, density: str) -> tuple[np.ndarray, str]:
+    """The HCP atlas ROI of fsLR at ``density`` (32k or 59k): (V,) bool, True on the cortex,
+    False on the medial wall (29696 / 29716 cortex vertices of 32492 at 32k), and where it came
+    from (sMRIPrep's ``{L,R}.atlasroi.<den>_fs_LR.shape.gii``, read where the package is installed).
+    ValueError for another density or when sMRIPrep is not installed."""
+    if density not in ATLAS_ROI_DENSITIES:
+        raise ValueError(f"the fsLR atlas ROI exists for {', '.join(ATLAS_ROI_DENSITIES)}, not {density!r}")
+    from .surfaces import read_feature
+
+    path = package_data_file("fsLR_atlasroi", hemi=hemi, density=density)
+    values = read_feature(path, DENSITIES["fsLR"][density])
+    return values > 0, f"smriprep:data/atlases/{path.name}"

@@ -44,7 +44,8 @@ from ..errors import InputError
 from .locate import SphereLocator
 from .mesh import vertex_areas
 
-__all__ = ["resample", "resample_weights", "apply_weights", "resample_labels", "barycentric_weights"]
+__all__ = ["resample", "resample_weights", "apply_weights", "resample_labels", "barycentric_weights",
+           "area_surfaces"]
 
 Mesh = tuple[np.ndarray, np.ndarray]
 AreaSpec = Union[Mesh, np.ndarray, None]
@@ -199,6 +200,26 @@ def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
     data *= np.divide(1.0, row_sum, out=np.zeros(n_new), where=row_sum > 0)[rows]
     keep = data > 0
     return _csr(rows[keep], cols[keep], data[keep], (n_new, n_cur))
+
+
+def area_surfaces(current: Mesh, anatomical: np.ndarray, new: Mesh) -> tuple[Mesh, Mesh]:
+    """The ``current_area`` and ``new_area`` surfaces of an area-corrected resampling.
+
+    ``anatomical`` (V_current, 3) is a surface on the current sphere's mesh (e.g. the
+    subject's midthickness, mm); it is carried onto the new sphere barycentrically
+    (``wb_command -surface-resample ... BARYCENTRIC``), as sMRIPrep and the HCP pipelines do
+    before ``-metric-resample ... ADAP_BARY_AREA -area-surfs``.
+
+    Returns ((anatomical, current faces), (resampled anatomical (V_new, 3), new faces)).
+    """
+    current = _check_mesh(current, "current sphere")
+    new = _check_mesh(new, "new sphere")
+    anatomical = np.asarray(anatomical, dtype=np.float64)
+    if anatomical.shape != current[0].shape:
+        raise InputError(f"the anatomical surface has {len(anatomical)} vertices, the current sphere "
+                         f"{len(current[0])}: it must be the same mesh")
+    moved = barycentric_weights(current, new[0]) @ anatomical
+    return (anatomical, current[1]), (moved, new[1])
 
 
 def _check_values(values: np.ndarray, n_current: int, name: str = "values") -> np.ndarray:

@@ -57,7 +57,7 @@ def run_batch_registration(jobs: list[SubjectJob], config: RunConfig, batch_size
         for hemi in sorted(job.inputs.hemis):
             h = job.inputs.hemis[hemi]
             folder = batch_item_dir(config.batch_dir, h)
-            stamp = _fingerprint([h.sphere, h.sphere_reg, *(h.features[c] for c in config.channels)])
+            stamp = _fingerprint([h.sphere, h.sphere_reg, h.cortex_mask, *(h.features[c] for c in config.channels)])
             done = (folder / "registration.json").is_file() and _read(folder / FINGERPRINT) == stamp
             if done:  # (outputs alone are not enough: the workflow reads this folder)
                 continue
@@ -67,7 +67,8 @@ def run_batch_registration(jobs: list[SubjectJob], config: RunConfig, batch_size
             items.append(BatchItem(folder=folder, subject=h.subject, hemi=hemi, sphere=Path(h.sphere),
                                    features={c: Path(h.features[c]) for c in config.channels},
                                    signs={c: h.sign(c) for c in config.channels},
-                                   sphere_reg=Path(h.sphere_reg) if h.sphere_reg else None))
+                                   sphere_reg=Path(h.sphere_reg) if h.sphere_reg else None,
+                                   cortex_mask=Path(h.cortex_mask) if h.cortex_mask else None))
             keys.append((job.subject, job.session, hemi))
     if not items:
         return 0, {}

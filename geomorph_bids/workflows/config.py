@@ -33,6 +33,10 @@ class RunConfig:
     batch_dir : batch mode: folder where :func:`~geomorph_bids.workflows.batch.run_batch_registration`
         left every hemisphere's registration (the workflows then read it instead of registering);
         ``""`` registers in each hemisphere's own node
+    fmriprep_compat : also write the registered sphere under sMRIPrep's names
+        (:data:`~geomorph_bids.derivatives.FMRIPREP_SPHERES`; template fsLR or fsaverage)
+    cifti : also write one CIFTI-2 dscalar of both hemispheres' features per subject/session
+        (fsLR-based template at 32k or 59k)
     """
 
     bids_dir: Path
@@ -48,6 +52,8 @@ class RunConfig:
     templateflow_home: str = ""
     density_sources: dict[str, str] = field(default_factory=dict)
     batch_dir: str = ""
+    fmriprep_compat: bool = False
+    cifti: bool = False
 
     @property
     def channels(self) -> tuple[str, ...]:

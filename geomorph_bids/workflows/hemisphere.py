@@ -8,9 +8,9 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from ..crashfiles import hemi_wf_name
-from ..derivatives import HemisphereOutputs, entities, hemisphere_outputs
+from ..derivatives import FMRIPREP_SPHERES, HemisphereOutputs, entities, hemisphere_outputs
 from ..interfaces import (LoadFeatures, OutputsReady, PrecomputedRegistration, Register, ResampleFeatures,
-                          WriteMetrics)
+                          SphereToFsLR, WriteMetrics)
 from ..io.discover import HemiInputs
 from .config import RunConfig
 from .outputs import init_ds_hemisphere_wf, relative_to, sign_convention
@@ -22,7 +22,7 @@ def hemi_outputs(h: HemiInputs, config: RunConfig) -> HemisphereOutputs:
     """Every file the hemisphere workflow writes (:meth:`HemisphereOutputs.files`, sidecars
     included): for the completeness check and the cleanup of a failed hemisphere."""
     return hemisphere_outputs(config.output_dir, h.subject, h.session, h.hemi, config.template.label,
-                              config.density, config.features, config.channels)
+                              config.density, config.features, config.channels, config.fmriprep_compat)
 
 
 def batch_item_dir(batch_dir: str | Path, h: HemiInputs) -> Path:
@@ -33,11 +33,14 @@ def batch_item_dir(batch_dir: str | Path, h: HemiInputs) -> Path:
 def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     """Register one hemisphere and write its derivatives.
 
-    Nodes: ``load_features`` (validate, sign) -> ``register`` (pre-alignment + GeoMorph;
-    with a GPU it takes every process slot) -> ``resample`` (every feature onto the template
-    sphere at ``config.density``) and ``metrics``; ``outputs_ready`` passes the named results
-    on once all of them exist, so nothing of a hemisphere is written unless every step
-    succeeded; then the sinks of :func:`~geomorph_bids.workflows.outputs.init_ds_hemisphere_wf`.
+    Nodes: ``load_features`` (validate, sign; the midthickness and cortex mask when found) ->
+    ``register`` (pre-alignment + GeoMorph, the medial wall left out of the similarity when there
+    is a cortex mask; with a GPU it takes every process slot) -> ``resample`` (every feature onto
+    the template sphere at ``config.density``, area-corrected with the midthickness when there is
+    one) and ``metrics``; with ``--fmriprep-compat`` and template fsaverage, ``to_fslr`` (the
+    sphere carried into fsLR); ``outputs_ready`` passes the named results on once all of them
+    exist, so nothing of a hemisphere is written unless every step succeeded; then the sinks of
+    :func:`~geomorph_bids.workflows.outputs.init_ds_hemisphere_wf`.
     """
     wf = pe.Workflow(name=hemi_wf_name(h.hemi))
     features = list(config.features)
@@ -48,6 +51,10 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
                    name="load_features")
     if h.sphere_reg is not None:
         load.inputs.sphere_reg = str(h.sphere_reg)
+    if h.midthickness is not None:
+        load.inputs.midthickness = str(h.midthickness)
+    if h.cortex_mask is not None:
+        load.inputs.cortex_mask = str(h.cortex_mask)
     if config.batch_dir:  # batch mode: registered beforehand, in one process for the cohort
         register = pe.Node(PrecomputedRegistration(folder=str(batch_item_dir(config.batch_dir, h)),
                                                    subject=h.subject, hemi=h.hemi), name="register")
@@ -72,7 +79,9 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
             # relative to the BIDS dir like the other inputs, plus the absolute path to open it
             "input_surface": relative_to(h.surface, config.bids_dir) if h.surface else None,
             "input_surface_kind": h.surface_kind,
-            "input_surface_path": str(Path(h.surface).resolve()) if h.surface else None}
+            "input_surface_path": str(Path(h.surface).resolve()) if h.surface else None,
+            "input_midthickness": relative_to(h.midthickness, config.bids_dir) if h.midthickness else None,
+            "input_cortex_mask": relative_to(h.cortex_mask, config.bids_dir) if h.cortex_mask else None}
     metrics = pe.Node(WriteMetrics(info=info, density=config.density), name="metrics")
     ready = pe.Node(OutputsReady(), name="outputs_ready", run_without_submitting=True)
     native_feats = pe.Node(niu.Select(index=[features.index(c) for c in config.channels]),
@@ -96,8 +105,18 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     ])
     if h.sphere_reg is not None and not config.batch_dir:
         wf.connect(load, "sphere_reg", register, "sphere_reg")
+    if h.cortex_mask is not None and not config.batch_dir:
+        wf.connect(load, "cortex_mask", register, "cortex_mask")
+    if h.midthickness is not None:
+        wf.connect(load, "midthickness", resample, "midthickness")
+    if config.fmriprep_compat and "sphere_reg_fsLR" in FMRIPREP_SPHERES.get(config.template.label, {}):
+        to_fslr = pe.Node(SphereToFsLR(hemi=h.hemi), name="to_fslr")
+        wf.connect([(register, to_fslr, [("out_sphere", "in_sphere")]),
+                    (to_fslr, ready, [("out_sphere", "sphere_reg_fslr")])])
 
     ds = init_ds_hemisphere_wf(h, config)
     wf.connect([(ready, ds, [(f, f"inputnode.{f}") for f in ("registered_sphere", "resampled_features", "metrics",
                                                              "native_sphere", "native_features")])])
+    if config.fmriprep_compat and "sphere_reg_fsLR" in FMRIPREP_SPHERES.get(config.template.label, {}):
+        wf.connect(ready, "sphere_reg_fslr", ds, "inputnode.sphere_reg_fslr")
     return wf

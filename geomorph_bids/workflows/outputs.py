@@ -10,14 +10,15 @@ from typing import Any, Sequence
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..derivatives import (METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE, RESAMPLED_FEATURE,
-                           Derivative, entities)
-from ..interfaces import GeomorphDataSink
-from ..interfaces.bids import OUTPUT_FIELDS
+from ..derivatives import (CIFTI_FEATURES, METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE,
+                           RESAMPLED_FEATURE, Derivative, cifti_file, entities)
+from ..interfaces import FeaturesCifti, GeomorphDataSink
+from ..interfaces.bids import OPTIONAL_OUTPUT_FIELDS, OUTPUT_FIELDS
 from ..io.discover import HemiInputs
-from .config import RunConfig
+from .config import RunConfig, SubjectJob
 
-__all__ = ["init_ds_hemisphere_wf", "sign_convention", "relative_to", "template_source"]
+__all__ = ["init_ds_hemisphere_wf", "init_cifti_wf", "cifti_output", "sign_convention", "relative_to",
+           "template_source"]
 
 #: features whose sign convention the sidecars state (FreeSurfer: positive in sulci)
 _SIGNED = ("sulc", "curv")
@@ -52,12 +53,14 @@ def init_ds_hemisphere_wf(h: HemiInputs, config: RunConfig, name: str = "ds_hemi
 
     ``inputnode`` fields (:data:`~geomorph_bids.interfaces.bids.OUTPUT_FIELDS`):
     ``registered_sphere``, ``resampled_features`` (one per ``config.features``, in order),
-    ``metrics``, ``native_sphere``, ``native_features`` (one per ``config.channels``, in order).
+    ``metrics``, ``native_sphere``, ``native_features`` (one per ``config.channels``, in order),
+    and ``sphere_reg_fslr`` (``--fmriprep-compat`` with template fsaverage).
     Each output is one :class:`~geomorph_bids.interfaces.GeomorphDataSink` named ``ds_<output>``
-    (``ds_sphere``, ``ds_<feature>``, ``ds_metrics``, ``ds_native_sphere``, ``ds_native_<feature>``).
+    (``ds_sphere``, ``ds_<feature>``, ``ds_metrics``, ``ds_native_sphere``, ``ds_native_<feature>``;
+    ``--fmriprep-compat``: ``ds_<sMRIPrep io_spec key>``, e.g. ``ds_sphere_reg_msm``).
     """
     wf = pe.Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=list(OUTPUT_FIELDS)), name="inputnode")
+    inputnode = pe.Node(niu.IdentityInterface(fields=[*OUTPUT_FIELDS, *OPTIONAL_OUTPUT_FIELDS]), name="inputnode")
     features = list(config.features)
     space, density, model = config.template.label, config.density, config.model.name
     sources = {f: relative_to(h.features[f], config.bids_dir) for f in features}
@@ -94,6 +97,8 @@ def init_ds_hemisphere_wf(h: HemiInputs, config: RunConfig, name: str = "ds_hemi
             "Sources": [sources[f]], "Template": space, "TemplateSource": tpl_source, "Density": density,
             "SpatialReference": config.density_sources.get(h.hemi, ""),
             "ResamplingMethod": "ADAP_BARY_AREA", "Model": model,
+            "AreaSurfaces": ("the subject's midthickness and its copy resampled onto the template "
+                             "(-area-surfs)" if h.midthickness is not None else "the spheres' own vertex areas"),
             "SignConvention": sign_note if f in _SIGNED else "as in the input",
             "SignFlipped": h.sign(f) < 0})
     sink("metrics", METRICS, "metrics")
@@ -106,4 +111,49 @@ def init_ds_hemisphere_wf(h: HemiInputs, config: RunConfig, name: str = "ds_hemi
             "Description": f"The native {f} map the registration used, on the native sphere",
             "Sources": [sources[f]],
             "SignConvention": sign_note if f in _SIGNED else "as in the input", "SignFlipped": h.sign(f) < 0})
+    if config.fmriprep_compat:
+        from ..io.fmriprep_compat import deformation_source, fmriprep_spheres, sphere_sidecar
+
+        for key, kind in fmriprep_spheres(space).items():
+            carried = key == "sphere_reg_fsLR"
+            sink(key, kind, "sphere_reg_fslr" if carried else "registered_sphere", meta=sphere_sidecar(
+                key, subject_entities=ent, hemi=h.hemi, template=space, model=model, channels=config.channels,
+                method=config.model.describe(), input_sphere=relative_to(h.sphere, config.bids_dir),
+                deformation=deformation_source(h.hemi) if carried else None))
+    return wf
+
+
+def cifti_output(job: SubjectJob, config: RunConfig) -> Path | None:
+    """The CIFTI file a subject/session's workflow writes (``--cifti-output``), or None: it needs
+    both hemispheres, found in the same session folder."""
+    hemis = job.inputs.hemis
+    if not config.cifti or set(hemis) != {"L", "R"} or hemis["L"].session != hemis["R"].session:
+        return None
+    return cifti_file(config.output_dir, job.subject, hemis["L"].session, config.template.label, config.density)
+
+
+def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: str = "cifti_wf") -> pe.Workflow:
+    """``--cifti-output``: both hemispheres' resampled features -> one CIFTI-2 dscalar, and its sink.
+
+    ``inputnode`` fields ``left`` and ``right``: the resampled features of each hemisphere (one
+    per ``config.features``, in order; the ``resampled_features`` of each hemisphere's
+    ``outputs_ready``, so the file is written only when both hemispheres succeeded).
+    """
+    from ..io.fmriprep_compat import cifti_sidecar
+    from ..io.templates import load_atlas_roi
+
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["left", "right"]), name="inputnode")
+    features, space, density = list(config.features), config.template.label, config.density
+    ent = entities(subject, session)
+    make = pe.Node(FeaturesCifti(features=features, density=density), name="make_cifti")
+    ds = pe.Node(GeomorphDataSink(base_directory=str(config.output_dir), compress=False,
+                                  source_file=str(config.bids_dir / f"sub-{subject}" / f"{ent}_features.dscalar.nii"),
+                                  **CIFTI_FEATURES.entities(space, density)),
+                 name="ds_cifti", run_without_submitting=True)
+    ds.inputs.meta_dict = cifti_sidecar(features, space, density, ent,
+                                        {h: load_atlas_roi(h, density)[1] for h in ("L", "R")},
+                                        config.density_sources)
+    wf.connect([(inputnode, make, [("left", "left"), ("right", "right")]),
+                (make, ds, [("out_file", "in_file")])])
     return wf
