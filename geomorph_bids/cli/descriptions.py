@@ -11,7 +11,9 @@ from typing import Any
 
 from .. import __version__
 from ..derivatives import CITATION, DATASET_DESCRIPTION
+from ..errors import InputError
 from ..io.atomic import atomic_write_bytes
+from ..io.limits import read_json_bounded
 from .parser import parse_derivatives
 
 __all__ = ["write_dataset_description", "source_roots", "write_citation"]
@@ -32,9 +34,10 @@ def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str,
     raw_desc = bids_dir / DATASET_DESCRIPTION
     if raw_desc.is_file():
         try:
-            doi = json.loads(raw_desc.read_text()).get("DatasetDOI")
-        except (json.JSONDecodeError, AttributeError):
-            doi = None
+            doc = read_json_bounded(raw_desc)
+        except InputError:
+            doc = None
+        doi = doc.get("DatasetDOI") if isinstance(doc, dict) else None
         if doi:
             sources[0]["DOI"] = str(doi)
     for name, path in (deriv or {}).items():

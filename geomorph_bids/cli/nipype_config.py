@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..io.limits import read_text_bounded
 
 __all__ = ["plugin_settings", "configure_nipype"]
 
@@ -21,8 +22,10 @@ def plugin_settings(args) -> tuple[str, dict[str, Any]]:
     import yaml
 
     try:
-        doc = yaml.safe_load(Path(args.use_plugin).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        doc = yaml.safe_load(read_text_bounded(args.use_plugin, what="plugin file")) or {}
+    except InputError as exc:
+        raise InputError(f"cannot read the plugin file: {exc.reason}", path=args.use_plugin) from None
+    except (yaml.YAMLError, RecursionError) as exc:
         raise InputError(f"cannot read the plugin file ({' '.join(str(exc).split())})", path=args.use_plugin) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("plugin"), str) or not doc["plugin"]:
         raise InputError("the plugin file must be YAML with a 'plugin' key naming a Nipype plugin "

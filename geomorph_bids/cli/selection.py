@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InputError
+from ..io.limits import read_json_bounded
 from .failures import Failure
 from .parser import parse_derivatives
 
@@ -24,9 +25,9 @@ def read_filter(path: Path | None) -> dict[str, list[str]]:
     if path is None:
         return {}
     try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the BIDS filter file ({exc})", path=path) from None
+        doc = read_json_bounded(path, what="BIDS filter file")
+    except InputError as exc:
+        raise InputError(f"cannot read the BIDS filter file: {exc.reason}", path=path) from None
     if not isinstance(doc, dict):
         raise InputError("the BIDS filter file must hold a JSON object", path=path)
     merged: dict[str, Any] = {}
@@ -41,7 +42,14 @@ def read_filter(path: Path | None) -> dict[str, list[str]]:
             raise InputError(f"unsupported entity {key!r} in the BIDS filter file (supported: subject, session)",
                              path=path)
         values = value if isinstance(value, list) else [value]
-        out[key] = [normalise_label(v, "sub" if key == "subject" else "ses") for v in values]
+        bad = [v for v in values if not isinstance(v, (str, int)) or isinstance(v, bool)]
+        if bad or not values:
+            raise InputError(f"{key!r} in the BIDS filter file must be a label or a list of labels, "
+                             f"got {json.dumps(value)}", path=path)
+        try:
+            out[key] = [normalise_label(str(v), "sub" if key == "subject" else "ses") for v in values]
+        except InputError as exc:
+            raise InputError(f"{key!r} in the BIDS filter file: {exc.reason}", path=path) from None
     return out
 
 

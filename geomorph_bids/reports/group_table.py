@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..derivatives import GROUP_TSV, metrics_files
 from ..io.atomic import atomic_write_text
+from ..io.limits import read_json_bounded
 
 __all__ = ["GROUP_COLUMNS", "group_rows", "write_group_table", "read_group_table", "group_table_rows"]
 
@@ -33,7 +33,9 @@ def group_rows(output_dir: str | Path) -> list[dict[str, Any]]:
     sorted by subject, session, hemisphere."""
     rows = []
     for path in metrics_files(output_dir):
-        rows.append(_flat(json.loads(path.read_text())))
+        doc = read_json_bounded(path, what="metrics file")
+        if isinstance(doc, dict):
+            rows.append(_flat(doc))
     return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"])))
 
 
