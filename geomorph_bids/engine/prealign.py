@@ -16,7 +16,7 @@ import numpy as np
 from ..io.templates import Template
 from ..sphere.locate import SphereLocator
 from ..sphere.resample import barycentric_weights
-from ..sphere.rigid import rigid_align
+from ..sphere.rigid import rigid_fit
 from ..sphere.rotation import rotation_angle, rotation_from_correspondence
 
 __all__ = ["Prealignment", "prealign", "correlation"]
@@ -52,7 +52,8 @@ def correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) ->
 
 
 def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.ndarray],
-             template: Template, *, reg_sphere: np.ndarray | None = None) -> Prealignment:
+             template: Template, *, reg_sphere: np.ndarray | None = None,
+             identity_check: bool = True) -> Prealignment:
     """Rotate a native sphere onto ``template``.
 
     Parameters
@@ -77,12 +78,17 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
                          f"moving has {sorted(features)}, template has {sorted(template.features)}")
     moving = np.column_stack([features[n] for n in shared])
     fixed = np.column_stack([template.features[n] for n in shared])
+    given = None
     if reg_sphere is not None:
-        rotation = template.from_fsaverage @ rotation_from_correspondence(vertices, reg_sphere)
+        given = template.from_fsaverage @ rotation_from_correspondence(vertices, reg_sphere)
         method = "correspondence"
     else:
-        rotation = rigid_align((vertices, faces), moving, (template.vertices, template.faces), fixed)
         method = "features"
+    fit = None
+    if given is None or identity_check:
+        fit = rigid_fit((vertices, faces), moving, (template.vertices, template.faces), fixed, rotation=given,
+                        mirror_check=identity_check)
+    rotation = given if given is not None else fit.rotation
     aligned = vertices @ rotation.T
 
     # one location per point set, shared by every feature
@@ -92,6 +98,9 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
     before = {n: at_before @ np.asarray(features[n], float) for n in shared}
     after = {n: at_after @ np.asarray(features[n], float) for n in shared}
     metrics: dict[str, float | int | str] = {"rotation_deg": rotation_angle(rotation), "rotation_method": method}
+    if identity_check:
+        metrics["identity_cc_own"] = fit.own
+        metrics["identity_cc_mirrored"] = fit.mirrored
     for n in shared:
         mask = template.features[n] != 0
         metrics[f"cc_{n}_before"] = correlation(before[n], template.features[n], mask)

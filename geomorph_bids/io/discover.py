@@ -75,7 +75,7 @@ from typing import Iterable, Mapping, Sequence
 from geomorph_bids.errors import InputError
 
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs",
-           "SurfaceWarning", "discover", "find_subjects", "normalise_label", "surface_vertex_count"]
+           "SurfaceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -124,6 +124,8 @@ class HemiInputs:
     sulc_sign : ``"freesurfer"`` or ``"hcp"`` (HCP negates sulc and curv)
     surface : the inflated or midthickness mesh (same vertices as the sphere), or None
     surface_kind : ``"inflated"``, ``"midthickness"`` or None
+    digest : content hash of the files read for the registration (:func:`~geomorph_bids.io.digest.input_digest`),
+        filled in by the command line after discovery; ``""`` when not computed
     """
 
     subject: str
@@ -136,6 +138,7 @@ class HemiInputs:
     sulc_sign: str
     surface: Path | None = None
     surface_kind: str | None = None
+    digest: str = ""
 
     def sign(self, feature: str) -> float:
         """Factor (+1.0 or -1.0) converting ``feature`` to FreeSurfer's sign convention."""
@@ -164,6 +167,11 @@ class SubjectInputs:
         """The :class:`DiscoveryError` for a missing hemisphere (for the caller to report)."""
         return DiscoveryError(self.missing[hemi], subject=self.subject, hemi=hemi,
                               searched=self.searched)
+
+
+def valid_label(label: str) -> bool:
+    """Whether ``label`` is a BIDS label: ASCII letters and digits only."""
+    return bool(_LABEL.fullmatch(str(label)))
 
 
 def normalise_label(label: str, prefix: str = "sub") -> str:
@@ -304,10 +312,17 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
     else:
         folders = [(subj / "anat", None)]
         sessions = []
+        bad = []
         for anat in sorted(subj.glob("ses-*/anat")):
             ses = anat.parent.name[4:]
+            if not _LABEL.fullmatch(ses):  # its outputs could not carry the entity: never processed
+                bad.append(f"smriprep {anat.parent}: session label {ses!r} is not a BIDS label (letters and "
+                           "digits only); rename the folder")
+                continue
             if "sphere" in _smriprep_files(anat, subject, ses, hemi):
                 sessions.append((anat, ses))
+        if bad and not sessions and "sphere" not in _smriprep_files(subj / "anat", subject, None, hemi):
+            return None, "; ".join(bad)
         if len(sessions) > 1 and "sphere" not in _smriprep_files(subj / "anat", subject, None, hemi):
             names = ", ".join(f"ses-{s}" for _, s in sessions)
             return None, f"smriprep {subj}: spheres in several sessions ({names}), pass a session"
@@ -340,6 +355,12 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
     return None, "; ".join(problems) or None
 
 
+def _present(path: Path) -> bool:
+    """A file, or a link (even a broken one: an annexed file that was not fetched is then
+    reported as such by the checks that follow, not as missing)."""
+    return path.is_file() or path.is_symlink()
+
+
 def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
                       features: Sequence[str]) -> tuple[HemiInputs | None, str | None]:
     h = _FS_HEMI[hemi]
@@ -347,14 +368,14 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
     files = {"sulc": f"{h}.sulc", "curv": f"{h}.curv", "thickness": f"{h}.thickness"}
     for name in names:
         surf = root / name / "surf"
-        if not (surf / f"{h}.sphere").is_file():
+        if not _present(surf / f"{h}.sphere"):
             continue
-        lacking = [files.get(f, f) for f in features if f not in files or not (surf / files[f]).is_file()]
+        lacking = [files.get(f, f) for f in features if f not in files or not _present(surf / files[f])]
         if lacking:
             return None, f"freesurfer {surf}: has {h}.sphere but no {', '.join(lacking)}"
-        feats = {f: surf / n for f, n in files.items() if (surf / n).is_file()}
+        feats = {f: surf / n for f, n in files.items() if _present(surf / n)}
         reg = surf / f"{h}.sphere.reg"
-        kind = next((k for k in SURFACE_KINDS if (surf / f"{h}.{k}").is_file()), None)
+        kind = next((k for k in SURFACE_KINDS if _present(surf / f"{h}.{k}")), None)
         return HemiInputs(subject, session, hemi, "freesurfer", surf / f"{h}.sphere",
                           reg if reg.is_file() else None, feats, "freesurfer",
                           surf / f"{h}.{kind}" if kind else None, kind), ""
@@ -371,19 +392,19 @@ def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,
     for name in names:
         native = root / name / "MNINonLinear" / "Native"
         sphere = native / f"{name}.{hemi}.sphere.native.surf.gii"
-        if not sphere.is_file():
+        if not _present(sphere):
             continue
         feats = {}
         for f, options in kinds.items():
             hit = next((native / f"{name}.{hemi}.{o}" for o in options
-                        if (native / f"{name}.{hemi}.{o}").is_file()), None)
+                        if _present(native / f"{name}.{hemi}.{o}")), None)
             if hit is not None:
                 feats[f] = hit
         lacking = [f".{kinds[f][0]}" for f in features if f not in feats]
         if lacking:
             return None, f"hcp {native}: has the sphere but no {', '.join(lacking)}"
         reg = native / f"{name}.{hemi}.sphere.reg.native.surf.gii"
-        kind = next((k for k in SURFACE_KINDS if (native / f"{name}.{hemi}.{k}.native.surf.gii").is_file()), None)
+        kind = next((k for k in SURFACE_KINDS if _present(native / f"{name}.{hemi}.{k}.native.surf.gii")), None)
         return HemiInputs(subject, session, hemi, "hcp", sphere, reg if reg.is_file() else None,
                           feats, "hcp", native / f"{name}.{hemi}.{kind}.native.surf.gii" if kind else None,
                           kind), ""

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .hemisphere_label import label_conflicts
 from .surfaces import Surface, read_feature, read_sphere
 from .validate import validate_feature
 
@@ -31,16 +32,20 @@ class NativeHemisphere:
         faces (F, 3) int64).
     features : name -> (V,) float64 map, multiplied by its sign (FreeSurfer's convention).
     sphere_reg : the validated ``sphere.reg`` (same V), or None.
+    label_conflicts : one line per file whose metadata or name declares the other hemisphere
+        than the one it is read as (:func:`~geomorph_bids.io.hemisphere_label.label_conflicts`;
+        empty when no ``hemi`` was given).
     """
 
     sphere: Surface
     features: dict[str, np.ndarray] = field(default_factory=dict)
     sphere_reg: Surface | None = None
+    label_conflicts: tuple[str, ...] = ()
 
 
 def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
                     signs: Mapping[str, float] | None = None, sphere_reg: str | Path | None = None,
-                    validate: bool = True) -> NativeHemisphere:
+                    validate: bool = True, hemi: str | None = None) -> NativeHemisphere:
     """Read a native sphere, one map per feature and, optionally, its ``sphere.reg``.
 
     Parameters
@@ -52,6 +57,8 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
         default +1.
     sphere_reg : FreeSurfer ``?h.sphere.reg`` (same vertices as ``sphere``), or None.
     validate : refuse maps that are all zero or constant (nothing to register).
+    hemi : ``"L"``/``"R"``: the hemisphere the files are read as; files declaring the other one
+        are listed in ``label_conflicts`` (the quality gates flag them; nothing is refused).
 
     Raises :class:`~geomorph_bids.errors.InputError` naming the file (the caller adds subject
     and hemisphere with ``with_context``). Reads in order: sphere, features, sphere.reg.
@@ -71,4 +78,5 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
         reg = read_sphere(sphere_reg)
         if len(reg.vertices) != n:
             raise InputError(f"has {len(reg.vertices)} vertices but the sphere has {n}", path=sphere_reg)
-    return NativeHemisphere(s, maps, reg)
+    conflicts = () if hemi is None else tuple(label_conflicts([sphere, *features.values(), sphere_reg], hemi))
+    return NativeHemisphere(s, maps, reg, conflicts)

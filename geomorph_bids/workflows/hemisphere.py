@@ -33,9 +33,11 @@ def batch_item_dir(batch_dir: str | Path, h: HemiInputs) -> Path:
 def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     """Register one hemisphere and write its derivatives.
 
-    Nodes: ``load_features`` (validate, sign) -> ``register`` (pre-alignment + GeoMorph;
+    Nodes: ``load_features`` (validate, sign, hemisphere labels; its cache key includes the
+    inputs' content hash ``h.digest``) -> ``register`` (pre-alignment + GeoMorph;
     with a GPU it takes every process slot) -> ``resample`` (every feature onto the template
-    sphere at ``config.density``) and ``metrics``; ``outputs_ready`` passes the named results
+    sphere at ``config.density``) and ``metrics`` (with the verdict of the quality gates,
+    ``config.quality``); ``outputs_ready`` passes the named results
     on once all of them exist, so nothing of a hemisphere is written unless every step
     succeeded; then the sinks of :func:`~geomorph_bids.workflows.outputs.init_ds_hemisphere_wf`.
     """
@@ -44,7 +46,8 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     signs = [h.sign(f) for f in features]
 
     load = pe.Node(LoadFeatures(sphere=str(h.sphere), feature_files=[str(h.features[f]) for f in features],
-                                feature_names=features, signs=signs, hemi=h.hemi, subject=h.subject),
+                                feature_names=features, signs=signs, hemi=h.hemi, subject=h.subject,
+                                input_digest=h.digest),
                    name="load_features")
     if h.sphere_reg is not None:
         load.inputs.sphere_reg = str(h.sphere_reg)
@@ -72,7 +75,8 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
             "input_surface": relative_to(h.surface, config.bids_dir) if h.surface else None,
             "input_surface_kind": h.surface_kind,
             "input_surface_path": str(Path(h.surface).resolve()) if h.surface else None}
-    metrics = pe.Node(WriteMetrics(info=info, density=config.density), name="metrics")
+    metrics = pe.Node(WriteMetrics(info=info, density=config.density, thresholds=config.quality.to_dict()),
+                      name="metrics")
     ready = pe.Node(OutputsReady(), name="outputs_ready", run_without_submitting=True)
     native_feats = pe.Node(niu.Select(index=[features.index(c) for c in config.channels]),
                            name="native_features", run_without_submitting=True)
@@ -85,6 +89,7 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
         (load, resample, [("feature_files", "feature_files"), ("feature_names", "feature_names")]),
         (register, resample, [("out_sphere", "registered_sphere")]),
         (register, metrics, [("metrics_file", "registration")]),
+        (load, metrics, [("label_conflicts", "label_conflicts")]),
         (resample, metrics, [("density_source", "density_source")]),
         (register, ready, [("out_sphere", "registered_sphere")]),
         (resample, ready, [("out_files", "resampled_features")]),
