@@ -29,6 +29,7 @@ from ..derivatives import GROUP_TSV, LOGS, NATIVE_FEATURE, NATIVE_SPHERE, anat_d
 from ..derivatives import entities as entity_string  # noqa: E402
 from ..quality import QualityVerdict  # noqa: E402
 from .descriptions import write_citation, write_dataset_description  # noqa: E402
+from ..errors import describe_os_error  # noqa: E402
 from .exit_codes import EXIT_FAILED, EXIT_OK, HANDLED, error_exit, interrupted, run_exit_code  # noqa: E402
 from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
 from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E402
@@ -70,6 +71,9 @@ def _run_workflow(jobs: list, config, args, batch: int | None) -> tuple[bool, li
         wf.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as exc:  # nipype: "Workflow did not execute cleanly"
         return True, [Failure("*", None, "*", " ".join(str(exc).split()))]
+    except OSError as exc:  # Nipype itself could not write (a full disk: even its crash file failed)
+        stop_children()  # no worker may go on writing once the outputs are checked
+        return True, [Failure("*", None, "*", f"the run stopped: {describe_os_error(exc)}")]
     return False, []
 
 
@@ -160,9 +164,10 @@ def run_participant(args) -> int:
             _remove_partial(started, config)
             raise
         done = mine + later
+        stopped = next((f.reason for f in run_failures if f.reason.startswith("the run stopped: ")), "")
         if crashes.is_dir():
             failures += crash_failures(crashes, names)
-        elif crashed:
+        elif crashed and not stopped:
             failures += run_failures
         failures = one_per_hemisphere(failures)
         failed_keys = {(f.subject, f.session, h) for f in failures for h in f.hemi.split(",")}
@@ -174,8 +179,8 @@ def run_participant(args) -> int:
                 key = (job.subject, job.session, hemi)
                 if key not in failed_keys and not all(p.is_file() for p in expected):
                     missing = [p.name for p in expected if not p.is_file()]
-                    failures.append(Failure(job.subject, job.session, hemi,
-                                            f"outputs missing after the run: {', '.join(missing)}"
+                    failures.append(Failure(job.subject, job.session, hemi, f"not written: {stopped[17:]}" if stopped
+                                            else f"outputs missing after the run: {', '.join(missing)}"
                                             + (" (the run was stopped by another crash)" if crashed else "")))
                     failed_keys.add(key)
                 if key in failed_keys:
