@@ -67,6 +67,7 @@ sign (the engine's convention, see :mod:`geomorph_bids.io.templates`).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -356,9 +357,10 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
 
 
 def _present(path: Path) -> bool:
-    """A file, or a link (even a broken one: an annexed file that was not fetched is then
-    reported as such by the checks that follow, not as missing)."""
-    return path.is_file() or path.is_symlink()
+    """Anything of that name: a file, a link (even a broken one: an annexed file that was not
+    fetched), or a FIFO, device or folder in its place; what is not a readable regular file is then
+    reported as such, on one line, by the checks that follow (never as missing, never opened)."""
+    return os.path.lexists(path)
 
 
 def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
