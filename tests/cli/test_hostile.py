@@ -350,3 +350,18 @@ def test_python_warnings_reach_the_user_on_one_line(capsys):
         warnings.warn("something\n  odd", UserWarning)
     err = capsys.readouterr().err
     assert err == "geomorph-bids: warning: something odd\n"
+
+
+def test_session_folder_that_is_not_a_bids_label_is_reported_not_processed(dataset_factory, tmp_path):
+    """An sMRIPrep ``ses-é1`` folder: its outputs could not carry the entity (they would lose it
+    and be left behind), so it is reported on one line and never processed."""
+    root = dataset_factory("smriprep", subjects=("01",), session="a1")
+    subj = root / "derivatives" / "smriprep" / "sub-01"
+    (subj / "ses-a1").rename(subj / "ses-é1")
+    for p in list((subj / "ses-é1" / "anat").iterdir()):
+        p.rename(p.with_name(p.name.replace("ses-a1", "ses-é1")))
+    code, _, err = run(root, tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert code == 1 and len(failed) == 1, err
+    assert "sub-01" in failed[0] and "'é1' is not a BIDS label" in failed[0] and "Traceback" not in err
+    assert not list((tmp_path / "out").rglob("*.gii"))
