@@ -136,8 +136,10 @@ def run_participant(args) -> int:
         failures += skipped
         started = list(mine)
         try:
+            default_fs = inputs.bids_dir / "derivatives" / "freesurfer"
+            fs_root = inputs.fs_subjects_dir or (default_fs if default_fs.is_dir() else None)
             write_dataset_description(output_dir, args.bids_dir, {**inputs.derivatives, **(
-                {"freesurfer": inputs.fs_subjects_dir} if inputs.fs_subjects_dir else {})})
+                {"freesurfer": fs_root} if fs_root else {})})
             write_citation(output_dir, config)
             configure_nipype(crashes, args.verbose, args.stop_on_first_crash)
             names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
@@ -160,8 +162,10 @@ def run_participant(args) -> int:
                 c2, f2 = _run_workflow(later, config, args, batch)
                 crashed, run_failures = crashed or c2, run_failures + f2
         except Interrupted as exc:
+            exc.acknowledge()  # the signal reached us: no more re-deliveries
             exc.stopped += stop_children()  # before the locks are released and the partial outputs removed
             _remove_partial(started, config)
+            shutil.rmtree(crashes, ignore_errors=True)  # node "failures" the signal itself caused
             raise
         done = mine + later
         stopped = next((f.reason for f in run_failures if f.reason.startswith("the run stopped: ")), "")
@@ -330,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 return run_reports_only(args)
             return run_participant(args)
         except Interrupted as exc:
+            exc.acknowledge()
             n = exc.stopped + stop_children()
             return interrupted(_PROG, exc.name, exc.signum,
                                f"stopped {n} worker process(es) and released the locks; finished hemispheres are "

@@ -1,7 +1,10 @@
 """Polite kills: SIGTERM, SIGINT (Ctrl-C) and SIGHUP stop the whole run within seconds.
 
 Inside :func:`stop_on_signals` the three signals raise :class:`Interrupted` in the main
-process (once; later ones are ignored while it cleans up). Every process forked meanwhile
+process; Nipype runs some nodes in the main process and turns any exception there into a node
+failure, so the signal is delivered again every :data:`REDELIVER_S` s until the command line
+handles the exception (:meth:`Interrupted.acknowledge`); later signals are then ignored while
+it cleans up (the crash files the interruption caused are removed with the partial outputs). Every process forked meanwhile
 (Nipype's MultiProc workers) is set up at fork time to ignore SIGINT (a terminal sends Ctrl-C
 to the whole process group: only the main process reports it, so the user sees one line instead
 of a traceback per worker), to die at once on SIGTERM and SIGHUP (the default action, no Python
@@ -23,12 +26,14 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["STOP_SIGNALS", "GRACE_S", "Interrupted", "stop_on_signals", "stop_children", "descendants"]
+__all__ = ["STOP_SIGNALS", "GRACE_S", "REDELIVER_S", "Interrupted", "stop_on_signals", "stop_children", "descendants"]
 
 #: the signals that stop a run politely
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: seconds the workers get to end after SIGTERM before SIGKILL
 GRACE_S = 3.0
+#: seconds between re-deliveries of a stop signal that has not reached the command line's handler
+REDELIVER_S = 0.5
 
 
 class Interrupted(BaseException):
@@ -39,7 +44,12 @@ class Interrupted(BaseException):
         self.signum = int(signum)
         self.name = signal.Signals(self.signum).name
         self.stopped = 0  # worker processes stopped so far (stop_children)
+        self._acknowledge = lambda: None
         super().__init__(f"interrupted by {self.name}")
+
+    def acknowledge(self) -> None:
+        """Called where the exception is handled: the signal is not delivered again."""
+        self._acknowledge()
 
     @property
     def exit_code(self) -> int:
@@ -67,13 +77,29 @@ def stop_on_signals() -> Iterator[None]:
         yield
         return
     main = os.getpid()
-    state = {"active": True, "stopping": False}
+    state = {"active": True, "stopping": False, "redelivering": False}
+
+    def redeliver(signum: int) -> None:
+        """Nipype runs some nodes in the main process and turns any exception there (ours
+        included) into a node failure, then goes on: until the exception reaches the command
+        line's handler (:meth:`Interrupted.acknowledge`), deliver the signal again every
+        :data:`REDELIVER_S` seconds."""
+        while True:
+            time.sleep(REDELIVER_S)
+            if state["stopping"] or not state["active"]:
+                return
+            with contextlib.suppress(OSError):
+                os.kill(main, signum)
 
     def handler(signum, frame):  # noqa: ARG001 - the signal module's signature
         if os.getpid() != main or state["stopping"]:
             return  # a child that has not reset its handlers yet, or cleanup under way
-        state["stopping"] = True
-        raise Interrupted(signum)
+        if not state["redelivering"]:
+            state["redelivering"] = True
+            threading.Thread(target=redeliver, args=(signum,), daemon=True).start()
+        exc = Interrupted(signum)
+        exc._acknowledge = lambda: state.__setitem__("stopping", True)
+        raise exc
 
     def in_child() -> None:
         if not state["active"] or os.getpid() == main:

@@ -365,3 +365,26 @@ def test_session_folder_that_is_not_a_bids_label_is_reported_not_processed(datas
     assert code == 1 and len(failed) == 1, err
     assert "sub-01" in failed[0] and "'é1' is not a BIDS label" in failed[0] and "Traceback" not in err
     assert not list((tmp_path / "out").rglob("*.gii"))
+
+
+def test_a_stop_signal_swallowed_by_library_code_is_delivered_again():
+    """Nipype runs some nodes in the main process and turns any exception there into a node
+    failure: the first Interrupted is swallowed, the re-delivered signal reaches the handler."""
+    code = ("import os, signal, time\n"
+            "from geomorph_bids.cli.interrupts import Interrupted, stop_on_signals\n"
+            "with stop_on_signals():\n"
+            "    try:\n"
+            "        try:\n"
+            "            os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
+            "        except BaseException as exc:  # what Nipype's node.run does\n"
+            "            print('swallowed', type(exc).__name__, flush=True)\n"
+            "        for _ in range(600): time.sleep(0.05)  # the scheduler goes on\n"
+            "        print('never stopped', flush=True)\n"
+            "    except Interrupted as exc:\n"
+            "        exc.acknowledge(); print('stopped by', exc.name, flush=True)\n"
+            "        time.sleep(1.2)  # acknowledged: no more re-deliveries\n"
+            "print('done', flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.stdout.split("\n") == ["swallowed Interrupted", "stopped by SIGTERM", "done", ""], done.stderr
+    assert done.returncode == 0
