@@ -4,7 +4,8 @@ Inside :func:`stop_on_signals` the three signals raise :class:`Interrupted` in t
 process; Nipype runs some nodes in the main process and turns any exception there into a node
 failure, so the signal is delivered again every :data:`REDELIVER_S` s until the command line
 handles the exception (:meth:`Interrupted.acknowledge`); later signals are then ignored while
-it cleans up (the crash files the interruption caused are removed with the partial outputs). Every process forked meanwhile
+it cleans up (the crash files the interruption caused are removed with the partial outputs).
+Every process forked meanwhile
 (Nipype's MultiProc workers) is set up at fork time to ignore SIGINT (a terminal sends Ctrl-C
 to the whole process group: only the main process reports it, so the user sees one line instead
 of a traceback per worker), to die at once on SIGTERM and SIGHUP (the default action, no Python

@@ -393,7 +393,8 @@ def test_polite_kill_stops_the_whole_tree_releases_the_locks_then_rerun(referenc
     proc = subprocess.Popen(cli(bids, out, "participant", *ARGS, "-w", work),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        started = lambda: any(p for s in ("01", "02") for p in node_dir(work, s).glob("_0x*_unfinished.json"))  # noqa: E731
+        def started() -> bool:
+            return any(p for s in ("01", "02") for p in node_dir(work, s).glob("_0x*_unfinished.json"))
         wait_for(started, proc, "a registration started")
         if sig == signal.SIGINT:
             os.killpg(proc.pid, sig)

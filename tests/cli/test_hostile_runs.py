@@ -110,7 +110,8 @@ def test_each_discovery_problem_stops_only_its_hemisphere(discovery_run):
         line = failed[subject]
         assert "hemi-L" in line and str(discovery_run["named"][subject]) in line, (how, line)
         assert words in line, (how, line)
-        assert not anat(discovery_run["out"], subject).exists() or not list(anat(discovery_run["out"], subject).iterdir())
+        folder = anat(discovery_run["out"], subject)
+        assert not folder.exists() or not list(folder.iterdir())
     assert len(list(anat(discovery_run["out"], "01").iterdir())) == N_FILES  # the good subject is complete
     assert len(err.splitlines()) <= len(DISCOVERY) + 3  # the header line, one line per problem, nothing else
 
