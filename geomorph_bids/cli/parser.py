@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
+import math
 from pathlib import Path
+from typing import Callable
 
 from .. import __version__
 from ..io.discover import FEATURES
+from .machine import usable_cpus
 
 __all__ = ["build_parser", "parse_derivatives"]
 
@@ -46,6 +48,27 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _finite(low: float, high: float, unit: str = "") -> Callable[[str], float]:
+    """argparse type: a finite number in [low, high]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a finite number from {low:g} to {high:g}{unit}, got {text}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,11 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("execution")
     g.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
                    help="Nipype working directory; reruns with the same one resume (default: ./work)")
-    g.add_argument("--nprocs", "--nthreads", "--n_cpus", type=_positive_int, default=os.cpu_count() or 1,
-                   help="process slots for the whole run")
+    g.add_argument("--nprocs", "--nthreads", "--n_cpus", type=_positive_int, default=usable_cpus(),
+                   help="process slots for the whole run (at most the CPUs this process may use; more is "
+                        "lowered to that, with a warning)")
     g.add_argument("--omp-nthreads", type=_positive_int, default=None,
                    help="threads per registration (default: nprocs // 2, at least 1, at most 8)")
-    g.add_argument("--mem-gb", type=float, default=None, help="memory limit for Nipype's scheduler")
+    g.add_argument("--mem-gb", "--mem_gb", type=_finite(0.1, 1e6, " GB"), default=None,
+                   help="memory limit for Nipype's scheduler, in GB (at most the machine's memory; more is "
+                        "lowered to that, with a warning)")
     g.add_argument("--use-plugin", type=Path, metavar="FILE",
                    help="Nipype plugin settings (YAML: {plugin: MultiProc, plugin_args: {...}}); "
                         "default MultiProc with --nprocs")
@@ -141,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reports-only", action="store_true",
                    help="process nothing: rebuild the HTML reports (sub-X.html) from the participant "
                         "outputs already in output_dir")
+    g = p.add_argument_group("quality gates",
+                             "a hemisphere that fails one is written, listed as FLAGGED and marked in the group "
+                             "table, and the run exits with code 3 (docs/reliability.md); defaults: those "
+                             "recorded with the outputs (group level), else the values shown")
+    g.add_argument("--min-cc", type=_finite(-1.0, 1.0), default=None, metavar="CC",
+                   help="lowest correlation of a registration feature with the template after registration "
+                        "(default 0.5)")
+    g.add_argument("--max-distortion", type=_finite(0.0, 100.0), default=None, metavar="LOG2",
+                   help="highest 95th percentile of |log2 areal distortion| (default 1.0)")
+    g.add_argument("--max-folds", type=_count, default=None, metavar="N",
+                   help="most folded triangles in the registered sphere (default 0)")
+    g.add_argument("--identity-margin", type=_finite(-2.0, 2.0), default=None, metavar="CC",
+                   help="flag the hemisphere when its features fit the mirrored template better than the "
+                        "template by more than this (default 0.0: the other hemisphere, or lh/rh files swapped)")
     g = p.add_argument_group("group level")
     g.add_argument("--build-template", type=_positive_int, default=None, metavar="N",
                    help="build a population-average template from the participants' registered "

@@ -21,11 +21,20 @@ from ..engine.model_choice import ModelChoice, resolve_model
 from ..errors import InputError
 from ..io.template_ref import TemplateRef, resolve_template_ref, template_search_path
 from ..io.template_sources import TemplateSearch
+from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..workflows.config import RunConfig
+from .machine import total_memory_gb, usable_cpus
 from .parser import parse_derivatives
 
-__all__ = ["resolve_template", "template_search", "resolve_template_and_model", "resolve_features", "resolve_settings",
-           "resolve_fmriprep_outputs", "batch_folder", "validate_arguments", "absolute_paths"]
+#: command-line option -> QualityThresholds field
+QUALITY_OPTIONS = {"min_cc": "min_cc_after", "max_distortion": "max_areal_p95", "max_folds": "max_folds",
+                   "identity_margin": "identity_margin"}
+#: memory per hemisphere pair in one batch-mode optimisation batch (GB; engine.register.register_many)
+_BATCH_PAIR_GB = 0.06
+
+__all__ = ["resolve_template", "template_search", "resolve_template_and_model", "resolve_features", "resolve_quality",
+           "resolve_settings", "resolve_fmriprep_outputs", "batch_folder", "validate_arguments", "validate_resources",
+           "absolute_paths"]
 
 #: the features resampled and written when --features is not given
 DEFAULT_FEATURES = ("sulc",)
@@ -79,6 +88,15 @@ def resolve_features(args, model: ModelChoice) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*model.channels, *(args.features or DEFAULT_FEATURES)]))
 
 
+def resolve_quality(args, recorded: QualityThresholds | None = None) -> QualityThresholds:
+    """The thresholds of the quality gates: each gate option given on the command line, else the
+    ``recorded`` value (the group level: what the participant level used), else the default."""
+    base = recorded or DEFAULT_THRESHOLDS
+    given = {field: getattr(args, option) for option, field in QUALITY_OPTIONS.items()
+             if getattr(args, option, None) is not None}
+    return replace(base, **given)
+
+
 def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
     """Every setting of a participant run, decided here once (in this order, so that the first
     bad argument is the one reported): template, model and its channels, features, output
@@ -97,7 +115,7 @@ def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
     return RunConfig(bids_dir=args.bids_dir.absolute(), output_dir=output_dir, work_dir=work_dir,
                      template=template, density=density, features=features, model=model, device=device,
                      omp_nthreads=omp, nprocs=args.nprocs, templateflow_home=tf_home, density_sources=sources,
-                     fmriprep_compat=compat, cifti=cifti)
+                     fmriprep_compat=compat, cifti=cifti, quality=resolve_quality(args))
 
 
 def resolve_fmriprep_outputs(args, template: TemplateRef, density: str) -> tuple[bool, bool]:
@@ -139,8 +157,43 @@ def validate_arguments(args) -> None:
     if not args.skip_bids_validation and not (args.bids_dir / "dataset_description.json").is_file():
         raise InputError("is not a BIDS dataset: no dataset_description.json (or pass --skip-bids-validation)",
                          path=args.bids_dir)
-    if args.output_dir.absolute() == args.bids_dir.absolute():
-        raise InputError("output_dir must differ from bids_dir", path=args.output_dir)
+    if os.path.realpath(args.output_dir.absolute()) == os.path.realpath(args.bids_dir.absolute()):
+        raise InputError(f"the output directory is the BIDS dataset {args.bids_dir} itself (links resolved); write "
+                         f"the derivatives to {args.bids_dir / 'derivatives' / 'geomorph'} or a folder outside the "
+                         "dataset", path=args.output_dir)
+
+
+def validate_resources(args, prog: str = "geomorph-bids") -> list[str]:
+    """Bring the resource arguments within what this process may use (:mod:`.machine`):
+    ``--nprocs`` and ``--omp-nthreads`` at most the usable CPUs, ``--mem-gb`` at most the
+    memory, ``--batch-size`` at most what the memory holds. Returns the warnings printed (one
+    line each, on stderr). A run asking for 100,000 processes otherwise forks until the kernel's
+    out-of-memory killer ends it."""
+    import sys
+
+    notes = []
+    cpus = usable_cpus()
+    if args.nprocs > cpus:
+        notes.append(f"--nprocs {args.nprocs} is more than the {cpus} CPU(s) this process may use; using {cpus}")
+        args.nprocs = cpus
+    omp = getattr(args, "omp_nthreads", None)
+    if omp is not None and omp > args.nprocs:
+        notes.append(f"--omp-nthreads {omp} is more than --nprocs {args.nprocs}; using {args.nprocs}")
+        args.omp_nthreads = args.nprocs
+    memory = total_memory_gb()
+    mem_gb = getattr(args, "mem_gb", None)
+    if mem_gb is not None and mem_gb > memory:
+        notes.append(f"--mem-gb {mem_gb:g} is more than the {memory:.1f} GB of this machine; using {memory:.1f}")
+        args.mem_gb = memory
+    batch = getattr(args, "batch_size", None)
+    most = max(1, int(0.5 * min(memory, mem_gb or memory) / _BATCH_PAIR_GB))
+    if batch is not None and batch > most:
+        notes.append(f"--batch-size {batch} needs about {batch * _BATCH_PAIR_GB:.0f} GB; using {most} "
+                     f"(half of the {min(memory, mem_gb or memory):.1f} GB available)")
+        args.batch_size = most
+    for note in notes:
+        print(f"{prog}: warning: {note}", file=sys.stderr)
+    return notes
 
 
 def absolute_paths(args) -> None:

@@ -368,7 +368,7 @@ def _prepare_subject(files: SubjectFiles, template: Template, channels: Sequence
         raise e.with_context(subject=files.subject, hemi=files.hemi) from None
     sphere, maps = native.sphere, native.features
     verts, faces = mirror_sphere(sphere.vertices, sphere.faces) if mirror else (sphere.vertices, sphere.faces)
-    result = prealign(verts, faces, maps, template)
+    result = prealign(verts, faces, maps, template, identity_check=False)
     on_grid = np.stack([result.features_on_template[c][: n_vertices(level)] for c in channels], axis=1)
     return normalise_pairs_input(on_grid, channels, spec, what=f"{files.subject} hemi-{files.hemi}")
 

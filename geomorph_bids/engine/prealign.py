@@ -16,7 +16,7 @@ import numpy as np
 from ..io.templates import Template
 from ..sphere.locate import SphereLocator
 from ..sphere.resample import barycentric_weights
-from ..sphere.rigid import rigid_align
+from ..sphere.rigid import rigid_fit
 from ..sphere.rotation import rotation_angle, rotation_from_correspondence
 
 __all__ = ["Prealignment", "prealign", "correlation"]
@@ -63,7 +63,7 @@ def correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) ->
 
 def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.ndarray],
              template: Template, *, reg_sphere: np.ndarray | None = None, reg_space: str = "fsaverage",
-             cortex_mask: np.ndarray | None = None) -> Prealignment:
+             cortex_mask: np.ndarray | None = None, identity_check: bool = True) -> Prealignment:
     """Rotate a native sphere onto ``template``.
 
     Parameters
@@ -99,14 +99,18 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
         cortex_mask = np.asarray(cortex_mask, dtype=bool).reshape(-1)
         if cortex_mask.shape != (len(vertices),):
             raise ValueError(f"cortex mask has {cortex_mask.size} values for {len(vertices)} vertices")
+    given = None
     if reg_sphere is not None:
         to_template = template.from_fsaverage if reg_space == "fsaverage" else np.eye(3)
-        rotation = to_template @ rotation_from_correspondence(vertices, reg_sphere)
+        given = to_template @ rotation_from_correspondence(vertices, reg_sphere)
         method = "correspondence"
     else:
-        rotation = rigid_align((vertices, faces), moving, (template.vertices, template.faces), fixed,
-                               mask=cortex_mask)
         method = "features"
+    fit = None
+    if given is None or identity_check:
+        fit = rigid_fit((vertices, faces), moving, (template.vertices, template.faces), fixed, rotation=given,
+                        mirror_check=identity_check, mask=cortex_mask)
+    rotation = given if given is not None else fit.rotation
     aligned = vertices @ rotation.T
 
     # one location per point set, shared by every feature
@@ -117,6 +121,9 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
     before = {n: at_before @ np.asarray(features[n], float) for n in shared}
     after = {n: at_after @ np.asarray(features[n], float) for n in shared}
     metrics: dict[str, float | int | str] = {"rotation_deg": rotation_angle(rotation), "rotation_method": method}
+    if identity_check:
+        metrics["identity_cc_own"] = fit.own
+        metrics["identity_cc_mirrored"] = fit.mirrored
     for n in shared:
         mask = template.features[n] != 0
         metrics[f"cc_{n}_before"] = correlation(before[n], template.features[n], mask)

@@ -50,6 +50,7 @@ from ..errors import InputError
 from ..io.template_ref import TemplateRef, resolve_template_ref
 from ..io.template_sources import TemplateSearch, TemplateWarning
 from ..io.templates import TEMPLATE_LEVEL, Template
+from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, assess
 from ..sphere.distortion import distortion, distortion_summary
 from ..sphere.icosphere import icosphere, n_vertices
 from ..sphere.locate import unit
@@ -91,6 +92,9 @@ class Registration:
         (left-template) frame: template vertex x of the LEFT grid -> mirrored rotated sphere.
     metrics : summary numbers (see :func:`register`).
     template, hemi : the template name and hemisphere registered to.
+    quality : the verdict of the quality gates (:func:`geomorph_bids.quality.assess` of
+        ``metrics`` with the thresholds given to :func:`register`): ``quality.flagged`` and
+        ``quality.reasons`` (e.g. the other hemisphere, a low correlation).
     """
 
     sphere: np.ndarray
@@ -100,6 +104,7 @@ class Registration:
     metrics: dict[str, Any] = field(default_factory=dict)
     template: str = ""
     hemi: str = ""
+    quality: QualityVerdict = field(default_factory=QualityVerdict)
 
     def resample(self, values: np.ndarray, target: tuple[np.ndarray, np.ndarray] | str = "ico6",
                  method: str = "adap_bary_area") -> np.ndarray:
@@ -134,6 +139,15 @@ class Registration:
 
 # ---------------------------------------------------------------------------------------------
 # inputs
+
+
+def _label_conflicts(item: "RegistrationItem") -> list[str]:
+    """What the input files (paths only) say about their hemisphere, against ``item.hemi``."""
+    from ..io.hemisphere_label import label_conflicts
+
+    paths = [item.moving_sphere, item.reg_sphere, *(item.moving_features.values()
+                                                    if isinstance(item.moving_features, Mapping) else ())]
+    return label_conflicts([p for p in paths if isinstance(p, (str, Path))], item.hemi)
 
 
 def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
@@ -180,7 +194,8 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
              hemi: str = "L", model: str | Path | Any | None = None, device: str | Any = "auto", *,
              rigid_only: bool = False, reg_sphere: np.ndarray | str | Path | None = None,
              reg_sphere_space: str = "fsaverage", cortex_mask: np.ndarray | str | Path | None = None,
-             optimise: "bool | OptimiseConfig" = True, template_dir: str | Path | None = None) -> Registration:
+             optimise: "bool | OptimiseConfig" = True, template_dir: str | Path | None = None,
+             quality: QualityThresholds = DEFAULT_THRESHOLDS) -> Registration:
     """Register a native sphere to a template: rigid pre-alignment, then GeoMorph.
 
     Parameters
@@ -222,6 +237,8 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     template_dir : a folder of the template's maps, looked in first (a FreeSurfer subject
         folder, a TemplateFlow folder), or ``"bundled"``: the bundled maps only, whatever is
         installed (ignored when ``template`` is a TemplateRef or Template).
+    quality : the thresholds of the quality gates (:class:`~geomorph_bids.quality.QualityThresholds`);
+        the verdict is ``Registration.quality``.
 
     Returns
     -------
@@ -231,14 +248,16 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     the :func:`~geomorph_bids.sphere.distortion.distortion_summary` of the output sphere against
     the input sphere (both radius 100: ``areal_mean_abs``, ``R_mean``, ``n_folded``, ...);
     ``warp_folded_triangles`` (ico-6 triangles the warp flips); ``rotation_deg``;
-    ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``;
+    ``identity_cc_own`` / ``identity_cc_mirrored`` (coarse rigid fit to the template and to its
+    mirror image: the hemisphere-identity check) and, for paths, ``label_conflicts`` (files whose
+    metadata or name declare the other hemisphere); ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``;
     where the template's maps came from: ``template_source`` (``folder``, ``templateflow``,
     ``freesurfer``, ``bundled`` or ``custom``), ``template_source_path``, ``template_vertices``
     (of the maps as their source has them), ``template_sha256``, ``template_files``.
     """
     items = [RegistrationItem(moving_sphere, moving_features, hemi, reg_sphere, reg_sphere_space, cortex_mask)]
     return register_many(items, template, model, device, rigid_only=rigid_only, optimise=optimise,
-                         on_error="raise", template_dir=template_dir)[0]
+                         on_error="raise", template_dir=template_dir, quality=quality)[0]
 
 
 @dataclass
@@ -277,7 +296,8 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
                   model: str | Path | Any | None = None, device: str | Any = "auto", *,
                   rigid_only: bool = False, optimise: "bool | OptimiseConfig" = True,
                   batch_size: int = 8, on_error: str = "raise",
-                  template_dir: str | Path | None = None) -> list["Registration | Exception"]:
+                  template_dir: str | Path | None = None,
+                  quality: QualityThresholds = DEFAULT_THRESHOLDS) -> list["Registration | Exception"]:
     """Register many hemispheres with one model load and batched optimisation.
 
     Same result per hemisphere as :func:`register` (up to float rounding of the batched
@@ -288,8 +308,8 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
     Parameters
     ----------
     items : the hemispheres (:class:`RegistrationItem`).
-    template, model, device, rigid_only, optimise, template_dir : as in :func:`register`; the
-        template is resolved once for all items.
+    template, model, device, rigid_only, optimise, template_dir, quality : as in :func:`register`;
+        the template is resolved once for all items.
     batch_size : pairs per optimisation batch (>= 1; memory grows linearly, ~60 MB per pair).
     on_error : ``"raise"`` (the first bad input raises) or ``"return"`` (its slot in the
         result holds the exception; the others are registered).
@@ -330,7 +350,7 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
         if not rigid_only and optimise is not False and jobs:
             _optimise_jobs(list(jobs.values()), optimise, dev)
         for idx, job in jobs.items():
-            results[idx] = _finish(job, optimise if not rigid_only else False, dev)
+            results[idx] = _finish(job, optimise if not rigid_only else False, dev, quality)
     return results  # type: ignore[return-value]
 
 
@@ -419,7 +439,10 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     seconds["seconds_prealign"] = time.perf_counter() - t
     metrics: dict[str, Any] = {"template": tpl.name, "hemi": hemi, "rotation_deg": pre.metrics["rotation_deg"],
                                "rotation_method": pre.metrics["rotation_method"],
-                               "cortex_mask": cortex is not None}
+                               "cortex_mask": cortex is not None,
+                               "identity_cc_own": pre.metrics.get("identity_cc_own"),
+                               "identity_cc_mirrored": pre.metrics.get("identity_cc_mirrored"),
+                               "label_conflicts": _label_conflicts(item)}
     for c in channels:
         metrics[f"cc_{c}_before"] = pre.metrics.get(f"cc_{c}_before")
         metrics[f"cc_{c}_rigid"] = pre.metrics.get(f"cc_{c}_after")
@@ -499,7 +522,7 @@ def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:
             job.metrics["optimise_batch"] = len(group)
 
 
-def _finish(job: _Job, optimise: Any, dev: Any) -> Registration:
+def _finish(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds = DEFAULT_THRESHOLDS) -> Registration:
     """3. output sphere through the inverse warp, and metrics."""
     metrics, seconds, channels, tpl, feats = job.metrics, job.seconds, job.channels, job.tpl, job.feats
     rotated = job.pre.sphere
@@ -550,4 +573,5 @@ def _finish(job: _Job, optimise: Any, dev: Any) -> Registration:
     metrics.update(seconds)
     metrics["seconds_total"] = sum(v for k, v in seconds.items() if k.startswith("seconds_"))
     return Registration(sphere=out_sphere, faces=faces, rotation=rotation, warp_ico6=warp_ico6,
-                        metrics=metrics, template=tpl.name, hemi=job.hemi)
+                        metrics=metrics, template=tpl.name, hemi=job.hemi,
+                        quality=assess(metrics, channels, quality))

@@ -25,6 +25,9 @@ class _LoadFeaturesInputSpec(BaseInterfaceInputSpec):
                                          "cortex.label): medial wall left out of the similarity")
     hemi = traits.Enum("L", "R", mandatory=True)
     subject = traits.Str("", usedefault=True, desc="subject label, for error messages")
+    input_digest = traits.Str("", usedefault=True,
+                              desc="content hash of the input files (io/digest.py): part of the node's "
+                                   "cache key, so a changed file with the same size and mtime is read again")
 
 
 class _LoadFeaturesOutputSpec(TraitedSpec):
@@ -35,11 +38,13 @@ class _LoadFeaturesOutputSpec(TraitedSpec):
     midthickness = File(desc="validated midthickness (GIFTI), when given")
     cortex_mask = File(desc="cortex mask, 1 on the cortex and 0 on the medial wall (.shape.gii), when given")
     n_vertices = traits.Int()
+    label_conflicts = traits.List(traits.Str, desc="input files declaring the other hemisphere (one line each)")
 
 
 class LoadFeatures(SimpleInterface):
     """Read and validate a native sphere and its feature maps (one-line InputError on bad
-    input), apply the sign convention and write them as GIFTI in the node directory."""
+    input), apply the sign convention and write them as GIFTI in the node directory; list the
+    input files that declare the other hemisphere (``label_conflicts``, for the quality gates)."""
 
     input_spec = _LoadFeaturesInputSpec
     output_spec = _LoadFeaturesOutputSpec
@@ -61,7 +66,7 @@ class LoadFeatures(SimpleInterface):
             native = read_hemisphere(self.inputs.sphere, dict(zip(names, files)), signs=dict(zip(names, signs)),
                                      sphere_reg=given(self.inputs.sphere_reg),
                                      midthickness=given(self.inputs.midthickness),
-                                     cortex_mask=given(self.inputs.cortex_mask))
+                                     cortex_mask=given(self.inputs.cortex_mask), hemi=hemi)
         except InputError as exc:
             raise exc.with_context(subject=subject, hemi=hemi) from None
         sphere = native.sphere
@@ -86,4 +91,5 @@ class LoadFeatures(SimpleInterface):
         self._results["feature_files"] = [str(p) for p in outs]
         self._results["feature_names"] = names
         self._results["n_vertices"] = int(len(sphere.vertices))
+        self._results["label_conflicts"] = list(native.label_conflicts)
         return runtime

@@ -25,6 +25,7 @@ import numpy as np
 from nibabel import cifti2
 
 from geomorph_bids.errors import InputError
+from geomorph_bids.io.limits import map_max_bytes, read_bounded
 from geomorph_bids.io.validate import hemi_code
 
 __all__ = ["CIFTI_STRUCTURES", "CiftiCortex", "load_cifti", "read_cifti_cortex",
@@ -49,44 +50,44 @@ def is_cifti_name(path: str | Path) -> bool:
     return Path(path).name.lower().endswith(".nii")
 
 
-def _cifti_version(path: Path) -> str | None:
+def _cifti_version(raw: bytes) -> str | None:
     """The Version attribute of the CIFTI XML in the header extension, if found."""
-    with open(path, "rb") as fh:
-        head = fh.read(540)
-        if len(head) < 540:
-            return None
-        for order in ("<", ">"):
-            if int(np.frombuffer(head, order + "i4", 1)[0]) == 540:
-                vox_offset = int(np.frombuffer(head, order + "i8", 1, 168)[0])
-                break
-        else:
-            return None
-        blob = fh.read(max(0, min(vox_offset, 64 << 20) - 540))
-    m = _VERSION.search(blob)
+    head = raw[:540]
+    if len(head) < 540:
+        return None
+    for order in ("<", ">"):
+        if int(np.frombuffer(head, order + "i4", 1)[0]) == 540:
+            vox_offset = int(np.frombuffer(head, order + "i8", 1, 168)[0])
+            break
+    else:
+        return None
+    m = _VERSION.search(raw[540:max(540, min(vox_offset, 64 << 20))])
     return m.group(1).decode("ascii", "replace") if m else None
 
 
+def _image_from_bytes(raw: bytes, version: str | None):
+    """The image in ``raw``, as ``nib.load`` would type it: CIFTI-2 when its header extension
+    holds CIFTI XML, else a NIfTI-2 or NIfTI-1 volume (by the header size, 540 or 348)."""
+    if version is not None:
+        return cifti2.Cifti2Image.from_bytes(raw)
+    sizes = {int(np.frombuffer(raw[:4], order + "i4", 1)[0]) for order in ("<", ">")} if len(raw) >= 4 else set()
+    return nib.Nifti2Image.from_bytes(raw) if 540 in sizes else nib.Nifti1Image.from_bytes(raw)
+
+
 def load_cifti(path: str | Path) -> cifti2.Cifti2Image:
-    """Load a CIFTI-2 image; InputError for CIFTI-1, NIfTI volumes and broken files."""
+    """Load a CIFTI-2 image (at most :func:`~geomorph_bids.io.limits.map_max_bytes` bytes, read
+    once, within the read deadline); InputError for CIFTI-1, NIfTI volumes and broken files."""
     p = Path(path)
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise InputError(f"cannot be read: {exc.strerror or exc}", path=p) from None
-    if size == 0:
-        raise InputError("is empty (0 bytes)", path=p)
+    raw = read_bounded(p, map_max_bytes(), "CIFTI file")
     out = re.sub(r"((\.d[a-z]+)?\.nii)$", r"_cifti2\1", p.name, flags=re.IGNORECASE)
     convert = f"convert it with `wb_command -file-convert -cifti-version-convert {p.name} 2 {out}`"
-    try:
-        version = _cifti_version(p)
-    except OSError as exc:
-        raise InputError(f"cannot be read: {exc}", path=p) from None
+    version = _cifti_version(raw)
     if version is not None and not version.startswith("2"):
         raise InputError(f"is a CIFTI-{version} file; only CIFTI-2 is supported: {convert}", path=p)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = nib.load(str(p))
+            img = _image_from_bytes(raw, version)
     except Exception as exc:
         if "CIFTI-2" in str(exc):
             raise InputError(f"is not a CIFTI-2 file ({exc}): {convert}", path=p) from None

@@ -76,6 +76,7 @@ sign (the engine's convention, see :mod:`geomorph_bids.io.templates`).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -84,7 +85,7 @@ from typing import Iterable, Mapping, Sequence
 from geomorph_bids.errors import InputError
 
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
-           "SurfaceWarning", "discover", "find_subjects", "normalise_label", "surface_vertex_count"]
+           "SurfaceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -135,6 +136,8 @@ class HemiInputs:
     surface_kind : ``"inflated"``, ``"midthickness"`` or None
     midthickness : the midthickness mesh (same vertices; area-corrected resampling), or None
     cortex_mask : the cortex mask (True on the cortex; same vertices), or None
+    digest : content hash of the files read for the registration (:func:`~geomorph_bids.io.digest.input_digest`),
+        filled in by the command line after discovery; ``""`` when not computed
     """
 
     subject: str
@@ -149,6 +152,7 @@ class HemiInputs:
     surface_kind: str | None = None
     midthickness: Path | None = None
     cortex_mask: Path | None = None
+    digest: str = ""
 
     def sign(self, feature: str) -> float:
         """Factor (+1.0 or -1.0) converting ``feature`` to FreeSurfer's sign convention."""
@@ -177,6 +181,11 @@ class SubjectInputs:
         """The :class:`DiscoveryError` for a missing hemisphere (for the caller to report)."""
         return DiscoveryError(self.missing[hemi], subject=self.subject, hemi=hemi,
                               searched=self.searched)
+
+
+def valid_label(label: str) -> bool:
+    """Whether ``label`` is a BIDS label: ASCII letters and digits only."""
+    return bool(_LABEL.fullmatch(str(label)))
 
 
 def normalise_label(label: str, prefix: str = "sub") -> str:
@@ -327,10 +336,17 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
     else:
         folders = [(subj / "anat", None)]
         sessions = []
+        bad = []
         for anat in sorted(subj.glob("ses-*/anat")):
             ses = anat.parent.name[4:]
+            if not _LABEL.fullmatch(ses):  # its outputs could not carry the entity: never processed
+                bad.append(f"smriprep {anat.parent}: session label {ses!r} is not a BIDS label (letters and "
+                           "digits only); rename the folder")
+                continue
             if "sphere" in _smriprep_files(anat, subject, ses, hemi):
                 sessions.append((anat, ses))
+        if bad and not sessions and "sphere" not in _smriprep_files(subj / "anat", subject, None, hemi):
+            return None, "; ".join(bad)
         if len(sessions) > 1 and "sphere" not in _smriprep_files(subj / "anat", subject, None, hemi):
             names = ", ".join(f"ses-{s}" for _, s in sessions)
             return None, f"smriprep {subj}: spheres in several sessions ({names}), pass a session"
@@ -364,6 +380,13 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
     return None, "; ".join(problems) or None
 
 
+def _present(path: Path) -> bool:
+    """Anything of that name: a file, a link (even a broken one: an annexed file that was not
+    fetched), or a FIFO, device or folder in its place; what is not a readable regular file is then
+    reported as such, on one line, by the checks that follow (never as missing, never opened)."""
+    return os.path.lexists(path)
+
+
 def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
                       features: Sequence[str]) -> tuple[HemiInputs | None, str | None]:
     h = _FS_HEMI[hemi]
@@ -371,14 +394,14 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
     files = {"sulc": f"{h}.sulc", "curv": f"{h}.curv", "thickness": f"{h}.thickness"}
     for name in names:
         surf = root / name / "surf"
-        if not (surf / f"{h}.sphere").is_file():
+        if not _present(surf / f"{h}.sphere"):
             continue
-        lacking = [files.get(f, f) for f in features if f not in files or not (surf / files[f]).is_file()]
+        lacking = [files.get(f, f) for f in features if f not in files or not _present(surf / files[f])]
         if lacking:
             return None, f"freesurfer {surf}: has {h}.sphere but no {', '.join(lacking)}"
-        feats = {f: surf / n for f, n in files.items() if (surf / n).is_file()}
+        feats = {f: surf / n for f, n in files.items() if _present(surf / n)}
         reg = surf / f"{h}.sphere.reg"
-        kind = next((k for k in SURFACE_KINDS if (surf / f"{h}.{k}").is_file()), None)
+        kind = next((k for k in SURFACE_KINDS if _present(surf / f"{h}.{k}")), None)
         mid, cortex = surf / f"{h}.midthickness", root / name / "label" / f"{h}.cortex.label"
         return HemiInputs(subject, session, hemi, "freesurfer", surf / f"{h}.sphere",
                           reg if reg.is_file() else None, feats, "freesurfer",
@@ -397,19 +420,19 @@ def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,
     for name in names:
         native = root / name / "MNINonLinear" / "Native"
         sphere = native / f"{name}.{hemi}.sphere.native.surf.gii"
-        if not sphere.is_file():
+        if not _present(sphere):
             continue
         feats = {}
         for f, options in kinds.items():
             hit = next((native / f"{name}.{hemi}.{o}" for o in options
-                        if (native / f"{name}.{hemi}.{o}").is_file()), None)
+                        if _present(native / f"{name}.{hemi}.{o}")), None)
             if hit is not None:
                 feats[f] = hit
         lacking = [f".{kinds[f][0]}" for f in features if f not in feats]
         if lacking:
             return None, f"hcp {native}: has the sphere but no {', '.join(lacking)}"
         reg = native / f"{name}.{hemi}.sphere.reg.native.surf.gii"
-        kind = next((k for k in SURFACE_KINDS if (native / f"{name}.{hemi}.{k}.native.surf.gii").is_file()), None)
+        kind = next((k for k in SURFACE_KINDS if _present(native / f"{name}.{hemi}.{k}.native.surf.gii")), None)
         mid, cortex = native / f"{name}.{hemi}.midthickness.native.surf.gii", native / f"{name}.{hemi}.roi.native.shape.gii"
         return HemiInputs(subject, session, hemi, "hcp", sphere, reg if reg.is_file() else None,
                           feats, "hcp", native / f"{name}.{hemi}.{kind}.native.surf.gii" if kind else None,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .hemisphere_label import label_conflicts
 from .surfaces import Surface, read_feature, read_mask, read_sphere, read_surface
 from .validate import validate_feature
 
@@ -33,6 +34,9 @@ class NativeHemisphere:
     sphere_reg : the validated ``sphere.reg`` (same V), or None.
     midthickness : the midthickness surface (same V and triangles, mm), or None.
     cortex : (V,) bool, True on the cortex, or None.
+    label_conflicts : one line per file whose metadata or name declares the other hemisphere
+        than the one it is read as (:func:`~geomorph_bids.io.hemisphere_label.label_conflicts`;
+        empty when no ``hemi`` was given).
     """
 
     sphere: Surface
@@ -40,12 +44,13 @@ class NativeHemisphere:
     sphere_reg: Surface | None = None
     midthickness: Surface | None = None
     cortex: np.ndarray | None = None
+    label_conflicts: tuple[str, ...] = ()
 
 
 def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
                     signs: Mapping[str, float] | None = None, sphere_reg: str | Path | None = None,
                     midthickness: str | Path | None = None, cortex_mask: str | Path | None = None,
-                    validate: bool = True) -> NativeHemisphere:
+                    validate: bool = True, hemi: str | None = None) -> NativeHemisphere:
     """Read a native sphere, one map per feature and, optionally, its ``sphere.reg``.
 
     Parameters
@@ -59,6 +64,8 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     midthickness : the midthickness surface (same vertices and triangles), or None.
     cortex_mask : a cortex mask file (:func:`~geomorph_bids.io.surfaces.read_mask`), or None.
     validate : refuse maps that are all zero or constant (nothing to register).
+    hemi : ``"L"``/``"R"``: the hemisphere the files are read as; files declaring the other one
+        are listed in ``label_conflicts`` (the quality gates flag them; nothing is refused).
 
     Raises :class:`~geomorph_bids.errors.InputError` naming the file (the caller adds subject
     and hemisphere with ``with_context``). Reads in order: sphere, features, sphere.reg,
@@ -86,4 +93,5 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
             raise InputError(f"midthickness has {len(mid.vertices)} vertices and other triangles than the sphere "
                              f"({n} vertices): it must be the same subject's mesh", path=midthickness)
     cortex = None if cortex_mask is None else read_mask(cortex_mask, n)
-    return NativeHemisphere(s, maps, reg, mid, cortex)
+    conflicts = () if hemi is None else tuple(label_conflicts([sphere, *features.values(), sphere_reg], hemi))
+    return NativeHemisphere(s, maps, reg, mid, cortex, conflicts)

@@ -16,24 +16,20 @@ import shutil
 from pathlib import Path
 
 from ..interfaces.registration import BatchItem, register_batch
+from ..io.digest import input_digest
 from .config import RunConfig, SubjectJob
 from .hemisphere import batch_item_dir
 
 __all__ = ["run_batch_registration"]
 
-#: per-item record of the inputs a batch result was computed from (path, size, mtime)
+#: per-item record of the inputs a batch result was computed from (paths and content hash)
 FINGERPRINT = "inputs.json"
 
 
-def _fingerprint(paths: list) -> str:
-    """JSON of (path, size, mtime_ns) of each input file: a result is reused only for the same files."""
-    rows = []
-    for p in paths:
-        if p is None:
-            continue
-        st = Path(p).stat()
-        rows.append([str(Path(p).absolute()), st.st_size, st.st_mtime_ns])
-    return json.dumps(rows)
+def _fingerprint(paths: list, digest: str) -> str:
+    """JSON of the input paths and their content hash (``HemiInputs.digest``, computed once by
+    the command line): a result is reused only for the same bytes, whatever their timestamps."""
+    return json.dumps({"files": [str(Path(p).absolute()) for p in paths if p is not None], "sha1": digest})
 
 
 def _read(path: Path) -> str | None:
@@ -46,8 +42,8 @@ def run_batch_registration(jobs: list[SubjectJob], config: RunConfig, batch_size
 
     Results go to :func:`~geomorph_bids.workflows.hemisphere.batch_item_dir` folders under
     ``config.batch_dir``; a hemisphere whose folder already holds a result computed from the
-    same input files (path, size, modification time) is not redone (an interrupted batch run
-    resumes); a changed input is registered again. Returns the number of hemispheres attempted
+    same input files (paths and content hash) is not redone (an interrupted batch run resumes);
+    a changed input is registered again, even with the same size and modification time. Returns the number of hemispheres attempted
     and {(subject, session, hemi): error line} for those whose input was bad (their workflows
     fail with that line).
     """
@@ -57,7 +53,8 @@ def run_batch_registration(jobs: list[SubjectJob], config: RunConfig, batch_size
         for hemi in sorted(job.inputs.hemis):
             h = job.inputs.hemis[hemi]
             folder = batch_item_dir(config.batch_dir, h)
-            stamp = _fingerprint([h.sphere, h.sphere_reg, h.cortex_mask, *(h.features[c] for c in config.channels)])
+            files = [h.sphere, h.sphere_reg, h.cortex_mask, *(h.features[c] for c in config.channels)]
+            stamp = _fingerprint(files, h.digest or input_digest(files))
             done = (folder / "registration.json").is_file() and _read(folder / FINGERPRINT) == stamp
             if done:  # (outputs alone are not enough: the workflow reads this folder)
                 continue

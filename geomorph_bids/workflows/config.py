@@ -8,6 +8,7 @@ from pathlib import Path
 from ..engine.model_choice import ModelChoice, default_registration
 from ..io.discover import SubjectInputs
 from ..io.template_ref import TemplateRef
+from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 
 __all__ = ["RunConfig", "SubjectJob"]
 
@@ -30,6 +31,8 @@ class RunConfig:
     nprocs : process slots of the whole run
     templateflow_home : TemplateFlow folder or ``""``
     density_sources : hemi -> where the output-density sphere comes from (for sidecars)
+    quality : the thresholds of the quality gates (:class:`~geomorph_bids.quality.QualityThresholds`,
+        ``--min-cc`` and the other gate options); every hemisphere's metrics record its verdict
     batch_dir : batch mode: folder where :func:`~geomorph_bids.workflows.batch.run_batch_registration`
         left every hemisphere's registration (the workflows then read it instead of registering);
         ``""`` registers in each hemisphere's own node
@@ -51,6 +54,7 @@ class RunConfig:
     nprocs: int = 1
     templateflow_home: str = ""
     density_sources: dict[str, str] = field(default_factory=dict)
+    quality: QualityThresholds = DEFAULT_THRESHOLDS
     batch_dir: str = ""
     fmriprep_compat: bool = False
     cifti: bool = False

@@ -33,13 +33,15 @@ def batch_item_dir(batch_dir: str | Path, h: HemiInputs) -> Path:
 def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     """Register one hemisphere and write its derivatives.
 
-    Nodes: ``load_features`` (validate, sign; the midthickness and cortex mask when found) ->
+    Nodes: ``load_features`` (validate, sign, hemisphere labels; the midthickness and cortex
+    mask when found; its cache key includes the inputs' content hash ``h.digest``) ->
     ``register`` (pre-alignment + GeoMorph, the medial wall left out of the similarity when there
     is a cortex mask; with a GPU it takes every process slot) -> ``resample`` (every feature onto
     the template sphere at ``config.density``, area-corrected with the midthickness when there is
-    one) and ``metrics``; with ``--fmriprep-compat`` and template fsaverage, ``to_fslr`` (the
-    sphere carried into fsLR); ``outputs_ready`` passes the named results on once all of them
-    exist, so nothing of a hemisphere is written unless every step succeeded; then the sinks of
+    one) and ``metrics`` (with the verdict of the quality gates, ``config.quality``); with
+    ``--fmriprep-compat`` and template fsaverage, ``to_fslr`` (the sphere carried into fsLR);
+    ``outputs_ready`` passes the named results on once all of them exist, so nothing of a
+    hemisphere is written unless every step succeeded; then the sinks of
     :func:`~geomorph_bids.workflows.outputs.init_ds_hemisphere_wf`.
     """
     wf = pe.Workflow(name=hemi_wf_name(h.hemi))
@@ -47,7 +49,8 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     signs = [h.sign(f) for f in features]
 
     load = pe.Node(LoadFeatures(sphere=str(h.sphere), feature_files=[str(h.features[f]) for f in features],
-                                feature_names=features, signs=signs, hemi=h.hemi, subject=h.subject),
+                                feature_names=features, signs=signs, hemi=h.hemi, subject=h.subject,
+                                input_digest=h.digest),
                    name="load_features")
     if h.sphere_reg is not None:
         load.inputs.sphere_reg = str(h.sphere_reg)
@@ -82,7 +85,8 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
             "input_surface_path": str(Path(h.surface).resolve()) if h.surface else None,
             "input_midthickness": relative_to(h.midthickness, config.bids_dir) if h.midthickness else None,
             "input_cortex_mask": relative_to(h.cortex_mask, config.bids_dir) if h.cortex_mask else None}
-    metrics = pe.Node(WriteMetrics(info=info, density=config.density), name="metrics")
+    metrics = pe.Node(WriteMetrics(info=info, density=config.density, thresholds=config.quality.to_dict()),
+                      name="metrics")
     ready = pe.Node(OutputsReady(), name="outputs_ready", run_without_submitting=True)
     native_feats = pe.Node(niu.Select(index=[features.index(c) for c in config.channels]),
                            name="native_features", run_without_submitting=True)
@@ -95,6 +99,7 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
         (load, resample, [("feature_files", "feature_files"), ("feature_names", "feature_names")]),
         (register, resample, [("out_sphere", "registered_sphere")]),
         (register, metrics, [("metrics_file", "registration")]),
+        (load, metrics, [("label_conflicts", "label_conflicts")]),
         (resample, metrics, [("density_source", "density_source")]),
         (register, ready, [("out_sphere", "registered_sphere")]),
         (resample, ready, [("out_files", "resampled_features")]),

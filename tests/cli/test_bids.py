@@ -233,7 +233,8 @@ def test_group_level_table(fs_run):
     assert code == 0, err
     lines = (out / "group_desc-geomorph_metrics.tsv").read_text().splitlines()
     header = lines[0].split("\t")
-    assert header[:4] == ["subject", "session", "hemi", "template"] and "cc_sulc_after" in header
+    assert header[:5] == ["subject", "session", "hemi", "quality", "quality_reasons"]  # the gates' verdict first
+    assert "template" in header and "cc_sulc_after" in header
     rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
     assert [(r["subject"], r["hemi"]) for r in rows] == [("01", "L"), ("01", "R"), ("02", "L"), ("02", "R")]
     assert all(r["session"] == "n/a" and float(r["cc_sulc_after"]) > float(r["cc_sulc_before"]) for r in rows)
