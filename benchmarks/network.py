@@ -1,5 +1,9 @@
 """Benchmark: the GeoMorph network alone, network + short refinement, optimiser alone, rigid.
 
+"network+refine" is ``register(model=...)`` (the short refinement,
+``geomorph_bids.model.optimise.REFINEMENT``); "optimise" is ``register()`` without a network;
+"network+optimise" starts the full optimiser schedule from the network.
+
     .venv/bin/python benchmarks/network.py --template fsaverage --model sulc-fsaverage
         [--pairs fsavg5_Rm-fsaverage refsulc_Rm-fsaverage] [--warps 2] [--configs bumps smooth_large]
         [--methods rigid network network+short optimise] [--threads 2]
@@ -44,9 +48,6 @@ from geomorph_bids.engine.register import register  # noqa: E402
 from geomorph_bids.engine.synth import BENCHMARK_CONFIGS, random_warp  # noqa: E402
 from geomorph_bids.model.optimise import OptimiseConfig  # noqa: E402
 
-#: The short refinement after a network (the optimiser's finest stages, fewer steps).
-SHORT = OptimiseConfig(control_levels=(3, 4), data_levels=(5, 5), steps=(20, 20), smoothing=(6, 2))
-
 
 def warped(pair: RealPair, config: str, seed: int) -> RealPair:
     """The pair with its moving sphere deformed by a random benchmark warp (references kept)."""
@@ -59,8 +60,8 @@ def run(pair: RealPair, method: str, model: str | None, channels: list[str]) -> 
     feats = {c: pair.features[c] for c in channels}
     kw: dict = {"rigid": dict(rigid_only=True), "optimise": dict(),
                 "network": dict(model=model, optimise=False),
-                "network+short": dict(model=model, optimise=SHORT),
-                "network+optimise": dict(model=model)}[method]
+                "network+refine": dict(model=model),   # REFINEMENT (model.optimise)
+                "network+optimise": dict(model=model, optimise=OptimiseConfig())}[method]
     r = register((pair.vertices, pair.faces), feats, pair.template, "L", device="cpu", **kw)
     e = pair.error_deg(r.sphere)
     return {"median": float(np.median(e)), "p95": float(np.percentile(e, 95)),
@@ -77,7 +78,7 @@ def main() -> None:
     p.add_argument("--channels", nargs="+", default=["sulc"])
     p.add_argument("--warps", type=int, default=2, help="random warps per config and pair")
     p.add_argument("--configs", nargs="+", default=["bumps", "smooth_large"])
-    p.add_argument("--methods", nargs="+", default=["rigid", "network", "network+short", "optimise"])
+    p.add_argument("--methods", nargs="+", default=["rigid", "network", "network+refine", "optimise"])
     p.add_argument("--threads", default="2")
     args = p.parse_args()
     if args.model is None:

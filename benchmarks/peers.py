@@ -44,6 +44,24 @@ Pairs (reference answers from sMRIPrep's fsaverage -> fsLR registration)
     ``fs_R-to-fs_LR`` vertex v mirrored (fsLR-R and fsLR-L are mirror images vertex for vertex).
     SD's target and MSM's reference: as (a), left.
 
+Full-resolution pairs (163,842 vertices; :mod:`geomorph_bids.engine.real_pairs` and
+``benchmarks/template_sources.py``). No anatomical surface exists for them here, so SD gets, on
+both sides, the sphere pushed in by the sulc (radius ``100 - 3 mm x z-scored sulc``: sulci
+deep, gyri high), whose curvature-derived features carry the sulc that ours and MSM match:
+
+(d) FreeSurfer's full fsaverage LEFT (``$SUBJECTS_DIR/fsaverage``, sphere + sulc) moved by a
+    known smooth warp (``engine.synth``, benchmark config ``bumps``, ``--seeds``, default 0) -> fsaverage LEFT:
+    the template's own population, with the exact answer. Ours registers to the template the
+    discovery finds (FreeSurfer's full fsaverage, sampled on ico-6; ``default-bundled``: the
+    bundled fsaverage5-derived one); SD and MSM to the full 163,842-vertex fsaverage sphere and
+    sulc.
+(e) ``refsulc_Rm-fsLR``: fsLR's refsulc RIGHT mirrored -> fsLR LEFT; reference the identity
+    (fsLR's spheres are mirror images vertex for vertex). SD/MSM target: the fsLR 164k sphere
+    with the LEFT refsulc.
+(f) ``fsaverage_L-fsLR``: FreeSurfer's full fsaverage LEFT -> fsLR LEFT; reference sMRIPrep's
+    fs_L-to-fs_LR (landmark-constrained, across populations: sulc-driven alignment departs from
+    it by ~1 deg, so read its errors with that caveat). SD/MSM target as (e).
+
 Columns: median / p95 angular error vs the reference (deg), sulc CC with the template after
 (``accuracy._cc``: the moving sulc resampled through the output sphere onto the template's ico-6
 grid, template zeros masked), mean |log2 areal| and folded triangles of the output sphere vs
@@ -57,8 +75,16 @@ Threads: ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` default to ``--threads`` (2) fo
 Run::
 
     .venv/bin/python benchmarks/peers.py [--pairs a b c] [--hemis L R] [--repeats 3]
-        [--methods identity rigid default sd sd-own msm] [--msm-conf light|Final|Sloppy|PATH]
-        [--peer-start rigid|input] [--msm-logs DIR] [--threads 2]
+        [--methods identity rigid default default-bundled sd sd-own msm] [--msm-conf light|Final|Sloppy|PATH]
+        [--peer-start rigid|input] [--msm-logs DIR] [--threads 2] [--msm-pairs d] [--subjects-dir DIR]
+
+Full-resolution rows (SUBJECTS_DIR or --subjects-dir must hold FreeSurfer's fsaverage)::
+
+    SUBJECTS_DIR=/path .venv/bin/python benchmarks/peers.py --pairs d e f --seeds 0 1 --repeats 3 \
+        --peer-repeats 1 --methods identity rigid default default-bundled sd msm
+
+(the figures in docs/benchmarks.md, "Peers at full resolution"; about 15 min on 2 cores, MSM
+3 min a pair).
 """
 
 from __future__ import annotations
@@ -165,12 +191,14 @@ class Pair:
     """One moving hemisphere, its template and the reference answer."""
 
     def __init__(self, name, vertices, faces, sulc, white, template, hemi, truth,
-                 sd_target, msm_ref):
+                 sd_target, msm_ref, fixed=None, key=""):
         self.name, self.vertices, self.faces, self.sulc, self.white = name, vertices, faces, sulc, white
         self.template, self.hemi, self.truth = template, hemi, truth
         self.sd_target = sd_target      # (surface (V,3), sphere (V,3), faces)
         self.msm_ref = msm_ref          # (sphere vertices, faces, sulc in FreeSurfer sign)
-        self.fixed = load_template(template, hemi).features["sulc"]
+        # the map CC is measured against (ico-6): the bundled template's unless given
+        self.fixed = load_template(template, hemi).features["sulc"] if fixed is None else fixed
+        self.key = key or name.split()[0].strip("()")
 
 
 def pair_a(hemi: str) -> Pair:
@@ -248,6 +276,47 @@ def pair_b() -> tuple[Pair, dict[str, float]]:
             check)
 
 
+def _pushed_in(vertices: np.ndarray, sulc: np.ndarray, mm_per_sd: float = 3.0) -> np.ndarray:
+    """A surface for SD where no anatomical one exists: the sphere pushed in by the sulc."""
+    z = (sulc - sulc.mean()) / sulc.std()
+    return unit(vertices) * (100.0 - mm_per_sd * z)[:, None]
+
+
+def _fslr_left_target() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """fsLR LEFT 164k sphere (radius 100) and its refsulc in FreeSurfer sign."""
+    ref = read_sphere(_atlases() / "fsaverage.L_LR.spherical_std.164k_fs_LR.surf.gii")
+    return ref.vertices, ref.faces, -_gifti_metric(_atlases() / "L.refsulc.164k_fs_LR.shape.gii")
+
+
+def pair_d(subjects_dir: str | None, seed: int = 0) -> Pair:
+    """(d) FreeSurfer's full fsaverage L with a known warp (``seed``) -> fsaverage L (163,842 vertices)."""
+    from template_sources import full_source, synthetic_pair
+
+    from geomorph_bids.io import read_feature
+    from geomorph_bids.io.template_sources import load_source
+
+    source = full_source(subjects_dir)
+    rp = synthetic_pair(source, seed)
+    fs = read_sphere(source.sphere)
+    full = np.asarray(read_feature(source.maps["sulc"], n_vertices=fs.n_vertices), float)
+    sulc = rp.features["sulc"]
+    return Pair(f"(d) full fsaverage L, known warp (seed {seed}) -> fsaverage L", rp.vertices, rp.faces, sulc,
+                _pushed_in(rp.vertices, sulc), "fsaverage", "L", rp.reference * 100.0,
+                (_pushed_in(fs.vertices, full), fs.vertices, fs.faces), (fs.vertices, fs.faces, full),
+                fixed=load_source(source, ("sulc",)).features["sulc"], key=f"d{seed}")
+
+
+def pair_real(key: str, name: str, subjects_dir: str | None = None) -> Pair:
+    """(e), (f): a full-resolution pair of engine.real_pairs registered to fsLR L."""
+    from geomorph_bids.engine.real_pairs import real_pair
+
+    rp = real_pair(name, subjects_dir)
+    tv, tf, tsulc = _fslr_left_target()
+    sulc = rp.features["sulc"]
+    return Pair(f"({key}) {name}", rp.vertices, rp.faces, sulc, _pushed_in(rp.vertices, sulc), rp.template, "L",
+                rp.reference * 100.0, (_pushed_in(tv, tsulc), tv, tf), (tv, tf, tsulc))
+
+
 # ---------------------------------------------------------------------------------------------
 # methods
 
@@ -281,9 +350,11 @@ def _timed(fn, repeats: int):
     return out, float(np.median(secs))
 
 
-def run_ours(pair: Pair, rigid_only: bool, model: str | None = None, optimise: bool = True) -> np.ndarray:
+def run_ours(pair: Pair, rigid_only: bool, model: str | None = None, optimise: bool = True,
+             template_dir: str | None = None):
+    """register() on the pair: the Registration (its metrics say which template maps it used)."""
     return register((pair.vertices, pair.faces), {"sulc": pair.sulc}, pair.template, pair.hemi,
-                    rigid_only=rigid_only, model=model, optimise=optimise, device="cpu").sphere
+                    rigid_only=rigid_only, model=model, optimise=optimise, device="cpu", template_dir=template_dir)
 
 
 def _model_template(model: str) -> str:
@@ -330,7 +401,7 @@ def run_msm(pair: Pair, start: np.ndarray, conf: str, log_dir: Path | None) -> n
         res = subprocess.run(cmd, env=smriprep_msm.environment(), cwd=d, capture_output=True, text=True)
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
-            tag = pair.name.split()[0].strip("()") + "_" + pair.hemi
+            tag = pair.key + "_" + pair.hemi
             (log_dir / f"msm_{tag}.log").write_text(res.stdout + "\n--- stderr ---\n" + res.stderr)
         if res.returncode != 0:
             raise RuntimeError(f"msm failed ({res.returncode}): {res.stderr.strip()[-500:]}")
@@ -353,10 +424,12 @@ def _fmt_row(pair: Pair, method: str, start: str, s: dict | None, sec: float | N
 
 
 def bench_pair(pair: Pair, methods: list[str], repeats: int, peer_start: str, msm_conf: str,
-               log_dir: Path | None) -> list[str]:
+               log_dir: Path | None, peer_repeats: int | None = None) -> list[str]:
+    peer_repeats = repeats if peer_repeats is None else peer_repeats
     score = lambda out: _score(out, pair.truth, pair.vertices, pair.faces, pair.sulc, pair.fixed)  # noqa: E731
     results: dict[str, tuple[dict, float, str, str]] = {}
-    rigid_out, rigid_sec = _timed(lambda: run_ours(pair, True), repeats)
+    maps: dict[str, str] = {}
+    rigid_out, rigid_sec = _timed(lambda: run_ours(pair, True).sphere, repeats)
     for m in methods:
         t0 = time.perf_counter()
         if m == "identity":
@@ -364,17 +437,19 @@ def bench_pair(pair: Pair, methods: list[str], repeats: int, peer_start: str, ms
             results[m] = (score(out), sec, "input", "")
         elif m == "rigid":
             results[m] = (score(rigid_out), rigid_sec, "input", "")
-        elif m == "default":
-            out, sec = _timed(lambda: run_ours(pair, False), repeats)
-            results[m] = (score(out), sec, "input", "")
+        elif m in ("default", "default-bundled"):
+            reg, sec = _timed(lambda: run_ours(pair, False, template_dir="bundled" if m != "default" else None),
+                              repeats)
+            results[m] = (score(reg.sphere), sec, "input", "")
+            maps[m] = f"{reg.metrics.get('template_source')}, {int(reg.metrics.get('template_vertices') or 0):,} v"
         elif m == "sd":
             start = rigid_out if peer_start == "rigid" else unit(pair.vertices) * 100.0
-            out, sec = _timed(lambda: run_sd(pair, start, rotate=peer_start != "rigid"), repeats)
+            out, sec = _timed(lambda: run_sd(pair, start, rotate=peer_start != "rigid"), peer_repeats)
             add = rigid_sec if peer_start == "rigid" else 0.0
             results[m] = (score(out), sec + add, "ours rigid" if peer_start == "rigid" else "input (own rotation)",
                           "")
         elif m == "sd-own":
-            out, sec = _timed(lambda: run_sd(pair, unit(pair.vertices) * 100.0, rotate=True), repeats)
+            out, sec = _timed(lambda: run_sd(pair, unit(pair.vertices) * 100.0, rotate=True), peer_repeats)
             results[m] = (score(out), sec, "input (SD's own rotation search)", "")
         elif m == "msm":
             start = rigid_out if peer_start == "rigid" else unit(pair.vertices) * 100.0
@@ -385,7 +460,7 @@ def bench_pair(pair: Pair, methods: list[str], repeats: int, peer_start: str, ms
             kind, model = m.split(":", 1)
             if _model_template(model) != pair.template:
                 continue
-            out, sec = _timed(lambda: run_ours(pair, False, model, kind == "geomorph+optimise"), repeats)
+            out, sec = _timed(lambda: run_ours(pair, False, model, kind == "geomorph+optimise").sphere, repeats)
             results[m] = (score(out), sec, "input", "")
         else:
             raise ValueError(f"unknown method {m!r}")
@@ -393,7 +468,9 @@ def bench_pair(pair: Pair, methods: list[str], repeats: int, peer_start: str, ms
               f"{results[m][0]['median']:.3f}", file=sys.stderr, flush=True)
     ref_sec = results["default"][1] if "default" in results else None
     sd = "Spherical Demons (cat-surf 1.1.6)"
-    labels = {"identity": "identity", "rigid": "ours rigid", "default": "ours default (rigid + optimise)",
+    labels = {"identity": "identity", "rigid": "ours rigid",
+              "default": f"ours default (rigid + optimise; template maps: {maps.get('default', '')})",
+              "default-bundled": f"ours default, bundled template ({maps.get('default-bundled', '')})",
               "sd": sd, "sd-own": sd, "msm": f"MSM (smriprep-msm 6.0.2, {msm_conf} conf)"}
     labels.update({m: f"ours {m.split(':', 1)[0]} ({Path(m.split(':', 1)[1]).name})"
                    for m in methods if ":" in m})
@@ -406,14 +483,19 @@ def bench_pair(pair: Pair, methods: list[str], repeats: int, peer_start: str, ms
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--pairs", nargs="+", default=["a"], choices=["a", "b", "c"])
+    p.add_argument("--pairs", nargs="+", default=["a"], choices=["a", "b", "c", "d", "e", "f"])
     p.add_argument("--hemis", nargs="+", default=["L"], choices=["L", "R"], help="hemispheres for pair (a)")
     p.add_argument("--methods", nargs="+", default=["identity", "rigid", "default", "sd", "sd-own", "msm"],
-                   choices=["identity", "rigid", "default", "sd", "sd-own", "msm"])
+                   choices=["identity", "rigid", "default", "default-bundled", "sd", "sd-own", "msm"])
+    p.add_argument("--msm-pairs", nargs="+", default=None, metavar="PAIR",
+                   help="run MSM on these pairs only (default: every pair; MSM takes minutes per 164k pair)")
+    p.add_argument("--subjects-dir", default=None, help="FreeSurfer subjects folder holding fsaverage (pairs d, f)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="warp seeds of pair (d) (default 0)")
     p.add_argument("--model", action="append", default=[], metavar="NAME|PATH",
                    help="also run this GeoMorph checkpoint (bundled name or path), network only and "
                         "network + optimisation, on the pairs of its template (repeatable)")
     p.add_argument("--repeats", type=int, default=3, help="repeats for identity, ours and SD (median)")
+    p.add_argument("--peer-repeats", type=int, default=None, help="repeats for SD (default: --repeats)")
     p.add_argument("--peer-start", default="rigid", choices=["rigid", "input"])
     p.add_argument("--msm-conf", default="light", help="light (default), Final, Sloppy or a config path")
     p.add_argument("--msm-logs", type=Path, default=None, help="folder for msm's stdout/stderr")
@@ -431,6 +513,12 @@ def main(argv: list[str] | None = None) -> int:
             pairs = [pair_a(h) for h in args.hemis]
         elif which == "c":
             pairs = [pair_c()]
+        elif which == "d":
+            pairs = [pair_d(args.subjects_dir, seed) for seed in args.seeds]
+        elif which == "e":
+            pairs = [pair_real("e", "refsulc_Rm-fsLR")]
+        elif which == "f":
+            pairs = [pair_real("f", "fsaverage_L-fsLR", args.subjects_dir)]
         else:
             pb, check = pair_b()
             notes.append(f"Reference construction for (b), checked on fsaverage-L -> fsaverage-L (must be "
@@ -438,7 +526,9 @@ def main(argv: list[str] | None = None) -> int:
                          f"{check['identity_check_max']:.2e} deg.")
             pairs = [pb]
         for pair in pairs:
-            rows += bench_pair(pair, args.methods, args.repeats, args.peer_start, args.msm_conf, args.msm_logs)
+            methods = [m for m in args.methods if m != "msm" or args.msm_pairs is None or which in args.msm_pairs]
+            rows += bench_pair(pair, methods, args.repeats, args.peer_start, args.msm_conf, args.msm_logs,
+                               args.peer_repeats)
     print("### Peers on real pairs (same machine)\n")
     print(HEADER)
     print(RULE)
@@ -447,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for n in notes:
         print(n + "\n")
-    print(f"Threads: {args.threads} for every method. Seconds: median of {args.repeats} for identity, ours and SD; "
+    print(f"Threads: {args.threads} for every method. Seconds: median of {args.repeats} for identity and ours, "
+          f"{args.peer_repeats or args.repeats} for SD; "
           f"one run for MSM{', including our rigid start' if args.peer_start == 'rigid' else ''}. "
           f"Ratio: seconds / ours default, same run. Total {time.perf_counter() - t0:.0f} s.")
     return 0

@@ -64,7 +64,8 @@ def innermost_error(traceback: str | list[str]) -> str:
 def read_crash_file(path: str | Path) -> CrashRecord | None:
     """A Nipype crash file (``crashfile_format: txt``), or None when it cannot be read."""
     try:
-        text = Path(path).read_text(errors="replace")
+        with open(path, "rb") as handle:  # our own files; bounded all the same (16 MiB)
+            text = handle.read(16 * 2 ** 20).decode("utf-8", errors="replace")
     except OSError:
         return None
     first = text.splitlines()[0] if text else ""

@@ -15,7 +15,18 @@ Per subject/session/hemisphere, in ``sub-X/[ses-Y/]anat/`` (``<ent>`` = ``sub-X[
     <ent>_hemi-H_<f>.shape.gii                           (+ .json)  NATIVE_FEATURE, per registration feature
 
 with ``<f>`` the feature's suffix (:data:`FEATURE_SUFFIX`: sMRIPrep's names, myelin as
-``myelinw``). Beside them: ``sub-X.html`` and ``sub-X/figures/`` (the report),
+``myelinw``). With ``--fmriprep-compat``, the registered sphere also under the names sMRIPrep's
+``data/io_spec.json`` queries (:data:`FMRIPREP_SPHERES`, by template; ``(+ .json)`` each)::
+
+    <ent>_hemi-H_space-fsLR_desc-msmsulc_sphere.surf.gii    sphere_reg_msm   (template fsLR)
+    <ent>_hemi-H_space-fsaverage_desc-reg_sphere.surf.gii   sphere_reg       (template fsaverage)
+    <ent>_hemi-H_space-fsLR_desc-reg_sphere.surf.gii        sphere_reg_fsLR  (template fsaverage,
+                                                            carried into fsLR as sMRIPrep does)
+
+With ``--cifti-output``, per subject/session (both hemispheres, :data:`CIFTI_FEATURES`)::
+
+    <ent>_space-T_den-D_desc-geomorph_features.dscalar.nii  (+ .json)  one map per feature
+ Beside them: ``sub-X.html`` and ``sub-X/figures/`` (the report),
 ``group_desc-geomorph_metrics.tsv``, ``group.html`` and ``figures/`` (the group level),
 ``dataset_description.json`` and ``logs/`` (``CITATION.md``, ``crash-<run>/``).
 """
@@ -29,7 +40,8 @@ from typing import Iterator, Sequence
 
 __all__ = ["DESC", "FEATURE_SUFFIX", "Derivative", "REGISTERED_SPHERE", "RESAMPLED_FEATURE", "METRICS",
            "NATIVE_SPHERE", "NATIVE_FEATURE", "HEMISPHERE_DERIVATIVES", "SINK_PATTERNS", "HemisphereOutputs",
-           "hemisphere_outputs",
+           "hemisphere_outputs", "SPHERE_REG_MSM", "SPHERE_REG_FSAVERAGE", "SPHERE_REG_FSLR", "FMRIPREP_SPHERES",
+           "CIFTI_FEATURES", "cifti_file",
            "entities", "anat_dir", "sidecar", "parse_metrics_name", "metrics_files", "report_name",
            "figures_dir", "FIGURES", "GROUP_TSV", "GROUP_HTML", "GROUP_FIGURE", "DATASET_DESCRIPTION",
            "CITATION", "LOGS", "crash_dir", "CRASH_FILES"]
@@ -46,7 +58,8 @@ class Derivative:
 
     ``suffix`` None: the feature's suffix (:data:`FEATURE_SUFFIX`); ``space`` / ``density``:
     whether the name carries ``space-<template>`` / ``den-<density>``; ``sidecar``: whether a
-    JSON sidecar is written beside it.
+    JSON sidecar is written beside it; ``space_label``: a fixed ``space-`` whatever the template
+    (sMRIPrep's names, e.g. ``space-fsLR_desc-msmsulc``).
     """
 
     suffix: str | None
@@ -55,19 +68,22 @@ class Derivative:
     density: bool = False
     desc: str | None = None
     sidecar: bool = True
+    space_label: str | None = None
 
     def entities(self, space: str | None = None, density: str | None = None,
                  feature: str | None = None) -> dict[str, str]:
         """The sink's entities (``space``, ``density``, ``desc``, ``suffix``; absent ones left out)."""
-        out = {"space": space if self.space else None, "density": density if self.density else None,
+        out = {"space": self.space_label or (space if self.space else None),
+               "density": density if self.density else None,
                "desc": self.desc, "suffix": self.suffix or FEATURE_SUFFIX.get(str(feature), str(feature))}
         return {k: v for k, v in out.items() if v is not None}
 
-    def name(self, ent: str, hemi: str, space: str | None = None, density: str | None = None,
+    def name(self, ent: str, hemi: str | None, space: str | None = None, density: str | None = None,
              feature: str | None = None) -> str:
-        """File name, e.g. ``sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii``."""
+        """File name, e.g. ``sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii`` (``hemi``
+        None: a file of both hemispheres, without ``hemi-``)."""
         e = self.entities(space, density, feature)
-        parts = [ent, f"hemi-{hemi}"] + [f"{key}-{e[k]}" for k, key in
+        parts = [ent, *([f"hemi-{hemi}"] if hemi else [])] + [f"{key}-{e[k]}" for k, key in
                                          (("space", "space"), ("density", "den"), ("desc", "desc")) if k in e]
         return "_".join(parts) + f"_{e['suffix']}{self.extension}"
 
@@ -77,6 +93,19 @@ RESAMPLED_FEATURE = Derivative(None, ".shape.gii", space=True, density=True, des
 METRICS = Derivative("metrics", ".json", space=True, desc=DESC, sidecar=False)
 NATIVE_SPHERE = Derivative("sphere", ".surf.gii")
 NATIVE_FEATURE = Derivative(None, ".shape.gii")
+
+#: --fmriprep-compat: the registered sphere under sMRIPrep's names (its data/io_spec.json keys)
+SPHERE_REG_MSM = Derivative("sphere", ".surf.gii", desc="msmsulc", space_label="fsLR")
+SPHERE_REG_FSAVERAGE = Derivative("sphere", ".surf.gii", desc="reg", space_label="fsaverage")
+SPHERE_REG_FSLR = Derivative("sphere", ".surf.gii", desc="reg", space_label="fsLR")
+#: template -> {sMRIPrep io_spec key: Derivative} written with --fmriprep-compat: fsLR's sphere is
+#: what MSMSulc would write; fsaverage's is FreeSurfer's sphere.reg counterpart and, carried
+#: into fsLR, the baseline fsLR sphere
+FMRIPREP_SPHERES: dict[str, dict[str, Derivative]] = {
+    "fsLR": {"sphere_reg_msm": SPHERE_REG_MSM},
+    "fsaverage": {"sphere_reg": SPHERE_REG_FSAVERAGE, "sphere_reg_fsLR": SPHERE_REG_FSLR}}
+#: --cifti-output: every resampled feature of both hemispheres, one CIFTI-2 dscalar per subject/session
+CIFTI_FEATURES = Derivative("features", ".dscalar.nii", space=True, density=True, desc=DESC)
 
 #: every per-hemisphere output, by name (the order of :meth:`HemisphereOutputs.files`)
 HEMISPHERE_DERIVATIVES = {"registered_sphere": REGISTERED_SPHERE, "metrics": METRICS,
@@ -93,8 +122,10 @@ def _patterns() -> tuple[str, ...]:
     images = list(dict.fromkeys([*(d.extension for d in kinds if d.extension != ".json"), ".func.gii"]))
     json_suffixes = [d.suffix for d in kinds if d.extension == ".json" and d.suffix]
     entities_ = "[_space-{space}][_den-{density}][_desc-{desc}]"
+    subject = "sub-{subject}[/ses-{session}]/{datatype<anat>|anat}/sub-{subject}[_ses-{session}]"
     return (stem + entities_ + f"_{{suffix<{'|'.join(suffixes)}>}}{{extension<{'|'.join(images)}>}}",
-            stem + entities_ + f"_{{suffix<{'|'.join(json_suffixes)}>}}{{extension<.json>}}")
+            stem + entities_ + f"_{{suffix<{'|'.join(json_suffixes)}>}}{{extension<.json>}}",
+            subject + entities_ + f"_{{suffix<{CIFTI_FEATURES.suffix}>}}{{extension<{CIFTI_FEATURES.extension}>}}")
 
 
 #: BIDS path patterns of the outputs (pybids `build_path` form; the writer uses the names above,
@@ -123,7 +154,9 @@ class HemisphereOutputs:
     """The output files of one subject/session/hemisphere (what the participant level writes).
 
     ``space``: the template label; ``density``: the output density label; ``features``: the
-    resampled features; ``channels``: the registration features (written natively too).
+    resampled features; ``channels``: the registration features (written natively too);
+    ``fmriprep``: whether the registered sphere is also written under sMRIPrep's names
+    (:data:`FMRIPREP_SPHERES` of ``space``).
     """
 
     output_dir: Path
@@ -134,6 +167,7 @@ class HemisphereOutputs:
     density: str
     features: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
+    fmriprep: bool = False
 
     @property
     def entities(self) -> str:
@@ -165,6 +199,12 @@ class HemisphereOutputs:
     def native_feature(self, feature: str) -> Path:
         return self.path(NATIVE_FEATURE, feature)
 
+    @property
+    def fmriprep_spheres(self) -> dict[str, Path]:
+        """sMRIPrep io_spec key -> file, with ``fmriprep`` (else empty)."""
+        kinds = FMRIPREP_SPHERES.get(self.space, {}) if self.fmriprep else {}
+        return {key: self.path(kind) for key, kind in kinds.items()}
+
     def files(self) -> list[Path]:
         """Every file, sidecars included (for the completeness check and the cleanup of a
         failed hemisphere)."""
@@ -182,6 +222,8 @@ class HemisphereOutputs:
         out += with_sidecar(NATIVE_SPHERE)
         for f in self.channels:
             out += with_sidecar(NATIVE_FEATURE, f)
+        for kind in (FMRIPREP_SPHERES.get(self.space, {}) if self.fmriprep else {}).values():
+            out += with_sidecar(kind)
         return out
 
 
@@ -233,8 +275,15 @@ def crash_dir(output_dir: str | Path, run_id: str) -> Path:
 
 
 def hemisphere_outputs(output_dir: str | Path, subject: str, session: str | None, hemi: str, space: str,
-                       density: str, features: Sequence[str] = (), channels: Sequence[str] = ()
-                       ) -> HemisphereOutputs:
+                       density: str, features: Sequence[str] = (), channels: Sequence[str] = (),
+                       fmriprep: bool = False) -> HemisphereOutputs:
     """:class:`HemisphereOutputs` of one hemisphere."""
     return HemisphereOutputs(Path(output_dir), subject, session, hemi, space, density, tuple(features),
-                             tuple(channels))
+                             tuple(channels), fmriprep)
+
+
+def cifti_file(output_dir: str | Path, subject: str, session: str | None, space: str, density: str) -> Path:
+    """``OUTPUT_DIR/sub-X/[ses-Y/]anat/<ent>_space-T_den-D_desc-geomorph_features.dscalar.nii``
+    (``--cifti-output``; its sidecar: :func:`sidecar`)."""
+    return anat_dir(output_dir, subject, session) / CIFTI_FEATURES.name(entities(subject, session), None, space,
+                                                                        density)

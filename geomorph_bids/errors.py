@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -35,3 +36,19 @@ class InputError(ValueError):
         """Return a copy with subject/hemisphere/file filled in where still unknown."""
         return InputError(self.reason, path=self.path if self.path is not None else path,
                           subject=self.subject or subject, hemi=self.hemi or hemi)
+
+
+_ERRNO_WORDS = {"ENOSPC": "no space left on device (disk full)", "EDQUOT": "disk quota exceeded",
+                "EROFS": "read-only filesystem", "EACCES": "permission denied", "EPERM": "operation not permitted",
+                "EFBIG": "file too large (the file size limit)", "EIO": "input/output error (a failing disk or network "
+                                                                        "filesystem?)", "ENOENT": "no such file"}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError that says what happened in words, then the file:
+    ``no space left on device (disk full) writing /out/x.json``."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    what = _ERRNO_WORDS.get(name, exc.strerror or str(exc))
+    verb = "writing" if name in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG") else "at"
+    where = exc.filename2 or exc.filename
+    return " ".join(f"{what}{f' {verb} {where}' if where else ''}".split())

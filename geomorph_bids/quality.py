@@ -1,60 +1,145 @@
-"""Quality checks of a finished registration, from its metrics alone (no files, no Nipype): the
-one place the thresholds live, read by the participant report (and by anything else that flags
-an implausible result)."""
+"""Quality gates of a finished registration, from its metrics alone (no files, no Nipype).
+
+The one place the thresholds live and the one function that judges a hemisphere
+(:func:`assess`): ``register()``, the participant level (its ``metrics`` node), batch mode and
+the group level all call it with the :class:`QualityThresholds` decided at their boundary
+(``--min-cc``, ``--max-distortion``, ``--max-folds``, ``--identity-margin``), and record the
+same :class:`QualityVerdict`. A hemisphere that fails a gate is still written; the BIDS-App
+lists it as ``FLAGGED sub-X hemi-L: <reasons>``, marks it in the group table, and exits with
+:data:`~geomorph_bids.cli.exit_codes.EXIT_FLAGGED`.
+
+Gates (each reason names the gate and the numbers):
+
+* **identity**: an input file declares the other hemisphere (GIFTI ``AnatomicalStructurePrimary``,
+  ``lh.``/``rh.``, ``hemi-``; ``label_conflicts`` in the metrics), or the features fit the
+  mirror image of the template better than the template itself by more than
+  ``identity_margin`` (``identity_cc_mirrored - identity_cc_own``);
+* **correlation**: a registration feature's correlation with the template after registration
+  below ``min_cc_after``;
+* **distortion**: 95th percentile of |log2 areal distortion| above ``max_areal_p95``; more
+  than ``max_folds`` folded triangles in the registered sphere; any non-finite distortion.
+
+:func:`quality_warnings` adds the advisory notes the participant report shows besides the
+gates (a non-rigid stage that lowered the correlation, folds of the warp itself).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["QualityThresholds", "DEFAULT_THRESHOLDS", "quality_warnings"]
+__all__ = ["QualityThresholds", "DEFAULT_THRESHOLDS", "QualityVerdict", "assess", "quality_warnings"]
 
 
 @dataclass(frozen=True)
 class QualityThresholds:
-    """When a registration is flagged.
+    """When a registration is flagged (the gates) or noted in the report (advisory).
 
     Attributes
     ----------
-    min_cc_after : a registration feature's correlation with the template after registration
-        below this is low.
-    max_cc_drop : the non-rigid stage lowering the correlation by more than this (from the
-        rigid alignment's) is flagged.
-    max_areal_p95 : 95th percentile of |log2 areal distortion| above this is strong distortion.
+    min_cc_after : gate: a registration feature's correlation with the template after
+        registration below this (normal runs: 0.90-0.97; swapped or structureless maps: 0.2-0.7).
+    max_areal_p95 : gate: 95th percentile of |log2 areal distortion| above this (normal: 0.2-0.4).
+    max_folds : gate: more folded triangles than this in the registered sphere (normal: 0).
+    identity_margin : gate: the features fit the mirrored template better than the template
+        itself by more than this (normal: -0.4 to -0.6; swapped: +0.4).
+    max_cc_drop : advisory: the non-rigid stage lowering the correlation by more than this
+        (from the rigid alignment's).
     """
 
     min_cc_after: float = 0.5
-    max_cc_drop: float = 0.01
     max_areal_p95: float = 1.0
+    max_folds: int = 0
+    identity_margin: float = 0.0
+    max_cc_drop: float = 0.01
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-able form (recorded beside each verdict)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any] | None) -> "QualityThresholds":
+        """Inverse of :meth:`to_dict`; unknown keys are ignored, missing ones take the defaults."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (doc or {}).items() if k in names and _number(v)})
 
 
 DEFAULT_THRESHOLDS = QualityThresholds()
 
 
+@dataclass(frozen=True)
+class QualityVerdict:
+    """The gates a hemisphere failed (``reasons``, one line each; empty: it passed), and the
+    thresholds it was judged with."""
+
+    reasons: tuple[str, ...] = ()
+    thresholds: QualityThresholds = DEFAULT_THRESHOLDS
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.reasons)
+
+    def line(self) -> str:
+        """The reasons on one line (``"; "``-separated), or ``""``."""
+        return "; ".join(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"flagged": bool, "reasons": [...], "thresholds": {...}}`` (the metrics JSON's
+        ``quality`` entry)."""
+        return {"flagged": self.flagged, "reasons": list(self.reasons), "thresholds": self.thresholds.to_dict()}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any] | None) -> "QualityVerdict":
+        doc = doc or {}
+        return cls(tuple(str(r) for r in doc.get("reasons") or ()), QualityThresholds.from_dict(doc.get("thresholds")))
+
+
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float))
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def assess(registration: Mapping[str, Any], features: Sequence[str],
+           thresholds: QualityThresholds = DEFAULT_THRESHOLDS) -> QualityVerdict:
+    """Judge one hemisphere from its registration metrics (the ``registration`` part of its
+    metrics JSON, or ``Registration.metrics``; ``features``: its registration features).
+
+    Missing metrics pass (an older metrics file is judged on what it has)."""
+    reg, t = registration, thresholds
+    out = []
+    for conflict in reg.get("label_conflicts") or ():
+        out.append(f"identity: {conflict}")
+    own, mirrored = reg.get("identity_cc_own"), reg.get("identity_cc_mirrored")
+    if _number(own) and _number(mirrored) and mirrored - own > t.identity_margin:
+        out.append(f"identity: the features fit the mirrored template better than the template "
+                   f"(CC {mirrored:.2f} vs {own:.2f}): the other hemisphere, or swapped lh/rh files?")
+    for f in features:
+        after = reg.get(f"cc_{f}_after")
+        if _number(after) and after < t.min_cc_after:
+            out.append(f"correlation: {f} correlates {after:.3f} with the template after registration "
+                       f"(minimum {t.min_cc_after:g})")
+    p95 = reg.get("areal_p95_abs")
+    if _number(p95) and p95 > t.max_areal_p95:
+        out.append(f"distortion: 95th percentile |log2 areal distortion| {p95:.2f} (maximum {t.max_areal_p95:g})")
+    folds = reg.get("n_folded")
+    if _number(folds) and folds > t.max_folds:
+        out.append(f"distortion: {int(folds)} folded triangle(s) in the registered sphere (maximum {t.max_folds})")
+    if _number(reg.get("n_nonfinite")) and reg["n_nonfinite"] > 0:
+        out.append(f"distortion: {int(reg['n_nonfinite'])} vertices with non-finite distortion")
+    return QualityVerdict(tuple(out), thresholds)
 
 
 def quality_warnings(registration: Mapping[str, Any], features: Sequence[str],
                      thresholds: QualityThresholds = DEFAULT_THRESHOLDS) -> list[str]:
-    """One line per flag raised by a hemisphere's registration metrics (the ``registration``
-    part of its metrics JSON; ``features``: its registration features): low correlation, a
-    non-rigid stage that made it worse, folds, strong distortion, non-finite distortion."""
+    """What the participant report lists for one hemisphere: the gates it failed
+    (:func:`assess`), then advisory notes (a non-rigid stage that lowered the correlation by
+    more than ``max_cc_drop``; folds of the warp itself)."""
     reg = registration
-    out = []
+    out = list(assess(reg, features, thresholds).reasons)
     for f in features:
         after, rigid = reg.get(f"cc_{f}_after"), reg.get(f"cc_{f}_rigid")
-        if _number(after) and after < thresholds.min_cc_after:
-            out.append(f"{f}: correlation with the template after registration is low ({after:.3f})")
         if _number(after) and _number(rigid) and after < rigid - thresholds.max_cc_drop:
             out.append(f"{f}: the non-rigid stage lowered the correlation ({rigid:.3f} -> {after:.3f})")
-    if (reg.get("n_folded") or 0) > 0:
-        out.append(f"{reg['n_folded']} folded triangle(s) in the registered sphere")
     if (reg.get("warp_folded_triangles") or 0) > 0:
         out.append(f"the warp folds {reg['warp_folded_triangles']} template triangle(s)")
-    if _number(reg.get("areal_p95_abs")) and reg["areal_p95_abs"] > thresholds.max_areal_p95:
-        out.append(f"strong areal distortion (95th percentile |log2| = {reg['areal_p95_abs']:.2f})")
-    if (reg.get("n_nonfinite") or 0) > 0:
-        out.append(f"{int(reg['n_nonfinite'])} vertices with non-finite distortion")
     return out

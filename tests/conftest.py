@@ -19,6 +19,14 @@ import pytest
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 
 
+@pytest.fixture(autouse=True)
+def _no_template_sources_from_the_environment(monkeypatch):
+    """Tests never pick up this machine's FreeSurfer fsaverage or TemplateFlow (geomorph-bids
+    looks for full-resolution template maps there): those that test it set the variables."""
+    for name in ("SUBJECTS_DIR", "FREESURFER_HOME", "TEMPLATEFLOW_HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def _gifti_surface(path: Path) -> tuple[np.ndarray, np.ndarray]:
     img = nib.load(str(path))
     return (img.agg_data("NIFTI_INTENT_POINTSET").astype(np.float64),
@@ -92,3 +100,46 @@ def wb_command():
         subprocess.run([exe, *map(str, args)], check=True, capture_output=True)
 
     return run
+
+
+def tiny_fsaverage_maps(hemi: str, scale: float = 1.0) -> dict[str, np.ndarray]:
+    """fsaverage-like sulc and curv on the ico-5 grid (10,242 vertices): the bundled maps there,
+    plus a smooth change of ``scale`` x 0.3 SD (0: exactly the bundled values)."""
+    from geomorph_bids.io.templates import load_template
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    tpl = load_template("fsaverage", hemi, ("sulc", "curv"))
+    v = icosphere(5)[0] / 100.0
+    bump = np.sin(3 * v[:, 0]) * np.cos(2 * v[:, 2])
+    return {f: tpl.features[f][: len(v)] + scale * 0.3 * tpl.features[f].std() * bump for f in ("sulc", "curv")}
+
+
+def write_tiny_fsaverage(subjects: Path, hemis=("L", "R"), maps=("sulc", "curv"), scale: float = 1.0) -> Path:
+    """A tiny FreeSurfer-format fsaverage: ``<subjects>/fsaverage/surf/{lh,rh}.{sphere,sulc,curv}``
+    on the ico-5 grid (FreeSurfer's fsaverage5 mesh), maps from :func:`tiny_fsaverage_maps`.
+    Returns the ``fsaverage`` folder."""
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    surf = subjects / "fsaverage" / "surf"
+    surf.mkdir(parents=True, exist_ok=True)
+    v, f = icosphere(5)
+    for hemi in hemis:
+        prefix = {"L": "lh", "R": "rh"}[hemi]
+        nib.freesurfer.write_geometry(str(surf / f"{prefix}.sphere"), v.astype(np.float32), f.astype(np.int32))
+        values = tiny_fsaverage_maps(hemi, scale)
+        for m in maps:
+            nib.freesurfer.write_morph_data(str(surf / f"{prefix}.{m}"), values[m].astype(np.float32))
+    return subjects / "fsaverage"
+
+
+@pytest.fixture(scope="session")
+def tiny_fsaverage():
+    """Callable (subjects dir, hemis=, maps=, scale=) -> a tiny FreeSurfer-format fsaverage folder
+    (:func:`write_tiny_fsaverage`)."""
+    return write_tiny_fsaverage
+
+
+@pytest.fixture(scope="session")
+def tiny_fsaverage_values():
+    """Callable (hemi, scale=1.0) -> {"sulc", "curv"}: the maps of :func:`write_tiny_fsaverage`."""
+    return tiny_fsaverage_maps

@@ -43,3 +43,39 @@ def test_other_names():
     assert d.crash_dir("/o", "abc") == Path("/o/logs/crash-abc")
     assert d.sidecar("/x/a_b.surf.gii") == Path("/x/a_b.json")
     assert d.GROUP_TSV == "group_desc-geomorph_metrics.tsv"
+
+
+def test_fmriprep_names_are_what_smriprep_queries(tmp_path):
+    """--fmriprep-compat: each sphere's entities are exactly the query of its key in sMRIPrep's
+    data/io_spec.json, and the sink's patterns build the name."""
+    import json
+    from importlib.resources import files
+
+    from bids.layout.writing import build_path
+
+    spec = json.loads((files("smriprep") / "data" / "io_spec.json").read_text())["queries"]["surfaces"]
+    for template, kinds in d.FMRIPREP_SPHERES.items():
+        out = d.hemisphere_outputs(tmp_path, "01", "2", "L", template, "32k", ("sulc",), ("sulc",), fmriprep=True)
+        assert set(out.fmriprep_spheres) == set(kinds)
+        for key, kind in kinds.items():
+            query = spec[key]
+            ents = kind.entities(template)
+            allowed = query["space"] if isinstance(query["space"], list) else [query["space"]]
+            assert ents["space"] in allowed and ents["desc"] == query["desc"] and ents["suffix"] == query["suffix"]
+            assert kind.extension == query["extension"]
+            built = build_path({"subject": "01", "session": "2", "hemi": "L", "datatype": "anat",
+                                "extension": kind.extension, **ents}, d.SINK_PATTERNS)
+            assert built == str(out.fmriprep_spheres[key].relative_to(tmp_path))
+            assert out.fmriprep_spheres[key] in out.files() and d.sidecar(out.fmriprep_spheres[key]) in out.files()
+    plain = d.hemisphere_outputs(tmp_path, "01", None, "L", "fsLR", "32k", ("sulc",), ("sulc",))
+    assert plain.fmriprep_spheres == {} and not any("msmsulc" in p.name for p in plain.files())
+
+
+def test_cifti_name_has_no_hemisphere(tmp_path):
+    from bids.layout.writing import build_path
+
+    path = d.cifti_file(tmp_path, "01", "2", "fsLR", "32k")
+    assert path == tmp_path / "sub-01/ses-2/anat/sub-01_ses-2_space-fsLR_den-32k_desc-geomorph_features.dscalar.nii"
+    ents = {"subject": "01", "session": "2", "datatype": "anat", "extension": ".dscalar.nii",
+            **d.CIFTI_FEATURES.entities("fsLR", "32k")}
+    assert build_path(ents, d.SINK_PATTERNS) == str(path.relative_to(tmp_path))

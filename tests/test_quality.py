@@ -1,18 +1,51 @@
-"""quality.py: flags from a registration's metrics, with the thresholds in one place."""
+"""quality.py: the gates judged from a registration's metrics, with the thresholds in one place."""
 
 from __future__ import annotations
 
-from geomorph_bids.quality import DEFAULT_THRESHOLDS, QualityThresholds, quality_warnings
+from geomorph_bids.quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, assess, quality_warnings
+
+GOOD = {"cc_sulc_rigid": 0.90, "cc_sulc_after": 0.96, "n_folded": 0, "areal_p95_abs": 0.3,
+        "identity_cc_own": 0.91, "identity_cc_mirrored": 0.48}
 
 
-def test_flags_and_thresholds():
-    good = {"cc_sulc_rigid": 0.90, "cc_sulc_after": 0.96, "n_folded": 0, "areal_p95_abs": 0.3}
-    assert quality_warnings(good, ["sulc"]) == []
+def test_a_normal_registration_passes():
+    verdict = assess(GOOD, ["sulc"])
+    assert not verdict.flagged and verdict.line() == "" and quality_warnings(GOOD, ["sulc"]) == []
+
+
+def test_every_gate_names_itself_and_its_numbers():
     bad = {"cc_sulc_rigid": 0.60, "cc_sulc_after": 0.40, "n_folded": 3, "warp_folded_triangles": 2,
-           "areal_p95_abs": 1.5, "n_nonfinite": 1}
-    flags = quality_warnings(bad, ["sulc"])
-    assert len(flags) == 6 and "low (0.400)" in flags[0] and "0.600 -> 0.400" in flags[1]
+           "areal_p95_abs": 1.5, "n_nonfinite": 1, "identity_cc_own": 0.47, "identity_cc_mirrored": 0.90,
+           "label_conflicts": ["rh.sulc: its name (rh.) says hemi-R, registered as hemi-L"]}
+    reasons = assess(bad, ["sulc"]).reasons
+    assert [r.split(":")[0] for r in reasons] == ["identity", "identity", "correlation", "distortion", "distortion",
+                                                  "distortion"]
+    assert "rh.sulc" in reasons[0] and "CC 0.90 vs 0.47" in reasons[1] and "0.400" in reasons[2]
+    assert "1.50" in reasons[3] and "3 folded" in reasons[4] and "1 vertices" in reasons[5]
+    notes = quality_warnings(bad, ["sulc"])
+    assert notes[:6] == list(reasons)  # the report shows the gates, then advisory notes
+    assert "0.600 -> 0.400" in notes[6] and "warp folds 2" in notes[7]
+
+
+def test_thresholds_change_the_verdict_and_are_recorded():
     strict = QualityThresholds(min_cc_after=0.97)
-    assert quality_warnings(good, ["sulc"], strict) == ["sulc: correlation with the template after "
-                                                        "registration is low (0.960)"]
-    assert DEFAULT_THRESHOLDS.min_cc_after == 0.5
+    verdict = assess(GOOD, ["sulc"], strict)
+    assert verdict.reasons == ("correlation: sulc correlates 0.960 with the template after registration "
+                               "(minimum 0.97)",)
+    doc = verdict.to_dict()
+    assert doc["flagged"] is True and doc["thresholds"]["min_cc_after"] == 0.97
+    assert QualityVerdict.from_dict(doc) == verdict
+    assert not assess(GOOD | {"n_folded": 2}, ["sulc"], QualityThresholds(max_folds=2)).flagged
+    assert assess(GOOD | {"identity_cc_mirrored": 0.95}, ["sulc"]).flagged
+    assert not assess(GOOD | {"identity_cc_mirrored": 0.95}, ["sulc"], QualityThresholds(identity_margin=0.1)).flagged
+    assert DEFAULT_THRESHOLDS.min_cc_after == 0.5 and DEFAULT_THRESHOLDS.max_folds == 0
+
+
+def test_thresholds_round_trip_and_ignore_junk():
+    t = QualityThresholds(min_cc_after=0.8, max_areal_p95=0.7, max_folds=3, identity_margin=0.05)
+    assert QualityThresholds.from_dict(t.to_dict()) == t
+    assert QualityThresholds.from_dict({"min_cc_after": "x", "other": 1, "max_folds": True}) == DEFAULT_THRESHOLDS
+
+
+def test_missing_metrics_pass():
+    assert not assess({}, ["sulc"]).flagged

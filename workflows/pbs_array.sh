@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # geomorph-bids on PBS Pro / OpenPBS (and Torque: PBS_ARRAYID): one participant per array task,
-# in the Apptainer image. The work itself is workflows/slurm_array.sh (its header documents every
-# GEOMORPH_* variable). PBS passes no arguments to job scripts: everything goes by environment.
+# in the Apptainer image (or a native install: GEOMORPH_BIDS). The work itself is
+# workflows/slurm_array.sh (its header documents every GEOMORPH_* variable). PBS passes no
+# arguments to job scripts: everything goes by environment.
+# UNTESTED against a real PBS/Torque: only the task part it calls (slurm_array.sh) has run under
+# a real scheduler (SLURM 22.05); check the directives below on your site first.
 #   n=$(( $(wc -l < BIDS_DIR/participants.tsv) - 1 ))
 #   qsub -J 1-$n -v GEOMORPH_SIF=/path/geomorph-bids.sif,GEOMORPH_WORKFLOWS=$PWD/workflows,\
 #   GEOMORPH_BIDS_DIR=/data/bids,GEOMORPH_OUTPUT_DIR=/data/out,GEOMORPH_OPTS="--template fsLR" \

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# geomorph-bids on SGE / Grid Engine: one participant per array task, in the Apptainer image.
+# geomorph-bids on SGE / Grid Engine: one participant per array task, in the Apptainer image
+# (or a native install: GEOMORPH_BIDS).
+# UNTESTED against a real Grid Engine: only the task part it calls (slurm_array.sh) has run
+# under a real scheduler (SLURM 22.05); check the directives below on your site first.
 # The work itself is workflows/slurm_array.sh (its header documents every GEOMORPH_* variable);
 # this file only carries SGE's directives. SGE copies job scripts to a spool folder, so say
 # where the workflows folder is:

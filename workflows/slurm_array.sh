@@ -1,37 +1,55 @@
 #!/usr/bin/env bash
-# geomorph-bids on a SLURM cluster: one participant per array task, run in the Apptainer image.
-#
-# Submit every participant (labels from BIDS_DIR/participants.tsv, or GEOMORPH_LABELS=FILE with
-# one label per line, "sub-" optional), then resubmit only the ones that did not finish:
-#   export GEOMORPH_SIF=/path/to/geomorph-bids.sif
+# geomorph-bids on a SLURM cluster: one participant per array task, in the Apptainer image or a
+# native install. Submit every participant (labels from BIDS_DIR/participants.tsv, or
+# GEOMORPH_LABELS=FILE, one label per line, "sub-" optional), then resubmit only those whose task
+# failed or never ran:
+#   export GEOMORPH_SIF=/path/to/geomorph-bids.sif   # or leave unset: geomorph-bids from PATH
 #   bash workflows/slurm_array.sh --submit          BIDS_DIR OUTPUT_DIR [geomorph-bids options]
 #   bash workflows/slurm_array.sh --resubmit-failed BIDS_DIR OUTPUT_DIR [geomorph-bids options]
 #   bash workflows/slurm_array.sh --dry-run         BIDS_DIR OUTPUT_DIR [...]   # print, submit nothing
 #   bash workflows/slurm_array.sh --list-unfinished BIDS_DIR OUTPUT_DIR   # label file for SGE/PBS
-# Extra sbatch options go in GEOMORPH_SBATCH_ARGS, e.g. "--partition=gpu --gres=gpu:1 --account=X".
-# (Or by hand: sbatch --array=1-N%50 workflows/slurm_array.sh BIDS_DIR OUTPUT_DIR [...].)
+# Extra sbatch options go in GEOMORPH_SBATCH_ARGS, e.g. "--partition=gpu --gres=gpu:1 --account=X";
+# they override the defaults (2 CPUs, --mem=8G, 30 min per participant; no --mem when they ask for
+# memory another way, e.g. --mem-per-cpu, which sbatch refuses beside --mem).
 #
+# Tested against a real single-node SLURM: 22.05 with a native install (tests/cli/test_slurm.py)
+# and 26.05 with the SIF (scripts/ci_containers.sh); README "Running at scale".
+#
+# Submitting (run on a login node, from any folder)
+#   - runs geomorph-bids in GEOMORPH_SIF with Apptainer/Singularity when that is set, else the
+#     geomorph-bids found on PATH (or GEOMORPH_BIDS=/path/to/venv/bin/geomorph-bids): a native
+#     install must be on storage the compute nodes see;
+#   - passes the submitting environment to the tasks (sbatch --export=ALL; GEOMORPH_SIF,
+#     GEOMORPH_BIDS and the label file as absolute paths, so spaces and commas in them are safe);
+#   - splits more participants than the cluster's MaxArraySize allows into several arrays;
+#   - records every array it submits in OUTPUT_DIR/logs/slurm/submitted.tsv (job id, label file),
+#     so that --resubmit-failed leaves out participants whose task is still pending or running.
 # Each task
-#   - takes the label on line $SLURM_ARRAY_TASK_ID of the label list (SGE_TASK_ID and
+#   - takes the label on line $SLURM_ARRAY_TASK_ID of its label list (SGE_TASK_ID and
 #     PBS_ARRAY_INDEX work too: workflows/sge_array.sh and pbs_array.sh call this script);
-#   - runs `apptainer run --containall` with BIDS_DIR bound read-only and OUTPUT_DIR and the work
-#     folder bound writable, each at the same path as on the host (so every path option works);
+#   - with the SIF: `apptainer run --containall` with BIDS_DIR bound read-only and OUTPUT_DIR bound
+#     writable, each at the same path as on the host (so every path option works), and the task's
+#     scratch as the container's /tmp (the Nipype work folder is /tmp/work there);
 #     GEOMORPH_BINDS="SRC[:DST[:ro]],..." adds binds (a FreeSurfer SUBJECTS_DIR elsewhere, say);
-#   - adds --nv and --device cuda when it has a GPU: a partition whose name matches
+#   - adds --device cuda (and --nv) when it has a GPU: a partition whose name matches
 #     GEOMORPH_GPU_PARTITIONS (default "gpu"), or GPUs allocated to the job (--gres/--gpus);
 #     GEOMORPH_GPU=0/1 forces it;
-#   - works in node-local scratch ($TMPDIR, else /tmp): a Nipype work folder per task, removed
-#     afterwards (GEOMORPH_KEEP_WORK=1 keeps it);
-#   - gets --nprocs/--omp-nthreads from --cpus-per-task and --mem-gb from --mem;
-#   - records OUTPUT_DIR/logs/slurm/sub-<label>.ok on success; --resubmit-failed submits every
-#     label without one (failed, timed out, killed for memory or never started).
-# Logs: OUTPUT_DIR/logs/slurm/geomorph_<jobid>_<task>.log.
+#   - works in node-local scratch: $SLURM_TMPDIR, else $TMPDIR, else /tmp (the first that is a
+#     writable folder on the node; a login node's $TMPDIR is often missing there): a Nipype work
+#     folder and a TMPDIR per task, removed afterwards, also after a time-out (GEOMORPH_KEEP_WORK=1
+#     keeps them);
+#   - gets --nprocs/--omp-nthreads from --cpus-per-task and --mem-gb from --mem or --mem-per-cpu;
+#   - exits with geomorph-bids' status (sacct: COMPLETED 0:0, or FAILED with its exit code) and
+#     records OUTPUT_DIR/logs/slurm/sub-<label>.ok on success, sub-<label>.failed (exit status,
+#     job, log) on failure; --resubmit-failed submits every label without .ok that is not still
+#     queued (failed, timed out, killed for memory, cancelled or never started).
+# Logs: OUTPUT_DIR/logs/slurm/geomorph_<array job id>_<task>.log; crash files under OUTPUT_DIR/logs.
 #
 #SBATCH --job-name=geomorph-bids
-#SBATCH --cpus-per-task=2
-#SBATCH --mem=8G
 #SBATCH --time=00:30:00
 #SBATCH --output=geomorph_%A_%a.log
+# (--cpus-per-task and --mem are given by --submit, not here: an #SBATCH --mem line would make
+# sbatch refuse a --mem-per-cpu or --mem-per-gpu from GEOMORPH_SBATCH_ARGS)
 set -euo pipefail
 
 usage() { sed -n '2,13p' "$0" >&2; exit 2; }
@@ -52,6 +70,7 @@ else  # PBS cannot pass arguments to a job script: the same through the environm
   set -- ${GEOMORPH_OPTS:-}
 fi
 [ -n "$bids_dir" ] && [ -n "$output_dir" ] || usage
+[ -d "$bids_dir" ] || { echo "BIDS_DIR: no such folder: $bids_dir" >&2; exit 2; }
 bids_dir="$(cd "$bids_dir" && pwd)"
 mkdir -p "$output_dir"
 output_dir="$(cd "$output_dir" && pwd)"
@@ -68,35 +87,99 @@ all_labels() {  # one label per line, no "sub-"
   fi | sed -e 's/^sub-//' -e 's/\r$//'
 }
 
-submit() {  # label_file
-  local list="$1" n; shift
+queued_labels() {  # labels of our recorded arrays whose task is still pending or running
+  local jobs="$status_dir/submitted.tsv" jobid file idx
+  [ -f "$jobs" ] && command -v squeue >/dev/null 2>&1 || return 0
+  while IFS=$'\t' read -r jobid file; do
+    [ -n "$jobid" ] && [ -f "$file" ] || continue
+    # -r: one line per array task; %K: its index (a job that left the queue prints nothing)
+    for idx in $(squeue -h -r -j "$jobid" -o %K 2>/dev/null || true); do
+      [[ "$idx" =~ ^[0-9]+$ ]] && sed -n "${idx}p" "$file"
+    done
+  done < "$jobs"
+}
+
+unfinished_labels() {  # labels without .ok, less those still queued (reported on stderr)
+  local queued label n_queued=0
+  queued="$(queued_labels | sort -u)"
+  while read -r label; do
+    [ -n "$label" ] || continue
+    [ -f "$status_dir/sub-$label.ok" ] && continue
+    if grep -qxF -- "$label" <<< "$queued"; then n_queued=$((n_queued + 1)); continue; fi
+    echo "$label"
+  done < <(all_labels)
+  [ "$n_queued" = 0 ] || echo "$n_queued unfinished participant(s) still pending or running: not resubmitted" >&2
+}
+
+max_array_index() {  # the cluster's MaxArraySize - 1 (1000 when it cannot be read)
+  local max
+  max="$(scontrol show config 2>/dev/null | awk '$1 == "MaxArraySize" { print $3 }' || true)"
+  [[ "$max" =~ ^[0-9]+$ ]] && [ "$max" -gt 1 ] && echo $((max - 1)) || echo 1000
+}
+
+runtime_env() {  # GEOMORPH_SIF or GEOMORPH_BIDS, absolute, for the tasks
+  if [ -n "${GEOMORPH_SIF:-}" ]; then
+    [ -f "$GEOMORPH_SIF" ] || { echo "GEOMORPH_SIF: no such file: $GEOMORPH_SIF" >&2; return 1; }
+    GEOMORPH_SIF="$(readlink -f "$GEOMORPH_SIF")"
+    export GEOMORPH_SIF
+    echo "runtime: Apptainer image $GEOMORPH_SIF"
+    return 0
+  fi
+  local exe="${GEOMORPH_BIDS:-$(command -v geomorph-bids || true)}"
+  [ -n "$exe" ] && [ -x "$exe" ] || {
+    echo "set GEOMORPH_SIF to the geomorph-bids .sif image, or put geomorph-bids on PATH (or GEOMORPH_BIDS=/path/to/geomorph-bids)" >&2
+    return 1; }
+  # the venv's own script, not a link to it: its shebang names the venv's python
+  GEOMORPH_BIDS="$(cd "$(dirname "$exe")" && pwd)/$(basename "$exe")"
+  export GEOMORPH_BIDS
+  echo "runtime: native install $GEOMORPH_BIDS (must be visible on the compute nodes)"
+}
+
+submit() {  # label_file [geomorph-bids options]
+  local list="$1" n max start part chunk jobid
+  shift
   n="$(grep -c . "$list" || true)"
-  if [ "$n" = 0 ]; then echo "nothing to submit: every label has finished ($status_dir/*.ok)"; return 0; fi
-  local cmd=(sbatch --array="1-${n}%${GEOMORPH_ARRAY_LIMIT:-50}" --output="$status_dir/geomorph_%A_%a.log"
-             --export="ALL,GEOMORPH_LABELS=$list")
-  # shellcheck disable=SC2206
-  cmd+=(${GEOMORPH_SBATCH_ARGS:-} "$(readlink -f "$0")" "$bids_dir" "$output_dir" "$@")
-  echo "$n participant(s) from $list"
-  echo "+ ${cmd[*]}"
-  [ "$mode" = dry-run ] || "${cmd[@]}"
+  if [ "$n" = 0 ]; then echo "nothing to submit: every participant has finished ($status_dir/sub-*.ok)"; return 0; fi
+  max="$(max_array_index)"
+  # defaults that the user's options replace; sbatch refuses two of a mutually exclusive family
+  local user=" ${GEOMORPH_SBATCH_ARGS:-} " defaults=()
+  [[ "$user" =~ [[:space:]](-c|--cpus-per-task|--cpus-per-gpu) ]] || defaults+=(--cpus-per-task=2)
+  [[ "$user" =~ [[:space:]]--mem(=|-per-|[[:space:]]) ]] || defaults+=(--mem=8G)
+  echo "$n participant(s) from $list: $(paste -sd ' ' "$list")"
+  part=0
+  for ((start = 1; start <= n; start += max)); do
+    chunk="$list"
+    if [ "$n" -gt "$max" ]; then  # the cluster's MaxArraySize: one array per chunk
+      part=$((part + 1))
+      chunk="${list%.txt}-part$part.txt"
+      sed -n "${start},$((start + max - 1))p" "$list" > "$chunk"
+    fi
+    local k cmd
+    k="$(grep -c . "$chunk")"
+    cmd=(sbatch --parsable --export=ALL --array="1-${k}%${GEOMORPH_ARRAY_LIMIT:-50}"
+         --output="$status_dir/geomorph_%A_%a.log" "${defaults[@]}")
+    # shellcheck disable=SC2206  # word splitting of the user's sbatch options is intended
+    cmd+=(${GEOMORPH_SBATCH_ARGS:-} "$(readlink -f "$0")" "$bids_dir" "$output_dir" "$@")
+    printf '+ GEOMORPH_LABELS=%q' "$chunk"; printf ' %q' "${cmd[@]}"; echo
+    [ "$mode" = dry-run ] && continue
+    jobid="$(GEOMORPH_LABELS="$chunk" "${cmd[@]}")"
+    jobid="${jobid%%;*}"  # --parsable prints "id" or "id;cluster"
+    printf '%s\t%s\n' "$jobid" "$chunk" >> "$status_dir/submitted.tsv"
+    echo "submitted array job $jobid (tasks 1-$k); logs: $status_dir/geomorph_${jobid}_<task>.log"
+  done
 }
 
 if [ "$mode" != task ]; then
-  stamp="$(date +%Y%m%d-%H%M%S)"
+  stamp="$(date +%Y%m%d-%H%M%S)-$$"
   list="$status_dir/labels-$stamp.txt"
   if [ "$mode" = list ]; then
-    all_labels | while read -r label; do
-      [ -f "$status_dir/sub-$label.ok" ] || echo "$label"
-    done > "$list"
+    unfinished_labels > "$list"
     echo "$(grep -c . "$list" || true) unfinished label(s) in $list (submit with GEOMORPH_LABELS=$list)"
     exit 0
   fi
-  : "${GEOMORPH_SIF:?set GEOMORPH_SIF to the geomorph-bids .sif image}"
-  [ -f "$GEOMORPH_SIF" ] || { echo "GEOMORPH_SIF: no such file: $GEOMORPH_SIF" >&2; exit 1; }
+  runtime_env
   if [ "$mode" = resubmit ]; then
-    all_labels | while read -r label; do
-      [ -f "$status_dir/sub-$label.ok" ] || echo "$label"
-    done > "$list"
+    unfinished_labels > "$list"
   else
     all_labels > "$list"
   fi
@@ -106,19 +189,28 @@ fi
 
 # ------------------------------------------------------------------------------ one task
 task="${SLURM_ARRAY_TASK_ID:-${SGE_TASK_ID:-${PBS_ARRAY_INDEX:-${PBS_ARRAYID:-}}}}"
-[ -n "$task" ] || { echo "not an array task (no SLURM_ARRAY_TASK_ID); use --submit" >&2; exit 2; }
-: "${GEOMORPH_SIF:?set GEOMORPH_SIF to the geomorph-bids .sif image}"
+[[ "$task" =~ ^[0-9]+$ ]] || { echo "not an array task (array task index '$task'); use --submit" >&2; exit 2; }
 label="$(all_labels | sed -n "${task}p")"
-[ -n "$label" ] || { echo "no label on line $task of the label list" >&2; exit 2; }
-rm -f "$status_dir/sub-$label.ok"
+[ -n "$label" ] || { echo "no label on line $task of ${GEOMORPH_LABELS:-$bids_dir/participants.tsv}" >&2; exit 2; }
+job="${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-${JOB_ID:-${PBS_JOBID:-$$}}}}"
+log="$status_dir/geomorph_${job}_${task}.log"
+rm -f "$status_dir/sub-$label.ok" "$status_dir/sub-$label.failed"
 
-apptainer="${GEOMORPH_APPTAINER:-$(command -v apptainer || command -v singularity || true)}"
-[ -n "$apptainer" ] || { echo "neither apptainer nor singularity is on PATH (module load apptainer?)" >&2; exit 1; }
+run=()
+if [ -n "${GEOMORPH_SIF:-}" ]; then
+  apptainer="${GEOMORPH_APPTAINER:-$(command -v apptainer || command -v singularity || true)}"
+  [ -n "$apptainer" ] || { echo "neither apptainer nor singularity is on PATH (module load apptainer?)" >&2; exit 1; }
+  run=("$apptainer" run --containall)
+else
+  exe="${GEOMORPH_BIDS:-$(command -v geomorph-bids || true)}"
+  [ -n "$exe" ] && [ -x "$exe" ] || { echo "geomorph-bids not found on this node (${exe:-not on PATH}); set GEOMORPH_SIF or GEOMORPH_BIDS" >&2; exit 1; }
+fi
 
-cpus="${SLURM_CPUS_PER_TASK:-${NSLOTS:-${NCPUS:-2}}}"
+cpus="${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-${NSLOTS:-${NCPUS:-2}}}}"
 mem_gb=""
 if [ -n "${SLURM_MEM_PER_NODE:-}" ]; then mem_gb=$(( SLURM_MEM_PER_NODE / 1024 ))
 elif [ -n "${SLURM_MEM_PER_CPU:-}" ]; then mem_gb=$(( SLURM_MEM_PER_CPU * cpus / 1024 )); fi
+[ "$mem_gb" != 0 ] || mem_gb=1
 
 gpu="${GEOMORPH_GPU:-auto}"
 if [ "$gpu" = auto ]; then
@@ -129,35 +221,60 @@ if [ "$gpu" = auto ]; then
   fi
 fi
 
-scratch="${TMPDIR:-/tmp}/geomorph-${SLURM_JOB_ID:-${JOB_ID:-${PBS_JOBID:-$$}}}-${task}"
+# node-local scratch: the submitting shell's TMPDIR travels with --export=ALL and may not exist here
+base=""
+for candidate in "${SLURM_TMPDIR:-}" "${TMPDIR:-}" /tmp; do
+  if [ -n "$candidate" ] && [ -d "$candidate" ] && [ -w "$candidate" ]; then base="$candidate"; break; fi
+  [ -z "$candidate" ] || echo "scratch: $candidate is not a writable folder on this node; trying the next" >&2
+done
+scratch="$(mktemp -d "$base/geomorph-${job}-${task}.XXXXXX")"
 mkdir -p "$scratch/work" "$scratch/tmp"
 cleanup() { [ "${GEOMORPH_KEEP_WORK:-0}" = 1 ] || rm -rf "$scratch"; }
 trap cleanup EXIT
+# a time limit or scancel sends SIGTERM to the whole job: stop waiting, clean up, say so
+on_term() {
+  printf '%s job %s_%s terminated (SIGTERM: time limit or scancel) log %s\n' \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$job" "$task" "$log" > "$status_dir/sub-$label.failed"
+  echo "sub-$label: terminated (time limit or scancel); resubmit with --resubmit-failed" >&2
+  exit 143
+}
+trap on_term TERM
 
-binds=("-B" "$bids_dir:$bids_dir:ro" "-B" "$output_dir:$output_dir" "-B" "$scratch/work:$scratch/work"
-       "-B" "$scratch/tmp:/tmp")
-IFS=',' read -r -a extra <<< "${GEOMORPH_BINDS:-}"
-for b in "${extra[@]}"; do [ -n "$b" ] && binds+=("-B" "$b"); done
-
-app_opts=(--containall)
-args=("$bids_dir" "$output_dir" participant --participant-label "$label" -w "$scratch/work"
+work="$scratch/work"
+[ -z "${GEOMORPH_SIF:-}" ] || work=/tmp/work  # in the container: $scratch/tmp/work (one bind, no nesting)
+args=("$bids_dir" "$output_dir" participant --participant-label "$label" -w "$work"
       --nprocs "$cpus" --omp-nthreads "$cpus")
 [ -z "$mem_gb" ] || args+=(--mem-gb "$mem_gb")
-if [ "$gpu" = 1 ]; then
-  app_opts+=(--nv)
-  args+=(--device cuda)
+[ "$gpu" = 1 ] && args+=(--device cuda)
+
+if [ -n "${GEOMORPH_SIF:-}" ]; then
+  for path in "$bids_dir" "$output_dir" "$scratch"; do  # Apptainer's bind syntax splits on : and ,
+    [[ "$path" != *[:,]* ]] || { echo "Apptainer cannot bind a path with ':' or ',': $path" >&2; exit 2; }
+  done
+  run+=(-B "$bids_dir:$bids_dir:ro" -B "$output_dir:$output_dir" -B "$scratch/tmp:/tmp")
+  IFS=',' read -r -a extra <<< "${GEOMORPH_BINDS:-}"
+  for b in "${extra[@]}"; do [ -n "$b" ] && run+=(-B "$b"); done
+  [ "$gpu" = 1 ] && run+=(--nv)
+  run+=("$GEOMORPH_SIF")
+  export APPTAINERENV_TMPDIR=/tmp SINGULARITYENV_TMPDIR=/tmp
+else
+  run=("$exe")
+  export TMPDIR="$scratch/tmp"
 fi
 
-echo "geomorph-bids task $task: sub-$label on $(hostname) (cpus $cpus, mem ${mem_gb:-?} GB, gpu $gpu), work $scratch"
+echo "geomorph-bids task $task of job $job: sub-$label on ${SLURMD_NODENAME:-$(uname -n)} (cpus $cpus, mem ${mem_gb:-?} GB, gpu $gpu)"
+echo "  runtime ${GEOMORPH_SIF:-$exe}; scratch $scratch; log $log"
 set +e
-APPTAINERENV_TMPDIR=/tmp SINGULARITYENV_TMPDIR=/tmp \
-  "$apptainer" run "${app_opts[@]}" "${binds[@]}" "$GEOMORPH_SIF" "${args[@]}" "$@"
+"${run[@]}" "${args[@]}" "$@" &
+wait $!
 rc=$?
 set -e
 if [ "$rc" = 0 ]; then
-  date -u +%Y-%m-%dT%H:%M:%SZ > "$status_dir/sub-$label.ok"
+  echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) job ${job}_${task}" > "$status_dir/sub-$label.ok"
   echo "sub-$label: done"
 else
+  printf '%s job %s_%s exit %s log %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$job" "$task" "$rc" "$log" \
+    > "$status_dir/sub-$label.failed"
   echo "sub-$label: FAILED (exit $rc); crash files under $output_dir/logs; resubmit with --resubmit-failed" >&2
 fi
 exit "$rc"

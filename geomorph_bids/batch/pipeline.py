@@ -30,7 +30,7 @@ from typing import Callable
 from ..crashfiles import crash_file, hemi_wf_name, subject_wf_name
 from ..io.atomic import atomic_write_text
 from ..workflows.config import RunConfig, SubjectJob
-from ..workflows.outputs import hemi_outputs, hemisphere_files, hemisphere_info
+from ..workflows.outputs import hemi_outputs, hemisphere_files, hemisphere_info, needs_fslr_sphere
 from .pool import stop_pool, worker_pool
 from .state import is_done, record_path, stamp
 from .tasks import STAGES, ChunkSettings, HemisphereTask, Outcome, ReportOutcome, build_report, run_chunk
@@ -79,6 +79,8 @@ def plan_tasks(jobs: list[SubjectJob], config: RunConfig) -> tuple[list[Hemisphe
             tasks.append(HemisphereTask(
                 subject=h.subject, session=h.session, hemi=hemi, sphere=Path(h.sphere),
                 sphere_reg=Path(h.sphere_reg) if h.sphere_reg else None,
+                midthickness=Path(h.midthickness) if h.midthickness else None,
+                cortex_mask=Path(h.cortex_mask) if h.cortex_mask else None,
                 features={f: Path(h.features[f]) for f in config.features},
                 signs={f: h.sign(f) for f in config.features}, files=tuple(hemisphere_files(h, config)),
                 info=hemisphere_info(h, config), record=record, stamp=expected))
@@ -107,7 +109,8 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
     run = BatchRun()
     tasks, run.reused = plan_tasks(jobs, config)
     settings = ChunkSettings(config.template, config.model, config.device, config.density,
-                             config.templateflow_home, Path(config.output_dir))
+                             config.templateflow_home, Path(config.output_dir), config.quality,
+                             needs_fslr_sphere(config))
     size = max(1, int(config.batch_size))
     queue = deque(tasks[i:i + size] for i in range(0, len(tasks), size))
     suspects: deque = deque()  # chunks that were running when a worker died: rerun one at a time

@@ -25,6 +25,7 @@ import numpy as np
 from ..engine.model_choice import ModelChoice
 from ..errors import InputError
 from ..io.template_ref import TemplateRef
+from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..results.writer import OutputFile
 
 __all__ = ["ChunkSettings", "HemisphereTask", "Outcome", "ReportOutcome", "init_worker", "run_chunk",
@@ -45,6 +46,8 @@ class ChunkSettings:
     density: str
     templateflow_home: str
     output_dir: Path
+    quality: QualityThresholds = DEFAULT_THRESHOLDS
+    fslr_sphere: bool = False  # --fmriprep-compat with template fsaverage: also the sphere carried into fsLR
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class HemisphereTask:
     """One hemisphere: its inputs, the files it writes and where its resume record goes.
 
     ``features`` / ``signs``: every feature written (the run's feature order) -> file /
-    factor to FreeSurfer's sign; ``files``: :func:`~geomorph_bids.workflows.outputs.hemisphere_files`;
+    factor to FreeSurfer's sign; ``midthickness`` / ``cortex_mask``: found beside the sphere, or
+    None (area-corrected resampling; the medial wall left out of the similarity); ``files``: :func:`~geomorph_bids.workflows.outputs.hemisphere_files`;
     ``info``: :func:`~geomorph_bids.workflows.outputs.hemisphere_info`; ``record`` / ``stamp``:
     the resume record, written once the files are committed.
     """
@@ -68,6 +72,8 @@ class HemisphereTask:
     info: dict[str, Any]
     record: Path
     stamp: str
+    midthickness: Path | None = None
+    cortex_mask: Path | None = None
 
     @property
     def key(self) -> tuple[str, str | None, str]:
@@ -143,23 +149,22 @@ def run_chunk(tasks: list[HemisphereTask], settings: ChunkSettings) -> list[Outc
         task.record.unlink(missing_ok=True)  # a crash from here on leaves no stale record
         try:
             natives[i] = _timed(outcome, "read", lambda: read_hemisphere(
-                task.sphere, task.features, signs=task.signs, sphere_reg=task.sphere_reg))
+                task.sphere, task.features, signs=task.signs, sphere_reg=task.sphere_reg,
+                midthickness=task.midthickness, cortex_mask=task.cortex_mask, hemi=task.hemi))
         except Exception as exc:  # noqa: BLE001 - one bad hemisphere never stops the others
             _fail(outcome, task, "read", exc)
-    # bundled templates: one batch; a custom template's target is loaded per hemisphere
-    groups: dict[str, list[int]] = {}
-    for i in natives:
-        groups.setdefault("" if settings.template.is_bundled else tasks[i].hemi, []).append(i)
     results: dict[int, Any] = {}
-    for hemi, members in groups.items():
+    members = list(natives)
+    if members:  # register_many loads each side's template once (a custom one per hemisphere)
         t = time.perf_counter()
-        target = settings.template.registration_target(hemi or "L", channels)
         items = [RegistrationItem((natives[i].sphere.vertices, natives[i].sphere.faces),
                                   {c: natives[i].features[c] for c in channels}, tasks[i].hemi,
-                                  None if natives[i].sphere_reg is None else natives[i].sphere_reg.vertices)
+                                  None if natives[i].sphere_reg is None else natives[i].sphere_reg.vertices,
+                                  cortex_mask=natives[i].cortex)
                  for i in members]
         try:
-            done = register_many(items, target, device=settings.device, batch_size=len(items), on_error="return",
+            done = register_many(items, settings.template, device=settings.device, batch_size=len(items),
+                                 on_error="return", quality=settings.quality,
                                  device_slot=lambda: gpu_lock(settings.device), **settings.model.register_arguments())
         except Exception as exc:  # noqa: BLE001 - e.g. out of GPU memory: the batch fails, the run goes on
             done = [exc] * len(items)
@@ -190,13 +195,15 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
     native_written = {f.index for f in task.files if f.field == "native_features"}
     outcome.stage = "resample"
     # from the values as written (float32), like the workflow's resample node, which reads the files
+    mid = None if native.midthickness is None else native.midthickness.vertices.astype(np.float32)
     resampled = _timed(outcome, "resample", lambda: resample_features(
         (result.sphere.astype(np.float32), result.faces), {f: native.features[f].astype(np.float32) for f in names},
-        settings.template.base, task.hemi, settings.density, settings.templateflow_home or None))
+        settings.template.base, task.hemi, settings.density, settings.templateflow_home or None, midthickness=mid))
     outcome.stage = "write"
     t = time.perf_counter()
     record = registration_record(result, settings.model, native.sphere_reg is not None)
-    doc = metrics_document(record, task.info, settings.density, resampled.source)
+    doc = metrics_document(record, task.info, settings.density, resampled.source, settings.quality,
+                           list(native.label_conflicts))
     hemi = task.hemi
     with staging(settings.output_dir) as stage:
         produced = {
@@ -209,6 +216,12 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
                                            hemi=hemi, geometric_type="Spherical"),
             "native_features": [write_metric(stage / f"{f}.shape.gii", native.features[f], hemi=hemi, names=[f])
                                 if k in native_written else None for k, f in enumerate(names)]}
+        if settings.fslr_sphere:  # --fmriprep-compat, template fsaverage (the workflow's to_fslr node)
+            from ..io.fmriprep_compat import sphere_reg_fslr
+
+            moved, _ = sphere_reg_fslr(result.sphere.astype(np.float32), hemi)
+            produced["sphere_reg_fslr"] = write_surface(stage / "sphere_reg_fsLR.surf.gii", moved, result.faces,
+                                                        hemi=hemi)
         commit_outputs(task.files, produced, settings.output_dir, stage=stage)
     atomic_write_text(task.record, task.stamp)
     outcome.seconds["write"] = time.perf_counter() - t

@@ -2,7 +2,8 @@
 
 Exit codes (:mod:`geomorph_bids.cli.exit_codes`): 0 every requested subject/hemisphere
 succeeded; 1 any failed (a summary names each failed subject/hemisphere and why; the others'
-outputs are kept) or bad input; 2 usage.
+outputs are kept) or bad input; 2 usage; 3 all written but at least one hemisphere failed a
+quality gate (each listed as ``FLAGGED``); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
 
 The levels only sequence the work; the settings are decided in :mod:`.settings`, the subjects
 chosen in :mod:`.selection`, Nipype configured in :mod:`.nipype_config`, failures collected in
@@ -26,15 +27,22 @@ from .. import __version__  # noqa: E402
 from ..crashfiles import subject_wf_name  # noqa: E402
 from ..derivatives import GROUP_TSV, LOGS, NATIVE_FEATURE, NATIVE_SPHERE, anat_dir, crash_dir  # noqa: E402
 from ..derivatives import entities as entity_string  # noqa: E402
-from .descriptions import source_roots, write_citation, write_dataset_description  # noqa: E402
-from .exit_codes import EXIT_FAILED, EXIT_OK, HANDLED, error_exit  # noqa: E402
+from ..io.template_sources import LOW_RESOLUTION_NOTE  # noqa: E402
+from ..quality import QualityVerdict  # noqa: E402
+from .descriptions import write_citation, write_dataset_description  # noqa: E402
+from ..errors import describe_os_error  # noqa: E402
+from .exit_codes import EXIT_FAILED, EXIT_OK, HANDLED, error_exit, interrupted, run_exit_code  # noqa: E402
 from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
+from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E402
+from .messages import one_line_warnings  # noqa: E402
 from .nipype_config import configure_nipype, plugin_settings  # noqa: E402
 from .parser import build_parser  # noqa: E402
+from .paths import check_folders, resolve_input_folders  # noqa: E402
 from .preflight import RunLocks, lock_participants, preflight, remove_if_empty  # noqa: E402
 from .reporting import build_reports, print_reports, print_summary  # noqa: E402
 from .selection import collect_jobs  # noqa: E402
-from .settings import absolute_paths, resolve_settings, validate_arguments  # noqa: E402
+from .settings import (absolute_paths, resolve_quality, resolve_settings, validate_arguments,  # noqa: E402
+                       validate_resources)
 
 __all__ = ["main", "run_participant", "run_group", "run_reports_only"]
 
@@ -71,6 +79,9 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
         wf.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as exc:  # nipype: "Workflow did not execute cleanly"
         return True, [Failure("*", None, "*", " ".join(str(exc).split()))], {}, {}
+    except OSError as exc:  # Nipype itself could not write (a full disk: even its crash file failed)
+        stop_children()  # no worker may go on writing once the outputs are checked
+        return True, [Failure("*", None, "*", f"the run stopped: {describe_os_error(exc)}")], {}, {}
     return False, [], {}, {}
 
 
@@ -93,19 +104,59 @@ def _stat(path: Path) -> tuple | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
+def _check_cifti(jobs: list, config, failed_keys: set, crashed: bool) -> list[Failure]:
+    """``--cifti-output``: a subject/session whose CIFTI file is missing fails (both hemispheres,
+    added to ``failed_keys``); one with a failed hemisphere keeps no CIFTI file."""
+    from ..derivatives import sidecar
+    from ..workflows.outputs import cifti_output
+
+    out = []
+    for job in jobs:
+        path = cifti_output(job, config)
+        if path is None:
+            continue
+        keys = {(job.subject, job.session, h) for h in ("L", "R")}
+        files = [path, sidecar(path)]
+        if not keys & failed_keys and not all(p.is_file() for p in files):
+            missing = ", ".join(p.name for p in files if not p.is_file())
+            out.append(Failure(job.subject, job.session, "L,R", f"outputs missing after the run: {missing}"
+                               + (" (the run was stopped by another crash)" if crashed else "")))
+            failed_keys |= keys
+        if keys & failed_keys:
+            for p in files:
+                p.unlink(missing_ok=True)
+    return out
+
+
+def _remove_partial(jobs: list, config) -> None:
+    """Remove the outputs of every hemisphere of ``jobs`` whose set is incomplete (a run stopped
+    while writing it): a hemisphere is there whole or not at all."""
+    from ..workflows import hemi_outputs
+
+    for job in jobs:
+        for hemi in job.inputs.hemis:
+            expected = hemi_outputs(job.inputs.hemis[hemi], config).files()
+            if not all(p.is_file() for p in expected):
+                for p in expected:
+                    p.unlink(missing_ok=True)
+
+
 def run_participant(args) -> int:
-    """The participant level: decide the settings, find the inputs, lock the participants,
-    run the workflow, report every hemisphere (or why it failed) and build the reports."""
+    """The participant level: decide the folders and settings, find and check the inputs, lock
+    the participants, run the workflow, report every hemisphere (failed, flagged or done) and
+    build the reports."""
     from ..workflows import hemi_outputs
 
     clock = _Clock()
     output_dir = args.output_dir.absolute()
     work_dir = args.work_dir.absolute()
+    inputs = resolve_input_folders(args, output_dir)
+    check_folders(inputs, output_dir, work_dir)  # before anything is created or written
     created = preflight(output_dir, work_dir)
     try:  # bad arguments or inputs found here: leave no (empty) folder behind
         config = resolve_settings(args, output_dir, work_dir)
         clock.lap("settings")
-        jobs, failures = collect_jobs(args, config.features)
+        jobs, failures = collect_jobs(args, config.features, inputs, forbidden=(output_dir, work_dir))
         clock.lap("discovery")
     except BaseException:
         for folder in created:
@@ -116,34 +167,57 @@ def run_participant(args) -> int:
     with RunLocks(output_dir) as locks:  # released by the kernel if this process dies
         mine, skipped, later = lock_participants(locks, jobs, getattr(args, "lock_wait", False), _PROG)
         failures += skipped
-        write_dataset_description(output_dir, args.bids_dir, source_roots(args))
-        write_citation(output_dir, config)
-        configure_nipype(crashes, args.verbose, args.stop_on_first_crash)
-        names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
-        n_todo = sum(len(j.inputs.hemis) for j in jobs)
-        print(f"{_PROG} {__version__}: {n_todo} hemisphere(s) of {len(jobs)} subject/session(s) -> {output_dir} "
-              f"(template {config.template.label}, density {config.density}, model {config.model.name}, "
-              f"device {config.device}, work dir {work_dir})", flush=True)
-        before = {(j.subject, j.session, h): _stat(hemi_outputs(j.inputs.hemis[h], config).metrics)
-                  for j in jobs for h in j.inputs.hemis}
-        known_failed = {f.subject for f in failures}
-        clock.lap("start")
-        crashed, run_failures, reports, stages = _run_workflow(mine, config, args, crashes, known_failed)
-        if later:
-            for subject in sorted({j.subject for j in later}):  # sorted: no deadlock between waiting runs
-                locks.wait_lock(f"sub-{subject}")
-            c2, f2, r2, s2 = _run_workflow(later, config, args, crashes, known_failed)
-            crashed, run_failures, reports = crashed or c2, run_failures + f2, {**reports, **r2}
-            stages = {k: stages.get(k, 0.0) + s2.get(k, 0.0) for k in {*stages, *s2}}
-        clock.lap("processing")
+        started = list(mine)
+        try:
+            default_fs = inputs.bids_dir / "derivatives" / "freesurfer"
+            fs_root = inputs.fs_subjects_dir or (default_fs if default_fs.is_dir() else None)
+            write_dataset_description(output_dir, args.bids_dir, {**inputs.derivatives, **(
+                {"freesurfer": fs_root} if fs_root else {})})
+            write_citation(output_dir, config)
+            configure_nipype(crashes, args.verbose, args.stop_on_first_crash)
+            names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
+            n_todo = sum(len(j.inputs.hemis) for j in jobs)
+            print(f"{_PROG} {__version__}: {n_todo} hemisphere(s) of {len(jobs)} subject/session(s) -> {output_dir} "
+                  f"(template {config.template.label}, density {config.density}, model {config.model.name}, "
+                  f"device {config.device}, work dir {work_dir})", flush=True)
+            hemis = sorted({config.model.template_hemi(h) for h in args.hemi})
+            print(f"template maps: {config.template.describe(config.channels, hemis)}", flush=True)
+            if config.template.low_resolution(config.channels, hemis):
+                print(f"note: {LOW_RESOLUTION_NOTE}", flush=True)
+            before = {(j.subject, j.session, h): _stat(hemi_outputs(j.inputs.hemis[h], config).metrics)
+                      for j in jobs for h in j.inputs.hemis}
+            known_failed = {f.subject for f in failures}
+            clock.lap("start")
+            crashed, run_failures, reports, stages = _run_workflow(mine, config, args, crashes, known_failed)
+            if later:
+                for subject in sorted({j.subject for j in later}):  # sorted: no deadlock between waiting runs
+                    why = locks.wait_lock(f"sub-{subject}")
+                    if why:  # a dead holder is never waited for
+                        failures += [Failure(j.subject, j.session, ",".join(sorted(j.inputs.hemis)) or "L,R",
+                                             f"not processed: its lock {locks.path('sub-' + subject)} is stale: {why}")
+                                     for j in later if j.subject == subject]
+                later = [j for j in later if locks.holds(f"sub-{j.subject}")]
+                started += later
+                c2, f2, r2, s2 = _run_workflow(later, config, args, crashes, known_failed)
+                crashed, run_failures, reports = crashed or c2, run_failures + f2, {**reports, **r2}
+                stages = {k: stages.get(k, 0.0) + s2.get(k, 0.0) for k in {*stages, *s2}}
+            clock.lap("processing")
+        except Interrupted as exc:
+            exc.acknowledge()  # the signal reached us: no more re-deliveries
+            exc.stopped += stop_children()  # before the locks are released and the partial outputs removed
+            _remove_partial(started, config)
+            shutil.rmtree(crashes, ignore_errors=True)  # node "failures" the signal itself caused
+            raise
         done = mine + later
+        stopped = next((f.reason for f in run_failures if f.reason.startswith("the run stopped: ")), "")
         if crashes.is_dir():
             failures += crash_failures(crashes, names)
-        elif crashed:
+        elif crashed and not stopped:
             failures += run_failures
         failures = one_per_hemisphere(failures)
         failed_keys = {(f.subject, f.session, h) for f in failures for h in f.hemi.split(",")}
-        rows = []
+        failures += _check_cifti(done, config, failed_keys, crashed)
+        rows, flagged = [], []
         for job in done:
             for hemi in sorted(job.inputs.hemis):
                 outputs = hemi_outputs(job.inputs.hemis[hemi], config)
@@ -151,8 +225,8 @@ def run_participant(args) -> int:
                 key = (job.subject, job.session, hemi)
                 if key not in failed_keys and not all(p.is_file() for p in expected):
                     missing = [p.name for p in expected if not p.is_file()]
-                    failures.append(Failure(job.subject, job.session, hemi,
-                                            f"outputs missing after the run: {', '.join(missing)}"
+                    failures.append(Failure(job.subject, job.session, hemi, f"not written: {stopped[17:]}" if stopped
+                                            else f"outputs missing after the run: {', '.join(missing)}"
                                             + (" (the run was stopped by another crash)" if crashed else "")))
                     failed_keys.add(key)
                 if key in failed_keys:
@@ -160,10 +234,13 @@ def run_participant(args) -> int:
                         p.unlink(missing_ok=True)
                     continue
                 doc = json.loads(outputs.metrics.read_text())
+                verdict = QualityVerdict.from_dict(doc.get("quality"))
+                if verdict.flagged:
+                    flagged.append(Failure(job.subject, job.session, hemi, verdict.line()))
                 reused = before[key] is not None and before[key] == _stat(outputs.metrics)
-                rows.append((job, hemi, doc["registration"], reused))
+                rows.append((job, hemi, doc["registration"], reused, verdict.flagged))
         locks.when_alone(lambda: _clean_leftovers(output_dir))
-        print_summary(rows, failures, output_dir, _PROG)
+        print_summary(rows, failures, output_dir, _PROG, flagged)
         clock.lap("summary")
         subjects = sorted({job.subject for job in done})  # a subject with a failure: its report may change
         if config.reports == "deferred":
@@ -177,7 +254,7 @@ def run_participant(args) -> int:
         clock.lap("reports")
         clock.save(work_dir / f"timings-{run_id}.json", mode="batch" if config.batch_size else "workflow",
                    hemispheres=sum(len(j.inputs.hemis) for j in done), nprocs=config.nprocs, stages=stages)
-    return EXIT_FAILED if failures else EXIT_OK
+    return run_exit_code(len(failures), len(flagged))
 
 
 class _Clock:
@@ -210,37 +287,62 @@ class _Clock:
 
 # ------------------------------------------------------------------------------ group level
 
-def _participant_rows(args) -> list[dict]:
-    """Metrics rows of the participant outputs in output_dir, restricted to --participant-label."""
+def _participant_rows(args, judged: bool = False) -> list[dict]:
+    """Metrics rows of the participant outputs in output_dir, restricted to --participant-label
+    (``judged``: with what the quality gates need, for :func:`_judge_rows`)."""
     from ..io.discover import normalise_label
     from ..reports.group_table import group_rows
 
-    rows = group_rows(args.output_dir)
+    rows = group_rows(args.output_dir, with_quality_inputs=judged)
     if args.participant_label:
         keep = {normalise_label(s, "sub") for s in args.participant_label}
         rows = [r for r in rows if r["subject"] in keep]
     return rows
 
 
+def _judge_rows(args, rows: list[dict]) -> list[Failure]:
+    """Apply the quality gates to every row (the thresholds recorded with each participant
+    output, overridden by the gate options given to the group level), mark the rows
+    (``quality``, ``quality_reasons``) and return the flagged ones."""
+    from ..quality import QualityThresholds, assess
+
+    flagged = []
+    for row in rows:
+        recorded = QualityThresholds.from_dict(row.pop("_thresholds", None))
+        verdict = assess(row.pop("_registration", {}), row.pop("_features", []), resolve_quality(args, recorded))
+        row["quality"] = "flagged" if verdict.flagged else "ok"
+        row["quality_reasons"] = verdict.line() or None
+        if verdict.flagged:
+            flagged.append(Failure(row["subject"], row.get("session") or None, row["hemi"], verdict.line()))
+    return flagged
+
+
 def run_group(args) -> int:
-    """The group level: the table of every participant's metrics, the group report, and
-    (``--build-template N``) a population-average template."""
+    """The group level: the table of every participant's metrics (with the verdict of the
+    quality gates), the group report, and (``--build-template N``) a population-average
+    template. Exits 3 when a hemisphere is flagged (it is listed, and marked in the table)."""
     from ..reports import build_group_report
     from ..reports.group_table import write_group_table
 
     if args.output_dir.is_dir():
+        check_folders(resolve_input_folders(args, args.output_dir), args.output_dir.absolute(), None)
         preflight(args.output_dir.absolute(), None)
-    rows = _participant_rows(args)
+    rows = _participant_rows(args, judged=True)
     if not rows:
         return error_exit(_PROG, f"no participant outputs (*_desc-geomorph_metrics.json) in {args.output_dir}; "
                                  "run the participant level first")
+    flagged = _judge_rows(args, rows)
     path = write_group_table(rows, args.output_dir / GROUP_TSV)
     print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere)")
     if not args.participant_label:  # the HTML report covers the whole table
         print(f"group report: {build_group_report(args.output_dir)}")
-    if args.build_template:
-        return _build_population_template(args, rows)
-    return EXIT_OK
+    status = _build_population_template(args, rows) if args.build_template else EXIT_OK
+    if flagged:
+        print(f"{_PROG}: {len(flagged)} hemisphere(s) flagged by the quality gates (marked in {GROUP_TSV}):",
+              file=sys.stderr)
+        for f in flagged:
+            print(f"  FLAGGED {f.line()}", file=sys.stderr)
+    return status if status != EXIT_OK else run_exit_code(0, len(flagged))
 
 
 def _build_population_template(args, rows: list[dict]) -> int:
@@ -248,12 +350,10 @@ def _build_population_template(args, rows: list[dict]) -> int:
     register-then-average rounds, per hemisphere, into ``OUTPUT_DIR/tpl-<label>/``. The template,
     model and features are decided as at the participant level (same search path, same
     defaults: the model's registration features unless ``--features`` is given)."""
-    from ..engine.model_choice import resolve_model
     from ..engine.population import PopulationSubject, build_template
-    from .settings import resolve_template
+    from .settings import resolve_template_and_model
 
-    template = resolve_template(args)
-    model = resolve_model(args.model, template.label)
+    template, model = resolve_template_and_model(args, _PROG)
     features = tuple(args.features) if args.features else model.channels
     device = model.resolve_device(args.device)
     status = EXIT_OK
@@ -296,22 +396,31 @@ def run_reports_only(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 1 failures or bad input, 2 usage)."""
+    """Entry point; returns the exit code (0 ok, 1 failures or bad input, 2 usage, 3 flagged,
+    128 + N stopped by signal N)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         absolute_paths(args)
     except argparse.ArgumentTypeError as exc:  # --derivatives NAME=PATH with an empty part
         parser.error(str(exc))
-    try:
-        validate_arguments(args)
-        if args.analysis_level == "group":
-            return run_group(args)
-        if args.reports_only:
-            return run_reports_only(args)
-        return run_participant(args)
-    except HANDLED as exc:
-        return error_exit(_PROG, exc)
+    with one_line_warnings(_PROG), stop_on_signals():
+        try:
+            validate_arguments(args)
+            validate_resources(args, _PROG)
+            if args.analysis_level == "group":
+                return run_group(args)
+            if args.reports_only:
+                return run_reports_only(args)
+            return run_participant(args)
+        except Interrupted as exc:
+            exc.acknowledge()
+            n = exc.stopped + stop_children()
+            return interrupted(_PROG, exc.name, exc.signum,
+                               f"stopped {n} worker process(es) and released the locks; finished hemispheres are "
+                               "kept, partial ones removed: run the same command again to do the rest")
+        except HANDLED as exc:
+            return error_exit(_PROG, exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

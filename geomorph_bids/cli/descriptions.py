@@ -11,10 +11,11 @@ from typing import Any
 
 from .. import __version__
 from ..derivatives import CITATION, DATASET_DESCRIPTION
+from ..errors import InputError
 from ..io.atomic import atomic_write_bytes
-from .parser import parse_derivatives
+from ..io.limits import read_json_bounded
 
-__all__ = ["write_dataset_description", "source_roots", "write_citation"]
+__all__ = ["write_dataset_description", "write_citation"]
 
 
 def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str, Path] | None) -> Path:
@@ -32,9 +33,10 @@ def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str,
     raw_desc = bids_dir / DATASET_DESCRIPTION
     if raw_desc.is_file():
         try:
-            doi = json.loads(raw_desc.read_text()).get("DatasetDOI")
-        except (json.JSONDecodeError, AttributeError):
-            doi = None
+            doc = read_json_bounded(raw_desc)
+        except InputError:
+            doc = None
+        doi = doc.get("DatasetDOI") if isinstance(doc, dict) else None
         if doi:
             sources[0]["DOI"] = str(doi)
     for name, path in (deriv or {}).items():
@@ -45,18 +47,6 @@ def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str,
             "DatasetLinks": links, "HowToAcknowledge": f"See {CITATION}"}
     # atomic, through a uniquely named temporary file: concurrent runs may write it at once
     return atomic_write_bytes(output_dir / DATASET_DESCRIPTION, (json.dumps(desc, indent=2) + "\n").encode())
-
-
-def source_roots(args) -> dict[str, Path]:
-    """Input datasets for SourceDatasets: --derivatives, else the folders of <bids_dir>/derivatives,
-    plus --fs-subjects-dir."""
-    roots = parse_derivatives(args.derivatives)
-    if roots is None:
-        base = args.bids_dir / "derivatives"
-        roots = {p.name: p for p in sorted(base.iterdir()) if p.is_dir()} if base.is_dir() else {}
-    if args.fs_subjects_dir is not None:
-        roots.setdefault("freesurfer", Path(args.fs_subjects_dir))
-    return roots
 
 
 def _method_text(model) -> str:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from ..crashfiles import read_crash_file
+from ..errors import describe_os_error
 
 __all__ = ["Failure", "crash_failures", "one_per_hemisphere"]
 
@@ -39,8 +41,22 @@ def crash_failures(crash_dir: Path, names: dict[str, tuple[str, str | None]]) ->
         if subject_wf is None:
             continue
         subject, session = names[subject_wf]
-        out.append(Failure(subject, session, crash.hemi or "L,R", f"{crash.error} (node {crash.node}; {path})"))
+        out.append(Failure(subject, session, crash.hemi or "L,R", f"{readable(crash.error)} (node {crash.node}; {path})"))
     return out
+
+
+_ERRNO_LINE = re.compile(r"^(?:\w+Error): \[Errno (\d+)\] ([^:]+?)(?:: '(.*?)')?(?:\s*->\s*'(.*?)')?$")
+
+
+def readable(error: str) -> str:
+    """A crash file's innermost error as the user should read it: ``OSError: [Errno 28] No space
+    left on device: '/w/x.json'`` -> ``no space left on device (disk full) writing /w/x.json``;
+    other errors unchanged."""
+    m = _ERRNO_LINE.match(error.strip())
+    if not m:
+        return error
+    exc = OSError(int(m.group(1)), m.group(2), m.group(3), None, m.group(4))
+    return describe_os_error(exc)
 
 
 def one_per_hemisphere(failures: Iterable[Failure]) -> list[Failure]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
+import math
 from pathlib import Path
+from typing import Callable
 
 from .. import __version__
 from ..io.discover import FEATURES
+from .machine import usable_cpus
 
 __all__ = ["build_parser", "parse_derivatives"]
 
@@ -48,6 +50,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _finite(low: float, high: float, unit: str = "") -> Callable[[str], float]:
+    """argparse type: a finite number in [low, high]."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a finite number from {low:g} to {high:g}{unit}, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``geomorph-bids`` argument parser."""
     p = argparse.ArgumentParser(
@@ -86,7 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--template", default="fsLR", metavar="fsLR|fsaverage|FOLDER",
                    help="target template: fsLR, fsaverage, or a custom template folder (tpl-<label>, "
                         "e.g. written by 'group --build-template'; a bare label is looked up in "
-                        "output_dir)")
+                        "output_dir). fsaverage's maps are taken at full resolution from, in order: "
+                        "--template-dir, $TEMPLATEFLOW_HOME/tpl-fsaverage, fsaverage in the FreeSurfer "
+                        "subjects folder (--fs-subjects-dir), $SUBJECTS_DIR and $FREESURFER_HOME/subjects; "
+                        "else the bundled low-resolution maps (docs/templates.md)")
+    g.add_argument("--template-dir", default=None, metavar="DIR|bundled",
+                   help="take the template's maps from this folder first: a FreeSurfer subject folder "
+                        "(e.g. $FREESURFER_HOME/subjects/fsaverage) or a TemplateFlow folder; 'bundled': "
+                        "the maps bundled with geomorph-bids only, whatever this machine has "
+                        "(default: look in the places --template lists)")
     g.add_argument("--output-density", default=None, metavar="DEN",
                    help="density of the resampled features: fsLR 32k (default), 59k (TemplateFlow only), "
                         "164k, ico6; fsaverage 10k, 41k (default), 164k (= ico5, ico6, ico7)")
@@ -100,15 +131,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "network (sulc-fsLR, sulc-fsaverage, multimodal-fsLR: its warp is then refined "
                         "per hemisphere; see docs/models.md) or a checkpoint from geomorph-train")
     g.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
+    g.add_argument("--fmriprep-compat", action="store_true",
+                   help="also write each registered sphere under the name sMRIPrep's io_spec.json queries "
+                        "(fsLR: space-fsLR_desc-msmsulc_sphere; fsaverage: space-fsaverage_desc-reg and "
+                        "space-fsLR_desc-reg), with sidecars, so that 'fmriprep ... --derivatives "
+                        "anat=OUTPUT_DIR' uses them instead of running MSMSulc")
+    g.add_argument("--cifti-output", action="store_true",
+                   help="also write one CIFTI-2 dscalar per subject/session with every resampled feature of both "
+                        "hemispheres, medial wall left out by the fsLR atlas ROI (template fsLR, density 32k "
+                        "or 59k)")
 
     g = p.add_argument_group("execution")
     g.add_argument("-w", "--work-dir", type=Path, default=Path("work"),
                    help="Nipype working directory; reruns with the same one resume (default: ./work)")
-    g.add_argument("--nprocs", "--nthreads", "--n_cpus", type=_positive_int, default=os.cpu_count() or 1,
-                   help="process slots for the whole run")
+    g.add_argument("--nprocs", "--nthreads", "--n_cpus", type=_positive_int, default=usable_cpus(),
+                   help="process slots for the whole run (at most the CPUs this process may use; more is "
+                        "lowered to that, with a warning)")
     g.add_argument("--omp-nthreads", type=_positive_int, default=None,
                    help="threads per registration (default: nprocs // 2, at least 1, at most 8)")
-    g.add_argument("--mem-gb", type=float, default=None, help="memory limit for Nipype's scheduler")
+    g.add_argument("--mem-gb", "--mem_gb", type=_finite(0.1, 1e6, " GB"), default=None,
+                   help="memory limit for Nipype's scheduler, in GB (at most the machine's memory; more is "
+                        "lowered to that, with a warning)")
     g.add_argument("--use-plugin", type=Path, metavar="FILE",
                    help="Nipype plugin settings (YAML: {plugin: MultiProc, plugin_args: {...}}); "
                         "default MultiProc with --nprocs")
@@ -129,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reports-only", action="store_true",
                    help="process nothing: rebuild the HTML reports (sub-X.html) from the participant "
                         "outputs already in output_dir")
+    g = p.add_argument_group("quality gates",
+                             "a hemisphere that fails one is written, listed as FLAGGED and marked in the group "
+                             "table, and the run exits with code 3 (docs/reliability.md); defaults: those "
+                             "recorded with the outputs (group level), else the values shown")
+    g.add_argument("--min-cc", type=_finite(-1.0, 1.0), default=None, metavar="CC",
+                   help="lowest correlation of a registration feature with the template after registration "
+                        "(default 0.5)")
+    g.add_argument("--max-distortion", type=_finite(0.0, 100.0), default=None, metavar="LOG2",
+                   help="highest 95th percentile of |log2 areal distortion| (default 1.0)")
+    g.add_argument("--max-folds", type=_count, default=None, metavar="N",
+                   help="most folded triangles in the registered sphere (default 0)")
+    g.add_argument("--identity-margin", type=_finite(-2.0, 2.0), default=None, metavar="CC",
+                   help="flag the hemisphere when its features fit the mirrored template better than the "
+                        "template by more than this (default 0.0: the other hemisphere, or lh/rh files swapped)")
     g = p.add_argument_group("group level")
     g.add_argument("--build-template", type=_positive_int, default=None, metavar="N",
                    help="build a population-average template from the participants' registered "

@@ -10,9 +10,14 @@ Locks (:class:`RunLocks`): advisory ``fcntl.flock`` locks on files in
 ``<output_dir>/.geomorph-locks/``: one per participant (``sub-<label>.lock``, held for the
 whole run by the run processing that participant) and ``run.lock`` (held shared by every
 running ``geomorph-bids``; the leftovers of killed runs are removed only by a run that can take
-it exclusively, i.e. when no other run is active). The kernel releases a flock when its process
-dies, so a killed run (SIGKILL included) never leaves a stale lock; lock files are never
-deleted (deleting a lock file while another process waits on it would let two runs in).
+it exclusively, i.e. when no other run is active). The kernel releases a flock when the last
+descriptor of it closes; the lock descriptors are closed in every process forked while they are
+held (Nipype's workers), so the lock dies with the run's main process (SIGKILL included) and
+never outlives it in a leftover worker. A lock whose recorded holder has ended is never
+honoured: if something still holds it, the participant fails at once with one line naming the
+processes that do (never a wait without end). Lock files are opened without following links
+and are never deleted (deleting a lock file while another process waits on it would let two
+runs in).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable
@@ -153,12 +159,28 @@ class RunLocks:
 
     def _open(self, name: str) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)
-        return os.open(self.path(name), os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: the holder writes its pid into the file
+            return os.open(self.path(name), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            why = "it is a link (lock files are never followed)" if exc.errno == errno.ELOOP else _why(exc)
+            raise InputError(f"cannot open the lock file: {why}", path=self.path(name)) from None
+
+    def _forget_in_child(self) -> None:
+        """In a process forked while locks are held: close its copies of the lock descriptors
+        (the parent keeps the locks; the child must not keep them alive after the parent dies)."""
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = {}
 
     def __enter__(self) -> "RunLocks":
         fd = self._open("run")
         fcntl.flock(fd, fcntl.LOCK_SH)  # an exclusive holder only cleans up briefly
         self._fds["run"] = fd
+        me = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (lambda locks: locks and locks._forget_in_child())(me()))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -176,8 +198,12 @@ class RunLocks:
         ``patience_s`` seconds."""
         deadline = time.monotonic() + patience_s
         while True:
-            try:
-                text = " ".join(self.path(name).read_text().split())
+            try:  # a small regular file written by the holder: at most 4 KiB, never through a link
+                fd = os.open(self.path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                try:
+                    text = " ".join(os.read(fd, 4096).decode("utf-8", "replace").split())
+                finally:
+                    os.close(fd)
             except OSError:
                 return ""
             if text or time.monotonic() >= deadline:
@@ -191,6 +217,10 @@ class RunLocks:
         os.ftruncate(fd, len(text))
         self._fds[name] = fd
 
+    def holds(self, name: str) -> bool:
+        """Whether this object holds ``name``'s lock."""
+        return name in self._fds
+
     def try_lock(self, name: str) -> bool:
         """Take ``name``'s lock if free; False when another process holds it."""
         fd = self._open(name)
@@ -202,11 +232,34 @@ class RunLocks:
         self._mark(name, fd)
         return True
 
-    def wait_lock(self, name: str) -> None:
-        """Take ``name``'s lock, waiting for its holder to finish (or die)."""
+    def stale(self, name: str) -> str:
+        """Why ``name``'s lock, held by someone, must not be honoured: its recorded holder is a
+        process of this machine that has ended; then the processes still holding the lock file
+        open (leftovers of that run) are named. ``""`` when the holder is alive (or elsewhere)."""
+        pid, host = _holder_pid(self.holder(name, patience_s=0.0))
+        if pid is None or host != socket.gethostname() or _pid_alive(pid):
+            return ""
+        holders = [p for p in _processes_with_open(self.path(name)) if p != os.getpid()]
+        who = (f"processes {', '.join(map(str, holders))} still hold it (left behind by that run: stop them, "
+               f"e.g. kill {' '.join(map(str, holders))})" if holders else "something still holds it")
+        return f"the run that took the lock (pid {pid}) has ended, but {who}"
+
+    def wait_lock(self, name: str, poll_s: float = 0.5) -> str:
+        """Take ``name``'s lock, waiting for its holder to finish (or die); returns ``""``, or
+        without the lock the reason it is stale (:meth:`stale`: a dead holder is never waited for)."""
         fd = self._open(name)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                why = self.stale(name)
+                if why:
+                    os.close(fd)
+                    return why
+                time.sleep(poll_s)
         self._mark(name, fd)
+        return ""
 
     def when_alone(self, action: Callable[[], None]) -> bool:
         """Run ``action`` only if no other run is active (``run.lock`` taken exclusively, then
@@ -226,6 +279,41 @@ class RunLocks:
         return True
 
 
+def _holder_pid(text: str) -> tuple[int | None, str]:
+    """(pid, host) from a lock file's ``pid N on HOST since ...``."""
+    parts = text.split()
+    if len(parts) >= 4 and parts[0] == "pid" and parts[1].isdigit() and parts[2] == "on":
+        return int(parts[1]), parts[3]
+    return None, ""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has ended
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rfind(")") + 2:][:1] != "Z"
+    except OSError:
+        return True
+
+
+def _processes_with_open(path: Path) -> list[int]:
+    """Processes of this machine with ``path`` open (Linux /proc; those this user may see)."""
+    target = os.path.realpath(path)
+    out = []
+    for proc in Path("/proc").glob("[0-9]*") if Path("/proc").is_dir() else ():
+        try:
+            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                out.append(int(proc.name))
+        except OSError:
+            continue
+    return sorted(out)
+
+
 def lock_participants(locks: RunLocks, jobs: list, wait: bool, prog: str = "geomorph-bids") -> tuple[list, list, list]:
     """Take each participant's lock: (jobs whose participant this run holds, failures
     (:class:`~geomorph_bids.cli.failures.Failure`) of the participants another run holds (skip
@@ -233,12 +321,20 @@ def lock_participants(locks: RunLocks, jobs: list, wait: bool, prog: str = "geom
     from .failures import Failure
 
     busy: dict[str, str] = {}
+    stale: dict[str, str] = {}
     for subject in sorted({j.subject for j in jobs}):
         if not locks.try_lock(f"sub-{subject}"):
-            busy[subject] = locks.holder(f"sub-{subject}")
-    mine = [j for j in jobs if j.subject not in busy]
+            why = locks.stale(f"sub-{subject}")
+            if why:
+                stale[subject] = why
+            else:
+                busy[subject] = locks.holder(f"sub-{subject}")
+    mine = [j for j in jobs if j.subject not in busy and j.subject not in stale]
     later = [j for j in jobs if j.subject in busy] if wait else []
-    skipped = [] if wait else [
+    skipped = [Failure(j.subject, j.session, ",".join(sorted(j.inputs.hemis)) or "L,R",
+                       f"not processed: its lock {locks.path('sub-' + j.subject)} is stale: {stale[j.subject]}")
+               for j in jobs if j.subject in stale]
+    skipped += [] if wait else [
         Failure(j.subject, j.session, ",".join(sorted(j.inputs.hemis)) or "L,R",
                 f"skipped: another geomorph-bids run is processing this participant "
                 f"({busy[j.subject] or 'holder unknown'}; lock {locks.path('sub-' + j.subject)}); "

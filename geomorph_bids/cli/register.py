@@ -47,7 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FreeSurfer ?h.sphere.reg of the same subject: rotation from vertex "
                         "correspondence instead of features (faster, as sMRIPrep does)")
     p.add_argument("--hemi", choices=("L", "R"), help="hemisphere")
-    p.add_argument("--template", default="fsLR", help="template name (default: fsLR)")
+    p.add_argument("--template", default="fsLR",
+                   help="template: fsLR (default), fsaverage, or a folder (FreeSurfer fsaverage, TemplateFlow "
+                        "tpl-fsaverage, custom tpl-<label>). fsaverage's maps come at full resolution from "
+                        "--template-dir, $TEMPLATEFLOW_HOME, $SUBJECTS_DIR/fsaverage or "
+                        "$FREESURFER_HOME/subjects/fsaverage when one has them, else the bundled low-resolution "
+                        "maps (docs/templates.md)")
+    p.add_argument("--template-dir", default=None, metavar="DIR|bundled",
+                   help="take the template's maps from this folder first (a FreeSurfer subject folder or a "
+                        "TemplateFlow folder); 'bundled': the bundled maps only")
     p.add_argument("--model", default=None, metavar="NAME|PATH|rigid",
                    help="GeoMorph network that starts the non-rigid stage: a bundled model "
                         f"({', '.join(bundled_models()) or 'none installed'}) or a checkpoint from geomorph-train "
@@ -87,11 +95,14 @@ def _parse_features(specs: list[str]) -> dict[str, Path]:
 def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_name: str,
                    out: Path, metrics_out: Path, features_out: Path | None = None,
                    sphere_reg: Path | None = None, sulc_sign: str = "freesurfer",
-                   model: Path | str | None = None, device: str = "auto", optimise: bool = True) -> dict:
+                   model: Path | str | None = None, device: str = "auto", optimise: bool = True,
+                   template_dir: str | Path | None = None) -> dict:
     """Register one hemisphere from files and write the outputs; returns the metrics.
 
-    ``model``: a checkpoint path or bundled model name, ``"rigid"`` (rigid stage only) or None (the
-    template's default registration: the warp optimised for the pair; see
+    ``template_name``: a template name or folder, its maps looked up as
+    :func:`~geomorph_bids.engine.register.register` does (``template_dir`` first; warnings on
+    stderr). ``model``: a checkpoint path or bundled model name, ``"rigid"`` (rigid stage only)
+    or None (the template's default registration: the warp optimised for the pair; see
     :func:`~geomorph_bids.engine.model_choice.resolve_model`). ``optimise=False`` skips the
     optimisation (a network's warp as it is). Every input is read and the registration computed
     before anything is written, so bad input leaves no partial output.
@@ -100,19 +111,27 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     from ..engine.register import register
     from ..io import write_metric, write_surface
     from ..io.hemisphere import read_hemisphere
+    from ..io.template_ref import resolve_template_ref
+    from ..io.template_sources import TemplateSearch
 
-    choice = resolve_model(model, template_name)
+    template = resolve_template_ref(template_name, (), TemplateSearch.from_environment(template_dir))
+    choice = resolve_model(model, template.label)
+    tpl_hemi = choice.template_hemi(hemi)
     native = read_hemisphere(sphere, features, signs={"sulc": -1.0} if sulc_sign == "hcp" else None,
                              sphere_reg=sphere_reg)
     moving, maps = native.sphere, native.features
     reg = native.sphere_reg.vertices if native.sphere_reg is not None else None
     if choice.kind != "network":  # without a network: the features given that the template has
-        maps = {n: v for n, v in maps.items() if n in _template_features(template_name)}
+        maps = {n: v for n, v in maps.items() if n in template.features(tpl_hemi)}
+    for line in template.warnings(choice.channels if choice.kind == "network" else tuple(maps), (tpl_hemi,)):
+        print(f"{_PROG}: warning: {line}", file=sys.stderr)
+    for line in template.info:
+        print(f"{_PROG}: note: {line}", file=sys.stderr)
     arguments = {**choice.register_arguments(), **({} if optimise else {"optimise": False})}
-    result = register((moving.vertices, moving.faces), maps, template=template_name, hemi=hemi,
+    result = register((moving.vertices, moving.faces), maps, template=template, hemi=hemi,
                       device=choice.resolve_device(device), reg_sphere=reg, **arguments)
 
-    metrics = {"hemi": hemi, "template": template_name,
+    metrics = {"hemi": hemi, "template": template.label,
                "software": f"geomorph-bids {__version__}", **result.metrics,
                "rotation": np.round(result.rotation, 8).tolist(), "input_sphere": str(sphere)}
     written: list[Path] = []
@@ -123,7 +142,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
             features_out.mkdir(parents=True, exist_ok=True)
             for name, values in maps.items():
                 values = result.resample(values, target="ico6")
-                target = features_out / f"hemi-{hemi}_space-{template_name}_den-ico6_{name}.shape.gii"
+                target = features_out / f"hemi-{hemi}_space-{template.label}_den-ico6_{name}.shape.gii"
                 written.append(write_metric(target, values, hemi=hemi, names=[name]))
         _write_json(metrics_out, metrics)
     except BaseException:
@@ -133,21 +152,12 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     return metrics
 
 
-def _template_features(name: str) -> list[str]:
-    from ..io.templates import available_templates
-
-    available = available_templates()
-    if name not in available:
-        raise ValueError(f"unknown template {name!r}; bundled templates: {', '.join(available)}")
-    return available[name]
-
-
 def _write_json(path: Path, payload: dict) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _run_example(out_dir: Path, template: str, model: str | None = None, device: str = "auto",
-                 optimise: bool = True) -> list[dict]:
+                 optimise: bool = True, template_dir: str | None = None) -> list[dict]:
     from ..resources import example_dir
 
     surf = example_dir() / "sub-01" / "surf"
@@ -159,7 +169,7 @@ def _run_example(out_dir: Path, template: str, model: str | None = None, device:
             rows.append(register_files(
                 surf / f"{prefix}.sphere", {"sulc": surf / f"{prefix}.sulc"}, hemi, template,
                 out=Path(f"{stem}_sphere.surf.gii"), metrics_out=Path(f"{stem}_metrics.json"),
-                features_out=out_dir, model=model, device=device, optimise=optimise))
+                features_out=out_dir, model=model, device=device, optimise=optimise, template_dir=template_dir))
         except InputError as exc:
             raise exc.with_context(subject="01", hemi=hemi) from None
     return rows
@@ -171,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.example:
-            rows = _run_example(args.out_dir, args.template, args.model, args.device, not args.no_optimise)
+            rows = _run_example(args.out_dir, args.template, args.model, args.device, not args.no_optimise,
+                                args.template_dir)
             print(f"{'hemi':<5}{'method':>18}{'rotation (deg)':>16}{'CC sulc before':>16}"
                   f"{'CC rigid':>10}{'CC after':>10}{'folded':>8}{'seconds':>9}")
             for r in rows:
@@ -189,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.name.removesuffix(".gii").removesuffix(".surf").removesuffix("_sphere") + "_metrics.json")
         m = register_files(args.sphere, features, args.hemi, args.template, args.out, metrics_out,
                            args.features_out, args.sphere_reg, args.sulc_sign, args.model, args.device,
-                           not args.no_optimise)
+                           not args.no_optimise, args.template_dir)
         print(json.dumps({k: v for k, v in m.items() if k != "rotation"}, indent=2))
         return EXIT_OK
     except HANDLED as exc:

@@ -12,20 +12,23 @@ from .failures import Failure
 __all__ = ["print_summary", "build_reports", "print_reports"]
 
 
-def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Path, prog: str) -> None:
+def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Path, prog: str,
+                  flagged: Sequence[Failure] = ()) -> None:
     """The table of CC before/after, folds and seconds per hemisphere (``rows``: (job, hemi,
-    registration metrics, reused)), then every failure on its own line (stderr). A hemisphere
-    whose results were reused from an earlier run says so: its seconds are that run's."""
+    registration metrics, reused, flagged)), then every failure and every hemisphere flagged by
+    the quality gates on its own line (stderr: ``FAILED sub-X hemi-L: ...``, ``FLAGGED ...``).
+    A hemisphere whose results were reused from an earlier run says so: its seconds are that run's."""
     if rows:
         print(f"{'subject':<12}{'session':<10}{'hemi':<5}{'CC before':>10}{'CC after':>10}{'folded':>8}"
-              f"{'seconds':>9}")
-        for job, hemi, m, reused in rows:
+              f"{'seconds':>9}{'quality':>9}")
+        for job, hemi, m, reused, bad in rows:
             cc_b = m.get("cc_sulc_before")
             cc_a = m.get("cc_sulc_after")
             fmt = lambda v: f"{v:>10.3f}" if isinstance(v, (int, float)) else f"{'n/a':>10}"  # noqa: E731
             print(f"{'sub-' + job.subject:<12}{(job.session or '-'):<10}{hemi:<5}{fmt(cc_b)}{fmt(cc_a)}"
-                  f"{m.get('n_folded', 0):>8}{m.get('seconds_total', 0.0):>9.2f}" + ("  reused" if reused else ""))
-        n_reused = sum(1 for *_, reused in rows if reused)
+                  f"{m.get('n_folded', 0):>8}{m.get('seconds_total', 0.0):>9.2f}{'FLAGGED' if bad else 'ok':>9}"
+                  + ("  reused" if reused else ""))
+        n_reused = sum(1 for row in rows if row[3])
         if n_reused:
             print(f"reused: {n_reused} hemisphere(s) unchanged since an earlier run with the same inputs and "
                   "settings (outputs and work folder); their seconds are that run's")
@@ -34,6 +37,12 @@ def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Pa
         print(f"{prog}: {len(failures)} failure(s); outputs of the others are kept:", file=sys.stderr)
         for f in failures:
             print(f"  FAILED {f.line()}", file=sys.stderr)
+    if flagged:
+        print(f"{prog}: {len(flagged)} hemisphere(s) written but flagged by the quality gates "
+              "(docs/reliability.md; thresholds: --min-cc, --max-distortion, --max-folds, --identity-margin):",
+              file=sys.stderr)
+        for f in flagged:
+            print(f"  FLAGGED {f.line()}", file=sys.stderr)
 
 
 def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[str] | None = None,

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InputError
+from ..io.limits import read_json_bounded
 from .failures import Failure
-from .parser import parse_derivatives
+from .paths import InputFolders
 
 __all__ = ["read_filter", "collect_jobs"]
 
@@ -24,9 +26,9 @@ def read_filter(path: Path | None) -> dict[str, list[str]]:
     if path is None:
         return {}
     try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the BIDS filter file ({exc})", path=path) from None
+        doc = read_json_bounded(path, what="BIDS filter file")
+    except InputError as exc:
+        raise InputError(f"cannot read the BIDS filter file: {exc.reason}", path=path) from None
     if not isinstance(doc, dict):
         raise InputError("the BIDS filter file must hold a JSON object", path=path)
     merged: dict[str, Any] = {}
@@ -41,38 +43,89 @@ def read_filter(path: Path | None) -> dict[str, list[str]]:
             raise InputError(f"unsupported entity {key!r} in the BIDS filter file (supported: subject, session)",
                              path=path)
         values = value if isinstance(value, list) else [value]
-        out[key] = [normalise_label(v, "sub" if key == "subject" else "ses") for v in values]
+        bad = [v for v in values if not isinstance(v, (str, int)) or isinstance(v, bool)]
+        if bad or not values:
+            raise InputError(f"{key!r} in the BIDS filter file must be a label or a list of labels, "
+                             f"got {json.dumps(value)}", path=path)
+        try:
+            out[key] = [normalise_label(str(v), "sub" if key == "subject" else "ses") for v in values]
+        except InputError as exc:
+            raise InputError(f"{key!r} in the BIDS filter file: {exc.reason}", path=path) from None
     return out
 
 
-def _sessions_of(subject: str, bids_dir: Path, deriv: dict[str, Path] | None, fs_dir: Path | None) -> list[str]:
-    """Session labels with data for a subject (raw BIDS, derivatives, FreeSurfer sub-X_ses-Y)."""
-    roots = [bids_dir] + (list(deriv.values()) if deriv is not None else
-                          [p for p in sorted((bids_dir / "derivatives").glob("*")) if p.is_dir()])
+def _sessions_of(subject: str, inputs: InputFolders) -> list[str]:
+    """Session labels with data for a subject (raw BIDS, derivatives, FreeSurfer sub-X_ses-Y),
+    BIDS-valid labels only."""
+    from ..io.discover import valid_label
+
     found = set()
-    for root in roots:
-        found |= {p.name[4:] for p in (root / f"sub-{subject}").glob("ses-*") if p.is_dir()}
-    for fs in [fs_dir or bids_dir / "derivatives" / "freesurfer"]:
-        found |= {p.name.split("_ses-", 1)[1] for p in Path(fs).glob(f"sub-{subject}_ses-*") if p.is_dir()}
-    return sorted(s for s in found if s.isalnum())
+    for root in inputs.roots():
+        try:
+            found |= {p.name[4:] for p in (root / f"sub-{subject}").glob("ses-*") if p.is_dir()}
+            found |= {p.name.split("_ses-", 1)[1] for p in root.glob(f"sub-{subject}_ses-*") if p.is_dir()}
+        except OSError:
+            continue
+    return sorted(s for s in found if valid_label(s))
 
 
-def _not_found(known: Sequence[str]) -> str:
+def _not_found(known: Sequence[str], what: str = "") -> str:
     """``not found; available: 01, 02`` (the first few of a long list)."""
     listed = ", ".join(known[:_LISTED]) + (f", ... ({len(known)} in all)" if len(known) > _LISTED else "")
-    return f"not found; available: {listed or 'none'}"
+    return f"{what}not found; available: {listed or 'none'}"
 
 
-def collect_jobs(args, features: Sequence[str]) -> tuple[list, list[Failure]]:
+def _checked(h, features: Sequence[str], forbidden: Sequence[Path]):
+    """``h`` with the content hash of the files its workflow reads (``digest``), after checking
+    each is a readable regular file of a plausible size outside the output and work folders;
+    else the one-line reason (str) the hemisphere is left out."""
+    from ..io.digest import input_digest
+    from ..io.limits import SURFACE_MAX_BYTES, check_size, map_max_bytes
+    from .paths import inside, real
+
+    if h.sphere_reg is not None:  # optional: one that cannot be used is left out, as if absent
+        try:
+            check_size(h.sphere_reg, SURFACE_MAX_BYTES, "surface")
+        except InputError:
+            h = replace(h, sphere_reg=None)
+    files = [(h.sphere, SURFACE_MAX_BYTES, "surface"), (h.sphere_reg, SURFACE_MAX_BYTES, "surface"),
+             *((h.features[f], map_max_bytes(), "per-vertex map") for f in features),
+             (h.midthickness, SURFACE_MAX_BYTES, "surface"), (h.cortex_mask, map_max_bytes(), "per-vertex map")]
+    try:
+        for path, limit, what in files:
+            if path is None:
+                continue
+            check_size(path, limit, what)
+            where = real(path)
+            for folder in forbidden:
+                if inside(where, real(folder)):
+                    raise InputError(f"resolves to {where}, inside {folder}: geomorph-bids never reads its own "
+                                     "outputs or work files as inputs", path=path)
+        return replace(h, digest=input_digest(p for p, _, _ in files))
+    except InputError as exc:
+        return exc.reason if exc.path is None else f"{exc.path}: {exc.reason}"
+
+
+def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = None,
+                 forbidden: Sequence[Path] = ()) -> tuple[list, list[Failure]]:
     """Discover every requested subject/session: (jobs to run, failures found up front).
-    A requested participant that exists nowhere is reported as ``not found; available: ...``."""
+
+    ``inputs``: the folders searched (:func:`~geomorph_bids.cli.paths.resolve_input_folders`;
+    default: decided here from ``args``). Every file a hemisphere's workflow will read is checked
+    (a regular file, not a broken link, within the size bounds, not inside a ``forbidden``
+    folder: the output and work folders) and hashed for the cache key (``HemiInputs.digest``); a
+    hemisphere that fails is reported on its own line and the others go on. A requested
+    participant that exists nowhere is reported as ``not found; available: ...``; so is a
+    requested session that exists nowhere for the subject."""
     from ..io.discover import DiscoveryError, discover, find_subjects, normalise_label
     from ..workflows import SubjectJob
+    from .paths import resolve_input_folders
 
-    bids_dir = args.bids_dir
-    deriv = parse_derivatives(args.derivatives)
+    if inputs is None:
+        inputs = resolve_input_folders(args, Path(args.output_dir))
+    bids_dir, deriv, fs_dir = inputs.bids_dir, inputs.derivatives, inputs.fs_subjects_dir
     filt = read_filter(args.bids_filter_file)
-    known = find_subjects(bids_dir, args.fs_subjects_dir, deriv)
+    known = find_subjects(bids_dir, fs_dir, deriv)
     if args.participant_label:
         subjects = sorted(dict.fromkeys(normalise_label(s, "sub") for s in args.participant_label))
     else:
@@ -86,33 +139,51 @@ def collect_jobs(args, features: Sequence[str]) -> tuple[list, list[Failure]]:
                 else filt.get("session"))
     hemis = tuple(args.hemi)
 
-    def reason(subject: str, exc: DiscoveryError) -> str:
-        return exc.reason if subject in known else f"{_not_found(known)}; {exc.reason}"
+    def reason(subject: str, exc: InputError) -> str:
+        why = exc.reason if exc.path is None else f"{exc.path}: {exc.reason}"
+        return why if subject in known else f"{_not_found(known)}; {why}"
 
     jobs, failures = [], []
 
     def add(subject: str, session: str | None) -> None:
         """Discover one subject/session (DiscoveryError when nothing is found)."""
-        found = discover(subject, bids_dir, session=session, fs_subjects_dir=args.fs_subjects_dir,
+        found = discover(subject, bids_dir, session=session, fs_subjects_dir=fs_dir,
                          derivatives=deriv, hemis=hemis, features=features)
-        jobs.append(SubjectJob(subject, session, found))
-        failures.extend(Failure(subject, session, h, why) for h, why in found.missing.items())
+        hemi_inputs, missing = {}, dict(found.missing)
+        for h, inp in found.hemis.items():
+            checked = _checked(inp, features, forbidden)
+            if isinstance(checked, str):
+                missing[h] = checked
+            else:
+                hemi_inputs[h] = checked
+        jobs.append(SubjectJob(subject, session, replace(found, hemis=hemi_inputs, missing=missing)))
+        failures.extend(Failure(subject, session, h, why) for h, why in sorted(missing.items()))
 
     for subject in subjects:
-        wanted: list[str | None] = list(sessions) if sessions else [None]
-        if sessions is None:
-            try:
-                add(subject, None)
-                continue
-            except DiscoveryError as exc:
-                per_session = _sessions_of(subject, bids_dir, deriv, args.fs_subjects_dir)
-                if not per_session:
-                    failures.append(Failure(subject, None, ",".join(hemis), reason(subject, exc)))
+        try:
+            wanted: list[str | None] = list(sessions) if sessions else [None]
+            if sessions is None:
+                try:
+                    add(subject, None)
                     continue
-                wanted = per_session
-        for ses in wanted:
-            try:
-                add(subject, ses)
-            except DiscoveryError as exc:
-                failures.append(Failure(subject, ses, ",".join(hemis), reason(subject, exc)))
+                except DiscoveryError as exc:
+                    per_session = _sessions_of(subject, inputs)
+                    if not per_session:
+                        failures.append(Failure(subject, None, ",".join(hemis), reason(subject, exc)))
+                        continue
+                    wanted = per_session
+            elif subject in known:
+                have = _sessions_of(subject, inputs)
+                for ses in [s for s in wanted if s not in have]:
+                    failures.append(Failure(subject, ses, ",".join(hemis),
+                                            _not_found(have, f"session ses-{ses} ") + f" (sessions of sub-{subject})"))
+                wanted = [s for s in wanted if s in have]
+            for ses in wanted:
+                try:
+                    add(subject, ses)
+                except DiscoveryError as exc:
+                    failures.append(Failure(subject, ses, ",".join(hemis), reason(subject, exc)))
+        except (InputError, OSError) as exc:  # one subject's unreadable folder never stops the others
+            why = exc.reason if isinstance(exc, InputError) else " ".join(str(exc).split())
+            failures.append(Failure(subject, None, ",".join(hemis), why))
     return jobs, failures

@@ -11,27 +11,74 @@ Also here: the argument checks and path normalisation every level needs first.
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..engine.model_choice import ModelChoice, resolve_model
 from ..errors import InputError
 from ..io.template_ref import TemplateRef, resolve_template_ref, template_search_path
+from ..io.template_sources import TemplateSearch
+from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..workflows.config import RunConfig
+from .machine import total_memory_gb, usable_cpus
 from .parser import parse_derivatives
 
-__all__ = ["resolve_template", "resolve_features", "resolve_settings", "validate_arguments", "absolute_paths"]
+#: command-line option -> QualityThresholds field
+QUALITY_OPTIONS = {"min_cc": "min_cc_after", "max_distortion": "max_areal_p95", "max_folds": "max_folds",
+                   "identity_margin": "identity_margin"}
+#: memory per hemisphere pair in one batch-mode optimisation batch (GB; engine.register.register_many)
+_BATCH_PAIR_GB = 0.06
+
+__all__ = ["resolve_template", "template_search", "resolve_template_and_model", "resolve_features", "resolve_quality",
+           "resolve_settings", "resolve_fmriprep_outputs", "validate_arguments", "validate_resources",
+           "absolute_paths"]
 
 #: the features resampled and written when --features is not given
 DEFAULT_FEATURES = ("sulc",)
 
 
+def template_search(args) -> TemplateSearch:
+    """Where the maps of ``--template`` are looked for: ``--template-dir``, ``$TEMPLATEFLOW_HOME``,
+    ``fsaverage`` in the FreeSurfer folders the inputs come from (``--fs-subjects-dir``, else
+    ``<bids_dir>/derivatives/freesurfer``...), ``$SUBJECTS_DIR`` and ``$FREESURFER_HOME/subjects``,
+    then the bundled maps (:mod:`geomorph_bids.io.template_sources`)."""
+    from ..io.discover import freesurfer_roots
+
+    roots = freesurfer_roots(args.bids_dir, args.fs_subjects_dir, parse_derivatives(args.derivatives))
+    return TemplateSearch.from_environment(getattr(args, "template_dir", None), roots)
+
+
 def resolve_template(args) -> TemplateRef:
-    """``--template``: a bundled template, a custom template folder, or a ``tpl-<label>`` in the
-    output folder (:func:`~geomorph_bids.io.template_ref.template_search_path`)."""
+    """``--template``: a standard template (its maps from :func:`template_search`), a folder of
+    its maps, a custom template folder, or a ``tpl-<label>`` in the output folder
+    (:func:`~geomorph_bids.io.template_ref.template_search_path`)."""
     try:
-        return resolve_template_ref(args.template, template_search_path(args.output_dir))
+        return resolve_template_ref(args.template, template_search_path(args.output_dir), template_search(args))
     except InputError as exc:
         raise InputError(f"--template: {exc.reason}", path=exc.path) from None
+
+
+def resolve_template_and_model(args, prog: str = "geomorph-bids") -> tuple[TemplateRef, ModelChoice]:
+    """The template and the model, decided together: the default optimiser uses the maps the
+    template's preferred source offers for every ``--hemi`` (sulc + curv for fsaverage, sulc
+    alone from a FreeSurfer fsaverage without ``curv``); a network's channels are its own.
+    Prints one warning line per hemisphere whose preferred source is passed over (it lacks a
+    map the registration needs) and per place that holds no usable maps, and reads the maps
+    once: a bad one is an :class:`InputError` here, before anything runs."""
+    template = resolve_template(args)
+    model = resolve_model(args.model, template.label, template.shared_features(args.hemi))
+    hemis = sorted({model.template_hemi(h) for h in args.hemi})
+    for line in template.warnings(model.channels, hemis):
+        print(f"{prog}: warning: {line}", file=sys.stderr)
+    for line in template.info:
+        print(f"{prog}: note: {line}", file=sys.stderr)
+    for hemi in hemis:
+        try:
+            template.load(hemi, model.channels)
+        except InputError as exc:
+            raise InputError(f"--template {template.label}: {exc.reason}", path=exc.path) from None
+    return template, model
 
 
 def resolve_features(args, model: ModelChoice) -> tuple[str, ...]:
@@ -39,18 +86,27 @@ def resolve_features(args, model: ModelChoice) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*model.channels, *(args.features or DEFAULT_FEATURES)]))
 
 
+def resolve_quality(args, recorded: QualityThresholds | None = None) -> QualityThresholds:
+    """The thresholds of the quality gates: each gate option given on the command line, else the
+    ``recorded`` value (the group level: what the participant level used), else the default."""
+    base = recorded or DEFAULT_THRESHOLDS
+    given = {field: getattr(args, option) for option, field in QUALITY_OPTIONS.items()
+             if getattr(args, option, None) is not None}
+    return replace(base, **given)
+
+
 def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
     """Every setting of a participant run, decided here once (in this order, so that the first
     bad argument is the one reported): template, model and its channels, features, output
-    density and its spheres, device, threads."""
+    density and its spheres, the fMRIPrep/CIFTI outputs, device, threads."""
     from ..io.templates import load_density_sphere, normalise_density
 
-    template = resolve_template(args)
-    model = resolve_model(args.model, template.label)
+    template, model = resolve_template_and_model(args)
     features = resolve_features(args, model)
     density = normalise_density(template.base, args.output_density)
     tf_home = os.environ.get("TEMPLATEFLOW_HOME", "")
     sources = {h: load_density_sphere(template.base, h, density, tf_home or None)[2] for h in args.hemi}
+    compat, cifti = resolve_fmriprep_outputs(args, template, density)
     device = model.resolve_device(args.device)
     batch = int(getattr(args, "batch_size", None) or 0)
     # batch mode: --nprocs single-threaded workers; the workflow: threads per registration node
@@ -58,7 +114,31 @@ def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
     return RunConfig(bids_dir=args.bids_dir.absolute(), output_dir=output_dir, work_dir=work_dir,
                      template=template, density=density, features=features, model=model, device=device,
                      omp_nthreads=omp, nprocs=args.nprocs, templateflow_home=tf_home, density_sources=sources,
+                     fmriprep_compat=compat, cifti=cifti, quality=resolve_quality(args),
                      batch_size=batch, reports=getattr(args, "reports", None) or "parallel")
+
+
+def resolve_fmriprep_outputs(args, template: TemplateRef, density: str) -> tuple[bool, bool]:
+    """``--fmriprep-compat`` and ``--cifti-output``, checked against the template and density:
+    sMRIPrep names spheres in fsLR and fsaverage space only; the CIFTI file needs an fsLR mesh
+    with an atlas ROI (32k, 59k) and both hemispheres."""
+    from ..io.fmriprep_compat import fmriprep_spheres
+    from ..io.templates import ATLAS_ROI_DENSITIES
+
+    compat, cifti = bool(getattr(args, "fmriprep_compat", False)), bool(getattr(args, "cifti_output", False))
+    if compat:
+        fmriprep_spheres(template.label)  # InputError for another template
+    if cifti and getattr(args, "batch_size", None):
+        raise InputError("--cifti-output is not available in batch mode (--batch-size) yet: run without "
+                         "--batch-size, or drop --cifti-output")
+    if cifti:
+        if template.base != "fsLR" or density not in ATLAS_ROI_DENSITIES:
+            raise InputError(f"--cifti-output needs an fsLR template at density {' or '.join(ATLAS_ROI_DENSITIES)} "
+                             f"(the HCP atlas ROI leaves out the medial wall); got --template {template.label} "
+                             f"at {density}")
+        if set(args.hemi) != {"L", "R"}:
+            raise InputError("--cifti-output needs both hemispheres (--hemi L R)")
+    return compat, cifti
 
 
 def validate_arguments(args) -> None:
@@ -69,8 +149,43 @@ def validate_arguments(args) -> None:
     if not args.skip_bids_validation and not (args.bids_dir / "dataset_description.json").is_file():
         raise InputError("is not a BIDS dataset: no dataset_description.json (or pass --skip-bids-validation)",
                          path=args.bids_dir)
-    if args.output_dir.absolute() == args.bids_dir.absolute():
-        raise InputError("output_dir must differ from bids_dir", path=args.output_dir)
+    if os.path.realpath(args.output_dir.absolute()) == os.path.realpath(args.bids_dir.absolute()):
+        raise InputError(f"the output directory is the BIDS dataset {args.bids_dir} itself (links resolved); write "
+                         f"the derivatives to {args.bids_dir / 'derivatives' / 'geomorph'} or a folder outside the "
+                         "dataset", path=args.output_dir)
+
+
+def validate_resources(args, prog: str = "geomorph-bids") -> list[str]:
+    """Bring the resource arguments within what this process may use (:mod:`.machine`):
+    ``--nprocs`` and ``--omp-nthreads`` at most the usable CPUs, ``--mem-gb`` at most the
+    memory, ``--batch-size`` at most what the memory holds. Returns the warnings printed (one
+    line each, on stderr). A run asking for 100,000 processes otherwise forks until the kernel's
+    out-of-memory killer ends it."""
+    import sys
+
+    notes = []
+    cpus = usable_cpus()
+    if args.nprocs > cpus:
+        notes.append(f"--nprocs {args.nprocs} is more than the {cpus} CPU(s) this process may use; using {cpus}")
+        args.nprocs = cpus
+    omp = getattr(args, "omp_nthreads", None)
+    if omp is not None and omp > args.nprocs:
+        notes.append(f"--omp-nthreads {omp} is more than --nprocs {args.nprocs}; using {args.nprocs}")
+        args.omp_nthreads = args.nprocs
+    memory = total_memory_gb()
+    mem_gb = getattr(args, "mem_gb", None)
+    if mem_gb is not None and mem_gb > memory:
+        notes.append(f"--mem-gb {mem_gb:g} is more than the {memory:.1f} GB of this machine; using {memory:.1f}")
+        args.mem_gb = memory
+    batch = getattr(args, "batch_size", None)
+    most = max(1, int(0.5 * min(memory, mem_gb or memory) / _BATCH_PAIR_GB))
+    if batch is not None and batch > most:
+        notes.append(f"--batch-size {batch} needs about {batch * _BATCH_PAIR_GB:.0f} GB; using {most} "
+                     f"(half of the {min(memory, mem_gb or memory):.1f} GB available)")
+        args.batch_size = most
+    for note in notes:
+        print(f"{prog}: warning: {note}", file=sys.stderr)
+    return notes
 
 
 def absolute_paths(args) -> None:

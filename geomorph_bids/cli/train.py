@@ -60,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
     p.add_argument("--out", type=Path, required=True, help="output folder (model.pt, train_log.csv, model_card.md)")
     g = p.add_argument_group("data")
-    g.add_argument("--template", default="fsLR", help="bundled template: fsLR (default) or fsaverage")
+    g.add_argument("--template", default="fsLR",
+                   help="template: fsLR (default) or fsaverage; fsaverage's maps at full resolution from "
+                        "--template-dir, $TEMPLATEFLOW_HOME, $SUBJECTS_DIR/fsaverage or "
+                        "$FREESURFER_HOME/subjects/fsaverage when one has them, else the bundled ones")
+    g.add_argument("--template-dir", default=None, metavar="DIR|bundled",
+                   help="take the template's maps from this folder first (FreeSurfer subject folder or "
+                        "TemplateFlow folder); 'bundled': the bundled maps only")
     g.add_argument("--hemi", choices=("L", "R"), default="L", help="hemisphere of the model (default L)")
     g.add_argument("--mirror-right", action="store_true",
                    help="train a left-hemisphere model on both hemispheres: right ones are mirrored "
@@ -173,10 +179,10 @@ def _synthetic(n: int, stream: str, args: argparse.Namespace):
     n_right = n // 2 if args.mirror_right else 0
     sets = []
     if n - n_right > 0:
-        sets.append(synthetic_pairs(n - n_right, args.template, args.hemi, features, args.seed,
+        sets.append(synthetic_pairs(n - n_right, args.template_ref, args.hemi, features, args.seed,
                                     level=args.data_level, stream=stream))
     if n_right > 0:
-        sets.append(synthetic_pairs(n_right, args.template, "L", features, args.seed,
+        sets.append(synthetic_pairs(n_right, args.template_ref, "L", features, args.seed,
                                     level=args.data_level, stream=stream, mirror=True))
     out = sets[0]
     for s in sets[1:]:
@@ -192,6 +198,9 @@ def _combine(a, b):
 
 def _generated(args: argparse.Namespace, log):
     """(training GeneratedPairs, validation PairSet) from the --sources bank."""
+    from dataclasses import replace
+
+    import numpy as np
     import torch
 
     from ..engine.pairgen import GeneratedPairs, PairGenerator, SourceBank
@@ -199,7 +208,14 @@ def _generated(args: argparse.Namespace, log):
 
     if not args.mirror_right:
         raise ValueError("--sources banks hold left and mirrored right hemispheres: add --mirror-right")
-    bank = SourceBank.from_npz(str(args.sources), args.template, tuple(args.features)).at_level(args.data_level)
+    bank = SourceBank.from_npz(str(args.sources), args.template, tuple(args.features))
+    source = args.template_ref.source("L", args.features)
+    if not source.is_bundled:  # the fixed image is the template: take the full-resolution maps found
+        tpl = args.template_ref.load("L", args.features)
+        fixed = np.stack([tpl.features[c] for c in args.features], axis=1)[: bank.fixed.shape[0]]
+        bank = replace(bank, fixed=torch.as_tensor(fixed, dtype=torch.float32))
+        log(f"fixed image: {args.template} maps from {source.describe()} instead of the bank's")
+    bank = bank.at_level(args.data_level)
     unknown = [n for n in (*args.holdout, *(args.source_names or ())) if n not in bank.names]
     if unknown:
         raise ValueError(f"unknown sources {unknown}; {args.sources} has for {args.template} with "
@@ -246,13 +262,32 @@ def _prepare_data(args: argparse.Namespace, log):
         val_set = _synthetic(n_val, "validation", args) if n_val else None
     if args.subjects_dir is not None:
         log(f"reading and pre-aligning subjects from {args.subjects_dir}")
-        subj = subject_pairs(args.subjects_dir, args.template, args.hemi, tuple(args.features),
+        subj = subject_pairs(args.subjects_dir, args.template_ref, args.hemi, tuple(args.features),
                              level=args.data_level, mirror_right=args.mirror_right)
         s_train, s_val = split_by_subject(subj, args.val_fraction, args.seed)
         log(f"{len(s_train)} training + {0 if s_val is None else len(s_val)} validation hemispheres "
             f"from {len(set(subj.groups))} subjects")
         train_set, val_set = _combine(train_set, s_train), _combine(val_set, s_val)
     return train_set, val_set
+
+
+def _resolve_template(args: argparse.Namespace, log):
+    """``--template`` and ``--template-dir``, decided once: where the template's maps come from
+    (:mod:`geomorph_bids.io.template_sources`); fallback warnings on stderr."""
+    from ..io.template_ref import resolve_template_ref
+    from ..io.template_sources import TemplateSearch
+
+    ref = resolve_template_ref(args.template, (), TemplateSearch.from_environment(args.template_dir))
+    if ref.is_custom:
+        raise ValueError(f"--template {args.template}: train for a standard template (fsLR or fsaverage)")
+    args.template = ref.label
+    hemis = ("L",) if args.mirror_right else (args.hemi,)
+    for line in ref.warnings(args.features, hemis):
+        print(f"geomorph-train: warning: {line}", file=sys.stderr)
+    for line in ref.info:
+        print(f"geomorph-train: note: {line}", file=sys.stderr)
+    log(f"template maps: {ref.describe(args.features, hemis)}")
+    return ref
 
 
 def _fmt(x, digits: int = 4) -> str:
@@ -286,6 +321,8 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
         "",
         "## Use",
         f"- Template: **{train_set.template}**, hemisphere: **{hemisphere}**"
+        + (f"; maps: {args.template_ref.describe(args.features, ('L',) if args.mirror_right else (args.hemi,))}"
+           if getattr(args, "template_ref", None) is not None else "")
         + (" (a left-hemisphere model; right hemispheres are mirrored x -> -x into it)"
            if hemisphere == "LR-mirrored" else ""),
         f"- Input channels (in order): {', '.join(train_set.channels)}; each clipped at mean +/- 3 SD "
@@ -352,6 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.synthetic < 0:
             raise ValueError(f"--synthetic must be >= 0, got {args.synthetic}")
         resolve_device(args.device)  # fail before any expensive work
+        args.template_ref = _resolve_template(args, log)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lam=args.lam, fold=args.fold,
                              val_fraction=args.val_fraction, patience=args.patience or None,
                              lr_patience=args.lr_patience, seed=args.seed, bf16=args.bf16, device=args.device,

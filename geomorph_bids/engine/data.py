@@ -40,12 +40,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import InputError
 from ..io.templates import TEMPLATE_LEVEL, Template, load_template
+
+if TYPE_CHECKING:
+    from ..io.template_ref import TemplateRef
 from ..model.normalise import NormalisationSpec
 from ..sphere.icosphere import icosphere, level_of, n_vertices
 from ..sphere.rotation import MIRROR
@@ -228,7 +232,24 @@ def _check_level(level: int) -> None:
 # synthetic subjects
 
 
-def synthetic_pairs(n: int, template: str = "fsLR", hemi: str = "L", channels: Sequence[str] = ("sulc",),
+def _template(template: "str | TemplateRef", hemi: str, channels: Sequence[str]) -> tuple[Template, str]:
+    """The template of ``hemi`` with ``channels`` and its name: a bundled name, or a resolved
+    :class:`~geomorph_bids.io.template_ref.TemplateRef` (its preferred source's maps)."""
+    from ..io.template_ref import TemplateRef
+
+    if isinstance(template, TemplateRef):
+        return template.load(hemi, channels), template.label
+    return load_template(template, hemi, channels), str(template)
+
+
+def _maps(tpl: Template) -> str:
+    """`` (maps: <source>)`` for descriptions, when the template records where its maps came from."""
+    from ..io.template_sources import describe_provenance
+
+    return f" (maps: {describe_provenance(tpl.provenance)})" if tpl.provenance else ""
+
+
+def synthetic_pairs(n: int, template: "str | TemplateRef" = "fsLR", hemi: str = "L", channels: Sequence[str] = ("sulc",),
                     seed: int = 0, *, level: int = 6, stream: str = "train",
                     config: SynthConfig = TRAIN_CONFIG, mirror: bool = False,
                     spec: NormalisationSpec | None = None) -> PairSet:
@@ -237,7 +258,8 @@ def synthetic_pairs(n: int, template: str = "fsLR", hemi: str = "L", channels: S
     Parameters
     ----------
     n : number of subjects (subject i depends only on seed, stream, i and config).
-    template, hemi : bundled template and hemisphere the model registers to.
+    template, hemi : template (a bundled name or a resolved TemplateRef, whose maps may be a
+        full-resolution fsaverage) and hemisphere the model registers to.
     channels : feature names (must exist in the template).
     seed, stream, config : passed to :func:`~geomorph_bids.engine.synth.make_dataset`
         ("train" and "validation" are independent streams).
@@ -251,8 +273,9 @@ def synthetic_pairs(n: int, template: str = "fsLR", hemi: str = "L", channels: S
     channels = tuple(channels)
     if mirror and hemi != "L":
         raise ValueError("mirrored right hemispheres are registered to the left template: use hemi='L'")
-    fixed_tpl = load_template(template, hemi, channels)
-    source_tpl = load_template(template, "R", channels) if mirror else fixed_tpl
+    fixed_tpl, name = _template(template, hemi, channels)
+    source_tpl = _template(template, "R", channels)[0] if mirror else fixed_tpl
+    template = name
     verts, faces = icosphere(level)
     fixed = normalise_pairs_input(template_on_level(fixed_tpl, channels, level), channels,
                                   spec, what=f"template {template} hemi-{hemi}")
@@ -264,7 +287,8 @@ def synthetic_pairs(n: int, template: str = "fsLR", hemi: str = "L", channels: S
     tag = "R-mirrored" if mirror else hemi
     names = tuple(f"synth-{stream}-{tag}-{i:04d}" for i in range(n))
     desc = (f"{n} synthetic subjects (engine.synth, stream {stream!r}, seed {seed}) from the {template} "
-            f"hemi-{'R (mirrored)' if mirror else hemi} template, ico-{level}, channels {','.join(channels)}")
+            f"hemi-{'R (mirrored)' if mirror else hemi} template{_maps(fixed_tpl)}, ico-{level}, channels "
+            f"{','.join(channels)}")
     return PairSet(torch.stack(moving), fixed, channels, names, template,
                    "LR-mirrored" if mirror else hemi, desc)
 
@@ -344,12 +368,12 @@ def _prepare_subject(files: SubjectFiles, template: Template, channels: Sequence
         raise e.with_context(subject=files.subject, hemi=files.hemi) from None
     sphere, maps = native.sphere, native.features
     verts, faces = mirror_sphere(sphere.vertices, sphere.faces) if mirror else (sphere.vertices, sphere.faces)
-    result = prealign(verts, faces, maps, template)
+    result = prealign(verts, faces, maps, template, identity_check=False)
     on_grid = np.stack([result.features_on_template[c][: n_vertices(level)] for c in channels], axis=1)
     return normalise_pairs_input(on_grid, channels, spec, what=f"{files.subject} hemi-{files.hemi}")
 
 
-def subject_pairs(subjects_dir: str | Path, template: str = "fsLR", hemi: str = "L",
+def subject_pairs(subjects_dir: str | Path, template: "str | TemplateRef" = "fsLR", hemi: str = "L",
                   channels: Sequence[str] = ("sulc",), *, level: int = 6, mirror_right: bool = False,
                   spec: NormalisationSpec | None = None) -> PairSet:
     """Pairs from a directory of the user's subjects (see the module docstring).
@@ -363,7 +387,7 @@ def subject_pairs(subjects_dir: str | Path, template: str = "fsLR", hemi: str = 
     channels = tuple(channels)
     if mirror_right and hemi != "L":
         raise ValueError("mirrored right hemispheres are registered to the left template: use hemi='L'")
-    tpl = load_template(template, hemi, channels)
+    tpl, template = _template(template, hemi, channels)
     hemis = ("L", "R") if mirror_right else (hemi,)
     found = find_subjects(subjects_dir, hemis, channels)
     moving = [_prepare_subject(f, tpl, channels, level, mirror_right and f.hemi == "R", spec) for f in found]
@@ -373,7 +397,7 @@ def subject_pairs(subjects_dir: str | Path, template: str = "fsLR", hemi: str = 
                   for f in found)
     n_sub = len({f.subject for f in found})
     desc = (f"{len(found)} hemispheres of {n_sub} subjects from {Path(subjects_dir).name}/ "
-            f"(hemi {'L + R mirrored' if mirror_right else hemi}, rigidly pre-aligned to {template}, "
+            f"(hemi {'L + R mirrored' if mirror_right else hemi}, rigidly pre-aligned to {template}{_maps(tpl)}, "
             f"ico-{level}, channels {','.join(channels)})")
     hemisphere = "LR-mirrored" if mirror_right and any(f.hemi == "R" for f in found) else hemi
     return PairSet(torch.stack(moving), fixed, channels, names, template, hemisphere, desc,

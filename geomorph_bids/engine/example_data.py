@@ -22,7 +22,7 @@ from ..sphere.rotation import rotation_matrix
 from .synth import SynthConfig, random_scalar_field, random_warp
 
 __all__ = ["SyntheticHemisphere", "WARP", "template_hemisphere", "synthetic_hemisphere", "write_freesurfer",
-           "write_smriprep", "write_hcp", "STAMP"]
+           "write_smriprep", "write_smriprep_anat", "write_hcp", "STAMP"]
 
 #: moderate smooth warps (8 degrees at most, localised bumps), no random rotation
 WARP = SynthConfig(max_displacement_deg=(8.0, 8.0), field="bumps", bump_width_deg=(15.0, 30.0),
@@ -106,6 +106,48 @@ def write_smriprep(root: str | Path, subject: str, h: SyntheticHemisphere, sessi
     write_surface(anat / f"{stem}_sphere.surf.gii", h.vertices, h.faces, hemi=h.hemi)
     for k, m in h.maps.items():
         write_metric(anat / f"{stem}_{k}.shape.gii", m.astype(np.float32), hemi=h.hemi, names=[k])
+    return anat
+
+
+def write_smriprep_anat(root: str | Path, subject: str, h: SyntheticHemisphere, *, session: str | None = None,
+                        surfaces: Mapping[str, np.ndarray], cortex: np.ndarray, sphere_reg_fslr: np.ndarray
+                        ) -> Path:
+    """A hemisphere's surface outputs exactly as sMRIPrep 0.19 names and writes them
+    (``smriprep/data/io_spec.json`` and ``workflows/outputs.py``), in
+    ``<root>/sub-X[/ses-Y]/anat/sub-X[_ses-Y]_hemi-H_``:
+
+    ``<name>.surf.gii`` for each of ``surfaces`` (name -> (V, 3) mm on the sphere's mesh: ``white``,
+    ``pial``, ``midthickness``; the midthickness at least),
+    ``sphere.surf.gii``, ``space-fsaverage_desc-reg_sphere.surf.gii`` (FreeSurfer's ``sphere.reg``;
+    here the sphere with its rotation undone), ``space-fsLR_desc-reg_sphere.surf.gii``
+    (``sphere_reg_fslr``: that sphere carried into fsLR), ``{sulc,curv,thickness}.shape.gii``
+    (thickness 0 outside the cortex, as FreeSurfer's), and ``desc-cortex_mask.label.gii`` (0/1
+    values, as sMRIPrep's ``init_cortex_masks_wf`` writes them, ``cortex`` (V,) bool) with its
+    JSON (``Type``, ``Sources``). Returns the anat folder.
+    """
+    import json
+
+    anat = Path(root) / f"sub-{subject}" / (f"ses-{session}" if session else "") / "anat"
+    anat.mkdir(parents=True, exist_ok=True)
+    stem = f"sub-{subject}" + (f"_ses-{session}" if session else "") + f"_hemi-{h.hemi}"
+    secondary = {"white": "GrayWhite", "pial": "Pial", "midthickness": "MidThickness"}
+    for name, vertices in surfaces.items():
+        write_surface(anat / f"{stem}_{name}.surf.gii", vertices, h.faces, hemi=h.hemi,
+                      geometric_type="Anatomical", secondary=secondary[name])
+    write_surface(anat / f"{stem}_sphere.surf.gii", h.vertices, h.faces, hemi=h.hemi)
+    write_surface(anat / f"{stem}_space-fsaverage_desc-reg_sphere.surf.gii", h.vertices @ h.rotation, h.faces,
+                  hemi=h.hemi)
+    write_surface(anat / f"{stem}_space-fsLR_desc-reg_sphere.surf.gii", sphere_reg_fslr, h.faces, hemi=h.hemi)
+    cortex = np.asarray(cortex, dtype=bool)
+    for k in ("sulc", "curv", "thickness"):
+        values = np.where(cortex, h.maps[k], 0.0) if k == "thickness" else h.maps[k]
+        write_metric(anat / f"{stem}_{k}.shape.gii", values.astype(np.float32), hemi=h.hemi, names=[k])
+    write_metric(anat / f"{stem}_desc-cortex_mask.label.gii", cortex.astype(np.float32), hemi=h.hemi,
+                 intent="NIFTI_INTENT_NONE")
+    rel = anat.relative_to(Path(root))
+    (anat / f"{stem}_desc-cortex_mask.json").write_text(json.dumps(
+        {"Type": "ROI", "Sources": [f"{rel}/{stem}_midthickness.surf.gii", f"{rel}/{stem}_thickness.shape.gii"]},
+        indent=2) + "\n")
     return anat
 
 

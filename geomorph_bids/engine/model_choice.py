@@ -17,6 +17,7 @@ down unchanged; the checkpoint's metadata is read there, once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ class ModelChoice:
     optimise : ``"network"``: refine the network's warp for each pair (True: the default
         schedule, an :class:`~geomorph_bids.model.optimise.OptimiseConfig`: that schedule,
         False: the network's warp as it is).
+    mirrored : a left-hemisphere network that registers right hemispheres mirrored onto the
+        LEFT template (checkpoint hemisphere ``"LR-mirrored"``).
     """
 
     kind: str
@@ -56,6 +59,7 @@ class ModelChoice:
     channels: tuple[str, ...] = ("sulc",)
     checkpoint: Path | None = None
     optimise: Any = True
+    mirrored: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -68,11 +72,25 @@ class ModelChoice:
         """True when only the rigid pre-alignment runs."""
         return self.kind == "rigid"
 
+    def describe(self) -> str:
+        """What the registration does, in a few words (for sidecars), e.g. ``"rigid pre-alignment,
+        then the GeoMorph warp optimised for this hemisphere"``."""
+        if self.kind == "rigid":
+            return "rigid pre-alignment only"
+        if self.kind == "optimise":
+            return "rigid pre-alignment, then the GeoMorph warp optimised for this hemisphere"
+        return (f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}"
+                + (", refined for this hemisphere" if self.optimise is not False else ""))
+
     def register_arguments(self) -> dict[str, Any]:
         """``model``, ``rigid_only`` and ``optimise`` for :func:`~geomorph_bids.engine.register.register`
         and :func:`~geomorph_bids.engine.register.register_many`."""
         return {"model": None if self.checkpoint is None else str(self.checkpoint), "rigid_only": self.rigid_only,
                 "optimise": self.optimise if self.kind == "network" else True}
+
+    def template_hemi(self, hemi: str) -> str:
+        """The template hemisphere a ``hemi`` registration uses (L for a mirrored network's R)."""
+        return "L" if self.mirrored and hemi == "R" else hemi
 
     def resolve_device(self, device: Any = "auto") -> str:
         """The device this choice runs on, resolved once (:func:`~geomorph_bids.engine.device.resolve_device`):
@@ -87,7 +105,8 @@ class ModelChoice:
         """JSON-able form (a Nipype input); :meth:`from_dict` is the inverse."""
         optimise = self.optimise if isinstance(self.optimise, bool) else {"config": self.optimise.to_dict()}
         return {"kind": self.kind, "name": self.name, "channels": list(self.channels),
-                "checkpoint": "" if self.checkpoint is None else str(self.checkpoint), "optimise": optimise}
+                "checkpoint": "" if self.checkpoint is None else str(self.checkpoint), "optimise": optimise,
+                "mirrored": self.mirrored}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelChoice":
@@ -97,7 +116,7 @@ class ModelChoice:
 
             optimise = OptimiseConfig.from_dict(optimise["config"])
         return cls(str(d["kind"]), str(d["name"]), tuple(d.get("channels") or ("sulc",)),
-                   Path(d["checkpoint"]) if d.get("checkpoint") else None, optimise)
+                   Path(d["checkpoint"]) if d.get("checkpoint") else None, optimise, bool(d.get("mirrored", False)))
 
 
 def rigid() -> ModelChoice:
@@ -105,10 +124,14 @@ def rigid() -> ModelChoice:
     return ModelChoice("rigid", "rigid", ("sulc",))
 
 
-def optimiser(template: str, name: str = "default") -> ModelChoice:
+def optimiser(template: str, name: str = "default", available: Sequence[str] | None = None) -> ModelChoice:
     """The warp optimised for each pair from the rigid alignment, with the template's
-    :data:`OPTIMISER_CHANNELS`."""
-    return ModelChoice("optimise", name, OPTIMISER_CHANNELS.get(str(template), ("sulc",)))
+    :data:`OPTIMISER_CHANNELS`; those of them in ``available`` (the maps the template's source
+    offers, e.g. a FreeSurfer fsaverage without ``lh.curv``: sulc alone) when given."""
+    channels = OPTIMISER_CHANNELS.get(str(template), ("sulc",))
+    if available is not None:
+        channels = tuple(c for c in channels if c in available) or ("sulc",)
+    return ModelChoice("optimise", name, channels)
 
 
 def network(model: str | Path, name: str | None = None, optimise: Any = True) -> ModelChoice:
@@ -123,25 +146,28 @@ def network(model: str | Path, name: str | None = None, optimise: Any = True) ->
         raise InputError("model checkpoint not found (use default, rigid, a bundled model: "
                          f"{', '.join(bundled_models()) or 'none installed'}, or a checkpoint path)", path=path)
     label = name or (str(model) if str(model) in bundled_models() else str(Path(model).absolute()))
-    return ModelChoice("network", label, tuple(read_metadata(path).channels), path.absolute(), optimise)
+    meta = read_metadata(path)
+    return ModelChoice("network", label, tuple(meta.channels), path.absolute(), optimise,
+                       meta.hemisphere == "LR-mirrored")
 
 
-def default_registration(template: str) -> ModelChoice:
+def default_registration(template: str, available: Sequence[str] | None = None) -> ModelChoice:
     """THE default registration for ``template`` (a bundled name or a custom template's label):
-    what ``--model default`` and ``register(model=None)`` run.
+    what ``--model default`` and ``register(model=None)`` run; ``available``: the maps the
+    template's source offers (see :func:`optimiser`).
 
     Today: the optimiser from the rigid alignment, for every template (no bundled network is as
     accurate yet; docs/models.md).
     """
-    return optimiser(template)
+    return optimiser(template, available=available)
 
 
-def resolve_model(model: str | Path | None, template: str) -> ModelChoice:
+def resolve_model(model: str | Path | None, template: str, available: Sequence[str] | None = None) -> ModelChoice:
     """The user's model argument -> a :class:`ModelChoice`: None, ``""`` or ``"default"``: the
-    template's :func:`default_registration`; ``"rigid"``; else a bundled network's name or a
-    checkpoint path (:func:`network`)."""
+    template's :func:`default_registration` (with the maps in ``available``, when given);
+    ``"rigid"``; else a bundled network's name or a checkpoint path (:func:`network`)."""
     if model is None or str(model) in ("", "default"):
-        return default_registration(template)
+        return default_registration(template, available)
     if str(model) == "rigid":
         return rigid()
     return network(model)

@@ -49,6 +49,8 @@ class PopulationTemplate:
         (per subject), ``cc`` (per subject and feature), ``seconds``.
     n_subjects : subjects averaged (failed registrations are listed in ``failures``).
     folder : the written ``tpl-<label>`` folder, when ``out_dir`` was given.
+    base_provenance : where the starting template's maps came from (``Template.provenance``:
+        source kind, folder, vertex count, SHA-256), recorded in ``template_description.json``.
     """
 
     template: Template
@@ -57,6 +59,7 @@ class PopulationTemplate:
     n_subjects: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     folder: Path | None = None
+    base_provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mean_distances(self) -> list[float]:
@@ -147,7 +150,7 @@ def build_template(subjects: Sequence[PopulationSubject], iterations: int, templ
                            features={f: average_maps(resampled[f], mask) for f in features},
                            from_fsaverage=base.from_fsaverage)
     result = PopulationTemplate(template=current, base=base.name, history=history, n_subjects=n_used,
-                                failures=failures)
+                                failures=failures, base_provenance=dict(base.provenance))
     if out_dir is not None:
         result.folder = write_template(out_dir, result)
     return result
@@ -190,6 +193,11 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
                        "Iterations": len(result.history),
                        "MeanDistance": [round(d, 6) for d in result.mean_distances],
                        "Failures": result.failures}
+    if result.base_provenance:
+        p = result.base_provenance
+        hemis[tpl.hemi]["BaseTemplateSource"] = {"Kind": p.get("template_source"), "Path": p.get("template_source_path"),
+                                                 "Vertices": p.get("template_vertices"),
+                                                 "SHA256": p.get("template_sha256")}
     doc.update({"Name": f"geomorph-bids population average ({label})", "Identifier": label,
                 "BaseTemplate": result.base, "Density": "ico6 (40962 vertices, level-6 icosphere in the "
                                                       f"{result.base} sphere's coordinates)",

@@ -16,7 +16,7 @@ import numpy as np
 from ..io.templates import Template
 from ..sphere.locate import SphereLocator
 from ..sphere.resample import barycentric_weights
-from ..sphere.rigid import rigid_align
+from ..sphere.rigid import rigid_fit
 from ..sphere.rotation import rotation_angle, rotation_from_correspondence
 
 __all__ = ["Prealignment", "prealign", "correlation"]
@@ -33,12 +33,22 @@ class Prealignment:
     features_on_template : name -> (V_template,) float64, moving features sampled
         at the template's ico-6 vertices after alignment.
     metrics : summary numbers (correlations before/after per feature, angle, seconds).
+    cortex_on_template : (V_template,) bool, where the aligned moving cortex mask covers the
+        template's ico-6 vertices (more than half of the barycentric weight inside the cortex),
+        or None without a mask.
+    locator : the :class:`SphereLocator` of the moving sphere as given (unrotated), for later
+        point location in it (a point ``q`` of template space lies at ``q @ rotation`` there).
+    grid_faces : (V_template,) int64, the moving face holding each template vertex after the
+        rotation (a hint for locating points near the template grid).
     """
 
     rotation: np.ndarray
     sphere: np.ndarray
     features_on_template: dict[str, np.ndarray]
     metrics: dict[str, float | int | str] = field(default_factory=dict)
+    cortex_on_template: np.ndarray | None = None
+    locator: SphereLocator | None = field(default=None, repr=False, compare=False)
+    grid_faces: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -52,7 +62,8 @@ def correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) ->
 
 
 def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.ndarray],
-             template: Template, *, reg_sphere: np.ndarray | None = None) -> Prealignment:
+             template: Template, *, reg_sphere: np.ndarray | None = None, reg_space: str = "fsaverage",
+             cortex_mask: np.ndarray | None = None, identity_check: bool = True) -> Prealignment:
     """Rotate a native sphere onto ``template``.
 
     Parameters
@@ -62,9 +73,14 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
     features : name -> (V,) maps in the template's sign convention; the names
         shared with ``template.features`` drive the alignment.
     template : the fixed image (ico-6 grid in template space).
-    reg_sphere : optional (V, 3) FreeSurfer ``sphere.reg`` vertices (same topology, in
-        fsaverage space): when given, the rotation comes from vertex correspondence (fast
-        path) followed by the template's fixed fsaverage -> template rotation.
+    reg_sphere : optional (V, 3) registered sphere vertices (same topology): when given, the
+        rotation comes from vertex correspondence (fast path) instead of the features.
+    reg_space : where ``reg_sphere`` lives: ``"fsaverage"`` (FreeSurfer's ``sphere.reg``; the
+        template's fixed fsaverage -> template rotation follows) or ``"template"`` (already in
+        template space, e.g. sMRIPrep's ``space-fsLR_desc-reg`` sphere).
+    cortex_mask : optional (V,) bool, True on the cortex (False on the medial wall): the
+        medial wall is left out of the rigid similarity, and the aligned mask is sampled on the
+        template grid (:attr:`Prealignment.cortex_on_template`) for the later stages.
 
     Returns
     -------
@@ -77,24 +93,44 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
                          f"moving has {sorted(features)}, template has {sorted(template.features)}")
     moving = np.column_stack([features[n] for n in shared])
     fixed = np.column_stack([template.features[n] for n in shared])
+    if reg_space not in ("fsaverage", "template"):
+        raise ValueError(f"reg_space must be 'fsaverage' or 'template', got {reg_space!r}")
+    if cortex_mask is not None:
+        cortex_mask = np.asarray(cortex_mask, dtype=bool).reshape(-1)
+        if cortex_mask.shape != (len(vertices),):
+            raise ValueError(f"cortex mask has {cortex_mask.size} values for {len(vertices)} vertices")
+    given = None
     if reg_sphere is not None:
-        rotation = template.from_fsaverage @ rotation_from_correspondence(vertices, reg_sphere)
+        to_template = template.from_fsaverage if reg_space == "fsaverage" else np.eye(3)
+        given = to_template @ rotation_from_correspondence(vertices, reg_sphere)
         method = "correspondence"
     else:
-        rotation = rigid_align((vertices, faces), moving, (template.vertices, template.faces), fixed)
         method = "features"
+    fit = None
+    if given is None or identity_check:
+        fit = rigid_fit((vertices, faces), moving, (template.vertices, template.faces), fixed, rotation=given,
+                        mirror_check=identity_check, mask=cortex_mask)
+    rotation = given if given is not None else fit.rotation
     aligned = vertices @ rotation.T
 
     # one location per point set, shared by every feature
     locator = SphereLocator(vertices, faces)
     at_before = barycentric_weights((vertices, faces), template.vertices, locator)
-    at_after = barycentric_weights((vertices, faces), template.vertices @ rotation, locator)
+    grid_faces, _ = locator.locate(template.vertices @ rotation)
+    at_after = barycentric_weights((vertices, faces), template.vertices @ rotation, locator, hint=grid_faces)
     before = {n: at_before @ np.asarray(features[n], float) for n in shared}
     after = {n: at_after @ np.asarray(features[n], float) for n in shared}
     metrics: dict[str, float | int | str] = {"rotation_deg": rotation_angle(rotation), "rotation_method": method}
+    if identity_check:
+        metrics["identity_cc_own"] = fit.own
+        metrics["identity_cc_mirrored"] = fit.mirrored
     for n in shared:
         mask = template.features[n] != 0
         metrics[f"cc_{n}_before"] = correlation(before[n], template.features[n], mask)
         metrics[f"cc_{n}_after"] = correlation(after[n], template.features[n], mask)
+    cortex = None if cortex_mask is None else (at_after @ cortex_mask.astype(np.float64)) > 0.5
+    if cortex is not None:
+        metrics["cortex_fraction_on_template"] = float(cortex.mean())
     metrics["seconds"] = time.perf_counter() - start
-    return Prealignment(rotation=rotation, sphere=aligned, features_on_template=after, metrics=metrics)
+    return Prealignment(rotation=rotation, sphere=aligned, features_on_template=after, metrics=metrics,
+                        cortex_on_template=cortex, locator=locator, grid_faces=grid_faces)

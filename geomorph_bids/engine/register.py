@@ -14,9 +14,11 @@
    template grid (the icospheres are nested) and its warp is upsampled to ico-6 the way the
    model itself upsamples control points (:func:`~geomorph_bids.engine.warp_geometry.upsample_warp`).
    Then, unless ``optimise=False``, the warp's control points are **optimised for this pair**
-   (:func:`geomorph_bids.model.optimise.optimise_warp`: coarse-to-fine ico-2 -> ico-4 control
-   grids, 1 - CC + bending + fold barrier), starting from the network's warp, or from the
-   rigid alignment when no network is given;
+   (:func:`geomorph_bids.model.optimise.optimise_warp`): from the rigid alignment when no
+   network is given (coarse-to-fine ico-2 -> ico-4 control grids, 1 - CC + bending + fold
+   barrier), or, after a network, a short refinement
+   (:data:`~geomorph_bids.model.optimise.REFINEMENT`: one ico-4 stage whose bending term
+   smooths the network's warp too);
 3. **the output sphere**: every rotated moving vertex ``p`` is located in the warped template
    mesh (ico-6 vertices placed at ``warp``, ico-6 faces); the same barycentric weights applied
    to the ORIGINAL ico-6 vertices give ``p``'s position in template space (the inverse of the
@@ -46,7 +48,10 @@ from typing import TYPE_CHECKING, Any, ContextManager
 import numpy as np
 
 from ..errors import InputError
-from ..io.templates import TEMPLATE_LEVEL, Template, available_templates, load_template
+from ..io.template_ref import TemplateRef, resolve_template_ref
+from ..io.template_sources import TemplateSearch, TemplateWarning
+from ..io.templates import TEMPLATE_LEVEL, Template
+from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, assess
 from ..sphere.distortion import distortion, distortion_summary
 from ..sphere.icosphere import icosphere, n_vertices
 from ..sphere.locate import unit
@@ -64,6 +69,7 @@ if TYPE_CHECKING:  # the optimiser (torch) is imported lazily
 __all__ = ["Registration", "RegistrationItem", "register", "register_many"]
 
 SphereInput = tuple[np.ndarray, np.ndarray] | str | Path
+TemplateInput = str | Path | Template | TemplateRef
 FeatureInput = Mapping[str, np.ndarray | str | Path]
 
 
@@ -87,6 +93,9 @@ class Registration:
         (left-template) frame: template vertex x of the LEFT grid -> mirrored rotated sphere.
     metrics : summary numbers (see :func:`register`).
     template, hemi : the template name and hemisphere registered to.
+    quality : the verdict of the quality gates (:func:`geomorph_bids.quality.assess` of
+        ``metrics`` with the thresholds given to :func:`register`): ``quality.flagged`` and
+        ``quality.reasons`` (e.g. the other hemisphere, a low correlation).
     """
 
     sphere: np.ndarray
@@ -96,6 +105,7 @@ class Registration:
     metrics: dict[str, Any] = field(default_factory=dict)
     template: str = ""
     hemi: str = ""
+    quality: QualityVerdict = field(default_factory=QualityVerdict)
 
     def resample(self, values: np.ndarray, target: tuple[np.ndarray, np.ndarray] | str = "ico6",
                  method: str = "adap_bary_area") -> np.ndarray:
@@ -130,6 +140,15 @@ class Registration:
 
 # ---------------------------------------------------------------------------------------------
 # inputs
+
+
+def _label_conflicts(item: "RegistrationItem") -> list[str]:
+    """What the input files (paths only) say about their hemisphere, against ``item.hemi``."""
+    from ..io.hemisphere_label import label_conflicts
+
+    paths = [item.moving_sphere, item.reg_sphere, *(item.moving_features.values()
+                                                    if isinstance(item.moving_features, Mapping) else ())]
+    return label_conflicts([p for p in paths if isinstance(p, (str, Path))], item.hemi)
 
 
 def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
@@ -172,10 +191,12 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
 # the API
 
 
-def register(moving_sphere: SphereInput, moving_features: FeatureInput, template: str | Template = "fsLR",
+def register(moving_sphere: SphereInput, moving_features: FeatureInput, template: TemplateInput = "fsLR",
              hemi: str = "L", model: str | Path | Any | None = None, device: str | Any = "auto", *,
              rigid_only: bool = False, reg_sphere: np.ndarray | str | Path | None = None,
-             optimise: "bool | OptimiseConfig" = True,
+             reg_sphere_space: str = "fsaverage", cortex_mask: np.ndarray | str | Path | None = None,
+             optimise: "bool | OptimiseConfig" = True, template_dir: str | Path | None = None,
+             quality: QualityThresholds = DEFAULT_THRESHOLDS,
              device_slot: Callable[[], ContextManager] | None = None) -> Registration:
     """Register a native sphere to a template: rigid pre-alignment, then GeoMorph.
 
@@ -186,7 +207,14 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         fsLR 32k, ...); rescaled to radius 100.
     moving_features : name -> (V,) array or path (e.g. ``{"sulc": "lh.sulc"}``), in the
         template's sign convention (FreeSurfer's for sulc).
-    template : ``"fsLR"``, ``"fsaverage"`` (bundled) or a :class:`~geomorph_bids.io.templates.Template`.
+    template : ``"fsLR"`` or ``"fsaverage"``: its maps are looked up, per hemisphere, in
+        ``template_dir``, ``$TEMPLATEFLOW_HOME``, ``$SUBJECTS_DIR/fsaverage`` and
+        ``$FREESURFER_HOME/subjects/fsaverage``, then the bundled maps
+        (:mod:`geomorph_bids.io.template_sources`; a source that lacks a map the registration
+        needs is passed over with a :class:`~geomorph_bids.io.template_sources.TemplateWarning`);
+        a FreeSurfer ``fsaverage`` or TemplateFlow ``tpl-fsaverage`` folder; a custom template
+        folder; a resolved :class:`~geomorph_bids.io.template_ref.TemplateRef`; or a loaded
+        :class:`~geomorph_bids.io.templates.Template` (used as it is).
     hemi : ``"L"`` or ``"R"``.
     model : a bundled network's name, a checkpoint path or a built ``GeoMorph`` (with
         ``.config``), or None: the template's default registration
@@ -195,11 +223,24 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     device : ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     rigid_only : stop after the rigid pre-alignment.
     optimise : optimise the warp's control points for this pair after the network (or from
-        the rigid alignment without one): True (the default schedule,
-        :class:`~geomorph_bids.model.optimise.OptimiseConfig`), False (network only; needs a
+        the rigid alignment without one): True (without a network the default schedule,
+        :class:`~geomorph_bids.model.optimise.OptimiseConfig`; after a network the short
+        :data:`~geomorph_bids.model.optimise.REFINEMENT`), False (network only; needs a
         ``model``) or an ``OptimiseConfig``.
-    reg_sphere : optional FreeSurfer ``?h.sphere.reg`` (array or path, same topology): the
-        rotation comes from vertex correspondence instead of the features.
+    reg_sphere : optional registered sphere (array or path, same topology): the rotation comes
+        from vertex correspondence with it instead of the features.
+    reg_sphere_space : ``"fsaverage"`` (default: FreeSurfer's ``?h.sphere.reg``, the template's
+        fixed fsaverage -> template rotation follows) or ``"template"`` (``reg_sphere`` is already
+        in template space, e.g. sMRIPrep's ``space-fsLR_desc-reg`` sphere for fsLR).
+    cortex_mask : optional (V,) bool or a mask file (sMRIPrep's ``desc-cortex_mask.label.gii``,
+        HCP's ``roi.native.shape.gii``, FreeSurfer's ``cortex.label``; :func:`~geomorph_bids.io.surfaces.read_mask`):
+        True on the cortex. The medial wall is then left out of the similarity of the rigid
+        stage and of the warp optimisation (the template's own zeros stay masked too).
+    template_dir : a folder of the template's maps, looked in first (a FreeSurfer subject
+        folder, a TemplateFlow folder), or ``"bundled"``: the bundled maps only, whatever is
+        installed (ignored when ``template`` is a TemplateRef or Template).
+    quality : the thresholds of the quality gates (:class:`~geomorph_bids.quality.QualityThresholds`);
+        the verdict is ``Registration.quality``.
     device_slot : a context-manager factory held around the device work only (the network and
         the optimisation; e.g. :func:`geomorph_bids.engine.gpu_slot.gpu_lock` of the device),
         so other processes' CPU stages overlap with it; None: nothing held.
@@ -212,11 +253,17 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     the :func:`~geomorph_bids.sphere.distortion.distortion_summary` of the output sphere against
     the input sphere (both radius 100: ``areal_mean_abs``, ``R_mean``, ``n_folded``, ...);
     ``warp_folded_triangles`` (ico-6 triangles the warp flips); ``rotation_deg``;
-    ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``.
+    ``identity_cc_own`` / ``identity_cc_mirrored`` (coarse rigid fit to the template and to its
+    mirror image: the hemisphere-identity check) and, for paths, ``label_conflicts`` (files whose
+    metadata or name declare the other hemisphere); ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``;
+    where the template's maps came from: ``template_source`` (``folder``, ``templateflow``,
+    ``freesurfer``, ``bundled`` or ``custom``), ``template_source_path``, ``template_vertices``
+    (of the maps as their source has them), ``template_sha256``, ``template_files``.
     """
-    items = [RegistrationItem(moving_sphere, moving_features, hemi, reg_sphere)]
+    items = [RegistrationItem(moving_sphere, moving_features, hemi, reg_sphere, reg_sphere_space, cortex_mask)]
     return register_many(items, template, model, device, rigid_only=rigid_only, optimise=optimise,
-                         on_error="raise", device_slot=device_slot)[0]
+                         on_error="raise", template_dir=template_dir, quality=quality,
+                         device_slot=device_slot)[0]
 
 
 @dataclass
@@ -227,6 +274,8 @@ class RegistrationItem:
     moving_features: FeatureInput
     hemi: str = "L"
     reg_sphere: np.ndarray | str | Path | None = None
+    reg_sphere_space: str = "fsaverage"
+    cortex_mask: np.ndarray | str | Path | None = None
 
 
 @dataclass(eq=False)
@@ -249,10 +298,12 @@ class _Job:
     warp: np.ndarray | None = None     # (40962, 3) unit sphere, once known
 
 
-def register_many(items: Sequence[RegistrationItem], template: str | Template = "fsLR",
+def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "fsLR",
                   model: str | Path | Any | None = None, device: str | Any = "auto", *,
                   rigid_only: bool = False, optimise: "bool | OptimiseConfig" = True,
                   batch_size: int = 8, on_error: str = "raise",
+                  template_dir: str | Path | None = None,
+                  quality: QualityThresholds = DEFAULT_THRESHOLDS,
                   device_slot: Callable[[], ContextManager] | None = None) -> list["Registration | Exception"]:
     """Register many hemispheres with one model load and batched optimisation.
 
@@ -264,7 +315,8 @@ def register_many(items: Sequence[RegistrationItem], template: str | Template = 
     Parameters
     ----------
     items : the hemispheres (:class:`RegistrationItem`).
-    template, model, device, rigid_only, optimise : as in :func:`register`.
+    template, model, device, rigid_only, optimise, template_dir, quality : as in :func:`register`;
+        the template is resolved once for all items.
     batch_size : pairs per optimisation batch (>= 1; memory grows linearly, ~60 MB per pair).
     on_error : ``"raise"`` (the first bad input raises) or ``"return"`` (its slot in the
         result holds the exception; the others are registered).
@@ -275,8 +327,10 @@ def register_many(items: Sequence[RegistrationItem], template: str | Template = 
     -------
     One :class:`Registration` (or exception) per item, in order.
     """
+    warn = not isinstance(template, (Template, TemplateRef))  # resolved here: say what was passed over
+    template = _template_ref(template, template_dir, {item.hemi for item in items})
     if model is None and not rigid_only:  # the default is decided in one place, per template
-        default = default_registration(template.name if isinstance(template, Template) else str(template))
+        default = default_registration(template.name if isinstance(template, Template) else template.label)
         model = default.register_arguments()["model"]
         optimise = default.optimise if optimise is True and model is not None else optimise
     if on_error not in ("raise", "return"):
@@ -289,6 +343,7 @@ def register_many(items: Sequence[RegistrationItem], template: str | Template = 
     dev = resolve_device(device) if not rigid_only else None
     results: list[Registration | Exception | None] = [None] * len(items)
     models: dict[tuple[str, tuple[str, ...]], LoadedModel] = {}
+    templates: dict[tuple[str, tuple[str, ...]], Template] = {}  # one load per side and channel set
     for start in range(0, len(items), batch_size):
         jobs: dict[int, _Job] = {}  # only a hemisphere whose steps so far all worked goes on
 
@@ -300,7 +355,7 @@ def register_many(items: Sequence[RegistrationItem], template: str | Template = 
 
         for idx in range(start, min(start + batch_size, len(items))):
             try:
-                jobs[idx] = _prepare(items[idx], template, model, dev, rigid_only, models)
+                jobs[idx] = _prepare(items[idx], template, model, dev, rigid_only, models, templates, warn)
             except (InputError, ValueError, OSError) as exc:
                 failed(idx, exc)
         with device_slot() if device_slot is not None and jobs else contextlib.nullcontext():
@@ -313,12 +368,26 @@ def register_many(items: Sequence[RegistrationItem], template: str | Template = 
             if not rigid_only and optimise is not False and jobs:
                 _optimise_jobs(list(jobs.values()), optimise, dev)
         for idx, job in jobs.items():
-            results[idx] = _finish(job, optimise if not rigid_only else False, dev)
+            results[idx] = _finish(job, optimise if not rigid_only else False, dev, quality)
     return results  # type: ignore[return-value]
 
 
-def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: Any, rigid_only: bool,
-             models: dict) -> _Job:
+def _template_ref(template: TemplateInput, template_dir: str | Path | None,
+                  hemis: set[str]) -> "Template | TemplateRef":
+    """The Python API's boundary: a template name or folder -> a :class:`TemplateRef` (where
+    to look read from the environment here, once; fallback warnings as :class:`TemplateWarning`)."""
+    if isinstance(template, (Template, TemplateRef)):
+        return template
+    import warnings
+
+    ref = resolve_template_ref(template, (), TemplateSearch.from_environment(template_dir))
+    for line in ref.warnings(("sulc",), sorted(h for h in hemis if h in ("L", "R"))):
+        warnings.warn(line, TemplateWarning, stacklevel=4)
+    return ref
+
+
+def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: Any, dev: Any, rigid_only: bool,
+             models: dict, templates: dict, warn: bool = False) -> _Job:
     """Read and check one item, load (or reuse) the model, rigid pre-alignment."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -331,7 +400,16 @@ def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: 
         from ..io.surfaces import read_sphere
 
         reg_sphere = read_sphere(reg_sphere).vertices
-    template_name = template.name if isinstance(template, Template) else str(template)
+    cortex = item.cortex_mask
+    if cortex is not None and isinstance(cortex, (str, Path)):
+        from ..io.surfaces import read_mask
+
+        cortex = read_mask(cortex, len(vertices))
+    if cortex is not None:
+        cortex = np.asarray(cortex, dtype=bool).reshape(-1)
+        if cortex.shape != (len(vertices),):
+            raise InputError(f"cortex mask has {cortex.size} values but the sphere has {len(vertices)} vertices")
+    template_name = template.name if isinstance(template, Template) else template.label
     seconds["seconds_read"] = time.perf_counter() - t0
 
     # model first: its channels decide what the template must provide
@@ -343,9 +421,8 @@ def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: 
             models[key] = load_model(model, list(feats), template_name, hemi, dev)
         loaded = models[key]
         channels = loaded.channels
-    else:
-        have = (list(template.features) if isinstance(template, Template)
-                else available_templates().get(template_name, []))
+    else:  # without a network: the moving features the template offers
+        have = list(template.features) if isinstance(template, Template) else template.features(hemi)
         channels = tuple(n for n in feats if n in have) or tuple(feats)
     seconds["seconds_model_load"] = time.perf_counter() - t
 
@@ -361,7 +438,12 @@ def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: 
             raise ValueError(f"template {tpl.name} must be on the ico-{TEMPLATE_LEVEL} grid "
                              f"({n_vertices(TEMPLATE_LEVEL)} vertices), got {len(tpl.vertices)}")
     else:
-        tpl = load_template(template_name, work_hemi, channels)
+        key = (work_hemi, tuple(channels))
+        if key not in templates:
+            if warn and loaded is not None:  # a network's channels may need a map the preferred source lacks
+                _warn_fallback(template, channels, work_hemi)
+            templates[key] = template.load(work_hemi, channels)
+        tpl = templates[key]
     work_v = vertices @ MIRROR if mirrored else vertices
     work_f = np.ascontiguousarray(faces[:, ::-1]) if mirrored else faces
     reg_v = None if reg_sphere is None else np.asarray(reg_sphere, dtype=np.float64)
@@ -370,15 +452,29 @@ def _prepare(item: RegistrationItem, template: str | Template, model: Any, dev: 
 
     # 1. rigid
     t = time.perf_counter()
-    pre = prealign(work_v, work_f, {c: feats[c] for c in channels}, tpl, reg_sphere=reg_v)
+    pre = prealign(work_v, work_f, {c: feats[c] for c in channels}, tpl, reg_sphere=reg_v,
+                   reg_space=item.reg_sphere_space, cortex_mask=cortex)
     seconds["seconds_prealign"] = time.perf_counter() - t
     metrics: dict[str, Any] = {"template": tpl.name, "hemi": hemi, "rotation_deg": pre.metrics["rotation_deg"],
-                               "rotation_method": pre.metrics["rotation_method"]}
+                               "rotation_method": pre.metrics["rotation_method"],
+                               "cortex_mask": cortex is not None,
+                               "identity_cc_own": pre.metrics.get("identity_cc_own"),
+                               "identity_cc_mirrored": pre.metrics.get("identity_cc_mirrored"),
+                               "label_conflicts": _label_conflicts(item)}
     for c in channels:
         metrics[f"cc_{c}_before"] = pre.metrics.get(f"cc_{c}_before")
         metrics[f"cc_{c}_rigid"] = pre.metrics.get(f"cc_{c}_after")
     return _Job(vertices=vertices, faces=faces, work_f=work_f, feats=feats, channels=channels, loaded=loaded,
                 mirrored=mirrored, tpl=tpl, pre=pre, hemi=hemi, metrics=metrics, seconds=seconds, t0=t0)
+
+
+def _warn_fallback(ref: TemplateRef, channels: Sequence[str], hemi: str) -> None:
+    """A network's channels may need a map the preferred source lacks: say which source is used."""
+    import warnings
+
+    for line in ref.warnings(channels, (hemi,)):
+        if line.startswith("template hemi-"):
+            warnings.warn(line, TemplateWarning, stacklevel=5)
 
 
 def _network(job: _Job, dev: Any) -> None:
@@ -413,9 +509,11 @@ def _network(job: _Job, dev: Any) -> None:
 def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:
     """2b. pair-wise optimisation of every job's warp, batched by channel count."""
     from ..model.normalise import NormalisationSpec
-    from ..model.optimise import OptimiseConfig, optimise_warp
+    from ..model.optimise import REFINEMENT, OptimiseConfig, optimise_warp
 
-    cfg = optimise if isinstance(optimise, OptimiseConfig) else OptimiseConfig()
+    # True: the optimiser's schedule from the rigid alignment, the short refinement after a network
+    network = any(job.loaded is not None for job in jobs)
+    cfg = optimise if isinstance(optimise, OptimiseConfig) else (REFINEMENT if network else OptimiseConfig())
     groups: dict[int, list[_Job]] = {}
     for job in jobs:
         groups.setdefault(len(job.channels), []).append(job)
@@ -428,7 +526,8 @@ def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:
             fix = np.stack([np.asarray(job.tpl.features[c], dtype=np.float64) for c in job.channels], axis=1)
             movs.append(spec(mov, channel_names=list(job.channels))[0])
             fixs.append(spec(fix, channel_names=list(job.channels))[0])
-            masks.append(fix != 0)
+            cortex = job.pre.cortex_on_template  # the subject's medial wall, where the rigid stage put it
+            masks.append((fix != 0) if cortex is None else (fix != 0) & cortex[:, None])
             inits.append(job.warp if job.warp is not None else unit(icosphere(TEMPLATE_LEVEL)[0]))
         any_init = any(job.warp is not None for job in group)
         res = optimise_warp(np.stack(movs), np.stack(fixs), cfg, mask=np.stack(masks),
@@ -441,7 +540,7 @@ def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:
             job.metrics["optimise_batch"] = len(group)
 
 
-def _finish(job: _Job, optimise: Any, dev: Any) -> Registration:
+def _finish(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds = DEFAULT_THRESHOLDS) -> Registration:
     """3. output sphere through the inverse warp, and metrics."""
     metrics, seconds, channels, tpl, feats = job.metrics, job.seconds, job.channels, job.tpl, job.feats
     rotated = job.pre.sphere
@@ -460,7 +559,13 @@ def _finish(job: _Job, optimise: Any, dev: Any) -> Registration:
                          "geomorph" if optimise is False else "geomorph+optimise")
     t = time.perf_counter()
     if warp_ico6 is not None:
-        after = barycentric_weights((rotated, job.work_f), warp_ico6) @ np.column_stack([feats[c] for c in channels])
+        # the warp's points in the moving mesh: located with the pre-alignment's locator (built on
+        # the unrotated sphere: rotate the points back), starting from where the grid was
+        pre = job.pre
+        weights = (barycentric_weights((rotated, job.work_f), warp_ico6) if pre.locator is None else
+                   barycentric_weights((pre.locator.vertices, job.work_f), warp_ico6 @ pre.rotation, pre.locator,
+                                       hint=pre.grid_faces))
+        after = weights @ np.column_stack([feats[c] for c in channels])
         for k, c in enumerate(channels):
             fixed = np.asarray(tpl.features[c], dtype=np.float64)
             metrics[f"cc_{c}_after"] = correlation(after[:, k], fixed, fixed != 0)
@@ -482,7 +587,9 @@ def _finish(job: _Job, optimise: Any, dev: Any) -> Registration:
                    {"model_name": "rigid" if warp_ico6 is None else None, "model_version": None,
                     "model_weights_sha256": None,
                     "model_path": None})
+    metrics.update(tpl.provenance)
     metrics.update(seconds)
     metrics["seconds_total"] = sum(v for k, v in seconds.items() if k.startswith("seconds_"))
     return Registration(sphere=out_sphere, faces=faces, rotation=rotation, warp_ico6=warp_ico6,
-                        metrics=metrics, template=tpl.name, hemi=job.hemi)
+                        metrics=metrics, template=tpl.name, hemi=job.hemi,
+                        quality=assess(metrics, channels, quality))

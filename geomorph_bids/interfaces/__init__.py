@@ -6,9 +6,10 @@ node's working directory (the writer: into the output folder), so that Nipype ca
 reruns resume.
 """
 
-from .bids import WriteHemisphere
+from .bids import CommitFile, WriteHemisphere
 from .features import LoadFeatures
+from .fmriprep_compat import FeaturesCifti, SphereToFsLR
 from .registration import Register
 from .resampling import ResampleFeatures
 
-__all__ = ["LoadFeatures", "Register", "ResampleFeatures", "WriteHemisphere"]
+__all__ = ["CommitFile", "FeaturesCifti", "LoadFeatures", "Register", "ResampleFeatures", "SphereToFsLR", "WriteHemisphere"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec,
-                                    traits)
+                                    isdefined, traits)
 
-__all__ = ["WriteHemisphere"]
+__all__ = ["WriteHemisphere", "CommitFile"]
 
 
 class _WriteInputSpec(BaseInterfaceInputSpec):
@@ -28,11 +28,17 @@ class _WriteInputSpec(BaseInterfaceInputSpec):
     density = traits.Str(desc="output density label")
     density_source = traits.Str(desc="where the output-density sphere came from")
     output_dir = traits.Str(mandatory=True, desc="the derivatives folder")
+    thresholds = traits.Dict(traits.Str, traits.Any, desc="the run's QualityThresholds.to_dict() (default: defaults)")
+    label_conflicts = traits.List(traits.Str, desc="LoadFeatures.label_conflicts: input files declaring the "
+                                                   "other hemisphere")
+    sphere_reg_fslr = File(exists=True, desc="--fmriprep-compat, template fsaverage: the sphere carried into fsLR")
 
 
 class _WriteOutputSpec(TraitedSpec):
     out_files = traits.List(File(exists=True), desc="every file written, sidecars included")
     metrics = File(exists=True, desc="the metrics JSON in the output folder")
+    resampled_features = traits.List(File(exists=True), desc="the resampled maps as written in the output "
+                                                             "folder, in the run's feature order")
 
 
 class WriteHemisphere(SimpleInterface):
@@ -51,17 +57,56 @@ class WriteHemisphere(SimpleInterface):
 
         from ..io.atomic import atomic_write_bytes
         from ..results.metrics import metrics_bytes, metrics_document
+        from ..quality import QualityThresholds
         from ..results.writer import OutputFile, commit_outputs
 
         registration = json.loads(Path(self.inputs.registration).read_text())
-        doc = metrics_document(registration, self.inputs.info, self.inputs.density, self.inputs.density_source)
+        conflicts = list(self.inputs.label_conflicts) if isdefined(self.inputs.label_conflicts) else None
+        thresholds = QualityThresholds.from_dict(self.inputs.thresholds if isdefined(self.inputs.thresholds) else None)
+        doc = metrics_document(registration, self.inputs.info, self.inputs.density, self.inputs.density_source,
+                               thresholds, conflicts)
         metrics = atomic_write_bytes(os.path.join(runtime.cwd, "metrics.json"), metrics_bytes(doc))
         files = [OutputFile.from_dict(d) for d in self.inputs.files]
         produced = {"registered_sphere": self.inputs.registered_sphere,
                     "resampled_features": list(self.inputs.resampled_features),
                     "metrics": str(metrics), "native_sphere": self.inputs.native_sphere,
                     "native_features": list(self.inputs.native_features)}
+        if isdefined(self.inputs.sphere_reg_fslr):
+            produced["sphere_reg_fslr"] = self.inputs.sphere_reg_fslr
         written = commit_outputs(files, produced, self.inputs.output_dir)
         self._results["out_files"] = [str(p) for p in written]
         self._results["metrics"] = str(next(f.path for f in files if f.field == "metrics"))
+        self._results["resampled_features"] = [str(f.path) for f in sorted(
+            (f for f in files if f.field == "resampled_features"), key=lambda f: f.index)]
+        return runtime
+
+
+class _CommitInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="the produced file")
+    path = traits.Str(mandatory=True, desc="its final path in the output folder")
+    meta = traits.Dict(traits.Str, traits.Any, desc="its JSON sidecar")
+    field = traits.Str("cifti", usedefault=True, desc="the result it is (results.writer.OUTPUT_FIELDS)")
+    output_dir = traits.Str(mandatory=True, desc="the derivatives folder")
+
+
+class _CommitOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="the file in the output folder")
+
+
+class CommitFile(SimpleInterface):
+    """Commit one produced file (and its sidecar) into the output folder with the one writer
+    (:func:`~geomorph_bids.results.writer.commit_outputs`): e.g. ``--cifti-output``'s dscalar."""
+
+    input_spec = _CommitInputSpec
+    output_spec = _CommitOutputSpec
+
+    def _run_interface(self, runtime):
+        from pathlib import Path
+
+        from ..results.writer import OutputFile, commit_outputs
+
+        meta = dict(self.inputs.meta) if isdefined(self.inputs.meta) else None
+        out = OutputFile(Path(self.inputs.path), self.inputs.field, meta=meta)
+        commit_outputs([out], {self.inputs.field: self.inputs.in_file}, self.inputs.output_dir)
+        self._results["out_file"] = str(out.path)
         return runtime

@@ -1,4 +1,5 @@
-"""Load one hemisphere's native sphere and feature maps, validate them, fix their sign."""
+"""Load one hemisphere's native sphere and feature maps (and, when given, its midthickness and
+cortex mask), validate them, fix their sign."""
 
 from __future__ import annotations
 
@@ -19,8 +20,14 @@ class _LoadFeaturesInputSpec(BaseInterfaceInputSpec):
     signs = traits.List(traits.Float, desc="factor per feature converting it to FreeSurfer's sign "
                                            "(-1 for HCP sulc/curv); default all +1")
     sphere_reg = File(exists=True, desc="optional FreeSurfer sphere.reg (same topology)")
+    midthickness = File(exists=True, desc="optional midthickness surface (same mesh): area-corrected resampling")
+    cortex_mask = File(exists=True, desc="optional cortex mask (sMRIPrep desc-cortex_mask, HCP roi, FreeSurfer "
+                                         "cortex.label): medial wall left out of the similarity")
     hemi = traits.Enum("L", "R", mandatory=True)
     subject = traits.Str("", usedefault=True, desc="subject label, for error messages")
+    input_digest = traits.Str("", usedefault=True,
+                              desc="content hash of the input files (io/digest.py): part of the node's "
+                                   "cache key, so a changed file with the same size and mtime is read again")
 
 
 class _LoadFeaturesOutputSpec(TraitedSpec):
@@ -28,12 +35,16 @@ class _LoadFeaturesOutputSpec(TraitedSpec):
     feature_files = traits.List(File(exists=True), desc="features in FreeSurfer's sign (.shape.gii)")
     feature_names = traits.List(traits.Str)
     sphere_reg = File(desc="validated sphere.reg (GIFTI), when given")
+    midthickness = File(desc="validated midthickness (GIFTI), when given")
+    cortex_mask = File(desc="cortex mask, 1 on the cortex and 0 on the medial wall (.shape.gii), when given")
     n_vertices = traits.Int()
+    label_conflicts = traits.List(traits.Str, desc="input files declaring the other hemisphere (one line each)")
 
 
 class LoadFeatures(SimpleInterface):
     """Read and validate a native sphere and its feature maps (one-line InputError on bad
-    input), apply the sign convention and write them as GIFTI in the node directory."""
+    input), apply the sign convention and write them as GIFTI in the node directory; list the
+    input files that declare the other hemisphere (``label_conflicts``, for the quality gates)."""
 
     input_spec = _LoadFeaturesInputSpec
     output_spec = _LoadFeaturesOutputSpec
@@ -48,10 +59,14 @@ class LoadFeatures(SimpleInterface):
         signs = list(self.inputs.signs) if isdefined(self.inputs.signs) and self.inputs.signs else [1.0] * len(names)
         if not (len(names) == len(files) == len(signs)):
             raise ValueError(f"{len(names)} feature names, {len(files)} files and {len(signs)} signs")
-        reg_file = self.inputs.sphere_reg if isdefined(self.inputs.sphere_reg) and self.inputs.sphere_reg else None
+        def given(value):
+            return value if isdefined(value) and value else None
+
         try:
             native = read_hemisphere(self.inputs.sphere, dict(zip(names, files)), signs=dict(zip(names, signs)),
-                                     sphere_reg=reg_file)
+                                     sphere_reg=given(self.inputs.sphere_reg),
+                                     midthickness=given(self.inputs.midthickness),
+                                     cortex_mask=given(self.inputs.cortex_mask), hemi=hemi)
         except InputError as exc:
             raise exc.with_context(subject=subject, hemi=hemi) from None
         sphere = native.sphere
@@ -63,8 +78,18 @@ class LoadFeatures(SimpleInterface):
             reg = native.sphere_reg
             self._results["sphere_reg"] = str(write_surface(os.path.join(runtime.cwd, "sphere_reg.surf.gii"),
                                                             reg.vertices, reg.faces, hemi=hemi))
+        if native.midthickness is not None:
+            mid = native.midthickness
+            self._results["midthickness"] = str(write_surface(os.path.join(runtime.cwd, "midthickness.surf.gii"),
+                                                              mid.vertices, mid.faces, hemi=hemi,
+                                                              geometric_type="Anatomical"))
+        if native.cortex is not None:
+            self._results["cortex_mask"] = str(write_metric(os.path.join(runtime.cwd, "cortex_mask.shape.gii"),
+                                                            native.cortex.astype("float32"), hemi=hemi,
+                                                            names=["cortex"]))
         self._results["sphere"] = out_sphere
         self._results["feature_files"] = [str(p) for p in outs]
         self._results["feature_names"] = names
         self._results["n_vertices"] = int(len(sphere.vertices))
+        self._results["label_conflicts"] = list(native.label_conflicts)
         return runtime

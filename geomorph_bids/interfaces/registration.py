@@ -34,7 +34,11 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     hemi = traits.Enum("L", "R", mandatory=True)
     model = traits.Dict(mandatory=True, desc="the run's ModelChoice.to_dict() (its channels are used)")
     device = traits.Str("cpu", usedefault=True, desc="the resolved device: cpu, cuda or cuda:N")
-    sphere_reg = File(exists=True, desc="FreeSurfer sphere.reg: rotation from correspondence")
+    sphere_reg = File(exists=True, desc="a registered sphere (same mesh): rotation from correspondence")
+    sphere_reg_space = traits.Enum("fsaverage", "template", usedefault=True,
+                                   desc="where sphere_reg lives: fsaverage (FreeSurfer's sphere.reg) or the "
+                                        "template's space (e.g. sMRIPrep's space-fsLR_desc-reg sphere)")
+    cortex_mask = File(exists=True, desc="cortex mask (1 on the cortex): medial wall left out of the similarity")
     num_threads = traits.Int(0, usedefault=True, desc="torch threads (0: leave as is)")
     subject = traits.Str("", usedefault=True, desc="subject label, for error messages")
 
@@ -74,10 +78,12 @@ class Register(SimpleInterface):
             files = dict(zip(names, self.inputs.feature_files))
             maps = {c: read_feature(files[c], n_vertices=len(sphere.vertices)) for c in channels}
             reg = read_sphere(self.inputs.sphere_reg).vertices if isdefined(self.inputs.sphere_reg) else None
-            template = TemplateRef.from_dict(self.inputs.template).registration_target(hemi, channels)
+            template = TemplateRef.from_dict(self.inputs.template)
+            cortex = self.inputs.cortex_mask if isdefined(self.inputs.cortex_mask) else None
             device = self.inputs.device
             result = register((sphere.vertices, sphere.faces), maps, template=template, hemi=hemi, device=device,
-                              reg_sphere=reg, device_slot=lambda: gpu_lock(device), **choice.register_arguments())
+                              reg_sphere=reg, reg_sphere_space=self.inputs.sphere_reg_space, cortex_mask=cortex,
+                              device_slot=lambda: gpu_lock(device), **choice.register_arguments())
         except InputError as exc:
             raise exc.with_context(subject=subject, hemi=hemi) from None
         out_sphere, metrics_file = write_registration(

@@ -1,5 +1,6 @@
 """Resample a hemisphere's features onto the template's sphere at the output density
-(:func:`geomorph_bids.results.resample.resample_features`)."""
+(:func:`geomorph_bids.results.resample.resample_features`; area-corrected with the subject's
+midthickness when given, as sMRIPrep and the HCP pipelines do)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,16 @@ class _ResampleInputSpec(BaseInterfaceInputSpec):
     density = traits.Str(mandatory=True, desc="output density label, e.g. 32k (see io.templates.DENSITIES)")
     templateflow_home = traits.Str(desc="TemplateFlow folder (default: $TEMPLATEFLOW_HOME)")
     method = traits.Enum("adap_bary_area", "barycentric", usedefault=True)
+    midthickness = File(exists=True, desc="the subject's midthickness (same mesh): adap_bary_area weighs by its "
+                                          "vertex areas and by those of its resampled copy (wb_command "
+                                          "-metric-resample ... -area-surfs); default: the spheres' own areas")
 
 
 class _ResampleOutputSpec(TraitedSpec):
     out_files = traits.List(File(exists=True), desc="one .shape.gii per feature, same order")
     n_vertices = traits.Int(desc="vertices of the output density mesh")
     density_source = traits.Str(desc="where the output-density sphere came from")
+    area_surfaces = traits.Bool(desc="whether the midthickness areas were used")
 
 
 class ResampleFeatures(SimpleInterface):
@@ -42,13 +47,17 @@ class ResampleFeatures(SimpleInterface):
 
         home = self.inputs.templateflow_home if isdefined(self.inputs.templateflow_home) else None
         moving = read_surface(self.inputs.registered_sphere)
+        mid = (read_surface(self.inputs.midthickness).vertices
+               if isdefined(self.inputs.midthickness) else None)
         maps = {name: read_feature(path, n_vertices=len(moving.vertices))
                 for name, path in zip(self.inputs.feature_names, self.inputs.feature_files)}
         res = resample_features((moving.vertices, moving.faces), maps, self.inputs.template, self.inputs.hemi,
-                                self.inputs.density, home or None, method=self.inputs.method)
+                                self.inputs.density, home or None, method=self.inputs.method,
+                                midthickness=mid)
         self._results["out_files"] = [
             str(write_metric(os.path.join(runtime.cwd, f"{name}_den-{self.inputs.density}.shape.gii"), values,
                              hemi=self.inputs.hemi, names=[name])) for name, values in res.maps.items()]
         self._results["n_vertices"] = res.n_vertices
         self._results["density_source"] = res.source
+        self._results["area_surfaces"] = res.area_surfaces
         return runtime

@@ -9,7 +9,8 @@ package treats as medial wall; pass ``fill=np.nan`` to mark them) and the
 returned mask says which vertices carried data.
 
 CIFTI-1 files are refused with the conversion command to run (nibabel reads
-CIFTI-2 only).
+CIFTI-2 only).  :func:`write_dscalar` writes the reverse: maps of both hemispheres on a
+template mesh, inside a medial-wall ROI, as one CIFTI-2 dense scalar file.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import numpy as np
 from nibabel import cifti2
 
 from geomorph_bids.errors import InputError
+from geomorph_bids.io.limits import map_max_bytes, read_bounded
 from geomorph_bids.io.validate import hemi_code
 
 __all__ = ["CIFTI_STRUCTURES", "CiftiCortex", "load_cifti", "read_cifti_cortex",
-           "read_cifti_labels", "is_cifti_name"]
+           "read_cifti_labels", "is_cifti_name", "write_dscalar"]
 
 #: hemi code -> CIFTI brain structure
 CIFTI_STRUCTURES = {"L": "CIFTI_STRUCTURE_CORTEX_LEFT", "R": "CIFTI_STRUCTURE_CORTEX_RIGHT"}
@@ -48,44 +50,44 @@ def is_cifti_name(path: str | Path) -> bool:
     return Path(path).name.lower().endswith(".nii")
 
 
-def _cifti_version(path: Path) -> str | None:
+def _cifti_version(raw: bytes) -> str | None:
     """The Version attribute of the CIFTI XML in the header extension, if found."""
-    with open(path, "rb") as fh:
-        head = fh.read(540)
-        if len(head) < 540:
-            return None
-        for order in ("<", ">"):
-            if int(np.frombuffer(head, order + "i4", 1)[0]) == 540:
-                vox_offset = int(np.frombuffer(head, order + "i8", 1, 168)[0])
-                break
-        else:
-            return None
-        blob = fh.read(max(0, min(vox_offset, 64 << 20) - 540))
-    m = _VERSION.search(blob)
+    head = raw[:540]
+    if len(head) < 540:
+        return None
+    for order in ("<", ">"):
+        if int(np.frombuffer(head, order + "i4", 1)[0]) == 540:
+            vox_offset = int(np.frombuffer(head, order + "i8", 1, 168)[0])
+            break
+    else:
+        return None
+    m = _VERSION.search(raw[540:max(540, min(vox_offset, 64 << 20))])
     return m.group(1).decode("ascii", "replace") if m else None
 
 
+def _image_from_bytes(raw: bytes, version: str | None):
+    """The image in ``raw``, as ``nib.load`` would type it: CIFTI-2 when its header extension
+    holds CIFTI XML, else a NIfTI-2 or NIfTI-1 volume (by the header size, 540 or 348)."""
+    if version is not None:
+        return cifti2.Cifti2Image.from_bytes(raw)
+    sizes = {int(np.frombuffer(raw[:4], order + "i4", 1)[0]) for order in ("<", ">")} if len(raw) >= 4 else set()
+    return nib.Nifti2Image.from_bytes(raw) if 540 in sizes else nib.Nifti1Image.from_bytes(raw)
+
+
 def load_cifti(path: str | Path) -> cifti2.Cifti2Image:
-    """Load a CIFTI-2 image; InputError for CIFTI-1, NIfTI volumes and broken files."""
+    """Load a CIFTI-2 image (at most :func:`~geomorph_bids.io.limits.map_max_bytes` bytes, read
+    once, within the read deadline); InputError for CIFTI-1, NIfTI volumes and broken files."""
     p = Path(path)
-    try:
-        size = p.stat().st_size
-    except OSError as exc:
-        raise InputError(f"cannot be read: {exc.strerror or exc}", path=p) from None
-    if size == 0:
-        raise InputError("is empty (0 bytes)", path=p)
+    raw = read_bounded(p, map_max_bytes(), "CIFTI file")
     out = re.sub(r"((\.d[a-z]+)?\.nii)$", r"_cifti2\1", p.name, flags=re.IGNORECASE)
     convert = f"convert it with `wb_command -file-convert -cifti-version-convert {p.name} 2 {out}`"
-    try:
-        version = _cifti_version(p)
-    except OSError as exc:
-        raise InputError(f"cannot be read: {exc}", path=p) from None
+    version = _cifti_version(raw)
     if version is not None and not version.startswith("2"):
         raise InputError(f"is a CIFTI-{version} file; only CIFTI-2 is supported: {convert}", path=p)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = nib.load(str(p))
+            img = _image_from_bytes(raw, version)
     except Exception as exc:
         if "CIFTI-2" in str(exc):
             raise InputError(f"is not a CIFTI-2 file ({exc}): {convert}", path=p) from None
@@ -186,3 +188,37 @@ def read_cifti_labels(path: str | Path, hemi: str, map_index: int = 0, fill: int
     table = {int(k): (str(nm), tuple(float(c) for c in rgba))
              for k, (nm, rgba) in other.label[map_index].items()}
     return labels, table
+
+
+def write_dscalar(path: str | Path, maps: dict[str, np.ndarray], rois: dict[str, np.ndarray],
+                  names: list[str], metadata: dict[str, str] | None = None) -> Path:
+    """Write a CIFTI-2 dense scalar file (``.dscalar.nii``) of both hemispheres, atomically.
+
+    Parameters
+    ----------
+    path : output file.
+    maps : ``{"L": (V_L, K), "R": (V_R, K)}`` values on each hemisphere's full mesh (K maps).
+    rois : ``{"L": (V_L,) bool, "R": (V_R,) bool}``: the vertices written (e.g. the fsLR atlas
+        ROI, which leaves out the medial wall as the HCP pipelines do).
+    names : the K map names.
+    metadata : strings stored in the CIFTI header's metadata (e.g. where the meshes came from).
+
+    Returns ``path``. The maps are stored as float32; a NaN inside the ROI is kept as NaN.
+    """
+    from .atomic import atomic_write_bytes
+
+    axes, blocks = [], []
+    for hemi in ("L", "R"):
+        values = np.asarray(maps[hemi], dtype=np.float64)
+        values = values[:, None] if values.ndim == 1 else values
+        roi = np.asarray(rois[hemi], dtype=bool).reshape(-1)
+        if values.shape != (len(roi), len(names)):
+            raise ValueError(f"hemi-{hemi}: maps have shape {values.shape}; expected ({len(roi)}, {len(names)})")
+        structure = CIFTI_STRUCTURES[hemi]
+        axes.append(cifti2.BrainModelAxis(structure, vertex=np.flatnonzero(roi), nvertices={structure: len(roi)}))
+        blocks.append(values[roi])
+    header = cifti2.Cifti2Header.from_axes((cifti2.ScalarAxis(list(names)), axes[0] + axes[1]))
+    header.matrix.metadata = cifti2.Cifti2MetaData({str(k): str(v) for k, v in (metadata or {}).items()})
+    img = cifti2.Cifti2Image(np.concatenate(blocks, axis=0).T.astype(np.float32), header)
+    img.nifti_header.set_intent("NIFTI_INTENT_CONNECTIVITY_DENSE_SCALARS")
+    return atomic_write_bytes(path, img.to_bytes())

@@ -15,7 +15,6 @@ templates, so a custom template is a drop-in :class:`~geomorph_bids.io.templates
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
+from .limits import read_json_bounded
 from .templates import TEMPLATE_LEVEL, Template, is_bundled_template, load_template
 
 __all__ = ["load_custom_template", "custom_template_info", "find_custom_template", "custom_feature_file",
@@ -41,9 +41,9 @@ def custom_template_info(folder: str | Path) -> dict[str, Any]:
     """``template_description.json`` of a custom template folder (InputError if absent/bad)."""
     path = Path(folder) / DESCRIPTION
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a custom template folder ({' '.join(str(exc).split())})", path=path) from None
+        doc = read_json_bounded(path, what="template description")
+    except InputError as exc:
+        raise InputError(f"not a custom template folder ({exc.reason})", path=path) from None
     if not isinstance(doc, dict) or not _LABEL.match(str(doc.get("Identifier", ""))):
         raise InputError("template_description.json needs an alphanumeric 'Identifier'", path=path)
     return doc

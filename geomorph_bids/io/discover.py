@@ -21,7 +21,11 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
       suffix with a ``desc-`` starting with ``myelin`` (e.g. ``desc-myelin_map``), extension
       ``.shape.gii`` or ``.func.gii``, no ``space-``/``den-`` entity;
     * surface (optional, for the report): ``_inflated.surf.gii``, else ``_midthickness.surf.gii``,
-      no ``space-``/``den-``/``desc-`` entity.
+      no ``space-``/``den-``/``desc-`` entity;
+    * midthickness (optional, area-corrected resampling): ``_midthickness.surf.gii``, no
+      ``space-``/``den-``/``desc-`` entity;
+    * cortex mask (optional, medial wall left out of the similarity): ``_desc-cortex_mask.label.gii``
+      with no ``space-`` (sMRIPrep >= 0.17).
 
     Other entities (``acq-``, ``run-`` ...) are allowed; of several matches the one with
     the fewest entities wins, a tie is reported as ambiguous.  With ``session=None`` the
@@ -31,14 +35,17 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
 ``freesurfer`` (a FreeSurfer subjects dir)
     ``<root>/<subject dir>/surf/h.sphere``, ``h.sphere.reg`` (optional), ``h.sulc``,
     ``h.curv``, ``h.thickness``; no myelin map; surface (optional): ``h.inflated``, else
-    ``h.midthickness``.  Subject dirs tried: ``sub-X_ses-Y`` (with a
+    ``h.midthickness``; midthickness (optional): ``h.midthickness``; cortex mask (optional):
+    ``<subject dir>/label/h.cortex.label``.  Subject dirs tried: ``sub-X_ses-Y`` (with a
     session), ``sub-X``, ``X``.
 ``hcp`` (HCP pipelines)
     ``<root>/<S>/MNINonLinear/Native/<S>.H.sphere.native.surf.gii``, optional
     ``<S>.H.sphere.reg.native.surf.gii`` (FreeSurfer's sphere.reg), ``.sulc.native.shape.gii``,
     ``.curvature.native.shape.gii``, ``.thickness.native.shape.gii``,
     ``.MyelinMap_BC.native.func.gii`` (else ``.MyelinMap.native.func.gii``); surface (optional):
-    ``<S>.H.inflated.native.surf.gii``, else ``.midthickness.native.surf.gii``.  ``S`` tried:
+    ``<S>.H.inflated.native.surf.gii``, else ``.midthickness.native.surf.gii``; midthickness
+    (optional): ``.midthickness.native.surf.gii``; cortex mask (optional): ``.roi.native.shape.gii``.
+    ``S`` tried:
     ``sub-X_ses-Y`` and ``X_ses-Y`` (with a session), ``sub-X``, ``X``.
 
 Roots: ``derivatives`` (name -> folder) when given, else every folder in
@@ -54,9 +61,11 @@ are returned too.
 
 The optional *surface* (:attr:`HemiInputs.surface`) is the inflated (preferred) or
 midthickness mesh of the same source and folder as the sphere, drawn by the participant report;
-its absence never fails a hemisphere.  It is the one file discovery opens: its header (and the
-sphere's) is read to check that both have the same number of vertices; otherwise the surface
-is dropped with a :class:`SurfaceWarning` (:func:`surface_vertex_count`).
+its absence never fails a hemisphere.  The optional *midthickness* and *cortex mask* of the same
+source and folder are used, when present, for area-corrected resampling and to leave the medial
+wall out of the registration's similarity.  The surfaces are the files discovery opens: their
+headers (and the sphere's) are read to check that they have the sphere's number of vertices;
+otherwise the surface is dropped with a :class:`SurfaceWarning` (:func:`surface_vertex_count`).
 
 Sign conventions: HCP's PostFreeSurfer negates FreeSurfer's ``sulc`` and ``curv``
 (HCP sulc = -FreeSurfer sulc, positive on gyri).  :attr:`HemiInputs.sulc_sign` records
@@ -67,6 +76,7 @@ sign (the engine's convention, see :mod:`geomorph_bids.io.templates`).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,8 +84,8 @@ from typing import Iterable, Mapping, Sequence
 
 from geomorph_bids.errors import InputError
 
-__all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs",
-           "SurfaceWarning", "discover", "find_subjects", "normalise_label", "surface_vertex_count"]
+__all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
+           "SurfaceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -124,6 +134,10 @@ class HemiInputs:
     sulc_sign : ``"freesurfer"`` or ``"hcp"`` (HCP negates sulc and curv)
     surface : the inflated or midthickness mesh (same vertices as the sphere), or None
     surface_kind : ``"inflated"``, ``"midthickness"`` or None
+    midthickness : the midthickness mesh (same vertices; area-corrected resampling), or None
+    cortex_mask : the cortex mask (True on the cortex; same vertices), or None
+    digest : content hash of the files read for the registration (:func:`~geomorph_bids.io.digest.input_digest`),
+        filled in by the command line after discovery; ``""`` when not computed
     """
 
     subject: str
@@ -136,6 +150,9 @@ class HemiInputs:
     sulc_sign: str
     surface: Path | None = None
     surface_kind: str | None = None
+    midthickness: Path | None = None
+    cortex_mask: Path | None = None
+    digest: str = ""
 
     def sign(self, feature: str) -> float:
         """Factor (+1.0 or -1.0) converting ``feature`` to FreeSurfer's sign convention."""
@@ -164,6 +181,11 @@ class SubjectInputs:
         """The :class:`DiscoveryError` for a missing hemisphere (for the caller to report)."""
         return DiscoveryError(self.missing[hemi], subject=self.subject, hemi=hemi,
                               searched=self.searched)
+
+
+def valid_label(label: str) -> bool:
+    """Whether ``label`` is a BIDS label: ASCII letters and digits only."""
+    return bool(_LABEL.fullmatch(str(label)))
 
 
 def normalise_label(label: str, prefix: str = "sub") -> str:
@@ -201,6 +223,14 @@ def _roots(bids_dir: Path, fs_subjects_dir: str | Path | None,
         return out
 
     return keep(deriv), keep(fs)
+
+
+def freesurfer_roots(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
+                     derivatives: Mapping[str, str | Path] | None = None) -> list[Path]:
+    """The FreeSurfer subjects folders the inputs are looked for in (``fs_subjects_dir``, else
+    ``<bids_dir>/derivatives/freesurfer`` and each derivatives root's ``sourcedata/freesurfer``),
+    existing ones only: also where the BIDS-App looks for FreeSurfer's ``fsaverage`` template."""
+    return _roots(Path(bids_dir), fs_subjects_dir, derivatives)[1]
 
 
 def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
@@ -261,6 +291,8 @@ def _smriprep_role(ents: dict[str, str], suffix: str, ext: str) -> str | None:
         if desc == "reg" and space in (None, "fsaverage"):
             return "sphere_reg"
         return None
+    if suffix == "mask" and ext == ".label.gii" and desc == "cortex" and space is None:
+        return "cortex_mask"
     if ext not in _GII_METRIC or space is not None:
         return None
     if suffix.lower() in _MYELIN_SUFFIXES or (desc or "").lower().startswith("myelin"):
@@ -304,10 +336,17 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
     else:
         folders = [(subj / "anat", None)]
         sessions = []
+        bad = []
         for anat in sorted(subj.glob("ses-*/anat")):
             ses = anat.parent.name[4:]
+            if not _LABEL.fullmatch(ses):  # its outputs could not carry the entity: never processed
+                bad.append(f"smriprep {anat.parent}: session label {ses!r} is not a BIDS label (letters and "
+                           "digits only); rename the folder")
+                continue
             if "sphere" in _smriprep_files(anat, subject, ses, hemi):
                 sessions.append((anat, ses))
+        if bad and not sessions and "sphere" not in _smriprep_files(subj / "anat", subject, None, hemi):
+            return None, "; ".join(bad)
         if len(sessions) > 1 and "sphere" not in _smriprep_files(subj / "anat", subject, None, hemi):
             names = ", ".join(f"ses-{s}" for _, s in sessions)
             return None, f"smriprep {subj}: spheres in several sessions ({names}), pass a session"
@@ -336,8 +375,16 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
             feats = {f: chosen[f] for f in FEATURES if f in chosen}
             kind = next((k for k in SURFACE_KINDS if k in chosen), None)
             return HemiInputs(subject, ses, hemi, "smriprep", chosen["sphere"], chosen.get("sphere_reg"),
-                              feats, "freesurfer", chosen[kind] if kind else None, kind), ""
+                              feats, "freesurfer", chosen[kind] if kind else None, kind,
+                              chosen.get("midthickness"), chosen.get("cortex_mask")), ""
     return None, "; ".join(problems) or None
+
+
+def _present(path: Path) -> bool:
+    """Anything of that name: a file, a link (even a broken one: an annexed file that was not
+    fetched), or a FIFO, device or folder in its place; what is not a readable regular file is then
+    reported as such, on one line, by the checks that follow (never as missing, never opened)."""
+    return os.path.lexists(path)
 
 
 def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
@@ -347,17 +394,19 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
     files = {"sulc": f"{h}.sulc", "curv": f"{h}.curv", "thickness": f"{h}.thickness"}
     for name in names:
         surf = root / name / "surf"
-        if not (surf / f"{h}.sphere").is_file():
+        if not _present(surf / f"{h}.sphere"):
             continue
-        lacking = [files.get(f, f) for f in features if f not in files or not (surf / files[f]).is_file()]
+        lacking = [files.get(f, f) for f in features if f not in files or not _present(surf / files[f])]
         if lacking:
             return None, f"freesurfer {surf}: has {h}.sphere but no {', '.join(lacking)}"
-        feats = {f: surf / n for f, n in files.items() if (surf / n).is_file()}
+        feats = {f: surf / n for f, n in files.items() if _present(surf / n)}
         reg = surf / f"{h}.sphere.reg"
-        kind = next((k for k in SURFACE_KINDS if (surf / f"{h}.{k}").is_file()), None)
+        kind = next((k for k in SURFACE_KINDS if _present(surf / f"{h}.{k}")), None)
+        mid, cortex = surf / f"{h}.midthickness", root / name / "label" / f"{h}.cortex.label"
         return HemiInputs(subject, session, hemi, "freesurfer", surf / f"{h}.sphere",
                           reg if reg.is_file() else None, feats, "freesurfer",
-                          surf / f"{h}.{kind}" if kind else None, kind), ""
+                          surf / f"{h}.{kind}" if kind else None, kind,
+                          mid if mid.is_file() else None, cortex if cortex.is_file() else None), ""
     return None, None
 
 
@@ -371,22 +420,23 @@ def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,
     for name in names:
         native = root / name / "MNINonLinear" / "Native"
         sphere = native / f"{name}.{hemi}.sphere.native.surf.gii"
-        if not sphere.is_file():
+        if not _present(sphere):
             continue
         feats = {}
         for f, options in kinds.items():
             hit = next((native / f"{name}.{hemi}.{o}" for o in options
-                        if (native / f"{name}.{hemi}.{o}").is_file()), None)
+                        if _present(native / f"{name}.{hemi}.{o}")), None)
             if hit is not None:
                 feats[f] = hit
         lacking = [f".{kinds[f][0]}" for f in features if f not in feats]
         if lacking:
             return None, f"hcp {native}: has the sphere but no {', '.join(lacking)}"
         reg = native / f"{name}.{hemi}.sphere.reg.native.surf.gii"
-        kind = next((k for k in SURFACE_KINDS if (native / f"{name}.{hemi}.{k}.native.surf.gii").is_file()), None)
+        kind = next((k for k in SURFACE_KINDS if _present(native / f"{name}.{hemi}.{k}.native.surf.gii")), None)
+        mid, cortex = native / f"{name}.{hemi}.midthickness.native.surf.gii", native / f"{name}.{hemi}.roi.native.shape.gii"
         return HemiInputs(subject, session, hemi, "hcp", sphere, reg if reg.is_file() else None,
                           feats, "hcp", native / f"{name}.{hemi}.{kind}.native.surf.gii" if kind else None,
-                          kind), ""
+                          kind, mid if mid.is_file() else None, cortex if cortex.is_file() else None), ""
     return None, None
 
 
@@ -427,20 +477,28 @@ def surface_vertex_count(path: str | Path) -> int | None:
 
 
 def _checked_surface(h: HemiInputs) -> HemiInputs:
-    """``h`` without its surface (and a :class:`SurfaceWarning`) when the surface's vertex
-    count cannot be read or differs from the sphere's."""
-    if h.surface is None:
-        return h
-    n_surface, n_sphere = surface_vertex_count(h.surface), surface_vertex_count(h.sphere)
-    if n_surface is not None and n_surface == n_sphere:
+    """``h`` without its display surface or midthickness (and a :class:`SurfaceWarning`) when
+    that surface's vertex count cannot be read or differs from the sphere's."""
+    if h.surface is None and h.midthickness is None:
         return h
     import warnings
 
-    why = (f"{n_surface} vertices, the sphere {n_sphere}" if n_surface is not None and n_sphere is not None
-           else "its vertex count (or the sphere's) cannot be read")
-    warnings.warn(f"sub-{h.subject} hemi-{h.hemi}: {h.surface_kind} surface {h.surface} ignored ({why}); "
-                  "the report draws the sphere only", SurfaceWarning, stacklevel=3)
-    return replace(h, surface=None, surface_kind=None)
+    n_sphere = surface_vertex_count(h.sphere)
+    for path, kind, consequence, drop in (
+            (h.surface, h.surface_kind, "the report draws the sphere only", {"surface": None, "surface_kind": None}),
+            (h.midthickness, "midthickness", "features are resampled with the sphere's vertex areas",
+             {"midthickness": None})):
+        if path is None:
+            continue
+        n_surface = surface_vertex_count(path)
+        if n_surface is not None and n_surface == n_sphere:
+            continue
+        why = (f"{n_surface} vertices, the sphere {n_sphere}" if n_surface is not None and n_sphere is not None
+               else "its vertex count (or the sphere's) cannot be read")
+        warnings.warn(f"sub-{h.subject} hemi-{h.hemi}: {kind} surface {path} ignored ({why}); {consequence}",
+                      SurfaceWarning, stacklevel=3)
+        h = replace(h, **drop)
+    return h
 
 
 _PROBES = {"smriprep": _probe_smriprep, "freesurfer": _probe_freesurfer, "hcp": _probe_hcp}

@@ -23,7 +23,8 @@ import numpy as np
 from nibabel import freesurfer as nfs
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.io.validate import read_bytes
+from geomorph_bids.io.limits import (READ_TIMEOUT_S, SURFACE_MAX_BYTES, map_max_bytes, read_bounded, regular_file,
+                                     with_deadline)
 
 __all__ = ["TRIANGLE_MAGIC", "CURV_MAGIC", "read_magic", "triangle_header", "read_fs_vertex_count",
            "read_fs_surface", "read_fs_morph", "read_fs_annot", "read_fs_label"]
@@ -52,13 +53,19 @@ def triangle_header(head: bytes) -> tuple[int, int, int] | None:
     return v, f, end2 + 9
 
 
-def read_fs_vertex_count(path: str | Path, head_bytes: int = 4096) -> int | None:
+def read_fs_vertex_count(path: str | Path, head_bytes: int = 4096, timeout_s: float | None = None) -> int | None:
     """Number of vertices of a FreeSurfer triangle surface from its header only (the first
-    ``head_bytes``), or None when the file cannot be read or is not one."""
-    try:
+    ``head_bytes``, read within ``timeout_s`` seconds, default
+    :data:`~geomorph_bids.io.limits.READ_TIMEOUT_S`), or None when the file cannot be read, is
+    not a regular file or is not one."""
+    def head() -> bytes:
         with open(path, "rb") as fh:
-            parsed = triangle_header(fh.read(head_bytes))
-    except OSError:
+            return fh.read(head_bytes)
+
+    try:
+        regular_file(path)
+        parsed = triangle_header(with_deadline(head, READ_TIMEOUT_S if timeout_s is None else timeout_s, path))
+    except (InputError, OSError):
         return None
     return None if parsed is None else parsed[0]
 
@@ -98,7 +105,7 @@ def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
     meta : volume geometry tags found at the end of the file, as strings
     """
     p = Path(path)
-    raw = read_bytes(p)
+    raw = read_bounded(p, SURFACE_MAX_BYTES, "surface")
     _surface_header(raw, p)
     try:
         with warnings.catch_warnings():
@@ -112,13 +119,14 @@ def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
     return np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64), meta
 
 
-def read_fs_morph(path: str | Path) -> np.ndarray:
-    """Read a FreeSurfer morphometry file (``lh.sulc``, ``lh.curv``, ``lh.thickness``).
+def read_fs_morph(path: str | Path, n_vertices: int | None = None) -> np.ndarray:
+    """Read a FreeSurfer morphometry file (``lh.sulc``, ``lh.curv``, ``lh.thickness``) of at
+    most :func:`~geomorph_bids.io.limits.map_max_bytes` (``n_vertices``) bytes.
 
     Returns (V,) float64 (mm for sulc/thickness, 1/mm for curv).
     """
     p = Path(path)
-    raw = read_bytes(p)
+    raw = read_bounded(p, map_max_bytes(n_vertices), "per-vertex map")
     magic = read_magic(raw)
     if magic == CURV_MAGIC:
         if len(raw) < 15:
@@ -156,7 +164,7 @@ def read_fs_annot(path: str | Path) -> tuple[np.ndarray, dict[int, tuple[str, tu
     table : index -> (name, (r, g, b, a) in 0..1); -1 -> ("unknown", transparent)
     """
     p = Path(path)
-    raw = read_bytes(p)
+    raw = read_bounded(p, map_max_bytes(), "annotation")
     if len(raw) < 4:
         raise InputError("FreeSurfer annotation is truncated", path=p)
     v = int(np.frombuffer(raw, ">i4", 1)[0])
@@ -179,7 +187,7 @@ def read_fs_annot(path: str | Path) -> tuple[np.ndarray, dict[int, tuple[str, tu
 def read_fs_label(path: str | Path, n_vertices: int) -> np.ndarray:
     """Read a FreeSurfer ``.label`` file as a (V,) int64 mask (1 inside, 0 outside)."""
     p = Path(path)
-    read_bytes(p)
+    read_bounded(p, map_max_bytes(n_vertices), "label file")
     try:
         idx = np.asarray(nfs.read_label(str(p)), dtype=np.int64)
     except Exception as exc:

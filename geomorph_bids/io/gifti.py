@@ -17,6 +17,7 @@ interrupted run never leaves a partial output.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import re
 import warnings
@@ -31,7 +32,9 @@ from nibabel.gifti import (GiftiCoordSystem, GiftiDataArray, GiftiImage, GiftiLa
 
 from geomorph_bids.errors import InputError
 from geomorph_bids.io.atomic import atomic_write_bytes
-from geomorph_bids.io.validate import check_finite, hemi_code, read_bytes
+from geomorph_bids.io.limits import (READ_TIMEOUT_S, SURFACE_MAX_BYTES, decompress_bounded, human_bytes, map_max_bytes,
+                                     read_bounded, regular_file, with_deadline)
+from geomorph_bids.io.validate import check_finite, hemi_code
 
 __all__ = [
     "GEOMETRIC_TYPES", "SECONDARY_TYPES", "STRUCTURES", "LabelTable",
@@ -63,24 +66,25 @@ def is_gifti_name(path: str | Path) -> bool:
 
 # ----------------------------------------------------------------------------- reading
 
-def load_gifti(path: str | Path) -> GiftiImage:
+def load_gifti(path: str | Path, limit: int = SURFACE_MAX_BYTES) -> GiftiImage:
     """Load a GIFTI image; gzipped files (``.gii.gz``) are decompressed in memory.
 
-    Raises InputError for a missing, empty, truncated or corrupted file.
+    ``limit``: the most bytes the file, its decompressed XML and its decoded data arrays may
+    take (:mod:`geomorph_bids.io.limits`), checked before anything is decompressed or decoded.
+    Raises InputError for a missing, empty, oversized, truncated or corrupted file, XML entity
+    declarations (GIFTI has none; they are how "billion laughs" files exhaust memory) and data
+    arrays that decode to more than their declared size.
     """
     p = Path(path)
-    raw = read_bytes(p)
+    raw = read_bounded(p, limit, "GIFTI file")
     if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise InputError(f"gzip stream is truncated or corrupted ({exc}); "
-                             "re-create or re-copy the file", path=p) from None
+        raw = decompress_bounded(raw, limit, p, bound="the most a GIFTI file may hold here")
         if not raw:
             raise InputError("is empty after gzip decompression", path=p)
     head = raw[:256].lstrip(b"\xef\xbb\xbf \t\r\n")
     if not (head.startswith(b"<?xml") or head.startswith(b"<GIFTI") or head.startswith(b"<!DOCTYPE")):
         raise InputError("is not a GIFTI file (does not start with XML)", path=p)
+    _check_arrays(raw, limit, p)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -93,22 +97,74 @@ def load_gifti(path: str | Path) -> GiftiImage:
     return img
 
 
+_GIFTI_ENTITY = re.compile(rb"<!ENTITY", re.I)
+_GIFTI_DATA_ARRAY = re.compile(rb"<DataArray\b([^>]*)>(.*?)</DataArray>", re.S)
+_GIFTI_DATA = re.compile(rb"<Data>(.*?)</Data>", re.S)
+_GIFTI_ATTR = re.compile(rb"\b(\w+)\s*=\s*[\"']([^\"']*)[\"']")
+_ITEM_BYTES = {"NIFTI_TYPE_UINT8": 1, "NIFTI_TYPE_INT8": 1, "NIFTI_TYPE_INT16": 2, "NIFTI_TYPE_UINT16": 2,
+               "NIFTI_TYPE_INT32": 4, "NIFTI_TYPE_UINT32": 4, "NIFTI_TYPE_FLOAT32": 4, "NIFTI_TYPE_INT64": 8,
+               "NIFTI_TYPE_UINT64": 8, "NIFTI_TYPE_FLOAT64": 8, "NIFTI_TYPE_COMPLEX64": 8,
+               "NIFTI_TYPE_COMPLEX128": 16}
+
+
+def _check_arrays(xml: bytes, limit: int, path: Path) -> None:
+    """Before nibabel decodes anything: no XML entity declarations, data arrays whose declared
+    sizes fit in ``limit`` together, and zlib-encoded data that inflate to no more than their
+    declared size (InputError naming the file otherwise)."""
+    first = xml.find(b"<GIFTI")
+    if _GIFTI_ENTITY.search(xml, 0, first if first >= 0 else len(xml)):
+        raise InputError("declares XML entities; GIFTI files have none (refused: entity expansion can "
+                         "exhaust memory)", path=path)
+    total = 0
+    for k, m in enumerate(_GIFTI_DATA_ARRAY.finditer(xml)):
+        attrs = {a.decode("ascii", "replace"): v.decode("ascii", "replace") for a, v in _GIFTI_ATTR.findall(m.group(1))}
+        try:
+            ndim = int(attrs.get("Dimensionality", "1"))
+            dims = [int(attrs.get(f"Dim{i}", "0")) for i in range(max(ndim, 1))]
+        except ValueError:
+            raise InputError(f"GIFTI data array {k} has a non-integer dimension", path=path) from None
+        if ndim < 1 or ndim > 8 or min(dims) < 0:
+            raise InputError(f"GIFTI data array {k} declares dimensions {dims}", path=path)
+        size = int(np.prod(dims, dtype=object)) * _ITEM_BYTES.get(attrs.get("DataType", ""), 8)
+        total += size
+        if total > limit:
+            raise InputError(f"GIFTI data arrays declare {human_bytes(total)}, more than a GIFTI file may "
+                             f"hold here ({human_bytes(limit)})", path=path)
+        if "GZipBase64" in attrs.get("Encoding", ""):
+            data = _GIFTI_DATA.search(m.group(2))
+            if data is None:
+                continue
+            try:
+                packed = base64.b64decode(data.group(1), validate=False)
+            except ValueError:
+                raise InputError(f"GIFTI data array {k} holds invalid base64", path=path) from None
+            inflated = decompress_bounded(packed, size, path, wbits=15,
+                                          bound=f"the size data array {k} declares ({dims})")
+            if len(inflated) != size:
+                raise InputError(f"GIFTI data array {k} holds {len(inflated)} bytes, its dimensions "
+                                 f"{dims} need {size}; the file is truncated or corrupted", path=path)
+
+
 _GIFTI_ARRAY = re.compile(rb"<DataArray\b[^>]*>", re.S)
 _GIFTI_DIM0 = re.compile(rb"\bDim0\s*=\s*[\"'](\d+)[\"']")
 
 
-def gifti_vertex_count(path: str | Path) -> int | None:
+def gifti_vertex_count(path: str | Path, timeout_s: float | None = None) -> int | None:
     """Number of vertices of a GIFTI surface (``.surf.gii[.gz]``) from its header only: the
     ``Dim0`` of its NIFTI_INTENT_POINTSET array, read incrementally (1 MiB at a time, never
-    the whole file); None when it cannot be read or holds no point set."""
+    the whole file, at most :data:`~geomorph_bids.io.limits.SURFACE_MAX_BYTES`, within
+    ``timeout_s`` seconds, default :data:`~geomorph_bids.io.limits.READ_TIMEOUT_S`); None when
+    it cannot be read, is not a regular file or holds no point set."""
     p = Path(path)
-    try:
+
+    def scan() -> int | None:
         with open(p, "rb") as fh:
             head = fh.read(2)
         opener = gzip.open if head == b"\x1f\x8b" else open
         with opener(p, "rb") as fh:
             buf = fh.read(4096)
-            while True:
+            seen = len(buf)
+            while seen <= SURFACE_MAX_BYTES:
                 for tag in _GIFTI_ARRAY.finditer(buf):
                     if b"NIFTI_INTENT_POINTSET" in tag.group(0):
                         dim = _GIFTI_DIM0.search(tag.group(0))
@@ -116,8 +172,14 @@ def gifti_vertex_count(path: str | Path) -> int | None:
                 chunk = fh.read(1 << 20)
                 if not chunk:
                     return None
+                seen += len(chunk)
                 buf = buf[-4096:] + chunk  # the tail may hold the start of a tag
-    except (OSError, EOFError, ValueError, zlib.error):
+        return None
+
+    try:
+        regular_file(p)
+        return with_deadline(scan, READ_TIMEOUT_S if timeout_s is None else timeout_s, p)
+    except (InputError, OSError, EOFError, ValueError, zlib.error):
         return None
 
 
@@ -142,7 +204,7 @@ def read_gifti_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[s
     meta : file metadata updated with the POINTSET array's metadata
     """
     p = Path(path)
-    img = load_gifti(p)
+    img = load_gifti(p, SURFACE_MAX_BYTES)
     pts = [d for d in img.darrays if d.intent == _POINTSET]
     tri = [d for d in img.darrays if d.intent == _TRIANGLE]
     if len(pts) != 1 or len(tri) != 1:
@@ -158,8 +220,9 @@ def read_gifti_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[s
     return v.astype(np.float64), f, meta
 
 
-def read_gifti_data(path: str | Path) -> tuple[np.ndarray, list[str], dict[str, str]]:
-    """Read every data array of a GIFTI metric (shape/func/label/time series) file.
+def read_gifti_data(path: str | Path, limit: int | None = None) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """Read every data array of a GIFTI metric (shape/func/label/time series) file of at most
+    ``limit`` bytes (default: :func:`~geomorph_bids.io.limits.map_max_bytes` of the largest mesh).
 
     Returns
     -------
@@ -168,7 +231,7 @@ def read_gifti_data(path: str | Path) -> tuple[np.ndarray, list[str], dict[str, 
     meta : file metadata
     """
     p = Path(path)
-    img = load_gifti(p)
+    img = load_gifti(p, map_max_bytes() if limit is None else limit)
     if any(d.intent in (_POINTSET, _TRIANGLE) for d in img.darrays):
         raise InputError("is a GIFTI surface (mesh), not a per-vertex feature map", path=p)
     cols, names = [], []
@@ -194,7 +257,7 @@ def read_gifti_data(path: str | Path) -> tuple[np.ndarray, list[str], dict[str, 
 def read_gifti_labels(path: str | Path) -> tuple[np.ndarray, LabelTable]:
     """Read a GIFTI label file: ((V,) int64 keys, label table of the file)."""
     p = Path(path)
-    img = load_gifti(p)
+    img = load_gifti(p, map_max_bytes())
     arrays = [d for d in img.darrays if d.intent == _LABEL] or img.darrays
     a = _darray_data(arrays[0], p)
     if a.ndim == 2 and 1 in a.shape:

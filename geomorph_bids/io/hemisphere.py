@@ -1,5 +1,5 @@
 """The one loader of a native hemisphere: sphere, feature maps (in FreeSurfer's sign) and the
-optional FreeSurfer ``sphere.reg``, read and checked together.
+optional FreeSurfer ``sphere.reg``, midthickness surface and cortex mask, read and checked together.
 
 Every entry point that registers files goes through :func:`read_hemisphere` (the BIDS-App's
 ``load_features`` node and batch mode, ``geomorph-register``, training on the user's subjects),
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .surfaces import Surface, read_feature, read_sphere
+from .hemisphere_label import label_conflicts
+from .surfaces import Surface, read_feature, read_mask, read_sphere, read_surface
 from .validate import validate_feature
 
 __all__ = ["NativeHemisphere", "read_hemisphere"]
@@ -31,16 +32,25 @@ class NativeHemisphere:
         faces (F, 3) int64).
     features : name -> (V,) float64 map, multiplied by its sign (FreeSurfer's convention).
     sphere_reg : the validated ``sphere.reg`` (same V), or None.
+    midthickness : the midthickness surface (same V and triangles, mm), or None.
+    cortex : (V,) bool, True on the cortex, or None.
+    label_conflicts : one line per file whose metadata or name declares the other hemisphere
+        than the one it is read as (:func:`~geomorph_bids.io.hemisphere_label.label_conflicts`;
+        empty when no ``hemi`` was given).
     """
 
     sphere: Surface
     features: dict[str, np.ndarray] = field(default_factory=dict)
     sphere_reg: Surface | None = None
+    midthickness: Surface | None = None
+    cortex: np.ndarray | None = None
+    label_conflicts: tuple[str, ...] = ()
 
 
 def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
                     signs: Mapping[str, float] | None = None, sphere_reg: str | Path | None = None,
-                    validate: bool = True) -> NativeHemisphere:
+                    midthickness: str | Path | None = None, cortex_mask: str | Path | None = None,
+                    validate: bool = True, hemi: str | None = None) -> NativeHemisphere:
     """Read a native sphere, one map per feature and, optionally, its ``sphere.reg``.
 
     Parameters
@@ -51,10 +61,15 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     signs : name -> factor converting the map to FreeSurfer's sign (-1 for HCP sulc/curv);
         default +1.
     sphere_reg : FreeSurfer ``?h.sphere.reg`` (same vertices as ``sphere``), or None.
+    midthickness : the midthickness surface (same vertices and triangles), or None.
+    cortex_mask : a cortex mask file (:func:`~geomorph_bids.io.surfaces.read_mask`), or None.
     validate : refuse maps that are all zero or constant (nothing to register).
+    hemi : ``"L"``/``"R"``: the hemisphere the files are read as; files declaring the other one
+        are listed in ``label_conflicts`` (the quality gates flag them; nothing is refused).
 
     Raises :class:`~geomorph_bids.errors.InputError` naming the file (the caller adds subject
-    and hemisphere with ``with_context``). Reads in order: sphere, features, sphere.reg.
+    and hemisphere with ``with_context``). Reads in order: sphere, features, sphere.reg,
+    midthickness, cortex mask.
     """
     s = read_sphere(sphere)
     n = len(s.vertices)
@@ -71,4 +86,12 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
         reg = read_sphere(sphere_reg)
         if len(reg.vertices) != n:
             raise InputError(f"has {len(reg.vertices)} vertices but the sphere has {n}", path=sphere_reg)
-    return NativeHemisphere(s, maps, reg)
+    mid = None
+    if midthickness is not None:
+        mid = read_surface(midthickness)
+        if len(mid.vertices) != n or not np.array_equal(np.sort(mid.faces, axis=1), np.sort(s.faces, axis=1)):
+            raise InputError(f"midthickness has {len(mid.vertices)} vertices and other triangles than the sphere "
+                             f"({n} vertices): it must be the same subject's mesh", path=midthickness)
+    cortex = None if cortex_mask is None else read_mask(cortex_mask, n)
+    conflicts = () if hemi is None else tuple(label_conflicts([sphere, *features.values(), sphere_reg], hemi))
+    return NativeHemisphere(s, maps, reg, mid, cortex, conflicts)

@@ -20,13 +20,18 @@ import numpy as np
 
 from geomorph_bids.errors import InputError
 from geomorph_bids.io import cifti, freesurfer, gifti
+from geomorph_bids.io.limits import MAX_MAPS, MAX_VERTICES, decompress_bounded, map_max_bytes, read_bounded, regular_file
 from geomorph_bids.io.validate import (SPHERE_RADIUS, check_finite, check_mesh, check_vertex_count,
                                        hemi_code, validate_sphere)
 
 #: largest per-vertex map read from an MGH file (values), a guard against corrupted headers
-_MAX_VALUES = 100_000_000
+_MAX_VALUES = MAX_VERTICES * MAX_MAPS
 
-__all__ = ["Surface", "detect_format", "read_surface", "read_sphere", "read_feature", "read_labels"]
+__all__ = ["Surface", "detect_format", "read_surface", "read_sphere", "read_feature", "read_labels", "read_mask",
+           "MIN_CORTEX_FRACTION"]
+
+#: a cortex mask covering less of the hemisphere than this is refused (real ones: about 0.9)
+MIN_CORTEX_FRACTION = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,6 +67,7 @@ _KINDS = {"mgh": "an MGH file", "cifti": "a CIFTI file", "annot": "a FreeSurfer 
 
 
 def _head(path: Path, n: int = 8) -> bytes:
+    regular_file(path)  # never open a FIFO or a device: the read would block or never end
     try:
         with open(path, "rb") as fh:
             return fh.read(n)
@@ -72,7 +78,8 @@ def _head(path: Path, n: int = 8) -> bytes:
 def detect_format(path: str | Path) -> str:
     """One of 'gifti', 'cifti', 'mgh', 'annot', 'label', 'freesurfer' (binary surface/morph).
 
-    Raises InputError for a missing or empty file.
+    Raises InputError for a missing, empty or non-regular file (FIFO, device, folder, broken
+    symbolic link).
     """
     p = Path(path)
     head = _head(p)
@@ -137,11 +144,14 @@ def read_sphere(path: str | Path, *, radius: float = SPHERE_RADIUS, max_folded: 
     return Surface(v, f, s.path, s.meta)
 
 
-def _read_mgh(p: Path) -> np.ndarray:
+def _read_mgh(p: Path, n_vertices: int | None = None) -> np.ndarray:
+    raw = read_bounded(p, map_max_bytes(n_vertices), "MGH file")
+    if raw[:2] == b"\x1f\x8b":  # .mgz
+        raw = decompress_bounded(raw, map_max_bytes(n_vertices), p, bound="the most a map file may hold here")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = nib.load(str(p))
+            img = nib.MGHImage.from_bytes(raw)
             shape = tuple(int(n) for n in img.shape)
             # check the header before reading: a corrupted header can claim terabytes
             if len(shape) < 3 or shape[0] == 0 or shape[1:3] != (1, 1) or np.prod(shape) > _MAX_VALUES:
@@ -176,11 +186,11 @@ def read_feature(path: str | Path, n_vertices: int | None = None, hemi: str | No
     p = Path(path)
     fmt = detect_format(p)
     if fmt == "gifti":
-        values, _, _ = gifti.read_gifti_data(p)
+        values, _, _ = gifti.read_gifti_data(p, map_max_bytes(n_vertices))
     elif fmt == "freesurfer":
-        values = freesurfer.read_fs_morph(p)[:, None]
+        values = freesurfer.read_fs_morph(p, n_vertices)[:, None]
     elif fmt == "mgh":
-        values = _read_mgh(p)
+        values = _read_mgh(p, n_vertices)
     elif fmt == "cifti":
         if hemi is None:
             raise InputError("is a CIFTI file holding both hemispheres: pass hemi='L' or 'R'", path=p)
@@ -228,3 +238,33 @@ def read_labels(path: str | Path, n_vertices: int | None = None, hemi: str | Non
         raise InputError("is not a label file (.label.gii, .annot, .label, .dlabel.nii)", path=p)
     check_vertex_count(labels.shape[0], n_vertices, p, what="label map")
     return labels, table
+
+
+def read_mask(path: str | Path, n_vertices: int | None = None) -> np.ndarray:
+    """Read a cortex mask: (V,) bool, True on the cortex, False on the medial wall.
+
+    Parameters
+    ----------
+    path : sMRIPrep's ``_desc-cortex_mask.label.gii`` (0/1 values, written as a metric or as
+        labels), HCP's ``<S>.L.roi.native.shape.gii``, or FreeSurfer's ``label/lh.cortex.label``
+        (a vertex list; needs ``n_vertices``).
+    n_vertices : expected vertex count (the sphere's); InputError if different.
+
+    A mask covering less than :data:`MIN_CORTEX_FRACTION` of the vertices is refused (InputError
+    naming the file): it is not a cortex mask, or it is inverted.
+    """
+    p = Path(path)
+    if detect_format(p) == "label":
+        if n_vertices is None:
+            raise InputError("is a FreeSurfer label (a vertex list): pass n_vertices", path=p)
+        mask = freesurfer.read_fs_label(p, n_vertices) > 0
+    else:
+        values = read_feature(p, n_vertices, squeeze=False)
+        if values.shape[1] != 1:
+            raise InputError(f"holds {values.shape[1]} maps; a cortex mask has one", path=p)
+        mask = values[:, 0] > 0
+    fraction = float(mask.mean())
+    if fraction < MIN_CORTEX_FRACTION:
+        raise InputError(f"cortex mask covers {100 * fraction:.1f}% of the vertices (at least "
+                         f"{100 * MIN_CORTEX_FRACTION:.0f}% expected): not a cortex mask, or inverted", path=p)
+    return mask

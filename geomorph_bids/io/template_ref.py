@@ -1,29 +1,40 @@
 """Which registration template a run uses, decided once: :class:`TemplateRef`.
 
-Every entry point turns the user's template argument (``--template``, ``template=``) into a
-:class:`TemplateRef` with :func:`resolve_template_ref` and hands it down; the workflows, the
-interfaces, the reports and the group level load the maps through it and never search again.
-A name is looked up, in order: a bundled template (``fsLR``, ``fsaverage``), a custom template
-folder given by path, then ``tpl-<name>`` in each folder of the search path
-(:func:`template_search_path`: where ``group --build-template`` writes).
+Every entry point turns the user's template argument (``--template``, ``--template-dir``,
+``template=``) into a :class:`TemplateRef` with :func:`resolve_template_ref` and hands it
+down; the workflows, the interfaces, the reports and the group level load the maps through it
+and never search again. A name is looked up, in order:
 
-This module is where new template sources belong (e.g. TemplateFlow or a FreeSurfer
-``fsaverage`` subject): :func:`resolve_template_ref` decides which one a name refers to and
-records it in the reference, and :meth:`TemplateRef.load` reads it.
+* a standard template (``fsLR``, ``fsaverage``): its maps come, per hemisphere, from the
+  sources :func:`~geomorph_bids.io.template_sources.discover_sources` finds where the entry
+  point's :class:`~geomorph_bids.io.template_sources.TemplateSearch` says to look (an explicit
+  folder, TemplateFlow, the user's FreeSurfer ``fsaverage``, then the bundled maps); the
+  reference records them all, in order, and :meth:`TemplateRef.source` picks the first that
+  has every map a registration needs;
+* a folder holding a standard template's maps (a FreeSurfer ``fsaverage`` subject folder, a
+  TemplateFlow ``tpl-fsaverage`` folder): that template, from that folder first;
+* a custom template folder given by path (``tpl-<label>`` with ``template_description.json``),
+  then ``tpl-<name>`` in each folder of the search path (:func:`template_search_path`: where
+  ``group --build-template`` writes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .custom_template import DESCRIPTION, custom_template_info, find_custom_template, load_custom_template
-from .templates import Template, available_templates, is_bundled_template, load_template
+from .custom_template import (DESCRIPTION, custom_feature_file, custom_template_info, find_custom_template,
+                              load_custom_template)
+from .template_sources import (TemplateSearch, TemplateSource, discover_sources, explicit_base, fallback_warnings,
+                               files_sha256, is_low_resolution, load_source)
+from .templates import Template, available_templates, is_bundled_template
 
-__all__ = ["TemplateRef", "resolve_template_ref", "template_search_path", "resolve_template"]
+__all__ = ["TemplateRef", "resolve_template_ref", "template_search_path", "resolve_template", "HEMIS"]
+
+HEMIS = ("L", "R")
 
 
 @dataclass(frozen=True)
@@ -36,43 +47,120 @@ class TemplateRef:
         a custom template's ``Identifier``.
     base : the standard template (``fsLR`` or ``fsaverage``) whose spherical coordinates the
         maps use; output densities are its spheres.
-    folder : a custom template's folder (``tpl-<label>``, absolute), or None for bundled maps.
+    folder : a custom template's folder (``tpl-<label>``, absolute), or None.
+    sources : a standard template's sources for both hemispheres, each hemisphere's in order of
+        preference, its bundled maps last (empty for a custom template).
+    notes : places looked in that hold some of the template's files but no sphere and sulc for
+        a hemisphere (printed as warnings).
+    info : places skipped as expected (TemplateFlow's zero-byte placeholders; printed as notes).
     """
 
     label: str
     base: str
     folder: Path | None = None
+    sources: tuple[TemplateSource, ...] = ()
+    notes: tuple[str, ...] = ()
+    info: tuple[str, ...] = ()
 
     @classmethod
     def bundled(cls, name: str) -> "TemplateRef":
-        """A bundled template by name (ValueError naming the bundled ones otherwise)."""
+        """A standard template from its bundled maps only (ValueError for an unknown name)."""
         if not is_bundled_template(name):
             raise ValueError(f"unknown template {name!r}: not a bundled template")
-        return cls(str(name), str(name))
+        return _standard(str(name), TemplateSearch(bundled_only=True))
 
     @property
-    def is_bundled(self) -> bool:
-        """Whether the maps are the bundled ones (no folder)."""
-        return self.folder is None
+    def is_custom(self) -> bool:
+        """Whether this is a custom template folder (e.g. a population template)."""
+        return self.folder is not None
+
+    def candidates(self, hemi: str) -> tuple[TemplateSource, ...]:
+        """The sources of one hemisphere, in order of preference."""
+        return tuple(s for s in self.sources if s.hemi == hemi)
+
+    def source(self, hemi: str, features: Sequence[str]) -> TemplateSource | None:
+        """The first source of ``hemi`` with every map in ``features`` (else the bundled one,
+        whose loading then says what it lacks); None for a custom template."""
+        if self.is_custom:
+            return None
+        cands = self.candidates(hemi)
+        return next((s for s in cands if all(f in s.maps for f in features)), cands[-1])
+
+    def features(self, hemi: str) -> tuple[str, ...]:
+        """The maps the preferred source of ``hemi`` offers (a custom template: its files)."""
+        if self.is_custom:
+            stem = custom_feature_file(self.folder, self.label, hemi, "X").name[: -len("X.shape.gii")]
+            return tuple(sorted(p.name[len(stem): -len(".shape.gii")] for p in self.folder.glob(f"{stem}*.shape.gii")))
+        return self.candidates(hemi)[0].features
+
+    def shared_features(self, hemis: Iterable[str] = HEMIS) -> tuple[str, ...]:
+        """The maps the preferred source of every one of ``hemis`` offers."""
+        per = [self.features(h) for h in hemis]
+        return tuple(f for f in per[0] if all(f in p for p in per[1:])) if per else ()
 
     def load(self, hemi: str, features: Sequence[str] = ("sulc",)) -> Template:
-        """The template of one hemisphere with ``features`` (ico-6 grid, FreeSurfer sign)."""
-        if self.folder is None:
-            return load_template(self.label, hemi, tuple(features))
-        return load_custom_template(self.folder, hemi, features)
+        """The template of one hemisphere with ``features`` (ico-6 grid, FreeSurfer sign), with
+        its ``provenance``."""
+        if self.is_custom:
+            tpl = load_custom_template(self.folder, hemi, features)
+            return replace(tpl, provenance=self.provenance(hemi, features))
+        return load_source(self.source(hemi, features), features)
 
-    def registration_target(self, hemi: str, features: Sequence[str]) -> "str | Template":
-        """What :func:`geomorph_bids.engine.register.register` is given: a bundled template by
-        name (it then loads the hemisphere a mirrored model needs), a custom one loaded."""
-        return self.label if self.folder is None else self.load(hemi, features)
+    def provenance(self, hemi: str, features: Sequence[str]) -> dict[str, Any]:
+        """What the outputs record about the maps of ``hemi`` used for ``features``
+        (:meth:`~geomorph_bids.io.template_sources.TemplateSource.provenance`; a custom
+        template: kind ``custom``, its folder, 40962 vertices, the maps' SHA-256)."""
+        if self.is_custom:
+            files = [custom_feature_file(self.folder, self.label, hemi, f) for f in features]
+            return {"template_source": "custom", "template_source_path": str(self.folder), "template_vertices": 40962,
+                    "template_sha256": files_sha256(tuple(str(p) for p in files if p.is_file())),
+                    "template_files": [str(p) for p in files]}
+        return self.source(hemi, features).provenance(features)
 
-    def to_dict(self) -> dict[str, str]:
+    def warnings(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> list[str]:
+        """One line per hemisphere whose preferred source lacks a map in ``features`` (the next
+        one is used), then the notes; empty for a custom template."""
+        if self.is_custom:
+            return []
+        hemis = tuple(hemis)
+        notes = [n for n in self.notes if not any(f"hemi-{h}" in n for h in HEMIS if h not in hemis)]
+        return fallback_warnings({h: self.candidates(h) for h in hemis}, features, notes)
+
+    def low_resolution(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> bool:
+        """Whether any of ``hemis`` uses the bundled low-resolution fsaverage (fsaverage5-derived)."""
+        return not self.is_custom and any(is_low_resolution(self.source(h, features)) for h in hemis)
+
+    def describe(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> str:
+        """One line: where the maps come from, e.g. ``fsaverage from FreeSurfer fsaverage /x``."""
+        if self.is_custom:
+            return f"{self.label} from {self.folder}"
+        where = sorted({self.source(h, features).describe() for h in hemis})
+        return f"{self.label} from {' and '.join(where)}"
+
+    def to_dict(self) -> dict[str, Any]:
         """Plain strings (a Nipype input); :meth:`from_dict` is the inverse."""
-        return {"label": self.label, "base": self.base, "folder": "" if self.folder is None else str(self.folder)}
+        return {"label": self.label, "base": self.base, "folder": "" if self.folder is None else str(self.folder),
+                "sources": [s.to_dict() for s in self.sources], "notes": list(self.notes), "info": list(self.info)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TemplateRef":
-        return cls(str(d["label"]), str(d["base"]), Path(d["folder"]) if d.get("folder") else None)
+        sources = tuple(TemplateSource.from_dict(s) for s in d.get("sources") or ())
+        if not sources and not d.get("folder"):  # a record written before template sources existed
+            return cls.bundled(str(d["base"]))
+        return cls(str(d["label"]), str(d["base"]), Path(d["folder"]) if d.get("folder") else None, sources,
+                   tuple(d.get("notes") or ()), tuple(d.get("info") or ()))
+
+
+def _standard(name: str, where: TemplateSearch) -> TemplateRef:
+    sources: list[TemplateSource] = []
+    notes: list[str] = []
+    info: list[str] = []
+    for hemi in HEMIS:
+        found, why, fyi = discover_sources(name, hemi, where)
+        sources += found
+        notes += [n for n in why if n not in notes]
+        info += [n for n in fyi if n not in info]
+    return TemplateRef(name, name, None, tuple(sources), tuple(notes), tuple(info))
 
 
 def template_search_path(output_dir: str | Path) -> tuple[Path, ...]:
@@ -81,17 +169,26 @@ def template_search_path(output_dir: str | Path) -> tuple[Path, ...]:
     return (Path(output_dir), Path(output_dir) / "templates")
 
 
-def resolve_template_ref(name: str | Path, search: Sequence[str | Path] = ()) -> TemplateRef:
-    """A bundled template by name, else a custom template folder (a path, or ``tpl-<name>`` in
-    one of ``search``). Raises :class:`InputError` (one line) when neither exists or the
-    folder's ``BaseTemplate`` is not a bundled template."""
+def resolve_template_ref(name: str | Path, search: Sequence[str | Path] = (),
+                         where: TemplateSearch | None = None) -> TemplateRef:
+    """A standard template (its sources found as ``where`` says; None: the bundled maps only),
+    a folder of a standard template's maps, else a custom template folder (a path, or
+    ``tpl-<name>`` in one of ``search``). Raises :class:`InputError` (one line) when none
+    exists, the folder's ``BaseTemplate`` is not a standard template, or ``where`` names a
+    folder that is not one of the template's."""
+    where = where or TemplateSearch(bundled_only=True)
     if is_bundled_template(str(name)):
-        return TemplateRef.bundled(str(name))
+        return _standard(str(name), where)
+    if Path(name).is_dir() and not (Path(name) / DESCRIPTION).is_file():
+        base = explicit_base(name)
+        if base is not None:
+            return _standard(base, replace(where, template_dir=Path(name).absolute(), bundled_only=False))
     folder = find_custom_template(name, search)
     if folder is None:
-        where = ", ".join(str(p) for p in search) or "no search folder"
-        raise InputError(f"unknown template {str(name)!r}: not bundled ({', '.join(available_templates())}), and no "
-                         f"custom template folder (tpl-<label> with {DESCRIPTION}) at that path or in {where}")
+        where_txt = ", ".join(str(p) for p in search) or "no search folder"
+        raise InputError(f"unknown template {str(name)!r}: not bundled ({', '.join(available_templates())}), not a "
+                         "FreeSurfer fsaverage or TemplateFlow folder, and no custom template folder (tpl-<label> "
+                         f"with {DESCRIPTION}) at that path or in {where_txt}")
     info = custom_template_info(folder)
     base = str(info.get("BaseTemplate", ""))
     if not is_bundled_template(base):
@@ -101,6 +198,6 @@ def resolve_template_ref(name: str | Path, search: Sequence[str | Path] = ()) ->
 
 
 def resolve_template(name: str | Path, hemi: str, features: Sequence[str] = ("sulc",),
-                     search: Sequence[str | Path] = ()) -> Template:
+                     search: Sequence[str | Path] = (), where: TemplateSearch | None = None) -> Template:
     """Load a template by name or folder (:func:`resolve_template_ref`, then :meth:`TemplateRef.load`)."""
-    return resolve_template_ref(name, search).load(hemi, features)
+    return resolve_template_ref(name, search, where).load(hemi, features)

@@ -24,16 +24,17 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..resources import (data_dir, density_sphere_candidates, package_template_features, template_feature_file,
-                         template_rotation_file, templateflow_sphere_file)
+from ..resources import (data_dir, density_sphere_candidates, package_data_file, package_template_features,
+                         template_feature_file, template_rotation_file, templateflow_sphere_file)
 from ..sphere.icosphere import icosphere
 
 __all__ = ["Template", "load_template", "available_templates", "is_bundled_template", "TEMPLATE_LEVEL", "DENSITIES",
-           "normalise_density", "load_density_sphere"]
+           "normalise_density", "load_density_sphere", "ATLAS_ROI_DENSITIES", "load_atlas_roi"]
 
 #: output densities per template: label -> vertex count (``icoN`` aliases are normalised)
 DENSITIES: dict[str, dict[str, int]] = {
@@ -60,6 +61,9 @@ class Template:
     features : name -> (V,) float64 feature map (FreeSurfer sign for sulc).
     from_fsaverage : (3, 3) float64 rotation from fsaverage space (where FreeSurfer's
         ``?h.sphere.reg`` lives) into this template's space; the identity for fsaverage.
+    provenance : where the maps came from (``template_source``, ``template_source_path``,
+        ``template_vertices``, ``template_sha256``, ``template_files``;
+        :meth:`geomorph_bids.io.template_sources.TemplateSource.provenance`), or empty.
     """
 
     name: str
@@ -68,6 +72,7 @@ class Template:
     faces: np.ndarray
     features: dict[str, np.ndarray] = field(default_factory=dict)
     from_fsaverage: np.ndarray = field(default_factory=lambda: np.eye(3))
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def available_templates() -> dict[str, list[str]]:
@@ -227,3 +232,21 @@ def load_density_sphere(template: str, hemi: str, density: str | None = None,
                      f"looked in: {'; '.join(looked)}; place TemplateFlow's "
                      f"tpl-{template}_hemi-{hemi}_den-{label}_sphere.surf.gii under TEMPLATEFLOW_HOME "
                      "or choose another --output-density")
+
+
+#: fsLR densities with an HCP atlas ROI (the medial wall left out of CIFTI files)
+ATLAS_ROI_DENSITIES = ("32k", "59k")
+
+
+def load_atlas_roi(hemi: str, density: str) -> tuple[np.ndarray, str]:
+    """The HCP atlas ROI of fsLR at ``density`` (32k or 59k): (V,) bool, True on the cortex,
+    False on the medial wall (29696 / 29716 cortex vertices of 32492 at 32k), and where it came
+    from (sMRIPrep's ``{L,R}.atlasroi.<den>_fs_LR.shape.gii``, read where the package is installed).
+    ValueError for another density or when sMRIPrep is not installed."""
+    if density not in ATLAS_ROI_DENSITIES:
+        raise ValueError(f"the fsLR atlas ROI exists for {', '.join(ATLAS_ROI_DENSITIES)}, not {density!r}")
+    from .surfaces import read_feature
+
+    path = package_data_file("fsLR_atlasroi", hemi=hemi, density=density)
+    values = read_feature(path, DENSITIES["fsLR"][density])
+    return values > 0, f"smriprep:data/atlases/{path.name}"

@@ -46,17 +46,6 @@ class SphereWarning(UserWarning):
     """A sphere was accepted but recentred or rescaled to radius 100."""
 
 
-def read_bytes(path: Path) -> bytes:
-    """Whole file contents; InputError naming the file if missing, unreadable or empty."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot be read: {exc.strerror or exc}", path=path) from None
-    if not raw:
-        raise InputError("is empty (0 bytes)", path=path)
-    return raw
-
-
 def hemi_code(hemi: str) -> str:
     """Return ``'L'`` or ``'R'`` for any of L/R, left/right, lh/rh, CortexLeft/CortexRight."""
     code = _HEMIS.get(str(hemi).strip().lower())

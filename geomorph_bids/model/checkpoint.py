@@ -43,6 +43,7 @@ import torch
 
 import geomorph_bids
 from geomorph_bids.errors import InputError
+from geomorph_bids.io.limits import CHECKPOINT_MAX_BYTES, check_size, human_bytes
 from geomorph_bids.model.keys import check_keys
 from geomorph_bids.model.normalise import NormalisationSpec
 
@@ -311,10 +312,9 @@ def _first_line(e: BaseException, limit: int = 160) -> str:
 
 
 def _torch_load(path: Path, map_location: Any, mmap: bool) -> Any:
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise InputError("checkpoint file not found", path=path)
-    if not path.is_file():
-        raise InputError("checkpoint path is not a file", path=path)
+    check_size(path, CHECKPOINT_MAX_BYTES, "checkpoint")  # a regular file of a plausible size
     try:
         is_zip = zipfile.is_zipfile(path)
     except zipfile.BadZipFile:  # is_zipfile itself raises on some damaged end records (multi-disk)
@@ -322,6 +322,15 @@ def _torch_load(path: Path, map_location: Any, mmap: bool) -> Any:
     if not is_zip:  # torch.save's format; legacy pickles are never unpickled
         raise InputError("not a readable checkpoint (truncated or corrupted?): not a zip archive "
                          "as written by torch.save", path=path)
+    try:  # the sizes the archive declares, before torch reads a record
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(max(0, info.file_size) for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise InputError(f"not a readable checkpoint (truncated or corrupted?): {_first_line(e)}",
+                         path=path) from None
+    if declared > CHECKPOINT_MAX_BYTES:
+        raise InputError(f"checkpoint declares {human_bytes(declared)} of content, more than any checkpoint "
+                         f"geomorph-bids accepts ({human_bytes(CHECKPOINT_MAX_BYTES)})", path=path)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..derivatives import GROUP_FIGURE, GROUP_HTML, GROUP_TSV
 from ..io.atomic import atomic_write_text
+from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
 from .group_table import group_table_rows
 from .html import esc, fmt, page, software_versions, table
 
@@ -133,8 +134,12 @@ def build_group_report(output_dir: str | Path) -> Path:
             table(["", ""], [["subjects", esc(len(subjects))], ["sessions", esc(", ".join(sessions) or "n/a")],
                              ["rows (subject/session/hemisphere)", esc(len(rows))],
                              ["templates", esc(", ".join(sorted({str(r.get('template')) for r in rows})))],
+                             ["template maps", esc("; ".join(sorted({describe_provenance(r) for r in rows})))],
                              ["table", f'<a href="{esc(tsv.name)}">{esc(tsv.name)}</a>' if tsv else "n/a"]],
                   left=2), "</section>"]
+    low = [_label(r) for r in rows if low_resolution_used(r)]
+    if low:
+        body.append(f'<p class="warn">{esc(len(low))} hemisphere(s) were {esc(LOW_RESOLUTION_NOTE)}.</p>')
     body.append('<section id="distributions"><h2>Distributions</h2><p class="note">One point per '
                 "hemisphere; boxes: quartiles; red: outliers.</p>"
                 f'<img class="fig" src="{esc(fig.relative_to(output_dir).as_posix())}" alt="distributions"></section>')

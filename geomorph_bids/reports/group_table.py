@@ -6,34 +6,47 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..derivatives import GROUP_TSV, metrics_files
 from ..io.atomic import atomic_write_text
+from ..io.limits import read_json_bounded
 
 __all__ = ["GROUP_COLUMNS", "group_rows", "write_group_table", "read_group_table", "group_table_rows"]
 
-#: leading columns of the group table (the registration metrics follow, sorted)
-GROUP_COLUMNS = ("subject", "session", "hemi", "template", "method", "input_source", "sulc_sign")
+#: leading columns of the group table (the registration metrics follow, sorted); ``quality`` is
+#: ``ok`` or ``flagged`` (:mod:`geomorph_bids.quality`), ``quality_reasons`` the gates failed
+GROUP_COLUMNS = ("subject", "session", "hemi", "quality", "quality_reasons", "template", "method", "input_source",
+                 "sulc_sign")
 
 
-def _flat(doc: Mapping[str, Any]) -> dict[str, Any]:
+def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str, Any]:
     row = {k: doc.get(k) for k in GROUP_COLUMNS}
-    for k, v in sorted(doc.get("registration", {}).items()):
+    quality = doc.get("quality") if isinstance(doc.get("quality"), dict) else {}
+    row["quality"] = ("flagged" if quality.get("flagged") else "ok") if quality else None
+    row["quality_reasons"] = "; ".join(map(str, quality.get("reasons") or ())) or None
+    registration = doc.get("registration") if isinstance(doc.get("registration"), dict) else {}
+    for k, v in sorted(registration.items()):
         if k == "rotation" or isinstance(v, (list, dict)):
             continue
         row.setdefault(k, v)
+    if with_quality_inputs:  # for the group level's gates; not columns
+        row["_registration"] = registration
+        row["_features"] = list(registration.get("registration_features") or doc.get("features") or [])
+        row["_thresholds"] = quality.get("thresholds")
     return row
 
 
-def group_rows(output_dir: str | Path) -> list[dict[str, Any]]:
+def group_rows(output_dir: str | Path, with_quality_inputs: bool = False) -> list[dict[str, Any]]:
     """One row per ``sub-*/[ses-*/]anat/*_desc-geomorph_metrics.json`` under ``output_dir``,
-    sorted by subject, session, hemisphere."""
+    sorted by subject, session, hemisphere (``with_quality_inputs``: also ``_registration``,
+    ``_features`` and ``_thresholds``, what :func:`geomorph_bids.quality.assess` needs)."""
     rows = []
     for path in metrics_files(output_dir):
-        rows.append(_flat(json.loads(path.read_text())))
+        doc = read_json_bounded(path, what="metrics file")
+        if isinstance(doc, dict):
+            rows.append(_flat(doc, with_quality_inputs))
     return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"])))
 
 

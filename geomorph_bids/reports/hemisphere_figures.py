@@ -17,9 +17,13 @@ from .outputs import HemiOutputs, relative
 __all__ = ["hemisphere_figures"]
 
 
-def _load_template(name: str, hemi: str, feature: str, output_dir: Path):
-    from ..io.template_ref import resolve_template, template_search_path
+def _load_template(name: str, hemi: str, feature: str, output_dir: Path, recorded: dict | None = None):
+    """The template the run used (``recorded``: its ``TemplateRef.to_dict()`` in the metrics),
+    else the one ``name`` refers to here (outputs written before the reference was recorded)."""
+    from ..io.template_ref import TemplateRef, resolve_template, template_search_path
 
+    if recorded:
+        return TemplateRef.from_dict(recorded).load(hemi, (feature,))
     return resolve_template(name, hemi, (feature,), search=template_search_path(output_dir))
 
 
@@ -83,7 +87,7 @@ def hemisphere_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path) -> tuple
     d = None
     for feature in h.features:
         try:
-            tpl = _load_template(template, h.hemi, feature, output_dir)
+            tpl = _load_template(template, h.hemi, feature, output_dir, h.doc.get("template_ref"))
         except (ValueError, OSError) as exc:
             notes.append(f"template {template} ({feature}) not available here: {exc}")
             continue

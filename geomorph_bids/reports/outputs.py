@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..derivatives import HemisphereOutputs, hemisphere_outputs, metrics_files, parse_metrics_name
+from ..errors import InputError
+from ..io.limits import read_json_bounded
 
 __all__ = ["HemiOutputs", "find_hemispheres", "label", "relative"]
 
@@ -92,8 +93,9 @@ def find_hemispheres(output_dir: str | Path, subject: str, session: str | None =
         if session is not None and ses != session:
             continue
         try:
-            doc = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            doc = read_json_bounded(path, what="metrics file")
+        except InputError:
             doc = {}
+        doc = doc if isinstance(doc, dict) else {}
         out.append(HemiOutputs(subject, ses, hemi, space, Path(output_dir), path, doc))
     return sorted(out, key=lambda h: (h.session or "", h.hemi, h.space))

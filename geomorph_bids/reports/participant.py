@@ -28,6 +28,7 @@ from pathlib import Path
 from ..crashfiles import read_crash_file, subject_wf_name
 from ..derivatives import CITATION, CRASH_FILES, DATASET_DESCRIPTION, LOGS, figures_dir, report_name
 from ..io.atomic import atomic_write_text
+from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
 from ..quality import quality_warnings
 from .hemisphere_figures import hemisphere_figures
 from .html import esc, fmt, markdown, page, software_versions, table
@@ -102,7 +103,20 @@ def _provenance(h: HemiOutputs) -> str:
             "template", "output_density", "output_density_source", "model", "method", "software"]
     rows = [[esc(k), esc(json.dumps(h.doc.get(k)) if isinstance(h.doc.get(k), (dict, list))
                          else fmt(h.doc.get(k)))] for k in keys if k in h.doc]
+    reg = h.registration
+    rows += [[esc(k), esc(fmt(reg[k]) if not isinstance(reg[k], list) else ", ".join(map(str, reg[k])))]
+             for k in _TEMPLATE_KEYS if k in reg]
     return table(["field", "value"], rows, left=2)
+
+
+#: where the template's maps came from (register() metrics)
+_TEMPLATE_KEYS = ("template_source", "template_source_path", "template_vertices", "template_sha256", "template_files")
+
+
+def _template_maps(hemis: list[HemiOutputs]) -> str:
+    """One line per distinct template source of the hemispheres (``hemi-L: freesurfer ...``)."""
+    lines = [f"hemi-{h.hemi}: {describe_provenance(h.registration)}" for h in hemis]
+    return "; ".join(dict.fromkeys(lines)) or "n/a"
 
 
 def build_participant_report(output_dir: str | Path, subject: str, session: str | None = None) -> Path:
@@ -136,6 +150,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     summary_rows = [["subject", esc(subject)], ["sessions", esc(", ".join(sessions) or "n/a")],
                     ["hemispheres", esc(", ".join(f"{h.entities} hemi-{h.hemi}" for h in hemis) or "none")],
                     ["template", esc(first.get("template", "n/a"))],
+                    ["template maps", esc(_template_maps(hemis))],
                     ["output density", esc(first.get("output_density", "n/a"))],
                     ["model / method", esc(f"{first.get('model', 'n/a')} / {first.get('method', 'n/a')}")],
                     ["input", esc(first.get("input_source", "n/a"))]]
@@ -153,6 +168,8 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
             figs, notes = [], [f"figures failed: {type(exc).__name__}: {' '.join(str(exc).split())}"]
         all_notes += [(anchor, n) for n in notes]
         warns += [(anchor, w) for w in quality_warnings(h.registration, h.features)]
+        if low_resolution_used(h.registration):
+            warns.append((anchor, LOW_RESOLUTION_NOTE))
         parts = [f'<section id="{esc(anchor)}"><h2>{esc(h.entities)} hemi-{esc(h.hemi)} '
                  f'&rarr; {esc(h.doc.get("template", h.space))}</h2>']
         for kind, caption, rel in figs:

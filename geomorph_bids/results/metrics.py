@@ -38,18 +38,27 @@ def registration_record(result, choice, used_sphere_reg: bool) -> dict:
 
 
 def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], density: str | None,
-                     density_source: str | None) -> dict:
+                     density_source: str | None, thresholds=None, label_conflicts: list[str] | None = None) -> dict:
     """The hemisphere's metrics document: the software, the provenance ``info`` (subject,
     inputs, sign convention...: :func:`geomorph_bids.workflows.outputs.hemisphere_info`),
     ``method`` (what register() did: rigid, optimise, geomorph[+optimise]), the output density
-    and where its sphere came from, and the ``registration`` record."""
+    and where its sphere came from, the ``registration`` record (with ``label_conflicts``: the
+    native input files that declare the other hemisphere, when given) and ``quality``, the
+    verdict of the quality gates (:func:`geomorph_bids.quality.assess` with ``thresholds``, a
+    :class:`~geomorph_bids.quality.QualityThresholds`; None: the defaults)."""
     from .. import __version__
+    from ..quality import DEFAULT_THRESHOLDS, assess
 
+    registration = dict(registration)
+    if label_conflicts is not None:  # the native files: the registration only saw validated copies
+        registration["label_conflicts"] = list(label_conflicts)
+    verdict = assess(registration, registration.get("registration_features") or [], thresholds or DEFAULT_THRESHOLDS)
     return {"software": f"geomorph-bids {__version__}", **dict(info or {}),
             "method": registration.get("method"),
             "output_density": density or None,
             "output_density_source": density_source or None,
-            "registration": dict(registration)}
+            "registration": registration,
+            "quality": verdict.to_dict()}
 
 
 def metrics_bytes(doc: Mapping[str, Any]) -> bytes:

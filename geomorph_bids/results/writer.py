@@ -6,7 +6,7 @@ feeds it, its JSON sidecar), built in one place
 (:func:`geomorph_bids.workflows.outputs.hemisphere_files`) from the names of
 :mod:`geomorph_bids.derivatives`. :func:`commit_outputs` puts them in place once every result
 exists: each file is staged inside the output folder (``.geomorph-staging/<random>/``: a hard
-link to, or copy of, the produced file, or the file itself when it was produced there) and
+link to, or copy of, the produced file, wherever it was produced) and
 renamed over its final path; sidecars are written atomically
 (:func:`geomorph_bids.io.atomic.atomic_write_bytes`); the metrics JSON goes last (it is what
 marks a hemisphere as done). A final file that already holds exactly the new bytes is left
@@ -34,7 +34,10 @@ __all__ = ["STAGING_DIR", "OUTPUT_FIELDS", "OutputFile", "sidecar_bytes", "stagi
 STAGING_DIR = ".geomorph-staging"
 
 #: the named results of a hemisphere that feed its files
-OUTPUT_FIELDS = ("registered_sphere", "resampled_features", "metrics", "native_sphere", "native_features")
+OUTPUT_FIELDS = ("registered_sphere", "resampled_features", "metrics", "native_sphere", "native_features",
+                 "sphere_reg_fslr", "cifti")
+# (``sphere_reg_fslr``: ``--fmriprep-compat`` with template fsaverage, the sphere carried into
+# fsLR; ``cifti``: ``--cifti-output``'s per-subject dscalar, committed on its own)
 
 
 @dataclass(frozen=True)
@@ -99,9 +102,9 @@ def _same_content(new: Path, old: Path) -> bool:
 
 
 def _stage(src: Path, stage: Path) -> Path:
-    """``src`` inside ``stage``: itself if already there, else a hard link or a copy."""
-    if src.parent == stage:
-        return src
+    """``src`` inside ``stage``: a new hard link (or copy) of it there, so that one produced file
+    may feed several outputs (``--fmriprep-compat``'s copies of the registered sphere); what is
+    left in the stage is removed with it."""
     staged = stage / f"{uuid.uuid4().hex}{''.join(src.suffixes)}"
     try:
         os.link(src, staged)
@@ -136,7 +139,7 @@ def commit_outputs(files: Sequence[OutputFile], produced: Mapping[str, Any], out
 
     ``produced`` maps each field of :data:`OUTPUT_FIELDS` that ``files`` use to the produced
     file (a list for list fields). Files produced inside ``stage`` (a :func:`staging` folder)
-    are moved; any other is hard-linked or copied (it stays where it is). Order: data files,
+    are hard-linked (or copied) into place like any other, so one may feed several files. Order: data files,
     then sidecars, then the metrics JSON. OSError (disk full...) propagates; the caller removes
     the hemisphere's files (a failed hemisphere leaves none).
     """

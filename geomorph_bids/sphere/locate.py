@@ -132,7 +132,7 @@ class SphereLocator:
     def _candidates(self, points: np.ndarray, n_near: int) -> np.ndarray:
         """(N, n_near * D) candidate faces: the fans of the nearest vertices."""
         n_near = min(n_near, len(self.vertices))
-        _, near = self._tree.query(points, k=n_near, workers=-1)
+        _, near = self._tree.query(points, k=n_near, workers=1)
         return self._fans[near.reshape(len(points), n_near)].reshape(len(points), -1)
 
     def _locate_chunk(self, points: np.ndarray, n_near: int) -> tuple[np.ndarray, np.ndarray]:

@@ -44,7 +44,8 @@ from ..errors import InputError
 from .locate import SphereLocator
 from .mesh import vertex_areas
 
-__all__ = ["resample", "resample_weights", "apply_weights", "resample_labels", "barycentric_weights"]
+__all__ = ["resample", "resample_weights", "apply_weights", "resample_labels", "barycentric_weights",
+           "area_surfaces"]
 
 Mesh = tuple[np.ndarray, np.ndarray]
 AreaSpec = Union[Mesh, np.ndarray, None]
@@ -100,14 +101,16 @@ def _areas(spec: AreaSpec, sphere: tuple[np.ndarray, np.ndarray], name: str) -> 
 
 
 def _corner_weights(mesh: tuple[np.ndarray, np.ndarray], points: np.ndarray,
-                    locator: SphereLocator | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    locator: SphereLocator | None = None, hint: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Corners (N, 3) int64 and weights (N, 3) float64 of points in a mesh.
 
     Weights below ``_ZERO_WEIGHT`` are set to exactly 0 and the rest renormalised.
-    ``locator``: a :class:`SphereLocator` already built for ``mesh`` (reused, not rebuilt).
+    ``locator``: a :class:`SphereLocator` already built for ``mesh`` (reused, not rebuilt);
+    ``hint``: (N,) faces to try first (:meth:`SphereLocator.locate`).
     """
     locator = locator if locator is not None else SphereLocator(*mesh)
-    face, w = locator.locate(points)
+    face, w = locator.locate(points, hint=hint)
     w[w < _ZERO_WEIGHT] = 0.0
     w /= w.sum(axis=1, keepdims=True)
     return locator.faces[face], w
@@ -120,8 +123,8 @@ def _csr(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, shape: tuple[int,
     return matrix
 
 
-def barycentric_weights(mesh: Mesh, points: np.ndarray,
-                        locator: SphereLocator | None = None) -> sparse.csr_matrix:
+def barycentric_weights(mesh: Mesh, points: np.ndarray, locator: SphereLocator | None = None,
+                        hint: np.ndarray | None = None) -> sparse.csr_matrix:
     """(N, V) sparse barycentric weights of points in a spherical mesh.
 
     Parameters
@@ -130,6 +133,7 @@ def barycentric_weights(mesh: Mesh, points: np.ndarray,
     points : (N, 3) float, directions (any radius).
     locator : optional :class:`SphereLocator` already built for ``mesh``, to locate several
         point sets without rebuilding it.
+    hint : optional (N,) face indices to try first (e.g. where nearby points were found).
 
     Returns
     -------
@@ -137,7 +141,7 @@ def barycentric_weights(mesh: Mesh, points: np.ndarray,
     below 1e-9 are dropped (points on an edge or at a vertex use 2 or 1 corners).
     """
     mesh = _check_mesh(mesh, "mesh")
-    corners, w = _corner_weights(mesh, np.asarray(points, dtype=np.float64), locator)
+    corners, w = _corner_weights(mesh, np.asarray(points, dtype=np.float64), locator, hint)
     keep = w > 0
     rows = np.broadcast_to(np.arange(len(w))[:, None], w.shape)[keep]
     return _csr(rows, corners[keep], w[keep], (len(w), len(mesh[0])))
@@ -196,6 +200,26 @@ def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
     data *= np.divide(1.0, row_sum, out=np.zeros(n_new), where=row_sum > 0)[rows]
     keep = data > 0
     return _csr(rows[keep], cols[keep], data[keep], (n_new, n_cur))
+
+
+def area_surfaces(current: Mesh, anatomical: np.ndarray, new: Mesh) -> tuple[Mesh, Mesh]:
+    """The ``current_area`` and ``new_area`` surfaces of an area-corrected resampling.
+
+    ``anatomical`` (V_current, 3) is a surface on the current sphere's mesh (e.g. the
+    subject's midthickness, mm); it is carried onto the new sphere barycentrically
+    (``wb_command -surface-resample ... BARYCENTRIC``), as sMRIPrep and the HCP pipelines do
+    before ``-metric-resample ... ADAP_BARY_AREA -area-surfs``.
+
+    Returns ((anatomical, current faces), (resampled anatomical (V_new, 3), new faces)).
+    """
+    current = _check_mesh(current, "current sphere")
+    new = _check_mesh(new, "new sphere")
+    anatomical = np.asarray(anatomical, dtype=np.float64)
+    if anatomical.shape != current[0].shape:
+        raise InputError(f"the anatomical surface has {len(anatomical)} vertices, the current sphere "
+                         f"{len(current[0])}: it must be the same mesh")
+    moved = barycentric_weights(current, new[0]) @ anatomical
+    return (anatomical, current[1]), (moved, new[1])
 
 
 def _check_values(values: np.ndarray, n_current: int, name: str = "values") -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..engine.model_choice import ModelChoice, default_registration
 from ..io.discover import SubjectInputs
 from ..io.template_ref import TemplateRef
+from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 
 __all__ = ["RunConfig", "SubjectJob"]
 
@@ -34,6 +35,12 @@ class RunConfig:
         (:mod:`geomorph_bids.batch`), N hemispheres per registration batch
     reports : ``"parallel"`` (each participant's report as soon as its outputs are written,
         beside the registrations) or ``"deferred"`` (none; ``--reports-only`` builds them later)
+    quality : the thresholds of the quality gates (:class:`~geomorph_bids.quality.QualityThresholds`,
+        ``--min-cc`` and the other gate options); every hemisphere's metrics record its verdict
+    fmriprep_compat : also write the registered sphere under sMRIPrep's names
+        (:data:`~geomorph_bids.derivatives.FMRIPREP_SPHERES`; template fsLR or fsaverage)
+    cifti : also write one CIFTI-2 dscalar of both hemispheres' features per subject/session
+        (fsLR-based template at 32k or 59k)
     """
 
     bids_dir: Path
@@ -50,6 +57,9 @@ class RunConfig:
     density_sources: dict[str, str] = field(default_factory=dict)
     batch_size: int = 0
     reports: str = "parallel"
+    quality: QualityThresholds = DEFAULT_THRESHOLDS
+    fmriprep_compat: bool = False
+    cifti: bool = False
 
     @property
     def channels(self) -> tuple[str, ...]:

@@ -5,31 +5,41 @@ from __future__ import annotations
 from nipype.pipeline import engine as pe
 
 from ..crashfiles import hemi_wf_name
-from ..interfaces import LoadFeatures, Register, ResampleFeatures, WriteHemisphere
+from ..interfaces import LoadFeatures, Register, ResampleFeatures, SphereToFsLR, WriteHemisphere
 from ..io.discover import HemiInputs
 from .config import RunConfig
-from .outputs import hemi_outputs, hemisphere_files, hemisphere_info
+from .outputs import hemi_outputs, hemisphere_files, hemisphere_info, needs_fslr_sphere
 
 __all__ = ["init_hemisphere_wf", "hemi_outputs"]
 
 
 def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
-    """Register one hemisphere and write its derivatives: four nodes.
+    """Register one hemisphere and write its derivatives: four nodes (five with
+    ``--fmriprep-compat`` and template fsaverage).
 
-    ``load_features`` (validate, sign) -> ``register`` (pre-alignment + GeoMorph; with a GPU it
-    takes every process slot) -> ``resample`` (every feature onto the template sphere at
-    ``config.density``) -> ``write_outputs`` (the metrics JSON and every file of
-    :func:`~geomorph_bids.workflows.outputs.hemisphere_files`, committed together once every
-    result exists: nothing of a hemisphere is written unless every step succeeded).
+    ``load_features`` (validate, sign, hemisphere labels; the midthickness and cortex mask when
+    found; its cache key includes the inputs' content hash ``h.digest``) -> ``register``
+    (pre-alignment + GeoMorph, the medial wall left out of the similarity when there is a cortex
+    mask; with a GPU it takes every process slot) -> ``resample`` (every feature onto the
+    template sphere at ``config.density``, area-corrected with the midthickness when there is
+    one) -> ``write_outputs`` (the metrics JSON with the verdict of the quality gates,
+    ``config.quality``, and every file of :func:`~geomorph_bids.workflows.outputs.hemisphere_files`,
+    committed together once every result exists: nothing of a hemisphere is written unless every
+    step succeeded); ``to_fslr`` (the sphere carried into fsLR) feeds ``write_outputs`` with
+    ``--fmriprep-compat`` and template fsaverage.
     """
     wf = pe.Workflow(name=hemi_wf_name(h.hemi))
     features = list(config.features)
     load = pe.Node(LoadFeatures(sphere=str(h.sphere), feature_files=[str(h.features[f]) for f in features],
                                 feature_names=features, signs=[h.sign(f) for f in features], hemi=h.hemi,
-                                subject=h.subject),
+                                subject=h.subject, input_digest=h.digest),
                    name="load_features")
     if h.sphere_reg is not None:
         load.inputs.sphere_reg = str(h.sphere_reg)
+    if h.midthickness is not None:
+        load.inputs.midthickness = str(h.midthickness)
+    if h.cortex_mask is not None:
+        load.inputs.cortex_mask = str(h.cortex_mask)
     register = pe.Node(Register(template=config.template.to_dict(), model=config.model.to_dict(),
                                 hemi=h.hemi, device=config.device, num_threads=config.omp_nthreads,
                                 subject=h.subject),
@@ -40,7 +50,7 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
                        name="resample")
     write = pe.Node(WriteHemisphere(files=[f.to_dict() for f in hemisphere_files(h, config)],
                                     info=hemisphere_info(h, config), density=config.density,
-                                    output_dir=str(config.output_dir)),
+                                    output_dir=str(config.output_dir), thresholds=config.quality.to_dict()),
                     name="write_outputs", run_without_submitting=True)
     wf.connect([
         (load, register, [("sphere", "sphere"), ("feature_files", "feature_files"), ("feature_names", "feature_names")]),
@@ -48,8 +58,17 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
         (register, resample, [("out_sphere", "registered_sphere")]),
         (register, write, [("out_sphere", "registered_sphere"), ("metrics_file", "registration")]),
         (resample, write, [("out_files", "resampled_features"), ("density_source", "density_source")]),
-        (load, write, [("sphere", "native_sphere"), ("feature_files", "native_features")]),
+        (load, write, [("sphere", "native_sphere"), ("feature_files", "native_features"),
+                       ("label_conflicts", "label_conflicts")]),
     ])
     if h.sphere_reg is not None:
         wf.connect(load, "sphere_reg", register, "sphere_reg")
+    if h.cortex_mask is not None:
+        wf.connect(load, "cortex_mask", register, "cortex_mask")
+    if h.midthickness is not None:
+        wf.connect(load, "midthickness", resample, "midthickness")
+    if needs_fslr_sphere(config):
+        to_fslr = pe.Node(SphereToFsLR(hemi=h.hemi), name="to_fslr")
+        wf.connect([(register, to_fslr, [("out_sphere", "in_sphere")]),
+                    (to_fslr, write, [("out_sphere", "sphere_reg_fslr")])])
     return wf

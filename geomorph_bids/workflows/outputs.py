@@ -11,13 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..derivatives import (METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE, RESAMPLED_FEATURE,
-                           HemisphereOutputs, entities, hemisphere_outputs)
+from ..derivatives import (CIFTI_FEATURES, METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE,
+                           RESAMPLED_FEATURE, HemisphereOutputs, cifti_file, entities, hemisphere_outputs)
 from ..io.discover import HemiInputs
 from ..results.writer import OutputFile
-from .config import RunConfig
+from .config import RunConfig, SubjectJob
 
-__all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to"]
+__all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to",
+           "template_source", "cifti_output", "init_cifti_wf"]
 
 #: features whose sign convention the sidecars state (FreeSurfer: positive in sulci)
 _SIGNED = ("sulc", "curv")
@@ -42,7 +43,16 @@ def hemi_outputs(h: HemiInputs, config: RunConfig) -> HemisphereOutputs:
     """Every file the hemisphere writes (:meth:`HemisphereOutputs.files`, sidecars included):
     for the completeness check and the cleanup of a failed hemisphere."""
     return hemisphere_outputs(config.output_dir, h.subject, h.session, h.hemi, config.template.label,
-                              config.density, config.features, config.channels)
+                              config.density, config.features, config.channels, config.fmriprep_compat)
+
+
+def template_source(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
+    """The sidecars' ``TemplateSource``: where the maps the hemisphere is registered to come
+    from (``Kind``: folder, templateflow, freesurfer, bundled or custom; ``Path``; ``Vertices``
+    of the maps as their source has them; ``SHA256`` of the files read)."""
+    p = config.template.provenance(config.model.template_hemi(h.hemi), config.channels)
+    return {"Kind": p["template_source"], "Path": p["template_source_path"], "Vertices": p["template_vertices"],
+            "SHA256": p["template_sha256"]}
 
 
 def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
@@ -51,7 +61,9 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
     ``registered_sphere`` (the native mesh in template space), ``resampled_features`` (one map
     per ``config.features``, in order), ``metrics`` (the metrics JSON), ``native_sphere`` (the
     validated native sphere) and ``native_features`` (the validated native maps of every
-    ``config.features``, in order: the registration's own ones are written).
+    ``config.features``, in order: the registration's own ones are written); with
+    ``--fmriprep-compat`` the sphere again under sMRIPrep's names (``registered_sphere``, or
+    ``sphere_reg_fslr``: with template fsaverage, the sphere carried into fsLR).
     """
     out = hemi_outputs(h, config)
     features = list(config.features)
@@ -59,11 +71,12 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
     sources = {f: relative_to(h.features[f], config.bids_dir) for f in features}
     sign_note = sign_convention(h, features)
     ent = entities(h.subject, h.session)
+    tpl_source = template_source(h, config)
     files = [OutputFile(out.path(REGISTERED_SPHERE), "registered_sphere", meta={
         "Description": f"Native sphere mesh moved into {space} space by geomorph-bids "
                        "(same vertices and triangles as the input sphere); use it where sMRIPrep's "
                        "desc-msmsulc sphere is used.",
-        "Sources": [relative_to(h.sphere, config.bids_dir)], "Template": space,
+        "Sources": [relative_to(h.sphere, config.bids_dir)], "Template": space, "TemplateSource": tpl_source,
         "RegistrationFeatures": list(config.channels), "Model": model,
         "RegistrationMetrics": METRICS.name(ent, h.hemi, space),
         "InputSource": h.source, "SignConvention": sign_note})]
@@ -71,9 +84,11 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
         files.append(OutputFile(out.path(RESAMPLED_FEATURE, f), "resampled_features", k, meta={
             "Description": f"{f} resampled onto the {space} {density} sphere through "
                            "the geomorph-bids registration",
-            "Sources": [sources[f]], "Template": space, "Density": density,
+            "Sources": [sources[f]], "Template": space, "TemplateSource": tpl_source, "Density": density,
             "SpatialReference": config.density_sources.get(h.hemi, ""),
             "ResamplingMethod": "ADAP_BARY_AREA", "Model": model,
+            "AreaSurfaces": ("the subject's midthickness and its copy resampled onto the template "
+                             "(-area-surfs)" if h.midthickness is not None else "the spheres' own vertex areas"),
             "SignConvention": sign_note if f in _SIGNED else "as in the input",
             "SignFlipped": h.sign(f) < 0}))
     files.append(OutputFile(out.path(METRICS), "metrics"))
@@ -86,7 +101,25 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
             "Description": f"The native {f} map the registration used, on the native sphere",
             "Sources": [sources[f]],
             "SignConvention": sign_note if f in _SIGNED else "as in the input", "SignFlipped": h.sign(f) < 0}))
+    if config.fmriprep_compat:
+        from ..io.fmriprep_compat import deformation_source, fmriprep_spheres, sphere_sidecar
+
+        paths = out.fmriprep_spheres
+        for key in fmriprep_spheres(space):
+            carried = key == "sphere_reg_fsLR"
+            files.append(OutputFile(paths[key], "sphere_reg_fslr" if carried else "registered_sphere",
+                                    meta=sphere_sidecar(
+                key, subject_entities=ent, hemi=h.hemi, template=space, model=model, channels=config.channels,
+                method=config.model.describe(), input_sphere=relative_to(h.sphere, config.bids_dir),
+                deformation=deformation_source(h.hemi) if carried else None)))
     return files
+
+
+def needs_fslr_sphere(config: RunConfig) -> bool:
+    """Whether ``--fmriprep-compat`` also writes the sphere carried into fsLR (template fsaverage)."""
+    from ..derivatives import FMRIPREP_SPHERES
+
+    return config.fmriprep_compat and "sphere_reg_fsLR" in FMRIPREP_SPHERES.get(config.template.label, {})
 
 
 def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
@@ -94,6 +127,7 @@ def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
     (:func:`geomorph_bids.results.metrics.metrics_document`)."""
     features = list(config.features)
     return {"subject": h.subject, "session": h.session, "hemi": h.hemi, "template": config.template.label,
+            "template_ref": config.template.to_dict(),
             "model": config.model.name, "input_source": h.source, "sulc_sign": h.sulc_sign,
             "sign_convention": sign_convention(h, features),
             "input_sphere": relative_to(h.sphere, config.bids_dir),
@@ -104,4 +138,45 @@ def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
             # relative to the BIDS dir like the other inputs, plus the absolute path to open it
             "input_surface": relative_to(h.surface, config.bids_dir) if h.surface else None,
             "input_surface_kind": h.surface_kind,
-            "input_surface_path": str(Path(h.surface).resolve()) if h.surface else None}
+            "input_surface_path": str(Path(h.surface).resolve()) if h.surface else None,
+            "input_midthickness": relative_to(h.midthickness, config.bids_dir) if h.midthickness else None,
+            "input_cortex_mask": relative_to(h.cortex_mask, config.bids_dir) if h.cortex_mask else None}
+
+
+def cifti_output(job: SubjectJob, config: RunConfig) -> Path | None:
+    """The CIFTI file a subject/session's workflow writes (``--cifti-output``), or None: it needs
+    both hemispheres, found in the same session folder."""
+    hemis = job.inputs.hemis
+    if not config.cifti or set(hemis) != {"L", "R"} or hemis["L"].session != hemis["R"].session:
+        return None
+    return cifti_file(config.output_dir, job.subject, hemis["L"].session, config.template.label, config.density)
+
+
+def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: str = "cifti_wf"):
+    """``--cifti-output``: both hemispheres' resampled features -> one CIFTI-2 dscalar, committed
+    with the one writer (:class:`~geomorph_bids.interfaces.bids.CommitFile`).
+
+    ``inputnode`` fields ``left`` and ``right``: the resampled features of each hemisphere as
+    written (``write_outputs.resampled_features``, one per ``config.features``, in order), so the
+    file is written only when both hemispheres succeeded.
+    """
+    from nipype.interfaces import utility as niu
+    from nipype.pipeline import engine as pe
+
+    from ..interfaces import CommitFile, FeaturesCifti
+    from ..io.fmriprep_compat import cifti_sidecar
+    from ..io.templates import load_atlas_roi
+
+    wf = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["left", "right"]), name="inputnode")
+    features, space, density = list(config.features), config.template.label, config.density
+    ent = entities(subject, session)
+    make = pe.Node(FeaturesCifti(features=features, density=density), name="make_cifti")
+    meta = cifti_sidecar(features, space, density, ent, {h: load_atlas_roi(h, density)[1] for h in ("L", "R")},
+                         config.density_sources)
+    ds = pe.Node(CommitFile(path=str(cifti_file(config.output_dir, subject, session, space, density)), meta=meta,
+                            field="cifti", output_dir=str(config.output_dir)),
+                 name="ds_cifti", run_without_submitting=True)
+    wf.connect([(inputnode, make, [("left", "left"), ("right", "right")]),
+                (make, ds, [("out_file", "in_file")])])
+    return wf

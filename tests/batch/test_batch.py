@@ -81,9 +81,18 @@ def test_resume_skips_what_is_done_and_redoes_what_changed(cohort):
     config, jobs = cohort["config"], cohort["jobs"]
     tasks, reused = plan_tasks(jobs, config)
     assert reused == 5 and [t.key for t in tasks] == [("02", None, "R")]  # only the failed one
-    # a changed input (same bytes, new modification time), a missing output
+    # the resume is keyed on content: a new modification time alone changes nothing
     sulc = cohort["bids"] / "derivatives" / "freesurfer" / "sub-01" / "surf" / "lh.sulc"
-    os.utime(sulc, ns=(sulc.stat().st_atime_ns, sulc.stat().st_mtime_ns + 10**9))
+    stat = sulc.stat()
+    os.utime(sulc, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert plan_tasks(_setup(cohort["tmp"], cohort["bids"])[1], config)[1] == 5
+    # a changed input (other bytes, same size and modification time), a missing output
+    import nibabel.freesurfer as nfs
+
+    nfs.write_morph_data(str(sulc), nfs.read_morph_data(str(sulc)) + 0.25)
+    os.utime(sulc, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert sulc.stat().st_size == stat.st_size
+    jobs = _setup(cohort["tmp"], cohort["bids"])[1]  # a new run: inputs hashed again after discovery
     job3 = next(j for j in jobs if j.subject == "03")
     hemi_outputs(job3.inputs.hemis["R"], config).metrics.unlink()
     tasks, reused = plan_tasks(jobs, config)

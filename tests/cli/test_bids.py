@@ -234,7 +234,8 @@ def test_group_level_table(fs_run):
     assert code == 0, err
     lines = (out / "group_desc-geomorph_metrics.tsv").read_text().splitlines()
     header = lines[0].split("\t")
-    assert header[:4] == ["subject", "session", "hemi", "template"] and "cc_sulc_after" in header
+    assert header[:5] == ["subject", "session", "hemi", "quality", "quality_reasons"]  # the gates' verdict first
+    assert "template" in header and "cc_sulc_after" in header
     rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
     assert [(r["subject"], r["hemi"]) for r in rows] == [("01", "L"), ("01", "R"), ("02", "L"), ("02", "R")]
     assert all(r["session"] == "n/a" and float(r["cc_sulc_after"]) > float(r["cc_sulc_before"]) for r in rows)
@@ -269,6 +270,9 @@ def test_group_level_builds_a_population_template(fs_run, tmp_path):
     assert code == 0, err
     maps = sorted((out / "tpl-geomorphPopulation").rglob("*.shape.gii"))
     assert len(maps) == 2  # L and R sulc on the ico-6 grid
+    description = json.loads((out / "tpl-geomorphPopulation" / "template_description.json").read_text())
+    started = description["Hemispheres"]["L"]["BaseTemplateSource"]  # where the first round's maps came from
+    assert started["Kind"] == "bundled" and started["Vertices"] == 163842 and len(started["SHA256"]) == 64
     line = next(x for x in stdout.splitlines() if x.startswith("hemi-L: template"))
     dist = [float(x) for x in line.split("round: ")[1].split(" -> ")]
     assert len(dist) == 2 and dist[1] <= dist[0] + 1e-6
@@ -498,3 +502,70 @@ def test_registration_features_follow_the_template():
     assert resolve_model("default", "fsLR").channels == ("sulc",)
     assert resolve_model("default", "fsaverage").channels == ("sulc", "curv")  # FreeSurfer-style: both maps
     assert resolve_model("rigid", "fsaverage").channels == ("sulc",)
+
+
+def test_template_maps_from_the_freesurfer_folder_are_recorded_everywhere(dataset_factory, tmp_path,
+                                                                          tiny_fsaverage):
+    """fsaverage beside the subjects (derivatives/freesurfer/fsaverage, as recon-all and fMRIPrep
+    leave it) is the template: the sidecars, the metrics JSON, the group table and the reports
+    say so; with --template-dir bundled the report says plainly that the low-resolution one was
+    used and how to point at the full one."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    fs = tiny_fsaverage(bids / "derivatives" / "freesurfer", scale=0.5)
+    out = tmp_path / "out"
+    code, stdout, err = run(bids, out, "participant", "--template", "fsaverage", "--model", "rigid",
+                            "-w", tmp_path / "w", "--nprocs", "2")
+    assert code == 0, err
+    assert f"template maps: fsaverage from FreeSurfer fsaverage {fs}" in stdout and "low-resolution" not in stdout
+    stem = anat(out, "01") / "sub-01_hemi-L_space-fsaverage"
+    sidecar = json.loads(Path(f"{stem}_desc-geomorph_sphere.json").read_text())
+    assert sidecar["TemplateSource"]["Kind"] == "freesurfer" and sidecar["TemplateSource"]["Path"] == str(fs)
+    assert sidecar["TemplateSource"]["Vertices"] == 10242 and len(sidecar["TemplateSource"]["SHA256"]) == 64
+    feature_sidecar = json.loads(Path(f"{stem}_den-41k_desc-geomorph_sulc.json").read_text())
+    assert feature_sidecar["TemplateSource"] == sidecar["TemplateSource"]
+    doc = json.loads(Path(f"{stem}_desc-geomorph_metrics.json").read_text())
+    assert doc["registration"]["template_sha256"] == sidecar["TemplateSource"]["SHA256"]
+    assert doc["template_ref"]["sources"][0]["kind"] == "freesurfer"
+    html = (out / "sub-01.html").read_text()
+    assert f"freesurfer {fs}, 10,242 vertices" in html and "low-resolution" not in html
+    code, _, err = run(bids, out, "group")
+    assert code == 0, err
+    header, *rows = [line.split("\t") for line in (out / "group_desc-geomorph_metrics.tsv").read_text().splitlines()]
+    row = dict(zip(header, rows[0]))
+    assert row["template_source"] == "freesurfer" and row["template_source_path"] == str(fs)
+    assert row["template_sha256"] == sidecar["TemplateSource"]["SHA256"] and row["template_vertices"] == "10242"
+    assert f"freesurfer {fs}" in (out / "group.html").read_text()
+    # the bundled maps, on request: said plainly, with the way to the full one
+    code, stdout, err = run(bids, tmp_path / "out2", "participant", "--template", "fsaverage", "--model", "rigid",
+                            "--template-dir", "bundled", "--hemi", "L", "-w", tmp_path / "w2", "--nprocs", "2")
+    assert code == 0, err
+    assert "note: registered to the bundled low-resolution fsaverage" in stdout and "--template-dir" in stdout
+    html = (tmp_path / "out2" / "sub-01.html").read_text()
+    assert "bundled low-resolution fsaverage" in html and "$FREESURFER_HOME/subjects/fsaverage" in html
+    code, _, _ = run(bids, tmp_path / "out2", "group")
+    assert "bundled low-resolution fsaverage" in (tmp_path / "out2" / "group.html").read_text()
+    # a folder that is not fsaverage's: one line, nothing written
+    code, _, err = run(bids, tmp_path / "out3", "participant", "--template", "fsaverage", "--model", "rigid",
+                       "--template-dir", tmp_path, "-w", tmp_path / "w3")
+    assert code == 1 and "--template-dir: not a FreeSurfer subject folder" in err and not (tmp_path / "out3").exists()
+
+
+def test_fs_subjects_dir_without_a_hemisphere_falls_back_with_one_warning_line(dataset_factory, tmp_path,
+                                                                               tiny_fsaverage):
+    """--fs-subjects-dir names the FreeSurfer folder; its fsaverage has only the left hemisphere
+    and no curv: one warning line for the right hemisphere, which registers to the bundled maps
+    (its report says so plainly), and the default registration uses sulc alone from the folder
+    rather than the low-resolution maps."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    fs = tiny_fsaverage(tmp_path / "fs", hemis=("L",), maps=("sulc",), scale=0.5)
+    out = tmp_path / "out"
+    code, stdout, err = run(bids, out, "participant", "--template", "fsaverage", "--model", "rigid",
+                            "--fs-subjects-dir", tmp_path / "fs", "-w", tmp_path / "w", "--nprocs", "2")
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "warning: template" in line]
+    assert lines == [f"geomorph-bids: warning: template: FreeSurfer fsaverage {fs}: no rh.sphere or rh.sulc for hemi-R"]
+    for hemi, kind in (("L", "freesurfer"), ("R", "bundled")):
+        doc = json.loads((anat(out, "01") / f"sub-01_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json").read_text())
+        assert doc["registration"]["template_source"] == kind
+    html = (out / "sub-01.html").read_text()
+    assert "bundled low-resolution fsaverage" in html and "--template-dir" in html

@@ -360,3 +360,68 @@ def test_disk_full_during_a_registration(reference, tmp_path, monkeypatch):
     # report, which lists that crash file (by design: the report shows the subject's crashes)
     after = {k: v for k, v in normalised(out).items() if not k.startswith("logs/crash-") and k != "sub-02.html"}
     assert after == {k: v for k, v in reference["digests"].items() if k != "sub-02.html"}
+
+
+# ------------------------------------------------------------------------------ polite kills
+
+def _session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid`` (the run was started in its own session)."""
+    out = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[3]) == sid:  # state, ppid, pgrp, session
+            out.append(int(entry.name))
+    return out
+
+
+@pytest.mark.parametrize("sig", [
+    signal.SIGTERM,
+    pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+    pytest.param(signal.SIGHUP, marks=pytest.mark.slow),
+], ids=lambda s: s.name)
+def test_polite_kill_stops_the_whole_tree_releases_the_locks_then_rerun(reference, tmp_path, sig):
+    """SIGTERM or SIGHUP to the main process alone (a scheduler, a closed terminal), SIGINT to the
+    whole process group (Ctrl-C in a terminal) while sub-01 is being registered: the run ends
+    with 128 + N and one line, no process of it is left (MultiProc workers included), the
+    participant locks are free, no hemisphere is half written; the rerun exits 0 with exactly
+    the outputs of an uninterrupted run."""
+    bids, out, work = reference["bids"], tmp_path / "out", tmp_path / "work"
+    proc = subprocess.Popen(cli(bids, out, "participant", *ARGS, "-w", work),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        def started() -> bool:
+            return any(p for s in ("01", "02") for p in node_dir(work, s).glob("_0x*_unfinished.json"))
+        wait_for(started, proc, "a registration started")
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=SAFETY_S)
+        seconds = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    print(f"{sig.name}: ended in {seconds:.2f} s")  # the figure in docs/reliability.md
+    assert proc.returncode == 128 + sig, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"geomorph-bids: interrupted by {sig.name}"), err
+    assert _session_processes(proc.pid) == []  # no worker left behind
+    for subject in ("01", "02"):
+        lock = out / pf.LOCK_DIR / f"sub-{subject}.lock"
+        if lock.exists():
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: raises BlockingIOError if not
+            finally:
+                os.close(fd)
+        assert len(outputs(out, subject)) in (0, N_FILES)
+    code, _, err = run(bids, out, "participant", *ARGS, "-w", work)
+    assert code == 0, err
+    assert normalised(out) == reference["digests"]
+    assert leftovers(out) == []

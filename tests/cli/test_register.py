@@ -184,3 +184,27 @@ def test_sphere_reg_path_lands_in_fslr(tmp_path, fsaverage5, example_true_rotati
     assert metrics["rotation_method"] == "correspondence"
     assert angle_between(np.asarray(metrics["rotation"]), example_true_rotation(hemi)) < 0.05
     assert metrics["cc_sulc_after"] > 0.9
+
+
+def test_template_from_subjects_dir_is_recorded(tmp_path, monkeypatch, tiny_fsaverage, capsys):
+    """geomorph-register finds fsaverage in $SUBJECTS_DIR, records it, and warns about a right
+    hemisphere the folder lacks (the bundled maps are used for it)."""
+    fs = tiny_fsaverage(tmp_path / "subjects", hemis=("L",), maps=("sulc",))
+    monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "subjects"))
+    surf = example_dir() / "sub-01" / "surf"
+    for hemi, prefix in (("L", "lh"), ("R", "rh")):
+        out = tmp_path / f"{hemi}_sphere.surf.gii"
+        assert main(["--sphere", str(surf / f"{prefix}.sphere"), "--feature", f"sulc={surf / f'{prefix}.sulc'}",
+                     "--hemi", hemi, "--template", "fsaverage", "--model", "rigid", "--out", str(out)]) == 0
+        metrics = json.loads((tmp_path / f"{hemi}_metrics.json").read_text())
+        assert metrics["template_source"] == ("freesurfer" if hemi == "L" else "bundled")
+        assert metrics["template_vertices"] == 10242  # the tiny fsaverage; the bundled one's fsaverage5 origin
+        assert len(metrics["template_sha256"]) == 64
+    assert metrics["template_source_path"].endswith("templates")
+    err = capsys.readouterr().err
+    assert f"geomorph-register: warning: template: FreeSurfer fsaverage {fs}: no rh.sphere or rh.sulc for hemi-R" in err
+    assert err.count("warning") == 1
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+                 "--template", "fsaverage", "--template-dir", "bundled", "--model", "rigid",
+                 "--out", str(tmp_path / "b_sphere.surf.gii")])
+    assert code == 0 and json.loads((tmp_path / "b_metrics.json").read_text())["template_source"] == "bundled"

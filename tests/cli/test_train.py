@@ -84,3 +84,22 @@ def test_presets_and_cascade():
     assert tiny.stages[0].network.channels == (8, 8) and tiny.stages[0].label_level == 3
     with pytest.raises(ValueError, match="label counts"):
         build_model_config("tiny", 1, 4, (2, 3), (10, 20, 30))
+
+
+def test_training_uses_the_template_maps_found(tmp_path, tiny_fsaverage, capsys):
+    """--template-dir (like SUBJECTS_DIR or TEMPLATEFLOW_HOME) gives the template's maps: the
+    fixed image is the folder's, and the model card says where they came from."""
+    from geomorph_bids.engine.data import synthetic_pairs
+    from geomorph_bids.io.template_ref import TemplateRef, resolve_template_ref
+
+    fs = tiny_fsaverage(tmp_path / "subjects", scale=2.0)
+    out = tmp_path / "model"
+    assert main(["--out", str(out), "--template", "fsaverage", "--template-dir", str(fs), "--synthetic", "2",
+                 "--epochs", "1", "--channels", "tiny", "--data-level", "3", "--threads", "1"]) == 0
+    assert f"template maps: fsaverage from folder fsaverage {fs}" in capsys.readouterr().out
+    card = (out / "model_card.md").read_text()
+    assert f"maps: fsaverage from folder fsaverage {fs}" in card and f"maps: folder {fs}" in card
+    full = synthetic_pairs(1, resolve_template_ref(fs), "L", ("sulc",), level=3)
+    bundled = synthetic_pairs(1, TemplateRef.bundled("fsaverage"), "L", ("sulc",), level=3)
+    assert full.template == bundled.template == "fsaverage"
+    assert float((full.fixed - bundled.fixed).abs().max()) > 0.1  # another fixed image

@@ -51,3 +51,30 @@ def test_correlation_ignores_mask_and_nan():
     a = np.array([1.0, 2.0, 3.0, np.nan, 100.0])
     b = np.array([2.0, 4.0, 6.0, 1.0, -5.0])
     assert correlation(a, b, mask=np.array([True, True, True, True, False])) == pytest.approx(1.0)
+
+
+def test_correspondence_with_a_sphere_already_in_template_space(rotated_template):
+    """reg_space="template" (sMRIPrep's space-fsLR_desc-reg sphere): no fsaverage -> fsLR step."""
+    _, v, f, sulc, rot = rotated_template
+    tpl = load_template("fsLR", "L")
+    in_fsaverage = prealign(v, f, {"sulc": sulc}, tpl, reg_sphere=v @ rot)
+    in_fslr = prealign(v, f, {"sulc": sulc}, tpl, reg_sphere=(v @ rot) @ tpl.from_fsaverage.T, reg_space="template")
+    assert angle_between(in_fsaverage.rotation, in_fslr.rotation) < 1e-6
+    assert angle_between(prealign(v, f, {"sulc": sulc}, tpl, reg_sphere=v @ rot, reg_space="template").rotation,
+                         rot.T) < 1e-6
+    with pytest.raises(ValueError, match="reg_space"):
+        prealign(v, f, {"sulc": sulc}, tpl, reg_sphere=v, reg_space="native")
+
+
+def test_cortex_mask_is_carried_onto_the_template_grid(rotated_template):
+    """The medial wall (a cap, in the subject's frame) lands where the rotation puts it."""
+    tpl, v, f, sulc, rot = rotated_template
+    axis = np.array([1.0, 0.0, 0.0])
+    wall = (v / 100.0) @ (rot @ axis) > np.cos(np.radians(30))  # the cap around the rotated axis
+    res = prealign(v, f, {"sulc": sulc}, tpl, cortex_mask=~wall)
+    expected = (tpl.vertices / 100.0) @ axis <= np.cos(np.radians(30))
+    assert res.cortex_on_template is not None and res.cortex_on_template.shape == (40962,)
+    assert np.mean(res.cortex_on_template == expected) > 0.99
+    assert abs(res.metrics["cortex_fraction_on_template"] - expected.mean()) < 0.01
+    with pytest.raises(ValueError, match="cortex mask has"):
+        prealign(v, f, {"sulc": sulc}, tpl, cortex_mask=np.ones(5, bool))

@@ -25,9 +25,12 @@ def _custom(root, label="pop", base="fsaverage"):
 
 def test_bundled_templates():
     ref = resolve_template_ref("fsLR")
-    assert ref == TemplateRef.bundled("fsLR") and ref.is_bundled and ref.base == "fsLR" and ref.label == "fsLR"
-    assert ref.registration_target("L", ("sulc",)) == "fsLR"  # register() loads the hemisphere it needs
-    assert ref.load("R", ("sulc",)).features["sulc"].shape == (40962,)
+    assert ref == TemplateRef.bundled("fsLR") and not ref.is_custom and ref.base == "fsLR" and ref.label == "fsLR"
+    assert [s.kind for s in ref.candidates("L")] == ["bundled"]  # no search given: the bundled maps only
+    tpl = ref.load("R", ("sulc",))
+    assert tpl.features["sulc"].shape == (40962,) and tpl.provenance["template_source"] == "bundled"
+    assert tpl.provenance["template_vertices"] == 163842  # built from sMRIPrep's 164k refsulc
+    assert TemplateRef.from_dict(ref.to_dict()) == ref
 
 
 def test_custom_template_by_label_in_the_search_path_and_by_folder(tmp_path):
@@ -36,7 +39,8 @@ def test_custom_template_by_label_in_the_search_path_and_by_folder(tmp_path):
     by_label = resolve_template_ref("pop", search)
     by_folder = resolve_template_ref(folder)
     assert by_label == by_folder == TemplateRef("pop", "fsaverage", folder.absolute())
-    tpl = by_label.registration_target("L", ("sulc",))
+    tpl = by_label.load("L", ("sulc",))
+    assert tpl.provenance["template_source"] == "custom" and tpl.provenance["template_source_path"] == str(folder)
     np.testing.assert_allclose(tpl.features["sulc"], 2.0 * load_template("fsaverage", "L").features["sulc"],
                                rtol=1e-6)
     assert TemplateRef.from_dict(by_label.to_dict()) == by_label

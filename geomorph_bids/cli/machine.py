@@ -1,0 +1,51 @@
+"""What this machine (or container, or batch-job allocation) lets a run use: CPUs and memory.
+
+:func:`usable_cpus` counts the CPUs this process may run on (its affinity mask, as set by
+SLURM, ``taskset`` or ``docker --cpuset-cpus``) within its cgroup's CPU quota (``docker
+--cpus``, Kubernetes limits); :func:`total_memory_gb` is the machine's memory within the
+cgroup's memory limit. The resource arguments are checked against both
+(:func:`geomorph_bids.cli.settings.validate_resources`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+__all__ = ["usable_cpus", "total_memory_gb"]
+
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+def _cgroup_value(name: str) -> str | None:
+    try:
+        return (_CGROUP / name).read_text().strip()
+    except OSError:
+        return None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup-v2 CPU quota (at least 1)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_value("cpu.max")
+    if quota:
+        limit, _, period = quota.partition(" ")
+        if limit != "max" and limit.isdigit() and period.isdigit() and int(period) > 0:
+            n = min(n, max(1, math.ceil(int(limit) / int(period))))
+    return max(1, n)
+
+
+def total_memory_gb() -> float:
+    """The memory (GB) this process may use: the machine's, capped by a cgroup-v2 memory limit."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError, AttributeError):
+        total = float("inf")
+    limit = _cgroup_value("memory.max")
+    if limit and limit.isdigit():
+        total = min(total, int(limit) / 1e9)
+    return total

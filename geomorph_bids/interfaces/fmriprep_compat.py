@@ -1,0 +1,70 @@
+"""``--fmriprep-compat`` and ``--cifti-output`` steps: thin wrappers over
+:mod:`geomorph_bids.io.fmriprep_compat`."""
+
+from __future__ import annotations
+
+import os
+
+from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec,
+                                    traits)
+
+__all__ = ["SphereToFsLR", "FeaturesCifti"]
+
+
+class _SphereToFsLRInputSpec(BaseInterfaceInputSpec):
+    in_sphere = File(exists=True, mandatory=True, desc="a sphere registered to fsaverage (.surf.gii)")
+    hemi = traits.Enum("L", "R", mandatory=True)
+
+
+class _SphereToFsLROutputSpec(TraitedSpec):
+    out_sphere = File(exists=True, desc="the same mesh carried into fsLR space")
+    deformation = traits.Str(desc="the fsaverage -> fsLR deformation used")
+
+
+class SphereToFsLR(SimpleInterface):
+    """Carry a sphere registered to fsaverage into fsLR (sMRIPrep's ``init_fsLR_reg_wf``, in numpy:
+    :func:`geomorph_bids.io.fmriprep_compat.sphere_reg_fslr`)."""
+
+    input_spec = _SphereToFsLRInputSpec
+    output_spec = _SphereToFsLROutputSpec
+
+    def _run_interface(self, runtime):
+        from ..io import read_surface, write_surface
+        from ..io.fmriprep_compat import sphere_reg_fslr
+
+        sphere = read_surface(self.inputs.in_sphere)
+        moved, source = sphere_reg_fslr(sphere.vertices, self.inputs.hemi)
+        self._results["out_sphere"] = str(write_surface(os.path.join(runtime.cwd, "sphere_reg_fsLR.surf.gii"),
+                                                        moved, sphere.faces, hemi=self.inputs.hemi))
+        self._results["deformation"] = source
+        return runtime
+
+
+class _FeaturesCiftiInputSpec(BaseInterfaceInputSpec):
+    left = InputMultiObject(File(exists=True), mandatory=True, desc="left maps on fsLR, one per feature")
+    right = InputMultiObject(File(exists=True), mandatory=True, desc="right maps on fsLR, one per feature")
+    features = traits.List(traits.Str, mandatory=True, desc="feature names, the maps' order")
+    density = traits.Enum("32k", "59k", mandatory=True)
+    name = traits.Str("features.dscalar.nii", usedefault=True, desc="output file name")
+
+
+class _FeaturesCiftiOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="CIFTI-2 dscalar, one map per feature, medial wall left out")
+    roi = traits.Dict(desc="hemi -> atlas ROI source")
+
+
+class FeaturesCifti(SimpleInterface):
+    """Both hemispheres' resampled features -> one CIFTI-2 dscalar inside the fsLR atlas ROI
+    (:func:`geomorph_bids.io.fmriprep_compat.write_features_cifti`)."""
+
+    input_spec = _FeaturesCiftiInputSpec
+    output_spec = _FeaturesCiftiOutputSpec
+
+    def _run_interface(self, runtime):
+        from ..io.fmriprep_compat import write_features_cifti
+
+        out, info = write_features_cifti(os.path.join(runtime.cwd, self.inputs.name), self.inputs.left,
+                                         self.inputs.right, self.inputs.features, self.inputs.density)
+        self._results["out_file"] = str(out)
+        self._results["roi"] = info["roi"]
+        return runtime

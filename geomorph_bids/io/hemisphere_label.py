@@ -1,0 +1,79 @@
+"""What an input file says about its hemisphere: the metadata half of the hemisphere-identity
+check (the other half fits the mirrored template: :func:`geomorph_bids.sphere.rigid.rigid_fit`).
+
+Evidence read, cheapest first, never the data arrays:
+
+* GIFTI ``AnatomicalStructurePrimary`` (``CortexLeft``/``CortexRight``) in the file's or the
+  point set's metadata, found in the first MiB of the (decompressed) XML;
+* the file name: FreeSurfer's ``lh.``/``rh.`` prefix, a BIDS ``hemi-L``/``hemi-R`` entity,
+  HCP's ``.L.``/``.R.`` infix.
+
+A file whose evidence contradicts the hemisphere it is registered as (e.g. a GIFTI labelled
+``CortexRight`` found as ``hemi-L``, or ``rh.sulc`` passed with ``--hemi L``) gives one line in
+:func:`label_conflicts`; the registration still runs and the hemisphere is flagged
+(:mod:`geomorph_bids.quality`).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from pathlib import Path
+from typing import Iterable
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io.limits import regular_file
+
+__all__ = ["declared_hemispheres", "label_conflicts"]
+
+_STRUCTURE = re.compile(rb"AnatomicalStructurePrimary\s*(?:\]\]>)?\s*</Name>\s*<Value>\s*(?:<!\[CDATA\[)?\s*(\w+)", re.S)
+_STRUCTURES = {b"CortexLeft": "L", b"CortexRight": "R"}
+_FS_PREFIX = re.compile(r"^(lh|rh)\.")
+_BIDS_HEMI = re.compile(r"(?:^|_)hemi-(L|R)(?:_|\.)")
+_HCP_HEMI = re.compile(r"\.(L|R)\.[A-Za-z_]")
+_HEAD_BYTES = 1 << 20
+
+
+def _gifti_structures(path: Path) -> set[str]:
+    """Hemispheres named by AnatomicalStructurePrimary in the first MiB of a GIFTI file."""
+    try:
+        regular_file(path)
+        with open(path, "rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+        if head[:2] == b"\x1f\x8b":
+            head = zlib.decompressobj(31).decompress(head, _HEAD_BYTES)
+    except (InputError, OSError, zlib.error):
+        return set()
+    return {_STRUCTURES[m] for m in _STRUCTURE.findall(head) if m in _STRUCTURES}
+
+
+def declared_hemispheres(path: str | Path) -> list[tuple[str, str]]:
+    """``[(hemi, evidence), ...]``: what ``path`` says about its hemisphere (``"L"``/``"R"``),
+    e.g. ``[("R", "GIFTI AnatomicalStructurePrimary CortexRight"), ("L", "its name (hemi-L)")]``.
+    Empty when it says nothing (a FreeSurfer file named ``sphere``, an MGH file...)."""
+    p = Path(path)
+    out: list[tuple[str, str]] = []
+    name = p.name
+    if name.lower().endswith((".gii", ".gii.gz")):
+        for hemi in sorted(_gifti_structures(p)):
+            out.append((hemi, f"GIFTI AnatomicalStructurePrimary Cortex{'Left' if hemi == 'L' else 'Right'}"))
+    for pattern, show in ((_FS_PREFIX, "{}."), (_BIDS_HEMI, "hemi-{}"), (_HCP_HEMI, ".{}.")):
+        m = pattern.search(name)
+        if m:
+            code = {"lh": "L", "rh": "R"}.get(m.group(1), m.group(1))
+            out.append((code, f"its name ({show.format(m.group(1))})"))
+            break
+    return out
+
+
+def label_conflicts(paths: Iterable[str | Path | None], hemi: str) -> list[str]:
+    """One line per file of ``paths`` that declares the other hemisphere than ``hemi``, e.g.
+    ``"lh.sulc: its name (lh.) says hemi-L, registered as hemi-R"``."""
+    out = []
+    for path in paths:
+        if path is None:
+            continue
+        for declared, evidence in declared_hemispheres(path):
+            if declared != hemi:
+                out.append(f"{Path(path).name}: {evidence} says hemi-{declared}, registered as hemi-{hemi}")
+    return out

@@ -1,0 +1,245 @@
+"""Bounded reads: every input file is checked before a byte of it is read or decompressed.
+
+A file geomorph-bids reads must be a regular file (not a FIFO, a device such as ``/dev/zero``,
+a folder, or a symbolic link whose target is missing, as an annexed DataLad file that was not
+fetched is) no larger than what its format can need for the largest mesh accepted
+(:data:`MAX_VERTICES`); it is read in one pass that stops one byte past the bound (a file that
+grows while it is read, or a special file that never ends, cannot exhaust memory) and within
+:data:`READ_TIMEOUT_S` seconds (a read stuck on a hung network filesystem fails instead of
+hanging the run); compressed data (``.gii.gz``, GIFTI's zlib-encoded arrays) are decompressed
+no further than the same bound. Every refusal is one :class:`~geomorph_bids.errors.InputError`
+line naming the file.
+
+Bounds, derived from the formats (``V`` = vertices):
+
+=========================  ==========================================================  ===========
+what                       worst case per vertex                                        bound
+=========================  ==========================================================  ===========
+surface (sphere, mesh)     ASCII GIFTI: 3 coordinates + 2 triangles of 3 indices,       256 MiB
+                           ~125 characters; FreeSurfer binary: 36 bytes                 + 1 MiB
+per-vertex map(s)          32 bytes per value (ASCII GIFTI), :data:`MAX_MAPS` maps      V-derived
+document (JSON, YAML,      -                                                            16 MiB
+text, crash file)
+checkpoint                 -                                                            2 GiB
+=========================  ==========================================================  ===========
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+import zlib
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from geomorph_bids.errors import InputError
+
+__all__ = ["MAX_VERTICES", "MAX_MAPS", "READ_TIMEOUT_S", "SURFACE_MAX_BYTES", "DOCUMENT_MAX_BYTES",
+           "CHECKPOINT_MAX_BYTES", "map_max_bytes", "regular_file", "check_size", "read_bounded",
+           "read_text_bounded", "read_json_bounded", "decompress_bounded", "with_deadline", "human_bytes"]
+
+#: the largest mesh accepted: 2,097,152 vertices (12.8 times FreeSurfer's fsaverage, 163,842;
+#: native FreeSurfer and HCP meshes have 100k-300k)
+MAX_VERTICES = 2 ** 21
+#: the most maps one feature file may hold
+MAX_MAPS = 8
+#: seconds a single file read may take before it is abandoned with an error
+READ_TIMEOUT_S = 300.0
+#: bytes of a surface file (also of its decompressed content)
+SURFACE_MAX_BYTES = MAX_VERTICES * 128 + 2 ** 20
+#: bytes of a JSON, YAML or text file (filter files, plugin files, sidecars, metrics, crash files)
+DOCUMENT_MAX_BYTES = 16 * 2 ** 20
+#: bytes of a model checkpoint (and of its content, uncompressed)
+CHECKPOINT_MAX_BYTES = 2 * 2 ** 30
+
+_T = TypeVar("_T")
+
+
+def map_max_bytes(n_vertices: int | None = None) -> int:
+    """Bytes of a per-vertex map file of ``n_vertices`` (default :data:`MAX_VERTICES`): 32 bytes
+    per value (an ASCII-encoded float), :data:`MAX_MAPS` maps, plus 1 MiB of header and XML."""
+    n = MAX_VERTICES if n_vertices is None else max(1, min(int(n_vertices), MAX_VERTICES))
+    return n * 32 * MAX_MAPS + 2 ** 20
+
+
+def human_bytes(n: int) -> str:
+    """``268435456`` -> ``"256 MiB"``."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}".replace(".0 ", " ")
+        n /= 1024
+    return f"{n} bytes"  # pragma: no cover
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def regular_file(path: str | Path) -> os.stat_result:
+    """``stat`` of ``path`` (links followed), or InputError when it is missing, a symbolic link
+    whose target does not exist, or not a regular file (folder, FIFO, device, socket)."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        if p.is_symlink():
+            target = os.readlink(p)
+            raise InputError(f"is a broken symbolic link (its target {target} does not exist; an annexed "
+                             "file that was not fetched? run `datalad get` or `git annex get` on it)",
+                             path=p) from None
+        raise InputError("cannot be read: no such file", path=p) from None
+    except OSError as exc:
+        raise InputError(f"cannot be read: {exc.strerror or exc}", path=p) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"is {_kind(st.st_mode)}, not a regular file", path=p)
+    return st
+
+
+def _too_large(size: int | str, limit: int, what: str) -> str:
+    return (f"is {size if isinstance(size, str) else human_bytes(size)}, larger than any {what} "
+            f"geomorph-bids accepts ({human_bytes(limit)})")
+
+
+def check_size(path: str | Path, limit: int, what: str = "file of this kind") -> int:
+    """Size in bytes of the regular file ``path`` (:func:`regular_file`); InputError when it
+    is empty or larger than ``limit``. For readers that hand a path to a library."""
+    st = regular_file(path)
+    if st.st_size == 0:
+        raise InputError("is empty (0 bytes)", path=path)
+    if st.st_size > limit:
+        raise InputError(_too_large(st.st_size, limit, what), path=path)
+    return int(st.st_size)
+
+
+def with_deadline(work: Callable[[], _T], timeout_s: float, path: str | Path, action: str = "reading") -> _T:
+    """Run ``work`` (a blocking read) in a helper thread and return its result; InputError
+    naming ``path`` when it has not finished after ``timeout_s`` seconds (the thread is left
+    to finish on its own, as a read stuck in the kernel cannot be cancelled)."""
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"geomorph-read:{Path(path).name}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise InputError(f"{action} did not finish within {timeout_s:g} s (a stalled network filesystem, "
+                         "or a file that never ends?)", path=path)
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
+def _read_fd(fd: int, limit: int) -> bytes:
+    chunks, total = [], 0
+    while total <= limit:
+        chunk = os.read(fd, min(1 << 22, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def read_bounded(path: str | Path, limit: int, what: str = "file of this kind", *,
+                 timeout_s: float = READ_TIMEOUT_S) -> bytes:
+    """The whole content of the regular file ``path``, at most ``limit`` bytes, read within
+    ``timeout_s`` seconds; InputError (naming the file) when it is missing, not a regular file,
+    empty, larger than ``limit`` (checked before reading, and again while reading: a file that
+    grows or never ends is cut off), unreadable, or too slow."""
+    p = Path(path)
+    check_size(p, limit, what)
+    try:  # O_NONBLOCK: a file swapped for a FIFO after the check cannot block the open
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InputError(f"cannot be read: {exc.strerror or exc}", path=p) from None
+    abandoned = False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"is {_kind(st.st_mode)}, not a regular file", path=p)
+        try:
+            raw = with_deadline(lambda: _read_fd(fd, limit), timeout_s, p)
+        except InputError:
+            abandoned = True  # the reading thread still owns the descriptor
+            raise
+        except OSError as exc:
+            raise InputError(f"cannot be read: {exc.strerror or exc}", path=p) from None
+    finally:
+        if not abandoned:
+            os.close(fd)
+    if len(raw) > limit:
+        raise InputError(_too_large(f"more than {human_bytes(limit)} (it grew while being read)", limit, what),
+                         path=p)
+    if not raw:
+        raise InputError("is empty (0 bytes)", path=p)
+    return raw
+
+
+def read_text_bounded(path: str | Path, limit: int = DOCUMENT_MAX_BYTES, what: str = "document") -> str:
+    """:func:`read_bounded`, decoded as UTF-8 (a UTF-8 byte-order mark is dropped); InputError
+    naming the file when it is not valid UTF-8."""
+    raw = read_bounded(path, limit, what)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                         path=path) from None
+
+
+def read_json_bounded(path: str | Path, limit: int = DOCUMENT_MAX_BYTES, what: str = "JSON file") -> object:
+    """The JSON document in ``path`` (:func:`read_text_bounded`); InputError naming the file
+    when it is not valid JSON (with the line and column)."""
+    text = read_text_bounded(path, limit, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
+                         path=path) from None
+    except RecursionError:
+        raise InputError("is not valid JSON (nested too deeply)", path=path) from None
+
+
+def decompress_bounded(data: bytes, limit: int, path: str | Path, *, wbits: int = 31,
+                       bound: str = "the most geomorph-bids accepts") -> bytes:
+    """Decompress gzip (``wbits=31``, several members allowed) or zlib (``wbits=15``) ``data``
+    to at most ``limit`` bytes; InputError naming ``path`` when the result would be larger (a
+    decompression bomb; ``bound`` says what the limit is) or the stream is truncated or corrupted."""
+    kind = "gzip stream" if wbits == 31 else "zlib-compressed data"
+    out: list[bytes] = []
+    total = 0
+    rest = data
+    try:
+        while rest:
+            d = zlib.decompressobj(wbits)
+            chunk = d.decompress(rest, limit + 1 - total)
+            total += len(chunk)
+            out.append(chunk)
+            if total > limit or d.unconsumed_tail:
+                raise InputError(f"decompresses to more than {human_bytes(limit)}, {bound} "
+                                 "(a decompression bomb?)", path=path)
+            if not d.eof:
+                raise InputError(f"{kind} is truncated; re-create or re-copy the file", path=path)
+            rest = d.unused_data if wbits == 31 else b""
+            if wbits == 31 and rest.strip(b"\0") == b"":  # gzip padding after the last member
+                break
+    except zlib.error as exc:
+        raise InputError(f"{kind} is corrupted ({exc}); re-create or re-copy the file",
+                         path=path) from None
+    return b"".join(out)

@@ -1,0 +1,483 @@
+"""Where a standard template's maps come from: a folder you name, TemplateFlow, your FreeSurfer
+``fsaverage``, or the maps bundled with geomorph-bids.
+
+The bundled fsaverage maps are nilearn's fsaverage5 sulc/curv (10,242 vertices) upsampled to
+the ico-6 grid: at the vertices they share they correlate only r = 0.961 with FreeSurfer's own
+163,842-vertex fsaverage sulc, and registering to the full one is more accurate
+(docs/templates.md). Every FreeSurfer user has the full one, and TemplateFlow has it when its
+files were downloaded, so the maps of ``fsaverage`` (and of ``fsLR``, where full-resolution
+maps exist) are looked up, per hemisphere, in this order (:func:`discover_sources`):
+
+1. ``folder``: an explicit folder (``--template-dir``, ``template_dir=``): a FreeSurfer
+   subject folder (``<dir>/surf/lh.sphere``, or the ``surf`` folder itself), a TemplateFlow
+   template folder (``tpl-fsaverage/``) or a TemplateFlow home holding one;
+2. ``templateflow``: ``$TEMPLATEFLOW_HOME/tpl-<template>/`` (real, non-empty files only; the
+   zero-byte placeholders TemplateFlow's package installs are skipped with a note; nothing is
+   ever downloaded), the highest density with a sphere and sulc;
+3. ``freesurfer`` (fsaverage only): ``<dir>/fsaverage/surf/{lh,rh}.{sphere,sulc,curv}`` for
+   ``--fs-subjects-dir``, ``$SUBJECTS_DIR`` and ``$FREESURFER_HOME/subjects``, in that order;
+4. ``bundled``: the maps in ``geomorph_bids/data/templates``.
+
+A source needs a sphere and sulc; it offers curv (and other maps) when present. The first
+source that has every map a run needs is used; one that lacks a needed map is passed over with
+one warning line naming what is missing (:func:`fallback_warnings`). Where to look is decided
+once, at an entry point, into a :class:`TemplateSearch` (the only place the environment is
+read); layers below receive the resolved sources.
+
+A source's maps are sampled onto the template's ico-6 grid (:data:`SAMPLING`, see
+:func:`sample_on_grid`), checked against the bundled map (a sulc of the other sign, another
+hemisphere or another template is refused on one line), and recorded with their provenance
+(:meth:`TemplateSource.provenance`: kind, folder, vertex count, SHA-256 of the files read).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "SOURCE_KINDS", "SAMPLING", "BUNDLED_ORIGIN",
+           "discover_sources", "explicit_base", "files_sha256", "load_source", "sample_on_grid", "fallback_warnings",
+           "is_low_resolution", "LOW_RESOLUTION_NOTE", "low_resolution_used", "describe_provenance"]
+
+#: source kinds, in the order they are looked up
+SOURCE_KINDS = ("folder", "templateflow", "freesurfer", "bundled")
+
+#: how a full-resolution map is brought onto the ico-6 grid: ``"barycentric"`` samples it at the
+#: grid's vertices (for FreeSurfer's fsaverage, whose sphere is ico-7, exactly its values there);
+#: ``"adap_bary_area"`` averages it over each grid vertex's area. Chosen by measurement
+#: (docs/templates.md, benchmarks/template_sources.py).
+SAMPLING = "barycentric"
+
+#: what the bundled maps were built from: template -> (vertex count of the origin, description)
+BUNDLED_ORIGIN: dict[str, tuple[int, str]] = {
+    "fsaverage": (10242, "nilearn's fsaverage5 sulc/curv (10,242 vertices), upsampled to ico-6"),
+    "fsLR": (163842, "sMRIPrep's fsLR refsulc (163,842 vertices), area-averaged onto ico-6"),
+}
+
+#: TemplateFlow densities tried, highest first
+_TF_DENSITIES = {"fsaverage": ("164k", "41k", "10k"), "fsLR": ("164k", "59k", "32k")}
+#: FreeSurfer file prefixes
+_FS_HEMI = {"L": "lh", "R": "rh"}
+#: maps a FreeSurfer or TemplateFlow folder may offer (sulc is required)
+_MAPS = ("sulc", "curv")
+#: a source map must correlate at least this much with the bundled one on the ico-6 grid
+_MIN_AGREEMENT = 0.5
+
+
+#: what the command line and the reports say when the bundled low-resolution fsaverage was used
+LOW_RESOLUTION_NOTE = (
+    "registered to the bundled low-resolution fsaverage (built from fsaverage5's 10,242 vertices, without the "
+    "fine folds of FreeSurfer's 163,842-vertex fsaverage, to which registrations are more accurate: "
+    "docs/templates.md). To use the full one: --template-dir $FREESURFER_HOME/subjects/fsaverage (any FreeSurfer "
+    "fsaverage folder), or --fs-subjects-dir / SUBJECTS_DIR pointing at a folder that holds fsaverage, or "
+    "TEMPLATEFLOW_HOME with TemplateFlow's tpl-fsaverage den-164k sphere and sulc files")
+
+
+def low_resolution_used(provenance: Mapping[str, Any]) -> bool:
+    """Whether a registration's provenance (metrics ``template_*``) is the bundled fsaverage
+    built from fsaverage5."""
+    return provenance.get("template_source") == "bundled" and int(provenance.get("template_vertices") or 0) < 163842
+
+
+def describe_provenance(provenance: Mapping[str, Any]) -> str:
+    """One line from a registration's ``template_*`` metrics, e.g. ``freesurfer
+    /opt/subjects/fsaverage, 163,842 vertices, sha256 4a117c4ef763``; ``n/a`` when absent."""
+    if not provenance.get("template_source"):
+        return "n/a"
+    n = provenance.get("template_vertices")
+    return (f"{provenance['template_source']} {provenance.get('template_source_path', '')}"
+            + (f", {int(n):,} vertices" if n else "") + f", sha256 {str(provenance.get('template_sha256', ''))[:12]}")
+
+
+class TemplateWarning(UserWarning):
+    """A template source was passed over (a map the run needs is missing, or a placeholder)."""
+
+
+@dataclass(frozen=True)
+class TemplateSearch:
+    """Where an entry point looks for a template's maps, decided once (see the module docstring).
+
+    Attributes
+    ----------
+    template_dir : an explicit folder (FreeSurfer subject or ``surf`` folder, TemplateFlow
+        template folder or home), looked in first; None: none.
+    templateflow_home : TemplateFlow's folder (``$TEMPLATEFLOW_HOME``), or None.
+    subjects_dirs : FreeSurfer subjects folders, in order (``--fs-subjects-dir``,
+        ``$SUBJECTS_DIR``, ``$FREESURFER_HOME/subjects``).
+    bundled_only : only the bundled maps (``--template-dir bundled``): runs that must not
+        depend on what a machine has installed.
+    """
+
+    template_dir: Path | None = None
+    templateflow_home: Path | None = None
+    subjects_dirs: tuple[Path, ...] = ()
+    bundled_only: bool = False
+
+    def __post_init__(self) -> None:  # paths given as strings become Paths
+        object.__setattr__(self, "subjects_dirs", tuple(Path(d) for d in self.subjects_dirs))
+        for name in ("template_dir", "templateflow_home"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+
+    @classmethod
+    def from_environment(cls, template_dir: str | Path | None = None,
+                         fs_subjects_dir: str | Path | Sequence[str | Path] | None = None,
+                         environ: Mapping[str, str] | None = None) -> "TemplateSearch":
+        """The search of an entry point: ``template_dir`` (``"bundled"``: the bundled maps only),
+        ``fs_subjects_dir`` (a folder or several) first among the FreeSurfer folders, then
+        ``$TEMPLATEFLOW_HOME``, ``$SUBJECTS_DIR`` and ``$FREESURFER_HOME/subjects`` from
+        ``environ`` (default ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        if template_dir is not None and str(template_dir) == "bundled":
+            return cls(bundled_only=True)
+        given = [fs_subjects_dir] if isinstance(fs_subjects_dir, (str, Path)) else list(fs_subjects_dir or ())
+        dirs: list[Path] = []
+        for d in (*given, env.get("SUBJECTS_DIR"),
+                  Path(env["FREESURFER_HOME"]) / "subjects" if env.get("FREESURFER_HOME") else None):
+            if d and Path(d).absolute() not in dirs:
+                dirs.append(Path(d).absolute())
+        return cls(template_dir=Path(template_dir).absolute() if template_dir else None,
+                   templateflow_home=Path(env["TEMPLATEFLOW_HOME"]).absolute() if env.get("TEMPLATEFLOW_HOME") else None,
+                   subjects_dirs=tuple(dirs))
+
+
+@dataclass(frozen=True)
+class TemplateSource:
+    """One hemisphere's maps of a standard template, from one place.
+
+    Attributes
+    ----------
+    kind : ``folder``, ``templateflow``, ``freesurfer`` or ``bundled`` (:data:`SOURCE_KINDS`).
+    base : ``fsLR`` or ``fsaverage``.
+    hemi : ``L`` or ``R``.
+    folder : where the files are (absolute; the bundled data folder for ``bundled``).
+    sphere : the source's sphere file (None for ``bundled``: the maps are on the ico-6 grid).
+    maps : feature -> file (``bundled``: the feature names it offers, files resolved on load).
+    """
+
+    kind: str
+    base: str
+    hemi: str
+    folder: Path
+    sphere: Path | None = None
+    maps: Mapping[str, Path | None] = field(default_factory=dict)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The maps this source offers."""
+        return tuple(self.maps)
+
+    @property
+    def is_bundled(self) -> bool:
+        return self.kind == "bundled"
+
+    def describe(self) -> str:
+        """One line for messages, e.g. ``FreeSurfer fsaverage /opt/subjects/fsaverage``."""
+        what = {"folder": "folder", "templateflow": "TemplateFlow", "freesurfer": "FreeSurfer",
+                "bundled": "bundled"}[self.kind]
+        return f"the bundled {self.base}" if self.is_bundled else f"{what} {self.base} {self.folder}"
+
+    def files(self, features: Sequence[str]) -> list[Path]:
+        """The files read for ``features``: the sphere, then each map (bundled: its ico-6 maps)."""
+        if self.is_bundled:
+            from ..resources import package_template_features, template_feature_file
+
+            out = []
+            for f in features:
+                path = template_feature_file(self.base, self.hemi, f)
+                out.append(path if path.is_file() else package_template_features(self.base)[f][0])
+            return out
+        return [self.sphere, *(self.maps[f] for f in features)]  # type: ignore[list-item]
+
+    def provenance(self, features: Sequence[str]) -> dict[str, Any]:
+        """What the outputs record: ``template_source`` (kind), ``template_source_path``
+        (folder), ``template_vertices`` (vertex count of the maps as the source has them; the
+        bundled fsaverage: 10,242, its fsaverage5 origin), ``template_sha256`` (of the files
+        read, in :meth:`files` order), ``template_files``."""
+        files = self.files(features)
+        return {"template_source": self.kind, "template_source_path": str(self.folder),
+                "template_vertices": _vertex_count(self), "template_sha256": files_sha256(tuple(map(str, files))),
+                "template_files": [str(p) for p in files]}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain strings (a Nipype input); :meth:`from_dict` is the inverse."""
+        return {"kind": self.kind, "base": self.base, "hemi": self.hemi, "folder": str(self.folder),
+                "sphere": "" if self.sphere is None else str(self.sphere),
+                "maps": {k: "" if v is None else str(v) for k, v in self.maps.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TemplateSource":
+        return cls(str(d["kind"]), str(d["base"]), str(d["hemi"]), Path(d["folder"]),
+                   Path(d["sphere"]) if d.get("sphere") else None,
+                   {str(k): (Path(v) if v else None) for k, v in dict(d.get("maps") or {}).items()})
+
+
+def is_low_resolution(source: TemplateSource) -> bool:
+    """Whether ``source`` is the bundled fsaverage built from fsaverage5 (the one the reports
+    warn about)."""
+    return source.is_bundled and BUNDLED_ORIGIN.get(source.base, (163842, ""))[0] < 163842
+
+
+# ---------------------------------------------------------------------------------------------
+# discovery
+
+
+def _real(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
+
+
+def _placeholder(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size == 0
+
+
+def _freesurfer_source(kind: str, surf: Path, hemi: str, notes: list[str]) -> TemplateSource | None:
+    """``surf/{lh,rh}.{sphere,sulc,curv}`` as a source (None, with a note, without sphere + sulc)."""
+    prefix = _FS_HEMI[hemi]
+    sphere = surf / f"{prefix}.sphere"
+    maps = {m: surf / f"{prefix}.{m}" for m in _MAPS if _real(surf / f"{prefix}.{m}")}
+    missing = [p.name for p in (sphere, surf / f"{prefix}.sulc") if not _real(p)]
+    if missing:
+        if surf.is_dir():
+            notes.append(f"{'FreeSurfer' if kind == 'freesurfer' else kind} fsaverage {surf.parent}: "
+                         f"no {' or '.join(missing)} for hemi-{hemi}")
+        return None
+    return TemplateSource(kind, "fsaverage", hemi, surf.parent.absolute(), sphere.absolute(),
+                          {k: v.absolute() for k, v in maps.items()})
+
+
+def _templateflow_source(kind: str, folder: Path, base: str, hemi: str, notes: list[str],
+                         info: list[str]) -> TemplateSource | None:
+    """The highest density of ``folder`` (a ``tpl-<base>`` folder) with a real sphere and sulc;
+    zero-byte sulc placeholders (TemplateFlow has the map, not downloaded) give an ``info`` line."""
+    empty = False
+    for den in _TF_DENSITIES[base]:
+        stem = f"tpl-{base}_hemi-{hemi}_den-{den}"
+        sphere = folder / f"{stem}_sphere.surf.gii"
+        sulc = folder / f"{stem}_sulc.shape.gii"
+        empty = empty or _placeholder(sulc)
+        if _real(sphere) and _real(sulc):
+            maps = {m: (folder / f"{stem}_{m}.shape.gii").absolute() for m in _MAPS
+                    if _real(folder / f"{stem}_{m}.shape.gii")}
+            return TemplateSource(kind, base, hemi, folder.absolute(), sphere.absolute(), maps)
+    if empty:
+        info.append(f"{'TemplateFlow' if kind == 'templateflow' else kind} {folder}: its {base} sulc files are "
+                    "empty placeholders (not downloaded; geomorph-bids never downloads)")
+    elif folder.is_dir() and kind != "templateflow":
+        notes.append(f"{kind} {folder}: no hemi-{hemi} sphere and sulc")
+    return None
+
+
+def explicit_base(folder: str | Path) -> str | None:
+    """The standard template a folder holds maps of (``fsaverage`` for a FreeSurfer subject or
+    ``surf`` folder, the ``tpl-<name>`` of a TemplateFlow folder or home), or None."""
+    p = Path(folder)
+    if (p / "surf" / "lh.sphere").is_file() or (p / "surf" / "rh.sphere").is_file() \
+            or (p / "lh.sphere").is_file() or (p / "rh.sphere").is_file():
+        return "fsaverage"
+    for base in _TF_DENSITIES:
+        if any(p.glob(f"tpl-{base}_hemi-*_sphere.surf.gii")) or any((p / f"tpl-{base}").glob("tpl-*_sphere.surf.gii")):
+            return base
+    return None
+
+
+def _explicit_source(folder: Path, base: str, hemi: str, notes: list[str], info: list[str]) -> TemplateSource | None:
+    if (folder / "surf").is_dir() or any(folder.glob("?h.sphere")):
+        surf = folder / "surf" if (folder / "surf").is_dir() else folder
+        return _freesurfer_source("folder", surf, hemi, notes) if base == "fsaverage" else None
+    tf = folder / f"tpl-{base}" if (folder / f"tpl-{base}").is_dir() else folder
+    return _templateflow_source("folder", tf, base, hemi, notes, info)
+
+
+def discover_sources(base: str, hemi: str, search: TemplateSearch
+                     ) -> tuple[list[TemplateSource], list[str], list[str]]:
+    """The sources of ``base`` (``fsLR``/``fsaverage``) for ``hemi``, in order (the bundled one
+    last, always); warnings about folders that hold some of the template's files but not a
+    sphere and sulc for ``hemi``; and information lines (TemplateFlow's zero-byte
+    placeholders, skipped). Reads only file names and sizes.
+
+    Raises :class:`InputError` when ``search.template_dir`` is not a folder of ``base``'s maps.
+    """
+    from .templates import available_templates
+
+    notes: list[str] = []
+    info: list[str] = []
+    found: list[TemplateSource] = []
+    if not search.bundled_only:
+        if search.template_dir is not None:
+            have = explicit_base(search.template_dir)
+            if have is None:
+                raise InputError("--template-dir: not a FreeSurfer subject folder (surf/lh.sphere, lh.sulc) or a "
+                                 "TemplateFlow folder (tpl-<name>_hemi-L_den-164k_sphere.surf.gii, ..._sulc.shape.gii)",
+                                 path=search.template_dir)
+            if have != base:
+                raise InputError(f"--template-dir holds {have} maps, but the template is {base}",
+                                 path=search.template_dir)
+            src = _explicit_source(search.template_dir, base, hemi, notes, info)
+            found += [src] if src else []
+        if search.templateflow_home is not None:
+            src = _templateflow_source("templateflow", search.templateflow_home / f"tpl-{base}", base, hemi, notes,
+                                       info)
+            found += [src] if src else []
+        if base == "fsaverage":
+            for d in search.subjects_dirs:
+                src = _freesurfer_source("freesurfer", d / "fsaverage" / "surf", hemi, notes)
+                found += [src] if src else []
+    from ..resources import data_dir
+
+    found.append(TemplateSource("bundled", base, hemi, data_dir() / "templates", None,
+                                {f: None for f in available_templates().get(base, [])}))
+    return found, notes, info
+
+
+def fallback_warnings(candidates: Mapping[str, Sequence[TemplateSource]], features: Sequence[str],
+                      notes: Sequence[str] = ()) -> list[str]:
+    """One line per hemisphere whose preferred source was passed over because it lacks a map in
+    ``features``, e.g. ``hemi-L: FreeSurfer fsaverage /x/fsaverage has no curv; using the
+    bundled fsaverage``; then ``notes`` (places looked in that hold no usable maps)."""
+    lines = []
+    for hemi, sources in candidates.items():
+        skipped = [s for s in sources if not s.is_bundled and not all(f in s.maps for f in features)]
+        if not skipped:
+            continue
+        chosen = next((s for s in sources if all(f in s.maps for f in features)), None)
+        what = "; ".join(f"{s.describe()} has no {', '.join(f for f in features if f not in s.maps)}"
+                         for s in skipped)
+        lines.append(f"template hemi-{hemi}: {what}; using {chosen.describe() if chosen else 'nothing'}")
+    return lines + [f"template: {n}" for n in notes]
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def files_sha256(paths: Sequence[str | Path]) -> str:
+    """SHA-256 (hex) of the files' bytes, concatenated in order (cached per path, size and
+    modification time, so a changed file is hashed again)."""
+    stamps = tuple((str(p), Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in paths)
+    return _sha256(stamps)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(stamps: tuple[tuple[str, int, int], ...]) -> str:
+    h = hashlib.sha256()
+    for path, _, _ in stamps:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _vertex_count(source: TemplateSource) -> int:
+    if source.is_bundled:
+        from .templates import TEMPLATE_LEVEL
+        from ..sphere.icosphere import n_vertices
+
+        return BUNDLED_ORIGIN.get(source.base, (n_vertices(TEMPLATE_LEVEL), ""))[0]
+    from .freesurfer import read_fs_vertex_count
+
+    count = read_fs_vertex_count(source.sphere) if source.sphere is not None else None
+    if count is None:  # GIFTI: read it
+        from .surfaces import read_surface
+
+        count = read_surface(source.sphere).n_vertices
+    return int(count)
+
+
+def sample_on_grid(values: np.ndarray, sphere: tuple[np.ndarray, np.ndarray], method: str = SAMPLING) -> np.ndarray:
+    """Maps on a source sphere -> the ico-6 template grid.
+
+    ``values``: (V,) or (V, K) on ``sphere`` ((V, 3) vertices in template space, any radius;
+    (F, 3) faces). ``method``: ``"barycentric"`` (sampled at the grid vertices; when the
+    source's first 40962 vertices ARE the grid, as for FreeSurfer's fsaverage, its values there,
+    with no search) or ``"adap_bary_area"`` (averaged over each grid vertex's area).
+    Returns (40962,) or (40962, K) float64.
+    """
+    from ..sphere.icosphere import icosphere
+    from ..sphere.locate import unit
+    from ..sphere.resample import resample
+    from .templates import TEMPLATE_LEVEL
+
+    grid = icosphere(TEMPLATE_LEVEL)
+    v = np.asarray(sphere[0], dtype=np.float64)
+    n = len(grid[0])
+    if method == "barycentric" and len(v) >= n and np.abs(unit(v[:n]) - unit(grid[0])).max() < 1e-4:
+        return np.asarray(values, dtype=np.float64)[:n].copy()
+    return np.asarray(resample(np.asarray(values, dtype=np.float64), (v, np.asarray(sphere[1])), grid,
+                               method=method), dtype=np.float64)
+
+
+def _check_agreement(source: TemplateSource, feature: str, values: np.ndarray) -> None:
+    """Refuse a map that is not this template's (other sign, hemisphere or template): its
+    correlation with the bundled one on the ico-6 grid must be >= 0.5."""
+    from .templates import load_template
+
+    try:
+        ref = load_template(source.base, source.hemi, (feature,)).features[feature]
+    except ValueError:
+        return
+    mask = ref != 0
+    r = float(np.corrcoef(values[mask], ref[mask])[0, 1])
+    if not r >= _MIN_AGREEMENT:
+        hint = " (HCP sign? maps must use FreeSurfer's sign, positive in sulci)" if r < -_MIN_AGREEMENT else ""
+        raise InputError(f"{feature} correlates r = {r:.2f} with the bundled {source.base} hemi-{source.hemi} "
+                         f"{feature}; not this template's map{hint}", path=source.maps[feature])
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(source_key: str, features: tuple[str, ...], method: str,
+                 stamp: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """(40962, K) maps of a non-bundled source, read-only (cached per files, sizes and mtimes)."""
+    import json
+
+    from .surfaces import read_feature, read_surface
+
+    source = TemplateSource.from_dict(json.loads(source_key))
+    sphere = read_surface(source.sphere)  # a template's sphere: checked for shape, not re-validated (0.2 s)
+    centred = sphere.vertices - sphere.vertices.mean(axis=0)  # e.g. fsLR 164k spheres are 2 mm off-centre
+    radii = np.linalg.norm(centred, axis=1)
+    if not radii.std() < 0.05 * radii.mean():
+        raise InputError("is not a sphere (radii vary by more than 5 %)", path=source.sphere)
+    stack = np.column_stack([np.asarray(read_feature(source.maps[f], n_vertices=sphere.n_vertices),
+                                        dtype=np.float64).reshape(-1) for f in features])
+    if not np.all(np.isfinite(stack)):
+        raise InputError("template map has non-finite values", path=source.maps[features[0]])
+    out = sample_on_grid(stack, (centred, sphere.faces), method)
+    for k, f in enumerate(features):
+        _check_agreement(source, f, out[:, k])
+    out.setflags(write=False)
+    return out
+
+
+def load_source(source: TemplateSource, features: Sequence[str], method: str = SAMPLING):
+    """The :class:`~geomorph_bids.io.templates.Template` of ``source`` with ``features`` on the
+    ico-6 grid (FreeSurfer sign), with ``provenance`` (:meth:`TemplateSource.provenance`).
+
+    Raises :class:`InputError` (one line, naming the file) for an unreadable or implausible map,
+    ValueError when ``source`` lacks a feature.
+    """
+    import json
+    from dataclasses import replace
+
+    from .templates import load_template
+
+    features = tuple(features)
+    if source.is_bundled:  # load_template says what the bundled maps lack, and which package has it
+        return replace(load_template(source.base, source.hemi, features), provenance=source.provenance(features))
+    missing = [f for f in features if f not in source.maps]
+    if missing:
+        raise ValueError(f"{source.describe()} has no {', '.join(missing)} for hemi-{source.hemi}; "
+                         f"it has: {', '.join(source.features) or 'none'}")
+    base = load_template(source.base, source.hemi, ())
+    stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in source.files(features))
+    maps = _load_cached(json.dumps(source.to_dict(), sort_keys=True), features, method, stamp)
+    return replace(base, features={f: np.array(maps[:, k]) for k, f in enumerate(features)},
+                   provenance=source.provenance(features))

@@ -1,0 +1,39 @@
+"""Carry a sphere through a deformation given by two meshes in vertex correspondence.
+
+``wb_command -surface-sphere-project-unproject``: each vertex of a sphere is located in one
+mesh (``project_to``) and moved to the same barycentric position in a second mesh with the
+same triangles (``unproject_from``), e.g. FreeSurfer's fsaverage sphere and the same mesh
+deformed into fsLR space, which carries a subject's fsaverage registration into fsLR (what
+sMRIPrep's ``init_fsLR_reg_wf`` does with ``?h.sphere.reg``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .locate import unit
+from .resample import barycentric_weights
+
+__all__ = ["project_unproject"]
+
+
+def project_unproject(sphere: np.ndarray, project_to: tuple[np.ndarray, np.ndarray],
+                      unproject_from: np.ndarray) -> np.ndarray:
+    """Move sphere vertices through the deformation ``project_to`` -> ``unproject_from``.
+
+    Parameters
+    ----------
+    sphere : (V, 3) float, the vertices to move (any radius).
+    project_to : (vertices (N, 3), faces (M, 3)) of the mesh the vertices are located in.
+    unproject_from : (N, 3) the same mesh's vertices after the deformation (same faces).
+
+    Returns
+    -------
+    (V, 3) float64: the moved vertices, at the radius of ``sphere`` (per vertex).
+    """
+    sphere = np.asarray(sphere, dtype=np.float64)
+    target = np.asarray(unproject_from, dtype=np.float64)
+    if target.shape != np.asarray(project_to[0]).shape:
+        raise ValueError(f"unproject_from has shape {target.shape}; project_to has {np.asarray(project_to[0]).shape}")
+    moved = barycentric_weights(project_to, sphere) @ target
+    return unit(moved) * np.linalg.norm(sphere, axis=1, keepdims=True)

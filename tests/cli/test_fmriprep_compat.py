@@ -1,0 +1,244 @@
+"""fMRIPrep and sMRIPrep use our registration, proved with their code: the participant level on
+``examples/ds-smriprep-example`` (sMRIPrep 0.19 names, sessions) with ``--fmriprep-compat
+--cifti-output``, then sMRIPrep's own ``collect_derivatives`` (what fMRIPrep runs on
+``--derivatives``) and sMRIPrep's own fsLR resampling workflows (what fMRIPrep runs next)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geomorph_bids.io import read_feature, read_surface
+from geomorph_bids.io.cifti import read_cifti_cortex
+from geomorph_bids.io.templates import load_atlas_roi
+
+from .test_bids import anat, run
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "ds-smriprep-example"
+SMRIPREP = EXAMPLE / "derivatives" / "smriprep"
+
+
+def _benchmark():
+    """benchmarks/fmriprep_compat.py: sMRIPrep's fsLR resampling as fMRIPrep wires it, its local
+    TEMPLATEFLOW_HOME and the fsLR sulc template; the test runs exactly what the benchmark measures."""
+    spec = importlib.util.spec_from_file_location("fmriprep_compat_benchmark", ROOT / "benchmarks" / "fmriprep_compat.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCH = _benchmark()
+
+
+def example_pair(suffix: str, session: str = "1") -> list[str]:
+    """[left, right] files of the example's sMRIPrep outputs, e.g. ``sulc.shape.gii``."""
+    return BENCH.example_pair(suffix, session)
+
+
+@pytest.fixture(scope="module")
+def compat_run(tmp_path_factory):
+    """The participant level on the example's session 1 with --fmriprep-compat --cifti-output."""
+    tmp = tmp_path_factory.mktemp("compat")
+    out = tmp / "out"
+    code, _, err = run(EXAMPLE, out, "participant", "--session-label", "1", "--fmriprep-compat",
+                            "--cifti-output", "-w", tmp / "work", "--nprocs", "2")
+    assert code == 0, err
+    return out
+
+
+@pytest.fixture(scope="module")
+def templateflow_home(tmp_path_factory) -> Path:
+    """The fsLR 32k files sMRIPrep's resampling asks TemplateFlow for, from installed packages
+    (TemplateFlow cannot download here)."""
+    return BENCH.make_templateflow_home(tmp_path_factory.mktemp("templateflow"))
+
+
+# ------------------------------------------------------------------------------ collect_derivatives
+
+def test_smriprep_collects_both_registered_spheres(compat_run):
+    """sMRIPrep's collect_derivatives (fMRIPrep's --derivatives, sessionwise) finds our spheres
+    under sphere_reg_msm, left then right, with the native sphere and sulc they came from."""
+    from smriprep.utils.bids import collect_derivatives
+
+    found = collect_derivatives(compat_run, "01", std_spaces=[], session_id="1")
+    folder = anat(compat_run, "01", "1")
+    assert found["sphere_reg_msm"] == [str(folder / f"sub-01_ses-1_hemi-{h}_space-fsLR_desc-msmsulc_sphere.surf.gii")
+                                       for h in "LR"]
+    assert [Path(p).name for p in found["sphere"]] == [f"sub-01_ses-1_hemi-{h}_sphere.surf.gii" for h in "LR"]
+    assert [Path(p).name for p in found["sulc"]] == [f"sub-01_ses-1_hemi-{h}_sulc.shape.gii" for h in "LR"]
+    assert "sphere_reg_fsLR" not in found and "sphere_reg" not in found  # fsLR: MSMSulc's name only
+    # fMRIPrep 25.2 (--subject-anatomical-reference sessionwise) passes the session as a list
+    assert collect_derivatives(compat_run, "01", std_spaces=[], session_id=["1"])["sphere_reg_msm"] == \
+        found["sphere_reg_msm"]
+    # same mesh as the native sphere, moved
+    for h, path in zip("LR", found["sphere_reg_msm"]):
+        native, moved = read_surface(found["sphere"]["LR".index(h)]), read_surface(path)
+        assert np.array_equal(native.faces, moved.faces) and not np.allclose(native.vertices, moved.vertices)
+    # fMRIPrep merges its --derivatives folders in order: ours after sMRIPrep's replaces MSMSulc
+    cache: dict = {}
+    for folder_ in (SMRIPREP, compat_run):
+        cache.update(collect_derivatives(folder_, "01", std_spaces=[], session_id="1"))
+    assert cache["sphere_reg_msm"] == found["sphere_reg_msm"]
+    assert Path(cache["midthickness"][0]).parent == SMRIPREP / "sub-01" / "ses-1" / "anat"
+    assert Path(cache["sphere_reg_fsLR"][0]).name == "sub-01_ses-1_hemi-L_space-fsLR_desc-reg_sphere.surf.gii"
+
+
+@pytest.mark.slow  # a second participant run (~18 s)
+def test_sessionless_anatomy_gives_sessionless_spheres(tmp_path):
+    """sMRIPrep outputs without sessions (ds-geomorph-example's sub-02): ours have none either, and
+    fMRIPrep's call without a session (a dataset without sessions) finds both hemispheres."""
+    from smriprep.utils.bids import collect_derivatives
+
+    out = tmp_path / "out"
+    code, _, err = run(ROOT / "examples" / "ds-geomorph-example", out, "participant", "--participant-label", "02",
+                       "--model", "rigid", "--fmriprep-compat", "-w", tmp_path / "w", "--nprocs", "2")
+    assert code == 0, err
+    found = collect_derivatives(out, "02", std_spaces=[])
+    assert found["sphere_reg_msm"] == [str(anat(out, "02") / f"sub-02_hemi-{h}_space-fsLR_desc-msmsulc_sphere.surf.gii")
+                                       for h in "LR"]
+
+
+def test_sidecars_say_who_made_the_sphere(compat_run):
+    folder = anat(compat_run, "01", "1")
+    meta = json.loads((folder / "sub-01_ses-1_hemi-L_space-fsLR_desc-msmsulc_sphere.json").read_text())
+    assert meta["Description"].startswith("Made by geomorph-bids") and "not by sMRIPrep" in meta["Description"]
+    assert meta["SmriprepQueryKey"] == "sphere_reg_msm" and meta["GeneratedBy"][0]["Name"] == "geomorph-bids"
+    for source in meta["Sources"] + [meta["SameAs"], meta["RegistrationMetrics"]]:
+        assert (compat_run / source.removeprefix("bids::")).is_file(), source
+    assert (folder / "sub-01_ses-1_hemi-L_space-fsLR_desc-msmsulc_sphere.surf.gii").read_bytes() == \
+        (folder / "sub-01_ses-1_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii").read_bytes()
+    metrics = json.loads((folder / "sub-01_ses-1_hemi-L_space-fsLR_desc-geomorph_metrics.json").read_text())
+    assert metrics["registration"]["cortex_mask"] is True  # sMRIPrep's cortex mask was used
+    assert metrics["input_cortex_mask"].endswith("sub-01_ses-1_hemi-L_desc-cortex_mask.label.gii")
+    assert metrics["input_midthickness"].endswith("sub-01_ses-1_hemi-L_midthickness.surf.gii")
+    sulc = json.loads((folder / "sub-01_ses-1_hemi-L_space-fsLR_den-32k_desc-geomorph_sulc.json").read_text())
+    assert "midthickness" in sulc["AreaSurfaces"]
+
+
+# ------------------------------------------------------------------------------ what fMRIPrep does next
+
+@pytest.mark.wb
+@pytest.mark.slow  # sMRIPrep's Nipype workflows and wb_command, twice (~25 s)
+def test_fmriprep_resampling_through_our_sphere_beats_the_rigid_one(compat_run, templateflow_home, tmp_path):
+    """sMRIPrep's init_resample_surfaces_wf + init_morph_grayords_wf (wb_command), wired as fMRIPrep
+    wires them, through our sphere and through the example's rigid desc-reg sphere: the 91k sulc
+    correlates with the fsLR template far better through ours (benchmarks/fmriprep_compat.py)."""
+    dscalars = BENCH.smriprep_resampling_in_child(BENCH.resampling_config(compat_run, "1"), tmp_path,
+                                                  templateflow_home)
+    ours_file = anat(compat_run, "01", "1") / "sub-01_ses-1_space-fsLR_den-32k_desc-geomorph_features.dscalar.nii"
+    for h in "LR":
+        for files in dscalars.values():
+            assert read_cifti_cortex(files["sulc"], h).mask.sum() == load_atlas_roi(h, "32k")[0].sum()
+        cc = BENCH.correlations(dscalars, h)
+        assert cc["geomorph"] > 0.95 and cc["geomorph"] > cc["rigid"] + 0.05, (h, cc)  # measured 0.96-0.97 vs 0.86
+        # our own dscalar holds what sMRIPrep computes through the same sphere (sMRIPrep also leaves
+        # the subject's medial wall out of the inputs: -current-roi)
+        ours, theirs = read_cifti_cortex(ours_file, h), read_cifti_cortex(dscalars["geomorph"]["sulc"], h)
+        assert np.array_equal(ours.mask, theirs.mask)
+        assert np.corrcoef(ours.values[ours.mask, 0], theirs.values[ours.mask, 0])[0, 1] > 0.999
+
+
+# ------------------------------------------------------------------------------ CIFTI output
+
+@pytest.mark.wb
+def test_cifti_holds_every_feature_inside_the_atlas_roi(compat_run, wb_command, tmp_path):
+    import nibabel as nib
+
+    folder = anat(compat_run, "01", "1")
+    path = folder / "sub-01_ses-1_space-fsLR_den-32k_desc-geomorph_features.dscalar.nii"
+    img = nib.load(str(path))
+    assert img.shape == (1, 29696 + 29716) and list(img.header.get_axis(0).name) == ["sulc"]
+    for h in "LR":
+        c = read_cifti_cortex(path, h, fill=np.nan)
+        gifti = read_feature(folder / f"sub-01_ses-1_hemi-{h}_space-fsLR_den-32k_desc-geomorph_sulc.shape.gii")
+        roi, _ = load_atlas_roi(h, "32k")
+        assert np.array_equal(c.mask, roi)
+        assert np.allclose(c.values[roi, 0], gifti[roi], atol=1e-6)
+    wb_command("-cifti-separate", path, "COLUMN", "-metric", "CORTEX_LEFT", tmp_path / "left.func.gii")
+    left = read_feature(tmp_path / "left.func.gii")
+    assert np.allclose(left[load_atlas_roi("L", "32k")[0]], read_cifti_cortex(path, "L").values[:, 0][
+        load_atlas_roi("L", "32k")[0]])
+    meta = json.loads(path.with_name(path.name.replace(".dscalar.nii", ".json")).read_text())
+    assert meta["Maps"] == ["sulc"] and set(meta["MedialWallROI"]) == {"L", "R"}
+
+
+# ------------------------------------------------------------------------------ other templates, errors
+
+@pytest.mark.slow  # a second participant run (~15 s)
+def test_fsaverage_writes_sphere_reg_and_its_fslr_carrying(tmp_path):
+    """--template fsaverage: sphere_reg (space-fsaverage_desc-reg) and sphere_reg_fsLR, the latter
+    equal to wb_command's project-unproject of the former through sMRIPrep's atlases."""
+    from smriprep.utils.bids import collect_derivatives
+
+    out = tmp_path / "out"
+    code, _, err = run(EXAMPLE, out, "participant", "--session-label", "2", "--template", "fsaverage",
+                       "--model", "rigid", "--fmriprep-compat", "-w", tmp_path / "w", "--nprocs", "2")
+    assert code == 0, err
+    found = collect_derivatives(out, "01", std_spaces=[], session_id="2")
+    assert [Path(p).name for p in found["sphere_reg"]] == [
+        f"sub-01_ses-2_hemi-{h}_space-fsaverage_desc-reg_sphere.surf.gii" for h in "LR"]
+    assert [Path(p).name for p in found["sphere_reg_fsLR"]] == [
+        f"sub-01_ses-2_hemi-{h}_space-fsLR_desc-reg_sphere.surf.gii" for h in "LR"]
+    assert "sphere_reg_msm" not in found
+    # --model rigid with sMRIPrep's desc-reg sphere: the rotation from correspondence, so the carried
+    # sphere is the example's own fsLR desc-reg sphere (built the way sMRIPrep builds it)
+    for h, path in zip("LR", found["sphere_reg_fsLR"]):
+        ours = read_surface(path).vertices
+        theirs = read_surface(example_pair("space-fsLR_desc-reg_sphere.surf.gii", "2")["LR".index(h)]).vertices
+        angle = np.degrees(np.arccos(np.clip(np.sum(ours * theirs, axis=1) / 1e4, -1, 1)))
+        assert np.percentile(angle, 99) < 0.05, (h, angle.max())
+    meta = json.loads(Path(found["sphere_reg_fsLR"][0]).with_suffix("").with_suffix(".json").read_text())
+    assert meta["SmriprepQueryKey"] == "sphere_reg_fsLR" and "fs_L-to-fs_LR" in meta["Deformation"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--fmriprep-compat", "--template", "TEMPLATE"], "fsLR and fsaverage space only"),
+    (["--cifti-output", "--output-density", "164k"], "needs an fsLR template at density 32k or 59k"),
+    (["--cifti-output", "--template", "fsaverage"], "needs an fsLR template"),
+    (["--cifti-output", "--hemi", "L"], "needs both hemispheres"),
+])
+def test_options_that_cannot_apply_are_refused(tmp_path, extra, message):
+    extra = [str(_custom_template(tmp_path)) if a == "TEMPLATE" else a for a in extra]
+    out = tmp_path / "out"
+    code, _, err = run(EXAMPLE, out, "participant", "--session-label", "1", *extra, "-w", tmp_path / "w")
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def _custom_template(tmp_path: Path) -> Path:
+    """A tpl-<label> folder on fsLR (both hemispheres' bundled fsLR sulc)."""
+    from geomorph_bids.io.custom_template import custom_feature_file
+    from geomorph_bids.io.gifti import write_metric
+    from geomorph_bids.io.templates import load_template
+
+    folder = tmp_path / "tpl-mine"
+    folder.mkdir()
+    (folder / "template_description.json").write_text(json.dumps({"Identifier": "mine", "BaseTemplate": "fsLR"}))
+    for h in "LR":
+        write_metric(custom_feature_file(folder, "mine", h, "sulc"), load_template("fsLR", h).features["sulc"],
+                     hemi=h, names=["sulc"])
+    return folder
+
+
+@pytest.mark.slow  # both sessions, four hemispheres (~18 s)
+def test_no_cifti_when_a_hemisphere_fails(tmp_path):
+    """One hemisphere's bad input: that subject/session gets no CIFTI file, its other hemisphere
+    keeps its outputs, the other session is complete."""
+    import shutil
+
+    bids = tmp_path / "bids"
+    shutil.copytree(EXAMPLE, bids)
+    broken = Path(example_pair("sulc.shape.gii", "2")[1].replace(str(EXAMPLE), str(bids)))
+    broken.write_bytes(broken.read_bytes()[:200])
+    out = tmp_path / "out"
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "--cifti-output", "-w", tmp_path / "w",
+                       "--nprocs", "2")
+    assert code == 1 and "sub-01 ses-2 hemi-R" in err
+    assert (anat(out, "01", "1") / "sub-01_ses-1_space-fsLR_den-32k_desc-geomorph_features.dscalar.nii").is_file()
+    names = sorted(p.name for p in anat(out, "01", "2").iterdir())
+    assert names and all("hemi-L" in n for n in names)

@@ -1,0 +1,390 @@
+"""Reliability round two (issue 17), the cases that end before any registration: folders that
+would touch the inputs, resource arguments, sessions that do not exist, stale locks, hostile
+filter files and labels. Each asserts on the exit code, the one line the user reads and the
+files on disk (the dataset's bytes unchanged, nothing created). The cases that need a run are in
+``test_hostile_runs.py``; the matrix is in docs/reliability.md."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from geomorph_bids.cli import preflight as pf
+from geomorph_bids.cli.bids import main
+from geomorph_bids.cli.machine import total_memory_gb, usable_cpus
+from geomorph_bids.cli.paths import resolve_input_folders
+from geomorph_bids.cli.settings import validate_resources
+
+from .test_bids import run
+
+
+def tree(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (links not followed), and every folder/link name."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        key = str(p.relative_to(root))
+        if p.is_symlink():
+            out[key] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[key] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[key] = "dir"
+    return out
+
+
+def one_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("geomorph-bids: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def bids(dataset_factory):
+    """FreeSurfer-layout dataset (sub-01) with an sMRIPrep derivatives folder beside it."""
+    root = dataset_factory("freesurfer", subjects=("01",))
+    (root / "derivatives" / "smriprep").mkdir()
+    (root / "derivatives" / "smriprep" / "dataset_description.json").write_text(
+        json.dumps({"Name": "smriprep", "BIDSVersion": "1.9.0", "GeneratedBy": [{"Name": "sMRIPrep"}]}))
+    return root
+
+
+# ------------------------------------------------------------------------------ inputs never touched
+
+OUTPUTS = {  # name -> (output path from the dataset root B, words of the refusal)
+    "dataset_root": (lambda b, t: b, "is the BIDS dataset"),
+    "dataset_root_via_dotdot": (lambda b, t: b / "derivatives" / "..", "is the BIDS dataset"),
+    "link_to_dataset": (lambda b, t: _link(t / "out_link", b), "is the BIDS dataset"),
+    "inside_outside_derivatives": (lambda b, t: b / "sub-01", "outside its derivatives folder"),
+    "derivatives_folder_itself": (lambda b, t: b / "derivatives", "outside its derivatives folder"),
+    "input_freesurfer_folder": (lambda b, t: b / "derivatives" / "freesurfer", "a folder inputs are read from"),
+    "inside_input_freesurfer": (lambda b, t: b / "derivatives" / "freesurfer" / "sub-01",
+                                "a folder inputs are read from"),
+    "input_smriprep_folder": (lambda b, t: b / "derivatives" / "smriprep", "a folder inputs are read from"),
+    "link_to_input_derivatives": (lambda b, t: _link(t / "deriv_link", b / "derivatives" / "smriprep"),
+                                  "a folder inputs are read from"),
+    "parent_of_dataset": (lambda b, t: b.parent, "contains the BIDS dataset"),
+    "dangling_link_into_dataset": (lambda b, t: _link(t / "dangling", b / "not-yet"),
+                                   "outside its derivatives folder"),
+}
+
+
+def _link(link: Path, target: Path) -> Path:
+    link.symlink_to(target, target_is_directory=True)
+    return link
+
+
+@pytest.mark.parametrize("case", sorted(OUTPUTS))
+def test_output_folder_that_would_touch_the_inputs_is_refused(bids, tmp_path, case):
+    make, words = OUTPUTS[case]
+    out = make(bids, tmp_path)
+    before = tree(bids)
+    code, stdout, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    line = one_error(err)
+    assert code == 1 and stdout == ""
+    assert words in line and str(out) in line, line
+    assert tree(bids) == before  # not a byte of the dataset changed, nothing added
+    assert not (tmp_path / "w").exists()
+
+
+WORKS = {  # name -> (work folder, output folder (None: tmp/out), words)
+    "work_inside_dataset": (lambda b, t: b / "work", None, "the work directory lies inside the BIDS dataset"),
+    "work_inside_derivatives": (lambda b, t: b / "derivatives" / "work", None, "lies inside the BIDS dataset"),
+    "work_inside_output": (lambda b, t: t / "out" / "work", None, "lies inside the output directory"),
+    "work_is_output": (lambda b, t: t / "out", None, "lies inside the output directory"),
+    "output_inside_work": (lambda b, t: t / "w", lambda b, t: t / "w" / "out", "lies inside the work directory"),
+    "work_link_to_dataset": (lambda b, t: _link(t / "wl", b), None, "the BIDS dataset"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WORKS))
+def test_work_folder_inside_the_inputs_or_outputs_is_refused(bids, tmp_path, case):
+    work_of, out_of, words = WORKS[case]
+    work = work_of(bids, tmp_path)
+    out = out_of(bids, tmp_path) if out_of else tmp_path / "out"
+    before = tree(bids)
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "-w", work)
+    line = one_error(err)
+    assert code == 1 and words in line, line
+    assert tree(bids) == before
+    assert not (tmp_path / "out").exists() or case == "output_inside_work"
+
+
+def test_fs_subjects_dir_outside_the_dataset_is_an_input_too(bids, tmp_path):
+    """--fs-subjects-dir elsewhere: neither the output nor the work folder may lie in it."""
+    fs = tmp_path / "subjects"
+    fs.mkdir()
+    code, _, err = run(bids, fs / "geomorph", "participant", "--fs-subjects-dir", fs)
+    assert code == 1 and "a folder inputs are read from" in one_error(err)
+    code, _, err = run(bids, tmp_path / "o", "participant", "--fs-subjects-dir", fs, "-w", fs / "w")
+    assert code == 1 and "work directory lies inside" in one_error(err)
+
+
+def test_link_inside_the_output_folder_leading_into_the_dataset_is_refused(bids, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub-01").symlink_to(bids / "derivatives" / "freesurfer" / "sub-01", target_is_directory=True)
+    before = tree(bids)
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "-w", tmp_path / "w")
+    line = one_error(err)
+    assert code == 1 and "outside the output directory" in line and "sub-01" in line
+    assert tree(bids) == before
+
+
+def _geomorph_output(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset_description.json").write_text(json.dumps(
+        {"Name": "geomorph", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "geomorph-bids", "Version": "0.1.0.dev0"}]}))
+    return folder
+
+
+def test_bids_convention_output_is_allowed_and_never_read_back(bids, tmp_path):
+    """``BIDS_DIR/derivatives/geomorph`` is allowed; it and any other geomorph-bids output in
+    ``derivatives/`` are left out of the folders searched for inputs, fresh or filled."""
+    parser_args = argparse.Namespace(bids_dir=bids, derivatives=None, fs_subjects_dir=None)
+    fresh = bids / "derivatives" / "geomorph"
+    fresh.mkdir()
+    try:
+        inputs = resolve_input_folders(parser_args, fresh)
+        assert "geomorph" not in inputs.derivatives and "smriprep" in inputs.derivatives
+        other = _geomorph_output(bids / "derivatives" / "geomorph_old")  # an earlier run's, elsewhere
+        inputs = resolve_input_folders(parser_args, fresh)
+        assert set(inputs.derivatives) == {"smriprep"}
+        assert set(inputs.excluded) == {fresh, other}
+        from geomorph_bids.cli.paths import check_folders
+
+        check_folders(inputs, fresh, tmp_path / "w")  # allowed: no exception
+    finally:
+        import shutil
+
+        shutil.rmtree(bids / "derivatives" / "geomorph", ignore_errors=True)
+        shutil.rmtree(bids / "derivatives" / "geomorph_old", ignore_errors=True)
+
+
+def test_explicit_derivatives_that_are_geomorph_outputs_are_refused(bids, tmp_path):
+    ours = _geomorph_output(tmp_path / "earlier_run")
+    code, _, err = run(bids, tmp_path / "out", "participant", "--derivatives", f"smriprep={ours}", "-w",
+                       tmp_path / "w")
+    line = one_error(err)
+    assert code == 1 and "geomorph-bids output folder" in line and str(ours) in line
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------ resources
+
+@pytest.mark.parametrize("value", ["-5", "0", "nan", "inf", "-inf", "1e400", "lots"])
+def test_memory_must_be_positive_and_finite(bids, tmp_path, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(bids), str(tmp_path / "o"), "participant", "--mem-gb", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--mem-gb" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("option,value", [("--nprocs", "0"), ("--nprocs", "-3"), ("--omp-nthreads", "0"),
+                                          ("--min-cc", "2"), ("--max-distortion", "nan"), ("--max-folds", "-1"),
+                                          ("--batch-size", "0")])
+def test_other_resource_and_gate_arguments_are_checked(bids, tmp_path, option, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(bids), str(tmp_path / "o"), "participant", option, value])
+    assert exc.value.code == 2 and option in capsys.readouterr().err
+
+
+def test_nprocs_is_capped_at_the_usable_cpus_with_one_warning(capsys):
+    args = argparse.Namespace(nprocs=100_000, omp_nthreads=5000, mem_gb=1e6, batch_size=10 ** 9)
+    notes = validate_resources(args)
+    cpus, memory = usable_cpus(), total_memory_gb()
+    assert args.nprocs == cpus and args.omp_nthreads == cpus
+    assert args.mem_gb == pytest.approx(memory) and 1 <= args.batch_size < 10 ** 9
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == len(notes) == 4
+    assert err[0] == (f"geomorph-bids: warning: --nprocs 100000 is more than the {cpus} CPU(s) this process may use; "
+                      f"using {cpus}")
+    ok = argparse.Namespace(nprocs=1, omp_nthreads=None, mem_gb=None, batch_size=None)
+    assert validate_resources(ok) == [] and ok.nprocs == 1
+
+
+def test_cpu_count_follows_the_affinity_mask():
+    """``taskset``/SLURM: a process allowed one CPU counts one."""
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from geomorph_bids.cli.machine import usable_cpus; print(usable_cpus())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.stdout.strip() == "1", done.stderr
+
+
+# ------------------------------------------------------------------------------ sessions, labels, filter files
+
+def test_session_that_does_not_exist_is_an_error(bids, tmp_path):
+    code, _, err = run(bids, tmp_path / "out", "participant", "--session-label", "5", "--model", "rigid",
+                       "-w", tmp_path / "w")
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert code == 1 and len(failed) == 1, err
+    assert "sub-01 ses-5 hemi-L,R" in failed[0] and "session ses-5" in failed[0] and "not found" in failed[0]
+    assert not list((tmp_path / "out").rglob("*ses-5*"))
+    assert not list((tmp_path / "out").rglob("*.gii"))
+
+
+@pytest.mark.parametrize("label", ["é1", "ses-é1", "../x", "a b", "1_2"])
+def test_session_label_that_is_not_a_bids_label_is_refused(bids, tmp_path, label):
+    code, _, err = run(bids, tmp_path / "out", "participant", "--session-label", label)
+    line = one_error(err)
+    assert code == 1 and "label" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("label", ["../01", "01/..", "*", "sub-"])
+def test_participant_label_that_is_not_a_bids_label_is_refused(bids, tmp_path, label):
+    code, _, err = run(bids, tmp_path / "out", "participant", "--participant-label", label)
+    assert code == 1 and "label" in one_error(err)
+
+
+def test_non_utf8_filter_file_names_the_file(bids, tmp_path):
+    filt = tmp_path / "filter.json"
+    filt.write_bytes(b'{"subject": "\xe9\xff01"}')
+    code, _, err = run(bids, tmp_path / "out", "participant", "--bids-filter-file", filt)
+    line = one_error(err)
+    assert code == 1 and str(filt) in line and "UTF-8" in line
+
+
+@pytest.mark.parametrize("doc,words", [({"subject": None}, "subject"), ({"subject": []}, "subject"),
+                                       ({"subject": [None]}, "subject"), ({"session": {"x": 1}}, "session"),
+                                       ([1, 2], "JSON object")])
+def test_filter_file_with_empty_or_null_selections_says_so(bids, tmp_path, doc, words):
+    filt = tmp_path / "filter.json"
+    filt.write_text(json.dumps(doc))
+    code, _, err = run(bids, tmp_path / "out", "participant", "--bids-filter-file", filt)
+    line = one_error(err)
+    assert code == 1 and str(filt) in line and words in line
+    assert "no subjects found" not in line
+
+
+def test_filter_file_that_is_a_fifo_is_refused_without_hanging(bids, tmp_path):
+    fifo = tmp_path / "filter.json"
+    os.mkfifo(fifo)
+    code, _, err = run(bids, tmp_path / "out", "participant", "--bids-filter-file", fifo)
+    assert code == 1 and str(fifo) in one_error(err)
+
+
+def test_huge_sparse_filter_file_is_refused_before_reading(bids, tmp_path):
+    filt = tmp_path / "filter.json"
+    with filt.open("wb") as f:
+        f.truncate(2 ** 30)  # 1 GiB of holes: no disk used
+    code, _, err = run(bids, tmp_path / "out", "participant", "--bids-filter-file", filt)
+    line = one_error(err)
+    assert code == 1 and str(filt) in line and "larger than" in line
+
+
+# ------------------------------------------------------------------------------ stale locks
+
+def _stale_lock(out: Path, subject: str) -> subprocess.Popen:
+    """A lock of ``subject`` recorded by a pid that has ended, still held by a leftover process
+    (as a MultiProc worker of a killed run once did)."""
+    folder = out / pf.LOCK_DIR
+    folder.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (folder / f"sub-{subject}.lock").write_text(f"pid {dead} on {socket.gethostname()} since 2026-01-01T00:00:00")
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)",
+                               str(folder / f"sub-{subject}.lock")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+@pytest.mark.parametrize("wait", [False, True], ids=["skip", "lock-wait"])
+def test_lock_of_a_dead_run_is_never_honoured(bids, tmp_path, wait):
+    """The recorded holder has ended but a leftover still holds the lock: the participant fails at
+    once, with one line naming the leftover process (never "another run is processing", never a
+    wait without end)."""
+    out = tmp_path / "out"
+    holder = _stale_lock(out, "01")
+    try:
+        done = subprocess.run([sys.executable, "-m", "geomorph_bids.cli.bids", str(bids), str(out), "participant",
+                               "--model", "rigid", "-w", str(tmp_path / "w"), *(["--lock-wait"] if wait else [])],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    failed = [line for line in done.stderr.splitlines() if "FAILED" in line]
+    assert done.returncode == 1 and len(failed) == 1, done.stderr
+    assert "is stale" in failed[0] and f"processes {holder.pid} still hold it" in failed[0]
+    assert "another geomorph-bids run is processing" not in done.stderr and "Traceback" not in done.stderr
+    fd = os.open(out / pf.LOCK_DIR / "sub-01.lock", os.O_RDWR)  # the run released what it took
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.close(fd)
+
+
+def test_lock_file_replaced_by_a_link_is_never_followed(bids, tmp_path):
+    out = tmp_path / "out"
+    (out / pf.LOCK_DIR).mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (out / pf.LOCK_DIR / "sub-01.lock").symlink_to(victim)
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "-w", tmp_path / "w")
+    assert code == 1 and "link" in err and "Traceback" not in err
+    assert victim.read_text() == "precious"
+
+
+# ------------------------------------------------------------------------------ warnings
+
+def test_python_warnings_reach_the_user_on_one_line(capsys):
+    import warnings
+
+    from geomorph_bids.cli.messages import one_line_warnings
+
+    with one_line_warnings("geomorph-bids"):
+        warnings.warn("something\n  odd", UserWarning)
+    err = capsys.readouterr().err
+    assert err == "geomorph-bids: warning: something odd\n"
+
+
+def test_session_folder_that_is_not_a_bids_label_is_reported_not_processed(dataset_factory, tmp_path):
+    """An sMRIPrep ``ses-é1`` folder: its outputs could not carry the entity (they would lose it
+    and be left behind), so it is reported on one line and never processed."""
+    root = dataset_factory("smriprep", subjects=("01",), session="a1")
+    subj = root / "derivatives" / "smriprep" / "sub-01"
+    (subj / "ses-a1").rename(subj / "ses-é1")
+    for p in list((subj / "ses-é1" / "anat").iterdir()):
+        p.rename(p.with_name(p.name.replace("ses-a1", "ses-é1")))
+    code, _, err = run(root, tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert code == 1 and len(failed) == 1, err
+    assert "sub-01" in failed[0] and "'é1' is not a BIDS label" in failed[0] and "Traceback" not in err
+    assert not list((tmp_path / "out").rglob("*.gii"))
+
+
+def test_a_stop_signal_swallowed_by_library_code_is_delivered_again():
+    """Nipype runs some nodes in the main process and turns any exception there into a node
+    failure: the first Interrupted is swallowed, the re-delivered signal reaches the handler."""
+    code = ("import os, signal, time\n"
+            "from geomorph_bids.cli.interrupts import Interrupted, stop_on_signals\n"
+            "with stop_on_signals():\n"
+            "    try:\n"
+            "        try:\n"
+            "            os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
+            "        except BaseException as exc:  # what Nipype's node.run does\n"
+            "            print('swallowed', type(exc).__name__, flush=True)\n"
+            "        for _ in range(600): time.sleep(0.05)  # the scheduler goes on\n"
+            "        print('never stopped', flush=True)\n"
+            "    except Interrupted as exc:\n"
+            "        exc.acknowledge(); print('stopped by', exc.name, flush=True)\n"
+            "        time.sleep(1.2)  # acknowledged: no more re-deliveries\n"
+            "print('done', flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.stdout.split("\n") == ["swallowed Interrupted", "stopped by SIGTERM", "done", ""], done.stderr
+    assert done.returncode == 0

@@ -1,0 +1,271 @@
+"""Reliability round two (issue 17), the cases that need a registration run: per-hemisphere
+problems found at discovery (a dangling link, a FIFO, a device, a 10 GB sparse file, a loop),
+the quality gates (swapped hemispheres, a GIFTI declaring the other hemisphere, a map without
+structure) with their exit code 3, FLAGGED lines and group-table marks, the content-keyed cache,
+and a disk that fills in the middle of a run (a real 512 KiB tmpfs when this process may mount
+one). ico-4 synthetic FreeSurfer subjects, ``--model rigid --hemi L``; the matrix is in
+docs/reliability.md."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from geomorph_bids.cli import preflight as pf
+from geomorph_bids.derivatives import GROUP_TSV
+from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_smriprep
+
+from .conftest import LEVEL
+from .test_bids import anat, run
+
+N_FILES = 9  # per hemisphere: registered sphere + json, metrics, sulc + json, native sphere + json, native sulc + json
+ARGS = ("--model", "rigid", "--hemi", "L", "--nprocs", "2")
+
+
+def _surf(bids: Path, subject: str) -> Path:
+    return bids / "derivatives" / "freesurfer" / f"sub-{subject}" / "surf"
+
+
+def failed_lines(err: str) -> dict[str, str]:
+    """subject -> its FAILED line (at most one per subject is asserted by the callers)."""
+    out = {}
+    for line in err.splitlines():
+        m = re.match(r"\s*FAILED sub-(\w+)", line)
+        if m:
+            assert m.group(1) not in out, f"two FAILED lines for sub-{m.group(1)}:\n{err}"
+            out[m.group(1)] = line
+    return out
+
+
+def flagged_lines(err: str) -> dict[str, str]:
+    return {m.group(1): line for line in err.splitlines() if (m := re.match(r"\s*FLAGGED sub-(\w+)", line))}
+
+
+# ------------------------------------------------------------------------------ discovery problems
+
+DISCOVERY = {  # subject -> (what is done to its left hemisphere, words of its one line)
+    "02": ("dangling_sulc_link", "does not exist"),
+    "03": ("sphere_is_a_fifo", "not a regular file"),
+    "04": ("sphere_links_to_dev_zero", "not a regular file"),
+    "05": ("sulc_is_10_gb_sparse", "larger than"),
+    "06": ("sphere_is_a_folder", "lh.sphere"),
+    "07": ("sulc_link_loop", "lh.sulc"),
+}
+
+
+def _break(bids: Path, subject: str, how: str) -> Path:
+    surf = _surf(bids, subject)
+    sphere, sulc = surf / "lh.sphere", surf / "lh.sulc"
+    if how == "dangling_sulc_link":  # an annexed file that was not fetched (DataLad)
+        sulc.unlink()
+        sulc.symlink_to("../../../../.git/annex/objects/XX/YY/SHA256E-s1234--abc/SHA256E-s1234--abc")
+        return sulc
+    if how == "sphere_is_a_fifo":
+        sphere.unlink()
+        os.mkfifo(sphere)
+        return sphere
+    if how == "sphere_links_to_dev_zero":
+        sphere.unlink()
+        sphere.symlink_to("/dev/zero")
+        return sphere
+    if how == "sulc_is_10_gb_sparse":
+        with sulc.open("r+b") as f:
+            f.truncate(10 * 2 ** 30)  # holes: no disk used
+        return sulc
+    if how == "sphere_is_a_folder":
+        sphere.unlink()
+        sphere.mkdir()
+        return sphere
+    if how == "sulc_link_loop":
+        sulc.unlink()
+        sulc.symlink_to("lh.sulc")
+        return sulc
+    raise ValueError(how)
+
+
+@pytest.fixture(scope="module")
+def discovery_run(dataset_factory, tmp_path_factory):
+    bids = dataset_factory("freesurfer", subjects=("01", *DISCOVERY))
+    named = {s: _break(bids, s, how) for s, (how, _) in DISCOVERY.items()}
+    tmp = tmp_path_factory.mktemp("discovery")
+    code, out, err = run(bids, tmp / "out", "participant", *ARGS, "-w", tmp / "w")
+    return dict(code=code, out=tmp / "out", stdout=out, err=err, named=named)
+
+
+def test_each_discovery_problem_stops_only_its_hemisphere(discovery_run):
+    err = discovery_run["err"]
+    assert discovery_run["code"] == 1, err
+    assert "Traceback" not in err and "TraitError" not in err
+    failed = failed_lines(err)
+    assert sorted(failed) == sorted(DISCOVERY), err
+    for subject, (how, words) in DISCOVERY.items():
+        line = failed[subject]
+        assert "hemi-L" in line and str(discovery_run["named"][subject]) in line, (how, line)
+        assert words in line, (how, line)
+        folder = anat(discovery_run["out"], subject)
+        assert not folder.exists() or not list(folder.iterdir())
+    assert len(list(anat(discovery_run["out"], "01").iterdir())) == N_FILES  # the good subject is complete
+    assert len(err.splitlines()) <= len(DISCOVERY) + 3  # the header line, one line per problem, nothing else
+
+
+def test_dangling_link_says_how_to_get_the_file(discovery_run):
+    line = failed_lines(discovery_run["err"])["02"]
+    assert "datalad get" in line or "git annex get" in line, line
+
+
+# ------------------------------------------------------------------------------ quality gates
+
+def _swap_hemispheres(bids: Path, subject: str) -> None:
+    """FreeSurfer lh.* and rh.* exchanged (a copying mistake)."""
+    surf = _surf(bids, subject)
+    for name in ("sphere", "sulc", "curv", "thickness"):
+        lh, rh, tmp = surf / f"lh.{name}", surf / f"rh.{name}", surf / f"tmp.{name}"
+        lh.rename(tmp)
+        rh.rename(lh)
+        tmp.rename(rh)
+
+
+def _no_structure(bids: Path, subject: str) -> None:
+    sulc = _surf(bids, subject) / "lh.sulc"
+    n = len(nib.freesurfer.read_morph_data(str(sulc)))
+    nib.freesurfer.write_morph_data(str(sulc), np.random.default_rng(7).normal(0, 1, n).astype(np.float32))
+
+
+def _gifti_declaring_the_right(bids: Path, subject: str) -> Path:
+    """An sMRIPrep subject whose hemi-L sphere says AnatomicalStructurePrimary=CortexRight."""
+    v, f, maps = template_hemisphere("L", LEVEL)
+    folder = write_smriprep(bids / "derivatives" / "smriprep", subject,
+                            synthetic_hemisphere("L", v, f, maps, seed=[int(subject), 0, 99]))
+    sphere = folder / f"sub-{subject}_hemi-L_sphere.surf.gii"
+    img = nib.load(sphere)
+    for da in img.darrays:
+        da.meta["AnatomicalStructurePrimary"] = "CortexRight"
+    nib.save(img, sphere)
+    return sphere
+
+
+@pytest.fixture(scope="module")
+def gated_run(dataset_factory, tmp_path_factory):
+    bids = dataset_factory("freesurfer", subjects=("01", "02", "03"))
+    _swap_hemispheres(bids, "02")
+    _no_structure(bids, "03")
+    declared = _gifti_declaring_the_right(bids, "04")
+    tmp = tmp_path_factory.mktemp("gated")
+    out, work = tmp / "out", tmp / "w"
+    code, stdout, err = run(bids, out, "participant", *ARGS, "-w", work)
+    return dict(bids=bids, out=out, work=work, code=code, stdout=stdout, err=err, declared=declared)
+
+
+def test_flagged_hemispheres_are_written_listed_and_exit_3(gated_run):
+    err = gated_run["err"]
+    assert gated_run["code"] == 3, err
+    assert not failed_lines(err) and "Traceback" not in err
+    flagged = flagged_lines(err)
+    assert sorted(flagged) == ["02", "03", "04"], err
+    assert "identity" in flagged["02"] and "mirrored" in flagged["02"]  # fits the other hemisphere better
+    assert "correlation" in flagged["03"]
+    assert "identity" in flagged["04"] and "CortexRight" in flagged["04"]
+    for subject in ("01", "02", "03", "04"):  # written all the same
+        assert len(list(anat(gated_run["out"], subject).glob("*hemi-L*"))) == N_FILES
+    table = {line.split()[0]: line for line in gated_run["stdout"].splitlines() if line.startswith("sub-")}
+    assert table["sub-01"].split()[-1] == "ok"
+    assert all("FLAGGED" in table[f"sub-{s}"] for s in ("02", "03", "04"))
+
+
+def test_metrics_record_the_verdict_and_the_thresholds(gated_run):
+    metrics = json.loads(next(anat(gated_run["out"], "02").glob("*_metrics.json")).read_text())
+    quality = metrics["quality"]
+    assert quality["flagged"] is True and quality["thresholds"]["min_cc_after"] == 0.5
+    reg = metrics["registration"]
+    assert reg["identity_cc_mirrored"] > reg["identity_cc_own"]
+    good = json.loads(next(anat(gated_run["out"], "01").glob("*_metrics.json")).read_text())
+    assert good["quality"]["flagged"] is False
+    assert good["registration"]["identity_cc_own"] > good["registration"]["identity_cc_mirrored"]
+
+
+def _tsv(path: Path) -> dict[str, dict]:
+    with path.open() as f:
+        return {row["subject"]: row for row in csv.DictReader(f, delimiter="\t")}
+
+
+def test_group_table_marks_the_flagged_and_exits_3(gated_run, tmp_path):
+    code, _, err = run(gated_run["bids"], gated_run["out"], "group")
+    assert code == 3, err
+    rows = _tsv(gated_run["out"] / GROUP_TSV)
+    assert rows["01"]["quality"] == "ok"
+    assert {s: rows[s]["quality"] for s in ("02", "03", "04")} == dict.fromkeys(("02", "03", "04"), "flagged")
+    assert "correlation" in rows["03"]["quality_reasons"]
+    assert sorted(flagged_lines(err)) == ["02", "03", "04"]
+
+
+def test_gate_options_change_the_verdict(gated_run):
+    """Lenient thresholds at the group level: only the declared label conflict remains."""
+    code, _, err = run(gated_run["bids"], gated_run["out"], "group", "--min-cc", "-1", "--identity-margin", "2")
+    assert code == 3 and sorted(flagged_lines(err)) == ["04"], err
+
+
+def test_content_change_with_the_same_size_and_mtime_is_not_reused(gated_run):
+    """``cp -p``/``rsync -a`` of a changed file: same size, same mtime; the cache keys on content."""
+    bids, out, work = gated_run["bids"], gated_run["out"], gated_run["work"]
+    sulc = _surf(bids, "01") / "lh.sulc"
+    st = sulc.stat()
+    metrics = next(anat(out, "01").glob("*_metrics.json"))
+    before = json.loads(metrics.read_text())["registration"]
+    values = nib.freesurfer.read_morph_data(str(sulc))
+    nib.freesurfer.write_morph_data(str(sulc), (values[::-1]).astype(np.float32))
+    os.utime(sulc, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert sulc.stat().st_size == st.st_size and sulc.stat().st_mtime_ns == st.st_mtime_ns
+    code, stdout, err = run(bids, out, "participant", *ARGS, "-w", work, "--participant-label", "01")
+    row = next(line for line in stdout.splitlines() if line.startswith("sub-01"))
+    assert "reused" not in row, stdout
+    after = json.loads(metrics.read_text())["registration"]
+    assert after["cc_sulc_before"] != before["cc_sulc_before"]
+    assert code in (0, 3), err
+
+
+# ------------------------------------------------------------------------------ disk full
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KiB tmpfs (room for one hemisphere's 330 KB of outputs, not two); skipped where this process may
+    not mount one (not root, or a container without CAP_SYS_ADMIN)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_in_the_middle_of_a_run(dataset_factory, small_disk, tmp_path, monkeypatch):
+    """The output folder fills up while the subjects are written: every hemisphere that could
+    not be written fails with one line naming it (and the disk), none is left partly written, no
+    traceback; the other hemispheres are whole."""
+    monkeypatch.setattr(pf, "MIN_FREE_MB", {"output": 0, "work": 0})  # let it start on the tiny disk
+    bids = dataset_factory("freesurfer", subjects=("01", "02", "03"))
+    out = small_disk / "out"
+    code, _, err = run(bids, out, "participant", *ARGS, "-w", tmp_path / "w")
+    assert code == 1, err
+    assert "Traceback" not in err
+    failed = failed_lines(err)
+    assert failed, err
+    for subject, line in failed.items():
+        assert "hemi-L" in line and ("disk full" in line or "No space left" in line), line
+    whole = 0
+    for subject in ("01", "02", "03"):
+        files = list(anat(out, subject).glob("*hemi-L*")) if anat(out, subject).is_dir() else []
+        assert len(files) in (0, N_FILES), (subject, files)  # whole or nothing
+        whole += len(files) == N_FILES
+        assert (len(files) == 0) == (subject in failed), (subject, err)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.name == ".geomorph-staging"]

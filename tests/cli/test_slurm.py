@@ -1,0 +1,320 @@
+"""geomorph-bids under a real scheduler: ``scripts/ci_slurm.sh`` starts a single-node SLURM
+(Debian's slurm-wlm 22.05: munge, slurmctld, slurmd) for this module and stops it afterwards.
+The tests submit ``workflows/slurm_array.sh`` (one array task per participant, the project's
+virtual environment as the runtime) and run the Nipype SLURM plugin
+(``--use-plugin workflows/nipype_slurm.yml``) on a copy of the example dataset at a path with
+spaces, and compare the outputs with a local run of the same copy (timings masked, as in
+test_faults). Job states come from ``sacct --completion`` (jobcomp/filetxt: no slurmdbd) and
+``scontrol show job``. Deselect with ``-m "not slurm"`` or ``GEOMORPH_SKIP_SLURM=1``."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from geomorph_bids.cli import preflight as pf
+
+from .test_faults import _mask, cli
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "workflows" / "slurm_array.sh"
+CI_SLURM = REPO / "scripts" / "ci_slurm.sh"
+EXAMPLE = REPO / "examples" / "ds-geomorph-example"
+BROKEN = Path("derivatives/smriprep/sub-02/anat/sub-02_hemi-L_sulc.shape.gii")  # in the dataset
+SAFETY_S = 900  # only so that a broken scheduler cannot hang the suite; no assertion depends on time
+
+
+# ------------------------------------------------------------------------------ the scheduler
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A running single-node SLURM: SimpleNamespace(dir, env) with SLURM_CONF in env."""
+    if os.environ.get("GEOMORPH_SKIP_SLURM") == "1":
+        pytest.skip("GEOMORPH_SKIP_SLURM=1")
+    folder = tmp_path_factory.mktemp("slurm")
+    # our pid as the owner: the script's guard stops SLURM even if this process is killed
+    proc = subprocess.run(["bash", str(CI_SLURM), "start", str(folder), str(os.getpid())],
+                          capture_output=True, text=True, timeout=SAFETY_S)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/ci_slurm.sh start failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    env = dict(os.environ, SLURM_CONF=str(folder / "slurm.conf"),
+               GEOMORPH_CI_SLURM=str(folder),  # marks the jobs' processes for ci_slurm.sh stop
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.setdefault("LOGNAME", getpass.getuser())  # Nipype's SLURM plugin names its jobs from it
+    for name in ("GEOMORPH_SIF", "GEOMORPH_BIDS", "GEOMORPH_LABELS", "GEOMORPH_SBATCH_ARGS"):
+        env.pop(name, None)
+    try:
+        yield SimpleNamespace(dir=folder, env=env)
+    finally:
+        subprocess.run(["bash", str(CI_SLURM), "stop", str(folder)], timeout=120, check=False)
+        left = [line for line in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True,
+                                                text=True).stdout.splitlines() if str(folder) in line]
+        assert left == [], f"processes left running: {left}"
+
+
+def sh(env: dict, *argv, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(a) for a in argv], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=SAFETY_S)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, argv))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def submitted(stdout: str) -> str:
+    """The array job id the recipe printed."""
+    ids = re.findall(r"^submitted array job (\d+) ", stdout, flags=re.M)
+    assert len(ids) == 1, stdout
+    return ids[0]
+
+
+def wait_for_jobs(env: dict, *jobids: str) -> None:
+    start = time.monotonic()
+    while sh(env, "squeue", "-h", "-j", ",".join(jobids)).stdout.strip():
+        if time.monotonic() - start > SAFETY_S:
+            pytest.fail(f"jobs {jobids} still queued after {SAFETY_S} s")
+        time.sleep(1)
+
+
+def sacct(env: dict) -> dict[str, dict[str, str]]:
+    """Finished jobs from ``sacct --completion`` (jobcomp/filetxt), by raw job id."""
+    out = sh(env, "sacct", "--completion", "-X", "-P", "-n",
+             "-o", "jobidraw,jobname%200,state,exitcode,elapsed").stdout  # stderr: 22.05's noise
+    rows = (line.split("|") for line in out.splitlines() if line.strip())
+    return {r[0]: dict(name=r[1], state=r[2], exit=r[3], elapsed=r[4]) for r in rows}
+
+
+def task_states(env: dict, array_id: str) -> dict[int, tuple[str, str]]:
+    """{array task index: (state, exit code)} for one array job: ``scontrol show job`` maps
+    tasks to raw job ids, ``sacct --completion`` gives their final states."""
+    shown = sh(env, "scontrol", "-o", "show", "job", array_id).stdout
+    raw = {int(m.group(2)): m.group(1)
+           for m in re.finditer(r"JobId=(\d+) ArrayJobId=\d+ ArrayTaskId=(\d+)", shown)}
+    done = sacct(env)
+    return {task: (done[job]["state"], done[job]["exit"]) for task, job in sorted(raw.items())}
+
+
+# ------------------------------------------------------------------------------ data and reference
+
+def masked(path: Path) -> bytes:
+    """test_faults' ``_mask``, and every hemisphere's cell of a report's run-time row."""
+    data = _mask(path)
+    if path.suffix == ".html":
+        data = re.sub(rb"(run time \(s\)</td>).*?</tr>", rb"\1</tr>", data)
+    return data
+
+
+def comparable(out: Path, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every output (timings masked), less locks, the recipe's logs and crash files."""
+    return {str(p.relative_to(out)): hashlib.sha256(masked(p)).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and pf.LOCK_DIR not in p.relative_to(out).parts
+            and not str(p.relative_to(out)).startswith(("logs/slurm/", "logs/crash-", *drop))}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """The example dataset copied to a path with spaces, and a local run of that copy."""
+    root = tmp_path_factory.mktemp("slurm data")
+    bids = root / "bids data"
+    shutil.copytree(EXAMPLE, bids)
+    local = root / "local out"
+    proc = subprocess.run(cli(bids, local, "participant", "-w", root / "local work", "--nprocs", "2"),
+                          capture_output=True, text=True, timeout=SAFETY_S)
+    assert proc.returncode == 0, proc.stderr
+    digests = comparable(local)
+    assert len([k for k in digests if "/anat/" in k]) == 2 * 2 * 9  # 2 subjects x 2 hemispheres
+    return SimpleNamespace(bids=bids, local=local, digests=digests)
+
+
+def report_without_errors(path: Path) -> str:
+    """A report's digest with its "Errors and warnings" section left out."""
+    data = re.sub(rb'<section id="errors">.*?</section>', b"", masked(path), flags=re.S)
+    return hashlib.sha256(data).hexdigest()
+
+
+# ------------------------------------------------------------------------------ the array recipe
+
+def test_array_recipe_fails_one_participant_then_resubmits_only_it(slurm, dataset, tmp_path):
+    """Both participants as one array (the recipe's defaults: 2 CPUs, 8G; partition and time from
+    GEOMORPH_SBATCH_ARGS), submitted from another folder with $TMPDIR at a node-local path with
+    spaces; sub-02's left sulc file is truncated on purpose. Its task fails alone (sacct FAILED
+    1:0, the error in the task's log, no sub-02 hemi-L output); the file is restored and
+    --resubmit-failed submits exactly sub-02 (this time with a login-node $TMPDIR that does not
+    exist on the node); then every output equals the local run's, and a third call submits
+    nothing."""
+    out, scratch, cwd = tmp_path / "out dir", tmp_path / "node scratch", tmp_path / "submit here"
+    scratch.mkdir()
+    cwd.mkdir()
+    env = dict(slurm.env, TMPDIR=str(scratch), GEOMORPH_SBATCH_ARGS="--partition=cpu --time=00:15:00")
+    broken, saved = dataset.bids / BROKEN, (dataset.bids / BROKEN).read_bytes()
+    broken.write_bytes(saved[:300])
+    try:
+        first = sh(env, "bash", RECIPE, "--submit", dataset.bids, out, cwd=cwd).stdout
+        job = submitted(first)
+        assert "2 participant(s)" in first and "native install" in first, first
+        wait_for_jobs(env, job)
+    finally:
+        broken.write_bytes(saved)
+
+    status = out / "logs" / "slurm"
+    assert task_states(env, job) == {1: ("COMPLETED", "0:0"), 2: ("FAILED", "1:0")}
+    log1, log2 = (status / f"geomorph_{job}_1.log").read_text(), (status / f"geomorph_{job}_2.log").read_text()
+    assert "sub-01 on geomorph-ci (cpus 2, mem 8 GB, gpu 0)" in log1 and "sub-01: done" in log1, log1
+    assert f"scratch {scratch}/geomorph-{job}-1." in log1, log1
+    assert "FAILED sub-02 hemi-L: InputError" in log2 and str(dataset.bids / BROKEN) in log2, log2
+    assert "sub-02: FAILED (exit 1)" in log2, log2
+    assert (status / "sub-01.ok").is_file() and not (status / "sub-02.ok").exists()
+    assert f"job {job}_2 exit 1 " in (status / "sub-02.failed").read_text()
+    assert list(scratch.iterdir()) == []  # each task removed its work folder
+    got = comparable(out)
+    assert {k: v for k, v in got.items() if k.startswith("sub-01")} == \
+        {k: v for k, v in dataset.digests.items() if k.startswith("sub-01")}
+    assert not any(k.startswith("sub-02/anat/sub-02_hemi-L") for k in got)  # the failure wrote nothing
+
+    env["TMPDIR"] = "/nonexistent/login node tmp"
+    second = sh(env, "bash", RECIPE, "--resubmit-failed", dataset.bids, out, cwd=cwd).stdout
+    again = submitted(second)
+    assert re.search(r"^1 participant\(s\) from (.*): 02$", second, flags=re.M), second
+    wait_for_jobs(env, again)
+    assert task_states(env, again) == {1: ("COMPLETED", "0:0")}
+    log = (status / f"geomorph_{again}_1.log").read_text()
+    assert "sub-02: done" in log and f"scratch /tmp/geomorph-{again}-1." in log, log
+    assert (status / "sub-02.ok").is_file() and not (status / "sub-02.failed").exists()
+
+    # every output as in the local run; sub-02's report also lists the earlier failure (by design)
+    got = comparable(out, drop=("sub-02.html",))
+    assert got == {k: v for k, v in dataset.digests.items() if k != "sub-02.html"}
+    assert "sub-02_hemi-L_sulc.shape.gii: GIFTI file is truncated" in (out / "sub-02.html").read_text()
+    assert report_without_errors(out / "sub-02.html") == report_without_errors(dataset.local / "sub-02.html")
+
+    third = sh(env, "bash", RECIPE, "--resubmit-failed", dataset.bids, out, cwd=cwd).stdout
+    assert "nothing to submit" in third and "submitted array job" not in third, third
+    assert len((status / "submitted.tsv").read_text().splitlines()) == 2
+
+
+def test_resubmit_leaves_out_participants_still_queued(slurm, dataset, tmp_path):
+    """A held array (nothing runs): --resubmit-failed must not submit its participants again;
+    once it is cancelled, --list-unfinished lists both."""
+    out = tmp_path / "out"
+    env = dict(slurm.env, GEOMORPH_SBATCH_ARGS="--hold")
+    job = submitted(sh(env, "bash", RECIPE, "--submit", dataset.bids, out).stdout)
+    try:
+        pending = sh(env, "squeue", "-h", "-r", "-j", job, "-o", "%K %T").stdout.split("\n")
+        assert sorted(line for line in pending if line) == ["1 PENDING", "2 PENDING"]
+        proc = sh(env, "bash", RECIPE, "--resubmit-failed", dataset.bids, out)
+        assert "2 unfinished participant(s) still pending or running: not resubmitted" in proc.stderr
+        assert "nothing to submit" in proc.stdout and "submitted array job" not in proc.stdout
+    finally:
+        sh(env, "scancel", job)
+    wait_for_jobs(env, job)
+    listed = sh(env, "bash", RECIPE, "--list-unfinished", dataset.bids, out).stdout
+    assert listed.startswith("2 unfinished label(s) in ")
+    label_file = Path(re.search(r" in (.*) \(submit with", listed).group(1))
+    assert label_file.read_text().split() == ["01", "02"]
+
+
+def test_more_participants_than_max_array_size_become_several_arrays(slurm, dataset, tmp_path):
+    """The test cluster's MaxArraySize is 3 (indices up to 2): five labels become arrays of 2, 2
+    and 1, each with its own label file, all recorded for --resubmit-failed (held: nothing runs)."""
+    labels, out = tmp_path / "labels.txt", tmp_path / "out"
+    labels.write_text("".join(f"sub-{k:02d}\n" for k in range(1, 6)))
+    env = dict(slurm.env, GEOMORPH_LABELS=str(labels), GEOMORPH_SBATCH_ARGS="--hold")
+    stdout = sh(env, "bash", RECIPE, "--submit", dataset.bids, out).stdout
+    jobs = re.findall(r"^submitted array job (\d+) \(tasks 1-(\d)\)", stdout, flags=re.M)
+    try:
+        assert [n for _, n in jobs] == ["2", "2", "1"], stdout
+        recorded = [line.split("\t") for line in (out / "logs" / "slurm" / "submitted.tsv").read_text().splitlines()]
+        assert [job for job, _ in recorded] == [job for job, _ in jobs]
+        assert [Path(f).read_text().split() for _, f in recorded] == [["01", "02"], ["03", "04"], ["05"]]
+        queued = sh(env, "squeue", "-h", "-r", "-o", "%i", "-j", ",".join(job for job, _ in jobs)).stdout.split()
+        assert len(queued) == 5
+    finally:
+        sh(env, "scancel", *[job for job, _ in jobs])
+    wait_for_jobs(env, *[job for job, _ in jobs])
+
+
+def test_gpu_allocation_cpus_and_memory_reach_geomorph_bids(slurm, dataset, tmp_path):
+    """What a real allocation exposes becomes geomorph-bids options: --gres=gpu:1 (the test
+    node's stand-in GPU) gives SLURM_JOB_GPUS/CUDA_VISIBLE_DEVICES and so --device cuda,
+    --cpus-per-task and --mem-per-cpu give --nprocs/--omp-nthreads and --mem-gb (sbatch would
+    refuse --mem-per-cpu beside a default --mem); extra options follow.
+    GEOMORPH_BIDS points at a stub that prints what it was given."""
+    stub = tmp_path / "bin dir" / "geomorph-bids"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\necho "ARGS $*"\necho "CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES"\n'
+                    'echo "TMPDIR=$TMPDIR"\n')
+    stub.chmod(0o755)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("sub-02\n")
+    out = tmp_path / "out"
+    env = dict(slurm.env, GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(labels),
+               GEOMORPH_SBATCH_ARGS="--gres=gpu:1 --cpus-per-task=1 --mem-per-cpu=3G")
+    job = submitted(sh(env, "bash", RECIPE, "--submit", dataset.bids, out, "--hemi", "L").stdout)
+    wait_for_jobs(env, job)
+    assert task_states(env, job) == {1: ("COMPLETED", "0:0")}
+    log = (out / "logs" / "slurm" / f"geomorph_{job}_1.log").read_text()
+    assert "(cpus 1, mem 3 GB, gpu 1)" in log, log
+    args = re.search(r"^ARGS (.*)$", log, flags=re.M).group(1)
+    assert args.startswith(f"{dataset.bids} {out} participant --participant-label 02 -w ")
+    assert args.endswith("--nprocs 1 --omp-nthreads 1 --mem-gb 3 --device cuda --hemi L"), args
+    assert "CUDA_VISIBLE_DEVICES=0" in log, log
+    assert re.search(r"^TMPDIR=.*/geomorph-" + job + r"-1\.\w+/tmp$", log, flags=re.M), log
+
+
+def test_cancelled_task_cleans_its_scratch_and_is_marked(slurm, dataset, tmp_path):
+    """scancel (as a time limit does) sends SIGTERM to every process of the task: the task
+    records sub-<label>.failed, removes its scratch folder within SLURM's KillWait, and the
+    participant is listed as unfinished. GEOMORPH_BIDS is a stub that only sleeps."""
+    stub = tmp_path / "sleeper"
+    stub.write_text("#!/bin/sh\necho started\nsleep 300\n")
+    stub.chmod(0o755)
+    labels, out, scratch = tmp_path / "labels.txt", tmp_path / "out", tmp_path / "scratch"
+    labels.write_text("01\n")
+    scratch.mkdir()
+    env = dict(slurm.env, GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(labels), TMPDIR=str(scratch))
+    job = submitted(sh(env, "bash", RECIPE, "--submit", dataset.bids, out).stdout)
+    log = out / "logs" / "slurm" / f"geomorph_{job}_1.log"
+    start = time.monotonic()
+    while not (log.is_file() and "started" in log.read_text()):
+        assert time.monotonic() - start < SAFETY_S, "the task never started"
+        time.sleep(0.2)
+    assert len(list(scratch.iterdir())) == 1
+    sh(env, "scancel", job)
+    wait_for_jobs(env, job)
+    assert task_states(env, job)[1][0] == "CANCELLED"
+    assert "terminated (SIGTERM" in (out / "logs" / "slurm" / "sub-01.failed").read_text()
+    assert list(scratch.iterdir()) == []
+    listed = sh(env, "bash", RECIPE, "--list-unfinished", dataset.bids, out).stdout
+    assert listed.startswith("1 unfinished label(s)"), listed
+
+
+# ------------------------------------------------------------------------------ Nipype's SLURM plugin
+
+def test_nipype_slurm_plugin_matches_local(slurm, dataset, tmp_path):
+    """``--use-plugin workflows/nipype_slurm.yml`` as shipped (partition cpu, 4G, 2 CPUs per
+    node job): every submitted node ran as its own SLURM job and finished COMPLETED, and the
+    outputs equal the local run's for that participant."""
+    out = tmp_path / "out"
+    before = set(sacct(slurm.env))
+    proc = sh(slurm.env, *cli(dataset.bids, out, "participant", "--participant-label", "01",
+                             "-w", tmp_path / "work", "--use-plugin", REPO / "workflows" / "nipype_slurm.yml"),
+              check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = {k: v for k, v in sacct(slurm.env).items() if k not in before}
+    names = sorted(j["name"].split(".")[0] for j in jobs.values())
+    # per hemisphere: load_features, register, resample, metrics (the sinks run in-process)
+    assert names == sorted(["load_features", "register", "resample", "metrics"] * 2), names
+    assert {j["state"] for j in jobs.values()} == {"COMPLETED"}
+    assert all(".sub_01_wf.geomorph_wf." in j["name"] for j in jobs.values())
+    assert comparable(out) == {k: v for k, v in dataset.digests.items() if not k.startswith("sub-02")}

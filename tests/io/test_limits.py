@@ -1,0 +1,195 @@
+"""Bounded reads (io/limits.py): special files, oversized and sparse files, decompression bombs,
+XML entities, endless and stuck reads. Each is refused with one line naming the file, in bounded
+time and memory (checked: nothing here allocates more than the bound)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import os
+import resource
+import threading
+import time
+import zlib
+
+import numpy as np
+import pytest
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io import gifti, limits, read_feature, read_sphere, write_metric, write_surface
+from geomorph_bids.io.discover import surface_vertex_count
+from geomorph_bids.sphere.icosphere import icosphere
+
+
+def _sphere_file(path):
+    v, f = icosphere(2)
+    write_surface(path, v, f, hemi="L")
+    return path
+
+
+def _one_line(exc: pytest.ExceptionInfo, path) -> str:
+    text = str(exc.value)
+    assert "\n" not in text and str(path) in text, text
+    return text
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_fifo_is_refused_without_opening_it(tmp_path):
+    fifo = tmp_path / "lh.sphere"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"named pipe \(FIFO\), not a regular file") as e:
+        read_sphere(fifo)
+    _one_line(e, fifo)
+    assert surface_vertex_count(fifo) is None  # discovery's header read: no hang either
+    assert time.monotonic() - start < 5  # would block forever if opened
+
+
+def test_link_to_a_device_is_refused(tmp_path):
+    link = tmp_path / "sub-01_hemi-L_sphere.surf.gii"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(InputError, match="character device, not a regular file") as e:
+        read_sphere(link)
+    _one_line(e, link)
+    assert surface_vertex_count(link) is None
+
+
+def test_dangling_link_says_what_it_is(tmp_path):
+    link = tmp_path / "lh.sulc"
+    link.symlink_to(tmp_path / ".git" / "annex" / "objects" / "missing")
+    with pytest.raises(InputError, match=r"broken symbolic link .*datalad get") as e:
+        read_feature(link)
+    _one_line(e, link)
+
+
+def test_sparse_10_gb_file_is_refused_before_reading(tmp_path):
+    big = tmp_path / "sub-01_hemi-L_sphere.surf.gii"
+    with open(big, "wb") as fh:
+        fh.truncate(10 * 2 ** 30)  # sparse: no disk space used
+    before = _max_rss_mb()
+    with pytest.raises(InputError, match=r"is 10 GiB, larger than any") as e:
+        read_sphere(big)
+    _one_line(e, big)
+    assert surface_vertex_count(big) is None  # scanned at most SURFACE_MAX_BYTES, then given up
+    assert _max_rss_mb() - before < 100
+
+
+def test_map_bound_follows_the_sphere(tmp_path):
+    """A feature map is bounded by the vertex count of its sphere (read first)."""
+    big = tmp_path / "lh.sulc"
+    with open(big, "wb") as fh:
+        fh.truncate(limits.map_max_bytes(642) + 1)
+    with pytest.raises(InputError, match="larger than any per-vertex map"):
+        read_feature(big, n_vertices=642)
+
+
+def test_gzip_bomb_named_like_a_gifti(tmp_path, monkeypatch):
+    """A few kB of gzip that would inflate far past the bound: refused at the bound."""
+    monkeypatch.setattr(gifti, "SURFACE_MAX_BYTES", 2 ** 20)  # a small bound keeps the test fast
+    bomb = tmp_path / "sub-01_hemi-L_sphere.surf.gii.gz"
+    bomb.write_bytes(gzip.compress(b"<?xml version='1.0'?>" + b" " * (64 * 2 ** 20)))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(InputError, match=r"decompresses to more than 1 MiB.*decompression bomb") as e:
+        gifti.load_gifti(bomb, limit=2 ** 20)
+    _one_line(e, bomb)
+
+
+def test_gzip_bomb_at_the_real_bound_stays_within_it(tmp_path):
+    """The real bound: a 600 kB file inflating to 1 GiB (64 gzip members of 16 MiB of zeros) is
+    stopped after SURFACE_MAX_BYTES."""
+    bomb = tmp_path / "bomb.surf.gii.gz"
+    bomb.write_bytes(gzip.compress(b"\0" * 2 ** 24, 9) * 64)
+    before = _max_rss_mb()
+    with pytest.raises(InputError, match="decompression bomb"):
+        read_sphere(bomb)
+    assert _max_rss_mb() - before < 2 * limits.SURFACE_MAX_BYTES / 2 ** 20 + 100
+
+
+def test_zlib_bomb_inside_a_gifti_data_array(tmp_path):
+    """GIFTI's GZipBase64Binary arrays are inflated no further than the size they declare."""
+    path = _sphere_file(tmp_path / "s.surf.gii")
+    xml = path.read_bytes()
+    packed = base64.b64encode(zlib.compress(b"\0" * (64 * 2 ** 20), 9))
+    start = xml.index(b"<Data>") + len(b"<Data>")
+    bomb = tmp_path / "bomb.surf.gii"
+    bomb.write_bytes(xml[:start] + packed + xml[xml.index(b"</Data>", start):])
+    with pytest.raises(InputError, match=r"decompresses to more than .* data array 0 declares") as e:
+        read_sphere(bomb)
+    _one_line(e, bomb)
+
+
+def test_declared_dimensions_beyond_the_bound(tmp_path):
+    path = _sphere_file(tmp_path / "s.surf.gii")
+    xml = path.read_bytes()
+    liar = tmp_path / "liar.surf.gii"
+    liar.write_bytes(xml.replace(b'Dim0="162"', b'Dim0="900000000000"', 1))
+    with pytest.raises(InputError, match="data arrays declare .* more than a GIFTI file may hold"):
+        read_sphere(liar)
+
+
+def test_xml_entities_are_refused(tmp_path):
+    """'Billion laughs': nested entity declarations expand to gigabytes; GIFTI has none."""
+    path = _sphere_file(tmp_path / "s.surf.gii")
+    xml = path.read_bytes()
+    laughs = b'<!DOCTYPE GIFTI [<!ENTITY a "lol">' + b"".join(
+        b'<!ENTITY %s "%s">' % (f"a{i + 1}".encode(), (f"&a{i};" if i else "&a;").encode() * 10) for i in range(9)) + b"]>"
+    evil = tmp_path / "evil.surf.gii"
+    evil.write_bytes(xml.replace(b"<GIFTI", laughs + b"<GIFTI", 1))
+    with pytest.raises(InputError, match="declares XML entities") as e:
+        read_sphere(evil)
+    _one_line(e, evil)
+
+
+def test_file_that_grows_while_read_is_cut_off(tmp_path, monkeypatch):
+    """A regular file that never ends (its size said small, its reads never stop): cut one
+    byte past the bound."""
+    path = tmp_path / "endless.json"
+    path.write_text("{}")
+    real = os.read
+    monkeypatch.setattr(limits.os, "read", lambda fd, n: b"x" * n if fd > 2 else real(fd, n))
+    with pytest.raises(InputError, match="grew while being read"):
+        limits.read_bounded(path, 4096)
+
+
+def test_stuck_read_fails_within_the_deadline(tmp_path, monkeypatch):
+    path = tmp_path / "lh.sulc"
+    path.write_bytes(b"\0" * 100)
+    release = threading.Event()
+
+    def stuck(fd, n):
+        release.wait(30)
+        return b""
+
+    monkeypatch.setattr(limits.os, "read", stuck)
+    start = time.monotonic()
+    try:
+        with pytest.raises(InputError, match=r"reading did not finish within 0.2 s") as e:
+            limits.read_bounded(path, 4096, timeout_s=0.2)
+        _one_line(e, path)
+        assert time.monotonic() - start < 5
+    finally:
+        release.set()
+
+
+def test_non_utf8_and_bad_json_name_the_file(tmp_path):
+    bad = tmp_path / "filter.json"
+    bad.write_bytes(b'{"subject": "\xe9"}')
+    with pytest.raises(InputError, match=r"is not UTF-8 text \(byte 0xe9") as e:
+        limits.read_json_bounded(bad)
+    _one_line(e, bad)
+    bad.write_text('{"subject": ')
+    with pytest.raises(InputError, match="is not valid JSON"):
+        limits.read_json_bounded(bad)
+
+
+def test_normal_files_read_as_before(tmp_path):
+    v, f = icosphere(3)
+    for name in ("s.surf.gii", "s.surf.gii.gz"):
+        write_surface(tmp_path / name, v, f, hemi="L")
+        assert read_sphere(tmp_path / name).n_vertices == len(v)
+    write_metric(tmp_path / "m.shape.gii", np.arange(len(v), dtype=np.float32) + 1, hemi="L")
+    assert read_feature(tmp_path / "m.shape.gii", n_vertices=len(v)).shape == (len(v),)
+    assert surface_vertex_count(tmp_path / "s.surf.gii.gz") == len(v)

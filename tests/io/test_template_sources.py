@@ -1,0 +1,321 @@
+"""io/template_sources.py: the template's maps from an explicit folder, TemplateFlow, the user's
+FreeSurfer fsaverage, then the bundled ones; files on disk, placeholders, fallbacks, provenance."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from geomorph_bids.errors import InputError
+from geomorph_bids.io.gifti import write_metric, write_surface
+from geomorph_bids.io.template_ref import TemplateRef, resolve_template_ref
+from geomorph_bids.io.template_sources import (LOW_RESOLUTION_NOTE, TemplateSearch, describe_provenance,
+                                               discover_sources, load_source, low_resolution_used, sample_on_grid)
+from geomorph_bids.io.templates import load_template
+from geomorph_bids.sphere.icosphere import icosphere
+
+LEVEL = 5  # the tiny fsaverage of the write_fsaverage fixture: 10,242 vertices
+N = 10242
+
+
+@pytest.fixture
+def write_fsaverage(tiny_fsaverage):
+    return tiny_fsaverage
+
+
+@pytest.fixture
+def tiny_maps(tiny_fsaverage_values):
+    return tiny_fsaverage_values
+
+
+@pytest.fixture
+def write_templateflow(tiny_maps):
+    return lambda home, **kw: _write_templateflow(home, tiny_maps, **kw)
+
+
+def _write_templateflow(home: Path, tiny_maps, hemis=("L", "R"), empty: bool = False, scale: float = 1.0) -> Path:
+    """``<home>/tpl-fsaverage/tpl-fsaverage_hemi-H_den-10k_{sphere,sulc}`` (real or zero-byte)."""
+    folder = home / "tpl-fsaverage"
+    folder.mkdir(parents=True, exist_ok=True)
+    v, f = icosphere(LEVEL)
+    for hemi in hemis:
+        stem = folder / f"tpl-fsaverage_hemi-{hemi}_den-10k"
+        if empty:  # what `pip install templateflow` leaves: zero-byte placeholders
+            for suffix in ("_sphere.surf.gii", "_sulc.shape.gii", "_curv.shape.gii"):
+                Path(f"{stem}{suffix}").write_bytes(b"")
+            continue
+        write_surface(Path(f"{stem}_sphere.surf.gii"), v, f, hemi=hemi, geometric_type="Spherical")
+        write_metric(Path(f"{stem}_sulc.shape.gii"), tiny_maps(hemi, scale)["sulc"].astype(np.float32), hemi=hemi)
+    return folder
+
+
+def kinds(ref: TemplateRef, hemi: str = "L") -> list[tuple[str, str]]:
+    return [(s.kind, s.folder.name) for s in ref.candidates(hemi)]
+
+
+def test_discovery_order_with_files_on_disk(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
+    explicit = write_fsaverage(tmp_path / "mine", scale=0.5)
+    tf = write_templateflow(tmp_path / "tf")
+    bids_fs = write_fsaverage(tmp_path / "bids_fs")
+    subjects = write_fsaverage(tmp_path / "subjects")
+    fshome = write_fsaverage(tmp_path / "fshome" / "subjects")
+    env = {"TEMPLATEFLOW_HOME": str(tmp_path / "tf"), "SUBJECTS_DIR": str(tmp_path / "subjects"),
+           "FREESURFER_HOME": str(tmp_path / "fshome")}
+    where = TemplateSearch.from_environment(explicit, tmp_path / "bids_fs", environ=env)
+    ref = resolve_template_ref("fsaverage", where=where)
+    assert [(s.kind, s.folder) for s in ref.candidates("L")] == [
+        ("folder", explicit), ("templateflow", tf), ("freesurfer", bids_fs), ("freesurfer", subjects),
+        ("freesurfer", fshome), ("bundled", ref.candidates("L")[-1].folder)]
+    assert ref.candidates("L")[0].features == ("sulc", "curv") and ref.candidates("L")[1].features == ("sulc",)
+    tpl = ref.load("L", ("sulc",))
+    assert tpl.provenance["template_source"] == "folder" and tpl.provenance["template_source_path"] == str(explicit)
+    # each source, removed in turn, hands over to the next
+    assert kinds(resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(None, None, env)))[0] == \
+        ("templateflow", "tpl-fsaverage")
+    env.pop("TEMPLATEFLOW_HOME")
+    assert kinds(resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(None, None, env)))[0] == \
+        ("freesurfer", "fsaverage")
+    assert resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(None, None, {})) \
+        == TemplateRef.bundled("fsaverage")
+    # 'bundled' turns discovery off; fsLR has no FreeSurfer source
+    assert TemplateSearch.from_environment("bundled", None, env).bundled_only
+    assert [s.kind for s in resolve_template_ref("fsLR", where=where.__class__(
+        subjects_dirs=(tmp_path / "subjects",))).candidates("L")] == ["bundled"]
+
+
+def test_a_folder_given_as_the_template_and_a_wrong_folder(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
+    fs = write_fsaverage(tmp_path / "subjects")
+    ref = resolve_template_ref(fs)
+    assert ref.label == ref.base == "fsaverage" and ref.candidates("R")[0].kind == "folder"
+    assert resolve_template_ref(fs / "surf").candidates("L")[0].folder == fs  # the surf folder itself
+    tf = write_templateflow(tmp_path / "tf")
+    assert resolve_template_ref(tmp_path / "tf").candidates("L")[0].folder == tf  # a TemplateFlow home
+    with pytest.raises(InputError, match="holds fsaverage maps, but the template is fsLR") as e:
+        resolve_template_ref("fsLR", where=TemplateSearch(template_dir=fs))
+    assert "\n" not in str(e.value)
+    with pytest.raises(InputError, match="not a FreeSurfer subject folder"):
+        resolve_template_ref("fsaverage", where=TemplateSearch(template_dir=tmp_path))
+
+
+def test_zero_byte_templateflow_placeholders_are_skipped_with_a_note(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
+    write_templateflow(tmp_path / "tf", empty=True)
+    subjects = write_fsaverage(tmp_path / "subjects")
+    env = {"TEMPLATEFLOW_HOME": str(tmp_path / "tf"), "SUBJECTS_DIR": str(tmp_path / "subjects")}
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(environ=env))
+    assert [s.kind for s in ref.candidates("L")] == ["freesurfer", "bundled"]
+    assert ref.candidates("L")[0].folder == subjects
+    assert ref.warnings(("sulc",)) == []  # expected of an uninitialised TemplateFlow: a note, not a warning
+    assert len(ref.info) == 1 and "fsaverage sulc files are empty placeholders" in ref.info[0]
+    assert "never downloads" in ref.info[0]
+
+
+def test_a_source_missing_a_needed_map_falls_back_with_one_warning_line(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
+    write_fsaverage(tmp_path / "subjects", maps=("sulc",))  # no curv
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
+    assert ref.features("L") == ("sulc",) and ref.shared_features() == ("sulc",)
+    assert ref.source("L", ("sulc",)).kind == "freesurfer"
+    assert ref.source("L", ("sulc", "curv")).kind == "bundled"
+    lines = ref.warnings(("sulc", "curv"), ("L",))
+    assert lines == [f"template hemi-L: FreeSurfer fsaverage {tmp_path / 'subjects' / 'fsaverage'} has no curv; "
+                     "using the bundled fsaverage"]
+    assert ref.load("L", ("sulc", "curv")).provenance["template_source"] == "bundled"
+    assert ref.warnings(("sulc",)) == []
+    # the default optimiser then registers with what the full-resolution source has
+    from geomorph_bids.engine.model_choice import resolve_model
+
+    assert resolve_model("default", "fsaverage", ref.shared_features()).channels == ("sulc",)
+    assert resolve_model("default", "fsaverage", ("sulc", "curv")).channels == ("sulc", "curv")
+
+
+def test_a_missing_hemisphere_falls_back_for_that_hemisphere_only(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
+    write_fsaverage(tmp_path / "subjects", hemis=("L",))
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
+    assert ref.source("L", ("sulc",)).kind == "freesurfer" and ref.source("R", ("sulc",)).kind == "bundled"
+    assert any("no rh.sphere or rh.sulc" in n for n in ref.notes)
+    assert ref.low_resolution(("sulc",), ("R",)) and not ref.low_resolution(("sulc",), ("L",))
+
+
+def test_provenance_and_sampling(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
+    write_fsaverage(tmp_path / "subjects")
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
+    src = ref.source("L", ("sulc", "curv"))
+    tpl = load_source(src, ("sulc", "curv"))
+    files = [src.sphere, src.maps["sulc"], src.maps["curv"]]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+    assert tpl.provenance == {"template_source": "freesurfer", "template_source_path": str(src.folder),
+                              "template_vertices": N, "template_sha256": digest,
+                              "template_files": [str(p) for p in files]}
+    assert "freesurfer" in describe_provenance(tpl.provenance) and "10,242 vertices" in describe_provenance(tpl.provenance)
+    # nested grids: the ico-5 values are kept exactly at the ico-6 vertices they share
+    np.testing.assert_allclose(tpl.features["sulc"][:N], tiny_maps("L")["sulc"], atol=1e-5)
+    # a source whose first 40962 vertices are the grid is sampled there, without a search
+    v7, f7 = icosphere(7)
+    values = np.arange(len(v7), dtype=float)
+    np.testing.assert_array_equal(sample_on_grid(values, (v7, f7)), values[:40962])
+    bundled = TemplateRef.bundled("fsaverage").load("L", ("sulc",)).provenance
+    assert low_resolution_used(bundled) and not low_resolution_used(tpl.provenance)
+    assert "fsaverage5" in LOW_RESOLUTION_NOTE and "--template-dir" in LOW_RESOLUTION_NOTE
+
+
+def test_a_map_that_is_not_this_templates_is_refused_on_one_line(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
+    fs = write_fsaverage(tmp_path / "subjects")
+    sulc = fs / "surf" / "lh.sulc"
+    nib.freesurfer.write_morph_data(str(sulc), (-tiny_maps("L")["sulc"]).astype(np.float32))  # HCP sign
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
+    with pytest.raises(InputError, match="HCP sign") as e:
+        ref.load("L", ("sulc",))
+    assert "\n" not in str(e.value) and str(sulc) in str(e.value)
+    nib.freesurfer.write_morph_data(str(sulc), np.zeros(N - 1, np.float32))  # wrong vertex count
+    with pytest.raises(InputError, match=str(sulc)):
+        ref.load("L", ("sulc",))
+
+
+def test_register_uses_the_discovered_template_and_records_it(tmp_path, monkeypatch, fsaverage5):
+    """The Python API reads SUBJECTS_DIR at its boundary; the full-resolution map changes the
+    result of a real pair (fsaverage5's right hemisphere, mirrored, registered to fsaverage L)
+    against the bundled one, and the metrics say which was used."""
+    from geomorph_bids.engine.real_pairs import real_pair
+    from geomorph_bids.engine.register import register
+
+    fs = full_resolution_fsaverage(tmp_path / "subjects")
+    pair = real_pair("fsavg5_Rm-fsaverage")
+    moving = ((pair.vertices, pair.faces), {"sulc": pair.features["sulc"]})
+    bundled = register(*moving, "fsaverage", "L", device="cpu")
+    monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "subjects"))
+    full = register(*moving, "fsaverage", "L", device="cpu")
+    assert bundled.metrics["template_source"] == "bundled" and bundled.metrics["template_vertices"] == 10242
+    assert full.metrics["template_source"] == "freesurfer" and full.metrics["template_vertices"] == 163842
+    assert full.metrics["template_source_path"] == str(fs)
+    moved = np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", bundled.sphere, full.sphere) / 1e4, -1, 1)))
+    assert np.median(moved) > 0.2  # another template, another registration
+    for r in (bundled, full):  # both still land near the reference
+        assert np.median(pair.error_deg(r.sphere)) < 2.0 and r.metrics["n_folded"] == 0
+    assert register(*moving, "fsaverage", "L", device="cpu", rigid_only=True,
+                    template_dir="bundled").metrics["template_source"] == "bundled"
+
+
+def full_resolution_fsaverage(subjects: Path) -> Path:
+    """A 163,842-vertex FreeSurfer-format fsaverage left hemisphere built from installed packages:
+    sMRIPrep's fsaverage sphere, with sMRIPrep's fsLR refsulc carried onto it through its
+    fs_L-to-fs_LR sphere (FreeSurfer sign). Not FreeSurfer's own sulc, but a full-resolution
+    map of fsaverage's left hemisphere that differs from the bundled one."""
+    from importlib.resources import files
+
+    from geomorph_bids.io import read_feature, read_sphere
+    from geomorph_bids.sphere.resample import barycentric_weights
+
+    at = Path(str(files("smriprep") / "data" / "atlases"))
+    sphere = read_sphere(at / "fs_L" / "fsaverage.L.sphere.164k_fs_L.surf.gii")
+    lr = read_sphere(at / "fsaverage.L_LR.spherical_std.164k_fs_LR.surf.gii")
+    refsulc = -np.asarray(read_feature(at / "L.refsulc.164k_fs_LR.shape.gii", n_vertices=lr.n_vertices), float)
+    in_lr = read_sphere(at / "fs_L" / "fs_L-to-fs_LR_fsaverage.L_LR.spherical_std.164k_fs_L.surf.gii").vertices
+    surf = subjects / "fsaverage" / "surf"
+    surf.mkdir(parents=True)
+    nib.freesurfer.write_geometry(str(surf / "lh.sphere"), sphere.vertices.astype(np.float32),
+                                  sphere.faces.astype(np.int32))
+    sulc = barycentric_weights((lr.vertices, lr.faces), in_lr) @ refsulc
+    nib.freesurfer.write_morph_data(str(surf / "lh.sulc"), sulc.astype(np.float32))
+    return subjects / "fsaverage"
+
+
+def test_full_resolution_fslr_maps_from_templateflow(tmp_path, hcp_data):
+    """The same for fsLR where full-resolution maps exist: TemplateFlow files at fsLR's names
+    (here: the fsLR 32k sphere with the bundled sulc carried onto it) are used and recorded."""
+    from geomorph_bids.io import read_sphere
+    from geomorph_bids.sphere.resample import resample
+
+    sphere = read_sphere(hcp_data / "S1200.L.sphere.32k_fs_LR.surf.gii")
+    bundled = load_template("fsLR", "L", ("sulc",))
+    sulc = resample(bundled.features["sulc"], (bundled.vertices, bundled.faces), (sphere.vertices, sphere.faces),
+                    method="barycentric")
+    folder = tmp_path / "tf" / "tpl-fsLR"
+    folder.mkdir(parents=True)
+    write_surface(folder / "tpl-fsLR_hemi-L_den-32k_sphere.surf.gii", sphere.vertices, sphere.faces, hemi="L")
+    write_metric(folder / "tpl-fsLR_hemi-L_den-32k_sulc.shape.gii", sulc.astype(np.float32), hemi="L")
+    ref = resolve_template_ref("fsLR", where=TemplateSearch(templateflow_home=tmp_path / "tf"))
+    assert [s.kind for s in ref.candidates("L")] == ["templateflow", "bundled"]
+    assert [s.kind for s in ref.candidates("R")] == ["bundled"]
+    tpl = ref.load("L", ("sulc",))
+    assert tpl.provenance["template_source"] == "templateflow" and tpl.provenance["template_vertices"] == 32492
+    assert np.corrcoef(tpl.features["sulc"], bundled.features["sulc"])[0, 1] > 0.98
+    np.testing.assert_allclose(tpl.from_fsaverage, bundled.from_fsaverage)  # fsLR's space, fsLR's rotation
+
+
+def test_a_templateflow_home_with_real_and_zero_byte_files(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
+    """TemplateFlow as `pip install templateflow` plus a partial download leaves it: the 164k
+    files are zero-byte placeholders, the 10k sphere and sulc are real, the 10k curv is a
+    placeholder. The real 10k files are used (no note: a real density was found); a run that
+    needs curv passes over them, with one warning line, to the next source on disk (the
+    FreeSurfer fsaverage), not to the bundled maps; a zero-byte lh.sulc in the FreeSurfer folder
+    counts as missing."""
+    folder = write_templateflow(tmp_path / "tf")
+    for suffix in ("_sphere.surf.gii", "_sulc.shape.gii", "_curv.shape.gii"):
+        for hemi in ("L", "R"):
+            (folder / f"tpl-fsaverage_hemi-{hemi}_den-164k{suffix}").write_bytes(b"")
+            (folder / f"tpl-fsaverage_hemi-{hemi}_den-10k_curv.shape.gii").write_bytes(b"")
+    subjects = write_fsaverage(tmp_path / "subjects", scale=2.0)
+    env = {"TEMPLATEFLOW_HOME": str(tmp_path / "tf"), "SUBJECTS_DIR": str(tmp_path / "subjects")}
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(environ=env))
+    tf = ref.candidates("L")[0]
+    assert (tf.kind, tf.sphere.name) == ("templateflow", "tpl-fsaverage_hemi-L_den-10k_sphere.surf.gii")
+    assert tuple(tf.maps) == ("sulc",) and not ref.info  # the zero-byte curv is not a map
+    tpl = ref.load("L", ("sulc",))
+    assert tpl.provenance["template_source"] == "templateflow" and tpl.provenance["template_vertices"] == N
+    np.testing.assert_allclose(tpl.features["sulc"][:N], tiny_maps("L")["sulc"], atol=1e-5)
+    assert ref.warnings(("sulc",)) == []
+    # sulc + curv: TemplateFlow lacks curv -> the FreeSurfer fsaverage, said on one line per hemisphere
+    lines = ref.warnings(("sulc", "curv"))
+    assert lines == [f"template hemi-{h}: TemplateFlow fsaverage {folder.absolute()} has no curv; using FreeSurfer fsaverage "
+                     f"{subjects.absolute()}" for h in ("L", "R")]
+    both = ref.load("R", ("sulc", "curv"))
+    assert both.provenance["template_source"] == "freesurfer"
+    np.testing.assert_allclose(both.features["curv"][:N], tiny_maps("R", 2.0)["curv"], atol=1e-5)
+    # a zero-byte lh.sulc in the FreeSurfer folder: that hemisphere is not offered there
+    (subjects / "surf" / "lh.sulc").write_bytes(b"")
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(environ=env))
+    assert [s.kind for s in ref.candidates("L")] == ["templateflow", "bundled"]
+    assert [s.kind for s in ref.candidates("R")] == ["templateflow", "freesurfer", "bundled"]
+    assert ref.load("L", ("sulc", "curv")).provenance["template_source"] == "bundled"
+    assert any(f"FreeSurfer fsaverage {subjects.absolute()}: no lh.sulc for hemi-L" in line
+               for line in ref.warnings(("sulc", "curv"), ("L",)))
+    # only placeholders left: a note that they were not downloaded, and the FreeSurfer maps
+    for p in folder.glob("*den-10k*"):
+        p.write_bytes(b"")
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(environ=env))
+    assert [s.kind for s in ref.candidates("R")] == ["freesurfer", "bundled"]
+    assert len(ref.info) == 1 and "empty placeholders" in ref.info[0]
+
+
+def test_register_warns_once_when_a_hemisphere_falls_back(tmp_path, monkeypatch, tiny_fsaverage):
+    """The Python API: $SUBJECTS_DIR's fsaverage has no right hemisphere -> one TemplateWarning
+    naming the folder and the missing files; the right hemisphere registers to the bundled maps
+    and its metrics say so; the left one uses the folder without a warning."""
+    import warnings
+
+    from geomorph_bids.engine.register import register
+    from geomorph_bids.io import read_feature, read_sphere
+    from geomorph_bids.io.template_sources import TemplateWarning
+    from geomorph_bids.resources import example_dir
+
+    fs = tiny_fsaverage(tmp_path / "subjects", hemis=("L",))
+    monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "subjects"))
+    surf = example_dir() / "sub-01" / "surf"
+    regs = {}
+    for hemi, prefix in (("L", "lh"), ("R", "rh")):
+        sphere = read_sphere(surf / f"{prefix}.sphere")
+        sulc = read_feature(surf / f"{prefix}.sulc", n_vertices=sphere.n_vertices)
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            regs[hemi] = register((sphere.vertices, sphere.faces), {"sulc": sulc}, "fsaverage", hemi,
+                                  rigid_only=True, device="cpu")
+        lines = [str(w.message) for w in rec if issubclass(w.category, TemplateWarning)]
+        if hemi == "L":
+            assert lines == []
+        else:
+            assert lines == [f"template: FreeSurfer fsaverage {fs.absolute()}: no rh.sphere or rh.sulc for hemi-R"]
+    assert regs["L"].metrics["template_source"] == "freesurfer"
+    assert regs["R"].metrics["template_source"] == "bundled"
