@@ -4,8 +4,7 @@
 #   bash scripts/train_models.sh [OUT_DIR]     # default OUT_DIR: ./trained_models
 # The fsLR models were trained in two runs (25 min, then resumed for 20 min: --resume repeats
 # an uninterrupted run exactly on CPU, only the wall-time cuts differ); the multimodal one was
-# then fine-tuned with the fold barrier (15 min); the fsaverage model in one run with the fold
-# barrier (without it its warps folded; it stopped early after 27 min). docs/models.md. Each
+# then fine-tuned with the fold barrier (15 min). docs/models.md. Each
 # command is also recorded in the model's checkpoint and model_card.md. On a GPU add
 # --device cuda and drop --threads. To ship a result, copy model.pt, model_card.md and
 # train_log.csv into geomorph_bids/data/models/<name>/ and refresh the card's evaluation
@@ -15,6 +14,18 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-trained_models}"
 train="$here/.venv/bin/geomorph-train"
+
+# sulc-fsaverage (2026-12-04): pairs generated from a bank of real maps (built here, never
+# committed), a correlation head, ico-4 control grid; 110 min on one CPU thread (docs/models.md).
+bank="$here/.gpu/sources.npz"
+[ -f "$bank" ] || "$here/.venv/bin/python" "$here/scripts/build_training_sources.py" --out "$bank"
+"$train" --out "$out/sulc-fsaverage" --name sulc-fsaverage --template fsaverage --mirror-right --features sulc \
+    --sources "$bank" --holdout fsavg5_Rm --data-level 5 --channels small --control-level 4 --labels 100 \
+    --label-level 5 --crf-iterations 2 --no-label-block --correlation --batch-size 4 --pairs-per-epoch 200 \
+    --val-pairs 32 --epochs 100000 --patience 0 --lr 1e-3 --lr-schedule cosine --warmup 200 --supervised 1 \
+    --lam 10 --fold 10 --max-minutes 110 --threads 1 --seed 31 --device cpu
+
+# The two fsLR networks (2026-11-24, synthetic pairs only):
 common=(--mirror-right --synthetic 160 --data-level 5 --channels small --control-level 2 --labels 100
         --label-level 5 --epochs 60 --batch-size 4 --lr 5e-4 --lam 200 --patience 8 --threads 1)
 
@@ -29,5 +40,3 @@ for spec in "sulc-fsLR fsLR 1 sulc" "multimodal-fsLR fsLR 3 sulc curv myelin"; d
 done
 "$train" --out "$out/multimodal-fsLR-ft" --init "$out/multimodal-fsLR/model.pt" --template fsLR \
     --features sulc curv myelin "${common[@]}" --fold 10 --max-minutes 15 --seed 3 --name multimodal-fsLR
-"$train" --out "$out/sulc-fsaverage" --template fsaverage --features sulc "${common[@]}" --fold 10 \
-    --max-minutes 40 --seed 2 --name sulc-fsaverage

@@ -534,7 +534,12 @@ def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:
                             init=np.stack(inits) if any_init else None, device=dev)
         share = (time.perf_counter() - t) / len(group)
         for job, warp in zip(group, res.warp):
-            job.warp = warp
+            # the fold barrier keeps triangles from flipping in most cases, not all (a short
+            # refinement composed after a network's warp can flip a few): none ever reaches an output
+            unfolded, iterations = unfold_warp(warp, TEMPLATE_LEVEL)
+            job.warp = unfolded if iterations else warp
+            if iterations:
+                job.metrics["optimise_unfold_iterations"] = iterations
             job.seconds["seconds_optimise"] = share
             job.metrics["optimise"] = cfg.to_dict()
             job.metrics["optimise_batch"] = len(group)

@@ -557,10 +557,11 @@ def test_fs_subjects_dir_without_a_hemisphere_falls_back_with_one_warning_line(d
     (its report says so plainly), and the default registration uses sulc alone from the folder
     rather than the low-resolution maps."""
     bids = dataset_factory("freesurfer", subjects=("01",))
-    fs = tiny_fsaverage(tmp_path / "fs", hemis=("L",), maps=("sulc",), scale=0.5)
+    subjects = bids / "derivatives" / "freesurfer"  # the subjects and fsaverage beside them
+    fs = tiny_fsaverage(subjects, hemis=("L",), maps=("sulc",), scale=0.5)
     out = tmp_path / "out"
     code, stdout, err = run(bids, out, "participant", "--template", "fsaverage", "--model", "rigid",
-                            "--fs-subjects-dir", tmp_path / "fs", "-w", tmp_path / "w", "--nprocs", "2")
+                            "--fs-subjects-dir", subjects, "-w", tmp_path / "w", "--nprocs", "2")
     assert code == 0, err
     lines = [line for line in err.splitlines() if "warning: template" in line]
     assert lines == [f"geomorph-bids: warning: template: FreeSurfer fsaverage {fs}: no rh.sphere or rh.sulc for hemi-R"]

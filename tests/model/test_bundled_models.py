@@ -15,6 +15,7 @@ from geomorph_bids.engine.benchmark_sources import load_benchmark_source
 from geomorph_bids.engine.synth import angular_error_deg, make_benchmark
 from geomorph_bids.errors import InputError
 from geomorph_bids.model.checkpoint import load_checkpoint, read_metadata
+from geomorph_bids.model.optimise import OptimiseConfig
 from geomorph_bids.resources import bundled_models, example_dir, model_dir, model_path
 
 EXAMPLE_DATASET = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example"
@@ -67,15 +68,17 @@ def test_network_recovers_a_held_out_warp(name):
     sphere = (subj.vertices, subj.faces)
     rigid = register(sphere, feats, template, "L", rigid_only=True, device="cpu")
     net = register(sphere, feats, template, "L", model=name, optimise=False, device="cpu")
-    both = register(sphere, feats, template, "L", model=name, device="cpu")
-    assert net.metrics["method"] == "geomorph" and both.metrics["method"] == "geomorph+optimise"
+    refined = register(sphere, feats, template, "L", model=name, device="cpu")  # the short REFINEMENT
+    full = register(sphere, feats, template, "L", model=name, optimise=OptimiseConfig(), device="cpu")
+    assert net.metrics["method"] == "geomorph" and refined.metrics["method"] == "geomorph+optimise"
     assert net.metrics["model_name"] == name
     assert net.metrics["cc_sulc_after"] > rigid.metrics["cc_sulc_after"] + 0.02
-    assert net.metrics["warp_folded_triangles"] == 0 and both.metrics["warp_folded_triangles"] == 0
+    assert all(r.metrics["warp_folded_triangles"] == 0 for r in (net, refined, full))
     err = {k: float(np.median(angular_error_deg(r.sphere, subj.registered))) for k, r in
-           (("rigid", rigid), ("net", net), ("both", both))}
+           (("rigid", rigid), ("net", net), ("refined", refined), ("full", full))}
     assert err["net"] < 0.85 * err["rigid"], err
-    assert err["both"] < 0.5 * err["rigid"], err
+    assert err["refined"] < 1.02 * err["net"], err  # the refinement smooths, it never undoes the network
+    assert err["full"] < 0.5 * err["rigid"], err
 
 
 def test_right_hemisphere_goes_through_the_mirrored_model():
