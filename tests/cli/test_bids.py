@@ -489,9 +489,13 @@ def test_batch_mode_writes_the_same_derivatives(dataset_factory, tmp_path):
     code, out, _ = run(bids, batch, "participant", "-w", tmp_path / "w2", "--nprocs", "2", "--batch-size", "4")
     assert code == 1 and "batch mode: registered 0 hemisphere(s)" in out  # only the broken one is retried
     assert digests(batch) == b
-    # a changed input is registered again, an unchanged one is not
+    # keyed on content: the same bytes written again (new modification time) are not registered
+    # again, a changed input is
     sulc = bids / "derivatives" / "freesurfer" / "sub-01" / "surf" / "lh.sulc"
     sulc.write_bytes(sulc.read_bytes())
+    code, out, _ = run(bids, batch, "participant", "-w", tmp_path / "w2", "--nprocs", "2", "--batch-size", "4")
+    assert code == 1 and "batch mode: registered 0 hemisphere(s)" in out
+    nib.freesurfer.write_morph_data(str(sulc), nib.freesurfer.read_morph_data(str(sulc)) + 0.25)
     code, out, _ = run(bids, batch, "participant", "-w", tmp_path / "w2", "--nprocs", "2", "--batch-size", "4")
     assert code == 1 and "batch mode: registered 1 hemisphere(s)" in out
 
