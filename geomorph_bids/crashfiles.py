@@ -3,7 +3,8 @@
 The participant workflows are named by :func:`subject_wf_name` and :func:`hemi_wf_name`; a crash
 file's first line (``Node: <workflow>.<...>.<node>``) names that hierarchy, which the command
 line's failure summary and the participant report map back through the same two functions.
-Plain text only (no Nipype import).
+Batch mode (no Nipype) records its failures in the same format (:func:`crash_file`), so
+both modes report them the same way. Plain text only (no Nipype import).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["subject_wf_name", "hemi_wf_name", "CrashRecord", "read_crash_file", "innermost_error"]
+__all__ = ["subject_wf_name", "hemi_wf_name", "CrashRecord", "read_crash_file", "innermost_error",
+           "crash_file"]
 
 
 def subject_wf_name(subject: str, session: str | None) -> str:
@@ -69,3 +71,15 @@ def read_crash_file(path: str | Path) -> CrashRecord | None:
     first = text.splitlines()[0] if text else ""
     nodes = tuple(first[len("Node: "):].strip().split(".")) if first.startswith("Node: ") else ()
     return CrashRecord(Path(path), nodes, innermost_error(text))
+
+
+
+def crash_file(nodes: tuple[str, ...], traceback: str) -> tuple[str, str]:
+    """(file name, text) of a crash file in Nipype's text format: ``Node: a.b.c``, then the
+    traceback, whose last exception line :func:`read_crash_file` reports (the caller writes it
+    into the run's crash folder)."""
+    import time
+    import uuid
+
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{'.'.join(nodes)}-{uuid.uuid4().hex[:8]}.txt"
+    return name, f"Node: {'.'.join(nodes)}\n\n{traceback.rstrip()}\n"

@@ -128,7 +128,8 @@ def _patterns() -> tuple[str, ...]:
             subject + entities_ + f"_{{suffix<{CIFTI_FEATURES.suffix}>}}{{extension<{CIFTI_FEATURES.extension}>}}")
 
 
-#: file patterns of the derivatives sink (:class:`geomorph_bids.interfaces.bids.GeomorphDataSink`)
+#: BIDS path patterns of the outputs (pybids `build_path` form; the writer uses the names above,
+#: tests/test_derivatives.py checks that both agree)
 SINK_PATTERNS = _patterns()
 
 

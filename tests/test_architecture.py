@@ -13,9 +13,9 @@ PACKAGE = Path(geomorph_bids.__file__).parent
 #: from a lower layer only (the root package holds ``__version__`` and a lazy facade over
 #: ``engine.register``: it is outside the layering)
 RANK = {"errors": 0, "resources": 0, "derivatives": 0, "crashfiles": 0, "quality": 0, "sphere": 1, "io": 2,
-        "model": 3, "engine": 4, "interfaces": 5, "reports": 5, "workflows": 6, "cli": 7}
+        "model": 3, "engine": 4, "results": 5, "interfaces": 6, "reports": 6, "workflows": 7, "batch": 8, "cli": 9}
 NO_NIPYPE = ("errors", "resources", "derivatives", "crashfiles", "quality", "sphere", "io", "model", "engine",
-             "reports")
+             "results", "reports", "batch")
 
 
 def _modules() -> dict[str, Path]:

@@ -39,9 +39,9 @@ from .nipype_config import configure_nipype, plugin_settings  # noqa: E402
 from .parser import build_parser  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
 from .preflight import RunLocks, lock_participants, preflight, remove_if_empty  # noqa: E402
-from .reporting import build_reports, print_summary  # noqa: E402
+from .reporting import build_reports, print_reports, print_summary  # noqa: E402
 from .selection import collect_jobs  # noqa: E402
-from .settings import (absolute_paths, batch_folder, resolve_quality, resolve_settings, validate_arguments,  # noqa: E402
+from .settings import (absolute_paths, resolve_quality, resolve_settings, validate_arguments,  # noqa: E402
                        validate_resources)
 
 __all__ = ["main", "run_participant", "run_group", "run_reports_only"]
@@ -51,37 +51,44 @@ _PROG = "geomorph-bids"
 
 # ------------------------------------------------------------------------------ participant level
 
-def _run_workflow(jobs: list, config, args, batch: int | None) -> tuple[bool, list[Failure]]:
-    """Run the participant workflow of ``jobs``: (whether Nipype reported a crash, failures it
-    reported without a crash file)."""
-    from ..workflows import init_geomorph_wf
-
+def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[str]
+                  ) -> tuple[bool, list[Failure], dict[str, Path], dict[str, float]]:
+    """Process ``jobs``: the Nipype workflow, or batch mode (``config.batch_size``). Returns
+    (whether Nipype reported a crash, failures it reported without a crash file, the reports
+    batch mode built on the way, seconds per stage). Failures with a crash file (Nipype's, or
+    batch mode's in the same format) are read from ``crashes`` by the caller."""
     todo = [(j, h) for j in jobs for h in sorted(j.inputs.hemis)]
     if not todo:
-        return False, []
-    if batch:
-        from ..workflows.batch import run_batch_registration
+        return False, [], {}, {}
+    if config.batch_size:
+        from ..batch.pipeline import run_batch
 
-        attempted, bad = run_batch_registration(jobs, config, batch)
-        print(f"batch mode: registered {attempted - len(bad)} hemisphere(s) in this process, "
-              f"{batch} pair(s) per optimisation batch; {len(bad)} with bad input; "
-              f"{len(todo) - attempted} already done", flush=True)
+        run = run_batch(jobs, config, crashes, stop_on_first_crash=args.stop_on_first_crash,
+                        failed_subjects=failed_subjects, log=lambda line: print(line, flush=True))
+        print(f"batch mode: registered {run.registered} hemisphere(s) in {int(run.seconds['workers'])} worker "
+              f"process(es), {config.batch_size} per registration batch; {run.failed} failed; "
+              f"{run.reused} already done", flush=True)
+        for line in run.report_warnings:
+            print(f"{_PROG}: warning: {line}", file=sys.stderr)
+        return False, [], run.reports, run.seconds
+    from ..workflows import init_geomorph_wf
+
     wf = init_geomorph_wf(jobs, config)
     plugin, plugin_args = plugin_settings(args)
     try:
         wf.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as exc:  # nipype: "Workflow did not execute cleanly"
-        return True, [Failure("*", None, "*", " ".join(str(exc).split()))]
+        return True, [Failure("*", None, "*", " ".join(str(exc).split()))], {}, {}
     except OSError as exc:  # Nipype itself could not write (a full disk: even its crash file failed)
         stop_children()  # no worker may go on writing once the outputs are checked
-        return True, [Failure("*", None, "*", f"the run stopped: {describe_os_error(exc)}")]
-    return False, []
+        return True, [Failure("*", None, "*", f"the run stopped: {describe_os_error(exc)}")], {}, {}
+    return False, [], {}, {}
 
 
 def _clean_leftovers(output_dir: Path) -> None:
     """Remove what killed runs left in the output folder: the sinks' staging folder and the
     temporary files of the atomic writes (called only when no other run is active)."""
-    from ..interfaces.bids import STAGING_DIR
+    from ..results.writer import STAGING_DIR
 
     shutil.rmtree(output_dir / STAGING_DIR, ignore_errors=True)
     for folder in (output_dir, output_dir / LOGS):
@@ -140,6 +147,7 @@ def run_participant(args) -> int:
     build the reports."""
     from ..workflows import hemi_outputs
 
+    clock = _Clock()
     output_dir = args.output_dir.absolute()
     work_dir = args.work_dir.absolute()
     inputs = resolve_input_folders(args, output_dir)
@@ -147,15 +155,15 @@ def run_participant(args) -> int:
     created = preflight(output_dir, work_dir)
     try:  # bad arguments or inputs found here: leave no (empty) folder behind
         config = resolve_settings(args, output_dir, work_dir)
+        clock.lap("settings")
         jobs, failures = collect_jobs(args, config.features, inputs, forbidden=(output_dir, work_dir))
+        clock.lap("discovery")
     except BaseException:
         for folder in created:
             remove_if_empty(folder)
         raise
-    batch = getattr(args, "batch_size", None)
-    if batch:
-        config = batch_folder(config)
-    crashes = crash_dir(output_dir, uuid.uuid4().hex[:8])
+    run_id = uuid.uuid4().hex[:8]
+    crashes = crash_dir(output_dir, run_id)
     with RunLocks(output_dir) as locks:  # released by the kernel if this process dies
         mine, skipped, later = lock_participants(locks, jobs, getattr(args, "lock_wait", False), _PROG)
         failures += skipped
@@ -178,7 +186,9 @@ def run_participant(args) -> int:
                 print(f"note: {LOW_RESOLUTION_NOTE}", flush=True)
             before = {(j.subject, j.session, h): _stat(hemi_outputs(j.inputs.hemis[h], config).metrics)
                       for j in jobs for h in j.inputs.hemis}
-            crashed, run_failures = _run_workflow(mine, config, args, batch)
+            known_failed = {f.subject for f in failures}
+            clock.lap("start")
+            crashed, run_failures, reports, stages = _run_workflow(mine, config, args, crashes, known_failed)
             if later:
                 for subject in sorted({j.subject for j in later}):  # sorted: no deadlock between waiting runs
                     why = locks.wait_lock(f"sub-{subject}")
@@ -188,8 +198,10 @@ def run_participant(args) -> int:
                                      for j in later if j.subject == subject]
                 later = [j for j in later if locks.holds(f"sub-{j.subject}")]
                 started += later
-                c2, f2 = _run_workflow(later, config, args, batch)
-                crashed, run_failures = crashed or c2, run_failures + f2
+                c2, f2, r2, s2 = _run_workflow(later, config, args, crashes, known_failed)
+                crashed, run_failures, reports = crashed or c2, run_failures + f2, {**reports, **r2}
+                stages = {k: stages.get(k, 0.0) + s2.get(k, 0.0) for k in {*stages, *s2}}
+            clock.lap("processing")
         except Interrupted as exc:
             exc.acknowledge()  # the signal reached us: no more re-deliveries
             exc.stopped += stop_children()  # before the locks are released and the partial outputs removed
@@ -229,9 +241,48 @@ def run_participant(args) -> int:
                 rows.append((job, hemi, doc["registration"], reused, verdict.flagged))
         locks.when_alone(lambda: _clean_leftovers(output_dir))
         print_summary(rows, failures, output_dir, _PROG, flagged)
+        clock.lap("summary")
         subjects = sorted({job.subject for job in done})  # a subject with a failure: its report may change
-        build_reports(output_dir, subjects, _PROG, reuse=set(subjects) - {f.subject for f in failures})
+        if config.reports == "deferred":
+            print(f"reports deferred: build them with '{_PROG} {args.bids_dir} {output_dir} participant "
+                  "--reports-only'")
+        else:
+            todo = [s for s in subjects if s not in reports]  # batch mode built the others on the way
+            made = build_reports(output_dir, todo, _PROG, reuse=set(subjects) - {f.subject for f in failures},
+                                 workers=config.nprocs)
+            print_reports(sorted([*made, *(reports[s] for s in subjects if s in reports)]))
+        clock.lap("reports")
+        clock.save(work_dir / f"timings-{run_id}.json", mode="batch" if config.batch_size else "workflow",
+                   hemispheres=sum(len(j.inputs.hemis) for j in done), nprocs=config.nprocs, stages=stages)
     return run_exit_code(len(failures), len(flagged))
+
+
+class _Clock:
+    """Wall seconds of each phase of a participant run, written as JSON to the work folder
+    (``timings-<run>.json``: where a run's time went; ``started``: when ``main`` began, in
+    seconds since the epoch, so that the interpreter's start-up can be measured from outside)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._time = time
+        self.started = time.time()
+        self._last = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def lap(self, phase: str) -> None:
+        now = self._time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self._last
+        self._last = now
+
+    def save(self, path: Path, **extra) -> None:
+        from ..io.atomic import atomic_write_text
+
+        doc = {"started": self.started, "phases": self.phases, **extra}
+        try:
+            atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        except OSError:  # the record is a convenience: never fail a finished run over it
+            pass
 
 
 # ------------------------------------------------------------------------------ group level
@@ -339,7 +390,8 @@ def run_reports_only(args) -> int:
     rows = _participant_rows(args)
     if not rows:
         return error_exit(_PROG, f"--reports-only: no participant outputs in {args.output_dir}")
-    made = build_reports(args.output_dir, sorted({r["subject"] for r in rows}), _PROG)
+    made = build_reports(args.output_dir, sorted({r["subject"] for r in rows}), _PROG, workers=args.nprocs)
+    print_reports(made)
     return EXIT_OK if made else EXIT_FAILED
 
 

@@ -156,9 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Nipype plugin settings (YAML: {plugin: MultiProc, plugin_args: {...}}); "
                         "default MultiProc with --nprocs")
     g.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
-                   help="batch mode for large cohorts: register all hemispheres in this one process "
-                        "(one model load; the warp optimisation runs N pairs at a time), then write "
-                        "the same derivatives; default: one registration node per hemisphere")
+                   help="batch mode for large cohorts: no Nipype; --nprocs worker processes each register "
+                        "N hemispheres at a time (one model load, one vectorised optimisation; on a GPU "
+                        "the device is held only for that step) and write the same derivatives; "
+                        "default: the Nipype workflow, one node per step and hemisphere")
+    g.add_argument("--reports", choices=("parallel", "deferred"), default="parallel",
+                   help="parallel: each participant's HTML report as soon as its outputs are written "
+                        "(batch mode: beside the next registrations); deferred: none now, build them "
+                        "later with --reports-only (the fastest for large cohorts)")
     g.add_argument("--stop-on-first-crash", action="store_true", help="stop at the first failed node")
     g.add_argument("--lock-wait", action="store_true",
                    help="when another geomorph-bids run is processing a participant (its lock in "

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..derivatives import report_name
 from .failures import Failure
 
-__all__ = ["print_summary", "build_reports", "report_is_current"]
+__all__ = ["print_summary", "build_reports", "print_reports"]
 
 
 def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Path, prog: str,
@@ -46,35 +45,34 @@ def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Pa
             print(f"  FLAGGED {f.line()}", file=sys.stderr)
 
 
-def report_is_current(output_dir: Path, subject: str) -> bool:
-    """``sub-X.html`` exists and is newer than every output of the subject (a rerun that
-    changed nothing leaves the outputs, hence the report, untouched)."""
-    html = output_dir / report_name(subject)
-    if not html.is_file():
-        return False
-    stamps = [p.stat().st_mtime_ns for p in (output_dir / f"sub-{subject}").rglob("*")
-              if p.is_file() and "figures" not in p.relative_to(output_dir).parts]
-    return bool(stamps) and html.stat().st_mtime_ns >= max(stamps)
-
-
-def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[str] | None = None) -> list[Path]:
+def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[str] | None = None,
+                  workers: int = 1) -> list[Path]:
     """``sub-X.html`` for every subject with outputs (a subject in ``reuse``: unless its report
-    is current); a report that cannot be drawn is a warning (the registrations themselves are
-    done), never a failure."""
-    from ..reports import build_participant_report
+    is current), ``workers`` at a time in separate processes; returns the reports. A report that
+    cannot be drawn is a warning (the registrations themselves are done), never a failure."""
+    from ..batch.tasks import build_report
 
+    todo = [s for s in subjects if (output_dir / f"sub-{s}").is_dir()]
+    if workers > 1 and len(todo) > 1:
+        from ..batch.pool import worker_pool
+
+        with worker_pool(min(workers, len(todo))) as pool:
+            outcomes = list(pool.map(build_report, [output_dir] * len(todo), todo,
+                                     [s in (reuse or ()) for s in todo]))
+    else:
+        outcomes = [build_report(output_dir, s, s in (reuse or ())) for s in todo]
     made = []
-    for subject in subjects:
-        if not (output_dir / f"sub-{subject}").is_dir():
-            continue
-        if subject in (reuse or ()) and report_is_current(output_dir, subject):
-            made.append(output_dir / report_name(subject))
-            continue
-        try:
-            made.append(build_participant_report(output_dir, subject))
-        except Exception as exc:  # noqa: BLE001 - a figure must never lose a finished subject
-            print(f"{prog}: warning: sub-{subject}: report not written: {' '.join(str(exc).split())}",
-                  file=sys.stderr)
-    if made:
-        print(f"report(s): {', '.join(str(p) for p in made)}")
+    for o in outcomes:
+        if o.path is not None:
+            made.append(o.path)
+        else:
+            print(f"{prog}: warning: sub-{o.subject}: report not written: {o.error}", file=sys.stderr)
     return made
+
+
+def print_reports(made: list[Path]) -> None:
+    """One line naming the reports (a few), or counting them (a cohort)."""
+    if len(made) > 4:
+        print(f"report(s): {len(made)} in {made[0].parent} ({made[0].name} ... {made[-1].name})")
+    elif made:
+        print(f"report(s): {', '.join(str(p) for p in made)}")

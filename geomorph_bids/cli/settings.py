@@ -10,8 +10,6 @@ Also here: the argument checks and path normalisation every level needs first.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 from dataclasses import replace
@@ -33,7 +31,7 @@ QUALITY_OPTIONS = {"min_cc": "min_cc_after", "max_distortion": "max_areal_p95", 
 _BATCH_PAIR_GB = 0.06
 
 __all__ = ["resolve_template", "template_search", "resolve_template_and_model", "resolve_features", "resolve_quality",
-           "resolve_settings", "resolve_fmriprep_outputs", "batch_folder", "validate_arguments", "validate_resources",
+           "resolve_settings", "resolve_fmriprep_outputs", "validate_arguments", "validate_resources",
            "absolute_paths"]
 
 #: the features resampled and written when --features is not given
@@ -110,12 +108,14 @@ def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
     sources = {h: load_density_sphere(template.base, h, density, tf_home or None)[2] for h in args.hemi}
     compat, cifti = resolve_fmriprep_outputs(args, template, density)
     device = model.resolve_device(args.device)
-    batch = getattr(args, "batch_size", None)
-    omp = args.omp_nthreads or (args.nprocs if batch else max(1, min(8, args.nprocs // 2)))
+    batch = int(getattr(args, "batch_size", None) or 0)
+    # batch mode: --nprocs single-threaded workers; the workflow: threads per registration node
+    omp = args.omp_nthreads or (1 if batch else max(1, min(8, args.nprocs // 2)))
     return RunConfig(bids_dir=args.bids_dir.absolute(), output_dir=output_dir, work_dir=work_dir,
                      template=template, density=density, features=features, model=model, device=device,
                      omp_nthreads=omp, nprocs=args.nprocs, templateflow_home=tf_home, density_sources=sources,
-                     fmriprep_compat=compat, cifti=cifti, quality=resolve_quality(args))
+                     fmriprep_compat=compat, cifti=cifti, quality=resolve_quality(args),
+                     batch_size=batch, reports=getattr(args, "reports", None) or "parallel")
 
 
 def resolve_fmriprep_outputs(args, template: TemplateRef, density: str) -> tuple[bool, bool]:
@@ -128,6 +128,9 @@ def resolve_fmriprep_outputs(args, template: TemplateRef, density: str) -> tuple
     compat, cifti = bool(getattr(args, "fmriprep_compat", False)), bool(getattr(args, "cifti_output", False))
     if compat:
         fmriprep_spheres(template.label)  # InputError for another template
+    if cifti and getattr(args, "batch_size", None):
+        raise InputError("--cifti-output is not available in batch mode (--batch-size) yet: run without "
+                         "--batch-size, or drop --cifti-output")
     if cifti:
         if template.base != "fsLR" or density not in ATLAS_ROI_DENSITIES:
             raise InputError(f"--cifti-output needs an fsLR template at density {' or '.join(ATLAS_ROI_DENSITIES)} "
@@ -136,17 +139,6 @@ def resolve_fmriprep_outputs(args, template: TemplateRef, density: str) -> tuple
         if set(args.hemi) != {"L", "R"}:
             raise InputError("--cifti-output needs both hemispheres (--hemi L R)")
     return compat, cifti
-
-
-def batch_folder(config: RunConfig) -> RunConfig:
-    """Batch mode: the results of one settings combination live in their own work folder
-    (safe resume), named by a hash of the template (and its maps' checksums), model and channels."""
-    folder = "" if config.template.folder is None else str(config.template.folder)
-    maps = [config.template.provenance(config.model.template_hemi(h), config.channels)["template_sha256"]
-            for h in ("L", "R")]  # another template source is another result
-    key = json.dumps([config.template.label, folder, config.model.name, list(config.channels), maps],
-                     sort_keys=True).encode()
-    return replace(config, batch_dir=str(config.work_dir / f"batch_{hashlib.sha1(key).hexdigest()[:10]}"))
 
 
 def validate_arguments(args) -> None:

@@ -38,11 +38,12 @@ of the GeoMorph warp alone, ``metrics["method"] == "optimise"``); with a network
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ContextManager
 
 import numpy as np
 
@@ -195,7 +196,8 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
              rigid_only: bool = False, reg_sphere: np.ndarray | str | Path | None = None,
              reg_sphere_space: str = "fsaverage", cortex_mask: np.ndarray | str | Path | None = None,
              optimise: "bool | OptimiseConfig" = True, template_dir: str | Path | None = None,
-             quality: QualityThresholds = DEFAULT_THRESHOLDS) -> Registration:
+             quality: QualityThresholds = DEFAULT_THRESHOLDS,
+             device_slot: Callable[[], ContextManager] | None = None) -> Registration:
     """Register a native sphere to a template: rigid pre-alignment, then GeoMorph.
 
     Parameters
@@ -239,6 +241,9 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         installed (ignored when ``template`` is a TemplateRef or Template).
     quality : the thresholds of the quality gates (:class:`~geomorph_bids.quality.QualityThresholds`);
         the verdict is ``Registration.quality``.
+    device_slot : a context-manager factory held around the device work only (the network and
+        the optimisation; e.g. :func:`geomorph_bids.engine.gpu_slot.gpu_lock` of the device),
+        so other processes' CPU stages overlap with it; None: nothing held.
 
     Returns
     -------
@@ -257,7 +262,8 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     """
     items = [RegistrationItem(moving_sphere, moving_features, hemi, reg_sphere, reg_sphere_space, cortex_mask)]
     return register_many(items, template, model, device, rigid_only=rigid_only, optimise=optimise,
-                         on_error="raise", template_dir=template_dir, quality=quality)[0]
+                         on_error="raise", template_dir=template_dir, quality=quality,
+                         device_slot=device_slot)[0]
 
 
 @dataclass
@@ -297,7 +303,8 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
                   rigid_only: bool = False, optimise: "bool | OptimiseConfig" = True,
                   batch_size: int = 8, on_error: str = "raise",
                   template_dir: str | Path | None = None,
-                  quality: QualityThresholds = DEFAULT_THRESHOLDS) -> list["Registration | Exception"]:
+                  quality: QualityThresholds = DEFAULT_THRESHOLDS,
+                  device_slot: Callable[[], ContextManager] | None = None) -> list["Registration | Exception"]:
     """Register many hemispheres with one model load and batched optimisation.
 
     Same result per hemisphere as :func:`register` (up to float rounding of the batched
@@ -313,6 +320,8 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
     batch_size : pairs per optimisation batch (>= 1; memory grows linearly, ~60 MB per pair).
     on_error : ``"raise"`` (the first bad input raises) or ``"return"`` (its slot in the
         result holds the exception; the others are registered).
+    device_slot : as in :func:`register`: held around each batch's network and optimisation
+        (reading, pre-alignment, inverse warp and metrics run outside it).
 
     Returns
     -------
@@ -336,19 +345,28 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
     models: dict[tuple[str, tuple[str, ...]], LoadedModel] = {}
     templates: dict[tuple[str, tuple[str, ...]], Template] = {}  # one load per side and channel set
     for start in range(0, len(items), batch_size):
-        jobs: dict[int, _Job] = {}
+        jobs: dict[int, _Job] = {}  # only a hemisphere whose steps so far all worked goes on
+
+        def failed(idx: int, exc: Exception) -> None:
+            if on_error == "raise":
+                raise exc
+            results[idx] = exc
+            jobs.pop(idx, None)
+
         for idx in range(start, min(start + batch_size, len(items))):
             try:
-                job = _prepare(items[idx], template, model, dev, rigid_only, models, templates, warn)
-                if job.loaded is not None:
-                    _network(job, dev)
-                jobs[idx] = job  # only a hemisphere whose steps so far all worked goes on
+                jobs[idx] = _prepare(items[idx], template, model, dev, rigid_only, models, templates, warn)
             except (InputError, ValueError, OSError) as exc:
-                if on_error == "raise":
-                    raise
-                results[idx] = exc
-        if not rigid_only and optimise is not False and jobs:
-            _optimise_jobs(list(jobs.values()), optimise, dev)
+                failed(idx, exc)
+        with device_slot() if device_slot is not None and jobs else contextlib.nullcontext():
+            for idx, job in list(jobs.items()):
+                try:
+                    if job.loaded is not None:
+                        _network(job, dev)
+                except (InputError, ValueError, OSError) as exc:
+                    failed(idx, exc)
+            if not rigid_only and optimise is not False and jobs:
+                _optimise_jobs(list(jobs.values()), optimise, dev)
         for idx, job in jobs.items():
             results[idx] = _finish(job, optimise if not rigid_only else False, dev, quality)
     return results  # type: ignore[return-value]

@@ -1,15 +1,15 @@
-"""Nipype interfaces: thin wrappers over :mod:`geomorph_bids.engine` and :mod:`geomorph_bids.io`.
+"""Nipype interfaces: thin wrappers over :mod:`geomorph_bids.engine`, :mod:`geomorph_bids.io`
+and :mod:`geomorph_bids.results`.
 
-Each interface reads files, calls one engine/io function and writes files into its node's
-working directory, so that Nipype can cache it and reruns resume.
+Each interface reads files, calls one engine/io/results function and writes files into its
+node's working directory (the writer: into the output folder), so that Nipype can cache it and
+reruns resume.
 """
 
-from .bids import GeomorphDataSink, OutputsReady
+from .bids import CommitFile, WriteHemisphere
 from .features import LoadFeatures
 from .fmriprep_compat import FeaturesCifti, SphereToFsLR
-from .metrics import WriteMetrics
-from .registration import PrecomputedRegistration, Register
+from .registration import Register
 from .resampling import ResampleFeatures
 
-__all__ = ["FeaturesCifti", "GeomorphDataSink", "LoadFeatures", "OutputsReady", "PrecomputedRegistration",
-           "Register", "ResampleFeatures", "SphereToFsLR", "WriteMetrics"]
+__all__ = ["CommitFile", "FeaturesCifti", "LoadFeatures", "Register", "ResampleFeatures", "SphereToFsLR", "WriteHemisphere"]

@@ -1,110 +1,112 @@
-"""BIDS-Derivatives writing: niworkflows' DerivativesDataSink with our file patterns,
-made atomic (each file is written in a staging folder inside the output directory and
-renamed into place, so an interrupted run never leaves a half-written output), and the gate
-(:class:`OutputsReady`) that holds every sink of a hemisphere until all its results exist."""
+"""BIDS-Derivatives writing: one node per hemisphere (:class:`WriteHemisphere`) builds the
+metrics document and commits every file of the hemisphere through
+:func:`geomorph_bids.results.writer.commit_outputs` (the writer batch mode uses too). The node
+has every result of the hemisphere as a mandatory input, so nothing of a hemisphere is written
+unless every step succeeded."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
-from pathlib import Path
 
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec,
                                     isdefined, traits)
-from niworkflows.interfaces.bids import DerivativesDataSink
 
-from ..derivatives import SINK_PATTERNS
-
-__all__ = ["GeomorphDataSink", "OutputsReady", "OUTPUT_FIELDS", "OPTIONAL_OUTPUT_FIELDS", "STAGING_DIR"]
-
-#: staging folder (inside the output directory) for atomic writes; removed by the CLI
-STAGING_DIR = ".geomorph-staging"
+__all__ = ["WriteHemisphere", "CommitFile"]
 
 
-class GeomorphDataSink(DerivativesDataSink):
-    """DerivativesDataSink writing straight into ``base_directory`` (no pipeline sub-folder),
-    with geomorph's file patterns (:data:`geomorph_bids.derivatives.SINK_PATTERNS`), atomically."""
-
-    out_path_base = ""
-    _file_patterns = SINK_PATTERNS
-
-    def _run_interface(self, runtime):
-        final = Path(self.inputs.base_directory).absolute()
-        stage = final / STAGING_DIR / uuid.uuid4().hex
-        stage.mkdir(parents=True)
-        self.inputs.base_directory = str(stage)
-        try:
-            runtime = super()._run_interface(runtime)
-            for key in ("out_file", "out_meta"):  # data files first, then sidecars
-                value = self._results.get(key)
-                if not value:
-                    continue
-                moved = [self._commit(Path(p), stage, final) for p in
-                         (value if isinstance(value, list) else [value])]
-                self._results[key] = moved if isinstance(value, list) else moved[0]
-        finally:
-            self.inputs.base_directory = str(final)
-            shutil.rmtree(stage, ignore_errors=True)
-        return runtime
-
-    @staticmethod
-    def _commit(path: Path, stage: Path, final: Path) -> str:
-        dest = final / path.relative_to(stage)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if not _same_file_content(path, dest):  # a rerun leaves an identical finished file untouched
-            os.replace(path, dest)
-        return str(dest)
-
-
-def _same_file_content(new: Path, old: Path) -> bool:
-    """Whether ``old`` exists with exactly the bytes of ``new`` (same inode: hard links)."""
-    import filecmp
-
-    try:
-        return old.is_file() and (os.path.samefile(new, old) or filecmp.cmp(new, old, shallow=False))
-    except OSError:
-        return False
-
-
-#: the named results of a hemisphere that its derivative sinks write
-OUTPUT_FIELDS = ("registered_sphere", "resampled_features", "metrics", "native_sphere", "native_features")
-#: results only some runs have (``--fmriprep-compat`` with fsaverage: the sphere carried into fsLR)
-OPTIONAL_OUTPUT_FIELDS = ("sphere_reg_fslr",)
-
-
-class _OutputsInputSpec(BaseInterfaceInputSpec):
+class _WriteInputSpec(BaseInterfaceInputSpec):
     registered_sphere = File(exists=True, mandatory=True, desc="the native mesh in template space")
     resampled_features = InputMultiObject(File(exists=True), mandatory=True,
                                           desc="one map per output feature, in the run's feature order")
-    metrics = File(exists=True, mandatory=True, desc="the metrics JSON")
+    registration = File(exists=True, mandatory=True, desc="Register.metrics_file (the registration record)")
     native_sphere = File(exists=True, mandatory=True, desc="the validated native sphere")
     native_features = InputMultiObject(File(exists=True), mandatory=True,
-                                       desc="one native map per registration feature, in the run's channel order")
+                                       desc="the validated native maps, in the run's feature order")
+    files = traits.List(traits.Dict, mandatory=True,
+                        desc="OutputFile.to_dict() of every file (workflows.outputs.hemisphere_files)")
+    info = traits.Dict(traits.Str, traits.Any, desc="provenance merged into the metrics JSON")
+    density = traits.Str(desc="output density label")
+    density_source = traits.Str(desc="where the output-density sphere came from")
+    output_dir = traits.Str(mandatory=True, desc="the derivatives folder")
+    thresholds = traits.Dict(traits.Str, traits.Any, desc="the run's QualityThresholds.to_dict() (default: defaults)")
+    label_conflicts = traits.List(traits.Str, desc="LoadFeatures.label_conflicts: input files declaring the "
+                                                   "other hemisphere")
     sphere_reg_fslr = File(exists=True, desc="--fmriprep-compat, template fsaverage: the sphere carried into fsLR")
 
 
-class _OutputsOutputSpec(TraitedSpec):
-    registered_sphere = File(exists=True)
-    resampled_features = traits.List(File(exists=True))
-    metrics = File(exists=True)
-    native_sphere = File(exists=True)
-    native_features = traits.List(File(exists=True))
-    sphere_reg_fslr = File(exists=True)
+class _WriteOutputSpec(TraitedSpec):
+    out_files = traits.List(File(exists=True), desc="every file written, sidecars included")
+    metrics = File(exists=True, desc="the metrics JSON in the output folder")
+    resampled_features = traits.List(File(exists=True), desc="the resampled maps as written in the output "
+                                                             "folder, in the run's feature order")
 
 
-class OutputsReady(SimpleInterface):
-    """Pass a hemisphere's results on, by name, once all of them exist: the derivative sinks
-    read from this node, so nothing of a hemisphere is written unless every step succeeded.
-    (An ``IdentityInterface`` cannot do this: Nipype removes those nodes from the graph.)"""
+class WriteHemisphere(SimpleInterface):
+    """Merge the registration record with the provenance into the metrics JSON
+    (:func:`~geomorph_bids.results.metrics.metrics_document`) and commit the hemisphere's files
+    (:func:`~geomorph_bids.results.writer.commit_outputs`). Always runs, so a rerun restores
+    an output deleted since."""
 
-    input_spec = _OutputsInputSpec
-    output_spec = _OutputsOutputSpec
+    input_spec = _WriteInputSpec
+    output_spec = _WriteOutputSpec
+    _always_run = True
 
     def _run_interface(self, runtime):
-        for name in OUTPUT_FIELDS:
-            self._results[name] = getattr(self.inputs, name)
-        for name in OPTIONAL_OUTPUT_FIELDS:
-            if isdefined(getattr(self.inputs, name)):
-                self._results[name] = getattr(self.inputs, name)
+        import json
+        from pathlib import Path
+
+        from ..io.atomic import atomic_write_bytes
+        from ..results.metrics import metrics_bytes, metrics_document
+        from ..quality import QualityThresholds
+        from ..results.writer import OutputFile, commit_outputs
+
+        registration = json.loads(Path(self.inputs.registration).read_text())
+        conflicts = list(self.inputs.label_conflicts) if isdefined(self.inputs.label_conflicts) else None
+        thresholds = QualityThresholds.from_dict(self.inputs.thresholds if isdefined(self.inputs.thresholds) else None)
+        doc = metrics_document(registration, self.inputs.info, self.inputs.density, self.inputs.density_source,
+                               thresholds, conflicts)
+        metrics = atomic_write_bytes(os.path.join(runtime.cwd, "metrics.json"), metrics_bytes(doc))
+        files = [OutputFile.from_dict(d) for d in self.inputs.files]
+        produced = {"registered_sphere": self.inputs.registered_sphere,
+                    "resampled_features": list(self.inputs.resampled_features),
+                    "metrics": str(metrics), "native_sphere": self.inputs.native_sphere,
+                    "native_features": list(self.inputs.native_features)}
+        if isdefined(self.inputs.sphere_reg_fslr):
+            produced["sphere_reg_fslr"] = self.inputs.sphere_reg_fslr
+        written = commit_outputs(files, produced, self.inputs.output_dir)
+        self._results["out_files"] = [str(p) for p in written]
+        self._results["metrics"] = str(next(f.path for f in files if f.field == "metrics"))
+        self._results["resampled_features"] = [str(f.path) for f in sorted(
+            (f for f in files if f.field == "resampled_features"), key=lambda f: f.index)]
+        return runtime
+
+
+class _CommitInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="the produced file")
+    path = traits.Str(mandatory=True, desc="its final path in the output folder")
+    meta = traits.Dict(traits.Str, traits.Any, desc="its JSON sidecar")
+    field = traits.Str("cifti", usedefault=True, desc="the result it is (results.writer.OUTPUT_FIELDS)")
+    output_dir = traits.Str(mandatory=True, desc="the derivatives folder")
+
+
+class _CommitOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="the file in the output folder")
+
+
+class CommitFile(SimpleInterface):
+    """Commit one produced file (and its sidecar) into the output folder with the one writer
+    (:func:`~geomorph_bids.results.writer.commit_outputs`): e.g. ``--cifti-output``'s dscalar."""
+
+    input_spec = _CommitInputSpec
+    output_spec = _CommitOutputSpec
+
+    def _run_interface(self, runtime):
+        from pathlib import Path
+
+        from ..results.writer import OutputFile, commit_outputs
+
+        meta = dict(self.inputs.meta) if isdefined(self.inputs.meta) else None
+        out = OutputFile(Path(self.inputs.path), self.inputs.field, meta=meta)
+        commit_outputs([out], {self.inputs.field: self.inputs.in_file}, self.inputs.output_dir)
+        self._results["out_file"] = str(out.path)
         return runtime

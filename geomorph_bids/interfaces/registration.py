@@ -5,47 +5,25 @@ choice (:class:`~geomorph_bids.engine.model_choice.ModelChoice`), the template r
 (:class:`~geomorph_bids.io.template_ref.TemplateRef`), both as their ``to_dict()``, and the
 resolved device; it re-derives none of them.
 
-GPU slot: with a CUDA device the network step holds an exclusive lock file per device
-(``<tempdir>/geomorph_bids-cuda<N>.lock``), so several processes on one machine never run
-inference on the same GPU at once, whatever Nipype plugin schedules them. The workflow also
-gives the node every process slot (MultiProc then runs nothing else beside it).
+GPU slot: with a CUDA device the registration holds the device's lock file
+(:func:`geomorph_bids.engine.gpu_slot.gpu_lock`), so several processes on one machine never run
+on the same GPU at once, whatever Nipype plugin schedules them. The workflow also gives the
+node every process slot (MultiProc then runs nothing else beside it).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
-import numpy as np
 from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined,
                                     traits)
 
+from ..engine.gpu_slot import gpu_lock
 from ..errors import InputError
+from ..results.metrics import registration_record
 
-__all__ = ["Register", "PrecomputedRegistration", "BatchItem", "register_batch", "gpu_lock",
-           "registration_record", "write_registration"]
-
-
-@contextlib.contextmanager
-def gpu_lock(device: str) -> Iterator[None]:
-    """Hold an exclusive per-GPU lock file while the block runs (no-op for CPU devices)."""
-    if not str(device).startswith("cuda"):
-        yield
-        return
-    import fcntl
-
-    index = str(device).partition(":")[2] or "0"
-    path = Path(tempfile.gettempdir()) / f"geomorph_bids-cuda{index}.lock"
-    with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+__all__ = ["Register", "gpu_lock", "write_registration"]
 
 
 class _RegisterInputSpec(BaseInterfaceInputSpec):
@@ -102,11 +80,10 @@ class Register(SimpleInterface):
             reg = read_sphere(self.inputs.sphere_reg).vertices if isdefined(self.inputs.sphere_reg) else None
             template = TemplateRef.from_dict(self.inputs.template)
             cortex = self.inputs.cortex_mask if isdefined(self.inputs.cortex_mask) else None
-            with gpu_lock(self.inputs.device):
-                result = register((sphere.vertices, sphere.faces), maps, template=template, hemi=hemi,
-                                  device=self.inputs.device, reg_sphere=reg,
-                                  reg_sphere_space=self.inputs.sphere_reg_space, cortex_mask=cortex,
-                                  **choice.register_arguments())
+            device = self.inputs.device
+            result = register((sphere.vertices, sphere.faces), maps, template=template, hemi=hemi, device=device,
+                              reg_sphere=reg, reg_sphere_space=self.inputs.sphere_reg_space, cortex_mask=cortex,
+                              device_slot=lambda: gpu_lock(device), **choice.register_arguments())
         except InputError as exc:
             raise exc.with_context(subject=subject, hemi=hemi) from None
         out_sphere, metrics_file = write_registration(
@@ -114,17 +91,6 @@ class Register(SimpleInterface):
         self._results["out_sphere"] = str(out_sphere)
         self._results["metrics_file"] = str(metrics_file)
         return runtime
-
-
-def registration_record(result, choice, used_sphere_reg: bool) -> dict:
-    """The registration metrics document (JSON-able) of one :class:`Registration` made with the
-    :class:`~geomorph_bids.engine.model_choice.ModelChoice` ``choice`` (``method`` is what
-    register() reports it did)."""
-    return {"registration_features": list(choice.channels),
-            "model_argument": choice.name,
-            "used_sphere_reg": bool(used_sphere_reg),
-            **_jsonable(result.metrics),
-            "rotation": np.round(result.rotation, 10).tolist()}
 
 
 def write_registration(folder: str | Path, result, hemi: str, record: dict) -> tuple[Path, Path]:
@@ -139,104 +105,3 @@ def write_registration(folder: str | Path, result, hemi: str, record: dict) -> t
     metrics_file = folder / "registration.json"  # written last and atomically: batch mode resumes on it
     atomic_write_bytes(metrics_file, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
     return Path(out_sphere), metrics_file
-
-
-# ------------------------------------------------------------------------------ batch mode
-
-@dataclass
-class BatchItem:
-    """One hemisphere for :func:`register_batch`: its inputs (``signs`` convert each feature
-    to FreeSurfer's sign) and the folder its results go to."""
-
-    folder: Path
-    subject: str
-    hemi: str
-    sphere: Path
-    features: dict[str, Path]
-    signs: dict[str, float]
-    sphere_reg: Path | None = None
-    cortex_mask: Path | None = None
-
-
-def register_batch(items: list[BatchItem], choice, template, device: str, batch_size: int) -> dict[int, str]:
-    """Register many hemispheres in this process (one model load, batched optimisation,
-    :func:`geomorph_bids.engine.register.register_many`) with the run's
-    :class:`~geomorph_bids.engine.model_choice.ModelChoice` ``choice``,
-    :class:`~geomorph_bids.io.template_ref.TemplateRef` ``template`` and resolved ``device``.
-    Each item's folder receives ``registered_sphere.surf.gii`` + ``registration.json``, or
-    ``error.txt`` (one line) when its input is bad. Returns {item index: error line} for the
-    failed ones."""
-    from ..engine.register import RegistrationItem, register_many
-    from ..io.hemisphere import read_hemisphere
-
-    channels = list(choice.channels)
-    errors: dict[int, str] = {}
-    ready: list[tuple[int, RegistrationItem]] = []
-    for i, item in enumerate(items):
-        try:
-            native = read_hemisphere(item.sphere, {c: item.features[c] for c in channels}, signs=item.signs,
-                                     sphere_reg=item.sphere_reg, cortex_mask=item.cortex_mask)
-            sphere = native.sphere
-            reg = native.sphere_reg.vertices if native.sphere_reg is not None else None
-            ready.append((i, RegistrationItem((sphere.vertices, sphere.faces), native.features, item.hemi, reg,
-                                              cortex_mask=native.cortex)))
-        except InputError as exc:
-            errors[i] = str(exc.with_context(subject=item.subject, hemi=item.hemi))
-        except (ValueError, OSError) as exc:
-            errors[i] = f"sub-{item.subject} hemi-{item.hemi}: {' '.join(str(exc).split())}"
-    with gpu_lock(device):  # register_many loads each hemisphere's template once
-        results = register_many([req for _, req in ready], template, device=device, batch_size=batch_size,
-                                on_error="return", **choice.register_arguments())
-    for (i, req), result in zip(ready, results):
-        item = items[i]
-        if isinstance(result, Exception):
-            exc = result.with_context(subject=item.subject, hemi=item.hemi) if isinstance(result, InputError) else result
-            errors[i] = " ".join(str(exc).split())
-            continue
-        write_registration(item.folder, result, item.hemi,
-                           registration_record(result, choice, req.reg_sphere is not None))
-    for i, line in errors.items():
-        items[i].folder.mkdir(parents=True, exist_ok=True)
-        (items[i].folder / "error.txt").write_text(line + "\n")
-    return errors
-
-
-class _PrecomputedInputSpec(BaseInterfaceInputSpec):
-    folder = traits.Str(mandatory=True, desc="the item folder written by register_batch")
-    subject = traits.Str("", usedefault=True)
-    hemi = traits.Enum("L", "R", mandatory=True)
-
-
-class PrecomputedRegistration(SimpleInterface):
-    """Hand on a registration computed by :func:`register_batch` (batch mode); a failed item
-    raises its one-line error, so only that hemisphere fails."""
-
-    input_spec = _PrecomputedInputSpec
-    output_spec = _RegisterOutputSpec
-
-    def _run_interface(self, runtime):
-        folder = Path(self.inputs.folder)
-        error = folder / "error.txt"
-        if error.is_file():
-            raise InputError(error.read_text().strip())
-        sphere, metrics = folder / "registered_sphere.surf.gii", folder / "registration.json"
-        if not (sphere.is_file() and metrics.is_file()):
-            raise InputError("batch registration produced no result", subject=self.inputs.subject or None,
-                             hemi=self.inputs.hemi, path=folder)
-        self._results["out_sphere"] = str(sphere)
-        self._results["metrics_file"] = str(metrics)
-        return runtime
-
-
-def _jsonable(d: dict) -> dict:
-    """numpy scalars/arrays -> plain Python, NaN/Inf -> None (strict JSON)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, np.ndarray):
-            v = v.tolist()
-        elif isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, float) and not np.isfinite(v):
-            v = None
-        out[str(k)] = v
-    return out

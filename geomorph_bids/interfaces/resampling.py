@@ -1,5 +1,6 @@
 """Resample a hemisphere's features onto the template's sphere at the output density
-(area-corrected with the subject's midthickness when given, as sMRIPrep and the HCP pipelines do)."""
+(:func:`geomorph_bids.results.resample.resample_features`; area-corrected with the subject's
+midthickness when given, as sMRIPrep and the HCP pipelines do)."""
 
 from __future__ import annotations
 
@@ -41,32 +42,22 @@ class ResampleFeatures(SimpleInterface):
     output_spec = _ResampleOutputSpec
 
     def _run_interface(self, runtime):
-        import numpy as np
-
         from ..io import read_feature, read_surface, write_metric
-        from ..io.templates import load_density_sphere
-        from ..sphere.resample import apply_weights, area_surfaces, resample_weights
+        from ..results.resample import resample_features
 
         home = self.inputs.templateflow_home if isdefined(self.inputs.templateflow_home) else None
-        tv, tf, source = load_density_sphere(self.inputs.template, self.inputs.hemi, self.inputs.density,
-                                             templateflow_home=home or None)
-        # read as a plain mesh: a non-rigid registration may fold a few triangles, which the
-        # sphere validation of the inputs would refuse; resampling projects onto the unit sphere
         moving = read_surface(self.inputs.registered_sphere)
-        current_area = new_area = None
-        if isdefined(self.inputs.midthickness) and self.inputs.method == "adap_bary_area":
-            mid = read_surface(self.inputs.midthickness)
-            current_area, new_area = area_surfaces((moving.vertices, moving.faces), mid.vertices, (tv, tf))
-        weights = resample_weights((moving.vertices, moving.faces), (tv, tf), method=self.inputs.method,
-                                   current_area=current_area, new_area=new_area)
-        outs = []
-        for name, path in zip(self.inputs.feature_names, self.inputs.feature_files):
-            values = np.asarray(read_feature(path, n_vertices=len(moving.vertices)), dtype=np.float64)
-            out = apply_weights(weights, values).astype(np.float32)
-            outs.append(str(write_metric(os.path.join(runtime.cwd, f"{name}_den-{self.inputs.density}.shape.gii"),
-                                         out, hemi=self.inputs.hemi, names=[name])))
-        self._results["out_files"] = outs
-        self._results["n_vertices"] = int(len(tv))
-        self._results["density_source"] = source
-        self._results["area_surfaces"] = current_area is not None
+        mid = (read_surface(self.inputs.midthickness).vertices
+               if isdefined(self.inputs.midthickness) else None)
+        maps = {name: read_feature(path, n_vertices=len(moving.vertices))
+                for name, path in zip(self.inputs.feature_names, self.inputs.feature_files)}
+        res = resample_features((moving.vertices, moving.faces), maps, self.inputs.template, self.inputs.hemi,
+                                self.inputs.density, home or None, method=self.inputs.method,
+                                midthickness=mid)
+        self._results["out_files"] = [
+            str(write_metric(os.path.join(runtime.cwd, f"{name}_den-{self.inputs.density}.shape.gii"), values,
+                             hemi=self.inputs.hemi, names=[name])) for name, values in res.maps.items()]
+        self._results["n_vertices"] = res.n_vertices
+        self._results["density_source"] = res.source
+        self._results["area_surfaces"] = res.area_surfaces
         return runtime

@@ -5,6 +5,6 @@
 """
 
 from .group import build_group_report
-from .participant import build_participant_report
+from .participant import build_participant_report, update_participant_report
 
-__all__ = ["build_participant_report", "build_group_report"]
+__all__ = ["build_participant_report", "build_group_report", "update_participant_report"]

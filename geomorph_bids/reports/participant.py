@@ -34,7 +34,8 @@ from .hemisphere_figures import hemisphere_figures
 from .html import esc, fmt, markdown, page, software_versions, table
 from .outputs import HemiOutputs, find_hemispheres, label, relative
 
-__all__ = ["build_participant_report", "crash_reports", "log_messages"]
+__all__ = ["build_participant_report", "update_participant_report", "report_is_current", "crash_reports",
+           "log_messages"]
 
 
 # --------------------------------------------------------------------------- checks and logs
@@ -235,3 +236,23 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
 
     out = output_dir / report_name(subject, session)
     return atomic_write_text(out, page(f"geomorph-bids: {title}", nav, "\n".join(body)))
+
+
+def report_is_current(output_dir: str | Path, subject: str) -> bool:
+    """``sub-X.html`` exists and is newer than every output of the subject (a rerun that
+    changed nothing leaves the outputs, hence the report, untouched)."""
+    output_dir = Path(output_dir)
+    html = output_dir / report_name(subject)
+    if not html.is_file():
+        return False
+    stamps = [p.stat().st_mtime_ns for p in (output_dir / f"sub-{subject}").rglob("*")
+              if p.is_file() and "figures" not in p.relative_to(output_dir).parts]
+    return bool(stamps) and html.stat().st_mtime_ns >= max(stamps)
+
+
+def update_participant_report(output_dir: str | Path, subject: str, reuse: bool = False) -> Path:
+    """``sub-X.html`` of a subject: kept when ``reuse`` and it is current
+    (:func:`report_is_current`), else (re)built by :func:`build_participant_report`."""
+    if reuse and report_is_current(output_dir, subject):
+        return Path(output_dir) / report_name(subject)
+    return build_participant_report(output_dir, subject)

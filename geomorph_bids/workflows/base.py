@@ -15,13 +15,13 @@ __all__ = ["init_geomorph_wf", "init_single_subject_wf"]
 def init_single_subject_wf(job: SubjectJob, config: RunConfig) -> pe.Workflow:
     """One subject/session: a :func:`init_hemisphere_wf` per discovered hemisphere and, with
     ``config.cifti`` and both hemispheres, :func:`~geomorph_bids.workflows.outputs.init_cifti_wf`
-    fed from both hemispheres' ``outputs_ready``."""
+    fed from both hemispheres' ``write_outputs``."""
     wf = pe.Workflow(name=subject_wf_name(job.subject, job.session))
     hemis = {hemi: init_hemisphere_wf(job.inputs.hemis[hemi], config) for hemi in sorted(job.inputs.hemis)}
     wf.add_nodes(list(hemis.values()))
     if cifti_output(job, config) is not None:
         cifti = init_cifti_wf(job.subject, job.inputs.hemis["L"].session, config)
-        wf.connect([(hemis[h], cifti, [("outputs_ready.resampled_features", f"inputnode.{side}")])
+        wf.connect([(hemis[h], cifti, [("write_outputs.resampled_features", f"inputnode.{side}")])
                     for h, side in (("L", "left"), ("R", "right"))])
     return wf
 

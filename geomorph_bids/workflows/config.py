@@ -27,15 +27,16 @@ class RunConfig:
         own features first)
     model : what the registration runs, with its features (:attr:`channels`)
     device : the resolved device (``cpu``, ``cuda``, ``cuda:N``)
-    omp_nthreads : threads per registration node
-    nprocs : process slots of the whole run
+    omp_nthreads : threads per registration (a node, or a batch-mode worker)
+    nprocs : process slots of the whole run (batch mode: its worker processes)
     templateflow_home : TemplateFlow folder or ``""``
     density_sources : hemi -> where the output-density sphere comes from (for sidecars)
+    batch_size : 0: the Nipype workflow (one node per step and hemisphere); N > 0: batch mode
+        (:mod:`geomorph_bids.batch`), N hemispheres per registration batch
+    reports : ``"parallel"`` (each participant's report as soon as its outputs are written,
+        beside the registrations) or ``"deferred"`` (none; ``--reports-only`` builds them later)
     quality : the thresholds of the quality gates (:class:`~geomorph_bids.quality.QualityThresholds`,
         ``--min-cc`` and the other gate options); every hemisphere's metrics record its verdict
-    batch_dir : batch mode: folder where :func:`~geomorph_bids.workflows.batch.run_batch_registration`
-        left every hemisphere's registration (the workflows then read it instead of registering);
-        ``""`` registers in each hemisphere's own node
     fmriprep_compat : also write the registered sphere under sMRIPrep's names
         (:data:`~geomorph_bids.derivatives.FMRIPREP_SPHERES`; template fsLR or fsaverage)
     cifti : also write one CIFTI-2 dscalar of both hemispheres' features per subject/session
@@ -54,8 +55,9 @@ class RunConfig:
     nprocs: int = 1
     templateflow_home: str = ""
     density_sources: dict[str, str] = field(default_factory=dict)
+    batch_size: int = 0
+    reports: str = "parallel"
     quality: QualityThresholds = DEFAULT_THRESHOLDS
-    batch_dir: str = ""
     fmriprep_compat: bool = False
     cifti: bool = False
 

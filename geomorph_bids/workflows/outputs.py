@@ -1,24 +1,24 @@
-"""Derivative sinks of one hemisphere (the sMRIPrep way: one ``ds_*`` sink per output, each fed
-from a named field of the builder's ``inputnode``; names from :mod:`geomorph_bids.derivatives`,
-sidecar contents here)."""
+"""What one hemisphere writes, declared once for both ways of running the participant level
+(the Nipype workflow's ``write_outputs`` node and batch mode): every file with its name (from
+:mod:`geomorph_bids.derivatives`), the result that feeds it and its JSON sidecar
+(:func:`hemisphere_files`), and the provenance recorded in the metrics JSON
+(:func:`hemisphere_info`). Plain functions of the discovered inputs and the run's settings: no
+Nipype. Adding an output = one more :class:`~geomorph_bids.results.writer.OutputFile` here
+(plus its name in :mod:`geomorph_bids.derivatives`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
 
-from nipype.interfaces import utility as niu
-from nipype.pipeline import engine as pe
-
 from ..derivatives import (CIFTI_FEATURES, METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE,
-                           RESAMPLED_FEATURE, Derivative, cifti_file, entities)
-from ..interfaces import FeaturesCifti, GeomorphDataSink
-from ..interfaces.bids import OPTIONAL_OUTPUT_FIELDS, OUTPUT_FIELDS
+                           RESAMPLED_FEATURE, HemisphereOutputs, cifti_file, entities, hemisphere_outputs)
 from ..io.discover import HemiInputs
+from ..results.writer import OutputFile
 from .config import RunConfig, SubjectJob
 
-__all__ = ["init_ds_hemisphere_wf", "init_cifti_wf", "cifti_output", "sign_convention", "relative_to",
-           "template_source"]
+__all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to",
+           "template_source", "cifti_output", "init_cifti_wf"]
 
 #: features whose sign convention the sidecars state (FreeSurfer: positive in sulci)
 _SIGNED = ("sulc", "curv")
@@ -39,6 +39,13 @@ def sign_convention(h: HemiInputs, features: Sequence[str]) -> str:
             (f"; the input's {', '.join(flipped)} (HCP sign) were negated" if flipped else ""))
 
 
+def hemi_outputs(h: HemiInputs, config: RunConfig) -> HemisphereOutputs:
+    """Every file the hemisphere writes (:meth:`HemisphereOutputs.files`, sidecars included):
+    for the completeness check and the cleanup of a failed hemisphere."""
+    return hemisphere_outputs(config.output_dir, h.subject, h.session, h.hemi, config.template.label,
+                              config.density, config.features, config.channels, config.fmriprep_compat)
+
+
 def template_source(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
     """The sidecars' ``TemplateSource``: where the maps the hemisphere is registered to come
     from (``Kind``: folder, templateflow, freesurfer, bundled or custom; ``Path``; ``Vertices``
@@ -48,50 +55,33 @@ def template_source(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
             "SHA256": p["template_sha256"]}
 
 
-def init_ds_hemisphere_wf(h: HemiInputs, config: RunConfig, name: str = "ds_hemi_wf") -> pe.Workflow:
-    """Write one hemisphere's derivatives.
+def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
+    """The hemisphere's files, each fed by a named result:
 
-    ``inputnode`` fields (:data:`~geomorph_bids.interfaces.bids.OUTPUT_FIELDS`):
-    ``registered_sphere``, ``resampled_features`` (one per ``config.features``, in order),
-    ``metrics``, ``native_sphere``, ``native_features`` (one per ``config.channels``, in order),
-    and ``sphere_reg_fslr`` (``--fmriprep-compat`` with template fsaverage).
-    Each output is one :class:`~geomorph_bids.interfaces.GeomorphDataSink` named ``ds_<output>``
-    (``ds_sphere``, ``ds_<feature>``, ``ds_metrics``, ``ds_native_sphere``, ``ds_native_<feature>``;
-    ``--fmriprep-compat``: ``ds_<sMRIPrep io_spec key>``, e.g. ``ds_sphere_reg_msm``).
+    ``registered_sphere`` (the native mesh in template space), ``resampled_features`` (one map
+    per ``config.features``, in order), ``metrics`` (the metrics JSON), ``native_sphere`` (the
+    validated native sphere) and ``native_features`` (the validated native maps of every
+    ``config.features``, in order: the registration's own ones are written); with
+    ``--fmriprep-compat`` the sphere again under sMRIPrep's names (``registered_sphere``, or
+    ``sphere_reg_fslr``: with template fsaverage, the sphere carried into fsLR).
     """
-    wf = pe.Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=[*OUTPUT_FIELDS, *OPTIONAL_OUTPUT_FIELDS]), name="inputnode")
+    out = hemi_outputs(h, config)
     features = list(config.features)
     space, density, model = config.template.label, config.density, config.model.name
     sources = {f: relative_to(h.features[f], config.bids_dir) for f in features}
     sign_note = sign_convention(h, features)
     ent = entities(h.subject, h.session)
-    source_file = str(config.bids_dir / f"sub-{h.subject}" / f"{ent}_hemi-{h.hemi}_sphere.surf.gii")
     tpl_source = template_source(h, config)
-
-    def sink(node_name: str, kind: Derivative, field: str, index: int | None = None, feature: str | None = None,
-             meta: dict[str, Any] | None = None) -> None:
-        ds = pe.Node(GeomorphDataSink(base_directory=str(config.output_dir), source_file=source_file, hemi=h.hemi,
-                                      **kind.entities(space, density, feature)),
-                     name=f"ds_{node_name}", run_without_submitting=True)
-        if meta is not None:
-            ds.inputs.meta_dict = meta
-        if index is None:
-            wf.connect(inputnode, field, ds, "in_file")
-            return
-        pick = pe.Node(niu.Select(index=[index]), name=f"pick_{node_name}", run_without_submitting=True)
-        wf.connect([(inputnode, pick, [(field, "inlist")]), (pick, ds, [("out", "in_file")])])
-
-    sink("sphere", REGISTERED_SPHERE, "registered_sphere", meta={
+    files = [OutputFile(out.path(REGISTERED_SPHERE), "registered_sphere", meta={
         "Description": f"Native sphere mesh moved into {space} space by geomorph-bids "
                        "(same vertices and triangles as the input sphere); use it where sMRIPrep's "
                        "desc-msmsulc sphere is used.",
         "Sources": [relative_to(h.sphere, config.bids_dir)], "Template": space, "TemplateSource": tpl_source,
         "RegistrationFeatures": list(config.channels), "Model": model,
         "RegistrationMetrics": METRICS.name(ent, h.hemi, space),
-        "InputSource": h.source, "SignConvention": sign_note})
+        "InputSource": h.source, "SignConvention": sign_note})]
     for k, f in enumerate(features):
-        sink(f, RESAMPLED_FEATURE, "resampled_features", k, f, meta={
+        files.append(OutputFile(out.path(RESAMPLED_FEATURE, f), "resampled_features", k, meta={
             "Description": f"{f} resampled onto the {space} {density} sphere through "
                            "the geomorph-bids registration",
             "Sources": [sources[f]], "Template": space, "TemplateSource": tpl_source, "Density": density,
@@ -100,27 +90,57 @@ def init_ds_hemisphere_wf(h: HemiInputs, config: RunConfig, name: str = "ds_hemi
             "AreaSurfaces": ("the subject's midthickness and its copy resampled onto the template "
                              "(-area-surfs)" if h.midthickness is not None else "the spheres' own vertex areas"),
             "SignConvention": sign_note if f in _SIGNED else "as in the input",
-            "SignFlipped": h.sign(f) < 0})
-    sink("metrics", METRICS, "metrics")
-    sink("native_sphere", NATIVE_SPHERE, "native_sphere", meta={
+            "SignFlipped": h.sign(f) < 0}))
+    files.append(OutputFile(out.path(METRICS), "metrics"))
+    files.append(OutputFile(out.path(NATIVE_SPHERE), "native_sphere", meta={
         "Description": "The native sphere as registered: the input, validated, centred and scaled to "
                        "radius 100 (same vertices and triangles as the desc-geomorph sphere)",
-        "Sources": [relative_to(h.sphere, config.bids_dir)]})
-    for k, f in enumerate(config.channels):
-        sink(f"native_{f}", NATIVE_FEATURE, "native_features", k, f, meta={
+        "Sources": [relative_to(h.sphere, config.bids_dir)]}))
+    for f in config.channels:
+        files.append(OutputFile(out.path(NATIVE_FEATURE, f), "native_features", features.index(f), meta={
             "Description": f"The native {f} map the registration used, on the native sphere",
             "Sources": [sources[f]],
-            "SignConvention": sign_note if f in _SIGNED else "as in the input", "SignFlipped": h.sign(f) < 0})
+            "SignConvention": sign_note if f in _SIGNED else "as in the input", "SignFlipped": h.sign(f) < 0}))
     if config.fmriprep_compat:
         from ..io.fmriprep_compat import deformation_source, fmriprep_spheres, sphere_sidecar
 
-        for key, kind in fmriprep_spheres(space).items():
+        paths = out.fmriprep_spheres
+        for key in fmriprep_spheres(space):
             carried = key == "sphere_reg_fsLR"
-            sink(key, kind, "sphere_reg_fslr" if carried else "registered_sphere", meta=sphere_sidecar(
+            files.append(OutputFile(paths[key], "sphere_reg_fslr" if carried else "registered_sphere",
+                                    meta=sphere_sidecar(
                 key, subject_entities=ent, hemi=h.hemi, template=space, model=model, channels=config.channels,
                 method=config.model.describe(), input_sphere=relative_to(h.sphere, config.bids_dir),
-                deformation=deformation_source(h.hemi) if carried else None))
-    return wf
+                deformation=deformation_source(h.hemi) if carried else None)))
+    return files
+
+
+def needs_fslr_sphere(config: RunConfig) -> bool:
+    """Whether ``--fmriprep-compat`` also writes the sphere carried into fsLR (template fsaverage)."""
+    from ..derivatives import FMRIPREP_SPHERES
+
+    return config.fmriprep_compat and "sphere_reg_fsLR" in FMRIPREP_SPHERES.get(config.template.label, {})
+
+
+def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
+    """Provenance of one hemisphere, merged into its metrics JSON
+    (:func:`geomorph_bids.results.metrics.metrics_document`)."""
+    features = list(config.features)
+    return {"subject": h.subject, "session": h.session, "hemi": h.hemi, "template": config.template.label,
+            "template_ref": config.template.to_dict(),
+            "model": config.model.name, "input_source": h.source, "sulc_sign": h.sulc_sign,
+            "sign_convention": sign_convention(h, features),
+            "input_sphere": relative_to(h.sphere, config.bids_dir),
+            "input_sphere_reg": relative_to(h.sphere_reg, config.bids_dir) if h.sphere_reg else None,
+            "input_features": {f: relative_to(h.features[f], config.bids_dir) for f in features},
+            "features": features,
+            # the inflated/midthickness mesh the report draws maps on (not copied into the outputs):
+            # relative to the BIDS dir like the other inputs, plus the absolute path to open it
+            "input_surface": relative_to(h.surface, config.bids_dir) if h.surface else None,
+            "input_surface_kind": h.surface_kind,
+            "input_surface_path": str(Path(h.surface).resolve()) if h.surface else None,
+            "input_midthickness": relative_to(h.midthickness, config.bids_dir) if h.midthickness else None,
+            "input_cortex_mask": relative_to(h.cortex_mask, config.bids_dir) if h.cortex_mask else None}
 
 
 def cifti_output(job: SubjectJob, config: RunConfig) -> Path | None:
@@ -132,13 +152,18 @@ def cifti_output(job: SubjectJob, config: RunConfig) -> Path | None:
     return cifti_file(config.output_dir, job.subject, hemis["L"].session, config.template.label, config.density)
 
 
-def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: str = "cifti_wf") -> pe.Workflow:
-    """``--cifti-output``: both hemispheres' resampled features -> one CIFTI-2 dscalar, and its sink.
+def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: str = "cifti_wf"):
+    """``--cifti-output``: both hemispheres' resampled features -> one CIFTI-2 dscalar, committed
+    with the one writer (:class:`~geomorph_bids.interfaces.bids.CommitFile`).
 
-    ``inputnode`` fields ``left`` and ``right``: the resampled features of each hemisphere (one
-    per ``config.features``, in order; the ``resampled_features`` of each hemisphere's
-    ``outputs_ready``, so the file is written only when both hemispheres succeeded).
+    ``inputnode`` fields ``left`` and ``right``: the resampled features of each hemisphere as
+    written (``write_outputs.resampled_features``, one per ``config.features``, in order), so the
+    file is written only when both hemispheres succeeded.
     """
+    from nipype.interfaces import utility as niu
+    from nipype.pipeline import engine as pe
+
+    from ..interfaces import CommitFile, FeaturesCifti
     from ..io.fmriprep_compat import cifti_sidecar
     from ..io.templates import load_atlas_roi
 
@@ -147,13 +172,11 @@ def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: st
     features, space, density = list(config.features), config.template.label, config.density
     ent = entities(subject, session)
     make = pe.Node(FeaturesCifti(features=features, density=density), name="make_cifti")
-    ds = pe.Node(GeomorphDataSink(base_directory=str(config.output_dir), compress=False,
-                                  source_file=str(config.bids_dir / f"sub-{subject}" / f"{ent}_features.dscalar.nii"),
-                                  **CIFTI_FEATURES.entities(space, density)),
+    meta = cifti_sidecar(features, space, density, ent, {h: load_atlas_roi(h, density)[1] for h in ("L", "R")},
+                         config.density_sources)
+    ds = pe.Node(CommitFile(path=str(cifti_file(config.output_dir, subject, session, space, density)), meta=meta,
+                            field="cifti", output_dir=str(config.output_dir)),
                  name="ds_cifti", run_without_submitting=True)
-    ds.inputs.meta_dict = cifti_sidecar(features, space, density, ent,
-                                        {h: load_atlas_roi(h, density)[1] for h in ("L", "R")},
-                                        config.density_sources)
     wf.connect([(inputnode, make, [("left", "left"), ("right", "right")]),
                 (make, ds, [("out_file", "in_file")])])
     return wf

@@ -26,6 +26,7 @@ from geomorph_bids.sphere.icosphere import n_vertices
 from .conftest import LEVEL
 
 NV = n_vertices(LEVEL)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*argv) -> tuple[int, str, str]:
@@ -399,6 +400,62 @@ def test_freesurfer_sphere_reg_and_container(dataset_factory, tmp_path, monkeypa
 
 # ------------------------------------------------------------------------------ batch mode
 
+def test_batch_mode_writes_exactly_the_workflow_derivatives(fs_run, tmp_path):
+    """Batch mode (no Nipype) on the same dataset and settings as the workflow run of ``fs_run``:
+    the same files, byte for byte (sidecars included), except the run times inside the metrics
+    JSON; each participant's report is built during the run; a rerun registers nothing and
+    changes no file."""
+    out = tmp_path / "out"
+    args = (fs_run["bids"], out, "participant", "--model", "rigid", "--features", "sulc", "curv", "-w",
+            tmp_path / "w", "--nprocs", "2", "--batch-size", "3")
+    code, stdout, err = run(*args)
+    assert code == 0, err
+    assert "batch mode: registered 4 hemisphere(s) in 2 worker process(es)" in stdout
+    assert "report(s):" in stdout and (out / "sub-01.html").is_file() and (out / "sub-02.html").is_file()
+    nodes = fs_run["out"]
+    names = sorted(p.relative_to(out) for p in out.rglob("sub-*/anat/*"))
+    assert names == sorted(p.relative_to(nodes) for p in nodes.rglob("sub-*/anat/*")) and len(names) == 44
+    for name in names:
+        a, b = (nodes / name).read_bytes(), (out / name).read_bytes()
+        if name.name.endswith("_metrics.json"):
+            da, db = json.loads(a), json.loads(b)
+            for doc in (da["registration"], db["registration"]):
+                for k in [k for k in doc if k.startswith("seconds_")]:
+                    del doc[k]
+            assert da == db, name
+        else:
+            assert a == b, name
+    before = digests(out)
+    code, stdout, _ = run(*args)
+    assert code == 0 and "batch mode: registered 0 hemisphere(s)" in stdout and "4 already done" in stdout
+    assert digests(out) == before
+    assert "reused" in stdout
+
+
+
+def test_batch_mode_on_the_example_matches_the_workflow_reports_included(tmp_path):
+    """The bundled example (FreeSurfer sub-01, sMRIPrep sub-02): the workflow, batch mode with
+    its reports built beside the registrations, and batch mode with deferred reports followed by
+    one --reports-only pass give the same output tree (every file, reports and figures included),
+    compared by scripts/compare_outputs.py with only the clock masked."""
+    example = ROOT / "examples" / "ds-geomorph-example"
+    common = ("participant", "--model", "rigid", "--nprocs", "2")
+    trees = {}
+    for name, extra in (("workflow", ()), ("batch", ("--batch-size", "3")),
+                        ("deferred", ("--batch-size", "3", "--reports", "deferred"))):
+        trees[name] = tmp_path / name
+        code, stdout, err = run(example, trees[name], *common, "-w", tmp_path / f"w-{name}", *extra)
+        assert code == 0, err
+    assert "reports deferred" in stdout and not list(trees["deferred"].glob("sub-*.html"))
+    code, _, err = run(example, trees["deferred"], "participant", "--reports-only")
+    assert code == 0, err
+    for name in ("batch", "deferred"):
+        cmp = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_outputs.py"), str(trees["workflow"]),
+                              str(trees[name])], capture_output=True, text=True)
+        assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+        assert "identical (timings masked)" in cmp.stdout
+
+
 @pytest.mark.slow  # two full runs with the default (optimising) registration, ~40-120 s
 def test_batch_mode_writes_the_same_derivatives(dataset_factory, tmp_path):
     """--batch-size registers the cohort in one process (default model: rigid + optimisation):
@@ -432,9 +489,13 @@ def test_batch_mode_writes_the_same_derivatives(dataset_factory, tmp_path):
     code, out, _ = run(bids, batch, "participant", "-w", tmp_path / "w2", "--nprocs", "2", "--batch-size", "4")
     assert code == 1 and "batch mode: registered 0 hemisphere(s)" in out  # only the broken one is retried
     assert digests(batch) == b
-    # a changed input is registered again, an unchanged one is not
+    # keyed on content: the same bytes written again (new modification time) are not registered
+    # again, a changed input is
     sulc = bids / "derivatives" / "freesurfer" / "sub-01" / "surf" / "lh.sulc"
     sulc.write_bytes(sulc.read_bytes())
+    code, out, _ = run(bids, batch, "participant", "-w", tmp_path / "w2", "--nprocs", "2", "--batch-size", "4")
+    assert code == 1 and "batch mode: registered 0 hemisphere(s)" in out
+    nib.freesurfer.write_morph_data(str(sulc), nib.freesurfer.read_morph_data(str(sulc)) + 0.25)
     code, out, _ = run(bids, batch, "participant", "-w", tmp_path / "w2", "--nprocs", "2", "--batch-size", "4")
     assert code == 1 and "batch mode: registered 1 hemisphere(s)" in out
 

@@ -14,9 +14,9 @@ import pytest
 from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_freesurfer, write_hcp
 from geomorph_bids.engine.model_choice import ModelChoice, rigid
 from geomorph_bids.errors import InputError
-from geomorph_bids.interfaces import GeomorphDataSink, LoadFeatures, Register, ResampleFeatures, WriteMetrics
-from geomorph_bids.interfaces.bids import STAGING_DIR
+from geomorph_bids.interfaces import LoadFeatures, Register, ResampleFeatures, WriteHemisphere
 from geomorph_bids.interfaces.registration import gpu_lock
+from geomorph_bids.results.writer import STAGING_DIR, OutputFile
 from geomorph_bids.io.template_ref import TemplateRef
 from geomorph_bids.reports.group_table import group_rows, write_group_table
 
@@ -107,36 +107,53 @@ def test_resample_features(loaded, registered, tmp_path, density, n):
                                   else "icosphere ico-6")
 
 
-def test_write_metrics_and_group_table(registered, tmp_path):
-    info = {"subject": "01", "session": None, "hemi": "L", "template": "fsLR", "method": "rigid",
-            "input_source": "freesurfer", "sulc_sign": "freesurfer"}
-    res = WriteMetrics(registration=registered.metrics_file, info=info, density="32k",
-                       density_source="x").run(cwd=str(tmp_path)).outputs
-    doc = json.loads(Path(res.out_file).read_text())
-    assert doc["subject"] == "01" and doc["output_density"] == "32k" and "cc_sulc_after" in doc["registration"]
-    anat = tmp_path / "out" / "sub-01" / "anat"
-    anat.mkdir(parents=True)
-    for hemi in ("R", "L"):
-        (anat / f"sub-01_hemi-{hemi}_space-fsLR_desc-geomorph_metrics.json").write_text(
-            json.dumps({**doc, "hemi": hemi}))
-    rows = group_rows(tmp_path / "out")
+def _write(loaded, registered, resampled, out: Path, cwd: Path, session="a"):
+    anat = out / "sub-01" / f"ses-{session}" / "anat"
+    stem = f"sub-01_ses-{session}_hemi-L"
+    files = [OutputFile(anat / f"{stem}_space-fsLR_desc-geomorph_sphere.surf.gii", "registered_sphere",
+                        meta={"Template": "fsLR"}),
+             OutputFile(anat / f"{stem}_space-fsLR_den-32k_desc-geomorph_sulc.shape.gii", "resampled_features", 0,
+                        meta={"SignConvention": "FreeSurfer"}),
+             OutputFile(anat / f"{stem}_space-fsLR_desc-geomorph_metrics.json", "metrics"),
+             OutputFile(anat / f"{stem}_sphere.surf.gii", "native_sphere", meta={"Sources": ["lh.sphere"]}),
+             OutputFile(anat / f"{stem}_curv.shape.gii", "native_features", 1, meta={"Sources": ["lh.curv"]})]
+    info = {"subject": "01", "session": session, "hemi": "L", "template": "fsLR", "input_source": "freesurfer"}
+    cwd.mkdir()
+    res = WriteHemisphere(registered_sphere=registered.out_sphere, resampled_features=resampled.out_files,
+                          registration=registered.metrics_file, native_sphere=loaded.sphere,
+                          native_features=loaded.feature_files, files=[f.to_dict() for f in files], info=info,
+                          density="32k", density_source="x", output_dir=str(out)).run(cwd=str(cwd))
+    return files, res.outputs
+
+
+def test_write_hemisphere_commits_every_file_with_sidecars(loaded, registered, tmp_path):
+    """One writer node: the metrics document (registration record + provenance), every planned
+    file in place with its sidecar (as niworkflows wrote them), nothing left in the staging
+    folder; a rerun with the same results leaves every file untouched."""
+    resampled = ResampleFeatures(registered_sphere=registered.out_sphere, feature_files=loaded.feature_files,
+                                 feature_names=loaded.feature_names, hemi="L", template="fsLR",
+                                 density="32k").run(cwd=str(tmp_path)).outputs
+    out = tmp_path / "deriv"
+    files, res = _write(loaded, registered, resampled, out, tmp_path / "w1")
+    doc = json.loads(files[2].path.read_text())
+    assert doc["subject"] == "01" and doc["output_density"] == "32k" and doc["output_density_source"] == "x"
+    assert doc["method"] == "rigid" and "cc_sulc_after" in doc["registration"]
+    assert Path(res.metrics) == files[2].path and len(res.out_files) == 9  # 5 files + 4 sidecars
+    assert files[1].path.read_bytes() == Path(resampled.out_files[0]).read_bytes()
+    assert files[4].path.read_bytes() == Path(loaded.feature_files[1]).read_bytes()  # curv: index 1
+    side = files[1].path.with_name(files[1].path.name.replace(".shape.gii", ".json"))
+    assert side.read_text() == '{\n  "SignConvention": "FreeSurfer"\n}'
+    assert not any((out / STAGING_DIR).iterdir())  # every staged file was renamed into place
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.*") if STAGING_DIR not in str(p)}
+    _write(loaded, registered, resampled, out, tmp_path / "w2")
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # the group table reads the metrics documents
+    anat = files[2].path.parent
+    (anat / files[2].path.name.replace("hemi-L", "hemi-R")).write_text(json.dumps({**doc, "hemi": "R"}))
+    rows = group_rows(out)
     assert [r["hemi"] for r in rows] == ["L", "R"]
     table = write_group_table(rows, tmp_path / "t.tsv").read_text().splitlines()
-    assert len(table) == 3 and table[1].split("\t")[:3] == ["01", "n/a", "L"]
-
-
-def test_datasink_names_sidecar_and_atomic_staging(loaded, tmp_path):
-    out = tmp_path / "deriv"
-    out.mkdir()
-    sink = GeomorphDataSink(base_directory=str(out), source_file="/x/sub-01/sub-01_ses-a_hemi-L_sphere.surf.gii",
-                            hemi="L", space="fsLR", density="32k", desc="geomorph", suffix="sulc",
-                            meta_dict={"SignConvention": "FreeSurfer"})
-    sink.inputs.in_file = loaded.feature_files[0]
-    res = sink.run(cwd=str(tmp_path)).outputs
-    want = out / "sub-01" / "ses-a" / "anat" / "sub-01_ses-a_hemi-L_space-fsLR_den-32k_desc-geomorph_sulc.shape.gii"
-    assert Path(res.out_file) == want and want.is_file()
-    assert json.loads(Path(res.out_meta).read_text()) == {"SignConvention": "FreeSurfer"}
-    assert not any((out / STAGING_DIR).iterdir())  # every staged file was renamed into place
+    assert len(table) == 3 and table[1].split("\t")[:3] == ["01", "a", "L"]
 
 
 def test_register_records_the_model_choice(registered):

@@ -93,12 +93,13 @@ def test_swapped_in_for_msmsulc_in_smripreps_graph(tmp_path):
 
 
 def test_compat_sinks_in_the_participant_graph(tmp_path):
-    """--fmriprep-compat adds one sink per sMRIPrep name (and, for fsaverage, the carrying node);
-    --cifti-output one dscalar per subject/session fed by both hemispheres' outputs_ready."""
+    """--fmriprep-compat adds one file per sMRIPrep name to each hemisphere's write_outputs (and,
+    for fsaverage, the carrying node); --cifti-output one dscalar per subject/session fed by both
+    hemispheres' write_outputs."""
     from geomorph_bids.engine.model_choice import optimiser
     from geomorph_bids.io.discover import discover
     from geomorph_bids.io.template_ref import TemplateRef
-    from geomorph_bids.workflows import RunConfig, SubjectJob, init_geomorph_wf
+    from geomorph_bids.workflows import RunConfig, SubjectJob, hemi_outputs, init_geomorph_wf
 
     job = SubjectJob("01", "1", discover("01", EXAMPLE, session="1"))
     for template, expected in (("fsLR", {"ds_sphere_reg_msm"}), ("fsaverage", {"ds_sphere_reg", "ds_sphere_reg_fsLR"})):
@@ -106,8 +107,11 @@ def test_compat_sinks_in_the_participant_graph(tmp_path):
                            template=TemplateRef.bundled(template), density="32k" if template == "fsLR" else "41k",
                            model=optimiser(template), features=optimiser(template).channels, fmriprep_compat=True,
                            cifti=template == "fsLR")
-        names = init_geomorph_wf([job], config).list_node_names()
-        sinks = {n.rsplit(".", 1)[-1] for n in names if ".ds_hemi_wf.ds_sphere_reg" in n}
-        assert sinks == expected, names
+        wf = init_geomorph_wf([job], config)
+        names = wf.list_node_names()
+        write = wf.get_node(next(n for n in names if n.endswith("hemi_L_wf.write_outputs")))
+        written = {Path(f["path"]).name for f in write.inputs.files}
+        wanted = {p.name for p in hemi_outputs(job.inputs.hemis["L"], config).fmriprep_spheres.values()}
+        assert len(wanted) == len(expected) and wanted <= written, written
         assert any(n.endswith("hemi_L_wf.to_fslr") for n in names) == (template == "fsaverage")
         assert any(n.endswith("cifti_wf.ds_cifti") for n in names) == (template == "fsLR")

@@ -38,34 +38,34 @@ def test_workflow_hierarchy_and_nodes(tmp_path):
     assert "sub_01_wf.hemi_L_wf.register" in names and "sub_01_ses_pre_wf.hemi_L_wf.register" in names
     assert "sub_01_ses_pre_wf.hemi_R_wf.register" not in names
     hemi = [n for n in names if n.startswith("sub_01_wf.hemi_R_wf.")]
-    assert sorted(n.split(".", 2)[-1] for n in hemi) == sorted([
-        "load_features", "register", "resample", "metrics", "outputs_ready", "native_features",
-        "ds_hemi_wf.inputnode", "ds_hemi_wf.ds_sphere", "ds_hemi_wf.pick_sulc", "ds_hemi_wf.ds_sulc",
-        "ds_hemi_wf.pick_curv", "ds_hemi_wf.ds_curv", "ds_hemi_wf.ds_metrics", "ds_hemi_wf.ds_native_sphere",
-        "ds_hemi_wf.pick_native_sulc", "ds_hemi_wf.ds_native_sulc"])
+    # four nodes per hemisphere (it was 16 with one sink per output): each node costs scheduling,
+    # hashing and pickling
+    assert sorted(n.split(".", 2)[-1] for n in hemi) == ["load_features", "register", "resample", "write_outputs"]
     assert subject_wf_name("01", "pre") == "sub_01_ses_pre_wf"
 
 
-def test_sinks_wait_for_every_step(tmp_path):
-    """In the graph Nipype executes (identity nodes removed), every sink reads a named field of
-    ``outputs_ready`` (a feature through its ``pick_``), which waits for every step."""
+def test_writer_waits_for_every_step_and_writes_every_output(tmp_path):
+    """The writer node reads every step's result (so nothing is written unless all succeeded),
+    and its plan covers exactly the files the completeness check expects."""
     from copy import deepcopy
 
     from nipype.pipeline.engine.utils import generate_expanded_graph
 
-    wf = init_geomorph_wf([_job(tmp_path, hemis=("L",))], _config(tmp_path))
+    from geomorph_bids.derivatives import sidecar
+    from geomorph_bids.results.writer import OutputFile
+
+    config = _config(tmp_path)
+    wf = init_geomorph_wf([_job(tmp_path, hemis=("L",))], config)
     graph = generate_expanded_graph(deepcopy(wf._create_flat_graph()))
-    ready = next(n for n in graph.nodes if n.name == "outputs_ready")
-    upstream = {n.name for n in graph.predecessors(ready)}
-    assert upstream == {"register", "resample", "metrics", "load_features", "native_features"}
-    sinks = [n for n in graph.nodes if n.name.startswith("ds_")]
-    assert sorted(n.name for n in sinks) == ["ds_curv", "ds_metrics", "ds_native_sphere", "ds_native_sulc",
-                                             "ds_sphere", "ds_sulc"]
-    for node in sinks:
-        (source,) = graph.predecessors(node)
-        if source is not ready:
-            assert source.name == f"pick_{node.name[3:]}"
-            assert [p.name for p in graph.predecessors(source)] == ["outputs_ready"]
+    write = next(n for n in graph.nodes if n.name == "write_outputs")
+    assert {n.name for n in graph.predecessors(write)} == {"register", "resample", "load_features"}
+    files = [OutputFile.from_dict(d) for d in write.inputs.files]
+    planned = {f.path for f in files} | {sidecar(f.path) for f in files if f.meta is not None}
+    assert planned == set(hemi_outputs(_hemi(tmp_path, "L"), config).files())
+    native = [f for f in files if f.field == "native_features"]
+    assert [f.index for f in native] == [0]  # the registration's sulc, first of the written features
+    assert write.inputs.info["input_features"] == {"sulc": str(tmp_path / "fs/sub-01/surf/lh.sulc"),
+                                                   "curv": str(tmp_path / "fs/sub-01/surf/lh.curv")}
 
 
 def _register_node(wf):
@@ -77,13 +77,6 @@ def test_gpu_slot_takes_every_process(tmp_path):
     gpu = _register_node(init_geomorph_wf([_job(tmp_path, hemis=("L",))], _config(tmp_path, device="cuda:0")))
     assert cpu.n_procs == 1 and gpu.n_procs == 4
     assert gpu.inputs.device == "cuda:0"
-
-
-def test_batch_mode_reads_precomputed_registrations(tmp_path):
-    wf = init_geomorph_wf([_job(tmp_path, hemis=("L",))], _config(tmp_path, batch_dir=str(tmp_path / "batch")))
-    node = _register_node(wf)
-    assert type(node.interface).__name__ == "PrecomputedRegistration"
-    assert node.inputs.folder == str(tmp_path / "batch" / "sub-01_hemi-L")
 
 
 def test_hcp_signs_and_output_names(tmp_path):

@@ -1,0 +1,221 @@
+"""Batch mode's scheduler: the whole cohort in one pool of worker processes, no Nipype.
+
+:func:`run_batch` cuts the pending hemispheres (subject by subject) into chunks of
+``config.batch_size`` and keeps ``config.nprocs`` workers busy with them
+(:func:`geomorph_bids.batch.tasks.run_chunk`: read, register the chunk together, resample and
+write each hemisphere), never more than one chunk per worker queued ahead, so memory does not
+grow with the cohort. When every hemisphere of a participant is done, its report is built in the
+same pool, beside the next chunks' registrations (``config.reports == "parallel"``). A
+hemisphere that fails is recorded as a crash file in Nipype's format in the run's crash folder
+(the command line reports it like a Nipype crash). A worker that dies (out of memory, killed)
+takes the pool down: a fresh pool reruns the chunks that were in flight one at a time, and the
+chunk whose worker dies alone fails (its hemispheres only); the others go on.
+
+On a GPU every worker holds the device only around its chunk's network and optimisation
+(:func:`geomorph_bids.engine.gpu_slot.gpu_lock`): while one worker uses the GPU, the others
+read, pre-align, invert, measure and write, which is what keeps the GPU busy; size
+``--nprocs`` to the CPU cores and ``--batch-size`` to what the GPU holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..crashfiles import crash_file, hemi_wf_name, subject_wf_name
+from ..io.atomic import atomic_write_text
+from ..workflows.config import RunConfig, SubjectJob
+from ..workflows.outputs import hemi_outputs, hemisphere_files, hemisphere_info, needs_fslr_sphere
+from .pool import stop_pool, worker_pool
+from .state import is_done, record_path, stamp
+from .tasks import STAGES, ChunkSettings, HemisphereTask, Outcome, ReportOutcome, build_report, run_chunk
+
+__all__ = ["BatchRun", "plan_tasks", "run_batch"]
+
+#: the crash files' top-level "workflow" name in batch mode
+BATCH_NODE = "geomorph_batch"
+
+
+@dataclass
+class BatchRun:
+    """What :func:`run_batch` did.
+
+    Attributes
+    ----------
+    registered : hemispheres registered and written in this run.
+    reused : hemispheres skipped (done by an earlier run with the same inputs and settings).
+    failed : hemispheres that failed (each has a crash file).
+    reports : subject -> its report (built, or kept when current) during the run.
+    report_warnings : one line per report that could not be written.
+    seconds : worker seconds per stage summed over hemispheres (``read``, ``register``,
+        ``resample``, ``write``), ``report`` (summed over participants), ``wall`` (the whole
+        batch run), ``workers``.
+    """
+
+    registered: int = 0
+    reused: int = 0
+    failed: int = 0
+    reports: dict[str, Path] = field(default_factory=dict)
+    report_warnings: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def plan_tasks(jobs: list[SubjectJob], config: RunConfig) -> tuple[list[HemisphereTask], int]:
+    """The hemispheres of ``jobs`` still to do, subject by subject (sessions, then L, R), and the
+    number skipped because an earlier run left them done (:func:`~geomorph_bids.batch.state.is_done`)."""
+    tasks, reused = [], 0
+    for job in sorted(jobs, key=lambda j: (j.subject, j.session or "")):
+        for hemi in sorted(job.inputs.hemis):
+            h = job.inputs.hemis[hemi]
+            record, expected = record_path(config, h), stamp(config, h)
+            if is_done(record, expected, hemi_outputs(h, config).files()):
+                reused += 1
+                continue
+            tasks.append(HemisphereTask(
+                subject=h.subject, session=h.session, hemi=hemi, sphere=Path(h.sphere),
+                sphere_reg=Path(h.sphere_reg) if h.sphere_reg else None,
+                midthickness=Path(h.midthickness) if h.midthickness else None,
+                cortex_mask=Path(h.cortex_mask) if h.cortex_mask else None,
+                features={f: Path(h.features[f]) for f in config.features},
+                signs={f: h.sign(f) for f in config.features}, files=tuple(hemisphere_files(h, config)),
+                info=hemisphere_info(h, config), record=record, stamp=expected))
+    return tasks, reused
+
+
+def _crash(crash_dir: Path, outcome: Outcome) -> Path:
+    subject, session, hemi = outcome.key
+    nodes = (BATCH_NODE, subject_wf_name(subject, session), hemi_wf_name(hemi), outcome.stage or "register")
+    name, text = crash_file(nodes, outcome.traceback or outcome.error or "unknown error")
+    return atomic_write_text(Path(crash_dir) / name, text)
+
+
+def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, stop_on_first_crash: bool = False,
+              failed_subjects: set[str] | frozenset[str] = frozenset(),
+              log: Callable[[str], None] = print) -> BatchRun:
+    """Register and write every pending hemisphere of ``jobs`` in a pool of worker processes.
+
+    ``config.batch_size`` hemispheres per chunk (registered together), ``config.nprocs``
+    workers with ``config.omp_nthreads`` torch threads each; ``failed_subjects``: participants
+    with a failure found before the run (their reports are rebuilt). Failures go to
+    ``crash_dir`` as crash files. ``stop_on_first_crash``: no new chunk starts after a failure
+    (the hemispheres not started are left without outputs).
+    """
+    t0 = time.perf_counter()
+    run = BatchRun()
+    tasks, run.reused = plan_tasks(jobs, config)
+    settings = ChunkSettings(config.template, config.model, config.device, config.density,
+                             config.templateflow_home, Path(config.output_dir), config.quality,
+                             needs_fslr_sphere(config))
+    size = max(1, int(config.batch_size))
+    queue = deque(tasks[i:i + size] for i in range(0, len(tasks), size))
+    suspects: deque = deque()  # chunks that were running when a worker died: rerun one at a time
+    pending = Counter(t.subject for t in tasks)  # hemispheres not finished, per participant
+    failed = set(failed_subjects)
+    subjects = sorted({j.subject for j in jobs if j.inputs.hemis})
+    workers = max(1, min(int(config.nprocs), len(queue) + len(subjects)))
+    totals: Counter = Counter()
+    done = 0
+
+    def finished(outcomes: list[Outcome]) -> None:
+        nonlocal done
+        for o in outcomes:
+            pending[o.key[0]] -= 1
+            totals.update(o.seconds)
+            if o.error is None:
+                run.registered += 1
+            else:
+                run.failed += 1
+                failed.add(o.key[0])
+                _crash(crash_dir, o)
+        done += len(outcomes)
+        rate = done / max(time.perf_counter() - t0, 1e-9)
+        log(f"batch: {done}/{len(tasks)} hemisphere(s) done ({rate:.2f}/s), {run.failed} failed")
+
+    def chunk_failed(chunk: list[HemisphereTask], line: str) -> list[Outcome]:
+        """Every hemisphere of a chunk failed with ``line`` (``Type: message``)."""
+        return [Outcome(t.key, error=line, stage="register", traceback=line) for t in chunk]
+
+    reports_wanted = config.reports == "parallel"
+    pool = worker_pool(workers, config.omp_nthreads)
+    running: dict[Future, tuple[str, object]] = {}
+
+    def chunks_running() -> int:
+        return sum(kind != "report" for kind, _ in running.values())
+
+    def submit_reports(names: list[str]) -> None:
+        if reports_wanted:
+            for subject in names:
+                fut = pool.submit(build_report, Path(config.output_dir), subject, subject not in failed)
+                running[fut] = ("report", subject)
+
+    def complete(chunk: list[HemisphereTask], outcomes: list[Outcome]) -> None:
+        """Record a chunk's outcomes; build the reports of the participants it finished."""
+        finished(outcomes)
+        submit_reports(sorted({t.subject for t in chunk if pending[t.subject] == 0}))
+
+    def fill() -> None:
+        if stop_on_first_crash and run.failed:
+            queue.clear()
+            suspects.clear()
+        if suspects or any(kind == "alone" for kind, _ in running.values()):
+            if suspects and not chunks_running():  # alone, so that a worker dying again names its chunk
+                chunk = suspects.popleft()
+                running[pool.submit(run_chunk, chunk, settings)] = ("alone", chunk)
+            return
+        while queue and chunks_running() < workers + 1:  # one queued per worker: flat memory
+            chunk = queue.popleft()
+            running[pool.submit(run_chunk, chunk, settings)] = ("chunk", chunk)
+
+    try:
+        submit_reports([s for s in subjects if pending[s] == 0])  # nothing to do: keep or rebuild the report
+        fill()
+        while running:
+            ready, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            lost: list[tuple[str, object]] = []
+            for fut in ready:
+                kind, payload = running.pop(fut)
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    lost.append((kind, payload))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a bug in one chunk fails that chunk only
+                    result = exc
+                if kind == "report":
+                    if isinstance(result, ReportOutcome) and result.path is not None:
+                        run.reports[result.subject] = result.path
+                        totals["report"] += result.seconds
+                    else:
+                        why = result.error if isinstance(result, ReportOutcome) else result
+                        run.report_warnings.append(f"sub-{payload}: report not written: {why}")
+                    continue
+                if isinstance(result, Exception):
+                    result = chunk_failed(payload, f"{type(result).__name__}: {' '.join(str(result).split())}")
+                complete(payload, result)
+            if lost:  # a worker died: every future of the pool is lost; a fresh pool for the rest
+                lost += list(running.values())
+                running.clear()
+                stop_pool(pool)
+                pool = worker_pool(workers, config.omp_nthreads)
+                chunks = [(kind, payload) for kind, payload in lost if kind != "report"]
+                for kind, chunk in chunks:
+                    if kind == "alone" or len(chunks) == 1:  # it died alone: this chunk is the cause
+                        complete(chunk, chunk_failed(chunk, "RuntimeError: its batch worker process died (killed, "
+                                                            f"or out of memory?) while registering {len(chunk)} "
+                                                            "hemisphere(s)"))
+                    else:
+                        suspects.append(chunk)
+                submit_reports(sorted(str(p) for kind, p in lost if kind == "report"))
+            fill()
+    except BaseException:
+        stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+    run.seconds = {**{k: float(totals.get(k, 0.0)) for k in (*STAGES, "report")},
+                   "wall": time.perf_counter() - t0, "workers": float(workers)}
+    return run

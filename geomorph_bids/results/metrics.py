@@ -1,0 +1,66 @@
+"""The metrics document of a hemisphere: what its registration did and measured, with the
+provenance of its inputs (``<ent>_hemi-H_space-T_desc-geomorph_metrics.json``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["registration_record", "metrics_document", "metrics_bytes"]
+
+
+def _jsonable(d: Mapping[str, Any]) -> dict:
+    """numpy scalars/arrays -> plain Python, NaN/Inf -> None (strict JSON)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        elif isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, float) and not np.isfinite(v):
+            v = None
+        out[str(k)] = v
+    return out
+
+
+def registration_record(result, choice, used_sphere_reg: bool) -> dict:
+    """The registration metrics (JSON-able) of one
+    :class:`~geomorph_bids.engine.register.Registration` made with the
+    :class:`~geomorph_bids.engine.model_choice.ModelChoice` ``choice`` (``method`` is what
+    register() reports it did)."""
+    return {"registration_features": list(choice.channels),
+            "model_argument": choice.name,
+            "used_sphere_reg": bool(used_sphere_reg),
+            **_jsonable(result.metrics),
+            "rotation": np.round(result.rotation, 10).tolist()}
+
+
+def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], density: str | None,
+                     density_source: str | None, thresholds=None, label_conflicts: list[str] | None = None) -> dict:
+    """The hemisphere's metrics document: the software, the provenance ``info`` (subject,
+    inputs, sign convention...: :func:`geomorph_bids.workflows.outputs.hemisphere_info`),
+    ``method`` (what register() did: rigid, optimise, geomorph[+optimise]), the output density
+    and where its sphere came from, the ``registration`` record (with ``label_conflicts``: the
+    native input files that declare the other hemisphere, when given) and ``quality``, the
+    verdict of the quality gates (:func:`geomorph_bids.quality.assess` with ``thresholds``, a
+    :class:`~geomorph_bids.quality.QualityThresholds`; None: the defaults)."""
+    from .. import __version__
+    from ..quality import DEFAULT_THRESHOLDS, assess
+
+    registration = dict(registration)
+    if label_conflicts is not None:  # the native files: the registration only saw validated copies
+        registration["label_conflicts"] = list(label_conflicts)
+    verdict = assess(registration, registration.get("registration_features") or [], thresholds or DEFAULT_THRESHOLDS)
+    return {"software": f"geomorph-bids {__version__}", **dict(info or {}),
+            "method": registration.get("method"),
+            "output_density": density or None,
+            "output_density_source": density_source or None,
+            "registration": registration,
+            "quality": verdict.to_dict()}
+
+
+def metrics_bytes(doc: Mapping[str, Any]) -> bytes:
+    """The metrics document as written (sorted keys, 2-space indent, final newline)."""
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()

@@ -1,0 +1,62 @@
+"""Features of a registered hemisphere resampled onto the template sphere at the output density."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ResampledFeatures", "resample_features"]
+
+
+@dataclass(frozen=True, eq=False)
+class ResampledFeatures:
+    """Result of :func:`resample_features`.
+
+    Attributes
+    ----------
+    maps : feature name -> (V_out,) float32 on the output-density sphere, in the input order.
+    n_vertices : V_out, vertices of the output-density sphere.
+    source : where that sphere came from (recorded in sidecars and metrics).
+    area_surfaces : whether the subject's midthickness areas weighed the resampling.
+    """
+
+    maps: dict[str, np.ndarray]
+    n_vertices: int
+    source: str
+    area_surfaces: bool = False
+
+
+def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[str, np.ndarray], template: str,
+                      hemi: str, density: str, templateflow_home: str | None = None,
+                      method: str = "adap_bary_area", midthickness: np.ndarray | None = None) -> ResampledFeatures:
+    """One resampling matrix (Workbench's ADAP_BARY_AREA by default) from the registered
+    sphere to the template sphere at ``density``, applied to every map.
+
+    Parameters
+    ----------
+    registered : (vertices (V, 3) mm in template space, faces (F, 3)): the native mesh moved
+        into template space; read as a plain mesh (a non-rigid registration may fold a few
+        triangles; resampling projects onto the sphere).
+    maps : name -> (V,) values on that mesh.
+    template : the template's base name (``fsLR``, ``fsaverage``): whose density spheres.
+    hemi, density : ``"L"``/``"R"``, an output density label (``io.templates.DENSITIES``).
+    templateflow_home : TemplateFlow folder (None: ``$TEMPLATEFLOW_HOME``).
+    method : ``"adap_bary_area"`` or ``"barycentric"``.
+    midthickness : (V, 3) mm, the subject's midthickness (same mesh), or None: with
+        ``adap_bary_area`` the weights use its vertex areas and those of its resampled copy
+        (wb_command ``-metric-resample ... -area-surfs``); None: the spheres' own areas.
+    """
+    from ..io.templates import load_density_sphere
+    from ..sphere.resample import apply_weights, area_surfaces, resample_weights
+
+    tv, tf, source = load_density_sphere(template, hemi, density, templateflow_home=templateflow_home or None)
+    moving = (np.asarray(registered[0]), np.asarray(registered[1]))
+    current_area = new_area = None
+    if midthickness is not None and method == "adap_bary_area":
+        current_area, new_area = area_surfaces(moving, np.asarray(midthickness), (tv, tf))
+    weights = resample_weights(moving, (tv, tf), method=method, current_area=current_area, new_area=new_area)
+    out = {name: apply_weights(weights, np.asarray(values, dtype=np.float64)).astype(np.float32)
+           for name, values in maps.items()}
+    return ResampledFeatures(out, int(len(tv)), source, current_area is not None)

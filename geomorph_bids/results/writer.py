@@ -1,0 +1,163 @@
+"""The one writer of a hemisphere's derivatives, used by the Nipype workflow (its
+``WriteHemisphere`` node) and by batch mode alike.
+
+A hemisphere's files are declared as :class:`OutputFile` values (final path, which result
+feeds it, its JSON sidecar), built in one place
+(:func:`geomorph_bids.workflows.outputs.hemisphere_files`) from the names of
+:mod:`geomorph_bids.derivatives`. :func:`commit_outputs` puts them in place once every result
+exists: each file is staged inside the output folder (``.geomorph-staging/<random>/``: a hard
+link to, or copy of, the produced file, wherever it was produced) and
+renamed over its final path; sidecars are written atomically
+(:func:`geomorph_bids.io.atomic.atomic_write_bytes`); the metrics JSON goes last (it is what
+marks a hemisphere as done). A final file that already holds exactly the new bytes is left
+untouched, so a rerun that changes nothing changes no file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import filecmp
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..derivatives import sidecar
+
+__all__ = ["STAGING_DIR", "OUTPUT_FIELDS", "OutputFile", "sidecar_bytes", "staging", "commit_outputs"]
+
+#: staging folder (inside the output directory) for atomic writes; the CLI removes leftovers
+STAGING_DIR = ".geomorph-staging"
+
+#: the named results of a hemisphere that feed its files
+OUTPUT_FIELDS = ("registered_sphere", "resampled_features", "metrics", "native_sphere", "native_features",
+                 "sphere_reg_fslr", "cifti")
+# (``sphere_reg_fslr``: ``--fmriprep-compat`` with template fsaverage, the sphere carried into
+# fsLR; ``cifti``: ``--cifti-output``'s per-subject dscalar, committed on its own)
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One file of a hemisphere's derivatives.
+
+    Attributes
+    ----------
+    path : the final path (absolute).
+    field : the result that feeds it (:data:`OUTPUT_FIELDS`).
+    index : position in a list result (``resampled_features``, ``native_features``), else None.
+    meta : its JSON sidecar (``x.surf.gii`` -> ``x.json``), or None for no sidecar.
+    """
+
+    path: Path
+    field: str
+    index: int | None = None
+    meta: Mapping[str, Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.field not in OUTPUT_FIELDS:
+            raise ValueError(f"unknown output field {self.field!r} (one of {', '.join(OUTPUT_FIELDS)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (a Nipype input); :meth:`from_dict` is the inverse."""
+        return {"path": str(self.path), "field": self.field, "index": self.index,
+                "meta": None if self.meta is None else dict(self.meta)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "OutputFile":
+        return cls(Path(d["path"]), str(d["field"]), d.get("index"), d.get("meta"))
+
+    def source(self, produced: Mapping[str, Any]) -> Path:
+        """The produced file that feeds this output (``produced``: field -> path or list of paths)."""
+        value = produced[self.field]
+        return Path(value[self.index] if self.index is not None else value)
+
+
+def sidecar_bytes(meta: Mapping[str, Any]) -> bytes:
+    """A sidecar as written (sorted keys, 2-space indent, as niworkflows' sinks write them)."""
+    return json.dumps(dict(meta), sort_keys=True, indent=2).encode()
+
+
+@contextlib.contextmanager
+def staging(output_dir: str | Path) -> Iterator[Path]:
+    """A fresh folder inside ``output_dir/.geomorph-staging`` (same file system as the outputs,
+    so a staged file is renamed into place atomically), removed with what is left in it."""
+    stage = Path(output_dir) / STAGING_DIR / uuid.uuid4().hex
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _same_content(new: Path, old: Path) -> bool:
+    """Whether ``old`` exists with exactly the bytes of ``new`` (same inode: hard links)."""
+    try:
+        return old.is_file() and (os.path.samefile(new, old) or filecmp.cmp(new, old, shallow=False))
+    except OSError:
+        return False
+
+
+def _stage(src: Path, stage: Path) -> Path:
+    """``src`` inside ``stage``: a new hard link (or copy) of it there, so that one produced file
+    may feed several outputs (``--fmriprep-compat``'s copies of the registered sphere); what is
+    left in the stage is removed with it."""
+    staged = stage / f"{uuid.uuid4().hex}{''.join(src.suffixes)}"
+    try:
+        os.link(src, staged)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(src, staged)
+    return staged
+
+
+def _put(src: Path, stage: Path, dest: Path) -> None:
+    staged = _stage(src, stage)
+    if _same_content(staged, dest):  # a rerun leaves an identical finished file untouched
+        staged.unlink(missing_ok=True)  # (only ever a file inside the stage)
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, dest)
+
+
+def _put_sidecar(path: Path, data: bytes) -> None:
+    from ..io.atomic import atomic_write_bytes
+
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    atomic_write_bytes(path, data)
+
+
+def commit_outputs(files: Sequence[OutputFile], produced: Mapping[str, Any], output_dir: str | Path,
+                   stage: Path | None = None) -> list[Path]:
+    """Put a hemisphere's files in place; returns the final paths (sidecars included).
+
+    ``produced`` maps each field of :data:`OUTPUT_FIELDS` that ``files`` use to the produced
+    file (a list for list fields). Files produced inside ``stage`` (a :func:`staging` folder)
+    are hard-linked (or copied) into place like any other, so one may feed several files. Order: data files,
+    then sidecars, then the metrics JSON. OSError (disk full...) propagates; the caller removes
+    the hemisphere's files (a failed hemisphere leaves none).
+    """
+    order = sorted(files, key=lambda f: f.field == "metrics")  # stable: the metrics JSON last
+    written: list[Path] = []
+    with contextlib.ExitStack() as stack:
+        folder = stage if stage is not None else stack.enter_context(staging(output_dir))
+        for f in order:
+            if f.field == "metrics":
+                continue
+            _put(f.source(produced), folder, f.path)
+            written.append(f.path)
+        for f in order:
+            if f.meta is not None:
+                _put_sidecar(sidecar(f.path), sidecar_bytes(f.meta))
+                written.append(sidecar(f.path))
+        for f in order:
+            if f.field == "metrics":
+                _put(f.source(produced), folder, f.path)
+                written.append(f.path)
+    return written

@@ -1,0 +1,152 @@
+"""Batch mode's scheduler, worker tasks and resume records, on ico-4 synthetic cohorts with the
+rigid stage (fast); the equivalence with the Nipype workflow's outputs is in tests/cli."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from geomorph_bids.batch import pipeline
+from geomorph_bids.batch.pipeline import plan_tasks, run_batch
+from geomorph_bids.batch.state import record_path, stamp
+from geomorph_bids.batch.tasks import run_chunk
+from geomorph_bids.cli.failures import crash_failures
+from geomorph_bids.cli.parser import build_parser
+from geomorph_bids.cli.selection import collect_jobs
+from geomorph_bids.cli.settings import absolute_paths, resolve_settings
+from geomorph_bids.crashfiles import subject_wf_name
+from geomorph_bids.workflows import hemi_outputs
+
+from ..cli.conftest import make_dataset
+
+
+def _setup(tmp_path: Path, bids: Path, *extra: str):
+    args = build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant", "--model", "rigid", "-w",
+                                      str(tmp_path / "w"), "--nprocs", "2", "--batch-size", "2", *extra])
+    absolute_paths(args)
+    config = resolve_settings(args, args.output_dir, args.work_dir)
+    jobs, failures = collect_jobs(args, config.features)
+    assert not failures
+    return config, jobs
+
+
+def _names(jobs) -> dict[str, tuple[str, None]]:
+    return {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
+
+
+def _complete(config, jobs, subject: str, hemi: str) -> bool:
+    job = next(j for j in jobs if j.subject == subject)
+    return all(p.is_file() for p in hemi_outputs(job.inputs.hemis[hemi], config).files())
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """Three subjects, sub-02's right sulc truncated; one batch run (2 workers, chunks of 2)."""
+    tmp = tmp_path_factory.mktemp("cohort")
+    bids = make_dataset(tmp / "bids", "freesurfer", subjects=("01", "02", "03"))
+    broken = bids / "derivatives" / "freesurfer" / "sub-02" / "surf" / "rh.sulc"
+    broken.write_bytes(broken.read_bytes()[:100])
+    config, jobs = _setup(tmp, bids)
+    crashes = tmp / "out" / "logs" / "crash-test"
+    lines: list[str] = []
+    run = run_batch(jobs, config, crashes, log=lines.append)
+    return dict(tmp=tmp, bids=bids, broken=broken, config=config, jobs=jobs, crashes=crashes, run=run, lines=lines)
+
+
+def test_a_bad_hemisphere_fails_alone_with_a_crash_file(cohort):
+    run, config, jobs = cohort["run"], cohort["config"], cohort["jobs"]
+    assert (run.registered, run.failed, run.reused) == (5, 1, 0)
+    assert run.seconds["workers"] == 2 and run.seconds["register"] > 0 and run.seconds["write"] > 0
+    assert cohort["lines"][-1].startswith("batch: 6/6 hemisphere(s) done") and "1 failed" in cohort["lines"][-1]
+    # reported like a Nipype crash: one line naming subject, hemisphere, the file and the stage
+    (failure,) = crash_failures(cohort["crashes"], _names(jobs))
+    assert (failure.subject, failure.session, failure.hemi) == ("02", None, "R")
+    assert str(cohort["broken"]) in failure.reason and "(node read;" in failure.reason
+    assert failure.reason.startswith("InputError: sub-02 hemi-R")
+    for subject in ("01", "02", "03"):
+        assert _complete(config, jobs, subject, "L")
+        assert _complete(config, jobs, subject, "R") == (subject != "02")
+    job = next(j for j in jobs if j.subject == "02")
+    assert not any(p.exists() for p in hemi_outputs(job.inputs.hemis["R"], config).files())
+    assert not record_path(config, job.inputs.hemis["R"]).exists()  # redone next time
+    # every participant's report, built during the run; sub-02's lists its failure
+    assert sorted(run.reports) == ["01", "02", "03"] and not run.report_warnings
+    assert "rh.sulc" in (config.output_dir / "sub-02.html").read_text()
+    assert not any((config.output_dir / ".geomorph-staging").iterdir())
+
+
+def test_resume_skips_what_is_done_and_redoes_what_changed(cohort):
+    config, jobs = cohort["config"], cohort["jobs"]
+    tasks, reused = plan_tasks(jobs, config)
+    assert reused == 5 and [t.key for t in tasks] == [("02", None, "R")]  # only the failed one
+    # the resume is keyed on content: a new modification time alone changes nothing
+    sulc = cohort["bids"] / "derivatives" / "freesurfer" / "sub-01" / "surf" / "lh.sulc"
+    stat = sulc.stat()
+    os.utime(sulc, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert plan_tasks(_setup(cohort["tmp"], cohort["bids"])[1], config)[1] == 5
+    # a changed input (other bytes, same size and modification time), a missing output
+    import nibabel.freesurfer as nfs
+
+    nfs.write_morph_data(str(sulc), nfs.read_morph_data(str(sulc)) + 0.25)
+    os.utime(sulc, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert sulc.stat().st_size == stat.st_size
+    jobs = _setup(cohort["tmp"], cohort["bids"])[1]  # a new run: inputs hashed again after discovery
+    job3 = next(j for j in jobs if j.subject == "03")
+    hemi_outputs(job3.inputs.hemis["R"], config).metrics.unlink()
+    tasks, reused = plan_tasks(jobs, config)
+    assert reused == 3 and [t.key for t in tasks] == [("01", None, "L"), ("02", None, "R"), ("03", None, "R")]
+    # other settings: every hemisphere has another record
+    other, _ = _setup(cohort["tmp"], cohort["bids"], "--output-density", "164k")
+    assert record_path(other, job3.inputs.hemis["L"]) != record_path(config, job3.inputs.hemis["L"])
+    assert stamp(other, job3.inputs.hemis["L"]) != stamp(config, job3.inputs.hemis["L"])
+    assert plan_tasks(jobs, other)[1] == 0
+
+
+def test_run_chunk_records_every_stage(cohort, tmp_path):
+    config, jobs = _setup(tmp_path, cohort["bids"], "--participant-label", "03")
+    tasks, _ = plan_tasks(jobs, config)
+    settings = pipeline.ChunkSettings(config.template, config.model, config.device, config.density,
+                                      config.templateflow_home, config.output_dir)
+    outcomes = run_chunk(tasks, settings)
+    assert [o.key for o in outcomes] == [("03", None, "L"), ("03", None, "R")]
+    for o in outcomes:
+        assert o.error is None and set(o.seconds) == {"read", "register", "resample", "write"}
+    assert all(t.record.read_text() == t.stamp for t in tasks)
+
+
+def die_for_subject_02(chunk, settings):
+    """A chunk task whose worker dies (as if killed by the kernel) when it holds sub-02."""
+    if any(t.subject == "02" for t in chunk):
+        os._exit(9)
+    return run_chunk(chunk, settings)
+
+
+def test_a_dead_worker_fails_its_chunk_only(cohort, tmp_path, monkeypatch):
+    """The worker registering sub-02 dies: the pool is rebuilt, the chunks in flight are rerun
+    one at a time, sub-02's chunk fails (both hemispheres, one line each); the others finish."""
+    config, jobs = _setup(tmp_path, make_dataset(tmp_path / "bids", "freesurfer", subjects=("01", "02", "03")))
+    monkeypatch.setattr(pipeline, "run_chunk", die_for_subject_02)
+    crashes = tmp_path / "crashes"
+    run = run_batch(jobs, config, crashes, log=lambda _: None)
+    assert (run.registered, run.failed) == (4, 2)
+    failures = crash_failures(crashes, _names(jobs))
+    assert sorted((f.subject, f.hemi) for f in failures) == [("02", "L"), ("02", "R")]
+    assert all("worker process died" in f.reason for f in failures)
+    for subject in ("01", "03"):
+        assert _complete(config, jobs, subject, "L") and _complete(config, jobs, subject, "R")
+
+
+def test_stop_on_first_crash_starts_no_new_chunk(cohort, tmp_path):
+    config, jobs = _setup(tmp_path, cohort["bids"], "--nprocs", "1", "--batch-size", "1")
+    run = run_batch(jobs, config, tmp_path / "crashes", stop_on_first_crash=True, log=lambda _: None)
+    # one worker, one chunk queued ahead: 01L 01R 02L 02R(broken) 03L run; 03R never starts
+    assert (run.registered, run.failed) == (4, 1)
+    assert _complete(config, jobs, "03", "L") and not _complete(config, jobs, "03", "R")
+
+
+def test_deferred_reports_are_not_built(cohort, tmp_path):
+    config, jobs = _setup(tmp_path, cohort["bids"], "--participant-label", "01", "--reports", "deferred")
+    run = run_batch(jobs, config, tmp_path / "crashes", log=lambda _: None)
+    assert run.registered == 2 and run.reports == {} and not (config.output_dir / "sub-01.html").exists()
