@@ -223,9 +223,9 @@ def test_workflow_records_the_surface_for_the_report(tmp_path):
     base = dict(subject="01", session=None, hemi="L", source="freesurfer", sphere=surf / "lh.sphere", sphere_reg=None,
                 features={"sulc": surf / "lh.sulc"}, sulc_sign="freesurfer")
     info = init_hemisphere_wf(HemiInputs(**base, surface=surf / "lh.inflated", surface_kind="inflated"),
-                              config).get_node("metrics").inputs.info
+                              config).get_node("write_outputs").inputs.info
     assert info["input_surface"] == "derivatives/freesurfer/sub-01/surf/lh.inflated"
     assert info["input_surface_kind"] == "inflated"
     assert info["input_surface_path"] == str((surf / "lh.inflated").resolve())
-    info = init_hemisphere_wf(HemiInputs(**base), config).get_node("metrics").inputs.info
+    info = init_hemisphere_wf(HemiInputs(**base), config).get_node("write_outputs").inputs.info
     assert info["input_surface"] is None and info["input_surface_path"] is None
