@@ -24,12 +24,18 @@ bank="$here/.gpu/sources.npz"
     --label-level 5 --crf-iterations 2 --no-label-block --correlation --batch-size 4 --pairs-per-epoch 200 \
     --val-pairs 32 --epochs 100000 --patience 0 --lr 1e-3 --lr-schedule cosine --warmup 200 --supervised 1 \
     --lam 10 --fold 10 --max-minutes 110 --threads 1 --seed 31 --device cpu
+# sulc-fsLR (2026-12-04): the same recipe for fsLR, 40 minutes
+"$train" --out "$out/sulc-fsLR" --name sulc-fsLR --template fsLR --mirror-right --features sulc \
+    --sources "$bank" --holdout fsavg5_Rm --data-level 5 --channels small --control-level 4 --labels 100 \
+    --label-level 5 --crf-iterations 2 --no-label-block --correlation --batch-size 4 --pairs-per-epoch 200 \
+    --val-pairs 32 --epochs 100000 --patience 0 --lr 1e-3 --lr-schedule cosine --warmup 200 --supervised 1 \
+    --lam 10 --fold 10 --max-minutes 40 --threads 1 --seed 32 --device cpu
 
-# The two fsLR networks (2026-11-24, synthetic pairs only):
+# multimodal-fsLR (2026-11-24, synthetic pairs only):
 common=(--mirror-right --synthetic 160 --data-level 5 --channels small --control-level 2 --labels 100
         --label-level 5 --epochs 60 --batch-size 4 --lr 5e-4 --lam 200 --patience 8 --threads 1)
 
-for spec in "sulc-fsLR fsLR 1 sulc" "multimodal-fsLR fsLR 3 sulc curv myelin"; do
+for spec in "multimodal-fsLR fsLR 3 sulc curv myelin"; do
   read -r name template seed features <<<"$spec"
   # shellcheck disable=SC2086 # features is a word list on purpose
   "$train" --out "$out/$name" --template "$template" --features $features "${common[@]}" \
