@@ -156,7 +156,7 @@ def descendants(pid: int | None = None) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether ``pid`` is running (a zombie, ended but not yet reaped, is not)."""
     if Path("/proc").is_dir():
         try:
@@ -186,9 +186,9 @@ def stop_children(grace_s: float = GRACE_S) -> int:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for pid in [p for p in pids if _alive(p)] + descendants():  # and any forked meanwhile
+    for pid in [p for p in pids if pid_alive(p)] + descendants():  # and any forked meanwhile
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     return len(pids)

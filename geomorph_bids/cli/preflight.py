@@ -34,6 +34,7 @@ from types import MappingProxyType
 from typing import Callable
 
 from ..errors import InputError
+from .interrupts import pid_alive
 
 __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "preflight", "remove_if_empty", "RunLocks",
            "lock_participants"]
@@ -237,7 +238,7 @@ class RunLocks:
         process of this machine that has ended; then the processes still holding the lock file
         open (leftovers of that run) are named. ``""`` when the holder is alive (or elsewhere)."""
         pid, host = _holder_pid(self.holder(name, patience_s=0.0))
-        if pid is None or host != socket.gethostname() or _pid_alive(pid):
+        if pid is None or host != socket.gethostname() or pid_alive(pid):
             return ""
         holders = [p for p in _processes_with_open(self.path(name)) if p != os.getpid()]
         who = (f"processes {', '.join(map(str, holders))} still hold it (left behind by that run: stop them, "
@@ -285,20 +286,6 @@ def _holder_pid(text: str) -> tuple[int | None, str]:
     if len(parts) >= 4 and parts[0] == "pid" and parts[1].isdigit() and parts[2] == "on":
         return int(parts[1]), parts[3]
     return None, ""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie has ended
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rfind(")") + 2:][:1] != "Z"
-    except OSError:
-        return True
 
 
 def _processes_with_open(path: Path) -> list[int]:

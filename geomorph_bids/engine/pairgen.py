@@ -211,6 +211,14 @@ class SourceBank:
 # random fields and warps
 
 
+def _masked_mean_sd(x: Tensor, vf: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample, per-channel mean and SD (floored at 1e-6) of ``x`` (B, V, K) over the vertices
+    where ``vf`` ((B, V, 1) or (B, V, K)) is 1: two (B, K) tensors."""
+    n = vf.sum(1).clamp_min(1.0)
+    mean = (x * vf).sum(1) / n
+    return mean, torch.sqrt((((x - mean[:, None]) * vf) ** 2).sum(1) / n).clamp_min(1e-6)
+
+
 def _uniform(lo_hi: Range, shape: Sequence[int], device: torch.device) -> Tensor:
     lo, hi = lo_hi
     return lo + (hi - lo) * torch.rand(tuple(shape), device=device)
@@ -388,9 +396,7 @@ class PairGenerator:
         cfg, dev = self.config, self.device
         B, _, K = source.shape
         vf = valid.to(source.dtype)
-        n = vf.sum(1).clamp_min(1.0)
-        mean = (source * vf).sum(1) / n
-        sd = torch.sqrt((((source - mean[:, None]) * vf) ** 2).sum(1) / n).clamp_min(1e-6)   # (B, K)
+        _, sd = _masked_mean_sd(source, vf)                                                  # (B, K)
         a = _uniform(cfg.sharpen, (B, 1, K), dev)
         x = source + a * (source - _smooth(source, cfg.sharpen_iterations, self.level))
         noise = _smooth(torch.randn_like(source), cfg.detail_iterations, self.level)
@@ -403,9 +409,7 @@ class PairGenerator:
         cfg, dev = self.config, self.device
         B, _, K = x.shape
         vf = valid.to(x.dtype)
-        n = vf.sum(1).clamp_min(1.0)
-        m = (x * vf).sum(1) / n
-        s = torch.sqrt((((x - m[:, None]) * vf) ** 2).sum(1) / n).clamp_min(1e-6)
+        m, s = _masked_mean_sd(x, vf)
         z = (x - m[:, None]) / s[:, None]
 
         def field(sd_range: Range) -> Tensor:
