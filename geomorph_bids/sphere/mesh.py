@@ -37,15 +37,20 @@ def vertex_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def edges(faces: np.ndarray) -> np.ndarray:
     """(E, 2) int64 unique undirected edges, each sorted (low, high), in sorted order.
 
-    Sorting one integer key per edge is ~10x faster than ``np.unique(axis=0)`` at 164k.
+    The (low, high) pairs of every triangle side are gathered in a sparse matrix, whose
+    canonical form lists each edge once, row by row: ~7x faster than sorting one integer key
+    per side at 164k vertices.
     """
     f = np.asarray(faces, dtype=np.int64)
-    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    e.sort(axis=1)
-    n = np.int64(e.max()) + 1 if e.size else np.int64(1)
-    key = np.sort(e[:, 0] * n + e[:, 1])
-    key = key[np.concatenate([[True], key[1:] != key[:-1]])]
-    return np.stack([key // n, key % n], axis=1)
+    if not f.size:
+        return np.zeros((0, 2), dtype=np.int64)
+    a, b = f.ravel(), f[:, [1, 2, 0]].ravel()
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    n = int(hi.max()) + 1
+    m = sparse.csr_matrix((np.ones(lo.size, dtype=np.int32), (lo, hi)), shape=(n, n))
+    m.sum_duplicates()
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(m.indptr))
+    return np.stack([rows, m.indices.astype(np.int64)], axis=1)
 
 
 def signed_volumes(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

@@ -313,3 +313,21 @@ def test_mismatched_inputs_raise():
     bad[0, 0] = len(v)
     with pytest.raises(ValueError, match="face indices"):
         edge_distortion((v, bad), (v, bad))
+
+
+def test_fused_distortion_equals_single_measures_with_boundary_and_degenerate():
+    """distortion() computes every measure in one pass: it must equal the single-measure
+    functions, also on an open mesh (boundary edges) with a degenerate and a folded triangle."""
+    v, f = _ico(3)
+    rng = np.random.default_rng(4)
+    after = v + rng.normal(0.0, 1.5, v.shape)
+    f = f[5:]                                   # an open mesh: the first triangles removed
+    after[f[0, 1]] = after[f[0, 0]]             # one degenerate triangle after
+    after[f[10]] = after[f[10][[0, 2, 1]]]      # swapped corners: folds around that face
+    d = distortion((v, f), (after, f))
+    np.testing.assert_array_equal(d["folded"], folded_triangles((v, f), (after, f)))
+    j, r = local_affine_distortion((v, f), (after, f))
+    for key, ref in (("areal", areal_distortion((v, f), (after, f))), ("J", j), ("R", r),
+                     ("edge", edge_distortion((v, f), (after, f)))):
+        np.testing.assert_allclose(d[key], ref, rtol=1e-12, atol=1e-12, equal_nan=True, err_msg=key)
+    assert d["n_faces"] == len(f) and len(d["folded"]) >= 1

@@ -123,3 +123,20 @@ def test_rigid_align_rejects_bad_inputs(hemi_data):
         rigid_align(d["fs5"], np.zeros(10242), d["lr"], d["refsulc"])  # nothing valid
     with pytest.raises(InputError):
         rigid_align(d["fs5"], d["sulc5_fs"], d["lr"], d["refsulc"], mask=np.ones(5, bool))
+
+
+def test_icosphere_grid_binning_uses_the_cached_table_with_the_same_bins():
+    """A template on its icosphere grid is binned through a cached nearest-vertex table; the bins
+    must be those of the k-d tree query that other meshes get (ties at edge midpoints included)."""
+    from geomorph_bids.sphere import rigid
+    from geomorph_bids.sphere.icosphere import unit_icosphere
+
+    u = np.array(unit_icosphere(6))
+    feat = np.random.default_rng(0).normal(size=(len(u), 1))
+    area = np.ones(len(u))
+    assert rigid._icosphere_level(u) == 6 and rigid._icosphere_level(u[::-1]) is None
+    fast = rigid._bin_to_level(u, feat, area, 4)
+    _, idx = rigid._ico_tree(4).query(u, workers=1)
+    n = len(unit_icosphere(4))
+    np.testing.assert_allclose(fast[1], np.bincount(idx, weights=area, minlength=n))
+    np.testing.assert_allclose(fast[0][:, 0], np.bincount(idx, weights=feat[:, 0], minlength=n))

@@ -1,0 +1,33 @@
+"""Tests for geomorph_bids.sphere.mesh."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geomorph_bids.sphere.icosphere import icosphere
+from geomorph_bids.sphere.mesh import edges
+
+
+def _brute_edges(faces: np.ndarray) -> np.ndarray:
+    pairs = {tuple(sorted((int(a), int(b)))) for tri in faces for a, b in ((tri[0], tri[1]), (tri[1], tri[2]),
+                                                                             (tri[2], tri[0]))}
+    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+
+
+def test_edges_of_an_icosphere_are_unique_sorted_and_complete():
+    _, f = icosphere(3)
+    e = edges(f)
+    np.testing.assert_array_equal(e, _brute_edges(np.asarray(f)))
+    assert len(e) == 3 * len(f) // 2  # closed mesh: E = 3F/2
+
+
+def test_edges_of_an_open_non_manifold_mesh_with_repeats():
+    # a repeated triangle, a fin (three faces on one edge), a lone vertex index gap (vertex 9 unused)
+    f = np.array([[0, 1, 2], [2, 1, 0], [0, 1, 3], [0, 1, 4], [4, 5, 10], [7, 6, 8]])
+    e = edges(f)
+    np.testing.assert_array_equal(e, _brute_edges(f))
+    assert e.dtype == np.int64 and np.all(e[:, 0] < e[:, 1])
+
+
+def test_edges_of_no_faces():
+    assert edges(np.zeros((0, 3), dtype=np.int64)).shape == (0, 2)
