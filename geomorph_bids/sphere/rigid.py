@@ -283,6 +283,11 @@ def _coarse_search(mov: _Smoothed, fix: _Smoothed, n_rotations: int,
     return rots, scores
 
 
+def _angle_deg(R: np.ndarray, Q: np.ndarray) -> float:
+    """Angle of the rotation ``R Q^T`` in degrees."""
+    return float(np.degrees(np.arccos(np.clip((np.trace(R @ Q.T) - 1.0) / 2.0, -1.0, 1.0))))
+
+
 def _pick_candidates(rots: np.ndarray, scores: np.ndarray, n: int, min_sep_deg: float) -> list[np.ndarray]:
     """Best-scoring rotations, each at least ``min_sep_deg`` from every better pick."""
     order = np.argsort(-scores, kind="stable")
@@ -494,7 +499,11 @@ def rigid_fit(moving: tuple[np.ndarray, np.ndarray], moving_features: np.ndarray
         # (near-ties included) through the middle and fine levels.
         polished = _coarse_best(*coarse, n_rotations, n_candidates)
         own = max(c for _, c in polished)
-        keep = sorted((p for p in polished if p[1] >= own - 0.05), key=lambda p: -p[1])[:2]
+        keep: list[tuple[np.ndarray, float]] = []  # near-ties, but not two polished onto one optimum
+        for R0, c0 in sorted((p for p in polished if p[1] >= own - 0.05), key=lambda p: -p[1]):
+            if all(_angle_deg(R0, Q) > 2.0 for Q, _ in keep):
+                keep.append((R0, c0))
+        keep = keep[:2]
         best_R, best_c = None, -np.inf
         for R0, _ in keep:
             R1, _ = _refine(R0, m[m_key], f[m_key])
