@@ -4,8 +4,8 @@
 ``config.batch_size`` and keeps ``config.nprocs`` workers busy with them
 (:func:`geomorph_bids.batch.tasks.run_chunk`: read, register the chunk together, resample and
 write each hemisphere), never more than one chunk per worker queued ahead, so memory does not
-grow with the cohort. When every hemisphere of a participant is done, its report is built in the
-same pool, beside the next chunks' registrations (``config.reports == "parallel"``). A
+grow with the cohort. When every hemisphere of a participant is done, its ``--cifti-output`` file
+is written (by the scheduler) and its report is built in the same pool, beside the next chunks' registrations (``config.reports == "parallel"``). A
 hemisphere that fails is recorded as a crash file in Nipype's format in the run's crash folder
 (the command line reports it like a Nipype crash). A worker that dies (out of memory, killed)
 takes the pool down: a fresh pool reruns the chunks that were in flight one at a time, and the
@@ -30,7 +30,8 @@ from typing import Callable
 from ..crashfiles import crash_file, hemi_wf_name, subject_wf_name
 from ..io.atomic import atomic_write_text
 from ..workflows.config import RunConfig, SubjectJob
-from ..workflows.outputs import hemi_outputs, hemisphere_files, hemisphere_info, needs_fslr_sphere
+from ..workflows.outputs import (cifti_output, hemi_outputs, hemisphere_files, hemisphere_info,
+                                 needs_fslr_sphere, write_cifti)
 from .pool import stop_pool, worker_pool
 from .state import is_done, record_path, stamp
 from .tasks import STAGES, ChunkSettings, HemisphereTask, Outcome, ReportOutcome, build_report, run_chunk
@@ -116,6 +117,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
     suspects: deque = deque()  # chunks that were running when a worker died: rerun one at a time
     pending = Counter(t.subject for t in tasks)  # hemispheres not finished, per participant
     failed = set(failed_subjects)
+    failed_keys: set[tuple] = set()  # (subject, session, hemi) that failed in this run
     subjects = sorted({j.subject for j in jobs if j.inputs.hemis})
     workers = max(1, min(int(config.nprocs), len(queue) + len(subjects)))
     totals: Counter = Counter()
@@ -131,6 +133,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
             else:
                 run.failed += 1
                 failed.add(o.key[0])
+                failed_keys.add(o.key)
                 _crash(crash_dir, o)
         done += len(outcomes)
         rate = done / max(time.perf_counter() - t0, 1e-9)
@@ -153,10 +156,26 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
                 fut = pool.submit(build_report, Path(config.output_dir), subject, subject not in failed)
                 running[fut] = ("report", subject)
 
+    def ciftis(names: list[str]) -> None:
+        """``--cifti-output``: the dscalar of every finished participant's sessions (both hemispheres
+        written), here in the scheduler (a few hundredths of a second each); a session with a failed
+        hemisphere gets none."""
+        for job in jobs:
+            if (job.subject not in names or cifti_output(job, config) is None
+                    or any((job.subject, h.session, h.hemi) in failed_keys for h in job.inputs.hemis.values())):
+                continue
+            try:
+                write_cifti(job, config)
+            except (OSError, ValueError) as exc:
+                log(f"batch: sub-{job.subject}: CIFTI file not written: {' '.join(str(exc).split())}")
+
     def complete(chunk: list[HemisphereTask], outcomes: list[Outcome]) -> None:
-        """Record a chunk's outcomes; build the reports of the participants it finished."""
+        """Record a chunk's outcomes; write the CIFTI files and build the reports of the
+        participants it finished."""
         finished(outcomes)
-        submit_reports(sorted({t.subject for t in chunk if pending[t.subject] == 0}))
+        names = sorted({t.subject for t in chunk if pending[t.subject] == 0})
+        ciftis(names)
+        submit_reports(names)
 
     def fill() -> None:
         if stop_on_first_crash and run.failed:
@@ -172,7 +191,10 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
             running[pool.submit(run_chunk, chunk, settings)] = ("chunk", chunk)
 
     try:
-        submit_reports([s for s in subjects if pending[s] == 0])  # nothing to do: keep or rebuild the report
+        ready = [s for s in subjects if pending[s] == 0]  # nothing to register (resumed): CIFTI if missing, report
+        ciftis([s for s in ready if any(cifti_output(j, config) is not None and not cifti_output(j, config).is_file()
+                                        for j in jobs if j.subject == s)])
+        submit_reports(ready)
         fill()
         while running:
             ready, _ = wait(list(running), return_when=FIRST_COMPLETED)

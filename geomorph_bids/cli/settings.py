@@ -128,9 +128,6 @@ def resolve_fmriprep_outputs(args, template: TemplateRef, density: str) -> tuple
     compat, cifti = bool(getattr(args, "fmriprep_compat", False)), bool(getattr(args, "cifti_output", False))
     if compat:
         fmriprep_spheres(template.label)  # InputError for another template
-    if cifti and getattr(args, "batch_size", None):
-        raise InputError("--cifti-output is not available in batch mode (--batch-size) yet: run without "
-                         "--batch-size, or drop --cifti-output")
     if cifti:
         if template.base != "fsLR" or density not in ATLAS_ROI_DENSITIES:
             raise InputError(f"--cifti-output needs an fsLR template at density {' or '.join(ATLAS_ROI_DENSITIES)} "

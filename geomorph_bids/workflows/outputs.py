@@ -18,7 +18,7 @@ from ..results.writer import OutputFile
 from .config import RunConfig, SubjectJob
 
 __all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to",
-           "template_source", "cifti_output", "init_cifti_wf"]
+           "template_source", "cifti_output", "cifti_meta", "write_cifti", "init_cifti_wf"]
 
 #: features whose sign convention the sidecars state (FreeSurfer: positive in sulci)
 _SIGNED = ("sulc", "curv")
@@ -152,6 +152,36 @@ def cifti_output(job: SubjectJob, config: RunConfig) -> Path | None:
     return cifti_file(config.output_dir, job.subject, hemis["L"].session, config.template.label, config.density)
 
 
+def cifti_meta(subject: str, session: str | None, config: RunConfig) -> dict[str, Any]:
+    """The JSON sidecar of a subject/session's ``--cifti-output`` dscalar."""
+    from ..io.fmriprep_compat import cifti_sidecar
+    from ..io.templates import load_atlas_roi
+
+    return cifti_sidecar(list(config.features), config.template.label, config.density, entities(subject, session),
+                         {h: load_atlas_roi(h, config.density)[1] for h in ("L", "R")}, config.density_sources)
+
+
+def write_cifti(job: SubjectJob, config: RunConfig) -> Path | None:
+    """``--cifti-output`` without Nipype (batch mode): the subject/session's dscalar from both
+    hemispheres' resampled features as written, committed with the one writer; None when the
+    job has no CIFTI file (:func:`cifti_output`). OSError/ValueError propagate."""
+    from ..io.fmriprep_compat import write_features_cifti
+    from ..results.writer import OutputFile, commit_outputs, staging
+
+    path = cifti_output(job, config)
+    if path is None:
+        return None
+    maps = {h: [hemi_outputs(job.inputs.hemis[h], config).path(RESAMPLED_FEATURE, f) for f in config.features]
+            for h in ("L", "R")}
+    session = job.inputs.hemis["L"].session
+    with staging(config.output_dir) as stage:
+        made, _ = write_features_cifti(stage / path.name, maps["L"], maps["R"], list(config.features),
+                                       config.density)
+        commit_outputs([OutputFile(path, "cifti", meta=cifti_meta(job.subject, session, config))],
+                       {"cifti": made}, config.output_dir, stage=stage)
+    return path
+
+
 def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: str = "cifti_wf"):
     """``--cifti-output``: both hemispheres' resampled features -> one CIFTI-2 dscalar, committed
     with the one writer (:class:`~geomorph_bids.interfaces.bids.CommitFile`).
@@ -164,16 +194,12 @@ def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: st
     from nipype.pipeline import engine as pe
 
     from ..interfaces import CommitFile, FeaturesCifti
-    from ..io.fmriprep_compat import cifti_sidecar
-    from ..io.templates import load_atlas_roi
 
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["left", "right"]), name="inputnode")
     features, space, density = list(config.features), config.template.label, config.density
-    ent = entities(subject, session)
     make = pe.Node(FeaturesCifti(features=features, density=density), name="make_cifti")
-    meta = cifti_sidecar(features, space, density, ent, {h: load_atlas_roi(h, density)[1] for h in ("L", "R")},
-                         config.density_sources)
+    meta = cifti_meta(subject, session, config)
     ds = pe.Node(CommitFile(path=str(cifti_file(config.output_dir, subject, session, space, density)), meta=meta,
                             field="cifti", output_dir=str(config.output_dir)),
                  name="ds_cifti", run_without_submitting=True)

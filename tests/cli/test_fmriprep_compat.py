@@ -242,3 +242,35 @@ def test_no_cifti_when_a_hemisphere_fails(tmp_path):
     assert (anat(out, "01", "1") / "sub-01_ses-1_space-fsLR_den-32k_desc-geomorph_features.dscalar.nii").is_file()
     names = sorted(p.name for p in anat(out, "01", "2").iterdir())
     assert names and all("hemi-L" in n for n in names)
+
+
+@pytest.mark.slow  # three runs of the example with --model rigid (~30 s)
+def test_batch_mode_writes_the_same_cifti_and_none_for_a_failed_session(tmp_path):
+    """--batch-size with --cifti-output: the dscalar and sidecar byte-identical to the Nipype
+    workflow's; a session with a failed hemisphere gets none; a resumed run writes a missing one
+    without registering again."""
+    import shutil
+
+    bids = tmp_path / "bids"
+    shutil.copytree(EXAMPLE, bids)
+    broken = Path(example_pair("sulc.shape.gii", "2")[1].replace(str(EXAMPLE), str(bids)))
+    broken.write_bytes(broken.read_bytes()[:200])
+    name = "sub-01_ses-1_space-fsLR_den-32k_desc-geomorph_features"
+    flow, batch = tmp_path / "flow", tmp_path / "batch"
+    code, _, err = run(bids, flow, "participant", "--model", "rigid", "--cifti-output", "--session-label", "1",
+                       "-w", tmp_path / "w1")
+    assert code == 0, err
+    code, out, err = run(bids, batch, "participant", "--model", "rigid", "--cifti-output", "--batch-size", "2",
+                         "-w", tmp_path / "w2", "--nprocs", "2")
+    assert code == 1 and "sub-01 ses-2 hemi-R" in err, err
+    for suffix in (".dscalar.nii", ".json"):
+        assert (anat(batch, "01", "1") / (name + suffix)).read_bytes() == \
+            (anat(flow, "01", "1") / (name + suffix)).read_bytes(), suffix
+    assert not any("dscalar" in p.name for p in anat(batch, "01", "2").iterdir())
+    (anat(batch, "01", "1") / (name + ".dscalar.nii")).unlink()
+    code, out, err = run(bids, batch, "participant", "--model", "rigid", "--cifti-output", "--batch-size", "2",
+                         "--session-label", "1", "-w", tmp_path / "w2")
+    assert code == 0, err
+    assert (anat(batch, "01", "1") / (name + ".dscalar.nii")).read_bytes() == \
+        (anat(flow, "01", "1") / (name + ".dscalar.nii")).read_bytes()
+    assert "2 reused" in out or "reused" in out, out
