@@ -306,6 +306,12 @@ def real_pair_table(rows: Sequence[dict]) -> list[str]:
     return lines
 
 
+def model_name(args: argparse.Namespace) -> str:
+    """The model's name: ``--name``, else ``<features>-<template>`` (e.g. ``sulc-fsLR``); recorded in
+    the checkpoint and the model card's title (not the output folder's name)."""
+    return args.name or f"{'-'.join(args.features)}-{args.template}"
+
+
 def write_model_card(path: Path, *, command: str, args: argparse.Namespace, result, model_config,
                      train_config, train_set, val_set, real_rows: Sequence[dict] = ()) -> Path:
     """Write ``model_card.md`` (markdown) describing how the model was made and how well it did."""
@@ -314,7 +320,7 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
                        f"CRF {s.crf_iterations} steps" for s in model_config.stages)
     hemisphere = train_set.hemisphere
     lines = [
-        f"# GeoMorph model `{path.parent.name}`",
+        f"# GeoMorph model `{model_name(args)}`",
         "",
         f"Trained with geomorph-bids {__version__} on "
         f"{datetime.now(timezone.utc).replace(microsecond=0).isoformat()}.",
@@ -403,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
             torch.set_num_threads(args.threads)
         train_set, val_set = _prepare_data(args, log)
-        meta = {"command": command, "name": args.name or f"{'-'.join(args.features)}-{args.template}",
+        meta = {"command": command, "name": model_name(args),
                 "extra": {"preset": args.channels}}
         result = train(model_config, train_set, val_set, config, args.out, resume=args.resume,
                        init_weights=args.init, meta=meta, log=log)

@@ -35,6 +35,7 @@ def test_synthetic_end_to_end_and_resume(tmp_path, capsys):
     assert GeoMorphConfig.from_dict(meta.config["geomorph"]).data_level == 3
     card = (out / "model_card.md").read_text()
     assert command in card and "- Seed: 3" in card and "5 synthetic subjects" in card
+    assert card.startswith("# GeoMorph model `sulc-fsLR`")  # the model's name, not the folder's ("model")
     assert "wall time" in card and f"best epoch ({meta.provenance.extra['best_epoch']})" in card
     printed = capsys.readouterr().out
     assert "epoch   2/2" in printed and "cc " in printed
