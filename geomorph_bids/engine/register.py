@@ -57,6 +57,7 @@ from ..sphere.icosphere import icosphere, n_vertices
 from ..sphere.locate import unit
 from ..sphere.resample import barycentric_weights
 from ..sphere.rotation import MIRROR
+from ..sphere.unfold import unfold_mesh
 from .checkpoints import LoadedModel, load_model
 from .device import resolve_device
 from .model_choice import default_registration
@@ -252,7 +253,10 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     (final) Pearson correlations with the template on its ico-6 grid (template zeros masked);
     the :func:`~geomorph_bids.sphere.distortion.distortion_summary` of the output sphere against
     the input sphere (both radius 100: ``areal_mean_abs``, ``R_mean``, ``n_folded``, ...);
-    ``warp_folded_triangles`` (ico-6 triangles the warp flips); ``rotation_deg``;
+    ``warp_folded_triangles`` (ico-6 triangles the warp flips); when the output mesh had folded
+    triangles all the same (a finer mesh than the warp's), ``output_folded_before_unfold`` and
+    ``output_unfold_iterations`` (:func:`~geomorph_bids.sphere.unfold.unfold_mesh` removed them);
+    ``rotation_deg``;
     ``identity_cc_own`` / ``identity_cc_mirrored`` (coarse rigid fit to the template and to its
     mirror image: the hemisphere-identity check) and, for paths, ``label_conflicts`` (files whose
     metadata or name declare the other hemisphere); ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``;
@@ -582,7 +586,16 @@ def _finish(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds = DEF
         out_sphere = out_sphere @ MIRROR
         rotation = MIRROR @ rotation @ MIRROR
     vertices, faces = job.vertices, job.faces
-    summary = distortion_summary(distortion((unit(vertices) * RADIUS, faces), (out_sphere, faces)))
+    measures = distortion((unit(vertices) * RADIUS, faces), (out_sphere, faces))
+    if len(measures["folded"]) and warp_ico6 is not None:
+        # a fold-free ico-6 warp can still flip a small triangle of a finer mesh (its corners are
+        # moved by different linear pieces): smooth the displacement from the rigid alignment there
+        base = unit(rotated @ MIRROR if job.mirrored else rotated) * RADIUS
+        out_sphere, steps = unfold_mesh(base, out_sphere, faces)
+        metrics["output_unfold_iterations"] = steps
+        metrics["output_folded_before_unfold"] = int(len(measures["folded"]))
+        measures = distortion((unit(vertices) * RADIUS, faces), (out_sphere, faces))
+    summary = distortion_summary(measures)
     metrics.update(summary)
     metrics["n_folded"] = int(summary["n_folded"])
     metrics["mirrored"] = job.mirrored

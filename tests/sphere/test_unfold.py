@@ -1,0 +1,43 @@
+"""Tests for geomorph_bids.sphere.unfold."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geomorph_bids.sphere.distortion import folded_triangles
+from geomorph_bids.sphere.icosphere import hex_neighbourhood, icosphere
+from geomorph_bids.sphere.locate import unit
+from geomorph_bids.sphere.unfold import unfold_mesh
+
+
+def _folded_mesh():
+    v, f = icosphere(4)
+    v, f = np.array(v, dtype=np.float64), np.asarray(f)
+    moved = v.copy()
+    index, _ = hex_neighbourhood(4)
+    i = 500  # push one vertex past its one-ring: its fan folds
+    far = v[i] + 2.5 * (v[index[i, 1]] - v[i])
+    moved[i] = unit(far[None])[0] * 100.0
+    return v, moved, f, i
+
+
+def test_unfold_removes_the_folds_and_moves_only_vertices_near_them():
+    v, moved, f, i = _folded_mesh()
+    assert len(folded_triangles((v, f), (moved, f))) > 0
+    out, steps = unfold_mesh(v, moved, f)
+    assert 0 < steps < 100
+    assert len(folded_triangles((v, f), (out, f))) == 0
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 100.0, rtol=1e-9)
+    dist = np.degrees(np.arccos(np.clip(unit(v) @ unit(v[i : i + 1])[0], -1, 1)))
+    changed = np.any(out != moved, axis=1)
+    assert changed[i] and dist[changed].max() < 25.0  # local: nothing moves far from the fold
+    assert not np.any(changed[dist > 30.0])
+
+
+def test_a_mesh_without_folds_is_returned_unchanged():
+    v, f = icosphere(3)
+    rng = np.random.default_rng(1)
+    moved = unit(np.asarray(v) + rng.normal(0, 0.5, np.shape(v))) * 100.0
+    assert len(folded_triangles((v, f), (moved, f))) == 0
+    out, steps = unfold_mesh(np.asarray(v), moved, np.asarray(f))
+    assert steps == 0 and np.array_equal(out, moved)
