@@ -33,7 +33,8 @@ def unfold_mesh(base: np.ndarray, moved: np.ndarray, faces: np.ndarray,
     -------
     (V, 3) float64 on ``moved``'s mean radius, and the number of steps used (0: nothing was
     folded; ``max_iterations``: folds may remain). While a triangle is folded (its orientation,
-    :func:`geomorph_bids.sphere.distortion.folded_triangles`, differs from ``base``'s), the
+    :func:`geomorph_bids.sphere.distortion.folded_triangles`, differs from ``base``'s; triangles
+    degenerate in ``base`` have none and are left alone), the
     displacement ``moved - base`` at the corners of the folded triangles and two rings around
     them moves half-way to the mean over their triangles' other corners; vertices away from
     folds never move. Cost: one orientation test of the whole mesh per step.
@@ -45,7 +46,7 @@ def unfold_mesh(base: np.ndarray, moved: np.ndarray, faces: np.ndarray,
     ref = _orientation(b, f)
     b_unit = unit(b)
     for it in range(max_iterations + 1):
-        bad = np.flatnonzero(_orientation(m, f) != ref)
+        bad = np.flatnonzero((_orientation(m, f) != ref) & (ref != 0))  # a degenerate base triangle has no side
         if bad.size == 0:
             return m, it
         if it == max_iterations:

@@ -41,3 +41,18 @@ def test_a_mesh_without_folds_is_returned_unchanged():
     assert len(folded_triangles((v, f), (moved, f))) == 0
     out, steps = unfold_mesh(np.asarray(v), moved, np.asarray(f))
     assert steps == 0 and np.array_equal(out, moved)
+
+
+def test_a_triangle_degenerate_in_the_base_is_not_chased():
+    """A zero-area input triangle has no orientation to restore: it counts as folded once it
+    opens up, but nothing is smoothed for it."""
+    v, f = icosphere(3)
+    v, f = np.array(v, dtype=np.float64), np.asarray(f)
+    k = len(v)
+    v = np.vstack([v, v[:1]])                      # vertex k sits exactly on vertex 0
+    f = np.vstack([f, [[0, k, 1]]])                # so this triangle has no area in the base
+    moved = v.copy()
+    moved[k] = unit((v[0] + 0.05 * (v[2] - v[0]))[None])[0] * 100.0  # it opens up when moved
+    assert len(folded_triangles((v, f), (moved, f))) == 1
+    out, steps = unfold_mesh(v, moved, f)
+    assert steps == 0 and np.array_equal(out, moved)
