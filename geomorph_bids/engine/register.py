@@ -592,9 +592,10 @@ def _finish(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds = DEF
         # moved by different linear pieces): smooth the displacement from the rigid alignment there
         base = unit(rotated @ MIRROR if job.mirrored else rotated) * RADIUS
         out_sphere, steps = unfold_mesh(base, out_sphere, faces)
-        metrics["output_unfold_iterations"] = steps
-        metrics["output_folded_before_unfold"] = int(len(measures["folded"]))
-        measures = distortion((unit(vertices) * RADIUS, faces), (out_sphere, faces))
+        if steps:  # 0: only triangles degenerate in the input differed (nothing to restore)
+            metrics["output_unfold_iterations"] = steps
+            metrics["output_folded_before_unfold"] = int(len(measures["folded"]))
+            measures = distortion((unit(vertices) * RADIUS, faces), (out_sphere, faces))
     summary = distortion_summary(measures)
     metrics.update(summary)
     metrics["n_folded"] = int(summary["n_folded"])
