@@ -92,7 +92,8 @@ class SphereLocator:
         k : about how many candidate triangles are tried first per point: the
             fans of the ``ceil(k / 6)`` nearest vertices (6 = one fan).
         hint : optional (N,) int face indices to try first (e.g. where the points were
-            before they moved a little); points inside their hinted face skip the search.
+            before they moved a little); points inside their hinted face, or in a face around
+            one of its corners, skip the search.
             The result is the same as without a hint, except that a point exactly on an
             edge may get either face (with the same weights).
 
@@ -111,6 +112,12 @@ class SphereLocator:
             w, score = self._weights(hint, points)
             miss = np.flatnonzero(~(score >= -_TOL))
             face = hint.copy()
+            if miss.size:  # moved a little: most are in a triangle around one of the hint's corners
+                near = self._fans[self.faces[hint[miss]]].reshape(len(miss), -1)
+                f2, w2, s2 = self._screen(points[miss], near)
+                found = s2 >= -_TOL
+                face[miss[found]], w[miss[found]] = f2[found], w2[found]
+                miss = miss[~found]
             if miss.size:
                 face[miss], w[miss] = self.locate(points[miss], k)
             np.clip(w, 0.0, None, out=w)
@@ -135,18 +142,23 @@ class SphereLocator:
         _, near = self._tree.query(points, k=n_near, workers=1)
         return self._fans[near.reshape(len(points), n_near)].reshape(len(points), -1)
 
-    def _locate_chunk(self, points: np.ndarray, n_near: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.arange(len(points))
-        cand = self._candidates(points, n_near)
-        # Screen the candidates in float32: the containing face has all three weights >= 0,
-        # every other face has a negative one, so the largest smallest raw weight wins.
+    def _screen(self, points: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The best of (N, k) candidate faces per point: face (N,), float64 weights (N, 3), score.
+
+        Screened in float32: the containing face has all three weights >= 0, every other face a
+        negative one, so the largest smallest raw weight wins; the winner is confirmed in float64.
+        """
         raw = np.matmul(self._normals32[cand].reshape(len(points), -1, 3),
                         points.astype(np.float32)[:, :, None]).reshape(len(points), -1, 3)
         smallest = np.minimum(raw[..., 0], raw[..., 1])
         np.minimum(smallest, raw[..., 2], out=smallest)
-        face = cand[rows, np.argmax(smallest, axis=1)]
-        # ... and confirm the winner in float64.
+        face = cand[np.arange(len(points)), np.argmax(smallest, axis=1)]
         w, score = self._weights(face, points)
+        return face, w, score
+
+    def _locate_chunk(self, points: np.ndarray, n_near: int) -> tuple[np.ndarray, np.ndarray]:
+        cand = self._candidates(points, n_near)
+        face, w, score = self._screen(points, cand)
         # Rare: float32 picked the wrong side of an edge, or no fan holds the point.
         for n_wide in (None, 8, 64):
             miss = np.flatnonzero(score < -_TOL)
