@@ -348,9 +348,11 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
         f"- Optimiser: Adam, lr {train_config.lr:g}, batch {train_config.batch_size}, loss MSE + (1 - CC) "
         f"per channel + {train_config.lam:g} x smoothness"
         + (f" + {train_config.fold:g} x fold barrier" if train_config.fold else "")
-        + "; ReduceLROnPlateau (patience "
-        f"{train_config.lr_patience}, factor {train_config.lr_factor:g}); early stopping patience "
-        f"{train_config.patience}; bf16: {train_config.bf16}",
+        + (f"; cosine decay after {train_config.warmup_steps} warm-up steps"
+           if train_config.lr_schedule == "cosine" else
+           f"; ReduceLROnPlateau (patience {train_config.lr_patience}, factor {train_config.lr_factor:g})")
+        + (f"; + {train_config.supervised:g} x angular error to the known warp" if train_config.supervised else "")
+        + f"; early stopping patience {train_config.patience}; bf16: {train_config.bf16}",
         f"- Device: {result.device}; wall time: {result.wall_time_s:.1f} s ({result.wall_time_s / 60:.1f} min); "
         f"epochs run: {result.epochs_run} (stopped: {result.stopped})",
         "",

@@ -36,6 +36,7 @@ def test_synthetic_end_to_end_and_resume(tmp_path, capsys):
     card = (out / "model_card.md").read_text()
     assert command in card and "- Seed: 3" in card and "5 synthetic subjects" in card
     assert card.startswith("# GeoMorph model `sulc-fsLR`")  # the model's name, not the folder's ("model")
+    assert "ReduceLROnPlateau (patience 3" in card and "cosine" not in card  # the schedule that ran
     assert "wall time" in card and f"best epoch ({meta.provenance.extra['best_epoch']})" in card
     printed = capsys.readouterr().out
     assert "epoch   2/2" in printed and "cc " in printed
@@ -50,11 +51,13 @@ def test_user_subjects_directory_mirrored(tmp_path):
     # the bundled example: one subject, both hemispheres, right mirrored into the left model
     assert main(["--out", str(out), "--subjects-dir", str(example_dir()), "--mirror-right",
                  "--epochs", "1", "--channels", "tiny", "--data-level", "3", "--val-fraction", "0",
-                 "--quiet"]) == 0
+                 "--lr-schedule", "cosine", "--warmup", "3", "--quiet"]) == 0
     meta = read_metadata(out / "model.pt")
     assert meta.hemisphere == "LR-mirrored" and meta.provenance.extra["n_train"] == 2
     assert meta.provenance.extra["n_val"] == 0
-    assert "2 hemispheres of 1 subjects" in (out / "model_card.md").read_text()
+    card = (out / "model_card.md").read_text()
+    assert "2 hemispheres of 1 subjects" in card
+    assert "cosine decay after 3 warm-up steps" in card and "ReduceLROnPlateau" not in card
 
 
 @pytest.mark.parametrize("argv, needle", [
