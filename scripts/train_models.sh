@@ -24,6 +24,14 @@ bank="$here/.gpu/sources.npz"
     --label-level 5 --crf-iterations 2 --no-label-block --correlation --batch-size 4 --pairs-per-epoch 200 \
     --val-pairs 32 --epochs 100000 --patience 0 --lr 1e-3 --lr-schedule cosine --warmup 200 --supervised 1 \
     --lam 10 --fold 10 --max-minutes 110 --threads 1 --seed 31 --device cpu
+# ... then fine-tuned (2026-12-05): 105 more minutes from those weights, a lower peak learning rate
+# and a new seed (the shipped sulc-fsaverage)
+"$train" --out "$out/sulc-fsaverage-ft" --name sulc-fsaverage --template fsaverage --mirror-right --features sulc \
+    --sources "$bank" --holdout fsavg5_Rm --data-level 5 --channels small --control-level 4 --labels 100 \
+    --label-level 5 --crf-iterations 2 --no-label-block --correlation --batch-size 4 --pairs-per-epoch 200 \
+    --val-pairs 32 --epochs 100000 --patience 0 --lr 4e-4 --lr-schedule cosine --warmup 50 --supervised 1 \
+    --lam 10 --fold 10 --max-minutes 105 --threads 1 --seed 33 --device cpu \
+    --init "$out/sulc-fsaverage/model.pt"
 # sulc-fsLR (2026-12-04): the same recipe for fsLR, 40 minutes
 "$train" --out "$out/sulc-fsLR" --name sulc-fsLR --template fsLR --mirror-right --features sulc \
     --sources "$bank" --holdout fsavg5_Rm --data-level 5 --channels small --control-level 4 --labels 100 \
