@@ -66,8 +66,8 @@ def cohort_10k(root: Path, n: int) -> Path:
 
 
 def cohort_164k(root: Path, n: int) -> Path:
-    """fsLR 164k sphere + sMRIPrep's reference sulc, warped and rotated once per hemisphere,
-    written in FreeSurfer layout, N copies."""
+    """fsLR 164k sphere + sMRIPrep's reference sulc (in FreeSurfer's sign), warped and rotated once
+    per hemisphere, written in FreeSurfer layout, N copies."""
     import numpy as np
 
     from geomorph_bids.engine.example_data import synthetic_hemisphere, write_freesurfer
@@ -78,8 +78,9 @@ def cohort_164k(root: Path, n: int) -> Path:
     first = root / "derivatives" / "freesurfer" / "sub-001"
     for k, hemi in enumerate(("L", "R")):
         s = read_surface(package_file("smriprep", f"data/atlases/fsaverage.{hemi}_LR.spherical_std.164k_fs_LR.surf.gii"))
-        sulc = np.asarray(read_feature(package_file("smriprep", f"data/atlases/{hemi}.refsulc.164k_fs_LR.shape.gii")),
-                          dtype=np.float64)
+        # refsulc is in HCP's sign: FreeSurfer's lh.sulc is its negation (DATA.md)
+        sulc = -np.asarray(read_feature(package_file("smriprep", f"data/atlases/{hemi}.refsulc.164k_fs_LR.shape.gii")),
+                           dtype=np.float64)
         h = synthetic_hemisphere(hemi, s.vertices, s.faces, {"sulc": sulc, "curv": -0.1 * sulc}, seed=[164, k, 2026])
         write_freesurfer(root / "derivatives" / "freesurfer", "sub-001", h)
     for s in range(2, n + 1):
