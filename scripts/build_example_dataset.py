@@ -70,28 +70,39 @@ def inflated(hemi: str, sphere: np.ndarray, faces: np.ndarray, seed: list[int]) 
     v = img.agg_data("NIFTI_INTENT_POINTSET").astype(np.float64)
     if not np.array_equal(img.agg_data("NIFTI_INTENT_TRIANGLE"), faces):
         raise ValueError("fsaverage5's inflated and sphere meshes have different triangles")
-    field = random_scalar_field(sphere, np.random.default_rng(seed))
+    return _scaled(v, random_scalar_field(sphere, np.random.default_rng(seed)))
+
+
+def _dataset(out: Path, name: str, participants: str, readme: str, smriprep: dict) -> Path:
+    """The raw dataset's description, participants.tsv and README, and the description of its
+    ``derivatives/smriprep`` folder (``smriprep``: that JSON); returns that folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dataset_description.json").write_text(json.dumps({
+        "Name": name, "BIDSVersion": "1.9.0", "DatasetType": "raw",
+        "License": "BSD-3-Clause (derived from nilearn's fsaverage5)"}, indent=2) + "\n")
+    (out / "participants.tsv").write_text(participants)
+    (out / "README").write_text(readme)
+    folder = out / "derivatives" / "smriprep"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dataset_description.json").write_text(json.dumps(smriprep, indent=2) + "\n")
+    return folder
+
+
+def _scaled(v: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """(V, 3) vertices scaled about their centre by 1 + 0.02 x ``field`` (V,)."""
     centre = v.mean(axis=0)
     return centre + (v - centre) * (1.0 + 0.02 * field)[:, None]
 
 
 def build(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset_description.json").write_text(json.dumps({
-        "Name": "geomorph-bids example: two synthetic subjects made from fsaverage5",
-        "BIDSVersion": "1.9.0", "DatasetType": "raw",
-        "License": "BSD-3-Clause (derived from nilearn's fsaverage5)"}, indent=2) + "\n")
-    (out / "participants.tsv").write_text("participant_id\tinput_layout\nsub-01\tfreesurfer\nsub-02\tsmriprep\n")
-    (out / "README").write_text(
+    smriprep = _dataset(
+        out, "geomorph-bids example: two synthetic subjects made from fsaverage5",
+        "participant_id\tinput_layout\nsub-01\tfreesurfer\nsub-02\tsmriprep\n",
         "Synthetic example for geomorph-bids: fsaverage5 spheres moved by smooth random warps and a\n"
         "rotation, with noisy sulc/curv/thickness. sub-01: FreeSurfer layout (derivatives/freesurfer);\n"
-        "sub-02: sMRIPrep layout (derivatives/smriprep). Rebuild: scripts/build_example_dataset.py\n")
-    smriprep = out / "derivatives" / "smriprep"
-    smriprep.mkdir(parents=True, exist_ok=True)
-    (smriprep / "dataset_description.json").write_text(json.dumps({
-        "Name": "sMRIPrep-layout surfaces (synthetic)", "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative", "GeneratedBy": [{"Name": "scripts/build_example_dataset.py"}]},
-        indent=2) + "\n")
+        "sub-02: sMRIPrep layout (derivatives/smriprep). Rebuild: scripts/build_example_dataset.py\n",
+        {"Name": "sMRIPrep-layout surfaces (synthetic)", "BIDSVersion": "1.9.0",
+         "DatasetType": "derivative", "GeneratedBy": [{"Name": "scripts/build_example_dataset.py"}]})
     for k, hemi in enumerate(HEMIS):
         v, f, maps = fsaverage5(hemi)
         for subject in ("01", "02"):
@@ -137,9 +148,7 @@ def midthickness(hemi: str, faces: np.ndarray, sphere: np.ndarray, seed: list[in
         img = _gifti(fs5 / f"{name}_{HEMIS[hemi]}.gii.gz")
         if not np.array_equal(img.agg_data("NIFTI_INTENT_TRIANGLE"), faces):
             raise ValueError(f"fsaverage5's {name} and sphere meshes have different triangles")
-        v = img.agg_data("NIFTI_INTENT_POINTSET").astype(np.float64)
-        centre = v.mean(axis=0)
-        out[name] = centre + (v - centre) * (1.0 + 0.02 * field)[:, None]
+        out[name] = _scaled(img.agg_data("NIFTI_INTENT_POINTSET").astype(np.float64), field)
     return {"midthickness": 0.5 * (out["white"] + out["pial"])}
 
 
@@ -147,26 +156,18 @@ def build_smriprep(out: Path) -> None:
     """``ds-smriprep-example``: sub-01, sessions 1 and 2, sMRIPrep 0.19 sessionwise outputs."""
     from geomorph_bids.io.fmriprep_compat import sphere_reg_fslr
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset_description.json").write_text(json.dumps({
-        "Name": "geomorph-bids example: one synthetic subject with two sessions, as sMRIPrep 0.19 writes it",
-        "BIDSVersion": "1.9.0", "DatasetType": "raw",
-        "License": "BSD-3-Clause (derived from nilearn's fsaverage5)"}, indent=2) + "\n")
-    (out / "participants.tsv").write_text("participant_id\tsessions\nsub-01\t2\n")
-    (out / "README").write_text(
+    smriprep = _dataset(
+        out, "geomorph-bids example: one synthetic subject with two sessions, as sMRIPrep 0.19 writes it",
+        "participant_id\tsessions\nsub-01\t2\n",
         "Synthetic example for geomorph-bids with fMRIPrep/sMRIPrep: one subject, two sessions, whose\n"
         "surface outputs are named and laid out exactly as sMRIPrep 0.19 writes them per session\n"
         "(--subject-anatomical-reference sessionwise): derivatives/smriprep/sub-01/ses-{1,2}/anat.\n"
         "The desc-reg spheres are rigid stand-ins for FreeSurfer's sphere.reg. No volumes.\n"
-        "Rebuild: scripts/build_example_dataset.py\n")
-    smriprep = out / "derivatives" / "smriprep"
-    smriprep.mkdir(parents=True, exist_ok=True)
-    (smriprep / "dataset_description.json").write_text(json.dumps({
-        "Name": "sMRIPrep - Structural MRI PREProcessing workflow (synthetic stand-in)", "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "scripts/build_example_dataset.py",
-                         "Description": "synthetic surfaces named and laid out as sMRIPrep 0.19.5 writes them"}]},
-        indent=2) + "\n")
+        "Rebuild: scripts/build_example_dataset.py\n",
+        {"Name": "sMRIPrep - Structural MRI PREProcessing workflow (synthetic stand-in)", "BIDSVersion": "1.9.0",
+         "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "scripts/build_example_dataset.py",
+                          "Description": "synthetic surfaces named and laid out as sMRIPrep 0.19.5 writes them"}]})
     for k, hemi in enumerate(HEMIS):
         v, f, maps = fsaverage5(hemi)
         cortex = fsaverage5_cortex(hemi)
