@@ -15,6 +15,7 @@ from ..io.templates import TEMPLATE_LEVEL
 from ..sphere.distortion import folded_triangles
 from ..sphere.icosphere import icosphere, level_of, n_vertices
 from ..sphere.locate import SphereLocator, unit
+from ..sphere.unfold import unfold_mesh
 
 __all__ = ["RADIUS", "upsample_warp", "apply_warp", "warp_folded_triangles", "unfold_warp"]
 
@@ -77,33 +78,16 @@ def warp_folded_triangles(warp: np.ndarray, level: int | None = None) -> int:
 def unfold_warp(warp: np.ndarray, level: int | None = None, max_iterations: int = 200) -> tuple[np.ndarray, int]:
     """Remove folds from a (V, 3) pull-back warp on icosphere ``level`` by local smoothing.
 
-    While any triangle is folded, the displacement ``warp - x`` at the vertices of the folded
-    triangles and their two rings is moved half-way to its neighbours' mean (umbrella
-    Laplacian) and the points are projected back onto the sphere; vertices away from folds
-    never move. Returns the warp (unit sphere, float64) and the number of iterations used
-    (0: nothing was folded). A network's warp can fold where it was trained on too few cases;
-    the pair-wise optimisation is composed after its warp and cannot undo a fold in it.
+    :func:`geomorph_bids.sphere.unfold.unfold_mesh` with the icosphere as the base: while any
+    triangle is folded, the displacement ``warp - x`` at the vertices of the folded triangles and
+    their two rings is moved half-way to its neighbours' mean (umbrella Laplacian) and the points
+    are projected back onto the sphere; vertices away from folds never move. Returns the warp
+    (unit sphere, float64) and the number of iterations used (0: nothing was folded). A network's
+    warp can fold where it was trained on too few cases; the pair-wise optimisation is composed
+    after its warp and cannot undo a fold in it.
     """
-    from ..sphere.icosphere import hex_neighbourhood
-
     w = unit(np.asarray(warp, dtype=np.float64))
     level = level_of(len(w)) if level is None else int(level)
     ico_v, ico_f = icosphere(level)
-    x = unit(np.asarray(ico_v, dtype=np.float64))
-    index, mask = hex_neighbourhood(level)
-    nb, m = index[:, 1:], mask[:, 1:].astype(np.float64)
-    for it in range(max_iterations + 1):
-        bad = folded_triangles((ico_v, ico_f), (w * RADIUS, ico_f))
-        if len(bad) == 0:
-            return w, it
-        if it == max_iterations:
-            break
-        near = np.zeros(len(w), dtype=bool)
-        near[np.unique(ico_f[bad])] = True
-        for _ in range(2):                               # two rings around the folds
-            near[nb[near][m[near] > 0]] = True
-        d = w - x
-        lap = (d[nb] * m[..., None]).sum(1) / m.sum(1, keepdims=True) - d
-        w = w.copy()
-        w[near] = unit(x[near] + d[near] + 0.5 * lap[near])
-    return w, max_iterations
+    out, iterations = unfold_mesh(np.asarray(ico_v, dtype=np.float64), w, ico_f, max_iterations)
+    return out, iterations  # unit radius: the mean radius of w

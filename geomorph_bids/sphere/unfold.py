@@ -3,8 +3,8 @@
 A registered sphere is the subject's mesh moved through a warp. Where the warp is fold-free on
 its own grid (the ico-6 warp is unfolded before it is applied), a small triangle of a much
 finer subject mesh can still flip: its three corners are mapped by different linear pieces of
-the warp. :func:`unfold_mesh` removes such folds by smoothing the displacement locally, like
-:func:`geomorph_bids.engine.warp_geometry.unfold_warp` does on the icosphere.
+the warp. :func:`unfold_mesh` removes such folds by smoothing the displacement locally;
+:func:`geomorph_bids.engine.warp_geometry.unfold_warp` uses it for warps on the icosphere.
 """
 
 from __future__ import annotations
