@@ -5,7 +5,8 @@
 (:func:`geomorph_bids.batch.tasks.run_chunk`: read, register the chunk together, resample and
 write each hemisphere), never more than one chunk per worker queued ahead, so memory does not
 grow with the cohort. When every hemisphere of a participant is done, its ``--cifti-output`` file
-is written (by the scheduler) and its report is built in the same pool, beside the next chunks' registrations (``config.reports == "parallel"``). A
+is written (by the scheduler) and its report is built in the same pool, beside the next chunks'
+registrations (``config.reports == "parallel"``). A
 hemisphere that fails is recorded as a crash file in Nipype's format in the run's crash folder
 (the command line reports it like a Nipype crash). A worker that dies (out of memory, killed)
 takes the pool down: a fresh pool reruns the chunks that were in flight one at a time, and the
@@ -192,8 +193,8 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
 
     try:
         ready = [s for s in subjects if pending[s] == 0]  # nothing to register (resumed): CIFTI if missing, report
-        ciftis([s for s in ready if any(cifti_output(j, config) is not None and not cifti_output(j, config).is_file()
-                                        for j in jobs if j.subject == s)])
+        missing = {j.subject for j in jobs if (path := cifti_output(j, config)) is not None and not path.is_file()}
+        ciftis([s for s in ready if s in missing])
         submit_reports(ready)
         fill()
         while running:
