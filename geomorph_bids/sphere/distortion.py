@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.sphere.mesh import edges, triangle_areas, vertex_areas, vertex_face_matrix
+from geomorph_bids.sphere.mesh import edges, triangle_areas
 
 __all__ = [
     "distortion",
@@ -102,10 +102,35 @@ def _prepare(before: Surface, after: Surface, normalise_radius: bool):
 
 def _per_vertex_mean(per_face: np.ndarray, faces: np.ndarray, n_vertices: int) -> np.ndarray:
     """(V,) plain mean of a per-triangle value over each vertex's triangles (0 if none)."""
-    m = vertex_face_matrix(faces, n_vertices)
-    count = np.asarray(m.sum(axis=1)).ravel()
+    corners = faces.ravel()
+    count = np.bincount(corners, minlength=n_vertices)
+    total = np.bincount(corners, weights=np.repeat(per_face, 3), minlength=n_vertices)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, (m @ per_face) / np.maximum(count, 1), 0.0)
+        return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+def _sides(v: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-triangle quantities of one surface, from one gather of the corners: (3, F) components
+    of ``e1 = b - a``, ``e2 = c - a`` and ``e1 x e2``, and the (F,) orientation sign of the
+    normal along the direction from the vertex mean to the first corner."""
+    comp = np.ascontiguousarray(v.T)
+    a = comp[:, faces[:, 0]]
+    e1 = comp[:, faces[:, 1]] - a
+    e2 = comp[:, faces[:, 2]] - a
+    cross = np.stack([e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2],
+                      e1[0] * e2[1] - e1[1] * e2[0]])
+    a -= comp.mean(axis=1, keepdims=True)
+    return e1, e2, cross, np.sign(np.einsum("ij,ij->j", a, cross))
+
+
+def _frames(v: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each triangle laid flat in its own frame, corners (0, 0), (L, 0), (x, y), y >= 0:
+    (F,) L, x, y, twice its area ``|e1 x e2|``, and its orientation sign (:func:`_sides`)."""
+    e1, e2, cross, orientation = _sides(v, faces)
+    twice_area = np.sqrt(np.einsum("ij,ij->j", cross, cross))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        length = np.sqrt(np.einsum("ij,ij->j", e1, e1))
+        return length, np.einsum("ij,ij->j", e1, e2) / length, twice_area / length, twice_area, orientation
 
 
 def areal_distortion(before: Surface, after: Surface, *, normalise_radius: bool = False) -> np.ndarray:
@@ -117,8 +142,17 @@ def areal_distortion(before: Surface, after: Surface, *, normalise_radius: bool 
 
 
 def _areal(vb: np.ndarray, va: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    return _areal_from(_frames(vb, faces), _frames(va, faces), faces, len(vb))
+
+
+def _areal_from(fb: tuple, fa: tuple, faces: np.ndarray, n: int) -> np.ndarray:
+    """log2 vertex-area ratio from both surfaces' :func:`_frames` (a third of each incident
+    triangle; the factor cancels)."""
+    corners = faces.ravel()
+    area_b = np.bincount(corners, weights=np.repeat(fb[3], 3), minlength=n)
+    area_a = np.bincount(corners, weights=np.repeat(fa[3], 3), minlength=n)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log2(vertex_areas(va, faces) / vertex_areas(vb, faces))
+        return np.log2(area_a / area_b)
 
 
 def caret5_areal_distortion(before: Surface, after: Surface, *,
@@ -138,25 +172,16 @@ def caret5_areal_distortion(before: Surface, after: Surface, *,
     return _per_vertex_mean(tile, faces, len(vb))
 
 
-def _triangle_affines(vb: np.ndarray, va: np.ndarray, faces: np.ndarray):
-    """Per-triangle upper-triangular 2x2 affine (a, b, d) from before to after frames.
+def _triangle_affines(fb: tuple, fa: tuple):
+    """Per-triangle upper-triangular 2x2 affine (a, b, d) from before to after frames
+    (:func:`_frames` of each surface).
 
     In each triangle's own frame the corners are (0, 0), (L, 0), (x, y) with
     y >= 0; the affine mapping before's corners onto after's is
     ``[[L'/L, (x' - x L'/L) / y], [0, y'/y]]``.
     """
-    def frame(v: np.ndarray):
-        p0, p1, p2 = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
-        e1 = p1 - p0
-        e2 = p2 - p0
-        length = np.linalg.norm(e1, axis=1)
-        x = np.einsum("ij,ij->i", e1, e2) / length
-        y = np.linalg.norm(np.cross(e1, e2), axis=1) / length
-        return length, x, y
-
+    (lb, xb, yb, *_), (la, xa, ya, *_) = fb, fa
     with np.errstate(divide="ignore", invalid="ignore"):
-        lb, xb, yb = frame(vb)
-        la, xa, ya = frame(va)
         a = la / lb
         d = ya / yb
         b = (xa - xb * a) / yb
@@ -177,7 +202,12 @@ def local_affine_distortion(before: Surface, after: Surface, *, log2: bool = Tru
 
 def _local_affine(vb: np.ndarray, va: np.ndarray, faces: np.ndarray, *,
                   log2: bool) -> tuple[np.ndarray, np.ndarray]:
-    a, b, d = _triangle_affines(vb, va, faces)
+    return _local_affine_from(_frames(vb, faces), _frames(va, faces), faces, len(vb), log2=log2)
+
+
+def _local_affine_from(fb: tuple, fa: tuple, faces: np.ndarray, n: int, *,
+                       log2: bool) -> tuple[np.ndarray, np.ndarray]:
+    a, b, d = _triangle_affines(fb, fa)
     # Singular values of [[a, b], [0, d]] (a, d >= 0), free of cancellation:
     # s1 + s2 = sqrt((a + d)^2 + b^2), s1 - s2 = sqrt((a - d)^2 + b^2).
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -185,8 +215,8 @@ def _local_affine(vb: np.ndarray, va: np.ndarray, faces: np.ndarray, *,
         s_diff = np.hypot(a - d, b)
         j_tri = a * d
         r_tri = (s_sum + s_diff) / (s_sum - s_diff)
-        j = _per_vertex_mean(j_tri, faces, len(vb))
-        r = _per_vertex_mean(r_tri, faces, len(vb))
+        j = _per_vertex_mean(j_tri, faces, n)
+        r = _per_vertex_mean(r_tri, faces, n)
         if log2:
             j, r = np.log2(j), np.log2(r)
     return j, r
@@ -215,9 +245,7 @@ def _edge(vb: np.ndarray, va: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 def _orientation(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(F,) sign of each triangle's normal along the direction from the vertex mean."""
-    a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
-    normal = np.cross(b - a, c - a)
-    return np.sign(np.einsum("ij,ij->i", a - v.mean(axis=0), normal))
+    return _sides(v, faces)[3]
 
 
 def folded_triangles(before: Surface, after: Surface) -> np.ndarray:
@@ -233,23 +261,6 @@ def folded_triangles(before: Surface, after: Surface) -> np.ndarray:
 
 def _folded(vb: np.ndarray, va: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.flatnonzero(_orientation(vb, faces) != _orientation(va, faces)).astype(np.int64)
-
-
-def _sides(v: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-triangle frame quantities of one surface, from one gather of the corners.
-
-    Returns (3, F) components of ``e1 = b - a`` and ``e2 = c - a`` and of ``e1 x e2``, and the
-    orientation sign of :func:`_orientation`.
-    """
-    comp = np.ascontiguousarray(v.T)
-    a = comp[:, faces[:, 0]]
-    e1 = comp[:, faces[:, 1]] - a
-    e2 = comp[:, faces[:, 2]] - a
-    cross = np.stack([e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2],
-                      e1[0] * e2[1] - e1[1] * e2[0]])
-    a -= comp.mean(axis=1, keepdims=True)
-    orientation = np.sign(np.einsum("ij,ij->j", a, cross))
-    return e1, e2, cross, orientation
 
 
 def distortion(before: Surface, after: Surface, *, normalise_radius: bool = False) -> dict:
@@ -278,34 +289,14 @@ def distortion(before: Surface, after: Surface, *, normalise_radius: bool = Fals
     """
     vb, va, faces = _prepare(before, after, normalise_radius)
     n = len(vb)
-    (b1, b2, bx, bo), (a1, a2, ax, ao) = _sides(vb, faces), _sides(va, faces)
-    cross_b, cross_a = np.sqrt(np.einsum("ij,ij->j", bx, bx)), np.sqrt(np.einsum("ij,ij->j", ax, ax))
-    corners = faces.ravel()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # vertex areas (a third of each incident triangle; the factor cancels in the ratio)
-        area_b = np.bincount(corners, weights=np.repeat(cross_b, 3), minlength=n)
-        area_a = np.bincount(corners, weights=np.repeat(cross_a, 3), minlength=n)
-        areal = np.log2(area_a / area_b)
-        # the triangle affines (see _triangle_affines): frames (L, x, y) of both surfaces
-        lb, la = np.sqrt(np.einsum("ij,ij->j", b1, b1)), np.sqrt(np.einsum("ij,ij->j", a1, a1))
-        xb, xa = np.einsum("ij,ij->j", b1, b2) / lb, np.einsum("ij,ij->j", a1, a2) / la
-        yb, ya = cross_b / lb, cross_a / la
-        sa = la / lb
-        sd = ya / yb
-        sb = (xa - xb * sa) / yb
-        s_sum, s_diff = np.hypot(sa + sd, sb), np.hypot(sa - sd, sb)
-        count = np.bincount(corners, minlength=n)
-        denom = np.maximum(count, 1)
-        j = np.where(count > 0, np.bincount(corners, weights=np.repeat(sa * sd, 3), minlength=n) / denom, 0.0)
-        r_tri = (s_sum + s_diff) / (s_sum - s_diff)
-        r = np.where(count > 0, np.bincount(corners, weights=np.repeat(r_tri, 3), minlength=n) / denom, 0.0)
-        j, r = np.log2(j), np.log2(r)
+    fb, fa = _frames(vb, faces), _frames(va, faces)
+    j, r = _local_affine_from(fb, fa, faces, n, log2=True)
     return {
-        "areal": areal,
+        "areal": _areal_from(fb, fa, faces, n),
         "J": j,
         "R": r,
         "edge": _edge(vb, va, faces),
-        "folded": np.flatnonzero(bo != ao).astype(np.int64),
+        "folded": np.flatnonzero(fb[4] != fa[4]).astype(np.int64),
         "n_faces": int(len(faces)),
     }
 
