@@ -29,6 +29,8 @@ import nibabel as nib
 import numpy as np
 from nibabel.gifti import (GiftiCoordSystem, GiftiDataArray, GiftiImage, GiftiLabel,
                            GiftiLabelTable, GiftiMetaData)
+from nibabel.nifti1 import data_type_codes
+from nibabel.gifti.util import array_index_order_codes
 
 from geomorph_bids.errors import InputError
 from geomorph_bids.io.atomic import atomic_write_bytes
@@ -275,6 +277,28 @@ def read_gifti_labels(path: str | Path) -> tuple[np.ndarray, LabelTable]:
 
 # ----------------------------------------------------------------------------- writing
 
+#: zlib level of written data arrays: level 1 gives files the size of nibabel's default level 6
+#: (within 1 % for 163,842-vertex coordinates; 3 % smaller for their triangles) 1.5-7x faster
+#: (a 163,842-vertex sphere: 0.33 -> 0.08 s)
+_ZLIB_LEVEL = 1
+
+
+class _DataArray(GiftiDataArray):
+    """A GIFTI data array written GZipBase64Binary at :data:`_ZLIB_LEVEL` (nibabel's writer uses
+    zlib's default level 6, which spends 0.26 s on one 327,680-triangle array for no gain)."""
+
+    def _to_xml_element(self):
+        data = self.data
+        self.data = np.empty(0, dtype=data.dtype)   # nibabel writes the tags; the payload is ours
+        try:
+            element = super()._to_xml_element()
+        finally:
+            self.data = data
+        payload = np.asarray(data, data_type_codes.dtype[self.datatype]).tobytes(
+            array_index_order_codes.npcode[self.ind_ord])
+        element.find("Data").text = base64.b64encode(zlib.compress(payload, _ZLIB_LEVEL)).decode()
+        return element
+
 def _save(img: GiftiImage, path: str | Path) -> Path:
     data = img.to_xml()
     if str(path).lower().endswith(".gz"):
@@ -320,10 +344,10 @@ def write_surface(path: str | Path, vertices: np.ndarray, faces: np.ndarray, hem
     pmeta["GeometricType"] = geometric_type
     pmeta.update({str(k): str(val) for k, val in (meta or {}).items()})
     talairach = nib.nifti1.xform_codes["NIFTI_XFORM_TALAIRACH"]
-    pts = GiftiDataArray(v.astype(np.float32), intent="NIFTI_INTENT_POINTSET",
+    pts = _DataArray(v.astype(np.float32), intent="NIFTI_INTENT_POINTSET",
                          datatype="NIFTI_TYPE_FLOAT32", meta=GiftiMetaData(pmeta),
                          coordsys=GiftiCoordSystem(talairach, talairach, np.eye(4)))
-    tri = GiftiDataArray(f.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE",
+    tri = _DataArray(f.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE",
                          datatype="NIFTI_TYPE_INT32",
                          meta=GiftiMetaData({"TopologicalType": "Closed"}), coordsys=None)
     return _save(GiftiImage(darrays=[pts, tri]), path)
@@ -355,7 +379,7 @@ def write_metric(path: str | Path, values: np.ndarray, hemi: str,
     arrays = []
     for k in range(cols.shape[1]):        # loop over columns
         m = GiftiMetaData({"Name": str(names[k])}) if names is not None else GiftiMetaData()
-        arrays.append(GiftiDataArray(np.ascontiguousarray(cols[:, k], dtype=np.float32),
+        arrays.append(_DataArray(np.ascontiguousarray(cols[:, k], dtype=np.float32),
                                      intent=intent, datatype="NIFTI_TYPE_FLOAT32", meta=m))
     return _save(GiftiImage(darrays=arrays, meta=_file_meta(hemi, meta)), path)
 
@@ -403,6 +427,6 @@ def write_labels(path: str | Path, labels: np.ndarray, table: Mapping[int, objec
         gl.label = nm
         lt.labels.append(gl)
     m = GiftiMetaData({"Name": name}) if name is not None else GiftiMetaData()
-    da = GiftiDataArray(lab.astype(np.int32), intent="NIFTI_INTENT_LABEL",
+    da = _DataArray(lab.astype(np.int32), intent="NIFTI_INTENT_LABEL",
                         datatype="NIFTI_TYPE_INT32", meta=m)
     return _save(GiftiImage(darrays=[da], labeltable=lt, meta=_file_meta(hemi, meta)), path)
