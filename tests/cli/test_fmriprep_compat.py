@@ -274,3 +274,33 @@ def test_batch_mode_writes_the_same_cifti_and_none_for_a_failed_session(tmp_path
     assert (anat(batch, "01", "1") / (name + ".dscalar.nii")).read_bytes() == \
         (anat(flow, "01", "1") / (name + ".dscalar.nii")).read_bytes()
     assert "2 reused" in out or "reused" in out, out
+
+
+@pytest.mark.slow  # two runs of session 1 with --model rigid (~15 s)
+def test_batch_mode_cifti_write_failure_fails_the_session_and_resumes(tmp_path, monkeypatch):
+    """--batch-size with --cifti-output when the dscalar cannot be written (disk full): one log line
+    naming the subject and the cause, a non-zero exit naming the missing file, the session failed
+    as a whole (no dscalar, no hemisphere outputs, no temporary files: as the workflow treats a
+    missing CIFTI file); the next run completes the session."""
+    import geomorph_bids.batch.pipeline as pipeline
+
+    def full_disk(job, config):
+        raise OSError(28, "No space left on device")
+
+    name = "sub-01_ses-1_space-fsLR_den-32k_desc-geomorph_features.dscalar.nii"
+    out = tmp_path / "out"
+    args = (EXAMPLE, out, "participant", "--model", "rigid", "--cifti-output", "--batch-size", "2",
+            "--session-label", "1", "-w", tmp_path / "w", "--nprocs", "2")
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "write_cifti", full_disk)
+        code, stdout, err = run(*args)
+    assert code == 1, err
+    logged = [line for line in (stdout + err).splitlines() if "CIFTI file not written" in line]
+    assert len(logged) == 1 and "sub-01" in logged[0] and "No space left on device" in logged[0], stdout + err
+    assert "FAILED sub-01 ses-1 hemi-L,R" in err and name in err, err
+    assert [p.name for p in anat(out, "01", "1").iterdir()] == []
+    assert not list(out.rglob(".*.tmp"))
+    code, stdout, err = run(*args)
+    assert code == 0, err
+    files = sorted(p.name for p in anat(out, "01", "1").iterdir())
+    assert name in files and sum("_hemi-L_" in f for f in files) >= 3 and sum("_hemi-R_" in f for f in files) >= 3
