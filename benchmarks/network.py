@@ -99,7 +99,7 @@ def main() -> None:
         if not all(c in pair.features for c in args.channels):
             continue
         cases = {"real": [pair]}
-        for cfg in args.configs:
+        for cfg in args.configs if args.warps > 0 else ():
             cases[f"+{cfg} (n={args.warps})"] = [warped(pair, cfg, s) for s in range(args.warps)]
         for label, group in cases.items():
             for method in args.methods:
