@@ -62,7 +62,8 @@ from .checkpoints import LoadedModel, load_model
 from .device import resolve_device
 from .model_choice import default_registration
 from .prealign import correlation, prealign
-from .warp_geometry import RADIUS, apply_warp, unfold_warp, upsample_warp, warp_folded_triangles
+from .warp_geometry import (RADIUS, apply_warp, network_smoothing, smooth_warp, unfold_warp, upsample_warp,
+                            warp_folded_triangles)
 
 if TYPE_CHECKING:  # the optimiser (torch) is imported lazily
     from ..model.optimise import OptimiseConfig
@@ -482,7 +483,8 @@ def _warn_fallback(ref: TemplateRef, channels: Sequence[str], hemi: str) -> None
 
 
 def _network(job: _Job, dev: Any) -> None:
-    """2a. the GeoMorph network's warp (job.warp, unit sphere on ico-6)."""
+    """2a. the GeoMorph network's warp (job.warp, unit sphere on ico-6): one forward pass, its
+    displacement low-passed at the network's level (:func:`network_smoothing`), upsampled, unfolded."""
     import torch
 
     t = time.perf_counter()
@@ -504,9 +506,12 @@ def _network(job: _Job, dev: Any) -> None:
         warp = out.warp[0].detach().to("cpu", torch.float64).numpy()
     if dev is not None and dev.type == "cuda":
         torch.cuda.synchronize(dev)
+    smoothing = network_smoothing(level)
+    warp = smooth_warp(warp, level, smoothing)
     job.warp, iterations = unfold_warp(upsample_warp(warp, level, TEMPLATE_LEVEL), TEMPLATE_LEVEL)
     job.seconds["seconds_network"] = time.perf_counter() - t
     job.metrics["data_level"] = level
+    job.metrics["network_smoothing_iterations"] = smoothing
     job.metrics["network_unfold_iterations"] = iterations
 
 

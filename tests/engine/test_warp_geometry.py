@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from geomorph_bids.engine.synth import SynthConfig, angular_error_deg, random_warp
-from geomorph_bids.engine.warp_geometry import apply_warp, unfold_warp, upsample_warp, warp_folded_triangles
+from geomorph_bids.engine.warp_geometry import (apply_warp, network_smoothing, smooth_warp, unfold_warp, upsample_warp,
+                                               warp_folded_triangles)
 from geomorph_bids.sphere.icosphere import icosphere
 from geomorph_bids.sphere.locate import unit
 from geomorph_bids.sphere.rotation import random_rotation
@@ -70,3 +71,25 @@ def test_unfold_warp_removes_folds_locally():
     assert warp_folded_triangles(fixed, 5) == 0 and 0 < iterations < 200
     far = d > 0.5
     np.testing.assert_allclose(fixed[far], pinched[far], atol=1e-12)   # away from the folds nothing moves
+
+
+def test_smooth_warp_removes_noise_and_keeps_a_smooth_displacement():
+    """Umbrella smoothing of the displacement: vertex-to-vertex noise shrinks (by > 3x), a smooth
+    (rotation) displacement barely moves, the identity stays the identity, 0 iterations only
+    normalises."""
+    x = unit(icosphere(4)[0])
+    assert np.abs(smooth_warp(x, 4, 15) - x).max() < 1e-12
+    noisy = unit(x + 0.01 * np.random.default_rng(0).normal(size=x.shape))
+    out = smooth_warp(noisy, 4, 15)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0)
+    assert np.median(angular_error_deg(out, x)) < np.median(angular_error_deg(noisy, x)) / 3
+    rotated = x @ random_rotation(np.random.default_rng(1), max_angle_deg=3.0).T
+    moved = np.median(angular_error_deg(rotated, x))
+    assert moved > 0.5 and np.median(angular_error_deg(smooth_warp(rotated, 4, 15), rotated)) < 0.05 * moved
+    assert np.allclose(smooth_warp(noisy * 2.0, 4, 0), noisy)
+    with pytest.raises(ValueError, match="icosphere level 5"):
+        smooth_warp(x, 5, 3)
+
+
+def test_network_smoothing_has_the_same_width_at_every_level():
+    assert network_smoothing(5) == 15 and network_smoothing(6) == 60 and network_smoothing(4) == 4
