@@ -27,9 +27,9 @@ RADIUS = 100.0
 
 #: :func:`smooth_warp` iterations applied to a network's warp on icosphere 5 (a Gaussian of
 #: ~2 ico-5 edges, ~4 deg). Measured 2026-12-05 (docs/models.md, "Smoothing the network's
-#: warp"): 0 / 8 / 15 / 30 iterations, sulc-fsaverage alone, median error on 12 pairs (real,
-#: real + synthetic warps, full-resolution fsaverage with a known warp): 15 lowered every one,
-#: by 0.07-0.12 deg, and halved the areal distortion; 30 was worse than 15 on 7 of 12.
+#: warp"): 0 / 8 / 15 / 30 iterations, sulc-fsaverage and sulc-fsLR alone, median error on 27
+#: cases (real pairs, with synthetic warps added, full-resolution fsaverage with a known warp):
+#: 15 lowered every one (0.02-0.15 deg) and halved the areal distortion; 30 was no better.
 NETWORK_SMOOTHING_ICO5 = 15
 
 
