@@ -175,20 +175,24 @@ def run_chunk(tasks: list[HemisphereTask], settings: ChunkSettings) -> list[Outc
                 _fail(outcomes[i], tasks[i], "register", result)
             else:
                 results[i] = result
+    targets: dict[str, Any] = {}  # hemi -> the output-density sphere, read once per chunk
     for i, result in results.items():
         try:
-            _write_hemisphere(tasks[i], natives[i], result, settings, outcomes[i])
+            _write_hemisphere(tasks[i], natives[i], result, settings, outcomes[i], targets)
         except Exception as exc:  # noqa: BLE001 - one bad hemisphere never stops the others
             _fail(outcomes[i], tasks[i], outcomes[i].stage or "write", exc)
     return outcomes
 
 
-def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSettings, outcome: Outcome) -> None:
-    """Resample, build the metrics document and commit every file of one registered hemisphere."""
+def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSettings, outcome: Outcome,
+                      targets: dict[str, Any]) -> None:
+    """Resample, build the metrics document and commit every file of one registered hemisphere.
+    ``targets``: hemi -> :class:`~geomorph_bids.results.resample.DensityTarget` of the chunk,
+    filled here on first use."""
     from ..io import write_metric, write_surface
     from ..io.atomic import atomic_write_bytes, atomic_write_text
     from ..results.metrics import metrics_bytes, metrics_document, registration_record
-    from ..results.resample import resample_features
+    from ..results.resample import density_target, resample_features
     from ..results.writer import commit_outputs, staging
 
     names = list(task.features)
@@ -196,9 +200,17 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
     outcome.stage = "resample"
     # from the values as written (float32), like the workflow's resample node, which reads the files
     mid = None if native.midthickness is None else native.midthickness.vertices.astype(np.float32)
-    resampled = _timed(outcome, "resample", lambda: resample_features(
-        (result.sphere.astype(np.float32), result.faces), {f: native.features[f].astype(np.float32) for f in names},
-        settings.template.base, task.hemi, settings.density, settings.templateflow_home or None, midthickness=mid))
+
+    def resample():
+        if task.hemi not in targets:
+            targets[task.hemi] = density_target(settings.template.base, task.hemi, settings.density,
+                                                settings.templateflow_home or None)
+        return resample_features(
+            (result.sphere.astype(np.float32), result.faces), {f: native.features[f].astype(np.float32) for f in names},
+            settings.template.base, task.hemi, settings.density, settings.templateflow_home or None, midthickness=mid,
+            target=targets[task.hemi])
+
+    resampled = _timed(outcome, "resample", resample)
     outcome.stage = "write"
     t = time.perf_counter()
     record = registration_record(result, settings.model, native.sphere_reg is not None)

@@ -7,7 +7,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ResampledFeatures", "resample_features"]
+__all__ = ["DensityTarget", "ResampledFeatures", "density_target", "resample_features"]
+
+
+@dataclass(frozen=True, eq=False)
+class DensityTarget:
+    """The template's sphere at an output density, read and indexed once for many hemispheres.
+
+    Attributes
+    ----------
+    vertices : (V_out, 3) float64, mm on the radius-100 sphere; faces : (F_out, 3) int64.
+    source : where the sphere came from (``io.templates.load_density_sphere``).
+    locator : its :class:`~geomorph_bids.sphere.locate.SphereLocator`.
+    areas : (V_out,) float64 vertex areas, mm^2 (the resampling's default new-side areas).
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    source: str
+    locator: object
+    areas: np.ndarray
+
+
+def density_target(template: str, hemi: str, density: str, templateflow_home: str | None = None) -> DensityTarget:
+    """Read the ``template``'s ``hemi`` sphere at ``density`` and index it (:class:`DensityTarget`)."""
+    from ..io.templates import load_density_sphere
+    from ..sphere.locate import SphereLocator
+    from ..sphere.mesh import vertex_areas
+
+    tv, tf, source = load_density_sphere(template, hemi, density, templateflow_home=templateflow_home or None)
+    return DensityTarget(tv, tf, source, SphereLocator(tv, tf), vertex_areas(tv, tf))
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,7 +59,8 @@ class ResampledFeatures:
 
 def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[str, np.ndarray], template: str,
                       hemi: str, density: str, templateflow_home: str | None = None,
-                      method: str = "adap_bary_area", midthickness: np.ndarray | None = None) -> ResampledFeatures:
+                      method: str = "adap_bary_area", midthickness: np.ndarray | None = None,
+                      target: DensityTarget | None = None) -> ResampledFeatures:
     """One resampling matrix (Workbench's ADAP_BARY_AREA by default) from the registered
     sphere to the template sphere at ``density``, applied to every map.
 
@@ -47,16 +77,22 @@ def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[s
     midthickness : (V, 3) mm, the subject's midthickness (same mesh), or None: with
         ``adap_bary_area`` the weights use its vertex areas and those of its resampled copy
         (wb_command ``-metric-resample ... -area-surfs``); None: the spheres' own areas.
+    target : that density sphere already read (:func:`density_target` with the same template,
+        hemi, density and folder), reused across hemispheres; None: read here.
     """
-    from ..io.templates import load_density_sphere
+    from ..sphere.locate import SphereLocator
     from ..sphere.resample import apply_weights, area_surfaces, resample_weights
 
-    tv, tf, source = load_density_sphere(template, hemi, density, templateflow_home=templateflow_home or None)
+    if target is None:
+        target = density_target(template, hemi, density, templateflow_home)
+    tv, tf = target.vertices, target.faces
     moving = (np.asarray(registered[0]), np.asarray(registered[1]))
-    current_area = new_area = None
+    locator = SphereLocator(*moving)  # one index of the registered sphere for every location in it
+    current_area, new_area = None, target.areas
     if midthickness is not None and method == "adap_bary_area":
-        current_area, new_area = area_surfaces(moving, np.asarray(midthickness), (tv, tf))
-    weights = resample_weights(moving, (tv, tf), method=method, current_area=current_area, new_area=new_area)
+        current_area, new_area = area_surfaces(moving, np.asarray(midthickness), (tv, tf), locator)
+    weights = resample_weights(moving, (tv, tf), method=method, current_area=current_area, new_area=new_area,
+                               current_locator=locator, new_locator=target.locator)
     out = {name: apply_weights(weights, np.asarray(values, dtype=np.float64)).astype(np.float32)
            for name, values in maps.items()}
-    return ResampledFeatures(out, int(len(tv)), source, current_area is not None)
+    return ResampledFeatures(out, int(len(tv)), target.source, current_area is not None)

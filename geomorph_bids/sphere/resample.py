@@ -148,7 +148,9 @@ def barycentric_weights(mesh: Mesh, points: np.ndarray, locator: SphereLocator |
 
 
 def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
-                     current_area: AreaSpec = None, new_area: AreaSpec = None) -> sparse.csr_matrix:
+                     current_area: AreaSpec = None, new_area: AreaSpec = None,
+                     current_locator: SphereLocator | None = None,
+                     new_locator: SphereLocator | None = None) -> sparse.csr_matrix:
     """Sparse resampling matrix from the current sphere's vertices to the new sphere's.
 
     Parameters
@@ -158,6 +160,8 @@ def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
     current_area, new_area : for ``adap_bary_area`` only: the anatomical surface
         (vertices, faces) with the sphere's topology (e.g. the midthickness), or
         per-vertex areas (V,) in any consistent unit; default: the sphere's own vertex areas.
+    current_locator, new_locator : :class:`SphereLocator` objects already built for ``current``
+        and ``new`` (reused, e.g. one template sphere for many subjects), or None.
 
     Returns
     -------
@@ -169,7 +173,7 @@ def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
     new = _check_mesh(new, "new sphere")
     n_new, n_cur = len(new[0]), len(current[0])
     # Forward: each new vertex gathers from the corners of its current triangle.
-    f_corner, f_w = _corner_weights(current, new[0])
+    f_corner, f_w = _corner_weights(current, new[0], current_locator)
     f_keep = f_w > 0
     f_rows = np.broadcast_to(np.arange(n_new)[:, None], f_w.shape)[f_keep]
     if method == "barycentric":
@@ -178,7 +182,7 @@ def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
     a_new = _areas(new_area, new, "new area")
     # Reverse: each current vertex scatters to the corners of its new triangle;
     # read as gathering, entry (new corner, current vertex).
-    r_corner, r_w = _corner_weights(new, current[0])
+    r_corner, r_w = _corner_weights(new, current[0], new_locator)
     r_keep = r_w > 0
     g_rows = r_corner[r_keep]
     g_cols = np.broadcast_to(np.arange(n_cur)[:, None], r_w.shape)[r_keep]
@@ -202,13 +206,16 @@ def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
     return _csr(rows[keep], cols[keep], data[keep], (n_new, n_cur))
 
 
-def area_surfaces(current: Mesh, anatomical: np.ndarray, new: Mesh) -> tuple[Mesh, Mesh]:
+def area_surfaces(current: Mesh, anatomical: np.ndarray, new: Mesh,
+                  locator: SphereLocator | None = None) -> tuple[Mesh, Mesh]:
     """The ``current_area`` and ``new_area`` surfaces of an area-corrected resampling.
 
     ``anatomical`` (V_current, 3) is a surface on the current sphere's mesh (e.g. the
     subject's midthickness, mm); it is carried onto the new sphere barycentrically
     (``wb_command -surface-resample ... BARYCENTRIC``), as sMRIPrep and the HCP pipelines do
     before ``-metric-resample ... ADAP_BARY_AREA -area-surfs``.
+
+    ``locator``: a :class:`SphereLocator` already built for ``current`` (reused).
 
     Returns ((anatomical, current faces), (resampled anatomical (V_new, 3), new faces)).
     """
@@ -218,7 +225,7 @@ def area_surfaces(current: Mesh, anatomical: np.ndarray, new: Mesh) -> tuple[Mes
     if anatomical.shape != current[0].shape:
         raise InputError(f"the anatomical surface has {len(anatomical)} vertices, the current sphere "
                          f"{len(current[0])}: it must be the same mesh")
-    moved = barycentric_weights(current, new[0]) @ anatomical
+    moved = barycentric_weights(current, new[0], locator) @ anatomical
     return (anatomical, current[1]), (moved, new[1])
 
 
