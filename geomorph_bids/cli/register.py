@@ -21,6 +21,7 @@ from .. import __version__
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from .exit_codes import EXIT_OK, HANDLED, error_exit
+from .messages import one_line_warnings
 from ..resources import bundled_models
 
 __all__ = ["main", "build_parser"]
@@ -179,34 +180,35 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (:mod:`.exit_codes`: 0 ok, 1 bad input, 2 usage)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        if args.example:
-            rows = _run_example(args.out_dir, args.template, args.model, args.device, not args.no_optimise,
-                                args.template_dir)
-            print(f"{'hemi':<5}{'method':>18}{'rotation (deg)':>16}{'CC sulc before':>16}"
-                  f"{'CC rigid':>10}{'CC after':>10}{'folded':>8}{'seconds':>9}")
-            for r in rows:
-                print(f"{r['hemi']:<5}{r['method']:>18}{r['rotation_deg']:>16.2f}{r['cc_sulc_before']:>16.3f}"
-                      f"{r['cc_sulc_rigid']:>10.3f}{r['cc_sulc_after']:>10.3f}{r['n_folded']:>8d}"
-                      f"{r['seconds_total']:>9.2f}")
-            print(f"outputs in {args.out_dir}")
+    with one_line_warnings(_PROG):
+        try:
+            if args.example:
+                rows = _run_example(args.out_dir, args.template, args.model, args.device, not args.no_optimise,
+                                    args.template_dir)
+                print(f"{'hemi':<5}{'method':>18}{'rotation (deg)':>16}{'CC sulc before':>16}"
+                      f"{'CC rigid':>10}{'CC after':>10}{'folded':>8}{'seconds':>9}")
+                for r in rows:
+                    print(f"{r['hemi']:<5}{r['method']:>18}{r['rotation_deg']:>16.2f}{r['cc_sulc_before']:>16.3f}"
+                          f"{r['cc_sulc_rigid']:>10.3f}{r['cc_sulc_after']:>10.3f}{r['n_folded']:>8d}"
+                          f"{r['seconds_total']:>9.2f}")
+                print(f"outputs in {args.out_dir}")
+                return EXIT_OK
+            missing = [opt for opt in ("sphere", "hemi", "out") if getattr(args, opt) is None]
+            if missing or not args.feature:
+                parser.error("--sphere, --feature, --hemi and --out are required (or use --example): missing "
+                             + ", ".join([f"--{m}" for m in missing] + ([] if args.feature else ["--feature"])))
+            features = _parse_features(args.feature)
+            metrics_out = args.metrics or args.out.with_name(
+                args.out.name.removesuffix(".gii").removesuffix(".surf").removesuffix("_sphere") + "_metrics.json")
+            m = register_files(args.sphere, features, args.hemi, args.template, args.out, metrics_out,
+                               args.features_out, args.sphere_reg, args.sulc_sign, args.model, args.device,
+                               not args.no_optimise, args.template_dir)
+            print(json.dumps({k: v for k, v in m.items() if k != "rotation"}, indent=2))
             return EXIT_OK
-        missing = [opt for opt in ("sphere", "hemi", "out") if getattr(args, opt) is None]
-        if missing or not args.feature:
-            parser.error("--sphere, --feature, --hemi and --out are required (or use --example): missing "
-                         + ", ".join([f"--{m}" for m in missing] + ([] if args.feature else ["--feature"])))
-        features = _parse_features(args.feature)
-        metrics_out = args.metrics or args.out.with_name(
-            args.out.name.removesuffix(".gii").removesuffix(".surf").removesuffix("_sphere") + "_metrics.json")
-        m = register_files(args.sphere, features, args.hemi, args.template, args.out, metrics_out,
-                           args.features_out, args.sphere_reg, args.sulc_sign, args.model, args.device,
-                           not args.no_optimise, args.template_dir)
-        print(json.dumps({k: v for k, v in m.items() if k != "rotation"}, indent=2))
-        return EXIT_OK
-    except HANDLED as exc:
-        if isinstance(exc, InputError):
-            exc = exc.with_context(hemi=getattr(args, "hemi", None))
-        return error_exit(_PROG, exc)
+        except HANDLED as exc:
+            if isinstance(exc, InputError):
+                exc = exc.with_context(hemi=getattr(args, "hemi", None))
+            return error_exit(_PROG, exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

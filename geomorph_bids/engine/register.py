@@ -156,7 +156,7 @@ def _label_conflicts(item: "RegistrationItem") -> list[str]:
 def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     from ..io.surfaces import read_feature, read_sphere
-    from ..io.validate import validate_sphere
+    from ..io.validate import clip_outliers, validate_sphere
 
     if isinstance(moving_sphere, (str, Path)):
         s = read_sphere(moving_sphere)
@@ -185,7 +185,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
                              "(one value per sphere vertex)")
         if not np.all(np.isfinite(arr)):
             raise InputError(f"feature {name!r} has non-finite values")
-        feats[str(name)] = arr
+        feats[str(name)] = clip_outliers(arr, f"feature {name!r}" + (f" ({val})" if isinstance(val, (str, Path)) else ""))
     return vertices, faces, feats
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SphereWarning", "hemi_code",
     "check_faces", "check_finite", "check_vertex_count", "check_mesh",
     "fit_sphere", "count_folded", "orient_faces", "validate_sphere", "validate_feature",
+    "FeatureWarning", "OUTLIER_IQR", "clip_outliers",
 ]
 
 PathLike = str | Path | None
@@ -44,6 +45,15 @@ _HEMIS = {"l": "L", "left": "L", "lh": "L", "cortexleft": "L",
 
 class SphereWarning(UserWarning):
     """A sphere was accepted but recentred or rescaled to radius 100."""
+
+
+class FeatureWarning(UserWarning):
+    """A feature map was accepted but some of its values were clipped (:func:`clip_outliers`)."""
+
+
+#: how far beyond the quartiles (in interquartile ranges) a feature value may lie before it is
+#: clipped: real sulc, curvature, thickness and myelin maps stay within ~5
+OUTLIER_IQR = 20.0
 
 
 def hemi_code(hemi: str) -> str:
@@ -228,6 +238,38 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
         raise InputError(f"triangles cover {coverage:.2f} times the sphere's area (expected about 1): "
                          "the mesh is partial (a patch?) or has duplicated triangles", path=path)
     return v, orient_faces(v, f, path, max_folded=max_folded)
+
+
+def clip_outliers(values: np.ndarray, name: str = "feature map") -> np.ndarray:
+    """Clip the values of a (V,) map that lie more than :data:`OUTLIER_IQR` interquartile ranges
+    beyond its quartiles (quartiles of the non-zero values; zeros, e.g. a zeroed medial wall, are
+    never touched) to the range of the other values, with one :class:`FeatureWarning` saying how
+    many and how far.
+
+    A few corrupted values (1e30 from a broken conversion) would otherwise dominate every
+    mean and standard deviation downstream and ruin the registration. Returns float64 (the input
+    itself, as float64, when nothing is clipped).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    nonzero = v[v != 0]
+    if nonzero.size < 4:
+        return v
+    q1, q3 = np.percentile(nonzero, [25.0, 75.0])
+    spread = q3 - q1
+    if not spread > 0:
+        return v
+    lo, hi = q1 - OUTLIER_IQR * spread, q3 + OUTLIER_IQR * spread
+    out = (v < lo) | (v > hi)
+    n = int(out.sum())
+    if n == 0:
+        return v
+    worst = float(v[out][np.argmax(np.abs(v[out]))])
+    inside = v[~out]
+    lo, hi = float(inside.min()), float(inside.max())  # the most extreme plausible values
+    warnings.warn(f"{name}: {n} of {v.size} values lie more than {OUTLIER_IQR:g} interquartile ranges "
+                  f"beyond the quartiles (up to {worst:.3g}); clipped to the others' range [{lo:.3g}, {hi:.3g}]",
+                  FeatureWarning, stacklevel=2)
+    return np.clip(v, lo, hi)
 
 
 def validate_feature(values: np.ndarray, path: PathLike = None,

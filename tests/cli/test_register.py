@@ -208,3 +208,23 @@ def test_template_from_subjects_dir_is_recorded(tmp_path, monkeypatch, tiny_fsav
                  "--template", "fsaverage", "--template-dir", "bundled", "--model", "rigid",
                  "--out", str(tmp_path / "b_sphere.surf.gii")])
     assert code == 0 and json.loads((tmp_path / "b_metrics.json").read_text())["template_source"] == "bundled"
+
+
+def test_corrupted_feature_values_are_clipped_and_said_on_one_line(tmp_path, capsys):
+    """A sulc file with one value of 1e30: one warning line, then the registration of the clean map."""
+    import nibabel.freesurfer as fs
+
+    surf = example_dir() / "sub-01" / "surf"
+    values = fs.read_morph_data(str(surf / "lh.sulc")).astype(">f4")
+    values[7] = 1e30
+    bad = tmp_path / "lh.sulc"
+    fs.write_morph_data(str(bad), values)
+    args = ["--sphere", str(surf / "lh.sphere"), "--hemi", "L", "--model", "rigid"]
+    assert main([*args, "--feature", f"sulc={bad}", "--out", str(tmp_path / "bad" / "lh_sphere.surf.gii")]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "interquartile" in line]
+    assert len(lines) == 1 and lines[0].startswith("geomorph-register: warning: feature 'sulc'") and "1e+30" in lines[0]
+    assert main([*args, "--feature", f"sulc={surf / 'lh.sulc'}", "--out", str(tmp_path / "ok" / "lh_sphere.surf.gii")]) == 0
+    assert "interquartile" not in capsys.readouterr().err
+    got, clean = (json.loads((tmp_path / d / "lh_metrics.json").read_text()) for d in ("bad", "ok"))
+    assert abs(got["cc_sulc_after"] - clean["cc_sulc_after"]) < 0.005

@@ -4,13 +4,16 @@ random GeoMorph, checkpoint checks, and Registration.resample."""
 from __future__ import annotations
 
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from geomorph_bids.engine.register import Registration, register
 from geomorph_bids.engine.synth import angular_error_deg
-from geomorph_bids.io import read_feature
+from geomorph_bids.io import read_feature, read_surface
 from geomorph_bids.io.templates import load_template
 from geomorph_bids.model.checkpoint import CheckpointMeta, save_checkpoint
 from geomorph_bids.model.geomorph import GeoMorph, tiny_config
@@ -300,3 +303,27 @@ def test_a_cortex_mask_keeps_medial_wall_garbage_out_of_the_warp():
     masked, unmasked = error(~wall), error(None)
     assert masked[0] < 0.6 and masked[1] < 3.0, masked
     assert unmasked[1] > 2 * masked[1], (masked, unmasked)  # measured: p95 2.0 vs 7.5 deg
+
+
+def test_a_few_corrupted_feature_values_are_clipped_with_one_warning():
+    """One vertex of 1e30 in sulc (a broken conversion) would dominate every mean and standard
+    deviation downstream (CC after 0.30, flagged): it is clipped to the other values' range with
+    one FeatureWarning, and the registration is that of the clean map."""
+    from geomorph_bids.io.validate import FeatureWarning
+
+    s = read_surface(SURF / "lh.sphere")
+    sulc = np.asarray(read_feature(SURF / "lh.sulc"), dtype=np.float64)
+    bad = sulc.copy()
+    bad[[5, 900]] = [1e30, -3e29]
+    clean = register((s.vertices, s.faces), {"sulc": sulc}, "fsLR", "L", rigid_only=True)
+    with pytest.warns(FeatureWarning, match=r"feature 'sulc': 2 of 10242 values .*up to 1e\+30") as caught:
+        got = register((s.vertices, s.faces), {"sulc": bad}, "fsLR", "L", rigid_only=True)
+    assert len([w for w in caught if issubclass(w.category, FeatureWarning)]) == 1
+    assert abs(got.metrics["cc_sulc_after"] - clean.metrics["cc_sulc_after"]) < 0.005
+    np.testing.assert_allclose(got.rotation, clean.rotation, atol=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeatureWarning)  # real maps are never clipped
+        example = Path(__file__).parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer"
+        for name in ("sulc", "curv", "thickness"):
+            values = np.asarray(read_feature(example / "sub-01" / "surf" / f"lh.{name}"))
+            register((s.vertices, s.faces), {"sulc": values}, "fsLR", "L", rigid_only=True)
