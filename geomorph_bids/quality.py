@@ -13,7 +13,9 @@ Gates (each reason names the gate and the numbers):
 * **identity**: an input file declares the other hemisphere (GIFTI ``AnatomicalStructurePrimary``,
   ``lh.``/``rh.``, ``hemi-``; ``label_conflicts`` in the metrics), or the features fit the
   mirror image of the template better than the template itself by more than
-  ``identity_margin`` (``identity_cc_mirrored - identity_cc_own``);
+  ``identity_margin`` (``identity_cc_mirrored - identity_cc_own``); when the sign-flipped
+  features fit the template far better than both (``identity_cc_negated``, measured only then),
+  the reason names the sign instead (``sign:``: an HCP-convention sulc given as FreeSurfer's);
 * **correlation**: a registration feature's correlation with the template after registration
   below ``min_cc_after``;
 * **distortion**: 95th percentile of |log2 areal distortion| above ``max_areal_p95``; more
@@ -99,6 +101,12 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+#: how much better a sign-flipped map must fit its own template than the map as given (and than
+#: the mirrored template) to be called sign-flipped rather than the other hemisphere: flipped FreeSurfer
+#: sulc fits 0.9+ once negated, against 0.4-0.5 as given
+_SIGN_MARGIN = 0.2
+
+
 def assess(registration: Mapping[str, Any], features: Sequence[str],
            thresholds: QualityThresholds = DEFAULT_THRESHOLDS) -> QualityVerdict:
     """Judge one hemisphere from its registration metrics (the ``registration`` part of its
@@ -110,9 +118,15 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
     for conflict in reg.get("label_conflicts") or ():
         out.append(f"identity: {conflict}")
     own, mirrored = reg.get("identity_cc_own"), reg.get("identity_cc_mirrored")
+    negated = reg.get("identity_cc_negated")
     if _number(own) and _number(mirrored) and mirrored - own > t.identity_margin:
-        out.append(f"identity: the features fit the mirrored template better than the template "
-                   f"(CC {mirrored:.2f} vs {own:.2f}): the other hemisphere, or swapped lh/rh files?")
+        if _number(negated) and negated > max(own, mirrored) + _SIGN_MARGIN:
+            out.append(f"sign: the features fit the template far better with their sign flipped (CC {negated:.2f} "
+                       f"vs {own:.2f}): sulc in HCP's convention (-FreeSurfer's)? FreeSurfer's sign is expected "
+                       "(geomorph-register --sulc-sign hcp; negate it for register())")
+        else:
+            out.append(f"identity: the features fit the mirrored template better than the template "
+                       f"(CC {mirrored:.2f} vs {own:.2f}): the other hemisphere, or swapped lh/rh files?")
     for f in features:
         after = reg.get(f"cc_{f}_after")
         if _number(after) and after < t.min_cc_after:

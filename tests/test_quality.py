@@ -27,6 +27,17 @@ def test_every_gate_names_itself_and_its_numbers():
     assert "0.600 -> 0.400" in notes[6] and "warp folds 2" in notes[7]
 
 
+def test_a_sign_flipped_map_is_named_as_such_not_as_the_other_hemisphere():
+    """The identity check fails for a sign-flipped sulc too; when the flipped map fits the template
+    far better (identity_cc_negated, measured only then), the reason says so."""
+    flipped = dict(GOOD, identity_cc_own=0.37, identity_cc_mirrored=0.45, identity_cc_negated=0.93)
+    (reason,) = assess(flipped, ["sulc"]).reasons
+    assert reason.startswith("sign:") and "CC 0.93 vs 0.37" in reason and "--sulc-sign hcp" in reason
+    swapped = dict(flipped, identity_cc_negated=0.50)  # the other hemisphere: flipping does not help
+    (reason,) = assess(swapped, ["sulc"]).reasons
+    assert reason.startswith("identity:") and "CC 0.45 vs 0.37" in reason
+
+
 def test_thresholds_change_the_verdict_and_are_recorded():
     strict = QualityThresholds(min_cc_after=0.97)
     verdict = assess(GOOD, ["sulc"], strict)

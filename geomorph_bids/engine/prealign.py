@@ -124,6 +124,11 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
     if identity_check:
         metrics["identity_cc_own"] = fit.own
         metrics["identity_cc_mirrored"] = fit.mirrored
+        if fit.mirrored is not None and fit.mirrored > fit.own:
+            # the identity check fails: a sign-flipped map (HCP's sulc is -FreeSurfer's) fails it
+            # too; say which (one more fit, only here)
+            metrics["identity_cc_negated"] = rigid_fit(
+                (vertices, faces), -moving, (template.vertices, template.faces), fixed, mask=cortex_mask).own
     for n in shared:
         mask = template.features[n] != 0
         metrics[f"cc_{n}_before"] = correlation(before[n], template.features[n], mask)

@@ -259,7 +259,8 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     ``output_unfold_iterations`` (:func:`~geomorph_bids.sphere.unfold.unfold_mesh` removed them);
     ``rotation_deg``;
     ``identity_cc_own`` / ``identity_cc_mirrored`` (coarse rigid fit to the template and to its
-    mirror image: the hemisphere-identity check) and, for paths, ``label_conflicts`` (files whose
+    mirror image: the hemisphere-identity check; when it fails, ``identity_cc_negated``: the fit of
+    the sign-flipped features) and, for paths, ``label_conflicts`` (files whose
     metadata or name declare the other hemisphere); ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``;
     where the template's maps came from: ``template_source`` (``folder``, ``templateflow``,
     ``freesurfer``, ``bundled`` or ``custom``), ``template_source_path``, ``template_vertices``
@@ -466,6 +467,8 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
                                "identity_cc_own": pre.metrics.get("identity_cc_own"),
                                "identity_cc_mirrored": pre.metrics.get("identity_cc_mirrored"),
                                "label_conflicts": _label_conflicts(item)}
+    if "identity_cc_negated" in pre.metrics:  # measured only when the identity check fails
+        metrics["identity_cc_negated"] = pre.metrics["identity_cc_negated"]
     for c in channels:
         metrics[f"cc_{c}_before"] = pre.metrics.get(f"cc_{c}_before")
         metrics[f"cc_{c}_rigid"] = pre.metrics.get(f"cc_{c}_after")

@@ -327,3 +327,16 @@ def test_a_few_corrupted_feature_values_are_clipped_with_one_warning():
         for name in ("sulc", "curv", "thickness"):
             values = np.asarray(read_feature(example / "sub-01" / "surf" / f"lh.{name}"))
             register((s.vertices, s.faces), {"sulc": values}, "fsLR", "L", rigid_only=True)
+
+
+def test_a_sign_flipped_sulc_is_flagged_for_its_sign():
+    """HCP-convention sulc given as FreeSurfer's: flagged, and the reason names the sign (the
+    identity check alone would have blamed swapped hemispheres); a correct map measures nothing
+    extra."""
+    s = read_surface(SURF / "lh.sphere")
+    sulc = np.asarray(read_feature(SURF / "lh.sulc"), dtype=np.float64)
+    flipped = register((s.vertices, s.faces), {"sulc": -sulc}, "fsLR", "L", rigid_only=True)
+    assert flipped.quality.flagged and flipped.quality.reasons[0].startswith("sign:")
+    assert flipped.metrics["identity_cc_negated"] > flipped.metrics["identity_cc_own"] + 0.3
+    right = register((s.vertices, s.faces), {"sulc": sulc}, "fsLR", "L", rigid_only=True)
+    assert not right.quality.flagged and "identity_cc_negated" not in right.metrics
