@@ -10,6 +10,7 @@ Also here: the argument checks and path normalisation every level needs first.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from dataclasses import replace
@@ -138,12 +139,26 @@ def resolve_fmriprep_outputs(args, template: TemplateRef, density: str) -> tuple
     return compat, cifti
 
 
+def _looks_like_subjects_dir(folder: Path, limit: int = 200) -> bool:
+    """Whether one of the first ``limit`` entries of ``folder`` is a FreeSurfer subject
+    (``<subject>/surf/lh.sphere`` or ``rh.sphere``): a user's SUBJECTS_DIR given as the BIDS folder."""
+    try:
+        entries = list(itertools.islice(os.scandir(folder), limit))
+    except OSError:
+        return False
+    return any((Path(e.path) / "surf" / f"{h}.sphere").is_file() for e in entries for h in ("lh", "rh"))
+
+
 def validate_arguments(args) -> None:
     """Checks every level needs before anything else: an existing BIDS folder (unless
     ``--skip-bids-validation``), an output folder that is not the input."""
     if not args.bids_dir.is_dir():
         raise InputError("bids_dir does not exist or is not a folder", path=args.bids_dir)
     if not args.skip_bids_validation and not (args.bids_dir / "dataset_description.json").is_file():
+        if _looks_like_subjects_dir(args.bids_dir):
+            raise InputError("is a FreeSurfer SUBJECTS_DIR, not a BIDS dataset: pass the BIDS dataset with "
+                             f"--fs-subjects-dir {args.bids_dir}, or run on these subjects alone with "
+                             f"--skip-bids-validation --fs-subjects-dir {args.bids_dir}", path=args.bids_dir)
         raise InputError("is not a BIDS dataset: no dataset_description.json (or pass --skip-bids-validation)",
                          path=args.bids_dir)
     if os.path.realpath(args.output_dir.absolute()) == os.path.realpath(args.bids_dir.absolute()):

@@ -7,10 +7,13 @@ files on disk (the dataset's bytes unchanged, nothing created). The cases that n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -388,3 +391,23 @@ def test_a_stop_signal_swallowed_by_library_code_is_delivered_again():
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.stdout.split("\n") == ["swallowed Interrupted", "stopped by SIGTERM", "done", ""], done.stderr
     assert done.returncode == 0
+
+
+def test_a_freesurfer_subjects_dir_given_as_the_bids_folder_says_what_to_do(tmp_path):
+    """FreeSurfer users' first mistake: SUBJECTS_DIR as bids_dir. The one-line error says what it is and
+    the two ways to run; the second way, as printed, registers the subjects."""
+    subjects = tmp_path / "freesurfer"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer", subjects)
+    out = io.StringIO()
+    with contextlib.redirect_stderr(out):
+        code = main([str(subjects), str(tmp_path / "out"), "participant"])
+    err = out.getvalue()
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "is a FreeSurfer SUBJECTS_DIR, not a BIDS dataset" in err
+    assert f"--skip-bids-validation --fs-subjects-dir {subjects}" in err
+    assert not (tmp_path / "out").exists()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main([str(subjects), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+                     "--fs-subjects-dir", str(subjects), "--model", "rigid", "-w", str(tmp_path / "w")])
+    assert code == 0
+    assert len(list((tmp_path / "out").rglob("*_space-fsLR_desc-geomorph_sphere.surf.gii"))) == 2
