@@ -51,6 +51,7 @@ from ..errors import InputError
 from ..io.template_ref import TemplateRef, resolve_template_ref
 from ..io.template_sources import TemplateSearch, TemplateWarning
 from ..io.templates import TEMPLATE_LEVEL, Template
+from ..io.validate import hemi_code
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, assess
 from ..sphere.distortion import distortion, distortion_summary
 from ..sphere.icosphere import icosphere, n_vertices
@@ -217,7 +218,7 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         a FreeSurfer ``fsaverage`` or TemplateFlow ``tpl-fsaverage`` folder; a custom template
         folder; a resolved :class:`~geomorph_bids.io.template_ref.TemplateRef`; or a loaded
         :class:`~geomorph_bids.io.templates.Template` (used as it is).
-    hemi : ``"L"`` or ``"R"``.
+    hemi : ``"L"`` or ``"R"`` (``"lh"``/``"rh"``, ``"left"``/``"right"`` accepted; results say L or R).
     model : a bundled network's name, a checkpoint path or a built ``GeoMorph`` (with
         ``.config``), or None: the template's default registration
         (:func:`~geomorph_bids.engine.model_choice.default_registration`; today the warp comes
@@ -397,9 +398,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     """Read and check one item, load (or reuse) the model, rigid pre-alignment."""
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
-    hemi = item.hemi
-    if hemi not in ("L", "R"):
-        raise ValueError(f"hemi must be 'L' or 'R', got {hemi!r}")
+    hemi = hemi_code(item.hemi)  # L/R; lh/rh, left/right and CortexLeft/CortexRight are accepted too
     vertices, faces, feats = _read_inputs(item.moving_sphere, item.moving_features)
     reg_sphere = item.reg_sphere
     if reg_sphere is not None and isinstance(reg_sphere, (str, Path)):

@@ -340,3 +340,14 @@ def test_a_sign_flipped_sulc_is_flagged_for_its_sign():
     assert flipped.metrics["identity_cc_negated"] > flipped.metrics["identity_cc_own"] + 0.3
     right = register((s.vertices, s.faces), {"sulc": sulc}, "fsLR", "L", rigid_only=True)
     assert not right.quality.flagged and "identity_cc_negated" not in right.metrics
+
+
+def test_hemisphere_spellings_are_accepted_and_nonsense_refused():
+    s = read_surface(SURF / "lh.sphere")
+    sulc = read_feature(SURF / "lh.sulc")
+    ref = register((s.vertices, s.faces), {"sulc": sulc}, "fsLR", "L", rigid_only=True)
+    for spelling in ("lh", "left", "CortexLeft"):
+        r = register((s.vertices, s.faces), {"sulc": sulc}, "fsLR", spelling, rigid_only=True)
+        assert r.hemi == "L" and np.array_equal(r.sphere, ref.sphere)
+    with pytest.raises(ValueError, match="hemisphere must be 'L' or 'R'"):
+        register((s.vertices, s.faces), {"sulc": sulc}, "fsLR", "X", rigid_only=True)
