@@ -281,9 +281,13 @@ def evaluate_warps(model: GeoMorph, pairs: PairSet, device: str | torch.device =
 
     Returns one dict per pair: ``name``, ``median_deg``/``p95_deg`` of the angular error over
     the data-icosphere vertices for the identity (``rigid_*``: the moving image as given, i.e.
-    after rigid pre-alignment) and for the network (``net_*``), and the mean CC of the moving
-    image with the fixed one before and after (``cc_rigid``, ``cc_net``; fixed zeros masked).
+    after rigid pre-alignment) and for the network (``net_*``: its warp low-passed as
+    ``register()`` uses it, :func:`~geomorph_bids.engine.warp_geometry.network_smoothing`), and
+    the mean CC of the moving image with the fixed one before and after (``cc_rigid``,
+    ``cc_net``; fixed zeros masked).
     """
+    from .warp_geometry import network_smoothing, smooth_warp
+
     if pairs.target is None:
         raise ValueError("evaluate_warps needs pairs with target warps")
     device = torch.device(device)
@@ -297,12 +301,17 @@ def evaluate_warps(model: GeoMorph, pairs: PairSet, device: str | torch.device =
                 out = model(mov, fix)
             grid = _unit_grid(pairs.fixed.shape[0], device)
             rigid = warp_error_deg(grid[None].expand_as(target), target)[0]
-            net = warp_error_deg(out.warp.float(), target.float())[0]
+            level = model.config.data_level
+            smoothed = smooth_warp(out.warp[0].detach().to("cpu", torch.float64).numpy(), level,
+                                   network_smoothing(level))
+            warp = torch.as_tensor(smoothed, dtype=torch.float32, device=device)[None]
+            net = warp_error_deg(warp, target.float())[0]
+            warped = model.resample(mov.float(), warp)
             rows.append({"name": name,
                          "rigid_median_deg": float(rigid.median()), "rigid_p95_deg": float(rigid.quantile(0.95)),
                          "net_median_deg": float(net.median()), "net_p95_deg": float(net.quantile(0.95)),
                          "cc_rigid": float(cc_per_channel(mov, fix).mean()),
-                         "cc_net": float(cc_per_channel(out.warped.float(), fix).mean())})
+                         "cc_net": float(cc_per_channel(warped.float(), fix).mean())})
     finally:
         model.train(was_training)
     return rows
