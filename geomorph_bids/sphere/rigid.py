@@ -64,6 +64,8 @@ def _super_fibonacci(n: int) -> np.ndarray:
 # Icospheres and smoothing tables (deterministic, cached)
 # ----------------------------------------------------------------------------
 
+_FLIP = np.array([-1.0, 1.0, 1.0])  # the mirror x -> -x
+
 
 def _ico(level: int) -> tuple[np.ndarray, np.ndarray]:
     """Unit icosphere of a level: (vertices (V, 3), faces (F, 3)), read-only."""
@@ -79,6 +81,15 @@ def _ico_tree(level: int) -> cKDTree:
 def _ico_nearest(src_level: int, level: int) -> np.ndarray:
     """(V_src,) index of the nearest ico-``level`` vertex of every ico-``src_level`` vertex (cached)."""
     _, idx = _ico_tree(level).query(_ico(src_level)[0], workers=1)
+    idx.setflags(write=False)
+    return idx
+
+
+@lru_cache(maxsize=16)
+def _ico_nearest_mirrored(src_level: int, level: int) -> np.ndarray:
+    """(V_src,) index of the nearest ico-``level`` vertex of every MIRRORED (x -> -x) ico-``src_level``
+    vertex (cached): a template on the icosphere grid, mirrored for the identity check."""
+    _, idx = _ico_tree(level).query(_ico(src_level)[0] * _FLIP, workers=1)
     idx.setflags(write=False)
     return idx
 
@@ -175,7 +186,9 @@ def _prepare_features(vertices: np.ndarray, faces: np.ndarray, features: np.ndar
         raise InputError(f"{name} features: fewer than 5% of vertices are valid (non-zero, finite, in mask)")
     feat = np.where(valid[:, None], feat, 0.0)
     u = unit(vertices)
-    area = vertex_areas(u, faces) * valid
+    level = _icosphere_level(u)  # a template on its icosphere grid: its cached vertex areas
+    grid = level is not None and faces.shape == _ico(level)[1].shape and np.array_equal(faces, _ico(level)[1])
+    area = (_ico_areas(level) if grid else vertex_areas(u, faces)) * valid
     return u, feat, area
 
 
@@ -187,9 +200,12 @@ def _bin_to_level(u: np.ndarray, feat: np.ndarray, area: np.ndarray,
     the nearest input vertex, weighted by the cell's own area.
     """
     n = len(_ico(level)[0])
-    own = _icosphere_level(u)  # a template on its icosphere grid: the cached nearest table
+    own = _icosphere_level(u)  # a template on its icosphere grid (or its mirror image): a cached table
+    mirrored = _icosphere_level(u * _FLIP) if own is None else None
     if own is not None and own >= level:
         idx = _ico_nearest(own, level)
+    elif mirrored is not None and mirrored >= level:
+        idx = _ico_nearest_mirrored(mirrored, level)
     else:
         _, idx = _ico_tree(level).query(u, workers=1)
     wsum = np.bincount(idx, weights=area, minlength=n)
@@ -517,8 +533,7 @@ def rigid_fit(moving: tuple[np.ndarray, np.ndarray], moving_features: np.ndarray
         own = _refine(best_R, *coarse)[1]
     mirrored = None
     if mirror_check:  # a third of the grid and two candidates: the two fits differ by ~0.4
-        flip = np.array([-1.0, 1.0, 1.0])
-        fm = pyramid(fu * flip, ffeat, farea, (c_key,))[c_key]
+        fm = pyramid(fu * _FLIP, ffeat, farea, (c_key,))[c_key]
         mirrored = max(c for _, c in _coarse_best(m[c_key], fm, max(500, n_rotations // 3), 2))
     return RigidFit(best_R, float(best_c), float(own), None if mirrored is None else float(mirrored))
 
