@@ -20,7 +20,8 @@ from ..sphere.locate import SphereLocator, unit
 from ..sphere.mesh import edges
 from ..sphere.unfold import unfold_mesh
 
-__all__ = ["RADIUS", "NETWORK_SMOOTHING_ICO5", "network_smoothing", "upsample_warp", "smooth_warp", "apply_warp", "warp_folded_triangles", "unfold_warp"]
+__all__ = ["RADIUS", "NETWORK_SMOOTHING_ICO5", "network_smoothing", "upsample_warp", "smooth_warp", "apply_warp",
+           "warp_folded_triangles", "unfold_warp"]
 
 #: radius (mm) of the template grid and of every output sphere
 RADIUS = 100.0
@@ -31,7 +32,6 @@ RADIUS = 100.0
 #: cases (real pairs, with synthetic warps added, full-resolution fsaverage with a known warp):
 #: 15 lowered every one (0.02-0.15 deg) and halved the areal distortion; 30 was no better.
 NETWORK_SMOOTHING_ICO5 = 15
-
 
 
 def upsample_warp(warp: np.ndarray, level: int, target_level: int = TEMPLATE_LEVEL) -> np.ndarray:

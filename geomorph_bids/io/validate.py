@@ -259,17 +259,17 @@ def clip_outliers(values: np.ndarray, name: str = "feature map") -> np.ndarray:
     if not spread > 0:
         return v
     lo, hi = q1 - OUTLIER_IQR * spread, q3 + OUTLIER_IQR * spread
-    out = (v < lo) | (v > hi)
+    out = ((v < lo) | (v > hi)) & (v != 0)
     n = int(out.sum())
     if n == 0:
         return v
     worst = float(v[out][np.argmax(np.abs(v[out]))])
-    inside = v[~out]
+    inside = nonzero[(nonzero >= lo) & (nonzero <= hi)]
     lo, hi = float(inside.min()), float(inside.max())  # the most extreme plausible values
     warnings.warn(f"{name}: {n} of {v.size} values lie more than {OUTLIER_IQR:g} interquartile ranges "
                   f"beyond the quartiles (up to {worst:.3g}); clipped to the others' range [{lo:.3g}, {hi:.3g}]",
                   FeatureWarning, stacklevel=2)
-    return np.clip(v, lo, hi)
+    return np.where(out, np.clip(v, lo, hi), v)
 
 
 def validate_feature(values: np.ndarray, path: PathLike = None,

@@ -175,3 +175,23 @@ def test_real_non_spheres_spread(request, root, name):
     assert val.fit_sphere(v)[2] > 0.2
     with pytest.raises(InputError, match="is not a sphere"):
         val.validate_sphere(v, img.agg_data("NIFTI_INTENT_TRIANGLE"), name)
+
+
+def test_clip_outliers_leaves_real_maps_and_zeros_alone():
+    """Only non-zero values far beyond the quartiles move, to the other values' range; a zeroed
+    medial wall on a map far from zero (e.g. 1000 +- 1) is never an outlier."""
+    from geomorph_bids.io.validate import FeatureWarning, clip_outliers
+
+    rng = np.random.default_rng(0)
+    far = 1000.0 + rng.normal(size=500)
+    far[:50] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeatureWarning)
+        np.testing.assert_array_equal(clip_outliers(far), far)
+    bad = far.copy()
+    bad[60], bad[61] = 1e30, -1e30
+    with pytest.warns(FeatureWarning, match="2 of 500 values"):
+        got = clip_outliers(bad, "x")
+    np.testing.assert_array_equal(np.delete(got, [60, 61]), np.delete(bad, [60, 61]))
+    ok = np.delete(far, [60, 61])
+    assert got[60] == ok[ok != 0].max() and got[61] == ok[ok != 0].min() and (got[:50] == 0).all()
