@@ -38,6 +38,13 @@ bank="$here/.gpu/sources.npz"
     --label-level 5 --crf-iterations 2 --no-label-block --correlation --batch-size 4 --pairs-per-epoch 200 \
     --val-pairs 32 --epochs 100000 --patience 0 --lr 1e-3 --lr-schedule cosine --warmup 200 --supervised 1 \
     --lam 10 --fold 10 --max-minutes 40 --threads 1 --seed 32 --device cpu
+# ... then fine-tuned (2026-12-05): 70 more minutes from those weights (the shipped sulc-fsLR)
+"$train" --out "$out/sulc-fsLR-ft" --name sulc-fsLR --template fsLR --mirror-right --features sulc \
+    --sources "$bank" --holdout fsavg5_Rm --data-level 5 --channels small --control-level 4 --labels 100 \
+    --label-level 5 --crf-iterations 2 --no-label-block --correlation --batch-size 4 --pairs-per-epoch 200 \
+    --val-pairs 32 --epochs 100000 --patience 0 --lr 4e-4 --lr-schedule cosine --warmup 50 --supervised 1 \
+    --lam 10 --fold 10 --max-minutes 70 --threads 1 --seed 35 --device cpu \
+    --init "$out/sulc-fsLR/model.pt"
 
 # multimodal-fsLR (2026-11-24, synthetic pairs only):
 common=(--mirror-right --synthetic 160 --data-level 5 --channels small --control-level 2 --labels 100
