@@ -11,13 +11,11 @@ upsampled), :func:`warp_folded_triangles` counts the triangles it flips and
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
 
 from ..io.templates import TEMPLATE_LEVEL
 from ..sphere.distortion import folded_triangles
 from ..sphere.icosphere import icosphere, level_of, n_vertices
 from ..sphere.locate import SphereLocator, unit
-from ..sphere.mesh import edges
 from ..sphere.unfold import unfold_mesh
 
 __all__ = ["RADIUS", "NETWORK_SMOOTHING_ICO5", "network_smoothing", "upsample_warp", "smooth_warp", "apply_warp",
@@ -58,30 +56,26 @@ def network_smoothing(level: int) -> int:
     return max(1, int(round(NETWORK_SMOOTHING_ICO5 * 4.0 ** (int(level) - 5))))
 
 
-def smooth_warp(warp: np.ndarray, level: int, iterations: int, step: float = 0.5) -> np.ndarray:
+def smooth_warp(warp: np.ndarray, level: int, iterations: int) -> np.ndarray:
     """Low-pass a (n_vertices(level), 3) warp's displacement on icosphere ``level``.
 
-    Each iteration moves the displacement ``warp - x`` (unit sphere) of every vertex ``step`` of
-    the way to the mean over its one ring (umbrella smoothing; ~a Gaussian of
-    ``sqrt(iterations * step / 2)`` edges); the result is projected back onto the sphere.
+    The displacement ``warp - x`` (unit sphere) goes through ``iterations`` steps of the umbrella
+    smoothing the optimiser applies to its images (:func:`geomorph_bids.model.optimise.smooth_on_ico`:
+    every vertex moves half-way to the mean of its one ring; ~a Gaussian of
+    ``sqrt(iterations) / 2`` edges); the result is projected back onto the sphere.
     Returns (V, 3) float64 on the unit sphere (``iterations`` 0: the warp, normalised).
     """
+    import torch
+
+    from ..model.optimise import smooth_on_ico
+
     w = unit(np.asarray(warp, dtype=np.float64))
     if iterations <= 0:
         return w
     x = unit(icosphere(level)[0])
     if w.shape != x.shape:
         raise ValueError(f"warp must be ({len(x)}, 3) for icosphere level {level}, got {w.shape}")
-    e = edges(icosphere(level)[1])
-    n = len(x)
-    adjacency = sparse.csr_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])),
-                                  shape=(n, n))
-    # one step as one sparse product: d <- (1 - step) d + step * (ring mean of d)
-    mean = sparse.diags(step / np.asarray(adjacency.sum(axis=1)).ravel()) @ adjacency
-    update = (mean + sparse.identity(n, format="csr") * (1.0 - step)).tocsr()
-    d = w - x
-    for _ in range(int(iterations)):
-        d = update @ d
+    d = smooth_on_ico(torch.from_numpy(w - x)[None], int(iterations), level)[0].numpy()
     return unit(x + d)
 
 
