@@ -19,32 +19,25 @@ train="$here/.venv/bin/geomorph-train"
 # committed), a correlation head, ico-4 control grid; 110 min on one CPU thread (docs/models.md).
 bank="$here/.gpu/sources.npz"
 [ -f "$bank" ] || "$here/.venv/bin/python" "$here/scripts/build_training_sources.py" --out "$bank"
-"$train" --out "$out/sulc-fsaverage" --name sulc-fsaverage --template fsaverage --mirror-right --features sulc \
-    --sources "$bank" --holdout fsavg5_Rm --data-level 5 --channels small --control-level 4 --labels 100 \
-    --label-level 5 --crf-iterations 2 --no-label-block --correlation --batch-size 4 --pairs-per-epoch 200 \
-    --val-pairs 32 --epochs 100000 --patience 0 --lr 1e-3 --lr-schedule cosine --warmup 200 --supervised 1 \
-    --lam 10 --fold 10 --max-minutes 110 --threads 1 --seed 31 --device cpu
-# ... then fine-tuned (2026-12-05): 105 more minutes from those weights, a lower peak learning rate
-# and a new seed (the shipped sulc-fsaverage)
-"$train" --out "$out/sulc-fsaverage-ft" --name sulc-fsaverage --template fsaverage --mirror-right --features sulc \
-    --sources "$bank" --holdout fsavg5_Rm --data-level 5 --channels small --control-level 4 --labels 100 \
-    --label-level 5 --crf-iterations 2 --no-label-block --correlation --batch-size 4 --pairs-per-epoch 200 \
-    --val-pairs 32 --epochs 100000 --patience 0 --lr 4e-4 --lr-schedule cosine --warmup 50 --supervised 1 \
-    --lam 10 --fold 10 --max-minutes 105 --threads 1 --seed 33 --device cpu \
-    --init "$out/sulc-fsaverage/model.pt"
+# The recipe every sulc network shares; first runs start from random weights (lr 1e-3, 200 warm-up
+# steps), fine-tunings from the first run's weights (lr 4e-4, 50 warm-up steps, a new seed).
+recipe=(--mirror-right --features sulc --sources "$bank" --holdout fsavg5_Rm --data-level 5 --channels small
+        --control-level 4 --labels 100 --label-level 5 --crf-iterations 2 --no-label-block --correlation
+        --batch-size 4 --pairs-per-epoch 200 --val-pairs 32 --epochs 100000 --patience 0 --lr-schedule cosine
+        --supervised 1 --lam 10 --fold 10 --threads 1 --device cpu)
+first=(--lr 1e-3 --warmup 200)
+finetune=(--lr 4e-4 --warmup 50)
+"$train" --out "$out/sulc-fsaverage" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${first[@]}" \
+    --max-minutes 110 --seed 31
+# ... then fine-tuned (2026-12-05): 105 more minutes (the shipped sulc-fsaverage)
+"$train" --out "$out/sulc-fsaverage-ft" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${finetune[@]}" \
+    --max-minutes 105 --seed 33 --init "$out/sulc-fsaverage/model.pt"
 # sulc-fsLR (2026-12-04): the same recipe for fsLR, 40 minutes
-"$train" --out "$out/sulc-fsLR" --name sulc-fsLR --template fsLR --mirror-right --features sulc \
-    --sources "$bank" --holdout fsavg5_Rm --data-level 5 --channels small --control-level 4 --labels 100 \
-    --label-level 5 --crf-iterations 2 --no-label-block --correlation --batch-size 4 --pairs-per-epoch 200 \
-    --val-pairs 32 --epochs 100000 --patience 0 --lr 1e-3 --lr-schedule cosine --warmup 200 --supervised 1 \
-    --lam 10 --fold 10 --max-minutes 40 --threads 1 --seed 32 --device cpu
-# ... then fine-tuned (2026-12-05): 70 more minutes from those weights (the shipped sulc-fsLR)
-"$train" --out "$out/sulc-fsLR-ft" --name sulc-fsLR --template fsLR --mirror-right --features sulc \
-    --sources "$bank" --holdout fsavg5_Rm --data-level 5 --channels small --control-level 4 --labels 100 \
-    --label-level 5 --crf-iterations 2 --no-label-block --correlation --batch-size 4 --pairs-per-epoch 200 \
-    --val-pairs 32 --epochs 100000 --patience 0 --lr 4e-4 --lr-schedule cosine --warmup 50 --supervised 1 \
-    --lam 10 --fold 10 --max-minutes 70 --threads 1 --seed 35 --device cpu \
-    --init "$out/sulc-fsLR/model.pt"
+"$train" --out "$out/sulc-fsLR" --name sulc-fsLR --template fsLR "${recipe[@]}" "${first[@]}" \
+    --max-minutes 40 --seed 32
+# ... then fine-tuned (2026-12-05): 70 more minutes (the shipped sulc-fsLR)
+"$train" --out "$out/sulc-fsLR-ft" --name sulc-fsLR --template fsLR "${recipe[@]}" "${finetune[@]}" \
+    --max-minutes 70 --seed 35 --init "$out/sulc-fsLR/model.pt"
 
 # multimodal-fsLR (2026-11-24, synthetic pairs only):
 common=(--mirror-right --synthetic 160 --data-level 5 --channels small --control-level 2 --labels 100
