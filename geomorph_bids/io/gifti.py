@@ -299,6 +299,7 @@ class _DataArray(GiftiDataArray):
         element.find("Data").text = base64.b64encode(zlib.compress(payload, _ZLIB_LEVEL)).decode()
         return element
 
+
 def _save(img: GiftiImage, path: str | Path) -> Path:
     data = img.to_xml()
     if str(path).lower().endswith(".gz"):
@@ -345,11 +346,11 @@ def write_surface(path: str | Path, vertices: np.ndarray, faces: np.ndarray, hem
     pmeta.update({str(k): str(val) for k, val in (meta or {}).items()})
     talairach = nib.nifti1.xform_codes["NIFTI_XFORM_TALAIRACH"]
     pts = _DataArray(v.astype(np.float32), intent="NIFTI_INTENT_POINTSET",
-                         datatype="NIFTI_TYPE_FLOAT32", meta=GiftiMetaData(pmeta),
-                         coordsys=GiftiCoordSystem(talairach, talairach, np.eye(4)))
+                     datatype="NIFTI_TYPE_FLOAT32", meta=GiftiMetaData(pmeta),
+                     coordsys=GiftiCoordSystem(talairach, talairach, np.eye(4)))
     tri = _DataArray(f.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE",
-                         datatype="NIFTI_TYPE_INT32",
-                         meta=GiftiMetaData({"TopologicalType": "Closed"}), coordsys=None)
+                     datatype="NIFTI_TYPE_INT32",
+                     meta=GiftiMetaData({"TopologicalType": "Closed"}), coordsys=None)
     return _save(GiftiImage(darrays=[pts, tri]), path)
 
 
@@ -380,7 +381,7 @@ def write_metric(path: str | Path, values: np.ndarray, hemi: str,
     for k in range(cols.shape[1]):        # loop over columns
         m = GiftiMetaData({"Name": str(names[k])}) if names is not None else GiftiMetaData()
         arrays.append(_DataArray(np.ascontiguousarray(cols[:, k], dtype=np.float32),
-                                     intent=intent, datatype="NIFTI_TYPE_FLOAT32", meta=m))
+                                 intent=intent, datatype="NIFTI_TYPE_FLOAT32", meta=m))
     return _save(GiftiImage(darrays=arrays, meta=_file_meta(hemi, meta)), path)
 
 
@@ -428,5 +429,5 @@ def write_labels(path: str | Path, labels: np.ndarray, table: Mapping[int, objec
         lt.labels.append(gl)
     m = GiftiMetaData({"Name": name}) if name is not None else GiftiMetaData()
     da = _DataArray(lab.astype(np.int32), intent="NIFTI_INTENT_LABEL",
-                        datatype="NIFTI_TYPE_INT32", meta=m)
+                    datatype="NIFTI_TYPE_INT32", meta=m)
     return _save(GiftiImage(darrays=[da], labeltable=lt, meta=_file_meta(hemi, meta)), path)
