@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
                    help="plateau (ReduceLROnPlateau) or cosine decay over --max-minutes or --epochs")
     t.add_argument("--warmup", type=int, default=0, help="linear warm-up steps (cosine schedule)")
+    t.add_argument("--train-smoothed", action="store_true",
+                   help="compute the loss on the warp low-passed as register() uses it (default: the raw warp)")
     t.add_argument("--save-bf16", action="store_true",
                    help="store model.pt's weights in bfloat16 (half the size; loaded as float32)")
     t.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0 disables)")
@@ -352,6 +354,7 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
            if train_config.lr_schedule == "cosine" else
            f"; ReduceLROnPlateau (patience {train_config.lr_patience}, factor {train_config.lr_factor:g})")
         + (f"; + {train_config.supervised:g} x angular error to the known warp" if train_config.supervised else "")
+        + ("; loss on the low-passed warp register() uses" if train_config.smoothed else "")
         + f"; early stopping patience {train_config.patience}; bf16: {train_config.bf16}",
         f"- Device: {result.device}; wall time: {result.wall_time_s:.1f} s ({result.wall_time_s / 60:.1f} min); "
         f"epochs run: {result.epochs_run} (stopped: {result.stopped})",
@@ -402,7 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              val_fraction=args.val_fraction, patience=args.patience or None,
                              lr_patience=args.lr_patience, seed=args.seed, bf16=args.bf16, device=args.device,
                              num_threads=args.threads, max_minutes=args.max_minutes,
-                             supervised=args.supervised, lr_schedule=args.lr_schedule, warmup_steps=args.warmup)
+                             supervised=args.supervised, lr_schedule=args.lr_schedule, warmup_steps=args.warmup,
+                             smoothed=args.train_smoothed)
         model_config = build_model_config(args.channels, len(args.features), args.data_level,
                                           args.cascade or ((args.control_level,) if args.control_level else None),
                                           args.labels, args.label_level, args.crf_iterations,

@@ -98,6 +98,10 @@ class TrainConfig:
         (cosine decay to ``min_lr`` over the run: over ``max_minutes`` of wall time when set,
         else over ``epochs``), after ``warmup_steps`` steps of linear warm-up.
     warmup_steps : optimiser steps of linear learning-rate warm-up (cosine schedule only).
+    smoothed : compute the loss (and the validation metrics) on the network's warp low-passed
+        as ``register()`` uses it (:func:`~geomorph_bids.engine.warp_geometry.network_smoothing`
+        iterations on the data icosphere, differentiable), so that training optimises the warp
+        the user gets (False: the raw warp, as the models shipped before 2026-12-05 were trained).
     """
 
     epochs: int = 50
@@ -122,6 +126,7 @@ class TrainConfig:
     supervised: float = 0.0
     lr_schedule: str = "plateau"
     warmup_steps: int = 0
+    smoothed: bool = False
 
     def __post_init__(self) -> None:
         if self.groups is not None:
@@ -235,15 +240,33 @@ def warp_error_deg(warp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(2.0 * torch.asin(0.5 * chord))
 
 
+def _smoothed_warp(warp: torch.Tensor, level: int) -> torch.Tensor:
+    """(B, V, 3) warp on icosphere ``level`` low-passed as ``register()`` does (its displacement
+    through :func:`~geomorph_bids.engine.warp_geometry.network_smoothing` umbrella steps, back
+    on the unit sphere); differentiable, same dtype and device."""
+    from ..model.optimise import smooth_on_ico
+    from .warp_geometry import network_smoothing
+
+    grid = _unit_grid(warp.shape[1], warp.device).to(warp.dtype)
+    moved = grid + smooth_on_ico(warp - grid, network_smoothing(level), level)
+    return moved / moved.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
 def _loss(model: GeoMorph, mov: torch.Tensor, fix: torch.Tensor, cfg: TrainConfig, groups, weights,
-          bf16: bool, target: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+          bf16: bool, target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training loss of one batch; returns (loss, warp (B, V, 3) float32, warped (B, V, K) float32):
+    the warp the loss saw (low-passed with ``cfg.smoothed``) and the moving image through it."""
     with _autocast(mov.device, bf16):
         out = model(mov, fix)
-    loss, _ = total_loss(out.warped.float(), fix, out.warp.float(), level=model.data_level,
+    warp, warped = out.warp.float(), out.warped.float()
+    if cfg.smoothed:
+        warp = _smoothed_warp(warp, model.data_level)
+        warped = model.resample(mov.float(), warp).float()
+    loss, _ = total_loss(warped, fix, warp, level=model.data_level,
                          groups=groups, weights=weights, lam=cfg.lam, fold=cfg.fold)
     if target is not None and cfg.supervised > 0:
-        loss = loss + cfg.supervised * warp_error_deg(out.warp.float(), target.float()).mean()
-    return loss, out
+        loss = loss + cfg.supervised * warp_error_deg(warp, target.float()).mean()
+    return loss, warp, warped
 
 
 @torch.no_grad()
@@ -258,13 +281,13 @@ def _evaluate(model: GeoMorph, pairs: PairSet, cfg: TrainConfig, device: torch.d
     for start in range(0, n, cfg.batch_size):
         idx = np.arange(start, min(start + cfg.batch_size, n))
         mov, fix, target = (None if t is None else t.to(device) for t in pairs.batch_with_target(idx))
-        loss, out = _loss(model, mov, fix, cfg, groups, weights, cfg.bf16, target)
+        loss, warp, warped = _loss(model, mov, fix, cfg, groups, weights, cfg.bf16, target)
         if target is not None:  # per pair: the median angular error over vertices
-            errors += warp_error_deg(out.warp.float(), target.float()).median(dim=1).values.tolist()
+            errors += warp_error_deg(warp, target.float()).median(dim=1).values.tolist()
         loss_sum += float(loss) * len(idx)
-        cc_sum += float(cc_per_channel(out.warped.float(), fix).mean(dim=1).sum())
+        cc_sum += float(cc_per_channel(warped, fix).mean(dim=1).sum())
         if cfg.distortion_metrics:
-            for s in warp_distortion(out.warp, model.data_level):
+            for s in warp_distortion(warp, model.data_level):
                 areal_sum += s["areal_mean_abs"]
                 folded_sum += s["n_folded"]
     model.train(was_training)
@@ -534,7 +557,7 @@ def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[to
                 if warm_cosine is not None:
                     for group in optimizer.param_groups:
                         group["lr"] = warm_cosine(global_step, time.perf_counter() - start_wall)
-                loss, _ = _loss(model, mov, fix, config, groups, weights, config.bf16, target)
+                loss = _loss(model, mov, fix, config, groups, weights, config.bf16, target)[0]
                 optimizer.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss):  # a degenerate batch must not poison the weights
                     skipped += 1

@@ -159,3 +159,27 @@ def test_fine_tuning_from_weights(data, tmp_path):
     with pytest.raises(ValueError, match="another model config"):
         train(tiny_config(data_level=LEVEL, n_labels=30), train_set, val_set, _cfg(epochs=1), tmp_path / "c",
               init_weights=first.best_checkpoint, log=None)
+
+
+def test_smoothed_loss_sees_the_warp_register_uses(data):
+    """--train-smoothed: the loss, its warp and warped image are those of the low-passed warp
+    (the same numbers as warp_geometry.smooth_warp, which register() applies), gradients flow."""
+    from geomorph_bids.engine.train import _loss
+    from geomorph_bids.engine.warp_geometry import network_smoothing, smooth_warp
+
+    torch.manual_seed(0)
+    model = GeoMorph(_model_config())
+    mov, fix = data[1].batch([0, 1])
+    raw_loss, raw_warp, _ = _loss(model, mov, fix, _cfg(), None, None, False)
+    loss, warp, warped = _loss(model, mov, fix, _cfg(smoothed=True), None, None, False)
+    assert network_smoothing(LEVEL) >= 1
+    for b in range(2):
+        expected = smooth_warp(raw_warp[b].detach().double().numpy(), LEVEL, network_smoothing(LEVEL))
+        assert torch.allclose(warp[b].detach().double(), torch.from_numpy(expected), atol=1e-5)
+    assert torch.allclose(warped, model.resample(mov, warp))
+    assert float((warp - raw_warp).detach().abs().max()) > 1e-4  # the smoothing changed the warp ...
+    assert float(loss) != pytest.approx(float(raw_loss), rel=1e-6)  # ... and the loss
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+    assert TrainConfig.from_dict(_cfg(smoothed=True).to_dict()).smoothed
