@@ -23,7 +23,7 @@ from geomorph_bids.sphere.mesh import signed_volumes, triangle_areas
 __all__ = [
     "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SphereWarning", "hemi_code",
     "check_faces", "check_finite", "check_vertex_count", "check_mesh",
-    "fit_sphere", "count_folded", "orient_faces", "validate_sphere", "validate_feature",
+    "fit_sphere", "count_folded", "orient_faces", "validate_sphere", "check_closed", "validate_feature",
     "FeatureWarning", "OUTLIER_IQR", "clip_outliers",
 ]
 
@@ -237,7 +237,33 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
     if not 0.5 < coverage < 1.5:
         raise InputError(f"triangles cover {coverage:.2f} times the sphere's area (expected about 1): "
                          "the mesh is partial (a patch?) or has duplicated triangles", path=path)
+    check_closed(f, len(v), path)
     return v, orient_faces(v, f, path, max_folded=max_folded)
+
+
+def check_closed(faces: np.ndarray, n_vertices: int, path: PathLike = None) -> None:
+    """Refuse a triangle mesh that cannot be a whole sphere: one with a hole (edges used by one
+    triangle only, e.g. a cut-out medial wall) or with vertices no triangle uses.
+
+    A closed genus-0 mesh whose every vertex is used has exactly ``2 V - 4`` triangles (Euler),
+    so valid spheres cost one comparison; only other meshes are diagnosed (an edge count).
+    Duplicated triangles alone are accepted.
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    if len(f) == 2 * n_vertices - 4:
+        return
+    unused = n_vertices - int(np.count_nonzero(np.bincount(f.ravel(), minlength=n_vertices)))
+    edges = np.sort(f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    _, counts = np.unique(edges[:, 0] * n_vertices + edges[:, 1], return_counts=True)
+    border = int(np.count_nonzero(counts == 1))
+    also = f" (and {unused} of {n_vertices} vertices belong to no triangle)" if unused else ""
+    if border:
+        raise InputError(f"the mesh has a hole: {border} edges belong to one triangle only{also}, e.g. "
+                         "a cut-out medial wall; a spherical registration needs the whole closed sphere "
+                         "(e.g. FreeSurfer's lh.sphere)", path=path)
+    if unused:
+        raise InputError(f"{unused} of {n_vertices} vertices belong to no triangle; pass the whole "
+                         "spherical mesh as written by FreeSurfer or Workbench", path=path)
 
 
 def clip_outliers(values: np.ndarray, name: str = "feature map") -> np.ndarray:

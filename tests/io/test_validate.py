@@ -100,6 +100,40 @@ def test_partial_sphere_rejected():
         val.validate_sphere(v, cap, "patch")
 
 
+def test_sphere_with_a_hole_or_loose_vertices_rejected(one_line):
+    """A mesh covering most of the sphere but not closed (a cut-out medial wall, re-indexed or
+    not) or with a vertex no triangle uses is refused on one line; duplicated triangles pass."""
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(3)
+    v = 100.0 * v / np.linalg.norm(v, axis=1, keepdims=True)
+    cut = (v[f, 0] > 85).all(axis=1)
+    assert 0 < cut.mean() < 0.1  # covers > 90 %: the area check alone lets it through
+    # faces removed, vertices kept: the hole is named, and the loose vertices with it
+    with pytest.raises(InputError) as e:
+        val.validate_sphere(v, f[~cut], "lh.sphere")
+    msg = one_line(e, "lh.sphere")
+    assert "has a hole" in msg and "belong to no triangle" in msg
+    border = int(msg.split("hole: ")[1].split()[0])
+    assert border > 0
+    # the same with the loose vertices dropped and the rest re-indexed
+    used = np.unique(f[~cut])
+    remap = np.full(len(v), -1)
+    remap[used] = np.arange(len(used))
+    with pytest.raises(InputError) as e:
+        val.validate_sphere(v[used], remap[f[~cut]], "lh.sphere")
+    msg = one_line(e, "lh.sphere")
+    assert f"has a hole: {border} edges" in msg and "no triangle" not in msg
+    # one extra vertex that no triangle uses
+    with pytest.raises(InputError) as e:
+        val.validate_sphere(np.vstack([v, [[0.0, 0.0, 100.0]]]), f, "lh.sphere")
+    assert f"1 of {len(v) + 1} vertices belong to no triangle" in one_line(e, "lh.sphere")
+    # duplicated triangles: still a closed sphere
+    out_v, out_f = val.validate_sphere(v, np.vstack([f, f[:5]]), "lh.sphere")
+    assert len(out_f) == len(f) + 5
+    val.check_closed(f, len(v))  # a whole icosphere: nothing to say
+
+
 def test_check_faces():
     with pytest.raises(InputError, match="2 of 3 triangles reference vertices that do not exist"):
         val.check_faces(np.array([[0, 1, 2], [0, 1, 5], [7, 1, 2]]), 5, "x")
