@@ -169,6 +169,38 @@ def template_search_path(output_dir: str | Path) -> tuple[Path, ...]:
     return (Path(output_dir), Path(output_dir) / "templates")
 
 
+#: fsaverage's icosphere subdivisions by the names FreeSurfer and fMRIPrep give them
+_FSAVERAGE_DENSITIES = {"5": "10k", "6": "41k", "7": "164k"}
+
+
+def template_name_hint(name: str) -> str | None:
+    """What a user who typed ``name`` (not a template) most likely meant, or None: a density
+    spelled into the name (fMRIPrep's ``fsaverage6``, ``fsLR32k``), another capitalisation of a
+    bundled template, or a volume template."""
+    import re
+
+    low = name.strip().lower()
+    m = re.fullmatch(r"fsaverage(\d)", low)
+    if m:
+        den = _FSAVERAGE_DENSITIES.get(m.group(1))
+        return (f"{name} is fsaverage at {den} vertices: register to template fsaverage and ask for output "
+                f"density {den} (--template fsaverage --output-density {den})" if den else
+                f"{name} is not a density geomorph-bids writes: register to template fsaverage (output "
+                "densities 10k, 41k, 164k)")
+    m = re.fullmatch(r"fs[_-]?lr[_-]?(?:den-)?(\d+k)?", low)
+    if m:
+        den = m.group(1)
+        return (f"{name} is fsLR at {den} vertices: register to template fsLR and ask for output density "
+                f"{den} (--template fsLR --output-density {den})" if den else "template names are "
+                "case-sensitive: did you mean fsLR?")
+    if low == "fsaverage" or low in ("fsaverage_sym", "fsavg"):
+        return "template names are case-sensitive: did you mean fsaverage?"
+    if low.startswith(("mni", "oasis", "nmt", "t1w", "colin")):
+        return (f"{name} is a volume template; geomorph-bids registers cortical spheres to the surface "
+                f"templates {' and '.join(available_templates())}")
+    return None
+
+
 def resolve_template_ref(name: str | Path, search: Sequence[str | Path] = (),
                          where: TemplateSearch | None = None) -> TemplateRef:
     """A standard template (its sources found as ``where`` says; None: the bundled maps only),
@@ -186,6 +218,9 @@ def resolve_template_ref(name: str | Path, search: Sequence[str | Path] = (),
     folder = find_custom_template(name, search)
     if folder is None:
         where_txt = ", ".join(str(p) for p in search) or "no search folder"
+        hint = template_name_hint(str(name))
+        if hint:
+            raise InputError(f"unknown template {str(name)!r}: {hint}")
         raise InputError(f"unknown template {str(name)!r}: not bundled ({', '.join(available_templates())}), not a "
                          "FreeSurfer fsaverage or TemplateFlow folder, and no custom template folder (tpl-<label> "
                          f"with {DESCRIPTION}) at that path or in {where_txt}")

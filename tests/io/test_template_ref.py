@@ -56,3 +56,27 @@ def test_unknown_template_and_bad_base(tmp_path):
         resolve_template_ref(bad)
     with pytest.raises(ValueError, match="not a bundled template"):
         TemplateRef.bundled("odd")
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("fsaverage6", "fsaverage at 41k vertices: register to template fsaverage and ask for output density 41k"),
+    ("fsaverage5", "--template fsaverage --output-density 10k"),
+    ("fsaverage", None),  # a template: no error
+    ("fsaverage4", "not a density geomorph-bids writes"),
+    ("fsLR32k", "--template fsLR --output-density 32k"),
+    ("fs_LR_164k", "--template fsLR --output-density 164k"),
+    ("fslr", "did you mean fsLR?"),
+    ("FSAverage", "did you mean fsaverage?"),
+    ("MNI152NLin2009cAsym", "is a volume template"),
+    ("mytemplate", "no custom template folder"),
+])
+def test_names_users_type_for_templates_get_a_hint(name, expected, tmp_path):
+    """fMRIPrep's space names (a density in the name), other capitalisations and volume templates
+    are answered with what to type instead, on one line."""
+    if expected is None:
+        assert resolve_template_ref(name).base == name
+        return
+    with pytest.raises(InputError) as e:
+        resolve_template_ref(name, search=(tmp_path,))
+    msg = str(e.value)
+    assert "\n" not in msg and f"unknown template {name!r}" in msg and expected in msg
