@@ -237,7 +237,9 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
                   derivatives: Mapping[str, str | Path] | None = None) -> list[str]:
     """Subject labels (without ``sub-``), sorted: ``sub-*`` folders of ``bids_dir`` plus
     subjects found only in the derivatives roots or FreeSurfer subjects dirs (``sub-*``
-    folders, ``sub-X_ses-Y`` FreeSurfer folders, HCP folders holding ``MNINonLinear/Native``)."""
+    folders, ``sub-X_ses-Y`` FreeSurfer folders, HCP folders holding ``MNINonLinear/Native``,
+    and FreeSurfer subjects named without ``sub-``, e.g. ``bert/surf/lh.sphere``, when the
+    name is a BIDS label; FreeSurfer's ``fsaverage*`` templates are not subjects)."""
     bids_dir = Path(bids_dir)
     deriv, fs = _roots(bids_dir, fs_subjects_dir, derivatives)
     labels: set[str] = set()
@@ -252,6 +254,9 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
                 name = name[4:].split("_", 1)[0]
             elif root != bids_dir and (p / "MNINonLinear" / "Native").is_dir():
                 name = name.split("_", 1)[0]
+            elif root in fs and not name.startswith("fsaverage") and _LABEL.fullmatch(name) \
+                    and any((p / "surf" / f"{h}.sphere").is_file() for h in ("lh", "rh")):
+                pass  # a FreeSurfer subject named as recon-all -s bert names it
             else:
                 continue
             if _LABEL.fullmatch(name):

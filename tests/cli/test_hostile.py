@@ -411,3 +411,27 @@ def test_a_freesurfer_subjects_dir_given_as_the_bids_folder_says_what_to_do(tmp_
                      "--fs-subjects-dir", str(subjects), "--model", "rigid", "-w", str(tmp_path / "w")])
     assert code == 0
     assert len(list((tmp_path / "out").rglob("*_space-fsLR_desc-geomorph_sphere.surf.gii"))) == 2
+
+
+def test_one_freesurfer_subject_named_like_recon_all_says_what_to_do(tmp_path):
+    """One FreeSurfer subject folder (recon-all -s bert) as bids_dir: the one-line error gives the
+    command for its SUBJECTS_DIR, and that command, as printed, registers the subject although its
+    name has no sub- prefix (outputs named sub-bert)."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer"
+    subjects = tmp_path / "subjects"
+    shutil.copytree(example / "sub-01", subjects / "bert")
+    out = io.StringIO()
+    with contextlib.redirect_stderr(out):
+        code = main([str(subjects / "bert"), str(tmp_path / "out"), "participant"])
+    err = out.getvalue()
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "is one FreeSurfer subject, not a BIDS dataset" in err
+    command = err.split("run on this subject alone: geomorph-bids ")[1].strip().split()
+    assert command[:3] == [str(subjects), "OUTPUT_DIR", "participant"]
+    assert not (tmp_path / "out").exists()
+    command[1] = str(tmp_path / "out")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main([*command, "--model", "rigid", "--hemi", "L", "-w", str(tmp_path / "w")])
+    assert code == 0
+    assert [p.name for p in (tmp_path / "out").rglob("*_desc-geomorph_sphere.surf.gii")] == [
+        "sub-bert_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]

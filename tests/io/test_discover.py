@@ -226,6 +226,22 @@ def test_find_subjects_across_sources(bids: Path, tmp_path: Path) -> None:
     assert find_subjects(bids, fs_subjects_dir=tmp_path / "fs", derivatives={}) == ["01", "02", "05"]
 
 
+def test_freesurfer_subjects_named_without_sub(bids: Path, tmp_path: Path) -> None:
+    """recon-all -s bert: a SUBJECTS_DIR's subjects are found without the sub- prefix when their
+    names are BIDS labels; fsaverage and folders without a sphere are not subjects."""
+    fs = tmp_path / "subjects"
+    make_fs(fs, "bert")
+    make_fs(fs, "subj002", hemis=("rh",))
+    make_fs(fs, "sub-03")
+    for name in ("fsaverage", "fsaverage6", "fsaverage_sym", "subj_004", "001-A"):
+        make_fs(fs, name)
+    (fs / "notes").mkdir()
+    touch(fs / "scripts" / "surf" / "lh.sulc")
+    assert find_subjects(bids, fs_subjects_dir=fs, derivatives={}) == ["01", "03", "bert", "subj002"]
+    res = discover("bert", bids, fs_subjects_dir=fs)
+    assert sorted(res.hemis) == ["L", "R"] and res.hemis["L"].sphere == fs / "bert" / "surf" / "lh.sphere"
+
+
 # ------------------------------------------------ optional display surface (inflated / midthickness)
 
 def _mesh(level: int):
