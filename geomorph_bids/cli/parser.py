@@ -71,6 +71,23 @@ def _finite(low: float, high: float, unit: str = "") -> Callable[[str], float]:
     return parse
 
 
+def add_quality_options(p: argparse.ArgumentParser, description: str) -> None:
+    """The quality-gate options (``--min-cc``, ``--max-distortion``, ``--max-folds``,
+    ``--identity-margin``; None when not given: :func:`~.settings.resolve_quality` decides) of
+    every command that registers, in one group described by ``description``."""
+    g = p.add_argument_group("quality gates", description)
+    g.add_argument("--min-cc", type=_finite(-1.0, 1.0), default=None, metavar="CC",
+                   help="lowest correlation of a registration feature with the template after registration "
+                        "(default 0.5)")
+    g.add_argument("--max-distortion", type=_finite(0.0, 100.0), default=None, metavar="LOG2",
+                   help="highest 95th percentile of |log2 areal distortion| (default 1.0)")
+    g.add_argument("--max-folds", type=_count, default=None, metavar="N",
+                   help="most folded triangles in the registered sphere (default 0)")
+    g.add_argument("--identity-margin", type=_finite(-2.0, 2.0), default=None, metavar="CC",
+                   help="flag the hemisphere when its features fit the mirrored template better than the "
+                        "template by more than this (default 0.0: the other hemisphere, or lh/rh files swapped)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``geomorph-bids`` argument parser."""
     p = argparse.ArgumentParser(
@@ -172,20 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reports-only", action="store_true",
                    help="process nothing: rebuild the HTML reports (sub-X.html) from the participant "
                         "outputs already in output_dir")
-    g = p.add_argument_group("quality gates",
-                             "a hemisphere that fails one is written, listed as FLAGGED and marked in the group "
-                             "table, and the run exits with code 3 (docs/reliability.md); defaults: those "
-                             "recorded with the outputs (group level), else the values shown")
-    g.add_argument("--min-cc", type=_finite(-1.0, 1.0), default=None, metavar="CC",
-                   help="lowest correlation of a registration feature with the template after registration "
-                        "(default 0.5)")
-    g.add_argument("--max-distortion", type=_finite(0.0, 100.0), default=None, metavar="LOG2",
-                   help="highest 95th percentile of |log2 areal distortion| (default 1.0)")
-    g.add_argument("--max-folds", type=_count, default=None, metavar="N",
-                   help="most folded triangles in the registered sphere (default 0)")
-    g.add_argument("--identity-margin", type=_finite(-2.0, 2.0), default=None, metavar="CC",
-                   help="flag the hemisphere when its features fit the mirrored template better than the "
-                        "template by more than this (default 0.0: the other hemisphere, or lh/rh files swapped)")
+    add_quality_options(p, "a hemisphere that fails one is written, listed as FLAGGED and marked in the group "
+                           "table, and the run exits with code 3 (docs/reliability.md); defaults: those "
+                           "recorded with the outputs (group level), else the values shown")
     g = p.add_argument_group("group level")
     g.add_argument("--build-template", type=_positive_int, default=None, metavar="N",
                    help="build a population-average template from the participants' registered "

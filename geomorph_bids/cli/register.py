@@ -20,8 +20,11 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
-from .exit_codes import EXIT_OK, HANDLED, error_exit
+from ..io.discover import FEATURES
+from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
+from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit
 from .messages import one_line_warnings
+from .parser import add_quality_options
 from ..resources import bundled_models
 
 __all__ = ["main", "build_parser"]
@@ -43,11 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sphere", type=Path, help="native sphere: GIFTI .surf.gii or FreeSurfer ?h.sphere")
     p.add_argument("--feature", action="append", default=[], metavar="NAME=FILE",
                    help="feature map on the sphere, e.g. sulc=lh.sulc (repeatable); "
-                        "GIFTI .shape.gii/.func.gii or FreeSurfer morph file")
+                        "GIFTI .shape.gii/.func.gii or FreeSurfer morph file; NAME may be left out when "
+                        f"the file name says it ({', '.join(FEATURES)})")
     p.add_argument("--sphere-reg", type=Path, default=None,
                    help="FreeSurfer ?h.sphere.reg of the same subject: rotation from vertex "
                         "correspondence instead of features (faster, as sMRIPrep does)")
-    p.add_argument("--hemi", choices=("L", "R"), help="hemisphere")
+    p.add_argument("--hemi", choices=("L", "R"),
+                   help="hemisphere (default: what the sphere's file says: lh./rh., hemi-L/R, .L./.R., "
+                        "GIFTI AnatomicalStructurePrimary)")
     p.add_argument("--template", default="fsLR",
                    help="template: fsLR (default), fsaverage, or a folder (FreeSurfer fsaverage, TemplateFlow "
                         "tpl-fsaverage, custom tpl-<label>). fsaverage's maps come at full resolution from "
@@ -80,24 +86,51 @@ def build_parser() -> argparse.ArgumentParser:
                         "outputs go to --out-dir")
     p.add_argument("--out-dir", type=Path, default=Path("geomorph_example"),
                    help="output folder for --example (default: ./geomorph_example)")
+    add_quality_options(p, "a registration that fails one is written, reported on one FLAGGED line, recorded "
+                           "in the metrics JSON (quality), and the command exits with code 3; defaults as shown")
     return p
+
+
+def _feature_name(path: str) -> str | None:
+    """The feature a file's name says it holds (``lh.sulc``, ``sub-01_hemi-L_sulc.shape.gii``,
+    ``100307.L.sulc.native.shape.gii``), when it names exactly one of :data:`FEATURES`."""
+    import re
+
+    found = {f for f in FEATURES if re.search(rf"(?:^|[._-]){f}(?:[._-]|$)", Path(path).name)}
+    return found.pop() if len(found) == 1 else None
 
 
 def _parse_features(specs: list[str]) -> dict[str, Path]:
     features: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"geomorph-register: error: --feature expects NAME=FILE, got {spec!r}")
+        if not sep:
+            name, path = _feature_name(spec) or "", spec
+        if not name or not path:
+            raise SystemExit(f"geomorph-register: error: --feature expects NAME=FILE (e.g. sulc=lh.sulc), got {spec!r}")
         features[name] = Path(path)
     return features
+
+
+def _hemi_from_name(sphere: Path) -> str:
+    """The hemisphere the sphere's file declares (one line on stderr says so), or a usage error."""
+    from ..io.hemisphere_label import declared_hemispheres
+
+    declared = {h for h, _ in declared_hemispheres(sphere)}
+    if len(declared) != 1:
+        raise SystemExit(f"{_PROG}: error: --hemi is required: {sphere.name} does not say which hemisphere it is"
+                         + (" (it says both)" if declared else ""))
+    hemi = declared.pop()
+    print(f"{_PROG}: note: --hemi {hemi} (from {sphere.name})", file=sys.stderr)
+    return hemi
 
 
 def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_name: str,
                    out: Path, metrics_out: Path, features_out: Path | None = None,
                    sphere_reg: Path | None = None, sulc_sign: str = "freesurfer",
                    model: Path | str | None = None, device: str = "auto", optimise: bool = True,
-                   template_dir: str | Path | None = None) -> dict:
+                   template_dir: str | Path | None = None, quality: QualityThresholds = DEFAULT_THRESHOLDS
+                   ) -> dict:
     """Register one hemisphere from files and write the outputs; returns the metrics.
 
     ``template_name``: a template name or folder, its maps looked up as
@@ -106,12 +139,17 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     or None (the template's default registration: the warp optimised for the pair; see
     :func:`~geomorph_bids.engine.model_choice.resolve_model`). ``optimise=False`` skips the
     optimisation (a network's warp as it is). Every input is read and the registration computed
-    before anything is written, so bad input leaves no partial output.
+    before anything is written, so bad input leaves no partial output. The metrics hold
+    ``label_conflicts`` (input files whose name or GIFTI metadata says the other hemisphere) and
+    ``quality``, the verdict of the gates with thresholds ``quality``
+    (:meth:`~geomorph_bids.quality.QualityVerdict.to_dict`); a flagged registration is written.
     """
     from ..engine.model_choice import resolve_model
     from ..engine.register import register
     from ..io import write_metric, write_surface
     from ..io.hemisphere import read_hemisphere
+    from ..io.hemisphere_label import label_conflicts
+    from ..quality import assess
     from ..io.template_ref import resolve_template_ref
     from ..io.template_sources import TemplateSearch
 
@@ -130,11 +168,14 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
         print(f"{_PROG}: note: {line}", file=sys.stderr)
     arguments = {**choice.register_arguments(), **({} if optimise else {"optimise": False})}
     result = register((moving.vertices, moving.faces), maps, template=template, hemi=hemi,
-                      device=choice.resolve_device(device), reg_sphere=reg, **arguments)
+                      device=choice.resolve_device(device), reg_sphere=reg, quality=quality, **arguments)
 
     metrics = {"hemi": hemi, "template": template.label,
                "software": f"geomorph-bids {__version__}", **result.metrics,
                "rotation": np.round(result.rotation, 8).tolist(), "input_sphere": str(sphere)}
+    # register() saw arrays: what the files themselves declare is checked here
+    metrics["label_conflicts"] = label_conflicts([sphere, sphere_reg, *features.values()], hemi)
+    metrics["quality"] = assess(metrics, metrics.get("registration_features") or list(maps), quality).to_dict()
     written: list[Path] = []
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +199,8 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def _run_example(out_dir: Path, template: str, model: str | None = None, device: str = "auto",
-                 optimise: bool = True, template_dir: str | None = None) -> list[dict]:
+                 optimise: bool = True, template_dir: str | None = None,
+                 quality: QualityThresholds = DEFAULT_THRESHOLDS) -> list[dict]:
     from ..resources import example_dir
 
     surf = example_dir() / "sub-01" / "surf"
@@ -170,21 +212,35 @@ def _run_example(out_dir: Path, template: str, model: str | None = None, device:
             rows.append(register_files(
                 surf / f"{prefix}.sphere", {"sulc": surf / f"{prefix}.sulc"}, hemi, template,
                 out=Path(f"{stem}_sphere.surf.gii"), metrics_out=Path(f"{stem}_metrics.json"),
-                features_out=out_dir, model=model, device=device, optimise=optimise, template_dir=template_dir))
+                features_out=out_dir, model=model, device=device, optimise=optimise, template_dir=template_dir,
+                quality=quality))
         except InputError as exc:
             raise exc.with_context(subject="01", hemi=hemi) from None
     return rows
 
 
+def _flagged_exit(rows: list[dict]) -> int:
+    """One ``FLAGGED hemi-H: <reasons>`` line on stderr per registration a gate flagged; the exit
+    code (3 when any was, else 0)."""
+    flagged = [r for r in rows if r["quality"]["flagged"]]
+    for r in flagged:
+        print(f"{_PROG}: FLAGGED hemi-{r['hemi']}: {'; '.join(r['quality']['reasons'])}", file=sys.stderr)
+    return EXIT_FLAGGED if flagged else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code (:mod:`.exit_codes`: 0 ok, 1 bad input, 2 usage)."""
+    """Entry point; returns the process exit code (:mod:`.exit_codes`: 0 ok, 1 bad input, 2 usage,
+    3 written but flagged by a quality gate)."""
+    from .settings import resolve_quality
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    gates = resolve_quality(args)
     with one_line_warnings(_PROG):
         try:
             if args.example:
                 rows = _run_example(args.out_dir, args.template, args.model, args.device, not args.no_optimise,
-                                    args.template_dir)
+                                    args.template_dir, gates)
                 print(f"{'hemi':<5}{'method':>18}{'rotation (deg)':>16}{'CC sulc before':>16}"
                       f"{'CC rigid':>10}{'CC after':>10}{'folded':>8}{'seconds':>9}")
                 for r in rows:
@@ -192,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"{r['cc_sulc_rigid']:>10.3f}{r['cc_sulc_after']:>10.3f}{r['n_folded']:>8d}"
                           f"{r['seconds_total']:>9.2f}")
                 print(f"outputs in {args.out_dir}")
-                return EXIT_OK
+                return _flagged_exit(rows)
+            if args.hemi is None and args.sphere is not None:
+                args.hemi = _hemi_from_name(args.sphere)
             missing = [opt for opt in ("sphere", "hemi", "out") if getattr(args, opt) is None]
             if missing or not args.feature:
                 parser.error("--sphere, --feature, --hemi and --out are required (or use --example): missing "
@@ -202,9 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.out.name.removesuffix(".gii").removesuffix(".surf").removesuffix("_sphere") + "_metrics.json")
             m = register_files(args.sphere, features, args.hemi, args.template, args.out, metrics_out,
                                args.features_out, args.sphere_reg, args.sulc_sign, args.model, args.device,
-                               not args.no_optimise, args.template_dir)
+                               not args.no_optimise, args.template_dir, gates)
             print(json.dumps({k: v for k, v in m.items() if k != "rotation"}, indent=2))
-            return EXIT_OK
+            return _flagged_exit([m])
         except HANDLED as exc:
             if isinstance(exc, InputError):
                 exc = exc.with_context(hemi=getattr(args, "hemi", None))

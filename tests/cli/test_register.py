@@ -133,8 +133,8 @@ def test_model_option_runs_the_network(tmp_path):
     out = tmp_path / "out" / "lh_sphere.surf.gii"
     code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
                  "--model", str(ckpt), "--device", "cpu", "--no-optimise", "--out", str(out)])
-    assert code == 0
     metrics = json.loads((tmp_path / "out" / "lh_metrics.json").read_text())
+    assert code == (3 if metrics["quality"]["flagged"] else 0)  # an untrained network may well be flagged
     assert metrics["method"] == "geomorph" and metrics["model_name"] == "tiny-cli"
     # an untrained model may fold triangles: they must be counted and reported
     assert isinstance(metrics["n_folded"], int) and "warp_folded_triangles" in metrics
@@ -228,3 +228,49 @@ def test_corrupted_feature_values_are_clipped_and_said_on_one_line(tmp_path, cap
     assert "interquartile" not in capsys.readouterr().err
     got, clean = (json.loads((tmp_path / d / "lh_metrics.json").read_text()) for d in ("bad", "ok"))
     assert abs(got["cc_sulc_after"] - clean["cc_sulc_after"]) < 0.005
+
+
+def test_swapped_hemisphere_is_written_flagged_and_exits_3(tmp_path, capsys):
+    """rh files registered as --hemi L: the outputs are written, the metrics JSON records the
+    verdict, one FLAGGED line names every reason (file names and the mirrored-template fit) and
+    the exit code is 3, as in geomorph-bids; the gate options move the verdict."""
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "lh_sphere.surf.gii"
+    args = ["--sphere", str(surf / "rh.sphere"), "--feature", f"sulc={surf / 'rh.sulc'}", "--hemi", "L",
+            "--model", "rigid", "--out", str(out)]
+    assert main(args) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("geomorph-register: FLAGGED hemi-L: ")
+    assert "rh.sphere: its name (rh.) says hemi-R" in err[0] and "mirrored template" in err[0]
+    metrics = json.loads((tmp_path / "lh_metrics.json").read_text())
+    assert out.is_file() and metrics["quality"]["flagged"]
+    assert len(metrics["label_conflicts"]) == 2
+    assert metrics["identity_cc_mirrored"] > metrics["identity_cc_own"]
+    # the right files as the right hemisphere pass; an impossible --min-cc flags them
+    right = ["--sphere", str(surf / "rh.sphere"), "--feature", f"sulc={surf / 'rh.sulc'}", "--hemi", "R",
+             "--model", "rigid", "--out", str(tmp_path / "rh_sphere.surf.gii")]
+    assert main(right) == 0
+    assert not json.loads((tmp_path / "rh_metrics.json").read_text())["quality"]["flagged"]
+    capsys.readouterr()
+    assert main([*right, "--min-cc", "0.999"]) == 3
+    assert "correlation: sulc correlates" in capsys.readouterr().err
+    assert json.loads((tmp_path / "rh_metrics.json").read_text())["quality"]["thresholds"]["min_cc_after"] == 0.999
+
+
+def test_hemisphere_and_feature_names_taken_from_the_file_names(tmp_path, capsys):
+    """--hemi and NAME= may be left out where FreeSurfer's (or BIDS/HCP) file names say them;
+    a name that says nothing is still a usage error."""
+    surf = example_dir() / "sub-01" / "surf"
+    assert main(["--sphere", str(surf / "rh.sphere"), "--feature", str(surf / "rh.sulc"), "--model", "rigid",
+                 "--out", str(tmp_path / "x_sphere.surf.gii")]) == 0
+    assert "geomorph-register: note: --hemi R (from rh.sphere)" in capsys.readouterr().err
+    metrics = json.loads((tmp_path / "x_metrics.json").read_text())
+    assert metrics["hemi"] == "R" and "cc_sulc_after" in metrics and metrics["label_conflicts"] == []
+    plain = tmp_path / "sphere"
+    plain.write_bytes((surf / "lh.sphere").read_bytes())
+    with pytest.raises(SystemExit) as exc:
+        main(["--sphere", str(plain), "--feature", f"sulc={surf / 'lh.sulc'}", "--out", str(tmp_path / "y.surf.gii")])
+    assert exc.value.code != 0 and "--hemi is required: sphere does not say" in str(exc.value)
+    with pytest.raises(SystemExit) as exc:
+        main(["--sphere", str(surf / "lh.sphere"), "--feature", str(plain), "--out", str(tmp_path / "y.surf.gii")])
+    assert "--feature expects NAME=FILE" in str(exc.value)
