@@ -255,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
             if missing or not args.feature:
                 parser.error("--sphere, --feature, --hemi and --out are required (or use --example): missing "
                              + ", ".join([f"--{m}" for m in missing] + ([] if args.feature else ["--feature"])))
+            if args.out.is_dir():
+                parser.error(f"--out {args.out} is a folder: give the output sphere's file name, e.g. "
+                             f"{args.out / 'lh.space-fsLR_sphere.surf.gii'}")
+            if not args.out.name.endswith(".gii"):
+                parser.error(f"--out {args.out.name}: the output sphere is written as GIFTI; end its name with "
+                             ".surf.gii (FreeSurfer reads GIFTI surfaces; mris_convert converts)")
             features = _parse_features(args.feature)
             metrics_out = args.metrics or args.out.with_name(
                 args.out.name.removesuffix(".gii").removesuffix(".surf").removesuffix("_sphere") + "_metrics.json")

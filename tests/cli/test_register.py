@@ -274,3 +274,18 @@ def test_hemisphere_and_feature_names_taken_from_the_file_names(tmp_path, capsys
     with pytest.raises(SystemExit) as exc:
         main(["--sphere", str(surf / "lh.sphere"), "--feature", str(plain), "--out", str(tmp_path / "y.surf.gii")])
     assert "--feature expects NAME=FILE" in str(exc.value)
+
+
+@pytest.mark.parametrize("name", ["lh.sphere.reg", "out.txt", "folder"])
+def test_output_that_would_not_be_a_gifti_file_is_a_usage_error(tmp_path, capsys, name):
+    """--out lh.sphere.reg would have held GIFTI bytes under a FreeSurfer name; a folder gave
+    'Is a directory': both are usage errors naming what to give, and nothing is written."""
+    surf = example_dir() / "sub-01" / "surf"
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+              "--out", str(tmp_path / name)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert ("is a folder" if name == "folder" else ".surf.gii") in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
