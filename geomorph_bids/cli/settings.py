@@ -157,10 +157,12 @@ def validate_arguments(args) -> None:
     if not args.skip_bids_validation and not (args.bids_dir / "dataset_description.json").is_file():
         if any((args.bids_dir / "surf" / f"{h}.sphere").is_file() for h in ("lh", "rh")):
             parent, name = args.bids_dir.absolute().parent, args.bids_dir.absolute().name
-            label = f" --participant-label {name[4:]}" if name.startswith("sub-") else ""
+            name = name[4:] if name.startswith("sub-") else name
+            label = f" --participant-label {name}" if name.isalnum() and name.isascii() else ""
             raise InputError(f"is one FreeSurfer subject, not a BIDS dataset: pass the BIDS dataset with "
-                             f"--fs-subjects-dir {parent}{label}, or run on this subject alone: geomorph-bids {parent} OUTPUT_DIR "
-                             f"participant --skip-bids-validation --fs-subjects-dir {parent}{label}", path=args.bids_dir)
+                             f"--fs-subjects-dir {parent}{label}, or run on this subject alone: "
+                             f"geomorph-bids {parent} OUTPUT_DIR participant --skip-bids-validation "
+                             f"--fs-subjects-dir {parent}{label}", path=args.bids_dir)
         if _looks_like_subjects_dir(args.bids_dir):
             raise InputError("is a FreeSurfer SUBJECTS_DIR, not a BIDS dataset: pass the BIDS dataset with "
                              f"--fs-subjects-dir {args.bids_dir}, or run on these subjects alone with "

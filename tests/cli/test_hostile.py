@@ -428,6 +428,7 @@ def test_one_freesurfer_subject_named_like_recon_all_says_what_to_do(tmp_path):
     assert "is one FreeSurfer subject, not a BIDS dataset" in err
     command = err.split("run on this subject alone: geomorph-bids ")[1].strip().split()
     assert command[:3] == [str(subjects), "OUTPUT_DIR", "participant"]
+    assert command[-2:] == ["--participant-label", "bert"]  # this subject alone, not its neighbours
     assert not (tmp_path / "out").exists()
     command[1] = str(tmp_path / "out")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
