@@ -367,12 +367,15 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
             except (InputError, ValueError, OSError) as exc:
                 failed(idx, exc)
         with device_slot() if device_slot is not None and jobs else contextlib.nullcontext():
-            for idx, job in list(jobs.items()):
-                try:
-                    if job.loaded is not None:
-                        _network(job, dev)
-                except (InputError, ValueError, OSError) as exc:
-                    failed(idx, exc)
+            with_net = {idx: job for idx, job in jobs.items() if job.loaded is not None}
+            try:
+                _network(list(with_net.values()), dev)
+            except (InputError, ValueError, OSError):
+                for idx, job in with_net.items():  # one at a time: the failing item(s) alone fail
+                    try:
+                        _network([job], dev)
+                    except (InputError, ValueError, OSError) as exc:
+                        failed(idx, exc)
             if not rigid_only and optimise is not False and jobs:
                 _optimise_jobs(list(jobs.values()), optimise, dev)
         for idx, job in jobs.items():
@@ -485,37 +488,49 @@ def _warn_fallback(ref: TemplateRef, channels: Sequence[str], hemi: str) -> None
             warnings.warn(line, TemplateWarning, stacklevel=5)
 
 
-def _network(job: _Job, dev: Any) -> None:
-    """2a. the GeoMorph network's warp (job.warp, unit sphere on ico-6): one forward pass, its
-    displacement low-passed at the network's level (:func:`network_smoothing`), upsampled, unfolded."""
+def _network(jobs: Sequence[_Job], dev: Any) -> None:
+    """2a. the GeoMorph network's warp of every job (job.warp, unit sphere on ico-6): one forward
+    pass per model for all its jobs (a batch), then per job its displacement low-passed at the
+    network's level (:func:`network_smoothing`), upsampled and unfolded. A job's
+    ``seconds_network`` is its share of the forward pass plus its own post-processing."""
     import torch
 
-    t = time.perf_counter()
-    loaded, channels, pre, tpl = job.loaded, job.channels, job.pre, job.tpl
-    net = loaded.net
-    level = net.config.data_level
-    if level > TEMPLATE_LEVEL:
-        raise ValueError(f"model data level {level} exceeds the template grid level {TEMPLATE_LEVEL}")
-    nv = n_vertices(level)
-    mov = np.stack([pre.features_on_template[c][:nv] for c in channels], axis=1)
-    fix = np.stack([np.asarray(tpl.features[c], dtype=np.float64)[:nv] for c in channels], axis=1)
-    mov_n, _ = loaded.spec(mov, channel_names=list(channels))
-    fix_n, _ = loaded.spec(fix, channel_names=list(channels))
-    param = next(net.parameters(), None)
-    dtype = param.dtype if param is not None else torch.float32
-    with torch.inference_mode():
-        out = net(torch.as_tensor(mov_n, dtype=dtype, device=dev)[None],
-                  torch.as_tensor(fix_n, dtype=dtype, device=dev)[None])
-        warp = out.warp[0].detach().to("cpu", torch.float64).numpy()
-    if dev is not None and dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    smoothing = network_smoothing(level)
-    warp = smooth_warp(warp, level, smoothing)
-    job.warp, iterations = unfold_warp(upsample_warp(warp, level, TEMPLATE_LEVEL), TEMPLATE_LEVEL)
-    job.seconds["seconds_network"] = time.perf_counter() - t
-    job.metrics["data_level"] = level
-    job.metrics["network_smoothing_iterations"] = smoothing
-    job.metrics["network_unfold_iterations"] = iterations
+    groups: dict[int, list[_Job]] = {}
+    for job in jobs:  # one forward per loaded network (e.g. one per hemisphere side)
+        groups.setdefault(id(job.loaded), []).append(job)
+    for group in groups.values():
+        t = time.perf_counter()
+        net = group[0].loaded.net
+        level = net.config.data_level
+        if level > TEMPLATE_LEVEL:
+            raise ValueError(f"model data level {level} exceeds the template grid level {TEMPLATE_LEVEL}")
+        nv = n_vertices(level)
+        movs, fixs = [], []
+        for job in group:
+            channels, spec = list(job.channels), job.loaded.spec
+            mov = np.stack([job.pre.features_on_template[c][:nv] for c in channels], axis=1)
+            fix = np.stack([np.asarray(job.tpl.features[c], dtype=np.float64)[:nv] for c in channels], axis=1)
+            movs.append(spec(mov, channel_names=channels)[0])
+            fixs.append(spec(fix, channel_names=channels)[0])
+        param = next(net.parameters(), None)
+        dtype = param.dtype if param is not None else torch.float32
+        with torch.inference_mode():
+            out = net(torch.as_tensor(np.stack(movs), dtype=dtype, device=dev),
+                      torch.as_tensor(np.stack(fixs), dtype=dtype, device=dev))
+            warps = out.warp.detach().to("cpu", torch.float64).numpy()
+        if dev is not None and dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        share = (time.perf_counter() - t) / len(group)
+        smoothing = network_smoothing(level)
+        for job, warp in zip(group, warps):
+            t = time.perf_counter()
+            warp = smooth_warp(warp, level, smoothing)
+            job.warp, iterations = unfold_warp(upsample_warp(warp, level, TEMPLATE_LEVEL), TEMPLATE_LEVEL)
+            job.seconds["seconds_network"] = share + time.perf_counter() - t
+            job.metrics["data_level"] = level
+            job.metrics["network_smoothing_iterations"] = smoothing
+            job.metrics["network_unfold_iterations"] = iterations
+            job.metrics["network_batch"] = len(group)
 
 
 def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:

@@ -262,11 +262,11 @@ def test_register_many_drops_an_item_whose_network_step_fails(monkeypatch, tiny_
     real = reg_module._network
     calls = []
 
-    def flaky(job, dev):
-        calls.append(job.hemi)
-        if job.hemi == "R":
+    def flaky(jobs, dev):
+        calls.append([job.hemi for job in jobs])
+        if any(job.hemi == "R" for job in jobs):
             raise ValueError("network step failed")
-        return real(job, dev)
+        return real(jobs, dev)
 
     monkeypatch.setattr(reg_module, "_network", flaky)
     items = [RegistrationItem(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "L"),
@@ -275,9 +275,28 @@ def test_register_many_drops_an_item_whose_network_step_fails(monkeypatch, tiny_
 
     cfg = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(5,), smoothing=(10,))
     out = register_many(items, "fsLR", model=tiny_model, device="cpu", optimise=cfg, on_error="return")
-    assert calls == ["L", "R"]
+    assert calls == [["L", "R"], ["L"], ["R"]]  # the batch failed: then one at a time
     assert isinstance(out[0], Registration) and out[0].metrics["optimise_batch"] == 1
     assert isinstance(out[1], ValueError) and "network step failed" in str(out[1])
+
+
+def test_register_many_runs_one_network_forward_per_model_for_the_batch(tiny_model):
+    """register_many: the network sees every hemisphere of a batch in one forward pass per
+    model, with the same warps as one register() call each (up to float rounding)."""
+    from geomorph_bids.engine.register import RegistrationItem, register_many
+
+    items = [RegistrationItem(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "L"),
+             RegistrationItem(SURF / "rh.sphere", {"sulc": SURF / "rh.sulc"}, "L"),
+             RegistrationItem(SURF / "lh.sphere", {"sulc": -read_feature(SURF / "lh.sulc")}, "L")]
+    out = register_many(items, "fsLR", model=tiny_model, device="cpu", optimise=False)
+    for item, r in zip(items, out):
+        assert r.metrics["network_batch"] == 3
+        alone = register(item.moving_sphere, item.moving_features, "fsLR", item.hemi, model=tiny_model, device="cpu",
+                         optimise=False)
+        assert alone.metrics["network_batch"] == 1
+        assert angular_error_deg(r.warp_ico6, alone.warp_ico6).max() < 1e-4
+    # three different inputs, three different warps
+    assert angular_error_deg(out[0].warp_ico6, out[2].warp_ico6).max() > 0.01
 
 
 @pytest.mark.slow  # two optimised registrations (~10-40 s on 2 busy cores)
