@@ -183,3 +183,23 @@ def test_smoothed_loss_sees_the_warp_register_uses(data):
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert any(g is not None and float(g.abs().sum()) > 0 for g in grads)
     assert TrainConfig.from_dict(_cfg(smoothed=True).to_dict()).smoothed
+
+
+def test_fine_tuning_a_network_onto_more_channels_starts_from_it(tmp_path):
+    """--init with a sulc network for a curv + sulc training: the input layers are widened, so
+    the new network (lr 0) gives the trained network's warp; other config changes are refused."""
+    one = synthetic_pairs(2, "fsaverage", "L", ("sulc",), seed=3, level=LEVEL)
+    two = synthetic_pairs(2, "fsaverage", "L", ("curv", "sulc"), seed=3, level=LEVEL)
+    first = train(_model_config(), one, one, _cfg(epochs=1), tmp_path / "a", log=None)
+    wide_config = tiny_config(in_channels=2, data_level=LEVEL, control_level=2, n_labels=20)
+    tuned = train(wide_config, two, two, _cfg(epochs=1, lr=0.0), tmp_path / "b",
+                  init_weights=first.best_checkpoint, log=None)
+    mov, fix = two.batch([0, 1])
+    with torch.no_grad():
+        expected = first.model.eval()(mov[..., 1:2], fix[..., 1:2]).warp
+        got = tuned.model.eval()(mov, fix).warp
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert read_metadata(tuned.best_checkpoint).channels == ("curv", "sulc")
+    with pytest.raises(ValueError, match="another model config"):
+        train(tiny_config(in_channels=2, data_level=LEVEL, control_level=2, n_labels=30), two, two,
+              _cfg(epochs=1), tmp_path / "c", init_weights=first.best_checkpoint, log=None)
