@@ -128,10 +128,39 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--max-minutes", type=float, default=None, help="wall-time budget; stops cleanly")
     t.add_argument("--resume", type=Path, default=None, help="continue from a last.pt (with its last.state.pt)")
-    t.add_argument("--init", type=Path, default=None, help="initialise the weights from a checkpoint (fine-tune)")
+    t.add_argument("--init", default=None, metavar="NAME|PATH",
+                   help="fine-tune: start from a bundled network (e.g. sulc-fsLR) or a checkpoint; its "
+                        "architecture is kept unless a model option is given; more --features than it "
+                        "reads are added as new input channels that start at zero")
     t.add_argument("--name", default=None, help="model name recorded in the checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
+
+
+#: the options that shape the network (with --init, the checkpoint's shape is used unless one is given)
+ARCHITECTURE_OPTIONS = ("--channels", "--control-level", "--cascade", "--labels", "--label-level",
+                        "--crf-iterations", "--correlation", "--no-label-block", "--data-level")
+
+
+def _architecture_given(argv: Sequence[str]) -> bool:
+    """Whether the command line names any of :data:`ARCHITECTURE_OPTIONS` (also as ``--opt=value``)."""
+    return any(a.split("=", 1)[0] in ARCHITECTURE_OPTIONS for a in argv)
+
+
+def init_model_config(checkpoint: Path, in_channels: int):
+    """The network of ``checkpoint`` (architecture, levels, labels) for ``in_channels`` inputs:
+    what ``--init`` fine-tunes when no architecture option is given (more channels than the
+    checkpoint's are bridged by :func:`~geomorph_bids.model.widen.widen_input_channels`)."""
+    import copy
+
+    from ..engine.checkpoints import model_config_dict
+    from ..model.checkpoint import read_metadata
+    from ..model.geomorph import GeoMorphConfig
+
+    config = copy.deepcopy(dict(model_config_dict(read_metadata(checkpoint).config)))
+    for stage in config["stages"]:
+        stage["network"]["in_channels"] = int(in_channels)
+    return GeoMorphConfig.from_dict(config)
 
 
 def build_model_config(preset: str, in_channels: int, data_level: int = 6,
@@ -407,10 +436,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                              num_threads=args.threads, max_minutes=args.max_minutes,
                              supervised=args.supervised, lr_schedule=args.lr_schedule, warmup_steps=args.warmup,
                              smoothed=args.train_smoothed)
-        model_config = build_model_config(args.channels, len(args.features), args.data_level,
-                                          args.cascade or ((args.control_level,) if args.control_level else None),
-                                          args.labels, args.label_level, args.crf_iterations,
-                                          label_block=not args.no_label_block, correlation=args.correlation)
+        if args.init is not None:
+            from ..resources import model_path
+
+            args.init = model_path(args.init)  # a bundled network by name, or a checkpoint
+        if args.init is not None and not _architecture_given(argv):
+            model_config = init_model_config(args.init, len(args.features))  # fine-tune that network
+            args.data_level, args.channels = model_config.data_level, f"as {args.init}"
+        else:
+            model_config = build_model_config(args.channels, len(args.features), args.data_level,
+                                              args.cascade or ((args.control_level,) if args.control_level else None),
+                                              args.labels, args.label_level, args.crf_iterations,
+                                              label_block=not args.no_label_block, correlation=args.correlation)
         if args.threads:
             import torch
             torch.set_num_threads(args.threads)

@@ -19,10 +19,11 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["LoadedModel", "load_model"]
+__all__ = ["LoadedModel", "load_model", "model_config_dict"]
 
 
-def _model_config_dict(config: Mapping[str, Any]) -> Mapping[str, Any]:
+def model_config_dict(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The GeoMorphConfig dict a checkpoint's config records (flat, or under 'model'/'geomorph')."""
     if "stages" in config:
         return config
     for key in ("model", "geomorph"):
@@ -58,7 +59,7 @@ def load_model(model: Any, feature_names: Sequence[str], template_name: str, hem
         want = list(meta.channels)
         ordered = [c for c in want if c in feature_names] + [c for c in feature_names if c not in want]
         check_compatible(meta, ordered, template_name, hemi=hemi)
-        config = GeoMorphConfig.from_dict(_model_config_dict(meta.config))
+        config = GeoMorphConfig.from_dict(model_config_dict(meta.config))
         if config.in_channels != len(want):
             raise InputError(f"checkpoint lists {len(want)} channels but its network takes "
                              f"{config.in_channels}", path=model)

@@ -107,3 +107,28 @@ def test_training_uses_the_template_maps_found(tmp_path, tiny_fsaverage, capsys)
     bundled = synthetic_pairs(1, TemplateRef.bundled("fsaverage"), "L", ("sulc",), level=3)
     assert full.template == bundled.template == "fsaverage"
     assert float((full.fixed - bundled.fixed).abs().max()) > 0.1  # another fixed image
+
+
+def test_fine_tuning_keeps_the_networks_architecture_and_adds_channels(tmp_path, capsys):
+    """--init NAME|PATH without model options fine-tunes that network as it is built (here onto
+    two channels, sulc + curv); a model option that contradicts it is refused on one line."""
+    first = tmp_path / "first"
+    assert main(["--out", str(first), "--template", "fsaverage", "--synthetic", "4", "--epochs", "1",
+                 "--channels", "tiny", "--data-level", "3", "--control-level", "2", "--labels", "12",
+                 "--threads", "1"]) == 0
+    tuned = tmp_path / "tuned"
+    assert main(["--out", str(tuned), "--template", "fsaverage", "--features", "sulc", "curv", "--synthetic", "4",
+                 "--epochs", "1", "--threads", "1", "--init", str(first / "model.pt")]) == 0
+    before, after = read_metadata(first / "model.pt"), read_metadata(tuned / "model.pt")
+    assert after.channels == ("sulc", "curv")
+    a, b = before.config["geomorph"], after.config["geomorph"]
+    assert b["data_level"] == a["data_level"] == 3
+    assert b["stages"][0]["network"]["in_channels"] == 2
+    b["stages"][0]["network"]["in_channels"] = 1
+    assert a == b  # the same network otherwise
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path / "x"), "--template", "fsaverage", "--synthetic", "4", "--epochs", "1",
+                 "--channels", "tiny", "--data-level", "3", "--labels", "30", "--threads", "1",
+                 "--init", str(first / "model.pt")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another model config" in err[0]
