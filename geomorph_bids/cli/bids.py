@@ -287,13 +287,14 @@ class _Clock:
 
 # ------------------------------------------------------------------------------ group level
 
-def _participant_rows(args, judged: bool = False) -> list[dict]:
+def _participant_rows(args, judged: bool = False, unreadable: list[str] | None = None) -> list[dict]:
     """Metrics rows of the participant outputs in output_dir, restricted to --participant-label
-    (``judged``: with what the quality gates need, for :func:`_judge_rows`)."""
+    (``judged``: with what the quality gates need, for :func:`_judge_rows`; ``unreadable``: as in
+    :func:`~geomorph_bids.reports.group_table.group_rows`)."""
     from ..io.discover import normalise_label
     from ..reports.group_table import group_rows
 
-    rows = group_rows(args.output_dir, with_quality_inputs=judged)
+    rows = group_rows(args.output_dir, with_quality_inputs=judged, unreadable=unreadable)
     if args.participant_label:
         keep = {normalise_label(s, "sub") for s in args.participant_label}
         rows = [r for r in rows if r["subject"] in keep]
@@ -327,7 +328,10 @@ def run_group(args) -> int:
     if args.output_dir.is_dir():
         check_folders(resolve_input_folders(args, args.output_dir), args.output_dir.absolute(), None)
         preflight(args.output_dir.absolute(), None)
-    rows = _participant_rows(args, judged=True)
+    unreadable: list[str] = []  # a damaged metrics file costs its own row, not the table
+    rows = _participant_rows(args, judged=True, unreadable=unreadable)
+    for line in unreadable:
+        print(f"{_PROG}: FAILED {line}; left out of the table (rerun the participant level for it)", file=sys.stderr)
     if not rows:
         return error_exit(_PROG, f"no participant outputs (*_desc-geomorph_metrics.json) in {args.output_dir}; "
                                  "run the participant level first")
@@ -342,7 +346,7 @@ def run_group(args) -> int:
               file=sys.stderr)
         for f in flagged:
             print(f"  FLAGGED {f.line()}", file=sys.stderr)
-    return status if status != EXIT_OK else run_exit_code(0, len(flagged))
+    return status if status != EXIT_OK else run_exit_code(len(unreadable), len(flagged))
 
 
 def _build_population_template(args, rows: list[dict]) -> int:

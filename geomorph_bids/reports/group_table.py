@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..derivatives import GROUP_TSV, metrics_files
+from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.limits import read_json_bounded
 
@@ -38,13 +39,22 @@ def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str
     return row
 
 
-def group_rows(output_dir: str | Path, with_quality_inputs: bool = False) -> list[dict[str, Any]]:
+def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
+               unreadable: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per ``sub-*/[ses-*/]anat/*_desc-geomorph_metrics.json`` under ``output_dir``,
     sorted by subject, session, hemisphere (``with_quality_inputs``: also ``_registration``,
-    ``_features`` and ``_thresholds``, what :func:`geomorph_bids.quality.assess` needs)."""
+    ``_features`` and ``_thresholds``, what :func:`geomorph_bids.quality.assess` needs).
+    A file that cannot be read (damaged, not JSON) raises :class:`InputError`, or, when
+    ``unreadable`` is a list, gets its one-line message appended there and no row."""
     rows = []
     for path in metrics_files(output_dir):
-        doc = read_json_bounded(path, what="metrics file")
+        try:
+            doc = read_json_bounded(path, what="metrics file")
+        except InputError as exc:
+            if unreadable is None:
+                raise
+            unreadable.append(str(exc))
+            continue
         if isinstance(doc, dict):
             rows.append(_flat(doc, with_quality_inputs))
     return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"])))

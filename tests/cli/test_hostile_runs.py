@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import os
 import re
 import subprocess
@@ -210,6 +211,23 @@ def test_gate_options_change_the_verdict(gated_run):
     """Lenient thresholds at the group level: only the declared label conflict remains."""
     code, _, err = run(gated_run["bids"], gated_run["out"], "group", "--min-cc", "-1", "--identity-margin", "2")
     assert code == 3 and sorted(flagged_lines(err)) == ["04"], err
+
+
+def test_a_damaged_metrics_file_costs_its_row_not_the_group_table(gated_run, tmp_path):
+    """One truncated metrics JSON (a copy of the outputs): the group level still writes the
+    table of the others, names the file on one FAILED line, and exits 1."""
+    out = tmp_path / "out"
+    shutil.copytree(gated_run["out"], out)
+    (out / GROUP_TSV).unlink(missing_ok=True)
+    damaged = sorted(anat(out, "01").glob("*_metrics.json"))[0]
+    damaged.write_text(damaged.read_text()[:150])
+    code, _, err = run(gated_run["bids"], out, "group")
+    assert code == 1, err
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and damaged.name in failed[0] and "not valid JSON" in failed[0]
+    rows = list(csv.DictReader((out / GROUP_TSV).open(), delimiter="\t"))
+    total = len(list(out.glob("sub-*/anat/*_metrics.json")))
+    assert len(rows) == total - 1 and sorted(flagged_lines(err)) == ["02", "03", "04"]
 
 
 def test_content_change_with_the_same_size_and_mtime_is_not_reused(gated_run):
