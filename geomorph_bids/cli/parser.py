@@ -71,6 +71,17 @@ def _finite(low: float, high: float, unit: str = "") -> Callable[[str], float]:
     return parse
 
 
+def hemisphere(text: str) -> str:
+    """An argparse type: ``"L"``/``"R"`` from any spelling :func:`~geomorph_bids.io.validate.hemi_code`
+    knows (l, lh, left, ...)."""
+    from ..io.validate import hemi_code
+
+    try:
+        return hemi_code(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid hemisphere {text!r}: L or R (also lh/rh, left/right)") from None
+
+
 def add_quality_options(p: argparse.ArgumentParser, description: str) -> None:
     """The quality-gate options (``--min-cc``, ``--max-distortion``, ``--max-folds``,
     ``--identity-margin``; None when not given: :func:`~.settings.resolve_quality` decides) of
@@ -118,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--derivatives", nargs="+", metavar="NAME=PATH",
                    help="sMRIPrep/fMRIPrep/HCP output folders (default: every folder of "
                         "<bids_dir>/derivatives)")
-    g.add_argument("--hemi", nargs="+", choices=("L", "R"), default=["L", "R"], help="hemispheres")
+    g.add_argument("--hemi", nargs="+", type=hemisphere, default=["L", "R"],
+                   help="hemispheres: L, R (also l/r, lh/rh, left/right)")
     g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                    help="do not check that bids_dir is a BIDS dataset (dataset_description.json)")
 

@@ -24,7 +24,7 @@ from ..io.discover import FEATURES
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit
 from .messages import one_line_warnings
-from .parser import add_quality_options
+from .parser import add_quality_options, hemisphere
 from ..resources import bundled_models
 
 __all__ = ["main", "build_parser"]
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sphere-reg", type=Path, default=None,
                    help="FreeSurfer ?h.sphere.reg of the same subject: rotation from vertex "
                         "correspondence instead of features (faster, as sMRIPrep does)")
-    p.add_argument("--hemi", choices=("L", "R"),
+    p.add_argument("--hemi", type=hemisphere,
                    help="hemisphere (default: what the sphere's file says: lh./rh., hemi-L/R, .L./.R., "
                         "GIFTI AnatomicalStructurePrimary)")
     p.add_argument("--template", default="fsLR",

@@ -134,10 +134,12 @@ def optimiser(template: str, name: str = "default", available: Sequence[str] | N
     return ModelChoice("optimise", name, channels)
 
 
-def network(model: str | Path, name: str | None = None, optimise: Any = True) -> ModelChoice:
+def network(model: str | Path, name: str | None = None, optimise: Any = True,
+            template: str | None = None) -> ModelChoice:
     """A bundled network (by name) or a checkpoint file; its channels come from the checkpoint's
     metadata (read here, the weights are not). ``name`` defaults to the bundled name or the
-    checkpoint's absolute path."""
+    checkpoint's absolute path. ``template``: the run's template; a network trained for the
+    other standard template (fsLR vs fsaverage) is refused here, on one line, before any work."""
     from ..model.checkpoint import read_metadata
     from ..resources import bundled_models, model_path
 
@@ -147,6 +149,12 @@ def network(model: str | Path, name: str | None = None, optimise: Any = True) ->
                          f"{', '.join(bundled_models()) or 'none installed'}, or a checkpoint path)", path=path)
     label = name or (str(model) if str(model) in bundled_models() else str(Path(model).absolute()))
     meta = read_metadata(path)
+    standard = ("fsLR", "fsaverage")
+    if template in standard and meta.template in standard and meta.template != template:
+        raise InputError(f"model {label} was trained for template {meta.template}, not {template}: add "
+                         f"--template {meta.template} (template={meta.template!r} in Python), or pick a "
+                         f"{template} model ({', '.join(m for m in bundled_models() if m.endswith(template)) or 'none'})",
+                         path=path)
     return ModelChoice("network", label, tuple(meta.channels), path.absolute(), optimise,
                        meta.hemisphere == "LR-mirrored")
 
@@ -170,4 +178,4 @@ def resolve_model(model: str | Path | None, template: str, available: Sequence[s
         return default_registration(template, available)
     if str(model) == "rigid":
         return rigid()
-    return network(model)
+    return network(model, template=template)

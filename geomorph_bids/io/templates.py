@@ -159,13 +159,17 @@ def load_template(name: str, hemi: str, features: tuple[str, ...] | list[str] = 
 
 def normalise_density(template: str, density: str | None) -> str:
     """The density label used in file names (``den-<label>``): default 32k for fsLR and 41k
-    (ico-6) for fsaverage; ``icoN``/``fsaverageN`` aliases map to fsaverage's labels.
+    (ico-6) for fsaverage; ``icoN``/``fsaverageN`` aliases map to fsaverage's labels; case, a
+    ``den-`` prefix and a missing ``k`` are forgiven (``32K``, ``den-32k``, ``32``).
     Raises ValueError for a density the template does not have."""
     if template not in DENSITIES:
         raise ValueError(f"unknown template {template!r}; known: {', '.join(DENSITIES)}")
     if density is None:
         return "32k" if template == "fsLR" else "41k"
-    label = str(density)
+    label = str(density).strip().lower()  # 32K, 32 and den-32k all mean 32k
+    label = label.removeprefix("den-")
+    if label.isdigit() and f"{label}k" in DENSITIES[template]:
+        label = f"{label}k"
     if template == "fsaverage":
         label = _FSAVERAGE_ICO.get(label, label)
     if label not in DENSITIES[template]:

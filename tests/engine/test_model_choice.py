@@ -69,3 +69,18 @@ def test_optimise_schedule_survives_the_round_trip():
     choice = ModelChoice("network", "n", ("sulc",), model_path("/m.pt"), cfg)
     back = ModelChoice.from_dict(choice.to_dict())
     assert back.optimise == cfg and back.checkpoint == choice.checkpoint
+
+
+def test_a_network_for_the_other_template_is_refused_before_any_work():
+    """--model sulc-fsaverage with the default --template fsLR: one line saying what to add,
+    at argument time (it failed per hemisphere, in the register node, with crash files)."""
+    from geomorph_bids.engine.model_choice import resolve_model
+    from geomorph_bids.errors import InputError
+
+    with pytest.raises(InputError) as e:
+        resolve_model("sulc-fsaverage", "fsLR")
+    msg = str(e.value)
+    assert "\n" not in msg and "trained for template fsaverage, not fsLR" in msg
+    assert "--template fsaverage" in msg and "sulc-fsLR" in msg
+    assert resolve_model("sulc-fsaverage", "fsaverage").channels == ("sulc",)
+    assert resolve_model("sulc-fsLR", "myPopulation").kind == "network"  # custom templates: checked later

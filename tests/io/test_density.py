@@ -62,3 +62,19 @@ def test_templateflow_first_and_placeholders(tmp_path, hcp_data):
     shutil.copy(hcp_data / "S1200.L.sphere.32k_fs_LR.surf.gii", tf / "tpl-fsLR_hemi-L_den-59k_sphere.surf.gii")
     with pytest.raises(Exception, match="expected 59292"):
         load_density_sphere("fsLR", "L", "59k", tmp_path / "tf")
+
+
+@pytest.mark.parametrize("given, template, expected", [
+    ("32K", "fsLR", "32k"), ("32", "fsLR", "32k"), ("den-32k", "fsLR", "32k"), (" 164K ", "fsLR", "164k"),
+    ("41K", "fsaverage", "41k"), ("10", "fsaverage", "10k"), ("ICO5", "fsaverage", "10k"),
+])
+def test_density_spellings_users_type_are_forgiven(given, template, expected):
+    assert normalise_density(template, given) == expected
+
+
+def test_a_density_the_template_lacks_is_still_refused():
+    with pytest.raises(ValueError, match="has no output density '33'"):
+        normalise_density("fsLR", "33")
+    with pytest.raises(ValueError, match="has no output density '32'"):
+        normalise_density("fsaverage", "32")
+
