@@ -16,7 +16,8 @@ out="${1:-trained_models}"
 train="$here/.venv/bin/geomorph-train"
 
 # sulc-fsaverage (2026-12-04): pairs generated from a bank of real maps (built here, never
-# committed), a correlation head, ico-4 control grid; 110 min on one CPU thread (docs/models.md).
+# committed), a correlation head, ico-4 control grid; 110 min on one CPU thread, then two
+# fine-tunings (docs/models.md).
 bank="$here/.gpu/sources.npz"
 [ -f "$bank" ] || "$here/.venv/bin/python" "$here/scripts/build_training_sources.py" --out "$bank"
 # The recipe every sulc network shares; first runs start from random weights (lr 1e-3, 200 warm-up
@@ -29,9 +30,13 @@ first=(--lr 1e-3 --warmup 200)
 finetune=(--lr 4e-4 --warmup 50)
 "$train" --out "$out/sulc-fsaverage" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${first[@]}" \
     --max-minutes 110 --seed 31
-# ... then fine-tuned (2026-12-05): 105 more minutes (the shipped sulc-fsaverage)
+# ... then fine-tuned (2026-12-05): 105 more minutes
 "$train" --out "$out/sulc-fsaverage-ft" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${finetune[@]}" \
     --max-minutes 105 --seed 33 --init "$out/sulc-fsaverage/model.pt"
+# ... and again (2026-12-05, third session), the loss on the low-passed warp register() uses:
+# 85 more minutes (the shipped sulc-fsaverage)
+"$train" --out "$out/sulc-fsaverage-sm" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${finetune[@]}" \
+    --train-smoothed --max-minutes 85 --seed 36 --init "$out/sulc-fsaverage-ft/model.pt"
 # sulc-fsLR (2026-12-04): the same recipe for fsLR, 40 minutes
 "$train" --out "$out/sulc-fsLR" --name sulc-fsLR --template fsLR "${recipe[@]}" "${first[@]}" \
     --max-minutes 40 --seed 32
