@@ -2,10 +2,8 @@
 # Rebuild the pretrained models shipped in geomorph_bids/data/models/ with geomorph-train,
 # exactly as they were made (2 CPU cores shared by the three runs; no GPU).
 #   bash scripts/train_models.sh [OUT_DIR]     # default OUT_DIR: ./trained_models
-# The fsLR models were trained in two runs (25 min, then resumed for 20 min: --resume repeats
-# an uninterrupted run exactly on CPU, only the wall-time cuts differ); the multimodal one was
-# then fine-tuned with the fold barrier (15 min). docs/models.md. Each
-# command is also recorded in the model's checkpoint and model_card.md. On a GPU add
+# docs/models.md says why each run is there. Each command is also recorded in the model's
+# checkpoint and model_card.md. On a GPU add
 # --device cuda and drop --threads. To ship a result, copy model.pt, model_card.md and
 # train_log.csv into geomorph_bids/data/models/<name>/ and refresh the card's evaluation
 # section with benchmarks/accuracy.py and benchmarks/peers.py (docs/models.md).
@@ -44,18 +42,10 @@ finetune=(--lr 4e-4 --warmup 50)
 "$train" --out "$out/sulc-fsLR-ft" --name sulc-fsLR --template fsLR "${recipe[@]}" "${finetune[@]}" \
     --max-minutes 70 --seed 35 --init "$out/sulc-fsLR/model.pt"
 
-# multimodal-fsLR (2026-11-24, synthetic pairs only):
-common=(--mirror-right --synthetic 160 --data-level 5 --channels small --control-level 2 --labels 100
-        --label-level 5 --epochs 60 --batch-size 4 --lr 5e-4 --lam 200 --patience 8 --threads 1)
-
-for spec in "multimodal-fsLR fsLR 3 sulc curv myelin"; do
-  read -r name template seed features <<<"$spec"
-  # shellcheck disable=SC2086 # features is a word list on purpose
-  "$train" --out "$out/$name" --template "$template" --features $features "${common[@]}" \
-      --max-minutes 25 --seed "$seed" --name "$name"
-  # shellcheck disable=SC2086
-  "$train" --out "$out/$name" --resume "$out/$name/last.pt" --template "$template" --features $features \
-      "${common[@]}" --max-minutes 20 --seed "$seed" --name "$name"
-done
-"$train" --out "$out/multimodal-fsLR-ft" --init "$out/multimodal-fsLR/model.pt" --template fsLR \
-    --features sulc curv myelin "${common[@]}" --fold 10 --max-minutes 15 --seed 3 --name multimodal-fsLR
+# multimodal-fsLR (2026-12-05): the shipped sulc-fsLR widened to sulc + curv + myelin (new channels
+# start at zero) and fine-tuned for 50 minutes on the S1200 left hemisphere (the only source with
+# myelin; its right one held out). Needs the fsLR myelin/curv templates (--multimodal install).
+# Later options override the recipe's (--features, --holdout).
+"$train" --out "$out/multimodal-fsLR" --name multimodal-fsLR --template fsLR "${recipe[@]}" "${finetune[@]}" \
+    --features sulc curv myelin --holdout s1200_Rm --train-smoothed --max-minutes 50 --seed 38 \
+    --init "$out/sulc-fsLR-ft/model.pt"
