@@ -169,30 +169,37 @@ def template_search_path(output_dir: str | Path) -> tuple[Path, ...]:
     return (Path(output_dir), Path(output_dir) / "templates")
 
 
-#: fsaverage's icosphere subdivisions by the names FreeSurfer and fMRIPrep give them
-_FSAVERAGE_DENSITIES = {"5": "10k", "6": "41k", "7": "164k"}
-
-
 def template_name_hint(name: str) -> str | None:
     """What a user who typed ``name`` (not a template) most likely meant, or None: a density
-    spelled into the name (fMRIPrep's ``fsaverage6``, ``fsLR32k``), another capitalisation of a
-    bundled template, or a volume template."""
+    spelled into the name (fMRIPrep's ``fsaverage6``, ``fsLR32k``; read by
+    :func:`~geomorph_bids.io.templates.normalise_density`), another capitalisation of a bundled
+    template, or a volume template."""
     import re
 
+    from .templates import DENSITIES, normalise_density
+
+    def density(template: str, label: str) -> str | None:
+        try:
+            return normalise_density(template, label)
+        except ValueError:
+            return None
+
     low = name.strip().lower()
-    m = re.fullmatch(r"fsaverage(\d)", low)
-    if m:
-        den = _FSAVERAGE_DENSITIES.get(m.group(1))
+    if re.fullmatch(r"fsaverage\d", low):
+        den = density("fsaverage", low)
         return (f"{name} is fsaverage at {den} vertices: register to template fsaverage and ask for output "
                 f"density {den} (--template fsaverage --output-density {den})" if den else
                 f"{name} is not a density geomorph-bids writes: register to template fsaverage (output "
-                "densities 10k, 41k, 164k)")
-    m = re.fullmatch(r"fs[_-]?lr[_-]?(?:den-)?(\d+k)?", low)
+                f"densities {', '.join(DENSITIES['fsaverage'])})")
+    m = re.fullmatch(r"fs[_-]?lr[_-]?((?:den-)?\d+k?)?", low)
     if m:
-        den = m.group(1)
+        if not m.group(1):
+            return "template names are case-sensitive: did you mean fsLR?"
+        den = density("fsLR", m.group(1))
         return (f"{name} is fsLR at {den} vertices: register to template fsLR and ask for output density "
-                f"{den} (--template fsLR --output-density {den})" if den else "template names are "
-                "case-sensitive: did you mean fsLR?")
+                f"{den} (--template fsLR --output-density {den})" if den else
+                f"{name}: fsLR has output densities {', '.join(DENSITIES['fsLR'])} "
+                "(--template fsLR --output-density 32k)")
     if low == "fsaverage" or low in ("fsaverage_sym", "fsavg"):
         return "template names are case-sensitive: did you mean fsaverage?"
     if low.startswith(("mni", "oasis", "nmt", "t1w", "colin")):

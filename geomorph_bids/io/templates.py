@@ -42,7 +42,7 @@ DENSITIES: dict[str, dict[str, int]] = {
     "fsaverage": {"10k": 10242, "41k": 40962, "164k": 163842},
 }
 _FSAVERAGE_ICO = {"ico5": "10k", "ico6": "41k", "ico7": "164k", "fsaverage5": "10k",
-                  "fsaverage6": "41k", "fsaverage": "164k"}
+                  "fsaverage6": "41k", "fsaverage7": "164k", "fsaverage": "164k"}
 _ICO_LEVEL = {"10k": 5, "41k": 6, "164k": 7}
 
 TEMPLATE_LEVEL = 6  # icosphere level of bundled templates (40962 vertices)
