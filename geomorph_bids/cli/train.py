@@ -138,29 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: the options that shape the network (with --init, the checkpoint's shape is used unless one is given)
-ARCHITECTURE_OPTIONS = ("--channels", "--control-level", "--cascade", "--labels", "--label-level",
-                        "--crf-iterations", "--correlation", "--no-label-block", "--data-level")
+ARCHITECTURE_OPTIONS = ("channels", "control_level", "cascade", "labels", "label_level", "crf_iterations",
+                        "correlation", "no_label_block", "data_level")
 
 
-def _architecture_given(argv: Sequence[str]) -> bool:
-    """Whether the command line names any of :data:`ARCHITECTURE_OPTIONS` (also as ``--opt=value``)."""
-    return any(a.split("=", 1)[0] in ARCHITECTURE_OPTIONS for a in argv)
+def _architecture_given(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Whether any of :data:`ARCHITECTURE_OPTIONS` differs from its default (given on the command
+    line in any spelling argparse accepts)."""
+    return any(getattr(args, dest) != parser.get_default(dest) for dest in ARCHITECTURE_OPTIONS)
 
 
 def init_model_config(checkpoint: Path, in_channels: int):
     """The network of ``checkpoint`` (architecture, levels, labels) for ``in_channels`` inputs:
     what ``--init`` fine-tunes when no architecture option is given (more channels than the
     checkpoint's are bridged by :func:`~geomorph_bids.model.widen.widen_input_channels`)."""
-    import copy
-
     from ..engine.checkpoints import model_config_dict
     from ..model.checkpoint import read_metadata
     from ..model.geomorph import GeoMorphConfig
+    from ..model.widen import with_in_channels
 
-    config = copy.deepcopy(dict(model_config_dict(read_metadata(checkpoint).config)))
-    for stage in config["stages"]:
-        stage["network"]["in_channels"] = int(in_channels)
-    return GeoMorphConfig.from_dict(config)
+    return GeoMorphConfig.from_dict(with_in_channels(model_config_dict(read_metadata(checkpoint).config), in_channels))
 
 
 def build_model_config(preset: str, in_channels: int, data_level: int = 6,
@@ -411,7 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``geomorph-train``; returns the exit code (:mod:`.exit_codes`: 0 on success,
     1 on bad input, 2 usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     command = shlex.join(["geomorph-train", *argv])
 
     def log(msg: str) -> None:
@@ -440,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ..resources import model_path
 
             args.init = model_path(args.init)  # a bundled network by name, or a checkpoint
-        if args.init is not None and not _architecture_given(argv):
+        if args.init is not None and not _architecture_given(parser, args):
             model_config = init_model_config(args.init, len(args.features))  # fine-tune that network
             args.data_level, args.channels = model_config.data_level, f"as {args.init}"
         else:

@@ -151,10 +151,10 @@ def network(model: str | Path, name: str | None = None, optimise: Any = True,
     meta = read_metadata(path)
     standard = ("fsLR", "fsaverage")
     if template in standard and meta.template in standard and meta.template != template:
+        fitting = [m for m in bundled_models() if read_metadata(model_path(m)).template == template]
         raise InputError(f"model {label} was trained for template {meta.template}, not {template}: add "
                          f"--template {meta.template} (template={meta.template!r} in Python), or pick a "
-                         f"{template} model ({', '.join(m for m in bundled_models() if m.endswith(template)) or 'none'})",
-                         path=path)
+                         f"{template} model ({', '.join(fitting) or 'none'})", path=path)
     return ModelChoice("network", label, tuple(meta.channels), path.absolute(), optimise,
                        meta.hemisphere == "LR-mirrored")
 

@@ -252,16 +252,6 @@ def _smoothed_warp(warp: torch.Tensor, level: int) -> torch.Tensor:
     return moved / moved.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def _without_in_channels(config: Any) -> Any:
-    """A GeoMorph config dict with every stage's ``in_channels`` left out (the one difference
-    :func:`~geomorph_bids.model.widen.widen_input_channels` bridges); other values as given."""
-    if not isinstance(config, dict):
-        return config
-    stages = [{**st, "network": {k: v for k, v in st.get("network", {}).items() if k != "in_channels"}}
-              if isinstance(st, dict) else st for st in config.get("stages", [])]
-    return {**config, "stages": stages}
-
-
 def _loss(model: GeoMorph, mov: torch.Tensor, fix: torch.Tensor, cfg: TrainConfig, groups, weights,
           bf16: bool, target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Training loss of one batch; returns (loss, warp (B, V, 3) float32, warped (B, V, K) float32):
@@ -465,12 +455,14 @@ def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[to
         model = GeoMorph(model_config)
         if init_weights is not None:
             sd, imeta = load_checkpoint(init_weights)
-            if _without_in_channels(imeta.config.get("geomorph")) != _without_in_channels(model_config.to_dict()):
+            from ..model.widen import widen_input_channels, with_in_channels
+
+            wanted = model_config.to_dict()
+            trained = imeta.config.get("geomorph")
+            if not isinstance(trained, dict) or with_in_channels(trained, model_config.in_channels) != wanted:
                 raise ValueError(f"{init_weights}: the checkpoint was trained with another model config "
                                  "(preset, levels or labels differ): cannot initialise from it")
             if tuple(imeta.channels) != channels:  # e.g. sulc -> sulc, curv, myelin: widen the input layers
-                from ..model.widen import widen_input_channels
-
                 sd = widen_input_channels(sd, model, imeta.channels, channels)
             model.load_state_dict(sd)
         model.to(device)

@@ -17,7 +17,19 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["widen_input_channels"]
+__all__ = ["widen_input_channels", "with_in_channels"]
+
+
+def with_in_channels(config: Mapping, in_channels: int) -> dict:
+    """A copy of a GeoMorph config dict (:meth:`GeoMorphConfig.to_dict` form) whose every stage
+    reads ``in_channels`` input channels: the one difference :func:`widen_input_channels`
+    bridges, so two configs that agree on this are the same network otherwise."""
+    import copy
+
+    config = copy.deepcopy(dict(config))
+    for stage in config.get("stages", []):
+        stage["network"]["in_channels"] = int(in_channels)
+    return config
 
 
 def widen_input_channels(state: Mapping[str, Tensor], model: nn.Module, old_channels: Sequence[str],
