@@ -35,8 +35,7 @@ def test_widened_network_computes_the_trained_one_whatever_the_new_channels_hold
     changed = [k for k, v in state.items() if v.shape != trained.state_dict()[k].shape]
     assert changed and all(k.endswith("conv1.weight") for k in changed)
     wide.load_state_dict(state)
-    n = trained.stages[0].network.config.in_channels and wide.stages[0].network.config.in_channels
-    assert n == 3
+    assert (trained.stages[0].network.config.in_channels, wide.stages[0].network.config.in_channels) == (1, 3)
     gen = torch.Generator().manual_seed(1)
     mov = torch.randn(2, 642, 3, generator=gen)
     fix = torch.randn(2, 642, 3, generator=gen)
