@@ -283,8 +283,34 @@ def read_gifti_labels(path: str | Path) -> tuple[np.ndarray, LabelTable]:
 _ZLIB_LEVEL = 1
 
 
+def _deflate(payload: bytes, floating: bool) -> bytes:
+    """zlib stream of one data array. Float arrays of real data (coordinates of a FreeSurfer
+    sphere, a registered sphere, maps) have almost no repeated byte strings, so deflate gains
+    only from its Huffman coding: Z_HUFFMAN_ONLY gives the same or a slightly smaller stream
+    three times faster (fsLR's 164k vertices: 1.764 MB in 0.016 s vs 1.776 MB in 0.050 s at
+    level 1). Regular floats (an icosphere's coordinates) and integer arrays (triangles, labels)
+    repeat a lot: level 1. Which one a float array is, the first :data:`_PROBE` bytes decide
+    (both ways, ~2 % of the array's time). Any zlib reader inflates both; the GIFTI encoding
+    stays GZipBase64Binary."""
+    strategy = zlib.Z_DEFAULT_STRATEGY
+    if floating:
+        probe = payload[:_PROBE]
+        strategy = (zlib.Z_HUFFMAN_ONLY if len(_pack(probe, zlib.Z_HUFFMAN_ONLY))
+                    <= 1.01 * len(_pack(probe, zlib.Z_DEFAULT_STRATEGY)) else zlib.Z_DEFAULT_STRATEGY)
+    return _pack(payload, strategy)
+
+
+#: bytes of a float array compressed both ways to choose its deflate strategy
+_PROBE = 1 << 16
+
+
+def _pack(payload: bytes, strategy: int) -> bytes:
+    packer = zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, 15, 8, strategy)
+    return packer.compress(payload) + packer.flush()
+
+
 class _DataArray(GiftiDataArray):
-    """A GIFTI data array written GZipBase64Binary at :data:`_ZLIB_LEVEL` (nibabel's writer uses
+    """A GIFTI data array written GZipBase64Binary by :func:`_deflate` (nibabel's writer uses
     zlib's default level 6, which spends 0.26 s on one 327,680-triangle array for no gain)."""
 
     def _to_xml_element(self):
@@ -294,9 +320,9 @@ class _DataArray(GiftiDataArray):
             element = super()._to_xml_element()
         finally:
             self.data = data
-        payload = np.asarray(data, data_type_codes.dtype[self.datatype]).tobytes(
-            array_index_order_codes.npcode[self.ind_ord])
-        element.find("Data").text = base64.b64encode(zlib.compress(payload, _ZLIB_LEVEL)).decode()
+        typed = np.asarray(data, data_type_codes.dtype[self.datatype])
+        payload = typed.tobytes(array_index_order_codes.npcode[self.ind_ord])
+        element.find("Data").text = base64.b64encode(_deflate(payload, typed.dtype.kind in "fc")).decode()
         return element
 
 

@@ -81,18 +81,19 @@ def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[s
         hemi, density and folder), reused across hemispheres; None: read here.
     """
     from ..sphere.locate import SphereLocator
-    from ..sphere.resample import apply_weights, area_surfaces, resample_weights
+    from ..sphere.resample import apply_weights, area_surfaces, corner_weights, resample_weights
 
     if target is None:
         target = density_target(template, hemi, density, templateflow_home)
     tv, tf = target.vertices, target.faces
     moving = (np.asarray(registered[0]), np.asarray(registered[1]))
     locator = SphereLocator(*moving)  # one index of the registered sphere for every location in it
+    forward = corner_weights(moving, tv, locator)  # the template's vertices in it: located once, used twice
     current_area, new_area = None, target.areas
     if midthickness is not None and method == "adap_bary_area":
-        current_area, new_area = area_surfaces(moving, np.asarray(midthickness), (tv, tf), locator)
+        current_area, new_area = area_surfaces(moving, np.asarray(midthickness), (tv, tf), forward=forward)
     weights = resample_weights(moving, (tv, tf), method=method, current_area=current_area, new_area=new_area,
-                               current_locator=locator, new_locator=target.locator)
+                               current_locator=locator, new_locator=target.locator, forward=forward)
     out = {name: apply_weights(weights, np.asarray(values, dtype=np.float64)).astype(np.float32)
            for name, values in maps.items()}
     return ResampledFeatures(out, int(len(tv)), target.source, current_area is not None)

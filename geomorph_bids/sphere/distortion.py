@@ -114,9 +114,10 @@ def _sides(v: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     of ``e1 = b - a``, ``e2 = c - a`` and ``e1 x e2``, and the (F,) orientation sign of the
     normal along the direction from the vertex mean to the first corner."""
     comp = np.ascontiguousarray(v.T)
-    a = comp[:, faces[:, 0]]
-    e1 = comp[:, faces[:, 1]] - a
-    e2 = comp[:, faces[:, 2]] - a
+    corner = np.ascontiguousarray(faces.T)  # contiguous index rows: take() gathers 2-3x faster
+    a = comp.take(corner[0], axis=1)
+    e1 = comp.take(corner[1], axis=1) - a
+    e2 = comp.take(corner[2], axis=1) - a
     cross = np.stack([e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2],
                       e1[0] * e2[1] - e1[1] * e2[0]])
     a -= comp.mean(axis=1, keepdims=True)
@@ -233,8 +234,14 @@ def edge_distortion(before: Surface, after: Surface, *, normalise_radius: bool =
 
 def _edge(vb: np.ndarray, va: np.ndarray, faces: np.ndarray) -> np.ndarray:
     e = edges(faces)
-    lb = np.linalg.norm(vb[e[:, 1]] - vb[e[:, 0]], axis=1)
-    la = np.linalg.norm(va[e[:, 1]] - va[e[:, 0]], axis=1)
+    ends = np.ascontiguousarray(e.T)
+
+    def length(v: np.ndarray) -> np.ndarray:
+        comp = np.ascontiguousarray(v.T)
+        d = comp.take(ends[1], axis=1) - comp.take(ends[0], axis=1)
+        return np.sqrt(np.einsum("ij,ij->j", d, d))
+
+    lb, la = length(vb), length(va)
     with np.errstate(divide="ignore", invalid="ignore"):
         per_edge = np.abs(np.log2(la / lb))
         n = len(vb)

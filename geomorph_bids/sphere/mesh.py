@@ -8,12 +8,26 @@ from scipy import sparse
 __all__ = ["triangle_areas", "vertex_areas", "edges", "vertex_face_matrix", "signed_volumes"]
 
 
+def _corners(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each triangle's corners as (3, F) float64 component arrays (x, y, z rows): a, b, c.
+
+    Gathered from the transposed vertices one corner column at a time, which is 2-3x faster
+    than fancy-indexing (F, 3) rows at 164k vertices; the arithmetic on rows then runs on
+    contiguous arrays without ``np.cross``'s temporaries."""
+    comp = np.ascontiguousarray(np.asarray(vertices, dtype=np.float64).T)
+    corner = np.ascontiguousarray(np.asarray(faces, dtype=np.int64).T)
+    return comp.take(corner[0], axis=1), comp.take(corner[1], axis=1), comp.take(corner[2], axis=1)
+
+
 def triangle_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(F,) float64 planar triangle areas, in the squared units of ``vertices``."""
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    a, b, c = _corners(vertices, faces)
+    b -= a
+    c -= a
+    x = b[1] * c[2] - b[2] * c[1]
+    y = b[2] * c[0] - b[0] * c[2]
+    z = b[0] * c[1] - b[1] * c[0]
+    return 0.5 * np.sqrt(x * x + y * y + z * z)
 
 
 def vertex_face_matrix(faces: np.ndarray, n_vertices: int) -> sparse.csr_matrix:
@@ -59,7 +73,6 @@ def signed_volumes(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     For a mesh around the origin this is positive for triangles wound
     counter-clockwise seen from outside, negative for flipped ones.
     """
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    return np.einsum("ij,ij->i", a, np.cross(b, c))
+    a, b, c = _corners(vertices, faces)
+    return (a[0] * (b[1] * c[2] - b[2] * c[1]) + a[1] * (b[2] * c[0] - b[0] * c[2])
+            + a[2] * (b[0] * c[1] - b[1] * c[0]))

@@ -45,7 +45,7 @@ from .locate import SphereLocator
 from .mesh import vertex_areas
 
 __all__ = ["resample", "resample_weights", "apply_weights", "resample_labels", "barycentric_weights",
-           "area_surfaces"]
+           "area_surfaces", "corner_weights"]
 
 Mesh = tuple[np.ndarray, np.ndarray]
 AreaSpec = Union[Mesh, np.ndarray, None]
@@ -100,14 +100,16 @@ def _areas(spec: AreaSpec, sphere: tuple[np.ndarray, np.ndarray], name: str) -> 
     return areas
 
 
-def _corner_weights(mesh: tuple[np.ndarray, np.ndarray], points: np.ndarray,
-                    locator: SphereLocator | None = None, hint: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def corner_weights(mesh: tuple[np.ndarray, np.ndarray], points: np.ndarray,
+                   locator: SphereLocator | None = None, hint: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Corners (N, 3) int64 and weights (N, 3) float64 of points in a mesh.
 
     Weights below ``_ZERO_WEIGHT`` are set to exactly 0 and the rest renormalised.
     ``locator``: a :class:`SphereLocator` already built for ``mesh`` (reused, not rebuilt);
-    ``hint``: (N,) faces to try first (:meth:`SphereLocator.locate`).
+    ``hint``: (N,) faces to try first (:meth:`SphereLocator.locate`). The result can be handed
+    to :func:`resample_weights` and :func:`area_surfaces` as ``forward`` (the new sphere's
+    vertices in the current one), so that one location serves both.
     """
     locator = locator if locator is not None else SphereLocator(*mesh)
     face, w = locator.locate(points, hint=hint)
@@ -141,7 +143,7 @@ def barycentric_weights(mesh: Mesh, points: np.ndarray, locator: SphereLocator |
     below 1e-9 are dropped (points on an edge or at a vertex use 2 or 1 corners).
     """
     mesh = _check_mesh(mesh, "mesh")
-    corners, w = _corner_weights(mesh, np.asarray(points, dtype=np.float64), locator, hint)
+    corners, w = corner_weights(mesh, np.asarray(points, dtype=np.float64), locator, hint)
     keep = w > 0
     rows = np.broadcast_to(np.arange(len(w))[:, None], w.shape)[keep]
     return _csr(rows, corners[keep], w[keep], (len(w), len(mesh[0])))
@@ -150,7 +152,8 @@ def barycentric_weights(mesh: Mesh, points: np.ndarray, locator: SphereLocator |
 def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
                      current_area: AreaSpec = None, new_area: AreaSpec = None,
                      current_locator: SphereLocator | None = None,
-                     new_locator: SphereLocator | None = None) -> sparse.csr_matrix:
+                     new_locator: SphereLocator | None = None,
+                     forward: tuple[np.ndarray, np.ndarray] | None = None) -> sparse.csr_matrix:
     """Sparse resampling matrix from the current sphere's vertices to the new sphere's.
 
     Parameters
@@ -162,6 +165,8 @@ def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
         per-vertex areas (V,) in any consistent unit; default: the sphere's own vertex areas.
     current_locator, new_locator : :class:`SphereLocator` objects already built for ``current``
         and ``new`` (reused, e.g. one template sphere for many subjects), or None.
+    forward : :func:`corner_weights` of the new vertices in the current sphere, already
+        computed (e.g. by :func:`area_surfaces`), or None: located here.
 
     Returns
     -------
@@ -173,7 +178,7 @@ def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
     new = _check_mesh(new, "new sphere")
     n_new, n_cur = len(new[0]), len(current[0])
     # Forward: each new vertex gathers from the corners of its current triangle.
-    f_corner, f_w = _corner_weights(current, new[0], current_locator)
+    f_corner, f_w = corner_weights(current, new[0], current_locator) if forward is None else _forward(forward, n_new)
     f_keep = f_w > 0
     f_rows = np.broadcast_to(np.arange(n_new)[:, None], f_w.shape)[f_keep]
     if method == "barycentric":
@@ -182,7 +187,7 @@ def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
     a_new = _areas(new_area, new, "new area")
     # Reverse: each current vertex scatters to the corners of its new triangle;
     # read as gathering, entry (new corner, current vertex).
-    r_corner, r_w = _corner_weights(new, current[0], new_locator)
+    r_corner, r_w = corner_weights(new, current[0], new_locator)
     r_keep = r_w > 0
     g_rows = r_corner[r_keep]
     g_cols = np.broadcast_to(np.arange(n_cur)[:, None], r_w.shape)[r_keep]
@@ -206,8 +211,18 @@ def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
     return _csr(rows[keep], cols[keep], data[keep], (n_new, n_cur))
 
 
+def _forward(forward: tuple[np.ndarray, np.ndarray], n_new: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``forward`` argument checked: (corners, weights), both (V_new, 3)."""
+    corners, w = (np.asarray(a) for a in forward)
+    if corners.shape != (n_new, 3) or w.shape != (n_new, 3):
+        raise ValueError(f"forward must be corners and weights of shape ({n_new}, 3), "
+                         f"got {corners.shape} and {w.shape}")
+    return corners, w
+
+
 def area_surfaces(current: Mesh, anatomical: np.ndarray, new: Mesh,
-                  locator: SphereLocator | None = None) -> tuple[Mesh, Mesh]:
+                  locator: SphereLocator | None = None,
+                  forward: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Mesh, Mesh]:
     """The ``current_area`` and ``new_area`` surfaces of an area-corrected resampling.
 
     ``anatomical`` (V_current, 3) is a surface on the current sphere's mesh (e.g. the
@@ -215,7 +230,8 @@ def area_surfaces(current: Mesh, anatomical: np.ndarray, new: Mesh,
     (``wb_command -surface-resample ... BARYCENTRIC``), as sMRIPrep and the HCP pipelines do
     before ``-metric-resample ... ADAP_BARY_AREA -area-surfs``.
 
-    ``locator``: a :class:`SphereLocator` already built for ``current`` (reused).
+    ``locator``: a :class:`SphereLocator` already built for ``current`` (reused);
+    ``forward``: :func:`corner_weights` of ``new``'s vertices in ``current`` (reused), or None.
 
     Returns ((anatomical, current faces), (resampled anatomical (V_new, 3), new faces)).
     """
@@ -225,7 +241,9 @@ def area_surfaces(current: Mesh, anatomical: np.ndarray, new: Mesh,
     if anatomical.shape != current[0].shape:
         raise InputError(f"the anatomical surface has {len(anatomical)} vertices, the current sphere "
                          f"{len(current[0])}: it must be the same mesh")
-    moved = barycentric_weights(current, new[0], locator) @ anatomical
+    corners, w = (corner_weights(current, new[0], locator) if forward is None
+                  else _forward(forward, len(new[0])))
+    moved = np.einsum("nk,nkd->nd", w, anatomical[corners])
     return (anatomical, current[1]), (moved, new[1])
 
 

@@ -222,3 +222,22 @@ def test_workbench_reads_our_files(tmp_path, sphere5, wb_command, wb_output):
     assert "CortexRight" in info and "area" in info and "minus" in info
     stats = wb_output("-metric-stats", metric, "-reduce", "SUM")
     assert abs(float(stats.split()[0]) - got.sum()) < 1e-3 * got.sum()
+
+
+@pytest.mark.parametrize("kind", ["irregular", "regular"])
+def test_float_arrays_are_deflated_the_cheaper_way_and_never_larger(kind, sphere5):
+    """Irregular floats (a real sphere's coordinates) are Huffman-coded only, which is no larger
+    than zlib level 1 on them; regular ones (an icosphere's) keep level 1's matches. Both inflate
+    to the same bytes."""
+    import zlib
+
+    v, _ = sphere5
+    if kind == "irregular":
+        v = v + np.random.default_rng(0).normal(scale=0.01, size=v.shape)
+    payload = np.tile(v.astype(np.float32), (4, 1)).tobytes()  # > one probe
+    packed = gifti._deflate(payload, floating=True)
+    assert zlib.decompress(packed) == payload
+    level1 = len(zlib.compress(payload, 1))
+    assert len(packed) <= 1.01 * level1
+    huffman = len(gifti._pack(payload, zlib.Z_HUFFMAN_ONLY))
+    assert len(packed) == (huffman if kind == "irregular" else len(gifti._pack(payload, zlib.Z_DEFAULT_STRATEGY)))

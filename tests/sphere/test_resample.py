@@ -10,8 +10,8 @@ import pytest
 from geomorph_bids.sphere.icosphere import icosphere
 from geomorph_bids.sphere.locate import unit
 from geomorph_bids.sphere.mesh import vertex_areas
-from geomorph_bids.sphere.resample import (apply_weights, resample, resample_labels,
-                                           resample_weights)
+from geomorph_bids.sphere.resample import (apply_weights, area_surfaces, corner_weights, resample,
+                                           resample_labels, resample_weights)
 
 
 def _ico(level: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,6 +99,23 @@ def test_area_inputs_surface_or_array_and_radius_invariance():
     # sphere radii do not matter, and may differ between the two spheres
     scaled = resample(x, (current[0] / 100.0, current[1]), (new[0] * 7.0, new[1]), "adap_bary_area")
     np.testing.assert_allclose(scaled, plain, atol=1e-12)
+
+
+def test_forward_location_given_once_gives_the_same_weights_and_areas():
+    """The new vertices located in the current sphere once (corner_weights) and handed to both
+    area_surfaces and resample_weights: the same matrix and areas as locating them in each."""
+    cur, new = _rotated(_ico(4)), _ico(3)
+    mid = cur[0] * (1.0 + 0.1 * np.sin(cur[0][:, :1] / 20.0))
+    forward = corner_weights(cur, new[0])
+    own = area_surfaces(cur, mid, new)
+    shared = area_surfaces(cur, mid, new, forward=forward)
+    np.testing.assert_allclose(shared[1][0], own[1][0], rtol=1e-12, atol=1e-9)
+    for method in ("barycentric", "adap_bary_area"):
+        a = resample_weights(cur, new, method, own[0], own[1])
+        b = resample_weights(cur, new, method, shared[0], shared[1], forward=forward)
+        assert abs(a - b).max() < 1e-12 and a.nnz == b.nnz
+    with pytest.raises(ValueError, match="forward"):
+        resample_weights(cur, new, forward=(forward[0][:5], forward[1][:5]))
 
 
 @pytest.mark.parametrize("method", ["barycentric", "adap_bary_area"])
