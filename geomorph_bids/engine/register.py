@@ -337,6 +337,9 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
     One :class:`Registration` (or exception) per item, in order.
     """
     optimise = _optimise_argument(optimise)
+    if not isinstance(quality, QualityThresholds):  # a dict would fail deep in the gates (AttributeError)
+        raise TypeError(f"quality must be a QualityThresholds (geomorph_bids.quality), e.g. "
+                        f"QualityThresholds(min_cc_after=0.8), got {type(quality).__name__}")
     warn = not isinstance(template, (Template, TemplateRef))  # resolved here: say what was passed over
     template = _template_ref(template, template_dir, {item.hemi for item in items})
     if model is None and not rigid_only:  # the default is decided in one place, per template

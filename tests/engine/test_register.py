@@ -462,3 +462,10 @@ def test_a_model_name_that_is_no_bundled_network_lists_them():
         msg = str(e.value)
         assert msg.startswith(f"model {name!r} is neither a bundled network (") and "rigid_only=True" in msg
         assert all(m in msg for m in bundled_models())
+
+
+def test_quality_thresholds_given_as_a_dict_say_what_to_pass():
+    """Before: AttributeError: 'dict' object has no attribute 'identity_margin', from the gates."""
+    v, f, sulc = _example_arrays()
+    with pytest.raises(TypeError, match=r"^quality must be a QualityThresholds .*QualityThresholds\(min_cc_after="):
+        register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, quality={"min_cc_after": 0.9})
