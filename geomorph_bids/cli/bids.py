@@ -235,8 +235,9 @@ def run_participant(args) -> int:
                     continue
                 doc = json.loads(outputs.metrics.read_text())
                 verdict = QualityVerdict.from_dict(doc.get("quality"))
-                if verdict.flagged:
-                    flagged.append(Failure(job.subject, job.session, hemi, verdict.line()))
+                if verdict.flagged:  # named by the session its outputs are written under
+                    flagged.append(Failure(job.subject, job.inputs.hemis[hemi].session or job.session, hemi,
+                                           verdict.line()))
                 reused = before[key] is not None and before[key] == _stat(outputs.metrics)
                 rows.append((job, hemi, doc["registration"], reused, verdict.flagged))
         locks.when_alone(lambda: _clean_leftovers(output_dir))

@@ -25,7 +25,8 @@ def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Pa
             cc_b = m.get("cc_sulc_before")
             cc_a = m.get("cc_sulc_after")
             fmt = lambda v: f"{v:>10.3f}" if isinstance(v, (int, float)) else f"{'n/a':>10}"  # noqa: E731
-            print(f"{'sub-' + job.subject:<12}{(job.session or '-'):<10}{hemi:<5}{fmt(cc_b)}{fmt(cc_a)}"
+            session = job.inputs.hemis[hemi].session or job.session  # the one found, asked for or not
+            print(f"{'sub-' + job.subject:<12}{(session or '-'):<10}{hemi:<5}{fmt(cc_b)}{fmt(cc_a)}"
                   f"{m.get('n_folded', 0):>8}{m.get('seconds_total', 0.0):>9.2f}{'FLAGGED' if bad else 'ok':>9}"
                   + ("  reused" if reused else ""))
         n_reused = sum(1 for row in rows if row[3])

@@ -52,9 +52,14 @@ def load_model(model: Any, feature_names: Sequence[str], template_name: str, hem
     from ..model.normalise import NormalisationSpec
 
     if isinstance(model, (str, Path)):
-        from ..resources import model_path
+        from ..resources import bundled_models, model_path
 
-        model = model_path(model)
+        path = model_path(model)
+        if not path.exists() and not path.is_symlink():  # a typed name, not a file: say what names exist
+            raise InputError(f"model {str(model)!r} is neither a bundled network ("
+                             f"{', '.join(bundled_models()) or 'none installed'}) nor a checkpoint file; "
+                             "model=None runs the default registration, rigid_only=True the rigid stage alone")
+        model = path
         state, meta = load_checkpoint(model, map_location="cpu")
         want = list(meta.channels)
         ordered = [c for c in want if c in feature_names] + [c for c in feature_names if c not in want]

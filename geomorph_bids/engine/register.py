@@ -157,7 +157,7 @@ def _label_conflicts(item: "RegistrationItem") -> list[str]:
 def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     from ..io.surfaces import read_feature, read_sphere
-    from ..io.validate import clip_outliers, validate_sphere
+    from ..io.validate import clip_outliers, validate_feature, validate_sphere
 
     if isinstance(moving_sphere, (str, Path)):
         s = read_sphere(moving_sphere)
@@ -184,8 +184,9 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
         if arr.shape != (len(vertices),):
             raise InputError(f"feature {name!r} has shape {arr.shape}, expected ({len(vertices)},) "
                              "(one value per sphere vertex)")
-        if not np.all(np.isfinite(arr)):
-            raise InputError(f"feature {name!r} has non-finite values")
+        path = val if isinstance(val, (str, Path)) else None
+        # NaN/Inf (counted), all zero or constant: refused here, naming the feature, as files are
+        validate_feature(arr, path, what=f"feature {name!r}")
         feats[str(name)] = clip_outliers(arr, f"feature {name!r}" + (f" ({val})" if isinstance(val, (str, Path)) else ""))
     return vertices, faces, feats
 
@@ -335,6 +336,10 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
     -------
     One :class:`Registration` (or exception) per item, in order.
     """
+    optimise = _optimise_argument(optimise)
+    if not isinstance(quality, QualityThresholds):  # a dict would fail deep in the gates (AttributeError)
+        raise TypeError(f"quality must be a QualityThresholds (geomorph_bids.quality), e.g. "
+                        f"QualityThresholds(min_cc_after=0.8), got {type(quality).__name__}")
     warn = not isinstance(template, (Template, TemplateRef))  # resolved here: say what was passed over
     template = _template_ref(template, template_dir, {item.hemi for item in items})
     if model is None and not rigid_only:  # the default is decided in one place, per template
@@ -383,6 +388,19 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
     return results  # type: ignore[return-value]
 
 
+def _optimise_argument(optimise: Any) -> "bool | OptimiseConfig":
+    """``optimise`` as the engine tests it (``is True`` / ``is False``): a numpy bool becomes a
+    bool; anything else but an OptimiseConfig (0, "no", None) is refused, never read as True."""
+    if isinstance(optimise, (bool, np.bool_)):
+        return bool(optimise)
+    from ..model.optimise import OptimiseConfig
+
+    if isinstance(optimise, OptimiseConfig):
+        return optimise
+    raise TypeError(f"optimise must be True, False or an OptimiseConfig (geomorph_bids.model.optimise), "
+                    f"got {optimise!r} ({type(optimise).__name__})")
+
+
 def _template_ref(template: TemplateInput, template_dir: str | Path | None,
                   hemis: set[str]) -> "Template | TemplateRef":
     """The Python API's boundary: a template name or folder -> a :class:`TemplateRef` (where
@@ -405,19 +423,30 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     hemi = hemi_code(item.hemi)  # L/R; lh/rh, left/right and CortexLeft/CortexRight are accepted too
     vertices, faces, feats = _read_inputs(item.moving_sphere, item.moving_features)
     reg_sphere = item.reg_sphere
-    if reg_sphere is not None and isinstance(reg_sphere, (str, Path)):
+    reg_path = reg_sphere if isinstance(reg_sphere, (str, Path)) else None
+    if reg_path is not None:
         from ..io.surfaces import read_sphere
 
-        reg_sphere = read_sphere(reg_sphere).vertices
+        reg_sphere = read_sphere(reg_path).vertices
+    if reg_sphere is not None and np.shape(reg_sphere) != vertices.shape:
+        raise InputError(f"reg_sphere has shape {np.shape(reg_sphere)} but the sphere has {len(vertices)} "
+                         "vertices: it must be the same subject's registered sphere (the lh.sphere.reg of this "
+                         "lh.sphere: same mesh, (V, 3))", path=reg_path)
     cortex = item.cortex_mask
     if cortex is not None and isinstance(cortex, (str, Path)):
         from ..io.surfaces import read_mask
 
         cortex = read_mask(cortex, len(vertices))
     if cortex is not None:
+        from ..io.surfaces import MIN_CORTEX_FRACTION
+
         cortex = np.asarray(cortex, dtype=bool).reshape(-1)
         if cortex.shape != (len(vertices),):
             raise InputError(f"cortex mask has {cortex.size} values but the sphere has {len(vertices)} vertices")
+        if cortex.mean() < MIN_CORTEX_FRACTION:  # as read_mask refuses a file
+            raise InputError(f"cortex mask is True on {100 * cortex.mean():.1f}% of the vertices (at least "
+                             f"{100 * MIN_CORTEX_FRACTION:.0f}% expected): not a cortex mask, or inverted "
+                             "(True on the cortex, False on the medial wall)")
     template_name = template.name if isinstance(template, Template) else template.label
     seconds["seconds_read"] = time.perf_counter() - t0
 

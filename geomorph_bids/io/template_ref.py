@@ -224,13 +224,16 @@ def resolve_template_ref(name: str | Path, search: Sequence[str | Path] = (),
             return _standard(base, replace(where, template_dir=Path(name).absolute(), bundled_only=False))
     folder = find_custom_template(name, search)
     if folder is None:
-        where_txt = ", ".join(str(p) for p in search) or "no search folder"
         hint = template_name_hint(str(name))
         if hint:
             raise InputError(f"unknown template {str(name)!r}: {hint}")
+        if any(sep in str(name) for sep in ("/", "\\")) and not Path(name).exists():  # a path with a typo
+            raise InputError(f"unknown template {str(name)!r}: no such folder (a template is "
+                             f"{', '.join(available_templates())}, or a folder of its maps)")
+        where_txt = f" or in {', '.join(str(p) for p in search)}" if search else ""
         raise InputError(f"unknown template {str(name)!r}: not bundled ({', '.join(available_templates())}), not a "
                          "FreeSurfer fsaverage or TemplateFlow folder, and no custom template folder (tpl-<label> "
-                         f"with {DESCRIPTION}) at that path or in {where_txt}")
+                         f"with {DESCRIPTION}) at that path{where_txt}")
     info = custom_template_info(folder)
     base = str(info.get("BaseTemplate", ""))
     if not is_bundled_template(base):

@@ -95,7 +95,8 @@ def check_faces(faces: np.ndarray, n_vertices: int, path: PathLike = None) -> np
     """
     f = np.asarray(faces)
     if f.ndim != 2 or f.shape[1] != 3:
-        raise InputError(f"triangle array has shape {f.shape}, expected (F, 3)", path=path)
+        hint = "; transposed? pass faces.T" if f.ndim == 2 and f.shape[0] == 3 else ""
+        raise InputError(f"triangle array has shape {f.shape}, expected (F, 3){hint}", path=path)
     if f.shape[0] == 0:
         raise InputError("surface has no triangles", path=path)
     if f.dtype.kind == "f":
@@ -124,13 +125,18 @@ def check_mesh(vertices: np.ndarray, faces: np.ndarray,
     """
     v = np.asarray(vertices)
     if v.ndim != 2 or v.shape[1] != 3:
-        raise InputError(f"vertex array has shape {v.shape}, expected (V, 3)", path=path)
+        hint = "; transposed? pass vertices.T" if v.ndim == 2 and v.shape[0] == 3 else ""
+        raise InputError(f"vertex array has shape {v.shape}, expected (V, 3){hint}", path=path)
     if v.shape[0] < 4:
         raise InputError(f"surface has only {v.shape[0]} vertices", path=path)
     if v.dtype.kind not in "iuf":
         raise InputError(f"vertex array has non-numeric type {v.dtype}", path=path)
     v = v.astype(np.float64)
-    check_finite(v, path, what="vertex coordinates")
+    bad = ~np.isfinite(v).all(axis=1)
+    if bad.any():  # a position cannot be "missing" like a medial-wall value: the mesh is damaged
+        raise InputError(f"{int(bad.sum())} of {len(v)} vertices have non-finite coordinates (NaN or Inf, "
+                         f"first at vertex {int(np.argmax(bad))}): the surface is corrupted; regenerate it "
+                         "or take it again from the original", path=path)
     return v, check_faces(faces, len(v), path)
 
 
@@ -237,17 +243,20 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
     if not 0.5 < coverage < 1.5:
         raise InputError(f"triangles cover {coverage:.2f} times the sphere's area (expected about 1): "
                          "the mesh is partial (a patch?) or has duplicated triangles", path=path)
-    check_closed(f, len(v), path)
+    check_closed(f, len(v), path, vertices=v)
     return v, orient_faces(v, f, path, max_folded=max_folded)
 
 
-def check_closed(faces: np.ndarray, n_vertices: int, path: PathLike = None) -> None:
+def check_closed(faces: np.ndarray, n_vertices: int, path: PathLike = None, *,
+                 vertices: np.ndarray | None = None) -> None:
     """Refuse a triangle mesh that cannot be a whole sphere: one with a hole (edges used by one
     triangle only, e.g. a cut-out medial wall) or with vertices no triangle uses.
 
     A closed genus-0 mesh whose every vertex is used has exactly ``2 V - 4`` triangles (Euler),
     so valid spheres cost one comparison; only other meshes are diagnosed (an edge count).
-    Duplicated triangles alone are accepted.
+    Duplicated triangles alone are accepted. With ``vertices`` (radius-100 positions), a hole
+    whose edges run between copies of one position is named as what it is: a mesh split along a
+    seam (duplicated vertices, as some exporters write), not a missing piece.
     """
     f = np.asarray(faces, dtype=np.int64)
     if len(f) == 2 * n_vertices - 4:
@@ -257,6 +266,12 @@ def check_closed(faces: np.ndarray, n_vertices: int, path: PathLike = None) -> N
     _, counts = np.unique(edges[:, 0] * n_vertices + edges[:, 1], return_counts=True)
     border = int(np.count_nonzero(counts == 1))
     also = f" (and {unused} of {n_vertices} vertices belong to no triangle)" if unused else ""
+    copies = 0 if vertices is None else n_vertices - len(np.unique(np.round(vertices, 4), axis=0))
+    if border and copies:
+        raise InputError(f"the mesh is split along a seam: {copies} vertices repeat the position of another "
+                         f"vertex, and {border} edges belong to one triangle only{also}; merge the duplicated "
+                         "vertices (one vertex per position) or pass the sphere as FreeSurfer or Workbench "
+                         "wrote it", path=path)
     if border:
         raise InputError(f"the mesh has a hole: {border} edges belong to one triangle only{also}, e.g. "
                          "a cut-out medial wall; a spherical registration needs the whole closed sphere "
@@ -299,7 +314,7 @@ def clip_outliers(values: np.ndarray, name: str = "feature map") -> np.ndarray:
 
 
 def validate_feature(values: np.ndarray, path: PathLike = None,
-                     names: Sequence[str] | None = None) -> np.ndarray:
+                     names: Sequence[str] | None = None, what: str = "feature map") -> np.ndarray:
     """Return a feature map as float64 after checking it can drive a registration.
 
     Parameters
@@ -307,6 +322,7 @@ def validate_feature(values: np.ndarray, path: PathLike = None,
     values : (V,) or (V, K) array
     path : file named in messages
     names : optional column names used in messages
+    what : how messages name a one-column map without ``names`` (e.g. ``"feature 'sulc'"``)
 
     Raises InputError if the map is empty, not finite, or if a column is
     all zero or constant (nothing to align).
@@ -317,12 +333,12 @@ def validate_feature(values: np.ndarray, path: PathLike = None,
     if a.dtype.kind not in "iufb":
         raise InputError(f"feature map has non-numeric type {a.dtype}", path=path)
     a = a.astype(np.float64)
-    check_finite(a, path)
+    check_finite(a, path, what)
     cols = a.reshape(len(a), -1)
     lo, hi = cols.min(axis=0), cols.max(axis=0)
     for k in np.flatnonzero(hi == lo):          # loop over columns only
         label = f"column {names[k]!r}" if names is not None and k < len(names) else (
-            f"column {k + 1}" if cols.shape[1] > 1 else "feature map")
+            f"column {k + 1}" if cols.shape[1] > 1 else what)
         what = "all zero" if lo[k] == 0 else f"constant ({lo[k]:g} at every vertex)"
         raise InputError(f"{label} is {what}: it carries no information to register; "
                          "check that the right file was given", path=path)

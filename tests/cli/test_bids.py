@@ -575,3 +575,18 @@ def test_fs_subjects_dir_without_a_hemisphere_falls_back_with_one_warning_line(d
         assert doc["registration"]["template_source"] == kind
     html = (out / "sub-01.html").read_text()
     assert "bundled low-resolution fsaverage" in html and "--template-dir" in html
+
+
+def test_a_session_found_without_session_label_is_shown_in_the_summary(dataset_factory, tmp_path):
+    """Round four: the single ``ses-pre`` folder is used when no session is asked for, and its
+    outputs go to ``ses-pre``; the summary table said session ``-`` and the FLAGGED line named no
+    session (both took the session from the command line, not from the inputs found)."""
+    bids = dataset_factory("smriprep", subjects=("01",), session="pre")
+    out = tmp_path / "out"
+    code, stdout, err = run(bids, out, "participant", "--hemi", "L", "--model", "rigid", "--min-cc", "0.99",
+                            "-w", tmp_path / "w", "--nprocs", "1")
+    assert code == 3, err
+    assert (anat(out, "01", "pre") / "sub-01_ses-pre_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii").is_file()
+    row = next(line for line in stdout.splitlines() if line.startswith("sub-01"))
+    assert row.split()[:3] == ["sub-01", "pre", "L"], row
+    assert "FLAGGED sub-01 ses-pre hemi-L: correlation" in err, err

@@ -370,3 +370,102 @@ def test_hemisphere_spellings_are_accepted_and_nonsense_refused():
         assert r.hemi == "L" and np.array_equal(r.sphere, ref.sphere)
     with pytest.raises(ValueError, match="hemisphere must be 'L' or 'R'"):
         register((s.vertices, s.faces), {"sulc": sulc}, "fsLR", "X", rigid_only=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# round four: Python API misuse gets one sentence saying what to pass
+
+
+def _example_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    s = read_surface(SURF / "lh.sphere")
+    return s.vertices, s.faces, np.asarray(read_feature(SURF / "lh.sulc"), dtype=np.float64)
+
+
+def test_feature_arrays_that_carry_nothing_are_refused_naming_the_feature(tmp_path):
+    """All-zero and constant arrays (and files) are refused as geomorph-register refuses files;
+    before, an all-zero map failed in the rigid stage naming no feature ("moving features: fewer
+    than 5% of vertices are valid") and a constant one after the rigid stage in the network's
+    z-scoring ("channel 'sulc' is constant ... cannot z-score"); NaN is counted."""
+    import nibabel.freesurfer as nfs
+
+    from geomorph_bids.errors import InputError
+
+    v, f, sulc = _example_arrays()
+    for values, words in [(np.zeros_like(sulc), "feature 'sulc' is all zero: it carries no information"),
+                          (np.full_like(sulc, 3.0), "feature 'sulc' is constant (3 at every vertex)"),
+                          (np.where(np.arange(len(sulc)) % 100 == 0, np.nan, sulc),
+                           "feature 'sulc' has 103 non-finite values (103 NaN, 0 Inf) out of 10242")]:
+        for rigid_only in (True, False):
+            with pytest.raises(InputError) as e:
+                register((v, f), {"sulc": values}, "fsLR", "L", rigid_only=rigid_only)
+            assert str(e.value).startswith(words), str(e.value)
+    zeros = tmp_path / "lh.sulc"
+    nfs.write_morph_data(str(zeros), np.zeros(len(sulc), dtype=np.float32))
+    with pytest.raises(InputError, match=f"^{zeros}: feature 'sulc' is all zero"):
+        register(SURF / "lh.sphere", {"sulc": zeros}, "fsLR", "L", rigid_only=True)
+
+
+def test_a_reg_sphere_of_another_mesh_is_refused_naming_both_sizes(tmp_path):
+    """Before: "rotation_from_correspondence needs two (V, 3) arrays of equal shape", naming an
+    internal function and no file."""
+    import nibabel.freesurfer as nfs
+
+    from geomorph_bids.errors import InputError
+
+    v, f, sulc = _example_arrays()
+    v3, f3 = icosphere(3)
+    with pytest.raises(InputError) as e:
+        register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=v3)
+    assert str(e.value).startswith("reg_sphere has shape (642, 3) but the sphere has 10242 vertices: it must be "
+                                   "the same subject's registered sphere")
+    reg = tmp_path / "lh.sphere.reg"
+    nfs.write_geometry(str(reg), v3, f3)
+    with pytest.raises(InputError, match=f"^{reg}: reg_sphere has shape \\(642, 3\\)"):
+        register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=reg)
+    with pytest.raises(InputError, match="reg_sphere has shape \\(3, 10242\\)"):  # transposed
+        register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=v.T)
+
+
+def test_an_empty_or_inverted_cortex_mask_array_is_refused():
+    """A mask file covering < 50 % was refused already; an array was not (the rigid stage then
+    failed with "moving features: fewer than 5% of vertices are valid")."""
+    from geomorph_bids.errors import InputError
+
+    v, f, sulc = _example_arrays()
+    for mask in (np.zeros(len(v), bool), np.arange(len(v)) < len(v) // 10):
+        with pytest.raises(InputError, match=r"^cortex mask is True on (0\.0|10\.0)% of the vertices .*inverted"):
+            register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=mask)
+    ok = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=np.ones(len(v), int))
+    assert ok.metrics["cortex_mask"] is True
+
+
+def test_optimise_is_a_bool_or_a_config_never_read_as_true(tiny_model):
+    """``optimise=np.False_`` (a flag from an array) ran the optimisation (the engine tests
+    ``optimise is False``) and ``optimise=0`` or ``"no"`` ran it too: a silent other method."""
+    v, f, sulc = _example_arrays()
+    r = register((v, f), {"sulc": sulc}, "fsLR", "L", model=tiny_model, optimise=np.False_, device="cpu")
+    assert r.metrics["method"] == "geomorph" and "seconds_optimise" not in r.metrics
+    for value in (0, "no", None):
+        with pytest.raises(TypeError, match="optimise must be True, False or an OptimiseConfig"):
+            register((v, f), {"sulc": sulc}, "fsLR", "L", optimise=value)
+
+
+def test_a_model_name_that_is_no_bundled_network_lists_them():
+    """Before: "sulc_fsLR: checkpoint file not found"."""
+    from geomorph_bids.errors import InputError
+    from geomorph_bids.resources import bundled_models
+
+    v, f, sulc = _example_arrays()
+    for name in ("sulc_fsLR", "rigid"):
+        with pytest.raises(InputError) as e:
+            register((v, f), {"sulc": sulc}, "fsLR", "L", model=name)
+        msg = str(e.value)
+        assert msg.startswith(f"model {name!r} is neither a bundled network (") and "rigid_only=True" in msg
+        assert all(m in msg for m in bundled_models())
+
+
+def test_quality_thresholds_given_as_a_dict_say_what_to_pass():
+    """Before: AttributeError: 'dict' object has no attribute 'identity_margin', from the gates."""
+    v, f, sulc = _example_arrays()
+    with pytest.raises(TypeError, match=r"^quality must be a QualityThresholds .*QualityThresholds\(min_cc_after="):
+        register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, quality={"min_cc_after": 0.9})

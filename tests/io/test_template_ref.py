@@ -50,6 +50,15 @@ def test_unknown_template_and_bad_base(tmp_path):
     with pytest.raises(InputError, match="no custom template folder") as e:
         resolve_template_ref("nosuch", template_search_path(tmp_path))
     assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
+    # no search folder: the sentence ends at "that path" (before: "... or in no search folder")
+    with pytest.raises(InputError) as e:
+        resolve_template_ref("nosuch", ())
+    assert str(e.value).endswith("(tpl-<label> with template_description.json) at that path")
+    # a path with a typo is said not to exist (round four)
+    with pytest.raises(InputError) as e:
+        resolve_template_ref(str(tmp_path / "tpl-pop"), ())
+    assert str(e.value) == (f"unknown template {str(tmp_path / 'tpl-pop')!r}: no such folder (a template is "
+                            "fsLR, fsaverage, or a folder of its maps)")
     bad = _custom(tmp_path, "odd", base="fsaverage")
     (bad / "template_description.json").write_text(json.dumps({"Identifier": "odd", "BaseTemplate": "MNI"}))
     with pytest.raises(InputError, match="BaseTemplate 'MNI'"):

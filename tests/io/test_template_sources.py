@@ -99,6 +99,10 @@ def test_a_folder_given_as_the_template_and_a_wrong_folder(tmp_path, write_fsave
     assert "\n" not in str(e.value)
     with pytest.raises(InputError, match="not a FreeSurfer subject folder"):
         resolve_template_ref("fsaverage", where=TemplateSearch(template_dir=tmp_path))
+    # a folder that does not exist (a typo) is named as missing, not as a folder of the wrong kind
+    with pytest.raises(InputError) as e:
+        resolve_template_ref("fsaverage", where=TemplateSearch(template_dir=tmp_path / "fsavrage"))
+    assert str(e.value) == f"{tmp_path / 'fsavrage'}: --template-dir (template_dir= in Python): no such folder"
 
 
 def test_zero_byte_templateflow_placeholders_are_skipped_with_a_note(tmp_path, write_fsaverage, write_templateflow, tiny_maps):

@@ -147,11 +147,55 @@ def test_check_faces():
     assert out.dtype == np.int64
 
 
-def test_check_mesh_nonfinite_vertices():
+def test_check_mesh_nonfinite_vertices(one_line):
+    """Counted in vertices, and said to be damage: not the feature maps' "0 on the medial wall"
+    advice (round four: before, "vertex coordinates has 6 non-finite values ... out of 150;
+    replace them with finite numbers (0 on the medial wall)")."""
     v, f = fib_sphere(50)
     v[[1, 2]] = np.nan
-    with pytest.raises(InputError, match=r"6 non-finite values \(6 NaN, 0 Inf\)"):
-        val.check_mesh(v, f, "s")
+    v[4, 0] = np.inf
+    with pytest.raises(InputError) as e:
+        val.check_mesh(v, f, "lh.sphere")
+    msg = one_line(e, "lh.sphere")
+    assert "3 of 50 vertices have non-finite coordinates (NaN or Inf, first at vertex 1)" in msg
+    assert "corrupted" in msg and "medial wall" not in msg
+
+
+def test_transposed_vertex_or_triangle_array_says_so(one_line):
+    """A (3, V) vertex array or a (3, F) triangle array (numpy users' commonest slip) is named."""
+    v, f = fib_sphere(50)
+    with pytest.raises(InputError) as e:
+        val.check_mesh(v.T, f)
+    assert one_line(e, "") == "vertex array has shape (3, 50), expected (V, 3); transposed? pass vertices.T"
+    with pytest.raises(InputError) as e:
+        val.check_mesh(v, f.T)
+    assert one_line(e, "") == f"triangle array has shape (3, {len(f)}), expected (F, 3); transposed? pass faces.T"
+    with pytest.raises(InputError) as e:  # any other shape: no hint
+        val.check_mesh(v[:, :2], f)
+    assert "transposed" not in one_line(e, "")
+
+
+def test_sphere_split_along_a_seam_is_named_as_such(one_line):
+    """Vertices duplicated at one position, each copy used by some of the triangles (a mesh split
+    along a seam by an exporter) leave edges with one triangle: before round four the message
+    blamed a hole "e.g. a cut-out medial wall"; now it says the vertices repeat a position."""
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(3)
+    v = 100.0 * v / np.linalg.norm(v, axis=1, keepdims=True)
+    around = np.flatnonzero((f == 0).any(axis=1))
+    split = f.copy()
+    half = around[: len(around) // 2]
+    split[half] = np.where(split[half] == 0, len(v), split[half])  # those triangles use the copy
+    with pytest.raises(InputError) as e:
+        val.validate_sphere(np.vstack([v, v[:1]]), split, "lh.sphere")
+    msg = one_line(e, "lh.sphere")
+    assert msg.startswith("lh.sphere: the mesh is split along a seam: 1 vertices repeat the position of another")
+    assert "edges belong to one triangle only" in msg and "medial wall" not in msg
+    # a real hole (no repeated position) keeps its own message
+    with pytest.raises(InputError) as e:
+        val.validate_sphere(v, f[(v[f, 0] <= 85).any(axis=1)], "lh.sphere")
+    assert "has a hole" in one_line(e, "lh.sphere")
 
 
 def test_check_vertex_count_message(one_line):
@@ -177,6 +221,13 @@ def test_validate_feature(one_line):
     with pytest.raises(InputError) as e:
         val.validate_feature(y, "sulc.shape.gii")
     assert "3 non-finite values (2 NaN, 1 Inf) out of 100" in one_line(e, "sulc.shape.gii")
+    # arrays (the Python API) are named by the caller's words
+    with pytest.raises(InputError) as e:
+        val.validate_feature(np.zeros(100), what="feature 'sulc'")
+    assert one_line(e, "").startswith("feature 'sulc' is all zero: it carries no information")
+    with pytest.raises(InputError) as e:
+        val.validate_feature(y, what="feature 'sulc'")
+    assert one_line(e, "").startswith("feature 'sulc' has 3 non-finite values (2 NaN, 1 Inf) out of 100")
 
 
 REAL_SPHERES = [("atlases", "fsaverage.L_LR.spherical_std.164k_fs_LR.surf.gii"),
