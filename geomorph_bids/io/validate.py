@@ -339,7 +339,7 @@ def validate_feature(values: np.ndarray, path: PathLike = None,
     for k in np.flatnonzero(hi == lo):          # loop over columns only
         label = f"column {names[k]!r}" if names is not None and k < len(names) else (
             f"column {k + 1}" if cols.shape[1] > 1 else what)
-        what = "all zero" if lo[k] == 0 else f"constant ({lo[k]:g} at every vertex)"
-        raise InputError(f"{label} is {what}: it carries no information to register; "
+        kind = "all zero" if lo[k] == 0 else f"constant ({lo[k]:g} at every vertex)"
+        raise InputError(f"{label} is {kind}: it carries no information to register; "
                          "check that the right file was given", path=path)
     return a
