@@ -140,7 +140,8 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     :func:`~geomorph_bids.engine.model_choice.resolve_model`). ``optimise=False`` skips the
     optimisation (a network's warp as it is). Every input is read and the registration computed
     before anything is written, so bad input leaves no partial output. The metrics hold
-    ``label_conflicts`` (input files whose name or GIFTI metadata says the other hemisphere) and
+    ``label_conflicts`` (input files whose name or GIFTI metadata says the other hemisphere, or
+    whose name says another map than the feature they are given as) and
     ``quality``, the verdict of the gates with thresholds ``quality``
     (:meth:`~geomorph_bids.quality.QualityVerdict.to_dict`); a flagged registration is written.
     """
@@ -148,7 +149,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     from ..engine.register import register
     from ..io import write_metric, write_surface
     from ..io.hemisphere import read_hemisphere
-    from ..io.hemisphere_label import label_conflicts
+    from ..io.hemisphere_label import feature_conflicts, label_conflicts
     from ..quality import assess
     from ..io.template_ref import resolve_template_ref
     from ..io.template_sources import TemplateSearch
@@ -174,7 +175,8 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
                "software": f"geomorph-bids {__version__}", **result.metrics,
                "rotation": np.round(result.rotation, 8).tolist(), "input_sphere": str(sphere)}
     # register() saw arrays: what the files themselves declare is checked here
-    metrics["label_conflicts"] = label_conflicts([sphere, sphere_reg, *features.values()], hemi)
+    metrics["label_conflicts"] = (label_conflicts([sphere, sphere_reg, *features.values()], hemi)
+                                  + feature_conflicts(features))
     metrics["quality"] = assess(metrics, metrics.get("registration_features") or list(maps), quality).to_dict()
     written: list[Path] = []
     try:

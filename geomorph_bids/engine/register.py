@@ -146,12 +146,14 @@ class Registration:
 
 
 def _label_conflicts(item: "RegistrationItem") -> list[str]:
-    """What the input files (paths only) say about their hemisphere, against ``item.hemi``."""
-    from ..io.hemisphere_label import label_conflicts
+    """What the input files (paths only) say about their hemisphere, against ``item.hemi``, and
+    about their map, against the feature name each is given as."""
+    from ..io.hemisphere_label import feature_conflicts, label_conflicts
 
-    paths = [item.moving_sphere, item.reg_sphere, *(item.moving_features.values()
-                                                    if isinstance(item.moving_features, Mapping) else ())]
-    return label_conflicts([p for p in paths if isinstance(p, (str, Path))], item.hemi)
+    maps = item.moving_features if isinstance(item.moving_features, Mapping) else {}
+    paths = [item.moving_sphere, item.reg_sphere, *maps.values()]
+    return (label_conflicts([p for p in paths if isinstance(p, (str, Path))], item.hemi)
+            + feature_conflicts(maps))
 
 
 def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput

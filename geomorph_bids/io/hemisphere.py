@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .hemisphere_label import label_conflicts
+from .hemisphere_label import feature_conflicts, label_conflicts
 from .surfaces import Surface, read_feature, read_mask, read_sphere, read_surface
 from .validate import validate_feature
 
@@ -36,7 +36,8 @@ class NativeHemisphere:
     cortex : (V,) bool, True on the cortex, or None.
     label_conflicts : one line per file whose metadata or name declares the other hemisphere
         than the one it is read as (:func:`~geomorph_bids.io.hemisphere_label.label_conflicts`;
-        empty when no ``hemi`` was given).
+        none when no ``hemi`` was given), or whose name names another map than the feature it is
+        read as (:func:`~geomorph_bids.io.hemisphere_label.feature_conflicts`).
     """
 
     sphere: Surface
@@ -65,7 +66,8 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     cortex_mask : a cortex mask file (:func:`~geomorph_bids.io.surfaces.read_mask`), or None.
     validate : refuse maps that are all zero or constant (nothing to register).
     hemi : ``"L"``/``"R"``: the hemisphere the files are read as; files declaring the other one
-        are listed in ``label_conflicts`` (the quality gates flag them; nothing is refused).
+        are listed in ``label_conflicts`` (the quality gates flag them; nothing is refused), as are
+        map files whose name says another map (with or without ``hemi``).
 
     Raises :class:`~geomorph_bids.errors.InputError` naming the file (the caller adds subject
     and hemisphere with ``with_context``). Reads in order: sphere, features, sphere.reg,
@@ -93,5 +95,6 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
             raise InputError(f"midthickness has {len(mid.vertices)} vertices and other triangles than the sphere "
                              f"({n} vertices): it must be the same subject's mesh", path=midthickness)
     cortex = None if cortex_mask is None else read_mask(cortex_mask, n)
-    conflicts = () if hemi is None else tuple(label_conflicts([sphere, *features.values(), sphere_reg], hemi))
+    conflicts = tuple(([] if hemi is None else label_conflicts([sphere, *features.values(), sphere_reg], hemi))
+                      + feature_conflicts(features))
     return NativeHemisphere(s, maps, reg, mid, cortex, conflicts)

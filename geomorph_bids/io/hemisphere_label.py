@@ -11,20 +11,22 @@ Evidence read, cheapest first, never the data arrays:
 A file whose evidence contradicts the hemisphere it is registered as (e.g. a GIFTI labelled
 ``CortexRight`` found as ``hemi-L``, or ``rh.sulc`` passed with ``--hemi L``) gives one line in
 :func:`label_conflicts`; the registration still runs and the hemisphere is flagged
-(:mod:`geomorph_bids.quality`).
+(:mod:`geomorph_bids.quality`). The same holds for a map whose file name names another known
+map than the one it is given as (``--feature sulc=lh.curv``: :func:`feature_conflicts`): curvature
+registers plausibly as sulcal depth (CC 0.77 instead of 0.97), so no other gate would notice.
 """
 
 from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable
 
 from geomorph_bids.errors import InputError
 from geomorph_bids.io.limits import regular_file
 
-__all__ = ["declared_hemispheres", "label_conflicts"]
+__all__ = ["declared_hemispheres", "declared_map", "feature_conflicts", "label_conflicts"]
 
 _STRUCTURE = re.compile(rb"AnatomicalStructurePrimary\s*(?:\]\]>)?\s*</Name>\s*<Value>\s*(?:<!\[CDATA\[)?\s*(\w+)", re.S)
 _STRUCTURES = {b"CortexLeft": "L", b"CortexRight": "R"}
@@ -76,4 +78,33 @@ def label_conflicts(paths: Iterable[str | Path | None], hemi: str) -> list[str]:
         for declared, evidence in declared_hemispheres(path):
             if declared != hemi:
                 out.append(f"{Path(path).name}: {evidence} says hemi-{declared}, registered as hemi-{hemi}")
+    return out
+
+
+#: words of a file name that name a known map (FreeSurfer ``lh.curv``, BIDS ``_curv.shape.gii``,
+#: HCP ``.MyelinMap_BC.``, sMRIPrep's ``refsulc``) -> the feature name they mean
+_MAP_WORDS = {"sulc": "sulc", "refsulc": "sulc", "curv": "curv", "curvature": "curv", "thickness": "thickness",
+              "myelin": "myelin", "myelinw": "myelin", "myelinmap": "myelin"}
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def declared_map(path: str | Path) -> str | None:
+    """The known map (``sulc``, ``curv``, ``thickness``, ``myelin``) that ``path``'s name names,
+    or None when it names none or several (``lh.sulc`` -> ``sulc``; ``sub-01_hemi-L_curv.shape.gii``
+    -> ``curv``; ``100307.L.MyelinMap_BC.164k_fs_LR.func.gii`` -> ``myelin``)."""
+    found = {_MAP_WORDS[w] for w in _WORD.findall(Path(path).name.lower()) if w in _MAP_WORDS}
+    return found.pop() if len(found) == 1 else None
+
+
+def feature_conflicts(features: Mapping[str, object]) -> list[str]:
+    """One line per map file given as a known feature whose name names another known map, e.g.
+    ``"lh.curv: its name says curv, registered as sulc"``. Arrays and unknown feature names
+    (a user's own map) are not judged."""
+    out = []
+    for name, path in features.items():
+        if not isinstance(path, (str, Path)) or str(name) not in _MAP_WORDS.values():
+            continue
+        declared = declared_map(path)
+        if declared is not None and declared != name:
+            out.append(f"{Path(path).name}: its name says {declared}, registered as {name}")
     return out

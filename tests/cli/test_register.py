@@ -257,6 +257,22 @@ def test_swapped_hemisphere_is_written_flagged_and_exits_3(tmp_path, capsys):
     assert json.loads((tmp_path / "rh_metrics.json").read_text())["quality"]["thresholds"]["min_cc_after"] == 0.999
 
 
+def test_curvature_given_as_sulc_is_written_flagged_and_exits_3(tmp_path, capsys):
+    """--feature sulc=lh.curv registers plausibly (no correlation gate fires), so the file name
+    decides: written, flagged, one FLAGGED line naming the file, exit 3."""
+    surf = example_dir() / "sub-01" / "surf"
+    curv = tmp_path / "lh.curv"  # the name decides, whatever the values (here the example's sulc)
+    curv.write_bytes((surf / "lh.sulc").read_bytes())
+    out = tmp_path / "lh_sphere.surf.gii"
+    assert main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={curv}", "--hemi", "L",
+                 "--model", "rigid", "--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "geomorph-register: FLAGGED hemi-L: identity: lh.curv: its name says curv, registered as sulc"
+    metrics = json.loads((tmp_path / "lh_metrics.json").read_text())
+    assert out.is_file() and metrics["label_conflicts"] == ["lh.curv: its name says curv, registered as sulc"]
+    assert metrics["cc_sulc_after"] > 0.5  # no other gate noticed
+
+
 def test_hemisphere_and_feature_names_taken_from_the_file_names(tmp_path, capsys):
     """--hemi and NAME= may be left out where FreeSurfer's (or BIDS/HCP) file names say them;
     a name that says nothing is still a usage error."""

@@ -1,0 +1,41 @@
+"""What input file names (and GIFTI metadata) say about their hemisphere and their map."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geomorph_bids.io import write_metric
+from geomorph_bids.io.hemisphere_label import declared_hemispheres, declared_map, feature_conflicts, label_conflicts
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("lh.sulc", "sulc"), ("rh.curv", "curv"), ("lh.curv.pial", "curv"), ("lh.avg_curv", "curv"),
+    ("lh.thickness", "thickness"), ("sub-01_hemi-L_curv.shape.gii", "curv"),
+    ("sub-01_hemi-L_desc-smoothed_sulc.shape.gii", "sulc"), ("L.refsulc.164k_fs_LR.shape.gii", "sulc"),
+    ("100307.L.MyelinMap_BC.164k_fs_LR.func.gii", "myelin"), ("100307.R.curvature.native.shape.gii", "curv"),
+    ("lh.sphere", None), ("lh.area", None), ("rsn_07.func.gii", None),
+    ("lh.sulc_minus_curv.mgh", None),  # two maps named: says nothing
+])
+def test_declared_map_reads_freesurfer_bids_and_hcp_names(name, expected):
+    assert declared_map(name) == expected
+
+
+def test_a_map_given_as_another_known_feature_is_a_conflict(tmp_path):
+    """lh.curv given as sulc: one line naming the file and both maps; the right names, a user's own
+    feature name and arrays are never judged; the folder's name does not count."""
+    folder = tmp_path / "curv_study"
+    folder.mkdir()
+    assert feature_conflicts({"sulc": folder / "lh.curv"}) == ["lh.curv: its name says curv, registered as sulc"]
+    assert feature_conflicts({"sulc": folder / "lh.sulc", "curv": "sub-01_hemi-L_curv.shape.gii"}) == []
+    assert feature_conflicts({"rsn7": "lh.thickness", "sulc": np.zeros(3)}) == []
+    assert feature_conflicts({"myelin": "L.refsulc.164k_fs_LR.shape.gii"}) == [
+        "L.refsulc.164k_fs_LR.shape.gii: its name says sulc, registered as myelin"]
+
+
+def test_hemisphere_from_gifti_metadata_and_names(tmp_path):
+    path = write_metric(tmp_path / "sub-01_hemi-L_sulc.shape.gii", np.arange(5, dtype=np.float32), hemi="R")
+    assert ("R", "GIFTI AnatomicalStructurePrimary CortexRight") in declared_hemispheres(path)
+    assert ("L", "its name (hemi-L)") in declared_hemispheres(path)
+    lines = label_conflicts([path, None, tmp_path / "lh.sulc"], "L")
+    assert lines == [f"{path.name}: GIFTI AnatomicalStructurePrimary CortexRight says hemi-R, registered as hemi-L"]
