@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,7 +15,11 @@ from ..io.limits import read_json_bounded
 from .failures import Failure
 from .paths import InputFolders
 
-__all__ = ["read_filter", "collect_jobs"]
+__all__ = ["read_filter", "collect_jobs", "SubjectWarning"]
+
+
+class SubjectWarning(UserWarning):
+    """A subject folder that is found but cannot be processed as it is (e.g. its name)."""
 
 #: subjects listed at most in a "not found; available: ..." line
 _LISTED = 20
@@ -117,7 +123,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     hemisphere that fails is reported on its own line and the others go on. A requested
     participant that exists nowhere is reported as ``not found; available: ...``; so is a
     requested session that exists nowhere for the subject."""
-    from ..io.discover import DiscoveryError, discover, find_subjects, normalise_label
+    from ..io.discover import DiscoveryError, discover, find_subjects, label_for, normalise_label, unlabelled_subjects
     from ..workflows import SubjectJob
     from .paths import resolve_input_folders
 
@@ -132,9 +138,17 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
         subjects = known
     if "subject" in filt:
         subjects = [s for s in subjects if s in filt["subject"]]
+    unlabelled = unlabelled_subjects(bids_dir, fs_dir, deriv)
+    advice = [f"FreeSurfer subject folder {p} is not processed: its name is not a BIDS label (letters and digits "
+              f"only); link it under one (ln -s {shlex.quote(p.name)} {shlex.quote(str(p.parent / label_for(p.name)))})"
+              for p in unlabelled]
     if not subjects:
+        more = f"; and {len(advice) - _LISTED} more such folders" if len(advice) > _LISTED else ""
         raise InputError(f"no subjects found in {bids_dir} (nor its derivatives); "
-                         "check the folders or --participant-label")
+                         + ("; ".join(advice[:_LISTED]) + more if advice else "check the folders or --participant-label"))
+    if not args.participant_label:  # a whole dataset was asked for: never leave a subject out in silence
+        for line in advice:
+            warnings.warn(line, SubjectWarning, stacklevel=2)
     sessions = ([normalise_label(s, "ses") for s in args.session_label] if args.session_label
                 else filt.get("session"))
     hemis = tuple(args.hemi)

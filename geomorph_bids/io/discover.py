@@ -85,7 +85,8 @@ from typing import Iterable, Mapping, Sequence
 from geomorph_bids.errors import InputError
 
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
-           "SurfaceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count"]
+           "SurfaceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
+           "unlabelled_subjects"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -262,6 +263,35 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
             if _LABEL.fullmatch(name):
                 labels.add(name)
     return sorted(labels)
+
+
+def unlabelled_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
+                        derivatives: Mapping[str, str | Path] | None = None) -> list[Path]:
+    """FreeSurfer subject folders (``surf/lh.sphere`` or ``rh.sphere``) in the subjects dirs that
+    :func:`find_subjects` cannot take because their name is no BIDS label (``my subj``,
+    ``bért``, ``s-01``): never processed, so the caller says so instead of leaving them out in
+    silence. FreeSurfer's own templates (``fsaverage*``, ``*average*``) are not listed."""
+    _, fs = _roots(Path(bids_dir), fs_subjects_dir, derivatives)
+    out = []
+    for root in fs:
+        if not root.is_dir():
+            continue
+        for p in sorted(root.iterdir()):
+            name = p.name[4:].split("_", 1)[0] if p.name.startswith("sub-") else p.name
+            if _LABEL.fullmatch(name) or "average" in p.name or not p.is_dir():
+                continue
+            if any((p / "surf" / f"{h}.sphere").is_file() for h in ("lh", "rh")):
+                out.append(p)
+    return out
+
+
+def label_for(name: str) -> str:
+    """A BIDS label to suggest for a folder name: its ASCII letters and digits (``bért`` -> ``bert``,
+    ``my subj`` -> ``mysubj``); ``subject`` when none is left."""
+    import unicodedata
+
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9]", "", ascii_name.removeprefix("sub-")) or "subject"
 
 
 # ---------------------------------------------------------------- per-source probes

@@ -413,6 +413,35 @@ def test_a_freesurfer_subjects_dir_given_as_the_bids_folder_says_what_to_do(tmp_
     assert len(list((tmp_path / "out").rglob("*_space-fsLR_desc-geomorph_sphere.surf.gii"))) == 2
 
 
+def test_freesurfer_subject_folders_whose_names_are_no_bids_labels_are_named_not_skipped(tmp_path):
+    """A SUBJECTS_DIR with 'bert' and 'my subj': bert is processed and 'my subj' is named on one
+    warning line with the link that makes it a subject (it was left out in silence); with only
+    such folders, the "no subjects found" error names them. The suggested link works."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer"
+    subjects = tmp_path / "subjects"
+    shutil.copytree(example / "sub-01", subjects / "my subj")
+    args = [str(subjects), str(tmp_path / "out"), "participant", "--skip-bids-validation", "--fs-subjects-dir",
+            str(subjects), "--model", "rigid", "--hemi", "L", "-w", str(tmp_path / "w")]
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main(args) == 1
+    line = (f"FreeSurfer subject folder {subjects / 'my subj'} is not processed: its name is not a BIDS label "
+            "(letters and digits only)")
+    assert len(err.getvalue().strip().splitlines()) == 1 and line in err.getvalue()
+    assert f"ln -s 'my subj' {subjects / 'mysubj'}" in err.getvalue()
+    shutil.copytree(example / "sub-01", subjects / "bert")
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main(args) == 0
+    assert [ln for ln in err.getvalue().splitlines() if "warning" in ln] == [f"geomorph-bids: warning: {line}; "
+                                                                           f"link it under one (ln -s 'my subj' "
+                                                                           f"{subjects / 'mysubj'})"]
+    (subjects / "mysubj").symlink_to("my subj")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(args) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("sub-*") if p.is_dir()) == ["sub-bert", "sub-mysubj"]
+
+
 def test_one_freesurfer_subject_named_like_recon_all_says_what_to_do(tmp_path):
     """One FreeSurfer subject folder (recon-all -s bert) as bids_dir: the one-line error gives the
     command for its SUBJECTS_DIR, and that command, as printed, registers the subject although its

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.io.discover import DiscoveryError, discover, find_subjects, normalise_label
+from geomorph_bids.io.discover import (DiscoveryError, discover, find_subjects, label_for, normalise_label,
+                                       unlabelled_subjects)
 
 
 def touch(*paths: Path) -> None:
@@ -240,6 +241,9 @@ def test_freesurfer_subjects_named_without_sub(bids: Path, tmp_path: Path) -> No
     assert find_subjects(bids, fs_subjects_dir=fs, derivatives={}) == ["01", "03", "bert", "subj002"]
     res = discover("bert", bids, fs_subjects_dir=fs)
     assert sorted(res.hemis) == ["L", "R"] and res.hemis["L"].sphere == fs / "bert" / "surf" / "lh.sphere"
+    # the subject folders left out are named, so that the caller can say so (templates are not)
+    assert unlabelled_subjects(bids, fs_subjects_dir=fs, derivatives={}) == [fs / "001-A", fs / "subj_004"]
+    assert [label_for(n) for n in ("bért", "my subj", "sub-01.long", "---")] == ["bert", "mysubj", "01long", "subject"]
 
 
 # ------------------------------------------------ optional display surface (inflated / midthickness)
