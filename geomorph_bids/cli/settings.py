@@ -149,6 +149,24 @@ def _looks_like_subjects_dir(folder: Path, limit: int = 200) -> bool:
     return any((Path(e.path) / "surf" / f"{h}.sphere").is_file() for e in entries for h in ("lh", "rh"))
 
 
+def _check_fs_subjects_dir(folder: Path | None) -> None:
+    """``--fs-subjects-dir`` is an existing SUBJECTS_DIR: a missing folder or one FreeSurfer
+    subject's folder (``surf/lh.sphere`` in it) would otherwise end in "no subjects found in
+    BIDS_DIR", naming the wrong folder."""
+    if folder is None:
+        return
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("--fs-subjects-dir: no such folder (the FreeSurfer SUBJECTS_DIR holding the subjects)",
+                         path=folder)
+    if any((folder / "surf" / f"{h}.sphere").is_file() for h in ("lh", "rh")):
+        parent, name = folder.absolute().parent, folder.absolute().name
+        name = name[4:] if name.startswith("sub-") else name
+        label = f" --participant-label {name}" if name.isalnum() and name.isascii() else ""
+        raise InputError(f"--fs-subjects-dir is one FreeSurfer subject, not the SUBJECTS_DIR that holds the subjects: "
+                         f"pass its parent, --fs-subjects-dir {parent}{label}", path=folder)
+
+
 def validate_arguments(args) -> None:
     """Checks every level needs before anything else: an existing BIDS folder (unless
     ``--skip-bids-validation``), an output folder that is not the input."""
@@ -169,6 +187,7 @@ def validate_arguments(args) -> None:
                              f"--skip-bids-validation --fs-subjects-dir {args.bids_dir}", path=args.bids_dir)
         raise InputError("is not a BIDS dataset: no dataset_description.json (or pass --skip-bids-validation)",
                          path=args.bids_dir)
+    _check_fs_subjects_dir(getattr(args, "fs_subjects_dir", None))
     if os.path.realpath(args.output_dir.absolute()) == os.path.realpath(args.bids_dir.absolute()):
         raise InputError(f"the output directory is the BIDS dataset {args.bids_dir} itself (links resolved); write "
                          f"the derivatives to {args.bids_dir / 'derivatives' / 'geomorph'} or a folder outside the "

@@ -442,6 +442,25 @@ def test_freesurfer_subject_folders_whose_names_are_no_bids_labels_are_named_not
     assert sorted(p.name for p in (tmp_path / "out").glob("sub-*") if p.is_dir()) == ["sub-bert", "sub-mysubj"]
 
 
+def test_fs_subjects_dir_that_is_missing_or_one_subject_says_so(tmp_path):
+    """--fs-subjects-dir pointing nowhere, or at one subject's folder, ended in "no subjects found
+    in BIDS_DIR" (the wrong folder named); now one line naming the option, and for a subject folder
+    the parent and label to pass. Nothing is created."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer"
+    subjects = tmp_path / "subjects"
+    shutil.copytree(example / "sub-01", subjects / "bert")
+    for given, words in [(tmp_path / "nosuch", "--fs-subjects-dir: no such folder"),
+                         (subjects / "bert", "--fs-subjects-dir is one FreeSurfer subject, not the SUBJECTS_DIR "
+                          f"that holds the subjects: pass its parent, --fs-subjects-dir {subjects} "
+                          "--participant-label bert")]:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = main([str(subjects), str(tmp_path / "out"), "participant", "--skip-bids-validation",
+                         "--fs-subjects-dir", str(given), "-w", str(tmp_path / "w")])
+        assert code == 1 and len(err.getvalue().strip().splitlines()) == 1 and words in err.getvalue(), err.getvalue()
+        assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
+
+
 def test_one_freesurfer_subject_named_like_recon_all_says_what_to_do(tmp_path):
     """One FreeSurfer subject folder (recon-all -s bert) as bids_dir: the one-line error gives the
     command for its SUBJECTS_DIR, and that command, as printed, registers the subject although its
