@@ -127,11 +127,14 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
         else:
             out.append(f"identity: the features fit the mirrored template better than the template "
                        f"(CC {mirrored:.2f} vs {own:.2f}): the other hemisphere, or swapped lh/rh files?")
+    # a sphere.reg of another subject or mesh gives a wrong rotation whatever the features say
+    via_reg = (" (the rotation came from the sphere.reg: is it this sphere's? without it the features "
+               "decide the rotation)") if reg.get("rotation_method") == "correspondence" else ""
     for f in features:
         after = reg.get(f"cc_{f}_after")
         if _number(after) and after < t.min_cc_after:
             out.append(f"correlation: {f} correlates {after:.3f} with the template after registration "
-                       f"(minimum {t.min_cc_after:g})")
+                       f"(minimum {t.min_cc_after:g}){via_reg}")
     p95 = reg.get("areal_p95_abs")
     if _number(p95) and p95 > t.max_areal_p95:
         out.append(f"distortion: 95th percentile |log2 areal distortion| {p95:.2f} (maximum {t.max_areal_p95:g})")

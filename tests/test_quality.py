@@ -60,3 +60,14 @@ def test_thresholds_round_trip_and_ignore_junk():
 
 def test_missing_metrics_pass():
     assert not assess({}, ["sulc"]).flagged
+
+
+def test_a_low_correlation_after_a_sphere_reg_rotation_points_at_the_sphere_reg():
+    """A sphere.reg of another subject gives a wrong rotation: the correlation reason says where
+    the rotation came from (only then)."""
+    low = dict(GOOD, cc_sulc_after=0.30)
+    (plain,) = assess(low, ["sulc"]).reasons
+    (via_reg,) = assess(dict(low, rotation_method="correspondence"), ["sulc"]).reasons
+    assert "sphere.reg" not in plain and via_reg.startswith(plain)
+    assert via_reg.endswith("(the rotation came from the sphere.reg: is it this sphere's? without it the features "
+                            "decide the rotation)")
