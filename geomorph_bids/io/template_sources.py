@@ -331,7 +331,12 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
             found += [src] if src else []
         if base == "fsaverage":
             for d in search.subjects_dirs:
-                src = _freesurfer_source("freesurfer", d / "fsaverage" / "surf", hemi, notes)
+                link = d / "fsaverage"
+                if link.is_symlink() and not link.exists():  # recon-all's link, e.g. seen inside a container
+                    notes.append(f"{link} is a link to {os.readlink(link)}, which does not exist here (in a "
+                                 "container? bind that folder too, or pass --template-dir with a copy of fsaverage)")
+                    continue
+                src = _freesurfer_source("freesurfer", link / "surf", hemi, notes)
                 found += [src] if src else []
     from ..resources import data_dir
 

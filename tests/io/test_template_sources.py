@@ -135,6 +135,20 @@ def test_a_source_missing_a_needed_map_falls_back_with_one_warning_line(tmp_path
     assert resolve_model("default", "fsaverage", ("sulc", "curv")).channels == ("sulc", "curv")
 
 
+def test_a_dangling_fsaverage_link_is_named_not_passed_over(tmp_path):
+    """recon-all's SUBJECTS_DIR/fsaverage is a link into $FREESURFER_HOME, which a container does
+    not have: the bundled maps are used and one warning line says why the full ones were not."""
+    subjects = tmp_path / "subjects"
+    subjects.mkdir()
+    (subjects / "fsaverage").symlink_to(tmp_path / "freesurfer" / "subjects" / "fsaverage")
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(subjects,)))
+    assert ref.source("L", ("sulc",)).kind == "bundled"
+    assert ref.warnings(("sulc",), ("L",)) == [
+        f"template: {subjects / 'fsaverage'} is a link to {tmp_path / 'freesurfer' / 'subjects' / 'fsaverage'}, "
+        "which does not exist here (in a container? bind that folder too, or pass --template-dir with a copy of "
+        "fsaverage)"]
+
+
 def test_a_missing_hemisphere_falls_back_for_that_hemisphere_only(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
     write_fsaverage(tmp_path / "subjects", hemis=("L",))
     ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
