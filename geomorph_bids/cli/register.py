@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -155,6 +156,11 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     from ..io.template_sources import TemplateSearch
 
     template = resolve_template_ref(template_name, (), TemplateSearch.from_environment(template_dir))
+    feature_targets = {name: features_out / f"hemi-{hemi}_space-{template.label}_den-ico6_{name}.shape.gii"
+                       for name in features} if features_out is not None else {}
+    _refuse_overwriting_inputs([out, metrics_out, *feature_targets.values()],
+                               {"--sphere": sphere, "--sphere-reg": sphere_reg,
+                                **{f"--feature {n}": p for n, p in features.items()}})
     choice = resolve_model(model, template.label)
     tpl_hemi = choice.template_hemi(hemi)
     native = read_hemisphere(sphere, features, signs={"sulc": -1.0} if sulc_sign == "hcp" else None,
@@ -186,14 +192,25 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
             features_out.mkdir(parents=True, exist_ok=True)
             for name, values in maps.items():
                 values = result.resample(values, target="ico6")
-                target = features_out / f"hemi-{hemi}_space-{template.label}_den-ico6_{name}.shape.gii"
-                written.append(write_metric(target, values, hemi=hemi, names=[name]))
+                written.append(write_metric(feature_targets[name], values, hemi=hemi, names=[name]))
         _write_json(metrics_out, metrics)
     except BaseException:
         for path in written:  # no partial set of outputs: all of them or none
             path.unlink(missing_ok=True)
         raise
     return metrics
+
+
+def _refuse_overwriting_inputs(outputs: list[Path], inputs: dict[str, Path | None]) -> None:
+    """An output path that is one of the input files (``--out lh.sphere.surf.gii`` given the same
+    name as ``--sphere``, links resolved) would overwrite it, and a failure would then delete it:
+    refused before anything is read. ``inputs``: option -> file."""
+    given = {os.path.realpath(p): option for option, p in inputs.items() if p is not None}
+    for path in outputs:
+        option = given.get(os.path.realpath(path))
+        if option is not None:
+            raise InputError(f"is also the input {option}: writing the output there would overwrite it; "
+                             "choose another output name", path=path)
 
 
 def _write_json(path: Path, payload: dict) -> None:

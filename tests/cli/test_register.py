@@ -273,6 +273,30 @@ def test_curvature_given_as_sulc_is_written_flagged_and_exits_3(tmp_path, capsys
     assert metrics["cc_sulc_after"] > 0.5  # no other gate noticed
 
 
+def test_an_output_named_like_an_input_is_refused_and_the_input_kept(tmp_path, capsys):
+    """--out (or --metrics, or a --features-out file) naming an input file overwrote it with exit 0
+    (and a later failure would have deleted it); now one line naming the option, exit 1, the input
+    byte for byte unchanged, nothing written. Links are resolved."""
+    surf = example_dir() / "sub-01" / "surf"
+    sphere = tmp_path / "lh.sphere.surf.gii"
+    from geomorph_bids.io import read_surface, write_surface
+
+    s = read_surface(surf / "lh.sphere")
+    write_surface(sphere, s.vertices, s.faces, hemi="L")
+    (tmp_path / "link.surf.gii").symlink_to(sphere.name)
+    sulc = tmp_path / "lh.sulc"
+    sulc.write_bytes((surf / "lh.sulc").read_bytes())
+    before = {p: p.read_bytes() for p in (sphere, sulc)}
+    base = ["--sphere", str(sphere), "--feature", f"sulc={sulc}", "--hemi", "L", "--model", "rigid"]
+    for extra, option in [(["--out", str(sphere)], "--sphere"), (["--out", str(tmp_path / "link.surf.gii")], "--sphere"),
+                          (["--out", str(tmp_path / "o.surf.gii"), "--metrics", str(sulc)], "--feature sulc")]:
+        assert main([*base, *extra]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"is also the input {option}: writing the output there would overwrite it" in err[0]
+        assert {p: p.read_bytes() for p in before} == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["lh.sphere.surf.gii", "lh.sulc", "link.surf.gii"]
+
+
 def test_hemisphere_and_feature_names_taken_from_the_file_names(tmp_path, capsys):
     """--hemi and NAME= may be left out where FreeSurfer's (or BIDS/HCP) file names say them;
     a name that says nothing is still a usage error."""
