@@ -157,7 +157,7 @@ def run_chunk(tasks: list[HemisphereTask], settings: ChunkSettings) -> list[Outc
     members = list(natives)
     if members:  # register_many loads each side's template once (a custom one per hemisphere)
         t = time.perf_counter()
-        items = [RegistrationItem((natives[i].sphere.vertices, natives[i].sphere.faces),
+        items = [RegistrationItem(natives[i].sphere,  # a Sphere: read_hemisphere checked it (not again)
                                   {c: natives[i].features[c] for c in channels}, tasks[i].hemi,
                                   None if natives[i].sphere_reg is None else natives[i].sphere_reg.vertices,
                                   cortex_mask=natives[i].cortex)

@@ -174,7 +174,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     for line in template.info:
         print(f"{_PROG}: note: {line}", file=sys.stderr)
     arguments = {**choice.register_arguments(), **({} if optimise else {"optimise": False})}
-    result = register((moving.vertices, moving.faces), maps, template=template, hemi=hemi,
+    result = register(moving, maps, template=template, hemi=hemi,
                       device=choice.resolve_device(device), reg_sphere=reg, quality=quality, **arguments)
 
     metrics = {"hemi": hemi, "template": template.label,

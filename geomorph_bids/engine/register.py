@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, ContextManager
 import numpy as np
 
 from ..errors import InputError
+from ..io.surfaces import Sphere, Surface
 from ..io.template_ref import TemplateRef, resolve_template_ref
 from ..io.template_sources import TemplateSearch, TemplateWarning
 from ..io.templates import TEMPLATE_LEVEL, Template
@@ -71,7 +72,7 @@ if TYPE_CHECKING:  # the optimiser (torch) is imported lazily
 
 __all__ = ["Registration", "RegistrationItem", "register", "register_many"]
 
-SphereInput = tuple[np.ndarray, np.ndarray] | str | Path
+SphereInput = tuple[np.ndarray, np.ndarray] | str | Path | Sphere
 TemplateInput = str | Path | Template | TemplateRef
 FeatureInput = Mapping[str, np.ndarray | str | Path]
 
@@ -161,9 +162,15 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
     from ..io.surfaces import read_feature, read_sphere
     from ..io.validate import clip_outliers, validate_feature, validate_sphere
 
-    if isinstance(moving_sphere, (str, Path)):
+    if isinstance(moving_sphere, Sphere) and np.isclose(np.linalg.norm(moving_sphere.vertices[0]), RADIUS):
+        # read_sphere checked it already (at the radius register() works at: read_sphere's default)
+        vertices, faces = moving_sphere.vertices, moving_sphere.faces
+    elif isinstance(moving_sphere, (str, Path)):
         s = read_sphere(moving_sphere)
         vertices, faces = s.vertices, s.faces
+    elif isinstance(moving_sphere, Surface):
+        vertices, _ = validate_sphere(moving_sphere.vertices, moving_sphere.faces, moving_sphere.path)
+        faces = np.asarray(moving_sphere.faces, dtype=np.int64)
     else:
         try:
             v, f = moving_sphere
@@ -208,9 +215,10 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
 
     Parameters
     ----------
-    moving_sphere : (vertices (V, 3), faces (F, 3)) or a path (GIFTI ``.surf.gii`` or
-        FreeSurfer ``?h.sphere``); any radius and density (fsaverage 164k, FreeSurfer ~130k,
-        fsLR 32k, ...); rescaled to radius 100.
+    moving_sphere : (vertices (V, 3), faces (F, 3)), a path (GIFTI ``.surf.gii`` or
+        FreeSurfer ``?h.sphere``) or a :class:`~geomorph_bids.io.surfaces.Sphere` from
+        ``read_sphere`` (not checked again); any radius and density (fsaverage 164k, FreeSurfer
+        ~130k, fsLR 32k, ...); rescaled to radius 100.
     moving_features : name -> (V,) array or path (e.g. ``{"sulc": "lh.sulc"}``), in the
         template's sign convention (FreeSurfer's for sulc).
     template : ``"fsLR"`` or ``"fsaverage"``: its maps are looked up, per hemisphere, in

@@ -81,7 +81,7 @@ class Register(SimpleInterface):
             template = TemplateRef.from_dict(self.inputs.template)
             cortex = self.inputs.cortex_mask if isdefined(self.inputs.cortex_mask) else None
             device = self.inputs.device
-            result = register((sphere.vertices, sphere.faces), maps, template=template, hemi=hemi, device=device,
+            result = register(sphere, maps, template=template, hemi=hemi, device=device,
                               reg_sphere=reg, reg_sphere_space=self.inputs.sphere_reg_space, cortex_mask=cortex,
                               device_slot=lambda: gpu_lock(device), **choice.register_arguments())
         except InputError as exc:

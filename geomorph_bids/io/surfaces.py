@@ -27,7 +27,7 @@ from geomorph_bids.io.validate import (SPHERE_RADIUS, check_finite, check_mesh, 
 #: largest per-vertex map read from an MGH file (values), a guard against corrupted headers
 _MAX_VALUES = MAX_VERTICES * MAX_MAPS
 
-__all__ = ["Surface", "detect_format", "read_surface", "read_sphere", "read_feature", "read_labels", "read_mask",
+__all__ = ["Surface", "Sphere", "detect_format", "read_surface", "read_sphere", "read_feature", "read_labels", "read_mask",
            "MIN_CORTEX_FRACTION"]
 
 #: a cortex mask covering less of the hemisphere than this is refused (real ones: about 0.9)
@@ -60,6 +60,14 @@ class Surface:
     def hemi(self) -> str | None:
         """'L' or 'R' from AnatomicalStructurePrimary, None if absent."""
         return {"CortexLeft": "L", "CortexRight": "R"}.get(str(self.meta.get("AnatomicalStructurePrimary")))
+
+
+@dataclass(frozen=True, eq=False)
+class Sphere(Surface):
+    """A :class:`Surface` that :func:`read_sphere` checked (``validate.validate_sphere``): a
+    sphere centred at the origin, radius 100 mm (or the radius asked for), triangles wound
+    outward. Readers downstream (``register()``) take it as it is instead of checking it again."""
+
 
 
 _KINDS = {"mgh": "an MGH file", "cifti": "a CIFTI file", "annot": "a FreeSurfer annotation",
@@ -124,7 +132,7 @@ def read_surface(path: str | Path) -> Surface:
     return Surface(v, f, p, meta)
 
 
-def read_sphere(path: str | Path, *, radius: float = SPHERE_RADIUS, max_folded: int | None = None) -> Surface:
+def read_sphere(path: str | Path, *, radius: float = SPHERE_RADIUS, max_folded: int | None = None) -> Sphere:
     """Read a spherical surface (``lh.sphere``, ``lh.sphere.reg``, ``*.sphere.surf.gii``).
 
     Returns the sphere centred at the origin with radius ``radius`` (mm) and
@@ -141,7 +149,7 @@ def read_sphere(path: str | Path, *, radius: float = SPHERE_RADIUS, max_folded: 
     """
     s = read_surface(path)
     v, f = validate_sphere(s.vertices, s.faces, s.path, radius=radius, max_folded=max_folded)
-    return Surface(v, f, s.path, s.meta)
+    return Sphere(v, f, s.path, s.meta)
 
 
 def _read_mgh(p: Path, n_vertices: int | None = None) -> np.ndarray:

@@ -469,3 +469,25 @@ def test_quality_thresholds_given_as_a_dict_say_what_to_pass():
     v, f, sulc = _example_arrays()
     with pytest.raises(TypeError, match=r"^quality must be a QualityThresholds .*QualityThresholds\(min_cc_after="):
         register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, quality={"min_cc_after": 0.9})
+
+
+def test_a_sphere_read_by_read_sphere_is_not_checked_again(monkeypatch):
+    """read_sphere's Sphere is taken as it is (the batch mode and the workflow read every sphere
+    first: checking it twice cost ~0.04 s per 164k hemisphere); arrays, paths and a Sphere at
+    another radius are still checked. Same result either way."""
+    import geomorph_bids.io.validate as validate
+    from geomorph_bids.io import read_sphere
+
+    sphere = read_sphere(SURF / "lh.sphere")
+    sulc = np.asarray(read_feature(SURF / "lh.sulc"), dtype=np.float64)
+    calls = []
+    real = validate.validate_sphere
+    monkeypatch.setattr(validate, "validate_sphere", lambda *a, **k: calls.append(1) or real(*a, **k))
+    once = register(sphere, {"sulc": sulc}, "fsLR", "L", rigid_only=True)
+    assert calls == []
+    again = register((sphere.vertices, sphere.faces), {"sulc": sulc}, "fsLR", "L", rigid_only=True)
+    assert calls == [1] and np.array_equal(once.sphere, again.sphere)
+    small = read_sphere(SURF / "lh.sphere", radius=1.0)
+    with pytest.warns(UserWarning, match="rescaled"):
+        assert np.allclose(register(small, {"sulc": sulc}, "fsLR", "L", rigid_only=True).sphere, once.sphere)
+    assert calls == [1, 1]
