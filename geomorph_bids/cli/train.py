@@ -426,6 +426,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("no training data: give --synthetic N, --subjects-dir DIR or --sources BANK.npz")
         if args.synthetic < 0:
             raise ValueError(f"--synthetic must be >= 0, got {args.synthetic}")
+        if args.out.exists() and not args.out.is_dir():  # before any data is made: it is a folder of outputs
+            raise ValueError(f"--out {args.out} is a file: give a folder (model.pt, train_log.csv and "
+                             "model_card.md are written in it)")
+        if args.sources is not None and not Path(args.sources).is_file():
+            raise ValueError(f"--sources {args.sources}: no such file (a bank built by "
+                             "scripts/build_training_sources.py)")
         resolve_device(args.device)  # fail before any expensive work
         args.template_ref = _resolve_template(args, log)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lam=args.lam, fold=args.fold,

@@ -66,6 +66,8 @@ def test_user_subjects_directory_mirrored(tmp_path):
     (["--synthetic", "4", "--hemi", "R", "--mirror-right"], "--hemi L"),
     (["--subjects-dir", "/nonexistent/subjects"], "subjects directory not found"),
     (["--synthetic", "4", "--template", "fsaverage", "--features", "myelin"], "no feature myelin"),
+    (["--sources", "/nonexistent/bank.npz"], "--sources /nonexistent/bank.npz: no such file"),
+    (["--sources", "/nonexistent/bank.npz", "--mirror-right"], "no such file"),
 ])
 def test_errors_are_one_line(tmp_path, capsys, argv, needle):
     if "cuda" in argv and torch.cuda.is_available():
@@ -132,3 +134,12 @@ def test_fine_tuning_keeps_the_networks_architecture_and_adds_channels(tmp_path,
                  "--init", str(first / "model.pt")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "another model config" in err[0]
+
+
+def test_an_output_that_is_a_file_is_refused_before_any_data_is_made(tmp_path, capsys):
+    taken = tmp_path / "o"
+    taken.write_text("mine")
+    assert main(["--out", str(taken), "--synthetic", "4", "--data-level", "3", "--channels", "tiny"]) == 1
+    err = capsys.readouterr()
+    assert "is a file: give a folder" in err.err and "synthesising" not in err.out
+    assert taken.read_text() == "mine"
