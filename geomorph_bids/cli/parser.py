@@ -43,15 +43,23 @@ class _DefaultsOnce(argparse.HelpFormatter):
         return f"{text} (default: {shown.replace('%', '%%')})"
 
 
+def _integer(text: str) -> int:
+    """argparse's own message would name this function ("invalid _positive_int value"): say it."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
 def _count(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
