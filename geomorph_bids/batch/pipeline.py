@@ -145,6 +145,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
         return [Outcome(t.key, error=line, stage="register", traceback=line) for t in chunk]
 
     reports_wanted = config.reports == "parallel"
+    report_losses: Counter = Counter()  # per participant: reports lost with a dead worker
     pool = worker_pool(workers, config.omp_nthreads)
     running: dict[Future, tuple[str, object]] = {}
 
@@ -233,7 +234,14 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
                                                             "hemisphere(s)"))
                     else:
                         suspects.append(chunk)
-                submit_reports(sorted(str(p) for kind, p in lost if kind == "report"))
+                # a report whose worker died is tried once more; a second death ends it with a warning
+                # (a pool whose workers cannot start at all would otherwise be rebuilt for ever)
+                again = sorted(str(p) for kind, p in lost if kind == "report")
+                report_losses.update(again)
+                for subject in [s for s in again if report_losses[s] > 1]:
+                    run.report_warnings.append(f"sub-{subject}: report not written: its worker process died twice "
+                                               "(killed, or out of memory?)")
+                submit_reports([s for s in again if report_losses[s] == 1])
             fill()
     except BaseException:
         stop_pool(pool)

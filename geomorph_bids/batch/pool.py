@@ -8,6 +8,7 @@ fraction of a second and they share those pages; each runs ``threads`` torch thr
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 __all__ = ["worker_pool", "stop_pool", "PRELOAD"]
@@ -22,8 +23,30 @@ def worker_pool(workers: int, threads: int = 1) -> ProcessPoolExecutor:
 
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD))
+    _start_fork_server()
     return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=init_worker,
                                initargs=(max(1, int(threads)),))
+
+
+def _start_fork_server() -> None:
+    """Start the fork server (once per process) without the current folder on its ``sys.path``.
+
+    It runs as ``python -c``, which puts the current folder first on ``sys.path`` (Python 3.11
+    ignores the parent's path there): started from a folder holding an output folder named
+    ``geomorph_bids`` (or another checkout of the package), the workers imported that instead of
+    the installed package and failed. ``PYTHONSAFEPATH`` (Python >= 3.11) leaves it out; the
+    parent's own environment is restored at once."""
+    from multiprocessing import forkserver
+
+    saved = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            del os.environ["PYTHONSAFEPATH"]
+        else:
+            os.environ["PYTHONSAFEPATH"] = saved
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:

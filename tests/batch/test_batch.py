@@ -138,6 +138,24 @@ def test_a_dead_worker_fails_its_chunk_only(cohort, tmp_path, monkeypatch):
         assert _complete(config, jobs, subject, "L") and _complete(config, jobs, subject, "R")
 
 
+def die_building_a_report(output_dir, subject, reuse):
+    """A report task whose worker always dies (as a worker that cannot start at all would)."""
+    os._exit(9)
+
+
+def test_a_report_whose_worker_always_dies_ends_with_a_warning_not_a_loop(cohort, tmp_path, monkeypatch):
+    """Lost reports were resubmitted to a fresh pool for ever: a pool whose workers could not
+    start (e.g. importing another copy of the package) never finished. Now a report is tried
+    twice, then left with one warning; the registrations are kept."""
+    config, jobs = _setup(tmp_path, cohort["bids"], "--participant-label", "01")
+    monkeypatch.setattr(pipeline, "build_report", die_building_a_report)
+    run = run_batch(jobs, config, tmp_path / "crashes", log=lambda _: None)
+    assert (run.registered, run.failed) == (2, 0) and run.reports == {}
+    assert run.report_warnings == ["sub-01: report not written: its worker process died twice (killed, or out of "
+                                   "memory?)"]
+    assert _complete(config, jobs, "01", "L") and _complete(config, jobs, "01", "R")
+
+
 def test_stop_on_first_crash_starts_no_new_chunk(cohort, tmp_path):
     config, jobs = _setup(tmp_path, cohort["bids"], "--nprocs", "1", "--batch-size", "1")
     run = run_batch(jobs, config, tmp_path / "crashes", stop_on_first_crash=True, log=lambda _: None)

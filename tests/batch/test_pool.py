@@ -1,0 +1,31 @@
+"""The batch workers' fork server: the package the workers import is the one the command runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example"
+
+
+def test_workers_do_not_import_a_geomorph_bids_folder_from_the_current_folder(tmp_path):
+    """Run from a folder where the output folder is named geomorph_bids (a natural name): the fork
+    server runs as `python -c`, with the current folder first on sys.path, so its workers imported
+    that output folder as the package and every hemisphere failed (ImportError). Started like the
+    console script: a fresh interpreter running a script kept in another folder."""
+    launcher = tmp_path / "bin" / "geomorph-bids"
+    launcher.parent.mkdir()
+    launcher.write_text("import sys\nfrom geomorph_bids.cli.bids import main\n\nif __name__ == '__main__':\n"
+                        "    sys.exit(main())\n")  # as pip writes console scripts (workers import it)
+    work = tmp_path / "here"
+    (work / "geomorph_bids").mkdir(parents=True)  # also what a stale checkout beside the data would be
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
+    proc = subprocess.run([sys.executable, str(launcher), str(EXAMPLE), "geomorph_bids", "participant",
+                           "--participant-label", "01", "--hemi", "L", "--model", "rigid", "--batch-size", "1",
+                           "--nprocs", "1", "-w", "work"], cwd=work, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert list((work / "geomorph_bids").rglob("*_desc-geomorph_sphere.surf.gii"))
+    assert "ImportError" not in proc.stderr
