@@ -38,11 +38,14 @@ finetune=(--lr 4e-4 --warmup 50)
 # sulc-fsLR (2026-12-04): the same recipe for fsLR, 40 minutes
 "$train" --out "$out/sulc-fsLR" --name sulc-fsLR --template fsLR "${recipe[@]}" "${first[@]}" \
     --max-minutes 40 --seed 32
-# ... then fine-tuned (2026-12-05): 70 more minutes (the shipped sulc-fsLR)
+# ... then fine-tuned (2026-12-05): 70 more minutes (multimodal-fsLR below starts from this one)
 "$train" --out "$out/sulc-fsLR-ft" --name sulc-fsLR --template fsLR "${recipe[@]}" "${finetune[@]}" \
     --max-minutes 70 --seed 35 --init "$out/sulc-fsLR/model.pt"
+# ... and again (2026-12-05, fourth session): 85 more minutes at lr 1.5e-4 (the shipped sulc-fsLR)
+"$train" --out "$out/sulc-fsLR-ft3" --name sulc-fsLR --template fsLR "${recipe[@]}" --lr 1.5e-4 --warmup 50 \
+    --max-minutes 85 --seed 41 --init "$out/sulc-fsLR-ft/model.pt"
 
-# multimodal-fsLR (2026-12-05): the shipped sulc-fsLR widened to sulc + curv + myelin (new channels
+# multimodal-fsLR (2026-12-05): sulc-fsLR as shipped then (the 70-minute run) widened to sulc + curv + myelin (new channels
 # start at zero) and fine-tuned for 50 minutes on the S1200 left hemisphere (the only source with
 # myelin; its right one held out). Needs the fsLR myelin/curv templates (--multimodal install).
 # Later options override the recipe's (--features, --holdout).
