@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..engine.model_choice import ModelChoice, resolve_model
 from ..errors import InputError
+from ..io.discover import is_freesurfer_subject, valid_label
 from ..io.template_ref import TemplateRef, resolve_template_ref, template_search_path
 from ..io.template_sources import TemplateSearch
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
@@ -146,7 +147,7 @@ def _looks_like_subjects_dir(folder: Path, limit: int = 200) -> bool:
         entries = list(itertools.islice(os.scandir(folder), limit))
     except OSError:
         return False
-    return any((Path(e.path) / "surf" / f"{h}.sphere").is_file() for e in entries for h in ("lh", "rh"))
+    return any(is_freesurfer_subject(e.path) for e in entries)
 
 
 def _check_fs_subjects_dir(folder: Path | None) -> None:
@@ -159,12 +160,17 @@ def _check_fs_subjects_dir(folder: Path | None) -> None:
     if not folder.is_dir():
         raise InputError("--fs-subjects-dir: no such folder (the FreeSurfer SUBJECTS_DIR holding the subjects)",
                          path=folder)
-    if any((folder / "surf" / f"{h}.sphere").is_file() for h in ("lh", "rh")):
-        parent, name = folder.absolute().parent, folder.absolute().name
-        name = name[4:] if name.startswith("sub-") else name
-        label = f" --participant-label {name}" if name.isalnum() and name.isascii() else ""
+    if is_freesurfer_subject(folder):
+        parent, label = _subjects_dir_and_label(folder)
         raise InputError(f"--fs-subjects-dir is one FreeSurfer subject, not the SUBJECTS_DIR that holds the subjects: "
                          f"pass its parent, --fs-subjects-dir {parent}{label}", path=folder)
+
+
+def _subjects_dir_and_label(subject: Path) -> tuple[Path, str]:
+    """For one FreeSurfer subject's folder: its SUBJECTS_DIR, and `` --participant-label X`` when
+    its name (without ``sub-``) is a BIDS label, else ``""``."""
+    name = subject.absolute().name.removeprefix("sub-")
+    return subject.absolute().parent, (f" --participant-label {name}" if valid_label(name) else "")
 
 
 def validate_arguments(args) -> None:
@@ -173,10 +179,8 @@ def validate_arguments(args) -> None:
     if not args.bids_dir.is_dir():
         raise InputError("bids_dir does not exist or is not a folder", path=args.bids_dir)
     if not args.skip_bids_validation and not (args.bids_dir / "dataset_description.json").is_file():
-        if any((args.bids_dir / "surf" / f"{h}.sphere").is_file() for h in ("lh", "rh")):
-            parent, name = args.bids_dir.absolute().parent, args.bids_dir.absolute().name
-            name = name[4:] if name.startswith("sub-") else name
-            label = f" --participant-label {name}" if name.isalnum() and name.isascii() else ""
+        if is_freesurfer_subject(args.bids_dir):
+            parent, label = _subjects_dir_and_label(args.bids_dir)
             raise InputError(f"is one FreeSurfer subject, not a BIDS dataset: pass the BIDS dataset with "
                              f"--fs-subjects-dir {parent}{label}, or run on this subject alone: "
                              f"geomorph-bids {parent} OUTPUT_DIR participant --skip-bids-validation "

@@ -168,16 +168,14 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
     elif isinstance(moving_sphere, (str, Path)):
         s = read_sphere(moving_sphere)
         vertices, faces = s.vertices, s.faces
-    elif isinstance(moving_sphere, Surface):
-        vertices, _ = validate_sphere(moving_sphere.vertices, moving_sphere.faces, moving_sphere.path)
-        faces = np.asarray(moving_sphere.faces, dtype=np.int64)
-    else:
+    else:  # arrays, or a Surface (a Sphere at another radius): checked here, naming its file
+        surface = moving_sphere if isinstance(moving_sphere, Surface) else None
         try:
-            v, f = moving_sphere
+            v, f = moving_sphere if surface is None else (surface.vertices, surface.faces)
         except (TypeError, ValueError):
             raise ValueError("moving_sphere must be a path or a (vertices, faces) pair") from None
         # recentre/rescale to radius 100 and check it is a sphere; the caller's faces are kept
-        vertices, _ = validate_sphere(v, f, None)
+        vertices, _ = validate_sphere(v, f, None if surface is None else surface.path)
         faces = np.asarray(f, dtype=np.int64)
     if not isinstance(moving_features, Mapping) or not moving_features:
         raise ValueError("moving_features must be a non-empty dict: name -> (V,) array or path")

@@ -86,7 +86,7 @@ from geomorph_bids.errors import InputError
 
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
            "SurfaceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
-           "unlabelled_subjects"]
+           "unlabelled_subjects", "is_freesurfer_subject"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -184,6 +184,11 @@ class SubjectInputs:
                               searched=self.searched)
 
 
+def is_freesurfer_subject(folder: str | Path) -> bool:
+    """Whether ``folder`` is one FreeSurfer subject: it has ``surf/lh.sphere`` or ``surf/rh.sphere``."""
+    return any((Path(folder) / "surf" / f"{h}.sphere").is_file() for h in ("lh", "rh"))
+
+
 def valid_label(label: str) -> bool:
     """Whether ``label`` is a BIDS label: ASCII letters and digits only."""
     return bool(_LABEL.fullmatch(str(label)))
@@ -256,7 +261,7 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
             elif root != bids_dir and (p / "MNINonLinear" / "Native").is_dir():
                 name = name.split("_", 1)[0]
             elif root in fs and not name.startswith("fsaverage") and _LABEL.fullmatch(name) \
-                    and any((p / "surf" / f"{h}.sphere").is_file() for h in ("lh", "rh")):
+                    and is_freesurfer_subject(p):
                 pass  # a FreeSurfer subject named as recon-all -s bert names it
             else:
                 continue
@@ -280,7 +285,7 @@ def unlabelled_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None
             name = p.name[4:].split("_", 1)[0] if p.name.startswith("sub-") else p.name
             if _LABEL.fullmatch(name) or "average" in p.name or not p.is_dir():
                 continue
-            if any((p / "surf" / f"{h}.sphere").is_file() for h in ("lh", "rh")):
+            if is_freesurfer_subject(p):
                 out.append(p)
     return out
 

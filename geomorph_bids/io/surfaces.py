@@ -69,7 +69,6 @@ class Sphere(Surface):
     outward. Readers downstream (``register()``) take it as it is instead of checking it again."""
 
 
-
 _KINDS = {"mgh": "an MGH file", "cifti": "a CIFTI file", "annot": "a FreeSurfer annotation",
           "label": "a FreeSurfer label"}
 
