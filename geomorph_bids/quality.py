@@ -16,8 +16,10 @@ Gates (each reason names the gate and the numbers):
   ``identity_margin`` (``identity_cc_mirrored - identity_cc_own``); when the sign-flipped
   features fit the template far better than both (``identity_cc_negated``, measured only then),
   the reason names the sign instead (``sign:``: an HCP-convention sulc given as FreeSurfer's);
-* **correlation**: a registration feature's correlation with the template after registration
-  below ``min_cc_after``;
+* **correlation**: the first registration feature's (sulc's) correlation with the template
+  after registration below ``min_cc_after``, or another one's (curv, myelin) below
+  ``min_cc_other``: an individual's curvature is much sharper than a group average's, so a good
+  registration of a real brain correlates only ~0.4 on curv (0.85-0.97 on sulc);
 * **distortion**: 95th percentile of |log2 areal distortion| above ``max_areal_p95``; more
   than ``max_folds`` folded triangles in the registered sphere; any non-finite distortion.
 
@@ -40,8 +42,11 @@ class QualityThresholds:
 
     Attributes
     ----------
-    min_cc_after : gate: a registration feature's correlation with the template after
-        registration below this (normal runs: 0.90-0.97; swapped or structureless maps: 0.2-0.7).
+    min_cc_after : gate: the first registration feature's (sulc's) correlation with the template
+        after registration below this (real brains: 0.85-0.97; swapped or structureless maps:
+        0.2-0.7).
+    min_cc_other : gate: the same for the other registration features (curv, myelin; a real
+        brain's curv: ~0.4 against a group-average template; a structureless map: ~0).
     max_areal_p95 : gate: 95th percentile of |log2 areal distortion| above this (normal: 0.2-0.4).
     max_folds : gate: more folded triangles than this in the registered sphere (normal: 0).
     identity_margin : gate: the features fit the mirrored template better than the template
@@ -51,6 +56,7 @@ class QualityThresholds:
     """
 
     min_cc_after: float = 0.5
+    min_cc_other: float = 0.2
     max_areal_p95: float = 1.0
     max_folds: int = 0
     identity_margin: float = 0.0
@@ -130,11 +136,11 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
     # a sphere.reg of another subject or mesh gives a wrong rotation whatever the features say
     via_reg = (" (the rotation came from the sphere.reg: is it this sphere's? without it the features "
                "decide the rotation)") if reg.get("rotation_method") == "correspondence" else ""
-    for f in features:
-        after = reg.get(f"cc_{f}_after")
-        if _number(after) and after < t.min_cc_after:
+    for i, f in enumerate(features):
+        after, floor = reg.get(f"cc_{f}_after"), t.min_cc_after if i == 0 else t.min_cc_other
+        if _number(after) and after < floor:
             out.append(f"correlation: {f} correlates {after:.3f} with the template after registration "
-                       f"(minimum {t.min_cc_after:g}){via_reg}")
+                       f"(minimum {floor:g}){via_reg}")
     p95 = reg.get("areal_p95_abs")
     if _number(p95) and p95 > t.max_areal_p95:
         out.append(f"distortion: 95th percentile |log2 areal distortion| {p95:.2f} (maximum {t.max_areal_p95:g})")

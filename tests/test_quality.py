@@ -71,3 +71,16 @@ def test_a_low_correlation_after_a_sphere_reg_rotation_points_at_the_sphere_reg(
     assert "sphere.reg" not in plain and via_reg.startswith(plain)
     assert via_reg.endswith("(the rotation came from the sphere.reg: is it this sphere's? without it the features "
                             "decide the rotation)")
+
+
+def test_curvature_of_a_real_brain_is_judged_against_its_own_floor():
+    """An individual's curv is far sharper than a group-average template's: a good registration
+    of a real brain (pycortex S1 to fsaverage, sulc + curv: sulc 0.86, curv 0.44) must pass; a
+    structureless curv (0.05) is still flagged, and the first feature keeps the 0.5 floor."""
+    real = dict(GOOD, cc_sulc_after=0.858, cc_curv_after=0.436)
+    assert not assess(real, ["sulc", "curv"]).flagged
+    (reason,) = assess(dict(real, cc_curv_after=0.05), ["sulc", "curv"]).reasons
+    assert reason.startswith("correlation: curv correlates 0.050") and "(minimum 0.2)" in reason
+    (reason,) = assess(dict(real, cc_curv_after=0.45), ["curv", "sulc"]).reasons  # curv first: the main floor
+    assert "curv correlates 0.450" in reason and "(minimum 0.5)" in reason
+    assert assess(real, ["sulc", "curv"], QualityThresholds(min_cc_other=0.5)).flagged

@@ -91,13 +91,16 @@ def hemisphere(text: str) -> str:
 
 
 def add_quality_options(p: argparse.ArgumentParser, description: str) -> None:
-    """The quality-gate options (``--min-cc``, ``--max-distortion``, ``--max-folds``,
+    """The quality-gate options (``--min-cc``, ``--min-cc-other``, ``--max-distortion``, ``--max-folds``,
     ``--identity-margin``; None when not given: :func:`~.settings.resolve_quality` decides) of
     every command that registers, in one group described by ``description``."""
     g = p.add_argument_group("quality gates", description)
     g.add_argument("--min-cc", type=_finite(-1.0, 1.0), default=None, metavar="CC",
-                   help="lowest correlation of a registration feature with the template after registration "
-                        "(default 0.5)")
+                   help="lowest correlation of the first registration feature (sulc) with the template after "
+                        "registration (default 0.5)")
+    g.add_argument("--min-cc-other", type=_finite(-1.0, 1.0), default=None, metavar="CC",
+                   help="the same for the other registration features, e.g. curv (default 0.2: an individual's "
+                        "curvature is much sharper than the template's group average)")
     g.add_argument("--max-distortion", type=_finite(0.0, 100.0), default=None, metavar="LOG2",
                    help="highest 95th percentile of |log2 areal distortion| (default 1.0)")
     g.add_argument("--max-folds", type=_count, default=None, metavar="N",

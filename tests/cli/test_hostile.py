@@ -197,7 +197,8 @@ def test_memory_must_be_positive_and_finite(bids, tmp_path, value, capsys):
 
 
 @pytest.mark.parametrize("option,value", [("--nprocs", "0"), ("--nprocs", "-3"), ("--omp-nthreads", "0"),
-                                          ("--min-cc", "2"), ("--max-distortion", "nan"), ("--max-folds", "-1"),
+                                          ("--min-cc", "2"), ("--min-cc-other", "-1.5"), ("--max-distortion", "nan"),
+                                          ("--max-folds", "-1"),
                                           ("--batch-size", "0")])
 def test_other_resource_and_gate_arguments_are_checked(bids, tmp_path, option, value, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -484,3 +485,11 @@ def test_one_freesurfer_subject_named_like_recon_all_says_what_to_do(tmp_path):
     assert code == 0
     assert [p.name for p in (tmp_path / "out").rglob("*_desc-geomorph_sphere.surf.gii")] == [
         "sub-bert_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]
+
+
+def test_min_cc_other_reaches_the_thresholds():
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.settings import resolve_quality
+
+    args = build_parser().parse_args(["b", "o", "participant", "--min-cc-other", "0.35"])
+    assert resolve_quality(args).min_cc_other == 0.35 and resolve_quality(args).min_cc_after == 0.5
