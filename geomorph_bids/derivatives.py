@@ -44,7 +44,7 @@ __all__ = ["DESC", "FEATURE_SUFFIX", "Derivative", "REGISTERED_SPHERE", "RESAMPL
            "CIFTI_FEATURES", "cifti_file",
            "entities", "anat_dir", "sidecar", "parse_metrics_name", "metrics_files", "report_name",
            "figures_dir", "FIGURES", "GROUP_TSV", "GROUP_HTML", "GROUP_FIGURE", "DATASET_DESCRIPTION",
-           "CITATION", "LOGS", "crash_dir", "CRASH_FILES"]
+           "CITATION", "LOGS", "crash_dir", "CRASH_FILES", "STANDARD_SPACES", "check_template_label"]
 
 #: the ``desc-`` of every geomorph-bids result
 DESC = "geomorph"
@@ -104,6 +104,24 @@ SPHERE_REG_FSLR = Derivative("sphere", ".surf.gii", desc="reg", space_label="fsL
 FMRIPREP_SPHERES: dict[str, dict[str, Derivative]] = {
     "fsLR": {"sphere_reg_msm": SPHERE_REG_MSM},
     "fsaverage": {"sphere_reg": SPHERE_REG_FSAVERAGE, "sphere_reg_fsLR": SPHERE_REG_FSLR}}
+#: surface template spaces other tools read by name (sMRIPrep/fMRIPrep, TemplateFlow): a template a user
+#: builds must not take one of them, or its outputs would be mistaken for (and overwrite) that space's
+STANDARD_SPACES = ("fsLR", "fsaverage", "fsaverage3", "fsaverage4", "fsaverage5", "fsaverage6", "fsnative",
+                   "onavg", "civet", "MNI152NLin2009cAsym", "MNI152NLin6Asym")
+
+
+def check_template_label(label: str) -> str:
+    """``label`` if it may name a user-built template (``tpl-<label>``, ``space-<label>``):
+    ASCII letters and digits, not one of :data:`STANDARD_SPACES` (any case); else ValueError."""
+    text = str(label)
+    if not text or not (text.isascii() and text.isalnum()):
+        raise ValueError(f"template label must be letters and digits (BIDS tpl-<label>), got {label!r}")
+    if text.lower() in {s.lower() for s in STANDARD_SPACES}:
+        raise ValueError(f"template label {text!r} is a standard template's name: its outputs (space-{text}) would "
+                         "overwrite and be taken for that template's; choose another (e.g. geomorphPopulation)")
+    return text
+
+
 #: --cifti-output: every resampled feature of both hemispheres, one CIFTI-2 dscalar per subject/session
 CIFTI_FEATURES = Derivative("features", ".dscalar.nii", space=True, density=True, desc=DESC)
 
@@ -225,6 +243,25 @@ class HemisphereOutputs:
         for kind in (FMRIPREP_SPHERES.get(self.space, {}) if self.fmriprep else {}).values():
             out += with_sidecar(kind)
         return out
+
+    def others(self) -> list[Path]:
+        """Outputs of this hemisphere and template that an earlier run with other options left
+        and :meth:`files` does not list: resampled maps at other densities or of other features
+        (``space-T_den-*_desc-geomorph_*``) and, without ``fmriprep``, the sphere under sMRIPrep's
+        names, sidecars included. They describe an earlier registration."""
+        keep = set(self.files())
+        found = set(self.anat.glob(f"{self.entities}_hemi-{self.hemi}_space-{self.space}_den-*_desc-{DESC}_*"))
+        if not self.fmriprep:
+            for kind in FMRIPREP_SPHERES.get(self.space, {}).values():
+                p = self.path(kind)
+                found |= {p, sidecar(p)}
+        return sorted(p for p in found if p not in keep and p.is_file())
+
+    def shared(self) -> set[Path]:
+        """The files of :meth:`files` whose names carry no template (the native sphere and
+        maps, sidecars included): every template's outputs of this hemisphere share them."""
+        native = [self.native_sphere, *(self.native_feature(f) for f in self.channels)]
+        return {*native, *(sidecar(p) for p in native)}
 
 
 _METRICS_NAME = re.compile(r"^sub-([A-Za-z0-9]+)(?:_ses-([A-Za-z0-9]+))?_hemi-([LR])_space-([A-Za-z0-9]+)"

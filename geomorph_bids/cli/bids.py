@@ -25,7 +25,7 @@ from pathlib import Path  # noqa: E402
 
 from .. import __version__  # noqa: E402
 from ..crashfiles import subject_wf_name  # noqa: E402
-from ..derivatives import GROUP_TSV, LOGS, NATIVE_FEATURE, NATIVE_SPHERE, anat_dir, crash_dir  # noqa: E402
+from ..derivatives import GROUP_HTML, GROUP_TSV, LOGS, NATIVE_FEATURE, NATIVE_SPHERE, anat_dir, crash_dir  # noqa: E402
 from ..derivatives import entities as entity_string  # noqa: E402
 from ..io.template_sources import LOW_RESOLUTION_NOTE  # noqa: E402
 from ..quality import QualityVerdict  # noqa: E402
@@ -104,9 +104,10 @@ def _stat(path: Path) -> tuple | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _check_cifti(jobs: list, config, failed_keys: set, crashed: bool) -> list[Failure]:
+def _check_cifti(jobs: list, config, failed_keys: set, crashed: bool, before: dict) -> list[Failure]:
     """``--cifti-output``: a subject/session whose CIFTI file is missing fails (both hemispheres,
-    added to ``failed_keys``); one with a failed hemisphere keeps no CIFTI file."""
+    added to ``failed_keys``); one with a failed hemisphere keeps no CIFTI file this run wrote
+    (one an earlier run wrote stays, as its hemispheres' files do: :func:`_discard`)."""
     from ..derivatives import sidecar
     from ..workflows.outputs import cifti_output
 
@@ -122,23 +123,70 @@ def _check_cifti(jobs: list, config, failed_keys: set, crashed: bool) -> list[Fa
             out.append(Failure(job.subject, job.session, "L,R", f"outputs missing after the run: {missing}"
                                + (" (the run was stopped by another crash)" if crashed else "")))
             failed_keys |= keys
-        if keys & failed_keys:
+        if keys & failed_keys and _written(path, before):
             for p in files:
                 p.unlink(missing_ok=True)
     return out
 
 
-def _remove_partial(jobs: list, config) -> None:
-    """Remove the outputs of every hemisphere of ``jobs`` whose set is incomplete (a run stopped
-    while writing it): a hemisphere is there whole or not at all."""
+def _snapshot(jobs: list, config) -> dict[Path, tuple | None]:
+    """``_stat`` of every file the hemispheres of ``jobs`` (and their CIFTI files) may write,
+    before the run: what an earlier run left, so that a failure removes only this run's files."""
+    from ..workflows import hemi_outputs
+    from ..workflows.outputs import cifti_output
+
+    paths = [p for job in jobs for h in job.inputs.hemis.values() for p in hemi_outputs(h, config).files()]
+    paths += [p for p in (cifti_output(job, config) for job in jobs) if p is not None]
+    return {p: _stat(p) for p in paths}
+
+
+def _written(path: Path, before: dict[Path, tuple | None]) -> bool:
+    """Whether this run wrote (or replaced) ``path``: it exists, and not as it was before."""
+    now = _stat(path)
+    return now is not None and now != before.get(path)
+
+
+def _discard(outputs, before: dict[Path, tuple | None]) -> None:
+    """Take back a failed or stopped hemisphere's outputs (``outputs``: its
+    :class:`~geomorph_bids.derivatives.HemisphereOutputs`) so that it is there whole or not at
+    all, without destroying an earlier run's work: when this run wrote none of its files, they
+    stay as an earlier run left them; otherwise every file of this template goes, and the native
+    files every template shares go only if this run wrote them."""
+    files = outputs.files()
+    written = {p for p in files if _written(p, before)}
+    if not written:
+        return
+    shared = outputs.shared()
+    for p in files:
+        if p in written or p not in shared:
+            p.unlink(missing_ok=True)
+
+
+def _remove_stale(outputs, job) -> None:
+    """A hemisphere registered anew: remove what earlier runs with other options derived from
+    its previous registration (:meth:`~geomorph_bids.derivatives.HemisphereOutputs.others`:
+    maps at another density, the sphere under sMRIPrep's names that fMRIPrep would otherwise
+    take for this result), with one line naming them."""
+    stale = outputs.others()
+    for p in stale:
+        p.unlink(missing_ok=True)
+    named = [p.name for p in stale if p.suffix != ".json"]  # (with their sidecars)
+    if named:
+        ses = f" ses-{job.session}" if job.session else ""
+        print(f"{_PROG}: sub-{job.subject}{ses} hemi-{outputs.hemi}: removed {len(named)} output(s) an earlier run "
+              f"derived from the previous registration: {', '.join(named)}", file=sys.stderr)
+
+
+def _remove_partial(jobs: list, config, before: dict[Path, tuple | None]) -> None:
+    """Take back the outputs of every hemisphere of ``jobs`` whose set is incomplete (a run
+    stopped while writing it; :func:`_discard`)."""
     from ..workflows import hemi_outputs
 
     for job in jobs:
         for hemi in job.inputs.hemis:
-            expected = hemi_outputs(job.inputs.hemis[hemi], config).files()
-            if not all(p.is_file() for p in expected):
-                for p in expected:
-                    p.unlink(missing_ok=True)
+            outputs = hemi_outputs(job.inputs.hemis[hemi], config)
+            if not all(p.is_file() for p in outputs.files()):
+                _discard(outputs, before)
 
 
 def run_participant(args) -> int:
@@ -168,6 +216,7 @@ def run_participant(args) -> int:
         mine, skipped, later = lock_participants(locks, jobs, getattr(args, "lock_wait", False), _PROG)
         failures += skipped
         started = list(mine)
+        before = _snapshot(mine, config)  # what earlier runs left: a failure takes back only this run's files
         try:
             default_fs = inputs.bids_dir / "derivatives" / "freesurfer"
             fs_root = inputs.fs_subjects_dir or (default_fs if default_fs.is_dir() else None)
@@ -184,8 +233,6 @@ def run_participant(args) -> int:
             print(f"template maps: {config.template.describe(config.channels, hemis)}", flush=True)
             if config.template.low_resolution(config.channels, hemis):
                 print(f"note: {LOW_RESOLUTION_NOTE}", flush=True)
-            before = {(j.subject, j.session, h): _stat(hemi_outputs(j.inputs.hemis[h], config).metrics)
-                      for j in jobs for h in j.inputs.hemis}
             known_failed = {f.subject for f in failures}
             clock.lap("start")
             crashed, run_failures, reports, stages = _run_workflow(mine, config, args, crashes, known_failed)
@@ -197,6 +244,7 @@ def run_participant(args) -> int:
                                              f"not processed: its lock {locks.path('sub-' + subject)} is stale: {why}")
                                      for j in later if j.subject == subject]
                 later = [j for j in later if locks.holds(f"sub-{j.subject}")]
+                before.update(_snapshot(later, config))  # after the other run that held them wrote its files
                 started += later
                 c2, f2, r2, s2 = _run_workflow(later, config, args, crashes, known_failed)
                 crashed, run_failures, reports = crashed or c2, run_failures + f2, {**reports, **r2}
@@ -205,7 +253,7 @@ def run_participant(args) -> int:
         except Interrupted as exc:
             exc.acknowledge()  # the signal reached us: no more re-deliveries
             exc.stopped += stop_children()  # before the locks are released and the partial outputs removed
-            _remove_partial(started, config)
+            _remove_partial(started, config, before)
             shutil.rmtree(crashes, ignore_errors=True)  # node "failures" the signal itself caused
             raise
         done = mine + later
@@ -216,7 +264,7 @@ def run_participant(args) -> int:
             failures += run_failures
         failures = one_per_hemisphere(failures)
         failed_keys = {(f.subject, f.session, h) for f in failures for h in f.hemi.split(",")}
-        failures += _check_cifti(done, config, failed_keys, crashed)
+        failures += _check_cifti(done, config, failed_keys, crashed, before)
         rows, flagged = [], []
         for job in done:
             for hemi in sorted(job.inputs.hemis):
@@ -229,16 +277,17 @@ def run_participant(args) -> int:
                                             else f"outputs missing after the run: {', '.join(missing)}"
                                             + (" (the run was stopped by another crash)" if crashed else "")))
                     failed_keys.add(key)
-                if key in failed_keys:
-                    for p in expected:  # no partial outputs for a failed hemisphere (this run holds its lock)
-                        p.unlink(missing_ok=True)
+                if key in failed_keys:  # no partial outputs for a failed hemisphere (this run holds its lock)
+                    _discard(outputs, before)
                     continue
+                if _written(outputs.registered_sphere, before):
+                    _remove_stale(outputs, job)
                 doc = json.loads(outputs.metrics.read_text())
                 verdict = QualityVerdict.from_dict(doc.get("quality"))
                 if verdict.flagged:  # named by the session its outputs are written under
                     flagged.append(Failure(job.subject, job.inputs.hemis[hemi].session or job.session, hemi,
                                            verdict.line()))
-                reused = before[key] is not None and before[key] == _stat(outputs.metrics)
+                reused = not _written(outputs.metrics, before)
                 rows.append((job, hemi, doc["registration"], reused, verdict.flagged))
         locks.when_alone(lambda: _clean_leftovers(output_dir))
         print_summary(rows, failures, output_dir, _PROG, flagged)
@@ -290,12 +339,14 @@ class _Clock:
 
 def _participant_rows(args, judged: bool = False, unreadable: list[str] | None = None) -> list[dict]:
     """Metrics rows of the participant outputs in output_dir, restricted to --participant-label
-    (``judged``: with what the quality gates need, for :func:`_judge_rows`; ``unreadable``: as in
-    :func:`~geomorph_bids.reports.group_table.group_rows`)."""
+    (``judged``: with what the quality gates need, for :func:`_judge_rows`; ``unreadable``: gets
+    the one-line message of each damaged file, as in
+    :func:`~geomorph_bids.reports.group_table.group_rows`; None: they are skipped)."""
     from ..io.discover import normalise_label
     from ..reports.group_table import group_rows
 
-    rows = group_rows(args.output_dir, with_quality_inputs=judged, unreadable=unreadable)
+    rows = group_rows(args.output_dir, with_quality_inputs=judged,
+                      unreadable=[] if unreadable is None else unreadable)  # the group level names them
     if args.participant_label:
         keep = {normalise_label(s, "sub") for s in args.participant_label}
         rows = [r for r in rows if r["subject"] in keep]
@@ -319,6 +370,35 @@ def _judge_rows(args, rows: list[dict]) -> list[Failure]:
     return flagged
 
 
+def _ignored_at_group_level(args) -> list[str]:
+    """The participant-level options given to the group level that change nothing there: the
+    table covers every session; --hemi, --template and --template-dir matter only to
+    --build-template."""
+    out = ["--session-label"] if args.session_label else []
+    if not args.build_template:
+        defaults = build_parser()
+        out += [f"--{name.replace('_', '-')}" for name in ("hemi", "template", "template_dir")
+                if getattr(args, name) != defaults.get_default(name)]
+    return out
+
+
+def _no_rows(args, unreadable: list[str]) -> str:
+    """Why the group level has no rows: no participant outputs at all, or none of the
+    participants asked for (naming those that have outputs)."""
+    from ..reports.group_table import group_rows
+
+    where = str(args.output_dir)
+    if args.participant_label:
+        have = sorted({str(r["subject"]) for r in group_rows(args.output_dir, unreadable=[])})
+        if have:
+            listed = ", ".join(have[:20]) + (f", ... ({len(have)} in all)" if len(have) > 20 else "")
+            return (f"no participant outputs of --participant-label {' '.join(args.participant_label)} in {where}; "
+                    f"participants with outputs: {listed}")
+    if unreadable:
+        return f"no readable participant outputs in {where} ({len(unreadable)} damaged: see the FAILED lines)"
+    return f"no participant outputs (*_desc-geomorph_metrics.json) in {where}; run the participant level first"
+
+
 def run_group(args) -> int:
     """The group level: the table of every participant's metrics (with the verdict of the
     quality gates), the group report, and (``--build-template N``) a population-average
@@ -329,17 +409,23 @@ def run_group(args) -> int:
     if args.output_dir.is_dir():
         check_folders(resolve_input_folders(args, args.output_dir), args.output_dir.absolute(), None)
         preflight(args.output_dir.absolute(), None)
+    for option in _ignored_at_group_level(args):
+        print(f"{_PROG}: warning: {option} has no effect at the group level"
+              + ("" if args.build_template else " without --build-template"), file=sys.stderr)
     unreadable: list[str] = []  # a damaged metrics file costs its own row, not the table
     rows = _participant_rows(args, judged=True, unreadable=unreadable)
     for line in unreadable:
         print(f"{_PROG}: FAILED {line}; left out of the table (rerun the participant level for it)", file=sys.stderr)
     if not rows:
-        return error_exit(_PROG, f"no participant outputs (*_desc-geomorph_metrics.json) in {args.output_dir}; "
-                                 "run the participant level first")
+        return error_exit(_PROG, _no_rows(args, unreadable))
     flagged = _judge_rows(args, rows)
-    path = write_group_table(rows, args.output_dir / GROUP_TSV)
-    print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere)")
-    if not args.participant_label:  # the HTML report covers the whole table
+    if args.participant_label:  # the table and report are the dataset's: a subset never replaces them
+        print(f"{len(rows)} row(s) (subject/session/hemisphere) of --participant-label "
+              f"{' '.join(args.participant_label)} judged; {GROUP_TSV} and {GROUP_HTML} left as they were "
+              "(they cover every participant: run the group level without --participant-label to refresh them)")
+    else:
+        path = write_group_table(rows, args.output_dir / GROUP_TSV)
+        print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere)")
         print(f"group report: {build_group_report(args.output_dir)}")
     status = _build_population_template(args, rows) if args.build_template else EXIT_OK
     if flagged:
@@ -374,6 +460,10 @@ def _build_population_template(args, rows: list[dict]) -> int:
             maps = {f: anat / NATIVE_FEATURE.name(ent, hemi, feature=f) for f in features}
             if sphere.is_file() and all(p.is_file() for p in maps.values()):
                 subjects.append(PopulationSubject(ent, sphere, maps))
+            else:  # never leave a participant out in silence
+                missing = ", ".join(p.name for p in (sphere, *maps.values()) if not p.is_file())
+                print(f"{_PROG}: warning: {ent} hemi-{hemi} left out of the template: {missing} missing "
+                      "(rerun the participant level for it)", file=sys.stderr)
         if len(subjects) < 2:
             status = error_exit(_PROG, f"--build-template: hemi-{hemi}: {len(subjects)} participant(s) with native "
                                        f"{', '.join(features)} outputs; at least 2 are needed")
@@ -394,7 +484,7 @@ def run_reports_only(args) -> int:
     """``--reports-only``: rebuild the participant reports from the outputs alone."""
     rows = _participant_rows(args)
     if not rows:
-        return error_exit(_PROG, f"--reports-only: no participant outputs in {args.output_dir}")
+        return error_exit(_PROG, f"--reports-only: {_no_rows(args, [])}")
     made = build_reports(args.output_dir, sorted({r["subject"] for r in rows}), _PROG, workers=args.nprocs)
     print_reports(made)
     return EXIT_OK if made else EXIT_FAILED

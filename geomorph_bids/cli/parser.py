@@ -90,6 +90,15 @@ def hemisphere(text: str) -> str:
         raise argparse.ArgumentTypeError(f"invalid hemisphere {text!r}: L or R (also lh/rh, left/right)") from None
 
 
+def _template_label(text: str) -> str:
+    from ..derivatives import check_template_label
+
+    try:
+        return check_template_label(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_quality_options(p: argparse.ArgumentParser, description: str) -> None:
     """The quality-gate options (``--min-cc``, ``--min-cc-other``, ``--max-distortion``, ``--max-folds``,
     ``--identity-margin``; None when not given: :func:`~.settings.resolve_quality` decides) of
@@ -220,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build a population-average template from the participants' registered "
                         "features in N register-then-average rounds (written to "
                         "OUTPUT_DIR/tpl-<label>/; needs >= 2 participants per hemisphere)")
-    g.add_argument("--template-label", default="geomorphPopulation", metavar="LABEL",
-                   help="label of the --build-template output (alphanumeric)")
+    g.add_argument("--template-label", type=_template_label, default="geomorphPopulation", metavar="LABEL",
+                   help="label of the --build-template output (letters and digits; not a standard template's "
+                        "name such as fsLR)")
     return p

@@ -166,6 +166,26 @@ def check_folders(inputs: InputFolders, output_dir: Path, work_dir: Path | None)
             _refuse(f"the output directory lies inside the work directory {shown_work} (cleaning the work "
                     "folder would delete the results); choose folders side by side", shown_out)
     _check_links(output_dir, out)
+    _check_owner(Path(output_dir))
+
+
+def _check_owner(output_dir: Path) -> None:
+    """Refuse an output folder that another pipeline's ``dataset_description.json`` claims
+    (``GeneratedBy`` without geomorph-bids): writing there would replace that description, and
+    a later run would take the folder for ours and never read its inputs from it."""
+    path = output_dir / DATASET_DESCRIPTION
+    try:
+        doc = read_json_bounded(path) if path.is_file() else None
+    except (InputError, OSError):
+        return  # unreadable or damaged: replaced by ours, as before
+    if not isinstance(doc, dict) or doc.get("DatasetType") != "derivative":
+        return
+    makers = [g for g in doc.get("GeneratedBy") or [] if isinstance(g, dict) and g.get("Name")]
+    if makers and not any(str(g["Name"]).lower().startswith("geomorph") for g in makers):
+        who = f"{makers[0]['Name']} {makers[0].get('Version', '')}".strip()
+        _refuse(f"the output directory holds {who}'s derivatives (its {DATASET_DESCRIPTION} says GeneratedBy {who}); "
+                f"write geomorph-bids' outputs to a folder of their own, e.g. {output_dir.parent / 'geomorph'}",
+                output_dir)
 
 
 def _check_links(output_dir: Path, out: Path) -> None:

@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "features, minus --holdout)")
     g.add_argument("--holdout", nargs="+", default=(), metavar="NAME",
                    help="bank sources kept out of training; validation pairs are drawn from them too")
+    g.add_argument("--warp-deg", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="with --sources: the largest displacement of the larger generated warps, drawn "
+                        "from LO..HI degrees (default 4 10; individuals' spheres are 5-10 degrees (median) "
+                        "from a template after rigid alignment)")
+    g.add_argument("--small-warp-fraction", type=float, default=None, metavar="F",
+                   help="with --sources: share of pairs with a small warp (0.3-4 deg; default 0.5)")
     g.add_argument("--pairs-per-epoch", type=int, default=512, help="generated pairs per epoch (512)")
     g.add_argument("--val-pairs", type=int, default=64, help="generated validation pairs (64)")
     g.add_argument("--data-level", type=int, default=6, help="icosphere level of the data (6 = 40962 vertices)")
@@ -126,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the networks")
     t.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    t.add_argument("--max-minutes", type=float, default=None, help="wall-time budget; stops cleanly")
+    t.add_argument("--max-minutes", type=_minutes, default=None, help="wall-time budget; stops cleanly")
     t.add_argument("--resume", type=Path, default=None, help="continue from a last.pt (with its last.state.pt)")
     t.add_argument("--init", default=None, metavar="NAME|PATH",
                    help="fine-tune: start from a bundled network (e.g. sulc-fsLR) or a checkpoint; its "
@@ -224,6 +230,26 @@ def _combine(a, b):
     return a if b is None else a.concat(b)
 
 
+def _pair_config(args: argparse.Namespace):
+    """The generated pairs' :class:`~geomorph_bids.engine.pairgen.PairGenConfig` (``--warp-deg``,
+    ``--small-warp-fraction``; the defaults otherwise)."""
+    from dataclasses import replace
+
+    from ..engine.pairgen import PairGenConfig
+
+    config = PairGenConfig()
+    if args.warp_deg is not None:
+        lo, hi = args.warp_deg
+        if not (0 < lo <= hi <= 60):
+            raise ValueError(f"--warp-deg must be 0 < LO <= HI <= 60 degrees, got {lo:g} {hi:g}")
+        config = replace(config, max_displacement_deg=(lo, hi))
+    if args.small_warp_fraction is not None:
+        if not 0 <= args.small_warp_fraction <= 1:
+            raise ValueError(f"--small-warp-fraction must be in 0..1, got {args.small_warp_fraction:g}")
+        config = replace(config, small_warp_fraction=args.small_warp_fraction)
+    return config
+
+
 def _generated(args: argparse.Namespace, log):
     """(training GeneratedPairs, validation PairSet) from the --sources bank."""
     from dataclasses import replace
@@ -252,7 +278,8 @@ def _generated(args: argparse.Namespace, log):
     if not names:
         raise ValueError("no training sources left after --holdout")
     device = resolve_device(args.device)
-    gen = PairGenerator(bank.select(names), device=device)
+    config = _pair_config(args)
+    gen = PairGenerator(bank.select(names), config, device=device)
     train_set = GeneratedPairs(gen, args.pairs_per_epoch)
     log(f"training pairs generated on {device} from {len(names)} sources: {', '.join(names)}")
     val_set = None
@@ -263,7 +290,7 @@ def _generated(args: argparse.Namespace, log):
             parts = []
             n_hold = args.val_pairs // 2 if args.holdout else 0
             if n_hold:
-                parts.append(PairGenerator(bank.select(list(args.holdout)), device=device)
+                parts.append(PairGenerator(bank.select(list(args.holdout)), config, device=device)
                              .materialise(n_hold, names_prefix="holdout"))
             parts.append(gen.materialise(args.val_pairs - n_hold, names_prefix="val"))
         val_set = parts[0] if len(parts) == 1 else parts[0].concat(parts[1])
@@ -334,10 +361,22 @@ def real_pair_table(rows: Sequence[dict]) -> list[str]:
     return lines
 
 
+def _minutes(text: str) -> float:
+    """A positive, finite number of minutes (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of minutes, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be more than 0 minutes, got {text!r}")
+    return value
+
+
 def model_name(args: argparse.Namespace) -> str:
-    """The model's name: ``--name``, else ``<features>-<template>`` (e.g. ``sulc-fsLR``); recorded in
-    the checkpoint and the model card's title (not the output folder's name)."""
-    return args.name or f"{'-'.join(args.features)}-{args.template}"
+    """The model's name: ``--name``, else ``<features>-<template>-<output folder's name>`` (e.g.
+    ``sulc-fsLR-model``: never a bundled network's name, which the outputs of a registration
+    with it would then record); in the checkpoint and the model card's title."""
+    return args.name or f"{'-'.join(args.features)}-{args.template}-{Path(args.out).absolute().name}"
 
 
 def write_model_card(path: Path, *, command: str, args: argparse.Namespace, result, model_config,

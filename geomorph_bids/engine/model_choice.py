@@ -138,8 +138,9 @@ def network(model: str | Path, name: str | None = None, optimise: Any = True,
             template: str | None = None) -> ModelChoice:
     """A bundled network (by name) or a checkpoint file; its channels come from the checkpoint's
     metadata (read here, the weights are not). ``name`` defaults to the bundled name or the
-    checkpoint's absolute path. ``template``: the run's template; a network trained for the
-    other standard template (fsLR vs fsaverage) is refused here, on one line, before any work."""
+    checkpoint's absolute path. ``template``: the run's template (label); a network trained for
+    another template (fsLR vs fsaverage, or any vs a custom one) is refused here, on one line,
+    before any work."""
     from ..model.checkpoint import read_metadata
     from ..resources import bundled_models, model_path
 
@@ -155,6 +156,11 @@ def network(model: str | Path, name: str | None = None, optimise: Any = True,
         raise InputError(f"model {label} was trained for template {meta.template}, not {template}: add "
                          f"--template {meta.template} (template={meta.template!r} in Python), or pick a "
                          f"{template} model ({', '.join(fitting) or 'none'})", path=path)
+    if template is not None and meta.template != template:  # a custom template (a population average, ...)
+        raise InputError(f"model {label} was trained for template {meta.template}; template {template} is another "
+                         "one, and a network registers only to the template it was trained for: use --model "
+                         "default (the pair-wise optimisation) or rigid, or train a network for it (geomorph-train)",
+                         path=path)
     return ModelChoice("network", label, tuple(meta.channels), path.absolute(), optimise,
                        meta.hemisphere == "LR-mirrored")
 

@@ -75,9 +75,9 @@ def average_maps(maps: Sequence[np.ndarray], mask: np.ndarray) -> np.ndarray:
 
 
 def _label_ok(label: str) -> str:
-    if not label or not label.isalnum():
-        raise ValueError(f"template label must be alphanumeric (BIDS tpl-<label>), got {label!r}")
-    return label
+    from ..derivatives import check_template_label
+
+    return check_template_label(label)
 
 
 def build_template(subjects: Sequence[PopulationSubject], iterations: int, template: str | Path | Template = "fsLR",

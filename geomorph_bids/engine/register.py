@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager
@@ -111,15 +111,15 @@ class Registration:
     hemi: str = ""
     quality: QualityVerdict = field(default_factory=QualityVerdict)
 
-    def resample(self, values: np.ndarray, target: tuple[np.ndarray, np.ndarray] | str = "ico6",
+    def resample(self, values: np.ndarray, target: tuple[np.ndarray, np.ndarray] | str | Path = "ico6",
                  method: str = "adap_bary_area") -> np.ndarray:
         """Resample moving-space values onto a template-space mesh through :attr:`sphere`.
 
         Parameters
         ----------
         values : (V,) or (V, K) per-vertex values on the moving mesh (NaN = missing).
-        target : a (vertices, faces) sphere in template space; ``"icoN"`` (N = 0..7; ``"ico6"``:
-            the template grid of 40962 vertices); or an output density of the template
+        target : a (vertices, faces) sphere in template space, or its file; ``"icoN"`` (N = 0..7;
+            ``"ico6"``: the template grid of 40962 vertices); or an output density of the template
             (``"32k"``, ``"59k"``, ``"164k"`` for fsLR; ``"10k"``, ``"41k"``, ``"164k"`` for
             fsaverage), whose sphere is found by
             :func:`geomorph_bids.io.templates.load_density_sphere` (ValueError if not installed).
@@ -131,7 +131,12 @@ class Registration:
         """
         from ..sphere.resample import resample
 
-        if isinstance(target, str):
+        if isinstance(target, Path) or (isinstance(target, str) and Path(target).is_file()):
+            from ..io.surfaces import read_sphere
+
+            s = read_sphere(target)  # a template-space sphere file (e.g. tpl-fsLR_den-32k_sphere.surf.gii)
+            target = (s.vertices, s.faces)
+        elif isinstance(target, str):
             if target.startswith("ico") and target[3:].isdigit():
                 target = icosphere(int(target[3:]))
             else:
@@ -239,7 +244,8 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         :class:`~geomorph_bids.model.optimise.OptimiseConfig`; after a network the short
         :data:`~geomorph_bids.model.optimise.REFINEMENT`), False (network only; needs a
         ``model``) or an ``OptimiseConfig``.
-    reg_sphere : optional registered sphere (array or path, same topology): the rotation comes
+    reg_sphere : optional registered sphere ((V, 3) array, (vertices, faces), a
+        :class:`~geomorph_bids.io.surfaces.Sphere` or a path; same mesh): the rotation comes
         from vertex correspondence with it instead of the features.
     reg_sphere_space : ``"fsaverage"`` (default: FreeSurfer's ``?h.sphere.reg``, the template's
         fixed fsaverage -> template rotation follows) or ``"template"`` (``reg_sphere`` is already
@@ -345,11 +351,15 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
     One :class:`Registration` (or exception) per item, in order.
     """
     optimise = _optimise_argument(optimise)
+    rigid_only = _flag_argument("rigid_only", rigid_only)
+    items = _items_argument(items)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     if not isinstance(quality, QualityThresholds):  # a dict would fail deep in the gates (AttributeError)
         raise TypeError(f"quality must be a QualityThresholds (geomorph_bids.quality), e.g. "
                         f"QualityThresholds(min_cc_after=0.8), got {type(quality).__name__}")
     warn = not isinstance(template, (Template, TemplateRef))  # resolved here: say what was passed over
-    template = _template_ref(template, template_dir, {item.hemi for item in items})
+    template = _template_ref(template, template_dir, _hemis_of(items))
     if model is None and not rigid_only:  # the default is decided in one place, per template
         default = default_registration(template.name if isinstance(template, Template) else template.label)
         model = default.register_arguments()["model"]
@@ -377,7 +387,7 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
         for idx in range(start, min(start + batch_size, len(items))):
             try:
                 jobs[idx] = _prepare(items[idx], template, model, dev, rigid_only, models, templates, warn)
-            except (InputError, ValueError, OSError) as exc:
+            except (InputError, ValueError, OSError, TypeError) as exc:  # TypeError: e.g. a map that is a dict
                 failed(idx, exc)
         with device_slot() if device_slot is not None and jobs else contextlib.nullcontext():
             with_net = {idx: job for idx, job in jobs.items() if job.loaded is not None}
@@ -394,6 +404,37 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
         for idx, job in jobs.items():
             results[idx] = _finish(job, optimise if not rigid_only else False, dev, quality)
     return results  # type: ignore[return-value]
+
+
+def _flag_argument(name: str, value: Any) -> bool:
+    """A True/False argument (numpy bools too); 0, "no" or None are refused, never read by truth."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def _items_argument(items: Any) -> list["RegistrationItem"]:
+    """``items`` as a list of :class:`RegistrationItem` (any iterable of them), else TypeError."""
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+        raise TypeError(f"items must be a sequence of RegistrationItem, got {type(items).__name__}")
+    items = list(items)
+    for i, item in enumerate(items):
+        if not isinstance(item, RegistrationItem):
+            raise TypeError(f"items[{i}] is a {type(item).__name__}, not a RegistrationItem: pass "
+                            "RegistrationItem(moving_sphere, moving_features, hemi) (geomorph_bids.RegistrationItem)")
+    return items
+
+
+def _hemis_of(items: Sequence["RegistrationItem"]) -> set[str]:
+    """The hemispheres the template is needed for (an item whose ``hemi`` is not one is left to
+    fail on its own, in :func:`_prepare`)."""
+    out = set()
+    for item in items:
+        try:
+            out.add(hemi_code(item.hemi))
+        except (InputError, ValueError, TypeError):
+            continue
+    return out
 
 
 def _optimise_argument(optimise: Any) -> "bool | OptimiseConfig":
@@ -415,6 +456,9 @@ def _template_ref(template: TemplateInput, template_dir: str | Path | None,
     to look read from the environment here, once; fallback warnings as :class:`TemplateWarning`)."""
     if isinstance(template, (Template, TemplateRef)):
         return template
+    if not isinstance(template, (str, Path)):
+        raise TypeError(f"template must be 'fsLR', 'fsaverage', a template folder or a Template, "
+                        f"got {template!r}")
     import warnings
 
     ref = resolve_template_ref(template, (), TemplateSearch.from_environment(template_dir))
@@ -436,6 +480,10 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         from ..io.surfaces import read_sphere
 
         reg_sphere = read_sphere(reg_path).vertices
+    elif isinstance(reg_sphere, Sphere):
+        reg_sphere = reg_sphere.vertices
+    elif isinstance(reg_sphere, (tuple, list)) and len(reg_sphere) == 2 and np.ndim(reg_sphere[1]) == 2:
+        reg_sphere = reg_sphere[0]  # (vertices, faces), as the sphere itself may be given
     if reg_sphere is not None and np.shape(reg_sphere) != vertices.shape:
         raise InputError(f"reg_sphere has shape {np.shape(reg_sphere)} but the sphere has {len(vertices)} "
                          "vertices: it must be the same subject's registered sphere (the lh.sphere.reg of this "
@@ -448,7 +496,12 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     if cortex is not None:
         from ..io.surfaces import MIN_CORTEX_FRACTION
 
-        cortex = np.asarray(cortex, dtype=bool).reshape(-1)
+        raw = np.asarray(cortex)
+        fractional = raw.dtype.kind == "f" and not np.isin(raw, (0, 1)).all()  # NaN included
+        if raw.dtype.kind not in "biuf" or fractional:
+            raise InputError(f"cortex mask must be True/False (or 0/1) per vertex, got {raw.dtype} values"
+                             + (" other than 0 and 1 (a probability map? threshold it)" if fractional else ""))
+        cortex = raw.astype(bool).reshape(-1)
         if cortex.shape != (len(vertices),):
             raise InputError(f"cortex mask has {cortex.size} values but the sphere has {len(vertices)} vertices")
         if cortex.mean() < MIN_CORTEX_FRACTION:  # as read_mask refuses a file

@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..derivatives import GROUP_TSV, metrics_files
+from ..derivatives import GROUP_TSV, metrics_files, parse_metrics_name
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.limits import read_json_bounded
@@ -50,14 +50,38 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
     for path in metrics_files(output_dir):
         try:
             doc = read_json_bounded(path, what="metrics file")
+            _check_document(path, doc)
         except InputError as exc:
             if unreadable is None:
                 raise
             unreadable.append(str(exc))
             continue
-        if isinstance(doc, dict):
-            rows.append(_flat(doc, with_quality_inputs))
+        rows.append(_flat(doc, with_quality_inputs))
     return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"])))
+
+
+def _check_document(path: Path, doc: Any) -> None:
+    """InputError unless ``doc`` is the metrics document its file name promises: a JSON object
+    with a ``registration`` object holding a number for the first registration feature's
+    correlation, written for the subject, session and hemisphere the name says (a
+    metrics file copied under another subject's name would give that subject's row twice)."""
+    def bad(why: str) -> InputError:
+        return InputError(why, path=path)
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("registration"), dict):
+        raise bad("is not a geomorph-bids metrics document (no 'registration' object)")
+    reg = doc["registration"]
+    first = next(iter(reg.get("registration_features") or doc.get("features") or ["sulc"]), "sulc")
+    cc = reg.get(f"cc_{first}_after")
+    if not isinstance(cc, (int, float)) or isinstance(cc, bool):
+        raise bad(f"holds no correlation for {first} (registration.cc_{first}_after: {cc!r}): damaged, edited or "
+                  "from an older version")
+    named = parse_metrics_name(path.name)
+    says = (str(doc.get("subject")), doc.get("session") or None, str(doc.get("hemi")))
+    if named is not None and says != named[:3]:
+        def ent(sub: str, ses: str | None, hemi: str) -> str:
+            return f"sub-{sub}{'_ses-' + ses if ses else ''} hemi-{hemi}"
+        raise bad(f"is named for {ent(*named[:3])} but records {ent(*says)} (copied from another participant?)")
 
 
 def write_group_table(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
@@ -96,17 +120,20 @@ def read_group_table(path: str | Path) -> list[dict[str, Any]]:
 
 def group_table_rows(output_dir: str | Path, write: bool = True) -> tuple[list[dict[str, Any]], Path | None]:
     """Rows of the group table. The TSV the group level writes (:data:`GROUP_TSV`) is reused
-    when it is newer than every participant metrics JSON; otherwise the rows are rebuilt from
-    the JSON files (:func:`group_rows`) and, when ``write``, written to ``GROUP_TSV``.
+    when it is newer than every participant metrics JSON and has a row for each; otherwise the
+    rows are rebuilt from the readable JSON files (:func:`group_rows`) and, when ``write``,
+    written to ``GROUP_TSV``.
     Returns (rows, TSV path or None)."""
     output_dir = Path(output_dir)
     tsv = output_dir / GROUP_TSV
     jsons = metrics_files(output_dir)
     if tsv.is_file() and (not jsons or tsv.stat().st_mtime >= max(p.stat().st_mtime for p in jsons)):
-        return read_group_table(tsv), tsv
+        rows = read_group_table(tsv)
+        if not jsons or len(rows) == len(jsons):  # outputs removed since: rebuilt
+            return rows, tsv
     if not jsons:
         return [], None
-    rows = group_rows(output_dir)
+    rows = group_rows(output_dir, unreadable=[])  # the group level names the damaged files
     if write and rows:
         write_group_table(rows, tsv)
     return rows, tsv if tsv.is_file() else None

@@ -35,6 +35,7 @@ behaviour of ``-current-roi`` with the NaNs as the excluded vertices).
 
 from __future__ import annotations
 
+import os
 from typing import Literal, Union
 
 import numpy as np
@@ -248,7 +249,16 @@ def area_surfaces(current: Mesh, anatomical: np.ndarray, new: Mesh,
 
 
 def _check_values(values: np.ndarray, n_current: int, name: str = "values") -> np.ndarray:
+    if isinstance(values, (str, bytes, os.PathLike)):
+        raise InputError(f"{name} must be per-vertex numbers, got the path {str(values)!r}: read the file first "
+                         "(geomorph_bids.io.read_feature)")
     values = np.asarray(values)
+    if values.dtype.kind not in "biuf":
+        raise InputError(f"{name} must be real numbers, got {values.dtype} values")
+    if values.dtype.kind == "f" and values.size and not np.isfinite(values).all():
+        n_inf = int(np.isinf(values).sum())
+        if n_inf:  # NaN marks missing data; an infinity would spread into every value it is averaged into
+            raise InputError(f"{name} hold {n_inf} infinite value(s): mark missing data with NaN instead")
     if values.ndim not in (1, 2):
         raise InputError(f"{name} must have shape (V,) or (V, K), got {values.shape}")
     if len(values) != n_current:

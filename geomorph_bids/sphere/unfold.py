@@ -52,14 +52,15 @@ class _Incidence:
         return np.unique(self.order[idx])
 
 
-def _reseat(b: np.ndarray, m: np.ndarray, tri: np.ndarray, sign: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+def _reseat(b: np.ndarray, m: np.ndarray, tri: np.ndarray, sign: np.ndarray,
+            radius: float) -> tuple[np.ndarray, np.ndarray]:
     """New positions for the apex of each folded triangle ``tri`` (K, 3): its corner opposite the
     longest base edge, put at the same place relative to that edge (along it and across it, in
     edge lengths) as in the base, on the side that gives the triangle orientation ``sign``.
     Only slivers (base height at most :data:`_SLIVER` of the longest edge) whose apex moves
     less than :data:`_RESEAT_REACH` of that edge are re-seated; a folded region of well-shaped
-    triangles is left to smoothing. Returns (apex
-    vertex indices (K',), their positions (K', 3) on ``radius``)."""
+    triangles is left to smoothing. Returns (apex vertex indices (K',), their positions (K', 3)
+    on ``radius``)."""
     pb = b[tri]                                                   # (K, 3 corners, 3)
     opposite = np.linalg.norm(pb[:, [2, 0, 1]] - pb[:, [1, 2, 0]], axis=2)  # edge opposite each corner
     k = np.argmax(opposite, axis=1)

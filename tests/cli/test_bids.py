@@ -289,6 +289,39 @@ def test_group_level_builds_a_population_template(fs_run, tmp_path):
     assert code == 1 and "no custom template folder" in err
 
 
+def test_a_participant_without_native_outputs_is_named_when_left_out_of_the_template(fs_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out)
+    (anat(out, "02") / "sub-02_hemi-L_sulc.shape.gii").unlink()
+    code, _, err = run(fs_run["bids"], out, "group", "--build-template", "1", "--hemi", "L", "--model", "rigid")
+    assert code == 1 and "1 participant(s)" in err
+    assert "sub-02 hemi-L left out of the template: sub-02_hemi-L_sulc.shape.gii missing" in err
+
+
+def test_group_level_for_some_participants_leaves_the_dataset_table_alone(fs_run, tmp_path):
+    """``group --participant-label 01`` rewrote the dataset's table with sub-01's rows while the
+    group report still listed sub-02; a label without outputs said "run the participant level
+    first"; --hemi and --session-label were ignored in silence."""
+    import shutil
+
+    from geomorph_bids.derivatives import GROUP_HTML, GROUP_TSV
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out)
+    assert run(fs_run["bids"], out, "group")[0] == 0
+    table, html = (out / GROUP_TSV).read_bytes(), (out / GROUP_HTML).read_bytes()
+    code, stdout, err = run(fs_run["bids"], out, "group", "--participant-label", "01")
+    assert code == 0 and "2 row(s)" in stdout and "left as they were" in stdout, err
+    assert (out / GROUP_TSV).read_bytes() == table and (out / GROUP_HTML).read_bytes() == html
+    code, _, err = run(fs_run["bids"], out, "group", "--participant-label", "07")
+    assert code == 1 and "participants with outputs: 01, 02" in err and "run the participant level" not in err
+    code, _, err = run(fs_run["bids"], out, "group", "--hemi", "L", "--session-label", "5")
+    assert code == 0 and "--hemi has no effect at the group level without --build-template" in err
+    assert "--session-label has no effect" in err
+
+
 def test_group_without_participant_outputs(tmp_path, fs_run):
     code, _, err = run(fs_run["bids"], tmp_path / "empty", "group")
     assert code == 1 and "run the participant level first" in err

@@ -79,7 +79,17 @@ OUTPUTS = {  # name -> (output path from the dataset root B, words of the refusa
     "parent_of_dataset": (lambda b, t: b.parent, "contains the BIDS dataset"),
     "dangling_link_into_dataset": (lambda b, t: _link(t / "dangling", b / "not-yet"),
                                    "outside its derivatives folder"),
+    "another_pipelines_folder": (lambda b, t: _described(t / "fmriprep", "fMRIPrep"), "holds fMRIPrep 23.2.0's"),
 }
+
+
+def _described(folder: Path, name: str) -> Path:
+    """A folder another pipeline wrote (its dataset_description.json would have been replaced)."""
+    folder.mkdir()
+    (folder / "dataset_description.json").write_text(json.dumps(
+        {"Name": name, "BIDSVersion": "1.4.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": name, "Version": "23.2.0"}]}))
+    return folder
 
 
 def _link(link: Path, target: Path) -> Path:

@@ -25,7 +25,7 @@ from geomorph_bids.derivatives import GROUP_TSV
 from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_smriprep
 
 from .conftest import LEVEL
-from .test_bids import anat, run
+from .test_bids import anat, digests, run
 
 N_FILES = 9  # per hemisphere: registered sphere + json, metrics, sulc + json, native sphere + json, native sulc + json
 ARGS = ("--model", "rigid", "--hemi", "L", "--nprocs", "2")
@@ -230,6 +230,33 @@ def test_a_damaged_metrics_file_costs_its_row_not_the_group_table(gated_run, tmp
     assert len(rows) == total - 1 and sorted(flagged_lines(err)) == ["02", "03", "04"]
 
 
+def test_metrics_files_that_are_not_what_their_names_say_cost_their_rows(gated_run, tmp_path):
+    """The group table took subject and hemisphere from inside each file: a metrics file copied
+    under another subject's name gave the original's row twice, ``{}`` gave an all-n/a "ok" row,
+    ``[]`` vanished, and a correlation edited to "high" was judged ok; all with exit 0."""
+    out = tmp_path / "out"
+    shutil.copytree(gated_run["out"], out)
+    (out / GROUP_TSV).unlink(missing_ok=True)
+    files = sorted(anat(out, "01").glob("*_metrics.json"))
+    copy = out / "sub-99" / "anat" / files[0].name.replace("sub-01", "sub-99")
+    copy.parent.mkdir(parents=True)
+    shutil.copy(files[0], copy)
+    empty = sorted(anat(out, "02").glob("*_metrics.json"))[0]
+    empty.write_text("{}")
+    edited = sorted(anat(out, "03").glob("*_metrics.json"))[0]
+    doc = json.loads(edited.read_text())
+    doc["registration"]["cc_sulc_after"] = "high"
+    edited.write_text(json.dumps(doc))
+    code, _, err = run(gated_run["bids"], out, "group")
+    assert code == 1, err
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failed) == 3 and any("copied from another participant" in x and "sub-99" in x for x in failed)
+    assert any("no 'registration' object" in x for x in failed) and any("'high'" in x for x in failed)
+    rows = list(csv.DictReader((out / GROUP_TSV).open(), delimiter="\t"))
+    assert len(rows) == len(list(out.glob("sub-*/anat/*_metrics.json"))) - 3
+    assert [r["subject"] for r in rows].count("01") == len(files)
+
+
 def test_content_change_with_the_same_size_and_mtime_is_not_reused(gated_run):
     """``cp -p``/``rsync -a`` of a changed file: same size, same mtime; the cache keys on content."""
     bids, out, work = gated_run["bids"], gated_run["out"], gated_run["work"]
@@ -287,3 +314,24 @@ def test_disk_full_in_the_middle_of_a_run(dataset_factory, small_disk, tmp_path,
         whole += len(files) == N_FILES
         assert (len(files) == 0) == (subject in failed), (subject, err)
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.name == ".geomorph-staging"]
+
+
+# ------------------------------------------------------------------------------ a failed rerun
+
+@pytest.mark.parametrize("mode", [(), ("--batch-size", "2")], ids=["workflow", "batch"])
+def test_a_failed_rerun_keeps_the_outputs_an_earlier_run_wrote(dataset_factory, tmp_path, mode):
+    """A rerun that fails (here: a truncated lh.sulc) took back every file of its hemisphere,
+    including the native sphere and maps every template's outputs share and an earlier run's
+    complete outputs of the same template. It now removes only what it wrote itself."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out, work = tmp_path / "out", tmp_path / "w"
+    code, _, err = run(bids, out, "participant", *ARGS, *mode, "-w", work)
+    assert code == 0, err
+    good = digests(out)
+    assert len(list(anat(out, "01").glob("*hemi-L*"))) == N_FILES
+    sulc = _surf(bids, "01") / "lh.sulc"
+    sulc.write_bytes(sulc.read_bytes()[:100])
+    for template in (("--template", "fsaverage", "--template-dir", "bundled"), ()):  # another template, the same
+        code, _, err = run(bids, out, "participant", *ARGS, *mode, *template, "-w", work)
+        assert code == 1 and list(failed_lines(err)) == ["01"], err
+        assert digests(out) == good, template

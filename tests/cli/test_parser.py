@@ -24,3 +24,15 @@ def test_a_word_where_a_number_goes_says_so_not_the_parser_function(option, valu
         build_parser().parse_args(["bids", "out", "group", option, value])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and f"must be a whole number, got '{value}'" in err and "_positive_int" not in err
+
+
+@pytest.mark.parametrize("label", ["fsLR", "FSAVERAGE", "fsaverage6", "../evil", "a b", "", "bért"])
+def test_a_template_label_that_names_a_standard_space_or_no_label_is_refused_up_front(label, capsys):
+    """--template-label fsLR wrote space-fsLR outputs over the real fsLR ones and handed them to
+    fMRIPrep as MSMSulc's; '../evil' was refused only after the group table had been rewritten."""
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["bids", "out", "group", "--build-template", "1", "--template-label", label])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--template-label" in err
+    assert ("standard template" in err) == (label.lower() in ("fslr", "fsaverage", "fsaverage6"))
+    assert build_parser().parse_args(["b", "o", "group", "--template-label", "myCohort2"]).template_label == "myCohort2"

@@ -30,12 +30,13 @@ def test_synthetic_end_to_end_and_resume(tmp_path, capsys):
     meta = read_metadata(out / "model.pt")
     command = "geomorph-train " + " ".join(argv)
     assert meta.provenance.command == command and meta.provenance.seed == 3
-    assert meta.name == "sulc-fsLR" and meta.template == "fsLR" and meta.channels == ("sulc",)
+    # never a bundled network's name (a registration with it would record that name)
+    assert meta.name == "sulc-fsLR-model" and meta.template == "fsLR" and meta.channels == ("sulc",)
     assert meta.provenance.extra["n_train"] == 5 and meta.provenance.extra["n_val"] == 1
     assert GeoMorphConfig.from_dict(meta.config["geomorph"]).data_level == 3
     card = (out / "model_card.md").read_text()
     assert command in card and "- Seed: 3" in card and "5 synthetic subjects" in card
-    assert card.startswith("# GeoMorph model `sulc-fsLR`")  # the model's name, not the folder's ("model")
+    assert card.startswith("# GeoMorph model `sulc-fsLR-model`")
     assert "ReduceLROnPlateau (patience 3" in card and "cosine" not in card  # the schedule that ran
     assert "wall time" in card and f"best epoch ({meta.provenance.extra['best_epoch']})" in card
     printed = capsys.readouterr().out
@@ -143,3 +144,27 @@ def test_an_output_that_is_a_file_is_refused_before_any_data_is_made(tmp_path, c
     err = capsys.readouterr()
     assert "is a file: give a folder" in err.err and "synthesising" not in err.out
     assert taken.read_text() == "mine"
+
+
+def test_max_minutes_must_be_more_than_nothing(tmp_path, capsys):
+    """``--max-minutes 0`` said "error: max_minutes must be > 0" with exit 1, after reading data."""
+    for value in ("0", "-5", "nan", "soon"):
+        with pytest.raises(SystemExit) as exc:
+            main(["--out", str(tmp_path / "m"), "--synthetic", "4", "--max-minutes", value])
+        assert exc.value.code == 2 and "--max-minutes" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_warp_size_options_reach_the_pair_generator():
+    """--warp-deg / --small-warp-fraction set the generated warps (individuals' spheres are further
+    from a template than the default 4-10 deg largest displacement)."""
+    from geomorph_bids.cli.train import _pair_config, build_parser
+    from geomorph_bids.engine.pairgen import PairGenConfig
+
+    parse = lambda *a: build_parser().parse_args(["--out", "o", "--sources", "b.npz", *a])  # noqa: E731
+    assert _pair_config(parse()) == PairGenConfig()
+    config = _pair_config(parse("--warp-deg", "6", "16", "--small-warp-fraction", "0.35"))
+    assert config.max_displacement_deg == (6.0, 16.0) and config.small_warp_fraction == 0.35
+    for bad in (("--warp-deg", "10", "5"), ("--warp-deg", "0", "5"), ("--small-warp-fraction", "1.5")):
+        with pytest.raises(ValueError, match=bad[0]):
+            _pair_config(parse(*bad))

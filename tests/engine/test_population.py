@@ -59,8 +59,10 @@ def test_build_template_lowers_distance(tmp_path):
 
 
 def test_build_template_errors(tmp_path):
-    with pytest.raises(ValueError, match="alphanumeric"):
+    with pytest.raises(ValueError, match="letters and digits"):
         build_template(_cohort(2), 1, label="bad-label")
+    with pytest.raises(ValueError, match="standard template's name"):
+        build_template(_cohort(2), 1, label="fsLR")
     with pytest.raises(ValueError, match="at least 2"):
         build_template(_cohort(1), 1)
     with pytest.raises(ValueError, match="unknown template"):

@@ -491,3 +491,69 @@ def test_a_sphere_read_by_read_sphere_is_not_checked_again(monkeypatch):
     with pytest.warns(UserWarning, match="rescaled"):
         assert np.allclose(register(small, {"sulc": sulc}, "fsLR", "L", rigid_only=True).sphere, once.sphere)
     assert calls == [1, 1]
+
+
+def test_rigid_only_is_a_bool_never_read_by_truth():
+    """``rigid_only="no"`` ran the rigid stage alone, silently (round five)."""
+    v, f, sulc = _example_arrays()
+    for value in ("no", 0, None):
+        with pytest.raises(TypeError, match="rigid_only must be True or False"):
+            register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=value)
+    assert register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=np.True_).metrics["method"] == "rigid"
+
+
+def test_register_many_keeps_its_promise_for_odd_items():
+    """A map given as a dict raised out of ``on_error="return"`` (every other result lost); plain
+    tuples, a list as hemi, a generator of items and ``batch_size="8"`` gave raw Python errors."""
+    from geomorph_bids.engine.register import RegistrationItem, register_many
+
+    v, f, sulc = _example_arrays()
+    good = RegistrationItem((v, f), {"sulc": sulc}, "L")
+    odd = [RegistrationItem((v, f), {"sulc": {"a": 1}}, "L"), RegistrationItem((v, f), {"sulc": sulc}, ["L"])]
+    out = register_many([good, *odd], "fsLR", rigid_only=True, on_error="return")
+    assert out[0].metrics["method"] == "rigid"
+    assert isinstance(out[1], TypeError) and isinstance(out[2], ValueError) and "hemisphere" in str(out[2])
+    assert len(register_many((x for x in [good]), "fsLR", rigid_only=True)) == 1
+    with pytest.raises(TypeError, match=r"items\[0\] is a tuple, not a RegistrationItem"):
+        register_many([((v, f), {"sulc": sulc}, "L")], "fsLR", rigid_only=True)
+    for size in ("8", 2.5, True):
+        with pytest.raises(TypeError, match="batch_size must be a whole number"):
+            register_many([good], "fsLR", rigid_only=True, batch_size=size)
+
+
+def test_reg_sphere_may_be_given_like_the_sphere():
+    """``reg_sphere=(vertices, faces)`` (the sphere argument's own form) raised numpy's
+    "inhomogeneous shape" error."""
+    v, f, sulc = _example_arrays()
+    a = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=v)
+    b = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=(v, f))
+    np.testing.assert_array_equal(a.sphere, b.sphere)
+
+
+def test_a_cortex_mask_that_is_no_mask_is_refused():
+    """A probability map (0..1) or an array of strings was taken as a mask: every non-zero value
+    counted as cortex, in silence."""
+    from geomorph_bids.errors import InputError
+
+    v, f, sulc = _example_arrays()
+    for mask, words in ((np.linspace(0, 1, len(v)), "probability map"), (np.array(["ctx"] * len(v)), "<U3")):
+        with pytest.raises(InputError, match=f"cortex mask must be True/False.*{words}"):
+            register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=mask)
+    ok = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=np.ones(len(v), np.float32))
+    assert ok.metrics["cortex_mask"] is True
+
+
+def test_resample_takes_a_sphere_file_and_a_missing_template_says_what_to_pass(rigid_left, tmp_path):
+    """``reg.resample(x, "/path/sphere.surf.gii")`` said "template fsLR has no output density
+    '/path/...'"; ``template=None`` raised pathlib's TypeError."""
+    from geomorph_bids.io.gifti import write_surface
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(3)
+    path = tmp_path / "tpl-fsLR_sphere.surf.gii"
+    write_surface(path, np.asarray(v, np.float32), np.asarray(f, np.int32), "L")
+    values = np.arange(len(rigid_left.sphere), dtype=float)
+    np.testing.assert_allclose(rigid_left.resample(values, str(path)), rigid_left.resample(values, (v, f)), atol=1e-3)
+    ve, fe, sulc = _example_arrays()
+    with pytest.raises(TypeError, match="template must be 'fsLR', 'fsaverage'"):
+        register((ve, fe), {"sulc": sulc}, None, "L", rigid_only=True)

@@ -363,3 +363,24 @@ def test_atlasroi_labels_upsampled(atlases, meshes, gii, wb_command, tmp_path):
     agree = (ours == _read(out)).mean()
     print(f"agreement {agree:.6f}")
     assert agree > 0.999
+
+
+def test_infinite_complex_or_path_values_are_refused_not_spread():
+    """100 Inf values became 930 Inf on fsLR 32k (NaN marks missing data, Inf spread into every
+    value it was averaged into); complex values lost their imaginary part; a path said
+    "values must have shape (V,) or (V, K), got ()"."""
+    from geomorph_bids.errors import InputError
+    from geomorph_bids.sphere.icosphere import icosphere
+    from geomorph_bids.sphere.resample import resample
+
+    v, f = icosphere(3)
+    vals = np.arange(len(v), dtype=float)
+    vals[:10] = np.inf
+    with pytest.raises(InputError, match=r"10 infinite value\(s\): mark missing data with NaN"):
+        resample(vals, (v, f), icosphere(2))
+    with pytest.raises(InputError, match="real numbers"):
+        resample(np.ones(len(v), complex), (v, f), icosphere(2))
+    with pytest.raises(InputError, match="read the file first"):
+        resample("lh.thickness", (v, f), icosphere(2))
+    vals[:10] = np.nan
+    assert np.isfinite(resample(vals, (v, f), icosphere(2))).sum() > 0
