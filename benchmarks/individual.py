@@ -49,6 +49,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import _cc  # noqa: E402
+from peers import _pushed_in, _timed  # noqa: E402
 
 from geomorph_bids.engine.register import register  # noqa: E402
 from geomorph_bids.engine.synth import angular_error_deg  # noqa: E402
@@ -95,20 +96,11 @@ def _distortion(sub: dict, out: np.ndarray) -> dict[str, float]:
     return {"areal": s["areal_mean_abs"], "areal_p95": s["areal_p95_abs"], "folded": int(s["n_folded"])}
 
 
-def _timed(fn, repeats: int):
-    secs, out = [], None
-    for _ in range(max(1, repeats)):
-        t = time.perf_counter()
-        out = fn()
-        secs.append(time.perf_counter() - t)
-    return out, float(np.median(secs))
-
-
 def run(sub: dict, template: str, fixed: np.ndarray, subjects_dir: str | None, repeats: int,
-        methods: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Table rows and the registered spheres of one template."""
+        methods: list[str], network: str) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Table rows and the registered spheres of one template (``network``: a bundled name or a
+    checkpoint)."""
     rows, outs = [], {}
-    network = NETWORKS[template]
     sources = [("bundled", "bundled")] + ([("full", None)] if subjects_dir and template == "fsaverage" else [])
     feats = {"sulc": sub["sulc"], "curv": sub["curv"]}
     for method in [m for m in methods if m != "sd"]:
@@ -131,8 +123,6 @@ def run(sub: dict, template: str, fixed: np.ndarray, subjects_dir: str | None, r
                         f"{'; '.join(reg.quality.reasons) or 'ok'} |")
     if "sd" in methods and template == "fsaverage" and subjects_dir and "rigid (bundled)" in outs:
         import cat_surf
-
-        from peers import _pushed_in
 
         fs = Path(subjects_dir) / "fsaverage" / "surf"
         fsph = read_sphere(fs / "lh.sphere")
@@ -157,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--templates", nargs="+", default=["fsaverage", "fsLR"], choices=["fsaverage", "fsLR"])
     p.add_argument("--methods", nargs="+", default=["rigid", "default", "net", "net+refine", "sd"],
                    choices=["rigid", "default", "net", "net+refine", "sd"])
+    p.add_argument("--network", nargs=2, action="append", default=[], metavar=("TEMPLATE", "MODEL"),
+                   help="another network for a template (a checkpoint), e.g. --network fsaverage run/model.pt")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -178,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             fixed = np.asarray(read_feature(fs, n_vertices=163842), float)[:40962]
         else:
             fixed = load_template("fsLR", "L").features["sulc"]
-        rows, got = run(sub, template, fixed, args.subjects_dir, args.repeats, args.methods)
+        network = dict(NETWORKS, **dict(args.network))[template]
+        rows, got = run(sub, template, fixed, args.subjects_dir, args.repeats, args.methods, network)
         print("\n".join(rows), flush=True)
         outs.update({f"{template}: {k}": v for k, v in got.items()})
     print("\nAgreement between fsaverage results (median / p95 angle, deg):")

@@ -173,12 +173,39 @@ def _subjects_dir_and_label(subject: Path) -> tuple[Path, str]:
     return subject.absolute().parent, (f" --participant-label {name}" if valid_label(name) else "")
 
 
-def validate_arguments(args) -> None:
+def _adopt_freesurfer_folder(args, prog: str) -> bool:
+    """A FreeSurfer SUBJECTS_DIR (or one subject's folder, named like a BIDS label) given as
+    bids_dir, with no ``--fs-subjects-dir``/``--participant-label`` of the user's own: run on it
+    as ``--skip-bids-validation --fs-subjects-dir SUBJECTS_DIR [--participant-label X]`` would,
+    saying so on one line. Returns whether it did."""
+    import sys
+
+    if getattr(args, "fs_subjects_dir", None) is not None or getattr(args, "participant_label", None):
+        return False
+    folder = args.bids_dir
+    if is_freesurfer_subject(folder):
+        parent, label = _subjects_dir_and_label(folder)
+        if not label:
+            return False
+        args.bids_dir, args.participant_label = parent, [label.split()[-1]]
+    elif not _looks_like_subjects_dir(folder):
+        return False
+    args.fs_subjects_dir, args.skip_bids_validation = args.bids_dir, True
+    only = f" --participant-label {args.participant_label[0]}" if args.participant_label else ""
+    print(f"{prog}: note: {folder} is a FreeSurfer {'subject' if only else 'SUBJECTS_DIR'}, not a BIDS dataset: "
+          f"read as {args.bids_dir} --skip-bids-validation --fs-subjects-dir {args.bids_dir}{only}",
+          file=sys.stderr)
+    return True
+
+
+def validate_arguments(args, prog: str = "geomorph-bids") -> None:
     """Checks every level needs before anything else: an existing BIDS folder (unless
-    ``--skip-bids-validation``), an output folder that is not the input."""
+    ``--skip-bids-validation``; a FreeSurfer SUBJECTS_DIR or subject folder given instead is
+    run as such, :func:`_adopt_freesurfer_folder`), an output folder that is not the input."""
     if not args.bids_dir.is_dir():
         raise InputError("bids_dir does not exist or is not a folder", path=args.bids_dir)
-    if not args.skip_bids_validation and not (args.bids_dir / "dataset_description.json").is_file():
+    if (not args.skip_bids_validation and not (args.bids_dir / "dataset_description.json").is_file()
+            and not _adopt_freesurfer_folder(args, prog)):
         if is_freesurfer_subject(args.bids_dir):
             parent, label = _subjects_dir_and_label(args.bids_dir)
             raise InputError(f"is one FreeSurfer subject, not a BIDS dataset: pass the BIDS dataset with "

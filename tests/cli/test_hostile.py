@@ -404,23 +404,20 @@ def test_a_stop_signal_swallowed_by_library_code_is_delivered_again():
     assert done.returncode == 0
 
 
-def test_a_freesurfer_subjects_dir_given_as_the_bids_folder_says_what_to_do(tmp_path):
-    """FreeSurfer users' first mistake: SUBJECTS_DIR as bids_dir. The one-line error says what it is and
-    the two ways to run; the second way, as printed, registers the subjects."""
+def test_a_freesurfer_subjects_dir_given_as_the_bids_folder_is_run_as_one(tmp_path):
+    """FreeSurfer users' first command: SUBJECTS_DIR as bids_dir. It was refused with the options to
+    add; now it runs as those options would, saying so on one line (a BIDS dataset's own
+    --fs-subjects-dir, or --participant-label given, still need the usual arguments)."""
     subjects = tmp_path / "freesurfer"
     shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer", subjects)
-    out = io.StringIO()
-    with contextlib.redirect_stderr(out):
-        code = main([str(subjects), str(tmp_path / "out"), "participant"])
-    err = out.getvalue()
-    assert code == 1 and len(err.strip().splitlines()) == 1, err
-    assert "is a FreeSurfer SUBJECTS_DIR, not a BIDS dataset" in err
-    assert f"--skip-bids-validation --fs-subjects-dir {subjects}" in err
-    assert not (tmp_path / "out").exists()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = main([str(subjects), str(tmp_path / "out"), "participant", "--skip-bids-validation",
-                     "--fs-subjects-dir", str(subjects), "--model", "rigid", "-w", str(tmp_path / "w")])
-    assert code == 0
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(subjects), str(tmp_path / "out"), "participant", "--model", "rigid",
+                     "-w", str(tmp_path / "w")])
+    assert code == 0, err.getvalue()
+    note = err.getvalue().splitlines()[0]
+    assert "is a FreeSurfer SUBJECTS_DIR, not a BIDS dataset: read as" in note
+    assert f"--skip-bids-validation --fs-subjects-dir {subjects}" in note
     assert len(list((tmp_path / "out").rglob("*_space-fsLR_desc-geomorph_sphere.surf.gii"))) == 2
 
 
@@ -472,29 +469,28 @@ def test_fs_subjects_dir_that_is_missing_or_one_subject_says_so(tmp_path):
         assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
 
 
-def test_one_freesurfer_subject_named_like_recon_all_says_what_to_do(tmp_path):
-    """One FreeSurfer subject folder (recon-all -s bert) as bids_dir: the one-line error gives the
-    command for its SUBJECTS_DIR, and that command, as printed, registers the subject although its
-    name has no sub- prefix (outputs named sub-bert)."""
+def test_one_freesurfer_subject_named_like_recon_all_is_run_alone(tmp_path):
+    """One FreeSurfer subject folder (recon-all -s bert) as bids_dir: it was refused with the
+    command for its SUBJECTS_DIR; now that command runs, this subject alone (outputs named
+    sub-bert, not its neighbours'); a folder whose name is no BIDS label still gets the one line."""
     example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer"
     subjects = tmp_path / "subjects"
     shutil.copytree(example / "sub-01", subjects / "bert")
-    out = io.StringIO()
-    with contextlib.redirect_stderr(out):
-        code = main([str(subjects / "bert"), str(tmp_path / "out"), "participant"])
-    err = out.getvalue()
-    assert code == 1 and len(err.strip().splitlines()) == 1, err
-    assert "is one FreeSurfer subject, not a BIDS dataset" in err
-    command = err.split("run on this subject alone: geomorph-bids ")[1].strip().split()
-    assert command[:3] == [str(subjects), "OUTPUT_DIR", "participant"]
-    assert command[-2:] == ["--participant-label", "bert"]  # this subject alone, not its neighbours
-    assert not (tmp_path / "out").exists()
-    command[1] = str(tmp_path / "out")
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = main([*command, "--model", "rigid", "--hemi", "L", "-w", str(tmp_path / "w")])
-    assert code == 0
-    assert [p.name for p in (tmp_path / "out").rglob("*_desc-geomorph_sphere.surf.gii")] == [
-        "sub-bert_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]
+    shutil.copytree(example / "sub-01", subjects / "ernie")
+    shutil.copytree(example / "sub-01", subjects / "my subj")
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(subjects / "bert"), str(tmp_path / "out"), "participant", "--model", "rigid", "--hemi", "L",
+                     "-w", str(tmp_path / "w")])
+    assert code == 0, err.getvalue()
+    said = err.getvalue()
+    assert "is a FreeSurfer subject, not a BIDS dataset" in said and "--participant-label bert" in said
+    assert sorted(p.name for p in (tmp_path / "out").glob("sub-*") if p.is_dir()) == ["sub-bert"]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main([str(subjects / "my subj"), str(tmp_path / "out2"), "participant"])
+    assert code == 1 and "is one FreeSurfer subject, not a BIDS dataset" in err.getvalue()
+    assert not (tmp_path / "out2").exists()
 
 
 def test_min_cc_other_reaches_the_thresholds():
