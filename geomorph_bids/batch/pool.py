@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["worker_pool", "stop_pool", "PRELOAD"]
+__all__ = ["worker_pool", "stop_pool", "PRELOAD", "preload_modules"]
 
 #: modules the fork server imports before it forks workers
 PRELOAD = ("geomorph_bids.batch.tasks", "geomorph_bids.engine.register", "geomorph_bids.reports", "torch")
@@ -22,10 +23,18 @@ def worker_pool(workers: int, threads: int = 1) -> ProcessPoolExecutor:
     from .tasks import init_worker
 
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(PRELOAD))
+    ctx.set_forkserver_preload(preload_modules())
     _start_fork_server()
     return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=init_worker,
                                initargs=(max(1, int(threads)),))
+
+
+def preload_modules(version: tuple[int, ...] = tuple(sys.version_info[:2])) -> list[str]:
+    """What the fork server imports before forking: :data:`PRELOAD` on Python >= 3.11; nothing on
+    3.10, which cannot keep the current folder off the server's ``sys.path`` (no
+    ``PYTHONSAFEPATH``, :func:`_start_fork_server`): each worker then imports what it uses itself,
+    through the parent's ``sys.path`` (slower to start, never another copy of the package)."""
+    return list(PRELOAD) if version >= (3, 11) else []
 
 
 def _start_fork_server() -> None:

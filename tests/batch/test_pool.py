@@ -29,3 +29,26 @@ def test_workers_do_not_import_a_geomorph_bids_folder_from_the_current_folder(tm
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert list((work / "geomorph_bids").rglob("*_desc-geomorph_sphere.surf.gii"))
     assert "ImportError" not in proc.stderr
+
+
+def test_without_safe_path_the_fork_server_preloads_nothing(tmp_path):
+    """Python 3.10 has no PYTHONSAFEPATH, so its fork server would import PRELOAD from the current
+    folder's `geomorph_bids`: there it preloads nothing and each worker imports the package through
+    the parent's sys.path. Simulated here: no PYTHONSAFEPATH, no preload, the same hostile folder."""
+    from geomorph_bids.batch.pool import PRELOAD, preload_modules
+
+    assert preload_modules((3, 10)) == [] and preload_modules((3, 11)) == list(PRELOAD)
+    launcher = tmp_path / "bin" / "geomorph-bids"
+    launcher.parent.mkdir()
+    launcher.write_text("import sys\nimport geomorph_bids.batch.pool as pool\n"
+                        "pool.preload_modules = lambda *a: []\npool._start_fork_server = lambda: None\n"
+                        "from geomorph_bids.cli.bids import main\n\nif __name__ == '__main__':\n    sys.exit(main())\n")
+    work = tmp_path / "here"
+    (work / "geomorph_bids").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
+    proc = subprocess.run([sys.executable, str(launcher), str(EXAMPLE), "geomorph_bids", "participant",
+                           "--participant-label", "01", "--hemi", "L", "--model", "rigid", "--batch-size", "1",
+                           "--nprocs", "1", "-w", "work"], cwd=work, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert list((work / "geomorph_bids").rglob("*_desc-geomorph_sphere.surf.gii"))
