@@ -162,12 +162,17 @@ def _discard(outputs, before: dict[Path, tuple | None]) -> None:
             p.unlink(missing_ok=True)
 
 
-def _remove_stale(outputs, job) -> None:
+def _remove_stale(outputs, job, cifti: Path | None) -> None:
     """A hemisphere registered anew: remove what earlier runs with other options derived from
     its previous registration (:meth:`~geomorph_bids.derivatives.HemisphereOutputs.others`:
     maps at another density, the sphere under sMRIPrep's names that fMRIPrep would otherwise
-    take for this result), with one line naming them."""
-    stale = outputs.others()
+    take for this result; and the subject/session's CIFTI files of this template other than
+    ``cifti``, the one this run writes), with one line naming them."""
+    from ..derivatives import CIFTI_FEATURES, sidecar
+
+    pattern = CIFTI_FEATURES.name(outputs.entities, None, outputs.space, "*")
+    ciftis = [p for p in outputs.anat.glob(pattern) if p != cifti]
+    stale = outputs.others() + [q for p in ciftis for q in (p, sidecar(p)) if q.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     named = [p.name for p in stale if p.suffix != ".json"]  # (with their sidecars)
@@ -194,6 +199,7 @@ def run_participant(args) -> int:
     the participants, run the workflow, report every hemisphere (failed, flagged or done) and
     build the reports."""
     from ..workflows import hemi_outputs
+    from ..workflows.outputs import cifti_output
 
     clock = _Clock()
     output_dir = args.output_dir.absolute()
@@ -281,7 +287,7 @@ def run_participant(args) -> int:
                     _discard(outputs, before)
                     continue
                 if _written(outputs.registered_sphere, before):
-                    _remove_stale(outputs, job)
+                    _remove_stale(outputs, job, cifti_output(job, config))
                 doc = json.loads(outputs.metrics.read_text())
                 verdict = QualityVerdict.from_dict(doc.get("quality"))
                 if verdict.flagged:  # named by the session its outputs are written under

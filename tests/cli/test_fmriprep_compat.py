@@ -307,20 +307,21 @@ def test_batch_mode_cifti_write_failure_fails_the_session_and_resumes(tmp_path, 
 
 
 def test_a_new_registration_takes_back_what_an_earlier_run_derived_from_the_old_one(tmp_path):
-    """A rerun without --fmriprep-compat (and at another density) left the earlier run's
-    ``space-fsLR_desc-msmsulc`` sphere in place, its sidecar still saying it was the current
-    sphere: fMRIPrep would have taken an 11.8 mm-off sphere for this result."""
-    out, args = tmp_path / "out", ("--session-label", "1", "--hemi", "L", "-w", tmp_path / "w", "--nprocs", "2")
+    """A rerun without --fmriprep-compat (or --cifti-output, or at another density) left the
+    earlier run's ``space-fsLR_desc-msmsulc`` sphere in place, its sidecar still saying it was the
+    current sphere: fMRIPrep would have taken an 11.8 mm-off sphere for this result."""
+    out, args = tmp_path / "out", ("--session-label", "1", "-w", tmp_path / "w", "--nprocs", "2")
     code, _, err = run(EXAMPLE, out, "participant", *args, "--model", "rigid", "--fmriprep-compat",
-                       "--output-density", "164k")
+                       "--cifti-output")
     assert code == 0, err
     old = sorted(p.name for p in anat(out, "01", "1").glob("*msmsulc*")) + \
-        sorted(p.name for p in anat(out, "01", "1").glob("*den-164k*"))
-    assert len(old) == 4  # the sphere under sMRIPrep's name, the 164k sulc map, their sidecars
-    code, _, err = run(EXAMPLE, out, "participant", *args)  # the default registration, 32k
+        sorted(p.name for p in anat(out, "01", "1").glob("*den-32k*"))
+    assert len(old) == 10  # per hemisphere the sMRIPrep-named sphere and the 32k map; the CIFTI; sidecars
+    code, _, err = run(EXAMPLE, out, "participant", *args, "--output-density", "164k")  # the default model
     assert code == 0, err
     left = {p.name for p in anat(out, "01", "1").iterdir()}
     assert not left & set(old)
-    assert "hemi-L: removed 2 output(s) an earlier run derived from the previous registration" in err
+    assert "hemi-L: removed 3 output(s) an earlier run derived from the previous registration" in err
+    assert "hemi-R: removed 2 output(s)" in err
     code, _, err = run(EXAMPLE, out, "participant", *args)  # nothing new: nothing removed, nothing said
     assert code == 0 and "removed" not in err
