@@ -170,18 +170,25 @@ def check_folders(inputs: InputFolders, output_dir: Path, work_dir: Path | None)
 
 
 def _check_owner(output_dir: Path) -> None:
-    """Refuse an output folder that another pipeline's ``dataset_description.json`` claims
-    (``GeneratedBy`` without geomorph-bids): writing there would replace that description, and
-    a later run would take the folder for ours and never read its inputs from it."""
+    """Refuse an output folder whose ``dataset_description.json`` belongs to another dataset: a
+    raw BIDS dataset, or another pipeline's derivatives (``GeneratedBy`` without geomorph-bids).
+    Writing there would replace that description, and a later run would take the folder for
+    ours and never read its inputs from it. A damaged description is replaced, as before."""
     path = output_dir / DATASET_DESCRIPTION
     try:
         doc = read_json_bounded(path) if path.is_file() else None
     except (InputError, OSError):
         return  # unreadable or damaged: replaced by ours, as before
-    if not isinstance(doc, dict) or doc.get("DatasetType") != "derivative":
+    if not isinstance(doc, dict):
         return
     makers = [g for g in doc.get("GeneratedBy") or [] if isinstance(g, dict) and g.get("Name")]
-    if makers and not any(str(g["Name"]).lower().startswith("geomorph") for g in makers):
+    if any(str(g["Name"]).lower().startswith("geomorph") for g in makers):
+        return
+    if doc.get("DatasetType", "raw") != "derivative" and doc.get("Name"):
+        _refuse(f"the output directory is a BIDS dataset ({doc['Name']!r}: its {DATASET_DESCRIPTION} says so); write "
+                "geomorph-bids' outputs to a folder of their own (e.g. that dataset's derivatives/geomorph)",
+                output_dir)
+    if makers:
         who = f"{makers[0]['Name']} {makers[0].get('Version', '')}".strip()
         _refuse(f"the output directory holds {who}'s derivatives (its {DATASET_DESCRIPTION} says GeneratedBy {who}); "
                 f"write geomorph-bids' outputs to a folder of their own, e.g. {output_dir.parent / 'geomorph'}",

@@ -80,6 +80,7 @@ OUTPUTS = {  # name -> (output path from the dataset root B, words of the refusa
     "dangling_link_into_dataset": (lambda b, t: _link(t / "dangling", b / "not-yet"),
                                    "outside its derivatives folder"),
     "another_pipelines_folder": (lambda b, t: _described(t / "fmriprep", "fMRIPrep"), "holds fMRIPrep 23.2.0's"),
+    "another_raw_dataset": (lambda b, t: shutil.copytree(b, t / "other_study"), "is a BIDS dataset ("),
 }
 
 
