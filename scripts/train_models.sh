@@ -14,7 +14,7 @@ out="${1:-trained_models}"
 train="$here/.venv/bin/geomorph-train"
 
 # sulc-fsaverage (2026-12-04): pairs generated from a bank of real maps (built here, never
-# committed), a correlation head, ico-4 control grid; 110 min on one CPU thread, then two
+# committed), a correlation head, ico-4 control grid; 110 min on one CPU thread, then three
 # fine-tunings (docs/models.md).
 bank="$here/.gpu/sources.npz"
 [ -f "$bank" ] || "$here/.venv/bin/python" "$here/scripts/build_training_sources.py" --out "$bank"
@@ -32,9 +32,14 @@ finetune=(--lr 4e-4 --warmup 50)
 "$train" --out "$out/sulc-fsaverage-ft" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${finetune[@]}" \
     --max-minutes 105 --seed 33 --init "$out/sulc-fsaverage/model.pt"
 # ... and again (2026-12-05, third session), the loss on the low-passed warp register() uses:
-# 85 more minutes (the shipped sulc-fsaverage)
+# 85 more minutes
 "$train" --out "$out/sulc-fsaverage-sm" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${finetune[@]}" \
     --train-smoothed --max-minutes 85 --seed 36 --init "$out/sulc-fsaverage-ft/model.pt"
+# ... and again (2026-12-05, fifth session) on larger warps, as far from a template as an individual's
+# sphere is: 75 more minutes at lr 2e-4 (the shipped sulc-fsaverage)
+"$train" --out "$out/sulc-fsaverage-lw" --name sulc-fsaverage --template fsaverage "${recipe[@]}" --lr 2e-4 --warmup 50 \
+    --train-smoothed --warp-deg 6 16 --small-warp-fraction 0.35 --max-minutes 75 --seed 51 \
+    --init "$out/sulc-fsaverage-sm/model.pt"
 # sulc-fsLR (2026-12-04): the same recipe for fsLR, 40 minutes
 "$train" --out "$out/sulc-fsLR" --name sulc-fsLR --template fsLR "${recipe[@]}" "${first[@]}" \
     --max-minutes 40 --seed 32
