@@ -8,41 +8,17 @@ import sys
 from pathlib import Path
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example"
+CONSOLE_SCRIPT = ("from geomorph_bids.cli.bids import main\n\nif __name__ == '__main__':\n"
+                  "    sys.exit(main())\n")  # as pip writes console scripts (workers import it)
 
 
-def test_workers_do_not_import_a_geomorph_bids_folder_from_the_current_folder(tmp_path):
-    """Run from a folder where the output folder is named geomorph_bids (a natural name): the fork
-    server runs as `python -c`, with the current folder first on sys.path, so its workers imported
-    that output folder as the package and every hemisphere failed (ImportError). Started like the
-    console script: a fresh interpreter running a script kept in another folder."""
+def _run_beside_a_geomorph_bids_folder(tmp_path: Path, prelude: str = "") -> Path:
+    """Batch mode started like the console script (a fresh interpreter running a script kept in
+    another folder) from a folder whose output folder is named geomorph_bids (a natural name, and
+    what a stale checkout beside the data would be); returns that folder after asserting exit 0."""
     launcher = tmp_path / "bin" / "geomorph-bids"
     launcher.parent.mkdir()
-    launcher.write_text("import sys\nfrom geomorph_bids.cli.bids import main\n\nif __name__ == '__main__':\n"
-                        "    sys.exit(main())\n")  # as pip writes console scripts (workers import it)
-    work = tmp_path / "here"
-    (work / "geomorph_bids").mkdir(parents=True)  # also what a stale checkout beside the data would be
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
-    proc = subprocess.run([sys.executable, str(launcher), str(EXAMPLE), "geomorph_bids", "participant",
-                           "--participant-label", "01", "--hemi", "L", "--model", "rigid", "--batch-size", "1",
-                           "--nprocs", "1", "-w", "work"], cwd=work, capture_output=True, text=True, env=env,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert list((work / "geomorph_bids").rglob("*_desc-geomorph_sphere.surf.gii"))
-    assert "ImportError" not in proc.stderr
-
-
-def test_without_safe_path_the_fork_server_preloads_nothing(tmp_path):
-    """Python 3.10 has no PYTHONSAFEPATH, so its fork server would import PRELOAD from the current
-    folder's `geomorph_bids`: there it preloads nothing and each worker imports the package through
-    the parent's sys.path. Simulated here: no PYTHONSAFEPATH, no preload, the same hostile folder."""
-    from geomorph_bids.batch.pool import PRELOAD, preload_modules
-
-    assert preload_modules((3, 10)) == [] and preload_modules((3, 11)) == list(PRELOAD)
-    launcher = tmp_path / "bin" / "geomorph-bids"
-    launcher.parent.mkdir()
-    launcher.write_text("import sys\nimport geomorph_bids.batch.pool as pool\n"
-                        "pool.preload_modules = lambda *a: []\npool._start_fork_server = lambda: None\n"
-                        "from geomorph_bids.cli.bids import main\n\nif __name__ == '__main__':\n    sys.exit(main())\n")
+    launcher.write_text("import sys\n" + prelude + CONSOLE_SCRIPT)
     work = tmp_path / "here"
     (work / "geomorph_bids").mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
@@ -51,4 +27,27 @@ def test_without_safe_path_the_fork_server_preloads_nothing(tmp_path):
                            "--nprocs", "1", "-w", "work"], cwd=work, capture_output=True, text=True, env=env,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert list((work / "geomorph_bids").rglob("*_desc-geomorph_sphere.surf.gii"))
+    assert "ImportError" not in proc.stderr
+    return work / "geomorph_bids"
+
+
+def test_workers_do_not_import_a_geomorph_bids_folder_from_the_current_folder(tmp_path):
+    """The fork server runs as `python -c`, with the current folder first on sys.path, so its
+    workers imported the output folder named geomorph_bids as the package and every hemisphere
+    failed (ImportError)."""
+    out = _run_beside_a_geomorph_bids_folder(tmp_path)
+    assert list(out.rglob("*_desc-geomorph_sphere.surf.gii"))
+
+
+def test_without_safe_path_the_fork_server_preloads_nothing(tmp_path):
+    """Python 3.10 has no PYTHONSAFEPATH, so its fork server would import PRELOAD from the current
+    folder's `geomorph_bids`: there it preloads nothing and each worker imports the package through
+    the parent's sys.path. Simulated here: no PYTHONSAFEPATH, no preload, the same hostile folder
+    (with the preload, this run's worker dies: checked by hand)."""
+    from geomorph_bids.batch.pool import PRELOAD, preload_modules
+
+    assert preload_modules((3, 10)) == [] and preload_modules((3, 11)) == list(PRELOAD)
+    out = _run_beside_a_geomorph_bids_folder(tmp_path, "import geomorph_bids.batch.pool as pool\n"
+                                                       "pool.preload_modules = lambda *a: []\n"
+                                                       "pool._start_fork_server = lambda: None\n")
+    assert list(out.rglob("*_desc-geomorph_sphere.surf.gii"))
