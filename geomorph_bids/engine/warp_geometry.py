@@ -25,11 +25,12 @@ __all__ = ["RADIUS", "NETWORK_SMOOTHING_ICO5", "network_smoothing", "upsample_wa
 RADIUS = 100.0
 
 #: :func:`smooth_warp` iterations applied to a network's warp on icosphere 5 (a Gaussian of
-#: ~2 ico-5 edges, ~4 deg). Measured 2026-12-05 (docs/models.md, "Smoothing the network's
-#: warp"): 0 / 8 / 15 / 30 iterations, sulc-fsaverage and sulc-fsLR alone, median error on 27
-#: cases (real pairs, with synthetic warps added, full-resolution fsaverage with a known warp):
-#: 15 lowered every one (0.02-0.15 deg) and halved the areal distortion; 30 was no better.
-NETWORK_SMOOTHING_ICO5 = 15
+#: ~2.5 ico-5 edges, ~5 deg). Measured 2026-12-05 (docs/models.md, "Smoothing the network's
+#: warp"): 0 / 8 / 15 / 30 iterations, the networks of then alone, median error on 27 cases: 15
+#: lowered every one and halved the areal distortion. The fifth session's sulc-fsaverage (trained
+#: on larger warps) and sulc-fsLR, 15 -> 25: every real pair and the full-resolution known-warp
+#: pair closer (0.01-0.03 deg), an individual brain's areal p95 1.20 -> 0.97 (docs/models.md).
+NETWORK_SMOOTHING_ICO5 = 25
 
 
 def upsample_warp(warp: np.ndarray, level: int, target_level: int = TEMPLATE_LEVEL) -> np.ndarray:

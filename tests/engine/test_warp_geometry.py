@@ -92,4 +92,4 @@ def test_smooth_warp_removes_noise_and_keeps_a_smooth_displacement():
 
 
 def test_network_smoothing_has_the_same_width_at_every_level():
-    assert network_smoothing(5) == 15 and network_smoothing(6) == 60 and network_smoothing(4) == 4
+    assert network_smoothing(5) == 25 and network_smoothing(6) == 100 and network_smoothing(4) == 6
