@@ -392,14 +392,14 @@ def _no_rows(args, unreadable: list[str]) -> str:
     """Why the group level has no rows: no participant outputs at all, or none of the
     participants asked for (naming those that have outputs)."""
     from ..reports.group_table import group_rows
+    from .selection import listed
 
     where = str(args.output_dir)
     if args.participant_label:
         have = sorted({str(r["subject"]) for r in group_rows(args.output_dir, unreadable=[])})
         if have:
-            listed = ", ".join(have[:20]) + (f", ... ({len(have)} in all)" if len(have) > 20 else "")
             return (f"no participant outputs of --participant-label {' '.join(args.participant_label)} in {where}; "
-                    f"participants with outputs: {listed}")
+                    f"participants with outputs: {listed(have)}")
     if unreadable:
         return f"no readable participant outputs in {where} ({len(unreadable)} damaged: see the FAILED lines)"
     return f"no participant outputs (*_desc-geomorph_metrics.json) in {where}; run the participant level first"

@@ -15,7 +15,7 @@ from ..io.limits import read_json_bounded
 from .failures import Failure
 from .paths import InputFolders
 
-__all__ = ["read_filter", "collect_jobs", "SubjectWarning"]
+__all__ = ["read_filter", "collect_jobs", "SubjectWarning", "listed"]
 
 
 class SubjectWarning(UserWarning):
@@ -75,10 +75,14 @@ def _sessions_of(subject: str, inputs: InputFolders) -> list[str]:
     return sorted(s for s in found if valid_label(s))
 
 
+def listed(names: Sequence[str]) -> str:
+    """``01, 02, ...`` (the first few of a long list, and how many in all)."""
+    return ", ".join(names[:_LISTED]) + (f", ... ({len(names)} in all)" if len(names) > _LISTED else "")
+
+
 def _not_found(known: Sequence[str], what: str = "") -> str:
     """``not found; available: 01, 02`` (the first few of a long list)."""
-    listed = ", ".join(known[:_LISTED]) + (f", ... ({len(known)} in all)" if len(known) > _LISTED else "")
-    return f"{what}not found; available: {listed or 'none'}"
+    return f"{what}not found; available: {listed(known) or 'none'}"
 
 
 def _checked(h, features: Sequence[str], forbidden: Sequence[Path]):

@@ -27,8 +27,8 @@ from .machine import total_memory_gb, usable_cpus
 from .parser import parse_derivatives
 
 #: command-line option -> QualityThresholds field
-QUALITY_OPTIONS = {"min_cc": "min_cc_after", "min_cc_other": "min_cc_other", "max_distortion": "max_areal_p95", "max_folds": "max_folds",
-                   "identity_margin": "identity_margin"}
+QUALITY_OPTIONS = {"min_cc": "min_cc_after", "min_cc_other": "min_cc_other", "max_distortion": "max_areal_p95",
+                   "max_folds": "max_folds", "identity_margin": "identity_margin"}
 #: memory per hemisphere pair in one batch-mode optimisation batch (GB; engine.register.register_many)
 _BATCH_PAIR_GB = 0.06
 

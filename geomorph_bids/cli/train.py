@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .. import __version__
 from .exit_codes import EXIT_OK, HANDLED, error_exit
+from .parser import _finite
 
 __all__ = ["main", "build_parser", "build_model_config", "PRESETS"]
 
@@ -363,12 +364,9 @@ def real_pair_table(rows: Sequence[dict]) -> list[str]:
 
 def _minutes(text: str) -> float:
     """A positive, finite number of minutes (argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of minutes, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be more than 0 minutes, got {text!r}")
+    value = _finite(0.0, math.inf, " minutes")(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 minutes, got {text}")
     return value
 
 

@@ -432,7 +432,7 @@ def _hemis_of(items: Sequence["RegistrationItem"]) -> set[str]:
     for item in items:
         try:
             out.add(hemi_code(item.hemi))
-        except (InputError, ValueError, TypeError):
+        except ValueError:
             continue
     return out
 

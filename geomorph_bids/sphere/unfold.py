@@ -28,13 +28,6 @@ _SLIVER = 0.2
 _RESEAT_REACH = 0.5
 
 
-def _signs(v: np.ndarray, faces: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """(K,) orientation sign of ``faces`` (K, 3) of ``v``: the normal along the direction from
-    ``centre`` to the first corner (as :func:`geomorph_bids.sphere.distortion._orientation`)."""
-    a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
-    return np.sign(np.einsum("ij,ij->i", a - centre, np.cross(b - a, c - a)))
-
-
 class _Incidence:
     """Triangles around each vertex (built once, when a mesh has folds)."""
 
@@ -119,7 +112,6 @@ def unfold_mesh(base: np.ndarray, moved: np.ndarray, faces: np.ndarray,
     m = m.copy()
     b_unit = unit(b)
     incidence = _Incidence(f, len(m))
-    centre = m.mean(axis=0)  # the fold test's centre (the vertex mean), held fixed: moves are tiny
     reseats = 0
     for it in range(1, max_iterations + 1):
         idx = np.empty(0, dtype=np.int64)
@@ -131,7 +123,7 @@ def unfold_mesh(base: np.ndarray, moved: np.ndarray, faces: np.ndarray,
             reseats = 0
             idx = _smooth_near(m, b_unit, f, bad, radius)
         check = np.union1d(incidence.around(np.unique(idx)), bad)
-        sides = _signs(m, f[check], centre)
+        sides = _orientation(m, f[check])  # the fold test's own (centre: the mean of all vertices)
         bad = check[(sides != ref[check]) & (ref[check] != 0)]
         if bad.size == 0:
             return m, it
