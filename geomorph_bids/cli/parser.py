@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the most accurate on CPU), 'rigid' (pre-alignment only), a bundled pretrained "
                         "network (sulc-fsLR, sulc-fsaverage, multimodal-fsLR: its warp is then refined "
                         "per hemisphere; see docs/models.md) or a checkpoint from geomorph-train")
+    g.add_argument("--no-optimise", action="store_true",
+                   help="with a network (--model NAME|PATH): keep its warp as it is, one forward pass, without "
+                        "the per-hemisphere refinement (the fastest registration; accuracy in docs/models.md)")
     g.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
     g.add_argument("--fmriprep-compat", action="store_true",
                    help="also write each registered sphere under the name sMRIPrep's io_spec.json queries "

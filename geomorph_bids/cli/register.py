@@ -161,7 +161,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     _refuse_overwriting_inputs([out, metrics_out, *feature_targets.values()],
                                {"--sphere": sphere, "--sphere-reg": sphere_reg,
                                 **{f"--feature {n}": p for n, p in features.items()}})
-    choice = resolve_model(model, template.label)
+    choice = resolve_model(model, template.label, refine=optimise)
     tpl_hemi = choice.template_hemi(hemi)
     native = read_hemisphere(sphere, features, signs={"sulc": -1.0} if sulc_sign == "hcp" else None,
                              sphere_reg=sphere_reg)
@@ -173,9 +173,8 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
         print(f"{_PROG}: warning: {line}", file=sys.stderr)
     for line in template.info:
         print(f"{_PROG}: note: {line}", file=sys.stderr)
-    arguments = {**choice.register_arguments(), **({} if optimise else {"optimise": False})}
-    result = register(moving, maps, template=template, hemi=hemi,
-                      device=choice.resolve_device(device), reg_sphere=reg, quality=quality, **arguments)
+    result = register(moving, maps, template=template, hemi=hemi, device=choice.resolve_device(device),
+                      reg_sphere=reg, quality=quality, **choice.register_arguments())
 
     metrics = {"hemi": hemi, "template": template.label,
                "software": f"geomorph-bids {__version__}", **result.metrics,

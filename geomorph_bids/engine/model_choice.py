@@ -176,12 +176,21 @@ def default_registration(template: str, available: Sequence[str] | None = None) 
     return optimiser(template, available=available)
 
 
-def resolve_model(model: str | Path | None, template: str, available: Sequence[str] | None = None) -> ModelChoice:
+def resolve_model(model: str | Path | None, template: str, available: Sequence[str] | None = None,
+                  refine: bool = True) -> ModelChoice:
     """The user's model argument -> a :class:`ModelChoice`: None, ``""`` or ``"default"``: the
     template's :func:`default_registration` (with the maps in ``available``, when given);
-    ``"rigid"``; else a bundled network's name or a checkpoint path (:func:`network`)."""
+    ``"rigid"``; else a bundled network's name or a checkpoint path (:func:`network`).
+    ``refine=False`` (``--no-optimise``): a network's warp as it is, one forward pass; refused
+    (:class:`InputError`) for a choice without a network, which has nothing else to run."""
     if model is None or str(model) in ("", "default"):
-        return default_registration(template, available)
-    if str(model) == "rigid":
-        return rigid()
-    return network(model, template=template)
+        choice = default_registration(template, available)
+    elif str(model) == "rigid":
+        choice = rigid()
+    else:
+        return network(model, optimise=bool(refine), template=template)
+    if not refine:
+        raise InputError(f"--no-optimise keeps a network's warp without the per-hemisphere refinement, and "
+                         f"--model {model or 'default'} runs no network: add --model with a network "
+                         "(e.g. sulc-fsLR, sulc-fsaverage; docs/models.md), or leave --no-optimise out")
+    return choice

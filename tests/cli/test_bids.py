@@ -21,6 +21,7 @@ from geomorph_bids.cli.bids import main
 from geomorph_bids.cli.selection import collect_jobs
 from geomorph_bids.cli.parser import build_parser
 from geomorph_bids.io.templates import load_template
+from geomorph_bids.resources import bundled_models
 from geomorph_bids.sphere.icosphere import n_vertices
 
 from .conftest import LEVEL
@@ -414,6 +415,23 @@ def test_checkpoint_model_and_plugin_file(dataset_factory, tmp_path):
         assert m["method"] == "geomorph+optimise" and reg["model_name"] == "tiny-test" and reg["data_level"] == 4
         assert reg["mirrored"] is (hemi == "R") and np.isfinite(reg["cc_sulc_after"])
         assert reg["device"] == "cpu"
+
+
+@pytest.mark.skipif("sulc-fsLR" not in bundled_models(), reason="no bundled sulc-fsLR")
+@pytest.mark.parametrize("mode", ["workflow", "batch"])
+def test_no_optimise_keeps_the_networks_warp_in_both_modes(dataset_factory, tmp_path, mode):
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out = tmp_path / "out"
+    batch = ("--batch-size", "2") if mode == "batch" else ()
+    code, _, err = run(bids, out, "participant", "--model", "sulc-fsLR", "--no-optimise", "--hemi", "L",
+                       "--device", "cpu", "-w", tmp_path / "w", "--max-distortion", "10", *batch)
+    assert code == 0, err
+    m = json.loads((anat(out, "01") / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json").read_text())
+    assert m["method"] == "geomorph" and "optimise" not in m["registration"]
+    assert m["registration"]["model_name"] == "sulc-fsLR"
+    code, _, err = run(bids, tmp_path / "o2", "participant", "--no-optimise", "--hemi", "L", "-w", tmp_path / "w2")
+    assert code == 1 and "--no-optimise" in err and "--model default runs no network" in err
+    assert not (tmp_path / "o2" / "sub-01").exists()
 
 
 def test_freesurfer_sphere_reg_and_container(dataset_factory, tmp_path, monkeypatch):

@@ -87,3 +87,15 @@ def test_a_network_for_the_other_template_is_refused_before_any_work():
     # register node, with crash files (round five); now the same one line up front
     with pytest.raises(InputError, match="template myPopulation is another one.*--model default"):
         resolve_model("sulc-fsLR", "myPopulation")
+
+
+@pytest.mark.skipif("sulc-fsLR" not in bundled_models(), reason="no bundled sulc-fsLR")
+def test_no_refinement_is_decided_with_the_model_and_needs_a_network():
+    alone = resolve_model("sulc-fsLR", "fsLR", refine=False)
+    assert alone.kind == "network" and alone.optimise is False
+    assert alone.register_arguments()["optimise"] is False
+    assert "refined" not in alone.describe() and "refined" in resolve_model("sulc-fsLR", "fsLR").describe()
+    assert ModelChoice.from_dict(alone.to_dict()) == alone
+    for spec in ("default", None, "rigid"):  # nothing to run without the refinement
+        with pytest.raises(InputError, match="--no-optimise .* runs no network"):
+            resolve_model(spec, "fsLR", refine=False)
