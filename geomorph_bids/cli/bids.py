@@ -233,7 +233,8 @@ def run_participant(args) -> int:
             names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
             n_todo = sum(len(j.inputs.hemis) for j in jobs)
             print(f"{_PROG} {__version__}: {n_todo} hemisphere(s) of {len(jobs)} subject/session(s) -> {output_dir} "
-                  f"(template {config.template.label}, density {config.density}, model {config.model.name}, "
+                  f"(template {config.template.label}, density {config.density}, model {config.model.name}"
+                  f"{' alone (--no-optimise)' if config.model.optimise is False else ''}, "
                   f"device {config.device}, work dir {work_dir})", flush=True)
             hemis = sorted({config.model.template_hemi(h) for h in args.hemi})
             print(f"template maps: {config.template.describe(config.channels, hemis)}", flush=True)

@@ -62,6 +62,9 @@ def _method_text(model) -> str:
     checkpoint = Path(str(model.checkpoint))
     which = (f"pretrained network {checkpoint.parent.name}, bundled with geomorph-bids"
              if checkpoint.parent.parent == model_dir() else f"network of checkpoint {checkpoint.name}")
+    if model.optimise is False:
+        return (f"; then the GeoMorph {which}, predicted a non-rigid warp in one forward pass, "
+                "used as it is (no per-hemisphere optimisation, --no-optimise)")
     return (f"; then the GeoMorph {which}, predicted a non-rigid warp, refined for each "
             "hemisphere by optimising 1 - correlation with the template plus smoothness and "
             "fold penalties")

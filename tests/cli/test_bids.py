@@ -429,6 +429,8 @@ def test_no_optimise_keeps_the_networks_warp_in_both_modes(dataset_factory, tmp_
     m = json.loads((anat(out, "01") / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json").read_text())
     assert m["method"] == "geomorph" and "optimise" not in m["registration"]
     assert m["registration"]["model_name"] == "sulc-fsLR"
+    citation = (out / "logs" / "CITATION.md").read_text()
+    assert "one forward pass" in citation and "refined for each" not in citation
     code, _, err = run(bids, tmp_path / "o2", "participant", "--no-optimise", "--hemi", "L", "-w", tmp_path / "w2")
     assert code == 1 and "--no-optimise" in err and "--model default runs no network" in err
     assert not (tmp_path / "o2" / "sub-01").exists()
