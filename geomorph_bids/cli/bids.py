@@ -379,12 +379,12 @@ def _judge_rows(args, rows: list[dict]) -> list[Failure]:
 
 def _ignored_at_group_level(args) -> list[str]:
     """The participant-level options given to the group level that change nothing there: the
-    table covers every session; --hemi, --template and --template-dir matter only to
-    --build-template."""
+    table covers every session; --hemi, --template, --template-dir, --model and --no-optimise
+    matter only to --build-template."""
     out = ["--session-label"] if args.session_label else []
     if not args.build_template:
         defaults = build_parser()
-        out += [f"--{name.replace('_', '-')}" for name in ("hemi", "template", "template_dir")
+        out += [f"--{name.replace('_', '-')}" for name in ("hemi", "template", "template_dir", "model", "no_optimise")
                 if getattr(args, name) != defaults.get_default(name)]
     return out
 

@@ -321,6 +321,8 @@ def test_group_level_for_some_participants_leaves_the_dataset_table_alone(fs_run
     code, _, err = run(fs_run["bids"], out, "group", "--hemi", "L", "--session-label", "5")
     assert code == 0 and "--hemi has no effect at the group level without --build-template" in err
     assert "--session-label has no effect" in err
+    code, _, err = run(fs_run["bids"], out, "group", "--model", "sulc-fsLR", "--no-optimise")
+    assert code == 0 and "--model has no effect" in err and "--no-optimise has no effect" in err
 
 
 def test_group_without_participant_outputs(tmp_path, fs_run):
