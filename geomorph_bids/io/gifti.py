@@ -34,6 +34,7 @@ from nibabel.gifti.util import array_index_order_codes
 
 from geomorph_bids.errors import InputError
 from geomorph_bids.io.atomic import atomic_write_bytes
+from geomorph_bids.io.freesurfer import CURV_MAGIC, TRIANGLE_MAGIC, read_magic
 from geomorph_bids.io.gifti_guard import check_arrays
 from geomorph_bids.io.limits import (READ_TIMEOUT_S, SURFACE_MAX_BYTES, decompress_bounded, map_max_bytes,
                                      read_bounded, regular_file, with_deadline)
@@ -86,7 +87,7 @@ def load_gifti(path: str | Path, limit: int = SURFACE_MAX_BYTES) -> GiftiImage:
             raise InputError("is empty after gzip decompression", path=p)
     head = raw[:256].lstrip(b"\xef\xbb\xbf \t\r\n")
     if not (head.startswith(b"<?xml") or head.startswith(b"<GIFTI") or head.startswith(b"<!DOCTYPE")):
-        raise InputError("is not a GIFTI file (does not start with XML)", path=p)
+        raise InputError(f"is not a GIFTI file (does not start with XML){_freesurfer_hint(raw)}", path=p)
     check_arrays(raw, limit, p)
     try:
         with warnings.catch_warnings():
@@ -98,6 +99,18 @@ def load_gifti(path: str | Path, limit: int = SURFACE_MAX_BYTES) -> GiftiImage:
     if not img.darrays:
         raise InputError("GIFTI file holds no data arrays", path=p)
     return img
+
+
+def _freesurfer_hint(raw: bytes) -> str:
+    """What a FreeSurfer file given a GIFTI name is, and what to do (``""`` for other files)."""
+    kind = {TRIANGLE_MAGIC: ("surface", "lh.sphere", "mris_convert lh.sphere lh.sphere.surf.gii"),
+            CURV_MAGIC: ("morphometry file", "lh.sulc", "mris_convert -c lh.sulc lh.white lh.sulc.shape.gii")
+            }.get(read_magic(raw))
+    if kind is None:
+        return ""
+    what, name, convert = kind
+    return (f": it is a FreeSurfer {what} (magic 0x{read_magic(raw):06X}) under a GIFTI name; give it its "
+            f"FreeSurfer name ({name}) or convert it ({convert})")
 
 
 _GIFTI_ARRAY = re.compile(rb"<DataArray\b[^>]*>", re.S)
