@@ -136,19 +136,19 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
     # a sphere.reg of another subject or mesh gives a wrong rotation whatever the features say
     via_reg = (" (the rotation came from the sphere.reg: is it this sphere's? without it the features "
                "decide the rotation)") if reg.get("rotation_method") == "correspondence" else ""
-    for i, f in enumerate(features):
+    for i, f in enumerate(features):  # "not x >= floor": NaN fails its gate (comparisons with NaN are False)
         after, floor = reg.get(f"cc_{f}_after"), t.min_cc_after if i == 0 else t.min_cc_other
-        if _number(after) and after < floor:
+        if _number(after) and not after >= floor:
             out.append(f"correlation: {f} correlates {after:.3f} with the template after registration "
                        f"(minimum {floor:g}){via_reg}")
     p95 = reg.get("areal_p95_abs")
-    if _number(p95) and p95 > t.max_areal_p95:
+    if _number(p95) and not p95 <= t.max_areal_p95:
         out.append(f"distortion: 95th percentile |log2 areal distortion| {p95:.2f} (maximum {t.max_areal_p95:g})")
     folds = reg.get("n_folded")
-    if _number(folds) and folds > t.max_folds:
-        out.append(f"distortion: {int(folds)} folded triangle(s) in the registered sphere (maximum {t.max_folds})")
-    if _number(reg.get("n_nonfinite")) and reg["n_nonfinite"] > 0:
-        out.append(f"distortion: {int(reg['n_nonfinite'])} vertices with non-finite distortion")
+    if _number(folds) and not folds <= t.max_folds:
+        out.append(f"distortion: {folds:.0f} folded triangle(s) in the registered sphere (maximum {t.max_folds})")
+    if _number(reg.get("n_nonfinite")) and not reg["n_nonfinite"] == 0:
+        out.append(f"distortion: {reg['n_nonfinite']:.0f} vertices with non-finite distortion")
     return QualityVerdict(tuple(out), thresholds)
 
 

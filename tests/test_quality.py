@@ -84,3 +84,18 @@ def test_curvature_of_a_real_brain_is_judged_against_its_own_floor():
     (reason,) = assess(dict(real, cc_curv_after=0.45), ["curv", "sulc"]).reasons  # curv first: the main floor
     assert "curv correlates 0.450" in reason and "(minimum 0.5)" in reason
     assert assess(real, ["sulc", "curv"], QualityThresholds(min_cc_other=0.5)).flagged
+
+
+def test_a_metric_that_is_not_a_finite_number_fails_its_gate():
+    """NaN compares False with everything, so ``cc < floor`` let a NaN correlation (and a NaN
+    distortion) pass as ok; an infinite fold count (a damaged or edited metrics file, read at the
+    group level) raised OverflowError out of ``int()`` and ended the whole group level."""
+    nan, inf = float("nan"), float("inf")
+    for key, value, says in (("cc_sulc_after", nan, "sulc correlates nan"),
+                             ("areal_p95_abs", nan, "areal distortion| nan"),
+                             ("n_folded", inf, "inf folded triangle(s)"),
+                             ("n_folded", nan, "nan folded triangle(s)"),
+                             ("n_nonfinite", inf, "inf vertices with non-finite distortion")):
+        reasons = assess({**GOOD, key: value}, ["sulc"]).reasons
+        assert len(reasons) == 1 and says in reasons[0], (key, reasons)
+    assert assess({**GOOD, "cc_curv_after": nan}, ["sulc", "curv"]).flagged

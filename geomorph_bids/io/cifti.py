@@ -25,7 +25,7 @@ import numpy as np
 from nibabel import cifti2
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.io.limits import map_max_bytes, read_bounded
+from geomorph_bids.io.limits import MAX_MAPS, MAX_VERTICES, map_max_bytes, read_bounded
 from geomorph_bids.io.validate import hemi_code
 
 __all__ = ["CIFTI_STRUCTURES", "CiftiCortex", "load_cifti", "read_cifti_cortex",
@@ -113,6 +113,22 @@ def _brain_models(img: cifti2.Cifti2Image, path: Path) -> tuple[int, cifti2.Brai
     return bm[0], axes[bm[0]], axes[1 - bm[0]]
 
 
+def _check_surface_size(n_vertices: int, stored: int, k: int, structure: str, path: Path) -> None:
+    """Refuse a brain model whose surface is too large to scatter the data onto: more than
+    :data:`~geomorph_bids.io.limits.MAX_VERTICES` vertices, or a surface many times larger than
+    the vertices the file stores whose (V, K) full map would exceed MAX_VERTICES x MAX_MAPS values
+    (the header's SurfaceNumberOfVertices sets the allocation, not the data: a 1 KB file could
+    otherwise claim gigabytes)."""
+    declared = f"{structure} is declared on a surface of {n_vertices} vertices but stores {stored}"
+    if n_vertices > MAX_VERTICES:
+        raise InputError(f"{declared}; geomorph-bids accepts at most {MAX_VERTICES} vertices: the header is "
+                         "corrupted", path=path)
+    if n_vertices > 2 * stored and n_vertices * k > MAX_VERTICES * MAX_MAPS:
+        raise InputError(f"{declared}, with {k} maps: {n_vertices * k} values once scattered onto the surface, "
+                         f"more than geomorph-bids accepts ({MAX_VERTICES * MAX_MAPS}); the header is corrupted",
+                         path=path)
+
+
 def _columns(img: cifti2.Cifti2Image, path: Path, hemi: str
              ) -> tuple[np.ndarray, np.ndarray, int, object]:
     """(data (n, K) for the hemisphere's cortex, its vertex indices, V, other axis)."""
@@ -131,6 +147,7 @@ def _columns(img: cifti2.Cifti2Image, path: Path, hemi: str
     if vertex.size and (vertex.min() < 0 or vertex.max() >= n_vertices):
         raise InputError(f"{structure} lists vertex {int(vertex.max())} of a {n_vertices}-vertex surface",
                          path=path)
+    _check_surface_size(n_vertices, vertex.size, int(img.shape[1 - ibm]), structure, path)
     try:
         block = img.dataobj[:, slc] if ibm == 1 else img.dataobj[slc, :]
         data = np.asarray(block, dtype=np.float64)

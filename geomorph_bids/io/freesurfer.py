@@ -70,9 +70,26 @@ def read_fs_vertex_count(path: str | Path, head_bytes: int = 4096, timeout_s: fl
     return None if parsed is None else parsed[0]
 
 
+#: what a file written in the wrong byte order says, and what to do
+_SWAPPED = ("is byte-swapped: its header reads correctly only as little-endian, and FreeSurfer files are "
+            "big-endian (written by a tool that ignored the byte order?); rewrite it with nibabel.freesurfer.{} "
+            "or the tool's big-endian option")
+
+
+def _swapped_morph(raw: bytes) -> bool:
+    """True when a morphometry file's header (magic 0xFFFFFF reads the same both ways) makes
+    sense only little-endian: one value per vertex and a size that matches V."""
+    if len(raw) < 15:
+        return False
+    v, _f, per_vertex = (int(x) for x in np.frombuffer(raw, "<i4", 3, 3))
+    return per_vertex == 1 and v > 0 and len(raw) >= 15 + 4 * v
+
+
 def _surface_header(raw: bytes, path: Path) -> tuple[int, int, int]:
     """(V, F, offset of the coordinates) of a triangle surface; checks the size."""
     magic = read_magic(raw)
+    if magic == int.from_bytes(TRIANGLE_MAGIC.to_bytes(3, "big"), "little"):
+        raise InputError(_SWAPPED.format("write_geometry"), path=path)
     if magic != TRIANGLE_MAGIC:
         if magic in (CURV_MAGIC, NEW_QUAD_MAGIC):
             raise InputError(f"magic number 0x{magic:06X} is a FreeSurfer morphometry file (e.g. lh.sulc) "
@@ -132,6 +149,8 @@ def read_fs_morph(path: str | Path, n_vertices: int | None = None) -> np.ndarray
         if len(raw) < 15:
             raise InputError("FreeSurfer morphometry header is truncated", path=p)
         v, _f, per_vertex = (int(x) for x in np.frombuffer(raw, ">i4", 3, 3))
+        if (v <= 0 or per_vertex != 1 or len(raw) < 15 + 4 * v) and _swapped_morph(raw):
+            raise InputError(_SWAPPED.format("write_morph_data"), path=p)
         if v <= 0 or per_vertex != 1:
             raise InputError(f"FreeSurfer morphometry header gives {v} vertices and {per_vertex} "
                              "values per vertex (expected V > 0 and 1); the file is corrupted", path=p)

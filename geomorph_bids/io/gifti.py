@@ -34,7 +34,9 @@ from nibabel.gifti.util import array_index_order_codes
 
 from geomorph_bids.errors import InputError
 from geomorph_bids.io.atomic import atomic_write_bytes
-from geomorph_bids.io.limits import (READ_TIMEOUT_S, SURFACE_MAX_BYTES, decompress_bounded, human_bytes, map_max_bytes,
+from geomorph_bids.io.freesurfer import CURV_MAGIC, TRIANGLE_MAGIC, read_magic
+from geomorph_bids.io.gifti_guard import check_arrays
+from geomorph_bids.io.limits import (READ_TIMEOUT_S, SURFACE_MAX_BYTES, decompress_bounded, map_max_bytes,
                                      read_bounded, regular_file, with_deadline)
 from geomorph_bids.io.validate import check_finite, hemi_code
 
@@ -85,8 +87,8 @@ def load_gifti(path: str | Path, limit: int = SURFACE_MAX_BYTES) -> GiftiImage:
             raise InputError("is empty after gzip decompression", path=p)
     head = raw[:256].lstrip(b"\xef\xbb\xbf \t\r\n")
     if not (head.startswith(b"<?xml") or head.startswith(b"<GIFTI") or head.startswith(b"<!DOCTYPE")):
-        raise InputError("is not a GIFTI file (does not start with XML)", path=p)
-    _check_arrays(raw, limit, p)
+        raise InputError(f"is not a GIFTI file (does not start with XML){_freesurfer_hint(raw)}", path=p)
+    check_arrays(raw, limit, p)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -99,52 +101,16 @@ def load_gifti(path: str | Path, limit: int = SURFACE_MAX_BYTES) -> GiftiImage:
     return img
 
 
-_GIFTI_ENTITY = re.compile(rb"<!ENTITY", re.I)
-_GIFTI_DATA_ARRAY = re.compile(rb"<DataArray\b([^>]*)>(.*?)</DataArray>", re.S)
-_GIFTI_DATA = re.compile(rb"<Data>(.*?)</Data>", re.S)
-_GIFTI_ATTR = re.compile(rb"\b(\w+)\s*=\s*[\"']([^\"']*)[\"']")
-_ITEM_BYTES = {"NIFTI_TYPE_UINT8": 1, "NIFTI_TYPE_INT8": 1, "NIFTI_TYPE_INT16": 2, "NIFTI_TYPE_UINT16": 2,
-               "NIFTI_TYPE_INT32": 4, "NIFTI_TYPE_UINT32": 4, "NIFTI_TYPE_FLOAT32": 4, "NIFTI_TYPE_INT64": 8,
-               "NIFTI_TYPE_UINT64": 8, "NIFTI_TYPE_FLOAT64": 8, "NIFTI_TYPE_COMPLEX64": 8,
-               "NIFTI_TYPE_COMPLEX128": 16}
-
-
-def _check_arrays(xml: bytes, limit: int, path: Path) -> None:
-    """Before nibabel decodes anything: no XML entity declarations, data arrays whose declared
-    sizes fit in ``limit`` together, and zlib-encoded data that inflate to no more than their
-    declared size (InputError naming the file otherwise)."""
-    first = xml.find(b"<GIFTI")
-    if _GIFTI_ENTITY.search(xml, 0, first if first >= 0 else len(xml)):
-        raise InputError("declares XML entities; GIFTI files have none (refused: entity expansion can "
-                         "exhaust memory)", path=path)
-    total = 0
-    for k, m in enumerate(_GIFTI_DATA_ARRAY.finditer(xml)):
-        attrs = {a.decode("ascii", "replace"): v.decode("ascii", "replace") for a, v in _GIFTI_ATTR.findall(m.group(1))}
-        try:
-            ndim = int(attrs.get("Dimensionality", "1"))
-            dims = [int(attrs.get(f"Dim{i}", "0")) for i in range(max(ndim, 1))]
-        except ValueError:
-            raise InputError(f"GIFTI data array {k} has a non-integer dimension", path=path) from None
-        if ndim < 1 or ndim > 8 or min(dims) < 0:
-            raise InputError(f"GIFTI data array {k} declares dimensions {dims}", path=path)
-        size = int(np.prod(dims, dtype=object)) * _ITEM_BYTES.get(attrs.get("DataType", ""), 8)
-        total += size
-        if total > limit:
-            raise InputError(f"GIFTI data arrays declare {human_bytes(total)}, more than a GIFTI file may "
-                             f"hold here ({human_bytes(limit)})", path=path)
-        if "GZipBase64" in attrs.get("Encoding", ""):
-            data = _GIFTI_DATA.search(m.group(2))
-            if data is None:
-                continue
-            try:
-                packed = base64.b64decode(data.group(1), validate=False)
-            except ValueError:
-                raise InputError(f"GIFTI data array {k} holds invalid base64", path=path) from None
-            inflated = decompress_bounded(packed, size, path, wbits=15,
-                                          bound=f"the size data array {k} declares ({dims})")
-            if len(inflated) != size:
-                raise InputError(f"GIFTI data array {k} holds {len(inflated)} bytes, its dimensions "
-                                 f"{dims} need {size}; the file is truncated or corrupted", path=path)
+def _freesurfer_hint(raw: bytes) -> str:
+    """What a FreeSurfer file given a GIFTI name is, and what to do (``""`` for other files)."""
+    kind = {TRIANGLE_MAGIC: ("surface", "lh.sphere", "mris_convert lh.sphere lh.sphere.surf.gii"),
+            CURV_MAGIC: ("morphometry file", "lh.sulc", "mris_convert -c lh.sulc lh.white lh.sulc.shape.gii")
+            }.get(read_magic(raw))
+    if kind is None:
+        return ""
+    what, name, convert = kind
+    return (f": it is a FreeSurfer {what} (magic 0x{read_magic(raw):06X}) under a GIFTI name; give it its "
+            f"FreeSurfer name ({name}) or convert it ({convert})")
 
 
 _GIFTI_ARRAY = re.compile(rb"<DataArray\b[^>]*>", re.S)

@@ -257,19 +257,27 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
 
 def check_closed(faces: np.ndarray, n_vertices: int, path: PathLike = None, *,
                  vertices: np.ndarray | None = None) -> None:
-    """Refuse a triangle mesh that cannot be a whole sphere: one with a hole (edges used by one
-    triangle only, e.g. a cut-out medial wall) or with vertices no triangle uses.
+    """Refuse a triangle mesh that cannot be a whole sphere: one with a triangle that names a
+    vertex twice (no area: a corrupted file), a hole (edges used by one triangle only, e.g. a
+    cut-out medial wall) or vertices no triangle uses.
 
     A closed genus-0 mesh whose every vertex is used has exactly ``2 V - 4`` triangles (Euler),
-    so valid spheres cost one comparison; only other meshes are diagnosed (an edge count).
-    Duplicated triangles alone are accepted. With ``vertices`` (radius-100 positions), a hole
-    whose edges run between copies of one position is named as what it is: a mesh split along a
-    seam (duplicated vertices, as some exporters write), not a missing piece.
+    so a valid sphere costs one comparison and a vertex count (the count alone is not enough:
+    ``2 V - 4`` copies of one triangle have it too); only other meshes are diagnosed (an edge
+    count). Duplicated triangles alone are accepted. With ``vertices`` (radius-100 positions), a
+    hole whose edges run between copies of one position is named as what it is: a mesh split
+    along a seam (duplicated vertices, as some exporters write), not a missing piece.
     """
     f = np.asarray(faces, dtype=np.int64)
-    if len(f) == 2 * n_vertices - 4:
-        return
+    twice = (f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 2] == f[:, 0])
+    if twice.any():
+        first = int(np.argmax(twice))
+        raise InputError(f"{int(twice.sum())} of {len(f)} triangles name one vertex twice (first: triangle "
+                         f"{first}, vertices {f[first].tolist()}): they have no area; the file is corrupted, "
+                         "regenerate the sphere", path=path)
     unused = n_vertices - int(np.count_nonzero(np.bincount(f.ravel(), minlength=n_vertices)))
+    if len(f) == 2 * n_vertices - 4 and not unused:
+        return
     edges = np.sort(f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
     _, counts = np.unique(edges[:, 0] * n_vertices + edges[:, 1], return_counts=True)
     border = int(np.count_nonzero(counts == 1))

@@ -73,7 +73,7 @@ def _check_document(path: Path, doc: Any) -> None:
     reg = doc["registration"]
     first = next(iter(reg.get("registration_features") or doc.get("features") or ["sulc"]), "sulc")
     cc = reg.get(f"cc_{first}_after")
-    if not isinstance(cc, (int, float)) or isinstance(cc, bool):
+    if not isinstance(cc, (int, float)) or isinstance(cc, bool) or not -1.0 <= cc <= 1.0:  # NaN too
         raise bad(f"holds no correlation for {first} (registration.cc_{first}_after: {cc!r}): damaged, edited or "
                   "from an older version")
     named = parse_metrics_name(path.name)

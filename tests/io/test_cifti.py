@@ -151,3 +151,25 @@ def test_data_shorter_than_its_brain_model_is_refused(tmp_path):
     assert nib.load(str(path)).shape[-1] == len(bm) - 1
     with pytest.raises(InputError, match="truncated or corrupted"):
         read_cifti_cortex(path, "L")
+
+
+@pytest.mark.parametrize("n_surface, n_maps, match", [
+    (200_000_000, 1, "accepts at most 2097152 vertices"),   # before: 1.6 GB allocated (8 s), then a count error
+    (2_000_000, 100, "with 100 maps: 200000000 values"),     # a dtseries: 1.6 GB for a 4 KB file
+])
+def test_a_surface_size_the_data_do_not_back_is_refused_before_allocating(tmp_path, one_line, n_surface, n_maps,
+                                                                          match):
+    """The header's SurfaceNumberOfVertices sets the size of the scattered map, not the data the
+    file holds: a few-KB file claiming a huge surface is refused before anything is allocated."""
+    import resource
+
+    bm = cifti2.BrainModelAxis("CortexLeft", vertex=np.arange(10), nvertices={"CortexLeft": n_surface})
+    path = tmp_path / "liar.dscalar.nii"
+    cifti2.Cifti2Image(np.ones((n_maps, 10), np.float32),
+                       header=(cifti2.ScalarAxis([f"m{i}" for i in range(n_maps)]), bm)).to_filename(path)
+    assert path.stat().st_size < 20_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InputError, match=match) as e:
+        cifti.read_cifti_cortex(path, "L")
+    assert "header is corrupted" in one_line(e, str(path))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB

@@ -135,3 +135,24 @@ def test_label_file(tmp_path):
     np.testing.assert_array_equal(np.flatnonzero(mask), [2, 5, 7])
     with pytest.raises(InputError, match="lists vertex 7 but the surface has only 6"):
         fs.read_fs_label(p, 6)
+
+
+def test_byte_swapped_files_say_so(tmp_path, one_line):
+    """A FreeSurfer file written little-endian (a tool that ignored the byte order): before, the
+    morphometry file's header was read as "34209792 vertices and 16777216 values per vertex ...
+    corrupted" and the surface's magic as "0xFEFFFF ... of another format"."""
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(2)
+    values = np.linspace(-1.0, 1.0, len(v)).astype("<f4")
+    morph = tmp_path / "lh.sulc"
+    morph.write_bytes(b"\xff\xff\xff" + np.array([len(v), len(f), 1], "<i4").tobytes() + values.tobytes())
+    with pytest.raises(InputError) as e:
+        fs.read_fs_morph(morph)
+    assert "is byte-swapped" in one_line(e, morph) and "write_morph_data" in str(e.value)
+    surface = tmp_path / "lh.sphere"
+    surface.write_bytes(b"\xfe\xff\xff" + b"created by a tool\n\n" + np.array([len(v), len(f)], "<i4").tobytes()
+                        + (100 * v).astype("<f4").tobytes() + f.astype("<i4").tobytes())
+    with pytest.raises(InputError) as e:
+        fs.read_fs_surface(surface)
+    assert "is byte-swapped" in one_line(e, surface) and "write_geometry" in str(e.value)

@@ -241,3 +241,24 @@ def test_float_arrays_are_deflated_the_cheaper_way_and_never_larger(kind, sphere
     assert len(packed) <= 1.01 * level1
     huffman = len(gifti._pack(payload, zlib.Z_HUFFMAN_ONLY))
     assert len(packed) == (huffman if kind == "irregular" else len(gifti._pack(payload, zlib.Z_DEFAULT_STRATEGY)))
+
+
+def test_a_freesurfer_file_under_a_gifti_name_says_what_it_is(tmp_path, one_line):
+    """``cp lh.sphere sub-01_hemi-L_sphere.surf.gii`` (renaming into sMRIPrep's layout): before,
+    only "is not a GIFTI file (does not start with XML)"."""
+    from nibabel import freesurfer as nfs
+
+    from geomorph_bids.io import read_feature, read_sphere
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(2)
+    sphere = tmp_path / "sub-01_hemi-L_sphere.surf.gii"
+    nfs.write_geometry(str(sphere), (100 * v).astype(np.float32), f.astype(np.int32))
+    with pytest.raises(InputError) as e:
+        read_sphere(sphere)
+    assert "it is a FreeSurfer surface (magic 0xFFFFFE) under a GIFTI name" in one_line(e, sphere)
+    sulc = tmp_path / "sub-01_hemi-L_sulc.shape.gii"
+    nfs.write_morph_data(str(sulc), np.linspace(-1, 1, len(v)).astype(np.float32))
+    with pytest.raises(InputError) as e:
+        read_feature(sulc)
+    assert "mris_convert -c lh.sulc lh.white lh.sulc.shape.gii" in one_line(e, sulc)

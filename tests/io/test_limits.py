@@ -193,3 +193,43 @@ def test_normal_files_read_as_before(tmp_path):
     write_metric(tmp_path / "m.shape.gii", np.arange(len(v), dtype=np.float32) + 1, hemi="L")
     assert read_feature(tmp_path / "m.shape.gii", n_vertices=len(v)).shape == (len(v),)
     assert surface_vertex_count(tmp_path / "s.surf.gii.gz") == len(v)
+
+
+@pytest.mark.parametrize("old, new", [
+    (b'Encoding="GZipBase64Binary"', b'Encoding="B64GZ"'),                # nibabel's alias of the encoding
+    (b'Encoding="GZipBase64Binary"', b'Encoding="GIFTI_ENCODING_B64GZ"'),  # another alias
+    (b'Encoding="GZipBase64Binary"', b'Encoding="&#71;ZipBase64Binary"'),  # a character reference
+    (b'<DataArray', b'<DataArray ExternalFileName="a>b"'),  # '>' in an attribute value before the encoding
+], ids=["B64GZ", "GIFTI_ENCODING_B64GZ", "char-reference", "gt-in-attribute"])
+def test_zlib_bomb_behind_another_spelling_of_the_encoding(tmp_path, old, new):
+    """Every spelling nibabel reads as GZipBase64Binary is bounded: nibabel inflates the whole
+    array before comparing it with its dimensions (a 0.7 MB file took 1.1 GB)."""
+    path = _sphere_file(tmp_path / "s.surf.gii")
+    xml = path.read_bytes()
+    packed = base64.b64encode(zlib.compress(b"\0" * (256 * 2 ** 20), 9))
+    assert len(packed) < 400_000
+    start = xml.index(b"<Data>") + len(b"<Data>")
+    xml = xml[:start] + packed + xml[xml.index(b"</Data>", start):]
+    tag = xml.index(b"<DataArray")
+    head = xml[tag:xml.index(b">", tag)]
+    assert old in head
+    head = head.replace(old, new, 1)
+    if b"a>b" in new:  # the attribute moved to the front of the tag
+        head = head.replace(b' ExternalFileName=""', b"")
+    bomb = tmp_path / "bomb.surf.gii"
+    bomb.write_bytes(xml[:tag] + head + xml[xml.index(b">", tag):])
+    before = _max_rss_mb()
+    with pytest.raises(InputError, match=r"decompresses to more than .* data array 0 declares") as e:
+        read_sphere(bomb)
+    _one_line(e, bomb)
+    assert _max_rss_mb() - before < 64
+
+
+def test_cdata_sections_are_read_as_nibabel_reads_them(tmp_path):
+    """The scan sees the XML as expat does: a CDATA-wrapped array is base64, not corrupted data."""
+    v, f = icosphere(2)
+    path = write_surface(tmp_path / "s.surf.gii", v, f, hemi="L")
+    xml = path.read_bytes().replace(b"<Data>", b"<Data><![CDATA[").replace(b"</Data>", b"]]></Data>")
+    odd = tmp_path / "odd.surf.gii"
+    odd.write_bytes(xml)
+    assert np.allclose(read_sphere(odd).vertices, read_sphere(path).vertices)

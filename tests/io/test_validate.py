@@ -280,3 +280,24 @@ def test_clip_outliers_leaves_real_maps_and_zeros_alone():
     np.testing.assert_array_equal(np.delete(got, [60, 61]), np.delete(bad, [60, 61]))
     ok = np.delete(far, [60, 61])
     assert got[60] == ok[ok != 0].max() and got[61] == ok[ok != 0].min() and (got[:50] == 0).all()
+
+
+def test_a_mesh_with_the_right_triangle_count_is_still_checked(one_line):
+    """2 V - 4 triangles is what a closed sphere has, but not proof of one: before round six a
+    mesh of 2 V - 4 copies of one triangle (V - 3 vertices unused) was registered and only
+    flagged ("2559 vertices with non-finite distortion"), and so was a triangle naming a vertex
+    twice ([a, a, c]: no area); both are now refused on one line naming the file."""
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(3)
+    v = 100.0 * v / np.linalg.norm(v, axis=1, keepdims=True)
+    assert len(f) == 2 * len(v) - 4
+    with pytest.raises(InputError) as e:
+        val.validate_sphere(v, np.repeat(f[:1], len(f), axis=0), "lh.sphere")
+    assert f"{len(v) - 3} of {len(v)} vertices belong to no triangle" in one_line(e, "lh.sphere")
+    degenerate = f.copy()
+    degenerate[7, 1] = degenerate[7, 0]
+    with pytest.raises(InputError) as e:
+        val.validate_sphere(v, degenerate, "lh.sphere")
+    msg = one_line(e, "lh.sphere")
+    assert f"1 of {len(f)} triangles name one vertex twice (first: triangle 7" in msg and "corrupted" in msg

@@ -98,3 +98,18 @@ def test_reuses_newer_group_tsv(outputs):
 def test_no_outputs(tmp_path):
     with pytest.raises(ValueError, match="no participant outputs"):
         build_group_report(tmp_path)
+
+
+@pytest.mark.parametrize("cc", ["NaN", "Infinity", "7.0", "-1.5"])
+def test_a_correlation_that_no_registration_gives_costs_its_row(tmp_path, cc):
+    """json reads NaN and Infinity as numbers: an edited or damaged metrics file with one was a
+    row judged "ok" (NaN), like a correlation of 7; now each is a one-line failure, as "high" is."""
+    from geomorph_bids.reports.group_table import group_rows
+
+    anat = tmp_path / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    path = anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json"
+    path.write_text('{"subject": "01", "session": null, "hemi": "L", "registration": {"cc_sulc_after": %s}}' % cc)
+    unreadable: list[str] = []
+    assert group_rows(tmp_path, unreadable=unreadable) == []
+    assert len(unreadable) == 1 and "holds no correlation for sulc" in unreadable[0] and str(path) in unreadable[0]
