@@ -62,6 +62,7 @@ from ..sphere.rotation import MIRROR
 from ..sphere.unfold import unfold_mesh
 from .checkpoints import LoadedModel, load_model
 from .device import resolve_device
+from .feature_signs import check_signs
 from .model_choice import default_registration
 from .prealign import correlation, prealign
 from .warp_geometry import (RADIUS, apply_warp, network_smoothing, smooth_warp, unfold_warp, upsample_warp,
@@ -543,6 +544,8 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
                 _warn_fallback(template, channels, work_hemi)
             templates[key] = template.load(work_hemi, channels)
         tpl = templates[key]
+    # a curv (or sulc) of the other sign would pull against the other channel: refused, named
+    check_signs(feats, tpl.features, channels, item.moving_features)
     work_v = vertices @ MIRROR if mirrored else vertices
     work_f = np.ascontiguousarray(faces[:, ::-1]) if mirrored else faces
     reg_v = None if reg_sphere is None else np.asarray(reg_sphere, dtype=np.float64)
