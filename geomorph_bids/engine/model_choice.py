@@ -24,11 +24,18 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["ModelChoice", "KINDS", "OPTIMISER_CHANNELS", "default_registration", "resolve_model", "rigid",
+__all__ = ["ModelChoice", "KINDS", "METHODS", "OPTIMISER_CHANNELS", "default_registration", "resolve_model", "rigid",
            "optimiser", "network"]
 
 #: what may follow the rigid pre-alignment
 KINDS = ("rigid", "optimise", "network")
+
+#: the ``method`` a registration's metrics record (:func:`~geomorph_bids.engine.register.register`),
+#: in words (for reports)
+METHODS: dict[str, str] = {"rigid": "rigid pre-alignment only",
+                           "optimise": "warp optimised for this hemisphere",
+                           "geomorph": "network alone, one forward pass",
+                           "geomorph+optimise": "network, then a short refinement"}
 
 #: registration features of the optimiser (no network), per bundled template: fsaverage's sulc +
 #: curv aligns the mirrored fsaverage pair 0.11 deg better than sulc alone (docs/registration.md);

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..crashfiles import read_crash_file, subject_wf_name
 from ..derivatives import CITATION, CRASH_FILES, DATASET_DESCRIPTION, LOGS, figures_dir, report_name
+from ..engine.model_choice import METHODS
 from ..io.atomic import atomic_write_text
 from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
 from ..quality import quality_warnings
@@ -152,7 +153,9 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
                     ["template", esc(first.get("template", "n/a"))],
                     ["template maps", esc(_template_maps(hemis))],
                     ["output density", esc(first.get("output_density", "n/a"))],
-                    ["model / method", esc(f"{first.get('model', 'n/a')} / {first.get('method', 'n/a')}")],
+                    ["model / method", esc(f"{first.get('model', 'n/a')} / {first.get('method', 'n/a')}"
+                                           + (f" ({METHODS[first['method']]})" if first.get("method") in METHODS
+                                              else ""))],
                     ["input", esc(first.get("input_source", "n/a"))]]
     body.append('<section id="summary"><h2>Summary</h2>' + table(["", ""], summary_rows, left=2) + "</section>")
 
