@@ -212,7 +212,10 @@ def read_fs_label(path: str | Path, n_vertices: int) -> np.ndarray:
     except Exception as exc:
         raise InputError(f"FreeSurfer label file is corrupted ({type(exc).__name__}: {exc})",
                          path=p) from None
-    if idx.size and (idx.min() < 0 or idx.max() >= n_vertices):
+    if idx.size and idx.min() < 0:
+        raise InputError(f"label lists vertex {int(idx.min())}: vertex numbers start at 0; the file is corrupted",
+                         path=p)
+    if idx.size and idx.max() >= n_vertices:
         raise InputError(f"label lists vertex {int(idx.max())} but the surface has only "
                          f"{n_vertices} vertices", path=p)
     out = np.zeros(int(n_vertices), dtype=np.int64)

@@ -38,6 +38,8 @@ SPHERE_SPREAD_TOL = 0.05
 #: Relative centre offset / radius error below which a sphere is left untouched.
 SPHERE_POSE_TOL = 1e-3
 MAX_FOLDED_FRACTION = 1e-3  # folded triangles tolerated (with a warning) on input spheres
+#: a triangle of at most this fraction of the mean triangle area has none (its corners coincide)
+ZERO_AREA = 1e-9
 
 _HEMIS = {"l": "L", "left": "L", "lh": "L", "cortexleft": "L",
           "r": "R", "right": "R", "rh": "R", "cortexright": "R"}
@@ -247,11 +249,20 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
             f"{centre[2]:.3g}), radius {r:.4g}; recentred to the origin and rescaled to radius "
             f"{radius:g}", SphereWarning, stacklevel=2)
         v = (v - centre) * (radius / r)
-    coverage = float(triangle_areas(v, f).sum() / (4.0 * np.pi * radius ** 2))
+    areas = triangle_areas(v, f)
+    coverage = float(areas.sum() / (4.0 * np.pi * radius ** 2))
     if not 0.5 < coverage < 1.5:
         raise InputError(f"triangles cover {coverage:.2f} times the sphere's area (expected about 1): "
                          "the mesh is partial (a patch?) or has duplicated triangles", path=path)
     check_closed(f, len(v), path, vertices=v)
+    # corners at one position (duplicated vertices): no area, so no distortion can be measured; real
+    # meshes' thinnest slivers keep >= 1e-4 of the mean area (FreeSurfer/cat-surf spheres)
+    flat = areas <= ZERO_AREA * coverage * 4.0 * np.pi * radius ** 2 / len(f)
+    if flat.any():
+        first = int(np.argmax(flat))
+        raise InputError(f"{int(flat.sum())} of {len(f)} triangles have no area (first: triangle {first}, vertices "
+                         f"{f[first].tolist()}): corners at one position, duplicated vertices? The file is "
+                         "corrupted: regenerate the sphere", path=path)
     return v, orient_faces(v, f, path, max_folded=max_folded)
 
 

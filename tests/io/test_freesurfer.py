@@ -135,6 +135,9 @@ def test_label_file(tmp_path):
     np.testing.assert_array_equal(np.flatnonzero(mask), [2, 5, 7])
     with pytest.raises(InputError, match="lists vertex 7 but the surface has only 6"):
         fs.read_fs_label(p, 6)
+    p.write_text("#!ascii label\n3\n" + "\n".join(f"{i} 0.0 0.0 0.0 1.0" for i in (2, -5, 7)) + "\n")
+    with pytest.raises(InputError, match="lists vertex -5: vertex numbers start at 0"):  # not "vertex 7"
+        fs.read_fs_label(p, 10)
 
 
 def test_byte_swapped_files_say_so(tmp_path, one_line):

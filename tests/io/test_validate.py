@@ -301,3 +301,24 @@ def test_a_mesh_with_the_right_triangle_count_is_still_checked(one_line):
         val.validate_sphere(v, degenerate, "lh.sphere")
     msg = one_line(e, "lh.sphere")
     assert f"1 of {len(f)} triangles name one vertex twice (first: triangle 7" in msg and "corrupted" in msg
+
+
+def test_a_vertex_on_top_of_another_is_refused(one_line):
+    """Two distinct vertices at one position (a corrupted or hand-edited sphere): the triangles
+    between them have no area, so no distortion can be measured; before, the registration was
+    written and only flagged ("non-finite distortion", exit 3). Real meshes' thinnest slivers keep
+    >= 1e-4 of the mean area and pass."""
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(3)
+    v = 100.0 * v / np.linalg.norm(v, axis=1, keepdims=True)
+    a, b = (int(i) for i in f[7, :2])
+    on_top = v.copy()
+    on_top[b] = on_top[a]
+    with pytest.raises(InputError) as e:
+        val.validate_sphere(on_top, f, "lh.sphere")
+    msg = one_line(e, "lh.sphere")
+    assert f"2 of {len(f)} triangles have no area" in msg and "duplicated vertices?" in msg
+    sliver = v.copy()  # moved 1/1000 of an edge off: thin, not flat
+    sliver[b] = v[a] + 1e-3 * (v[b] - v[a])
+    val.validate_sphere(sliver, f, "lh.sphere")
