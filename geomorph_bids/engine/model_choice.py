@@ -24,7 +24,8 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["ModelChoice", "KINDS", "METHODS", "OPTIMISER_CHANNELS", "default_registration", "resolve_model", "rigid",
+__all__ = ["ModelChoice", "KINDS", "METHODS", "OPTIMISER_CHANNELS", "OPTIMISER_WEIGHTS", "optimiser_weights",
+           "default_registration", "resolve_model", "rigid",
            "optimiser", "network"]
 
 #: what may follow the rigid pre-alignment
@@ -41,6 +42,13 @@ METHODS: dict[str, str] = {"rigid": "rigid pre-alignment only",
 #: curv aligns the mirrored fsaverage pair 0.11 deg better than sulc alone (docs/registration.md);
 #: any other template: sulc
 OPTIMISER_CHANNELS: dict[str, tuple[str, ...]] = {"fsLR": ("sulc",), "fsaverage": ("sulc", "curv")}
+
+#: weights of the features' ``1 - CC`` in the optimiser's loss, per feature set (others: equal).
+#: sulc + curv (fsaverage's default): an individual's curvature is far sharper than a group-average
+#: template's, and at equal weight it pulled a real brain's sulc alignment down (CC with
+#: FreeSurfer's fsaverage 0.848 -> 0.821) for no accuracy on the real pairs (+-0.01 deg). Not for
+#: sulc + curv + myelin: there less curv cost 0.2 deg on known warps (docs/registration.md).
+OPTIMISER_WEIGHTS: dict[tuple[str, ...], tuple[float, ...]] = {("sulc", "curv"): (0.7, 0.3)}
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,16 @@ class ModelChoice:
             optimise = OptimiseConfig.from_dict(optimise["config"])
         return cls(str(d["kind"]), str(d["name"]), tuple(d.get("channels") or ("sulc",)),
                    Path(d["checkpoint"]) if d.get("checkpoint") else None, optimise, bool(d.get("mirrored", False)))
+
+
+def optimiser_weights(channels: Sequence[str]) -> tuple[float, ...] | None:
+    """The optimiser's channel weights for features ``channels``, in their order
+    (:data:`OPTIMISER_WEIGHTS`, whatever order its key lists them in), or None: equal weights."""
+    names = tuple(str(c) for c in channels)
+    for key, weights in OPTIMISER_WEIGHTS.items():
+        if sorted(key) == sorted(names):
+            return tuple(weights[key.index(n)] for n in names)
+    return None
 
 
 def rigid() -> ModelChoice:

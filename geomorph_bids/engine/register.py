@@ -63,7 +63,7 @@ from ..sphere.unfold import unfold_mesh
 from .checkpoints import LoadedModel, load_model
 from .device import resolve_device
 from .feature_signs import check_signs
-from .model_choice import default_registration
+from .model_choice import default_registration, optimiser_weights
 from .prealign import correlation, prealign
 from .warp_geometry import (RADIUS, apply_warp, network_smoothing, smooth_warp, unfold_warp, upsample_warp,
                             warp_folded_triangles)
@@ -633,11 +633,13 @@ def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:
 
     # True: the optimiser's schedule from the rigid alignment, the short refinement after a network
     network = any(job.loaded is not None for job in jobs)
-    cfg = optimise if isinstance(optimise, OptimiseConfig) else (REFINEMENT if network else OptimiseConfig())
-    groups: dict[int, list[_Job]] = {}
+    groups: dict[tuple[str, ...], list[_Job]] = {}
     for job in jobs:
-        groups.setdefault(len(job.channels), []).append(job)
-    for group in groups.values():
+        groups.setdefault(tuple(job.channels), []).append(job)
+    for channels, group in groups.items():
+        # the optimiser from the rigid alignment weighs its features by name (curv less than sulc)
+        cfg = optimise if isinstance(optimise, OptimiseConfig) else (
+            REFINEMENT if network else OptimiseConfig(channel_weights=optimiser_weights(channels)))
         t = time.perf_counter()
         movs, fixs, masks, inits = [], [], [], []
         for job in group:

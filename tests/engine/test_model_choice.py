@@ -99,3 +99,11 @@ def test_no_refinement_is_decided_with_the_model_and_needs_a_network():
     for spec in ("default", None, "rigid"):  # nothing to run without the refinement
         with pytest.raises(InputError, match="--no-optimise .* runs no network"):
             resolve_model(spec, "fsLR", refine=False)
+
+
+def test_the_optimiser_weighs_curv_less_than_sulc_for_fsaverage_only():
+    from geomorph_bids.engine.model_choice import optimiser_weights
+
+    assert optimiser_weights(("sulc", "curv")) == (0.7, 0.3)
+    assert optimiser_weights(["curv", "sulc"]) == (0.3, 0.7)  # in the channels' order
+    assert optimiser_weights(("sulc",)) is None and optimiser_weights(("sulc", "curv", "myelin")) is None

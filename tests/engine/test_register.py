@@ -557,3 +557,12 @@ def test_resample_takes_a_sphere_file_and_a_missing_template_says_what_to_pass(r
     ve, fe, sulc = _example_arrays()
     with pytest.raises(TypeError, match="template must be 'fsLR', 'fsaverage'"):
         register((ve, fe), {"sulc": sulc}, None, "L", rigid_only=True)
+
+
+def test_the_default_fsaverage_optimiser_weighs_sulc_and_curv_by_name():
+    surf = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / \
+        "freesurfer" / "sub-01" / "surf"
+    feats = {"curv": surf / "lh.curv", "sulc": surf / "lh.sulc"}  # the user's order is kept
+    r = register(surf / "lh.sphere", feats, "fsaverage", "L", template_dir="bundled")
+    assert r.metrics["optimise"]["channel_weights"] == [0.3, 0.7]
+    assert r.metrics["cc_sulc_after"] > 0.95 and r.metrics["cc_curv_after"] > 0.9
