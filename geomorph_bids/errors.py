@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -14,11 +15,12 @@ class InputError(ValueError):
     """
 
     def __init__(self, message: str, *, path: str | Path | None = None,
-                 subject: str | None = None, hemi: str | None = None) -> None:
+                 subject: str | None = None, hemi: str | None = None, feature: str | None = None) -> None:
         self.reason = " ".join(str(message).split())  # always one line
         self.path = None if path is None else Path(path)
         self.subject = subject
         self.hemi = hemi
+        self.feature = feature  # the input map the problem is with (its file filled in by with_context)
         super().__init__(self._render())
 
     def _render(self) -> str:
@@ -32,10 +34,15 @@ class InputError(ValueError):
         return (" ".join(where) + ": " if where else "") + self.reason
 
     def with_context(self, *, subject: str | None = None, hemi: str | None = None,
-                     path: str | Path | None = None) -> "InputError":
-        """Return a copy with subject/hemisphere/file filled in where still unknown."""
+                     path: str | Path | None = None,
+                     feature_files: Mapping[str, str | Path] | None = None) -> "InputError":
+        """Return a copy with subject/hemisphere/file filled in where still unknown; an error about
+        a feature map given as an array (``feature``) gets that map's file from ``feature_files``
+        (name -> the file the caller read it from)."""
+        if self.path is None and path is None and self.feature and feature_files:
+            path = feature_files.get(self.feature)
         return InputError(self.reason, path=self.path if self.path is not None else path,
-                          subject=self.subject or subject, hemi=self.hemi or hemi)
+                          subject=self.subject or subject, hemi=self.hemi or hemi, feature=self.feature)
 
 
 _ERRNO_WORDS = {"ENOSPC": "no space left on device (disk full)", "EDQUOT": "disk quota exceeded",

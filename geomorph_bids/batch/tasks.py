@@ -117,10 +117,10 @@ def _line(exc: BaseException) -> str:
 
 def _fail(outcome: Outcome, task: HemisphereTask, stage: str, exc: BaseException) -> None:
     """Record a failure as Nipype would: the traceback, ending with the exception's line (an
-    InputError with the subject and hemisphere added: it names the file)."""
+    InputError with the subject, hemisphere and, for a feature map, its input file added)."""
     tb = "".join(traceback.format_exception(exc)).rstrip()
     if isinstance(exc, InputError):
-        exc = exc.with_context(subject=task.subject, hemi=task.hemi)
+        exc = exc.with_context(subject=task.subject, hemi=task.hemi, feature_files=task.features)
     outcome.error = f"{type(exc).__name__}: {_line(exc)}"
     outcome.stage = stage
     outcome.traceback = f"{tb}\n{outcome.error}"

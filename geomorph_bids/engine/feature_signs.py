@@ -60,4 +60,4 @@ def check_signs(subject: Mapping[str, np.ndarray], template: Mapping[str, np.nda
                 f"{first} and {name} correlate {r_tpl:+.2f}: {name} (or {first}) has the other sign. Maps must use FreeSurfer's sign "
                 f"(positive in sulci); HCP/Workbench curvature is -curv: negate it (for an HCP sulc: "
                 f"--sulc-sign hcp), or register with {first} alone",
-                path=path if isinstance(path, (str, Path)) else None)
+                path=path if isinstance(path, (str, Path)) else None, feature=name)

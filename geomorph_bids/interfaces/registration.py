@@ -41,6 +41,8 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     cortex_mask = File(exists=True, desc="cortex mask (1 on the cortex): medial wall left out of the similarity")
     num_threads = traits.Int(0, usedefault=True, desc="torch threads (0: leave as is)")
     subject = traits.Str("", usedefault=True, desc="subject label, for error messages")
+    source_files = traits.List(traits.Str, desc="the input files the features came from, in feature_names' "
+                                                "order (named in error messages instead of the node's copies)")
 
 
 class _RegisterOutputSpec(TraitedSpec):
@@ -85,7 +87,8 @@ class Register(SimpleInterface):
                               reg_sphere=reg, reg_sphere_space=self.inputs.sphere_reg_space, cortex_mask=cortex,
                               device_slot=lambda: gpu_lock(device), **choice.register_arguments())
         except InputError as exc:
-            raise exc.with_context(subject=subject, hemi=hemi) from None
+            sources = dict(zip(names, self.inputs.source_files)) if isdefined(self.inputs.source_files) else None
+            raise exc.with_context(subject=subject, hemi=hemi, feature_files=sources) from None
         out_sphere, metrics_file = write_registration(
             runtime.cwd, result, hemi, registration_record(result, choice, reg is not None))
         self._results["out_sphere"] = str(out_sphere)

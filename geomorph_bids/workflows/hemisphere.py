@@ -42,7 +42,7 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
         load.inputs.cortex_mask = str(h.cortex_mask)
     register = pe.Node(Register(template=config.template.to_dict(), model=config.model.to_dict(),
                                 hemi=h.hemi, device=config.device, num_threads=config.omp_nthreads,
-                                subject=h.subject),
+                                subject=h.subject, source_files=[str(h.features[f]) for f in features]),
                        name="register", n_procs=config.nprocs if config.gpu else config.omp_nthreads,
                        mem_gb=2.0)  # target: peak RSS <= 2 GB per registration
     resample = pe.Node(ResampleFeatures(template=config.template.base, hemi=h.hemi, density=config.density,

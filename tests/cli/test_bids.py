@@ -439,6 +439,24 @@ def test_no_optimise_keeps_the_networks_warp_in_both_modes(dataset_factory, tmp_
     assert not (tmp_path / "o2" / "sub-01").exists()
 
 
+@pytest.mark.parametrize("mode", ["workflow", "batch"])
+def test_a_curvature_of_the_other_sign_fails_its_hemisphere_naming_the_input_file(dataset_factory, tmp_path, mode):
+    """HCP/Workbench curvature (-curv) next to FreeSurfer's sulc, registered to fsaverage (sulc +
+    curv): that hemisphere fails on one line naming the user's file (not the node's copy of it),
+    the others are written."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    curv = bids / "derivatives" / "freesurfer" / "sub-01" / "surf" / "lh.curv"
+    nib.freesurfer.write_morph_data(str(curv), -nib.freesurfer.read_morph_data(str(curv)))
+    out = tmp_path / "out"
+    batch = ("--batch-size", "2") if mode == "batch" else ()
+    code, _, err = run(bids, out, "participant", "--template", "fsaverage", "-w", tmp_path / "w", *batch)
+    assert code == 1, err
+    line = next(x for x in err.splitlines() if "FAILED sub-01 hemi-L" in x)
+    assert f"sub-01 hemi-L {curv}: feature 'curv' correlates -" in line and "has the other sign" in line
+    assert (anat(out, "01") / "sub-01_hemi-R_space-fsaverage_desc-geomorph_metrics.json").is_file()
+    assert not (anat(out, "01") / "sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json").exists()
+
+
 def test_freesurfer_sphere_reg_and_container(dataset_factory, tmp_path, monkeypatch):
     """FreeSurfer's sphere.reg gives the rotation (as sMRIPrep does); $GEOMORPH_CONTAINER is
     recorded in dataset_description.json."""
