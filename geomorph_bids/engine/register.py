@@ -242,7 +242,9 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     rigid_only : stop after the rigid pre-alignment.
     optimise : optimise the warp's control points for this pair after the network (or from
         the rigid alignment without one): True (without a network the default schedule,
-        :class:`~geomorph_bids.model.optimise.OptimiseConfig`; after a network the short
+        :class:`~geomorph_bids.model.optimise.OptimiseConfig`, its features weighted by
+        :func:`~geomorph_bids.engine.model_choice.optimiser_weights`: sulc 0.7, curv 0.3;
+        after a network the short
         :data:`~geomorph_bids.model.optimise.REFINEMENT`), False (network only; needs a
         ``model``) or an ``OptimiseConfig``.
     reg_sphere : optional registered sphere ((V, 3) array, (vertices, faces), a
