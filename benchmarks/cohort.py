@@ -14,8 +14,10 @@ alternation, with fresh output and work folders:
 * ``batch``: the same command with ``--batch-size B`` (no Nipype; P worker processes);
 * ``deferred``: batch mode with ``--reports deferred``, then (timed apart) the one
   ``--reports-only --nprocs P`` pass that builds the reports;
+* ``network``: ``deferred`` with a bundled network alone (``--model NET --no-optimise``,
+  ``--network``, default ``sulc-fsLR``): the fastest registration;
 
-both with the default registration and reports. Each run is a fresh process; the table gives
+the others with the default registration, all with reports. Each run is a fresh process; the table gives
 the wall time (launch to exit), hemispheres per second, seconds per hemisphere end to end, the
 peak memory of the whole process tree (sum of RSS, and of PSS: shared pages counted once;
 sampled once a second), and
@@ -169,14 +171,16 @@ def node_seconds(work: Path) -> dict[str, float]:
 
 
 def measure(mode: str, bids: Path, n: int, tmp: Path, nprocs: int, batch_size: int, repeat: int,
-            reports_pass: bool = True) -> dict:
+            reports_pass: bool = True, network: str = "sulc-fsLR") -> dict:
     exe = str(Path(sys.executable).with_name("geomorph-bids"))
     out, work = tmp / f"{mode}-{n}-{repeat}-out", tmp / f"{mode}-{n}-{repeat}-work"
     labels = [f"{s:03d}" for s in range(1, n + 1)]
     cmd = [exe, str(bids), str(out), "participant", "--participant-label", *labels, "-w", str(work),
            "--nprocs", str(nprocs)] + ([] if mode == "workflow" else ["--batch-size", str(batch_size)])
-    if mode == "deferred":
+    if mode in ("deferred", "network"):
         cmd += ["--reports", "deferred"]
+    if mode == "network":
+        cmd += ["--model", network, "--no-optimise"]
     r = run(cmd, tmp / f"{mode}-{n}-{repeat}.log")
     if r["code"] != 0:
         raise SystemExit(f"{mode} N={n} failed ({r['code']}); see {tmp / f'{mode}-{n}-{repeat}.log'}:\n"
@@ -231,7 +235,8 @@ def print_tables(results: list[dict], nprocs: int, batch_size: int) -> None:
                     and x["mode"] == "workflow"), None)
         ratio = f"{ref['wall'] / r['wall']:.2f}x" if ref and r["mode"] != "workflow" else "-"
         mode = {"workflow": "workflow (MultiProc)", "batch": f"batch (`--batch-size {batch_size}`)",
-                "deferred": "batch, `--reports deferred`"}[r["mode"]]
+                "deferred": "batch, `--reports deferred`",
+                "network": "batch, `--reports deferred`, network alone (`--no-optimise`)"}[r["mode"]]
         print(f"| {r['density']} | {r['n']} ({r['hemis']}) | {mode} | {r['wall']:.1f} | {r['hemis'] / r['wall']:.3f} | "
               f"{r['per_hemi']:.2f} | {r['outside']:.2f} | {r['rss'] / 1e9:.2f} / {r['pss'] / 1e9:.2f} | {ratio} |")
     print(f"\nWhere the time goes, seconds per hemisphere (start-up and settings: wall, shared by the run; "
@@ -273,7 +278,8 @@ def main() -> int:
     p.add_argument("--nprocs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--modes", nargs="+", choices=("workflow", "batch", "deferred"),
+    p.add_argument("--network", default="sulc-fsLR", help="the network of the 'network' mode (default sulc-fsLR)")
+    p.add_argument("--modes", nargs="+", choices=("workflow", "batch", "deferred", "network"),
                    default=["workflow", "batch", "deferred"],
                    help="deferred: batch mode with --reports deferred, then one --reports-only pass (timed apart)")
     p.add_argument("--no-reports-pass", action="store_true", help="deferred: skip the --reports-only pass")
@@ -294,7 +300,8 @@ def main() -> int:
                 runs: dict[str, list[dict]] = {m: [] for m in args.modes}
                 for rep in range(args.repeats):
                     for mode in args.modes:  # alternating: load changes hit both modes alike
-                        r = measure(mode, bids, n, tmp, args.nprocs, args.batch_size, rep, not args.no_reports_pass)
+                        r = measure(mode, bids, n, tmp, args.nprocs, args.batch_size, rep, not args.no_reports_pass,
+                                    args.network)
                         runs[mode].append(r)
                         print(f"  {density} N={n} {mode} #{rep + 1}: {r['wall']:.1f} s, "
                               f"{r['hemis'] / r['wall']:.3f} hemispheres/s, peak PSS {r['pss'] / 1e9:.2f} GB, "
