@@ -70,7 +70,7 @@ def resolve_template_and_model(args, prog: str = "geomorph-bids") -> tuple[Templ
     once: a bad one is an :class:`InputError` here, before anything runs."""
     template = resolve_template(args)
     model = resolve_model(args.model, template.label, template.shared_features(args.hemi),
-                          refine=not getattr(args, "no_optimise", False))
+                          refine=not args.no_optimise)
     hemis = sorted({model.template_hemi(h) for h in args.hemi})
     for line in template.warnings(model.channels, hemis):
         print(f"{prog}: warning: {line}", file=sys.stderr)

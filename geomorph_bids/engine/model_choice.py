@@ -48,7 +48,7 @@ OPTIMISER_CHANNELS: dict[str, tuple[str, ...]] = {"fsLR": ("sulc",), "fsaverage"
 #: template's, and at equal weight it pulled a real brain's sulc alignment down (CC with
 #: FreeSurfer's fsaverage 0.848 -> 0.821) for no accuracy on the real pairs (+-0.01 deg). Not for
 #: sulc + curv + myelin: there less curv cost 0.2 deg on known warps (docs/registration.md).
-OPTIMISER_WEIGHTS: dict[tuple[str, ...], tuple[float, ...]] = {("sulc", "curv"): (0.7, 0.3)}
+OPTIMISER_WEIGHTS: dict[frozenset[str], dict[str, float]] = {frozenset({"sulc", "curv"}): {"sulc": 0.7, "curv": 0.3}}
 
 
 @dataclass(frozen=True)
@@ -136,12 +136,9 @@ class ModelChoice:
 
 def optimiser_weights(channels: Sequence[str]) -> tuple[float, ...] | None:
     """The optimiser's channel weights for features ``channels``, in their order
-    (:data:`OPTIMISER_WEIGHTS`, whatever order its key lists them in), or None: equal weights."""
-    names = tuple(str(c) for c in channels)
-    for key, weights in OPTIMISER_WEIGHTS.items():
-        if sorted(key) == sorted(names):
-            return tuple(weights[key.index(n)] for n in names)
-    return None
+    (:data:`OPTIMISER_WEIGHTS`), or None: equal weights."""
+    weights = OPTIMISER_WEIGHTS.get(frozenset(str(c) for c in channels))
+    return None if weights is None else tuple(weights[str(c)] for c in channels)
 
 
 def rigid() -> ModelChoice:

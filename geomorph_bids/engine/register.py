@@ -546,8 +546,12 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
                 _warn_fallback(template, channels, work_hemi)
             templates[key] = template.load(work_hemi, channels)
         tpl = templates[key]
-    # a curv (or sulc) of the other sign would pull against the other channel: refused, named
-    check_signs(feats, tpl.features, channels, item.moving_features)
+    # a curv (or sulc) of the other sign would pull against the other channel: refused, its file named
+    try:
+        check_signs(feats, tpl.features, channels)
+    except InputError as exc:
+        files = {n: v for n, v in item.moving_features.items() if isinstance(v, (str, Path))}
+        raise exc.with_context(feature_files=files) from None
     work_v = vertices @ MIRROR if mirrored else vertices
     work_f = np.ascontiguousarray(faces[:, ::-1]) if mirrored else faces
     reg_v = None if reg_sphere is None else np.asarray(reg_sphere, dtype=np.float64)

@@ -32,8 +32,9 @@ def test_a_curvature_of_the_other_sign_is_refused_naming_its_file():
     check_signs({**sub, "curv": -sub["curv"]}, tpl, ("sulc",))  # one channel: nothing to compare
     with pytest.raises(InputError, match=r"'curv' correlates -0\.\d\d with sulc .* \+0\.\d\d: curv \(or sulc\) "
                                          r"has the other sign") as exc:
-        check_signs({**sub, "curv": -sub["curv"]}, tpl, ("sulc", "curv"), {"curv": "/data/rh.curvature"})
-    assert str(exc.value).startswith("/data/rh.curvature: ")
+        check_signs({**sub, "curv": -sub["curv"]}, tpl, ("sulc", "curv"))
+    assert exc.value.feature == "curv"  # callers name its file
+    assert str(exc.value.with_context(feature_files={"curv": "/data/rh.curvature"})).startswith("/data/rh.curvature: ")
     # a map the template does not tie to sulc (myelin: +0.1) is not judged, whatever its sign
     check_signs({**sub, "myelin": -sub["sulc"]}, tpl, ("sulc", "myelin"))
     # a curvature that carries little sulcal information (r ~ -0.1) is not refused either
