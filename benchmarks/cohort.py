@@ -80,10 +80,11 @@ def cohort_164k(root: Path, n: int) -> Path:
     first = root / "derivatives" / "freesurfer" / "sub-001"
     for k, hemi in enumerate(("L", "R")):
         s = read_surface(package_file("smriprep", f"data/atlases/fsaverage.{hemi}_LR.spherical_std.164k_fs_LR.surf.gii"))
-        # refsulc is in HCP's sign: FreeSurfer's lh.sulc is its negation (DATA.md)
+        # refsulc is in HCP's sign: FreeSurfer's lh.sulc is its negation (DATA.md); curv has sulc's sign
+        # (both positive in sulci, as geomorph-bids checks when it registers them together)
         sulc = -np.asarray(read_feature(package_file("smriprep", f"data/atlases/{hemi}.refsulc.164k_fs_LR.shape.gii")),
                            dtype=np.float64)
-        h = synthetic_hemisphere(hemi, s.vertices, s.faces, {"sulc": sulc, "curv": -0.1 * sulc}, seed=[164, k, 2026])
+        h = synthetic_hemisphere(hemi, s.vertices, s.faces, {"sulc": sulc, "curv": 0.1 * sulc}, seed=[164, k, 2026])
         write_freesurfer(root / "derivatives" / "freesurfer", "sub-001", h)
     for s in range(2, n + 1):
         shutil.copytree(first, root / "derivatives" / "freesurfer" / f"sub-{s:03d}")

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..model.determinism import set_deterministic
 from ..model.checkpoint import (CheckpointMeta, TrainingProvenance, current_git_commit, load_checkpoint,
                                 save_checkpoint, weights_sha256)
 from ..model.geomorph import GeoMorph, GeoMorphConfig
@@ -448,8 +449,9 @@ def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[to
     data_desc = str(meta.get("data") or train_set.description)
 
     prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        set_deterministic(True, warn_only=True)
     try:
         torch.manual_seed(int(config.seed))
         model = GeoMorph(model_config)
@@ -640,7 +642,7 @@ def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[to
                            epochs_run=epoch, stopped=stopped, wall_time_s=wall, device=str(device),
                            n_parameters=model.n_parameters(), model=model)
     finally:
-        torch.use_deterministic_algorithms(prev_det)
+        set_deterministic(prev_det, prev_warn)
 
 
 def _exhausted(bad_epochs: int, patience: int | None) -> bool:

@@ -37,7 +37,9 @@ import torch
 from torch import Tensor
 
 from ..sphere.icosphere import icosphere, n_vertices
+from .adam import Adam
 from .cache import cached_tables
+from .determinism import deterministic
 from .geoconv import hex_laplacian
 from .geomorph import compose_warps
 from .keys import check_keys
@@ -177,19 +179,16 @@ def optimise_warp(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
     on for the call (the gradients' scatter-adds are otherwise summed in a varying order). On
     CPU the call uses at most one torch thread per pair. Both settings are restored afterwards.
     """
-    previous = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     threads = torch.get_num_threads()
     n_pairs = (moving.shape[0] if (moving.dim() if isinstance(moving, Tensor) else np.ndim(moving)) == 3 else 1)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     if torch.device(device).type == "cpu":
         # one pair's tensors are small (<= 10k points): extra CPU threads only add synchronisation,
         # and on a shared machine they make it 2-5x slower; a batch gets up to one thread per pair
         torch.set_num_threads(max(1, min(threads, n_pairs)))
     try:
-        return _optimise(moving, fixed, config, init=init, mask=mask, device=device)
+        with deterministic(True, warn_only=True):
+            return _optimise(moving, fixed, config, init=init, mask=mask, device=device)
     finally:
-        torch.use_deterministic_algorithms(previous, warn_only=warn_only)
         torch.set_num_threads(threads)
 
 
@@ -253,7 +252,7 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
         faces = faces_cpu.to(dev)
         area0 = _signed_area(base, faces)
         offset = torch.zeros((B,) + tuple(base.shape[1:]), device=dev, requires_grad=True)
-        opt = torch.optim.Adam([offset], lr=cfg.lr)
+        opt = Adam([offset], lr=cfg.lr)
         scale = float(4 ** c)  # 1 / h^2 with h = 2^-c
         located: Tensor | None = None
 
@@ -283,8 +282,8 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
         best = torch.full((B,), float("inf"), device=dev)
         best_offset = offset.detach().clone()
         for step in range(n_steps):
-            for group in opt.param_groups:  # cosine decay to 5 % of lr: Adam's steps do not shrink
-                group["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / n_steps)))
+            # cosine decay to 5 % of lr: Adam's steps do not shrink
+            opt.lr = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / n_steps)))
             losses = loss_of(normalise(base + offset), step)
             value = losses.detach()
             if step == 0:
@@ -292,7 +291,7 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
             better = value < best  # the loss of the current offsets, before this step moves them
             best = torch.where(better, value, best)
             best_offset = torch.where(better[:, None, None], offset.detach(), best_offset)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             losses.sum().backward()
             opt.step()
         with torch.no_grad():

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from geomorph_bids.model.adam import Adam
 from geomorph_bids.model.geomorph import GeoMorph, GeoMorphOutput, _full_precision
 from geomorph_bids.model.labels import normalise
 from geomorph_bids.model.losses import total_loss
@@ -79,7 +80,7 @@ def refine(model: GeoMorph, moving: Tensor, fixed: Tensor, steps: int = 20, lr: 
         if history is not None:
             history.append(best_loss)
         if steps > 0:
-            optimiser = torch.optim.Adam(list(offsets.values()), lr=lr)
+            optimiser = Adam(offsets.values(), lr=lr)
             for step in range(steps + 1):  # step 0 re-evaluates the model's output, with gradients
                 with torch.set_grad_enabled(step < steps):
                     loss, out = evaluate()
@@ -90,7 +91,7 @@ def refine(model: GeoMorph, moving: Tensor, fixed: Tensor, steps: int = 20, lr: 
                     if value < best_loss:
                         best_loss, best = value, detached(out)
                 if step < steps:
-                    optimiser.zero_grad(set_to_none=True)
+                    optimiser.zero_grad()
                     loss.backward()
                     optimiser.step()
     return best
