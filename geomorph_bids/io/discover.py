@@ -27,8 +27,9 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
     * cortex mask (optional, medial wall left out of the similarity): ``_desc-cortex_mask.label.gii``
       with no ``space-`` (sMRIPrep >= 0.17).
 
-    Other entities (``acq-``, ``run-`` ...) are allowed; of several matches the one with
-    the fewest entities wins, a tie is reported as ambiguous.  With ``session=None`` the
+    Every ``.gii`` may also be gzipped (``.gii.gz``, read as the plain file; the plain file
+    wins when both exist). Other entities (``acq-``, ``run-`` ...) are allowed; of several
+    matches the one with the fewest entities wins, a tie is reported as ambiguous.  With ``session=None`` the
     session-less ``sub-X/anat`` is used first, else the single ``ses-*`` folder holding a
     sphere (several: the hemisphere is reported missing, pass ``session``).  With a session,
     ``sub-X/ses-Y/anat`` is used first, then ``sub-X/anat`` (anatomy shared by sessions).
@@ -304,10 +305,13 @@ def label_for(name: str) -> str:
 # has a sphere but something is wrong, else (None, None) when the root holds nothing for it.
 
 def _entities(name: str) -> tuple[dict[str, str], str, str] | None:
-    """``sub-01_hemi-L_sulc.shape.gii`` -> ({sub: 01, hemi: L}, "sulc", ".shape.gii")."""
+    """``sub-01_hemi-L_sulc.shape.gii`` -> ({sub: 01, hemi: L}, "sulc", ".shape.gii"); a
+    ``.gii.gz`` name gives the extension without ``.gz``."""
     stem, dot, rest = name.partition(".")
     if not dot:
         return None
+    if rest.endswith(".gii.gz"):  # gzipped GIFTI: read as the plain file (io.gifti), same role
+        rest = rest[:-3]
     parts = stem.split("_")
     ents: dict[str, str] = {}
     for part in parts[:-1]:
@@ -354,8 +358,8 @@ def _smriprep_files(anat: Path, subject: str, session: str | None, hemi: str
         if ents.get("sub") != subject or ents.get("hemi") != hemi or ents.get("ses") != session:
             continue
         role = _smriprep_role(ents, suffix, ext)
-        if role is not None:
-            found.setdefault(role, []).append((len(ents), p))
+        if role is not None:  # rank: fewer entities first, then the plain file before its .gz
+            found.setdefault(role, []).append((2 * len(ents) + p.name.endswith(".gz"), p))
     return found
 
 
