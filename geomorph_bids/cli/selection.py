@@ -127,7 +127,8 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     hemisphere that fails is reported on its own line and the others go on. A requested
     participant that exists nowhere is reported as ``not found; available: ...``; so is a
     requested session that exists nowhere for the subject."""
-    from ..io.discover import DiscoveryError, discover, find_subjects, label_for, normalise_label, unlabelled_subjects
+    from ..io.discover import (DiscoveryError, discover, empty_input_folders, find_subjects, label_for, normalise_label,
+                               unlabelled_subjects)
     from ..workflows import SubjectJob
     from .paths import resolve_input_folders
 
@@ -148,8 +149,12 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
               for p in unlabelled]
     if not subjects:
         more = f"; and {len(advice) - _LISTED} more such folders" if len(advice) > _LISTED else ""
+        empty = empty_input_folders(bids_dir, fs_dir, deriv)
         raise InputError(f"no subjects found in {bids_dir} (nor its derivatives); "
-                         + ("; ".join(advice[:_LISTED]) + more if advice else "check the folders or --participant-label"))
+                         + ("; ".join(advice[:_LISTED]) + more if advice else
+                            f"the input folders {', '.join(map(str, empty))} are empty (DataLad subdatasets not "
+                            f"installed? datalad get -n {' '.join(shlex.quote(str(p)) for p in empty)})" if empty else
+                            "check the folders or --participant-label"))
     if not args.participant_label:  # a whole dataset was asked for: never leave a subject out in silence
         for line in advice:
             warnings.warn(line, SubjectWarning, stacklevel=2)

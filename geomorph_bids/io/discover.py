@@ -87,7 +87,7 @@ from geomorph_bids.errors import InputError
 
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
            "SurfaceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
-           "unlabelled_subjects", "is_freesurfer_subject"]
+           "unlabelled_subjects", "is_freesurfer_subject", "empty_input_folders", "folder_list"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -230,6 +230,33 @@ def _roots(bids_dir: Path, fs_subjects_dir: str | Path | None,
         return out
 
     return keep(deriv), keep(fs)
+
+
+def _is_empty(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as it:
+            return next(it, None) is None
+    except OSError:
+        return False
+
+
+def empty_input_folders(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
+                        derivatives: Mapping[str, str | Path] | None = None) -> list[Path]:
+    """The input folders searched that hold nothing at all: a DataLad subdataset that was not
+    installed (``datalad clone`` of a dataset leaves its subdatasets as empty folders), or a
+    copy that did not happen."""
+    deriv, fs = _roots(Path(bids_dir), fs_subjects_dir, derivatives)
+    return [p for p in dict.fromkeys([*deriv, *fs]) if _is_empty(p)]
+
+
+def folder_list(folders: Iterable[Path], empty: Iterable[Path] = ()) -> str:
+    """``a, b (empty: a DataLad subdataset not installed? datalad get -n b)``: the folders, each
+    empty one marked with what to do."""
+    import shlex
+
+    empty = set(empty)
+    return ", ".join(f"{p} (empty: a DataLad subdataset not installed? datalad get -n {shlex.quote(str(p))})"
+                     if p in empty else str(p) for p in folders)
 
 
 def freesurfer_roots(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
@@ -600,9 +627,11 @@ def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
             if hemi in found:
                 break
     found = {h: _checked_surface(x) for h, x in found.items()}
-    where = ("searched: " + ", ".join(map(str, searched)) if searched else
-             "no input folder exists (expected " + ", ".join(map(str, _default_roots(bids_dir, fs_subjects_dir)))
-             + ")")
+    where = ""  # the folders searched, for the messages of hemispheres not found (empty ones marked)
+    if len(found) < len(hemis):
+        where = ("searched: " + folder_list(searched, [p for p in searched if _is_empty(p)]) if searched else
+                 "no input folder exists (expected " + ", ".join(map(str, _default_roots(bids_dir, fs_subjects_dir)))
+                 + ")")
     missing = {h: "; ".join([*(problems[h] or ["no inputs"]), _looked_for(subject, session, h, features),
                              where])
                for h in hemis if h not in found}

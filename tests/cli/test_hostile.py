@@ -470,6 +470,37 @@ def test_fs_subjects_dir_that_is_missing_or_one_subject_says_so(tmp_path):
         assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
 
 
+def test_empty_input_folders_are_named_as_datalad_subdatasets_not_installed(tmp_path):
+    """`datalad clone` of a study leaves its derivatives subdatasets as empty folders. Before: `no
+    subjects found in B (nor its derivatives); check the folders`, and for a subject of another
+    folder a `searched:` list that did not say which folders hold nothing. Now the empty folders
+    are named with the command that installs them; nothing is created."""
+    bids = tmp_path / "study"
+    for name in ("freesurfer", "fmriprep"):
+        (bids / "derivatives" / name).mkdir(parents=True)
+    (bids / "dataset_description.json").write_text('{"Name": "study", "BIDSVersion": "1.9.0"}')
+    args = [str(bids), str(tmp_path / "out"), "participant", "--model", "rigid", "--hemi", "L",
+            "-w", str(tmp_path / "w")]
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main(args) == 1
+    line = one_error(err.getvalue())
+    fs, fmriprep = bids / "derivatives" / "freesurfer", bids / "derivatives" / "fmriprep"
+    assert f"the input folders {fmriprep}, {fs} are empty (DataLad subdatasets not installed? " \
+           f"datalad get -n {fmriprep} {fs})" in line, line
+    assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
+    # one subdataset installed (sub-01 in FreeSurfer), sub-02 asked for: its line marks the empty one
+    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer"
+    shutil.copytree(example / "sub-01", fs / "sub-01")
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main([*args, "--participant-label", "01", "02"]) == 1
+    failed = [ln for ln in err.getvalue().splitlines() if "FAILED sub-02" in ln]
+    assert len(failed) == 1 and f"searched: {fmriprep} (empty: a DataLad subdataset not installed? datalad get " \
+        f"-n {fmriprep}), {fs}" in failed[0], err.getvalue()
+    assert (tmp_path / "out" / "sub-01").is_dir()
+
+
 def test_one_freesurfer_subject_named_like_recon_all_is_run_alone(tmp_path):
     """One FreeSurfer subject folder (recon-all -s bert) as bids_dir: it was refused with the
     command for its SUBJECTS_DIR; now that command runs, this subject alone (outputs named
