@@ -85,6 +85,14 @@ def _not_found(known: Sequence[str], what: str = "") -> str:
     return f"{what}not found; available: {listed(known) or 'none'}"
 
 
+def _not_fetched(path: Path) -> bool:
+    """A link to content that is not there (an annexed file not fetched) or a git-annex pointer:
+    what the run reads then depends on what was fetched, so it is an error, never left out."""
+    from ..io.limits import annex_key
+
+    return (path.is_symlink() and not path.exists()) or annex_key(path) is not None
+
+
 def _checked(h, features: Sequence[str], forbidden: Sequence[Path]):
     """``h`` with the content hash of the files its workflow reads (``digest``), after checking
     each is a readable regular file of a plausible size outside the output and work folders;
@@ -93,11 +101,12 @@ def _checked(h, features: Sequence[str], forbidden: Sequence[Path]):
     from ..io.limits import SURFACE_MAX_BYTES, check_size, map_max_bytes
     from .paths import inside, real
 
-    if h.sphere_reg is not None:  # optional: one that cannot be used is left out, as if absent
-        try:
+    if h.sphere_reg is not None:  # optional: one that cannot be used is left out, as if absent,
+        try:                      # but not one that was not fetched (DataLad): it fails below, saying so
             check_size(h.sphere_reg, SURFACE_MAX_BYTES, "surface")
         except InputError:
-            h = replace(h, sphere_reg=None)
+            if not _not_fetched(h.sphere_reg):
+                h = replace(h, sphere_reg=None)
     files = [(h.sphere, SURFACE_MAX_BYTES, "surface"), (h.sphere_reg, SURFACE_MAX_BYTES, "surface"),
              *((h.features[f], map_max_bytes(), "per-vertex map") for f in features),
              (h.midthickness, SURFACE_MAX_BYTES, "surface"), (h.cortex_mask, map_max_bytes(), "per-vertex map")]

@@ -475,9 +475,9 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
         kind = next((k for k in SURFACE_KINDS if _present(surf / f"{h}.{k}")), None)
         mid, cortex = surf / f"{h}.midthickness", root / name / "label" / f"{h}.cortex.label"
         return HemiInputs(subject, session, hemi, "freesurfer", surf / f"{h}.sphere",
-                          reg if reg.is_file() else None, feats, "freesurfer",
+                          reg if _present(reg) else None, feats, "freesurfer",
                           surf / f"{h}.{kind}" if kind else None, kind,
-                          mid if mid.is_file() else None, cortex if cortex.is_file() else None), ""
+                          mid if _present(mid) else None, cortex if _present(cortex) else None), ""
     return None, None
 
 
@@ -505,9 +505,9 @@ def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,
         reg = native / f"{name}.{hemi}.sphere.reg.native.surf.gii"
         kind = next((k for k in SURFACE_KINDS if _present(native / f"{name}.{hemi}.{k}.native.surf.gii")), None)
         mid, cortex = native / f"{name}.{hemi}.midthickness.native.surf.gii", native / f"{name}.{hemi}.roi.native.shape.gii"
-        return HemiInputs(subject, session, hemi, "hcp", sphere, reg if reg.is_file() else None,
+        return HemiInputs(subject, session, hemi, "hcp", sphere, reg if _present(reg) else None,
                           feats, "hcp", native / f"{name}.{hemi}.{kind}.native.surf.gii" if kind else None,
-                          kind, mid if mid.is_file() else None, cortex if cortex.is_file() else None), ""
+                          kind, mid if _present(mid) else None, cortex if _present(cortex) else None), ""
     return None, None
 
 
