@@ -134,6 +134,19 @@ def test_work_folder_inside_the_inputs_or_outputs_is_refused(bids, tmp_path, cas
     assert not (tmp_path / "out").exists() or case == "output_inside_work"
 
 
+def test_the_default_work_folder_inside_the_dataset_says_where_it_came_from(bids, tmp_path, monkeypatch):
+    """`cd /data/bids && geomorph-bids . derivatives/geomorph participant` (the BIDS-Apps habit):
+    the default work folder ./work lies in the dataset and is refused. Before, the line named a
+    `work` folder the user never gave and no option; now it says it is the default and names -w."""
+    monkeypatch.chdir(bids)
+    before = tree(bids)
+    code, _, err = run(Path("."), Path("derivatives") / "geomorph", "participant", "--model", "rigid")
+    line = one_error(err)
+    assert code == 1 and f"{Path('work')}: the work directory lies inside the BIDS dataset" in line, line
+    assert "with -w (without it: ./work, in the current folder), e.g. -w /tmp/geomorph_work" in line, line
+    assert tree(bids) == before
+
+
 def test_fs_subjects_dir_outside_the_dataset_is_an_input_too(bids, tmp_path):
     """--fs-subjects-dir elsewhere: neither the output nor the work folder may lie in it."""
     fs = tmp_path / "subjects"
