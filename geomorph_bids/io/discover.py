@@ -286,7 +286,7 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
             name = p.name
             if name.startswith("sub-"):
                 name = name[4:].split("_", 1)[0]
-            elif root != bids_dir and (p / "MNINonLinear" / "Native").is_dir():
+            elif root in deriv and (p / "MNINonLinear" / "Native").is_dir():  # also a bids_dir given as hcp=
                 name = name.split("_", 1)[0]
             elif root in fs and not name.startswith("fsaverage") and _LABEL.fullmatch(name) \
                     and is_freesurfer_subject(p):

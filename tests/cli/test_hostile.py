@@ -514,6 +514,42 @@ def test_empty_input_folders_are_named_as_datalad_subdatasets_not_installed(tmp_
     assert (tmp_path / "out" / "sub-01").is_dir()
 
 
+def test_an_hcp_study_folder_given_as_the_bids_folder(tmp_path):
+    """HCP data have no BIDS dataset around them. `geomorph-bids /data/hcp OUT participant
+    --skip-bids-validation --derivatives hcp=/data/hcp` ended in `no subjects found` (HCP subject
+    folders were never looked for in bids_dir, even when it is also the hcp folder); without the
+    options, `is not a BIDS dataset` named none of them. Now the first runs, and the study
+    folder, or one subject's folder, gets the command that does."""
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_hcp
+
+    from .conftest import LEVEL
+
+    study = tmp_path / "hcp"
+    for k, hemi in enumerate(("L", "R")):
+        v, f, maps = template_hemisphere(hemi, LEVEL)
+        write_hcp(study, "100307", synthetic_hemisphere(hemi, v, f, maps, seed=[7, k, 99]))
+    common = ["--model", "rigid", "--hemi", "L", "-w", str(tmp_path / "w")]
+    for given, words in [(study, f"holds HCP pipelines subjects (<S>/MNINonLinear/Native), not a BIDS dataset: "
+                                 f"give the BIDS dataset as bids_dir with --derivatives hcp={study}, or run on these "
+                                 f"subjects alone: geomorph-bids {study} OUTPUT_DIR participant "
+                                 f"--skip-bids-validation --derivatives hcp={study}"),
+                         (study / "100307", f"is one HCP pipelines subject, not a BIDS dataset: run on the study "
+                                            f"folder, geomorph-bids {study} OUTPUT_DIR participant "
+                                            f"--skip-bids-validation --derivatives hcp={study} "
+                                            "--participant-label 100307")]:
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            assert main([str(given), str(tmp_path / "out"), "participant", *common]) == 1
+        assert words in one_error(err.getvalue()), err.getvalue()
+        assert not (tmp_path / "out").exists()
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(study), str(tmp_path / "out"), "participant", "--skip-bids-validation", "--derivatives",
+                     f"hcp={study}", *common])
+    assert code == 0, err.getvalue()
+    assert len(list((tmp_path / "out" / "sub-100307" / "anat").glob("*_desc-geomorph_sphere.surf.gii"))) == 1
+
+
 def test_one_freesurfer_subject_named_like_recon_all_is_run_alone(tmp_path):
     """One FreeSurfer subject folder (recon-all -s bert) as bids_dir: it was refused with the
     command for its SUBJECTS_DIR; now that command runs, this subject alone (outputs named
