@@ -158,7 +158,8 @@ def check_folders(inputs: InputFolders, output_dir: Path, work_dir: Path | None)
             if inside(work, r) or inside(r, work):
                 rel = "lies inside" if inside(work, r) else "contains"
                 _refuse(f"the work directory {rel} {what} {root}; choose a work folder outside the inputs "
-                        "(e.g. -w /tmp/geomorph_work)", shown_work)
+                        "with -w (without it: ./work, in the current folder), e.g. -w /tmp/geomorph_work",
+                        shown_work)
         if inside(work, out):
             _refuse(f"the work directory lies inside the output directory {shown_out} (it would become part of "
                     "the derivatives); choose a work folder outside it", shown_work)

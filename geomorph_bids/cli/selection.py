@@ -85,6 +85,14 @@ def _not_found(known: Sequence[str], what: str = "") -> str:
     return f"{what}not found; available: {listed(known) or 'none'}"
 
 
+def _not_fetched(path: Path) -> bool:
+    """A link to content that is not there (an annexed file not fetched) or a git-annex pointer:
+    what the run reads then depends on what was fetched, so it is an error, never left out."""
+    from ..io.limits import annex_key
+
+    return (path.is_symlink() and not path.exists()) or annex_key(path) is not None
+
+
 def _checked(h, features: Sequence[str], forbidden: Sequence[Path]):
     """``h`` with the content hash of the files its workflow reads (``digest``), after checking
     each is a readable regular file of a plausible size outside the output and work folders;
@@ -93,11 +101,12 @@ def _checked(h, features: Sequence[str], forbidden: Sequence[Path]):
     from ..io.limits import SURFACE_MAX_BYTES, check_size, map_max_bytes
     from .paths import inside, real
 
-    if h.sphere_reg is not None:  # optional: one that cannot be used is left out, as if absent
-        try:
+    if h.sphere_reg is not None:  # optional: one that cannot be used is left out, as if absent,
+        try:                      # but not one that was not fetched (DataLad): it fails below, saying so
             check_size(h.sphere_reg, SURFACE_MAX_BYTES, "surface")
         except InputError:
-            h = replace(h, sphere_reg=None)
+            if not _not_fetched(h.sphere_reg):
+                h = replace(h, sphere_reg=None)
     files = [(h.sphere, SURFACE_MAX_BYTES, "surface"), (h.sphere_reg, SURFACE_MAX_BYTES, "surface"),
              *((h.features[f], map_max_bytes(), "per-vertex map") for f in features),
              (h.midthickness, SURFACE_MAX_BYTES, "surface"), (h.cortex_mask, map_max_bytes(), "per-vertex map")]
@@ -127,7 +136,8 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     hemisphere that fails is reported on its own line and the others go on. A requested
     participant that exists nowhere is reported as ``not found; available: ...``; so is a
     requested session that exists nowhere for the subject."""
-    from ..io.discover import DiscoveryError, discover, find_subjects, label_for, normalise_label, unlabelled_subjects
+    from ..io.discover import (DiscoveryError, discover, empty_input_folders, find_subjects, label_for, normalise_label,
+                               unlabelled_subjects)
     from ..workflows import SubjectJob
     from .paths import resolve_input_folders
 
@@ -148,8 +158,12 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
               for p in unlabelled]
     if not subjects:
         more = f"; and {len(advice) - _LISTED} more such folders" if len(advice) > _LISTED else ""
+        empty = empty_input_folders(bids_dir, fs_dir, deriv)
         raise InputError(f"no subjects found in {bids_dir} (nor its derivatives); "
-                         + ("; ".join(advice[:_LISTED]) + more if advice else "check the folders or --participant-label"))
+                         + ("; ".join(advice[:_LISTED]) + more if advice else
+                            f"the input folders {', '.join(map(str, empty))} are empty (DataLad subdatasets not "
+                            f"installed? datalad get -n {' '.join(shlex.quote(str(p)) for p in empty)})" if empty else
+                            "check the folders or --participant-label"))
     if not args.participant_label:  # a whole dataset was asked for: never leave a subject out in silence
         for line in advice:
             warnings.warn(line, SubjectWarning, stacklevel=2)

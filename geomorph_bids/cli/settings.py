@@ -151,6 +151,20 @@ def _looks_like_subjects_dir(folder: Path, limit: int = 200) -> bool:
     return any(is_freesurfer_subject(e.path) for e in entries)
 
 
+def _hcp_subject(folder: Path) -> bool:
+    """An HCP pipelines subject folder (``<S>/MNINonLinear/Native``)."""
+    return (Path(folder) / "MNINonLinear" / "Native").is_dir()
+
+
+def _looks_like_hcp_study(folder: Path, limit: int = 200) -> bool:
+    """Whether one of the first ``limit`` entries of ``folder`` is an HCP pipelines subject."""
+    try:
+        entries = list(itertools.islice(os.scandir(folder), limit))
+    except OSError:
+        return False
+    return any(e.is_dir() and _hcp_subject(Path(e.path)) for e in entries)
+
+
 def _check_fs_subjects_dir(folder: Path | None) -> None:
     """``--fs-subjects-dir`` is an existing SUBJECTS_DIR: a missing folder or one FreeSurfer
     subject's folder (``surf/lh.sphere`` in it) would otherwise end in "no subjects found in
@@ -217,6 +231,19 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
             raise InputError("is a FreeSurfer SUBJECTS_DIR, not a BIDS dataset: pass the BIDS dataset with "
                              f"--fs-subjects-dir {args.bids_dir}, or run on these subjects alone with "
                              f"--skip-bids-validation --fs-subjects-dir {args.bids_dir}", path=args.bids_dir)
+        if _hcp_subject(args.bids_dir):
+            parent = args.bids_dir.absolute().parent
+            label = args.bids_dir.absolute().name.removeprefix("sub-")
+            only = f" --participant-label {label}" if valid_label(label) else ""
+            raise InputError(f"is one HCP pipelines subject, not a BIDS dataset: run on the study folder, "
+                             f"geomorph-bids {parent} OUTPUT_DIR participant --skip-bids-validation "
+                             f"--derivatives hcp={parent}{only}", path=args.bids_dir)
+        if _looks_like_hcp_study(args.bids_dir):
+            study = args.bids_dir.absolute()
+            raise InputError("holds HCP pipelines subjects (<S>/MNINonLinear/Native), not a BIDS dataset: give the "
+                             f"BIDS dataset as bids_dir with --derivatives hcp={study}, or run on these subjects "
+                             f"alone: geomorph-bids {study} OUTPUT_DIR participant --skip-bids-validation "
+                             f"--derivatives hcp={study}", path=args.bids_dir)
         raise InputError("is not a BIDS dataset: no dataset_description.json (or pass --skip-bids-validation)",
                          path=args.bids_dir)
     _check_fs_subjects_dir(getattr(args, "fs_subjects_dir", None))

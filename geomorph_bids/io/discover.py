@@ -27,8 +27,9 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
     * cortex mask (optional, medial wall left out of the similarity): ``_desc-cortex_mask.label.gii``
       with no ``space-`` (sMRIPrep >= 0.17).
 
-    Other entities (``acq-``, ``run-`` ...) are allowed; of several matches the one with
-    the fewest entities wins, a tie is reported as ambiguous.  With ``session=None`` the
+    Every ``.gii`` may also be gzipped (``.gii.gz``, read as the plain file; the plain file
+    wins when both exist). Other entities (``acq-``, ``run-`` ...) are allowed; of several
+    matches the one with the fewest entities wins, a tie is reported as ambiguous.  With ``session=None`` the
     session-less ``sub-X/anat`` is used first, else the single ``ses-*`` folder holding a
     sphere (several: the hemisphere is reported missing, pass ``session``).  With a session,
     ``sub-X/ses-Y/anat`` is used first, then ``sub-X/anat`` (anatomy shared by sessions).
@@ -86,7 +87,7 @@ from geomorph_bids.errors import InputError
 
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
            "SurfaceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
-           "unlabelled_subjects", "is_freesurfer_subject"]
+           "unlabelled_subjects", "is_freesurfer_subject", "empty_input_folders", "folder_list"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -231,6 +232,33 @@ def _roots(bids_dir: Path, fs_subjects_dir: str | Path | None,
     return keep(deriv), keep(fs)
 
 
+def _is_empty(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as it:
+            return next(it, None) is None
+    except OSError:
+        return False
+
+
+def empty_input_folders(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
+                        derivatives: Mapping[str, str | Path] | None = None) -> list[Path]:
+    """The input folders searched that hold nothing at all: a DataLad subdataset that was not
+    installed (``datalad clone`` of a dataset leaves its subdatasets as empty folders), or a
+    copy that did not happen."""
+    deriv, fs = _roots(Path(bids_dir), fs_subjects_dir, derivatives)
+    return [p for p in dict.fromkeys([*deriv, *fs]) if _is_empty(p)]
+
+
+def folder_list(folders: Iterable[Path], empty: Iterable[Path] = ()) -> str:
+    """``a, b (empty: a DataLad subdataset not installed? datalad get -n b)``: the folders, each
+    empty one marked with what to do."""
+    import shlex
+
+    empty = set(empty)
+    return ", ".join(f"{p} (empty: a DataLad subdataset not installed? datalad get -n {shlex.quote(str(p))})"
+                     if p in empty else str(p) for p in folders)
+
+
 def freesurfer_roots(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
                      derivatives: Mapping[str, str | Path] | None = None) -> list[Path]:
     """The FreeSurfer subjects folders the inputs are looked for in (``fs_subjects_dir``, else
@@ -258,7 +286,7 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
             name = p.name
             if name.startswith("sub-"):
                 name = name[4:].split("_", 1)[0]
-            elif root != bids_dir and (p / "MNINonLinear" / "Native").is_dir():
+            elif root in deriv and (p / "MNINonLinear" / "Native").is_dir():  # also a bids_dir given as hcp=
                 name = name.split("_", 1)[0]
             elif root in fs and not name.startswith("fsaverage") and _LABEL.fullmatch(name) \
                     and is_freesurfer_subject(p):
@@ -304,10 +332,13 @@ def label_for(name: str) -> str:
 # has a sphere but something is wrong, else (None, None) when the root holds nothing for it.
 
 def _entities(name: str) -> tuple[dict[str, str], str, str] | None:
-    """``sub-01_hemi-L_sulc.shape.gii`` -> ({sub: 01, hemi: L}, "sulc", ".shape.gii")."""
+    """``sub-01_hemi-L_sulc.shape.gii`` -> ({sub: 01, hemi: L}, "sulc", ".shape.gii"); a
+    ``.gii.gz`` name gives the extension without ``.gz``."""
     stem, dot, rest = name.partition(".")
     if not dot:
         return None
+    if rest.endswith(".gii.gz"):  # gzipped GIFTI: read as the plain file (io.gifti), same role
+        rest = rest[:-3]
     parts = stem.split("_")
     ents: dict[str, str] = {}
     for part in parts[:-1]:
@@ -354,8 +385,8 @@ def _smriprep_files(anat: Path, subject: str, session: str | None, hemi: str
         if ents.get("sub") != subject or ents.get("hemi") != hemi or ents.get("ses") != session:
             continue
         role = _smriprep_role(ents, suffix, ext)
-        if role is not None:
-            found.setdefault(role, []).append((len(ents), p))
+        if role is not None:  # rank: fewer entities first, then the plain file before its .gz
+            found.setdefault(role, []).append((2 * len(ents) + p.name.endswith(".gz"), p))
     return found
 
 
@@ -444,9 +475,9 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
         kind = next((k for k in SURFACE_KINDS if _present(surf / f"{h}.{k}")), None)
         mid, cortex = surf / f"{h}.midthickness", root / name / "label" / f"{h}.cortex.label"
         return HemiInputs(subject, session, hemi, "freesurfer", surf / f"{h}.sphere",
-                          reg if reg.is_file() else None, feats, "freesurfer",
+                          reg if _present(reg) else None, feats, "freesurfer",
                           surf / f"{h}.{kind}" if kind else None, kind,
-                          mid if mid.is_file() else None, cortex if cortex.is_file() else None), ""
+                          mid if _present(mid) else None, cortex if _present(cortex) else None), ""
     return None, None
 
 
@@ -474,9 +505,9 @@ def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,
         reg = native / f"{name}.{hemi}.sphere.reg.native.surf.gii"
         kind = next((k for k in SURFACE_KINDS if _present(native / f"{name}.{hemi}.{k}.native.surf.gii")), None)
         mid, cortex = native / f"{name}.{hemi}.midthickness.native.surf.gii", native / f"{name}.{hemi}.roi.native.shape.gii"
-        return HemiInputs(subject, session, hemi, "hcp", sphere, reg if reg.is_file() else None,
+        return HemiInputs(subject, session, hemi, "hcp", sphere, reg if _present(reg) else None,
                           feats, "hcp", native / f"{name}.{hemi}.{kind}.native.surf.gii" if kind else None,
-                          kind, mid if mid.is_file() else None, cortex if cortex.is_file() else None), ""
+                          kind, mid if _present(mid) else None, cortex if _present(cortex) else None), ""
     return None, None
 
 
@@ -596,9 +627,11 @@ def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
             if hemi in found:
                 break
     found = {h: _checked_surface(x) for h, x in found.items()}
-    where = ("searched: " + ", ".join(map(str, searched)) if searched else
-             "no input folder exists (expected " + ", ".join(map(str, _default_roots(bids_dir, fs_subjects_dir)))
-             + ")")
+    where = ""  # the folders searched, for the messages of hemispheres not found (empty ones marked)
+    if len(found) < len(hemis):
+        where = ("searched: " + folder_list(searched, [p for p in searched if _is_empty(p)]) if searched else
+                 "no input folder exists (expected " + ", ".join(map(str, _default_roots(bids_dir, fs_subjects_dir)))
+                 + ")")
     missing = {h: "; ".join([*(problems[h] or ["no inputs"]), _looked_for(subject, session, h, features),
                              where])
                for h in hemis if h not in found}

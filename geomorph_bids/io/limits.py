@@ -1,13 +1,13 @@
 """Bounded reads: every input file is checked before a byte of it is read or decompressed.
 
 A file geomorph-bids reads must be a regular file (not a FIFO, a device such as ``/dev/zero``,
-a folder, or a symbolic link whose target is missing, as an annexed DataLad file that was not
-fetched is) no larger than what its format can need for the largest mesh accepted
-(:data:`MAX_VERTICES`); it is read in one pass that stops one byte past the bound (a file that
-grows while it is read, or a special file that never ends, cannot exhaust memory) and within
-:data:`READ_TIMEOUT_S` seconds (a read stuck on a hung network filesystem fails instead of
-hanging the run); compressed data (``.gii.gz``, GIFTI's zlib-encoded arrays) are decompressed
-no further than the same bound. Every refusal is one :class:`~geomorph_bids.errors.InputError`
+a folder, a symbolic link whose target is missing, as an annexed DataLad file that was not
+fetched is, or the git-annex pointer file an unlocked one leaves) no larger than what its format
+can need for the largest mesh accepted (:data:`MAX_VERTICES`); it is read in one pass that stops
+one byte past the bound (a file that grows while it is read, or a special file that never ends,
+cannot exhaust memory) and within :data:`READ_TIMEOUT_S` seconds (a read stuck on a hung
+network filesystem fails instead of hanging the run); compressed data (``.gii.gz``, GIFTI's
+zlib-encoded arrays) are decompressed no further than the same bound. Every refusal is one :class:`~geomorph_bids.errors.InputError`
 line naming the file.
 
 Bounds, derived from the formats (``V`` = vertices):
@@ -37,8 +37,8 @@ from typing import Callable, TypeVar
 from geomorph_bids.errors import InputError
 
 __all__ = ["MAX_VERTICES", "MAX_MAPS", "READ_TIMEOUT_S", "SURFACE_MAX_BYTES", "DOCUMENT_MAX_BYTES",
-           "CHECKPOINT_MAX_BYTES", "map_max_bytes", "regular_file", "check_size", "read_bounded",
-           "read_text_bounded", "read_json_bounded", "decompress_bounded", "with_deadline", "human_bytes"]
+           "CHECKPOINT_MAX_BYTES", "ANNEX_POINTER_MAX_BYTES", "map_max_bytes", "regular_file", "annex_key", "check_size",
+           "read_bounded", "read_text_bounded", "read_json_bounded", "decompress_bounded", "with_deadline", "human_bytes"]
 
 #: the largest mesh accepted: 2,097,152 vertices (12.8 times FreeSurfer's fsaverage, 163,842;
 #: native FreeSurfer and HCP meshes have 100k-300k)
@@ -112,14 +112,60 @@ def _too_large(size: int | str, limit: int, what: str) -> str:
             f"geomorph-bids accepts ({human_bytes(limit)})")
 
 
-def check_size(path: str | Path, limit: int, what: str = "file of this kind") -> int:
+#: the largest file that is looked at as a possible git-annex pointer (a real one is one line
+#: of ~100 bytes: ``/annex/objects/MD5E-s123--<md5>.gii``)
+ANNEX_POINTER_MAX_BYTES = 1024
+
+
+def _annex_pointer(path: str | Path, size: int, timeout_s: float) -> str | None:
+    """The git-annex key when the small file ``path`` is a pointer in place of the annexed
+    content: an unlocked file that was not fetched (``/annex/objects/KEY``), or an annex link
+    stored as a text file holding its target (``core.symlinks=false``, a copy onto a file
+    system without links: ``../.git/annex/objects/xx/yy/KEY/KEY``); else None. Read within
+    ``timeout_s`` seconds, as every read (:func:`with_deadline`)."""
+    if size > ANNEX_POINTER_MAX_BYTES:
+        return None
+
+    def head() -> bytes:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            return os.read(fd, ANNEX_POINTER_MAX_BYTES + 1)
+        finally:
+            os.close(fd)
+
+    try:
+        text = with_deadline(head, timeout_s, path).strip()
+    except OSError:
+        return None  # the reader that follows says what is wrong
+    if b"\n" in text or not (text.startswith(b"/annex/objects/") or b".git/annex/objects/" in text):
+        return None
+    return text.rsplit(b"/", 1)[-1].decode("utf-8", "replace")
+
+
+def annex_key(path: str | Path, timeout_s: float = READ_TIMEOUT_S) -> str | None:
+    """The git-annex key when ``path`` is a regular file holding a git-annex pointer instead of
+    its content (an annexed file not fetched); else None (also when it cannot be read)."""
+    try:
+        st = os.stat(path)
+        return _annex_pointer(path, st.st_size, timeout_s) if stat.S_ISREG(st.st_mode) else None
+    except (OSError, InputError):
+        return None
+
+
+def check_size(path: str | Path, limit: int, what: str = "file of this kind", *,
+               timeout_s: float = READ_TIMEOUT_S) -> int:
     """Size in bytes of the regular file ``path`` (:func:`regular_file`); InputError when it
-    is empty or larger than ``limit``. For readers that hand a path to a library."""
+    is empty, larger than ``limit``, or a git-annex pointer (a DataLad file not fetched) instead
+    of its content. For readers that hand a path to a library."""
     st = regular_file(path)
     if st.st_size == 0:
         raise InputError("is empty (0 bytes)", path=path)
     if st.st_size > limit:
         raise InputError(_too_large(st.st_size, limit, what), path=path)
+    key = _annex_pointer(path, st.st_size, timeout_s)
+    if key is not None:
+        raise InputError(f"is a git-annex pointer to {key}, not the file's content (an annexed file that was "
+                         "not fetched: run `datalad get` or `git annex get` on it)", path=path)
     return int(st.st_size)
 
 
@@ -164,7 +210,7 @@ def read_bounded(path: str | Path, limit: int, what: str = "file of this kind", 
     empty, larger than ``limit`` (checked before reading, and again while reading: a file that
     grows or never ends is cut off), unreadable, or too slow."""
     p = Path(path)
-    check_size(p, limit, what)
+    check_size(p, limit, what, timeout_s=timeout_s)
     try:  # O_NONBLOCK: a file swapped for a FIFO after the check cannot block the open
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:

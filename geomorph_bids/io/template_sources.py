@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .limits import annex_key
 
 __all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "SOURCE_KINDS", "SAMPLING", "BUNDLED_ORIGIN",
            "discover_sources", "explicit_base", "files_sha256", "load_source", "sample_on_grid", "fallback_warnings",
@@ -232,11 +233,16 @@ def is_low_resolution(source: TemplateSource) -> bool:
 
 
 def _real(path: Path) -> bool:
-    return path.is_file() and path.stat().st_size > 0
+    return path.is_file() and path.stat().st_size > 0 and annex_key(path) is None
 
 
 def _placeholder(path: Path) -> bool:
-    return path.is_file() and path.stat().st_size == 0
+    """A map TemplateFlow has and this machine lacks: a zero-byte placeholder (TemplateFlow's
+    package), or, in a TemplateFlow cloned with DataLad, a link to annexed content that was not
+    fetched or a git-annex pointer file."""
+    if path.is_symlink() and not path.exists():
+        return True
+    return path.is_file() and (path.stat().st_size == 0 or annex_key(path) is not None)
 
 
 def _freesurfer_source(kind: str, surf: Path, hemi: str, notes: list[str]) -> TemplateSource | None:
@@ -270,7 +276,8 @@ def _templateflow_source(kind: str, folder: Path, base: str, hemi: str, notes: l
             return TemplateSource(kind, base, hemi, folder.absolute(), sphere.absolute(), maps)
     if empty:
         info.append(f"{'TemplateFlow' if kind == 'templateflow' else kind} {folder}: its {base} sulc files are "
-                    "empty placeholders (not downloaded; geomorph-bids never downloads)")
+                    "empty placeholders or git-annex files not fetched (not downloaded; geomorph-bids never "
+                    "downloads: `datalad get` them, or templateflow.api.get where there is network)")
     elif folder.is_dir() and kind != "templateflow":
         notes.append(f"{kind} {folder}: no hemi-{hemi} sphere and sulc")
     return None

@@ -118,6 +118,16 @@ def read_group_table(path: str | Path) -> list[dict[str, Any]]:
             for row in rows]
 
 
+def _newest(paths: list[Path]) -> float:
+    """The latest modification time of ``paths``; infinity when one cannot be read (a link to
+    content that is not there, a DataLad output that was dropped): the table is then rebuilt,
+    and the rebuild names that file."""
+    try:
+        return max(p.stat().st_mtime for p in paths)
+    except OSError:
+        return float("inf")
+
+
 def group_table_rows(output_dir: str | Path, write: bool = True) -> tuple[list[dict[str, Any]], Path | None]:
     """Rows of the group table. The TSV the group level writes (:data:`GROUP_TSV`) is reused
     when it is newer than every participant metrics JSON and has a row for each; otherwise the
@@ -127,7 +137,7 @@ def group_table_rows(output_dir: str | Path, write: bool = True) -> tuple[list[d
     output_dir = Path(output_dir)
     tsv = output_dir / GROUP_TSV
     jsons = metrics_files(output_dir)
-    if tsv.is_file() and (not jsons or tsv.stat().st_mtime >= max(p.stat().st_mtime for p in jsons)):
+    if tsv.is_file() and (not jsons or tsv.stat().st_mtime >= _newest(jsons)):
         rows = read_group_table(tsv)
         if not jsons or len(rows) == len(jsons):  # outputs removed since: rebuilt
             return rows, tsv

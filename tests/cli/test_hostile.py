@@ -134,6 +134,19 @@ def test_work_folder_inside_the_inputs_or_outputs_is_refused(bids, tmp_path, cas
     assert not (tmp_path / "out").exists() or case == "output_inside_work"
 
 
+def test_the_default_work_folder_inside_the_dataset_says_where_it_came_from(bids, tmp_path, monkeypatch):
+    """`cd /data/bids && geomorph-bids . derivatives/geomorph participant` (the BIDS-Apps habit):
+    the default work folder ./work lies in the dataset and is refused. Before, the line named a
+    `work` folder the user never gave and no option; now it says it is the default and names -w."""
+    monkeypatch.chdir(bids)
+    before = tree(bids)
+    code, _, err = run(Path("."), Path("derivatives") / "geomorph", "participant", "--model", "rigid")
+    line = one_error(err)
+    assert code == 1 and f"{Path('work')}: the work directory lies inside the BIDS dataset" in line, line
+    assert "with -w (without it: ./work, in the current folder), e.g. -w /tmp/geomorph_work" in line, line
+    assert tree(bids) == before
+
+
 def test_fs_subjects_dir_outside_the_dataset_is_an_input_too(bids, tmp_path):
     """--fs-subjects-dir elsewhere: neither the output nor the work folder may lie in it."""
     fs = tmp_path / "subjects"
@@ -468,6 +481,73 @@ def test_fs_subjects_dir_that_is_missing_or_one_subject_says_so(tmp_path):
                          "--fs-subjects-dir", str(given), "-w", str(tmp_path / "w")])
         assert code == 1 and len(err.getvalue().strip().splitlines()) == 1 and words in err.getvalue(), err.getvalue()
         assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
+
+
+def test_empty_input_folders_are_named_as_datalad_subdatasets_not_installed(tmp_path):
+    """`datalad clone` of a study leaves its derivatives subdatasets as empty folders. Before: `no
+    subjects found in B (nor its derivatives); check the folders`, and for a subject of another
+    folder a `searched:` list that did not say which folders hold nothing. Now the empty folders
+    are named with the command that installs them; nothing is created."""
+    bids = tmp_path / "study"
+    for name in ("freesurfer", "fmriprep"):
+        (bids / "derivatives" / name).mkdir(parents=True)
+    (bids / "dataset_description.json").write_text('{"Name": "study", "BIDSVersion": "1.9.0"}')
+    args = [str(bids), str(tmp_path / "out"), "participant", "--model", "rigid", "--hemi", "L",
+            "-w", str(tmp_path / "w")]
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main(args) == 1
+    line = one_error(err.getvalue())
+    fs, fmriprep = bids / "derivatives" / "freesurfer", bids / "derivatives" / "fmriprep"
+    assert f"the input folders {fmriprep}, {fs} are empty (DataLad subdatasets not installed? " \
+           f"datalad get -n {fmriprep} {fs})" in line, line
+    assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
+    # one subdataset installed (sub-01 in FreeSurfer), sub-02 asked for: its line marks the empty one
+    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer"
+    shutil.copytree(example / "sub-01", fs / "sub-01")
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main([*args, "--participant-label", "01", "02"]) == 1
+    failed = [ln for ln in err.getvalue().splitlines() if "FAILED sub-02" in ln]
+    assert len(failed) == 1 and f"searched: {fmriprep} (empty: a DataLad subdataset not installed? datalad get " \
+        f"-n {fmriprep}), {fs}" in failed[0], err.getvalue()
+    assert (tmp_path / "out" / "sub-01").is_dir()
+
+
+def test_an_hcp_study_folder_given_as_the_bids_folder(tmp_path):
+    """HCP data have no BIDS dataset around them. `geomorph-bids /data/hcp OUT participant
+    --skip-bids-validation --derivatives hcp=/data/hcp` ended in `no subjects found` (HCP subject
+    folders were never looked for in bids_dir, even when it is also the hcp folder); without the
+    options, `is not a BIDS dataset` named none of them. Now the first runs, and the study
+    folder, or one subject's folder, gets the command that does."""
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_hcp
+
+    from .conftest import LEVEL
+
+    study = tmp_path / "hcp"
+    for k, hemi in enumerate(("L", "R")):
+        v, f, maps = template_hemisphere(hemi, LEVEL)
+        write_hcp(study, "100307", synthetic_hemisphere(hemi, v, f, maps, seed=[7, k, 99]))
+    common = ["--model", "rigid", "--hemi", "L", "-w", str(tmp_path / "w")]
+    for given, words in [(study, f"holds HCP pipelines subjects (<S>/MNINonLinear/Native), not a BIDS dataset: "
+                                 f"give the BIDS dataset as bids_dir with --derivatives hcp={study}, or run on these "
+                                 f"subjects alone: geomorph-bids {study} OUTPUT_DIR participant "
+                                 f"--skip-bids-validation --derivatives hcp={study}"),
+                         (study / "100307", f"is one HCP pipelines subject, not a BIDS dataset: run on the study "
+                                            f"folder, geomorph-bids {study} OUTPUT_DIR participant "
+                                            f"--skip-bids-validation --derivatives hcp={study} "
+                                            "--participant-label 100307")]:
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            assert main([str(given), str(tmp_path / "out"), "participant", *common]) == 1
+        assert words in one_error(err.getvalue()), err.getvalue()
+        assert not (tmp_path / "out").exists()
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(study), str(tmp_path / "out"), "participant", "--skip-bids-validation", "--derivatives",
+                     f"hcp={study}", *common])
+    assert code == 0, err.getvalue()
+    assert len(list((tmp_path / "out" / "sub-100307" / "anat").glob("*_desc-geomorph_sphere.surf.gii"))) == 1
 
 
 def test_one_freesurfer_subject_named_like_recon_all_is_run_alone(tmp_path):

@@ -59,6 +59,10 @@ DISCOVERY = {  # subject -> (what is done to its left hemisphere, words of its o
     "05": ("sulc_is_10_gb_sparse", "larger than"),
     "06": ("sphere_is_a_folder", "lh.sphere"),
     "07": ("sulc_link_loop", "lh.sulc"),
+    "08": ("sulc_is_an_annex_pointer", "git-annex pointer to MD5E-s"),
+    "09": ("sphere_is_an_annex_link_stored_as_text", "git-annex pointer to SHA256E-s"),
+    "10": ("sphere_reg_not_fetched", "broken symbolic link"),
+    "11": ("cortex_label_is_an_annex_pointer", "git-annex pointer to MD5E-s"),
 }
 
 
@@ -85,6 +89,21 @@ def _break(bids: Path, subject: str, how: str) -> Path:
         sphere.unlink()
         sphere.mkdir()
         return sphere
+    if how == "sulc_is_an_annex_pointer":  # an unlocked annexed file that was not fetched (DataLad)
+        sulc.write_text("/annex/objects/MD5E-s81981--d41d8cd98f00b204e9800998ecf8427e\n")
+        return sulc
+    if how == "sphere_is_an_annex_link_stored_as_text":  # the link as a text file (core.symlinks=false)
+        sphere.write_text("../../../../.git/annex/objects/Xq/9v/SHA256E-s1234--abc/SHA256E-s1234--abc")
+        return sphere
+    if how == "sphere_reg_not_fetched":  # optional inputs: used when there, so an error when not fetched
+        reg = surf / "lh.sphere.reg"
+        reg.symlink_to("../../../../.git/annex/objects/XX/YY/MD5E-s99--abc/MD5E-s99--abc")
+        return reg
+    if how == "cortex_label_is_an_annex_pointer":
+        label = surf.parent / "label" / "lh.cortex.label"
+        label.parent.mkdir(exist_ok=True)
+        label.write_text("/annex/objects/MD5E-s4321--0cc175b9c0f1b6a831c399e269772661.label\n")
+        return label
     if how == "sulc_link_loop":
         sulc.unlink()
         sulc.symlink_to("lh.sulc")
@@ -120,6 +139,27 @@ def test_each_discovery_problem_stops_only_its_hemisphere(discovery_run):
 def test_dangling_link_says_how_to_get_the_file(discovery_run):
     line = failed_lines(discovery_run["err"])["02"]
     assert "datalad get" in line or "git annex get" in line, line
+
+
+def test_git_annex_pointer_files_say_how_to_get_the_file(discovery_run):
+    """An unlocked annexed file (or an annex link stored as text) that was not fetched is a
+    ~100-byte text file: before, `is not a FreeSurfer morphometry file: magic number 0x2F616E ...
+    the file is corrupted` from the load_features node, with a crash file."""
+    failed = failed_lines(discovery_run["err"])
+    for subject in ("08", "09"):
+        line = failed[subject]
+        assert "run `datalad get` or `git annex get` on it" in line, line
+        assert "corrupted" not in line and "node load_features" not in line, line
+
+
+def test_optional_inputs_not_fetched_are_errors_not_left_out(discovery_run):
+    """An lh.sphere.reg or label/lh.cortex.label that is an annexed file not fetched: before, the
+    FreeSurfer (and HCP) layouts passed it over in silence, and the hemisphere was registered
+    another way (rotation from the features, no cortex mask), exit 0: the result depended on what
+    had been fetched. Now one line with `datalad get`, as for the sMRIPrep layout's files."""
+    failed = failed_lines(discovery_run["err"])
+    for subject in ("10", "11"):
+        assert "run `datalad get` or `git annex get` on it" in failed[subject], failed[subject]
 
 
 # ------------------------------------------------------------------------------ quality gates

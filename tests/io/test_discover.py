@@ -90,6 +90,23 @@ def test_smriprep_without_session(bids: Path) -> None:
     assert r.features == {f: anat / f"sub-01_hemi-R_{f}.shape.gii" for f in ("sulc", "curv", "thickness")}
 
 
+def test_smriprep_files_gzipped_are_found(bids: Path) -> None:
+    """Derivatives gzipped to save space (``gzip anat/*.gii``): before, ``no inputs`` for a
+    subject whose sphere and maps were all there as ``.gii.gz`` (the readers take them). The
+    plain file wins over its .gz; the .gz of a resampled map is still not a native feature."""
+    anat = make_smriprep(bids / "derivatives" / "smriprep", "01", hemis=("L",))
+    for p in list(anat.iterdir()):
+        p.rename(p.with_name(p.name + ".gz"))
+    touch(anat / "sub-01_hemi-L_curv.shape.gii")  # both: the plain one is used, no "ambiguous"
+    res = discover("01", bids, hemis=("L",), features=("sulc", "curv"))
+    h = res.hemis["L"]
+    assert h.sphere == anat / "sub-01_hemi-L_sphere.surf.gii.gz"
+    assert h.sphere_reg == anat / "sub-01_hemi-L_space-fsaverage_desc-reg_sphere.surf.gii.gz"
+    assert h.features == {"sulc": anat / "sub-01_hemi-L_sulc.shape.gii.gz",
+                          "curv": anat / "sub-01_hemi-L_curv.shape.gii",
+                          "thickness": anat / "sub-01_hemi-L_thickness.shape.gii.gz"}
+
+
 def test_smriprep_with_session(bids: Path) -> None:
     anat = make_smriprep(bids / "derivatives" / "fmriprep", "01", session="pre")
     # session given explicitly

@@ -65,6 +65,28 @@ def test_dangling_link_says_what_it_is(tmp_path):
     _one_line(e, link)
 
 
+@pytest.mark.parametrize("name, content", [
+    ("lh.sulc", "/annex/objects/MD5E-s81981--d41d8cd98f00b204e9800998ecf8427e\n"),
+    ("sub-01_hemi-L_sphere.surf.gii", "/annex/objects/SHA256E-s1234--0a1b.surf.gii"),
+    ("lh.sphere", "../../../.git/annex/objects/Xq/9v/SHA256E-s1234--0a1b/SHA256E-s1234--0a1b"),
+])
+def test_git_annex_pointer_says_to_fetch_the_file(tmp_path, name, content):
+    """Before: `is not a GIFTI file (does not start with XML)` / `magic number 0x2F616E ... the
+    file is corrupted`: true, and no help to a DataLad user whose file was never fetched."""
+    path = tmp_path / name
+    path.write_text(content)
+    reader = read_feature if name == "lh.sulc" else read_sphere
+    with pytest.raises(InputError, match=r"is a git-annex pointer to (MD5E|SHA256E)-s\d+--\w+.*, not the "
+                                         r"file's content .*run `datalad get` or `git annex get` on it") as e:
+        reader(path)
+    assert "corrupted" not in _one_line(e, path)
+    # a small file that only mentions annex objects is left to its reader
+    path.write_text("annex/objects/ mentioned\nin two lines")
+    with pytest.raises(InputError) as e:
+        reader(path)
+    assert "git-annex" not in str(e.value)
+
+
 def test_sparse_10_gb_file_is_refused_before_reading(tmp_path):
     big = tmp_path / "sub-01_hemi-L_sphere.surf.gii"
     with open(big, "wb") as fh:

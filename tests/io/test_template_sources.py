@@ -117,6 +117,29 @@ def test_zero_byte_templateflow_placeholders_are_skipped_with_a_note(tmp_path, w
     assert "never downloads" in ref.info[0]
 
 
+@pytest.mark.parametrize("how", ["broken_link", "pointer_file"])
+def test_a_templateflow_cloned_with_datalad_and_not_fetched_is_skipped_with_a_note(
+        tmp_path, write_fsaverage, write_templateflow, how):
+    """`datalad clone` of TemplateFlow without `datalad get`: every map a link to annexed content
+    that is not there, or (unlocked, adjusted branch) a git-annex pointer file. Before: links
+    passed over in silence (only the generic "to use the full one" hint), pointer files taken for
+    real maps and the whole run ended on `is not a GIFTI file` (now: the pointer named)."""
+    folder = write_templateflow(tmp_path / "tf", empty=True)
+    for p in folder.iterdir():
+        p.unlink()
+        if how == "broken_link":
+            p.symlink_to("../.git/annex/objects/Xq/9v/MD5E-s1234--0a1b.gii/MD5E-s1234--0a1b.gii")
+        else:
+            p.write_text("/annex/objects/MD5E-s1234--0a1b.gii\n")
+    subjects = write_fsaverage(tmp_path / "subjects")
+    env = {"TEMPLATEFLOW_HOME": str(tmp_path / "tf"), "SUBJECTS_DIR": str(tmp_path / "subjects")}
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(environ=env))
+    assert [s.kind for s in ref.candidates("L")] == ["freesurfer", "bundled"]
+    assert ref.candidates("L")[0].folder == subjects
+    assert len(ref.info) == 1 and "git-annex files not fetched" in ref.info[0], ref.info
+    assert "`datalad get` them" in ref.info[0]
+
+
 def test_a_source_missing_a_needed_map_falls_back_with_one_warning_line(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
     write_fsaverage(tmp_path / "subjects", maps=("sulc",))  # no curv
     ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))

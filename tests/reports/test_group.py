@@ -113,3 +113,23 @@ def test_a_correlation_that_no_registration_gives_costs_its_row(tmp_path, cc):
     unreadable: list[str] = []
     assert group_rows(tmp_path, unreadable=unreadable) == []
     assert len(unreadable) == 1 and "holds no correlation for sulc" in unreadable[0] and str(path) in unreadable[0]
+
+
+def test_a_metrics_file_dropped_by_datalad_costs_its_row_not_the_group_report(outputs):
+    """An output dataset saved with DataLad, one metrics file dropped (a link to annexed content
+    that is not there), then the group level again: the reuse check stat()ed every metrics file
+    and the whole group level ended on `error: no such file at ...` (no table, no report). Now
+    the table is rebuilt from the others and the file is named with what to do."""
+    from geomorph_bids.reports.group_table import group_rows
+
+    build_group_report(outputs)  # the table exists: the next call first checks whether it is fresh
+    dropped = next((outputs / "sub-02" / "anat").glob("sub-02_hemi-L_space-*_desc-geomorph_metrics.json"))
+    dropped.unlink()
+    dropped.symlink_to("../../.git/annex/objects/Xq/9v/MD5E-s3822--0a1b.json/MD5E-s3822--0a1b.json")
+    report = build_group_report(outputs)
+    rows, _ = group_table_rows(outputs)
+    assert sorted((r["subject"], r["hemi"]) for r in rows) == [("01", "L"), ("01", "R"), ("02", "R"), ("03", "L")]
+    assert "sub-01" in report.read_text()
+    unreadable: list[str] = []
+    group_rows(outputs, unreadable=unreadable)
+    assert len(unreadable) == 1 and str(dropped) in unreadable[0] and "datalad get" in unreadable[0]
