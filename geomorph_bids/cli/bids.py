@@ -448,12 +448,15 @@ def _build_population_template(args, rows: list[dict]) -> int:
     register-then-average rounds, per hemisphere, into ``OUTPUT_DIR/tpl-<label>/``. The template,
     model and features are decided as at the participant level (same search path, same
     defaults: the model's registration features unless ``--features`` is given)."""
-    from ..engine.population import PopulationSubject, build_template
+    from ..engine.population import PopulationSubject, base_conflict, build_template
     from .settings import resolve_template_and_model
 
     template, model = resolve_template_and_model(args, _PROG)
     features = tuple(args.features) if args.features else model.channels
     device = model.resolve_device(args.device)
+    conflict = base_conflict(args.output_dir, args.template_label, template.base, args.hemi)
+    if conflict:  # before any registration: a hemisphere kept from another base would be read in this one's space
+        return error_exit(_PROG, f"--build-template: {conflict}")
     status = EXIT_OK
     for hemi in args.hemi:
         subjects = []
@@ -477,7 +480,8 @@ def _build_population_template(args, rows: list[dict]) -> int:
             continue
         result = build_template(subjects, args.build_template, template=template.load(hemi, features), hemi=hemi,
                                 features=features, label=args.template_label, out_dir=args.output_dir,
-                                device=device, progress=lambda msg: print(f"hemi-{hemi}: {msg}", flush=True),
+                                device=device, base=template.base,
+                                progress=lambda msg: print(f"hemi-{hemi}: {msg}", flush=True),
                                 **model.register_arguments())
         dist = " -> ".join(f"{d:.4f}" for d in result.mean_distances)
         print(f"hemi-{hemi}: template {result.folder} from {result.n_subjects} participant(s); "

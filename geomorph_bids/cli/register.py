@@ -166,6 +166,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     native = read_hemisphere(sphere, features, signs={"sulc": -1.0} if sulc_sign == "hcp" else None,
                              sphere_reg=sphere_reg)
     moving, maps = native.sphere, native.features
+    given = dict(maps)  # every map given is resampled to --features-out, registration feature or not
     reg = native.sphere_reg.vertices if native.sphere_reg is not None else None
     if choice.kind != "network":  # without a network: the features given that the template has
         maps = {n: v for n, v in maps.items() if n in template.features(tpl_hemi)}
@@ -189,7 +190,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
         written.append(write_surface(out, result.sphere, result.faces, hemi=hemi, geometric_type="Spherical"))
         if features_out is not None:
             features_out.mkdir(parents=True, exist_ok=True)
-            for name, values in maps.items():
+            for name, values in given.items():
                 values = result.resample(values, target="ico6")
                 written.append(write_metric(feature_targets[name], values, hemi=hemi, names=[name]))
         _write_json(metrics_out, metrics)
@@ -219,13 +220,17 @@ def _write_json(path: Path, payload: dict) -> None:
 def _run_example(out_dir: Path, template: str, model: str | None = None, device: str = "auto",
                  optimise: bool = True, template_dir: str | None = None,
                  quality: QualityThresholds = DEFAULT_THRESHOLDS) -> list[dict]:
+    from ..io.template_ref import resolve_template_ref
+    from ..io.template_sources import TemplateSearch
     from ..resources import example_dir
 
     surf = example_dir() / "sub-01" / "surf"
     rows = []
     desc = "rigid" if model == "rigid" else "geomorph"
+    # the space entity is the template's label: a folder given as --template is no file name
+    label = resolve_template_ref(template, (), TemplateSearch.from_environment(template_dir)).label
     for hemi, prefix in _HEMI_PREFIX.items():
-        stem = out_dir / f"sub-01_hemi-{hemi}_space-{template}_desc-{desc}"
+        stem = out_dir / f"sub-01_hemi-{hemi}_space-{label}_desc-{desc}"
         try:
             rows.append(register_files(
                 surf / f"{prefix}.sphere", {"sulc": surf / f"{prefix}.sulc"}, hemi, template,
@@ -235,6 +240,22 @@ def _run_example(out_dir: Path, template: str, model: str | None = None, device:
         except InputError as exc:
             raise exc.with_context(subject="01", hemi=hemi) from None
     return rows
+
+
+#: the options of one's own hemisphere, which --example (the bundled subject, both hemispheres) does not use
+_OWN_FILE_OPTIONS = ("sphere", "feature", "sphere_reg", "hemi", "out", "metrics", "features_out", "sulc_sign")
+
+
+def _refuse_options_example_ignores(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--example`` registers the bundled subject's two hemispheres into ``--out-dir``: an option
+    about one's own files given with it (``--out``, ``--hemi L``, ``--sphere``...) would be ignored
+    in silence, its outputs written elsewhere than asked: a usage error instead."""
+    given = [f"--{name.replace('_', '-')}" for name in _OWN_FILE_OPTIONS
+             if getattr(args, name) != parser.get_default(name)]
+    if given:
+        parser.error(f"--example registers the bundled example subject (both hemispheres, written to --out-dir "
+                     f"{args.out_dir}) and does not use {', '.join(given)}: leave --example out to register "
+                     "your own files, or those options to run the example")
 
 
 def _flagged_exit(rows: list[dict]) -> int:
@@ -257,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     with one_line_warnings(_PROG):
         try:
             if args.example:
+                _refuse_options_example_ignores(parser, args)
                 rows = _run_example(args.out_dir, args.template, args.model, args.device, not args.no_optimise,
                                     args.template_dir, gates)
                 print(f"{'hemi':<5}{'method':>18}{'rotation (deg)':>16}{'CC sulc before':>16}"
@@ -267,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"{r['seconds_total']:>9.2f}")
                 print(f"outputs in {args.out_dir}")
                 return _flagged_exit(rows)
+            if args.out_dir != parser.get_default("out_dir"):
+                parser.error("--out-dir is where --example writes; your own sphere's outputs are named by --out "
+                             "(and --metrics, --features-out)")
             if args.hemi is None and args.sphere is not None:
                 args.hemi = _hemi_from_name(args.sphere)
             missing = [opt for opt in ("sphere", "hemi", "out") if getattr(args, opt) is None]
@@ -276,9 +301,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.out.is_dir():
                 parser.error(f"--out {args.out} is a folder: give the output sphere's file name, e.g. "
                              f"{args.out / 'lh.space-fsLR_sphere.surf.gii'}")
+            if args.out.name.endswith(".gii.gz"):
+                parser.error(f"--out {args.out.name}: outputs are written uncompressed (every reader here takes "
+                             f"either); name it {args.out.name[:-3]} and gzip it afterwards if you wish")
             if not args.out.name.endswith(".gii"):
                 parser.error(f"--out {args.out.name}: the output sphere is written as GIFTI; end its name with "
                              ".surf.gii (FreeSurfer reads GIFTI surfaces; mris_convert converts)")
+            if args.out.name.endswith((".shape.gii", ".func.gii", ".label.gii", ".time.gii")):
+                parser.error(f"--out {args.out.name}: the output is a surface (the sphere in template space), but "
+                             "that name says a per-vertex map; end it with .surf.gii (the resampled maps go to "
+                             "--features-out)")
             features = _parse_features(args.feature)
             metrics_out = args.metrics or args.out.with_name(
                 args.out.name.removesuffix(".gii").removesuffix(".surf").removesuffix("_sphere") + "_metrics.json")

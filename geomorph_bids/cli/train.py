@@ -370,6 +370,50 @@ def _minutes(text: str) -> float:
     return value
 
 
+def _given_architecture(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    return [f"--{dest.replace('_', '-')}" for dest in ARCHITECTURE_OPTIONS
+            if getattr(args, dest) != parser.get_default(dest)]
+
+
+def _resume_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
+    """``--resume``, checked before any data is read: a folder stands for its ``last.pt``; the
+    checkpoint and its training state must exist, and it must have been trained on the same
+    ``--features`` for the same ``--template``. Not with ``--init`` (a new training)."""
+    from ..engine.train import LAST_NAME, state_path
+    from ..model.checkpoint import read_metadata
+
+    if args.init is not None:
+        raise ValueError("--resume continues a training and --init starts a new one from a network: give one "
+                         "of them")
+    path = Path(args.resume)
+    if path.is_dir():
+        path = path / LAST_NAME
+    if not path.is_file():
+        raise ValueError(f"--resume {args.resume}: no such checkpoint (the {LAST_NAME} that geomorph-train writes "
+                         "in its --out folder)")
+    if not state_path(path).is_file():
+        raise ValueError(f"--resume {path}: its training state {state_path(path).name} is not next to it; resume "
+                         f"from the {LAST_NAME} of a geomorph-train --out folder (model.pt is the best model: "
+                         "fine-tune it with --init)")
+    meta = read_metadata(path)
+    if tuple(meta.channels) != tuple(args.features):
+        raise ValueError(f"--resume {path}: it was trained on --features {' '.join(meta.channels)}, not "
+                         f"{' '.join(args.features)}: resume with the same --features (to add inputs, start a new "
+                         "training with --init)")
+    if meta.template != args.template:
+        raise ValueError(f"--resume {path}: it was trained for --template {meta.template}, not {args.template}: "
+                         "resume with the same --template")
+    return path
+
+
+def _resumed_preset(checkpoint: Path) -> str | None:
+    """The network preset the resumed training recorded (model card, checkpoint provenance)."""
+    from ..model.checkpoint import read_metadata
+
+    preset = (read_metadata(checkpoint).provenance.extra or {}).get("preset")
+    return str(preset) if preset else None
+
+
 def model_name(args: argparse.Namespace) -> str:
     """The model's name: ``--name``, else ``<features>-<template>-<output folder's name>`` (e.g.
     ``sulc-fsLR-model``: never a bundled network's name, which the outputs of a registration
@@ -481,7 +525,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ..resources import model_path
 
             args.init = model_path(args.init)  # a bundled network by name, or a checkpoint
-        if args.init is not None and not _architecture_given(parser, args):
+        if args.resume is not None:  # checked before any data is read (that can take minutes)
+            args.resume = _resume_checkpoint(args, parser)
+        if args.resume is not None and not _architecture_given(parser, args):
+            model_config = init_model_config(args.resume, len(args.features))  # continue that network
+            args.data_level = model_config.data_level
+            args.channels = _resumed_preset(args.resume) or args.channels
+        elif args.init is not None and not _architecture_given(parser, args):
             model_config = init_model_config(args.init, len(args.features))  # fine-tune that network
             args.data_level, args.channels = model_config.data_level, f"as {args.init}"
         else:
@@ -489,6 +539,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               args.cascade or ((args.control_level,) if args.control_level else None),
                                               args.labels, args.label_level, args.crf_iterations,
                                               label_block=not args.no_label_block, correlation=args.correlation)
+        if args.resume is not None and _architecture_given(parser, args):
+            resumed = init_model_config(args.resume, len(args.features))
+            if resumed.to_dict() != model_config.to_dict():
+                raise ValueError(f"--resume {args.resume}: that network differs from the one "
+                                 f"{', '.join(_given_architecture(parser, args))} (with the defaults of the "
+                                 "architecture options left out) describe: leave them all out to continue it as it is (or start a new training with --init)")
         if args.threads:
             import torch
             torch.set_num_threads(args.threads)

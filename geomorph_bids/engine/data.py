@@ -16,7 +16,7 @@ Sources
   ``10 * 4**level + 2`` of ico-6) and the subjects are drawn on that mesh.
 * **The user's own subjects** (:func:`subject_pairs`, :func:`find_subjects`): FreeSurfer layout
   ``<dir>/<sub>/surf/{lh,rh}.sphere`` + ``{lh,rh}.<feature>`` or GIFTI
-  ``<dir>/<sub>/**/<prefix>_hemi-{L,R}_sphere.surf.gii`` + ``<prefix>_hemi-{L,R}_<feature>.shape.gii``
+  ``<dir>/<sub>/**/<prefix>_hemi-{L,R}_sphere.surf.gii`` + ``<prefix>_hemi-{L,R}_<feature>.shape.gii`` (either gzipped, ``.gii.gz``)
   (sMRIPrep names). Each sphere is rigidly pre-aligned to the template
   (:func:`geomorph_bids.engine.prealign.prealign`), which samples its features at the template's
   ico-6 vertices; those are subsampled to ``level``. Features must use FreeSurfer's sign
@@ -317,17 +317,26 @@ def _freesurfer_files(subject_dir: Path, hemi: str, channels: Sequence[str]) -> 
 
 
 def _gifti_files(subject_dir: Path, hemi: str, channels: Sequence[str]) -> SubjectFiles | None:
-    spheres = sorted(p for p in subject_dir.rglob(f"*_hemi-{hemi}_sphere.surf.gii") if p.is_file())
+    # gzipped GIFTI (``.surf.gii.gz``) as every reader takes it, the plain file first when both exist
+    suffix = f"_hemi-{hemi}_sphere.surf.gii"
+    plain = {p for p in subject_dir.rglob(f"*{suffix}") if p.is_file()}
+    spheres = sorted(plain | {p for p in subject_dir.rglob(f"*{suffix}.gz")
+                              if p.is_file() and p.with_suffix("") not in plain})
     if not spheres:
         return None
     if len(spheres) > 1:
-        raise InputError(f"{len(spheres)} files match *_hemi-{hemi}_sphere.surf.gii "
+        raise InputError(f"{len(spheres)} files match *_hemi-{hemi}_sphere.surf.gii[.gz] "
                          f"({', '.join(p.name for p in spheres[:3])}): keep one per subject",
                          path=subject_dir)
     sphere = spheres[0]
-    prefix = sphere.name[: -len(f"_hemi-{hemi}_sphere.surf.gii")]
-    return SubjectFiles(subject_dir.name, hemi, sphere,
-                        {c: sphere.parent / f"{prefix}_hemi-{hemi}_{c}.shape.gii" for c in channels})
+    prefix = sphere.name[: sphere.name.index(suffix)]
+
+    def feature(c: str) -> Path:
+        path = sphere.parent / f"{prefix}_hemi-{hemi}_{c}.shape.gii"
+        gz = path.with_name(path.name + ".gz")
+        return gz if not path.is_file() and gz.is_file() else path
+
+    return SubjectFiles(subject_dir.name, hemi, sphere, {c: feature(c) for c in channels})
 
 
 def find_subjects(subjects_dir: str | Path, hemis: Sequence[str], channels: Sequence[str]) -> list[SubjectFiles]:
@@ -353,7 +362,7 @@ def find_subjects(subjects_dir: str | Path, hemis: Sequence[str], channels: Sequ
             found.append(files)
     if not found:
         raise InputError(f"no subject with a hemi-{'/'.join(hemis)} sphere found (expected "
-                         "<sub>/surf/lh.sphere or <sub>/**/*_hemi-L_sphere.surf.gii)", path=root)
+                         "<sub>/surf/lh.sphere or <sub>/**/*_hemi-L_sphere.surf.gii[.gz])", path=root)
     return found
 
 
@@ -363,7 +372,9 @@ def _prepare_subject(files: SubjectFiles, template: Template, channels: Sequence
     from .prealign import prealign
 
     try:
-        native = read_hemisphere(files.sphere, files.features, validate=False)
+        # checked as every other entry point checks them: an all-zero or constant map is refused
+        # here, naming its file, subject and hemisphere (not later, by the rigid stage, naming none)
+        native = read_hemisphere(files.sphere, files.features)
     except InputError as e:
         raise e.with_context(subject=files.subject, hemi=files.hemi) from None
     sphere, maps = native.sphere, native.features

@@ -22,7 +22,8 @@ import numpy as np
 
 from ..io.templates import Template
 
-__all__ = ["PopulationSubject", "PopulationTemplate", "build_template", "write_template", "average_maps"]
+__all__ = ["PopulationSubject", "PopulationTemplate", "build_template", "write_template", "average_maps",
+           "base_conflict"]
 
 Mesh = tuple[np.ndarray, np.ndarray]
 
@@ -83,7 +84,7 @@ def _label_ok(label: str) -> str:
 def build_template(subjects: Sequence[PopulationSubject], iterations: int, template: str | Path | Template = "fsLR",
                    hemi: str = "L", features: Sequence[str] = ("sulc",), label: str = "geomorphPopulation",
                    out_dir: str | Path | None = None, *, model: str | Path | None = None, device: str = "cpu",
-                   optimise: Any = True, rigid_only: bool = False,
+                   optimise: Any = True, rigid_only: bool = False, base: str | None = None,
                    progress: Callable[[str], None] | None = None) -> PopulationTemplate:
     """Build a population-average template of one hemisphere by iterative registration.
 
@@ -99,6 +100,10 @@ def build_template(subjects: Sequence[PopulationSubject], iterations: int, templ
     out_dir : when given, the result is written to ``out_dir/tpl-<label>`` (see :func:`write_template`).
     model, device, optimise, rigid_only : passed to :func:`register` (no network by default:
         pair-wise optimisation of the GeoMorph warp; ``optimise`` may be an ``OptimiseConfig``).
+    base : the standard template (fsLR or fsaverage) whose coordinates the starting template's maps
+        are in, recorded as the result's ``BaseTemplate``; default: the starting template's own
+        (the base of a custom template folder given by name or path; a :class:`Template`'s name).
+        A template built from a population template lies in that one's base space.
     progress : optional callback receiving one line per subject and round.
 
     Returns
@@ -106,7 +111,7 @@ def build_template(subjects: Sequence[PopulationSubject], iterations: int, templ
     PopulationTemplate; ``history[k]["mean_distance"]`` is the mean 1 - CC of the subjects
     registered in round k to the round's template (round 0: the starting template).
     """
-    from ..io.template_ref import resolve_template
+    from ..io.template_ref import resolve_template_ref
     from .register import register
 
     _label_ok(label)
@@ -115,7 +120,13 @@ def build_template(subjects: Sequence[PopulationSubject], iterations: int, templ
     if len(subjects) < 2:
         raise ValueError(f"a population template needs at least 2 subjects, got {len(subjects)}")
     features = tuple(features)
-    base = template if isinstance(template, Template) else resolve_template(template, hemi, features)
+    if isinstance(template, Template):
+        space = base or template.name
+        base = template
+    else:
+        ref = resolve_template_ref(template)
+        space = base or ref.base  # a custom template's maps lie in its base template's coordinates
+        base = ref.load(hemi, features)
     mask = np.all(np.stack([np.asarray(base.features[f]) != 0 for f in features]), axis=0)
     current = base
     history: list[dict[str, Any]] = []
@@ -149,7 +160,7 @@ def build_template(subjects: Sequence[PopulationSubject], iterations: int, templ
         current = Template(name=label, hemi=hemi, vertices=base.vertices, faces=base.faces,
                            features={f: average_maps(resampled[f], mask) for f in features},
                            from_fsaverage=base.from_fsaverage)
-    result = PopulationTemplate(template=current, base=base.name, history=history, n_subjects=n_used,
+    result = PopulationTemplate(template=current, base=space, history=history, n_subjects=n_used,
                                 failures=failures, base_provenance=dict(base.provenance))
     if out_dir is not None:
         result.folder = write_template(out_dir, result)
@@ -165,6 +176,29 @@ def _feature_arrays(subj: PopulationSubject, features: Sequence[str], n: int) ->
         arr = read_feature(v, n_vertices=n) if isinstance(v, (str, Path)) else v
         out[f] = np.asarray(arr, dtype=np.float64).reshape(-1)
     return out
+
+
+def base_conflict(out_dir: str | Path, label: str, base: str, hemis: Sequence[str]) -> str | None:
+    """Why building ``hemis`` on ``base`` into ``out_dir/tpl-<label>`` would leave a folder whose
+    hemispheres lie in two spaces (another hemisphere, not rebuilt, was built on another base
+    template; its maps would be read in the new base's coordinates), or None."""
+    from ..io.custom_template import DESCRIPTION
+
+    path = Path(out_dir) / f"tpl-{label}" / DESCRIPTION
+    try:
+        doc = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return None  # a damaged description is rewritten
+    hemispheres = doc.get("Hemispheres") if isinstance(doc, dict) else None
+    if not isinstance(hemispheres, dict):
+        return None
+    for hemi, entry in sorted(hemispheres.items()):
+        kept = entry.get("BaseTemplate", doc.get("BaseTemplate")) if isinstance(entry, dict) else None
+        if hemi not in hemis and kept and kept != base:
+            return (f"{path.parent} holds hemi-{hemi} built on {kept}; building hemi-{'/'.join(hemis)} on {base} "
+                    f"there would leave one template in two spaces: rebuild every hemisphere (--hemi "
+                    f"{' '.join(sorted({*hemis, hemi}))}), use --template {kept}, or choose another --template-label")
+    return None
 
 
 def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
@@ -189,7 +223,7 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
     except json.JSONDecodeError:
         doc = {}
     hemis = doc.get("Hemispheres", {}) if isinstance(doc.get("Hemispheres"), dict) else {}
-    hemis[tpl.hemi] = {"Features": sorted(tpl.features), "Subjects": result.n_subjects,
+    hemis[tpl.hemi] = {"BaseTemplate": result.base, "Features": sorted(tpl.features), "Subjects": result.n_subjects,
                        "Iterations": len(result.history),
                        "MeanDistance": [round(d, 6) for d in result.mean_distances],
                        "Failures": result.failures}

@@ -174,6 +174,9 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
     elif isinstance(moving_sphere, (str, Path)):
         s = read_sphere(moving_sphere)
         vertices, faces = s.vertices, s.faces
+    elif isinstance(moving_sphere, Mapping):  # iterating it would give its keys, read as a vertex array
+        raise ValueError(f"moving_sphere must be a path or a (vertices, faces) pair, got a dict with keys "
+                         f"{', '.join(map(repr, list(moving_sphere)[:4]))}: pass (d[<vertices>], d[<faces>])")
     else:  # arrays, or a Surface (a Sphere at another radius): checked here, naming its file
         surface = moving_sphere if isinstance(moving_sphere, Surface) else None
         try:
@@ -190,7 +193,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
         if isinstance(val, (str, Path)):
             arr = read_feature(val, n_vertices=len(vertices))
         else:
-            arr = np.asarray(val, dtype=np.float64)
+            arr = _feature_array(val, name)
         arr = np.asarray(arr, dtype=np.float64)
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
@@ -202,6 +205,28 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
         validate_feature(arr, path, what=f"feature {name!r}")
         feats[str(name)] = clip_outliers(arr, f"feature {name!r}" + (f" ({val})" if isinstance(val, (str, Path)) else ""))
     return vertices, faces, feats
+
+
+def _feature_array(values: Any, name: str) -> np.ndarray:
+    """A feature given as an array-like, as numbers: a torch tensor is detached (one that requires
+    grad made numpy raise), a masked array's masked values and complex values are refused (numpy
+    would drop the mask, or the imaginary part, in silence)."""
+    if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, on any device
+        values = values.detach().cpu().numpy()
+    if isinstance(values, np.ma.MaskedArray) and np.ma.count_masked(values):
+        raise InputError(f"feature {name!r} is a masked array with {np.ma.count_masked(values)} masked value(s), "
+                         "which would be read as data: fill them (0 on the medial wall: values.filled(0)) and "
+                         "give the mask as cortex_mask= (True on the cortex)")
+    arr = np.asarray(values)
+    if arr.dtype.kind == "c":
+        raise InputError(f"feature {name!r} holds complex numbers: a feature map must be real")
+    try:
+        return np.asarray(arr, dtype=np.float64)
+    except TypeError:  # a dict, or other objects: the caller's type
+        raise TypeError(f"feature {name!r} is not numbers ({type(values).__name__}): give one value per "
+                        "vertex (an array) or a file") from None
+    except ValueError:  # text that is no number
+        raise InputError(f"feature {name!r} is not numbers ({arr.dtype}): give one value per vertex") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,6 +551,17 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     else:  # without a network: the moving features the template offers
         have = list(template.features) if isinstance(template, Template) else template.features(hemi)
         channels = tuple(n for n in feats if n in have) or tuple(feats)
+    unused = [n for n in feats if n not in channels]
+    if unused:  # a map given and left out in silence would look used (e.g. thickness beside sulc)
+        import warnings
+
+        from ..io.validate import FeatureWarning
+
+        why = (f"the network reads {', '.join(channels)}" if loaded is not None else
+               f"template {template_name} has no map of {'them' if len(unused) > 1 else 'it'}; it registers "
+               f"{', '.join(channels)}")
+        warnings.warn(f"feature(s) {', '.join(map(repr, unused))} not used by the registration: {why}",
+                      FeatureWarning, stacklevel=4)
     seconds["seconds_model_load"] = time.perf_counter() - t
 
     mirrored = bool(loaded is not None and loaded.mirrored_hemis and hemi == "R")

@@ -89,6 +89,12 @@ def load_custom_template(folder: str | Path, hemi: str, features: Sequence[str] 
                              f"(it has: {', '.join(have) or 'none'})", path=path)
         maps[feat] = np.asarray(read_feature(path, n_vertices=len(vertices)), dtype=np.float64).reshape(-1)
     base = str(info.get("BaseTemplate", ""))
+    entry = info.get("Hemispheres", {}).get(hemi) if isinstance(info.get("Hemispheres"), dict) else None
+    built_on = entry.get("BaseTemplate") if isinstance(entry, dict) else None
+    if built_on and str(built_on) != base:  # one hemisphere rebuilt on another base: its maps lie elsewhere
+        raise InputError(f"hemi-{hemi} of template {label} was built on {built_on}, but the folder's BaseTemplate "
+                         f"is {base} (a hemisphere rebuilt on another base template?): rebuild hemi-{hemi} on "
+                         f"{base}, or build the template into a folder of its own", path=folder / DESCRIPTION)
     rotation = np.eye(3)
     if is_bundled_template(base):
         rotation = load_template(base, hemi, ()).from_fsaverage

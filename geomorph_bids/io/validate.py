@@ -113,9 +113,11 @@ def check_faces(faces: np.ndarray, n_vertices: int, path: PathLike = None) -> np
                          f"(min {int(f.min())}); the file is corrupted", path=path)
     n_out = int((f >= n_vertices).any(axis=1).sum())
     if n_out:
+        one_based = int(f.min()) == 1 and int(f.max()) == int(n_vertices)
         raise InputError(f"{n_out} of {len(f)} triangles reference vertices that do not exist "
                          f"(max index {int(f.max())}, only {int(n_vertices)} vertices); "
-                         "the file is corrupted or the vertices are truncated", path=path)
+                         + ("the indices start at 1 (MATLAB's convention?): subtract 1, vertex indices start at 0"
+                            if one_based else "the file is corrupted or the vertices are truncated"), path=path)
     return f
 
 

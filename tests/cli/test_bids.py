@@ -290,6 +290,33 @@ def test_group_level_builds_a_population_template(fs_run, tmp_path):
     assert code == 1 and "no custom template folder" in err
 
 
+def test_a_template_rebuilt_for_one_hemisphere_on_another_base_is_refused(fs_run, tmp_path):
+    """Round eight: `group --build-template 1 --template fsaverage`, then the same label for
+    `--hemi L` on fsLR, exit 0: the folder said BaseTemplate fsLR while its hemi-R maps lay in
+    fsaverage's coordinates, and a later `--template` read them in fsLR's. Now refused before any
+    registration; every hemisphere on the new base is allowed."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out)
+    tpl = out / "tpl-mix"
+    code, _, err = run(fs_run["bids"], out, "group", "--build-template", "1", "--template", "fsaverage",
+                       "--template-label", "mix", "--model", "rigid")
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in tpl.iterdir()}
+    code, stdout, err = run(fs_run["bids"], out, "group", "--build-template", "1", "--hemi", "L",
+                            "--template-label", "mix", "--model", "rigid")
+    assert code == 1 and "round 1" not in stdout
+    assert f"{tpl} holds hemi-R built on fsaverage; building hemi-L on fsLR there" in err
+    assert {p.name: p.read_bytes() for p in tpl.iterdir()} == before
+    code, _, err = run(fs_run["bids"], out, "group", "--build-template", "1", "--template-label", "mix",
+                       "--model", "rigid")
+    assert code == 0, err
+    description = json.loads((tpl / "template_description.json").read_text())
+    assert description["BaseTemplate"] == "fsLR"
+    assert {h: e["BaseTemplate"] for h, e in description["Hemispheres"].items()} == {"L": "fsLR", "R": "fsLR"}
+
+
 def test_a_participant_without_native_outputs_is_named_when_left_out_of_the_template(fs_run, tmp_path):
     import shutil
 

@@ -329,3 +329,80 @@ def test_output_that_would_not_be_a_gifti_file_is_a_usage_error(tmp_path, capsys
     err = capsys.readouterr().err
     assert ("is a folder" if name == "folder" else ".surf.gii") in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
+
+
+@pytest.mark.parametrize("name, needle", [("lh.fsLR.surf.gii.gz", "written uncompressed"),
+                                          ("lh.sulc.shape.gii", "says a per-vertex map"),
+                                          ("lh.fsLR.func.gii", "says a per-vertex map")])
+def test_an_output_name_of_a_gzipped_file_or_a_map_is_a_usage_error(tmp_path, capsys, name, needle):
+    """Round eight: --out lh.sulc.shape.gii wrote the sphere under a map's name (exit 0; read back
+    later as a map it is refused), and --out x.surf.gii.gz was told to 'end its name with .surf.gii'
+    as if it did not: both say what is wrong, and nothing is written."""
+    surf = example_dir() / "sub-01" / "surf"
+    with pytest.raises(SystemExit) as exc:
+        main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+              "--model", "rigid", "--out", str(tmp_path / name)])
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra", [["--out", "mine.surf.gii"], ["--hemi", "L"],
+                                   ["--sphere", "lh.sphere", "--feature", "lh.sulc"], ["--features-out", "f"]])
+def test_example_with_options_for_ones_own_files_is_a_usage_error(tmp_path, capsys, monkeypatch, extra):
+    """Round eight: --example --out mine.surf.gii --hemi L registered both hemispheres of the
+    bundled subject into ./geomorph_example, ignoring --out and --hemi, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["--example", "--model", "rigid", *extra])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--example registers the bundled example subject" in err and f"does not use {extra[0]}" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_example_to_a_template_folder_names_files_by_its_label(tmp_path):
+    """Round eight: --example --template /path/tpl-pop wrote 'sub-01_hemi-L_space-/path/tpl-pop_desc-...'
+    (a tree of folders named after the path) instead of space-pop."""
+    from geomorph_bids.io.custom_template import DESCRIPTION, custom_feature_file
+    from geomorph_bids.io.gifti import write_metric
+    from geomorph_bids.io.templates import load_template
+
+    folder = tmp_path / "tpl-pop"
+    folder.mkdir()
+    (folder / DESCRIPTION).write_text(json.dumps({"Identifier": "pop", "BaseTemplate": "fsLR"}))
+    for hemi in "LR":
+        write_metric(custom_feature_file(folder, "pop", hemi, "sulc"),
+                     load_template("fsLR", hemi, ("sulc",)).features["sulc"].astype(np.float32), hemi=hemi)
+    out = tmp_path / "out"
+    assert main(["--example", "--model", "rigid", "--template", str(folder), "--out-dir", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "hemi-L_space-pop_den-ico6_sulc.shape.gii", "hemi-R_space-pop_den-ico6_sulc.shape.gii",
+        "sub-01_hemi-L_space-pop_desc-rigid_metrics.json", "sub-01_hemi-L_space-pop_desc-rigid_sphere.surf.gii",
+        "sub-01_hemi-R_space-pop_desc-rigid_metrics.json", "sub-01_hemi-R_space-pop_desc-rigid_sphere.surf.gii"]
+
+
+def test_features_out_holds_every_feature_given(tmp_path):
+    """Round eight: without a network only the template's maps were kept, so --feature
+    thickness=lh.thickness --features-out F wrote no thickness (exit 0); every map given is
+    resampled, the registration still uses the template's (sulc)."""
+    from geomorph_bids.engine.example_data import template_hemisphere
+
+    v, f, maps = template_hemisphere("L", 4)
+    surf = tmp_path / "surf"
+    surf.mkdir()
+    import nibabel.freesurfer as nfs
+
+    nfs.write_geometry(str(surf / "lh.sphere"), v, f)
+    for name in ("sulc", "thickness"):
+        nfs.write_morph_data(str(surf / f"lh.{name}"), maps[name].astype(np.float32))
+    feats = tmp_path / "feats"
+    assert main(["--sphere", str(surf / "lh.sphere"), "--feature", str(surf / "lh.sulc"), "--feature",
+                 str(surf / "lh.thickness"), "--model", "rigid", "--out", str(tmp_path / "lh.surf.gii"),
+                 "--features-out", str(feats)]) == 0
+    assert sorted(p.name for p in feats.iterdir()) == ["hemi-L_space-fsLR_den-ico6_sulc.shape.gii",
+                                                       "hemi-L_space-fsLR_den-ico6_thickness.shape.gii"]
+    thick = nib.load(str(feats / "hemi-L_space-fsLR_den-ico6_thickness.shape.gii")).agg_data()
+    assert 2.0 < float(np.median(thick)) < 3.0  # the thickness map, in mm
+    metrics = json.loads((tmp_path / "lh_metrics.json").read_text())
+    assert "cc_sulc_after" in metrics and "cc_thickness_after" not in metrics

@@ -168,3 +168,84 @@ def test_warp_size_options_reach_the_pair_generator():
     for bad in (("--warp-deg", "10", "5"), ("--warp-deg", "0", "5"), ("--small-warp-fraction", "1.5")):
         with pytest.raises(ValueError, match=bad[0]):
             _pair_config(parse(*bad))
+
+
+def _subjects(root, gzipped=(), zero=()):
+    """Three small GIFTI subjects (ico-3 spheres warped from the template), in sMRIPrep's names;
+    those in ``gzipped`` as .gii.gz, those in ``zero`` with an all-zero sulc."""
+    import gzip
+
+    import numpy as np
+
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere
+    from geomorph_bids.io.gifti import write_metric, write_surface
+
+    v, f, maps = template_hemisphere("L", 3)
+    for i, sub in enumerate(("sub-01", "sub-02", "sub-03")):
+        h = synthetic_hemisphere("L", v, f, maps, seed=i)
+        anat = root / sub / "anat"
+        anat.mkdir(parents=True)
+        files = [write_surface(anat / f"{sub}_hemi-L_sphere.surf.gii", h.vertices, h.faces, hemi="L"),
+                 write_metric(anat / f"{sub}_hemi-L_sulc.shape.gii",
+                              (0 * h.maps["sulc"] if sub in zero else h.maps["sulc"]).astype(np.float32), hemi="L")]
+        if sub in gzipped:
+            for p in files:
+                p = p if hasattr(p, "read_bytes") else anat / p
+                (p.parent / (p.name + ".gz")).write_bytes(gzip.compress(p.read_bytes()))
+                p.unlink()
+    return root
+
+
+def test_gzipped_subjects_are_trained_on_not_left_out(tmp_path):
+    """Round eight: a subject whose GIFTI files were gzipped (read everywhere else) was left out
+    in silence ('from 2 subjects')."""
+    subjects = _subjects(tmp_path / "subjects", gzipped=("sub-02",))
+    out = tmp_path / "m"
+    assert main(["--out", str(out), "--subjects-dir", str(subjects), "--epochs", "1", "--channels", "tiny",
+                 "--data-level", "3", "--val-fraction", "0", "--threads", "1", "--quiet"]) == 0
+    assert read_metadata(out / "model.pt").provenance.extra["n_train"] == 3
+    assert "3 hemispheres of 3 subjects" in (out / "model_card.md").read_text()
+
+
+def test_an_all_zero_map_of_a_subject_is_named_with_its_file(tmp_path, capsys):
+    """Round eight: training read the user's maps unchecked, and an all-zero sulc ended it with
+    'moving features: fewer than 5% of vertices are valid', naming no subject, hemisphere or file."""
+    subjects = _subjects(tmp_path / "subjects", zero=("sub-02",))
+    assert main(["--out", str(tmp_path / "m"), "--subjects-dir", str(subjects), "--epochs", "1", "--channels",
+                 "tiny", "--data-level", "3", "--threads", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("geomorph-train: error: sub-02 hemi-L ") and "\n" not in err
+    assert "sub-02_hemi-L_sulc.shape.gii" in err and "all zero" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_resume_takes_the_network_from_the_checkpoint_and_is_checked_before_the_data(tmp_path, capsys, monkeypatch):
+    """Round eight: resuming without repeating --channels tiny ended, after every subject had been
+    read, on 'the checkpoint's model config differs from the requested one'; --resume FOLDER,
+    --resume with --init, other --features or --template were found only after the data too."""
+    out = tmp_path / "m"
+    base = ["--synthetic", "4", "--data-level", "3", "--threads", "1", "--quiet"]
+    assert main(["--out", str(out), "--epochs", "1", "--channels", "tiny", *base]) == 0
+    # continued as it is, from the folder: the network (tiny, ico-3) comes from the checkpoint
+    assert main(["--out", str(out), "--epochs", "2", "--synthetic", "4", "--threads", "1", "--quiet",
+                 "--resume", str(out)]) == 0
+    assert [int(r["epoch"]) for r in _rows(out / "train_log.csv")] == [1, 2]
+    assert "Network preset: tiny" in (out / "model_card.md").read_text()
+    capsys.readouterr()
+
+    import geomorph_bids.cli.train as cli
+
+    def no_data(*a, **k):
+        raise AssertionError("data read before the --resume checks")
+
+    monkeypatch.setattr(cli, "_prepare_data", no_data)
+    for extra, needle in [(["--resume", str(out), "--init", "sulc-fsLR"], "give one of them"),
+                          (["--resume", str(out), "--features", "sulc", "curv"], "trained on --features sulc, not sulc curv"),
+                          (["--resume", str(out), "--template", "fsaverage"], "trained for --template fsLR, not fsaverage"),
+                          (["--resume", str(out / "model.pt")], "model.state.pt is not next to it"),
+                          (["--resume", str(tmp_path / "none")], "no such checkpoint"),
+                          (["--resume", str(out), "--channels", "small"], "that network differs")]:
+        assert main(["--out", str(out), "--epochs", "3", *base, *extra]) == 1, extra
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("geomorph-train: error:") and "\n" not in err and needle in err, err
+    assert [int(r["epoch"]) for r in _rows(out / "train_log.csv")] == [1, 2]

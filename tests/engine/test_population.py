@@ -76,3 +76,36 @@ def test_build_template_nonrigid(tmp_path):
     cfg = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(30,), smoothing=(10,))
     result = build_template(_cohort(3), iterations=2, optimise=cfg, label="nonrigid")
     assert result.mean_distances[1] < result.mean_distances[0]
+
+
+def test_a_template_built_from_a_population_template_lies_in_its_base_space(tmp_path):
+    """Round eight: `group --build-template 1 --template geomorphPopulation --template-label pop2`
+    wrote BaseTemplate 'geomorphPopulation', exit 0, and every later `--template pop2` failed
+    ('custom template has BaseTemplate ...; expected fsLR or fsaverage')."""
+    first = build_template(_cohort(2), iterations=1, template="fsLR", label="pop", out_dir=tmp_path,
+                           rigid_only=True)
+    second = build_template(_cohort(2), iterations=1, template=first.folder, label="popb", out_dir=tmp_path,
+                            rigid_only=True)
+    assert second.base == "fsLR"
+    assert json.loads((second.folder / "template_description.json").read_text())["BaseTemplate"] == "fsLR"
+    tpl = resolve_template(second.folder, "L", ("sulc",))
+    assert tpl.name == "popb" and np.allclose(tpl.from_fsaverage, load_template("fsLR", "L", ()).from_fsaverage)
+
+
+def test_a_hemisphere_built_on_another_base_is_refused_when_loaded(tmp_path):
+    """Round eight: a folder whose hemispheres were built on two bases (one rebuilt on another)
+    loaded the odd one in the folder's base coordinates, in silence."""
+    from geomorph_bids.engine.population import base_conflict
+    from geomorph_bids.errors import InputError
+
+    result = build_template(_cohort(2, "R"), iterations=1, template="fsaverage", hemi="R", label="mix",
+                            out_dir=tmp_path, rigid_only=True)
+    assert base_conflict(tmp_path, "mix", "fsLR", ["L"]).startswith(f"{result.folder} holds hemi-R built on fsaverage")
+    assert base_conflict(tmp_path, "mix", "fsLR", ["L", "R"]) is None
+    assert base_conflict(tmp_path, "mix", "fsaverage", ["L"]) is None
+    build_template(_cohort(2), iterations=1, template="fsLR", hemi="L", label="mix", out_dir=tmp_path,
+                   rigid_only=True)  # the engine writes what it is asked to; the loader says what it is
+    assert load_custom_template(result.folder, "L", ("sulc",)).name == "mix"
+    with pytest.raises(InputError, match="hemi-R of template mix was built on fsaverage, but the folder's "
+                                         "BaseTemplate is fsLR"):
+        load_custom_template(result.folder, "R", ("sulc",))

@@ -566,3 +566,41 @@ def test_the_default_fsaverage_optimiser_weighs_sulc_and_curv_by_name():
     r = register(surf / "lh.sphere", feats, "fsaverage", "L", template_dir="bundled")
     assert r.metrics["optimise"]["channel_weights"] == [0.3, 0.7]
     assert r.metrics["cc_sulc_after"] > 0.95 and r.metrics["cc_curv_after"] > 0.9
+
+
+def test_careless_array_inputs_say_what_they_are():
+    """Round eight, the API used carelessly: a torch tensor that requires grad raised torch's
+    RuntimeError; a masked array's masked values were registered as data and complex values lost
+    their imaginary part with only numpy's warning; a dict as the sphere said 'vertex array has shape
+    ()'; 1-based faces were 'corrupted'; a map the registration does not use was left out in silence."""
+    import warnings
+
+    import torch
+
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere
+    from geomorph_bids.errors import InputError
+    from geomorph_bids.io.validate import FeatureWarning
+
+    v, f, maps = template_hemisphere("L", 3)
+    h = synthetic_hemisphere("L", v, f, maps, seed=1)
+    sphere, sulc = (h.vertices, h.faces), h.maps["sulc"]
+    plain = register(sphere, {"sulc": sulc}, rigid_only=True).metrics["cc_sulc_after"]
+    grad = torch.tensor(sulc, requires_grad=True)
+    assert register(sphere, {"sulc": grad}, rigid_only=True).metrics["cc_sulc_after"] == pytest.approx(plain)
+    with pytest.raises(InputError, match=r"feature 'sulc' is a masked array with \d+ masked value\(s\)"):
+        register(sphere, {"sulc": np.ma.masked_less(sulc, 0)}, rigid_only=True)
+    assert register(sphere, {"sulc": np.ma.masked_array(sulc)}, rigid_only=True)  # nothing masked: fine
+    with pytest.raises(InputError, match="feature 'sulc' holds complex numbers"):
+        register(sphere, {"sulc": sulc + 1j}, rigid_only=True)
+    with pytest.raises(ValueError, match="got a dict with keys 'vertices', 'faces'"):
+        register({"vertices": h.vertices, "faces": h.faces}, {"sulc": sulc}, rigid_only=True)
+    with pytest.raises(InputError, match=r"the indices start at 1 \(MATLAB's convention\?\): subtract 1"):
+        register((h.vertices, h.faces + 1), {"sulc": sulc}, rigid_only=True)
+    with pytest.raises(InputError, match="corrupted or the vertices are truncated"):
+        register((h.vertices[:-1], h.faces), {"sulc": sulc[:-1]}, rigid_only=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        register(sphere, {"sulc": sulc, "thickness": h.maps["thickness"]}, rigid_only=True)
+    lines = [str(w.message) for w in caught if issubclass(w.category, FeatureWarning)]
+    assert lines == ["feature(s) 'thickness' not used by the registration: template fsLR has no map of it; "
+                     "it registers sulc"]
