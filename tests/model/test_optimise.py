@@ -120,3 +120,25 @@ def test_total_bending_smooths_a_rough_start(sulc):
     own = optimise_warp(sulc, sulc, cfg, init=rough).warp
     total = optimise_warp(sulc, sulc, dataclasses.replace(cfg, bend_total=True), init=rough).warp
     assert roughness(total) < 0.5 * roughness(own)
+
+
+def test_the_areal_term_lowers_areal_distortion(sulc):
+    """A weak bending term on a noisy pair lets the warp stretch and shrink; the areal term
+    (squared log area ratio of the control triangles) holds the areas back."""
+    from geomorph_bids.sphere.distortion import distortion
+
+    rng = np.random.default_rng(1)
+    noisy = sulc + rng.normal(0, 1.0, sulc.shape)
+    faces = icosphere(6)[1]
+
+    def mean_areal(cfg: OptimiseConfig) -> float:
+        warp = optimise_warp(noisy, sulc, cfg).warp
+        return float(np.mean(np.abs(distortion((ICO6 * 100, faces), (unit(warp) * 100, faces))["areal"])))
+
+    loose = OptimiseConfig(control_levels=(3,), data_levels=(5,), steps=(40,), smoothing=(0,), lam=0.5, lr=0.02)
+    free, held = mean_areal(loose), mean_areal(dataclasses.replace(loose, areal=4.0))
+    assert free > 0.02  # the pair does distort without it (a test of nothing would pass too)
+    assert held < 0.6 * free
+    with pytest.raises(ValueError, match="areal must be >= 0"):
+        OptimiseConfig(areal=-1.0)
+    assert OptimiseConfig.from_dict({k: v for k, v in OptimiseConfig().to_dict().items() if k != "areal"}).areal == 0.0
