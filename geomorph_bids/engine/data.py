@@ -20,7 +20,9 @@ Sources
   (sMRIPrep names). Each sphere is rigidly pre-aligned to the template
   (:func:`geomorph_bids.engine.prealign.prealign`), which samples its features at the template's
   ico-6 vertices; those are subsampled to ``level``. Features must use FreeSurfer's sign
-  (sulc positive in sulci), as the bundled templates do.
+  (sulc positive in sulci), as the bundled templates do: a subject whose maps fit the template
+  better with the other sign, or fit the other hemisphere's template better (swapped lh/rh
+  files), is refused by the identity gate of :func:`geomorph_bids.quality.assess`, naming it.
 
 Hemispheres
 -----------
@@ -369,6 +371,7 @@ def find_subjects(subjects_dir: str | Path, hemis: Sequence[str], channels: Sequ
 def _prepare_subject(files: SubjectFiles, template: Template, channels: Sequence[str], level: int,
                      mirror: bool, spec: NormalisationSpec | None) -> torch.Tensor:
     from ..io.hemisphere import read_hemisphere
+    from ..quality import assess
     from .prealign import prealign
 
     try:
@@ -379,7 +382,14 @@ def _prepare_subject(files: SubjectFiles, template: Template, channels: Sequence
         raise e.with_context(subject=files.subject, hemi=files.hemi) from None
     sphere, maps = native.sphere, native.features
     verts, faces = mirror_sphere(sphere.vertices, sphere.faces) if mirror else (sphere.vertices, sphere.faces)
-    result = prealign(verts, faces, maps, template, identity_check=False)
+    result = prealign(verts, faces, maps, template)
+    # a hemisphere that is not the one its files say (swapped lh/rh files) or a map of the other
+    # sign (HCP's sulc) would be trained on as a bad pair, silently: the gates every registration
+    # applies, refused here naming the subject's sphere
+    verdict = assess(result.metrics, ())
+    if verdict.flagged:
+        raise InputError(f"{verdict.line()}; fix or leave out this subject before training",
+                         path=files.sphere, subject=files.subject, hemi=files.hemi)
     on_grid = np.stack([result.features_on_template[c][: n_vertices(level)] for c in channels], axis=1)
     return normalise_pairs_input(on_grid, channels, spec, what=f"{files.subject} hemi-{files.hemi}")
 

@@ -159,3 +159,29 @@ def test_pairset_from_pairs_checks_the_fixed_image():
         PairSet.from_pairs([(torch.randn(162, 1), fixed), (torch.randn(162, 1), fixed + 1)])
     with pytest.raises(ValueError):
         PairSet.from_pairs([(torch.randn(100, 1), torch.randn(100, 1))])
+
+
+@pytest.mark.parametrize("mistake", ["swapped", "hcp_sign"])
+def test_a_subject_of_the_other_hemisphere_or_sign_is_refused_naming_it(tmp_path, one_line, mistake):
+    """Swapped lh/rh files, or sulc in HCP's sign, would be trained on as bad pairs in silence
+    (validation CC 0.24 in round eight's trial): the registration's identity gate refuses them."""
+    from nibabel.freesurfer import read_morph_data, write_morph_data
+
+    good, bad = tmp_path / "sub-01", tmp_path / "sub-02"
+    shutil.copytree(example_dir() / "sub-01", good)
+    shutil.copytree(example_dir() / "sub-01", bad)
+    surf = bad / "surf"
+    if mistake == "swapped":
+        for kind in ("sphere", "sulc"):
+            (surf / f"lh.{kind}").rename(surf / f"tmp.{kind}")
+            (surf / f"rh.{kind}").rename(surf / f"lh.{kind}")
+            (surf / f"tmp.{kind}").rename(surf / f"rh.{kind}")
+    else:
+        write_morph_data(surf / "lh.sulc", -read_morph_data(surf / "lh.sulc"))
+    with pytest.raises(InputError) as e:
+        subject_pairs(tmp_path, "fsLR", "L", ("sulc",), level=3)
+    msg = one_line(e, surf / "lh.sphere")
+    assert "sub-02" in msg and "hemi-L" in msg
+    assert ("sign" in msg) if mistake == "hcp_sign" else ("mirrored template" in msg)
+    shutil.rmtree(bad)
+    assert subject_pairs(tmp_path, "fsLR", "L", ("sulc",), level=3).names == ("sub-01_hemi-L",)
