@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "and/or your own subjects, registered to a bundled template.")
     p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
     p.add_argument("--out", type=Path, required=True, help="output folder (model.pt, train_log.csv, model_card.md)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train a new network into an --out folder that already holds one (its model.pt, log "
+                        "and card are replaced); without it such a folder is refused (--resume continues it)")
     g = p.add_argument_group("data")
     g.add_argument("--template", default="fsLR",
                    help="template: fsLR (default) or fsaverage; fsaverage's maps at full resolution from "
@@ -510,6 +513,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out.exists() and not args.out.is_dir():  # before any data is made: it is a folder of outputs
             raise ValueError(f"--out {args.out} is a file: give a folder (model.pt, train_log.csv and "
                              "model_card.md are written in it)")
+        from ..engine.train import BEST_NAME
+
+        if args.resume is None and not args.overwrite and (args.out / BEST_NAME).exists():
+            # a careless rerun would replace a trained network (hours of work) at its first epoch
+            raise ValueError(f"--out {args.out} already holds a trained network ({BEST_NAME}): continue it with "
+                             f"--resume {args.out}, fine-tune it with --init {args.out / BEST_NAME} and another "
+                             "--out, or replace it with --overwrite")
         if args.sources is not None and not Path(args.sources).is_file():
             raise ValueError(f"--sources {args.sources}: no such file (a bank built by "
                              "scripts/build_training_sources.py)")

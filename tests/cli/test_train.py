@@ -249,3 +249,19 @@ def test_resume_takes_the_network_from_the_checkpoint_and_is_checked_before_the_
         err = capsys.readouterr().err.strip()
         assert err.startswith("geomorph-train: error:") and "\n" not in err and needle in err, err
     assert [int(r["epoch"]) for r in _rows(out / "train_log.csv")] == [1, 2]
+
+
+def test_a_folder_holding_a_trained_network_is_not_trained_over(tmp_path, capsys):
+    """A rerun into the same --out replaced its model.pt at the first epoch (round eight): hours
+    of training lost to a repeated command. Now refused unless --resume or --overwrite."""
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"an earlier network")
+    assert main(["--out", str(out), "--synthetic", "4", "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "already holds a trained network" in err and "--overwrite" in err and "--resume" in err
+    assert (out / "model.pt").read_bytes() == b"an earlier network"
+    # --overwrite passes this check (and fails on the next one here: a bank that does not exist)
+    assert main(["--out", str(out), "--sources", str(tmp_path / "none.npz"), "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "none.npz" in err and "already holds" not in err
