@@ -493,12 +493,16 @@ def _build_population_template(args, rows: list[dict]) -> int:
 
 def run_reports_only(args) -> int:
     """``--reports-only``: rebuild the participant reports from the outputs alone."""
-    rows = _participant_rows(args)
+    unreadable: list[str] = []  # a damaged metrics file is named, as the group level names it
+    rows = _participant_rows(args, unreadable=unreadable)
+    for line in unreadable:
+        print(f"{_PROG}: FAILED {line}; not in its participant's report (rerun the participant level for it)",
+              file=sys.stderr)
     if not rows:
-        return error_exit(_PROG, f"--reports-only: {_no_rows(args, [])}")
+        return error_exit(_PROG, f"--reports-only: {_no_rows(args, unreadable)}")
     made = build_reports(args.output_dir, sorted({r["subject"] for r in rows}), _PROG, workers=args.nprocs)
     print_reports(made)
-    return EXIT_OK if made else EXIT_FAILED
+    return EXIT_OK if made and not unreadable else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -247,6 +247,22 @@ def test_group_level_table(fs_run):
     assert (out / "sub-02.html").stat().st_size > 1000
 
 
+
+def test_reports_only_names_a_metrics_file_it_cannot_read(fs_run, tmp_path):
+    """--reports-only left a damaged metrics file out of its participant's report in silence,
+    exit 0 (round seven); the group level named it. Now a FAILED line names it, exit 1, and
+    the reports are still built from the rest."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out, symlinks=True)
+    damaged = next((out / "sub-02" / "anat").glob("sub-02_hemi-L_space-*_desc-geomorph_metrics.json"))
+    damaged.write_text("{")
+    code, stdout, err = run(fs_run["bids"], out, "participant", "--reports-only")
+    assert code == 1
+    assert "FAILED" in err and damaged.name in err and "rerun the participant level" in err
+    assert "sub-01.html" in stdout and (out / "sub-02.html").is_file()
+
 def test_participant_reports_and_native_outputs(fs_run):
     """Each participant gets sub-X.html with figures; the native sphere and registration
     features are outputs too (the report's "before" maps; provenance)."""
