@@ -214,9 +214,16 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
     label = _label_ok(tpl.name)
     folder = Path(out_dir) / f"tpl-{label}"
     folder.mkdir(parents=True, exist_ok=True)
+    written = set()
     for f, values in tpl.features.items():
+        written.add(custom_feature_file(folder, label, tpl.hemi, f))
         write_metric(custom_feature_file(folder, label, tpl.hemi, f), np.asarray(values, dtype=np.float32),
                      hemi=tpl.hemi, names=[f])
+    # a map of an earlier build that this one did not average (--features sulc curv, then sulc) is
+    # another population's: it goes, so that the folder holds what its description lists
+    for stale in folder.glob(f"tpl-{label}_hemi-{tpl.hemi}_den-ico6_*.shape.gii"):
+        if stale not in written:
+            stale.unlink()
     path = folder / DESCRIPTION
     try:
         doc = json.loads(path.read_text()) if path.is_file() else {}

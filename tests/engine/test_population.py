@@ -109,3 +109,21 @@ def test_a_hemisphere_built_on_another_base_is_refused_when_loaded(tmp_path):
     with pytest.raises(InputError, match="hemi-R of template mix was built on fsaverage, but the folder's "
                                          "BaseTemplate is fsLR"):
         load_custom_template(result.folder, "R", ("sulc",))
+
+
+def test_a_rebuilt_template_keeps_no_map_of_an_earlier_build(tmp_path):
+    """Round eight: --features sulc curv, then a rebuild with sulc alone, left the first build's
+    curv beside a description listing Features [sulc] (a later registration could use it)."""
+    cohort = _cohort(2)
+    for s in cohort:
+        s.features["curv"] = 0.3 * s.features["sulc"]
+    first = build_template(cohort, iterations=1, template="fsLR", hemi="L", features=("sulc", "curv"),
+                           label="pop", out_dir=tmp_path, rigid_only=True)
+    names = lambda: sorted(p.name for p in first.folder.glob("*.shape.gii"))  # noqa: E731
+    assert names() == ["tpl-pop_hemi-L_den-ico6_curv.shape.gii", "tpl-pop_hemi-L_den-ico6_sulc.shape.gii"]
+    build_template(_cohort(2, "R"), iterations=1, template="fsLR", hemi="R", label="pop", out_dir=tmp_path,
+                   rigid_only=True)
+    build_template(_cohort(2), iterations=1, template="fsLR", hemi="L", label="pop", out_dir=tmp_path,
+                   rigid_only=True)
+    # hemi-L's stale curv is gone; hemi-R (another hemisphere's build) is left alone
+    assert names() == ["tpl-pop_hemi-L_den-ico6_sulc.shape.gii", "tpl-pop_hemi-R_den-ico6_sulc.shape.gii"]
