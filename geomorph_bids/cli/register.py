@@ -301,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.out.is_dir():
                 parser.error(f"--out {args.out} is a folder: give the output sphere's file name, e.g. "
                              f"{args.out / 'lh.space-fsLR_sphere.surf.gii'}")
+            if args.metrics is not None and args.metrics.is_dir():  # was found after the registration
+                parser.error(f"--metrics {args.metrics} is a folder: give the metrics file's name, e.g. "
+                             f"{args.metrics / 'lh_metrics.json'}")
             if args.out.name.endswith(".gii.gz"):
                 parser.error(f"--out {args.out.name}: outputs are written uncompressed (every reader here takes "
                              f"either); name it {args.out.name[:-3]} and gzip it afterwards if you wish")

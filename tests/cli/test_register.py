@@ -406,3 +406,15 @@ def test_features_out_holds_every_feature_given(tmp_path):
     assert 2.0 < float(np.median(thick)) < 3.0  # the thickness map, in mm
     metrics = json.loads((tmp_path / "lh_metrics.json").read_text())
     assert "cc_sulc_after" in metrics and "cc_thickness_after" not in metrics
+
+
+def test_metrics_naming_a_folder_is_refused_before_the_registration(tmp_path, capsys):
+    """Round eight: --metrics FOLDER was found only after the registration, leaving the folder
+    made for --out behind, empty. Now a usage error before anything is read or made."""
+    surf = example_dir() / "sub-01" / "surf"
+    (tmp_path / "m").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+              "--out", str(tmp_path / "new" / "x.surf.gii"), "--metrics", str(tmp_path / "m")])
+    assert exc.value.code == 2 and "--metrics" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
