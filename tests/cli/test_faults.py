@@ -221,6 +221,34 @@ def test_output_folder_that_refuses_writes_even_as_root(reference, tmp_path):
     assert not out.exists() and not work.exists()  # nothing done, nothing left
 
 
+def test_a_file_size_limit_reached_while_writing_names_the_file_and_the_rerun_completes(reference, tmp_path):
+    """Round nine: a file-size limit (``ulimit -f``, SIGXFSZ ignored: the write fails with EFBIG)
+    that the 4 KiB probe passes but a hemisphere's registered sphere (~70 KiB here) exceeds.
+    Each hemisphere fails on one line, which named no file (``file too large (the file size
+    limit)``: ``write()`` gives none) and now names it; nothing partial is left; the rerun
+    without the limit completes, with the outputs of an uninterrupted run."""
+    out, work = tmp_path / "out", tmp_path / "work"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, resource.RLIM_INFINITY))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    proc = subprocess.run(cli(reference["bids"], out, "participant", *ARGS, "-w", work, "--batch-size", "2"),
+                          capture_output=True, text=True, preexec_fn=limit, timeout=SAFETY_S)
+    assert proc.returncode == 1, proc.stderr
+    failed = sorted(line.strip() for line in proc.stderr.splitlines() if "FAILED" in line)
+    assert [line.split(":")[0] for line in failed] == ["FAILED sub-01 hemi-L", "FAILED sub-02 hemi-L"]
+    for line, sub in zip(failed, ("01", "02")):
+        assert re.search(rf"file too large \(the file size limit\) writing {out}/\S*sub-{sub}_hemi-L_\S+\.gii", line), line
+    assert not list(out.glob("sub-*/anat/*")) and leftovers(out) == [line for line in leftovers(out) if "crash-" in line]
+    proc = subprocess.run(cli(reference["bids"], out, "participant", *ARGS, "-w", work, "--batch-size", "2"),
+                          capture_output=True, text=True, timeout=SAFETY_S)
+    assert proc.returncode == 0, proc.stderr
+    digests = normalised(out)
+    anat = {k: v for k, v in digests.items() if "/anat/" in k}
+    assert anat == {k: v for k, v in reference["digests"].items() if "/anat/" in k}
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits (the probe-write test covers root)")
 def test_output_folder_without_write_permission(reference, tmp_path):
     out = tmp_path / "out"
