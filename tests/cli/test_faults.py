@@ -173,6 +173,32 @@ def test_two_concurrent_runs_on_one_output_folder(reference, tmp_path, wait):
     assert leftovers(out) == []
 
 
+def test_a_run_that_skips_every_participant_leaves_the_methods_text_alone(reference, tmp_path):
+    """Round nine: a second run with other settings (here the default warp; the outputs are
+    rigid) started while another run holds every participant skips them all, and yet rewrote
+    ``logs/CITATION.md`` and ``dataset_description.json`` with its own settings: the methods
+    text then described a non-rigid warp no output had. Now a run that processes nobody writes
+    neither."""
+    bids, out, work = reference["bids"], tmp_path / "out", tmp_path / "work"
+    code, _, err = run(bids, out, "participant", *ARGS, "-w", work)
+    assert code == 0, err
+    shared = {p: p.read_bytes() for p in (out / "logs" / "CITATION.md", out / "dataset_description.json")}
+    assert b"no non-rigid stage was run (--model rigid)" in shared[out / "logs" / "CITATION.md"]
+    held = []
+    try:
+        for sub in ("01", "02"):  # another run processing both participants
+            fd = os.open(out / pf.LOCK_DIR / f"sub-{sub}.lock", os.O_RDWR)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held.append(fd)
+        code, _, err = run(bids, out, "participant", "--hemi", "L", "--nprocs", "2", "-w", tmp_path / "work2")
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert code == 1
+    assert len([line for line in err.splitlines() if "skipped: another geomorph-bids run" in line]) == 2, err
+    assert {p: p.read_bytes() for p in shared} == shared
+
+
 def test_shared_files_are_written_atomically(tmp_path, monkeypatch):
     """dataset_description.json goes through a uniquely named temporary file and a rename: a
     crash in the middle of writing leaves the previous file intact."""
