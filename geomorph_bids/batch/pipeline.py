@@ -35,7 +35,8 @@ from ..workflows.outputs import (cifti_output, hemi_outputs, hemisphere_files, h
                                  needs_fslr_sphere, write_cifti)
 from .pool import stop_pool, worker_pool
 from .state import is_done, record_path, stamp
-from .tasks import STAGES, ChunkSettings, HemisphereTask, Outcome, ReportOutcome, build_report, run_chunk
+from .tasks import (STAGES, ChunkSettings, HemisphereTask, Outcome, ReportOutcome, build_report,
+                    incomplete_report_line, run_chunk)
 
 __all__ = ["BatchRun", "plan_tasks", "run_batch"]
 
@@ -214,6 +215,8 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
                     if isinstance(result, ReportOutcome) and result.path is not None:
                         run.reports[result.subject] = result.path
                         totals["report"] += result.seconds
+                        if incomplete_report_line(result):
+                            run.report_warnings.append(incomplete_report_line(result))
                     else:
                         why = result.error if isinstance(result, ReportOutcome) else result
                         run.report_warnings.append(f"sub-{payload}: report not written: {why}")

@@ -28,7 +28,8 @@ from ..io.template_ref import TemplateRef
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..results.writer import OutputFile
 
-__all__ = ["ChunkSettings", "HemisphereTask", "Outcome", "ReportOutcome", "init_worker", "run_chunk",
+__all__ = ["ChunkSettings", "HemisphereTask", "Outcome", "ReportOutcome", "incomplete_report_line", "init_worker",
+           "run_chunk",
            "build_report", "STAGES"]
 
 #: the stages a hemisphere goes through, in order (crash files name the one that failed)
@@ -101,6 +102,8 @@ class ReportOutcome:
     path: Path | None
     error: str | None
     seconds: float
+    #: the report was written, but without the figures of these hemispheres (one line each)
+    incomplete: tuple[str, ...] = ()
 
 
 def init_worker(threads: int) -> None:
@@ -217,23 +220,38 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
     doc = metrics_document(record, task.info, settings.density, resampled.source, settings.quality,
                            list(native.label_conflicts))
     hemi = task.hemi
-    with staging(settings.output_dir) as stage:
-        produced = {
-            "registered_sphere": write_surface(stage / "registered_sphere.surf.gii", result.sphere, result.faces,
-                                               hemi=hemi, geometric_type="Spherical"),
-            "resampled_features": [write_metric(stage / f"{f}_den.shape.gii", resampled.maps[f], hemi=hemi,
-                                                names=[f]) for f in names],
-            "metrics": atomic_write_bytes(stage / "metrics.json", metrics_bytes(doc)),
-            "native_sphere": write_surface(stage / "sphere.surf.gii", native.sphere.vertices, native.sphere.faces,
-                                           hemi=hemi, geometric_type="Spherical"),
-            "native_features": [write_metric(stage / f"{f}.shape.gii", native.features[f], hemi=hemi, names=[f])
-                                if k in native_written else None for k, f in enumerate(names)]}
-        if settings.fslr_sphere:  # --fmriprep-compat, template fsaverage (the workflow's to_fslr node)
-            from ..io.fmriprep_compat import sphere_reg_fslr
+    final = {(f.field, f.index): f.path for f in task.files}
+    meant: dict[str, Path] = {}  # staged file -> the output it becomes, named when its write fails
 
-            moved, _ = sphere_reg_fslr(result.sphere.astype(np.float32), hemi)
-            produced["sphere_reg_fslr"] = write_surface(stage / "sphere_reg_fsLR.surf.gii", moved, result.faces,
-                                                        hemi=hemi)
+    def staged(name: str, field: str, index: int | None = None) -> Path:
+        path = stage / name
+        meant[str(path)] = final.get((field, index), path)
+        return path
+
+    with staging(settings.output_dir) as stage:
+        try:
+            produced = {
+                "registered_sphere": write_surface(staged("registered_sphere.surf.gii", "registered_sphere"),
+                                                   result.sphere, result.faces, hemi=hemi, geometric_type="Spherical"),
+                "resampled_features": [write_metric(staged(f"{f}_den.shape.gii", "resampled_features", k),
+                                                    resampled.maps[f], hemi=hemi, names=[f])
+                                       for k, f in enumerate(names)],
+                "metrics": atomic_write_bytes(staged("metrics.json", "metrics"), metrics_bytes(doc)),
+                "native_sphere": write_surface(staged("sphere.surf.gii", "native_sphere"), native.sphere.vertices,
+                                               native.sphere.faces, hemi=hemi, geometric_type="Spherical"),
+                "native_features": [write_metric(staged(f"{f}.shape.gii", "native_features", k), native.features[f],
+                                                 hemi=hemi, names=[f])
+                                    if k in native_written else None for k, f in enumerate(names)]}
+            if settings.fslr_sphere:  # --fmriprep-compat, template fsaverage (the workflow's to_fslr node)
+                from ..io.fmriprep_compat import sphere_reg_fslr
+
+                moved, _ = sphere_reg_fslr(result.sphere.astype(np.float32), hemi)
+                produced["sphere_reg_fslr"] = write_surface(staged("sphere_reg_fsLR.surf.gii", "sphere_reg_fslr"),
+                                                            moved, result.faces, hemi=hemi)
+        except OSError as exc:  # a full disk, the file-size limit: name the output, not its staged copy
+            if str(exc.filename) not in meant:
+                raise
+            raise type(exc)(exc.errno, exc.strerror, str(meant[str(exc.filename)])) from exc
         commit_outputs(task.files, produced, settings.output_dir, stage=stage)
     atomic_write_text(task.record, task.stamp)
     outcome.seconds["write"] = time.perf_counter() - t
@@ -246,8 +264,17 @@ def build_report(output_dir: Path, subject: str, reuse: bool) -> ReportOutcome:
     from ..reports import update_participant_report
 
     t = time.perf_counter()
+    problems: list[str] = []
     try:
-        path, error = update_participant_report(output_dir, subject, reuse), None
+        path, error = update_participant_report(output_dir, subject, reuse, problems=problems), None
     except Exception as exc:  # noqa: BLE001 - a figure must never lose a finished subject
         path, error = None, _line(exc)
-    return ReportOutcome(subject, path, error, time.perf_counter() - t)
+    return ReportOutcome(subject, path, error, time.perf_counter() - t, tuple(problems))
+
+
+def incomplete_report_line(outcome: ReportOutcome) -> str | None:
+    """The warning of a report written without some of its figures, or None."""
+    if outcome.path is None or not outcome.incomplete:
+        return None
+    return (f"sub-{outcome.subject}: report written without some figures ({'; '.join(outcome.incomplete)}); "
+            "the next run of the same command (or --reports-only) draws them")

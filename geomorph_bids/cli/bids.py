@@ -226,9 +226,10 @@ def run_participant(args) -> int:
         try:
             default_fs = inputs.bids_dir / "derivatives" / "freesurfer"
             fs_root = inputs.fs_subjects_dir or (default_fs if default_fs.is_dir() else None)
-            write_dataset_description(output_dir, args.bids_dir, {**inputs.derivatives, **(
-                {"freesurfer": fs_root} if fs_root else {})})
-            write_citation(output_dir, config)
+            if mine or later:  # a run that processes nobody (all skipped) must not redescribe others' outputs
+                write_dataset_description(output_dir, args.bids_dir, {**inputs.derivatives, **(
+                    {"freesurfer": fs_root} if fs_root else {})})
+                write_citation(output_dir, config)
             configure_nipype(crashes, args.verbose, args.stop_on_first_crash)
             names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
             n_todo = sum(len(j.inputs.hemis) for j in jobs)

@@ -50,8 +50,9 @@ def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[s
                   workers: int = 1) -> list[Path]:
     """``sub-X.html`` for every subject with outputs (a subject in ``reuse``: unless its report
     is current), ``workers`` at a time in separate processes; returns the reports. A report that
-    cannot be drawn is a warning (the registrations themselves are done), never a failure."""
-    from ..batch.tasks import build_report
+    cannot be drawn, or is written without some figures, is a warning (the registrations
+    themselves are done), never a failure."""
+    from ..batch.tasks import build_report, incomplete_report_line
 
     todo = [s for s in subjects if (output_dir / f"sub-{s}").is_dir()]
     if workers > 1 and len(todo) > 1:
@@ -66,6 +67,8 @@ def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[s
     for o in outcomes:
         if o.path is not None:
             made.append(o.path)
+            if incomplete_report_line(o):
+                print(f"{prog}: warning: {incomplete_report_line(o)}", file=sys.stderr)
         else:
             print(f"{prog}: warning: sub-{o.subject}: report not written: {o.error}", file=sys.stderr)
     return made

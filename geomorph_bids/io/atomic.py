@@ -28,7 +28,9 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (parent folders are created); returns ``path``."""
+    """Write ``data`` to ``path`` atomically (parent folders are created); returns ``path``.
+    An OSError of the write itself (a full disk, the file-size limit: ``write()`` names no
+    file) is raised again with ``path`` as its file, so that the one-line message names it."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
@@ -39,11 +41,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and not exc.filename:  # a failed write names no file: name it
+            raise type(exc)(exc.errno, exc.strerror, str(p)) from exc
         raise
     return p
 

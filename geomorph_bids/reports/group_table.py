@@ -60,10 +60,17 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
     return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"])))
 
 
+#: the registration metrics the quality gates judge besides the correlations (:func:`geomorph_bids.quality.assess`)
+_GATE_NUMBERS = ("identity_cc_own", "identity_cc_mirrored", "identity_cc_negated", "areal_p95_abs", "n_folded",
+                 "n_nonfinite")
+_COUNTS = ("n_folded", "n_nonfinite")
+
+
 def _check_document(path: Path, doc: Any) -> None:
     """InputError unless ``doc`` is the metrics document its file name promises: a JSON object
     with a ``registration`` object holding a number for the first registration feature's
-    correlation, written for the subject, session and hemisphere the name says (a
+    correlation and a number (or null) for every other metric the quality gates read (a count
+    not below 0), written for the subject, session and hemisphere the name says (a
     metrics file copied under another subject's name would give that subject's row twice)."""
     def bad(why: str) -> InputError:
         return InputError(why, path=path)
@@ -76,6 +83,15 @@ def _check_document(path: Path, doc: Any) -> None:
     if not isinstance(cc, (int, float)) or isinstance(cc, bool) or not -1.0 <= cc <= 1.0:  # NaN too
         raise bad(f"holds no correlation for {first} (registration.cc_{first}_after: {cc!r}): damaged, edited or "
                   "from an older version")
+    for key in (*(f"cc_{f}_after" for f in reg.get("registration_features") or ()), *_GATE_NUMBERS):
+        value = reg.get(key)  # what the quality gates read: absent or null is "not measured"
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise bad(f"holds no number for registration.{key} ({value!r}), which the quality gates read: damaged, "
+                      "edited or from an older version")
+        if key in _COUNTS and value < 0:
+            raise bad(f"holds a negative count for registration.{key} ({value!r}): damaged or edited")
     named = parse_metrics_name(path.name)
     says = (str(doc.get("subject")), doc.get("session") or None, str(doc.get("hemi")))
     if named is not None and says != named[:3]:

@@ -22,12 +22,15 @@ everything else is drawn (:mod:`.hemisphere_figures`).
 from __future__ import annotations
 
 import json
+import re
 import time
+from html import unescape
 from pathlib import Path
 
 from ..crashfiles import read_crash_file, subject_wf_name
 from ..derivatives import CITATION, CRASH_FILES, DATASET_DESCRIPTION, LOGS, figures_dir, report_name
 from ..engine.model_choice import METHODS
+from ..errors import describe_os_error
 from ..io.atomic import atomic_write_text
 from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
 from ..quality import quality_warnings
@@ -120,7 +123,13 @@ def _template_maps(hemis: list[HemiOutputs]) -> str:
     return "; ".join(dict.fromkeys(lines)) or "n/a"
 
 
-def build_participant_report(output_dir: str | Path, subject: str, session: str | None = None) -> Path:
+#: in a report whose figures could not all be drawn (a full disk, the file-size limit): such a
+#: report is never reused (:func:`report_is_current`), so that the next run draws them
+INCOMPLETE = "<!-- geomorph-bids: figures incomplete -->"
+
+
+def build_participant_report(output_dir: str | Path, subject: str, session: str | None = None,
+                             problems: list[str] | None = None) -> Path:
     """Write the HTML report of one subject (all its sessions) or of one subject/session.
 
     Parameters
@@ -129,6 +138,9 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     subject : label, with or without ``sub-``.
     session : None: every session of the subject, written to ``OUTPUT_DIR/sub-X.html``;
         a label: that session only, written to ``OUTPUT_DIR/sub-X_ses-Y.html``.
+
+    problems : when a list, gets one line per hemisphere whose figures could not be drawn (the
+        page is written all the same, saying so, and marked :data:`INCOMPLETE`).
 
     Returns
     -------
@@ -168,7 +180,11 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
         try:
             figs, notes = hemisphere_figures(h, output_dir, fig_dir)
         except Exception as exc:  # a broken output must not cost the rest of the report
-            figs, notes = [], [f"figures failed: {type(exc).__name__}: {' '.join(str(exc).split())}"]
+            why = describe_os_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            figs, notes = [], [f"figures failed: {' '.join(why.split())}"]
+            body.append(INCOMPLETE)
+            if problems is not None:
+                problems.append(f"{h.entities} hemi-{h.hemi}: {notes[0]}")
         all_notes += [(anchor, n) for n in notes]
         warns += [(anchor, w) for w in quality_warnings(h.registration, h.features)]
         if low_resolution_used(h.registration):
@@ -241,21 +257,34 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     return atomic_write_text(out, page(f"geomorph-bids: {title}", nav, "\n".join(body)))
 
 
+_FIGURE_LINK = re.compile(r'<img class="fig" src="([^"]+)"')
+
+
 def report_is_current(output_dir: str | Path, subject: str) -> bool:
-    """``sub-X.html`` exists and is newer than every output of the subject (a rerun that
-    changed nothing leaves the outputs, hence the report, untouched)."""
+    """``sub-X.html`` exists, is newer than every output of the subject (a rerun that
+    changed nothing leaves the outputs, hence the report, untouched), has every figure it
+    links (figures deleted since are drawn again) and was not written without some of them
+    (:data:`INCOMPLETE`: a full disk or the file-size limit when it was built)."""
     output_dir = Path(output_dir)
     html = output_dir / report_name(subject)
     if not html.is_file():
         return False
     stamps = [p.stat().st_mtime_ns for p in (output_dir / f"sub-{subject}").rglob("*")
               if p.is_file() and "figures" not in p.relative_to(output_dir).parts]
-    return bool(stamps) and html.stat().st_mtime_ns >= max(stamps)
+    if not stamps or html.stat().st_mtime_ns < max(stamps):
+        return False
+    try:
+        text = html.read_text(errors="replace")
+    except OSError:
+        return False
+    return INCOMPLETE not in text and all((output_dir / unescape(rel)).is_file() for rel in _FIGURE_LINK.findall(text))
 
 
-def update_participant_report(output_dir: str | Path, subject: str, reuse: bool = False) -> Path:
+def update_participant_report(output_dir: str | Path, subject: str, reuse: bool = False,
+                              problems: list[str] | None = None) -> Path:
     """``sub-X.html`` of a subject: kept when ``reuse`` and it is current
-    (:func:`report_is_current`), else (re)built by :func:`build_participant_report`."""
+    (:func:`report_is_current`), else (re)built by :func:`build_participant_report`
+    (``problems``: as there)."""
     if reuse and report_is_current(output_dir, subject):
         return Path(output_dir) / report_name(subject)
-    return build_participant_report(output_dir, subject)
+    return build_participant_report(output_dir, subject, problems=problems)

@@ -173,6 +173,32 @@ def test_two_concurrent_runs_on_one_output_folder(reference, tmp_path, wait):
     assert leftovers(out) == []
 
 
+def test_a_run_that_skips_every_participant_leaves_the_methods_text_alone(reference, tmp_path):
+    """Round nine: a second run with other settings (here the default warp; the outputs are
+    rigid) started while another run holds every participant skips them all, and yet rewrote
+    ``logs/CITATION.md`` and ``dataset_description.json`` with its own settings: the methods
+    text then described a non-rigid warp no output had. Now a run that processes nobody writes
+    neither."""
+    bids, out, work = reference["bids"], tmp_path / "out", tmp_path / "work"
+    code, _, err = run(bids, out, "participant", *ARGS, "-w", work)
+    assert code == 0, err
+    shared = {p: p.read_bytes() for p in (out / "logs" / "CITATION.md", out / "dataset_description.json")}
+    assert b"no non-rigid stage was run (--model rigid)" in shared[out / "logs" / "CITATION.md"]
+    held = []
+    try:
+        for sub in ("01", "02"):  # another run processing both participants
+            fd = os.open(out / pf.LOCK_DIR / f"sub-{sub}.lock", os.O_RDWR)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held.append(fd)
+        code, _, err = run(bids, out, "participant", "--hemi", "L", "--nprocs", "2", "-w", tmp_path / "work2")
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert code == 1
+    assert len([line for line in err.splitlines() if "skipped: another geomorph-bids run" in line]) == 2, err
+    assert {p: p.read_bytes() for p in shared} == shared
+
+
 def test_shared_files_are_written_atomically(tmp_path, monkeypatch):
     """dataset_description.json goes through a uniquely named temporary file and a rename: a
     crash in the middle of writing leaves the previous file intact."""
@@ -219,6 +245,34 @@ def test_output_folder_that_refuses_writes_even_as_root(reference, tmp_path):
     line = _one_error_line(proc.stderr)
     assert f"{out}: cannot write to the output directory" in line and "File too large" in line
     assert not out.exists() and not work.exists()  # nothing done, nothing left
+
+
+def test_a_file_size_limit_reached_while_writing_names_the_file_and_the_rerun_completes(reference, tmp_path):
+    """Round nine: a file-size limit (``ulimit -f``, SIGXFSZ ignored: the write fails with EFBIG)
+    that the 4 KiB probe passes but a hemisphere's registered sphere (~70 KiB here) exceeds.
+    Each hemisphere fails on one line, which named no file (``file too large (the file size
+    limit)``: ``write()`` gives none) and now names it; nothing partial is left; the rerun
+    without the limit completes, with the outputs of an uninterrupted run."""
+    out, work = tmp_path / "out", tmp_path / "work"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, resource.RLIM_INFINITY))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    proc = subprocess.run(cli(reference["bids"], out, "participant", *ARGS, "-w", work, "--batch-size", "2"),
+                          capture_output=True, text=True, preexec_fn=limit, timeout=SAFETY_S)
+    assert proc.returncode == 1, proc.stderr
+    failed = sorted(line.strip() for line in proc.stderr.splitlines() if "FAILED" in line)
+    assert [line.split(":")[0] for line in failed] == ["FAILED sub-01 hemi-L", "FAILED sub-02 hemi-L"]
+    for line, sub in zip(failed, ("01", "02")):
+        assert re.search(rf"file too large \(the file size limit\) writing {out}/\S*sub-{sub}_hemi-L_\S+\.gii", line), line
+    assert not list(out.glob("sub-*/anat/*")) and leftovers(out) == [line for line in leftovers(out) if "crash-" in line]
+    proc = subprocess.run(cli(reference["bids"], out, "participant", *ARGS, "-w", work, "--batch-size", "2"),
+                          capture_output=True, text=True, timeout=SAFETY_S)
+    assert proc.returncode == 0, proc.stderr
+    digests = normalised(out)
+    anat = {k: v for k, v in digests.items() if "/anat/" in k}
+    assert anat == {k: v for k, v in reference["digests"].items() if "/anat/" in k}
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits (the probe-write test covers root)")

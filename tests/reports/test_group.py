@@ -115,6 +115,34 @@ def test_a_correlation_that_no_registration_gives_costs_its_row(tmp_path, cc):
     assert len(unreadable) == 1 and "holds no correlation for sulc" in unreadable[0] and str(path) in unreadable[0]
 
 
+@pytest.mark.parametrize("key, value, says", [
+    ("areal_p95_abs", '"huge"', "holds no number for registration.areal_p95_abs ('huge')"),
+    ("n_folded", '"many"', "holds no number for registration.n_folded ('many')"),
+    ("identity_cc_mirrored", "[0.9]", "holds no number for registration.identity_cc_mirrored ([0.9])"),
+    ("cc_curv_after", "true", "holds no number for registration.cc_curv_after (True)"),
+    ("n_folded", "-3", "holds a negative count for registration.n_folded (-3)"),
+])
+def test_a_gate_metric_that_is_no_number_costs_its_row(tmp_path, key, value, says):
+    """Round nine: the quality gates pass a metric that is not a number (``assess`` judges only
+    numbers, so that older files pass on what they have): an edited metrics file with
+    ``areal_p95_abs: "huge"`` or ``n_folded: -3`` was a row judged ok, exit 0, in the group
+    table and in ``--reports-only``. Now each is one FAILED line, as a correlation that is no
+    number already was; null (not measured) still passes."""
+    from geomorph_bids.reports.group_table import group_rows
+
+    anat = tmp_path / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    path = anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json"
+    text = ('{"subject": "01", "session": null, "hemi": "L", "registration": {"registration_features": ["sulc", '
+            '"curv"], "cc_sulc_after": 0.9, "areal_p95_abs": null, "%s": %s}}')
+    path.write_text(text % (key, value))
+    unreadable: list[str] = []
+    assert group_rows(tmp_path, unreadable=unreadable) == []
+    assert len(unreadable) == 1 and says in unreadable[0] and str(path) in unreadable[0], unreadable
+    path.write_text(text % (key, "null" if key != "n_folded" else "0"))
+    assert len(group_rows(tmp_path, unreadable=unreadable)) == 1 and len(unreadable) == 1
+
+
 def test_a_metrics_file_dropped_by_datalad_costs_its_row_not_the_group_report(outputs):
     """An output dataset saved with DataLad, one metrics file dropped (a link to annexed content
     that is not there), then the group level again: the reuse check stat()ed every metrics file

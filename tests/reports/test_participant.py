@@ -229,3 +229,54 @@ def test_workflow_records_the_surface_for_the_report(tmp_path):
     assert info["input_surface_path"] == str((surf / "lh.inflated").resolve())
     info = init_hemisphere_wf(HemiInputs(**base), config).get_node("write_outputs").inputs.info
     assert info["input_surface"] is None and info["input_surface_path"] is None
+
+
+_BUILD_UNDER_LIMIT = """
+import json, sys
+from pathlib import Path
+from geomorph_bids.batch.tasks import build_report, incomplete_report_line
+o = build_report(Path(sys.argv[1]), "01", True)
+print(json.dumps({"path": str(o.path), "error": o.error, "line": incomplete_report_line(o)}))
+"""
+
+
+def test_figures_a_write_limit_refused_are_drawn_by_the_next_run_as_are_deleted_ones(outputs):
+    """Round nine: under a file-size limit (``ulimit -f``; a full disk does the same) the
+    report's PNGs could not be written: the report said so inside, the terminal said nothing
+    (exit 0), and every later run reused that report, since it was newer than the outputs, so
+    the figures never came. Figures deleted by hand were never drawn again either (the report
+    kept linking them). Now the run warns on one line naming the file, and a report missing a
+    figure it links, or built without some, is rebuilt."""
+    import json
+    import resource
+    import signal
+    import sys
+
+    def limit():  # the PNGs are hundreds of KiB, the page itself ~20 KiB
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    proc = subprocess.run([sys.executable, "-c", _BUILD_UNDER_LIMIT, str(outputs)], capture_output=True, text=True,
+                          preexec_fn=limit, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    first = json.loads(proc.stdout.splitlines()[-1])
+    html, figures = Path(first["path"]), outputs / "sub-01" / "figures"
+    assert first["error"] is None and html.is_file()
+    assert first["line"].startswith("sub-01: report written without some figures (sub-01 hemi-L: figures failed: "
+                                    "file too large (the file size limit) writing " + str(figures))
+    assert "the next run of the same command (or --reports-only) draws them" in first["line"]
+    assert not [p for p in figures.glob("*") if p.suffix != ".png"]  # no temporary file left
+    assert "figures failed" in html.read_text()
+
+    from geomorph_bids.batch.tasks import build_report
+    second = build_report(outputs, "01", True)  # the limit lifted: the same command again
+    assert second.incomplete == () and "figures failed" not in html.read_text()
+    linked = _parse(html).imgs
+    assert len(linked) == 6 and all((outputs / rel).is_file() for rel in linked)
+    stamp = html.stat().st_mtime_ns
+    assert build_report(outputs, "01", True).path == html and html.stat().st_mtime_ns == stamp  # current: kept
+
+    gone = outputs / linked[0]
+    gone.unlink()  # a user cleans up the figures folder
+    build_report(outputs, "01", True)
+    assert gone.is_file() and html.stat().st_mtime_ns != stamp
