@@ -130,6 +130,12 @@ def preflight(output_dir: Path, work_dir: Path | None) -> list[Path]:
     """Before any work: both folders exist or can be created, take a real write and have the
     documented free space (:data:`MIN_FREE_MB`); else one :class:`InputError` line naming the
     folder (a folder this check created is removed again). Returns the folders it created."""
+    if work_dir is not None and "_unfinished" in str(Path(work_dir).absolute()):
+        # Nipype renames each step's "<hash>_unfinished.json" with str.replace over the whole path:
+        # every step would fail with "no such file" at a path the work folder does not have
+        raise InputError("the work directory's path holds '_unfinished', which Nipype removes from the path of "
+                         "every step's cache file (each step would fail with 'no such file'); choose a work "
+                         "directory (-w) whose path does not hold it", path=Path(work_dir).absolute())
     created = [output_dir] if check_writable(output_dir, "output") else []
     if work_dir is None:
         return created

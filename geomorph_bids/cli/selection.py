@@ -153,8 +153,11 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     if "subject" in filt:
         subjects = [s for s in subjects if s in filt["subject"]]
     unlabelled = unlabelled_subjects(bids_dir, fs_dir, deriv)
-    advice = [f"FreeSurfer subject folder {p} is not processed: its name is not a BIDS label (letters and digits "
-              f"only); link it under one (ln -s {shlex.quote(p.name)} {shlex.quote(str(p.parent / label_for(p.name)))})"
+    advice = [f"FreeSurfer subject folder {p} is not processed: "
+              + ("its name is not sub-<label>[_ses-<label>] (labels of letters and digits only; a longitudinal "
+                 "run's folder?)" if p.name.startswith("sub-") else
+                 "its name is not a BIDS label (letters and digits only)")
+              + f"; link it under one (ln -s {shlex.quote(p.name)} {shlex.quote(str(p.parent / label_for(p.name)))})"
               for p in unlabelled]
     if not subjects:
         more = f"; and {len(advice) - _LISTED} more such folders" if len(advice) > _LISTED else ""

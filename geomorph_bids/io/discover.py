@@ -99,6 +99,9 @@ SURFACE_KINDS = ("inflated", "midthickness")
 _HCP_NEGATED = frozenset({"sulc", "curv"})
 
 _LABEL = re.compile(r"[A-Za-z0-9]+")
+# the FreeSurfer subject folder names discover() reads: sub-<label>[_ses-<label>] or <label>
+# (not a longitudinal run's sub-01_ses-1.long.sub-01_base nor its base sub-01_base)
+_READABLE_FS_NAME = re.compile(r"sub-[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?|[A-Za-z0-9]+")
 _HEMIS = ("L", "R")
 _FS_HEMI = {"L": "lh", "R": "rh"}
 _GII_METRIC = (".shape.gii", ".func.gii")
@@ -277,13 +280,17 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
     bids_dir = Path(bids_dir)
     deriv, fs = _roots(bids_dir, fs_subjects_dir, derivatives)
     labels: set[str] = set()
+    fs_keys = {r.resolve() for r in fs}
     for root in [bids_dir, *deriv, *fs]:
         if not root.is_dir():
             continue
+        in_fs = root.resolve() in fs_keys
         for p in root.iterdir():
             if not p.is_dir():
                 continue
             name = p.name
+            if in_fs and is_freesurfer_subject(p) and not _READABLE_FS_NAME.fullmatch(name):
+                continue  # sub-01_ses-1.long.sub-01_base, sub-01_base: named by unlabelled_subjects, never read
             if name.startswith("sub-"):
                 name = name[4:].split("_", 1)[0]
             elif root in deriv and (p / "MNINonLinear" / "Native").is_dir():  # also a bids_dir given as hcp=
@@ -310,8 +317,7 @@ def unlabelled_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None
         if not root.is_dir():
             continue
         for p in sorted(root.iterdir()):
-            name = p.name[4:].split("_", 1)[0] if p.name.startswith("sub-") else p.name
-            if _LABEL.fullmatch(name) or "average" in p.name or not p.is_dir():
+            if _READABLE_FS_NAME.fullmatch(p.name) or "average" in p.name or not p.is_dir():
                 continue
             if is_freesurfer_subject(p):
                 out.append(p)
@@ -458,6 +464,25 @@ def _present(path: Path) -> bool:
     return os.path.lexists(path)
 
 
+def _recon_all_unfinished(folder: Path, h: str) -> str | None:
+    """Why recon-all's outputs in ``folder`` are not to be read yet, or None: recon-all leaves
+    ``scripts/IsRunning.lh+rh`` (or ``.lh``/``.rh``) while it runs, or after it was killed, and
+    ``scripts/recon-all.error`` when it stopped on an error; its surfaces may then lack steps
+    or mix two runs (a sphere of the earlier run beside maps of the new one)."""
+    scripts = folder / "scripts"
+    running = [scripts / f"IsRunning.{x}" for x in ("lh+rh", h)]
+    for path in running:
+        if _present(path):
+            return (f"recon-all has not finished ({path} is there: it is still running, or it was killed); "
+                    f"register this subject once recon-all has ended (or delete that file to register the "
+                    f"surfaces as they are)")
+    error = scripts / "recon-all.error"
+    if _present(error):
+        return (f"recon-all stopped with an error ({error} is there): its surfaces may lack steps or mix two "
+                f"runs; rerun recon-all (or delete that file to register the surfaces as they are)")
+    return None
+
+
 def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
                       features: Sequence[str]) -> tuple[HemiInputs | None, str | None]:
     h = _FS_HEMI[hemi]
@@ -467,6 +492,9 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
         surf = root / name / "surf"
         if not _present(surf / f"{h}.sphere"):
             continue
+        unfinished = _recon_all_unfinished(root / name, h)
+        if unfinished:
+            return None, f"freesurfer {root / name}: {unfinished}"
         lacking = [files.get(f, f) for f in features if f not in files or not _present(surf / files[f])]
         if lacking:
             return None, f"freesurfer {surf}: has {h}.sphere but no {', '.join(lacking)}"

@@ -346,6 +346,20 @@ def test_full_work_folder(reference, tmp_path, monkeypatch):
     assert not out.exists() and not work.exists()  # both created by the check, both removed again
 
 
+def test_a_work_folder_whose_path_holds_unfinished_is_refused_up_front(dataset_factory, tmp_path):
+    """-w /scratch/study_unfinished/work: Nipype renames each step's "<hash>_unfinished.json" with a
+    str.replace over the whole path, so every hemisphere failed with "no such file at
+    .../study/work/..." and a crash file each (found by round ten: a test folder named
+    test_unfinished_...). Now one line naming the work folder before anything is made."""
+    bids = dataset_factory("freesurfer")
+    out, work = tmp_path / "out", tmp_path / "study_unfinished" / "work"
+    code, stdout, err = run(bids, out, "participant", *ARGS, "-w", work)
+    assert code == 1
+    assert _one_error_line(err).startswith(f"geomorph-bids: error: {work}: the work directory's path holds "
+                                           "'_unfinished'")
+    assert not out.exists() and not work.exists() and stdout == ""
+
+
 def test_disk_full_while_writing_the_probe(tmp_path, monkeypatch):
     """ENOSPC from the write itself (a disk that is full although df shows some space)."""
     def full(fd, data):

@@ -580,3 +580,29 @@ def test_min_cc_other_reaches_the_thresholds():
 
     args = build_parser().parse_args(["b", "o", "participant", "--min-cc-other", "0.35"])
     assert resolve_quality(args).min_cc_other == 0.35 and resolve_quality(args).min_cc_after == 0.5
+
+
+def test_running_recon_all_and_longitudinal_freesurfer_subjects_are_named_and_the_others_run(tmp_path):
+    """A SUBJECTS_DIR as it is on disk: bert finished, ernie's recon-all still running (or killed:
+    scripts/IsRunning.lh+rh), and a longitudinal run's folders. ernie was registered as finished
+    and the longitudinal folders left out in silence, exit 0; now ernie is one FAILED line naming
+    the file, each longitudinal folder one warning line, bert is written, exit 1."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer"
+    subjects = tmp_path / "subjects"
+    for name in ("bert", "ernie", "sub-01_ses-1.long.sub-01_base"):
+        shutil.copytree(example / "sub-01", subjects / name)
+    (subjects / "ernie" / "scripts").mkdir()
+    (subjects / "ernie" / "scripts" / "IsRunning.lh+rh").touch()
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(subjects), str(tmp_path / "out"), "participant", "--model", "rigid", "--hemi", "L",
+                     "-w", str(tmp_path / "w")])
+    lines = err.getvalue().splitlines()
+    assert code == 1, err.getvalue()
+    failed = [ln for ln in lines if "FAILED" in ln]
+    assert len(failed) == 1, err.getvalue()
+    assert len(failed) == 1 and "sub-ernie hemi-L" in failed[0] and "recon-all has not finished" in failed[0]
+    assert str(subjects / "ernie" / "scripts" / "IsRunning.lh+rh") in failed[0]
+    assert any("warning: FreeSurfer subject folder" in ln and "sub-01_ses-1.long.sub-01_base is not processed: "
+               "its name is not sub-<label>[_ses-<label>]" in ln for ln in lines)
+    assert sorted(p.name for p in (tmp_path / "out").glob("sub-*") if p.is_dir()) == ["sub-bert"]

@@ -353,3 +353,47 @@ def test_surface_vertex_count(tmp_path: Path) -> None:
     (tmp_path / "x.surf.gii").write_text("<GIFTI><DataArray Intent=\"NIFTI_INTENT_TRIANGLE\" Dim0=\"5\">")
     assert surface_vertex_count(tmp_path / "x.surf.gii") is None
     assert surface_vertex_count(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("marker, hemis_refused", [("IsRunning.lh+rh", ["L", "R"]), ("IsRunning.lh", ["L"]),
+                                                   ("recon-all.error", ["L", "R"])])
+def test_a_subject_whose_recon_all_has_not_finished_is_named_not_registered(bids: Path, tmp_path: Path, marker,
+                                                                             hemis_refused) -> None:
+    """recon-all still running, killed (IsRunning.* left) or stopped on an error (recon-all.error):
+    its surfaces were registered as if finished (a sphere of one run beside maps of another, or
+    steps missing), exit 0. Now each hemisphere concerned is one line naming the file; the
+    others (and the other subjects) are found."""
+    fs = tmp_path / "subjects"
+    make_fs(fs, "bert")
+    make_fs(fs, "ernie")
+    touch(fs / "bert" / "scripts" / marker, fs / "ernie" / "scripts" / "recon-all.log",
+          fs / "ernie" / "scripts" / "recon-all.done")
+    assert sorted(discover("ernie", bids, fs_subjects_dir=fs, derivatives={}).hemis) == ["L", "R"]
+    if hemis_refused == ["L", "R"]:
+        with pytest.raises(DiscoveryError) as exc:
+            discover("bert", bids, fs_subjects_dir=fs, derivatives={})
+        msg = str(exc.value)
+    else:
+        res = discover("bert", bids, fs_subjects_dir=fs, derivatives={})
+        assert sorted(res.hemis) == ["R"]
+        msg = res.missing["L"]
+    assert "\n" not in msg and str(fs / "bert" / "scripts" / marker) in msg
+    assert ("recon-all has not finished" if "IsRunning" in marker else "recon-all stopped with an error") in msg
+
+
+def test_longitudinal_freesurfer_folders_are_named_not_left_out(bids: Path, tmp_path: Path) -> None:
+    """recon-all -long sub-01_ses-1 sub-01_base: the cross-sectional sub-01_ses-1 was registered
+    and the longitudinal sub-01_ses-1.long.sub-01_base and base sub-01_base left out in silence
+    (their names start with a subject's 'sub-01'). Now they are named, like other folders whose
+    names discover() does not read."""
+    fs = tmp_path / "subjects"
+    for name in ("sub-01_ses-1", "sub-01_base", "sub-01_ses-1.long.sub-01_base", "bert.long.bert_base", "sub-02",
+                 "fsaverage", "fsaverage5", "lh.EC_average"):
+        make_fs(fs, name)
+    touch(fs / "README")
+    assert unlabelled_subjects(bids, fs_subjects_dir=fs, derivatives={}) == [
+        fs / "bert.long.bert_base", fs / "sub-01_base", fs / "sub-01_ses-1.long.sub-01_base"]
+    # and they make no subject of their own ('sub-01' failed with "no inputs" when only they held it)
+    (fs / "sub-01_ses-1").rename(fs / "cross")
+    assert find_subjects(bids, fs_subjects_dir=fs, derivatives={}) == ["01", "02", "cross"]
+    assert find_subjects(fs, fs_subjects_dir=fs, derivatives={}) == ["02", "cross"]
