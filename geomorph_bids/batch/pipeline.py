@@ -215,8 +215,8 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
                     if isinstance(result, ReportOutcome) and result.path is not None:
                         run.reports[result.subject] = result.path
                         totals["report"] += result.seconds
-                        if incomplete_report_line(result):
-                            run.report_warnings.append(incomplete_report_line(result))
+                        if line := incomplete_report_line(result):
+                            run.report_warnings.append(line)
                     else:
                         why = result.error if isinstance(result, ReportOutcome) else result
                         run.report_warnings.append(f"sub-{payload}: report not written: {why}")

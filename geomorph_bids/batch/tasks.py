@@ -193,7 +193,7 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
     ``targets``: hemi -> :class:`~geomorph_bids.results.resample.DensityTarget` of the chunk,
     filled here on first use."""
     from ..io import write_metric, write_surface
-    from ..io.atomic import atomic_write_bytes, atomic_write_text
+    from ..io.atomic import atomic_write_bytes, atomic_write_text, naming
     from ..results.metrics import metrics_bytes, metrics_document, registration_record
     from ..results.resample import density_target, resample_features
     from ..results.writer import commit_outputs, staging
@@ -251,7 +251,7 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
         except OSError as exc:  # a full disk, the file-size limit: name the output, not its staged copy
             if str(exc.filename) not in meant:
                 raise
-            raise type(exc)(exc.errno, exc.strerror, str(meant[str(exc.filename)])) from exc
+            raise naming(exc, meant[str(exc.filename)]) from exc
         commit_outputs(task.files, produced, settings.output_dir, stage=stage)
     atomic_write_text(task.record, task.stamp)
     outcome.seconds["write"] = time.perf_counter() - t

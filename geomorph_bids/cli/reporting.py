@@ -67,8 +67,8 @@ def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[s
     for o in outcomes:
         if o.path is not None:
             made.append(o.path)
-            if incomplete_report_line(o):
-                print(f"{prog}: warning: {incomplete_report_line(o)}", file=sys.stderr)
+            if line := incomplete_report_line(o):
+                print(f"{prog}: warning: {line}", file=sys.stderr)
         else:
             print(f"{prog}: warning: sub-{o.subject}: report not written: {o.error}", file=sys.stderr)
     return made

@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "naming"]
 
 
 def _umask() -> int:
@@ -25,6 +25,12 @@ def _umask() -> int:
     except OSError:
         pass
     return 0o022
+
+
+def naming(exc: OSError, path: str | Path) -> OSError:
+    """The same OSError (type, errno, message) naming ``path`` as its file: ``write()`` names none,
+    and a staged copy's name is not the output's."""
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -47,7 +53,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         except OSError:
             pass
         if isinstance(exc, OSError) and not exc.filename:  # a failed write names no file: name it
-            raise type(exc)(exc.errno, exc.strerror, str(p)) from exc
+            raise naming(exc, p) from exc
         raise
     return p
 
