@@ -28,7 +28,14 @@ With ``--cifti-output``, per subject/session (both hemispheres, :data:`CIFTI_FEA
     <ent>_space-T_den-D_desc-geomorph_features.dscalar.nii  (+ .json)  one map per feature
  Beside them: ``sub-X.html`` and ``sub-X/figures/`` (the report),
 ``group_desc-geomorph_metrics.tsv``, ``group.html`` and ``figures/`` (the group level),
-``dataset_description.json`` and ``logs/`` (``CITATION.md``, ``crash-<run>/``).
+``dataset_description.json``, ``README.md``, ``.bidsignore`` and ``logs/`` (``CITATION.md``,
+``crash-<run>/``).
+
+BIDS (1.11) has no rule for surface meshes, morphometry maps, metrics JSON or dscalar files in
+``anat/``, nor for reports: the BIDS validator reports each as NOT_INCLUDED, as it does
+sMRIPrep's own ``sphere.surf.gii`` and ``sulc.shape.gii``. :func:`bidsignore_lines` lists exactly
+our names for the derivative's ``.bidsignore`` (sMRIPrep writes one too); the names stay
+sMRIPrep's, which fMRIPrep reads.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ __all__ = ["DESC", "FEATURE_SUFFIX", "Derivative", "REGISTERED_SPHERE", "RESAMPL
            "CIFTI_FEATURES", "cifti_file",
            "entities", "anat_dir", "sidecar", "parse_metrics_name", "metrics_files", "report_name",
            "figures_dir", "FIGURES", "GROUP_TSV", "GROUP_HTML", "GROUP_FIGURE", "DATASET_DESCRIPTION",
-           "CITATION", "LOGS", "crash_dir", "CRASH_FILES", "STANDARD_SPACES", "check_template_label"]
+           "CITATION", "LOGS", "README", "BIDSIGNORE", "bidsignore_lines", "crash_dir", "CRASH_FILES",
+           "STANDARD_SPACES", "check_template_label"]
 
 #: the ``desc-`` of every geomorph-bids result
 DESC = "geomorph"
@@ -302,6 +310,10 @@ GROUP_FIGURE = "figures/group_desc-distributions_metrics.png"
 DATASET_DESCRIPTION = "dataset_description.json"
 LOGS = "logs"
 CITATION = f"{LOGS}/CITATION.md"
+#: the derivative dataset's README (the BIDS validator warns README_FILE_MISSING without one)
+README = "README.md"
+#: the file the BIDS validator reads for names it must not check (gitignore syntax)
+BIDSIGNORE = ".bidsignore"
 #: Nipype crash files of every run, relative to the output folder
 CRASH_FILES = f"{LOGS}/crash-*/crash-*.txt"
 
@@ -324,3 +336,23 @@ def cifti_file(output_dir: str | Path, subject: str, session: str | None, space:
     (``--cifti-output``; its sidecar: :func:`sidecar`)."""
     return anat_dir(output_dir, subject, session) / CIFTI_FEATURES.name(entities(subject, session), None, space,
                                                                         density)
+
+
+def bidsignore_lines() -> tuple[str, ...]:
+    """The ``.bidsignore`` lines for what geomorph-bids writes that BIDS has no rule for: every
+    per-hemisphere kind (:data:`HEMISPHERE_DERIVATIVES`, :data:`FMRIPREP_SPHERES`) and the dscalar,
+    each with its JSON sidecar, as name patterns (``sub-*_hemi-*_...``); the reports, figures, logs,
+    group table and population templates, anchored at the root. ``dataset_description.json`` and
+    ``README.md`` stay checked."""
+    kinds = [*HEMISPHERE_DERIVATIVES.values(), *(k for by in FMRIPREP_SPHERES.values() for k in by.values())]
+    names: list[str] = []
+    for kind in [*kinds, CIFTI_FEATURES]:
+        hemi = None if kind is CIFTI_FEATURES else "*"
+        for feature in (FEATURE_SUFFIX if kind.suffix is None else (None,)):
+            name = kind.name("sub-*", hemi, "*", "*", feature)
+            names += [name, *([sidecar(name).name] if kind.sidecar else [])]
+    # folders without a trailing slash: the validator (3.0) checks a folder's own path too, which
+    # "figures/" leaves NOT_INCLUDED
+    reports = ["/" + report_name("*"), "/" + GROUP_HTML, "/" + GROUP_TSV, f"/{Path(GROUP_FIGURE).parent.as_posix()}",
+               "/sub-*/figures", f"/{LOGS}", "/tpl-*"]
+    return tuple(dict.fromkeys([*names, *reports]))

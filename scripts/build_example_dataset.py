@@ -73,14 +73,33 @@ def inflated(hemi: str, sphere: np.ndarray, faces: np.ndarray, seed: list[int]) 
     return _scaled(v, random_scalar_field(sphere, np.random.default_rng(seed)))
 
 
+#: what the participants.tsv columns of the examples mean (participants.json; without it the BIDS
+#: validator warns TSV_ADDITIONAL_COLUMNS_UNDEFINED)
+PARTICIPANT_COLUMNS = {
+    "input_layout": {"Description": "where the participant's surfaces are",
+                     "Levels": {"freesurfer": "derivatives/freesurfer (a FreeSurfer subject)",
+                                "smriprep": "derivatives/smriprep (sMRIPrep's names)"}},
+    "sessions": {"Description": "number of sessions of the participant"}}
+
+
+def raw_description(name: str) -> dict:
+    """The examples' raw ``dataset_description.json``: GeneratedBy and SourceDatasets as the BIDS
+    validator recommends (the surfaces are made by this script from nilearn's fsaverage5)."""
+    return {"Name": name, "BIDSVersion": "1.9.0", "DatasetType": "raw",
+            "License": "BSD-3-Clause (derived from nilearn's fsaverage5)",
+            "GeneratedBy": [{"Name": "scripts/build_example_dataset.py", "Description":
+                             "synthetic subjects made from nilearn's fsaverage5 (nilearn/datasets/data)"}],
+            "SourceDatasets": [{"URL": "https://github.com/nilearn/nilearn"}]}
+
+
 def _dataset(out: Path, name: str, participants: str, readme: str, smriprep: dict) -> Path:
-    """The raw dataset's description, participants.tsv and README, and the description of its
-    ``derivatives/smriprep`` folder (``smriprep``: that JSON); returns that folder."""
+    """The raw dataset's description, participants.tsv (+ .json) and README, and the description
+    of its ``derivatives/smriprep`` folder (``smriprep``: that JSON); returns that folder."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset_description.json").write_text(json.dumps({
-        "Name": name, "BIDSVersion": "1.9.0", "DatasetType": "raw",
-        "License": "BSD-3-Clause (derived from nilearn's fsaverage5)"}, indent=2) + "\n")
+    (out / "dataset_description.json").write_text(json.dumps(raw_description(name), indent=2) + "\n")
     (out / "participants.tsv").write_text(participants)
+    columns = participants.splitlines()[0].split("\t")[1:]
+    (out / "participants.json").write_text(json.dumps({c: PARTICIPANT_COLUMNS[c] for c in columns}, indent=2) + "\n")
     (out / "README").write_text(readme)
     folder = out / "derivatives" / "smriprep"
     folder.mkdir(parents=True, exist_ok=True)

@@ -79,3 +79,46 @@ def test_cifti_name_has_no_hemisphere(tmp_path):
     ents = {"subject": "01", "session": "2", "datatype": "anat", "extension": ".dscalar.nii",
             **d.CIFTI_FEATURES.entities("fsLR", "32k")}
     assert build_path(ents, d.SINK_PATTERNS) == str(path.relative_to(tmp_path))
+
+
+def _ignored(line: str, rel: str) -> bool:
+    """Whether a ``.bidsignore`` line (gitignore syntax, as the BIDS validator reads it) covers
+    ``rel`` (a path relative to the dataset root): ``/a/b`` anchored, each segment a glob; a line
+    without ``/`` matches a file's name at any depth."""
+    from fnmatch import fnmatchcase
+
+    parts = rel.split("/")
+    if "/" not in line:
+        return any(fnmatchcase(p, line) for p in parts)
+    pat = line.strip("/").split("/")
+    return len(parts) >= len(pat) and all(fnmatchcase(p, q) for p, q in zip(parts, pat))
+
+
+def test_bidsignore_lines_cover_every_output_and_leave_the_dataset_files_checked():
+    """Before round eleven no .bidsignore was written: the BIDS validator (3.0.2) called every
+    output NOT_INCLUDED (BIDS 1.11 has no rule for surfaces, shape maps, metrics or reports) and
+    each metrics JSON SIDECAR_WITHOUT_DATAFILE. Every name we write is listed, and nothing else."""
+    lines = d.bidsignore_lines()
+    assert "sub-*_hemi-*_space-*_desc-geomorph_sphere.surf.gii" in lines
+    assert "sub-*_hemi-*_space-*_desc-geomorph_metrics.json" in lines
+    assert "sub-*_hemi-*_space-*_den-*_desc-geomorph_myelinw.shape.gii" in lines
+    assert "sub-*_space-*_den-*_desc-geomorph_features.json" in lines
+    # folders without a trailing slash: with one, the validator still flags the folder itself
+    assert {"/figures", "/sub-*/figures", "/logs", "/tpl-*"} <= set(lines)
+    assert not [line for line in lines if line.endswith("/")]
+    written = []
+    for space, session in (("fsLR", None), ("fsaverage", "pre")):
+        out = d.hemisphere_outputs("/o", "01", session, "L", space, "32k", tuple(d.FEATURE_SUFFIX),
+                                   tuple(d.FEATURE_SUFFIX), fmriprep=True)
+        written += [p.relative_to("/o").as_posix() for p in out.files()]
+        written.append(d.cifti_file("/o", "01", session, space, "32k").relative_to("/o").as_posix())
+        written.append(d.sidecar(d.cifti_file("/o", "01", session, space, "32k")).relative_to("/o").as_posix())
+    assert any("desc-msmsulc" in w for w in written) and any("space-fsLR_desc-reg" in w for w in written)
+    written += [d.report_name("01"), d.report_name("01", "pre"), d.GROUP_HTML, d.GROUP_TSV, d.GROUP_FIGURE,
+                d.CITATION, "logs/crash-1a2b/crash-x.txt",
+                "tpl-geomorphPopulation/tpl-geomorphPopulation_hemi-L_sulc.shape.gii",
+                (d.figures_dir("", "01") / d.FIGURES["distortion"].format(
+                    entities="sub-01", hemi="L", space="fsLR")).as_posix()]
+    assert [w for w in written if not any(_ignored(line, w) for line in lines)] == []
+    for kept in (d.DATASET_DESCRIPTION, d.README):
+        assert not any(_ignored(line, kept) for line in lines), kept

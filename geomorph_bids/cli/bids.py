@@ -29,7 +29,7 @@ from ..derivatives import GROUP_HTML, GROUP_TSV, LOGS, NATIVE_FEATURE, NATIVE_SP
 from ..derivatives import entities as entity_string  # noqa: E402
 from ..io.template_sources import LOW_RESOLUTION_NOTE  # noqa: E402
 from ..quality import QualityVerdict  # noqa: E402
-from .descriptions import write_citation, write_dataset_description  # noqa: E402
+from .descriptions import write_bidsignore, write_citation, write_dataset_description, write_readme  # noqa: E402
 from ..errors import describe_os_error  # noqa: E402
 from .exit_codes import EXIT_FAILED, EXIT_OK, HANDLED, error_exit, interrupted, run_exit_code  # noqa: E402
 from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
@@ -229,6 +229,8 @@ def run_participant(args) -> int:
             if mine or later:  # a run that processes nobody (all skipped) must not redescribe others' outputs
                 write_dataset_description(output_dir, args.bids_dir, {**inputs.derivatives, **(
                     {"freesurfer": fs_root} if fs_root else {})})
+                write_readme(output_dir)
+                write_bidsignore(output_dir)  # what BIDS has no rule for (the validator's NOT_INCLUDED)
                 write_citation(output_dir, config)
             configure_nipype(crashes, args.verbose, args.stop_on_first_crash)
             names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
@@ -435,6 +437,7 @@ def run_group(args) -> int:
         path = write_group_table(rows, args.output_dir / GROUP_TSV)
         print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere)")
         print(f"group report: {build_group_report(args.output_dir)}")
+        write_bidsignore(args.output_dir)  # outputs of a version before it had none
     status = _build_population_template(args, rows) if args.build_template else EXIT_OK
     if flagged:
         print(f"{_PROG}: {len(flagged)} hemisphere(s) flagged by the quality gates (marked in {GROUP_TSV}):",

@@ -1,6 +1,6 @@
 """What the derivatives say about themselves: ``dataset_description.json`` (DatasetType
-derivative, GeneratedBy with version and container, SourceDatasets) and the methods text
-``logs/CITATION.md``."""
+derivative, GeneratedBy with version and container, SourceDatasets), ``README.md``, the
+``.bidsignore`` the BIDS validator reads, and the methods text ``logs/CITATION.md``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..derivatives import CITATION, DATASET_DESCRIPTION
+from ..derivatives import BIDSIGNORE, CITATION, DATASET_DESCRIPTION, README, bidsignore_lines
 from ..errors import InputError
 from ..io.atomic import atomic_write_bytes
 from ..io.limits import read_json_bounded
 
-__all__ = ["write_dataset_description", "write_citation"]
+__all__ = ["write_dataset_description", "write_readme", "write_bidsignore", "write_citation"]
 
 
 def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str, Path] | None) -> Path:
@@ -47,6 +47,50 @@ def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str,
             "DatasetLinks": links, "HowToAcknowledge": f"See {CITATION}"}
     # atomic, through a uniquely named temporary file: concurrent runs may write it at once
     return atomic_write_bytes(output_dir / DATASET_DESCRIPTION, (json.dumps(desc, indent=2) + "\n").encode())
+
+
+#: the derivative's README.md (written once; a user's own README is kept)
+README_TEXT = """# geomorph-bids derivatives
+
+Cortical spheres registered to a template by geomorph-bids (GeoMorph), and the participants'
+features resampled onto it. Per subject (and session), `anat/` holds, per hemisphere:
+
+- `*_space-<template>_desc-geomorph_sphere.surf.gii`: the native sphere moved into the template
+  (sMRIPrep's `desc-msmsulc` / `desc-reg` names too with `--fmriprep-compat`);
+- `*_space-<template>_den-<density>_desc-geomorph_<feature>.shape.gii`: features on the template;
+- `*_sphere.surf.gii`, `*_<feature>.shape.gii`: the native sphere and maps as registered;
+- `*_desc-geomorph_metrics.json`: registration quality.
+
+Each data file's JSON sidecar records its sources, template, density and method. How the data
+were made: `dataset_description.json` (version, source datasets) and `logs/CITATION.md` (methods
+text). Reports: `sub-<label>.html`, `group.html`.
+
+BIDS has no rule yet for surface meshes, morphometry maps or reports, so the BIDS validator
+would list each as NOT_INCLUDED (as it does sMRIPrep's): `.bidsignore` names exactly these files.
+"""
+
+
+def write_readme(output_dir: Path) -> Path:
+    """``README.md`` of the derivatives (the BIDS validator warns without one), unless the folder
+    already has a README of any BIDS form (``README``, ``README.md``, ...: a user's is kept)."""
+    found = [output_dir / n for n in ("README", README, "README.rst", "README.txt") if (output_dir / n).is_file()]
+    if found:
+        return found[0]
+    return atomic_write_bytes(output_dir / README, README_TEXT.encode())
+
+
+def write_bidsignore(output_dir: Path) -> Path:
+    """``.bidsignore``: :func:`~geomorph_bids.derivatives.bidsignore_lines` added to the lines the
+    file already has (a user's are kept); rewritten (atomically) only when a line is missing."""
+    path = output_dir / BIDSIGNORE
+    try:
+        old = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    except OSError:
+        old = []
+    missing = [line for line in bidsignore_lines() if line not in {x.strip() for x in old}]
+    if not missing and path.is_file():
+        return path
+    return atomic_write_bytes(path, "\n".join([*old, *missing]).encode() + b"\n")
 
 
 def _method_text(model) -> str:

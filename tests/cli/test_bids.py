@@ -165,6 +165,11 @@ def test_freesurfer_outputs_by_name(fs_run):
         assert names == sorted(want)
     assert not (out / ".geomorph-staging").exists()
     assert "sub-01" in stdout and "sub-02" in stdout
+    # what the BIDS validator needs of a derivative dataset (round eleven): a README, and a
+    # .bidsignore naming the outputs BIDS has no rule for (else NOT_INCLUDED for every one)
+    assert (out / "README.md").read_text().startswith("# geomorph-bids derivatives")
+    ignore = (out / ".bidsignore").read_text().splitlines()
+    assert "sub-*_hemi-*_space-*_desc-geomorph_sphere.surf.gii" in ignore and "/sub-*.html" in ignore
 
 
 def test_freesurfer_outputs_by_content(fs_run, wb_command):
@@ -342,6 +347,20 @@ def test_a_participant_without_native_outputs_is_named_when_left_out_of_the_temp
     code, _, err = run(fs_run["bids"], out, "group", "--build-template", "1", "--hemi", "L", "--model", "rigid")
     assert code == 1 and "1 participant(s)" in err
     assert "sub-02 hemi-L left out of the template: sub-02_hemi-L_sulc.shape.gii missing" in err
+
+
+def test_group_level_lists_its_files_in_the_bidsignore_of_older_outputs(fs_run, tmp_path):
+    """Outputs of a version before round eleven have no .bidsignore: the group level, which adds
+    group.html, the table and figures/ (each NOT_INCLUDED for the BIDS validator), writes it;
+    a user's own line stays."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out)
+    (out / ".bidsignore").write_text("extra/\n")
+    assert run(fs_run["bids"], out, "group")[0] == 0
+    lines = (out / ".bidsignore").read_text().splitlines()
+    assert lines[0] == "extra/" and {"/group.html", "/group_desc-geomorph_metrics.tsv", "/figures"} <= set(lines)
 
 
 def test_group_level_for_some_participants_leaves_the_dataset_table_alone(fs_run, tmp_path):

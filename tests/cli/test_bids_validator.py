@@ -1,0 +1,56 @@
+"""The official BIDS validator (3.x, ``bids-validator-deno``) on what geomorph-bids writes.
+
+Skipped where the validator is not installed: it is not a dependency of geomorph-bids (a 29 MB
+binary wheel per platform). To run it: ``python3 -m venv /tmp/bv && /tmp/bv/bin/pip install
+bids-validator-deno==3.0.2`` and put ``/tmp/bv/bin`` on PATH, or set
+``GEOMORPH_BIDS_VALIDATOR=/tmp/bv/bin/bids-validator-deno``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .test_bids import ROOT, run
+
+pytestmark = pytest.mark.slow
+
+
+def _validator() -> str:
+    """The validator's executable, or skip with the reason."""
+    exe = os.environ.get("GEOMORPH_BIDS_VALIDATOR") or shutil.which("bids-validator-deno")
+    if not exe:
+        pytest.skip("the BIDS validator is not installed (pip install bids-validator-deno==3.0.2 in any "
+                    "environment; put it on PATH or set GEOMORPH_BIDS_VALIDATOR to its path)")
+    return exe
+
+
+def _issues(exe: str, folder: Path) -> list[tuple[str, str, str]]:
+    """(severity, code, location) of every issue the validator reports for ``folder``."""
+    done = subprocess.run([exe, "--format", "json", str(folder)], capture_output=True, text=True, timeout=300)
+    doc = json.loads(done.stdout)
+    return sorted((i["severity"], i["code"], str(i.get("location"))) for i in doc["issues"]["issues"])
+
+
+def test_the_validator_finds_no_error_in_our_derivatives(tmp_path):
+    """Participant (FreeSurfer and sMRIPrep layouts, --fmriprep-compat --cifti-output) and group
+    level on the example: no error. Left: the warning TOO_FEW_AUTHORS (we cannot know who ran it).
+    Without our .bidsignore, every output is an error again (the validator does check them)."""
+    exe = _validator()
+    out = tmp_path / "out"
+    code, _, err = run(ROOT / "examples" / "ds-geomorph-example", out, "participant", "--model", "rigid",
+                       "--fmriprep-compat", "--cifti-output", "-w", tmp_path / "work")
+    assert code == 0, err
+    code, _, err = run(ROOT / "examples" / "ds-geomorph-example", out, "group")
+    assert code == 0, err
+    issues = _issues(exe, out)
+    assert [i for i in issues if i[0] == "error"] == [], issues
+    assert {code for _, code, _ in issues} <= {"TOO_FEW_AUTHORS"}, issues
+    (out / ".bidsignore").unlink()
+    codes = {code for severity, code, _ in _issues(exe, out) if severity == "error"}
+    assert {"NOT_INCLUDED", "SIDECAR_WITHOUT_DATAFILE"} <= codes
