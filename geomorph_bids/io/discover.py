@@ -29,7 +29,9 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
 
     Every ``.gii`` may also be gzipped (``.gii.gz``, read as the plain file; the plain file
     wins when both exist). Other entities (``acq-``, ``run-`` ...) are allowed; of several
-    matches the one with the fewest entities wins, a tie is reported as ambiguous.  With ``session=None`` the
+    spheres the one with the fewest entities wins, a tie is reported as ambiguous; every other
+    file is taken from the sphere's own set (the same ``acq-``/``run-``/``rec-`` ... entities),
+    never from another acquisition's.  With ``session=None`` the
     session-less ``sub-X/anat`` is used first, else the single ``ses-*`` folder holding a
     sphere (several: the hemisphere is reported missing, pass ``session``).  With a session,
     ``sub-X/ses-Y/anat`` is used first, then ``sub-X/anat`` (anatomy shared by sessions).
@@ -396,6 +398,22 @@ def _smriprep_files(anat: Path, subject: str, session: str | None, hemi: str
     return found
 
 
+#: entities that say which input a file is (its role), not which acquisition it comes from
+_ROLE_ENTITIES = frozenset({"sub", "ses", "hemi", "space", "den", "desc"})
+
+
+def _acquisition(path: Path) -> frozenset[tuple[str, str]]:
+    """The entities of a file name that tell one set of surfaces from another (``acq-``, ``run-``,
+    ``rec-`` ...): every entity but those of :data:`_ROLE_ENTITIES`."""
+    parsed = _entities(path.name)
+    return frozenset() if parsed is None else frozenset(
+        (k, v) for k, v in parsed[0].items() if k not in _ROLE_ENTITIES)
+
+
+def _acquisition_text(acq: frozenset[tuple[str, str]]) -> str:
+    return "_".join(f"{k}-{v}" for k, v in sorted(acq)) or "no acq-/run-/rec- entity"
+
+
 def _pick(cands: list[tuple[int, Path]]) -> Path | str:
     """The candidate with the fewest entities, or a reason string when tied."""
     cands = sorted(cands)
@@ -435,11 +453,27 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
         files = _smriprep_files(anat, subject, ses, hemi)
         if "sphere" not in files:
             continue
-        chosen: dict[str, Path] = {}
+        sphere = _pick(files["sphere"])
+        if isinstance(sphere, str):
+            problems.append(f"smriprep {anat}: sphere {sphere} (two sets of surfaces, e.g. of two acquisitions "
+                            "or runs: which to register is not for geomorph-bids to guess; keep one set in this "
+                            "folder)")
+            continue
+        # the other files of the sphere's own set only (its acq-/run-/rec- entities): a map of another
+        # acquisition describes another mesh (same vertex count or not), and was taken before
+        acq = _acquisition(sphere)
+        chosen: dict[str, Path] = {"sphere": sphere}
+        others: dict[str, list[Path]] = {}
         for role, cands in files.items():
-            pick = _pick(cands)
+            if role == "sphere":
+                continue
+            own = [(n, p) for n, p in cands if _acquisition(p) == acq]
+            others[role] = [p for n, p in cands if _acquisition(p) != acq]
+            if not own:
+                continue
+            pick = _pick(own)
             if isinstance(pick, str):
-                if role == "sphere" or role in features:
+                if role in features:
                     problems.append(f"smriprep {anat}: {role} {pick}")
                     break
                 continue
@@ -447,7 +481,10 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
         else:
             lacking = [f for f in features if f not in chosen]
             if lacking:
-                problems.append(f"smriprep {anat}: has the sphere but no {', '.join(lacking)}")
+                elsewhere = [p.name for f in lacking for p in others.get(f, [])]
+                problems.append(f"smriprep {anat}: has the sphere but no {', '.join(lacking)}" + (
+                    f" of its set ({sphere.name}: {_acquisition_text(acq)}); "
+                    f"another set has it ({', '.join(elsewhere)}), and sets are never mixed" if elsewhere else ""))
                 continue
             feats = {f: chosen[f] for f in FEATURES if f in chosen}
             kind = next((k for k in SURFACE_KINDS if k in chosen), None)
