@@ -89,7 +89,7 @@ from geomorph_bids.errors import InputError
 
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
            "SurfaceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
-           "unlabelled_subjects", "is_freesurfer_subject", "empty_input_folders", "folder_list"]
+           "unlabelled_subjects", "is_freesurfer_subject", "recon_all_unfinished", "empty_input_folders", "folder_list"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -501,7 +501,7 @@ def _present(path: Path) -> bool:
     return os.path.lexists(path)
 
 
-def _recon_all_unfinished(folder: Path, h: str) -> str | None:
+def recon_all_unfinished(folder: Path, h: str) -> str | None:
     """Why recon-all's outputs in ``folder`` are not to be read yet, or None: recon-all leaves
     ``scripts/IsRunning.lh+rh`` (or ``.lh``/``.rh``) while it runs, or after it was killed, and
     ``scripts/recon-all.error`` when it stopped on an error; its surfaces may then lack steps
@@ -529,7 +529,7 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
         surf = root / name / "surf"
         if not _present(surf / f"{h}.sphere"):
             continue
-        unfinished = _recon_all_unfinished(root / name, h)
+        unfinished = recon_all_unfinished(root / name, h)
         if unfinished:
             return None, f"freesurfer {root / name}: {unfinished}"
         lacking = [files.get(f, f) for f in features if f not in files or not _present(surf / files[f])]
