@@ -137,7 +137,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     participant that exists nowhere is reported as ``not found; available: ...``; so is a
     requested session that exists nowhere for the subject."""
     from ..io.discover import (DiscoveryError, discover, empty_input_folders, find_subjects, label_for, normalise_label,
-                               unlabelled_subjects)
+                               unlabelled_folders, unlabelled_subjects)
     from ..workflows import SubjectJob
     from .paths import resolve_input_folders
 
@@ -159,6 +159,9 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                  "its name is not a BIDS label (letters and digits only)")
               + f"; link it under one (ln -s {shlex.quote(p.name)} {shlex.quote(str(p.parent / label_for(p.name)))})"
               for p in unlabelled]
+    advice += [f"subject folder {p} is not processed: its label {p.name[4:].split('_', 1)[0]!r} is not a BIDS label "
+               f"(letters and digits only); rename the folder and its files (e.g. sub-{label_for(p.name)})"
+               for p in unlabelled_folders(bids_dir, fs_dir, deriv)]
     if not subjects:
         more = f"; and {len(advice) - _LISTED} more such folders" if len(advice) > _LISTED else ""
         empty = empty_input_folders(bids_dir, fs_dir, deriv)

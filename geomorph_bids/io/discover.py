@@ -89,7 +89,7 @@ from geomorph_bids.errors import InputError
 
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
            "SurfaceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
-           "unlabelled_subjects", "is_freesurfer_subject", "recon_all_unfinished", "empty_input_folders", "folder_list"]
+           "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "recon_all_unfinished", "empty_input_folders", "folder_list"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -322,6 +322,27 @@ def unlabelled_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None
             if _READABLE_FS_NAME.fullmatch(p.name) or "average" in p.name or not p.is_dir():
                 continue
             if is_freesurfer_subject(p):
+                out.append(p)
+    return out
+
+
+def unlabelled_folders(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
+                       derivatives: Mapping[str, str | Path] | None = None) -> list[Path]:
+    """``sub-*`` folders of ``bids_dir`` and of the derivatives roots whose label is no BIDS label
+    (``sub-ü3``, ``sub-01-a``, ``sub-``): :func:`find_subjects` cannot take them, so they were left
+    out in silence (FreeSurfer subject folders are :func:`unlabelled_subjects`' to name)."""
+    bids_dir = Path(bids_dir)
+    deriv, _ = _roots(bids_dir, fs_subjects_dir, derivatives)
+    named = {p.resolve() for p in unlabelled_subjects(bids_dir, fs_subjects_dir, derivatives)}
+    out = []
+    for root in dict.fromkeys([bids_dir, *deriv]):
+        try:
+            folders = sorted(p for p in root.iterdir() if p.name.startswith("sub-") and p.is_dir())
+        except OSError:
+            continue
+        for p in folders:
+            if not _LABEL.fullmatch(p.name[4:].split("_", 1)[0]) and p.resolve() not in named \
+                    and not is_freesurfer_subject(p):
                 out.append(p)
     return out
 

@@ -427,3 +427,15 @@ def test_smriprep_files_of_another_acquisition_are_never_mixed_in(bids: Path) ->
     assert ("sphere ambiguous: sub-03_run-1_hemi-L_sphere.surf.gii, sub-03_run-2_hemi-L_sphere.surf.gii (two sets "
             "of surfaces, e.g. of two acquisitions or runs") in str(info.value)
     assert "keep one set in this folder" in str(info.value)
+
+
+def test_subject_folders_whose_labels_are_no_bids_labels_are_listed(bids: Path, tmp_path: Path) -> None:
+    """Round twelve: ``sub-ü3`` (sMRIPrep) and ``sub-01-a`` (raw) were left out in silence."""
+    from geomorph_bids.io.discover import unlabelled_folders
+
+    make_smriprep(bids / "derivatives" / "smriprep", "02")
+    touch(bids / "derivatives" / "smriprep" / "sub-ü3" / "anat" / "sub-ü3_hemi-L_sphere.surf.gii",
+          bids / "sub-01-a" / "anat" / "sub-01-a_T1w.nii.gz", bids / "sub-04_notes.txt")
+    make_fs(bids / "derivatives" / "freesurfer", "sub-é1")  # a FreeSurfer folder: unlabelled_subjects names it
+    assert unlabelled_folders(bids) == [bids / "sub-01-a", bids / "derivatives" / "smriprep" / "sub-ü3"]
+    assert "02" in find_subjects(bids) and "ü3" not in find_subjects(bids)
