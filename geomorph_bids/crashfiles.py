@@ -9,16 +9,40 @@ both modes report them the same way. Plain text only (no Nipype import).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["subject_wf_name", "hemi_wf_name", "CrashRecord", "read_crash_file", "innermost_error",
+__all__ = ["subject_wf_name", "subject_of_wf", "hemi_wf_name", "CrashRecord", "read_crash_file", "innermost_error",
            "crash_file"]
 
 
+#: Nipype marks a step's cache file ``<hash>_unfinished.json`` and, once the step is done, renames it
+#: with ``str.replace("_unfinished", "")`` over the whole path: any other ``_unfinished`` in the path
+#: is removed too, and the step's result is looked for where it is not
+NIPYPE_UNFINISHED = "_unfinished"
+
+
 def subject_wf_name(subject: str, session: str | None) -> str:
-    """Workflow name of a subject/session, e.g. ``sub_01_ses_pre_wf`` (labels are alphanumeric)."""
-    return f"sub_{subject}" + (f"_ses_{session}" if session else "") + "_wf"
+    """Workflow name of a subject/session, e.g. ``sub_01_ses_pre_wf`` (labels are alphanumeric).
+
+    A label that starts with ``unfinished`` (a FreeSurfer subject ``unfinished2``, a session
+    ``unfinishedscan``) would put :data:`NIPYPE_UNFINISHED` into every step's path, and Nipype's
+    rename would then lose every result: such a name is spelt with dashes instead
+    (``sub-unfinished2_wf``), which no other label gives and Nipype accepts."""
+    name = f"sub_{subject}" + (f"_ses_{session}" if session else "") + "_wf"
+    if NIPYPE_UNFINISHED in name:
+        name = f"sub-{subject}" + (f"_ses-{session}" if session else "") + "_wf"
+    return name
+
+
+_SUBJECT_WF = re.compile(r"sub[-_]([A-Za-z0-9]+)(?:_ses[-_]([A-Za-z0-9]+))?_wf")
+
+
+def subject_of_wf(name: str) -> tuple[str, str | None] | None:
+    """``(subject, session or None)`` of a workflow named by :func:`subject_wf_name`, else None."""
+    m = _SUBJECT_WF.fullmatch(name)
+    return None if m is None or subject_wf_name(m.group(1), m.group(2)) != name else (m.group(1), m.group(2))
 
 
 def hemi_wf_name(hemi: str) -> str:

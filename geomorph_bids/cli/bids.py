@@ -40,7 +40,7 @@ from .parser import build_parser  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
 from .preflight import RunLocks, lock_participants, preflight, remove_if_empty  # noqa: E402
 from .reporting import build_reports, print_reports, print_summary  # noqa: E402
-from .selection import collect_jobs  # noqa: E402
+from .selection import collect_jobs, refuse_names_too_long  # noqa: E402
 from .settings import (absolute_paths, resolve_quality, resolve_settings, validate_arguments,  # noqa: E402
                        validate_resources)
 
@@ -211,6 +211,8 @@ def run_participant(args) -> int:
         config = resolve_settings(args, output_dir, work_dir)
         clock.lap("settings")
         jobs, failures = collect_jobs(args, config.features, inputs, forbidden=(output_dir, work_dir))
+        jobs, too_long = refuse_names_too_long(jobs, config)  # found later, it ended the whole run
+        failures += too_long
         clock.lap("discovery")
     except BaseException:
         for folder in created:

@@ -96,6 +96,14 @@ def check_writable(folder: Path, role: str, min_free_mb: float | None = None) ->
     created = not folder.exists()
     if folder.exists() and not folder.is_dir():
         raise InputError(f"the {role} directory is not a folder", path=folder)
+    if folder.is_symlink() and not folder.exists():  # mkdir would say only "File exists"
+        try:
+            target = os.readlink(folder)
+            os.stat(folder)
+        except OSError as exc:
+            why = ("a loop of symbolic links" if exc.errno == errno.ELOOP else
+                   f"a link to {target}, which does not exist: create that folder, or give another")
+            raise InputError(f"cannot create the {role} directory: it is {why}", path=folder) from None
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

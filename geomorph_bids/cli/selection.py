@@ -15,7 +15,7 @@ from ..io.limits import read_json_bounded
 from .failures import Failure
 from .paths import InputFolders
 
-__all__ = ["read_filter", "collect_jobs", "SubjectWarning", "listed"]
+__all__ = ["read_filter", "collect_jobs", "refuse_names_too_long", "SubjectWarning", "listed"]
 
 
 class SubjectWarning(UserWarning):
@@ -137,7 +137,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     participant that exists nowhere is reported as ``not found; available: ...``; so is a
     requested session that exists nowhere for the subject."""
     from ..io.discover import (DiscoveryError, discover, empty_input_folders, find_subjects, label_for, normalise_label,
-                               unlabelled_subjects)
+                               unlabelled_folders, unlabelled_subjects)
     from ..workflows import SubjectJob
     from .paths import resolve_input_folders
 
@@ -159,6 +159,9 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                  "its name is not a BIDS label (letters and digits only)")
               + f"; link it under one (ln -s {shlex.quote(p.name)} {shlex.quote(str(p.parent / label_for(p.name)))})"
               for p in unlabelled]
+    advice += [f"subject folder {p} is not processed: its label {p.name[4:].split('_', 1)[0]!r} is not a BIDS label "
+               f"(letters and digits only); rename the folder and its files (e.g. sub-{label_for(p.name)})"
+               for p in unlabelled_folders(bids_dir, fs_dir, deriv)]
     if not subjects:
         more = f"; and {len(advice) - _LISTED} more such folders" if len(advice) > _LISTED else ""
         empty = empty_input_folders(bids_dir, fs_dir, deriv)
@@ -222,3 +225,57 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
             why = exc.reason if isinstance(exc, InputError) else " ".join(str(exc).split())
             failures.append(Failure(subject, None, ",".join(hemis), why))
     return jobs, failures
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` takes (255 when unknown)."""
+    import os
+
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, TypeError):
+        return 255
+
+
+def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
+    """``jobs`` without the hemispheres whose output file names the output folder's file system
+    cannot hold (a participant or session label of ~200 characters: names add ~60), and a
+    :class:`Failure` for each. Found after the run, a name too long ended the whole run
+    (``File name too long``: no FAILED line, no report, an empty folder left); here it costs its
+    own hemispheres only, before anything is written or locked. Every name a hemisphere writes is checked
+    (outputs, sidecars, figures, the CIFTI file), with room for the temporary name each is
+    written under (:data:`~geomorph_bids.io.atomic.TEMP_NAME_EXTRA`)."""
+    from ..derivatives import FIGURES, entities, report_name
+    from ..io.atomic import TEMP_NAME_EXTRA
+    from ..workflows import hemi_outputs
+    from ..workflows.outputs import cifti_output
+
+    name_max = _name_max(config.output_dir)
+    limit = name_max - TEMP_NAME_EXTRA
+    feature = max(config.features, key=len, default="").capitalize()
+    kept, failures = [], []
+    for job in jobs:
+        cifti = cifti_output(job, config)
+        hemis, missing = {}, dict(job.inputs.missing)
+        for hemi, h in job.inputs.hemis.items():
+            ent = entities(h.subject, h.session)
+            names = [p.name for p in hemi_outputs(h, config).files()] + [report_name(h.subject, h.session)]
+            names += [pattern.format(entities=ent, hemi=hemi, space=config.template.label, Feature=feature,
+                                     kind="midthickness") for pattern in FIGURES.values()]
+            names += [cifti.name] if cifti is not None else []
+            longest = max(names, key=lambda n: len(n.encode()))
+            if len(longest.encode()) <= limit:
+                hemis[hemi] = h
+                continue
+            why = (f"its output file names would be up to {len(longest.encode())} bytes long ({longest}), more "
+                   f"than the {limit} the output folder's file system takes ({name_max}, less {TEMP_NAME_EXTRA} for "
+                   f"the temporary name each file is written under): give the participant a shorter label (e.g. "
+                   f"link its folder under a shorter sub-<label>)")
+            missing[hemi] = why
+            failures.append(Failure(job.subject, job.session, hemi, why))
+        if len(hemis) == len(job.inputs.hemis):
+            kept.append(job)
+        elif hemis:
+            kept.append(replace(job, inputs=replace(job.inputs, hemis=hemis, missing=missing)))
+        # else: left out whole (its lock and report would carry the label too)
+    return kept, failures

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..io.discover import recon_all_unfinished
 from ..io.templates import TEMPLATE_LEVEL, Template, load_template
 
 if TYPE_CHECKING:
@@ -314,6 +315,12 @@ def _freesurfer_files(subject_dir: Path, hemi: str, channels: Sequence[str]) -> 
     sphere = surf / f"{_HEMI_PREFIX[hemi]}.sphere"
     if not sphere.is_file():
         return None
+    # a recon-all still running, killed or stopped on an error: its surfaces may lack steps or mix two
+    # runs; the BIDS-App refuses such a subject (round ten), and training read it in silence
+    unfinished = recon_all_unfinished(subject_dir, _HEMI_PREFIX[hemi])
+    if unfinished:
+        raise InputError(f"{unfinished}; or leave this subject out of --subjects-dir before training",
+                         path=subject_dir, subject=subject_dir.name, hemi=hemi)
     return SubjectFiles(subject_dir.name, hemi, sphere,
                         {c: surf / f"{_HEMI_PREFIX[hemi]}.{c}" for c in channels})
 

@@ -27,6 +27,11 @@ def _umask() -> int:
     return 0o022
 
 
+#: characters a temporary name adds to the file's own (``.<name>.<8 random>.tmp``): a file's name must
+#: leave room for them within the file system's limit on a name (``NAME_MAX``, 255 bytes on most)
+TEMP_NAME_EXTRA = len(".") + len(".12345678.tmp")
+
+
 def naming(exc: OSError, path: str | Path) -> OSError:
     """The same OSError (type, errno, message) naming ``path`` as its file: ``write()`` names none,
     and a staged copy's name is not the output's."""

@@ -29,7 +29,9 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
 
     Every ``.gii`` may also be gzipped (``.gii.gz``, read as the plain file; the plain file
     wins when both exist). Other entities (``acq-``, ``run-`` ...) are allowed; of several
-    matches the one with the fewest entities wins, a tie is reported as ambiguous.  With ``session=None`` the
+    spheres the one with the fewest entities wins, a tie is reported as ambiguous; every other
+    file is taken from the sphere's own set (the same ``acq-``/``run-``/``rec-`` ... entities),
+    never from another acquisition's.  With ``session=None`` the
     session-less ``sub-X/anat`` is used first, else the single ``ses-*`` folder holding a
     sphere (several: the hemisphere is reported missing, pass ``session``).  With a session,
     ``sub-X/ses-Y/anat`` is used first, then ``sub-X/anat`` (anatomy shared by sessions).
@@ -87,7 +89,7 @@ from geomorph_bids.errors import InputError
 
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
            "SurfaceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
-           "unlabelled_subjects", "is_freesurfer_subject", "empty_input_folders", "folder_list"]
+           "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "recon_all_unfinished", "empty_input_folders", "folder_list"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -324,6 +326,27 @@ def unlabelled_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None
     return out
 
 
+def unlabelled_folders(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
+                       derivatives: Mapping[str, str | Path] | None = None) -> list[Path]:
+    """``sub-*`` folders of ``bids_dir`` and of the derivatives roots whose label is no BIDS label
+    (``sub-ü3``, ``sub-01-a``, ``sub-``): :func:`find_subjects` cannot take them, so they were left
+    out in silence (FreeSurfer subject folders are :func:`unlabelled_subjects`' to name)."""
+    bids_dir = Path(bids_dir)
+    deriv, _ = _roots(bids_dir, fs_subjects_dir, derivatives)
+    named = {p.resolve() for p in unlabelled_subjects(bids_dir, fs_subjects_dir, derivatives)}
+    out = []
+    for root in dict.fromkeys([bids_dir, *deriv]):
+        try:
+            folders = sorted(p for p in root.iterdir() if p.name.startswith("sub-") and p.is_dir())
+        except OSError:
+            continue
+        for p in folders:
+            if not _LABEL.fullmatch(p.name[4:].split("_", 1)[0]) and p.resolve() not in named \
+                    and not is_freesurfer_subject(p):
+                out.append(p)
+    return out
+
+
 def label_for(name: str) -> str:
     """A BIDS label to suggest for a folder name: its ASCII letters and digits (``bért`` -> ``bert``,
     ``my subj`` -> ``mysubj``); ``subject`` when none is left."""
@@ -396,6 +419,22 @@ def _smriprep_files(anat: Path, subject: str, session: str | None, hemi: str
     return found
 
 
+#: entities that say which input a file is (its role), not which acquisition it comes from
+_ROLE_ENTITIES = frozenset({"sub", "ses", "hemi", "space", "den", "desc"})
+
+
+def _acquisition(path: Path) -> frozenset[tuple[str, str]]:
+    """The entities of a file name that tell one set of surfaces from another (``acq-``, ``run-``,
+    ``rec-`` ...): every entity but those of :data:`_ROLE_ENTITIES`."""
+    parsed = _entities(path.name)
+    return frozenset() if parsed is None else frozenset(
+        (k, v) for k, v in parsed[0].items() if k not in _ROLE_ENTITIES)
+
+
+def _acquisition_text(acq: frozenset[tuple[str, str]]) -> str:
+    return "_".join(f"{k}-{v}" for k, v in sorted(acq)) or "no acq-/run-/rec- entity"
+
+
 def _pick(cands: list[tuple[int, Path]]) -> Path | str:
     """The candidate with the fewest entities, or a reason string when tied."""
     cands = sorted(cands)
@@ -435,11 +474,27 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
         files = _smriprep_files(anat, subject, ses, hemi)
         if "sphere" not in files:
             continue
-        chosen: dict[str, Path] = {}
+        sphere = _pick(files["sphere"])
+        if isinstance(sphere, str):
+            problems.append(f"smriprep {anat}: sphere {sphere} (two sets of surfaces, e.g. of two acquisitions "
+                            "or runs: which to register is not for geomorph-bids to guess; keep one set in this "
+                            "folder)")
+            continue
+        # the other files of the sphere's own set only (its acq-/run-/rec- entities): a map of another
+        # acquisition describes another mesh (same vertex count or not), and was taken before
+        acq = _acquisition(sphere)
+        chosen: dict[str, Path] = {"sphere": sphere}
+        others: dict[str, list[Path]] = {}
         for role, cands in files.items():
-            pick = _pick(cands)
+            if role == "sphere":
+                continue
+            own = [(n, p) for n, p in cands if _acquisition(p) == acq]
+            others[role] = [p for n, p in cands if _acquisition(p) != acq]
+            if not own:
+                continue
+            pick = _pick(own)
             if isinstance(pick, str):
-                if role == "sphere" or role in features:
+                if role in features:
                     problems.append(f"smriprep {anat}: {role} {pick}")
                     break
                 continue
@@ -447,7 +502,10 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
         else:
             lacking = [f for f in features if f not in chosen]
             if lacking:
-                problems.append(f"smriprep {anat}: has the sphere but no {', '.join(lacking)}")
+                elsewhere = [p.name for f in lacking for p in others.get(f, [])]
+                problems.append(f"smriprep {anat}: has the sphere but no {', '.join(lacking)}" + (
+                    f" of its set ({sphere.name}: {_acquisition_text(acq)}); "
+                    f"another set has it ({', '.join(elsewhere)}), and sets are never mixed" if elsewhere else ""))
                 continue
             feats = {f: chosen[f] for f in FEATURES if f in chosen}
             kind = next((k for k in SURFACE_KINDS if k in chosen), None)
@@ -464,7 +522,7 @@ def _present(path: Path) -> bool:
     return os.path.lexists(path)
 
 
-def _recon_all_unfinished(folder: Path, h: str) -> str | None:
+def recon_all_unfinished(folder: Path, h: str) -> str | None:
     """Why recon-all's outputs in ``folder`` are not to be read yet, or None: recon-all leaves
     ``scripts/IsRunning.lh+rh`` (or ``.lh``/``.rh``) while it runs, or after it was killed, and
     ``scripts/recon-all.error`` when it stopped on an error; its surfaces may then lack steps
@@ -492,7 +550,7 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
         surf = root / name / "surf"
         if not _present(surf / f"{h}.sphere"):
             continue
-        unfinished = _recon_all_unfinished(root / name, h)
+        unfinished = recon_all_unfinished(root / name, h)
         if unfinished:
             return None, f"freesurfer {root / name}: {unfinished}"
         lacking = [files.get(f, f) for f in features if f not in files or not _present(surf / files[f])]

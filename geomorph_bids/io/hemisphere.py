@@ -77,7 +77,7 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     n = len(s.vertices)
     maps: dict[str, np.ndarray] = {}
     for name, path in features.items():
-        values = np.asarray(read_feature(path, n_vertices=n), dtype=np.float64)
+        values = np.asarray(read_feature(path, n_vertices=n, sphere=sphere), dtype=np.float64)
         if values.ndim != 1:
             raise InputError(f"holds {values.shape[1]} maps; one per file expected", path=path)
         if validate:
@@ -87,13 +87,13 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     if sphere_reg is not None:
         reg = read_sphere(sphere_reg)
         if len(reg.vertices) != n:
-            raise InputError(f"has {len(reg.vertices)} vertices but the sphere has {n}", path=sphere_reg)
+            raise InputError(f"has {len(reg.vertices)} vertices but the sphere {sphere} has {n}", path=sphere_reg)
     mid = None
     if midthickness is not None:
         mid = read_surface(midthickness)
         if len(mid.vertices) != n or not np.array_equal(np.sort(mid.faces, axis=1), np.sort(s.faces, axis=1)):
             raise InputError(f"midthickness has {len(mid.vertices)} vertices and other triangles than the sphere "
-                             f"({n} vertices): it must be the same subject's mesh", path=midthickness)
+                             f"{sphere} ({n} vertices): it must be the same subject's mesh", path=midthickness)
     cortex = None if cortex_mask is None else read_mask(cortex_mask, n)
     conflicts = tuple(([] if hemi is None else label_conflicts([sphere, *features.values(), sphere_reg], hemi))
                       + feature_conflicts(features))

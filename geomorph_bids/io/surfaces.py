@@ -173,7 +173,7 @@ def _read_mgh(p: Path, n_vertices: int | None = None) -> np.ndarray:
 
 
 def read_feature(path: str | Path, n_vertices: int | None = None, hemi: str | None = None,
-                 *, squeeze: bool = True) -> np.ndarray:
+                 *, squeeze: bool = True, sphere: str | Path | None = None) -> np.ndarray:
     """Read a per-vertex feature map.
 
     Parameters
@@ -185,6 +185,7 @@ def read_feature(path: str | Path, n_vertices: int | None = None, hemi: str | No
     n_vertices : expected vertex count (the sphere's); InputError if different
     hemi : 'L' or 'R', required for CIFTI
     squeeze : return (V,) when there is a single column
+    sphere : the file ``n_vertices`` comes from, named by the vertex-count error
 
     Returns
     -------
@@ -207,7 +208,7 @@ def read_feature(path: str | Path, n_vertices: int | None = None, hemi: str | No
     if values.size == 0:
         raise InputError("feature map holds no values", path=p)
     check_finite(values, p)
-    check_vertex_count(values.shape[0], n_vertices, p)
+    check_vertex_count(values.shape[0], n_vertices, p, sphere=sphere)
     return values[:, 0] if squeeze and values.shape[1] == 1 else values
 
 

@@ -81,11 +81,14 @@ def check_finite(values: np.ndarray, path: PathLike = None, what: str = "feature
 
 
 def check_vertex_count(n_found: int, n_expected: int | None, path: PathLike = None,
-                       what: str = "feature map") -> None:
-    """Raise InputError if a per-vertex map does not have ``n_expected`` vertices."""
+                       what: str = "feature map", sphere: PathLike = None) -> None:
+    """Raise InputError if a per-vertex map does not have ``n_expected`` vertices; ``sphere``:
+    the sphere's file, named too (which of the two files is of another mesh is for the user to
+    see)."""
     if n_expected is not None and int(n_found) != int(n_expected):
+        named = f" {sphere}" if sphere is not None else ""
         raise InputError(
-            f"{what} has {int(n_found)} vertices but the sphere has {int(n_expected)}; "
+            f"{what} has {int(n_found)} vertices but the sphere{named} has {int(n_expected)}; "
             "features must be on the same subject's native mesh as the sphere", path=path)
 
 

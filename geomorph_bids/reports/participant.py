@@ -27,7 +27,7 @@ import time
 from html import unescape
 from pathlib import Path
 
-from ..crashfiles import read_crash_file, subject_wf_name
+from ..crashfiles import read_crash_file, subject_of_wf, subject_wf_name
 from ..derivatives import CITATION, CRASH_FILES, DATASET_DESCRIPTION, LOGS, figures_dir, report_name
 from ..engine.model_choice import METHODS
 from ..errors import describe_os_error
@@ -54,7 +54,7 @@ def crash_reports(output_dir: Path, subject: str, session: str | None) -> list[t
         if crash is None:
             continue
         parts = crash.nodes
-        if session is None and not any(p == wf or p.startswith(f"sub_{subject}_ses_") for p in parts):
+        if session is None and not any((subject_of_wf(p) or ("",))[0] == subject for p in parts):
             continue
         if session is not None and wf not in parts:
             continue

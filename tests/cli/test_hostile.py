@@ -606,3 +606,44 @@ def test_running_recon_all_and_longitudinal_freesurfer_subjects_are_named_and_th
     assert any("warning: FreeSurfer subject folder" in ln and "sub-01_ses-1.long.sub-01_base is not processed: "
                "its name is not sub-<label>[_ses-<label>]" in ln for ln in lines)
     assert sorted(p.name for p in (tmp_path / "out").glob("sub-*") if p.is_dir()) == ["sub-bert"]
+
+
+def test_smriprep_subject_folders_whose_labels_are_no_bids_labels_are_named_not_skipped(tmp_path):
+    """Round twelve: an sMRIPrep subject ``sub-ü3`` (or ``sub-01-a``) beside ``sub-02`` was left out
+    in silence, exit 0 (round four named only FreeSurfer folders); it is named on one warning line,
+    and with only such folders the "no subjects found" error names it; nothing is created."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example"
+    bids = tmp_path / "bids"
+    (bids / "derivatives" / "smriprep" / "sub-ü3" / "anat").mkdir(parents=True)
+    shutil.copy(example / "dataset_description.json", bids)
+    for f in (example / "derivatives" / "smriprep" / "sub-02" / "anat").glob("sub-02_hemi-L_*"):
+        shutil.copy(f, bids / "derivatives" / "smriprep" / "sub-ü3" / "anat" / f.name.replace("sub-02", "sub-ü3"))
+    args = [str(bids), str(tmp_path / "out"), "participant", "--model", "rigid", "--hemi", "L",
+            "-w", str(tmp_path / "w")]
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main(args) == 1
+    line = (f"subject folder {bids / 'derivatives' / 'smriprep' / 'sub-ü3'} is not processed: its label 'ü3' is not "
+            "a BIDS label (letters and digits only); rename the folder and its files (e.g. sub-u3)")
+    assert err.getvalue().strip() == f"geomorph-bids: error: no subjects found in {bids} (nor its derivatives); {line}"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
+
+
+def test_work_or_output_folder_that_is_a_link_loop_or_leads_nowhere_says_so(tmp_path):
+    """Round twelve: ``-w loop`` (loop -> loop2 -> loop) or an output folder that is a link to a
+    folder that does not exist said ``cannot create the work directory (File exists)``."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example"
+    (tmp_path / "loop").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop")
+    (tmp_path / "out").symlink_to(tmp_path / "gone" / "out")
+    for out, work, line in (
+            (tmp_path / "o", tmp_path / "loop",
+             f"{tmp_path / 'loop'}: cannot create the work directory: it is a loop of symbolic links"),
+            (tmp_path / "out", tmp_path / "w",
+             f"{tmp_path / 'out'}: cannot create the output directory: it is a link to {tmp_path / 'gone' / 'out'}, "
+             "which does not exist: create that folder, or give another")):
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            assert main([str(example), str(out), "participant", "--model", "rigid", "-w", str(work)]) == 1
+        assert err.getvalue().strip() == f"geomorph-bids: error: {line}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop", "loop2", "out"]

@@ -375,3 +375,31 @@ def test_a_failed_rerun_keeps_the_outputs_an_earlier_run_wrote(dataset_factory, 
         code, _, err = run(bids, out, "participant", *ARGS, *mode, *template, "-w", work)
         assert code == 1 and list(failed_lines(err)) == ["01"], err
         assert digests(out) == good, template
+
+
+def test_labels_that_broke_the_work_or_output_folder_cost_only_their_own_hemispheres(dataset_factory, tmp_path):
+    """Round twelve. A subject ``unfinished2`` failed every step (`no such file at .../sub2_wf/...`:
+    Nipype's rename of ``_unfinished`` markers ran over its workflow name ``sub_unfinished2_wf``);
+    it is registered. A label of 200 characters ended the whole run with ``error: File name too long``
+    (no FAILED line, no report, an empty ``anat`` folder and stray lock left); it fails on its own line
+    before anything is written, and the others are written."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    fs = bids / "derivatives" / "freesurfer"
+    long_label = "a" * 200
+    for name in ("unfinished2", long_label):
+        shutil.copytree(fs / "sub-01", fs / f"sub-{name}")
+    out, work = tmp_path / "out", tmp_path / "work"
+    code, _, err = run(bids, out, "participant", "-w", work, *ARGS)
+    assert code == 1, err
+    failed = failed_lines(err)
+    assert set(failed) == {long_label}, err
+    assert ("its output file names would be up to 261 bytes long "
+            f"(sub-{long_label}_hemi-L_space-fsLR_desc-registrationSulc_midthickness.png), more than the 241 the "
+            "output folder's file system takes (255, less 14 for the temporary name each file is written under)"
+            ) in failed[long_label]
+    for subject in ("01", "unfinished2"):
+        assert len(list(anat(out, subject).glob("*hemi-L*"))) == N_FILES
+        assert (out / f"sub-{subject}.html").is_file()
+    assert not (out / f"sub-{long_label}").exists()
+    assert not list((out / ".geomorph-locks").glob(f"sub-{long_label}*"))
+    assert (work / "geomorph_wf" / "sub-unfinished2_wf").is_dir()

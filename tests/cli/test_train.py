@@ -265,3 +265,28 @@ def test_a_folder_holding_a_trained_network_is_not_trained_over(tmp_path, capsys
     assert main(["--out", str(out), "--sources", str(tmp_path / "none.npz"), "--overwrite"]) == 1
     err = capsys.readouterr().err
     assert "none.npz" in err and "already holds" not in err
+
+
+@pytest.mark.parametrize("marker, words", [("IsRunning.lh+rh", "recon-all has not finished"),
+                                           ("IsRunning.lh", "recon-all has not finished"),
+                                           ("recon-all.error", "recon-all stopped with an error")])
+def test_a_subject_whose_recon_all_has_not_finished_is_refused_before_training(tmp_path, capsys, marker, words):
+    """Round twelve: the BIDS-App refuses a FreeSurfer subject whose recon-all is still running,
+    was killed or stopped on an error (round ten); geomorph-train --subjects-dir trained on it in
+    silence (a sphere of one run beside maps of the next). Refused on one line naming subject,
+    hemisphere and the marker file, before any data is read or the output folder made."""
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_freesurfer
+
+    v, f, maps = template_hemisphere("L", 3)
+    subjects = tmp_path / "subjects"
+    for i, sub in enumerate(("sub-01", "sub-02", "sub-03")):
+        write_freesurfer(subjects, sub, synthetic_hemisphere("L", v, f, maps, seed=i))
+    (subjects / "sub-02" / "scripts").mkdir()
+    (subjects / "sub-02" / "scripts" / marker).write_text("")
+    assert main(["--out", str(tmp_path / "m"), "--subjects-dir", str(subjects), "--epochs", "1", "--channels",
+                 "tiny", "--data-level", "3", "--threads", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"geomorph-train: error: sub-02 hemi-L {subjects / 'sub-02'}: {words} "
+                          f"({subjects / 'sub-02' / 'scripts' / marker} is there") and "\n" not in err
+    assert err.endswith("or leave this subject out of --subjects-dir before training")
+    assert not (tmp_path / "m").exists()

@@ -397,3 +397,45 @@ def test_longitudinal_freesurfer_folders_are_named_not_left_out(bids: Path, tmp_
     (fs / "sub-01_ses-1").rename(fs / "cross")
     assert find_subjects(bids, fs_subjects_dir=fs, derivatives={}) == ["01", "02", "cross"]
     assert find_subjects(fs, fs_subjects_dir=fs, derivatives={}) == ["02", "cross"]
+
+
+def test_smriprep_files_of_another_acquisition_are_never_mixed_in(bids: Path) -> None:
+    """Round twelve: each role was picked on its own (fewest entities), so a sphere without
+    ``acq-`` was registered with the only sulc there, ``acq-hi``'s (another mesh), and an
+    ``acq-hi`` sphere with the plain sulc beside its own; two complete ``run-`` sets said
+    ``sulc ambiguous`` (not the sphere, not what to do)."""
+    d = bids / "derivatives" / "smriprep"
+    a1, a2, a3 = (d / f"sub-0{i}" / "anat" for i in (1, 2, 3))
+    touch(a1 / "sub-01_hemi-L_sphere.surf.gii", a1 / "sub-01_acq-hi_hemi-L_sulc.shape.gii")
+    touch(a2 / "sub-02_acq-hi_hemi-L_sphere.surf.gii", a2 / "sub-02_acq-hi_hemi-L_sulc.shape.gii",
+          a2 / "sub-02_hemi-L_sulc.shape.gii", a2 / "sub-02_acq-hi_hemi-L_curv.shape.gii",
+          a2 / "sub-02_acq-hi_hemi-L_space-fsaverage_desc-reg_sphere.surf.gii",
+          a2 / "sub-02_hemi-L_space-fsaverage_desc-reg_sphere.surf.gii")
+    for run in (1, 2):
+        touch(a3 / f"sub-03_run-{run}_hemi-L_sphere.surf.gii", a3 / f"sub-03_run-{run}_hemi-L_sulc.shape.gii")
+    with pytest.raises(DiscoveryError) as info:
+        discover("01", bids, hemis=("L",))
+    assert ("has the sphere but no sulc of its set (sub-01_hemi-L_sphere.surf.gii: no acq-/run-/rec- entity); "
+            "another set has it (sub-01_acq-hi_hemi-L_sulc.shape.gii), and sets are never mixed") in str(info.value)
+    h = discover("02", bids, hemis=("L",), features=("sulc",)).hemis["L"]
+    assert h.sphere == a2 / "sub-02_acq-hi_hemi-L_sphere.surf.gii"
+    assert h.features == {"sulc": a2 / "sub-02_acq-hi_hemi-L_sulc.shape.gii",
+                          "curv": a2 / "sub-02_acq-hi_hemi-L_curv.shape.gii"}
+    assert h.sphere_reg == a2 / "sub-02_acq-hi_hemi-L_space-fsaverage_desc-reg_sphere.surf.gii"
+    with pytest.raises(DiscoveryError) as info:
+        discover("03", bids, hemis=("L",))
+    assert ("sphere ambiguous: sub-03_run-1_hemi-L_sphere.surf.gii, sub-03_run-2_hemi-L_sphere.surf.gii (two sets "
+            "of surfaces, e.g. of two acquisitions or runs") in str(info.value)
+    assert "keep one set in this folder" in str(info.value)
+
+
+def test_subject_folders_whose_labels_are_no_bids_labels_are_listed(bids: Path, tmp_path: Path) -> None:
+    """Round twelve: ``sub-ü3`` (sMRIPrep) and ``sub-01-a`` (raw) were left out in silence."""
+    from geomorph_bids.io.discover import unlabelled_folders
+
+    make_smriprep(bids / "derivatives" / "smriprep", "02")
+    touch(bids / "derivatives" / "smriprep" / "sub-ü3" / "anat" / "sub-ü3_hemi-L_sphere.surf.gii",
+          bids / "sub-01-a" / "anat" / "sub-01-a_T1w.nii.gz", bids / "sub-04_notes.txt")
+    make_fs(bids / "derivatives" / "freesurfer", "sub-é1")  # a FreeSurfer folder: unlabelled_subjects names it
+    assert unlabelled_folders(bids) == [bids / "sub-01-a", bids / "derivatives" / "smriprep" / "sub-ü3"]
+    assert "02" in find_subjects(bids) and "ü3" not in find_subjects(bids)

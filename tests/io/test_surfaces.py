@@ -266,3 +266,26 @@ def test_fuzz_readers(tmp_path, prefix, body, name, gz):
                 reader(p)
         except InputError as exc:
             assert "\n" not in str(exc) and str(p) in str(exc)
+
+
+def test_a_map_of_another_mesh_names_the_sphere_too(tmp_path):
+    """Round twelve: ``read_hemisphere`` said ``lh.sulc: feature map has 632 vertices but the sphere
+    has 642``, naming the map only: which of the two files is of the other mesh (a sulc of another
+    run, or a sphere copied over) is for the user to see, so both are named (a sphere.reg too)."""
+    from geomorph_bids.io.hemisphere import read_hemisphere
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(3)
+    sphere, sulc, reg = tmp_path / "lh.sphere", tmp_path / "lh.sulc", tmp_path / "lh.sphere.reg"
+    nfs.write_geometry(str(sphere), 100 * v, f)
+    nfs.write_morph_data(str(sulc), np.linspace(-1, 1, len(v) - 10).astype(np.float32))
+    with pytest.raises(InputError) as e:
+        read_hemisphere(sphere, {"sulc": sulc})
+    assert str(e.value) == (f"{sulc}: feature map has 632 vertices but the sphere {sphere} has 642; features must "
+                            "be on the same subject's native mesh as the sphere")
+    nfs.write_morph_data(str(sulc), np.linspace(-1, 1, len(v)).astype(np.float32))
+    v2, f2 = icosphere(2)
+    nfs.write_geometry(str(reg), 100 * v2, f2)
+    with pytest.raises(InputError) as e:
+        read_hemisphere(sphere, {"sulc": sulc}, sphere_reg=reg)
+    assert str(e.value) == f"{reg}: has 162 vertices but the sphere {sphere} has 642"
