@@ -171,16 +171,19 @@ class SphereLocator:
             raise ValueError(f"near must hold {n} vertex indices below {len(self.vertices)} (or -1)")
         face = np.empty(n, dtype=np.int64)
         w = np.empty((n, 3), dtype=np.float64)
-        known = np.flatnonzero(near >= 0)
-        face[known], w[known], score = self._screen(points[known], self._fans[near[known]])
-        outside = known[~(score >= -_TOL)]
+        known = near >= 0
+        every = bool(known.all())
+        sel = slice(None) if every else np.flatnonzero(known)  # every point known: views, no copies
+        face_k, w_k, score = self._screen(points[sel], self._fans[near[sel]])
+        inside = score >= -_TOL
+        np.clip(w_k, 0.0, None, out=w_k)
+        with np.errstate(invalid="ignore", divide="ignore"):  # rows outside are replaced below
+            w_k /= w_k.sum(axis=1, keepdims=True)
+        face[sel], w[sel] = face_k, w_k
+        outside = np.flatnonzero(~inside) if every else sel[~inside]
         if outside.size:  # from the fan's best face: the faces around its corners, then the tree
-            face[outside], w[outside] = self.locate(points[outside], k, hint=face[outside])
-        inside = known[score >= -_TOL]
-        w_in = w[inside]
-        np.clip(w_in, 0.0, None, out=w_in)
-        w[inside] = w_in / w_in.sum(axis=1, keepdims=True)
-        unknown = np.flatnonzero(near < 0)
+            face[outside], w[outside] = self.locate(points[outside], k, hint=face_k[~inside])
+        unknown = np.flatnonzero(~known)
         if unknown.size:
             face[unknown], w[unknown] = self.locate(points[unknown], k)
         return face, w
