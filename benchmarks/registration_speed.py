@@ -18,8 +18,11 @@ what a fresh process pays before that (as ``geomorph-register`` or a new worker 
 of torch and the engine, and the wall time of the first registration (the warm-up: caches,
 tables and lazy imports filled).
 
+``--stages`` adds a second table: the median seconds of every stage ``register`` reports
+(read, model load, pre-alignment, network, optimisation, inverse warp, metrics).
+
 Run: ``.venv/bin/python benchmarks/registration_speed.py [--repeats 3] [--threads 2]
-[--device cpu|cuda] [--model NAME|PATH]``; prints a markdown table.
+[--device cpu|cuda] [--model NAME|PATH] [--stages]``; prints markdown tables.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import time
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 METHODS = ("rigid", "optimise", "network", "network+optimise")
+STAGES = ("read", "model_load", "prealign", "network", "optimise", "invert", "metrics")
 
 
 def _inputs():
@@ -72,7 +76,7 @@ def run_method(method: str, repeats: int, device: str, model: str, imports_s: fl
     med = lambda k: statistics.median(r.get(k, 0.0) for r in runs)  # noqa: E731
     return {"total": med("seconds_total"), "prealign": med("seconds_prealign"),
             "network": med("seconds_network"), "optimise": med("seconds_optimise"),
-            "first": first, "imports": imports_s,
+            "first": first, "imports": imports_s, "stages": {s: med(f"seconds_{s}") for s in STAGES},
             "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "folded": runs[-1]["warp_folded_triangles"], "method": runs[-1]["method"]}
 
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--model", default="sulc-fsaverage", help="bundled model name or checkpoint path")
+    ap.add_argument("--stages", action="store_true", help="also print the median seconds of every stage")
     ap.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)  # internal: one subprocess
     args = ap.parse_args(argv)
     if args.method:
@@ -113,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {method} ({r['method']}) | {r['total']:.2f} | {r['prealign']:.2f} | {r['network']:.2f} | "
               f"{r['optimise']:.2f} | {r['total'] / ref:.2f}x | {r['imports']:.2f} + {r['first']:.2f} | "
               f"{r['rss_gb']:.2f} | {r['folded']} |")
+    if args.stages:
+        print(f"\n### Stages (seconds, median of {args.repeats})\n")
+        print("| method | " + " | ".join(STAGES) + " |")
+        print("|---|" + "---|" * len(STAGES))
+        for method, r in results.items():
+            print(f"| {method} | " + " | ".join(f"{r['stages'][s]:.3f}" for s in STAGES) + " |")
     return 0
 
 

@@ -10,16 +10,18 @@ upsampled), :func:`warp_folded_triangles` counts the triangles it flips and
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..io.templates import TEMPLATE_LEVEL
 from ..sphere.distortion import folded_triangles
-from ..sphere.icosphere import icosphere, level_of, n_vertices
-from ..sphere.locate import SphereLocator, unit
+from ..sphere.icosphere import icosphere, level_of, n_vertices, unit_icosphere
+from ..sphere.locate import SphereLocator, unit, vertex_fans
 from ..sphere.unfold import unfold_mesh
 
 __all__ = ["RADIUS", "NETWORK_SMOOTHING_ICO5", "network_smoothing", "upsample_warp", "smooth_warp", "apply_warp",
-           "warp_folded_triangles", "unfold_warp"]
+           "grid_vertices_near", "warp_folded_triangles", "unfold_warp"]
 
 #: radius (mm) of the template grid and of every output sphere
 RADIUS = 100.0
@@ -80,7 +82,17 @@ def smooth_warp(warp: np.ndarray, level: int, iterations: int) -> np.ndarray:
     return unit(x + d)
 
 
-def apply_warp(points: np.ndarray, warp: np.ndarray, level: int | None = None) -> np.ndarray:
+@lru_cache(maxsize=None)
+def _ico_fans(level: int) -> np.ndarray:
+    """(V, 6) int32 faces around each vertex of icosphere ``level`` (cached, read-only): every warp
+    on that level shares the icosphere's topology."""
+    fans = vertex_fans(icosphere(level)[1], n_vertices(level))
+    fans.setflags(write=False)
+    return fans
+
+
+def apply_warp(points: np.ndarray, warp: np.ndarray, level: int | None = None,
+               near: np.ndarray | None = None) -> np.ndarray:
     """Move points from the (rotated) moving sphere into template space through the INVERSE
     of a pull-back warp.
 
@@ -90,6 +102,9 @@ def apply_warp(points: np.ndarray, warp: np.ndarray, level: int | None = None) -
     warp : (V, 3) pull-back warp on icosphere ``level`` (any radius): template grid vertex i
         corresponds to the moving-space point ``warp[i]``.
     level : icosphere level of ``warp`` (default: inferred from V).
+    near : optional (N,) int grid vertex indices, -1 where unknown: a grid vertex whose warped
+        position is near each point (:func:`grid_vertices_near`); the points are then sought
+        around it first instead of through a k-d tree over the warped grid (same result).
 
     Returns
     -------
@@ -99,11 +114,40 @@ def apply_warp(points: np.ndarray, warp: np.ndarray, level: int | None = None) -
     """
     warp = np.asarray(warp, dtype=np.float64)
     level = level_of(len(warp)) if level is None else int(level)
-    ico_v, ico_f = icosphere(level)
-    if warp.shape != (len(ico_v), 3):
-        raise ValueError(f"warp must be ({len(ico_v)}, 3) for icosphere level {level}, got {warp.shape}")
-    face, w = SphereLocator(warp, ico_f).locate(np.asarray(points, dtype=np.float64))
-    return unit(np.einsum("nk,nkd->nd", w, unit(ico_v)[ico_f[face]])) * RADIUS
+    ico_f = icosphere(level)[1]
+    if warp.shape != (n_vertices(level), 3):
+        raise ValueError(f"warp must be ({n_vertices(level)}, 3) for icosphere level {level}, got {warp.shape}")
+    face, w = SphereLocator(warp, ico_f, _ico_fans(level)).locate(np.asarray(points, dtype=np.float64), near=near)
+    return unit(np.einsum("nk,nkd->nd", w, unit_icosphere(level)[ico_f[face]])) * RADIUS
+
+
+def grid_vertices_near(corners: np.ndarray, faces: np.ndarray, fans: np.ndarray) -> np.ndarray:
+    """A warp grid vertex near each vertex of the moving mesh, from where the warp put the grid.
+
+    Parameters
+    ----------
+    corners : (V_grid, 3) int, the moving-mesh triangle (its corners) that holds each warped grid
+        vertex (e.g. :func:`~geomorph_bids.sphere.resample.corner_weights` of the warp).
+    faces : (F, 3) int, the moving mesh's triangles.
+    fans : (V, D) int, triangles around each moving vertex
+        (:func:`~geomorph_bids.sphere.locate.vertex_fans`, :attr:`SphereLocator.fans`).
+
+    Returns
+    -------
+    (V,) int64 grid vertex indices, -1 where none was found: a corner of a triangle holding
+    warped grid vertex i gets i (it lies within one moving triangle of it); a vertex without one
+    takes the one of a corner of a triangle around it (the fan's first triangle, then its second,
+    ...: within one ring). The ``near`` of :func:`apply_warp`.
+    """
+    faces, fans = np.asarray(faces), np.asarray(fans)
+    near = np.full(len(fans), -1, dtype=np.int64)
+    near[np.asarray(corners).ravel()] = np.repeat(np.arange(len(corners), dtype=np.int64), 3)
+    for column in range(fans.shape[1]):
+        missing = np.flatnonzero(near < 0)
+        if not missing.size:
+            break
+        near[missing] = near[faces[fans[missing, column]]].max(axis=1)
+    return near
 
 
 def warp_folded_triangles(warp: np.ndarray, level: int | None = None) -> int:

@@ -75,13 +75,13 @@ def _check_pair(before: Surface, after: Surface) -> tuple[np.ndarray, np.ndarray
     if len(vb) != len(va):
         raise InputError(f"distortion: surfaces differ in vertex count: "
                          f"before has {len(vb)}, after has {len(va)}")
-    if fb.shape != fa.shape or not np.array_equal(fb, fa):
+    if fb is not fa and (fb.shape != fa.shape or not np.array_equal(fb, fa)):  # one array: equal
         n_diff = (fb.shape[0] if fb.shape != fa.shape
                   else int(np.any(fb != fa, axis=1).sum()))
         raise InputError(f"distortion: surfaces must have identical faces (same topology); "
                          f"before has {fb.shape[0]} faces, after has {fa.shape[0]}, "
                          f"{n_diff} differ")
-    faces = fb.astype(np.int64)
+    faces = fb.astype(np.int64, copy=False)  # read only below: no copy of int64 faces
     if faces.size and (faces.min() < 0 or faces.max() >= len(vb)):
         raise InputError(f"distortion: face indices must lie in [0, {len(vb)}), "
                          f"got [{faces.min()}, {faces.max()}]")

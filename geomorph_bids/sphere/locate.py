@@ -9,8 +9,10 @@ shared edge gets the same weights from both triangles.
 Search: a k-d tree over the mesh vertices gives each point its nearest vertex;
 the triangles around that vertex (its fan) are the candidates, screened in
 float32 and confirmed in float64. The few points whose candidates all miss are
-searched again over the fans of more neighbouring vertices. Everything is
-vectorised; nothing loops over points.
+searched again over the fans of more neighbouring vertices. A caller that already
+knows a mesh vertex near each point (``near``) skips the tree: that vertex's fan
+is screened instead, and the tree is built only if some point is not found there.
+Everything is vectorised; nothing loops over points.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-__all__ = ["SphereLocator", "locate", "unit"]
+__all__ = ["SphereLocator", "locate", "unit", "vertex_fans"]
 
 _CHUNK = 1 << 16  # points per vectorised batch: bounds memory to ~30 MB
 _MAX_FAN = 12  # widest vertex fan kept in the candidate table; wider fans use the fallback
@@ -33,7 +35,7 @@ def unit(points: np.ndarray) -> np.ndarray:
     return points / np.where(norm > 0, norm, 1.0)
 
 
-def _vertex_fans(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+def vertex_fans(faces: np.ndarray, n_vertices: int) -> np.ndarray:
     """(V, D) int32 faces around each vertex, rows padded by repeating their first face."""
     # Counting sort of (vertex, face) pairs through a CSR build: faces grouped by vertex. int32
     # throughout and the padding written first: 1.5x faster than int64 with a final np.where.
@@ -60,9 +62,11 @@ class SphereLocator:
     ----------
     vertices : (V, 3) float, any radius; the mesh must be centred on the origin.
     faces : (F, 3) int, triangles; either winding is accepted (per-face sign).
+    fans : optional (V, D) int32 faces around each vertex, as :func:`vertex_fans` gives them
+        for ``faces`` (a table shared by meshes of one topology, e.g. an icosphere's, warped).
     """
 
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray) -> None:
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, fans: np.ndarray | None = None) -> None:
         self.vertices = unit(vertices)
         self.faces = np.asarray(faces, dtype=np.int64)
         # Row i of `_normals[f]` dotted with p gives the (unnormalised) weight of corner i:
@@ -83,13 +87,24 @@ class SphereLocator:
         normals = np.ascontiguousarray(normals.transpose(2, 0, 1))  # (face, corner, xyz)
         self._normals = normals
         self._normals32 = normals.astype(np.float32)
-        self._fans = _vertex_fans(self.faces, len(self.vertices))
-        # a balanced tree: slower to build, faster to query; together 5-10 % faster at 40-160k
-        # vertices and points
-        self._tree = cKDTree(self.vertices)
+        self._fans = vertex_fans(self.faces, len(self.vertices)) if fans is None else fans
+        self._kdtree: cKDTree | None = None  # built on first use: a search from ``near`` may need none
 
-    def locate(self, points: np.ndarray, k: int = 6, hint: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def fans(self) -> np.ndarray:
+        """(V, D) int32 faces around each vertex (:func:`vertex_fans`; read-only use)."""
+        return self._fans
+
+    @property
+    def _tree(self) -> cKDTree:
+        """k-d tree of the unit vertices, built on first use. Balanced: slower to build, faster to
+        query; together 5-10 % faster at 40-160k vertices and points."""
+        if self._kdtree is None:
+            self._kdtree = cKDTree(self.vertices)
+        return self._kdtree
+
+    def locate(self, points: np.ndarray, k: int = 6, hint: np.ndarray | None = None,
+               near: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Containing triangle and barycentric weights of each point.
 
         Parameters
@@ -102,6 +117,11 @@ class SphereLocator:
             one of its corners, skip the search.
             The result is the same as without a hint, except that a point exactly on an
             edge may get either face (with the same weights).
+        near : optional (N,) int vertex indices, -1 where unknown (ignored with ``hint``): a mesh
+            vertex near each point, e.g. a corner of a triangle that holds a related point. Its
+            fan is screened in place of the k-d tree's nearest vertex's; points not found there
+            (and those with -1) are searched as without it. The same result as without it, up to
+            the face of a point exactly on an edge.
 
         Returns
         -------
@@ -129,6 +149,8 @@ class SphereLocator:
             np.clip(w, 0.0, None, out=w)
             w /= w.sum(axis=1, keepdims=True)
             return face, w
+        if near is not None:
+            return self._locate_near(points, np.asarray(near, dtype=np.int64).reshape(-1), k)
         # Visit the points in a spatially coherent order (cells of a 64^3 grid): the tree
         # queries and the gathers of face data then hit the cache far more often.
         cell = np.clip(((points + 1.0) * 32.0).astype(np.int64), 0, 63)
@@ -141,6 +163,30 @@ class SphereLocator:
             sl = slice(start, min(start + _CHUNK, n))
             face[order[sl]], weights[order[sl]] = self._locate_chunk(points[sl], n_near)
         return face, weights
+
+    def _locate_near(self, points: np.ndarray, near: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`locate` of (N, 3) unit points from a vertex near each (``near``, -1: none)."""
+        n = len(points)
+        if near.shape != (n,) or (n and near.max() >= len(self.vertices)):
+            raise ValueError(f"near must hold {n} vertex indices below {len(self.vertices)} (or -1)")
+        face = np.empty(n, dtype=np.int64)
+        w = np.empty((n, 3), dtype=np.float64)
+        known = near >= 0
+        every = bool(known.all())
+        sel = slice(None) if every else np.flatnonzero(known)  # every point known: views, no copies
+        face_k, w_k, score = self._screen(points[sel], self._fans[near[sel]])
+        inside = score >= -_TOL
+        np.clip(w_k, 0.0, None, out=w_k)
+        with np.errstate(invalid="ignore", divide="ignore"):  # rows outside are replaced below
+            w_k /= w_k.sum(axis=1, keepdims=True)
+        face[sel], w[sel] = face_k, w_k
+        outside = np.flatnonzero(~inside) if every else sel[~inside]
+        if outside.size:  # from the fan's best face: the faces around its corners, then the tree
+            face[outside], w[outside] = self.locate(points[outside], k, hint=face_k[~inside])
+        unknown = np.flatnonzero(~known)
+        if unknown.size:
+            face[unknown], w[unknown] = self.locate(points[unknown], k)
+        return face, w
 
     def _candidates(self, points: np.ndarray, n_near: int) -> np.ndarray:
         """(N, n_near * D) candidate faces: the fans of the nearest vertices."""

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from geomorph_bids.engine.synth import SynthConfig, angular_error_deg, random_warp
-from geomorph_bids.engine.warp_geometry import (apply_warp, network_smoothing, smooth_warp, unfold_warp, upsample_warp,
-                                               warp_folded_triangles)
+from geomorph_bids.engine.warp_geometry import (apply_warp, grid_vertices_near, network_smoothing, smooth_warp,
+                                               unfold_warp, upsample_warp, warp_folded_triangles)
 from geomorph_bids.sphere.icosphere import icosphere
-from geomorph_bids.sphere.locate import unit
+from geomorph_bids.sphere.locate import SphereLocator, unit
+from geomorph_bids.sphere.resample import corner_weights
 from geomorph_bids.sphere.rotation import random_rotation
 
 
@@ -42,6 +43,21 @@ def test_random_warp_is_inverted():
     err = angular_error_deg(apply_warp(pts, w.inverse, 6), w.apply(pts))
     assert np.median(err) < 0.05 and np.percentile(err, 99) < 0.2
     assert warp_folded_triangles(w.inverse) == 0
+
+
+def test_grid_vertices_near_start_apply_warp_where_the_tree_would_end():
+    """register() hands apply_warp, per moving vertex, a grid vertex whose warped position is near
+    (from the warp located in the moving mesh): the same output sphere as the k-d tree's search."""
+    config = SynthConfig(max_displacement_deg=(12.0, 12.0), rotation_max_deg=5.0)
+    w = random_warp(icosphere(6)[0], 3, config).inverse * 100.0
+    mv, mf = icosphere(5)
+    mv = unit(mv + np.random.default_rng(6).normal(scale=0.3, size=mv.shape)) * 100.0  # an irregular moving mesh
+    moving = SphereLocator(mv, mf)
+    corners, _ = corner_weights((mv, mf), w, moving)
+    near = grid_vertices_near(corners, mf, moving.fans)
+    assert near.shape == (len(mv),) and near.min() >= 0
+    out = apply_warp(mv, w, 6, near=near)
+    assert angular_error_deg(out, apply_warp(mv, w, 6)).max() < 1e-9
 
 
 def test_folded_warp_is_counted():

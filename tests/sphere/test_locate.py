@@ -159,3 +159,25 @@ def test_real_164k_mesh(atlases, load_surface):
     face, w = SphereLocator(v, f).locate(v[::7])
     own = f[face] == np.arange(0, len(v), 7)[:, None]
     np.testing.assert_allclose(w[own], 1.0, atol=1e-9)
+
+
+def test_near_vertices_give_the_same_location_without_a_tree():
+    """``near`` (a vertex near each point) screens its fan instead of querying the k-d tree: the same
+    faces and weights; wrong or missing (-1) vertices fall back to the search, and a locator that
+    needed none never builds its tree."""
+    v, f = _jittered_mesh(4, 3)
+    pts = _random_directions(3000, 4)
+    ref_face, ref_w = SphereLocator(v, f).locate(pts)
+    loc = SphereLocator(v, f)
+    exact = f[ref_face, 0]  # a corner of the containing face: its fan holds the point
+    face, w = loc.locate(pts, near=exact)
+    np.testing.assert_array_equal(face, ref_face)
+    np.testing.assert_allclose(w, ref_w, atol=1e-12)
+    assert loc._kdtree is None
+    rng = np.random.default_rng(5)
+    rough = np.where(rng.random(len(pts)) < 0.2, rng.integers(-1, len(v), len(pts)), exact)
+    face, w = loc.locate(pts, near=rough)
+    np.testing.assert_array_equal(face, ref_face)
+    np.testing.assert_allclose(w, ref_w, atol=1e-12)
+    with pytest.raises(ValueError, match="near"):
+        loc.locate(pts, near=exact[:10])
