@@ -411,8 +411,9 @@ def run_group(args) -> int:
     """The group level: the table of every participant's metrics (with the verdict of the
     quality gates), the group report, and (``--build-template N``) a population-average
     template. Exits 3 when a hemisphere is flagged (it is listed, and marked in the table)."""
+    from ..io.atomic import atomic_write_text
     from ..reports import build_group_report
-    from ..reports.group_table import write_group_table
+    from ..reports.group_table import group_table_text, parse_group_table
 
     if args.output_dir.is_dir():
         check_folders(resolve_input_folders(args, args.output_dir), args.output_dir.absolute(), None)
@@ -432,9 +433,12 @@ def run_group(args) -> int:
               f"{' '.join(args.participant_label)} judged; {GROUP_TSV} and {GROUP_HTML} left as they were "
               "(they cover every participant: run the group level without --participant-label to refresh them)")
     else:
-        path = write_group_table(rows, args.output_dir / GROUP_TSV)
+        text = group_table_text(rows)
+        path = atomic_write_text(args.output_dir / GROUP_TSV, text)
         print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere)")
-        print(f"group report: {build_group_report(args.output_dir)}")
+        # the rows as written (the report reads what the TSV holds), without listing and reading every
+        # metrics file again, nor replacing the judged table with the recorded verdicts when one is damaged
+        print(f"group report: {build_group_report(args.output_dir, parse_group_table(text), path)}")
     status = _build_population_template(args, rows) if args.build_template else EXIT_OK
     if flagged:
         print(f"{_PROG}: {len(flagged)} hemisphere(s) flagged by the quality gates (marked in {GROUP_TSV}):",

@@ -101,19 +101,24 @@ def _label(row: Mapping[str, Any]) -> str:
     return f"sub-{row.get('subject')}" + (f" ses-{ses}" if ses else "") + f" {row.get('hemi')}"
 
 
-def build_group_report(output_dir: str | Path) -> Path:
+def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]] | None = None,
+                       tsv: Path | None = None) -> Path:
     """Write ``OUTPUT_DIR/group.html`` (and refresh ``OUTPUT_DIR/group_desc-geomorph_metrics.tsv``).
 
     The page shows the distributions of the quality metrics (one strip plot per metric), the
     outliers (robust z-score over all rows, |z| > 3.5) and the full table, each row linked to
-    its subject's report when that exists. Returns the HTML path; ValueError when the folder
-    holds no participant outputs and no group table.
+    its subject's report when that exists. ``rows`` (with ``tsv``, the table they were written
+    to): the group table's rows as read back from it, when the caller has just written it (the
+    group level): the metrics files are then not listed and read again. Returns the HTML path;
+    ValueError when the folder holds no participant outputs and no group table.
     """
     from .figures import group_figure
 
     t0 = time.perf_counter()
     output_dir = Path(output_dir).absolute()
-    rows, tsv = group_table_rows(output_dir)
+    if rows is None:
+        rows, tsv = group_table_rows(output_dir)
+    rows = list(rows)
     if not rows:
         raise ValueError(f"no participant outputs (*_desc-geomorph_metrics.json) nor {GROUP_TSV} in {output_dir}")
     features = _features(rows)

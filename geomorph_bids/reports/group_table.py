@@ -14,7 +14,8 @@ from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.limits import read_json_bounded
 
-__all__ = ["GROUP_COLUMNS", "group_rows", "write_group_table", "read_group_table", "group_table_rows"]
+__all__ = ["GROUP_COLUMNS", "group_rows", "group_table_text", "write_group_table", "parse_group_table",
+           "read_group_table", "group_table_rows"]
 
 #: leading columns of the group table (the registration metrics follow, sorted); ``quality`` is
 #: ``ok`` or ``flagged`` (:mod:`geomorph_bids.quality`), ``quality_reasons`` the gates failed
@@ -100,19 +101,28 @@ def _check_document(path: Path, doc: Any) -> None:
         raise bad(f"is named for {ent(*named[:3])} but records {ent(*says)} (copied from another participant?)")
 
 
-def write_group_table(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write rows as a BIDS TSV (``n/a`` for missing values), atomically."""
+def group_table_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The rows as a BIDS TSV (``n/a`` for missing values): what :func:`write_group_table` writes."""
     rows = list(rows)
     columns = list(GROUP_COLUMNS)
-    for r in rows:
-        columns += [k for k in r if k not in columns]
+    seen = set(columns)
+    for r in rows:  # (a set beside the list: a membership test per key of each row was O(columns))
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                columns.append(k)
     handle = io.StringIO(newline="")
     w = csv.writer(handle, delimiter="\t", lineterminator="\n")
     w.writerow(columns)
     for r in rows:
         w.writerow(["n/a" if r.get(c) is None else
                     (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in columns])
-    return atomic_write_text(path, handle.getvalue())
+    return handle.getvalue()
+
+
+def write_group_table(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write rows as a BIDS TSV (``n/a`` for missing values), atomically."""
+    return atomic_write_text(path, group_table_text(rows))
 
 
 def _number(value: Any) -> Any:
@@ -127,11 +137,16 @@ def _number(value: Any) -> Any:
     return value
 
 
-def read_group_table(path: str | Path) -> list[dict[str, Any]]:
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
+def parse_group_table(text: str) -> list[dict[str, Any]]:
+    """The rows of a group table's text, as :func:`read_group_table` reads them from its file."""
+    rows = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
     return [{k: ((None if v == "n/a" else v) if k in GROUP_COLUMNS else _number(v)) for k, v in row.items()}
             for row in rows]
+
+
+def read_group_table(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, newline="") as handle:
+        return parse_group_table(handle.read())
 
 
 def _newest(paths: list[Path]) -> float:

@@ -161,3 +161,49 @@ def test_a_metrics_file_dropped_by_datalad_costs_its_row_not_the_group_report(ou
     unreadable: list[str] = []
     group_rows(outputs, unreadable=unreadable)
     assert len(unreadable) == 1 and str(dropped) in unreadable[0] and "datalad get" in unreadable[0]
+
+
+def _group(outputs, *options):
+    """``geomorph-bids BIDS OUT group`` on the report fixtures (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from geomorph_bids.cli.bids import main
+
+    bids = outputs.parent / "bids"
+    bids.mkdir(exist_ok=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.9.0"}))
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(bids), str(outputs), "group", *options])
+    return code, err.getvalue()
+
+
+def test_the_group_level_lists_and_reads_the_metrics_once(outputs, monkeypatch):
+    """The group level read every metrics JSON for the table, then the group report listed and
+    stat()ed them all again and read the TSV back: two listings of a 20,000-file tree. Now the
+    report is built from the rows the group level wrote, as the TSV holds them."""
+    from geomorph_bids.reports import group_table
+
+    calls = []
+    real = group_table.metrics_files
+    monkeypatch.setattr(group_table, "metrics_files", lambda *a, **k: calls.append(a) or real(*a, **k))
+    code, _ = _group(outputs)
+    assert code in (0, 3) and len(calls) == 1
+    monkeypatch.undo()
+    first = (outputs / "group.html").read_text()
+    build_group_report(outputs)  # from the TSV, as before: the same page (but for when it was built)
+    strip = lambda t: t.split('<section id="about">')[0]  # noqa: E731
+    assert strip((outputs / "group.html").read_text()) == strip(first)
+
+
+def test_a_damaged_metrics_file_no_longer_replaces_the_judged_table(outputs):
+    """With one metrics file damaged, the group report found fewer rows in the TSV than metrics
+    files and rewrote the TSV from the files: the group level's verdict (here --min-cc 0.999,
+    which flags every hemisphere) was replaced by the verdicts recorded by the participant level."""
+    bad = next((outputs / "sub-02" / "anat").glob("*hemi-L*_metrics.json"))
+    bad.write_text("{not json")
+    code, err = _group(outputs, "--min-cc", "0.999")
+    assert code == 1 and f"FAILED {bad}" in err
+    rows = _tsv(outputs / GROUP_TSV)
+    assert len(rows) == 4 and {r["quality"] for r in rows} == {"flagged"}
