@@ -353,12 +353,10 @@ def _participant_rows(args, judged: bool = False, unreadable: list[str] | None =
     from ..io.discover import normalise_label
     from ..reports.group_table import group_rows
 
-    rows = group_rows(args.output_dir, with_quality_inputs=judged,
-                      unreadable=[] if unreadable is None else unreadable)  # the group level names them
-    if args.participant_label:
-        keep = {normalise_label(s, "sub") for s in args.participant_label}
-        rows = [r for r in rows if r["subject"] in keep]
-    return rows
+    keep = {normalise_label(s, "sub") for s in args.participant_label} if args.participant_label else None
+    rows = group_rows(args.output_dir, with_quality_inputs=judged,  # only their folders: not all N subjects'
+                      unreadable=[] if unreadable is None else unreadable, subjects=keep)  # the group level names them
+    return rows if keep is None else [r for r in rows if r["subject"] in keep]
 
 
 def _judge_rows(args, rows: list[dict]) -> list[Failure]:

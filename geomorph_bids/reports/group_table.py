@@ -41,14 +41,17 @@ def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str
 
 
 def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
-               unreadable: list[str] | None = None) -> list[dict[str, Any]]:
+               unreadable: list[str] | None = None, subjects: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """One row per ``sub-*/[ses-*/]anat/*_desc-geomorph_metrics.json`` under ``output_dir``,
     sorted by subject, session, hemisphere (``with_quality_inputs``: also ``_registration``,
-    ``_features`` and ``_thresholds``, what :func:`geomorph_bids.quality.assess` needs).
+    ``_features`` and ``_thresholds``, what :func:`geomorph_bids.quality.assess` needs;
+    ``subjects``: only the files in those subjects' folders, labels without ``sub-``).
     A file that cannot be read (damaged, not JSON) raises :class:`InputError`, or, when
     ``unreadable`` is a list, gets its one-line message appended there and no row."""
     rows = []
-    for path in metrics_files(output_dir):
+    paths = (metrics_files(output_dir) if subjects is None else
+             sorted(p for s in dict.fromkeys(subjects) for p in metrics_files(output_dir, s)))
+    for path in paths:
         try:
             doc = read_json_bounded(path, what="metrics file")
             _check_document(path, doc)

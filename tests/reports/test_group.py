@@ -207,3 +207,28 @@ def test_a_damaged_metrics_file_no_longer_replaces_the_judged_table(outputs):
     assert code == 1 and f"FAILED {bad}" in err
     rows = _tsv(outputs / GROUP_TSV)
     assert len(rows) == 4 and {r["quality"] for r in rows} == {"flagged"}
+
+
+def test_reports_only_of_one_participant_reads_only_its_metrics(outputs, monkeypatch):
+    """``--reports-only --participant-label 01`` (a sample of a cohort's reports, README) read
+    every participant's metrics JSON and kept those of 01: 20,000 reads in a 10,000-subject
+    folder for one report, and a FAILED line (exit 1) for another participant's damaged file."""
+    import contextlib
+    import io
+
+    from geomorph_bids.cli.bids import main
+    from geomorph_bids.reports import group_table
+
+    next((outputs / "sub-02" / "anat").glob("*hemi-L*_metrics.json")).write_text("{not json")
+    read = []
+    real = group_table.read_json_bounded
+    monkeypatch.setattr(group_table, "read_json_bounded", lambda p, **k: read.append(p) or real(p, **k))
+    bids = outputs.parent / "bids"
+    bids.mkdir()
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.9.0"}))
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(bids), str(outputs), "participant", "--reports-only", "--participant-label", "sub-01"])
+    assert code == 0 and "FAILED" not in err.getvalue(), err.getvalue()
+    assert sorted(p.name.split("_")[0] for p in read) == ["sub-01", "sub-01"]
+    assert (outputs / "sub-01.html").is_file() and not (outputs / "sub-02.html").exists()
