@@ -205,7 +205,7 @@ def run_participant(args) -> int:
     output_dir = args.output_dir.absolute()
     work_dir = args.work_dir.absolute()
     inputs = resolve_input_folders(args, output_dir)
-    check_folders(inputs, output_dir, work_dir)  # before anything is created or written
+    check_folders(inputs, output_dir, work_dir, args.participant_label)  # before anything is created or written
     created = preflight(output_dir, work_dir)
     try:  # bad arguments or inputs found here: leave no (empty) folder behind
         config = resolve_settings(args, output_dir, work_dir)
@@ -414,7 +414,8 @@ def run_group(args) -> int:
     from ..reports.group_table import group_table_text, parse_group_table
 
     if args.output_dir.is_dir():
-        check_folders(resolve_input_folders(args, args.output_dir), args.output_dir.absolute(), None)
+        # it writes the table, the report and templates at the top: no participant's folder
+        check_folders(resolve_input_folders(args, args.output_dir), args.output_dir.absolute(), None, ())
         preflight(args.output_dir.absolute(), None)
     for option in _ignored_at_group_level(args):
         print(f"{_PROG}: warning: {option} has no effect at the group level"
