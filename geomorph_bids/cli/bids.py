@@ -437,7 +437,7 @@ def run_group(args) -> int:
         print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere)")
         # the rows as written (the report reads what the TSV holds), without listing and reading every
         # metrics file again, nor replacing the judged table with the recorded verdicts when one is damaged
-        print(f"group report: {build_group_report(args.output_dir, parse_group_table(text), path)}")
+        print(f"group report: {build_group_report(args.output_dir, parse_group_table(text), path, unreadable)}")
     status = _build_population_template(args, rows) if args.build_template else EXIT_OK
     if flagged:
         print(f"{_PROG}: {len(flagged)} hemisphere(s) flagged by the quality gates (marked in {GROUP_TSV}):",
