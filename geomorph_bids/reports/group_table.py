@@ -7,12 +7,12 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from ..derivatives import GROUP_TSV, metrics_files, parse_metrics_name
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
-from ..io.limits import read_json_bounded
+from ..io.limits import read_json_files
 
 __all__ = ["GROUP_COLUMNS", "group_rows", "group_table_text", "write_group_table", "parse_group_table",
            "read_group_table", "group_table_rows"]
@@ -34,7 +34,10 @@ def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str
             continue
         row.setdefault(k, v)
     if with_quality_inputs:  # for the group level's gates; not columns
-        row["_registration"] = registration
+        # the numbers and label conflicts the gates read, not the whole document (rotation, template files...):
+        # kept for every row of a cohort until it is judged
+        row["_registration"] = {k: v for k, v in registration.items()
+                                if not isinstance(v, (list, dict)) or k == "label_conflicts"}
         row["_features"] = list(registration.get("registration_features") or doc.get("features") or [])
         row["_thresholds"] = quality.get("thresholds")
     return row
@@ -51,9 +54,10 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
     rows = []
     paths = (metrics_files(output_dir) if subjects is None else
              sorted(p for s in dict.fromkeys(subjects) for p in metrics_files(output_dir, s)))
-    for path in paths:
+    for path, doc in _documents(paths):
         try:
-            doc = read_json_bounded(path, what="metrics file")
+            if isinstance(doc, InputError):
+                raise doc
             _check_document(path, doc)
         except InputError as exc:
             if unreadable is None:
@@ -62,6 +66,14 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
             continue
         rows.append(_flat(doc, with_quality_inputs))
     return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"])))
+
+
+def _documents(paths: list[Path], chunk: int = 256) -> Iterator[tuple[Path, object]]:
+    """(path, document or the InputError saying why not) of each metrics file, read a chunk at a
+    time (:func:`~geomorph_bids.io.limits.read_json_files`: one hand-over per chunk instead of
+    per file, and never every document of a cohort in memory at once)."""
+    for k in range(0, len(paths), chunk):
+        yield from zip(paths[k:k + chunk], read_json_files(paths[k:k + chunk], what="metrics file"))
 
 
 #: the registration metrics the quality gates judge besides the correlations (:func:`geomorph_bids.quality.assess`)

@@ -304,3 +304,51 @@ def test_a_forked_child_reads_without_its_parents_helpers(tmp_path):
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_read_json_files_reads_in_order_with_each_files_error(tmp_path):
+    good, bad, empty = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    good.write_text('{"a": 1}')
+    bad.write_text("{not json")
+    empty.write_text("")
+    got = limits.read_json_files([good, bad, tmp_path / "missing.json", empty, good], what="metrics file")
+    assert got[0] == got[4] == {"a": 1}
+    assert [type(g) for g in got[1:4]] == [InputError] * 3
+    assert "not valid JSON" in str(got[1]) and str(bad) in str(got[1]) and "empty" in str(got[3])
+    assert limits.read_json_files([]) == []
+
+
+def test_read_json_files_hands_over_once_not_per_file(tmp_path, monkeypatch):
+    """One helper job for all the files (a hand-over per file cost as much as reading it)."""
+    paths = []
+    for i in range(50):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(f'{{"i": {i}}}')
+    started = []
+    real = limits._start
+    monkeypatch.setattr(limits, "_start", lambda work: started.append(work) or real(work))
+    assert [d["i"] for d in limits.read_json_files(paths)] == list(range(50))
+    assert len(started) == 1
+    assert limits.read_json_bounded(paths[0]) == {"i": 0} and len(started) >= 3  # alone: the pointer check, the read
+
+
+def test_read_json_files_gives_a_stalled_file_its_error_and_reads_the_rest(tmp_path, monkeypatch):
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(f'{{"i": {i}}}')
+    release = threading.Event()
+    real = limits.read_json_bounded
+
+    def read(p, *a, **k):
+        if p == paths[1] and not release.is_set():
+            release.wait(30)
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(limits, "read_json_bounded", read)
+    try:
+        got = limits.read_json_files(paths, timeout_s=0.3)
+    finally:
+        release.set()
+    assert got[0] == {"i": 0} and got[2:] == [{"i": 2}, {"i": 3}]
+    assert isinstance(got[1], InputError) and "did not finish within 0.3 s" in str(got[1]) and str(paths[1]) in str(got[1])

@@ -221,8 +221,8 @@ def test_reports_only_of_one_participant_reads_only_its_metrics(outputs, monkeyp
 
     next((outputs / "sub-02" / "anat").glob("*hemi-L*_metrics.json")).write_text("{not json")
     read = []
-    real = group_table.read_json_bounded
-    monkeypatch.setattr(group_table, "read_json_bounded", lambda p, **k: read.append(p) or real(p, **k))
+    real = group_table.read_json_files
+    monkeypatch.setattr(group_table, "read_json_files", lambda paths, **k: read.extend(paths) or real(paths, **k))
     bids = outputs.parent / "bids"
     bids.mkdir()
     (bids / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.9.0"}))
