@@ -9,12 +9,13 @@ both modes report them the same way. Plain text only (no Nipype import).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["subject_wf_name", "subject_of_wf", "hemi_wf_name", "CrashRecord", "read_crash_file", "innermost_error",
-           "crash_file"]
+__all__ = ["subject_wf_name", "subject_of_wf", "hemi_wf_name", "CrashRecord", "crash_nodes", "read_crash_file",
+           "innermost_error", "crash_file"]
 
 
 #: Nipype marks a step's cache file ``<hash>_unfinished.json`` and, once the step is done, renames it
@@ -83,6 +84,27 @@ def innermost_error(traceback: str | list[str]) -> str:
             if kind not in ("NodeExecutionError", "RuntimeError") or not best:
                 best = f"{kind}: {rest}"
     return best or (text.strip().splitlines() or ["unknown error"])[-1]
+
+
+#: (path, size, mtime) -> the hierarchy of its ``Node:`` line: a process building many reports
+#: reads each crash file's first line once, not once per report
+_NODES: dict[tuple[str, int, int], tuple[str, ...]] = {}
+
+
+def crash_nodes(path: str | Path) -> tuple[str, ...]:
+    """The hierarchy of a crash file's ``Node:`` line (its first 4 KiB only), () when it cannot
+    be read: which subject and hemisphere it belongs to, without reading the traceback."""
+    try:
+        with open(path, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            key = (str(path), st.st_size, st.st_mtime_ns)
+            if key not in _NODES:
+                first = handle.read(4096).decode("utf-8", errors="replace").splitlines()[:1]
+                line = first[0] if first else ""
+                _NODES[key] = tuple(line[len("Node: "):].strip().split(".")) if line.startswith("Node: ") else ()
+    except OSError:
+        return ()
+    return _NODES[key]
 
 
 def read_crash_file(path: str | Path) -> CrashRecord | None:

@@ -40,6 +40,7 @@ sMRIPrep's, which fMRIPrep reads.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,11 +283,41 @@ def parse_metrics_name(name: str) -> tuple[str, str | None, str, str] | None:
     return None if m is None else (m.group(1), m.group(2), m.group(3), m.group(4))
 
 
+def _metrics_in(subject_dir: str) -> list[str]:
+    """The metrics files in ``sub-X/anat`` and ``sub-X/ses-*/anat`` (:func:`anat_dir`: where
+    they are written)."""
+    suffix = f"_desc-{DESC}_metrics.json"
+    anats = [os.path.join(subject_dir, "anat")]
+    try:
+        with os.scandir(subject_dir) as entries:
+            anats += [os.path.join(e.path, "anat") for e in entries if e.name.startswith("ses-") and e.is_dir()]
+    except OSError:
+        return []
+    out = []
+    for anat in anats:
+        try:
+            with os.scandir(anat) as entries:
+                out += [e.path for e in entries if e.name.endswith(suffix)]
+        except OSError:  # no such folder (or not a folder)
+            continue
+    return out
+
+
 def metrics_files(output_dir: str | Path, subject: str | None = None) -> list[Path]:
-    """Every metrics file under ``output_dir`` (of one subject when given), sorted."""
-    root = Path(output_dir) / f"sub-{subject}" if subject else Path(output_dir)
-    pattern = f"**/anat/*_desc-{DESC}_metrics.json" if subject else f"sub-*/**/anat/*_desc-{DESC}_metrics.json"
-    return sorted(root.glob(pattern))
+    """Every metrics file under ``output_dir`` (of one subject when given), sorted: the
+    ``*_desc-geomorph_metrics.json`` of every ``sub-*[/ses-*]/anat`` folder (links followed),
+    found with ``os.scandir``. (A ``sub-*/**/anat`` glob listed every folder of every subject,
+    figures included, as Paths: 1.4 s of each listing at 10,000 subjects, on 2 busy cores.)"""
+    root = Path(output_dir)
+    if subject:
+        tops = [str(root / f"sub-{subject}")]
+    else:
+        try:
+            with os.scandir(root) as entries:
+                tops = [e.path for e in entries if e.name.startswith("sub-") and e.is_dir()]
+        except OSError:
+            tops = []
+    return sorted(Path(p) for top in tops for p in _metrics_in(top))
 
 
 def report_name(subject: str, session: str | None = None) -> str:

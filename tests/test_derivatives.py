@@ -122,3 +122,28 @@ def test_bidsignore_lines_cover_every_output_and_leave_the_dataset_files_checked
     assert [w for w in written if not any(_ignored(line, w) for line in lines)] == []
     for kept in (d.DATASET_DESCRIPTION, d.README):
         assert not any(_ignored(line, kept) for line in lines), kept
+
+
+def test_metrics_files_finds_what_the_glob_found(tmp_path):
+    """metrics_files lists ``sub-*[/ses-*]/anat`` with os.scandir instead of pathlib's ``**``
+    glob (which listed every folder of every subject, figures included, twice per group level):
+    the files the glob found in the folders outputs are written to (:func:`anat_dir`), sorted,
+    through a linked subject, session or anat folder; none elsewhere."""
+    name = "sub-{s}{ses}_hemi-L_space-fsLR_desc-geomorph_metrics.json"
+    files = [f"sub-01/anat/{name.format(s='01', ses='')}", f"sub-01/ses-a/anat/{name.format(s='01', ses='_ses-a')}",
+             f"sub-02/ses-b/anat/{name.format(s='02', ses='_ses-b')}", "sub-02/anat/sub-02_hemi-L_sphere.json",
+             f"sub-03/x/y/anat/{name.format(s='03', ses='')}", f"sub-01/figures/{name.format(s='01', ses='')}",
+             f"other/anat/{name.format(s='09', ses='')}"]
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("{}")
+    (tmp_path / "sub-04").symlink_to(tmp_path / "sub-02")            # a linked subject: followed
+    (tmp_path / "sub-01" / "ses-c").mkdir()
+    (tmp_path / "sub-01" / "ses-c" / "anat").symlink_to(tmp_path / "sub-02" / "ses-b" / "anat")  # linked anat
+    (tmp_path / "sub-03" / "link").symlink_to(tmp_path / "sub-01")  # a linked folder below: not followed
+    (tmp_path / "sub-05").write_text("not a folder")
+    want = [p for p in sorted(tmp_path.glob("sub-*/**/anat/*_desc-geomorph_metrics.json")) if "x" not in p.parts]
+    assert d.metrics_files(tmp_path) == want and len(want) == 5
+    for s in ("01", "03", "04", "09"):
+        assert d.metrics_files(tmp_path, s) == [p for p in want if p.parts[len(tmp_path.parts)] == f"sub-{s}"]
+    assert d.metrics_files(tmp_path / "missing") == []

@@ -205,7 +205,7 @@ def run_participant(args) -> int:
     output_dir = args.output_dir.absolute()
     work_dir = args.work_dir.absolute()
     inputs = resolve_input_folders(args, output_dir)
-    check_folders(inputs, output_dir, work_dir)  # before anything is created or written
+    check_folders(inputs, output_dir, work_dir, args.participant_label)  # before anything is created or written
     created = preflight(output_dir, work_dir)
     try:  # bad arguments or inputs found here: leave no (empty) folder behind
         config = resolve_settings(args, output_dir, work_dir)
@@ -357,12 +357,10 @@ def _participant_rows(args, judged: bool = False, unreadable: list[str] | None =
     from ..io.discover import normalise_label
     from ..reports.group_table import group_rows
 
-    rows = group_rows(args.output_dir, with_quality_inputs=judged,
-                      unreadable=[] if unreadable is None else unreadable)  # the group level names them
-    if args.participant_label:
-        keep = {normalise_label(s, "sub") for s in args.participant_label}
-        rows = [r for r in rows if r["subject"] in keep]
-    return rows
+    keep = {normalise_label(s, "sub") for s in args.participant_label} if args.participant_label else None
+    rows = group_rows(args.output_dir, with_quality_inputs=judged,  # only their folders: not all N subjects'
+                      unreadable=[] if unreadable is None else unreadable, subjects=keep)  # the group level names them
+    return rows if keep is None else [r for r in rows if r["subject"] in keep]
 
 
 def _judge_rows(args, rows: list[dict]) -> list[Failure]:
@@ -415,11 +413,13 @@ def run_group(args) -> int:
     """The group level: the table of every participant's metrics (with the verdict of the
     quality gates), the group report, and (``--build-template N``) a population-average
     template. Exits 3 when a hemisphere is flagged (it is listed, and marked in the table)."""
+    from ..io.atomic import atomic_write_text
     from ..reports import build_group_report
-    from ..reports.group_table import write_group_table
+    from ..reports.group_table import group_table_text, parse_group_table
 
     if args.output_dir.is_dir():
-        check_folders(resolve_input_folders(args, args.output_dir), args.output_dir.absolute(), None)
+        # it writes the table, the report and templates at the top: no participant's folder
+        check_folders(resolve_input_folders(args, args.output_dir), args.output_dir.absolute(), None, ())
         preflight(args.output_dir.absolute(), None)
     for option in _ignored_at_group_level(args):
         print(f"{_PROG}: warning: {option} has no effect at the group level"
@@ -436,9 +436,12 @@ def run_group(args) -> int:
               f"{' '.join(args.participant_label)} judged; {GROUP_TSV} and {GROUP_HTML} left as they were "
               "(they cover every participant: run the group level without --participant-label to refresh them)")
     else:
-        path = write_group_table(rows, args.output_dir / GROUP_TSV)
+        text = group_table_text(rows)
+        path = atomic_write_text(args.output_dir / GROUP_TSV, text)
         print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere)")
-        print(f"group report: {build_group_report(args.output_dir)}")
+        # the rows as written (the report reads what the TSV holds), without listing and reading every
+        # metrics file again, nor replacing the judged table with the recorded verdicts when one is damaged
+        print(f"group report: {build_group_report(args.output_dir, parse_group_table(text), path, unreadable)}")
         write_bidsignore(args.output_dir)  # outputs of a version before it had none
     status = _build_population_template(args, rows) if args.build_template else EXIT_OK
     if flagged:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from ..derivatives import DATASET_DESCRIPTION
 from ..errors import InputError
@@ -126,9 +127,12 @@ def _refuse(message: str, path: Path) -> None:
     raise InputError(message, path=path)
 
 
-def check_folders(inputs: InputFolders, output_dir: Path, work_dir: Path | None) -> None:
+def check_folders(inputs: InputFolders, output_dir: Path, work_dir: Path | None,
+                  subjects: Sequence[str] | None = None) -> None:
     """Refuse overlapping folders (see the module docstring), before anything is written;
-    one InputError line naming both folders."""
+    one InputError line naming both folders. ``subjects``: the participants the run writes
+    (labels, ``sub-`` optional; None: any): links are looked for in their folders only, and
+    in the output folder's other folders (``logs``, ``figures``...)."""
     bids, out = real(inputs.bids_dir), real(output_dir)
     shown_out, shown_bids = Path(output_dir), inputs.bids_dir
     if out == bids:
@@ -166,7 +170,7 @@ def check_folders(inputs: InputFolders, output_dir: Path, work_dir: Path | None)
         if inside(out, work):
             _refuse(f"the output directory lies inside the work directory {shown_work} (cleaning the work "
                     "folder would delete the results); choose folders side by side", shown_out)
-    _check_links(output_dir, out)
+    _check_links(output_dir, out, subjects)
     _check_owner(Path(output_dir))
 
 
@@ -196,17 +200,25 @@ def _check_owner(output_dir: Path) -> None:
                 output_dir)
 
 
-def _check_links(output_dir: Path, out: Path) -> None:
+def _check_links(output_dir: Path, out: Path, subjects: Sequence[str] | None = None) -> None:
     """Refuse folder links inside the output folder that lead out of it (writes would follow);
-    the folders geomorph-bids writes into are at most three levels deep (``sub-X/ses-Y/anat``)."""
+    the folders geomorph-bids writes into are at most three levels deep (``sub-X/ses-Y/anat``).
+    With ``subjects``, the other participants' folders are not entered (their links are no
+    concern of a run that does not write there: a run of one participant, or the group level,
+    no longer lists every folder of a 50,000-subject output folder); the output folder's own
+    entries are all checked."""
     if not out.is_dir():
         return
+    keep = None if subjects is None else {f"sub-{s[4:] if s.startswith('sub-') else s}" for s in subjects}
     base = len(Path(output_dir).parts)
     for top, dirs, _files in os.walk(output_dir, followlinks=False):
-        if len(Path(top).parts) - base >= 3:
-            dirs[:] = [d for d in dirs if (Path(top) / d).is_symlink()]  # check, do not descend further
+        depth = len(Path(top).parts) - base
         for name in dirs:
             p = Path(top) / name
             if p.is_symlink() and not inside(real(p), out):
                 _refuse(f"is a link to {real(p)}, outside the output directory {output_dir}; geomorph-bids writes "
                         "only inside the output directory: remove the link", p)
+        if depth >= 3:
+            dirs[:] = []  # (checked above; links are never descended into)
+        elif depth == 0 and keep is not None:
+            dirs[:] = [d for d in dirs if not d.startswith("sub-") or d in keep]

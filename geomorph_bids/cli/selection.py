@@ -145,14 +145,22 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
         inputs = resolve_input_folders(args, Path(args.output_dir))
     bids_dir, deriv, fs_dir = inputs.bids_dir, inputs.derivatives, inputs.fs_subjects_dir
     filt = read_filter(args.bids_filter_file)
-    known = find_subjects(bids_dir, fs_dir, deriv)
+    listing: list[list[str]] = []
+
+    def known() -> list[str]:
+        """Every subject of the inputs, listed once and only when needed: a run of a few labels
+        (each task of a SLURM array) whose subjects are found never lists a cohort's folders."""
+        if not listing:
+            listing.append(find_subjects(bids_dir, fs_dir, deriv))
+        return listing[0]
+
     if args.participant_label:
         subjects = sorted(dict.fromkeys(normalise_label(s, "sub") for s in args.participant_label))
     else:
-        subjects = known
+        subjects = known()
     if "subject" in filt:
         subjects = [s for s in subjects if s in filt["subject"]]
-    unlabelled = unlabelled_subjects(bids_dir, fs_dir, deriv)
+    unlabelled = unlabelled_subjects(bids_dir, fs_dir, deriv) if not subjects or not args.participant_label else []
     advice = [f"FreeSurfer subject folder {p} is not processed: "
               + ("its name is not sub-<label>[_ses-<label>] (labels of letters and digits only; a longitudinal "
                  "run's folder?)" if p.name.startswith("sub-") else
@@ -179,7 +187,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
 
     def reason(subject: str, exc: InputError) -> str:
         why = exc.reason if exc.path is None else f"{exc.path}: {exc.reason}"
-        return why if subject in known else f"{_not_found(known)}; {why}"
+        return why if subject in known() else f"{_not_found(known())}; {why}"
 
     jobs, failures = [], []
 
@@ -210,7 +218,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                         failures.append(Failure(subject, None, ",".join(hemis), reason(subject, exc)))
                         continue
                     wanted = per_session
-            elif subject in known:
+            elif subject in known():
                 have = _sessions_of(subject, inputs)
                 for ses in [s for s in wanted if s not in have]:
                     failures.append(Failure(subject, ses, ",".join(hemis),

@@ -293,9 +293,11 @@ def surface_figure(path: str | Path, hemi: str, mesh: Mesh, subject: np.ndarray,
                    col_inches=col_inches, row_inches=col_inches * rows / cols)
 
 
-def group_figure(path: str | Path, columns: Mapping[str, Sequence[tuple[str, float, bool]]], title: str = "") -> Path:
+def group_figure(path: str | Path, columns: Mapping[str, Sequence[tuple[str, float, bool]]], title: str = "",
+                 max_labels: int = 12) -> Path:
     """One strip plot per metric: ``columns[metric] = [(label, value, is_outlier), ...]``;
-    outliers in red with their label."""
+    outliers in red, the ``max_labels`` farthest from the median with their label (a cohort's
+    hundreds of labels would cover the plot; the report's outlier table names them all)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -316,8 +318,10 @@ def group_figure(path: str | Path, columns: Mapping[str, Sequence[tuple[str, flo
                        capprops={"color": "0.5"})
             ax.scatter(x[~out], vals[~out], s=12, color="tab:blue", alpha=0.8, zorder=3)
             ax.scatter(x[out], vals[out], s=22, color="tab:red", zorder=4)
-            for xi, (lab, v, o) in zip(x, pts):
-                if o:
+            far = np.abs(vals - np.median(vals))
+            named = {int(k) for k in np.flatnonzero(out)[np.argsort(-far[out], kind="stable")][:max_labels]}
+            for k, (xi, (lab, v, o)) in enumerate(zip(x, pts)):
+                if k in named:
                     ax.annotate(lab, (xi, v), fontsize=6, color="tab:red", xytext=(3, 2), textcoords="offset points")
         ax.set_xticks([])
         ax.set_xlim(-0.6, 0.6)

@@ -17,9 +17,12 @@ from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_
 from .group_table import group_table_rows
 from .html import esc, fmt, page, software_versions, table
 
-__all__ = ["build_group_report", "robust_z", "outliers", "OUTLIER_METRICS", "Z_THRESHOLD"]
+__all__ = ["build_group_report", "robust_z", "outliers", "OUTLIER_METRICS", "Z_THRESHOLD", "TABLE_MAX_ROWS"]
 
 Z_THRESHOLD = 3.5
+#: above this many rows (hemispheres) the page's table lists only the outlying and flagged ones
+#: (the TSV has them all): a row is ~290 bytes of HTML, 5.8 MB at 10,000 subjects, 29 MB at 50,000
+TABLE_MAX_ROWS = 2000
 #: metrics screened for outliers ({f}: each registration feature), with their labels
 OUTLIER_METRICS: tuple[tuple[str, str], ...] = (
     ("cc_{f}_after", "CC after ({f})"), ("cc_{f}_rigid", "CC rigid ({f})"),
@@ -101,19 +104,25 @@ def _label(row: Mapping[str, Any]) -> str:
     return f"sub-{row.get('subject')}" + (f" ses-{ses}" if ses else "") + f" {row.get('hemi')}"
 
 
-def build_group_report(output_dir: str | Path) -> Path:
+def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]] | None = None,
+                       tsv: Path | None = None, failed: Sequence[str] = ()) -> Path:
     """Write ``OUTPUT_DIR/group.html`` (and refresh ``OUTPUT_DIR/group_desc-geomorph_metrics.tsv``).
 
     The page shows the distributions of the quality metrics (one strip plot per metric), the
     outliers (robust z-score over all rows, |z| > 3.5) and the full table, each row linked to
-    its subject's report when that exists. Returns the HTML path; ValueError when the folder
-    holds no participant outputs and no group table.
+    its subject's report when that exists. ``rows`` (with ``tsv``, the table they were written
+    to): the group table's rows as read back from it, when the caller has just written it (the
+    group level): the metrics files are then not listed and read again; ``failed``: one line
+    per metrics file that could not be read (listed in full). Returns the HTML path;
+    ValueError when the folder holds no participant outputs and no group table.
     """
     from .figures import group_figure
 
     t0 = time.perf_counter()
     output_dir = Path(output_dir).absolute()
-    rows, tsv = group_table_rows(output_dir)
+    if rows is None:
+        rows, tsv = group_table_rows(output_dir)
+    rows = list(rows)
     if not rows:
         raise ValueError(f"no participant outputs (*_desc-geomorph_metrics.json) nor {GROUP_TSV} in {output_dir}")
     features = _features(rows)
@@ -137,6 +146,10 @@ def build_group_report(output_dir: str | Path) -> Path:
                              ["template maps", esc("; ".join(sorted({describe_provenance(r) for r in rows})))],
                              ["table", f'<a href="{esc(tsv.name)}">{esc(tsv.name)}</a>' if tsv else "n/a"]],
                   left=2), "</section>"]
+    if failed:
+        body.append(f'<p class="err">{esc(len(failed))} metrics file(s) could not be read and are in no row '
+                    "(rerun the participant level for them):</p><ul>"
+                    + "".join(f'<li class="err">{esc(line)}</li>' for line in failed) + "</ul>")
     low = [_label(r) for r in rows if low_resolution_used(r)]
     if low:
         body.append(f'<p class="warn">{esc(len(low))} hemisphere(s) were {esc(LOW_RESOLUTION_NOTE)}.</p>')
@@ -159,10 +172,20 @@ def build_group_report(output_dir: str | Path) -> Path:
         body.append('<p class="ok">No outliers.</p>')
     body.append("</section>")
     cols = _expand(_TABLE, features)
-    body.append('<section id="table"><h2>All hemispheres</h2>' +
+    shown = range(len(rows))
+    if len(rows) > TABLE_MAX_ROWS:  # a cohort: the rows to look at; the TSV has the rest
+        shown = [i for i in shown if i in flagged_rows or rows[i].get("quality") == "flagged"]
+        tsv_link = f'<a href="{esc(tsv.name)}">{esc(tsv.name)}</a>' if tsv else esc(GROUP_TSV)
+        head = ('<section id="table"><h2>Outlying and flagged hemispheres</h2><p class="note">'
+                f"{esc(len(rows))} hemispheres, more than {TABLE_MAX_ROWS}: listed here are the {esc(len(shown))} "
+                "that are outliers or flagged by the quality gates; every hemisphere is in "
+                f"{tsv_link}.</p>")
+    else:
+        head = '<section id="table"><h2>All hemispheres</h2>'
+    body.append(head +
                 table(["hemisphere"] + [esc(c[1]) for c in cols],
-                      [[link(r)] + [esc(fmt(r.get(k))) for k, _ in cols] for r in rows],
-                      row_classes=["outlier" if i in flagged_rows else "" for i in range(len(rows))]) +
+                      [[link(rows[i])] + [esc(fmt(rows[i].get(k))) for k, _ in cols] for i in shown],
+                      row_classes=["outlier" if i in flagged_rows else "" for i in shown]) +
                 "</section>")
     versions = software_versions(("geomorph-bids", "numpy", "matplotlib"))
     body.append('<section id="about"><h2>About</h2>' +

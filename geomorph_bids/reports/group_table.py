@@ -7,14 +7,15 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from ..derivatives import GROUP_TSV, metrics_files, parse_metrics_name
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
-from ..io.limits import read_json_bounded
+from ..io.limits import read_json_files
 
-__all__ = ["GROUP_COLUMNS", "group_rows", "write_group_table", "read_group_table", "group_table_rows"]
+__all__ = ["GROUP_COLUMNS", "group_rows", "group_table_text", "write_group_table", "parse_group_table",
+           "read_group_table", "group_table_rows"]
 
 #: leading columns of the group table (the registration metrics follow, sorted); ``quality`` is
 #: ``ok`` or ``flagged`` (:mod:`geomorph_bids.quality`), ``quality_reasons`` the gates failed
@@ -33,23 +34,30 @@ def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str
             continue
         row.setdefault(k, v)
     if with_quality_inputs:  # for the group level's gates; not columns
-        row["_registration"] = registration
+        # the numbers and label conflicts the gates read, not the whole document (rotation, template files...):
+        # kept for every row of a cohort until it is judged
+        row["_registration"] = {k: v for k, v in registration.items()
+                                if not isinstance(v, (list, dict)) or k == "label_conflicts"}
         row["_features"] = list(registration.get("registration_features") or doc.get("features") or [])
         row["_thresholds"] = quality.get("thresholds")
     return row
 
 
 def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
-               unreadable: list[str] | None = None) -> list[dict[str, Any]]:
+               unreadable: list[str] | None = None, subjects: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """One row per ``sub-*/[ses-*/]anat/*_desc-geomorph_metrics.json`` under ``output_dir``,
     sorted by subject, session, hemisphere (``with_quality_inputs``: also ``_registration``,
-    ``_features`` and ``_thresholds``, what :func:`geomorph_bids.quality.assess` needs).
+    ``_features`` and ``_thresholds``, what :func:`geomorph_bids.quality.assess` needs;
+    ``subjects``: only the files in those subjects' folders, labels without ``sub-``).
     A file that cannot be read (damaged, not JSON) raises :class:`InputError`, or, when
     ``unreadable`` is a list, gets its one-line message appended there and no row."""
     rows = []
-    for path in metrics_files(output_dir):
+    paths = (metrics_files(output_dir) if subjects is None else
+             sorted(p for s in dict.fromkeys(subjects) for p in metrics_files(output_dir, s)))
+    for path, doc in _documents(paths):
         try:
-            doc = read_json_bounded(path, what="metrics file")
+            if isinstance(doc, InputError):
+                raise doc
             _check_document(path, doc)
         except InputError as exc:
             if unreadable is None:
@@ -58,6 +66,14 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
             continue
         rows.append(_flat(doc, with_quality_inputs))
     return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"])))
+
+
+def _documents(paths: list[Path], chunk: int = 256) -> Iterator[tuple[Path, object]]:
+    """(path, document or the InputError saying why not) of each metrics file, read a chunk at a
+    time (:func:`~geomorph_bids.io.limits.read_json_files`: one hand-over per chunk instead of
+    per file, and never every document of a cohort in memory at once)."""
+    for k in range(0, len(paths), chunk):
+        yield from zip(paths[k:k + chunk], read_json_files(paths[k:k + chunk], what="metrics file"))
 
 
 #: the registration metrics the quality gates judge besides the correlations (:func:`geomorph_bids.quality.assess`)
@@ -100,19 +116,28 @@ def _check_document(path: Path, doc: Any) -> None:
         raise bad(f"is named for {ent(*named[:3])} but records {ent(*says)} (copied from another participant?)")
 
 
-def write_group_table(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write rows as a BIDS TSV (``n/a`` for missing values), atomically."""
+def group_table_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The rows as a BIDS TSV (``n/a`` for missing values): what :func:`write_group_table` writes."""
     rows = list(rows)
     columns = list(GROUP_COLUMNS)
-    for r in rows:
-        columns += [k for k in r if k not in columns]
+    seen = set(columns)
+    for r in rows:  # (a set beside the list: a membership test per key of each row was O(columns))
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                columns.append(k)
     handle = io.StringIO(newline="")
     w = csv.writer(handle, delimiter="\t", lineterminator="\n")
     w.writerow(columns)
     for r in rows:
         w.writerow(["n/a" if r.get(c) is None else
                     (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in columns])
-    return atomic_write_text(path, handle.getvalue())
+    return handle.getvalue()
+
+
+def write_group_table(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write rows as a BIDS TSV (``n/a`` for missing values), atomically."""
+    return atomic_write_text(path, group_table_text(rows))
 
 
 def _number(value: Any) -> Any:
@@ -127,11 +152,16 @@ def _number(value: Any) -> Any:
     return value
 
 
-def read_group_table(path: str | Path) -> list[dict[str, Any]]:
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
+def parse_group_table(text: str) -> list[dict[str, Any]]:
+    """The rows of a group table's text, as :func:`read_group_table` reads them from its file."""
+    rows = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
     return [{k: ((None if v == "n/a" else v) if k in GROUP_COLUMNS else _number(v)) for k, v in row.items()}
             for row in rows]
+
+
+def read_group_table(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, newline="") as handle:
+        return parse_group_table(handle.read())
 
 
 def _newest(paths: list[Path]) -> float:

@@ -27,7 +27,7 @@ import time
 from html import unescape
 from pathlib import Path
 
-from ..crashfiles import read_crash_file, subject_of_wf, subject_wf_name
+from ..crashfiles import crash_nodes, read_crash_file, subject_of_wf, subject_wf_name
 from ..derivatives import CITATION, CRASH_FILES, DATASET_DESCRIPTION, LOGS, figures_dir, report_name
 from ..engine.model_choice import METHODS
 from ..errors import describe_os_error
@@ -46,19 +46,22 @@ __all__ = ["build_participant_report", "update_participant_report", "report_is_c
 
 
 def crash_reports(output_dir: Path, subject: str, session: str | None) -> list[tuple[str, str, str]]:
-    """Nipype crash files of a subject (``logs/crash-*/crash-*.txt``): [(file, node, error)]."""
+    """Nipype crash files of a subject (``logs/crash-*/crash-*.txt``): [(file, node, error)].
+    Only the subject's own files are read whole; of the others, the first line (remembered by
+    :func:`~geomorph_bids.crashfiles.crash_nodes`: every report of a cohort with many failures
+    read every crash file whole)."""
     wf = subject_wf_name(subject, session)
     out = []
     for path in sorted(Path(output_dir).glob(CRASH_FILES)):
-        crash = read_crash_file(path)
-        if crash is None:
-            continue
-        parts = crash.nodes
+        parts = crash_nodes(path)
         if session is None and not any((subject_of_wf(p) or ("",))[0] == subject for p in parts):
             continue
         if session is not None and wf not in parts:
             continue
-        out.append((relative(path, Path(output_dir)), ".".join(parts[-2:]), crash.error))
+        crash = read_crash_file(path)
+        if crash is None:
+            continue
+        out.append((relative(path, Path(output_dir)), ".".join(crash.nodes[-2:]), crash.error))
     return out
 
 

@@ -119,6 +119,29 @@ def test_label_filtering_with_and_without_prefix(dataset_factory, tmp_path):
     assert code == 1 and "unsupported entity 'acquisition'" in err and err.count("\n") == 1
 
 
+def test_a_run_of_found_labels_does_not_list_every_subject(dataset_factory, tmp_path, monkeypatch):
+    """Each run with --participant-label (every task of a SLURM array) listed every subject
+    folder of the inputs, stat()ing each (0.26 s at 10,000 subjects on a local disk, per task:
+    quadratic over a cohort, and worse on a network file system). Now the inputs are listed only
+    when a label is not found (to say which are available) or no label is given."""
+    import importlib
+
+    discover = importlib.import_module("geomorph_bids.io.discover")  # (the package exports a function of that name)
+    bids = dataset_factory("freesurfer", subjects=("01", "02", "03"))
+    listed_ = []
+    for name in ("find_subjects", "unlabelled_subjects"):
+        real = getattr(discover, name)
+        monkeypatch.setattr(discover, name, lambda *a, _r=real, _n=name, **k: listed_.append(_n) or _r(*a, **k))
+    p = build_parser()
+    jobs, failures = collect_jobs(p.parse_args([str(bids), str(tmp_path), "participant", "--participant-label",
+                                                "02", "sub-03"]), ["sulc"])
+    assert [j.subject for j in jobs] == ["02", "03"] and not failures and listed_ == []
+    jobs, failures = collect_jobs(p.parse_args([str(bids), str(tmp_path), "participant", "--participant-label",
+                                                "02", "07"]), ["sulc"])
+    assert [j.subject for j in jobs] == ["02"] and listed_ == ["find_subjects"]
+    assert len(failures) == 1 and "not found; available: 01, 02, 03" in failures[0].reason
+
+
 def test_unknown_subject_is_reported(dataset_factory, tmp_path):
     bids = dataset_factory("freesurfer", subjects=("01",))
     code, _, err = run(bids, tmp_path / "out", "participant", "--participant-label", "07", "--model", "rigid",

@@ -255,3 +255,100 @@ def test_cdata_sections_are_read_as_nibabel_reads_them(tmp_path):
     odd = tmp_path / "odd.surf.gii"
     odd.write_bytes(xml)
     assert np.allclose(read_sphere(odd).vertices, read_sphere(path).vertices)
+
+
+def test_reads_reuse_their_helper_threads(tmp_path):
+    """Each bounded read used to start a thread of its own (~0.2 ms: 4 s of a group level over
+    20,000 metrics files); now idle helpers are reused, so reading many files starts none."""
+    path = tmp_path / "m.json"
+    path.write_text('{"a": 1}')
+    limits.read_json_bounded(path)  # a helper exists
+    before = {t.ident for t in threading.enumerate()}
+    for _ in range(200):
+        assert limits.read_json_bounded(path) == {"a": 1}
+    assert len({t.ident for t in threading.enumerate()} - before) == 0
+
+
+def test_a_stuck_read_retires_its_helper_and_the_next_read_works(tmp_path, monkeypatch):
+    path = tmp_path / "lh.sulc"
+    path.write_bytes(b"\0" * 100)
+    release = threading.Event()
+    real = os.read
+
+    def stuck(fd, n):
+        release.wait(30)
+        return real(fd, n)
+
+    monkeypatch.setattr(limits.os, "read", stuck)
+    try:
+        with pytest.raises(InputError, match="did not finish within 0.2 s"):
+            limits.read_bounded(path, 4096, timeout_s=0.2)
+        monkeypatch.setattr(limits.os, "read", real)
+        assert limits.read_bounded(path, 4096, timeout_s=5) == b"\0" * 100  # not handed to the stuck helper
+    finally:
+        release.set()
+
+
+def test_a_forked_child_reads_without_its_parents_helpers(tmp_path):
+    """A forked child (Nipype's and batch mode's workers) has none of its parent's threads:
+    it must not hand its reads to them (it would wait for the deadline)."""
+    path = tmp_path / "m.json"
+    path.write_text('{"a": 1}')
+    limits.read_json_bounded(path)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            ok = limits.read_bounded(path, 4096, timeout_s=2) == b'{"a": 1}'
+        except BaseException:  # noqa: BLE001
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_read_json_files_reads_in_order_with_each_files_error(tmp_path):
+    good, bad, empty = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    good.write_text('{"a": 1}')
+    bad.write_text("{not json")
+    empty.write_text("")
+    got = limits.read_json_files([good, bad, tmp_path / "missing.json", empty, good], what="metrics file")
+    assert got[0] == got[4] == {"a": 1}
+    assert [type(g) for g in got[1:4]] == [InputError] * 3
+    assert "not valid JSON" in str(got[1]) and str(bad) in str(got[1]) and "empty" in str(got[3])
+    assert limits.read_json_files([]) == []
+
+
+def test_read_json_files_hands_over_once_not_per_file(tmp_path, monkeypatch):
+    """One helper job for all the files (a hand-over per file cost as much as reading it)."""
+    paths = []
+    for i in range(50):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(f'{{"i": {i}}}')
+    started = []
+    real = limits._start
+    monkeypatch.setattr(limits, "_start", lambda work: started.append(work) or real(work))
+    assert [d["i"] for d in limits.read_json_files(paths)] == list(range(50))
+    assert len(started) == 1
+    assert limits.read_json_bounded(paths[0]) == {"i": 0} and len(started) >= 3  # alone: the pointer check, the read
+
+
+def test_read_json_files_gives_a_stalled_file_its_error_and_reads_the_rest(tmp_path, monkeypatch):
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(f'{{"i": {i}}}')
+    release = threading.Event()
+    real = limits.read_json_bounded
+
+    def read(p, *a, **k):
+        if p == paths[1] and not release.is_set():
+            release.wait(30)
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(limits, "read_json_bounded", read)
+    try:
+        got = limits.read_json_files(paths, timeout_s=0.3)
+    finally:
+        release.set()
+    assert got[0] == {"i": 0} and got[2:] == [{"i": 2}, {"i": 3}]
+    assert isinstance(got[1], InputError) and "did not finish within 0.3 s" in str(got[1]) and str(paths[1]) in str(got[1])

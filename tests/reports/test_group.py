@@ -161,3 +161,124 @@ def test_a_metrics_file_dropped_by_datalad_costs_its_row_not_the_group_report(ou
     unreadable: list[str] = []
     group_rows(outputs, unreadable=unreadable)
     assert len(unreadable) == 1 and str(dropped) in unreadable[0] and "datalad get" in unreadable[0]
+
+
+def _group(outputs, *options):
+    """``geomorph-bids BIDS OUT group`` on the report fixtures (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from geomorph_bids.cli.bids import main
+
+    bids = outputs.parent / "bids"
+    bids.mkdir(exist_ok=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.9.0"}))
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(bids), str(outputs), "group", *options])
+    return code, err.getvalue()
+
+
+def test_the_group_level_lists_and_reads_the_metrics_once(outputs, monkeypatch):
+    """The group level read every metrics JSON for the table, then the group report listed and
+    stat()ed them all again and read the TSV back: two listings of a 20,000-file tree. Now the
+    report is built from the rows the group level wrote, as the TSV holds them."""
+    from geomorph_bids.reports import group_table
+
+    calls = []
+    real = group_table.metrics_files
+    monkeypatch.setattr(group_table, "metrics_files", lambda *a, **k: calls.append(a) or real(*a, **k))
+    code, _ = _group(outputs)
+    assert code in (0, 3) and len(calls) == 1
+    monkeypatch.undo()
+    first = (outputs / "group.html").read_text()
+    build_group_report(outputs)  # from the TSV, as before: the same page (but for when it was built)
+    strip = lambda t: t.split('<section id="about">')[0]  # noqa: E731
+    assert strip((outputs / "group.html").read_text()) == strip(first)
+
+
+def test_a_damaged_metrics_file_no_longer_replaces_the_judged_table(outputs):
+    """With one metrics file damaged, the group report found fewer rows in the TSV than metrics
+    files and rewrote the TSV from the files: the group level's verdict (here --min-cc 0.999,
+    which flags every hemisphere) was replaced by the verdicts recorded by the participant level."""
+    bad = next((outputs / "sub-02" / "anat").glob("*hemi-L*_metrics.json"))
+    bad.write_text("{not json")
+    code, err = _group(outputs, "--min-cc", "0.999")
+    assert code == 1 and f"FAILED {bad}" in err
+    rows = _tsv(outputs / GROUP_TSV)
+    assert len(rows) == 4 and {r["quality"] for r in rows} == {"flagged"}
+
+
+def test_reports_only_of_one_participant_reads_only_its_metrics(outputs, monkeypatch):
+    """``--reports-only --participant-label 01`` (a sample of a cohort's reports, README) read
+    every participant's metrics JSON and kept those of 01: 20,000 reads in a 10,000-subject
+    folder for one report, and a FAILED line (exit 1) for another participant's damaged file."""
+    import contextlib
+    import io
+
+    from geomorph_bids.cli.bids import main
+    from geomorph_bids.reports import group_table
+
+    next((outputs / "sub-02" / "anat").glob("*hemi-L*_metrics.json")).write_text("{not json")
+    read = []
+    real = group_table.read_json_files
+    monkeypatch.setattr(group_table, "read_json_files", lambda paths, **k: read.extend(paths) or real(paths, **k))
+    bids = outputs.parent / "bids"
+    bids.mkdir()
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.9.0"}))
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(bids), str(outputs), "participant", "--reports-only", "--participant-label", "sub-01"])
+    assert code == 0 and "FAILED" not in err.getvalue(), err.getvalue()
+    assert sorted(p.name.split("_")[0] for p in read) == ["sub-01", "sub-01"]
+    assert (outputs / "sub-01.html").is_file() and not (outputs / "sub-02.html").exists()
+
+
+def test_a_cohort_page_lists_the_outlying_and_flagged_rows_and_leaves_the_rest_to_the_tsv(outputs, monkeypatch):
+    """group.html held one table row per hemisphere: 5.8 MB at 10,000 subjects (29 MB at
+    50,000). Above TABLE_MAX_ROWS rows the table lists the outliers and the hemispheres flagged
+    by the quality gates only, says how many there are in all and links the TSV (every row)."""
+    from geomorph_bids.reports import group as group_module
+
+    src = json.loads((outputs / "sub-01/anat/sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json").read_text())
+    for d in ("sub-01", "sub-02", "sub-03"):
+        shutil.rmtree(outputs / d)
+    _cohort(outputs, src)
+    doc = outputs / "sub-12/anat/sub-12_hemi-L_space-fsaverage_desc-geomorph_metrics.json"
+    flagged = json.loads(doc.read_text())
+    flagged["quality"] = {"flagged": True, "reasons": ["folded"]}
+    doc.write_text(json.dumps(flagged))
+    full = build_group_report(outputs).read_text()
+    assert full.split('id="table"')[1].split("</section>")[0].count("<tr") == 21  # header + every row
+    monkeypatch.setattr(group_module, "TABLE_MAX_ROWS", 5)
+    text = build_group_report(outputs).read_text()
+    table = text.split('id="table"')[1].split("</section>")[0]
+    assert "20 hemispheres, more than 5" in table and f'href="{GROUP_TSV}"' in table
+    assert table.count("<tr") == 3 and "sub-17 R" in table and "sub-12 L" in table  # header, outlier, flagged
+    assert len(_tsv(outputs / GROUP_TSV)) == 20
+
+
+def test_the_group_level_lists_unreadable_metrics_files_in_the_report(outputs):
+    bad = next((outputs / "sub-02" / "anat").glob("*hemi-L*_metrics.json"))
+    bad.write_text("{not json")
+    _group(outputs)
+    text = (outputs / "group.html").read_text()
+    assert "1 metrics file(s) could not be read" in text and bad.name in text
+
+
+def test_the_distributions_name_at_most_a_few_outliers_each(tmp_path, monkeypatch):
+    """Every outlier's label was drawn into the strip plot: a cohort's hundreds covered it."""
+    from matplotlib.axes import Axes
+
+    from geomorph_bids.reports.figures import group_figure
+
+    named = []
+    real = Axes.annotate
+    monkeypatch.setattr(Axes, "annotate", lambda self, text, *a, **k: named.append(text) or real(self, text, *a, **k))
+    points = [(f"sub-{i}", float(i % 7), False) for i in range(200)]
+    points += [(f"far-{i}", 100.0 + i, True) for i in range(40)]
+    group_figure(tmp_path / "g.png", {"m": points}, max_labels=5)
+    assert named == [f"far-{i}" for i in range(35, 40)]
+    named.clear()
+    group_figure(tmp_path / "g.png", {"m": points[:200] + [(f"x-{i}", 50.0, True) for i in range(3)]})
+    assert named == ["x-0", "x-1", "x-2"]  # fewer than max_labels: each named, as before

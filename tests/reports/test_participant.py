@@ -280,3 +280,29 @@ def test_figures_a_write_limit_refused_are_drawn_by_the_next_run_as_are_deleted_
     gone.unlink()  # a user cleans up the figures folder
     build_report(outputs, "01", True)
     assert gone.is_file() and html.stat().st_mtime_ns != stamp
+
+
+def test_a_report_reads_whole_only_its_subjects_crash_files(tmp_path, monkeypatch):
+    """Each participant report read every crash file of the output folder whole (up to 16 MiB
+    each) to find its subject's: with 1% of 100,000 hemispheres failed, 50,000 reports x 1,000
+    crash files. Now only the subject's own are read whole; of the others the first line, once
+    per process."""
+    from geomorph_bids.crashfiles import crash_nodes
+    from geomorph_bids.reports import participant
+
+    folder = tmp_path / "logs" / "crash-run1"
+    folder.mkdir(parents=True)
+    for subject in ("01", "02", "03", "04"):
+        (folder / f"crash-20260101-000000-u-register-{subject}.txt").write_text(
+            f"Node: geomorph_wf.sub_{subject}_wf.hemi_L_wf.register\n\nTraceback:\n"
+            f"geomorph_bids.errors.InputError: sub-{subject} lh.sulc: NaN\n" + "x" * 10000 + "\n")
+    whole = []
+    real = participant.read_crash_file
+    monkeypatch.setattr(participant, "read_crash_file", lambda p: whole.append(p) or real(p))
+    found = participant.crash_reports(tmp_path, "03", None)
+    assert [(f, n) for f, n, _ in found] == [("logs/crash-run1/crash-20260101-000000-u-register-03.txt",
+                                              "hemi_L_wf.register")]
+    assert "InputError: sub-03 lh.sulc: NaN" in found[0][2] and len(whole) == 1
+    assert crash_nodes(folder / "crash-20260101-000000-u-register-01.txt") == (
+        "geomorph_wf", "sub_01_wf", "hemi_L_wf", "register")
+    assert crash_nodes(tmp_path / "missing.txt") == ()
