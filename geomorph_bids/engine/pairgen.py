@@ -23,7 +23,10 @@ new, made in a few milliseconds on the device, from a **bank of real maps**:
 The moving image is the augmented source pushed forward by ``phi``: sampled at
 ``phi^-1(x)`` for every vertex ``x`` of the data icosphere. The warp a network must predict
 (pull-back convention, :mod:`geomorph_bids.model.warp`) is ``target[x] = phi(x)``:
-``moving(phi(x)) = source(x)``. The fixed image is the template, as at inference.
+``moving(phi(x)) = source(x)``. The fixed image is the template, as at inference. With a
+source's **teacher warp** ``psi`` (the per-pair optimiser's registration of the source to the
+template, :mod:`geomorph_bids.engine.teachers`; ``geomorph-train --teachers``) the target is
+``phi(psi(x))``: the correspondence the maps themselves show, not the reference registration's.
 
 All arrays are torch tensors on the generator's device; randomness comes from torch's
 global generator on that device (reseeded per epoch by :func:`~geomorph_bids.engine.train.train`).
@@ -136,6 +139,10 @@ class SourceBank:
     fixed : (V, K) float32, the template's own maps (the fixed image).
     channels : K channel names.
     template : template name; ``weights``: (S,) sampling weights (default equal).
+    teachers : optional (S, V, 3) float32 pull-back warps (unit sphere), one per source: where
+        each source's point matches the template's vertex x by a teacher registration (the
+        per-pair optimiser, ``scripts/build_training_sources.py --teachers``). None: a source is
+        taken as aligned with the template (its reference registration, the identity here).
     """
 
     maps: Tensor
@@ -144,6 +151,7 @@ class SourceBank:
     channels: tuple[str, ...]
     template: str
     weights: tuple[float, ...] = field(default=())
+    teachers: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.maps.dim() != 3 or self.maps.shape[1:] != self.fixed.shape:
@@ -155,6 +163,9 @@ class SourceBank:
             object.__setattr__(self, "weights", (1.0,) * len(self.names))
         if len(self.weights) != len(self.names) or min(self.weights) < 0 or sum(self.weights) <= 0:
             raise ValueError("SourceBank: one non-negative weight per source, not all zero")
+        if self.teachers is not None and tuple(self.teachers.shape) != (*self.maps.shape[:2], 3):
+            raise ValueError(f"SourceBank: teachers must be (S, V, 3) = {(*self.maps.shape[:2], 3)}, "
+                             f"got {tuple(self.teachers.shape)}")
 
     @property
     def level(self) -> int:
@@ -169,8 +180,9 @@ class SourceBank:
         if level > self.level:
             raise ValueError(f"cannot refine a level-{self.level} bank to level {level}")
         n = n_vertices(level)
+        teachers = None if self.teachers is None else self.teachers[:, :n].contiguous()
         return SourceBank(self.maps[:, :n].contiguous(), self.names, self.fixed[:n].contiguous(), self.channels,
-                          self.template, self.weights)
+                          self.template, self.weights, teachers)
 
     def select(self, names: Sequence[str]) -> "SourceBank":
         """The bank restricted to ``names`` (in that order); unknown names raise ValueError."""
@@ -179,16 +191,17 @@ class SourceBank:
             raise ValueError(f"unknown sources {missing}; the bank has {list(self.names)}")
         idx = [self.names.index(n) for n in names]
         return SourceBank(self.maps[idx], tuple(names), self.fixed, self.channels, self.template,
-                          tuple(self.weights[i] for i in idx))
+                          tuple(self.weights[i] for i in idx), None if self.teachers is None else self.teachers[idx])
 
     @classmethod
     def from_npz(cls, path: str, template: str, channels: Sequence[str], names: Sequence[str] | None = None,
-                 weights: Sequence[float] | None = None) -> "SourceBank":
+                 weights: Sequence[float] | None = None, teachers: bool = False) -> "SourceBank":
         """Load a bank written by ``scripts/build_training_sources.py``.
 
         The file holds ``{template}/fixed/{channel}`` and ``{template}/{source}/{channel}``
         arrays of shape (V,). ``names`` picks sources (default: every source of the template
-        that has all ``channels``).
+        that has all ``channels``). ``teachers``: also load ``{template}/{source}/teacher``
+        ((V, 3) warps, ``--teachers``); a source without one is an error.
         """
         with np.load(path) as z:
             keys = set(z.files)
@@ -198,13 +211,17 @@ class SourceBank:
                 names = [s for s in all_sources if all(f"{prefix}{s}/{c}" in keys for c in channels)]
             missing = [f"{prefix}{s}/{c}" for s in ["fixed", *names] for c in channels
                        if f"{prefix}{s}/{c}" not in keys]
+            if teachers:
+                missing += [f"{prefix}{s}/teacher" for s in names if f"{prefix}{s}/teacher" not in keys]
             if missing:
                 raise ValueError(f"{path}: missing arrays {missing[:4]}{' ...' if len(missing) > 4 else ''}")
             fixed = np.stack([z[f"{prefix}fixed/{c}"] for c in channels], axis=1)
             maps = np.stack([np.stack([z[f"{prefix}{s}/{c}"] for c in channels], axis=1) for s in names])
+            warps = np.stack([z[f"{prefix}{s}/teacher"] for s in names]) if teachers else None
         return cls(torch.as_tensor(maps, dtype=torch.float32), tuple(names),
                    torch.as_tensor(fixed, dtype=torch.float32), tuple(channels), template,
-                   tuple(weights) if weights is not None else ())
+                   tuple(weights) if weights is not None else (),
+                   None if warps is None else torch.as_tensor(warps, dtype=torch.float32))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,13 +389,15 @@ class PairGenerator:
         self.maps = bank.maps.to(self.device)
         self.valid = self.maps != 0
         self.probs = torch.as_tensor(bank.weights, dtype=torch.float32, device=self.device)
+        self.teachers = None if bank.teachers is None else bank.teachers.to(self.device)
         fixed = bank.fixed.to(self.device)
         self.fixed = self.spec(fixed, channel_names=list(bank.channels))[0]     # (V, K)
         self.sampler = ico_sampler(self.level)
 
-    def warp(self, batch: int) -> tuple[Tensor, Tensor]:
-        """Random warps: ``(forward (B, V, 3) = phi(x), inverse (B, V, 3) = phi^-1(x))`` at the
-        data-icosphere vertices x, unit sphere."""
+    def warp(self, batch: int, start: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Random warps: ``(forward (B, V, 3) = phi(start), inverse (B, V, 3) = phi^-1(x))`` at the
+        data-icosphere vertices x, unit sphere; ``start`` (B, V, 3) unit-sphere points (default
+        x itself): the forward warp composed after them (a source's teacher warp)."""
         cfg, dev = self.config, self.device
         small = torch.rand(batch, device=dev) < cfg.small_warp_fraction
         target = torch.where(small, _uniform(cfg.small_displacement_deg, (batch,), dev),
@@ -387,7 +406,7 @@ class PairGenerator:
         _calibrate(field, target, self.calibration[None].expand(batch, -1, -1), cfg.steps)
         x = self.grid[None].expand(batch, -1, -1)
         rot = _rotations(batch, cfg.rotation_max_deg, dev)
-        forward = integrate(field, x, cfg.steps) @ rot.transpose(1, 2)          # phi(x) = R exp(v)(x)
+        forward = integrate(field, x if start is None else start, cfg.steps) @ rot.transpose(1, 2)  # R exp(v)
         inverse = integrate(field, x @ rot, cfg.steps, sign=-1.0)                # exp(-v)(R^T x)
         return forward, inverse
 
@@ -429,11 +448,13 @@ class PairGenerator:
     @torch.no_grad()
     def draw(self, batch: int) -> tuple[Tensor, Tensor, Tensor]:
         """One batch: ``moving (B, V, K)``, ``fixed (B, V, K)`` (normalised) and the true
-        pull-back warp ``target (B, V, 3)`` (unit sphere), all on the generator's device."""
+        pull-back warp ``target (B, V, 3)`` (unit sphere), all on the generator's device. With
+        teacher warps ``psi`` in the bank the target is ``phi(psi(x))``: the source registered to
+        the template by its teacher, then moved by the random warp."""
         idx = torch.multinomial(self.probs, batch, replacement=True)
         src, valid = self.maps[idx], self.valid[idx]
         src = self.augment(src, valid)
-        forward, inverse = self.warp(batch)
+        forward, inverse = self.warp(batch, None if self.teachers is None else self.teachers[idx])
         moving = self.sampler(src, inverse)
         mvalid = self.sampler(valid.to(src.dtype), inverse) > 0.5
         moving = self.intensity(moving, mvalid)

@@ -69,6 +69,7 @@ def test_user_subjects_directory_mirrored(tmp_path):
     (["--synthetic", "4", "--template", "fsaverage", "--features", "myelin"], "no feature myelin"),
     (["--sources", "/nonexistent/bank.npz"], "--sources /nonexistent/bank.npz: no such file"),
     (["--sources", "/nonexistent/bank.npz", "--mirror-right"], "no such file"),
+    (["--synthetic", "4", "--teachers"], "--teachers needs --sources"),
 ])
 def test_errors_are_one_line(tmp_path, capsys, argv, needle):
     if "cuda" in argv and torch.cuda.is_available():

@@ -123,3 +123,44 @@ def test_cuda_generation_and_training_step(tmp_path, bank):
     cfg = TrainConfig(epochs=1, batch_size=2, supervised=1.0, device="cuda", bf16=True, patience=None)
     res = train(tiny_config(data_level=LEVEL), GeneratedPairs(gen, 4), gen.materialise(2), cfg, tmp_path, log=None)
     assert np.isfinite(res.history[0]["val_err"])
+
+
+def _rotation(deg: float) -> np.ndarray:
+    t = np.radians(deg)
+    return np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0], [0.0, 0.0, 1.0]])
+
+
+def test_teacher_warps_start_the_target(bank):
+    """A source that matches the template only through its teacher warp psi: the generated
+    pair's target phi(psi(x)) pulls the moving image back onto the template; phi(x) alone does not."""
+    grid = torch.as_tensor(icosphere(LEVEL)[0] / 100.0)
+    q = torch.as_tensor(_rotation(15.0))
+    teacher = grid @ q.T                                            # psi(x) = Q x
+    # source(y) = fixed(Q^T y), so that source(psi(x)) = fixed(x)
+    source = ico_sampler(LEVEL)(bank.fixed[None].double(), (grid @ q)[None])[0].float()
+    with_teacher = SourceBank(source[None], ("rotated",), bank.fixed, ("sulc",), "test",
+                              teachers=teacher[None].float())
+    without = SourceBank(source[None], ("rotated",), bank.fixed, ("sulc",), "test")
+    cfg = PairGenConfig(**QUIET, rotation_max_deg=2.0)
+    ccs = []
+    for b in (with_teacher, without):
+        torch.manual_seed(5)
+        moving, fixed, target = PairGenerator(b, cfg).draw(2)
+        back = ico_sampler(LEVEL)(moving.double(), target.double())
+        ccs.append([np.corrcoef(back[i, :, 0], fixed[i, :, 0])[0, 1] for i in range(2)])
+    assert min(ccs[0]) > 0.97 and max(ccs[1]) < min(ccs[0]) - 0.05
+
+
+def test_teachers_follow_select_and_level(bank, tmp_path):
+    n = bank.fixed.shape[0]
+    teachers = torch.as_tensor(np.stack([icosphere(LEVEL)[0] / 100.0] * 2), dtype=torch.float32)
+    b = SourceBank(bank.maps, bank.names, bank.fixed, bank.channels, "test", teachers=teachers)
+    assert b.select(["other"]).teachers.shape == (1, n, 3)
+    assert b.at_level(LEVEL - 1).teachers.shape == (2, bank.at_level(LEVEL - 1).fixed.shape[0], 3)
+    with pytest.raises(ValueError, match="teachers must be"):
+        SourceBank(bank.maps, bank.names, bank.fixed, bank.channels, "test", teachers=teachers[:, :5])
+    path = tmp_path / "bank.npz"
+    np.savez(path, **{"t/fixed/sulc": bank.fixed[:, 0].numpy(), "t/a/sulc": bank.maps[0, :, 0].numpy()})
+    assert SourceBank.from_npz(str(path), "t", ("sulc",)).teachers is None
+    with pytest.raises(ValueError, match="t/a/teacher"):
+        SourceBank.from_npz(str(path), "t", ("sulc",), teachers=True)
