@@ -160,7 +160,10 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
         subjects = known()
     if "subject" in filt:
         subjects = [s for s in subjects if s in filt["subject"]]
-    unlabelled = unlabelled_subjects(bids_dir, fs_dir, deriv) if not subjects or not args.participant_label else []
+    # folders no label can name: said when the whole dataset was asked for or nothing was found (a run
+    # of found labels, each task of a SLURM array, never lists a cohort's folders)
+    say_unlabelled = not subjects or not args.participant_label
+    unlabelled = unlabelled_subjects(bids_dir, fs_dir, deriv) if say_unlabelled else []
     advice = [f"FreeSurfer subject folder {p} is not processed: "
               + ("its name is not sub-<label>[_ses-<label>] (labels of letters and digits only; a longitudinal "
                  "run's folder?)" if p.name.startswith("sub-") else
@@ -169,7 +172,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
               for p in unlabelled]
     advice += [f"subject folder {p} is not processed: its label {p.name[4:].split('_', 1)[0]!r} is not a BIDS label "
                f"(letters and digits only); rename the folder and its files (e.g. sub-{label_for(p.name)})"
-               for p in unlabelled_folders(bids_dir, fs_dir, deriv)]
+               for p in (unlabelled_folders(bids_dir, fs_dir, deriv) if say_unlabelled else [])]
     if not subjects:
         more = f"; and {len(advice) - _LISTED} more such folders" if len(advice) > _LISTED else ""
         empty = empty_input_folders(bids_dir, fs_dir, deriv)
