@@ -60,7 +60,7 @@ from .synth import TRAIN_CONFIG, SynthConfig, make_dataset
 
 __all__ = ["PairSet", "MIRROR", "mirror_sphere", "mirror_grid_features", "template_on_level",
            "normalise_pairs_input", "synthetic_pairs", "find_subjects", "SubjectFiles",
-           "subject_pairs", "split_by_subject"]
+           "subject_pairs", "split_by_subject", "brain_groups"]
 
 
 _HEMI_PREFIX = {"L": "lh", "R": "rh"}
@@ -375,6 +375,29 @@ def find_subjects(subjects_dir: str | Path, hemis: Sequence[str], channels: Sequ
     return found
 
 
+def brain_groups(subjects_dir: str | Path, names: Sequence[str]) -> dict[str, str]:
+    """The brain (split group) of each subject folder name: FreeSurfer's longitudinal stream makes
+    one brain several folders (the cross-sectional runs ``tp1``, ``tp2``; their base ``base``,
+    whose ``scripts/base-tps`` lists them; and ``tp1.long.base``, ``tp2.long.base``), all grouped
+    under the base's name so that no brain is on both sides of a train/validation split; every
+    other folder is its own group."""
+    root = Path(subjects_dir)
+    group = {n: n for n in names}
+    bases = dict.fromkeys([*names, *(n.split(".long.", 1)[1] for n in names if ".long." in n)])
+    for name in bases:  # a base folder without a sphere of its own still names its timepoints
+        try:
+            tps = (root / name / "scripts" / "base-tps").read_text(errors="replace").split()
+        except OSError:
+            continue
+        for tp in [name, *tps]:
+            group[tp] = name
+    for name in names:
+        if ".long." in name:
+            base = name.split(".long.", 1)[1]
+            group[name] = group.get(base, base)
+    return {n: group[n] for n in names}
+
+
 def _prepare_subject(files: SubjectFiles, template: Template, channels: Sequence[str], level: int,
                      mirror: bool, spec: NormalisationSpec | None) -> torch.Tensor:
     from ..io.hemisphere import read_hemisphere
@@ -409,7 +432,8 @@ def subject_pairs(subjects_dir: str | Path, template: "str | TemplateRef" = "fsL
     ``hemi``: the model's hemisphere (its template). With ``mirror_right`` (``hemi`` must be
     "L"), both hemispheres of every subject are used, the right ones mirrored (``x -> -x``).
     Each sphere is pre-aligned rigidly to the template, its features sampled on ico-``level``.
-    Pairs of one subject share a group (they stay on one side of a train/validation split).
+    Pairs of one brain share a group (they stay on one side of a train/validation split): one
+    subject's hemispheres, and a longitudinal run's folders (:func:`brain_groups`).
     """
     _check_level(level)
     channels = tuple(channels)
@@ -428,8 +452,9 @@ def subject_pairs(subjects_dir: str | Path, template: "str | TemplateRef" = "fsL
             f"(hemi {'L + R mirrored' if mirror_right else hemi}, rigidly pre-aligned to {template}{_maps(tpl)}, "
             f"ico-{level}, channels {','.join(channels)})")
     hemisphere = "LR-mirrored" if mirror_right and any(f.hemi == "R" for f in found) else hemi
+    brains = brain_groups(subjects_dir, sorted({f.subject for f in found}))
     return PairSet(torch.stack(moving), fixed, channels, names, template, hemisphere, desc,
-                   tuple(f.subject for f in found))
+                   tuple(brains[f.subject] for f in found))
 
 
 def split_by_subject(pairs: PairSet, val_fraction: float, seed: int) -> tuple[PairSet, PairSet | None]:

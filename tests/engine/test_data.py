@@ -185,3 +185,19 @@ def test_a_subject_of_the_other_hemisphere_or_sign_is_refused_naming_it(tmp_path
     assert ("sign" in msg) if mistake == "hcp_sign" else ("mirrored template" in msg)
     shutil.rmtree(bad)
     assert subject_pairs(tmp_path, "fsLR", "L", ("sulc",), level=3).names == ("sub-01_hemi-L",)
+
+
+def test_longitudinal_folders_of_one_brain_share_a_split_group(tmp_path):
+    """FreeSurfer's longitudinal stream makes one brain five folders here (two cross-sectional
+    runs, their base and two .long. runs); each was its own group, so one brain could be trained
+    on and validated on. Now they are one group, named after the base; other subjects stay apart."""
+    from geomorph_bids.engine.data import brain_groups
+
+    (tmp_path / "base1" / "scripts").mkdir(parents=True)
+    (tmp_path / "base1" / "scripts" / "base-tps").write_text("tp1\ntp2\n")
+    names = ["bert", "base1", "tp1", "tp2", "tp1.long.base1", "tp2.long.base1", "x.long.gone"]
+    groups = brain_groups(tmp_path, names)
+    assert groups == {"bert": "bert", "base1": "base1", "tp1": "base1", "tp2": "base1", "tp1.long.base1": "base1",
+                      "tp2.long.base1": "base1", "x.long.gone": "gone"}
+    # the base folder need not be a subject (no sphere) to name its timepoints
+    assert brain_groups(tmp_path, ["tp1", "tp1.long.base1"]) == {"tp1": "base1", "tp1.long.base1": "base1"}
