@@ -162,5 +162,5 @@ def test_teachers_follow_select_and_level(bank, tmp_path):
     path = tmp_path / "bank.npz"
     np.savez(path, **{"t/fixed/sulc": bank.fixed[:, 0].numpy(), "t/a/sulc": bank.maps[0, :, 0].numpy()})
     assert SourceBank.from_npz(str(path), "t", ("sulc",)).teachers is None
-    with pytest.raises(ValueError, match="t/a/teacher"):
+    with pytest.raises(ValueError, match=r"t/a/teacher.*build_training_sources.py --teachers"):
         SourceBank.from_npz(str(path), "t", ("sulc",), teachers=True)
