@@ -29,7 +29,7 @@ from ..derivatives import GROUP_HTML, GROUP_TSV, LOGS, NATIVE_FEATURE, NATIVE_SP
 from ..derivatives import entities as entity_string  # noqa: E402
 from ..io.template_sources import LOW_RESOLUTION_NOTE  # noqa: E402
 from ..quality import QualityVerdict  # noqa: E402
-from .descriptions import write_bidsignore, write_citation, write_dataset_description, write_readme  # noqa: E402
+from .descriptions import write_bids_extras, write_citation, write_dataset_description  # noqa: E402
 from ..errors import describe_os_error  # noqa: E402
 from .exit_codes import EXIT_FAILED, EXIT_OK, HANDLED, error_exit, interrupted, run_exit_code  # noqa: E402
 from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
@@ -231,8 +231,8 @@ def run_participant(args) -> int:
             if mine or later:  # a run that processes nobody (all skipped) must not redescribe others' outputs
                 write_dataset_description(output_dir, args.bids_dir, {**inputs.derivatives, **(
                     {"freesurfer": fs_root} if fs_root else {})})
-                write_readme(output_dir)
-                write_bidsignore(output_dir)  # what BIDS has no rule for (the validator's NOT_INCLUDED)
+                for line in write_bids_extras(output_dir):  # README, .bidsignore (the validator's NOT_INCLUDED)
+                    print(f"{_PROG}: warning: {line}", file=sys.stderr)
                 write_citation(output_dir, config)
             configure_nipype(crashes, args.verbose, args.stop_on_first_crash)
             names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
@@ -442,7 +442,8 @@ def run_group(args) -> int:
         # the rows as written (the report reads what the TSV holds), without listing and reading every
         # metrics file again, nor replacing the judged table with the recorded verdicts when one is damaged
         print(f"group report: {build_group_report(args.output_dir, parse_group_table(text), path, unreadable)}")
-        write_bidsignore(args.output_dir)  # outputs of a version before it had none
+        for line in write_bids_extras(args.output_dir):  # outputs of a version before they had them
+            print(f"{_PROG}: warning: {line}", file=sys.stderr)
     status = _build_population_template(args, rows) if args.build_template else EXIT_OK
     if flagged:
         print(f"{_PROG}: {len(flagged)} hemisphere(s) flagged by the quality gates (marked in {GROUP_TSV}):",

@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..io.atomic import atomic_write_bytes
 from ..io.limits import read_json_bounded
 
-__all__ = ["write_dataset_description", "write_readme", "write_bidsignore", "write_citation"]
+__all__ = ["write_dataset_description", "write_readme", "write_bidsignore", "write_bids_extras", "write_citation"]
 
 
 def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str, Path] | None) -> Path:
@@ -91,6 +91,22 @@ def write_bidsignore(output_dir: Path) -> Path:
     if not missing and path.is_file():
         return path
     return atomic_write_bytes(path, "\n".join([*old, *missing]).encode() + b"\n")
+
+
+def write_bids_extras(output_dir: Path) -> list[str]:
+    """:func:`write_readme` and :func:`write_bidsignore`, which no registration needs: one warning
+    line for each that cannot be written (e.g. a folder of that name, a read-only file) instead of
+    ending the run."""
+    from ..errors import describe_os_error
+
+    lines = []
+    for write, name in ((write_readme, README), (write_bidsignore, BIDSIGNORE)):
+        try:
+            write(output_dir)
+        except OSError as exc:
+            lines.append(f"{describe_os_error(exc)}: the derivatives' {name} was not written (the BIDS validator "
+                         f"reads it; the registrations do not need it)")
+    return lines
 
 
 def _method_text(model) -> str:

@@ -38,3 +38,16 @@ def test_readme_is_written_once_and_a_users_readme_is_kept(tmp_path):
     (other / "README").write_text("a user's\n")
     assert descriptions.write_readme(other) == other / "README"
     assert sorted(p.name for p in other.iterdir()) == ["README"]
+
+
+def test_a_readme_or_bidsignore_that_cannot_be_written_is_a_warning_not_the_end_of_the_run(tmp_path):
+    """Written since round eleven for the BIDS validator, neither file is needed by a registration:
+    a folder of that name (or any OSError) ended the whole run (``error: Is a directory``); now one
+    warning line each, and the run goes on."""
+    from geomorph_bids.cli.descriptions import write_bids_extras
+
+    (tmp_path / ".bidsignore").mkdir()
+    (tmp_path / "README.md").mkdir()
+    lines = write_bids_extras(tmp_path)
+    assert len(lines) == 2 and all("was not written" in line for line in lines)
+    assert "README.md" in lines[0] and ".bidsignore" in lines[1] and str(tmp_path / ".bidsignore") in lines[1]
