@@ -386,7 +386,8 @@ def brain_groups(subjects_dir: str | Path, names: Sequence[str]) -> dict[str, st
     bases = dict.fromkeys([*names, *(n.split(".long.", 1)[1] for n in names if ".long." in n)])
     for name in bases:  # a base folder without a sphere of its own still names its timepoints
         try:
-            tps = (root / name / "scripts" / "base-tps").read_text(errors="replace").split()
+            with open(root / name / "scripts" / "base-tps", errors="replace") as fh:
+                tps = fh.read(1 << 16).split()  # a list of folder names: the first 64 KiB are plenty
         except OSError:
             continue
         for tp in [name, *tps]:
