@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 __all__ = ["subject_wf_name", "subject_of_wf", "hemi_wf_name", "CrashRecord", "crash_nodes", "read_crash_file",
@@ -86,25 +87,28 @@ def innermost_error(traceback: str | list[str]) -> str:
     return best or (text.strip().splitlines() or ["unknown error"])[-1]
 
 
-#: (path, size, mtime) -> the hierarchy of its ``Node:`` line: a process building many reports
-#: reads each crash file's first line once, not once per report
-_NODES: dict[tuple[str, int, int], tuple[str, ...]] = {}
+def _nodes_of(first_line: str) -> tuple[str, ...]:
+    """The hierarchy of a crash file's first line (``Node: a.b.c`` -> ``("a", "b", "c")``), () for another line."""
+    return tuple(first_line[len("Node: "):].strip().split(".")) if first_line.startswith("Node: ") else ()
+
+
+@lru_cache(maxsize=65536)
+def _first_line_nodes(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
+    """:func:`_nodes_of` the first line of ``path`` (its first 4 KiB), remembered per file version
+    (size, mtime): a process building many reports reads each crash file's first line once."""
+    with open(path, "rb") as handle:
+        first = handle.read(4096).decode("utf-8", errors="replace").splitlines()[:1]
+    return _nodes_of(first[0] if first else "")
 
 
 def crash_nodes(path: str | Path) -> tuple[str, ...]:
     """The hierarchy of a crash file's ``Node:`` line (its first 4 KiB only), () when it cannot
     be read: which subject and hemisphere it belongs to, without reading the traceback."""
     try:
-        with open(path, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            key = (str(path), st.st_size, st.st_mtime_ns)
-            if key not in _NODES:
-                first = handle.read(4096).decode("utf-8", errors="replace").splitlines()[:1]
-                line = first[0] if first else ""
-                _NODES[key] = tuple(line[len("Node: "):].strip().split(".")) if line.startswith("Node: ") else ()
+        st = os.stat(path)
+        return _first_line_nodes(str(path), st.st_size, st.st_mtime_ns)
     except OSError:
         return ()
-    return _NODES[key]
 
 
 def read_crash_file(path: str | Path) -> CrashRecord | None:
@@ -114,9 +118,7 @@ def read_crash_file(path: str | Path) -> CrashRecord | None:
             text = handle.read(16 * 2 ** 20).decode("utf-8", errors="replace")
     except OSError:
         return None
-    first = text.splitlines()[0] if text else ""
-    nodes = tuple(first[len("Node: "):].strip().split(".")) if first.startswith("Node: ") else ()
-    return CrashRecord(Path(path), nodes, innermost_error(text))
+    return CrashRecord(Path(path), _nodes_of(text.splitlines()[0] if text else ""), innermost_error(text))
 
 
 
