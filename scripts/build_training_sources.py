@@ -157,13 +157,14 @@ def build_teachers(z: dict[str, np.ndarray]) -> None:
     """``{template}/{source}/teacher``: (40962, 3) float32, the optimiser's warp of each source's
     sulc to the template's (``engine.teachers.teacher_warp``; sulc alone, what every sulc
     network sees)."""
+    from geomorph_bids.engine.real_pairs import angular_error_deg
     from geomorph_bids.engine.teachers import teacher_warp
 
+    grid = icosphere(6)[0]
     for key in sorted(k for k in z if k.endswith("/sulc") and not k.startswith("eval/") and "/fixed/" not in k):
         template, source, _ = key.split("/")
         warp = teacher_warp(z[key][:, None], z[f"{template}/fixed/sulc"][:, None], ("sulc",))
-        grid = unit(icosphere(6)[0])
-        moved = np.degrees(np.arccos(np.clip((warp * grid).sum(1), -1.0, 1.0)))
+        moved = angular_error_deg(warp, grid)
         z[f"{template}/{source}/teacher"] = warp
         print(f"{template}/{source}/teacher: {np.median(moved):.2f} deg median from the reference registration")
 

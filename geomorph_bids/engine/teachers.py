@@ -18,15 +18,14 @@ import numpy as np
 __all__ = ["teacher_warp"]
 
 
-def teacher_warp(source: np.ndarray, fixed: np.ndarray, channels: Sequence[str],
-                 lam: float | None = None) -> np.ndarray:
+def teacher_warp(source: np.ndarray, fixed: np.ndarray, channels: Sequence[str]) -> np.ndarray:
     """The optimiser's pull-back warp registering ``source`` to ``fixed``.
 
     Parameters
     ----------
     source, fixed : (40962, K) maps on the template's ico-6 grid (raw values; exact 0 = no data,
-        e.g. a medial wall), ``channels`` their K names.
-    lam : the bending weight (None: the default registration's, ``OptimiseConfig.lam``).
+        e.g. a medial wall), ``channels`` their K names. The default registration's schedule and
+        channel weights (:func:`~geomorph_bids.engine.model_choice.optimiser_weights`).
 
     Returns
     -------
@@ -35,7 +34,7 @@ def teacher_warp(source: np.ndarray, fixed: np.ndarray, channels: Sequence[str],
     """
     from ..model.normalise import NormalisationSpec
     from ..model.optimise import OptimiseConfig, optimise_warp
-    from .register import optimiser_weights
+    from .model_choice import optimiser_weights
 
     source, fixed = np.asarray(source, dtype=np.float64), np.asarray(fixed, dtype=np.float64)
     if source.shape != fixed.shape or source.ndim != 2 or source.shape[1] != len(channels):
@@ -43,7 +42,5 @@ def teacher_warp(source: np.ndarray, fixed: np.ndarray, channels: Sequence[str],
     spec, names = NormalisationSpec(), list(channels)
     mov, fix = spec(source, channel_names=names)[0], spec(fixed, channel_names=names)[0]
     config = OptimiseConfig(channel_weights=optimiser_weights(tuple(channels)))
-    if lam is not None:
-        config = OptimiseConfig(channel_weights=config.channel_weights, lam=float(lam))
-    warp = optimise_warp(mov, fix, config, mask=(fixed != 0) & (source != 0)).warp
-    return (warp / np.linalg.norm(warp, axis=1, keepdims=True)).astype(np.float32)
+    warp = optimise_warp(mov, fix, config, mask=(fixed != 0) & (source != 0)).warp  # unit sphere, float64
+    return warp.astype(np.float32)
