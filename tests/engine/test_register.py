@@ -604,3 +604,43 @@ def test_careless_array_inputs_say_what_they_are():
     lines = [str(w.message) for w in caught if issubclass(w.category, FeatureWarning)]
     assert lines == ["feature(s) 'thickness' not used by the registration: template fsLR has no map of it; "
                      "it registers sulc"]
+
+
+def test_paths_given_as_bytes_or_any_path_like_are_read_as_files(tmp_path):
+    """Round fifteen: a path as bytes, an ``os.DirEntry`` (from ``os.scandir``), a ``PurePath`` or
+    another ``os.PathLike`` (pytest's ``py.path.local``) was taken for an array: the sphere said
+    "must be a path or a (vertices, faces) pair", a map "is not numbers"; the hemisphere its name
+    declares was not judged either. Now each is the file it names, like a str."""
+    import os
+    from pathlib import PurePosixPath
+
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_freesurfer
+    from geomorph_bids.engine.register import RegistrationItem, register_many
+
+    class Local:  # a path-like object of another library
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def __fspath__(self) -> str:
+            return self.path
+
+    v, f, maps = template_hemisphere("L", 3)
+    h = synthetic_hemisphere("L", v, f, maps, seed=1)
+    surf = write_freesurfer(tmp_path, "s1", h)
+    sphere, sulc = str(surf / "lh.sphere"), str(surf / "lh.sulc")
+    plain = register(sphere, {"sulc": sulc}, rigid_only=True).metrics["cc_sulc_after"]
+    entry = next(e for e in os.scandir(surf) if e.name == "lh.sphere")
+    for given_sphere, given_sulc in [(sphere.encode(), sulc.encode()), (entry, Local(sulc)),
+                                     (PurePosixPath(sphere), Local(sulc.encode()))]:
+        reg = register(given_sphere, {"sulc": given_sulc}, template=b"fsLR", rigid_only=True)
+        assert reg.metrics["cc_sulc_after"] == pytest.approx(plain)
+    item = RegistrationItem(sphere.encode(), {"sulc": sulc.encode()}, "R")  # lh. files declared as hemi R
+    [flagged] = register_many([item], rigid_only=True)
+    assert any("its name (lh.) says hemi-L" in r for r in flagged.quality.reasons), flagged.quality.reasons
+    assert item.moving_sphere == sphere.encode()  # the caller's item is left as it was
+    tpl32 = tmp_path / "target.surf.gii"
+    from geomorph_bids.io import write_surface
+
+    write_surface(tpl32, *icosphere(2), hemi="L")
+    values = register(sphere, {"sulc": sulc}, rigid_only=True).resample(h.maps["sulc"], Local(str(tpl32)))
+    assert values.shape == (162,)
