@@ -11,7 +11,7 @@ from .. import __version__
 from ..io.discover import FEATURES
 from .machine import usable_cpus
 
-__all__ = ["build_parser", "parse_derivatives"]
+__all__ = ["ExtendAction", "build_parser", "parse_derivatives"]
 
 
 def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
@@ -27,6 +27,19 @@ def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
             raise argparse.ArgumentTypeError(f"--derivatives expects NAME=PATH or PATH, got {spec!r}")
         out[name] = Path(path).absolute()
     return out
+
+
+class ExtendAction(argparse.Action):
+    """A list option (``nargs="+"``) given more than once keeps every value: ``--participant-label 01
+    --participant-label 02`` is both participants (argparse's default action kept the last time's
+    values only, so a script that builds its command option by option processed one participant,
+    exit 0). The default is replaced by the first values given, never added to."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        current = getattr(namespace, self.dest, None)
+        earlier = [] if current is None or current is self.default else list(current)
+        setattr(namespace, self.dest, earlier + list(values))  # type: ignore[call-overload]
 
 
 class _DefaultsOnce(argparse.HelpFormatter):
@@ -135,9 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log messages (-vv: debug)")
 
     g = p.add_argument_group("selecting the data")
-    g.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+    g.add_argument("--participant-label", "--participant_label", nargs="+", action=ExtendAction, metavar="LABEL",
                    help="subjects to process, with or without 'sub-' (default: all found)")
-    g.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
+    g.add_argument("--session-label", "--session_label", nargs="+", action=ExtendAction, metavar="LABEL",
                    help="sessions to process, with or without 'ses-' (default: the session-less "
                         "anatomy, else each session that has inputs)")
     g.add_argument("--bids-filter-file", type=Path, metavar="FILE",
@@ -146,10 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "entities: subject, session")
     g.add_argument("--fs-subjects-dir", type=Path, metavar="DIR",
                    help="FreeSurfer SUBJECTS_DIR (default: <bids_dir>/derivatives/freesurfer)")
-    g.add_argument("--derivatives", nargs="+", metavar="NAME=PATH",
+    g.add_argument("--derivatives", nargs="+", action=ExtendAction, metavar="NAME=PATH",
                    help="sMRIPrep/fMRIPrep/HCP output folders (default: every folder of "
                         "<bids_dir>/derivatives)")
-    g.add_argument("--hemi", nargs="+", type=hemisphere, default=["L", "R"],
+    g.add_argument("--hemi", nargs="+", action=ExtendAction, type=hemisphere, default=["L", "R"],
                    help="hemispheres: L, R (also l/r, lh/rh, left/right)")
     g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                    help="do not check that bids_dir is a BIDS dataset (dataset_description.json)")
@@ -170,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output-density", default=None, metavar="DEN",
                    help="density of the resampled features: fsLR 32k (default), 59k (TemplateFlow only), "
                         "164k, ico6; fsaverage 10k, 41k (default), 164k (= ico5, ico6, ico7)")
-    g.add_argument("--features", nargs="+", choices=FEATURES, default=None,
+    g.add_argument("--features", nargs="+", action=ExtendAction, choices=FEATURES, default=None,
                    help="features resampled and written (default: sulc; the registration's own features are "
                         "always written); group --build-template: the features averaged (default: the "
                         "registration's features of --model for --template)")

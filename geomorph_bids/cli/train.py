@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import __version__
 from .exit_codes import EXIT_OK, HANDLED, error_exit
-from .parser import _finite
+from .parser import ExtendAction, _finite
 
 __all__ = ["main", "build_parser", "build_model_config", "PRESETS"]
 
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mirror-right", action="store_true",
                    help="train a left-hemisphere model on both hemispheres: right ones are mirrored "
                         "(x -> -x) into left ones (needs --hemi L)")
-    g.add_argument("--features", nargs="+", default=["sulc"], metavar="NAME",
+    g.add_argument("--features", nargs="+", action=ExtendAction, default=["sulc"], metavar="NAME",
                    help="input channels, in order (default: sulc); must exist in the template")
     g.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="number of synthetic subjects (train + validation)")
@@ -86,10 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sources", type=Path, default=None, metavar="BANK.npz",
                    help="generate training pairs on the fly (new ones every batch, with their true warp) "
                         "from this bank of real maps (scripts/build_training_sources.py)")
-    g.add_argument("--source-names", nargs="+", default=None, metavar="NAME",
+    g.add_argument("--source-names", nargs="+", action=ExtendAction, default=None, metavar="NAME",
                    help="bank sources to train on (default: every source of the template with the "
                         "features, minus --holdout)")
-    g.add_argument("--holdout", nargs="+", default=(), metavar="NAME",
+    g.add_argument("--holdout", nargs="+", action=ExtendAction, default=(), metavar="NAME",
                    help="bank sources kept out of training; validation pairs are drawn from them too")
     g.add_argument("--teachers", action="store_true",
                    help="with --sources: the true warp of a generated pair starts from its source's teacher "

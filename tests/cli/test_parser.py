@@ -36,3 +36,24 @@ def test_a_template_label_that_names_a_standard_space_or_no_label_is_refused_up_
     assert exc.value.code == 2 and "--template-label" in err
     assert ("standard template" in err) == (label.lower() in ("fslr", "fsaverage", "fsaverage6"))
     assert build_parser().parse_args(["b", "o", "group", "--template-label", "myCohort2"]).template_label == "myCohort2"
+
+
+def test_a_list_option_given_twice_keeps_every_value():
+    """Round fifteen: ``--participant-label 01 --participant-label 02`` (a script that adds one option
+    per subject) processed sub-02 alone, exit 0; ``--hemi L --hemi R`` the right hemisphere alone:
+    argparse kept the last time's values. Every value now counts; a default is replaced, not added to."""
+    from geomorph_bids.cli.train import build_parser as train_parser
+
+    args = build_parser().parse_args(["b", "o", "participant", "--participant-label", "01", "--hemi", "L",
+                                      "--participant-label", "sub-02", "03", "--hemi", "rh",
+                                      "--session-label", "1", "--session-label", "2", "--features", "sulc",
+                                      "--features", "curv", "--derivatives", "a=/x", "--derivatives", "/y"])
+    assert args.participant_label == ["01", "sub-02", "03"] and args.hemi == ["L", "R"]
+    assert args.session_label == ["1", "2"] and args.features == ["sulc", "curv"]
+    assert args.derivatives == ["a=/x", "/y"]
+    parser = build_parser()
+    assert parser.parse_args(["b", "o", "participant", "--hemi", "R"]).hemi == ["R"]  # the default is replaced
+    assert parser.parse_args(["b", "o", "participant"]).hemi == ["L", "R"]  # and left as it was
+    targs = train_parser().parse_args(["--out", "m", "--features", "curv", "--features", "sulc",
+                                       "--holdout", "a", "--holdout", "b"])
+    assert targs.features == ["curv", "sulc"] and targs.holdout == ["a", "b"]
