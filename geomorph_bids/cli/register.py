@@ -24,7 +24,7 @@ from ..io.atomic import atomic_write_text
 from ..io.discover import FEATURES
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit
-from .messages import one_line_warnings
+from .messages import one_line_warnings, reader_may_go_away
 from .parser import add_quality_options, hemisphere
 from ..resources import bundled_models
 
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     gates = resolve_quality(args)
-    with one_line_warnings(_PROG):
+    with reader_may_go_away(), one_line_warnings(_PROG):
         try:
             if args.example:
                 _refuse_options_example_ignores(parser, args)

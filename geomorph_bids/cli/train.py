@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .. import __version__
 from .exit_codes import EXIT_OK, HANDLED, error_exit
+from .messages import reader_may_go_away
 from .parser import ExtendAction, _finite
 
 __all__ = ["main", "build_parser", "build_model_config", "PRESETS"]
@@ -497,7 +498,13 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``geomorph-train``; returns the exit code (:mod:`.exit_codes`: 0 on success,
-    1 on bad input, 2 usage)."""
+    1 on bad input, 2 usage). A training outlives the reader of its output (``| tee log`` ended
+    with the session): :func:`~.messages.reader_may_go_away`."""
+    with reader_may_go_away():
+        return _train(argv)
+
+
+def _train(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
