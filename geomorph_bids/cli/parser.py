@@ -92,6 +92,30 @@ def _finite(low: float, high: float, unit: str = "") -> Callable[[str], float]:
     return parse
 
 
+_MEMORY_UNITS = {"K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3}  # in GB, as fMRIPrep's --mem reads them
+
+
+def _memory(default_unit: str) -> Callable[[str], float]:
+    """argparse type: a memory size in GB, from a number in ``default_unit`` (``"G"``: ``--mem-gb 16``;
+    ``"M"``: fMRIPrep's ``--mem``/``--mem-mb 16000``) or with a unit of its own (``16G``, ``16GB``,
+    ``16000M``, ``16GiB``, ``1.5T``, as sbatch and fMRIPrep take them); finite, 0.1 GB to 1e6 GB."""
+    def parse(text: str) -> float:
+        number = text.strip().upper().removesuffix("B").removesuffix("I")
+        unit = number[-1:] if number[-1:] in _MEMORY_UNITS else default_unit
+        number = number[:-1] if number[-1:] in _MEMORY_UNITS else number
+        try:
+            value = float(number) * _MEMORY_UNITS[unit]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a memory size (16G, 16000M; a number alone is in "
+                                             f"{default_unit}B), got {text!r}") from None
+        if not math.isfinite(value) or not 0.1 <= value <= 1e6:
+            size = "" if value == float(number) or not math.isfinite(value) else f" ({value:g} GB)"
+            raise argparse.ArgumentTypeError(f"must be a finite size from 0.1 GB to 1e+06 GB, got {text}{size}")
+        return value
+
+    return parse
+
+
 def hemisphere(text: str) -> str:
     """An argparse type: ``"L"``/``"R"`` from any spelling :func:`~geomorph_bids.io.validate.hemi_code`
     knows (l, lh, left, ...)."""
@@ -214,9 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "lowered to that, with a warning)")
     g.add_argument("--omp-nthreads", type=_positive_int, default=None,
                    help="threads per registration (default: nprocs // 2, at least 1, at most 8)")
-    g.add_argument("--mem-gb", "--mem_gb", type=_finite(0.1, 1e6, " GB"), default=None,
-                   help="memory limit for Nipype's scheduler, in GB (at most the machine's memory; more is "
-                        "lowered to that, with a warning)")
+    g.add_argument("--mem-gb", "--mem_gb", type=_memory("G"), default=None,
+                   help="memory limit for Nipype's scheduler, in GB, or with a unit: 16G, 16000M (at most the "
+                        "machine's memory; more is lowered to that, with a warning)")
+    g.add_argument("--mem", "--mem-mb", "--mem_mb", dest="mem_gb", type=_memory("M"), default=None,
+                   metavar="MEM_MB", help="the same as fMRIPrep's option: in MB, or with a unit (16G)")
     g.add_argument("--use-plugin", type=Path, metavar="FILE",
                    help="Nipype plugin settings (YAML: {plugin: MultiProc, plugin_args: {...}}); "
                         "default MultiProc with --nprocs")

@@ -57,3 +57,21 @@ def test_a_list_option_given_twice_keeps_every_value():
     targs = train_parser().parse_args(["--out", "m", "--features", "curv", "--features", "sulc",
                                        "--holdout", "a", "--holdout", "b"])
     assert targs.features == ["curv", "sulc"] and targs.holdout == ["a", "b"]
+
+
+def test_memory_takes_units_and_fmripreps_options(capsys):
+    """Round fifteen: an fMRIPrep user's ``--mem 16000`` said "ambiguous option: --mem could match
+    --mem-gb, --mem_gb" (one option under two spellings), ``--mem_mb 16000`` was unrecognised and
+    ``--mem-gb 16G`` "must be a number". Now ``--mem``/``--mem-mb`` are fMRIPrep's (MB unless a unit is
+    given) and every memory option takes sbatch's units."""
+    parser = build_parser()
+    given = {("--mem-gb", "16"): 16.0, ("--mem-gb", "16G"): 16.0, ("--mem-gb", "16gb"): 16.0,
+             ("--mem-gb", "16000M"): 16.0, ("--mem", "16000"): 16.0, ("--mem_mb", "16000"): 16.0,
+             ("--mem-mb", "16GiB"): 16.0, ("--mem-gb", "1.5T"): 1500.0, ("--mem=8G",): 8.0}
+    for argv, gb in given.items():
+        assert parser.parse_args(["b", "o", "participant", *argv]).mem_gb == pytest.approx(gb), argv
+    for argv, words in [(("--mem", "16"), "got 16 (0.016 GB)"), (("--mem-gb", "lots"), "must be a memory size"),
+                        (("--mem-gb", "infG"), "finite size"), (("--mem-gb", "G"), "must be a memory size")]:
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(["b", "o", "participant", *argv])
+        assert exc.value.code == 2 and words in capsys.readouterr().err, argv
