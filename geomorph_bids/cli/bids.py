@@ -51,9 +51,10 @@ _PROG = "geomorph-bids"
 
 # ------------------------------------------------------------------------------ participant level
 
-def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[str]
-                  ) -> tuple[bool, list[Failure], dict[str, Path], dict[str, float]]:
-    """Process ``jobs``: the Nipype workflow, or batch mode (``config.batch_size``). Returns
+def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[str],
+                  plugin: tuple[str, dict]) -> tuple[bool, list[Failure], dict[str, Path], dict[str, float]]:
+    """Process ``jobs``: the Nipype workflow with ``plugin`` (name, plugin_args: :func:`plugin_settings`),
+    or batch mode (``config.batch_size``). Returns
     (whether Nipype reported a crash, failures it reported without a crash file, the reports
     batch mode built on the way, seconds per stage). Failures with a crash file (Nipype's, or
     batch mode's in the same format) are read from ``crashes`` by the caller."""
@@ -74,9 +75,8 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
     from ..workflows import init_geomorph_wf
 
     wf = init_geomorph_wf(jobs, config)
-    plugin, plugin_args = plugin_settings(args)
     try:
-        wf.run(plugin=plugin, plugin_args=plugin_args)
+        wf.run(plugin=plugin[0], plugin_args=plugin[1])
     except RuntimeError as exc:  # nipype: "Workflow did not execute cleanly"
         return True, [Failure("*", None, "*", " ".join(str(exc).split()))], {}, {}
     except OSError as exc:  # Nipype itself could not write (a full disk: even its crash file failed)
@@ -209,6 +209,8 @@ def run_participant(args) -> int:
     created = preflight(output_dir, work_dir)
     try:  # bad arguments or inputs found here: leave no (empty) folder behind
         config = resolve_settings(args, output_dir, work_dir)
+        # read here, not when the workflow starts: a missing or broken file left the output folder described
+        plugin = plugin_settings(args)
         clock.lap("settings")
         jobs, failures = collect_jobs(args, config.features, inputs, forbidden=(output_dir, work_dir))
         jobs, too_long = refuse_names_too_long(jobs, config)  # found later, it ended the whole run
@@ -247,7 +249,7 @@ def run_participant(args) -> int:
                 print(f"note: {LOW_RESOLUTION_NOTE}", flush=True)
             known_failed = {f.subject for f in failures}
             clock.lap("start")
-            crashed, run_failures, reports, stages = _run_workflow(mine, config, args, crashes, known_failed)
+            crashed, run_failures, reports, stages = _run_workflow(mine, config, args, crashes, known_failed, plugin)
             if later:
                 for subject in sorted({j.subject for j in later}):  # sorted: no deadlock between waiting runs
                     why = locks.wait_lock(f"sub-{subject}")
@@ -258,7 +260,7 @@ def run_participant(args) -> int:
                 later = [j for j in later if locks.holds(f"sub-{j.subject}")]
                 before.update(_snapshot(later, config))  # after the other run that held them wrote its files
                 started += later
-                c2, f2, r2, s2 = _run_workflow(later, config, args, crashes, known_failed)
+                c2, f2, r2, s2 = _run_workflow(later, config, args, crashes, known_failed, plugin)
                 crashed, run_failures, reports = crashed or c2, run_failures + f2, {**reports, **r2}
                 stages = {k: stages.get(k, 0.0) + s2.get(k, 0.0) for k in {*stages, *s2}}
             clock.lap("processing")

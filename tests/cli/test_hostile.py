@@ -316,6 +316,28 @@ def test_huge_sparse_filter_file_is_refused_before_reading(bids, tmp_path):
     assert code == 1 and str(filt) in line and "larger than" in line
 
 
+
+@pytest.mark.parametrize("content", [None, "plugin: [\n", "plugin: MultiProc\nplugin_args: 3\n"])
+def test_a_plugin_file_that_cannot_be_used_leaves_nothing_behind(bids, tmp_path, content):
+    """Round fifteen: a missing or broken --use-plugin file was read only when the workflow started,
+    after the output folder had its dataset_description.json, README.md, .bidsignore, logs/CITATION.md
+    and locks, and a work folder: both stayed behind after the one-line error."""
+    plugin = tmp_path / "plugin.yml"
+    if content is not None:
+        plugin.write_text(content)
+    out, work = tmp_path / "out", tmp_path / "work"
+    code, std, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", work,
+                         "--use-plugin", plugin)
+    line = one_error(err)
+    assert code == 1 and str(plugin) in line and "plugin file" in line
+    assert not out.exists() and not work.exists() and std == ""
+    out.mkdir()
+    (out / "mine.txt").write_text("a user's file")
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", work,
+                       "--use-plugin", plugin)
+    assert code == 1 and [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
 # ------------------------------------------------------------------------------ stale locks
 
 def _stale_lock(out: Path, subject: str) -> subprocess.Popen:
