@@ -11,7 +11,7 @@ from .. import __version__
 from ..io.discover import FEATURES
 from .machine import usable_cpus
 
-__all__ = ["ExtendAction", "build_parser", "parse_derivatives"]
+__all__ = ["ExtendAction", "Parser", "build_parser", "parse_derivatives"]
 
 
 def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
@@ -27,6 +27,38 @@ def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
             raise argparse.ArgumentTypeError(f"--derivatives expects NAME=PATH or PATH, got {spec!r}")
         out[name] = Path(path).absolute()
     return out
+
+
+class Parser(argparse.ArgumentParser):
+    """The commands' argument parser: an empty argument (``""``, or blanks) is a usage error. It is
+    what an unset shell variable gives (``geomorph-bids "$BIDS" "$OUT" participant``), and each
+    option read it another way: an empty path as the current folder (outputs written there, or a
+    message about a folder nobody named), ``--model ""`` / ``--device ""`` / ``--template-dir ""``
+    as their defaults, in silence."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        import sys
+
+        argv = list(sys.argv[1:] if args is None else args)
+        for i, token in enumerate(argv):
+            option, sep, value = token.partition("=") if token.startswith("--") else (token, "", token)
+            if token.strip() and not (sep and not value.strip()):
+                continue
+            if sep or (i and argv[i - 1].startswith("-") and not _is_number(argv[i - 1])):
+                where, default = f"argument {option if sep else argv[i - 1]}", ", or leave the option out for its default"
+            else:
+                where, default = f"argument {i + 1} of the command line", ""
+            self.error(f"{where} is empty ({token!r}): an unset shell variable? Give a value{default} "
+                       "('.' is the current folder)")
+        return super().parse_known_args(argv, namespace)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class ExtendAction(argparse.Action):
@@ -158,7 +190,7 @@ def add_quality_options(p: argparse.ArgumentParser, description: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``geomorph-bids`` argument parser."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="geomorph-bids",
         description="GeoMorph cortical surface registration as a BIDS-App: registers each "
                     "subject's native cortical spheres (FreeSurfer, sMRIPrep/fMRIPrep or HCP "

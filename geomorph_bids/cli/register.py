@@ -25,7 +25,7 @@ from ..io.discover import FEATURES
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit
 from .messages import one_line_warnings, reader_may_go_away
-from .parser import add_quality_options, hemisphere
+from .parser import Parser, add_quality_options, hemisphere
 from ..resources import bundled_models
 
 __all__ = ["main", "build_parser"]
@@ -36,7 +36,7 @@ _HEMI_PREFIX = {"L": "lh", "R": "rh"}
 
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``geomorph-register``."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="geomorph-register",
         description="Register a cortical sphere to a template (fsLR or fsaverage): rigid "
                     "pre-alignment from its features, then the non-rigid GeoMorph warp (network "

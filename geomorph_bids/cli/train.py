@@ -27,7 +27,7 @@ from pathlib import Path
 from .. import __version__
 from .exit_codes import EXIT_OK, HANDLED, error_exit
 from .messages import reader_may_go_away
-from .parser import ExtendAction, _finite
+from .parser import ExtendAction, Parser, _finite
 
 __all__ = ["main", "build_parser", "build_model_config", "PRESETS"]
 
@@ -55,7 +55,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``geomorph-train``."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="geomorph-train",
         description="Train a GeoMorph registration model without supervision on synthetic subjects "
                     "and/or your own subjects, registered to a bundled template.")

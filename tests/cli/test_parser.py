@@ -75,3 +75,32 @@ def test_memory_takes_units_and_fmripreps_options(capsys):
         with pytest.raises(SystemExit) as exc:
             parser.parse_args(["b", "o", "participant", *argv])
         assert exc.value.code == 2 and words in capsys.readouterr().err, argv
+
+
+@pytest.mark.parametrize("argv, where", [
+    (["b", "", "participant"], "argument 2 of the command line"),
+    (["", "o", "participant"], "argument 1 of the command line"),
+    (["b", "o", "participant", "--model", ""], "argument --model"),
+    (["b", "o", "participant", "--device", " "], "argument --device"),
+    (["b", "o", "participant", "--template-dir="], "argument --template-dir"),
+    (["b", "o", "participant", "-w", ""], "argument -w"),
+    (["b", "o", "participant", "--participant-label", "01", ""], "argument 6 of the command line"),
+])
+def test_an_empty_argument_is_a_usage_error(argv, where, capsys):
+    """Round fifteen: an empty argument, what an unset shell variable gives, was read another way by
+    each option: an output folder "" as the current folder (derivatives written there, or refused
+    for a folder nobody named), ``--model ""`` / ``--device ""`` / ``--template-dir ""`` as their
+    defaults in silence, ``--use-plugin ""`` as the current folder."""
+    from geomorph_bids.cli.register import build_parser as register_parser
+    from geomorph_bids.cli.train import build_parser as train_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert exc.value.code == 2 and err.startswith(f"geomorph-bids: error: {where} is empty"), err
+    assert "unset shell variable" in err
+    for parser, args in [(register_parser(), ["--sphere", "s", "--model", ""]), (train_parser(), ["--out", ""])]:
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(args)
+        assert exc.value.code == 2 and "is empty" in capsys.readouterr().err
+    assert build_parser().parse_args(["b", "o", "participant", "--min-cc", "-0.5"]).min_cc == -0.5
