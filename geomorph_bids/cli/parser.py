@@ -15,7 +15,9 @@ __all__ = ["ExtendAction", "Parser", "build_parser", "parse_derivatives"]
 
 
 def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
-    """``["smriprep=/data/deriv/smriprep", "/other"]`` -> ``{"smriprep": ..., "other": ...}``."""
+    """``["smriprep=/data/deriv/smriprep", "/other"]`` -> ``{"smriprep": ..., "other": ...}``. One
+    name for two folders (``/site1/smriprep /site2/smriprep``) is refused: the dict kept the last,
+    and the other folder's subjects were left out in silence; one folder given twice counts once."""
     if not specs:
         return None
     out: dict[str, Path] = {}
@@ -25,7 +27,12 @@ def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
             name, path = Path(spec).name, spec
         if not name or not path:
             raise argparse.ArgumentTypeError(f"--derivatives expects NAME=PATH or PATH, got {spec!r}")
-        out[name] = Path(path).absolute()
+        folder = Path(path).absolute()
+        if name in out and out[name] != folder:
+            raise argparse.ArgumentTypeError(
+                f"--derivatives names two folders {name!r} ({out[name]}, {folder}): give each a name of its "
+                f"own, e.g. --derivatives {name}1={out[name]} {name}2={folder}")
+        out[name] = folder
     return out
 
 

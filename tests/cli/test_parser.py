@@ -104,3 +104,20 @@ def test_an_empty_argument_is_a_usage_error(argv, where, capsys):
             parser.parse_args(args)
         assert exc.value.code == 2 and "is empty" in capsys.readouterr().err
     assert build_parser().parse_args(["b", "o", "participant", "--min-cc", "-0.5"]).min_cc == -0.5
+
+
+def test_two_derivatives_folders_of_one_name_are_refused_not_one_dropped(tmp_path, capsys):
+    """Round fifteen: ``--derivatives /site1/smriprep /site2/smriprep`` (or ``smriprep=A smriprep=B``)
+    kept the last folder under the name: every subject of the first was left out, exit 0."""
+    from geomorph_bids.cli.bids import main
+    from geomorph_bids.cli.parser import parse_derivatives
+
+    a, b = tmp_path / "site1" / "smriprep", tmp_path / "site2" / "smriprep"
+    with pytest.raises(argparse.ArgumentTypeError, match=r"--derivatives names two folders 'smriprep' \(.*site1/smriprep, "
+                                                         r".*site2/smriprep\): give each a name of its own"):
+        parse_derivatives([str(a), f"smriprep={b}"])
+    assert parse_derivatives([str(a), f"{a}/", f"x={b}"]) == {"smriprep": a, "x": b}  # one folder twice: once
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path), str(tmp_path / "out"), "participant", "--derivatives", str(a), str(b)])
+    assert exc.value.code == 2 and "smriprep1=" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
