@@ -552,12 +552,19 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
 
         raw = np.asarray(cortex)
         fractional = raw.dtype.kind == "f" and not np.isin(raw, (0, 1)).all()  # NaN included
-        if raw.dtype.kind not in "biuf" or fractional:
+        # whole numbers other than 0/1: vertex indices (nibabel's read_label) or a parcellation, once
+        # read as "every non-zero is cortex"
+        counted = raw.dtype.kind in "iu" and not np.isin(raw, (0, 1)).all()
+        indices = ("; vertex indices (e.g. nibabel.freesurfer.read_label's)? give one True/False per vertex: "
+                   "mask = np.zeros(V, bool); mask[indices] = True")
+        if raw.dtype.kind not in "biuf" or fractional or counted:
             raise InputError(f"cortex mask must be True/False (or 0/1) per vertex, got {raw.dtype} values"
-                             + (" other than 0 and 1 (a probability map? threshold it)" if fractional else ""))
+                             + (" other than 0 and 1 (a probability map? threshold it)" if fractional else "")
+                             + (" other than 0 and 1 (a label map?" + indices[1:] + ")" if counted else ""))
         cortex = raw.astype(bool).reshape(-1)
         if cortex.shape != (len(vertices),):
-            raise InputError(f"cortex mask has {cortex.size} values but the sphere has {len(vertices)} vertices")
+            raise InputError(f"cortex mask has {cortex.size} values but the sphere has {len(vertices)} vertices"
+                             + (indices if raw.dtype.kind in "iu" else ""))
         if cortex.mean() < MIN_CORTEX_FRACTION:  # as read_mask refuses a file
             raise InputError(f"cortex mask is True on {100 * cortex.mean():.1f}% of the vertices (at least "
                              f"{100 * MIN_CORTEX_FRACTION:.0f}% expected): not a cortex mask, or inverted "

@@ -644,3 +644,17 @@ def test_paths_given_as_bytes_or_any_path_like_are_read_as_files(tmp_path):
     write_surface(tpl32, *icosphere(2), hemi="L")
     values = register(sphere, {"sulc": sulc}, rigid_only=True).resample(h.maps["sulc"], Local(str(tpl32)))
     assert values.shape == (162,)
+
+
+def test_vertex_indices_or_a_label_map_given_as_the_cortex_mask_are_refused():
+    """Round fifteen: whole numbers other than 0/1 (a parcellation, or the vertex indices nibabel's
+    ``read_label`` returns, when they happen to number V) were read as "non-zero is cortex" in silence
+    (vertex 0 left out of the similarity); indices of another length said only the sizes."""
+    from geomorph_bids.errors import InputError
+
+    v, f, sulc = _example_arrays()
+    for mask in (np.arange(len(v)), np.arange(len(v)) % 35, np.arange(len(v) // 2)):
+        with pytest.raises(InputError, match=r"vertex indices .*mask\[indices\] = True"):
+            register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=mask)
+    ok = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=np.ones(len(v), np.int64))
+    assert ok.metrics["cortex_mask"] is True
