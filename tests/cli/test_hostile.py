@@ -338,6 +338,25 @@ def test_a_plugin_file_that_cannot_be_used_leaves_nothing_behind(bids, tmp_path,
     assert code == 1 and [p.name for p in out.iterdir()] == ["mine.txt"]
 
 
+
+def test_an_output_folder_too_deep_for_its_files_paths_fails_each_hemisphere_on_one_line(bids, tmp_path):
+    """Round fifteen: an output folder nested ~4000 bytes deep (its files' paths past PATH_MAX) ended
+    the whole run at the first write, ``error: File name too long at OUT/sub-01/anat/...``: no FAILED
+    line, and a staging folder and an empty crash folder left behind. Now every hemisphere fails on
+    its own line before anything is written (a folder 150 bytes shallower runs: checked by hand)."""
+    deep = tmp_path
+    for _ in range(16):
+        deep = deep / ("d" * 240)
+    out = deep / ("e" * (4030 - len(str(deep)) - 1))  # the output folder's path: 4030 bytes
+    out.mkdir(parents=True)
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    failed = [line.strip() for line in err.splitlines() if "FAILED" in line]
+    assert code == 1 and len(failed) == 1 and "Traceback" not in err, err
+    assert failed[0].startswith("FAILED sub-01 hemi-L: its output files' paths would be up to ")
+    assert "in an output folder whose path alone is 4030 bytes), more than the 4095 the system takes (PATH_MAX)" in failed[0]
+    assert sorted(p.name for p in out.iterdir()) == [pf.LOCK_DIR]  # no staging, crash or description files
+
+
 # ------------------------------------------------------------------------------ stale locks
 
 def _stale_lock(out: Path, subject: str) -> subprocess.Popen:
