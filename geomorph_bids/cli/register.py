@@ -109,6 +109,10 @@ def _parse_features(specs: list[str]) -> dict[str, Path]:
             name, path = _feature_name(spec) or "", spec
         if not name or not path:
             raise SystemExit(f"geomorph-register: error: --feature expects NAME=FILE (e.g. sulc=lh.sulc), got {spec!r}")
+        if name in features and features[name].absolute() != Path(path).absolute():
+            # the last one was registered (the first left out in silence)
+            raise SystemExit(f"geomorph-register: error: --feature {name} is given twice ({features[name]}, {path}): "
+                             "give each map once")
         features[name] = Path(path)
     return features
 

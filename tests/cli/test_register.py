@@ -418,3 +418,21 @@ def test_metrics_naming_a_folder_is_refused_before_the_registration(tmp_path, ca
               "--out", str(tmp_path / "new" / "x.surf.gii"), "--metrics", str(tmp_path / "m")])
     assert exc.value.code == 2 and "--metrics" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_one_feature_given_twice_is_refused_before_anything_is_read(tmp_path):
+    """Round fifteen: ``--feature sulc=lh.sulc --feature sulc=other.shape.gii`` registered the last
+    and left the first out in silence (a map named otherwise than ``curv`` was not even flagged)."""
+    from geomorph_bids.cli.register import main
+
+    surf = example_dir() / "sub-01" / "surf"
+    other = tmp_path / "other_sulc.shape.gii"
+    with pytest.raises(SystemExit) as exc:
+        main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--feature",
+              f"sulc={other}", "--model", "rigid", "--out", str(tmp_path / "x.surf.gii")])
+    assert exc.value.code != 0
+    assert str(exc.value) == (f"geomorph-register: error: --feature sulc is given twice ({surf / 'lh.sulc'}, {other}): "
+                              "give each map once")
+    assert list(tmp_path.iterdir()) == []
+    assert main(["--sphere", str(surf / "lh.sphere"), "--feature", str(surf / "lh.sulc"), "--feature",
+                 f"sulc={surf / 'lh.sulc'}", "--model", "rigid", "--out", str(tmp_path / "x.surf.gii")]) == 0
