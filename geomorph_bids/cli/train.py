@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .. import __version__
 from .exit_codes import EXIT_OK, HANDLED, error_exit
+from .machine import drop_unusable_thread_settings
 from .messages import reader_may_go_away
 from .parser import ExtendAction, Parser, _finite
 
@@ -501,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     1 on bad input, 2 usage). A training outlives the reader of its output (``| tee log`` ended
     with the session): :func:`~.messages.reader_may_go_away`."""
     with reader_may_go_away():
+        drop_unusable_thread_settings("geomorph-train")  # before torch is imported
         return _train(argv)
 
 
