@@ -323,6 +323,16 @@ def main(argv: list[str] | None = None) -> int:
             features = _parse_features(args.feature)
             metrics_out = args.metrics or args.out.with_name(
                 args.out.name.removesuffix(".gii").removesuffix(".surf").removesuffix("_sphere") + "_metrics.json")
+            # found after the registration, or never: --metrics naming --out replaced the sphere by JSON (exit 0)
+            if metrics_out.absolute() == args.out.absolute() or metrics_out.resolve() == args.out.resolve():
+                parser.error(f"--metrics {args.metrics} is also --out: the metrics JSON would replace the registered "
+                             f"sphere; give it a name of its own, e.g. {metrics_out.with_name('lh_metrics.json')}")
+            if metrics_out.name.endswith((".gii", ".gii.gz")):
+                parser.error(f"--metrics {metrics_out.name}: the metrics are written as JSON, but that name says GIFTI; "
+                             "end it with .json")
+            if args.features_out is not None and args.features_out.exists() and not args.features_out.is_dir():
+                parser.error(f"--features-out {args.features_out} is a file: give the folder the resampled maps are "
+                             "written to")
             m = register_files(args.sphere, features, args.hemi, args.template, args.out, metrics_out,
                                args.features_out, args.sphere_reg, args.sulc_sign, args.model, args.device,
                                not args.no_optimise, args.template_dir, gates)

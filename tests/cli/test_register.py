@@ -436,3 +436,23 @@ def test_one_feature_given_twice_is_refused_before_anything_is_read(tmp_path):
     assert list(tmp_path.iterdir()) == []
     assert main(["--sphere", str(surf / "lh.sphere"), "--feature", str(surf / "lh.sulc"), "--feature",
                  f"sulc={surf / 'lh.sulc'}", "--model", "rigid", "--out", str(tmp_path / "x.surf.gii")]) == 0
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--metrics", "{out}"], "is also --out: the metrics JSON would replace the registered sphere"),
+    (["--metrics", "{tmp}/m.shape.gii"], "the metrics are written as JSON, but that name says GIFTI"),
+    (["--features-out", "{tmp}/afile"], "is a file: give the folder the resampled maps are written to"),
+])
+def test_outputs_that_would_clash_are_refused_before_the_registration(tmp_path, extra, words, capsys):
+    """Round fifteen: ``--metrics`` naming the ``--out`` file replaced the registered sphere by the
+    metrics JSON, exit 0; ``--metrics m.shape.gii`` wrote JSON under a map's name; ``--features-out``
+    an existing file failed after the registration (``File exists``)."""
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "x.surf.gii"
+    (tmp_path / "afile").write_text("a user's file")
+    argv = ["--sphere", str(surf / "lh.sphere"), "--feature", str(surf / "lh.sulc"), "--model", "rigid",
+            "--out", str(out), *[a.format(out=out, tmp=tmp_path) for a in extra]]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and words in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
