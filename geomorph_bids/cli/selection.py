@@ -159,7 +159,16 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     else:
         subjects = known()
     if "subject" in filt:
-        subjects = [s for s in subjects if s in filt["subject"]]
+        chosen = [s for s in subjects if s in filt["subject"]]
+        if subjects and not chosen:  # "no subjects found in B" named neither selection
+            given = ", ".join(filt["subject"])
+            raise InputError(f"the BIDS filter file selects subject {given}, which "
+                             + (f"--participant-label {' '.join(subjects)} leaves out: the two select no participant "
+                                "together; give one of them" if args.participant_label else
+                                f"is not among the subjects found ({', '.join(subjects[:_LISTED])}"
+                                + (f" and {len(subjects) - _LISTED} more" if len(subjects) > _LISTED else "") + ")"),
+                             path=args.bids_filter_file)
+        subjects = chosen
     # folders no label can name: said when the whole dataset was asked for or nothing was found (a run
     # of found labels, each task of a SLURM array, never lists a cohort's folders)
     say_unlabelled = not subjects or not args.participant_label
@@ -186,6 +195,9 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
             warnings.warn(line, SubjectWarning, stacklevel=2)
     sessions = ([normalise_label(s, "ses") for s in args.session_label] if args.session_label
                 else filt.get("session"))
+    if args.session_label and filt.get("session") and set(sessions) != set(filt["session"]):
+        warnings.warn(f"--session-label {' '.join(sessions)} is used; the BIDS filter file's session "
+                      f"{', '.join(filt['session'])} is not", SubjectWarning, stacklevel=2)
     hemis = tuple(args.hemi)
 
     def reason(subject: str, exc: InputError) -> str:

@@ -300,6 +300,28 @@ def test_filter_file_with_empty_or_null_selections_says_so(bids, tmp_path, doc, 
     assert "no subjects found" not in line
 
 
+
+def test_a_filter_file_selecting_no_found_subject_names_both_selections(bids, tmp_path):
+    """Round fifteen: a filter file's subject that --participant-label leaves out, or that is no
+    subject found, said "no subjects found in B (nor its derivatives); check the folders or
+    --participant-label": every subject was there. A session filter overruled by --session-label is
+    said on one warning line."""
+    filt = tmp_path / "filter.json"
+    filt.write_text(json.dumps({"subject": "01"}))
+    code, _, err = run(bids, tmp_path / "out", "participant", "--bids-filter-file", filt, "--participant-label", "02")
+    line = one_error(err)
+    assert code == 1 and line.endswith(f"{filt}: the BIDS filter file selects subject 01, which --participant-label "
+                                       "02 leaves out: the two select no participant together; give one of them")
+    filt.write_text(json.dumps({"subject": ["07", "08"]}))
+    code, _, err = run(bids, tmp_path / "out", "participant", "--bids-filter-file", filt)
+    assert code == 1 and one_error(err).endswith("selects subject 07, 08, which is not among the subjects found (01)")
+    assert not (tmp_path / "out").exists()
+    filt.write_text(json.dumps({"session": "2"}))
+    code, _, err = run(bids, tmp_path / "out", "participant", "--bids-filter-file", filt, "--session-label", "1",
+                       "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    assert "geomorph-bids: warning: --session-label 1 is used; the BIDS filter file's session 2 is not" in err
+
+
 def test_filter_file_that_is_a_fifo_is_refused_without_hanging(bids, tmp_path):
     fifo = tmp_path / "filter.json"
     os.mkfifo(fifo)
