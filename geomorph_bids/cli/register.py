@@ -333,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.features_out is not None and args.features_out.exists() and not args.features_out.is_dir():
                 parser.error(f"--features-out {args.features_out} is a file: give the folder the resampled maps are "
                              "written to")
+            from .preflight import check_file_can_be_written
+
+            for option, target in (("--out", args.out), ("--metrics", metrics_out), ("--features-out", args.features_out)):
+                if target is not None:  # before the registration (minutes on a 164k sphere), not after it
+                    check_file_can_be_written(target, option, folder_of_files=option == "--features-out")
             m = register_files(args.sphere, features, args.hemi, args.template, args.out, metrics_out,
                                args.features_out, args.sphere_reg, args.sulc_sign, args.model, args.device,
                                not args.no_optimise, args.template_dir, gates)

@@ -456,3 +456,40 @@ def test_outputs_that_would_clash_are_refused_before_the_registration(tmp_path, 
         main(argv)
     assert exc.value.code == 2 and words in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_found_before_the_registration(tmp_path, monkeypatch, capsys):
+    """Round fifteen: ``--out`` on a read-only filesystem failed only after the registration (minutes on
+    a 164k sphere), naming the temporary file: ``read-only filesystem writing RO/.x.surf.gii.sl5t1jbk.tmp``.
+    Now the folders of --out, --metrics and --features-out take a probe write first (simulated: the
+    probe of ``ro`` raises EROFS)."""
+    import errno
+
+    import geomorph_bids.cli.register as cli_register
+    from geomorph_bids.cli import preflight
+
+    surf = example_dir() / "sub-01" / "surf"
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (tmp_path / "afile").write_text("a user's file")
+    real_probe = preflight._write_probe
+
+    def probe(folder):
+        if folder == ro:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_probe(folder)
+
+    def never(*args, **kwargs):
+        raise AssertionError("registered before the outputs were checked")
+
+    monkeypatch.setattr(preflight, "_write_probe", probe)
+    monkeypatch.setattr(cli_register, "register_files", never)
+    base = ["--sphere", str(surf / "lh.sphere"), "--feature", str(surf / "lh.sulc"), "--model", "rigid"]
+    for extra, words in [(["--out", str(ro / "new" / "x.surf.gii")], f"--out cannot be written in {ro} (read-only filesystem)"),
+                         (["--out", str(tmp_path / "x.surf.gii"), "--features-out", str(ro / "F")],
+                          f"{ro / 'F'}: --features-out cannot be written in {ro} (read-only filesystem)"),
+                         (["--out", str(tmp_path / "afile" / "x.surf.gii")], f"cannot be written: {tmp_path / 'afile'} is not a folder")]:
+        assert main(base + extra) == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("geomorph-register: error: ") and words in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "ro"] and list(ro.iterdir()) == []
