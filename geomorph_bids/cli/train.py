@@ -529,6 +529,9 @@ def _train(argv: Sequence[str] | None) -> int:
         if args.out.exists() and not args.out.is_dir():  # before any data is made: it is a folder of outputs
             raise ValueError(f"--out {args.out} is a file: give a folder (model.pt, train_log.csv and "
                              "model_card.md are written in it)")
+        from .preflight import check_file_can_be_written
+
+        check_file_can_be_written(args.out, "--out", folder_of_files=True)  # not after the data was read
         from ..engine.train import BEST_NAME
 
         if args.resume is None and not args.overwrite and (args.out / BEST_NAME).exists():
