@@ -41,7 +41,9 @@ class Parser(argparse.ArgumentParser):
     what an unset shell variable gives (``geomorph-bids "$BIDS" "$OUT" participant``), and each
     option read it another way: an empty path as the current folder (outputs written there, or a
     message about a folder nobody named), ``--model ""`` / ``--device ""`` / ``--template-dir ""``
-    as their defaults, in silence."""
+    as their defaults, in silence. So is a path argument that starts with a ``~`` the shell did not
+    expand (quoted, or from a config file) and that does not exist: the outputs went into a folder
+    named ``~`` in the current one."""
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         import sys
@@ -57,7 +59,19 @@ class Parser(argparse.ArgumentParser):
                 where, default = f"argument {i + 1} of the command line", ""
             self.error(f"{where} is empty ({token!r}): an unset shell variable? Give a value{default} "
                        "('.' is the current folder)")
-        return super().parse_known_args(argv, namespace)
+        namespace, extras = super().parse_known_args(argv, namespace)
+        names = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.dest for a in self._actions}
+        for name, value in vars(namespace).items():
+            for path in value if isinstance(value, list) else [value]:
+                if isinstance(path, Path) and path.parts and path.parts[0].startswith("~") and not path.exists():
+                    # quoted ("~/out", or from a config file): a folder named "~" was made in the current one
+                    try:
+                        example = f" (e.g. {str(path.expanduser())!r})"
+                    except RuntimeError:  # ~user of no user
+                        example = ""
+                    self.error(f"{names.get(name, name)} {str(path)!r} starts with '~', which only an unquoted shell "
+                               f"word expands: give the full path{example}")
+        return namespace, extras
 
 
 def _is_number(text: str) -> bool:

@@ -121,3 +121,26 @@ def test_two_derivatives_folders_of_one_name_are_refused_not_one_dropped(tmp_pat
         main([str(tmp_path), str(tmp_path / "out"), "participant", "--derivatives", str(a), str(b)])
     assert exc.value.code == 2 and "smriprep1=" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_path_starting_with_an_unexpanded_tilde_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    """Round fifteen: ``geomorph-bids B "~/out" participant`` (quoted, or from a config file) wrote the
+    derivatives into a folder named ``~`` made in the current folder, exit 0 (and ``rm -rf ~`` is how
+    one removes it by mistake). A path whose first part starts with ``~`` and does not exist is refused;
+    a real folder named ``~`` is still taken."""
+    from geomorph_bids.cli.register import build_parser as register_parser
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", "/home/me")
+    for parser, argv, words in [
+        (build_parser(), ["b", "~/out", "participant"], "output_dir '~/out' starts with '~'"),
+        (build_parser(), ["b", "o", "participant", "-w", "~/w"], "--work-dir '~/w' starts with '~'"),
+        (register_parser(), ["--sphere", "~/lh.sphere"], "--sphere '~/lh.sphere' starts with '~'"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and words in err and "(e.g. '/home/me/" in err, err
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "~").mkdir()
+    assert build_parser().parse_args(["~", "o", "participant"]).bids_dir.name == "~"
