@@ -220,8 +220,8 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
         else:
             arr = _feature_array(val, name)
         arr = np.asarray(arr, dtype=np.float64)
-        if arr.ndim == 2 and arr.shape[1] == 1:
-            arr = arr[:, 0]
+        if arr.ndim >= 2 and all(n == 1 for n in arr.shape[1:]):  # (V, 1); (V, 1, 1): an MGH volume's get_fdata()
+            arr = arr.reshape(arr.shape[0])
         if arr.shape != (len(vertices),):
             raise InputError(f"feature {name!r} has shape {arr.shape}, expected ({len(vertices)},) "
                              "(one value per sphere vertex)")

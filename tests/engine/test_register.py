@@ -658,3 +658,19 @@ def test_vertex_indices_or_a_label_map_given_as_the_cortex_mask_are_refused():
             register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=mask)
     ok = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=np.ones(len(v), np.int64))
     assert ok.metrics["cortex_mask"] is True
+
+
+def test_a_map_shaped_like_an_mgh_volume_is_read_as_one_value_per_vertex(tmp_path):
+    """Round fifteen: ``nib.load("lh.thickness.mgh").get_fdata()`` (or its ``dataobj``) is (V, 1, 1);
+    (V, 1) was accepted but (V, 1, 1) said "has shape (2562, 1, 1), expected (2562,)", while the same
+    file given by its path was read."""
+    import nibabel as nib
+
+    v, f, sulc = _example_arrays()
+    plain = register((v, f), {"sulc": sulc}, rigid_only=True).metrics["cc_sulc_after"]
+    nib.save(nib.MGHImage(sulc.astype(np.float32).reshape(-1, 1, 1), np.eye(4)), tmp_path / "lh.sulc.mgh")
+    img = nib.load(tmp_path / "lh.sulc.mgh")
+    for given in (img.get_fdata(), img.dataobj, sulc.reshape(-1, 1, 1, 1)):
+        assert register((v, f), {"sulc": given}, rigid_only=True).metrics["cc_sulc_after"] == pytest.approx(plain, abs=1e-6)
+    with pytest.raises(Exception, match=r"has shape \(1, "):
+        register((v, f), {"sulc": sulc[None]}, rigid_only=True)
