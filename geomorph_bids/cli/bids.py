@@ -34,7 +34,7 @@ from ..errors import describe_os_error  # noqa: E402
 from .exit_codes import EXIT_FAILED, EXIT_OK, HANDLED, error_exit, interrupted, run_exit_code  # noqa: E402
 from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
 from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E402
-from .machine import drop_unusable_thread_settings  # noqa: E402
+from .machine import current_folder_problem, drop_unusable_thread_settings  # noqa: E402
 from .messages import one_line_warnings, reader_may_go_away  # noqa: E402
 from .nipype_config import configure_nipype, plugin_settings  # noqa: E402
 from .parser import build_parser  # noqa: E402
@@ -523,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     128 + N stopped by signal N)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if current_folder_problem():  # before any path is made absolute, or Nipype imported
+        return error_exit(_PROG, current_folder_problem())
     try:
         absolute_paths(args)
     except argparse.ArgumentTypeError as exc:  # --derivatives NAME=PATH with an empty part

@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-__all__ = ["usable_cpus", "total_memory_gb", "drop_unusable_thread_settings"]
+__all__ = ["usable_cpus", "total_memory_gb", "drop_unusable_thread_settings", "current_folder_problem"]
 
 _CGROUP = Path("/sys/fs/cgroup")
 
@@ -70,3 +70,18 @@ def drop_unusable_thread_settings(prog: str, environ: "os._Environ[str] | dict[s
     del env["OMP_NUM_THREADS"]
     print(f"{prog}: warning: OMP_NUM_THREADS={value!r} is not a number of threads (a whole number >= 1); "
           "ignored", file=sys.stderr)
+
+
+def current_folder_problem() -> str | None:
+    """Why the current folder cannot be used, or None. A shell left in a folder that was deleted
+    (a job's scratch removed, ``git clean``) gave geomorph-bids a traceback (``FileNotFoundError`` from
+    ``os.getcwd``: every relative path, the default work folder, Nipype's own configuration need it)
+    and geomorph-register ``error: no such file``, naming nothing."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return ("the current folder no longer exists (deleted or moved while this shell was in it): cd to an "
+                "existing folder and run the command again")
+    except OSError as exc:
+        return f"the current folder cannot be used ({exc.strerror or exc}): cd to another folder and run the command again"
+    return None

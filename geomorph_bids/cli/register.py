@@ -24,7 +24,7 @@ from ..io.atomic import atomic_write_text
 from ..io.discover import FEATURES
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit
-from .machine import drop_unusable_thread_settings
+from .machine import current_folder_problem, drop_unusable_thread_settings
 from .messages import one_line_warnings, reader_may_go_away
 from .parser import Parser, add_quality_options, hemisphere
 from ..resources import bundled_models
@@ -279,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if current_folder_problem():
+        return error_exit(_PROG, current_folder_problem())
     gates = resolve_quality(args)
     with reader_may_go_away(), one_line_warnings(_PROG):
         drop_unusable_thread_settings(_PROG)  # before torch is imported

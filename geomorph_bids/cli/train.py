@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import __version__
 from .exit_codes import EXIT_OK, HANDLED, error_exit
-from .machine import drop_unusable_thread_settings
+from .machine import current_folder_problem, drop_unusable_thread_settings
 from .messages import reader_may_go_away
 from .parser import ExtendAction, Parser, _finite
 
@@ -510,6 +510,8 @@ def _train(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if current_folder_problem():
+        return error_exit("geomorph-train", current_folder_problem())
     command = shlex.join(["geomorph-train", *argv])
 
     def log(msg: str) -> None:
