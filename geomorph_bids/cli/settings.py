@@ -179,6 +179,12 @@ def _check_fs_subjects_dir(folder: Path | None) -> None:
         parent, label = _subjects_dir_and_label(folder)
         raise InputError(f"--fs-subjects-dir is one FreeSurfer subject, not the SUBJECTS_DIR that holds the subjects: "
                          f"pass its parent, --fs-subjects-dir {parent}{label}", path=folder)
+    if folder.absolute().name in ("surf", "label", "mri", "scripts") and is_freesurfer_subject(folder.absolute().parent):
+        # one subject's surf folder: no subject in it, and the default FreeSurfer folder no longer searched,
+        # so a whole-dataset run left every FreeSurfer subject out with exit 0
+        parent, label = _subjects_dir_and_label(folder.absolute().parent)
+        raise InputError(f"--fs-subjects-dir is the {folder.absolute().name} folder of one FreeSurfer subject, not the "
+                         f"SUBJECTS_DIR that holds the subjects: pass --fs-subjects-dir {parent}{label}", path=folder)
 
 
 def _subjects_dir_and_label(subject: Path) -> tuple[Path, str]:

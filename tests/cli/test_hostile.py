@@ -538,6 +538,10 @@ def test_fs_subjects_dir_that_is_missing_or_one_subject_says_so(tmp_path):
     for given, words in [(tmp_path / "nosuch", "--fs-subjects-dir: no such folder"),
                          (subjects / "bert", "--fs-subjects-dir is one FreeSurfer subject, not the SUBJECTS_DIR "
                           f"that holds the subjects: pass its parent, --fs-subjects-dir {subjects} "
+                          "--participant-label bert"),
+                         # round fifteen: its surf folder left every FreeSurfer subject out in silence, exit 0
+                         (subjects / "bert" / "surf", "--fs-subjects-dir is the surf folder of one FreeSurfer subject, "
+                          f"not the SUBJECTS_DIR that holds the subjects: pass --fs-subjects-dir {subjects} "
                           "--participant-label bert")]:
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
