@@ -551,6 +551,28 @@ def test_fs_subjects_dir_that_is_missing_or_one_subject_says_so(tmp_path):
         assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
 
 
+
+def test_an_smriprep_derivatives_folder_given_as_the_bids_folder_says_how_to_read_it(dataset_factory, tmp_path):
+    """Round fifteen: ``geomorph-bids B/derivatives/smriprep OUT participant`` (the folder of the surfaces,
+    which has a dataset_description.json) found its subjects but never read them: one FAILED line per
+    hemisphere, ``no inputs; ... no input folder exists (expected B/derivatives/smriprep/derivatives/<pipeline>,
+    ...)``. Now one line saying what the folder is and the command that reads it, which runs."""
+    bids = dataset_factory("smriprep", subjects=("01",))
+    deriv = bids / "derivatives" / "smriprep"
+    (deriv / "dataset_description.json").write_text(json.dumps(
+        {"Name": "x", "BIDSVersion": "1.9.0", "DatasetType": "derivative", "GeneratedBy": [{"Name": "sMRIPrep"}]}))
+    code, _, err = run(deriv, tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    line = one_error(err)
+    assert code == 1 and line == (f"geomorph-bids: error: {deriv}: is a derivatives dataset (made by sMRIPrep), not a "
+                                  "raw BIDS dataset: give the raw dataset as bids_dir (its derivatives/ folders are "
+                                  f"read), or read this one as derivatives: geomorph-bids {deriv} OUTPUT_DIR participant "
+                                  f"--derivatives smriprep={deriv}")
+    assert not (tmp_path / "out").exists()
+    code, _, err = run(deriv, tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w",
+                       "--derivatives", f"smriprep={deriv}")
+    assert code == 0, err
+
+
 def test_empty_input_folders_are_named_as_datalad_subdatasets_not_installed(tmp_path):
     """`datalad clone` of a study leaves its derivatives subdatasets as empty folders. Before: `no
     subjects found in B (nor its derivatives); check the folders`, and for a subject of another
