@@ -238,6 +238,8 @@ def _derivatives_dataset(folder: Path, limit: int = 200) -> str | None:
         return None
     made_by = doc.get("GeneratedBy")
     name = made_by[0].get("Name") if isinstance(made_by, list) and made_by and isinstance(made_by[0], dict) else None
+    if name and "geomorph" in str(name).lower():  # our own outputs are never read as inputs (round two)
+        return None
     return str(name) if name else "a pipeline"
 
 
