@@ -502,7 +502,8 @@ def _build_population_template(args, rows: list[dict]) -> int:
 
 
 def run_reports_only(args) -> int:
-    """``--reports-only``: rebuild the participant reports from the outputs alone."""
+    """``--reports-only``: build the participant reports from the outputs alone; a report that is
+    current (:func:`geomorph_bids.reports.participant.report_is_current`) is kept."""
     unreadable: list[str] = []  # a damaged metrics file is named, as the group level names it
     rows = _participant_rows(args, unreadable=unreadable)
     for line in unreadable:
@@ -510,8 +511,10 @@ def run_reports_only(args) -> int:
               file=sys.stderr)
     if not rows:
         return error_exit(_PROG, f"--reports-only: {_no_rows(args, unreadable)}")
-    made = build_reports(args.output_dir, sorted({r["subject"] for r in rows}), _PROG, workers=args.nprocs)
-    print_reports(made)
+    subjects = sorted({r["subject"] for r in rows})
+    kept: list[Path] = []  # a current report is kept: a second pass (after a stop, a time limit) resumes
+    made = build_reports(args.output_dir, subjects, _PROG, reuse=set(subjects), workers=args.nprocs, kept=kept)
+    print_reports(made, len(kept))
     return EXIT_OK if made and not unreadable else EXIT_FAILED
 
 

@@ -291,6 +291,28 @@ def test_reports_only_names_a_metrics_file_it_cannot_read(fs_run, tmp_path):
     assert "FAILED" in err and damaged.name in err and "rerun the participant level" in err
     assert "sub-01.html" in stdout and (out / "sub-02.html").is_file()
 
+def test_reports_only_keeps_current_reports_and_redraws_the_rest(fs_run, tmp_path):
+    """A second --reports-only pass (after a stop, a cluster time limit) drew every report again.
+    Now the current ones are kept, and said so; a subject whose outputs changed is redrawn."""
+    import os
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out, symlinks=True)
+    stamps = {s: (out / f"sub-{s}.html").stat().st_mtime_ns for s in ("01", "02")}
+    code, stdout, err = run(fs_run["bids"], out, "participant", "--reports-only")
+    assert code == 0, err
+    assert "2 of them current" in stdout and "delete a report to have it drawn again" in stdout
+    assert {s: (out / f"sub-{s}.html").stat().st_mtime_ns for s in stamps} == stamps
+    metrics = next((out / "sub-01" / "anat").glob("sub-01_hemi-L_space-*_desc-geomorph_metrics.json"))
+    later = stamps["01"] + 10 ** 9
+    os.utime(metrics, ns=(later, later))  # sub-01's outputs changed after its report
+    code, stdout, err = run(fs_run["bids"], out, "participant", "--reports-only")
+    assert code == 0 and "1 of them current" in stdout, err
+    assert (out / "sub-01.html").stat().st_mtime_ns != stamps["01"]
+    assert (out / "sub-02.html").stat().st_mtime_ns == stamps["02"]
+
+
 def test_participant_reports_and_native_outputs(fs_run):
     """Each participant gets sub-X.html with figures; the native sphere and registration
     features are outputs too (the report's "before" maps; provenance)."""
