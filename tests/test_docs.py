@@ -218,3 +218,23 @@ def test_python_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             assert np.allclose(R @ R.T, np.eye(3), atol=1e-8)
         if "ico6" in namespace:
             assert namespace["ico6"][0].shape == (40962, 3) and namespace["ico6"][1].shape == (81920, 3)
+
+
+def test_docs_the_code_points_at_exist() -> None:
+    """Every 'docs/X.md' a message, help text or docstring names is a file of the repository."""
+    named = {m for path in (ROOT / "geomorph_bids").rglob("*.py")
+             for m in re.findall(r"docs/[A-Za-z_]+\.md", path.read_text())}
+    assert named and not [n for n in sorted(named) if not (ROOT / n).is_file()]
+
+
+def test_flagged_summary_names_every_gate_option_and_the_page_that_explains_it(capsys) -> None:
+    from geomorph_bids.cli.failures import Failure
+    from geomorph_bids.cli.reporting import print_summary
+
+    print_summary([], [], Path("OUT"), "geomorph-bids",
+                  flagged=[Failure("01", None, "L", "correlation: sulc correlates 0.4 with the template")])
+    line = capsys.readouterr().err.splitlines()[0]
+    assert "docs/troubleshooting.md" in line  # the page with the FLAGGED reasons and what to do
+    gates = [o for o in _parser("geomorph-bids")._option_string_actions
+             if o in ("--min-cc", "--min-cc-other", "--max-distortion", "--max-folds", "--identity-margin")]
+    assert len(gates) == 5 and all(g + "," in line or g + ")" in line for g in gates), line
