@@ -238,3 +238,16 @@ def test_flagged_summary_names_every_gate_option_and_the_page_that_explains_it(c
     gates = [o for o in _parser("geomorph-bids")._option_string_actions
              if o in ("--min-cc", "--min-cc-other", "--max-distortion", "--max-folds", "--identity-margin")]
     assert len(gates) == 5 and all(g + "," in line or g + ")" in line for g in gates), line
+
+
+def test_tests_the_docs_cite_exist() -> None:
+    """Every 'tests/x.py::test_name' README.md and docs/*.md cite (a trailing * is a prefix) is a test."""
+    cited = {m for doc in DOCS for m in re.findall(r"tests/[\w/]+\.py::\w+\*?", doc.read_text())}
+    missing = []
+    for ref in sorted(cited):
+        path, name = ref.split("::")
+        source = (ROOT / path).read_text() if (ROOT / path).is_file() else ""
+        pattern = rf"(def|class) {name.rstrip('*')}" + ("" if name.endswith("*") else r"\b")
+        if not re.search(pattern, source):
+            missing.append(ref)
+    assert cited and not missing, missing
