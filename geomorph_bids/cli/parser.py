@@ -225,8 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="process nothing: rebuild the HTML reports (sub-X.html) from the participant "
                         "outputs already in output_dir")
     add_quality_options(p, "a hemisphere that fails one is written, listed as FLAGGED and marked in the group "
-                           "table, and the run exits with code 3 (docs/reliability.md); defaults: those "
-                           "recorded with the outputs (group level), else the values shown")
+                           "table, and the run exits with code 3 (what each reason means: "
+                           "docs/troubleshooting.md); defaults: those recorded with the outputs (group level), "
+                           "else the values shown")
     g = p.add_argument_group("group level")
     g.add_argument("--build-template", type=_positive_int, default=None, metavar="N",
                    help="build a population-average template from the participants' registered "

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "pair from the rigid alignment")
     p.add_argument("--no-optimise", action="store_true",
                    help="skip the pair-wise optimisation of the warp (network output only; "
-                        "needs --model PATH)")
+                        "needs --model NAME|PATH: a bundled network or a checkpoint)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--sulc-sign", choices=("freesurfer", "hcp"), default="freesurfer",
                    help="sign of the input sulc: FreeSurfer (positive in sulci, default) or "

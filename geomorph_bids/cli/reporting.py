@@ -40,7 +40,8 @@ def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Pa
             print(f"  FAILED {f.line()}", file=sys.stderr)
     if flagged:
         print(f"{prog}: {len(flagged)} hemisphere(s) written but flagged by the quality gates "
-              "(docs/reliability.md; thresholds: --min-cc, --max-distortion, --max-folds, --identity-margin):",
+              "(docs/troubleshooting.md; thresholds: --min-cc, --min-cc-other, --max-distortion, --max-folds, "
+              "--identity-margin):",
               file=sys.stderr)
         for f in flagged:
             print(f"  FLAGGED {f.line()}", file=sys.stderr)
