@@ -239,7 +239,8 @@ def run_participant(args) -> int:
             n_todo = sum(len(j.inputs.hemis) for j in jobs)
             print(f"{_PROG} {__version__}: {n_todo} hemisphere(s) of {len(jobs)} subject/session(s) -> {output_dir} "
                   f"(template {config.template.label}, density {config.density}, model {config.model.name}"
-                  f"{' alone (--no-optimise)' if config.model.optimise is False else ''}, "
+                  f"{' alone (--no-optimise)' if config.model.optimise is False else ''}"
+                  f"{' + full optimisation (--refine full)' if not isinstance(config.model.optimise, bool) else ''}, "
                   f"device {config.device}, work dir {work_dir})", flush=True)
             hemis = sorted({config.model.template_hemi(h) for h in args.hemi})
             print(f"template maps: {config.template.describe(config.channels, hemis)}", flush=True)
@@ -382,12 +383,13 @@ def _judge_rows(args, rows: list[dict]) -> list[Failure]:
 
 def _ignored_at_group_level(args) -> list[str]:
     """The participant-level options given to the group level that change nothing there: the
-    table covers every session; --hemi, --template, --template-dir, --model and --no-optimise
-    matter only to --build-template."""
+    table covers every session; --hemi, --template, --template-dir, --model, --no-optimise and
+    --refine matter only to --build-template."""
     out = ["--session-label"] if args.session_label else []
     if not args.build_template:
         defaults = build_parser()
-        out += [f"--{name.replace('_', '-')}" for name in ("hemi", "template", "template_dir", "model", "no_optimise")
+        out += [f"--{name.replace('_', '-')}" for name in ("hemi", "template", "template_dir", "model", "no_optimise",
+                                                                         "refine")
                 if getattr(args, name) != defaults.get_default(name)]
     return out
 

@@ -125,9 +125,14 @@ def _method_text(model) -> str:
     if model.optimise is False:
         return (f"; then the GeoMorph {which}, predicted a non-rigid warp in one forward pass, "
                 "used as it is (no per-hemisphere optimisation, --no-optimise)")
-    return (f"; then the GeoMorph {which}, predicted a non-rigid warp, refined for each "
-            "hemisphere by optimising 1 - correlation with the template plus smoothness and "
-            "fold penalties")
+    if model.optimise is True:
+        return (f"; then the GeoMorph {which}, predicted a non-rigid warp, refined for each "
+                "hemisphere by optimising 1 - correlation with the template plus smoothness and "
+                "fold penalties")
+    return (f"; then the GeoMorph {which} predicted a non-rigid warp, whose large-scale part (low-passed "
+            "on the sphere) started a non-rigid GeoMorph warp (cascaded control-point grids, ico-2 to ico-4) "
+            "fitted to each hemisphere by optimising 1 - correlation with the template plus smoothness and "
+            "fold penalties (--refine full)")
 
 
 #: what separates the methods paragraphs of ``logs/CITATION.md`` from its references

@@ -546,6 +546,25 @@ def test_no_optimise_keeps_the_networks_warp_in_both_modes(dataset_factory, tmp_
     assert not (tmp_path / "o2" / "sub-01").exists()
 
 
+def test_refine_full_reaches_the_registration_through_the_workflow(dataset_factory, tmp_path):
+    """--refine full is decided once into the model choice, travels through the Nipype nodes and
+    is recorded (metrics, methods text); with --no-optimise it is a one-line error, before any work."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out = tmp_path / "out"
+    code, stdout, err = run(bids, out, "participant", "--model", "sulc-fsLR", "--refine", "full", "--hemi", "L",
+                            "--device", "cpu", "-w", tmp_path / "w")
+    assert code == 0, err
+    assert "model sulc-fsLR + full optimisation (--refine full)" in stdout
+    m = json.loads((anat(out, "01") / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json").read_text())
+    assert m["registration"]["method"] == "geomorph+optimise"
+    assert m["registration"]["optimise"]["start_lowpass"] == 8 and m["registration"]["optimise"]["steps"] == [60, 60, 60]
+    assert m["registration"]["network_smoothing_iterations"] == 8 * 25  # the ico-5 network's low-pass, 8 times
+    assert "(--refine full)" in (out / "logs" / "CITATION.md").read_text()
+    code, _, err = run(bids, tmp_path / "o2", "participant", "--model", "sulc-fsLR", "--refine", "full",
+                       "--no-optimise", "--hemi", "L", "-w", tmp_path / "w2")
+    assert code == 1 and "give one of them" in err and not (tmp_path / "o2" / "sub-01").exists()
+
+
 @pytest.mark.parametrize("mode", ["workflow", "batch"])
 def test_a_curvature_of_the_other_sign_fails_its_hemisphere_naming_the_input_file(dataset_factory, tmp_path, mode):
     """HCP/Workbench curvature (-curv) next to FreeSurfer's sulc, registered to fsaverage (sulc +

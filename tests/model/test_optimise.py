@@ -38,6 +38,11 @@ def test_config_validation_and_round_trip():
     with pytest.raises(ValueError, match="unknown OptimiseConfig keys: bogus"):
         OptimiseConfig.from_dict({"bogus": 1})
     assert OptimiseConfig.from_dict(FAST.to_dict()) == FAST
+    for bad in (0, -1, 1.5, True, "8"):  # whole multiples of the network's own low-pass only
+        with pytest.raises(ValueError, match="start_lowpass must be a whole number >= 1"):
+            OptimiseConfig(start_lowpass=bad)
+    old = {k: v for k, v in FAST.to_dict().items() if k != "start_lowpass"}  # a metrics file of before
+    assert OptimiseConfig.from_dict(old).start_lowpass == 1
 
 
 def test_identical_images_stay_put(sulc):
