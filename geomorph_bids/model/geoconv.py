@@ -88,6 +88,16 @@ def _parent_table(level: int) -> Tensor:
     return torch.from_numpy(np.array(upsample_parents(level), dtype=np.int64))
 
 
+@cached_tables(maxsize=None)
+def _ring_tables(level: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """One-ring tables of ``hex_tables(level)`` for :func:`hex_laplacian`, CPU (cached; do not
+    modify): the neighbours' indices (V, 6) int64 and weights (V, 6) of ``dtype``,
+    ``1 / |ring(v)|`` on the valid slots and 0 on the padded one."""
+    index, mask, _ = hex_tables(level)
+    ring = (mask[:, 1:] != 0).to(dtype)
+    return index[:, 1:].contiguous(), ring / ring.sum(1, keepdim=True)
+
+
 def _batched(x: Tensor, n_vertices_expected: int, name: str) -> tuple[Tensor, bool]:
     """(V, C) -> (1, V, C) and a flag to undo it; checks the vertex count."""
     if x.dim() == 2:
@@ -169,12 +179,12 @@ def hex_laplacian(x: Tensor, level: int, index: Tensor | None = None,
     slot and the centre slot are excluded). Zero for constant signals.
     """
     x, squeeze = _batched(x, n_vertices(level), "hex_laplacian")
-    if index is None or mask is None:
-        idx_t, m_t, _ = hex_tables(level)
-        index, mask = idx_t.to(x.device), m_t.to(x.device)
-    ring = (mask[:, 1:] != 0).to(x.dtype)                       # (V, 6)
-    ring = ring / ring.sum(1, keepdim=True)
-    nb = _gather(x, index[:, 1:])                                 # (B, V, 6, C)
+    if index is None or mask is None:  # the cached tables, built once per level
+        nbr, ring = (t.to(x.device) for t in _ring_tables(level, x.dtype))   # (V, 6) each
+    else:
+        nbr, ring = index[:, 1:], (mask[:, 1:] != 0).to(x.dtype)
+        ring = ring / ring.sum(1, keepdim=True)
+    nb = _gather(x, nbr)                                          # (B, V, 6, C)
     out = torch.einsum("vs,bvsc->bvc", ring, nb) - x
     return out[0] if squeeze else out
 
