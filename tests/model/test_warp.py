@@ -168,3 +168,20 @@ def test_batch_elements_are_independent():
         torch.testing.assert_close(warped[b:b + 1], w1, atol=1e-12, rtol=0)
         torch.testing.assert_close(warp[b:b + 1], p1, atol=1e-12, rtol=0)
     assert (warped[1] - moving[1]).abs().max() > 0.1
+
+
+def test_face_tables_and_barycentric_equal_weights():
+    """Gathering a face's corners and normals once and evaluating the weights later gives the same
+    bits as weights(); sampling with known faces equals sampling that locates them; a hinted look-up
+    (which may walk) finds the same faces."""
+    sampler = ico_sampler(3)
+    pts = _random_points(500, 3).float()
+    face = sampler.locate(pts)
+    corners, w = sampler.weights(pts, face)
+    c2, normals = sampler.face_tables(face, pts.dtype)
+    assert torch.equal(c2, corners) and normals.shape == (1, 500, 3, 3)
+    assert torch.equal(sampler.barycentric(normals, pts), w)
+    values = torch.randn(1, n_vertices(3), 2)
+    assert torch.equal(sampler(values, pts, face), sampler(values, pts))
+    moved = pts + 0.05 * torch.randn_like(pts)
+    assert torch.equal(sampler.locate(moved, hint=face), sampler.locate(moved))
