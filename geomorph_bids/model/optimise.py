@@ -302,7 +302,10 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
             if located is None or step % cfg.relocate_every == 0:
                 # containing triangles move slowly: reuse them, and start the search from them;
                 # their corners' normals and image values are gathered once per look-up
-                located = sampler.locate(points, hint=located)
+                if located is None:  # the stage starts on the grid: point i is at ico-6 vertex i
+                    located = sampler.locate(points, near=torch.arange(nd, device=dev).expand(B, nd))
+                else:
+                    located = sampler.locate(points, hint=located)
                 corners, face_normals = sampler.face_tables(located, points.dtype)  # (B, nd, 3(, 3))
                 gathered = torch.gather(cur_s, 1, corners.reshape(B, nd * 3, 1).expand(-1, -1, k)
                                         ).reshape(B, nd, 3, k)

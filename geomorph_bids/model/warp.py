@@ -116,19 +116,23 @@ class SphereSampler:
             self._cache[key] = (self._faces.to(device), self._normals.to(device=device, dtype=dtype))
         return self._cache[key]
 
-    def locate(self, points: torch.Tensor, hint: torch.Tensor | None = None) -> torch.Tensor:
+    def locate(self, points: torch.Tensor, hint: torch.Tensor | None = None,
+               near: torch.Tensor | None = None) -> torch.Tensor:
         """(..., 3) points -> (...,) int64 containing-face indices (no gradient).
 
         ``hint``: faces to try first (same shape as the result, e.g. the previous location of
         points that moved a little; CPU k-d tree path only): a point outside its hinted face
-        walks across the edges towards its own, up to 8 faces, before any search."""
+        walks across the edges towards its own, up to 8 faces, before any search.
+        ``near``: instead, a mesh vertex at (or nearest to) each point (e.g. an icosphere's own
+        vertices, unwarped): its fan is screened in place of the k-d tree's nearest vertex's."""
         if self.ico_level is not None and points.device.type != "cpu":
             from .ico_locate import ico_locator
 
             return ico_locator(self.ico_level).locate(points)
         flat = points.detach().reshape(-1, 3).to(device="cpu", dtype=torch.float64).numpy()
         guess = None if hint is None else hint.detach().reshape(-1).cpu().numpy()
-        face, _ = self.locator.locate(flat, hint=guess, walk=_WALK)
+        vertex = None if near is None else near.detach().reshape(-1).cpu().numpy()
+        face, _ = self.locator.locate(flat, hint=guess, near=vertex, walk=_WALK)
         return torch.from_numpy(face).to(points.device).reshape(points.shape[:-1])
 
     def face_tables(self, face: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -185,3 +185,14 @@ def test_face_tables_and_barycentric_equal_weights():
     assert torch.equal(sampler(values, pts, face), sampler(values, pts))
     moved = pts + 0.05 * torch.randn_like(pts)
     assert torch.equal(sampler.locate(moved, hint=face), sampler.locate(moved))
+
+
+def test_points_at_their_own_vertices_located_from_them():
+    """A control grid's points start at the data icosphere's first vertices: screening each one's
+    own fan (``near``) gives the faces the k-d tree search gives, ties at the vertex included."""
+    from geomorph_bids.model.labels import normalise
+
+    sampler = ico_sampler(4)
+    grid = upsample_displacement(normalise(_unit(2, torch.float32)[None]), 2, 3)
+    near = torch.arange(grid.shape[1])[None]
+    assert torch.equal(sampler.locate(grid, near=near), sampler.locate(grid))
