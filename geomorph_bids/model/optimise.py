@@ -45,7 +45,7 @@ from .geoconv import hex_laplacian
 from .geomorph import compose_warps
 from .keys import check_keys
 from .labels import normalise
-from .losses import pearson
+from .losses import pearson_to
 from .losses import signed_areas as _signed_area
 from .warp import SphereSampler, _parents, ico_sampler, upsample_displacement
 
@@ -284,7 +284,9 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
             total_faces = sampler.locate(total, hint=total_hint)
             current = sampler(mov, total, total_faces)
         cur_s = smooth_on_ico(current, iters)
-        fix_s, m_d = fixed_smoothed[iters][:, :nd], m[:, :nd]
+        # channel-wise correlation with the fixed image on the first nd vertices: its side once
+        correlation = pearson_to(fixed_smoothed[iters][:, :nd].transpose(1, 2).reshape(B * k, nd),
+                                 m[:, :nd].transpose(1, 2).reshape(B * k, nd))
         base_cpu, faces_cpu = _control_grid(c)
         base = base_cpu.to(device=dev, dtype=torch.float32)[None]
         faces = faces_cpu.to(dev)
@@ -311,8 +313,7 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
                                         ).reshape(B, nd, 3, k)
             bary = sampler.barycentric(face_normals, points)                 # (B, nd, 3)
             warped = (gathered * bary.unsqueeze(-1)).sum(2)
-            cc = pearson(warped.transpose(1, 2).reshape(B * k, nd), fix_s.transpose(1, 2).reshape(B * k, nd),
-                         m_d.transpose(1, 2).reshape(B * k, nd)).reshape(B, k)
+            cc = correlation(warped.transpose(1, 2).reshape(B * k, nd)).reshape(B, k)
             sim = ((1.0 - cc) * w).sum(-1)
             if cfg.bend_total and not identity_start:
                 # the warp so far at the moved control points: previous warp sampled there
