@@ -35,13 +35,14 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from scipy import sparse
 from torch import Tensor
 
 from ..sphere.icosphere import icosphere, level_of, n_vertices
 from .adam import Adam
 from .cache import cached_tables
 from .determinism import deterministic
-from .geoconv import hex_laplacian
+from .geoconv import hex_laplacian, hex_tables
 from .geomorph import compose_warps
 from .keys import check_keys
 from .labels import normalise
@@ -145,10 +146,33 @@ class OptimiseResult:
 
 
 def smooth_on_ico(x: Tensor, iterations: int, level: int = DATA_LEVEL) -> Tensor:
-    """``iterations`` steps of ``x += 0.5 * lap(x)`` on ico-``level``; x (B, V, C) -> same shape."""
+    """``iterations`` steps of ``x += 0.5 * lap(x)`` on ico-``level``; x (B, V, C) -> same shape.
+
+    On the CPU, where no gradient is needed, each step is one sparse matrix product (scipy's CSR:
+    4x torch's gather and weighted sum of the one-rings at ico-6); the same up to float rounding."""
+    if iterations and x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled()):
+        B, V, C = x.shape
+        ring = _ring_matrix(level, x.dtype)
+        y = np.ascontiguousarray(x.detach().permute(1, 0, 2).reshape(V, B * C).numpy())
+        half = y.dtype.type(0.5)
+        for _ in range(iterations):
+            y = y + half * (ring @ y - y)
+        return torch.from_numpy(y).reshape(V, B, C).permute(1, 0, 2)
     for _ in range(iterations):
         x = x + 0.5 * hex_laplacian(x, level)
     return x
+
+
+@cached_tables(maxsize=None)
+def _ring_matrix(level: int, dtype: torch.dtype) -> sparse.csr_matrix:
+    """(V, V) CSR matrix of ico-``level``'s one-ring means (``1 / |ring(v)|`` at (v, u) for the
+    neighbours u of v) in ``dtype``'s numpy type (cached; read-only use)."""
+    index, mask, _ = hex_tables(level)
+    valid = mask[:, 1:].numpy() != 0
+    weight = (valid / valid.sum(1, keepdims=True)).astype(torch.empty(0, dtype=dtype).numpy().dtype)
+    rows = np.broadcast_to(np.arange(len(valid))[:, None], valid.shape)
+    return sparse.csr_matrix((weight[valid], (rows[valid], index[:, 1:].numpy()[valid])),
+                             shape=(len(valid), len(valid)))
 
 
 def _smoothing_series(x: Tensor, iterations: Sequence[int], level: int = DATA_LEVEL) -> dict[int, Tensor]:
