@@ -97,6 +97,7 @@ import tempfile
 import time
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 
 def _threads_from_argv(default: int = 2) -> str:
@@ -350,7 +351,7 @@ def _timed(fn, repeats: int):
     return out, float(np.median(secs))
 
 
-def run_ours(pair: Pair, rigid_only: bool, model: str | None = None, optimise: bool = True,
+def run_ours(pair: Pair, rigid_only: bool, model: str | None = None, optimise: Any = True,
              template_dir: str | None = None):
     """register() on the pair: the Registration (its metrics say which template maps it used)."""
     return register((pair.vertices, pair.faces), {"sulc": pair.sulc}, pair.template, pair.hemi,
@@ -456,11 +457,14 @@ def bench_pair(pair: Pair, methods: list[str], repeats: int, peer_start: str, ms
             out, sec = _timed(lambda: run_msm(pair, start, msm_conf, log_dir), 1)
             add = rigid_sec if peer_start == "rigid" else 0.0
             results[m] = (score(out), sec + add, "ours rigid" if peer_start == "rigid" else "input", " (1 run)")
-        elif m.startswith(("geomorph:", "geomorph+optimise:")):
+        elif m.startswith(("geomorph:", "geomorph+optimise:", "geomorph+full:")):
             kind, model = m.split(":", 1)
             if _model_template(model) != pair.template:
                 continue
-            out, sec = _timed(lambda: run_ours(pair, False, model, kind == "geomorph+optimise").sphere, repeats)
+            from geomorph_bids.model.optimise import FROM_NETWORK
+
+            optimise = {"geomorph": False, "geomorph+optimise": True, "geomorph+full": FROM_NETWORK}[kind]
+            out, sec = _timed(lambda: run_ours(pair, False, model, optimise).sphere, repeats)
             results[m] = (score(out), sec, "input", "")
         else:
             raise ValueError(f"unknown method {m!r}")
@@ -492,8 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subjects-dir", default=None, help="FreeSurfer subjects folder holding fsaverage (pairs d, f)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="warp seeds of pair (d) (default 0)")
     p.add_argument("--model", action="append", default=[], metavar="NAME|PATH",
-                   help="also run this GeoMorph checkpoint (bundled name or path), network only and "
-                        "network + optimisation, on the pairs of its template (repeatable)")
+                   help="also run this GeoMorph checkpoint (bundled name or path), network only, network + "
+                        "short refinement and network + full optimisation (--refine full), on the pairs of its "
+                        "template (repeatable)")
     p.add_argument("--repeats", type=int, default=3, help="repeats for identity, ours and SD (median)")
     p.add_argument("--peer-repeats", type=int, default=None, help="repeats for SD (default: --repeats)")
     p.add_argument("--peer-start", default="rigid", choices=["rigid", "input"])
@@ -501,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--msm-logs", type=Path, default=None, help="folder for msm's stdout/stderr")
     p.add_argument("--threads", type=int, default=2, help="OMP/MKL threads for every method (default 2)")
     args = p.parse_args(argv)
-    args.methods += [f"{kind}:{m}" for m in args.model for kind in ("geomorph", "geomorph+optimise")]
+    args.methods += [f"{kind}:{m}" for m in args.model for kind in ("geomorph", "geomorph+optimise", "geomorph+full")]
     import torch
 
     torch.set_num_threads(args.threads)

@@ -99,6 +99,12 @@ def build_example() -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    # no options; parsing makes --help print this and exit instead of rewriting the bundled data
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                            epilog="Rewrites geomorph_bids/data/templates and geomorph_bids/data/example "
+                                   "in place.").parse_args()
     build_templates()
     build_example()
     print(f"wrote {data_dir()}")

@@ -93,3 +93,24 @@ def test_no_import_cycles():
         if state.get(n) is None and visit(n, []):
             break
     assert not cycle, " -> ".join(cycle)
+
+
+#: calls that make state shared by every caller in the process when made at module level
+_STATEFUL_CALLS = ("threading.Lock", "threading.RLock", "threading.local", "threading.Event", "queue.Queue",
+                   "queue.SimpleQueue", "collections.deque", "Lock", "RLock", "local")
+
+
+def test_no_module_level_mutable_state():
+    """The house rule: no ``global`` statement, and no lock, thread-local or queue made at module
+    level (the reader threads of io.limits kept a pool of idle threads that way, which forked
+    children had to be made to forget). Read-only lookup tables are not state."""
+    found = []
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        found += [f"{name}:{node.lineno} global {', '.join(node.names)}"
+                  for node in ast.walk(tree) if isinstance(node, ast.Global)]
+        for node in tree.body:
+            value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            if isinstance(value, ast.Call) and ast.unparse(value.func) in _STATEFUL_CALLS:
+                found.append(f"{name}:{node.lineno} {ast.unparse(node)[:60]}")
+    assert found == []

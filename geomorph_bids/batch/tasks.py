@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..derivatives import report_name
 from ..engine.model_choice import ModelChoice
 from ..errors import InputError
 from ..io.template_ref import TemplateRef
@@ -104,6 +105,8 @@ class ReportOutcome:
     seconds: float
     #: the report was written, but without the figures of these hemispheres (one line each)
     incomplete: tuple[str, ...] = ()
+    #: the report was current and kept as it was (not drawn again)
+    kept: bool = False
 
 
 def init_worker(threads: int) -> None:
@@ -265,11 +268,20 @@ def build_report(output_dir: Path, subject: str, reuse: bool) -> ReportOutcome:
 
     t = time.perf_counter()
     problems: list[str] = []
+    before = _mtime_ns(Path(output_dir) / report_name(subject))
     try:
         path, error = update_participant_report(output_dir, subject, reuse, problems=problems), None
     except Exception as exc:  # noqa: BLE001 - a figure must never lose a finished subject
         path, error = None, _line(exc)
-    return ReportOutcome(subject, path, error, time.perf_counter() - t, tuple(problems))
+    kept = path is not None and before is not None and _mtime_ns(path) == before
+    return ReportOutcome(subject, path, error, time.perf_counter() - t, tuple(problems), kept)
+
+
+def _mtime_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def incomplete_report_line(outcome: ReportOutcome) -> str | None:

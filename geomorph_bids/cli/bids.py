@@ -242,7 +242,8 @@ def run_participant(args) -> int:
             n_todo = sum(len(j.inputs.hemis) for j in jobs)
             print(f"{_PROG} {__version__}: {n_todo} hemisphere(s) of {len(jobs)} subject/session(s) -> {output_dir} "
                   f"(template {config.template.label}, density {config.density}, model {config.model.name}"
-                  f"{' alone (--no-optimise)' if config.model.optimise is False else ''}, "
+                  f"{' alone (--no-optimise)' if config.model.optimise is False else ''}"
+                  f"{' + full optimisation (--refine full)' if not isinstance(config.model.optimise, bool) else ''}, "
                   f"device {config.device}, work dir {work_dir})", flush=True)
             hemis = sorted({config.model.template_hemi(h) for h in args.hemi})
             print(f"template maps: {config.template.describe(config.channels, hemis)}", flush=True)
@@ -385,12 +386,13 @@ def _judge_rows(args, rows: list[dict]) -> list[Failure]:
 
 def _ignored_at_group_level(args) -> list[str]:
     """The participant-level options given to the group level that change nothing there: the
-    table covers every session; --hemi, --template, --template-dir, --model and --no-optimise
-    matter only to --build-template."""
+    table covers every session; --hemi, --template, --template-dir, --model, --no-optimise and
+    --refine matter only to --build-template."""
     out = ["--session-label"] if args.session_label else []
     if not args.build_template:
         defaults = build_parser()
-        out += [f"--{name.replace('_', '-')}" for name in ("hemi", "template", "template_dir", "model", "no_optimise")
+        out += [f"--{name.replace('_', '-')}" for name in ("hemi", "template", "template_dir", "model", "no_optimise",
+                                                                         "refine")
                 if getattr(args, name) != defaults.get_default(name)]
     return out
 
@@ -505,7 +507,8 @@ def _build_population_template(args, rows: list[dict]) -> int:
 
 
 def run_reports_only(args) -> int:
-    """``--reports-only``: rebuild the participant reports from the outputs alone."""
+    """``--reports-only``: build the participant reports from the outputs alone; a report that is
+    current (:func:`geomorph_bids.reports.participant.report_is_current`) is kept."""
     unreadable: list[str] = []  # a damaged metrics file is named, as the group level names it
     rows = _participant_rows(args, unreadable=unreadable)
     for line in unreadable:
@@ -513,8 +516,10 @@ def run_reports_only(args) -> int:
               file=sys.stderr)
     if not rows:
         return error_exit(_PROG, f"--reports-only: {_no_rows(args, unreadable)}")
-    made = build_reports(args.output_dir, sorted({r["subject"] for r in rows}), _PROG, workers=args.nprocs)
-    print_reports(made)
+    subjects = sorted({r["subject"] for r in rows})
+    kept: list[Path] = []  # a current report is kept: a second pass (after a stop, a time limit) resumes
+    made = build_reports(args.output_dir, subjects, _PROG, reuse=set(subjects), workers=args.nprocs, kept=kept)
+    print_reports(made, len(kept))
     return EXIT_OK if made and not unreadable else EXIT_FAILED
 
 

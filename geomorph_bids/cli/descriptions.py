@@ -13,7 +13,7 @@ from .. import __version__
 from ..derivatives import BIDSIGNORE, CITATION, DATASET_DESCRIPTION, README, bidsignore_lines
 from ..errors import InputError
 from ..io.atomic import atomic_write_bytes
-from ..io.limits import read_json_bounded
+from ..io.limits import read_json_bounded, read_text_bounded
 
 __all__ = ["write_dataset_description", "write_readme", "write_bidsignore", "write_bids_extras", "write_citation"]
 
@@ -125,17 +125,40 @@ def _method_text(model) -> str:
     if model.optimise is False:
         return (f"; then the GeoMorph {which}, predicted a non-rigid warp in one forward pass, "
                 "used as it is (no per-hemisphere optimisation, --no-optimise)")
-    return (f"; then the GeoMorph {which}, predicted a non-rigid warp, refined for each "
-            "hemisphere by optimising 1 - correlation with the template plus smoothness and "
-            "fold penalties")
+    if model.optimise is True:
+        return (f"; then the GeoMorph {which}, predicted a non-rigid warp, refined for each "
+                "hemisphere by optimising 1 - correlation with the template plus smoothness and "
+                "fold penalties")
+    return (f"; then the GeoMorph {which} predicted a non-rigid warp, whose large-scale part (low-passed "
+            "on the sphere) started a non-rigid GeoMorph warp (cascaded control-point grids, ico-2 to ico-4) "
+            "fitted to each hemisphere by optimising 1 - correlation with the template plus smoothness and "
+            "fold penalties (--refine full)")
+
+
+#: what separates the methods paragraphs of ``logs/CITATION.md`` from its references
+_REFERENCES = "\n### References"
+#: introduces the methods paragraph of a later run with other settings into the same folder
+LATER_RUN = ("A later run into the same folder used other settings (each hemisphere's metrics file and "
+             "sidecars say which apply to it):")
 
 
 def write_citation(output_dir: Path, config) -> Path:
     """``logs/CITATION.md``: the methods boilerplate filled in with the run's settings
-    (a :class:`~geomorph_bids.workflows.config.RunConfig`)."""
+    (a :class:`~geomorph_bids.workflows.config.RunConfig`). A folder whose file already describes
+    other settings (an earlier run, e.g. to another template) keeps that paragraph and gets this
+    run's after it, introduced by :data:`LATER_RUN`; the same settings again change nothing."""
     from ..resources import citation_file
 
     text = citation_file().read_text().format(
         version=__version__, template=config.template.label, channels=", ".join(config.channels),
         method_text=_method_text(config.model), features=", ".join(config.features), density=config.density)
+    methods, _, references = text.partition(_REFERENCES)
+    try:
+        earlier = read_text_bounded(output_dir / CITATION, what="methods text").partition(_REFERENCES)[0].strip()
+    except InputError:  # none yet, or not readable: this run's text alone
+        earlier = ""
+    if earlier and methods.strip() in earlier:
+        return output_dir / CITATION  # described already (alone, or among other runs' settings)
+    if earlier:
+        text = f"{earlier}\n\n{LATER_RUN}\n\n{methods.strip()}\n{_REFERENCES}{references}"
     return atomic_write_bytes(output_dir / CITATION, text.encode())

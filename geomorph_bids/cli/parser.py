@@ -272,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-optimise", action="store_true",
                    help="with a network (--model NAME|PATH): keep its warp as it is, one forward pass, without "
                         "the per-hemisphere refinement (the fastest registration; accuracy in docs/models.md)")
+    g.add_argument("--refine", choices=("short", "full"), default=None,
+                   help="with a network (--model NAME|PATH), what follows its warp: 'short' (default: one ico-4 "
+                        "stage, 30 steps) or 'full' (the default optimiser's whole schedule, started from the "
+                        "network's large-scale correction: with sulc-fsaverage the most accurate registration "
+                        "to fsaverage, for the optimiser's time; docs/models.md)")
     g.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
     g.add_argument("--fmriprep-compat", action="store_true",
                    help="also write each registered sphere under the name sMRIPrep's io_spec.json queries "
@@ -317,8 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="process nothing: rebuild the HTML reports (sub-X.html) from the participant "
                         "outputs already in output_dir")
     add_quality_options(p, "a hemisphere that fails one is written, listed as FLAGGED and marked in the group "
-                           "table, and the run exits with code 3 (docs/reliability.md); defaults: those "
-                           "recorded with the outputs (group level), else the values shown")
+                           "table, and the run exits with code 3 (what each reason means: "
+                           "docs/troubleshooting.md); defaults: those recorded with the outputs (group level), "
+                           "else the values shown")
     g = p.add_argument_group("group level")
     g.add_argument("--build-template", type=_positive_int, default=None, metavar="N",
                    help="build a population-average template from the participants' registered "

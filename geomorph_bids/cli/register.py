@@ -73,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "pair from the rigid alignment")
     p.add_argument("--no-optimise", action="store_true",
                    help="skip the pair-wise optimisation of the warp (network output only; "
-                        "needs --model PATH)")
+                        "needs --model NAME|PATH: a bundled network or a checkpoint)")
+    p.add_argument("--refine", choices=("short", "full"), default=None,
+                   help="with --model NAME|PATH, what follows the network's warp: 'short' (default: one ico-4 "
+                        "stage, 30 steps) or 'full' (the default optimiser's whole schedule from the network's "
+                        "large-scale correction; with sulc-fsaverage the most accurate to fsaverage)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--sulc-sign", choices=("freesurfer", "hcp"), default="freesurfer",
                    help="sign of the input sulc: FreeSurfer (positive in sulci, default) or "
@@ -134,7 +138,7 @@ def _hemi_from_name(sphere: Path) -> str:
 def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_name: str,
                    out: Path, metrics_out: Path, features_out: Path | None = None,
                    sphere_reg: Path | None = None, sulc_sign: str = "freesurfer",
-                   model: Path | str | None = None, device: str = "auto", optimise: bool = True,
+                   model: Path | str | None = None, device: str = "auto", optimise: bool | str = True,
                    template_dir: str | Path | None = None, quality: QualityThresholds = DEFAULT_THRESHOLDS
                    ) -> dict:
     """Register one hemisphere from files and write the outputs; returns the metrics.
@@ -144,7 +148,8 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     stderr). ``model``: a checkpoint path or bundled model name, ``"rigid"`` (rigid stage only)
     or None (the template's default registration: the warp optimised for the pair; see
     :func:`~geomorph_bids.engine.model_choice.resolve_model`). ``optimise=False`` skips the
-    optimisation (a network's warp as it is). Every input is read and the registration computed
+    optimisation (a network's warp as it is); ``"full"``: the optimiser's whole schedule from the
+    network's warp (``--refine full``). Every input is read and the registration computed
     before anything is written, so bad input leaves no partial output. The metrics hold
     ``label_conflicts`` (input files whose name or GIFTI metadata says the other hemisphere, or
     whose name says another map than the feature they are given as) and
@@ -223,7 +228,7 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def _run_example(out_dir: Path, template: str, model: str | None = None, device: str = "auto",
-                 optimise: bool = True, template_dir: str | None = None,
+                 optimise: bool | str = True, template_dir: str | None = None,
                  quality: QualityThresholds = DEFAULT_THRESHOLDS) -> list[dict]:
     from ..io.template_ref import resolve_template_ref
     from ..io.template_sources import TemplateSearch
@@ -275,7 +280,7 @@ def _flagged_exit(rows: list[dict]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (:mod:`.exit_codes`: 0 ok, 1 bad input, 2 usage,
     3 written but flagged by a quality gate)."""
-    from .settings import resolve_quality
+    from .settings import refine_argument, resolve_quality
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -287,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.example:
                 _refuse_options_example_ignores(parser, args)
-                rows = _run_example(args.out_dir, args.template, args.model, args.device, not args.no_optimise,
+                rows = _run_example(args.out_dir, args.template, args.model, args.device, refine_argument(args),
                                     args.template_dir, gates)
                 print(f"{'hemi':<5}{'method':>18}{'rotation (deg)':>16}{'CC sulc before':>16}"
                       f"{'CC rigid':>10}{'CC after':>10}{'folded':>8}{'seconds':>9}")
@@ -342,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                     check_file_can_be_written(target, option, folder_of_files=option == "--features-out")
             m = register_files(args.sphere, features, args.hemi, args.template, args.out, metrics_out,
                                args.features_out, args.sphere_reg, args.sulc_sign, args.model, args.device,
-                               not args.no_optimise, args.template_dir, gates)
+                               refine_argument(args), args.template_dir, gates)
             print(json.dumps({k: v for k, v in m.items() if k != "rotation"}, indent=2))
             return _flagged_exit([m])
         except HANDLED as exc:

@@ -40,18 +40,20 @@ def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Pa
             print(f"  FAILED {f.line()}", file=sys.stderr)
     if flagged:
         print(f"{prog}: {len(flagged)} hemisphere(s) written but flagged by the quality gates "
-              "(docs/reliability.md; thresholds: --min-cc, --max-distortion, --max-folds, --identity-margin):",
+              "(docs/troubleshooting.md; thresholds: --min-cc, --min-cc-other, --max-distortion, --max-folds, "
+              "--identity-margin):",
               file=sys.stderr)
         for f in flagged:
             print(f"  FLAGGED {f.line()}", file=sys.stderr)
 
 
 def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[str] | None = None,
-                  workers: int = 1) -> list[Path]:
+                  workers: int = 1, kept: list[Path] | None = None) -> list[Path]:
     """``sub-X.html`` for every subject with outputs (a subject in ``reuse``: unless its report
-    is current), ``workers`` at a time in separate processes; returns the reports. A report that
-    cannot be drawn, or is written without some figures, is a warning (the registrations
-    themselves are done), never a failure."""
+    is current), ``workers`` at a time in separate processes; returns the reports (``kept``, when
+    a list, gets those that were current and kept as they were). A report that cannot be drawn,
+    or is written without some figures, is a warning (the registrations themselves are done),
+    never a failure."""
     from ..batch.tasks import build_report, incomplete_report_line
 
     todo = [s for s in subjects if (output_dir / f"sub-{s}").is_dir()]
@@ -67,6 +69,8 @@ def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[s
     for o in outcomes:
         if o.path is not None:
             made.append(o.path)
+            if o.kept and kept is not None:
+                kept.append(o.path)
             if line := incomplete_report_line(o):
                 print(f"{prog}: warning: {line}", file=sys.stderr)
         else:
@@ -74,9 +78,13 @@ def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[s
     return made
 
 
-def print_reports(made: list[Path]) -> None:
-    """One line naming the reports (a few), or counting them (a cohort)."""
+def print_reports(made: list[Path], kept: int = 0) -> None:
+    """One line naming the reports (a few), or counting them (a cohort); ``kept`` of them were
+    current and not drawn again (said on a line of its own)."""
     if len(made) > 4:
         print(f"report(s): {len(made)} in {made[0].parent} ({made[0].name} ... {made[-1].name})")
     elif made:
         print(f"report(s): {', '.join(str(p) for p in made)}")
+    if kept:
+        print(f"{kept} of them current (drawn after their outputs by this version) and kept; delete a "
+              "report to have it drawn again")

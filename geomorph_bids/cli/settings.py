@@ -32,7 +32,7 @@ QUALITY_OPTIONS = {"min_cc": "min_cc_after", "min_cc_other": "min_cc_other", "ma
 #: memory per hemisphere pair in one batch-mode optimisation batch (GB; engine.register.register_many)
 _BATCH_PAIR_GB = 0.06
 
-__all__ = ["resolve_template", "template_search", "resolve_template_and_model", "resolve_features", "resolve_quality",
+__all__ = ["resolve_template", "template_search", "resolve_template_and_model", "refine_argument", "resolve_features", "resolve_quality",
            "resolve_settings", "resolve_fmriprep_outputs", "validate_arguments", "validate_resources",
            "absolute_paths"]
 
@@ -61,6 +61,17 @@ def resolve_template(args) -> TemplateRef:
         raise InputError(f"--template: {exc.reason}", path=exc.path) from None
 
 
+def refine_argument(args) -> bool | str:
+    """``--no-optimise`` and ``--refine`` -> ``resolve_model``'s ``refine`` (False, True or
+    ``"full"``); both at once is a usage error (:class:`InputError`)."""
+    if args.no_optimise and args.refine is not None:
+        raise InputError(f"--no-optimise keeps the network's warp as it is and --refine {args.refine} refines it: "
+                         "give one of them")
+    if args.no_optimise:
+        return False
+    return "full" if args.refine == "full" else True
+
+
 def resolve_template_and_model(args, prog: str = "geomorph-bids") -> tuple[TemplateRef, ModelChoice]:
     """The template and the model, decided together: the default optimiser uses the maps the
     template's preferred source offers for every ``--hemi`` (sulc + curv for fsaverage, sulc
@@ -70,7 +81,7 @@ def resolve_template_and_model(args, prog: str = "geomorph-bids") -> tuple[Templ
     once: a bad one is an :class:`InputError` here, before anything runs."""
     template = resolve_template(args)
     model = resolve_model(args.model, template.label, template.shared_features(args.hemi),
-                          refine=not args.no_optimise)
+                          refine=refine_argument(args))
     hemis = sorted({model.template_hemi(h) for h in args.hemi})
     for line in template.warnings(model.channels, hemis):
         print(f"{prog}: warning: {line}", file=sys.stderr)

@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--max-minutes", type=_minutes, default=None, help="wall-time budget; stops cleanly")
-    t.add_argument("--resume", type=Path, default=None, help="continue from a last.pt (with its last.state.pt)")
+    t.add_argument("--resume", type=Path, default=None,
+                   help="continue a training: its --out folder, or the last.pt in it (with its last.state.pt)")
     t.add_argument("--init", default=None, metavar="NAME|PATH",
                    help="fine-tune: start from a bundled network (e.g. sulc-fsLR) or a checkpoint; its "
                         "architecture is kept unless a model option is given; more --features than it "

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["ModelChoice", "KINDS", "METHODS", "OPTIMISER_CHANNELS", "OPTIMISER_WEIGHTS", "optimiser_weights",
+__all__ = ["ModelChoice", "KINDS", "METHODS", "REFINE_CHOICES", "OPTIMISER_CHANNELS", "OPTIMISER_WEIGHTS", "optimiser_weights",
            "default_registration", "resolve_model", "rigid",
            "optimiser", "network"]
 
@@ -36,7 +36,10 @@ KINDS = ("rigid", "optimise", "network")
 METHODS: dict[str, str] = {"rigid": "rigid pre-alignment only",
                            "optimise": "warp optimised for this hemisphere",
                            "geomorph": "network alone, one forward pass",
-                           "geomorph+optimise": "network, then a short refinement"}
+                           "geomorph+optimise": "network, then optimised for this hemisphere from its warp"}
+
+#: ``--refine`` (and ``resolve_model(refine=...)``): what follows a network's warp
+REFINE_CHOICES = ("short", "full")
 
 #: registration features of the optimiser (no network), per bundled template: fsaverage's sulc +
 #: curv aligns the mirrored fsaverage pair 0.11 deg better than sulc alone (docs/registration.md);
@@ -94,8 +97,12 @@ class ModelChoice:
             return "rigid pre-alignment only"
         if self.kind == "optimise":
             return "rigid pre-alignment, then the GeoMorph warp optimised for this hemisphere"
-        return (f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}"
-                + (", refined for this hemisphere" if self.optimise is not False else ""))
+        if self.optimise is False:
+            return f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}"
+        if self.optimise is True:
+            return f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}, refined for this hemisphere"
+        return (f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}, from which the GeoMorph "
+                "warp was optimised for this hemisphere")
 
     def register_arguments(self) -> dict[str, Any]:
         """``model``, ``rigid_only`` and ``optimise`` for :func:`~geomorph_bids.engine.register.register`
@@ -199,18 +206,32 @@ def default_registration(template: str, available: Sequence[str] | None = None) 
 
 
 def resolve_model(model: str | Path | None, template: str, available: Sequence[str] | None = None,
-                  refine: bool = True) -> ModelChoice:
+                  refine: bool | str = True) -> ModelChoice:
     """The user's model argument -> a :class:`ModelChoice`: None, ``""`` or ``"default"``: the
     template's :func:`default_registration` (with the maps in ``available``, when given);
     ``"rigid"``; else a bundled network's name or a checkpoint path (:func:`network`).
-    ``refine=False`` (``--no-optimise``): a network's warp as it is, one forward pass; refused
-    (:class:`InputError`) for a choice without a network, which has nothing else to run."""
+    ``refine``: what follows a network's warp: True or ``"short"`` (``--refine short``, the
+    default): :data:`~geomorph_bids.model.optimise.REFINEMENT`; ``"full"`` (``--refine full``):
+    the optimiser's schedule from the network's low-passed warp
+    (:data:`~geomorph_bids.model.optimise.FROM_NETWORK`); False (``--no-optimise``): the
+    network's warp as it is, one forward pass. False and ``"full"`` are refused
+    (:class:`InputError`) for a choice without a network."""
+    if refine not in (True, False, *REFINE_CHOICES):
+        raise ValueError(f"refine must be True, False, 'short' or 'full', got {refine!r}")
     if model is None or str(model) in ("", "default"):
         choice = default_registration(template, available)
     elif str(model) == "rigid":
         choice = rigid()
     else:
-        return network(model, optimise=bool(refine), template=template)
+        if refine == "full":
+            from ..model.optimise import FROM_NETWORK
+
+            return network(model, optimise=FROM_NETWORK, template=template)
+        return network(model, optimise=refine is not False, template=template)
+    if refine == "full":
+        raise InputError(f"--refine full optimises the warp from a network's, and --model {model or 'default'} "
+                         "runs no network: add --model with a network (e.g. sulc-fsaverage; docs/models.md), "
+                         "or leave --refine out")
     if not refine:
         raise InputError(f"--no-optimise keeps a network's warp without the per-hemisphere refinement, and "
                          f"--model {model or 'default'} runs no network: add --model with a network "

@@ -296,7 +296,9 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         :func:`~geomorph_bids.engine.model_choice.optimiser_weights`: sulc 0.7, curv 0.3;
         after a network the short
         :data:`~geomorph_bids.model.optimise.REFINEMENT`), False (network only; needs a
-        ``model``) or an ``OptimiseConfig``.
+        ``model``) or an ``OptimiseConfig`` (after a network, e.g.
+        :data:`~geomorph_bids.model.optimise.FROM_NETWORK`: the full schedule from the network's
+        low-passed warp, the most accurate with ``sulc-fsaverage``).
     reg_sphere : optional registered sphere ((V, 3) array, (vertices, faces), a
         :class:`~geomorph_bids.io.surfaces.Sphere` or a path; same mesh): the rotation comes
         from vertex correspondence with it instead of the features.
@@ -444,12 +446,14 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
                 failed(idx, exc)
         with device_slot() if device_slot is not None and jobs else contextlib.nullcontext():
             with_net = {idx: job for idx, job in jobs.items() if job.loaded is not None}
+            # a schedule started from the network's warp may keep only its large-scale part
+            lowpass = getattr(optimise, "start_lowpass", 1)  # an OptimiseConfig (bools have none)
             try:
-                _network(list(with_net.values()), dev)
+                _network(list(with_net.values()), dev, lowpass)
             except (InputError, ValueError, OSError):
                 for idx, job in with_net.items():  # one at a time: the failing item(s) alone fail
                     try:
-                        _network([job], dev)
+                        _network([job], dev, lowpass)
                     except (InputError, ValueError, OSError) as exc:
                         failed(idx, exc)
             if not rigid_only and optimise is not False and jobs:
@@ -656,11 +660,12 @@ def _warn_fallback(ref: TemplateRef, channels: Sequence[str], hemi: str) -> None
             warnings.warn(line, TemplateWarning, stacklevel=5)
 
 
-def _network(jobs: Sequence[_Job], dev: Any) -> None:
+def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
     """2a. the GeoMorph network's warp of every job (job.warp, unit sphere on ico-6): one forward
     pass per model for all its jobs (a batch), then per job its displacement low-passed at the
-    network's level (:func:`network_smoothing`), upsampled and unfolded. A job's
-    ``seconds_network`` is its share of the forward pass plus its own post-processing."""
+    network's level (:func:`network_smoothing` iterations, times ``lowpass``: see
+    ``OptimiseConfig.start_lowpass``), upsampled and unfolded. A job's ``seconds_network`` is its
+    share of the forward pass plus its own post-processing."""
     import torch
 
     groups: dict[int, list[_Job]] = {}
@@ -689,7 +694,7 @@ def _network(jobs: Sequence[_Job], dev: Any) -> None:
         if dev is not None and dev.type == "cuda":
             torch.cuda.synchronize(dev)
         share = (time.perf_counter() - t) / len(group)
-        smoothing = network_smoothing(level)
+        smoothing = network_smoothing(level) * lowpass
         for job, warp in zip(group, warps):
             t = time.perf_counter()
             warp = smooth_warp(warp, level, smoothing)

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from .limits import read_json_bounded
+from .template_sources import files_sha256
 from .templates import TEMPLATE_LEVEL, Template, is_bundled_template, load_template
 
 __all__ = ["load_custom_template", "custom_template_info", "find_custom_template", "custom_feature_file",
@@ -64,8 +65,19 @@ def find_custom_template(name: str | Path, search: Sequence[str | Path] = ()) ->
     return None
 
 
+def custom_provenance(folder: str | Path, label: str, hemi: str, features: Sequence[str]) -> dict[str, Any]:
+    """What the outputs record about a custom template's maps of ``hemi`` for ``features``: kind
+    ``custom``, its folder, 40962 vertices, the maps' SHA-256 and paths (the metrics'
+    ``template_source``, ... fields)."""
+    files = [custom_feature_file(folder, label, hemi, f) for f in features]
+    return {"template_source": "custom", "template_source_path": str(folder), "template_vertices": 40962,
+            "template_sha256": files_sha256(tuple(str(p) for p in files if p.is_file())),
+            "template_files": [str(p) for p in files]}
+
+
 def load_custom_template(folder: str | Path, hemi: str, features: Sequence[str] = ("sulc",)) -> Template:
-    """Load a custom template folder as a :class:`Template` (name = its ``Identifier``).
+    """Load a custom template folder as a :class:`Template` (name = its ``Identifier``), with its
+    ``provenance`` (:func:`custom_provenance`), so that a registration to it records where its maps came from.
 
     ``from_fsaverage`` is the base template's rotation (identity for fsaverage). Raises
     InputError (one line, naming the file) when a map is missing or not on the ico-6 grid.
@@ -99,4 +111,4 @@ def load_custom_template(folder: str | Path, hemi: str, features: Sequence[str] 
     if is_bundled_template(base):
         rotation = load_template(base, hemi, ()).from_fsaverage
     return Template(name=label, hemi=hemi, vertices=np.asarray(vertices), faces=np.asarray(faces), features=maps,
-                    from_fsaverage=rotation)
+                    from_fsaverage=rotation, provenance=custom_provenance(folder, label, hemi, features))

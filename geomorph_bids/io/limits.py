@@ -122,12 +122,21 @@ def _too_large(size: int | str, limit: int, what: str) -> str:
 ANNEX_POINTER_MAX_BYTES = 1024
 
 
-def _annex_pointer(path: str | Path, size: int, timeout_s: float) -> str | None:
-    """The git-annex key when the small file ``path`` is a pointer in place of the annexed
-    content: an unlocked file that was not fetched (``/annex/objects/KEY``), or an annex link
-    stored as a text file holding its target (``core.symlinks=false``, a copy onto a file
-    system without links: ``../.git/annex/objects/xx/yy/KEY/KEY``); else None. Read within
-    ``timeout_s`` seconds, as every read (:func:`with_deadline`)."""
+def _annex_key_in(head: bytes) -> str | None:
+    """The git-annex key when ``head`` (the first bytes of a small file) is a pointer in place of
+    the annexed content: an unlocked file that was not fetched (``/annex/objects/KEY``), or an
+    annex link stored as a text file holding its target (``core.symlinks=false``, a copy onto a
+    file system without links: ``../.git/annex/objects/xx/yy/KEY/KEY``); else None."""
+    text = head.strip()
+    if b"\n" in text or not (text.startswith(b"/annex/objects/") or b".git/annex/objects/" in text):
+        return None
+    return text.rsplit(b"/", 1)[-1].decode("utf-8", "replace")
+
+
+def _annex_pointer(path: str | Path, size: int, timeout_s: float | None) -> str | None:
+    """:func:`_annex_key_in` of the small file ``path`` (None without reading it when it is
+    larger than :data:`ANNEX_POINTER_MAX_BYTES`), read within ``timeout_s`` seconds, as every
+    read (:func:`with_deadline`; None: in this thread)."""
     if size > ANNEX_POINTER_MAX_BYTES:
         return None
 
@@ -139,12 +148,9 @@ def _annex_pointer(path: str | Path, size: int, timeout_s: float) -> str | None:
             os.close(fd)
 
     try:
-        text = with_deadline(head, timeout_s, path).strip()
+        return _annex_key_in(with_deadline(head, timeout_s, path))
     except OSError:
         return None  # the reader that follows says what is wrong
-    if b"\n" in text or not (text.startswith(b"/annex/objects/") or b".git/annex/objects/" in text):
-        return None
-    return text.rsplit(b"/", 1)[-1].decode("utf-8", "replace")
 
 
 def annex_key(path: str | Path, timeout_s: float = READ_TIMEOUT_S) -> str | None:
@@ -158,20 +164,30 @@ def annex_key(path: str | Path, timeout_s: float = READ_TIMEOUT_S) -> str | None
 
 
 def check_size(path: str | Path, limit: int, what: str = "file of this kind", *,
-               timeout_s: float = READ_TIMEOUT_S) -> int:
+               timeout_s: float | None = READ_TIMEOUT_S) -> int:
     """Size in bytes of the regular file ``path`` (:func:`regular_file`); InputError when it
     is empty, larger than ``limit``, or a git-annex pointer (a DataLad file not fetched) instead
     of its content. For readers that hand a path to a library."""
+    size = _bounded_size(path, limit, what)
+    _refuse_annex_pointer(_annex_pointer(path, size, timeout_s), path)
+    return size
+
+
+def _bounded_size(path: str | Path, limit: int, what: str) -> int:
+    """Size in bytes of the regular file ``path``; InputError when it is empty or larger than
+    ``limit``."""
     st = regular_file(path)
     if st.st_size == 0:
         raise InputError("is empty (0 bytes)", path=path)
     if st.st_size > limit:
         raise InputError(_too_large(st.st_size, limit, what), path=path)
-    key = _annex_pointer(path, st.st_size, timeout_s)
+    return int(st.st_size)
+
+
+def _refuse_annex_pointer(key: str | None, path: str | Path) -> None:
     if key is not None:
         raise InputError(f"is a git-annex pointer to {key}, not the file's content (an annexed file that was "
                          "not fetched: run `datalad get` or `git annex get` on it)", path=path)
-    return int(st.st_size)
 
 
 class _Job:
@@ -184,48 +200,13 @@ class _Job:
         self.error: BaseException | None = None
 
 
-class _Helper:
-    """A daemon thread that runs :class:`_Job` s one after the other; it ends after a job whose
-    caller stopped waiting (that job's read may be stuck in the kernel for good)."""
-
-    def __init__(self) -> None:
-        import queue
-
-        self.inbox: "queue.SimpleQueue[_Job]" = queue.SimpleQueue()
-        threading.Thread(target=self._loop, name="geomorph-read", daemon=True).start()
-
-    def _loop(self) -> None:
-        while True:
-            job = self.inbox.get()
-            try:
-                job.value = job.work()
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                job.error = exc
-            with job.lock:
-                job.done.set()
-                if job.abandoned:
-                    return
-
-
-#: helper threads waiting for work (a thread per read cost ~0.2 ms: 4 s for a group level of
-#: 20,000 metrics files); emptied in a forked child, which has none of its parent's threads
-_IDLE: list[_Helper] = []
-_IDLE_LOCK = threading.Lock()
-
-
-def _forget_helpers() -> None:
-    global _IDLE_LOCK
-    _IDLE.clear()
-    _IDLE_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_helpers)
-
-
-#: ``watched``: this helper thread runs a job whose caller watches each file's deadline
-#: (:func:`read_json_files`): the reads inside it run directly
-_INSIDE = threading.local()
+def _run(job: _Job) -> None:
+    try:
+        job.value = job.work()
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+        job.error = exc
+    with job.lock:
+        job.done.set()
 
 
 def _stalled(action: str, timeout_s: float, path: str | Path) -> InputError:
@@ -233,41 +214,40 @@ def _stalled(action: str, timeout_s: float, path: str | Path) -> InputError:
                       "or a file that never ends?)", path=path)
 
 
-def _start(work: Callable[[], object]) -> tuple[_Helper, _Job]:
-    with _IDLE_LOCK:
-        helper = _IDLE.pop() if _IDLE else None
-    helper = helper or _Helper()
+def _start(work: Callable[[], object]) -> _Job:
+    """Run ``work`` in a new daemon thread (a read stuck in the kernel cannot be cancelled: its
+    thread is left to finish on its own and the process does not wait for it)."""
     job = _Job(work)
-    helper.inbox.put(job)
-    return helper, job
+    threading.Thread(target=_run, args=(job,), name="geomorph-read", daemon=True).start()
+    return job
 
 
 def _abandon(job: _Job) -> bool:
     """Stop waiting for ``job`` unless it has just finished; whether it was abandoned."""
     with job.lock:
-        job.abandoned = not job.done.is_set()  # else it finished just now: the helper goes on
+        job.abandoned = not job.done.is_set()  # else it finished just now: its result is kept
     return job.abandoned
 
 
-def _finish(helper: _Helper, job: _Job) -> object:
-    with _IDLE_LOCK:
-        _IDLE.append(helper)
+def _finish(job: _Job) -> object:
     if job.error is not None:
         raise job.error
     return job.value
 
 
-def with_deadline(work: Callable[[], _T], timeout_s: float, path: str | Path, action: str = "reading") -> _T:
-    """Run ``work`` (a blocking read) in a helper thread and return its result; InputError
+def with_deadline(work: Callable[[], _T], timeout_s: float | None, path: str | Path,
+                  action: str = "reading") -> _T:
+    """Run ``work`` (a blocking read) in a thread of its own and return its result; InputError
     naming ``path`` when it has not finished after ``timeout_s`` seconds (that thread is left
-    to finish on its own, as a read stuck in the kernel cannot be cancelled, and is never given
-    another read). Helper threads are reused, one per concurrent caller."""
-    if getattr(_INSIDE, "watched", False):
+    to finish on its own, as a read stuck in the kernel cannot be cancelled). ``timeout_s=None``:
+    run ``work`` in the calling thread, whose own caller watches the deadline
+    (:func:`read_json_files`)."""
+    if timeout_s is None:
         return work()
-    helper, job = _start(work)
+    job = _start(work)
     if not job.done.wait(timeout_s) and _abandon(job):
         raise _stalled(action, timeout_s, path)
-    return _finish(helper, job)  # type: ignore[return-value]
+    return _finish(job)  # type: ignore[return-value]
 
 
 def read_json_files(paths: Sequence[str | Path], limit: int = DOCUMENT_MAX_BYTES, what: str = "JSON file", *,
@@ -286,22 +266,18 @@ def read_json_files(paths: Sequence[str | Path], limit: int = DOCUMENT_MAX_BYTES
         lock = threading.Lock()  # a result is kept, or its caller has given up: never both
 
         def work(todo: list = todo, done: list = done, state: dict = state, lock: threading.Lock = lock) -> None:
-            _INSIDE.watched = True
-            try:
-                for p in todo:
-                    state["since"] = time.monotonic()
-                    try:
-                        doc: object = read_json_bounded(p, limit, what)
-                    except InputError as exc:
-                        doc = exc
-                    with lock:
-                        if state["stop"]:  # its caller gave up on this file: read nothing more
-                            return
-                        done.append(doc)
-            finally:
-                _INSIDE.watched = False
+            for p in todo:
+                state["since"] = time.monotonic()
+                try:  # timeout_s=None: read here; the loop below watches each file's deadline
+                    doc: object = read_json_bounded(p, limit, what, timeout_s=None)
+                except InputError as exc:
+                    doc = exc
+                with lock:
+                    if state["stop"]:  # its caller gave up on this file: read nothing more
+                        return
+                    done.append(doc)
 
-        helper, job = _start(work)
+        job = _start(work)
         while not job.done.wait(min(timeout_s, 1.0)):
             if time.monotonic() - state["since"] > timeout_s and _abandon(job):
                 with lock:
@@ -310,7 +286,7 @@ def read_json_files(paths: Sequence[str | Path], limit: int = DOCUMENT_MAX_BYTES
                 out += finished + [_stalled("reading", timeout_s, todo[len(finished)])]
                 break
         else:
-            _finish(helper, job)
+            _finish(job)
             out += done
     return out
 
@@ -327,13 +303,13 @@ def _read_fd(fd: int, limit: int) -> bytes:
 
 
 def read_bounded(path: str | Path, limit: int, what: str = "file of this kind", *,
-                 timeout_s: float = READ_TIMEOUT_S) -> bytes:
+                 timeout_s: float | None = READ_TIMEOUT_S) -> bytes:
     """The whole content of the regular file ``path``, at most ``limit`` bytes, read within
-    ``timeout_s`` seconds; InputError (naming the file) when it is missing, not a regular file,
+    ``timeout_s`` seconds (None: in the calling thread, whose caller watches the deadline); InputError (naming the file) when it is missing, not a regular file,
     empty, larger than ``limit`` (checked before reading, and again while reading: a file that
     grows or never ends is cut off), unreadable, or too slow."""
     p = Path(path)
-    check_size(p, limit, what, timeout_s=timeout_s)
+    _bounded_size(p, limit, what)  # the git-annex pointer check reads what is read below
     try:  # O_NONBLOCK: a file swapped for a FIFO after the check cannot block the open
         fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
@@ -358,13 +334,16 @@ def read_bounded(path: str | Path, limit: int, what: str = "file of this kind", 
                          path=p)
     if not raw:
         raise InputError("is empty (0 bytes)", path=p)
+    if len(raw) <= ANNEX_POINTER_MAX_BYTES:
+        _refuse_annex_pointer(_annex_key_in(raw), p)
     return raw
 
 
-def read_text_bounded(path: str | Path, limit: int = DOCUMENT_MAX_BYTES, what: str = "document") -> str:
+def read_text_bounded(path: str | Path, limit: int = DOCUMENT_MAX_BYTES, what: str = "document", *,
+                      timeout_s: float | None = READ_TIMEOUT_S) -> str:
     """:func:`read_bounded`, decoded as UTF-8 (a UTF-8 byte-order mark is dropped); InputError
     naming the file when it is not valid UTF-8."""
-    raw = read_bounded(path, limit, what)
+    raw = read_bounded(path, limit, what, timeout_s=timeout_s)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -372,10 +351,11 @@ def read_text_bounded(path: str | Path, limit: int = DOCUMENT_MAX_BYTES, what: s
                          path=path) from None
 
 
-def read_json_bounded(path: str | Path, limit: int = DOCUMENT_MAX_BYTES, what: str = "JSON file") -> object:
+def read_json_bounded(path: str | Path, limit: int = DOCUMENT_MAX_BYTES, what: str = "JSON file", *,
+                      timeout_s: float | None = READ_TIMEOUT_S) -> object:
     """The JSON document in ``path`` (:func:`read_text_bounded`); InputError naming the file
     when it is not valid JSON (with the line and column)."""
-    text = read_text_bounded(path, limit, what)
+    text = read_text_bounded(path, limit, what, timeout_s=timeout_s)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from .custom_template import (DESCRIPTION, custom_feature_file, custom_template_info, find_custom_template,
-                              load_custom_template)
+from .custom_template import (DESCRIPTION, custom_feature_file, custom_provenance, custom_template_info,
+                              find_custom_template, load_custom_template)
 from .template_sources import (TemplateSearch, TemplateSource, discover_sources, explicit_base, fallback_warnings,
-                               files_sha256, is_low_resolution, load_source)
+                               is_low_resolution, load_source)
 from .templates import Template, available_templates, is_bundled_template
 
 __all__ = ["TemplateRef", "resolve_template_ref", "template_search_path", "resolve_template", "HEMIS"]
@@ -102,8 +102,7 @@ class TemplateRef:
         """The template of one hemisphere with ``features`` (ico-6 grid, FreeSurfer sign), with
         its ``provenance``."""
         if self.is_custom:
-            tpl = load_custom_template(self.folder, hemi, features)
-            return replace(tpl, provenance=self.provenance(hemi, features))
+            return load_custom_template(self.folder, hemi, features)  # with its provenance
         return load_source(self.source(hemi, features), features)
 
     def provenance(self, hemi: str, features: Sequence[str]) -> dict[str, Any]:
@@ -111,10 +110,7 @@ class TemplateRef:
         (:meth:`~geomorph_bids.io.template_sources.TemplateSource.provenance`; a custom
         template: kind ``custom``, its folder, 40962 vertices, the maps' SHA-256)."""
         if self.is_custom:
-            files = [custom_feature_file(self.folder, self.label, hemi, f) for f in features]
-            return {"template_source": "custom", "template_source_path": str(self.folder), "template_vertices": 40962,
-                    "template_sha256": files_sha256(tuple(str(p) for p in files if p.is_file())),
-                    "template_files": [str(p) for p in files]}
+            return custom_provenance(self.folder, self.label, hemi, features)
         return self.source(hemi, features).provenance(features)
 
     def warnings(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> list[str]:

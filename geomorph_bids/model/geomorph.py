@@ -312,7 +312,7 @@ def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
 
-def compose_warps(previous: Tensor | None, new: Tensor, data_level: int) -> Tensor:
+def compose_warps(previous: Tensor | None, new: Tensor, data_level: int, face: Tensor | None = None) -> Tensor:
     """Compose pull-back warps: ``total(x) = previous(new(x))``.
 
     Parameters
@@ -321,6 +321,8 @@ def compose_warps(previous: Tensor | None, new: Tensor, data_level: int) -> Tens
         icosphere ``data_level``, unit sphere; None for the identity.
     new : (B, V, 3) the later stage's warp (registering ``moving o previous``).
     data_level : icosphere level of both fields.
+    face : optional (B, V) faces of icosphere ``data_level`` holding the points ``new``, when
+        the caller has located them (e.g. from a hint); found here otherwise.
 
     Returns
     -------
@@ -333,7 +335,7 @@ def compose_warps(previous: Tensor | None, new: Tensor, data_level: int) -> Tens
     with _full_precision(new.device):
         prev, nxt = _geometric(previous), _geometric(new)
         dtype = torch.promote_types(prev.dtype, nxt.dtype)
-        return normalise(ico_sampler(data_level)(prev.to(dtype), nxt.to(dtype)))
+        return normalise(ico_sampler(data_level)(prev.to(dtype), nxt.to(dtype), face))
 
 
 class MatchFeatures(nn.Module):

@@ -28,7 +28,7 @@ as the pair-wise optimisation's, :mod:`.optimise`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from geomorph_bids.sphere.distortion import distortion, distortion_summary
 from geomorph_bids.model.geoconv import hex_laplacian
 from geomorph_bids.sphere.icosphere import icosphere, level_of, unit_icosphere
 
-__all__ = ["similarity_loss", "pearson", "smoothness_loss", "fold_penalty", "signed_areas", "total_loss",
+__all__ = ["similarity_loss", "pearson", "pearson_to", "smoothness_loss", "fold_penalty", "signed_areas", "total_loss",
            "cc_per_channel", "warp_distortion"]
 
 _EPS = 1e-8
@@ -57,16 +57,30 @@ def pearson(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None,
     (B,) correlations; 0 for a constant input (``eps`` guards the denominator).
     """
     a = a.reshape(a.shape[0], -1)
+    return pearson_to(b, torch.ones_like(a) if mask is None else mask, eps)(a)
+
+
+def pearson_to(b: torch.Tensor, mask: torch.Tensor, eps: float = _EPS) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`pearson` against a fixed ``b`` (B, ...) with ``mask`` (B, ...): the function
+    ``a -> pearson(a, b, mask)``, with b's side (its masked mean, centred values and sum of
+    squares) computed once here, for a caller that correlates many ``a`` with one ``b`` (an
+    optimiser's steps). The same values and gradients as :func:`pearson`, bit for bit."""
     b = b.reshape(b.shape[0], -1)
-    m = torch.ones_like(a) if mask is None else mask.reshape(a.shape[0], -1).to(a.dtype)
+    m = mask.reshape(b.shape[0], -1).to(b.dtype)
     n = m.sum(1).clamp_min(1.0)
-    ma = (a * m).sum(1) / n
     mb = (b * m).sum(1) / n
-    da = (a - ma[:, None]) * m
     db = (b - mb[:, None]) * m
-    cov = (da * db).sum(1)
-    var = (da * da).sum(1) * (db * db).sum(1)
-    return cov / torch.sqrt(var + eps)
+    ss_b = (db * db).sum(1)
+
+    def correlation(a: torch.Tensor) -> torch.Tensor:
+        a = a.reshape(a.shape[0], -1)
+        ma = (a * m).sum(1) / n
+        da = (a - ma[:, None]) * m
+        cov = (da * db).sum(1)
+        var = (da * da).sum(1) * ss_b
+        return cov / torch.sqrt(var + eps)
+
+    return correlation
 
 
 def _groups(n_channels: int, groups: Sequence[Sequence[int]] | None,

@@ -30,6 +30,8 @@ from geomorph_bids.sphere.locate import SphereLocator
 
 from .labels import normalise
 
+_WALK = 8  # faces a hinted point may walk before the search (points that moved a few triangles)
+
 __all__ = ["upsample_displacement", "sample_on_sphere", "SphereSampler", "Transformer",
            "ico_sampler"]
 
@@ -114,35 +116,56 @@ class SphereSampler:
             self._cache[key] = (self._faces.to(device), self._normals.to(device=device, dtype=dtype))
         return self._cache[key]
 
-    def locate(self, points: torch.Tensor, hint: torch.Tensor | None = None) -> torch.Tensor:
+    def locate(self, points: torch.Tensor, hint: torch.Tensor | None = None,
+               near: torch.Tensor | None = None) -> torch.Tensor:
         """(..., 3) points -> (...,) int64 containing-face indices (no gradient).
 
         ``hint``: faces to try first (same shape as the result, e.g. the previous location of
-        points that moved a little; CPU k-d tree path only)."""
+        points that moved a little; CPU k-d tree path only): a point outside its hinted face
+        walks across the edges towards its own, up to 8 faces, before any search.
+        ``near``: instead, a mesh vertex at (or nearest to) each point (e.g. an icosphere's own
+        vertices, unwarped): its fan is screened in place of the k-d tree's nearest vertex's."""
         if self.ico_level is not None and points.device.type != "cpu":
             from .ico_locate import ico_locator
 
             return ico_locator(self.ico_level).locate(points)
         flat = points.detach().reshape(-1, 3).to(device="cpu", dtype=torch.float64).numpy()
         guess = None if hint is None else hint.detach().reshape(-1).cpu().numpy()
-        face, _ = self.locator.locate(flat, hint=guess)
+        vertex = None if near is None else near.detach().reshape(-1).cpu().numpy()
+        face, _ = self.locator.locate(flat, hint=guess, near=vertex, walk=_WALK)
         return torch.from_numpy(face).to(points.device).reshape(points.shape[:-1])
+
+    def face_tables(self, face: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Corner indices (..., 3) int64 and corner normals (..., 3, 3) of ``dtype`` of the faces
+        ``face`` (..., ): what :meth:`barycentric` needs. A caller whose points stay in the same
+        faces for several evaluations (an optimiser between look-ups) gathers them once."""
+        faces, normals = self._tables(face.device, dtype)
+        return faces[face], normals[face]
+
+    @staticmethod
+    def barycentric(normals: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Differentiable barycentric weights (..., 3) of points (..., 3) in the faces whose corner
+        normals (..., 3, 3) :meth:`face_tables` gave (gnomonic: triple products, normalised)."""
+        raw = torch.einsum("...ij,...j->...i", normals, points)  # (..., 3) triple products (2.5x a broadcast sum)
+        return raw / raw.sum(-1, keepdim=True)
 
     def weights(self, points: torch.Tensor, face: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Corner indices (..., 3) int64 and differentiable barycentric weights (..., 3)."""
         if face is None:
             face = self.locate(points)
-        faces, normals = self._tables(points.device, points.dtype)
-        raw = torch.einsum("...ij,...j->...i", normals[face], points)  # (..., 3) triple products (2.5x a broadcast sum)
-        total = raw.sum(-1, keepdim=True)
-        return faces[face], raw / total
+        corners, normals = self.face_tables(face, points.dtype)
+        return corners, self.barycentric(normals, points)
 
-    def __call__(self, values: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-        """Sample (B, V, C) values at (B, N, 3) points -> (B, N, C)."""
+    def __call__(self, values: torch.Tensor, points: torch.Tensor, face: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """Sample (B, V, C) values at (B, N, 3) points -> (B, N, C).
+
+        ``face``: the (B, N) faces holding the points when the caller has located them
+        (:meth:`locate`, e.g. with a hint); found here otherwise."""
         if values.shape[1] != self.n_vertices:
             raise ValueError(f"values have {values.shape[1]} vertices, mesh has {self.n_vertices}")
-        corners, w = self.weights(points)                           # (B, N, 3)
+        corners, w = self.weights(points, face)                     # (B, N, 3)
         B, N = corners.shape[:2]
         gathered = torch.gather(values, 1, corners.reshape(B, N * 3, 1).expand(-1, -1, values.shape[-1]))
         gathered = gathered.reshape(B, N, 3, values.shape[-1])

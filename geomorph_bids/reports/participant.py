@@ -39,17 +39,16 @@ from .html import esc, fmt, markdown, page, software_versions, table
 from .outputs import HemiOutputs, find_hemispheres, label, relative
 
 __all__ = ["build_participant_report", "update_participant_report", "report_is_current", "crash_reports",
-           "log_messages"]
+           "subject_crash_files", "log_messages"]
 
 
 # --------------------------------------------------------------------------- checks and logs
 
 
-def crash_reports(output_dir: Path, subject: str, session: str | None) -> list[tuple[str, str, str]]:
-    """Nipype crash files of a subject (``logs/crash-*/crash-*.txt``): [(file, node, error)].
-    Only the subject's own files are read whole; of the others, the first line (remembered by
-    :func:`~geomorph_bids.crashfiles.crash_nodes`: every report of a cohort with many failures
-    read every crash file whole)."""
+def subject_crash_files(output_dir: Path, subject: str, session: str | None = None) -> list[Path]:
+    """The Nipype crash files (``logs/crash-*/crash-*.txt``) of a subject (``session`` None: of
+    all its sessions), told apart by their first line
+    (:func:`~geomorph_bids.crashfiles.crash_nodes`)."""
     wf = subject_wf_name(subject, session)
     out = []
     for path in sorted(Path(output_dir).glob(CRASH_FILES)):
@@ -58,6 +57,17 @@ def crash_reports(output_dir: Path, subject: str, session: str | None) -> list[t
             continue
         if session is not None and wf not in parts:
             continue
+        out.append(path)
+    return out
+
+
+def crash_reports(output_dir: Path, subject: str, session: str | None) -> list[tuple[str, str, str]]:
+    """Nipype crash files of a subject (``logs/crash-*/crash-*.txt``): [(file, node, error)].
+    Only the subject's own files are read whole; of the others, the first line (remembered by
+    :func:`~geomorph_bids.crashfiles.crash_nodes`: every report of a cohort with many failures
+    read every crash file whole)."""
+    out = []
+    for path in subject_crash_files(output_dir, subject, session):
         crash = read_crash_file(path)
         if crash is None:
             continue
@@ -129,6 +139,12 @@ def _template_maps(hemis: list[HemiOutputs]) -> str:
 #: in a report whose figures could not all be drawn (a full disk, the file-size limit): such a
 #: report is never reused (:func:`report_is_current`), so that the next run draws them
 INCOMPLETE = "<!-- geomorph-bids: figures incomplete -->"
+
+
+def _built_by() -> str:
+    """The marker of the geomorph-bids that drew a report: a report drawn by another version is
+    never reused (:func:`report_is_current`), so an upgrade redraws it."""
+    return f"<!-- geomorph-bids report, version {software_versions(('geomorph-bids',))['geomorph-bids']} -->"
 
 
 def build_participant_report(output_dir: str | Path, subject: str, session: str | None = None,
@@ -256,6 +272,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
                 (markdown(text) if text else '<p class="note">logs/CITATION.md not found in the outputs.</p>') +
                 "</section>")
 
+    body.append(_built_by())
     out = output_dir / report_name(subject, session)
     return atomic_write_text(out, page(f"geomorph-bids: {title}", nav, "\n".join(body)))
 
@@ -265,8 +282,9 @@ _FIGURE_LINK = re.compile(r'<img class="fig" src="([^"]+)"')
 
 def report_is_current(output_dir: str | Path, subject: str) -> bool:
     """``sub-X.html`` exists, is newer than every output of the subject (a rerun that
-    changed nothing leaves the outputs, hence the report, untouched), has every figure it
-    links (figures deleted since are drawn again) and was not written without some of them
+    changed nothing leaves the outputs, hence the report, untouched) and than its crash files
+    (a failure since is listed), was drawn by this version of geomorph-bids, has every figure
+    it links (figures deleted since are drawn again) and was not written without some of them
     (:data:`INCOMPLETE`: a full disk or the file-size limit when it was built)."""
     output_dir = Path(output_dir)
     html = output_dir / report_name(subject)
@@ -276,11 +294,14 @@ def report_is_current(output_dir: str | Path, subject: str) -> bool:
               if p.is_file() and "figures" not in p.relative_to(output_dir).parts]
     if not stamps or html.stat().st_mtime_ns < max(stamps):
         return False
+    if any(p.stat().st_mtime_ns > html.stat().st_mtime_ns for p in subject_crash_files(output_dir, subject)):
+        return False
     try:
         text = html.read_text(errors="replace")
     except OSError:
         return False
-    return INCOMPLETE not in text and all((output_dir / unescape(rel)).is_file() for rel in _FIGURE_LINK.findall(text))
+    return (_built_by() in text and INCOMPLETE not in text
+            and all((output_dir / unescape(rel)).is_file() for rel in _FIGURE_LINK.findall(text)))
 
 
 def update_participant_report(output_dir: str | Path, subject: str, reuse: bool = False,

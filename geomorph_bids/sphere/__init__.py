@@ -22,7 +22,15 @@ from .icosphere import (
     upsample_parents,
 )
 from .locate import SphereLocator, locate, unit
-from .resample import apply_weights, barycentric_weights, resample, resample_labels, resample_weights
+from .resample import (
+    apply_weights,
+    area_surfaces,
+    barycentric_weights,
+    corner_weights,
+    resample,
+    resample_labels,
+    resample_weights,
+)
 from .rigid import rigid_align
 from .rotation import (
     MIRROR,
@@ -36,7 +44,7 @@ from .rotation import (
 
 __all__ = [
     "MAX_LEVEL", "MIRROR", "RADIUS", "SphereLocator", "angle_between", "apply_rotation", "apply_weights",
-    "barycentric_weights", "distortion",
+    "area_surfaces", "barycentric_weights", "corner_weights", "distortion",
     "distortion_summary", "folded_triangles", "hex_neighbourhood", "icosphere", "level_of", "locate",
     "mean_edge_length", "n_vertices", "pool_index", "pseudo_coords", "random_rotation", "resample",
     "resample_labels", "resample_weights", "rigid_align", "rotation_angle",

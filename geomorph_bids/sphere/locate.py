@@ -21,7 +21,7 @@ import numpy as np
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-__all__ = ["SphereLocator", "locate", "unit", "vertex_fans"]
+__all__ = ["SphereLocator", "face_neighbours", "locate", "unit", "vertex_fans"]
 
 _CHUNK = 1 << 16  # points per vectorised batch: bounds memory to ~30 MB
 _MAX_FAN = 12  # widest vertex fan kept in the candidate table; wider fans use the fallback
@@ -53,6 +53,24 @@ def vertex_fans(faces: np.ndarray, n_vertices: int) -> np.ndarray:
     owner = np.repeat(np.arange(n_vertices, dtype=indptr.dtype), counts)
     fans[owner[keep], slot[keep]] = indices[keep]
     return fans
+
+
+def face_neighbours(faces: np.ndarray) -> np.ndarray:
+    """(F, 3) int64: the face across the edge opposite each corner of each face, -1 where there
+    is none (a boundary edge, or one that more than two faces share)."""
+    faces = np.asarray(faces, dtype=np.int64)
+    # half-edge h = 3 f + i is the edge of face f opposite its corner i
+    a, b = faces[:, [1, 2, 0]].ravel(), faces[:, [2, 0, 1]].ravel()
+    key = np.minimum(a, b) * (int(faces.max(initial=0)) + 1) + np.maximum(a, b)
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    same = sk[1:] == sk[:-1]  # same[j]: sorted half-edges j and j + 1 are one edge
+    before = np.concatenate(([False], same[:-1]))
+    after = np.concatenate((same[1:], [False]))
+    pair = np.flatnonzero(same & ~before & ~after)  # edges of exactly two half-edges
+    out = np.full(len(key), -1, dtype=np.int64)
+    out[order[pair]], out[order[pair + 1]] = order[pair + 1] // 3, order[pair] // 3
+    return out.reshape(-1, 3)
 
 
 class SphereLocator:
@@ -89,6 +107,7 @@ class SphereLocator:
         self._normals32 = normals.astype(np.float32)
         self._fans = vertex_fans(self.faces, len(self.vertices)) if fans is None else fans
         self._kdtree: cKDTree | None = None  # built on first use: a search from ``near`` may need none
+        self._neighbours: np.ndarray | None = None  # face_neighbours, built on a first walk
 
     @property
     def fans(self) -> np.ndarray:
@@ -104,7 +123,7 @@ class SphereLocator:
         return self._kdtree
 
     def locate(self, points: np.ndarray, k: int = 6, hint: np.ndarray | None = None,
-               near: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               near: np.ndarray | None = None, walk: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Containing triangle and barycentric weights of each point.
 
         Parameters
@@ -117,6 +136,10 @@ class SphereLocator:
             one of its corners, skip the search.
             The result is the same as without a hint, except that a point exactly on an
             edge may get either face (with the same weights).
+        walk : with ``hint``, first walk each point that is outside its hinted face across the
+            edge it lies beyond, up to ``walk`` faces (vectorised over the points; the faces'
+            neighbour table is built on the first walk): a point that moved a few triangles is
+            found there without screening the fans or querying the tree. The same result.
         near : optional (N,) int vertex indices, -1 where unknown (ignored with ``hint``): a mesh
             vertex near each point, e.g. a corner of a triangle that holds a related point. Its
             fan is screened in place of the k-d tree's nearest vertex's; points not found there
@@ -138,8 +161,10 @@ class SphereLocator:
             w, score = self._weights(hint, points)
             miss = np.flatnonzero(~(score >= -_TOL))
             face = hint.copy()
+            if miss.size and walk > 0:
+                miss = self._walk(points, face, w, score, miss, walk)
             if miss.size:  # moved a little: most are in a triangle around one of the hint's corners
-                near = self._fans[self.faces[hint[miss]]].reshape(len(miss), -1)
+                near = self._fans[self.faces[face[miss]]].reshape(len(miss), -1)
                 f2, w2, s2 = self._screen(points[miss], near)
                 found = s2 >= -_TOL
                 face[miss[found]], w[miss[found]] = f2[found], w2[found]
@@ -163,6 +188,25 @@ class SphereLocator:
             sl = slice(start, min(start + _CHUNK, n))
             face[order[sl]], weights[order[sl]] = self._locate_chunk(points[sl], n_near)
         return face, weights
+
+    def _walk(self, points: np.ndarray, face: np.ndarray, w: np.ndarray, score: np.ndarray,
+              todo: np.ndarray, steps: int) -> np.ndarray:
+        """Walk points ``todo`` from their ``face`` towards the face that holds them, up to
+        ``steps`` faces each, always across the edge opposite their most negative weight;
+        ``face``, ``w`` and ``score`` are updated in place. Returns the points still outside."""
+        if self._neighbours is None:
+            self._neighbours = face_neighbours(self.faces)
+        for _ in range(steps):
+            nxt = self._neighbours[face[todo], np.argmin(w[todo], axis=1)]
+            todo = todo[nxt >= 0]  # no face across: left to the search
+            if not todo.size:
+                break
+            face[todo] = nxt[nxt >= 0]
+            w[todo], score[todo] = self._weights(face[todo], points[todo])
+            todo = todo[~(score[todo] >= -_TOL)]
+            if not todo.size:
+                break
+        return np.flatnonzero(~(score >= -_TOL))
 
     def _locate_near(self, points: np.ndarray, near: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`locate` of (N, 3) unit points from a vertex near each (``near``, -1: none)."""

@@ -291,6 +291,28 @@ def test_reports_only_names_a_metrics_file_it_cannot_read(fs_run, tmp_path):
     assert "FAILED" in err and damaged.name in err and "rerun the participant level" in err
     assert "sub-01.html" in stdout and (out / "sub-02.html").is_file()
 
+def test_reports_only_keeps_current_reports_and_redraws_the_rest(fs_run, tmp_path):
+    """A second --reports-only pass (after a stop, a cluster time limit) drew every report again.
+    Now the current ones are kept, and said so; a subject whose outputs changed is redrawn."""
+    import os
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out, symlinks=True)
+    stamps = {s: (out / f"sub-{s}.html").stat().st_mtime_ns for s in ("01", "02")}
+    code, stdout, err = run(fs_run["bids"], out, "participant", "--reports-only")
+    assert code == 0, err
+    assert "2 of them current" in stdout and "delete a report to have it drawn again" in stdout
+    assert {s: (out / f"sub-{s}.html").stat().st_mtime_ns for s in stamps} == stamps
+    metrics = next((out / "sub-01" / "anat").glob("sub-01_hemi-L_space-*_desc-geomorph_metrics.json"))
+    later = stamps["01"] + 10 ** 9
+    os.utime(metrics, ns=(later, later))  # sub-01's outputs changed after its report
+    code, stdout, err = run(fs_run["bids"], out, "participant", "--reports-only")
+    assert code == 0 and "1 of them current" in stdout, err
+    assert (out / "sub-01.html").stat().st_mtime_ns != stamps["01"]
+    assert (out / "sub-02.html").stat().st_mtime_ns == stamps["02"]
+
+
 def test_participant_reports_and_native_outputs(fs_run):
     """Each participant gets sub-X.html with figures; the native sphere and registration
     features are outputs too (the report's "before" maps; provenance)."""
@@ -522,6 +544,25 @@ def test_no_optimise_keeps_the_networks_warp_in_both_modes(dataset_factory, tmp_
     code, _, err = run(bids, tmp_path / "o2", "participant", "--no-optimise", "--hemi", "L", "-w", tmp_path / "w2")
     assert code == 1 and "--no-optimise" in err and "--model default runs no network" in err
     assert not (tmp_path / "o2" / "sub-01").exists()
+
+
+def test_refine_full_reaches_the_registration_through_the_workflow(dataset_factory, tmp_path):
+    """--refine full is decided once into the model choice, travels through the Nipype nodes and
+    is recorded (metrics, methods text); with --no-optimise it is a one-line error, before any work."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out = tmp_path / "out"
+    code, stdout, err = run(bids, out, "participant", "--model", "sulc-fsLR", "--refine", "full", "--hemi", "L",
+                            "--device", "cpu", "-w", tmp_path / "w")
+    assert code == 0, err
+    assert "model sulc-fsLR + full optimisation (--refine full)" in stdout
+    m = json.loads((anat(out, "01") / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json").read_text())
+    assert m["registration"]["method"] == "geomorph+optimise"
+    assert m["registration"]["optimise"]["start_lowpass"] == 8 and m["registration"]["optimise"]["steps"] == [60, 60, 60]
+    assert m["registration"]["network_smoothing_iterations"] == 8 * 25  # the ico-5 network's low-pass, 8 times
+    assert "(--refine full)" in (out / "logs" / "CITATION.md").read_text()
+    code, _, err = run(bids, tmp_path / "o2", "participant", "--model", "sulc-fsLR", "--refine", "full",
+                       "--no-optimise", "--hemi", "L", "-w", tmp_path / "w2")
+    assert code == 1 and "give one of them" in err and not (tmp_path / "o2" / "sub-01").exists()
 
 
 @pytest.mark.parametrize("mode", ["workflow", "batch"])

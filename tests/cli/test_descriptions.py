@@ -51,3 +51,29 @@ def test_a_readme_or_bidsignore_that_cannot_be_written_is_a_warning_not_the_end_
     lines = write_bids_extras(tmp_path)
     assert len(lines) == 2 and all("was not written" in line for line in lines)
     assert "README.md" in lines[0] and ".bidsignore" in lines[1] and str(tmp_path / ".bidsignore") in lines[1]
+
+
+def _config(template: str, kind: str):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(template=SimpleNamespace(label=template), channels=("sulc",), features=("sulc",),
+                           density="32k", model=SimpleNamespace(kind=kind, optimise=None, checkpoint=None))
+
+
+def test_the_methods_text_of_runs_with_other_settings_are_kept_one_after_the_other(tmp_path):
+    """Round nine's leftover: a second run into the same folder with other settings (another
+    template, --model rigid) rewrote logs/CITATION.md, so the methods text no longer described
+    the first run's outputs. Now each distinct paragraph is kept once, before one reference list."""
+    (tmp_path / "logs").mkdir()
+    path = descriptions.write_citation(tmp_path, _config("fsLR", "optimise"))
+    first = path.read_text()
+    assert first.count("### References") == 1 and "onto the\nfsLR template" in first
+    descriptions.write_citation(tmp_path, _config("fsLR", "optimise"))
+    assert path.read_text() == first  # the same settings: unchanged
+    descriptions.write_citation(tmp_path, _config("fsaverage", "rigid"))
+    both = path.read_text()
+    assert both.count("### References") == 1 and both.count("Cortical surfaces were registered") == 2
+    assert both.index("fsLR template") < both.index(descriptions.LATER_RUN) < both.index("fsaverage template")
+    assert "no non-rigid stage was run" in both and "non-rigid GeoMorph warp" in both
+    descriptions.write_citation(tmp_path, _config("fsLR", "optimise"))  # the first settings again
+    assert path.read_text() == both

@@ -144,6 +144,29 @@ def test_model_option_runs_the_network(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(verts, axis=1), 100.0, atol=1e-3)
 
 
+def test_refine_full_runs_the_optimisers_schedule_from_the_network(tmp_path, capsys):
+    """--refine full: the default schedule started from the network's low-passed warp; it needs a
+    network and does not go with --no-optimise (one line each, nothing written)."""
+    surf = example_dir() / "sub-01" / "surf"
+    ckpt = _tiny_checkpoint(tmp_path / "tiny.pt")
+    args = ["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+            "--device", "cpu"]
+    out = tmp_path / "out" / "lh_sphere.surf.gii"
+    code = main([*args, "--model", str(ckpt), "--refine", "full", "--out", str(out)])
+    metrics = json.loads((tmp_path / "out" / "lh_metrics.json").read_text())
+    assert code == (3 if metrics["quality"]["flagged"] else 0)
+    assert metrics["method"] == "geomorph+optimise" and metrics["optimise"]["start_lowpass"] == 8
+    assert metrics["optimise"]["steps"] == [60, 60, 60]  # the default schedule, not the short refinement
+    capsys.readouterr()
+    for extra, message in ((["--refine", "full"], "--refine full optimises the warp from a network's"),
+                           (["--model", str(ckpt), "--refine", "short", "--no-optimise"], "give one of them")):
+        bad = tmp_path / "bad" / "lh_sphere.surf.gii"
+        assert main([*args, *extra, "--out", str(bad)]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+        assert not bad.parent.exists()
+
+
 def test_rigid_model_option_stops_after_the_rigid_stage(tmp_path):
     surf = example_dir() / "sub-01" / "surf"
     out = tmp_path / "lh_sphere.surf.gii"

@@ -101,6 +101,24 @@ def test_no_refinement_is_decided_with_the_model_and_needs_a_network():
             resolve_model(spec, "fsLR", refine=False)
 
 
+def test_full_refinement_is_the_optimisers_schedule_from_the_networks_low_passed_warp():
+    """--refine full: the optimiser's whole schedule, started from the network's warp low-passed
+    8 times more (FROM_NETWORK); it survives the trip to the workflow's nodes and needs a network."""
+    from geomorph_bids.model.optimise import FROM_NETWORK, OptimiseConfig
+
+    assert FROM_NETWORK == OptimiseConfig(start_lowpass=8)
+    full = resolve_model("sulc-fsaverage", "fsaverage", refine="full")
+    assert full.optimise == FROM_NETWORK and full.register_arguments()["optimise"] == FROM_NETWORK
+    assert ModelChoice.from_dict(full.to_dict()) == full
+    assert "optimised for this hemisphere" in full.describe() and "refined" not in full.describe()
+    assert resolve_model("sulc-fsaverage", "fsaverage", refine="short").optimise is True
+    for spec in ("default", None, "rigid"):
+        with pytest.raises(InputError, match="--refine full optimises the warp from a network's.* runs no network"):
+            resolve_model(spec, "fsaverage", refine="full")
+    with pytest.raises(ValueError, match="refine must be"):
+        resolve_model("sulc-fsaverage", "fsaverage", refine="long")
+
+
 def test_the_optimiser_weighs_curv_less_than_sulc_for_fsaverage_only():
     from geomorph_bids.engine.model_choice import optimiser_weights
 

@@ -163,6 +163,30 @@ def test_tiny_model_end_to_end(tiny_model):
         assert err.max() < 1e-6
 
 
+def test_a_schedule_from_the_network_low_passes_its_warp_start_lowpass_times_more(tiny_model):
+    """OptimiseConfig.start_lowpass (--refine full): the network's warp is low-passed over that many
+    times the iterations it gets alone before the schedule starts from it; with no steps the output
+    is that start, smoother than the network's own warp."""
+    from geomorph_bids.model.optimise import OptimiseConfig
+    from geomorph_bids.engine.synth import angular_error_deg as err
+
+    def start(lowpass: int):
+        cfg = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(0,), smoothing=(0,), start_lowpass=lowpass)
+        return register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L", model=tiny_model,
+                        device="cpu", optimise=cfg)
+
+    alone = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L", model=tiny_model, device="cpu",
+                     optimise=False)
+    one, eight = start(1), start(8)
+    assert one.metrics["network_smoothing_iterations"] == 6 and eight.metrics["network_smoothing_iterations"] == 48
+    assert eight.metrics["optimise"]["start_lowpass"] == 8 and eight.metrics["method"] == "geomorph+optimise"
+    # 1: the network's warp as alone (to the optimiser's float32 round trip, ~1e-5 mm)
+    np.testing.assert_allclose(one.warp_ico6, alone.warp_ico6, atol=1e-3)
+    v6 = icosphere(6)[0]
+    moved = {k: np.median(err(r.warp_ico6, v6)) for k, r in (("one", one), ("eight", eight))}
+    assert 0 < moved["eight"] < moved["one"]  # the wider filter keeps less of the network's displacement
+
+
 def _save(tmp_path, model, channels=("sulc",), template="fsLR", hemisphere="L", name="m.pt", nested=True):
     """A checkpoint laid out as engine/train.py writes it (config["geomorph"]), or flat."""
     config = {"geomorph": model.config.to_dict(), "training": {}} if nested else model.config.to_dict()
@@ -262,11 +286,11 @@ def test_register_many_drops_an_item_whose_network_step_fails(monkeypatch, tiny_
     real = reg_module._network
     calls = []
 
-    def flaky(jobs, dev):
+    def flaky(jobs, dev, lowpass=1):
         calls.append([job.hemi for job in jobs])
         if any(job.hemi == "R" for job in jobs):
             raise ValueError("network step failed")
-        return real(jobs, dev)
+        return real(jobs, dev, lowpass)
 
     monkeypatch.setattr(reg_module, "_network", flaky)
     items = [RegistrationItem(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "L"),

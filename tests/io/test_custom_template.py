@@ -46,3 +46,27 @@ def test_errors(tmp_path):
         load_custom_template(folder, "L")
     with pytest.raises(InputError, match="not a custom template"):
         load_custom_template(tmp_path, "L")
+
+
+def test_loaded_template_says_where_its_maps_came_from(tmp_path):
+    """A Template from load_custom_template carries its provenance, so that register(template=tpl)
+    records template_source 'custom' as docs/api.md says (its metrics had no template_* field)."""
+    import hashlib
+
+    from geomorph_bids import register
+    from geomorph_bids.io.template_ref import resolve_template_ref
+    from geomorph_bids.resources import example_dir
+
+    folder, _ = _folder(tmp_path)
+    write_metric(custom_feature_file(folder, "mytpl", "L", "sulc"), load_template("fsaverage", "L").features["sulc"],
+                 hemi="L", names=["sulc"])
+    tpl = load_custom_template(folder, "L", ("sulc",))
+    sha = hashlib.sha256(custom_feature_file(folder, "mytpl", "L", "sulc").read_bytes()).hexdigest()
+    assert tpl.provenance["template_source"] == "custom"
+    assert tpl.provenance["template_sha256"] == sha
+    assert tpl.provenance == resolve_template_ref(folder).provenance("L", ("sulc",))
+    surf = example_dir() / "sub-01" / "surf"
+    reg = register(surf / "lh.sphere", {"sulc": surf / "lh.sulc"}, template=tpl, hemi="L", rigid_only=True)
+    assert reg.metrics["template_source"] == "custom"
+    assert reg.metrics["template_source_path"] == str(folder)
+    assert reg.metrics["template_sha256"] == sha

@@ -329,7 +329,8 @@ def test_read_json_files_hands_over_once_not_per_file(tmp_path, monkeypatch):
     monkeypatch.setattr(limits, "_start", lambda work: started.append(work) or real(work))
     assert [d["i"] for d in limits.read_json_files(paths)] == list(range(50))
     assert len(started) == 1
-    assert limits.read_json_bounded(paths[0]) == {"i": 0} and len(started) >= 3  # alone: the pointer check, the read
+    # alone: one thread, for the read (the git-annex pointer check looks at what it read)
+    assert limits.read_json_bounded(paths[0]) == {"i": 0} and len(started) == 2
 
 
 def test_read_json_files_gives_a_stalled_file_its_error_and_reads_the_rest(tmp_path, monkeypatch):

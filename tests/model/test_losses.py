@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from geomorph_bids.model.geoconv import hex_laplacian
-from geomorph_bids.model.losses import (cc_per_channel, pearson, similarity_loss,
+from geomorph_bids.model.losses import (cc_per_channel, pearson, pearson_to, similarity_loss,
                                         smoothness_loss, total_loss, warp_distortion)
 from geomorph_bids.sphere.icosphere import hex_neighbourhood, icosphere, n_vertices
 from geomorph_bids.sphere.rotation import rotation_matrix
@@ -155,3 +155,19 @@ def test_total_loss_adds_the_fold_barrier_only_when_weighted():
     assert float(parts["folding"]) == 0.0
     assert float(with_fold - base) == pytest.approx(12.0, rel=1e-5)
     assert float(parts_f["folding"]) == pytest.approx(1.2, rel=1e-5)
+
+
+def test_pearson_to_a_fixed_side_equals_pearson_bit_for_bit():
+    """The fixed side computed once gives pearson's values and gradients exactly, for every a."""
+    g = torch.Generator().manual_seed(3)
+    b = torch.randn(2, 500, generator=g)
+    mask = torch.rand(2, 500, generator=g) > 0.2
+    correlation = pearson_to(b, mask)
+    for _ in range(3):
+        a1 = torch.randn(2, 500, generator=g, requires_grad=True)
+        a2 = a1.detach().clone().requires_grad_(True)
+        got, want = correlation(a1), pearson(a2, b, mask)
+        assert torch.equal(got, want)
+        got.sum().backward()
+        want.sum().backward()
+        assert torch.equal(a1.grad, a2.grad)

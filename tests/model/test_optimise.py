@@ -10,7 +10,8 @@ import torch
 
 from geomorph_bids.engine.warp_geometry import warp_folded_triangles
 from geomorph_bids.io.templates import load_template
-from geomorph_bids.model.optimise import OptimiseConfig, optimise_warp, smooth_on_ico
+from geomorph_bids.model.optimise import (OptimiseConfig, _locate_nested, _smoothing_series, optimise_warp,
+                                          smooth_on_ico)
 from geomorph_bids.model.warp import ico_sampler
 from geomorph_bids.sphere.icosphere import icosphere
 from geomorph_bids.sphere.locate import unit
@@ -38,6 +39,11 @@ def test_config_validation_and_round_trip():
     with pytest.raises(ValueError, match="unknown OptimiseConfig keys: bogus"):
         OptimiseConfig.from_dict({"bogus": 1})
     assert OptimiseConfig.from_dict(FAST.to_dict()) == FAST
+    for bad in (0, -1, 1.5, True, "8"):  # whole multiples of the network's own low-pass only
+        with pytest.raises(ValueError, match="start_lowpass must be a whole number >= 1"):
+            OptimiseConfig(start_lowpass=bad)
+    old = {k: v for k, v in FAST.to_dict().items() if k != "start_lowpass"}  # a metrics file of before
+    assert OptimiseConfig.from_dict(old).start_lowpass == 1
 
 
 def test_identical_images_stay_put(sulc):
@@ -142,3 +148,42 @@ def test_the_areal_term_lowers_areal_distortion(sulc):
     with pytest.raises(ValueError, match="areal must be >= 0"):
         OptimiseConfig(areal=-1.0)
     assert OptimiseConfig.from_dict({k: v for k, v in OptimiseConfig().to_dict().items() if k != "areal"}).areal == 0.0
+
+
+def test_a_smoothing_series_stops_where_each_count_would_end():
+    """The fixed image smoothed once through the largest count gives every stage's image bit for
+    bit (the stages' counts are its stops), on any order and with repeats."""
+    x = torch.as_tensor(np.random.default_rng(2).normal(size=(1, 40962, 2)), dtype=torch.float32)
+    series = _smoothing_series(x, (10, 3, 10, 0))
+    assert sorted(series) == [0, 3, 10]
+    for n, smoothed in series.items():
+        assert torch.equal(smoothed, smooth_on_ico(x, n))
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_nested_location_of_a_dense_warp_equals_a_plain_search(level):
+    """A dense warp's points located level by level from their parents' faces (and the coarsest from
+    a stale hint) are in the same faces as the k-d tree search finds."""
+    from geomorph_bids.model.warp import upsample_displacement
+
+    sampler = ico_sampler(6)
+    base = torch.as_tensor(unit(icosphere(level - 2)[0]), dtype=torch.float32)[None]
+    gen = torch.Generator().manual_seed(level)
+    ctrl = base + 0.03 * torch.randn(base.shape, generator=gen)
+    points = upsample_displacement(ctrl, level - 2, level)
+    stale = sampler.locate(points + 0.01 * torch.randn(points.shape, generator=gen))
+    dense = upsample_displacement(ctrl, level - 2, 6)
+    assert torch.equal(_locate_nested(sampler, dense, level, stale), sampler.locate(dense))
+
+
+def test_sparse_smoothing_equals_the_gather_smoothing():
+    """On the CPU without gradients smooth_on_ico is a sparse matrix product per step: the same
+    smoothing as the one-ring gather (which a tensor needing gradients still takes) up to
+    rounding, for a batch of several channels, in float32 and float64."""
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
+        x = torch.as_tensor(np.random.default_rng(4).normal(size=(2, 2562, 3)), dtype=dtype)
+        fast = smooth_on_ico(x, 7, level=4)
+        slow = smooth_on_ico(x.clone().requires_grad_(True), 7, level=4).detach()
+        assert fast.dtype == dtype and fast.shape == x.shape
+        assert torch.allclose(fast, slow, atol=tol, rtol=0)
+    assert smooth_on_ico(x, 0, level=4) is x

@@ -168,3 +168,31 @@ def test_batch_elements_are_independent():
         torch.testing.assert_close(warped[b:b + 1], w1, atol=1e-12, rtol=0)
         torch.testing.assert_close(warp[b:b + 1], p1, atol=1e-12, rtol=0)
     assert (warped[1] - moving[1]).abs().max() > 0.1
+
+
+def test_face_tables_and_barycentric_equal_weights():
+    """Gathering a face's corners and normals once and evaluating the weights later gives the same
+    bits as weights(); sampling with known faces equals sampling that locates them; a hinted look-up
+    (which may walk) finds the same faces."""
+    sampler = ico_sampler(3)
+    pts = _random_points(500, 3).float()
+    face = sampler.locate(pts)
+    corners, w = sampler.weights(pts, face)
+    c2, normals = sampler.face_tables(face, pts.dtype)
+    assert torch.equal(c2, corners) and normals.shape == (1, 500, 3, 3)
+    assert torch.equal(sampler.barycentric(normals, pts), w)
+    values = torch.randn(1, n_vertices(3), 2)
+    assert torch.equal(sampler(values, pts, face), sampler(values, pts))
+    moved = pts + 0.05 * torch.randn_like(pts)
+    assert torch.equal(sampler.locate(moved, hint=face), sampler.locate(moved))
+
+
+def test_points_at_their_own_vertices_located_from_them():
+    """A control grid's points start at the data icosphere's first vertices: screening each one's
+    own fan (``near``) gives the faces the k-d tree search gives, ties at the vertex included."""
+    from geomorph_bids.model.labels import normalise
+
+    sampler = ico_sampler(4)
+    grid = upsample_displacement(normalise(_unit(2, torch.float32)[None]), 2, 3)
+    near = torch.arange(grid.shape[1])[None]
+    assert torch.equal(sampler.locate(grid, near=near), sampler.locate(grid))

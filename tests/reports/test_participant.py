@@ -306,3 +306,32 @@ def test_a_report_reads_whole_only_its_subjects_crash_files(tmp_path, monkeypatc
     assert crash_nodes(folder / "crash-20260101-000000-u-register-01.txt") == (
         "geomorph_wf", "sub_01_wf", "hemi_L_wf", "register")
     assert crash_nodes(tmp_path / "missing.txt") == ()
+
+
+def test_a_report_is_current_only_for_this_version_and_after_the_subjects_crash_files(outputs):
+    """--reports-only drew every report again (a second pass after a stop or a cluster time
+    limit started from zero: ~1 core-second per hemisphere). It now keeps current reports, so
+    "current" also means: drawn by this version of geomorph-bids (an upgrade redraws it) and
+    after the subject's own crash files (a failure since then is listed)."""
+    import os
+
+    from geomorph_bids.batch.tasks import build_report
+    from geomorph_bids.reports.participant import report_is_current
+
+    first = build_report(outputs, "03", True)
+    html = first.path
+    assert not first.kept and report_is_current(outputs, "03") and build_report(outputs, "03", True).kept
+    stamp = html.stat().st_mtime_ns
+
+    crash = next((outputs / "logs" / "crash-abc").glob("crash-*.txt"))  # sub-03's, hemi-R
+    os.utime(crash, ns=(stamp + 10 ** 9, stamp + 10 ** 9))  # a failure after the report
+    assert not report_is_current(outputs, "03") and report_is_current(outputs, "01") is False  # 01: never drawn
+    again = build_report(outputs, "03", True)
+    assert not again.kept and report_is_current(outputs, "03")
+
+    text = html.read_text()
+    marker = next(line for line in text.splitlines() if "geomorph-bids report, version" in line)
+    html.write_text(text.replace(marker, "<!-- geomorph-bids report, version 0.0.1 -->"))
+    os.utime(html, ns=(stamp + 2 * 10 ** 9,) * 2)  # still newer than everything
+    assert not report_is_current(outputs, "03")  # drawn by another version
+    assert not build_report(outputs, "03", True).kept and marker in html.read_text()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from geomorph_bids.sphere.icosphere import icosphere
-from geomorph_bids.sphere.locate import SphereLocator, locate, unit
+from geomorph_bids.sphere.locate import SphereLocator, face_neighbours, locate, unit
 
 
 def _random_directions(n: int, seed: int) -> np.ndarray:
@@ -181,3 +181,46 @@ def test_near_vertices_give_the_same_location_without_a_tree():
     np.testing.assert_allclose(w, ref_w, atol=1e-12)
     with pytest.raises(ValueError, match="near"):
         loc.locate(pts, near=exact[:10])
+
+
+def test_face_neighbours_share_the_opposite_edge():
+    """Each face's neighbour across the edge opposite corner i holds that edge's two corners and
+    names the face back; an edge without a second face (a hole) gives -1."""
+    v, f = _jittered_mesh(3, 1)
+    nb = face_neighbours(f)
+    assert nb.shape == f.shape and nb.dtype == np.int64 and nb.min() >= 0
+    for i in range(3):
+        edge = np.sort(f[:, [(i + 1) % 3, (i + 2) % 3]], axis=1)
+        other = f[nb[:, i]]
+        assert np.all((other[:, :, None] == edge[:, None, :]).any(1).all(1))
+        assert np.all(nb[:, i] != np.arange(len(f)))
+        assert np.all((nb[nb[:, i]] == np.arange(len(f))[:, None]).any(1))
+    holed = face_neighbours(f[1:])
+    assert (holed == -1).sum() == 3
+
+
+def test_a_walk_from_a_hint_gives_the_same_location():
+    """Points hinted a few triangles away (or anywhere) walk to their face: the same faces and
+    weights as the search without a hint, on an irregular mesh; a mesh with a hole still finds
+    every point (walks that reach the hole fall back to the search)."""
+    v, f = _jittered_mesh(4, 3)
+    pts = _random_directions(4000, 6)
+    ref_face, ref_w = SphereLocator(v, f).locate(pts)
+    nb = face_neighbours(f)
+    rng = np.random.default_rng(7)
+    hint = ref_face.copy()
+    for _ in range(3):  # three random steps away from the containing face
+        hint = nb[hint, rng.integers(0, 3, len(hint))]
+    for h in (hint, rng.integers(0, len(f), len(pts))):
+        loc = SphereLocator(v, f)
+        face, w = loc.locate(pts, hint=h, walk=8)
+        np.testing.assert_array_equal(face, ref_face)
+        np.testing.assert_allclose(w, ref_w, atol=1e-12)
+    near = SphereLocator(v, f)
+    near.locate(pts, hint=hint, walk=8)
+    assert near._kdtree is None  # a few steps away: found by walking, no search
+    outside_hole = ref_face != 0
+    face, w = SphereLocator(v, f[1:]).locate(pts[outside_hole], hint=np.clip(hint[outside_hole] - 1, 0, None),
+                                              walk=8)
+    np.testing.assert_array_equal(face, ref_face[outside_hole] - 1)
+    np.testing.assert_allclose(w, ref_w[outside_hole], atol=1e-12)

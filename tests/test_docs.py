@@ -1,0 +1,253 @@
+"""The documentation, run as a new user runs it: names in docs/api.md import, every documented
+command line parses, and the README's (and docs/models.md's) Python snippets run on the bundled
+example (slow). Keeps README.md and docs/*.md from drifting away from the code silently."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+# what docs/api.md says each namespace holds (``from <module> import <name>`` must work)
+API_NAMES = {
+    "geomorph_bids": "register register_many RegistrationItem",
+    "geomorph_bids.sphere": (
+        "icosphere hex_neighbourhood pool_index upsample_parents pseudo_coords mean_edge_length n_vertices "
+        "level_of RADIUS MAX_LEVEL SphereLocator locate unit resample resample_weights apply_weights "
+        "resample_labels barycentric_weights corner_weights area_surfaces distortion distortion_summary "
+        "folded_triangles rigid_align rotation_from_correspondence rotation_matrix rotation_angle "
+        "angle_between random_rotation apply_rotation MIRROR unit_icosphere"),
+    "geomorph_bids.sphere.project": "project_unproject",
+    "geomorph_bids.sphere.distortion": (
+        "areal_distortion local_affine_distortion edge_distortion caret5_areal_distortion"),
+    "geomorph_bids.io": (
+        "read_surface read_sphere read_feature read_labels read_mask write_surface write_metric write_labels "
+        "validate_sphere validate_feature"),
+    "geomorph_bids.io.hemisphere_label": "declared_hemispheres declared_map label_conflicts feature_conflicts",
+    "geomorph_bids.io.hemisphere": "read_hemisphere NativeHemisphere",
+    "geomorph_bids.io.cifti": "write_dscalar",
+    "geomorph_bids.io.fmriprep_compat": "sphere_reg_fslr write_features_cifti",
+    "geomorph_bids.io.atomic": "atomic_write_bytes atomic_write_text",
+    "geomorph_bids.errors": "InputError",
+    "geomorph_bids.io.templates": "load_template available_templates Template",
+    "geomorph_bids.engine.prealign": "prealign Prealignment",
+    "geomorph_bids.engine.register": "Registration",
+    "geomorph_bids.engine.model_choice": "default_registration resolve_model ModelChoice optimiser_weights",
+    "geomorph_bids.engine.device": "resolve_device",
+    "geomorph_bids.engine.warp_geometry": "unfold_warp apply_warp upsample_warp warp_folded_triangles",
+    "geomorph_bids.resources": (
+        "bundled_models model_path model_dir template_feature_file package_template_features "
+        "density_sphere_candidates example_dir"),
+    "geomorph_bids.model.losses": "total_loss fold_penalty",
+    "geomorph_bids.model.optimise": "optimise_warp OptimiseConfig REFINEMENT",
+    "geomorph_bids.reports": "build_participant_report build_group_report",
+    "geomorph_bids.engine.population": "build_template PopulationTemplate PopulationSubject",
+    "geomorph_bids.io.custom_template": "load_custom_template",
+    "geomorph_bids.io.template_ref": "resolve_template_ref resolve_template TemplateRef template_search_path",
+    "geomorph_bids.io.template_sources": "TemplateSearch",
+    "geomorph_bids.derivatives": "hemisphere_outputs report_name GROUP_TSV",
+    "geomorph_bids.workflows": "init_geomorph_sulc_wf GEOMORPH_SPHERE_SIDECAR",
+}
+
+
+@pytest.mark.parametrize("module", sorted(API_NAMES))
+def test_api_md_names_exist(module: str) -> None:
+    mod = importlib.import_module(module)
+    missing = [name for name in API_NAMES[module].split() if not hasattr(mod, name)]
+    assert not missing, f"docs/api.md lists {missing} in {module}"
+    text = "".join(doc.read_text() for doc in DOCS)
+    for name in API_NAMES[module].split():
+        assert name in text, f"{module}.{name} is no longer documented: drop it here"
+
+
+def _blocks(path: Path, lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", path.read_text(), flags=re.S)
+
+
+def _command_lines(block: str) -> list[str]:
+    """Each command of a bash block, continuations joined, comments dropped."""
+    joined = re.sub(r"\\\n\s*", " ", block)
+    lines = []
+    for line in joined.splitlines():
+        line = re.sub(r"\s+#.*$", "", line).strip()
+        if line and not line.startswith("#"):
+            lines.append(line)
+    return lines
+
+
+def _inline_commands(path: Path) -> list[str]:
+    """Inline code spans that are whole commands (`geomorph-bids BIDS_DIR OUT participant ...`)."""
+    spans = re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", path.read_text(), flags=re.S))
+    return [" ".join(span.split()) for span in spans
+            if re.match(r"(\.venv/bin/)?geomorph-(bids|register|train) ", span)
+            and not re.search(r"\.\.\.|<|\||\(", span)]  # usage sketches: PATH|NAME, <label>, ...
+
+
+def _documented_commands() -> list[tuple[str, str, str, list[str]]]:
+    """(doc, kind, program, arguments) of every geomorph-* command in a bash block ("command") or
+    an inline code span ("span": often a program and one option) of the docs; usage lines with
+    [optional] parts are left out."""
+    found = []
+    for doc in DOCS:
+        lines = [("command", part) for block in _blocks(doc, "bash") for line in _command_lines(block)
+                 for part in line.split("&&")] + [("span", span) for span in _inline_commands(doc)]
+        for kind, line in lines:
+            words = shlex.split(line.replace("$", ""))
+            while words and "=" in words[0]:
+                words = words[1:]  # environment assignments: SUBJECTS_DIR=... geomorph-bids ...
+            if not words or Path(words[0]).name not in ("geomorph-bids", "geomorph-register", "geomorph-train"):
+                continue
+            if any(a.startswith("[") for a in words[1:]):
+                continue  # a usage line: [--participant-label 01 02] [options]
+            found.append((doc.name, kind, Path(words[0]).name, words[1:]))
+    return found
+
+
+DOCUMENTED = _documented_commands()
+
+
+def _parser(program: str):
+    module = {"geomorph-bids": "geomorph_bids.cli.parser", "geomorph-register": "geomorph_bids.cli.register",
+              "geomorph-train": "geomorph_bids.cli.train"}[program]
+    return importlib.import_module(module).build_parser()
+
+
+def test_documented_commands_found() -> None:
+    commands = {program for _, kind, program, _ in DOCUMENTED if kind == "command"}
+    assert commands == {"geomorph-bids", "geomorph-register", "geomorph-train"}
+    assert len(DOCUMENTED) >= 40
+
+
+@pytest.mark.parametrize("doc, kind, program, args", DOCUMENTED,
+                         ids=[f"{d}:{p}:{' '.join(a)[:40]}" for d, _, p, a in DOCUMENTED])
+def test_documented_command_parses(doc: str, kind: str, program: str, args: list[str]) -> None:
+    """Every option a documented command names exists; a whole command (a bash block, what users
+    copy) parses, values included."""
+    parser = _parser(program)
+    unknown = [a.split("=")[0] for a in args if a.startswith("-") and a.split("=")[0] not in
+               parser._option_string_actions and not re.fullmatch(r"-?[0-9.e-]+", a)]
+    assert not unknown, f"{doc}: '{program} {' '.join(args)}': no such option {unknown}"
+    if kind == "command":
+        try:
+            parser.parse_args(args)
+        except SystemExit as exc:  # argparse: 2 and a usage line on stderr; --help: 0
+            if exc.code:
+                pytest.fail(f"{doc}: '{program} {' '.join(args)}' does not parse (exit {exc.code})")
+
+
+def test_build_bundled_data_help_writes_nothing(tmp_path: Path) -> None:
+    """'--help' (a user checking the options) must not rebuild the package data in place."""
+    templates = ROOT / "geomorph_bids" / "data" / "templates"
+    before = {p.name: p.stat().st_mtime_ns for p in templates.iterdir()}
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_bundled_data.py"), "--help"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in templates.iterdir()} == before
+
+
+def _snippet_folder(tmp_path: Path) -> dict:
+    """The files and names the snippets assume: the example FreeSurfer subject's maps in the current
+    folder, a 'my_model/model.pt' as geomorph-train writes it (fsLR, sulc: a bundled network's
+    checkpoint stands in), and the arrays the sphere-engine lines name."""
+    from geomorph_bids.io import read_sphere
+    from geomorph_bids.io.templates import load_template
+    from geomorph_bids.resources import model_path
+    from geomorph_bids.sphere import icosphere, rotation_matrix
+
+    surf = ROOT / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer" / "sub-01" / "surf"
+    for f in surf.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "my_model").mkdir()
+    shutil.copy(model_path("sulc-fsLR"), tmp_path / "my_model" / "model.pt")
+    lh = read_sphere(surf / "lh.sphere")
+    tpl = load_template("fsLR", "L")
+    sphere164k = icosphere(7)
+    return {
+        "thickness": nib.freesurfer.read_morph_data(str(surf / "lh.thickness")),
+        "sphere": str(tmp_path / "rh.sphere"),
+        "s": nib.freesurfer.read_morph_data(str(surf / "rh.sulc")),
+        "c": nib.freesurfer.read_morph_data(str(surf / "rh.curv")),
+        "sphere164k": sphere164k, "sulc164k": sphere164k[0][:, 2] / 100.0, "sphere32k": icosphere(5),
+        "verts": lh.vertices, "faces": lh.faces, "warped": lh.vertices @ rotation_matrix([0, 0, 1], 10.0).T,
+        "sulc": nib.freesurfer.read_morph_data(str(surf / "lh.sulc")),
+        "tpl_verts": tpl.vertices, "tpl_faces": tpl.faces, "tpl_sulc": tpl.features["sulc"],
+    }
+
+
+@pytest.mark.slow
+def test_python_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README.md's and docs/models.md's Python snippets, verbatim, on the bundled example."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("SUBJECTS_DIR", "FREESURFER_HOME", "TEMPLATEFLOW_HOME"):
+        monkeypatch.delenv(var, raising=False)  # the bundled templates, whatever the machine has
+    import geomorph_bids
+
+    snippets = [(doc.name, code) for doc in (ROOT / "README.md", ROOT / "docs" / "models.md")
+                for code in _blocks(doc, "python")]
+    assert len(snippets) >= 4
+    for i, (doc, code) in enumerate(snippets):
+        folder = tmp_path / f"snippet{i}"
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        namespace = {"geomorph_bids": geomorph_bids, **_snippet_folder(folder)}
+        exec(compile(code, f"{doc} snippet", "exec"), namespace)  # noqa: S102 - our own documentation
+        reg = namespace.get("reg")
+        if reg is not None:
+            assert reg.sphere.shape == (10242, 3)
+            assert np.allclose(np.linalg.norm(reg.sphere, axis=1), 100.0)
+            assert reg.metrics["cc_sulc_after"] > 0.8, (doc, code)
+        if "on32k" in namespace:
+            assert namespace["on32k"].shape == (32492,)
+        if "thick_ico6" in namespace:
+            assert namespace["thick_ico6"].shape == (40962,)
+        if "R" in namespace:
+            R = namespace["R"]
+            assert np.allclose(R @ R.T, np.eye(3), atol=1e-8)
+        if "ico6" in namespace:
+            assert namespace["ico6"][0].shape == (40962, 3) and namespace["ico6"][1].shape == (81920, 3)
+
+
+def test_docs_the_code_points_at_exist() -> None:
+    """Every 'docs/X.md' a message, help text or docstring names is a file of the repository."""
+    named = {m for path in (ROOT / "geomorph_bids").rglob("*.py")
+             for m in re.findall(r"docs/[A-Za-z_]+\.md", path.read_text())}
+    assert named and not [n for n in sorted(named) if not (ROOT / n).is_file()]
+
+
+def test_flagged_summary_names_every_gate_option_and_the_page_that_explains_it(capsys) -> None:
+    from geomorph_bids.cli.failures import Failure
+    from geomorph_bids.cli.reporting import print_summary
+
+    print_summary([], [], Path("OUT"), "geomorph-bids",
+                  flagged=[Failure("01", None, "L", "correlation: sulc correlates 0.4 with the template")])
+    line = capsys.readouterr().err.splitlines()[0]
+    assert "docs/troubleshooting.md" in line  # the page with the FLAGGED reasons and what to do
+    gates = [o for o in _parser("geomorph-bids")._option_string_actions
+             if o in ("--min-cc", "--min-cc-other", "--max-distortion", "--max-folds", "--identity-margin")]
+    assert len(gates) == 5 and all(g + "," in line or g + ")" in line for g in gates), line
+
+
+def test_tests_the_docs_cite_exist() -> None:
+    """Every 'tests/x.py::test_name' README.md and docs/*.md cite (a trailing * is a prefix) is a test."""
+    cited = {m for doc in DOCS for m in re.findall(r"tests/[\w/]+\.py::\w+\*?", doc.read_text())}
+    missing = []
+    for ref in sorted(cited):
+        path, name = ref.split("::")
+        source = (ROOT / path).read_text() if (ROOT / path).is_file() else ""
+        pattern = rf"(def|class) {name.rstrip('*')}" + ("" if name.endswith("*") else r"\b")
+        if not re.search(pattern, source):
+            missing.append(ref)
+    assert cited and not missing, missing
