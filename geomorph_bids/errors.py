@@ -29,8 +29,9 @@ class InputError(ValueError):
             where.append(self.subject if self.subject.startswith("sub-") else f"sub-{self.subject}")
         if self.hemi:
             where.append(f"hemi-{self.hemi}")
-        if self.path is not None:
-            where.append(str(self.path))
+        if self.path is not None:  # a name with a line ending or edge blanks is quoted: it is the problem
+            name = str(self.path)
+            where.append(repr(name) if name != name.strip() or not name.isprintable() else name)
         return (" ".join(where) + ": " if where else "") + self.reason
 
     def with_context(self, *, subject: str | None = None, hemi: str | None = None,

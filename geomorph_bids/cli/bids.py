@@ -34,7 +34,8 @@ from ..errors import describe_os_error  # noqa: E402
 from .exit_codes import EXIT_FAILED, EXIT_OK, HANDLED, error_exit, interrupted, run_exit_code  # noqa: E402
 from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
 from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E402
-from .messages import one_line_warnings  # noqa: E402
+from .machine import current_folder_problem, drop_unusable_thread_settings  # noqa: E402
+from .messages import one_line_warnings, reader_may_go_away  # noqa: E402
 from .nipype_config import configure_nipype, plugin_settings  # noqa: E402
 from .parser import build_parser  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
@@ -51,9 +52,10 @@ _PROG = "geomorph-bids"
 
 # ------------------------------------------------------------------------------ participant level
 
-def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[str]
-                  ) -> tuple[bool, list[Failure], dict[str, Path], dict[str, float]]:
-    """Process ``jobs``: the Nipype workflow, or batch mode (``config.batch_size``). Returns
+def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[str],
+                  plugin: tuple[str, dict]) -> tuple[bool, list[Failure], dict[str, Path], dict[str, float]]:
+    """Process ``jobs``: the Nipype workflow with ``plugin`` (name, plugin_args: :func:`plugin_settings`),
+    or batch mode (``config.batch_size``). Returns
     (whether Nipype reported a crash, failures it reported without a crash file, the reports
     batch mode built on the way, seconds per stage). Failures with a crash file (Nipype's, or
     batch mode's in the same format) are read from ``crashes`` by the caller."""
@@ -74,9 +76,8 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
     from ..workflows import init_geomorph_wf
 
     wf = init_geomorph_wf(jobs, config)
-    plugin, plugin_args = plugin_settings(args)
     try:
-        wf.run(plugin=plugin, plugin_args=plugin_args)
+        wf.run(plugin=plugin[0], plugin_args=plugin[1])
     except RuntimeError as exc:  # nipype: "Workflow did not execute cleanly"
         return True, [Failure("*", None, "*", " ".join(str(exc).split()))], {}, {}
     except OSError as exc:  # Nipype itself could not write (a full disk: even its crash file failed)
@@ -209,6 +210,8 @@ def run_participant(args) -> int:
     created = preflight(output_dir, work_dir)
     try:  # bad arguments or inputs found here: leave no (empty) folder behind
         config = resolve_settings(args, output_dir, work_dir)
+        # read here, not when the workflow starts: a missing or broken file left the output folder described
+        plugin = plugin_settings(args)
         clock.lap("settings")
         jobs, failures = collect_jobs(args, config.features, inputs, forbidden=(output_dir, work_dir))
         jobs, too_long = refuse_names_too_long(jobs, config)  # found later, it ended the whole run
@@ -248,7 +251,7 @@ def run_participant(args) -> int:
                 print(f"note: {LOW_RESOLUTION_NOTE}", flush=True)
             known_failed = {f.subject for f in failures}
             clock.lap("start")
-            crashed, run_failures, reports, stages = _run_workflow(mine, config, args, crashes, known_failed)
+            crashed, run_failures, reports, stages = _run_workflow(mine, config, args, crashes, known_failed, plugin)
             if later:
                 for subject in sorted({j.subject for j in later}):  # sorted: no deadlock between waiting runs
                     why = locks.wait_lock(f"sub-{subject}")
@@ -259,7 +262,7 @@ def run_participant(args) -> int:
                 later = [j for j in later if locks.holds(f"sub-{j.subject}")]
                 before.update(_snapshot(later, config))  # after the other run that held them wrote its files
                 started += later
-                c2, f2, r2, s2 = _run_workflow(later, config, args, crashes, known_failed)
+                c2, f2, r2, s2 = _run_workflow(later, config, args, crashes, known_failed, plugin)
                 crashed, run_failures, reports = crashed or c2, run_failures + f2, {**reports, **r2}
                 stages = {k: stages.get(k, 0.0) + s2.get(k, 0.0) for k in {*stages, *s2}}
             clock.lap("processing")
@@ -525,11 +528,14 @@ def main(argv: list[str] | None = None) -> int:
     128 + N stopped by signal N)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if current_folder_problem():  # before any path is made absolute, or Nipype imported
+        return error_exit(_PROG, current_folder_problem())
     try:
         absolute_paths(args)
     except argparse.ArgumentTypeError as exc:  # --derivatives NAME=PATH with an empty part
         parser.error(str(exc))
-    with one_line_warnings(_PROG), stop_on_signals():
+    with reader_may_go_away(), one_line_warnings(_PROG), stop_on_signals():
+        drop_unusable_thread_settings(_PROG)  # before torch is imported
         try:
             validate_arguments(args)
             validate_resources(args, _PROG)

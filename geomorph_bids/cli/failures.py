@@ -24,8 +24,10 @@ class Failure:
     reason: str
 
     def line(self) -> str:
+        """``sub-X[ ses-Y] hemi-H: reason`` on one line: a reason spread over lines (a crash file's
+        error continued on a tab-indented line, a path holding a newline) is joined with spaces."""
         ses = f" ses-{self.session}" if self.session else ""
-        return f"sub-{self.subject}{ses} hemi-{self.hemi}: {self.reason}"
+        return f"sub-{self.subject}{ses} hemi-{self.hemi}: {' '.join(self.reason.split())}"
 
 
 def crash_failures(crash_dir: Path, names: dict[str, tuple[str, str | None]]) -> list[Failure]:

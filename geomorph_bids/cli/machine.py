@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import sys
 from pathlib import Path
 
-__all__ = ["usable_cpus", "total_memory_gb"]
+__all__ = ["usable_cpus", "total_memory_gb", "drop_unusable_thread_settings", "current_folder_problem"]
 
 _CGROUP = Path("/sys/fs/cgroup")
 
@@ -49,3 +51,37 @@ def total_memory_gb() -> float:
     if limit and limit.isdigit():
         total = min(total, int(limit) / 1e9)
     return total
+
+
+#: what OpenMP reads from OMP_NUM_THREADS: a positive count, or counts per nesting level (4,2)
+_OMP_THREADS = re.compile(r"\s*[1-9][0-9]*\s*(,\s*[1-9][0-9]*\s*)*")
+
+
+def drop_unusable_thread_settings(prog: str, environ: "os._Environ[str] | dict[str, str] | None" = None) -> None:
+    """Remove an ``OMP_NUM_THREADS`` that is no thread count (``abc``, ``0``, ``-1``, empty: an unset
+    ``$SLURM_CPUS_PER_TASK`` exported) before torch starts OpenMP, with one warning line; before, the
+    run went on but libgomp printed ``libgomp: Invalid value for environment variable
+    OMP_NUM_THREADS`` after a blank line, naming no command. The threads per registration are
+    ``--omp-nthreads``'s (``torch.set_num_threads``), whatever the variable says."""
+    env = os.environ if environ is None else environ
+    value = env.get("OMP_NUM_THREADS")
+    if value is None or _OMP_THREADS.fullmatch(value):
+        return
+    del env["OMP_NUM_THREADS"]
+    print(f"{prog}: warning: OMP_NUM_THREADS={value!r} is not a number of threads (a whole number >= 1); "
+          "ignored", file=sys.stderr)
+
+
+def current_folder_problem() -> str | None:
+    """Why the current folder cannot be used, or None. A shell left in a folder that was deleted
+    (a job's scratch removed, ``git clean``) gave geomorph-bids a traceback (``FileNotFoundError`` from
+    ``os.getcwd``: every relative path, the default work folder, Nipype's own configuration need it)
+    and geomorph-register ``error: no such file``, naming nothing."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return ("the current folder no longer exists (deleted or moved while this shell was in it): cd to an "
+                "existing folder and run the command again")
+    except OSError as exc:
+        return f"the current folder cannot be used ({exc.strerror or exc}): cd to another folder and run the command again"
+    return None

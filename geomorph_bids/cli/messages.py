@@ -1,23 +1,86 @@
-"""How the commands talk to the user besides their results: warnings on one line each."""
+"""How the commands talk to the user besides their results: warnings on one line each, and
+output streams whose reader may go away."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
-from typing import Iterator
+from typing import Any, Iterator, TextIO
 
-__all__ = ["one_line_warnings"]
+__all__ = ["one_line_warnings", "reader_may_go_away"]
 
 
 @contextlib.contextmanager
 def one_line_warnings(prog: str) -> Iterator[None]:
     """Within the block (and in processes forked from it), a Python warning is printed as
     ``<prog>: warning: <message>`` on one line of stderr, without the source file and line
-    Python shows by default."""
+    Python shows by default. Like Python's own, a warning that cannot be written (stderr
+    closed, a pipe whose reader has gone) is dropped, never raised into the code that warned."""
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001 - warnings' signature
-        print(f"{prog}: warning: {' '.join(str(message).split())}", file=file or sys.stderr, flush=True)
+        try:
+            print(f"{prog}: warning: {' '.join(str(message).split())}", file=file or sys.stderr, flush=True)
+        except (OSError, ValueError, AttributeError):  # closed or missing stream
+            pass
 
     with warnings.catch_warnings():
         warnings.showwarning = show
         yield
+
+
+class _OutlivesItsReader:
+    """A text stream (``sys.stdout``/``sys.stderr``) whose reader may go away: the first write or
+    flush that finds the pipe closed (``| head -1``; ``nohup geomorph-bids ... | tee log &`` whose
+    ``tee`` ended with the session) points the file descriptor at ``/dev/null`` and the run goes
+    on, its text dropped; before, the BrokenPipeError ended the run (``error: Broken pipe``, exit 1,
+    reports not built) wherever it was raised."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.reader_gone = False
+
+    def _to_null(self) -> None:
+        self.reader_gone = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self._stream.fileno())  # C libraries and child processes write there too
+            finally:
+                os.close(null)
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()  # what was buffered for the reader goes to /dev/null now
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_null()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_null()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def reader_may_go_away() -> Iterator[None]:
+    """Within the block, ``sys.stdout`` and ``sys.stderr`` survive their reader going away
+    (:class:`_OutlivesItsReader`): the run does what it was asked and exits with its own code;
+    what it would have printed is lost. Both are flushed on leaving, so that Python's flush at
+    exit finds nothing to fail on (it would print a traceback and exit 120)."""
+    saved = sys.stdout, sys.stderr
+    wrapped = [None if s is None else _OutlivesItsReader(s) for s in saved]
+    sys.stdout, sys.stderr = wrapped  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for stream in wrapped:
+            if stream is not None:
+                stream.flush()
+        sys.stdout, sys.stderr = saved

@@ -11,11 +11,13 @@ from .. import __version__
 from ..io.discover import FEATURES
 from .machine import usable_cpus
 
-__all__ = ["build_parser", "parse_derivatives"]
+__all__ = ["ExtendAction", "Parser", "build_parser", "parse_derivatives"]
 
 
 def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
-    """``["smriprep=/data/deriv/smriprep", "/other"]`` -> ``{"smriprep": ..., "other": ...}``."""
+    """``["smriprep=/data/deriv/smriprep", "/other"]`` -> ``{"smriprep": ..., "other": ...}``. One
+    name for two folders (``/site1/smriprep /site2/smriprep``) is refused: the dict kept the last,
+    and the other folder's subjects were left out in silence; one folder given twice counts once."""
     if not specs:
         return None
     out: dict[str, Path] = {}
@@ -25,8 +27,72 @@ def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
             name, path = Path(spec).name, spec
         if not name or not path:
             raise argparse.ArgumentTypeError(f"--derivatives expects NAME=PATH or PATH, got {spec!r}")
-        out[name] = Path(path).absolute()
+        folder = Path(path).absolute()
+        if name in out and out[name] != folder:
+            raise argparse.ArgumentTypeError(
+                f"--derivatives names two folders {name!r} ({out[name]}, {folder}): give each a name of its "
+                f"own, e.g. --derivatives {name}1={out[name]} {name}2={folder}")
+        out[name] = folder
     return out
+
+
+class Parser(argparse.ArgumentParser):
+    """The commands' argument parser: an empty argument (``""``, or blanks) is a usage error. It is
+    what an unset shell variable gives (``geomorph-bids "$BIDS" "$OUT" participant``), and each
+    option read it another way: an empty path as the current folder (outputs written there, or a
+    message about a folder nobody named), ``--model ""`` / ``--device ""`` / ``--template-dir ""``
+    as their defaults, in silence. So is a path argument that starts with a ``~`` the shell did not
+    expand (quoted, or from a config file) and that does not exist: the outputs went into a folder
+    named ``~`` in the current one."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        import sys
+
+        argv = list(sys.argv[1:] if args is None else args)
+        for i, token in enumerate(argv):
+            option, sep, value = token.partition("=") if token.startswith("--") else (token, "", token)
+            if token.strip() and not (sep and not value.strip()):
+                continue
+            if sep or (i and argv[i - 1].startswith("-") and not _is_number(argv[i - 1])):
+                where, default = f"argument {option if sep else argv[i - 1]}", ", or leave the option out for its default"
+            else:
+                where, default = f"argument {i + 1} of the command line", ""
+            self.error(f"{where} is empty ({token!r}): an unset shell variable? Give a value{default} "
+                       "('.' is the current folder)")
+        namespace, extras = super().parse_known_args(argv, namespace)
+        names = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.dest for a in self._actions}
+        for name, value in vars(namespace).items():
+            for path in value if isinstance(value, list) else [value]:
+                if isinstance(path, Path) and path.parts and path.parts[0].startswith("~") and not path.exists():
+                    # quoted ("~/out", or from a config file): a folder named "~" was made in the current one
+                    try:
+                        example = f" (e.g. {str(path.expanduser())!r})"
+                    except RuntimeError:  # ~user of no user
+                        example = ""
+                    self.error(f"{names.get(name, name)} {str(path)!r} starts with '~', which only an unquoted shell "
+                               f"word expands: give the full path{example}")
+        return namespace, extras
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class ExtendAction(argparse.Action):
+    """A list option (``nargs="+"``) given more than once keeps every value: ``--participant-label 01
+    --participant-label 02`` is both participants (argparse's default action kept the last time's
+    values only, so a script that builds its command option by option processed one participant,
+    exit 0). The default is replaced by the first values given, never added to."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        current = getattr(namespace, self.dest, None)
+        earlier = [] if current is None or current is self.default else list(current)
+        setattr(namespace, self.dest, earlier + list(values))  # type: ignore[call-overload]
 
 
 class _DefaultsOnce(argparse.HelpFormatter):
@@ -79,6 +145,30 @@ def _finite(low: float, high: float, unit: str = "") -> Callable[[str], float]:
     return parse
 
 
+_MEMORY_UNITS = {"K": 1e-6, "M": 1e-3, "G": 1.0, "T": 1e3}  # in GB, as fMRIPrep's --mem reads them
+
+
+def _memory(default_unit: str) -> Callable[[str], float]:
+    """argparse type: a memory size in GB, from a number in ``default_unit`` (``"G"``: ``--mem-gb 16``;
+    ``"M"``: fMRIPrep's ``--mem``/``--mem-mb 16000``) or with a unit of its own (``16G``, ``16GB``,
+    ``16000M``, ``16GiB``, ``1.5T``, as sbatch and fMRIPrep take them); finite, 0.1 GB to 1e6 GB."""
+    def parse(text: str) -> float:
+        number = text.strip().upper().removesuffix("B").removesuffix("I")
+        unit = number[-1:] if number[-1:] in _MEMORY_UNITS else default_unit
+        number = number[:-1] if number[-1:] in _MEMORY_UNITS else number
+        try:
+            value = float(number) * _MEMORY_UNITS[unit]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a memory size (16G, 16000M; a number alone is in "
+                                             f"{default_unit}B), got {text!r}") from None
+        if not math.isfinite(value) or not 0.1 <= value <= 1e6:
+            size = "" if value == float(number) or not math.isfinite(value) else f" ({value:g} GB)"
+            raise argparse.ArgumentTypeError(f"must be a finite size from 0.1 GB to 1e+06 GB, got {text}{size}")
+        return value
+
+    return parse
+
+
 def hemisphere(text: str) -> str:
     """An argparse type: ``"L"``/``"R"`` from any spelling :func:`~geomorph_bids.io.validate.hemi_code`
     knows (l, lh, left, ...)."""
@@ -121,7 +211,7 @@ def add_quality_options(p: argparse.ArgumentParser, description: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``geomorph-bids`` argument parser."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="geomorph-bids",
         description="GeoMorph cortical surface registration as a BIDS-App: registers each "
                     "subject's native cortical spheres (FreeSurfer, sMRIPrep/fMRIPrep or HCP "
@@ -135,9 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log messages (-vv: debug)")
 
     g = p.add_argument_group("selecting the data")
-    g.add_argument("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+    g.add_argument("--participant-label", "--participant_label", nargs="+", action=ExtendAction, metavar="LABEL",
                    help="subjects to process, with or without 'sub-' (default: all found)")
-    g.add_argument("--session-label", "--session_label", nargs="+", metavar="LABEL",
+    g.add_argument("--session-label", "--session_label", nargs="+", action=ExtendAction, metavar="LABEL",
                    help="sessions to process, with or without 'ses-' (default: the session-less "
                         "anatomy, else each session that has inputs)")
     g.add_argument("--bids-filter-file", type=Path, metavar="FILE",
@@ -146,10 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "entities: subject, session")
     g.add_argument("--fs-subjects-dir", type=Path, metavar="DIR",
                    help="FreeSurfer SUBJECTS_DIR (default: <bids_dir>/derivatives/freesurfer)")
-    g.add_argument("--derivatives", nargs="+", metavar="NAME=PATH",
+    g.add_argument("--derivatives", nargs="+", action=ExtendAction, metavar="NAME=PATH",
                    help="sMRIPrep/fMRIPrep/HCP output folders (default: every folder of "
                         "<bids_dir>/derivatives)")
-    g.add_argument("--hemi", nargs="+", type=hemisphere, default=["L", "R"],
+    g.add_argument("--hemi", nargs="+", action=ExtendAction, type=hemisphere, default=["L", "R"],
                    help="hemispheres: L, R (also l/r, lh/rh, left/right)")
     g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                    help="do not check that bids_dir is a BIDS dataset (dataset_description.json)")
@@ -170,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output-density", default=None, metavar="DEN",
                    help="density of the resampled features: fsLR 32k (default), 59k (TemplateFlow only), "
                         "164k, ico6; fsaverage 10k, 41k (default), 164k (= ico5, ico6, ico7)")
-    g.add_argument("--features", nargs="+", choices=FEATURES, default=None,
+    g.add_argument("--features", nargs="+", action=ExtendAction, choices=FEATURES, default=None,
                    help="features resampled and written (default: sulc; the registration's own features are "
                         "always written); group --build-template: the features averaged (default: the "
                         "registration's features of --model for --template)")
@@ -206,9 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "lowered to that, with a warning)")
     g.add_argument("--omp-nthreads", type=_positive_int, default=None,
                    help="threads per registration (default: nprocs // 2, at least 1, at most 8)")
-    g.add_argument("--mem-gb", "--mem_gb", type=_finite(0.1, 1e6, " GB"), default=None,
-                   help="memory limit for Nipype's scheduler, in GB (at most the machine's memory; more is "
-                        "lowered to that, with a warning)")
+    g.add_argument("--mem-gb", "--mem_gb", type=_memory("G"), default=None,
+                   help="memory limit for Nipype's scheduler, in GB, or with a unit: 16G, 16000M (at most the "
+                        "machine's memory; more is lowered to that, with a warning)")
+    g.add_argument("--mem", "--mem-mb", "--mem_mb", dest="mem_gb", type=_memory("M"), default=None,
+                   metavar="MEM_MB", help="the same as fMRIPrep's option: in MB, or with a unit (16G)")
     g.add_argument("--use-plugin", type=Path, metavar="FILE",
                    help="Nipype plugin settings (YAML: {plugin: MultiProc, plugin_args: {...}}); "
                         "default MultiProc with --nprocs")

@@ -36,7 +36,7 @@ from typing import Callable
 from ..errors import InputError
 from .interrupts import pid_alive
 
-__all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "preflight", "remove_if_empty", "RunLocks",
+__all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "preflight", "remove_if_empty", "RunLocks",
            "lock_participants"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
@@ -124,6 +124,23 @@ def check_writable(folder: Path, role: str, min_free_mb: float | None = None) ->
             remove_if_empty(folder)
         raise
     return created
+
+
+def check_file_can_be_written(path: Path, option: str, folder_of_files: bool = False) -> None:
+    """Raise :class:`InputError` (naming ``option`` and the folder) unless a file can be written at
+    ``path`` (or in it, ``folder_of_files``): its nearest existing folder takes a probe write
+    (read-only filesystem, permissions, a full disk, a file where a folder is needed). Nothing is
+    created or left. For commands that write a few named files (geomorph-register): found before
+    the registration, not after it, and said of the output rather than of its temporary name."""
+    folder = Path(path).absolute() if folder_of_files else Path(path).absolute().parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"{option} cannot be written: {folder} is not a folder", path=path)
+    try:
+        _write_probe(folder)
+    except OSError as exc:
+        raise InputError(f"{option} cannot be written in {folder} ({_why(exc)})", path=path) from None
 
 
 def remove_if_empty(folder: Path) -> None:

@@ -24,8 +24,9 @@ from ..io.atomic import atomic_write_text
 from ..io.discover import FEATURES
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit
-from .messages import one_line_warnings
-from .parser import add_quality_options, hemisphere
+from .machine import current_folder_problem, drop_unusable_thread_settings
+from .messages import one_line_warnings, reader_may_go_away
+from .parser import Parser, add_quality_options, hemisphere
 from ..resources import bundled_models
 
 __all__ = ["main", "build_parser"]
@@ -36,7 +37,7 @@ _HEMI_PREFIX = {"L": "lh", "R": "rh"}
 
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``geomorph-register``."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="geomorph-register",
         description="Register a cortical sphere to a template (fsLR or fsaverage): rigid "
                     "pre-alignment from its features, then the non-rigid GeoMorph warp (network "
@@ -113,6 +114,10 @@ def _parse_features(specs: list[str]) -> dict[str, Path]:
             name, path = _feature_name(spec) or "", spec
         if not name or not path:
             raise SystemExit(f"geomorph-register: error: --feature expects NAME=FILE (e.g. sulc=lh.sulc), got {spec!r}")
+        if name in features and features[name].absolute() != Path(path).absolute():
+            # the last one was registered (the first left out in silence)
+            raise SystemExit(f"geomorph-register: error: --feature {name} is given twice ({features[name]}, {path}): "
+                             "give each map once")
         features[name] = Path(path)
     return features
 
@@ -279,8 +284,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if current_folder_problem():
+        return error_exit(_PROG, current_folder_problem())
     gates = resolve_quality(args)
-    with one_line_warnings(_PROG):
+    with reader_may_go_away(), one_line_warnings(_PROG):
+        drop_unusable_thread_settings(_PROG)  # before torch is imported
         try:
             if args.example:
                 _refuse_options_example_ignores(parser, args)
@@ -322,6 +330,21 @@ def main(argv: list[str] | None = None) -> int:
             features = _parse_features(args.feature)
             metrics_out = args.metrics or args.out.with_name(
                 args.out.name.removesuffix(".gii").removesuffix(".surf").removesuffix("_sphere") + "_metrics.json")
+            # found after the registration, or never: --metrics naming --out replaced the sphere by JSON (exit 0)
+            if metrics_out.absolute() == args.out.absolute() or metrics_out.resolve() == args.out.resolve():
+                parser.error(f"--metrics {args.metrics} is also --out: the metrics JSON would replace the registered "
+                             f"sphere; give it a name of its own, e.g. {metrics_out.with_name('lh_metrics.json')}")
+            if metrics_out.name.endswith((".gii", ".gii.gz")):
+                parser.error(f"--metrics {metrics_out.name}: the metrics are written as JSON, but that name says GIFTI; "
+                             "end it with .json")
+            if args.features_out is not None and args.features_out.exists() and not args.features_out.is_dir():
+                parser.error(f"--features-out {args.features_out} is a file: give the folder the resampled maps are "
+                             "written to")
+            from .preflight import check_file_can_be_written
+
+            for option, target in (("--out", args.out), ("--metrics", metrics_out), ("--features-out", args.features_out)):
+                if target is not None:  # before the registration (minutes on a 164k sphere), not after it
+                    check_file_can_be_written(target, option, folder_of_files=option == "--features-out")
             m = register_files(args.sphere, features, args.hemi, args.template, args.out, metrics_out,
                                args.features_out, args.sphere_reg, args.sulc_sign, args.model, args.device,
                                refine_argument(args), args.template_dir, gates)

@@ -159,7 +159,16 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     else:
         subjects = known()
     if "subject" in filt:
-        subjects = [s for s in subjects if s in filt["subject"]]
+        chosen = [s for s in subjects if s in filt["subject"]]
+        if subjects and not chosen:  # "no subjects found in B" named neither selection
+            given = ", ".join(filt["subject"])
+            raise InputError(f"the BIDS filter file selects subject {given}, which "
+                             + (f"--participant-label {' '.join(subjects)} leaves out: the two select no participant "
+                                "together; give one of them" if args.participant_label else
+                                f"is not among the subjects found ({', '.join(subjects[:_LISTED])}"
+                                + (f" and {len(subjects) - _LISTED} more" if len(subjects) > _LISTED else "") + ")"),
+                             path=args.bids_filter_file)
+        subjects = chosen
     # folders no label can name: said when the whole dataset was asked for or nothing was found (a run
     # of found labels, each task of a SLURM array, never lists a cohort's folders)
     say_unlabelled = not subjects or not args.participant_label
@@ -186,6 +195,9 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
             warnings.warn(line, SubjectWarning, stacklevel=2)
     sessions = ([normalise_label(s, "ses") for s in args.session_label] if args.session_label
                 else filt.get("session"))
+    if args.session_label and filt.get("session") and set(sessions) != set(filt["session"]):
+        warnings.warn(f"--session-label {' '.join(sessions)} is used; the BIDS filter file's session "
+                      f"{', '.join(filt['session'])} is not", SubjectWarning, stacklevel=2)
     hemis = tuple(args.hemi)
 
     def reason(subject: str, exc: InputError) -> str:
@@ -248,6 +260,17 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
+def _path_max(folder: Path) -> int:
+    """The longest path, in bytes, the system takes for files under ``folder`` (``PATH_MAX`` less
+    its terminating NUL: 4095 on Linux; that when unknown)."""
+    import os
+
+    try:
+        return int(os.pathconf(folder, "PC_PATH_MAX")) - 1
+    except (OSError, ValueError, TypeError):
+        return 4095
+
+
 def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
     """``jobs`` without the hemispheres whose output file names the output folder's file system
     cannot hold (a participant or session label of ~200 characters: names add ~60), and a
@@ -255,14 +278,19 @@ def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
     (``File name too long``: no FAILED line, no report, an empty folder left); here it costs its
     own hemispheres only, before anything is written or locked. Every name a hemisphere writes is checked
     (outputs, sidecars, figures, the CIFTI file), with room for the temporary name each is
-    written under (:data:`~geomorph_bids.io.atomic.TEMP_NAME_EXTRA`)."""
-    from ..derivatives import FIGURES, entities, report_name
+    written under (:data:`~geomorph_bids.io.atomic.TEMP_NAME_EXTRA`); so is each whole path, staging
+    folder included, against ``PATH_MAX`` (an output folder nested ~4000 bytes deep ended the run the
+    same way, leaving its staging folder)."""
+    from ..derivatives import FIGURES, entities, figures_dir, report_name
     from ..io.atomic import TEMP_NAME_EXTRA
+    from ..results.writer import STAGING_DIR
     from ..workflows import hemi_outputs
     from ..workflows.outputs import cifti_output
 
     name_max = _name_max(config.output_dir)
     limit = name_max - TEMP_NAME_EXTRA
+    path_max = _path_max(config.output_dir)
+    staged = len(str(config.output_dir / STAGING_DIR / ("0" * 32)).encode())  # writer.staging's folder
     feature = max(config.features, key=len, default="").capitalize()
     kept, failures = [], []
     for job in jobs:
@@ -270,18 +298,28 @@ def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
         hemis, missing = {}, dict(job.inputs.missing)
         for hemi, h in job.inputs.hemis.items():
             ent = entities(h.subject, h.session)
-            names = [p.name for p in hemi_outputs(h, config).files()] + [report_name(h.subject, h.session)]
-            names += [pattern.format(entities=ent, hemi=hemi, space=config.template.label, Feature=feature,
-                                     kind="midthickness") for pattern in FIGURES.values()]
-            names += [cifti.name] if cifti is not None else []
-            longest = max(names, key=lambda n: len(n.encode()))
-            if len(longest.encode()) <= limit:
+            paths = [*hemi_outputs(h, config).files(), config.output_dir / report_name(h.subject, h.session)]
+            paths += [figures_dir(config.output_dir, h.subject) / pattern.format(
+                entities=ent, hemi=hemi, space=config.template.label, Feature=feature, kind="midthickness")
+                for pattern in FIGURES.values()]
+            paths += [cifti] if cifti is not None else []
+            longest = max((p.name for p in paths), key=lambda n: len(n.encode()))
+            # a file is staged first, or written as .<name>.<8 random>.tmp beside itself: the longer folder counts
+            full = max(paths, key=lambda p: max(len(str(p.parent).encode()), staged) + len(p.name.encode()))
+            full_bytes = max(len(str(full.parent).encode()), staged) + 1 + len(full.name.encode()) + TEMP_NAME_EXTRA
+            if len(longest.encode()) <= limit and full_bytes <= path_max:
                 hemis[hemi] = h
                 continue
-            why = (f"its output file names would be up to {len(longest.encode())} bytes long ({longest}), more "
-                   f"than the {limit} the output folder's file system takes ({name_max}, less {TEMP_NAME_EXTRA} for "
-                   f"the temporary name each file is written under): give the participant a shorter label (e.g. "
-                   f"link its folder under a shorter sub-<label>)")
+            if len(longest.encode()) > limit:
+                why = (f"its output file names would be up to {len(longest.encode())} bytes long ({longest}), more "
+                       f"than the {limit} the output folder's file system takes ({name_max}, less {TEMP_NAME_EXTRA} "
+                       f"for the temporary name each file is written under): give the participant a shorter label "
+                       f"(e.g. link its folder under a shorter sub-<label>)")
+            else:  # found while writing, it ended the whole run ("File name too long"), staging left behind
+                why = (f"its output files' paths would be up to {full_bytes} bytes long ({full.name}, with its "
+                       f"temporary name, in an output folder whose path alone is "
+                       f"{len(str(config.output_dir).encode())} bytes), more than the {path_max} the system takes "
+                       f"(PATH_MAX): choose an output folder with a shorter path (e.g. a link to it)")
             missing[hemi] = why
             failures.append(Failure(job.subject, job.session, hemi, why))
         if len(hemis) == len(job.inputs.hemis):

@@ -190,6 +190,12 @@ def _check_fs_subjects_dir(folder: Path | None) -> None:
         parent, label = _subjects_dir_and_label(folder)
         raise InputError(f"--fs-subjects-dir is one FreeSurfer subject, not the SUBJECTS_DIR that holds the subjects: "
                          f"pass its parent, --fs-subjects-dir {parent}{label}", path=folder)
+    if folder.absolute().name in ("surf", "label", "mri", "scripts") and is_freesurfer_subject(folder.absolute().parent):
+        # one subject's surf folder: no subject in it, and the default FreeSurfer folder no longer searched,
+        # so a whole-dataset run left every FreeSurfer subject out with exit 0
+        parent, label = _subjects_dir_and_label(folder.absolute().parent)
+        raise InputError(f"--fs-subjects-dir is the {folder.absolute().name} folder of one FreeSurfer subject, not the "
+                         f"SUBJECTS_DIR that holds the subjects: pass --fs-subjects-dir {parent}{label}", path=folder)
 
 
 def _subjects_dir_and_label(subject: Path) -> tuple[Path, str]:
@@ -222,6 +228,30 @@ def _adopt_freesurfer_folder(args, prog: str) -> bool:
           f"read as {args.bids_dir} --skip-bids-validation --fs-subjects-dir {args.bids_dir}{only}",
           file=sys.stderr)
     return True
+
+
+def _derivatives_dataset(folder: Path, limit: int = 200) -> str | None:
+    """The pipeline that made ``folder`` (``GeneratedBy``'s name, or ``"a pipeline"``) when it is a
+    BIDS derivatives dataset (``DatasetType: derivative``) holding sMRIPrep/fMRIPrep spheres of its
+    own (``sub-X[/ses-Y]/anat/*_hemi-?_sphere.surf.gii``, among its first ``limit`` entries); else None."""
+    from ..io.limits import read_json_bounded
+
+    try:
+        doc = read_json_bounded(folder / "dataset_description.json", what="dataset description")
+        subjects = [Path(e.path) for e in itertools.islice(os.scandir(folder), limit)
+                    if e.name.startswith("sub-") and e.is_dir()]
+    except (InputError, OSError):
+        return None
+    if not isinstance(doc, dict) or str(doc.get("DatasetType", "")).lower() != "derivative":
+        return None
+    spheres = ("anat/*_hemi-[LR]_sphere.surf.gii*", "ses-*/anat/*_hemi-[LR]_sphere.surf.gii*")
+    if not any(next(sub.glob(pattern), None) for sub in subjects[:5] for pattern in spheres):
+        return None
+    made_by = doc.get("GeneratedBy")
+    name = made_by[0].get("Name") if isinstance(made_by, list) and made_by and isinstance(made_by[0], dict) else None
+    if name and "geomorph" in str(name).lower():  # our own outputs are never read as inputs (round two)
+        return None
+    return str(name) if name else "a pipeline"
 
 
 def validate_arguments(args, prog: str = "geomorph-bids") -> None:
@@ -258,6 +288,14 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
         raise InputError("is not a BIDS dataset: no dataset_description.json (or pass --skip-bids-validation)",
                          path=args.bids_dir)
     _check_fs_subjects_dir(getattr(args, "fs_subjects_dir", None))
+    made_by = (_derivatives_dataset(args.bids_dir) if getattr(args, "analysis_level", "participant") == "participant"
+               and not getattr(args, "derivatives", None) else None)
+    if made_by:  # its own subjects were never read: "no inputs ... expected B/derivatives/<pipeline>" per hemisphere
+        folder = args.bids_dir.absolute()
+        raise InputError(f"is a derivatives dataset (made by {made_by}), not a raw BIDS dataset: give the raw dataset "
+                         f"as bids_dir (its derivatives/ folders are read), or read this one as derivatives: "
+                         f"geomorph-bids {folder} OUTPUT_DIR participant --derivatives smriprep={folder}",
+                         path=args.bids_dir)
     if os.path.realpath(args.output_dir.absolute()) == os.path.realpath(args.bids_dir.absolute()):
         raise InputError(f"the output directory is the BIDS dataset {args.bids_dir} itself (links resolved); write "
                          f"the derivatives to {args.bids_dir / 'derivatives' / 'geomorph'} or a folder outside the "

@@ -26,7 +26,9 @@ from pathlib import Path
 
 from .. import __version__
 from .exit_codes import EXIT_OK, HANDLED, error_exit
-from .parser import _finite
+from .machine import current_folder_problem, drop_unusable_thread_settings
+from .messages import reader_may_go_away
+from .parser import ExtendAction, Parser, _finite
 
 __all__ = ["main", "build_parser", "build_model_config", "PRESETS"]
 
@@ -54,7 +56,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``geomorph-train``."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="geomorph-train",
         description="Train a GeoMorph registration model without supervision on synthetic subjects "
                     "and/or your own subjects, registered to a bundled template.")
@@ -75,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mirror-right", action="store_true",
                    help="train a left-hemisphere model on both hemispheres: right ones are mirrored "
                         "(x -> -x) into left ones (needs --hemi L)")
-    g.add_argument("--features", nargs="+", default=["sulc"], metavar="NAME",
+    g.add_argument("--features", nargs="+", action=ExtendAction, default=["sulc"], metavar="NAME",
                    help="input channels, in order (default: sulc); must exist in the template")
     g.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="number of synthetic subjects (train + validation)")
@@ -86,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sources", type=Path, default=None, metavar="BANK.npz",
                    help="generate training pairs on the fly (new ones every batch, with their true warp) "
                         "from this bank of real maps (scripts/build_training_sources.py)")
-    g.add_argument("--source-names", nargs="+", default=None, metavar="NAME",
+    g.add_argument("--source-names", nargs="+", action=ExtendAction, default=None, metavar="NAME",
                    help="bank sources to train on (default: every source of the template with the "
                         "features, minus --holdout)")
-    g.add_argument("--holdout", nargs="+", default=(), metavar="NAME",
+    g.add_argument("--holdout", nargs="+", action=ExtendAction, default=(), metavar="NAME",
                    help="bank sources kept out of training; validation pairs are drawn from them too")
     g.add_argument("--teachers", action="store_true",
                    help="with --sources: the true warp of a generated pair starts from its source's teacher "
@@ -498,10 +500,19 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``geomorph-train``; returns the exit code (:mod:`.exit_codes`: 0 on success,
-    1 on bad input, 2 usage)."""
+    1 on bad input, 2 usage). A training outlives the reader of its output (``| tee log`` ended
+    with the session): :func:`~.messages.reader_may_go_away`."""
+    with reader_may_go_away():
+        drop_unusable_thread_settings("geomorph-train")  # before torch is imported
+        return _train(argv)
+
+
+def _train(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if current_folder_problem():
+        return error_exit("geomorph-train", current_folder_problem())
     command = shlex.join(["geomorph-train", *argv])
 
     def log(msg: str) -> None:
@@ -521,6 +532,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out.exists() and not args.out.is_dir():  # before any data is made: it is a folder of outputs
             raise ValueError(f"--out {args.out} is a file: give a folder (model.pt, train_log.csv and "
                              "model_card.md are written in it)")
+        from .preflight import check_file_can_be_written
+
+        check_file_can_be_written(args.out, "--out", folder_of_files=True)  # not after the data was read
         from ..engine.train import BEST_NAME
 
         if args.resume is None and not args.overwrite and (args.out / BEST_NAME).exists():

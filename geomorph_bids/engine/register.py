@@ -39,6 +39,8 @@ of the GeoMorph warp alone, ``metrics["method"] == "optimise"``); with a network
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -132,6 +134,7 @@ class Registration:
         """
         from ..sphere.resample import resample
 
+        target = _as_path(target)
         if isinstance(target, Path) or (isinstance(target, str) and Path(target).is_file()):
             from ..io.surfaces import read_sphere
 
@@ -150,6 +153,28 @@ class Registration:
 
 # ---------------------------------------------------------------------------------------------
 # inputs
+
+
+def _as_path(value: Any) -> Any:
+    """A path given as bytes or any other ``os.PathLike`` (``os.DirEntry``, ``PurePath``, pytest's
+    ``py.path.local``) as a :class:`~pathlib.Path`, so that it is read as the file it names (it was
+    taken for an array: "must be a path or a (vertices, faces) pair", "is not numbers"); a str, a
+    Path and anything else (arrays, None) are returned unchanged."""
+    if isinstance(value, (str, Path)) or not isinstance(value, (bytes, os.PathLike)):
+        return value
+    return Path(os.fsdecode(value))
+
+
+def _with_paths(item: "RegistrationItem") -> "RegistrationItem":
+    """``item`` with every path it holds (sphere, maps, reg_sphere, cortex mask) as a str or Path
+    (:func:`_as_path`); the caller's item is not changed."""
+    feats = item.moving_features
+    if isinstance(feats, Mapping):
+        converted = {name: _as_path(value) for name, value in feats.items()}
+        if any(converted[name] is not value for name, value in feats.items()):
+            feats = converted
+    return dataclasses.replace(item, moving_sphere=_as_path(item.moving_sphere), moving_features=feats,
+                               reg_sphere=_as_path(item.reg_sphere), cortex_mask=_as_path(item.cortex_mask))
 
 
 def _label_conflicts(item: "RegistrationItem") -> list[str]:
@@ -195,8 +220,8 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
         else:
             arr = _feature_array(val, name)
         arr = np.asarray(arr, dtype=np.float64)
-        if arr.ndim == 2 and arr.shape[1] == 1:
-            arr = arr[:, 0]
+        if arr.ndim >= 2 and all(n == 1 for n in arr.shape[1:]):  # (V, 1); (V, 1, 1): an MGH volume's get_fdata()
+            arr = arr.reshape(arr.shape[0])
         if arr.shape != (len(vertices),):
             raise InputError(f"feature {name!r} has shape {arr.shape}, expected ({len(vertices)},) "
                              "(one value per sphere vertex)")
@@ -454,7 +479,7 @@ def _items_argument(items: Any) -> list["RegistrationItem"]:
         if not isinstance(item, RegistrationItem):
             raise TypeError(f"items[{i}] is a {type(item).__name__}, not a RegistrationItem: pass "
                             "RegistrationItem(moving_sphere, moving_features, hemi) (geomorph_bids.RegistrationItem)")
-    return items
+    return [_with_paths(item) for item in items]
 
 
 def _hemis_of(items: Sequence["RegistrationItem"]) -> set[str]:
@@ -488,6 +513,7 @@ def _template_ref(template: TemplateInput, template_dir: str | Path | None,
     to look read from the environment here, once; fallback warnings as :class:`TemplateWarning`)."""
     if isinstance(template, (Template, TemplateRef)):
         return template
+    template, template_dir = _as_path(template), _as_path(template_dir)
     if not isinstance(template, (str, Path)):
         raise TypeError(f"template must be 'fsLR', 'fsaverage', a template folder or a Template, "
                         f"got {template!r}")
@@ -530,12 +556,19 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
 
         raw = np.asarray(cortex)
         fractional = raw.dtype.kind == "f" and not np.isin(raw, (0, 1)).all()  # NaN included
-        if raw.dtype.kind not in "biuf" or fractional:
+        # whole numbers other than 0/1: vertex indices (nibabel's read_label) or a parcellation, once
+        # read as "every non-zero is cortex"
+        counted = raw.dtype.kind in "iu" and not np.isin(raw, (0, 1)).all()
+        indices = ("; vertex indices (e.g. nibabel.freesurfer.read_label's)? give one True/False per vertex: "
+                   "mask = np.zeros(V, bool); mask[indices] = True")
+        if raw.dtype.kind not in "biuf" or fractional or counted:
             raise InputError(f"cortex mask must be True/False (or 0/1) per vertex, got {raw.dtype} values"
-                             + (" other than 0 and 1 (a probability map? threshold it)" if fractional else ""))
+                             + (" other than 0 and 1 (a probability map? threshold it)" if fractional else "")
+                             + (" other than 0 and 1 (a label map?" + indices[1:] + ")" if counted else ""))
         cortex = raw.astype(bool).reshape(-1)
         if cortex.shape != (len(vertices),):
-            raise InputError(f"cortex mask has {cortex.size} values but the sphere has {len(vertices)} vertices")
+            raise InputError(f"cortex mask has {cortex.size} values but the sphere has {len(vertices)} vertices"
+                             + (indices if raw.dtype.kind in "iu" else ""))
         if cortex.mean() < MIN_CORTEX_FRACTION:  # as read_mask refuses a file
             raise InputError(f"cortex mask is True on {100 * cortex.mean():.1f}% of the vertices (at least "
                              f"{100 * MIN_CORTEX_FRACTION:.0f}% expected): not a cortex mask, or inverted "

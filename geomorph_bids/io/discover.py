@@ -58,7 +58,9 @@ root.  The three layouts cannot collide, so every layout is probed in every root
 
 Priority, per hemisphere, when several sources are complete: ``smriprep`` (a sphere already
 converted to GIFTI alongside the derivatives the user chose), then ``freesurfer``, then
-``hcp``; sources are never mixed within one hemisphere (vertex correspondence).  A source
+``hcp``; sources are never mixed within one hemisphere (vertex correspondence). Of several
+folders of one source holding the hemisphere, the first is used; when another holds other bytes
+for its sphere, an :class:`InputChoiceWarning` names both.  A source
 is *complete* when it has the sphere and every requested feature; other features it has
 are returned too.
 
@@ -81,6 +83,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -88,7 +91,7 @@ from typing import Iterable, Mapping, Sequence
 from geomorph_bids.errors import InputError
 
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
-           "SurfaceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
+           "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
            "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "recon_all_unfinished", "empty_input_folders", "folder_list"]
 
 #: feature names discovery knows
@@ -112,6 +115,11 @@ _MYELIN_SUFFIXES = frozenset({"myelinw", "myelin", "myelinmap"})
 
 class SurfaceWarning(UserWarning):
     """An optional display surface was found but cannot be used (it is then ignored)."""
+
+
+class InputChoiceWarning(UserWarning):
+    """Two input folders of one kind hold a hemisphere (two fMRIPrep runs side by side in
+    ``derivatives/``, two FreeSurfer subjects dirs): the first is used and the warning names both."""
 
 
 class DiscoveryError(InputError):
@@ -661,6 +669,25 @@ def _checked_surface(h: HemiInputs) -> HemiInputs:
 _PROBES = {"smriprep": _probe_smriprep, "freesurfer": _probe_freesurfer, "hcp": _probe_hcp}
 
 
+def _same_content(a: Path, b: Path) -> bool:
+    """Whether two input files hold the same bytes (one file, a copy, a link); False when either
+    cannot be read (the first found is used; the other is only named)."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+        if os.path.getsize(a) != os.path.getsize(b):
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                chunk = fa.read(1 << 20)
+                if chunk != fb.read(1 << 20):
+                    return False
+                if not chunk:
+                    return True
+    except OSError:
+        return False
+
+
 def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
              fs_subjects_dir: str | Path | None = None,
              derivatives: Mapping[str, str | Path] | None = None,
@@ -703,13 +730,21 @@ def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
         problems[hemi] = []
         for source in SOURCES:
             roots = [*fs, *deriv] if source == "freesurfer" else [*deriv, *fs]
+            others: list[Path] = []  # the same kind of input in a later folder: named, never used
             for root in dict.fromkeys(roots):
                 result, problem = _PROBES[source](root, subject, session, hemi, tuple(features))
-                if result is not None:
+                if result is not None and hemi not in found:
                     found[hemi] = result
-                    break
-                if problem:
+                elif result is not None and not _same_content(result.sphere, found[hemi].sphere):
+                    others.append(result.sphere)
+                elif problem and hemi not in found:
                     problems[hemi].append(problem)
+            if others:
+                warnings.warn(f"sub-{subject}{f' ses-{session}' if session else ''} hemi-{hemi}: registering "
+                              f"{found[hemi].sphere}, the first of {len(others) + 1} input folders that hold this "
+                              f"hemisphere with other files (also {', '.join(map(str, others))}); to use another, "
+                              "name it alone with --derivatives NAME=PATH (FreeSurfer: --fs-subjects-dir)",
+                              InputChoiceWarning, stacklevel=2)
             if hemi in found:
                 break
     found = {h: _checked_surface(x) for h, x in found.items()}

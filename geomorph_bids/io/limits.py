@@ -100,6 +100,10 @@ def regular_file(path: str | Path) -> os.stat_result:
             raise InputError(f"is a broken symbolic link (its target {target} does not exist; an annexed "
                              "file that was not fetched? run `datalad get` or `git annex get` on it)",
                              path=p) from None
+        stripped = Path(str(p).strip())
+        if stripped != p and stripped.exists():  # a name read from a list without its line ending stripped
+            raise InputError(f"cannot be read: no such file, but {stripped} exists: the name given holds blanks or a "
+                             "line ending (a line read from a file list? strip it)", path=p) from None
         raise InputError("cannot be read: no such file", path=p) from None
     except OSError as exc:
         raise InputError(f"cannot be read: {exc.strerror or exc}", path=p) from None

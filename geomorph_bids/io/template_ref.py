@@ -226,6 +226,10 @@ def resolve_template_ref(name: str | Path, search: Sequence[str | Path] = (),
         if any(sep in str(name) for sep in ("/", "\\")) and not Path(name).exists():  # a path with a typo
             raise InputError(f"unknown template {str(name)!r}: no such folder (a template is "
                              f"{', '.join(available_templates())}, or a folder of its maps)")
+        if Path(name).is_file():  # e.g. a template's sphere file, tpl-fsLR_hemi-L_den-32k_sphere.surf.gii
+            raise InputError(f"unknown template {str(name)!r}: is a file; a template is "
+                             f"{', '.join(available_templates())} or a folder of its maps (the folder that holds "
+                             "this file, if it is a TemplateFlow or FreeSurfer fsaverage folder)")
         where_txt = f" or in {', '.join(str(p) for p in search)}" if search else ""
         raise InputError(f"unknown template {str(name)!r}: not bundled ({', '.join(available_templates())}), not a "
                          "FreeSurfer fsaverage or TemplateFlow folder, and no custom template folder (tpl-<label> "

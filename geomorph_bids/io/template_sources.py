@@ -321,7 +321,10 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
     if not search.bundled_only:
         if search.template_dir is not None:
             if not search.template_dir.is_dir():  # a typo: not "not a FreeSurfer subject folder"
-                raise InputError("--template-dir (template_dir= in Python): no such folder", path=search.template_dir)
+                raise InputError("--template-dir (template_dir= in Python): "
+                                 + ("is a file, not a folder: give the folder of the template's maps (a FreeSurfer "
+                                    "fsaverage or TemplateFlow tpl-<name> folder)" if search.template_dir.exists()
+                                    else "no such folder"), path=search.template_dir)
             have = explicit_base(search.template_dir)
             if have is None:
                 raise InputError("--template-dir: not a FreeSurfer subject folder (surf/lh.sphere, lh.sulc) or a "

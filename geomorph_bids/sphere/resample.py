@@ -261,6 +261,9 @@ def _check_values(values: np.ndarray, n_current: int, name: str = "values") -> n
             raise InputError(f"{name} hold {n_inf} infinite value(s): mark missing data with NaN instead")
     if values.ndim not in (1, 2):
         raise InputError(f"{name} must have shape (V,) or (V, K), got {values.shape}")
+    if len(values) != n_current and values.ndim == 2 and values.shape[1] == n_current:
+        raise InputError(f"{name} have shape {values.shape}: (K, V), one map per row; maps are columns, "
+                         f"(V, K): transposed? pass {name}.T")
     if len(values) != n_current:
         raise InputError(f"{name} have {len(values)} vertices but the current sphere has {n_current}: "
                          "is this map on that mesh (and hemisphere)?")

@@ -300,6 +300,28 @@ def test_filter_file_with_empty_or_null_selections_says_so(bids, tmp_path, doc, 
     assert "no subjects found" not in line
 
 
+
+def test_a_filter_file_selecting_no_found_subject_names_both_selections(bids, tmp_path):
+    """Round fifteen: a filter file's subject that --participant-label leaves out, or that is no
+    subject found, said "no subjects found in B (nor its derivatives); check the folders or
+    --participant-label": every subject was there. A session filter overruled by --session-label is
+    said on one warning line."""
+    filt = tmp_path / "filter.json"
+    filt.write_text(json.dumps({"subject": "01"}))
+    code, _, err = run(bids, tmp_path / "out", "participant", "--bids-filter-file", filt, "--participant-label", "02")
+    line = one_error(err)
+    assert code == 1 and line.endswith(f"{filt}: the BIDS filter file selects subject 01, which --participant-label "
+                                       "02 leaves out: the two select no participant together; give one of them")
+    filt.write_text(json.dumps({"subject": ["07", "08"]}))
+    code, _, err = run(bids, tmp_path / "out", "participant", "--bids-filter-file", filt)
+    assert code == 1 and one_error(err).endswith("selects subject 07, 08, which is not among the subjects found (01)")
+    assert not (tmp_path / "out").exists()
+    filt.write_text(json.dumps({"session": "2"}))
+    code, _, err = run(bids, tmp_path / "out", "participant", "--bids-filter-file", filt, "--session-label", "1",
+                       "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    assert "geomorph-bids: warning: --session-label 1 is used; the BIDS filter file's session 2 is not" in err
+
+
 def test_filter_file_that_is_a_fifo_is_refused_without_hanging(bids, tmp_path):
     fifo = tmp_path / "filter.json"
     os.mkfifo(fifo)
@@ -314,6 +336,47 @@ def test_huge_sparse_filter_file_is_refused_before_reading(bids, tmp_path):
     code, _, err = run(bids, tmp_path / "out", "participant", "--bids-filter-file", filt)
     line = one_error(err)
     assert code == 1 and str(filt) in line and "larger than" in line
+
+
+
+@pytest.mark.parametrize("content", [None, "plugin: [\n", "plugin: MultiProc\nplugin_args: 3\n"])
+def test_a_plugin_file_that_cannot_be_used_leaves_nothing_behind(bids, tmp_path, content):
+    """Round fifteen: a missing or broken --use-plugin file was read only when the workflow started,
+    after the output folder had its dataset_description.json, README.md, .bidsignore, logs/CITATION.md
+    and locks, and a work folder: both stayed behind after the one-line error."""
+    plugin = tmp_path / "plugin.yml"
+    if content is not None:
+        plugin.write_text(content)
+    out, work = tmp_path / "out", tmp_path / "work"
+    code, std, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", work,
+                         "--use-plugin", plugin)
+    line = one_error(err)
+    assert code == 1 and str(plugin) in line and "plugin file" in line
+    assert not out.exists() and not work.exists() and std == ""
+    out.mkdir()
+    (out / "mine.txt").write_text("a user's file")
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", work,
+                       "--use-plugin", plugin)
+    assert code == 1 and [p.name for p in out.iterdir()] == ["mine.txt"]
+
+
+
+def test_an_output_folder_too_deep_for_its_files_paths_fails_each_hemisphere_on_one_line(bids, tmp_path):
+    """Round fifteen: an output folder nested ~4000 bytes deep (its files' paths past PATH_MAX) ended
+    the whole run at the first write, ``error: File name too long at OUT/sub-01/anat/...``: no FAILED
+    line, and a staging folder and an empty crash folder left behind. Now every hemisphere fails on
+    its own line before anything is written (a folder 150 bytes shallower runs: checked by hand)."""
+    deep = tmp_path
+    for _ in range(16):
+        deep = deep / ("d" * 240)
+    out = deep / ("e" * (4030 - len(str(deep)) - 1))  # the output folder's path: 4030 bytes
+    out.mkdir(parents=True)
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    failed = [line.strip() for line in err.splitlines() if "FAILED" in line]
+    assert code == 1 and len(failed) == 1 and "Traceback" not in err, err
+    assert failed[0].startswith("FAILED sub-01 hemi-L: its output files' paths would be up to ")
+    assert "in an output folder whose path alone is 4030 bytes), more than the 4095 the system takes (PATH_MAX)" in failed[0]
+    assert sorted(p.name for p in out.iterdir()) == [pf.LOCK_DIR]  # no staging, crash or description files
 
 
 # ------------------------------------------------------------------------------ stale locks
@@ -475,6 +538,10 @@ def test_fs_subjects_dir_that_is_missing_or_one_subject_says_so(tmp_path):
     for given, words in [(tmp_path / "nosuch", "--fs-subjects-dir: no such folder"),
                          (subjects / "bert", "--fs-subjects-dir is one FreeSurfer subject, not the SUBJECTS_DIR "
                           f"that holds the subjects: pass its parent, --fs-subjects-dir {subjects} "
+                          "--participant-label bert"),
+                         # round fifteen: its surf folder left every FreeSurfer subject out in silence, exit 0
+                         (subjects / "bert" / "surf", "--fs-subjects-dir is the surf folder of one FreeSurfer subject, "
+                          f"not the SUBJECTS_DIR that holds the subjects: pass --fs-subjects-dir {subjects} "
                           "--participant-label bert")]:
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
@@ -482,6 +549,28 @@ def test_fs_subjects_dir_that_is_missing_or_one_subject_says_so(tmp_path):
                          "--fs-subjects-dir", str(given), "-w", str(tmp_path / "w")])
         assert code == 1 and len(err.getvalue().strip().splitlines()) == 1 and words in err.getvalue(), err.getvalue()
         assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
+
+
+
+def test_an_smriprep_derivatives_folder_given_as_the_bids_folder_says_how_to_read_it(dataset_factory, tmp_path):
+    """Round fifteen: ``geomorph-bids B/derivatives/smriprep OUT participant`` (the folder of the surfaces,
+    which has a dataset_description.json) found its subjects but never read them: one FAILED line per
+    hemisphere, ``no inputs; ... no input folder exists (expected B/derivatives/smriprep/derivatives/<pipeline>,
+    ...)``. Now one line saying what the folder is and the command that reads it, which runs."""
+    bids = dataset_factory("smriprep", subjects=("01",))
+    deriv = bids / "derivatives" / "smriprep"
+    (deriv / "dataset_description.json").write_text(json.dumps(
+        {"Name": "x", "BIDSVersion": "1.9.0", "DatasetType": "derivative", "GeneratedBy": [{"Name": "sMRIPrep"}]}))
+    code, _, err = run(deriv, tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    line = one_error(err)
+    assert code == 1 and line == (f"geomorph-bids: error: {deriv}: is a derivatives dataset (made by sMRIPrep), not a "
+                                  "raw BIDS dataset: give the raw dataset as bids_dir (its derivatives/ folders are "
+                                  f"read), or read this one as derivatives: geomorph-bids {deriv} OUTPUT_DIR participant "
+                                  f"--derivatives smriprep={deriv}")
+    assert not (tmp_path / "out").exists()
+    code, _, err = run(deriv, tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w",
+                       "--derivatives", f"smriprep={deriv}")
+    assert code == 0, err
 
 
 def test_empty_input_folders_are_named_as_datalad_subdatasets_not_installed(tmp_path):

@@ -36,3 +36,111 @@ def test_a_template_label_that_names_a_standard_space_or_no_label_is_refused_up_
     assert exc.value.code == 2 and "--template-label" in err
     assert ("standard template" in err) == (label.lower() in ("fslr", "fsaverage", "fsaverage6"))
     assert build_parser().parse_args(["b", "o", "group", "--template-label", "myCohort2"]).template_label == "myCohort2"
+
+
+def test_a_list_option_given_twice_keeps_every_value():
+    """Round fifteen: ``--participant-label 01 --participant-label 02`` (a script that adds one option
+    per subject) processed sub-02 alone, exit 0; ``--hemi L --hemi R`` the right hemisphere alone:
+    argparse kept the last time's values. Every value now counts; a default is replaced, not added to."""
+    from geomorph_bids.cli.train import build_parser as train_parser
+
+    args = build_parser().parse_args(["b", "o", "participant", "--participant-label", "01", "--hemi", "L",
+                                      "--participant-label", "sub-02", "03", "--hemi", "rh",
+                                      "--session-label", "1", "--session-label", "2", "--features", "sulc",
+                                      "--features", "curv", "--derivatives", "a=/x", "--derivatives", "/y"])
+    assert args.participant_label == ["01", "sub-02", "03"] and args.hemi == ["L", "R"]
+    assert args.session_label == ["1", "2"] and args.features == ["sulc", "curv"]
+    assert args.derivatives == ["a=/x", "/y"]
+    parser = build_parser()
+    assert parser.parse_args(["b", "o", "participant", "--hemi", "R"]).hemi == ["R"]  # the default is replaced
+    assert parser.parse_args(["b", "o", "participant"]).hemi == ["L", "R"]  # and left as it was
+    targs = train_parser().parse_args(["--out", "m", "--features", "curv", "--features", "sulc",
+                                       "--holdout", "a", "--holdout", "b"])
+    assert targs.features == ["curv", "sulc"] and targs.holdout == ["a", "b"]
+
+
+def test_memory_takes_units_and_fmripreps_options(capsys):
+    """Round fifteen: an fMRIPrep user's ``--mem 16000`` said "ambiguous option: --mem could match
+    --mem-gb, --mem_gb" (one option under two spellings), ``--mem_mb 16000`` was unrecognised and
+    ``--mem-gb 16G`` "must be a number". Now ``--mem``/``--mem-mb`` are fMRIPrep's (MB unless a unit is
+    given) and every memory option takes sbatch's units."""
+    parser = build_parser()
+    given = {("--mem-gb", "16"): 16.0, ("--mem-gb", "16G"): 16.0, ("--mem-gb", "16gb"): 16.0,
+             ("--mem-gb", "16000M"): 16.0, ("--mem", "16000"): 16.0, ("--mem_mb", "16000"): 16.0,
+             ("--mem-mb", "16GiB"): 16.0, ("--mem-gb", "1.5T"): 1500.0, ("--mem=8G",): 8.0}
+    for argv, gb in given.items():
+        assert parser.parse_args(["b", "o", "participant", *argv]).mem_gb == pytest.approx(gb), argv
+    for argv, words in [(("--mem", "16"), "got 16 (0.016 GB)"), (("--mem-gb", "lots"), "must be a memory size"),
+                        (("--mem-gb", "infG"), "finite size"), (("--mem-gb", "G"), "must be a memory size")]:
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(["b", "o", "participant", *argv])
+        assert exc.value.code == 2 and words in capsys.readouterr().err, argv
+
+
+@pytest.mark.parametrize("argv, where", [
+    (["b", "", "participant"], "argument 2 of the command line"),
+    (["", "o", "participant"], "argument 1 of the command line"),
+    (["b", "o", "participant", "--model", ""], "argument --model"),
+    (["b", "o", "participant", "--device", " "], "argument --device"),
+    (["b", "o", "participant", "--template-dir="], "argument --template-dir"),
+    (["b", "o", "participant", "-w", ""], "argument -w"),
+    (["b", "o", "participant", "--participant-label", "01", ""], "argument 6 of the command line"),
+])
+def test_an_empty_argument_is_a_usage_error(argv, where, capsys):
+    """Round fifteen: an empty argument, what an unset shell variable gives, was read another way by
+    each option: an output folder "" as the current folder (derivatives written there, or refused
+    for a folder nobody named), ``--model ""`` / ``--device ""`` / ``--template-dir ""`` as their
+    defaults in silence, ``--use-plugin ""`` as the current folder."""
+    from geomorph_bids.cli.register import build_parser as register_parser
+    from geomorph_bids.cli.train import build_parser as train_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert exc.value.code == 2 and err.startswith(f"geomorph-bids: error: {where} is empty"), err
+    assert "unset shell variable" in err
+    for parser, args in [(register_parser(), ["--sphere", "s", "--model", ""]), (train_parser(), ["--out", ""])]:
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(args)
+        assert exc.value.code == 2 and "is empty" in capsys.readouterr().err
+    assert build_parser().parse_args(["b", "o", "participant", "--min-cc", "-0.5"]).min_cc == -0.5
+
+
+def test_two_derivatives_folders_of_one_name_are_refused_not_one_dropped(tmp_path, capsys):
+    """Round fifteen: ``--derivatives /site1/smriprep /site2/smriprep`` (or ``smriprep=A smriprep=B``)
+    kept the last folder under the name: every subject of the first was left out, exit 0."""
+    from geomorph_bids.cli.bids import main
+    from geomorph_bids.cli.parser import parse_derivatives
+
+    a, b = tmp_path / "site1" / "smriprep", tmp_path / "site2" / "smriprep"
+    with pytest.raises(argparse.ArgumentTypeError, match=r"--derivatives names two folders 'smriprep' \(.*site1/smriprep, "
+                                                         r".*site2/smriprep\): give each a name of its own"):
+        parse_derivatives([str(a), f"smriprep={b}"])
+    assert parse_derivatives([str(a), f"{a}/", f"x={b}"]) == {"smriprep": a, "x": b}  # one folder twice: once
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path), str(tmp_path / "out"), "participant", "--derivatives", str(a), str(b)])
+    assert exc.value.code == 2 and "smriprep1=" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_path_starting_with_an_unexpanded_tilde_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    """Round fifteen: ``geomorph-bids B "~/out" participant`` (quoted, or from a config file) wrote the
+    derivatives into a folder named ``~`` made in the current folder, exit 0 (and ``rm -rf ~`` is how
+    one removes it by mistake). A path whose first part starts with ``~`` and does not exist is refused;
+    a real folder named ``~`` is still taken."""
+    from geomorph_bids.cli.register import build_parser as register_parser
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", "/home/me")
+    for parser, argv, words in [
+        (build_parser(), ["b", "~/out", "participant"], "output_dir '~/out' starts with '~'"),
+        (build_parser(), ["b", "o", "participant", "-w", "~/w"], "--work-dir '~/w' starts with '~'"),
+        (register_parser(), ["--sphere", "~/lh.sphere"], "--sphere '~/lh.sphere' starts with '~'"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and words in err and "(e.g. '/home/me/" in err, err
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "~").mkdir()
+    assert build_parser().parse_args(["~", "o", "participant"]).bids_dir.name == "~"

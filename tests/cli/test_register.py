@@ -441,3 +441,78 @@ def test_metrics_naming_a_folder_is_refused_before_the_registration(tmp_path, ca
               "--out", str(tmp_path / "new" / "x.surf.gii"), "--metrics", str(tmp_path / "m")])
     assert exc.value.code == 2 and "--metrics" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_one_feature_given_twice_is_refused_before_anything_is_read(tmp_path):
+    """Round fifteen: ``--feature sulc=lh.sulc --feature sulc=other.shape.gii`` registered the last
+    and left the first out in silence (a map named otherwise than ``curv`` was not even flagged)."""
+    from geomorph_bids.cli.register import main
+
+    surf = example_dir() / "sub-01" / "surf"
+    other = tmp_path / "other_sulc.shape.gii"
+    with pytest.raises(SystemExit) as exc:
+        main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--feature",
+              f"sulc={other}", "--model", "rigid", "--out", str(tmp_path / "x.surf.gii")])
+    assert exc.value.code != 0
+    assert str(exc.value) == (f"geomorph-register: error: --feature sulc is given twice ({surf / 'lh.sulc'}, {other}): "
+                              "give each map once")
+    assert list(tmp_path.iterdir()) == []
+    assert main(["--sphere", str(surf / "lh.sphere"), "--feature", str(surf / "lh.sulc"), "--feature",
+                 f"sulc={surf / 'lh.sulc'}", "--model", "rigid", "--out", str(tmp_path / "x.surf.gii")]) == 0
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--metrics", "{out}"], "is also --out: the metrics JSON would replace the registered sphere"),
+    (["--metrics", "{tmp}/m.shape.gii"], "the metrics are written as JSON, but that name says GIFTI"),
+    (["--features-out", "{tmp}/afile"], "is a file: give the folder the resampled maps are written to"),
+])
+def test_outputs_that_would_clash_are_refused_before_the_registration(tmp_path, extra, words, capsys):
+    """Round fifteen: ``--metrics`` naming the ``--out`` file replaced the registered sphere by the
+    metrics JSON, exit 0; ``--metrics m.shape.gii`` wrote JSON under a map's name; ``--features-out``
+    an existing file failed after the registration (``File exists``)."""
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "x.surf.gii"
+    (tmp_path / "afile").write_text("a user's file")
+    argv = ["--sphere", str(surf / "lh.sphere"), "--feature", str(surf / "lh.sulc"), "--model", "rigid",
+            "--out", str(out), *[a.format(out=out, tmp=tmp_path) for a in extra]]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and words in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_found_before_the_registration(tmp_path, monkeypatch, capsys):
+    """Round fifteen: ``--out`` on a read-only filesystem failed only after the registration (minutes on
+    a 164k sphere), naming the temporary file: ``read-only filesystem writing RO/.x.surf.gii.sl5t1jbk.tmp``.
+    Now the folders of --out, --metrics and --features-out take a probe write first (simulated: the
+    probe of ``ro`` raises EROFS)."""
+    import errno
+
+    import geomorph_bids.cli.register as cli_register
+    from geomorph_bids.cli import preflight
+
+    surf = example_dir() / "sub-01" / "surf"
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (tmp_path / "afile").write_text("a user's file")
+    real_probe = preflight._write_probe
+
+    def probe(folder):
+        if folder == ro:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_probe(folder)
+
+    def never(*args, **kwargs):
+        raise AssertionError("registered before the outputs were checked")
+
+    monkeypatch.setattr(preflight, "_write_probe", probe)
+    monkeypatch.setattr(cli_register, "register_files", never)
+    base = ["--sphere", str(surf / "lh.sphere"), "--feature", str(surf / "lh.sulc"), "--model", "rigid"]
+    for extra, words in [(["--out", str(ro / "new" / "x.surf.gii")], f"--out cannot be written in {ro} (read-only filesystem)"),
+                         (["--out", str(tmp_path / "x.surf.gii"), "--features-out", str(ro / "F")],
+                          f"{ro / 'F'}: --features-out cannot be written in {ro} (read-only filesystem)"),
+                         (["--out", str(tmp_path / "afile" / "x.surf.gii")], f"cannot be written: {tmp_path / 'afile'} is not a folder")]:
+        assert main(base + extra) == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("geomorph-register: error: ") and words in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "ro"] and list(ro.iterdir()) == []

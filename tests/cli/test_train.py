@@ -147,6 +147,31 @@ def test_an_output_that_is_a_file_is_refused_before_any_data_is_made(tmp_path, c
     assert taken.read_text() == "mine"
 
 
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_data_is_made(tmp_path, capsys, monkeypatch):
+    """Round fifteen: --out on a read-only filesystem was found when the model was first saved, after
+    every subject had been read (synthesised here): ``read-only filesystem writing OUT``. Simulated:
+    the probe write of ``ro`` raises EROFS."""
+    import errno
+
+    from geomorph_bids.cli import preflight
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_probe = preflight._write_probe
+
+    def probe(folder):
+        if folder == ro:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_probe(folder)
+
+    monkeypatch.setattr(preflight, "_write_probe", probe)
+    assert main(["--out", str(ro / "m"), "--synthetic", "4", "--data-level", "3", "--channels", "tiny"]) == 1
+    err = capsys.readouterr()
+    assert f"--out cannot be written in {ro} (read-only filesystem)" in err.err and "synthesising" not in err.out
+    assert list(ro.iterdir()) == []
+
+
 def test_max_minutes_must_be_more_than_nothing(tmp_path, capsys):
     """``--max-minutes 0`` said "error: max_minutes must be > 0" with exit 1, after reading data."""
     for value in ("0", "-5", "nan", "soon"):

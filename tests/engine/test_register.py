@@ -628,3 +628,73 @@ def test_careless_array_inputs_say_what_they_are():
     lines = [str(w.message) for w in caught if issubclass(w.category, FeatureWarning)]
     assert lines == ["feature(s) 'thickness' not used by the registration: template fsLR has no map of it; "
                      "it registers sulc"]
+
+
+def test_paths_given_as_bytes_or_any_path_like_are_read_as_files(tmp_path):
+    """Round fifteen: a path as bytes, an ``os.DirEntry`` (from ``os.scandir``), a ``PurePath`` or
+    another ``os.PathLike`` (pytest's ``py.path.local``) was taken for an array: the sphere said
+    "must be a path or a (vertices, faces) pair", a map "is not numbers"; the hemisphere its name
+    declares was not judged either. Now each is the file it names, like a str."""
+    import os
+    from pathlib import PurePosixPath
+
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_freesurfer
+    from geomorph_bids.engine.register import RegistrationItem, register_many
+
+    class Local:  # a path-like object of another library
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def __fspath__(self) -> str:
+            return self.path
+
+    v, f, maps = template_hemisphere("L", 3)
+    h = synthetic_hemisphere("L", v, f, maps, seed=1)
+    surf = write_freesurfer(tmp_path, "s1", h)
+    sphere, sulc = str(surf / "lh.sphere"), str(surf / "lh.sulc")
+    plain = register(sphere, {"sulc": sulc}, rigid_only=True).metrics["cc_sulc_after"]
+    entry = next(e for e in os.scandir(surf) if e.name == "lh.sphere")
+    for given_sphere, given_sulc in [(sphere.encode(), sulc.encode()), (entry, Local(sulc)),
+                                     (PurePosixPath(sphere), Local(sulc.encode()))]:
+        reg = register(given_sphere, {"sulc": given_sulc}, template=b"fsLR", rigid_only=True)
+        assert reg.metrics["cc_sulc_after"] == pytest.approx(plain)
+    item = RegistrationItem(sphere.encode(), {"sulc": sulc.encode()}, "R")  # lh. files declared as hemi R
+    [flagged] = register_many([item], rigid_only=True)
+    assert any("its name (lh.) says hemi-L" in r for r in flagged.quality.reasons), flagged.quality.reasons
+    assert item.moving_sphere == sphere.encode()  # the caller's item is left as it was
+    tpl32 = tmp_path / "target.surf.gii"
+    from geomorph_bids.io import write_surface
+
+    write_surface(tpl32, *icosphere(2), hemi="L")
+    values = register(sphere, {"sulc": sulc}, rigid_only=True).resample(h.maps["sulc"], Local(str(tpl32)))
+    assert values.shape == (162,)
+
+
+def test_vertex_indices_or_a_label_map_given_as_the_cortex_mask_are_refused():
+    """Round fifteen: whole numbers other than 0/1 (a parcellation, or the vertex indices nibabel's
+    ``read_label`` returns, when they happen to number V) were read as "non-zero is cortex" in silence
+    (vertex 0 left out of the similarity); indices of another length said only the sizes."""
+    from geomorph_bids.errors import InputError
+
+    v, f, sulc = _example_arrays()
+    for mask in (np.arange(len(v)), np.arange(len(v)) % 35, np.arange(len(v) // 2)):
+        with pytest.raises(InputError, match=r"vertex indices .*mask\[indices\] = True"):
+            register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=mask)
+    ok = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=np.ones(len(v), np.int64))
+    assert ok.metrics["cortex_mask"] is True
+
+
+def test_a_map_shaped_like_an_mgh_volume_is_read_as_one_value_per_vertex(tmp_path):
+    """Round fifteen: ``nib.load("lh.thickness.mgh").get_fdata()`` (or its ``dataobj``) is (V, 1, 1);
+    (V, 1) was accepted but (V, 1, 1) said "has shape (2562, 1, 1), expected (2562,)", while the same
+    file given by its path was read."""
+    import nibabel as nib
+
+    v, f, sulc = _example_arrays()
+    plain = register((v, f), {"sulc": sulc}, rigid_only=True).metrics["cc_sulc_after"]
+    nib.save(nib.MGHImage(sulc.astype(np.float32).reshape(-1, 1, 1), np.eye(4)), tmp_path / "lh.sulc.mgh")
+    img = nib.load(tmp_path / "lh.sulc.mgh")
+    for given in (img.get_fdata(), img.dataobj, sulc.reshape(-1, 1, 1, 1)):
+        assert register((v, f), {"sulc": given}, rigid_only=True).metrics["cc_sulc_after"] == pytest.approx(plain, abs=1e-6)
+    with pytest.raises(Exception, match=r"has shape \(1, "):
+        register((v, f), {"sulc": sulc[None]}, rigid_only=True)

@@ -439,3 +439,37 @@ def test_subject_folders_whose_labels_are_no_bids_labels_are_listed(bids: Path, 
     make_fs(bids / "derivatives" / "freesurfer", "sub-é1")  # a FreeSurfer folder: unlabelled_subjects names it
     assert unlabelled_folders(bids) == [bids / "sub-01-a", bids / "derivatives" / "smriprep" / "sub-ü3"]
     assert "02" in find_subjects(bids) and "ü3" not in find_subjects(bids)
+
+
+def test_a_hemisphere_in_two_input_folders_of_one_kind_is_named_not_chosen_in_silence(bids: Path) -> None:
+    """Round fifteen: two fMRIPrep runs side by side in ``derivatives/`` (``fmriprep-old``, ``smriprep``)
+    holding one subject with other files: the alphabetically first folder's sphere was registered and
+    nothing said there was another. Now one warning names the one used and the others; copies with the
+    same bytes (the same run copied) say nothing."""
+    import warnings
+
+    from geomorph_bids.io.discover import InputChoiceWarning
+
+    old = make_smriprep(bids / "derivatives" / "fmriprep-old", "01", hemis=("L",))
+    new = make_smriprep(bids / "derivatives" / "smriprep", "01", hemis=("L",))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = discover("01", bids, hemis=("L",))
+    assert res.hemis["L"].sphere == old / "sub-01_hemi-L_sphere.surf.gii"
+    assert not [w for w in caught if issubclass(w.category, InputChoiceWarning)]  # same (empty) bytes
+    (new / "sub-01_hemi-L_sphere.surf.gii").write_bytes(b"another run")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = discover("01", bids, hemis=("L",))
+    [line] = [str(w.message) for w in caught if issubclass(w.category, InputChoiceWarning)]
+    assert res.hemis["L"].sphere == old / "sub-01_hemi-L_sphere.surf.gii"
+    assert line.startswith(f"sub-01 hemi-L: registering {old / 'sub-01_hemi-L_sphere.surf.gii'}, the first of 2")
+    assert str(new / "sub-01_hemi-L_sphere.surf.gii") in line and "--derivatives NAME=PATH" in line
+    make_fs(bids / "derivatives" / "freesurfer", "sub-02", hemis=("lh",))
+    other = make_fs(bids / "derivatives" / "smriprep" / "sourcedata" / "freesurfer", "sub-02", hemis=("lh",))
+    (other / "lh.sphere").write_bytes(b"\xff\xff\xfe another recon-all")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        discover("02", bids, hemis=("L",))
+    [line] = [str(w.message) for w in caught if issubclass(w.category, InputChoiceWarning)]
+    assert "derivatives/freesurfer/sub-02/surf/lh.sphere, the first of 2" in line and "--fs-subjects-dir" in line

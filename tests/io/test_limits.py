@@ -353,3 +353,24 @@ def test_read_json_files_gives_a_stalled_file_its_error_and_reads_the_rest(tmp_p
         release.set()
     assert got[0] == {"i": 0} and got[2:] == [{"i": 2}, {"i": 3}]
     assert isinstance(got[1], InputError) and "did not finish within 0.3 s" in str(got[1]) and str(paths[1]) in str(got[1])
+
+
+def test_a_file_name_with_a_line_ending_says_so_on_one_line(tmp_path):
+    """Round fifteen: a path read from a file list without its line ending stripped
+    (``open(list).readlines()``) said ``.../lh.sphere\\n: cannot be read: no such file``, the newline
+    splitting the message in two (the command line joined it into ``lh.sphere : no such file``, the file
+    being there). The name is now quoted and the stripped file named."""
+    from geomorph_bids.engine.register import register
+    from geomorph_bids.errors import InputError
+
+    sphere = tmp_path / "lh.sphere"
+    sphere.write_bytes(b"x")
+    for given in (f"{sphere}\n", f"{sphere}\r", f" {sphere}"):
+        with pytest.raises(InputError) as exc:
+            register(given, {"sulc": given}, rigid_only=True)
+        assert str(exc.value) == (f"{given!r}: cannot be read: no such file, but {sphere} exists: the name given holds "
+                                  "blanks or a line ending (a line read from a file list? strip it)")
+        assert "\n" not in str(exc.value) and "\r" not in str(exc.value)
+    with pytest.raises(InputError) as exc:
+        register(str(tmp_path / "a b"), {"sulc": "x"}, rigid_only=True)
+    assert str(exc.value) == f"{tmp_path / 'a b'}: cannot be read: no such file"

@@ -360,3 +360,19 @@ def test_register_warns_once_when_a_hemisphere_falls_back(tmp_path, monkeypatch,
             assert lines == [f"template: FreeSurfer fsaverage {fs.absolute()}: no rh.sphere or rh.sulc for hemi-R"]
     assert regs["L"].metrics["template_source"] == "freesurfer"
     assert regs["R"].metrics["template_source"] == "bundled"
+
+
+def test_a_template_or_template_dir_that_is_a_file_says_so(tmp_path):
+    """Round fifteen: a template's sphere file given as --template said "not bundled, not a FreeSurfer
+    fsaverage or TemplateFlow folder, and no custom template folder ... at that path"; as
+    --template-dir, "no such folder" (the file was there)."""
+    sphere = tmp_path / "tpl-fsLR_hemi-L_den-32k_sphere.surf.gii"
+    sphere.write_text("<GIFTI/>")
+    with pytest.raises(InputError) as e:
+        resolve_template_ref(str(sphere))
+    assert str(e.value).endswith("is a file; a template is fsLR, fsaverage or a folder of its maps (the folder that "
+                                 "holds this file, if it is a TemplateFlow or FreeSurfer fsaverage folder)")
+    with pytest.raises(InputError) as e:
+        resolve_template_ref("fsLR", where=TemplateSearch(template_dir=sphere))
+    assert str(e.value) == (f"{sphere}: --template-dir (template_dir= in Python): is a file, not a folder: give the "
+                            "folder of the template's maps (a FreeSurfer fsaverage or TemplateFlow tpl-<name> folder)")

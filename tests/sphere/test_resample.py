@@ -384,3 +384,17 @@ def test_infinite_complex_or_path_values_are_refused_not_spread():
         resample("lh.thickness", (v, f), icosphere(2))
     vals[:10] = np.nan
     assert np.isfinite(resample(vals, (v, f), icosphere(2))).sum() > 0
+
+
+def test_maps_given_one_per_row_say_to_transpose():
+    """Round fifteen: ``np.stack([sulc, curv])`` ((K, V): maps as rows) said "values have 2 vertices but
+    the current sphere has 642"."""
+    from geomorph_bids.errors import InputError
+    from geomorph_bids.sphere.icosphere import icosphere
+    from geomorph_bids.sphere.resample import resample
+
+    v, f = icosphere(3)
+    maps = np.stack([np.arange(len(v), dtype=float), np.ones(len(v))])
+    with pytest.raises(InputError, match=r"values have shape \(2, 642\): \(K, V\), .*transposed\? pass values.T"):
+        resample(maps, (v, f), icosphere(2))
+    assert resample(maps.T, (v, f), icosphere(2)).shape == (162, 2)

@@ -1,0 +1,60 @@
+"""How the commands talk: one-line warnings, and output streams whose reader goes away."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from .test_faults import N_FILES, cli
+
+SAFETY_S = 600  # only so that a broken run cannot hang the test suite
+
+
+def test_a_reader_that_goes_away_costs_the_text_not_the_work(tmp_path):
+    """Round fifteen: a pipe whose reader went away (``| head -1``; ``nohup ... | tee log &`` whose
+    tee ended with the session) raised BrokenPipeError at the next print or warning, wherever it was:
+    the run ended with exit 1. Within ``reader_may_go_away`` the text is dropped and the work goes on."""
+    marker = tmp_path / "done"
+    code = textwrap.dedent(f"""
+        import sys, warnings
+        from geomorph_bids.cli.messages import one_line_warnings, reader_may_go_away
+        with reader_may_go_away(), one_line_warnings("prog"):
+            print("first line", flush=True)
+            sys.stdin.read()  # the test closes the reader, then stdin
+            for i in range(10000):
+                print("line", i)
+            print("to stderr", file=sys.stderr, flush=True)
+            warnings.warn("a warning nobody reads")
+            open({str(marker)!r}, "w").write("ok")
+        sys.stdout.write("after the block" * 10000)
+    """)
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=write_end,
+                            stderr=write_end, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        assert reader.readline() == b"first line\n"
+    proc.stdin.close()  # the reader is gone: let the child write on
+    assert proc.wait(timeout=SAFETY_S) == 0
+    assert marker.read_text() == "ok"
+
+
+def test_geomorph_bids_whose_output_nobody_reads_writes_every_output(dataset_factory, tmp_path):
+    """The whole command with stdout and stderr a pipe already closed by its reader: before, the
+    first line ended the run (``geomorph-bids: error: Broken pipe``, exit 1, nothing registered);
+    with ``2>&1 | head -1`` a warning raised while the reports were built (outputs without reports)."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out = tmp_path / "out"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.run(cli(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "work"),
+                          stdout=write_end, stderr=write_end, timeout=SAFETY_S)
+    os.close(write_end)
+    assert proc.returncode == 0
+    assert len(list((out / "sub-01" / "anat").glob("*"))) == N_FILES
+    assert (out / "sub-01.html").is_file()
