@@ -176,7 +176,9 @@ start() {
 
   local host cpus mem_mb user ctld_port slurmd_port
   host="$(hostname -s)"
-  cpus="$(nproc)"
+  # the machine's CPUs, not OMP_NUM_THREADS' (GNU nproc honours it: a suite run with
+  # OMP_NUM_THREADS=1 declared a 1-CPU node, and the recipes' 2-CPU tasks stayed pending for good)
+  cpus="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
   # memory is not a consumable here (CR_Core): declare at least 16 GB (SlurmdParameters=
   # config_overrides) so the recipes' own requests (8G, 4G) fit on a smaller CI machine
   mem_mb=$(( $(awk '/^MemTotal:/ { print $2 }' /proc/meminfo) * 9 / 10 / 1024 ))
