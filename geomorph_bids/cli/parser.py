@@ -275,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--refine", choices=("short", "full"), default=None,
                    help="with a network (--model NAME|PATH), what follows its warp: 'short' (default: one ico-4 "
                         "stage, 30 steps) or 'full' (the default optimiser's whole schedule, started from the "
-                        "network's large-scale correction: with sulc-fsaverage the most accurate registration "
-                        "to fsaverage, for the optimiser's time; docs/models.md)")
+                        "network's large-scale correction: with sulc-fsaverage closer than the optimiser on "
+                        "sulc, for the optimiser's time; docs/models.md)")
     g.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
     g.add_argument("--fmriprep-compat", action="store_true",
                    help="also write each registered sphere under the name sMRIPrep's io_spec.json queries "

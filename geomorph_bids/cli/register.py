@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine", choices=("short", "full"), default=None,
                    help="with --model NAME|PATH, what follows the network's warp: 'short' (default: one ico-4 "
                         "stage, 30 steps) or 'full' (the default optimiser's whole schedule from the network's "
-                        "large-scale correction; with sulc-fsaverage the most accurate to fsaverage)")
+                        "large-scale correction; with sulc-fsaverage closer than the optimiser on sulc; docs/models.md)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--sulc-sign", choices=("freesurfer", "hcp"), default="freesurfer",
                    help="sign of the input sulc: FreeSurfer (positive in sulci, default) or "

@@ -298,7 +298,7 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         :data:`~geomorph_bids.model.optimise.REFINEMENT`), False (network only; needs a
         ``model``) or an ``OptimiseConfig`` (after a network, e.g.
         :data:`~geomorph_bids.model.optimise.FROM_NETWORK`: the full schedule from the network's
-        low-passed warp, the most accurate with ``sulc-fsaverage``).
+        low-passed warp: with ``sulc-fsaverage`` closer than the optimiser on sulc; docs/models.md).
     reg_sphere : optional registered sphere ((V, 3) array, (vertices, faces), a
         :class:`~geomorph_bids.io.surfaces.Sphere` or a path; same mesh): the rotation comes
         from vertex correspondence with it instead of the features.

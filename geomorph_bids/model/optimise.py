@@ -143,7 +143,7 @@ REFINEMENT = OptimiseConfig(control_levels=(4,), data_levels=(5,), steps=(30,), 
 #: network's warp alone (``start_lowpass``, a filter ~2.8x as wide): the network's large-scale
 #: correction, then the optimiser for the detail (``--refine full``). With ``sulc-fsaverage``
 #: (2026-12-06, docs/models.md "The network as the optimiser's starting point"): closer than the
-#: optimiser alone on every fsaverage pair (FreeSurfer's fsaverage under known warps 0.611 / 0.474
+#: optimiser on the same feature (sulc) on every fsaverage pair (FreeSurfer's fsaverage under known warps 0.611 / 0.474
 #: -> 0.501 / 0.393 deg, Spherical Demons 0.529 / 0.408; held-out fsaverage5 right mirrored
 #: 1.640 -> 1.577; refsulc right mirrored 1.131 -> 1.123), an individual's correlation with the
 #: template 0.869 -> 0.872 at p95 |log2 areal| 0.90 -> 0.94, for one forward pass more.
