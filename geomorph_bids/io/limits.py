@@ -191,11 +191,11 @@ def _refuse_annex_pointer(key: str | None, path: str | Path) -> None:
 
 
 class _Job:
-    """One blocking call handed to a helper thread, and what came of it."""
+    """One blocking call handed to a reading thread, and what came of it (``done`` set once
+    ``value`` or ``error`` is)."""
 
     def __init__(self, work: Callable[[], object]) -> None:
-        self.work, self.done, self.abandoned = work, threading.Event(), False
-        self.lock = threading.Lock()  # the hand-over: finished, or abandoned, never both
+        self.work, self.done = work, threading.Event()
         self.value: object = None
         self.error: BaseException | None = None
 
@@ -205,8 +205,7 @@ def _run(job: _Job) -> None:
         job.value = job.work()
     except BaseException as exc:  # noqa: BLE001 - handed to the caller
         job.error = exc
-    with job.lock:
-        job.done.set()
+    job.done.set()
 
 
 def _stalled(action: str, timeout_s: float, path: str | Path) -> InputError:
@@ -223,10 +222,9 @@ def _start(work: Callable[[], object]) -> _Job:
 
 
 def _abandon(job: _Job) -> bool:
-    """Stop waiting for ``job`` unless it has just finished; whether it was abandoned."""
-    with job.lock:
-        job.abandoned = not job.done.is_set()  # else it finished just now: its result is kept
-    return job.abandoned
+    """Stop waiting for ``job`` unless it has just finished (its result is then kept); whether
+    it was abandoned. Its thread goes on alone either way: nothing it does later is read."""
+    return not job.done.is_set()
 
 
 def _finish(job: _Job) -> object:

@@ -290,11 +290,12 @@ def report_is_current(output_dir: str | Path, subject: str) -> bool:
     html = output_dir / report_name(subject)
     if not html.is_file():
         return False
+    drawn = html.stat().st_mtime_ns
     stamps = [p.stat().st_mtime_ns for p in (output_dir / f"sub-{subject}").rglob("*")
               if p.is_file() and "figures" not in p.relative_to(output_dir).parts]
-    if not stamps or html.stat().st_mtime_ns < max(stamps):
+    if not stamps or drawn < max(stamps):
         return False
-    if any(p.stat().st_mtime_ns > html.stat().st_mtime_ns for p in subject_crash_files(output_dir, subject)):
+    if any(p.stat().st_mtime_ns > drawn for p in subject_crash_files(output_dir, subject)):
         return False
     try:
         text = html.read_text(errors="replace")
