@@ -528,8 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     128 + N stopped by signal N)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if current_folder_problem():  # before any path is made absolute, or Nipype imported
-        return error_exit(_PROG, current_folder_problem())
+    if problem := current_folder_problem():  # before any path is made absolute, or Nipype imported
+        return error_exit(_PROG, problem)
     try:
         absolute_paths(args)
     except argparse.ArgumentTypeError as exc:  # --derivatives NAME=PATH with an empty part

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__
+from ..engine.model_choice import REFINE_CHOICES
 from ..io.discover import FEATURES
 from .machine import usable_cpus
 
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-optimise", action="store_true",
                    help="with a network (--model NAME|PATH): keep its warp as it is, one forward pass, without "
                         "the per-hemisphere refinement (the fastest registration; accuracy in docs/models.md)")
-    g.add_argument("--refine", choices=("short", "full"), default=None,
+    g.add_argument("--refine", choices=REFINE_CHOICES, default=None,
                    help="with a network (--model NAME|PATH), what follows its warp: 'short' (default: one ico-4 "
                         "stage, 30 steps) or 'full' (the default optimiser's whole schedule, started from the "
                         "network's large-scale correction: with sulc-fsaverage closer than the optimiser on "

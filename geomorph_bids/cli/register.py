@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..engine.model_choice import REFINE_CHOICES
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.discover import FEATURES
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-optimise", action="store_true",
                    help="skip the pair-wise optimisation of the warp (network output only; "
                         "needs --model NAME|PATH: a bundled network or a checkpoint)")
-    p.add_argument("--refine", choices=("short", "full"), default=None,
+    p.add_argument("--refine", choices=REFINE_CHOICES, default=None,
                    help="with --model NAME|PATH, what follows the network's warp: 'short' (default: one ico-4 "
                         "stage, 30 steps) or 'full' (the default optimiser's whole schedule from the network's "
                         "large-scale correction; with sulc-fsaverage closer than the optimiser on sulc; docs/models.md)")
@@ -284,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if current_folder_problem():
-        return error_exit(_PROG, current_folder_problem())
+    if problem := current_folder_problem():
+        return error_exit(_PROG, problem)
     gates = resolve_quality(args)
     with reader_may_go_away(), one_line_warnings(_PROG):
         drop_unusable_thread_settings(_PROG)  # before torch is imported

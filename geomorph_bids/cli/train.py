@@ -511,8 +511,8 @@ def _train(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if current_folder_problem():
-        return error_exit("geomorph-train", current_folder_problem())
+    if problem := current_folder_problem():
+        return error_exit("geomorph-train", problem)
     command = shlex.join(["geomorph-train", *argv])
 
     def log(msg: str) -> None:
