@@ -247,8 +247,10 @@ def run_participant(args) -> int:
                   f"device {config.device}, work dir {work_dir})", flush=True)
             hemis = sorted({config.model.template_hemi(h) for h in args.hemi})
             print(f"template maps: {config.template.describe(config.channels, hemis)}", flush=True)
-            if config.template.low_resolution(config.channels, hemis):
-                print(f"note: {LOW_RESOLUTION_NOTE}", flush=True)
+            low = [h for h in hemis if config.template.low_resolution(config.channels, (h,))]
+            if low:  # which hemispheres, when the full template serves the others
+                print(f"note: {'' if low == hemis else ' '.join(f'hemi-{h}' for h in low) + ' '}"
+                      f"{LOW_RESOLUTION_NOTE}", flush=True)
             known_failed = {f.subject for f in failures}
             clock.lap("start")
             crashed, run_failures, reports, stages = _run_workflow(mine, config, args, crashes, known_failed, plugin)

@@ -773,6 +773,8 @@ def test_fs_subjects_dir_without_a_hemisphere_falls_back_with_one_warning_line(d
     for hemi, kind in (("L", "freesurfer"), ("R", "bundled")):
         doc = json.loads((anat(out, "01") / f"sub-01_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json").read_text())
         assert doc["registration"]["template_source"] == kind
+    # the note names the hemisphere that fell back, not the run (the left used the full folder)
+    assert "note: hemi-R registered to the bundled low-resolution fsaverage" in stdout
     html = (out / "sub-01.html").read_text()
     assert "bundled low-resolution fsaverage" in html and "--template-dir" in html
 
