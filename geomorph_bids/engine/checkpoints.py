@@ -62,8 +62,11 @@ def load_model(model: Any, feature_names: Sequence[str], template_name: str, hem
         model = path
         state, meta = load_checkpoint(model, map_location="cpu")
         want = list(meta.channels)
-        ordered = [c for c in want if c in feature_names] + [c for c in feature_names if c not in want]
-        check_compatible(meta, ordered, template_name, hemi=hemi)
+        # maps the network does not read (curv given beside sulc, as fsaverage's default uses it) are
+        # left out with one warning by the caller (register's FeatureWarning), not refused
+        ordered = [c for c in want if c in feature_names]
+        check_compatible(meta, ordered if ordered == want else ordered + [c for c in feature_names if c not in want],
+                         template_name, hemi=hemi)
         config = GeoMorphConfig.from_dict(model_config_dict(meta.config))
         if config.in_channels != len(want):
             raise InputError(f"checkpoint lists {len(want)} channels but its network takes "

@@ -195,6 +195,30 @@ def _save(tmp_path, model, channels=("sulc",), template="fsLR", hemisphere="L", 
     return save_checkpoint(tmp_path / name, model.state_dict(), meta)
 
 
+def test_a_map_the_checkpoint_does_not_read_is_left_out_with_one_warning(tmp_path, tiny_model):
+    """curv given beside sulc (fsaverage's default registers both) to a sulc network: one
+    FeatureWarning naming it, the registration from sulc alone; before, loading the checkpoint
+    refused the pair ("not used by the model: curv") while the default accepted it."""
+    import warnings
+
+    from geomorph_bids.io.validate import FeatureWarning
+
+    from geomorph_bids.io import read_feature
+
+    path = _save(tmp_path, tiny_model)
+    curv = np.random.default_rng(0).normal(size=read_feature(SURF / "lh.sulc").shape)
+    feats = {"sulc": SURF / "lh.sulc", "curv": curv}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        both = register(SURF / "lh.sphere", feats, "fsLR", "L", model=path, device="cpu", optimise=False)
+    lines = [str(w.message) for w in caught if issubclass(w.category, FeatureWarning)]
+    assert lines == ["feature(s) 'curv' not used by the registration: the network reads sulc"]
+    alone = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L", model=path, device="cpu",
+                     optimise=False)
+    np.testing.assert_array_equal(both.sphere, alone.sphere)
+    assert both.metrics["cc_sulc_after"] == alone.metrics["cc_sulc_after"]
+
+
 def test_checkpoint_path_matches_module(tmp_path, tiny_model):
     path = _save(tmp_path, tiny_model)
     flat = _save(tmp_path, tiny_model, name="flat.pt", nested=False)
