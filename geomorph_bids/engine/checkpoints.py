@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["LoadedModel", "load_model", "model_config_dict"]
+__all__ = ["LoadedModel", "MAX_PASSES", "load_model", "model_config_dict", "network_passes"]
 
 
 def model_config_dict(config: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -33,13 +33,38 @@ def model_config_dict(config: Mapping[str, Any]) -> Mapping[str, Any]:
                      f"or it under 'model'/'geomorph'); config keys: {sorted(config)}")
 
 
+#: the most forward passes a checkpoint may ask for (each costs one forward pass)
+MAX_PASSES = 5
+
+
+def network_passes(config: Mapping[str, Any], source: str | Path | None = None) -> tuple[int, ...]:
+    """The forward passes a checkpoint's ``config["inference"]["passes"]`` asks for: one whole
+    number >= 1 per pass, the low-pass of that pass's warp in multiples of
+    :func:`~geomorph_bids.engine.warp_geometry.network_smoothing` (e.g. ``[2, 4, 8]``: three
+    passes, each registering the moving image as the passes before it left it, each warp smoothed
+    more than the last). ``(1,)``, one pass smoothed once, without the entry. ``source``: the
+    checkpoint, named in the error."""
+    inference = config.get("inference", {})
+    passes = inference.get("passes", [1]) if isinstance(inference, Mapping) else None
+    if (not isinstance(passes, (list, tuple)) or not 1 <= len(passes) <= MAX_PASSES
+            or not all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= 64 for k in passes)):
+        raise InputError(f"checkpoint config inference.passes must be a list of 1 to {MAX_PASSES} whole numbers "
+                         f"from 1 to 64 (one low-pass multiple per forward pass), got {passes!r}", path=source)
+    return tuple(passes)
+
+
 @dataclass
 class LoadedModel:
+    """A network ready to register: the module (eval mode, on its device), its input channels in
+    order, their normalisation, what the metrics record about it, whether it registers a right
+    hemisphere mirrored onto the left template, and its forward passes (:func:`network_passes`)."""
+
     net: Any                       # GeoMorph
     channels: tuple[str, ...]
     spec: Any                      # NormalisationSpec
     info: dict[str, Any]
     mirrored_hemis: bool           # checkpoint hemisphere "LR-mirrored"
+    passes: tuple[int, ...] = (1,)
 
 
 def load_model(model: Any, feature_names: Sequence[str], template_name: str, hemi: str,
@@ -80,7 +105,7 @@ def load_model(model: Any, feature_names: Sequence[str], template_name: str, hem
         info = {"model_name": meta.name, "model_version": meta.package_version,
                 "model_weights_sha256": meta.weights_sha256, "model_path": str(model)}
         return LoadedModel(net.to(device).eval(), tuple(want), meta.normalisation, info,
-                      meta.hemisphere == "LR-mirrored")
+                           meta.hemisphere == "LR-mirrored", network_passes(meta.config, model))
     if isinstance(model, torch.nn.Module) and isinstance(getattr(model, "config", None), GeoMorphConfig):
         k = model.config.in_channels
         if len(feature_names) != k:

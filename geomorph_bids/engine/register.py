@@ -661,47 +661,70 @@ def _warn_fallback(ref: TemplateRef, channels: Sequence[str], hemi: str) -> None
 
 
 def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
-    """2a. the GeoMorph network's warp of every job (job.warp, unit sphere on ico-6): one forward
-    pass per model for all its jobs (a batch), then per job its displacement low-passed at the
-    network's level (:func:`network_smoothing` iterations, times ``lowpass``: see
-    ``OptimiseConfig.start_lowpass``), upsampled and unfolded. A job's ``seconds_network`` is its
-    share of the forward pass plus its own post-processing."""
+    """2a. the GeoMorph network's warp of every job (job.warp, unit sphere on ico-6). Per model,
+    one forward pass for all its jobs (a batch) per entry of the network's ``passes``
+    (:func:`~geomorph_bids.engine.checkpoints.network_passes`): each pass registers the moving
+    image as the passes before it left it (resampled through their composed warp on the ico-6
+    grid, as the optimiser samples it), and its displacement is low-passed at the network's level
+    (:func:`network_smoothing` iterations times that pass's entry), upsampled and composed after
+    theirs. ``lowpass`` > 1 (a schedule started from the network's warp,
+    ``OptimiseConfig.start_lowpass``): one pass low-passed that many times instead, as that
+    schedule was measured. The result is unfolded. A job's ``seconds_network`` is its share of the
+    forward passes plus its own post-processing."""
     import torch
+
+    from ..model.geomorph import compose_warps
+    from ..model.warp import ico_sampler
 
     groups: dict[int, list[_Job]] = {}
     for job in jobs:  # one forward per loaded network (e.g. one per hemisphere side)
         groups.setdefault(id(job.loaded), []).append(job)
     for group in groups.values():
-        t = time.perf_counter()
         net = group[0].loaded.net
         level = net.config.data_level
         if level > TEMPLATE_LEVEL:
             raise ValueError(f"model data level {level} exceeds the template grid level {TEMPLATE_LEVEL}")
         nv = n_vertices(level)
-        movs, fixs = [], []
-        for job in group:
-            channels, spec = list(job.channels), job.loaded.spec
-            mov = np.stack([job.pre.features_on_template[c][:nv] for c in channels], axis=1)
-            fix = np.stack([np.asarray(job.tpl.features[c], dtype=np.float64)[:nv] for c in channels], axis=1)
-            movs.append(spec(mov, channel_names=channels)[0])
-            fixs.append(spec(fix, channel_names=channels)[0])
+        passes = group[0].loaded.passes if lowpass == 1 else (lowpass,)
         param = next(net.parameters(), None)
         dtype = param.dtype if param is not None else torch.float32
-        with torch.inference_mode():
-            out = net(torch.as_tensor(np.stack(movs), dtype=dtype, device=dev),
-                      torch.as_tensor(np.stack(fixs), dtype=dtype, device=dev))
-            warps = out.warp.detach().to("cpu", torch.float64).numpy()
-        if dev is not None and dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        share = (time.perf_counter() - t) / len(group)
-        smoothing = network_smoothing(level) * lowpass
-        for job, warp in zip(group, warps):
+        channels = [list(job.channels) for job in group]
+        # the moving maps on the ico-6 grid after the rigid alignment, (B, 40962, C), and the fixed
+        movs = [np.stack([job.pre.features_on_template[c] for c in ch], axis=1) for job, ch in zip(group, channels)]
+        fixs = [job.loaded.spec(np.stack([np.asarray(job.tpl.features[c], dtype=np.float64)[:nv] for c in ch], axis=1),
+                                channel_names=ch)[0] for job, ch in zip(group, channels)]
+        totals: list[np.ndarray | None] = [None] * len(group)  # the composed warp so far, unit, ico-6
+        shared = 0.0
+        for k in passes:
             t = time.perf_counter()
-            warp = smooth_warp(warp, level, smoothing)
-            job.warp, iterations = unfold_warp(upsample_warp(warp, level, TEMPLATE_LEVEL), TEMPLATE_LEVEL)
-            job.seconds["seconds_network"] = share + time.perf_counter() - t
+            if totals[0] is None:
+                moved = [m[:nv] for m in movs]
+            else:  # through the warp so far, sampled on the ico-6 grid (the passes share its tables)
+                sample = ico_sampler(TEMPLATE_LEVEL)
+                moved = [sample(torch.from_numpy(m)[None], torch.from_numpy(w[:nv])[None])[0].numpy()
+                         for m, w in zip(movs, totals)]
+            ins = [job.loaded.spec(m, channel_names=ch)[0] for job, m, ch in zip(group, moved, channels)]
+            with torch.inference_mode():
+                out = net(torch.as_tensor(np.stack(ins), dtype=dtype, device=dev),
+                          torch.as_tensor(np.stack(fixs), dtype=dtype, device=dev))
+                warps = out.warp.detach().to("cpu", torch.float64).numpy()
+            if dev is not None and dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            shared += time.perf_counter() - t
+            for i, (job, warp) in enumerate(zip(group, warps)):
+                t = time.perf_counter()
+                step = unit(upsample_warp(smooth_warp(warp, level, network_smoothing(level) * k), level,
+                                          TEMPLATE_LEVEL))
+                totals[i] = step if totals[i] is None else compose_warps(
+                    torch.from_numpy(totals[i])[None], torch.from_numpy(step)[None], TEMPLATE_LEVEL)[0].numpy()
+                job.seconds["seconds_network"] = job.seconds.get("seconds_network", 0.0) + time.perf_counter() - t
+        for job, total in zip(group, totals):
+            t = time.perf_counter()
+            job.warp, iterations = unfold_warp(total, TEMPLATE_LEVEL)
+            job.seconds["seconds_network"] += shared / len(group) + time.perf_counter() - t
             job.metrics["data_level"] = level
-            job.metrics["network_smoothing_iterations"] = smoothing
+            job.metrics["network_smoothing_iterations"] = network_smoothing(level) * passes[0]
+            job.metrics["network_passes"] = [network_smoothing(level) * k for k in passes]
             job.metrics["network_unfold_iterations"] = iterations
             job.metrics["network_batch"] = len(group)
 

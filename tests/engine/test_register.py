@@ -219,6 +219,37 @@ def test_a_map_the_checkpoint_does_not_read_is_left_out_with_one_warning(tmp_pat
     assert both.metrics["cc_sulc_after"] == alone.metrics["cc_sulc_after"]
 
 
+def test_a_checkpoint_with_several_passes_registers_the_moving_image_again(tmp_path, tiny_model):
+    """config["inference"]["passes"]: one forward pass per entry, each on the moving image as the
+    passes before left it, its warp low-passed that many times network_smoothing; recorded in the
+    metrics. [1] is the single pass of a checkpoint without the entry, to the bit; a schedule
+    started from the network's warp (start_lowpass > 1) keeps the single pass it was measured with."""
+    import dataclasses
+
+    from geomorph_bids.model.checkpoint import load_checkpoint, save_checkpoint
+    from geomorph_bids.model.optimise import OptimiseConfig
+
+    plain = _save(tmp_path, tiny_model)
+    state, meta = load_checkpoint(plain)
+
+    def with_passes(passes, name):
+        config = dict(meta.config, inference={"passes": passes})
+        return save_checkpoint(tmp_path / name, state, dataclasses.replace(meta, config=config))
+
+    def reg(path, optimise=False):
+        return register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L", model=path, device="cpu",
+                        optimise=optimise)
+
+    one, also_one, two = reg(plain), reg(with_passes([1], "one.pt")), reg(with_passes([1, 2], "two.pt"))
+    assert one.metrics["network_passes"] == also_one.metrics["network_passes"] == [6]
+    assert two.metrics["network_passes"] == [6, 12] and two.metrics["network_smoothing_iterations"] == 6
+    assert (one.sphere == also_one.sphere).all()
+    moved = np.median(angular_error_deg(two.warp_ico6, one.warp_ico6))
+    assert moved > 1e-3 and two.metrics["n_folded"] == one.metrics["n_folded"] == 0  # (a random network: wild warps)
+    start = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(0,), smoothing=(0,), start_lowpass=2)
+    assert (reg(plain, start).sphere == reg(with_passes([1, 2], "two.pt"), start).sphere).all()
+
+
 def test_checkpoint_path_matches_module(tmp_path, tiny_model):
     path = _save(tmp_path, tiny_model)
     flat = _save(tmp_path, tiny_model, name="flat.pt", nested=False)
