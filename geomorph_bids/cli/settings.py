@@ -62,14 +62,15 @@ def resolve_template(args) -> TemplateRef:
 
 
 def refine_argument(args) -> bool | str:
-    """``--no-optimise`` and ``--refine`` -> ``resolve_model``'s ``refine`` (False, True or
-    ``"full"``); both at once is a usage error (:class:`InputError`)."""
+    """``--no-optimise`` and ``--refine`` -> ``resolve_model``'s ``refine`` (False; True when
+    ``--refine`` is left out; ``"short"`` or ``"full"`` when given, which ``resolve_model``
+    refuses without a network); both at once is a usage error (:class:`InputError`)."""
     if args.no_optimise and args.refine is not None:
         raise InputError(f"--no-optimise keeps the network's warp as it is and --refine {args.refine} refines it: "
                          "give one of them")
     if args.no_optimise:
         return False
-    return "full" if args.refine == "full" else True
+    return True if args.refine is None else args.refine
 
 
 def resolve_template_and_model(args, prog: str = "geomorph-bids") -> tuple[TemplateRef, ModelChoice]:

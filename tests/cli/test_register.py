@@ -159,6 +159,8 @@ def test_refine_full_runs_the_optimisers_schedule_from_the_network(tmp_path, cap
     assert metrics["optimise"]["steps"] == [60, 60, 60]  # the default schedule, not the short refinement
     capsys.readouterr()
     for extra, message in ((["--refine", "full"], "--refine full optimises the warp from a network's"),
+                           (["--refine", "short"], "--refine short refines a network's warp"),
+                           (["--model", "rigid", "--refine", "short"], "--model rigid runs no network"),
                            (["--model", str(ckpt), "--refine", "short", "--no-optimise"], "give one of them")):
         bad = tmp_path / "bad" / "lh_sphere.surf.gii"
         assert main([*args, *extra, "--out", str(bad)]) == 1
