@@ -97,6 +97,17 @@ def test_missing_arguments_exit_2():
     assert exc.value.code == 2
 
 
+@pytest.mark.parametrize("option,value", [("--min-cc", "nan"), ("--min-cc-other", "inf"), ("--max-distortion", "-1"),
+                                          ("--identity-margin", "nan"), ("--max-folds", "1.5")])
+def test_gate_options_refuse_what_would_flag_everything(tmp_path, option, value, capsys):
+    """NaN or out-of-range quality thresholds: one argparse line naming the option, exit 2, nothing written."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--example", "--out-dir", str(tmp_path / "o"), option, value])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and option in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_failed_write_leaves_no_partial_outputs(tmp_path, monkeypatch):
     """If the last output cannot be written, the ones already written are removed."""
     import geomorph_bids.cli.register as cli
