@@ -35,7 +35,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["QualityThresholds", "THRESHOLD_RANGES", "DEFAULT_THRESHOLDS", "QualityVerdict", "assess", "quality_warnings"]
+__all__ = ["QualityThresholds", "THRESHOLD_RANGES", "DEFAULT_THRESHOLDS",
+           "QualityVerdict", "assess", "quality_warnings"]
 
 
 def _real(value: Any) -> bool:
