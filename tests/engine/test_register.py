@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from geomorph_bids.engine.register import Registration, register
+from geomorph_bids.errors import InputError
 from geomorph_bids.engine.synth import angular_error_deg
 from geomorph_bids.io import read_feature, read_surface
 from geomorph_bids.io.templates import load_template
@@ -193,6 +194,25 @@ def _save(tmp_path, model, channels=("sulc",), template="fsLR", hemisphere="L", 
     meta = CheckpointMeta(name="tiny-test", template=template, hemisphere=hemisphere, channels=channels,
                           config=config)
     return save_checkpoint(tmp_path / name, model.state_dict(), meta)
+
+
+def test_a_callers_module_keeps_its_training_modes(tmp_path):
+    """register() runs a network passed as model= in eval mode (deterministic); it left the caller's
+    module in eval mode. Each submodule's own mode is given back, also when the registration fails."""
+    torch.manual_seed(0)
+    net = GeoMorph(tiny_config(in_channels=1, data_level=4, control_level=2, n_labels=20)).train()
+    inner = next(m for m in net.modules() if m is not net)
+    inner.eval()  # a caller may freeze part of it
+    before = [m.training for m in net.modules()]
+    assert before[0] and not inner.training
+    a = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=net, device="cpu", optimise=False)
+    assert [m.training for m in net.modules()] == before
+    b = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=net, device="cpu", optimise=False)
+    np.testing.assert_array_equal(a.sphere, b.sphere)  # still run in eval mode
+    with pytest.raises(InputError):
+        register(SURF / "lh.sphere", {"sulc": tmp_path / "missing.shape.gii"}, model=net, device="cpu",
+                 optimise=False)
+    assert [m.training for m in net.modules()] == before
 
 
 def test_checkpoint_path_matches_module(tmp_path, tiny_model):
