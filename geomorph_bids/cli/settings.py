@@ -23,6 +23,7 @@ from ..io.template_ref import TemplateRef, resolve_template_ref, template_search
 from ..io.template_sources import TemplateSearch
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..workflows.config import RunConfig
+from .descriptions import geomorph_bids_output
 from .machine import total_memory_gb, usable_cpus
 from .parser import parse_derivatives
 
@@ -255,27 +256,6 @@ def _derivatives_dataset(folder: Path, limit: int = 200) -> str | None:
     return str(name) if name else "a pipeline"
 
 
-def _our_output(folder: Path) -> str | None:
-    """When ``folder`` is geomorph-bids' own derivatives (``dataset_description.json`` of
-    ``DatasetType`` derivative, ``GeneratedBy`` geomorph-bids): the raw dataset it was made from
-    (its ``DatasetLinks`` ``raw``), or ``""`` when it does not say; else None."""
-    from ..io.limits import read_json_bounded
-
-    try:
-        doc = read_json_bounded(folder / "dataset_description.json", what="dataset description")
-    except (InputError, OSError):
-        return None
-    if not isinstance(doc, dict) or str(doc.get("DatasetType", "")).lower() != "derivative":
-        return None
-    made_by = doc.get("GeneratedBy")
-    names = [str(g.get("Name", "")) for g in made_by if isinstance(g, dict)] if isinstance(made_by, list) else []
-    if not any(name.lower() == "geomorph-bids" for name in names):
-        return None
-    links = doc.get("DatasetLinks")
-    raw = links.get("raw") if isinstance(links, dict) else None
-    return str(raw) if isinstance(raw, str) and raw else ""
-
-
 def validate_arguments(args, prog: str = "geomorph-bids") -> None:
     """Checks every level needs before anything else: an existing BIDS folder (unless
     ``--skip-bids-validation``; a FreeSurfer SUBJECTS_DIR or subject folder given instead is
@@ -310,7 +290,7 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
         raise InputError("is not a BIDS dataset: no dataset_description.json (or pass --skip-bids-validation)",
                          path=args.bids_dir)
     _check_fs_subjects_dir(getattr(args, "fs_subjects_dir", None))
-    ours = _our_output(args.bids_dir)
+    ours = geomorph_bids_output(args.bids_dir)
     if ours is not None:  # its files are never read back as inputs: "no inputs" per hemisphere
         level = getattr(args, "analysis_level", "participant")
         folder = args.bids_dir.absolute()
