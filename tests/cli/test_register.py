@@ -397,6 +397,30 @@ def test_example_with_options_for_ones_own_files_is_a_usage_error(tmp_path, caps
     assert list(tmp_path.iterdir()) == []
 
 
+def test_example_and_the_quick_start_can_run_in_either_order(tmp_path, monkeypatch, capsys):
+    """Round eighteen: the README's quick start writes geomorph-bids' derivatives to ./geomorph_example
+    and --example wrote its loose files (not BIDS derivatives) to ./geomorph_example too: either order
+    ran, but left a derivatives folder with files at its top level that no BIDS rule covers. Now
+    --example writes to ./geomorph_register_example, and refuses (one line, nothing written)
+    a geomorph-bids derivatives folder given as --out-dir."""
+    from geomorph_bids.cli.descriptions import write_dataset_description
+    from geomorph_bids.cli.register import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    quick = tmp_path / "geomorph_example"  # the README quick start's output folder
+    quick.mkdir()
+    write_dataset_description(quick, example_dir(), None)
+    assert build_parser().get_default("out_dir").name != quick.name
+    assert main(["--example", "--model", "rigid"]) == 0
+    assert [p.name for p in quick.iterdir()] == ["dataset_description.json"]
+    assert len(list((tmp_path / "geomorph_register_example").glob("*_sphere.surf.gii"))) == 2
+    capsys.readouterr()
+    assert main(["--example", "--model", "rigid", "--out-dir", "geomorph_example"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "geomorph_example: is geomorph-bids' output" in err, err
+    assert [p.name for p in quick.iterdir()] == ["dataset_description.json"]
+
+
 def test_example_to_a_template_folder_names_files_by_its_label(tmp_path):
     """Round eight: --example --template /path/tpl-pop wrote 'sub-01_hemi-L_space-/path/tpl-pop_desc-...'
     (a tree of folders named after the path) instead of space-pop."""
