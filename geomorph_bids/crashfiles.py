@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["subject_wf_name", "subject_of_wf", "hemi_wf_name", "CrashRecord", "crash_nodes", "read_crash_file",
-           "innermost_error", "crash_file"]
+__all__ = ["subject_wf_name", "subject_of_wf", "hemi_wf_name", "TOP_WF_NAME", "work_depth", "CrashRecord", "crash_nodes",
+           "read_crash_file", "innermost_error", "crash_file"]
 
 
 #: Nipype marks a step's cache file ``<hash>_unfinished.json`` and, once the step is done, renames it
@@ -50,6 +50,26 @@ def subject_of_wf(name: str) -> tuple[str, str | None] | None:
 def hemi_wf_name(hemi: str) -> str:
     """Workflow name of a hemisphere, e.g. ``hemi_L_wf``."""
     return f"hemi_{hemi}_wf"
+
+
+#: the participant level's top workflow (its folder in the work directory)
+TOP_WF_NAME = "geomorph_wf"
+
+#: the longest node name of a hemisphere's workflow (``load_features``, ``write_outputs``: 13 characters)
+LONGEST_NODE_NAME = "write_outputs"
+
+#: a step's cache file while it runs, Nipype's longest name in a node's folder
+_RUNNING_STEP_FILE = "_0x" + "0" * 32 + NIPYPE_UNFINISHED + ".json"
+
+
+def work_depth(subject: str, session: str | None) -> int:
+    """Bytes of the deepest path Nipype writes below the work directory for this subject/session:
+    ``/geomorph_wf/sub_01_wf/hemi_L_wf/write_outputs/_0x<32 hex>_unfinished.json`` (98 for
+    sub-01; a work directory whose path is longer than ``PATH_MAX - 1`` less this fails every
+    step: measured 3997 bytes run, 3998 fail)."""
+    parts = (TOP_WF_NAME, subject_wf_name(subject, session), hemi_wf_name("L"), LONGEST_NODE_NAME,
+             _RUNNING_STEP_FILE)
+    return sum(1 + len(part.encode()) for part in parts)
 
 
 @dataclass(frozen=True)

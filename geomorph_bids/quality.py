@@ -29,11 +29,26 @@ gates (a non-rigid stage that lowered the correlation, folds of the warp itself)
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["QualityThresholds", "DEFAULT_THRESHOLDS", "QualityVerdict", "assess", "quality_warnings"]
+__all__ = ["QualityThresholds", "THRESHOLD_RANGES", "DEFAULT_THRESHOLDS",
+           "QualityVerdict", "assess", "quality_warnings"]
+
+
+def _real(value: Any) -> bool:
+    """A real number of any kind (Python's, NumPy's), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+#: the range each float threshold of :class:`QualityThresholds` must lie in (both ends taken);
+#: the command-line options that set them check the same ranges
+THRESHOLD_RANGES: dict[str, tuple[float, float]] = {
+    "min_cc_after": (-1.0, 1.0), "min_cc_other": (-1.0, 1.0), "max_areal_p95": (0.0, 100.0),
+    "identity_margin": (-2.0, 2.0), "max_cc_drop": (-2.0, 2.0)}
 
 
 @dataclass(frozen=True)
@@ -62,15 +77,39 @@ class QualityThresholds:
     identity_margin: float = 0.0
     max_cc_drop: float = 0.01
 
+    def __post_init__(self) -> None:
+        """Refuse a threshold that would judge nothing (ValueError naming it, one line): NaN flags
+        every hemisphere (no correlation is >= NaN), a correlation floor above 1 too; ints and
+        floats of any kind (NumPy's) are stored as Python's."""
+        for name, (low, high) in THRESHOLD_RANGES.items():
+            value = getattr(self, name)
+            if not _real(value) or not math.isfinite(value) or not low <= value <= high:
+                raise ValueError(f"QualityThresholds {name} must be a finite number from {low:g} to {high:g}, "
+                                 f"got {value!r}")
+            object.__setattr__(self, name, float(value))
+        folds = self.max_folds
+        if not _real(folds) or not math.isfinite(folds) or int(folds) != folds or folds < 0:
+            raise ValueError(f"QualityThresholds max_folds must be a whole number >= 0, got {folds!r}")
+        object.__setattr__(self, "max_folds", int(folds))
+
     def to_dict(self) -> dict[str, float]:
         """JSON-able form (recorded beside each verdict)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any] | None) -> "QualityThresholds":
-        """Inverse of :meth:`to_dict`; unknown keys are ignored, missing ones take the defaults."""
+        """Inverse of :meth:`to_dict`; unknown keys are ignored, missing ones and those the
+        constructor refuses (NaN, out of range: a recorded file edited by hand) take the defaults."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (doc or {}).items() if k in names and _number(v)})
+        kept = {}
+        for k, v in (doc or {}).items():
+            if k in names and _real(v):
+                try:
+                    cls(**{k: v})
+                except ValueError:
+                    continue
+                kept[k] = v
+        return cls(**kept)
 
 
 DEFAULT_THRESHOLDS = QualityThresholds()

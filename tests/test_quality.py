@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from geomorph_bids.quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, assess, quality_warnings
 
 GOOD = {"cc_sulc_rigid": 0.90, "cc_sulc_after": 0.96, "n_folded": 0, "areal_p95_abs": 0.3,
@@ -50,6 +53,34 @@ def test_thresholds_change_the_verdict_and_are_recorded():
     assert assess(GOOD | {"identity_cc_mirrored": 0.95}, ["sulc"]).flagged
     assert not assess(GOOD | {"identity_cc_mirrored": 0.95}, ["sulc"], QualityThresholds(identity_margin=0.1)).flagged
     assert DEFAULT_THRESHOLDS.min_cc_after == 0.5 and DEFAULT_THRESHOLDS.max_folds == 0
+
+
+@pytest.mark.parametrize("field,value", [("min_cc_after", float("nan")), ("min_cc_after", 1.5),
+                                         ("min_cc_other", float("-inf")), ("max_areal_p95", float("inf")),
+                                         ("max_areal_p95", -0.1), ("identity_margin", float("nan")),
+                                         ("identity_margin", 3.0), ("max_cc_drop", float("nan")),
+                                         ("max_folds", -1), ("max_folds", 1.5), ("max_folds", True), ("max_folds", float("inf")),
+                                         ("min_cc_after", "0.5"), ("min_cc_after", None)])
+def test_thresholds_refuse_what_would_flag_or_pass_everything(field, value):
+    """QualityThresholds(min_cc_after=nan) flagged every registration (no correlation is >= nan):
+    a non-finite, out-of-range or non-number threshold is a ValueError naming it, at construction."""
+    with pytest.raises(ValueError, match=f"^QualityThresholds {field} must be .*, got ") as err:
+        QualityThresholds(**{field: value})
+    assert "\n" not in str(err.value)
+
+
+def test_thresholds_at_their_limits_are_taken():
+    t = QualityThresholds(min_cc_after=-1, min_cc_other=1.0, max_areal_p95=0, max_folds=10 ** 6,
+                          identity_margin=-2.0, max_cc_drop=2.0)
+    assert t.min_cc_after == -1 and t.max_folds == 10 ** 6
+    assert QualityThresholds(max_folds=np.int64(3)).max_folds == 3
+
+
+def test_recorded_thresholds_out_of_range_take_the_defaults():
+    """A metrics file's thresholds (the group level re-judges with them) that the constructor
+    refuses, e.g. NaN written by an older version or by hand, are read as the defaults, as junk was."""
+    doc = {"min_cc_after": float("nan"), "max_areal_p95": 0.7, "max_folds": -2}
+    assert QualityThresholds.from_dict(doc) == QualityThresholds(max_areal_p95=0.7)
 
 
 def test_thresholds_round_trip_and_ignore_junk():

@@ -207,7 +207,8 @@ def run_participant(args) -> int:
     work_dir = args.work_dir.absolute()
     inputs = resolve_input_folders(args, output_dir)
     check_folders(inputs, output_dir, work_dir, args.participant_label)  # before anything is created or written
-    created = preflight(output_dir, work_dir)
+    created = preflight(output_dir, work_dir, args.participant_label or (),
+                        nipype=not getattr(args, "batch_size", None))
     try:  # bad arguments or inputs found here: leave no (empty) folder behind
         config = resolve_settings(args, output_dir, work_dir)
         # read here, not when the workflow starts: a missing or broken file left the output folder described

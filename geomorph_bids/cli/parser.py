@@ -10,6 +10,7 @@ from typing import Callable
 from .. import __version__
 from ..engine.model_choice import REFINE_CHOICES
 from ..io.discover import FEATURES
+from ..quality import THRESHOLD_RANGES
 from .machine import usable_cpus
 
 __all__ = ["ExtendAction", "Parser", "build_parser", "parse_derivatives"]
@@ -195,17 +196,17 @@ def add_quality_options(p: argparse.ArgumentParser, description: str) -> None:
     ``--identity-margin``; None when not given: :func:`~.settings.resolve_quality` decides) of
     every command that registers, in one group described by ``description``."""
     g = p.add_argument_group("quality gates", description)
-    g.add_argument("--min-cc", type=_finite(-1.0, 1.0), default=None, metavar="CC",
+    g.add_argument("--min-cc", type=_finite(*THRESHOLD_RANGES["min_cc_after"]), default=None, metavar="CC",
                    help="lowest correlation of the first registration feature (sulc) with the template after "
                         "registration (default 0.5)")
-    g.add_argument("--min-cc-other", type=_finite(-1.0, 1.0), default=None, metavar="CC",
+    g.add_argument("--min-cc-other", type=_finite(*THRESHOLD_RANGES["min_cc_other"]), default=None, metavar="CC",
                    help="the same for the other registration features, e.g. curv (default 0.2: an individual's "
                         "curvature is much sharper than the template's group average)")
-    g.add_argument("--max-distortion", type=_finite(0.0, 100.0), default=None, metavar="LOG2",
+    g.add_argument("--max-distortion", type=_finite(*THRESHOLD_RANGES["max_areal_p95"]), default=None, metavar="LOG2",
                    help="highest 95th percentile of |log2 areal distortion| (default 1.0)")
     g.add_argument("--max-folds", type=_count, default=None, metavar="N",
                    help="most folded triangles in the registered sphere (default 0)")
-    g.add_argument("--identity-margin", type=_finite(-2.0, 2.0), default=None, metavar="CC",
+    g.add_argument("--identity-margin", type=_finite(*THRESHOLD_RANGES["identity_margin"]), default=None, metavar="CC",
                    help="flag the hemisphere when its features fit the mirrored template better than the "
                         "template by more than this (default 0.0: the other hemisphere, or lh/rh files swapped)")
 

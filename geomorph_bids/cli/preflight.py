@@ -31,13 +31,13 @@ import uuid
 import weakref
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable
+from typing import Callable, Sequence
 
 from ..errors import InputError
 from .interrupts import pid_alive
 
-__all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "preflight", "remove_if_empty", "RunLocks",
-           "lock_participants"]
+__all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "path_max", "work_dir_too_deep",
+           "preflight", "remove_if_empty", "RunLocks", "lock_participants"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
 #: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.7 MB of outputs and 1.3 MB of
@@ -151,10 +151,47 @@ def remove_if_empty(folder: Path) -> None:
         pass
 
 
-def preflight(output_dir: Path, work_dir: Path | None) -> list[Path]:
+def path_max(folder: Path) -> int:
+    """The longest path, in bytes, the system takes for files under ``folder`` (``PATH_MAX`` less
+    its terminating NUL: 4095 on Linux; that when unknown). ``folder`` need not exist yet."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return int(os.pathconf(folder, "PC_PATH_MAX")) - 1
+    except (OSError, ValueError, TypeError):
+        return 4095
+
+
+def work_dir_too_deep(work_dir: Path, subject: str, session: str | None) -> str | None:
+    """Why Nipype cannot work for ``subject``/``session`` under ``work_dir`` (its deepest path,
+    :func:`~geomorph_bids.crashfiles.work_depth`, longer than :func:`path_max`), or None. Found
+    only by Nipype, it failed each hemisphere with ``File name too long`` at a path of its own."""
+    from ..crashfiles import work_depth
+
+    length, depth = len(str(Path(work_dir).absolute()).encode()), work_depth(subject, session)
+    limit = path_max(work_dir)
+    if length + depth <= limit:
+        return None
+    return (f"the work directory's path is {length} bytes long and Nipype writes paths up to {depth} bytes "
+            f"deeper below it (sub-{subject}{f' ses-{session}' if session else ''}), more than the {limit} the "
+            f"system takes (PATH_MAX): choose a work directory (-w) whose path is at most {limit - depth} bytes "
+            "(e.g. a link to it)")
+
+
+def preflight(output_dir: Path, work_dir: Path | None, subjects: Sequence[str] = (), nipype: bool = True
+              ) -> list[Path]:
     """Before any work: both folders exist or can be created, take a real write and have the
-    documented free space (:data:`MIN_FREE_MB`); else one :class:`InputError` line naming the
-    folder (a folder this check created is removed again). Returns the folders it created."""
+    documented free space (:data:`MIN_FREE_MB`), and the work directory leaves Nipype room for
+    its paths (:func:`work_dir_too_deep`, for the shortest of ``subjects``, the participant labels
+    given, or a one-character label; ``nipype``: the workflow runs, not batch mode); else one
+    :class:`InputError` line naming the folder (a folder this check created is removed again).
+    Returns the folders it created."""
+    if work_dir is not None and nipype:
+        labels = [str(s).removeprefix("sub-") for s in subjects]
+        too_deep = work_dir_too_deep(work_dir, min(labels, key=len, default="1"), None)
+        if too_deep is not None:
+            raise InputError(too_deep, path=Path(work_dir).absolute())
     if work_dir is not None and "_unfinished" in str(Path(work_dir).absolute()):
         # Nipype renames each step's "<hash>_unfinished.json" with str.replace over the whole path:
         # every step would fail with "no such file" at a path the work folder does not have

@@ -36,6 +36,11 @@ _PROG = "geomorph-register"
 _HEMI_PREFIX = {"L": "lh", "R": "rh"}
 
 
+#: where --example writes: a folder of its own, not the README quick start's geomorph-bids output
+#: folder (./geomorph_example), whose top level would get loose files that no BIDS rule covers
+EXAMPLE_OUT_DIR = "geomorph_register_example"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``geomorph-register``."""
     p = Parser(
@@ -91,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--example", action="store_true",
                    help="register both hemispheres of the bundled example subject; "
                         "outputs go to --out-dir")
-    p.add_argument("--out-dir", type=Path, default=Path("geomorph_example"),
-                   help="output folder for --example (default: ./geomorph_example)")
+    p.add_argument("--out-dir", type=Path, default=Path(EXAMPLE_OUT_DIR),
+                   help=f"output folder for --example (default: ./{EXAMPLE_OUT_DIR}; not geomorph-bids' "
+                        "output folder, e.g. the quick start's ./geomorph_example)")
     add_quality_options(p, "a registration that fails one is written, reported on one FLAGGED line, recorded "
                            "in the metrics JSON (quality), and the command exits with code 3; defaults as shown")
     return p
@@ -234,7 +240,12 @@ def _run_example(out_dir: Path, template: str, model: str | None = None, device:
     from ..io.template_ref import resolve_template_ref
     from ..io.template_sources import TemplateSearch
     from ..resources import example_dir
+    from .descriptions import geomorph_bids_output
 
+    if geomorph_bids_output(out_dir) is not None:  # its loose files would sit at the derivatives' top level
+        raise InputError(f"is geomorph-bids' output (a BIDS derivatives folder): --example writes loose files that "
+                         f"have no place in it; give --out-dir a folder of its own (default ./{EXAMPLE_OUT_DIR})",
+                         path=out_dir)
     surf = example_dir() / "sub-01" / "surf"
     rows = []
     desc = "rigid" if model == "rigid" else "geomorph"

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..io.limits import read_json_bounded
 from .failures import Failure
 from .paths import InputFolders
+from .preflight import path_max, work_dir_too_deep
 
 __all__ = ["read_filter", "collect_jobs", "refuse_names_too_long", "SubjectWarning", "listed"]
 
@@ -260,17 +261,6 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
-def _path_max(folder: Path) -> int:
-    """The longest path, in bytes, the system takes for files under ``folder`` (``PATH_MAX`` less
-    its terminating NUL: 4095 on Linux; that when unknown)."""
-    import os
-
-    try:
-        return int(os.pathconf(folder, "PC_PATH_MAX")) - 1
-    except (OSError, ValueError, TypeError):
-        return 4095
-
-
 def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
     """``jobs`` without the hemispheres whose output file names the output folder's file system
     cannot hold (a participant or session label of ~200 characters: names add ~60), and a
@@ -289,7 +279,7 @@ def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
 
     name_max = _name_max(config.output_dir)
     limit = name_max - TEMP_NAME_EXTRA
-    path_max = _path_max(config.output_dir)
+    path_max_out = path_max(config.output_dir)
     staged = len(str(config.output_dir / STAGING_DIR / ("0" * 32)).encode())  # writer.staging's folder
     feature = max(config.features, key=len, default="").capitalize()
     kept, failures = [], []
@@ -307,10 +297,13 @@ def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
             # a file is staged first, or written as .<name>.<8 random>.tmp beside itself: the longer folder counts
             full = max(paths, key=lambda p: max(len(str(p.parent).encode()), staged) + len(p.name.encode()))
             full_bytes = max(len(str(full.parent).encode()), staged) + 1 + len(full.name.encode()) + TEMP_NAME_EXTRA
-            if len(longest.encode()) <= limit and full_bytes <= path_max:
+            deep = None if config.batch_size else work_dir_too_deep(config.work_dir, h.subject, h.session)
+            if len(longest.encode()) <= limit and full_bytes <= path_max_out and deep is None:
                 hemis[hemi] = h
                 continue
-            if len(longest.encode()) > limit:
+            if deep is not None:  # a longer label than preflight's: Nipype failed it at a path of its own
+                why = deep
+            elif len(longest.encode()) > limit:
                 why = (f"its output file names would be up to {len(longest.encode())} bytes long ({longest}), more "
                        f"than the {limit} the output folder's file system takes ({name_max}, less {TEMP_NAME_EXTRA} "
                        f"for the temporary name each file is written under): give the participant a shorter label "
@@ -318,7 +311,7 @@ def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
             else:  # found while writing, it ended the whole run ("File name too long"), staging left behind
                 why = (f"its output files' paths would be up to {full_bytes} bytes long ({full.name}, with its "
                        f"temporary name, in an output folder whose path alone is "
-                       f"{len(str(config.output_dir).encode())} bytes), more than the {path_max} the system takes "
+                       f"{len(str(config.output_dir).encode())} bytes), more than the {path_max_out} the system takes "
                        f"(PATH_MAX): choose an output folder with a shorter path (e.g. a link to it)")
             missing[hemi] = why
             failures.append(Failure(job.subject, job.session, hemi, why))

@@ -23,6 +23,7 @@ from ..io.template_ref import TemplateRef, resolve_template_ref, template_search
 from ..io.template_sources import TemplateSearch
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..workflows.config import RunConfig
+from .descriptions import geomorph_bids_output
 from .machine import total_memory_gb, usable_cpus
 from .parser import parse_derivatives
 
@@ -62,14 +63,15 @@ def resolve_template(args) -> TemplateRef:
 
 
 def refine_argument(args) -> bool | str:
-    """``--no-optimise`` and ``--refine`` -> ``resolve_model``'s ``refine`` (False, True or
-    ``"full"``); both at once is a usage error (:class:`InputError`)."""
+    """``--no-optimise`` and ``--refine`` -> ``resolve_model``'s ``refine`` (False; True when
+    ``--refine`` is left out; ``"short"`` or ``"full"`` when given, which ``resolve_model``
+    refuses without a network); both at once is a usage error (:class:`InputError`)."""
     if args.no_optimise and args.refine is not None:
         raise InputError(f"--no-optimise keeps the network's warp as it is and --refine {args.refine} refines it: "
                          "give one of them")
     if args.no_optimise:
         return False
-    return "full" if args.refine == "full" else True
+    return True if args.refine is None else args.refine
 
 
 def resolve_template_and_model(args, prog: str = "geomorph-bids") -> tuple[TemplateRef, ModelChoice]:
@@ -288,6 +290,15 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
         raise InputError("is not a BIDS dataset: no dataset_description.json (or pass --skip-bids-validation)",
                          path=args.bids_dir)
     _check_fs_subjects_dir(getattr(args, "fs_subjects_dir", None))
+    ours = geomorph_bids_output(args.bids_dir)
+    if ours is not None:  # its files are never read back as inputs: "no inputs" per hemisphere
+        level = getattr(args, "analysis_level", "participant")
+        folder = args.bids_dir.absolute()
+        rerun = (f"geomorph-bids {ours} {folder} {level}" if ours else
+                 f"and this folder as OUTPUT_DIR (geomorph-bids BIDS_DIR {folder} {level})")
+        raise InputError("is geomorph-bids' output (its dataset_description.json says GeneratedBy geomorph-bids), "
+                         f"not an input: give the raw BIDS dataset it was made from as bids_dir, {rerun}",
+                         path=args.bids_dir)
     made_by = (_derivatives_dataset(args.bids_dir) if getattr(args, "analysis_level", "participant") == "participant"
                and not getattr(args, "derivatives", None) else None)
     if made_by:  # its own subjects were never read: "no inputs ... expected B/derivatives/<pipeline>" per hemisphere

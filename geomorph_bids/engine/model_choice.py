@@ -210,12 +210,13 @@ def resolve_model(model: str | Path | None, template: str, available: Sequence[s
     """The user's model argument -> a :class:`ModelChoice`: None, ``""`` or ``"default"``: the
     template's :func:`default_registration` (with the maps in ``available``, when given);
     ``"rigid"``; else a bundled network's name or a checkpoint path (:func:`network`).
-    ``refine``: what follows a network's warp: True or ``"short"`` (``--refine short``, the
-    default): :data:`~geomorph_bids.model.optimise.REFINEMENT`; ``"full"`` (``--refine full``):
-    the optimiser's schedule from the network's low-passed warp
+    ``refine``: what follows a network's warp: True (the default, ``--refine`` left out) or
+    ``"short"`` (``--refine short``, given): :data:`~geomorph_bids.model.optimise.REFINEMENT`;
+    ``"full"`` (``--refine full``): the optimiser's schedule from the network's low-passed warp
     (:data:`~geomorph_bids.model.optimise.FROM_NETWORK`); False (``--no-optimise``): the
-    network's warp as it is, one forward pass. False and ``"full"`` are refused
-    (:class:`InputError`) for a choice without a network."""
+    network's warp as it is, one forward pass. False, ``"short"`` and ``"full"`` are refused
+    (:class:`InputError`) for a choice without a network: a given option that would change
+    nothing is a mistake to say, not to ignore."""
     if refine not in (True, False, *REFINE_CHOICES):
         raise ValueError(f"refine must be True, False, 'short' or 'full', got {refine!r}")
     if model is None or str(model) in ("", "default"):
@@ -228,8 +229,9 @@ def resolve_model(model: str | Path | None, template: str, available: Sequence[s
 
             return network(model, optimise=FROM_NETWORK, template=template)
         return network(model, optimise=refine is not False, template=template)
-    if refine == "full":
-        raise InputError(f"--refine full optimises the warp from a network's, and --model {model or 'default'} "
+    if refine in REFINE_CHOICES:
+        what = "optimises the warp from a network's" if refine == "full" else "refines a network's warp"
+        raise InputError(f"--refine {refine} {what}, and --model {model or 'default'} "
                          "runs no network: add --model with a network (e.g. sulc-fsaverage; docs/models.md), "
                          "or leave --refine out")
     if not refine:

@@ -430,37 +430,52 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
     results: list[Registration | Exception | None] = [None] * len(items)
     models: dict[tuple[str, tuple[str, ...]], LoadedModel] = {}
     templates: dict[tuple[str, tuple[str, ...]], Template] = {}  # one load per side and channel set
-    for start in range(0, len(items), batch_size):
-        jobs: dict[int, _Job] = {}  # only a hemisphere whose steps so far all worked goes on
+    with _training_modes_kept(model):  # a caller's own module is run in eval mode, then given back
+        for start in range(0, len(items), batch_size):
+            jobs: dict[int, _Job] = {}  # only a hemisphere whose steps so far all worked goes on
 
-        def failed(idx: int, exc: Exception) -> None:
-            if on_error == "raise":
-                raise exc
-            results[idx] = exc
-            jobs.pop(idx, None)
+            def failed(idx: int, exc: Exception) -> None:
+                if on_error == "raise":
+                    raise exc
+                results[idx] = exc
+                jobs.pop(idx, None)
 
-        for idx in range(start, min(start + batch_size, len(items))):
-            try:
-                jobs[idx] = _prepare(items[idx], template, model, dev, rigid_only, models, templates, warn)
-            except (InputError, ValueError, OSError, TypeError) as exc:  # TypeError: e.g. a map that is a dict
-                failed(idx, exc)
-        with device_slot() if device_slot is not None and jobs else contextlib.nullcontext():
-            with_net = {idx: job for idx, job in jobs.items() if job.loaded is not None}
-            # a schedule started from the network's warp may keep only its large-scale part
-            lowpass = getattr(optimise, "start_lowpass", 1)  # an OptimiseConfig (bools have none)
-            try:
-                _network(list(with_net.values()), dev, lowpass)
-            except (InputError, ValueError, OSError):
-                for idx, job in with_net.items():  # one at a time: the failing item(s) alone fail
-                    try:
-                        _network([job], dev, lowpass)
-                    except (InputError, ValueError, OSError) as exc:
-                        failed(idx, exc)
-            if not rigid_only and optimise is not False and jobs:
-                _optimise_jobs(list(jobs.values()), optimise, dev)
-        for idx, job in jobs.items():
-            results[idx] = _finish(job, optimise if not rigid_only else False, dev, quality)
+            for idx in range(start, min(start + batch_size, len(items))):
+                try:
+                    jobs[idx] = _prepare(items[idx], template, model, dev, rigid_only, models, templates, warn)
+                except (InputError, ValueError, OSError, TypeError) as exc:  # TypeError: e.g. a map that is a dict
+                    failed(idx, exc)
+            with device_slot() if device_slot is not None and jobs else contextlib.nullcontext():
+                with_net = {idx: job for idx, job in jobs.items() if job.loaded is not None}
+                # a schedule started from the network's warp may keep only its large-scale part
+                lowpass = getattr(optimise, "start_lowpass", 1)  # an OptimiseConfig (bools have none)
+                try:
+                    _network(list(with_net.values()), dev, lowpass)
+                except (InputError, ValueError, OSError):
+                    for idx, job in with_net.items():  # one at a time: the failing item(s) alone fail
+                        try:
+                            _network([job], dev, lowpass)
+                        except (InputError, ValueError, OSError) as exc:
+                            failed(idx, exc)
+                if not rigid_only and optimise is not False and jobs:
+                    _optimise_jobs(list(jobs.values()), optimise, dev)
+            for idx, job in jobs.items():
+                results[idx] = _finish(job, optimise if not rigid_only else False, dev, quality)
     return results  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _training_modes_kept(model: Any):
+    """Give a caller's own network module (``model=`` a built ``GeoMorph``) back in the training
+    mode of each of its submodules as it came, whatever happens inside: the registration runs it
+    in eval mode (deterministic), which used to stay. Paths and names load a module of our own."""
+    modules = getattr(model, "modules", None)
+    modes = [(m, m.training) for m in modules()] if callable(modules) and hasattr(model, "training") else []
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _flag_argument(name: str, value: Any) -> bool:

@@ -222,6 +222,10 @@ def read_gifti_data(path: str | Path, limit: int | None = None) -> tuple[np.ndar
     return np.concatenate(cols, axis=1), names, _meta(img.meta)
 
 
+#: the largest label key a float label array may hold (GIFTI's keys are int32)
+_MAX_LABEL_KEY = np.iinfo(np.int32).max
+
+
 def read_gifti_labels(path: str | Path) -> tuple[np.ndarray, LabelTable]:
     """Read a GIFTI label file: ((V,) int64 keys, label table of the file)."""
     p = Path(path)
@@ -230,9 +234,17 @@ def read_gifti_labels(path: str | Path) -> tuple[np.ndarray, LabelTable]:
     a = _darray_data(arrays[0], p)
     if a.ndim == 2 and 1 in a.shape:
         a = a.reshape(-1)
-    if a.ndim != 1 or a.dtype.kind not in "iu":
+    if a.ndim != 1 or a.dtype.kind not in "iuf":
         raise InputError(f"GIFTI label array has shape {a.shape} and type {a.dtype}, "
                          "expected (V,) integers", path=p)
+    if a.dtype.kind == "f":
+        # sMRIPrep/fMRIPrep write their cortex mask (_desc-cortex_mask.label.gii) as float32 0.0/1.0:
+        # whole numbers in GIFTI's label-key range are keys; anything else is not a label map
+        bad = ~(np.isfinite(a) & (a == np.round(a)) & (np.abs(a) <= _MAX_LABEL_KEY))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise InputError(f"GIFTI label array is {a.dtype} with a value that is not a label key "
+                             f"({float(a[i])!r} at vertex {i}), expected whole numbers", path=p)
     table: LabelTable = {}
     if img.labeltable is not None:
         for lab in img.labeltable.labels:

@@ -218,6 +218,8 @@ def read_labels(path: str | Path, n_vertices: int | None = None, hemi: str | Non
 
     Parameters
     ----------
+    path : the label file; a GIFTI's keys may be integers or whole-number floats (sMRIPrep's
+        float32 0.0/1.0 ``_desc-cortex_mask.label.gii``), other floats are refused (InputError)
     n_vertices : expected vertex count; required for a FreeSurfer ``.label`` (a vertex list)
     hemi : 'L' or 'R', required for CIFTI
 

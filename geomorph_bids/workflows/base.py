@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nipype.pipeline import engine as pe
 
-from ..crashfiles import subject_wf_name
+from ..crashfiles import TOP_WF_NAME, subject_wf_name
 from .config import RunConfig, SubjectJob
 from .hemisphere import init_hemisphere_wf
 from .outputs import cifti_output, init_cifti_wf
@@ -29,7 +29,7 @@ def init_single_subject_wf(job: SubjectJob, config: RunConfig) -> pe.Workflow:
 def init_geomorph_wf(jobs: list[SubjectJob], config: RunConfig) -> pe.Workflow:
     """The participant-level workflow: one :func:`init_single_subject_wf` per job, run in
     ``config.work_dir`` (Nipype caches every node there, so a rerun resumes)."""
-    wf = pe.Workflow(name="geomorph_wf", base_dir=str(config.work_dir))
+    wf = pe.Workflow(name=TOP_WF_NAME, base_dir=str(config.work_dir))
     for job in jobs:
         if job.inputs.hemis:
             wf.add_nodes([init_single_subject_wf(job, config)])

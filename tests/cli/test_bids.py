@@ -565,6 +565,18 @@ def test_refine_full_reaches_the_registration_through_the_workflow(dataset_facto
     assert code == 1 and "give one of them" in err and not (tmp_path / "o2" / "sub-01").exists()
 
 
+@pytest.mark.parametrize("model", [[], ["--model", "rigid"]])
+def test_refine_short_without_a_network_is_refused_before_any_work(dataset_factory, tmp_path, model):
+    """--refine short, given, without a network was silently accepted (it refines nothing): one
+    line, exit 1, as --refine full; nothing written."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    code, _, err = run(bids, tmp_path / "out", "participant", *model, "--refine", "short", "--hemi", "L",
+                       "-w", tmp_path / "w")
+    assert code == 1 and "--refine short refines a network's warp" in err and "runs no network" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out" / "sub-01").exists() and not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("mode", ["workflow", "batch"])
 def test_a_curvature_of_the_other_sign_fails_its_hemisphere_naming_the_input_file(dataset_factory, tmp_path, mode):
     """HCP/Workbench curvature (-curv) next to FreeSurfer's sulc, registered to fsaverage (sulc +

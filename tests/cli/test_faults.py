@@ -360,6 +360,50 @@ def test_a_work_folder_whose_path_holds_unfinished_is_refused_up_front(dataset_f
     assert not out.exists() and not work.exists() and stdout == ""
 
 
+def _path_of_length(base: Path, length: int) -> Path:
+    """A folder path under ``base`` exactly ``length`` bytes long (components under NAME_MAX)."""
+    p = str(base)
+    while length - len(p) - 1 > 200:
+        p += "/" + "a" * 150
+    return Path(p + "/" + "b" * (length - len(p) - 1))
+
+
+def test_a_work_folder_too_deep_for_nipype_is_refused_up_front(dataset_factory, tmp_path):
+    """A work folder under PATH_MAX whose path leaves Nipype too little room (its deepest path is
+    98 bytes below it for sub-01: measured, 3997 bytes run and 3998 fail) failed every hemisphere
+    with "File name too long" at a path of Nipype's. Now: with --participant-label, one line naming
+    the work folder and the limit, before anything is made; without it (labels not yet known),
+    one FAILED line per hemisphere saying the same, before any work."""
+    from geomorph_bids.crashfiles import work_depth
+
+    assert work_depth("01", None) == 98 and work_depth("01", "pre") == 106
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out, work = tmp_path / "out", _path_of_length(tmp_path, pf.path_max(tmp_path) - 98 + 1)
+    code, stdout, err = run(bids, out, "participant", *ARGS, "--participant-label", "01", "-w", work)
+    assert code == 1 and stdout == ""
+    assert _one_error_line(err).startswith(f"geomorph-bids: error: {work}: the work directory's path is "
+                                           f"{len(str(work))} bytes long and Nipype writes paths up to 98 bytes")
+    assert f"whose path is at most {pf.path_max(tmp_path) - 98} bytes" in err
+    assert not out.exists() and not work.exists()
+    code, stdout, err = run(bids, out, "participant", *ARGS, "-w", work)
+    assert code == 1
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "sub-01 hemi-L: the work directory's path is" in failed[0], err
+    assert "File name too long" not in err and not list(out.glob("sub-01/anat/*"))
+    assert not (work / "geomorph_wf").exists()  # nothing ran
+
+
+@pytest.mark.slow
+def test_a_work_folder_at_the_limit_runs(dataset_factory, tmp_path):
+    """The limit is Nipype's real one: a work folder exactly as deep as the check allows registers."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    work = _path_of_length(tmp_path, pf.path_max(tmp_path) - 98)
+    code, _, err = run(bids, tmp_path / "out", "participant", *ARGS, "--participant-label", "01", "-w", work)
+    assert code == 0, err
+    deepest = max(len(str(p)) for p in work.rglob("*")) - len(str(work))
+    assert deepest + len("_unfinished") == 98  # the running step's name, renamed when it finishes
+
+
 def test_disk_full_while_writing_the_probe(tmp_path, monkeypatch):
     """ENOSPC from the write itself (a disk that is full although df shows some space)."""
     def full(fd, data):

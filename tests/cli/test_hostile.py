@@ -573,6 +573,28 @@ def test_an_smriprep_derivatives_folder_given_as_the_bids_folder_says_how_to_rea
     assert code == 0, err
 
 
+@pytest.mark.parametrize("level", ["participant", "group"])
+def test_our_own_output_folder_given_as_the_bids_folder_says_what_it_is(dataset_factory, tmp_path, level):
+    """Round eighteen: ``geomorph-bids OUT OUT2 participant`` (last run's output given as the input)
+    gave one FAILED ``no inputs ... expected OUT/derivatives/<pipeline>`` line per hemisphere. Now one
+    line saying that this is geomorph-bids' output, not an input, and the raw dataset it was made from."""
+    from geomorph_bids.cli.descriptions import write_dataset_description
+
+    bids = dataset_factory("smriprep", subjects=("01",))
+    made = tmp_path / "geomorph"
+    (made / "sub-01" / "anat").mkdir(parents=True)
+    write_dataset_description(made, bids, {"smriprep": bids / "derivatives" / "smriprep"})
+    (made / "sub-01" / "anat" / "sub-01_hemi-L_sphere.surf.gii").write_bytes(
+        (bids / "derivatives" / "smriprep" / "sub-01" / "anat" / "sub-01_hemi-L_sphere.surf.gii").read_bytes())
+    code, stdout, err = run(made, tmp_path / "out", level, "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    line = one_error(err)
+    assert code == 1 and stdout == "" and line == (
+        f"geomorph-bids: error: {made}: is geomorph-bids' output (its dataset_description.json says GeneratedBy "
+        f"geomorph-bids), not an input: give the raw BIDS dataset it was made from as bids_dir, "
+        f"geomorph-bids {bids.absolute()} {made} {level}"), line
+    assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
+
+
 def test_empty_input_folders_are_named_as_datalad_subdatasets_not_installed(tmp_path):
     """`datalad clone` of a study leaves its derivatives subdatasets as empty folders. Before: `no
     subjects found in B (nor its derivatives); check the folders`, and for a subject of another

@@ -97,6 +97,17 @@ def test_missing_arguments_exit_2():
     assert exc.value.code == 2
 
 
+@pytest.mark.parametrize("option,value", [("--min-cc", "nan"), ("--min-cc-other", "inf"), ("--max-distortion", "-1"),
+                                          ("--identity-margin", "nan"), ("--max-folds", "1.5")])
+def test_gate_options_refuse_what_would_flag_everything(tmp_path, option, value, capsys):
+    """NaN or out-of-range quality thresholds: one argparse line naming the option, exit 2, nothing written."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--example", "--out-dir", str(tmp_path / "o"), option, value])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and option in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_failed_write_leaves_no_partial_outputs(tmp_path, monkeypatch):
     """If the last output cannot be written, the ones already written are removed."""
     import geomorph_bids.cli.register as cli
@@ -159,6 +170,8 @@ def test_refine_full_runs_the_optimisers_schedule_from_the_network(tmp_path, cap
     assert metrics["optimise"]["steps"] == [60, 60, 60]  # the default schedule, not the short refinement
     capsys.readouterr()
     for extra, message in ((["--refine", "full"], "--refine full optimises the warp from a network's"),
+                           (["--refine", "short"], "--refine short refines a network's warp"),
+                           (["--model", "rigid", "--refine", "short"], "--model rigid runs no network"),
                            (["--model", str(ckpt), "--refine", "short", "--no-optimise"], "give one of them")):
         bad = tmp_path / "bad" / "lh_sphere.surf.gii"
         assert main([*args, *extra, "--out", str(bad)]) == 1
@@ -382,6 +395,30 @@ def test_example_with_options_for_ones_own_files_is_a_usage_error(tmp_path, caps
     err = capsys.readouterr().err
     assert "--example registers the bundled example subject" in err and f"does not use {extra[0]}" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_example_and_the_quick_start_can_run_in_either_order(tmp_path, monkeypatch, capsys):
+    """Round eighteen: the README's quick start writes geomorph-bids' derivatives to ./geomorph_example
+    and --example wrote its loose files (not BIDS derivatives) to ./geomorph_example too: either order
+    ran, but left a derivatives folder with files at its top level that no BIDS rule covers. Now
+    --example writes to ./geomorph_register_example, and refuses (one line, nothing written)
+    a geomorph-bids derivatives folder given as --out-dir."""
+    from geomorph_bids.cli.descriptions import write_dataset_description
+    from geomorph_bids.cli.register import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    quick = tmp_path / "geomorph_example"  # the README quick start's output folder
+    quick.mkdir()
+    write_dataset_description(quick, example_dir(), None)
+    assert build_parser().get_default("out_dir").name != quick.name
+    assert main(["--example", "--model", "rigid"]) == 0
+    assert [p.name for p in quick.iterdir()] == ["dataset_description.json"]
+    assert len(list((tmp_path / "geomorph_register_example").glob("*_sphere.surf.gii"))) == 2
+    capsys.readouterr()
+    assert main(["--example", "--model", "rigid", "--out-dir", "geomorph_example"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "geomorph_example: is geomorph-bids' output" in err, err
+    assert [p.name for p in quick.iterdir()] == ["dataset_description.json"]
 
 
 def test_example_to_a_template_folder_names_files_by_its_label(tmp_path):

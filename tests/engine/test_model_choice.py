@@ -119,6 +119,17 @@ def test_full_refinement_is_the_optimisers_schedule_from_the_networks_low_passed
         resolve_model("sulc-fsaverage", "fsaverage", refine="long")
 
 
+def test_refine_of_any_value_needs_a_network():
+    """--refine short (the network's default refinement, given explicitly) without a network was
+    silently accepted while --refine full was refused: both are refused the same way now; left out
+    (refine=True) the default registration runs."""
+    for spec in ("default", None, "rigid"):
+        for refine in ("short", "full"):
+            with pytest.raises(InputError, match=f"--refine {refine} .* runs no network.*or leave --refine out"):
+                resolve_model(spec, "fsaverage", refine=refine)
+        assert resolve_model(spec, "fsaverage").kind != "network"
+
+
 def test_the_optimiser_weighs_curv_less_than_sulc_for_fsaverage_only():
     from geomorph_bids.engine.model_choice import optimiser_weights
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from geomorph_bids.engine.register import Registration, register
+from geomorph_bids.errors import InputError
 from geomorph_bids.engine.synth import angular_error_deg
 from geomorph_bids.io import read_feature, read_surface
 from geomorph_bids.io.templates import load_template
@@ -248,6 +249,25 @@ def test_a_checkpoint_with_several_passes_registers_the_moving_image_again(tmp_p
     assert moved > 1e-3 and two.metrics["n_folded"] == one.metrics["n_folded"] == 0  # (a random network: wild warps)
     start = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(0,), smoothing=(0,), start_lowpass=2)
     assert (reg(plain, start).sphere == reg(with_passes([1, 2], "two.pt"), start).sphere).all()
+
+
+def test_a_callers_module_keeps_its_training_modes(tmp_path):
+    """register() runs a network passed as model= in eval mode (deterministic); it left the caller's
+    module in eval mode. Each submodule's own mode is given back, also when the registration fails."""
+    torch.manual_seed(0)
+    net = GeoMorph(tiny_config(in_channels=1, data_level=4, control_level=2, n_labels=20)).train()
+    inner = next(m for m in net.modules() if m is not net)
+    inner.eval()  # a caller may freeze part of it
+    before = [m.training for m in net.modules()]
+    assert before[0] and not inner.training
+    a = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=net, device="cpu", optimise=False)
+    assert [m.training for m in net.modules()] == before
+    b = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=net, device="cpu", optimise=False)
+    np.testing.assert_array_equal(a.sphere, b.sphere)  # still run in eval mode
+    with pytest.raises(InputError):
+        register(SURF / "lh.sphere", {"sulc": tmp_path / "missing.shape.gii"}, model=net, device="cpu",
+                 optimise=False)
+    assert [m.training for m in net.modules()] == before
 
 
 def test_checkpoint_path_matches_module(tmp_path, tiny_model):

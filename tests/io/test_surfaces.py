@@ -15,7 +15,8 @@ from nibabel.gifti import GiftiDataArray, GiftiImage
 
 from geomorph_bids.errors import InputError
 from geomorph_bids.io import gifti
-from geomorph_bids.io.surfaces import Surface, detect_format, read_feature, read_labels, read_sphere, read_surface
+from geomorph_bids.io.surfaces import (Surface, detect_format, read_feature, read_labels, read_mask,
+                                       read_sphere, read_surface)
 from geomorph_bids.io.validate import SphereWarning, count_folded
 
 S1200 = "S1200.sulc_MSMAll.32k_fs_LR.dscalar.nii"
@@ -102,6 +103,32 @@ def test_read_labels_dispatch(tmp_path, fsaverage5):
     with pytest.raises(InputError, match="pass n_vertices"):
         read_labels(lab)
     np.testing.assert_array_equal(read_labels(lab, n_vertices=4)[0], [0, 0, 0, 1])
+
+
+def _float_label_gifti(path, values, intent="NIFTI_INTENT_NONE"):
+    """A GIFTI whose one data array is float32, as sMRIPrep writes its cortex mask."""
+    nib.save(GiftiImage(darrays=[GiftiDataArray(np.asarray(values, np.float32), intent=intent)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("intent", ["NIFTI_INTENT_NONE", "NIFTI_INTENT_LABEL"])
+def test_read_labels_takes_smriprep_float_cortex_mask(tmp_path, intent):
+    # sMRIPrep/fMRIPrep write _desc-cortex_mask.label.gii as float32 0.0/1.0; read_mask took it,
+    # read_labels refused it (round eighteen)
+    p = _float_label_gifti(tmp_path / "sub-01_hemi-L_desc-cortex_mask.label.gii", [1.0, 1.0, 0.0, 1.0], intent)
+    labels, _ = read_labels(p, n_vertices=4)
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, [1, 1, 0, 1])
+    np.testing.assert_array_equal(read_mask(p, n_vertices=4), labels > 0)
+
+
+@pytest.mark.parametrize("values", [[1.0, 0.5, 0.0, 1.0], [1.0, np.nan, 0.0, 1.0], [1.0, np.inf, 0.0, 1.0],
+                                    [1.0, 3e18, 0.0, 1.0]])
+def test_read_labels_refuses_non_integral_floats(tmp_path, values, one_line):
+    p = _float_label_gifti(tmp_path / "sub-01_hemi-L_desc-cortex_mask.label.gii", values)
+    with pytest.raises(InputError) as err:
+        read_labels(p)
+    assert "label" in one_line(err, p)
 
 
 # ----------------------------------------------------------------------------- the broken-input matrix
