@@ -102,18 +102,19 @@ def _areas(spec: AreaSpec, sphere: tuple[np.ndarray, np.ndarray], name: str) -> 
 
 
 def corner_weights(mesh: tuple[np.ndarray, np.ndarray], points: np.ndarray,
-                   locator: SphereLocator | None = None, hint: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   locator: SphereLocator | None = None, hint: np.ndarray | None = None,
+                   far: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Corners (N, 3) int64 and weights (N, 3) float64 of points in a mesh.
 
     Weights below ``_ZERO_WEIGHT`` are set to exactly 0 and the rest renormalised.
     ``locator``: a :class:`SphereLocator` already built for ``mesh`` (reused, not rebuilt);
-    ``hint``: (N,) faces to try first (:meth:`SphereLocator.locate`). The result can be handed
+    ``hint``, ``far``: (N,) faces to try first, and whether most points are expected to have
+    left them (:meth:`SphereLocator.locate`; the same result either way). The result can be handed
     to :func:`resample_weights` and :func:`area_surfaces` as ``forward`` (the new sphere's
     vertices in the current one), so that one location serves both.
     """
     locator = locator if locator is not None else SphereLocator(*mesh)
-    face, w = locator.locate(points, hint=hint)
+    face, w = locator.locate(points, hint=hint, far=far)
     w[w < _ZERO_WEIGHT] = 0.0
     w /= w.sum(axis=1, keepdims=True)
     return locator.faces[face], w
