@@ -46,7 +46,7 @@ from .locate import SphereLocator
 from .mesh import vertex_areas
 
 __all__ = ["resample", "resample_weights", "apply_weights", "resample_labels", "barycentric_weights",
-           "area_surfaces", "corner_weights"]
+           "area_surfaces", "corner_weights", "corner_matrix"]
 
 Mesh = tuple[np.ndarray, np.ndarray]
 AreaSpec = Union[Mesh, np.ndarray, None]
@@ -145,10 +145,15 @@ def barycentric_weights(mesh: Mesh, points: np.ndarray, locator: SphereLocator |
     below 1e-9 are dropped (points on an edge or at a vertex use 2 or 1 corners).
     """
     mesh = _check_mesh(mesh, "mesh")
-    corners, w = corner_weights(mesh, np.asarray(points, dtype=np.float64), locator, hint)
-    keep = w > 0
-    rows = np.broadcast_to(np.arange(len(w))[:, None], w.shape)[keep]
-    return _csr(rows, corners[keep], w[keep], (len(w), len(mesh[0])))
+    return corner_matrix(*corner_weights(mesh, np.asarray(points, dtype=np.float64), locator, hint), len(mesh[0]))
+
+
+def corner_matrix(corners: np.ndarray, weights: np.ndarray, n_vertices: int) -> sparse.csr_matrix:
+    """(N, n_vertices) CSR matrix of :func:`corner_weights`' (N, 3) corners and weights (zero
+    weights left out): :func:`barycentric_weights` of points already located."""
+    keep = weights > 0
+    rows = np.broadcast_to(np.arange(len(weights))[:, None], weights.shape)[keep]
+    return _csr(rows, corners[keep], weights[keep], (len(weights), n_vertices))
 
 
 def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
