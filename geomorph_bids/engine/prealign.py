@@ -15,7 +15,7 @@ import numpy as np
 
 from ..io.templates import Template
 from ..sphere.locate import SphereLocator
-from ..sphere.resample import barycentric_weights
+from ..sphere.resample import barycentric_weights, corner_matrix, corner_weights
 from ..sphere.rigid import rigid_fit
 from ..sphere.rotation import rotation_angle, rotation_from_correspondence
 
@@ -115,9 +115,12 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
 
     # one location per point set, shared by every feature
     locator = SphereLocator(vertices, faces)
-    at_before = barycentric_weights((vertices, faces), template.vertices, locator)
-    grid_faces, _ = locator.locate(template.vertices @ rotation)
-    at_after = barycentric_weights((vertices, faces), template.vertices @ rotation, locator, hint=grid_faces)
+    at_before = barycentric_weights((vertices, faces), template.vertices, locator)  # checks the mesh
+    grid = template.vertices @ rotation
+    grid_faces, _ = locator.locate(grid)
+    # the grid's weights as barycentric_weights(hint=grid_faces) gives them (normalised once, in its
+    # faces), without checking the mesh again
+    at_after = corner_matrix(*corner_weights((vertices, faces), grid, locator, hint=grid_faces), len(vertices))
     before = {n: at_before @ np.asarray(features[n], float) for n in shared}
     after = {n: at_after @ np.asarray(features[n], float) for n in shared}
     metrics: dict[str, float | int | str] = {"rotation_deg": rotation_angle(rotation), "rotation_method": method}

@@ -26,6 +26,7 @@ __all__ = ["SphereLocator", "face_neighbours", "locate", "unit", "vertex_fans"]
 _CHUNK = 1 << 16  # points per vectorised batch: bounds memory to ~30 MB
 _MAX_FAN = 12  # widest vertex fan kept in the candidate table; wider fans use the fallback
 _TOL = 1e-12  # a point is inside a face when its smallest normalised weight is >= -_TOL
+_FAR_CLEAR = 1e-6  # a point whose weights all exceed this is inside its face and in no other (within _TOL)
 
 
 def unit(points: np.ndarray) -> np.ndarray:
@@ -123,7 +124,7 @@ class SphereLocator:
         return self._kdtree
 
     def locate(self, points: np.ndarray, k: int = 6, hint: np.ndarray | None = None,
-               near: np.ndarray | None = None, walk: int = 0) -> tuple[np.ndarray, np.ndarray]:
+               near: np.ndarray | None = None, walk: int = 0, far: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Containing triangle and barycentric weights of each point.
 
         Parameters
@@ -140,6 +141,12 @@ class SphereLocator:
             edge it lies beyond, up to ``walk`` faces (vectorised over the points; the faces'
             neighbour table is built on the first walk): a point that moved a few triangles is
             found there without screening the fans or querying the tree. The same result.
+        far : with ``hint`` (and no ``walk``), for points that mostly left their hint's
+            neighbourhood (a warp's points, several triangles from where the template grid was):
+            the points outside their hinted face are searched as without a hint first, and the
+            fans around the hint's corners are screened only for those whose face is among them
+            (or that lie within 1e-6 of an edge), where the search with the hint would have found
+            them. The same result, bit for bit, at less cost when few points are near their hint.
         near : optional (N,) int vertex indices, -1 where unknown (ignored with ``hint``): a mesh
             vertex near each point, e.g. a corner of a triangle that holds a related point. Its
             fan is screened in place of the k-d tree's nearest vertex's; points not found there
@@ -163,6 +170,8 @@ class SphereLocator:
             face = hint.copy()
             if miss.size and walk > 0:
                 miss = self._walk(points, face, w, score, miss, walk)
+            elif miss.size and far:
+                return self._locate_far(points, face, w, miss, k)
             if miss.size:  # moved a little: most are in a triangle around one of the hint's corners
                 near = self._fans[self.faces[face[miss]]].reshape(len(miss), -1)
                 f2, w2, s2 = self._screen(points[miss], near)
@@ -207,6 +216,26 @@ class SphereLocator:
             if not todo.size:
                 break
         return np.flatnonzero(~(score >= -_TOL))
+
+    def _locate_far(self, points: np.ndarray, face: np.ndarray, w: np.ndarray, miss: np.ndarray,
+                    k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`locate` with ``hint`` and ``far``: ``face`` (N,) holds the hints, ``w`` (N, 3)
+        their weights, ``miss`` the points outside their hinted face. Every point ends as the
+        hinted search ends it: found around the hint's corners (weights normalised once), else by
+        the search without a hint (whose normalised weights are normalised again)."""
+        f_t, w_t = self.locate(points[miss], k)
+        near = self._fans[self.faces[face[miss]]].reshape(len(miss), -1)
+        # the corner-fan screen can accept only a face among its candidates, or, for a point
+        # within rounding of an edge, the face across it: those points are screened as before
+        screen = (near == f_t[:, None]).any(axis=1) | ~(w_t.min(axis=1) > _FAR_CLEAR)
+        pick = np.flatnonzero(screen)
+        f2, w2, s2 = self._screen(points[miss[pick]], near[pick])
+        found = s2 >= -_TOL
+        face[miss], w[miss] = f_t, w_t
+        face[miss[pick[found]]], w[miss[pick[found]]] = f2[found], w2[found]
+        np.clip(w, 0.0, None, out=w)
+        w /= w.sum(axis=1, keepdims=True)
+        return face, w
 
     def _locate_near(self, points: np.ndarray, near: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`locate` of (N, 3) unit points from a vertex near each (``near``, -1: none)."""

@@ -46,7 +46,7 @@ from .locate import SphereLocator
 from .mesh import vertex_areas
 
 __all__ = ["resample", "resample_weights", "apply_weights", "resample_labels", "barycentric_weights",
-           "area_surfaces", "corner_weights"]
+           "area_surfaces", "corner_weights", "corner_matrix"]
 
 Mesh = tuple[np.ndarray, np.ndarray]
 AreaSpec = Union[Mesh, np.ndarray, None]
@@ -102,18 +102,19 @@ def _areas(spec: AreaSpec, sphere: tuple[np.ndarray, np.ndarray], name: str) -> 
 
 
 def corner_weights(mesh: tuple[np.ndarray, np.ndarray], points: np.ndarray,
-                   locator: SphereLocator | None = None, hint: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   locator: SphereLocator | None = None, hint: np.ndarray | None = None,
+                   far: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Corners (N, 3) int64 and weights (N, 3) float64 of points in a mesh.
 
     Weights below ``_ZERO_WEIGHT`` are set to exactly 0 and the rest renormalised.
     ``locator``: a :class:`SphereLocator` already built for ``mesh`` (reused, not rebuilt);
-    ``hint``: (N,) faces to try first (:meth:`SphereLocator.locate`). The result can be handed
+    ``hint``, ``far``: (N,) faces to try first, and whether most points are expected to have
+    left them (:meth:`SphereLocator.locate`; the same result either way). The result can be handed
     to :func:`resample_weights` and :func:`area_surfaces` as ``forward`` (the new sphere's
     vertices in the current one), so that one location serves both.
     """
     locator = locator if locator is not None else SphereLocator(*mesh)
-    face, w = locator.locate(points, hint=hint)
+    face, w = locator.locate(points, hint=hint, far=far)
     w[w < _ZERO_WEIGHT] = 0.0
     w /= w.sum(axis=1, keepdims=True)
     return locator.faces[face], w
@@ -144,10 +145,15 @@ def barycentric_weights(mesh: Mesh, points: np.ndarray, locator: SphereLocator |
     below 1e-9 are dropped (points on an edge or at a vertex use 2 or 1 corners).
     """
     mesh = _check_mesh(mesh, "mesh")
-    corners, w = corner_weights(mesh, np.asarray(points, dtype=np.float64), locator, hint)
-    keep = w > 0
-    rows = np.broadcast_to(np.arange(len(w))[:, None], w.shape)[keep]
-    return _csr(rows, corners[keep], w[keep], (len(w), len(mesh[0])))
+    return corner_matrix(*corner_weights(mesh, np.asarray(points, dtype=np.float64), locator, hint), len(mesh[0]))
+
+
+def corner_matrix(corners: np.ndarray, weights: np.ndarray, n_vertices: int) -> sparse.csr_matrix:
+    """(N, n_vertices) CSR matrix of :func:`corner_weights`' (N, 3) corners and weights (zero
+    weights left out): :func:`barycentric_weights` of points already located."""
+    keep = weights > 0
+    rows = np.broadcast_to(np.arange(len(weights))[:, None], weights.shape)[keep]
+    return _csr(rows, corners[keep], weights[keep], (len(weights), n_vertices))
 
 
 def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",

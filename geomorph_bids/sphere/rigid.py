@@ -27,8 +27,9 @@ spheres on 2 cores and agree with the fsaverage -> fsLR reference rotation to ~0
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 
 import numpy as np
 from scipy import sparse
@@ -158,13 +159,36 @@ def _latlon_table(level: int, res_deg: float) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class _Smoothed:
-    """A feature map low-passed onto one icosphere level."""
+    """A feature map low-passed onto one icosphere level.
+
+    The tables read from the FIXED map are built on first use and kept with it
+    (:attr:`interpolation`, :meth:`latlon_image`): the refinements and the grid searches that
+    share one fixed map (and, through :func:`_fixed_side`'s cache, every registration to one
+    template in a process) build them once."""
 
     level: int
     values: np.ndarray  # (V, K) float64, z-scored per channel over valid vertices
     weight: np.ndarray  # (V,) float64 in [0, 1]: coverage by valid input (0 = invalid)
+    _images: dict = field(default_factory=dict, repr=False)  # res_deg -> latlon_image's result
+
+    @cached_property
+    def interpolation(self) -> tuple[np.ndarray, np.ndarray]:
+        """(F, 3) ``N`` and (F, K, 3) ``g`` of :class:`_Interpolant` on this level's faces."""
+        v, f = _ico(self.level)
+        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+        normals = np.stack([np.cross(b, c), np.cross(c, a), np.cross(a, b)], 1)  # (F, 3 corners, 3)
+        return normals.sum(1), np.einsum("fcd,fck->fkd", normals, self.values[f])
+
+    def latlon_image(self, res_deg: float) -> tuple[np.ndarray, np.ndarray]:
+        """The map (H*W, K) and its validity weight (H*W,), float32, on the latitude-longitude
+        grid of :func:`_latlon_table` (the grid search reads them)."""
+        if res_deg not in self._images:
+            corners, bw = _latlon_table(self.level, res_deg)
+            self._images[res_deg] = (np.einsum("nc,nck->nk", bw, self.values[corners]).astype(np.float32),
+                                     np.einsum("nc,nc->n", bw, self.weight[corners]).astype(np.float32))
+        return self._images[res_deg]
 
 
 def _prepare_features(vertices: np.ndarray, faces: np.ndarray, features: np.ndarray,
@@ -275,11 +299,9 @@ def _weighted_corr(m: np.ndarray, f: np.ndarray, w: np.ndarray) -> np.ndarray:
 def _coarse_search(mov: _Smoothed, fix: _Smoothed, n_rotations: int,
                    res_deg: float) -> tuple[np.ndarray, np.ndarray]:
     """Score every grid rotation; return rotations (N, 3, 3) and scores (N,)."""
-    corners, bw = _latlon_table(fix.level, res_deg)
     n_lat, n_lon = int(round(180 / res_deg)), int(round(360 / res_deg))
     # fixed map and its validity as lat-lon images (float32: lookups dominate the cost)
-    img = np.einsum("nc,nck->nk", bw, fix.values[corners]).astype(np.float32)  # (H*W, K)
-    img_w = np.einsum("nc,nc->n", bw, fix.weight[corners]).astype(np.float32)
+    img, img_w = fix.latlon_image(res_deg)  # (H*W, K), (H*W,)
     keep = mov.weight > 0
     p = _ico(mov.level)[0][keep].astype(np.float32)  # (P, 3)
     pt = np.ascontiguousarray(p.T)  # (3, P)
@@ -338,13 +360,9 @@ class _Interpolant:
     """
 
     def __init__(self, sm: _Smoothed) -> None:
-        v, f = _ico(sm.level)
         self.locator = _ico_locator(sm.level)
-        a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-        normals = np.stack([np.cross(b, c), np.cross(c, a), np.cross(a, b)], 1)  # (F, 3 corners, 3)
-        self.N = normals.sum(1)  # (F, 3)
-        self.g = np.einsum("fcd,fck->fkd", normals, sm.values[f])  # (F, K, 3)
-        self.faces = f
+        self.N, self.g = sm.interpolation  # (F, 3), (F, K, 3): built once per fixed map
+        self.faces = _ico(sm.level)[1]
         self.values = sm.values
         self.weight = sm.weight
         self._last: np.ndarray | None = None  # faces of the previous call's points
@@ -473,6 +491,61 @@ class RigidFit:
     mirrored: float | None = None
 
 
+def _pyramid(u: np.ndarray, feat: np.ndarray, area: np.ndarray, fine_level: int,
+             levels: tuple[tuple[int, float], ...]) -> dict[tuple[int, float], _Smoothed]:
+    """The maps of :func:`_prepare_features`' output binned at ``fine_level`` and smoothed at each
+    (level, sigma_deg) of ``levels``."""
+    fsum, wsum = _bin_to_level(u, feat, area, fine_level)
+    return {(lev, sig): _smooth(*_coarsen(fsum, wsum, fine_level, lev), lev, sig) for lev, sig in levels}
+
+
+class _Content:
+    """Arrays as a cache key: two keys are equal when their arrays have the same shapes, dtypes
+    and bytes (a BLAKE2b digest of them), whatever objects hold them."""
+
+    def __init__(self, arrays: tuple[np.ndarray | None, ...], digest: bytes) -> None:
+        self.arrays, self._digest = arrays, digest
+
+    @classmethod
+    def of(cls, vertices: np.ndarray, faces: np.ndarray, features: np.ndarray,
+           mask: np.ndarray | None) -> "_Content":
+        """A fixed sphere's inputs to :func:`rigid_fit` (converted as :func:`_prepare_features`
+        reads them) as a key."""
+        arrays = (np.asarray(vertices, dtype=np.float64), np.asarray(faces), np.asarray(features, dtype=np.float64),
+                  None if mask is None else np.asarray(mask))
+        h = hashlib.blake2b(digest_size=20)
+        for a in arrays:
+            h.update(b"-" if a is None else repr((a.shape, a.dtype.str)).encode())
+            if a is not None:
+                h.update(np.ascontiguousarray(a).view(np.uint8).reshape(-1))
+        return cls(arrays, h.digest())
+
+    def __hash__(self) -> int:
+        return hash(self._digest)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Content) and other._digest == self._digest
+
+
+@lru_cache(maxsize=4)
+def _fixed_side(content: _Content, fine_level: int, levels: tuple[tuple[int, float], ...],
+                mirrored_level: tuple[int, float] | None) -> tuple[dict[tuple[int, float], _Smoothed], _Smoothed | None]:
+    """The fixed sphere's smoothed maps (:func:`_pyramid`) and, for ``mirrored_level``, those of its
+    mirror image (the identity check), cached by content: a process that registers many
+    hemispheres to one template (``register_many``, the batch mode, a Nipype worker) builds them,
+    and the tables they keep (:class:`_Smoothed`), once. Read-only arrays."""
+    vertices, faces, features, mask = content.arrays
+    fu, ffeat, farea = _prepare_features(vertices, faces, features, mask, "fixed")
+    own = _pyramid(fu, ffeat, farea, fine_level, levels)
+    mirrored = None if mirrored_level is None else _pyramid(fu * _FLIP, ffeat, farea, fine_level,
+                                                            (mirrored_level,))[mirrored_level]
+    content.arrays = ()  # the key keeps its digest, not the caller's arrays
+    for sm in (*own.values(), *(() if mirrored is None else (mirrored,))):
+        sm.values.setflags(write=False)
+        sm.weight.setflags(write=False)
+    return own, mirrored
+
+
 def _coarse_best(mov: _Smoothed, fix: _Smoothed, n_rotations: int, n_candidates: int
                  ) -> list[tuple[np.ndarray, float]]:
     """Grid search over SO(3), then the best distinct candidates polished at this level."""
@@ -500,19 +573,15 @@ def rigid_fit(moving: tuple[np.ndarray, np.ndarray], moving_features: np.ndarray
     :func:`rigid_align`.
     """
     mu, mfeat, marea = _prepare_features(moving[0], moving[1], moving_features, mask, "moving")
-    fu, ffeat, farea = _prepare_features(fixed[0], fixed[1], fixed_features, fixed_mask, "fixed")
-    if mfeat.shape[1] != ffeat.shape[1]:
-        raise InputError(f"moving and fixed features have {mfeat.shape[1]} and {ffeat.shape[1]} channels")
     if not coarse_level <= mid_level <= fine_level:
         raise InputError("levels must satisfy coarse_level <= mid_level <= fine_level")
-
-    def pyramid(u: np.ndarray, feat: np.ndarray, area: np.ndarray, levels) -> dict[tuple, _Smoothed]:
-        fsum, wsum = _bin_to_level(u, feat, area, fine_level)
-        return {(lev, sig): _smooth(*_coarsen(fsum, wsum, fine_level, lev), lev, sig) for lev, sig in levels}
-
     c_key, m_key, f_key = (coarse_level, coarse_sigma_deg), (mid_level, mid_sigma_deg), (fine_level, fine_sigma_deg)
     keys = (f_key, m_key, c_key) if rotation is None else (c_key,)  # a known rotation: the coarse maps suffice
-    m, f = pyramid(mu, mfeat, marea, keys), pyramid(fu, ffeat, farea, keys)
+    f, f_mirrored = _fixed_side(_Content.of(fixed[0], fixed[1], fixed_features, fixed_mask), fine_level, keys,
+                                c_key if mirror_check else None)
+    if mfeat.shape[1] != f[c_key].values.shape[1]:
+        raise InputError(f"moving and fixed features have {mfeat.shape[1]} and {f[c_key].values.shape[1]} channels")
+    m = _pyramid(mu, mfeat, marea, fine_level, keys)
     coarse = (m[c_key], f[c_key])
 
     if rotation is None:
@@ -538,8 +607,7 @@ def rigid_fit(moving: tuple[np.ndarray, np.ndarray], moving_features: np.ndarray
         own = _refine(best_R, *coarse)[1]
     mirrored = None
     if mirror_check:  # a third of the grid and two candidates: the two fits differ by ~0.4
-        fm = pyramid(fu * _FLIP, ffeat, farea, (c_key,))[c_key]
-        mirrored = max(c for _, c in _coarse_best(m[c_key], fm, max(500, n_rotations // 3), 2))
+        mirrored = max(c for _, c in _coarse_best(m[c_key], f_mirrored, max(500, n_rotations // 3), 2))
     return RigidFit(best_R, float(best_c), float(own), None if mirrored is None else float(mirrored))
 
 

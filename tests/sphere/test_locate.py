@@ -224,3 +224,24 @@ def test_a_walk_from_a_hint_gives_the_same_location():
                                               walk=8)
     np.testing.assert_array_equal(face, ref_face[outside_hole] - 1)
     np.testing.assert_allclose(w, ref_w[outside_hole], atol=1e-12)
+
+
+def test_far_hints_give_the_hinted_result_bit_for_bit():
+    """``far`` searches first and screens the hint's corner fans only where they could hold the
+    point: the same faces and the same bits as the hinted search, for points at their hint, one or
+    several triangles away, and on vertices and edge midpoints (a uv sphere's wide polar fans too)."""
+    for v, f in (_jittered_mesh(4, 5), _uv_sphere(12, 40)):
+        loc = SphereLocator(v, f)
+        u = unit(v)
+        pts = np.concatenate([_random_directions(3000, 8), u[f[:200, 0]], unit(u[f[:200, 0]] + u[f[:200, 1]])])
+        start, _ = loc.locate(pts)
+        nb = face_neighbours(f)
+        rng = np.random.default_rng(9)
+        hint = start.copy()
+        for step in range(4):  # 0, 1, 2, 3 triangles away, a quarter of the points each
+            moved = rng.random(len(hint)) < 0.25 * step
+            hint[moved] = np.maximum(nb[hint[moved], rng.integers(0, 3, int(moved.sum()))], 0)
+        ref = SphereLocator(v, f).locate(pts, hint=hint)
+        got = SphereLocator(v, f).locate(pts, hint=hint, far=True)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])

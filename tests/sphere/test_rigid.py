@@ -140,3 +140,26 @@ def test_icosphere_grid_binning_uses_the_cached_table_with_the_same_bins():
     n = len(unit_icosphere(4))
     np.testing.assert_allclose(fast[1], np.bincount(idx, weights=area, minlength=n))
     np.testing.assert_allclose(fast[0][:, 0], np.bincount(idx, weights=feat[:, 0], minlength=n))
+
+
+def test_fixed_side_is_cached_by_content_with_the_same_fit():
+    """The fixed sphere's smoothed maps are built once per content (a process registering many
+    hemispheres to one template): a copy of the template hits the cache and gives the same fit
+    to the last bit; another map misses it."""
+    from geomorph_bids.sphere import rigid
+
+    v, f = icosphere(5)
+    rng = np.random.default_rng(3)
+    fixed = unit(v) @ rng.normal(size=(3, 1)) + np.sin(3 * unit(v)[:, :1])
+    R = random_rotation(np.random.default_rng(4))
+    moving = (apply_rotation(v, R.T), f)
+    rigid._fixed_side.cache_clear()
+    first = rigid.rigid_fit(moving, fixed, (v, f), fixed, mirror_check=True, n_rotations=600)
+    again = rigid.rigid_fit(moving, fixed, (v.copy(), f.copy()), fixed.copy(), mirror_check=True, n_rotations=600)
+    info = rigid._fixed_side.cache_info()
+    assert (info.hits, info.misses) == (1, 1)
+    np.testing.assert_array_equal(again.rotation, first.rotation)
+    assert (again.own, again.mirrored, again.correlation) == (first.own, first.mirrored, first.correlation)
+    assert angle_between(first.rotation, R) < 2.0
+    rigid.rigid_fit(moving, fixed, (v, f), fixed * 2.0, n_rotations=600)
+    assert rigid._fixed_side.cache_info().misses == 2
