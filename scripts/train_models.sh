@@ -36,10 +36,12 @@ finetune=(--lr 4e-4 --warmup 50)
 "$train" --out "$out/sulc-fsaverage-sm" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${finetune[@]}" \
     --train-smoothed --max-minutes 85 --seed 36 --init "$out/sulc-fsaverage-ft/model.pt"
 # ... and again (2026-12-05, fifth session) on larger warps, as far from a template as an individual's
-# sphere is: 75 more minutes at lr 2e-4 (the shipped sulc-fsaverage)
+# sphere is: 75 more minutes at lr 2e-4 (the shipped sulc-fsaverage); registering in three forward
+# passes (2026-12-06, docs/models.md "Three forward passes": the shipped checkpoint is these weights
+# with config["inference"]["passes"] = [2, 4, 8])
 "$train" --out "$out/sulc-fsaverage-lw" --name sulc-fsaverage --template fsaverage "${recipe[@]}" --lr 2e-4 --warmup 50 \
     --train-smoothed --warp-deg 6 16 --small-warp-fraction 0.35 --max-minutes 75 --seed 51 \
-    --init "$out/sulc-fsaverage-sm/model.pt"
+    --init "$out/sulc-fsaverage-sm/model.pt" --passes 2 4 8
 # sulc-fsLR (2026-12-04): the same recipe for fsLR, 40 minutes
 "$train" --out "$out/sulc-fsLR" --name sulc-fsLR --template fsLR "${recipe[@]}" "${first[@]}" \
     --max-minutes 40 --seed 32

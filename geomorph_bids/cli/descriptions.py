@@ -142,11 +142,14 @@ def _method_text(model) -> str:
     checkpoint = Path(str(model.checkpoint))
     which = (f"pretrained network {checkpoint.parent.name}, bundled with geomorph-bids"
              if checkpoint.parent.parent == model_dir() else f"network of checkpoint {checkpoint.name}")
+    passes = ("one forward pass" if len(model.passes) == 1 else
+              f"{len(model.passes)} forward passes (each registering the moving map as the passes before had "
+              "warped it, its warp low-passed more than the last)")
     if model.optimise is False:
-        return (f"; then the GeoMorph {which}, predicted a non-rigid warp in one forward pass, "
+        return (f"; then the GeoMorph {which}, predicted a non-rigid warp in {passes}, "
                 "used as it is (no per-hemisphere optimisation, --no-optimise)")
     if model.optimise is True:
-        return (f"; then the GeoMorph {which}, predicted a non-rigid warp, refined for each "
+        return (f"; then the GeoMorph {which}, predicted a non-rigid warp in {passes}, refined for each "
                 "hemisphere by optimising 1 - correlation with the template plus smoothness and "
                 "fold penalties")
     return (f"; then the GeoMorph {which} predicted a non-rigid warp, whose large-scale part (low-passed "

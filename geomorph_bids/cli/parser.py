@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "network (sulc-fsLR, sulc-fsaverage, multimodal-fsLR: its warp is then refined "
                         "per hemisphere; see docs/models.md) or a checkpoint from geomorph-train")
     g.add_argument("--no-optimise", action="store_true",
-                   help="with a network (--model NAME|PATH): keep its warp as it is, one forward pass, without "
+                   help="with a network (--model NAME|PATH): keep its warp as it is (its forward passes), without "
                         "the per-hemisphere refinement (the fastest registration; accuracy in docs/models.md)")
     g.add_argument("--refine", choices=REFINE_CHOICES, default=None,
                    help="with a network (--model NAME|PATH), what follows its warp: 'short' (default: one ico-4 "

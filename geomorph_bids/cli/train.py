@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=0, help="linear warm-up steps (cosine schedule)")
     t.add_argument("--train-smoothed", action="store_true",
                    help="compute the loss on the warp low-passed as register() uses it (default: the raw warp)")
+    t.add_argument("--passes", type=int, nargs="+", default=None, metavar="K",
+                   help="forward passes register() makes with the network written, one low-pass multiple each "
+                        "(e.g. 2 4 8: three passes, each on the moving image as the ones before left it; "
+                        "docs/models.md); default: those of --init's network, else one")
     t.add_argument("--save-bf16", action="store_true",
                    help="store model.pt's weights in bfloat16 (half the size; loaded as float32)")
     t.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0 disables)")
@@ -547,16 +551,24 @@ def _train(argv: Sequence[str] | None) -> int:
                              "scripts/build_training_sources.py)")
         resolve_device(args.device)  # fail before any expensive work
         args.template_ref = _resolve_template(args, log)
+        if args.init is not None:
+            from ..resources import model_path
+
+            args.init = model_path(args.init)  # a bundled network by name, or a checkpoint
+            if args.passes is None:  # a fine-tuned network keeps the passes its start was measured with
+                from ..engine.checkpoints import network_passes
+                from ..model.checkpoint import read_metadata
+
+                inherited = network_passes(read_metadata(args.init).config, args.init)
+                if inherited != (1,):
+                    args.passes = list(inherited)
+                    log(f"forward passes {' '.join(map(str, inherited))} from --init (override with --passes)")
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lam=args.lam, fold=args.fold,
                              val_fraction=args.val_fraction, patience=args.patience or None,
                              lr_patience=args.lr_patience, seed=args.seed, bf16=args.bf16, device=args.device,
                              num_threads=args.threads, max_minutes=args.max_minutes,
                              supervised=args.supervised, lr_schedule=args.lr_schedule, warmup_steps=args.warmup,
-                             smoothed=args.train_smoothed)
-        if args.init is not None:
-            from ..resources import model_path
-
-            args.init = model_path(args.init)  # a bundled network by name, or a checkpoint
+                             smoothed=args.train_smoothed, passes=args.passes)
         if args.resume is not None:  # checked before any data is read (that can take minutes)
             args.resume = _resume_checkpoint(args, parser)
         if args.resume is not None and not _architecture_given(parser, args):

@@ -35,7 +35,7 @@ KINDS = ("rigid", "optimise", "network")
 #: in words (for reports)
 METHODS: dict[str, str] = {"rigid": "rigid pre-alignment only",
                            "optimise": "warp optimised for this hemisphere",
-                           "geomorph": "network alone, one forward pass",
+                           "geomorph": "network alone, no per-hemisphere optimisation",
                            "geomorph+optimise": "network, then optimised for this hemisphere from its warp"}
 
 #: ``--refine`` (and ``resolve_model(refine=...)``): what follows a network's warp
@@ -70,6 +70,8 @@ class ModelChoice:
         False: the network's warp as it is).
     mirrored : a left-hemisphere network that registers right hemispheres mirrored onto the
         LEFT template (checkpoint hemisphere ``"LR-mirrored"``).
+    passes : the network's forward passes, one low-pass multiple each, as its checkpoint asks
+        (:func:`~geomorph_bids.engine.checkpoints.network_passes`; ``(1,)`` without a network).
     """
 
     kind: str
@@ -78,6 +80,7 @@ class ModelChoice:
     checkpoint: Path | None = None
     optimise: Any = True
     mirrored: bool = False
+    passes: tuple[int, ...] = (1,)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -128,7 +131,7 @@ class ModelChoice:
         optimise = self.optimise if isinstance(self.optimise, bool) else {"config": self.optimise.to_dict()}
         return {"kind": self.kind, "name": self.name, "channels": list(self.channels),
                 "checkpoint": "" if self.checkpoint is None else str(self.checkpoint), "optimise": optimise,
-                "mirrored": self.mirrored}
+                "mirrored": self.mirrored, "passes": list(self.passes)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelChoice":
@@ -138,7 +141,8 @@ class ModelChoice:
 
             optimise = OptimiseConfig.from_dict(optimise["config"])
         return cls(str(d["kind"]), str(d["name"]), tuple(d.get("channels") or ("sulc",)),
-                   Path(d["checkpoint"]) if d.get("checkpoint") else None, optimise, bool(d.get("mirrored", False)))
+                   Path(d["checkpoint"]) if d.get("checkpoint") else None, optimise, bool(d.get("mirrored", False)),
+                   tuple(int(k) for k in d.get("passes") or (1,)))
 
 
 def optimiser_weights(channels: Sequence[str]) -> tuple[float, ...] | None:
@@ -190,8 +194,10 @@ def network(model: str | Path, name: str | None = None, optimise: Any = True,
                          "one, and a network registers only to the template it was trained for: use --model "
                          "default (the pair-wise optimisation) or rigid, or train a network for it (geomorph-train)",
                          path=path)
+    from .checkpoints import network_passes
+
     return ModelChoice("network", label, tuple(meta.channels), path.absolute(), optimise,
-                       meta.hemisphere == "LR-mirrored")
+                       meta.hemisphere == "LR-mirrored", network_passes(meta.config, path))
 
 
 def default_registration(template: str, available: Sequence[str] | None = None) -> ModelChoice:

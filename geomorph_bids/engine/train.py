@@ -103,6 +103,9 @@ class TrainConfig:
         as ``register()`` uses it (:func:`~geomorph_bids.engine.warp_geometry.network_smoothing`
         iterations on the data icosphere, differentiable), so that training optimises the warp
         the user gets (False: the raw warp, as the models shipped before 2026-12-05 were trained).
+    passes : the forward passes the checkpoint asks ``register()`` for (its
+        ``config["inference"]["passes"]``, :func:`~geomorph_bids.engine.checkpoints.network_passes`:
+        one low-pass multiple per pass, e.g. ``(2, 4, 8)``); None: not recorded, one pass.
     """
 
     epochs: int = 50
@@ -128,8 +131,16 @@ class TrainConfig:
     lr_schedule: str = "plateau"
     warmup_steps: int = 0
     smoothed: bool = False
+    passes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.passes is not None:
+            from .checkpoints import network_passes
+
+            try:
+                object.__setattr__(self, "passes", network_passes({"inference": {"passes": list(self.passes)}}))
+            except InputError as exc:
+                raise ValueError(f"TrainConfig.passes: {exc.reason}") from None
         if self.groups is not None:
             object.__setattr__(self, "groups", tuple(tuple(int(c) for c in g) for g in self.groups))
         if self.group_weights is not None:
@@ -165,6 +176,8 @@ class TrainConfig:
             d["groups"] = [list(g) for g in self.groups]
         if self.group_weights is not None:
             d["group_weights"] = list(self.group_weights)
+        if self.passes is not None:
+            d["passes"] = list(self.passes)
         return d
 
     @classmethod
@@ -445,6 +458,8 @@ def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[to
     ckpt_config = {"geomorph": model_config.to_dict(), "training": config.to_dict(),
                    "loss": {"groups": groups, "weights": weights, "lam": config.lam, "fold": config.fold,
                             "similarity": "mse + (1 - cc) per group", "smoothness": "L1 hex Laplacian"}}
+    if config.passes is not None:  # what register() reads: engine.checkpoints.network_passes
+        ckpt_config["inference"] = {"passes": list(config.passes)}
     git_commit = current_git_commit()
     data_desc = str(meta.get("data") or train_set.description)
 

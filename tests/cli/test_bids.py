@@ -540,7 +540,7 @@ def test_no_optimise_keeps_the_networks_warp_in_both_modes(dataset_factory, tmp_
     assert m["registration"]["model_name"] == "sulc-fsLR"
     citation = (out / "logs" / "CITATION.md").read_text()
     assert "one forward pass" in citation and "refined for each" not in citation
-    assert "sulc-fsLR / geomorph (network alone, one forward pass)" in (out / "sub-01.html").read_text()
+    assert "sulc-fsLR / geomorph (network alone, no per-hemisphere optimisation)" in (out / "sub-01.html").read_text()
     code, _, err = run(bids, tmp_path / "o2", "participant", "--no-optimise", "--hemi", "L", "-w", tmp_path / "w2")
     assert code == 1 and "--no-optimise" in err and "--model default runs no network" in err
     assert not (tmp_path / "o2" / "sub-01").exists()

@@ -138,6 +138,31 @@ def test_fine_tuning_keeps_the_networks_architecture_and_adds_channels(tmp_path,
     assert len(err) == 1 and "another model config" in err[0]
 
 
+def test_passes_are_recorded_and_a_fine_tuned_network_keeps_its_starts(tmp_path, capsys):
+    """--passes K ... is written as the checkpoint's config["inference"]["passes"] (what register()
+    reads); a network fine-tuned with --init keeps its start's passes unless --passes says
+    otherwise; bad values are refused on one line."""
+    from geomorph_bids.engine.checkpoints import network_passes
+
+    tiny = ["--template", "fsaverage", "--synthetic", "4", "--epochs", "1", "--threads", "1"]
+    first = tmp_path / "first"
+    assert main(["--out", str(first), *tiny, "--channels", "tiny", "--data-level", "3", "--control-level", "2",
+                 "--labels", "12", "--passes", "2", "4"]) == 0
+    assert network_passes(read_metadata(first / "model.pt").config) == (2, 4)
+    assert read_metadata(first / "model.pt").config["training"]["passes"] == [2, 4]
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path / "tuned"), *tiny, "--init", str(first / "model.pt")]) == 0
+    assert "forward passes 2 4 from --init" in capsys.readouterr().out
+    assert network_passes(read_metadata(tmp_path / "tuned" / "model.pt").config) == (2, 4)
+    assert main(["--out", str(tmp_path / "one"), *tiny, "--init", str(first / "model.pt"), "--passes", "1"]) == 0
+    assert network_passes(read_metadata(tmp_path / "one" / "model.pt").config) == (1,)
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path / "bad"), *tiny, "--passes", "0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "passes must be a list of 1 to 5 whole numbers" in err[0]
+    assert not (tmp_path / "bad" / "model.pt").exists()
+
+
 def test_an_output_that_is_a_file_is_refused_before_any_data_is_made(tmp_path, capsys):
     taken = tmp_path / "o"
     taken.write_text("mine")

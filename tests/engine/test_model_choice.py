@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from geomorph_bids.engine.model_choice import (ModelChoice, default_registration, network, resolve_model,
-                                               rigid)
+from geomorph_bids.engine.model_choice import (ModelChoice, default_registration, network, optimiser,
+                                               resolve_model, rigid)
 from geomorph_bids.errors import InputError
 from geomorph_bids.resources import bundled_models, model_path
 
@@ -69,6 +69,18 @@ def test_optimise_schedule_survives_the_round_trip():
     choice = ModelChoice("network", "n", ("sulc",), model_path("/m.pt"), cfg)
     back = ModelChoice.from_dict(choice.to_dict())
     assert back.optimise == cfg and back.checkpoint == choice.checkpoint
+
+
+def test_a_networks_forward_passes_come_from_its_checkpoint_and_survive_the_round_trip():
+    """sulc-fsaverage registers in three passes (its checkpoint's config["inference"]); the
+    networks without the entry in one; the methods text says which."""
+    from geomorph_bids.cli.descriptions import _method_text
+
+    cascade, single = network("sulc-fsaverage", optimise=False), network("sulc-fsLR", optimise=False)
+    assert cascade.passes == (2, 4, 8) and single.passes == (1,) and optimiser("fsLR").passes == (1,)
+    assert ModelChoice.from_dict(cascade.to_dict()) == cascade
+    assert ModelChoice.from_dict({k: v for k, v in single.to_dict().items() if k != "passes"}) == single
+    assert "in 3 forward passes" in _method_text(cascade) and "in one forward pass" in _method_text(single)
 
 
 def test_a_network_for_the_other_template_is_refused_before_any_work():
