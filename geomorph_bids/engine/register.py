@@ -328,8 +328,9 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     ``warp_folded_triangles`` (ico-6 triangles the warp flips); when the output mesh had folded
     triangles all the same (a finer mesh than the warp's), ``output_folded_before_unfold`` and
     ``output_unfold_iterations`` (:func:`~geomorph_bids.sphere.unfold.unfold_mesh` removed them);
-    with a network, ``data_level``, ``network_smoothing_iterations`` (its warp's low-pass) and
-    ``network_unfold_iterations``; ``rotation_deg``;
+    with a network, ``data_level``, ``network_smoothing_iterations`` (its first pass's low-pass),
+    ``network_passes`` (the low-pass of each forward pass, :func:`~geomorph_bids.engine.checkpoints.network_passes`)
+    and ``network_unfold_iterations``; ``rotation_deg``;
     ``identity_cc_own`` / ``identity_cc_mirrored`` (coarse rigid fit to the template and to its
     mirror image: the hemisphere-identity check; when it fails, ``identity_cc_negated``: the fit of
     the sign-flipped features) and, for paths, ``label_conflicts`` (files whose
