@@ -20,7 +20,7 @@ import argparse
 import math
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -423,6 +423,23 @@ def _resume_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser
     return path
 
 
+def _inherit_passes(args: argparse.Namespace, log: Callable[[str], None]) -> None:
+    """``args.passes`` from the checkpoint the training starts from, when ``--passes`` is not
+    given: a network fine-tuned with ``--init`` keeps the forward passes its start was measured
+    with, a training continued with ``--resume`` those it was started with (the checkpoint's
+    ``config["inference"]["passes"]``; one pass, nothing recorded, without it)."""
+    start, option = (args.init, "--init") if args.init is not None else (args.resume, "--resume")
+    if start is None:
+        return
+    from ..engine.checkpoints import network_passes
+    from ..model.checkpoint import read_metadata
+
+    inherited = network_passes(read_metadata(start).config, start)
+    if inherited != (1,):
+        args.passes = list(inherited)
+        log(f"forward passes {' '.join(map(str, inherited))} from {option} (override with --passes)")
+
+
 def _resumed_preset(checkpoint: Path) -> str | None:
     """The network preset the resumed training recorded (model card, checkpoint provenance)."""
     from ..model.checkpoint import read_metadata
@@ -555,22 +572,16 @@ def _train(argv: Sequence[str] | None) -> int:
             from ..resources import model_path
 
             args.init = model_path(args.init)  # a bundled network by name, or a checkpoint
-            if args.passes is None:  # a fine-tuned network keeps the passes its start was measured with
-                from ..engine.checkpoints import network_passes
-                from ..model.checkpoint import read_metadata
-
-                inherited = network_passes(read_metadata(args.init).config, args.init)
-                if inherited != (1,):
-                    args.passes = list(inherited)
-                    log(f"forward passes {' '.join(map(str, inherited))} from --init (override with --passes)")
+        if args.resume is not None:  # checked before any data is read (that can take minutes)
+            args.resume = _resume_checkpoint(args, parser)
+        if args.passes is None:  # the passes of the network fine-tuned (--init) or continued (--resume)
+            _inherit_passes(args, log)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lam=args.lam, fold=args.fold,
                              val_fraction=args.val_fraction, patience=args.patience or None,
                              lr_patience=args.lr_patience, seed=args.seed, bf16=args.bf16, device=args.device,
                              num_threads=args.threads, max_minutes=args.max_minutes,
                              supervised=args.supervised, lr_schedule=args.lr_schedule, warmup_steps=args.warmup,
                              smoothed=args.train_smoothed, passes=args.passes)
-        if args.resume is not None:  # checked before any data is read (that can take minutes)
-            args.resume = _resume_checkpoint(args, parser)
         if args.resume is not None and not _architecture_given(parser, args):
             model_config = init_model_config(args.resume, len(args.features))  # continue that network
             args.data_level = model_config.data_level

@@ -341,3 +341,23 @@ def test_a_subject_whose_recon_all_has_not_finished_is_refused_before_training(t
                           f"({subjects / 'sub-02' / 'scripts' / marker} is there") and "\n" not in err
     assert err.endswith("or leave this subject out of --subjects-dir before training")
     assert not (tmp_path / "m").exists()
+
+
+def test_a_resumed_training_keeps_the_passes_it_was_started_with(tmp_path, capsys):
+    """Round twenty: a training started with --passes (or inheriting them from --init), then
+    resumed without repeating them (--resume refuses --init, so nothing could be inherited), wrote
+    model.pt without config["inference"]: the network it made registered in one pass, silently.
+    Now the resumed run keeps the checkpoint's passes (said on one line); --passes overrides them."""
+    from geomorph_bids.engine.checkpoints import network_passes
+
+    out = tmp_path / "m"
+    base = ["--synthetic", "4", "--threads", "1"]
+    assert main(["--out", str(out), "--epochs", "1", "--channels", "tiny", "--data-level", "3", "--passes", "2", "4",
+                 *base]) == 0
+    capsys.readouterr()
+    assert main(["--out", str(out), "--epochs", "2", *base, "--resume", str(out)]) == 0
+    assert "forward passes 2 4 from --resume" in capsys.readouterr().out
+    for name in ("model.pt", "last.pt"):
+        assert network_passes(read_metadata(out / name).config) == (2, 4), name
+    assert main(["--out", str(out), "--epochs", "3", *base, "--resume", str(out), "--passes", "3", "--quiet"]) == 0
+    assert network_passes(read_metadata(out / "model.pt").config) == (3,)
