@@ -820,3 +820,22 @@ def test_a_batch_whose_item_fails_mid_cascade_leaves_the_others_as_registered_al
     assert angular_error_deg(out[0].warp_ico6, alone.warp_ico6).max() < 1e-4
     assert out[0].metrics["network_batch"] == alone.metrics["network_batch"] == 1  # retried alone
     assert out[0].metrics["seconds_network"] == alone.metrics["seconds_network"]
+
+
+@pytest.mark.slow  # two registrations with a tiny network (~10 s on 2 busy cores)
+def test_which_registrations_run_a_checkpoints_passes(tmp_path, tiny_model):
+    """Round twenty, as docs/api.md says: a schedule started at start_lowpass 1 (OptimiseConfig(),
+    the short refinement) starts from the warp of all the checkpoint's passes; a GeoMorph module
+    passed in memory has no checkpoint to ask: one pass."""
+    import dataclasses
+
+    from geomorph_bids.model.checkpoint import load_checkpoint
+    from geomorph_bids.model.optimise import OptimiseConfig
+
+    state, meta = load_checkpoint(_save(tmp_path, tiny_model))
+    path = save_checkpoint(tmp_path / "two.pt", state,
+                           dataclasses.replace(meta, config=dict(meta.config, inference={"passes": [1, 2]})))
+    none = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(0,), smoothing=(0,))
+    args = (SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L")
+    assert register(*args, model=path, device="cpu", optimise=none).metrics["network_passes"] == [6, 12]
+    assert register(*args, model=tiny_model, device="cpu", optimise=False).metrics["network_passes"] == [6]
