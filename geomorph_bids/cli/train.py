@@ -440,6 +440,16 @@ def _inherit_passes(args: argparse.Namespace, log: Callable[[str], None]) -> Non
         log(f"forward passes {' '.join(map(str, inherited))} from {option} (override with --passes)")
 
 
+def _passes_line(passes: Sequence[int] | None) -> list[str]:
+    """The model card's line on the forward passes ``register()`` makes with the network (none
+    when the checkpoint records none: one pass)."""
+    if passes is None or tuple(passes) == (1,):
+        return []
+    return [f"- Inference: **{len(passes)} forward passes** (`config[\"inference\"][\"passes\"] = {list(passes)}`): "
+            "each registers the moving map as the passes before left it, its warp low-passed that many times "
+            "the single pass's smoothing (docs/models.md, \"Three forward passes\")"]
+
+
 def _resumed_preset(checkpoint: Path) -> str | None:
     """The network preset the resumed training recorded (model card, checkpoint provenance)."""
     from ..model.checkpoint import read_metadata
@@ -478,6 +488,7 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
         "and z-scored per subject (zeros stay zero)",
         f"- Data icosphere: ico-{model_config.data_level}; weights: `model.pt` "
         f"({result.n_parameters:,} parameters)",
+        *_passes_line(train_config.passes),
         "",
         "## How it was trained",
         "```",

@@ -359,5 +359,8 @@ def test_a_resumed_training_keeps_the_passes_it_was_started_with(tmp_path, capsy
     assert "forward passes 2 4 from --resume" in capsys.readouterr().out
     for name in ("model.pt", "last.pt"):
         assert network_passes(read_metadata(out / name).config) == (2, 4), name
+    # the card says so too (the resumed command line does not)
+    assert "- Inference: **2 forward passes** (`config[\"inference\"][\"passes\"] = [2, 4]`)" in (
+        out / "model_card.md").read_text()
     assert main(["--out", str(out), "--epochs", "3", *base, "--resume", str(out), "--passes", "3", "--quiet"]) == 0
     assert network_passes(read_metadata(out / "model.pt").config) == (3,)
