@@ -450,6 +450,15 @@ def _passes_line(passes: Sequence[int] | None) -> list[str]:
             "the single pass's smoothing (docs/models.md, \"Three forward passes\")"]
 
 
+def _real_pairs_note(passes: Sequence[int] | None) -> list[str]:
+    """What the card's real-pair table measured when ``register()`` makes several passes with the
+    network (:func:`~geomorph_bids.engine.train.evaluate_warps` makes one)."""
+    if passes is None or tuple(passes) == (1,):
+        return []
+    return [f"One forward pass, its warp low-passed once: `register()` makes {len(passes)} with this checkpoint "
+            f"(passes {list(passes)}), whose accuracy `benchmarks/network.py` measures.", ""]
+
+
 def _resumed_preset(checkpoint: Path) -> str | None:
     """The network preset the resumed training recorded (model card, checkpoint provenance)."""
     from ..model.checkpoint import read_metadata
@@ -523,7 +532,7 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
     ]
     if real_rows:
         lines += ["## Real pairs (ico-6, network alone, against the reference registration)", "",
-                  *real_pair_table(real_rows), ""]
+                  *_real_pairs_note(train_config.passes), *real_pair_table(real_rows), ""]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines))
     tmp.replace(path)
