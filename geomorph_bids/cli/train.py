@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--passes", type=int, nargs="+", default=None, metavar="K",
                    help="forward passes register() makes with the network written, one low-pass multiple each "
                         "(e.g. 2 4 8: three passes, each on the moving image as the ones before left it; "
-                        "docs/models.md); default: those of --init's network, else one")
+                        "docs/models.md); default: those of --init's network or of the training --resume continues, else one")
     t.add_argument("--save-bf16", action="store_true",
                    help="store model.pt's weights in bfloat16 (half the size; loaded as float32)")
     t.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0 disables)")
