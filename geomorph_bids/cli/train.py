@@ -20,7 +20,7 @@ import argparse
 import math
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--passes", type=int, nargs="+", default=None, metavar="K",
                    help="forward passes register() makes with the network written, one low-pass multiple each "
                         "(e.g. 2 4 8: three passes, each on the moving image as the ones before left it; "
-                        "docs/models.md); default: those of --init's network, else one")
+                        "docs/models.md); default: those of --init's network or of the training --resume continues, else one")
     t.add_argument("--save-bf16", action="store_true",
                    help="store model.pt's weights in bfloat16 (half the size; loaded as float32)")
     t.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0 disables)")
@@ -423,6 +423,42 @@ def _resume_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser
     return path
 
 
+def _inherit_passes(args: argparse.Namespace, log: Callable[[str], None]) -> None:
+    """``args.passes`` from the checkpoint the training starts from, when ``--passes`` is not
+    given: a network fine-tuned with ``--init`` keeps the forward passes its start was measured
+    with, a training continued with ``--resume`` those it was started with (the checkpoint's
+    ``config["inference"]["passes"]``; one pass, nothing recorded, without it)."""
+    start, option = (args.init, "--init") if args.init is not None else (args.resume, "--resume")
+    if start is None:
+        return
+    from ..engine.checkpoints import network_passes
+    from ..model.checkpoint import read_metadata
+
+    inherited = network_passes(read_metadata(start).config, start)
+    if inherited != (1,):
+        args.passes = list(inherited)
+        log(f"forward passes {' '.join(map(str, inherited))} from {option} (override with --passes)")
+
+
+def _passes_line(passes: Sequence[int] | None) -> list[str]:
+    """The model card's line on the forward passes ``register()`` makes with the network (none
+    when the checkpoint records none: one pass)."""
+    if passes is None or tuple(passes) == (1,):
+        return []
+    return [f"- Inference: **{len(passes)} forward passes** (`config[\"inference\"][\"passes\"] = {list(passes)}`): "
+            "each registers the moving map as the passes before left it, its warp low-passed that many times "
+            "the single pass's smoothing (docs/models.md, \"Three forward passes\")"]
+
+
+def _real_pairs_note(passes: Sequence[int] | None) -> list[str]:
+    """What the card's real-pair table measured when ``register()`` makes several passes with the
+    network (:func:`~geomorph_bids.engine.train.evaluate_warps` makes one)."""
+    if passes is None or tuple(passes) == (1,):
+        return []
+    return [f"One forward pass, its warp low-passed once: `register()` makes {len(passes)} with this checkpoint "
+            f"(passes {list(passes)}), whose accuracy `benchmarks/network.py` measures.", ""]
+
+
 def _resumed_preset(checkpoint: Path) -> str | None:
     """The network preset the resumed training recorded (model card, checkpoint provenance)."""
     from ..model.checkpoint import read_metadata
@@ -461,6 +497,7 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
         "and z-scored per subject (zeros stay zero)",
         f"- Data icosphere: ico-{model_config.data_level}; weights: `model.pt` "
         f"({result.n_parameters:,} parameters)",
+        *_passes_line(train_config.passes),
         "",
         "## How it was trained",
         "```",
@@ -495,7 +532,7 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
     ]
     if real_rows:
         lines += ["## Real pairs (ico-6, network alone, against the reference registration)", "",
-                  *real_pair_table(real_rows), ""]
+                  *_real_pairs_note(train_config.passes), *real_pair_table(real_rows), ""]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines))
     tmp.replace(path)
@@ -555,22 +592,16 @@ def _train(argv: Sequence[str] | None) -> int:
             from ..resources import model_path
 
             args.init = model_path(args.init)  # a bundled network by name, or a checkpoint
-            if args.passes is None:  # a fine-tuned network keeps the passes its start was measured with
-                from ..engine.checkpoints import network_passes
-                from ..model.checkpoint import read_metadata
-
-                inherited = network_passes(read_metadata(args.init).config, args.init)
-                if inherited != (1,):
-                    args.passes = list(inherited)
-                    log(f"forward passes {' '.join(map(str, inherited))} from --init (override with --passes)")
+        if args.resume is not None:  # checked before any data is read (that can take minutes)
+            args.resume = _resume_checkpoint(args, parser)
+        if args.passes is None:  # the passes of the network fine-tuned (--init) or continued (--resume)
+            _inherit_passes(args, log)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lam=args.lam, fold=args.fold,
                              val_fraction=args.val_fraction, patience=args.patience or None,
                              lr_patience=args.lr_patience, seed=args.seed, bf16=args.bf16, device=args.device,
                              num_threads=args.threads, max_minutes=args.max_minutes,
                              supervised=args.supervised, lr_schedule=args.lr_schedule, warmup_steps=args.warmup,
                              smoothed=args.train_smoothed, passes=args.passes)
-        if args.resume is not None:  # checked before any data is read (that can take minutes)
-            args.resume = _resume_checkpoint(args, parser)
         if args.resume is not None and not _architecture_given(parser, args):
             model_config = init_model_config(args.resume, len(args.features))  # continue that network
             args.data_level = model_config.data_level

@@ -43,14 +43,33 @@ def network_passes(config: Mapping[str, Any], source: str | Path | None = None) 
     :func:`~geomorph_bids.engine.warp_geometry.network_smoothing` (e.g. ``[2, 4, 8]``: three
     passes, each registering the moving image as the passes before it left it, each warp smoothed
     more than the last). ``(1,)``, one pass smoothed once, without the entry. ``source``: the
-    checkpoint, named in the error."""
+    checkpoint, named in the error. A key of the entry other than ``passes`` is refused: a misspelt
+    one, or one a newer version reads, would otherwise register differently from what the checkpoint
+    asks, silently."""
     inference = config.get("inference", {})
-    passes = inference.get("passes", [1]) if isinstance(inference, Mapping) else None
+    if not isinstance(inference, Mapping):
+        raise InputError(f"checkpoint config inference must be a mapping (e.g. {{\"passes\": [2, 4, 8]}}), "
+                         f"got {_short(repr(inference))}", path=source)
+    unknown = sorted(str(k) for k in inference if k != "passes")
+    if unknown:
+        raise InputError(f"checkpoint config inference has key(s) this version does not read: "
+                         f"{_short(', '.join(map(repr, unknown)))} (it reads 'passes')", path=source)
+    passes = inference.get("passes", [1])
     if (not isinstance(passes, (list, tuple)) or not 1 <= len(passes) <= MAX_PASSES
             or not all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= 64 for k in passes)):
         raise InputError(f"checkpoint config inference.passes must be a list of 1 to {MAX_PASSES} whole numbers "
-                         f"from 1 to 64 (one low-pass multiple per forward pass), got {passes!r}", path=source)
+                         f"from 1 to 64 (one low-pass multiple per forward pass), got {_short(repr(passes), passes)}",
+                         path=source)
     return tuple(passes)
+
+
+def _short(text: str, value: Any = None, limit: int = 80) -> str:
+    """``text`` (a value's repr, or names) for a one-line error, cut at ``limit`` characters; the
+    length of ``value`` said when it is a list."""
+    if len(text) <= limit:
+        return text
+    size = f", {len(value)} entries" if isinstance(value, (list, tuple)) else ""
+    return f"{text[:limit]}... ({len(text)} characters{size})"
 
 
 @dataclass

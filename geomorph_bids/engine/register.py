@@ -711,6 +711,8 @@ def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
                                 channel_names=ch)[0] for job, ch in zip(group, channels)]
         totals: list[np.ndarray | None] = [None] * len(group)  # the composed warp so far, unit, ico-6
         shared = 0.0
+        for job in group:  # the passes add up their time: not onto a failed batch's before a retry
+            job.seconds["seconds_network"] = 0.0
         for k in passes:
             t = time.perf_counter()
             if totals[0] is None:
@@ -733,7 +735,7 @@ def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
                                           TEMPLATE_LEVEL))
                 totals[i] = step if totals[i] is None else compose_warps(
                     torch.from_numpy(totals[i])[None], torch.from_numpy(step)[None], TEMPLATE_LEVEL)[0].numpy()
-                job.seconds["seconds_network"] = job.seconds.get("seconds_network", 0.0) + time.perf_counter() - t
+                job.seconds["seconds_network"] += time.perf_counter() - t
         for job, total in zip(group, totals):
             t = time.perf_counter()
             job.warp, iterations = unfold_warp(total, TEMPLATE_LEVEL)

@@ -85,8 +85,9 @@ class OptimiseConfig:
         optimise=config)``): that warp is low-passed over this many times the iterations the
         network's warp alone gets (:func:`~geomorph_bids.engine.warp_geometry.network_smoothing`;
         the filter's width grows as the square root), so that only its large-scale correction is
-        kept and the optimiser fits the detail. 1: the network's warp as it is used alone.
-        Ignored without a network.
+        kept and the optimiser fits the detail. 1: the network's warp as it is used alone (all
+        the forward passes its checkpoint asks for, ``config["inference"]["passes"]``); more
+        than 1: one forward pass, low-passed that many times. Ignored without a network.
     """
 
     control_levels: tuple[int, ...] = (2, 3, 4)

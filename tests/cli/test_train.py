@@ -341,3 +341,55 @@ def test_a_subject_whose_recon_all_has_not_finished_is_refused_before_training(t
                           f"({subjects / 'sub-02' / 'scripts' / marker} is there") and "\n" not in err
     assert err.endswith("or leave this subject out of --subjects-dir before training")
     assert not (tmp_path / "m").exists()
+
+
+def test_a_resumed_training_keeps_the_passes_it_was_started_with(tmp_path, capsys):
+    """Round twenty: a training started with --passes (or inheriting them from --init), then
+    resumed without repeating them (--resume refuses --init, so nothing could be inherited), wrote
+    model.pt without config["inference"]: the network it made registered in one pass, silently.
+    Now the resumed run keeps the checkpoint's passes (said on one line); --passes overrides them."""
+    from geomorph_bids.engine.checkpoints import network_passes
+
+    out = tmp_path / "m"
+    base = ["--synthetic", "4", "--threads", "1"]
+    assert main(["--out", str(out), "--epochs", "1", "--channels", "tiny", "--data-level", "3", "--passes", "2", "4",
+                 *base]) == 0
+    capsys.readouterr()
+    assert main(["--out", str(out), "--epochs", "2", *base, "--resume", str(out)]) == 0
+    assert "forward passes 2 4 from --resume" in capsys.readouterr().out
+    for name in ("model.pt", "last.pt"):
+        assert network_passes(read_metadata(out / name).config) == (2, 4), name
+    # the card says so too (the resumed command line does not)
+    assert "- Inference: **2 forward passes** (`config[\"inference\"][\"passes\"] = [2, 4]`)" in (
+        out / "model_card.md").read_text()
+    assert main(["--out", str(out), "--epochs", "3", *base, "--resume", str(out), "--passes", "3", "--quiet"]) == 0
+    assert network_passes(read_metadata(out / "model.pt").config) == (3,)
+
+
+def test_the_cards_real_pair_table_says_it_measured_one_pass(tmp_path):
+    """Round twenty: the card's real-pair table (geomorph-train --sources) is measured with one
+    forward pass (engine.train.evaluate_warps), and was titled "network alone" for a checkpoint
+    that registers in three (--init sulc-fsaverage inherits [2, 4, 8]): now it says so."""
+    from types import SimpleNamespace
+
+    from geomorph_bids.cli.train import build_parser, write_model_card
+    from geomorph_bids.engine.train import TrainConfig
+    from geomorph_bids.model.geomorph import tiny_config
+
+    args = build_parser().parse_args(["--out", str(tmp_path / "m"), "--synthetic", "2"])
+    result = SimpleNamespace(history=[], best_epoch=0, n_parameters=1, device="cpu", wall_time_s=1.0, epochs_run=0,
+                             stopped="epochs", initial_val_loss=None, initial_val_cc=None, best_val_loss=None,
+                             best_val_cc=None)
+    pairs = type("Pairs", (), {"hemisphere": "L", "template": "fsLR", "channels": ("sulc",), "description": "d",
+                               "__len__": lambda self: 1})()
+    row = {"name": "p", "rigid_median_deg": 2.0, "rigid_p95_deg": 4.0, "net_median_deg": 1.5, "net_p95_deg": 3.0,
+           "cc_rigid": 0.8, "cc_net": 0.9}
+
+    def card(passes):
+        path = write_model_card(tmp_path / f"{passes}.md", command="c", args=args, result=result,
+                                model_config=tiny_config(in_channels=1, data_level=3), train_set=pairs, val_set=None,
+                                train_config=TrainConfig(passes=passes), real_rows=[row])
+        return path.read_text()
+
+    assert "One forward pass, its warp low-passed once: `register()` makes 3" in card((2, 4, 8))
+    assert "| p | 2.000 / 4.00 | 1.500 / 3.00 |" in card(None) and "One forward pass" not in card(None)

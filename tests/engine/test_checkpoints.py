@@ -26,5 +26,28 @@ def test_bad_passes_are_refused_on_one_line_naming_the_checkpoint(passes, tmp_pa
 
 
 def test_an_inference_entry_that_is_no_mapping_is_refused():
-    with pytest.raises(InputError, match="inference.passes"):
+    with pytest.raises(InputError, match=r"config inference must be a mapping .*got \[2, 4\]"):
         network_passes({"inference": [2, 4]})
+
+
+@pytest.mark.parametrize("inference, needle", [({"pases": [2, 4, 8]}, "'pases'"),
+                                               ({"passes": [2, 4], "note": "x"}, "'note'")])
+def test_an_inference_key_this_version_does_not_read_is_refused(inference, needle, tmp_path):
+    """Round twenty: a misspelt key (`pases`, a checkpoint edited by hand) or one from a newer
+    version registered in one pass, silently, instead of as the checkpoint asks."""
+    with pytest.raises(InputError, match="inference") as err:
+        network_passes({"inference": inference}, tmp_path / "m.pt")
+    assert needle in str(err.value) and "passes" in str(err.value) and "m.pt" in str(err.value)
+
+
+def test_inference_null_is_named_as_such():
+    """Round twenty: `inference: null` was reported as `inference.passes ... got None`."""
+    with pytest.raises(InputError, match=r"config inference must be a mapping .*got None"):
+        network_passes({"inference": None})
+
+
+def test_a_huge_passes_list_is_not_printed_whole():
+    """Round twenty: the one error line held every entry of a list of any length."""
+    with pytest.raises(InputError, match="inference.passes") as err:
+        network_passes({"inference": {"passes": list(range(1, 100_000))}})
+    assert len(str(err.value)) < 400 and "99999 entries" in str(err.value)

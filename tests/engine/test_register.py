@@ -773,3 +773,69 @@ def test_a_map_shaped_like_an_mgh_volume_is_read_as_one_value_per_vertex(tmp_pat
         assert register((v, f), {"sulc": given}, rigid_only=True).metrics["cc_sulc_after"] == pytest.approx(plain, abs=1e-6)
     with pytest.raises(Exception, match=r"has shape \(1, "):
         register((v, f), {"sulc": sulc[None]}, rigid_only=True)
+
+
+@pytest.mark.slow  # three registrations with a tiny network (~10-20 s on 2 busy cores)
+def test_a_batch_whose_item_fails_mid_cascade_leaves_the_others_as_registered_alone(tmp_path, tiny_model, monkeypatch):
+    """Round twenty: register_many with a network of two passes, a batch of L and R hemispheres
+    (one network load each), the R item failing in its second pass (on_error="return"): it alone
+    fails, the L item's warp is that of its registration alone (to float rounding), and its
+    seconds_network that of the passes that made it. Before, a job kept the time of the
+    batched attempt that failed and added its retry's (the passes add up their time)."""
+    import dataclasses
+    import types
+
+    import geomorph_bids.engine.register as reg_module
+    from geomorph_bids.engine.register import RegistrationItem, register_many
+    from geomorph_bids.model.checkpoint import load_checkpoint
+
+    state, meta = load_checkpoint(_save(tmp_path, tiny_model, hemisphere="LR-mirrored"))  # R mirrored onto L
+    path = save_checkpoint(tmp_path / "two.pt", state,
+                           dataclasses.replace(meta, config=dict(meta.config, inference={"passes": [1, 2]})))
+    clock = iter(range(10**9))  # one tick per reading: seconds count the readings, not the machine's speed
+    monkeypatch.setattr(reg_module, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    real_load = reg_module.load_model
+
+    def load(model, feature_names, template_name, hemi, device):
+        loaded = real_load(model, feature_names, template_name, hemi, device)
+        if hemi == "R":  # its spec normalises the fixed map, pass 1's moving map, then pass 2's: fails there
+            calls, spec = [], loaded.spec
+
+            def failing(values, *args, **kwargs):
+                calls.append(1)
+                if len(calls) % 3 == 0:
+                    raise ValueError("pass 2 failed")
+                return spec(values, *args, **kwargs)
+
+            loaded.spec = failing
+        return loaded
+
+    monkeypatch.setattr(reg_module, "load_model", load)
+    items = [RegistrationItem(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "L"),
+             RegistrationItem(SURF / "rh.sphere", {"sulc": SURF / "rh.sulc"}, "R")]
+    out = register_many(items, "fsLR", model=path, device="cpu", optimise=False, on_error="return")
+    assert isinstance(out[1], ValueError) and "pass 2 failed" in str(out[1])
+    alone = register_many(items[:1], "fsLR", model=path, device="cpu", optimise=False)[0]
+    assert out[0].metrics["network_passes"] == alone.metrics["network_passes"] == [6, 12]
+    assert angular_error_deg(out[0].warp_ico6, alone.warp_ico6).max() < 1e-4
+    assert out[0].metrics["network_batch"] == alone.metrics["network_batch"] == 1  # retried alone
+    assert out[0].metrics["seconds_network"] == alone.metrics["seconds_network"]
+
+
+@pytest.mark.slow  # two registrations with a tiny network (~10 s on 2 busy cores)
+def test_which_registrations_run_a_checkpoints_passes(tmp_path, tiny_model):
+    """Round twenty, as docs/api.md says: a schedule started at start_lowpass 1 (OptimiseConfig(),
+    the short refinement) starts from the warp of all the checkpoint's passes; a GeoMorph module
+    passed in memory has no checkpoint to ask: one pass."""
+    import dataclasses
+
+    from geomorph_bids.model.checkpoint import load_checkpoint
+    from geomorph_bids.model.optimise import OptimiseConfig
+
+    state, meta = load_checkpoint(_save(tmp_path, tiny_model))
+    path = save_checkpoint(tmp_path / "two.pt", state,
+                           dataclasses.replace(meta, config=dict(meta.config, inference={"passes": [1, 2]})))
+    none = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(0,), smoothing=(0,))
+    args = (SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L")
+    assert register(*args, model=path, device="cpu", optimise=none).metrics["network_passes"] == [6, 12]
+    assert register(*args, model=tiny_model, device="cpu", optimise=False).metrics["network_passes"] == [6]
