@@ -42,7 +42,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager
@@ -675,22 +675,6 @@ def _warn_fallback(ref: TemplateRef, channels: Sequence[str], hemi: str) -> None
             warnings.warn(line, TemplateWarning, stacklevel=5)
 
 
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """torch's CPU ops on one thread inside, the count before restored after: the network passes'
-    resampling, upsampling and composition are small (10-41k points; one thread per pair, as in
-    :func:`~geomorph_bids.model.optimise.optimise_warp`): a second thread only adds
-    synchronisation, and waits for its core on a shared machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
     """2a. the GeoMorph network's warp of every job (job.warp, unit sphere on ico-6). Per model,
     one forward pass for all its jobs (a batch) per entry of the network's ``passes``
@@ -740,14 +724,13 @@ def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
                 moved = [m[:nv] for m in movs]
             else:  # through the warp so far, sampled on the ico-6 grid
                 moved = []
-                with _one_torch_thread():
-                    for i, (m, w) in enumerate(zip(movs, totals)):
-                        points = torch.from_numpy(w[:nv])[None]
-                        # the first resampling's points are 2 deg (2 faces) from their grid vertex, and
-                        # more: its fans hold 8-22 % of them, a walk saves nothing over the search
-                        at_total[i] = (sample.locate(points) if at_total[i] is None
-                                       else sample.locate(points, hint=at_total[i], exact=True))
-                        moved.append(sample(torch.from_numpy(m)[None], points, at_total[i])[0].numpy())
+                for i, (m, w) in enumerate(zip(movs, totals)):
+                    points = torch.from_numpy(w[:nv])[None]
+                    # the first resampling's points are 2 deg (2 faces) from their grid vertex, and
+                    # more: its fans hold 8-22 % of them, a walk saves nothing over the search
+                    at_total[i] = (sample.locate(points) if at_total[i] is None
+                                   else sample.locate(points, hint=at_total[i], exact=True))
+                    moved.append(sample(torch.from_numpy(m)[None], points, at_total[i])[0].numpy())
             ins = [job.loaded.spec(m, channel_names=ch)[0] for job, m, ch in zip(group, moved, channels)]
             with torch.inference_mode():
                 out = net(torch.as_tensor(np.stack(ins), dtype=dtype, device=dev),
@@ -756,20 +739,19 @@ def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
             if dev is not None and dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             shared += time.perf_counter() - t
-            with _one_torch_thread():
-                for i, (job, warp) in enumerate(zip(group, warps)):
-                    t = time.perf_counter()
-                    step = unit(upsample_warp(smooth_warp(warp, level, network_smoothing(level) * k), level,
-                                              TEMPLATE_LEVEL))
-                    if totals[i] is None:
-                        totals[i] = step
-                    else:  # a step's points lie within a face or two of their own grid vertex
-                        points = torch.from_numpy(step)[None]
-                        at_step[i] = (sample.locate(points, near=grid, exact=True) if at_step[i] is None
-                                      else sample.locate(points, hint=at_step[i], exact=True))
-                        totals[i] = compose_warps(torch.from_numpy(totals[i])[None], points, TEMPLATE_LEVEL,
-                                                  face=at_step[i])[0].numpy()
-                    job.seconds["seconds_network"] = job.seconds.get("seconds_network", 0.0) + time.perf_counter() - t
+            for i, (job, warp) in enumerate(zip(group, warps)):
+                t = time.perf_counter()
+                step = unit(upsample_warp(smooth_warp(warp, level, network_smoothing(level) * k), level,
+                                          TEMPLATE_LEVEL))
+                if totals[i] is None:
+                    totals[i] = step
+                else:  # a step's points lie within a face or two of their own grid vertex
+                    points = torch.from_numpy(step)[None]
+                    at_step[i] = (sample.locate(points, near=grid, exact=True) if at_step[i] is None
+                                  else sample.locate(points, hint=at_step[i], exact=True))
+                    totals[i] = compose_warps(torch.from_numpy(totals[i])[None], points, TEMPLATE_LEVEL,
+                                              face=at_step[i])[0].numpy()
+                job.seconds["seconds_network"] = job.seconds.get("seconds_network", 0.0) + time.perf_counter() - t
         for job, total in zip(group, totals):
             t = time.perf_counter()
             job.warp, iterations = unfold_warp(total, TEMPLATE_LEVEL)
