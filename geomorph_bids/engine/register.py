@@ -710,6 +710,14 @@ def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
         fixs = [job.loaded.spec(np.stack([np.asarray(job.tpl.features[c], dtype=np.float64)[:nv] for c in ch], axis=1),
                                 channel_names=ch)[0] for job, ch in zip(group, channels)]
         totals: list[np.ndarray | None] = [None] * len(group)  # the composed warp so far, unit, ico-6
+        # ico-6 faces of each job's points, from the pass before: those of totals[:nv] (the moving
+        # map's resampling) and of the last step (the composition). A later pass's points are found
+        # a face or two from them, and a step's points (a correction of < 1.2 deg) from their own grid
+        # vertex (``exact``: the faces the search without a start finds, so the same bits)
+        at_total: list[Any] = [None] * len(group)
+        at_step: list[Any] = [None] * len(group)
+        sample = ico_sampler(TEMPLATE_LEVEL)  # the passes share its tables
+        grid = torch.arange(n_vertices(TEMPLATE_LEVEL))[None]
         shared = 0.0
         for job in group:  # the passes add up their time: not onto a failed batch's before a retry
             job.seconds["seconds_network"] = 0.0
@@ -717,10 +725,15 @@ def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
             t = time.perf_counter()
             if totals[0] is None:
                 moved = [m[:nv] for m in movs]
-            else:  # through the warp so far, sampled on the ico-6 grid (the passes share its tables)
-                sample = ico_sampler(TEMPLATE_LEVEL)
-                moved = [sample(torch.from_numpy(m)[None], torch.from_numpy(w[:nv])[None])[0].numpy()
-                         for m, w in zip(movs, totals)]
+            else:  # through the warp so far, sampled on the ico-6 grid
+                moved = []
+                for i, (m, w) in enumerate(zip(movs, totals)):
+                    points = torch.from_numpy(w[:nv])[None]
+                    # the first resampling's points are ~2 deg (2 faces) from their grid vertex, whose
+                    # fan holds 22 % of them: neither it nor a walk gained steadily over the search
+                    at_total[i] = (sample.locate(points) if at_total[i] is None
+                                   else sample.locate(points, hint=at_total[i], exact=True))
+                    moved.append(sample(torch.from_numpy(m)[None], points, at_total[i])[0].numpy())
             ins = [job.loaded.spec(m, channel_names=ch)[0] for job, m, ch in zip(group, moved, channels)]
             with torch.inference_mode():
                 out = net(torch.as_tensor(np.stack(ins), dtype=dtype, device=dev),
@@ -733,8 +746,14 @@ def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
                 t = time.perf_counter()
                 step = unit(upsample_warp(smooth_warp(warp, level, network_smoothing(level) * k), level,
                                           TEMPLATE_LEVEL))
-                totals[i] = step if totals[i] is None else compose_warps(
-                    torch.from_numpy(totals[i])[None], torch.from_numpy(step)[None], TEMPLATE_LEVEL)[0].numpy()
+                if totals[i] is None:
+                    totals[i] = step
+                else:  # a step's points lie within a face or two of their own grid vertex
+                    points = torch.from_numpy(step)[None]
+                    at_step[i] = (sample.locate(points, near=grid, exact=True) if at_step[i] is None
+                                  else sample.locate(points, hint=at_step[i], exact=True))
+                    totals[i] = compose_warps(torch.from_numpy(totals[i])[None], points, TEMPLATE_LEVEL,
+                                              face=at_step[i])[0].numpy()
                 job.seconds["seconds_network"] += time.perf_counter() - t
         for job, total in zip(group, totals):
             t = time.perf_counter()

@@ -169,14 +169,18 @@ def smooth_on_ico(x: Tensor, iterations: int, level: int = DATA_LEVEL) -> Tensor
     """``iterations`` steps of ``x += 0.5 * lap(x)`` on ico-``level``; x (B, V, C) -> same shape.
 
     On the CPU, where no gradient is needed, each step is one sparse matrix product (scipy's CSR:
-    4x torch's gather and weighted sum of the one-rings at ico-6); the same up to float rounding."""
+    4x torch's gather and weighted sum of the one-rings at ico-6); the same up to float rounding.
+    The steps update one copy in place (the same bits as ``y + 0.5 * (ring @ y - y)``, 1.1x)."""
     if iterations and x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled()):
         B, V, C = x.shape
         ring = _ring_matrix(level, x.dtype)
-        y = np.ascontiguousarray(x.detach().permute(1, 0, 2).reshape(V, B * C).numpy())
+        y = np.array(x.detach().permute(1, 0, 2).reshape(V, B * C).numpy())  # a copy: updated in place
         half = y.dtype.type(0.5)
         for _ in range(iterations):
-            y = y + half * (ring @ y - y)
+            step = ring @ y
+            step -= y
+            step *= half
+            y += step
         return torch.from_numpy(y).reshape(V, B, C).permute(1, 0, 2)
     for _ in range(iterations):
         x = x + 0.5 * hex_laplacian(x, level)

@@ -117,14 +117,18 @@ class SphereSampler:
         return self._cache[key]
 
     def locate(self, points: torch.Tensor, hint: torch.Tensor | None = None,
-               near: torch.Tensor | None = None) -> torch.Tensor:
+               near: torch.Tensor | None = None, exact: bool = False) -> torch.Tensor:
         """(..., 3) points -> (...,) int64 containing-face indices (no gradient).
 
         ``hint``: faces to try first (same shape as the result, e.g. the previous location of
         points that moved a little; CPU k-d tree path only): a point outside its hinted face
         walks across the edges towards its own, up to 8 faces, before any search.
         ``near``: instead, a mesh vertex at (or nearest to) each point (e.g. an icosphere's own
-        vertices, unwarped): its fan is screened in place of the k-d tree's nearest vertex's."""
+        vertices, unwarped): its fan is screened in place of the k-d tree's nearest vertex's.
+        ``exact`` (CPU, with ``hint`` or ``near``): the faces found without either
+        (:meth:`SphereLocator.locate`'s ``exact``: only the points clear of every edge of the
+        face found from their start keep it; the others are searched), so that sampling with
+        them gives the same bits (the weights are computed here from the faces)."""
         if self.ico_level is not None and points.device.type != "cpu":
             from .ico_locate import ico_locator
 
@@ -132,7 +136,7 @@ class SphereSampler:
         flat = points.detach().reshape(-1, 3).to(device="cpu", dtype=torch.float64).numpy()
         guess = None if hint is None else hint.detach().reshape(-1).cpu().numpy()
         vertex = None if near is None else near.detach().reshape(-1).cpu().numpy()
-        face, _ = self.locator.locate(flat, hint=guess, near=vertex, walk=_WALK)
+        face, _ = self.locator.locate(flat, hint=guess, near=vertex, walk=_WALK, exact=exact)
         return torch.from_numpy(face).to(points.device).reshape(points.shape[:-1])
 
     def face_tables(self, face: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -124,7 +124,8 @@ class SphereLocator:
         return self._kdtree
 
     def locate(self, points: np.ndarray, k: int = 6, hint: np.ndarray | None = None,
-               near: np.ndarray | None = None, walk: int = 0, far: bool = False) -> tuple[np.ndarray, np.ndarray]:
+               near: np.ndarray | None = None, walk: int = 0, far: bool = False,
+               exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Containing triangle and barycentric weights of each point.
 
         Parameters
@@ -152,6 +153,13 @@ class SphereLocator:
             fan is screened in place of the k-d tree's nearest vertex's; points not found there
             (and those with -1) are searched as without it. The same result as without it, up to
             the face of a point exactly on an edge.
+        exact : with ``near``, or ``hint`` (and ``walk``): a point keeps the face found there only
+            when it lies clear of every edge of that face (all weights above 1e-6, where no other
+            face holds it); the others are searched as without ``near`` or ``hint``. The same
+            faces as without either, and the same weights to rounding (the search may reach a
+            face through its float64 fallback, whose products round differently), at less cost
+            where most points start in or a few faces from their own face (a small warp's points
+            from their own grid vertex; points that moved a little from where they were found).
 
         Returns
         -------
@@ -159,6 +167,8 @@ class SphereLocator:
         weights : (N, 3) float64, barycentric weights of the face's corners,
             non-negative and summing to 1.
         """
+        if exact and (hint is not None or near is not None):
+            return self._locate_exact(np.atleast_2d(points), hint, near, walk, k)
         points = unit(np.atleast_2d(points))
         n = len(points)
         if hint is not None:
@@ -235,6 +245,36 @@ class SphereLocator:
         face[miss[pick[found]]], w[miss[pick[found]]] = f2[found], w2[found]
         np.clip(w, 0.0, None, out=w)
         w /= w.sum(axis=1, keepdims=True)
+        return face, w
+
+    def _locate_exact(self, raw: np.ndarray, hint: np.ndarray | None, near: np.ndarray | None, walk: int,
+                      k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`locate` with ``exact``: (N, 3) points ``raw`` (as given) from their ``hint`` faces
+        (walked up to ``walk`` faces) or from the fans of their ``near`` vertices. A point clear of
+        every edge of the face found (smallest weight > 1e-6, far above the float64 rounding of
+        the weights) lies in no other face, so the search without a start ends in that face too
+        (its weights normalised twice, as there); every other point is searched as without a
+        start, from its coordinates as given."""
+        points = unit(raw)
+        n = len(points)
+        if hint is not None:
+            face = np.asarray(hint, dtype=np.int64).reshape(-1).copy()
+            if face.shape != (n,) or (n and (face.min() < 0 or face.max() >= len(self.faces))):
+                raise ValueError(f"hint must hold {n} face indices in [0, {len(self.faces)})")
+            w, score = self._weights(face, points)
+            miss = np.flatnonzero(~(score >= -_TOL))
+            if miss.size and walk > 0:
+                self._walk(points, face, w, score, miss, walk)
+        else:
+            near = np.asarray(near, dtype=np.int64).reshape(-1)
+            if near.shape != (n,) or (n and (near.min() < 0 or near.max() >= len(self.vertices))):
+                raise ValueError(f"near must hold {n} vertex indices in [0, {len(self.vertices)})")
+            face, w, score = self._screen(points, self._fans[near])
+        rest = np.flatnonzero(~(score > _FAR_CLEAR))
+        with np.errstate(invalid="ignore", divide="ignore"):  # rows outside are replaced below
+            w /= w.sum(axis=1, keepdims=True)
+        if rest.size:
+            face[rest], w[rest] = self.locate(raw[rest], k)
         return face, w
 
     def _locate_near(self, points: np.ndarray, near: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

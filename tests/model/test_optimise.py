@@ -187,3 +187,18 @@ def test_sparse_smoothing_equals_the_gather_smoothing():
         assert fast.dtype == dtype and fast.shape == x.shape
         assert torch.allclose(fast, slow, atol=tol, rtol=0)
     assert smooth_on_ico(x, 0, level=4) is x
+
+
+def test_sparse_smoothing_updates_a_copy_with_the_steps_bits():
+    """The CPU steps update a copy in place: the input is left alone, and every bit is that of
+    ``y + 0.5 * (ring @ y - y)`` step by step (a network's low-pass must not move its warp)."""
+    from geomorph_bids.model.optimise import _ring_matrix
+
+    x = torch.as_tensor(np.random.default_rng(5).normal(size=(1, 2562, 3)))
+    before = x.clone()
+    out = smooth_on_ico(x, 9, level=4)
+    assert torch.equal(x, before)
+    y = x[0].numpy().copy()
+    for _ in range(9):
+        y = y + 0.5 * (_ring_matrix(4, torch.float64) @ y - y)
+    assert np.array_equal(out[0].numpy(), y)

@@ -245,3 +245,33 @@ def test_far_hints_give_the_hinted_result_bit_for_bit():
         got = SphereLocator(v, f).locate(pts, hint=hint, far=True)
         np.testing.assert_array_equal(got[0], ref[0])
         np.testing.assert_array_equal(got[1], ref[1])
+
+
+def test_exact_starts_give_the_faces_of_the_search_without_them():
+    """``exact`` keeps a point where its start (``near`` vertex or walked ``hint``) found it only
+    when it is clear of every edge: the faces of the search without a start, for points at their
+    own vertex, a few triangles away, on vertices and on edge midpoints; the weights to rounding.
+    The ico grid's own fans hold most of a small warp's points (the search is left the rest)."""
+    for v, f in (_jittered_mesh(4, 5), _uv_sphere(12, 40)):
+        u = unit(v)
+        rng = np.random.default_rng(11)
+        own = np.concatenate([rng.integers(0, len(v), 3000), f[:200, 0], f[:200, 0]])
+        pts = u[own] + rng.normal(scale=0.02, size=(len(own), 3)) * (np.arange(len(own)) < 3000)[:, None]
+        pts[3200:] = unit(u[f[:200, 0]] + u[f[:200, 1]])  # edge midpoints
+        pts[3000:3100] *= 37.0  # any radius
+        ref_face, ref_w = SphereLocator(v, f).locate(pts)
+        hint = SphereLocator(v, f).fans[own, 0]
+        for kw in ({"near": own}, {"hint": hint, "walk": 8}, {"hint": hint}):
+            loc = SphereLocator(v, f)
+            face, w = loc.locate(pts, exact=True, **kw)
+            edge = ref_w.min(axis=1) < 1e-9  # on an edge: either face, the same point
+            np.testing.assert_array_equal(face[~edge], ref_face[~edge])
+            np.testing.assert_allclose(w[~edge], ref_w[~edge], rtol=0, atol=1e-12)
+            same = (loc.vertices[loc.faces[face]] * w[:, :, None]).sum(1)
+            np.testing.assert_allclose(same, (loc.vertices[loc.faces[ref_face]] * ref_w[:, :, None]).sum(1), atol=1e-12)
+    v, f = icosphere(3)
+    pts = unit(v) + np.random.default_rng(3).normal(scale=1e-3, size=v.shape)
+    loc = SphereLocator(v, f)
+    assert (loc.locate(pts, near=np.arange(len(v)), exact=True)[0] == locate(pts, v, f)[0]).all()
+    with pytest.raises(ValueError, match="near must hold"):
+        loc.locate(pts, near=np.arange(len(v)) - 1, exact=True)
