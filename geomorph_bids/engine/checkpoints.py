@@ -5,7 +5,7 @@ register. The checkpoint format itself is :mod:`geomorph_bids.model.checkpoint`.
 A checkpoint's ``config`` must be ``GeoMorphConfig.to_dict()`` (a dict with ``"stages"``), or
 hold that dict under the key ``"model"`` or ``"geomorph"``. Its ``channels`` are the moving
 feature names in the network's input order (the features given may list them in any order;
-missing or extra names are refused, one line), and its ``template`` must be the template's
+a missing name is refused on one line, an extra one left out with a warning by the caller), and its ``template`` must be the template's
 name. A checkpoint with hemisphere ``"LR-mirrored"`` registers a right hemisphere by
 mirroring it (``x -> -x``) onto the LEFT template.
 """
