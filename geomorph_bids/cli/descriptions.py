@@ -15,27 +15,7 @@ from ..errors import InputError
 from ..io.atomic import atomic_write_bytes
 from ..io.limits import read_json_bounded, read_text_bounded
 
-__all__ = ["geomorph_bids_output", "write_dataset_description", "write_readme", "write_bidsignore", "write_bids_extras",
-           "write_citation"]
-
-
-def geomorph_bids_output(folder: Path) -> str | None:
-    """When ``folder`` is geomorph-bids' own derivatives (``dataset_description.json`` of
-    ``DatasetType`` derivative, ``GeneratedBy`` geomorph-bids): the raw dataset it was made from
-    (its ``DatasetLinks`` ``raw``), or ``""`` when it does not say; else None."""
-    try:
-        doc = read_json_bounded(Path(folder) / DATASET_DESCRIPTION, what="dataset description")
-    except (InputError, OSError):
-        return None
-    if not isinstance(doc, dict) or str(doc.get("DatasetType", "")).lower() != "derivative":
-        return None
-    made_by = doc.get("GeneratedBy")
-    names = [str(g.get("Name", "")) for g in made_by if isinstance(g, dict)] if isinstance(made_by, list) else []
-    if not any(name.lower() == "geomorph-bids" for name in names):
-        return None
-    links = doc.get("DatasetLinks")
-    raw = links.get("raw") if isinstance(links, dict) else None
-    return str(raw) if isinstance(raw, str) and raw else ""
+__all__ = ["write_dataset_description", "write_readme", "write_bidsignore", "write_bids_extras", "write_citation"]
 
 
 def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str, Path] | None) -> Path:

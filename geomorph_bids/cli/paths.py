@@ -32,7 +32,7 @@ from ..errors import InputError
 from ..io.limits import read_json_bounded
 from .parser import parse_derivatives
 
-__all__ = ["InputFolders", "resolve_input_folders", "check_folders", "is_geomorph_output", "real",
+__all__ = ["InputFolders", "resolve_input_folders", "check_folders", "is_geomorph_output", "geomorph_bids_output", "real",
            "inside"]
 
 _PROG = "geomorph-bids"
@@ -48,18 +48,38 @@ def inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _generated_by(folder: Path) -> tuple[dict, list]:
+    """``folder``'s dataset_description.json (a JSON object) and the ``Name`` of each entry of its
+    ``GeneratedBy``; an empty dict and no names when there is none or it cannot be read."""
+    desc = Path(folder) / DATASET_DESCRIPTION
+    if not desc.is_file():
+        return {}, []
+    try:
+        doc = read_json_bounded(desc, what="dataset description")
+    except (InputError, OSError):
+        return {}, []
+    if not isinstance(doc, dict):
+        return {}, []
+    made = doc.get("GeneratedBy")
+    return doc, [g.get("Name") for g in made if isinstance(g, dict)] if isinstance(made, list) else []
+
+
 def is_geomorph_output(folder: Path) -> bool:
     """A folder written by geomorph-bids: its dataset_description.json names geomorph-bids in
     ``GeneratedBy``."""
-    desc = folder / DATASET_DESCRIPTION
-    if not desc.is_file():
-        return False
-    try:
-        doc = read_json_bounded(desc)
-    except InputError:
-        return False
-    generated = doc.get("GeneratedBy") if isinstance(doc, dict) else None
-    return isinstance(generated, list) and any(isinstance(g, dict) and g.get("Name") == _PROG for g in generated)
+    return _PROG in _generated_by(folder)[1]
+
+
+def geomorph_bids_output(folder: Path) -> str | None:
+    """When ``folder`` is geomorph-bids' own derivatives (``dataset_description.json`` of
+    ``DatasetType`` derivative, ``GeneratedBy`` geomorph-bids, in any case): the raw dataset it was
+    made from (its ``DatasetLinks`` ``raw``), or ``""`` when it does not say; else None."""
+    doc, names = _generated_by(folder)
+    if str(doc.get("DatasetType", "")).lower() != "derivative" or not any(str(n).lower() == _PROG for n in names):
+        return None
+    links = doc.get("DatasetLinks")
+    raw = links.get("raw") if isinstance(links, dict) else None
+    return str(raw) if isinstance(raw, str) and raw else ""
 
 
 def _holds_nothing(folder: Path) -> bool:

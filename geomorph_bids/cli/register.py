@@ -240,7 +240,7 @@ def _run_example(out_dir: Path, template: str, model: str | None = None, device:
     from ..io.template_ref import resolve_template_ref
     from ..io.template_sources import TemplateSearch
     from ..resources import example_dir
-    from .descriptions import geomorph_bids_output
+    from .paths import geomorph_bids_output
 
     if geomorph_bids_output(out_dir) is not None:  # its loose files would sit at the derivatives' top level
         raise InputError(f"is geomorph-bids' output (a BIDS derivatives folder): --example writes loose files that "

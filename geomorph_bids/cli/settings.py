@@ -23,7 +23,7 @@ from ..io.template_ref import TemplateRef, resolve_template_ref, template_search
 from ..io.template_sources import TemplateSearch
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..workflows.config import RunConfig
-from .descriptions import geomorph_bids_output
+from .paths import geomorph_bids_output
 from .machine import total_memory_gb, usable_cpus
 from .parser import parse_derivatives
 
