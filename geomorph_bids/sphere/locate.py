@@ -172,12 +172,9 @@ class SphereLocator:
         points = unit(np.atleast_2d(points))
         n = len(points)
         if hint is not None:
-            hint = np.asarray(hint, dtype=np.int64).reshape(-1)
-            if hint.shape != (n,) or (n and (hint.min() < 0 or hint.max() >= len(self.faces))):
-                raise ValueError(f"hint must hold {n} face indices in [0, {len(self.faces)})")
-            w, score = self._weights(hint, points)
+            face = self._hint_faces(hint, n)
+            w, score = self._weights(face, points)
             miss = np.flatnonzero(~(score >= -_TOL))
-            face = hint.copy()
             if miss.size and walk > 0:
                 miss = self._walk(points, face, w, score, miss, walk)
             elif miss.size and far:
@@ -227,6 +224,13 @@ class SphereLocator:
                 break
         return np.flatnonzero(~(score >= -_TOL))
 
+    def _hint_faces(self, hint: np.ndarray, n: int) -> np.ndarray:
+        """A copy of ``hint`` as (n,) int64 face indices of this mesh, else ValueError."""
+        face = np.array(hint, dtype=np.int64).reshape(-1)
+        if face.shape != (n,) or (n and (face.min() < 0 or face.max() >= len(self.faces))):
+            raise ValueError(f"hint must hold {n} face indices in [0, {len(self.faces)})")
+        return face
+
     def _locate_far(self, points: np.ndarray, face: np.ndarray, w: np.ndarray, miss: np.ndarray,
                     k: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`locate` with ``hint`` and ``far``: ``face`` (N,) holds the hints, ``w`` (N, 3)
@@ -258,9 +262,7 @@ class SphereLocator:
         points = unit(raw)
         n = len(points)
         if hint is not None:
-            face = np.asarray(hint, dtype=np.int64).reshape(-1).copy()
-            if face.shape != (n,) or (n and (face.min() < 0 or face.max() >= len(self.faces))):
-                raise ValueError(f"hint must hold {n} face indices in [0, {len(self.faces)})")
+            face = self._hint_faces(hint, n)
             w, score = self._weights(face, points)
             miss = np.flatnonzero(~(score >= -_TOL))
             if miss.size and walk > 0:
