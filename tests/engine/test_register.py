@@ -200,11 +200,7 @@ def test_a_map_the_checkpoint_does_not_read_is_left_out_with_one_warning(tmp_pat
     """curv given beside sulc (fsaverage's default registers both) to a sulc network: one
     FeatureWarning naming it, the registration from sulc alone; before, loading the checkpoint
     refused the pair ("not used by the model: curv") while the default accepted it."""
-    import warnings
-
     from geomorph_bids.io.validate import FeatureWarning
-
-    from geomorph_bids.io import read_feature
 
     path = _save(tmp_path, tiny_model)
     curv = np.random.default_rng(0).normal(size=read_feature(SURF / "lh.sulc").shape)
