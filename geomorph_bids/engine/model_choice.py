@@ -220,7 +220,7 @@ def resolve_model(model: str | Path | None, template: str, available: Sequence[s
     ``"short"`` (``--refine short``, given): :data:`~geomorph_bids.model.optimise.REFINEMENT`;
     ``"full"`` (``--refine full``): the optimiser's schedule from the network's low-passed warp
     (:data:`~geomorph_bids.model.optimise.FROM_NETWORK`); False (``--no-optimise``): the
-    network's warp as it is, one forward pass. False, ``"short"`` and ``"full"`` are refused
+    network's warp as it is (its forward passes, :attr:`ModelChoice.passes`). False, ``"short"`` and ``"full"`` are refused
     (:class:`InputError`) for a choice without a network: a given option that would change
     nothing is a mistake to say, not to ignore."""
     if refine not in (True, False, *REFINE_CHOICES):
