@@ -685,8 +685,10 @@ def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
     (:func:`network_smoothing` iterations times that pass's entry), upsampled and composed after
     theirs. ``lowpass`` > 1 (a schedule started from the network's warp,
     ``OptimiseConfig.start_lowpass``): one pass low-passed that many times instead, as that
-    schedule was measured. The result is unfolded. A job's ``seconds_network`` is its share of the
-    forward passes plus its own post-processing."""
+    schedule was measured. The result is unfolded. The fixed images' share of a forward pass is
+    computed once for all passes (``GeoMorph.encode_fixed``), and the forward passes skip the
+    resampling of the moving image that only the warp is read from. A job's ``seconds_network``
+    is its share of the forward passes plus its own post-processing."""
     import torch
 
     from ..model.geomorph import compose_warps
@@ -719,6 +721,7 @@ def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
         sample = ico_sampler(TEMPLATE_LEVEL)  # the passes share its tables
         grid = torch.arange(n_vertices(TEMPLATE_LEVEL))[None]
         shared = 0.0
+        fixed = encoded = None
         for job in group:  # the passes add up their time: not onto a failed batch's before a retry
             job.seconds["seconds_network"] = 0.0
         for k in passes:
@@ -736,8 +739,11 @@ def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
                     moved.append(sample(torch.from_numpy(m)[None], points, at_total[i])[0].numpy())
             ins = [job.loaded.spec(m, channel_names=ch)[0] for job, m, ch in zip(group, moved, channels)]
             with torch.inference_mode():
-                out = net(torch.as_tensor(np.stack(ins), dtype=dtype, device=dev),
-                          torch.as_tensor(np.stack(fixs), dtype=dtype, device=dev))
+                if encoded is None:  # the fixed image's share of a forward pass, once for all passes
+                    fixed = torch.as_tensor(np.stack(fixs), dtype=dtype, device=dev)
+                    encoded = net.encode_fixed(fixed)
+                out = net(torch.as_tensor(np.stack(ins), dtype=dtype, device=dev), fixed, encoded=encoded,
+                          warped=False)
                 warps = out.warp.detach().to("cpu", torch.float64).numpy()
             if dev is not None and dev.type == "cuda":
                 torch.cuda.synchronize(dev)

@@ -52,7 +52,7 @@ from geomorph_bids.model.network import GeoMorphNet, NetworkConfig
 from geomorph_bids.model.warp import Transformer, ico_sampler
 from geomorph_bids.sphere.icosphere import MAX_LEVEL, n_vertices
 
-__all__ = ["StageConfig", "GeoMorphConfig", "GeoMorphOutput", "GeoMorphStage", "GeoMorph",
+__all__ = ["StageConfig", "GeoMorphConfig", "GeoMorphOutput", "FixedEncoding", "GeoMorphStage", "GeoMorph",
            "tiny_config", "default_config", "compose_warps", "MIN_CONTROL_LEVEL",
            "MAX_CONTROL_LEVEL"]
 
@@ -285,7 +285,8 @@ class GeoMorphOutput:
     ----------
     warp : (B, V_data, 3) unit-sphere pull-back warp composed over all stages
         (``warped[x] = moving(warp[x])``).
-    warped : (B, V_data, K) moving features resampled (once) at ``warp``.
+    warped : (B, V_data, K) moving features resampled (once) at ``warp``; None when the forward
+        pass was asked not to (``forward(..., warped=False)``: callers that read only the warp).
     logits : per stage (B, Ncp_i, L_i) label logits (empty when built from control points).
     control_points : per stage (B, Ncp_i, 3) deformed control points on the unit sphere
         (each relative to its own stage's input).
@@ -293,10 +294,27 @@ class GeoMorphOutput:
     """
 
     warp: Tensor
-    warped: Tensor
+    warped: Tensor | None
     logits: list[Tensor] = field(default_factory=list)
     control_points: list[Tensor] = field(default_factory=list)
     stage_warps: list[Tensor] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FixedEncoding:
+    """What :meth:`GeoMorph.forward` computes from the fixed image alone
+    (:meth:`GeoMorph.encode_fixed`).
+
+    Attributes
+    ----------
+    fixed : the (B, V_data, K) tensor it was computed from (``forward`` accepts it with this very
+        tensor only).
+    stages : per stage, the encoder's fixed stream (B, V, C) and the correlation head's fixed
+        descriptor (B, V_label, C) or None.
+    """
+
+    fixed: Tensor
+    stages: tuple[tuple[Tensor, Tensor | None], ...]
 
 
 def _geometric(t: Tensor) -> Tensor:
@@ -378,19 +396,34 @@ class GeoMorphStage(nn.Module):
                                        net.kernels, net.negative_slope)
             self.corr_scale = nn.Parameter(torch.tensor(4.0))
 
-    def forward(self, moving: Tensor, fixed: Tensor) -> Tensor:
-        logits = self.network(moving, fixed)
+    def encode_fixed(self, fixed: Tensor) -> tuple[Tensor, Tensor | None]:
+        """What this stage computes from the fixed image (B, V_data, K) alone: the encoder's
+        fixed stream (:meth:`~geomorph_bids.model.network.FeatureEncoder.fixed_stream`) and the
+        correlation head's fixed descriptor (B, V_label, C) (None without the head)."""
+        stream = self.network.encoder.fixed_stream(fixed)
+        return stream, None if self.match is None else self._descriptor(fixed)
+
+    def _descriptor(self, image: Tensor) -> Tensor:
+        """(B, V_label, C) unit descriptors of an image on the label icosphere."""
+        return torch.nn.functional.normalize(self.match(image[:, :n_vertices(self.config.label_level)]), dim=-1)
+
+    def forward(self, moving: Tensor, fixed: Tensor,
+                encoded: tuple[Tensor, Tensor | None] | None = None) -> Tensor:
+        """(B, V, K) x 2 -> logits (B, Ncp, L); ``encoded``: :meth:`encode_fixed` of ``fixed``,
+        when already computed (the same bits)."""
+        stream, descriptor = (None, None) if encoded is None else encoded
+        logits = self.network(moving, fixed, stream)
         if self.match is None:
             return logits
-        return logits + self.corr_scale * self.correlation(moving, fixed)
+        return logits + self.corr_scale * self.correlation(moving, fixed, descriptor)
 
-    def correlation(self, moving: Tensor, fixed: Tensor) -> Tensor:
+    def correlation(self, moving: Tensor, fixed: Tensor, descriptor: Tensor | None = None) -> Tensor:
         """(B, Ncp, L) cosine similarity of the fixed descriptor at each control point and the
         moving descriptor at each of its labels (descriptors on the label icosphere, whose
-        first vertices are the data icosphere's: the hierarchy is nested)."""
-        nl = n_vertices(self.config.label_level)
-        dm = torch.nn.functional.normalize(self.match(moving[:, :nl]), dim=-1)
-        df = torch.nn.functional.normalize(self.match(fixed[:, :nl]), dim=-1)
+        first vertices are the data icosphere's: the hierarchy is nested). ``descriptor``: the
+        fixed one (:meth:`encode_fixed`), when already computed."""
+        dm = self._descriptor(moving)
+        df = self._descriptor(fixed) if descriptor is None else descriptor
         ncp = self.grid.n_control
         at_labels = dm[:, self.grid.index]                          # (B, Ncp, L, C)
         return torch.einsum("bnc,bnlc->bnl", df[:, :ncp], at_labels)
@@ -450,29 +483,47 @@ class GeoMorph(nn.Module):
         with _full_precision(warp.device):
             return ico_sampler(self.data_level)(_geometric(moving), _geometric(warp))
 
-    def _steps(self, moving: Tensor, fixed: Tensor | None,
-               controls: Sequence[Tensor] | None) -> Iterator[tuple[Tensor | None, Tensor, Tensor, Tensor, Tensor]]:
-        """Run the cascade; yields (logits, control, stage warp, total warp, warped) per stage."""
+    def _steps(self, moving: Tensor, fixed: Tensor | None, controls: Sequence[Tensor] | None,
+               encoded: "FixedEncoding | None" = None, warped: bool = True
+               ) -> Iterator[tuple[Tensor | None, Tensor, Tensor, Tensor, Tensor | None]]:
+        """Run the cascade; yields (logits, control, stage warp, total warp, warped) per stage
+        (the last stage's warped image None unless ``warped``)."""
         total: Tensor | None = None
-        current = moving
+        current: Tensor | None = moving
+        last = len(self.stages) - 1
         for i, stage in enumerate(self.stages):
             if controls is None:
-                logits = stage(current, fixed)
+                logits = stage(current, fixed, None if encoded is None else encoded.stages[i])
                 control = stage.control_points(logits)
             else:
                 logits, control = None, controls[i]
             stage_warp = stage.warp(control)
             total = compose_warps(total, stage_warp, self.data_level)
-            current = self.resample(moving, total)  # always from the original moving image
+            # always from the original moving image
+            current = self.resample(moving, total) if warped or i < last else None
             yield logits, control, stage_warp, total, current
 
-    def forward(self, moving: Tensor, fixed: Tensor) -> GeoMorphOutput:
-        """Register ``moving`` to ``fixed``: (B, V_data, K) each -> :class:`GeoMorphOutput`."""
+    def encode_fixed(self, fixed: Tensor) -> "FixedEncoding":
+        """What a forward pass computes from the fixed image (B, V_data, K) alone, every stage's
+        (:meth:`GeoMorphStage.encode_fixed`): computed once, it serves every moving image
+        registered to this ``fixed`` (``forward(..., encoded=)``; the forward passes of a cascade)."""
+        self._check("fixed", fixed)
+        return FixedEncoding(fixed, tuple(stage.encode_fixed(fixed) for stage in self.stages))
+
+    def forward(self, moving: Tensor, fixed: Tensor, *, encoded: "FixedEncoding | None" = None,
+                warped: bool = True) -> GeoMorphOutput:
+        """Register ``moving`` to ``fixed``: (B, V_data, K) each -> :class:`GeoMorphOutput`.
+
+        ``encoded``: :meth:`encode_fixed` of this very ``fixed`` tensor (the same bits as
+        without it, less work). ``warped=False``: the moving image is not resampled at the final
+        warp (``GeoMorphOutput.warped`` is None), for callers that read only the warp."""
         self._check("moving", moving)
         self._check("fixed", fixed)
         if moving.shape[0] != fixed.shape[0]:
             raise ValueError(f"moving and fixed batch sizes differ: {moving.shape[0]} vs {fixed.shape[0]}")
-        return self._collect(self._steps(moving, fixed, None))
+        if encoded is not None and encoded.fixed is not fixed:
+            raise ValueError("encoded was computed from another fixed tensor: pass encode_fixed(fixed) of this one")
+        return self._collect(self._steps(moving, fixed, None, encoded, warped))
 
     def forward_from_control(self, moving: Tensor, control_points: Sequence[Tensor]) -> GeoMorphOutput:
         """The cascade with given per-stage control points (bypasses the networks and CRFs).
@@ -505,7 +556,7 @@ class GeoMorph(nn.Module):
                 logits.append(lg)
             controls.append(control)
             warps.append(stage_warp)
-        if total is None or warped is None:  # unreachable: configs have >= 1 stage
+        if total is None:  # unreachable: configs have >= 1 stage
             raise RuntimeError("GeoMorph has no stages")
         return GeoMorphOutput(warp=total, warped=warped, logits=logits, control_points=controls,
                               stage_warps=warps)

@@ -162,19 +162,38 @@ class FeatureEncoder(nn.Module):
         v = n_vertices(self.levels[i] - 1)
         return torch.cat([x[:, :v], self.pools[i](x), raw[:, :v]], dim=-1)
 
-    def forward(self, moving: Tensor, fixed: Tensor) -> tuple[Tensor, Tensor]:
-        """moving, fixed: (B, n_vertices(input_level), K) -> features (B, V_bottom, C_last) each."""
-        B = moving.shape[0]
-        xm, xf = moving, fixed
+    def fixed_stream(self, fixed: Tensor) -> Tensor:
+        """The fixed stream through the separate levels: (B, n_vertices(input_level), K) -> the
+        input of the first shared level (``fixed`` itself when ``n_separate`` is 0).
+
+        It depends on the fixed image alone, so the moving images registered to one fixed image
+        (the forward passes of a cascade) can share it: ``forward(..., fixed_stream=)``."""
         n = len(self.levels)
-        for i in range(n):
-            if i < self.config.n_separate:
-                xm, xf = self.moving_stages[i](xm), self.fixed_stages[i](xf)
-            else:
-                xm, xf = self.shared_stages[i - self.config.n_separate](
-                    torch.cat([xm, xf], 0)).split(B, 0)
+        xf = fixed
+        for i in range(self.config.n_separate):
+            xf = self.fixed_stages[i](xf)
             if i < n - 1:
-                xm, xf = self._next_input(i, xm, moving), self._next_input(i, xf, fixed)
+                xf = self._next_input(i, xf, fixed)
+        return xf
+
+    def forward(self, moving: Tensor, fixed: Tensor, fixed_stream: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """moving, fixed: (B, n_vertices(input_level), K) -> features (B, V_bottom, C_last) each.
+
+        ``fixed_stream``: :meth:`fixed_stream` of this ``fixed``, when already computed (the
+        same values, the same bits)."""
+        B = moving.shape[0]
+        ns, n = self.config.n_separate, len(self.levels)
+        xf = self.fixed_stream(fixed) if fixed_stream is None else fixed_stream
+        xm = moving
+        for i in range(n):
+            if i < ns:
+                xm = self.moving_stages[i](xm)
+            else:
+                xm, xf = self.shared_stages[i - ns](torch.cat([xm, xf], 0)).split(B, 0)
+            if i < n - 1:
+                xm = self._next_input(i, xm, moving)
+                if i >= ns:
+                    xf = self._next_input(i, xf, fixed)
         return xm, xf
 
 
@@ -233,18 +252,23 @@ class GeoMorphNet(nn.Module):
             {str(lv): HexUpsample(lv)
              for lv in range(config.bottom_level + 1, config.control_level + 1)})
 
-    def forward(self, moving: Tensor, fixed: Tensor) -> Tensor:
-        """(B, V_in, K) x 2 -> logits (B, V_control, L); (V_in, K) inputs give (V_control, L)."""
+    def forward(self, moving: Tensor, fixed: Tensor, fixed_stream: Tensor | None = None) -> Tensor:
+        """(B, V_in, K) x 2 -> logits (B, V_control, L); (V_in, K) inputs give (V_control, L).
+
+        ``fixed_stream``: the encoder's :meth:`FeatureEncoder.fixed_stream` of this ``fixed``
+        (batched), when already computed."""
         squeeze = moving.dim() == 2
         if squeeze:
             moving, fixed = moving.unsqueeze(0), fixed.unsqueeze(0)
+            if fixed_stream is not None and fixed_stream.dim() == 2:
+                fixed_stream = fixed_stream.unsqueeze(0)
         cfg = self.config
         expected = (n_vertices(cfg.input_level), cfg.in_channels)
         for name, t in (("moving", moving), ("fixed", fixed)):
             if t.dim() != 3 or tuple(t.shape[1:]) != expected:
                 raise ValueError(f"{name}: expected (B, {expected[0]}, {expected[1]}), "
                                  f"got {tuple(t.shape)}")
-        fm, ff = self.encoder(moving, fixed)
+        fm, ff = self.encoder(moving, fixed, fixed_stream)
         x = torch.cat([F.normalize(fm, dim=-1), F.normalize(ff, dim=-1)], dim=-1)
         level = cfg.bottom_level
         for block, lv in zip(self.blocks, self.block_levels):

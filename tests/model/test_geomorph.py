@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -214,6 +215,40 @@ def test_same_seed_same_output():
     assert all(torch.equal(x, y) for x, y in zip(oa.logits, ob.logits))
     c = make_model(seed=8, control_level=(2, 3))
     assert not torch.equal(c(moving, fixed).logits[0], oa.logits[0])
+
+
+@pytest.mark.parametrize("correlation, n_separate", [(True, 0), (False, 1), (True, 2)])
+def test_encode_fixed_gives_the_same_bits(correlation, n_separate):
+    """The fixed image's share computed once (encode_fixed) and reused by several moving images
+    gives the very bits of the plain forward pass, for a two-stage cascade; warped=False skips
+    the last resampling only."""
+    base = tiny_config(data_level=3, control_level=(2, 3))  # 2 encoder levels: n_separate 2 shares none
+    torch.manual_seed(3)
+    model = GeoMorph(dataclasses.replace(base, stages=tuple(
+        dataclasses.replace(st, correlation=correlation, network=dataclasses.replace(st.network, n_separate=n_separate))
+        for st in base.stages))).eval()
+    g = torch.Generator().manual_seed(4)
+    fixed = torch.randn(2, 642, 1, generator=g)
+    encoded = model.encode_fixed(fixed)
+    assert len(encoded.stages) == 2 and encoded.fixed is fixed
+    assert all((d is None) != correlation for _, d in encoded.stages)
+    with torch.inference_mode():
+        for _ in range(2):  # one encoding serves every moving image registered to this fixed
+            moving = torch.randn(2, 642, 1, generator=g)
+            plain = model(moving, fixed)
+            reused = model(moving, fixed, encoded=encoded, warped=False)
+            assert torch.equal(plain.warp, reused.warp)
+            assert all(torch.equal(a, b) for a, b in zip(plain.logits, reused.logits))
+            assert reused.warped is None and plain.warped is not None
+        assert torch.equal(model(moving, fixed, encoded=encoded).warped, plain.warped)
+
+
+def test_encode_fixed_of_another_tensor_is_refused():
+    model = make_model(seed=3, control_level=2)
+    fixed = torch.randn(1, 2562, 1)
+    encoded = model.encode_fixed(fixed)
+    with pytest.raises(ValueError, match="another fixed tensor"):
+        model(torch.randn(1, 2562, 1), fixed.clone(), encoded=encoded)
 
 
 def test_state_dict_round_trip():
