@@ -51,3 +51,33 @@ def test_a_huge_passes_list_is_not_printed_whole():
     with pytest.raises(InputError, match="inference.passes") as err:
         network_passes({"inference": {"passes": list(range(1, 100_000))}})
     assert len(str(err.value)) < 400 and "99999 entries" in str(err.value)
+
+
+def test_a_checkpoint_is_built_once_per_process_until_its_file_changes(tmp_path):
+    """load_model keeps the network read from a file for the next registration (same file, same
+    device): the same module; a rewritten file (another mtime or size) is read again."""
+    import os
+
+    import torch
+
+    from geomorph_bids.engine.checkpoints import load_model
+    from geomorph_bids.model.checkpoint import CheckpointMeta, save_checkpoint
+    from geomorph_bids.model.geomorph import GeoMorph, tiny_config
+
+    torch.manual_seed(0)
+    net = GeoMorph(tiny_config(data_level=3, control_level=2, n_labels=10))
+    meta = CheckpointMeta(name="tiny", template="fsLR", hemisphere="L", channels=("sulc",),
+                          config=net.config.to_dict())
+    path = save_checkpoint(tmp_path / "m.pt", net.state_dict(), meta)
+    a = load_model(path, ["sulc"], "fsLR", "L", torch.device("cpu"))
+    b = load_model(str(path), ["sulc"], "fsLR", "L", torch.device("cpu"))
+    assert a.net is b.net and not a.net.training
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+    save_checkpoint(path, net.state_dict(), meta)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a new mtime whatever the clock's grain
+    c = load_model(path, ["sulc"], "fsLR", "L", torch.device("cpu"))
+    assert c.net is not a.net
+    assert torch.equal(next(c.net.parameters()), next(net.parameters()))
+    assert not torch.equal(next(c.net.parameters()), next(a.net.parameters()))
