@@ -36,7 +36,7 @@ from scipy import sparse
 from scipy.spatial import cKDTree
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.sphere.icosphere import icosphere, n_vertices, unit_icosphere
+from geomorph_bids.sphere.icosphere import containing_face, icosphere, n_vertices, unit_icosphere
 from geomorph_bids.sphere.locate import SphereLocator, unit
 from geomorph_bids.sphere.mesh import vertex_areas
 from geomorph_bids.sphere.rotation import expm_so3, orthonormalise, quat_to_matrix
@@ -92,6 +92,53 @@ def _ico_nearest_mirrored(src_level: int, level: int) -> np.ndarray:
     vertex (cached): a template on the icosphere grid, mirrored for the identity check."""
     _, idx = _ico_tree(level).query(_ico(src_level)[0] * _FLIP, workers=1)
     idx.setflags(write=False)
+    return idx
+
+
+@lru_cache(maxsize=8)
+def _face_tables(level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per unit ico-level face (a, b, c), counter-clockwise seen from outside: (9, F) float64
+    components of the normals ``b x c``, ``c x a``, ``a x b`` (a direction lies in the face where
+    its dot products with all three are >= 0), (3, F) int64 corners, (3, V) float64 vertices;
+    read-only, as component rows (``take`` gathers them 4x faster than fancy indexing rows)."""
+    v, f = _ico(level)
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    normals = np.ascontiguousarray(np.stack([np.cross(b, c), np.cross(c, a), np.cross(a, b)], 1).reshape(-1, 9).T)
+    corners, vt = np.ascontiguousarray(f.T), np.ascontiguousarray(v.T)
+    for t in (normals, corners, vt):
+        t.setflags(write=False)
+    return normals, corners, vt
+
+
+_TIE = 1e-12  # two corners whose dot products with a point differ by less are left to the k-d tree
+
+
+def _nearest_ico_vertex(u: np.ndarray, level: int) -> np.ndarray:
+    """(N,) int64: the nearest unit ico-``level`` vertex of each of (N, 3) unit points ``u``, as
+    :func:`_ico_tree`'s query gives it.
+
+    Each point's face by descent (:func:`~geomorph_bids.sphere.icosphere.containing_face`), then the
+    nearest of its three corners: every icosphere triangle is acute, so each vertex's Voronoi cell
+    (the points nearest to it) lies inside the triangles around it, and a point's nearest vertex is
+    a corner of the triangle that holds it. A point outside that face by the float64 test, or whose
+    two nearest corners are within ``_TIE`` of a tie, gets the k-d tree's answer: the same indices
+    as the query, ties included, at a third of its cost (164k points at ico-5: 40 ms, not 0.14 s).
+    """
+    face = containing_face(u, level)
+    normals, corners, vt = _face_tables(level)
+    ut = np.ascontiguousarray(u.T)
+    g = [row.take(face) for row in normals]
+    inside = ((g[0] * ut[0] + g[1] * ut[1] + g[2] * ut[2] >= 0.0) & (g[3] * ut[0] + g[4] * ut[1] + g[5] * ut[2] >= 0.0)
+              & (g[6] * ut[0] + g[7] * ut[1] + g[8] * ut[2] >= 0.0))
+    c = [row.take(face) for row in corners]
+    dots = np.stack([vt[0].take(ci) * ut[0] + vt[1].take(ci) * ut[1] + vt[2].take(ci) * ut[2] for ci in c])
+    best = np.argmax(dots, axis=0)
+    top = np.take_along_axis(dots, best[None], axis=0)[0]
+    second = np.max(np.where(np.arange(3)[:, None] == best[None], -np.inf, dots), axis=0)
+    idx = np.where(best == 0, c[0], np.where(best == 1, c[1], c[2]))
+    doubt = np.flatnonzero(~inside | (top - second <= _TIE))
+    if doubt.size:
+        idx[doubt] = _ico_tree(level).query(u[doubt], workers=1)[1]
     return idx
 
 
@@ -236,7 +283,7 @@ def _bin_to_level(u: np.ndarray, feat: np.ndarray, area: np.ndarray,
     elif mirrored is not None and mirrored >= level:
         idx = _ico_nearest_mirrored(mirrored, level)
     else:
-        _, idx = _ico_tree(level).query(u, workers=1)
+        idx = _nearest_ico_vertex(u, level)
     wsum = np.bincount(idx, weights=area, minlength=n)
     fsum = np.stack([np.bincount(idx, weights=area * feat[:, k], minlength=n)
                      for k in range(feat.shape[1])], 1)
