@@ -21,6 +21,12 @@ rounded to 4 decimals, which we do not imitate (our vertices are exact normalise
 
 Faces are wound counter-clockwise seen from outside: ``a . (b x c) > 0``.
 
+Point location
+--------------
+``containing_face`` finds the face of a level that holds each of many directions by descending
+the hierarchy (the icosahedron's face, then one of four children per level, by three plane
+tests in float32): no k-d tree, tables of 36 bytes a face.
+
 Neighbourhood tables
 --------------------
 Every vertex has 6 neighbours except the 12 vertices of the base icosahedron, which have 5.

@@ -5,8 +5,9 @@ against a template). Rotations follow :mod:`geomorph_bids.sphere.rotation`'s con
 
 How :func:`rigid_align` works
 -----------------------------
-1. Both feature maps are area-weighted bin-averaged onto icospheres (nearest vertex)
-   and low-pass filtered with a normalised Gaussian kernel, one width per level;
+1. Both feature maps are area-weighted bin-averaged onto icospheres (nearest vertex, found
+   by descent through the nested levels: :func:`_nearest_ico_vertex`, the k-d tree's answer at
+   a third of its cost) and low-pass filtered with a normalised Gaussian kernel, one width per level;
    invalid vertices (``mask``, non-finite values, vertices whose channels are all
    exactly zero, such as a zeroed medial wall) get weight zero.
 2. Coarse search over all of SO(3): a deterministic super-Fibonacci grid of rotations
@@ -335,11 +336,12 @@ def _weighted_corr(m: np.ndarray, f: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Weighted Pearson correlation along the last axis; m, f, w broadcast together."""
     sw = w.sum(-1)
     sw = np.where(sw > 0, sw, 1.0)
-    mm = (w * m).sum(-1) / sw
-    fm = (w * f).sum(-1) / sw
-    cov = (w * m * f).sum(-1) / sw - mm * fm
-    vm = (w * m * m).sum(-1) / sw - mm * mm
-    vf = (w * f * f).sum(-1) / sw - fm * fm
+    wm, wf = w * m, w * f  # each product once: ``w * m * f`` is ``(w * m) * f``, the same bits
+    mm = wm.sum(-1) / sw
+    fm = wf.sum(-1) / sw
+    cov = (wm * f).sum(-1) / sw - mm * fm
+    vm = (wm * m).sum(-1) / sw - mm * mm
+    vf = (wf * f).sum(-1) / sw - fm * fm
     return cov / np.sqrt(np.maximum(vm * vf, 1e-30))
 
 
@@ -357,19 +359,24 @@ def _coarse_search(mov: _Smoothed, fix: _Smoothed, n_rotations: int,
     rots = _super_fibonacci(int(n_rotations))
     scores = np.empty(len(rots))
     chunk = max(1, (1 << 21) // len(p))
+    block = max(1, (1 << 16) // len(p))  # rotations per pass of the lookups: temporaries of ~256 kB
     for s in range(0, len(rots), chunk):
         R = rots[s:s + chunk].astype(np.float32)
-        x = np.matmul(R.reshape(-1, 3), pt).reshape(len(R), 3, -1)  # (n, 3, P): a BLAS call, 10x einsum
-        lat = np.arcsin(np.clip(x[:, 2], -1.0, 1.0))
-        lon = np.arctan2(x[:, 1], x[:, 0])
-        i = np.minimum(((lat + np.pi / 2) * (n_lat / np.pi)).astype(np.int32), n_lat - 1)
-        j = np.minimum(((lon + np.pi) * (n_lon / (2 * np.pi))).astype(np.int32), n_lon - 1)
-        flat = i * n_lon + j
-        w = wm[None] * img_w[flat]
-        score = 0.0
-        for k in range(m.shape[1]):
-            score = score + _weighted_corr(m[None, :, k], img[flat, k], w)
-        scores[s:s + chunk] = score / m.shape[1]
+        xs = np.matmul(R.reshape(-1, 3), pt).reshape(len(R), 3, -1)  # (n, 3, P): a BLAS call, 10x einsum
+        # the rest row by row (a rotation's score reads its own row only), in cache-sized blocks:
+        # 2x faster than on the whole chunk's 7 MB temporaries at ico-3, the same bits
+        for b in range(0, len(R), block):
+            x = xs[b:b + block]
+            lat = np.arcsin(np.clip(x[:, 2], -1.0, 1.0))
+            lon = np.arctan2(x[:, 1], x[:, 0])
+            i = np.minimum(((lat + np.pi / 2) * (n_lat / np.pi)).astype(np.int32), n_lat - 1)
+            j = np.minimum(((lon + np.pi) * (n_lon / (2 * np.pi))).astype(np.int32), n_lon - 1)
+            flat = i * n_lon + j
+            w = wm[None] * img_w[flat]
+            score = 0.0
+            for k in range(m.shape[1]):
+                score = score + _weighted_corr(m[None, :, k], img[flat, k], w)
+            scores[s + b:s + b + len(x)] = score / m.shape[1]
     return rots, scores
 
 
