@@ -69,7 +69,8 @@ def _before_points(n: int) -> int:
     """How many of a template's ``n`` grid vertices the correlation before alignment reads: the
     first 10,242 of the ico-6 grid (its ico-5 vertices, spread evenly: the levels are nested),
     all of another grid. A quarter of the points to locate in the moving mesh (~70 ms less at
-    164k vertices); the correlation moves by ~1e-3 (docs/benchmarks.md, round twenty-two)."""
+    164k vertices); the correlation moved by 3e-4 at most on the benchmark's spheres (docs/benchmarks.md,
+    round twenty-two)."""
     return n_vertices(5) if n == n_vertices(6) else n
 
 

@@ -21,8 +21,9 @@ How :func:`rigid_align` works
    (near-ties) at a middle and at a fine level. The best fine-level correlation wins.
 
 Defaults (ico-3 / 8 deg, 3000 grid rotations with a covering radius of ~14 deg against a
-basin of ~20-25 deg; ico-4 / 4 deg; ico-5 / 2 deg) take ~0.6-0.8 s for two 164k-vertex
-spheres on 2 cores and agree with the fsaverage -> fsLR reference rotation to ~0.6 deg
+basin of ~20-25 deg; ico-4 / 4 deg; ico-5 / 2 deg) take ~0.5 s of CPU for two 164k-vertex
+spheres (0.8 s wall on 2 busy cores; a template already cached, as ``register()`` reuses it:
+less) and agree with the fsaverage -> fsLR reference rotation to ~0.6 deg
 (the remaining difference is the non-rigid part of that registration).
 """
 
