@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..io.templates import Template
+from ..sphere.icosphere import n_vertices
 from ..sphere.locate import SphereLocator
 from ..sphere.resample import barycentric_weights, corner_matrix, corner_weights
 from ..sphere.rigid import rigid_fit
@@ -32,7 +33,10 @@ class Prealignment:
     sphere : (V, 3) float64, the moving vertices rotated into template space, mm on radius 100.
     features_on_template : name -> (V_template,) float64, moving features sampled
         at the template's ico-6 vertices after alignment.
-    metrics : summary numbers (correlations before/after per feature, angle, seconds).
+    metrics : summary numbers: per feature, ``cc_<name>_before`` (the moving map as given,
+        no rotation, at the template's ico-5 vertices: the first 10,242 of its ico-6 grid) and
+        ``cc_<name>_after`` (rotated, on the whole ico-6 grid), Pearson correlations with the
+        template's map where it is not 0; the angle; the identity check's fits; seconds.
     cortex_on_template : (V_template,) bool, where the aligned moving cortex mask covers the
         template's ico-6 vertices (more than half of the barycentric weight inside the cortex),
         or None without a mask.
@@ -59,6 +63,15 @@ def correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) ->
     x, y = a[keep] - a[keep].mean(), b[keep] - b[keep].mean()
     denom = np.sqrt((x * x).sum() * (y * y).sum())
     return float((x * y).sum() / denom) if denom > 0 else float("nan")
+
+
+def _before_points(n: int) -> int:
+    """How many of a template's ``n`` grid vertices the correlation before alignment reads: the
+    first 10,242 of the ico-6 grid (its ico-5 vertices, spread evenly: the levels are nested),
+    all of another grid. A quarter of the points to locate in the moving mesh (~70 ms less at
+    164k vertices); the correlation moved by 3e-4 at most on the benchmark's spheres (docs/benchmarks.md,
+    round twenty-two)."""
+    return n_vertices(5) if n == n_vertices(6) else n
 
 
 def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.ndarray],
@@ -115,7 +128,8 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
 
     # one location per point set, shared by every feature
     locator = SphereLocator(vertices, faces)
-    at_before = barycentric_weights((vertices, faces), template.vertices, locator)  # checks the mesh
+    coarse = _before_points(len(template.vertices))  # the "before" correlation's template vertices
+    at_before = barycentric_weights((vertices, faces), template.vertices[:coarse], locator)  # checks the mesh
     grid = template.vertices @ rotation
     grid_faces, _ = locator.locate(grid)
     # the grid's weights as barycentric_weights(hint=grid_faces) gives them (normalised once, in its
@@ -134,7 +148,7 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
                 (vertices, faces), -moving, (template.vertices, template.faces), fixed, mask=cortex_mask).own
     for n in shared:
         mask = template.features[n] != 0
-        metrics[f"cc_{n}_before"] = correlation(before[n], template.features[n], mask)
+        metrics[f"cc_{n}_before"] = correlation(before[n], template.features[n][:coarse], mask[:coarse])
         metrics[f"cc_{n}_after"] = correlation(after[n], template.features[n], mask)
     cortex = None if cortex_mask is None else (at_after @ cortex_mask.astype(np.float64)) > 0.5
     if cortex is not None:

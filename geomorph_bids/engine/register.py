@@ -321,8 +321,9 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     Returns
     -------
     Registration. ``metrics`` holds, per feature ``f`` used by the network (or shared with the
-    template when rigid only): ``cc_f_before`` (no alignment), ``cc_f_rigid``, ``cc_f_after``
-    (final) Pearson correlations with the template on its ico-6 grid (template zeros masked);
+    template when rigid only): ``cc_f_before`` (no alignment; at the grid's 10,242 ico-5
+    vertices), ``cc_f_rigid``, ``cc_f_after`` (final) Pearson correlations with the template on
+    its ico-6 grid (template zeros masked);
     the :func:`~geomorph_bids.sphere.distortion.distortion_summary` of the output sphere against
     the input sphere (both radius 100: ``areal_mean_abs``, ``R_mean``, ``n_folded``, ...);
     ``warp_folded_triangles`` (ico-6 triangles the warp flips); when the output mesh had folded

@@ -78,3 +78,21 @@ def test_cortex_mask_is_carried_onto_the_template_grid(rotated_template):
     assert abs(res.metrics["cortex_fraction_on_template"] - expected.mean()) < 0.01
     with pytest.raises(ValueError, match="cortex mask has"):
         prealign(v, f, {"sulc": sulc}, tpl, cortex_mask=np.ones(5, bool))
+
+
+def test_correlation_before_alignment_reads_the_grids_ico5_vertices(rotated_template):
+    """``cc_<f>_before``: the moving map as given (no rotation) interpolated at the template grid's
+    first 10,242 vertices (its ico-5 vertices), against the template's map there (zeros masked).
+    A sphere already in template space correlates 1 with its own map; the rotated one does not."""
+    from geomorph_bids.sphere.resample import barycentric_weights
+
+    tpl, v, f, sulc, rot = rotated_template
+    res = prealign(v, f, {"sulc": sulc}, tpl)
+    n5 = 10242
+    want = correlation(barycentric_weights((v, f), tpl.vertices[:n5]) @ sulc, tpl.features["sulc"][:n5],
+                       tpl.features["sulc"][:n5] != 0)
+    assert res.metrics["cc_sulc_before"] == pytest.approx(want, abs=1e-12)
+    assert res.metrics["cc_sulc_before"] < 0.5
+    v5, f5 = icosphere(5)
+    aligned = prealign(v5, f5, {"sulc": sulc}, tpl)
+    assert aligned.metrics["cc_sulc_before"] == pytest.approx(1.0, abs=1e-9)

@@ -9,6 +9,8 @@ import pytest
 
 from geomorph_bids.sphere.icosphere import (
     MAX_LEVEL,
+    RADIUS,
+    containing_face,
     hex_neighbourhood,
     icosphere,
     level_of,
@@ -18,6 +20,7 @@ from geomorph_bids.sphere.icosphere import (
     n_vertices,
     pool_index,
     pseudo_coords,
+    unit_icosphere,
     upsample_parents,
 )
 from geomorph_bids.sphere.mesh import edges, signed_volumes
@@ -328,3 +331,39 @@ def test_matches_fsaverage_ic7_and_nested_fsaverage6(atlases, load_surface):
     assert np.linalg.norm(v - fv, axis=1).max() < 0.0085  # measured 0.00838 mm
     v6, _ = icosphere(6)  # fsaverage6 = first 40962 vertices of fsaverage
     assert np.linalg.norm(v6 - fv[: len(v6)], axis=1).max() < 0.0085
+
+
+@pytest.mark.parametrize("level", [0, 1, 3, 4])
+def test_containing_face_is_the_locators_face(level):
+    """The descent's face holds each direction: the face the k-d tree locator finds, wherever the
+    direction lies clear of an edge (float32 tests), and within 1e-6 of the returned face
+    otherwise; any radius."""
+    from geomorph_bids.sphere.locate import SphereLocator
+
+    x = np.random.default_rng(level).normal(size=(20000, 3))
+    v, f = icosphere(level)
+    face, w = SphereLocator(v, f).locate(x)
+    got = containing_face(x * 7.0, level)
+    assert got.dtype == np.int64 and got.shape == (len(x),)
+    clear = w.min(axis=1) > 1e-5
+    assert clear.mean() > 0.99
+    np.testing.assert_array_equal(got[clear], face[clear])
+    # every returned face holds its direction to within float32 rounding (gnomonic weights)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    corners = v[f[got]] / RADIUS
+    raw = np.stack([np.einsum("nd,nd->n", u, np.cross(corners[:, (i + 1) % 3], corners[:, (i + 2) % 3]))
+                    for i in range(3)], 1)
+    assert (raw / raw.sum(axis=1, keepdims=True)).min() > -1e-6
+
+
+def test_containing_face_of_vertices_and_midpoints():
+    """Directions exactly on vertices and edges of a coarser level get a face that has them."""
+    fine = unit_icosphere(4)  # ico-3's vertices and its edge midpoints (and ico-4's)
+    v, f = icosphere(3)
+    face = containing_face(fine, 3)
+    corners = v[f[face]] / RADIUS
+    raw = np.stack([np.einsum("nd,nd->n", fine, np.cross(corners[:, (i + 1) % 3], corners[:, (i + 2) % 3]))
+                    for i in range(3)], 1)
+    assert (raw / raw.sum(axis=1, keepdims=True)).min() > -1e-6
+    n3 = n_vertices(3)
+    np.testing.assert_array_equal((f[face[:n3]] == np.arange(n3)[:, None]).any(axis=1), True)

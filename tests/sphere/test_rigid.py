@@ -163,3 +163,29 @@ def test_fixed_side_is_cached_by_content_with_the_same_fit():
     assert angle_between(first.rotation, R) < 2.0
     rigid.rigid_fit(moving, fixed, (v, f), fixed * 2.0, n_rotations=600)
     assert rigid._fixed_side.cache_info().misses == 2
+
+
+def test_nearest_ico_vertex_is_the_k_d_trees_ties_included():
+    """The moving vertices' bins come from a descent to their face and its nearest corner: the
+    same indices as the k-d tree query on random points, and on an unrotated finer icosphere,
+    whose edge midpoints lie exactly halfway between two vertices (ties left to the tree)."""
+    from geomorph_bids.sphere import rigid
+    from geomorph_bids.sphere.icosphere import unit_icosphere
+
+    x = unit(np.random.default_rng(5).normal(size=(50000, 3)))
+    for level in (2, 4):
+        _, want = rigid._ico_tree(level).query(x, workers=1)
+        np.testing.assert_array_equal(rigid._nearest_ico_vertex(x, level), want)
+    fine = np.array(unit_icosphere(5))
+    for level in (3, 4):
+        _, want = rigid._ico_tree(level).query(fine, workers=1)
+        np.testing.assert_array_equal(rigid._nearest_ico_vertex(fine, level), want)
+    # a moving sphere binned by descent gets the bins of the tree query
+    u = unit(apply_rotation(fine, random_rotation(np.random.default_rng(6))))
+    feat = np.random.default_rng(7).normal(size=(len(u), 2))
+    area = np.random.default_rng(8).uniform(0.5, 1.5, len(u))
+    fsum, wsum = rigid._bin_to_level(u, feat, area, 4)
+    _, idx = rigid._ico_tree(4).query(u, workers=1)
+    n = len(unit_icosphere(4))
+    np.testing.assert_array_equal(wsum, np.bincount(idx, weights=area, minlength=n))
+    np.testing.assert_array_equal(fsum[:, 1], np.bincount(idx, weights=area * feat[:, 1], minlength=n))
