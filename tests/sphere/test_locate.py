@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from geomorph_bids.sphere.icosphere import icosphere
-from geomorph_bids.sphere.locate import SphereLocator, face_neighbours, locate, unit
+from geomorph_bids.sphere.locate import SphereLocator, face_neighbours, locate, unit, vertex_faces, vertex_fans
 
 
 def _random_directions(n: int, seed: int) -> np.ndarray:
@@ -275,3 +275,23 @@ def test_exact_starts_give_the_faces_of_the_search_without_them():
     assert (loc.locate(pts, near=np.arange(len(v)), exact=True)[0] == locate(pts, v, f)[0]).all()
     with pytest.raises(ValueError, match="near must hold"):
         loc.locate(pts, near=np.arange(len(v)) - 1, exact=True)
+
+
+def test_vertex_faces_list_each_vertex_faces_once_in_order():
+    v, f = icosphere(2)
+    f = np.asarray(f)
+    indptr, indices = vertex_faces(f, len(v))
+    assert indptr[-1] == f.size and indices.dtype == np.int32
+    for i in (0, 7, 41, len(v) - 1):
+        np.testing.assert_array_equal(indices[indptr[i]:indptr[i + 1]], np.flatnonzero((f == i).any(axis=1)))
+    np.testing.assert_array_equal(vertex_fans(f, len(v), (indptr, indices)), vertex_fans(f, len(v)))
+    loc = SphereLocator(v, f)
+    for got, want in zip(loc.faces_around, (indptr, indices)):
+        np.testing.assert_array_equal(got, want)
+    shared = SphereLocator(v, f, loc.fans)                      # fans given: built on first use
+    np.testing.assert_array_equal(shared.faces_around[1], indices)
+    twice = f.copy()
+    twice[0] = [twice[0, 0], twice[0, 0], twice[0, 2]]          # names vertex twice[0, 0] twice
+    ip2, ix2 = vertex_faces(twice, len(v))
+    assert ip2[-1] == f.size - 1
+    assert list(ix2[ip2[twice[0, 0]]:ip2[twice[0, 0] + 1]]).count(0) == 1
