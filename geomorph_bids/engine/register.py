@@ -812,7 +812,9 @@ def _warp_in_moving(job: _Job, warp_ico6: np.ndarray) -> tuple[np.ndarray, np.nd
     (``warp_ico6``, (V_grid, 3) on the rotated moving sphere) in the moving mesh: located with the
     pre-alignment's locator (built on the unrotated sphere: the points are rotated back), starting
     from where the template grid was (``far``: a warp moves most grid points several moving
-    triangles from there, 98 % of them on pair (d) at 164k; the same result)."""
+    triangles from there, 98 % of them on pair (d) at 164k; a small warp's, e.g. a network's on
+    its own template's sphere, median 0.15 deg, stay around it, and the locator then screens
+    there first; the same result either way)."""
     pre = job.pre
     if pre.locator is None:
         return corner_weights((pre.sphere, job.work_f), warp_ico6)

@@ -187,5 +187,6 @@ def unfold_warp(warp: np.ndarray, level: int | None = None, max_iterations: int 
     w = unit(np.asarray(warp, dtype=np.float64))
     level = level_of(len(w)) if level is None else int(level)
     ico_v, ico_f = icosphere(level)
-    out, iterations = unfold_mesh(np.asarray(ico_v, dtype=np.float64), w, ico_f, max_iterations)
+    out, iterations = unfold_mesh(np.asarray(ico_v, dtype=np.float64), w, ico_f, max_iterations,
+                                  base_sides=_ico_orientation(level))
     return out, iterations  # unit radius: the mean radius of w

@@ -361,9 +361,10 @@ def distortion_summary(d: dict) -> dict[str, float]:
     r = np.asarray(d["R"], dtype=np.float64)
     edge = np.asarray(d["edge"], dtype=np.float64)
     finite = np.isfinite(areal) & np.isfinite(j) & np.isfinite(r) & np.isfinite(edge)
+    every = bool(finite.all())  # the usual case: the arrays themselves, no masked copies (same values)
 
     def stat(x: np.ndarray, fn) -> float:
-        x = x[finite]
+        x = x if every else x[finite]
         return float(fn(x)) if x.size else float("nan")
 
     n_folded = int(len(d["folded"]))
