@@ -819,7 +819,9 @@ def _warp_in_moving(job: _Job, warp_ico6: np.ndarray) -> tuple[np.ndarray, np.nd
     (``warp_ico6``, (V_grid, 3) on the rotated moving sphere) in the moving mesh: located with the
     pre-alignment's locator (built on the unrotated sphere: the points are rotated back), starting
     from where the template grid was (``far``: a warp moves most grid points several moving
-    triangles from there, 98 % of them on pair (d) at 164k; the same result)."""
+    triangles from there, 98 % of them on pair (d) at 164k; a small warp's, e.g. a network's on
+    its own template's sphere, median 0.15 deg, stay around it, and the locator then screens
+    there first; the same result either way)."""
     pre = job.pre
     if pre.locator is None:
         return corner_weights((pre.sphere, job.work_f), warp_ico6)
@@ -852,7 +854,7 @@ def _finish(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds = DEF
     t = time.perf_counter()
     if in_moving is not None:
         corners, weights = in_moving
-        after = np.einsum("nk,nkc->nc", weights, np.column_stack([feats[c] for c in channels])[corners])
+        after = np.einsum("nk,nkc->nc", weights, np.column_stack([feats[c] for c in channels]).take(corners, axis=0))
         for k, c in enumerate(channels):
             fixed = np.asarray(tpl.features[c], dtype=np.float64)
             metrics[f"cc_{c}_after"] = correlation(after[:, k], fixed, fixed != 0)
@@ -864,7 +866,9 @@ def _finish(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds = DEF
         out_sphere = out_sphere @ MIRROR
         rotation = MIRROR @ rotation @ MIRROR
     vertices, faces = job.vertices, job.faces
-    measures = distortion((unit(vertices) * RADIUS, faces), (out_sphere, faces))
+    # the pre-alignment's locator holds the faces around each vertex (of work_f: the same sets)
+    around = job.pre.locator.faces_around if job.pre.locator is not None else None
+    measures = distortion((unit(vertices) * RADIUS, faces), (out_sphere, faces), faces_around=around)
     if len(measures["folded"]) and warp_ico6 is not None:
         # a fold-free ico-6 warp can still flip a small triangle of a finer mesh (its corners are
         # moved by different linear pieces): smooth the displacement from the rigid alignment there
@@ -873,7 +877,7 @@ def _finish(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds = DEF
         if steps:  # 0: only triangles degenerate in the input differed (nothing to restore)
             metrics["output_unfold_iterations"] = steps
             metrics["output_folded_before_unfold"] = int(len(measures["folded"]))
-            measures = distortion((unit(vertices) * RADIUS, faces), (out_sphere, faces))
+            measures = distortion((unit(vertices) * RADIUS, faces), (out_sphere, faces), faces_around=around)
     summary = distortion_summary(measures)
     metrics.update(summary)
     metrics["n_folded"] = int(summary["n_folded"])

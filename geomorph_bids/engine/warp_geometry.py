@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..io.templates import TEMPLATE_LEVEL
-from ..sphere.distortion import folded_triangles
+from ..sphere.distortion import _orientation
 from ..sphere.icosphere import icosphere, level_of, n_vertices, unit_icosphere
 from ..sphere.locate import SphereLocator, unit, vertex_fans
 from ..sphere.unfold import unfold_mesh
@@ -118,7 +118,8 @@ def apply_warp(points: np.ndarray, warp: np.ndarray, level: int | None = None,
     if warp.shape != (n_vertices(level), 3):
         raise ValueError(f"warp must be ({n_vertices(level)}, 3) for icosphere level {level}, got {warp.shape}")
     face, w = SphereLocator(warp, ico_f, _ico_fans(level)).locate(np.asarray(points, dtype=np.float64), near=near)
-    return unit(np.einsum("nk,nkd->nd", w, unit_icosphere(level)[ico_f[face]])) * RADIUS
+    corners = unit_icosphere(level).take(ico_f.take(face, axis=0), axis=0)  # take: rows[idx], 2-3x faster
+    return unit(np.einsum("nk,nkd->nd", w, corners)) * RADIUS
 
 
 def grid_vertices_near(corners: np.ndarray, faces: np.ndarray, fans: np.ndarray) -> np.ndarray:
@@ -150,12 +151,26 @@ def grid_vertices_near(corners: np.ndarray, faces: np.ndarray, fans: np.ndarray)
     return near
 
 
+@lru_cache(maxsize=None)
+def _ico_orientation(level: int) -> np.ndarray:
+    """(F,) orientation signs of icosphere ``level``'s triangles, as
+    :func:`~geomorph_bids.sphere.distortion.folded_triangles` measures them (cached, read-only):
+    the reference every warp on that level is compared with."""
+    ico_v, ico_f = icosphere(level)
+    sides = _orientation(ico_v, ico_f)
+    sides.setflags(write=False)
+    return sides
+
+
 def warp_folded_triangles(warp: np.ndarray, level: int | None = None) -> int:
-    """Number of icosphere triangles whose orientation the (V, 3) warp flips."""
+    """Number of icosphere triangles whose orientation the (V, 3) warp flips
+    (:func:`~geomorph_bids.sphere.distortion.folded_triangles` against the icosphere)."""
     warp = np.asarray(warp, dtype=np.float64)
     level = level_of(len(warp)) if level is None else int(level)
-    ico_v, ico_f = icosphere(level)
-    return int(len(folded_triangles((ico_v, ico_f), (unit(warp) * RADIUS, ico_f))))
+    if warp.shape != (n_vertices(level), 3):
+        raise ValueError(f"warp must be ({n_vertices(level)}, 3) for icosphere level {level}, got {warp.shape}")
+    sides = _orientation(unit(warp) * RADIUS, icosphere(level)[1])
+    return int(np.count_nonzero(sides != _ico_orientation(level)))
 
 
 def unfold_warp(warp: np.ndarray, level: int | None = None, max_iterations: int = 200) -> tuple[np.ndarray, int]:
@@ -172,5 +187,6 @@ def unfold_warp(warp: np.ndarray, level: int | None = None, max_iterations: int 
     w = unit(np.asarray(warp, dtype=np.float64))
     level = level_of(len(w)) if level is None else int(level)
     ico_v, ico_f = icosphere(level)
-    out, iterations = unfold_mesh(np.asarray(ico_v, dtype=np.float64), w, ico_f, max_iterations)
+    out, iterations = unfold_mesh(np.asarray(ico_v, dtype=np.float64), w, ico_f, max_iterations,
+                                  base_sides=_ico_orientation(level))
     return out, iterations  # unit radius: the mean radius of w

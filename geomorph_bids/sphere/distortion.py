@@ -42,6 +42,7 @@ by zero would.
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 
 from geomorph_bids.errors import InputError
 from geomorph_bids.sphere.mesh import edges, triangle_areas
@@ -116,10 +117,14 @@ def _sides(v: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     comp = np.ascontiguousarray(v.T)
     corner = np.ascontiguousarray(faces.T)  # contiguous index rows: take() gathers 2-3x faster
     a = comp.take(corner[0], axis=1)
-    e1 = comp.take(corner[1], axis=1) - a
-    e2 = comp.take(corner[2], axis=1) - a
-    cross = np.stack([e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2],
-                      e1[0] * e2[1] - e1[1] * e2[0]])
+    e1 = comp.take(corner[1], axis=1)
+    e1 -= a  # in place, here and below: the same values with fewer (3, F) temporaries
+    e2 = comp.take(corner[2], axis=1)
+    e2 -= a
+    cross = np.empty_like(e1)
+    for row, (i, j) in enumerate(((1, 2), (2, 0), (0, 1))):  # e1[i] e2[j] - e1[j] e2[i]
+        np.multiply(e1[i], e2[j], out=cross[row])
+        cross[row] -= e1[j] * e2[i]
     a -= comp.mean(axis=1, keepdims=True)
     return e1, e2, cross, np.sign(np.einsum("ij,ij->j", a, cross))
 
@@ -206,16 +211,21 @@ def _local_affine(vb: np.ndarray, va: np.ndarray, faces: np.ndarray, *,
     return _local_affine_from(_frames(vb, faces), _frames(va, faces), faces, len(vb), log2=log2)
 
 
-def _local_affine_from(fb: tuple, fa: tuple, faces: np.ndarray, n: int, *,
-                       log2: bool) -> tuple[np.ndarray, np.ndarray]:
+def _triangle_ratios(fb: tuple, fa: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(F,) area ratio ``det A`` and singular-value ratio ``s1 / s2`` of each triangle's affine."""
     a, b, d = _triangle_affines(fb, fa)
     # Singular values of [[a, b], [0, d]] (a, d >= 0), free of cancellation:
     # s1 + s2 = sqrt((a + d)^2 + b^2), s1 - s2 = sqrt((a - d)^2 + b^2).
     with np.errstate(divide="ignore", invalid="ignore"):
         s_sum = np.hypot(a + d, b)
         s_diff = np.hypot(a - d, b)
-        j_tri = a * d
-        r_tri = (s_sum + s_diff) / (s_sum - s_diff)
+        return a * d, (s_sum + s_diff) / (s_sum - s_diff)
+
+
+def _local_affine_from(fb: tuple, fa: tuple, faces: np.ndarray, n: int, *,
+                       log2: bool) -> tuple[np.ndarray, np.ndarray]:
+    j_tri, r_tri = _triangle_ratios(fb, fa)
+    with np.errstate(divide="ignore", invalid="ignore"):
         j = _per_vertex_mean(j_tri, faces, n)
         r = _per_vertex_mean(r_tri, faces, n)
         if log2:
@@ -270,7 +280,26 @@ def _folded(vb: np.ndarray, va: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return np.flatnonzero(_orientation(vb, faces) != _orientation(va, faces)).astype(np.int64)
 
 
-def distortion(before: Surface, after: Surface, *, normalise_radius: bool = False) -> dict:
+def _from_sums(fb: tuple, fa: tuple, faces: np.ndarray, n: int,
+               around: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(areal, J, R) as :func:`_areal_from` and :func:`_local_affine_from` (log2) give them, their
+    four per-vertex sums from one sparse product over ``around`` (:func:`vertex_faces` of
+    ``faces``, no face naming a vertex twice): its rows add each vertex's triangles in increasing
+    order from 0, as the bincounts over the corners do, so the sums have the same bits."""
+    j_tri, r_tri = _triangle_ratios(fb, fa)
+    indptr, indices = around
+    incidence = sparse.csr_matrix((np.ones(indices.size), indices, indptr), shape=(n, len(faces)))
+    sums = incidence @ np.stack([fb[3], fa[3], j_tri, r_tri], axis=1)
+    count = np.diff(indptr)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        areal = np.log2(sums[:, 1] / sums[:, 0])
+        j = np.log2(np.where(count > 0, sums[:, 2] / np.maximum(count, 1), 0.0))
+        r = np.log2(np.where(count > 0, sums[:, 3] / np.maximum(count, 1), 0.0))
+    return areal, j, r
+
+
+def distortion(before: Surface, after: Surface, *, normalise_radius: bool = False,
+               faces_around: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """All distortion measures of ``after`` relative to ``before``.
 
     Parameters
@@ -282,6 +311,11 @@ def distortion(before: Surface, after: Surface, *, normalise_radius: bool = Fals
     normalise_radius : scale ``after`` about the origin to ``before``'s mean vertex
         radius first (for two spheres of different radii, e.g. 100 mm and 1);
         default False: raw coordinates, as Workbench.
+    faces_around : optional :func:`~geomorph_bids.sphere.locate.vertex_faces` of the faces
+        ((V + 1,) indptr, (3F,) indices; e.g. :attr:`SphereLocator.faces_around` of a locator
+        built on them, either winding): the per-vertex sums over triangles come from one sparse
+        product instead of six bincounts, with the same bits. Ignored where a face names a
+        vertex twice (``indptr[-1] < 3F``).
 
     Returns
     -------
@@ -297,9 +331,13 @@ def distortion(before: Surface, after: Surface, *, normalise_radius: bool = Fals
     vb, va, faces = _prepare(before, after, normalise_radius)
     n = len(vb)
     fb, fa = _frames(vb, faces), _frames(va, faces)
-    j, r = _local_affine_from(fb, fa, faces, n, log2=True)
+    if faces_around is not None and len(faces_around[0]) == n + 1 and faces_around[0][-1] == faces.size:
+        areal, j, r = _from_sums(fb, fa, faces, n, faces_around)
+    else:
+        j, r = _local_affine_from(fb, fa, faces, n, log2=True)
+        areal = _areal_from(fb, fa, faces, n)
     return {
-        "areal": _areal_from(fb, fa, faces, n),
+        "areal": areal,
         "J": j,
         "R": r,
         "edge": _edge(vb, va, faces),
@@ -323,9 +361,10 @@ def distortion_summary(d: dict) -> dict[str, float]:
     r = np.asarray(d["R"], dtype=np.float64)
     edge = np.asarray(d["edge"], dtype=np.float64)
     finite = np.isfinite(areal) & np.isfinite(j) & np.isfinite(r) & np.isfinite(edge)
+    every = bool(finite.all())  # the usual case: the arrays themselves, no masked copies (same values)
 
     def stat(x: np.ndarray, fn) -> float:
-        x = x[finite]
+        x = x if every else x[finite]
         return float(fn(x)) if x.size else float("nan")
 
     n_folded = int(len(d["folded"]))

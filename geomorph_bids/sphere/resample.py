@@ -117,7 +117,7 @@ def corner_weights(mesh: tuple[np.ndarray, np.ndarray], points: np.ndarray,
     face, w = locator.locate(points, hint=hint, far=far)
     w[w < _ZERO_WEIGHT] = 0.0
     w /= w.sum(axis=1, keepdims=True)
-    return locator.faces[face], w
+    return locator.faces.take(face, axis=0), w  # take: rows[face], 2-3x faster
 
 
 def _csr(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, shape: tuple[int, int]) -> sparse.csr_matrix:
@@ -250,7 +250,7 @@ def area_surfaces(current: Mesh, anatomical: np.ndarray, new: Mesh,
                          f"{len(current[0])}: it must be the same mesh")
     corners, w = (corner_weights(current, new[0], locator) if forward is None
                   else _forward(forward, len(new[0])))
-    moved = np.einsum("nk,nkd->nd", w, anatomical[corners])
+    moved = np.einsum("nk,nkd->nd", w, anatomical.take(corners, axis=0))
     return (anatomical, current[1]), (moved, new[1])
 
 

@@ -75,7 +75,7 @@ def _reseat(b: np.ndarray, m: np.ndarray, tri: np.ndarray, sign: np.ndarray,
 
 
 def unfold_mesh(base: np.ndarray, moved: np.ndarray, faces: np.ndarray,
-                max_iterations: int = 100) -> tuple[np.ndarray, int]:
+                max_iterations: int = 100, base_sides: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Unfold ``moved`` relative to ``base``: re-seat the folded triangles' apexes, then smooth
     the displacement near folds that remain.
 
@@ -86,6 +86,8 @@ def unfold_mesh(base: np.ndarray, moved: np.ndarray, faces: np.ndarray,
     moved : (V, 3) float, the same vertices deformed (e.g. the registered sphere), same radius.
     faces : (F, 3) int, the mesh's triangles.
     max_iterations : at most this many steps (a re-seating round or a smoothing step each).
+    base_sides : optional (F,) orientation signs of ``base``'s triangles, if at hand (e.g. an
+        icosphere's, cached): what the fold test computes from ``base`` otherwise.
 
     Returns
     -------
@@ -105,7 +107,7 @@ def unfold_mesh(base: np.ndarray, moved: np.ndarray, faces: np.ndarray,
     m = np.asarray(moved, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
     radius = float(np.linalg.norm(m, axis=1).mean())
-    ref = _orientation(b, f)
+    ref = _orientation(b, f) if base_sides is None else np.asarray(base_sides)
     bad = np.flatnonzero((_orientation(m, f) != ref) & (ref != 0))  # a degenerate base triangle has no side
     if bad.size == 0:
         return m, 0

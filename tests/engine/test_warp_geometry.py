@@ -8,6 +8,7 @@ import pytest
 from geomorph_bids.engine.synth import SynthConfig, angular_error_deg, random_warp
 from geomorph_bids.engine.warp_geometry import (apply_warp, grid_vertices_near, network_smoothing, smooth_warp,
                                                unfold_warp, upsample_warp, warp_folded_triangles)
+from geomorph_bids.sphere.distortion import folded_triangles
 from geomorph_bids.sphere.icosphere import icosphere
 from geomorph_bids.sphere.locate import SphereLocator, unit
 from geomorph_bids.sphere.resample import corner_weights
@@ -64,6 +65,11 @@ def test_folded_warp_is_counted():
     ico3 = icosphere(3)[0].copy()
     ico3[[100, 101]] = ico3[[101, 100]]               # swap two neighbouring vertices
     assert warp_folded_triangles(ico3) > 0
+    # the cached icosphere orientation counts what folded_triangles finds, at any radius
+    want = len(folded_triangles(icosphere(3), (unit(ico3) * 100.0, icosphere(3)[1])))
+    assert warp_folded_triangles(ico3 * 0.01, 3) == want > 0
+    with pytest.raises(ValueError, match="icosphere level 4"):
+        warp_folded_triangles(ico3, 4)
 
 
 def test_upsample_warp_matches_the_nested_grid():

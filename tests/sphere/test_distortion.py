@@ -331,3 +331,30 @@ def test_fused_distortion_equals_single_measures_with_boundary_and_degenerate():
                      ("edge", edge_distortion((v, f), (after, f)))):
         np.testing.assert_allclose(d[key], ref, rtol=1e-12, atol=1e-12, equal_nan=True, err_msg=key)
     assert d["n_faces"] == len(f) and len(d["folded"]) >= 1
+
+
+def test_faces_around_give_the_same_bits():
+    """With the faces around each vertex (a locator's CSR), the per-vertex sums come from one
+    sparse product: every measure equal to the last bit, also with an unused vertex (count 0),
+    a degenerate and a folded triangle; ignored when a face names a vertex twice."""
+    from geomorph_bids.sphere.locate import SphereLocator, vertex_faces
+
+    v, f = _ico(3)
+    rng = np.random.default_rng(7)
+    after = v + rng.normal(0.0, 1.5, v.shape)
+    f = f[5:]                                   # open: the first triangles' corners lose faces
+    f = f[~(f == 0).any(axis=1)]                # vertex 0 in no triangle
+    after[f[0, 1]] = after[f[0, 0]]             # one degenerate triangle after
+    after[f[10]] = after[f[10][[0, 2, 1]]]      # a fold
+    plain = distortion((v, f), (after, f))
+    around = SphereLocator(v, f).faces_around
+    assert around[0][1] == around[0][0]         # vertex 0: no faces
+    fast = distortion((v, f), (after, f), faces_around=around)
+    for key in ("areal", "J", "R", "edge", "folded"):
+        np.testing.assert_array_equal(fast[key], plain[key], err_msg=key)
+    twice = f.copy()
+    twice[3, 2] = twice[3, 0]                   # a face naming a vertex twice: bincounts as before
+    ref = distortion((v, twice), (after, twice))
+    got = distortion((v, twice), (after, twice), faces_around=vertex_faces(twice, len(v)))
+    for key in ("areal", "J", "R"):
+        np.testing.assert_array_equal(got[key], ref[key], err_msg=key)

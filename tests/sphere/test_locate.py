@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from geomorph_bids.sphere.icosphere import icosphere
-from geomorph_bids.sphere.locate import SphereLocator, face_neighbours, locate, unit
+from geomorph_bids.sphere.locate import SphereLocator, face_neighbours, locate, unit, vertex_faces, vertex_fans
+from geomorph_bids.sphere.rotation import rotation_matrix
 
 
 def _random_directions(n: int, seed: int) -> np.ndarray:
@@ -237,14 +238,26 @@ def test_far_hints_give_the_hinted_result_bit_for_bit():
         start, _ = loc.locate(pts)
         nb = face_neighbours(f)
         rng = np.random.default_rng(9)
-        hint = start.copy()
-        for step in range(4):  # 0, 1, 2, 3 triangles away, a quarter of the points each
-            moved = rng.random(len(hint)) < 0.25 * step
-            hint[moved] = np.maximum(nb[hint[moved], rng.integers(0, 3, int(moved.sum()))], 0)
-        ref = SphereLocator(v, f).locate(pts, hint=hint)
-        got = SphereLocator(v, f).locate(pts, hint=hint, far=True)
-        np.testing.assert_array_equal(got[0], ref[0])
-        np.testing.assert_array_equal(got[1], ref[1])
+        # 0-3 triangles away, a quarter of the points each (97 % found around the hint's corners:
+        # the sample sends far to the hinted search); then 70 % of them hinted with the face of a
+        # point 20 deg away, the others 0-1 triangle away (the far search)
+        far_faces, _ = loc.locate(pts @ rotation_matrix(np.array([0.3, -0.5, 0.8]), 20.0).T)
+        for chances, away, searched in (((0.25, 0.5, 0.75), 0.0, False), ((0.7,), 0.7, True)):
+            hint = start.copy()
+            for chance in chances:
+                moved = rng.random(len(hint)) < chance
+                hint[moved] = np.maximum(nb[hint[moved], rng.integers(0, 3, int(moved.sum()))], 0)
+            jump = rng.random(len(hint)) < away
+            hint[jump] = far_faces[jump]
+            ref = SphereLocator(v, f).locate(pts, hint=hint)
+            loc = SphereLocator(v, f)
+            calls = []
+            far_search = loc._locate_far
+            loc._locate_far = lambda *a: calls.append(len(a[3])) or far_search(*a)
+            got = loc.locate(pts, hint=hint, far=True)
+            np.testing.assert_array_equal(got[0], ref[0])
+            np.testing.assert_array_equal(got[1], ref[1])
+            assert bool(calls) == searched  # the far search only where most points left their hint
 
 
 def test_exact_starts_give_the_faces_of_the_search_without_them():
@@ -275,3 +288,23 @@ def test_exact_starts_give_the_faces_of_the_search_without_them():
     assert (loc.locate(pts, near=np.arange(len(v)), exact=True)[0] == locate(pts, v, f)[0]).all()
     with pytest.raises(ValueError, match="near must hold"):
         loc.locate(pts, near=np.arange(len(v)) - 1, exact=True)
+
+
+def test_vertex_faces_list_each_vertex_faces_once_in_order():
+    v, f = icosphere(2)
+    f = np.asarray(f)
+    indptr, indices = vertex_faces(f, len(v))
+    assert indptr[-1] == f.size and indices.dtype == np.int32
+    for i in (0, 7, 41, len(v) - 1):
+        np.testing.assert_array_equal(indices[indptr[i]:indptr[i + 1]], np.flatnonzero((f == i).any(axis=1)))
+    np.testing.assert_array_equal(vertex_fans(f, len(v), (indptr, indices)), vertex_fans(f, len(v)))
+    loc = SphereLocator(v, f)
+    for got, want in zip(loc.faces_around, (indptr, indices)):
+        np.testing.assert_array_equal(got, want)
+    shared = SphereLocator(v, f, loc.fans)                      # fans given: built on first use
+    np.testing.assert_array_equal(shared.faces_around[1], indices)
+    twice = f.copy()
+    twice[0] = [twice[0, 0], twice[0, 0], twice[0, 2]]          # names vertex twice[0, 0] twice
+    ip2, ix2 = vertex_faces(twice, len(v))
+    assert ip2[-1] == f.size - 1
+    assert list(ix2[ip2[twice[0, 0]]:ip2[twice[0, 0] + 1]]).count(0) == 1
