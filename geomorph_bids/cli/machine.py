@@ -72,6 +72,18 @@ def drop_unusable_thread_settings(prog: str, environ: "os._Environ[str] | dict[s
           "ignored", file=sys.stderr)
 
 
+def threads_wait_passively(environ: "os._Environ[str] | dict[str, str] | None" = None) -> None:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it, before torch starts OpenMP (its
+    worker processes inherit it). torch's OpenMP threads otherwise spin at every barrier: when
+    another process holds one of the cores (a shared node, Nipype's other workers), each of the
+    network's hundreds of small parallel regions waits for the stolen core's time slice, and one
+    forward pass took 0.3-1.6 s instead of 0.06-0.08 (2 cores, one busy process beside it). Passive
+    threads sleep instead: 0.08 s busy, 0.07 instead of 0.06 s on quiet cores (docs/benchmarks.md,
+    eleventh session). The results are the same bits."""
+    env = os.environ if environ is None else environ
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def current_folder_problem() -> str | None:
     """Why the current folder cannot be used, or None. A shell left in a folder that was deleted
     (a job's scratch removed, ``git clean``) gave geomorph-bids a traceback (``FileNotFoundError`` from

@@ -25,7 +25,7 @@ from ..io.atomic import atomic_write_text
 from ..io.discover import FEATURES
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit
-from .machine import current_folder_problem, drop_unusable_thread_settings
+from .machine import current_folder_problem, drop_unusable_thread_settings, threads_wait_passively
 from .messages import one_line_warnings, reader_may_go_away
 from .parser import Parser, add_quality_options, hemisphere
 from ..resources import bundled_models
@@ -301,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     gates = resolve_quality(args)
     with reader_may_go_away(), one_line_warnings(_PROG):
         drop_unusable_thread_settings(_PROG)  # before torch is imported
+        threads_wait_passively()
         try:
             if args.example:
                 _refuse_options_example_ignores(parser, args)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from geomorph_bids.cli.machine import drop_unusable_thread_settings
+from geomorph_bids.cli.machine import drop_unusable_thread_settings, threads_wait_passively
 
 
 @pytest.mark.parametrize("value, kept", [("abc", False), ("0", False), ("-1", False), ("", False), ("2.5", False),
@@ -33,6 +33,25 @@ def test_openmp_no_longer_complains_once_the_setting_is_dropped():
                           env={**os.environ, "OMP_NUM_THREADS": "abc", "PYTHONPATH": str(Path.cwd())})
     assert done.returncode == 0 and "libgomp" not in done.stderr
     assert done.stderr.strip() == "prog: warning: OMP_NUM_THREADS='abc' is not a number of threads (a whole number >= 1); ignored"
+
+
+@pytest.mark.parametrize("given", [None, "ACTIVE", "passive"])
+def test_openmp_threads_wait_passively_unless_the_user_said_otherwise(given):
+    """Eleventh session: spinning OpenMP threads made a forward pass 5-20x slower when another
+    process held a core; the commands set OMP_WAIT_POLICY=PASSIVE, keeping a user's own value."""
+    env = {"OTHER": "x"} if given is None else {"OMP_WAIT_POLICY": given}
+    threads_wait_passively(env)
+    assert env["OMP_WAIT_POLICY"] == ("PASSIVE" if given is None else given)
+
+
+def test_the_commands_set_the_wait_policy_before_torch_is_imported():
+    code = ("import sys, os; from geomorph_bids.cli import bids, register; assert 'torch' not in sys.modules; "
+            "from geomorph_bids.cli.machine import threads_wait_passively as t; t(); import torch; "
+            "print(os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**env, "PYTHONPATH": str(Path.cwd())})
+    assert done.returncode == 0 and done.stdout.strip() == "PASSIVE", done.stderr
 
 
 def test_a_current_folder_that_was_deleted_is_one_line_for_each_command(tmp_path):
