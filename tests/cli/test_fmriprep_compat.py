@@ -225,41 +225,43 @@ def _custom_template(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.mark.slow  # both sessions, four hemispheres (~18 s)
-def test_no_cifti_when_a_hemisphere_fails(tmp_path):
-    """One hemisphere's bad input: that subject/session gets no CIFTI file, its other hemisphere
-    keeps its outputs, the other session is complete."""
+@pytest.fixture(scope="module")
+def broken_session(tmp_path_factory):
+    """The example copied with session 2's right sulc truncated, and the Nipype workflow's run of
+    both sessions on it (--model rigid --cifti-output): what a failed hemisphere does to the
+    CIFTI output, and the reference the batch mode's CIFTI files are compared with."""
     import shutil
 
-    bids = tmp_path / "bids"
+    tmp = tmp_path_factory.mktemp("broken_session")
+    bids = tmp / "bids"
     shutil.copytree(EXAMPLE, bids)
     broken = Path(example_pair("sulc.shape.gii", "2")[1].replace(str(EXAMPLE), str(bids)))
     broken.write_bytes(broken.read_bytes()[:200])
-    out = tmp_path / "out"
-    code, _, err = run(bids, out, "participant", "--model", "rigid", "--cifti-output", "-w", tmp_path / "w",
+    out = tmp / "out"
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "--cifti-output", "-w", tmp / "w",
                        "--nprocs", "2")
+    return dict(bids=bids, out=out, code=code, err=err)
+
+
+@pytest.mark.slow  # both sessions, four hemispheres (~18 s)
+def test_no_cifti_when_a_hemisphere_fails(broken_session):
+    """One hemisphere's bad input: that subject/session gets no CIFTI file, its other hemisphere
+    keeps its outputs, the other session is complete."""
+    out, code, err = broken_session["out"], broken_session["code"], broken_session["err"]
     assert code == 1 and "sub-01 ses-2 hemi-R" in err
     assert (anat(out, "01", "1") / "sub-01_ses-1_space-fsLR_den-32k_desc-geomorph_features.dscalar.nii").is_file()
     names = sorted(p.name for p in anat(out, "01", "2").iterdir())
     assert names and all("hemi-L" in n for n in names)
 
 
-@pytest.mark.slow  # three runs of the example with --model rigid (~30 s)
-def test_batch_mode_writes_the_same_cifti_and_none_for_a_failed_session(tmp_path):
+@pytest.mark.slow  # two runs of the example with --model rigid, and the workflow's of broken_session (~30 s)
+def test_batch_mode_writes_the_same_cifti_and_none_for_a_failed_session(broken_session, tmp_path):
     """--batch-size with --cifti-output: the dscalar and sidecar byte-identical to the Nipype
-    workflow's; a session with a failed hemisphere gets none; a resumed run writes a missing one
-    without registering again."""
-    import shutil
-
-    bids = tmp_path / "bids"
-    shutil.copytree(EXAMPLE, bids)
-    broken = Path(example_pair("sulc.shape.gii", "2")[1].replace(str(EXAMPLE), str(bids)))
-    broken.write_bytes(broken.read_bytes()[:200])
+    workflow's (broken_session's run: session 1 is whole there too); a session with a failed
+    hemisphere gets none; a resumed run writes a missing one without registering again."""
+    bids, flow = broken_session["bids"], broken_session["out"]
     name = "sub-01_ses-1_space-fsLR_den-32k_desc-geomorph_features"
-    flow, batch = tmp_path / "flow", tmp_path / "batch"
-    code, _, err = run(bids, flow, "participant", "--model", "rigid", "--cifti-output", "--session-label", "1",
-                       "-w", tmp_path / "w1")
-    assert code == 0, err
+    batch = tmp_path / "batch"
     code, out, err = run(bids, batch, "participant", "--model", "rigid", "--cifti-output", "--batch-size", "2",
                          "-w", tmp_path / "w2", "--nprocs", "2")
     assert code == 1 and "sub-01 ses-2 hemi-R" in err, err

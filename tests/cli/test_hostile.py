@@ -53,6 +53,21 @@ def one_error(err: str) -> str:
     return lines[0]
 
 
+def fs_subject(folder: Path) -> Path:
+    """A FreeSurfer subject folder ``folder`` (surf/{lh,rh}.{sphere,sulc,curv,thickness}): the
+    cli tests' ico-4 synthetic hemispheres (2,562 vertices; the bundled example's sub-01 has
+    10,242 and an inflated surface, which cost these naming tests registration and report time
+    and were never what they test)."""
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_freesurfer
+
+    from .conftest import LEVEL
+
+    for k, hemi in enumerate(("L", "R")):
+        v, f, maps = template_hemisphere(hemi, LEVEL)
+        write_freesurfer(folder.parent, folder.name, synthetic_hemisphere(hemi, v, f, maps, seed=[1, k, 99]))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def bids(dataset_factory):
     """FreeSurfer-layout dataset (sub-01) with an sMRIPrep derivatives folder beside it."""
@@ -487,7 +502,7 @@ def test_a_freesurfer_subjects_dir_given_as_the_bids_folder_is_run_as_one(tmp_pa
     add; now it runs as those options would, saying so on one line (a BIDS dataset's own
     --fs-subjects-dir, or --participant-label given, still need the usual arguments)."""
     subjects = tmp_path / "freesurfer"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer", subjects)
+    fs_subject(subjects / "sub-01")
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         code = main([str(subjects), str(tmp_path / "out"), "participant", "--model", "rigid",
@@ -503,9 +518,8 @@ def test_freesurfer_subject_folders_whose_names_are_no_bids_labels_are_named_not
     """A SUBJECTS_DIR with 'bert' and 'my subj': bert is processed and 'my subj' is named on one
     warning line with the link that makes it a subject (it was left out in silence); with only
     such folders, the "no subjects found" error names them. The suggested link works."""
-    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer"
     subjects = tmp_path / "subjects"
-    shutil.copytree(example / "sub-01", subjects / "my subj")
+    fs_subject(subjects / "my subj")
     args = [str(subjects), str(tmp_path / "out"), "participant", "--skip-bids-validation", "--fs-subjects-dir",
             str(subjects), "--model", "rigid", "--hemi", "L", "-w", str(tmp_path / "w")]
     err = io.StringIO()
@@ -515,7 +529,7 @@ def test_freesurfer_subject_folders_whose_names_are_no_bids_labels_are_named_not
             "(letters and digits only)")
     assert len(err.getvalue().strip().splitlines()) == 1 and line in err.getvalue()
     assert f"ln -s 'my subj' {subjects / 'mysubj'}" in err.getvalue()
-    shutil.copytree(example / "sub-01", subjects / "bert")
+    fs_subject(subjects / "bert")
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         assert main(args) == 0
@@ -532,9 +546,8 @@ def test_fs_subjects_dir_that_is_missing_or_one_subject_says_so(tmp_path):
     """--fs-subjects-dir pointing nowhere, or at one subject's folder, ended in "no subjects found
     in BIDS_DIR" (the wrong folder named); now one line naming the option, and for a subject folder
     the parent and label to pass. Nothing is created."""
-    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer"
     subjects = tmp_path / "subjects"
-    shutil.copytree(example / "sub-01", subjects / "bert")
+    fs_subject(subjects / "bert")
     for given, words in [(tmp_path / "nosuch", "--fs-subjects-dir: no such folder"),
                          (subjects / "bert", "--fs-subjects-dir is one FreeSurfer subject, not the SUBJECTS_DIR "
                           f"that holds the subjects: pass its parent, --fs-subjects-dir {subjects} "
@@ -615,8 +628,7 @@ def test_empty_input_folders_are_named_as_datalad_subdatasets_not_installed(tmp_
            f"datalad get -n {fmriprep} {fs})" in line, line
     assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
     # one subdataset installed (sub-01 in FreeSurfer), sub-02 asked for: its line marks the empty one
-    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer"
-    shutil.copytree(example / "sub-01", fs / "sub-01")
+    fs_subject(fs / "sub-01")
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         assert main([*args, "--participant-label", "01", "02"]) == 1
@@ -666,11 +678,10 @@ def test_one_freesurfer_subject_named_like_recon_all_is_run_alone(tmp_path):
     """One FreeSurfer subject folder (recon-all -s bert) as bids_dir: it was refused with the
     command for its SUBJECTS_DIR; now that command runs, this subject alone (outputs named
     sub-bert, not its neighbours'); a folder whose name is no BIDS label still gets the one line."""
-    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer"
     subjects = tmp_path / "subjects"
-    shutil.copytree(example / "sub-01", subjects / "bert")
-    shutil.copytree(example / "sub-01", subjects / "ernie")
-    shutil.copytree(example / "sub-01", subjects / "my subj")
+    fs_subject(subjects / "bert")
+    fs_subject(subjects / "ernie")
+    fs_subject(subjects / "my subj")
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         code = main([str(subjects / "bert"), str(tmp_path / "out"), "participant", "--model", "rigid", "--hemi", "L",
@@ -699,10 +710,9 @@ def test_running_recon_all_and_longitudinal_freesurfer_subjects_are_named_and_th
     scripts/IsRunning.lh+rh), and a longitudinal run's folders. ernie was registered as finished
     and the longitudinal folders left out in silence, exit 0; now ernie is one FAILED line naming
     the file, each longitudinal folder one warning line, bert is written, exit 1."""
-    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer"
     subjects = tmp_path / "subjects"
     for name in ("bert", "ernie", "sub-01_ses-1.long.sub-01_base"):
-        shutil.copytree(example / "sub-01", subjects / name)
+        fs_subject(subjects / name)
     (subjects / "ernie" / "scripts").mkdir()
     (subjects / "ernie" / "scripts" / "IsRunning.lh+rh").touch()
     err = io.StringIO()
