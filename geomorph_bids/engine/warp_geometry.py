@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..io.templates import TEMPLATE_LEVEL
-from ..sphere.distortion import _orientation
+from ..sphere.distortion import folded_triangles, triangle_orientation
 from ..sphere.icosphere import icosphere, level_of, n_vertices, unit_icosphere
 from ..sphere.locate import SphereLocator, unit, vertex_fans
 from ..sphere.unfold import unfold_mesh
@@ -157,7 +157,7 @@ def _ico_orientation(level: int) -> np.ndarray:
     :func:`~geomorph_bids.sphere.distortion.folded_triangles` measures them (cached, read-only):
     the reference every warp on that level is compared with."""
     ico_v, ico_f = icosphere(level)
-    sides = _orientation(ico_v, ico_f)
+    sides = triangle_orientation(ico_v, ico_f)
     sides.setflags(write=False)
     return sides
 
@@ -169,8 +169,9 @@ def warp_folded_triangles(warp: np.ndarray, level: int | None = None) -> int:
     level = level_of(len(warp)) if level is None else int(level)
     if warp.shape != (n_vertices(level), 3):
         raise ValueError(f"warp must be ({n_vertices(level)}, 3) for icosphere level {level}, got {warp.shape}")
-    sides = _orientation(unit(warp) * RADIUS, icosphere(level)[1])
-    return int(np.count_nonzero(sides != _ico_orientation(level)))
+    ico_v, ico_f = icosphere(level)
+    return int(len(folded_triangles((ico_v, ico_f), (unit(warp) * RADIUS, ico_f),
+                                    before_sides=_ico_orientation(level))))
 
 
 def unfold_warp(warp: np.ndarray, level: int | None = None, max_iterations: int = 200) -> tuple[np.ndarray, int]:

@@ -55,6 +55,7 @@ __all__ = [
     "local_affine_distortion",
     "edge_distortion",
     "folded_triangles",
+    "triangle_orientation",
 ]
 
 Surface = tuple[np.ndarray, np.ndarray]
@@ -260,24 +261,28 @@ def _edge(vb: np.ndarray, va: np.ndarray, faces: np.ndarray) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
-def _orientation(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(F,) sign of each triangle's normal along the direction from the vertex mean."""
+def triangle_orientation(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F,) sign of each triangle's normal along the direction from the vertex mean (the
+    orientation :func:`folded_triangles` compares)."""
     return _sides(v, faces)[3]
 
 
-def folded_triangles(before: Surface, after: Surface) -> np.ndarray:
+def folded_triangles(before: Surface, after: Surface, *, before_sides: np.ndarray | None = None) -> np.ndarray:
     """(K,) int64 sorted indices of the triangles whose orientation flips.
 
     The orientation of a triangle is the sign of its normal dotted with the
     direction from the surface's vertex mean (the centre of a sphere) to its
     first corner; a triangle is folded when that sign differs between ``before``
     and ``after`` (so a triangle degenerate in only one of them counts too).
+    ``before_sides``: :func:`triangle_orientation` of ``before``, when at hand (e.g. an
+    icosphere's, cached).
     """
-    return _folded(*_check_pair(before, after))
+    return _folded(*_check_pair(before, after), before_sides)
 
 
-def _folded(vb: np.ndarray, va: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(_orientation(vb, faces) != _orientation(va, faces)).astype(np.int64)
+def _folded(vb: np.ndarray, va: np.ndarray, faces: np.ndarray, before_sides: np.ndarray | None = None) -> np.ndarray:
+    ref = triangle_orientation(vb, faces) if before_sides is None else before_sides
+    return np.flatnonzero(ref != triangle_orientation(va, faces)).astype(np.int64)
 
 
 def _from_sums(fb: tuple, fa: tuple, faces: np.ndarray, n: int,

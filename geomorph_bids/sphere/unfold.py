@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .distortion import _orientation
+from .distortion import triangle_orientation
 from .locate import unit
 
 __all__ = ["unfold_mesh"]
@@ -107,8 +107,8 @@ def unfold_mesh(base: np.ndarray, moved: np.ndarray, faces: np.ndarray,
     m = np.asarray(moved, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
     radius = float(np.linalg.norm(m, axis=1).mean())
-    ref = _orientation(b, f) if base_sides is None else np.asarray(base_sides)
-    bad = np.flatnonzero((_orientation(m, f) != ref) & (ref != 0))  # a degenerate base triangle has no side
+    ref = triangle_orientation(b, f) if base_sides is None else np.asarray(base_sides)
+    bad = np.flatnonzero((triangle_orientation(m, f) != ref) & (ref != 0))  # a degenerate base triangle has no side
     if bad.size == 0:
         return m, 0
     m = m.copy()
@@ -125,7 +125,7 @@ def unfold_mesh(base: np.ndarray, moved: np.ndarray, faces: np.ndarray,
             reseats = 0
             idx = _smooth_near(m, b_unit, f, bad, radius)
         check = np.union1d(incidence.around(np.unique(idx)), bad)
-        sides = _orientation(m, f[check])  # the fold test's own (centre: the mean of all vertices)
+        sides = triangle_orientation(m, f[check])  # the fold test's own (centre: the mean of all vertices)
         bad = check[(sides != ref[check]) & (ref[check] != 0)]
         if bad.size == 0:
             return m, it

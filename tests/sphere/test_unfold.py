@@ -86,12 +86,12 @@ def test_a_flipped_sliver_is_re_seated_by_moving_its_apex_alone():
 def test_base_sides_given_give_the_same_unfolding():
     """unfold_mesh with the base's orientation signs passed in (a cached icosphere's) moves the
     same vertices to the same bits as when it measures them itself."""
-    from geomorph_bids.sphere.distortion import _orientation
+    from geomorph_bids.sphere.distortion import triangle_orientation
 
     v, f = icosphere(3)
     moved = np.array(v, dtype=np.float64)
     moved[[100, 101]] = moved[[101, 100]]               # two neighbours swapped: folds
     plain, steps = unfold_mesh(v, moved, f)
-    given, steps2 = unfold_mesh(v, moved, f, base_sides=_orientation(np.asarray(v, dtype=np.float64), f))
+    given, steps2 = unfold_mesh(v, moved, f, base_sides=triangle_orientation(np.asarray(v, dtype=np.float64), f))
     assert steps == steps2 > 0
     np.testing.assert_array_equal(given, plain)
