@@ -78,7 +78,8 @@ def main() -> None:
     p.add_argument("--channels", nargs="+", default=["sulc"])
     p.add_argument("--warps", type=int, default=2, help="random warps per config and pair")
     p.add_argument("--configs", nargs="+", default=["bumps", "smooth_large"])
-    p.add_argument("--methods", nargs="+", default=["rigid", "network", "network+refine", "optimise"])
+    p.add_argument("--methods", nargs="+", default=["rigid", "network", "network+refine", "optimise"],
+                   choices=("rigid", "network", "network+refine", "network+optimise", "optimise"))
     p.add_argument("--threads", default="2")
     args = p.parse_args()
     if args.model is None:

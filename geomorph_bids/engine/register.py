@@ -11,8 +11,9 @@
    **pull-back warp** on its data icosphere: for every template grid vertex ``x``, ``warp[x]``
    is the point of the (rotated) moving sphere whose features belong at ``x``. A model whose
    ``data_level`` is below 6 is fed the first ``n_vertices(data_level)`` vertices of the ico-6
-   template grid (the icospheres are nested) and its warp is upsampled to ico-6 the way the
-   model itself upsamples control points (:func:`~geomorph_bids.engine.warp_geometry.upsample_warp`).
+   template grid (the icospheres are nested) and its warp, low-passed on the network's control
+   grid, is upsampled to ico-6 the way the model itself upsamples control points
+   (:func:`~geomorph_bids.engine.warp_geometry.lowpass_network_warp`).
    Then, unless ``optimise=False``, the warp's control points are **optimised for this pair**
    (:func:`geomorph_bids.model.optimise.optimise_warp`): from the rigid alignment when no
    network is given (coarse-to-fine ico-2 -> ico-4 control grids, 1 - CC + bending + fold
@@ -67,8 +68,8 @@ from .device import resolve_device
 from .feature_signs import check_signs
 from .model_choice import default_registration, optimiser_weights
 from .prealign import correlation, prealign
-from .warp_geometry import (RADIUS, apply_warp, grid_vertices_near, network_smoothing, smooth_warp, unfold_warp,
-                            upsample_warp, warp_folded_triangles)
+from .warp_geometry import (RADIUS, apply_warp, grid_vertices_near, lowpass_network_warp, network_smoothing, unfold_warp,
+                            warp_folded_triangles)
 
 if TYPE_CHECKING:  # the optimiser (torch) is imported lazily
     from ..model.optimise import OptimiseConfig
@@ -704,6 +705,8 @@ def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
         if level > TEMPLATE_LEVEL:
             raise ValueError(f"model data level {level} exceeds the template grid level {TEMPLATE_LEVEL}")
         nv = n_vertices(level)
+        # a one-stage network's warp is its control grid upsampled: low-passed there (16x less work)
+        control = net.config.stages[0].control_level if len(net.config.stages) == 1 else level
         passes = group[0].loaded.passes if lowpass == 1 else (lowpass,)
         param = next(net.parameters(), None)
         dtype = param.dtype if param is not None else torch.float32
@@ -751,8 +754,7 @@ def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
             shared += time.perf_counter() - t
             for i, (job, warp) in enumerate(zip(group, warps)):
                 t = time.perf_counter()
-                step = unit(upsample_warp(smooth_warp(warp, level, network_smoothing(level) * k), level,
-                                          TEMPLATE_LEVEL))
+                step = lowpass_network_warp(warp, level, network_smoothing(level) * k, control)
                 if totals[i] is None:
                     totals[i] = step
                 else:  # a step's points lie within a face or two of their own grid vertex

@@ -20,7 +20,8 @@ from ..sphere.icosphere import icosphere, level_of, n_vertices, unit_icosphere
 from ..sphere.locate import SphereLocator, unit, vertex_fans
 from ..sphere.unfold import unfold_mesh
 
-__all__ = ["RADIUS", "NETWORK_SMOOTHING_ICO5", "network_smoothing", "upsample_warp", "smooth_warp", "apply_warp",
+__all__ = ["RADIUS", "NETWORK_SMOOTHING_ICO5", "network_smoothing", "upsample_warp", "smooth_warp",
+           "lowpass_network_warp", "apply_warp",
            "grid_vertices_near", "warp_folded_triangles", "unfold_warp"]
 
 #: radius (mm) of the template grid and of every output sphere
@@ -80,6 +81,33 @@ def smooth_warp(warp: np.ndarray, level: int, iterations: int) -> np.ndarray:
         raise ValueError(f"warp must be ({len(x)}, 3) for icosphere level {level}, got {w.shape}")
     d = smooth_on_ico(torch.from_numpy(w - x)[None], int(iterations), level)[0].numpy()
     return unit(x + d)
+
+
+def lowpass_network_warp(warp: np.ndarray, level: int, iterations: int, control_level: int | None = None,
+                         target_level: int = TEMPLATE_LEVEL) -> np.ndarray:
+    """A network's (n_vertices(level), 3) warp, low-passed as :func:`smooth_warp` with ``iterations``
+    steps on ``level``, then upsampled to ``target_level``: (n_vertices(target_level), 3) float64,
+    unit sphere.
+
+    ``control_level``: the level of the control grid the warp was upsampled from (a one-stage
+    network's; the icospheres are nested, so its control points are the warp's first
+    n_vertices(control_level) rows). The low-pass then runs on those points with
+    ``iterations / 4 ** (level - control_level)`` steps, rounded up (the same width on the sphere,
+    or a little more: edges halve per level and the width grows as the square root of the steps),
+    with 4x fewer points per level, and their smoothed displacement is upsampled. A warp smooth at
+    that scale is what the steps on ``level`` leave of it too: on the benchmark's 164k-vertex
+    subject, 50 / 100 / 200 ico-5 steps and 13 / 25 / 50 ico-4 steps differ by a median
+    0.002 / 0.0004 / 0.0002 deg (docs/benchmarks.md, twelfth session). None (or ``level``): on
+    ``level`` itself.
+    """
+    control = level if control_level is None else int(control_level)
+    if not 0 <= control <= level:
+        raise ValueError(f"control level {control} must lie between 0 and the warp's level {level}")
+    w = np.asarray(warp, dtype=np.float64)
+    if len(w) != n_vertices(level):
+        raise ValueError(f"warp has {len(w)} points, icosphere level {level} has {n_vertices(level)}")
+    steps = -(-int(iterations) // 4 ** (level - control)) if iterations > 0 else 0  # rounded up
+    return unit(upsample_warp(smooth_warp(w[:n_vertices(control)], control, steps), control, target_level))
 
 
 @lru_cache(maxsize=None)

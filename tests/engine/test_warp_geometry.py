@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from geomorph_bids.engine.synth import SynthConfig, angular_error_deg, random_warp
-from geomorph_bids.engine.warp_geometry import (apply_warp, grid_vertices_near, network_smoothing, smooth_warp,
-                                               unfold_warp, upsample_warp, warp_folded_triangles)
+from geomorph_bids.engine.warp_geometry import (apply_warp, grid_vertices_near, lowpass_network_warp, network_smoothing,
+                                               smooth_warp, unfold_warp, upsample_warp, warp_folded_triangles)
 from geomorph_bids.sphere.distortion import folded_triangles
 from geomorph_bids.sphere.icosphere import icosphere
 from geomorph_bids.sphere.locate import SphereLocator, unit
@@ -111,6 +111,37 @@ def test_smooth_warp_removes_noise_and_keeps_a_smooth_displacement():
     assert np.allclose(smooth_warp(noisy * 2.0, 4, 0), noisy)
     with pytest.raises(ValueError, match="icosphere level 5"):
         smooth_warp(x, 5, 3)
+
+
+def test_lowpass_network_warp_on_the_control_grid_matches_the_data_level():
+    """A warp upsampled from ico-2 control points, low-passed on ico-4 (64 steps) or on its control
+    grid (4 steps, the same width): the two agree to a small fraction of the displacement; on the
+    warp's own level the result is smooth_warp then upsample_warp, to the bit."""
+    x2 = unit(icosphere(2)[0])
+    rng = np.random.default_rng(3)
+    control = unit(x2 + 0.03 * rng.normal(size=x2.shape))      # ~1.7 deg displacements, control grid
+    warp = unit(upsample_warp(control, 2, 4))                 # the network's warp on its data level
+    fine = lowpass_network_warp(warp, 4, 64)                  # on ico-4: the reference
+    assert fine.shape == (icosphere(6)[0].shape[0], 3) and np.allclose(np.linalg.norm(fine, axis=1), 1.0)
+    np.testing.assert_array_equal(fine, unit(upsample_warp(smooth_warp(warp, 4, 64), 4, 6)))
+    coarse = lowpass_network_warp(warp, 4, 64, control_level=2)
+    np.testing.assert_allclose(warp[:len(x2)], control, atol=1e-12)  # the control points are its first rows
+    np.testing.assert_array_equal(coarse, unit(upsample_warp(smooth_warp(warp[:len(x2)], 2, 4), 2, 6)))
+    x6 = unit(icosphere(6)[0])
+    moved = np.median(angular_error_deg(fine, x6))
+    assert moved > 0.1
+    assert np.median(angular_error_deg(coarse, fine)) < 0.1 * moved
+    unsmoothed = np.median(angular_error_deg(unit(upsample_warp(warp, 4, 6)), fine))
+    assert np.median(angular_error_deg(coarse, fine)) < 0.2 * unsmoothed
+    # 0 steps: the warp upsampled; a few steps still run at least one step on the control grid
+    np.testing.assert_allclose(lowpass_network_warp(warp, 4, 0, control_level=2),
+                               unit(upsample_warp(warp[:len(x2)], 2, 6)), atol=1e-12)
+    np.testing.assert_array_equal(lowpass_network_warp(warp, 4, 3, control_level=2),
+                                  unit(upsample_warp(smooth_warp(warp[:len(x2)], 2, 1), 2, 6)))
+    with pytest.raises(ValueError, match="control level 5"):
+        lowpass_network_warp(warp, 4, 10, control_level=5)
+    with pytest.raises(ValueError, match="level 4 has 2562"):
+        lowpass_network_warp(control, 4, 10)
 
 
 def test_network_smoothing_has_the_same_width_at_every_level():
