@@ -68,8 +68,8 @@ from .device import resolve_device
 from .feature_signs import check_signs
 from .model_choice import default_registration, optimiser_weights
 from .prealign import correlation, prealign
-from .warp_geometry import (RADIUS, apply_warp, grid_vertices_near, lowpass_network_warp, network_smoothing, unfold_warp,
-                            warp_folded_triangles)
+from .warp_geometry import (RADIUS, apply_warp, grid_vertices_near, lowpass_level, lowpass_network_warp,
+                            network_smoothing, unfold_warp, warp_folded_triangles)
 
 if TYPE_CHECKING:  # the optimiser (torch) is imported lazily
     from ..model.optimise import OptimiseConfig
@@ -705,8 +705,7 @@ def _network(jobs: Sequence[_Job], dev: Any, lowpass: int = 1) -> None:
         if level > TEMPLATE_LEVEL:
             raise ValueError(f"model data level {level} exceeds the template grid level {TEMPLATE_LEVEL}")
         nv = n_vertices(level)
-        # a one-stage network's warp is its control grid upsampled: low-passed there (16x less work)
-        control = net.config.stages[0].control_level if len(net.config.stages) == 1 else level
+        control = lowpass_level(net.config)  # a one-stage network's control grid: less work there
         passes = group[0].loaded.passes if lowpass == 1 else (lowpass,)
         param = next(net.parameters(), None)
         dtype = param.dtype if param is not None else torch.float32

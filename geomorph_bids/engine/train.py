@@ -255,9 +255,11 @@ def warp_error_deg(warp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _smoothed_warp(warp: torch.Tensor, level: int) -> torch.Tensor:
-    """(B, V, 3) warp on icosphere ``level`` low-passed as ``register()`` does (its displacement
-    through :func:`~geomorph_bids.engine.warp_geometry.network_smoothing` umbrella steps, back
-    on the unit sphere); differentiable, same dtype and device."""
+    """(B, V, 3) warp on icosphere ``level`` low-passed as ``register()`` low-passes a single pass
+    (its displacement through :func:`~geomorph_bids.engine.warp_geometry.network_smoothing`
+    umbrella steps, back on the unit sphere; ``register()`` runs them on a one-stage network's
+    control grid, :func:`~geomorph_bids.engine.warp_geometry.lowpass_network_warp`, the same warp to
+    ~0.002 deg); differentiable, same dtype and device."""
     from ..model.optimise import smooth_on_ico
     from .warp_geometry import network_smoothing
 
@@ -319,11 +321,12 @@ def evaluate_warps(model: GeoMorph, pairs: PairSet, device: str | torch.device =
     Returns one dict per pair: ``name``, ``median_deg``/``p95_deg`` of the angular error over
     the data-icosphere vertices for the identity (``rigid_*``: the moving image as given, i.e.
     after rigid pre-alignment) and for the network (``net_*``: its warp low-passed as
-    ``register()`` uses it, :func:`~geomorph_bids.engine.warp_geometry.network_smoothing`), and
+    ``register()`` low-passes a single pass, :func:`~geomorph_bids.engine.warp_geometry.lowpass_network_warp`
+    with :func:`~geomorph_bids.engine.warp_geometry.network_smoothing` steps), and
     the mean CC of the moving image with the fixed one before and after (``cc_rigid``,
     ``cc_net``; fixed zeros masked).
     """
-    from .warp_geometry import network_smoothing, smooth_warp
+    from .warp_geometry import lowpass_level, lowpass_network_warp, network_smoothing
 
     if pairs.target is None:
         raise ValueError("evaluate_warps needs pairs with target warps")
@@ -339,8 +342,8 @@ def evaluate_warps(model: GeoMorph, pairs: PairSet, device: str | torch.device =
             grid = _unit_grid(pairs.fixed.shape[0], device)
             rigid = warp_error_deg(grid[None].expand_as(target), target)[0]
             level = model.config.data_level
-            smoothed = smooth_warp(out.warp[0].detach().to("cpu", torch.float64).numpy(), level,
-                                   network_smoothing(level))
+            smoothed = lowpass_network_warp(out.warp[0].detach().to("cpu", torch.float64).numpy(), level,
+                                            network_smoothing(level), lowpass_level(model.config), level)
             warp = torch.as_tensor(smoothed, dtype=torch.float32, device=device)[None]
             net = warp_error_deg(warp, target.float())[0]
             warped = model.resample(mov.float(), warp)

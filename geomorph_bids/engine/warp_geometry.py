@@ -11,6 +11,7 @@ upsampled), :func:`warp_folded_triangles` counts the triangles it flips and
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from ..sphere.locate import SphereLocator, unit, vertex_fans
 from ..sphere.unfold import unfold_mesh
 
 __all__ = ["RADIUS", "NETWORK_SMOOTHING_ICO5", "network_smoothing", "upsample_warp", "smooth_warp",
-           "lowpass_network_warp", "apply_warp",
+           "lowpass_level", "lowpass_network_warp", "apply_warp",
            "grid_vertices_near", "warp_folded_triangles", "unfold_warp"]
 
 #: radius (mm) of the template grid and of every output sphere
@@ -81,6 +82,14 @@ def smooth_warp(warp: np.ndarray, level: int, iterations: int) -> np.ndarray:
         raise ValueError(f"warp must be ({len(x)}, 3) for icosphere level {level}, got {w.shape}")
     d = smooth_on_ico(torch.from_numpy(w - x)[None], int(iterations), level)[0].numpy()
     return unit(x + d)
+
+
+def lowpass_level(config: Any) -> int:
+    """The icosphere level a network's warp is low-passed on (:func:`lowpass_network_warp`), from
+    its ``GeoMorphConfig``: a one-stage network's control grid (its warp is that grid upsampled),
+    else its data level (a cascade's composed warp carries every stage's detail)."""
+    stages = config.stages
+    return int(stages[0].control_level) if len(stages) == 1 else int(config.data_level)
 
 
 def lowpass_network_warp(warp: np.ndarray, level: int, iterations: int, control_level: int | None = None,

@@ -163,7 +163,8 @@ def test_fine_tuning_from_weights(data, tmp_path):
 
 def test_smoothed_loss_sees_the_warp_register_uses(data):
     """--train-smoothed: the loss, its warp and warped image are those of the low-passed warp
-    (the same numbers as warp_geometry.smooth_warp, which register() applies), gradients flow."""
+    (the same numbers as warp_geometry.smooth_warp on the data level; register() runs the same
+    low-pass on a one-stage network's control grid, lowpass_network_warp), gradients flow."""
     from geomorph_bids.engine.train import _loss
     from geomorph_bids.engine.warp_geometry import network_smoothing, smooth_warp
 

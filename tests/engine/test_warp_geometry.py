@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from geomorph_bids.engine.synth import SynthConfig, angular_error_deg, random_warp
-from geomorph_bids.engine.warp_geometry import (apply_warp, grid_vertices_near, lowpass_network_warp, network_smoothing,
+from geomorph_bids.engine.warp_geometry import (apply_warp, grid_vertices_near, lowpass_level, lowpass_network_warp,
+                                               network_smoothing,
                                                smooth_warp, unfold_warp, upsample_warp, warp_folded_triangles)
 from geomorph_bids.sphere.distortion import folded_triangles
 from geomorph_bids.sphere.icosphere import icosphere
@@ -142,6 +143,13 @@ def test_lowpass_network_warp_on_the_control_grid_matches_the_data_level():
         lowpass_network_warp(warp, 4, 10, control_level=5)
     with pytest.raises(ValueError, match="level 4 has 2562"):
         lowpass_network_warp(control, 4, 10)
+
+
+def test_lowpass_level_is_a_one_stage_networks_control_grid():
+    from geomorph_bids.model.geomorph import tiny_config
+
+    assert lowpass_level(tiny_config(data_level=4, control_level=2)) == 2
+    assert lowpass_level(tiny_config(data_level=4, control_level=(2, 3))) == 4   # a cascade: its data level
 
 
 def test_network_smoothing_has_the_same_width_at_every_level():
