@@ -601,12 +601,13 @@ def _fixed_side(content: _Content, fine_level: int, levels: tuple[tuple[int, flo
     return own, mirrored
 
 
-def _coarse_best(mov: _Smoothed, fix: _Smoothed, n_rotations: int, n_candidates: int
+def _coarse_best(mov: _Smoothed, fix: _Smoothed, n_rotations: int, n_candidates: int, tol_deg: float = 0.005
                  ) -> list[tuple[np.ndarray, float]]:
-    """Grid search over SO(3), then the best distinct candidates polished at this level."""
+    """Grid search over SO(3), then the best distinct candidates polished at this level (until a
+    step is below ``tol_deg``)."""
     rots, scores = _coarse_search(mov, fix, n_rotations, res_deg=1.0)
     candidates = _pick_candidates(rots, scores, n_candidates, min_sep_deg=20.0)
-    return [_refine(R0, mov, fix) for R0 in candidates]
+    return [_refine(R0, mov, fix, tol_deg=tol_deg) for R0 in candidates]
 
 
 def rigid_fit(moving: tuple[np.ndarray, np.ndarray], moving_features: np.ndarray,
@@ -661,8 +662,9 @@ def rigid_fit(moving: tuple[np.ndarray, np.ndarray], moving_features: np.ndarray
         best_c = _refine(best_R, *coarse, max_iter=0)[1]
         own = _refine(best_R, *coarse)[1]
     mirrored = None
-    if mirror_check:  # a third of the grid and two candidates: the two fits differ by ~0.4
-        mirrored = max(c for _, c in _coarse_best(m[c_key], f_mirrored, max(500, n_rotations // 3), 2))
+    if mirror_check:  # a third of the grid and two candidates: the two fits differ by ~0.4; a measure,
+        # not a rotation: polished to 0.1 deg steps (the correlation within 1e-5 of 0.005 deg's, 0.7x)
+        mirrored = max(c for _, c in _coarse_best(m[c_key], f_mirrored, max(500, n_rotations // 3), 2, 0.1))
     return RigidFit(best_R, float(best_c), float(own), None if mirrored is None else float(mirrored))
 
 
