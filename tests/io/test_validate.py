@@ -161,6 +161,18 @@ def test_check_mesh_nonfinite_vertices(one_line):
     assert "corrupted" in msg and "medial wall" not in msg
 
 
+def test_check_mesh_huge_finite_vertices_are_not_called_non_finite():
+    """The finiteness check sums the coordinates first: a sum that overflows (finite values near
+    1e308) is checked vertex by vertex, so no vertex is called NaN or Inf that is not; the copy
+    returned is never the caller's array."""
+    v, f = fib_sphere(50)
+    v[:10] = 1e308
+    out, _ = val.check_mesh(v, f, "lh.sphere")
+    with np.errstate(over="ignore"):
+        assert np.isinf(v.sum())
+    assert np.array_equal(out, v) and out is not v
+
+
 def test_transposed_vertex_or_triangle_array_says_so(one_line):
     """A (3, V) vertex array or a (3, F) triangle array (numpy users' commonest slip) is named."""
     v, f = fib_sphere(50)

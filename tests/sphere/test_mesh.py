@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomorph_bids.sphere.icosphere import icosphere
-from geomorph_bids.sphere.mesh import edges
+from geomorph_bids.sphere.mesh import edges, signed_volumes, triangle_areas
 
 
 def _brute_edges(faces: np.ndarray) -> np.ndarray:
@@ -31,3 +31,14 @@ def test_edges_of_an_open_non_manifold_mesh_with_repeats():
 
 def test_edges_of_no_faces():
     assert edges(np.zeros((0, 3), dtype=np.int64)).shape == (0, 2)
+
+
+def test_areas_and_volumes_are_the_two_functions_bit_for_bit():
+    from geomorph_bids.sphere.mesh import areas_and_volumes
+
+    v, f = icosphere(3)
+    v = v * np.random.default_rng(4).uniform(0.9, 1.1, size=(len(v), 1))   # uneven radii: no ties
+    areas, volumes = areas_and_volumes(v, f)
+    np.testing.assert_array_equal(areas, triangle_areas(v, f))
+    np.testing.assert_array_equal(volumes, signed_volumes(v, f))
+    assert (volumes > 0).all() and areas.min() > 0
