@@ -21,7 +21,7 @@ from geomorph_bids.errors import InputError
 from geomorph_bids.sphere.mesh import signed_volumes, triangle_areas
 
 __all__ = [
-    "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SphereWarning", "hemi_code",
+    "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SPHERE_RADIUS_RATIO", "SphereWarning", "hemi_code",
     "check_faces", "check_finite", "check_vertex_count", "check_mesh",
     "fit_sphere", "count_folded", "orient_faces", "validate_sphere", "check_closed", "validate_feature",
     "FeatureWarning", "OUTLIER_IQR", "clip_outliers",
@@ -35,6 +35,11 @@ SPHERE_RADIUS = 100.0
 #: centre).  Real spheres measure < 3e-5 (FreeSurfer fsaverage5, HCP 32k, fsLR
 #: 164k); white, pial and inflated surfaces measure 0.28-0.33.
 SPHERE_SPREAD_TOL = 0.05
+#: Largest accepted ratio of the largest to the smallest vertex distance to the fitted centre: the
+#: limit point location applies (``sphere.resample``), checked here so that a sphere refused there
+#: (a 6 % ellipsoid, whose spread passes; one vertex at the centre or 10x out) is refused up front,
+#: naming its file and the vertex. Real spheres: 1.00001.
+SPHERE_RADIUS_RATIO = 1.1
 #: Relative centre offset / radius error below which a sphere is left untouched.
 SPHERE_POSE_TOL = 1e-3
 MAX_FOLDED_FRACTION = 1e-3  # folded triangles tolerated (with a warning) on input spheres
@@ -237,8 +242,8 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
 
     Raises
     ------
-    InputError : not a sphere (white/pial/inflated surface), a surface not covering
-        the sphere, or folded triangles.
+    InputError : not a sphere (white/pial/inflated surface; vertex distances to the centre more
+        than ``SPHERE_RADIUS_RATIO`` apart), a surface not covering the sphere, or folded triangles.
     """
     v, f = check_mesh(vertices, faces, path)
     centre, r, spread = fit_sphere(v)
@@ -247,6 +252,14 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
             f"is not a sphere: vertex distances to the best-fit centre vary by {spread:.3g} "
             f"(std/mean; a sphere has < {spread_tol:g}); pass the spherical surface "
             "(e.g. lh.sphere or lh.sphere.reg), not white/pial/inflated", path=path)
+    radii = np.linalg.norm(v - centre, axis=1)
+    if radii.max() > SPHERE_RADIUS_RATIO * radii.min():  # the spread hides a few: one vertex at the centre
+        lo, hi = int(np.argmin(radii)), int(np.argmax(radii))
+        raise InputError(
+            f"is not a sphere: vertex distances to the best-fit centre range from {radii[lo]:.3g} "
+            f"(vertex {lo}) to {radii[hi]:.3g} (vertex {hi}), more than {SPHERE_RADIUS_RATIO:g} times apart "
+            "(a sphere's are equal): a vertex at the centre or far out is a corrupted file, a "
+            "flattened or bumpy one not a sphere; pass the spherical surface (e.g. lh.sphere)", path=path)
     off = float(np.linalg.norm(centre))
     if off > SPHERE_POSE_TOL * r or abs(r - radius) > SPHERE_POSE_TOL * radius:
         warnings.warn(

@@ -385,13 +385,15 @@ class SphereLocator:
     def _best(self, points: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Among candidate faces (N, k), the one that contains each point best (float64).
 
-        The score is the smallest normalised barycentric weight: >= 0 inside.
+        The score is the smallest normalised barycentric weight: >= 0 inside; -inf for a face
+        whose weights do not sum to a positive number (one facing away, or with no area: three
+        corners at one position give weights (0, 0, 0), which must not count as inside).
         """
         raw = np.einsum("nkij,nj->nki", self._normals.take(cand, axis=0), points)  # (N, k, 3)
         total = raw.sum(axis=2, keepdims=True)
-        total = np.where(np.abs(total) > 1e-300, total, 1e-300)
-        bary = raw / total
-        score = np.where(total[..., 0] > 0, bary.min(axis=2), -np.inf)
+        ok = total[..., 0] > 0
+        bary = raw / np.where(ok[..., None], total, 1.0)
+        score = np.where(ok, bary.min(axis=2), -np.inf)
         pick = np.argmax(score, axis=1)
         rows = np.arange(len(points))
         return cand[rows, pick], bary[rows, pick], score[rows, pick]

@@ -308,3 +308,24 @@ def test_vertex_faces_list_each_vertex_faces_once_in_order():
     ip2, ix2 = vertex_faces(twice, len(v))
     assert ip2[-1] == f.size - 1
     assert list(ix2[ip2[twice[0, 0]]:ip2[twice[0, 0] + 1]]).count(0) == 1
+
+
+def test_a_face_whose_corners_coincide_never_holds_a_point():
+    """A face whose three corners lie at one position has weights (0, 0, 0) for every point: the
+    fallback search counted that as inside (its smallest weight, 0, is >= 0), and a point at that
+    position came back with NaN weights (0 / 0). Round twenty-six: the real face around it."""
+    v, f = icosphere(2)
+    n = len(v)
+    v = np.concatenate([v, v[[0, 0]]])  # two copies of vertex 0
+    f = np.concatenate([[[0, n, n + 1]], f])  # face 0: collapsed onto vertex 0, first in its fan
+    points = np.concatenate([v[[0]], v[[0]] * 0.5, unit(v[[0]] + 1e-9)])
+    loc = SphereLocator(v, f)
+    for kw in ({}, {"hint": np.zeros(3, int)}, {"hint": np.zeros(3, int), "far": True},
+               {"hint": np.zeros(3, int), "exact": True}, {"near": np.zeros(3, int)},
+               {"near": np.zeros(3, int), "exact": True}):
+        face, w = loc.locate(points, **kw)
+        assert np.all(np.isfinite(w)) and np.all(face > 0), kw
+        np.testing.assert_allclose(w.sum(axis=1), 1.0)
+        # the face holds the point: its weights reproduce it
+        at = unit(np.einsum("nk,nkd->nd", w, unit(v)[f[face]]))
+        np.testing.assert_allclose(at, unit(points), atol=1e-9)
