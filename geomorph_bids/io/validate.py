@@ -165,7 +165,14 @@ def fit_sphere(vertices: np.ndarray) -> tuple[np.ndarray, float, float]:
     radius : float, mean distance to the centre
     spread : float, std / mean of the distances to the centre (0 for a sphere)
     """
-    v = np.asarray(vertices, dtype=np.float64)
+    centre, r = _fit(np.asarray(vertices, dtype=np.float64))
+    mean = float(r.mean())
+    spread = float(r.std() / mean) if mean > 0 else np.inf
+    return centre, mean, spread
+
+
+def _fit(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_sphere`'s centre (3,) and the (V,) distances of float64 ``v`` to it."""
     shift = v.mean(axis=0)                     # conditioning only
     x = v - shift
     # Normal equations of |x|^2 = 2 c.x + k: with x centred, the constant column is orthogonal
@@ -179,10 +186,7 @@ def fit_sphere(vertices: np.ndarray) -> tuple[np.ndarray, float, float]:
     except np.linalg.LinAlgError:  # all vertices in a plane or on a line: no sphere fits
         c = np.linalg.lstsq(gram, rhs, rcond=None)[0]
     centre = c + shift
-    r = np.linalg.norm(v - centre, axis=1)
-    mean = float(r.mean())
-    spread = float(r.std() / mean) if mean > 0 else np.inf
-    return centre, mean, spread
+    return centre, np.linalg.norm(v - centre, axis=1)
 
 
 def count_folded(vertices: np.ndarray, faces: np.ndarray) -> int:
@@ -246,13 +250,14 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
         than ``SPHERE_RADIUS_RATIO`` apart), a surface not covering the sphere, or folded triangles.
     """
     v, f = check_mesh(vertices, faces, path)
-    centre, r, spread = fit_sphere(v)
+    centre, radii = _fit(v)  # fit_sphere's, with the distances it measured
+    r = float(radii.mean())
+    spread = float(radii.std() / r) if r > 0 else np.inf
     if not np.isfinite(spread) or spread > spread_tol:
         raise InputError(
             f"is not a sphere: vertex distances to the best-fit centre vary by {spread:.3g} "
             f"(std/mean; a sphere has < {spread_tol:g}); pass the spherical surface "
             "(e.g. lh.sphere or lh.sphere.reg), not white/pial/inflated", path=path)
-    radii = np.linalg.norm(v - centre, axis=1)
     if radii.max() > SPHERE_RADIUS_RATIO * radii.min():  # the spread hides a few: one vertex at the centre
         lo, hi = int(np.argmin(radii)), int(np.argmax(radii))
         raise InputError(

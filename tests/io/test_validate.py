@@ -325,8 +325,8 @@ def test_a_vertex_on_top_of_another_is_refused(one_line):
 
 
 @pytest.mark.parametrize("damage, needle", [
-    ("centre", "range from 0 (vertex 7)"),      # one vertex at the centre: the spread (0.05) let it pass
-    ("far", "to 1e+03 (vertex 7)"),              # one vertex 10 times out
+    ("centre", "(vertex 7) to 100"),             # one vertex at the centre: the spread (0.05) let it pass
+    ("far", "(vertex 7), more than 1.1"),        # one vertex 3 times out (spread 0.045)
     ("ellipsoid", "more than 1.1 times apart"),  # a 6 % ellipsoid: spread 0.035, refused later by resample
 ])
 def test_a_sphere_with_a_vertex_far_from_its_radius_is_refused_up_front(damage, needle):
@@ -336,7 +336,7 @@ def test_a_sphere_with_a_vertex_far_from_its_radius_is_refused_up_front(damage, 
     if damage == "centre":
         v[7] = 0.0
     elif damage == "far":
-        v[7] *= 10.0
+        v[7] *= 3.0
     else:
         v = v * np.array([1.06, 1.0, 0.94])
     with pytest.raises(InputError) as err:
@@ -349,3 +349,9 @@ def test_a_three_percent_ellipsoid_is_still_a_sphere():
     v, f = fib_sphere(2000)
     out, _ = val.validate_sphere(v * np.array([1.03, 1.0, 0.97]), f)
     assert out.shape == v.shape
+
+
+def test_the_radius_ratio_is_the_one_point_location_applies():
+    from geomorph_bids.sphere import resample
+
+    assert val.SPHERE_RADIUS_RATIO == resample._MAX_RADIUS_RATIO
