@@ -27,7 +27,7 @@ __all__ = ["SphereLocator", "face_neighbours", "locate", "unit", "vertex_faces",
 
 _CHUNK = 1 << 16  # points per vectorised batch: bounds memory to ~30 MB
 _MAX_FAN = 12  # widest vertex fan kept in the candidate table; wider fans use the fallback
-_MAX_WALK = 1000  # faces a point the fans miss may be walked across (a fan of slivers: ~half its faces)
+_MAX_WALK = 32  # faces a point the fans miss is walked across (a fan of slivers closing a hole: <= 4 were needed)
 _TOL = 1e-12  # a point is inside a face when its smallest normalised weight is >= -_TOL
 _FAR_CLEAR = 1e-6  # a point whose weights all exceed this is inside its face and in no other (within _TOL)
 _FAR_SAMPLE = 32  # ``far``: 1 in this many of the points outside their hint tell which search is cheaper
