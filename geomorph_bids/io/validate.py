@@ -144,8 +144,9 @@ def check_mesh(vertices: np.ndarray, faces: np.ndarray,
     if v.dtype.kind not in "iuf":
         raise InputError(f"vertex array has non-numeric type {v.dtype}", path=path)
     v = v.astype(np.float64)
-    bad = ~np.isfinite(v).all(axis=1)
-    if bad.any():  # a position cannot be "missing" like a medial-wall value: the mesh is damaged
+    # one sum first (0.2 ms at 164k; the per-vertex test, 12 ms, only when it is not finite)
+    bad = None if np.isfinite(v.sum()) else ~np.isfinite(v).all(axis=1)
+    if bad is not None and bad.any():  # a position cannot be "missing" like a medial-wall value: the mesh is damaged
         raise InputError(f"{int(bad.sum())} of {len(v)} vertices have non-finite coordinates (NaN or Inf, "
                          f"first at vertex {int(np.argmax(bad))}): the surface is corrupted; regenerate it "
                          "or take it again from the original", path=path)

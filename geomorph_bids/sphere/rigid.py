@@ -249,8 +249,8 @@ def _prepare_features(vertices: np.ndarray, faces: np.ndarray, features: np.ndar
         raise InputError(f"{name} sphere vertices must be (V, 3), got {vertices.shape}")
     if faces.ndim != 2 or faces.shape[1] != 3 or faces.min(initial=0) < 0 or faces.max(initial=0) >= len(vertices):
         raise InputError(f"{name} sphere faces must be (F, 3) indices into its vertices")
-    bad = ~np.isfinite(vertices).all(axis=1)
-    if bad.any():  # else the k-d tree's "'x' must be finite", naming nothing, deep in the binning
+    bad = None if np.isfinite(vertices.sum()) else ~np.isfinite(vertices).all(axis=1)  # one sum: ~0.1 ms at 164k
+    if bad is not None and bad.any():  # else the k-d tree's "'x' must be finite", naming nothing, in the binning
         raise InputError(f"{name} sphere vertices: {int(bad.sum())} of {len(vertices)} have non-finite coordinates "
                          f"(NaN or Inf, first at vertex {int(np.argmax(bad))})")
     feat = np.asarray(features, dtype=np.float64)
