@@ -352,6 +352,6 @@ def test_a_three_percent_ellipsoid_is_still_a_sphere():
 
 
 def test_the_radius_ratio_is_the_one_point_location_applies():
-    from geomorph_bids.sphere import resample
+    from geomorph_bids.sphere.resample import _MAX_RADIUS_RATIO
 
-    assert val.SPHERE_RADIUS_RATIO == resample._MAX_RADIUS_RATIO
+    assert val.SPHERE_RADIUS_RATIO == _MAX_RADIUS_RATIO
