@@ -453,9 +453,10 @@ def _sphere_centre(vertices: np.ndarray) -> np.ndarray:
     """(3,) the centre of a template's sphere: the mean of its vertices, unless the least-squares
     sphere's centre (:func:`~geomorph_bids.io.validate.fit_sphere`) lies more than 1e-6 of the
     radius from it. The vertex mean is the centre of an evenly sampled sphere only: HCP's fsLR 164k
-    sphere (``fsaverage.L_LR.spherical_std.164k_fs_LR``, TemplateFlow's ``den-164k``) is centred
-    on the origin, every vertex at 100 mm, but its vertex mean lies 2.1 mm off, and centring on that
-    moved the maps sampled from it by up to 1.2 deg. An evenly sampled one keeps the vertex mean
+    sphere (``fsaverage.L_LR.spherical_std.164k_fs_LR``, as sMRIPrep ships it; TemplateFlow's
+    ``den-164k`` sphere is expected to be the same mesh) is centred on the origin, every vertex at
+    100 mm, but its vertex mean lies 2.1 mm off, and centring on that moved the maps sampled from
+    it by up to 1.2 deg. An evenly sampled one keeps the vertex mean
     (the same maps as before, to the bit)."""
     from .validate import fit_sphere
 
