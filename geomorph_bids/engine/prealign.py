@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..io.templates import Template
-from ..sphere.icosphere import n_vertices
+from ..sphere.icosphere import n_vertices, unit_icosphere
 from ..sphere.locate import SphereLocator
 from ..sphere.resample import barycentric_weights, corner_matrix, corner_weights
 from ..sphere.rigid import rigid_fit
@@ -65,13 +65,20 @@ def correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) ->
     return float((x * y).sum() / denom) if denom > 0 else float("nan")
 
 
-def _before_points(n: int) -> int:
-    """How many of a template's ``n`` grid vertices the correlation before alignment reads: the
-    first 10,242 of the ico-6 grid (its ico-5 vertices, spread evenly: the levels are nested),
-    all of another grid. A quarter of the points to locate in the moving mesh (~70 ms less at
-    164k vertices); the correlation moved by 3e-4 at most on the benchmark's spheres (docs/benchmarks.md,
-    round twenty-two)."""
-    return n_vertices(5) if n == n_vertices(6) else n
+def _before_points(grid: np.ndarray) -> int:
+    """How many of a template's (n, 3) ``grid`` vertices (first) the correlation before alignment
+    reads: the first 10,242 of the ico-6 grid (its ico-5 vertices, spread evenly: the levels are
+    nested), all of another grid, or of a 40,962-vertex grid whose first 10,242 are not the ico-5
+    vertices (directions within 1e-3; a hand-made ``Template`` in another order, whose first
+    vertices may all lie on one cap). A quarter of the points to locate in the moving mesh (~70 ms
+    less at 164k vertices); the correlation moved by 3e-4 at most on the benchmark's spheres
+    (docs/benchmarks.md, round twenty-two)."""
+    n, coarse = len(grid), n_vertices(5)
+    if n != n_vertices(6):
+        return n
+    head = np.asarray(grid[:coarse], dtype=np.float64)
+    head = head / np.linalg.norm(head, axis=1, keepdims=True)
+    return coarse if np.abs(head - unit_icosphere(5)).max() <= 1e-3 else n
 
 
 def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.ndarray],
@@ -128,7 +135,7 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
 
     # one location per point set, shared by every feature
     locator = SphereLocator(vertices, faces)
-    coarse = _before_points(len(template.vertices))  # the "before" correlation's template vertices
+    coarse = _before_points(template.vertices)  # the "before" correlation's template vertices
     at_before = barycentric_weights((vertices, faces), template.vertices[:coarse], locator)  # checks the mesh
     grid = template.vertices @ rotation
     grid_faces, _ = locator.locate(grid)

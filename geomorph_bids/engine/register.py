@@ -630,6 +630,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         if len(tpl.vertices) != n_vertices(TEMPLATE_LEVEL):
             raise ValueError(f"template {tpl.name} must be on the ico-{TEMPLATE_LEVEL} grid "
                              f"({n_vertices(TEMPLATE_LEVEL)} vertices), got {len(tpl.vertices)}")
+        _check_grid(tpl)
     else:
         key = (work_hemi, tuple(channels))
         if key not in templates:
@@ -667,6 +668,26 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         metrics[f"cc_{c}_rigid"] = pre.metrics.get(f"cc_{c}_after")
     return _Job(vertices=vertices, faces=faces, work_f=work_f, feats=feats, channels=channels, loaded=loaded,
                 mirrored=mirrored, tpl=tpl, pre=pre, hemi=hemi, metrics=metrics, seconds=seconds, t0=t0)
+
+
+def _check_grid(tpl: Template) -> None:
+    """Refuse a caller's :class:`Template` whose vertices are not the ico-6 grid in its order
+    (vertex i in the direction of ``icosphere(6)`` vertex i, to 1e-3 on the unit sphere: FreeSurfer's
+    fsaverage6 sphere passes, at any radius): the warp is a field on that grid and the template's
+    maps are read by grid index, so a grid in another order or orientation registered to its maps
+    scrambled, silently (cc_after ~0 for a permuted one)."""
+    from ..sphere.icosphere import unit_icosphere
+
+    v = np.asarray(tpl.vertices, dtype=np.float64)
+    grid = unit_icosphere(TEMPLATE_LEVEL)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        off = np.linalg.norm(v / np.linalg.norm(v, axis=1, keepdims=True) - grid, axis=1)
+    if not off.max() <= 1e-3:  # NaN included
+        first = int(np.argmax(~(off <= 1e-3)))
+        raise ValueError(f"template {tpl.name}'s vertices are not the ico-{TEMPLATE_LEVEL} grid in its order "
+                         f"({int(np.count_nonzero(~(off <= 1e-3)))} of {len(v)} elsewhere, first vertex {first}): "
+                         f"build it on geomorph_bids.sphere.icosphere.icosphere({TEMPLATE_LEVEL}) and sample its "
+                         "maps there (geomorph_bids.sphere.resample.resample), or load it with load_template")
 
 
 def _warn_fallback(ref: TemplateRef, channels: Sequence[str], hemi: str) -> None:

@@ -377,16 +377,16 @@ def fallback_warnings(candidates: Mapping[str, Sequence[TemplateSource]], featur
 
 
 def files_sha256(paths: Sequence[str | Path]) -> str:
-    """SHA-256 (hex) of the files' bytes, concatenated in order (cached per path, size and
-    modification time, so a changed file is hashed again)."""
-    stamps = tuple((str(p), Path(p).stat().st_size, Path(p).stat().st_mtime_ns) for p in paths)
+    """SHA-256 (hex) of the files' bytes, concatenated in order (cached per path and
+    :func:`_file_stamp`, so a changed file is hashed again)."""
+    stamps = tuple((str(p), *_file_stamp(p)) for p in paths)
     return _sha256(stamps)
 
 
 @functools.lru_cache(maxsize=32)
-def _sha256(stamps: tuple[tuple[str, int, int], ...]) -> str:
+def _sha256(stamps: tuple[tuple, ...]) -> str:
     h = hashlib.sha256()
-    for path, _, _ in stamps:
+    for path, *_ in stamps:
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
@@ -449,17 +449,42 @@ def _check_agreement(source: TemplateSource, feature: str, values: np.ndarray) -
                          f"{feature}; not this template's map{hint}", path=source.maps[feature])
 
 
+def _sphere_centre(vertices: np.ndarray) -> np.ndarray:
+    """(3,) the centre of a template's sphere: the mean of its vertices, unless the least-squares
+    sphere's centre (:func:`~geomorph_bids.io.validate.fit_sphere`) lies more than 1e-6 of the
+    radius from it. The vertex mean is the centre of an evenly sampled sphere only: HCP's fsLR 164k
+    sphere (``fsaverage.L_LR.spherical_std.164k_fs_LR``, as sMRIPrep ships it; TemplateFlow's
+    ``den-164k`` sphere is expected to be the same mesh) is centred on the origin, every vertex at
+    100 mm, but its vertex mean lies 2.1 mm off, and centring on that moved the maps sampled from
+    it by up to 1.2 deg. An evenly sampled one keeps the vertex mean
+    (the same maps as before, to the bit)."""
+    from .validate import fit_sphere
+
+    mean = vertices.mean(axis=0)
+    centre, radius, _ = fit_sphere(vertices)
+    return centre if np.linalg.norm(centre - mean) > 1e-6 * radius else mean
+
+
+def _file_stamp(path: str | Path) -> tuple[int, ...]:
+    """What tells a file's bytes changed without reading them: device, inode, size, mtime and ctime
+    (ns; through a link, its target's). Size and mtime alone miss a file replaced by another of the
+    same size and mtime (``cp -p``, ``rsync -t``, ``tar x``, a link pointed elsewhere); no one can
+    set a ctime, and a replaced file has another inode."""
+    st = Path(path).stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 @functools.lru_cache(maxsize=8)
 def _load_cached(source_key: str, features: tuple[str, ...], method: str,
-                 stamp: tuple[tuple[int, int], ...]) -> np.ndarray:
-    """(40962, K) maps of a non-bundled source, read-only (cached per files, sizes and mtimes)."""
+                 stamp: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """(40962, K) maps of a non-bundled source, read-only (cached per files' :func:`_file_stamp`)."""
     import json
 
     from .surfaces import read_feature, read_surface
 
     source = TemplateSource.from_dict(json.loads(source_key))
     sphere = read_surface(source.sphere)  # a template's sphere: checked for shape, not re-validated (0.2 s)
-    centred = sphere.vertices - sphere.vertices.mean(axis=0)  # e.g. fsLR 164k spheres are 2 mm off-centre
+    centred = sphere.vertices - _sphere_centre(sphere.vertices)
     radii = np.linalg.norm(centred, axis=1)
     if not radii.std() < 0.05 * radii.mean():
         raise InputError("is not a sphere (radii vary by more than 5 %)", path=source.sphere)
@@ -494,7 +519,7 @@ def load_source(source: TemplateSource, features: Sequence[str], method: str = S
         raise ValueError(f"{source.describe()} has no {', '.join(missing)} for hemi-{source.hemi}; "
                          f"it has: {', '.join(source.features) or 'none'}")
     base = load_template(source.base, source.hemi, ())
-    stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in source.files(features))
+    stamp = tuple(_file_stamp(p) for p in source.files(features))
     maps = _load_cached(json.dumps(source.to_dict(), sort_keys=True), features, method, stamp)
     return replace(base, features={f: np.array(maps[:, k]) for k, f in enumerate(features)},
                    provenance=source.provenance(features))

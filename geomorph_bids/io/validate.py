@@ -18,10 +18,10 @@ from typing import Sequence
 import numpy as np
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.sphere.mesh import areas_and_volumes, signed_volumes
+from geomorph_bids.sphere.mesh import areas_and_volumes, nonfinite_rows, signed_volumes
 
 __all__ = [
-    "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SphereWarning", "hemi_code",
+    "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SPHERE_RADIUS_RATIO", "SphereWarning", "hemi_code",
     "check_faces", "check_finite", "check_vertex_count", "check_mesh",
     "fit_sphere", "count_folded", "orient_faces", "validate_sphere", "check_closed", "validate_feature",
     "FeatureWarning", "OUTLIER_IQR", "clip_outliers",
@@ -35,6 +35,11 @@ SPHERE_RADIUS = 100.0
 #: centre).  Real spheres measure < 3e-5 (FreeSurfer fsaverage5, HCP 32k, fsLR
 #: 164k); white, pial and inflated surfaces measure 0.28-0.33.
 SPHERE_SPREAD_TOL = 0.05
+#: Largest accepted ratio of the largest to the smallest vertex distance to the fitted centre: the
+#: limit point location applies (``sphere.resample``), checked here so that a sphere refused there
+#: (a 6 % ellipsoid, whose spread passes; one vertex at the centre or 10x out) is refused up front,
+#: naming its file and the vertex. Real spheres: 1.00001.
+SPHERE_RADIUS_RATIO = 1.1
 #: Relative centre offset / radius error below which a sphere is left untouched.
 SPHERE_POSE_TOL = 1e-3
 MAX_FOLDED_FRACTION = 1e-3  # folded triangles tolerated (with a warning) on input spheres
@@ -140,9 +145,8 @@ def check_mesh(vertices: np.ndarray, faces: np.ndarray,
     if v.dtype.kind not in "iuf":
         raise InputError(f"vertex array has non-numeric type {v.dtype}", path=path)
     v = v.astype(np.float64)  # a copy: the caller's array is never the one returned
-    with np.errstate(over="ignore", invalid="ignore"):  # a finite sum: every one finite
-        bad = None if np.isfinite(v.sum()) else ~np.isfinite(v).all(axis=1)
-    if bad is not None and bad.any():  # a position cannot be "missing" like a medial-wall value: the mesh is damaged
+    bad = nonfinite_rows(v)
+    if bad.any():  # a position cannot be "missing" like a medial-wall value: the mesh is damaged
         raise InputError(f"{int(bad.sum())} of {len(v)} vertices have non-finite coordinates (NaN or Inf, "
                          f"first at vertex {int(np.argmax(bad))}): the surface is corrupted; regenerate it "
                          "or take it again from the original", path=path)
@@ -162,7 +166,14 @@ def fit_sphere(vertices: np.ndarray) -> tuple[np.ndarray, float, float]:
     radius : float, mean distance to the centre
     spread : float, std / mean of the distances to the centre (0 for a sphere)
     """
-    v = np.asarray(vertices, dtype=np.float64)
+    centre, r = _fit(np.asarray(vertices, dtype=np.float64))
+    mean = float(r.mean())
+    spread = float(r.std() / mean) if mean > 0 else np.inf
+    return centre, mean, spread
+
+
+def _fit(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_sphere`'s centre (3,) and the (V,) distances of float64 ``v`` to it."""
     shift = v.mean(axis=0)                     # conditioning only
     x = v - shift
     # Normal equations of |x|^2 = 2 c.x + k: with x centred, the constant column is orthogonal
@@ -176,10 +187,7 @@ def fit_sphere(vertices: np.ndarray) -> tuple[np.ndarray, float, float]:
     except np.linalg.LinAlgError:  # all vertices in a plane or on a line: no sphere fits
         c = np.linalg.lstsq(gram, rhs, rcond=None)[0]
     centre = c + shift
-    r = np.linalg.norm(v - centre, axis=1)
-    mean = float(r.mean())
-    spread = float(r.std() / mean) if mean > 0 else np.inf
-    return centre, mean, spread
+    return centre, np.linalg.norm(v - centre, axis=1)
 
 
 def count_folded(vertices: np.ndarray, faces: np.ndarray) -> int:
@@ -240,16 +248,25 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
 
     Raises
     ------
-    InputError : not a sphere (white/pial/inflated surface), a surface not covering
-        the sphere, or folded triangles.
+    InputError : not a sphere (white/pial/inflated surface; vertex distances to the centre more
+        than ``SPHERE_RADIUS_RATIO`` apart), a surface not covering the sphere, or folded triangles.
     """
     v, f = check_mesh(vertices, faces, path)
-    centre, r, spread = fit_sphere(v)
+    centre, radii = _fit(v)  # fit_sphere's, with the distances it measured
+    r = float(radii.mean())
+    spread = float(radii.std() / r) if r > 0 else np.inf
     if not np.isfinite(spread) or spread > spread_tol:
         raise InputError(
             f"is not a sphere: vertex distances to the best-fit centre vary by {spread:.3g} "
             f"(std/mean; a sphere has < {spread_tol:g}); pass the spherical surface "
             "(e.g. lh.sphere or lh.sphere.reg), not white/pial/inflated", path=path)
+    if radii.max() > SPHERE_RADIUS_RATIO * radii.min():  # the spread hides a few: one vertex at the centre
+        lo, hi = int(np.argmin(radii)), int(np.argmax(radii))
+        raise InputError(
+            f"is not a sphere: vertex distances to the best-fit centre range from {radii[lo]:.3g} "
+            f"(vertex {lo}) to {radii[hi]:.3g} (vertex {hi}), more than {SPHERE_RADIUS_RATIO:g} times apart "
+            "(a sphere's are equal): a vertex at the centre or far out is a corrupted file, a "
+            "flattened or bumpy one not a sphere; pass the spherical surface (e.g. lh.sphere)", path=path)
     off = float(np.linalg.norm(centre))
     if off > SPHERE_POSE_TOL * r or abs(r - radius) > SPHERE_POSE_TOL * radius:
         warnings.warn(

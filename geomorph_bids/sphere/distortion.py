@@ -280,8 +280,19 @@ def folded_triangles(before: Surface, after: Surface, *, before_sides: np.ndarra
     return _folded(*_check_pair(before, after), before_sides)
 
 
+def _sides_given(sides: np.ndarray, n_faces: int, name: str) -> np.ndarray:
+    """``sides`` (a caller's orientation signs) as an (F,) array, else InputError: a scalar or a
+    (1,) array would broadcast against every triangle, silently."""
+    sides = np.asarray(sides)
+    if sides.shape != (n_faces,):
+        raise InputError(f"{name} must hold one orientation sign per triangle, shape ({n_faces},) "
+                         f"(triangle_orientation of the surface), got shape {sides.shape}")
+    return sides
+
+
 def _folded(vb: np.ndarray, va: np.ndarray, faces: np.ndarray, before_sides: np.ndarray | None = None) -> np.ndarray:
-    ref = triangle_orientation(vb, faces) if before_sides is None else before_sides
+    ref = triangle_orientation(vb, faces) if before_sides is None else _sides_given(before_sides, len(faces),
+                                                                                   "before_sides")
     return np.flatnonzero(ref != triangle_orientation(va, faces)).astype(np.int64)
 
 

@@ -247,7 +247,8 @@ def _descent(level: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
 
 def containing_face(points: np.ndarray, level: int) -> np.ndarray:
     """(N,) int64: the face of icosphere ``level`` (0-7) that holds each direction of (N, 3)
-    ``points`` (any radius, not the origin), to float32 precision.
+    finite ``points`` (any radius, not the origin: NaN and the origin get a face of no meaning;
+    callers refuse them first), to float32 precision.
 
     A descent through the nested levels: the icosahedron's face is the one whose centre is
     closest in angle (a regular icosahedron's faces all lie at one distance from its centre),

@@ -9,7 +9,9 @@ shared edge gets the same weights from both triangles.
 Search: a k-d tree over the mesh vertices gives each point its nearest vertex;
 the triangles around that vertex (its fan) are the candidates, screened in
 float32 and confirmed in float64. The few points whose candidates all miss are
-searched again over the fans of more neighbouring vertices. A caller that already
+searched again over the fans of more neighbouring vertices, and the very few still outside
+(a face of a vertex with more than 12 faces whose corners are all far, such as a fan of slivers
+closing a cut-out medial wall) are walked to across the faces' edges. A caller that already
 knows a mesh vertex near each point (``near``) skips the tree: that vertex's fan
 is screened instead, and the tree is built only if some point is not found there.
 Everything is vectorised; nothing loops over points.
@@ -25,6 +27,7 @@ __all__ = ["SphereLocator", "face_neighbours", "locate", "unit", "vertex_faces",
 
 _CHUNK = 1 << 16  # points per vectorised batch: bounds memory to ~30 MB
 _MAX_FAN = 12  # widest vertex fan kept in the candidate table; wider fans use the fallback
+_MAX_WALK = 32  # faces a point the fans miss is walked across (a fan of slivers closing a hole: <= 4 were needed)
 _TOL = 1e-12  # a point is inside a face when its smallest normalised weight is >= -_TOL
 _FAR_CLEAR = 1e-6  # a point whose weights all exceed this is inside its face and in no other (within _TOL)
 _FAR_SAMPLE = 32  # ``far``: 1 in this many of the points outside their hint tell which search is cheaper
@@ -349,8 +352,9 @@ class SphereLocator:
         """
         # take(axis=0), here and for every row gather of this class: the same rows as fancy indexing,
         # 2-3x faster at 164k points (round twenty-three)
-        raw = np.matmul(self._normals32.take(cand, axis=0).reshape(len(points), -1, 3),
-                        points.astype(np.float32)[:, :, None]).reshape(len(points), -1, 3)
+        k = cand.shape[1]  # not -1 in the shapes: no point (an empty selection) has no size to infer
+        raw = np.matmul(self._normals32.take(cand, axis=0).reshape(len(points), 3 * k, 3),
+                        points.astype(np.float32)[:, :, None]).reshape(len(points), k, 3)
         smallest = np.minimum(raw[..., 0], raw[..., 1])
         np.minimum(smallest, raw[..., 2], out=smallest)
         face = cand[np.arange(len(points)), np.argmax(smallest, axis=1)]
@@ -369,6 +373,13 @@ class SphereLocator:
             f2, w2, s2 = self._best(points[miss], c2)
             better = s2 > score[miss]
             face[miss[better]], w[miss[better]], score[miss[better]] = f2[better], w2[better], s2[better]
+        miss = np.flatnonzero(score < -_TOL)
+        if miss.size:  # in no fan of its 64 nearest vertices: a face of a vertex of more than _MAX_FAN faces
+            # whose corners are all far (a fan of long slivers closing a hole): walked to from the best face
+            f2, w2, s2 = face[miss], w[miss], score[miss]
+            self._walk(points[miss], f2, w2, s2, np.arange(miss.size), _MAX_WALK)
+            better = s2 > score[miss]
+            face[miss[better]], w[miss[better]], score[miss[better]] = f2[better], w2[better], s2[better]
         np.clip(w, 0.0, None, out=w)
         w /= w.sum(axis=1, keepdims=True)
         return face, w
@@ -385,13 +396,15 @@ class SphereLocator:
     def _best(self, points: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Among candidate faces (N, k), the one that contains each point best (float64).
 
-        The score is the smallest normalised barycentric weight: >= 0 inside.
+        The score is the smallest normalised barycentric weight: >= 0 inside; -inf for a face
+        whose weights do not sum to a positive number (one facing away, or with no area: three
+        corners at one position give weights (0, 0, 0), which must not count as inside).
         """
         raw = np.einsum("nkij,nj->nki", self._normals.take(cand, axis=0), points)  # (N, k, 3)
         total = raw.sum(axis=2, keepdims=True)
-        total = np.where(np.abs(total) > 1e-300, total, 1e-300)
-        bary = raw / total
-        score = np.where(total[..., 0] > 0, bary.min(axis=2), -np.inf)
+        ok = total[..., 0] > 0
+        bary = raw / np.where(ok[..., None], total, 1.0)
+        score = np.where(ok, bary.min(axis=2), -np.inf)
         pick = np.argmax(score, axis=1)
         rows = np.arange(len(points))
         return cand[rows, pick], bary[rows, pick], score[rows, pick]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-__all__ = ["triangle_areas", "vertex_areas", "edges", "vertex_face_matrix", "signed_volumes", "areas_and_volumes"]
+__all__ = ["triangle_areas", "vertex_areas", "edges", "vertex_face_matrix", "signed_volumes", "areas_and_volumes",
+           "nonfinite_rows"]
 
 
 def _corners(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -92,3 +93,13 @@ def areas_and_volumes(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarr
     corners = _corners(vertices, faces)
     volumes = _volumes(*corners)
     return _areas(*corners), volumes
+
+
+def nonfinite_rows(a: np.ndarray) -> np.ndarray:
+    """(N,) bool: the rows of a float (N, K) array holding a NaN or an Inf. One sum first (~0.2 ms
+    at 164k vertices; a finite sum means every value is finite); the per-row test (~12 ms) only when
+    the sum is not finite (a NaN or Inf, or finite values whose sum overflows)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(a.sum()):
+            return np.zeros(len(a), dtype=bool)
+    return ~np.isfinite(a).all(axis=1)

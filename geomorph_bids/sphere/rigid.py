@@ -40,7 +40,7 @@ from scipy.spatial import cKDTree
 from geomorph_bids.errors import InputError
 from geomorph_bids.sphere.icosphere import containing_face, icosphere, n_vertices, unit_icosphere
 from geomorph_bids.sphere.locate import SphereLocator, unit
-from geomorph_bids.sphere.mesh import vertex_areas
+from geomorph_bids.sphere.mesh import nonfinite_rows, vertex_areas
 from geomorph_bids.sphere.rotation import expm_so3, orthonormalise, quat_to_matrix
 
 __all__ = ["rigid_align", "rigid_fit", "RigidFit"]
@@ -249,6 +249,10 @@ def _prepare_features(vertices: np.ndarray, faces: np.ndarray, features: np.ndar
         raise InputError(f"{name} sphere vertices must be (V, 3), got {vertices.shape}")
     if faces.ndim != 2 or faces.shape[1] != 3 or faces.min(initial=0) < 0 or faces.max(initial=0) >= len(vertices):
         raise InputError(f"{name} sphere faces must be (F, 3) indices into its vertices")
+    bad = nonfinite_rows(vertices)
+    if bad.any():  # else the k-d tree's "'x' must be finite", naming nothing, in the binning
+        raise InputError(f"{name} sphere vertices: {int(bad.sum())} of {len(vertices)} have non-finite coordinates "
+                         f"(NaN or Inf, first at vertex {int(np.argmax(bad))})")
     feat = np.asarray(features, dtype=np.float64)
     if feat.ndim == 1:
         feat = feat[:, None]

@@ -81,3 +81,50 @@ def test_a_checkpoint_is_built_once_per_process_until_its_file_changes(tmp_path)
     assert c.net is not a.net
     assert torch.equal(next(c.net.parameters()), next(net.parameters()))
     assert not torch.equal(next(c.net.parameters()), next(a.net.parameters()))
+
+
+def test_a_checkpoint_replaced_by_one_of_the_same_size_and_mtime_is_read_again(tmp_path):
+    """Round twenty-six: the cache was keyed by mtime and size, and a checkpoint replaced by another
+    of the same architecture (same size) with its mtime kept (`cp -p`, `rsync -t`, `tar x`), or a
+    link pointed at such a file, kept the old network for the rest of the process."""
+    import os
+    import shutil
+
+    import torch
+
+    from geomorph_bids.engine.checkpoints import load_model
+    from geomorph_bids.model.checkpoint import CheckpointMeta, save_checkpoint
+    from geomorph_bids.model.geomorph import GeoMorph, tiny_config
+
+    torch.manual_seed(0)
+    net = GeoMorph(tiny_config(data_level=3, control_level=2, n_labels=10))
+    meta = CheckpointMeta(name="tiny", template="fsLR", hemisphere="L", channels=("sulc",),
+                          config=net.config.to_dict())
+    old = save_checkpoint(tmp_path / "old.pt", net.state_dict(), meta)
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+    new = save_checkpoint(tmp_path / "new.pt", net.state_dict(), meta)
+    st = old.stat()
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert new.stat().st_size == st.st_size
+    cpu = torch.device("cpu")
+
+    def first(model) -> torch.Tensor:
+        return next(model.net.parameters()).detach()
+
+    path = tmp_path / "model.pt"
+    shutil.copy2(old, path)
+    a = load_model(path, ["sulc"], "fsLR", "L", cpu)
+    shutil.copy2(new, path)  # the same size and mtime, other bytes
+    assert path.stat().st_mtime_ns == st.st_mtime_ns
+    b = load_model(path, ["sulc"], "fsLR", "L", cpu)
+    assert torch.equal(first(b), next(net.parameters()).detach()) and not torch.equal(first(a), first(b))
+
+    link = tmp_path / "current.pt"
+    link.symlink_to(old)
+    c = load_model(link, ["sulc"], "fsLR", "L", cpu)
+    link.unlink()
+    link.symlink_to(new)
+    d = load_model(link, ["sulc"], "fsLR", "L", cpu)
+    assert not torch.equal(first(c), first(d)) and torch.equal(first(d), first(b))
+    assert load_model(link, ["sulc"], "fsLR", "L", cpu).net is d.net  # unchanged: still kept

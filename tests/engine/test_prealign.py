@@ -96,3 +96,15 @@ def test_correlation_before_alignment_reads_the_grids_ico5_vertices(rotated_temp
     v5, f5 = icosphere(5)
     aligned = prealign(v5, f5, {"sulc": sulc}, tpl)
     assert aligned.metrics["cc_sulc_before"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_the_before_correlation_reads_ico5_only_on_a_grid_in_nested_order():
+    """Round twenty-six: a 40,962-vertex grid whose first 10,242 vertices are not the ico-5 ones (a
+    hand-made Template in another order: sorted by z, they are the southern cap) is read whole."""
+    from geomorph_bids.engine.prealign import _before_points
+
+    v6 = np.asarray(icosphere(6)[0])
+    assert _before_points(v6) == 10242
+    assert _before_points(v6 / 100.0) == 10242  # any radius
+    assert _before_points(v6[np.argsort(v6[:, 2])]) == 40962
+    assert _before_points(np.asarray(icosphere(5)[0])) == 10242  # another grid: all of it

@@ -835,3 +835,21 @@ def test_which_registrations_run_a_checkpoints_passes(tmp_path, tiny_model):
     args = (SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L")
     assert register(*args, model=path, device="cpu", optimise=none).metrics["network_passes"] == [6, 12]
     assert register(*args, model=tiny_model, device="cpu", optimise=False).metrics["network_passes"] == [6]
+
+
+def test_a_hand_made_template_off_the_ico6_grid_is_refused():
+    """Round twenty-six: a Template built in Python on the ico-6 vertices in another order (its map
+    permuted with them) registered with cc_after -0.003, silently (the warp is a field on the grid,
+    the maps are read by grid index); refused on one line. At radius 1, or as the grid itself, it runs."""
+    from geomorph_bids.io.templates import Template
+
+    v, f, sulc = _example_arrays()
+    t = load_template("fsLR", "L", ("sulc",))
+    perm = np.random.default_rng(0).permutation(len(t.vertices))
+    odd = Template("perm", "L", t.vertices[perm], np.argsort(perm)[t.faces], {"sulc": t.features["sulc"][perm]})
+    with pytest.raises(ValueError) as err:
+        register((v, f), {"sulc": sulc}, odd, "L", rigid_only=True)
+    msg = str(err.value)
+    assert "\n" not in msg and "template perm's vertices are not the ico-6 grid in its order" in msg
+    small = Template("unit", "L", t.vertices / 100.0, t.faces, {"sulc": t.features["sulc"]})
+    assert register((v, f), {"sulc": sulc}, small, "L", rigid_only=True).metrics["cc_sulc_rigid"] > 0.5

@@ -376,3 +376,64 @@ def test_a_template_or_template_dir_that_is_a_file_says_so(tmp_path):
         resolve_template_ref("fsLR", where=TemplateSearch(template_dir=sphere))
     assert str(e.value) == (f"{sphere}: --template-dir (template_dir= in Python): is a file, not a folder: give the "
                             "folder of the template's maps (a FreeSurfer fsaverage or TemplateFlow tpl-<name> folder)")
+
+
+def _uneven_sphere() -> tuple[np.ndarray, np.ndarray]:
+    """A radius-100 sphere centred on the origin whose vertices crowd on one side (an ico-3 with a
+    dense patch, as HCP's fsLR 164k mesh is denser on one side): its vertex mean lies ~4 mm off."""
+    from scipy.spatial import ConvexHull
+
+    from geomorph_bids.sphere.locate import unit
+
+    rng = np.random.default_rng(0)
+    patch = unit(rng.normal(size=(30, 3)) * 0.3 + np.array([0.0, 0.3, 1.0]))
+    u = unit(np.concatenate([icosphere(3)[0], patch]))
+    f = ConvexHull(u).simplices.astype(np.int64)
+    inward = np.einsum("ij,ij->i", u[f[:, 0]], np.cross(u[f[:, 1]], u[f[:, 2]])) < 0
+    f[inward] = f[inward][:, ::-1]
+    return u * 100.0, f
+
+
+def test_an_unevenly_sampled_template_sphere_is_centred_where_it_is():
+    """Round twenty-six: a template sphere's maps were sampled about its vertex mean, which is the
+    centre of an evenly sampled sphere only: HCP's fsLR 164k sphere (all vertices at 100 mm about the
+    origin) has its vertex mean 2.1 mm off, and its maps landed up to 1.2 deg from where they are.
+    The least-squares centre is used when the two disagree; an even sphere keeps the vertex mean."""
+    from geomorph_bids.io.template_sources import _sphere_centre, sample_on_grid
+
+    v, f = _uneven_sphere()
+    assert np.linalg.norm(v.mean(axis=0)) > 2.0
+    assert np.linalg.norm(_sphere_centre(v)) < 1e-9
+    shifted = v + np.array([1.0, -2.0, 3.0])
+    np.testing.assert_allclose(_sphere_centre(shifted), [1.0, -2.0, 3.0], atol=1e-9)
+    even = np.asarray(icosphere(4)[0]) + 5.0
+    assert np.array_equal(_sphere_centre(even), even.mean(axis=0))  # the vertex mean, to the bit
+
+    # the grid's own directions, sampled from this sphere, come back where they are
+    coords = v / 100.0
+    out = sample_on_grid(coords, (v - _sphere_centre(v), f))
+    grid = np.asarray(icosphere(6)[0]) / 100.0
+    cos = np.einsum("ij,ij->i", out / np.linalg.norm(out, axis=1, keepdims=True), grid)
+    assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() < 0.01
+    off = sample_on_grid(coords, (v - v.mean(axis=0), f))  # the vertex mean: degrees off
+    cos = np.einsum("ij,ij->i", off / np.linalg.norm(off, axis=1, keepdims=True), grid)
+    assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() > 1.0
+
+
+def test_templateflow_maps_on_an_uneven_sphere_are_read_where_they_are(tmp_path):
+    """The same through a TemplateFlow folder: the loaded map is the one sampled about the origin."""
+    from geomorph_bids.io.template_sources import sample_on_grid
+    from geomorph_bids.sphere.resample import resample
+
+    v, f = _uneven_sphere()
+    bundled = load_template("fsLR", "L", ("sulc",))
+    sulc = resample(bundled.features["sulc"], (bundled.vertices, bundled.faces), (v, f), method="barycentric")
+    folder = tmp_path / "tf" / "tpl-fsLR"
+    folder.mkdir(parents=True)
+    write_surface(folder / "tpl-fsLR_hemi-L_den-164k_sphere.surf.gii", v, f, hemi="L")
+    write_metric(folder / "tpl-fsLR_hemi-L_den-164k_sulc.shape.gii", sulc.astype(np.float32), hemi="L")
+    tpl = resolve_template_ref("fsLR", where=TemplateSearch(templateflow_home=tmp_path / "tf")).load("L", ("sulc",))
+    assert tpl.provenance["template_source"] == "templateflow"
+    v_read = nib.load(folder / "tpl-fsLR_hemi-L_den-164k_sphere.surf.gii").darrays[0].data.astype(np.float64)
+    expected = sample_on_grid(sulc.astype(np.float32).astype(np.float64), (v_read, f))
+    np.testing.assert_allclose(tpl.features["sulc"], expected, atol=1e-6)

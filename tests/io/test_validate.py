@@ -334,3 +334,36 @@ def test_a_vertex_on_top_of_another_is_refused(one_line):
     sliver = v.copy()  # moved 1/1000 of an edge off: thin, not flat
     sliver[b] = v[a] + 1e-3 * (v[b] - v[a])
     val.validate_sphere(sliver, f, "lh.sphere")
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("centre", "(vertex 7) to 100"),             # one vertex at the centre: the spread (0.05) let it pass
+    ("far", "(vertex 7), more than 1.1"),        # one vertex 3 times out (spread 0.045)
+    ("ellipsoid", "more than 1.1 times apart"),  # a 6 % ellipsoid: spread 0.035, refused later by resample
+])
+def test_a_sphere_with_a_vertex_far_from_its_radius_is_refused_up_front(damage, needle):
+    """Round twenty-six: these passed validate_sphere and failed after the rigid fit, in point
+    location, with `mesh is not a sphere centred on the origin`, naming no file."""
+    v, f = fib_sphere(2000)
+    if damage == "centre":
+        v[7] = 0.0
+    elif damage == "far":
+        v[7] *= 3.0
+    else:
+        v = v * np.array([1.06, 1.0, 0.94])
+    with pytest.raises(InputError) as err:
+        val.validate_sphere(v, f, "lh.sphere")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("lh.sphere: is not a sphere") and needle in msg
+
+
+def test_a_three_percent_ellipsoid_is_still_a_sphere():
+    v, f = fib_sphere(2000)
+    out, _ = val.validate_sphere(v * np.array([1.03, 1.0, 0.97]), f)
+    assert out.shape == v.shape
+
+
+def test_the_radius_ratio_is_the_one_point_location_applies():
+    from geomorph_bids.sphere.resample import _MAX_RADIUS_RATIO
+
+    assert val.SPHERE_RADIUS_RATIO == _MAX_RADIUS_RATIO

@@ -358,3 +358,25 @@ def test_faces_around_give_the_same_bits():
     got = distortion((v, twice), (after, twice), faces_around=vertex_faces(twice, len(v)))
     for key in ("areal", "J", "R"):
         np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
+
+
+def test_orientation_signs_given_must_be_one_per_triangle():
+    """Round twenty-six: ``before_sides`` / ``base_sides`` of another shape (a scalar "all outward",
+    one sign) broadcast against every triangle: every unfolded triangle of the mesh counted as
+    folded, silently (unfold_mesh: an IndexError). One line now; the right shape, the same answer."""
+    from geomorph_bids.errors import InputError
+    from geomorph_bids.sphere.distortion import folded_triangles, triangle_orientation
+    from geomorph_bids.sphere.icosphere import icosphere
+    from geomorph_bids.sphere.unfold import unfold_mesh
+
+    v, f = icosphere(2)
+    v = np.asarray(v)
+    w = v.copy()
+    w[0] = w[1] + (w[1] - w[0]) * 0.6  # vertex 0 past vertex 1: two triangles fold
+    assert folded_triangles((v, f), (w, f)).tolist() == [2, 3]
+    assert folded_triangles((v, f), (w, f), before_sides=triangle_orientation(v, f)).tolist() == [2, 3]
+    for bad in (np.array([-1.0]), 1.0, np.ones(5)):
+        with pytest.raises(InputError, match=r"before_sides must hold one orientation sign per triangle, shape \(320,\)"):
+            folded_triangles((v, f), (w, f), before_sides=bad)
+        with pytest.raises(InputError, match=r"base_sides must hold one orientation sign per triangle"):
+            unfold_mesh(v, w, f, base_sides=bad)

@@ -189,3 +189,16 @@ def test_nearest_ico_vertex_is_the_k_d_trees_ties_included():
     n = len(unit_icosphere(4))
     np.testing.assert_array_equal(wsum, np.bincount(idx, weights=area, minlength=n))
     np.testing.assert_array_equal(fsum[:, 1], np.bincount(idx, weights=area * feat[:, 1], minlength=n))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_sphere_with_non_finite_coordinates_is_refused_naming_the_vertex(value):
+    """Round twenty-six: the binning by descent passed NaN on to the k-d tree, whose `'x' must be
+    finite, check for nan or inf values` named neither the sphere nor the vertex."""
+    v, f = icosphere(3)
+    v = np.array(v)
+    v[10] = value
+    feat = np.cos(np.arange(len(v)) * 0.1)
+    with pytest.raises(InputError, match=r"moving sphere vertices: 1 of 642 have non-finite coordinates "
+                                         r"\(NaN or Inf, first at vertex 10\)"):
+        rigid_align((v, f), feat, icosphere(3), np.cos(np.arange(len(v)) * 0.1))
