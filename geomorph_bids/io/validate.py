@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.sphere.mesh import signed_volumes, triangle_areas
+from geomorph_bids.sphere.mesh import areas_and_volumes, signed_volumes
 
 __all__ = [
     "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SphereWarning", "hemi_code",
@@ -110,15 +110,17 @@ def check_faces(faces: np.ndarray, n_vertices: int, path: PathLike = None) -> np
     elif f.dtype.kind not in "iu":
         raise InputError(f"triangle array has non-numeric type {f.dtype}", path=path)
     f = f.astype(np.int64)
-    n_neg = int((f < 0).any(axis=1).sum())
-    if n_neg:
+    # the smallest and largest index first (a valid mesh costs two reductions); the counts for a message
+    lo, hi = int(f.min()), int(f.max())
+    if lo < 0:
+        n_neg = int((f < 0).any(axis=1).sum())
         raise InputError(f"{n_neg} of {len(f)} triangles use negative vertex indices "
-                         f"(min {int(f.min())}); the file is corrupted", path=path)
-    n_out = int((f >= n_vertices).any(axis=1).sum())
-    if n_out:
-        one_based = int(f.min()) == 1 and int(f.max()) == int(n_vertices)
+                         f"(min {lo}); the file is corrupted", path=path)
+    if hi >= n_vertices:
+        n_out = int((f >= n_vertices).any(axis=1).sum())
+        one_based = lo == 1 and hi == int(n_vertices)
         raise InputError(f"{n_out} of {len(f)} triangles reference vertices that do not exist "
-                         f"(max index {int(f.max())}, only {int(n_vertices)} vertices); "
+                         f"(max index {hi}, only {int(n_vertices)} vertices); "
                          + ("the indices start at 1 (MATLAB's convention?): subtract 1, vertex indices start at 0"
                             if one_based else "the file is corrupted or the vertices are truncated"), path=path)
     return f
@@ -139,8 +141,8 @@ def check_mesh(vertices: np.ndarray, faces: np.ndarray,
     if v.dtype.kind not in "iuf":
         raise InputError(f"vertex array has non-numeric type {v.dtype}", path=path)
     v = v.astype(np.float64)
-    bad = ~np.isfinite(v).all(axis=1)
-    if bad.any():  # a position cannot be "missing" like a medial-wall value: the mesh is damaged
+    if not np.isfinite(v).all():  # a position cannot be "missing" like a medial-wall value: the mesh is damaged
+        bad = ~np.isfinite(v).all(axis=1)
         raise InputError(f"{int(bad.sum())} of {len(v)} vertices have non-finite coordinates (NaN or Inf, "
                          f"first at vertex {int(np.argmax(bad))}): the surface is corrupted; regenerate it "
                          "or take it again from the original", path=path)
@@ -186,7 +188,7 @@ def count_folded(vertices: np.ndarray, faces: np.ndarray) -> int:
 
 
 def orient_faces(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None,
-                 max_folded: int | None = None) -> np.ndarray:
+                 max_folded: int | None = None, volumes: np.ndarray | None = None) -> np.ndarray:
     """Return faces wound outward on a sphere centred at the origin.
 
     If more than half the triangles point inward the whole mesh has reversed
@@ -194,10 +196,11 @@ def orient_faces(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None,
     If afterwards more than ``max_folded`` triangles still point inward, the
     sphere is folded and InputError says how many. The default tolerates
     ``MAX_FOLDED_FRACTION`` of the triangles (real FreeSurfer spheres can keep a
-    handful of tiny folds) with a :class:`SphereWarning`.
+    handful of tiny folds) with a :class:`SphereWarning`. ``volumes``: the (F,)
+    :func:`~geomorph_bids.sphere.mesh.signed_volumes` of these vertices and faces, if at hand.
     """
     f = np.asarray(faces, dtype=np.int64)
-    n_in = count_folded(vertices, f)
+    n_in = count_folded(vertices, f) if volumes is None else int((np.asarray(volumes) < 0).sum())
     if n_in > len(f) / 2:
         f = f[:, [0, 2, 1]]
         n_in = count_folded(vertices, f)
@@ -254,7 +257,7 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
             f"{centre[2]:.3g}), radius {r:.4g}; recentred to the origin and rescaled to radius "
             f"{radius:g}", SphereWarning, stacklevel=2)
         v = (v - centre) * (radius / r)
-    areas = triangle_areas(v, f)
+    areas, volumes = areas_and_volumes(v, f)  # the volumes: orient_faces' winding, from the same corners
     coverage = float(areas.sum() / (4.0 * np.pi * radius ** 2))
     if not 0.5 < coverage < 1.5:
         raise InputError(f"triangles cover {coverage:.2f} times the sphere's area (expected about 1): "
@@ -268,7 +271,7 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
         raise InputError(f"{int(flat.sum())} of {len(f)} triangles have no area (first: triangle {first}, vertices "
                          f"{f[first].tolist()}): corners at one position, duplicated vertices? The file is "
                          "corrupted: regenerate the sphere", path=path)
-    return v, orient_faces(v, f, path, max_folded=max_folded)
+    return v, orient_faces(v, f, path, max_folded=max_folded, volumes=volumes)
 
 
 def check_closed(faces: np.ndarray, n_vertices: int, path: PathLike = None, *,

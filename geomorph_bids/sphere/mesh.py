@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-__all__ = ["triangle_areas", "vertex_areas", "edges", "vertex_face_matrix", "signed_volumes"]
+__all__ = ["triangle_areas", "vertex_areas", "edges", "vertex_face_matrix", "signed_volumes", "areas_and_volumes"]
 
 
 def _corners(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -21,7 +21,11 @@ def _corners(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def triangle_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(F,) float64 planar triangle areas, in the squared units of ``vertices``."""
-    a, b, c = _corners(vertices, faces)
+    return _areas(*_corners(vertices, faces))
+
+
+def _areas(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """:func:`triangle_areas` from :func:`_corners` (``b`` and ``c`` are overwritten)."""
     b -= a
     c -= a
     x = b[1] * c[2] - b[2] * c[1]
@@ -73,6 +77,18 @@ def signed_volumes(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     For a mesh around the origin this is positive for triangles wound
     counter-clockwise seen from outside, negative for flipped ones.
     """
-    a, b, c = _corners(vertices, faces)
+    return _volumes(*_corners(vertices, faces))
+
+
+def _volumes(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """:func:`signed_volumes` from :func:`_corners`."""
     return (a[0] * (b[1] * c[2] - b[2] * c[1]) + a[1] * (b[2] * c[0] - b[0] * c[2])
             + a[2] * (b[0] * c[1] - b[1] * c[0]))
+
+
+def areas_and_volumes(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F,) :func:`triangle_areas` and (F,) :func:`signed_volumes`, the same numbers, from one
+    gather of the corners (a sphere's checks need both: a third less work at 164k vertices)."""
+    a, b, c = _corners(vertices, faces)
+    volumes = _volumes(a, b, c)  # before _areas overwrites b and c
+    return _areas(a, b, c), volumes
