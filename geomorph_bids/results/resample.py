@@ -81,7 +81,7 @@ def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[s
         hemi, density and folder), reused across hemispheres; None: read here.
     fans : (V, D) int32, the faces around each vertex of the registered mesh
         (:attr:`~geomorph_bids.engine.register.Registration.fans`), reused for its locator (the
-        same table it would build: about 60 % of building it at 164k vertices); None: built here.
+        same table it would build: about half of building it at 164k vertices); None: built here.
     """
     from ..sphere.locate import SphereLocator
     from ..sphere.resample import apply_weights, area_surfaces, corner_weights, resample_weights
