@@ -39,6 +39,7 @@ API_NAMES = {
     "geomorph_bids.io.cifti": "write_dscalar",
     "geomorph_bids.io.fmriprep_compat": "sphere_reg_fslr write_features_cifti",
     "geomorph_bids.io.atomic": "atomic_write_bytes atomic_write_text",
+    "geomorph_bids.io.gifti": "EncodedArrays",
     "geomorph_bids.errors": "InputError",
     "geomorph_bids.io.templates": "load_template available_templates Template",
     "geomorph_bids.engine.prealign": "prealign Prealignment",

@@ -12,7 +12,7 @@ import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["worker_pool", "stop_pool", "PRELOAD", "preload_modules"]
+__all__ = ["worker_pool", "start_fork_server", "stop_pool", "PRELOAD", "preload_modules"]
 
 #: modules the fork server imports before it forks workers
 PRELOAD = ("geomorph_bids.batch.tasks", "geomorph_bids.engine.register", "geomorph_bids.reports", "torch")
@@ -22,11 +22,20 @@ def worker_pool(workers: int, threads: int = 1) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes (see the module docstring)."""
     from .tasks import init_worker
 
+    ctx = start_fork_server()
+    return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=init_worker,
+                               initargs=(max(1, int(threads)),))
+
+
+def start_fork_server() -> multiprocessing.context.BaseContext:
+    """Start the fork server now, if it is not running (once per process), and return its
+    context. Its imports (:data:`PRELOAD`: torch, the engine, the reports; 2-3 s) run in its own
+    process: started before other work (the command line's settings and discovery, which import
+    torch too), they run beside it, and :func:`worker_pool`'s workers are forked at once."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(preload_modules())
     _start_fork_server()
-    return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=init_worker,
-                               initargs=(max(1, int(threads)),))
+    return ctx
 
 
 def preload_modules(version: tuple[int, ...] = tuple(sys.version_info[:2])) -> list[str]:

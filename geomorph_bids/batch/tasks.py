@@ -197,6 +197,7 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
     filled here on first use."""
     from ..io import write_metric, write_surface
     from ..io.atomic import atomic_write_bytes, atomic_write_text, naming
+    from ..io.gifti import EncodedArrays
     from ..results.metrics import metrics_bytes, metrics_document, registration_record
     from ..results.resample import density_target, resample_features
     from ..results.writer import commit_outputs, staging
@@ -214,7 +215,7 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
         return resample_features(
             (result.sphere.astype(np.float32), result.faces), {f: native.features[f].astype(np.float32) for f in names},
             settings.template.base, task.hemi, settings.density, settings.templateflow_home or None, midthickness=mid,
-            target=targets[task.hemi])
+            target=targets[task.hemi], fans=result.fans)
 
     resampled = _timed(outcome, "resample", resample)
     outcome.stage = "write"
@@ -231,17 +232,20 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
         meant[str(path)] = final.get((field, index), path)
         return path
 
+    encoded = EncodedArrays()  # the spheres share their triangles: compressed once
     with staging(settings.output_dir) as stage:
         try:
             produced = {
                 "registered_sphere": write_surface(staged("registered_sphere.surf.gii", "registered_sphere"),
-                                                   result.sphere, result.faces, hemi=hemi, geometric_type="Spherical"),
+                                                   result.sphere, result.faces, hemi=hemi, geometric_type="Spherical",
+                                                   encoded=encoded),
                 "resampled_features": [write_metric(staged(f"{f}_den.shape.gii", "resampled_features", k),
                                                     resampled.maps[f], hemi=hemi, names=[f])
                                        for k, f in enumerate(names)],
                 "metrics": atomic_write_bytes(staged("metrics.json", "metrics"), metrics_bytes(doc)),
                 "native_sphere": write_surface(staged("sphere.surf.gii", "native_sphere"), native.sphere.vertices,
-                                               native.sphere.faces, hemi=hemi, geometric_type="Spherical"),
+                                               native.sphere.faces, hemi=hemi, geometric_type="Spherical",
+                                               encoded=encoded),
                 "native_features": [write_metric(staged(f"{f}.shape.gii", "native_features", k), native.features[f],
                                                  hemi=hemi, names=[f])
                                     if k in native_written else None for k, f in enumerate(names)]}
@@ -250,7 +254,7 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
 
                 moved, _ = sphere_reg_fslr(result.sphere.astype(np.float32), hemi)
                 produced["sphere_reg_fslr"] = write_surface(staged("sphere_reg_fsLR.surf.gii", "sphere_reg_fslr"),
-                                                            moved, result.faces, hemi=hemi)
+                                                            moved, result.faces, hemi=hemi, encoded=encoded)
         except OSError as exc:  # a full disk, the file-size limit: name the output, not its staged copy
             if str(exc.filename) not in meant:
                 raise

@@ -210,6 +210,10 @@ def run_participant(args) -> int:
     created = preflight(output_dir, work_dir, args.participant_label or (),
                         nipype=not getattr(args, "batch_size", None))
     try:  # bad arguments or inputs found here: leave no (empty) folder behind
+        if getattr(args, "batch_size", None):  # the workers' imports (seconds) beside the settings and discovery
+            from ..batch.pool import start_fork_server
+
+            start_fork_server()
         config = resolve_settings(args, output_dir, work_dir)
         # read here, not when the workflow starts: a missing or broken file left the output folder described
         plugin = plugin_settings(args)

@@ -104,6 +104,11 @@ class Registration:
     quality : the verdict of the quality gates (:func:`geomorph_bids.quality.assess` of
         ``metrics`` with the thresholds given to :func:`register`): ``quality.flagged`` and
         ``quality.reasons`` (e.g. the other hemisphere, a low correlation).
+    fans : (V, D) int32, the faces around each vertex of ``faces``
+        (:func:`~geomorph_bids.sphere.locate.vertex_fans`, the pre-alignment's table), for a
+        :class:`~geomorph_bids.sphere.locate.SphereLocator` of :attr:`sphere` built without it
+        again (``results.resample.resample_features``' ``fans``); None where the pre-alignment
+        kept none.
     """
 
     sphere: np.ndarray
@@ -114,6 +119,7 @@ class Registration:
     template: str = ""
     hemi: str = ""
     quality: QualityVerdict = field(default_factory=QualityVerdict)
+    fans: np.ndarray | None = field(default=None, repr=False)
 
     def resample(self, values: np.ndarray, target: tuple[np.ndarray, np.ndarray] | str | Path = "ico6",
                  method: str = "adap_bary_area") -> np.ndarray:
@@ -915,4 +921,5 @@ def _finish(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds = DEF
     metrics["seconds_total"] = sum(v for k, v in seconds.items() if k.startswith("seconds_"))
     return Registration(sphere=out_sphere, faces=faces, rotation=rotation, warp_ico6=warp_ico6,
                         metrics=metrics, template=tpl.name, hemi=job.hemi,
-                        quality=assess(metrics, channels, quality))
+                        quality=assess(metrics, channels, quality),
+                        fans=job.pre.locator.fans if job.pre.locator is not None else None)

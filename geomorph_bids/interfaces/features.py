@@ -51,6 +51,7 @@ class LoadFeatures(SimpleInterface):
 
     def _run_interface(self, runtime):
         from ..io import write_metric, write_surface
+        from ..io.gifti import EncodedArrays
         from ..io.hemisphere import read_hemisphere
 
         hemi, subject = self.inputs.hemi, self.inputs.subject or None
@@ -71,18 +72,21 @@ class LoadFeatures(SimpleInterface):
             raise exc.with_context(subject=subject, hemi=hemi) from None
         sphere = native.sphere
         out_sphere = os.path.join(runtime.cwd, "sphere.surf.gii")
-        write_surface(out_sphere, sphere.vertices, sphere.faces, hemi=hemi, geometric_type="Spherical")
+        encoded = EncodedArrays()  # sphere.reg and midthickness have the sphere's triangles: compressed once
+        write_surface(out_sphere, sphere.vertices, sphere.faces, hemi=hemi, geometric_type="Spherical",
+                      encoded=encoded)
         outs = [write_metric(os.path.join(runtime.cwd, f"{name}.shape.gii"), native.features[name], hemi=hemi,
                              names=[name]) for name in names]
         if native.sphere_reg is not None:
             reg = native.sphere_reg
             self._results["sphere_reg"] = str(write_surface(os.path.join(runtime.cwd, "sphere_reg.surf.gii"),
-                                                            reg.vertices, reg.faces, hemi=hemi))
+                                                            reg.vertices, reg.faces, hemi=hemi,
+                                                            encoded=encoded))
         if native.midthickness is not None:
             mid = native.midthickness
             self._results["midthickness"] = str(write_surface(os.path.join(runtime.cwd, "midthickness.surf.gii"),
                                                               mid.vertices, mid.faces, hemi=hemi,
-                                                              geometric_type="Anatomical"))
+                                                              geometric_type="Anatomical", encoded=encoded))
         if native.cortex is not None:
             self._results["cortex_mask"] = str(write_metric(os.path.join(runtime.cwd, "cortex_mask.shape.gii"),
                                                             native.cortex.astype("float32"), hemi=hemi,

@@ -114,17 +114,18 @@ def check_faces(faces: np.ndarray, n_vertices: int, path: PathLike = None) -> np
             raise InputError("triangle array holds non-integer vertex indices", path=path)
     elif f.dtype.kind not in "iu":
         raise InputError(f"triangle array has non-numeric type {f.dtype}", path=path)
-    f = f.astype(np.int64, copy=False)
-    low, high = int(f.min()), int(f.max())  # the usual case: both in range, nothing to count
-    n_neg = int((f < 0).any(axis=1).sum()) if low < 0 else 0
-    if n_neg:
+    f = f.astype(np.int64)
+    # the smallest and largest index first (a valid mesh costs two reductions); the counts for a message
+    lo, hi = int(f.min()), int(f.max())
+    if lo < 0:
+        n_neg = int((f < 0).any(axis=1).sum())
         raise InputError(f"{n_neg} of {len(f)} triangles use negative vertex indices "
-                         f"(min {low}); the file is corrupted", path=path)
-    n_out = int((f >= n_vertices).any(axis=1).sum()) if high >= n_vertices else 0
-    if n_out:
-        one_based = int(f.min()) == 1 and int(f.max()) == int(n_vertices)
+                         f"(min {lo}); the file is corrupted", path=path)
+    if hi >= n_vertices:
+        n_out = int((f >= n_vertices).any(axis=1).sum())
+        one_based = lo == 1 and hi == int(n_vertices)
         raise InputError(f"{n_out} of {len(f)} triangles reference vertices that do not exist "
-                         f"(max index {int(f.max())}, only {int(n_vertices)} vertices); "
+                         f"(max index {hi}, only {int(n_vertices)} vertices); "
                          + ("the indices start at 1 (MATLAB's convention?): subtract 1, vertex indices start at 0"
                             if one_based else "the file is corrupted or the vertices are truncated"), path=path)
     return f
@@ -204,11 +205,11 @@ def orient_faces(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None,
     If afterwards more than ``max_folded`` triangles still point inward, the
     sphere is folded and InputError says how many. The default tolerates
     ``MAX_FOLDED_FRACTION`` of the triangles (real FreeSurfer spheres can keep a
-    handful of tiny folds) with a :class:`SphereWarning`. ``volumes``: the faces'
-    :func:`~geomorph_bids.sphere.mesh.signed_volumes`, when already computed.
+    handful of tiny folds) with a :class:`SphereWarning`. ``volumes``: the (F,)
+    :func:`~geomorph_bids.sphere.mesh.signed_volumes` of these vertices and faces, if at hand.
     """
     f = np.asarray(faces, dtype=np.int64)
-    n_in = count_folded(vertices, f) if volumes is None else int((volumes < 0).sum())
+    n_in = count_folded(vertices, f) if volumes is None else int((np.asarray(volumes) < 0).sum())
     if n_in > len(f) / 2:
         f = f[:, [0, 2, 1]]
         n_in = count_folded(vertices, f)

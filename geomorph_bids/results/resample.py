@@ -60,7 +60,7 @@ class ResampledFeatures:
 def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[str, np.ndarray], template: str,
                       hemi: str, density: str, templateflow_home: str | None = None,
                       method: str = "adap_bary_area", midthickness: np.ndarray | None = None,
-                      target: DensityTarget | None = None) -> ResampledFeatures:
+                      target: DensityTarget | None = None, fans: np.ndarray | None = None) -> ResampledFeatures:
     """One resampling matrix (Workbench's ADAP_BARY_AREA by default) from the registered
     sphere to the template sphere at ``density``, applied to every map.
 
@@ -79,6 +79,9 @@ def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[s
         (wb_command ``-metric-resample ... -area-surfs``); None: the spheres' own areas.
     target : that density sphere already read (:func:`density_target` with the same template,
         hemi, density and folder), reused across hemispheres; None: read here.
+    fans : (V, D) int32, the faces around each vertex of the registered mesh
+        (:attr:`~geomorph_bids.engine.register.Registration.fans`), reused for its locator (the
+        same table it would build: about half of building it at 164k vertices); None: built here.
     """
     from ..sphere.locate import SphereLocator
     from ..sphere.resample import apply_weights, area_surfaces, corner_weights, resample_weights
@@ -87,7 +90,9 @@ def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[s
         target = density_target(template, hemi, density, templateflow_home)
     tv, tf = target.vertices, target.faces
     moving = (np.asarray(registered[0]), np.asarray(registered[1]))
-    locator = SphereLocator(*moving)  # one index of the registered sphere for every location in it
+    if fans is not None and len(fans) != len(moving[0]):
+        raise ValueError(f"fans has {len(fans)} rows, the registered mesh {len(moving[0])} vertices")
+    locator = SphereLocator(*moving, fans=fans)  # one index of the registered sphere for every location in it
     forward = corner_weights(moving, tv, locator)  # the template's vertices in it: located once, used twice
     current_area, new_area = None, target.areas
     if midthickness is not None and method == "adap_bary_area":

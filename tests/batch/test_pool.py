@@ -51,3 +51,23 @@ def test_without_safe_path_the_fork_server_preloads_nothing(tmp_path):
                                                        "pool.preload_modules = lambda *a: []\n"
                                                        "pool._start_fork_server = lambda: None\n")
     assert list(out.rglob("*_desc-geomorph_sphere.surf.gii"))
+
+
+def test_the_fork_server_started_early_is_the_one_the_pool_forks_from():
+    """start_fork_server (called by the command line before its settings and discovery, so that
+    the workers' imports run beside them) starts the server once; worker_pool then uses it."""
+    from multiprocessing import forkserver
+
+    from geomorph_bids.batch.pool import start_fork_server, worker_pool
+
+    ctx = start_fork_server()
+    assert ctx.get_start_method() == "forkserver"
+    pid = forkserver._forkserver._forkserver_pid
+    assert pid is not None
+    start_fork_server()
+    pool = worker_pool(1)
+    try:
+        assert pool.submit(os.getpid).result(timeout=300) != os.getpid()
+    finally:
+        pool.shutdown()
+    assert forkserver._forkserver._forkserver_pid == pid

@@ -90,6 +90,19 @@ def optimised_left() -> Registration:
     return register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L")
 
 
+def test_the_registration_keeps_the_fans_of_its_faces(optimised_left, rigid_left, tmp_path, tiny_model):
+    """Registration.fans: the pre-alignment's faces-around table, the one vertex_fans gives for the
+    output's faces (so the resampling's locator need not build it), mirrored path included."""
+    from geomorph_bids.sphere.locate import vertex_fans
+
+    for r in (optimised_left, rigid_left):
+        np.testing.assert_array_equal(r.fans, vertex_fans(r.faces, len(r.sphere)))
+    path = _save(tmp_path, tiny_model, hemisphere="LR-mirrored")
+    right = register(SURF / "rh.sphere", {"sulc": SURF / "rh.sulc"}, "fsLR", "R", model=path, device="cpu")
+    assert right.metrics["mirrored"] is True
+    np.testing.assert_array_equal(right.fans, vertex_fans(right.faces, len(right.sphere)))
+
+
 def test_default_is_rigid_then_optimised_warp(optimised_left, rigid_left):
     m = optimised_left.metrics
     assert m["method"] == "optimise"

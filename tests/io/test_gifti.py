@@ -243,6 +243,28 @@ def test_float_arrays_are_deflated_the_cheaper_way_and_never_larger(kind, sphere
     assert len(packed) == (huffman if kind == "irregular" else len(gifti._pack(payload, zlib.Z_DEFAULT_STRATEGY)))
 
 
+def test_surfaces_sharing_triangles_compress_them_once_into_the_same_files(tmp_path, sphere5, monkeypatch):
+    """EncodedArrays: the registered and native spheres of a hemisphere share their triangles;
+    written with one, the triangles are deflated once and every file holds the bytes it holds
+    when written alone."""
+    v, f = sphere5
+    moved = v[:, [1, 2, 0]] * 1.001
+    alone = [gifti.write_surface(tmp_path / f"alone{k}.surf.gii", x, f, hemi="L").read_bytes()
+             for k, x in enumerate((v, moved))]
+    calls = []
+    deflate = gifti._deflate
+    monkeypatch.setattr(gifti, "_deflate", lambda payload, floating: calls.append(floating) or deflate(payload, floating))
+    encoded = gifti.EncodedArrays()
+    shared = [gifti.write_surface(tmp_path / f"shared{k}.surf.gii", x, f, hemi="L", encoded=encoded).read_bytes()
+              for k, x in enumerate((v, moved))]
+    assert shared == alone
+    assert calls == [True, False, True]  # coordinates, triangles, coordinates: the triangles once
+    other = f[:, [1, 2, 0]]  # other triangle bytes: compressed, never taken for the first ones
+    gifti.write_surface(tmp_path / "other.surf.gii", v, other, hemi="L", encoded=encoded)
+    assert calls == [True, False, True, True, False]
+    assert gifti.read_gifti_surface(tmp_path / "other.surf.gii")[1].tolist() == other.tolist()
+
+
 def test_a_freesurfer_file_under_a_gifti_name_says_what_it_is(tmp_path, one_line):
     """``cp lh.sphere sub-01_hemi-L_sphere.surf.gii`` (renaming into sMRIPrep's layout): before,
     only "is not a GIFTI file (does not start with XML)"."""

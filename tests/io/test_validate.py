@@ -145,6 +145,30 @@ def test_check_faces():
         val.check_faces(np.zeros((0, 3), int), 5, "x")
     out = val.check_faces(np.array([[0, 1, 2]], dtype=np.int32), 3)
     assert out.dtype == np.int64
+    with pytest.raises(InputError, match=r"\(min -4\)"):
+        val.check_faces(np.array([[0, 1, 2], [0, -4, 3], [-1, 1, 2]]), 5, "x")
+    with pytest.raises(InputError, match=r"\(max index 9, only 5 vertices\); the file is corrupted"):
+        val.check_faces(np.array([[0, 1, 9], [0, 1, 2]]), 5, "x")
+    with pytest.raises(InputError, match="the indices start at 1"):
+        val.check_faces(np.array([[1, 2, 3], [2, 3, 4], [3, 4, 5]]), 5, "x")
+
+
+def test_orient_faces_with_the_volumes_at_hand_decides_the_same():
+    """validate_sphere hands orient_faces the volumes it computed with the areas: the same faces,
+    the same count of folds, as computing them again."""
+    v, f = fib_sphere()
+    f = f.copy()
+    f[:3] = f[:3, ::-1]  # three folded triangles (tolerated)
+    for faces in (f, f[:, ::-1]):  # and the whole mesh reversed: flipped back
+        with warnings.catch_warnings(record=True) as given:
+            warnings.simplefilter("always")
+            out = val.orient_faces(v, faces, max_folded=3, volumes=val.signed_volumes(v, faces))
+        with warnings.catch_warnings(record=True) as computed:
+            warnings.simplefilter("always")
+            again = val.orient_faces(v, faces, max_folded=3)
+        np.testing.assert_array_equal(out, again)
+        assert [str(w.message) for w in given] == [str(w.message) for w in computed]
+        assert len(given) == 1 and "3 of" in str(given[0].message)
 
 
 def test_check_mesh_nonfinite_vertices(one_line):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from geomorph_bids.sphere.icosphere import icosphere
-from geomorph_bids.sphere.mesh import edges, signed_volumes, triangle_areas
+from geomorph_bids.sphere.mesh import areas_and_volumes, edges, signed_volumes, triangle_areas
 
 
 def _brute_edges(faces: np.ndarray) -> np.ndarray:
@@ -33,12 +33,16 @@ def test_edges_of_no_faces():
     assert edges(np.zeros((0, 3), dtype=np.int64)).shape == (0, 2)
 
 
-def test_areas_and_volumes_are_the_two_functions_bit_for_bit():
-    from geomorph_bids.sphere.mesh import areas_and_volumes
-
+def test_areas_and_volumes_are_the_two_functions_numbers_bit_for_bit():
+    """One gather of the corners for both (a sphere's checks): the same bits as each alone, on
+    an irregular mesh with flipped and degenerate triangles."""
     v, f = icosphere(3)
-    v = v * np.random.default_rng(4).uniform(0.9, 1.1, size=(len(v), 1))   # uneven radii: no ties
+    rng = np.random.default_rng(1)
+    v = v * 100.0 + rng.normal(scale=0.5, size=v.shape)
+    f = f.copy()
+    f[:7] = f[:7, ::-1]  # clockwise: negative volumes
+    f[7] = [0, 0, 1]  # no area
     areas, volumes = areas_and_volumes(v, f)
     np.testing.assert_array_equal(areas, triangle_areas(v, f))
     np.testing.assert_array_equal(volumes, signed_volumes(v, f))
-    assert (volumes > 0).all() and areas.min() > 0
+    assert (volumes[:7] < 0).all() and areas[7] == 0.0 and (volumes[8:] > 0).all()
