@@ -12,29 +12,38 @@ import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["worker_pool", "stop_pool", "PRELOAD", "preload_modules"]
+__all__ = ["worker_pool", "stop_pool", "PRELOAD", "REPORT_PRELOAD", "preload_modules"]
 
 #: modules the fork server imports before it forks workers
 PRELOAD = ("geomorph_bids.batch.tasks", "geomorph_bids.engine.register", "geomorph_bids.reports", "torch")
+#: and, for a pool that draws reports, what the figures import when they are first drawn
+#: (matplotlib, its Agg canvas and PIL's PNG writer: ~1 s of CPU once per server instead of per worker)
+REPORT_PRELOAD = ("geomorph_bids.reports.figures", "matplotlib.figure", "matplotlib.backends.backend_agg",
+                  "matplotlib.colorbar", "PIL.PngImagePlugin")
 
 
-def worker_pool(workers: int, threads: int = 1) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes (see the module docstring)."""
+def worker_pool(workers: int, threads: int = 1, reports: bool = False) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes (see the module docstring); ``reports``: its workers draw
+    participant reports (:data:`REPORT_PRELOAD` is preloaded too, when this process starts its
+    fork server here)."""
     from .tasks import init_worker
 
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(preload_modules())
+    ctx.set_forkserver_preload(preload_modules(reports=reports))
     _start_fork_server()
     return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=init_worker,
                                initargs=(max(1, int(threads)),))
 
 
-def preload_modules(version: tuple[int, ...] = tuple(sys.version_info[:2])) -> list[str]:
-    """What the fork server imports before forking: :data:`PRELOAD` on Python >= 3.11; nothing on
+def preload_modules(version: tuple[int, ...] = tuple(sys.version_info[:2]), reports: bool = False) -> list[str]:
+    """What the fork server imports before forking: :data:`PRELOAD` (and :data:`REPORT_PRELOAD`
+    with ``reports``) on Python >= 3.11; nothing on
     3.10, which cannot keep the current folder off the server's ``sys.path`` (no
     ``PYTHONSAFEPATH``, :func:`_start_fork_server`): each worker then imports what it uses itself,
     through the parent's ``sys.path`` (slower to start, never another copy of the package)."""
-    return list(PRELOAD) if version >= (3, 11) else []
+    if version < (3, 11):
+        return []
+    return list(PRELOAD) + (list(REPORT_PRELOAD) if reports else [])
 
 
 def _start_fork_server() -> None:
