@@ -48,6 +48,19 @@ def test_without_safe_path_the_fork_server_preloads_nothing(tmp_path):
 
     assert preload_modules((3, 10)) == [] and preload_modules((3, 11)) == list(PRELOAD)
     out = _run_beside_a_geomorph_bids_folder(tmp_path, "import geomorph_bids.batch.pool as pool\n"
-                                                       "pool.preload_modules = lambda *a: []\n"
+                                                       "pool.preload_modules = lambda *a, **k: []\n"
                                                        "pool._start_fork_server = lambda: None\n")
     assert list(out.rglob("*_desc-geomorph_sphere.surf.gii"))
+
+
+def test_report_pools_also_preload_what_the_figures_import():
+    """A pool that draws reports has its fork server import matplotlib's figure, Agg canvas and
+    colour bars and PIL's PNG writer once, instead of every worker at its first figure."""
+    import importlib
+
+    from geomorph_bids.batch.pool import PRELOAD, REPORT_PRELOAD, preload_modules
+
+    assert preload_modules((3, 11), reports=True) == list(PRELOAD) + list(REPORT_PRELOAD)
+    assert preload_modules((3, 10), reports=True) == []
+    for name in REPORT_PRELOAD:
+        importlib.import_module(name)
