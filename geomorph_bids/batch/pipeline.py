@@ -147,7 +147,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
 
     reports_wanted = config.reports == "parallel"
     report_losses: Counter = Counter()  # per participant: reports lost with a dead worker
-    pool = worker_pool(workers, config.omp_nthreads)
+    pool = worker_pool(workers, config.omp_nthreads, reports=reports_wanted)
     running: dict[Future, tuple[str, object]] = {}
 
     def chunks_running() -> int:
@@ -228,7 +228,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
                 lost += list(running.values())
                 running.clear()
                 stop_pool(pool)
-                pool = worker_pool(workers, config.omp_nthreads)
+                pool = worker_pool(workers, config.omp_nthreads, reports=reports_wanted)
                 chunks = [(kind, payload) for kind, payload in lost if kind != "report"]
                 for kind, chunk in chunks:
                     if kind == "alone" or len(chunks) == 1:  # it died alone: this chunk is the cause

@@ -2,7 +2,8 @@
 
 Workers start from a fork server that has imported what they use once (:data:`PRELOAD`: no
 Nipype, no CUDA context: the parent's state never leaks into a worker), so each starts in a
-fraction of a second and they share those pages; each runs ``threads`` torch threads.
+fraction of a second and they share those pages; each runs ``threads`` torch threads (a pool
+that draws reports only imports no torch at all: :func:`worker_pool`).
 """
 
 from __future__ import annotations
@@ -12,38 +13,60 @@ import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-__all__ = ["worker_pool", "start_fork_server", "stop_pool", "PRELOAD", "preload_modules"]
+__all__ = ["worker_pool", "start_fork_server", "stop_pool", "PRELOAD", "REPORT_PRELOAD", "REGISTRATION_MODULES",
+           "preload_modules"]
 
 #: modules the fork server imports before it forks workers
 PRELOAD = ("geomorph_bids.batch.tasks", "geomorph_bids.engine.register", "geomorph_bids.reports", "torch")
+#: and, for a pool that draws reports, what the figures import when they are first drawn
+#: (matplotlib, its Agg canvas and PIL's PNG writer: ~1 s of CPU once per server instead of per worker)
+REPORT_PRELOAD = ("geomorph_bids.reports.figures", "matplotlib.figure", "matplotlib.backends.backend_agg",
+                  "matplotlib.colorbar", "PIL.PngImagePlugin")
+#: what only registrations use, left out of a pool that draws reports only (torch: ~1 s of CPU,
+#: before the first worker can start)
+REGISTRATION_MODULES = ("geomorph_bids.engine.register", "torch")
 
 
-def worker_pool(workers: int, threads: int = 1) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes (see the module docstring)."""
+def worker_pool(workers: int, threads: int = 1, reports: bool = False, registrations: bool = True
+                ) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes (see the module docstring). ``reports``: its workers draw
+    participant reports (:data:`REPORT_PRELOAD` is preloaded too); ``registrations=False``: they
+    draw nothing else (no torch: neither preloaded nor imported by the workers, ``threads`` unused).
+    The preload applies when this process starts its fork server here (once per process)."""
     from .tasks import init_worker
 
-    ctx = start_fork_server()
+    ctx = start_fork_server(reports=reports, registrations=registrations)
+    if not registrations:
+        return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx)
     return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=init_worker,
                                initargs=(max(1, int(threads)),))
 
 
-def start_fork_server() -> multiprocessing.context.BaseContext:
-    """Start the fork server now, if it is not running (once per process), and return its
-    context. Its imports (:data:`PRELOAD`: torch, the engine, the reports; 2-3 s) run in its own
+def start_fork_server(reports: bool = False, registrations: bool = True) -> multiprocessing.context.BaseContext:
+    """The forkserver context, its server started with :func:`preload_modules` (``reports``,
+    ``registrations``) unless this process has started it already (its preload then stays as it
+    was: a process that draws reports and registers in several pools, like a test session, can
+    start it first with both). Its imports (torch, the engine, the reports: 2-3 s) run in its own
     process: started before other work (the command line's settings and discovery, which import
     torch too), they run beside it, and :func:`worker_pool`'s workers are forked at once."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(preload_modules())
+    ctx.set_forkserver_preload(preload_modules(reports=reports, registrations=registrations))
     _start_fork_server()
     return ctx
 
 
-def preload_modules(version: tuple[int, ...] = tuple(sys.version_info[:2])) -> list[str]:
-    """What the fork server imports before forking: :data:`PRELOAD` on Python >= 3.11; nothing on
+def preload_modules(version: tuple[int, ...] = tuple(sys.version_info[:2]), reports: bool = False,
+                    registrations: bool = True) -> list[str]:
+    """What the fork server imports before forking: :data:`PRELOAD` (without the registration's
+    modules, :data:`REGISTRATION_MODULES`, when ``registrations`` is False; with
+    :data:`REPORT_PRELOAD` when ``reports``) on Python >= 3.11; nothing on
     3.10, which cannot keep the current folder off the server's ``sys.path`` (no
     ``PYTHONSAFEPATH``, :func:`_start_fork_server`): each worker then imports what it uses itself,
     through the parent's ``sys.path`` (slower to start, never another copy of the package)."""
-    return list(PRELOAD) if version >= (3, 11) else []
+    if version < (3, 11):
+        return []
+    base = [m for m in PRELOAD if registrations or m not in REGISTRATION_MODULES]
+    return base + (list(REPORT_PRELOAD) if reports else [])
 
 
 def _start_fork_server() -> None:

@@ -213,7 +213,7 @@ def run_participant(args) -> int:
         if getattr(args, "batch_size", None):  # the workers' imports (seconds) beside the settings and discovery
             from ..batch.pool import start_fork_server
 
-            start_fork_server()
+            start_fork_server(reports=True)  # the reports' modules too: drawn unless deferred (~1 s once)
         config = resolve_settings(args, output_dir, work_dir)
         # read here, not when the workflow starts: a missing or broken file left the output folder described
         plugin = plugin_settings(args)

@@ -60,7 +60,7 @@ def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[s
     if workers > 1 and len(todo) > 1:
         from ..batch.pool import worker_pool
 
-        with worker_pool(min(workers, len(todo))) as pool:
+        with worker_pool(min(workers, len(todo)), reports=True, registrations=False) as pool:
             outcomes = list(pool.map(build_report, [output_dir] * len(todo), todo,
                                      [s in (reuse or ()) for s in todo]))
     else:

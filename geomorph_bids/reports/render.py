@@ -46,10 +46,14 @@ def rasterise(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, shape: tuple
     rows, cols = shape
     faces = np.asarray(faces, dtype=np.int64)
     p = np.asarray(xy, dtype=np.float64)[faces]                      # (F, 3, 2)
-    x0 = np.clip(np.ceil(p[..., 0].min(axis=1) - 0.5), 0, cols).astype(np.int64)
-    x1 = np.clip(np.floor(p[..., 0].max(axis=1) - 0.5), -1, cols - 1).astype(np.int64)
-    y0 = np.clip(np.ceil(p[..., 1].min(axis=1) - 0.5), 0, rows).astype(np.int64)
-    y1 = np.clip(np.floor(p[..., 1].max(axis=1) - 0.5), -1, rows - 1).astype(np.int64)
+    # bounding boxes from the 3 corners pairwise (the same numbers as min/max over axis 1, whose
+    # reductions along a length-3 axis took a third of the rasterisation at 164k vertices)
+    lo = np.ceil(np.minimum(np.minimum(p[:, 0], p[:, 1]), p[:, 2]) - 0.5)   # (F, 2): x, y
+    hi = np.floor(np.maximum(np.maximum(p[:, 0], p[:, 1]), p[:, 2]) - 0.5)
+    x0 = np.clip(lo[:, 0], 0, cols).astype(np.int64)
+    x1 = np.clip(hi[:, 0], -1, cols - 1).astype(np.int64)
+    y0 = np.clip(lo[:, 1], 0, rows).astype(np.int64)
+    y1 = np.clip(hi[:, 1], -1, rows - 1).astype(np.int64)
     w = np.maximum(x1 - x0 + 1, 0)
     h = np.maximum(y1 - y0 + 1, 0)
     # signed doubled area; degenerate (edge-on) faces cover no pixel centre

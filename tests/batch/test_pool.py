@@ -48,7 +48,7 @@ def test_without_safe_path_the_fork_server_preloads_nothing(tmp_path):
 
     assert preload_modules((3, 10)) == [] and preload_modules((3, 11)) == list(PRELOAD)
     out = _run_beside_a_geomorph_bids_folder(tmp_path, "import geomorph_bids.batch.pool as pool\n"
-                                                       "pool.preload_modules = lambda *a: []\n"
+                                                       "pool.preload_modules = lambda *a, **k: []\n"
                                                        "pool._start_fork_server = lambda: None\n")
     assert list(out.rglob("*_desc-geomorph_sphere.surf.gii"))
 
@@ -71,3 +71,53 @@ def test_the_fork_server_started_early_is_the_one_the_pool_forks_from():
     finally:
         pool.shutdown()
     assert forkserver._forkserver._forkserver_pid == pid
+
+
+def test_report_pools_also_preload_what_the_figures_import():
+    """A pool that draws reports has its fork server import matplotlib's figure, Agg canvas and
+    colour bars and PIL's PNG writer once, instead of every worker at its first figure; a pool
+    that draws only reports (the Nipype mode's, --reports-only) leaves torch out."""
+    import importlib
+
+    from geomorph_bids.batch.pool import PRELOAD, REGISTRATION_MODULES, REPORT_PRELOAD, preload_modules
+
+    assert preload_modules((3, 11), reports=True) == list(PRELOAD) + list(REPORT_PRELOAD)
+    only = preload_modules((3, 11), reports=True, registrations=False)
+    assert "torch" in REGISTRATION_MODULES and not set(only) & set(REGISTRATION_MODULES)
+    assert set(only) == set(PRELOAD) - set(REGISTRATION_MODULES) | set(REPORT_PRELOAD)
+    assert preload_modules((3, 10), reports=True) == [] == preload_modules((3, 10), registrations=False)
+    for name in REPORT_PRELOAD:
+        importlib.import_module(name)
+
+
+REPORT_ONLY_POOL = """
+import sys
+from pathlib import Path
+
+
+def report(output_dir, subject):
+    from geomorph_bids.batch.tasks import build_report
+
+    outcome = build_report(Path(output_dir), subject, False)
+    return "torch" in sys.modules, outcome.error
+
+
+if __name__ == "__main__":
+    from geomorph_bids.batch.pool import worker_pool
+
+    with worker_pool(1, reports=True, registrations=False) as pool:
+        print(pool.submit(report, sys.argv[1], "01").result())
+"""
+
+
+def test_a_report_only_pool_draws_reports_without_torch(tmp_path):
+    """Its workers neither preload nor import torch, and still draw a report (of a subject with
+    no outputs here: the page with its errors section)."""
+    script = tmp_path / "run.py"
+    script.write_text(REPORT_ONLY_POOL)
+    (tmp_path / "out" / "sub-01").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "(False, None)"
+    assert (tmp_path / "out" / "sub-01.html").is_file()

@@ -36,6 +36,21 @@ def make_dataset(root: Path, layout: str, subjects=("01", "02"), session: str | 
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fork_server_for_every_pool():
+    """One fork server for the session's in-process runs, with what registrations and reports
+    import. The product starts one per run, for the run's first pool: a Nipype run's report pool
+    (no torch) would otherwise serve every later batch run's registrations here, whose workers
+    would then import torch one by one. Started as a run's first pool would find it: with
+    ``OMP_WAIT_POLICY=PASSIVE`` (what every run sets before torch starts OpenMP)."""
+    from geomorph_bids.batch.pool import start_fork_server
+    from geomorph_bids.cli.machine import threads_wait_passively
+
+    threads_wait_passively()
+    start_fork_server(reports=True, registrations=True)
+    yield
+
+
 @pytest.fixture(scope="session")
 def dataset_factory(tmp_path_factory):
     """Callable (layout, **kw) -> a new dataset root under a fresh temporary folder."""
