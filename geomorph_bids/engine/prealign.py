@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..io.templates import Template
-from ..sphere.icosphere import n_vertices, unit_icosphere
+from ..sphere.icosphere import grid_deviation, n_vertices
 from ..sphere.locate import SphereLocator
 from ..sphere.resample import barycentric_weights, corner_matrix, corner_weights
 from ..sphere.rigid import rigid_fit
@@ -76,9 +76,7 @@ def _before_points(grid: np.ndarray) -> int:
     n, coarse = len(grid), n_vertices(5)
     if n != n_vertices(6):
         return n
-    head = np.asarray(grid[:coarse], dtype=np.float64)
-    head = head / np.linalg.norm(head, axis=1, keepdims=True)
-    return coarse if np.abs(head - unit_icosphere(5)).max() <= 1e-3 else n
+    return coarse if np.abs(grid_deviation(grid[:coarse], 5)).max() <= 1e-3 else n
 
 
 def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.ndarray],

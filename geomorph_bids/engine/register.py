@@ -682,16 +682,13 @@ def _check_grid(tpl: Template) -> None:
     fsaverage6 sphere passes, at any radius): the warp is a field on that grid and the template's
     maps are read by grid index, so a grid in another order or orientation registered to its maps
     scrambled, silently (cc_after ~0 for a permuted one)."""
-    from ..sphere.icosphere import unit_icosphere
+    from ..sphere.icosphere import grid_deviation
 
-    v = np.asarray(tpl.vertices, dtype=np.float64)
-    grid = unit_icosphere(TEMPLATE_LEVEL)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        off = np.linalg.norm(v / np.linalg.norm(v, axis=1, keepdims=True) - grid, axis=1)
+    off = np.linalg.norm(grid_deviation(tpl.vertices, TEMPLATE_LEVEL), axis=1)
     if not off.max() <= 1e-3:  # NaN included
         first = int(np.argmax(~(off <= 1e-3)))
         raise ValueError(f"template {tpl.name}'s vertices are not the ico-{TEMPLATE_LEVEL} grid in its order "
-                         f"({int(np.count_nonzero(~(off <= 1e-3)))} of {len(v)} elsewhere, first vertex {first}): "
+                         f"({int(np.count_nonzero(~(off <= 1e-3)))} of {len(off)} elsewhere, first vertex {first}): "
                          f"build it on geomorph_bids.sphere.icosphere.icosphere({TEMPLATE_LEVEL}) and sample its "
                          "maps there (geomorph_bids.sphere.resample.resample), or load it with load_template")
 

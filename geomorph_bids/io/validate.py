@@ -168,9 +168,13 @@ def fit_sphere(vertices: np.ndarray) -> tuple[np.ndarray, float, float]:
     spread : float, std / mean of the distances to the centre (0 for a sphere)
     """
     centre, r = _fit(np.asarray(vertices, dtype=np.float64))
+    return (centre, *_radius_spread(r))
+
+
+def _radius_spread(r: np.ndarray) -> tuple[float, float]:
+    """:func:`fit_sphere`'s radius and spread from the (V,) distances to the centre."""
     mean = float(r.mean())
-    spread = float(r.std() / mean) if mean > 0 else np.inf
-    return centre, mean, spread
+    return mean, float(r.std() / mean) if mean > 0 else np.inf
 
 
 def _fit(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -254,8 +258,7 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
     """
     v, f = check_mesh(vertices, faces, path)
     centre, radii = _fit(v)  # fit_sphere's, with the distances it measured
-    r = float(radii.mean())
-    spread = float(radii.std() / r) if r > 0 else np.inf
+    r, spread = _radius_spread(radii)
     if not np.isfinite(spread) or spread > spread_tol:
         raise InputError(
             f"is not a sphere: vertex distances to the best-fit centre vary by {spread:.3g} "

@@ -56,6 +56,7 @@ __all__ = [
     "level_of",
     "icosphere",
     "unit_icosphere",
+    "grid_deviation",
     "upsample_parents",
     "hex_neighbourhood",
     "pool_index",
@@ -218,6 +219,16 @@ def unit_icosphere(level: int) -> np.ndarray:
     out = v / np.linalg.norm(v, axis=1, keepdims=True)
     _read_only(out)
     return out
+
+
+def grid_deviation(vertices: np.ndarray, level: int) -> np.ndarray:
+    """(N, 3) float64: the directions of (N, 3) ``vertices`` (any radius) minus the first N unit
+    vertices of icosphere ``level`` (N at most its vertex count): ~0 in every row where vertex i
+    lies in the direction of the icosphere's vertex i (a grid in the icosphere's order, at any
+    radius); NaN in the row of a vertex at the origin."""
+    v = np.asarray(vertices, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return v / np.linalg.norm(v, axis=1, keepdims=True) - unit_icosphere(level)[:len(v)]
 
 
 @lru_cache(maxsize=None)

@@ -367,3 +367,15 @@ def test_containing_face_of_vertices_and_midpoints():
     assert (raw / raw.sum(axis=1, keepdims=True)).min() > -1e-6
     n3 = n_vertices(3)
     np.testing.assert_array_equal((f[face[:n3]] == np.arange(n3)[:, None]).any(axis=1), True)
+
+
+def test_grid_deviation_is_zero_on_the_grid_at_any_radius_only():
+    from geomorph_bids.sphere.icosphere import grid_deviation
+
+    v = icosphere(3)[0]
+    assert np.abs(grid_deviation(v * 0.01, 3)).max() < 1e-12
+    assert np.abs(grid_deviation(v[:162], 3)).max() < 1e-12             # the first vertices: a coarser level's
+    moved = v[::-1].copy()
+    assert np.linalg.norm(grid_deviation(moved, 3), axis=1).max() > 1.0  # another order
+    moved[0] = 0.0
+    assert np.isnan(grid_deviation(moved, 3)[0]).all()
