@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.sphere.mesh import areas_and_volumes, nonfinite_rows, signed_volumes
+from geomorph_bids.sphere.mesh import areas_and_volumes, nonfinite_rows, repeated_sides, signed_volumes
 
 __all__ = [
     "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SPHERE_RADIUS_RATIO", "SphereWarning", "hemi_code",
@@ -206,8 +206,11 @@ def orient_faces(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None,
 
     If more than half the triangles point inward the whole mesh has reversed
     winding (a convention, not damage): every triangle is flipped, silently.
-    If afterwards more than ``max_folded`` triangles still point inward, the
-    sphere is folded and InputError says how many. The default tolerates
+    If afterwards more than ``max_folded`` triangles still point inward and the
+    triangles are wound against their neighbours (corners listed in arbitrary order,
+    as a convex hull's), each inward one is turned outward, with a :class:`SphereWarning`,
+    when that makes the winding consistent. Otherwise the sphere is folded and InputError
+    says how many. The default tolerates
     ``MAX_FOLDED_FRACTION`` of the triangles (real FreeSurfer spheres can keep a
     handful of tiny folds) with a :class:`SphereWarning`. ``volumes``: the (F,)
     :func:`~geomorph_bids.sphere.mesh.signed_volumes` of these vertices and faces, if at hand.
@@ -219,6 +222,8 @@ def orient_faces(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None,
         n_in = count_folded(vertices, f)
     if max_folded is None:
         max_folded = int(MAX_FOLDED_FRACTION * len(f))
+    if n_in > max_folded:
+        f, n_in = _rewound(vertices, f, n_in, path)
     if 0 < n_in <= max_folded:
         warnings.warn(f"{path if path is not None else 'sphere'}: {n_in} of {len(f)} triangles are "
                       f"folded (tolerated, below the limit of {max_folded})", SphereWarning, stacklevel=2)
@@ -227,6 +232,25 @@ def orient_faces(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None,
                          "the spherical mesh is not a valid embedding: regenerate it "
                          "(e.g. FreeSurfer mris_sphere) or fix the folds", path=path)
     return f
+
+
+def _rewound(vertices: np.ndarray, faces: np.ndarray, n_in: int, path: PathLike) -> tuple[np.ndarray, int]:
+    """Faces whose winding disagrees from triangle to triangle (a convex hull's, or any listing in
+    arbitrary corner order): each inward one turned outward, with a :class:`SphereWarning`, when
+    that makes the mesh consistently wound. A fold keeps its triangles' winding consistent (its
+    geometry turns them over), so turning them gives an inconsistent mesh: then the faces and
+    ``n_in`` come back unchanged, to be refused as folded."""
+    if not repeated_sides(faces):
+        return faces, n_in
+    inward = signed_volumes(vertices, faces) < 0
+    turned = faces.copy()
+    turned[inward] = turned[inward][:, [0, 2, 1]]
+    if repeated_sides(turned):
+        return faces, n_in
+    warnings.warn(f"{path if path is not None else 'sphere'}: {n_in} of {len(faces)} triangles were wound "
+                  "against their neighbours (corners in arbitrary order, as a convex hull lists them); "
+                  "turned outward", SphereWarning, stacklevel=3)
+    return turned, 0
 
 
 def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None, *,
@@ -249,7 +273,8 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
     vertices : (V, 3) float64, centred at 0 with mean radius ``radius`` (mm).
         A sphere off-centre or of another radius (e.g. a unit sphere) is accepted,
         recentred and rescaled, with a :class:`SphereWarning`.
-    faces : (F, 3) int64, wound outward (reversed winding flipped silently).
+    faces : (F, 3) int64, wound outward (reversed winding flipped silently; triangles wound
+        against their neighbours turned outward with a :class:`SphereWarning`).
 
     Raises
     ------

@@ -56,6 +56,7 @@ __all__ = [
     "edge_distortion",
     "folded_triangles",
     "triangle_orientation",
+    "checked_sides",
 ]
 
 Surface = tuple[np.ndarray, np.ndarray]
@@ -280,9 +281,11 @@ def folded_triangles(before: Surface, after: Surface, *, before_sides: np.ndarra
     return _folded(*_check_pair(before, after), before_sides)
 
 
-def _sides_given(sides: np.ndarray, n_faces: int, name: str) -> np.ndarray:
-    """``sides`` (a caller's orientation signs) as an (F,) array, else InputError: a scalar or a
-    (1,) array would broadcast against every triangle, silently."""
+def checked_sides(sides: np.ndarray, n_faces: int, name: str) -> np.ndarray:
+    """A caller's orientation signs (:func:`triangle_orientation` of a surface) as an (F,) array.
+
+    Raises InputError, naming the argument ``name``, unless ``sides`` has shape ``(n_faces,)``:
+    a scalar or a (1,) array would broadcast against every triangle, silently."""
     sides = np.asarray(sides)
     if sides.shape != (n_faces,):
         raise InputError(f"{name} must hold one orientation sign per triangle, shape ({n_faces},) "
@@ -291,8 +294,8 @@ def _sides_given(sides: np.ndarray, n_faces: int, name: str) -> np.ndarray:
 
 
 def _folded(vb: np.ndarray, va: np.ndarray, faces: np.ndarray, before_sides: np.ndarray | None = None) -> np.ndarray:
-    ref = triangle_orientation(vb, faces) if before_sides is None else _sides_given(before_sides, len(faces),
-                                                                                   "before_sides")
+    ref = (triangle_orientation(vb, faces) if before_sides is None
+           else checked_sides(before_sides, len(faces), "before_sides"))
     return np.flatnonzero(ref != triangle_orientation(va, faces)).astype(np.int64)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from scipy import sparse
 
 __all__ = ["triangle_areas", "vertex_areas", "edges", "vertex_face_matrix", "signed_volumes", "areas_and_volumes",
-           "nonfinite_rows"]
+           "nonfinite_rows", "repeated_sides"]
 
 
 def _corners(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -103,3 +103,19 @@ def nonfinite_rows(a: np.ndarray) -> np.ndarray:
         if np.isfinite(a.sum()):
             return np.zeros(len(a), dtype=bool)
     return ~np.isfinite(a).all(axis=1)
+
+
+def repeated_sides(faces: np.ndarray) -> int:
+    """Number of directed triangle sides ``(a, b)`` that another triangle also runs from a to b.
+
+    0 when the mesh's triangles are consistently wound (two triangles sharing an edge run it in
+    opposite directions, whatever the geometry): a fold of a sphere keeps it 0; triangles listed
+    in arbitrary order (as a convex hull's are) do not. (F, 3) integer faces; ~0.1 s at 164k
+    vertices, one sort of ``3 F`` keys.
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    if not f.size:
+        return 0
+    n = int(f.max()) + 1
+    keys = np.sort(f.ravel() * n + f[:, [1, 2, 0]].ravel())
+    return int(np.count_nonzero(keys[1:] == keys[:-1]))

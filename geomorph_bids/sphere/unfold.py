@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .distortion import _sides_given, triangle_orientation
+from .distortion import checked_sides, triangle_orientation
 from .locate import unit
 
 __all__ = ["unfold_mesh"]
@@ -107,7 +107,7 @@ def unfold_mesh(base: np.ndarray, moved: np.ndarray, faces: np.ndarray,
     m = np.asarray(moved, dtype=np.float64)
     f = np.asarray(faces, dtype=np.int64)
     radius = float(np.linalg.norm(m, axis=1).mean())
-    ref = triangle_orientation(b, f) if base_sides is None else _sides_given(base_sides, len(f), "base_sides")
+    ref = triangle_orientation(b, f) if base_sides is None else checked_sides(base_sides, len(f), "base_sides")
     bad = np.flatnonzero((triangle_orientation(m, f) != ref) & (ref != 0))  # a degenerate base triangle has no side
     if bad.size == 0:
         return m, 0

@@ -47,10 +47,11 @@ def _break(bids, subject: str, how: str):
         r = 1.0 + 0.35 * np.sin(5 * np.arctan2(v[:, 1], v[:, 0])) * np.sin(4 * np.arccos(v[:, 2] / 100.0))
         nib.freesurfer.write_geometry(str(sphere), (v * r[:, None]).astype(np.float32), f)
         return sphere
-    if how == "flipped_triangles":
-        f = f.copy()
-        f[::20] = f[::20, ::-1]  # 5 % of the triangles wound inward
-        nib.freesurfer.write_geometry(str(sphere), v.astype(np.float32), f)
+    if how == "folded_triangles":  # two neighbours' positions swapped at 5 % of the triangles: a fold
+        w = np.array(v, dtype=np.float64)
+        for a, b in f[::20, 1:]:
+            w[[a, b]] = w[[b, a]]
+        nib.freesurfer.write_geometry(str(sphere), w.astype(np.float32), f)
         return sphere
     if how == "missing_hemisphere":
         sphere.unlink()
@@ -62,7 +63,7 @@ def _break(bids, subject: str, how: str):
 
 
 CASES = ["truncated_sulc", "wrong_magic", "vertex_count", "nan_feature", "zero_feature", "not_a_sphere",
-         "flipped_triangles", "missing_hemisphere", "off_centre_small"]
+         "folded_triangles", "missing_hemisphere", "off_centre_small"]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def test_reasons_say_what_is_wrong(matrix_run):
     assert "vertices" in reason["vertex_count"] or "values" in reason["vertex_count"]
     assert "nan" in reason["nan_feature"] or "finite" in reason["nan_feature"]
     assert "no information" in reason["zero_feature"] or "constant" in reason["zero_feature"]
-    assert "folded" in reason["flipped_triangles"]
+    assert "folded" in reason["folded_triangles"]
     assert "sphere" in reason["not_a_sphere"]
     assert "looked for" in reason["missing_hemisphere"] or "lh.sphere" in reason["missing_hemisphere"]
     assert LEVEL == 4

@@ -236,27 +236,56 @@ def test_reversed_winding_fixed(tmp_path, sphere5):
     assert count_folded(s.vertices, s.faces) == 0
 
 
+def _folded(vertices: np.ndarray, faces: np.ndarray, rows) -> np.ndarray:
+    """The sphere folded at each listed triangle: the positions of its second and third corners
+    swapped, which turns over that triangle and its neighbour across that edge (2 per row; the
+    faces keep their consistent winding, as on a real folded sphere)."""
+    w = np.array(vertices, dtype=np.float64)
+    for r in rows:
+        a, b = faces[r][1], faces[r][2]
+        w[[a, b]] = w[[b, a]]
+    return w
+
+
 def test_folded_rejected(tmp_path, sphere5, one_line):
     """Above the tolerance (0.1% of triangles, here 20) a folded sphere is refused."""
-    rows = np.arange(0, 20480, 512)  # 40 triangles
-    f = sphere5.faces.copy()
-    f[rows] = f[rows][:, [1, 0, 2]]
-    p = gifti.write_surface(tmp_path / "fold.surf.gii", sphere5.vertices, f, "L")
+    w = _folded(sphere5.vertices, sphere5.faces, np.arange(0, 20480, 1024))  # 20 folds: 40 triangles
+    assert count_folded(w, sphere5.faces) == 40
+    p = gifti.write_surface(tmp_path / "fold.surf.gii", w, sphere5.faces, "L")
     with pytest.raises(InputError) as e:
         read_sphere(p)
     assert "40 of 20480 triangles are folded" in one_line(e, p)
 
 
 def test_few_folds_tolerated_with_warning(tmp_path, sphere5, one_line):
-    f = sphere5.faces.copy()
-    f[[10, 2000, 9000, 15000]] = f[[10, 2000, 9000, 15000]][:, [1, 0, 2]]
-    p = gifti.write_surface(tmp_path / "fold.surf.gii", sphere5.vertices, f, "L")
+    w = _folded(sphere5.vertices, sphere5.faces, [10, 9000])
+    p = gifti.write_surface(tmp_path / "fold.surf.gii", w, sphere5.faces, "L")
     with pytest.warns(SphereWarning, match="4 of 20480 triangles are folded"):
         s = read_sphere(p)
     assert count_folded(s.vertices, s.faces) == 4
     with pytest.raises(InputError) as e:
         read_sphere(p, max_folded=0)
     assert "4 of 20480 triangles are folded" in one_line(e, p)
+
+
+def test_triangles_wound_against_their_neighbours_are_turned_not_refused(tmp_path, sphere5):
+    """A sphere whose triangles list their corners in arbitrary order (as scipy's ConvexHull
+    does) is not folded: each inward triangle is turned outward, with one warning line naming the
+    file; the same sphere as wound consistently, triangle for triangle."""
+    rows = np.arange(0, 20480, 3)
+    f = sphere5.faces.copy()
+    f[rows] = f[rows][:, [1, 0, 2]]
+    p = gifti.write_surface(tmp_path / "hull.surf.gii", sphere5.vertices, f, "L")
+    with pytest.warns(SphereWarning, match=rf"hull.surf.gii: {len(rows)} of 20480 triangles were wound against "
+                                           r"their neighbours .* turned outward") as rec:
+        s = read_sphere(p)
+    assert len(rec) == 1
+    assert count_folded(s.vertices, s.faces) == 0
+    np.testing.assert_array_equal(np.sort(s.faces, axis=1), np.sort(sphere5.faces, axis=1))
+    same = np.zeros(len(f), dtype=bool)  # each triangle in the original's cyclic order, not just its corners
+    for k in range(3):
+        same |= (np.roll(s.faces, k, axis=1) == sphere5.faces).all(axis=1)
+    assert same.all()
 
 
 def test_wrong_kind(tmp_path, fsaverage5):

@@ -70,17 +70,40 @@ def test_reversed_winding_fixed():
 
 
 def test_few_folded_rejected(one_line):
+    """A fold turns triangles over and keeps their winding consistent: the positions of two
+    neighbouring vertices swapped fold the two triangles on their edge."""
     v, f = fib_sphere()
-    bad = f.copy()
-    bad[[3, 50, 100]] = bad[[3, 50, 100]][:, [0, 2, 1]]
+    bad = v.copy()
+    for row in (3, 400):
+        a, b = f[row][1], f[row][2]
+        bad[[a, b]] = bad[[b, a]]
+    assert val.count_folded(bad, f) == 4
     with pytest.raises(InputError) as e:
-        val.validate_sphere(v, bad, "lh.sphere")
+        val.validate_sphere(bad, f, "lh.sphere")
     msg = one_line(e, "lh.sphere")
-    assert f"3 of {len(f)} triangles are folded" in msg
+    assert f"4 of {len(f)} triangles are folded" in msg
     # tolerated when asked, with a warning
-    with pytest.warns(val.SphereWarning, match="3 of 796 triangles are folded"):
-        _, out_f = val.validate_sphere(v, bad, max_folded=3)
-    assert val.count_folded(v, out_f) == 3
+    with pytest.warns(val.SphereWarning, match="4 of 796 triangles are folded"):
+        _, out_f = val.validate_sphere(bad, f, max_folded=4)
+    assert val.count_folded(bad, out_f) == 4
+
+
+def test_a_convex_hulls_arbitrary_winding_is_turned_outward():
+    """scipy's ConvexHull lists each triangle's corners in any order: not a fold. Each inward
+    triangle is turned (one warning); a fold on top of it is still refused."""
+    v, f = fib_sphere()
+    hull = ConvexHull(v).simplices.astype(np.int64)
+    n_in = val.count_folded(v, hull)
+    assert 0 < n_in < len(hull)  # a mix of both windings
+    with pytest.warns(val.SphereWarning, match=r"lh.sphere: \d+ of 796 triangles were wound against their neighbours"):
+        out_v, out_f = val.validate_sphere(v, hull, "lh.sphere")
+    assert val.count_folded(out_v, out_f) == 0
+    np.testing.assert_array_equal(np.sort(out_f, axis=1), np.sort(f, axis=1))
+    folded = v.copy()
+    a, b = hull[3][1], hull[3][2]
+    folded[[a, b]] = folded[[b, a]]
+    with pytest.raises(InputError, match="triangles are folded"):
+        val.validate_sphere(folded, hull, "lh.sphere")
 
 
 def test_ellipsoid_rejected(one_line):
