@@ -46,3 +46,18 @@ def test_areas_and_volumes_are_the_two_functions_numbers_bit_for_bit():
     np.testing.assert_array_equal(areas, triangle_areas(v, f))
     np.testing.assert_array_equal(volumes, signed_volumes(v, f))
     assert (volumes[:7] < 0).all() and areas[7] == 0.0 and (volumes[8:] > 0).all()
+
+
+def test_repeated_sides_tell_arbitrary_winding_from_a_fold():
+    from geomorph_bids.sphere.mesh import repeated_sides
+
+    v, f = icosphere(2)
+    assert repeated_sides(f) == 0
+    turned = f.copy()
+    turned[[0, 5]] = turned[[0, 5]][:, [0, 2, 1]]     # two triangles listed the other way round
+    assert repeated_sides(turned) == 6                 # each of their 3 sides now runs as a neighbour's does
+    w = np.array(v, dtype=np.float64)
+    a, b = f[0][1], f[0][2]
+    w[[a, b]] = w[[b, a]]                              # a fold: geometry, not winding
+    assert repeated_sides(f) == 0 and int((signed_volumes(w, f) < 0).sum()) == 2
+    assert repeated_sides(np.zeros((0, 3), dtype=np.int64)) == 0
