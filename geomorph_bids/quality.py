@@ -142,10 +142,6 @@ class QualityVerdict:
         return cls(tuple(str(r) for r in doc.get("reasons") or ()), QualityThresholds.from_dict(doc.get("thresholds")))
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 #: how much better a sign-flipped map must fit its own template than the map as given (and than
 #: the mirrored template) to be called sign-flipped rather than the other hemisphere: flipped FreeSurfer
 #: sulc fits 0.9+ once negated, against 0.4-0.5 as given
@@ -164,8 +160,8 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
         out.append(f"identity: {conflict}")
     own, mirrored = reg.get("identity_cc_own"), reg.get("identity_cc_mirrored")
     negated = reg.get("identity_cc_negated")
-    if _number(own) and _number(mirrored) and mirrored - own > t.identity_margin:
-        if _number(negated) and negated > max(own, mirrored) + _SIGN_MARGIN:
+    if _real(own) and _real(mirrored) and mirrored - own > t.identity_margin:
+        if _real(negated) and negated > max(own, mirrored) + _SIGN_MARGIN:
             out.append(f"sign: the features fit the template far better with their sign flipped (CC {negated:.2f} "
                        f"vs {own:.2f}): sulc in HCP's convention (-FreeSurfer's)? FreeSurfer's sign is expected "
                        "(geomorph-register --sulc-sign hcp; negate it for register())")
@@ -177,16 +173,16 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
                "decide the rotation)") if reg.get("rotation_method") == "correspondence" else ""
     for i, f in enumerate(features):  # "not x >= floor": NaN fails its gate (comparisons with NaN are False)
         after, floor = reg.get(f"cc_{f}_after"), t.min_cc_after if i == 0 else t.min_cc_other
-        if _number(after) and not after >= floor:
+        if _real(after) and not after >= floor:
             out.append(f"correlation: {f} correlates {after:.3f} with the template after registration "
                        f"(minimum {floor:g}){via_reg}")
     p95 = reg.get("areal_p95_abs")
-    if _number(p95) and not p95 <= t.max_areal_p95:
+    if _real(p95) and not p95 <= t.max_areal_p95:
         out.append(f"distortion: 95th percentile |log2 areal distortion| {p95:.2f} (maximum {t.max_areal_p95:g})")
     folds = reg.get("n_folded")
-    if _number(folds) and not folds <= t.max_folds:
+    if _real(folds) and not folds <= t.max_folds:
         out.append(f"distortion: {folds:.0f} folded triangle(s) in the registered sphere (maximum {t.max_folds})")
-    if _number(reg.get("n_nonfinite")) and not reg["n_nonfinite"] == 0:
+    if _real(reg.get("n_nonfinite")) and not reg["n_nonfinite"] == 0:
         out.append(f"distortion: {reg['n_nonfinite']:.0f} vertices with non-finite distortion")
     return QualityVerdict(tuple(out), thresholds)
 
@@ -200,7 +196,7 @@ def quality_warnings(registration: Mapping[str, Any], features: Sequence[str],
     out = list(assess(reg, features, thresholds).reasons)
     for f in features:
         after, rigid = reg.get(f"cc_{f}_after"), reg.get(f"cc_{f}_rigid")
-        if _number(after) and _number(rigid) and after < rigid - thresholds.max_cc_drop:
+        if _real(after) and _real(rigid) and after < rigid - thresholds.max_cc_drop:
             out.append(f"{f}: the non-rigid stage lowered the correlation ({rigid:.3f} -> {after:.3f})")
     if (reg.get("warp_folded_triangles") or 0) > 0:
         out.append(f"the warp folds {reg['warp_folded_triangles']} template triangle(s)")

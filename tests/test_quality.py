@@ -130,3 +130,16 @@ def test_a_metric_that_is_not_a_finite_number_fails_its_gate():
         reasons = assess({**GOOD, key: value}, ["sulc"]).reasons
         assert len(reasons) == 1 and says in reasons[0], (key, reasons)
     assert assess({**GOOD, "cc_curv_after": nan}, ["sulc", "curv"]).flagged
+
+
+def test_numpy_scalars_are_judged_as_numbers():
+    """``Registration.metrics`` built by hand or by numpy code may hold numpy scalars: an int64
+    fold count, a float32 correlation. The gates judged only Python ints and floats, and let
+    those pass unjudged."""
+    bad = {**GOOD, "n_folded": np.int64(3), "cc_sulc_after": np.float32(0.4), "areal_p95_abs": np.float32(1.5),
+           "identity_cc_own": np.float32(0.47), "identity_cc_mirrored": np.float32(0.9)}
+    reasons = assess(bad, ["sulc"]).reasons
+    assert [r.split(":")[0] for r in reasons] == ["identity", "correlation", "distortion", "distortion"]
+    assert "3 folded" in reasons[3] and "0.400" in reasons[1]
+    notes = quality_warnings({**bad, "cc_sulc_rigid": np.float32(0.6)}, ["sulc"])
+    assert "0.600 -> 0.400" in notes[-1]
