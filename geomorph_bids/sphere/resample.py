@@ -202,21 +202,24 @@ def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
     # read as gathering, entry (new corner, current vertex).
     r_corner, r_w = corner_weights(new, current[0], new_locator)
     r_keep = r_w > 0
-    if forward is None:  # forward rows only where one can be kept (each point is located on its own:
-        # the same corners and weights as locating every new vertex)
-        f_corner = np.zeros((n_new, 3), dtype=np.int64)
-        f_w = np.zeros((n_new, 3), dtype=np.float64)  # a row of zeros: no forward corner, never kept
-        need = np.flatnonzero(forward_needed(r_corner, r_keep, n_new))
-        if need.size:
-            f_corner[need], f_w[need] = corner_weights(current, new[0][need],
-                                                       _locator(current, current_locator, current_fans))
-    else:
-        f_corner, f_w = _forward(forward, n_new)
-    f_keep = f_w > 0
-    f_rows = np.broadcast_to(np.arange(n_new)[:, None], f_w.shape)[f_keep]
     g_rows = r_corner[r_keep]
     g_cols = np.broadcast_to(np.arange(n_cur)[:, None], r_w.shape)[r_keep]
     g_w = r_w[r_keep]
+    given = None if forward is None else _forward(forward, n_new)
+    need = np.flatnonzero(forward_needed(r_corner, r_keep, n_new))
+    if not need.size:  # no new vertex can keep its forward row: every row is the reverse one (the
+        # entries the choice below would make, in the same order)
+        return _area_corrected(g_rows, g_cols, g_w, a_cur, a_new)
+    if given is None:  # forward rows only where one can be kept (each point is located on its own:
+        # the same corners and weights as locating every new vertex)
+        f_corner = np.zeros((n_new, 3), dtype=np.int64)
+        f_w = np.zeros((n_new, 3), dtype=np.float64)  # a row of zeros: no forward corner, never kept
+        f_corner[need], f_w[need] = corner_weights(current, new[0][need],
+                                                   _locator(current, current_locator, current_fans))
+    else:
+        f_corner, f_w = given
+    f_keep = f_w > 0
+    f_rows = np.broadcast_to(np.arange(n_new)[:, None], f_w.shape)[f_keep]
     # A new vertex keeps its forward row when the reverse weights bring it nothing new: every
     # current vertex sent to it is one of its forward corners with a weight (-1: none). One corner
     # at a time, gathered from contiguous rows: 3x faster than comparing gathered (n, 3) rows.
@@ -230,6 +233,13 @@ def resample_weights(current: Mesh, new: Mesh, method: Method = "barycentric",
     rows = np.concatenate([f_rows[pick_f], g_rows[pick_g]])
     cols = np.concatenate([f_corner[f_keep][pick_f], g_cols[pick_g]])
     data = np.concatenate([f_w[f_keep][pick_f], g_w[pick_g]])
+    return _area_corrected(rows, cols, data, a_cur, a_new)
+
+
+def _area_corrected(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, a_cur: np.ndarray,
+                    a_new: np.ndarray) -> sparse.csr_matrix:
+    """The (V_new, V_current) matrix of the chosen entries (``data`` is scaled in place)."""
+    n_new, n_cur = len(a_new), len(a_cur)
     # Area correction: each current vertex hands out exactly its own area, then rows sum to 1.
     data *= a_new[rows]
     column_sum = np.bincount(cols, weights=data, minlength=n_cur)
