@@ -247,7 +247,9 @@ def _area_corrected(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, a_cur:
     row_sum = np.bincount(rows, weights=data, minlength=n_new)
     data *= np.divide(1.0, row_sum, out=np.zeros(n_new), where=row_sum > 0)[rows]
     keep = data > 0
-    return _csr(rows[keep], cols[keep], data[keep], (n_new, n_cur))
+    if not keep.all():  # (as a rule every entry has a weight: no copies then)
+        rows, cols, data = rows[keep], cols[keep], data[keep]
+    return _csr(rows, cols, data, (n_new, n_cur))
 
 
 def forward_needed(r_corner: np.ndarray, r_keep: np.ndarray, n_new: int) -> np.ndarray:
