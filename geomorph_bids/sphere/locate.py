@@ -23,6 +23,8 @@ import numpy as np
 from scipy import sparse
 from scipy.spatial import cKDTree
 
+from .mesh import row_norms
+
 __all__ = ["SphereLocator", "face_neighbours", "locate", "unit", "vertex_faces", "vertex_fans"]
 
 _CHUNK = 1 << 16  # points per vectorised batch: bounds memory to ~30 MB
@@ -36,7 +38,8 @@ _FAR_SAMPLE = 32  # ``far``: 1 in this many of the points outside their hint tel
 def unit(points: np.ndarray) -> np.ndarray:
     """Project (N, 3) points onto the unit sphere (float64)."""
     points = np.asarray(points, dtype=np.float64)
-    norm = np.linalg.norm(points, axis=-1, keepdims=True)
+    norm = (row_norms(points)[:, None] if points.ndim == 2 and points.shape[1] == 3
+            else np.linalg.norm(points, axis=-1, keepdims=True))  # the same lengths, bit for bit
     return points / np.where(norm > 0, norm, 1.0)
 
 

@@ -43,7 +43,7 @@ from scipy import sparse
 
 from ..errors import InputError
 from .locate import SphereLocator
-from .mesh import vertex_areas
+from .mesh import row_norms, vertex_areas
 
 __all__ = ["resample", "resample_weights", "apply_weights", "resample_labels", "barycentric_weights",
            "area_surfaces", "corner_weights", "corner_matrix", "forward_needed"]
@@ -72,7 +72,7 @@ def _check_mesh(mesh: Mesh, name: str) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{name} faces must be integers of shape (F, 3), got {faces.shape} {faces.dtype}")
     if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
         raise InputError(f"{name} faces index vertices outside 0..{len(vertices) - 1}")
-    radius = np.linalg.norm(vertices, axis=1)
+    radius = row_norms(vertices)
     if not np.all(np.isfinite(radius)) or radius.min() <= 0:
         raise InputError(f"{name} has non-finite vertices or a vertex at the centre")
     if radius.max() > _MAX_RADIUS_RATIO * radius.min():
