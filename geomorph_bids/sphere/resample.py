@@ -17,7 +17,9 @@ Methods (the same names and results as ``wb_command -metric-resample``):
     gather into new vertices) are both computed. A new vertex keeps its forward row
     when every current vertex that the reverse weights send to it is already one of
     its forward corners; otherwise it takes its reverse row (it is the nearest new
-    vertex of current vertices that the forward weights would skip). The chosen rows
+    vertex of current vertices that the forward weights would skip). (``F`` is computed
+    only for the new vertices that can keep their row: those that the reverse weights
+    send at most 3 distinct current vertices; when downsampling, as a rule, none.) The chosen rows
     are scaled by the new vertex areas, each column is divided by its sum and
     multiplied by the current vertex area (so every current vertex hands out exactly
     its own area), and rows are normalised to sum to 1. Constants are preserved and
@@ -273,7 +275,11 @@ def forward_needed(r_corner: np.ndarray, r_keep: np.ndarray, n_new: int) -> np.n
 def _locator(mesh: tuple[np.ndarray, np.ndarray], locator: SphereLocator | None,
              fans: np.ndarray | None) -> SphereLocator:
     """``locator``, or one built for the (checked) ``mesh`` with its ``fans`` table if given."""
-    return locator if locator is not None else SphereLocator(*mesh, fans=fans)
+    if locator is not None:
+        return locator
+    if fans is not None and len(fans) != len(mesh[0]):
+        raise ValueError(f"current_fans has {len(fans)} rows, the current sphere {len(mesh[0])} vertices")
+    return SphereLocator(*mesh, fans=fans)
 
 
 def _forward(forward: tuple[np.ndarray, np.ndarray], n_new: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from geomorph_bids.sphere.icosphere import icosphere
-from geomorph_bids.sphere.locate import unit
+from geomorph_bids.sphere.locate import unit, vertex_fans
 from geomorph_bids.sphere.mesh import vertex_areas
 from geomorph_bids.sphere.resample import (apply_weights, area_surfaces, corner_weights, forward_needed, resample,
                                            resample_labels, resample_weights)
@@ -141,8 +141,13 @@ def test_forward_located_only_where_needed_gives_the_same_matrix(levels):
     assert expected[0] <= need.sum() <= expected[1]
     full = resample_weights(cur, new, "adap_bary_area", forward=corner_weights(cur, new[0]))
     part = resample_weights(cur, new, "adap_bary_area")
+    fans = resample_weights(cur, new, "adap_bary_area", current_fans=vertex_fans(cur[1], len(cur[0])))
     for name in ("data", "indices", "indptr"):
         np.testing.assert_array_equal(getattr(part, name), getattr(full, name))
+        np.testing.assert_array_equal(getattr(fans, name), getattr(full, name))
+    if need.any():  # a table that does not fit the current sphere is refused where it would be used
+        with pytest.raises(ValueError, match="current_fans"):
+            resample_weights(cur, new, "adap_bary_area", current_fans=vertex_fans(cur[1], len(cur[0]))[:-1])
 
 
 @pytest.mark.parametrize("method", ["barycentric", "adap_bary_area"])
