@@ -87,7 +87,7 @@ def main() -> int:
     shutil.rmtree(out, ignore_errors=True)
     try:
         bids = cohort.cohort_164k(tmp / "bids", args.subjects)
-        pipeline.worker_pool = lambda workers, threads=1: _Inline()
+        pipeline.worker_pool = lambda *args, **kwargs: _Inline()  # whatever the pool would be given
         register.register_many = _cached(register.register_many, cache)
         tasks.time = types.SimpleNamespace(perf_counter=time.process_time)  # stage seconds: CPU seconds
         labels = [f"{s:03d}" for s in range(1, args.subjects + 1)]

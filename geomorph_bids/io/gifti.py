@@ -269,21 +269,32 @@ def _deflate(payload: bytes, floating: bool) -> bytes:
     level 1). Regular floats (an icosphere's coordinates) and integer arrays (triangles, labels)
     repeat a lot: level 1. Which one a float array is, the first :data:`_PROBE` bytes decide
     (both ways, ~2 % of the array's time). Any zlib reader inflates both; the GIFTI encoding
-    stays GZipBase64Binary."""
-    strategy = zlib.Z_DEFAULT_STRATEGY
-    if floating:
-        probe = payload[:_PROBE]
-        strategy = (zlib.Z_HUFFMAN_ONLY if len(_pack(probe, zlib.Z_HUFFMAN_ONLY))
-                    <= 1.01 * len(_pack(probe, zlib.Z_DEFAULT_STRATEGY)) else zlib.Z_DEFAULT_STRATEGY)
-    return _pack(payload, strategy)
+    stays GZipBase64Binary.
+
+    The probe's stream of the strategy chosen is continued with the rest of the array (deflate's
+    output does not depend on how its input is split): the probe is not compressed twice."""
+    if not floating:
+        return _pack(payload, zlib.Z_DEFAULT_STRATEGY)
+    view = memoryview(payload)
+    probe = view[:_PROBE]
+    huffman, default = _packer(zlib.Z_HUFFMAN_ONLY), _packer(zlib.Z_DEFAULT_STRATEGY)
+    heads = huffman.compress(probe), default.compress(probe)
+    sizes = [len(head) + len(packer.copy().flush()) for head, packer in zip(heads, (huffman, default))]
+    head, packer = (heads[0], huffman) if sizes[0] <= 1.01 * sizes[1] else (heads[1], default)
+    return head + packer.compress(view[_PROBE:]) + packer.flush()
 
 
 #: bytes of a float array compressed both ways to choose its deflate strategy
 _PROBE = 1 << 16
 
 
+def _packer(strategy: int):
+    """A zlib compressor of :data:`_ZLIB_LEVEL` and ``strategy``."""
+    return zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, 15, 8, strategy)
+
+
 def _pack(payload: bytes, strategy: int) -> bytes:
-    packer = zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, 15, 8, strategy)
+    packer = _packer(strategy)
     return packer.compress(payload) + packer.flush()
 
 

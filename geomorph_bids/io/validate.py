@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.sphere.mesh import areas_and_volumes, nonfinite_rows, repeated_sides, signed_volumes
+from geomorph_bids.sphere.mesh import areas_and_volumes, nonfinite_rows, repeated_sides, row_norms, signed_volumes
 
 __all__ = [
     "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SPHERE_RADIUS_RATIO", "SphereWarning", "hemi_code",
@@ -192,7 +192,7 @@ def _fit(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     except np.linalg.LinAlgError:  # all vertices in a plane or on a line: no sphere fits
         c = np.linalg.lstsq(gram, rhs, rcond=None)[0]
     centre = c + shift
-    return centre, np.linalg.norm(v - centre, axis=1)
+    return centre, row_norms(v - centre)
 
 
 def count_folded(vertices: np.ndarray, faces: np.ndarray) -> int:

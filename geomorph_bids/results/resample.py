@@ -80,8 +80,12 @@ def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[s
     target : that density sphere already read (:func:`density_target` with the same template,
         hemi, density and folder), reused across hemispheres; None: read here.
     fans : (V, D) int32, the faces around each vertex of the registered mesh
-        (:attr:`~geomorph_bids.engine.register.Registration.fans`), reused for its locator (the
-        same table it would build: about half of building it at 164k vertices); None: built here.
+        (:attr:`~geomorph_bids.engine.register.Registration.fans`), reused for its locator where
+        one is needed (the same table it would build: about half of building it at 164k
+        vertices); None: built here. With ``adap_bary_area`` and no ``midthickness``, only the
+        template vertices that can keep their forward row are located in the registered sphere
+        (:func:`~geomorph_bids.sphere.resample.forward_needed`; as a rule none when downsampling,
+        and then neither its locator nor its k-d tree is built).
     """
     from ..sphere.locate import SphereLocator
     from ..sphere.resample import apply_weights, area_surfaces, corner_weights, resample_weights
@@ -92,13 +96,18 @@ def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[s
     moving = (np.asarray(registered[0]), np.asarray(registered[1]))
     if fans is not None and len(fans) != len(moving[0]):
         raise ValueError(f"fans has {len(fans)} rows, the registered mesh {len(moving[0])} vertices")
-    locator = SphereLocator(*moving, fans=fans)  # one index of the registered sphere for every location in it
-    forward = corner_weights(moving, tv, locator)  # the template's vertices in it: located once, used twice
+    locator, forward = None, None
     current_area, new_area = None, target.areas
     if midthickness is not None and method == "adap_bary_area":
+        # the template's vertices in the registered sphere: located once, for the areas and the weights
+        locator = SphereLocator(*moving, fans=fans)
+        forward = corner_weights(moving, tv, locator)
         current_area, new_area = area_surfaces(moving, np.asarray(midthickness), (tv, tf), forward=forward)
+    # else resample_weights locates only the template vertices that can keep a forward row (as a
+    # rule none: the registered sphere's locator and k-d tree are then not built at all)
     weights = resample_weights(moving, (tv, tf), method=method, current_area=current_area, new_area=new_area,
-                               current_locator=locator, new_locator=target.locator, forward=forward)
+                               current_locator=locator, new_locator=target.locator, forward=forward,
+                               current_fans=fans)
     out = {name: apply_weights(weights, np.asarray(values, dtype=np.float64)).astype(np.float32)
            for name, values in maps.items()}
     return ResampledFeatures(out, int(len(tv)), target.source, current_area is not None)

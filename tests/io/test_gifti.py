@@ -243,6 +243,25 @@ def test_float_arrays_are_deflated_the_cheaper_way_and_never_larger(kind, sphere
     assert len(packed) == (huffman if kind == "irregular" else len(gifti._pack(payload, zlib.Z_DEFAULT_STRATEGY)))
 
 
+@pytest.mark.parametrize("size", [0, 5, 4 * 16384 - 4, 4 * 16384, 4 * 16384 + 4, 3 * 4 * 16384 + 12])
+@pytest.mark.parametrize("kind", ["irregular", "regular"])
+def test_the_probe_continued_gives_the_stream_of_one_pass(kind, size):
+    """The probe's stream, continued with the rest of the array, is byte for byte the stream of
+    compressing the whole array at once with the strategy chosen (shorter, as long as and longer
+    than the probe)."""
+    import zlib
+
+    rng = np.random.default_rng(size)
+    values = rng.normal(size=size // 4) if kind == "irregular" else np.arange(size // 4) % 97
+    payload = values.astype(np.float32).tobytes()
+    probe = payload[:gifti._PROBE]
+    huffman = len(gifti._pack(probe, zlib.Z_HUFFMAN_ONLY)) <= 1.01 * len(gifti._pack(probe, zlib.Z_DEFAULT_STRATEGY))
+    if size >= gifti._PROBE:  # both strategies are met
+        assert huffman == (kind == "irregular")
+    strategy = zlib.Z_HUFFMAN_ONLY if huffman else zlib.Z_DEFAULT_STRATEGY
+    assert gifti._deflate(payload, floating=True) == gifti._pack(payload, strategy)
+
+
 def test_surfaces_sharing_triangles_compress_them_once_into_the_same_files(tmp_path, sphere5, monkeypatch):
     """EncodedArrays: the registered and native spheres of a hemisphere share their triangles;
     written with one, the triangles are deflated once and every file holds the bytes it holds

@@ -385,3 +385,28 @@ def test_far_and_near_with_nothing_to_screen_give_the_search_without_them():
     assert np.array_equal(near[0], plain[0])
     np.testing.assert_allclose(near[1], plain[1], rtol=0, atol=1e-12)  # the points normalised once more
     assert loc.locate(points[:0])[0].shape == (0,)
+
+
+def test_search_within_the_longest_edge_finds_the_same_nearest_vertices():
+    """A large search queries the k-d tree within the mesh's longest edge, and again without it for
+    the points with no vertex that near: the same nearest vertex as the plain query, ties (an
+    icosphere's edge midpoints and face centres) included, and the same location."""
+    v, f = _jittered_mesh(3, seed=4)
+    loc = SphereLocator(v, f)
+    u = unit(v)
+    chords = np.linalg.norm(u[f] - u[np.roll(f, 1, axis=1)], axis=2)
+    assert loc._longest_edge() == pytest.approx(chords.max(), rel=1e-12)
+    ico = SphereLocator(*icosphere(3))
+    fine = unit(np.asarray(icosphere(5)[0], dtype=np.float64))  # midpoints: two vertices equally near
+    for locator, points in ((loc, _random_directions(4000, seed=5)), (ico, fine)):
+        plain = locator._tree.query(points, k=1, workers=1)[1]
+        for reach in (locator._longest_edge(), 0.05 * locator._longest_edge()):  # the second: most searched again
+            got = locator._candidates(points, 1, reach)
+            np.testing.assert_array_equal(got, locator._fans[plain])
+        face, w = locator.locate(points)
+        assert len(points) >= len(locator.vertices)  # the search within the longest edge ran
+        face0 = np.empty_like(face)
+        w0 = np.empty_like(w)
+        face0[:], w0[:] = locator._locate_chunk(unit(points), 1)  # without it (locate projects the points first)
+        np.testing.assert_array_equal(face, face0)
+        np.testing.assert_array_equal(w, w0)

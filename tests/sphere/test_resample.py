@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from geomorph_bids.sphere.icosphere import icosphere
-from geomorph_bids.sphere.locate import unit
+from geomorph_bids.sphere.locate import unit, vertex_fans
 from geomorph_bids.sphere.mesh import vertex_areas
-from geomorph_bids.sphere.resample import (apply_weights, area_surfaces, corner_weights, resample,
+from geomorph_bids.sphere.resample import (apply_weights, area_surfaces, corner_weights, forward_needed, resample,
                                            resample_labels, resample_weights)
 
 
@@ -116,6 +116,38 @@ def test_forward_location_given_once_gives_the_same_weights_and_areas():
         assert abs(a - b).max() < 1e-12 and a.nnz == b.nnz
     with pytest.raises(ValueError, match="forward"):
         resample_weights(cur, new, forward=(forward[0][:5], forward[1][:5]))
+
+
+def test_forward_needed_counts_distinct_current_vertices():
+    """A new vertex may keep its forward row only when at most 3 distinct current vertices reach
+    it; a triangle naming a corner twice sends its current vertex there once."""
+    corner = np.array([[0, 1, 2], [0, 1, 3], [0, 2, 3], [0, 1, 1], [0, 4, 4], [4, 1, 2]])
+    keep = np.ones(corner.shape, dtype=bool)
+    keep[5, 0] = False  # no weight: vertex 5 does not reach new vertex 4
+    # distinct current vertices per new vertex: 0 <- 0,1,2,3,4 (5); 1 <- 0,1,3,5 (4); 2 <- 0,2,5 (3);
+    # 3 <- 1,2 (2); 4 <- 4 (1, named twice); 5 <- none
+    np.testing.assert_array_equal(forward_needed(corner, keep, 6), [False, False, True, True, True, True])
+
+
+@pytest.mark.parametrize("levels", [(4, 2), (2, 4), (3, 3)])
+def test_forward_located_only_where_needed_gives_the_same_matrix(levels):
+    """adap_bary_area without ``forward`` locates only the new vertices that can keep their forward
+    row (none when downsampling 4 -> 2, all when upsampling, some at one level): the same matrix,
+    bit for bit, as locating every new vertex."""
+    cur, new = _rotated(_ico(levels[0])), _ico(levels[1])
+    r_corner, r_w = corner_weights(new, cur[0])
+    need = forward_needed(r_corner, r_w > 0, len(new[0]))
+    expected = {(4, 2): (0, 0), (2, 4): (len(new[0]), len(new[0]))}.get(levels, (1, len(new[0]) - 1))
+    assert expected[0] <= need.sum() <= expected[1]
+    full = resample_weights(cur, new, "adap_bary_area", forward=corner_weights(cur, new[0]))
+    part = resample_weights(cur, new, "adap_bary_area")
+    fans = resample_weights(cur, new, "adap_bary_area", current_fans=vertex_fans(cur[1], len(cur[0])))
+    for name in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(getattr(part, name), getattr(full, name))
+        np.testing.assert_array_equal(getattr(fans, name), getattr(full, name))
+    if need.any():  # a table that does not fit the current sphere is refused where it would be used
+        with pytest.raises(ValueError, match="current_fans"):
+            resample_weights(cur, new, "adap_bary_area", current_fans=vertex_fans(cur[1], len(cur[0]))[:-1])
 
 
 @pytest.mark.parametrize("method", ["barycentric", "adap_bary_area"])
