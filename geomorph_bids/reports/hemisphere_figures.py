@@ -141,14 +141,17 @@ def hemisphere_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path) -> tuple
     return figs + s_figs, notes + s_notes
 
 
-def _carry(template_map: tuple[tuple[np.ndarray, np.ndarray], np.ndarray], points: np.ndarray) -> np.ndarray:
+def _carry(template_map: tuple[tuple[np.ndarray, np.ndarray], np.ndarray], points: np.ndarray,
+           locator=None) -> np.ndarray:
     """The template's feature, z-scored over its non-zero vertices (NaN on the medial wall),
-    interpolated (barycentric) at sphere ``points`` (N, 3): (N,)."""
+    interpolated (barycentric) at sphere ``points`` (N, 3): (N,). ``locator``: a
+    :class:`~geomorph_bids.sphere.locate.SphereLocator` of the template's mesh, shared by the
+    point sets carried (the same weights as one built here)."""
     from ..sphere.resample import barycentric_weights
     from .figures import zscore
 
     (tv, tf), values = template_map
-    return np.asarray(barycentric_weights((tv, tf), points) @ zscore(values), dtype=np.float64)
+    return np.asarray(barycentric_weights((tv, tf), points, locator=locator) @ zscore(values), dtype=np.float64)
 
 
 def _surface_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path, native, registered, surface_maps: list,
@@ -157,6 +160,7 @@ def _surface_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path, native, re
     ``input_surface_path`` / ``input_surface_kind``): one figure per registration feature.
     "Before" carries the template through the native sphere as it is (no alignment, like the
     metrics' ``cc_before``), "after" through the registered sphere."""
+    from ..sphere.locate import SphereLocator
     from .figures import surface_figure
 
     where = h.doc.get("input_surface_path")
@@ -184,8 +188,11 @@ def _surface_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path, native, re
             notes.append(f"maps on the {kind} surface need {nf.name} in the outputs")
             continue
         values = _read_values(nf, len(native[0]))
-        before = _carry(template_map, native[0])
-        after = _carry(template_map, registered[0]) if registered is not None else None
+        # one locator for both point sets (~0.04 s to build at 32k vertices), of the mesh
+        # barycentric_weights would build it from (vertices as float64)
+        locator = SphereLocator(np.asarray(template_map[0][0], dtype=np.float64), np.asarray(template_map[0][1]))
+        before = _carry(template_map, native[0], locator)
+        after = _carry(template_map, registered[0], locator) if registered is not None else None
         name = FIGURES["surface"].format(entities=h.entities, hemi=h.hemi, space=h.space, kind=kind,
                                          Feature=feature[:1].upper() + feature[1:])
         path = surface_figure(fig_dir / name, h.hemi, surface, values, before, after, areal, feature=feature,
