@@ -21,8 +21,8 @@ import numpy as np
 from .render import cameras_for_mesh
 from .views import View, views_for
 
-__all__ = ["SphereCamera", "FigureKeeper", "sample_views", "zscore", "registration_figure", "distortion_figure", "surface_figure",
-           "group_figure", "png_size", "FIGURE_DPI"]
+__all__ = ["SphereCamera", "FigureKeeper", "sample_views", "zscore", "registration_figure", "distortion_figure",
+           "surface_figure", "group_figure", "png_size", "FIGURE_DPI"]
 
 FIGURE_DPI = 100
 #: pixels across the disk of one view
@@ -203,9 +203,9 @@ class Panel:
 
 
 def _layout(panels: Sequence[Panel], cameras: Sequence) -> tuple:
-    """Everything a figure of ``panels`` shows but their images and the figure's title: the
-    panels' titles, colour scales, labels and notes, which have images and their shapes, and the
-    views' names."""
+    """Everything a figure of ``panels`` shows but their images, colour limits and the figure's
+    title (what a kept figure is refilled with): the panels' titles, colour maps, labels and
+    notes, which have images and their shapes, and the views' names."""
     return (tuple((p.title, p.cmap, p.label, p.note, tuple(img.shape for img in p.images))
                   for p in panels),
             tuple(c.view.name for c in cameras))
@@ -213,23 +213,24 @@ def _layout(panels: Sequence[Panel], cameras: Sequence) -> tuple:
 
 class FigureKeeper:
     """The last figure of each kind drawn in one report, kept so that the next figure of the same
-    layout (a participant's other hemisphere, other session) is refilled instead of built:
-    new images and a new title in the same axes and colour bars. Building one costs about as
-    much as drawing it (the registration figure: ~0.2 s of ~0.4 s at 164k vertices); the PNG is
-    the same byte for byte. For one report in one thread (its figures are changed in place); at
-    most 3 figures (~15 MB each) are held."""
+    layout (a participant's other hemisphere, other session) is refilled instead of built: new
+    images, title and colour-bar limits in the same axes and colour bars. Building one costs
+    about as much as drawing it (the registration figure: ~0.2 s of ~0.4 s at 164k vertices);
+    the PNG is the same byte for byte. For one report in one thread (its figures are changed in place); at
+    most 3 figures are held (7-22 MB each at the default sizes, mostly their float RGBA images)."""
 
     def __init__(self) -> None:
-        self._kept: dict[str, tuple[tuple, object, list]] = {}
+        self._kept: dict[str, tuple[tuple, object, tuple[list, list]]] = {}
 
-    def get(self, kind: str, key: tuple) -> tuple[object, list] | None:
-        """(figure, its image artists in drawing order) of ``kind`` if its layout is ``key``."""
+    def get(self, kind: str, key: tuple) -> tuple[object, tuple[list, list]] | None:
+        """(figure, (its image artists, its colour bars' sources) in drawing order) of ``kind``
+        if its layout is ``key``."""
         kept = self._kept.get(kind)
         return kept[1:] if kept is not None and kept[0] == key else None
 
-    def keep(self, kind: str, key: tuple, fig, images: list) -> None:
-        """Keep ``fig`` (the last of ``kind``; the one before is let go)."""
-        self._kept[kind] = (key, fig, images)
+    def keep(self, kind: str, key: tuple, fig, artists: tuple[list, list]) -> None:
+        """Keep ``fig`` and its ``artists`` (the last figure of ``kind``; the one before is let go)."""
+        self._kept[kind] = (key, fig, artists)
 
 
 def _refill(fig, artists: tuple[list, list], title: str, cells, scales) -> None:

@@ -140,7 +140,8 @@ def test_refilled_figures_are_the_same_png_as_fresh_ones(tmp_path):
         assert refilled != (tmp_path / f"{draw.__name__}_first.png").read_bytes()
     assert hits == [False, True, False, True]
     missing = _registration(tmp_path / "missing.png", keeper, 3, after=False).read_bytes()
-    assert hits[-1] is False and missing == _registration(tmp_path / "missing_fresh.png", None, 3, after=False).read_bytes()
+    assert hits[-1] is False
+    assert missing == _registration(tmp_path / "missing_fresh.png", None, 3, after=False).read_bytes()
     # the keeper now holds the figure without the 'after' column: a full figure is built again
     _registration(tmp_path / "full.png", keeper, 4)
     assert hits[-1] is False
