@@ -193,11 +193,14 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     # per hemisphere
     all_notes: list[tuple[str, str]] = []
     warns: list[tuple[str, str]] = []
+    from .figures import FigureKeeper
+
+    keeper = FigureKeeper()  # a hemisphere's figures are refilled for the next one of the same layout
     for h in hemis:
         anchor = f"{h.entities}_hemi-{h.hemi}"
         nav.append((anchor, f"{h.session + ' ' if h.session else ''}hemi-{h.hemi}"))
         try:
-            figs, notes = hemisphere_figures(h, output_dir, fig_dir)
+            figs, notes = hemisphere_figures(h, output_dir, fig_dir, keeper)
         except Exception as exc:  # a broken output must not cost the rest of the report
             why = describe_os_error(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
             figs, notes = [], [f"figures failed: {' '.join(why.split())}"]

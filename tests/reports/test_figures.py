@@ -1,5 +1,5 @@
 """The sphere views of the report figures: sampling maps into views, the weights kept per
-process, the undecorated image axes."""
+process, the undecorated image axes, the figures kept for the next hemisphere."""
 
 from __future__ import annotations
 
@@ -98,3 +98,59 @@ def test_image_axes_hide_their_axes_and_keep_the_title_where_it_was():
         if hidden:
             assert not any(ax.xaxis.get_visible() or ax.yaxis.get_visible() for ax in axes)
     assert boxes[0] == boxes[1]
+
+
+def _hemisphere(seed: int, level: int = 2):
+    """A rotated icosphere with a smooth map and its distortion-like maps (tiny, random)."""
+    rng = np.random.default_rng(seed)
+    v, f = _mesh(level)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    moved = v @ q
+    values = np.sin(moved[:, 0] / 30.0) + 0.3 * rng.normal(size=len(v))
+    return (moved, f), values, rng.normal(scale=0.3 + seed, size=len(v)), np.abs(rng.normal(size=len(v)))
+
+
+def _registration(path, keeper, seed: int, after: bool = True):
+    mesh, values, _, _ = _hemisphere(seed)
+    tpl_mesh, tpl_values, _, _ = _hemisphere(99)
+    return figures.registration_figure(path, "L", "sulc", (tpl_mesh, tpl_values), (mesh, values) if after else None,
+                                       (mesh, values[::-1].copy()), title=f"subject {seed}", pixels=48,
+                                       keeper=keeper)
+
+
+def _distortion(path, keeper, seed: int):
+    mesh, _, areal, shape = _hemisphere(seed)
+    return figures.distortion_figure(path, "R", mesh, areal, shape, title=f"subject {seed}", pixels=40,
+                                     keeper=keeper)
+
+
+def test_refilled_figures_are_the_same_png_as_fresh_ones(tmp_path):
+    """A keeper's figure refilled with another hemisphere's images, title and colour limits (the
+    distortion figures' limits differ here) writes the same bytes as a figure built for them;
+    a figure of another layout (a missing column) is built, not refilled."""
+    keeper = figures.FigureKeeper()
+    hits = []
+    get = keeper.get
+    keeper.get = lambda kind, key: hits.append(get(kind, key) is not None) or get(kind, key)
+    for draw in (_registration, _distortion):
+        draw(tmp_path / f"{draw.__name__}_first.png", keeper, 1)
+        refilled = draw(tmp_path / f"{draw.__name__}_kept.png", keeper, 2).read_bytes()
+        fresh = draw(tmp_path / f"{draw.__name__}_fresh.png", None, 2).read_bytes()
+        assert refilled == fresh
+        assert refilled != (tmp_path / f"{draw.__name__}_first.png").read_bytes()
+    assert hits == [False, True, False, True]
+    missing = _registration(tmp_path / "missing.png", keeper, 3, after=False).read_bytes()
+    assert hits[-1] is False
+    assert missing == _registration(tmp_path / "missing_fresh.png", None, 3, after=False).read_bytes()
+    # the keeper now holds the figure without the 'after' column: a full figure is built again
+    _registration(tmp_path / "full.png", keeper, 4)
+    assert hits[-1] is False
+
+
+def test_keeper_holds_the_last_figure_of_each_kind():
+    keeper = figures.FigureKeeper()
+    keeper.keep("a", (1,), "fig-1", ([], []))
+    keeper.keep("b", (1,), "fig-2", ([], []))
+    assert keeper.get("a", (1,)) == ("fig-1", ([], [])) and keeper.get("a", (2,)) is None
+    keeper.keep("a", (2,), "fig-3", ([], []))
+    assert keeper.get("a", (1,)) is None and keeper.get("a", (2,))[0] == "fig-3" and keeper.get("b", (1,))[0] == "fig-2"
