@@ -100,30 +100,6 @@ def rasterise(xy: np.ndarray, depth: np.ndarray, faces: np.ndarray, shape: tuple
     flat_face[pix[first]] = fid[first]
     flat_bary[pix[first]] = np.stack([b0[first], b1[first], b2[first]], axis=1)
     return face_img, bary_img
-    fid = np.repeat(np.arange(len(faces)), count)
-    start = np.cumsum(count) - count
-    local = np.arange(total) - np.repeat(start, count)
-    px = x0[fid] + local % w[fid]
-    py = y0[fid] + local // w[fid]
-    cx = px + 0.5 - p[fid, 0, 0]
-    cy = py + 0.5 - p[fid, 0, 1]
-    inv = 1.0 / area[fid]
-    b1 = (cx * e2[fid, 1] - cy * e2[fid, 0]) * inv
-    b2 = (e1[fid, 0] * cy - e1[fid, 1] * cx) * inv
-    b0 = 1.0 - b1 - b2
-    eps = -1e-9
-    ok = (b0 >= eps) & (b1 >= eps) & (b2 >= eps)
-    fid, px, py, b0, b1, b2 = fid[ok], px[ok], py[ok], b0[ok], b1[ok], b2[ok]
-    d = depth[faces[fid, 0]] * b0 + depth[faces[fid, 1]] * b1 + depth[faces[fid, 2]] * b2
-    pix = py * cols + px
-    order = np.lexsort((-d, pix))                                     # nearest first per pixel
-    pix_sorted = pix[order]
-    first = order[np.r_[True, pix_sorted[1:] != pix_sorted[:-1]]]
-    flat_face = face_img.reshape(-1)
-    flat_bary = bary_img.reshape(-1, 3)
-    flat_face[pix[first]] = fid[first]
-    flat_bary[pix[first]] = np.stack([b0[first], b1[first], b2[first]], axis=1)
-    return face_img, bary_img
 
 
 def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
