@@ -1,0 +1,55 @@
+"""engine.overlap.beside: a side task in a worker thread, or in the caller's when asked for."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from geomorph_bids.engine import overlap
+from geomorph_bids.engine.overlap import beside, usable_cpus
+
+
+def _where(calls: list, value: int) -> int:
+    calls.append(threading.get_ident())
+    return value * 2
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_the_result_and_where_it_ran(threaded):
+    calls: list = []
+    with beside(_where, calls, 21, threaded=threaded) as result:
+        if not threaded:
+            assert calls == []  # not run before it is asked for: the order of work (and errors) as before
+        assert result() == 42
+        assert result() == 42  # asked twice: run once
+    assert len(calls) == 1
+    assert (calls[0] != threading.get_ident()) is threaded
+
+
+def _fails() -> None:
+    raise ValueError("side task")
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_an_exception_of_the_side_task_is_raised_where_its_result_is_asked_for(threaded):
+    with beside(_fails, threaded=threaded) as result:
+        with pytest.raises(ValueError, match="side task"):
+            result()
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_the_bodys_exception_wins_over_a_side_task_never_asked_for(threaded):
+    with pytest.raises(KeyError, match="body"):
+        with beside(_fails, threaded=threaded):
+            raise KeyError("body")
+
+
+def test_threaded_only_where_the_process_may_use_a_second_cpu(monkeypatch):
+    assert usable_cpus() >= 1
+    for cpus, other_thread in ((1, False), (2, True)):
+        monkeypatch.setattr(overlap, "usable_cpus", lambda cpus=cpus: cpus)
+        calls: list = []
+        with beside(_where, calls, 1) as result:
+            result()
+        assert (calls[0] != threading.get_ident()) is other_thread
