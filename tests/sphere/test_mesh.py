@@ -29,6 +29,19 @@ def test_edges_of_an_open_non_manifold_mesh_with_repeats():
     assert e.dtype == np.int64 and np.all(e[:, 0] < e[:, 1])
 
 
+def test_edges_of_int32_faces_and_of_faces_in_either_winding():
+    """edges() gathers int32 pairs where the vertex count allows: the same int64 edges for int32 and
+    int64 faces, clockwise or not, on a closed mesh and on one with a fin and repeats."""
+    _, f = icosphere(3)
+    fin = np.array([[0, 1, 2], [2, 1, 0], [0, 1, 3], [0, 1, 4], [4, 5, 10], [7, 6, 8]])
+    for faces in (np.asarray(f), fin):
+        want = _brute_edges(faces)
+        for given in (faces.astype(np.int32), faces.astype(np.int64), faces[:, ::-1], faces.astype(np.uint16)):
+            e = edges(given)
+            assert e.dtype == np.int64
+            np.testing.assert_array_equal(e, want)
+
+
 def test_edges_of_no_faces():
     assert edges(np.zeros((0, 3), dtype=np.int64)).shape == (0, 2)
 
