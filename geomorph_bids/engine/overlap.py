@@ -1,12 +1,12 @@
-"""Two independent pieces of a registration at once, where the process may use a second CPU.
+"""Independent pieces of a registration at once, where the process may use a second CPU.
 
 Most of a registration's CPU stages are single-threaded numpy, and on two cores the second one
-idles through them. :func:`beside` runs a side task (e.g. the moving mesh's point locator and its
-k-d tree, which do not depend on the rotation the rigid fit is looking for) in one worker thread
-while the caller goes on with other work: numpy and scipy release the GIL inside their loops, so
-the two overlap. The results are the same bits as one after the other (the same operations on the
-same arrays; nothing is shared that either writes). With one usable CPU the side task runs when
-its result is asked for, in the caller's thread, as it did before.
+idles through them. :func:`side_worker` gives one worker thread for side tasks (e.g. the moving
+mesh's point locator and its k-d tree, which do not depend on the rotation the rigid fit is
+looking for) while the caller goes on with other work: numpy and scipy release the GIL inside their
+loops, so the two overlap. The results are the same bits as one after the other (the same
+operations on the same arrays; nothing is shared that either writes). With one usable CPU a side
+task runs when its result is asked for, in the caller's thread, as it did before.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, Generic, TypeVar
 
-__all__ = ["beside", "usable_cpus"]
+__all__ = ["beside", "side_worker", "usable_cpus"]
 
 T = TypeVar("T")
 
@@ -30,29 +30,56 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-@contextlib.contextmanager
-def beside(fn: Callable[..., T], *args: Any, threaded: bool | None = None, **kwargs: Any
-           ) -> Iterator[Callable[[], T]]:
-    """Run ``fn(*args, **kwargs)`` beside the body of the ``with`` block.
+class _Deferred(Generic[T]):
+    """A task of :class:`_InCaller`: run in the caller's thread when its result is first asked for."""
 
-    Yields a function that returns its result (re-raising its exception). ``threaded``: in a
-    worker thread (started on entry) or, False, in the caller's thread when the result is first
-    asked for; None: threaded where :func:`usable_cpus` > 1. On leaving the block the worker is
-    waited for; an exception of the body wins over one of ``fn`` whose result was never asked
-    for (as when ``fn`` ran after the body).
-    """
+    def __init__(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> None:
+        self._call: Callable[[], T] | None = lambda: fn(*args, **kwargs)
+        self._value: T | None = None
+
+    def result(self) -> T:
+        """The task's result (run now if it has not run; its exception raised each time)."""
+        if self._call is not None:
+            call, self._call = self._call, None
+            try:
+                self._value = call()
+            except BaseException:
+                self._call = call
+                raise
+        return self._value  # type: ignore[return-value]
+
+
+class _InCaller(Executor):
+    """An executor without threads: each task runs when its result is asked for."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> _Deferred[T]:  # type: ignore[override]
+        return _Deferred(fn, args, kwargs)
+
+
+@contextlib.contextmanager
+def side_worker(threaded: bool | None = None) -> Iterator[Executor]:
+    """An executor for side tasks: one worker thread (tasks run in the order submitted), or,
+    ``threaded`` False, none (a task runs in the caller's thread when its result is asked for);
+    None: threaded where :func:`usable_cpus` > 1. Only ``submit(fn, *args).result()`` is to be
+    used. On leaving the block the running task is waited for and tasks not yet started are
+    dropped: an exception of the body wins over one of a task whose result was never asked for
+    (as when the task ran after the body)."""
     if threaded is None:
         threaded = usable_cpus() > 1
     if not threaded:
-        done: list[T] = []
-
-        def result() -> T:
-            if not done:
-                done.append(fn(*args, **kwargs))
-            return done[0]
-
-        yield result
+        yield _InCaller()
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="geomorph-beside") as pool:
-        future = pool.submit(fn, *args, **kwargs)
-        yield future.result
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="geomorph-side")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def beside(fn: Callable[..., T], *args: Any, threaded: bool | None = None, **kwargs: Any
+           ) -> Iterator[Callable[[], T]]:
+    """Run ``fn(*args, **kwargs)`` beside the body of the ``with`` block (:func:`side_worker`);
+    yields a function that returns its result (re-raising its exception)."""
+    with side_worker(threaded) as worker:
+        yield worker.submit(fn, *args, **kwargs).result

@@ -19,7 +19,7 @@ from ..sphere.locate import SphereLocator
 from ..sphere.resample import barycentric_weights, corner_matrix, corner_weights
 from ..sphere.rigid import rigid_fit
 from ..sphere.rotation import rotation_angle, rotation_from_correspondence
-from .overlap import beside
+from .overlap import side_worker
 
 __all__ = ["Prealignment", "prealign", "correlation"]
 
@@ -140,12 +140,14 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
         method = "features"
     fit = None
     # the moving mesh's locator (and its k-d tree) and the maps before alignment do not depend on
-    # the rotation: built beside the rigid fit, on a second CPU where there is one (the same bits)
-    with beside(_before_alignment, vertices, faces, template.vertices, features, shared) as located:
+    # the rotation, nor the identity check's fit of the mirror image on the rigid fit's: done beside
+    # it, on a second CPU where there is one (engine.overlap; the same bits)
+    with side_worker() as worker:
+        located = worker.submit(_before_alignment, vertices, faces, template.vertices, features, shared)
         if given is None or identity_check:
             fit = rigid_fit((vertices, faces), moving, (template.vertices, template.faces), fixed, rotation=given,
-                            mirror_check=identity_check, mask=cortex_mask)
-        locator, coarse, before = located()
+                            mirror_check=identity_check, mask=cortex_mask, worker=worker)
+        locator, coarse, before = located.result()
     rotation = given if given is not None else fit.rotation
     aligned = vertices @ rotation.T
 

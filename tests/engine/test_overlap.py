@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from geomorph_bids.engine import overlap
-from geomorph_bids.engine.overlap import beside, usable_cpus
+from geomorph_bids.engine.overlap import beside, side_worker, usable_cpus
 
 
 def _where(calls: list, value: int) -> int:
@@ -53,3 +53,30 @@ def test_threaded_only_where_the_process_may_use_a_second_cpu(monkeypatch):
         with beside(_where, calls, 1) as result:
             result()
         assert (calls[0] != threading.get_ident()) is other_thread
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_a_side_worker_runs_its_tasks_in_order_and_drops_those_never_asked_for(threaded):
+    calls: list = []
+    with side_worker(threaded=threaded) as worker:
+        first = worker.submit(_where, calls, 1)
+        second = worker.submit(_where, calls, 2)
+        assert (second.result(), first.result()) == (4, 2)
+    assert len(calls) == 2 and (calls[0] != threading.get_ident()) is threaded
+    calls.clear()
+    with pytest.raises(KeyError):
+        with side_worker(threaded=threaded) as worker:
+            worker.submit(_fails)
+            later = worker.submit(_where, calls, 3)
+            raise KeyError("body")
+    assert calls == [] or threaded  # a thread may have started it; without one it never runs
+    if not threaded:
+        assert later.result() == 6  # asked for after all: run then
+
+
+def test_a_task_that_failed_without_a_thread_raises_again_when_asked_again():
+    with side_worker(threaded=False) as worker:
+        task = worker.submit(_fails)
+        for _ in range(2):
+            with pytest.raises(ValueError, match="side task"):
+                task.result()

@@ -165,6 +165,37 @@ def test_fixed_side_is_cached_by_content_with_the_same_fit():
     assert rigid._fixed_side.cache_info().misses == 2
 
 
+def test_the_mirror_images_fit_on_a_worker_gives_the_same_bits():
+    """rigid_fit(worker=): the identity check's fit of the mirror image runs on the worker (a
+    one-thread pool) beside the own fit: the same rotation and measures to the last bit, and the
+    worker is used only when the mirror image is fitted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from geomorph_bids.sphere import rigid
+
+    v, f = icosphere(5)
+    rng = np.random.default_rng(5)
+    fixed = unit(v) @ rng.normal(size=(3, 1)) + np.sin(3 * unit(v)[:, :1])
+    moving = (apply_rotation(v, random_rotation(np.random.default_rng(6)).T), f)
+    alone = rigid.rigid_fit(moving, fixed, (v, f), fixed, mirror_check=True, n_rotations=600)
+
+    class Counting(ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, fn, /, *args, **kwargs):
+            Counting.submitted += 1
+            return super().submit(fn, *args, **kwargs)
+
+    with Counting(max_workers=1) as pool:
+        beside = rigid.rigid_fit(moving, fixed, (v, f), fixed, mirror_check=True, n_rotations=600, worker=pool)
+        assert Counting.submitted == 1
+        rigid.rigid_fit(moving, fixed, (v, f), fixed, n_rotations=600, worker=pool)
+        assert Counting.submitted == 1  # no mirror check: nothing for the worker
+    np.testing.assert_array_equal(beside.rotation, alone.rotation)
+    assert (beside.own, beside.mirrored, beside.correlation) == (alone.own, alone.mirrored, alone.correlation)
+    assert alone.mirrored is not None and alone.mirrored < alone.own
+
+
 def test_nearest_ico_vertex_is_the_k_d_trees_ties_included():
     """The moving vertices' bins come from a descent to their face and its nearest corner: the
     same indices as the k-d tree query on random points, and on an unrotated finer icosphere,
