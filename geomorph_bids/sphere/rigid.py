@@ -197,7 +197,10 @@ def _latlon_table(level: int, res_deg: float) -> tuple[np.ndarray, np.ndarray]:
     lon = np.radians(-180 + res_deg * (np.arange(n_lon) + 0.5))
     cl, sl = np.cos(lat)[:, None], np.sin(lat)[:, None]
     pts = np.stack([cl * np.cos(lon)[None], cl * np.sin(lon)[None], np.broadcast_to(sl, (n_lat, n_lon))], -1)
-    face, w = _ico_locator(level).locate(pts.reshape(-1, 3))
+    pts = pts.reshape(-1, 3)
+    # each point's face by descent, kept where the point lies clear of its edges (the search's face:
+    # the same bits), the rest searched: 2-3x faster than searching all, and no k-d tree on first use
+    face, w = _ico_locator(level).locate(pts, hint=containing_face(pts, level), exact=True)
     corners = _ico(level)[1][face]
     corners.setflags(write=False)
     w.setflags(write=False)

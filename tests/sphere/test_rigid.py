@@ -233,3 +233,22 @@ def test_a_sphere_with_non_finite_coordinates_is_refused_naming_the_vertex(value
     with pytest.raises(InputError, match=r"moving sphere vertices: 1 of 642 have non-finite coordinates "
                                          r"\(NaN or Inf, first at vertex 10\)"):
         rigid_align((v, f), feat, icosphere(3), np.cos(np.arange(len(v)) * 0.1))
+
+
+@pytest.mark.parametrize("level", [2, 3])
+def test_latlon_table_is_the_searchs_to_the_last_bit(level):
+    """The grid search's lat-lon table locates its points by descent (kept where clear of every
+    edge, else searched): the same corners and weights as the locator's search of every point."""
+    from geomorph_bids.sphere import rigid
+    from geomorph_bids.sphere.locate import SphereLocator
+
+    corners, w = rigid._latlon_table.__wrapped__(level, 2.0)
+    n_lat, n_lon = 90, 180
+    lat = np.radians(-90 + 2.0 * (np.arange(n_lat) + 0.5))
+    lon = np.radians(-180 + 2.0 * (np.arange(n_lon) + 0.5))
+    pts = np.stack([np.cos(lat)[:, None] * np.cos(lon)[None], np.cos(lat)[:, None] * np.sin(lon)[None],
+                    np.broadcast_to(np.sin(lat)[:, None], (n_lat, n_lon))], -1).reshape(-1, 3)
+    v, f = rigid._ico(level)
+    face, want = SphereLocator(v, f).locate(pts)
+    np.testing.assert_array_equal(corners, f[face])
+    np.testing.assert_array_equal(w, want)
