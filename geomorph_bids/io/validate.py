@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from geomorph_bids.errors import InputError
+from geomorph_bids.sphere.locate import norms
 from geomorph_bids.sphere.mesh import areas_and_volumes, nonfinite_rows, signed_volumes
 
 __all__ = [
@@ -192,7 +193,7 @@ def _fit(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     except np.linalg.LinAlgError:  # all vertices in a plane or on a line: no sphere fits
         c = np.linalg.lstsq(gram, rhs, rcond=None)[0]
     centre = c + shift
-    return centre, np.linalg.norm(v - centre, axis=1)
+    return centre, norms(v - centre)  # np.linalg.norm(axis=1)'s bits, 2x faster
 
 
 def count_folded(vertices: np.ndarray, faces: np.ndarray) -> int:

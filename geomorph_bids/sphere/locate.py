@@ -23,7 +23,7 @@ import numpy as np
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-__all__ = ["SphereLocator", "face_neighbours", "locate", "unit", "vertex_faces", "vertex_fans"]
+__all__ = ["SphereLocator", "face_neighbours", "locate", "norms", "unit", "vertex_faces", "vertex_fans"]
 
 _CHUNK = 1 << 16  # points per vectorised batch: bounds memory to ~30 MB
 _MAX_FAN = 12  # widest vertex fan kept in the candidate table; wider fans use the fallback
@@ -33,10 +33,20 @@ _FAR_CLEAR = 1e-6  # a point whose weights all exceed this is inside its face an
 _FAR_SAMPLE = 32  # ``far``: 1 in this many of the points outside their hint tell which search is cheaper
 
 
+def norms(points: np.ndarray) -> np.ndarray:
+    """(...,) Euclidean lengths of (..., 3) float64 ``points``: ``np.linalg.norm(points, axis=-1)`` to
+    the last bit (the squares added in its order, ``(x^2 + y^2) + z^2``), 2x faster on (N, 3)
+    rows, whose three-element reduction numpy runs row by row."""
+    sq = points * points
+    total = sq[..., 0] + sq[..., 1]
+    total += sq[..., 2]
+    return np.sqrt(total, out=total)
+
+
 def unit(points: np.ndarray) -> np.ndarray:
     """Project (N, 3) points onto the unit sphere (float64)."""
     points = np.asarray(points, dtype=np.float64)
-    norm = np.linalg.norm(points, axis=-1, keepdims=True)
+    norm = norms(points)[..., None] if points.shape[-1:] == (3,) else np.linalg.norm(points, axis=-1, keepdims=True)
     return points / np.where(norm > 0, norm, 1.0)
 
 

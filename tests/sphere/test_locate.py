@@ -385,3 +385,21 @@ def test_far_and_near_with_nothing_to_screen_give_the_search_without_them():
     assert np.array_equal(near[0], plain[0])
     np.testing.assert_allclose(near[1], plain[1], rtol=0, atol=1e-12)  # the points normalised once more
     assert loc.locate(points[:0])[0].shape == (0,)
+
+
+def test_norms_and_unit_are_numpys_to_the_last_bit():
+    """locate.norms adds the three squares in np.linalg.norm's order: the same lengths, bit for bit,
+    on rows of every scale (and NaN, inf and zero rows), so unit() keeps its bits; other shapes too."""
+    from geomorph_bids.sphere.locate import norms
+
+    rng = np.random.default_rng(12)
+    p = rng.normal(size=(200_000, 3)) * 10.0 ** rng.uniform(-150, 150, size=(200_000, 1))
+    p[:3] = [[0.0, 0.0, 0.0], [np.nan, 1.0, 2.0], [np.inf, 0.0, 1.0]]
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        np.testing.assert_array_equal(norms(p), np.linalg.norm(p, axis=1))
+        norm = np.linalg.norm(p, axis=-1, keepdims=True)
+        np.testing.assert_array_equal(unit(p), p / np.where(norm > 0, norm, 1.0))
+    q = rng.normal(size=(4, 5, 3))
+    np.testing.assert_array_equal(norms(q), np.linalg.norm(q, axis=-1))
+    flat = rng.normal(size=(7, 2))  # not 3-D: numpy's norm
+    np.testing.assert_array_equal(unit(flat), flat / np.linalg.norm(flat, axis=-1, keepdims=True))
