@@ -6,18 +6,21 @@ mesh's point locator and its k-d tree, which do not depend on the rotation the r
 looking for) while the caller goes on with other work: numpy and scipy release the GIL inside their
 loops, so the two overlap. The results are the same bits as one after the other (the same
 operations on the same arrays; nothing is shared that either writes). With one usable CPU a side
-task runs when its result is asked for, in the caller's thread, as it did before.
+task runs when its result is asked for, in the caller's thread, as it did before; so it does where
+torch is held to one thread (a batch worker, ``--omp-nthreads 1``): work sized to one CPU a process
+keeps to one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-__all__ = ["beside", "side_worker", "usable_cpus"]
+__all__ = ["beside", "side_worker", "threads_allowed", "usable_cpus"]
 
 T = TypeVar("T")
 
@@ -28,6 +31,15 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def threads_allowed() -> int:
+    """Threads a registration may run at once: the usable CPUs, capped by torch's thread count where
+    torch is loaded (``torch.set_num_threads``: what ``--omp-nthreads``, a batch worker or the caller
+    set; torch is not imported for this)."""
+    torch = sys.modules.get("torch")
+    n = usable_cpus()
+    return min(n, torch.get_num_threads()) if torch is not None else n
 
 
 class _Deferred(Generic[T]):
@@ -60,12 +72,12 @@ class _InCaller(Executor):
 def side_worker(threaded: bool | None = None) -> Iterator[Executor]:
     """An executor for side tasks: one worker thread (tasks run in the order submitted), or,
     ``threaded`` False, none (a task runs in the caller's thread when its result is asked for);
-    None: threaded where :func:`usable_cpus` > 1. Only ``submit(fn, *args).result()`` is to be
+    None: threaded where :func:`threads_allowed` > 1. Only ``submit(fn, *args).result()`` is to be
     used. On leaving the block the running task is waited for and tasks not yet started are
     dropped: an exception of the body wins over one of a task whose result was never asked for
     (as when the task ran after the body)."""
     if threaded is None:
-        threaded = usable_cpus() > 1
+        threaded = threads_allowed() > 1
     if not threaded:
         yield _InCaller()
         return

@@ -45,14 +45,22 @@ def test_the_bodys_exception_wins_over_a_side_task_never_asked_for(threaded):
             raise KeyError("body")
 
 
-def test_threaded_only_where_the_process_may_use_a_second_cpu(monkeypatch):
+def test_threaded_only_where_the_process_may_use_a_second_cpu_and_torch_more_than_one_thread(monkeypatch):
+    import torch
+
     assert usable_cpus() >= 1
-    for cpus, other_thread in ((1, False), (2, True)):
-        monkeypatch.setattr(overlap, "usable_cpus", lambda cpus=cpus: cpus)
-        calls: list = []
-        with beside(_where, calls, 1) as result:
-            result()
-        assert (calls[0] != threading.get_ident()) is other_thread
+    threads = torch.get_num_threads()
+    try:
+        for cpus, torch_threads, other_thread in ((1, 2, False), (2, 2, True), (2, 1, False), (4, 3, True)):
+            monkeypatch.setattr(overlap, "usable_cpus", lambda cpus=cpus: cpus)
+            torch.set_num_threads(torch_threads)
+            assert overlap.threads_allowed() == min(cpus, torch_threads)
+            calls: list = []
+            with beside(_where, calls, 1) as result:
+                result()
+            assert (calls[0] != threading.get_ident()) is other_thread
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("threaded", [True, False])

@@ -118,7 +118,7 @@ def test_the_same_bits_with_and_without_a_second_cpu(rotated_template, monkeypat
     tpl, v, f, sulc, _ = rotated_template
     runs = []
     for cpus in (1, 2):
-        monkeypatch.setattr(overlap, "usable_cpus", lambda cpus=cpus: cpus)
+        monkeypatch.setattr(overlap, "threads_allowed", lambda cpus=cpus: cpus)
         runs.append(prealign(v, f, {"sulc": sulc}, tpl))
     one, two = runs
     np.testing.assert_array_equal(one.rotation, two.rotation)
