@@ -40,7 +40,7 @@ def norms(points: np.ndarray) -> np.ndarray:
     sq = points * points
     total = sq[..., 0] + sq[..., 1]
     total += sq[..., 2]
-    return np.sqrt(total, out=total)
+    return np.sqrt(total)
 
 
 def unit(points: np.ndarray) -> np.ndarray:

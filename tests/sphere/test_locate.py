@@ -399,7 +399,8 @@ def test_norms_and_unit_are_numpys_to_the_last_bit():
         np.testing.assert_array_equal(norms(p), np.linalg.norm(p, axis=1))
         norm = np.linalg.norm(p, axis=-1, keepdims=True)
         np.testing.assert_array_equal(unit(p), p / np.where(norm > 0, norm, 1.0))
-    q = rng.normal(size=(4, 5, 3))
-    np.testing.assert_array_equal(norms(q), np.linalg.norm(q, axis=-1))
+    for q in (rng.normal(size=(4, 5, 3)), rng.normal(size=3)):  # any leading shape, one point too
+        np.testing.assert_array_equal(norms(q), np.linalg.norm(q, axis=-1))
+        np.testing.assert_array_equal(unit(q), q / np.linalg.norm(q, axis=-1, keepdims=True))
     flat = rng.normal(size=(7, 2))  # not 3-D: numpy's norm
     np.testing.assert_array_equal(unit(flat), flat / np.linalg.norm(flat, axis=-1, keepdims=True))
