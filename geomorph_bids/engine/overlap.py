@@ -5,7 +5,8 @@ idles through them. :func:`side_worker` gives one worker thread for side tasks (
 mesh's point locator and its k-d tree, which do not depend on the rotation the rigid fit is
 looking for) while the caller goes on with other work: numpy and scipy release the GIL inside their
 loops, so the two overlap. The results are the same bits as one after the other (the same
-operations on the same arrays; nothing is shared that either writes). With one usable CPU a side
+operations on the same arrays; neither writes what the other reads, but for caches of pure functions
+and lazily built tables, which either may fill first with the same values). With one usable CPU a side
 task runs when its result is asked for, in the caller's thread, as it did before; so it does where
 torch is held to one thread (a batch worker, ``--omp-nthreads 1``): work sized to one CPU a process
 keeps to one.
