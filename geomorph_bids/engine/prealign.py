@@ -19,6 +19,7 @@ from ..sphere.locate import SphereLocator
 from ..sphere.resample import barycentric_weights, corner_matrix, corner_weights
 from ..sphere.rigid import rigid_fit
 from ..sphere.rotation import rotation_angle, rotation_from_correspondence
+from .overlap import side_worker
 
 __all__ = ["Prealignment", "prealign", "correlation"]
 
@@ -79,6 +80,19 @@ def _before_points(grid: np.ndarray) -> int:
     return coarse if np.abs(grid_deviation(grid[:coarse], 5)).max() <= 1e-3 else n
 
 
+def _before_alignment(vertices: np.ndarray, faces: np.ndarray, grid: np.ndarray, features: dict[str, np.ndarray],
+                      names: list[str]) -> tuple[SphereLocator, int, dict[str, np.ndarray]]:
+    """What :func:`prealign` reads from the moving sphere as given, whatever the rotation: its
+    :class:`SphereLocator` (with the k-d tree, built by the location here), how many of the
+    template's (n, 3) ``grid`` vertices the correlation before alignment reads
+    (:func:`_before_points`) and the maps ``names`` barycentrically interpolated there (the mesh
+    checked by :func:`barycentric_weights`)."""
+    locator = SphereLocator(vertices, faces)
+    coarse = _before_points(grid)
+    at_before = barycentric_weights((vertices, faces), grid[:coarse], locator)
+    return locator, coarse, {n: at_before @ np.asarray(features[n], float) for n in names}
+
+
 def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.ndarray],
              template: Template, *, reg_sphere: np.ndarray | None = None, reg_space: str = "fsaverage",
              cortex_mask: np.ndarray | None = None, identity_check: bool = True) -> Prealignment:
@@ -125,22 +139,24 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
     else:
         method = "features"
     fit = None
-    if given is None or identity_check:
-        fit = rigid_fit((vertices, faces), moving, (template.vertices, template.faces), fixed, rotation=given,
-                        mirror_check=identity_check, mask=cortex_mask)
+    # the moving mesh's locator (and its k-d tree) and the maps before alignment do not depend on
+    # the rotation, nor the identity check's fit of the mirror image on the rigid fit's: done beside
+    # it, on a second CPU where there is one (engine.overlap; the same bits)
+    with side_worker() as worker:
+        located = worker.submit(_before_alignment, vertices, faces, template.vertices, features, shared)
+        if given is None or identity_check:
+            fit = rigid_fit((vertices, faces), moving, (template.vertices, template.faces), fixed, rotation=given,
+                            mirror_check=identity_check, mask=cortex_mask, worker=worker)
+        locator, coarse, before = located.result()
     rotation = given if given is not None else fit.rotation
     aligned = vertices @ rotation.T
 
     # one location per point set, shared by every feature
-    locator = SphereLocator(vertices, faces)
-    coarse = _before_points(template.vertices)  # the "before" correlation's template vertices
-    at_before = barycentric_weights((vertices, faces), template.vertices[:coarse], locator)  # checks the mesh
     grid = template.vertices @ rotation
     grid_faces, _ = locator.locate(grid)
     # the grid's weights as barycentric_weights(hint=grid_faces) gives them (normalised once, in its
     # faces), without checking the mesh again
     at_after = corner_matrix(*corner_weights((vertices, faces), grid, locator, hint=grid_faces), len(vertices))
-    before = {n: at_before @ np.asarray(features[n], float) for n in shared}
     after = {n: at_after @ np.asarray(features[n], float) for n in shared}
     metrics: dict[str, float | int | str] = {"rotation_deg": rotation_angle(rotation), "rotation_method": method}
     if identity_check:

@@ -57,7 +57,7 @@ from ..io.template_sources import TemplateSearch, TemplateWarning
 from ..io.templates import TEMPLATE_LEVEL, Template
 from ..io.validate import hemi_code
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, assess
-from ..sphere.distortion import distortion, distortion_summary
+from ..sphere.distortion import Reference, distortion, distortion_summary
 from ..sphere.icosphere import icosphere, n_vertices
 from ..sphere.locate import unit, vertex_fans
 from ..sphere.resample import corner_weights
@@ -67,6 +67,7 @@ from .checkpoints import LoadedModel, load_model
 from .device import resolve_device
 from .feature_signs import check_signs
 from .model_choice import default_registration, optimiser_weights
+from .overlap import beside
 from .prealign import correlation, prealign
 from .warp_geometry import (RADIUS, apply_warp, grid_vertices_near, lowpass_level, lowpass_network_warp,
                             network_smoothing, unfold_warp, warp_folded_triangles)
@@ -856,6 +857,20 @@ def _warp_in_moving(job: _Job, warp_ico6: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _finish(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds = DEFAULT_THRESHOLDS) -> Registration:
     """3. output sphere through the inverse warp, and metrics."""
+    # the input sphere's share of the distortion measures does not depend on the warp: measured
+    # beside the inverse, on a second CPU where there is one (the same bits)
+    with beside(_input_reference, job.vertices, job.faces) as reference:
+        return _finish_beside(job, optimise, dev, quality, reference)
+
+
+def _input_reference(vertices: np.ndarray, faces: np.ndarray) -> Reference:
+    """The distortion measures' :class:`Reference`: the input sphere (V, 3) at radius 100."""
+    return Reference((unit(vertices) * RADIUS, faces))
+
+
+def _finish_beside(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds,
+                   reference: Callable[[], Reference]) -> Registration:
+    """:func:`_finish` with ``reference`` giving the input sphere's :class:`Reference`."""
     metrics, seconds, channels, tpl, feats = job.metrics, job.seconds, job.channels, job.tpl, job.feats
     rotated = job.pre.sphere
     warp_ico6 = None if job.warp is None else job.warp * RADIUS
@@ -893,7 +908,7 @@ def _finish(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds = DEF
     vertices, faces = job.vertices, job.faces
     # the pre-alignment's locator holds the faces around each vertex (of work_f: the same sets)
     around = job.pre.locator.faces_around if job.pre.locator is not None else None
-    measures = distortion((unit(vertices) * RADIUS, faces), (out_sphere, faces), faces_around=around)
+    measures = distortion(reference(), (out_sphere, faces), faces_around=around)
     if len(measures["folded"]) and warp_ico6 is not None:
         # a fold-free ico-6 warp can still flip a small triangle of a finer mesh (its corners are
         # moved by different linear pieces): smooth the displacement from the rigid alignment there
@@ -902,7 +917,7 @@ def _finish(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds = DEF
         if steps:  # 0: only triangles degenerate in the input differed (nothing to restore)
             metrics["output_unfold_iterations"] = steps
             metrics["output_folded_before_unfold"] = int(len(measures["folded"]))
-            measures = distortion((unit(vertices) * RADIUS, faces), (out_sphere, faces), faces_around=around)
+            measures = distortion(reference(), (out_sphere, faces), faces_around=around)
     summary = distortion_summary(measures)
     metrics.update(summary)
     metrics["n_folded"] = int(summary["n_folded"])

@@ -38,8 +38,7 @@ _FAR_SAMPLE = 32  # ``far``: 1 in this many of the points outside their hint tel
 def unit(points: np.ndarray) -> np.ndarray:
     """Project (N, 3) points onto the unit sphere (float64)."""
     points = np.asarray(points, dtype=np.float64)
-    norm = (row_norms(points)[:, None] if points.ndim == 2 and points.shape[1] == 3
-            else np.linalg.norm(points, axis=-1, keepdims=True))  # the same lengths, bit for bit
+    norm = row_norms(points)[..., None] if points.shape[-1:] == (3,) else np.linalg.norm(points, axis=-1, keepdims=True)
     return points / np.where(norm > 0, norm, 1.0)
 
 

@@ -58,18 +58,25 @@ def edges(faces: np.ndarray) -> np.ndarray:
 
     The (low, high) pairs of every triangle side are gathered in a sparse matrix, whose
     canonical form lists each edge once, row by row: ~7x faster than sorting one integer key
-    per side at 164k vertices.
+    per side at 164k vertices. The pairs as int32 (where the vertex count allows) and the
+    pattern's data as bools (a True or'ed with its repeats: the same pattern): no index copies in
+    the matrix's build, 2x faster again.
     """
-    f = np.asarray(faces, dtype=np.int64)
+    f = np.asarray(faces)
     if not f.size:
         return np.zeros((0, 2), dtype=np.int64)
-    a, b = f.ravel(), f[:, [1, 2, 0]].ravel()
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    n = int(hi.max()) + 1
-    m = sparse.csr_matrix((np.ones(lo.size, dtype=np.int32), (lo, hi)), shape=(n, n))
+    n = int(f.max()) + 1
+    a = f.astype(np.int32 if n <= np.iinfo(np.int32).max else np.int64)
+    b = np.empty_like(a)  # the next corner along each side: (b, c, a) of the face (a, b, c)
+    b[:, :2], b[:, 2] = a[:, 1:], a[:, 0]
+    lo = np.minimum(a, b)
+    hi = np.maximum(a, b, out=b)
+    m = sparse.csr_matrix((np.ones(lo.size, dtype=bool), (lo.ravel(), hi.ravel())), shape=(n, n))
     m.sum_duplicates()
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(m.indptr))
-    return np.stack([rows, m.indices.astype(np.int64)], axis=1)
+    out = np.empty((m.indices.size, 2), dtype=np.int64)
+    out[:, 0] = np.repeat(np.arange(n, dtype=np.int64), np.diff(m.indptr))
+    out[:, 1] = m.indices
+    return out
 
 
 def signed_volumes(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -122,13 +129,13 @@ def repeated_sides(faces: np.ndarray) -> int:
 
 
 def row_norms(a: np.ndarray) -> np.ndarray:
-    """(N,) float64 lengths of the rows of an (N, 3) array: ``np.linalg.norm(a, axis=1)`` bit for bit
-    (its reduction adds the three squares left to right, as here), 2-3x faster (5.3 -> 1.8 ms at
-    164k rows: column adds instead of a reduction along the short axis)."""
+    """(...,) float64 lengths of (..., 3) rows: ``np.linalg.norm(a, axis=-1)`` bit for bit (its
+    reduction adds the three squares left to right, ``(x^2 + y^2) + z^2``, as here), 2-3x faster on
+    (N, 3) rows (5.3 -> 1.8 ms at 164k: column adds instead of a reduction along the short axis)."""
     a = np.asarray(a, dtype=np.float64)
-    if a.ndim != 2 or a.shape[1] != 3:
-        raise ValueError(f"row_norms takes (N, 3) rows, got shape {a.shape}")
+    if a.shape[-1:] != (3,):
+        raise ValueError(f"row_norms takes (..., 3) rows, got shape {a.shape}")
     sq = a * a
-    out = sq[:, 0] + sq[:, 1]
-    out += sq[:, 2]
-    return np.sqrt(out, out=out)
+    out = sq[..., 0] + sq[..., 1]
+    out += sq[..., 2]
+    return np.sqrt(out, out=out) if out.ndim else np.sqrt(out)  # one point: a scalar, no output array

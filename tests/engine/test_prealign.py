@@ -108,3 +108,22 @@ def test_the_before_correlation_reads_ico5_only_on_a_grid_in_nested_order():
     assert _before_points(v6 / 100.0) == 10242  # any radius
     assert _before_points(v6[np.argsort(v6[:, 2])]) == 40962
     assert _before_points(np.asarray(icosphere(5)[0])) == 10242  # another grid: all of it
+
+
+def test_the_same_bits_with_and_without_a_second_cpu(rotated_template, monkeypatch):
+    """The locator and the 'before' maps are built beside the rigid fit where a second CPU is usable
+    (engine.overlap): the same rotation, maps, faces and metrics as one after the other."""
+    from geomorph_bids.engine import overlap
+
+    tpl, v, f, sulc, _ = rotated_template
+    runs = []
+    for cpus in (1, 2):
+        monkeypatch.setattr(overlap, "threads_allowed", lambda cpus=cpus: cpus)
+        runs.append(prealign(v, f, {"sulc": sulc}, tpl))
+    one, two = runs
+    np.testing.assert_array_equal(one.rotation, two.rotation)
+    np.testing.assert_array_equal(one.sphere, two.sphere)
+    np.testing.assert_array_equal(one.features_on_template["sulc"], two.features_on_template["sulc"])
+    np.testing.assert_array_equal(one.grid_faces, two.grid_faces)
+    assert {k: m for k, m in one.metrics.items() if k != "seconds"} == \
+        {k: m for k, m in two.metrics.items() if k != "seconds"}

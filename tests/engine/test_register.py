@@ -301,6 +301,24 @@ def test_registration_is_deterministic(tiny_model):
     assert torch.are_deterministic_algorithms_enabled() is False  # restored afterwards
 
 
+def test_the_same_bytes_with_and_without_a_second_cpu(tiny_model, monkeypatch):
+    """The work beside the main thread (engine.overlap: the moving locator and the mirror image's
+    fit in the pre-alignment, the input sphere's share of the distortion measures beside the inverse)
+    changes no output: the same sphere, warp, rotation and metrics as with one CPU."""
+    from geomorph_bids.engine import overlap
+
+    runs = []
+    for threads in (1, 2):
+        monkeypatch.setattr(overlap, "threads_allowed", lambda threads=threads: threads)
+        runs.append(register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L", model=tiny_model,
+                             device="cpu", optimise=False))
+    one, two = runs
+    for name in ("sphere", "warp_ico6", "rotation"):
+        assert getattr(one, name).tobytes() == getattr(two, name).tobytes(), name
+    assert {k: v for k, v in one.metrics.items() if not k.startswith("seconds")} == \
+        {k: v for k, v in two.metrics.items() if not k.startswith("seconds")}
+
+
 def test_checkpoint_with_wrong_channels_or_template_is_refused(tmp_path, tiny_model):
     path = _save(tmp_path, tiny_model, channels=("curv",))
     with pytest.raises(ValueError) as err:

@@ -360,6 +360,34 @@ def test_faces_around_give_the_same_bits():
         np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
 
 
+def test_a_reference_built_once_gives_the_same_bits():
+    """distortion(Reference(before), after): the reference surface's frames, edges and edge lengths
+    computed once (register() builds them beside the inverse warp, and reuses them after an unfold):
+    every measure equal to the last bit, for two surfaces in turn, with faces_around, with the
+    radius normalised and on an open mesh with a degenerate and a folded triangle."""
+    from geomorph_bids.sphere.distortion import Reference
+    from geomorph_bids.sphere.locate import vertex_faces
+
+    v, f = _ico(3)
+    rng = np.random.default_rng(11)
+    f = f[5:]                                   # open: boundary edges
+    ref = Reference((v, f))
+    for scale in (1.0, 0.01):
+        after = (v + rng.normal(0.0, 1.5, v.shape)) * scale
+        after[f[0, 1]] = after[f[0, 0]]         # one degenerate triangle after
+        after[f[10]] = after[f[10][[0, 2, 1]]]  # a fold
+        for kwargs in ({}, {"faces_around": vertex_faces(f, len(v))}, {"normalise_radius": True}):
+            plain = distortion((v, f), (after, f), **kwargs)
+            given = distortion(ref, (after, f), **kwargs)
+            for key in ("areal", "J", "R", "edge", "folded"):
+                np.testing.assert_array_equal(given[key], plain[key], err_msg=f"{key} {kwargs}")
+            assert given["n_faces"] == plain["n_faces"]
+    with pytest.raises(ValueError, match="identical faces"):
+        distortion(ref, (v, f[:-1]))
+    with pytest.raises(ValueError, match="vertex count"):
+        distortion(ref, (v[:-1], f))
+
+
 def test_orientation_signs_given_must_be_one_per_triangle():
     """Round twenty-six: ``before_sides`` / ``base_sides`` of another shape (a scalar "all outward",
     one sign) broadcast against every triangle: every unfolded triangle of the mesh counted as

@@ -410,3 +410,22 @@ def test_search_within_the_longest_edge_finds_the_same_nearest_vertices():
         face0[:], w0[:] = locator._locate_chunk(unit(points), 1)  # without it (locate projects the points first)
         np.testing.assert_array_equal(face, face0)
         np.testing.assert_array_equal(w, w0)
+
+
+def test_norms_and_unit_are_numpys_to_the_last_bit():
+    """row_norms adds the three squares in np.linalg.norm's order: the same lengths, bit for bit,
+    on rows of every scale (and NaN, inf and zero rows), so unit() keeps its bits; other shapes too."""
+    from geomorph_bids.sphere.mesh import row_norms as norms
+
+    rng = np.random.default_rng(12)
+    p = rng.normal(size=(200_000, 3)) * 10.0 ** rng.uniform(-150, 150, size=(200_000, 1))
+    p[:3] = [[0.0, 0.0, 0.0], [np.nan, 1.0, 2.0], [np.inf, 0.0, 1.0]]
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        np.testing.assert_array_equal(norms(p), np.linalg.norm(p, axis=1))
+        norm = np.linalg.norm(p, axis=-1, keepdims=True)
+        np.testing.assert_array_equal(unit(p), p / np.where(norm > 0, norm, 1.0))
+    for q in (rng.normal(size=(4, 5, 3)), rng.normal(size=3)):  # any leading shape, one point too
+        np.testing.assert_array_equal(norms(q), np.linalg.norm(q, axis=-1))
+        np.testing.assert_array_equal(unit(q), q / np.linalg.norm(q, axis=-1, keepdims=True))
+    flat = rng.normal(size=(7, 2))  # not 3-D: numpy's norm
+    np.testing.assert_array_equal(unit(flat), flat / np.linalg.norm(flat, axis=-1, keepdims=True))

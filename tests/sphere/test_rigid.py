@@ -165,6 +165,37 @@ def test_fixed_side_is_cached_by_content_with_the_same_fit():
     assert rigid._fixed_side.cache_info().misses == 2
 
 
+def test_the_mirror_images_fit_on_a_worker_gives_the_same_bits():
+    """rigid_fit(worker=): the identity check's fit of the mirror image runs on the worker (a
+    one-thread pool) beside the own fit: the same rotation and measures to the last bit, and the
+    worker is used only when the mirror image is fitted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from geomorph_bids.sphere import rigid
+
+    v, f = icosphere(5)
+    rng = np.random.default_rng(5)
+    fixed = unit(v) @ rng.normal(size=(3, 1)) + np.sin(3 * unit(v)[:, :1])
+    moving = (apply_rotation(v, random_rotation(np.random.default_rng(6)).T), f)
+    alone = rigid.rigid_fit(moving, fixed, (v, f), fixed, mirror_check=True, n_rotations=600)
+
+    class Counting(ThreadPoolExecutor):
+        submitted = 0
+
+        def submit(self, fn, /, *args, **kwargs):
+            Counting.submitted += 1
+            return super().submit(fn, *args, **kwargs)
+
+    with Counting(max_workers=1) as pool:
+        beside = rigid.rigid_fit(moving, fixed, (v, f), fixed, mirror_check=True, n_rotations=600, worker=pool)
+        assert Counting.submitted == 1
+        rigid.rigid_fit(moving, fixed, (v, f), fixed, n_rotations=600, worker=pool)
+        assert Counting.submitted == 1  # no mirror check: nothing for the worker
+    np.testing.assert_array_equal(beside.rotation, alone.rotation)
+    assert (beside.own, beside.mirrored, beside.correlation) == (alone.own, alone.mirrored, alone.correlation)
+    assert alone.mirrored is not None and alone.mirrored < alone.own
+
+
 def test_nearest_ico_vertex_is_the_k_d_trees_ties_included():
     """The moving vertices' bins come from a descent to their face and its nearest corner: the
     same indices as the k-d tree query on random points, and on an unrotated finer icosphere,
@@ -202,3 +233,22 @@ def test_a_sphere_with_non_finite_coordinates_is_refused_naming_the_vertex(value
     with pytest.raises(InputError, match=r"moving sphere vertices: 1 of 642 have non-finite coordinates "
                                          r"\(NaN or Inf, first at vertex 10\)"):
         rigid_align((v, f), feat, icosphere(3), np.cos(np.arange(len(v)) * 0.1))
+
+
+@pytest.mark.parametrize("level", [2, 3])
+def test_latlon_table_is_the_searchs_to_the_last_bit(level):
+    """The grid search's lat-lon table locates its points by descent (kept where clear of every
+    edge, else searched): the same corners and weights as the locator's search of every point."""
+    from geomorph_bids.sphere import rigid
+    from geomorph_bids.sphere.locate import SphereLocator
+
+    corners, w = rigid._latlon_table.__wrapped__(level, 2.0)
+    n_lat, n_lon = 90, 180
+    lat = np.radians(-90 + 2.0 * (np.arange(n_lat) + 0.5))
+    lon = np.radians(-180 + 2.0 * (np.arange(n_lon) + 0.5))
+    pts = np.stack([np.cos(lat)[:, None] * np.cos(lon)[None], np.cos(lat)[:, None] * np.sin(lon)[None],
+                    np.broadcast_to(np.sin(lat)[:, None], (n_lat, n_lon))], -1).reshape(-1, 3)
+    v, f = rigid._ico(level)
+    face, want = SphereLocator(v, f).locate(pts)
+    np.testing.assert_array_equal(corners, f[face])
+    np.testing.assert_array_equal(w, want)
