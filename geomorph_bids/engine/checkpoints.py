@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..io.digest import file_stamp
 
 __all__ = ["LoadedModel", "MAX_PASSES", "load_model", "model_config_dict", "network_passes"]
 
@@ -91,13 +92,12 @@ class LoadedModel:
 def _network_from_file(path: str, stamp: tuple[int, ...] | None, device: str | None) -> tuple[Any, Any]:
     """The checkpoint at ``path`` read and built on ``device`` (eval mode): (GeoMorph, its
     CheckpointMeta). Kept for the next registration in this process (``register()`` per
-    hemisphere, a Nipype worker, a benchmark) while the file's ``stamp`` (device, inode, mtime and
-    ctime in ns, size; through a link, its target's) is unchanged, so the file is read, the network
-    built and its convolutions' tables made once (~0.04 s and ~0.03 s of CPU per registration at
-    164k otherwise). The inode and the ctime tell a file replaced by another of the same size and
-    mtime (``cp -p``, ``rsync -t``, ``tar x``, a link pointed elsewhere), which mtime and size alone
-    did not: no one can set a ctime. Read-only use only: the registrations run it in inference mode
-    and never change it."""
+    hemisphere, a Nipype worker, a benchmark) while the file's ``stamp``
+    (:func:`~geomorph_bids.io.digest.file_stamp`: device, inode, size, mtime and ctime, which tell
+    a file replaced by another of the same size and mtime) is unchanged, so the file is read, the
+    network built and its convolutions' tables made once (~0.04 s and ~0.03 s of CPU per
+    registration at 164k otherwise). Read-only use only: the registrations run it in inference
+    mode and never change it."""
     import torch
 
     from ..model.checkpoint import load_checkpoint
@@ -136,8 +136,7 @@ def load_model(model: Any, feature_names: Sequence[str], template_name: str, hem
                              "model=None runs the default registration, rigid_only=True the rigid stage alone")
         model = path
         try:
-            st = path.stat()  # through a link: its target's
-            stamp: tuple[int, ...] | None = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+            stamp: tuple[int, ...] | None = file_stamp(path)  # through a link: its target's
         except OSError:  # a broken link: the checkpoint reader says what is wrong (never kept)
             stamp = None
         net, meta = _network_from_file(str(path), stamp, None if device is None else str(device))

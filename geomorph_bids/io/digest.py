@@ -19,7 +19,7 @@ from typing import Iterable
 from geomorph_bids.errors import InputError
 from geomorph_bids.io.limits import READ_TIMEOUT_S, check_size, with_deadline
 
-__all__ = ["file_digest", "input_digest", "DIGEST_MAX_BYTES"]
+__all__ = ["file_digest", "file_stamp", "input_digest", "DIGEST_MAX_BYTES"]
 
 #: the largest file hashed (bytes): any input the readers accept is smaller
 DIGEST_MAX_BYTES = 2 ** 31
@@ -59,3 +59,13 @@ def input_digest(paths: Iterable[str | Path | None]) -> str:
         if p is not None:
             h.update(file_digest(p).encode())
     return h.hexdigest()
+
+
+def file_stamp(path: str | Path) -> tuple[int, ...]:
+    """What tells a file's bytes changed without reading them, for caches kept in a process:
+    device, inode, size, mtime and ctime (ns; through a link, its target's). Size and mtime alone
+    miss a file replaced by another of the same size and mtime (``cp -p``, ``rsync -t``, ``tar x``,
+    a link pointed elsewhere); no one can set a ctime, and a replaced file has another inode.
+    OSError if it cannot be stat'ed."""
+    st = Path(path).stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns

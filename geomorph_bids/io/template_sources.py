@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .digest import file_stamp
 from .limits import annex_key
 
 __all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "SOURCE_KINDS", "SAMPLING", "BUNDLED_ORIGIN",
@@ -378,8 +379,8 @@ def fallback_warnings(candidates: Mapping[str, Sequence[TemplateSource]], featur
 
 def files_sha256(paths: Sequence[str | Path]) -> str:
     """SHA-256 (hex) of the files' bytes, concatenated in order (cached per path and
-    :func:`_file_stamp`, so a changed file is hashed again)."""
-    stamps = tuple((str(p), *_file_stamp(p)) for p in paths)
+    :func:`~geomorph_bids.io.digest.file_stamp`, so a changed file is hashed again)."""
+    stamps = tuple((str(p), *file_stamp(p)) for p in paths)
     return _sha256(stamps)
 
 
@@ -465,19 +466,10 @@ def _sphere_centre(vertices: np.ndarray) -> np.ndarray:
     return centre if np.linalg.norm(centre - mean) > 1e-6 * radius else mean
 
 
-def _file_stamp(path: str | Path) -> tuple[int, ...]:
-    """What tells a file's bytes changed without reading them: device, inode, size, mtime and ctime
-    (ns; through a link, its target's). Size and mtime alone miss a file replaced by another of the
-    same size and mtime (``cp -p``, ``rsync -t``, ``tar x``, a link pointed elsewhere); no one can
-    set a ctime, and a replaced file has another inode."""
-    st = Path(path).stat()
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-
 @functools.lru_cache(maxsize=8)
 def _load_cached(source_key: str, features: tuple[str, ...], method: str,
                  stamp: tuple[tuple[int, ...], ...]) -> np.ndarray:
-    """(40962, K) maps of a non-bundled source, read-only (cached per files' :func:`_file_stamp`)."""
+    """(40962, K) maps of a non-bundled source, read-only (cached per files' :func:`~geomorph_bids.io.digest.file_stamp`)."""
     import json
 
     from .surfaces import read_feature, read_surface
@@ -519,7 +511,7 @@ def load_source(source: TemplateSource, features: Sequence[str], method: str = S
         raise ValueError(f"{source.describe()} has no {', '.join(missing)} for hemi-{source.hemi}; "
                          f"it has: {', '.join(source.features) or 'none'}")
     base = load_template(source.base, source.hemi, ())
-    stamp = tuple(_file_stamp(p) for p in source.files(features))
+    stamp = tuple(file_stamp(p) for p in source.files(features))
     maps = _load_cached(json.dumps(source.to_dict(), sort_keys=True), features, method, stamp)
     return replace(base, features={f: np.array(maps[:, k]) for k, f in enumerate(features)},
                    provenance=source.provenance(features))

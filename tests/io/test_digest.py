@@ -1,0 +1,28 @@
+"""io.digest.file_stamp: what tells a file changed without reading it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from geomorph_bids.io.digest import file_stamp
+
+
+def test_a_file_replaced_by_one_of_the_same_size_and_mtime_gets_another_stamp(tmp_path):
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"1" * 64)
+    b.write_bytes(b"2" * 64)
+    st = a.stat()
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns))  # cp -p / rsync -t: size and mtime kept
+    before = file_stamp(a)
+    assert file_stamp(a) == before and len(before) == 5
+    b.replace(a)
+    after = file_stamp(a)
+    assert after[2:4] == before[2:4]  # size and mtime alone could not tell
+    assert after != before
+    link = tmp_path / "link"
+    link.symlink_to(a)
+    assert file_stamp(link) == after  # through a link: its target's
+    with pytest.raises(OSError):
+        file_stamp(tmp_path / "missing")
