@@ -45,7 +45,7 @@ from geomorph_bids.sphere.icosphere import hex_neighbourhood, n_vertices
 
 from .labels import LabelGrid, deform_from_logits
 
-__all__ = ["CRFRNN", "ring_neighbourhood", "neighbour_sum", "crf_kernel", "crf_message"]
+__all__ = ["CRFRNN", "ring_neighbourhood", "neighbour_sum", "crf_kernel", "crf_message", "gather_rows"]
 
 
 @lru_cache(maxsize=16)
@@ -106,7 +106,7 @@ def _chunk(q: torch.Tensor, width: int) -> int:
     return max(1, _CHUNK_BYTES // per_point)
 
 
-def _rows(q: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def gather_rows(q: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """(B, c, K, L) rows ``q[:, index]`` of q (B, V, L) for index (c, K): ``index_select`` (the same
     values as advanced indexing, 1.7x faster on the CPU)."""
     return q.index_select(1, index.reshape(-1)).view(q.shape[0], index.shape[0], index.shape[1], q.shape[2])
@@ -118,7 +118,7 @@ def _gather_sum(q: torch.Tensor, kernel: torch.Tensor, index: torch.Tensor) -> t
     step = _chunk(q, index.shape[1])
     for start in range(0, q.shape[1], step):  # blocks, each fully vectorised
         sl = slice(start, start + step)
-        gathered = _rows(q, index[sl])                                # (B, c, K, L)
+        gathered = gather_rows(q, index[sl])                          # (B, c, K, L)
         out[:, sl] = (kernel[:, sl].unsqueeze(-2) @ gathered).squeeze(-2)
     return out
 
@@ -129,7 +129,7 @@ def _gather_dot(q: torch.Tensor, grad_out: torch.Tensor, index: torch.Tensor) ->
     step = _chunk(q, index.shape[1])
     for start in range(0, q.shape[1], step):
         sl = slice(start, start + step)
-        g[:, sl] = (_rows(q, index[sl]) @ grad_out[:, sl].unsqueeze(-1)).squeeze(-1)
+        g[:, sl] = (gather_rows(q, index[sl]) @ grad_out[:, sl].unsqueeze(-1)).squeeze(-1)
     return g
 
 

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from geomorph_bids.model.crf import CRFRNN
+from geomorph_bids.model.crf import CRFRNN, gather_rows
 from geomorph_bids.model.keys import check_keys
 from geomorph_bids.model.labels import LabelGrid, deform_control_points, deform_from_logits, normalise
 from geomorph_bids.model.network import GeoMorphNet, NetworkConfig
@@ -429,7 +429,7 @@ class GeoMorphStage(nn.Module):
         if dm.requires_grad:  # training: advanced indexing's backward
             at_labels = dm[:, index]                                 # (B, Ncp, L, C)
         else:  # the same values, 1.7x faster on the CPU
-            at_labels = dm.index_select(1, index.reshape(-1)).view(dm.shape[0], *index.shape, dm.shape[2])
+            at_labels = gather_rows(dm, index)
         return torch.einsum("bnc,bnlc->bnl", df[:, :ncp], at_labels)
 
     def probabilities(self, logits: Tensor) -> Tensor:

@@ -143,3 +143,12 @@ def test_gradients_reach_parameters():
     for t in (crf.compat.grad, crf.ring_weights.grad, logits.grad):
         assert t is not None and torch.isfinite(t).all() and t.abs().sum() > 0
     assert set(crf.state_dict()) == {"compat", "ring_weights"}
+
+
+def test_gather_rows_is_advanced_indexing():
+    from geomorph_bids.model.crf import gather_rows
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 50, 7, generator=g)
+    index = torch.randint(0, 50, (12, 5), generator=g)
+    assert torch.equal(gather_rows(q, index), q[:, index])
