@@ -58,7 +58,7 @@ from ..io.templates import TEMPLATE_LEVEL, Template
 from ..io.validate import hemi_code
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, assess
 from ..sphere.distortion import Reference, distortion, distortion_summary
-from ..sphere.icosphere import icosphere, n_vertices
+from ..sphere.icosphere import grid_deviation, icosphere, n_vertices
 from ..sphere.locate import unit, vertex_fans
 from ..sphere.resample import corner_weights
 from ..sphere.rotation import MIRROR
@@ -683,8 +683,6 @@ def _check_grid(tpl: Template) -> None:
     fsaverage6 sphere passes, at any radius): the warp is a field on that grid and the template's
     maps are read by grid index, so a grid in another order or orientation registered to its maps
     scrambled, silently (cc_after ~0 for a permuted one)."""
-    from ..sphere.icosphere import grid_deviation
-
     off = np.linalg.norm(grid_deviation(tpl.vertices, TEMPLATE_LEVEL), axis=1)
     if not off.max() <= 1e-3:  # NaN included
         first = int(np.argmax(~(off <= 1e-3)))

@@ -658,7 +658,7 @@ def rigid_fit(moving: tuple[np.ndarray, np.ndarray], moving_features: np.ndarray
     # a third of the grid and two candidates: the two fits differ by ~0.4; a measure, not a rotation:
     # polished to 0.1 deg steps (the correlation within 1e-5 of 0.005 deg's, 0.7x)
     mirror_args = (m[c_key], f_mirrored, max(500, n_rotations // 3))
-    beside = worker.submit(_mirror_fit, *mirror_args) if mirror_check and worker is not None else None
+    mirror_job = worker.submit(_mirror_fit, *mirror_args) if mirror_check and worker is not None else None
 
     if rotation is None:
         # Polish every grid candidate at the coarse level (cheap), then carry the best ones
@@ -681,7 +681,9 @@ def rigid_fit(moving: tuple[np.ndarray, np.ndarray], moving_features: np.ndarray
         best_R = orthonormalise(np.asarray(rotation, dtype=np.float64))
         best_c = _refine(best_R, *coarse, max_iter=0)[1]
         own = _refine(best_R, *coarse)[1]
-    mirrored = None if not mirror_check else beside.result() if beside is not None else _mirror_fit(*mirror_args)
+    mirrored = None
+    if mirror_check:
+        mirrored = mirror_job.result() if mirror_job is not None else _mirror_fit(*mirror_args)
     return RigidFit(best_R, float(best_c), float(own), None if mirrored is None else float(mirrored))
 
 
