@@ -476,16 +476,25 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
 
 @contextlib.contextmanager
 def _training_modes_kept(model: Any):
-    """Give a caller's own network module (``model=`` a built ``GeoMorph``) back in the training
-    mode of each of its submodules as it came, whatever happens inside: the registration runs it
-    in eval mode (deterministic), which used to stay. Paths and names load a module of our own."""
+    """Give a caller's own network module (``model=`` a built ``GeoMorph``) back as it came,
+    whatever happens inside: the training mode of each of its submodules (the registration runs it
+    in eval mode, deterministic, which used to stay) and its device (``device="cuda"`` moved a CPU
+    module there and left it; a module whose tensors sit on several devices is not moved back).
+    Paths and names load a module of our own."""
     modules = getattr(model, "modules", None)
-    modes = [(m, m.training) for m in modules()] if callable(modules) and hasattr(model, "training") else []
+    own = callable(modules) and hasattr(model, "training")
+    modes = [(m, m.training) for m in modules()] if own else []
+    tensors = list(model.parameters()) + list(model.buffers()) if own else []
+    devices = {t.device for t in tensors}
     try:
         yield
     finally:
         for module, training in modes:
             module.training = training
+        if len(devices) == 1:
+            (device,) = devices
+            if any(t.device != device for t in list(model.parameters()) + list(model.buffers())):
+                model.to(device)
 
 
 def _flag_argument(name: str, value: Any) -> bool:

@@ -279,6 +279,16 @@ def test_a_callers_module_keeps_its_training_modes(tmp_path):
     assert [m.training for m in net.modules()] == before
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_callers_cpu_module_stays_on_the_cpu():
+    """register(model=net, device="cuda") ran a CPU module on the GPU and left it there: the
+    caller's next CPU use of it failed. It is given back where it was."""
+    torch.manual_seed(0)
+    net = GeoMorph(tiny_config(in_channels=1, data_level=4, control_level=2, n_labels=20))
+    register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, model=net, device="cuda", optimise=False)
+    assert {p.device.type for p in net.parameters()} == {"cpu"}
+
+
 def test_checkpoint_path_matches_module(tmp_path, tiny_model):
     path = _save(tmp_path, tiny_model)
     flat = _save(tmp_path, tiny_model, name="flat.pt", nested=False)
