@@ -206,11 +206,11 @@ def orient_faces(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None,
 
     If more than half the triangles point inward the whole mesh has reversed
     winding (a convention, not damage): every triangle is flipped, silently.
-    If afterwards more than ``max_folded`` triangles still point inward and the
-    triangles are wound against their neighbours (corners listed in arbitrary order,
-    as a convex hull's), each inward one is turned outward, with a :class:`SphereWarning`,
-    when that makes the winding consistent. Otherwise the sphere is folded and InputError
-    says how many. The default tolerates
+    If afterwards some triangles still point inward and they are wound against their
+    neighbours (corners listed in arbitrary order, as a convex hull's, however few), each
+    inward one is turned outward, with a :class:`SphereWarning`, when that makes the
+    winding consistent. Otherwise they are folds: more than ``max_folded`` of them and
+    InputError says how many. The default tolerates
     ``MAX_FOLDED_FRACTION`` of the triangles (real FreeSurfer spheres can keep a
     handful of tiny folds) with a :class:`SphereWarning`. ``volumes``: the (F,)
     :func:`~geomorph_bids.sphere.mesh.signed_volumes` of these vertices and faces, if at hand.
@@ -222,7 +222,7 @@ def orient_faces(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None,
         n_in = count_folded(vertices, f)
     if max_folded is None:
         max_folded = int(MAX_FOLDED_FRACTION * len(f))
-    if n_in > max_folded:
+    if n_in:  # a few triangles listed the other way round are not folds either (one sort, only here)
         f, n_in = _rewound(vertices, f, n_in, path)
     if 0 < n_in <= max_folded:
         warnings.warn(f"{path if path is not None else 'sphere'}: {n_in} of {len(f)} triangles are "

@@ -11,6 +11,7 @@ from scipy.spatial import ConvexHull
 from geomorph_bids.errors import InputError
 from geomorph_bids.io import validate as val
 from geomorph_bids.io.gifti import load_gifti
+from geomorph_bids.sphere.mesh import repeated_sides
 
 
 def fib_sphere(n: int = 400, radius: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
@@ -176,12 +177,30 @@ def test_check_faces():
         val.check_faces(np.array([[1, 2, 3], [2, 3, 4], [3, 4, 5]]), 5, "x")
 
 
+def test_a_few_triangles_listed_the_other_way_round_are_turned_not_called_folds():
+    """Below the fold tolerance too: three triangles wound against their neighbours were
+    tolerated as "folded" and kept inward in the output; they are turned outward (the winding
+    warning), and the mesh comes back consistently wound. A real fold of the same size is still
+    called one."""
+    v, f = fib_sphere()
+    f = f.copy()
+    f[[5, 50, 500]] = f[[5, 50, 500]][:, [0, 2, 1]]
+    with pytest.warns(val.SphereWarning, match="3 of 796 triangles were wound against their neighbours"):
+        out_v, out_f = val.validate_sphere(v, f, max_folded=4)
+    assert val.count_folded(out_v, out_f) == 0 and repeated_sides(out_f) == 0
+    bad = v.copy()
+    a, b = f[3][1], f[3][2]
+    bad[[a, b]] = bad[[b, a]]
+    with pytest.warns(val.SphereWarning, match="triangles are folded"):
+        val.validate_sphere(bad, fib_sphere()[1], max_folded=4)
+
+
 def test_orient_faces_with_the_volumes_at_hand_decides_the_same():
     """validate_sphere hands orient_faces the volumes it computed with the areas: the same faces,
     the same count of folds, as computing them again."""
     v, f = fib_sphere()
     f = f.copy()
-    f[:3] = f[:3, ::-1]  # three folded triangles (tolerated)
+    f[:3] = f[:3, ::-1]  # three triangles listed the other way round (turned outward)
     for faces in (f, f[:, ::-1]):  # and the whole mesh reversed: flipped back
         with warnings.catch_warnings(record=True) as given:
             warnings.simplefilter("always")
