@@ -1,0 +1,44 @@
+"""numpy's and scipy's BLAS thread limits (engine.blas), checked through threadpoolctl's own report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+from geomorph_bids.engine.blas import blas_threads  # noqa: E402
+
+
+def _blas_threads() -> list[int]:
+    return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_the_block_holds_blas_to_its_threads_and_gives_back_the_setting():
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        assert set(_blas_threads()) <= {2}  # a one-CPU machine's OpenBLAS may hold one thread only
+        before = _blas_threads()
+        with blas_threads(1):
+            assert _blas_threads() and set(_blas_threads()) == {1}
+        assert _blas_threads() == before
+
+
+def test_a_product_in_the_block_is_the_product():
+    a = np.random.default_rng(0).standard_normal((300, 3))
+    r = np.linalg.qr(np.random.default_rng(1).standard_normal((3, 3)))[0]
+    with blas_threads(1):
+        inside = a @ r.T
+    np.testing.assert_allclose(inside, np.einsum("pj,ij->pi", a, r), rtol=0, atol=1e-14)
+
+
+def test_a_worker_process_keeps_to_one_blas_thread():
+    """A batch worker's start (init_worker) limits BLAS as it limits torch (a fresh process: the
+    limit lasts for the process)."""
+    code = ("import threadpoolctl\nfrom geomorph_bids.batch.tasks import init_worker\ninit_worker(1)\n"
+            "print(sorted({l['num_threads'] for l in threadpoolctl.threadpool_info() if l['user_api'] == 'blas'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[1]"
