@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from ..derivatives import report_name
-from ..engine.blas import limit_blas_threads
 from ..engine.model_choice import ModelChoice
 from ..errors import InputError
 from ..io.template_ref import TemplateRef
@@ -112,12 +111,10 @@ class ReportOutcome:
 
 def init_worker(threads: int) -> None:
     """Worker start: ``threads`` torch threads (one per worker by default: on shared cores,
-    many single-threaded processes beat multi-threaded ones), and as many BLAS threads for numpy
-    and scipy (:func:`geomorph_bids.engine.blas.limit_blas_threads`)."""
+    many single-threaded processes beat multi-threaded ones)."""
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
-    limit_blas_threads(threads)  # numpy's and scipy's products too: no spinning threads beside the others
 
 
 def _line(exc: BaseException) -> str:

@@ -1,6 +1,6 @@
 """How many threads numpy's and scipy's BLAS (OpenBLAS) may use: torch's own thread count is set
 elsewhere (``torch.set_num_threads``), theirs here, through threadpoolctl (installed with nilearn's
-scikit-learn; without it both functions do nothing).
+scikit-learn; without it :func:`blas_threads` does nothing).
 
 OpenBLAS starts one thread per CPU and splits even small matrix products between them; after each
 split call its idle threads spin for a while. The rigid fit's many small products (its rotation
@@ -16,18 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-__all__ = ["blas_threads", "limit_blas_threads"]
-
-
-def limit_blas_threads(threads: int) -> bool:
-    """Hold numpy's and scipy's BLAS to ``threads`` (>= 1) threads in this process from now on
-    (a worker process's setting); False where threadpoolctl cannot be imported."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return False
-    threadpool_limits(max(1, int(threads)), user_api="blas")
-    return True
+__all__ = ["blas_threads"]
 
 
 @contextlib.contextmanager

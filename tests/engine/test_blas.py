@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -32,13 +29,3 @@ def test_a_product_in_the_block_is_the_product():
     with blas_threads(1):
         inside = a @ r.T
     np.testing.assert_allclose(inside, np.einsum("pj,ij->pi", a, r), rtol=0, atol=1e-14)
-
-
-def test_a_worker_process_keeps_to_one_blas_thread():
-    """A batch worker's start (init_worker) limits BLAS as it limits torch (a fresh process: the
-    limit lasts for the process)."""
-    code = ("import threadpoolctl\nfrom geomorph_bids.batch.tasks import init_worker\ninit_worker(1)\n"
-            "print(sorted({l['num_threads'] for l in threadpoolctl.threadpool_info() if l['user_api'] == 'blas'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[1]"
