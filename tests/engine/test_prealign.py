@@ -127,3 +127,23 @@ def test_the_same_bits_with_and_without_a_second_cpu(rotated_template, monkeypat
     np.testing.assert_array_equal(one.grid_faces, two.grid_faces)
     assert {k: m for k, m in one.metrics.items() if k != "seconds"} == \
         {k: m for k, m in two.metrics.items() if k != "seconds"}
+
+
+def test_the_pre_alignment_keeps_blas_to_one_thread(rotated_template, monkeypatch):
+    """Its small products are not split between BLAS threads (split, they cost more CPU, and their
+    last bits, hence the rotation's, varied with the CPU count): one thread inside, the setting
+    given back after."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from geomorph_bids.engine import prealign as module
+
+    def blas():
+        return {lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"}
+
+    seen = []
+    fit = module.rigid_fit
+    monkeypatch.setattr(module, "rigid_fit", lambda *a, **k: (seen.append(blas()), fit(*a, **k))[1])
+    tpl, v, f, sulc, _ = rotated_template
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = blas()
+        prealign(v, f, {"sulc": sulc}, tpl)
+        assert seen and all(s == {1} for s in seen) and blas() == before

@@ -1,0 +1,31 @@
+"""numpy's and scipy's BLAS thread limits (engine.blas), checked through threadpoolctl's own report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+from geomorph_bids.engine.blas import blas_threads  # noqa: E402
+
+
+def _blas_threads() -> list[int]:
+    return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_the_block_holds_blas_to_its_threads_and_gives_back_the_setting():
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        assert set(_blas_threads()) <= {2}  # a one-CPU machine's OpenBLAS may hold one thread only
+        before = _blas_threads()
+        with blas_threads(1):
+            assert _blas_threads() and set(_blas_threads()) == {1}
+        assert _blas_threads() == before
+
+
+def test_a_product_in_the_block_is_the_product():
+    a = np.random.default_rng(0).standard_normal((300, 3))
+    r = np.linalg.qr(np.random.default_rng(1).standard_normal((3, 3)))[0]
+    with blas_threads(1):
+        inside = a @ r.T
+    np.testing.assert_allclose(inside, np.einsum("pj,ij->pi", a, r), rtol=0, atol=1e-14)
