@@ -1,6 +1,6 @@
 """How many threads numpy's and scipy's BLAS (OpenBLAS) may use: torch's own thread count is set
-elsewhere (``torch.set_num_threads``), theirs here, through threadpoolctl (installed with nilearn's
-scikit-learn; without it :func:`blas_threads` does nothing).
+elsewhere (``torch.set_num_threads``), theirs here, through threadpoolctl (a declared dependency;
+where it is missing, :func:`blas_threads` does nothing).
 
 OpenBLAS starts one thread per CPU and splits even small matrix products between them; after each
 split call its idle threads spin for a while. The rigid fit's many small products (its rotation
