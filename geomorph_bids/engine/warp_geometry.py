@@ -162,7 +162,9 @@ def apply_warp(points: np.ndarray, warp: np.ndarray, level: int | None = None,
     locator = SphereLocator(warp, ico_f, _ico_fans(level))
     move = partial(_moved, locator, unit_icosphere(level))
     points = np.asarray(points, dtype=np.float64)
-    return move(points, near)[0] if worker is None else split_rows(worker, move, points, near)[0]
+    # in four runs: the caller takes those the worker (busy first with register's distortion reference)
+    # has not started, and neither waits long for the other at the end
+    return move(points, near)[0] if worker is None else split_rows(worker, move, points, near, pieces=4)[0]
 
 
 def _moved(locator: SphereLocator, grid: np.ndarray, points: np.ndarray, near: np.ndarray | None

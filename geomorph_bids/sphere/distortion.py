@@ -387,8 +387,8 @@ def distortion(before: "Surface | Reference", after: Surface, *, normalise_radiu
     ref = before if isinstance(before, Reference) else None
     vb, va, faces = _prepare((ref.vertices, ref.faces) if ref is not None else before, after, normalise_radius)
     n = len(vb)
-    side = ref.edges if ref is not None else None
-    edge = None if worker is None else worker.submit(_edge_from, side if side is not None else _EdgeSide(vb, faces), va)
+    side = ref.edges if ref is not None else _EdgeSide(vb, faces)
+    edge = None if worker is None else worker.submit(_edge_from, side, va)  # beside the triangles' measures
     fb, fa = ref.frames if ref is not None else _frames(vb, faces), _frames(va, faces)
     if faces_around is not None and len(faces_around[0]) == n + 1 and faces_around[0][-1] == faces.size:
         areal, j, r = _from_sums(fb, fa, faces, n, faces_around)
@@ -399,7 +399,7 @@ def distortion(before: "Surface | Reference", after: Surface, *, normalise_radiu
         "areal": areal,
         "J": j,
         "R": r,
-        "edge": edge.result() if edge is not None else _edge_from(side if side is not None else _EdgeSide(vb, faces), va),
+        "edge": edge.result() if edge is not None else _edge_from(side, va),
         "folded": np.flatnonzero(fb[4] != fa[4]).astype(np.int64),
         "n_faces": int(len(faces)),
     }
