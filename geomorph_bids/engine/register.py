@@ -43,8 +43,8 @@ import contextlib
 import dataclasses
 import os
 import time
-from concurrent.futures import Executor
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
