@@ -9,7 +9,8 @@ operations on the same arrays; neither writes what the other reads, but for cach
 and lazily built tables, which either may fill first with the same values). With one usable CPU a side
 task runs when its result is asked for, in the caller's thread, as it did before; so it does where
 torch is held to one thread (a batch worker, ``--omp-nthreads 1``): work sized to one CPU a process
-keeps to one.
+keeps to one. :func:`split_rows` shares one row-wise job (e.g. the location of many points, each
+found alone) between the caller and the worker, in pieces: the same bits as one call.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-__all__ = ["beside", "side_worker", "threads_allowed", "usable_cpus"]
+import numpy as np
+
+__all__ = ["side_worker", "split_rows", "threads_allowed", "usable_cpus"]
 
 T = TypeVar("T")
 
@@ -89,10 +92,23 @@ def side_worker(threaded: bool | None = None) -> Iterator[Executor]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-@contextlib.contextmanager
-def beside(fn: Callable[..., T], *args: Any, threaded: bool | None = None, **kwargs: Any
-           ) -> Iterator[Callable[[], T]]:
-    """Run ``fn(*args, **kwargs)`` beside the body of the ``with`` block (:func:`side_worker`);
-    yields a function that returns its result (re-raising its exception)."""
-    with side_worker(threaded) as worker:
-        yield worker.submit(fn, *args, **kwargs).result
+def split_rows(worker: Executor, fn: Callable[..., tuple[np.ndarray, ...]], *rows: np.ndarray | None,
+               pieces: int = 2) -> tuple[np.ndarray, ...]:
+    """``fn(*rows)`` for a function whose every output row ``i`` depends on input row ``i`` alone
+    (of each of ``rows``, (N, ...) arrays or None; e.g. points located one by one), computed in
+    ``pieces`` runs of rows shared by ``worker`` (from the first) and the caller (from the last:
+    a piece the worker has not started when the caller reaches it is the caller's), the outputs
+    joined along their first axis: the same bits as one call. A worker without a thread
+    (:func:`side_worker` on one CPU) gets one call of all rows, as before."""
+    if isinstance(worker, _InCaller) or pieces < 2:
+        return fn(*rows)
+    n = len(next(r for r in rows if r is not None))
+    edges = [n * k // pieces for k in range(pieces + 1)]
+    parts = [tuple(None if r is None else r[a:b] for r in rows) for a, b in zip(edges[:-1], edges[1:])]
+    futures = [worker.submit(fn, *part) for part in parts]
+    done: list[tuple[np.ndarray, ...] | None] = [None] * pieces
+    for k in range(pieces - 1, -1, -1):
+        if futures[k].cancel():  # not started: the caller's
+            done[k] = fn(*parts[k])
+    out = [d if d is not None else f.result() for d, f in zip(done, futures)]
+    return tuple(np.concatenate([o[j] for o in out]) for j in range(len(out[0])))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from ..sphere.resample import barycentric_weights, corner_matrix, corner_weights
 from ..sphere.rigid import rigid_fit
 from ..sphere.rotation import rotation_angle, rotation_from_correspondence
 from .blas import blas_threads
-from .overlap import side_worker
+from .overlap import side_worker, split_rows
 
 __all__ = ["Prealignment", "prealign", "correlation"]
 
@@ -94,6 +95,17 @@ def _before_alignment(vertices: np.ndarray, faces: np.ndarray, grid: np.ndarray,
     return locator, coarse, {n: at_before @ np.asarray(features[n], float) for n in names}
 
 
+def _grid_location(locator: SphereLocator, faces: np.ndarray, grid: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (N, 3) template ``grid`` points (rotated) in the moving mesh (``faces``, located by
+    ``locator``): the face (N,) int64 holding each, and its corners (N, 3) and weights (N, 3) as
+    ``barycentric_weights(hint=face)`` gives them (normalised once, in its face), without checking
+    the mesh again. Row by row: a point's result does not depend on the others."""
+    grid_faces, _ = locator.locate(grid)
+    corners, weights = corner_weights((locator.vertices, faces), grid, locator, hint=grid_faces)
+    return grid_faces, corners, weights
+
+
 @blas_threads(1)  # small products: split, they cost more CPU and their rounding varied with the CPUs
 def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.ndarray],
              template: Template, *, reg_sphere: np.ndarray | None = None, reg_space: str = "fsaverage",
@@ -150,15 +162,13 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
             fit = rigid_fit((vertices, faces), moving, (template.vertices, template.faces), fixed, rotation=given,
                             mirror_check=identity_check, mask=cortex_mask, worker=worker)
         locator, coarse, before = located.result()
-    rotation = given if given is not None else fit.rotation
+        rotation = given if given is not None else fit.rotation
+        # one location per point set, shared by every feature; each grid point is found alone, so
+        # the worker takes part of them (the same bits)
+        grid = template.vertices @ rotation
+        grid_faces, corners, weights = split_rows(worker, partial(_grid_location, locator, faces), grid)
     aligned = vertices @ rotation.T
-
-    # one location per point set, shared by every feature
-    grid = template.vertices @ rotation
-    grid_faces, _ = locator.locate(grid)
-    # the grid's weights as barycentric_weights(hint=grid_faces) gives them (normalised once, in its
-    # faces), without checking the mesh again
-    at_after = corner_matrix(*corner_weights((vertices, faces), grid, locator, hint=grid_faces), len(vertices))
+    at_after = corner_matrix(corners, weights, len(vertices))
     after = {n: at_after @ np.asarray(features[n], float) for n in shared}
     metrics: dict[str, float | int | str] = {"rotation_deg": rotation_angle(rotation), "rotation_method": method}
     if identity_check:

@@ -44,7 +44,9 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager
 
@@ -67,7 +69,7 @@ from .checkpoints import LoadedModel, load_model
 from .device import resolve_device
 from .feature_signs import check_signs
 from .model_choice import default_registration, optimiser_weights
-from .overlap import beside
+from .overlap import side_worker, split_rows
 from .prealign import correlation, prealign
 from .warp_geometry import (RADIUS, apply_warp, grid_vertices_near, lowpass_level, lowpass_network_warp,
                             network_smoothing, unfold_warp, warp_folded_triangles)
@@ -216,8 +218,10 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
             v, f = moving_sphere if surface is None else (surface.vertices, surface.faces)
         except (TypeError, ValueError):
             raise ValueError("moving_sphere must be a path or a (vertices, faces) pair") from None
-        # recentre/rescale to radius 100 and check it is a sphere; the caller's faces are kept
-        vertices, _ = validate_sphere(v, f, None if surface is None else surface.path)
+        # recentre/rescale to radius 100 and check it is a sphere (its triangles measured beside the
+        # fit of the sphere, on a second CPU where there is one: the same bits); the caller's faces are kept
+        with side_worker() as worker:
+            vertices, _ = validate_sphere(v, f, None if surface is None else surface.path, worker=worker)
         faces = np.asarray(f, dtype=np.int64)
     if not isinstance(moving_features, Mapping) or not moving_features:
         raise ValueError("moving_features must be a non-empty dict: name -> (V,) array or path")
@@ -847,27 +851,42 @@ def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:
             job.metrics["optimise_batch"] = len(group)
 
 
-def _warp_in_moving(job: _Job, warp_ico6: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _warp_in_moving(job: _Job, warp_ico6: np.ndarray, worker: Executor | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Corners (V_grid, 3) int64 and barycentric weights (V_grid, 3) of the warp's points
     (``warp_ico6``, (V_grid, 3) on the rotated moving sphere) in the moving mesh: located with the
     pre-alignment's locator (built on the unrotated sphere: the points are rotated back), starting
     from where the template grid was (``far``: a warp moves most grid points several moving
     triangles from there, 98 % of them on pair (d) at 164k; a small warp's, e.g. a network's on
     its own template's sphere, median 0.15 deg, stay around it, and the locator then screens
-    there first; the same result either way)."""
+    there first; the same result either way). ``worker``: an executor that locates part of the
+    points beside the caller (:func:`~geomorph_bids.engine.overlap.split_rows`: each point is
+    located alone, so the same bits)."""
     pre = job.pre
     if pre.locator is None:
         return corner_weights((pre.sphere, job.work_f), warp_ico6)
-    return corner_weights((pre.locator.vertices, job.work_f), warp_ico6 @ pre.rotation, pre.locator,
-                          hint=pre.grid_faces, far=True)
+    locate = partial(_corner_weights_far, pre.locator, job.work_f)
+    points = warp_ico6 @ pre.rotation
+    if worker is None:
+        return locate(points, pre.grid_faces)
+    return split_rows(worker, locate, points, pre.grid_faces)
+
+
+def _corner_weights_far(locator: Any, faces: np.ndarray, points: np.ndarray, hint: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`corner_weights` of (N, 3) ``points`` in the moving mesh from their (N,) ``hint`` faces,
+    most of which they left (``far``)."""
+    return corner_weights((locator.vertices, faces), points, locator, hint=hint, far=True)
 
 
 def _finish(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds = DEFAULT_THRESHOLDS) -> Registration:
     """3. output sphere through the inverse warp, and metrics."""
     # the input sphere's share of the distortion measures does not depend on the warp: measured
-    # beside the inverse, on a second CPU where there is one (the same bits)
-    with beside(_input_reference, job.vertices, job.faces) as reference:
-        return _finish_beside(job, optimise, dev, quality, reference)
+    # beside the inverse, on a second CPU where there is one (the same bits); that worker then
+    # takes part of the warp's points to locate and of the sphere's to move (split_rows)
+    with side_worker() as worker:
+        reference = worker.submit(_input_reference, job.vertices, job.faces).result
+        return _finish_beside(job, optimise, dev, quality, reference, worker)
 
 
 def _input_reference(vertices: np.ndarray, faces: np.ndarray) -> Reference:
@@ -876,20 +895,21 @@ def _input_reference(vertices: np.ndarray, faces: np.ndarray) -> Reference:
 
 
 def _finish_beside(job: _Job, optimise: Any, dev: Any, quality: QualityThresholds,
-                   reference: Callable[[], Reference]) -> Registration:
-    """:func:`_finish` with ``reference`` giving the input sphere's :class:`Reference`."""
+                   reference: Callable[[], Reference], worker: Executor | None = None) -> Registration:
+    """:func:`_finish` with ``reference`` giving the input sphere's :class:`Reference`; ``worker``
+    (an executor, or None) shares the location of points (:func:`_warp_in_moving`, :func:`apply_warp`)."""
     metrics, seconds, channels, tpl, feats = job.metrics, job.seconds, job.channels, job.tpl, job.feats
     rotated = job.pre.sphere
     warp_ico6 = None if job.warp is None else job.warp * RADIUS
     t = time.perf_counter()
     # the warp's points in the moving mesh: the correlations after it, and where apply_warp starts
-    in_moving = None if warp_ico6 is None else _warp_in_moving(job, warp_ico6)
+    in_moving = None if warp_ico6 is None else _warp_in_moving(job, warp_ico6, worker)
     located = time.perf_counter() - t  # the correlations' share: counted as metrics
     if warp_ico6 is not None:
         t = time.perf_counter()
         fans = job.pre.locator.fans if job.pre.locator is not None else vertex_fans(job.work_f, len(rotated))
         near = grid_vertices_near(in_moving[0], job.work_f, fans)
-        out_sphere = apply_warp(rotated, warp_ico6, TEMPLATE_LEVEL, near=near)
+        out_sphere = apply_warp(rotated, warp_ico6, TEMPLATE_LEVEL, near=near, worker=worker)
         metrics["warp_folded_triangles"] = warp_folded_triangles(warp_ico6, TEMPLATE_LEVEL)
         seconds["seconds_invert"] = time.perf_counter() - t
     else:
@@ -915,7 +935,7 @@ def _finish_beside(job: _Job, optimise: Any, dev: Any, quality: QualityThreshold
     vertices, faces = job.vertices, job.faces
     # the pre-alignment's locator holds the faces around each vertex (of work_f: the same sets)
     around = job.pre.locator.faces_around if job.pre.locator is not None else None
-    measures = distortion(reference(), (out_sphere, faces), faces_around=around)
+    measures = distortion(reference(), (out_sphere, faces), faces_around=around, worker=worker)
     if len(measures["folded"]) and warp_ico6 is not None:
         # a fold-free ico-6 warp can still flip a small triangle of a finer mesh (its corners are
         # moved by different linear pieces): smooth the displacement from the rigid alignment there
@@ -924,7 +944,7 @@ def _finish_beside(job: _Job, optimise: Any, dev: Any, quality: QualityThreshold
         if steps:  # 0: only triangles degenerate in the input differed (nothing to restore)
             metrics["output_unfold_iterations"] = steps
             metrics["output_folded_before_unfold"] = int(len(measures["folded"]))
-            measures = distortion(reference(), (out_sphere, faces), faces_around=around)
+            measures = distortion(reference(), (out_sphere, faces), faces_around=around, worker=worker)
     summary = distortion_summary(measures)
     metrics.update(summary)
     metrics["n_folded"] = int(summary["n_folded"])

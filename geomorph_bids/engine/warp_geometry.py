@@ -10,7 +10,8 @@ upsampled), :func:`warp_folded_triangles` counts the triangles it flips and
 
 from __future__ import annotations
 
-from functools import lru_cache
+from concurrent.futures import Executor
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from ..sphere.distortion import folded_triangles, triangle_orientation
 from ..sphere.icosphere import icosphere, level_of, n_vertices, unit_icosphere
 from ..sphere.locate import SphereLocator, unit, vertex_fans
 from ..sphere.unfold import unfold_mesh
+from .overlap import split_rows
 
 __all__ = ["RADIUS", "NETWORK_SMOOTHING_ICO5", "network_smoothing", "upsample_warp", "smooth_warp",
            "lowpass_level", "lowpass_network_warp", "apply_warp",
@@ -129,7 +131,7 @@ def _ico_fans(level: int) -> np.ndarray:
 
 
 def apply_warp(points: np.ndarray, warp: np.ndarray, level: int | None = None,
-               near: np.ndarray | None = None) -> np.ndarray:
+               near: np.ndarray | None = None, worker: Executor | None = None) -> np.ndarray:
     """Move points from the (rotated) moving sphere into template space through the INVERSE
     of a pull-back warp.
 
@@ -142,6 +144,9 @@ def apply_warp(points: np.ndarray, warp: np.ndarray, level: int | None = None,
     near : optional (N,) int grid vertex indices, -1 where unknown: a grid vertex whose warped
         position is near each point (:func:`grid_vertices_near`); the points are then sought
         around it first instead of through a k-d tree over the warped grid (same result).
+    worker : an executor (:func:`~geomorph_bids.engine.overlap.side_worker`) that moves part of
+        the points beside the caller (:func:`~geomorph_bids.engine.overlap.split_rows`: each point
+        is moved alone, so the same bits); None: all in the caller.
 
     Returns
     -------
@@ -154,9 +159,21 @@ def apply_warp(points: np.ndarray, warp: np.ndarray, level: int | None = None,
     ico_f = icosphere(level)[1]
     if warp.shape != (n_vertices(level), 3):
         raise ValueError(f"warp must be ({n_vertices(level)}, 3) for icosphere level {level}, got {warp.shape}")
-    face, w = SphereLocator(warp, ico_f, _ico_fans(level)).locate(np.asarray(points, dtype=np.float64), near=near)
-    corners = unit_icosphere(level).take(ico_f.take(face, axis=0), axis=0)  # take: rows[idx], 2-3x faster
-    return unit(np.einsum("nk,nkd->nd", w, corners)) * RADIUS
+    locator = SphereLocator(warp, ico_f, _ico_fans(level))
+    move = partial(_moved, locator, unit_icosphere(level))
+    points = np.asarray(points, dtype=np.float64)
+    # in four runs: the caller takes those the worker (busy first with register's distortion reference)
+    # has not started, and neither waits long for the other at the end
+    return move(points, near)[0] if worker is None else split_rows(worker, move, points, near, pieces=4)[0]
+
+
+def _moved(locator: SphereLocator, grid: np.ndarray, points: np.ndarray, near: np.ndarray | None
+           ) -> tuple[np.ndarray]:
+    """:func:`apply_warp` of (N, 3) ``points`` with the warped grid's ``locator`` and the grid's
+    unit vertices ``grid``: a 1-tuple of the (N, 3) moved points (radius 100), row by row."""
+    face, w = locator.locate(points, near=near)
+    corners = grid.take(locator.faces.take(face, axis=0), axis=0)  # take: rows[idx], 2-3x faster
+    return (unit(np.einsum("nk,nkd->nd", w, corners)) * RADIUS,)
 
 
 def grid_vertices_near(corners: np.ndarray, faces: np.ndarray, fans: np.ndarray) -> np.ndarray:

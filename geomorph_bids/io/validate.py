@@ -12,6 +12,7 @@ origin with radius 100 mm, triangles wound counter-clockwise seen from outside.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Sequence
 
@@ -255,7 +256,7 @@ def _rewound(vertices: np.ndarray, faces: np.ndarray, n_in: int, path: PathLike)
 
 def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None, *,
                     radius: float = SPHERE_RADIUS, spread_tol: float = SPHERE_SPREAD_TOL,
-                    max_folded: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    max_folded: int | None = None, worker: Executor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Check that a mesh is a sphere and return it in standard pose.
 
     Parameters
@@ -267,6 +268,9 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
     spread_tol : reject if std/mean of the radii about the fitted centre exceeds this
     max_folded : number of inward triangles tolerated after fixing the winding
         (default: ``MAX_FOLDED_FRACTION`` of them)
+    worker : an executor (e.g. a one-thread pool) that measures the triangles of the mesh as
+        given beside the fit of its sphere, on another CPU (kept unless the mesh is recentred or
+        rescaled; the same bits); None: after the fit.
 
     Returns
     -------
@@ -282,6 +286,8 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
         than ``SPHERE_RADIUS_RATIO`` apart), a surface not covering the sphere, or folded triangles.
     """
     v, f = check_mesh(vertices, faces, path)
+    # the triangles of the mesh as given: those measured below unless it is moved to standard pose
+    ahead = None if worker is None else worker.submit(areas_and_volumes, v, f)
     centre, radii = _fit(v)  # fit_sphere's, with the distances it measured
     r, spread = _radius_spread(radii)
     if not np.isfinite(spread) or spread > spread_tol:
@@ -303,7 +309,8 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
             f"{centre[2]:.3g}), radius {r:.4g}; recentred to the origin and rescaled to radius "
             f"{radius:g}", SphereWarning, stacklevel=2)
         v = (v - centre) * (radius / r)
-    areas, volumes = areas_and_volumes(v, f)  # one gather of the corners for both
+        ahead = None
+    areas, volumes = ahead.result() if ahead is not None else areas_and_volumes(v, f)  # one gather for both
     coverage = float(areas.sum() / (4.0 * np.pi * radius ** 2))
     if not 0.5 < coverage < 1.5:
         raise InputError(f"triangles cover {coverage:.2f} times the sphere's area (expected about 1): "

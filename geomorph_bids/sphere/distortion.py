@@ -41,6 +41,8 @@ by zero would.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
+
 import numpy as np
 from scipy import sparse
 
@@ -350,7 +352,8 @@ class Reference:
 
 
 def distortion(before: "Surface | Reference", after: Surface, *, normalise_radius: bool = False,
-               faces_around: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+               faces_around: tuple[np.ndarray, np.ndarray] | None = None,
+               worker: Executor | None = None) -> dict:
     """All distortion measures of ``after`` relative to ``before``.
 
     Parameters
@@ -367,6 +370,8 @@ def distortion(before: "Surface | Reference", after: Surface, *, normalise_radiu
         built on them, either winding): the per-vertex sums over triangles come from one sparse
         product instead of six bincounts, with the same bits. Ignored where a face names a
         vertex twice (``indptr[-1] < 3F``).
+    worker : an executor (e.g. a one-thread pool) that measures the edges beside the caller's
+        triangle measures, on another CPU (the same bits); None: in the caller.
 
     Returns
     -------
@@ -382,6 +387,8 @@ def distortion(before: "Surface | Reference", after: Surface, *, normalise_radiu
     ref = before if isinstance(before, Reference) else None
     vb, va, faces = _prepare((ref.vertices, ref.faces) if ref is not None else before, after, normalise_radius)
     n = len(vb)
+    side = ref.edges if ref is not None else _EdgeSide(vb, faces)
+    edge = None if worker is None else worker.submit(_edge_from, side, va)  # beside the triangles' measures
     fb, fa = ref.frames if ref is not None else _frames(vb, faces), _frames(va, faces)
     if faces_around is not None and len(faces_around[0]) == n + 1 and faces_around[0][-1] == faces.size:
         areal, j, r = _from_sums(fb, fa, faces, n, faces_around)
@@ -392,7 +399,7 @@ def distortion(before: "Surface | Reference", after: Surface, *, normalise_radiu
         "areal": areal,
         "J": j,
         "R": r,
-        "edge": _edge_from(ref.edges if ref is not None else _EdgeSide(vb, faces), va),
+        "edge": edge.result() if edge is not None else _edge_from(side, va),
         "folded": np.flatnonzero(fb[4] != fa[4]).astype(np.int64),
         "n_faces": int(len(faces)),
     }

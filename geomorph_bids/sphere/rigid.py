@@ -69,6 +69,7 @@ def _super_fibonacci(n: int) -> np.ndarray:
 # ----------------------------------------------------------------------------
 
 _FLIP = np.array([-1.0, 1.0, 1.0])  # the mirror x -> -x
+_SEARCH_RES_DEG = 1.0  # the grid search's latitude-longitude images: cells of this many degrees
 
 
 def _ico(level: int) -> tuple[np.ndarray, np.ndarray]:
@@ -613,9 +614,37 @@ def _coarse_best(mov: _Smoothed, fix: _Smoothed, n_rotations: int, n_candidates:
                  ) -> list[tuple[np.ndarray, float]]:
     """Grid search over SO(3), then the best distinct candidates polished at this level (until a
     step is below ``tol_deg``)."""
-    rots, scores = _coarse_search(mov, fix, n_rotations, res_deg=1.0)
+    rots, scores = _coarse_search(mov, fix, n_rotations, res_deg=_SEARCH_RES_DEG)
     candidates = _pick_candidates(rots, scores, n_candidates, min_sep_deg=20.0)
     return [_refine(R0, mov, fix, tol_deg=tol_deg) for R0 in candidates]
+
+
+def _level_tables(n_fixed: int, fine_level: int, levels: tuple[tuple[int, float], ...], search: bool,
+                  mirror_rotations: int | None, n_rotations: int) -> None:
+    """Build the cached level tables a fit reads (or find them built), about in the reverse of the
+    order in which :func:`rigid_fit` first reaches them: run by its ``worker`` beside it (the
+    result never read), the first fit of a process shares their build between two CPUs (the
+    template's pyramid and the grid search's tables: 0.1-0.2 s), and later fits find them all
+    cached (microseconds). Deterministic tables: the same whichever thread builds them first
+    (both, at worst). ``n_fixed``: the fixed sphere's vertex count (an icosphere grid's level is
+    taken from it; a guess only: a table built for nothing costs time, never bits); ``levels``:
+    the (level, sigma_deg) of the pyramid, finest first; ``search``: the coarse grid search runs;
+    ``mirror_rotations``: the identity check's grid, or None."""
+    coarse = levels[-1][0]
+    if search or mirror_rotations is not None:
+        _latlon_table(coarse, _SEARCH_RES_DEG)
+    for n in ((n_rotations,) if search else ()) + (() if mirror_rotations is None else (mirror_rotations,)):
+        _super_fibonacci(int(n))
+    grid = next((lev for lev in range(8) if n_vertices(lev) == n_fixed), None)
+    if mirror_rotations is not None and grid is not None and grid >= fine_level:
+        _ico_nearest_mirrored(grid, fine_level)
+    for level, sigma in reversed(levels):
+        if level != fine_level:
+            _ico_nearest(fine_level, level)
+        _gauss_kernel(level, float(sigma))
+    _face_tables(fine_level)
+    if grid is not None and grid >= fine_level:
+        _ico_nearest(grid, fine_level)
 
 
 def _mirror_fit(mov: _Smoothed, mirrored: _Smoothed, n_rotations: int) -> float:
@@ -649,6 +678,10 @@ def rigid_fit(moving: tuple[np.ndarray, np.ndarray], moving_features: np.ndarray
         raise InputError("levels must satisfy coarse_level <= mid_level <= fine_level")
     c_key, m_key, f_key = (coarse_level, coarse_sigma_deg), (mid_level, mid_sigma_deg), (fine_level, fine_sigma_deg)
     keys = (f_key, m_key, c_key) if rotation is None else (c_key,)  # a known rotation: the coarse maps suffice
+    mirror_rotations = max(500, n_rotations // 3)
+    if worker is not None:  # the level tables (first fit of a process) built beside the rest
+        worker.submit(_level_tables, len(fixed[0]), fine_level, keys, rotation is None,
+                      mirror_rotations if mirror_check else None, n_rotations)
     f, f_mirrored = _fixed_side(_Content.of(fixed[0], fixed[1], fixed_features, fixed_mask), fine_level, keys,
                                 c_key if mirror_check else None)
     if mfeat.shape[1] != f[c_key].values.shape[1]:
@@ -657,7 +690,7 @@ def rigid_fit(moving: tuple[np.ndarray, np.ndarray], moving_features: np.ndarray
     coarse = (m[c_key], f[c_key])
     # a third of the grid and two candidates: the two fits differ by ~0.4; a measure, not a rotation:
     # polished to 0.1 deg steps (the correlation within 1e-5 of 0.005 deg's, 0.7x)
-    mirror_args = (m[c_key], f_mirrored, max(500, n_rotations // 3))
+    mirror_args = (m[c_key], f_mirrored, mirror_rotations)
     mirror_job = worker.submit(_mirror_fit, *mirror_args) if mirror_check and worker is not None else None
 
     if rotation is None:

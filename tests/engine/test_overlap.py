@@ -1,13 +1,24 @@
-"""engine.overlap.beside: a side task in a worker thread, or in the caller's when asked for."""
+"""engine.overlap: a side task in a worker thread, or in the caller's when asked for; row-wise work
+shared between the caller and the worker (split_rows)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from functools import partial
 
+import numpy as np
 import pytest
 
 from geomorph_bids.engine import overlap
-from geomorph_bids.engine.overlap import beside, side_worker, usable_cpus
+from geomorph_bids.engine.overlap import side_worker, split_rows, usable_cpus
+
+
+@contextlib.contextmanager
+def beside(fn, *args, threaded=None):
+    """One side task beside the body, its result asked for by calling what is yielded."""
+    with side_worker(threaded) as worker:
+        yield worker.submit(fn, *args).result
 
 
 def _where(calls: list, value: int) -> int:
@@ -88,3 +99,44 @@ def test_a_task_that_failed_without_a_thread_raises_again_when_asked_again():
         for _ in range(2):
             with pytest.raises(ValueError, match="side task"):
                 task.result()
+
+
+def _rows(calls: list, a, b):
+    """A row-wise function of two row arrays (``b`` may be None): where each run went, and its rows."""
+    calls.append((threading.get_ident(), len(a)))
+    return a * 2.0, (a.sum(axis=1) if b is None else a.sum(axis=1) + b)
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+@pytest.mark.parametrize("pieces", [1, 2, 3])
+def test_split_rows_gives_one_calls_rows_in_order(threaded, pieces):
+    a = np.arange(30.0).reshape(10, 3)
+    b = np.arange(10.0) * 0.5
+    calls: list = []
+    with side_worker(threaded=threaded) as worker:
+        for second in (b, None):
+            got = split_rows(worker, partial(_rows, calls), a, second, pieces=pieces)
+            want = _rows([], a, second)
+            assert len(got) == 2
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
+    # without a thread (or in one piece): one call of all rows, in the caller
+    runs = [n for _, n in calls]
+    if not threaded or pieces == 1:
+        assert runs == [10, 10] and {t for t, _ in calls} == {threading.get_ident()}
+    else:
+        assert sorted(runs) == sorted([10 * (k + 1) // pieces - 10 * k // pieces for k in range(pieces)] * 2)
+
+
+def test_split_rows_takes_the_pieces_a_busy_worker_has_not_started():
+    """A worker busy with another task: the caller runs every piece itself instead of waiting."""
+    a = np.arange(12.0).reshape(4, 3)
+    calls: list = []
+    gate = threading.Event()
+    with side_worker(threaded=True) as worker:
+        busy = worker.submit(gate.wait, 5.0)
+        got = split_rows(worker, partial(_rows, calls), a, None, pieces=2)
+        gate.set()
+        assert busy.result() is True
+    np.testing.assert_array_equal(got[0], a * 2.0)
+    assert [t for t, _ in calls] == [threading.get_ident()] * 2

@@ -60,6 +60,13 @@ def test_grid_vertices_near_start_apply_warp_where_the_tree_would_end():
     assert near.shape == (len(mv),) and near.min() >= 0
     out = apply_warp(mv, w, 6, near=near)
     assert angular_error_deg(out, apply_warp(mv, w, 6)).max() < 1e-9
+    # the points shared with a worker thread (each moved alone): the same bits
+    from geomorph_bids.engine.overlap import side_worker
+
+    for given in (near, None):
+        with side_worker(threaded=True) as worker:
+            np.testing.assert_array_equal(apply_warp(mv, w, 6, near=given, worker=worker),
+                                          apply_warp(mv, w, 6, near=given))
 
 
 def test_folded_warp_is_counted():

@@ -63,6 +63,29 @@ def test_sphere_in_pose_no_warning():
     np.testing.assert_array_equal(out_v, v)
 
 
+def test_a_worker_measures_the_triangles_beside_the_fit_with_the_same_result():
+    """validate_sphere(worker=): the triangles of the mesh as given are measured by the worker
+    (its result kept for a sphere in pose, measured again for one moved to standard pose): the
+    same vertices, faces, warnings and errors as without one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    v, f = fib_sphere()
+    moved = v / 100.0 + np.array([0.3, -0.2, 0.1])
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for given, faces in ((v, f), (v, f[:, ::-1]), (moved, f)):
+            with warnings.catch_warnings(record=True) as plain_warnings:
+                warnings.simplefilter("always")
+                want = val.validate_sphere(given, faces, "lh.sphere")
+            with warnings.catch_warnings(record=True) as worker_warnings:
+                warnings.simplefilter("always")
+                got = val.validate_sphere(given, faces, "lh.sphere", worker=pool)
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g, w)
+            assert [str(x.message) for x in worker_warnings] == [str(x.message) for x in plain_warnings]
+        with pytest.raises(InputError, match="triangles cover"):
+            val.validate_sphere(v, f[: len(f) // 3], worker=pool)  # a patch: refused as without a worker
+
+
 def test_reversed_winding_fixed():
     v, f = fib_sphere()
     out_v, out_f = val.validate_sphere(v, f[:, ::-1], "lh.sphere")

@@ -365,6 +365,8 @@ def test_a_reference_built_once_gives_the_same_bits():
     computed once (register() builds them beside the inverse warp, and reuses them after an unfold):
     every measure equal to the last bit, for two surfaces in turn, with faces_around, with the
     radius normalised and on an open mesh with a degenerate and a folded triangle."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from geomorph_bids.sphere.distortion import Reference
     from geomorph_bids.sphere.locate import vertex_faces
 
@@ -379,8 +381,13 @@ def test_a_reference_built_once_gives_the_same_bits():
         for kwargs in ({}, {"faces_around": vertex_faces(f, len(v))}, {"normalise_radius": True}):
             plain = distortion((v, f), (after, f), **kwargs)
             given = distortion(ref, (after, f), **kwargs)
+            with ThreadPoolExecutor(max_workers=1) as pool:  # the edges measured beside, either way
+                beside = [distortion(ref, (after, f), worker=pool, **kwargs),
+                          distortion((v, f), (after, f), worker=pool, **kwargs)]
             for key in ("areal", "J", "R", "edge", "folded"):
                 np.testing.assert_array_equal(given[key], plain[key], err_msg=f"{key} {kwargs}")
+                for other in beside:
+                    np.testing.assert_array_equal(other[key], plain[key], err_msg=f"{key} {kwargs} worker")
             assert given["n_faces"] == plain["n_faces"]
     with pytest.raises(ValueError, match="identical faces"):
         distortion(ref, (v, f[:-1]))

@@ -7,7 +7,7 @@ import pytest
 
 from geomorph_bids.errors import InputError
 from geomorph_bids.io.cifti import read_cifti_cortex
-from geomorph_bids.sphere.icosphere import icosphere
+from geomorph_bids.sphere.icosphere import icosphere, n_vertices
 from geomorph_bids.sphere.locate import unit
 from geomorph_bids.sphere.rigid import rigid_align
 from geomorph_bids.sphere.rotation import angle_between, apply_rotation, random_rotation
@@ -168,7 +168,8 @@ def test_fixed_side_is_cached_by_content_with_the_same_fit():
 def test_the_mirror_images_fit_on_a_worker_gives_the_same_bits():
     """rigid_fit(worker=): the identity check's fit of the mirror image runs on the worker (a
     one-thread pool) beside the own fit: the same rotation and measures to the last bit, and the
-    worker is used only when the mirror image is fitted."""
+    worker fits only when the mirror image is fitted (it builds the level tables beside each fit:
+    found cached but the first time)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from geomorph_bids.sphere import rigid
@@ -180,17 +181,17 @@ def test_the_mirror_images_fit_on_a_worker_gives_the_same_bits():
     alone = rigid.rigid_fit(moving, fixed, (v, f), fixed, mirror_check=True, n_rotations=600)
 
     class Counting(ThreadPoolExecutor):
-        submitted = 0
+        submitted: list = []
 
         def submit(self, fn, /, *args, **kwargs):
-            Counting.submitted += 1
+            Counting.submitted.append(fn.__name__)
             return super().submit(fn, *args, **kwargs)
 
     with Counting(max_workers=1) as pool:
         beside = rigid.rigid_fit(moving, fixed, (v, f), fixed, mirror_check=True, n_rotations=600, worker=pool)
-        assert Counting.submitted == 1
+        assert Counting.submitted == ["_level_tables", "_mirror_fit"]
         rigid.rigid_fit(moving, fixed, (v, f), fixed, n_rotations=600, worker=pool)
-        assert Counting.submitted == 1  # no mirror check: nothing for the worker
+        assert Counting.submitted == ["_level_tables", "_mirror_fit", "_level_tables"]  # no mirror check, no fit
     np.testing.assert_array_equal(beside.rotation, alone.rotation)
     assert (beside.own, beside.mirrored, beside.correlation) == (alone.own, alone.mirrored, alone.correlation)
     assert alone.mirrored is not None and alone.mirrored < alone.own
@@ -252,3 +253,29 @@ def test_latlon_table_is_the_searchs_to_the_last_bit(level):
     face, want = SphereLocator(v, f).locate(pts)
     np.testing.assert_array_equal(corners, f[face])
     np.testing.assert_array_equal(w, want)
+
+
+def test_level_tables_builds_the_tables_a_first_fit_reads():
+    """The worker's share of a first fit: the grid search's, the pyramid's and the mirror image's
+    cached tables, which the fit then finds built (the same objects: cache hits)."""
+    from geomorph_bids.sphere import rigid
+
+    tables = (rigid._latlon_table, rigid._super_fibonacci, rigid._ico_nearest_mirrored, rigid._ico_nearest,
+              rigid._gauss_kernel, rigid._face_tables)
+    for table in tables:
+        table.cache_clear()
+    rigid._level_tables(n_vertices(5), 4, ((4, 4.0), (3, 8.0)), True, 200, 600)
+    assert [t.cache_info().currsize for t in tables] == [1, 2, 1, 2, 2, 1]
+    calls = (lambda: rigid._latlon_table(3, 1.0), lambda: rigid._super_fibonacci(600),
+             lambda: rigid._super_fibonacci(200), lambda: rigid._ico_nearest_mirrored(5, 4),
+             lambda: rigid._ico_nearest(5, 4), lambda: rigid._ico_nearest(4, 3),
+             lambda: rigid._gauss_kernel(4, 4.0), lambda: rigid._gauss_kernel(3, 8.0), lambda: rigid._face_tables(4))
+    misses = [t.cache_info().misses for t in tables]
+    for call in calls:
+        call()
+    assert [t.cache_info().misses for t in tables] == misses  # every one built already
+    # a known rotation: no grid search, and the coarse maps only
+    for table in tables:
+        table.cache_clear()
+    rigid._level_tables(n_vertices(6), 5, ((3, 8.0),), False, None, 3000)
+    assert [t.cache_info().currsize for t in tables] == [0, 0, 0, 2, 1, 1]
