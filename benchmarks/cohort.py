@@ -220,8 +220,8 @@ def measure(mode: str, bids: Path, n: int, tmp: Path, nprocs: int, batch_size: i
 def median_of(runs: list[dict]) -> dict:
     out = dict(runs[0])
     for k, v in runs[0].items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[k] = statistics.median(r[k] for r in runs)
+        if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool) and len({r[k] for r in runs}) > 1):
+            out[k] = statistics.median(r[k] for r in runs)  # counts the runs share (N, hemispheres) stay whole
     return out
 
 
