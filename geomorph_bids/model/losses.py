@@ -36,6 +36,7 @@ import torch
 from geomorph_bids.model.cache import cached_tables
 from geomorph_bids.sphere.distortion import distortion, distortion_summary
 from geomorph_bids.model.geoconv import hex_laplacian
+from geomorph_bids.model.warp import select_rows
 from geomorph_bids.sphere.icosphere import icosphere, level_of, unit_icosphere
 
 __all__ = ["similarity_loss", "pearson", "pearson_to", "smoothness_loss", "fold_penalty", "signed_areas", "total_loss",
@@ -163,8 +164,7 @@ def signed_areas(points: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """(B, F) triple products ``((b - a) x (c - a)) . a`` of the triangles ``faces`` (F, 3) of
     ``points`` (B, V, 3): twice the area (times the radius) for outward-wound triangles,
     negative for folded ones."""
-    # index_select, not points[:, faces[:, 0]]: the same values and gradients, faster on the CPU
-    a, b, c = (points.index_select(1, faces[:, i]) for i in range(3))
+    a, b, c = (select_rows(points, faces[:, i]) for i in range(3))
     return (torch.cross(b - a, c - a, dim=-1) * a).sum(-1)
 
 

@@ -32,7 +32,7 @@ from .labels import normalise
 
 _WALK = 8  # faces a hinted point may walk before the search (points that moved a few triangles)
 
-__all__ = ["upsample_displacement", "sample_on_sphere", "SphereSampler", "Transformer",
+__all__ = ["select_rows", "upsample_displacement", "sample_on_sphere", "SphereSampler", "Transformer",
            "ico_sampler"]
 
 
@@ -40,6 +40,17 @@ __all__ = ["upsample_displacement", "sample_on_sphere", "SphereSampler", "Transf
 def _parents(level: int) -> torch.Tensor:
     """CPU int64 tensor (V_level - V_{level-1}, 2) of upsampling parents (cached)."""
     return torch.from_numpy(np.array(upsample_parents(level), dtype=np.int64))
+
+
+def select_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, N, C) rows ``x[:, index]`` of x (B, V, C) for ``index`` (N,) int64: the same values and
+    gradients as advanced indexing, bit for bit, as one ``index_select`` along the batch and vertex
+    axes flattened together. On the CPU its backward (an ``index_add`` over rows) is 1.5-3x faster
+    than advanced indexing's accumulating ``index_put``, and than ``index_select`` along dim 1,
+    which is itself 2-3x slower than advanced indexing for one pair (B = 1)."""
+    B, V, C = x.shape
+    flat = index if B == 1 else ((torch.arange(B, device=index.device) * V)[:, None] + index).reshape(-1)
+    return x.reshape(B * V, C).index_select(0, flat).view(B, index.shape[0], C)
 
 
 def upsample_displacement(ctrl_points: torch.Tensor, control_level: int, target_level: int = 6
@@ -66,9 +77,7 @@ def upsample_displacement(ctrl_points: torch.Tensor, control_level: int, target_
     x = normalise(ctrl_points)
     for level in range(control_level + 1, target_level + 1):
         parents = _parents(level).to(x.device)
-        # index_select, not x[:, parents[:, 0]]: the same values and gradients (bit for bit), 4x
-        # faster on the CPU both ways (the backward is an index_add, not an accumulating index_put)
-        mid = x.index_select(1, parents[:, 0]) + x.index_select(1, parents[:, 1])  # mean up to a factor
+        mid = select_rows(x, parents[:, 0]) + select_rows(x, parents[:, 1])  # mean up to a factor
         x = torch.cat([x, normalise(mid)], dim=1)
     return x
 

@@ -196,3 +196,24 @@ def test_points_at_their_own_vertices_located_from_them():
     grid = upsample_displacement(normalise(_unit(2, torch.float32)[None]), 2, 3)
     near = torch.arange(grid.shape[1])[None]
     assert torch.equal(sampler.locate(grid, near=near), sampler.locate(grid))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_select_rows_gives_advanced_indexings_values_and_gradients_bit_for_bit(batch):
+    """The optimiser's gathers (upsampling, control-triangle areas) use select_rows for speed; the
+    registration's bits must not change: values and gradients equal to x[:, index], also with
+    repeated indices (a vertex that is the parent of several), for one pair and for a batch."""
+    from geomorph_bids.model.warp import select_rows
+
+    g = torch.Generator().manual_seed(4)
+    x0 = torch.randn(batch, 50, 3, generator=g)
+    index = torch.randint(0, 50, (200,), generator=g)
+    weights = torch.randn(batch, 200, 3, generator=g)
+    grads = []
+    for gather in (lambda x: x[:, index], lambda x: select_rows(x, index)):
+        x = x0.clone().requires_grad_(True)
+        y = gather(x)
+        (y * weights).sum().backward()
+        grads.append((y.detach(), x.grad))
+    assert grads[0][0].shape == (batch, 200, 3)
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
