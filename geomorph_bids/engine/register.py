@@ -444,7 +444,7 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
     results: list[Registration | Exception | None] = [None] * len(items)
     models: dict[tuple[str, tuple[str, ...]], LoadedModel] = {}
     templates: dict[tuple[str, tuple[str, ...]], Template] = {}  # one load per side and channel set
-    with _training_modes_kept(model):  # a caller's own module is run in eval mode, then given back
+    with _callers_module_kept(model):  # a caller's own module is run in eval mode, then given back as it came
         for start in range(0, len(items), batch_size):
             jobs: dict[int, _Job] = {}  # only a hemisphere whose steps so far all worked goes on
 
@@ -479,26 +479,25 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
 
 
 @contextlib.contextmanager
-def _training_modes_kept(model: Any):
+def _callers_module_kept(model: Any):
     """Give a caller's own network module (``model=`` a built ``GeoMorph``) back as it came,
     whatever happens inside: the training mode of each of its submodules (the registration runs it
     in eval mode, deterministic, which used to stay) and its device (``device="cuda"`` moved a CPU
     module there and left it; a module whose tensors sit on several devices is not moved back).
     Paths and names load a module of our own."""
     modules = getattr(model, "modules", None)
-    own = callable(modules) and hasattr(model, "training")
-    modes = [(m, m.training) for m in modules()] if own else []
-    tensors = list(model.parameters()) + list(model.buffers()) if own else []
-    devices = {t.device for t in tensors}
+    if not (callable(modules) and hasattr(model, "training")):
+        yield
+        return
+    modes = [(m, m.training) for m in modules()]
+    devices = {t.device for t in (*model.parameters(), *model.buffers())}
     try:
         yield
     finally:
         for module, training in modes:
             module.training = training
-        if len(devices) == 1:
-            (device,) = devices
-            if any(t.device != device for t in list(model.parameters()) + list(model.buffers())):
-                model.to(device)
+        if len(devices) == 1 and {t.device for t in (*model.parameters(), *model.buffers())} != devices:
+            model.to(*devices)
 
 
 def _flag_argument(name: str, value: Any) -> bool:
