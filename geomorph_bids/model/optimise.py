@@ -46,7 +46,6 @@ from .geoconv import hex_laplacian, hex_tables
 from .geomorph import compose_warps
 from .keys import check_keys
 from .labels import normalise
-from .losses import pearson_to
 from .losses import signed_areas as _signed_area
 from .stage_loss import StageLoss, corner_tables, from_components
 from .warp import SphereSampler, _parents, ico_sampler, upsample_displacement
@@ -223,68 +222,62 @@ def _locate_nested(sampler: SphereSampler, dense: Tensor, level: int, hint: Tens
     return faces
 
 
-class _Descent:
-    """One stage's loss over its control offsets for :func:`_optimise`'s Adam loop.
+class _WrittenStage:
+    """One stage's loss over its control offsets for :func:`_optimise`'s Adam loop, through
+    :class:`~geomorph_bids.model.stage_loss.StageLoss` (no autograd).
 
-    ``offset``: the optimised tensor (zeros at the start); calling the stage at ``step`` returns
-    the (B,) losses at the current offsets and their gradient (None with ``grad=False``),
-    looking the points' triangles up again every ``relocate_every`` steps (``located``: the last
-    look-up); :meth:`per_pair` broadcasts a (B,) flag over ``offset``; :meth:`control_points` is
-    the (B, Nc, 3) unit control grid the current offsets make."""
-
-    offset: Tensor
-    located: Tensor | None = None
-
-    def __call__(self, step: int, grad: bool = True) -> tuple[Tensor, Tensor | None]:
-        raise NotImplementedError
-
-    def per_pair(self, flags: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def control_points(self) -> Tensor:
-        raise NotImplementedError
-
-    def _relocate(self, sampler: SphereSampler, points: Tensor, step: int) -> bool:
-        """Look the (B, Nd, 3) points' triangles up when due (the first call: from their own grid
-        vertices, where the stage starts; later: from the last look-up); True when it did."""
-        if self.located is not None and step % self.relocate_every != 0:
-            return False
-        if self.located is None:
-            B, nd = points.shape[:2]
-            self.located = sampler.locate(points, near=torch.arange(nd, device=points.device).expand(B, nd))
-        else:
-            self.located = sampler.locate(points, hint=self.located)
-        return True
-
-
-class _WrittenStage(_Descent):
-    """The stage through :class:`~geomorph_bids.model.stage_loss.StageLoss` (offsets (3, B, Nc),
-    component-first; no autograd)."""
+    ``offset``: the optimised (3, B, Nc) tensor, component-first (zeros at the start). Calling
+    the stage at ``step`` returns the (B,) losses at the current offsets and their gradient (None
+    with ``grad=False``), looking the points' triangles up again every ``relocate_every`` steps
+    (``located``: the last look-up). ``total``: the warp so far (B, 40962, 3), for the whole-warp
+    bending (``bend_total``); None: the stage's own offsets are bent. :meth:`per_pair` broadcasts
+    a (B,) flag over ``offset``; :meth:`control_points` is the (B, Nc, 3) unit control grid the
+    current offsets make."""
 
     def __init__(self, cfg: OptimiseConfig, sampler: SphereSampler, image: Tensor, fixed: Tensor, mask: Tensor,
-                 weights: Tensor, base: Tensor, faces: Tensor, area0: Tensor, c: int, d: int) -> None:
-        self.sampler, self.image, self.relocate_every = sampler, image, cfg.relocate_every
+                 weights: Tensor, base: Tensor, faces: Tensor, area0: Tensor, c: int, d: int, *,
+                 total: Tensor | None = None) -> None:
+        self.sampler, self.image, self.relocate_every, self.total = sampler, image, cfg.relocate_every, total
         self.base, self.c, self.d = base, c, d
         self.loss = StageLoss(base, faces, area0, c, d, fixed, mask, weights, cfg.lam, cfg.fold, cfg.areal)
         self.offset = torch.zeros((3, image.shape[0], base.shape[1]), device=base.device)
+        self.located: Tensor | None = None
         self._tables: tuple[Tensor, Tensor] = (torch.empty(0), torch.empty(0))
+        self._bend_faces: Tensor | None = None
+
+    def _rows(self) -> Tensor:
+        """(B, Nc, 3) ``normalise(base + offset)`` as the row-major code computes it, to the bit."""
+        return normalise(self.base + from_components(self.offset))
 
     def __call__(self, step: int, grad: bool = True) -> tuple[Tensor, Tensor | None]:
         points = self.loss.points(self.offset)
-        # the first look-up at the points as the autograd stage computes them, to the bit: a stage
-        # starts with every point on a grid vertex, where the face chosen (of those around it)
-        # decides the one-sided gradient, and so the descent; rounding must not choose another
-        if self._relocate(self.sampler, self._points_by_rows if self.located is None else from_components(points),
-                          step):
-            # the corners' normals and image values: once per look-up, not per step
-            corners, normals = self.sampler.face_tables(self.located, points.dtype)
-            self._tables = corner_tables(normals, corners, self.image)
-        return self.loss.value_and_grad(*self._tables, grad=grad)
+        if self.located is None:
+            # a stage starts with every point on a grid vertex, where the face chosen (of those
+            # around it) decides the one-sided gradient, and so the descent: the first look-up
+            # takes the points as the row-major code computes them, so that rounding cannot
+            # choose another face; later ones the component-first points (inside their faces)
+            rows = upsample_displacement(self._rows(), self.c, self.d)
+            B, nd = rows.shape[:2]
+            self.located = self.sampler.locate(rows, near=torch.arange(nd, device=rows.device).expand(B, nd))
+        elif step % self.relocate_every == 0:
+            self.located = self.sampler.locate(from_components(points), hint=self.located)
+        else:
+            return self._value(grad)
+        # the corners' normals and image values: once per look-up, not per step
+        corners, normals = self.sampler.face_tables(self.located, points.dtype)
+        self._tables = corner_tables(normals, corners, self.image)
+        return self._value(grad)
 
-    @property
-    def _points_by_rows(self) -> Tensor:
-        """(B, Nd, 3) ``upsample_displacement(normalise(base + offset))`` (the row-major code)."""
-        return upsample_displacement(normalise(self.base + from_components(self.offset)), self.c, self.d)
+    def _value(self, grad: bool) -> tuple[Tensor, Tensor | None]:
+        bend = None
+        if self.total is not None:
+            # the ico-6 triangles holding the control points, found as a search without a hint
+            # would find them (exact) and from the control points' row-major bits (see above)
+            rows = self._rows()
+            self._bend_faces = self.sampler.locate(rows, hint=self._bend_faces, exact=self._bend_faces is not None)
+            corners, normals = self.sampler.face_tables(self._bend_faces, rows.dtype)
+            bend = corner_tables(normals, corners, self.total)
+        return self.loss.value_and_grad(*self._tables, grad=grad, bend=bend)
 
     def per_pair(self, flags: Tensor) -> Tensor:
         return flags[None, :, None]
@@ -292,62 +285,6 @@ class _WrittenStage(_Descent):
     def control_points(self) -> Tensor:
         self.loss.points(self.offset)
         return self.loss.control_points()
-
-
-class _AutogradStage(_Descent):
-    """The stage through autograd (offsets (B, Nc, 3)), for ``bend_total``: the bending term then
-    measures the warp so far (``total``, (B, 40962, 3)) composed with the stage's."""
-
-    def __init__(self, cfg: OptimiseConfig, sampler: SphereSampler, image: Tensor, fixed: Tensor, mask: Tensor,
-                 weights: Tensor, base: Tensor, faces: Tensor, area0: Tensor, c: int, d: int, *,
-                 total: Tensor | None = None) -> None:
-        B, nd, k = fixed.shape
-        self.cfg, self.sampler, self.image, self.relocate_every = cfg, sampler, image, cfg.relocate_every
-        self.weights, self.total, self.base, self.faces, self.area0 = weights, total, base, faces, area0
-        self.c, self.d, self.k = c, d, k
-        self.correlation = pearson_to(fixed.transpose(1, 2).reshape(B * k, nd),
-                                      mask.transpose(1, 2).reshape(B * k, nd))
-        self.offset = torch.zeros((B,) + tuple(base.shape[1:]), device=base.device, requires_grad=True)
-        self._normals = self._gathered = torch.empty(0)
-
-    def _loss(self, ctrl: Tensor, step: int) -> Tensor:
-        """(B,) per-pair losses (pairs are independent: the batch total is their sum)."""
-        cfg, sampler, c, d, k = self.cfg, self.sampler, self.c, self.d, self.k
-        points = upsample_displacement(ctrl, c, d)                       # (B, nd, 3)
-        B, nd = points.shape[:2]
-        if self._relocate(sampler, points, step):
-            corners, self._normals = sampler.face_tables(self.located, points.dtype)  # (B, nd, 3(, 3))
-            self._gathered = torch.gather(self.image, 1, corners.reshape(B, nd * 3, 1).expand(-1, -1, k)
-                                          ).reshape(B, nd, 3, k)
-        bary = sampler.barycentric(self._normals, points)                # (B, nd, 3)
-        warped = (self._gathered * bary.unsqueeze(-1)).sum(2)
-        cc = self.correlation(warped.transpose(1, 2).reshape(B * k, nd)).reshape(B, k)
-        sim = ((1.0 - cc) * self.weights).sum(-1)
-        if self.total is not None:
-            # the warp so far at the moved control points: previous warp sampled there
-            disp = normalise(sampler(self.total, ctrl)) - self.base
-        else:
-            disp = ctrl - self.base
-        bend = (hex_laplacian(disp, c) ** 2).sum(-1).mean(-1) * float(4 ** c)  # 1 / h^2 with h = 2^-c
-        ratio = _signed_area(ctrl, self.faces) / self.area0
-        folds = torch.relu(0.2 - ratio).mean(-1)
-        loss = sim + cfg.lam * bend + cfg.fold * folds
-        if cfg.areal:
-            loss = loss + cfg.areal * torch.log(ratio.clamp_min(0.05)).square().mean(-1)
-        return loss
-
-    def __call__(self, step: int, grad: bool = True) -> tuple[Tensor, Tensor | None]:
-        losses = self._loss(normalise(self.base + self.offset), step)
-        if not grad:
-            return losses.detach(), None
-        losses.sum().backward()
-        return losses.detach(), self.offset.grad
-
-    def per_pair(self, flags: Tensor) -> Tensor:
-        return flags[:, None, None]
-
-    def control_points(self) -> Tensor:
-        return normalise(self.base + self.offset).detach()
 
 
 @cached_tables(maxsize=None)
@@ -465,10 +402,9 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
         faces = faces_cpu.to(dev)
         area0 = _signed_area(base, faces)
         stage_args = (cfg, sampler, cur_s, fixed_smoothed[iters][:, :nd], m[:, :nd], w, base, faces, area0, c, d)
-        # the loss and its gradient written out (stage_loss: 2-2.5x faster than autograd's), but
-        # for the whole-warp bending, which samples the warp so far at the moving control points
-        descend: _Descent = (_AutogradStage(*stage_args, total=total) if cfg.bend_total and not identity_start
-                             else _WrittenStage(*stage_args))
+        # the loss and its gradient written out (stage_loss: 2-2.5x faster than autograd's); the
+        # whole-warp bending samples the warp so far at the moving control points
+        descend = _WrittenStage(*stage_args, total=total if cfg.bend_total and not identity_start else None)
         offset = descend.offset
         opt = Adam([offset], lr=cfg.lr)
         first = torch.full((B,), float("nan"))

@@ -16,8 +16,11 @@ points takes ~1.1 ms instead of ~2.7 on one CPU thread. The values are those of 
 loss up to float32 rounding (the order of a few sums), and so are the gradients
 (``tests/model/test_stage_loss.py`` compares both).
 
-The whole-warp bending (``OptimiseConfig.bend_total``, the short refinement after a network)
-samples the previous warp at the moving control points; that stage keeps autograd.
+With the whole-warp bending (``OptimiseConfig.bend_total``, the short refinement after a
+network) the bending term measures ``normalise(total(ctrl)) - base`` instead of ``ctrl - base``:
+the warp so far (``total``, on ico-6) sampled barycentrically at the moving control points; the
+caller hands in the ico-6 triangles holding them at each step (``bend=`` of
+:meth:`StageLoss.value_and_grad`).
 """
 
 from __future__ import annotations
@@ -149,13 +152,17 @@ class StageLoss:
         """(B, Nc, 3) unit control points of the last :meth:`points` call."""
         return from_components(self._saved[2])
 
-    def value_and_grad(self, normals: Tensor, values: Tensor, grad: bool = True) -> tuple[Tensor, Tensor | None]:
+    def value_and_grad(self, normals: Tensor, values: Tensor, grad: bool = True,
+                       bend: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor | None]:
         """(B,) losses at the offsets of the last :meth:`points` call, and their gradient
         (3, B, Nc) in the offsets (None unless ``grad``).
 
         ``normals``: (3, 3, B, Nd) corner normals of each point's triangle (row i, component j:
         :meth:`~geomorph_bids.model.warp.SphereSampler.face_tables`'s ``[..., i, j]``), and
-        ``values``: (3, K, B, Nd) the moving image at its corners."""
+        ``values``: (3, K, B, Nd) the moving image at its corners. ``bend``: the whole-warp
+        bending's (3, 3, B, Nc) normals of the ico-6 triangles holding the control points and
+        (3, 3, B, Nc) the warp so far at their corners (:func:`corner_tables`); None: the stage's
+        own offsets are bent."""
         y, ry, ctrl, rc, mids, x = self._saved
         raw = normals[:, 0] * x[0] + normals[:, 1] * x[1] + normals[:, 2] * x[2]     # (3, B, Nd)
         total = raw[0] + raw[1] + raw[2]
@@ -166,12 +173,21 @@ class StageLoss:
         cov = (da * self.db).sum(-1, keepdim=True)
         s = torch.sqrt((da * da).sum(-1, keepdim=True) * self.ss_b + _EPS_CC)
         sim = ((1.0 - cov / s) * self.weights).sum(0)[:, 0]                            # (B,)
-        disp = ctrl - self.base
+        if bend is None:
+            disp = ctrl - self.base
+        else:   # the warp so far at the control points, projected to the sphere
+            tri, corner_warp = bend
+            raw6 = tri[:, 0] * ctrl[0] + tri[:, 1] * ctrl[1] + tri[:, 2] * ctrl[2]
+            total6 = raw6[0] + raw6[1] + raw6[2]
+            bary6 = raw6 / total6
+            warp_at = corner_warp[0] * bary6[0] + corner_warp[1] * bary6[1] + corner_warp[2] * bary6[2]
+            r_at = _norm(warp_at)
+            disp = warp_at / (r_at + _EPS_NORM) - self.base
         lap = (self._take(disp, self.neighbours).reshape(3, self.B, 6, self.nc) * self.ring).sum(2) - disp
-        bend = (lap[0] * lap[0] + lap[1] * lap[1] + lap[2] * lap[2]).mean(-1) * self.scale
+        bending = (lap[0] * lap[0] + lap[1] * lap[1] + lap[2] * lap[2]).mean(-1) * self.scale
         a, b, c = (self._take(ctrl, f) for f in self.faces)
         ratio = _dot(_cross(b - a, c - a), a) / self.area0                             # (B, F)
-        loss = sim + self.lam * bend + self.fold * torch.relu(_FLOOR - ratio).mean(-1)
+        loss = sim + self.lam * bending + self.fold * torch.relu(_FLOOR - ratio).mean(-1)
         if self.areal:
             loss = loss + self.areal * torch.log(ratio.clamp_min(_AREAL_CLAMP)).square().mean(-1)
         if not grad:
@@ -192,7 +208,14 @@ class StageLoss:
         # bending: the one-ring mean's adjoint is a gather over the (symmetric) one-ring
         g_lap = lap * (2.0 * self.lam * self.scale / self.nc)
         spread = self._take(g_lap * self.inv_count, self.neighbours).reshape(3, self.B, 6, self.nc)
-        g_ctrl = g_ctrl + (spread * self.valid).sum(2) - g_lap
+        g_disp = (spread * self.valid).sum(2) - g_lap
+        if bend is None:
+            g_ctrl = g_ctrl + g_disp
+        else:
+            g_at = _normalise_grad(g_disp, warp_at, r_at)
+            g_b6 = (corner_warp * g_at[None]).sum(1)                                      # (3, B, Nc)
+            g_r6 = (g_b6 - (g_b6[0] * bary6[0] + g_b6[1] * bary6[1] + g_b6[2] * bary6[2])) / total6
+            g_ctrl = g_ctrl + tri[0] * g_r6[0] + tri[1] * g_r6[1] + tri[2] * g_r6[2]
         # the triple product a . (b x c): its gradient in each corner is the other two's cross product
         n_faces = ratio.shape[-1]
         g_ratio = torch.where(ratio < _FLOOR, -self.fold / n_faces, 0.0)
