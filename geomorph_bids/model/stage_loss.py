@@ -51,15 +51,16 @@ def from_components(x: Tensor) -> Tensor:
 
 
 def _norm(x: Tensor) -> Tensor:
-    return (x[0] * x[0] + x[1] * x[1] + x[2] * x[2]).sqrt()
+    return (x * x).sum(0).sqrt()
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
-    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+    return (a * b).sum(0)
 
 
 def _cross(a: Tensor, b: Tensor) -> Tensor:
-    return torch.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+    # component i: a[i+1] b[i+2] - a[i+2] b[i+1] (indices mod 3), as whole rolled tensors
+    return a.roll(-1, 0) * b.roll(-2, 0) - a.roll(-2, 0) * b.roll(-1, 0)
 
 
 def _normalise_grad(g: Tensor, x: Tensor, r: Tensor) -> Tensor:
@@ -164,10 +165,10 @@ class StageLoss:
         (3, 3, B, Nc) the warp so far at their corners (:func:`corner_tables`); None: the stage's
         own offsets are bent."""
         y, ry, ctrl, rc, mids, x = self._saved
-        raw = normals[:, 0] * x[0] + normals[:, 1] * x[1] + normals[:, 2] * x[2]     # (3, B, Nd)
-        total = raw[0] + raw[1] + raw[2]
+        raw = (normals * x[None]).sum(1)                                               # (3, B, Nd)
+        total = raw.sum(0)
         bary = raw / total
-        warped = values[0] * bary[0] + values[1] * bary[1] + values[2] * bary[2]      # (K, B, Nd)
+        warped = (values * bary[:, None]).sum(0)                                       # (K, B, Nd)
         m = self.mask
         da = (warped - (warped * m).sum(-1, keepdim=True) / self.count) * m
         cov = (da * self.db).sum(-1, keepdim=True)
@@ -177,14 +178,14 @@ class StageLoss:
             disp = ctrl - self.base
         else:   # the warp so far at the control points, projected to the sphere
             tri, corner_warp = bend
-            raw6 = tri[:, 0] * ctrl[0] + tri[:, 1] * ctrl[1] + tri[:, 2] * ctrl[2]
-            total6 = raw6[0] + raw6[1] + raw6[2]
+            raw6 = (tri * ctrl[None]).sum(1)
+            total6 = raw6.sum(0)
             bary6 = raw6 / total6
-            warp_at = corner_warp[0] * bary6[0] + corner_warp[1] * bary6[1] + corner_warp[2] * bary6[2]
+            warp_at = (corner_warp * bary6[:, None]).sum(0)
             r_at = _norm(warp_at)
             disp = warp_at / (r_at + _EPS_NORM) - self.base
         lap = (self._take(disp, self.neighbours).reshape(3, self.B, 6, self.nc) * self.ring).sum(2) - disp
-        bending = (lap[0] * lap[0] + lap[1] * lap[1] + lap[2] * lap[2]).mean(-1) * self.scale
+        bending = (lap * lap).sum(0).mean(-1) * self.scale
         a, b, c = (self._take(ctrl, f) for f in self.faces)
         ratio = _dot(_cross(b - a, c - a), a) / self.area0                             # (B, F)
         loss = sim + self.lam * bending + self.fold * torch.relu(_FLOOR - ratio).mean(-1)
@@ -196,8 +197,8 @@ class StageLoss:
         # d(sim)/d(warped): each pair's centred correlation (the mean's own term sums to 0)
         g_warped = (self.db / s - (cov * self.ss_b / (s * s * s)) * da) * (m * -self.weights)
         g_bary = (values * g_warped).sum(1)                                             # (3, B, Nd)
-        g_raw = (g_bary - (g_bary[0] * bary[0] + g_bary[1] * bary[1] + g_bary[2] * bary[2])) / total
-        g_x = normals[0] * g_raw[0] + normals[1] * g_raw[1] + normals[2] * g_raw[2]    # (3, B, Nd)
+        g_raw = (g_bary - _dot(g_bary, bary)) / total
+        g_x = (normals * g_raw[:, None]).sum(0)                                         # (3, B, Nd)
         for (first, second, n_new), (mid, rm) in zip(reversed(self.parents), reversed(mids)):
             kept = g_x.shape[2] - n_new
             g_mid = _normalise_grad(g_x[:, :, kept:], mid, rm)
@@ -214,8 +215,8 @@ class StageLoss:
         else:
             g_at = _normalise_grad(g_disp, warp_at, r_at)
             g_b6 = (corner_warp * g_at[None]).sum(1)                                      # (3, B, Nc)
-            g_r6 = (g_b6 - (g_b6[0] * bary6[0] + g_b6[1] * bary6[1] + g_b6[2] * bary6[2])) / total6
-            g_ctrl = g_ctrl + tri[0] * g_r6[0] + tri[1] * g_r6[1] + tri[2] * g_r6[2]
+            g_r6 = (g_b6 - _dot(g_b6, bary6)) / total6
+            g_ctrl = g_ctrl + (tri * g_r6[:, None]).sum(0)
         # the triple product a . (b x c): its gradient in each corner is the other two's cross product
         n_faces = ratio.shape[-1]
         g_ratio = torch.where(ratio < _FLOOR, -self.fold / n_faces, 0.0)
