@@ -9,10 +9,10 @@ over the offsets of the ico-``c`` control points (``ctrl = normalise(base + offs
 the ico-``d`` data points and sampled barycentrically in the moving image's triangles).
 Autograd spent most of a step on small reductions over the last axis of (B, N, 3) tensors (the
 norms, the triple products, the barycentric einsum's batched 3x3 products) and on their
-backward nodes. Here every point set is held **component-first**, (3, B, N): a norm, a dot or a
-cross product is a few element-wise operations on contiguous rows, and the gradient is the
-chain rule of the same expressions, written out. One step at ico-4 control points / ico-5 data
-points takes ~1.1 ms instead of ~2.7 on one CPU thread. The values are those of the autograd
+backward nodes. Here every point set is held **component-first**, (3, B, N): a norm or a dot
+product is one product and one sum over the first axis, a cross product two products of rolled
+copies, and the gradient is the chain rule of the same expressions, written out. One step at
+ico-4 control points / ico-5 data points takes ~1.0 ms instead of ~2.7 on one CPU thread. The values are those of the autograd
 loss up to float32 rounding (the order of a few sums), and so are the gradients
 (``tests/model/test_stage_loss.py`` compares both).
 
@@ -30,12 +30,12 @@ from torch import Tensor
 
 from ..sphere.icosphere import n_vertices
 from .geoconv import hex_tables
+from .labels import _EPS as _EPS_NORM  # labels.normalise: x / (|x| + eps)
+from .losses import _EPS as _EPS_CC    # losses.pearson: cov / sqrt(var + eps)
 from .warp import _parents
 
 __all__ = ["StageLoss", "corner_tables", "to_components", "from_components"]
 
-_EPS_NORM = 1e-12   # labels.normalise's: x / (|x| + eps)
-_EPS_CC = 1e-8      # losses.pearson's: cov / sqrt(var + eps)
 _FLOOR = 0.2        # every control triangle keeps this share of its area (fold barrier)
 _AREAL_CLAMP = 0.05  # the areal term's log(max(r, 0.05))
 
