@@ -146,3 +146,28 @@ def test_optimise_warp_follows_the_autograd_descent(monkeypatch, refine):
     moved = np.degrees(np.arccos(np.clip((unit(auto) * start).sum(1), -1, 1)))
     assert np.median(moved) > 0.1            # the descent went somewhere
     assert np.median(angle) < 1e-3 and angle.max() < 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_written_stage_on_cuda_equals_cpu():
+    """The same loss and gradient on a GPU (its own look-up: the icosphere hierarchy)."""
+    cfg = OptimiseConfig(bend_total=True, areal=0.5)
+    mov, fix, mask = _images(2, 2)
+    c, d = 3, 5
+    nd = n_vertices(d)
+    base_cpu, faces = opt._control_grid(c)
+    base = base_cpu.float()[None]
+    area0 = opt._signed_area(base, faces)
+    w = torch.tensor([0.7, 0.3])
+    total = torch.as_tensor(ICO6, dtype=torch.float32)[None].expand(2, -1, -1).contiguous()
+    offset = 0.004 * torch.randn((3, 2, base.shape[1]), generator=torch.Generator().manual_seed(3))
+    out = []
+    for dev in ("cpu", "cuda"):
+        args = [t.to(dev) for t in (mov, fix[:, :nd], mask[:, :nd], w, base, faces, area0)]
+        stage = opt._WrittenStage(cfg, ico_sampler(6), args[0], args[1], args[2], args[3], args[4], args[5],
+                                  args[6], c, d, total=total.to(dev))
+        stage.offset.copy_(offset.to(dev))
+        value, grad = stage(0)
+        out.append((value.cpu(), grad.cpu()))
+    np.testing.assert_allclose(out[1][0].numpy(), out[0][0].numpy(), rtol=1e-5)
+    assert ((out[1][1] - out[0][1]).norm() / out[0][1].norm()).item() < 1e-3
