@@ -32,7 +32,7 @@ from ..sphere.icosphere import n_vertices
 from .geoconv import hex_tables
 from .labels import _EPS as _EPS_NORM  # labels.normalise: x / (|x| + eps)
 from .losses import _EPS as _EPS_CC    # losses.pearson: cov / sqrt(var + eps)
-from .warp import _parents
+from .warp import _parents, flat_rows
 
 __all__ = ["StageLoss", "corner_tables", "to_components", "from_components"]
 
@@ -63,6 +63,24 @@ def _cross(a: Tensor, b: Tensor) -> Tensor:
     return a.roll(-1, 0) * b.roll(-2, 0) - a.roll(-2, 0) * b.roll(-1, 0)
 
 
+def _sample(normals: Tensor, values: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Barycentric sampling at points ``x`` (3, B, N) in their triangles, from the corners'
+    ``normals`` (3, 3, B, N) and ``values`` (3, K, B, N): the (K, B, N) samples, the (3, B, N)
+    weights and their (B, N) unnormalised sum (gnomonic: triple products, normalised)."""
+    raw = (normals * x[None]).sum(1)
+    total = raw.sum(0)
+    bary = raw / total
+    return (values * bary[:, None]).sum(0), bary, total
+
+
+def _sample_grad(normals: Tensor, values: Tensor, bary: Tensor, total: Tensor, g: Tensor) -> Tensor:
+    """Gradient (3, B, N) in the points of :func:`_sample`'s samples, given a gradient ``g``
+    (K, B, N) on them (the triangles fixed)."""
+    g_bary = (values * g).sum(1)
+    g_raw = (g_bary - _dot(g_bary, bary)) / total
+    return (normals * g_raw[:, None]).sum(0)
+
+
 def _normalise_grad(g: Tensor, x: Tensor, r: Tensor) -> Tensor:
     """Gradient through ``x / (r + eps)`` (``r = |x|``) of a gradient ``g`` on its output."""
     re = r + _EPS_NORM
@@ -89,8 +107,8 @@ class StageLoss:
     def __init__(self, base: Tensor, faces: Tensor, area0: Tensor, control_level: int, data_level: int,
                  fixed: Tensor, mask: Tensor, weights: Tensor, lam: float, fold: float, areal: float) -> None:
         dev, dtype = base.device, base.dtype
-        B, nd, _ = fixed.shape
-        self.B, self.nc, self.nd = B, base.shape[1], nd
+        B = fixed.shape[0]
+        self.B, self.nc = B, base.shape[1]
         self.base = to_components(base)                                   # (3, 1, Nc)
         self.area0 = area0.reshape(1, -1)
         self.scale = float(4 ** control_level)
@@ -120,9 +138,7 @@ class StageLoss:
 
     def _flat(self, index: Tensor, n: int) -> Tensor:
         """Row indices of ``index`` (N,) into every pair of a (3, B * n) view, pair after pair."""
-        if self.B == 1:
-            return index
-        return ((torch.arange(self.B, device=index.device) * n)[:, None] + index).reshape(-1)
+        return flat_rows(index, self.B, n)
 
     def _take(self, x: Tensor, flat: Tensor) -> Tensor:
         """(3, B, n) -> (3, B, len(flat) // B): the rows ``flat`` of each pair."""
@@ -165,10 +181,7 @@ class StageLoss:
         (3, 3, B, Nc) the warp so far at their corners (:func:`corner_tables`); None: the stage's
         own offsets are bent."""
         y, ry, ctrl, rc, mids, x = self._saved
-        raw = (normals * x[None]).sum(1)                                               # (3, B, Nd)
-        total = raw.sum(0)
-        bary = raw / total
-        warped = (values * bary[:, None]).sum(0)                                       # (K, B, Nd)
+        warped, bary, total = _sample(normals, values, x)                              # (K, B, Nd)
         m = self.mask
         da = (warped - (warped * m).sum(-1, keepdim=True) / self.count) * m
         cov = (da * self.db).sum(-1, keepdim=True)
@@ -178,10 +191,7 @@ class StageLoss:
             disp = ctrl - self.base
         else:   # the warp so far at the control points, projected to the sphere
             tri, corner_warp = bend
-            raw6 = (tri * ctrl[None]).sum(1)
-            total6 = raw6.sum(0)
-            bary6 = raw6 / total6
-            warp_at = (corner_warp * bary6[:, None]).sum(0)
+            warp_at, bary6, total6 = _sample(tri, corner_warp, ctrl)
             r_at = _norm(warp_at)
             disp = warp_at / (r_at + _EPS_NORM) - self.base
         lap = (self._take(disp, self.neighbours).reshape(3, self.B, 6, self.nc) * self.ring).sum(2) - disp
@@ -196,9 +206,7 @@ class StageLoss:
 
         # d(sim)/d(warped): each pair's centred correlation (the mean's own term sums to 0)
         g_warped = (self.db / s - (cov * self.ss_b / (s * s * s)) * da) * (m * -self.weights)
-        g_bary = (values * g_warped).sum(1)                                             # (3, B, Nd)
-        g_raw = (g_bary - _dot(g_bary, bary)) / total
-        g_x = (normals * g_raw[:, None]).sum(0)                                         # (3, B, Nd)
+        g_x = _sample_grad(normals, values, bary, total, g_warped)                       # (3, B, Nd)
         for (first, second, n_new), (mid, rm) in zip(reversed(self.parents), reversed(mids)):
             kept = g_x.shape[2] - n_new
             g_mid = _normalise_grad(g_x[:, :, kept:], mid, rm)
@@ -214,9 +222,7 @@ class StageLoss:
             g_ctrl = g_ctrl + g_disp
         else:
             g_at = _normalise_grad(g_disp, warp_at, r_at)
-            g_b6 = (corner_warp * g_at[None]).sum(1)                                      # (3, B, Nc)
-            g_r6 = (g_b6 - _dot(g_b6, bary6)) / total6
-            g_ctrl = g_ctrl + (tri * g_r6[:, None]).sum(0)
+            g_ctrl = g_ctrl + _sample_grad(tri, corner_warp, bary6, total6, g_at)
         # the triple product a . (b x c): its gradient in each corner is the other two's cross product
         n_faces = ratio.shape[-1]
         g_ratio = torch.where(ratio < _FLOOR, -self.fold / n_faces, 0.0)

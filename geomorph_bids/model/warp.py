@@ -32,7 +32,7 @@ from .labels import normalise
 
 _WALK = 8  # faces a hinted point may walk before the search (points that moved a few triangles)
 
-__all__ = ["select_rows", "upsample_displacement", "sample_on_sphere", "SphereSampler", "Transformer",
+__all__ = ["flat_rows", "select_rows", "upsample_displacement", "sample_on_sphere", "SphereSampler", "Transformer",
            "ico_sampler"]
 
 
@@ -42,6 +42,15 @@ def _parents(level: int) -> torch.Tensor:
     return torch.from_numpy(np.array(upsample_parents(level), dtype=np.int64))
 
 
+def flat_rows(index: torch.Tensor, batch: int, n: int) -> torch.Tensor:
+    """(batch * N,) int64 indices of the rows ``index`` (N,) of every pair of a batch whose ``batch``
+    pairs of ``n`` rows each lie one after the other along one axis (pair b's row i at b * n + i);
+    ``index`` itself for one pair."""
+    if batch == 1:
+        return index
+    return ((torch.arange(batch, device=index.device) * n)[:, None] + index).reshape(-1)
+
+
 def select_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """(B, N, C) rows ``x[:, index]`` of x (B, V, C) for ``index`` (N,) int64: the same values and
     gradients as advanced indexing, bit for bit, as one ``index_select`` along the batch and vertex
@@ -49,8 +58,7 @@ def select_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     than advanced indexing's accumulating ``index_put``, and than ``index_select`` along dim 1,
     which is itself 2-3x slower than advanced indexing for one pair (B = 1)."""
     B, V, C = x.shape
-    flat = index if B == 1 else ((torch.arange(B, device=index.device) * V)[:, None] + index).reshape(-1)
-    return x.reshape(B * V, C).index_select(0, flat).view(B, index.shape[0], C)
+    return x.reshape(B * V, C).index_select(0, flat_rows(index, B, V)).view(B, index.shape[0], C)
 
 
 def upsample_displacement(ctrl_points: torch.Tensor, control_level: int, target_level: int = 6
