@@ -340,7 +340,15 @@ class SphereLocator:
         known = near >= 0
         every = bool(known.all())
         sel = slice(None) if every else np.flatnonzero(known)  # every point known: views, no copies
-        face_k, w_k, score = self._screen(points[sel], self._fans.take(near[sel], axis=0))
+        fans = self._fans.take(near[sel], axis=0)
+        face_k, w_k, score = self._screen(points[sel], fans)
+        again = np.flatnonzero(~(score >= -_TOL))
+        if again.size:
+            # float32 screening can pick the wrong face around a point within ~1e-7 of the vertex
+            # (its float32 rounding is that large): the same fan again in float64 finds most
+            f2, w2, s2 = self._best(points[sel][again], fans[again])
+            ok = s2 >= -_TOL
+            face_k[again[ok]], w_k[again[ok]], score[again[ok]] = f2[ok], w2[ok], s2[ok]
         inside = score >= -_TOL
         np.clip(w_k, 0.0, None, out=w_k)
         with np.errstate(invalid="ignore", divide="ignore"):  # rows outside are replaced below
@@ -429,13 +437,19 @@ class SphereLocator:
         corners at one position give weights (0, 0, 0), which must not count as inside).
         """
         raw = np.einsum("nkij,nj->nki", self._normals.take(cand, axis=0), points)  # (N, k, 3)
-        total = raw.sum(axis=2, keepdims=True)
-        ok = total[..., 0] > 0
-        bary = raw / np.where(ok[..., None], total, 1.0)
-        score = np.where(ok, bary.min(axis=2), -np.inf)
+        total = raw[..., 0] + raw[..., 1]
+        total += raw[..., 2]
+        ok = total > 0
+        total[~ok] = 1.0
+        # the smallest weight of each face: min(raw) / total is min(raw / total) to the bit (division
+        # by a positive number is monotone); only the chosen face's weights are divided out
+        score = np.minimum(raw[..., 0], raw[..., 1])
+        np.minimum(score, raw[..., 2], out=score)
+        score /= total
+        score[~ok] = -np.inf
         pick = np.argmax(score, axis=1)
         rows = np.arange(len(points))
-        return cand[rows, pick], bary[rows, pick], score[rows, pick]
+        return cand[rows, pick], raw[rows, pick] / total[rows, pick][:, None], score[rows, pick]
 
 
 def locate(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

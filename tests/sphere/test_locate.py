@@ -184,6 +184,46 @@ def test_near_vertices_give_the_same_location_without_a_tree():
         loc.locate(pts, near=exact[:10])
 
 
+def test_near_points_within_float32_rounding_of_their_vertex_need_no_tree():
+    """Points 1e-8 from their ``near`` vertex (an optimiser's grid in float32) sit closer to it than
+    float32 can tell, so the float32 screen misses about half of them: the fan is screened again
+    in float64, and the k-d tree is never built. The same faces as the search without ``near``."""
+    v, f = icosphere(5)
+    v = np.asarray(v, dtype=np.float64)
+    rng = np.random.default_rng(6)
+    pts = unit(unit(v) + rng.normal(scale=1e-8, size=v.shape))
+    loc = SphereLocator(v, f)
+    raw32 = loc._screen(pts, loc.fans)[2]
+    assert np.mean(raw32 < -1e-12) > 0.2  # the case this guards: float32 alone misses many
+    face, w = loc.locate(pts, near=np.arange(len(v)))
+    assert loc._kdtree is None
+    ref_face, ref_w = SphereLocator(v, f).locate(pts)
+    np.testing.assert_array_equal(face, ref_face)
+    np.testing.assert_allclose(w, ref_w, atol=1e-12)
+
+
+def test_best_candidate_matches_the_full_barycentric_division():
+    """``_best`` divides out only the chosen face's weights: the same face, weights and score, bit for
+    bit, as dividing every candidate's (NaN points and faces seen edge-on included)."""
+    v, f = _jittered_mesh(3, 8)
+    loc = SphereLocator(v, f)
+    rng = np.random.default_rng(9)
+    pts = np.concatenate([_random_directions(2000, 10), unit(v[f[:500, 0]]) + 1e-12])
+    pts[:5] = np.nan
+    cand = rng.integers(0, len(f), (len(pts), 7))
+    raw = np.einsum("nkij,nj->nki", loc._normals.take(cand, axis=0), pts)
+    total = raw.sum(axis=2, keepdims=True)
+    ok = total[..., 0] > 0
+    bary = raw / np.where(ok[..., None], total, 1.0)
+    score = np.where(ok, bary.min(axis=2), -np.inf)
+    pick = np.argmax(score, axis=1)
+    rows = np.arange(len(pts))
+    face, w, s = loc._best(pts, cand)
+    np.testing.assert_array_equal(face, cand[rows, pick])
+    np.testing.assert_array_equal(w, bary[rows, pick])
+    np.testing.assert_array_equal(s, score[rows, pick])
+
+
 def test_face_neighbours_share_the_opposite_edge():
     """Each face's neighbour across the edge opposite corner i holds that edge's two corners and
     names the face back; an edge without a second face (a hole) gives -1."""
