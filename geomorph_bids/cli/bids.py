@@ -207,6 +207,9 @@ def run_participant(args) -> int:
     work_dir = args.work_dir.absolute()
     inputs = resolve_input_folders(args, output_dir)
     check_folders(inputs, output_dir, work_dir, args.participant_label)  # before anything is created or written
+    for given, read in inputs.nested:
+        print(f"{_PROG}: note: {given} holds its subjects in {read.name}/ (sMRIPrep writes OUTPUT_DIR/{read.name}/sub-*): "
+              f"reading {read}", file=sys.stderr)
     created = preflight(output_dir, work_dir, args.participant_label or (),
                         nipype=not getattr(args, "batch_size", None))
     try:  # bad arguments or inputs found here: leave no (empty) folder behind

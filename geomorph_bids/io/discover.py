@@ -52,9 +52,11 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
     ``sub-X_ses-Y`` and ``X_ses-Y`` (with a session), ``sub-X``, ``X``.
 
 Roots: ``derivatives`` (name -> folder) when given, else every folder in
-``<bids_dir>/derivatives``; FreeSurfer subjects dirs: ``fs_subjects_dir`` when given, else
-``<bids_dir>/derivatives/freesurfer`` and ``<root>/sourcedata/freesurfer`` of each derivatives
-root.  The three layouts cannot collide, so every layout is probed in every root.
+``<bids_dir>/derivatives``; a folder with no ``sub-*`` folder whose ``smriprep`` (``fmriprep``)
+subfolder has some is read there (:func:`derivatives_root`: sMRIPrep's own layout). FreeSurfer
+subjects dirs: ``fs_subjects_dir`` when given, else ``<bids_dir>/derivatives/freesurfer``,
+``<root>/sourcedata/freesurfer`` of each derivatives root and the ``freesurfer`` folder beside it. The three layouts cannot collide, so every layout
+is probed in every root.
 
 Priority, per hemisphere, when several sources are complete: ``smriprep`` (a sphere already
 converted to GIFTI alongside the derivatives the user chose), then ``freesurfer``, then
@@ -91,6 +93,7 @@ from typing import Iterable, Mapping, Sequence
 from geomorph_bids.errors import InputError
 
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
+           "derivatives_root", "derivatives_freesurfer",
            "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
            "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "recon_all_unfinished", "empty_input_folders", "folder_list"]
 
@@ -218,19 +221,52 @@ def normalise_label(label: str, prefix: str = "sub") -> str:
     return text
 
 
+#: the subfolder a pipeline writes its subjects to inside the output folder it is given:
+#: sMRIPrep's ``<output_dir>/smriprep``, fMRIPrep's before 21.0 ``<output_dir>/fmriprep``
+_PIPELINE_SUBFOLDERS = ("smriprep", "fmriprep")
+
+
+def _holds_subjects(folder: Path) -> bool:
+    """Whether ``folder`` has a ``sub-*`` folder (stops at the first)."""
+    try:
+        with os.scandir(folder) as it:
+            return any(e.name.startswith("sub-") and e.is_dir() for e in it)
+    except OSError:
+        return False
+
+
+def derivatives_root(folder: str | Path) -> Path:
+    """The folder holding a derivatives dataset's subjects: ``folder`` itself, or its ``smriprep``
+    (``fmriprep``) subfolder when ``folder`` has no ``sub-*`` folder and that subfolder has
+    (``smriprep BIDS OUT participant`` writes ``OUT/smriprep/sub-*``, beside ``OUT/freesurfer``)."""
+    folder = Path(folder)
+    if folder.is_dir() and not _holds_subjects(folder):
+        for name in _PIPELINE_SUBFOLDERS:
+            if _holds_subjects(folder / name):
+                return folder / name
+    return folder
+
+
+def derivatives_freesurfer(root: Path) -> list[Path]:
+    """The FreeSurfer subjects folders that come with derivatives root ``root``: its
+    ``sourcedata/freesurfer`` (fMRIPrep 21.0 and later) and the ``freesurfer`` folder beside it
+    (sMRIPrep's ``OUT/freesurfer`` beside ``OUT/smriprep``; ``derivatives/freesurfer``)."""
+    return [root / "sourcedata" / "freesurfer", root.parent / "freesurfer"]
+
+
 def _roots(bids_dir: Path, fs_subjects_dir: str | Path | None,
            derivatives: Mapping[str, str | Path] | None) -> tuple[list[Path], list[Path]]:
     """(derivatives roots, FreeSurfer subjects dirs), existing folders only, deduplicated."""
     if derivatives is not None:
-        deriv = [Path(p) for p in derivatives.values()]
+        deriv = [derivatives_root(p) for p in derivatives.values()]
     else:
         base = bids_dir / "derivatives"
-        deriv = sorted(p for p in base.iterdir() if p.is_dir() and p.name != "freesurfer") \
+        deriv = sorted(derivatives_root(p) for p in base.iterdir() if p.is_dir() and p.name != "freesurfer") \
             if base.is_dir() else []
     if fs_subjects_dir is not None:
         fs = [Path(fs_subjects_dir)]
     else:
-        fs = [bids_dir / "derivatives" / "freesurfer"] + [r / "sourcedata" / "freesurfer" for r in deriv]
+        fs = [bids_dir / "derivatives" / "freesurfer"] + [f for r in deriv for f in derivatives_freesurfer(r)]
     seen: set[Path] = set()
 
     def keep(paths: Iterable[Path]) -> list[Path]:
@@ -275,7 +311,7 @@ def folder_list(folders: Iterable[Path], empty: Iterable[Path] = ()) -> str:
 def freesurfer_roots(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
                      derivatives: Mapping[str, str | Path] | None = None) -> list[Path]:
     """The FreeSurfer subjects folders the inputs are looked for in (``fs_subjects_dir``, else
-    ``<bids_dir>/derivatives/freesurfer`` and each derivatives root's ``sourcedata/freesurfer``),
+    ``<bids_dir>/derivatives/freesurfer`` and each derivatives root's :func:`derivatives_freesurfer`),
     existing ones only: also where the BIDS-App looks for FreeSurfer's ``fsaverage`` template."""
     return _roots(Path(bids_dir), fs_subjects_dir, derivatives)[1]
 
@@ -700,8 +736,9 @@ def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
     bids_dir : the BIDS dataset root
     session : label (with or without ``ses-``) or None
     fs_subjects_dir : FreeSurfer subjects dir (default ``<bids_dir>/derivatives/freesurfer``
-        and ``<derivatives root>/sourcedata/freesurfer``)
-    derivatives : name -> derivatives root (default: every folder of ``<bids_dir>/derivatives``)
+        and each derivatives root's :func:`derivatives_freesurfer`)
+    derivatives : name -> derivatives root (default: every folder of ``<bids_dir>/derivatives``;
+        each read through :func:`derivatives_root`)
     hemis : hemispheres wanted, ``"L"``/``"R"``
     features : features every returned hemisphere must have (from :data:`FEATURES`)
 

@@ -804,3 +804,23 @@ def test_a_session_found_without_session_label_is_shown_in_the_summary(dataset_f
     row = next(line for line in stdout.splitlines() if line.startswith("sub-01"))
     assert row.split()[:3] == ["sub-01", "pre", "L"], row
     assert "FLAGGED sub-01 ses-pre hemi-L: correlation" in err, err
+
+
+def test_smriprep_output_folder_given_as_derivatives_is_read_in_its_smriprep_subfolder(dataset_factory, tmp_path):
+    """``smriprep BIDS /data/derivatives/smriprep participant`` leaves the subjects in
+    ``.../smriprep/smriprep/sub-*``: ``--derivatives smriprep=.../smriprep`` reads them there, says so
+    on one note line, and registers (it found nothing before)."""
+    import shutil
+
+    bids = dataset_factory("smriprep", subjects=("01",))
+    given = tmp_path / "smriprep_out"
+    shutil.copytree(bids / "derivatives" / "smriprep", given / "smriprep")
+    shutil.rmtree(bids / "derivatives" / "smriprep")
+    out = tmp_path / "out"
+    code, _, err = run(str(bids), str(out), "participant", "--model", "rigid", "--hemi", "L",
+                       "--derivatives", f"smriprep={given}", "-w", str(tmp_path / "w"), "--nprocs", "1")
+    assert code == 0, err
+    [note] = [line for line in err.splitlines() if "holds its subjects in smriprep/" in line]
+    assert note.startswith("geomorph-bids: note: ") and str(given / "smriprep") in note
+    m = json.loads(next((out / "sub-01").rglob("*hemi-L*_desc-geomorph_metrics.json")).read_text())
+    assert m["registration"]["cc_sulc_after"] > 0.5

@@ -473,3 +473,28 @@ def test_a_hemisphere_in_two_input_folders_of_one_kind_is_named_not_chosen_in_si
         discover("02", bids, hemis=("L",))
     [line] = [str(w.message) for w in caught if issubclass(w.category, InputChoiceWarning)]
     assert "derivatives/freesurfer/sub-02/surf/lh.sphere, the first of 2" in line and "--fs-subjects-dir" in line
+
+
+def test_smriprep_own_layout_is_read_in_its_subfolder(bids: Path, tmp_path: Path) -> None:
+    """``smriprep BIDS OUT participant`` writes ``OUT/smriprep/sub-*`` beside ``OUT/freesurfer``:
+    ``--derivatives smriprep=OUT`` (and ``OUT`` as ``derivatives/smriprep``) is read in the subfolder,
+    and a FreeSurfer-only subject and the fsaverage template are found in ``OUT/freesurfer``."""
+    from geomorph_bids.io.discover import derivatives_root, freesurfer_roots
+
+    out = tmp_path / "smriprep_out"
+    anat = make_smriprep(out / "smriprep", "01")
+    fs = make_fs(out / "freesurfer", "sub-02", hemis=("lh",))
+    make_fs(out / "freesurfer", "fsaverage", reg=False)
+    assert derivatives_root(out) == out / "smriprep"
+    res = discover("01", bids, derivatives={"smriprep": out})
+    assert res.hemis["L"].source == "smriprep" and res.hemis["L"].sphere == anat / "sub-01_hemi-L_sphere.surf.gii"
+    assert discover("02", bids, derivatives={"smriprep": out}, hemis=("L",)).hemis["L"].sphere == fs / "lh.sphere"
+    assert out / "freesurfer" in freesurfer_roots(bids, None, {"smriprep": out})
+    assert find_subjects(bids, None, {"smriprep": out}) == ["01", "02"]
+    # a folder that holds subjects itself is read as it is, whatever its subfolders
+    make_smriprep(out, "03")
+    assert derivatives_root(out) == out
+    # the default roots: BIDS/derivatives/smriprep holding smriprep/sub-*
+    nested = bids / "derivatives" / "smriprep"
+    make_smriprep(nested / "smriprep", "04")
+    assert discover("04", bids).hemis["R"].source == "smriprep"
