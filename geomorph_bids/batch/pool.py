@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
@@ -76,14 +77,27 @@ def _start_fork_server() -> None:
     ignores the parent's path there): started from a folder holding an output folder named
     ``geomorph_bids`` (or another checkout of the package), the workers imported that instead of
     the installed package and failed. ``PYTHONSAFEPATH`` (Python >= 3.11) leaves it out; the
-    parent's own environment is restored at once."""
-    from multiprocessing import forkserver
+    parent's own environment is restored at once.
+
+    SIGINT is blocked while the server and multiprocessing's resource tracker start, and stays
+    blocked in them and in the workers they fork (a blocked signal stays so across fork and exec):
+    a Ctrl-C reaches the whole foreground process group, and the server, still importing its
+    preload, printed a KeyboardInterrupt traceback, the tracker died and its successor printed a
+    KeyError for every shared block it had not seen. The parent alone handles the interruption
+    (it stops the workers, :func:`stop_pool`); a Ctrl-C in the parent during the start is
+    delivered to it when the block is lifted. The tracker is started first, on its own: it blocks
+    SIGINT while it starts and then *unblocks* it, which would lift this block before the server
+    starts."""
+    from multiprocessing import forkserver, resource_tracker
 
     saved = os.environ.get("PYTHONSAFEPATH")
     os.environ["PYTHONSAFEPATH"] = "1"
+    resource_tracker.ensure_running()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if saved is None:
             del os.environ["PYTHONSAFEPATH"]
         else:

@@ -173,22 +173,36 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _resource_tracker_pid() -> int | None:
+    """The pid of multiprocessing's resource tracker started by this process, if any."""
+    import sys
+
+    module = sys.modules.get("multiprocessing.resource_tracker")
+    pid = getattr(getattr(module, "_resource_tracker", None), "_pid", None)
+    return pid if isinstance(pid, int) else None
+
+
 def stop_children(grace_s: float = GRACE_S) -> int:
-    """Stop every descendant of this process: SIGTERM, then SIGKILL for those still alive after
-    ``grace_s`` seconds. Returns how many there were. The process pool of Nipype's MultiProc
-    then reports its broken futures through the ``concurrent.futures`` logger with a traceback;
-    that logger is silenced (the run is ending, and says why on one line)."""
+    """Stop every descendant of this process but multiprocessing's resource tracker: SIGTERM,
+    then SIGKILL for those still alive after ``grace_s`` seconds. Returns how many there were.
+    The process pool of Nipype's MultiProc then reports its broken futures through the
+    ``concurrent.futures`` logger with a traceback; that logger is silenced (the run is ending,
+    and says why on one line). The tracker ignores SIGTERM, so it used to take the whole grace
+    and a SIGKILL; its successor, started by the next semaphore released, then printed a KeyError
+    traceback for each one it had not seen. Left alone, it ends when this process does (its pipe
+    closes), freeing what the stopped workers left (named semaphores, shared memory)."""
     import logging
 
     logging.getLogger("concurrent.futures").setLevel(logging.CRITICAL + 1)
-    pids = descendants()
+    tracker = _resource_tracker_pid()
+    pids = [p for p in descendants() if p != tracker]
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for pid in [p for p in pids if pid_alive(p)] + descendants():  # and any forked meanwhile
+    for pid in [p for p in pids if pid_alive(p)] + [p for p in descendants() if p != tracker]:  # and any forked meanwhile
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     return len(pids)

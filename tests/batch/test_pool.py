@@ -121,3 +121,23 @@ def test_a_report_only_pool_draws_reports_without_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "(False, None)"
     assert (tmp_path / "out" / "sub-01.html").is_file()
+
+
+def test_ctrl_c_reaches_neither_the_fork_server_nor_its_workers():
+    """A terminal sends Ctrl-C to the whole process group: the fork server, still importing its
+    preload, printed a KeyboardInterrupt traceback. SIGINT is blocked in the server (and so in
+    the workers it forks) and stays unblocked in the parent, which handles it; the resource
+    tracker, whose start unblocks SIGINT, runs first."""
+    code = (
+        "import signal\n"
+        "from multiprocessing import resource_tracker\n"
+        "from geomorph_bids.batch.pool import worker_pool\n"
+        "with worker_pool(1, reports=True, registrations=False) as pool:\n"
+        "    worker = pool.submit(signal.pthread_sigmask, signal.SIG_BLOCK, []).result()\n"
+        "parent = signal.pthread_sigmask(signal.SIG_BLOCK, [])\n"
+        "print(int(signal.SIGINT in worker), int(signal.SIGINT in parent), "
+        "int(resource_tracker._resource_tracker._pid is not None))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONSAFEPATH": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1", "0", "1"]

@@ -536,3 +536,23 @@ def test_polite_kill_stops_the_whole_tree_releases_the_locks_then_rerun(referenc
     assert code == 0, err
     assert normalised(out) == reference["digests"]
     assert leftovers(out) == []
+
+
+def test_stopping_the_children_spares_the_resource_tracker():
+    """``stop_children`` stops the workers but not multiprocessing's resource tracker: it ignores
+    SIGTERM, so it was killed after the whole grace, and its successor printed a KeyError traceback
+    for each semaphore it had not seen. Left alone it ends with the main process."""
+    code = (
+        "import multiprocessing, time\n"
+        "from multiprocessing import resource_tracker\n"
+        "from geomorph_bids.cli.interrupts import pid_alive, stop_children\n"
+        "resource_tracker.ensure_running()\n"
+        "tracker = resource_tracker._resource_tracker._pid\n"
+        "worker = multiprocessing.get_context('fork').Process(target=time.sleep, args=(60,))\n"
+        "worker.start()\n"
+        "t = time.monotonic()\n"
+        "n = stop_children(grace_s=5.0)\n"
+        "print(n, int(pid_alive(tracker)), int(worker.is_alive()), int(time.monotonic() - t < 2.0))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1", "1", "0", "1"]
