@@ -6,7 +6,7 @@
 #   export GEOMORPH_SIF=/path/to/geomorph-bids.sif   # or leave unset: geomorph-bids from PATH
 #   bash workflows/slurm_array.sh --submit          BIDS_DIR OUTPUT_DIR [geomorph-bids options]
 #   bash workflows/slurm_array.sh --resubmit-failed BIDS_DIR OUTPUT_DIR [geomorph-bids options]
-#   bash workflows/slurm_array.sh --dry-run         BIDS_DIR OUTPUT_DIR [...]   # print, submit nothing
+#   bash workflows/slurm_array.sh --dry-run         BIDS_DIR OUTPUT_DIR [...]   # print, submit and write nothing
 #   bash workflows/slurm_array.sh --list-unfinished BIDS_DIR OUTPUT_DIR   # label file for SGE/PBS
 # Extra sbatch options go in GEOMORPH_SBATCH_ARGS, e.g. "--partition=gpu --gres=gpu:1 --account=X";
 # they override the defaults (2 CPUs, --mem=8G, 30 min per participant; no --mem when they ask for
@@ -72,10 +72,16 @@ fi
 [ -n "$bids_dir" ] && [ -n "$output_dir" ] || usage
 [ -d "$bids_dir" ] || { echo "BIDS_DIR: no such folder: $bids_dir" >&2; exit 2; }
 bids_dir="$(cd "$bids_dir" && pwd)"
-mkdir -p "$output_dir"
-output_dir="$(cd "$output_dir" && pwd)"
-status_dir="$output_dir/logs/slurm"
-mkdir -p "$status_dir"
+status_dir="logs/slurm"
+if [ "$mode" = dry-run ]; then  # writes nothing: the output folder need not exist yet
+  output_dir="$(realpath -m -- "$output_dir")"
+  status_dir="$output_dir/$status_dir"
+else
+  mkdir -p "$output_dir"
+  output_dir="$(cd "$output_dir" && pwd)"
+  status_dir="$output_dir/$status_dir"
+  mkdir -p "$status_dir"
+fi
 
 all_labels() {  # one label per line, no "sub-"
   local file="${GEOMORPH_LABELS:-$bids_dir/participants.tsv}"
@@ -177,7 +183,13 @@ if [ "$mode" != task ]; then
     echo "$(grep -c . "$list" || true) unfinished label(s) in $list (submit with GEOMORPH_LABELS=$list)"
     exit 0
   fi
-  runtime_env
+  if [ "$mode" = dry-run ]; then
+    # the label list goes to a temporary file, and a missing runtime is said but does not stop the print
+    list="$(mktemp "${TMPDIR:-/tmp}/geomorph-labels-$stamp.XXXXXX")"
+    runtime_env || echo "(dry run: --submit would stop here)" >&2
+  else
+    runtime_env
+  fi
   if [ "$mode" = resubmit ]; then
     unfinished_labels > "$list"
   else
