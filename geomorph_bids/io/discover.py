@@ -95,7 +95,8 @@ from geomorph_bids.errors import InputError
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
            "derivatives_root", "derivatives_freesurfer",
            "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
-           "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "recon_all_unfinished", "empty_input_folders", "folder_list"]
+           "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "recon_all_unfinished", "empty_input_folders", "folder_list",
+           "holds_any_subject"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -245,6 +246,27 @@ def derivatives_root(folder: str | Path) -> Path:
             if _holds_subjects(folder / name):
                 return folder / name
     return folder
+
+
+def _is_subject_folder(folder: Path) -> bool:
+    """A subject folder of a layout discovery reads: ``sub-*``, an HCP subject
+    (``<S>/MNINonLinear/Native``) or a FreeSurfer subject (``<S>/surf/?h.sphere``)."""
+    return folder.name.startswith("sub-") or (folder / "MNINonLinear" / "Native").is_dir() \
+        or is_freesurfer_subject(folder)
+
+
+def holds_any_subject(root: str | Path) -> bool:
+    """Whether derivatives root ``root`` (read through :func:`derivatives_root`) holds a subject
+    discovery can read, in it or in its ``sourcedata/freesurfer`` (:func:`_is_subject_folder`;
+    stops at the first). A folder without one gives no input at all."""
+    for folder in (Path(root), Path(root) / "sourcedata" / "freesurfer"):
+        try:
+            with os.scandir(folder) as it:
+                if any(e.is_dir() and _is_subject_folder(Path(e.path)) for e in it):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def derivatives_freesurfer(root: Path) -> list[Path]:

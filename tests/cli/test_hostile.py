@@ -224,6 +224,44 @@ def test_explicit_derivatives_that_are_geomorph_outputs_are_refused(bids, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_derivatives_path_that_is_no_folder_is_refused_before_anything_is_written(bids, tmp_path, kind):
+    """QA pass (fix-a): ``--derivatives smriprep=PATH`` with a mistyped PATH (or a file) was searched as
+    nothing, and the subjects of the default derivatives folders it replaces were left out, exit 0."""
+    given = tmp_path / "derivatives" / "smriprpe"
+    if kind == "file":
+        given.parent.mkdir()
+        given.write_text("not a folder")
+    out, work = tmp_path / "out", tmp_path / "w"
+    code, std, err = run(bids, out, "participant", "--derivatives", f"smriprep={given}", "-w", work,
+                         "--hemi", "L", "--model", "rigid")
+    what = "no such folder" if kind == "missing" else "not a folder"
+    assert code == 1 and one_error(err) == (f"geomorph-bids: error: {given}: --derivatives smriprep: {what} (give the "
+                                            "sMRIPrep/fMRIPrep/HCP output folder that holds the sub-* folders)")
+    assert not out.exists() and not work.exists() and std == ""
+
+
+def test_a_derivatives_folder_holding_no_subject_is_named_on_one_warning_line(bids, tmp_path):
+    """QA pass (fix-a): a --derivatives folder with no subject of any layout (sub-*, HCP, FreeSurfer)
+    said nothing; now one warning line names it, and a FAILED not-found line lists it among the
+    folders searched. A folder whose smriprep/ holds the subjects (sMRIPrep's own layout) is no
+    such folder."""
+    barren = tmp_path / "smriprep_out"
+    barren.mkdir()
+    (barren / "dataset_description.json").write_text("{}")
+    code, _, err = run(bids, tmp_path / "out", "participant", "--derivatives", f"smriprep={barren}", "-w",
+                       tmp_path / "w", "--hemi", "L", "--model", "rigid", "--participant-label", "02")
+    lines = err.splitlines()
+    assert code == 1 and lines[0] == (f"geomorph-bids: warning: --derivatives smriprep={barren} holds no subject (no "
+                                      "sub-* folder, HCP or FreeSurfer subject, nor a smriprep/ or fmriprep/ folder "
+                                      "with sub-*): nothing is read from it")
+    [failed] = [line for line in lines if "FAILED sub-02" in line]
+    assert f"searched: {barren}, {bids / 'derivatives' / 'freesurfer'}" in failed
+    shutil.copytree(bids / "derivatives" / "freesurfer" / "sub-01", barren / "smriprep" / "sub-01")
+    parser_args = argparse.Namespace(bids_dir=bids, derivatives=[f"smriprep={barren}"], fs_subjects_dir=None)
+    assert resolve_input_folders(parser_args, tmp_path / "out").barren == ()
+
+
 # ------------------------------------------------------------------------------ resources
 
 @pytest.mark.parametrize("value", ["-5", "0", "nan", "inf", "-inf", "1e400", "lots"])

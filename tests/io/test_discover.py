@@ -475,6 +475,22 @@ def test_a_hemisphere_in_two_input_folders_of_one_kind_is_named_not_chosen_in_si
     assert "derivatives/freesurfer/sub-02/surf/lh.sphere, the first of 2" in line and "--fs-subjects-dir" in line
 
 
+def test_holds_any_subject_of_a_derivatives_folder(tmp_path: Path) -> None:
+    """A --derivatives folder with no subject of any layout is warned about (fix-a); sub-*, HCP and
+    FreeSurfer subjects, in it or in its sourcedata/freesurfer, each count."""
+    from geomorph_bids.io.discover import holds_any_subject
+
+    empty = tmp_path / "empty"
+    touch(empty / "README", empty / "dataset_description.json")
+    (empty / "logs").mkdir()
+    assert not holds_any_subject(empty) and not holds_any_subject(tmp_path / "missing")
+    make_smriprep(tmp_path / "smriprep", "01")
+    make_hcp(tmp_path / "hcp", "100307")
+    make_fs(tmp_path / "fs", "bert")
+    make_fs(tmp_path / "fmriprep" / "sourcedata" / "freesurfer", "sub-01")
+    assert all(holds_any_subject(tmp_path / f) for f in ("smriprep", "hcp", "fs", "fmriprep"))
+
+
 def test_smriprep_own_layout_is_read_in_its_subfolder(bids: Path, tmp_path: Path) -> None:
     """``smriprep BIDS OUT participant`` writes ``OUT/smriprep/sub-*`` beside ``OUT/freesurfer``:
     ``--derivatives smriprep=OUT`` (and ``OUT`` as ``derivatives/smriprep``) is read in the subfolder,
