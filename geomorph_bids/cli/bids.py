@@ -210,6 +210,9 @@ def run_participant(args) -> int:
     for given, read in inputs.nested:
         print(f"{_PROG}: note: {given} holds its subjects in {read.name}/ (sMRIPrep writes OUTPUT_DIR/{read.name}/sub-*): "
               f"reading {read}", file=sys.stderr)
+    for name, folder in inputs.barren:
+        print(f"{_PROG}: warning: --derivatives {name}={folder} holds no subject (no sub-* folder, HCP or FreeSurfer "
+              f"subject, nor a smriprep/ or fmriprep/ folder with sub-*): nothing is read from it", file=sys.stderr)
     created = preflight(output_dir, work_dir, args.participant_label or (),
                         nipype=not getattr(args, "batch_size", None))
     try:  # bad arguments or inputs found here: leave no (empty) folder behind

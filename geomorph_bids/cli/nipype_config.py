@@ -9,11 +9,12 @@ from typing import Any
 from ..errors import InputError
 from ..io.limits import read_text_bounded
 
-__all__ = ["plugin_settings", "configure_nipype"]
+__all__ = ["plugin_settings", "configure_nipype", "nipype_plugins"]
 
 
 def plugin_settings(args) -> tuple[str, dict[str, Any]]:
-    """(plugin name, plugin_args) from ``--nprocs``, ``--mem-gb`` and ``--use-plugin``."""
+    """(plugin name, plugin_args) from ``--nprocs``, ``--mem-gb`` and ``--use-plugin``; InputError
+    for a plugin file that cannot be read, or whose plugin cannot run here (:func:`_plugin_problem`)."""
     plugin_args: dict[str, Any] = {"n_procs": args.nprocs, "raise_insufficient": False}
     if args.mem_gb:
         plugin_args["memory_gb"] = args.mem_gb
@@ -34,10 +35,72 @@ def plugin_settings(args) -> tuple[str, dict[str, Any]]:
     if not isinstance(extra, dict):
         raise InputError("the plugin file's 'plugin_args' must be a mapping (key: value)", path=args.use_plugin)
     _check_resources(extra, args.use_plugin)
-    if doc["plugin"] in ("MultiProc", "LegacyMultiProc"):
+    name = doc["plugin"]
+    problem = _plugin_problem(name)
+    if problem:
+        raise InputError(problem, path=args.use_plugin)
+    if name in ("MultiProc", "LegacyMultiProc"):
         plugin_args.update(extra)
-        return doc["plugin"], plugin_args
-    return doc["plugin"], dict(extra)
+        return name, plugin_args
+    if name == "SLURMGraph":  # Nipype reads the attribute it sets only when plugin_args is not empty
+        extra.setdefault("dont_resubmit_completed_jobs", False)
+    return name, dict(extra)
+
+
+#: the command each scheduler plugin of Nipype submits its jobs with (it must be on PATH)
+_PLUGIN_COMMANDS = {"SLURM": "sbatch", "SLURMGraph": "sbatch", "SGE": "qsub", "SGEGraph": "qsub", "PBS": "qsub",
+                    "PBSGraph": "qsub", "LSF": "bsub", "OAR": "oarsub", "Condor": "condor_qsub",
+                    "CondorDAGMan": "condor_submit_dag"}
+#: the Python module (and the package that installs it) a plugin imports
+_PLUGIN_MODULES = {"IPython": ("ipyparallel", "ipyparallel"), "SomaFlow": ("soma.workflow", "soma-workflow")}
+#: the plugins that name their jobs after ``$LOGNAME`` (a KeyError when it is unset)
+_NEEDS_LOGNAME = frozenset({"SLURM", "SGE", "PBS", "LSF", "OAR", "Condor"})
+
+
+def nipype_plugins() -> list[str]:
+    """The names of the plugins this Nipype has (``nipype.pipeline.plugins.<name>Plugin``), sorted."""
+    from nipype.pipeline import plugins
+
+    return sorted(n[:-len("Plugin")] for n in dir(plugins) if n.endswith("Plugin") and n != "Plugin")
+
+
+def _module_missing(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is None
+    except ImportError:  # its parent package is missing
+        return True
+
+
+def _plugin_problem(name: str) -> str | None:
+    """Why the plugin file's ``plugin`` cannot run here, on one line (None: it can): a name Nipype
+    does not have (with the name meant when only its case or a letter slipped), a scheduler
+    command not on PATH, a Python module not installed, ``$LOGNAME`` unset, or Nipype's Debug
+    plugin (it takes a Python callable, which a YAML file cannot give). Each was a traceback once
+    the run had started, after the output folder was described."""
+    import difflib
+    import os
+    import shutil
+
+    known = nipype_plugins()
+    if name not in known:
+        meant = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(name, known, n=1)
+        hint = f": did you mean {meant[0]}?" if meant else ""
+        return f"plugin {name!r} is not one of Nipype's plugins ({', '.join(known)}){hint}"
+    if name == "Debug":
+        return "plugin Debug needs a Python callable in plugin_args, which a plugin file cannot give; use Linear"
+    command = _PLUGIN_COMMANDS.get(name)
+    if command and shutil.which(command) is None:
+        return (f"plugin {name} submits each job with {command}, which is not on PATH: run where that scheduler "
+                "is installed (a native install on a shared file system), or use MultiProc")
+    module, package = _PLUGIN_MODULES.get(name, (None, None))
+    if module and _module_missing(module):
+        return f"plugin {name} needs the Python module {module}, which is not installed (pip install {package})"
+    if name in _NEEDS_LOGNAME and not os.environ.get("LOGNAME"):
+        return (f"plugin {name} names its jobs after $LOGNAME, which is not set (as in containers and CI): "
+                "export LOGNAME=$(id -un)")
+    return None
 
 
 def _check_resources(extra: dict, path: Path) -> None:

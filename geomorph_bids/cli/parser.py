@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "anatomy, else each session that has inputs)")
     g.add_argument("--bids-filter-file", type=Path, metavar="FILE",
                    help="JSON of BIDS entities selecting the inputs: {\"session\": [\"pre\"]} "
-                        "(also fMRIPrep's nested form {\"t1w\": {\"session\": \"pre\"}}); "
+                        "(also fMRIPrep's nested form {\"t1w\": {\"session\": \"pre\"}}: its anatomical "
+                        "queries t1w, t2w, flair, roi select, the others (bold, fmap...) are ignored); "
                         "entities: subject, session")
     g.add_argument("--fs-subjects-dir", type=Path, metavar="DIR",
                    help="FreeSurfer SUBJECTS_DIR (default: <bids_dir>/derivatives/freesurfer)")

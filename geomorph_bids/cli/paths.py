@@ -30,7 +30,7 @@ from typing import Sequence
 
 from ..derivatives import DATASET_DESCRIPTION
 from ..errors import InputError
-from ..io.discover import derivatives_freesurfer, derivatives_root
+from ..io.discover import derivatives_freesurfer, derivatives_root, holds_any_subject
 from ..io.limits import read_json_bounded
 from .parser import parse_derivatives
 
@@ -105,6 +105,8 @@ class InputFolders:
     excluded : folders of ``<bids_dir>/derivatives`` left out as geomorph-bids outputs
     nested : (folder given, folder read) for each derivatives folder read in its ``smriprep``
         (``fmriprep``) subfolder (:func:`~geomorph_bids.io.discover.derivatives_root`)
+    barren : (name, folder) for each ``--derivatives`` folder that holds no subject of any layout
+        (:func:`~geomorph_bids.io.discover.holds_any_subject`): nothing is read from it
     """
 
     bids_dir: Path
@@ -112,6 +114,7 @@ class InputFolders:
     fs_subjects_dir: Path | None = None
     excluded: tuple[Path, ...] = ()
     nested: tuple[tuple[Path, Path], ...] = ()
+    barren: tuple[tuple[str, Path], ...] = ()
 
     def roots(self) -> list[Path]:
         """Every folder inputs may be read from (those that exist), the dataset first."""
@@ -123,13 +126,15 @@ class InputFolders:
 
 def resolve_input_folders(args, output_dir: Path) -> InputFolders:
     """The input folders of a run (see the module docstring); InputError for a ``--derivatives``
-    folder that is a geomorph-bids output (results are never read back as inputs)."""
+    folder that does not exist, is not a folder, or is a geomorph-bids output (results are never
+    read back as inputs)."""
     bids = Path(args.bids_dir).absolute()
     out_real = real(output_dir)
     explicit = parse_derivatives(args.derivatives)
     excluded: list[Path] = []
     if explicit is not None:
         for name, folder in explicit.items():
+            _check_given_folder(name, folder)
             if is_geomorph_output(folder) and real(folder) != out_real:
                 raise InputError(f"--derivatives {name}: a geomorph-bids output folder (its "
                                  f"{DATASET_DESCRIPTION} says so); its files are results, not inputs", path=folder)
@@ -147,8 +152,22 @@ def resolve_input_folders(args, output_dir: Path) -> InputFolders:
     # sMRIPrep run as ``smriprep BIDS OUT participant`` wrote OUT/smriprep/sub-*: read there
     read = {name: derivatives_root(folder) for name, folder in deriv.items()}
     nested = tuple((Path(deriv[name]), folder) for name, folder in read.items() if folder != Path(deriv[name]))
+    barren = tuple((name, Path(deriv[name])) for name, folder in read.items()
+                   if explicit is not None and not holds_any_subject(folder))
     fs = Path(args.fs_subjects_dir).absolute() if args.fs_subjects_dir is not None else None
-    return InputFolders(bids, read, fs, tuple(excluded), nested)
+    return InputFolders(bids, read, fs, tuple(excluded), nested, barren)
+
+
+def _check_given_folder(name: str, folder: Path) -> None:
+    """``--derivatives NAME=PATH`` names an existing folder: a mistyped path (or a file) was
+    searched as nothing, and the subjects of the default derivatives folders it replaces were
+    left out in silence."""
+    if not folder.exists():
+        raise InputError(f"--derivatives {name}: no such folder (give the sMRIPrep/fMRIPrep/HCP output folder "
+                         "that holds the sub-* folders)", path=folder)
+    if not folder.is_dir():
+        raise InputError(f"--derivatives {name}: not a folder (give the sMRIPrep/fMRIPrep/HCP output folder "
+                         "that holds the sub-* folders)", path=folder)
 
 
 def _refuse(message: str, path: Path) -> None:

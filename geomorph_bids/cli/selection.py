@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,8 @@ from .failures import Failure
 from .paths import InputFolders
 from .preflight import path_max, work_dir_too_deep
 
-__all__ = ["read_filter", "collect_jobs", "refuse_names_too_long", "SubjectWarning", "listed"]
+__all__ = ["read_filter", "collect_jobs", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
+           "OTHER_QUERIES"]
 
 
 class SubjectWarning(UserWarning):
@@ -26,10 +28,27 @@ class SubjectWarning(UserWarning):
 _LISTED = 20
 
 
-def read_filter(path: Path | None) -> dict[str, list[str]]:
-    """--bids-filter-file -> {"subject": [...], "session": [...]} (labels without prefixes)."""
-    from ..io.discover import normalise_label
+#: the entities a BIDS filter file selects with (labels, with or without prefix)
+_ENTITIES = ("subject", "session")
+#: fMRIPrep's (niworkflows') queries of anatomical images -> the suffix each selects: the surfaces
+#: are made from these, so their subject and session select the inputs
+ANATOMICAL_QUERIES = {"t1w": "T1w", "t2w": "T2w", "flair": "FLAIR", "roi": "roi"}
+#: fMRIPrep's other queries (functional, diffusion, field maps, PET, ASL): no anatomy, ignored
+OTHER_QUERIES = ("bold", "sbref", "fmap", "dwi", "pet", "asl")
+#: entities of an anatomical query that only restate what the query selects (niworkflows'
+#: DEFAULT_BIDS_QUERIES): ignored; any other value of them selects images we cannot tell apart
+_RESTATED = {"datatype": ("anat",), "part": ("mag", None), "extension": (".nii", ".nii.gz", "nii", "nii.gz")}
 
+
+def read_filter(path: Path | None, notes: list[str] | None = None) -> dict[str, list[str]]:
+    """--bids-filter-file -> {"subject": [...], "session": [...]} (labels without prefixes).
+
+    The flat form gives ``subject``/``session`` at the top; fMRIPrep's nested form gives them in
+    queries (``{"t1w": {"session": "1"}, "bold": {"task": "rest"}}``): the anatomical queries
+    (:data:`ANATOMICAL_QUERIES`) select, and must agree with each other; fMRIPrep's other queries
+    are ignored (``notes`` gets one line naming them). In an anatomical query, ``datatype``,
+    ``suffix``, ``part`` and ``extension`` that restate the query are ignored. Anything else is an
+    InputError naming the file."""
     if path is None:
         return {}
     try:
@@ -38,27 +57,78 @@ def read_filter(path: Path | None) -> dict[str, list[str]]:
         raise InputError(f"cannot read the BIDS filter file: {exc.reason}", path=path) from None
     if not isinstance(doc, dict):
         raise InputError("the BIDS filter file must hold a JSON object", path=path)
-    merged: dict[str, Any] = {}
-    for key, value in doc.items():  # fMRIPrep's nested form: {"t1w": {"session": ...}}
-        if isinstance(value, dict):
-            merged.update(value)
+    given: dict[str, tuple[str, list[str]]] = {}  # entity -> (where it was given, labels)
+    ignored = []
+    for key, value in doc.items():
+        if key in ANATOMICAL_QUERIES and isinstance(value, dict):
+            for entity, labels in _query_entities(key, value, path).items():
+                _agree(given, entity, f"query {key!r}", labels, path)
+        elif key in OTHER_QUERIES and isinstance(value, dict):
+            ignored.append(key)
+        elif key in _ENTITIES:
+            _agree(given, key, "the top level", _labels(key, value, path), path)
+        elif isinstance(value, dict):
+            raise InputError(f"unknown query {key!r} in the BIDS filter file{_did_you_mean(key)} (fMRIPrep's "
+                             f"anatomical queries {', '.join(ANATOMICAL_QUERIES)} select; "
+                             f"{', '.join(OTHER_QUERIES)} are ignored)", path=path)
         else:
-            merged[key] = value
-    out: dict[str, list[str]] = {}
-    for key, value in merged.items():
-        if key not in ("subject", "session"):
-            raise InputError(f"unsupported entity {key!r} in the BIDS filter file (supported: subject, session)",
+            raise InputError(f"unsupported entity {key!r} in the BIDS filter file (supported: "
+                             f"{', '.join(_ENTITIES)}, or fMRIPrep's queries {{\"t1w\": {{...}}}})", path=path)
+    if ignored and notes is not None:
+        notes.append(f"{path}: the BIDS filter file's {', '.join(ignored)} quer{'ies' if len(ignored) > 1 else 'y'} "
+                     f"ignored (the surfaces are selected by fMRIPrep's anatomical queries only: "
+                     f"{', '.join(ANATOMICAL_QUERIES)})")
+    return {entity: labels for entity, (_, labels) in given.items()}
+
+
+def _did_you_mean(key: str) -> str:
+    """``: did you mean 't1w'?`` for a query named in another case (``T1w``), else ``""``."""
+    meant = [q for q in (*ANATOMICAL_QUERIES, *OTHER_QUERIES) if q.lower() == key.lower()]
+    return f": did you mean {meant[0]!r}?" if meant else ""
+
+
+def _query_entities(query: str, entities: dict, path: Path) -> dict[str, list[str]]:
+    """The subject and session labels of anatomical query ``query``; its ``datatype``, ``suffix``,
+    ``part`` and ``extension`` must only restate the query (:data:`_RESTATED`)."""
+    out = {}
+    restated = {**_RESTATED, "suffix": (ANATOMICAL_QUERIES[query],)}
+    for entity, value in entities.items():
+        if entity in _ENTITIES:
+            out[entity] = _labels(entity, value, path, f"query {query!r}: ")
+        elif entity in restated and all(v in restated[entity] for v in (value if isinstance(value, list) else [value])):
+            continue
+        else:
+            why = (f"{entity} {json.dumps(value)} selects other images than the query's"
+                   if entity in restated else f"unsupported entity {entity!r}")
+            raise InputError(f"query {query!r} of the BIDS filter file: {why} (geomorph-bids selects the surfaces "
+                             f"by {', '.join(_ENTITIES)}; datatype, suffix, part and extension may restate the query)",
                              path=path)
-        values = value if isinstance(value, list) else [value]
-        bad = [v for v in values if not isinstance(v, (str, int)) or isinstance(v, bool)]
-        if bad or not values:
-            raise InputError(f"{key!r} in the BIDS filter file must be a label or a list of labels, "
-                             f"got {json.dumps(value)}", path=path)
-        try:
-            out[key] = [normalise_label(str(v), "sub" if key == "subject" else "ses") for v in values]
-        except InputError as exc:
-            raise InputError(f"{key!r} in the BIDS filter file: {exc.reason}", path=path) from None
     return out
+
+
+def _agree(given: dict[str, tuple[str, list[str]]], entity: str, where: str, labels: list[str], path: Path) -> None:
+    """Record ``entity``'s ``labels`` given in ``where``; refuse other labels given elsewhere."""
+    if entity in given and set(given[entity][1]) != set(labels):
+        first, before = given[entity]
+        raise InputError(f"the BIDS filter file selects {entity} {', '.join(before)} in {first} and "
+                         f"{', '.join(labels)} in {where}: the surfaces are made from one anatomy, give one "
+                         f"{entity} selection", path=path)
+    given.setdefault(entity, (where, labels))
+
+
+def _labels(entity: str, value: Any, path: Path, where: str = "") -> list[str]:
+    """A filter's ``subject``/``session`` value (a label or a list of labels) -> labels without prefix."""
+    from ..io.discover import normalise_label
+
+    values = value if isinstance(value, list) else [value]
+    bad = [v for v in values if not isinstance(v, (str, int)) or isinstance(v, bool)]
+    if bad or not values:
+        raise InputError(f"{where}{entity!r} in the BIDS filter file must be a label or a list of labels, "
+                         f"got {json.dumps(value)}", path=path)
+    try:
+        return [normalise_label(str(v), "sub" if entity == "subject" else "ses") for v in values]
+    except InputError as exc:
+        raise InputError(f"{where}{entity!r} in the BIDS filter file: {exc.reason}", path=path) from None
 
 
 def _sessions_of(subject: str, inputs: InputFolders) -> list[str]:
@@ -145,7 +215,10 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     if inputs is None:
         inputs = resolve_input_folders(args, Path(args.output_dir))
     bids_dir, deriv, fs_dir = inputs.bids_dir, inputs.derivatives, inputs.fs_subjects_dir
-    filt = read_filter(args.bids_filter_file)
+    notes: list[str] = []
+    filt = read_filter(args.bids_filter_file, notes)
+    for line in notes:
+        print(f"geomorph-bids: note: {line}", file=sys.stderr)
     listing: list[list[str]] = []
 
     def known() -> list[str]:

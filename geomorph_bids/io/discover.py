@@ -95,7 +95,8 @@ from geomorph_bids.errors import InputError
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
            "derivatives_root", "derivatives_freesurfer",
            "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
-           "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "recon_all_unfinished", "empty_input_folders", "folder_list"]
+           "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "recon_all_unfinished", "empty_input_folders", "folder_list",
+           "holds_any_subject"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -245,6 +246,27 @@ def derivatives_root(folder: str | Path) -> Path:
             if _holds_subjects(folder / name):
                 return folder / name
     return folder
+
+
+def _is_subject_folder(folder: Path) -> bool:
+    """A subject folder of a layout discovery reads: ``sub-*``, an HCP subject
+    (``<S>/MNINonLinear/Native``) or a FreeSurfer subject (``<S>/surf/?h.sphere``)."""
+    return folder.name.startswith("sub-") or (folder / "MNINonLinear" / "Native").is_dir() \
+        or is_freesurfer_subject(folder)
+
+
+def holds_any_subject(root: str | Path) -> bool:
+    """Whether derivatives root ``root`` (read through :func:`derivatives_root`) holds a subject
+    discovery can read, in it or in its ``sourcedata/freesurfer`` (:func:`_is_subject_folder`;
+    stops at the first). A folder without one gives no input at all."""
+    for folder in (Path(root), Path(root) / "sourcedata" / "freesurfer"):
+        try:
+            with os.scandir(folder) as it:
+                if any(e.is_dir() and _is_subject_folder(Path(e.path)) for e in it):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def derivatives_freesurfer(root: Path) -> list[Path]:
@@ -724,6 +746,54 @@ def _same_content(a: Path, b: Path) -> bool:
         return False
 
 
+def _same_inputs(a: HemiInputs, b: HemiInputs, features: Sequence[str]) -> bool:
+    """Whether two finds of one hemisphere hold the same bytes in every file the registration reads
+    (sphere, ``sphere.reg``, the ``features``, midthickness, cortex mask; absent in both counts
+    as the same)."""
+    pairs = [(a.sphere, b.sphere), (a.sphere_reg, b.sphere_reg), (a.midthickness, b.midthickness),
+             (a.cortex_mask, b.cortex_mask), *((a.features.get(f), b.features.get(f)) for f in features)]
+    return all(x is None and y is None or x is not None and y is not None and _same_content(x, y)
+               for x, y in pairs)
+
+
+def _unprefixed_twin(h: HemiInputs, root: Path) -> HemiInputs | None:
+    """``h`` as read from the subject folder named without ``sub-`` in the same subjects folder
+    (FreeSurfer ``01`` beside ``sub-01``, HCP ``01``/``01_ses-1`` beside ``sub-01``/``sub-01_ses-1``:
+    both name one subject, and the probe reads the ``sub-`` one), when ``h`` came from the ``sub-``
+    one and the other has the sphere; else None."""
+    if h.source not in ("freesurfer", "hcp"):
+        return None
+    name = h.sphere.relative_to(root).parts[0]
+    bare = name.removeprefix("sub-")
+    if bare == name or (h.source == "freesurfer" and bare != h.subject):
+        return None
+
+    def moved(path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        rel = path.relative_to(root / name)
+        if h.source == "hcp":  # its files are named after the folder: <S>.L.sphere.native.surf.gii
+            rel = rel.with_name(bare + rel.name[len(name):])
+        return root / bare / rel
+
+    sphere = moved(h.sphere)
+    if sphere is None or not _present(sphere):
+        return None
+    return replace(h, sphere=sphere, sphere_reg=moved(h.sphere_reg), midthickness=moved(h.midthickness),
+                   cortex_mask=moved(h.cortex_mask), features={f: moved(p) for f, p in h.features.items()})
+
+
+def _choice_advice(subject: str, twin: Path | None, others: Sequence[Path]) -> str:
+    """How to register another of the folders an :class:`InputChoiceWarning` names: name it alone
+    (another folder); rename or remove one (``X`` beside ``sub-X``: no option picks it)."""
+    advice = "; to use another, name it alone with --derivatives NAME=PATH (FreeSurfer: --fs-subjects-dir)" \
+        if others else ""
+    if twin is not None:
+        advice += (f"; sub-{subject} and {subject} in one subjects folder name one subject (sub- prefixes are "
+                   "optional): remove or rename the one not to register")
+    return advice
+
+
 def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
              fs_subjects_dir: str | Path | None = None,
              derivatives: Mapping[str, str | Path] | None = None,
@@ -768,20 +838,24 @@ def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
         for source in SOURCES:
             roots = [*fs, *deriv] if source == "freesurfer" else [*deriv, *fs]
             others: list[Path] = []  # the same kind of input in a later folder: named, never used
+            twin: Path | None = None  # the chosen sub-X's X beside it, with other files: named, never used
             for root in dict.fromkeys(roots):
                 result, problem = _PROBES[source](root, subject, session, hemi, tuple(features))
                 if result is not None and hemi not in found:
                     found[hemi] = result
-                elif result is not None and not _same_content(result.sphere, found[hemi].sphere):
+                    bare = _unprefixed_twin(result, root)
+                    if bare is not None and not _same_inputs(result, bare, features):
+                        twin = bare.sphere
+                elif result is not None and not _same_inputs(result, found[hemi], features):
                     others.append(result.sphere)
                 elif problem and hemi not in found:
                     problems[hemi].append(problem)
-            if others:
+            if others or twin:
+                named = [*([twin] if twin else []), *others]
                 warnings.warn(f"sub-{subject}{f' ses-{session}' if session else ''} hemi-{hemi}: registering "
-                              f"{found[hemi].sphere}, the first of {len(others) + 1} input folders that hold this "
-                              f"hemisphere with other files (also {', '.join(map(str, others))}); to use another, "
-                              "name it alone with --derivatives NAME=PATH (FreeSurfer: --fs-subjects-dir)",
-                              InputChoiceWarning, stacklevel=2)
+                              f"{found[hemi].sphere}, the first of {len(named) + 1} input folders that hold this "
+                              f"hemisphere with other files (also {', '.join(map(str, named))})"
+                              + _choice_advice(subject, twin, others), InputChoiceWarning, stacklevel=2)
             if hemi in found:
                 break
     found = {h: _checked_surface(x) for h, x in found.items()}

@@ -110,7 +110,7 @@ def test_label_filtering_with_and_without_prefix(dataset_factory, tmp_path):
     assert [j.subject for j in jobs] == ["01", "02", "03"]
     # a BIDS filter file (fMRIPrep's nested form) selects subjects too
     filt = tmp_path / "filter.json"
-    filt.write_text(json.dumps({"sphere": {"subject": ["sub-01", "03"]}}))
+    filt.write_text(json.dumps({"t1w": {"subject": ["sub-01", "03"]}}))
     jobs, _ = collect_jobs(p.parse_args([str(bids), str(tmp_path), "participant", "--bids-filter-file",
                                          str(filt)]), ["sulc"])
     assert [j.subject for j in jobs] == ["01", "03"]

@@ -224,6 +224,44 @@ def test_explicit_derivatives_that_are_geomorph_outputs_are_refused(bids, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_derivatives_path_that_is_no_folder_is_refused_before_anything_is_written(bids, tmp_path, kind):
+    """QA pass (fix-a): ``--derivatives smriprep=PATH`` with a mistyped PATH (or a file) was searched as
+    nothing, and the subjects of the default derivatives folders it replaces were left out, exit 0."""
+    given = tmp_path / "derivatives" / "smriprpe"
+    if kind == "file":
+        given.parent.mkdir()
+        given.write_text("not a folder")
+    out, work = tmp_path / "out", tmp_path / "w"
+    code, std, err = run(bids, out, "participant", "--derivatives", f"smriprep={given}", "-w", work,
+                         "--hemi", "L", "--model", "rigid")
+    what = "no such folder" if kind == "missing" else "not a folder"
+    assert code == 1 and one_error(err) == (f"geomorph-bids: error: {given}: --derivatives smriprep: {what} (give the "
+                                            "sMRIPrep/fMRIPrep/HCP output folder that holds the sub-* folders)")
+    assert not out.exists() and not work.exists() and std == ""
+
+
+def test_a_derivatives_folder_holding_no_subject_is_named_on_one_warning_line(bids, tmp_path):
+    """QA pass (fix-a): a --derivatives folder with no subject of any layout (sub-*, HCP, FreeSurfer)
+    said nothing; now one warning line names it, and a FAILED not-found line lists it among the
+    folders searched. A folder whose smriprep/ holds the subjects (sMRIPrep's own layout) is no
+    such folder."""
+    barren = tmp_path / "smriprep_out"
+    barren.mkdir()
+    (barren / "dataset_description.json").write_text("{}")
+    code, _, err = run(bids, tmp_path / "out", "participant", "--derivatives", f"smriprep={barren}", "-w",
+                       tmp_path / "w", "--hemi", "L", "--model", "rigid", "--participant-label", "02")
+    lines = err.splitlines()
+    assert code == 1 and lines[0] == (f"geomorph-bids: warning: --derivatives smriprep={barren} holds no subject (no "
+                                      "sub-* folder, HCP or FreeSurfer subject, nor a smriprep/ or fmriprep/ folder "
+                                      "with sub-*): nothing is read from it")
+    [failed] = [line for line in lines if "FAILED sub-02" in line]
+    assert f"searched: {barren}, {bids / 'derivatives' / 'freesurfer'}" in failed
+    shutil.copytree(bids / "derivatives" / "freesurfer" / "sub-01", barren / "smriprep" / "sub-01")
+    parser_args = argparse.Namespace(bids_dir=bids, derivatives=[f"smriprep={barren}"], fs_subjects_dir=None)
+    assert resolve_input_folders(parser_args, tmp_path / "out").barren == ()
+
+
 # ------------------------------------------------------------------------------ resources
 
 @pytest.mark.parametrize("value", ["-5", "0", "nan", "inf", "-inf", "1e400", "lots"])
@@ -374,6 +412,75 @@ def test_a_plugin_file_that_cannot_be_used_leaves_nothing_behind(bids, tmp_path,
                        "--use-plugin", plugin)
     assert code == 1 and [p.name for p in out.iterdir()] == ["mine.txt"]
 
+
+
+@pytest.mark.parametrize("name", ["multiproc", "Banana"])
+def test_a_plugin_nipype_does_not_have_is_refused_before_anything_is_written(bids, tmp_path, name):
+    """QA pass (fix-a): ``plugin: multiproc`` (or any name Nipype does not have) was a traceback
+    (``AttributeError: ... no attribute 'multiprocPlugin'``) after the run header, with the output
+    folder described and locked; now one line, nothing written."""
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text(f"plugin: {name}\n")
+    out, work = tmp_path / "out", tmp_path / "work"
+    code, std, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", work,
+                         "--use-plugin", plugin)
+    line = one_error(err)
+    assert code == 1 and line.startswith(f"geomorph-bids: error: {plugin}: plugin '{name}' is not one of Nipype's "
+                                         "plugins (Condor, CondorDAGMan, Debug, IPython, ")
+    assert line.endswith(": did you mean MultiProc?") is (name == "multiproc")
+    assert not out.exists() and not work.exists() and std == ""
+
+
+def _fake_commands(folder: Path, *names: str) -> Path:
+    """``folder`` holding an executable stand-in of each command in ``names`` (for PATH)."""
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / name).write_text("#!/bin/sh\nexit 1\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize("name,commands,words", [
+    ("SLURM", (), "plugin SLURM submits each job with sbatch, which is not on PATH"),
+    ("SLURMGraph", (), "plugin SLURMGraph submits each job with sbatch, which is not on PATH"),
+    ("SGEGraph", (), "plugin SGEGraph submits each job with qsub, which is not on PATH"),
+    ("LSF", (), "plugin LSF submits each job with bsub, which is not on PATH"),
+    ("SGE", ("qsub",), "plugin SGE names its jobs after $LOGNAME, which is not set (as in containers and CI): "
+                       "export LOGNAME=$(id -un)"),
+    ("SLURM", ("sbatch",), "plugin SLURM names its jobs after $LOGNAME"),
+    ("IPython", (), "plugin IPython needs the Python module ipyparallel, which is not installed (pip install "
+                    "ipyparallel)"),
+    ("Debug", (), "plugin Debug needs a Python callable in plugin_args"),
+])
+def test_a_plugin_that_cannot_run_here_says_what_is_missing(tmp_path, monkeypatch, name, commands, words):
+    """QA pass (fix-a): a plugin whose scheduler command, Python module or $LOGNAME is missing was a
+    traceback (or, SGEGraph, "outputs missing" with nothing about qsub) once the run had started.
+    Now the plugin file is refused on one line when it is read (before anything is written)."""
+    import importlib.util
+
+    from geomorph_bids.cli.nipype_config import plugin_settings
+
+    if name == "IPython" and importlib.util.find_spec("ipyparallel") is not None:
+        pytest.skip("ipyparallel is installed here")
+    monkeypatch.setenv("PATH", str(_fake_commands(tmp_path / "bin", *commands)))
+    monkeypatch.delenv("LOGNAME", raising=False)
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text(f"plugin: {name}\n")
+    with pytest.raises(InputError) as exc:
+        plugin_settings(argparse.Namespace(nprocs=1, mem_gb=None, use_plugin=plugin))
+    assert str(exc.value).startswith(f"{plugin}: {words}") and "\n" not in str(exc.value)
+
+
+def test_slurm_graph_without_plugin_args_gets_what_nipype_reads(tmp_path, monkeypatch):
+    """QA pass (fix-a): ``plugin: SLURMGraph`` without plugin_args was ``AttributeError:
+    _dont_resubmit_completed_jobs`` (Nipype sets it only when plugin_args is not empty)."""
+    from geomorph_bids.cli.nipype_config import plugin_settings
+
+    monkeypatch.setenv("PATH", str(_fake_commands(tmp_path / "bin", "sbatch")))
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text("plugin: SLURMGraph\n")
+    name, plugin_args = plugin_settings(argparse.Namespace(nprocs=1, mem_gb=None, use_plugin=plugin))
+    assert (name, plugin_args) == ("SLURMGraph", {"dont_resubmit_completed_jobs": False})
 
 
 def test_an_output_folder_too_deep_for_its_files_paths_fails_each_hemisphere_on_one_line(bids, tmp_path):

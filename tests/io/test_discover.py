@@ -475,6 +475,75 @@ def test_a_hemisphere_in_two_input_folders_of_one_kind_is_named_not_chosen_in_si
     assert "derivatives/freesurfer/sub-02/surf/lh.sphere, the first of 2" in line and "--fs-subjects-dir" in line
 
 
+@pytest.mark.parametrize("layout", ["freesurfer", "hcp"])
+def test_sub_x_and_x_in_one_subjects_folder_with_other_files_are_named(bids: Path, layout: str) -> None:
+    """QA pass (fix-a): a FreeSurfer subjects folder holding ``sub-01/`` and ``01/`` (sub- prefixes are
+    optional: one subject) with another ``lh.sulc`` in ``01/``: ``sub-01`` was registered and ``01``
+    ignored in silence. Now one InputChoiceWarning names both; identical bytes say nothing. HCP's
+    ``01`` beside ``sub-01`` alike."""
+    import warnings
+
+    from geomorph_bids.io.discover import InputChoiceWarning
+
+    root = bids / "derivatives" / layout
+    if layout == "freesurfer":
+        used, twin = make_fs(root, "sub-01", hemis=("lh",)), make_fs(root, "01", hemis=("lh",))
+        sphere, other, sulc = used / "lh.sphere", twin / "lh.sphere", twin / "lh.sulc"
+    else:
+        used, twin = make_hcp(root, "sub-01", hemis=("L",)), make_hcp(root, "01", hemis=("L",))
+        sphere = used / "sub-01.L.sphere.native.surf.gii"
+        other, sulc = twin / "01.L.sphere.native.surf.gii", twin / "01.L.sulc.native.shape.gii"
+
+    def choice_warnings() -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = discover("01", bids, hemis=("L",))
+        assert res.hemis["L"].sphere == sphere
+        return [str(w.message) for w in caught if issubclass(w.category, InputChoiceWarning)]
+
+    assert choice_warnings() == []  # the same (empty) bytes
+    sulc.write_bytes(b"another sulc")  # the sphere the same, a map not
+    [line] = choice_warnings()
+    assert line == (f"sub-01 hemi-L: registering {sphere}, the first of 2 input folders that hold this hemisphere "
+                    f"with other files (also {other}); sub-01 and 01 in one subjects folder name one subject (sub- "
+                    "prefixes are optional): remove or rename the one not to register")
+
+
+def test_two_input_folders_with_one_sphere_and_other_maps_are_named(bids: Path) -> None:
+    """fix-a: the InputChoiceWarning compared the spheres alone: two fMRIPrep runs with one sphere
+    and another ``sulc`` said nothing. Every file the registration reads is compared now."""
+    import warnings
+
+    from geomorph_bids.io.discover import InputChoiceWarning
+
+    old = make_smriprep(bids / "derivatives" / "fmriprep-old", "01", hemis=("L",))
+    new = make_smriprep(bids / "derivatives" / "smriprep", "01", hemis=("L",))
+    (new / "sub-01_hemi-L_sulc.shape.gii").write_bytes(b"another sulc")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        discover("01", bids, hemis=("L",))
+    [line] = [str(w.message) for w in caught if issubclass(w.category, InputChoiceWarning)]
+    assert line.startswith(f"sub-01 hemi-L: registering {old / 'sub-01_hemi-L_sphere.surf.gii'}, the first of 2")
+    assert str(new / "sub-01_hemi-L_sphere.surf.gii") in line and line.endswith(
+        "to use another, name it alone with --derivatives NAME=PATH (FreeSurfer: --fs-subjects-dir)")
+
+
+def test_holds_any_subject_of_a_derivatives_folder(tmp_path: Path) -> None:
+    """A --derivatives folder with no subject of any layout is warned about (fix-a); sub-*, HCP and
+    FreeSurfer subjects, in it or in its sourcedata/freesurfer, each count."""
+    from geomorph_bids.io.discover import holds_any_subject
+
+    empty = tmp_path / "empty"
+    touch(empty / "README", empty / "dataset_description.json")
+    (empty / "logs").mkdir()
+    assert not holds_any_subject(empty) and not holds_any_subject(tmp_path / "missing")
+    make_smriprep(tmp_path / "smriprep", "01")
+    make_hcp(tmp_path / "hcp", "100307")
+    make_fs(tmp_path / "fs", "bert")
+    make_fs(tmp_path / "fmriprep" / "sourcedata" / "freesurfer", "sub-01")
+    assert all(holds_any_subject(tmp_path / f) for f in ("smriprep", "hcp", "fs", "fmriprep"))
+
+
 def test_smriprep_own_layout_is_read_in_its_subfolder(bids: Path, tmp_path: Path) -> None:
     """``smriprep BIDS OUT participant`` writes ``OUT/smriprep/sub-*`` beside ``OUT/freesurfer``:
     ``--derivatives smriprep=OUT`` (and ``OUT`` as ``derivatives/smriprep``) is read in the subfolder,
