@@ -129,6 +129,33 @@ def _parse_features(specs: list[str]) -> dict[str, Path]:
     return features
 
 
+def _check_feature_names(features: dict[str, Path], offered: tuple[str, ...]) -> None:
+    """Refuse a ``--feature`` name that is none of :data:`FEATURES` nor a map the template offers
+    (a custom template's own), with the closest known name: a misspelt one (``sulcc``, ``Sulc``)
+    was dropped as a map the template lacks, and the run failed naming nothing."""
+    import difflib
+
+    known = list(dict.fromkeys([*FEATURES, *offered]))
+    for name in features:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name.strip().lower(), known, n=1, cutoff=0.6)
+        shown = name if name.strip() == name and name else repr(name)
+        raise InputError(f"--feature {shown}: unknown feature name; use {', '.join(known[:-1])} or {known[-1]}"
+                         + (f" (did you mean {close[0]}?)" if close else ""))
+
+
+def _check_registration_feature(features: dict[str, Path], offered: tuple[str, ...], template: str) -> None:
+    """Refuse feature maps of which the template has none (only ``thickness``, say): they would be
+    resampled, but nothing would drive the registration."""
+    if not any(name in offered for name in features):
+        offered = tuple(sorted(offered, key=lambda f: (FEATURES + (f,)).index(f)))  # sulc first, as --feature's help
+        raise InputError(f"no registration feature ({', '.join(offered[:-1])} or {offered[-1]}) among --feature "
+                         f"{', '.join(features)}: template {template} has no map of "
+                         f"{'it' if len(features) == 1 else 'them'}; give sulc as well (the other maps are "
+                         "resampled to --features-out)")
+
+
 def _hemi_from_name(sphere: Path) -> str:
     """The hemisphere the sphere's file declares (one line on stderr says so), or a usage error."""
     from ..io.hemisphere_label import declared_hemispheres
@@ -180,6 +207,10 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
                                 **{f"--feature {n}": p for n, p in features.items()}})
     choice = resolve_model(model, template.label, refine=optimise)
     tpl_hemi = choice.template_hemi(hemi)
+    offered = template.features(tpl_hemi)
+    _check_feature_names(features, offered)
+    if choice.kind != "network":  # a network's channels are checked when it is loaded
+        _check_registration_feature(features, offered, template.label)
     native = read_hemisphere(sphere, features, signs={"sulc": -1.0} if sulc_sign == "hcp" else None,
                              sphere_reg=sphere_reg)
     moving, maps = native.sphere, native.features

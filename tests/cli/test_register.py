@@ -588,3 +588,22 @@ def test_a_map_zero_filled_over_part_of_the_cortex_is_warned_about(tmp_path, cap
                      "(6145 of 10242); 0 is read as the medial wall, which is about 10% of a hemisphere, and those "
                      "vertices are registered from their neighbours only: check that the map was not cut, masked "
                      "or zero-filled"]
+
+
+@pytest.mark.parametrize("name, words", [
+    ("sulcc", "--feature sulcc: unknown feature name; use sulc, curv, thickness or myelin (did you mean sulc?)"),
+    ("Sulc", "--feature Sulc: unknown feature name; use sulc, curv, thickness or myelin (did you mean sulc?)"),
+    ("sulc ", "--feature 'sulc ': unknown feature name; use sulc, curv, thickness or myelin (did you mean sulc?)"),
+    ("thickness", "no registration feature (sulc, curv or myelin) among --feature thickness: template fsLR has no "
+                  "map of it; give sulc as well"),
+])
+def test_a_misspelt_or_unregistrable_feature_name_is_named(tmp_path, capsys, name, words):
+    """Before: 'moving_features must be a non-empty dict: name -> (V,) array or path' (the map was
+    dropped as one the template lacks), naming neither the name nor the accepted ones."""
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "out" / "lh_sphere.surf.gii"
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"{name}={surf / 'lh.sulc'}", "--hemi", "L",
+                 "--model", "rigid", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and words in err and "moving_features" not in err
+    assert not out.parent.exists()
