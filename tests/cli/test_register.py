@@ -607,3 +607,19 @@ def test_a_misspelt_or_unregistrable_feature_name_is_named(tmp_path, capsys, nam
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and words in err and "moving_features" not in err
     assert not out.parent.exists()
+
+
+def test_own_files_print_the_short_summary_and_leave_the_metrics_to_the_json(tmp_path, capsys):
+    """Before: about 80 lines of metrics JSON on stdout; now the table --example prints (with the
+    quality verdict) and the output paths; the metrics are in the metrics JSON."""
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "lh_sphere.surf.gii"
+    assert main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+                 "--model", "rigid", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert lines[0].split() == ["hemi", "method", "rotation", "(deg)", "CC", "sulc", "before", "CC", "rigid", "CC",
+                                "after", "folded", "seconds", "quality"]
+    assert lines[1].split()[:2] == ["L", "rigid"] and lines[1].split()[-1] == "ok"
+    assert lines[2] == f"outputs: {out}, {tmp_path / 'lh_metrics.json'}"
+    assert json.loads((tmp_path / "lh_metrics.json").read_text())["method"] == "rigid"
