@@ -22,7 +22,7 @@ from geomorph_bids.errors import InputError
 from geomorph_bids.sphere.mesh import areas_and_volumes, nonfinite_rows, repeated_sides, row_norms, signed_volumes
 
 __all__ = [
-    "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SPHERE_RADIUS_RATIO", "SphereWarning", "hemi_code",
+    "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SPHERE_RADIUS_RATIO", "MIN_SPHERE_VERTICES", "SphereWarning", "hemi_code",
     "check_faces", "check_finite", "check_vertex_count", "check_mesh",
     "fit_sphere", "count_folded", "orient_faces", "validate_sphere", "check_closed", "validate_feature",
     "FeatureWarning", "OUTLIER_IQR", "clip_outliers", "MIN_VALID_FRACTION", "MAX_ZERO_FRACTION",
@@ -44,6 +44,10 @@ SPHERE_SPREAD_TOL = 0.05
 SPHERE_RADIUS_RATIO = 1.1
 #: Relative centre offset / radius error below which a sphere is left untouched.
 SPHERE_POSE_TOL = 1e-3
+#: Fewest vertices of a sphere: the icosahedron's, the coarsest icosphere (registered, flagged only
+#: for its correlation). Fewer cannot cover the sphere (a tetrahedron's triangles cover 0.26 of it,
+#: an octahedron's 0.39), and were refused as "partial (a patch?)", which they are not.
+MIN_SPHERE_VERTICES = 12
 MAX_FOLDED_FRACTION = 1e-3  # folded triangles tolerated (with a warning) on input spheres
 #: a triangle of at most this fraction of the mean triangle area has none (its corners coincide)
 ZERO_AREA = 1e-9
@@ -294,10 +298,14 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
 
     Raises
     ------
-    InputError : not a sphere (white/pial/inflated surface; vertex distances to the centre more
-        than ``SPHERE_RADIUS_RATIO`` apart), a surface not covering the sphere, or folded triangles.
+    InputError : fewer than ``MIN_SPHERE_VERTICES`` vertices, not a sphere (white/pial/inflated
+        surface; vertex distances to the centre more than ``SPHERE_RADIUS_RATIO`` apart), a surface not covering the sphere, or folded triangles.
     """
     v, f = check_mesh(vertices, faces, path)
+    if len(v) < MIN_SPHERE_VERTICES:
+        raise InputError(f"has only {len(v)} vertices: a sphere needs at least {MIN_SPHERE_VERTICES} (an icosahedron) "
+                         "to be registered, and real ones have thousands (FreeSurfer's ~130,000); pass the "
+                         "subject's spherical surface (e.g. lh.sphere)", path=path)
     # the triangles of the mesh as given: those measured below unless it is moved to standard pose
     ahead = None if worker is None else worker.submit(areas_and_volumes, v, f)
     centre, radii = _fit(v)  # fit_sphere's, with the distances it measured

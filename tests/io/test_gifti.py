@@ -332,3 +332,18 @@ def test_the_guards_own_refusals_are_not_called_corrupted(tmp_path):
     with pytest.raises(InputError) as e:
         gifti.read_gifti_data(path)
     assert str(e.value).startswith(f"{path}: GIFTI data arrays declare 3.6 TiB, more than a GIFTI file may hold")
+
+
+def test_a_surface_file_with_two_pointsets_lists_every_array(tmp_path, sphere5, one_line):
+    """Before: '(arrays: pointset, triangle); is it a metric (.shape.gii/.func.gii)?': a set of the
+    kinds (one pointset left out) and a hint for a file with no pointset."""
+    v, f = sphere5
+    img = nib.gifti.GiftiImage(darrays=[nib.gifti.GiftiDataArray(v.astype(np.float32), intent="NIFTI_INTENT_POINTSET"),
+                                        nib.gifti.GiftiDataArray(f.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE"),
+                                        nib.gifti.GiftiDataArray(v.astype(np.float32), intent="NIFTI_INTENT_POINTSET")])
+    path = tmp_path / "two.surf.gii"
+    nib.save(img, str(path))
+    with pytest.raises(InputError) as e:
+        gifti.read_gifti_surface(path)
+    assert one_line(e, path).endswith("found 2 and 1 (arrays: pointset, triangle, pointset); one surface per file "
+                                      "expected (several surfaces in one file?)")

@@ -484,3 +484,16 @@ def test_a_map_zero_far_beyond_a_medial_wall_is_warned_about():
         val.check_zero_fraction(x, "lh.sulc", "feature 'sulc'")
     assert len(w) == 1 and str(w[0].message).startswith(
         "lh.sulc: feature 'sulc' is exactly 0 at 30% of its vertices (300 of 1000); 0 is read as the medial wall")
+
+
+@pytest.mark.parametrize("n", [4, 6])
+def test_a_closed_mesh_of_too_few_vertices_is_told_the_minimum(n, one_line):
+    """A tetrahedron or an octahedron: closed, but called 'partial (a patch?)' before."""
+    v = (100.0 * np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.sqrt(3) if n == 4
+         else 100.0 * np.vstack([np.eye(3), -np.eye(3)]))
+    f = ConvexHull(v).simplices
+    with pytest.raises(InputError) as e:
+        val.validate_sphere(v, f, "lh.sphere")
+    assert one_line(e, "lh.sphere") == (f"lh.sphere: has only {n} vertices: a sphere needs at least 12 (an "
+                                        "icosahedron) to be registered, and real ones have thousands (FreeSurfer's "
+                                        "~130,000); pass the subject's spherical surface (e.g. lh.sphere)")
