@@ -129,6 +129,33 @@ def _parse_features(specs: list[str]) -> dict[str, Path]:
     return features
 
 
+def _check_feature_names(features: dict[str, Path], offered: tuple[str, ...]) -> None:
+    """Refuse a ``--feature`` name that is none of :data:`FEATURES` nor a map the template offers
+    (a custom template's own), with the closest known name: a misspelt one (``sulcc``, ``Sulc``)
+    was dropped as a map the template lacks, and the run failed naming nothing."""
+    import difflib
+
+    known = list(dict.fromkeys([*FEATURES, *offered]))
+    for name in features:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name.strip().lower(), known, n=1, cutoff=0.6)
+        shown = name if name.strip() == name and name else repr(name)
+        raise InputError(f"--feature {shown}: unknown feature name; use {', '.join(known[:-1])} or {known[-1]}"
+                         + (f" (did you mean {close[0]}?)" if close else ""))
+
+
+def _check_registration_feature(features: dict[str, Path], offered: tuple[str, ...], template: str) -> None:
+    """Refuse feature maps of which the template has none (only ``thickness``, say): they would be
+    resampled, but nothing would drive the registration."""
+    if not any(name in offered for name in features):
+        offered = tuple(sorted(offered, key=lambda f: (FEATURES + (f,)).index(f)))  # sulc first, as --feature's help
+        raise InputError(f"no registration feature ({', '.join(offered[:-1])} or {offered[-1]}) among --feature "
+                         f"{', '.join(features)}: template {template} has no map of "
+                         f"{'it' if len(features) == 1 else 'them'}; give sulc as well (the other maps are "
+                         "resampled to --features-out)")
+
+
 def _hemi_from_name(sphere: Path) -> str:
     """The hemisphere the sphere's file declares (one line on stderr says so), or a usage error."""
     from ..io.hemisphere_label import declared_hemispheres
@@ -180,6 +207,10 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
                                 **{f"--feature {n}": p for n, p in features.items()}})
     choice = resolve_model(model, template.label, refine=optimise)
     tpl_hemi = choice.template_hemi(hemi)
+    offered = template.features(tpl_hemi)
+    _check_feature_names(features, offered)
+    if choice.kind != "network":  # a network's channels are checked when it is loaded
+        _check_registration_feature(features, offered, template.label)
     native = read_hemisphere(sphere, features, signs={"sulc": -1.0} if sulc_sign == "hcp" else None,
                              sphere_reg=sphere_reg)
     moving, maps = native.sphere, native.features
@@ -280,6 +311,24 @@ def _refuse_options_example_ignores(parser: argparse.ArgumentParser, args: argpa
                      "your own files, or those options to run the example")
 
 
+def _print_summary(rows: list[dict]) -> None:
+    """One table row per registration on stdout: the method, the rotation, the correlation with
+    the template of its first feature (sulc where registered) before, after the rigid stage and
+    at the end, folded triangles, seconds and the quality verdict (the metrics JSON has the rest)."""
+    feature = next((f for f in FEATURES if all(f"cc_{f}_after" in r for r in rows)), "sulc")
+
+    def cc(row: dict, stage: str) -> str:
+        value = row.get(f"cc_{feature}_{stage}")
+        return "-" if value is None else f"{value:.3f}"
+
+    print(f"{'hemi':<5}{'method':>18}{'rotation (deg)':>16}{f'CC {feature} before':>16}"
+          f"{'CC rigid':>10}{'CC after':>10}{'folded':>8}{'seconds':>9}{'quality':>9}")
+    for r in rows:
+        print(f"{r['hemi']:<5}{r['method']:>18}{r['rotation_deg']:>16.2f}{cc(r, 'before'):>16}"
+              f"{cc(r, 'rigid'):>10}{cc(r, 'after'):>10}{r['n_folded']:>8d}{r['seconds_total']:>9.2f}"
+              f"{'FLAGGED' if r['quality']['flagged'] else 'ok':>9}")
+
+
 def _flagged_exit(rows: list[dict]) -> int:
     """One ``FLAGGED hemi-H: <reasons>`` line on stderr per registration a gate flagged; the exit
     code (3 when any was, else 0)."""
@@ -307,12 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 _refuse_options_example_ignores(parser, args)
                 rows = _run_example(args.out_dir, args.template, args.model, args.device, refine_argument(args),
                                     args.template_dir, gates)
-                print(f"{'hemi':<5}{'method':>18}{'rotation (deg)':>16}{'CC sulc before':>16}"
-                      f"{'CC rigid':>10}{'CC after':>10}{'folded':>8}{'seconds':>9}")
-                for r in rows:
-                    print(f"{r['hemi']:<5}{r['method']:>18}{r['rotation_deg']:>16.2f}{r['cc_sulc_before']:>16.3f}"
-                          f"{r['cc_sulc_rigid']:>10.3f}{r['cc_sulc_after']:>10.3f}{r['n_folded']:>8d}"
-                          f"{r['seconds_total']:>9.2f}")
+                _print_summary(rows)
                 print(f"outputs in {args.out_dir}")
                 return _flagged_exit(rows)
             if args.out_dir != parser.get_default("out_dir"):
@@ -361,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
             m = register_files(args.sphere, features, args.hemi, args.template, args.out, metrics_out,
                                args.features_out, args.sphere_reg, args.sulc_sign, args.model, args.device,
                                refine_argument(args), args.template_dir, gates)
-            print(json.dumps({k: v for k, v in m.items() if k != "rotation"}, indent=2))
+            _print_summary([m])  # the whole metrics are in the metrics JSON
+            print("outputs: " + ", ".join(str(p) for p in (args.out, metrics_out, args.features_out) if p is not None))
             return _flagged_exit([m])
         except HANDLED as exc:
             if isinstance(exc, InputError):

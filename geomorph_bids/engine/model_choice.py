@@ -167,6 +167,16 @@ def optimiser(template: str, name: str = "default", available: Sequence[str] | N
     return ModelChoice("optimise", name, channels)
 
 
+def _closest_model_name(given: str, bundled: Sequence[str]) -> str:
+    """``"; did you mean rigid?"`` for a name that is, or nearly is, one of the model names in
+    another case (``Rigid``, ``sulc-fslr``), as ``--template fslr`` gets; else ``""``."""
+    import difflib
+
+    names = {n.lower(): n for n in ("default", "rigid", *bundled)}
+    close = difflib.get_close_matches(given.strip().lower(), list(names), n=1, cutoff=0.8)
+    return f"; did you mean {names[close[0]]}?" if close else ""
+
+
 def network(model: str | Path, name: str | None = None, optimise: Any = True,
             template: str | None = None) -> ModelChoice:
     """A bundled network (by name) or a checkpoint file; its channels come from the checkpoint's
@@ -179,8 +189,9 @@ def network(model: str | Path, name: str | None = None, optimise: Any = True,
 
     path = model_path(model)
     if not path.is_file():
-        raise InputError("model checkpoint not found (use default, rigid, a bundled model: "
-                         f"{', '.join(bundled_models()) or 'none installed'}, or a checkpoint path)", path=path)
+        raise InputError(f"model checkpoint not found{_closest_model_name(str(model), bundled_models())} (use "
+                         f"default, rigid, a bundled model: {', '.join(bundled_models()) or 'none installed'}, or a "
+                         "checkpoint path)", path=path)
     label = name or (str(model) if str(model) in bundled_models() else str(Path(model).absolute()))
     meta = read_metadata(path)
     standard = ("fsLR", "fsaverage")

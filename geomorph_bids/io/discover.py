@@ -213,10 +213,15 @@ def valid_label(label: str) -> bool:
 
 
 def normalise_label(label: str, prefix: str = "sub") -> str:
-    """``"sub-01"`` or ``"01"`` -> ``"01"``; raises InputError for a non-alphanumeric label."""
+    """``"sub-01"`` or ``"01"`` -> ``"01"``; raises InputError for a non-alphanumeric label or a
+    prefix that is not lower-case (``SUB-01``)."""
     text = str(label).strip()
     if text.startswith(f"{prefix}-"):
         text = text[len(prefix) + 1:]
+    elif text[:len(prefix) + 1].lower() == f"{prefix}-":  # SUB-01: not "not alphanumeric"
+        rest = text[len(prefix) + 1:]
+        raise InputError(f"invalid {prefix} label {label!r}: the prefix is lower-case '{prefix}-' "
+                         f"({prefix}-{rest}, or {rest} alone)")
     if not _LABEL.fullmatch(text):
         raise InputError(f"invalid {prefix} label {label!r}: BIDS labels are alphanumeric")
     return text

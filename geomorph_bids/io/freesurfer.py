@@ -157,6 +157,10 @@ def read_fs_morph(path: str | Path, n_vertices: int | None = None) -> np.ndarray
         if len(raw) < 15 + 4 * v:
             raise InputError(f"FreeSurfer morphometry file is truncated: {len(raw)} bytes, the header "
                              f"({v} vertices) needs {15 + 4 * v}", path=p)
+        if len(raw) > 15 + 4 * v:  # FreeSurfer writes nothing after the values: two files joined?
+            raise InputError(f"FreeSurfer morphometry file has {len(raw) - 15 - 4 * v} bytes after its {v} values "
+                             f"({len(raw)} bytes, the header needs {15 + 4 * v}): two files joined, or a "
+                             "corrupted file", path=p)
     elif magic == TRIANGLE_MAGIC:
         raise InputError("is a FreeSurfer surface (mesh), not a per-vertex morphometry file", path=p)
     else:

@@ -176,10 +176,12 @@ def read_gifti_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[s
     pts = [d for d in img.darrays if d.intent == _POINTSET]
     tri = [d for d in img.darrays if d.intent == _TRIANGLE]
     if len(pts) != 1 or len(tri) != 1:
-        kinds = ", ".join(sorted({nib.nifti1.intent_codes.label[d.intent] for d in img.darrays}))
+        kinds = ", ".join(nib.nifti1.intent_codes.label[d.intent] for d in img.darrays)  # every one, in order
+        hint = ("is it a metric (.shape.gii/.func.gii)?" if not pts or not tri else
+                "one surface per file expected (several surfaces in one file?)")
         raise InputError(f"is not a GIFTI surface: expected one NIFTI_INTENT_POINTSET and one "
                          f"NIFTI_INTENT_TRIANGLE array, found {len(pts)} and {len(tri)} "
-                         f"(arrays: {kinds}); is it a metric (.shape.gii/.func.gii)?", path=p)
+                         f"(arrays: {kinds}); {hint}", path=p)
     v, f = _darray_data(pts[0], p), _darray_data(tri[0], p)
     if v.ndim != 2 or v.shape[1] != 3 or v.shape[0] == 0:
         raise InputError(f"GIFTI POINTSET has shape {v.shape}, expected (V, 3)", path=p)

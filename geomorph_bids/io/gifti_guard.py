@@ -48,6 +48,16 @@ def _item_bytes(attrs: dict[str, str]) -> int:
         return _UNKNOWN_ITEM_BYTES
 
 
+def _inline_name(name: str) -> str:
+    """A name for the inline copy of GIFTI file ``name``: ``_inline`` before its GIFTI suffix
+    (``lh.sulc.shape.gii`` -> ``lh.sulc_inline.shape.gii``)."""
+    for suffix in (".surf.gii", ".shape.gii", ".func.gii", ".label.gii", ".gii"):
+        i = name.find(suffix)
+        if i > 0:
+            return f"{name[:i]}_inline{suffix}"
+    return f"{name}_inline.gii"
+
+
 class _Scan:
     """expat handlers for one file: running total of the declared sizes (bytes) and the text of
     the compressed array being read."""
@@ -98,6 +108,10 @@ class _Scan:
         if self.total > self.limit:
             raise InputError(f"GIFTI data arrays declare {human_bytes(self.total)}, more than a GIFTI file "
                              f"may hold here ({human_bytes(self.limit)})", path=self.path)
+        if _encoding(attrs) == "External":  # nibabel's message called it "truncated or corrupted"
+            raise InputError(f"GIFTI data array {k}: data in an external file ({attrs.get('ExternalFileName') or '?'}) "
+                             "is not supported; save the GIFTI with its data inline (e.g. wb_command -gifti-convert "
+                             f"BASE64_BINARY {self.path.name} {_inline_name(self.path.name)})", path=self.path)
         self.compressed = _encoding(attrs) == "B64GZ"
 
     def _inflate(self, text: str) -> None:
@@ -115,7 +129,8 @@ class _Scan:
 
 def check_arrays(xml: bytes, limit: int, path: str | Path) -> None:
     """Refuse (InputError naming ``path``) a GIFTI document ``xml`` that declares XML entities,
-    whose data arrays declare more than ``limit`` bytes together, or whose compressed data would
+    whose data arrays declare more than ``limit`` bytes together or keep their data in an external
+    file (files are read whole, into memory; the message says how to inline it), or whose compressed data would
     inflate to more (or less) than its array declares; malformed XML is refused as truncated or
     corrupted. Reads nothing but ``xml``; memory: at most one array's declared size."""
     first = xml.find(b"<GIFTI")
@@ -131,5 +146,7 @@ def check_arrays(xml: bytes, limit: int, path: str | Path) -> None:
     parser.EndElementHandler = scan.end
     try:
         parser.Parse(xml, True)
+    except InputError:  # the handlers' own one-line refusals (an InputError is a ValueError)
+        raise
     except (expat.ExpatError, LookupError, ValueError) as exc:  # LookupError: an unknown XML encoding
         raise InputError(f"GIFTI file is truncated or corrupted ({type(exc).__name__}: {exc})", path=path) from None

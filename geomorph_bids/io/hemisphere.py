@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InputError
 from .hemisphere_label import feature_conflicts, label_conflicts
 from .surfaces import Surface, read_feature, read_mask, read_sphere, read_surface
-from .validate import validate_feature
+from .validate import check_zero_fraction, validate_feature
 
 __all__ = ["NativeHemisphere", "read_hemisphere"]
 
@@ -64,7 +64,10 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     sphere_reg : FreeSurfer ``?h.sphere.reg`` (same vertices as ``sphere``), or None.
     midthickness : the midthickness surface (same vertices and triangles), or None.
     cortex_mask : a cortex mask file (:func:`~geomorph_bids.io.surfaces.read_mask`), or None.
-    validate : refuse maps that are all zero or constant (nothing to register).
+    validate : refuse maps that are all zero, constant or non-zero on under 5 % of the vertices
+        (nothing to register); warn (:class:`~geomorph_bids.io.validate.FeatureWarning`) about a
+        map exactly 0 on far more vertices than a medial wall
+        (:func:`~geomorph_bids.io.validate.check_zero_fraction`).
     hemi : ``"L"``/``"R"``: the hemisphere the files are read as; files declaring the other one
         are listed in ``label_conflicts`` (the quality gates flag them; nothing is refused), as are
         map files whose name says another map (with or without ``hemi``).
@@ -80,8 +83,9 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
         values = np.asarray(read_feature(path, n_vertices=n, sphere=sphere), dtype=np.float64)
         if values.ndim != 1:
             raise InputError(f"holds {values.shape[1]} maps; one per file expected", path=path)
-        if validate:
-            validate_feature(values, path, names=[name])  # all zero / constant: nothing to align
+        if validate:  # all zero, constant or nearly all zero: nothing to align
+            validate_feature(values, path, what=f"feature {name!r}")
+            check_zero_fraction(values, path, what=f"feature {name!r}")  # zero-filled far beyond a medial wall
         maps[name] = (signs or {}).get(name, 1.0) * values
     reg = None
     if sphere_reg is not None:

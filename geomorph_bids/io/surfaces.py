@@ -204,7 +204,8 @@ def read_feature(path: str | Path, n_vertices: int | None = None, hemi: str | No
             raise InputError("is a CIFTI file holding both hemispheres: pass hemi='L' or 'R'", path=p)
         values = cifti.read_cifti_cortex(p, hemi_code(hemi), fill=0.0).values
     else:
-        raise InputError(f"is {_KINDS[fmt]}, not a feature map; use read_labels", path=p)
+        raise InputError(f"is {_KINDS[fmt]}, not a feature map: give a map of one value per vertex, "
+                         "e.g. lh.sulc or a .shape.gii file", path=p)
     if values.size == 0:
         raise InputError("feature map holds no values", path=p)
     check_finite(values, p)

@@ -266,15 +266,21 @@ def _templateflow_source(kind: str, folder: Path, base: str, hemi: str, notes: l
     """The highest density of ``folder`` (a ``tpl-<base>`` folder) with a real sphere and sulc;
     zero-byte sulc placeholders (TemplateFlow has the map, not downloaded) give an ``info`` line."""
     empty = False
+    odd: list[str] = []  # a sphere or sulc that is there but no file (a folder): passed over, said
     for den in _TF_DENSITIES[base]:
         stem = f"tpl-{base}_hemi-{hemi}_den-{den}"
         sphere = folder / f"{stem}_sphere.surf.gii"
         sulc = folder / f"{stem}_sulc.shape.gii"
         empty = empty or _placeholder(sulc)
+        odd += [p.name for p in (sphere, sulc) if p.exists() and not p.is_file()]
         if _real(sphere) and _real(sulc):
             maps = {m: (folder / f"{stem}_{m}.shape.gii").absolute() for m in _MAPS
                     if _real(folder / f"{stem}_{m}.shape.gii")}
             return TemplateSource(kind, base, hemi, folder.absolute(), sphere.absolute(), maps)
+    what = "TemplateFlow" if kind == "templateflow" else kind
+    if odd:
+        are = "is a folder, not a file" if len(odd) == 1 else "are folders, not files"
+        info.append(f"{what} {folder}: {', '.join(odd)} {are}; not used")
     if empty:
         info.append(f"{'TemplateFlow' if kind == 'templateflow' else kind} {folder}: its {base} sulc files are "
                     "empty placeholders or git-annex files not fetched (not downloaded; geomorph-bids never "
@@ -310,7 +316,8 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
     """The sources of ``base`` (``fsLR``/``fsaverage``) for ``hemi``, in order (the bundled one
     last, always); warnings about folders that hold some of the template's files but not a
     sphere and sulc for ``hemi``; and information lines (TemplateFlow's zero-byte
-    placeholders, skipped). Reads only file names and sizes.
+    placeholders, a ``$TEMPLATEFLOW_HOME`` that is a file, a sphere or sulc that is a folder:
+    skipped). Reads only file names and sizes.
 
     Raises :class:`InputError` when ``search.template_dir`` is not a folder of ``base``'s maps.
     """
@@ -336,6 +343,9 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
                                  path=search.template_dir)
             src = _explicit_source(search.template_dir, base, hemi, notes, info)
             found += [src] if src else []
+        home = search.templateflow_home
+        if home is not None and home.exists() and not home.is_dir():
+            info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME is a file, not TemplateFlow's folder; not used")
         if search.templateflow_home is not None:
             src = _templateflow_source("templateflow", search.templateflow_home / f"tpl-{base}", base, hemi, notes,
                                        info)
@@ -466,13 +476,35 @@ def _sphere_centre(vertices: np.ndarray) -> np.ndarray:
     return centre if np.linalg.norm(centre - mean) > 1e-6 * radius else mean
 
 
+#: where each kind of source was found, for messages
+_FOUND_THROUGH = {"folder": "--template-dir", "templateflow": "$TEMPLATEFLOW_HOME",
+                  "freesurfer": "--fs-subjects-dir, $SUBJECTS_DIR or $FREESURFER_HOME/subjects"}
+
+
+def _read_source_map(source: TemplateSource, feature: str, n_vertices: int) -> np.ndarray:
+    """(V,) ``feature`` of a non-bundled source, refused (naming the file, where it was found and
+    how to do without it) when it has another vertex count than the source's sphere: the
+    subject-oriented advice of :func:`~geomorph_bids.io.surfaces.read_feature` misled there."""
+    from .surfaces import read_feature
+
+    path = source.maps[feature]
+    values = np.asarray(read_feature(path), dtype=np.float64)
+    if values.shape[0] != n_vertices:
+        raise InputError(f"the template's {feature} map ({source.describe()}, found through "
+                         f"{_FOUND_THROUGH[source.kind]}) has {values.shape[0]} vertices but its sphere "
+                         f"{source.sphere} has {n_vertices}: the two are of different meshes; replace that "
+                         f"{feature} with the template's own, or use the bundled maps: --template-dir bundled "
+                         "(template_dir='bundled' in Python)", path=path)
+    return values.reshape(-1)
+
+
 @functools.lru_cache(maxsize=8)
 def _load_cached(source_key: str, features: tuple[str, ...], method: str,
                  stamp: tuple[tuple[int, ...], ...]) -> np.ndarray:
     """(40962, K) maps of a non-bundled source, read-only (cached per files' :func:`~geomorph_bids.io.digest.file_stamp`)."""
     import json
 
-    from .surfaces import read_feature, read_surface
+    from .surfaces import read_surface
 
     source = TemplateSource.from_dict(json.loads(source_key))
     sphere = read_surface(source.sphere)  # a template's sphere: checked for shape, not re-validated (0.2 s)
@@ -480,8 +512,7 @@ def _load_cached(source_key: str, features: tuple[str, ...], method: str,
     radii = np.linalg.norm(centred, axis=1)
     if not radii.std() < 0.05 * radii.mean():
         raise InputError("is not a sphere (radii vary by more than 5 %)", path=source.sphere)
-    stack = np.column_stack([np.asarray(read_feature(source.maps[f], n_vertices=sphere.n_vertices),
-                                        dtype=np.float64).reshape(-1) for f in features])
+    stack = np.column_stack([_read_source_map(source, f, sphere.n_vertices) for f in features])
     if not np.all(np.isfinite(stack)):
         raise InputError("template map has non-finite values", path=source.maps[features[0]])
     out = sample_on_grid(stack, (centred, sphere.faces), method)

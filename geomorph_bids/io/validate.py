@@ -22,10 +22,11 @@ from geomorph_bids.errors import InputError
 from geomorph_bids.sphere.mesh import areas_and_volumes, nonfinite_rows, repeated_sides, row_norms, signed_volumes
 
 __all__ = [
-    "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SPHERE_RADIUS_RATIO", "SphereWarning", "hemi_code",
+    "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SPHERE_RADIUS_RATIO", "MIN_SPHERE_VERTICES", "SphereWarning", "hemi_code",
     "check_faces", "check_finite", "check_vertex_count", "check_mesh",
     "fit_sphere", "count_folded", "orient_faces", "validate_sphere", "check_closed", "validate_feature",
-    "FeatureWarning", "OUTLIER_IQR", "clip_outliers",
+    "FeatureWarning", "OUTLIER_IQR", "clip_outliers", "MIN_VALID_FRACTION", "MAX_ZERO_FRACTION",
+    "check_zero_fraction",
 ]
 
 PathLike = str | Path | None
@@ -43,9 +44,23 @@ SPHERE_SPREAD_TOL = 0.05
 SPHERE_RADIUS_RATIO = 1.1
 #: Relative centre offset / radius error below which a sphere is left untouched.
 SPHERE_POSE_TOL = 1e-3
+#: Fewest vertices of a sphere: the icosahedron's, the coarsest icosphere (registered, flagged only
+#: for its correlation). Fewer cannot cover the sphere (a tetrahedron's triangles cover 0.26 of it,
+#: an octahedron's 0.39), and were refused as "partial (a patch?)", which they are not.
+MIN_SPHERE_VERTICES = 12
 MAX_FOLDED_FRACTION = 1e-3  # folded triangles tolerated (with a warning) on input spheres
 #: a triangle of at most this fraction of the mean triangle area has none (its corners coincide)
 ZERO_AREA = 1e-9
+
+#: Smallest fraction of a map's vertices that must be non-zero (0 is read as the medial wall) for
+#: it to drive a registration; the rigid fit (``sphere.rigid``) refuses the same, after the mask.
+MIN_VALID_FRACTION = 0.05
+#: Largest fraction of exact zeros a map has without a warning. Measured: HCP's medial wall
+#: (smriprep's atlasroi) is 8.5-8.6 % of fsLR 32k/59k vertices; FreeSurfer's thickness and curv are 0
+#: on 2.6-3.0 % of fsaverage5 (nilearn), sulc on none (fsaverage 164k, the example subject); the
+#: bundled templates' curv on 2.0-2.4 %. 25 % is nearly three times the largest medial wall and
+#: catches a map a third zero-filled (QA: 30 % zero-filled registered 7 degrees off at p95, silently).
+MAX_ZERO_FRACTION = 0.25
 
 _HEMIS = {"l": "L", "left": "L", "lh": "L", "cortexleft": "L",
           "r": "R", "right": "R", "rh": "R", "cortexright": "R"}
@@ -56,7 +71,8 @@ class SphereWarning(UserWarning):
 
 
 class FeatureWarning(UserWarning):
-    """A feature map was accepted but some of its values were clipped (:func:`clip_outliers`)."""
+    """A feature map was accepted but some of its values were clipped (:func:`clip_outliers`),
+    or it is 0 on far more vertices than a medial wall (:func:`check_zero_fraction`)."""
 
 
 #: how far beyond the quartiles (in interquartile ranges) a feature value may lie before it is
@@ -282,10 +298,14 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
 
     Raises
     ------
-    InputError : not a sphere (white/pial/inflated surface; vertex distances to the centre more
-        than ``SPHERE_RADIUS_RATIO`` apart), a surface not covering the sphere, or folded triangles.
+    InputError : fewer than ``MIN_SPHERE_VERTICES`` vertices, not a sphere (white/pial/inflated
+        surface; vertex distances to the centre more than ``SPHERE_RADIUS_RATIO`` apart), a surface not covering the sphere, or folded triangles.
     """
     v, f = check_mesh(vertices, faces, path)
+    if len(v) < MIN_SPHERE_VERTICES:
+        raise InputError(f"has only {len(v)} vertices: a sphere needs at least {MIN_SPHERE_VERTICES} (an icosahedron) "
+                         "to be registered, and real ones have thousands (FreeSurfer's ~130,000); pass the "
+                         "subject's spherical surface (e.g. lh.sphere)", path=path)
     # the triangles of the mesh as given: those measured below unless it is moved to standard pose
     ahead = None if worker is None else worker.submit(areas_and_volumes, v, f)
     centre, radii = _fit(v)  # fit_sphere's, with the distances it measured
@@ -401,6 +421,13 @@ def clip_outliers(values: np.ndarray, name: str = "feature map") -> np.ndarray:
     return np.where(out, np.clip(v, lo, hi), v)
 
 
+def _column_label(k: int, n_columns: int, names: Sequence[str] | None, what: str) -> str:
+    """How messages name column ``k`` of a (V, K) map (``what`` for a one-column map without names)."""
+    if names is not None and k < len(names):
+        return f"column {names[k]!r}"
+    return f"column {k + 1}" if n_columns > 1 else what
+
+
 def validate_feature(values: np.ndarray, path: PathLike = None,
                      names: Sequence[str] | None = None, what: str = "feature map") -> np.ndarray:
     """Return a feature map as float64 after checking it can drive a registration.
@@ -413,7 +440,8 @@ def validate_feature(values: np.ndarray, path: PathLike = None,
     what : how messages name a one-column map without ``names`` (e.g. ``"feature 'sulc'"``)
 
     Raises InputError if the map is empty, not finite, or if a column is
-    all zero or constant (nothing to align).
+    all zero or constant (nothing to align), or non-zero on fewer than
+    :data:`MIN_VALID_FRACTION` of the vertices (0 is read as the medial wall).
     """
     a = np.asarray(values)
     if a.ndim not in (1, 2) or a.size == 0:
@@ -425,9 +453,28 @@ def validate_feature(values: np.ndarray, path: PathLike = None,
     cols = a.reshape(len(a), -1)
     lo, hi = cols.min(axis=0), cols.max(axis=0)
     for k in np.flatnonzero(hi == lo):          # loop over columns only
-        label = f"column {names[k]!r}" if names is not None and k < len(names) else (
-            f"column {k + 1}" if cols.shape[1] > 1 else what)
         kind = "all zero" if lo[k] == 0 else f"constant ({lo[k]:g} at every vertex)"
-        raise InputError(f"{label} is {kind}: it carries no information to register; "
-                         "check that the right file was given", path=path)
+        raise InputError(f"{_column_label(k, cols.shape[1], names, what)} is {kind}: it carries no information "
+                         "to register; check that the right file was given", path=path)
+    nonzero = np.count_nonzero(cols, axis=0)
+    for k in np.flatnonzero(nonzero < MIN_VALID_FRACTION * len(cols)):
+        raise InputError(f"{_column_label(k, cols.shape[1], names, what)} is non-zero at only {int(nonzero[k])} of "
+                         f"{len(cols)} vertices ({100 * nonzero[k] / len(cols):.2g}%); at least "
+                         f"{100 * MIN_VALID_FRACTION:g}% must be (0 is read as the medial wall); check that the "
+                         "right file was given", path=path)
     return a
+
+
+def check_zero_fraction(values: np.ndarray, path: PathLike = None, what: str = "feature map") -> None:
+    """Warn (:class:`FeatureWarning`, one line naming ``path``) when more than
+    :data:`MAX_ZERO_FRACTION` of a (V,) map's values are exactly 0: zeros are read as the medial
+    wall (left out of the similarity), so a map zero-filled over part of the cortex registers
+    there from its neighbours only, a degraded result that nothing else would flag."""
+    v = np.asarray(values)
+    zeros = v.size - int(np.count_nonzero(v))
+    if v.size and zeros > MAX_ZERO_FRACTION * v.size:
+        where = f"{path}: " if path is not None else ""
+        warnings.warn(f"{where}{what} is exactly 0 at {100 * zeros / v.size:.0f}% of its vertices ({zeros} of "
+                      f"{v.size}); 0 is read as the medial wall, which is about 10% of a hemisphere, and those "
+                      "vertices are registered from their neighbours only: check that the map was not cut, masked or "
+                      "zero-filled", FeatureWarning, stacklevel=2)

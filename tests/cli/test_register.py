@@ -553,3 +553,73 @@ def test_an_output_folder_that_cannot_be_written_is_found_before_the_registratio
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("geomorph-register: error: ") and words in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "ro"] and list(ro.iterdir()) == []
+
+
+def test_a_nearly_all_zero_map_is_refused_naming_its_file(tmp_path, capsys):
+    surf = example_dir() / "sub-01" / "surf"
+    values = np.zeros(10242, dtype=np.float32)
+    values[5] = 1.0
+    bad = tmp_path / "lh.sulc"
+    nib.freesurfer.write_morph_data(str(bad), values)
+    out = tmp_path / "out" / "lh_sphere.surf.gii"
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={bad}", "--hemi", "L",
+                 "--model", "rigid", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert err.startswith(f"geomorph-register: error: hemi-L {bad}: feature 'sulc' is non-zero at only 1 of 10242 "
+                          "vertices") and "moving features" not in err
+    assert not out.parent.exists()
+
+
+def test_a_map_zero_filled_over_part_of_the_cortex_is_warned_about(tmp_path, capsys):
+    """60 % of the vertices exactly 0 (read as medial wall, ~10 % of a hemisphere): registered, with
+    one warning line naming the file and the fraction (before: silent)."""
+    surf = example_dir() / "sub-01" / "surf"
+    values = nib.freesurfer.read_morph_data(str(surf / "lh.sulc")).astype(np.float32)
+    x = nib.freesurfer.read_geometry(str(surf / "lh.sphere"))[0][:, 0]
+    values[x > np.percentile(x, 40)] = 0
+    bad = tmp_path / "lh.sulc"
+    nib.freesurfer.write_morph_data(str(bad), values)
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={bad}", "--hemi", "L",
+                 "--model", "rigid", "--out", str(tmp_path / "out" / "lh_sphere.surf.gii")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "exactly 0" in line]
+    assert code == 0
+    assert lines == [f"geomorph-register: warning: {bad}: feature 'sulc' is exactly 0 at 60% of its vertices "
+                     "(6145 of 10242); 0 is read as the medial wall, which is about 10% of a hemisphere, and those "
+                     "vertices are registered from their neighbours only: check that the map was not cut, masked "
+                     "or zero-filled"]
+
+
+@pytest.mark.parametrize("name, words", [
+    ("sulcc", "--feature sulcc: unknown feature name; use sulc, curv, thickness or myelin (did you mean sulc?)"),
+    ("Sulc", "--feature Sulc: unknown feature name; use sulc, curv, thickness or myelin (did you mean sulc?)"),
+    ("sulc ", "--feature 'sulc ': unknown feature name; use sulc, curv, thickness or myelin (did you mean sulc?)"),
+    ("thickness", "no registration feature (sulc, curv or myelin) among --feature thickness: template fsLR has no "
+                  "map of it; give sulc as well"),
+])
+def test_a_misspelt_or_unregistrable_feature_name_is_named(tmp_path, capsys, name, words):
+    """Before: 'moving_features must be a non-empty dict: name -> (V,) array or path' (the map was
+    dropped as one the template lacks), naming neither the name nor the accepted ones."""
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "out" / "lh_sphere.surf.gii"
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"{name}={surf / 'lh.sulc'}", "--hemi", "L",
+                 "--model", "rigid", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and words in err and "moving_features" not in err
+    assert not out.parent.exists()
+
+
+def test_own_files_print_the_short_summary_and_leave_the_metrics_to_the_json(tmp_path, capsys):
+    """Before: about 80 lines of metrics JSON on stdout; now the table --example prints (with the
+    quality verdict) and the output paths; the metrics are in the metrics JSON."""
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "lh_sphere.surf.gii"
+    assert main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+                 "--model", "rigid", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert lines[0].split() == ["hemi", "method", "rotation", "(deg)", "CC", "sulc", "before", "CC", "rigid", "CC",
+                                "after", "folded", "seconds", "quality"]
+    assert lines[1].split()[:2] == ["L", "rigid"] and lines[1].split()[-1] == "ok"
+    assert lines[2] == f"outputs: {out}, {tmp_path / 'lh_metrics.json'}"
+    assert json.loads((tmp_path / "lh_metrics.json").read_text())["method"] == "rigid"

@@ -148,3 +148,12 @@ def test_the_optimiser_weighs_curv_less_than_sulc_for_fsaverage_only():
     assert optimiser_weights(("sulc", "curv")) == (0.7, 0.3)
     assert optimiser_weights(["curv", "sulc"]) == (0.3, 0.7)  # in the channels' order
     assert optimiser_weights(("sulc",)) is None and optimiser_weights(("sulc", "curv", "myelin")) is None
+
+
+@pytest.mark.parametrize("given, meant", [("Rigid", "rigid"), ("DEFAULT", "default"), ("sulc-fslr", "sulc-fsLR")])
+def test_a_model_name_in_another_case_gets_did_you_mean(given, meant):
+    """As --template fslr gets 'did you mean fsLR?'; before, --model Rigid got only the list."""
+    if meant not in ("rigid", "default") and meant not in bundled_models():
+        pytest.skip(f"{meant} is not installed")
+    with pytest.raises(InputError, match=f"model checkpoint not found; did you mean {meant}\\? \\(use default"):
+        network(given)

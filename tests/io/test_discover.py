@@ -567,3 +567,10 @@ def test_smriprep_own_layout_is_read_in_its_subfolder(bids: Path, tmp_path: Path
     nested = bids / "derivatives" / "smriprep"
     make_smriprep(nested / "smriprep", "04")
     assert discover("04", bids).hemis["R"].source == "smriprep"
+
+
+def test_an_upper_case_prefix_is_named_not_called_not_alphanumeric():
+    with pytest.raises(InputError) as e:
+        normalise_label("SUB-01", "sub")
+    assert str(e.value) == "invalid sub label 'SUB-01': the prefix is lower-case 'sub-' (sub-01, or 01 alone)"
+    assert normalise_label("sub-01", "sub") == "01"

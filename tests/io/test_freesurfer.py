@@ -159,3 +159,14 @@ def test_byte_swapped_files_say_so(tmp_path, one_line):
     with pytest.raises(InputError) as e:
         fs.read_fs_surface(surface)
     assert "is byte-swapped" in one_line(e, surface) and "write_geometry" in str(e.value)
+
+
+def test_a_morph_file_with_bytes_after_its_values_is_refused(tmp_path, one_line):
+    """lh.sulc concatenated with itself was read as the first half, silently."""
+    path = tmp_path / "lh.sulc"
+    nfs.write_morph_data(str(path), np.linspace(-1, 1, 100).astype(np.float32))
+    path.write_bytes(path.read_bytes() * 2)
+    with pytest.raises(InputError) as e:
+        fs.read_fs_morph(path)
+    assert one_line(e, path).endswith("FreeSurfer morphometry file has 415 bytes after its 100 values (830 bytes, the "
+                                      "header needs 415): two files joined, or a corrupted file")

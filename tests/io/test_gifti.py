@@ -303,3 +303,47 @@ def test_a_freesurfer_file_under_a_gifti_name_says_what_it_is(tmp_path, one_line
     with pytest.raises(InputError) as e:
         read_feature(sulc)
     assert "mris_convert -c lh.sulc lh.white lh.sulc.shape.gii" in one_line(e, sulc)
+
+
+def test_data_in_an_external_file_is_refused_saying_so(tmp_path, one_line):
+    """A valid GIFTI whose array is ``ExternalFileBinary`` (nibabel reads it from disk; we read the
+    file whole, from memory): before, 'GIFTI file is truncated or corrupted (GiftiParseError: ...)'."""
+    np.arange(1, 11, dtype="<f4").tofile(tmp_path / "lh.sulc.bin")
+    path = tmp_path / "lh.sulc.shape.gii"
+    path.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<GIFTI Version="1.0" NumberOfDataArrays="1">\n'
+                    '<DataArray Intent="NIFTI_INTENT_SHAPE" DataType="NIFTI_TYPE_FLOAT32" '
+                    'ArrayIndexingOrder="RowMajorOrder" Dimensionality="1" Dim0="10" Encoding="ExternalFileBinary" '
+                    'Endian="LittleEndian" ExternalFileName="lh.sulc.bin" ExternalFileOffset="0">\n<Data></Data>\n'
+                    '</DataArray>\n</GIFTI>\n')
+    assert nib.load(str(path)).darrays[0].data.shape == (10,)  # valid: nibabel reads it from disk
+    with pytest.raises(InputError) as e:
+        gifti.read_gifti_data(path)
+    assert one_line(e, path) == (f"{path}: GIFTI data array 0: data in an external file (lh.sulc.bin) is not "
+                                 "supported; save the GIFTI with its data inline (e.g. wb_command -gifti-convert "
+                                 "BASE64_BINARY lh.sulc.shape.gii lh.sulc_inline.shape.gii)")
+
+
+def test_the_guards_own_refusals_are_not_called_corrupted(tmp_path):
+    """The XML scan's refusals (an InputError is a ValueError) were wrapped as 'GIFTI file is
+    truncated or corrupted (InputError: PATH: ...)', the file named twice."""
+    img = nib.gifti.GiftiImage(darrays=[nib.gifti.GiftiDataArray(np.zeros(10, np.float32))])
+    path = tmp_path / "huge.shape.gii"
+    path.write_bytes(img.to_xml().replace(b'Dim0="10"', b'Dim0="1000000000000"'))
+    with pytest.raises(InputError) as e:
+        gifti.read_gifti_data(path)
+    assert str(e.value).startswith(f"{path}: GIFTI data arrays declare 3.6 TiB, more than a GIFTI file may hold")
+
+
+def test_a_surface_file_with_two_pointsets_lists_every_array(tmp_path, sphere5, one_line):
+    """Before: '(arrays: pointset, triangle); is it a metric (.shape.gii/.func.gii)?': a set of the
+    kinds (one pointset left out) and a hint for a file with no pointset."""
+    v, f = sphere5
+    img = nib.gifti.GiftiImage(darrays=[nib.gifti.GiftiDataArray(v.astype(np.float32), intent="NIFTI_INTENT_POINTSET"),
+                                        nib.gifti.GiftiDataArray(f.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE"),
+                                        nib.gifti.GiftiDataArray(v.astype(np.float32), intent="NIFTI_INTENT_POINTSET")])
+    path = tmp_path / "two.surf.gii"
+    nib.save(img, str(path))
+    with pytest.raises(InputError) as e:
+        gifti.read_gifti_surface(path)
+    assert one_line(e, path).endswith("found 2 and 1 (arrays: pointset, triangle, pointset); one surface per file "
+                                      "expected (several surfaces in one file?)")

@@ -345,3 +345,13 @@ def test_a_map_of_another_mesh_names_the_sphere_too(tmp_path):
     with pytest.raises(InputError) as e:
         read_hemisphere(sphere, {"sulc": sulc}, sphere_reg=reg)
     assert str(e.value) == f"{reg}: has 162 vertices but the sphere {sphere} has 642"
+
+
+def test_a_freesurfer_label_given_as_a_feature_map_names_no_python_function(tmp_path):
+    """Before: '... is a FreeSurfer label, not a feature map; use read_labels' (to a command-line user)."""
+    path = tmp_path / "lh.cortex.label"
+    path.write_text("#!ascii label\n2\n0 0 0 0 0\n1 0 0 0 0\n")
+    with pytest.raises(InputError) as e:
+        read_feature(path)
+    assert str(e.value) == (f"{path}: is a FreeSurfer label, not a feature map: give a map of one value per vertex, "
+                            "e.g. lh.sulc or a .shape.gii file")

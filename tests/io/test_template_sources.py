@@ -437,3 +437,38 @@ def test_templateflow_maps_on_an_uneven_sphere_are_read_where_they_are(tmp_path)
     v_read = nib.load(folder / "tpl-fsLR_hemi-L_den-164k_sphere.surf.gii").darrays[0].data.astype(np.float64)
     expected = sample_on_grid(sulc.astype(np.float32).astype(np.float64), (v_read, f))
     np.testing.assert_allclose(tpl.features["sulc"], expected, atol=1e-6)
+
+
+def test_a_template_map_of_another_mesh_than_its_sphere_says_it_is_the_templates(tmp_path, write_fsaverage):
+    """$SUBJECTS_DIR/fsaverage whose lh.sulc has another vertex count than its lh.sphere: before,
+    'features must be on the same subject's native mesh as the sphere' (a subject's advice)."""
+    fs = write_fsaverage(tmp_path / "subjects")
+    sulc = fs / "surf" / "lh.sulc"
+    nib.freesurfer.write_morph_data(str(sulc), np.linspace(-1, 1, 642).astype(np.float32))
+    env = {"SUBJECTS_DIR": str(tmp_path / "subjects")}
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(environ=env))
+    with pytest.raises(InputError) as e:
+        ref.load("L", ("sulc",))
+    assert str(e.value) == (f"{sulc}: the template's sulc map (FreeSurfer fsaverage {fs}, found through "
+                            "--fs-subjects-dir, $SUBJECTS_DIR or $FREESURFER_HOME/subjects) has 642 vertices but its "
+                            f"sphere {fs / 'surf' / 'lh.sphere'} has {N}: the two are of different meshes; replace "
+                            "that sulc with the template's own, or use the bundled maps: --template-dir bundled "
+                            "(template_dir='bundled' in Python)")
+
+
+def test_a_templateflow_home_that_is_a_file_or_a_sulc_that_is_a_folder_is_noted(tmp_path, write_templateflow):
+    """Both fell back to the bundled maps with no word (the zero-byte placeholders get a note)."""
+    (tmp_path / "tf_file").write_text("")
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(
+        environ={"TEMPLATEFLOW_HOME": str(tmp_path / "tf_file")}))
+    assert [s.kind for s in ref.candidates("L")] == ["bundled"]
+    assert ref.info == (f"TemplateFlow {tmp_path / 'tf_file'}: $TEMPLATEFLOW_HOME is a file, not TemplateFlow's "
+                        "folder; not used",)
+    folder = write_templateflow(tmp_path / "tf", hemis=("L",))
+    sulc = folder / "tpl-fsaverage_hemi-L_den-10k_sulc.shape.gii"
+    sulc.unlink()
+    sulc.mkdir()
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(
+        environ={"TEMPLATEFLOW_HOME": str(tmp_path / "tf")}))
+    assert [s.kind for s in ref.candidates("L")] == ["bundled"]
+    assert f"TemplateFlow {folder}: {sulc.name} is a folder, not a file; not used" in ref.info

@@ -456,3 +456,44 @@ def test_the_radius_ratio_is_the_one_point_location_applies():
     from geomorph_bids.sphere.resample import _MAX_RADIUS_RATIO
 
     assert val.SPHERE_RADIUS_RATIO == _MAX_RADIUS_RATIO
+
+
+def test_a_map_nearly_all_zero_is_refused_naming_its_file_and_feature(one_line):
+    """Under 5 % of the vertices non-zero: refused here, naming the file, as all-zero maps are
+    (before: the rigid fit's ``moving features: fewer than 5% ...``, naming no file)."""
+    x = np.zeros(1000)
+    x[5] = 1.0
+    with pytest.raises(InputError) as e:
+        val.validate_feature(x, "lh.sulc", what="feature 'sulc'")
+    assert one_line(e, "lh.sulc").endswith("lh.sulc: feature 'sulc' is non-zero at only 1 of 1000 vertices (0.1%); "
+                                           "at least 5% must be (0 is read as the medial wall); check that the "
+                                           "right file was given")
+    x[:50] = 1.0  # 5 %: enough
+    x[:25] = -1.0
+    val.validate_feature(x, "lh.sulc")
+
+
+def test_a_map_zero_far_beyond_a_medial_wall_is_warned_about():
+    x = np.linspace(1, 2, 1000)
+    x[:100] = 0  # 10 %: a medial wall
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        val.check_zero_fraction(x, "lh.sulc", "feature 'sulc'")
+    x[:300] = 0
+    with pytest.warns(val.FeatureWarning) as w:
+        val.check_zero_fraction(x, "lh.sulc", "feature 'sulc'")
+    assert len(w) == 1 and str(w[0].message).startswith(
+        "lh.sulc: feature 'sulc' is exactly 0 at 30% of its vertices (300 of 1000); 0 is read as the medial wall")
+
+
+@pytest.mark.parametrize("n", [4, 6])
+def test_a_closed_mesh_of_too_few_vertices_is_told_the_minimum(n, one_line):
+    """A tetrahedron or an octahedron: closed, but called 'partial (a patch?)' before."""
+    v = (100.0 * np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / np.sqrt(3) if n == 4
+         else 100.0 * np.vstack([np.eye(3), -np.eye(3)]))
+    f = ConvexHull(v).simplices
+    with pytest.raises(InputError) as e:
+        val.validate_sphere(v, f, "lh.sphere")
+    assert one_line(e, "lh.sphere") == (f"lh.sphere: has only {n} vertices: a sphere needs at least 12 (an "
+                                        "icosahedron) to be registered, and real ones have thousands (FreeSurfer's "
+                                        "~130,000); pass the subject's spherical surface (e.g. lh.sphere)")
