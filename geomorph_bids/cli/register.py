@@ -366,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.hemi = _hemi_from_name(args.sphere)
             missing = [opt for opt in ("sphere", "hemi", "out") if getattr(args, opt) is None]
             if missing or not args.feature:
-                parser.error("--sphere, --feature, --hemi and --out are required (or use --example): missing "
+                parser.error("--sphere, --feature and --out are required, and --hemi where the sphere's file name does "
+                             "not tell it (or use --example): missing "
                              + ", ".join([f"--{m}" for m in missing] + ([] if args.feature else ["--feature"])))
             if args.out.is_dir():
                 parser.error(f"--out {args.out} is a folder: give the output sphere's file name, e.g. "

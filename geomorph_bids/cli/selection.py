@@ -151,9 +151,13 @@ def listed(names: Sequence[str]) -> str:
     return ", ".join(names[:_LISTED]) + (f", ... ({len(names)} in all)" if len(names) > _LISTED else "")
 
 
-def _not_found(known: Sequence[str], what: str = "") -> str:
-    """``not found; available: 01, 02`` (the first few of a long list)."""
-    return f"{what}not found; available: {listed(known) or 'none'}"
+def _not_found(known: Sequence[str], what: str = "", label: str | None = None) -> str:
+    """``not found; available: 01, 02`` (the first few of a long list), with ``did you mean 01?``
+    when ``label`` is a number that one of them spells with leading zeros (``1`` for ``01``)."""
+    meant = [k for k in known if label is not None and label.isdigit() and k.isdigit() and k != label
+             and int(k) == int(label)]
+    hint = f" (did you mean {meant[0]}?)" if meant else ""
+    return f"{what}not found{hint}; available: {listed(known) or 'none'}"
 
 
 def _not_fetched(path: Path) -> bool:
@@ -276,7 +280,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
 
     def reason(subject: str, exc: InputError) -> str:
         why = exc.reason if exc.path is None else f"{exc.path}: {exc.reason}"
-        return why if subject in known() else f"{_not_found(known())}; {why}"
+        return why if subject in known() else f"{_not_found(known(), label=subject)}; {why}"
 
     jobs, failures = [], []
 
@@ -311,7 +315,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                 have = _sessions_of(subject, inputs)
                 for ses in [s for s in wanted if s not in have]:
                     failures.append(Failure(subject, ses, ",".join(hemis),
-                                            _not_found(have, f"session ses-{ses} ") + f" (sessions of sub-{subject})"))
+                                            _not_found(have, f"session ses-{ses} ", label=ses) + f" (sessions of sub-{subject})"))
                 wanted = [s for s in wanted if s in have]
             for ses in wanted:
                 try:

@@ -140,6 +140,10 @@ def test_a_run_of_found_labels_does_not_list_every_subject(dataset_factory, tmp_
                                                 "02", "07"]), ["sulc"])
     assert [j.subject for j in jobs] == ["02"] and listed_ == ["find_subjects"]
     assert len(failures) == 1 and "not found; available: 01, 02, 03" in failures[0].reason
+    # a label without its leading zero gets the one meant
+    jobs, failures = collect_jobs(p.parse_args([str(bids), str(tmp_path), "participant", "--participant-label",
+                                                "2"]), ["sulc"])
+    assert not jobs and "not found (did you mean 02?); available: 01, 02, 03" in failures[0].reason
 
 
 def test_unknown_subject_is_reported(dataset_factory, tmp_path):
