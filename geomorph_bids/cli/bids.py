@@ -384,14 +384,22 @@ def _judge_rows(args, rows: list[dict]) -> list[Failure]:
     from ..quality import QualityThresholds, assess
 
     flagged = []
+    several = len({r.get("template") for r in rows}) > 1
     for row in rows:
         recorded = QualityThresholds.from_dict(row.pop("_thresholds", None))
         verdict = assess(row.pop("_registration", {}), row.pop("_features", []), resolve_quality(args, recorded))
         row["quality"] = "flagged" if verdict.flagged else "ok"
         row["quality_reasons"] = verdict.line() or None
         if verdict.flagged:
-            flagged.append(Failure(row["subject"], row.get("session") or None, row["hemi"], verdict.line()))
+            flagged.append(_row_failure(row, verdict.line(), several))
     return flagged
+
+
+def _row_failure(row: dict, reason: str, with_template: bool) -> Failure:
+    """A group-table row's one line (``with_template``: the reason starts with ``space-T:``, for
+    a folder with outputs of several templates, where a hemisphere has a row for each)."""
+    prefix = f"space-{row.get('template')}: " if with_template else ""
+    return Failure(row["subject"], row.get("session") or None, row["hemi"], prefix + reason)
 
 
 def _ignored_at_group_level(args) -> list[str]:
@@ -447,13 +455,13 @@ def run_group(args) -> int:
         return error_exit(_PROG, _no_rows(args, unreadable))
     flagged = _judge_rows(args, rows)
     if args.participant_label:  # the table and report are the dataset's: a subset never replaces them
-        print(f"{len(rows)} row(s) (subject/session/hemisphere) of --participant-label "
+        print(f"{len(rows)} row(s) (subject/session/hemisphere/template) of --participant-label "
               f"{' '.join(args.participant_label)} judged; {GROUP_TSV} and {GROUP_HTML} left as they were "
               "(they cover every participant: run the group level without --participant-label to refresh them)")
     else:
         text = group_table_text(rows)
         path = atomic_write_text(args.output_dir / GROUP_TSV, text)
-        print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere)")
+        print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere/template)")
         # the rows as written (the report reads what the TSV holds), without listing and reading every
         # metrics file again, nor replacing the judged table with the recorded verdicts when one is damaged
         print(f"group report: {build_group_report(args.output_dir, parse_group_table(text), path, unreadable)}")

@@ -1,4 +1,4 @@
-"""The group table: one row per subject/session/hemisphere, built from the participant
+"""The group table: one row per subject/session/hemisphere/template, built from the participant
 metrics JSON files and written as a BIDS TSV (:data:`~geomorph_bids.derivatives.GROUP_TSV`).
 The group level of the command line and the group report both use it."""
 
@@ -46,7 +46,7 @@ def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str
 def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
                unreadable: list[str] | None = None, subjects: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """One row per ``sub-*/[ses-*/]anat/*_desc-geomorph_metrics.json`` under ``output_dir``,
-    sorted by subject, session, hemisphere (``with_quality_inputs``: also ``_registration``,
+    sorted by subject, session, hemisphere, template (``with_quality_inputs``: also ``_registration``,
     ``_features`` and ``_thresholds``, what :func:`geomorph_bids.quality.assess` needs;
     ``subjects``: only the files in those subjects' folders, labels without ``sub-``).
     A file that cannot be read (damaged, not JSON) raises :class:`InputError`, or, when
@@ -65,7 +65,8 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
             unreadable.append(str(exc))
             continue
         rows.append(_flat(doc, with_quality_inputs))
-    return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"])))
+    return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"]),
+                                       str(r["template"] or "")))
 
 
 def _documents(paths: list[Path], chunk: int = 256) -> Iterator[tuple[Path, object]]:
