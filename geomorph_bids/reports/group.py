@@ -15,7 +15,7 @@ import numpy as np
 from ..derivatives import GROUP_FIGURE, GROUP_HTML, GROUP_TSV
 from ..io.atomic import atomic_write_text
 from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
-from .group_table import group_table_rows
+from .group_table import STALE, group_table_rows
 from .html import esc, fmt, page, software_versions, table
 
 __all__ = ["build_group_report", "robust_z", "outliers", "OUTLIER_METRICS", "Z_THRESHOLD", "TABLE_MAX_ROWS"]
@@ -170,6 +170,12 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
         body.append(f'<p class="err">{esc(len(failed))} metrics file(s) could not be read and are in no row '
                     "(rerun the participant level for them):</p><ul>"
                     + "".join(f'<li class="err">{esc(line)}</li>' for line in failed) + "</ul>")
+    stale = [r for r in rows if r.get("quality") == STALE]
+    if stale:
+        body.append(f'<p class="err">{esc(len(stale))} hemisphere(s) are {STALE}: their latest participant run '
+                    "failed, and their row is an earlier run's results (rerun the participant level for them):</p><ul>"
+                    + "".join(f'<li class="err">{esc(_label(r, several))}: {esc(r.get("quality_reasons"))}</li>'
+                              for r in stale) + "</ul>")
     low = [_label(r) for r in rows if low_resolution_used(r)]
     if low:
         body.append(f'<p class="warn">{esc(len(low))} hemisphere(s) were {esc(LOW_RESOLUTION_NOTE)}.</p>')
@@ -195,11 +201,11 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     cols = _expand(_TABLE, features)
     shown = range(len(rows))
     if len(rows) > TABLE_MAX_ROWS:  # a cohort: the rows to look at; the TSV has the rest
-        shown = [i for i in shown if i in flagged_rows or rows[i].get("quality") == "flagged"]
+        shown = [i for i in shown if i in flagged_rows or rows[i].get("quality") in ("flagged", STALE)]
         tsv_link = f'<a href="{esc(tsv.name)}">{esc(tsv.name)}</a>' if tsv else esc(GROUP_TSV)
         head = ('<section id="table"><h2>Outlying and flagged hemispheres</h2><p class="note">'
                 f"{esc(len(rows))} hemispheres, more than {TABLE_MAX_ROWS}: listed here are the {esc(len(shown))} "
-                "that are outliers or flagged by the quality gates; every hemisphere is in "
+                f"that are outliers, flagged by the quality gates or {STALE}; every hemisphere is in "
                 f"{tsv_link}.</p>")
     else:
         head = '<section id="table"><h2>All hemispheres</h2>'

@@ -13,21 +13,36 @@ from ..derivatives import GROUP_TSV, metrics_files, parse_metrics_name
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.limits import read_json_files
+from ..results.metrics import latest_run_failure
 
-__all__ = ["GROUP_COLUMNS", "group_rows", "group_table_text", "write_group_table", "parse_group_table",
+__all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "group_rows", "group_table_text", "write_group_table", "parse_group_table",
            "read_group_table", "group_table_rows"]
 
 #: leading columns of the group table (the registration metrics follow, sorted); ``quality`` is
-#: ``ok`` or ``flagged`` (:mod:`geomorph_bids.quality`), ``quality_reasons`` the gates failed
+#: ``ok`` or ``flagged`` (:mod:`geomorph_bids.quality`), or :data:`STALE`; ``quality_reasons``
+#: the gates failed (after, for a stale row, why its latest run failed)
 GROUP_COLUMNS = ("subject", "session", "hemi", "quality", "quality_reasons", "template", "method", "input_source",
                  "sulc_sign")
+#: ``quality`` of a row whose hemisphere's latest participant run failed: its outputs (and
+#: metrics) are an earlier run's, kept (:func:`geomorph_bids.results.metrics.mark_latest_run_failed`)
+STALE = "stale"
+
+
+def quality_cells(flagged: bool | None, gate_reasons: str | None, stale: str | None) -> tuple[str | None, str | None]:
+    """The ``quality`` and ``quality_reasons`` cells of a row: :data:`STALE` whatever the gates
+    said when its latest run failed (``stale``: why, first among the reasons), else ``flagged``
+    or ``ok`` (None: no verdict recorded)."""
+    if stale:
+        return STALE, "; ".join(r for r in (stale, gate_reasons) if r)
+    return (None if flagged is None else "flagged" if flagged else "ok"), gate_reasons or None
 
 
 def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str, Any]:
     row = {k: doc.get(k) for k in GROUP_COLUMNS}
     quality = doc.get("quality") if isinstance(doc.get("quality"), dict) else {}
-    row["quality"] = ("flagged" if quality.get("flagged") else "ok") if quality else None
-    row["quality_reasons"] = "; ".join(map(str, quality.get("reasons") or ())) or None
+    stale = latest_run_failure(doc)
+    row["quality"], row["quality_reasons"] = quality_cells(bool(quality.get("flagged")) if quality else None,
+                                                           "; ".join(map(str, quality.get("reasons") or ())), stale)
     registration = doc.get("registration") if isinstance(doc.get("registration"), dict) else {}
     for k, v in sorted(registration.items()):
         if k == "rotation" or isinstance(v, (list, dict)):
@@ -40,6 +55,7 @@ def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str
                                 if not isinstance(v, (list, dict)) or k == "label_conflicts"}
         row["_features"] = list(registration.get("registration_features") or doc.get("features") or [])
         row["_thresholds"] = quality.get("thresholds")
+        row["_stale"] = stale
     return row
 
 
