@@ -198,6 +198,43 @@ def _mark_kept(outputs, failures: list[Failure], key: tuple, run_id: str) -> boo
     return mark_latest_run_failed(outputs.metrics, run_id, reason)
 
 
+def _read_document(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None (no file, unreadable, not an object)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _warn_replaced(jobs: list, config) -> None:
+    """One warning line per subject/session whose outputs of this template (its metrics JSON)
+    were made with other settings than this run's (model, method, features, template maps:
+    :func:`~geomorph_bids.workflows.outputs.run_settings`), naming each setting, old -> new:
+    this run replaces them under the same names, and the folder would otherwise hold subjects
+    made by different methods without a word."""
+    from ..workflows import hemi_outputs
+    from ..workflows.outputs import recorded_settings, run_settings
+
+    for job in jobs:
+        changed: dict[str, tuple[str, str]] = {}
+        where = ""
+        for hemi, inputs in sorted(job.inputs.hemis.items()):
+            outputs = hemi_outputs(inputs, config)
+            doc = _read_document(outputs.metrics)
+            if doc is None:
+                continue
+            where = where or outputs.entities.replace("_", " ")
+            now = run_settings(config, hemi)
+            for key, old in recorded_settings(doc).items():
+                if old != now[key]:
+                    changed.setdefault(key, (old, now[key]))
+        if changed:
+            print(f"{_PROG}: warning: {where}: its space-{config.template.label} outputs were made with other "
+                  f"settings ({'; '.join(f'{k} {old} -> {new}' for k, (old, new) in changed.items())}); they are "
+                  "being replaced (give another output folder to keep both)", file=sys.stderr)
+
+
 def _remove_partial(jobs: list, config, before: dict[Path, tuple | None]) -> None:
     """Take back the outputs of every hemisphere of ``jobs`` whose set is incomplete (a run
     stopped while writing it; :func:`_discard`)."""
@@ -252,6 +289,7 @@ def run_participant(args) -> int:
         failures += skipped
         started = list(mine)
         before = _snapshot(mine, config)  # what earlier runs left: a failure takes back only this run's files
+        _warn_replaced(mine, config)
         try:
             default_fs = inputs.bids_dir / "derivatives" / "freesurfer"
             fs_root = inputs.fs_subjects_dir or (default_fs if default_fs.is_dir() else None)
@@ -287,6 +325,7 @@ def run_participant(args) -> int:
                                      for j in later if j.subject == subject]
                 later = [j for j in later if locks.holds(f"sub-{j.subject}")]
                 before.update(_snapshot(later, config))  # after the other run that held them wrote its files
+                _warn_replaced(later, config)
                 started += later
                 c2, f2, r2, s2 = _run_workflow(later, config, args, crashes, known_failed, plugin)
                 crashed, run_failures, reports = crashed or c2, run_failures + f2, {**reports, **r2}

@@ -446,3 +446,27 @@ def test_labels_that_broke_the_work_or_output_folder_cost_only_their_own_hemisph
     assert not (out / f"sub-{long_label}").exists()
     assert not list((out / ".geomorph-locks").glob(f"sub-{long_label}*"))
     assert (work / "geomorph_wf" / "sub-unfinished2_wf").is_dir()
+
+
+# ------------------------------------------------------------------------------ a rerun with other settings
+
+def test_a_rerun_with_other_settings_says_which_outputs_it_replaces(dataset_factory, tmp_path):
+    """A second participant run into the same folder with another model replaced the first
+    run's outputs under the same names without a word: the folder held subjects registered by
+    different methods. Now one warning line per subject names the settings that differ; the
+    group table's method column shows the mix; a rerun with the same settings says nothing."""
+    bids = dataset_factory("freesurfer", subjects=("01", "02"))
+    out, work = tmp_path / "out", tmp_path / "w"
+    code, _, err = run(bids, out, "participant", "--hemi", "L", "--nprocs", "2", "-w", work)
+    assert code == 0 and "warning" not in err, err
+    code, _, err = run(bids, out, "participant", *ARGS, "--participant-label", "01", "-w", work)
+    warnings = [line for line in err.splitlines() if "other settings" in line]
+    assert code == 0 and warnings == [
+        "geomorph-bids: warning: sub-01: its space-fsLR outputs were made with other settings (model default -> "
+        "rigid; method optimise -> rigid); they are being replaced (give another output folder to keep both)"], err
+    code, _, err = run(bids, out, "participant", *ARGS, "--participant-label", "01", "-w", work)
+    assert code == 0 and "other settings" not in err, err
+    code, _, err = run(bids, out, "group")
+    rows = list(csv.DictReader((out / GROUP_TSV).open(), delimiter="\t"))
+    assert [(r["subject"], r["method"], r["model_argument"]) for r in rows] == [
+        ("01", "rigid", "rigid"), ("02", "optimise", "default")], err
