@@ -49,10 +49,12 @@ def hemi_outputs(h: HemiInputs, config: RunConfig) -> HemisphereOutputs:
 def template_source(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
     """The sidecars' ``TemplateSource``: where the maps the hemisphere is registered to come
     from (``Kind``: folder, templateflow, freesurfer, bundled or custom; ``Path``; ``Vertices``
-    of the maps as their source has them; ``SHA256`` of the files read)."""
+    of the maps read; the bundled maps also ``BuiltFromVertices``, those of the maps they were
+    built from; ``SHA256`` of the files read)."""
     p = config.template.provenance(config.model.template_hemi(h.hemi), config.channels)
+    origin = {"BuiltFromVertices": p["template_built_from_vertices"]} if "template_built_from_vertices" in p else {}
     return {"Kind": p["template_source"], "Path": p["template_source_path"], "Vertices": p["template_vertices"],
-            "SHA256": p["template_sha256"]}
+            **origin, "SHA256": p["template_sha256"]}
 
 
 def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
