@@ -30,7 +30,8 @@ OUTLIER_METRICS: tuple[tuple[str, str], ...] = (
     ("areal_mean_abs", "areal mean |log2|"), ("areal_p95_abs", "areal p95 |log2|"),
     ("R_mean", "shape mean (log2)"), ("n_folded", "folded triangles"), ("seconds_total", "run time (s)"))
 #: columns of the HTML table ({f}: each registration feature)
-_TABLE = (("template", "template"), ("cc_{f}_before", "CC before"), ("cc_{f}_rigid", "CC rigid"), ("cc_{f}_after", "CC after"),
+_TABLE = (("template", "template"), ("cc_{f}_before", "CC before"), ("cc_{f}_rigid", "CC rigid"),
+          ("cc_{f}_after", "CC after"),
           ("areal_mean_abs", "areal mean"), ("areal_p95_abs", "areal p95"), ("R_mean", "shape mean"),
           ("n_folded", "folded"), ("seconds_total", "seconds"), ("method", "method"), ("quality", "quality"))
 
@@ -162,7 +163,8 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     body = ["<h1>geomorph-bids: group report</h1>", '<section id="summary"><h2>Summary</h2>',
             table(["", ""], [["subjects", esc(len(subjects))], ["sessions", esc(", ".join(sessions) or "n/a")],
                              ["rows (subject/session/hemisphere/template)", esc(len(rows))],
-                             ["templates", esc(", ".join(f"{t} ({len(i)} rows)" for t, i in sorted(templates.items())))],
+                             ["templates", esc(", ".join(f"{t} ({len(i)} rows)"
+                                                         for t, i in sorted(templates.items())))],
                              ["template maps", esc("; ".join(sorted({describe_provenance(r) for r in rows})))],
                              ["table", f'<a href="{esc(tsv.name)}">{esc(tsv.name)}</a>' if tsv else "n/a"]],
                   left=2), "</section>"]

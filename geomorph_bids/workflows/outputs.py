@@ -18,7 +18,8 @@ from ..results.writer import OutputFile
 from .config import RunConfig, SubjectJob
 
 __all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to",
-           "template_source", "run_settings", "recorded_settings", "cifti_output", "cifti_meta", "write_cifti", "init_cifti_wf"]
+           "template_source", "run_settings", "recorded_settings", "cifti_output", "cifti_meta", "write_cifti",
+           "init_cifti_wf"]
 
 #: features whose sign convention the sidecars state (FreeSurfer: positive in sulci)
 _SIGNED = ("sulc", "curv")
