@@ -3,7 +3,9 @@
 Exit codes (:mod:`geomorph_bids.cli.exit_codes`): 0 every requested subject/hemisphere
 succeeded; 1 any failed (a summary names each failed subject/hemisphere and why; the others'
 outputs are kept) or bad input; 2 usage; 3 all written but at least one hemisphere failed a
-quality gate (each listed as ``FLAGGED``); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+quality gate (each listed as ``FLAGGED``), or, at the group level, a hemisphere is stale (its latest
+participant run failed and an earlier run's outputs were kept: ``STALE``); 128 + N stopped by
+signal N (130 Ctrl-C, 143 SIGTERM).
 
 The levels only sequence the work; the settings are decided in :mod:`.settings`, the subjects
 chosen in :mod:`.selection`, Nipype configured in :mod:`.nipype_config`, failures collected in
@@ -183,6 +185,56 @@ def _remove_stale(outputs, job, cifti: Path | None) -> None:
               f"derived from the previous registration: {', '.join(named)}", file=sys.stderr)
 
 
+def _mark_kept(outputs, failures: list[Failure], key: tuple, run_id: str) -> bool:
+    """A failed hemisphere whose earlier outputs are whole and kept (:func:`_discard`): record
+    the failure (the first for ``key``, (subject, session, hemi)) in their metrics document,
+    so that the group level reports them as stale, not ok. Returns whether it was recorded."""
+    from ..results.metrics import mark_latest_run_failed
+
+    if not all(p.is_file() for p in outputs.files()):
+        return False
+    reason = next((f.reason for f in failures if (f.subject, f.session) == key[:2] and key[2] in f.hemi.split(",")),
+                  "failed")
+    return mark_latest_run_failed(outputs.metrics, run_id, reason)
+
+
+def _read_document(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None (no file, unreadable, not an object)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _warn_replaced(jobs: list, config) -> None:
+    """One warning line per subject/session whose outputs of this template (its metrics JSON)
+    were made with other settings than this run's (model, method, features, template maps:
+    :func:`~geomorph_bids.workflows.outputs.run_settings`), naming each setting, old -> new:
+    this run replaces them under the same names, and the folder would otherwise hold subjects
+    made by different methods without a word."""
+    from ..workflows import hemi_outputs
+    from ..workflows.outputs import recorded_settings, run_settings
+
+    for job in jobs:
+        changed: dict[str, tuple[str, str]] = {}
+        where = ""
+        for hemi, inputs in sorted(job.inputs.hemis.items()):
+            outputs = hemi_outputs(inputs, config)
+            doc = _read_document(outputs.metrics)
+            if doc is None:
+                continue
+            where = where or outputs.entities.replace("_", " ")
+            now = run_settings(config, hemi)
+            for key, old in recorded_settings(doc).items():
+                if old != now[key]:
+                    changed.setdefault(key, (old, now[key]))
+        if changed:
+            print(f"{_PROG}: warning: {where}: its space-{config.template.label} outputs were made with other "
+                  f"settings ({'; '.join(f'{k} {old} -> {new}' for k, (old, new) in changed.items())}); they are "
+                  "being replaced (give another output folder to keep both)", file=sys.stderr)
+
+
 def _remove_partial(jobs: list, config, before: dict[Path, tuple | None]) -> None:
     """Take back the outputs of every hemisphere of ``jobs`` whose set is incomplete (a run
     stopped while writing it; :func:`_discard`)."""
@@ -199,6 +251,7 @@ def run_participant(args) -> int:
     """The participant level: decide the folders and settings, find and check the inputs, lock
     the participants, run the workflow, report every hemisphere (failed, flagged or done) and
     build the reports."""
+    from ..results.metrics import clear_latest_run_failed
     from ..workflows import hemi_outputs
     from ..workflows.outputs import cifti_output
 
@@ -239,6 +292,7 @@ def run_participant(args) -> int:
         failures += skipped
         started = list(mine)
         before = _snapshot(mine, config)  # what earlier runs left: a failure takes back only this run's files
+        _warn_replaced(mine, config)
         try:
             default_fs = inputs.bids_dir / "derivatives" / "freesurfer"
             fs_root = inputs.fs_subjects_dir or (default_fs if default_fs.is_dir() else None)
@@ -274,6 +328,7 @@ def run_participant(args) -> int:
                                      for j in later if j.subject == subject]
                 later = [j for j in later if locks.holds(f"sub-{j.subject}")]
                 before.update(_snapshot(later, config))  # after the other run that held them wrote its files
+                _warn_replaced(later, config)
                 started += later
                 c2, f2, r2, s2 = _run_workflow(later, config, args, crashes, known_failed, plugin)
                 crashed, run_failures, reports = crashed or c2, run_failures + f2, {**reports, **r2}
@@ -294,7 +349,7 @@ def run_participant(args) -> int:
         failures = one_per_hemisphere(failures)
         failed_keys = {(f.subject, f.session, h) for f in failures for h in f.hemi.split(",")}
         failures += _check_cifti(done, config, failed_keys, crashed, before)
-        rows, flagged = [], []
+        rows, flagged, kept = [], [], []
         for job in done:
             for hemi in sorted(job.inputs.hemis):
                 outputs = hemi_outputs(job.inputs.hemis[hemi], config)
@@ -308,6 +363,8 @@ def run_participant(args) -> int:
                     failed_keys.add(key)
                 if key in failed_keys:  # no partial outputs for a failed hemisphere (this run holds its lock)
                     _discard(outputs, before)
+                    if _mark_kept(outputs, failures, key, run_id):
+                        kept.append(f"sub-{job.subject}{' ses-' + job.session if job.session else ''} hemi-{hemi}")
                     continue
                 if _written(outputs.registered_sphere, before):
                     _remove_stale(outputs, job, cifti_output(job, config))
@@ -317,9 +374,13 @@ def run_participant(args) -> int:
                     flagged.append(Failure(job.subject, job.inputs.hemis[hemi].session or job.session, hemi,
                                            verdict.line()))
                 reused = not _written(outputs.metrics, before)
+                clear_latest_run_failed(outputs.metrics, doc)  # this run succeeded: its outputs are current
                 rows.append((job, hemi, doc["registration"], reused, verdict.flagged))
         locks.when_alone(lambda: _clean_leftovers(output_dir))
         print_summary(rows, failures, output_dir, _PROG, flagged)
+        if kept:
+            print(f"{_PROG}: note: {len(kept)} failed hemisphere(s) keep an earlier run's outputs, marked stale for "
+                  f"the group level until a run of them succeeds: {', '.join(kept)}", file=sys.stderr)
         clock.lap("summary")
         subjects = sorted({job.subject for job in done})  # a subject with a failure: its report may change
         if config.reports == "deferred":
@@ -380,21 +441,34 @@ def _participant_rows(args, judged: bool = False, unreadable: list[str] | None =
     return rows if keep is None else [r for r in rows if r["subject"] in keep]
 
 
-def _judge_rows(args, rows: list[dict]) -> list[Failure]:
+def _judge_rows(args, rows: list[dict]) -> tuple[list[Failure], list[Failure]]:
     """Apply the quality gates to every row (the thresholds recorded with each participant
     output, overridden by the gate options given to the group level), mark the rows
-    (``quality``, ``quality_reasons``) and return the flagged ones."""
+    (``quality``, ``quality_reasons``: :func:`~geomorph_bids.reports.group_table.quality_cells`)
+    and return (the flagged ones, the stale ones: their latest participant run failed and their
+    outputs are an earlier run's)."""
     from ..quality import QualityThresholds, assess
+    from ..reports.group_table import quality_cells
 
-    flagged = []
+    flagged, stale = [], []
+    several = len({r.get("template") for r in rows}) > 1
     for row in rows:
         recorded = QualityThresholds.from_dict(row.pop("_thresholds", None))
         verdict = assess(row.pop("_registration", {}), row.pop("_features", []), resolve_quality(args, recorded))
-        row["quality"] = "flagged" if verdict.flagged else "ok"
-        row["quality_reasons"] = verdict.line() or None
+        failed_run = row.pop("_stale", None)
+        row["quality"], row["quality_reasons"] = quality_cells(verdict.flagged, verdict.line(), failed_run)
+        if failed_run:
+            stale.append(_row_failure(row, failed_run, several))
         if verdict.flagged:
-            flagged.append(Failure(row["subject"], row.get("session") or None, row["hemi"], verdict.line()))
-    return flagged
+            flagged.append(_row_failure(row, verdict.line(), several))
+    return flagged, stale
+
+
+def _row_failure(row: dict, reason: str, with_template: bool) -> Failure:
+    """A group-table row's one line (``with_template``: the reason starts with ``space-T:``, for
+    a folder with outputs of several templates, where a hemisphere has a row for each)."""
+    prefix = f"space-{row.get('template')}: " if with_template else ""
+    return Failure(row["subject"], row.get("session") or None, row["hemi"], prefix + reason)
 
 
 def _ignored_at_group_level(args) -> list[str]:
@@ -430,10 +504,11 @@ def _no_rows(args, unreadable: list[str]) -> str:
 def run_group(args) -> int:
     """The group level: the table of every participant's metrics (with the verdict of the
     quality gates), the group report, and (``--build-template N``) a population-average
-    template. Exits 3 when a hemisphere is flagged (it is listed, and marked in the table)."""
+    template. Exits 3 when a hemisphere is flagged, or stale (its latest participant run failed
+    and its outputs are an earlier run's): each is listed, and marked in the table."""
     from ..io.atomic import atomic_write_text
     from ..reports import build_group_report
-    from ..reports.group_table import group_table_text, parse_group_table
+    from ..reports.group_table import STALE, group_table_text, parse_group_table
 
     if args.output_dir.is_dir():
         # it writes the table, the report and templates at the top: no participant's folder
@@ -448,15 +523,15 @@ def run_group(args) -> int:
         print(f"{_PROG}: FAILED {line}; left out of the table (rerun the participant level for it)", file=sys.stderr)
     if not rows:
         return error_exit(_PROG, _no_rows(args, unreadable))
-    flagged = _judge_rows(args, rows)
+    flagged, stale = _judge_rows(args, rows)
     if args.participant_label:  # the table and report are the dataset's: a subset never replaces them
-        print(f"{len(rows)} row(s) (subject/session/hemisphere) of --participant-label "
+        print(f"{len(rows)} row(s) (subject/session/hemisphere/template) of --participant-label "
               f"{' '.join(args.participant_label)} judged; {GROUP_TSV} and {GROUP_HTML} left as they were "
               "(they cover every participant: run the group level without --participant-label to refresh them)")
     else:
         text = group_table_text(rows)
         path = atomic_write_text(args.output_dir / GROUP_TSV, text)
-        print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere)")
+        print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere/template)")
         # the rows as written (the report reads what the TSV holds), without listing and reading every
         # metrics file again, nor replacing the judged table with the recorded verdicts when one is damaged
         print(f"group report: {build_group_report(args.output_dir, parse_group_table(text), path, unreadable)}")
@@ -468,7 +543,12 @@ def run_group(args) -> int:
               file=sys.stderr)
         for f in flagged:
             print(f"  FLAGGED {f.line()}", file=sys.stderr)
-    return status if status != EXIT_OK else run_exit_code(len(unreadable), len(flagged))
+    if stale:
+        print(f"{_PROG}: {len(stale)} hemisphere(s) whose latest participant run failed: their row is an earlier "
+              f"run's results (marked {STALE} in {GROUP_TSV}; rerun the participant level for them):", file=sys.stderr)
+        for f in stale:
+            print(f"  STALE {f.line()}", file=sys.stderr)
+    return status if status != EXIT_OK else run_exit_code(len(unreadable), len(flagged) + len(stale))
 
 
 def _build_population_template(args, rows: list[dict]) -> int:

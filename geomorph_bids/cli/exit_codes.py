@@ -8,7 +8,9 @@
 - 2 (:data:`EXIT_USAGE`): a usage error found by the argument parser;
 - 3 (:data:`EXIT_FLAGGED`): everything requested was written, but at least one hemisphere
   failed a quality gate (:mod:`geomorph_bids.quality`; the BIDS-App lists each as
-  ``FLAGGED sub-X hemi-L: <reasons>``); a run with failures exits 1 whatever was flagged;
+  ``FLAGGED sub-X hemi-L: <reasons>``), or (the group level) a hemisphere's row is stale, an
+  earlier run's outputs kept after its latest participant run failed (``STALE ...``); a run with
+  failures exits 1 whatever was flagged;
 - 128 + N (:func:`interrupted`): stopped by signal N (130 Ctrl-C/SIGINT, 143 SIGTERM,
   129 SIGHUP) after stopping its workers and releasing its locks.
 

@@ -346,12 +346,25 @@ def validate_resources(args, prog: str = "geomorph-bids") -> list[str]:
     return notes
 
 
+def tidy_path(path: str | Path) -> Path:
+    """``path`` made absolute, without ``.`` and ``..`` where taking them out names the same
+    place (``/w/fs_subjects/../out`` -> ``/w/out``, as printed and recorded); a ``..`` after a
+    symbolic link is kept, since the system follows the link first."""
+    given = Path(path).absolute()
+    lexical = Path(os.path.normpath(given))
+    try:
+        same = lexical.resolve() == given.resolve()
+    except (OSError, RuntimeError):  # a link loop: leave it as given
+        same = False
+    return lexical if same else given
+
+
 def absolute_paths(args) -> None:
     """Nipype runs every node in its own folder: make every path argument absolute
-    (``--derivatives`` too; argparse.ArgumentTypeError for a malformed one)."""
+    (:func:`tidy_path`; ``--derivatives`` too; argparse.ArgumentTypeError for a malformed one)."""
     for name in ("bids_dir", "output_dir", "work_dir", "fs_subjects_dir", "bids_filter_file", "use_plugin"):
         value = getattr(args, name)
         if value is not None:
-            setattr(args, name, Path(value).absolute())
+            setattr(args, name, tidy_path(value))
     if args.derivatives:
         args.derivatives = [f"{k}={v}" for k, v in (parse_derivatives(args.derivatives) or {}).items()]

@@ -93,6 +93,14 @@ class ModelChoice:
         """True when only the rigid pre-alignment runs."""
         return self.kind == "rigid"
 
+    @property
+    def method(self) -> str:
+        """The ``method`` its registrations record (:func:`~geomorph_bids.engine.register.register`'s
+        ``metrics["method"]``): ``rigid``, ``optimise``, ``geomorph`` or ``geomorph+optimise``."""
+        if self.kind != "network":
+            return self.kind
+        return "geomorph" if self.optimise is False else "geomorph+optimise"
+
     def describe(self) -> str:
         """What the registration does, in a few words (for sidecars), e.g. ``"rigid pre-alignment,
         then the GeoMorph warp optimised for this hemisphere"``."""

@@ -238,6 +238,8 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
         p = result.base_provenance
         hemis[tpl.hemi]["BaseTemplateSource"] = {"Kind": p.get("template_source"), "Path": p.get("template_source_path"),
                                                  "Vertices": p.get("template_vertices"),
+                                                 **({"BuiltFromVertices": p["template_built_from_vertices"]}
+                                                    if p.get("template_built_from_vertices") else {}),
                                                  "SHA256": p.get("template_sha256")}
     doc.update({"Name": f"geomorph-bids population average ({label})", "Identifier": label,
                 "BaseTemplate": result.base, "Density": "ico6 (40962 vertices, level-6 icosphere in the "

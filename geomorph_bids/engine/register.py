@@ -350,7 +350,9 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     metadata or name declare the other hemisphere); ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``;
     where the template's maps came from: ``template_source`` (``folder``, ``templateflow``,
     ``freesurfer``, ``bundled`` or ``custom``), ``template_source_path``, ``template_vertices``
-    (of the maps as their source has them), ``template_sha256``, ``template_files``.
+    (of the maps read: 40,962 for the bundled ico-6 maps, which also record
+    ``template_built_from_vertices``, the count of the maps they were built from),
+    ``template_sha256``, ``template_files``.
     """
     items = [RegistrationItem(moving_sphere, moving_features, hemi, reg_sphere, reg_sphere_space, cortex_mask)]
     return register_many(items, template, model, device, rigid_only=rigid_only, optimise=optimise,

@@ -86,18 +86,23 @@ LOW_RESOLUTION_NOTE = (
 
 def low_resolution_used(provenance: Mapping[str, Any]) -> bool:
     """Whether a registration's provenance (metrics ``template_*``) is the bundled fsaverage
-    built from fsaverage5."""
-    return provenance.get("template_source") == "bundled" and int(provenance.get("template_vertices") or 0) < 163842
+    built from fsaverage5 (``template_built_from_vertices``; outputs of versions before it
+    recorded the origin's count as ``template_vertices``)."""
+    origin = provenance.get("template_built_from_vertices", provenance.get("template_vertices"))
+    return provenance.get("template_source") == "bundled" and int(origin or 0) < 163842
 
 
 def describe_provenance(provenance: Mapping[str, Any]) -> str:
     """One line from a registration's ``template_*`` metrics, e.g. ``freesurfer
-    /opt/subjects/fsaverage, 163,842 vertices, sha256 4a117c4ef763``; ``n/a`` when absent."""
+    /opt/subjects/fsaverage, 163,842 vertices, sha256 4a117c4ef763`` (the bundled maps: ``40,962
+    vertices (built from 163,842)``); ``n/a`` when absent."""
     if not provenance.get("template_source"):
         return "n/a"
     n = provenance.get("template_vertices")
+    origin = provenance.get("template_built_from_vertices")
     return (f"{provenance['template_source']} {provenance.get('template_source_path', '')}"
-            + (f", {int(n):,} vertices" if n else "") + f", sha256 {str(provenance.get('template_sha256', ''))[:12]}")
+            + (f", {int(n):,} vertices" if n else "") + (f" (built from {int(origin):,})" if origin else "")
+            + f", sha256 {str(provenance.get('template_sha256', ''))[:12]}")
 
 
 class TemplateWarning(UserWarning):
@@ -202,13 +207,17 @@ class TemplateSource:
 
     def provenance(self, features: Sequence[str]) -> dict[str, Any]:
         """What the outputs record: ``template_source`` (kind), ``template_source_path``
-        (folder), ``template_vertices`` (vertex count of the maps as the source has them; the
-        bundled fsaverage: 10,242, its fsaverage5 origin), ``template_sha256`` (of the files
-        read, in :meth:`files` order), ``template_files``."""
+        (folder), ``template_vertices`` (vertex count of the maps read, the files of
+        ``template_files``: 40,962 for the bundled ico-6 maps), ``template_sha256`` (of the files
+        read, in :meth:`files` order), ``template_files``; the bundled maps also
+        ``template_built_from_vertices``, the vertex count of the maps they were built from
+        (:data:`BUNDLED_ORIGIN`: fsLR 163,842, fsaverage 10,242, fsaverage5's)."""
         files = self.files(features)
+        origin = {"template_built_from_vertices": BUNDLED_ORIGIN[self.base][0]} if (
+            self.is_bundled and self.base in BUNDLED_ORIGIN) else {}
         return {"template_source": self.kind, "template_source_path": str(self.folder),
-                "template_vertices": _vertex_count(self), "template_sha256": files_sha256(tuple(map(str, files))),
-                "template_files": [str(p) for p in files]}
+                "template_vertices": _vertex_count(self), **origin,
+                "template_sha256": files_sha256(tuple(map(str, files))), "template_files": [str(p) for p in files]}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain strings (a Nipype input); :meth:`from_dict` is the inverse."""
@@ -405,11 +414,12 @@ def _sha256(stamps: tuple[tuple, ...]) -> str:
 
 
 def _vertex_count(source: TemplateSource) -> int:
+    """Vertices of the source's maps as read (the bundled ones: the ico-6 grid's)."""
     if source.is_bundled:
         from .templates import TEMPLATE_LEVEL
         from ..sphere.icosphere import n_vertices
 
-        return BUNDLED_ORIGIN.get(source.base, (n_vertices(TEMPLATE_LEVEL), ""))[0]
+        return n_vertices(TEMPLATE_LEVEL)
     from .freesurfer import read_fs_vertex_count
 
     count = read_fs_vertex_count(source.sphere) if source.sphere is not None else None

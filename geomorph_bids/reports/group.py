@@ -1,6 +1,7 @@
-"""The group report: the table of every subject/session/hemisphere (the TSV the CLI's group
-level writes, ``group_desc-geomorph_metrics.tsv``) and ``group.html`` with the distributions
-and the outliers (robust z-score: 0.6745 (x - median) / MAD, |z| > 3.5, Iglewicz & Hoaglin),
+"""The group report: the table of every subject/session/hemisphere/template (the TSV the CLI's
+group level writes, ``group_desc-geomorph_metrics.tsv``) and ``group.html`` with the
+distributions and the outliers (robust z-score: 0.6745 (x - median) / MAD, |z| > 3.5, Iglewicz &
+Hoaglin, within each template's rows: registrations to different templates are not compared),
 linked to the subjects' reports."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from ..derivatives import GROUP_FIGURE, GROUP_HTML, GROUP_TSV
 from ..io.atomic import atomic_write_text
 from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
-from .group_table import group_table_rows
+from .group_table import STALE, group_table_rows
 from .html import esc, fmt, page, software_versions, table
 
 __all__ = ["build_group_report", "robust_z", "outliers", "OUTLIER_METRICS", "Z_THRESHOLD", "TABLE_MAX_ROWS"]
@@ -29,9 +30,10 @@ OUTLIER_METRICS: tuple[tuple[str, str], ...] = (
     ("areal_mean_abs", "areal mean |log2|"), ("areal_p95_abs", "areal p95 |log2|"),
     ("R_mean", "shape mean (log2)"), ("n_folded", "folded triangles"), ("seconds_total", "run time (s)"))
 #: columns of the HTML table ({f}: each registration feature)
-_TABLE = (("cc_{f}_before", "CC before"), ("cc_{f}_rigid", "CC rigid"), ("cc_{f}_after", "CC after"),
+_TABLE = (("template", "template"), ("cc_{f}_before", "CC before"), ("cc_{f}_rigid", "CC rigid"),
+          ("cc_{f}_after", "CC after"),
           ("areal_mean_abs", "areal mean"), ("areal_p95_abs", "areal p95"), ("R_mean", "shape mean"),
-          ("n_folded", "folded"), ("seconds_total", "seconds"), ("method", "method"))
+          ("n_folded", "folded"), ("seconds_total", "seconds"), ("method", "method"), ("quality", "quality"))
 
 
 def robust_z(values: Sequence[float | None]) -> np.ndarray:
@@ -72,21 +74,35 @@ def _expand(spec: Sequence[tuple[str, str]], features: Sequence[str]) -> list[tu
     return out
 
 
+def by_template(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[int]]:
+    """Row indices grouped by template (``template``: the space the row was registered to), in
+    the order the templates first appear."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(str(r.get("template")), []).append(i)
+    return groups
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def outliers(rows: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[str, str]] | None = None,
              threshold: float = Z_THRESHOLD) -> list[tuple[int, str, float, float]]:
-    """[(row index, metric key, value, z)] for every |robust z| > threshold."""
+    """[(row index, metric key, value, z)] for every |robust z| > threshold, the z-scores taken
+    within each template's rows (:func:`by_template`): registrations to a population template
+    correlate far better with it than registrations to fsLR do with fsLR, and are no outliers."""
     metrics = metrics if metrics is not None else _expand(OUTLIER_METRICS, _features(rows))
     found = []
-    for key, _ in metrics:
-        vals = [r.get(key) if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) else None
-                for r in rows]
-        if all(v is None for v in vals):
-            continue
-        z = robust_z(vals)
-        for i, zi in enumerate(z):
-            if np.isfinite(zi) and abs(zi) > threshold:
-                found.append((i, key, float(vals[i]), float(zi)))
-    return found
+    for indices in by_template(rows).values():
+        for key, _ in metrics:
+            vals = [_number(rows[i].get(key)) for i in indices]
+            if all(v is None for v in vals):
+                continue
+            for i, v, zi in zip(indices, vals, robust_z(vals)):
+                if np.isfinite(zi) and abs(zi) > threshold:
+                    found.append((i, key, float(v), float(zi)))
+    return sorted(found, key=lambda t: (t[0], t[1]))
 
 
 def _report_link(output_dir: Path, row: Mapping[str, Any]) -> str | None:
@@ -99,9 +115,11 @@ def _report_link(output_dir: Path, row: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _label(row: Mapping[str, Any]) -> str:
+def _label(row: Mapping[str, Any], with_template: bool = False) -> str:
+    """``sub-X[ ses-Y] H`` (``with_template``: then `` T``, where several templates share a plot)."""
     ses = row.get("session")
-    return f"sub-{row.get('subject')}" + (f" ses-{ses}" if ses else "") + f" {row.get('hemi')}"
+    return (f"sub-{row.get('subject')}" + (f" ses-{ses}" if ses else "") + f" {row.get('hemi')}"
+            + (f" {row.get('template')}" if with_template else ""))
 
 
 def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]] | None = None,
@@ -109,7 +127,8 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     """Write ``OUTPUT_DIR/group.html`` (and refresh ``OUTPUT_DIR/group_desc-geomorph_metrics.tsv``).
 
     The page shows the distributions of the quality metrics (one strip plot per metric), the
-    outliers (robust z-score over all rows, |z| > 3.5) and the full table, each row linked to
+    outliers (robust z-score within each template's rows, |z| > 3.5) and the full table (with
+    each row's template and method), each row linked to
     its subject's report when that exists. ``rows`` (with ``tsv``, the table they were written
     to): the group table's rows as read back from it, when the caller has just written it (the
     group level): the metrics files are then not listed and read again; ``failed``: one line
@@ -131,18 +150,21 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     flagged_rows = {i for i, *_ in flagged}
     flagged_keys = {(i, k) for i, k, *_ in flagged}
     labels = dict(screened)
-    per_metric = {label: [(_label(r), r.get(key) if isinstance(r.get(key), (int, float)) else None,
+    templates = by_template(rows)
+    several = len(templates) > 1
+    per_metric = {label: [(_label(r, several), r.get(key) if isinstance(r.get(key), (int, float)) else None,
                            (i, key) in flagged_keys) for i, r in enumerate(rows)]
                   for key, label in screened if any(isinstance(r.get(key), (int, float)) for r in rows)}
     fig = group_figure(output_dir / GROUP_FIGURE, per_metric,
-                       title=f"{len(rows)} hemisphere(s); red: |robust z| > {Z_THRESHOLD}")
+                       title=f"{len(rows)} hemisphere(s); red: |robust z| > {Z_THRESHOLD} within its template")
 
     subjects = sorted({str(r.get("subject")) for r in rows})
     sessions = sorted({str(r.get("session")) for r in rows if r.get("session")})
     body = ["<h1>geomorph-bids: group report</h1>", '<section id="summary"><h2>Summary</h2>',
             table(["", ""], [["subjects", esc(len(subjects))], ["sessions", esc(", ".join(sessions) or "n/a")],
-                             ["rows (subject/session/hemisphere)", esc(len(rows))],
-                             ["templates", esc(", ".join(sorted({str(r.get('template')) for r in rows})))],
+                             ["rows (subject/session/hemisphere/template)", esc(len(rows))],
+                             ["templates", esc(", ".join(f"{t} ({len(i)} rows)"
+                                                         for t, i in sorted(templates.items())))],
                              ["template maps", esc("; ".join(sorted({describe_provenance(r) for r in rows})))],
                              ["table", f'<a href="{esc(tsv.name)}">{esc(tsv.name)}</a>' if tsv else "n/a"]],
                   left=2), "</section>"]
@@ -150,6 +172,12 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
         body.append(f'<p class="err">{esc(len(failed))} metrics file(s) could not be read and are in no row '
                     "(rerun the participant level for them):</p><ul>"
                     + "".join(f'<li class="err">{esc(line)}</li>' for line in failed) + "</ul>")
+    stale = [r for r in rows if r.get("quality") == STALE]
+    if stale:
+        body.append(f'<p class="err">{esc(len(stale))} hemisphere(s) are {STALE}: their latest participant run '
+                    "failed, and their row is an earlier run's results (rerun the participant level for them):</p><ul>"
+                    + "".join(f'<li class="err">{esc(_label(r, several))}: {esc(r.get("quality_reasons"))}</li>'
+                              for r in stale) + "</ul>")
     low = [_label(r) for r in rows if low_resolution_used(r)]
     if low:
         body.append(f'<p class="warn">{esc(len(low))} hemisphere(s) were {esc(LOW_RESOLUTION_NOTE)}.</p>')
@@ -163,10 +191,11 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
         return f'<a href="{esc(target)}">{text}</a>' if target else text
 
     body.append('<section id="outliers"><h2>Outliers</h2><p class="note">Robust z-score '
-                f"0.6745 (x - median) / MAD over all rows; flagged when |z| &gt; {Z_THRESHOLD}.</p>")
+                f"0.6745 (x - median) / MAD within each template's rows; flagged when |z| &gt; {Z_THRESHOLD}.</p>")
     if flagged:
-        body.append(table(["hemisphere", "metric", "value", "robust z"],
-                          [[link(rows[i]), esc(labels.get(k, k)), esc(fmt(v)), esc(f"{z:+.1f}")]
+        body.append(table(["hemisphere", "template", "metric", "value", "robust z"],
+                          [[link(rows[i]), esc(fmt(rows[i].get("template"))), esc(labels.get(k, k)), esc(fmt(v)),
+                            esc(f"{z:+.1f}")]
                            for i, k, v, z in sorted(flagged, key=lambda t: -abs(t[3]))]))
     else:
         body.append('<p class="ok">No outliers.</p>')
@@ -174,11 +203,11 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     cols = _expand(_TABLE, features)
     shown = range(len(rows))
     if len(rows) > TABLE_MAX_ROWS:  # a cohort: the rows to look at; the TSV has the rest
-        shown = [i for i in shown if i in flagged_rows or rows[i].get("quality") == "flagged"]
+        shown = [i for i in shown if i in flagged_rows or rows[i].get("quality") in ("flagged", STALE)]
         tsv_link = f'<a href="{esc(tsv.name)}">{esc(tsv.name)}</a>' if tsv else esc(GROUP_TSV)
         head = ('<section id="table"><h2>Outlying and flagged hemispheres</h2><p class="note">'
                 f"{esc(len(rows))} hemispheres, more than {TABLE_MAX_ROWS}: listed here are the {esc(len(shown))} "
-                "that are outliers or flagged by the quality gates; every hemisphere is in "
+                f"that are outliers, flagged by the quality gates or {STALE}; every hemisphere is in "
                 f"{tsv_link}.</p>")
     else:
         head = '<section id="table"><h2>All hemispheres</h2>'

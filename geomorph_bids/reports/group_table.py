@@ -1,4 +1,4 @@
-"""The group table: one row per subject/session/hemisphere, built from the participant
+"""The group table: one row per subject/session/hemisphere/template, built from the participant
 metrics JSON files and written as a BIDS TSV (:data:`~geomorph_bids.derivatives.GROUP_TSV`).
 The group level of the command line and the group report both use it."""
 
@@ -13,21 +13,37 @@ from ..derivatives import GROUP_TSV, metrics_files, parse_metrics_name
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.limits import read_json_files
+from ..results.metrics import latest_run_failure
 
-__all__ = ["GROUP_COLUMNS", "group_rows", "group_table_text", "write_group_table", "parse_group_table",
+__all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "group_rows", "group_table_text", "write_group_table",
+           "parse_group_table",
            "read_group_table", "group_table_rows"]
 
 #: leading columns of the group table (the registration metrics follow, sorted); ``quality`` is
-#: ``ok`` or ``flagged`` (:mod:`geomorph_bids.quality`), ``quality_reasons`` the gates failed
+#: ``ok`` or ``flagged`` (:mod:`geomorph_bids.quality`), or :data:`STALE`; ``quality_reasons``
+#: the gates failed (after, for a stale row, why its latest run failed)
 GROUP_COLUMNS = ("subject", "session", "hemi", "quality", "quality_reasons", "template", "method", "input_source",
                  "sulc_sign")
+#: ``quality`` of a row whose hemisphere's latest participant run failed: its outputs (and
+#: metrics) are an earlier run's, kept (:func:`geomorph_bids.results.metrics.mark_latest_run_failed`)
+STALE = "stale"
+
+
+def quality_cells(flagged: bool | None, gate_reasons: str | None, stale: str | None) -> tuple[str | None, str | None]:
+    """The ``quality`` and ``quality_reasons`` cells of a row: :data:`STALE` whatever the gates
+    said when its latest run failed (``stale``: why, first among the reasons), else ``flagged``
+    or ``ok`` (None: no verdict recorded)."""
+    if stale:
+        return STALE, "; ".join(r for r in (stale, gate_reasons) if r)
+    return (None if flagged is None else "flagged" if flagged else "ok"), gate_reasons or None
 
 
 def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str, Any]:
     row = {k: doc.get(k) for k in GROUP_COLUMNS}
     quality = doc.get("quality") if isinstance(doc.get("quality"), dict) else {}
-    row["quality"] = ("flagged" if quality.get("flagged") else "ok") if quality else None
-    row["quality_reasons"] = "; ".join(map(str, quality.get("reasons") or ())) or None
+    stale = latest_run_failure(doc)
+    row["quality"], row["quality_reasons"] = quality_cells(bool(quality.get("flagged")) if quality else None,
+                                                           "; ".join(map(str, quality.get("reasons") or ())), stale)
     registration = doc.get("registration") if isinstance(doc.get("registration"), dict) else {}
     for k, v in sorted(registration.items()):
         if k == "rotation" or isinstance(v, (list, dict)):
@@ -40,13 +56,14 @@ def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str
                                 if not isinstance(v, (list, dict)) or k == "label_conflicts"}
         row["_features"] = list(registration.get("registration_features") or doc.get("features") or [])
         row["_thresholds"] = quality.get("thresholds")
+        row["_stale"] = stale
     return row
 
 
 def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
                unreadable: list[str] | None = None, subjects: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """One row per ``sub-*/[ses-*/]anat/*_desc-geomorph_metrics.json`` under ``output_dir``,
-    sorted by subject, session, hemisphere (``with_quality_inputs``: also ``_registration``,
+    sorted by subject, session, hemisphere, template (``with_quality_inputs``: also ``_registration``,
     ``_features`` and ``_thresholds``, what :func:`geomorph_bids.quality.assess` needs;
     ``subjects``: only the files in those subjects' folders, labels without ``sub-``).
     A file that cannot be read (damaged, not JSON) raises :class:`InputError`, or, when
@@ -65,7 +82,8 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
             unreadable.append(str(exc))
             continue
         rows.append(_flat(doc, with_quality_inputs))
-    return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"])))
+    return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"]),
+                                       str(r["template"] or "")))
 
 
 def _documents(paths: list[Path], chunk: int = 256) -> Iterator[tuple[Path, object]]:

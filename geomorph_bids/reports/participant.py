@@ -127,7 +127,8 @@ def _provenance(h: HemiOutputs) -> str:
 
 
 #: where the template's maps came from (register() metrics)
-_TEMPLATE_KEYS = ("template_source", "template_source_path", "template_vertices", "template_sha256", "template_files")
+_TEMPLATE_KEYS = ("template_source", "template_source_path", "template_vertices", "template_built_from_vertices",
+                  "template_sha256", "template_files")
 
 
 def _template_maps(hemis: list[HemiOutputs]) -> str:

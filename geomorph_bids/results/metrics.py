@@ -4,11 +4,18 @@ provenance of its inputs (``<ent>_hemi-H_space-T_desc-geomorph_metrics.json``)."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["registration_record", "metrics_document", "metrics_bytes"]
+__all__ = ["registration_record", "metrics_document", "metrics_bytes", "LATEST_RUN_FAILED", "mark_latest_run_failed",
+           "clear_latest_run_failed", "latest_run_failure"]
+
+#: key of a metrics document whose hemisphere's latest participant run failed while this
+#: document (and the other outputs) of an earlier run were kept (``{"run": <run id>, "reason":
+#: <the FAILED line's reason>}``); a later successful run of it removes the key
+LATEST_RUN_FAILED = "latest_run_failed"
 
 
 def _jsonable(d: Mapping[str, Any]) -> dict:
@@ -64,3 +71,46 @@ def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], d
 def metrics_bytes(doc: Mapping[str, Any]) -> bytes:
     """The metrics document as written (sorted keys, 2-space indent, final newline)."""
     return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def mark_latest_run_failed(path: str | Path, run: str, reason: str) -> bool:
+    """Record in the kept metrics document at ``path`` that the hemisphere's latest run
+    (``run``) failed, and why: the group level then reports its row as stale instead of ok.
+    Returns whether it was recorded (False: no readable document there)."""
+    from ..io.atomic import atomic_write_bytes
+
+    doc = _read(Path(path))
+    if doc is None:
+        return False
+    doc[LATEST_RUN_FAILED] = {"run": str(run), "reason": " ".join(str(reason).split())}
+    atomic_write_bytes(path, metrics_bytes(doc))
+    return True
+
+
+def clear_latest_run_failed(path: str | Path, doc: Mapping[str, Any]) -> dict:
+    """``doc`` (the document read from ``path``) without :data:`LATEST_RUN_FAILED`, rewritten
+    when it had it: the hemisphere's latest run succeeded (with results an earlier run left)."""
+    from ..io.atomic import atomic_write_bytes
+
+    doc = dict(doc)
+    if doc.pop(LATEST_RUN_FAILED, None) is not None:
+        atomic_write_bytes(path, metrics_bytes(doc))
+    return doc
+
+
+def latest_run_failure(doc: Mapping[str, Any]) -> str | None:
+    """``the latest run failed: <reason>`` when the document is an earlier run's, kept after its
+    hemisphere's latest run failed (:func:`mark_latest_run_failed`); else None."""
+    record = doc.get(LATEST_RUN_FAILED)
+    if not record:
+        return None
+    reason = record.get("reason") if isinstance(record, dict) else record
+    return f"the latest run failed: {reason}" if reason else "the latest run failed"

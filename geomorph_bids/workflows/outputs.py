@@ -18,7 +18,8 @@ from ..results.writer import OutputFile
 from .config import RunConfig, SubjectJob
 
 __all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to",
-           "template_source", "cifti_output", "cifti_meta", "write_cifti", "init_cifti_wf"]
+           "template_source", "run_settings", "recorded_settings", "cifti_output", "cifti_meta", "write_cifti",
+           "init_cifti_wf"]
 
 #: features whose sign convention the sidecars state (FreeSurfer: positive in sulci)
 _SIGNED = ("sulc", "curv")
@@ -49,10 +50,12 @@ def hemi_outputs(h: HemiInputs, config: RunConfig) -> HemisphereOutputs:
 def template_source(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
     """The sidecars' ``TemplateSource``: where the maps the hemisphere is registered to come
     from (``Kind``: folder, templateflow, freesurfer, bundled or custom; ``Path``; ``Vertices``
-    of the maps as their source has them; ``SHA256`` of the files read)."""
+    of the maps read; the bundled maps also ``BuiltFromVertices``, those of the maps they were
+    built from; ``SHA256`` of the files read)."""
     p = config.template.provenance(config.model.template_hemi(h.hemi), config.channels)
+    origin = {"BuiltFromVertices": p["template_built_from_vertices"]} if "template_built_from_vertices" in p else {}
     return {"Kind": p["template_source"], "Path": p["template_source_path"], "Vertices": p["template_vertices"],
-            "SHA256": p["template_sha256"]}
+            **origin, "SHA256": p["template_sha256"]}
 
 
 def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
@@ -141,6 +144,29 @@ def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
             "input_surface_path": str(Path(h.surface).resolve()) if h.surface else None,
             "input_midthickness": relative_to(h.midthickness, config.bids_dir) if h.midthickness else None,
             "input_cortex_mask": relative_to(h.cortex_mask, config.bids_dir) if h.cortex_mask else None}
+
+
+def run_settings(config: RunConfig, hemi: str) -> dict[str, str]:
+    """The settings that decide a hemisphere's results, as :func:`recorded_settings` reads them
+    back from its metrics JSON: model, method, features and where the template's maps come from
+    (the kind, and the folder unless bundled: the package's folder moves with each installation)."""
+    template = config.template
+    if template.is_custom:
+        maps = f"custom {template.folder}"
+    else:
+        source = template.source(config.model.template_hemi(hemi), config.channels)
+        maps = source.kind if source.is_bundled else f"{source.kind} {source.folder}"
+    return {"model": config.model.name, "method": config.model.method, "features": ", ".join(config.features),
+            "template maps": maps}
+
+
+def recorded_settings(doc: dict[str, Any]) -> dict[str, str]:
+    """:func:`run_settings` of the run that wrote a metrics document ``doc``."""
+    reg = doc.get("registration") if isinstance(doc.get("registration"), dict) else {}
+    kind = str(reg.get("template_source"))
+    maps = kind if kind == "bundled" else f"{kind} {reg.get('template_source_path')}"
+    return {"model": str(doc.get("model")), "method": str(doc.get("method")),
+            "features": ", ".join(map(str, doc.get("features") or ())), "template maps": maps}
 
 
 def cifti_output(job: SubjectJob, config: RunConfig) -> Path | None:

@@ -343,7 +343,8 @@ def test_group_level_builds_a_population_template(fs_run, tmp_path):
     assert len(maps) == 2  # L and R sulc on the ico-6 grid
     description = json.loads((out / "tpl-geomorphPopulation" / "template_description.json").read_text())
     started = description["Hemispheres"]["L"]["BaseTemplateSource"]  # where the first round's maps came from
-    assert started["Kind"] == "bundled" and started["Vertices"] == 163842 and len(started["SHA256"]) == 64
+    assert started["Kind"] == "bundled" and started["Vertices"] == 40962 and len(started["SHA256"]) == 64
+    assert started["BuiltFromVertices"] == 163842  # the refsulc the bundled ico-6 maps were built from
     line = next(x for x in stdout.splitlines() if x.startswith("hemi-L: template"))
     dist = [float(x) for x in line.split("round: ")[1].split(" -> ")]
     assert len(dist) == 2 and dist[1] <= dist[0] + 1e-6

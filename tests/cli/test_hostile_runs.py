@@ -371,10 +371,53 @@ def test_a_failed_rerun_keeps_the_outputs_an_earlier_run_wrote(dataset_factory, 
     assert len(list(anat(out, "01").glob("*hemi-L*"))) == N_FILES
     sulc = _surf(bids, "01") / "lh.sulc"
     sulc.write_bytes(sulc.read_bytes()[:100])
+    metrics = anat(out, "01") / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json"
+    key = str(metrics.relative_to(out))
+    recorded = json.loads(metrics.read_text())
     for template in (("--template", "fsaverage", "--template-dir", "bundled"), ()):  # another template, the same
         code, _, err = run(bids, out, "participant", *ARGS, *mode, *template, "-w", work)
         assert code == 1 and list(failed_lines(err)) == ["01"], err
-        assert digests(out) == good, template
+        now = digests(out)  # (the same template's kept metrics record the failure: the next test)
+        assert {k: v for k, v in now.items() if k != key} == {k: v for k, v in good.items() if k != key}, template
+        doc = json.loads(metrics.read_text())
+        doc.pop("latest_run_failed", None)
+        assert doc == recorded, template
+
+
+@pytest.mark.parametrize("mode", [(), ("--batch-size", "2")], ids=["workflow", "batch"])
+def test_a_hemisphere_whose_latest_run_failed_is_stale_at_the_group_level(dataset_factory, tmp_path, mode):
+    """A failed rerun keeps the earlier outputs (round five), and the group level then reported
+    that hemisphere ``ok``, exit 0, though its latest run had failed. The kept metrics file now
+    records the failure: the group level marks the row ``stale`` (TSV, STALE line, group.html)
+    and exits 3, as for a flagged one; a later successful run of it clears the mark."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out, work = tmp_path / "out", tmp_path / "w"
+    assert run(bids, out, "participant", *ARGS, *mode, "-w", work)[0] == 0
+    sulc = _surf(bids, "01") / "lh.sulc"
+    whole = sulc.read_bytes()
+    sulc.write_bytes(whole[:100])
+    code, _, err = run(bids, out, "participant", *ARGS, *mode, "-w", work)
+    assert code == 1 and "01" in failed_lines(err), err
+    assert ("note: 1 failed hemisphere(s) keep an earlier run's outputs, marked stale for the group level until a "
+            "run of them succeeds: sub-01 hemi-L") in err
+    crash = next(out.glob("logs/crash-*/crash-*.txt"))
+    code, _, err = run(bids, out, "group")
+    rows = list(csv.DictReader((out / GROUP_TSV).open(), delimiter="\t"))
+    assert code == 3 and [(r["hemi"], r["quality"]) for r in rows] == [("L", "stale")], err
+    assert rows[0]["quality_reasons"].startswith("the latest run failed: InputError: sub-01 hemi-L ")
+    assert "lh.sulc: FreeSurfer morphometry file is truncated" in rows[0]["quality_reasons"]
+    assert str(crash) in rows[0]["quality_reasons"]
+    stale = [line for line in err.splitlines() if line.startswith("  STALE ")]
+    assert len(stale) == 1 and stale[0].startswith("  STALE sub-01 hemi-L: the latest run failed: InputError:"), err
+    html = (out / "group.html").read_text()
+    assert "1 hemisphere(s) are stale: their latest participant run failed" in html and str(crash) in html
+    sulc.write_bytes(whole)
+    code, _, err = run(bids, out, "participant", *ARGS, *mode, "-w", work)
+    assert code == 0, err
+    code, _, err = run(bids, out, "group")
+    rows = list(csv.DictReader((out / GROUP_TSV).open(), delimiter="\t"))
+    assert code == 0 and [(r["hemi"], r["quality"], r["quality_reasons"]) for r in rows] == [("L", "ok", "n/a")], err
+    assert "STALE" not in err and "stale" not in (out / "group.html").read_text()
 
 
 def test_labels_that_broke_the_work_or_output_folder_cost_only_their_own_hemispheres(dataset_factory, tmp_path):
@@ -403,3 +446,27 @@ def test_labels_that_broke_the_work_or_output_folder_cost_only_their_own_hemisph
     assert not (out / f"sub-{long_label}").exists()
     assert not list((out / ".geomorph-locks").glob(f"sub-{long_label}*"))
     assert (work / "geomorph_wf" / "sub-unfinished2_wf").is_dir()
+
+
+# ------------------------------------------------------------------------------ a rerun with other settings
+
+def test_a_rerun_with_other_settings_says_which_outputs_it_replaces(dataset_factory, tmp_path):
+    """A second participant run into the same folder with another model replaced the first
+    run's outputs under the same names without a word: the folder held subjects registered by
+    different methods. Now one warning line per subject names the settings that differ; the
+    group table's method column shows the mix; a rerun with the same settings says nothing."""
+    bids = dataset_factory("freesurfer", subjects=("01", "02"))
+    out, work = tmp_path / "out", tmp_path / "w"
+    code, _, err = run(bids, out, "participant", "--hemi", "L", "--nprocs", "2", "-w", work)
+    assert code == 0 and "warning" not in err, err
+    code, _, err = run(bids, out, "participant", *ARGS, "--participant-label", "01", "-w", work)
+    warnings = [line for line in err.splitlines() if "other settings" in line]
+    assert code == 0 and warnings == [
+        "geomorph-bids: warning: sub-01: its space-fsLR outputs were made with other settings (model default -> "
+        "rigid; method optimise -> rigid); they are being replaced (give another output folder to keep both)"], err
+    code, _, err = run(bids, out, "participant", *ARGS, "--participant-label", "01", "-w", work)
+    assert code == 0 and "other settings" not in err, err
+    code, _, err = run(bids, out, "group")
+    rows = list(csv.DictReader((out / GROUP_TSV).open(), delimiter="\t"))
+    assert [(r["subject"], r["method"], r["model_argument"]) for r in rows] == [
+        ("01", "rigid", "rigid"), ("02", "optimise", "default")], err

@@ -234,7 +234,8 @@ def test_template_from_subjects_dir_is_recorded(tmp_path, monkeypatch, tiny_fsav
                      "--hemi", hemi, "--template", "fsaverage", "--model", "rigid", "--out", str(out)]) == 0
         metrics = json.loads((tmp_path / f"{hemi}_metrics.json").read_text())
         assert metrics["template_source"] == ("freesurfer" if hemi == "L" else "bundled")
-        assert metrics["template_vertices"] == 10242  # the tiny fsaverage; the bundled one's fsaverage5 origin
+        assert metrics["template_vertices"] == (10242 if hemi == "L" else 40962)  # the tiny fsaverage; bundled ico-6
+        assert metrics.get("template_built_from_vertices") == (None if hemi == "L" else 10242)  # fsaverage5
         assert len(metrics["template_sha256"]) == 64
     assert metrics["template_source_path"].endswith("templates")
     err = capsys.readouterr().err

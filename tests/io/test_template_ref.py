@@ -29,7 +29,8 @@ def test_bundled_templates():
     assert [s.kind for s in ref.candidates("L")] == ["bundled"]  # no search given: the bundled maps only
     tpl = ref.load("R", ("sulc",))
     assert tpl.features["sulc"].shape == (40962,) and tpl.provenance["template_source"] == "bundled"
-    assert tpl.provenance["template_vertices"] == 163842  # built from sMRIPrep's 164k refsulc
+    assert tpl.provenance["template_vertices"] == 40962  # the ico-6 maps as read
+    assert tpl.provenance["template_built_from_vertices"] == 163842  # built from sMRIPrep's 164k refsulc
     assert TemplateRef.from_dict(ref.to_dict()) == ref
 
 

@@ -199,6 +199,19 @@ def test_provenance_and_sampling(tmp_path, write_fsaverage, write_templateflow, 
     np.testing.assert_array_equal(sample_on_grid(values, (v7, f7)), values[:40962])
     bundled = TemplateRef.bundled("fsaverage").load("L", ("sulc",)).provenance
     assert low_resolution_used(bundled) and not low_resolution_used(tpl.provenance)
+    assert low_resolution_used({"template_source": "bundled", "template_vertices": 10242})  # an older version's record
+
+
+def test_the_bundled_maps_record_their_own_vertex_count_and_their_origins():
+    """The bundled fsLR maps (ico-6, 40,962 vertices) were recorded as "163,842 vertices" (the
+    refsulc they were built from) in the metrics, sidecars and reports, fsaverage's as 10,242;
+    now ``template_vertices`` is the maps' own count and the origin is
+    ``template_built_from_vertices``. Low resolution is still told by the origin."""
+    for base, origin in (("fsLR", 163842), ("fsaverage", 10242)):
+        p = TemplateRef.bundled(base).provenance("L", ("sulc",))
+        assert (p["template_vertices"], p["template_built_from_vertices"]) == (40962, origin), base
+        assert low_resolution_used(p) == (base == "fsaverage")
+        assert f"40,962 vertices (built from {origin:,}), sha256 " in describe_provenance(p)
     assert "fsaverage5" in LOW_RESOLUTION_NOTE and "--template-dir" in LOW_RESOLUTION_NOTE
 
 
@@ -228,7 +241,9 @@ def test_register_uses_the_discovered_template_and_records_it(tmp_path, monkeypa
     bundled = register(*moving, "fsaverage", "L", device="cpu")
     monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "subjects"))
     full = register(*moving, "fsaverage", "L", device="cpu")
-    assert bundled.metrics["template_source"] == "bundled" and bundled.metrics["template_vertices"] == 10242
+    assert bundled.metrics["template_source"] == "bundled" and bundled.metrics["template_vertices"] == 40962
+    assert bundled.metrics["template_built_from_vertices"] == 10242
+    assert "template_built_from_vertices" not in full.metrics
     assert full.metrics["template_source"] == "freesurfer" and full.metrics["template_vertices"] == 163842
     assert full.metrics["template_source_path"] == str(fs)
     moved = np.degrees(np.arccos(np.clip(np.einsum("ij,ij->i", bundled.sphere, full.sphere) / 1e4, -1, 1)))

@@ -282,3 +282,37 @@ def test_the_distributions_name_at_most_a_few_outliers_each(tmp_path, monkeypatc
     named.clear()
     group_figure(tmp_path / "g.png", {"m": points[:200] + [(f"x-{i}", 50.0, True) for i in range(3)]})
     assert named == ["x-0", "x-1", "x-2"]  # fewer than max_labels: each named, as before
+
+
+def test_outliers_are_judged_within_each_template(outputs):
+    """An fsLR run, ``group --build-template``, then ``participant --template geomorphPopulation``
+    for some subjects: the group report took robust z-scores over both templates' rows together
+    and flagged every population-template row (CC after 0.998 against fsLR's ~0.9: z +14.5), and
+    its table had no template column (``sub-10 L`` twice). Now each template's rows are judged
+    among themselves and the table names each row's template."""
+    src = json.loads((outputs / "sub-01/anat/sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json").read_text())
+    for d in ("sub-01", "sub-02", "sub-03"):
+        shutil.rmtree(outputs / d)
+    _cohort(outputs, src)
+    for i, hemi in ((0, "L"), (0, "R"), (1, "L"), (1, "R"), (2, "L")):
+        doc = json.loads((outputs / f"sub-1{i}/anat/sub-1{i}_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json")
+                         .read_text())
+        doc["template"] = doc["registration"]["template"] = "geomorphPopulation"
+        doc["registration"]["cc_sulc_after"] = 0.998 - 0.0001 * i
+        (outputs / f"sub-1{i}/anat/sub-1{i}_hemi-{hemi}_space-geomorphPopulation_desc-geomorph_metrics.json"
+         ).write_text(json.dumps(doc))
+    rows, _ = group_table_rows(outputs)
+    found = outliers(rows)
+    assert {(rows[i]["subject"], rows[i]["hemi"], rows[i]["template"], k) for i, k, _, _ in found} == {
+        ("17", "R", "fsaverage", "cc_sulc_after")}
+    tsv = _tsv(outputs / GROUP_TSV)
+    assert list(tsv[0])[:6] == ["subject", "session", "hemi", "quality", "quality_reasons", "template"]
+    assert [(r["hemi"], r["template"]) for r in tsv if r["subject"] == "10"] == [
+        ("L", "fsaverage"), ("L", "geomorphPopulation"), ("R", "fsaverage"), ("R", "geomorphPopulation")]
+    text = build_group_report(outputs).read_text()
+    assert "MAD within each template's rows" in text and text.count('class="outlier"') == 1
+    table = text.split('id="table"')[1].split("</section>")[0]
+    assert ">template</th>" in table and table.count(">geomorphPopulation</td>") == 5
+    assert "fsaverage (20 rows), geomorphPopulation (5 rows)" in text
+    code, err = _group(outputs, "--min-cc", "0.9985")  # flags every row: each line names its template
+    assert code == 3 and "FLAGGED sub-10 hemi-L: space-fsaverage: " in err and "space-geomorphPopulation" in err
