@@ -200,4 +200,6 @@ def quality_warnings(registration: Mapping[str, Any], features: Sequence[str],
             out.append(f"{f}: the non-rigid stage lowered the correlation ({rigid:.3f} -> {after:.3f})")
     if (reg.get("warp_folded_triangles") or 0) > 0:
         out.append(f"the warp folds {reg['warp_folded_triangles']} template triangle(s)")
+    if reg.get("reg_sphere_set_aside"):  # engine.prealign: a sphere.reg that is not this sphere's
+        out.append(str(reg["reg_sphere_set_aside"]))
     return out

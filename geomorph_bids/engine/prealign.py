@@ -23,7 +23,15 @@ from ..sphere.rotation import rotation_angle, rotation_from_correspondence
 from .blas import blas_threads
 from .overlap import side_worker, split_rows
 
-__all__ = ["Prealignment", "prealign", "correlation"]
+__all__ = ["Prealignment", "prealign", "correlation", "REG_SPHERE_MARGIN"]
+
+#: A rotation from ``reg_sphere`` is set aside when a local polish of it at the rigid fit's coarse
+#: level raises the maps' correlation by more than this: it is then several degrees from where the
+#: maps fit (measured on FreeSurfer's fsaverage and the example subject, a rotation off by 2 / 5 / 10
+#: / 20 deg gains 0.004-0.02 / 0.04-0.07 / 0.16-0.21 / 0.49-0.63; the correct one 0.001-0.003). A
+#: sphere.reg of another subject, or edited, otherwise decided a rotation 2-7 deg off in silence
+#: (the warp cannot undo it: the output differed by 2.2 deg median from the maps' own).
+REG_SPHERE_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,9 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
         shared with ``template.features`` drive the alignment.
     template : the fixed image (ico-6 grid in template space).
     reg_sphere : optional (V, 3) registered sphere vertices (same topology): when given, the
-        rotation comes from vertex correspondence (fast path) instead of the features.
+        rotation comes from vertex correspondence (fast path) instead of the features, unless
+        (with ``identity_check``) the maps fit far better near it (:data:`REG_SPHERE_MARGIN`): then
+        the features decide and ``metrics["reg_sphere_set_aside"]`` says why.
     reg_space : where ``reg_sphere`` lives: ``"fsaverage"`` (FreeSurfer's ``sphere.reg``; the
         template's fixed fsaverage -> template rotation follows) or ``"template"`` (already in
         template space, e.g. sMRIPrep's ``space-fsLR_desc-reg`` sphere).
@@ -161,6 +171,14 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
         if given is None or identity_check:
             fit = rigid_fit((vertices, faces), moving, (template.vertices, template.faces), fixed, rotation=given,
                             mirror_check=identity_check, mask=cortex_mask, worker=worker)
+        set_aside = None
+        if given is not None and fit is not None and fit.own - fit.correlation > REG_SPHERE_MARGIN:
+            set_aside = (f"the sphere.reg's rotation fits the maps at CC {fit.correlation:.2f}, a rotation near it at "
+                         f"{fit.own:.2f}: it is not this sphere's (another subject's, or edited?); the rotation comes "
+                         "from the maps instead")
+            fit = rigid_fit((vertices, faces), moving, (template.vertices, template.faces), fixed,
+                            mirror_check=identity_check, mask=cortex_mask, worker=worker)
+            given, method = None, "features"
         locator, coarse, before = located.result()
         rotation = given if given is not None else fit.rotation
         # one location per point set, shared by every feature; each grid point is found alone, so
@@ -171,6 +189,8 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
     at_after = corner_matrix(corners, weights, len(vertices))
     after = {n: at_after @ np.asarray(features[n], float) for n in shared}
     metrics: dict[str, float | int | str] = {"rotation_deg": rotation_angle(rotation), "rotation_method": method}
+    if set_aside is not None:
+        metrics["reg_sphere_set_aside"] = set_aside
     if identity_check:
         metrics["identity_cc_own"] = fit.own
         metrics["identity_cc_mirrored"] = fit.mirrored

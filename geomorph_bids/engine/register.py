@@ -684,6 +684,14 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
                                "label_conflicts": _label_conflicts(item)}
     if "identity_cc_negated" in pre.metrics:  # measured only when the identity check fails
         metrics["identity_cc_negated"] = pre.metrics["identity_cc_negated"]
+    if "reg_sphere_set_aside" in pre.metrics:  # a sphere.reg that is not this sphere's: said, not trusted
+        import warnings
+
+        from ..io.validate import SphereWarning
+
+        metrics["reg_sphere_set_aside"] = pre.metrics["reg_sphere_set_aside"]
+        warnings.warn(f"hemi-{hemi}{' ' + str(reg_path) if reg_path is not None else ''}: "
+                      f"{metrics['reg_sphere_set_aside']}", SphereWarning, stacklevel=4)
     for c in channels:
         metrics[f"cc_{c}_before"] = pre.metrics.get(f"cc_{c}_before")
         metrics[f"cc_{c}_rigid"] = pre.metrics.get(f"cc_{c}_after")

@@ -147,3 +147,24 @@ def test_the_pre_alignment_keeps_blas_to_one_thread(rotated_template, monkeypatc
         before = blas()
         prealign(v, f, {"sulc": sulc}, tpl)
         assert seen and all(s == {1} for s in seen) and blas() == before
+
+
+def test_a_sphere_reg_that_is_not_this_spheres_is_set_aside(rotated_template):
+    """A sphere.reg 20 deg off (another subject's, or edited) decided the rotation in silence, and
+    the warp could not undo it: the maps fit far better near it (REG_SPHERE_MARGIN), so the
+    features decide and the metrics say why; the right one (and one 2 deg off, a real sphere.reg's
+    own deviation from the maps' optimum) is kept."""
+    from geomorph_bids.engine.prealign import REG_SPHERE_MARGIN
+
+    tpl, v, f, sulc, rot = rotated_template
+    features_only = prealign(v, f, {"sulc": sulc}, tpl)
+    for angle, kept in ((0.0, True), (2.0, True), (20.0, False)):
+        off = rotation_matrix(np.array([0.3, 0.8, 0.52]), angle)
+        res = prealign(v, f, {"sulc": sulc}, tpl, reg_sphere=(v @ rot) @ off.T, reg_space="template")
+        assert (res.metrics["rotation_method"] == "correspondence") == kept, angle
+        assert ("reg_sphere_set_aside" not in res.metrics) == kept
+        if not kept:
+            assert "not this sphere's" in res.metrics["reg_sphere_set_aside"]
+            assert angle_between(res.rotation, features_only.rotation) < 1e-6
+            assert res.metrics["cc_sulc_after"] > 0.97
+    assert 0.05 <= REG_SPHERE_MARGIN <= 0.2
