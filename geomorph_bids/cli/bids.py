@@ -198,21 +198,13 @@ def _mark_kept(outputs, failures: list[Failure], key: tuple, run_id: str) -> boo
     return mark_latest_run_failed(outputs.metrics, run_id, reason)
 
 
-def _read_document(path: Path) -> dict | None:
-    """The JSON object in ``path``, or None (no file, unreadable, not an object)."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 def _warn_replaced(jobs: list, config) -> None:
     """One warning line per subject/session whose outputs of this template (its metrics JSON)
     were made with other settings than this run's (model, method, features, template maps:
     :func:`~geomorph_bids.workflows.outputs.run_settings`), naming each setting, old -> new:
     this run replaces them under the same names, and the folder would otherwise hold subjects
     made by different methods without a word."""
+    from ..results.metrics import read_document
     from ..workflows import hemi_outputs
     from ..workflows.outputs import recorded_settings, run_settings
 
@@ -221,7 +213,7 @@ def _warn_replaced(jobs: list, config) -> None:
         where = ""
         for hemi, inputs in sorted(job.inputs.hemis.items()):
             outputs = hemi_outputs(inputs, config)
-            doc = _read_document(outputs.metrics)
+            doc = read_document(outputs.metrics)
             if doc is None:
                 continue
             where = where or outputs.entities.replace("_", " ")

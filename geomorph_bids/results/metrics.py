@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 __all__ = ["registration_record", "metrics_document", "metrics_bytes", "LATEST_RUN_FAILED", "mark_latest_run_failed",
-           "clear_latest_run_failed", "latest_run_failure"]
+           "clear_latest_run_failed", "latest_run_failure", "read_document"]
 
 #: key of a metrics document whose hemisphere's latest participant run failed while this
 #: document (and the other outputs) of an earlier run were kept (``{"run": <run id>, "reason":
@@ -73,7 +73,8 @@ def metrics_bytes(doc: Mapping[str, Any]) -> bytes:
     return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
 
-def _read(path: Path) -> dict | None:
+def read_document(path: str | Path) -> dict | None:
+    """The JSON object in ``path`` (a metrics document), or None (no file, unreadable, not an object)."""
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, ValueError):
@@ -87,7 +88,7 @@ def mark_latest_run_failed(path: str | Path, run: str, reason: str) -> bool:
     Returns whether it was recorded (False: no readable document there)."""
     from ..io.atomic import atomic_write_bytes
 
-    doc = _read(Path(path))
+    doc = read_document(path)
     if doc is None:
         return False
     doc[LATEST_RUN_FAILED] = {"run": str(run), "reason": " ".join(str(reason).split())}
