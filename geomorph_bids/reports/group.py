@@ -106,9 +106,11 @@ def outliers(rows: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[str, str
 
 
 def _report_link(output_dir: Path, row: Mapping[str, Any]) -> str | None:
+    from .participant import hemisphere_anchor
+
     sub = f"sub-{row.get('subject')}"
     ses = row.get("session")
-    anchor = sub + (f"_ses-{ses}" if ses else "") + f"_hemi-{row.get('hemi')}"
+    anchor = hemisphere_anchor(sub + (f"_ses-{ses}" if ses else ""), str(row.get("hemi")), str(row.get("template")))
     for name in ([f"{sub}_ses-{ses}.html"] if ses else []) + [f"{sub}.html"]:
         if (output_dir / name).is_file():
             return f"{name}#{anchor}"

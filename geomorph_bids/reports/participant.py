@@ -33,12 +33,12 @@ from ..engine.model_choice import METHODS
 from ..errors import describe_os_error
 from ..io.atomic import atomic_write_text
 from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
-from ..quality import quality_warnings
+from ..quality import QualityThresholds, assess, quality_warnings
 from .hemisphere_figures import hemisphere_figures
 from .html import esc, fmt, markdown, page, software_versions, table
 from .outputs import HemiOutputs, find_hemispheres, label, relative
 
-__all__ = ["build_participant_report", "update_participant_report", "report_is_current", "crash_reports",
+__all__ = ["build_participant_report", "update_participant_report", "report_is_current", "crash_reports", "hemisphere_anchor",
            "subject_crash_files", "log_messages"]
 
 
@@ -103,8 +103,15 @@ _TABLE_ROWS = [("CC before (no alignment)", "cc_{f}_before"), ("CC after rigid p
                ("method", "method"), ("device", "device"), ("model", "model_argument")]
 
 
+def hemisphere_anchor(entities: str, hemi: str, space: str) -> str:
+    """The id of a hemisphere's section in the participant report (``sub-01_hemi-L_space-fsLR``):
+    one per template, as a subject registered to two templates has two sections per hemisphere."""
+    return f"{entities}_hemi-{hemi}_space-{space}"
+
+
 def _metrics_table(hemis: list[HemiOutputs]) -> str:
-    header = ["metric"] + [esc(f"{h.entities} hemi-{h.hemi}") for h in hemis]
+    several = len({h.space for h in hemis}) > 1
+    header = ["metric"] + [esc(f"{h.entities} hemi-{h.hemi}" + (f" {h.space}" if several else "")) for h in hemis]
     features = list(dict.fromkeys(f for h in hemis for f in h.features))
     rows = []
     for title, key in _TABLE_ROWS:
@@ -182,7 +189,8 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     first = hemis[0].doc if hemis else {}
     summary_rows = [["subject", esc(subject)], ["sessions", esc(", ".join(sessions) or "n/a")],
                     ["hemispheres", esc(", ".join(f"{h.entities} hemi-{h.hemi}" for h in hemis) or "none")],
-                    ["template", esc(first.get("template", "n/a"))],
+                    ["template", esc(", ".join(dict.fromkeys(str(h.doc.get("template", h.space)) for h in hemis))
+                                     or "n/a")],
                     ["template maps", esc(_template_maps(hemis))],
                     ["output density", esc(first.get("output_density", "n/a"))],
                     ["model / method", esc(f"{first.get('model', 'n/a')} / {first.get('method', 'n/a')}"
@@ -197,9 +205,11 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     from .figures import FigureKeeper
 
     keeper = FigureKeeper()  # a hemisphere's figures are refilled for the next one of the same layout
+    several_spaces = len({h.space for h in hemis}) > 1
     for h in hemis:
-        anchor = f"{h.entities}_hemi-{h.hemi}"
-        nav.append((anchor, f"{h.session + ' ' if h.session else ''}hemi-{h.hemi}"))
+        anchor = hemisphere_anchor(h.entities, h.hemi, h.space)
+        nav.append((anchor, f"{h.session + ' ' if h.session else ''}hemi-{h.hemi}"
+                            + (f" {h.space}" if several_spaces else "")))
         try:
             figs, notes = hemisphere_figures(h, output_dir, fig_dir, keeper)
         except Exception as exc:  # a broken output must not cost the rest of the report
@@ -209,11 +219,18 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
             if problems is not None:
                 problems.append(f"{h.entities} hemi-{h.hemi}: {notes[0]}")
         all_notes += [(anchor, n) for n in notes]
-        warns += [(anchor, w) for w in quality_warnings(h.registration, h.features)]
+        # judged with the thresholds the run judged it with (recorded beside its verdict)
+        verdict_doc = h.doc.get("quality") if isinstance(h.doc.get("quality"), dict) else {}
+        thresholds = QualityThresholds.from_dict(verdict_doc.get("thresholds"))
+        hemi_warnings = quality_warnings(h.registration, h.features, thresholds)
+        flagged = bool(assess(h.registration, h.features, thresholds).flagged)
+        warns += [(anchor, w) for w in hemi_warnings]
         if low_resolution_used(h.registration):
             warns.append((anchor, LOW_RESOLUTION_NOTE))
+        verdict = ('<span class="err">FLAGGED</span> (see Errors and warnings)' if flagged
+                   else '<span class="ok">ok</span>')
         parts = [f'<section id="{esc(anchor)}"><h2>{esc(h.entities)} hemi-{esc(h.hemi)} '
-                 f'&rarr; {esc(h.doc.get("template", h.space))}</h2>']
+                 f'&rarr; {esc(h.doc.get("template", h.space))}</h2><p>quality: {verdict}</p>']
         for kind, caption, rel in figs:
             parts.append(f'<h3>{esc(kind.capitalize())}</h3><p class="note">{esc(caption)}</p>'
                          f'<img class="fig" src="{esc(rel)}" alt="{esc(kind)} {esc(anchor)}">')

@@ -43,7 +43,7 @@ def test_group_table_and_report(outputs):
     for col in ("cc_sulc_before", "cc_sulc_after", "areal_mean_abs", "R_mean", "n_folded", "seconds_total"):
         assert all(r[col] not in ("", "n/a") for r in rows), col
     text = html.read_text()
-    assert 'href="sub-01.html#sub-01_hemi-L"' in text  # linked when the report exists
+    assert 'href="sub-01.html#sub-01_hemi-L_space-fsaverage"' in text  # linked when the report exists
     assert "sub-02 L" in text and 'href="sub-02.html' not in text
     fig = outputs / "figures" / "group_desc-distributions_metrics.png"
     w, h = png_size(fig)
@@ -79,7 +79,7 @@ def test_outliers_flagged_and_linked(outputs):
     build_participant_report(outputs, "17")
     text = build_group_report(outputs).read_text()
     outlier_section = text.split('id="outliers"')[1].split("</section>")[0]
-    assert 'href="sub-17.html#sub-17_hemi-R"' in outlier_section and "CC after (sulc)" in outlier_section
+    assert 'href="sub-17.html#sub-17_hemi-R_space-fsaverage"' in outlier_section and "CC after (sulc)" in outlier_section
     assert text.count('class="outlier"') == 1
 
 

@@ -335,3 +335,21 @@ def test_a_report_is_current_only_for_this_version_and_after_the_subjects_crash_
     os.utime(html, ns=(stamp + 2 * 10 ** 9,) * 2)  # still newer than everything
     assert not report_is_current(outputs, "03")  # drawn by another version
     assert not build_report(outputs, "03", True).kept and marker in html.read_text()
+
+
+def test_the_report_judges_with_the_thresholds_the_run_used(outputs):
+    """The run judged with --min-cc 0.99 (its thresholds recorded in the metrics JSON beside the
+    verdict) and printed FLAGGED, while the report judged with the defaults and said "No errors or
+    warnings": the report now uses the recorded thresholds and states each hemisphere's verdict."""
+    import json
+
+    path = outputs / "sub-01" / "anat" / "sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json"
+    doc = json.loads(path.read_text())
+    text = build_participant_report(outputs, "01").read_text()
+    assert "FLAGGED" not in text and text.count("quality: <span class=\"ok\">ok</span>") == 2
+    cc = doc["registration"]["cc_sulc_after"]
+    doc["quality"] = {"flagged": True, "reasons": ["correlation"], "thresholds": {"min_cc_after": round(cc + 0.01, 3)}}
+    path.write_text(json.dumps(doc))
+    text = build_participant_report(outputs, "01").read_text()
+    assert text.count("FLAGGED") == 1 and f"(minimum {round(cc + 0.01, 3):g})" in text
+    assert 'id="sub-01_hemi-L_space-fsaverage"' in text and 'id="sub-01_hemi-R_space-fsaverage"' in text
