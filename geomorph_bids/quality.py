@@ -148,6 +148,16 @@ class QualityVerdict:
 _SIGN_MARGIN = 0.2
 
 
+def _beyond(value: float, limit: float, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals, more (up to 6) while it would print as ``limit`` does:
+    a p95 of 1.0011 over a maximum of 1 read "1.00 (maximum 1)", a pass."""
+    text = f"{value:.{digits}f}"
+    while digits < 6 and float(text) == float(f"{limit:.{digits}f}"):
+        digits += 1
+        text = f"{value:.{digits}f}"
+    return text
+
+
 def assess(registration: Mapping[str, Any], features: Sequence[str],
            thresholds: QualityThresholds = DEFAULT_THRESHOLDS) -> QualityVerdict:
     """Judge one hemisphere from its registration metrics (the ``registration`` part of its
@@ -174,11 +184,12 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
     for i, f in enumerate(features):  # "not x >= floor": NaN fails its gate (comparisons with NaN are False)
         after, floor = reg.get(f"cc_{f}_after"), t.min_cc_after if i == 0 else t.min_cc_other
         if _real(after) and not after >= floor:
-            out.append(f"correlation: {f} correlates {after:.3f} with the template after registration "
+            out.append(f"correlation: {f} correlates {_beyond(after, floor, 3)} with the template after registration "
                        f"(minimum {floor:g}){via_reg}")
     p95 = reg.get("areal_p95_abs")
     if _real(p95) and not p95 <= t.max_areal_p95:
-        out.append(f"distortion: 95th percentile |log2 areal distortion| {p95:.2f} (maximum {t.max_areal_p95:g})")
+        out.append(f"distortion: 95th percentile |log2 areal distortion| {_beyond(p95, t.max_areal_p95)} "
+                   f"(maximum {t.max_areal_p95:g})")
     folds = reg.get("n_folded")
     if _real(folds) and not folds <= t.max_folds:
         out.append(f"distortion: {folds:.0f} folded triangle(s) in the registered sphere (maximum {t.max_folds})")

@@ -186,6 +186,7 @@ if [ "$mode" != task ]; then
   if [ "$mode" = dry-run ]; then
     # the label list goes to a temporary file, and a missing runtime is said but does not stop the print
     list="$(mktemp "${TMPDIR:-/tmp}/geomorph-labels-$stamp.XXXXXX")"
+    trap 'rm -f "$list"' EXIT  # a dry run leaves nothing behind
     runtime_env || echo "(dry run: --submit would stop here)" >&2
   else
     runtime_env

@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
     p.add_argument("--sphere", type=Path, help="native sphere: GIFTI .surf.gii or FreeSurfer ?h.sphere")
-    p.add_argument("--feature", action="append", default=[], metavar="NAME=FILE",
-                   help="feature map on the sphere, e.g. sulc=lh.sulc (repeatable); "
+    p.add_argument("--feature", action="extend", nargs="+", default=[], metavar="NAME=FILE",
+                   help="feature map(s) on the sphere, e.g. sulc=lh.sulc curv=lh.curv (several after one "
+                        "--feature, or --feature repeated); "
                         "GIFTI .shape.gii/.func.gii or FreeSurfer morph file; NAME may be left out when "
                         f"the file name says it ({', '.join(FEATURES)})")
     p.add_argument("--sphere-reg", type=Path, default=None,

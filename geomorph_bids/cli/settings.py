@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..engine.model_choice import ModelChoice, resolve_model
 from ..errors import InputError
-from ..io.discover import is_freesurfer_subject, valid_label
+from ..io.discover import derivatives_root, is_freesurfer_subject, valid_label
 from ..io.template_ref import TemplateRef, resolve_template_ref, template_search_path
 from ..io.template_sources import TemplateSearch
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
@@ -287,6 +287,14 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
                              f"BIDS dataset as bids_dir with --derivatives hcp={study}, or run on these subjects "
                              f"alone: geomorph-bids {study} OUTPUT_DIR participant --skip-bids-validation "
                              f"--derivatives hcp={study}", path=args.bids_dir)
+        nested = derivatives_root(args.bids_dir)
+        if nested != args.bids_dir:  # sMRIPrep's (or an old fMRIPrep's) output folder: OUT/smriprep/sub-*
+            folder = nested.absolute()
+            raise InputError(f"is not a BIDS dataset but a pipeline's output folder ({nested.name}/ holds its "
+                             f"subjects): give the raw BIDS dataset as bids_dir with --derivatives "
+                             f"{nested.name}={folder}, or run on these subjects alone: geomorph-bids {folder} "
+                             f"OUTPUT_DIR participant --skip-bids-validation --derivatives {nested.name}={folder}",
+                             path=args.bids_dir)
         raise InputError("is not a BIDS dataset: no dataset_description.json (or pass --skip-bids-validation)",
                          path=args.bids_dir)
     _check_fs_subjects_dir(getattr(args, "fs_subjects_dir", None))

@@ -903,3 +903,29 @@ def test_a_run_of_some_participants_looks_for_links_in_their_folders_only(bids, 
     (out / "sub-03").symlink_to(outside, target_is_directory=True)  # an entry of the output folder itself
     with pytest.raises(InputError, match="sub-03"):
         check_folders(inputs, out, tmp_path / "w", ["01"])
+
+
+def test_smriprep_output_folder_given_as_the_bids_folder_gets_the_command_that_reads_it(tmp_path, dataset_factory):
+    """`smriprep BIDS /x/derivatives participant` writes /x/derivatives/smriprep/sub-*; that output
+    folder given as bids_dir said only `is not a BIDS dataset ... (or pass --skip-bids-validation)`,
+    whose advice then ended in `no subjects found`. Now it gets the two commands that read it, and
+    the second of them registers."""
+    import shutil
+
+    bids = dataset_factory("smriprep", subjects=("01",))
+    out_dir = tmp_path / "x" / "derivatives"
+    shutil.copytree(bids / "derivatives" / "smriprep", out_dir / "smriprep")
+    common = ["--model", "rigid", "--hemi", "L", "-w", str(tmp_path / "w")]
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main([str(out_dir), str(tmp_path / "out"), "participant", *common]) == 1
+    inner = (out_dir / "smriprep").absolute()
+    line = one_error(err.getvalue())
+    assert "a pipeline's output folder (smriprep/ holds its subjects)" in line
+    assert f"--derivatives smriprep={inner}" in line and f"geomorph-bids {inner} OUTPUT_DIR participant" in line
+    assert not (tmp_path / "out").exists()
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(inner), str(tmp_path / "out"), "participant", "--skip-bids-validation", "--derivatives",
+                     f"smriprep={inner}", *common])
+    assert code == 0, err.getvalue()
