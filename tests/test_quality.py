@@ -143,3 +143,12 @@ def test_numpy_scalars_are_judged_as_numbers():
     assert "3 folded" in reasons[3] and "0.400" in reasons[1]
     notes = quality_warnings({**bad, "cc_sulc_rigid": np.float32(0.6)}, ["sulc"])
     assert "0.600 -> 0.400" in notes[-1]
+
+
+def test_a_value_just_beyond_its_gate_is_printed_with_the_digits_that_show_it():
+    """A p95 of 1.0011 over a maximum of 1 read "1.00 (maximum 1)", which looks like a pass."""
+    v = assess({"areal_p95_abs": 1.0011, "cc_sulc_after": 0.49996}, ["sulc"],
+               QualityThresholds(max_areal_p95=1.0, min_cc_after=0.5))
+    text = v.line()
+    assert "1.001 (maximum 1)" in text and "0.49996 with the template" in text
+    assert "1.30 (maximum 1)" in assess({"areal_p95_abs": 1.3}, [], QualityThresholds(max_areal_p95=1.0)).line()

@@ -624,3 +624,15 @@ def test_own_files_print_the_short_summary_and_leave_the_metrics_to_the_json(tmp
     assert lines[1].split()[:2] == ["L", "rigid"] and lines[1].split()[-1] == "ok"
     assert lines[2] == f"outputs: {out}, {tmp_path / 'lh_metrics.json'}"
     assert json.loads((tmp_path / "lh_metrics.json").read_text())["method"] == "rigid"
+
+
+def test_several_feature_maps_after_one_feature_flag():
+    """`--feature sulc=lh.sulc curv=lh.curv` was a usage error (unrecognized arguments): one flag now
+    takes several maps, as geomorph-bids' list options do, and repeating it still works."""
+    from geomorph_bids.cli.register import build_parser
+
+    p = build_parser()
+    args = p.parse_args(["--sphere", "lh.sphere", "--feature", "sulc=lh.sulc", "curv=lh.curv", "--out", "x.surf.gii"])
+    assert args.feature == ["sulc=lh.sulc", "curv=lh.curv"]
+    args = p.parse_args(["--feature", "sulc=a", "--feature", "curv=b", "--feature", "myelin=c"])
+    assert args.feature == ["sulc=a", "curv=b", "myelin=c"]
