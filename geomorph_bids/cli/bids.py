@@ -253,8 +253,10 @@ def run_participant(args) -> int:
     inputs = resolve_input_folders(args, output_dir)
     check_folders(inputs, output_dir, work_dir, args.participant_label)  # before anything is created or written
     for given, read in inputs.nested:
+        fs = given / "freesurfer"
         print(f"{_PROG}: note: {given} holds its subjects in {read.name}/ (sMRIPrep writes OUTPUT_DIR/{read.name}/sub-*): "
-              f"reading {read}", file=sys.stderr)
+              f"reading {read}; fMRIPrep needs that folder too: --derivatives {read.name}={read}"
+              + (f" --fs-subjects-dir {fs}" if fs.is_dir() else ""), file=sys.stderr)
     for name, folder in inputs.barren:
         print(f"{_PROG}: warning: --derivatives {name}={folder} holds no subject (no sub-* folder, HCP or FreeSurfer "
               f"subject, nor a smriprep/ or fmriprep/ folder with sub-*): nothing is read from it", file=sys.stderr)
