@@ -173,6 +173,7 @@ def _snippet_folder(tmp_path: Path) -> dict:
         shutil.copy(f, tmp_path / f.name)
     (tmp_path / "my_model").mkdir()
     shutil.copy(model_path("sulc-fsLR"), tmp_path / "my_model" / "model.pt")
+    (tmp_path / "examples").symlink_to(ROOT / "examples")  # README's example runs from the repository's folder
     lh = read_sphere(surf / "lh.sphere")
     tpl = load_template("fsLR", "L")
     sphere164k = icosphere(7)
