@@ -283,6 +283,15 @@ def parse_metrics_name(name: str) -> tuple[str, str | None, str, str] | None:
     return None if m is None else (m.group(1), m.group(2), m.group(3), m.group(4))
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    """Whether a folder entry is a folder (links followed); False for one that cannot be told (a
+    link to itself, ELOOP): ``DirEntry.is_dir`` raises there, which cost the whole listing."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def _metrics_in(subject_dir: str) -> list[str]:
     """The metrics files in ``sub-X/anat`` and ``sub-X/ses-*/anat`` (:func:`anat_dir`: where
     they are written)."""
@@ -290,7 +299,7 @@ def _metrics_in(subject_dir: str) -> list[str]:
     anats = [os.path.join(subject_dir, "anat")]
     try:
         with os.scandir(subject_dir) as entries:
-            anats += [os.path.join(e.path, "anat") for e in entries if e.name.startswith("ses-") and e.is_dir()]
+            anats += [os.path.join(e.path, "anat") for e in entries if e.name.startswith("ses-") and _is_dir(e)]
     except OSError:
         return []
     out = []
@@ -314,7 +323,7 @@ def metrics_files(output_dir: str | Path, subject: str | None = None) -> list[Pa
     else:
         try:
             with os.scandir(root) as entries:
-                tops = [e.path for e in entries if e.name.startswith("sub-") and e.is_dir()]
+                tops = [e.path for e in entries if e.name.startswith("sub-") and _is_dir(e)]
         except OSError:
             tops = []
     return sorted(Path(p) for top in tops for p in _metrics_in(top))

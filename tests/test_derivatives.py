@@ -147,3 +147,17 @@ def test_metrics_files_finds_what_the_glob_found(tmp_path):
     for s in ("01", "03", "04", "09"):
         assert d.metrics_files(tmp_path, s) == [p for p in want if p.parts[len(tmp_path.parts)] == f"sub-{s}"]
     assert d.metrics_files(tmp_path / "missing") == []
+
+
+def test_a_link_to_itself_among_the_subjects_costs_only_itself(tmp_path):
+    """`ln -s sub-03 OUT/sub-03` (a link to itself) made os.scandir's is_dir raise ELOOP inside the
+    listing, whose OSError handler dropped every subject: the group level said 'no participant
+    outputs'. The link is skipped, as a session folder linking to itself is."""
+    import os
+
+    good = tmp_path / "sub-01" / "anat" / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json"
+    good.parent.mkdir(parents=True)
+    good.write_text("{}")
+    os.symlink("sub-03", tmp_path / "sub-03")
+    os.symlink("ses-2", tmp_path / "sub-01" / "ses-2")
+    assert d.metrics_files(tmp_path) == [good]

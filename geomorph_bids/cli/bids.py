@@ -43,7 +43,7 @@ from .parser import build_parser  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
 from .preflight import RunLocks, lock_participants, preflight, remove_if_empty  # noqa: E402
 from .reporting import build_reports, print_reports, print_summary  # noqa: E402
-from .selection import collect_jobs, refuse_names_too_long  # noqa: E402
+from .selection import collect_jobs, listed, refuse_names_too_long  # noqa: E402
 from .settings import (absolute_paths, resolve_quality, resolve_settings, validate_arguments,  # noqa: E402
                        validate_resources)
 
@@ -560,12 +560,26 @@ def _build_population_template(args, rows: list[dict]) -> int:
     if conflict:  # before any registration: a hemisphere kept from another base would be read in this one's space
         return error_exit(_PROG, f"--build-template: {conflict}")
     status = EXIT_OK
+    using = sorted({f"sub-{r['subject']}" for r in rows if r.get("template") == args.template_label})
+    if using:  # a template in use is replaced: its outputs were registered to the old maps
+        print(f"{_PROG}: warning: tpl-{args.template_label} is rebuilt while {len(using)} participant(s) have outputs "
+              f"registered to it ({listed(using)}): rerun their participant level with --template "
+              f"{args.template_label} afterwards", file=sys.stderr)
     for hemi in args.hemi:
         subjects = []
+        seen: set[tuple[str, str | None]] = set()
         for r in rows:
             if r["hemi"] != hemi:
                 continue
             session = r.get("session") or None
+            if (r["subject"], session) in seen:  # one row per template: a participant counts once
+                continue
+            seen.add((r["subject"], session))
+            quality = _participant_quality(rows, r["subject"], session, hemi)
+            if quality:  # flagged or stale everywhere: its inputs are suspect, never averaged in silence
+                print(f"{_PROG}: warning: {entity_string(r['subject'], session)} hemi-{hemi} left out of the "
+                      f"template: {quality}", file=sys.stderr)
+                continue
             anat = anat_dir(args.output_dir, r["subject"], session)
             ent = entity_string(r["subject"], session)
             sphere = anat / NATIVE_SPHERE.name(ent, hemi)
@@ -591,6 +605,16 @@ def _build_population_template(args, rows: list[dict]) -> int:
         for name, why in result.failures.items():
             print(f"{_PROG}: warning: {name} hemi-{hemi} left out of the template: {why}", file=sys.stderr)
     return status
+
+
+def _participant_quality(rows: list[dict], subject: str, session: str | None, hemi: str) -> str:
+    """Why a participant's hemisphere is kept out of a population template: its rows (one per
+    template) are all flagged or stale (the quality gates' verdict, :func:`_judge_rows`); "" when
+    one of them is ok."""
+    mine = [r for r in rows if r["subject"] == subject and (r.get("session") or None) == session and r["hemi"] == hemi]
+    if any(r.get("quality") not in ("flagged", "stale") for r in mine):
+        return ""
+    return "; ".join(f"{r.get('template')}: {r.get('quality')} ({r.get('quality_reasons')})" for r in mine)
 
 
 def run_reports_only(args) -> int:

@@ -218,11 +218,12 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
             v, f = moving_sphere if surface is None else (surface.vertices, surface.faces)
         except (TypeError, ValueError):
             raise ValueError("moving_sphere must be a path or a (vertices, faces) pair") from None
+        v, f = _host_array(v), _host_array(f)
         # recentre/rescale to radius 100 and check it is a sphere (its triangles measured beside the
         # fit of the sphere, on a second CPU where there is one: the same bits); the caller's faces are kept
         with side_worker() as worker:
             vertices, _ = validate_sphere(v, f, None if surface is None else surface.path, worker=worker)
-        faces = np.asarray(f, dtype=np.int64)
+        faces = np.array(f, dtype=np.int64)  # a copy: the result's faces are not the caller's array
     if not isinstance(moving_features, Mapping) or not moving_features:
         raise ValueError("moving_features must be a non-empty dict: name -> (V,) array or path")
     feats: dict[str, np.ndarray] = {}
@@ -244,12 +245,19 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
     return vertices, faces, feats
 
 
+def _host_array(values: Any) -> Any:
+    """A torch tensor (on any device; one that requires grad made numpy raise) as a numpy array;
+    anything else as it is."""
+    if hasattr(values, "detach") and hasattr(values, "cpu"):
+        return values.detach().cpu().numpy()
+    return values
+
+
 def _feature_array(values: Any, name: str) -> np.ndarray:
-    """A feature given as an array-like, as numbers: a torch tensor is detached (one that requires
-    grad made numpy raise), a masked array's masked values and complex values are refused (numpy
+    """A feature given as an array-like, as numbers: a torch tensor is detached
+    (:func:`_host_array`), a masked array's masked values and complex values are refused (numpy
     would drop the mask, or the imaginary part, in silence)."""
-    if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, on any device
-        values = values.detach().cpu().numpy()
+    values = _host_array(values)
     if isinstance(values, np.ma.MaskedArray) and np.ma.count_masked(values):
         raise InputError(f"feature {name!r} is a masked array with {np.ma.count_masked(values)} masked value(s), "
                          "which would be read as data: fill them (0 on the medial wall: values.filled(0)) and "

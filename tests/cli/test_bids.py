@@ -829,3 +829,31 @@ def test_smriprep_output_folder_given_as_derivatives_is_read_in_its_smriprep_sub
     assert note.startswith("geomorph-bids: note: ") and str(given / "smriprep") in note
     m = json.loads(next((out / "sub-01").rglob("*hemi-L*_desc-geomorph_metrics.json")).read_text())
     assert m["registration"]["cc_sulc_after"] > 0.5
+
+
+def test_a_population_template_counts_each_participant_once_and_leaves_out_the_flagged(fs_run, tmp_path):
+    """QA: a participant registered to fsLR and to the population template had two rows, so a rebuild
+    averaged it twice ("round 1/1 sub-01" twice, "from 2 participant(s)") and replaced the template
+    its outputs were registered to without a word; a hemisphere flagged (or stale) everywhere was
+    averaged in too. Now each participant counts once, a flagged one is left out on a warning line,
+    and rebuilding a template in use says which participants to rerun."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out)
+    code, _, err = run(fs_run["bids"], out, "group", "--build-template", "1", "--hemi", "L", "--model", "rigid")
+    assert code == 0, err
+    code, _, err = run(fs_run["bids"], out, "participant", "--participant-label", "01", "--hemi", "L",
+                       "--template", "geomorphPopulation", "--model", "rigid", "-w", tmp_path / "w")
+    assert code == 0, err
+    code, stdout, err = run(fs_run["bids"], out, "group", "--build-template", "1", "--hemi", "L", "--model", "rigid")
+    assert code == 0, err
+    assert stdout.count("round 1/1 sub-01") == 1 and "from 2 participant(s)" in stdout
+    assert ("warning: tpl-geomorphPopulation is rebuilt while 1 participant(s) have outputs registered to it "
+            "(sub-01)") in err
+    # flagged in every template (a gate no hemisphere passes): left out, named
+    code, stdout, err = run(fs_run["bids"], out, "group", "--build-template", "1", "--hemi", "L", "--model", "rigid",
+                            "--min-cc", "0.999", "--template-label", "strict")
+    assert code != 0 and "round 1" not in stdout
+    assert "sub-01 hemi-L left out of the template: fsLR: flagged (correlation" in err
+    assert "0 participant(s)" in err

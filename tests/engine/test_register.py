@@ -723,6 +723,13 @@ def test_careless_array_inputs_say_what_they_are():
     plain = register(sphere, {"sulc": sulc}, rigid_only=True).metrics["cc_sulc_after"]
     grad = torch.tensor(sulc, requires_grad=True)
     assert register(sphere, {"sulc": grad}, rigid_only=True).metrics["cc_sulc_after"] == pytest.approx(plain)
+    # the sphere's own arrays as tensors too (one that requires grad made numpy raise there), and
+    # the result's faces are a copy, not the caller's array
+    as_tensors = (torch.tensor(h.vertices, requires_grad=True), torch.from_numpy(np.asarray(h.faces, dtype=np.int64)))
+    res = register(as_tensors, {"sulc": sulc}, rigid_only=True)
+    assert res.metrics["cc_sulc_after"] == pytest.approx(plain)
+    faces = np.asarray(h.faces, dtype=np.int64)
+    assert not np.shares_memory(register((h.vertices, faces), {"sulc": sulc}, rigid_only=True).faces, faces)
     with pytest.raises(InputError, match=r"feature 'sulc' is a masked array with \d+ masked value\(s\)"):
         register(sphere, {"sulc": np.ma.masked_less(sulc, 0)}, rigid_only=True)
     assert register(sphere, {"sulc": np.ma.masked_array(sulc)}, rigid_only=True)  # nothing masked: fine
