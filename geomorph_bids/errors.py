@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 
@@ -50,6 +50,23 @@ _ERRNO_WORDS = {"ENOSPC": "no space left on device (disk full)", "EDQUOT": "disk
                 "EROFS": "read-only filesystem", "EACCES": "permission denied", "EPERM": "operation not permitted",
                 "EFBIG": "file too large (the file size limit)", "EIO": "input/output error (a failing disk or network "
                                                                         "filesystem?)", "ENOENT": "no such file"}
+
+
+def closest_name(given: str, names: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The one of ``names`` a user most likely meant by ``given`` (case and surrounding blanks
+    ignored: ``Rigid``, ``multiproc``, ``sulcc``; ``cutoff``: :func:`difflib.get_close_matches`'s,
+    1.0 for case slips alone), spelled as in ``names``; None when none is close. For the "did you
+    mean" of a message about a name that is not one of ``names``."""
+    import difflib
+
+    spelled: dict[str, str] = {}
+    for name in names:
+        spelled.setdefault(str(name).lower(), str(name))
+    key = str(given).strip().lower()
+    if key in spelled:
+        return spelled[key]
+    close = difflib.get_close_matches(key, list(spelled), n=1, cutoff=cutoff)
+    return spelled[close[0]] if close else None
 
 
 def describe_os_error(exc: OSError) -> str:

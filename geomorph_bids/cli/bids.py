@@ -565,6 +565,7 @@ def _build_population_template(args, rows: list[dict]) -> int:
         print(f"{_PROG}: warning: tpl-{args.template_label} is rebuilt while {len(using)} participant(s) have outputs "
               f"registered to it ({listed(using)}): rerun their participant level with --template "
               f"{args.template_label} afterwards", file=sys.stderr)
+    suspect = _suspect_hemispheres(rows)
     for hemi in args.hemi:
         subjects = []
         seen: set[tuple[str, str | None]] = set()
@@ -575,7 +576,7 @@ def _build_population_template(args, rows: list[dict]) -> int:
             if (r["subject"], session) in seen:  # one row per template: a participant counts once
                 continue
             seen.add((r["subject"], session))
-            quality = _participant_quality(rows, r["subject"], session, hemi)
+            quality = suspect.get((r["subject"], session, hemi))
             if quality:  # flagged or stale everywhere: its inputs are suspect, never averaged in silence
                 print(f"{_PROG}: warning: {entity_string(r['subject'], session)} hemi-{hemi} left out of the "
                       f"template: {quality}", file=sys.stderr)
@@ -607,14 +608,15 @@ def _build_population_template(args, rows: list[dict]) -> int:
     return status
 
 
-def _participant_quality(rows: list[dict], subject: str, session: str | None, hemi: str) -> str:
-    """Why a participant's hemisphere is kept out of a population template: its rows (one per
-    template) are all flagged or stale (the quality gates' verdict, :func:`_judge_rows`); "" when
-    one of them is ok."""
-    mine = [r for r in rows if r["subject"] == subject and (r.get("session") or None) == session and r["hemi"] == hemi]
-    if any(r.get("quality") not in ("flagged", "stale") for r in mine):
-        return ""
-    return "; ".join(f"{r.get('template')}: {r.get('quality')} ({r.get('quality_reasons')})" for r in mine)
+def _suspect_hemispheres(rows: list[dict]) -> dict[tuple[str, str | None, str], str]:
+    """(subject, session, hemi) -> why it is kept out of a population template, for each
+    hemisphere whose rows (one per template) are all flagged or stale (the quality gates' verdict,
+    :func:`_judge_rows`). One pass over the rows: a cohort's group level has tens of thousands."""
+    verdicts: dict[tuple[str, str | None, str], list[dict]] = {}
+    for r in rows:
+        verdicts.setdefault((r["subject"], r.get("session") or None, r["hemi"]), []).append(r)
+    return {key: "; ".join(f"{r.get('template')}: {r.get('quality')} ({r.get('quality_reasons')})" for r in mine)
+            for key, mine in verdicts.items() if all(r.get("quality") in ("flagged", "stale") for r in mine)}
 
 
 def run_reports_only(args) -> int:

@@ -195,14 +195,18 @@ def stop_children(grace_s: float = GRACE_S) -> int:
 
     logging.getLogger("concurrent.futures").setLevel(logging.CRITICAL + 1)
     tracker = _resource_tracker_pid()
-    pids = [p for p in descendants() if p != tracker]
+
+    def workers() -> list[int]:
+        return [p for p in descendants() if p != tracker]
+
+    pids = workers()
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for pid in [p for p in pids if pid_alive(p)] + [p for p in descendants() if p != tracker]:  # and any forked meanwhile
+    for pid in [p for p in pids if pid_alive(p)] + workers():  # and any forked meanwhile
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     return len(pids)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, closest_name
 from ..io.limits import read_text_bounded
 
 __all__ = ["plugin_settings", "configure_nipype", "nipype_plugins"]
@@ -79,14 +79,13 @@ def _plugin_problem(name: str) -> str | None:
     command not on PATH, a Python module not installed, ``$LOGNAME`` unset, or Nipype's Debug
     plugin (it takes a Python callable, which a YAML file cannot give). Each was a traceback once
     the run had started, after the output folder was described."""
-    import difflib
     import os
     import shutil
 
     known = nipype_plugins()
     if name not in known:
-        meant = [k for k in known if k.lower() == name.lower()] or difflib.get_close_matches(name, known, n=1)
-        hint = f": did you mean {meant[0]}?" if meant else ""
+        meant = closest_name(name, known)
+        hint = f": did you mean {meant}?" if meant else ""
         return f"plugin {name!r} is not one of Nipype's plugins ({', '.join(known)}){hint}"
     if name == "Debug":
         return "plugin Debug needs a Python callable in plugin_args, which a plugin file cannot give; use Linear"

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..engine.model_choice import REFINE_CHOICES
-from ..errors import InputError
+from ..errors import InputError, closest_name
 from ..io.atomic import atomic_write_text
 from ..io.discover import FEATURES
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
@@ -134,16 +134,14 @@ def _check_feature_names(features: dict[str, Path], offered: tuple[str, ...]) ->
     """Refuse a ``--feature`` name that is none of :data:`FEATURES` nor a map the template offers
     (a custom template's own), with the closest known name: a misspelt one (``sulcc``, ``Sulc``)
     was dropped as a map the template lacks, and the run failed naming nothing."""
-    import difflib
-
     known = list(dict.fromkeys([*FEATURES, *offered]))
     for name in features:
         if name in known:
             continue
-        close = difflib.get_close_matches(name.strip().lower(), known, n=1, cutoff=0.6)
+        meant = closest_name(name, known)
         shown = name if name.strip() == name and name else repr(name)
         raise InputError(f"--feature {shown}: unknown feature name; use {', '.join(known[:-1])} or {known[-1]}"
-                         + (f" (did you mean {close[0]}?)" if close else ""))
+                         + (f" (did you mean {meant}?)" if meant else ""))
 
 
 def _check_registration_feature(features: dict[str, Path], offered: tuple[str, ...], template: str) -> None:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import InputError
+from ..errors import InputError, closest_name
 from ..io.limits import read_json_bounded
 from .failures import Failure
 from .paths import InputFolders
@@ -83,8 +83,8 @@ def read_filter(path: Path | None, notes: list[str] | None = None) -> dict[str, 
 
 def _did_you_mean(key: str) -> str:
     """``: did you mean 't1w'?`` for a query named in another case (``T1w``), else ``""``."""
-    meant = [q for q in (*ANATOMICAL_QUERIES, *OTHER_QUERIES) if q.lower() == key.lower()]
-    return f": did you mean {meant[0]!r}?" if meant else ""
+    meant = closest_name(key, (*ANATOMICAL_QUERIES, *OTHER_QUERIES), cutoff=1.0)
+    return f": did you mean {meant!r}?" if meant else ""
 
 
 def _query_entities(query: str, entities: dict, path: Path) -> dict[str, list[str]]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, closest_name
 
 __all__ = ["ModelChoice", "KINDS", "METHODS", "REFINE_CHOICES", "OPTIMISER_CHANNELS", "OPTIMISER_WEIGHTS", "optimiser_weights",
            "default_registration", "resolve_model", "rigid",
@@ -178,11 +178,8 @@ def optimiser(template: str, name: str = "default", available: Sequence[str] | N
 def _closest_model_name(given: str, bundled: Sequence[str]) -> str:
     """``"; did you mean rigid?"`` for a name that is, or nearly is, one of the model names in
     another case (``Rigid``, ``sulc-fslr``), as ``--template fslr`` gets; else ``""``."""
-    import difflib
-
-    names = {n.lower(): n for n in ("default", "rigid", *bundled)}
-    close = difflib.get_close_matches(given.strip().lower(), list(names), n=1, cutoff=0.8)
-    return f"; did you mean {names[close[0]]}?" if close else ""
+    meant = closest_name(given, ("default", "rigid", *bundled), cutoff=0.8)
+    return f"; did you mean {meant}?" if meant else ""
 
 
 def network(model: str | Path, name: str | None = None, optimise: Any = True,

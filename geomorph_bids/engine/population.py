@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io.template_sources import source_record
 from ..io.templates import Template
 
 __all__ = ["PopulationSubject", "PopulationTemplate", "build_template", "write_template", "average_maps",
@@ -235,12 +236,7 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
                        "MeanDistance": [round(d, 6) for d in result.mean_distances],
                        "Failures": result.failures}
     if result.base_provenance:
-        p = result.base_provenance
-        hemis[tpl.hemi]["BaseTemplateSource"] = {"Kind": p.get("template_source"), "Path": p.get("template_source_path"),
-                                                 "Vertices": p.get("template_vertices"),
-                                                 **({"BuiltFromVertices": p["template_built_from_vertices"]}
-                                                    if p.get("template_built_from_vertices") else {}),
-                                                 "SHA256": p.get("template_sha256")}
+        hemis[tpl.hemi]["BaseTemplateSource"] = source_record(result.base_provenance)
     doc.update({"Name": f"geomorph-bids population average ({label})", "Identifier": label,
                 "BaseTemplate": result.base, "Density": "ico6 (40962 vertices, level-6 icosphere in the "
                                                       f"{result.base} sphere's coordinates)",

@@ -55,8 +55,8 @@ Roots: ``derivatives`` (name -> folder) when given, else every folder in
 ``<bids_dir>/derivatives``; a folder with no ``sub-*`` folder whose ``smriprep`` (``fmriprep``)
 subfolder has some is read there (:func:`derivatives_root`: sMRIPrep's own layout). FreeSurfer
 subjects dirs: ``fs_subjects_dir`` when given, else ``<bids_dir>/derivatives/freesurfer``,
-``<root>/sourcedata/freesurfer`` of each derivatives root and the ``freesurfer`` folder beside it. The three layouts cannot collide, so every layout
-is probed in every root.
+``<root>/sourcedata/freesurfer`` of each derivatives root and the ``freesurfer`` folder beside
+it. The three layouts cannot collide, so every layout is probed in every root.
 
 Priority, per hemisphere, when several sources are complete: ``smriprep`` (a sphere already
 converted to GIFTI alongside the derivatives the user chose), then ``freesurfer``, then

@@ -48,7 +48,8 @@ from .limits import annex_key
 
 __all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "SOURCE_KINDS", "SAMPLING", "BUNDLED_ORIGIN",
            "discover_sources", "explicit_base", "files_sha256", "load_source", "sample_on_grid", "fallback_warnings",
-           "is_low_resolution", "LOW_RESOLUTION_NOTE", "low_resolution_used", "describe_provenance"]
+           "is_low_resolution", "LOW_RESOLUTION_NOTE", "low_resolution_used", "describe_provenance",
+           "source_record"]
 
 #: source kinds, in the order they are looked up
 SOURCE_KINDS = ("folder", "templateflow", "freesurfer", "bundled")
@@ -103,6 +104,17 @@ def describe_provenance(provenance: Mapping[str, Any]) -> str:
     return (f"{provenance['template_source']} {provenance.get('template_source_path', '')}"
             + (f", {int(n):,} vertices" if n else "") + (f" (built from {int(origin):,})" if origin else "")
             + f", sha256 {str(provenance.get('template_sha256', ''))[:12]}")
+
+
+def source_record(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """A registration's ``template_*`` provenance as the JSON files record it (a sidecar's
+    ``TemplateSource``, a population template's ``BaseTemplateSource``): ``Kind``, ``Path``,
+    ``Vertices`` (of the maps read), the bundled maps' ``BuiltFromVertices`` and ``SHA256``."""
+    p = provenance
+    origin = p.get("template_built_from_vertices")
+    return {"Kind": p.get("template_source"), "Path": p.get("template_source_path"),
+            "Vertices": p.get("template_vertices"), **({"BuiltFromVertices": origin} if origin else {}),
+            "SHA256": p.get("template_sha256")}
 
 
 class TemplateWarning(UserWarning):
@@ -291,7 +303,7 @@ def _templateflow_source(kind: str, folder: Path, base: str, hemi: str, notes: l
         are = "is a folder, not a file" if len(odd) == 1 else "are folders, not files"
         info.append(f"{what} {folder}: {', '.join(odd)} {are}; not used")
     if empty:
-        info.append(f"{'TemplateFlow' if kind == 'templateflow' else kind} {folder}: its {base} sulc files are "
+        info.append(f"{what} {folder}: its {base} sulc files are "
                     "empty placeholders or git-annex files not fetched (not downloaded; geomorph-bids never "
                     "downloads: `datalad get` them, or templateflow.api.get where there is network)")
     elif folder.is_dir() and kind != "templateflow":

@@ -20,6 +20,7 @@ import numpy as np
 
 from geomorph_bids.errors import InputError
 from geomorph_bids.sphere.mesh import areas_and_volumes, nonfinite_rows, repeated_sides, row_norms, signed_volumes
+from geomorph_bids.sphere.rigid import MIN_VALID_FRACTION  # the bound the rigid fit also refuses below
 
 __all__ = [
     "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SPHERE_RADIUS_RATIO", "MIN_SPHERE_VERTICES", "SphereWarning", "hemi_code",
@@ -52,9 +53,6 @@ MAX_FOLDED_FRACTION = 1e-3  # folded triangles tolerated (with a warning) on inp
 #: a triangle of at most this fraction of the mean triangle area has none (its corners coincide)
 ZERO_AREA = 1e-9
 
-#: Smallest fraction of a map's vertices that must be non-zero (0 is read as the medial wall) for
-#: it to drive a registration; the rigid fit (``sphere.rigid``) refuses the same, after the mask.
-MIN_VALID_FRACTION = 0.05
 #: Largest fraction of exact zeros a map has without a warning. Measured: HCP's medial wall
 #: (smriprep's atlasroi) is 8.5-8.6 % of fsLR 32k/59k vertices; FreeSurfer's thickness and curv are 0
 #: on 2.6-3.0 % of fsaverage5 (nilearn), sulc on none (fsaverage 164k, the example subject); the

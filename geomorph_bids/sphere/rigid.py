@@ -44,7 +44,11 @@ from geomorph_bids.sphere.locate import SphereLocator, unit
 from geomorph_bids.sphere.mesh import nonfinite_rows, vertex_areas
 from geomorph_bids.sphere.rotation import expm_so3, orthonormalise, quat_to_matrix
 
-__all__ = ["rigid_align", "rigid_fit", "RigidFit"]
+__all__ = ["rigid_align", "rigid_fit", "RigidFit", "MIN_VALID_FRACTION"]
+
+#: Smallest fraction of a map's vertices that must be valid (non-zero: 0 is read as the medial wall;
+#: finite; in the cortex mask) for it to drive an alignment; ``io.validate`` refuses a map file below it.
+MIN_VALID_FRACTION = 0.05
 
 @lru_cache(maxsize=8)
 def _super_fibonacci(n: int) -> np.ndarray:
@@ -269,8 +273,9 @@ def _prepare_features(vertices: np.ndarray, faces: np.ndarray, features: np.ndar
         if mask.shape != (len(vertices),):
             raise InputError(f"{name} mask must be (V,) with V = {len(vertices)}, got {mask.shape}")
         valid &= mask
-    if valid.sum() < 0.05 * len(valid):
-        raise InputError(f"{name} features: fewer than 5% of vertices are valid (non-zero, finite, in mask)")
+    if valid.sum() < MIN_VALID_FRACTION * len(valid):
+        raise InputError(f"{name} features: fewer than {100 * MIN_VALID_FRACTION:g}% of vertices are valid "
+                         "(non-zero, finite, in mask)")
     feat = np.where(valid[:, None], feat, 0.0)
     u = unit(vertices)
     level = _icosphere_level(u)  # a template on its icosphere grid: its cached vertex areas

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from ..derivatives import (CIFTI_FEATURES, METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE,
                            RESAMPLED_FEATURE, HemisphereOutputs, cifti_file, entities, hemisphere_outputs)
 from ..io.discover import HemiInputs
+from ..io.template_sources import source_record
 from ..results.writer import OutputFile
 from .config import RunConfig, SubjectJob
 
@@ -52,10 +53,7 @@ def template_source(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
     from (``Kind``: folder, templateflow, freesurfer, bundled or custom; ``Path``; ``Vertices``
     of the maps read; the bundled maps also ``BuiltFromVertices``, those of the maps they were
     built from; ``SHA256`` of the files read)."""
-    p = config.template.provenance(config.model.template_hemi(h.hemi), config.channels)
-    origin = {"BuiltFromVertices": p["template_built_from_vertices"]} if "template_built_from_vertices" in p else {}
-    return {"Kind": p["template_source"], "Path": p["template_source_path"], "Vertices": p["template_vertices"],
-            **origin, "SHA256": p["template_sha256"]}
+    return source_record(config.template.provenance(config.model.template_hemi(h.hemi), config.channels))
 
 
 def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:

@@ -770,16 +770,13 @@ def test_an_hcp_study_folder_given_as_the_bids_folder(tmp_path):
                                             f"folder, geomorph-bids {study} OUTPUT_DIR participant "
                                             f"--skip-bids-validation --derivatives hcp={study} "
                                             "--participant-label 100307")]:
-        err = io.StringIO()
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-            assert main([str(given), str(tmp_path / "out"), "participant", *common]) == 1
-        assert words in one_error(err.getvalue()), err.getvalue()
+        code, _, err = run(given, tmp_path / "out", "participant", *common)
+        assert code == 1
+        assert words in one_error(err), err
         assert not (tmp_path / "out").exists()
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        code = main([str(study), str(tmp_path / "out"), "participant", "--skip-bids-validation", "--derivatives",
-                     f"hcp={study}", *common])
-    assert code == 0, err.getvalue()
+    code, _, err = run(study, tmp_path / "out", "participant", "--skip-bids-validation", "--derivatives",
+                       f"hcp={study}", *common)
+    assert code == 0, err
     assert len(list((tmp_path / "out" / "sub-100307" / "anat").glob("*_desc-geomorph_sphere.surf.gii"))) == 1
 
 
@@ -916,16 +913,13 @@ def test_smriprep_output_folder_given_as_the_bids_folder_gets_the_command_that_r
     out_dir = tmp_path / "x" / "derivatives"
     shutil.copytree(bids / "derivatives" / "smriprep", out_dir / "smriprep")
     common = ["--model", "rigid", "--hemi", "L", "-w", str(tmp_path / "w")]
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        assert main([str(out_dir), str(tmp_path / "out"), "participant", *common]) == 1
+    code, _, err = run(out_dir, tmp_path / "out", "participant", *common)
+    assert code == 1
     inner = (out_dir / "smriprep").absolute()
-    line = one_error(err.getvalue())
+    line = one_error(err)
     assert "a pipeline's output folder (smriprep/ holds its subjects)" in line
     assert f"--derivatives smriprep={inner}" in line and f"geomorph-bids {inner} OUTPUT_DIR participant" in line
     assert not (tmp_path / "out").exists()
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        code = main([str(inner), str(tmp_path / "out"), "participant", "--skip-bids-validation", "--derivatives",
-                     f"smriprep={inner}", *common])
-    assert code == 0, err.getvalue()
+    code, _, err = run(inner, tmp_path / "out", "participant", "--skip-bids-validation", "--derivatives",
+                       f"smriprep={inner}", *common)
+    assert code == 0, err
