@@ -3,8 +3,9 @@
 After a hemisphere's files are committed, its worker writes a small record
 (``<work_dir>/batch/<settings>/<sub-X[_ses-Y]>_hemi-H.json``, :func:`record_path`) holding the
 :func:`stamp` of its inputs and the run's settings. A rerun skips a hemisphere whose record
-holds the same stamp and whose files are all present (:func:`is_done`); a changed input, a
-changed setting or a missing output makes it run again. The stamp keys on the inputs' paths and
+holds the same stamp and whose files are all as they were written (:func:`is_done`: the record
+lists each file's size and modification time, :func:`record_text`); a changed input, a changed
+setting, or an output missing, truncated or edited in place makes it run again. The stamp keys on the inputs' paths and
 content (:func:`input_fingerprint`: the content hash ``HemiInputs.digest`` the command line
 computed once after discovery, :func:`geomorph_bids.io.digest.input_digest`): a changed byte
 reruns the hemisphere even when its size and modification time were kept.
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from pathlib import Path
 from typing import Iterable
 
 from ..derivatives import entities
 from ..io.discover import HemiInputs
 
-__all__ = ["settings_key", "record_path", "input_fingerprint", "stamp", "is_done"]
+__all__ = ["settings_key", "record_path", "input_fingerprint", "stamp", "record_text", "is_done"]
 
 
 def settings_key(config) -> str:
@@ -59,12 +61,39 @@ def stamp(config, h: HemiInputs) -> str:
                       sort_keys=True)
 
 
-def is_done(record: Path, expected: str, files: Iterable[Path]) -> bool:
-    """Whether a hemisphere can be skipped: its record holds ``expected`` and every one of its
-    ``files`` exists."""
+def _file_state(path: Path) -> list[int] | None:
+    """``[size in bytes, modification time in ns]`` of a file, or None when it is not one."""
     try:
-        if record.read_text() != expected:
-            return False
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns] if stat.S_ISREG(st.st_mode) else None
+
+
+def record_text(expected: str, files: Iterable[Path]) -> str:
+    """What a hemisphere's record holds once its ``files`` are committed: the :func:`stamp`
+    line, then (JSON, one line) each file's size and modification time as they are now."""
+    return expected + "\n" + json.dumps({str(p): _file_state(Path(p)) for p in files}, sort_keys=True)
+
+
+def is_done(record: Path, expected: str, files: Iterable[Path]) -> bool:
+    """Whether a hemisphere can be skipped: its record holds ``expected``, every one of its
+    ``files`` exists, and each file the record lists has the size and modification time it had
+    when it was written (an output truncated or edited since is written again; a record of an
+    older version, the stamp alone, checks existence only)."""
+    try:
+        text = record.read_text()
     except OSError:
         return False
-    return all(Path(p).is_file() for p in files)
+    head, _, listed = text.partition("\n")
+    if head != expected:
+        return False
+    if not all(Path(p).is_file() for p in files):
+        return False
+    if not listed:
+        return True
+    try:
+        states = json.loads(listed)
+    except ValueError:
+        return False
+    return isinstance(states, dict) and all(_file_state(Path(p)) == state for p, state in states.items())

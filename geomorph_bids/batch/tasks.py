@@ -28,6 +28,7 @@ from ..errors import InputError
 from ..io.template_ref import TemplateRef
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..results.writer import OutputFile
+from .state import record_text
 
 __all__ = ["ChunkSettings", "HemisphereTask", "Outcome", "ReportOutcome", "incomplete_report_line", "init_worker",
            "run_chunk",
@@ -259,8 +260,8 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
             if str(exc.filename) not in meant:
                 raise
             raise naming(exc, meant[str(exc.filename)]) from exc
-        commit_outputs(task.files, produced, settings.output_dir, stage=stage)
-    atomic_write_text(task.record, task.stamp)
+        written = commit_outputs(task.files, produced, settings.output_dir, stage=stage)
+    atomic_write_text(task.record, record_text(task.stamp, written))
     outcome.seconds["write"] = time.perf_counter() - t
     outcome.stage = ""
 

@@ -40,8 +40,9 @@ __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_writt
            "preflight", "remove_if_empty", "RunLocks", "lock_participants"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
-#: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.7 MB of outputs and 1.3 MB of
-#: work files besides them (outputs are hard links into the work folder where possible); native
+#: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.6 MB of outputs and 3.2 MB of
+#: work files (outputs are copies, not hard links, of work files: a damaged output never damages
+#: the work folder's cache, :func:`geomorph_bids.results.writer.commit_outputs`); native
 #: files grow with the vertex count (a FreeSurfer sphere has ~140k). The minimum catches a full
 #: disk up front; it is no guarantee for a large cohort (a disk filling during the run fails the
 #: hemispheres concerned, each on one line, and leaves none of their outputs).

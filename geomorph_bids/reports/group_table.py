@@ -9,7 +9,7 @@ import io
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from ..derivatives import GROUP_TSV, metrics_files, parse_metrics_name
+from ..derivatives import GROUP_TSV, REGISTERED_SPHERE, entities, metrics_files, parse_metrics_name
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.limits import read_json_files
@@ -76,6 +76,7 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
             if isinstance(doc, InputError):
                 raise doc
             _check_document(path, doc)
+            _check_sphere(path)
         except InputError as exc:
             if unreadable is None:
                 raise
@@ -132,6 +133,25 @@ def _check_document(path: Path, doc: Any) -> None:
         def ent(sub: str, ses: str | None, hemi: str) -> str:
             return f"sub-{sub}{'_ses-' + ses if ses else ''} hemi-{hemi}"
         raise bad(f"is named for {ent(*named[:3])} but records {ent(*says)} (copied from another participant?)")
+
+
+def _check_sphere(path: Path) -> None:
+    """InputError unless the registered sphere that a metrics file describes is beside it, not
+    empty: a sphere deleted, moved or emptied after the participant level left a row that said
+    ``ok`` for a result that is no longer there."""
+    named = parse_metrics_name(path.name)
+    if named is None:
+        return
+    subject, session, hemi, space = named
+    sphere = path.with_name(REGISTERED_SPHERE.name(entities(subject, session), hemi, space))
+    try:
+        size = sphere.stat().st_size
+    except OSError:
+        size = None
+    if not size:
+        why = "is missing beside its metrics file (deleted or moved?)" if size is None else "is empty"
+        raise InputError(f"{why}: rerun the participant level for sub-{subject}", path=sphere, subject=subject,
+                         hemi=hemi)
 
 
 def group_table_text(rows: Iterable[Mapping[str, Any]]) -> str:

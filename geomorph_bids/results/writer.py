@@ -102,14 +102,20 @@ def _same_content(new: Path, old: Path) -> bool:
 
 
 def _stage(src: Path, stage: Path) -> Path:
-    """``src`` inside ``stage``: a new hard link (or copy) of it there, so that one produced file
-    may feed several outputs (``--fmriprep-compat``'s copies of the registered sphere); what is
-    left in the stage is removed with it."""
+    """``src`` inside ``stage``, so that one produced file may feed several outputs
+    (``--fmriprep-compat``'s copies of the registered sphere); what is left in the stage is
+    removed with it. A file produced inside the stage is hard-linked; any other (a Nipype node's
+    file in the work folder) is copied: a hard link would make the output and the work folder's
+    cache one file, so that an output edited or truncated in place damaged the cache too, and
+    every rerun failed on it (or reused it) instead of putting the output back."""
     staged = stage / f"{uuid.uuid4().hex}{''.join(src.suffixes)}"
-    try:
-        os.link(src, staged)
-    except OSError:  # another file system, or links not allowed
-        shutil.copyfile(src, staged)
+    if Path(os.path.abspath(src)).parent == Path(os.path.abspath(stage)):
+        try:
+            os.link(src, staged)
+            return staged
+        except OSError:  # links not allowed
+            pass
+    shutil.copyfile(src, staged)
     return staged
 
 
@@ -139,7 +145,7 @@ def commit_outputs(files: Sequence[OutputFile], produced: Mapping[str, Any], out
 
     ``produced`` maps each field of :data:`OUTPUT_FIELDS` that ``files`` use to the produced
     file (a list for list fields). Files produced inside ``stage`` (a :func:`staging` folder)
-    are hard-linked (or copied) into place like any other, so one may feed several files. Order: data files,
+    are hard-linked into place (one may feed several files); others are copied (:func:`_stage`). Order: data files,
     then sidecars, then the metrics JSON. OSError (disk full...) propagates; the caller removes
     the hemisphere's files (a failed hemisphere leaves none).
     """

@@ -150,6 +150,7 @@ def test_write_hemisphere_commits_every_file_with_sidecars(loaded, registered, t
     # the group table reads the metrics documents
     anat = files[2].path.parent
     (anat / files[2].path.name.replace("hemi-L", "hemi-R")).write_text(json.dumps({**doc, "hemi": "R"}))
+    (anat / files[0].path.name.replace("hemi-L", "hemi-R")).write_bytes(files[0].path.read_bytes())  # its sphere
     rows = group_rows(out)
     assert [r["hemi"] for r in rows] == ["L", "R"]
     table = write_group_table(rows, tmp_path / "t.tsv").read_text().splitlines()

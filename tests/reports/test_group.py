@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,6 +67,12 @@ def _cohort(out, src, n=10):
             p = out / f"sub-1{i}/anat/sub-1{i}_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json"
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(json.dumps(doc))
+            _sphere_beside(p)
+
+
+def _sphere_beside(metrics: Path) -> None:
+    """A stand-in for the registered sphere the group level expects beside a metrics file."""
+    metrics.with_name(metrics.name.replace("_metrics.json", "_sphere.surf.gii")).write_bytes(b"gifti")
 
 
 def test_outliers_flagged_and_linked(outputs):
@@ -136,6 +143,7 @@ def test_a_gate_metric_that_is_no_number_costs_its_row(tmp_path, key, value, say
     text = ('{"subject": "01", "session": null, "hemi": "L", "registration": {"registration_features": ["sulc", '
             '"curv"], "cc_sulc_after": 0.9, "areal_p95_abs": null, "%s": %s}}')
     path.write_text(text % (key, value))
+    _sphere_beside(path)
     unreadable: list[str] = []
     assert group_rows(tmp_path, unreadable=unreadable) == []
     assert len(unreadable) == 1 and says in unreadable[0] and str(path) in unreadable[0], unreadable
@@ -207,6 +215,23 @@ def test_a_damaged_metrics_file_no_longer_replaces_the_judged_table(outputs):
     assert code == 1 and f"FAILED {bad}" in err
     rows = _tsv(outputs / GROUP_TSV)
     assert len(rows) == 4 and {r["quality"] for r in rows} == {"flagged"}
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied"])
+def test_a_registered_sphere_gone_after_the_participant_level_costs_its_row(outputs, damage):
+    """A registered sphere deleted (or emptied) after the participant level still gave its
+    hemisphere an ``ok`` row, exit 0, from the metrics file left beside it. Now it is one FAILED
+    line naming the sphere and saying what to do, and the other rows are kept."""
+    sphere = next((outputs / "sub-02" / "anat").glob("*hemi-L_space-*_desc-geomorph_sphere.surf.gii"))
+    if damage == "deleted":
+        sphere.unlink()
+    else:
+        sphere.write_bytes(b"")
+    code, err = _group(outputs)
+    why = "is missing beside its metrics file" if damage == "deleted" else "is empty"
+    assert code == 1 and f"FAILED sub-02 hemi-L {sphere}: {why}" in err and "rerun the participant level" in err
+    rows = _tsv(outputs / GROUP_TSV)
+    assert len(rows) == 4 and ("02", "L") not in {(r["subject"], r["hemi"]) for r in rows}
 
 
 def test_reports_only_of_one_participant_reads_only_its_metrics(outputs, monkeypatch):
@@ -299,8 +324,9 @@ def test_outliers_are_judged_within_each_template(outputs):
                          .read_text())
         doc["template"] = doc["registration"]["template"] = "geomorphPopulation"
         doc["registration"]["cc_sulc_after"] = 0.998 - 0.0001 * i
-        (outputs / f"sub-1{i}/anat/sub-1{i}_hemi-{hemi}_space-geomorphPopulation_desc-geomorph_metrics.json"
-         ).write_text(json.dumps(doc))
+        population = outputs / f"sub-1{i}/anat/sub-1{i}_hemi-{hemi}_space-geomorphPopulation_desc-geomorph_metrics.json"
+        population.write_text(json.dumps(doc))
+        _sphere_beside(population)
     rows, _ = group_table_rows(outputs)
     found = outliers(rows)
     assert {(rows[i]["subject"], rows[i]["hemi"], rows[i]["template"], k) for i, k, _, _ in found} == {
