@@ -105,7 +105,7 @@ def _check_document(path: Path, doc: Any) -> None:
     """InputError unless ``doc`` is the metrics document its file name promises: a JSON object
     with a ``registration`` object holding a number for the first registration feature's
     correlation and a number (or null) for every other metric the quality gates read (a count
-    not below 0), written for the subject, session and hemisphere the name says (a
+    not below 0), written for the subject, session, hemisphere and template the name says (a
     metrics file copied under another subject's name would give that subject's row twice)."""
     def bad(why: str) -> InputError:
         return InputError(why, path=path)
@@ -133,6 +133,10 @@ def _check_document(path: Path, doc: Any) -> None:
         def ent(sub: str, ses: str | None, hemi: str) -> str:
             return f"sub-{sub}{'_ses-' + ses if ses else ''} hemi-{hemi}"
         raise bad(f"is named for {ent(*named[:3])} but records {ent(*says)} (copied from another participant?)")
+    template = doc.get("template")
+    if named is not None and template is not None and str(template) != named[3]:
+        raise bad(f"is named for space-{named[3]} but records template {template!r} (copied or renamed from "
+                  "another template's outputs?)")
 
 
 def _check_sphere(path: Path) -> None:

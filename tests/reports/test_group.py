@@ -217,6 +217,18 @@ def test_a_damaged_metrics_file_no_longer_replaces_the_judged_table(outputs):
     assert len(rows) == 4 and {r["quality"] for r in rows} == {"flagged"}
 
 
+def test_a_metrics_file_renamed_to_another_template_costs_its_row(outputs):
+    """A metrics file copied to another template's name (``space-fsLR``) with its sphere was a
+    second row for the hemisphere, under the template the document does not record."""
+    metrics = next((outputs / "sub-02" / "anat").glob("*hemi-L_space-fsaverage_desc-geomorph_metrics.json"))
+    moved = metrics.with_name(metrics.name.replace("space-fsaverage", "space-fsLR"))
+    moved.write_bytes(metrics.read_bytes())
+    _sphere_beside(moved)
+    code, err = _group(outputs)
+    assert code == 1 and f"FAILED {moved}: is named for space-fsLR but records template 'fsaverage'" in err
+    assert len(_tsv(outputs / GROUP_TSV)) == 5
+
+
 @pytest.mark.parametrize("damage", ["deleted", "emptied"])
 def test_a_registered_sphere_gone_after_the_participant_level_costs_its_row(outputs, damage):
     """A registered sphere deleted (or emptied) after the participant level still gave its
