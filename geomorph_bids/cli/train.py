@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store model.pt's weights in bfloat16 (half the size; loaded as float32)")
     t.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0 disables)")
     t.add_argument("--lr-patience", type=int, default=3, help="ReduceLROnPlateau patience")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the networks")
     t.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -325,6 +325,13 @@ def _prepare_data(args: argparse.Namespace, log):
         return _generated(args, log)
     if args.teachers:
         raise ValueError("--teachers needs --sources BANK.npz (the teacher warps are stored in the bank)")
+    bank_only = [option for option, given in (("--source-names", args.source_names), ("--holdout", args.holdout),
+                                              ("--warp-deg", args.warp_deg),
+                                              ("--small-warp-fraction", args.small_warp_fraction)) if given]
+    if bank_only:  # they shape the pairs generated from a bank: without one they would change nothing
+        raise ValueError(f"{' and '.join(bank_only)} shape{'s' if len(bank_only) == 1 else ''} the pairs generated "
+                         "from --sources BANK.npz: give --sources, or leave "
+                         f"{'it' if len(bank_only) == 1 else 'them'} out")
     train_set = val_set = None
     if args.synthetic:
         n_train, n_val = _split_count(args.synthetic, args.val_fraction)
@@ -341,6 +348,10 @@ def _prepare_data(args: argparse.Namespace, log):
         log(f"{len(s_train)} training + {0 if s_val is None else len(s_val)} validation hemispheres "
             f"from {len(set(subj.groups))} subjects")
         train_set, val_set = _combine(train_set, s_train), _combine(val_set, s_val)
+    if train_set is not None and val_set is None:
+        print("geomorph-train: warning: no subject is held out for validation (--val-fraction "
+              f"{args.val_fraction:g} of {args.synthetic or 'the'} subject(s)): the best epoch is chosen on the "
+              "training loss and the model card's validation figures are the training set's", file=sys.stderr)
     return train_set, val_set
 
 
@@ -377,6 +388,17 @@ def real_pair_table(rows: Sequence[dict]) -> list[str]:
         lines.append(f"| {r['name']} | {r['rigid_median_deg']:.3f} / {r['rigid_p95_deg']:.2f} | "
                      f"{r['net_median_deg']:.3f} / {r['net_p95_deg']:.2f} | {r['cc_rigid']:.3f} | {r['cc_net']:.3f} |")
     return lines
+
+
+def _seed(text: str) -> int:
+    """A random seed numpy takes: a whole number from 0 to 2**32 - 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text}") from None
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**32 - 1, got {text}")
+    return value
 
 
 def _minutes(text: str) -> float:

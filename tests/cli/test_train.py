@@ -70,6 +70,10 @@ def test_user_subjects_directory_mirrored(tmp_path):
     (["--sources", "/nonexistent/bank.npz"], "--sources /nonexistent/bank.npz: no such file"),
     (["--sources", "/nonexistent/bank.npz", "--mirror-right"], "no such file"),
     (["--synthetic", "4", "--teachers"], "--teachers needs --sources"),
+    # the bank's pair options without a bank changed nothing, exit 0 (--warp-deg 10 2 unchecked)
+    (["--synthetic", "4", "--holdout", "fsavg5_Rm"], "--holdout shapes the pairs generated from --sources"),
+    (["--synthetic", "4", "--warp-deg", "10", "2", "--small-warp-fraction", "0.2"],
+     "--warp-deg and --small-warp-fraction shape the pairs generated from --sources"),
 ])
 def test_errors_are_one_line(tmp_path, capsys, argv, needle):
     if "cuda" in argv and torch.cuda.is_available():
@@ -204,6 +208,25 @@ def test_max_minutes_must_be_more_than_nothing(tmp_path, capsys):
             main(["--out", str(tmp_path / "m"), "--synthetic", "4", "--max-minutes", value])
         assert exc.value.code == 2 and "--max-minutes" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_a_seed_numpy_cannot_take_is_refused_by_the_parser(tmp_path, capsys):
+    """``--seed -5`` said "error: expected non-negative integer" (numpy's words) after the data
+    was being made."""
+    for value in ("-5", str(2 ** 32), "1.5"):
+        with pytest.raises(SystemExit) as exc:
+            main(["--out", str(tmp_path / "s"), "--synthetic", "4", "--seed", value])
+        assert exc.value.code == 2 and "argument --seed: must be" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_training_without_validation_subjects_says_so(tmp_path, capsys):
+    """``--synthetic 1`` held none out: the "val" column and the best epoch were the training
+    set's, in silence."""
+    assert main(["--out", str(tmp_path / "o"), "--data-level", "3", "--channels", "tiny", "--synthetic", "1",
+                 "--epochs", "1", "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: no subject is held out for validation (--val-fraction 0.1 of 1 subject(s))" in err
 
 
 def test_warp_size_options_reach_the_pair_generator():
