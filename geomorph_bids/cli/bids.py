@@ -568,6 +568,7 @@ def _build_population_template(args, rows: list[dict]) -> int:
     suspect = _suspect_hemispheres(rows)
     for hemi in args.hemi:
         subjects = []
+        left_out = 0  # flagged, stale or without native outputs: each named on a warning line
         seen: set[tuple[str, str | None]] = set()
         for r in rows:
             if r["hemi"] != hemi:
@@ -580,6 +581,7 @@ def _build_population_template(args, rows: list[dict]) -> int:
             if quality:  # flagged or stale everywhere: its inputs are suspect, never averaged in silence
                 print(f"{_PROG}: warning: {entity_string(r['subject'], session)} hemi-{hemi} left out of the "
                       f"template: {quality}", file=sys.stderr)
+                left_out += 1
                 continue
             anat = anat_dir(args.output_dir, r["subject"], session)
             ent = entity_string(r["subject"], session)
@@ -591,9 +593,12 @@ def _build_population_template(args, rows: list[dict]) -> int:
                 missing = ", ".join(p.name for p in (sphere, *maps.values()) if not p.is_file())
                 print(f"{_PROG}: warning: {ent} hemi-{hemi} left out of the template: {missing} missing "
                       "(rerun the participant level for it)", file=sys.stderr)
+                left_out += 1
         if len(subjects) < 2:
-            status = error_exit(_PROG, f"--build-template: hemi-{hemi}: {len(subjects)} participant(s) with native "
-                                       f"{', '.join(features)} outputs; at least 2 are needed")
+            why = (f"; {left_out} left out (the warning lines above: flagged, stale or without their native "
+                   f"{', '.join(features)} outputs)" if left_out else "")
+            status = error_exit(_PROG, f"--build-template: hemi-{hemi}: {len(subjects)} participant(s) to average, "
+                                       f"at least 2 are needed{why}")
             continue
         result = build_template(subjects, args.build_template, template=template.load(hemi, features), hemi=hemi,
                                 features=features, label=args.template_label, out_dir=args.output_dir,

@@ -298,10 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="process slots for the whole run (at most the CPUs this process may use; more is "
                         "lowered to that, with a warning)")
     g.add_argument("--omp-nthreads", type=_positive_int, default=None,
-                   help="threads per registration (default: nprocs // 2, at least 1, at most 8)")
+                   help="threads per registration (default: nprocs // 2, at least 1, at most 8; batch mode, "
+                        "--batch-size: 1, each of its --nprocs workers running one)")
     g.add_argument("--mem-gb", "--mem_gb", type=_memory("G"), default=None,
                    help="memory limit for Nipype's scheduler, in GB, or with a unit: 16G, 16000M (at most the "
-                        "machine's memory; more is lowered to that, with a warning)")
+                        "machine's memory; more is lowered to that, with a warning; default: Nipype's, 90%% of "
+                        "the machine's memory)")
     g.add_argument("--mem", "--mem-mb", "--mem_mb", dest="mem_gb", type=_memory("M"), default=None,
                    metavar="MEM_MB", help="the same as fMRIPrep's option: in MB, or with a unit (16G)")
     g.add_argument("--use-plugin", type=Path, metavar="FILE",

@@ -217,6 +217,10 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     reg = native.sphere_reg.vertices if native.sphere_reg is not None else None
     if choice.kind != "network":  # without a network: the features given that the template has
         maps = {n: v for n, v in maps.items() if n in template.features(tpl_hemi)}
+        for name in (n for n in given if n not in maps):  # never dropped in silence
+            print(f"{_PROG}: note: --feature {name} is not used by the registration: template {template.label} has "
+                  f"no {name} map " + ("(resampled to --features-out only)" if features_out is not None
+                                       else "(give --features-out to have it resampled)"), file=sys.stderr)
     for line in template.warnings(choice.channels if choice.kind == "network" else tuple(maps), (tpl_hemi,)):
         print(f"{_PROG}: warning: {line}", file=sys.stderr)
     for line in template.info:

@@ -87,6 +87,16 @@ def resolve_template_and_model(args, prog: str = "geomorph-bids") -> tuple[Templ
     hemis = sorted({model.template_hemi(h) for h in args.hemi})
     for line in template.warnings(model.channels, hemis):
         print(f"{prog}: warning: {line}", file=sys.stderr)
+    # the default registration's maps where the template has them all (fsaverage: sulc + curv): say
+    # when the template's source lacks one and the registration goes on with fewer
+    missing = [c for c in resolve_model(args.model, template.label, refine=refine_argument(args)).channels
+               if c not in model.channels]
+    lacking = sorted({src.describe() for h in hemis if (src := template.source(h, model.channels)) is not None
+                      and any(c not in src.maps for c in missing)})
+    if missing and lacking:
+        print(f"{prog}: note: the default registration uses {', '.join(model.channels)} alone: the template's maps "
+              f"({'; '.join(lacking)}) have no {', '.join(missing)}, which it adds where they have it "
+              "(docs/templates.md)", file=sys.stderr)
     for line in template.info:
         print(f"{prog}: note: {line}", file=sys.stderr)
     for hemi in hemis:

@@ -204,17 +204,20 @@ def base_conflict(out_dir: str | Path, label: str, base: str, hemis: Sequence[st
 
 def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
     """Write ``out_dir/tpl-<label>/``: one ico-6 map per feature of the hemisphere
-    (``tpl-<label>_hemi-H_den-ico6_<feature>.shape.gii``) and ``template_description.json``
-    (merged with an existing one, so both hemispheres can share the folder)."""
+    (``tpl-<label>_hemi-H_den-ico6_<feature>.shape.gii``), the ico-6 sphere they are on, in the
+    base template's coordinates (``tpl-<label>_hemi-H_den-ico6_sphere.surf.gii``: for Workbench),
+    and ``template_description.json`` (merged with an existing one, so both hemispheres can share
+    the folder)."""
     from .. import __version__
     from ..io.atomic import atomic_write_text
-    from ..io.custom_template import DESCRIPTION, custom_feature_file
-    from ..io.gifti import write_metric
+    from ..io.custom_template import DESCRIPTION, custom_feature_file, custom_sphere_file
+    from ..io.gifti import write_metric, write_surface
 
     tpl = result.template
     label = _label_ok(tpl.name)
     folder = Path(out_dir) / f"tpl-{label}"
     folder.mkdir(parents=True, exist_ok=True)
+    write_surface(custom_sphere_file(folder, label, tpl.hemi), tpl.vertices, tpl.faces, hemi=tpl.hemi)
     written = set()
     for f, values in tpl.features.items():
         written.add(custom_feature_file(folder, label, tpl.hemi, f))

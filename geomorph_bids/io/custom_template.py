@@ -7,6 +7,8 @@ Layout (TemplateFlow-like; ``<label>`` alphanumeric)::
       template_description.json                  Name, Identifier, BaseTemplate, Features, ...
       tpl-<label>_hemi-L_den-ico6_sulc.shape.gii  one map per feature and hemisphere (ico-6 grid,
       tpl-<label>_hemi-R_den-ico6_sulc.shape.gii  FreeSurfer sign; 0 = medial wall)
+      tpl-<label>_hemi-L_den-ico6_sphere.surf.gii  the ico-6 sphere they are on (written by build_template,
+                                                   for Workbench; not read here)
 
 The maps are sampled at the vertices of our level-6 icosphere placed in the BASE template's
 spherical coordinates (``BaseTemplate``: fsLR or fsaverage), exactly like the bundled
@@ -27,7 +29,7 @@ from .template_sources import files_sha256
 from .templates import TEMPLATE_LEVEL, Template, is_bundled_template, load_template
 
 __all__ = ["load_custom_template", "custom_template_info", "find_custom_template", "custom_feature_file",
-           "DESCRIPTION"]
+           "custom_sphere_file", "DESCRIPTION"]
 
 DESCRIPTION = "template_description.json"
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
@@ -36,6 +38,12 @@ _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 def custom_feature_file(folder: str | Path, label: str, hemi: str, feature: str) -> Path:
     """Path of one feature map of a custom template."""
     return Path(folder) / f"tpl-{label}_hemi-{hemi}_den-ico{TEMPLATE_LEVEL}_{feature}.shape.gii"
+
+
+def custom_sphere_file(folder: str | Path, label: str, hemi: str) -> Path:
+    """Path of the ico-6 sphere a custom template's maps are on (in its base template's
+    coordinates; written for Workbench and other tools: the maps load without it)."""
+    return Path(folder) / f"tpl-{label}_hemi-{hemi}_den-ico{TEMPLATE_LEVEL}_sphere.surf.gii"
 
 
 def custom_template_info(folder: str | Path) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import __version__
-from ..derivatives import (FMRIPREP_SPHERES, METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE,
+from ..derivatives import (FMRIPREP_SPHERES, anat_uri, METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE,
                            RESAMPLED_FEATURE, Derivative)
 from ..errors import InputError
 from ..resources import package_data_file
@@ -92,8 +92,8 @@ def sphere_sidecar(key: str, *, subject_entities: str, hemi: str, template: str,
     ``sphere_reg_fsLR``, what :func:`sphere_reg_fslr` returned as its source.
     """
     ent = subject_entities
-    native = [f"bids::{_anat(ent)}/{NATIVE_SPHERE.name(ent, hemi)}",
-              *(f"bids::{_anat(ent)}/{NATIVE_FEATURE.name(ent, hemi, feature=c)}" for c in channels)]
+    native = [anat_uri(ent, NATIVE_SPHERE.name(ent, hemi)),
+              *(anat_uri(ent, NATIVE_FEATURE.name(ent, hemi, feature=c)) for c in channels)]
     space = FMRIPREP_SPHERES[template][key].space_label
     text = (f"Made by geomorph-bids {__version__} (GeoMorph cortical surface registration), not by sMRIPrep: "
             f"the subject's native sphere moved into {template} space ({method}, from "
@@ -110,17 +110,12 @@ def sphere_sidecar(key: str, *, subject_entities: str, hemi: str, template: str,
         "RegistrationFeatures": list(channels),
         "Sources": native,
         "InputSphere": input_sphere,
-        "SameAs": f"bids::{_anat(ent)}/{REGISTERED_SPHERE.name(ent, hemi, template)}" if deformation is None else None,
-        "RegistrationMetrics": f"bids::{_anat(ent)}/{METRICS.name(ent, hemi, template)}",
+        "SameAs": anat_uri(ent, REGISTERED_SPHERE.name(ent, hemi, template)) if deformation is None else None,
+        "RegistrationMetrics": anat_uri(ent, METRICS.name(ent, hemi, template)),
     }
     if deformation is not None:
         out["Deformation"] = deformation
     return {k: v for k, v in out.items() if v is not None}
-
-
-def _anat(ent: str) -> str:
-    """``sub-X[/ses-Y]/anat`` of ``sub-X[_ses-Y]``."""
-    return "/".join(ent.split("_")) + "/anat"
 
 
 def write_features_cifti(path: str | Path, left: Sequence[str | Path], right: Sequence[str | Path],
@@ -156,7 +151,7 @@ def cifti_sidecar(features: Sequence[str], template: str, density: str, subject_
     hemi -> where the fsLR sphere at ``density`` came from.
     """
     ent = subject_entities
-    sources = [f"bids::{_anat(ent)}/{RESAMPLED_FEATURE.name(ent, h, template, density, f)}"
+    sources = [anat_uri(ent, RESAMPLED_FEATURE.name(ent, h, template, density, f))
                for h in ("L", "R") for f in features]
     return {"Description": f"Every resampled feature ({', '.join(features)}) of both hemispheres on the "
                            f"{template} {density} mesh, one map each, registered by geomorph-bids; vertices "

@@ -356,9 +356,13 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
                                     else "no such folder"), path=search.template_dir)
             have = explicit_base(search.template_dir)
             if have is None:
+                inside = search.template_dir / "fsaverage"  # $SUBJECTS_DIR, what recon-all users have at hand
+                hint = (f"; it is a FreeSurfer SUBJECTS_DIR holding fsaverage: --template-dir {inside} "
+                        f"(or SUBJECTS_DIR={search.template_dir} in the environment)"
+                        if explicit_base(inside) == "fsaverage" else "")
                 raise InputError("--template-dir: not a FreeSurfer subject folder (surf/lh.sphere, lh.sulc) or a "
-                                 "TemplateFlow folder (tpl-<name>_hemi-L_den-164k_sphere.surf.gii, ..._sulc.shape.gii)",
-                                 path=search.template_dir)
+                                 "TemplateFlow folder (tpl-<name>_hemi-L_den-164k_sphere.surf.gii, ..._sulc.shape.gii)"
+                                 + hint, path=search.template_dir)
             if have != base:
                 raise InputError(f"--template-dir holds {have} maps, but the template is {base}",
                                  path=search.template_dir)

@@ -1,8 +1,8 @@
 """The group report: the table of every subject/session/hemisphere/template (the TSV the CLI's
 group level writes, ``group_desc-geomorph_metrics.tsv``) and ``group.html`` with the
-distributions and the outliers (robust z-score: 0.6745 (x - median) / MAD, |z| > 3.5, Iglewicz &
-Hoaglin, within each template's rows: registrations to different templates are not compared),
-linked to the subjects' reports."""
+distributions and the outliers (robust z-score: 0.6745 (x - median) / MAD beyond 3.5 on the side
+that is worse, Iglewicz & Hoaglin, within each template's rows: registrations to different
+templates are not compared), linked to the subjects' reports."""
 
 from __future__ import annotations
 
@@ -29,6 +29,12 @@ OUTLIER_METRICS: tuple[tuple[str, str], ...] = (
     ("cc_{f}_after", "CC after ({f})"), ("cc_{f}_rigid", "CC rigid ({f})"),
     ("areal_mean_abs", "areal mean |log2|"), ("areal_p95_abs", "areal p95 |log2|"),
     ("R_mean", "shape mean (log2)"), ("n_folded", "folded triangles"), ("seconds_total", "run time (s)"))
+#: the screened metrics for which a low value is the concern (correlations: ``cc_...``); for the
+#: others (distortion, folds, run time) a high one is. A hemisphere better than its cohort is no outlier.
+LOWER_IS_WORSE_PREFIX = "cc_"
+#: what the page says an outlier is
+OUTLIER_RULE = (f"robust z beyond {Z_THRESHOLD} on the worse side: CC below, distortion, folds and run time above "
+                "the others'")
 #: columns of the HTML table ({f}: each registration feature)
 _TABLE = (("template", "template"), ("cc_{f}_before", "CC before"), ("cc_{f}_rigid", "CC rigid"),
           ("cc_{f}_after", "CC after"),
@@ -89,9 +95,11 @@ def _number(value: Any) -> float | None:
 
 def outliers(rows: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[str, str]] | None = None,
              threshold: float = Z_THRESHOLD) -> list[tuple[int, str, float, float]]:
-    """[(row index, metric key, value, z)] for every |robust z| > threshold, the z-scores taken
-    within each template's rows (:func:`by_template`): registrations to a population template
-    correlate far better with it than registrations to fsLR do with fsLR, and are no outliers."""
+    """[(row index, metric key, value, z)] for every robust z beyond ``threshold`` on the worse
+    side (below -threshold for correlations, :data:`LOWER_IS_WORSE_PREFIX`; above it for the
+    others): a hemisphere that registered better or faster than its cohort is no outlier. The
+    z-scores are taken within each template's rows (:func:`by_template`): registrations to a
+    population template correlate far better with it than registrations to fsLR do with fsLR."""
     metrics = metrics if metrics is not None else _expand(OUTLIER_METRICS, _features(rows))
     found = []
     for indices in by_template(rows).values():
@@ -99,8 +107,9 @@ def outliers(rows: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[str, str
             vals = [_number(rows[i].get(key)) for i in indices]
             if all(v is None for v in vals):
                 continue
+            worse = -1.0 if key.startswith(LOWER_IS_WORSE_PREFIX) else 1.0
             for i, v, zi in zip(indices, vals, robust_z(vals)):
-                if np.isfinite(zi) and abs(zi) > threshold:
+                if np.isfinite(zi) and worse * zi > threshold:
                     found.append((i, key, float(v), float(zi)))
     return sorted(found, key=lambda t: (t[0], t[1]))
 
@@ -129,7 +138,7 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     """Write ``OUTPUT_DIR/group.html`` (and refresh ``OUTPUT_DIR/group_desc-geomorph_metrics.tsv``).
 
     The page shows the distributions of the quality metrics (one strip plot per metric), the
-    outliers (robust z-score within each template's rows, |z| > 3.5) and the full table (with
+    outliers (robust z-score within each template's rows, beyond 3.5 on the worse side) and the full table (with
     each row's template and method), each row linked to
     its subject's report when that exists. ``rows`` (with ``tsv``, the table they were written
     to): the group table's rows as read back from it, when the caller has just written it (the
@@ -158,7 +167,8 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                            (i, key) in flagged_keys) for i, r in enumerate(rows)]
                   for key, label in screened if any(isinstance(r.get(key), (int, float)) for r in rows)}
     fig = group_figure(output_dir / GROUP_FIGURE, per_metric,
-                       title=f"{len(rows)} hemisphere(s); red: |robust z| > {Z_THRESHOLD} within its template")
+                       title=f"{len(rows)} hemisphere(s); red: robust z beyond {Z_THRESHOLD} on the worse side, "
+                             "within its template")
 
     subjects = sorted({str(r.get("subject")) for r in rows})
     sessions = sorted({str(r.get("session")) for r in rows if r.get("session")})
@@ -193,7 +203,7 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
         return f'<a href="{esc(target)}">{text}</a>' if target else text
 
     body.append('<section id="outliers"><h2>Outliers</h2><p class="note">Robust z-score '
-                f"0.6745 (x - median) / MAD within each template's rows; flagged when |z| &gt; {Z_THRESHOLD}.</p>")
+                f"0.6745 (x - median) / MAD within each template's rows; flagged: {esc(OUTLIER_RULE)}.</p>")
     if flagged:
         body.append(table(["hemisphere", "template", "metric", "value", "robust z"],
                           [[link(rows[i]), esc(fmt(rows[i].get("template"))), esc(labels.get(k, k)), esc(fmt(v)),

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..derivatives import (CIFTI_FEATURES, METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE,
-                           RESAMPLED_FEATURE, HemisphereOutputs, cifti_file, entities, hemisphere_outputs)
+                           RESAMPLED_FEATURE, HemisphereOutputs, anat_uri, cifti_file, entities, hemisphere_outputs,
+                           input_uri)
 from ..io.discover import HemiInputs
 from ..io.template_sources import source_record
 from ..results.writer import OutputFile
@@ -69,23 +70,25 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
     out = hemi_outputs(h, config)
     features = list(config.features)
     space, density, model = config.template.label, config.density, config.model.name
-    sources = {f: relative_to(h.features[f], config.bids_dir) for f in features}
+    sources = {f: input_uri(h.features[f], config.bids_dir) for f in features}
+    sphere_source = input_uri(h.sphere, config.bids_dir)
     sign_note = sign_convention(h, features)
     ent = entities(h.subject, h.session)
+    registered = anat_uri(ent, REGISTERED_SPHERE.name(ent, h.hemi, space))
     tpl_source = template_source(h, config)
     files = [OutputFile(out.path(REGISTERED_SPHERE), "registered_sphere", meta={
         "Description": f"Native sphere mesh moved into {space} space by geomorph-bids "
                        "(same vertices and triangles as the input sphere); use it where sMRIPrep's "
                        "desc-msmsulc sphere is used.",
-        "Sources": [relative_to(h.sphere, config.bids_dir)], "Template": space, "TemplateSource": tpl_source,
+        "Sources": [sphere_source], "Template": space, "TemplateSource": tpl_source,
         "RegistrationFeatures": list(config.channels), "Model": model,
-        "RegistrationMetrics": METRICS.name(ent, h.hemi, space),
+        "RegistrationMetrics": anat_uri(ent, METRICS.name(ent, h.hemi, space)),
         "InputSource": h.source, "SignConvention": sign_note})]
     for k, f in enumerate(features):
         files.append(OutputFile(out.path(RESAMPLED_FEATURE, f), "resampled_features", k, meta={
             "Description": f"{f} resampled onto the {space} {density} sphere through "
                            "the geomorph-bids registration",
-            "Sources": [sources[f]], "Template": space, "TemplateSource": tpl_source, "Density": density,
+            "Sources": [sources[f], registered], "Template": space, "TemplateSource": tpl_source, "Density": density,
             "SpatialReference": config.density_sources.get(h.hemi, ""),
             "ResamplingMethod": "ADAP_BARY_AREA", "Model": model,
             "AreaSurfaces": ("the subject's midthickness and its copy resampled onto the template "
@@ -96,7 +99,7 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
     files.append(OutputFile(out.path(NATIVE_SPHERE), "native_sphere", meta={
         "Description": "The native sphere as registered: the input, validated, centred and scaled to "
                        "radius 100 (same vertices and triangles as the desc-geomorph sphere)",
-        "Sources": [relative_to(h.sphere, config.bids_dir)]}))
+        "Sources": [sphere_source]}))
     for f in config.channels:
         files.append(OutputFile(out.path(NATIVE_FEATURE, f), "native_features", features.index(f), meta={
             "Description": f"The native {f} map the registration used, on the native sphere",

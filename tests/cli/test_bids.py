@@ -395,7 +395,7 @@ def test_a_participant_without_native_outputs_is_named_when_left_out_of_the_temp
     shutil.copytree(fs_run["out"], out)
     (anat(out, "02") / "sub-02_hemi-L_sulc.shape.gii").unlink()
     code, _, err = run(fs_run["bids"], out, "group", "--build-template", "1", "--hemi", "L", "--model", "rigid")
-    assert code == 1 and "1 participant(s)" in err
+    assert code == 1 and "1 participant(s) to average, at least 2 are needed; 1 left out" in err
     assert "sub-02 hemi-L left out of the template: sub-02_hemi-L_sulc.shape.gii missing" in err
 
 
@@ -856,4 +856,7 @@ def test_a_population_template_counts_each_participant_once_and_leaves_out_the_f
                             "--min-cc", "0.999", "--template-label", "strict")
     assert code != 0 and "round 1" not in stdout
     assert "sub-01 hemi-L left out of the template: fsLR: flagged (correlation" in err
-    assert "0 participant(s)" in err
+    # the count is of the participants it could average, and says why the others are not among them
+    # (it read "0 participant(s) with native sulc outputs" while both had them)
+    assert ("error: --build-template: hemi-L: 0 participant(s) to average, at least 2 are needed; 2 left out "
+            "(the warning lines above: flagged, stale or without their native sulc outputs)") in err

@@ -144,3 +144,12 @@ def test_a_path_starting_with_an_unexpanded_tilde_is_a_usage_error(tmp_path, mon
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "~").mkdir()
     assert build_parser().parse_args(["~", "o", "participant"]).bids_dir.name == "~"
+
+
+def test_help_states_the_defaults_batch_mode_and_nipype_use():
+    """--omp-nthreads' help gave nprocs // 2 while batch mode runs 1 thread per worker
+    (cli.settings), and --mem-gb stated no default (Nipype's MultiProc takes 90% of the memory)."""
+    actions = {a.option_strings[0]: a for a in build_parser()._actions if a.option_strings}
+    omp = " ".join(actions["--omp-nthreads"].help.split())
+    assert "nprocs // 2" in omp and "batch mode, --batch-size: 1" in omp
+    assert "90% of the machine's memory" in actions["--mem-gb"].help % {}

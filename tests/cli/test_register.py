@@ -636,3 +636,28 @@ def test_several_feature_maps_after_one_feature_flag():
     assert args.feature == ["sulc=lh.sulc", "curv=lh.curv"]
     args = p.parse_args(["--feature", "sulc=a", "--feature", "curv=b", "--feature", "myelin=c"])
     assert args.feature == ["sulc=a", "curv=b", "myelin=c"]
+
+
+def test_a_feature_the_template_has_no_map_of_is_said_not_to_register(tmp_path, capsys, tiny_fsaverage):
+    """--feature sulc=lh.sulc curv=lh.curv to an fsaverage folder without lh.curv: curv was dropped
+    from the registration without a word (metrics with sulc alone). One note line says so, and where
+    the map still goes (--features-out); a template that has the map says nothing."""
+    from pathlib import Path
+
+    surf = Path(__file__).parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer" / "sub-01" / "surf"
+    fs = tiny_fsaverage(tmp_path / "subjects", hemis=("L",), maps=("sulc",))
+    feats = [f"sulc={surf / 'lh.sulc'}", f"curv={surf / 'lh.curv'}"]
+    common = ["--sphere", str(surf / "lh.sphere"), "--feature", *feats, "--hemi", "L", "--template", "fsaverage",
+              "--model", "rigid"]
+    assert main([*common, "--template-dir", str(fs), "--out", str(tmp_path / "a_sphere.surf.gii")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "curv" in line]
+    assert notes == ["geomorph-register: note: --feature curv is not used by the registration: template fsaverage "
+                     "has no curv map (give --features-out to have it resampled)"]
+    assert "cc_curv_after" not in json.loads((tmp_path / "a_metrics.json").read_text())
+    assert main([*common, "--template-dir", str(fs), "--out", str(tmp_path / "b_sphere.surf.gii"),
+                 "--features-out", str(tmp_path / "maps")]) == 0
+    assert "no curv map (resampled to --features-out only)" in capsys.readouterr().err
+    assert (tmp_path / "maps" / "hemi-L_space-fsaverage_den-ico6_curv.shape.gii").is_file()
+    assert main([*common, "--template-dir", "bundled", "--out", str(tmp_path / "c_sphere.surf.gii")]) == 0
+    assert "not used by the registration" not in capsys.readouterr().err
+    assert "cc_curv_after" in json.loads((tmp_path / "c_metrics.json").read_text())

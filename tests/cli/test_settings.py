@@ -28,3 +28,30 @@ def test_path_arguments_are_absolute_and_tidy_where_that_names_the_same_place(tm
     assert args.output_dir == tmp_path / "out_fs_dot"
     assert str(args.work_dir) == os.path.join(str(tmp_path), "link", "..", "w")  # /deep/w, not /w
     assert args.fs_subjects_dir == tmp_path / "fs"
+
+
+def test_the_default_registration_without_the_templates_curv_says_it_uses_sulc_alone(tmp_path, tiny_fsaverage, capsys,
+                                                                                   monkeypatch):
+    """--template fsaverage registers with sulc + curv by default; from an fsaverage folder without
+    lh.curv it used sulc alone without a word (the header, the summary and the report name no
+    features). One note line says so; a complete folder, or --model rigid, says nothing."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.settings import resolve_template_and_model
+
+    for var in ("SUBJECTS_DIR", "FREESURFER_HOME", "TEMPLATEFLOW_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    partial = tiny_fsaverage(tmp_path / "partial", maps=("sulc",))
+    full = tiny_fsaverage(tmp_path / "full")
+
+    def resolve(folder, *extra):
+        args = build_parser().parse_args([str(tmp_path), str(tmp_path / "out"), "participant", "--template", "fsaverage",
+                                          "--template-dir", str(folder), *extra])
+        _, model = resolve_template_and_model(args)
+        return model.channels, [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+
+    channels, notes = resolve(partial)
+    assert channels == ("sulc",)
+    assert notes == [f"geomorph-bids: note: the default registration uses sulc alone: the template's maps "
+                     f"(folder fsaverage {partial}) have no curv, which it adds where they have it (docs/templates.md)"]
+    assert resolve(full) == (("sulc", "curv"), [])
+    assert resolve(partial, "--model", "rigid")[1] == []

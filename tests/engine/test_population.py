@@ -127,3 +127,23 @@ def test_a_rebuilt_template_keeps_no_map_of_an_earlier_build(tmp_path):
                    rigid_only=True)
     # hemi-L's stale curv is gone; hemi-R (another hemisphere's build) is left alone
     assert names() == ["tpl-pop_hemi-L_den-ico6_sulc.shape.gii", "tpl-pop_hemi-R_den-ico6_sulc.shape.gii"]
+
+
+def test_the_template_folder_holds_its_sphere(tmp_path):
+    """tpl-<label>/ held the maps but not the mesh they are on: Workbench (wb_view,
+    -metric-resample to the population template) had nothing to load them on. Now each hemisphere's
+    ico-6 sphere in the base template's coordinates is written beside its maps, as TemplateFlow does."""
+    import nibabel as nib
+
+    result = build_template(_cohort(2), iterations=1, template="fsLR", hemi="L", label="meshpop",
+                            out_dir=tmp_path, rigid_only=True)
+    path = result.folder / "tpl-meshpop_hemi-L_den-ico6_sphere.surf.gii"
+    img = nib.load(path)
+    vertices, faces = (d.data for d in img.darrays)
+    assert vertices.shape == (40962, 3) and faces.shape == (81920, 3)
+    assert np.allclose(vertices, result.template.vertices, atol=1e-4)
+    assert np.array_equal(faces, result.template.faces)
+    assert img.darrays[0].meta["AnatomicalStructurePrimary"] == "CortexLeft"
+    maps = nib.load(result.folder / "tpl-meshpop_hemi-L_den-ico6_sulc.shape.gii").darrays[0].data
+    assert maps.shape == (len(vertices),)
+    assert load_custom_template(result.folder, "L", ("sulc",)).name == "meshpop"  # still loads as before

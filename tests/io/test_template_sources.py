@@ -105,6 +105,19 @@ def test_a_folder_given_as_the_template_and_a_wrong_folder(tmp_path, write_fsave
     assert str(e.value) == f"{tmp_path / 'fsavrage'}: --template-dir (template_dir= in Python): no such folder"
 
 
+def test_a_subjects_dir_given_as_template_dir_names_its_fsaverage_folder(tmp_path, write_fsaverage):
+    """$SUBJECTS_DIR (what recon-all users have at hand) given as --template-dir: the error names
+    the fsaverage folder inside it to pass instead, and the environment variable that points at it."""
+    fs = write_fsaverage(tmp_path / "subjects")
+    with pytest.raises(InputError) as e:
+        resolve_template_ref("fsaverage", where=TemplateSearch(template_dir=tmp_path / "subjects"))
+    msg = str(e.value)
+    assert "\n" not in msg and "not a FreeSurfer subject folder" in msg
+    assert f"a FreeSurfer SUBJECTS_DIR holding fsaverage: --template-dir {fs}" in msg
+    assert f"or SUBJECTS_DIR={tmp_path / 'subjects'} in the environment" in msg
+    assert resolve_template_ref("fsaverage", where=TemplateSearch(template_dir=fs)).candidates("L")[0].folder == fs
+
+
 def test_zero_byte_templateflow_placeholders_are_skipped_with_a_note(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
     write_templateflow(tmp_path / "tf", empty=True)
     subjects = write_fsaverage(tmp_path / "subjects")

@@ -75,6 +75,23 @@ def _sphere_beside(metrics: Path) -> None:
     metrics.with_name(metrics.name.replace("_metrics.json", "_sphere.surf.gii")).write_bytes(b"gifti")
 
 
+def test_outliers_are_only_the_hemispheres_worse_than_their_cohort():
+    """A hemisphere that registered better than the others (higher CC, less distortion) or faster
+    is no outlier: the group report listed CC after 0.995 among 0.96s (z +7.7), areal p95 0.27 among
+    0.33s (z -3.8) and a quicker run (z -4.9) beside the failures it is there to show."""
+    rows = [{"subject": f"{k:02d}", "hemi": "L", "template": "fsLR", "cc_sulc_after": 0.96 + 0.001 * k,
+             "cc_sulc_rigid": 0.86 + 0.001 * k, "areal_p95_abs": 0.33 + 0.001 * k, "seconds_total": 1.7 + 0.01 * k}
+            for k in range(-5, 6)]
+    odd = {"low cc": ("cc_sulc_after", 0.90), "high cc": ("cc_sulc_after", 0.995),
+           "high rigid cc": ("cc_sulc_rigid", 0.99), "low distortion": ("areal_p95_abs", 0.20),
+           "high distortion": ("areal_p95_abs", 0.60), "quick": ("seconds_total", 0.5), "slow": ("seconds_total", 30.0)}
+    for name, (key, value) in odd.items():
+        rows.append({**rows[5], "subject": name, key: value})
+    found = {(rows[i]["subject"], key, round(z, 1) < 0) for i, key, _, z in outliers(rows)}
+    assert found == {("low cc", "cc_sulc_after", True), ("high distortion", "areal_p95_abs", False),
+                     ("slow", "seconds_total", False)}
+
+
 def test_outliers_flagged_and_linked(outputs):
     src = json.loads((outputs / "sub-01/anat/sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json").read_text())
     for d in ("sub-01", "sub-02", "sub-03"):

@@ -96,3 +96,28 @@ def test_hcp_signs_and_output_names(tmp_path):
                      "sub-01_ses-pre_hemi-R_sulc.shape.gii", "sub-01_ses-pre_hemi-R_sulc.json"]
     folder = tmp_path / "out" / "sub-01" / "ses-pre" / "anat"
     assert all(p.parent == folder for p in hemi_outputs(_hemi(tmp_path, "R", "pre"), config).files())
+
+
+def test_sidecar_sources_are_bids_uris_and_name_the_registered_sphere(tmp_path):
+    """The sidecars' ``Sources`` were dataset-relative paths (``derivatives/freesurfer/...``, the
+    form BIDS 1.8 deprecated) beside the ``bids::`` URIs of the --fmriprep-compat and CIFTI
+    sidecars, and a resampled map's did not name the sphere it was resampled through. Now: inputs
+    in the BIDS folder as ``bids:raw:`` (dataset_description.json's DatasetLinks ``raw``), our own
+    outputs as ``bids::``; an input outside the BIDS folder keeps its path."""
+    from geomorph_bids.workflows.outputs import hemisphere_files
+
+    config = _config(tmp_path)
+    h = _hemi(tmp_path / "bids" / "derivatives", "L")  # bids/derivatives/fs/sub-01/surf/lh.*
+    meta = {f.path.name: f.meta for f in hemisphere_files(h, config) if f.meta is not None}
+    anat = "bids::sub-01/anat/sub-01_hemi-L"
+    assert meta["sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]["Sources"] == [
+        "bids:raw:derivatives/fs/sub-01/surf/lh.sphere"]
+    assert meta["sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]["RegistrationMetrics"] == \
+        f"{anat}_space-fsLR_desc-geomorph_metrics.json"
+    assert meta["sub-01_hemi-L_space-fsLR_den-32k_desc-geomorph_curv.shape.gii"]["Sources"] == [
+        "bids:raw:derivatives/fs/sub-01/surf/lh.curv", f"{anat}_space-fsLR_desc-geomorph_sphere.surf.gii"]
+    assert meta["sub-01_hemi-L_sphere.surf.gii"]["Sources"] == ["bids:raw:derivatives/fs/sub-01/surf/lh.sphere"]
+    assert meta["sub-01_hemi-L_sulc.shape.gii"]["Sources"] == ["bids:raw:derivatives/fs/sub-01/surf/lh.sulc"]
+    outside = _hemi(tmp_path, "L")  # a --fs-subjects-dir outside the BIDS folder
+    meta = {f.path.name: f.meta for f in hemisphere_files(outside, config) if f.meta is not None}
+    assert meta["sub-01_hemi-L_sulc.shape.gii"]["Sources"] == [str(tmp_path / "fs/sub-01/surf/lh.sulc")]
