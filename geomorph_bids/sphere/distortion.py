@@ -405,8 +405,9 @@ def distortion(before: "Surface | Reference", after: Surface, *, normalise_radiu
     }
 
 
-def distortion_summary(d: dict) -> dict[str, float]:
-    """Scalar summaries of a :func:`distortion` result (log2 units unless noted).
+def distortion_summary(d: dict) -> dict[str, float | int]:
+    """Scalar summaries of a :func:`distortion` result (log2 units unless noted; the counts are
+    whole numbers: ``"n_nonfinite": 0`` in a metrics JSON, not ``0.0``).
 
     Keys: ``areal_mean_abs``, ``areal_p95_abs``, ``areal_max_abs`` (|log2 vertex
     area ratio|), ``J_mean_abs``, ``J_p95_abs`` (|log2 local-affine area ratio|),
@@ -438,7 +439,7 @@ def distortion_summary(d: dict) -> dict[str, float]:
         "R_p95": stat(r, lambda x: np.percentile(x, 95)),
         "R_max": stat(r, np.max),
         "edge_mean": stat(edge, np.mean),
-        "n_folded": float(n_folded),
+        "n_folded": n_folded,
         "folded_fraction": float(n_folded / n_faces) if n_faces else float("nan"),
-        "n_nonfinite": float(np.count_nonzero(~finite)),
+        "n_nonfinite": int(np.count_nonzero(~finite)),
     }
