@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import InputError, closest_name
 from ..io.limits import read_text_bounded
 
-__all__ = ["plugin_settings", "configure_nipype", "nipype_plugins"]
+__all__ = ["plugin_settings", "configure_nipype", "crash_folder_setting", "nipype_plugins"]
 
 
 def plugin_settings(args) -> tuple[str, dict[str, Any]]:
@@ -127,7 +127,13 @@ def _check_resources(extra: dict, path: Path) -> None:
 
 def configure_nipype(crash_dir: Path, verbose: int, stop_on_first_crash: bool) -> None:
     """Nipype's global configuration for this run (crash files as text in ``crash_dir``, no
-    telemetry, reports or graph files, timestamp hashing, frequent polling)."""
+    telemetry, reports or graph files, timestamp hashing, frequent polling).
+
+    Nipype keeps these settings in a :class:`configparser.ConfigParser`, which refuses a lone ``%``
+    ("invalid interpolation syntax": an output folder named ``50%`` ended the run after the folder
+    was described): the crash folder is given here with each ``%`` doubled (what ``config.get``
+    reads back as the path), and to the workflow as it is (:func:`crash_folder_setting`), since
+    Nipype's nodes read the uninterpolated text."""
     from nipype import config, logging
 
     # the summary names each failure and its crash file; -v shows Nipype's own messages
@@ -135,7 +141,7 @@ def configure_nipype(crash_dir: Path, verbose: int, stop_on_first_crash: bool) -
     config.update_config({
         "logging": {"workflow_level": level, "interface_level": level, "utils_level": level,
                     "log_to_file": False},
-        "execution": {"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
+        "execution": {"crashdump_dir": str(crash_dir).replace("%", "%%"), "crashfile_format": "txt",
                       "stop_on_first_crash": stop_on_first_crash, "remove_unnecessary_outputs": False,
                       "hash_method": "timestamp", "parameterize_dirs": False,
                       "check_version": False,
@@ -146,3 +152,10 @@ def configure_nipype(crash_dir: Path, verbose: int, stop_on_first_crash: bool) -
         "monitoring": {"enabled": False},
     })
     logging.update_logging(config)
+
+
+def crash_folder_setting(workflow, crash_dir: Path) -> None:
+    """Nipype's nodes take their crash folder from the workflow's own settings, a copy of the
+    global ones without interpolation (:func:`configure_nipype` doubles a ``%``): the path as it is,
+    so that ``a%%b/logs`` is not ``a%%%%b/logs``."""
+    workflow.config["execution"]["crashdump_dir"] = str(crash_dir)

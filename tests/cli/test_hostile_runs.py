@@ -470,3 +470,26 @@ def test_a_rerun_with_other_settings_says_which_outputs_it_replaces(dataset_fact
     rows = list(csv.DictReader((out / GROUP_TSV).open(), delimiter="\t"))
     assert [(r["subject"], r["method"], r["model_argument"]) for r in rows] == [
         ("01", "rigid", "rigid"), ("02", "optimise", "default")], err
+
+
+# ------------------------------------------------------------------------------ a '%' in the output folder's path
+
+@pytest.mark.parametrize("mode", [(), ("--batch-size", "2")], ids=["workflow", "batch"])
+def test_an_output_folder_with_a_percent_sign_in_its_path_is_written_with_its_crash_files(
+        dataset_factory, tmp_path, mode):
+    """An output folder named ``50%`` ended the run with ``geomorph-bids: error: invalid interpolation
+    syntax in '.../50%/logs/crash-...'`` (Nipype's configparser reads ``%`` in its settings), exit 1,
+    after ``dataset_description.json``, ``README.md``, ``.bidsignore`` and the citation were written;
+    ``%%`` was read as ``%``, so a crash file would have gone to another folder. Both are written where
+    they belong: the good subject's outputs, the failed one's line and crash file."""
+    bids = dataset_factory("freesurfer", subjects=("01", "02"))
+    sulc = _surf(bids, "02") / "lh.sulc"
+    sulc.write_bytes(sulc.read_bytes()[:100])
+    out, work = tmp_path / "50% a%%b" / "out", tmp_path / "w"
+    code, _, err = run(bids, out, "participant", *ARGS, *mode, "-w", work)
+    assert code == 1 and list(failed_lines(err)) == ["02"], err
+    assert "interpolation" not in err and "truncated" in failed_lines(err)["02"]
+    assert len(list(anat(out, "01").glob("*hemi-L*"))) == N_FILES
+    assert not list(out.glob("sub-02/anat/*hemi-L*"))
+    assert len(list(out.glob("logs/crash-*/crash-*"))) == 1, err  # in this output folder, nowhere else
+    assert not (tmp_path / "50% a%b").exists()
