@@ -62,6 +62,7 @@ from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, ass
 from ..sphere.distortion import Reference, distortion, distortion_summary
 from ..sphere.icosphere import grid_deviation, icosphere, n_vertices
 from ..sphere.locate import unit, vertex_fans
+from ..sphere.mesh import nonfinite_rows
 from ..sphere.resample import corner_weights
 from ..sphere.rotation import MIRROR
 from ..sphere.unfold import unfold_mesh
@@ -593,6 +594,12 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         raise InputError(f"reg_sphere has shape {np.shape(reg_sphere)} but the sphere has {len(vertices)} "
                          "vertices: it must be the same subject's registered sphere (the lh.sphere.reg of this "
                          "lh.sphere: same mesh, (V, 3))", path=reg_path)
+    if reg_sphere is not None:  # an array (files are checked when read): NaN made the SVD fail ("did not converge")
+        bad = nonfinite_rows(np.asarray(reg_sphere, dtype=np.float64))
+        if bad.any():
+            raise InputError(f"reg_sphere: {int(bad.sum())} of {len(bad)} vertices have non-finite coordinates (NaN or "
+                             f"Inf, first at vertex {int(np.argmax(bad))}): the registered sphere is corrupted; take "
+                             "it again from the original (e.g. FreeSurfer's lh.sphere.reg)", path=reg_path)
     cortex = item.cortex_mask
     if cortex is not None and isinstance(cortex, (str, Path)):
         from ..io.surfaces import read_mask

@@ -562,6 +562,22 @@ def test_a_reg_sphere_of_another_mesh_is_refused_naming_both_sizes(tmp_path):
         register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=v.T)
 
 
+def test_a_reg_sphere_array_with_non_finite_coordinates_is_refused_on_one_line():
+    """A reg_sphere array holding a NaN (or Inf) raised numpy's ``LinAlgError: SVD did not converge``
+    from the rotation fit (files were already checked when read): refused like the sphere's own."""
+    from geomorph_bids.errors import InputError
+
+    v, f, sulc = _example_arrays()
+    for bad in (np.nan, np.inf):
+        reg = v.copy()
+        reg[[7, 9]] = bad
+        with pytest.raises(InputError) as e:
+            register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=(reg, f))
+        assert str(e.value) == ("reg_sphere: 2 of 10242 vertices have non-finite coordinates (NaN or Inf, first at "
+                                "vertex 7): the registered sphere is corrupted; take it again from the original "
+                                "(e.g. FreeSurfer's lh.sphere.reg)")
+
+
 def test_an_empty_or_inverted_cortex_mask_array_is_refused():
     """A mask file covering < 50 % was refused already; an array was not (the rigid stage then
     failed with "moving features: fewer than 5% of vertices are valid")."""
