@@ -199,7 +199,7 @@ def _label_conflicts(item: "RegistrationItem") -> list[str]:
             + feature_conflicts(maps))
 
 
-def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
+def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi: str
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     from ..io.surfaces import read_feature, read_sphere
     from ..io.validate import clip_outliers, validate_feature, validate_sphere
@@ -230,7 +230,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
     feats: dict[str, np.ndarray] = {}
     for name, val in moving_features.items():
         if isinstance(val, (str, Path)):
-            arr = read_feature(val, n_vertices=len(vertices))
+            arr = read_feature(val, n_vertices=len(vertices), hemi=hemi)  # hemi: a CIFTI file's columns
         else:
             arr = _feature_array(val, name)
         arr = np.asarray(arr, dtype=np.float64)
@@ -579,7 +579,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     hemi = hemi_code(item.hemi)  # L/R; lh/rh, left/right and CortexLeft/CortexRight are accepted too
-    vertices, faces, feats = _read_inputs(item.moving_sphere, item.moving_features)
+    vertices, faces, feats = _read_inputs(item.moving_sphere, item.moving_features, hemi)
     reg_sphere = item.reg_sphere
     reg_path = reg_sphere if isinstance(reg_sphere, (str, Path)) else None
     if reg_path is not None:
@@ -604,7 +604,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     if cortex is not None and isinstance(cortex, (str, Path)):
         from ..io.surfaces import read_mask
 
-        cortex = read_mask(cortex, len(vertices))
+        cortex = read_mask(cortex, len(vertices), hemi)
     if cortex is not None:
         from ..io.surfaces import MIN_CORTEX_FRACTION
 
