@@ -97,7 +97,19 @@ OUTPUTS = {  # name -> (output path from the dataset root B, words of the refusa
                                    "outside its derivatives folder"),
     "another_pipelines_folder": (lambda b, t: _described(t / "fmriprep", "fMRIPrep"), "holds fMRIPrep 23.2.0's"),
     "another_raw_dataset": (lambda b, t: shutil.copytree(b, t / "other_study"), "is a BIDS dataset ("),
+    "another_raw_dataset_with_a_damaged_description": (lambda b, t: _damaged(shutil.copytree(b, t / "other_study")),
+                                                       "dataset_description.json cannot be read (is not valid JSON"),
+    "a_folder_whose_description_is_a_list": (lambda b, t: _damaged(t / "listed", "[1, 2]"),
+                                             "cannot be read (holds a JSON list, not an object)"),
 }
+
+
+def _damaged(folder: Path, text: str = '{"Name": "My study", "BIDSVersion": "1.8.0",}') -> Path:
+    """A folder (another dataset) whose dataset_description.json a hand edit left unreadable (a trailing
+    comma): it was replaced by ours in silence, and the outputs written into that dataset."""
+    folder.mkdir(exist_ok=True)
+    (folder / "dataset_description.json").write_text(text)
+    return folder
 
 
 def _described(folder: Path, name: str) -> Path:
@@ -127,6 +139,17 @@ def test_output_folder_that_would_touch_the_inputs_is_refused(bids, tmp_path, ca
     assert words in line and str(tidy_path(out)) in line, line  # named as given, less what . and .. undo
     assert tree(bids) == before  # not a byte of the dataset changed, nothing added
     assert not (tmp_path / "w").exists()
+
+
+def test_a_damaged_description_of_our_own_output_folder_is_replaced(bids, tmp_path):
+    """Our own output folder (it holds the lock folder a run makes) with a dataset_description.json
+    that cannot be read: replaced, as before; the refusal above is for folders no run of ours wrote."""
+    out = tmp_path / "out"
+    (out / ".geomorph-locks").mkdir(parents=True)
+    (out / "dataset_description.json").write_text('{"Name": ')
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    assert code == 0, err
+    assert json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]["Name"] == "geomorph-bids"
 
 
 WORKS = {  # name -> (work folder, output folder (None: tmp/out), words)
