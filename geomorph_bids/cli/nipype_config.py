@@ -3,6 +3,7 @@ execution plugin (MultiProc by default, or the ``--use-plugin`` YAML)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ def plugin_settings(args) -> tuple[str, dict[str, Any]]:
         raise InputError(f"cannot read the plugin file: {exc.reason}", path=args.use_plugin) from None
     except (yaml.YAMLError, RecursionError) as exc:
         raise InputError(f"cannot read the plugin file ({' '.join(str(exc).split())})", path=args.use_plugin) from None
+    except ValueError:  # a whole number past Python's digit limit (sys.get_int_max_str_digits): no file was named
+        raise InputError("cannot read the plugin file (a number of more than "
+                         f"{sys.get_int_max_str_digits()} digits)", path=args.use_plugin) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("plugin"), str) or not doc["plugin"]:
         raise InputError("the plugin file must be YAML with a 'plugin' key naming a Nipype plugin "
                          "(and optional 'plugin_args')", path=args.use_plugin)
@@ -106,7 +110,6 @@ def _check_resources(extra: dict, path: Path) -> None:
     """The plugin file's ``n_procs`` and ``memory_gb``, as the command line's: a count from 1 to
     the usable CPUs (more is lowered, with a warning), a finite memory of at least 0.1 GB."""
     import math
-    import sys
 
     from .machine import usable_cpus
 

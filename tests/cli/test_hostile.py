@@ -417,7 +417,9 @@ def test_huge_sparse_filter_file_is_refused_before_reading(bids, tmp_path):
 
 
 
-@pytest.mark.parametrize("content", [None, "plugin: [\n", "plugin: MultiProc\nplugin_args: 3\n"])
+@pytest.mark.parametrize("content", [None, "plugin: [\n", "plugin: MultiProc\nplugin_args: 3\n",
+                                     # past Python's digit limit: "error: Exceeds the limit (4300 digits) ...", no file
+                                     "plugin: MultiProc\nplugin_args: {n_procs: 1%s}\n" % ("0" * 5000)])
 def test_a_plugin_file_that_cannot_be_used_leaves_nothing_behind(bids, tmp_path, content):
     """Round fifteen: a missing or broken --use-plugin file was read only when the workflow started,
     after the output folder had its dataset_description.json, README.md, .bidsignore, logs/CITATION.md
