@@ -632,9 +632,11 @@ def run_reports_only(args) -> int:
         return error_exit(_PROG, f"--reports-only: {_no_rows(args, unreadable)}")
     subjects = sorted({r["subject"] for r in rows})
     kept: list[Path] = []  # a current report is kept: a second pass (after a stop, a time limit) resumes
-    made = build_reports(args.output_dir, subjects, _PROG, reuse=set(subjects), workers=args.nprocs, kept=kept)
+    failed: list[str] = []  # a report not written: what this command was asked for (it said exit 0)
+    made = build_reports(args.output_dir, subjects, _PROG, reuse=set(subjects), workers=args.nprocs, kept=kept,
+                         failed=failed)
     print_reports(made, len(kept))
-    return EXIT_OK if made and not unreadable else EXIT_FAILED
+    return EXIT_OK if made and not unreadable and not failed else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:
