@@ -948,3 +948,27 @@ def test_smriprep_output_folder_given_as_the_bids_folder_gets_the_command_that_r
     code, _, err = run(inner, tmp_path / "out", "participant", "--skip-bids-validation", "--derivatives",
                        f"smriprep={inner}", *common)
     assert code == 0, err
+
+
+def test_a_path_holding_bytes_that_are_not_utf8_is_refused_naming_it(bids, tmp_path, capsys):
+    """A folder named in another encoding (Latin-1 ``caf\\xe9``, from an old file server) as the
+    dataset, output or work folder: the run ended with ``error: 'utf-8' codec can't encode character
+    '\\udce9' in position 14: surrogates not allowed``, naming nothing (the outputs' sidecars, reports
+    and messages all name the paths). Now a usage error naming the argument and its bytes; the same
+    folder through a link with a UTF-8 name registers."""
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    odd.mkdir()
+    shutil.copytree(bids, odd / "ds")
+    for argv, where in (((odd / "ds", tmp_path / "out"), "bids_dir"), ((bids, odd / "out"), "output_dir"),
+                        ((bids, tmp_path / "out", "-w", odd / "w"), "--work-dir")):
+        argv = (*argv[:2], "participant", "--model", "rigid", "--hemi", "L", *argv[2:])
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in argv])
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exc.value.code == 2 and line.startswith(f"geomorph-bids: error: {where} '"), line
+        assert "caf\\xe9" in line and "not UTF-8" in line and "codec" not in line, line
+    assert not (odd / "out").exists() and not (tmp_path / "out").exists() and not (odd / "w").exists()
+    (tmp_path / "link").symlink_to(odd)
+    code, _, err = run(tmp_path / "link" / "ds", tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L",
+                       "-w", tmp_path / "w")
+    assert code == 0, err
