@@ -299,8 +299,10 @@ def _roots(bids_dir: Path, fs_subjects_dir: str | Path | None,
     def keep(paths: Iterable[Path]) -> list[Path]:
         out = []
         for p in paths:
+            if not p.is_dir():  # first: resolve() raised RuntimeError on a link to itself (derivatives -> derivatives)
+                continue
             key = p.resolve()
-            if p.is_dir() and key not in seen:
+            if key not in seen:
                 seen.add(key)
                 out.append(p)
         return out

@@ -972,3 +972,23 @@ def test_a_path_holding_bytes_that_are_not_utf8_is_refused_naming_it(bids, tmp_p
     code, _, err = run(tmp_path / "link" / "ds", tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L",
                        "-w", tmp_path / "w")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("loop", ["derivatives/freesurfer", "derivatives/other"])
+def test_a_link_to_itself_in_the_derivatives_folder_is_no_traceback(bids, tmp_path, loop):
+    """``derivatives/freesurfer`` (or any folder of ``derivatives``) a link to itself (an ``ln -s``
+    gone wrong, a broken DataLad link): ``RuntimeError: Symlink loop from '.../derivatives/freesurfer'``,
+    a traceback, before anything was read. A link loop is no folder, as a missing one is not: the other
+    folders' subjects are registered (sub-01 here is in the sMRIPrep folder)."""
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_smriprep
+
+    from .conftest import LEVEL
+
+    root = tmp_path / "ds"
+    (root / "derivatives").mkdir(parents=True)
+    shutil.copy(bids / "dataset_description.json", root)
+    v, f, maps = template_hemisphere("L", LEVEL)
+    write_smriprep(root / "derivatives" / "smriprep", "01", synthetic_hemisphere("L", v, f, maps, seed=[1, 0, 99]))
+    (root / loop).symlink_to((root / loop).name)
+    code, _, err = run(root, tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    assert code == 0 and "Traceback" not in err, err
