@@ -309,20 +309,26 @@ def _is_dir(entry: os.DirEntry) -> bool:
 
 
 def _metrics_in(subject_dir: str) -> list[str]:
-    """The metrics files in ``sub-X/anat`` and ``sub-X/ses-*/anat`` (:func:`anat_dir`: where
-    they are written)."""
+    """The metrics files in ``sub-X/anat`` and ``sub-X/ses-Y/anat`` (:func:`anat_dir`: where
+    they are written) whose names are ours for that folder's subject and session. Any other name
+    ending in ``_desc-geomorph_metrics.json`` is not a result: a backup (``old_sub-01_...``) gave
+    its hemisphere a second row, macOS's ``._sub-01_...`` resource file a FAILED line (rerunning
+    the participant does not remove it), and ``sub-02_...`` copied into ``sub-01/anat`` sub-02's rows twice."""
     suffix = f"_desc-{DESC}_metrics.json"
-    anats = [os.path.join(subject_dir, "anat")]
+    subject = os.path.basename(subject_dir)[len("sub-"):]
+    anats: list[tuple[str | None, str]] = [(None, os.path.join(subject_dir, "anat"))]
     try:
         with os.scandir(subject_dir) as entries:
-            anats += [os.path.join(e.path, "anat") for e in entries if e.name.startswith("ses-") and _is_dir(e)]
+            anats += [(e.name[len("ses-"):], os.path.join(e.path, "anat")) for e in entries
+                      if e.name.startswith("ses-") and _is_dir(e)]
     except OSError:
         return []
     out = []
-    for anat in anats:
+    for session, anat in anats:
         try:
             with os.scandir(anat) as entries:
-                out += [e.path for e in entries if e.name.endswith(suffix)]
+                out += [e.path for e in entries if e.name.endswith(suffix)
+                        and (parse_metrics_name(e.name) or ())[:2] == (subject, session)]
         except OSError:  # no such folder (or not a folder)
             continue
     return out

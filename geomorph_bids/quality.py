@@ -99,10 +99,11 @@ class QualityThresholds:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any] | None) -> "QualityThresholds":
         """Inverse of :meth:`to_dict`; unknown keys are ignored, missing ones and those the
-        constructor refuses (NaN, out of range: a recorded file edited by hand) take the defaults."""
+        constructor refuses (NaN, out of range: a recorded file edited by hand) take the defaults,
+        as all do when ``doc`` is no mapping (a string where the object was)."""
         names = {f.name for f in fields(cls)}
         kept = {}
-        for k, v in (doc or {}).items():
+        for k, v in (doc if isinstance(doc, Mapping) else {}).items():
             if k in names and _real(v):
                 try:
                     cls(**{k: v})
@@ -158,13 +159,29 @@ def _beyond(value: float, limit: float, digits: int = 2) -> str:
     return text
 
 
+def _gate_numbers(registration: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``registration`` with each whole number too large for a float (a hand-edited file: JSON's
+    integers have no bound) read as +-infinity, which fails its gate as ``Infinity`` does, instead
+    of the OverflowError of formatting it, which ended a group level; a string of label conflicts as one."""
+    def huge(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 1024
+
+    conflicts = registration.get("label_conflicts")
+    if not isinstance(conflicts, str) and not any(huge(v) for v in registration.values()):
+        return registration
+    out = {k: (math.inf if v > 0 else -math.inf) if huge(v) else v for k, v in registration.items()}
+    if isinstance(conflicts, str):
+        out["label_conflicts"] = [conflicts]
+    return out
+
+
 def assess(registration: Mapping[str, Any], features: Sequence[str],
            thresholds: QualityThresholds = DEFAULT_THRESHOLDS) -> QualityVerdict:
     """Judge one hemisphere from its registration metrics (the ``registration`` part of its
     metrics JSON, or ``Registration.metrics``; ``features``: its registration features).
 
     Missing metrics pass (an older metrics file is judged on what it has)."""
-    reg, t = registration, thresholds
+    reg, t = _gate_numbers(registration), thresholds
     out = []
     for conflict in reg.get("label_conflicts") or ():
         out.append(f"identity: {conflict}")
@@ -203,7 +220,7 @@ def quality_warnings(registration: Mapping[str, Any], features: Sequence[str],
     """What the participant report lists for one hemisphere: the gates it failed
     (:func:`assess`), then advisory notes (a non-rigid stage that lowered the correlation by
     more than ``max_cc_drop``; folds of the warp itself)."""
-    reg = registration
+    reg = _gate_numbers(registration)
     out = list(assess(reg, features, thresholds).reasons)
     for f in features:
         after, rigid = reg.get(f"cc_{f}_after"), reg.get(f"cc_{f}_rigid")

@@ -128,18 +128,20 @@ def test_metrics_files_finds_what_the_glob_found(tmp_path):
     """metrics_files lists ``sub-*[/ses-*]/anat`` with os.scandir instead of pathlib's ``**``
     glob (which listed every folder of every subject, figures included, twice per group level):
     the files the glob found in the folders outputs are written to (:func:`anat_dir`), sorted,
-    through a linked subject, session or anat folder; none elsewhere."""
+    through a linked subject, session or anat folder; none elsewhere, and none named for another
+    subject or session than its folder's (next test)."""
     name = "sub-{s}{ses}_hemi-L_space-fsLR_desc-geomorph_metrics.json"
     files = [f"sub-01/anat/{name.format(s='01', ses='')}", f"sub-01/ses-a/anat/{name.format(s='01', ses='_ses-a')}",
              f"sub-02/ses-b/anat/{name.format(s='02', ses='_ses-b')}", "sub-02/anat/sub-02_hemi-L_sphere.json",
              f"sub-03/x/y/anat/{name.format(s='03', ses='')}", f"sub-01/figures/{name.format(s='01', ses='')}",
-             f"other/anat/{name.format(s='09', ses='')}"]
+             f"other/anat/{name.format(s='09', ses='')}", f"elsewhere/sub-04/ses-b/anat/{name.format(s='04', ses='_ses-b')}",
+             f"elsewhere/c/{name.format(s='01', ses='_ses-c')}"]
     for f in files:
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_text("{}")
-    (tmp_path / "sub-04").symlink_to(tmp_path / "sub-02")            # a linked subject: followed
+    (tmp_path / "sub-04").symlink_to(tmp_path / "elsewhere" / "sub-04")  # a linked subject: followed
     (tmp_path / "sub-01" / "ses-c").mkdir()
-    (tmp_path / "sub-01" / "ses-c" / "anat").symlink_to(tmp_path / "sub-02" / "ses-b" / "anat")  # linked anat
+    (tmp_path / "sub-01" / "ses-c" / "anat").symlink_to(tmp_path / "elsewhere" / "c")  # linked anat
     (tmp_path / "sub-03" / "link").symlink_to(tmp_path / "sub-01")  # a linked folder below: not followed
     (tmp_path / "sub-05").write_text("not a folder")
     want = [p for p in sorted(tmp_path.glob("sub-*/**/anat/*_desc-geomorph_metrics.json")) if "x" not in p.parts]
@@ -147,6 +149,24 @@ def test_metrics_files_finds_what_the_glob_found(tmp_path):
     for s in ("01", "03", "04", "09"):
         assert d.metrics_files(tmp_path, s) == [p for p in want if p.parts[len(tmp_path.parts)] == f"sub-{s}"]
     assert d.metrics_files(tmp_path / "missing") == []
+
+
+def test_files_not_named_as_their_folders_results_are_not_results(tmp_path):
+    """A backup beside a result (``old_sub-01_..._metrics.json``) gave sub-01 hemi-L a second row
+    in the group table, exit 0; macOS's resource file ``._sub-01_..._metrics.json`` (a copy to a
+    shared drive) failed the group level, exit 1, with 'rerun the participant level' (which does
+    not remove it); sub-02's file copied into ``sub-01/anat`` or into a session it is not of gave
+    sub-02 two rows. Only a name that is a result of its folder's subject and session is listed."""
+    name = "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json"
+    good = tmp_path / "sub-01" / "anat" / name
+    session = tmp_path / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_hemi-L_space-fsLR_desc-geomorph_metrics.json"
+    stray = [good.with_name("old_" + name), good.with_name("._" + name),
+             good.with_name(name.replace("sub-01", "sub-02")), good.with_name(name.replace("hemi-L", "hemi-X")),
+             session.with_name(name), session.with_name(session.name.replace("ses-1", "ses-2"))]
+    for path in (good, session, *stray):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    assert d.metrics_files(tmp_path) == [good, session] == d.metrics_files(tmp_path, "01")
 
 
 def test_a_link_to_itself_among_the_subjects_costs_only_itself(tmp_path):

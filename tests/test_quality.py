@@ -152,3 +152,16 @@ def test_a_value_just_beyond_its_gate_is_printed_with_the_digits_that_show_it():
     text = v.line()
     assert "1.001 (maximum 1)" in text and "0.49996 with the template" in text
     assert "1.30 (maximum 1)" in assess({"areal_p95_abs": 1.3}, [], QualityThresholds(max_areal_p95=1.0)).line()
+
+
+def test_hand_edited_thresholds_and_counts_of_other_types_are_judged_not_raised():
+    """A recorded ``thresholds`` that is a string (AttributeError), a count beyond any float
+    (``n_folded`` of 401 digits: OverflowError when the reason was formatted) and a string of label
+    conflicts (judged letter by letter) in a hand-edited metrics file."""
+    from geomorph_bids.quality import QualityThresholds, assess
+
+    assert QualityThresholds.from_dict("strict") == QualityThresholds()
+    assert QualityThresholds.from_dict(["min_cc_after", 0.9]) == QualityThresholds()
+    verdict = assess({"cc_sulc_after": 0.9, "n_folded": 10 ** 400, "label_conflicts": "lh.sulc says R"}, ["sulc"])
+    assert verdict.reasons == ("identity: lh.sulc says R",
+                               "distortion: inf folded triangle(s) in the registered sphere (maximum 0)")

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..derivatives import report_name
 from ..engine.model_choice import ModelChoice
-from ..errors import InputError
+from ..errors import InputError, describe_os_error
 from ..io.template_ref import TemplateRef
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..results.writer import OutputFile
@@ -277,7 +277,8 @@ def build_report(output_dir: Path, subject: str, reuse: bool) -> ReportOutcome:
     try:
         path, error = update_participant_report(output_dir, subject, reuse, problems=problems), None
     except Exception as exc:  # noqa: BLE001 - a figure must never lose a finished subject
-        path, error = None, _line(exc)
+        # an OSError in words, naming the report (not the temporary file it was renamed from)
+        path, error = None, describe_os_error(exc) if isinstance(exc, OSError) else _line(exc)
     kept = path is not None and before is not None and _mtime_ns(path) == before
     return ReportOutcome(subject, path, error, time.perf_counter() - t, tuple(problems), kept)
 

@@ -38,7 +38,7 @@ from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
 from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E402
 from .machine import current_folder_problem, drop_unusable_thread_settings, threads_wait_passively  # noqa: E402
 from .messages import one_line_warnings, reader_may_go_away  # noqa: E402
-from .nipype_config import configure_nipype, plugin_settings  # noqa: E402
+from .nipype_config import configure_nipype, crash_folder_setting, plugin_settings  # noqa: E402
 from .parser import build_parser  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
 from .preflight import RunLocks, lock_participants, preflight, remove_if_empty  # noqa: E402
@@ -78,6 +78,7 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
     from ..workflows import init_geomorph_wf
 
     wf = init_geomorph_wf(jobs, config)
+    crash_folder_setting(wf, crashes)
     try:
         wf.run(plugin=plugin[0], plugin_args=plugin[1])
     except RuntimeError as exc:  # nipype: "Workflow did not execute cleanly"
@@ -636,9 +637,11 @@ def run_reports_only(args) -> int:
         return error_exit(_PROG, f"--reports-only: {_no_rows(args, unreadable)}")
     subjects = sorted({r["subject"] for r in rows})
     kept: list[Path] = []  # a current report is kept: a second pass (after a stop, a time limit) resumes
-    made = build_reports(args.output_dir, subjects, _PROG, reuse=set(subjects), workers=args.nprocs, kept=kept)
+    failed: list[str] = []  # a report not written: what this command was asked for (it said exit 0)
+    made = build_reports(args.output_dir, subjects, _PROG, reuse=set(subjects), workers=args.nprocs, kept=kept,
+                         failed=failed)
     print_reports(made, len(kept))
-    return EXIT_OK if made and not unreadable else EXIT_FAILED
+    return EXIT_OK if made and not unreadable and not failed else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,13 +3,14 @@ execution plugin (MultiProc by default, or the ``--use-plugin`` YAML)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, closest_name
 from ..io.limits import read_text_bounded
 
-__all__ = ["plugin_settings", "configure_nipype", "nipype_plugins"]
+__all__ = ["plugin_settings", "configure_nipype", "crash_folder_setting", "nipype_plugins"]
 
 
 def plugin_settings(args) -> tuple[str, dict[str, Any]]:
@@ -28,6 +29,9 @@ def plugin_settings(args) -> tuple[str, dict[str, Any]]:
         raise InputError(f"cannot read the plugin file: {exc.reason}", path=args.use_plugin) from None
     except (yaml.YAMLError, RecursionError) as exc:
         raise InputError(f"cannot read the plugin file ({' '.join(str(exc).split())})", path=args.use_plugin) from None
+    except ValueError:  # a whole number past Python's digit limit (sys.get_int_max_str_digits): no file was named
+        raise InputError("cannot read the plugin file (a number of more than "
+                         f"{sys.get_int_max_str_digits()} digits)", path=args.use_plugin) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("plugin"), str) or not doc["plugin"]:
         raise InputError("the plugin file must be YAML with a 'plugin' key naming a Nipype plugin "
                          "(and optional 'plugin_args')", path=args.use_plugin)
@@ -106,7 +110,6 @@ def _check_resources(extra: dict, path: Path) -> None:
     """The plugin file's ``n_procs`` and ``memory_gb``, as the command line's: a count from 1 to
     the usable CPUs (more is lowered, with a warning), a finite memory of at least 0.1 GB."""
     import math
-    import sys
 
     from .machine import usable_cpus
 
@@ -127,7 +130,13 @@ def _check_resources(extra: dict, path: Path) -> None:
 
 def configure_nipype(crash_dir: Path, verbose: int, stop_on_first_crash: bool) -> None:
     """Nipype's global configuration for this run (crash files as text in ``crash_dir``, no
-    telemetry, reports or graph files, timestamp hashing, frequent polling)."""
+    telemetry, reports or graph files, timestamp hashing, frequent polling).
+
+    Nipype keeps these settings in a :class:`configparser.ConfigParser`, which refuses a lone ``%``
+    ("invalid interpolation syntax": an output folder named ``50%`` ended the run after the folder
+    was described): the crash folder is given here with each ``%`` doubled (what ``config.get``
+    reads back as the path), and to the workflow as it is (:func:`crash_folder_setting`), since
+    Nipype's nodes read the uninterpolated text."""
     from nipype import config, logging
 
     # the summary names each failure and its crash file; -v shows Nipype's own messages
@@ -135,7 +144,7 @@ def configure_nipype(crash_dir: Path, verbose: int, stop_on_first_crash: bool) -
     config.update_config({
         "logging": {"workflow_level": level, "interface_level": level, "utils_level": level,
                     "log_to_file": False},
-        "execution": {"crashdump_dir": str(crash_dir), "crashfile_format": "txt",
+        "execution": {"crashdump_dir": str(crash_dir).replace("%", "%%"), "crashfile_format": "txt",
                       "stop_on_first_crash": stop_on_first_crash, "remove_unnecessary_outputs": False,
                       "hash_method": "timestamp", "parameterize_dirs": False,
                       "check_version": False,
@@ -146,3 +155,10 @@ def configure_nipype(crash_dir: Path, verbose: int, stop_on_first_crash: bool) -
         "monitoring": {"enabled": False},
     })
     logging.update_logging(config)
+
+
+def crash_folder_setting(workflow, crash_dir: Path) -> None:
+    """Nipype's nodes take their crash folder from the workflow's own settings, a copy of the
+    global ones without interpolation (:func:`configure_nipype` doubles a ``%``): the path as it is,
+    so that ``a%%b/logs`` is not ``a%%%%b/logs``."""
+    workflow.config["execution"]["crashdump_dir"] = str(crash_dir)

@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Sequence
 
 from ..derivatives import DATASET_DESCRIPTION
-from ..errors import InputError
+from ..errors import InputError, describe_os_error
 from ..io.discover import derivatives_freesurfer, derivatives_root, holds_any_subject
 from ..io.limits import read_json_bounded
 from .parser import parse_derivatives
+from .preflight import LOCK_DIR
 
 __all__ = ["InputFolders", "resolve_input_folders", "check_folders", "is_geomorph_output", "geomorph_bids_output", "real",
            "inside"]
@@ -225,14 +226,22 @@ def _check_owner(output_dir: Path) -> None:
     """Refuse an output folder whose ``dataset_description.json`` belongs to another dataset: a
     raw BIDS dataset, or another pipeline's derivatives (``GeneratedBy`` without geomorph-bids).
     Writing there would replace that description, and a later run would take the folder for
-    ours and never read its inputs from it. A damaged description is replaced, as before."""
+    ours and never read its inputs from it. A description that cannot be read (a hand edit's
+    trailing comma) or is no JSON object is replaced only in a folder a run of ours has written
+    (it holds our lock folder); elsewhere it may be another dataset's, and was replaced in silence."""
     path = output_dir / DATASET_DESCRIPTION
     try:
         doc = read_json_bounded(path) if path.is_file() else None
-    except (InputError, OSError):
-        return  # unreadable or damaged: replaced by ours, as before
+    except (InputError, OSError) as exc:
+        doc = exc
     if not isinstance(doc, dict):
-        return
+        if doc is None or (output_dir / LOCK_DIR).is_dir():
+            return  # none, or ours damaged: replaced by ours
+        why = (doc.reason if isinstance(doc, InputError) else describe_os_error(doc) if isinstance(doc, OSError)
+               else f"holds a JSON {type(doc).__name__}, not an object")
+        _refuse(f"the output directory's {DATASET_DESCRIPTION} cannot be read ({why}) and no run of geomorph-bids "
+                "has written to this folder: it may be another dataset's description, which would be replaced; "
+                "repair that file, or write geomorph-bids' outputs to a folder of their own", output_dir)
     makers = [g for g in doc.get("GeneratedBy") or [] if isinstance(g, dict) and g.get("Name")]
     if any(str(g["Name"]).lower().startswith("geomorph") for g in makers):
         return

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature", action="extend", nargs="+", default=[], metavar="NAME=FILE",
                    help="feature map(s) on the sphere, e.g. sulc=lh.sulc curv=lh.curv (several after one "
                         "--feature, or --feature repeated); "
-                        "GIFTI .shape.gii/.func.gii or FreeSurfer morph file; NAME may be left out when "
+                        "GIFTI .shape.gii/.func.gii, FreeSurfer morph file, MGH or CIFTI-2 .dscalar.nii "
+                        "(--hemi's columns); NAME may be left out when "
                         f"the file name says it ({', '.join(FEATURES)})")
     p.add_argument("--sphere-reg", type=Path, default=None,
                    help="FreeSurfer ?h.sphere.reg of the same subject: rotation from vertex "
@@ -211,7 +212,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     if choice.kind != "network":  # a network's channels are checked when it is loaded
         _check_registration_feature(features, offered, template.label)
     native = read_hemisphere(sphere, features, signs={"sulc": -1.0} if sulc_sign == "hcp" else None,
-                             sphere_reg=sphere_reg)
+                             sphere_reg=sphere_reg, hemi=hemi)
     moving, maps = native.sphere, native.features
     given = dict(maps)  # every map given is resampled to --features-out, registration feature or not
     reg = native.sphere_reg.vertices if native.sphere_reg is not None else None

@@ -48,12 +48,13 @@ def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Pa
 
 
 def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[str] | None = None,
-                  workers: int = 1, kept: list[Path] | None = None) -> list[Path]:
+                  workers: int = 1, kept: list[Path] | None = None, failed: list[str] | None = None) -> list[Path]:
     """``sub-X.html`` for every subject with outputs (a subject in ``reuse``: unless its report
     is current), ``workers`` at a time in separate processes; returns the reports (``kept``, when
     a list, gets those that were current and kept as they were). A report that cannot be drawn,
     or is written without some figures, is a warning (the registrations themselves are done),
-    never a failure."""
+    never a failure; unless ``failed`` is a list (``--reports-only``, whose outputs the reports
+    are): a report not written is then a ``FAILED`` line and its subject is appended there."""
     from ..batch.tasks import build_report, incomplete_report_line
 
     todo = [s for s in subjects if (output_dir / f"sub-{s}").is_dir()]
@@ -73,6 +74,9 @@ def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[s
                 kept.append(o.path)
             if line := incomplete_report_line(o):
                 print(f"{prog}: warning: {line}", file=sys.stderr)
+        elif failed is not None:
+            failed.append(o.subject)
+            print(f"{prog}: FAILED sub-{o.subject}: report not written: {o.error}", file=sys.stderr)
         else:
             print(f"{prog}: warning: sub-{o.subject}: report not written: {o.error}", file=sys.stderr)
     return made

@@ -10,6 +10,7 @@ Also here: the argument checks and path normalisation every level needs first.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
 import sys
@@ -364,6 +365,16 @@ def validate_resources(args, prog: str = "geomorph-bids") -> list[str]:
     return notes
 
 
+def _utf8(text: str) -> bool:
+    """Whether ``text`` (an argument, decoded as Python decodes file names) is UTF-8: no byte of
+    it was decoded as a lone surrogate."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def tidy_path(path: str | Path) -> Path:
     """``path`` made absolute, without ``.`` and ``..`` where taking them out names the same
     place (``/w/fs_subjects/../out`` -> ``/w/out``, as printed and recorded); a ``..`` after a
@@ -379,7 +390,18 @@ def tidy_path(path: str | Path) -> Path:
 
 def absolute_paths(args) -> None:
     """Nipype runs every node in its own folder: make every path argument absolute
-    (:func:`tidy_path`; ``--derivatives`` too; argparse.ArgumentTypeError for a malformed one)."""
+    (:func:`tidy_path`; ``--derivatives`` too; argparse.ArgumentTypeError for a malformed one, and
+    for any argument holding bytes that are not UTF-8: a Latin-1 folder name ended the run on
+    "'utf-8' codec can't encode character '\\udce9' ...", naming nothing, as the outputs, their
+    sidecars, reports and messages all name the paths)."""
+    for name, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, (str, Path)) and not _utf8(str(item)):
+                shown = str(item).encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+                where = name if name in ("bids_dir", "output_dir") else "--" + name.replace("_", "-")
+                raise argparse.ArgumentTypeError(
+                    f"{where} '{shown}' holds bytes that are not UTF-8 text (a name from a system with another "
+                    "encoding?): rename it, or give it through a link with a UTF-8 name")
     for name in ("bids_dir", "output_dir", "work_dir", "fs_subjects_dir", "bids_filter_file", "use_plugin"):
         value = getattr(args, name)
         if value is not None:

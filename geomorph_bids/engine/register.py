@@ -62,6 +62,7 @@ from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, ass
 from ..sphere.distortion import Reference, distortion, distortion_summary
 from ..sphere.icosphere import grid_deviation, icosphere, n_vertices
 from ..sphere.locate import unit, vertex_fans
+from ..sphere.mesh import nonfinite_rows
 from ..sphere.resample import corner_weights
 from ..sphere.rotation import MIRROR
 from ..sphere.unfold import unfold_mesh
@@ -198,7 +199,7 @@ def _label_conflicts(item: "RegistrationItem") -> list[str]:
             + feature_conflicts(maps))
 
 
-def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
+def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi: str
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     from ..io.surfaces import read_feature, read_sphere
     from ..io.validate import clip_outliers, validate_feature, validate_sphere
@@ -229,7 +230,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput
     feats: dict[str, np.ndarray] = {}
     for name, val in moving_features.items():
         if isinstance(val, (str, Path)):
-            arr = read_feature(val, n_vertices=len(vertices))
+            arr = read_feature(val, n_vertices=len(vertices), hemi=hemi)  # hemi: a CIFTI file's columns
         else:
             arr = _feature_array(val, name)
         arr = np.asarray(arr, dtype=np.float64)
@@ -578,7 +579,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     hemi = hemi_code(item.hemi)  # L/R; lh/rh, left/right and CortexLeft/CortexRight are accepted too
-    vertices, faces, feats = _read_inputs(item.moving_sphere, item.moving_features)
+    vertices, faces, feats = _read_inputs(item.moving_sphere, item.moving_features, hemi)
     reg_sphere = item.reg_sphere
     reg_path = reg_sphere if isinstance(reg_sphere, (str, Path)) else None
     if reg_path is not None:
@@ -593,11 +594,17 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         raise InputError(f"reg_sphere has shape {np.shape(reg_sphere)} but the sphere has {len(vertices)} "
                          "vertices: it must be the same subject's registered sphere (the lh.sphere.reg of this "
                          "lh.sphere: same mesh, (V, 3))", path=reg_path)
+    if reg_sphere is not None:  # an array (files are checked when read): NaN made the SVD fail ("did not converge")
+        bad = nonfinite_rows(np.asarray(reg_sphere, dtype=np.float64))
+        if bad.any():
+            raise InputError(f"reg_sphere: {int(bad.sum())} of {len(bad)} vertices have non-finite coordinates (NaN or "
+                             f"Inf, first at vertex {int(np.argmax(bad))}): the registered sphere is corrupted; take "
+                             "it again from the original (e.g. FreeSurfer's lh.sphere.reg)", path=reg_path)
     cortex = item.cortex_mask
     if cortex is not None and isinstance(cortex, (str, Path)):
         from ..io.surfaces import read_mask
 
-        cortex = read_mask(cortex, len(vertices))
+        cortex = read_mask(cortex, len(vertices), hemi)
     if cortex is not None:
         from ..io.surfaces import MIN_CORTEX_FRACTION
 

@@ -223,7 +223,13 @@ def normalise_label(label: str, prefix: str = "sub") -> str:
         raise InputError(f"invalid {prefix} label {label!r}: the prefix is lower-case '{prefix}-' "
                          f"({prefix}-{rest}, or {rest} alone)")
     if not _LABEL.fullmatch(text):
-        raise InputError(f"invalid {prefix} label {label!r}: BIDS labels are alphanumeric")
+        parts = [p.strip().removeprefix(f"{prefix}-") for p in re.split(r"[,;]", text)]
+        hint = ""
+        if len(parts) > 1 and all(_LABEL.fullmatch(p) for p in parts if p):
+            hint = f" (labels are separate words, no commas: {' '.join(p for p in parts if p)})"
+        elif "/" in text and _LABEL.fullmatch(Path(text).name.removeprefix(f"{prefix}-")):
+            hint = f" (a label, not a folder's path: {Path(text).name.removeprefix(f'{prefix}-')})"
+        raise InputError(f"invalid {prefix} label {label!r}: BIDS labels are alphanumeric{hint}")
     return text
 
 
@@ -299,8 +305,10 @@ def _roots(bids_dir: Path, fs_subjects_dir: str | Path | None,
     def keep(paths: Iterable[Path]) -> list[Path]:
         out = []
         for p in paths:
+            if not p.is_dir():  # first: resolve() raised RuntimeError on a link to itself (derivatives -> derivatives)
+                continue
             key = p.resolve()
-            if p.is_dir() and key not in seen:
+            if key not in seen:
                 seen.add(key)
                 out.append(p)
         return out

@@ -102,7 +102,11 @@ def load_gifti(path: str | Path, limit: int = SURFACE_MAX_BYTES) -> GiftiImage:
 
 
 def _freesurfer_hint(raw: bytes) -> str:
-    """What a FreeSurfer file given a GIFTI name is, and what to do (``""`` for other files)."""
+    """What a FreeSurfer file (or a NIfTI image: ``.nii.gz`` is gzipped as ``.gii.gz`` is) given
+    a GIFTI name is, and what to do (``""`` for other files)."""
+    if len(raw) >= 4 and {int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")} & {348, 540}:
+        return (": it is a gzipped NIfTI image (a volume, or a CIFTI file): volumes must first be projected onto "
+                "the surface; give a CIFTI-2 file as it is written (.dscalar.nii, not gzipped)")
     kind = {TRIANGLE_MAGIC: ("surface", "lh.sphere", "mris_convert lh.sphere lh.sphere.surf.gii"),
             CURV_MAGIC: ("morphometry file", "lh.sulc", "mris_convert -c lh.sulc lh.white lh.sulc.shape.gii")
             }.get(read_magic(raw))

@@ -68,7 +68,7 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
         (nothing to register); warn (:class:`~geomorph_bids.io.validate.FeatureWarning`) about a
         map exactly 0 on far more vertices than a medial wall
         (:func:`~geomorph_bids.io.validate.check_zero_fraction`).
-    hemi : ``"L"``/``"R"``: the hemisphere the files are read as; files declaring the other one
+    hemi : ``"L"``/``"R"``: the hemisphere the files are read as (a CIFTI-2 file's columns of it); files declaring the other one
         are listed in ``label_conflicts`` (the quality gates flag them; nothing is refused), as are
         map files whose name says another map (with or without ``hemi``).
 
@@ -80,7 +80,7 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     n = len(s.vertices)
     maps: dict[str, np.ndarray] = {}
     for name, path in features.items():
-        values = np.asarray(read_feature(path, n_vertices=n, sphere=sphere), dtype=np.float64)
+        values = np.asarray(read_feature(path, n_vertices=n, hemi=hemi, sphere=sphere), dtype=np.float64)
         if values.ndim != 1:
             raise InputError(f"holds {values.shape[1]} maps; one per file expected", path=path)
         if validate:  # all zero, constant or nearly all zero: nothing to align
@@ -98,7 +98,7 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
         if len(mid.vertices) != n or not np.array_equal(np.sort(mid.faces, axis=1), np.sort(s.faces, axis=1)):
             raise InputError(f"midthickness has {len(mid.vertices)} vertices and other triangles than the sphere "
                              f"{sphere} ({n} vertices): it must be the same subject's mesh", path=midthickness)
-    cortex = None if cortex_mask is None else read_mask(cortex_mask, n)
+    cortex = None if cortex_mask is None else read_mask(cortex_mask, n, hemi)
     conflicts = tuple(([] if hemi is None else label_conflicts([sphere, *features.values(), sphere_reg], hemi))
                       + feature_conflicts(features))
     return NativeHemisphere(s, maps, reg, mid, cortex, conflicts)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 import threading
 import time
 import zlib
@@ -361,6 +362,9 @@ def read_json_bounded(path: str | Path, limit: int = DOCUMENT_MAX_BYTES, what: s
                          path=path) from None
     except RecursionError:
         raise InputError("is not valid JSON (nested too deeply)", path=path) from None
+    except ValueError:  # Python's bound on the digits of a whole number (sys.get_int_max_str_digits)
+        raise InputError(f"is not valid JSON here (a whole number of more than {sys.get_int_max_str_digits()} "
+                         "digits: damaged or edited)", path=path) from None
 
 
 def decompress_bounded(data: bytes, limit: int, path: str | Path, *, wbits: int = 31,

@@ -251,7 +251,7 @@ def read_labels(path: str | Path, n_vertices: int | None = None, hemi: str | Non
     return labels, table
 
 
-def read_mask(path: str | Path, n_vertices: int | None = None) -> np.ndarray:
+def read_mask(path: str | Path, n_vertices: int | None = None, hemi: str | None = None) -> np.ndarray:
     """Read a cortex mask: (V,) bool, True on the cortex, False on the medial wall.
 
     Parameters
@@ -260,6 +260,7 @@ def read_mask(path: str | Path, n_vertices: int | None = None) -> np.ndarray:
         labels), HCP's ``<S>.L.roi.native.shape.gii``, or FreeSurfer's ``label/lh.cortex.label``
         (a vertex list; needs ``n_vertices``).
     n_vertices : expected vertex count (the sphere's); InputError if different.
+    hemi : 'L' or 'R', the hemisphere read from a CIFTI-2 file (required for CIFTI).
 
     A mask covering less than :data:`MIN_CORTEX_FRACTION` of the vertices is refused (InputError
     naming the file): it is not a cortex mask, or it is inverted.
@@ -270,7 +271,7 @@ def read_mask(path: str | Path, n_vertices: int | None = None) -> np.ndarray:
             raise InputError("is a FreeSurfer label (a vertex list): pass n_vertices", path=p)
         mask = freesurfer.read_fs_label(p, n_vertices) > 0
     else:
-        values = read_feature(p, n_vertices, squeeze=False)
+        values = read_feature(p, n_vertices, hemi, squeeze=False)
         if values.shape[1] != 1:
             raise InputError(f"holds {values.shape[1]} maps; a cortex mask has one", path=p)
         mask = values[:, 0] > 0

@@ -85,12 +85,20 @@ LOW_RESOLUTION_NOTE = (
     "TEMPLATEFLOW_HOME with TemplateFlow's tpl-fsaverage den-164k sphere and sulc files")
 
 
+def _recorded_count(value: Any) -> int | None:
+    """A vertex count as a metrics file records it, or None where it holds no finite number (a
+    hand edit's ``"many"``, ``Infinity``): never a ValueError that ends a group level."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(float(value)):
+        return None
+    return int(value)
+
+
 def low_resolution_used(provenance: Mapping[str, Any]) -> bool:
     """Whether a registration's provenance (metrics ``template_*``) is the bundled fsaverage
     built from fsaverage5 (``template_built_from_vertices``; outputs of versions before it
     recorded the origin's count as ``template_vertices``)."""
     origin = provenance.get("template_built_from_vertices", provenance.get("template_vertices"))
-    return provenance.get("template_source") == "bundled" and int(origin or 0) < 163842
+    return provenance.get("template_source") == "bundled" and (_recorded_count(origin) or 0) < 163842
 
 
 def describe_provenance(provenance: Mapping[str, Any]) -> str:
@@ -99,10 +107,10 @@ def describe_provenance(provenance: Mapping[str, Any]) -> str:
     vertices (built from 163,842)``); ``n/a`` when absent."""
     if not provenance.get("template_source"):
         return "n/a"
-    n = provenance.get("template_vertices")
-    origin = provenance.get("template_built_from_vertices")
+    n = _recorded_count(provenance.get("template_vertices"))
+    origin = _recorded_count(provenance.get("template_built_from_vertices"))
     return (f"{provenance['template_source']} {provenance.get('template_source_path', '')}"
-            + (f", {int(n):,} vertices" if n else "") + (f" (built from {int(origin):,})" if origin else "")
+            + (f", {n:,} vertices" if n else "") + (f" (built from {origin:,})" if origin else "")
             + f", sha256 {str(provenance.get('template_sha256', ''))[:12]}")
 
 

@@ -128,7 +128,7 @@ def _check_document(path: Path, doc: Any) -> None:
         if key in _COUNTS and value < 0:
             raise bad(f"holds a negative count for registration.{key} ({value!r}): damaged or edited")
     named = parse_metrics_name(path.name)
-    says = (str(doc.get("subject")), doc.get("session") or None, str(doc.get("hemi")))
+    says = (str(doc.get("subject")), str(doc.get("session") or "") or None, str(doc.get("hemi")))
     if named is not None and says != named[:3]:
         def ent(sub: str, ses: str | None, hemi: str) -> str:
             return f"sub-{sub}{'_ses-' + ses if ses else ''} hemi-{hemi}"

@@ -56,7 +56,8 @@ class HemiOutputs:
 
     @property
     def registration(self) -> dict[str, Any]:
-        return dict(self.doc.get("registration") or {})
+        reg = self.doc.get("registration")
+        return dict(reg) if isinstance(reg, dict) else {}  # a hand-edited file's string: no metrics
 
     @property
     def features(self) -> list[str]:

@@ -295,6 +295,23 @@ def test_reports_only_names_a_metrics_file_it_cannot_read(fs_run, tmp_path):
     assert "FAILED" in err and damaged.name in err and "rerun the participant level" in err
     assert "sub-01.html" in stdout and (out / "sub-02.html").is_file()
 
+def test_reports_only_fails_for_a_report_it_could_not_write(fs_run, tmp_path):
+    """--reports-only where a report cannot be written (here ``sub-01.html`` is a folder) said
+    ``warning: sub-01: report not written: [Errno 21] Is a directory: '.../.sub-01.html.x.tmp' ->
+    '.../sub-01.html'`` and exited 0: the report is what this command is asked for. Now a FAILED
+    line naming the report, exit 1; the other reports are written."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out, symlinks=True)
+    (out / "sub-01.html").unlink()
+    (out / "sub-01.html").mkdir()
+    code, stdout, err = run(fs_run["bids"], out, "participant", "--reports-only")
+    assert code == 1, err
+    assert f"geomorph-bids: FAILED sub-01: report not written: Is a directory at {out / 'sub-01.html'}" in err
+    assert ".tmp" not in err and "sub-02.html" in stdout
+
+
 def test_reports_only_keeps_current_reports_and_redraws_the_rest(fs_run, tmp_path):
     """A second --reports-only pass (after a stop, a cluster time limit) drew every report again.
     Now the current ones are kept, and said so; a subject whose outputs changed is redrawn."""

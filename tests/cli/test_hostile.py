@@ -97,7 +97,19 @@ OUTPUTS = {  # name -> (output path from the dataset root B, words of the refusa
                                    "outside its derivatives folder"),
     "another_pipelines_folder": (lambda b, t: _described(t / "fmriprep", "fMRIPrep"), "holds fMRIPrep 23.2.0's"),
     "another_raw_dataset": (lambda b, t: shutil.copytree(b, t / "other_study"), "is a BIDS dataset ("),
+    "another_raw_dataset_with_a_damaged_description": (lambda b, t: _damaged(shutil.copytree(b, t / "other_study")),
+                                                       "dataset_description.json cannot be read (is not valid JSON"),
+    "a_folder_whose_description_is_a_list": (lambda b, t: _damaged(t / "listed", "[1, 2]"),
+                                             "cannot be read (holds a JSON list, not an object)"),
 }
+
+
+def _damaged(folder: Path, text: str = '{"Name": "My study", "BIDSVersion": "1.8.0",}') -> Path:
+    """A folder (another dataset) whose dataset_description.json a hand edit left unreadable (a trailing
+    comma): it was replaced by ours in silence, and the outputs written into that dataset."""
+    folder.mkdir(exist_ok=True)
+    (folder / "dataset_description.json").write_text(text)
+    return folder
 
 
 def _described(folder: Path, name: str) -> Path:
@@ -127,6 +139,17 @@ def test_output_folder_that_would_touch_the_inputs_is_refused(bids, tmp_path, ca
     assert words in line and str(tidy_path(out)) in line, line  # named as given, less what . and .. undo
     assert tree(bids) == before  # not a byte of the dataset changed, nothing added
     assert not (tmp_path / "w").exists()
+
+
+def test_a_damaged_description_of_our_own_output_folder_is_replaced(bids, tmp_path):
+    """Our own output folder (it holds the lock folder a run makes) with a dataset_description.json
+    that cannot be read: replaced, as before; the refusal above is for folders no run of ours wrote."""
+    out = tmp_path / "out"
+    (out / ".geomorph-locks").mkdir(parents=True)
+    (out / "dataset_description.json").write_text('{"Name": ')
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    assert code == 0, err
+    assert json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]["Name"] == "geomorph-bids"
 
 
 WORKS = {  # name -> (work folder, output folder (None: tmp/out), words)
@@ -394,7 +417,9 @@ def test_huge_sparse_filter_file_is_refused_before_reading(bids, tmp_path):
 
 
 
-@pytest.mark.parametrize("content", [None, "plugin: [\n", "plugin: MultiProc\nplugin_args: 3\n"])
+@pytest.mark.parametrize("content", [None, "plugin: [\n", "plugin: MultiProc\nplugin_args: 3\n",
+                                     # past Python's digit limit: "error: Exceeds the limit (4300 digits) ...", no file
+                                     "plugin: MultiProc\nplugin_args: {n_procs: 1%s}\n" % ("0" * 5000)])
 def test_a_plugin_file_that_cannot_be_used_leaves_nothing_behind(bids, tmp_path, content):
     """Round fifteen: a missing or broken --use-plugin file was read only when the workflow started,
     after the output folder had its dataset_description.json, README.md, .bidsignore, logs/CITATION.md
@@ -923,3 +948,47 @@ def test_smriprep_output_folder_given_as_the_bids_folder_gets_the_command_that_r
     code, _, err = run(inner, tmp_path / "out", "participant", "--skip-bids-validation", "--derivatives",
                        f"smriprep={inner}", *common)
     assert code == 0, err
+
+
+def test_a_path_holding_bytes_that_are_not_utf8_is_refused_naming_it(bids, tmp_path, capsys):
+    """A folder named in another encoding (Latin-1 ``caf\\xe9``, from an old file server) as the
+    dataset, output or work folder: the run ended with ``error: 'utf-8' codec can't encode character
+    '\\udce9' in position 14: surrogates not allowed``, naming nothing (the outputs' sidecars, reports
+    and messages all name the paths). Now a usage error naming the argument and its bytes; the same
+    folder through a link with a UTF-8 name registers."""
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    odd.mkdir()
+    shutil.copytree(bids, odd / "ds")
+    for argv, where in (((odd / "ds", tmp_path / "out"), "bids_dir"), ((bids, odd / "out"), "output_dir"),
+                        ((bids, tmp_path / "out", "-w", odd / "w"), "--work-dir")):
+        argv = (*argv[:2], "participant", "--model", "rigid", "--hemi", "L", *argv[2:])
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in argv])
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exc.value.code == 2 and line.startswith(f"geomorph-bids: error: {where} '"), line
+        assert "caf\\xe9" in line and "not UTF-8" in line and "codec" not in line, line
+    assert not (odd / "out").exists() and not (tmp_path / "out").exists() and not (odd / "w").exists()
+    (tmp_path / "link").symlink_to(odd)
+    code, _, err = run(tmp_path / "link" / "ds", tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L",
+                       "-w", tmp_path / "w")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("loop", ["derivatives/freesurfer", "derivatives/other"])
+def test_a_link_to_itself_in_the_derivatives_folder_is_no_traceback(bids, tmp_path, loop):
+    """``derivatives/freesurfer`` (or any folder of ``derivatives``) a link to itself (an ``ln -s``
+    gone wrong, a broken DataLad link): ``RuntimeError: Symlink loop from '.../derivatives/freesurfer'``,
+    a traceback, before anything was read. A link loop is no folder, as a missing one is not: the other
+    folders' subjects are registered (sub-01 here is in the sMRIPrep folder)."""
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere, write_smriprep
+
+    from .conftest import LEVEL
+
+    root = tmp_path / "ds"
+    (root / "derivatives").mkdir(parents=True)
+    shutil.copy(bids / "dataset_description.json", root)
+    v, f, maps = template_hemisphere("L", LEVEL)
+    write_smriprep(root / "derivatives" / "smriprep", "01", synthetic_hemisphere("L", v, f, maps, seed=[1, 0, 99]))
+    (root / loop).symlink_to((root / loop).name)
+    code, _, err = run(root, tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    assert code == 0 and "Traceback" not in err, err

@@ -297,6 +297,49 @@ def test_metrics_files_that_are_not_what_their_names_say_cost_their_rows(gated_r
     assert [r["subject"] for r in rows].count("01") == len(files)
 
 
+def test_hand_edited_metrics_of_other_types_cost_at_most_their_rows_never_the_group_level(gated_run, tmp_path):
+    """Hand edits the type checks above did not cover: ``quality.thresholds`` a string, a vertex count
+    ``"many"``, ``n_folded`` a whole number of 401 digits, ``session`` a number, a number of 5000
+    digits. Each ended the whole group level (AttributeError, ValueError, OverflowError, TypeError
+    tracebacks; Python's 4300-digit limit) or left the participant's whole report unwritten. Now the
+    first two read as "not recorded", the huge count fails its gate as Infinity does, and the last
+    two cost their rows on FAILED lines."""
+    out = tmp_path / "out"
+    shutil.copytree(gated_run["out"], out)
+    (out / GROUP_TSV).unlink(missing_ok=True)
+    edits = {"01": lambda d: (d["quality"].update(thresholds="strict"),
+                              d["registration"].update(template_vertices="many")),
+             "02": lambda d: d["registration"].update(n_folded=10 ** 400),
+             "03": lambda d: d.update(session=5)}
+    for subject, edit in edits.items():
+        path = sorted(anat(out, subject).glob("*_metrics.json"))[0]
+        doc = json.loads(path.read_text())
+        edit(doc)
+        path.write_text(json.dumps(doc))
+    huge = sorted(anat(out, "04").glob("*_metrics.json"))[0]
+    huge.write_text(huge.read_text().replace('"n_folded": 0', '"n_folded": 1' + "0" * 5000))
+    code, _, err = run(gated_run["bids"], out, "group")
+    assert code == 1 and "Traceback" not in err and "error:" not in err, err
+    failed = failed_lines_of_files(err)
+    assert sorted(failed) == ["03", "04"], err
+    assert "is named for sub-03 hemi-L but records sub-03_ses-5 hemi-L" in failed["03"], err
+    assert "a whole number of more than 4300 digits" in failed["04"]
+    rows = _tsv(out / GROUP_TSV)
+    assert sorted(rows) == ["01", "02"] and rows["01"]["quality"] == "ok"
+    assert "inf folded triangle(s)" in rows["02"]["quality_reasons"]
+    for report in out.glob("sub-*.html"):
+        report.unlink()
+    code, _, err = run(gated_run["bids"], out, "participant", "--reports-only")
+    assert code == 1 and "Traceback" not in err and "not written" not in err, err
+    assert sorted(failed_lines_of_files(err)) == ["03", "04"], err
+    assert (out / "sub-01.html").is_file() and (out / "sub-02.html").is_file()
+
+
+def failed_lines_of_files(err: str) -> dict[str, str]:
+    """subject -> the FAILED line naming one of its metrics files (the group level's form)."""
+    return {m.group(1): line for line in err.splitlines() if (m := re.search(r"FAILED .*/sub-(\w+)_hemi-", line))}
+
+
 def test_content_change_with_the_same_size_and_mtime_is_not_reused(gated_run):
     """``cp -p``/``rsync -a`` of a changed file: same size, same mtime; the cache keys on content."""
     bids, out, work = gated_run["bids"], gated_run["out"], gated_run["work"]
@@ -470,3 +513,26 @@ def test_a_rerun_with_other_settings_says_which_outputs_it_replaces(dataset_fact
     rows = list(csv.DictReader((out / GROUP_TSV).open(), delimiter="\t"))
     assert [(r["subject"], r["method"], r["model_argument"]) for r in rows] == [
         ("01", "rigid", "rigid"), ("02", "optimise", "default")], err
+
+
+# ------------------------------------------------------------------------------ a '%' in the output folder's path
+
+@pytest.mark.parametrize("mode", [(), ("--batch-size", "2")], ids=["workflow", "batch"])
+def test_an_output_folder_with_a_percent_sign_in_its_path_is_written_with_its_crash_files(
+        dataset_factory, tmp_path, mode):
+    """An output folder named ``50%`` ended the run with ``geomorph-bids: error: invalid interpolation
+    syntax in '.../50%/logs/crash-...'`` (Nipype's configparser reads ``%`` in its settings), exit 1,
+    after ``dataset_description.json``, ``README.md``, ``.bidsignore`` and the citation were written;
+    ``%%`` was read as ``%``, so a crash file would have gone to another folder. Both are written where
+    they belong: the good subject's outputs, the failed one's line and crash file."""
+    bids = dataset_factory("freesurfer", subjects=("01", "02"))
+    sulc = _surf(bids, "02") / "lh.sulc"
+    sulc.write_bytes(sulc.read_bytes()[:100])
+    out, work = tmp_path / "50% a%%b" / "out", tmp_path / "w"
+    code, _, err = run(bids, out, "participant", *ARGS, *mode, "-w", work)
+    assert code == 1 and list(failed_lines(err)) == ["02"], err
+    assert "interpolation" not in err and "truncated" in failed_lines(err)["02"]
+    assert len(list(anat(out, "01").glob("*hemi-L*"))) == N_FILES
+    assert not list(out.glob("sub-02/anat/*hemi-L*"))
+    assert len(list(out.glob("logs/crash-*/crash-*"))) == 1, err  # in this output folder, nowhere else
+    assert not (tmp_path / "50% a%b").exists()

@@ -661,3 +661,33 @@ def test_a_feature_the_template_has_no_map_of_is_said_not_to_register(tmp_path, 
     assert main([*common, "--template-dir", "bundled", "--out", str(tmp_path / "c_sphere.surf.gii")]) == 0
     assert "not used by the registration" not in capsys.readouterr().err
     assert "cc_curv_after" in json.loads((tmp_path / "c_metrics.json").read_text())
+
+
+def test_a_cifti_feature_is_read_for_the_hemisphere_given(tmp_path, capsys):
+    """``--feature sulc=x.dscalar.nii --hemi R`` said ``is a CIFTI file holding both hemispheres: pass
+    hemi='L' or 'R'`` (a Python argument, and --hemi was given): the right hemisphere's column is read."""
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere
+    from geomorph_bids.io import write_surface
+    from geomorph_bids.io.cifti import write_dscalar
+
+    hemis = {}
+    for k, hemi in enumerate(("L", "R")):
+        v, f, maps = template_hemisphere(hemi, 4)
+        hemis[hemi] = synthetic_hemisphere(hemi, v, f, maps, seed=[5, k])
+    n = len(hemis["L"].vertices)
+    sulc = tmp_path / "sulc.dscalar.nii"
+    write_dscalar(sulc, {h: hemis[h].maps["sulc"][:, None] for h in hemis}, {h: np.ones(n, bool) for h in hemis},
+                  ["sulc"])
+    ccs = []
+    for feature in (sulc, tmp_path / "rh.sulc"):
+        if feature.name == "rh.sulc":
+            nib.freesurfer.write_morph_data(str(feature), hemis["R"].maps["sulc"].astype(np.float32))
+        sphere = tmp_path / "rh.sphere.surf.gii"
+        write_surface(sphere, hemis["R"].vertices, hemis["R"].faces, "R")
+        out = tmp_path / f"out_{feature.name}" / "rh_sphere.surf.gii"
+        code = main(["--sphere", str(sphere), "--feature", f"sulc={feature}", "--hemi", "R", "--model", "rigid",
+                     "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        ccs.append(json.loads((out.parent / "rh_metrics.json").read_text())["cc_sulc_after"])
+    assert ccs[0] == pytest.approx(ccs[1], abs=1e-6) and ccs[0] > 0.5

@@ -562,6 +562,22 @@ def test_a_reg_sphere_of_another_mesh_is_refused_naming_both_sizes(tmp_path):
         register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=v.T)
 
 
+def test_a_reg_sphere_array_with_non_finite_coordinates_is_refused_on_one_line():
+    """A reg_sphere array holding a NaN (or Inf) raised numpy's ``LinAlgError: SVD did not converge``
+    from the rotation fit (files were already checked when read): refused like the sphere's own."""
+    from geomorph_bids.errors import InputError
+
+    v, f, sulc = _example_arrays()
+    for bad in (np.nan, np.inf):
+        reg = v.copy()
+        reg[[7, 9]] = bad
+        with pytest.raises(InputError) as e:
+            register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=(reg, f))
+        assert str(e.value) == ("reg_sphere: 2 of 10242 vertices have non-finite coordinates (NaN or Inf, first at "
+                                "vertex 7): the registered sphere is corrupted; take it again from the original "
+                                "(e.g. FreeSurfer's lh.sphere.reg)")
+
+
 def test_an_empty_or_inverted_cortex_mask_array_is_refused():
     """A mask file covering < 50 % was refused already; an array was not (the rigid stage then
     failed with "moving features: fewer than 5% of vertices are valid")."""
@@ -901,3 +917,31 @@ def test_a_hand_made_template_off_the_ico6_grid_is_refused():
     assert "\n" not in msg and "template perm's vertices are not the ico-6 grid in its order" in msg
     small = Template("unit", "L", t.vertices / 100.0, t.faces, {"sulc": t.features["sulc"]})
     assert register((v, f), {"sulc": sulc}, small, "L", rigid_only=True).metrics["cc_sulc_rigid"] > 0.5
+
+
+def test_a_cifti_map_or_mask_is_read_for_the_hemisphere_registered(tmp_path):
+    """``register(..., hemi="R", moving_features={"sulc": "x.dscalar.nii"})`` (or ``cortex_mask=`` a
+    CIFTI file) said ``is a CIFTI file holding both hemispheres: pass hemi='L' or 'R'``, though the
+    hemisphere was passed: the readers were not given it. The hemisphere's columns are read."""
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere
+    from geomorph_bids.io.cifti import write_dscalar
+
+    hemis = {}
+    for k, hemi in enumerate(("L", "R")):
+        v, f, maps = template_hemisphere(hemi, 3)
+        hemis[hemi] = synthetic_hemisphere(hemi, v, f, maps, seed=[4, k])
+    n = len(hemis["L"].vertices)
+    sulc = tmp_path / "sulc.dscalar.nii"
+    write_dscalar(sulc, {h: hemis[h].maps["sulc"][:, None] for h in hemis}, {h: np.ones(n, bool) for h in hemis},
+                  ["sulc"])
+    cortex = np.ones(n, bool)
+    cortex[:n // 10] = False
+    mask = tmp_path / "cortex.dscalar.nii"
+    write_dscalar(mask, {h: cortex[:, None].astype(float) for h in hemis}, {h: np.ones(n, bool) for h in hemis},
+                  ["cortex"])
+    for hemi, h in hemis.items():
+        arrays = register((h.vertices, h.faces), {"sulc": h.maps["sulc"]}, hemi=hemi, rigid_only=True,
+                          cortex_mask=cortex)
+        files = register((h.vertices, h.faces), {"sulc": sulc}, hemi=hemi, rigid_only=True, cortex_mask=mask)
+        assert files.metrics["cc_sulc_after"] == pytest.approx(arrays.metrics["cc_sulc_after"], abs=1e-6)
+        assert files.metrics["cortex_mask"] is True

@@ -574,3 +574,18 @@ def test_an_upper_case_prefix_is_named_not_called_not_alphanumeric():
         normalise_label("SUB-01", "sub")
     assert str(e.value) == "invalid sub label 'SUB-01': the prefix is lower-case 'sub-' (sub-01, or 01 alone)"
     assert normalise_label("sub-01", "sub") == "01"
+
+
+def test_a_label_list_or_a_folder_given_as_a_label_says_how_to_give_it():
+    """``--participant-label 01,02`` (a list in one word) and ``sub-01/`` (the shell's completion of
+    the folder) said only 'BIDS labels are alphanumeric'; now what to give instead."""
+    for given, hint in (("01,02", "(labels are separate words, no commas: 01 02)"),
+                        ("sub-01;sub-02", "(labels are separate words, no commas: 01 02)"),
+                        ("sub-01/", "(a label, not a folder's path: 01)"),
+                        ("derivatives/freesurfer/sub-01", "(a label, not a folder's path: 01)")):
+        with pytest.raises(InputError) as e:
+            normalise_label(given)
+        assert str(e.value) == f"invalid sub label {given!r}: BIDS labels are alphanumeric {hint}"
+    with pytest.raises(InputError) as e:
+        normalise_label("a-b")
+    assert str(e.value) == "invalid sub label 'a-b': BIDS labels are alphanumeric"

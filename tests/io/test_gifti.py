@@ -347,3 +347,25 @@ def test_a_surface_file_with_two_pointsets_lists_every_array(tmp_path, sphere5, 
         gifti.read_gifti_surface(path)
     assert one_line(e, path).endswith("found 2 and 1 (arrays: pointset, triangle, pointset); one surface per file "
                                       "expected (several surfaces in one file?)")
+
+
+def test_a_gzipped_nifti_given_as_a_map_or_sphere_says_what_it_is(tmp_path):
+    """``--feature sulc=lh.thickness.nii.gz`` (a volume, or a surface map saved as NIfTI) or a gzipped
+    CIFTI file: ``is not a GIFTI file (does not start with XML)`` (gzip is how GIFTI is read too), while
+    the same image not gzipped (``.nii``) was named a NIfTI volume."""
+    from geomorph_bids.io import read_feature, read_sphere
+    from geomorph_bids.io.cifti import write_dscalar
+
+    vol = tmp_path / "lh.thickness.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((642, 1, 1), np.float32), np.eye(4)), str(vol))
+    cifti = tmp_path / "sulc.dscalar.nii"
+    write_dscalar(cifti, {h: np.ones((642, 1)) for h in "LR"}, {h: np.ones(642, bool) for h in "LR"}, ["sulc"])
+    zipped = tmp_path / "sulc.dscalar.nii.gz"
+    zipped.write_bytes(gzip.compress(cifti.read_bytes()))
+    for path in (vol, zipped):
+        for read in (lambda p: read_feature(p, 642, "L"), read_sphere):
+            with pytest.raises(InputError) as e:
+                read(path)
+            assert str(e.value) == (f"{path}: is not a GIFTI file (does not start with XML): it is a gzipped NIfTI "
+                                    "image (a volume, or a CIFTI file): volumes must first be projected onto the "
+                                    "surface; give a CIFTI-2 file as it is written (.dscalar.nii, not gzipped)")

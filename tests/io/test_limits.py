@@ -374,3 +374,21 @@ def test_a_file_name_with_a_line_ending_says_so_on_one_line(tmp_path):
     with pytest.raises(InputError) as exc:
         register(str(tmp_path / "a b"), {"sulc": "x"}, rigid_only=True)
     assert str(exc.value) == f"{tmp_path / 'a b'}: cannot be read: no such file"
+
+
+def test_a_json_number_past_pythons_digit_limit_is_an_input_error_naming_the_file(tmp_path):
+    """``json.loads`` raises a plain ValueError (not a JSONDecodeError) for a whole number of more
+    than 4300 digits: a metrics file edited so ended the whole group level, a BIDS filter file the
+    run with ``error: Exceeds the limit (4300 digits) ...``, neither naming the file."""
+    import sys
+
+    from geomorph_bids.errors import InputError
+    from geomorph_bids.io.limits import read_json_bounded, read_json_files
+
+    path = tmp_path / "x.json"
+    path.write_text('{"n_folded": 1%s}' % ("0" * 5000))
+    with pytest.raises(InputError) as e:
+        read_json_bounded(path)
+    assert str(e.value) == (f"{path}: is not valid JSON here (a whole number of more than "
+                            f"{sys.get_int_max_str_digits()} digits: damaged or edited)")
+    assert [str(x) for x in read_json_files([path])] == [str(e.value)]
