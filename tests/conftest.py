@@ -143,3 +143,25 @@ def tiny_fsaverage():
 def tiny_fsaverage_values():
     """Callable (hemi, scale=1.0) -> {"sulc", "curv"}: the maps of :func:`write_tiny_fsaverage`."""
     return tiny_fsaverage_maps
+
+
+def write_two_hemisphere_sulc(path: Path, level: int, seed: int):
+    """Synthetic left and right hemispheres (icosphere ``level``) and their sulc in one CIFTI-2
+    dscalar at ``path``. Returns ({"L", "R"} -> SyntheticHemisphere, number of vertices per side)."""
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere
+    from geomorph_bids.io.cifti import write_dscalar
+
+    hemis = {}
+    for k, hemi in enumerate(("L", "R")):
+        v, f, maps = template_hemisphere(hemi, level)
+        hemis[hemi] = synthetic_hemisphere(hemi, v, f, maps, seed=[seed, k])
+    n = len(hemis["L"].vertices)
+    write_dscalar(path, {h: hemis[h].maps["sulc"][:, None] for h in hemis}, {h: np.ones(n, bool) for h in hemis},
+                  ["sulc"])
+    return hemis, n
+
+
+@pytest.fixture(scope="session")
+def two_hemisphere_sulc():
+    """Callable (path, level, seed) -> (hemispheres, vertices per side): :func:`write_two_hemisphere_sulc`."""
+    return write_two_hemisphere_sulc

@@ -663,21 +663,13 @@ def test_a_feature_the_template_has_no_map_of_is_said_not_to_register(tmp_path, 
     assert "cc_curv_after" in json.loads((tmp_path / "c_metrics.json").read_text())
 
 
-def test_a_cifti_feature_is_read_for_the_hemisphere_given(tmp_path, capsys):
+def test_a_cifti_feature_is_read_for_the_hemisphere_given(tmp_path, capsys, two_hemisphere_sulc):
     """``--feature sulc=x.dscalar.nii --hemi R`` said ``is a CIFTI file holding both hemispheres: pass
     hemi='L' or 'R'`` (a Python argument, and --hemi was given): the right hemisphere's column is read."""
-    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere
     from geomorph_bids.io import write_surface
-    from geomorph_bids.io.cifti import write_dscalar
 
-    hemis = {}
-    for k, hemi in enumerate(("L", "R")):
-        v, f, maps = template_hemisphere(hemi, 4)
-        hemis[hemi] = synthetic_hemisphere(hemi, v, f, maps, seed=[5, k])
-    n = len(hemis["L"].vertices)
     sulc = tmp_path / "sulc.dscalar.nii"
-    write_dscalar(sulc, {h: hemis[h].maps["sulc"][:, None] for h in hemis}, {h: np.ones(n, bool) for h in hemis},
-                  ["sulc"])
+    hemis, _ = two_hemisphere_sulc(sulc, 4, 5)
     ccs = []
     for feature in (sulc, tmp_path / "rh.sulc"):
         if feature.name == "rh.sulc":

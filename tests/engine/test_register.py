@@ -919,21 +919,14 @@ def test_a_hand_made_template_off_the_ico6_grid_is_refused():
     assert register((v, f), {"sulc": sulc}, small, "L", rigid_only=True).metrics["cc_sulc_rigid"] > 0.5
 
 
-def test_a_cifti_map_or_mask_is_read_for_the_hemisphere_registered(tmp_path):
+def test_a_cifti_map_or_mask_is_read_for_the_hemisphere_registered(tmp_path, two_hemisphere_sulc):
     """``register(..., hemi="R", moving_features={"sulc": "x.dscalar.nii"})`` (or ``cortex_mask=`` a
     CIFTI file) said ``is a CIFTI file holding both hemispheres: pass hemi='L' or 'R'``, though the
     hemisphere was passed: the readers were not given it. The hemisphere's columns are read."""
-    from geomorph_bids.engine.example_data import synthetic_hemisphere, template_hemisphere
     from geomorph_bids.io.cifti import write_dscalar
 
-    hemis = {}
-    for k, hemi in enumerate(("L", "R")):
-        v, f, maps = template_hemisphere(hemi, 3)
-        hemis[hemi] = synthetic_hemisphere(hemi, v, f, maps, seed=[4, k])
-    n = len(hemis["L"].vertices)
     sulc = tmp_path / "sulc.dscalar.nii"
-    write_dscalar(sulc, {h: hemis[h].maps["sulc"][:, None] for h in hemis}, {h: np.ones(n, bool) for h in hemis},
-                  ["sulc"])
+    hemis, n = two_hemisphere_sulc(sulc, 3, 4)
     cortex = np.ones(n, bool)
     cortex[:n // 10] = False
     mask = tmp_path / "cortex.dscalar.nii"
