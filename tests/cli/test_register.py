@@ -683,3 +683,24 @@ def test_a_cifti_feature_is_read_for_the_hemisphere_given(tmp_path, capsys, two_
         assert code == 0, err
         ccs.append(json.loads((out.parent / "rh_metrics.json").read_text())["cc_sulc_after"])
     assert ccs[0] == pytest.approx(ccs[1], abs=1e-6) and ccs[0] > 0.5
+
+
+def test_the_bundled_low_resolution_fsaverage_is_said_on_one_line(tmp_path, monkeypatch, tiny_fsaverage, capsys):
+    """--template fsaverage with no fsaverage folder anywhere took the bundled fsaverage5-derived
+    maps in silence (only the metrics JSON said so): one note line now names the hemisphere and
+    how to point at the full one, as geomorph-bids says it; none when SUBJECTS_DIR holds fsaverage."""
+    for name in ("SUBJECTS_DIR", "FREESURFER_HOME", "TEMPLATEFLOW_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    surf = example_dir() / "sub-01" / "surf"
+    args = ["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+            "--template", "fsaverage", "--model", "rigid", "--out", str(tmp_path / "a_sphere.surf.gii")]
+    assert main(args) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "low-resolution" in line]
+    assert len(notes) == 1
+    assert notes[0].startswith("geomorph-register: note: hemi-L registered to the bundled low-resolution fsaverage")
+    assert "SUBJECTS_DIR pointing at a folder that holds fsaverage" in notes[0]
+    assert "--fs-subjects-dir" not in notes[0]  # not an option of geomorph-register
+    tiny_fsaverage(tmp_path / "subjects", hemis=("L",), maps=("sulc",))
+    monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "subjects"))
+    assert main(args) == 0
+    assert "low-resolution" not in capsys.readouterr().err
