@@ -305,7 +305,9 @@ def run_participant(args) -> int:
                   f"{' alone (--no-optimise)' if config.model.optimise is False else ''}"
                   f"{' + full optimisation (--refine full)' if not isinstance(config.model.optimise, bool) else ''}, "
                   f"device {config.device}, work dir {work_dir})", flush=True)
-            hemis = sorted({config.model.template_hemi(h) for h in args.hemi})
+            # the hemispheres that will register: one no subject has (all lh.*) takes no template maps
+            hemis = sorted({config.model.template_hemi(h) for j in jobs for h in j.inputs.hemis}
+                           or {config.model.template_hemi(h) for h in args.hemi})
             print(f"template maps: {config.template.describe(config.channels, hemis)}", flush=True)
             low = [h for h in hemis if config.template.low_resolution(config.channels, (h,))]
             if low:  # which hemispheres, when the full template serves the others

@@ -877,3 +877,23 @@ def test_a_population_template_counts_each_participant_once_and_leaves_out_the_f
     # (it read "0 participant(s) with native sulc outputs" while both had them)
     assert ("error: --build-template: hemi-L: 0 participant(s) to average, at least 2 are needed; 2 left out "
             "(the warning lines above: flagged, stale or without their native sulc outputs)") in err
+
+
+def test_a_hemisphere_no_subject_has_is_not_said_to_register_to_the_bundled_maps(dataset_factory, tmp_path,
+                                                                                  tiny_fsaverage):
+    """FreeSurfer subjects with lh.* files only, and an fsaverage with the left hemisphere only:
+    the run said 'template maps: ... and the bundled fsaverage' and 'note: hemi-R registered to the
+    bundled low-resolution fsaverage', though no hemi-R was registered (each failed: no inputs).
+    The template lines now describe the hemispheres that register."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    subjects = bids / "derivatives" / "freesurfer"
+    for path in (subjects / "sub-01" / "surf").glob("rh.*"):
+        path.unlink()
+    fs = tiny_fsaverage(subjects, hemis=("L",), maps=("sulc",), scale=0.5)
+    out = tmp_path / "out"
+    code, stdout, err = run(bids, out, "participant", "--template", "fsaverage", "--model", "rigid",
+                            "--fs-subjects-dir", subjects, "-w", tmp_path / "w", "--nprocs", "2")
+    assert code == 1  # hemi-R was asked for (the default L R) and not done
+    assert "FAILED sub-01 hemi-R: no inputs" in err
+    assert f"template maps: fsaverage from FreeSurfer fsaverage {fs}\n" in stdout
+    assert "low-resolution" not in stdout
