@@ -220,23 +220,23 @@ def _subjects_dir_and_label(subject: Path) -> tuple[Path, str]:
 
 def _adopt_freesurfer_folder(args, prog: str) -> bool:
     """A FreeSurfer SUBJECTS_DIR (or one subject's folder, named like a BIDS label) given as
-    bids_dir, with no ``--fs-subjects-dir``/``--participant-label`` of the user's own: run on it
-    as ``--skip-bids-validation --fs-subjects-dir SUBJECTS_DIR [--participant-label X]`` would,
+    bids_dir, with no ``--fs-subjects-dir`` (nor, for one subject's folder, ``--participant-label``)
+    of the user's own: run on it as ``--skip-bids-validation --fs-subjects-dir SUBJECTS_DIR [--participant-label X]`` would,
     saying so on one line. Returns whether it did."""
     import sys
 
-    if getattr(args, "fs_subjects_dir", None) is not None or getattr(args, "participant_label", None):
+    if getattr(args, "fs_subjects_dir", None) is not None:
         return False
     folder = args.bids_dir
+    only = ""  # the label this command adds (one subject's folder); a user's own labels select in a SUBJECTS_DIR
     if is_freesurfer_subject(folder):
-        parent, label = _subjects_dir_and_label(folder)
-        if not label:
+        parent, only = _subjects_dir_and_label(folder)
+        if not only or getattr(args, "participant_label", None):  # one subject's folder, and labels besides: which?
             return False
-        args.bids_dir, args.participant_label = parent, [label.split()[-1]]
+        args.bids_dir, args.participant_label = parent, [only.split()[-1]]
     elif not _looks_like_subjects_dir(folder):
         return False
     args.fs_subjects_dir, args.skip_bids_validation = args.bids_dir, True
-    only = f" --participant-label {args.participant_label[0]}" if args.participant_label else ""
     print(f"{prog}: note: {folder} is a FreeSurfer {'subject' if only else 'SUBJECTS_DIR'}, not a BIDS dataset: "
           f"read as {args.bids_dir} --skip-bids-validation --fs-subjects-dir {args.bids_dir}{only}",
           file=sys.stderr)

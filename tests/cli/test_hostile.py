@@ -634,7 +634,8 @@ def test_a_stop_signal_swallowed_by_library_code_is_delivered_again():
 def test_a_freesurfer_subjects_dir_given_as_the_bids_folder_is_run_as_one(tmp_path):
     """FreeSurfer users' first command: SUBJECTS_DIR as bids_dir. It was refused with the options to
     add; now it runs as those options would, saying so on one line (a BIDS dataset's own
-    --fs-subjects-dir, or --participant-label given, still need the usual arguments)."""
+    --fs-subjects-dir still needs the usual arguments; --participant-label selects among the
+    subjects: test_a_freesurfer_subjects_dir_with_participant_labels_runs_those_subjects)."""
     subjects = tmp_path / "freesurfer"
     fs_subject(subjects / "sub-01")
     err = io.StringIO()
@@ -646,6 +647,29 @@ def test_a_freesurfer_subjects_dir_given_as_the_bids_folder_is_run_as_one(tmp_pa
     assert "is a FreeSurfer SUBJECTS_DIR, not a BIDS dataset: read as" in note
     assert f"--skip-bids-validation --fs-subjects-dir {subjects}" in note
     assert len(list((tmp_path / "out").rglob("*_space-fsLR_desc-geomorph_sphere.surf.gii"))) == 2
+
+
+def test_a_freesurfer_subjects_dir_with_participant_labels_runs_those_subjects(tmp_path):
+    """`geomorph-bids $SUBJECTS_DIR OUT participant --participant-label bert`, a FreeSurfer user's
+    try on one subject first: the label made the SUBJECTS_DIR a refused BIDS dataset ('pass the BIDS
+    dataset with --fs-subjects-dir'), though the same folder ran without it. It now runs that subject
+    alone; one subject's folder with labels of one's own is still refused (which would be meant?)."""
+    subjects = tmp_path / "subjects"
+    fs_subject(subjects / "bert")
+    fs_subject(subjects / "ernie")
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(subjects), str(tmp_path / "out"), "participant", "--participant-label", "bert",
+                     "--model", "rigid", "--hemi", "L", "-w", str(tmp_path / "w")])
+    assert code == 0, err.getvalue()
+    note = err.getvalue().splitlines()[0]
+    assert note == (f"geomorph-bids: note: {subjects} is a FreeSurfer SUBJECTS_DIR, not a BIDS dataset: "
+                    f"read as {subjects} --skip-bids-validation --fs-subjects-dir {subjects}")
+    assert sorted(p.name for p in (tmp_path / "out").glob("sub-*") if p.is_dir()) == ["sub-bert"]
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(subjects / "bert"), str(tmp_path / "out2"), "participant", "--participant-label", "ernie"])
+    assert code == 1 and "is one FreeSurfer subject, not a BIDS dataset" in err.getvalue()
 
 
 def test_freesurfer_subject_folders_whose_names_are_no_bids_labels_are_named_not_skipped(tmp_path):
