@@ -19,14 +19,17 @@ def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Pa
     the quality gates on its own line (stderr: ``FAILED sub-X hemi-L: ...``, ``FLAGGED ...``).
     A hemisphere whose results were reused from an earlier run says so: its seconds are that run's."""
     if rows:
-        print(f"{'subject':<12}{'session':<10}{'hemi':<5}{'CC before':>10}{'CC after':>10}{'folded':>8}"
+        sessions = [job.inputs.hemis[hemi].session or job.session for job, hemi, *_ in rows]  # found, asked or not
+        # columns as wide as the longest name and a space: 'sub-fsaverage' ran into its session's column
+        w_sub = max(12, *(len(f"sub-{row[0].subject}") + 1 for row in rows))
+        w_ses = max(10, *(len(s or "-") + 1 for s in sessions))
+        print(f"{'subject':<{w_sub}}{'session':<{w_ses}}{'hemi':<5}{'CC before':>10}{'CC after':>10}{'folded':>8}"
               f"{'seconds':>9}{'quality':>9}")
-        for job, hemi, m, reused, bad in rows:
+        for (job, hemi, m, reused, bad), session in zip(rows, sessions):
             cc_b = m.get("cc_sulc_before")
             cc_a = m.get("cc_sulc_after")
             fmt = lambda v: f"{v:>10.3f}" if isinstance(v, (int, float)) else f"{'n/a':>10}"  # noqa: E731
-            session = job.inputs.hemis[hemi].session or job.session  # the one found, asked for or not
-            print(f"{'sub-' + job.subject:<12}{(session or '-'):<10}{hemi:<5}{fmt(cc_b)}{fmt(cc_a)}"
+            print(f"{'sub-' + job.subject:<{w_sub}}{(session or '-'):<{w_ses}}{hemi:<5}{fmt(cc_b)}{fmt(cc_a)}"
                   f"{m.get('n_folded', 0):>8}{m.get('seconds_total', 0.0):>9.2f}{'FLAGGED' if bad else 'ok':>9}"
                   + ("  reused" if reused else ""))
         n_reused = sum(1 for row in rows if row[3])
