@@ -183,15 +183,21 @@ def check_folders(inputs: InputFolders, output_dir: Path, work_dir: Path | None,
     in the output folder's other folders (``logs``, ``figures``...)."""
     bids, out = real(inputs.bids_dir), real(output_dir)
     shown_out, shown_bids = Path(output_dir), inputs.bids_dir
+    # a FreeSurfer SUBJECTS_DIR run as one (geomorph-bids $SUBJECTS_DIR ...) is named as such, not 'the BIDS dataset'
+    subjects_dir = inputs.fs_subjects_dir is not None and real(inputs.fs_subjects_dir) == bids
+    dataset = "the FreeSurfer SUBJECTS_DIR" if subjects_dir else "the BIDS dataset"
     if out == bids:
-        _refuse(f"the output directory is the BIDS dataset {shown_bids} itself; write the derivatives to "
-                f"{shown_bids / 'derivatives' / 'geomorph'} or a folder outside the dataset", shown_out)
+        _refuse(f"the output directory is {dataset} {shown_bids} itself; write the derivatives to "
+                + (f"a folder outside it, e.g. {shown_bids.absolute().parent / 'geomorph'}" if subjects_dir else
+                   f"{shown_bids / 'derivatives' / 'geomorph'} or a folder outside the dataset"), shown_out)
     if inside(out, bids):
         rel = out.relative_to(bids).parts
         if rel[0] != "derivatives" or len(rel) < 2:
-            _refuse(f"the output directory lies inside the BIDS dataset {shown_bids} outside its derivatives "
-                    f"folder; write to {shown_bids / 'derivatives' / 'geomorph'} or a folder outside the dataset",
-                    shown_out)
+            _refuse(f"the output directory lies inside {dataset} {shown_bids}"
+                    + (f" (among the subjects); write to a folder outside it, e.g. "
+                       f"{shown_bids.absolute().parent / 'geomorph'}" if subjects_dir else
+                       f" outside its derivatives folder; write to {shown_bids / 'derivatives' / 'geomorph'} or a "
+                       "folder outside the dataset"), shown_out)
     if inside(bids, out):
         _refuse(f"the output directory contains the BIDS dataset {shown_bids}; choose a folder outside it", shown_out)
     for root in inputs.roots()[1:]:
@@ -204,7 +210,7 @@ def check_folders(inputs: InputFolders, output_dir: Path, work_dir: Path | None,
                     "output folder", shown_out)
     if work_dir is not None:
         work, shown_work = real(work_dir), Path(work_dir)
-        for root, what in [(inputs.bids_dir, "the BIDS dataset"),
+        for root, what in [(inputs.bids_dir, dataset),
                            *((r, "a folder inputs are read from") for r in inputs.roots()[1:])]:
             r = real(root)
             if inside(work, r) or inside(r, work):

@@ -672,6 +672,29 @@ def test_a_freesurfer_subjects_dir_with_participant_labels_runs_those_subjects(t
     assert code == 1 and "is one FreeSurfer subject, not a BIDS dataset" in err.getvalue()
 
 
+def test_folders_inside_a_subjects_dir_run_as_one_name_it_as_such(tmp_path, monkeypatch):
+    """`cd $SUBJECTS_DIR; geomorph-bids . OUT participant` (./work inside it) or an output folder
+    among the subjects: the refusals said 'lies inside the BIDS dataset' and offered
+    SUBJECTS_DIR/derivatives/geomorph; they now name the FreeSurfer SUBJECTS_DIR and a folder beside it."""
+    subjects = tmp_path / "subjects"
+    fs_subject(subjects / "bert")
+    monkeypatch.chdir(subjects)
+    for argv, needle in (
+            ([str(subjects), str(tmp_path / "out")],
+             f"{Path('work')}: the work directory lies inside the FreeSurfer SUBJECTS_DIR {subjects}; choose a work "
+             "folder outside the inputs"),
+            ([str(subjects), str(subjects / "geomorph"), "-w", str(tmp_path / "w")],
+             f"{subjects / 'geomorph'}: the output directory lies inside the FreeSurfer SUBJECTS_DIR {subjects} "
+             f"(among the subjects); write to a folder outside it, e.g. {tmp_path / 'geomorph'}")):
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            code = main([*argv[:2], "participant", *argv[2:]])
+        assert code == 1
+        line = err.getvalue().splitlines()[-1]
+        assert needle in line and "BIDS dataset" not in line, line
+    assert not (subjects / "geomorph").exists()
+
+
 def test_freesurfer_subject_folders_whose_names_are_no_bids_labels_are_named_not_skipped(tmp_path):
     """A SUBJECTS_DIR with 'bert' and 'my subj': bert is processed and 'my subj' is named on one
     warning line with the link that makes it a subject (it was left out in silence); with only
