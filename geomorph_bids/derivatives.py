@@ -50,7 +50,7 @@ __all__ = ["DESC", "FEATURE_SUFFIX", "Derivative", "REGISTERED_SPHERE", "RESAMPL
            "NATIVE_SPHERE", "NATIVE_FEATURE", "HEMISPHERE_DERIVATIVES", "SINK_PATTERNS", "HemisphereOutputs",
            "hemisphere_outputs", "SPHERE_REG_MSM", "SPHERE_REG_FSAVERAGE", "SPHERE_REG_FSLR", "FMRIPREP_SPHERES",
            "CIFTI_FEATURES", "cifti_file",
-           "entities", "anat_dir", "anat_uri", "input_uri", "sidecar", "parse_metrics_name", "metrics_files", "report_name",
+           "entities", "anat_dir", "anat_uri", "sidecar", "parse_metrics_name", "metrics_files", "report_name",
            "figures_dir", "FIGURES", "GROUP_TSV", "GROUP_HTML", "GROUP_FIGURE", "DATASET_DESCRIPTION",
            "CITATION", "LOGS", "README", "BIDSIGNORE", "bidsignore_lines", "crash_dir", "CRASH_FILES",
            "STANDARD_SPACES", "check_template_label"]
@@ -174,16 +174,6 @@ def anat_uri(ent: str, name: str) -> str:
     """The BIDS URI of our own output ``name`` of ``sub-X[_ses-Y]`` (``bids::sub-X/ses-Y/anat/name``),
     as the sidecars' ``Sources`` name it."""
     return f"bids::{'/'.join(ent.split('_'))}/anat/{name}"
-
-
-def input_uri(path: str | Path, bids_dir: str | Path) -> str:
-    """An input as the sidecars' ``Sources`` name it: a BIDS URI of the raw dataset
-    (``bids:raw:derivatives/freesurfer/sub-01/surf/lh.sulc``; ``raw`` is dataset_description.json's
-    DatasetLinks entry of the BIDS folder) when it lies in the BIDS folder (links resolved), else its path."""
-    try:
-        return "bids:raw:" + Path(path).resolve().relative_to(Path(bids_dir).resolve()).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def sidecar(path: str | Path) -> Path:

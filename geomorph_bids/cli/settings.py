@@ -17,7 +17,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..engine.model_choice import ModelChoice, resolve_model
+from ..engine.model_choice import ModelChoice, optimiser, resolve_model
 from ..errors import InputError
 from ..io.discover import derivatives_root, is_freesurfer_subject, valid_label
 from ..io.template_ref import TemplateRef, resolve_template_ref, template_search_path
@@ -90,8 +90,8 @@ def resolve_template_and_model(args, prog: str = "geomorph-bids") -> tuple[Templ
         print(f"{prog}: warning: {line}", file=sys.stderr)
     # the default registration's maps where the template has them all (fsaverage: sulc + curv): say
     # when the template's source lacks one and the registration goes on with fewer
-    missing = [c for c in resolve_model(args.model, template.label, refine=refine_argument(args)).channels
-               if c not in model.channels]
+    full = optimiser(template.label).channels if model.kind == "optimise" else model.channels
+    missing = [c for c in full if c not in model.channels]
     lacking = sorted({src.describe() for h in hemis if (src := template.source(h, model.channels)) is not None
                       and any(c not in src.maps for c in missing)})
     if missing and lacking:

@@ -75,8 +75,9 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
         try:
             if isinstance(doc, InputError):
                 raise doc
-            _check_document(path, doc)
-            _check_sphere(path)
+            named = parse_metrics_name(path.name)  # metrics_files lists only names of this form
+            _check_document(path, doc, named)
+            _check_sphere(path, named)
         except InputError as exc:
             if unreadable is None:
                 raise
@@ -101,12 +102,13 @@ _GATE_NUMBERS = ("identity_cc_own", "identity_cc_mirrored", "identity_cc_negated
 _COUNTS = ("n_folded", "n_nonfinite")
 
 
-def _check_document(path: Path, doc: Any) -> None:
+def _check_document(path: Path, doc: Any, named: tuple[str, str | None, str, str] | None) -> None:
     """InputError unless ``doc`` is the metrics document its file name promises: a JSON object
     with a ``registration`` object holding a number for the first registration feature's
     correlation and a number (or null) for every other metric the quality gates read (a count
     not below 0), written for the subject, session, hemisphere and template the name says (a
-    metrics file copied under another subject's name would give that subject's row twice)."""
+    metrics file copied under another subject's name would give that subject's row twice;
+    ``named``: :func:`~geomorph_bids.derivatives.parse_metrics_name` of the file's name)."""
     def bad(why: str) -> InputError:
         return InputError(why, path=path)
 
@@ -127,7 +129,6 @@ def _check_document(path: Path, doc: Any) -> None:
                       "edited or from an older version")
         if key in _COUNTS and value < 0:
             raise bad(f"holds a negative count for registration.{key} ({value!r}): damaged or edited")
-    named = parse_metrics_name(path.name)
     says = (str(doc.get("subject")), str(doc.get("session") or "") or None, str(doc.get("hemi")))
     if named is not None and says != named[:3]:
         def ent(sub: str, ses: str | None, hemi: str) -> str:
@@ -139,11 +140,10 @@ def _check_document(path: Path, doc: Any) -> None:
                   "another template's outputs?)")
 
 
-def _check_sphere(path: Path) -> None:
-    """InputError unless the registered sphere that a metrics file describes is beside it, not
-    empty: a sphere deleted, moved or emptied after the participant level left a row that said
-    ``ok`` for a result that is no longer there."""
-    named = parse_metrics_name(path.name)
+def _check_sphere(path: Path, named: tuple[str, str | None, str, str] | None) -> None:
+    """InputError unless the registered sphere that a metrics file describes (``named``: its
+    name parsed) is beside it, not empty: a sphere deleted, moved or emptied after the participant
+    level left a row that said ``ok`` for a result that is no longer there."""
     if named is None:
         return
     subject, session, hemi, space = named

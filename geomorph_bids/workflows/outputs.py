@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..derivatives import (CIFTI_FEATURES, METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE,
-                           RESAMPLED_FEATURE, HemisphereOutputs, anat_uri, cifti_file, entities, hemisphere_outputs,
-                           input_uri)
+                           RESAMPLED_FEATURE, HemisphereOutputs, anat_uri, cifti_file, entities, hemisphere_outputs)
 from ..io.discover import HemiInputs
 from ..io.template_sources import source_record
 from ..results.writer import OutputFile
 from .config import RunConfig, SubjectJob
 
-__all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to",
+__all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to", "input_uri",
            "template_source", "run_settings", "recorded_settings", "cifti_output", "cifti_meta", "write_cifti",
            "init_cifti_wf"]
 
@@ -27,12 +26,26 @@ __all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_conventi
 _SIGNED = ("sulc", "curv")
 
 
+def _inside(path: str | Path, root: str | Path) -> str | None:
+    """``path`` relative to ``root`` (both resolved: links followed), or None when it lies outside."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return None
+
+
 def relative_to(path: str | Path, root: Path) -> str:
     """``path`` relative to ``root`` (both resolved), else as given: how inputs are recorded."""
-    try:
-        return str(Path(path).resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
+    rel = _inside(path, root)
+    return str(path) if rel is None else rel
+
+
+def input_uri(path: str | Path, bids_dir: str | Path) -> str:
+    """An input as the sidecars' ``Sources`` name it: a BIDS URI of the raw dataset
+    (``bids:raw:derivatives/freesurfer/sub-01/surf/lh.sulc``; ``raw`` is dataset_description.json's
+    DatasetLinks entry of the BIDS folder) when it lies in the BIDS folder (links resolved), else its path."""
+    rel = _inside(path, bids_dir)
+    return str(path) if rel is None else "bids:raw:" + rel
 
 
 def sign_convention(h: HemiInputs, features: Sequence[str]) -> str:
