@@ -341,6 +341,20 @@ def metrics_files(output_dir: str | Path, subject: str | None = None) -> list[Pa
     return sorted(Path(p) for top in tops for p in _metrics_in(top))
 
 
+_SUBJECT_ENTRY = re.compile(r"^sub-[A-Za-z0-9]+$")
+
+
+def subject_entries_not_folders(output_dir: str | Path) -> list[Path]:
+    """The ``sub-<label>`` entries of ``output_dir`` that are no folder, sorted: a file, a link to a
+    folder that is gone or to itself. :func:`metrics_files` lists no outputs there, so a caller
+    that only listed them left such a subject out of the group table without a word."""
+    try:
+        with os.scandir(output_dir) as entries:
+            return sorted(Path(e.path) for e in entries if _SUBJECT_ENTRY.match(e.name) and not _is_dir(e))
+    except OSError:
+        return []
+
+
 def report_name(subject: str, session: str | None = None) -> str:
     """``sub-X.html`` (all sessions) or ``sub-X_ses-Y.html`` (one session)."""
     return entities(subject, session) + ".html"

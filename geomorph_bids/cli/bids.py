@@ -20,6 +20,7 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry / network, before nip
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import uuid  # noqa: E402
@@ -280,6 +281,11 @@ def run_participant(args) -> int:
         for folder in created:
             remove_if_empty(folder)
         raise
+    if not jobs:  # every label unknown, every input refused: nothing to lock or write, no folder left behind
+        for folder in created:
+            remove_if_empty(folder)
+        print_summary([], failures, output_dir, _PROG, [])
+        return run_exit_code(len(failures), 0)
     run_id = uuid.uuid4().hex[:8]
     crashes = crash_dir(output_dir, run_id)
     with RunLocks(output_dir) as locks:  # released by the kernel if this process dies
@@ -498,6 +504,50 @@ def _no_rows(args, unreadable: list[str]) -> str:
     return f"no participant outputs (*_desc-geomorph_metrics.json) in {where}; run the participant level first"
 
 
+def _subject_entries_not_folders(args) -> list[str]:
+    """One line per ``sub-<label>`` entry of output_dir that is no folder (a file, a link to a
+    folder that is gone), of --participant-label's subjects when given: its outputs cannot be
+    read, and it was left out of the table without a word."""
+    from ..derivatives import subject_entries_not_folders
+    from ..io.discover import normalise_label
+
+    keep = {normalise_label(s, "sub") for s in args.participant_label} if args.participant_label else None
+    out = []
+    for path in subject_entries_not_folders(args.output_dir):
+        if keep is not None and path.name[len("sub-"):] not in keep:
+            continue
+        what = ("a link to a folder that is gone" if path.is_symlink() and not path.exists() else
+                "a link that cannot be followed" if path.is_symlink() else "not a folder")
+        out.append(f"{path.name}: {path} is {what}, so its outputs cannot be read")
+    return out
+
+
+def _participants_without_outputs(args, rows: list[dict], unreadable: list[str]) -> str:
+    """One line naming the participants asked for (--participant-label, else every participant
+    of the input dataset) that have no row and no FAILED line: not run yet, failed at the
+    participant level, or left out by its selection; '' when there are none."""
+    from ..errors import InputError
+    from ..io.discover import find_subjects, normalise_label
+    from .paths import resolve_input_folders
+    from .selection import listed
+
+    if args.participant_label:
+        asked = sorted(dict.fromkeys(normalise_label(s, "sub") for s in args.participant_label))
+    else:
+        try:
+            inputs = resolve_input_folders(args, args.output_dir)
+            asked = find_subjects(inputs.bids_dir, inputs.fs_subjects_dir, inputs.derivatives)
+        except (InputError, OSError):  # the dataset is not in reach (another machine): the table is what there is
+            return ""
+    have = {str(r["subject"]) for r in rows} | {m for line in unreadable for m in re.findall(r"sub-([A-Za-z0-9]+)", line)}
+    absent = [s for s in asked if s not in have]
+    if not absent:
+        return ""
+    whose = "of --participant-label" if args.participant_label else "of the dataset"
+    return (f"{len(absent)} participant(s) {whose} have no outputs in {args.output_dir} and no row: {listed(absent)} "
+            "(not run yet, failed at the participant level, or left out by its selection)")
+
+
 def run_group(args) -> int:
     """The group level: the table of every participant's metrics (with the verdict of the
     quality gates), the group report, and (``--build-template N``) a population-average
@@ -516,10 +566,14 @@ def run_group(args) -> int:
               + ("" if args.build_template else " without --build-template"), file=sys.stderr)
     unreadable: list[str] = []  # a damaged metrics file costs its own row, not the table
     rows = _participant_rows(args, judged=True, unreadable=unreadable)
+    unreadable += _subject_entries_not_folders(args)
     for line in unreadable:
         print(f"{_PROG}: FAILED {line}; left out of the table (rerun the participant level for it)", file=sys.stderr)
     if not rows:
         return error_exit(_PROG, _no_rows(args, unreadable))
+    absent = _participants_without_outputs(args, rows, unreadable)
+    if absent:
+        print(f"{_PROG}: warning: {absent}", file=sys.stderr)
     flagged, stale = _judge_rows(args, rows)
     if args.participant_label:  # the table and report are the dataset's: a subset never replaces them
         print(f"{len(rows)} row(s) (subject/session/hemisphere/template) of --participant-label "
@@ -531,7 +585,7 @@ def run_group(args) -> int:
         print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere/template)")
         # the rows as written (the report reads what the TSV holds), without listing and reading every
         # metrics file again, nor replacing the judged table with the recorded verdicts when one is damaged
-        print(f"group report: {build_group_report(args.output_dir, parse_group_table(text), path, unreadable)}")
+        print(f"group report: {build_group_report(args.output_dir, parse_group_table(text), path, unreadable, absent)}")
         for line in write_bids_extras(args.output_dir):  # outputs of a version before they had them
             print(f"{_PROG}: warning: {line}", file=sys.stderr)
     status = _build_population_template(args, rows) if args.build_template else EXIT_OK

@@ -38,7 +38,8 @@ def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Pa
                   "settings (outputs and work folder); their seconds are that run's")
         print(f"outputs in {output_dir}")
     if failures:
-        print(f"{prog}: {len(failures)} failure(s); outputs of the others are kept:", file=sys.stderr)
+        print(f"{prog}: {len(failures)} failure(s)" + ("; outputs of the others are kept:" if rows else
+                                                       ": no hemisphere registered:"), file=sys.stderr)
         for f in failures:
             print(f"  FAILED {f.line()}", file=sys.stderr)
     if flagged:

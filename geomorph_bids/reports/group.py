@@ -134,7 +134,7 @@ def _label(row: Mapping[str, Any], with_template: bool = False) -> str:
 
 
 def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]] | None = None,
-                       tsv: Path | None = None, failed: Sequence[str] = ()) -> Path:
+                       tsv: Path | None = None, failed: Sequence[str] = (), absent: str = "") -> Path:
     """Write ``OUTPUT_DIR/group.html`` (and refresh ``OUTPUT_DIR/group_desc-geomorph_metrics.tsv``).
 
     The page shows the distributions of the quality metrics (one strip plot per metric), the
@@ -143,7 +143,8 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     its subject's report when that exists. ``rows`` (with ``tsv``, the table they were written
     to): the group table's rows as read back from it, when the caller has just written it (the
     group level): the metrics files are then not listed and read again; ``failed``: one line
-    per metrics file that could not be read (listed in full). Returns the HTML path;
+    per metrics file that could not be read (listed in full); ``absent``: the line naming the
+    participants asked for that have no outputs at all, or ''. Returns the HTML path;
     ValueError when the folder holds no participant outputs and no group table.
     """
     from .figures import group_figure
@@ -184,6 +185,8 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
         body.append(f'<p class="err">{esc(len(failed))} metrics file(s) could not be read and are in no row '
                     "(rerun the participant level for them):</p><ul>"
                     + "".join(f'<li class="err">{esc(line)}</li>' for line in failed) + "</ul>")
+    if absent:
+        body.append(f'<p class="warn">{esc(absent)}</p>')
     stale = [r for r in rows if r.get("quality") == STALE]
     if stale:
         body.append(f'<p class="err">{esc(len(stale))} hemisphere(s) are {STALE}: their latest participant run '

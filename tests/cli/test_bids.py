@@ -152,6 +152,9 @@ def test_unknown_subject_is_reported(dataset_factory, tmp_path):
                        "-w", tmp_path / "w")
     assert code == 1
     assert "FAILED sub-07 hemi-L,R: not found; available: 01;" in err and "looked for" in err
+    # nothing to process: the folders this run created are gone again, a hidden lock folder with them
+    assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
+    assert "1 failure(s): no hemisphere registered:" in err and "outputs of the others" not in err
     assert not list((tmp_path / "out").glob("sub-*"))
 
 

@@ -525,7 +525,7 @@ def test_an_output_folder_too_deep_for_its_files_paths_fails_each_hemisphere_on_
     assert code == 1 and len(failed) == 1 and "Traceback" not in err, err
     assert failed[0].startswith("FAILED sub-01 hemi-L: its output files' paths would be up to ")
     assert "in an output folder whose path alone is 4030 bytes), more than the 4095 the system takes (PATH_MAX)" in failed[0]
-    assert sorted(p.name for p in out.iterdir()) == [pf.LOCK_DIR]  # no staging, crash or description files
+    assert sorted(p.name for p in out.iterdir()) == []  # no staging, crash or description files, nor a lock: no job
 
 
 # ------------------------------------------------------------------------------ stale locks

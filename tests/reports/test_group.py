@@ -371,3 +371,41 @@ def test_outliers_are_judged_within_each_template(outputs):
     assert "fsaverage (20 rows), geomorphPopulation (5 rows)" in text
     code, err = _group(outputs, "--min-cc", "0.9985")  # flags every row: each line names its template
     assert code == 3 and "FLAGGED sub-10 hemi-L: space-fsaverage: " in err and "space-geomorphPopulation" in err
+
+
+@pytest.mark.parametrize("entry", ["file", "dangling link"])
+def test_a_subject_entry_that_is_no_folder_costs_a_failed_line(outputs, entry):
+    """A ``sub-04`` that is a file, or a link to a folder that is gone (outputs moved to another
+    disk), was left out of the group table without a word, exit 0. Now it is one FAILED line
+    naming it, in the report too, and the other rows are kept (exit 1)."""
+    stray = outputs / "sub-04"
+    if entry == "file":
+        stray.write_text("x")
+    else:
+        stray.symlink_to(outputs.parent / "moved-away" / "sub-04")
+    code, err = _group(outputs)
+    what = "is not a folder" if entry == "file" else "is a link to a folder that is gone"
+    assert code == 1 and f"FAILED sub-04: {stray} {what}" in err
+    assert len(_tsv(outputs / GROUP_TSV)) == 5
+    assert f"{stray} {what}" in (outputs / "group.html").read_text()
+    # sub-01.html and other names that are no subject label are not subjects
+    assert "sub-01.html" not in err
+
+
+def test_participants_of_the_dataset_without_outputs_are_named(outputs):
+    """Participants of the input dataset with no outputs at all (not run yet, or every
+    hemisphere failed) were simply absent from the table, exit 0. One warning line (and the
+    report) now names them; the exit code stays that of the rows."""
+    bids = outputs.parent / "bids"
+    for s in ("01", "02", "03", "05", "06"):
+        (bids / f"sub-{s}" / "anat").mkdir(parents=True)
+    code, err = _group(outputs)
+    line = (f"warning: 2 participant(s) of the dataset have no outputs in {outputs} and no row: 05, 06 "
+            "(not run yet, failed at the participant level, or left out by its selection)")
+    assert line in err and code in (0, 3) and "FAILED" not in err
+    assert "05, 06 (not run yet" in (outputs / "group.html").read_text()
+    code, err = _group(outputs, "--participant-label", "01", "06")
+    assert "1 participant(s) of --participant-label have no outputs" in err and ": 06 (not run yet" in err
+    shutil.rmtree(bids / "sub-05"), shutil.rmtree(bids / "sub-06")
+    code, err = _group(outputs)
+    assert "have no outputs" not in err
