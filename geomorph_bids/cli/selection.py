@@ -131,18 +131,33 @@ def _labels(entity: str, value: Any, path: Path, where: str = "") -> list[str]:
         raise InputError(f"{where}{entity!r} in the BIDS filter file: {exc.reason}", path=path) from None
 
 
-def _sessions_of(subject: str, inputs: InputFolders) -> list[str]:
+def _sessions_of(subject: str, inputs: InputFolders, anatomical: bool = False,
+                 notes: list[str] | None = None) -> list[str]:
     """Session labels with data for a subject (raw BIDS, derivatives, FreeSurfer sub-X_ses-Y),
-    BIDS-valid labels only."""
+    BIDS-valid labels only.
+
+    ``anatomical``: a session of the raw dataset counts only with an ``anat`` folder, unless a
+    derivatives folder holds it (a session of functional or diffusion scans alone has no surfaces
+    to register: each one left out is said in ``notes``)."""
     from ..io.discover import valid_label
 
-    found = set()
+    found: set[str] = set()
+    raw_only: set[str] = set()
     for root in inputs.roots():
         try:
-            found |= {p.name[4:] for p in (root / f"sub-{subject}").glob("ses-*") if p.is_dir()}
+            folders = {p.name[4:]: p for p in (root / f"sub-{subject}").glob("ses-*") if p.is_dir()}
             found |= {p.name.split("_ses-", 1)[1] for p in root.glob(f"sub-{subject}_ses-*") if p.is_dir()}
         except OSError:
             continue
+        if anatomical and root == inputs.bids_dir:
+            raw_only |= {s for s, p in folders.items() if not (p / "anat").is_dir()}
+            folders = {s: p for s, p in folders.items() if (p / "anat").is_dir()}
+        found |= set(folders)
+    left = sorted(s for s in raw_only - found if valid_label(s))
+    if left and notes is not None:
+        notes.append(f"sub-{subject}: session{'s' if len(left) > 1 else ''} {', '.join(f'ses-{s}' for s in left)} "
+                     f"left out: no anat folder in {inputs.bids_dir / f'sub-{subject}'}, and no derivatives "
+                     f"hold {'them' if len(left) > 1 else 'it'} (no anatomy to register)")
     return sorted(s for s in found if valid_label(s))
 
 
@@ -284,10 +299,11 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
 
     jobs, failures = [], []
 
-    def add(subject: str, session: str | None) -> None:
-        """Discover one subject/session (DiscoveryError when nothing is found)."""
-        found = discover(subject, bids_dir, session=session, fs_subjects_dir=fs_dir,
-                         derivatives=deriv, hemis=hemis, features=features)
+    def add(subject: str, session: str | None, found=None) -> None:
+        """Discover one subject/session (DiscoveryError when nothing is found), or take ``found``."""
+        if found is None:
+            found = discover(subject, bids_dir, session=session, fs_subjects_dir=fs_dir,
+                             derivatives=deriv, hemis=hemis, features=features)
         hemi_inputs, missing = {}, dict(found.missing)
         for h, inp in found.hemis.items():
             checked = _checked(inp, features, forbidden)
@@ -303,14 +319,28 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
             wanted: list[str | None] = list(sessions) if sessions else [None]
             if sessions is None:
                 try:
-                    add(subject, None)
-                    continue
+                    found, error = discover(subject, bids_dir, fs_subjects_dir=fs_dir, derivatives=deriv,
+                                            hemis=hemis, features=features), None
                 except DiscoveryError as exc:
-                    per_session = _sessions_of(subject, inputs)
-                    if not per_session:
-                        failures.append(Failure(subject, None, ",".join(hemis), reason(subject, exc)))
-                        continue
-                    wanted = per_session
+                    found, error = None, exc
+                # anatomy shared by the sessions (sub-X/anat, a FreeSurfer sub-X): one job. Anatomy found
+                # in a session folder is per session: every session is processed, each on its own (taken
+                # from a lone ses-* folder per hemisphere, ses-1's hemi-R was registered beside a failed
+                # hemi-L "in several sessions" and the other sessions were never processed)
+                if found is not None and all(h.session is None for h in found.hemis.values()):
+                    add(subject, None, found)
+                    continue
+                per_session = _sessions_of(subject, inputs, anatomical=True, notes=notes)
+                for line in notes:
+                    print(f"geomorph-bids: note: {line}", file=sys.stderr)
+                notes.clear()
+                if not per_session:
+                    if found is not None:
+                        add(subject, None, found)
+                    else:
+                        failures.append(Failure(subject, None, ",".join(hemis), reason(subject, error)))
+                    continue
+                wanted = per_session
             elif subject in known():
                 have = _sessions_of(subject, inputs)
                 for ses in [s for s in wanted if s not in have]:

@@ -78,3 +78,37 @@ def test_a_nested_filter_registers_the_t1w_session_not_the_bold_one(tmp_path):
                                    "surfaces are selected by fMRIPrep's anatomical queries only: t1w, t2w, flair, roi)")
     assert (anat(out, "01", "1") / "sub-01_ses-1_hemi-L_space-fsLR_desc-geomorph_metrics.json").is_file()
     assert not (out / "sub-01" / "ses-2").exists()
+
+
+def test_per_session_anatomy_registers_every_session_even_when_one_lacks_a_hemisphere(tmp_path, capsys):
+    """sMRIPrep sessionwise outputs (no session-less anatomy) where ses-2 has hemi-L only: without a
+    session selection, every session is processed on its own. Before, discovery without a session
+    took hemi-R from its lone ses-1 folder and failed hemi-L with "spheres in several sessions
+    (ses-1, ses-2), pass a session": ses-1's hemi-L and ses-2 were never registered. A raw session
+    of functional scans alone (no anat folder, no derivatives) is named on one note line, not failed."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01",), session="1")
+    make_dataset(tmp_path / "bids", "smriprep", subjects=("01",), session="2")
+    for f in (tmp_path / "bids" / "derivatives" / "smriprep" / "sub-01" / "ses-2" / "anat").glob("*hemi-R*"):
+        f.unlink()
+    (bids / "sub-01" / "ses-3" / "func").mkdir(parents=True)  # a functional-only session
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"]),
+                                  ["sulc"])
+    got = [(j.subject, j.session, sorted(j.inputs.hemis), sorted({h.session for h in j.inputs.hemis.values()}))
+           for j in jobs]
+    assert got == [("01", "1", ["L", "R"], ["1"]), ("01", "2", ["L"], ["2"])]
+    assert [(f.subject, f.session, f.hemi) for f in failures] == [("01", "2", "R")]
+    assert failures[0].reason.startswith("no inputs; looked for sMRIPrep sub-01/[ses-*/]anat/sub-01[_ses-2]_hemi-R")
+    err = capsys.readouterr().err
+    assert err == (f"geomorph-bids: note: sub-01: session ses-3 left out: no anat folder in {bids / 'sub-01'}, and "
+                   "no derivatives hold it (no anatomy to register)\n")
+    # session-less anatomy shared by the sessions stays one job, written without a session
+    shared = make_dataset(tmp_path / "shared", "smriprep", subjects=("01",))
+    (shared / "sub-01" / "ses-1" / "anat").mkdir(parents=True)
+    (shared / "sub-01" / "ses-2" / "anat").mkdir(parents=True)
+    jobs, failures = collect_jobs(build_parser().parse_args([str(shared), str(tmp_path / "o2"), "participant"]),
+                                  ["sulc"])
+    assert [(j.subject, j.session, sorted(j.inputs.hemis)) for j in jobs] == [("01", None, ["L", "R"])]
+    assert not failures
