@@ -161,6 +161,48 @@ def _sessions_of(subject: str, inputs: InputFolders, anatomical: bool = False,
     return sorted(s for s in found if valid_label(s))
 
 
+def _base_time_points(folder: Path) -> list[str] | None:
+    """The time points ``recon-all -base`` recorded in ``folder/scripts/base-tps`` (its first 64 KiB),
+    or None when ``folder`` is no longitudinal base (or the file cannot be read)."""
+    try:
+        with open(folder / "scripts" / "base-tps", errors="replace") as f:
+            return f.read(65536).split()
+    except OSError:
+        return None
+
+
+def _longitudinal(folder: Path) -> str | None:
+    """What a FreeSurfer longitudinal stream's folder is and what is registered instead, or None
+    for another folder. ``X.long.B`` (``recon-all -long X B``) is time point X's longitudinal run: X,
+    the cross-sectional run, is registered when it is a subject of its own (said, with how to
+    register the longitudinal surfaces instead); ``B`` (``recon-all -base``, ``scripts/base-tps``
+    naming its time points) is the within-subject template, no session of its own. Before, both
+    were offered a link under a new subject label (``04ses1longsub04base``), which would have
+    registered one brain's session as a subject of its own."""
+    from ..io.discover import _READABLE_FS_NAME, is_freesurfer_subject
+
+    tps = _base_time_points(folder)
+    runs = [] if ".long." in folder.name else sorted(p.name.split(".long.", 1)[0]
+                                                      for p in folder.parent.glob(f"*.long.{folder.name}"))
+    if ".long." not in folder.name and (tps is not None or runs):
+        names = ", ".join(tps or runs) or "its time points"
+        return (f"FreeSurfer subject folder {folder} is not processed: it is the base of a longitudinal run "
+                f"(recon-all -base: the within-subject template of {names}), not a session of its own")
+    cross, dot, base = folder.name.partition(".long.")
+    if not dot:
+        return None
+    head = (f"FreeSurfer subject folder {folder} is not processed: it is the longitudinal run of time point "
+            f"{cross} (recon-all -long, base {base})")
+    if not _READABLE_FS_NAME.fullmatch(cross):
+        return None
+    link = (f"mkdir -p LONGDIR && ln -s {shlex.quote(str(folder))} LONGDIR/{shlex.quote(cross)}, then "
+            f"--fs-subjects-dir LONGDIR")
+    if is_freesurfer_subject(folder.parent / cross):
+        return (f"{head}; {cross} is registered from its cross-sectional run {folder.parent / cross} instead. To "
+                f"register the longitudinal surfaces in its place: {link}")
+    return f"{head}; {folder.parent / cross} is no FreeSurfer subject, so nothing of it is registered: {link}"
+
+
 def listed(names: Sequence[str]) -> str:
     """``01, 02, ...`` (the first few of a long list, and how many in all)."""
     return ", ".join(names[:_LISTED]) + (f", ... ({len(names)} in all)" if len(names) > _LISTED else "")
@@ -266,7 +308,8 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     # of found labels, each task of a SLURM array, never lists a cohort's folders)
     say_unlabelled = not subjects or not args.participant_label
     unlabelled = unlabelled_subjects(bids_dir, fs_dir, deriv) if say_unlabelled else []
-    advice = [f"FreeSurfer subject folder {p} is not processed: "
+    advice = [_longitudinal(p) or
+              f"FreeSurfer subject folder {p} is not processed: "
               + ("its name is not sub-<label>[_ses-<label>] (labels of letters and digits only; a longitudinal "
                  "run's folder?)" if p.name.startswith("sub-") else
                  "its name is not a BIDS label (letters and digits only)")
@@ -314,6 +357,42 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
         jobs.append(SubjectJob(subject, session, replace(found, hemis=hemi_inputs, missing=missing)))
         failures.extend(Failure(subject, session, h, why) for h, why in sorted(missing.items()))
 
+    def passed_over(subject: str, shared) -> None:
+        """One warning line when sessions of ``subject`` have surfaces of their own beside the
+        session-less anatomy ``shared`` that is registered (sMRIPrep ``sub-X/ses-Y/anat`` beside
+        ``sub-X/anat``; FreeSurfer's cross-sectional ``sub-X_ses-Y`` runs beside their longitudinal
+        base named ``sub-X``): without a session selection they were left out in silence."""
+        from ..io.discover import valid_label
+
+        candidates, bases = set(), []
+        for root in inputs.roots():
+            if root != bids_dir:
+                candidates |= {p.name[4:] for p in (root / f"sub-{subject}").glob("ses-*") if p.is_dir()}
+        for h in shared.hemis.values():
+            names = _base_time_points(Path(h.sphere).parent.parent) if h.source == "freesurfer" else None
+            if names is not None:
+                bases.append(f"{Path(h.sphere).parent.parent}, the base of a longitudinal run of {', '.join(names)}")
+                candidates |= {n.split("_ses-", 1)[1] for n in names if n.startswith(f"sub-{subject}_ses-")}
+        own = []
+        for ses in sorted(s for s in candidates if valid_label(s)):
+            try:
+                with warnings.catch_warnings():  # what this look says is the session's run's to say
+                    warnings.simplefilter("ignore")
+                    per = discover(subject, bids_dir, session=ses, fs_subjects_dir=fs_dir, derivatives=deriv,
+                                   hemis=hemis, features=features)
+            except InputError:
+                continue
+            if any(h in shared.hemis and Path(i.sphere).resolve() != Path(shared.hemis[h].sphere).resolve()
+                   for h, i in per.hemis.items()):
+                own.append(ses)
+        if own:
+            labels = " ".join(own)
+            warnings.warn(f"sub-{subject}: registered once, from its session-less anatomy"
+                          f"{': ' + '; '.join(dict.fromkeys(bases)) if bases else ''}; the surfaces of "
+                          f"{', '.join(f'ses-{s}' for s in own)} in their own folders are not registered without "
+                          f"a session selection (--session-label {labels} registers them, under "
+                          f"sub-{subject}/ses-<label>/anat)", SubjectWarning, stacklevel=2)
+
     for subject in subjects:
         try:
             wanted: list[str | None] = list(sessions) if sessions else [None]
@@ -328,6 +407,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                 # from a lone ses-* folder per hemisphere, ses-1's hemi-R was registered beside a failed
                 # hemi-L "in several sessions" and the other sessions were never processed)
                 if found is not None and all(h.session is None for h in found.hemis.values()):
+                    passed_over(subject, found)
                     add(subject, None, found)
                     continue
                 per_session = _sessions_of(subject, inputs, anatomical=True, notes=notes)
