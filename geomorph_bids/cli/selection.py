@@ -136,9 +136,10 @@ def _sessions_of(subject: str, inputs: InputFolders, anatomical: bool = False,
     """Session labels with data for a subject (raw BIDS, derivatives, FreeSurfer sub-X_ses-Y),
     BIDS-valid labels only.
 
-    ``anatomical``: a session of the raw dataset counts only with an ``anat`` folder, unless a
-    derivatives folder holds it (a session of functional or diffusion scans alone has no surfaces
-    to register: each one left out is said in ``notes``)."""
+    ``anatomical``: a ``sub-X/ses-Y`` folder (of the raw dataset or of derivatives: fMRIPrep writes
+    ``ses-Y/func`` there too) counts only with an ``anat`` folder in it; FreeSurfer and HCP
+    ``sub-X_ses-Y`` folders always count. A session of functional or diffusion scans alone has no
+    surfaces to register: each one left out is said in ``notes``."""
     from ..io.discover import valid_label
 
     found: set[str] = set()
@@ -149,15 +150,15 @@ def _sessions_of(subject: str, inputs: InputFolders, anatomical: bool = False,
             found |= {p.name.split("_ses-", 1)[1] for p in root.glob(f"sub-{subject}_ses-*") if p.is_dir()}
         except OSError:
             continue
-        if anatomical and root == inputs.bids_dir:
+        if anatomical:
             raw_only |= {s for s, p in folders.items() if not (p / "anat").is_dir()}
             folders = {s: p for s, p in folders.items() if (p / "anat").is_dir()}
         found |= set(folders)
     left = sorted(s for s in raw_only - found if valid_label(s))
     if left and notes is not None:
         notes.append(f"sub-{subject}: session{'s' if len(left) > 1 else ''} {', '.join(f'ses-{s}' for s in left)} "
-                     f"left out: no anat folder in {inputs.bids_dir / f'sub-{subject}'}, and no derivatives "
-                     f"hold {'them' if len(left) > 1 else 'it'} (no anatomy to register)")
+                     f"left out: no anat folder in {'their' if len(left) > 1 else 'its'} session folders of the "
+                     f"dataset or the derivatives (scans without anatomy: no surfaces to register)")
     return sorted(s for s in found if valid_label(s))
 
 

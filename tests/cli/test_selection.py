@@ -94,6 +94,7 @@ def test_per_session_anatomy_registers_every_session_even_when_one_lacks_a_hemis
     for f in (tmp_path / "bids" / "derivatives" / "smriprep" / "sub-01" / "ses-2" / "anat").glob("*hemi-R*"):
         f.unlink()
     (bids / "sub-01" / "ses-3" / "func").mkdir(parents=True)  # a functional-only session
+    (bids / "derivatives" / "smriprep" / "sub-01" / "ses-3" / "func").mkdir(parents=True)  # as fMRIPrep writes it
     jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"]),
                                   ["sulc"])
     got = [(j.subject, j.session, sorted(j.inputs.hemis), sorted({h.session for h in j.inputs.hemis.values()}))
@@ -102,8 +103,8 @@ def test_per_session_anatomy_registers_every_session_even_when_one_lacks_a_hemis
     assert [(f.subject, f.session, f.hemi) for f in failures] == [("01", "2", "R")]
     assert failures[0].reason.startswith("no inputs; looked for sMRIPrep sub-01/[ses-*/]anat/sub-01[_ses-2]_hemi-R")
     err = capsys.readouterr().err
-    assert err == (f"geomorph-bids: note: sub-01: session ses-3 left out: no anat folder in {bids / 'sub-01'}, and "
-                   "no derivatives hold it (no anatomy to register)\n")
+    assert err == ("geomorph-bids: note: sub-01: session ses-3 left out: no anat folder in its session folders of "
+                   "the dataset or the derivatives (scans without anatomy: no surfaces to register)\n")
     # session-less anatomy shared by the sessions stays one job, written without a session
     shared = make_dataset(tmp_path / "shared", "smriprep", subjects=("01",))
     (shared / "sub-01" / "ses-1" / "anat").mkdir(parents=True)
