@@ -696,8 +696,13 @@ def _looked_for(subject: str, session: str | None, hemi: str, features: Sequence
                                               else f"{f} (no FreeSurfer file)" for f in features)])
     hcp = " + ".join([f"MNINonLinear/Native/<S>.{hemi}.sphere.native.surf.gii",
                       *(f".{hcp_names[f]}" for f in features)])
-    return (f"looked for sMRIPrep sub-{subject}/[ses-*/]anat/{smri}, FreeSurfer "
-            f"{{sub-{subject},{subject}}}/{fsurf}, HCP {hcp} (S = sub-{subject} or {subject})")
+    # with a session, the folders each probe tries (the session's first, then the shared anatomy's):
+    # the FreeSurfer line named only {sub-01,01}, though sub-01_ses-2 is the one a per-session run has
+    folder = f"[ses-{session}/]" if session else "[ses-*/]"
+    fs_dirs = ([f"sub-{subject}_ses-{session}"] if session else []) + [f"sub-{subject}", subject]
+    hcp_dirs = ([f"sub-{subject}_ses-{session}", f"{subject}_ses-{session}"] if session else []) + [f"sub-{subject}"]
+    return (f"looked for sMRIPrep sub-{subject}/{folder}anat/{smri}, FreeSurfer "
+            f"{{{','.join(fs_dirs)}}}/{fsurf}, HCP {hcp} (S = {', '.join(hcp_dirs)} or {subject})")
 
 
 def surface_vertex_count(path: str | Path) -> int | None:

@@ -101,7 +101,11 @@ def test_per_session_anatomy_registers_every_session_even_when_one_lacks_a_hemis
            for j in jobs]
     assert got == [("01", "1", ["L", "R"], ["1"]), ("01", "2", ["L"], ["2"])]
     assert [(f.subject, f.session, f.hemi) for f in failures] == [("01", "2", "R")]
-    assert failures[0].reason.startswith("no inputs; looked for sMRIPrep sub-01/[ses-*/]anat/sub-01[_ses-2]_hemi-R")
+    # the folders a session's discovery tries, FreeSurfer's per-session run first (it named {sub-01,01} only)
+    assert failures[0].reason.startswith("no inputs; looked for sMRIPrep sub-01/[ses-2/]anat/sub-01[_ses-2]_hemi-R"
+                                         "_sphere.surf.gii + _sulc.shape.gii, FreeSurfer {sub-01_ses-2,sub-01,01}/surf/"
+                                         "rh.sphere + rh.sulc, HCP MNINonLinear/Native/<S>.R.sphere.native.surf.gii + "
+                                         ".sulc.native.shape.gii (S = sub-01_ses-2, 01_ses-2, sub-01 or 01)")
     err = capsys.readouterr().err
     assert err == ("geomorph-bids: note: sub-01: session ses-3 left out: no anat folder in its session folders of "
                    "the dataset or the derivatives (scans without anatomy: no surfaces to register)\n")
