@@ -17,7 +17,7 @@ from .failures import Failure
 from .paths import InputFolders
 from .preflight import path_max, work_dir_too_deep
 
-__all__ = ["read_filter", "collect_jobs", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
+__all__ = ["read_filter", "collect_jobs", "anatomical_sessions", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
            "OTHER_QUERIES"]
 
 
@@ -160,6 +160,37 @@ def _sessions_of(subject: str, inputs: InputFolders, anatomical: bool = False,
                      f"left out: no anat folder in {'their' if len(left) > 1 else 'its'} session folders of the "
                      f"dataset or the derivatives (scans without anatomy: no surfaces to register)")
     return sorted(s for s in found if valid_label(s))
+
+
+def anatomical_sessions(subjects: Sequence[str], inputs: InputFolders) -> dict[str, list[str]]:
+    """``subject -> session labels`` that have anatomy in the inputs (a ``sub-X/ses-Y/anat`` folder
+    of the dataset or a derivatives folder; FreeSurfer/HCP ``sub-X_ses-Y`` folders), as
+    :func:`_sessions_of` with ``anatomical`` finds them, for many subjects: each input folder is
+    listed once (not once per subject: a cohort's FreeSurfer folder holds every session's run)."""
+    import os
+    import re as _re
+
+    from ..io.discover import valid_label
+
+    wanted = set(subjects)
+    found: dict[str, set[str]] = {s: set() for s in subjects}
+    pattern = _re.compile(r"sub-([A-Za-z0-9]+)_ses-([A-Za-z0-9]+)")
+    for root in inputs.roots():
+        try:
+            with os.scandir(root) as entries:
+                names = [e.name for e in entries if e.is_dir()]
+        except OSError:
+            continue
+        for name in names:
+            m = pattern.fullmatch(name)
+            if m and m.group(1) in wanted:
+                found[m.group(1)].add(m.group(2))
+        for subject in wanted:
+            try:
+                found[subject] |= {p.parent.name[4:] for p in (root / f"sub-{subject}").glob("ses-*/anat") if p.is_dir()}
+            except OSError:
+                continue
+    return {s: sorted(x for x in v if valid_label(x)) for s, v in found.items()}
 
 
 def _base_time_points(folder: Path) -> list[str] | None:
