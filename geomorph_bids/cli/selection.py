@@ -211,7 +211,7 @@ def _longitudinal(folder: Path) -> str | None:
     naming its time points) is the within-subject template, no session of its own. Before, both
     were offered a link under a new subject label (``04ses1longsub04base``), which would have
     registered one brain's session as a subject of its own."""
-    from ..io.discover import _READABLE_FS_NAME, is_freesurfer_subject
+    from ..io.discover import is_freesurfer_subject, readable_freesurfer_name
 
     tps = _base_time_points(folder)
     runs = [] if ".long." in folder.name else sorted(p.name.split(".long.", 1)[0]
@@ -225,7 +225,7 @@ def _longitudinal(folder: Path) -> str | None:
         return None
     head = (f"FreeSurfer subject folder {folder} is not processed: it is the longitudinal run of time point "
             f"{cross} (recon-all -long, base {base})")
-    if not _READABLE_FS_NAME.fullmatch(cross):
+    if not readable_freesurfer_name(cross):
         return None
     link = (f"mkdir -p LONGDIR && ln -s {shlex.quote(str(folder))} LONGDIR/{shlex.quote(cross)}, then "
             f"--fs-subjects-dir LONGDIR")

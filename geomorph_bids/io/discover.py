@@ -95,7 +95,7 @@ from geomorph_bids.errors import InputError
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
            "derivatives_root", "derivatives_freesurfer",
            "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
-           "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "recon_all_unfinished", "empty_input_folders", "folder_list",
+           "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "readable_freesurfer_name", "recon_all_unfinished", "empty_input_folders", "folder_list",
            "holds_any_subject"]
 
 #: feature names discovery knows
@@ -200,6 +200,12 @@ class SubjectInputs:
         """The :class:`DiscoveryError` for a missing hemisphere (for the caller to report)."""
         return DiscoveryError(self.missing[hemi], subject=self.subject, hemi=hemi,
                               searched=self.searched)
+
+
+def readable_freesurfer_name(name: str) -> bool:
+    """Whether discovery reads a FreeSurfer subject folder of this name: ``sub-<label>[_ses-<label>]``
+    or ``<label>`` (not a longitudinal run's ``sub-01_ses-1.long.sub-01_base`` nor ``sub-01_base``)."""
+    return bool(_READABLE_FS_NAME.fullmatch(name))
 
 
 def is_freesurfer_subject(folder: str | Path) -> bool:
