@@ -548,6 +548,39 @@ def _participants_without_outputs(args, rows: list[dict], unreadable: list[str])
             "(not run yet, failed at the participant level, or left out by its selection)")
 
 
+def _sessions_without_outputs(args, rows: list[dict]) -> str:
+    """One line naming the sessions with anatomy in the inputs (:func:`~.selection.anatomical_sessions`)
+    of the participants whose rows are per session, that have no row: a session never run (a run with
+    --session-label for the others), or failed whole, left the table one session short in silence.
+    Participants with session-less rows (anatomy shared by the sessions) are not looked at; '' when
+    there are none or the dataset is out of reach."""
+    from ..errors import InputError
+    from .paths import resolve_input_folders
+    from .selection import anatomical_sessions, listed
+
+    have: dict[str, set[str]] = {}
+    shared = set()
+    for r in rows:
+        subject, session = str(r["subject"]), r.get("session")
+        if session in (None, "", "n/a"):
+            shared.add(subject)
+        else:
+            have.setdefault(subject, set()).add(str(session))
+    subjects = sorted(set(have) - shared)
+    if not subjects:
+        return ""
+    try:
+        inputs = resolve_input_folders(args, args.output_dir)
+        sessions = anatomical_sessions(subjects, inputs)
+    except (InputError, OSError):  # the dataset is not in reach (another machine): the table is what there is
+        return ""
+    absent = [f"sub-{s} ses-{x}" for s in subjects for x in sessions.get(s, []) if x not in have[s]]
+    if not absent:
+        return ""
+    return (f"{len(absent)} session(s) with anatomy in the inputs have no outputs in {args.output_dir} and no row: "
+            f"{listed(absent)} (not run yet, e.g. a run with --session-label, or failed at the participant level)")
+
+
 def run_group(args) -> int:
     """The group level: the table of every participant's metrics (with the verdict of the
     quality gates), the group report, and (``--build-template N``) a population-average
@@ -571,9 +604,11 @@ def run_group(args) -> int:
         print(f"{_PROG}: FAILED {line}; left out of the table (rerun the participant level for it)", file=sys.stderr)
     if not rows:
         return error_exit(_PROG, _no_rows(args, unreadable))
-    absent = _participants_without_outputs(args, rows, unreadable)
-    if absent:
-        print(f"{_PROG}: warning: {absent}", file=sys.stderr)
+    lines = [line for line in (_participants_without_outputs(args, rows, unreadable),
+                               _sessions_without_outputs(args, rows)) if line]
+    for line in lines:
+        print(f"{_PROG}: warning: {line}", file=sys.stderr)
+    absent = " ".join(f"{line}." for line in lines) if len(lines) > 1 else "".join(lines)
     flagged, stale = _judge_rows(args, rows)
     if args.participant_label:  # the table and report are the dataset's: a subset never replaces them
         print(f"{len(rows)} row(s) (subject/session/hemisphere/template) of --participant-label "

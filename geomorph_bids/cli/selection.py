@@ -17,7 +17,7 @@ from .failures import Failure
 from .paths import InputFolders
 from .preflight import path_max, work_dir_too_deep
 
-__all__ = ["read_filter", "collect_jobs", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
+__all__ = ["read_filter", "collect_jobs", "anatomical_sessions", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
            "OTHER_QUERIES"]
 
 
@@ -131,19 +131,108 @@ def _labels(entity: str, value: Any, path: Path, where: str = "") -> list[str]:
         raise InputError(f"{where}{entity!r} in the BIDS filter file: {exc.reason}", path=path) from None
 
 
-def _sessions_of(subject: str, inputs: InputFolders) -> list[str]:
+def _sessions_of(subject: str, inputs: InputFolders, anatomical: bool = False,
+                 notes: list[str] | None = None) -> list[str]:
     """Session labels with data for a subject (raw BIDS, derivatives, FreeSurfer sub-X_ses-Y),
-    BIDS-valid labels only."""
+    BIDS-valid labels only.
+
+    ``anatomical``: a ``sub-X/ses-Y`` folder (of the raw dataset or of derivatives: fMRIPrep writes
+    ``ses-Y/func`` there too) counts only with an ``anat`` folder in it; FreeSurfer and HCP
+    ``sub-X_ses-Y`` folders always count. A session of functional or diffusion scans alone has no
+    surfaces to register: each one left out is said in ``notes``."""
     from ..io.discover import valid_label
 
-    found = set()
+    found: set[str] = set()
+    raw_only: set[str] = set()
     for root in inputs.roots():
         try:
-            found |= {p.name[4:] for p in (root / f"sub-{subject}").glob("ses-*") if p.is_dir()}
+            folders = {p.name[4:]: p for p in (root / f"sub-{subject}").glob("ses-*") if p.is_dir()}
             found |= {p.name.split("_ses-", 1)[1] for p in root.glob(f"sub-{subject}_ses-*") if p.is_dir()}
         except OSError:
             continue
+        if anatomical:
+            raw_only |= {s for s, p in folders.items() if not (p / "anat").is_dir()}
+            folders = {s: p for s, p in folders.items() if (p / "anat").is_dir()}
+        found |= set(folders)
+    left = sorted(s for s in raw_only - found if valid_label(s))
+    if left and notes is not None:
+        notes.append(f"sub-{subject}: session{'s' if len(left) > 1 else ''} {', '.join(f'ses-{s}' for s in left)} "
+                     f"left out: no anat folder in {'their' if len(left) > 1 else 'its'} session folders of the "
+                     f"dataset or the derivatives (scans without anatomy: no surfaces to register)")
     return sorted(s for s in found if valid_label(s))
+
+
+def anatomical_sessions(subjects: Sequence[str], inputs: InputFolders) -> dict[str, list[str]]:
+    """``subject -> session labels`` that have anatomy in the inputs (a ``sub-X/ses-Y/anat`` folder
+    of the dataset or a derivatives folder; FreeSurfer/HCP ``sub-X_ses-Y`` folders), as
+    :func:`_sessions_of` with ``anatomical`` finds them, for many subjects: each input folder is
+    listed once (not once per subject: a cohort's FreeSurfer folder holds every session's run)."""
+    import os
+    import re as _re
+
+    from ..io.discover import valid_label
+
+    wanted = set(subjects)
+    found: dict[str, set[str]] = {s: set() for s in subjects}
+    pattern = _re.compile(r"sub-([A-Za-z0-9]+)_ses-([A-Za-z0-9]+)")
+    for root in inputs.roots():
+        try:
+            with os.scandir(root) as entries:
+                names = [e.name for e in entries if e.is_dir()]
+        except OSError:
+            continue
+        for name in names:
+            m = pattern.fullmatch(name)
+            if m and m.group(1) in wanted:
+                found[m.group(1)].add(m.group(2))
+        for subject in wanted:
+            try:
+                found[subject] |= {p.parent.name[4:] for p in (root / f"sub-{subject}").glob("ses-*/anat") if p.is_dir()}
+            except OSError:
+                continue
+    return {s: sorted(x for x in v if valid_label(x)) for s, v in found.items()}
+
+
+def _base_time_points(folder: Path) -> list[str] | None:
+    """The time points ``recon-all -base`` recorded in ``folder/scripts/base-tps`` (its first 64 KiB),
+    or None when ``folder`` is no longitudinal base (or the file cannot be read)."""
+    try:
+        with open(folder / "scripts" / "base-tps", errors="replace") as f:
+            return f.read(65536).split()
+    except OSError:
+        return None
+
+
+def _longitudinal(folder: Path) -> str | None:
+    """What a FreeSurfer longitudinal stream's folder is and what is registered instead, or None
+    for another folder. ``X.long.B`` (``recon-all -long X B``) is time point X's longitudinal run: X,
+    the cross-sectional run, is registered when it is a subject of its own (said, with how to
+    register the longitudinal surfaces instead); ``B`` (``recon-all -base``, ``scripts/base-tps``
+    naming its time points) is the within-subject template, no session of its own. Before, both
+    were offered a link under a new subject label (``04ses1longsub04base``), which would have
+    registered one brain's session as a subject of its own."""
+    from ..io.discover import is_freesurfer_subject, readable_freesurfer_name
+
+    tps = _base_time_points(folder)
+    runs = [] if ".long." in folder.name else sorted(p.name.split(".long.", 1)[0]
+                                                      for p in folder.parent.glob(f"*.long.{folder.name}"))
+    if ".long." not in folder.name and (tps is not None or runs):
+        names = ", ".join(tps or runs) or "its time points"
+        return (f"FreeSurfer subject folder {folder} is not processed: it is the base of a longitudinal run "
+                f"(recon-all -base: the within-subject template of {names}), not a session of its own")
+    cross, dot, base = folder.name.partition(".long.")
+    if not dot:
+        return None
+    head = (f"FreeSurfer subject folder {folder} is not processed: it is the longitudinal run of time point "
+            f"{cross} (recon-all -long, base {base})")
+    if not readable_freesurfer_name(cross):
+        return None
+    link = (f"mkdir -p LONGDIR && ln -s {shlex.quote(str(folder))} LONGDIR/{shlex.quote(cross)}, then "
+            f"--fs-subjects-dir LONGDIR")
+    if is_freesurfer_subject(folder.parent / cross):
+        return (f"{head}; {cross} is registered from its cross-sectional run {folder.parent / cross} instead. To "
+                f"register the longitudinal surfaces in its place: {link}")
+    return f"{head}; {folder.parent / cross} is no FreeSurfer subject, so nothing of it is registered: {link}"
 
 
 def listed(names: Sequence[str]) -> str:
@@ -251,7 +340,8 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     # of found labels, each task of a SLURM array, never lists a cohort's folders)
     say_unlabelled = not subjects or not args.participant_label
     unlabelled = unlabelled_subjects(bids_dir, fs_dir, deriv) if say_unlabelled else []
-    advice = [f"FreeSurfer subject folder {p} is not processed: "
+    advice = [_longitudinal(p) or
+              f"FreeSurfer subject folder {p} is not processed: "
               + ("its name is not sub-<label>[_ses-<label>] (labels of letters and digits only; a longitudinal "
                  "run's folder?)" if p.name.startswith("sub-") else
                  "its name is not a BIDS label (letters and digits only)")
@@ -284,10 +374,11 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
 
     jobs, failures = [], []
 
-    def add(subject: str, session: str | None) -> None:
-        """Discover one subject/session (DiscoveryError when nothing is found)."""
-        found = discover(subject, bids_dir, session=session, fs_subjects_dir=fs_dir,
-                         derivatives=deriv, hemis=hemis, features=features)
+    def add(subject: str, session: str | None, found=None) -> None:
+        """Discover one subject/session (DiscoveryError when nothing is found), or take ``found``."""
+        if found is None:
+            found = discover(subject, bids_dir, session=session, fs_subjects_dir=fs_dir,
+                             derivatives=deriv, hemis=hemis, features=features)
         hemi_inputs, missing = {}, dict(found.missing)
         for h, inp in found.hemis.items():
             checked = _checked(inp, features, forbidden)
@@ -298,19 +389,70 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
         jobs.append(SubjectJob(subject, session, replace(found, hemis=hemi_inputs, missing=missing)))
         failures.extend(Failure(subject, session, h, why) for h, why in sorted(missing.items()))
 
+    def passed_over(subject: str, shared) -> None:
+        """One warning line when sessions of ``subject`` have surfaces of their own beside the
+        session-less anatomy ``shared`` that is registered (sMRIPrep ``sub-X/ses-Y/anat`` beside
+        ``sub-X/anat``; FreeSurfer's cross-sectional ``sub-X_ses-Y`` runs beside their longitudinal
+        base named ``sub-X``): without a session selection they were left out in silence."""
+        from ..io.discover import valid_label
+
+        candidates, bases = set(), []
+        for root in inputs.roots():
+            if root != bids_dir:
+                candidates |= {p.name[4:] for p in (root / f"sub-{subject}").glob("ses-*") if p.is_dir()}
+        for h in shared.hemis.values():
+            names = _base_time_points(Path(h.sphere).parent.parent) if h.source == "freesurfer" else None
+            if names is not None:
+                bases.append(f"{Path(h.sphere).parent.parent}, the base of a longitudinal run of {', '.join(names)}")
+                candidates |= {n.split("_ses-", 1)[1] for n in names if n.startswith(f"sub-{subject}_ses-")}
+        own = []
+        for ses in sorted(s for s in candidates if valid_label(s)):
+            try:
+                with warnings.catch_warnings():  # what this look says is the session's run's to say
+                    warnings.simplefilter("ignore")
+                    per = discover(subject, bids_dir, session=ses, fs_subjects_dir=fs_dir, derivatives=deriv,
+                                   hemis=hemis, features=features)
+            except InputError:
+                continue
+            if any(h in shared.hemis and Path(i.sphere).resolve() != Path(shared.hemis[h].sphere).resolve()
+                   for h, i in per.hemis.items()):
+                own.append(ses)
+        if own:
+            labels = " ".join(own)
+            warnings.warn(f"sub-{subject}: registered once, from its session-less anatomy"
+                          f"{': ' + '; '.join(dict.fromkeys(bases)) if bases else ''}; the surfaces of "
+                          f"{', '.join(f'ses-{s}' for s in own)} in their own folders are not registered without "
+                          f"a session selection (--session-label {labels} registers them, under "
+                          f"sub-{subject}/ses-<label>/anat)", SubjectWarning, stacklevel=2)
+
     for subject in subjects:
         try:
             wanted: list[str | None] = list(sessions) if sessions else [None]
             if sessions is None:
                 try:
-                    add(subject, None)
-                    continue
+                    found, error = discover(subject, bids_dir, fs_subjects_dir=fs_dir, derivatives=deriv,
+                                            hemis=hemis, features=features), None
                 except DiscoveryError as exc:
-                    per_session = _sessions_of(subject, inputs)
-                    if not per_session:
-                        failures.append(Failure(subject, None, ",".join(hemis), reason(subject, exc)))
-                        continue
-                    wanted = per_session
+                    found, error = None, exc
+                # anatomy shared by the sessions (sub-X/anat, a FreeSurfer sub-X): one job. Anatomy found
+                # in a session folder is per session: every session is processed, each on its own (taken
+                # from a lone ses-* folder per hemisphere, ses-1's hemi-R was registered beside a failed
+                # hemi-L "in several sessions" and the other sessions were never processed)
+                if found is not None and all(h.session is None for h in found.hemis.values()):
+                    passed_over(subject, found)
+                    add(subject, None, found)
+                    continue
+                per_session = _sessions_of(subject, inputs, anatomical=True, notes=notes)
+                for line in notes:
+                    print(f"geomorph-bids: note: {line}", file=sys.stderr)
+                notes.clear()
+                if not per_session:
+                    if found is not None:
+                        add(subject, None, found)
+                    else:
+                        failures.append(Failure(subject, None, ",".join(hemis), reason(subject, error)))
+                    continue
+                wanted = per_session
             elif subject in known():
                 have = _sessions_of(subject, inputs)
                 for ses in [s for s in wanted if s not in have]:

@@ -95,7 +95,7 @@ from geomorph_bids.errors import InputError
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
            "derivatives_root", "derivatives_freesurfer",
            "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
-           "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "recon_all_unfinished", "empty_input_folders", "folder_list",
+           "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "readable_freesurfer_name", "recon_all_unfinished", "empty_input_folders", "folder_list",
            "holds_any_subject"]
 
 #: feature names discovery knows
@@ -200,6 +200,12 @@ class SubjectInputs:
         """The :class:`DiscoveryError` for a missing hemisphere (for the caller to report)."""
         return DiscoveryError(self.missing[hemi], subject=self.subject, hemi=hemi,
                               searched=self.searched)
+
+
+def readable_freesurfer_name(name: str) -> bool:
+    """Whether discovery reads a FreeSurfer subject folder of this name: ``sub-<label>[_ses-<label>]``
+    or ``<label>`` (not a longitudinal run's ``sub-01_ses-1.long.sub-01_base`` nor ``sub-01_base``)."""
+    return bool(_READABLE_FS_NAME.fullmatch(name))
 
 
 def is_freesurfer_subject(folder: str | Path) -> bool:
@@ -696,8 +702,13 @@ def _looked_for(subject: str, session: str | None, hemi: str, features: Sequence
                                               else f"{f} (no FreeSurfer file)" for f in features)])
     hcp = " + ".join([f"MNINonLinear/Native/<S>.{hemi}.sphere.native.surf.gii",
                       *(f".{hcp_names[f]}" for f in features)])
-    return (f"looked for sMRIPrep sub-{subject}/[ses-*/]anat/{smri}, FreeSurfer "
-            f"{{sub-{subject},{subject}}}/{fsurf}, HCP {hcp} (S = sub-{subject} or {subject})")
+    # with a session, the folders each probe tries (the session's first, then the shared anatomy's):
+    # the FreeSurfer line named only {sub-01,01}, though sub-01_ses-2 is the one a per-session run has
+    folder = f"[ses-{session}/]" if session else "[ses-*/]"
+    fs_dirs = ([f"sub-{subject}_ses-{session}"] if session else []) + [f"sub-{subject}", subject]
+    hcp_dirs = ([f"sub-{subject}_ses-{session}", f"{subject}_ses-{session}"] if session else []) + [f"sub-{subject}"]
+    return (f"looked for sMRIPrep sub-{subject}/{folder}anat/{smri}, FreeSurfer "
+            f"{{{','.join(fs_dirs)}}}/{fsurf}, HCP {hcp} (S = {', '.join(hcp_dirs)} or {subject})")
 
 
 def surface_vertex_count(path: str | Path) -> int | None:

@@ -904,7 +904,9 @@ def test_running_recon_all_and_longitudinal_freesurfer_subjects_are_named_and_th
     assert len(failed) == 1 and "sub-ernie hemi-L" in failed[0] and "recon-all has not finished" in failed[0]
     assert str(subjects / "ernie" / "scripts" / "IsRunning.lh+rh") in failed[0]
     assert any("warning: FreeSurfer subject folder" in ln and "sub-01_ses-1.long.sub-01_base is not processed: "
-               "its name is not sub-<label>[_ses-<label>]" in ln for ln in lines)
+               "it is the longitudinal run of time point sub-01_ses-1 (recon-all -long, base sub-01_base); "
+               f"{subjects / 'sub-01_ses-1'} is no FreeSurfer subject, so nothing of it is registered" in ln
+               for ln in lines)
     assert sorted(p.name for p in (tmp_path / "out").glob("sub-*") if p.is_dir()) == ["sub-bert"]
 
 

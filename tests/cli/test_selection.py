@@ -78,3 +78,94 @@ def test_a_nested_filter_registers_the_t1w_session_not_the_bold_one(tmp_path):
                                    "surfaces are selected by fMRIPrep's anatomical queries only: t1w, t2w, flair, roi)")
     assert (anat(out, "01", "1") / "sub-01_ses-1_hemi-L_space-fsLR_desc-geomorph_metrics.json").is_file()
     assert not (out / "sub-01" / "ses-2").exists()
+
+
+def test_per_session_anatomy_registers_every_session_even_when_one_lacks_a_hemisphere(tmp_path, capsys):
+    """sMRIPrep sessionwise outputs (no session-less anatomy) where ses-2 has hemi-L only: without a
+    session selection, every session is processed on its own. Before, discovery without a session
+    took hemi-R from its lone ses-1 folder and failed hemi-L with "spheres in several sessions
+    (ses-1, ses-2), pass a session": ses-1's hemi-L and ses-2 were never registered. A raw session
+    of functional scans alone (no anat folder, no derivatives) is named on one note line, not failed."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01",), session="1")
+    make_dataset(tmp_path / "bids", "smriprep", subjects=("01",), session="2")
+    for f in (tmp_path / "bids" / "derivatives" / "smriprep" / "sub-01" / "ses-2" / "anat").glob("*hemi-R*"):
+        f.unlink()
+    (bids / "sub-01" / "ses-3" / "func").mkdir(parents=True)  # a functional-only session
+    (bids / "derivatives" / "smriprep" / "sub-01" / "ses-3" / "func").mkdir(parents=True)  # as fMRIPrep writes it
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"]),
+                                  ["sulc"])
+    got = [(j.subject, j.session, sorted(j.inputs.hemis), sorted({h.session for h in j.inputs.hemis.values()}))
+           for j in jobs]
+    assert got == [("01", "1", ["L", "R"], ["1"]), ("01", "2", ["L"], ["2"])]
+    assert [(f.subject, f.session, f.hemi) for f in failures] == [("01", "2", "R")]
+    # the folders a session's discovery tries, FreeSurfer's per-session run first (it named {sub-01,01} only)
+    assert failures[0].reason.startswith("no inputs; looked for sMRIPrep sub-01/[ses-2/]anat/sub-01[_ses-2]_hemi-R"
+                                         "_sphere.surf.gii + _sulc.shape.gii, FreeSurfer {sub-01_ses-2,sub-01,01}/surf/"
+                                         "rh.sphere + rh.sulc, HCP MNINonLinear/Native/<S>.R.sphere.native.surf.gii + "
+                                         ".sulc.native.shape.gii (S = sub-01_ses-2, 01_ses-2, sub-01 or 01)")
+    err = capsys.readouterr().err
+    assert err == ("geomorph-bids: note: sub-01: session ses-3 left out: no anat folder in its session folders of "
+                   "the dataset or the derivatives (scans without anatomy: no surfaces to register)\n")
+    # session-less anatomy shared by the sessions stays one job, written without a session
+    shared = make_dataset(tmp_path / "shared", "smriprep", subjects=("01",))
+    (shared / "sub-01" / "ses-1" / "anat").mkdir(parents=True)
+    (shared / "sub-01" / "ses-2" / "anat").mkdir(parents=True)
+    jobs, failures = collect_jobs(build_parser().parse_args([str(shared), str(tmp_path / "o2"), "participant"]),
+                                  ["sulc"])
+    assert [(j.subject, j.session, sorted(j.inputs.hemis)) for j in jobs] == [("01", None, ["L", "R"])]
+    assert not failures
+
+
+def test_freesurfer_longitudinal_folders_say_which_run_is_registered(tmp_path, recwarn):
+    """FreeSurfer's longitudinal stream in a SUBJECTS_DIR: cross-sectional ``sub-01_ses-{1,2}``, the
+    base and ``sub-01_ses-X.long.<base>``. The cross-sectional runs are registered, one per session,
+    and each longitudinal folder's warning says so and how to register it instead; before, each was
+    offered a link under a new subject label (``01ses1longsub01base``: one brain's session as a
+    subject of its own) and nothing said which run was registered. A base named ``sub-01`` (with
+    ``scripts/base-tps``) was registered alone and the sessions' own runs left out in silence: one
+    warning line names them and the --session-label that registers them."""
+    import shutil
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import SubjectWarning, collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01",), session="1")
+    make_dataset(tmp_path / "bids", "freesurfer", subjects=("01",), session="2")
+    fs = bids / "derivatives" / "freesurfer"
+    for base in ("sub-01_base",):
+        shutil.copytree(fs / "sub-01_ses-1", fs / base)
+        for ses in ("1", "2"):
+            shutil.copytree(fs / f"sub-01_ses-{ses}", fs / f"sub-01_ses-{ses}.long.{base}")
+    args = build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"])
+    jobs, failures = collect_jobs(args, ["sulc"])
+    assert [(j.subject, j.session) for j in jobs] == [("01", "1"), ("01", "2")] and not failures
+    assert jobs[0].inputs.hemis["L"].sphere == fs / "sub-01_ses-1" / "surf" / "lh.sphere"
+    lines = sorted(str(w.message) for w in recwarn if issubclass(w.category, SubjectWarning))
+    assert lines == [
+        f"FreeSurfer subject folder {fs / 'sub-01_base'} is not processed: it is the base of a longitudinal run "
+        "(recon-all -base: the within-subject template of sub-01_ses-1, sub-01_ses-2), not a session of its own",
+        *(f"FreeSurfer subject folder {fs / f'sub-01_ses-{s}.long.sub-01_base'} is not processed: it is the "
+          f"longitudinal run of time point sub-01_ses-{s} (recon-all -long, base sub-01_base); sub-01_ses-{s} is "
+          f"registered from its cross-sectional run {fs / f'sub-01_ses-{s}'} instead. To register the longitudinal "
+          f"surfaces in its place: mkdir -p LONGDIR && ln -s {fs / f'sub-01_ses-{s}.long.sub-01_base'} "
+          f"LONGDIR/sub-01_ses-{s}, then --fs-subjects-dir LONGDIR" for s in ("1", "2"))]
+    # the base named as the subject (recon-all -base sub-01 -tp sub-01_ses-1 -tp sub-01_ses-2)
+    for p in fs.glob("*base*"):
+        shutil.rmtree(p)
+    shutil.copytree(fs / "sub-01_ses-1", fs / "sub-01")
+    (fs / "sub-01" / "scripts").mkdir()
+    (fs / "sub-01" / "scripts" / "base-tps").write_text("sub-01_ses-1\nsub-01_ses-2\n")
+    recwarn.clear()
+    jobs, failures = collect_jobs(args, ["sulc"])
+    assert [(j.subject, j.session) for j in jobs] == [("01", None)] and not failures
+    assert [str(w.message) for w in recwarn if issubclass(w.category, SubjectWarning)] == [
+        f"sub-01: registered once, from its session-less anatomy: {fs / 'sub-01'}, the base of a longitudinal run "
+        "of sub-01_ses-1, sub-01_ses-2; the surfaces of ses-1, ses-2 in their own folders are not registered without "
+        "a session selection (--session-label 1 2 registers them, under sub-01/ses-<label>/anat)"]
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant",
+                                                             "--session-label", "1", "2"]), ["sulc"])
+    assert [(j.subject, j.session, j.inputs.hemis["L"].sphere.parent.parent.name) for j in jobs] == [
+        ("01", "1", "sub-01_ses-1"), ("01", "2", "sub-01_ses-2")] and not failures

@@ -409,3 +409,39 @@ def test_participants_of_the_dataset_without_outputs_are_named(outputs):
     shutil.rmtree(bids / "sub-05"), shutil.rmtree(bids / "sub-06")
     code, err = _group(outputs)
     assert "have no outputs" not in err
+
+
+def test_sessions_with_anatomy_but_no_outputs_are_named(outputs):
+    """A longitudinal dataset whose participant level ran for ses-1 only (--session-label 1), or
+    whose ses-2 failed whole: the participant has rows, so the participants' line said nothing and
+    the table was one session short in silence. One warning line (and the report) names each
+    session with anatomy in the inputs and no row; a session without anatomy (functional scans
+    alone) and participants with session-less rows (anatomy shared by their sessions) are not."""
+    anat = outputs / "sub-02" / "anat"
+    ses = outputs / "sub-02" / "ses-1" / "anat"
+    ses.mkdir(parents=True)
+    for f in anat.iterdir():
+        target = ses / f.name.replace("sub-02_", "sub-02_ses-1_")
+        if f.name.endswith("_metrics.json"):
+            doc = json.loads(f.read_text())
+            target.write_text(json.dumps({**doc, "session": "1"}))
+        else:
+            f.rename(target)
+    shutil.rmtree(anat)
+    bids = outputs.parent / "bids"
+    for s in ("01", "03"):
+        (bids / f"sub-{s}" / "ses-1" / "anat").mkdir(parents=True)  # shared anatomy: not looked at
+        (bids / f"sub-{s}" / "ses-2" / "anat").mkdir(parents=True)
+    for s in ("1", "2"):
+        (bids / "derivatives" / "smriprep" / "sub-02" / f"ses-{s}" / "anat").mkdir(parents=True)
+    (bids / "sub-02" / "ses-3" / "func").mkdir(parents=True)
+    code, err = _group(outputs)
+    line = (f"warning: 1 session(s) with anatomy in the inputs have no outputs in {outputs} and no row: sub-02 ses-2 "
+            "(not run yet, e.g. a run with --session-label, or failed at the participant level)")
+    assert line in err and code in (0, 3) and "FAILED" not in err and "participant(s)" not in err, err
+    assert "sub-02 ses-2 (not run yet" in (outputs / "group.html").read_text()
+    tsv = (outputs / "group_desc-geomorph_metrics.tsv").read_text().splitlines()
+    assert [r.split("\t")[:3] for r in tsv[1:] if r.startswith("02")] == [["02", "1", "L"], ["02", "1", "R"]]
+    (bids / "derivatives" / "smriprep" / "sub-02" / "ses-2" / "anat").rmdir()
+    code, err = _group(outputs)
+    assert "have no outputs" not in err
