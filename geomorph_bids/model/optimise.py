@@ -240,7 +240,7 @@ class _WrittenStage:
         self.sampler, self.image, self.relocate_every, self.total = sampler, image, cfg.relocate_every, total
         self.base, self.c, self.d = base, c, d
         self.loss = StageLoss(base, faces, area0, c, d, fixed, mask, weights, cfg.lam, cfg.fold, cfg.areal)
-        self.offset = torch.zeros((3, image.shape[0], base.shape[1]), device=base.device)
+        self.offset = torch.zeros((3, image.shape[0], base.shape[1]), dtype=base.dtype, device=base.device)
         self.located: Tensor | None = None
         self._tables: tuple[Tensor, Tensor] = (torch.empty(0), torch.empty(0))
         self._bend_faces: Tensor | None = None
@@ -369,7 +369,7 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
     else:
         m = _as_batch(mask, "mask", dev, dtype=None).bool()
         m = m.expand(B, nv, k) if m.shape[0] == 1 else m.expand(-1, nv, k)
-    w = torch.full((k,), 1.0 / k, device=dev) if cfg.channel_weights is None else \
+    w = torch.full((k,), 1.0 / k, dtype=torch.float32, device=dev) if cfg.channel_weights is None else \
         torch.as_tensor(cfg.channel_weights, dtype=torch.float32, device=dev)
     if w.shape != (k,):
         raise ValueError(f"channel_weights has {w.numel()} entries for {k} channels")
@@ -407,8 +407,8 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
         descend = _WrittenStage(*stage_args, total=total if cfg.bend_total and not identity_start else None)
         offset = descend.offset
         opt = Adam([offset], lr=cfg.lr)
-        first = torch.full((B,), float("nan"))
-        best = torch.full((B,), float("inf"), device=dev)
+        first = torch.full((B,), float("nan"), dtype=torch.float32)
+        best = torch.full((B,), float("inf"), dtype=torch.float32, device=dev)
         best_offset = offset.detach().clone()
         for step in range(n_steps):
             # cosine decay to 5 % of lr: Adam's steps do not shrink
