@@ -205,8 +205,9 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
     from ..io.validate import clip_outliers, validate_feature, validate_sphere
 
     if isinstance(moving_sphere, Sphere) and np.isclose(np.linalg.norm(moving_sphere.vertices[0]), RADIUS):
-        # read_sphere checked it already (at the radius register() works at: read_sphere's default)
-        vertices, faces = moving_sphere.vertices, moving_sphere.faces
+        # read_sphere checked it already (at the radius register() works at: read_sphere's default); the
+        # result's faces are a copy, as for arrays: editing them changed the caller's Sphere in silence
+        vertices, faces = moving_sphere.vertices, np.array(moving_sphere.faces, dtype=np.int64)
     elif isinstance(moving_sphere, (str, Path)):
         s = read_sphere(moving_sphere)
         vertices, faces = s.vertices, s.faces

@@ -938,3 +938,27 @@ def test_a_cifti_map_or_mask_is_read_for_the_hemisphere_registered(tmp_path, two
         files = register((h.vertices, h.faces), {"sulc": sulc}, hemi=hemi, rigid_only=True, cortex_mask=mask)
         assert files.metrics["cc_sulc_after"] == pytest.approx(arrays.metrics["cc_sulc_after"], abs=1e-6)
         assert files.metrics["cortex_mask"] is True
+
+
+def test_a_result_shares_no_memory_with_the_inputs_and_leaves_them_unchanged():
+    """``Registration.faces`` of a :class:`Sphere` (``read_sphere``'s) was the Sphere's own array:
+    a notebook that edited the result (``reg.faces[:] = ...``, a reindexing in place) changed the
+    caller's sphere in silence, and the next ``register(sphere, ...)`` failed ("features have no
+    valid region after smoothing"). Arrays were already copied; every input now is."""
+    from geomorph_bids.io import read_sphere
+
+    sphere = read_sphere(SURF / "lh.sphere")
+    sulc = np.asarray(read_feature(SURF / "lh.sulc"), dtype=np.float64)
+    mask = np.ones(len(sulc), bool)
+    inputs = {"vertices": sphere.vertices, "faces": sphere.faces, "sulc": sulc, "mask": mask}
+    before = {k: v.copy() for k, v in inputs.items()}
+    for moving in (sphere, (sphere.vertices, sphere.faces)):
+        reg = register(moving, {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=mask,
+                       reg_sphere=sphere.vertices, reg_sphere_space="template")
+        for name in ("sphere", "faces", "rotation", "fans"):
+            for k, v in inputs.items():
+                assert not np.shares_memory(getattr(reg, name), v), (name, k)
+        reg.faces[:] = 0
+        reg.sphere[:] = 0
+        for k, v in inputs.items():
+            np.testing.assert_array_equal(v, before[k], err_msg=k)
