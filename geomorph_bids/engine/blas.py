@@ -14,20 +14,52 @@ thirty-two.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["blas_threads"]
+
+
+class _Holders:
+    """Who holds :func:`blas_threads`' limit now: BLAS's thread count is the process's, so the
+    blocks running at once in a caller's threads share one limit, set by the first and lifted by
+    the last (the one piece of module state here, as the libraries' own is)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+        self.limits: Any = None
+
+
+_HOLDERS = _Holders()
 
 
 @contextlib.contextmanager
 def blas_threads(threads: int) -> Iterator[None]:
     """Hold numpy's and scipy's BLAS to ``threads`` (>= 1) threads inside the block (process-wide:
     other Python threads' products too), then give back what was set before (~2 ms to find the
-    libraries each time)."""
+    libraries each time).
+
+    Blocks running at once in several threads (``register()`` called from a thread pool) share
+    the limit: the first sets it and the last gives the caller's back. Each block saving and
+    restoring its own interleaved, and left the caller's process with one BLAS thread for good
+    (the second block saved the first's limit and restored it last).
+    """
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         yield
         return
-    with threadpool_limits(max(1, int(threads)), user_api="blas"):
+    with _HOLDERS.lock:
+        if _HOLDERS.count == 0:
+            _HOLDERS.limits = threadpool_limits(max(1, int(threads)), user_api="blas")
+        _HOLDERS.count += 1
+    try:
         yield
+    finally:
+        with _HOLDERS.lock:
+            _HOLDERS.count -= 1
+            if _HOLDERS.count == 0:
+                _HOLDERS.limits.restore_original_limits()
+                _HOLDERS.limits = None

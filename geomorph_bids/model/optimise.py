@@ -41,7 +41,7 @@ from torch import Tensor
 from ..sphere.icosphere import icosphere, level_of, n_vertices
 from .adam import Adam
 from .cache import cached_tables
-from .determinism import deterministic
+from .determinism import deterministic_cpu_threads
 from .geoconv import hex_laplacian, hex_tables
 from .geomorph import compose_warps
 from .keys import check_keys
@@ -322,17 +322,12 @@ def optimise_warp(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
     on for the call (the gradients' scatter-adds are otherwise summed in a varying order). On
     CPU the call uses at most one torch thread per pair. Both settings are restored afterwards.
     """
-    threads = torch.get_num_threads()
     n_pairs = (moving.shape[0] if (moving.dim() if isinstance(moving, Tensor) else np.ndim(moving)) == 3 else 1)
-    if torch.device(device).type == "cpu":
-        # one pair's tensors are small (<= 10k points): extra CPU threads only add synchronisation,
-        # and on a shared machine they make it 2-5x slower; a batch gets up to one thread per pair
-        torch.set_num_threads(max(1, min(threads, n_pairs)))
-    try:
-        with deterministic(True, warn_only=True):
-            return _optimise(moving, fixed, config, init=init, mask=mask, device=device)
-    finally:
-        torch.set_num_threads(threads)
+    # one pair's tensors are small (<= 10k points): extra CPU threads only add synchronisation,
+    # and on a shared machine they make it 2-5x slower; a batch gets up to one thread per pair.
+    # Both settings are the process's: shared with calls running at once in the caller's threads
+    with deterministic_cpu_threads(n_pairs if torch.device(device).type == "cpu" else None):
+        return _optimise(moving, fixed, config, init=init, mask=mask, device=device)
 
 
 def _as_batch(x: np.ndarray | Tensor, name: str, dev: torch.device, dtype: torch.dtype | None = torch.float32

@@ -222,3 +222,49 @@ def test_a_callers_float64_default_dtype_changes_no_bit(sulc):
     assert wide.warp.dtype == plain.warp.dtype
     np.testing.assert_array_equal(wide.warp, plain.warp)
     assert wide.history == plain.history
+
+
+def test_calls_in_the_callers_threads_leave_torchs_settings_as_they_were(sulc, monkeypatch):
+    """Two ``optimise_warp`` calls at once in a caller's threads (A starts, B starts, A ends, B
+    ends) each saved and restored torch's process-wide settings: B saved A's, so the caller was
+    left with deterministic algorithms on and one torch thread for good, and A's end switched
+    determinism off while B still ran. The first call now saves them and the last restores them."""
+    import threading
+
+    import geomorph_bids.model.optimise as optimise_module
+
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    during: dict[str, bool] = {}
+    real = optimise_module._optimise
+
+    def paced(moving, *args, **kwargs):
+        if threading.current_thread().name == "A":
+            a_in.set()
+            b_in.wait(10)
+        else:
+            b_in.set()
+            a_out.wait(10)
+            during["B"] = torch.are_deterministic_algorithms_enabled()
+        return real(moving, *args, **kwargs)
+
+    monkeypatch.setattr(optimise_module, "_optimise", paced)
+    cfg = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(1,), smoothing=(0,))
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(2)
+    try:
+        def run_a() -> None:
+            optimise_warp(sulc, sulc, cfg)
+            a_out.set()
+
+        a = threading.Thread(target=run_a, name="A")
+        b = threading.Thread(target=lambda: optimise_warp(sulc, sulc, cfg), name="B")
+        a.start()
+        a_in.wait(10)
+        b.start()
+        a.join(60)
+        b.join(60)
+        assert during == {"B": True}  # still deterministic after A ended
+        assert torch.get_num_threads() == 2
+        assert torch.are_deterministic_algorithms_enabled() is det
+    finally:
+        torch.set_num_threads(threads)
