@@ -14,25 +14,14 @@ thirty-two.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
-from typing import Any
+
+from ..io.process_wide import Shared
 
 __all__ = ["blas_threads"]
 
-
-class _Holders:
-    """Who holds :func:`blas_threads`' limit now: BLAS's thread count is the process's, so the
-    blocks running at once in a caller's threads share one limit, set by the first and lifted by
-    the last (the one piece of module state here, as the libraries' own is)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.count = 0
-        self.limits: Any = None
-
-
-_HOLDERS = _Holders()
+#: the BLAS limit, shared by the blocks running at once in a caller's threads
+_LIMIT = Shared()
 
 
 @contextlib.contextmanager
@@ -51,15 +40,6 @@ def blas_threads(threads: int) -> Iterator[None]:
     except ImportError:
         yield
         return
-    with _HOLDERS.lock:
-        if _HOLDERS.count == 0:
-            _HOLDERS.limits = threadpool_limits(max(1, int(threads)), user_api="blas")
-        _HOLDERS.count += 1
-    try:
+    with _LIMIT.held(lambda: threadpool_limits(max(1, int(threads)), user_api="blas"),
+                     lambda limits: limits.restore_original_limits()):
         yield
-    finally:
-        with _HOLDERS.lock:
-            _HOLDERS.count -= 1
-            if _HOLDERS.count == 0:
-                _HOLDERS.limits.restore_original_limits()
-                _HOLDERS.limits = None

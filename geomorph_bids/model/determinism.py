@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import threading
 from collections.abc import Iterator
 
 import torch
+
+from ..io.process_wide import Shared
 
 __all__ = ["deterministic", "deterministic_cpu_threads", "set_deterministic"]
 
@@ -43,18 +44,8 @@ def deterministic(mode: bool = True, warn_only: bool = True) -> Iterator[None]:
         set_deterministic(previous, previous_warn)
 
 
-class _Holders:
-    """Who holds :func:`deterministic_cpu_threads`' settings now: torch's settings are the
-    process's, so the calls running at once in a caller's threads share one setting, made by the
-    first and restored by the last (the one piece of module state here, as torch's own is)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.count = 0
-        self.saved: tuple[bool, bool, int] = (False, False, 1)
-
-
-_HOLDERS = _Holders()
+#: deterministic algorithms and torch's thread count, shared by the blocks running at once
+_SETTINGS = Shared()
 
 
 @contextlib.contextmanager
@@ -64,26 +55,24 @@ def deterministic_cpu_threads(threads: int | None = None) -> Iterator[None]:
     the last block running at once ends, also on an exception.
 
     :func:`deterministic` and a plain save/restore of ``torch.set_num_threads`` are right for one
-    call at a time; two calls in a caller's threads interleave their saves and restores, so the
+    call at a time; two calls in a caller's threads interleaved their saves and restores, so the
     first to end switched determinism off under the other (its result no longer bit-reproducible)
     and the last restored what the first had set: deterministic algorithms left on and one torch
-    thread left for the rest of the caller's process. Here the first block to start saves the
-    caller's settings and the last to end restores them.
+    thread left for the rest of the caller's process (:mod:`geomorph_bids.io.process_wide`).
     """
-    with _HOLDERS.lock:
-        if _HOLDERS.count == 0:
-            _HOLDERS.saved = (torch.are_deterministic_algorithms_enabled(),
-                              torch.is_deterministic_algorithms_warn_only_enabled(), torch.get_num_threads())
-            set_deterministic(True, True)
+    def take() -> tuple[bool, bool, int]:
+        saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                 torch.get_num_threads())
+        set_deterministic(True, True)
+        return saved
+
+    def give_back(saved: tuple[bool, bool, int]) -> None:
+        set_deterministic(saved[0], saved[1])
+        torch.set_num_threads(saved[2])
+
+    def each(saved: tuple[bool, bool, int]) -> None:
         if threads is not None:
-            torch.set_num_threads(max(1, min(_HOLDERS.saved[2], int(threads))))
-        _HOLDERS.count += 1
-    try:
+            torch.set_num_threads(max(1, min(saved[2], int(threads))))
+
+    with _SETTINGS.held(take, give_back, each):
         yield
-    finally:
-        with _HOLDERS.lock:
-            _HOLDERS.count -= 1
-            if _HOLDERS.count == 0:
-                mode, warn_only, n = _HOLDERS.saved
-                set_deterministic(mode, warn_only)
-                torch.set_num_threads(n)
