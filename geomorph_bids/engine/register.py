@@ -216,6 +216,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
                          f"{', '.join(map(repr, list(moving_sphere)[:4]))}: pass (d[<vertices>], d[<faces>])")
     else:  # arrays, or a Surface (a Sphere at another radius): checked here, naming its file
         surface = moving_sphere if isinstance(moving_sphere, Surface) else None
+        moving_sphere = _gifti_arrays(moving_sphere, "moving_sphere", surface=True)
         try:
             v, f = moving_sphere if surface is None else (surface.vertices, surface.faces)
         except (TypeError, ValueError):
@@ -255,11 +256,31 @@ def _host_array(values: Any) -> Any:
     return values
 
 
+def _gifti_arrays(value: Any, what: str, surface: bool = False) -> Any:
+    """A nibabel GIFTI image (``nib.load("lh.sphere.surf.gii")``) or one of its data arrays as
+    arrays: a surface's (vertices, faces) by their intents, a map's values (one data array); they
+    were refused as "not a (vertices, faces) pair" or "not numbers (object)". Anything else as it is."""
+    if hasattr(value, "darrays") and hasattr(value, "agg_data"):  # nibabel.gifti.GiftiImage
+        if surface:
+            pair = value.agg_data(("pointset", "triangle"))
+            if any(a is None for a in pair):
+                raise ValueError(f"{what} is a GIFTI image without a pointset and a triangle array: pass the "
+                                 "sphere's surface file (e.g. lh.sphere.surf.gii)")
+            return pair
+        if len(value.darrays) != 1:
+            raise InputError(f"{what} is a GIFTI image holding {len(value.darrays)} maps; give one "
+                             "(image.darrays[i].data)")
+        return value.darrays[0].data
+    if hasattr(value, "data") and hasattr(value, "intent") and hasattr(value, "coordsys"):  # a GiftiDataArray
+        return value.data
+    return value
+
+
 def _feature_array(values: Any, name: str) -> np.ndarray:
     """A feature given as an array-like, as numbers: a torch tensor is detached
     (:func:`_host_array`), a masked array's masked values and complex values are refused (numpy
     would drop the mask, or the imaginary part, in silence)."""
-    values = _host_array(values)
+    values = _host_array(_gifti_arrays(values, f"feature {name!r}"))
     if isinstance(values, np.ma.MaskedArray) and np.ma.count_masked(values):
         raise InputError(f"feature {name!r} is a masked array with {np.ma.count_masked(values)} masked value(s), "
                          "which would be read as data: fill them (0 on the medial wall: values.filled(0)) and "
@@ -581,7 +602,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     seconds: dict[str, float] = {}
     hemi = hemi_code(item.hemi)  # L/R; lh/rh, left/right and CortexLeft/CortexRight are accepted too
     vertices, faces, feats = _read_inputs(item.moving_sphere, item.moving_features, hemi)
-    reg_sphere = item.reg_sphere
+    reg_sphere = _gifti_arrays(item.reg_sphere, "reg_sphere", surface=True)
     reg_path = reg_sphere if isinstance(reg_sphere, (str, Path)) else None
     if reg_path is not None:
         from ..io.surfaces import read_sphere
@@ -601,7 +622,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
             raise InputError(f"reg_sphere: {int(bad.sum())} of {len(bad)} vertices have non-finite coordinates (NaN or "
                              f"Inf, first at vertex {int(np.argmax(bad))}): the registered sphere is corrupted; take "
                              "it again from the original (e.g. FreeSurfer's lh.sphere.reg)", path=reg_path)
-    cortex = item.cortex_mask
+    cortex = _host_array(_gifti_arrays(item.cortex_mask, "cortex_mask"))
     if cortex is not None and isinstance(cortex, (str, Path)):
         from ..io.surfaces import read_mask
 

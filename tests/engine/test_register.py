@@ -962,3 +962,29 @@ def test_a_result_shares_no_memory_with_the_inputs_and_leaves_them_unchanged():
         reg.sphere[:] = 0
         for k, v in inputs.items():
             np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def test_nibabel_gifti_images_are_read_as_their_arrays(tmp_path):
+    """``register(nib.load("lh.sphere.surf.gii"), {"sulc": nib.load("lh.sulc.shape.gii")})`` (what a
+    notebook has at hand) was refused: "moving_sphere must be a path or a (vertices, faces) pair",
+    "feature 'sulc' is not numbers (object)". A GIFTI image (or one data array) is read as its arrays:
+    the same registration as the files'."""
+    import nibabel as nib
+
+    from geomorph_bids.io import read_sphere, write_metric, write_surface
+
+    s = read_sphere(SURF / "lh.sphere")
+    sulc = np.asarray(read_feature(SURF / "lh.sulc"), dtype=np.float64)
+    write_surface(tmp_path / "lh.sphere.surf.gii", s.vertices, s.faces, "L")
+    write_metric(tmp_path / "lh.sulc.shape.gii", sulc, "L")
+    write_metric(tmp_path / "lh.mask.shape.gii", np.ones(len(sulc)), "L")
+    files = register(tmp_path / "lh.sphere.surf.gii", {"sulc": tmp_path / "lh.sulc.shape.gii"}, rigid_only=True,
+                     cortex_mask=np.ones(len(sulc), bool))
+    sphere, metric = nib.load(tmp_path / "lh.sphere.surf.gii"), nib.load(tmp_path / "lh.sulc.shape.gii")
+    for moving, feature in ((sphere, metric), (sphere, metric.darrays[0])):
+        images = register(moving, {"sulc": feature}, rigid_only=True,
+                          cortex_mask=nib.load(tmp_path / "lh.mask.shape.gii"), reg_sphere=sphere,
+                          reg_sphere_space="template")
+        np.testing.assert_array_equal(images.sphere, files.sphere)
+    with pytest.raises(ValueError, match="holding 0 maps"):
+        register(moving, {"sulc": nib.gifti.GiftiImage()}, rigid_only=True)
