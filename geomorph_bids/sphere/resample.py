@@ -329,6 +329,8 @@ def _check_values(values: np.ndarray, n_current: int, name: str = "values") -> n
     if isinstance(values, (str, bytes, os.PathLike)):
         raise InputError(f"{name} must be per-vertex numbers, got the path {str(values)!r}: read the file first "
                          "(geomorph_bids.io.read_feature)")
+    if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor (numpy refuses one that requires grad)
+        values = values.detach().cpu().numpy()
     values = np.asarray(values)
     if values.dtype.kind not in "biuf":
         raise InputError(f"{name} must be real numbers, got {values.dtype} values")
@@ -361,7 +363,7 @@ def apply_weights(weights: sparse.spmatrix, values: np.ndarray) -> np.ndarray:
     inputs are all NaN (or that have no weight) are NaN.
     """
     values = _check_values(values, weights.shape[1])
-    out_dtype = np.float32 if values.dtype == np.float32 else np.float64
+    out_dtype = np.float32 if values.dtype.kind == "f" and values.dtype.itemsize == 4 else np.float64  # '>f4' too
     data = values.astype(np.float64, copy=False)
     missing = np.isnan(data)
     if missing.any():
