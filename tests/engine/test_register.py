@@ -988,3 +988,18 @@ def test_nibabel_gifti_images_are_read_as_their_arrays(tmp_path):
         np.testing.assert_array_equal(images.sphere, files.sphere)
     with pytest.raises(ValueError, match="holding 0 maps"):
         register(moving, {"sulc": nib.gifti.GiftiImage()}, rigid_only=True)
+
+
+def test_a_trained_networks_folder_registers_as_its_model_pt(tmp_path):
+    """The README's ``model="my_model"`` after ``geomorph-train --out my_model``: the folder was
+    refused ("is a folder, not a regular file"); it registers as its model.pt."""
+    import shutil
+
+    from geomorph_bids.resources import model_path
+
+    (tmp_path / "my_model").mkdir()
+    shutil.copy(model_path("sulc-fsLR"), tmp_path / "my_model" / "model.pt")
+    v, f, sulc = _example_arrays()
+    by_folder = register((v, f), {"sulc": sulc}, model=tmp_path / "my_model", optimise=False)
+    by_file = register((v, f), {"sulc": sulc}, model=str(tmp_path / "my_model" / "model.pt"), optimise=False)
+    np.testing.assert_array_equal(by_folder.sphere, by_file.sphere)
