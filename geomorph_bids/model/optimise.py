@@ -332,8 +332,12 @@ def optimise_warp(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
 
 def _as_batch(x: np.ndarray | Tensor, name: str, dev: torch.device, dtype: torch.dtype | None = torch.float32
               ) -> Tensor:
-    """(V,), (V, K) or (B, V, K) -> (B, V, K) tensor on ``dev``."""
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, device=dev)
+    """(V,), (V, K) or (B, V, K) -> (B, V, K) tensor on ``dev`` (a big-endian array, ``>f4`` from
+    a file, in native order: torch refuses the other)."""
+    if not isinstance(x, Tensor):
+        x = np.asarray(x)
+        x = x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+    t = torch.as_tensor(x, device=dev)
     t = t.to(dtype) if dtype is not None else t
     if t.dim() == 1:
         t = t[:, None]

@@ -268,3 +268,13 @@ def test_calls_in_the_callers_threads_leave_torchs_settings_as_they_were(sulc, m
         assert torch.are_deterministic_algorithms_enabled() is det
     finally:
         torch.set_num_threads(threads)
+
+
+def test_big_endian_maps_are_read_in_native_order(sulc):
+    """``optimise_warp`` given ``>f4`` maps (a file's byte order) raised torch's "given numpy array has
+    byte order different from the native byte order"; the same warp as native float32."""
+    cfg = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(5,), smoothing=(2,))
+    moving = np.roll(sulc, 7).astype(np.float32)
+    native = optimise_warp(moving, sulc.astype(np.float32), cfg, mask=sulc != 0)
+    big = optimise_warp(moving.astype(">f4"), sulc.astype(">f4"), cfg, mask=(sulc != 0).astype(">i4"))
+    np.testing.assert_array_equal(big.warp, native.warp)
