@@ -40,6 +40,7 @@ of the GeoMorph warp alone, ``metrics["method"] == "optimise"``); with a network
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import os
 import time
@@ -1002,6 +1003,8 @@ def _finish_beside(job: _Job, optimise: Any, dev: Any, quality: QualityThreshold
                     "model_weights_sha256": None,
                     "model_path": None})
     metrics.update(tpl.provenance)
+    # each result's own lists (template_files, ...): the model's and template's were every result's of a batch
+    metrics = copy.deepcopy(metrics)
     metrics.update(seconds)
     metrics["seconds_total"] = sum(v for k, v in seconds.items() if k.startswith("seconds_"))
     return Registration(sphere=out_sphere, faces=faces, rotation=rotation, warp_ico6=warp_ico6,

@@ -1003,3 +1003,18 @@ def test_a_trained_networks_folder_registers_as_its_model_pt(tmp_path):
     by_folder = register((v, f), {"sulc": sulc}, model=tmp_path / "my_model", optimise=False)
     by_file = register((v, f), {"sulc": sulc}, model=str(tmp_path / "my_model" / "model.pt"), optimise=False)
     np.testing.assert_array_equal(by_folder.sphere, by_file.sphere)
+
+
+def test_the_results_of_a_batch_share_no_metrics_list():
+    """``register_many``'s results shared the template's ``template_files`` list (one object in
+    every result's metrics, and the loaded template's): appending to one result's changed the
+    others'. Each result's metrics are its own."""
+    from geomorph_bids.engine.register import RegistrationItem, register_many
+
+    v, f, sulc = _example_arrays()
+    a, b = register_many([RegistrationItem((v, f), {"sulc": sulc}, "L")] * 2, "fsLR", rigid_only=True)
+    for key, value in a.metrics.items():
+        if isinstance(value, (list, dict)):
+            assert value is not b.metrics[key], key
+    a.metrics["template_files"].append("mine")
+    assert "mine" not in b.metrics["template_files"]
