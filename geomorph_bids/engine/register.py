@@ -240,8 +240,9 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
         if arr.ndim >= 2 and all(n == 1 for n in arr.shape[1:]):  # (V, 1); (V, 1, 1): an MGH volume's get_fdata()
             arr = arr.reshape(arr.shape[0])
         if arr.shape != (len(vertices),):
+            row = arr.ndim == 2 and arr.shape == (1, len(vertices))  # a row vector (MATLAB's, or x[None])
             raise InputError(f"feature {name!r} has shape {arr.shape}, expected ({len(vertices)},) "
-                             "(one value per sphere vertex)")
+                             "(one value per sphere vertex)" + ("; one row: pass values.ravel()" if row else ""))
         path = val if isinstance(val, (str, Path)) else None
         # NaN/Inf (counted), all zero or constant: refused here, naming the feature, as files are
         validate_feature(arr, path, what=f"feature {name!r}")

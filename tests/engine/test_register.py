@@ -1018,3 +1018,11 @@ def test_the_results_of_a_batch_share_no_metrics_list():
             assert value is not b.metrics[key], key
     a.metrics["template_files"].append("mine")
     assert "mine" not in b.metrics["template_files"]
+
+
+def test_a_map_given_as_one_row_says_how_to_give_it():
+    """A (1, V) map (a MATLAB row vector, ``x[None]``) is refused, as round fifteen decided; the
+    line now says what to pass."""
+    v, f, sulc = _example_arrays()
+    with pytest.raises(InputError, match=r"has shape \(1, 10242\), expected \(10242,\) .*pass values\.ravel\(\)"):
+        register((v, f), {"sulc": sulc[None]}, rigid_only=True)
