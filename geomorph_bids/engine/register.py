@@ -147,14 +147,18 @@ class Registration:
         from ..sphere.resample import resample
 
         target = _as_path(target)
+        if isinstance(target, str) and not Path(target).is_file() and (
+                os.sep in target or "/" in target or target.lower().endswith((".gii", ".gii.gz"))):
+            target = Path(target)  # a file's name, missing: read_sphere says so (it was "no output density")
         if isinstance(target, Path) or (isinstance(target, str) and Path(target).is_file()):
             from ..io.surfaces import read_sphere
 
             s = read_sphere(target)  # a template-space sphere file (e.g. tpl-fsLR_den-32k_sphere.surf.gii)
             target = (s.vertices, s.faces)
         elif isinstance(target, str):
-            if target.startswith("ico") and target[3:].isdigit():
-                target = icosphere(int(target[3:]))
+            level = target.strip().lower().removeprefix("ico").removeprefix("-")
+            if target.strip().lower().startswith("ico") and level.isdigit():  # ico6, ico-6
+                target = icosphere(int(level))
             else:
                 from ..io.templates import load_density_sphere
 

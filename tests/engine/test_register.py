@@ -1026,3 +1026,15 @@ def test_a_map_given_as_one_row_says_how_to_give_it():
     v, f, sulc = _example_arrays()
     with pytest.raises(InputError, match=r"has shape \(1, 10242\), expected \(10242,\) .*pass values\.ravel\(\)"):
         register((v, f), {"sulc": sulc[None]}, rigid_only=True)
+
+
+def test_resample_to_a_missing_sphere_file_or_ico_n_says_what_it_read(rigid_left):
+    """``reg.resample(x, "atlas/L.sphere.32k_fs_LR.surf.gii")`` with a mistyped path said ``template
+    fsLR has no output density 'atlas/L.sphere...'``, taking the file's name for a density; it now
+    says the file is missing. ``"ico-6"`` (the spelling the docs use in prose) is ico6."""
+    with pytest.raises(InputError, match="L.sphere.32k_fs_LR.surf.gii: cannot be read: no such file"):
+        rigid_left.resample(np.ones(10242), "atlas/L.sphere.32k_fs_LR.surf.gii")
+    with pytest.raises(InputError, match="cannot be read: no such file"):
+        rigid_left.resample(np.ones(10242), "L.sphere.32k_fs_LR.surf.gii")
+    np.testing.assert_array_equal(rigid_left.resample(np.arange(10242.0), "ico-6"),
+                                  rigid_left.resample(np.arange(10242.0), "ico6"))
