@@ -133,7 +133,8 @@ class Registration:
         Parameters
         ----------
         values : (V,) or (V, K) per-vertex values on the moving mesh (NaN = missing).
-        target : a (vertices, faces) sphere in template space, or its file; ``"icoN"`` (N = 0..7;
+        target : a (vertices, faces) sphere in template space, or its file (a name holding a ``/`` or
+            ending in ``.gii`` is read as one); ``"icoN"`` or ``"ico-N"`` (N = 0..7;
             ``"ico6"``: the template grid of 40962 vertices); or an output density of the template
             (``"32k"``, ``"59k"``, ``"164k"`` for fsLR; ``"10k"``, ``"41k"``, ``"164k"`` for
             fsaverage), whose sphere is found by
@@ -319,8 +320,8 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     Parameters
     ----------
     moving_sphere : (vertices (V, 3), faces (F, 3)), a path (GIFTI ``.surf.gii`` or
-        FreeSurfer ``?h.sphere``) or a :class:`~geomorph_bids.io.surfaces.Sphere` from
-        ``read_sphere`` (not checked again); any radius and density (fsaverage 164k, FreeSurfer
+        FreeSurfer ``?h.sphere``), a nibabel GIFTI image, or a :class:`~geomorph_bids.io.surfaces.Sphere`
+        from ``read_sphere`` (not checked again); any radius and density (fsaverage 164k, FreeSurfer
         ~130k, fsLR 32k, ...); rescaled to radius 100.
     moving_features : name -> (V,) array or path (e.g. ``{"sulc": "lh.sulc"}``), in the
         template's sign convention (FreeSurfer's for sulc).
@@ -333,11 +334,13 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         folder; a resolved :class:`~geomorph_bids.io.template_ref.TemplateRef`; or a loaded
         :class:`~geomorph_bids.io.templates.Template` (used as it is).
     hemi : ``"L"`` or ``"R"`` (``"lh"``/``"rh"``, ``"left"``/``"right"`` accepted; results say L or R).
-    model : a bundled network's name, a checkpoint path or a built ``GeoMorph`` (with
+    model : a bundled network's name, a checkpoint path (or the folder holding its ``model.pt``, as
+        ``geomorph-train --out`` writes it) or a built ``GeoMorph`` (with
         ``.config``), or None: the template's default registration
         (:func:`~geomorph_bids.engine.model_choice.default_registration`; today the warp comes
         from pair-wise optimisation alone).
-    device : ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    device : ``"auto"`` or None (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a
+        ``torch.device``...
     rigid_only : stop after the rigid pre-alignment.
     optimise : optimise the warp's control points for this pair after the network (or from
         the rigid alignment without one): True (without a network the default schedule,
