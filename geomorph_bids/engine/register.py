@@ -879,6 +879,9 @@ def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:
         # the optimiser from the rigid alignment weighs its features by name (curv less than sulc)
         cfg = optimise if isinstance(optimise, OptimiseConfig) else (
             REFINEMENT if network else OptimiseConfig(channel_weights=optimiser_weights(channels)))
+        if cfg.channel_weights is not None and len(cfg.channel_weights) != len(channels):
+            raise ValueError(f"OptimiseConfig.channel_weights has {len(cfg.channel_weights)} entries, but the "
+                             f"registration uses {len(channels)} map(s): {', '.join(channels)} (in this order)")
         t = time.perf_counter()
         movs, fixs, masks, inits = [], [], [], []
         for job in group:

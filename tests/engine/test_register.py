@@ -1038,3 +1038,16 @@ def test_resample_to_a_missing_sphere_file_or_ico_n_says_what_it_read(rigid_left
         rigid_left.resample(np.ones(10242), "L.sphere.32k_fs_LR.surf.gii")
     np.testing.assert_array_equal(rigid_left.resample(np.arange(10242.0), "ico-6"),
                                   rigid_left.resample(np.arange(10242.0), "ico6"))
+
+
+def test_channel_weights_of_another_length_name_the_maps_in_their_order():
+    """``optimise=OptimiseConfig(channel_weights=(1.0,))`` with sulc and curv said ``channel_weights
+    has 1 entries for 2 channels``: which channels, and in which order the weights apply, was left
+    to guess (the dict's order, not the 0.7 / 0.3 by name of ``optimise=True``)."""
+    from geomorph_bids.model.optimise import OptimiseConfig
+
+    surf = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / \
+        "freesurfer" / "sub-01" / "surf"
+    with pytest.raises(ValueError, match=r"has 1 entries, but the registration uses 2 map\(s\): curv, sulc \(in this order\)"):
+        register(surf / "lh.sphere", {"curv": surf / "lh.curv", "sulc": surf / "lh.sulc"}, "fsaverage", "L",
+                 template_dir="bundled", optimise=OptimiseConfig(channel_weights=(1.0,)))
