@@ -9,10 +9,10 @@ saves A's, A restores the caller's while B still runs, and B restores A's, which
 for good (one BLAS thread, one torch thread, deterministic algorithms on, every warning ignored).
 
 :class:`Shared` makes the first block to start save the setting and the last to end restore it;
-:class:`Serial` runs the blocks one at a time. They are the only module-level state of the
-package besides lookup tables (``tests/test_architecture.py``): each instance forgets, in a child
-forked while a block was running, the blocks of its parent (a fresh lock, no holder), as
-``logging`` does for its locks.
+:class:`Serial` runs the blocks one at a time. Their instances are the package's only locks at
+module level (``tests/test_architecture.py`` refuses others): each forgets, in a child forked
+while a block was running, the blocks of its parent (a fresh lock, no holder), as ``logging`` does
+for its locks.
 """
 
 from __future__ import annotations
