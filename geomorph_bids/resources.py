@@ -98,11 +98,16 @@ def bundled_models() -> list[str]:
 
 
 def model_path(model: str | Path) -> Path:
-    """A bundled model's checkpoint by name (e.g. ``"sulc-fsLR"``), else ``model`` as a path."""
+    """A bundled model's checkpoint by name (e.g. ``"sulc-fsLR"``); a folder holding ``model.pt``
+    (what ``geomorph-train --out FOLDER`` writes: its best network) as that file; else ``model``
+    as a path."""
     name = str(model)
     if name in bundled_models():
         return model_dir() / name / "model.pt"
-    return Path(model)
+    path = Path(model)
+    if path.is_dir() and (path / "model.pt").is_file():
+        return path / "model.pt"
+    return path
 
 
 def example_dir() -> Path:

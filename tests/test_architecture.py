@@ -103,7 +103,9 @@ _STATEFUL_CALLS = ("threading.Lock", "threading.RLock", "threading.local", "thre
 def test_no_module_level_mutable_state():
     """The house rule: no ``global`` statement, and no lock, thread-local or queue made at module
     level (the reader threads of io.limits kept a pool of idle threads that way, which forked
-    children had to be made to forget). Read-only lookup tables are not state."""
+    children had to be made to forget). Read-only lookup tables are not state. A setting that is
+    the process's own (torch's, BLAS's, the warning filters) is shared between a caller's threads
+    through ``io.process_wide``, whose instances forget their parent's blocks in a forked child."""
     found = []
     for name, path in _modules().items():
         tree = ast.parse(path.read_text())

@@ -16,18 +16,30 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from ..io.process_wide import Shared
+
 __all__ = ["blas_threads"]
+
+#: the BLAS limit, shared by the blocks running at once in a caller's threads
+_LIMIT = Shared()
 
 
 @contextlib.contextmanager
 def blas_threads(threads: int) -> Iterator[None]:
     """Hold numpy's and scipy's BLAS to ``threads`` (>= 1) threads inside the block (process-wide:
     other Python threads' products too), then give back what was set before (~2 ms to find the
-    libraries each time)."""
+    libraries each time).
+
+    Blocks running at once in several threads (``register()`` called from a thread pool) share
+    the limit: the first sets it and the last gives the caller's back. Each block saving and
+    restoring its own interleaved, and left the caller's process with one BLAS thread for good
+    (the second block saved the first's limit and restored it last).
+    """
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         yield
         return
-    with threadpool_limits(max(1, int(threads)), user_api="blas"):
+    with _LIMIT.held(lambda: threadpool_limits(max(1, int(threads)), user_api="blas"),
+                     lambda limits: limits.restore_original_limits()):
         yield

@@ -108,7 +108,11 @@ def _network_from_file(path: str, stamp: tuple[int, ...] | None, device: str | N
     if config.in_channels != len(meta.channels):
         raise InputError(f"checkpoint lists {len(meta.channels)} channels but its network takes "
                          f"{config.in_channels}", path=path)
-    net = GeoMorph(config)
+    # its random initial weights are replaced by the checkpoint's: drawn from a copy of torch's
+    # generator, so that the caller's seeded draws after a first registration are the ones they
+    # would be without it (the first load advanced the caller's torch.manual_seed sequence)
+    with torch.random.fork_rng(devices=[]):
+        net = GeoMorph(config)
     try:
         net.load_state_dict(state)
     except RuntimeError as e:

@@ -12,18 +12,19 @@ __all__ = ["resolve_device"]
 
 
 def resolve_device(device: Any = "auto") -> Any:
-    """``"auto"`` -> CUDA if available, else CPU; ``"cpu"``; ``"cuda"`` / ``"cuda:N"``; ``"mps"``;
-    or a ``torch.device`` (checked the same way). Returns a ``torch.device``.
+    """``"auto"`` (or None) -> CUDA if available, else CPU; ``"cpu"`` (``"cpu:N"``, as
+    ``torch.device("cpu", 0)`` prints, is the CPU); ``"cuda"`` / ``"cuda:N"``; ``"mps"``; or a
+    ``torch.device`` (checked the same way). Returns a ``torch.device``.
 
     Raises a one-line ValueError for an unknown specification, CUDA (or MPS) requested but not
     available, or a CUDA index beyond the visible devices.
     """
     import torch
 
-    spec = str(device).strip().lower()
+    spec = "auto" if device is None else str(device).strip().lower()
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
+    if spec == "cpu" or (spec.startswith("cpu:") and spec[4:].isdigit()):  # torch's CPU has no index but 0
         return torch.device("cpu")
     if spec == "cuda" or spec.startswith("cuda:"):
         if not torch.cuda.is_available():

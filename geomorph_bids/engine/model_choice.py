@@ -193,6 +193,9 @@ def network(model: str | Path, name: str | None = None, optimise: Any = True,
     from ..resources import bundled_models, model_path
 
     path = model_path(model)
+    if path.is_dir():
+        raise InputError("is a folder holding no model.pt (a network trained by geomorph-train is FOLDER/model.pt): "
+                         "give the checkpoint file", path=path)
     if not path.is_file():
         raise InputError(f"model checkpoint not found{_closest_model_name(str(model), bundled_models())} (use "
                          f"default, rigid, a bundled model: {', '.join(bundled_models()) or 'none installed'}, or a "

@@ -40,6 +40,7 @@ of the GeoMorph warp alone, ``metrics["method"] == "optimise"``); with a network
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import os
 import time
@@ -132,7 +133,8 @@ class Registration:
         Parameters
         ----------
         values : (V,) or (V, K) per-vertex values on the moving mesh (NaN = missing).
-        target : a (vertices, faces) sphere in template space, or its file; ``"icoN"`` (N = 0..7;
+        target : a (vertices, faces) sphere in template space, or its file (a name holding a ``/`` or
+            ending in ``.gii`` is read as one); ``"icoN"`` or ``"ico-N"`` (N = 0..7;
             ``"ico6"``: the template grid of 40962 vertices); or an output density of the template
             (``"32k"``, ``"59k"``, ``"164k"`` for fsLR; ``"10k"``, ``"41k"``, ``"164k"`` for
             fsaverage), whose sphere is found by
@@ -146,14 +148,18 @@ class Registration:
         from ..sphere.resample import resample
 
         target = _as_path(target)
+        if isinstance(target, str) and not Path(target).is_file() and (
+                os.sep in target or "/" in target or target.lower().endswith((".gii", ".gii.gz"))):
+            target = Path(target)  # a file's name, missing: read_sphere says so (it was "no output density")
         if isinstance(target, Path) or (isinstance(target, str) and Path(target).is_file()):
             from ..io.surfaces import read_sphere
 
             s = read_sphere(target)  # a template-space sphere file (e.g. tpl-fsLR_den-32k_sphere.surf.gii)
             target = (s.vertices, s.faces)
         elif isinstance(target, str):
-            if target.startswith("ico") and target[3:].isdigit():
-                target = icosphere(int(target[3:]))
+            level = target.strip().lower().removeprefix("ico").removeprefix("-")
+            if target.strip().lower().startswith("ico") and level.isdigit():  # ico6, ico-6
+                target = icosphere(int(level))
             else:
                 from ..io.templates import load_density_sphere
 
@@ -205,8 +211,9 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
     from ..io.validate import clip_outliers, validate_feature, validate_sphere
 
     if isinstance(moving_sphere, Sphere) and np.isclose(np.linalg.norm(moving_sphere.vertices[0]), RADIUS):
-        # read_sphere checked it already (at the radius register() works at: read_sphere's default)
-        vertices, faces = moving_sphere.vertices, moving_sphere.faces
+        # read_sphere checked it already (at the radius register() works at: read_sphere's default); the
+        # result's faces are a copy, as for arrays: editing them changed the caller's Sphere in silence
+        vertices, faces = moving_sphere.vertices, np.array(moving_sphere.faces, dtype=np.int64)
     elif isinstance(moving_sphere, (str, Path)):
         s = read_sphere(moving_sphere)
         vertices, faces = s.vertices, s.faces
@@ -215,6 +222,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
                          f"{', '.join(map(repr, list(moving_sphere)[:4]))}: pass (d[<vertices>], d[<faces>])")
     else:  # arrays, or a Surface (a Sphere at another radius): checked here, naming its file
         surface = moving_sphere if isinstance(moving_sphere, Surface) else None
+        moving_sphere = _gifti_arrays(moving_sphere, "moving_sphere", surface=True)
         try:
             v, f = moving_sphere if surface is None else (surface.vertices, surface.faces)
         except (TypeError, ValueError):
@@ -237,8 +245,9 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
         if arr.ndim >= 2 and all(n == 1 for n in arr.shape[1:]):  # (V, 1); (V, 1, 1): an MGH volume's get_fdata()
             arr = arr.reshape(arr.shape[0])
         if arr.shape != (len(vertices),):
+            row = arr.ndim == 2 and arr.shape == (1, len(vertices))  # a row vector (MATLAB's, or x[None])
             raise InputError(f"feature {name!r} has shape {arr.shape}, expected ({len(vertices)},) "
-                             "(one value per sphere vertex)")
+                             "(one value per sphere vertex)" + ("; one row: pass values.ravel()" if row else ""))
         path = val if isinstance(val, (str, Path)) else None
         # NaN/Inf (counted), all zero or constant: refused here, naming the feature, as files are
         validate_feature(arr, path, what=f"feature {name!r}")
@@ -254,11 +263,31 @@ def _host_array(values: Any) -> Any:
     return values
 
 
+def _gifti_arrays(value: Any, what: str, surface: bool = False) -> Any:
+    """A nibabel GIFTI image (``nib.load("lh.sphere.surf.gii")``) or one of its data arrays as
+    arrays: a surface's (vertices, faces) by their intents, a map's values (one data array); they
+    were refused as "not a (vertices, faces) pair" or "not numbers (object)". Anything else as it is."""
+    if hasattr(value, "darrays") and hasattr(value, "agg_data"):  # nibabel.gifti.GiftiImage
+        if surface:
+            pair = value.agg_data(("pointset", "triangle"))
+            if any(a is None for a in pair):
+                raise ValueError(f"{what} is a GIFTI image without a pointset and a triangle array: pass the "
+                                 "sphere's surface file (e.g. lh.sphere.surf.gii)")
+            return pair
+        if len(value.darrays) != 1:
+            raise InputError(f"{what} is a GIFTI image holding {len(value.darrays)} maps; give one "
+                             "(image.darrays[i].data)")
+        return value.darrays[0].data
+    if hasattr(value, "data") and hasattr(value, "intent") and hasattr(value, "coordsys"):  # a GiftiDataArray
+        return value.data
+    return value
+
+
 def _feature_array(values: Any, name: str) -> np.ndarray:
     """A feature given as an array-like, as numbers: a torch tensor is detached
     (:func:`_host_array`), a masked array's masked values and complex values are refused (numpy
     would drop the mask, or the imaginary part, in silence)."""
-    values = _host_array(values)
+    values = _host_array(_gifti_arrays(values, f"feature {name!r}"))
     if isinstance(values, np.ma.MaskedArray) and np.ma.count_masked(values):
         raise InputError(f"feature {name!r} is a masked array with {np.ma.count_masked(values)} masked value(s), "
                          "which would be read as data: fill them (0 on the medial wall: values.filled(0)) and "
@@ -291,8 +320,8 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     Parameters
     ----------
     moving_sphere : (vertices (V, 3), faces (F, 3)), a path (GIFTI ``.surf.gii`` or
-        FreeSurfer ``?h.sphere``) or a :class:`~geomorph_bids.io.surfaces.Sphere` from
-        ``read_sphere`` (not checked again); any radius and density (fsaverage 164k, FreeSurfer
+        FreeSurfer ``?h.sphere``), a nibabel GIFTI image, or a :class:`~geomorph_bids.io.surfaces.Sphere`
+        from ``read_sphere`` (not checked again); any radius and density (fsaverage 164k, FreeSurfer
         ~130k, fsLR 32k, ...); rescaled to radius 100.
     moving_features : name -> (V,) array or path (e.g. ``{"sulc": "lh.sulc"}``), in the
         template's sign convention (FreeSurfer's for sulc).
@@ -305,11 +334,13 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         folder; a resolved :class:`~geomorph_bids.io.template_ref.TemplateRef`; or a loaded
         :class:`~geomorph_bids.io.templates.Template` (used as it is).
     hemi : ``"L"`` or ``"R"`` (``"lh"``/``"rh"``, ``"left"``/``"right"`` accepted; results say L or R).
-    model : a bundled network's name, a checkpoint path or a built ``GeoMorph`` (with
+    model : a bundled network's name, a checkpoint path (or the folder holding its ``model.pt``, as
+        ``geomorph-train --out`` writes it) or a built ``GeoMorph`` (with
         ``.config``), or None: the template's default registration
         (:func:`~geomorph_bids.engine.model_choice.default_registration`; today the warp comes
         from pair-wise optimisation alone).
-    device : ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    device : ``"auto"`` or None (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a
+        ``torch.device``...
     rigid_only : stop after the rigid pre-alignment.
     optimise : optimise the warp's control points for this pair after the network (or from
         the rigid alignment without one): True (without a network the default schedule,
@@ -580,7 +611,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     seconds: dict[str, float] = {}
     hemi = hemi_code(item.hemi)  # L/R; lh/rh, left/right and CortexLeft/CortexRight are accepted too
     vertices, faces, feats = _read_inputs(item.moving_sphere, item.moving_features, hemi)
-    reg_sphere = item.reg_sphere
+    reg_sphere = _gifti_arrays(item.reg_sphere, "reg_sphere", surface=True)
     reg_path = reg_sphere if isinstance(reg_sphere, (str, Path)) else None
     if reg_path is not None:
         from ..io.surfaces import read_sphere
@@ -600,7 +631,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
             raise InputError(f"reg_sphere: {int(bad.sum())} of {len(bad)} vertices have non-finite coordinates (NaN or "
                              f"Inf, first at vertex {int(np.argmax(bad))}): the registered sphere is corrupted; take "
                              "it again from the original (e.g. FreeSurfer's lh.sphere.reg)", path=reg_path)
-    cortex = item.cortex_mask
+    cortex = _host_array(_gifti_arrays(item.cortex_mask, "cortex_mask"))
     if cortex is not None and isinstance(cortex, (str, Path)):
         from ..io.surfaces import read_mask
 
@@ -848,6 +879,9 @@ def _optimise_jobs(jobs: list[_Job], optimise: Any, dev: Any) -> None:
         # the optimiser from the rigid alignment weighs its features by name (curv less than sulc)
         cfg = optimise if isinstance(optimise, OptimiseConfig) else (
             REFINEMENT if network else OptimiseConfig(channel_weights=optimiser_weights(channels)))
+        if cfg.channel_weights is not None and len(cfg.channel_weights) != len(channels):
+            raise ValueError(f"OptimiseConfig.channel_weights has {len(cfg.channel_weights)} entries, but the "
+                             f"registration uses {len(channels)} map(s): {', '.join(channels)} (in this order)")
         t = time.perf_counter()
         movs, fixs, masks, inits = [], [], [], []
         for job in group:
@@ -980,6 +1014,8 @@ def _finish_beside(job: _Job, optimise: Any, dev: Any, quality: QualityThreshold
                     "model_weights_sha256": None,
                     "model_path": None})
     metrics.update(tpl.provenance)
+    # each result's own lists (template_files, ...): the model's and template's were every result's of a batch
+    metrics = copy.deepcopy(metrics)
     metrics.update(seconds)
     metrics["seconds_total"] = sum(v for k, v in seconds.items() if k.startswith("seconds_"))
     return Registration(sphere=out_sphere, faces=faces, rotation=rotation, warp_ico6=warp_ico6,

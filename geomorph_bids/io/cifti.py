@@ -16,7 +16,6 @@ template mesh, inside a medial-wall ROI, as one CIFTI-2 dense scalar file.
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,6 +26,7 @@ from nibabel import cifti2
 from geomorph_bids.errors import InputError
 from geomorph_bids.io.limits import MAX_MAPS, MAX_VERTICES, map_max_bytes, read_bounded
 from geomorph_bids.io.validate import hemi_code
+from geomorph_bids.io.quiet import quiet_warnings
 
 __all__ = ["CIFTI_STRUCTURES", "CiftiCortex", "load_cifti", "read_cifti_cortex",
            "read_cifti_labels", "is_cifti_name", "write_dscalar"]
@@ -85,8 +85,7 @@ def load_cifti(path: str | Path) -> cifti2.Cifti2Image:
     if version is not None and not version.startswith("2"):
         raise InputError(f"is a CIFTI-{version} file; only CIFTI-2 is supported: {convert}", path=p)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_warnings():
             img = _image_from_bytes(raw, version)
     except Exception as exc:
         if "CIFTI-2" in str(exc):

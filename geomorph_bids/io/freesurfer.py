@@ -16,7 +16,6 @@ Formats (big-endian):
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from nibabel import freesurfer as nfs
 from geomorph_bids.errors import InputError
 from geomorph_bids.io.limits import (READ_TIMEOUT_S, SURFACE_MAX_BYTES, map_max_bytes, read_bounded, regular_file,
                                      with_deadline)
+from geomorph_bids.io.quiet import quiet_warnings
 
 __all__ = ["TRIANGLE_MAGIC", "CURV_MAGIC", "read_magic", "triangle_header", "read_fs_vertex_count",
            "read_fs_surface", "read_fs_morph", "read_fs_annot", "read_fs_label"]
@@ -125,8 +125,7 @@ def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
     raw = read_bounded(p, SURFACE_MAX_BYTES, "surface")
     _surface_header(raw, p)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")    # "No volume information" for spheres
+        with quiet_warnings():    # "No volume information" for spheres
             v, f, info = nfs.read_geometry(str(p), read_metadata=True)
     except Exception as exc:
         raise InputError(f"FreeSurfer surface is corrupted ({type(exc).__name__}: {exc})",

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import gzip
 import re
-import warnings
 import zlib
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -39,6 +38,7 @@ from geomorph_bids.io.gifti_guard import check_arrays
 from geomorph_bids.io.limits import (READ_TIMEOUT_S, SURFACE_MAX_BYTES, decompress_bounded, map_max_bytes,
                                      read_bounded, regular_file, with_deadline)
 from geomorph_bids.io.validate import check_finite, hemi_code
+from geomorph_bids.io.quiet import quiet_warnings
 
 __all__ = [
     "GEOMETRIC_TYPES", "SECONDARY_TYPES", "STRUCTURES", "LabelTable",
@@ -90,8 +90,7 @@ def load_gifti(path: str | Path, limit: int = SURFACE_MAX_BYTES) -> GiftiImage:
         raise InputError(f"is not a GIFTI file (does not start with XML){_freesurfer_hint(raw)}", path=p)
     check_arrays(raw, limit, p)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_warnings():
             img = GiftiImage.from_bytes(raw)
     except Exception as exc:  # nibabel raises many types (ExpatError, ValueError, zlib.error...)
         raise InputError(f"GIFTI file is truncated or corrupted ({type(exc).__name__}: {exc})",

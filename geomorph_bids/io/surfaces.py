@@ -10,7 +10,6 @@ naming the file.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -23,6 +22,7 @@ from geomorph_bids.io import cifti, freesurfer, gifti
 from geomorph_bids.io.limits import MAX_MAPS, MAX_VERTICES, decompress_bounded, map_max_bytes, read_bounded, regular_file
 from geomorph_bids.io.validate import (SPHERE_RADIUS, check_finite, check_mesh, check_vertex_count,
                                        hemi_code, validate_sphere)
+from geomorph_bids.io.quiet import quiet_warnings
 
 #: largest per-vertex map read from an MGH file (values), a guard against corrupted headers
 _MAX_VALUES = MAX_VERTICES * MAX_MAPS
@@ -156,8 +156,7 @@ def _read_mgh(p: Path, n_vertices: int | None = None) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":  # .mgz
         raw = decompress_bounded(raw, map_max_bytes(n_vertices), p, bound="the most a map file may hold here")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_warnings():
             img = nib.MGHImage.from_bytes(raw)
             shape = tuple(int(n) for n in img.shape)
             # check the header before reading: a corrupted header can claim terabytes

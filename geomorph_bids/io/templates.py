@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from ..errors import InputError
 from ..resources import (data_dir, density_sphere_candidates, package_data_file, package_template_features,
                          template_feature_file, template_rotation_file, templateflow_sphere_file)
 from ..sphere.icosphere import icosphere
+from .quiet import quiet_warnings
 
 __all__ = ["Template", "load_template", "available_templates", "is_bundled_template", "TEMPLATE_LEVEL", "DENSITIES",
            "normalise_density", "load_density_sphere", "ATLAS_ROI_DENSITIES", "load_atlas_roi"]
@@ -183,8 +183,7 @@ def _read_density_file(path: Path, expected: int) -> tuple[np.ndarray, np.ndarra
     from .surfaces import read_sphere
     from .validate import SphereWarning
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SphereWarning)  # the fsLR 164k sphere is 2 mm off-centre
+    with quiet_warnings(SphereWarning):  # the fsLR 164k sphere is 2 mm off-centre
         s = read_sphere(path)
     if len(s.vertices) != expected:
         raise InputError(f"has {len(s.vertices)} vertices, expected {expected} for this density", path=path)

@@ -31,7 +31,6 @@ import os
 import pickle
 import subprocess
 import tempfile
-import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from geomorph_bids.errors import InputError
 from geomorph_bids.io.limits import CHECKPOINT_MAX_BYTES, check_size, human_bytes
 from geomorph_bids.model.keys import check_keys
 from geomorph_bids.model.normalise import NormalisationSpec
+from geomorph_bids.io.quiet import quiet_warnings
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "HEMISPHERES", "CheckpointMeta", "TrainingProvenance",
            "save_checkpoint", "convert_checkpoint", "load_checkpoint", "read_metadata", "check_compatible",
@@ -332,8 +332,7 @@ def _torch_load(path: Path, map_location: Any, mmap: bool) -> Any:
         raise InputError(f"checkpoint declares {human_bytes(declared)} of content, more than any checkpoint "
                          f"geomorph-bids accepts ({human_bytes(CHECKPOINT_MAX_BYTES)})", path=path)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        with quiet_warnings(message="Detected pickle protocol"):
             return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         why = next((ln.strip() for ln in str(e).splitlines()

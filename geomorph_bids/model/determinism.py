@@ -17,7 +17,9 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["deterministic", "set_deterministic"]
+from ..io.process_wide import Shared
+
+__all__ = ["deterministic", "deterministic_cpu_threads", "set_deterministic"]
 
 
 def set_deterministic(mode: bool, warn_only: bool = False) -> None:
@@ -40,3 +42,37 @@ def deterministic(mode: bool = True, warn_only: bool = True) -> Iterator[None]:
         yield
     finally:
         set_deterministic(previous, previous_warn)
+
+
+#: deterministic algorithms and torch's thread count, shared by the blocks running at once
+_SETTINGS = Shared()
+
+
+@contextlib.contextmanager
+def deterministic_cpu_threads(threads: int | None = None) -> Iterator[None]:
+    """Deterministic algorithms (warn-only) inside the block and, with ``threads``, at most that
+    many torch CPU threads (never more than the caller had); the caller's settings restored when
+    the last block running at once ends, also on an exception.
+
+    :func:`deterministic` and a plain save/restore of ``torch.set_num_threads`` are right for one
+    call at a time; two calls in a caller's threads interleaved their saves and restores, so the
+    first to end switched determinism off under the other (its result no longer bit-reproducible)
+    and the last restored what the first had set: deterministic algorithms left on and one torch
+    thread left for the rest of the caller's process (:mod:`geomorph_bids.io.process_wide`).
+    """
+    def take() -> tuple[bool, bool, int]:
+        saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                 torch.get_num_threads())
+        set_deterministic(True, True)
+        return saved
+
+    def give_back(saved: tuple[bool, bool, int]) -> None:
+        set_deterministic(saved[0], saved[1])
+        torch.set_num_threads(saved[2])
+
+    def each(saved: tuple[bool, bool, int]) -> None:
+        if threads is not None:
+            torch.set_num_threads(max(1, min(saved[2], int(threads))))
+
+    with _SETTINGS.held(take, give_back, each):
+        yield

@@ -41,7 +41,7 @@ from torch import Tensor
 from ..sphere.icosphere import icosphere, level_of, n_vertices
 from .adam import Adam
 from .cache import cached_tables
-from .determinism import deterministic
+from .determinism import deterministic_cpu_threads
 from .geoconv import hex_laplacian, hex_tables
 from .geomorph import compose_warps
 from .keys import check_keys
@@ -240,7 +240,7 @@ class _WrittenStage:
         self.sampler, self.image, self.relocate_every, self.total = sampler, image, cfg.relocate_every, total
         self.base, self.c, self.d = base, c, d
         self.loss = StageLoss(base, faces, area0, c, d, fixed, mask, weights, cfg.lam, cfg.fold, cfg.areal)
-        self.offset = torch.zeros((3, image.shape[0], base.shape[1]), device=base.device)
+        self.offset = torch.zeros((3, image.shape[0], base.shape[1]), dtype=base.dtype, device=base.device)
         self.located: Tensor | None = None
         self._tables: tuple[Tensor, Tensor] = (torch.empty(0), torch.empty(0))
         self._bend_faces: Tensor | None = None
@@ -322,23 +322,22 @@ def optimise_warp(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
     on for the call (the gradients' scatter-adds are otherwise summed in a varying order). On
     CPU the call uses at most one torch thread per pair. Both settings are restored afterwards.
     """
-    threads = torch.get_num_threads()
     n_pairs = (moving.shape[0] if (moving.dim() if isinstance(moving, Tensor) else np.ndim(moving)) == 3 else 1)
-    if torch.device(device).type == "cpu":
-        # one pair's tensors are small (<= 10k points): extra CPU threads only add synchronisation,
-        # and on a shared machine they make it 2-5x slower; a batch gets up to one thread per pair
-        torch.set_num_threads(max(1, min(threads, n_pairs)))
-    try:
-        with deterministic(True, warn_only=True):
-            return _optimise(moving, fixed, config, init=init, mask=mask, device=device)
-    finally:
-        torch.set_num_threads(threads)
+    # one pair's tensors are small (<= 10k points): extra CPU threads only add synchronisation,
+    # and on a shared machine they make it 2-5x slower; a batch gets up to one thread per pair.
+    # Both settings are the process's: shared with calls running at once in the caller's threads
+    with deterministic_cpu_threads(n_pairs if torch.device(device).type == "cpu" else None):
+        return _optimise(moving, fixed, config, init=init, mask=mask, device=device)
 
 
 def _as_batch(x: np.ndarray | Tensor, name: str, dev: torch.device, dtype: torch.dtype | None = torch.float32
               ) -> Tensor:
-    """(V,), (V, K) or (B, V, K) -> (B, V, K) tensor on ``dev``."""
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x, device=dev)
+    """(V,), (V, K) or (B, V, K) -> (B, V, K) tensor on ``dev`` (a big-endian array, ``>f4`` from
+    a file, in native order: torch refuses the other)."""
+    if not isinstance(x, Tensor):
+        x = np.asarray(x)
+        x = x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+    t = torch.as_tensor(x, device=dev)
     t = t.to(dtype) if dtype is not None else t
     if t.dim() == 1:
         t = t[:, None]
@@ -369,7 +368,7 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
     else:
         m = _as_batch(mask, "mask", dev, dtype=None).bool()
         m = m.expand(B, nv, k) if m.shape[0] == 1 else m.expand(-1, nv, k)
-    w = torch.full((k,), 1.0 / k, device=dev) if cfg.channel_weights is None else \
+    w = torch.full((k,), 1.0 / k, dtype=torch.float32, device=dev) if cfg.channel_weights is None else \
         torch.as_tensor(cfg.channel_weights, dtype=torch.float32, device=dev)
     if w.shape != (k,):
         raise ValueError(f"channel_weights has {w.numel()} entries for {k} channels")
@@ -407,8 +406,8 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
         descend = _WrittenStage(*stage_args, total=total if cfg.bend_total and not identity_start else None)
         offset = descend.offset
         opt = Adam([offset], lr=cfg.lr)
-        first = torch.full((B,), float("nan"))
-        best = torch.full((B,), float("inf"), device=dev)
+        first = torch.full((B,), float("nan"), dtype=torch.float32)
+        best = torch.full((B,), float("inf"), dtype=torch.float32, device=dev)
         best_offset = offset.detach().clone()
         for step in range(n_steps):
             # cosine decay to 5 % of lr: Adam's steps do not shrink

@@ -225,10 +225,10 @@ class StageLoss:
             g_ctrl = g_ctrl + _sample_grad(tri, corner_warp, bary6, total6, g_at)
         # the triple product a . (b x c): its gradient in each corner is the other two's cross product
         n_faces = ratio.shape[-1]
-        g_ratio = torch.where(ratio < _FLOOR, -self.fold / n_faces, 0.0)
+        g_ratio = torch.where(ratio < _FLOOR, -self.fold / n_faces, 0.0).to(ratio.dtype)  # two scalars: the default dtype
         if self.areal:
             r = ratio.clamp_min(_AREAL_CLAMP)
-            g_ratio = g_ratio + (ratio >= _AREAL_CLAMP) * (2.0 * self.areal / n_faces) * torch.log(r) / r
+            g_ratio = g_ratio + (ratio >= _AREAL_CLAMP).to(r.dtype) * (2.0 * self.areal / n_faces) * torch.log(r) / r
         g_det = g_ratio / self.area0
         self._add(g_ctrl, self.faces[0], g_det * _cross(b, c))
         self._add(g_ctrl, self.faces[1], g_det * _cross(c, a))

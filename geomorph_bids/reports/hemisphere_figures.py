@@ -5,7 +5,6 @@ note saying which."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,7 @@ import numpy as np
 from ..derivatives import FIGURES
 from .html import fmt
 from .outputs import HemiOutputs, relative
+from ..io.quiet import quiet_warnings
 
 if TYPE_CHECKING:
     from .figures import FigureKeeper
@@ -41,8 +41,7 @@ def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
     from ..io.surfaces import read_sphere
     from ..io.validate import SphereWarning
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SphereWarning)
+    with quiet_warnings(SphereWarning):
         s = read_sphere(path)
     return np.asarray(s.vertices, dtype=np.float64), np.asarray(s.faces, dtype=np.int64)
 

@@ -297,7 +297,8 @@ def area_surfaces(current: Mesh, anatomical: np.ndarray, new: Mesh,
     """The ``current_area`` and ``new_area`` surfaces of an area-corrected resampling.
 
     ``anatomical`` (V_current, 3) is a surface on the current sphere's mesh (e.g. the
-    subject's midthickness, mm); it is carried onto the new sphere barycentrically
+    subject's midthickness, mm), or its (vertices, faces) pair as every mesh is passed here (the
+    faces must be the current sphere's); it is carried onto the new sphere barycentrically
     (``wb_command -surface-resample ... BARYCENTRIC``), as sMRIPrep and the HCP pipelines do
     before ``-metric-resample ... ADAP_BARY_AREA -area-surfs``.
 
@@ -308,6 +309,12 @@ def area_surfaces(current: Mesh, anatomical: np.ndarray, new: Mesh,
     """
     current = _check_mesh(current, "current sphere")
     new = _check_mesh(new, "new sphere")
+    if isinstance(anatomical, (tuple, list)) and len(anatomical) == 2 and np.ndim(anatomical[1]) == 2:
+        # a (vertices, faces) pair, as the spheres are given (numpy raised "inhomogeneous shape")
+        if not np.array_equal(np.asarray(anatomical[1]), current[1]):
+            raise InputError("the anatomical surface's faces are not the current sphere's: it must be the "
+                             "same mesh (e.g. lh.midthickness of the lh.sphere resampled)")
+        anatomical = anatomical[0]
     anatomical = np.asarray(anatomical, dtype=np.float64)
     if anatomical.shape != current[0].shape:
         raise InputError(f"the anatomical surface has {len(anatomical)} vertices, the current sphere "
@@ -322,6 +329,8 @@ def _check_values(values: np.ndarray, n_current: int, name: str = "values") -> n
     if isinstance(values, (str, bytes, os.PathLike)):
         raise InputError(f"{name} must be per-vertex numbers, got the path {str(values)!r}: read the file first "
                          "(geomorph_bids.io.read_feature)")
+    if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor (numpy refuses one that requires grad)
+        values = values.detach().cpu().numpy()
     values = np.asarray(values)
     if values.dtype.kind not in "biuf":
         raise InputError(f"{name} must be real numbers, got {values.dtype} values")
@@ -354,7 +363,7 @@ def apply_weights(weights: sparse.spmatrix, values: np.ndarray) -> np.ndarray:
     inputs are all NaN (or that have no weight) are NaN.
     """
     values = _check_values(values, weights.shape[1])
-    out_dtype = np.float32 if values.dtype == np.float32 else np.float64
+    out_dtype = np.float32 if values.dtype.kind == "f" and values.dtype.itemsize == 4 else np.float64  # '>f4' too
     data = values.astype(np.float64, copy=False)
     missing = np.isnan(data)
     if missing.any():

@@ -29,3 +29,19 @@ def test_a_product_in_the_block_is_the_product():
     with blas_threads(1):
         inside = a @ r.T
     np.testing.assert_allclose(inside, np.einsum("pj,ij->pi", a, r), rtol=0, atol=1e-14)
+
+
+def test_blocks_that_overlap_in_threads_give_back_the_callers_setting():
+    """``register()`` called from a thread pool: two blocks overlap (A starts, B starts, A ends, B
+    ends). Each saved and restored its own limit, so B restored the one A had set: the caller's
+    process kept one BLAS thread for good. The last block to end now gives the caller's back."""
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        first, second = blas_threads(1), blas_threads(1)
+        first.__enter__()
+        second.__enter__()
+        assert set(_blas_threads()) == {1}
+        first.__exit__(None, None, None)
+        assert set(_blas_threads()) == {1}  # still held for the block running on
+        second.__exit__(None, None, None)
+        assert _blas_threads() == before

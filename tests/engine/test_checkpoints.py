@@ -128,3 +128,26 @@ def test_a_checkpoint_replaced_by_one_of_the_same_size_and_mtime_is_read_again(t
     d = load_model(link, ["sulc"], "fsLR", "L", cpu)
     assert not torch.equal(first(c), first(d)) and torch.equal(first(d), first(b))
     assert load_model(link, ["sulc"], "fsLR", "L", cpu).net is d.net  # unchanged: still kept
+
+
+def test_loading_a_checkpoint_leaves_the_callers_random_sequence_alone(tmp_path):
+    """Building the network drew its random initial weights (replaced at once by the checkpoint's)
+    from torch's global generator: after ``torch.manual_seed(0)`` the first ``register(...,
+    model=...)`` of a process changed every later ``torch.randn`` of the caller's (a seeded
+    notebook's numbers depended on whether a network had been loaded yet)."""
+    import torch
+
+    from geomorph_bids.engine.checkpoints import load_model
+    from geomorph_bids.model.checkpoint import CheckpointMeta, save_checkpoint
+    from geomorph_bids.model.geomorph import GeoMorph, tiny_config
+
+    net = GeoMorph(tiny_config(data_level=3, control_level=2, n_labels=10))
+    meta = CheckpointMeta(name="tiny", template="fsLR", hemisphere="L", channels=("sulc",),
+                          config=net.config.to_dict())
+    path = save_checkpoint(tmp_path / "seeded.pt", net.state_dict(), meta)
+    torch.manual_seed(0)
+    expected = torch.randn(4)
+    torch.manual_seed(0)
+    loaded = load_model(path, ["sulc"], "fsLR", "L", torch.device("cpu"))
+    assert torch.equal(torch.randn(4), expected)
+    assert torch.equal(next(loaded.net.parameters()), next(net.parameters()))

@@ -157,3 +157,21 @@ def test_a_model_name_in_another_case_gets_did_you_mean(given, meant):
         pytest.skip(f"{meant} is not installed")
     with pytest.raises(InputError, match=f"model checkpoint not found; did you mean {meant}\\? \\(use default"):
         network(given)
+
+
+def test_a_trained_networks_folder_stands_for_its_model_pt(tmp_path):
+    """``model="my_model"`` (the folder ``geomorph-train --out my_model`` wrote) was refused by
+    ``register()`` ("is a folder, not a regular file") and by ``--model`` ("model checkpoint not
+    found", though it was there). A folder holding ``model.pt`` stands for that file, as ``--resume``
+    reads a folder as its ``last.pt``; a folder without one says so."""
+    import shutil
+
+    folder = tmp_path / "my_model"
+    folder.mkdir()
+    shutil.copy(model_path("sulc-fsLR"), folder / "model.pt")
+    assert model_path(folder) == folder / "model.pt"
+    choice = network(str(folder), template="fsLR")
+    assert choice.checkpoint == (folder / "model.pt").absolute() and choice.channels == ("sulc",)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="is a folder holding no model.pt"):
+        network(tmp_path / "empty", template="fsLR")

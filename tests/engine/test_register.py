@@ -938,3 +938,116 @@ def test_a_cifti_map_or_mask_is_read_for_the_hemisphere_registered(tmp_path, two
         files = register((h.vertices, h.faces), {"sulc": sulc}, hemi=hemi, rigid_only=True, cortex_mask=mask)
         assert files.metrics["cc_sulc_after"] == pytest.approx(arrays.metrics["cc_sulc_after"], abs=1e-6)
         assert files.metrics["cortex_mask"] is True
+
+
+def test_a_result_shares_no_memory_with_the_inputs_and_leaves_them_unchanged():
+    """``Registration.faces`` of a :class:`Sphere` (``read_sphere``'s) was the Sphere's own array:
+    a notebook that edited the result (``reg.faces[:] = ...``, a reindexing in place) changed the
+    caller's sphere in silence, and the next ``register(sphere, ...)`` failed ("features have no
+    valid region after smoothing"). Arrays were already copied; every input now is."""
+    from geomorph_bids.io import read_sphere
+
+    sphere = read_sphere(SURF / "lh.sphere")
+    sulc = np.asarray(read_feature(SURF / "lh.sulc"), dtype=np.float64)
+    mask = np.ones(len(sulc), bool)
+    inputs = {"vertices": sphere.vertices, "faces": sphere.faces, "sulc": sulc, "mask": mask}
+    before = {k: v.copy() for k, v in inputs.items()}
+    for moving in (sphere, (sphere.vertices, sphere.faces)):
+        reg = register(moving, {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=mask,
+                       reg_sphere=sphere.vertices, reg_sphere_space="template")
+        for name in ("sphere", "faces", "rotation", "fans"):
+            for k, v in inputs.items():
+                assert not np.shares_memory(getattr(reg, name), v), (name, k)
+        reg.faces[:] = 0
+        reg.sphere[:] = 0
+        for k, v in inputs.items():
+            np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def test_nibabel_gifti_images_are_read_as_their_arrays(tmp_path):
+    """``register(nib.load("lh.sphere.surf.gii"), {"sulc": nib.load("lh.sulc.shape.gii")})`` (what a
+    notebook has at hand) was refused: "moving_sphere must be a path or a (vertices, faces) pair",
+    "feature 'sulc' is not numbers (object)". A GIFTI image (or one data array) is read as its arrays:
+    the same registration as the files'."""
+    import nibabel as nib
+
+    from geomorph_bids.io import read_sphere, write_metric, write_surface
+
+    s = read_sphere(SURF / "lh.sphere")
+    sulc = np.asarray(read_feature(SURF / "lh.sulc"), dtype=np.float64)
+    write_surface(tmp_path / "lh.sphere.surf.gii", s.vertices, s.faces, "L")
+    write_metric(tmp_path / "lh.sulc.shape.gii", sulc, "L")
+    write_metric(tmp_path / "lh.mask.shape.gii", np.ones(len(sulc)), "L")
+    files = register(tmp_path / "lh.sphere.surf.gii", {"sulc": tmp_path / "lh.sulc.shape.gii"}, rigid_only=True,
+                     cortex_mask=np.ones(len(sulc), bool))
+    sphere, metric = nib.load(tmp_path / "lh.sphere.surf.gii"), nib.load(tmp_path / "lh.sulc.shape.gii")
+    for moving, feature in ((sphere, metric), (sphere, metric.darrays[0])):
+        images = register(moving, {"sulc": feature}, rigid_only=True,
+                          cortex_mask=nib.load(tmp_path / "lh.mask.shape.gii"), reg_sphere=sphere,
+                          reg_sphere_space="template")
+        np.testing.assert_array_equal(images.sphere, files.sphere)
+    with pytest.raises(ValueError, match="holding 0 maps"):
+        register(moving, {"sulc": nib.gifti.GiftiImage()}, rigid_only=True)
+
+
+def test_a_trained_networks_folder_registers_as_its_model_pt(tmp_path):
+    """The README's ``model="my_model"`` after ``geomorph-train --out my_model``: the folder was
+    refused ("is a folder, not a regular file"); it registers as its model.pt."""
+    import shutil
+
+    from geomorph_bids.resources import model_path
+
+    (tmp_path / "my_model").mkdir()
+    shutil.copy(model_path("sulc-fsLR"), tmp_path / "my_model" / "model.pt")
+    v, f, sulc = _example_arrays()
+    by_folder = register((v, f), {"sulc": sulc}, model=tmp_path / "my_model", optimise=False)
+    by_file = register((v, f), {"sulc": sulc}, model=str(tmp_path / "my_model" / "model.pt"), optimise=False)
+    np.testing.assert_array_equal(by_folder.sphere, by_file.sphere)
+
+
+def test_the_results_of_a_batch_share_no_metrics_list():
+    """``register_many``'s results shared the template's ``template_files`` list (one object in
+    every result's metrics, and the loaded template's): appending to one result's changed the
+    others'. Each result's metrics are its own."""
+    from geomorph_bids.engine.register import RegistrationItem, register_many
+
+    v, f, sulc = _example_arrays()
+    a, b = register_many([RegistrationItem((v, f), {"sulc": sulc}, "L")] * 2, "fsLR", rigid_only=True)
+    for key, value in a.metrics.items():
+        if isinstance(value, (list, dict)):
+            assert value is not b.metrics[key], key
+    a.metrics["template_files"].append("mine")
+    assert "mine" not in b.metrics["template_files"]
+
+
+def test_a_map_given_as_one_row_says_how_to_give_it():
+    """A (1, V) map (a MATLAB row vector, ``x[None]``) is refused, as round fifteen decided; the
+    line now says what to pass."""
+    v, f, sulc = _example_arrays()
+    with pytest.raises(InputError, match=r"has shape \(1, 10242\), expected \(10242,\) .*pass values\.ravel\(\)"):
+        register((v, f), {"sulc": sulc[None]}, rigid_only=True)
+
+
+def test_resample_to_a_missing_sphere_file_or_ico_n_says_what_it_read(rigid_left):
+    """``reg.resample(x, "atlas/L.sphere.32k_fs_LR.surf.gii")`` with a mistyped path said ``template
+    fsLR has no output density 'atlas/L.sphere...'``, taking the file's name for a density; it now
+    says the file is missing. ``"ico-6"`` (the spelling the docs use in prose) is ico6."""
+    with pytest.raises(InputError, match="L.sphere.32k_fs_LR.surf.gii: cannot be read: no such file"):
+        rigid_left.resample(np.ones(10242), "atlas/L.sphere.32k_fs_LR.surf.gii")
+    with pytest.raises(InputError, match="cannot be read: no such file"):
+        rigid_left.resample(np.ones(10242), "L.sphere.32k_fs_LR.surf.gii")
+    np.testing.assert_array_equal(rigid_left.resample(np.arange(10242.0), "ico-6"),
+                                  rigid_left.resample(np.arange(10242.0), "ico6"))
+
+
+def test_channel_weights_of_another_length_name_the_maps_in_their_order():
+    """``optimise=OptimiseConfig(channel_weights=(1.0,))`` with sulc and curv said ``channel_weights
+    has 1 entries for 2 channels``: which channels, and in which order the weights apply, was left
+    to guess (the dict's order, not the 0.7 / 0.3 by name of ``optimise=True``)."""
+    from geomorph_bids.model.optimise import OptimiseConfig
+
+    surf = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / \
+        "freesurfer" / "sub-01" / "surf"
+    with pytest.raises(ValueError, match=r"has 1 entries, but the registration uses 2 map\(s\): curv, sulc \(in this order\)"):
+        register(surf / "lh.sphere", {"curv": surf / "lh.curv", "sulc": surf / "lh.sulc"}, "fsaverage", "L",
+                 template_dir="bundled", optimise=OptimiseConfig(channel_weights=(1.0,)))

@@ -202,3 +202,79 @@ def test_sparse_smoothing_updates_a_copy_with_the_steps_bits():
     for _ in range(9):
         y = y + 0.5 * (_ring_matrix(4, torch.float64) @ y - y)
     assert np.array_equal(out[0].numpy(), y)
+
+
+def test_a_callers_float64_default_dtype_changes_no_bit(sulc):
+    """``torch.set_default_dtype(torch.float64)`` (common in a notebook doing numerics) made the
+    optimiser's offsets and fold gradient float64: the registration moved by up to 0.3 mm on the
+    example and its correlation changed (or, with the offsets alone float32, index_add_ raised a
+    Float/Double error). Every tensor it makes has its own dtype now: the same bits."""
+    rng = np.random.default_rng(3)
+    moving = sulc + rng.normal(0, 0.5, sulc.shape)
+    cfg = dataclasses.replace(FAST, fold=1.0, areal=0.5)  # the fold barrier's and areal term's gradients too
+    plain = optimise_warp(moving, sulc, cfg, mask=sulc != 0)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        wide = optimise_warp(moving, sulc, cfg, mask=sulc != 0)
+    finally:
+        torch.set_default_dtype(before)
+    assert wide.warp.dtype == plain.warp.dtype
+    np.testing.assert_array_equal(wide.warp, plain.warp)
+    assert wide.history == plain.history
+
+
+def test_calls_in_the_callers_threads_leave_torchs_settings_as_they_were(sulc, monkeypatch):
+    """Two ``optimise_warp`` calls at once in a caller's threads (A starts, B starts, A ends, B
+    ends) each saved and restored torch's process-wide settings: B saved A's, so the caller was
+    left with deterministic algorithms on and one torch thread for good, and A's end switched
+    determinism off while B still ran. The first call now saves them and the last restores them."""
+    import threading
+
+    import geomorph_bids.model.optimise as optimise_module
+
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    during: dict[str, bool] = {}
+    real = optimise_module._optimise
+
+    def paced(moving, *args, **kwargs):
+        if threading.current_thread().name == "A":
+            a_in.set()
+            b_in.wait(10)
+        else:
+            b_in.set()
+            a_out.wait(10)
+            during["B"] = torch.are_deterministic_algorithms_enabled()
+        return real(moving, *args, **kwargs)
+
+    monkeypatch.setattr(optimise_module, "_optimise", paced)
+    cfg = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(1,), smoothing=(0,))
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(2)
+    try:
+        def run_a() -> None:
+            optimise_warp(sulc, sulc, cfg)
+            a_out.set()
+
+        a = threading.Thread(target=run_a, name="A")
+        b = threading.Thread(target=lambda: optimise_warp(sulc, sulc, cfg), name="B")
+        a.start()
+        a_in.wait(10)
+        b.start()
+        a.join(60)
+        b.join(60)
+        assert during == {"B": True}  # still deterministic after A ended
+        assert torch.get_num_threads() == 2
+        assert torch.are_deterministic_algorithms_enabled() is det
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_big_endian_maps_are_read_in_native_order(sulc):
+    """``optimise_warp`` given ``>f4`` maps (a file's byte order) raised torch's "given numpy array has
+    byte order different from the native byte order"; the same warp as native float32."""
+    cfg = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(5,), smoothing=(2,))
+    moving = np.roll(sulc, 7).astype(np.float32)
+    native = optimise_warp(moving, sulc.astype(np.float32), cfg, mask=sulc != 0)
+    big = optimise_warp(moving.astype(">f4"), sulc.astype(">f4"), cfg, mask=(sulc != 0).astype(">i4"))
+    np.testing.assert_array_equal(big.warp, native.warp)

@@ -77,3 +77,24 @@ def test_area_surfaces_resampling_matches_workbench(fsaverage5, wb_command, tmp_
     plain = resample(sulc, cur, new, "adap_bary_area")
     assert np.abs(ours - theirs).max() < 1e-3 * np.abs(sulc).max()
     assert np.abs(plain - theirs).max() > 10 * np.abs(ours - theirs).max()  # the area surfaces matter
+
+
+def test_meshes_given_as_vertices_and_faces_pairs_are_read_as_their_vertices():
+    """``project_unproject((v, f), (v, f), (w, f))`` and ``area_surfaces(cur, (mid, f), new)``:
+    the docs pass every mesh as a (vertices, faces) pair, and these two raised numpy's "setting an
+    array element with a sequence ... inhomogeneous shape". Same result as the vertices alone;
+    faces of another mesh are refused naming the argument."""
+    v, f = icosphere(3)
+    moved = v @ rotation_matrix([0.2, 0.1, 1.0], 7.0).T
+    points = icosphere(2)[0] * 0.5
+    plain = project_unproject(points, (v, f), moved)
+    np.testing.assert_array_equal(project_unproject((points, icosphere(2)[1]), (v, f), (moved, f)), plain)
+    with pytest.raises(ValueError, match="unproject_from's faces are not project_to's"):
+        project_unproject(points, (v, f), (moved, f[:, ::-1]))
+    mid = v * 0.9
+    new = icosphere(2)
+    (_, _), (own, _) = area_surfaces((v, f), mid, new)
+    (_, _), (paired, _) = area_surfaces((v, f), (mid, f), new)
+    np.testing.assert_array_equal(paired, own)
+    with pytest.raises(ValueError, match="faces are not the current sphere's"):
+        area_surfaces((v, f), (mid, f[::-1]), new)

@@ -430,3 +430,20 @@ def test_maps_given_one_per_row_say_to_transpose():
     with pytest.raises(InputError, match=r"values have shape \(2, 642\): \(K, V\), .*transposed\? pass values.T"):
         resample(maps, (v, f), icosphere(2))
     assert resample(maps.T, (v, f), icosphere(2)).shape == (162, 2)
+
+
+def test_big_endian_float32_stays_float32_and_a_tensor_that_requires_grad_is_read():
+    """A big-endian float32 map (``>f4``, as some files and ``np.frombuffer`` give it) came back
+    float64 although "float32 in gives float32 out"; a torch tensor that requires grad raised
+    torch's "Can't call numpy() on Tensor that requires grad" (``register()`` already detached one)."""
+    import torch
+
+    v, f = icosphere(3)
+    new = icosphere(2)
+    x = np.random.default_rng(0).normal(size=len(v)).astype(np.float32)
+    plain = resample(x, (v, f), new)
+    big = resample(x.astype(">f4"), (v, f), new)
+    assert plain.dtype == big.dtype == np.float32
+    np.testing.assert_array_equal(big, plain)
+    graded = resample(torch.from_numpy(x).requires_grad_(), (v, f), new)
+    np.testing.assert_array_equal(graded, plain)
