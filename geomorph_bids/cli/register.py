@@ -191,7 +191,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     ``quality``, the verdict of the gates with thresholds ``quality``
     (:meth:`~geomorph_bids.quality.QualityVerdict.to_dict`); a flagged registration is written.
     """
-    from ..engine.model_choice import resolve_model
+    from ..engine.model_choice import refuse_mirrored_right, resolve_model
     from ..engine.register import register
     from ..io import write_metric, write_surface
     from ..io.hemisphere import read_hemisphere
@@ -207,6 +207,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
                                {"--sphere": sphere, "--sphere-reg": sphere_reg,
                                 **{f"--feature {n}": p for n, p in features.items()}})
     choice = resolve_model(model, template.label, refine=optimise)
+    refuse_mirrored_right(choice.name, choice.mirrored, template.base, (hemi,))
     tpl_hemi = choice.template_hemi(hemi)
     offered = template.features(tpl_hemi)
     _check_feature_names(features, offered)
