@@ -656,11 +656,12 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     seconds["seconds_model_load"] = time.perf_counter() - t
 
     mirrored = bool(loaded is not None and loaded.mirrored_hemis and hemi == "R")
-    if mirrored:  # only where the template's right hemisphere mirrors its left one (fsLR)
+    tpl_base = template.base if isinstance(template, TemplateRef) else template.name
+    if mirrored and tpl_base in ("fsLR", "fsaverage"):  # only where the right hemisphere mirrors the left (fsLR);
+        # a Template object of another name (a population template being built) is taken as it is
         from .model_choice import refuse_mirrored_right
 
-        refuse_mirrored_right(str(loaded.info.get("model_name", "the network")), True,
-                              template.base if isinstance(template, TemplateRef) else template.name, ("R",))
+        refuse_mirrored_right(str(loaded.info.get("model_name", "the network")), True, tpl_base, ("R",))
     work_hemi = "L" if mirrored else hemi
     if isinstance(template, Template):
         tpl = template
