@@ -391,4 +391,3 @@ def test_outliers_are_judged_within_each_template(outputs):
     assert "fsaverage (20 rows), geomorphPopulation (5 rows)" in text
     code, err = _group(outputs, "--min-cc", "0.9985")  # flags every row: each line names its template
     assert code == 3 and "FLAGGED sub-10 hemi-L: space-fsaverage: " in err and "space-geomorphPopulation" in err
-
