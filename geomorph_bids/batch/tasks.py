@@ -216,7 +216,7 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
         return resample_features(
             (result.sphere.astype(np.float32), result.faces), {f: native.features[f].astype(np.float32) for f in names},
             settings.template.base, task.hemi, settings.density, settings.templateflow_home or None, midthickness=mid,
-            target=targets[task.hemi], fans=result.fans)
+            target=targets[task.hemi], fans=result.fans, cortex=native.cortex)
 
     resampled = _timed(outcome, "resample", resample)
     outcome.stage = "write"

@@ -241,6 +241,22 @@ def _remove_partial(jobs: list, config, before: dict[Path, tuple | None]) -> Non
                 _discard(outputs, before)
 
 
+def _fslr_only_hint(folder: Path) -> str:
+    """What a ``--derivatives`` folder without subjects tells an HCP user whose subjects have only
+    fsLR meshes (no ``MNINonLinear/Native``): what is read instead; empty when there are none."""
+    from ..io.discover import hcp_subjects_without_native
+
+    names = hcp_subjects_without_native(folder)
+    if not names:
+        return ""
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    one = len(names) == 1
+    return (f"; {shown} {'holds' if one else 'hold'} MNINonLinear/ without Native/: {'its' if one else 'their'} "
+            "fsaverage_LR32k/ and 164k_fs_LR maps are already on fsLR (HCP's own registration); geomorph-bids "
+            "registers the native mesh, MNINonLinear/Native/<S>.L.sphere.native.surf.gii and "
+            "<S>.L.sulc.native.shape.gii, as HCP's PostFreeSurfer writes them")
+
+
 def run_participant(args) -> int:
     """The participant level: decide the folders and settings, find and check the inputs, lock
     the participants, run the workflow, report every hemisphere (failed, flagged or done) and
@@ -261,7 +277,8 @@ def run_participant(args) -> int:
               + (f" --fs-subjects-dir {fs}" if fs.is_dir() else ""), file=sys.stderr)
     for name, folder in inputs.barren:
         print(f"{_PROG}: warning: --derivatives {name}={folder} holds no subject (no sub-* folder, HCP or FreeSurfer "
-              f"subject, nor a smriprep/ or fmriprep/ folder with sub-*): nothing is read from it", file=sys.stderr)
+              f"subject, nor a smriprep/ or fmriprep/ folder with sub-*): nothing is read from it"
+              f"{_fslr_only_hint(folder)}", file=sys.stderr)
     created = preflight(output_dir, work_dir, args.participant_label or (),
                         nipype=not getattr(args, "batch_size", None))
     try:  # bad arguments or inputs found here: leave no (empty) folder behind

@@ -88,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "large-scale correction; with sulc-fsaverage closer than the optimiser on sulc; docs/models.md)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--sulc-sign", choices=("freesurfer", "hcp"), default="freesurfer",
-                   help="sign of the input sulc: FreeSurfer (positive in sulci, default) or "
-                        "HCP (positive on gyri); HCP maps are negated before registration")
+                   help="sign convention of the input sulc and curv: FreeSurfer (positive in sulci, "
+                        "default) or HCP (positive on gyri: HCP's sulc and curvature); with hcp both "
+                        "are negated before registration, as geomorph-bids does for HCP inputs")
     p.add_argument("--out", type=Path, help="output sphere (.surf.gii)")
     p.add_argument("--metrics", type=Path, default=None,
                    help="output metrics JSON (default: next to --out, ending _metrics.json)")
@@ -190,7 +191,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     ``quality``, the verdict of the gates with thresholds ``quality``
     (:meth:`~geomorph_bids.quality.QualityVerdict.to_dict`); a flagged registration is written.
     """
-    from ..engine.model_choice import resolve_model
+    from ..engine.model_choice import refuse_mirrored_right, resolve_model
     from ..engine.register import register
     from ..io import write_metric, write_surface
     from ..io.hemisphere import read_hemisphere
@@ -206,12 +207,14 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
                                {"--sphere": sphere, "--sphere-reg": sphere_reg,
                                 **{f"--feature {n}": p for n, p in features.items()}})
     choice = resolve_model(model, template.label, refine=optimise)
+    refuse_mirrored_right(choice.name, choice.mirrored, template.base, (hemi,))
     tpl_hemi = choice.template_hemi(hemi)
     offered = template.features(tpl_hemi)
     _check_feature_names(features, offered)
     if choice.kind != "network":  # a network's channels are checked when it is loaded
         _check_registration_feature(features, offered, template.label)
-    native = read_hemisphere(sphere, features, signs={"sulc": -1.0} if sulc_sign == "hcp" else None,
+    # HCP negates FreeSurfer's sulc and curv alike (io.discover's HCP sign, used by geomorph-bids)
+    native = read_hemisphere(sphere, features, signs={"sulc": -1.0, "curv": -1.0} if sulc_sign == "hcp" else None,
                              sphere_reg=sphere_reg, hemi=hemi)
     moving, maps = native.sphere, native.features
     given = dict(maps)  # every map given is resampled to --features-out, registration feature or not

@@ -26,7 +26,12 @@ from ..errors import InputError, closest_name
 
 __all__ = ["ModelChoice", "KINDS", "METHODS", "REFINE_CHOICES", "OPTIMISER_CHANNELS", "OPTIMISER_WEIGHTS", "optimiser_weights",
            "default_registration", "resolve_model", "rigid",
-           "optimiser", "network"]
+           "optimiser", "network", "MIRROR_SYMMETRIC", "refuse_mirrored_right"]
+
+#: templates whose right hemisphere is the mirror image (x -> -x) of their left: a left-hemisphere
+#: network registers a mirrored right hemisphere into them (fsLR: its sulc maps so mirrored correlate
+#: 0.98; fsaverage's 0.05, a mirrored right hemisphere lands 15-17 deg from fsaverage's right space)
+MIRROR_SYMMETRIC = frozenset({"fsLR"})
 
 #: what may follow the rigid pre-alignment
 KINDS = ("rigid", "optimise", "network")
@@ -264,3 +269,15 @@ def resolve_model(model: str | Path | None, template: str, available: Sequence[s
                          f"--model {model or 'default'} runs no network: add --model with a network "
                          "(e.g. sulc-fsLR, sulc-fsaverage; docs/models.md), or leave --no-optimise out")
     return choice
+
+
+def refuse_mirrored_right(model: str, mirrored: bool, base: str, hemis: Sequence[str]) -> None:
+    """InputError when a network that registers right hemispheres mirrored onto the left template
+    (``mirrored``) is asked for ``R`` among ``hemis`` on a template ``base`` whose hemispheres are
+    not mirror images (:data:`MIRROR_SYMMETRIC`): the result would be in the mirrored left
+    template's space, named as the right's, and its correlation measured against the wrong map."""
+    if mirrored and "R" in hemis and base not in MIRROR_SYMMETRIC:
+        raise InputError(f"model {model} registers right hemispheres mirrored onto the left template, and {base}'s "
+                         f"right hemisphere is not the mirror image of its left (their sulc maps correlate 0.05 "
+                         f"mirrored, fsLR's 0.98): a right hemisphere would land in the wrong space; register hemi-R "
+                         f"with --model default (model=None in Python): e.g. --hemi L --model {model}, then --hemi R")

@@ -687,6 +687,12 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     seconds["seconds_model_load"] = time.perf_counter() - t
 
     mirrored = bool(loaded is not None and loaded.mirrored_hemis and hemi == "R")
+    tpl_base = template.base if isinstance(template, TemplateRef) else template.name
+    if mirrored and tpl_base in ("fsLR", "fsaverage"):  # only where the right hemisphere mirrors the left (fsLR);
+        # a Template object of another name (a population template being built) is taken as it is
+        from .model_choice import refuse_mirrored_right
+
+        refuse_mirrored_right(str(loaded.info.get("model_name", "the network")), True, tpl_base, ("R",))
     work_hemi = "L" if mirrored else hemi
     if isinstance(template, Template):
         tpl = template
@@ -714,13 +720,19 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     work_v = vertices @ MIRROR if mirrored else vertices
     work_f = np.ascontiguousarray(faces[:, ::-1]) if mirrored else faces
     reg_v = None if reg_sphere is None else np.asarray(reg_sphere, dtype=np.float64)
+    reg_space = item.reg_sphere_space
     if reg_v is not None and mirrored:
+        if reg_space == "fsaverage":
+            # fsaverage's right space does not mirror onto its left one (fsLR's spheres do): carried
+            # into the right template's space by the right hemisphere's own rotation, then mirrored
+            reg_v = reg_v @ _from_fsaverage(template, tpl, hemi).T
+            reg_space = "template"
         reg_v = reg_v @ MIRROR
 
     # 1. rigid
     t = time.perf_counter()
     pre = prealign(work_v, work_f, {c: feats[c] for c in channels}, tpl, reg_sphere=reg_v,
-                   reg_space=item.reg_sphere_space, cortex_mask=cortex)
+                   reg_space=reg_space, cortex_mask=cortex)
     seconds["seconds_prealign"] = time.perf_counter() - t
     metrics: dict[str, Any] = {"template": tpl.name, "hemi": hemi, "rotation_deg": pre.metrics["rotation_deg"],
                                "rotation_method": pre.metrics["rotation_method"],
@@ -743,6 +755,19 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         metrics[f"cc_{c}_rigid"] = pre.metrics.get(f"cc_{c}_after")
     return _Job(vertices=vertices, faces=faces, work_f=work_f, feats=feats, channels=channels, loaded=loaded,
                 mirrored=mirrored, tpl=tpl, pre=pre, hemi=hemi, metrics=metrics, seconds=seconds, t0=t0)
+
+
+def _from_fsaverage(template: "Template | TemplateRef", tpl: Template, hemi: str) -> np.ndarray:
+    """(3, 3) rotation from fsaverage's ``hemi`` space (FreeSurfer's ``sphere.reg``) into the
+    template's ``hemi`` space: the standard template's (a custom template's base's) for that
+    hemisphere; for a :class:`Template` given as an object (one hemisphere's), its own rotation
+    mirrored, the only one there is (``tpl``: the template the job registers to)."""
+    from ..io.templates import available_templates, load_template
+
+    base = template.base if isinstance(template, TemplateRef) else template.name
+    if base in available_templates():
+        return load_template(base, hemi, ()).from_fsaverage
+    return MIRROR @ tpl.from_fsaverage @ MIRROR
 
 
 def _check_grid(tpl: Template) -> None:

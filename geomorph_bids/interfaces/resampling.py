@@ -1,6 +1,6 @@
 """Resample a hemisphere's features onto the template's sphere at the output density
 (:func:`geomorph_bids.results.resample.resample_features`; area-corrected with the subject's
-midthickness when given, as sMRIPrep and the HCP pipelines do)."""
+midthickness and restricted to its cortex mask when given, as sMRIPrep and the HCP pipelines do)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ class _ResampleInputSpec(BaseInterfaceInputSpec):
     midthickness = File(exists=True, desc="the subject's midthickness (same mesh): adap_bary_area weighs by its "
                                           "vertex areas and by those of its resampled copy (wb_command "
                                           "-metric-resample ... -area-surfs); default: the spheres' own areas")
+    cortex_mask = File(exists=True, desc="the subject's cortex mask (same mesh; LoadFeatures' output, 1 on the "
+                                         "cortex): values outside it are not mixed into the cortex "
+                                         "(wb_command -metric-resample ... -current-roi)")
 
 
 class _ResampleOutputSpec(TraitedSpec):
@@ -32,6 +35,7 @@ class _ResampleOutputSpec(TraitedSpec):
     n_vertices = traits.Int(desc="vertices of the output density mesh")
     density_source = traits.Str(desc="where the output-density sphere came from")
     area_surfaces = traits.Bool(desc="whether the midthickness areas were used")
+    cortex_roi = traits.Bool(desc="whether the cortex mask restricted the resampling")
 
 
 class ResampleFeatures(SimpleInterface):
@@ -51,13 +55,16 @@ class ResampleFeatures(SimpleInterface):
                if isdefined(self.inputs.midthickness) else None)
         maps = {name: read_feature(path, n_vertices=len(moving.vertices))
                 for name, path in zip(self.inputs.feature_names, self.inputs.feature_files)}
+        cortex = (read_feature(self.inputs.cortex_mask, n_vertices=len(moving.vertices)) > 0
+                  if isdefined(self.inputs.cortex_mask) else None)
         res = resample_features((moving.vertices, moving.faces), maps, self.inputs.template, self.inputs.hemi,
                                 self.inputs.density, home or None, method=self.inputs.method,
-                                midthickness=mid)
+                                midthickness=mid, cortex=cortex)
         self._results["out_files"] = [
             str(write_metric(os.path.join(runtime.cwd, f"{name}_den-{self.inputs.density}.shape.gii"), values,
                              hemi=self.inputs.hemi, names=[name])) for name, values in res.maps.items()]
         self._results["n_vertices"] = res.n_vertices
         self._results["density_source"] = res.source
         self._results["area_surfaces"] = res.area_surfaces
+        self._results["cortex_roi"] = res.cortex_roi
         return runtime

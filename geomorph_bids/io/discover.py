@@ -96,7 +96,7 @@ __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs
            "derivatives_root", "derivatives_freesurfer",
            "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
            "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "readable_freesurfer_name", "recon_all_unfinished", "empty_input_folders", "folder_list",
-           "holds_any_subject"]
+           "holds_any_subject", "hcp_subjects_without_native"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -284,6 +284,19 @@ def holds_any_subject(root: str | Path) -> bool:
         except OSError:
             continue
     return False
+
+
+def hcp_subjects_without_native(root: str | Path) -> list[str]:
+    """Names of the folders of ``root`` that hold ``MNINonLinear/`` but no ``MNINonLinear/Native/``:
+    HCP subjects with only fsLR meshes (``fsaverage_LR32k/``, the 164k files), which discovery does
+    not read (they are already registered), sorted; empty when ``root`` cannot be read."""
+    try:
+        with os.scandir(root) as it:
+            found = [e.name for e in it if e.is_dir() and (Path(e.path) / "MNINonLinear").is_dir()
+                     and not (Path(e.path) / "MNINonLinear" / "Native").is_dir()]
+    except OSError:
+        return []
+    return sorted(found)
 
 
 def derivatives_freesurfer(root: Path) -> list[Path]:

@@ -35,9 +35,9 @@ LOWER_IS_WORSE_PREFIX = "cc_"
 #: what the page says an outlier is
 OUTLIER_RULE = (f"robust z beyond {Z_THRESHOLD} on the worse side: CC below, distortion, folds and run time above "
                 "the others'")
-#: columns of the HTML table ({f}: each registration feature)
-_TABLE = (("template", "template"), ("cc_{f}_before", "CC before"), ("cc_{f}_rigid", "CC rigid"),
-          ("cc_{f}_after", "CC after"),
+#: columns of the HTML table ({f}: each registration feature, named in its columns' headers)
+_TABLE = (("template", "template"), ("cc_{f}_before", "CC before ({f})"), ("cc_{f}_rigid", "CC rigid ({f})"),
+          ("cc_{f}_after", "CC after ({f})"),
           ("areal_mean_abs", "areal mean"), ("areal_p95_abs", "areal p95"), ("R_mean", "shape mean"),
           ("n_folded", "folded"), ("seconds_total", "seconds"), ("method", "method"), ("quality", "quality"))
 

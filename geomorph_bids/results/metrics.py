@@ -36,10 +36,12 @@ def registration_record(result, choice, used_sphere_reg: bool) -> dict:
     """The registration metrics (JSON-able) of one
     :class:`~geomorph_bids.engine.register.Registration` made with the
     :class:`~geomorph_bids.engine.model_choice.ModelChoice` ``choice`` (``method`` is what
-    register() reports it did)."""
+    register() reports it did). ``used_sphere_reg``: whether a sphere.reg was given; recorded
+    true only when the rotation came from it (``rotation_method`` ``correspondence``), not when it
+    was set aside (``reg_sphere_set_aside``) and the maps decided."""
     return {"registration_features": list(choice.channels),
             "model_argument": choice.name,
-            "used_sphere_reg": bool(used_sphere_reg),
+            "used_sphere_reg": bool(used_sphere_reg) and result.metrics.get("rotation_method") == "correspondence",
             **_jsonable(result.metrics),
             "rotation": np.round(result.rotation, 10).tolist()}
 

@@ -49,18 +49,21 @@ class ResampledFeatures:
     n_vertices : V_out, vertices of the output-density sphere.
     source : where that sphere came from (recorded in sidecars and metrics).
     area_surfaces : whether the subject's midthickness areas weighed the resampling.
+    cortex_roi : whether the subject's cortex mask restricted it (``-current-roi``).
     """
 
     maps: dict[str, np.ndarray]
     n_vertices: int
     source: str
     area_surfaces: bool = False
+    cortex_roi: bool = False
 
 
 def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[str, np.ndarray], template: str,
                       hemi: str, density: str, templateflow_home: str | None = None,
                       method: str = "adap_bary_area", midthickness: np.ndarray | None = None,
-                      target: DensityTarget | None = None, fans: np.ndarray | None = None) -> ResampledFeatures:
+                      target: DensityTarget | None = None, fans: np.ndarray | None = None,
+                      cortex: np.ndarray | None = None) -> ResampledFeatures:
     """One resampling matrix (Workbench's ADAP_BARY_AREA by default) from the registered
     sphere to the template sphere at ``density``, applied to every map.
 
@@ -86,9 +89,16 @@ def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[s
         template vertices that can keep their forward row are located in the registered sphere
         (:func:`~geomorph_bids.sphere.resample.forward_needed`; as a rule none when downsampling,
         and then neither its locator nor its k-d tree is built).
+    cortex : (V,) bool, True on the subject's cortex (its cortex mask), or None. Every output
+        vertex that draws on a cortical vertex then draws on cortical vertices only (the weights
+        renormalised: wb_command ``-metric-resample ... -current-roi``, as sMRIPrep and the HCP
+        pipelines resample maps onto fsLR), so values outside the cortex (the 0 of a medial wall
+        that HCP's myelin, thickness and curvature and FreeSurfer's thickness hold) are not
+        mixed into the cortex near its border; an output vertex with no cortical source (on the
+        medial wall) keeps the unrestricted value, where Workbench writes 0.
     """
     from ..sphere.locate import SphereLocator
-    from ..sphere.resample import apply_weights, area_surfaces, corner_weights, resample_weights
+    from ..sphere.resample import area_surfaces, corner_weights, resample_weights
 
     if target is None:
         target = density_target(template, hemi, density, templateflow_home)
@@ -108,6 +118,22 @@ def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[s
     weights = resample_weights(moving, (tv, tf), method=method, current_area=current_area, new_area=new_area,
                                current_locator=locator, new_locator=target.locator, forward=forward,
                                current_fans=fans)
-    out = {name: apply_weights(weights, np.asarray(values, dtype=np.float64)).astype(np.float32)
+    out = {name: _apply(weights, np.asarray(values, dtype=np.float64), cortex).astype(np.float32)
            for name, values in maps.items()}
-    return ResampledFeatures(out, int(len(tv)), target.source, current_area is not None)
+    return ResampledFeatures(out, int(len(tv)), target.source, current_area is not None, cortex is not None)
+
+
+def _apply(weights, values: np.ndarray, cortex: np.ndarray | None) -> np.ndarray:
+    """``weights`` (V_out, V) applied to (V,) ``values``, restricted to ``cortex`` ((V,) bool or
+    None) where an output vertex draws on it (NaN marks the excluded vertices:
+    :func:`~geomorph_bids.sphere.resample.apply_weights` renormalises over the others), the
+    unrestricted value elsewhere."""
+    from ..sphere.resample import apply_weights
+
+    if cortex is None:
+        return apply_weights(weights, values)
+    cortex = np.asarray(cortex, dtype=bool)
+    if cortex.shape != values.shape[:1]:
+        raise ValueError(f"cortex mask has {cortex.shape[0]} vertices, the map {values.shape[0]}")
+    inside = apply_weights(weights, np.where(cortex, values, np.nan))
+    return np.where(np.isnan(inside), apply_weights(weights, values), inside)

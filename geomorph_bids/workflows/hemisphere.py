@@ -21,8 +21,8 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     found; its cache key includes the inputs' content hash ``h.digest``) -> ``register``
     (pre-alignment + GeoMorph, the medial wall left out of the similarity when there is a cortex
     mask; with a GPU it takes every process slot) -> ``resample`` (every feature onto the
-    template sphere at ``config.density``, area-corrected with the midthickness when there is
-    one) -> ``write_outputs`` (the metrics JSON with the verdict of the quality gates,
+    template sphere at ``config.density``, area-corrected with the midthickness and restricted to
+    the cortex mask when there are) -> ``write_outputs`` (the metrics JSON with the verdict of the quality gates,
     ``config.quality``, and every file of :func:`~geomorph_bids.workflows.outputs.hemisphere_files`,
     committed together once every result exists: nothing of a hemisphere is written unless every
     step succeeded); ``to_fslr`` (the sphere carried into fsLR) feeds ``write_outputs`` with
@@ -64,7 +64,8 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     if h.sphere_reg is not None:
         wf.connect(load, "sphere_reg", register, "sphere_reg")
     if h.cortex_mask is not None:
-        wf.connect(load, "cortex_mask", register, "cortex_mask")
+        wf.connect([(load, register, [("cortex_mask", "cortex_mask")]),
+                    (load, resample, [("cortex_mask", "cortex_mask")])])
     if h.midthickness is not None:
         wf.connect(load, "midthickness", resample, "midthickness")
     if needs_fslr_sphere(config):

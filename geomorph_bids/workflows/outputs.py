@@ -97,6 +97,9 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
         "RegistrationFeatures": list(config.channels), "Model": model,
         "RegistrationMetrics": anat_uri(ent, METRICS.name(ent, h.hemi, space)),
         "InputSource": h.source, "SignConvention": sign_note})]
+    cortex = {} if h.cortex_mask is None else {"CurrentRoi": (
+        f"{input_uri(h.cortex_mask, config.bids_dir)}: values outside the subject's cortex are left out of "
+        "every vertex that has a cortical source (-current-roi); a vertex with none keeps the unrestricted value")}
     for k, f in enumerate(features):
         files.append(OutputFile(out.path(RESAMPLED_FEATURE, f), "resampled_features", k, meta={
             "Description": f"{f} resampled onto the {space} {density} sphere through "
@@ -106,6 +109,7 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
             "ResamplingMethod": "ADAP_BARY_AREA", "Model": model,
             "AreaSurfaces": ("the subject's midthickness and its copy resampled onto the template "
                              "(-area-surfs)" if h.midthickness is not None else "the spheres' own vertex areas"),
+            **cortex,
             "SignConvention": sign_note if f in _SIGNED else "as in the input",
             "SignFlipped": h.sign(f) < 0}))
     files.append(OutputFile(out.path(METRICS), "metrics"))

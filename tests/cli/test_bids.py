@@ -509,6 +509,35 @@ def test_hcp_layout_sign_is_flipped_and_recorded(dataset_factory, tmp_path, monk
     assert corr(sulc, load_template("fsaverage", "R").features["sulc"]) > 0.7
 
 
+@pytest.mark.parametrize("mode", ["workflow", "batch"])
+def test_hcp_maps_zero_on_the_medial_wall_are_resampled_within_the_cortex(dataset_factory, tmp_path, mode):
+    """HCP masks thickness, curvature and myelin to 0 outside ``roi.native.shape.gii``; resampled
+    onto fsLR without that ROI, the cortex along the wall drew on the zeros (values between 0 and
+    the cortex's), where HCP and sMRIPrep resample with ``-current-roi``. Both modes now restrict
+    the resampling to the cortex mask they find, and the sidecar says so (``CurrentRoi``)."""
+    bids = dataset_factory("hcp", subjects=("01",))
+    native = bids / "derivatives" / "hcp" / "sub-01" / "MNINonLinear" / "Native"
+    sphere = nib.load(native / "sub-01.L.sphere.native.surf.gii").agg_data("NIFTI_INTENT_POINTSET")
+    cortex = sphere[:, 0] < 70.0  # a cap of ~15%: the medial wall here
+    from geomorph_bids.io import write_metric
+
+    write_metric(native / "sub-01.L.roi.native.shape.gii", cortex.astype(np.float32), hemi="L")
+    write_metric(native / "sub-01.L.thickness.native.shape.gii", np.where(cortex, 2.5, 0.0).astype(np.float32),
+                 hemi="L")
+    out = tmp_path / "out"
+    batch = ("--batch-size", "1") if mode == "batch" else ()
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "--features", "sulc", "thickness",
+                       "--derivatives", bids / "derivatives" / "hcp", "-w", tmp_path / "w", "--nprocs", "1", *batch)
+    assert code == 0, err
+    stem = anat(out, "01") / "sub-01_hemi-L_space-fsLR_den-32k_desc-geomorph_thickness"
+    thickness = nib.load(f"{stem}.shape.gii").agg_data()
+    on_cortex = thickness > 0
+    assert 0.75 < on_cortex.mean() < 0.95
+    np.testing.assert_allclose(thickness[on_cortex], 2.5, rtol=1e-6)  # before: a rim between 0 and 2.5
+    side = json.loads(Path(f"{stem}.json").read_text())
+    assert side["CurrentRoi"].startswith("bids:raw:derivatives/hcp/sub-01/MNINonLinear/Native/sub-01.L.roi.native")
+
+
 def test_partial_failure_keeps_the_others(dataset_factory, tmp_path):
     bids = dataset_factory("freesurfer")
     broken = bids / "derivatives" / "freesurfer" / "sub-02" / "surf" / "lh.sulc"

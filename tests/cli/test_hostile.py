@@ -287,6 +287,27 @@ def test_a_derivatives_folder_holding_no_subject_is_named_on_one_warning_line(bi
     assert resolve_input_folders(parser_args, tmp_path / "out").barren == ()
 
 
+def test_hcp_subjects_with_only_fslr_meshes_say_that_the_native_mesh_is_read(bids, tmp_path):
+    """An HCP user whose subjects hold only MNINonLinear/fsaverage_LR32k (the 32k package, or the
+    Native folder deleted to save space) was told the folder "holds no subject": those maps are
+    already on fsLR (resampled through HCP's own registration), and what geomorph-bids registers,
+    MNINonLinear/Native, was not named. The warning line now says it."""
+    hcp = tmp_path / "hcp"
+    for name in ("100307", "100408"):
+        fslr = hcp / name / "MNINonLinear" / "fsaverage_LR32k"
+        fslr.mkdir(parents=True)
+        (fslr / f"{name}.L.sphere.32k_fs_LR.surf.gii").write_text("<GIFTI/>")
+    code, _, err = run(bids, tmp_path / "out", "participant", "--derivatives", f"hcp={hcp}", "-w", tmp_path / "w",
+                       "--hemi", "L", "--model", "rigid", "--participant-label", "02")
+    lines = err.splitlines()
+    assert code == 1 and lines[0] == (
+        f"geomorph-bids: warning: --derivatives hcp={hcp} holds no subject (no sub-* folder, HCP or FreeSurfer "
+        "subject, nor a smriprep/ or fmriprep/ folder with sub-*): nothing is read from it; 100307, 100408 hold "
+        "MNINonLinear/ without Native/: their fsaverage_LR32k/ and 164k_fs_LR maps are already on fsLR (HCP's own "
+        "registration); geomorph-bids registers the native mesh, MNINonLinear/Native/<S>.L.sphere.native.surf.gii "
+        "and <S>.L.sulc.native.shape.gii, as HCP's PostFreeSurfer writes them"), lines[0]
+
+
 # ------------------------------------------------------------------------------ resources
 
 @pytest.mark.parametrize("value", ["-5", "0", "nan", "inf", "-inf", "1e400", "lots"])

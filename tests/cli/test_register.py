@@ -64,6 +64,32 @@ def test_register_own_files_with_hcp_sign(tmp_path, fsaverage5):
     assert metrics["cc_sulc_after"] > 0.95
 
 
+def test_the_hcp_sign_negates_hcps_curvature_too(tmp_path, fsaverage5, capsys):
+    """HCP writes curvature with the opposite sign of FreeSurfer's too (``.curvature.native.shape.gii``),
+    and geomorph-bids negates both for HCP inputs; ``--sulc-sign hcp`` negated the sulc only, so an HCP
+    user giving both files (needed by multimodal-fsLR and fsaverage's default sulc + curv) was refused:
+    ``feature 'curv' correlates -0.73 with sulc ... negate it``, though troubleshooting.md said the
+    option flips both. It now does, as the BIDS-App."""
+    import gzip
+
+    def gifti(name: str) -> nib.GiftiImage:
+        return nib.GiftiImage.from_bytes(gzip.decompress((fsaverage5 / f"{name}_left.gii.gz").read_bytes()))
+
+    nib.save(gifti("sphere"), str(tmp_path / "100307.L.sphere.native.surf.gii"))
+    for name, stem in (("sulc", "sulc"), ("curv", "curvature")):
+        hcp = nib.gifti.GiftiImage(darrays=[nib.gifti.GiftiDataArray(-gifti(name).agg_data().astype(np.float32),
+                                                                     intent="NIFTI_INTENT_SHAPE")])
+        nib.save(hcp, str(tmp_path / f"100307.L.{stem}.native.shape.gii"))
+    out = tmp_path / "out" / "lh_sphere.surf.gii"
+    code = main(["--sphere", str(tmp_path / "100307.L.sphere.native.surf.gii"), "--feature",
+                 f"sulc={tmp_path / '100307.L.sulc.native.shape.gii'}",
+                 f"curv={tmp_path / '100307.L.curvature.native.shape.gii'}", "--sulc-sign", "hcp", "--hemi", "L",
+                 "--template", "fsaverage", "--model", "rigid", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "out" / "lh_metrics.json").read_text())
+    assert metrics["cc_sulc_after"] > 0.95 and metrics["cc_curv_after"] > 0.8
+
+
 def test_white_surface_as_sphere_is_refused(tmp_path, fsaverage5, capsys):
     import gzip
 

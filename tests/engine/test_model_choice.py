@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from geomorph_bids.engine.model_choice import (ModelChoice, default_registration, network, optimiser,
@@ -175,3 +177,34 @@ def test_a_trained_networks_folder_stands_for_its_model_pt(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="is a folder holding no model.pt"):
         network(tmp_path / "empty", template="fsLR")
+
+
+def test_a_mirrored_network_refuses_right_hemispheres_of_a_template_that_is_not_symmetric(tmp_path, capsys):
+    """sulc-fsaverage registers a right hemisphere mirrored onto fsaverage's LEFT template and mirrors
+    the result back; fsaverage's right hemisphere is not the left's mirror image (their sulc maps so
+    mirrored correlate 0.05; fsLR's 0.98), so the example's rh landed 16.8 deg from its rigid (right)
+    alignment, its sulc correlating 0.047 with fsaverage's right template, while the metrics said
+    0.972 (measured against the mirrored left one) and no gate flagged it. Refused before any work,
+    in every entry point; fsLR's mirrored networks and left hemispheres go on."""
+    from geomorph_bids import register
+    from geomorph_bids.cli.bids import main as bids_main
+    from geomorph_bids.cli.register import main as register_main
+    from geomorph_bids.errors import InputError
+    from geomorph_bids.resources import example_dir
+
+    surf = example_dir() / "sub-01" / "surf"
+    with pytest.raises(InputError, match=r"^model sulc-fsaverage registers right hemispheres mirrored onto the left "
+                                         r"template, and fsaverage's right hemisphere is not the mirror image"):
+        register(surf / "rh.sphere", {"sulc": surf / "rh.sulc"}, "fsaverage", "R", model="sulc-fsaverage")
+    right = register(surf / "rh.sphere", {"sulc": surf / "rh.sulc"}, "fsLR", "R", model="sulc-fsLR", optimise=False)
+    assert right.metrics["mirrored"] is True
+    code = register_main(["--sphere", str(surf / "rh.sphere"), "--feature", f"sulc={surf / 'rh.sulc'}", "--hemi", "R",
+                          "--template", "fsaverage", "--model", "sulc-fsaverage", "--out", str(tmp_path / "r.surf.gii")])
+    err = capsys.readouterr().err
+    assert code == 1 and "register hemi-R with --model default" in err and not (tmp_path / "r.surf.gii").exists()
+    bids = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example"
+    code = bids_main([str(bids), str(tmp_path / "out"), "participant", "--template", "fsaverage", "--model",
+                      "sulc-fsaverage", "-w", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert code == 1 and "e.g. --hemi L --model sulc-fsaverage, then --hemi R" in err, err
+    assert not (tmp_path / "out").exists()

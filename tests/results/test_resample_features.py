@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from geomorph_bids.results.resample import density_target, resample_features
 from geomorph_bids.sphere.icosphere import icosphere
@@ -51,3 +52,63 @@ def test_the_registrations_fans_give_the_same_maps():
     np.testing.assert_array_equal(built.maps["sulc"], given.maps["sulc"])
     with pytest.raises(ValueError, match="fans has 2562 rows"):
         resample_features((moved, f), maps, "fsLR", "L", "32k", target=target, fans=vertex_fans(icosphere(4)[1], 2562))
+
+
+def test_the_cortex_mask_keeps_the_medial_walls_zeros_out_of_the_cortex():
+    """HCP's myelin, thickness and curvature (and FreeSurfer's thickness) are 0 on the medial
+    wall. Resampled onto fsLR without the subject's cortex mask, the cortex along the wall's border
+    drew on those zeros: on a realistic HCP hemisphere (fsaverage6 mesh, myelin ~1.8) 88 of the
+    29,696 fsLR 32k cortex vertices were more than 0.3 below wb_command's ``-current-roi`` result
+    (as HCP and sMRIPrep resample), some near 0. With ``cortex`` a map constant on the cortex stays
+    that constant wherever a vertex draws on the cortex; a vertex with no cortical source keeps
+    the unrestricted value (here the wall's 0)."""
+    v, f = icosphere(5)
+    rng = np.random.default_rng(5)
+    moved = v @ random_rotation(rng, max_angle_deg=20.0).T
+    cortex = moved[:, 0] < 70.0  # a cap of ~15% as the medial wall
+    maps = {"myelin": np.where(cortex, 1.8, 0.0), "sulc": moved[:, 2] / 10.0}
+    target = density_target("fsLR", "L", "32k")
+    plain = resample_features((moved, f), maps, "fsLR", "L", "32k", target=target)
+    assert not plain.cortex_roi and np.count_nonzero((plain.maps["myelin"] > 0.01) & (plain.maps["myelin"] < 1.79))
+    roi = resample_features((moved, f), maps, "fsLR", "L", "32k", target=target, cortex=cortex)
+    assert roi.cortex_roi
+    on_cortex = roi.maps["myelin"] > 0
+    np.testing.assert_allclose(roi.maps["myelin"][on_cortex], 1.8, rtol=1e-6)
+    assert 0.75 < on_cortex.mean() < 0.95 and (roi.maps["myelin"] == 0).any()
+    # a map with values on the wall: those values on the wall, the cortex's own inside
+    far = (plain.maps["myelin"] == 0) | (plain.maps["myelin"] > 1.8 - 1e-6)  # no mix of both there
+    np.testing.assert_allclose(roi.maps["sulc"][far], plain.maps["sulc"][far], atol=1e-5)
+    with pytest.raises(ValueError, match="cortex mask has 2562 vertices, the map 10242"):
+        resample_features((moved, f), maps, "fsLR", "L", "32k", target=target, cortex=cortex[:2562])
+
+
+@pytest.mark.wb
+def test_the_cortex_mask_resamples_as_wb_command_current_roi(tmp_path, wb_command):
+    """The reference: ``wb_command -metric-resample ... ADAP_BARY_AREA -area-surfs S S32 -current-roi
+    ROI`` (what the HCP pipelines run) gives the same values wherever it writes one (its
+    ``-valid-roi-out``); where it writes 0 (no cortical source) ours keeps the unrestricted value."""
+    import nibabel as nib
+
+    from geomorph_bids.io import write_metric, write_surface
+
+    v, f = icosphere(5)
+    rng = np.random.default_rng(6)
+    moved = v @ random_rotation(rng, max_angle_deg=20.0).T
+    cortex = moved[:, 0] < 70.0
+    values = np.where(cortex, 1.5 + 0.3 * np.sin(moved[:, 1] / 20.0), 0.0).astype(np.float32)
+    target = density_target("fsLR", "L", "32k")
+    ours = resample_features((moved.astype(np.float32), f), {"m": values}, "fsLR", "L", "32k", target=target,
+                             cortex=cortex).maps["m"]
+    sphere, new = tmp_path / "s.surf.gii", tmp_path / "t.surf.gii"
+    write_surface(sphere, moved, f, hemi="L", geometric_type="Spherical")
+    write_surface(new, target.vertices, target.faces, hemi="L", geometric_type="Spherical")
+    write_metric(tmp_path / "m.func.gii", values, hemi="L")
+    write_metric(tmp_path / "roi.shape.gii", cortex.astype(np.float32), hemi="L")
+    wb_command("-metric-resample", tmp_path / "m.func.gii", sphere, new, "ADAP_BARY_AREA", tmp_path / "wb.func.gii",
+               "-area-surfs", sphere, new, "-current-roi", tmp_path / "roi.shape.gii",
+               "-valid-roi-out", tmp_path / "valid.shape.gii")
+    wb = nib.load(tmp_path / "wb.func.gii").agg_data()
+    valid = nib.load(tmp_path / "valid.shape.gii").agg_data() > 0
+    assert 0.75 < valid.mean() < 0.95
+    np.testing.assert_allclose(ours[valid], wb[valid], atol=2e-3)
+    np.testing.assert_array_equal(ours[~valid], 0.0)  # the wall's own 0 where Workbench writes 0
