@@ -162,8 +162,11 @@ submit() {  # label_file [geomorph-bids options]
     fi
     local k cmd
     k="$(grep -c . "$chunk")"
+    # sbatch expands %-patterns in the whole --output path (%u: the user, %j: the job id): a '%' of
+    # the folder's own name is doubled, else the log's folder does not exist and the task fails
+    # unlogged, unmarked (FAILED 0:53)
     cmd=(sbatch --parsable --export=ALL --array="1-${k}%${GEOMORPH_ARRAY_LIMIT:-50}"
-         --output="$status_dir/geomorph_%A_%a.log" "${defaults[@]}")
+         --output="${status_dir//%/%%}/geomorph_%A_%a.log" "${defaults[@]}")
     # shellcheck disable=SC2206  # word splitting of the user's sbatch options is intended
     cmd+=(${GEOMORPH_SBATCH_ARGS:-} "$(readlink -f "$0")" "$bids_dir" "$output_dir" "$@")
     printf '+ GEOMORPH_LABELS=%q' "$chunk"; printf ' %q' "${cmd[@]}"; echo
@@ -285,9 +288,18 @@ set -e
 if [ "$rc" = 0 ]; then
   echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) job ${job}_${task}" > "$status_dir/sub-$label.ok"
   echo "sub-$label: done"
+elif [ "$rc" -gt 128 ] && [ "$rc" != 130 ] && [ "$rc" != 143 ] && [ "$rc" != 129 ]; then
+  # killed by a signal it could not handle (SIGKILL: the memory limit's OOM killer, or kill -9):
+  # geomorph-bids wrote no crash file and no FAILED line; its finished hemispheres are kept
+  sig="$(kill -l "$((rc - 128))" 2>/dev/null || echo "$((rc - 128))")"
+  why="killed by SIG$sig"
+  [ "$sig" != KILL ] || why="$why (out of memory? the job's --mem; or kill -9)"
+  printf '%s job %s_%s exit %s %s log %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$job" "$task" "$rc" "$why" "$log" \
+    > "$status_dir/sub-$label.failed"
+  echo "sub-$label: FAILED (exit $rc: geomorph-bids was $why; no crash file); resubmit with --resubmit-failed" >&2
 else
   printf '%s job %s_%s exit %s log %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$job" "$task" "$rc" "$log" \
     > "$status_dir/sub-$label.failed"
-  echo "sub-$label: FAILED (exit $rc); crash files under $output_dir/logs; resubmit with --resubmit-failed" >&2
+  echo "sub-$label: FAILED (exit $rc); the reasons are above (crash files under $output_dir/logs); resubmit with --resubmit-failed" >&2
 fi
 exit "$rc"

@@ -299,6 +299,34 @@ def test_cancelled_task_cleans_its_scratch_and_is_marked(slurm, dataset, tmp_pat
     assert listed.startswith("1 unfinished label(s)"), listed
 
 
+def test_an_output_folder_with_a_percent_sign_and_a_task_killed_by_sigkill(slurm, dataset, tmp_path):
+    """sbatch expands %-patterns in the whole --output path: an output folder named
+    ``out 100%u %j`` had each task's log sent to ``out 100root <jobid>/...``, a folder that does
+    not exist, so every task failed before it started (FAILED 0:53), with no log, no marker and
+    nothing in the output folder; the recipe doubles the folder's '%'. A task whose geomorph-bids
+    is killed with SIGKILL (the memory limit's OOM killer) said "crash files under OUT/logs",
+    where there are none: its log and ``.failed`` now name the signal. GEOMORPH_BIDS is a stub
+    that kills itself for participant 02."""
+    stub = tmp_path / "stub"
+    stub.write_text('#!/bin/bash\necho "ARGS $*"\ncase "$*" in *"--participant-label 02 "*) kill -9 $$ ;; esac\n')
+    stub.chmod(0o755)
+    labels, out = tmp_path / "labels.txt", tmp_path / "out 100%u %j"
+    labels.write_text("01\n02\n")
+    env = dict(slurm.env, GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(labels))
+    job = submitted(sh(env, "bash", RECIPE, "--submit", dataset.bids, out).stdout)
+    wait_for_jobs(env, job)
+    states = task_states(env, job)
+    assert states[1] == ("COMPLETED", "0:0"), states
+    assert states[2][0] == "FAILED" and states[2][1].startswith("137"), states
+    logs = out / "logs" / "slurm"
+    assert (logs / "sub-01.ok").is_file()
+    assert "--participant-label 01 " in (logs / f"geomorph_{job}_1.log").read_text()
+    killed = (logs / f"geomorph_{job}_2.log").read_text()
+    assert "sub-02: FAILED (exit 137: geomorph-bids was killed by SIGKILL (out of memory?" in killed, killed
+    assert "crash files" not in killed
+    assert "exit 137 killed by SIGKILL" in (logs / "sub-02.failed").read_text()
+
+
 # ------------------------------------------------------------------------------ Nipype's SLURM plugin
 
 def test_nipype_slurm_plugin_matches_local(slurm, dataset, tmp_path):
