@@ -42,7 +42,8 @@ from .messages import one_line_warnings, reader_may_go_away  # noqa: E402
 from .nipype_config import configure_nipype, crash_folder_setting, plugin_settings  # noqa: E402
 from .parser import build_parser  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
-from .preflight import RunLocks, lock_participants, preflight, remove_if_empty  # noqa: E402
+from .preflight import (LOCK_DIR, RunLocks, lock_participants, participant_runs_active, preflight,  # noqa: E402
+                        remove_if_empty)
 from .reporting import build_reports, print_reports, print_summary  # noqa: E402
 from .selection import collect_jobs, listed, refuse_names_too_long  # noqa: E402
 from .settings import (absolute_paths, resolve_quality, resolve_settings, validate_arguments,  # noqa: E402
@@ -504,9 +505,10 @@ def _ignored_at_group_level(args) -> list[str]:
     return out
 
 
-def _no_rows(args, unreadable: list[str]) -> str:
-    """Why the group level has no rows: no participant outputs at all, or none of the
-    participants asked for (naming those that have outputs)."""
+def _no_rows(args, unreadable: list[str], running: bool = False) -> str:
+    """Why the group level has no rows: no participant outputs at all (``running``: yet, a
+    participant-level run still processing), or none of the participants asked for (naming those
+    that have outputs)."""
     from ..reports.group_table import group_rows
     from .selection import listed
 
@@ -518,6 +520,9 @@ def _no_rows(args, unreadable: list[str]) -> str:
                     f"participants with outputs: {listed(have)}")
     if unreadable:
         return f"no readable participant outputs in {where} ({len(unreadable)} damaged: see the FAILED lines)"
+    if running:
+        return (f"no participant outputs (*_desc-geomorph_metrics.json) in {where} yet: a participant-level run is "
+                "still processing its participants; run the group level once every participant run has ended")
     return f"no participant outputs (*_desc-geomorph_metrics.json) in {where}; run the participant level first"
 
 
@@ -614,13 +619,16 @@ def run_group(args) -> int:
     for option in _ignored_at_group_level(args):
         print(f"{_PROG}: warning: {option} has no effect at the group level"
               + ("" if args.build_template else " without --build-template"), file=sys.stderr)
+    # before the rows are read: a participant run still writing (a SLURM array's tasks, the group level
+    # submitted beside them) makes a table that misses its participants, or holds their earlier results
+    running = participant_runs_active(args.output_dir)
     unreadable: list[str] = []  # a damaged metrics file costs its own row, not the table
     rows = _participant_rows(args, judged=True, unreadable=unreadable)
     unreadable += _subject_entries_not_folders(args)
     for line in unreadable:
         print(f"{_PROG}: FAILED {line}; left out of the table (rerun the participant level for it)", file=sys.stderr)
     if not rows:
-        return error_exit(_PROG, _no_rows(args, unreadable))
+        return error_exit(_PROG, _no_rows(args, unreadable, running))
     lines = [line for line in (_participants_without_outputs(args, rows, unreadable),
                                _sessions_without_outputs(args, rows)) if line]
     for line in lines:
@@ -651,6 +659,12 @@ def run_group(args) -> int:
               f"run's results (marked {STALE} in {GROUP_TSV}; rerun the participant level for them):", file=sys.stderr)
         for f in stale:
             print(f"  STALE {f.line()}", file=sys.stderr)
+    if running:
+        print(f"{_PROG}: INCOMPLETE: a participant-level run was still processing participants of "
+              f"{args.output_dir} ({args.output_dir / LOCK_DIR / 'run.lock'} held): the table and report hold only "
+              "the participants finished before it, or their earlier results; run the group level again once every "
+              "participant run has ended (a SLURM array: sbatch --dependency=afterany:JOBID)", file=sys.stderr)
+        return EXIT_FAILED
     return status if status != EXIT_OK else run_exit_code(len(unreadable), len(flagged) + len(stale))
 
 

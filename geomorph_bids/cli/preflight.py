@@ -37,7 +37,7 @@ from ..errors import InputError
 from .interrupts import pid_alive
 
 __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "path_max", "work_dir_too_deep",
-           "preflight", "remove_if_empty", "RunLocks", "lock_participants"]
+           "preflight", "remove_if_empty", "RunLocks", "lock_participants", "participant_runs_active"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
 #: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.6 MB of outputs and 3.2 MB of
@@ -347,6 +347,27 @@ class RunLocks:
         finally:
             fcntl.flock(fd, fcntl.LOCK_SH)
         return True
+
+
+def participant_runs_active(output_dir: Path) -> bool:
+    """Whether a participant-level run is processing (or waiting for) participants of
+    ``output_dir``: something holds its ``run.lock`` (every participant run holds it shared from
+    its start to its end; on a shared file system, from any node where flock works). Probed
+    with an exclusive non-blocking flock, released at once: a run starting meanwhile waits
+    microseconds for its shared lock, never fails. Creates nothing (no lock folder: False)."""
+    try:  # never through a link, as RunLocks opens it
+        fd = os.open(Path(output_dir) / LOCK_DIR / "run.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # a file system without flock: nothing can be said
+        return False
+    finally:
+        os.close(fd)  # closing releases the probe's lock
+    return False
 
 
 def _holder_pid(text: str) -> tuple[int | None, str]:
