@@ -2,8 +2,9 @@
 
 :func:`usable_cpus` counts the CPUs this process may run on (its affinity mask, as set by
 SLURM, ``taskset`` or ``docker --cpuset-cpus``) within its cgroup's CPU quota (``docker
---cpus``, Kubernetes limits); :func:`total_memory_gb` is the machine's memory within the
-cgroup's memory limit. The resource arguments are checked against both
+--cpus``, Kubernetes limits, a batch job's cgroup: v2 or v1, its own or an ancestor's) and its
+SLURM job's CPUs; :func:`total_memory_gb` is the machine's memory within the cgroup's memory
+limit and the SLURM job's memory. The resource arguments are checked against both
 (:func:`geomorph_bids.cli.settings.validate_resources`).
 """
 
@@ -15,42 +16,126 @@ import re
 import sys
 from pathlib import Path
 
-__all__ = ["usable_cpus", "total_memory_gb", "drop_unusable_thread_settings", "current_folder_problem"]
+__all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings", "current_folder_problem"]
 
 _CGROUP = Path("/sys/fs/cgroup")
+_SELF_CGROUP = Path("/proc/self/cgroup")
+#: a cgroup-v1 memory.limit_in_bytes at or above this is "no limit" (the kernel's is 2**63 rounded to a page)
+_V1_UNLIMITED = 2 ** 60
 
 
-def _cgroup_value(name: str) -> str | None:
+def _read(path: Path) -> str | None:
     try:
-        return (_CGROUP / name).read_text().strip()
-    except OSError:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
         return None
 
 
-def usable_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup-v2 CPU quota (at least 1)."""
+def _own_cgroup_folders(root: Path, self_cgroup: Path) -> dict[str, list[Path]]:
+    """The folders of this process's cgroup and of each of its ancestors, nearest first, per
+    hierarchy: ``v2`` (the unified one, at ``root`` or ``root/unified``), ``memory`` and ``cpu`` (v1).
+    A batch job's limits are set on its job's cgroup, an ancestor of the step's that the process is
+    in (SLURM: ``.../job_N/step_batch/...``); a container with its own cgroup namespace sees ``/``.
+    Folders not mounted here (a container without the namespace) are left out."""
+    text = _read(self_cgroup) or ""
+    out: dict[str, list[Path]] = {"v2": [], "memory": [], "cpu": []}
+    for line in text.splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        rel = Path(path.strip() or "/").relative_to("/") if path.strip().startswith("/") else None
+        if rel is None:
+            continue
+        if controllers == "":
+            bases = [b for b in (root, root / "unified") if (b / "cgroup.controllers").is_file()]
+            kinds = [("v2", b) for b in bases[:1]]
+        else:
+            names = controllers.split(",")
+            kinds = [(kind, root / controllers) for kind in ("memory", "cpu") if kind in names]
+            kinds = [(k, b if b.is_dir() else root / k) for k, b in kinds]
+        for kind, base in kinds:
+            folder = base / rel
+            chain = [folder, *folder.parents]
+            out[kind] += [f for f in chain if f == base or base in f.parents]
+    return out
+
+
+def _cgroup_cpu_limit(root: Path = _CGROUP, self_cgroup: Path = _SELF_CGROUP) -> int | None:
+    """The smallest CPU quota (whole CPUs, rounded up) on this process's cgroup or its ancestors:
+    v2 ``cpu.max``, v1 ``cpu.cfs_quota_us / cpu.cfs_period_us``; None without one."""
+    quotas = []
+    folders = _own_cgroup_folders(root, self_cgroup)
+    for folder in [root, *folders["v2"]]:
+        limit, _, period = (_read(folder / "cpu.max") or "max").partition(" ")
+        if limit.isdigit() and period.isdigit() and int(period) > 0:
+            quotas.append(math.ceil(int(limit) / int(period)))
+    for folder in folders["cpu"]:
+        limit, period = _read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us")
+        if limit and period and limit.isdigit() and period.isdigit() and int(period) > 0:
+            quotas.append(math.ceil(int(limit) / int(period)))
+    return max(1, min(quotas)) if quotas else None
+
+
+def _cgroup_memory_limit(root: Path = _CGROUP, self_cgroup: Path = _SELF_CGROUP) -> int | None:
+    """The smallest memory limit (bytes) on this process's cgroup or its ancestors: v2
+    ``memory.max``, v1 ``memory.limit_in_bytes``; None without one."""
+    limits = []
+    folders = _own_cgroup_folders(root, self_cgroup)
+    for folder in [root, *folders["v2"]]:
+        value = _read(folder / "memory.max")
+        if value and value.isdigit():
+            limits.append(int(value))
+    for folder in folders["memory"]:
+        value = _read(folder / "memory.limit_in_bytes")
+        if value and value.isdigit() and int(value) < _V1_UNLIMITED:
+            limits.append(int(value))
+    return min(limits) if limits else None
+
+
+def _positive(environ, name: str) -> int | None:
+    value = (environ.get(name) or "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def slurm_allocation(environ: "os._Environ[str] | dict[str, str] | None" = None) -> tuple[int | None, float | None]:
+    """(CPUs, memory in GB) of the SLURM job this process runs in, on this node, from the variables
+    SLURM sets in a job (``SLURM_JOB_ID``): ``SLURM_CPUS_PER_TASK`` (``--cpus-per-task``), else
+    ``SLURM_CPUS_ON_NODE``; ``SLURM_MEM_PER_NODE`` (``--mem``, MiB; 0: the whole node), else
+    ``SLURM_MEM_PER_CPU`` x those CPUs. (None, None) outside a job. Where SLURM confines jobs with
+    cgroups the affinity mask and limits say the same; where it does not (``TaskPlugin=task/none``,
+    memory not enforced) these are all that says what the job was given."""
+    env = os.environ if environ is None else environ
+    if not (env.get("SLURM_JOB_ID") or "").strip():
+        return None, None
+    cpus = _positive(env, "SLURM_CPUS_PER_TASK") or _positive(env, "SLURM_CPUS_ON_NODE")
+    per_node, per_cpu = _positive(env, "SLURM_MEM_PER_NODE"), _positive(env, "SLURM_MEM_PER_CPU")
+    mib = per_node or (per_cpu * cpus if per_cpu and cpus else None)
+    return cpus, (mib * 2 ** 20 / 1e9 if mib else None)
+
+
+def usable_cpus(environ: "os._Environ[str] | dict[str, str] | None" = None) -> int:
+    """CPUs this process may use: its affinity mask, capped by a CPU quota of its cgroup (or an
+    ancestor's: v2 or v1) and by its SLURM job's CPUs (:func:`slurm_allocation`); at least 1."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
-    quota = _cgroup_value("cpu.max")
-    if quota:
-        limit, _, period = quota.partition(" ")
-        if limit != "max" and limit.isdigit() and period.isdigit() and int(period) > 0:
-            n = min(n, max(1, math.ceil(int(limit) / int(period))))
+    for limit in (_cgroup_cpu_limit(), slurm_allocation(environ)[0]):
+        if limit:
+            n = min(n, limit)
     return max(1, n)
 
 
-def total_memory_gb() -> float:
-    """The memory (GB) this process may use: the machine's, capped by a cgroup-v2 memory limit."""
+def total_memory_gb(environ: "os._Environ[str] | dict[str, str] | None" = None) -> float:
+    """The memory (GB) this process may use: the machine's, capped by a memory limit of its cgroup
+    (or an ancestor's: v2 or v1) and by its SLURM job's memory (:func:`slurm_allocation`)."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     except (ValueError, OSError, AttributeError):
         total = float("inf")
-    limit = _cgroup_value("memory.max")
-    if limit and limit.isdigit():
-        total = min(total, int(limit) / 1e9)
-    return total
+    limit = _cgroup_memory_limit()
+    if limit:
+        total = min(total, limit / 1e9)
+    job = slurm_allocation(environ)[1]
+    return min(total, job) if job else total
 
 
 #: what OpenMP reads from OMP_NUM_THREADS: a positive count, or counts per nesting level (4,2)

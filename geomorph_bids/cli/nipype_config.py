@@ -14,11 +14,19 @@ __all__ = ["plugin_settings", "configure_nipype", "crash_folder_setting", "nipyp
 
 
 def plugin_settings(args) -> tuple[str, dict[str, Any]]:
-    """(plugin name, plugin_args) from ``--nprocs``, ``--mem-gb`` and ``--use-plugin``; InputError
+    """(plugin name, plugin_args) from ``--nprocs``, ``--mem-gb`` (default: 90% of the memory this
+    process may use, :func:`~geomorph_bids.cli.machine.total_memory_gb`) and ``--use-plugin``; InputError
     for a plugin file that cannot be read, or whose plugin cannot run here (:func:`_plugin_problem`)."""
+    import math
+
+    from .machine import total_memory_gb
+
     plugin_args: dict[str, Any] = {"n_procs": args.nprocs, "raise_insufficient": False}
+    memory = total_memory_gb()
     if args.mem_gb:
         plugin_args["memory_gb"] = args.mem_gb
+    elif math.isfinite(memory):  # Nipype's own default is 90% of the machine's, blind to a job's limit
+        plugin_args["memory_gb"] = round(0.9 * memory, 3)
     if args.use_plugin is None:
         return "MultiProc", plugin_args
     import yaml

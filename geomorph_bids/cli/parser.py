@@ -302,8 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--batch-size: 1, each of its --nprocs workers running one)")
     g.add_argument("--mem-gb", "--mem_gb", type=_memory("G"), default=None,
                    help="memory limit for Nipype's scheduler, in GB, or with a unit: 16G, 16000M (at most the "
-                        "machine's memory; more is lowered to that, with a warning; default: Nipype's, 90%% of "
-                        "the machine's memory)")
+                        "memory this process may use: the machine's, within a cgroup limit and a SLURM job's --mem; more "
+                        "is lowered to that, with a warning; default: 90%% of it)")
     g.add_argument("--mem", "--mem-mb", "--mem_mb", dest="mem_gb", type=_memory("M"), default=None,
                    metavar="MEM_MB", help="the same as fMRIPrep's option: in MB, or with a unit (16G)")
     g.add_argument("--use-plugin", type=Path, metavar="FILE",

@@ -353,7 +353,7 @@ def validate_resources(args, prog: str = "geomorph-bids") -> list[str]:
     memory = total_memory_gb()
     mem_gb = getattr(args, "mem_gb", None)
     if mem_gb is not None and mem_gb > memory:
-        notes.append(f"--mem-gb {mem_gb:g} is more than the {memory:.1f} GB of this machine; using {memory:.1f}")
+        notes.append(f"--mem-gb {mem_gb:g} is more than the {memory:.1f} GB this process may use; using {memory:.1f}")
         args.mem_gb = memory
     batch = getattr(args, "batch_size", None)
     most = max(1, int(0.5 * min(memory, mem_gb or memory) / _BATCH_PAIR_GB))

@@ -73,3 +73,78 @@ def test_a_current_folder_that_was_deleted_is_one_line_for_each_command(tmp_path
     assert done.stderr.splitlines() == [f"{prog}: {why}" for prog in ("geomorph-bids", "geomorph-register",
                                                                       "geomorph-train")]
     assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
+
+
+def _tree(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_a_batch_jobs_cgroup_limits_are_read_on_its_ancestors_v2_and_v1(tmp_path):
+    """Only ``/sys/fs/cgroup/{memory,cpu}.max`` were read: right in a container with its own cgroup
+    namespace, but a SLURM job's cgroup (v2: ``.../job_N/step_batch/...``, its limits on ``job_N``;
+    v1, as on many clusters and this machine: ``memory/slurm/uid_U/job_N/...``) was never seen, so
+    ``--mem-gb`` above the job's memory and the default ``--nprocs`` of a node's every CPU passed."""
+    from geomorph_bids.cli.machine import _cgroup_cpu_limit, _cgroup_memory_limit
+
+    v2, job = tmp_path / "v2", "system.slice/slurmstepd.scope/job_5"
+    _tree(v2, {"cgroup.controllers": "cpu memory", f"{job}/memory.max": "2147483648", f"{job}/cpu.max": "150000 100000",
+               f"{job}/step_batch/memory.max": "max", f"{job}/step_batch/cpu.max": "max 100000",
+               "self": f"0::/{job}/step_batch/user/task_0\n"})
+    assert _cgroup_memory_limit(v2, v2 / "self") == 2147483648 and _cgroup_cpu_limit(v2, v2 / "self") == 2
+    v1, job = tmp_path / "v1", "slurm/uid_0/job_5"
+    _tree(v1, {f"memory/{job}/memory.limit_in_bytes": "3221225472",
+               f"memory/{job}/step_batch/memory.limit_in_bytes": "9223372036854771712",
+               f"cpu,cpuacct/{job}/cpu.cfs_quota_us": "-1", f"cpu,cpuacct/{job}/cpu.cfs_period_us": "100000",
+               "self": f"4:memory:/{job}/step_batch\n2:cpu,cpuacct:/{job}/step_batch\n1:name=systemd:/x\n"})
+    assert _cgroup_memory_limit(v1, v1 / "self") == 3221225472 and _cgroup_cpu_limit(v1, v1 / "self") is None
+    assert _cgroup_memory_limit(tmp_path / "none", tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, (None, None)),
+    ({"SLURM_CPUS_ON_NODE": "4"}, (None, None)),  # no job: a variable left in a shell
+    ({"SLURM_JOB_ID": "7", "SLURM_CPUS_ON_NODE": "4", "SLURM_MEM_PER_NODE": "4096"}, (4, 4096 * 2 ** 20 / 1e9)),
+    ({"SLURM_JOB_ID": "7", "SLURM_CPUS_PER_TASK": "2", "SLURM_CPUS_ON_NODE": "4", "SLURM_MEM_PER_CPU": "1024"},
+     (2, 2048 * 2 ** 20 / 1e9)),
+    ({"SLURM_JOB_ID": "7", "SLURM_CPUS_PER_TASK": "", "SLURM_CPUS_ON_NODE": "3", "SLURM_MEM_PER_NODE": "0"}, (3, None)),
+])
+def test_the_slurm_allocation_is_read_from_the_jobs_variables(env, expected):
+    from geomorph_bids.cli.machine import slurm_allocation
+
+    cpus, mem = slurm_allocation(env)
+    assert cpus == expected[0] and mem == pytest.approx(expected[1])
+
+
+def test_a_slurm_jobs_cpus_and_memory_bound_nprocs_and_mem_gb_where_nothing_else_confines_it(tmp_path):
+    """A task given ``--cpus-per-task=1 --mem=1G`` on a cluster that does not confine jobs (this test
+    node's ``TaskPlugin=task/none``) ran with ``--nprocs`` defaulting to every CPU of the node and took
+    ``--mem-gb 64`` as given; both now follow the job (one warning line for the memory)."""
+    from geomorph_bids.cli.machine import usable_cpus
+
+    if usable_cpus({}) < 2:
+        pytest.skip("needs two CPUs")
+    code = ("import argparse; from geomorph_bids.cli.parser import build_parser; "
+            "from geomorph_bids.cli.settings import validate_resources; "
+            "a = build_parser().parse_args(['b', 'o', 'participant', '--mem-gb', '64']); validate_resources(a); "
+            "print(a.nprocs, round(a.mem_gb, 2))")
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd()), "SLURM_JOB_ID": "9", "SLURM_CPUS_PER_TASK": "1",
+           "SLURM_CPUS_ON_NODE": "1", "SLURM_MEM_PER_NODE": "1024"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.stdout.strip() == "1 1.07", done.stderr
+    assert done.stderr.strip() == "geomorph-bids: warning: --mem-gb 64 is more than the 1.1 GB this process may use; using 1.1"
+
+
+def test_nipypes_memory_without_mem_gb_is_90_percent_of_the_jobs_not_the_nodes(monkeypatch):
+    """Without --mem-gb, MultiProc took Nipype's default, 90% of the node's memory, whatever the job
+    was given; now 90% of what this process may use (here a SLURM job's --mem=2048M)."""
+    import types
+
+    from geomorph_bids.cli.nipype_config import plugin_settings
+
+    for name, value in {"SLURM_JOB_ID": "3", "SLURM_CPUS_ON_NODE": "1", "SLURM_MEM_PER_NODE": "2048"}.items():
+        monkeypatch.setenv(name, value)
+    name, plugin_args = plugin_settings(types.SimpleNamespace(nprocs=1, mem_gb=None, use_plugin=None))
+    assert name == "MultiProc" and plugin_args["memory_gb"] == pytest.approx(0.9 * 2048 * 2 ** 20 / 1e9, abs=1e-3)
+    assert plugin_settings(types.SimpleNamespace(nprocs=1, mem_gb=1.5, use_plugin=None))[1]["memory_gb"] == 1.5

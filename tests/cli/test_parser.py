@@ -152,4 +152,4 @@ def test_help_states_the_defaults_batch_mode_and_nipype_use():
     actions = {a.option_strings[0]: a for a in build_parser()._actions if a.option_strings}
     omp = " ".join(actions["--omp-nthreads"].help.split())
     assert "nprocs // 2" in omp and "batch mode, --batch-size: 1" in omp
-    assert "90% of the machine's memory" in actions["--mem-gb"].help % {}
+    assert "a SLURM job's --mem" in actions["--mem-gb"].help % {} and "default: 90% of it" in actions["--mem-gb"].help % {}
