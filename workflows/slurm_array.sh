@@ -23,7 +23,9 @@
 #     GEOMORPH_BIDS and the label file as absolute paths, so spaces and commas in them are safe);
 #   - splits more participants than the cluster's MaxArraySize allows into several arrays;
 #   - records every array it submits in OUTPUT_DIR/logs/slurm/submitted.tsv (job id, label file),
-#     so that --resubmit-failed leaves out participants whose task is still pending or running.
+#     so that --resubmit-failed leaves out participants whose task is still pending or running;
+#   - prints the sbatch line that runs the group level once every task of those arrays has ended
+#     (--dependency=afterany:IDS; started beside the tasks it would miss the unfinished ones).
 # Each task
 #   - takes the label on line $SLURM_ARRAY_TASK_ID of its label list (SGE_TASK_ID and
 #     PBS_ARRAY_INDEX work too: workflows/sge_array.sh and pbs_array.sh call this script);
@@ -142,7 +144,7 @@ runtime_env() {  # GEOMORPH_SIF or GEOMORPH_BIDS, absolute, for the tasks
 }
 
 submit() {  # label_file [geomorph-bids options]
-  local list="$1" n max start part chunk jobid
+  local list="$1" n max start part chunk jobid ids=""
   shift
   n="$(grep -c . "$list" || true)"
   if [ "$n" = 0 ]; then echo "nothing to submit: every participant has finished ($status_dir/sub-*.ok)"; return 0; fi
@@ -175,7 +177,20 @@ submit() {  # label_file [geomorph-bids options]
     jobid="${jobid%%;*}"  # --parsable prints "id" or "id;cluster"
     printf '%s\t%s\n' "$jobid" "$chunk" >> "$status_dir/submitted.tsv"
     echo "submitted array job $jobid (tasks 1-$k); logs: $status_dir/geomorph_${jobid}_<task>.log"
+    ids="$ids:$jobid"
   done
+  [ -n "$ids" ] || return 0
+  # the group level reads every participant's outputs: started beside the tasks, it misses the
+  # unfinished ones (geomorph-bids then says INCOMPLETE and exits 1)
+  local group=()
+  if [ -n "${GEOMORPH_SIF:-}" ]; then
+    group=(apptainer run --containall -B "$bids_dir:$bids_dir:ro" -B "$output_dir:$output_dir" "$GEOMORPH_SIF")
+  else
+    group=("$GEOMORPH_BIDS")
+  fi
+  group+=("$bids_dir" "$output_dir" group)
+  printf 'the group level, once every task has ended: sbatch --dependency=afterany%s --output=%q --wrap=%q\n' \
+    "$ids" "${status_dir//%/%%}/group_%j.log" "$(printf '%q ' "${group[@]}")"
 }
 
 if [ "$mode" != task ]; then

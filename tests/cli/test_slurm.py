@@ -306,15 +306,25 @@ def test_an_output_folder_with_a_percent_sign_and_a_task_killed_by_sigkill(slurm
     nothing in the output folder; the recipe doubles the folder's '%'. A task whose geomorph-bids
     is killed with SIGKILL (the memory limit's OOM killer) said "crash files under OUT/logs",
     where there are none: its log and ``.failed`` now name the signal. GEOMORPH_BIDS is a stub
-    that kills itself for participant 02."""
+    that kills itself for participant 02. The recipe prints the group level's sbatch line, to run
+    after the array (the group level started beside the tasks misses the unfinished ones)."""
     stub = tmp_path / "stub"
     stub.write_text('#!/bin/bash\necho "ARGS $*"\ncase "$*" in *"--participant-label 02 "*) kill -9 $$ ;; esac\n')
     stub.chmod(0o755)
     labels, out = tmp_path / "labels.txt", tmp_path / "out 100%u %j"
     labels.write_text("01\n02\n")
     env = dict(slurm.env, GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(labels))
-    job = submitted(sh(env, "bash", RECIPE, "--submit", dataset.bids, out).stdout)
-    wait_for_jobs(env, job)
+    printed = sh(env, "bash", RECIPE, "--submit", dataset.bids, out).stdout
+    job = submitted(printed)
+    # the group level after the array, as printed (it runs once the tasks have ended)
+    group_cmd = re.search(r"^the group level, once every task has ended: (sbatch --dependency=afterany:(\d+) .*)$",
+                          printed, flags=re.M)
+    assert group_cmd and group_cmd.group(2) == job, printed
+    group_job = re.search(r"Submitted batch job (\d+)", sh(env, "bash", "-c", group_cmd.group(1)).stdout).group(1)
+    wait_for_jobs(env, job, group_job)
+    assert sacct(env)[group_job]["state"] == "COMPLETED"
+    group_log = (out / "logs" / "slurm" / f"group_{group_job}.log").read_text()
+    assert group_log.strip() == f"ARGS {dataset.bids} {out} group", group_log
     states = task_states(env, job)
     assert states[1] == ("COMPLETED", "0:0"), states
     assert states[2][0] == "FAILED" and states[2][1].startswith("137"), states
