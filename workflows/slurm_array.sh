@@ -147,6 +147,11 @@ submit() {  # label_file [geomorph-bids options]
   local list="$1" n max start part chunk jobid ids=""
   shift
   n="$(grep -c . "$list" || true)"
+  if [ "$n" = 0 ] && [ "$(all_labels | grep -c . || true)" = 0 ]; then
+    # an empty participants.tsv (a header only) is no finished cohort
+    echo "no participant labels in ${GEOMORPH_LABELS:-$bids_dir/participants.tsv}: nothing submitted (fill it in, or set GEOMORPH_LABELS to a file of labels, one a line)" >&2
+    return 1
+  fi
   if [ "$n" = 0 ]; then echo "nothing to submit: every participant has finished ($status_dir/sub-*.ok)"; return 0; fi
   max="$(max_array_index)"
   # defaults that the user's options replace; sbatch refuses two of a mutually exclusive family
@@ -194,6 +199,7 @@ submit() {  # label_file [geomorph-bids options]
 }
 
 if [ "$mode" != task ]; then
+  all_labels > /dev/null || exit 1  # the label list is missing: said once, nothing written
   stamp="$(date +%Y%m%d-%H%M%S)-$$"
   list="$status_dir/labels-$stamp.txt"
   if [ "$mode" = list ]; then
@@ -210,11 +216,11 @@ if [ "$mode" != task ]; then
     runtime_env
   fi
   if [ "$mode" = resubmit ]; then
-    unfinished_labels > "$list"
+    unfinished_labels > "$list" || { rm -f "$list"; exit 1; }
   else
-    all_labels > "$list"
+    all_labels > "$list" || { rm -f "$list"; exit 1; }
   fi
-  submit "$list" "$@"
+  submit "$list" "$@" || { rm -f "$list"; exit 1; }
   exit 0
 fi
 

@@ -337,6 +337,30 @@ def test_an_output_folder_with_a_percent_sign_and_a_task_killed_by_sigkill(slurm
     assert "exit 137 killed by SIGKILL" in (logs / "sub-02.failed").read_text()
 
 
+def test_an_empty_label_list_is_no_finished_cohort(tmp_path):
+    """A participants.tsv holding its header only (never filled in) made ``--submit`` print
+    "nothing to submit: every participant has finished", exit 0; a missing label list was said
+    three times by ``--resubmit-failed`` and left an empty ``labels-*.txt``. Needs no scheduler."""
+    stub = tmp_path / "geomorph-bids"
+    stub.write_text("#!/bin/sh\n")
+    stub.chmod(0o755)
+    empty, out = tmp_path / "participants.tsv", tmp_path / "out"
+    empty.write_text("participant_id\tage\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMORPH_", "SLURM_"))}
+    env.update(GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(empty))
+    for mode in ("--submit", "--resubmit-failed", "--dry-run"):
+        done = subprocess.run(["bash", str(RECIPE), mode, str(EXAMPLE), str(out)], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 1, (mode, done.stdout, done.stderr)
+        assert f"no participant labels in {empty}: nothing submitted" in done.stderr, done.stderr
+        assert "every participant has finished" not in done.stdout
+    env["GEOMORPH_LABELS"] = str(tmp_path / "missing.txt")
+    done = subprocess.run(["bash", str(RECIPE), "--resubmit-failed", str(EXAMPLE), str(out)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr == f"no label list: {tmp_path / 'missing.txt'} (set GEOMORPH_LABELS)\n"
+    assert not list((out / "logs" / "slurm").glob("labels-*"))
+
+
 # ------------------------------------------------------------------------------ Nipype's SLURM plugin
 
 def test_nipype_slurm_plugin_matches_local(slurm, dataset, tmp_path):
