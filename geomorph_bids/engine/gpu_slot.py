@@ -9,6 +9,7 @@ CPU stages overlap with another's GPU stage and none runs out of GPU memory.
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -25,10 +26,31 @@ def gpu_lock(device: str) -> Iterator[None]:
     import fcntl
 
     index = str(device).partition(":")[2] or "0"
-    path = Path(tempfile.gettempdir()) / f"geomorph_bids-cuda{index}.lock"
-    with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    fd = _open_lock(Path(tempfile.gettempdir()) / f"geomorph_bids-cuda{index}.lock")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _open_lock(path: Path) -> int:
+    """A read-only descriptor on the lock file (flock needs no write access), created if missing.
+    An existing file is opened without ``O_CREAT``: on a GPU node shared by several users, another
+    user's lock file in the common ``/tmp`` (0644, a sticky folder) could not be opened for writing
+    (``PermissionError``: every registration on the GPU failed), and where ``fs.protected_regular`` is
+    set (systemd's default) not even for reading with ``O_CREAT``. Never through a link."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+    for _ in range(3):  # created or removed by another process meanwhile: look again
+        try:
+            return os.open(path, flags)
+        except FileNotFoundError:
+            pass
+        try:
+            return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+    return os.open(path, flags)

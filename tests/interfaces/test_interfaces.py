@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -173,3 +174,42 @@ def test_gpu_lock_is_exclusive_per_device():
     with open(path, "a+") as other:  # released afterwards
         fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+
+
+def test_gpu_lock_of_another_user_in_a_shared_tmp_is_taken_not_refused(tmp_path):
+    """A GPU node shared by users (one /tmp): user A's run left ``geomorph_bids-cuda0.lock`` (0644);
+    user B's registration opened it ``a+`` and failed with ``PermissionError`` (every hemisphere on
+    the GPU). Now it is opened read-only, which flock needs no more than: B takes turns with A."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to leave a lock file owned by another user")
+    import shutil
+
+    shared = Path(tempfile.mkdtemp(prefix="geomorph-shared-tmp-"))  # pytest's own folders are 0700
+    shared.chmod(0o1777)
+    try:
+        _two_users_take_turns(shared)
+    finally:
+        shutil.rmtree(shared)
+
+
+def _two_users_take_turns(shared: Path) -> None:
+    import subprocess
+    import sys
+
+    lock = shared / "geomorph_bids-cuda0.lock"
+    lock.write_text("")
+    lock.chmod(0o644)  # owned by root: user A
+    code = ("from geomorph_bids.engine.gpu_slot import gpu_lock\n"
+            "with gpu_lock('cuda:0'): print('held')\n"
+            "with gpu_lock('cuda:1'): print('new')\n")
+    env = {**os.environ, "TMPDIR": str(shared), "PYTHONPATH": os.pathsep.join(sys.path)}
+    with open(lock) as mine:  # user A still holds it: B waits, then takes it
+        fcntl.flock(mine.fileno(), fcntl.LOCK_EX)
+        proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                                 code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=3)
+        fcntl.flock(mine.fileno(), fcntl.LOCK_UN)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.split() == ["held", "new"], err
+    assert (shared / "geomorph_bids-cuda1.lock").stat().st_uid == 65534
