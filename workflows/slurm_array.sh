@@ -92,7 +92,9 @@ all_labels() {  # one label per line, no "sub-"
     awk -F'\t' 'NR > 1 && $1 != "" { print $1 }' "$file"
   else
     grep -v -E '^[[:space:]]*(#|$)' "$file" | awk '{ print $1 }'
-  fi | sed -e 's/^sub-//' -e 's/\r$//'
+  # each label once ("sub-01" and "01" are one participant): two tasks of one participant run at
+  # once, and the one the other's lock skips is a FAILED task beside a .ok
+  fi | sed -e 's/^sub-//' -e 's/\r$//' | awk '!seen[$0]++'
 }
 
 queued_labels() {  # labels of our recorded arrays whose task is still pending or running

@@ -361,6 +361,25 @@ def test_an_empty_label_list_is_no_finished_cohort(tmp_path):
     assert not list((out / "logs" / "slurm").glob("labels-*"))
 
 
+def test_a_participant_listed_twice_is_submitted_once(tmp_path):
+    """``sub-07`` and ``07`` (or a row repeated in participants.tsv) became two array tasks of one
+    participant running at once: the second was skipped by the first's lock, so sacct showed a
+    FAILED task (and ``sub-07.failed`` beside ``sub-07.ok``) for a participant that was done.
+    Needs no scheduler (--dry-run)."""
+    stub = tmp_path / "geomorph-bids"
+    stub.write_text("#!/bin/sh\n")
+    stub.chmod(0o755)
+    labels = tmp_path / "participants.tsv"
+    labels.write_text("participant_id\tage\nsub-07\t30\n07\t30\nsub-08\t31\nsub-07\t30\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMORPH_", "SLURM_"))}
+    env.update(GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(labels))
+    done = subprocess.run(["bash", str(RECIPE), "--dry-run", str(EXAMPLE), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^2 participant\(s\) from .*: 07 08$", done.stdout, flags=re.M), done.stdout
+    assert "--array=1-2%50" in done.stdout
+
+
 # ------------------------------------------------------------------------------ Nipype's SLURM plugin
 
 def test_nipype_slurm_plugin_matches_local(slurm, dataset, tmp_path):
