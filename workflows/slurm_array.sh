@@ -42,8 +42,9 @@
 #     keeps them);
 #   - gets --nprocs/--omp-nthreads from --cpus-per-task and --mem-gb from --mem or --mem-per-cpu;
 #   - exits with geomorph-bids' status (sacct: COMPLETED 0:0, or FAILED with its exit code) and
-#     records OUTPUT_DIR/logs/slurm/sub-<label>.ok on success, sub-<label>.failed (exit status,
-#     job, log) on failure; --resubmit-failed submits every label without .ok that is not still
+#     records OUTPUT_DIR/logs/slurm/sub-<label>.ok on success or when written but flagged by a
+#     quality gate (exit 3, FAILED 3:0: it says so), sub-<label>.failed (exit status, job, log) on
+#     failure; --resubmit-failed submits every label without .ok that is not still
 #     queued (failed, timed out, killed for memory, cancelled or never started).
 # Logs: OUTPUT_DIR/logs/slurm/geomorph_<array job id>_<task>.log; crash files under OUTPUT_DIR/logs.
 #
@@ -311,6 +312,10 @@ set -e
 if [ "$rc" = 0 ]; then
   echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) job ${job}_${task}" > "$status_dir/sub-$label.ok"
   echo "sub-$label: done"
+elif [ "$rc" = 3 ]; then
+  # everything written, a quality gate flagged it: finished (a rerun gives the same), to be reviewed
+  echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) job ${job}_${task} exit 3 flagged by a quality gate" > "$status_dir/sub-$label.ok"
+  echo "sub-$label: done, but FLAGGED by a quality gate (exit 3; the FLAGGED lines above): outputs written, to be reviewed; not resubmitted" >&2
 elif [ "$rc" -gt 128 ] && [ "$rc" != 130 ] && [ "$rc" != 143 ] && [ "$rc" != 129 ]; then
   # killed by a signal it could not handle (SIGKILL: the memory limit's OOM killer, or kill -9):
   # geomorph-bids wrote no crash file and no FAILED line; its finished hemispheres are kept

@@ -306,26 +306,28 @@ def test_an_output_folder_with_a_percent_sign_and_a_task_killed_by_sigkill(slurm
     nothing in the output folder; the recipe doubles the folder's '%'. A task whose geomorph-bids
     is killed with SIGKILL (the memory limit's OOM killer) said "crash files under OUT/logs",
     where there are none: its log and ``.failed`` now name the signal. GEOMORPH_BIDS is a stub
-    that kills itself for participant 02. The recipe prints the group level's sbatch line, to run
+    that kills itself for participant 02, and flags 03 (exit 3: written, flagged), which was marked
+    ``.failed`` and resubmitted by ``--resubmit-failed`` forever. The recipe prints the group level's sbatch line, to run
     after the array (the group level started beside the tasks misses the unfinished ones)."""
     stub = tmp_path / "stub"
-    stub.write_text('#!/bin/bash\necho "ARGS $*"\ncase "$*" in *"--participant-label 02 "*) kill -9 $$ ;; esac\n')
+    stub.write_text('#!/bin/bash\necho "ARGS $*"\ncase "$*" in *"--participant-label 02 "*) kill -9 $$ ;;\n'
+                    '  *"--participant-label 03 "*) echo "FLAGGED sub-03 hemi-L: correlation" >&2; exit 3 ;; esac\n')
     stub.chmod(0o755)
     labels, out = tmp_path / "labels.txt", tmp_path / "out 100%u %j"
-    labels.write_text("01\n02\n")
+    labels.write_text("01\n02\n03\n")
     env = dict(slurm.env, GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(labels))
     printed = sh(env, "bash", RECIPE, "--submit", dataset.bids, out).stdout
-    job = submitted(printed)
-    # the group level after the array, as printed (it runs once the tasks have ended)
-    group_cmd = re.search(r"^the group level, once every task has ended: (sbatch --dependency=afterany:(\d+) .*)$",
+    job, job3 = re.findall(r"^submitted array job (\d+) ", printed, flags=re.M)  # MaxArraySize 3: two arrays
+    # the group level after both arrays, as printed (it runs once every task has ended)
+    group_cmd = re.search(r"^the group level, once every task has ended: (sbatch --dependency=afterany:(\S+) .*)$",
                           printed, flags=re.M)
-    assert group_cmd and group_cmd.group(2) == job, printed
+    assert group_cmd and group_cmd.group(2) == f"{job}:{job3}", printed
     group_job = re.search(r"Submitted batch job (\d+)", sh(env, "bash", "-c", group_cmd.group(1)).stdout).group(1)
-    wait_for_jobs(env, job, group_job)
+    wait_for_jobs(env, job, job3, group_job)
     assert sacct(env)[group_job]["state"] == "COMPLETED"
     group_log = (out / "logs" / "slurm" / f"group_{group_job}.log").read_text()
     assert group_log.strip() == f"ARGS {dataset.bids} {out} group", group_log
-    states = task_states(env, job)
+    states = {**task_states(env, job), 3: task_states(env, job3)[1]}
     assert states[1] == ("COMPLETED", "0:0"), states
     assert states[2][0] == "FAILED" and states[2][1].startswith("137"), states
     logs = out / "logs" / "slurm"
@@ -335,6 +337,12 @@ def test_an_output_folder_with_a_percent_sign_and_a_task_killed_by_sigkill(slurm
     assert "sub-02: FAILED (exit 137: geomorph-bids was killed by SIGKILL (out of memory?" in killed, killed
     assert "crash files" not in killed
     assert "exit 137 killed by SIGKILL" in (logs / "sub-02.failed").read_text()
+    # written but flagged (exit 3): finished, not resubmitted (a rerun gives the same)
+    assert states[3] == ("FAILED", "3:0"), states
+    assert "exit 3 flagged" in (logs / "sub-03.ok").read_text() and not (logs / "sub-03.failed").exists()
+    assert "sub-03: done, but FLAGGED by a quality gate (exit 3" in (logs / f"geomorph_{job3}_1.log").read_text()
+    listed = sh(env, "bash", RECIPE, "--list-unfinished", dataset.bids, out).stdout
+    assert listed.startswith("1 unfinished label(s)"), listed  # 02 alone
 
 
 def test_an_empty_label_list_is_no_finished_cohort(tmp_path):
