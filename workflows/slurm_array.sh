@@ -76,6 +76,13 @@ fi
 [ -d "$bids_dir" ] || { echo "BIDS_DIR: no such folder: $bids_dir" >&2; exit 2; }
 bids_dir="$(cd "$bids_dir" && pwd)"
 status_dir="logs/slurm"
+if [[ "$mode" =~ ^(submit|resubmit|dry-run)$ ]] && [[ "$(realpath -m -- "$output_dir")" == *\\* ]]; then
+  # sbatch drops every backslash of an --output path and then expands none of its patterns: the
+  # tasks fail before they start (FAILED 0:53), unlogged (a '%' is doubled instead, in submit)
+  echo "OUTPUT_DIR holds a backslash, which sbatch removes from the tasks' log paths (each task would fail" \
+       "before it starts, with no log): $(realpath -m -- "$output_dir"); choose a folder without one" >&2
+  exit 2
+fi
 if [ "$mode" = dry-run ]; then  # writes nothing: the output folder need not exist yet
   output_dir="$(realpath -m -- "$output_dir")"
   status_dir="$output_dir/$status_dir"

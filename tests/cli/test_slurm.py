@@ -388,6 +388,27 @@ def test_a_participant_listed_twice_is_submitted_once(tmp_path):
     assert "--array=1-2%50" in done.stdout
 
 
+def test_an_output_folder_with_a_backslash_is_refused_before_anything_is_submitted(tmp_path):
+    """sbatch removes every backslash from an --output path and then expands none of its patterns:
+    under ``out b\\s`` every task failed before it started (FAILED 0:53; slurmd: ``Could not open
+    stdout file .../out bs/logs/slurm/geomorph_%A_%a.log``), with no log and no marker. Now one
+    line before anything is created or submitted. Needs no scheduler."""
+    stub = tmp_path / "geomorph-bids"
+    stub.write_text("#!/bin/sh\n")
+    stub.chmod(0o755)
+    labels, out = tmp_path / "labels.txt", tmp_path / "out b\\s"
+    labels.write_text("01\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMORPH_", "SLURM_"))}
+    env.update(GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(labels))
+    for mode in ("--submit", "--resubmit-failed", "--dry-run"):
+        done = subprocess.run(["bash", str(RECIPE), mode, str(EXAMPLE), str(out)], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2, (mode, done.stdout, done.stderr)
+        assert done.stderr == (f"OUTPUT_DIR holds a backslash, which sbatch removes from the tasks' log paths (each task "
+                               f"would fail before it starts, with no log): {out}; choose a folder without one\n")
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------ Nipype's SLURM plugin
 
 def test_nipype_slurm_plugin_matches_local(slurm, dataset, tmp_path):
