@@ -16,7 +16,8 @@ import re
 import sys
 from pathlib import Path
 
-__all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings", "current_folder_problem"]
+__all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings", "current_folder_problem",
+           "matplotlib_config_in_tmp"]
 
 _CGROUP = Path("/sys/fs/cgroup")
 _SELF_CGROUP = Path("/proc/self/cgroup")
@@ -167,6 +168,37 @@ def threads_wait_passively(environ: "os._Environ[str] | dict[str, str] | None" =
     eleventh session). The results are the same bits."""
     env = os.environ if environ is None else environ
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def matplotlib_config_in_tmp(environ: "os._Environ[str] | dict[str, str] | None" = None) -> Path | None:
+    """Where ``HOME`` cannot hold Matplotlib's configuration and font cache (a read-only or missing
+    home on a compute node or in a container; ``MPLCONFIGDIR`` unset), give it a private temporary
+    folder before it is imported, removed when the command ends, as Matplotlib itself would make
+    one, but without its two log lines on every run and in every SLURM task's log (``mkdir -p
+    failed for path /home/u/.config/matplotlib ...``, ``Matplotlib created a temporary cache
+    directory ...``). Returns the folder made, or None (a writable home, or MPLCONFIGDIR given)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    env = os.environ if environ is None else environ
+    if env.get("MPLCONFIGDIR"):
+        return None
+    try:
+        base = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config")
+        folder = base / "matplotlib"
+        folder.mkdir(parents=True, exist_ok=True)
+        if folder.is_dir() and os.access(folder, os.W_OK):
+            return None
+    except (OSError, RuntimeError):
+        pass
+    try:
+        made = Path(tempfile.mkdtemp(prefix="matplotlib-"))
+    except OSError:  # Matplotlib will say why, as before
+        return None
+    env["MPLCONFIGDIR"] = str(made)
+    atexit.register(shutil.rmtree, made, True)
+    return made
 
 
 def current_folder_problem() -> str | None:

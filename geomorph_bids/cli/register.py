@@ -25,7 +25,8 @@ from ..io.atomic import atomic_write_text
 from ..io.discover import FEATURES
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit
-from .machine import current_folder_problem, drop_unusable_thread_settings, threads_wait_passively
+from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
+                      threads_wait_passively)
 from .messages import one_line_warnings, reader_may_go_away
 from .parser import Parser, add_quality_options, hemisphere
 from ..resources import bundled_models
@@ -361,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     with reader_may_go_away(), one_line_warnings(_PROG):
         drop_unusable_thread_settings(_PROG)  # before torch is imported
         threads_wait_passively()
+        matplotlib_config_in_tmp()
         try:
             if args.example:
                 _refuse_options_example_ignores(parser, args)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import __version__
 from .exit_codes import EXIT_OK, HANDLED, error_exit
-from .machine import current_folder_problem, drop_unusable_thread_settings
+from .machine import current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp
 from .messages import reader_may_go_away
 from .parser import ExtendAction, Parser, _finite
 
@@ -567,6 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with the session): :func:`~.messages.reader_may_go_away`."""
     with reader_may_go_away():
         drop_unusable_thread_settings("geomorph-train")  # before torch is imported
+        matplotlib_config_in_tmp()
         return _train(argv)
 
 

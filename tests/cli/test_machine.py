@@ -148,3 +148,25 @@ def test_nipypes_memory_without_mem_gb_is_90_percent_of_the_jobs_not_the_nodes(m
     name, plugin_args = plugin_settings(types.SimpleNamespace(nprocs=1, mem_gb=None, use_plugin=None))
     assert name == "MultiProc" and plugin_args["memory_gb"] == pytest.approx(0.9 * 2048 * 2 ** 20 / 1e9, abs=1e-3)
     assert plugin_settings(types.SimpleNamespace(nprocs=1, mem_gb=1.5, use_plugin=None))[1]["memory_gb"] == 1.5
+
+
+def test_an_unwritable_home_gives_matplotlib_a_private_folder_without_its_log_lines(tmp_path):
+    """With HOME unwritable (a compute node's or container's read-only home) and MPLCONFIGDIR unset,
+    every run (and every SLURM task's log) printed Matplotlib's ``mkdir -p failed for path
+    /proc/.config/matplotlib ...`` and ``Matplotlib created a temporary cache directory ...``. The
+    commands now give it a temporary folder first (removed at exit); a writable home is left alone."""
+    code = ("import os, sys; from geomorph_bids.cli.machine import matplotlib_config_in_tmp as m; made = m(); "
+            "import matplotlib; matplotlib.get_cachedir(); import matplotlib.pyplot; "
+            "print(made, os.path.isdir(str(made)), matplotlib.get_configdir() == str(made))")
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    env.update(HOME="/proc", PYTHONPATH=str(Path.cwd()), TMPDIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    made, exists, used = done.stdout.split()
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert made.startswith(str(tmp_path / "matplotlib-")) and exists == "True" and used == "True"
+    assert not list(tmp_path.iterdir())  # removed at exit
+    home = tmp_path / "home"
+    home.mkdir()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**env, "HOME": str(home)})
+    assert done.stdout.split()[0] == "None" and (home / ".config" / "matplotlib").is_dir(), done.stderr
