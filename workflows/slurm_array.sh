@@ -196,7 +196,7 @@ submit() {  # label_file [geomorph-bids options]
   done
   [ -n "$ids" ] || return 0
   # the group level reads every participant's outputs: started beside the tasks, it misses the
-  # unfinished ones (geomorph-bids then says INCOMPLETE and exits 1)
+  # unfinished ones (geomorph-bids then says so on a warning line)
   local group=()
   if [ -n "${GEOMORPH_SIF:-}" ]; then
     group=(apptainer run --containall -B "$bids_dir:$bids_dir:ro" -B "$output_dir:$output_dir" "$GEOMORPH_SIF")

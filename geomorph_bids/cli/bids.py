@@ -630,11 +630,16 @@ def run_group(args) -> int:
         print(f"{_PROG}: FAILED {line}; left out of the table (rerun the participant level for it)", file=sys.stderr)
     if not rows:
         return error_exit(_PROG, _no_rows(args, unreadable, running))
-    lines = [line for line in (_participants_without_outputs(args, rows, unreadable),
+    # a warning, as participants not run yet are (a cohort still running is not an error)
+    still = (f"a participant-level run is still processing participants of {args.output_dir} "
+             f"({args.output_dir / LOCK_DIR / 'run.lock'} held): the table holds only the participants it had "
+             "finished, or their earlier results; run the group level again once every participant run has "
+             "ended (a SLURM array: sbatch --dependency=afterany:JOBID)") if running else ""
+    lines = [line for line in (still, _participants_without_outputs(args, rows, unreadable),
                                _sessions_without_outputs(args, rows)) if line]
     for line in lines:
         print(f"{_PROG}: warning: {line}", file=sys.stderr)
-    absent = " ".join(f"{line}." for line in lines) if len(lines) > 1 else "".join(lines)
+    absent = " ".join(f"{line}." for line in lines) if len(lines) > 1 else "".join(lines)  # also in group.html
     flagged, stale = _judge_rows(args, rows)
     if args.participant_label:  # the table and report are the dataset's: a subset never replaces them
         print(f"{len(rows)} row(s) (subject/session/hemisphere/template) of --participant-label "
@@ -660,12 +665,6 @@ def run_group(args) -> int:
               f"run's results (marked {STALE} in {GROUP_TSV}; rerun the participant level for them):", file=sys.stderr)
         for f in stale:
             print(f"  STALE {f.line()}", file=sys.stderr)
-    if running:
-        print(f"{_PROG}: INCOMPLETE: a participant-level run was still processing participants of "
-              f"{args.output_dir} ({args.output_dir / LOCK_DIR / 'run.lock'} held): the table and report hold only "
-              "the participants finished before it, or their earlier results; run the group level again once every "
-              "participant run has ended (a SLURM array: sbatch --dependency=afterany:JOBID)", file=sys.stderr)
-        return EXIT_FAILED
     return status if status != EXIT_OK else run_exit_code(len(unreadable), len(flagged) + len(stale))
 
 
