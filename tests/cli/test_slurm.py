@@ -345,17 +345,24 @@ def test_an_output_folder_with_a_percent_sign_and_a_task_killed_by_sigkill(slurm
     assert listed.startswith("1 unfinished label(s)"), listed  # 02 alone
 
 
+def _stub_env(tmp_path: Path, labels: Path) -> dict[str, str]:
+    """The environment of a recipe run that needs no scheduler: geomorph-bids a stub that does
+    nothing, the label list ``labels``, no GEOMORPH_/SLURM_ variables of this shell."""
+    stub = tmp_path / "geomorph-bids"
+    stub.write_text("#!/bin/sh\n")
+    stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMORPH_", "SLURM_"))}
+    env.update(GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(labels))
+    return env
+
+
 def test_an_empty_label_list_is_no_finished_cohort(tmp_path):
     """A participants.tsv holding its header only (never filled in) made ``--submit`` print
     "nothing to submit: every participant has finished", exit 0; a missing label list was said
     three times by ``--resubmit-failed`` and left an empty ``labels-*.txt``. Needs no scheduler."""
-    stub = tmp_path / "geomorph-bids"
-    stub.write_text("#!/bin/sh\n")
-    stub.chmod(0o755)
     empty, out = tmp_path / "participants.tsv", tmp_path / "out"
     empty.write_text("participant_id\tage\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMORPH_", "SLURM_"))}
-    env.update(GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(empty))
+    env = _stub_env(tmp_path, empty)
     for mode in ("--submit", "--resubmit-failed", "--dry-run"):
         done = subprocess.run(["bash", str(RECIPE), mode, str(EXAMPLE), str(out)], env=env, capture_output=True,
                               text=True, timeout=60)
@@ -374,13 +381,9 @@ def test_a_participant_listed_twice_is_submitted_once(tmp_path):
     participant running at once: the second was skipped by the first's lock, so sacct showed a
     FAILED task (and ``sub-07.failed`` beside ``sub-07.ok``) for a participant that was done.
     Needs no scheduler (--dry-run)."""
-    stub = tmp_path / "geomorph-bids"
-    stub.write_text("#!/bin/sh\n")
-    stub.chmod(0o755)
     labels = tmp_path / "participants.tsv"
     labels.write_text("participant_id\tage\nsub-07\t30\n07\t30\nsub-08\t31\nsub-07\t30\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMORPH_", "SLURM_"))}
-    env.update(GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(labels))
+    env = _stub_env(tmp_path, labels)
     done = subprocess.run(["bash", str(RECIPE), "--dry-run", str(EXAMPLE), str(tmp_path / "out")], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -393,13 +396,9 @@ def test_an_output_folder_with_a_backslash_is_refused_before_anything_is_submitt
     under ``out b\\s`` every task failed before it started (FAILED 0:53; slurmd: ``Could not open
     stdout file .../out bs/logs/slurm/geomorph_%A_%a.log``), with no log and no marker. Now one
     line before anything is created or submitted. Needs no scheduler."""
-    stub = tmp_path / "geomorph-bids"
-    stub.write_text("#!/bin/sh\n")
-    stub.chmod(0o755)
     labels, out = tmp_path / "labels.txt", tmp_path / "out b\\s"
     labels.write_text("01\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOMORPH_", "SLURM_"))}
-    env.update(GEOMORPH_BIDS=str(stub), GEOMORPH_LABELS=str(labels))
+    env = _stub_env(tmp_path, labels)
     for mode in ("--submit", "--resubmit-failed", "--dry-run"):
         done = subprocess.run(["bash", str(RECIPE), mode, str(EXAMPLE), str(out)], env=env, capture_output=True,
                               text=True, timeout=60)
