@@ -1,4 +1,4 @@
-"""``geomorph-bids``: the BIDS-App (participant and group levels).
+"""``geomorph-bids``: the BIDS-App (its entry point and the participant level).
 
 Exit codes (:mod:`geomorph_bids.cli.exit_codes`): 0 every requested subject/hemisphere
 succeeded; 1 any failed (a summary names each failed subject/hemisphere and why; the others'
@@ -7,7 +7,8 @@ quality gate (each listed as ``FLAGGED``), or, at the group level, a hemisphere 
 participant run failed and an earlier run's outputs were kept: ``STALE``); 128 + N stopped by
 signal N (130 Ctrl-C, 143 SIGTERM).
 
-The levels only sequence the work; the settings are decided in :mod:`.settings`, the subjects
+The levels only sequence the work; the group level and ``--reports-only`` are in
+:mod:`.group_level`; the settings are decided in :mod:`.settings`, the subjects
 chosen in :mod:`.selection`, Nipype configured in :mod:`.nipype_config`, failures collected in
 :mod:`.failures`, the dataset description and methods text written by :mod:`.descriptions`.
 """
@@ -20,7 +21,6 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry / network, before nip
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import re  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import uuid  # noqa: E402
@@ -28,13 +28,12 @@ from pathlib import Path  # noqa: E402
 
 from .. import __version__  # noqa: E402
 from ..crashfiles import subject_wf_name  # noqa: E402
-from ..derivatives import GROUP_HTML, GROUP_TSV, LOGS, NATIVE_FEATURE, NATIVE_SPHERE, anat_dir, crash_dir  # noqa: E402
-from ..derivatives import entities as entity_string  # noqa: E402
+from ..derivatives import LOGS, crash_dir  # noqa: E402
 from ..io.template_sources import LOW_RESOLUTION_NOTE  # noqa: E402
 from ..quality import QualityVerdict  # noqa: E402
 from .descriptions import write_bids_extras, write_citation, write_dataset_description  # noqa: E402
 from ..errors import describe_os_error  # noqa: E402
-from .exit_codes import EXIT_FAILED, EXIT_OK, HANDLED, error_exit, interrupted, run_exit_code  # noqa: E402
+from .exit_codes import HANDLED, error_exit, interrupted, run_exit_code  # noqa: E402
 from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
 from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E402
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,  # noqa: E402
@@ -43,12 +42,11 @@ from .messages import one_line_warnings, reader_may_go_away  # noqa: E402
 from .nipype_config import configure_nipype, crash_folder_setting, plugin_settings  # noqa: E402
 from .parser import build_parser  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
-from .preflight import (LOCK_DIR, RunLocks, lock_participants, participant_runs_active, preflight,  # noqa: E402
-                        remove_if_empty)
+from .group_level import run_group, run_reports_only  # noqa: E402
+from .preflight import RunLocks, lock_participants, preflight, remove_if_empty  # noqa: E402
 from .reporting import build_reports, print_reports, print_summary  # noqa: E402
-from .selection import collect_jobs, listed, refuse_names_too_long  # noqa: E402
-from .settings import (absolute_paths, resolve_quality, resolve_settings, validate_arguments,  # noqa: E402
-                       validate_resources)
+from .selection import collect_jobs, refuse_names_too_long  # noqa: E402
+from .settings import absolute_paths, resolve_settings, validate_arguments, validate_resources  # noqa: E402
 
 __all__ = ["main", "run_participant", "run_group", "run_reports_only"]
 
@@ -445,325 +443,6 @@ class _Clock:
             atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         except OSError:  # the record is a convenience: never fail a finished run over it
             pass
-
-
-# ------------------------------------------------------------------------------ group level
-
-def _participant_rows(args, judged: bool = False, unreadable: list[str] | None = None) -> list[dict]:
-    """Metrics rows of the participant outputs in output_dir, restricted to --participant-label
-    (``judged``: with what the quality gates need, for :func:`_judge_rows`; ``unreadable``: gets
-    the one-line message of each damaged file, as in
-    :func:`~geomorph_bids.reports.group_table.group_rows`; None: they are skipped)."""
-    from ..io.discover import normalise_label
-    from ..reports.group_table import group_rows
-
-    keep = {normalise_label(s, "sub") for s in args.participant_label} if args.participant_label else None
-    rows = group_rows(args.output_dir, with_quality_inputs=judged,  # only their folders: not all N subjects'
-                      unreadable=[] if unreadable is None else unreadable, subjects=keep)  # the group level names them
-    return rows if keep is None else [r for r in rows if r["subject"] in keep]
-
-
-def _judge_rows(args, rows: list[dict]) -> tuple[list[Failure], list[Failure]]:
-    """Apply the quality gates to every row (the thresholds recorded with each participant
-    output, overridden by the gate options given to the group level), mark the rows
-    (``quality``, ``quality_reasons``: :func:`~geomorph_bids.reports.group_table.quality_cells`)
-    and return (the flagged ones, the stale ones: their latest participant run failed and their
-    outputs are an earlier run's)."""
-    from ..quality import QualityThresholds, assess
-    from ..reports.group_table import quality_cells
-
-    flagged, stale = [], []
-    several = len({r.get("template") for r in rows}) > 1
-    for row in rows:
-        recorded = QualityThresholds.from_dict(row.pop("_thresholds", None))
-        verdict = assess(row.pop("_registration", {}), row.pop("_features", []), resolve_quality(args, recorded))
-        failed_run = row.pop("_stale", None)
-        row["quality"], row["quality_reasons"] = quality_cells(verdict.flagged, verdict.line(), failed_run)
-        if failed_run:
-            stale.append(_row_failure(row, failed_run, several))
-        if verdict.flagged:
-            flagged.append(_row_failure(row, verdict.line(), several))
-    return flagged, stale
-
-
-def _row_failure(row: dict, reason: str, with_template: bool) -> Failure:
-    """A group-table row's one line (``with_template``: the reason starts with ``space-T:``, for
-    a folder with outputs of several templates, where a hemisphere has a row for each)."""
-    prefix = f"space-{row.get('template')}: " if with_template else ""
-    return Failure(row["subject"], row.get("session") or None, row["hemi"], prefix + reason)
-
-
-def _ignored_at_group_level(args) -> list[str]:
-    """The participant-level options given to the group level that change nothing there: the
-    table covers every session; --hemi, --template, --template-dir, --model, --no-optimise and
-    --refine matter only to --build-template."""
-    out = ["--session-label"] if args.session_label else []
-    if not args.build_template:
-        defaults = build_parser()
-        out += [f"--{name.replace('_', '-')}" for name in ("hemi", "template", "template_dir", "model", "no_optimise",
-                                                                         "refine")
-                if getattr(args, name) != defaults.get_default(name)]
-    return out
-
-
-def _no_rows(args, unreadable: list[str], running: bool = False) -> str:
-    """Why the group level has no rows: no participant outputs at all (``running``: yet, a
-    participant-level run still processing), or none of the participants asked for (naming those
-    that have outputs)."""
-    from ..reports.group_table import group_rows
-    from .selection import listed
-
-    where = str(args.output_dir)
-    if args.participant_label:
-        have = sorted({str(r["subject"]) for r in group_rows(args.output_dir, unreadable=[])})
-        if have:
-            return (f"no participant outputs of --participant-label {' '.join(args.participant_label)} in {where}; "
-                    f"participants with outputs: {listed(have)}")
-    if unreadable:
-        return f"no readable participant outputs in {where} ({len(unreadable)} damaged: see the FAILED lines)"
-    if running:
-        return (f"no participant outputs (*_desc-geomorph_metrics.json) in {where} yet: a participant-level run is "
-                "still processing its participants; run the group level once every participant run has ended")
-    return f"no participant outputs (*_desc-geomorph_metrics.json) in {where}; run the participant level first"
-
-
-def _subject_entries_not_folders(args) -> list[str]:
-    """One line per ``sub-<label>`` entry of output_dir that is no folder (a file, a link to a
-    folder that is gone), of --participant-label's subjects when given: its outputs cannot be
-    read, and it was left out of the table without a word."""
-    from ..derivatives import subject_entries_not_folders
-    from ..io.discover import normalise_label
-
-    keep = {normalise_label(s, "sub") for s in args.participant_label} if args.participant_label else None
-    out = []
-    for path in subject_entries_not_folders(args.output_dir):
-        if keep is not None and path.name[len("sub-"):] not in keep:
-            continue
-        what = ("a link to a folder that is gone" if path.is_symlink() and not path.exists() else
-                "a link that cannot be followed" if path.is_symlink() else "not a folder")
-        out.append(f"{path.name}: {path} is {what}, so its outputs cannot be read")
-    return out
-
-
-def _participants_without_outputs(args, rows: list[dict], unreadable: list[str]) -> str:
-    """One line naming the participants asked for (--participant-label, else every participant
-    of the input dataset) that have no row and no FAILED line: not run yet, failed at the
-    participant level, or left out by its selection; '' when there are none."""
-    from ..errors import InputError
-    from ..io.discover import find_subjects, normalise_label
-    from .paths import resolve_input_folders
-    from .selection import listed
-
-    if args.participant_label:
-        asked = sorted(dict.fromkeys(normalise_label(s, "sub") for s in args.participant_label))
-    else:
-        try:
-            inputs = resolve_input_folders(args, args.output_dir)
-            asked = find_subjects(inputs.bids_dir, inputs.fs_subjects_dir, inputs.derivatives)
-        except (InputError, OSError):  # the dataset is not in reach (another machine): the table is what there is
-            return ""
-    have = {str(r["subject"]) for r in rows} | {m for line in unreadable for m in re.findall(r"sub-([A-Za-z0-9]+)", line)}
-    absent = [s for s in asked if s not in have]
-    if not absent:
-        return ""
-    whose = "of --participant-label" if args.participant_label else "of the dataset"
-    return (f"{len(absent)} participant(s) {whose} have no outputs in {args.output_dir} and no row: {listed(absent)} "
-            "(not run yet, failed at the participant level, or left out by its selection)")
-
-
-def _sessions_without_outputs(args, rows: list[dict]) -> str:
-    """One line naming the sessions with anatomy in the inputs (:func:`~.selection.anatomical_sessions`)
-    of the participants whose rows are per session, that have no row: a session never run (a run with
-    --session-label for the others), or failed whole, left the table one session short in silence.
-    Participants with session-less rows (anatomy shared by the sessions) are not looked at; '' when
-    there are none or the dataset is out of reach."""
-    from ..errors import InputError
-    from .paths import resolve_input_folders
-    from .selection import anatomical_sessions, listed
-
-    have: dict[str, set[str]] = {}
-    shared = set()
-    for r in rows:
-        subject, session = str(r["subject"]), r.get("session")
-        if session in (None, "", "n/a"):
-            shared.add(subject)
-        else:
-            have.setdefault(subject, set()).add(str(session))
-    subjects = sorted(set(have) - shared)
-    if not subjects:
-        return ""
-    try:
-        inputs = resolve_input_folders(args, args.output_dir)
-        sessions = anatomical_sessions(subjects, inputs)
-    except (InputError, OSError):  # the dataset is not in reach (another machine): the table is what there is
-        return ""
-    absent = [f"sub-{s} ses-{x}" for s in subjects for x in sessions.get(s, []) if x not in have[s]]
-    if not absent:
-        return ""
-    return (f"{len(absent)} session(s) with anatomy in the inputs have no outputs in {args.output_dir} and no row: "
-            f"{listed(absent)} (not run yet, e.g. a run with --session-label, or failed at the participant level)")
-
-
-def run_group(args) -> int:
-    """The group level: the table of every participant's metrics (with the verdict of the
-    quality gates), the group report, and (``--build-template N``) a population-average
-    template. Exits 3 when a hemisphere is flagged, or stale (its latest participant run failed
-    and its outputs are an earlier run's): each is listed, and marked in the table."""
-    from ..io.atomic import atomic_write_text
-    from ..reports import build_group_report
-    from ..reports.group_table import STALE, group_table_text, parse_group_table
-
-    if args.output_dir.is_dir():
-        # it writes the table, the report and templates at the top: no participant's folder
-        check_folders(resolve_input_folders(args, args.output_dir), args.output_dir.absolute(), None, ())
-        preflight(args.output_dir.absolute(), None)
-    for option in _ignored_at_group_level(args):
-        print(f"{_PROG}: warning: {option} has no effect at the group level"
-              + ("" if args.build_template else " without --build-template"), file=sys.stderr)
-    # before the rows are read: a participant run still writing (a SLURM array's tasks, the group level
-    # submitted beside them) makes a table that misses its participants, or holds their earlier results
-    running = participant_runs_active(args.output_dir)
-    unreadable: list[str] = []  # a damaged metrics file costs its own row, not the table
-    rows = _participant_rows(args, judged=True, unreadable=unreadable)
-    unreadable += _subject_entries_not_folders(args)
-    for line in unreadable:
-        print(f"{_PROG}: FAILED {line}; left out of the table (rerun the participant level for it)", file=sys.stderr)
-    if not rows:
-        return error_exit(_PROG, _no_rows(args, unreadable, running))
-    # a warning, as participants not run yet are (a cohort still running is not an error)
-    still = (f"a participant-level run is still processing participants of {args.output_dir} "
-             f"({args.output_dir / LOCK_DIR / 'run.lock'} held): the table holds only the participants it had "
-             "finished, or their earlier results; run the group level again once every participant run has "
-             "ended (a SLURM array: sbatch --dependency=afterany:JOBID)") if running else ""
-    lines = [line for line in (still, _participants_without_outputs(args, rows, unreadable),
-                               _sessions_without_outputs(args, rows)) if line]
-    for line in lines:
-        print(f"{_PROG}: warning: {line}", file=sys.stderr)
-    absent = " ".join(f"{line}." for line in lines) if len(lines) > 1 else "".join(lines)  # also in group.html
-    flagged, stale = _judge_rows(args, rows)
-    if args.participant_label:  # the table and report are the dataset's: a subset never replaces them
-        print(f"{len(rows)} row(s) (subject/session/hemisphere/template) of --participant-label "
-              f"{' '.join(args.participant_label)} judged; {GROUP_TSV} and {GROUP_HTML} left as they were "
-              "(they cover every participant: run the group level without --participant-label to refresh them)")
-    else:
-        text = group_table_text(rows)
-        path = atomic_write_text(args.output_dir / GROUP_TSV, text)
-        print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere/template)")
-        # the rows as written (the report reads what the TSV holds), without listing and reading every
-        # metrics file again, nor replacing the judged table with the recorded verdicts when one is damaged
-        print(f"group report: {build_group_report(args.output_dir, parse_group_table(text), path, unreadable, absent)}")
-        for line in write_bids_extras(args.output_dir):  # outputs of a version before they had them
-            print(f"{_PROG}: warning: {line}", file=sys.stderr)
-    status = _build_population_template(args, rows) if args.build_template else EXIT_OK
-    if flagged:
-        print(f"{_PROG}: {len(flagged)} hemisphere(s) flagged by the quality gates (marked in {GROUP_TSV}):",
-              file=sys.stderr)
-        for f in flagged:
-            print(f"  FLAGGED {f.line()}", file=sys.stderr)
-    if stale:
-        print(f"{_PROG}: {len(stale)} hemisphere(s) whose latest participant run failed: their row is an earlier "
-              f"run's results (marked {STALE} in {GROUP_TSV}; rerun the participant level for them):", file=sys.stderr)
-        for f in stale:
-            print(f"  STALE {f.line()}", file=sys.stderr)
-    return status if status != EXIT_OK else run_exit_code(len(unreadable), len(flagged) + len(stale))
-
-
-def _build_population_template(args, rows: list[dict]) -> int:
-    """``--build-template N``: average the participants' native registration features over N
-    register-then-average rounds, per hemisphere, into ``OUTPUT_DIR/tpl-<label>/``. The template,
-    model and features are decided as at the participant level (same search path, same
-    defaults: the model's registration features unless ``--features`` is given)."""
-    from ..engine.population import PopulationSubject, base_conflict, build_template
-    from .settings import resolve_template_and_model
-
-    template, model = resolve_template_and_model(args, _PROG)
-    features = tuple(args.features) if args.features else model.channels
-    device = model.resolve_device(args.device)
-    conflict = base_conflict(args.output_dir, args.template_label, template.base, args.hemi)
-    if conflict:  # before any registration: a hemisphere kept from another base would be read in this one's space
-        return error_exit(_PROG, f"--build-template: {conflict}")
-    status = EXIT_OK
-    using = sorted({f"sub-{r['subject']}" for r in rows if r.get("template") == args.template_label})
-    if using:  # a template in use is replaced: its outputs were registered to the old maps
-        print(f"{_PROG}: warning: tpl-{args.template_label} is rebuilt while {len(using)} participant(s) have outputs "
-              f"registered to it ({listed(using)}): rerun their participant level with --template "
-              f"{args.template_label} afterwards", file=sys.stderr)
-    suspect = _suspect_hemispheres(rows)
-    for hemi in args.hemi:
-        subjects = []
-        left_out = 0  # flagged, stale or without native outputs: each named on a warning line
-        seen: set[tuple[str, str | None]] = set()
-        for r in rows:
-            if r["hemi"] != hemi:
-                continue
-            session = r.get("session") or None
-            if (r["subject"], session) in seen:  # one row per template: a participant counts once
-                continue
-            seen.add((r["subject"], session))
-            quality = suspect.get((r["subject"], session, hemi))
-            if quality:  # flagged or stale everywhere: its inputs are suspect, never averaged in silence
-                print(f"{_PROG}: warning: {entity_string(r['subject'], session)} hemi-{hemi} left out of the "
-                      f"template: {quality}", file=sys.stderr)
-                left_out += 1
-                continue
-            anat = anat_dir(args.output_dir, r["subject"], session)
-            ent = entity_string(r["subject"], session)
-            sphere = anat / NATIVE_SPHERE.name(ent, hemi)
-            maps = {f: anat / NATIVE_FEATURE.name(ent, hemi, feature=f) for f in features}
-            if sphere.is_file() and all(p.is_file() for p in maps.values()):
-                subjects.append(PopulationSubject(ent, sphere, maps))
-            else:  # never leave a participant out in silence
-                missing = ", ".join(p.name for p in (sphere, *maps.values()) if not p.is_file())
-                print(f"{_PROG}: warning: {ent} hemi-{hemi} left out of the template: {missing} missing "
-                      "(rerun the participant level for it)", file=sys.stderr)
-                left_out += 1
-        if len(subjects) < 2:
-            why = (f"; {left_out} left out (the warning lines above: flagged, stale or without their native "
-                   f"{', '.join(features)} outputs)" if left_out else "")
-            status = error_exit(_PROG, f"--build-template: hemi-{hemi}: {len(subjects)} participant(s) to average, "
-                                       f"at least 2 are needed{why}")
-            continue
-        result = build_template(subjects, args.build_template, template=template.load(hemi, features), hemi=hemi,
-                                features=features, label=args.template_label, out_dir=args.output_dir,
-                                device=device, base=template.base,
-                                progress=lambda msg: print(f"hemi-{hemi}: {msg}", flush=True),
-                                **model.register_arguments())
-        dist = " -> ".join(f"{d:.4f}" for d in result.mean_distances)
-        print(f"hemi-{hemi}: template {result.folder} from {result.n_subjects} participant(s); "
-              f"mean 1 - CC per round: {dist}")
-        for name, why in result.failures.items():
-            print(f"{_PROG}: warning: {name} hemi-{hemi} left out of the template: {why}", file=sys.stderr)
-    return status
-
-
-def _suspect_hemispheres(rows: list[dict]) -> dict[tuple[str, str | None, str], str]:
-    """(subject, session, hemi) -> why it is kept out of a population template, for each
-    hemisphere whose rows (one per template) are all flagged or stale (the quality gates' verdict,
-    :func:`_judge_rows`). One pass over the rows: a cohort's group level has tens of thousands."""
-    verdicts: dict[tuple[str, str | None, str], list[dict]] = {}
-    for r in rows:
-        verdicts.setdefault((r["subject"], r.get("session") or None, r["hemi"]), []).append(r)
-    return {key: "; ".join(f"{r.get('template')}: {r.get('quality')} ({r.get('quality_reasons')})" for r in mine)
-            for key, mine in verdicts.items() if all(r.get("quality") in ("flagged", "stale") for r in mine)}
-
-
-def run_reports_only(args) -> int:
-    """``--reports-only``: build the participant reports from the outputs alone; a report that is
-    current (:func:`geomorph_bids.reports.participant.report_is_current`) is kept."""
-    unreadable: list[str] = []  # a damaged metrics file is named, as the group level names it
-    rows = _participant_rows(args, unreadable=unreadable)
-    for line in unreadable:
-        print(f"{_PROG}: FAILED {line}; not in its participant's report (rerun the participant level for it)",
-              file=sys.stderr)
-    if not rows:
-        return error_exit(_PROG, f"--reports-only: {_no_rows(args, unreadable)}")
-    subjects = sorted({r["subject"] for r in rows})
-    kept: list[Path] = []  # a current report is kept: a second pass (after a stop, a time limit) resumes
-    failed: list[str] = []  # a report not written: what this command was asked for (it said exit 0)
-    made = build_reports(args.output_dir, subjects, _PROG, reuse=set(subjects), workers=args.nprocs, kept=kept,
-                         failed=failed)
-    print_reports(made, len(kept))
-    return EXIT_OK if made and not unreadable and not failed else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:
