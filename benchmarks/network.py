@@ -10,7 +10,8 @@
 
 Every row in one run, on the same machine. Pairs (``geomorph_bids.engine.real_pairs``): real
 hemispheres with a reference registration, at their native resolution (10,242 or 163,842
-vertices), registered to the template's LEFT hemisphere (right ones mirrored), and the same
+vertices), registered to the template's LEFT hemisphere (right ones mirrored; ``fsavg5_Lm-fsaverage``:
+fsaverage5's left mirrored onto fsaverage's RIGHT, where a mirrored network is refused), and the same
 pairs with their moving sphere further deformed by ``--warps`` random smooth warps per
 ``--configs`` (``engine.synth.BENCHMARK_CONFIGS``: families and seeds never used in training;
 a vertex keeps its reference position, so the answer is still known).
@@ -44,6 +45,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 import numpy as np  # noqa: E402
 
 from geomorph_bids.engine.real_pairs import REAL_PAIRS, RealPair, real_pair  # noqa: E402
+from geomorph_bids.errors import InputError  # noqa: E402
 from geomorph_bids.engine.register import register  # noqa: E402
 from geomorph_bids.engine.synth import BENCHMARK_CONFIGS, random_warp  # noqa: E402
 from geomorph_bids.model.optimise import OptimiseConfig  # noqa: E402
@@ -53,7 +55,7 @@ def warped(pair: RealPair, config: str, seed: int) -> RealPair:
     """The pair with its moving sphere deformed by a random benchmark warp (references kept)."""
     w = random_warp(pair.vertices, np.random.default_rng([seed, 7]), BENCHMARK_CONFIGS[config], inverse=False)
     return RealPair(f"{pair.name}+{config}", pair.template, w.forward, pair.faces, pair.features,
-                    pair.reference, pair.description)
+                    pair.reference, pair.description, pair.hemi)
 
 
 def run(pair: RealPair, method: str, model: str | None, channels: list[str]) -> dict:
@@ -62,7 +64,7 @@ def run(pair: RealPair, method: str, model: str | None, channels: list[str]) -> 
                 "network": dict(model=model, optimise=False),
                 "network+refine": dict(model=model),   # REFINEMENT (model.optimise)
                 "network+optimise": dict(model=model, optimise=OptimiseConfig())}[method]
-    r = register((pair.vertices, pair.faces), feats, pair.template, "L", device="cpu", **kw)
+    r = register((pair.vertices, pair.faces), feats, pair.template, pair.hemi, device="cpu", **kw)
     e = pair.error_deg(r.sphere)
     return {"median": float(np.median(e)), "p95": float(np.percentile(e, 95)),
             "cc": float(np.mean([r.metrics[f"cc_{c}_after"] for c in channels])),
@@ -104,9 +106,14 @@ def main() -> None:
             cases[f"+{cfg} (n={args.warps})"] = [warped(pair, cfg, s) for s in range(args.warps)]
         for label, group in cases.items():
             for method in args.methods:
-                rows = [run(c, method, args.model, args.channels) for c in group]
-                med = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
                 name = pair.name if label == "real" else f"{pair.name} {label}"
+                try:
+                    rows = [run(c, method, args.model, args.channels) for c in group]
+                except InputError as e:  # sulc-fsaverage on fsavg5_Lm-fsaverage: refused, as it is for users
+                    print(f"| {name} | {len(pair.vertices)} | {method} | refused: {str(e).split(': ')[0]} | | | | | |",
+                          flush=True)
+                    continue
+                med = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
                 print(f"| {name} | {len(pair.vertices)} | {method} | {med['median']:.3f} | {med['p95']:.2f} | "
                       f"{med['cc']:.4f} | {med['areal']:.3f} | {max(r['folded'] for r in rows)} | "
                       f"{med['seconds']:.2f} |", flush=True)

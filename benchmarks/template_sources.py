@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.pairs:
         pair = synthetic_pair(source, int(name.split("-")[1])) if name.startswith("synth-") else real_pair(name)
+        if getattr(pair, "hemi", "L") != "L":
+            sys.exit(f"{name}: registers to fsaverage's right template; this script compares left templates")
         runs = [(t, "default") for t in tpls] + [("full", s) for s in args.schedules if s != "default" and "full" in tpls]
         for tname, sched in runs:
             t = time.perf_counter()

@@ -5,12 +5,16 @@ packages ship group-average maps and the spheres of reference registrations betw
 sMRIPrep's fs_{L,R}-to-fs_LR spheres (fsaverage -> fsLR, Apache-2.0), fsLR's left and right
 spheres (mirror images vertex for vertex), nilearn's fsaverage5 maps (BSD-3), and the fsLR
 refsulc (sMRIPrep). A pair is a moving hemisphere in its own space (a right one mirrored x -> -x
-into a left one) and, per moving vertex, its reference position in the template's space; a
-registration is scored by the angle between its output sphere and those positions.
+into a left one; for the one pair to a right template, a left one mirrored into a right one) and,
+per moving vertex, its reference position in the template's space; a registration is scored by
+the angle between its output sphere and those positions. fsaverage's right hemisphere is not its
+left's mirror image (fsLR's is), so ``fsavg5_Lm-fsaverage`` is the mirror image of
+``fsavg5_Rm-fsaverage``'s question, asked of fsaverage's right template.
 
 | name | moving | vertices | template | reference |
 |---|---|---|---|---|
 | fsavg5_Rm-fsaverage | fsaverage5 right, mirrored | 10,242 | fsaverage L | fs_R-to-fs_LR, mirror, fs_L-to-fs_LR inverted |
+| fsavg5_Lm-fsaverage | fsaverage5 left, mirrored | 10,242 | fsaverage **R** | fs_L-to-fs_LR, mirror, fs_R-to-fs_LR inverted |
 | fsavg5_Rm-fsLR | fsaverage5 right, mirrored | 10,242 | fsLR L | fs_R-to-fs_LR, mirror |
 | fsavg5_L-fsLR | fsaverage5 left | 10,242 | fsLR L | fs_L-to-fs_LR |
 | refsulc_Rm-fsLR | fsLR refsulc right, mirrored | 163,842 | fsLR L | identity (fsLR right = mirrored left) |
@@ -42,6 +46,7 @@ MIRROR = np.diag([-1.0, 1.0, 1.0])
 #: name -> (template, one-line description)
 REAL_PAIRS: dict[str, tuple[str, str]] = {
     "fsavg5_Rm-fsaverage": ("fsaverage", "fsaverage5 right hemisphere mirrored -> fsaverage left (10,242 vertices)"),
+    "fsavg5_Lm-fsaverage": ("fsaverage", "fsaverage5 left hemisphere mirrored -> fsaverage right (10,242 vertices)"),
     "fsavg5_Rm-fsLR": ("fsLR", "fsaverage5 right hemisphere mirrored -> fsLR left (10,242 vertices)"),
     "fsavg5_L-fsLR": ("fsLR", "fsaverage5 left -> fsLR left (10,242 vertices)"),
     "refsulc_Rm-fsLR": ("fsLR", "fsLR refsulc right mirrored -> fsLR left (163,842 vertices)"),
@@ -56,12 +61,14 @@ class RealPair:
 
     Attributes
     ----------
-    name, template : pair name and template name (hemisphere L).
+    name, template : pair name and template name (its hemisphere: ``hemi``).
     vertices : (V, 3) float64, the moving sphere in its own space, mm on a radius-100 sphere.
     faces : (F, 3) int64, counter-clockwise seen from outside.
     features : name -> (V,) float64 maps (FreeSurfer sign).
     reference : (V, 3) float64 unit vectors, each vertex's reference position in template space.
     description : one line.
+    hemi : the template's hemisphere the moving one registers to (``L`` for every pair but
+        ``fsavg5_Lm-fsaverage``).
     """
 
     name: str
@@ -71,6 +78,7 @@ class RealPair:
     features: dict[str, np.ndarray] = field(default_factory=dict)
     reference: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     description: str = ""
+    hemi: str = "L"
 
     def error_deg(self, registered: np.ndarray) -> np.ndarray:
         """(V,) angle in degrees between a registered sphere (V, 3, any radius) and the reference."""
@@ -109,10 +117,10 @@ def _fs_spheres(hemi: str) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     return fs, to_lr[0]
 
 
-def lr_to_fsaverage(points: np.ndarray) -> np.ndarray:
-    """fsLR-L positions -> fsaverage-L positions (sMRIPrep's fs_L-to-fs_LR inverted, piecewise
-    linear on its mesh); (N, 3) any radius -> (N, 3) unit."""
-    (fs_v, fs_f), in_lr = _fs_spheres("L")
+def lr_to_fsaverage(points: np.ndarray, hemi: str = "L") -> np.ndarray:
+    """fsLR positions -> fsaverage positions of one hemisphere (sMRIPrep's fs_{hemi}-to-fs_LR
+    inverted, piecewise linear on its mesh); (N, 3) any radius -> (N, 3) unit."""
+    (fs_v, fs_f), in_lr = _fs_spheres(hemi)
     return unit(barycentric_weights((in_lr, fs_f), points) @ fs_v)
 
 
@@ -141,13 +149,14 @@ def real_pair(name: str, subjects_dir: str | Path | None = None) -> RealPair:
     if name not in REAL_PAIRS:
         raise ValueError(f"unknown real pair {name!r}; one of {', '.join(REAL_PAIRS)}")
     template, description = REAL_PAIRS[name]
+    target = "R" if "_Lm-" in name else "L"
     if name.startswith("fsavg5_"):
         side, hemi = ("right", "R") if "_Rm" in name else ("left", "L")
         v, f, feats = _fsavg5(side)
         in_lr = _fs_spheres(hemi)[1][:len(v)]
-        if hemi == "R":   # mirrored into a left hemisphere, and so is its fsLR-R position
+        if hemi != target:   # mirrored into the other hemisphere, and so is its fsLR position
             v, f, in_lr = v @ MIRROR, f[:, ::-1].copy(), in_lr @ MIRROR
-        ref = in_lr if template == "fsLR" else lr_to_fsaverage(in_lr)
+        ref = in_lr if template == "fsLR" else lr_to_fsaverage(in_lr, target)
     elif name.startswith("refsulc_"):
         at = _atlases()
         v, f = _read_sphere(at / "fsaverage.L_LR.spherical_std.164k_fs_LR.surf.gii")  # = mirrored right mesh
@@ -165,4 +174,4 @@ def real_pair(name: str, subjects_dir: str | Path | None = None) -> RealPair:
         ref = _fs_spheres("L")[1]
         if len(ref) != len(v):
             raise ValueError(f"{surf / 'lh.sphere'} has {len(v)} vertices; fsaverage has {len(ref)}")
-    return RealPair(name, template, v * 100.0, np.ascontiguousarray(f), feats, unit(ref), description)
+    return RealPair(name, template, v * 100.0, np.ascontiguousarray(f), feats, unit(ref), description, target)

@@ -11,13 +11,14 @@ from geomorph_bids.engine.register import register
 from geomorph_bids.sphere.icosphere import icosphere
 
 
-@pytest.mark.parametrize("name", ["fsavg5_Rm-fsaverage", "fsavg5_Rm-fsLR"])
+@pytest.mark.parametrize("name", ["fsavg5_Rm-fsaverage", "fsavg5_Rm-fsLR", "fsavg5_Lm-fsaverage"])
 def test_rigid_registration_lands_near_the_reference(name):
     pair = real_pair(name)
     assert pair.template == REAL_PAIRS[name][0] and len(pair.vertices) == 10242
+    assert pair.hemi == ("R" if name == "fsavg5_Lm-fsaverage" else "L")
     assert np.allclose(np.linalg.norm(pair.reference, axis=1), 1.0)
     assert np.allclose(np.linalg.norm(pair.vertices, axis=1), 100.0)
-    rigid = register((pair.vertices, pair.faces), {"sulc": pair.features["sulc"]}, pair.template, "L",
+    rigid = register((pair.vertices, pair.faces), {"sulc": pair.features["sulc"]}, pair.template, pair.hemi,
                      rigid_only=True)
     err = pair.error_deg(rigid.sphere)
     before = pair.error_deg(pair.vertices)
@@ -32,12 +33,13 @@ def test_mirrored_fslr_reference_is_the_identity():
     assert np.median(pair.error_deg(pair.vertices)) < 1e-6
 
 
-def test_fsaverage_round_trip_through_fslr():
+@pytest.mark.parametrize("hemi", ["L", "R"])
+def test_fsaverage_round_trip_through_fslr(hemi):
     # fsaverage vertices carried into fsLR (sMRIPrep's sphere) and back land where they started
     from geomorph_bids.engine.real_pairs import _fs_spheres
 
-    (fs_v, _), in_lr = _fs_spheres("L")
-    back = lr_to_fsaverage(in_lr[:2000] * 100.0)
+    (fs_v, _), in_lr = _fs_spheres(hemi)
+    back = lr_to_fsaverage(in_lr[:2000] * 100.0, hemi)
     assert np.max(angular_error_deg(back, fs_v[:2000])) < 1e-6
 
 
