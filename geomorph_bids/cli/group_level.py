@@ -18,7 +18,7 @@ from .descriptions import write_bids_extras
 from .exit_codes import EXIT_FAILED, EXIT_OK, error_exit, run_exit_code
 from .failures import Failure
 from .parser import build_parser
-from .paths import check_folders, resolve_input_folders
+from .paths import InputFolders, check_folders, resolve_input_folders
 from .preflight import LOCK_DIR, participant_runs_active, preflight
 from .reporting import build_reports, print_reports
 from .selection import listed
@@ -91,7 +91,6 @@ def _no_rows(args, unreadable: list[str], running: bool = False) -> str:
     participant-level run still processing), or none of the participants asked for (naming those
     that have outputs)."""
     from ..reports.group_table import group_rows
-    from .selection import listed
 
     where = str(args.output_dir)
     if args.participant_label:
@@ -125,22 +124,18 @@ def _subject_entries_not_folders(args) -> list[str]:
     return out
 
 
-def _participants_without_outputs(args, rows: list[dict], unreadable: list[str]) -> str:
+def _participants_without_outputs(args, inputs: InputFolders, rows: list[dict], unreadable: list[str]) -> str:
     """One line naming the participants asked for (--participant-label, else every participant
-    of the input dataset) that have no row and no FAILED line: not run yet, failed at the
-    participant level, or left out by its selection; '' when there are none."""
-    from ..errors import InputError
+    of the input dataset, found in ``inputs``) that have no row and no FAILED line: not run yet,
+    failed at the participant level, or left out by its selection; '' when there are none."""
     from ..io.discover import find_subjects, normalise_label
-    from .paths import resolve_input_folders
-    from .selection import listed
 
     if args.participant_label:
         asked = sorted(dict.fromkeys(normalise_label(s, "sub") for s in args.participant_label))
     else:
         try:
-            inputs = resolve_input_folders(args, args.output_dir)
             asked = find_subjects(inputs.bids_dir, inputs.fs_subjects_dir, inputs.derivatives)
-        except (InputError, OSError):  # the dataset is not in reach (another machine): the table is what there is
+        except OSError:  # the dataset is not in reach (another machine): the table is what there is
             return ""
     have = {str(r["subject"]) for r in rows} | {m for line in unreadable for m in re.findall(r"sub-([A-Za-z0-9]+)", line)}
     absent = [s for s in asked if s not in have]
@@ -151,15 +146,13 @@ def _participants_without_outputs(args, rows: list[dict], unreadable: list[str])
             "(not run yet, failed at the participant level, or left out by its selection)")
 
 
-def _sessions_without_outputs(args, rows: list[dict]) -> str:
+def _sessions_without_outputs(args, inputs: InputFolders, rows: list[dict]) -> str:
     """One line naming the sessions with anatomy in the inputs (:func:`~.selection.anatomical_sessions`)
     of the participants whose rows are per session, that have no row: a session never run (a run with
     --session-label for the others), or failed whole, left the table one session short in silence.
     Participants with session-less rows (anatomy shared by the sessions) are not looked at; '' when
-    there are none or the dataset is out of reach."""
-    from ..errors import InputError
-    from .paths import resolve_input_folders
-    from .selection import anatomical_sessions, listed
+    there are none or the dataset (``inputs``) is out of reach."""
+    from .selection import anatomical_sessions
 
     have: dict[str, set[str]] = {}
     shared = set()
@@ -173,9 +166,8 @@ def _sessions_without_outputs(args, rows: list[dict]) -> str:
     if not subjects:
         return ""
     try:
-        inputs = resolve_input_folders(args, args.output_dir)
         sessions = anatomical_sessions(subjects, inputs)
-    except (InputError, OSError):  # the dataset is not in reach (another machine): the table is what there is
+    except OSError:  # the dataset is not in reach (another machine): the table is what there is
         return ""
     absent = [f"sub-{s} ses-{x}" for s in subjects for x in sessions.get(s, []) if x not in have[s]]
     if not absent:
@@ -193,9 +185,11 @@ def run_group(args) -> int:
     from ..reports import build_group_report
     from ..reports.group_table import STALE, group_table_text, parse_group_table
 
+    inputs = None  # no output folder: no rows, an error before anything looks at the inputs
     if args.output_dir.is_dir():
         # it writes the table, the report and templates at the top: no participant's folder
-        check_folders(resolve_input_folders(args, args.output_dir), args.output_dir.absolute(), None, ())
+        inputs = resolve_input_folders(args, args.output_dir)
+        check_folders(inputs, args.output_dir.absolute(), None, ())
         preflight(args.output_dir.absolute(), None)
     for option in _ignored_at_group_level(args):
         print(f"{_PROG}: warning: {option} has no effect at the group level"
@@ -215,8 +209,8 @@ def run_group(args) -> int:
              f"({args.output_dir / LOCK_DIR / 'run.lock'} held): the table holds only the participants it had "
              "finished, or their earlier results; run the group level again once every participant run has "
              "ended (a SLURM array: sbatch --dependency=afterany:JOBID)") if running else ""
-    lines = [line for line in (still, _participants_without_outputs(args, rows, unreadable),
-                               _sessions_without_outputs(args, rows)) if line]
+    lines = [line for line in (still, _participants_without_outputs(args, inputs, rows, unreadable),
+                               _sessions_without_outputs(args, inputs, rows)) if line]
     for line in lines:
         print(f"{_PROG}: warning: {line}", file=sys.stderr)
     absent = " ".join(f"{line}." for line in lines) if len(lines) > 1 else "".join(lines)  # also in group.html

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shlex
 import sys
 import warnings
@@ -167,14 +169,11 @@ def anatomical_sessions(subjects: Sequence[str], inputs: InputFolders) -> dict[s
     of the dataset or a derivatives folder; FreeSurfer/HCP ``sub-X_ses-Y`` folders), as
     :func:`_sessions_of` with ``anatomical`` finds them, for many subjects: each input folder is
     listed once (not once per subject: a cohort's FreeSurfer folder holds every session's run)."""
-    import os
-    import re as _re
-
     from ..io.discover import valid_label
 
     wanted = set(subjects)
     found: dict[str, set[str]] = {s: set() for s in subjects}
-    pattern = _re.compile(r"sub-([A-Za-z0-9]+)_ses-([A-Za-z0-9]+)")
+    pattern = re.compile(r"sub-([A-Za-z0-9]+)_ses-([A-Za-z0-9]+)")
     for root in inputs.roots():
         try:
             with os.scandir(root) as entries:

@@ -63,7 +63,7 @@ from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, ass
 from ..sphere.distortion import Reference, distortion, distortion_summary
 from ..sphere.icosphere import grid_deviation, icosphere, n_vertices
 from ..sphere.locate import unit, vertex_fans
-from ..sphere.mesh import nonfinite_rows
+from ..sphere.mesh import is_mesh_pair, nonfinite_rows
 from ..sphere.resample import corner_weights
 from ..sphere.rotation import MIRROR
 from ..sphere.unfold import unfold_mesh
@@ -157,8 +157,9 @@ class Registration:
             s = read_sphere(target)  # a template-space sphere file (e.g. tpl-fsLR_den-32k_sphere.surf.gii)
             target = (s.vertices, s.faces)
         elif isinstance(target, str):
-            level = target.strip().lower().removeprefix("ico").removeprefix("-")
-            if target.strip().lower().startswith("ico") and level.isdigit():  # ico6, ico-6
+            name = target.strip().lower()
+            level = name.removeprefix("ico").removeprefix("-")
+            if name.startswith("ico") and level.isdigit():  # ico6, ico-6
                 target = icosphere(int(level))
             else:
                 from ..io.templates import load_density_sphere
@@ -619,7 +620,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         reg_sphere = read_sphere(reg_path).vertices
     elif isinstance(reg_sphere, Sphere):
         reg_sphere = reg_sphere.vertices
-    elif isinstance(reg_sphere, (tuple, list)) and len(reg_sphere) == 2 and np.ndim(reg_sphere[1]) == 2:
+    elif is_mesh_pair(reg_sphere):
         reg_sphere = reg_sphere[0]  # (vertices, faces), as the sphere itself may be given
     if reg_sphere is not None and np.shape(reg_sphere) != vertices.shape:
         raise InputError(f"reg_sphere has shape {np.shape(reg_sphere)} but the sphere has {len(vertices)} "
@@ -725,7 +726,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         if reg_space == "fsaverage":
             # fsaverage's right space does not mirror onto its left one (fsLR's spheres do): carried
             # into the right template's space by the right hemisphere's own rotation, then mirrored
-            reg_v = reg_v @ _from_fsaverage(template, tpl, hemi).T
+            reg_v = reg_v @ _from_fsaverage(tpl_base, tpl, hemi).T
             reg_space = "template"
         reg_v = reg_v @ MIRROR
 
@@ -757,14 +758,14 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
                 mirrored=mirrored, tpl=tpl, pre=pre, hemi=hemi, metrics=metrics, seconds=seconds, t0=t0)
 
 
-def _from_fsaverage(template: "Template | TemplateRef", tpl: Template, hemi: str) -> np.ndarray:
+def _from_fsaverage(base: str, tpl: Template, hemi: str) -> np.ndarray:
     """(3, 3) rotation from fsaverage's ``hemi`` space (FreeSurfer's ``sphere.reg``) into the
-    template's ``hemi`` space: the standard template's (a custom template's base's) for that
-    hemisphere; for a :class:`Template` given as an object (one hemisphere's), its own rotation
-    mirrored, the only one there is (``tpl``: the template the job registers to)."""
+    template's ``hemi`` space: the standard template's (``base``: a custom template's base, or the
+    name of a :class:`Template` given as an object) for that hemisphere; for a :class:`Template`
+    of another name (one hemisphere's), its own rotation mirrored, the only one there is (``tpl``:
+    the template the job registers to)."""
     from ..io.templates import available_templates, load_template
 
-    base = template.base if isinstance(template, TemplateRef) else template.name
     if base in available_templates():
         return load_template(base, hemi, ()).from_fsaverage
     return MIRROR @ tpl.from_fsaverage @ MIRROR

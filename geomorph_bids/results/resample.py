@@ -124,10 +124,10 @@ def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[s
 
 
 def _apply(weights, values: np.ndarray, cortex: np.ndarray | None) -> np.ndarray:
-    """``weights`` (V_out, V) applied to (V,) ``values``, restricted to ``cortex`` ((V,) bool or
+    """``weights`` (V_out, V) CSR applied to (V,) ``values``, restricted to ``cortex`` ((V,) bool or
     None) where an output vertex draws on it (NaN marks the excluded vertices:
     :func:`~geomorph_bids.sphere.resample.apply_weights` renormalises over the others), the
-    unrestricted value elsewhere."""
+    unrestricted value elsewhere: those rows alone (the medial wall's) are applied a second time."""
     from ..sphere.resample import apply_weights
 
     if cortex is None:
@@ -136,4 +136,7 @@ def _apply(weights, values: np.ndarray, cortex: np.ndarray | None) -> np.ndarray
     if cortex.shape != values.shape[:1]:
         raise ValueError(f"cortex mask has {cortex.shape[0]} vertices, the map {values.shape[0]}")
     inside = apply_weights(weights, np.where(cortex, values, np.nan))
-    return np.where(np.isnan(inside), apply_weights(weights, values), inside)
+    rows = np.flatnonzero(np.isnan(inside).reshape(len(inside), -1).any(axis=1))
+    if rows.size:
+        inside[rows] = np.where(np.isnan(inside[rows]), apply_weights(weights[rows], values), inside[rows])
+    return inside

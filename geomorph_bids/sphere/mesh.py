@@ -6,7 +6,13 @@ import numpy as np
 from scipy import sparse
 
 __all__ = ["triangle_areas", "vertex_areas", "edges", "vertex_face_matrix", "signed_volumes", "areas_and_volumes",
-           "nonfinite_rows", "repeated_sides", "row_norms"]
+           "nonfinite_rows", "repeated_sides", "row_norms", "is_mesh_pair"]
+
+
+def is_mesh_pair(value: object) -> bool:
+    """Whether ``value`` is a mesh given as a ``(vertices, faces)`` pair (a tuple or list of two,
+    the second 2-D), the form every mesh argument takes, rather than a (V, 3) vertex array."""
+    return isinstance(value, (tuple, list)) and len(value) == 2 and np.ndim(value[1]) == 2
 
 
 def _corners(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

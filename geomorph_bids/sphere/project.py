@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .locate import unit
+from .mesh import is_mesh_pair
 from .resample import barycentric_weights
 
 __all__ = ["project_unproject"]
@@ -33,7 +34,7 @@ def project_unproject(sphere: np.ndarray, project_to: tuple[np.ndarray, np.ndarr
     (V, 3) float64: the moved vertices, at the radius of ``sphere`` (per vertex).
     """
     sphere = np.asarray(_vertices(sphere), dtype=np.float64)
-    if _is_pair(unproject_from) and not np.array_equal(np.asarray(unproject_from[1]), np.asarray(project_to[1])):
+    if is_mesh_pair(unproject_from) and not np.array_equal(np.asarray(unproject_from[1]), np.asarray(project_to[1])):
         raise ValueError("unproject_from's faces are not project_to's: the two must be one mesh in vertex "
                          "correspondence (e.g. fsaverage's sphere and the same mesh deformed into fsLR)")
     target = np.asarray(_vertices(unproject_from), dtype=np.float64)
@@ -43,11 +44,7 @@ def project_unproject(sphere: np.ndarray, project_to: tuple[np.ndarray, np.ndarr
     return unit(moved) * np.linalg.norm(sphere, axis=1, keepdims=True)
 
 
-def _is_pair(value: object) -> bool:
-    return isinstance(value, (tuple, list)) and len(value) == 2 and np.ndim(value[1]) == 2
-
-
 def _vertices(value: object) -> object:
     """The vertices of a (vertices, faces) pair, as every mesh is passed elsewhere (numpy raised
     "inhomogeneous shape" for one); anything else as it is."""
-    return value[0] if _is_pair(value) else value
+    return value[0] if is_mesh_pair(value) else value

@@ -45,7 +45,7 @@ from scipy import sparse
 
 from ..errors import InputError
 from .locate import SphereLocator
-from .mesh import row_norms, vertex_areas
+from .mesh import is_mesh_pair, row_norms, vertex_areas
 
 __all__ = ["resample", "resample_weights", "apply_weights", "resample_labels", "barycentric_weights",
            "area_surfaces", "corner_weights", "corner_matrix", "forward_needed"]
@@ -309,7 +309,7 @@ def area_surfaces(current: Mesh, anatomical: np.ndarray, new: Mesh,
     """
     current = _check_mesh(current, "current sphere")
     new = _check_mesh(new, "new sphere")
-    if isinstance(anatomical, (tuple, list)) and len(anatomical) == 2 and np.ndim(anatomical[1]) == 2:
+    if is_mesh_pair(anatomical):
         # a (vertices, faces) pair, as the spheres are given (numpy raised "inhomogeneous shape")
         if not np.array_equal(np.asarray(anatomical[1]), current[1]):
             raise InputError("the anatomical surface's faces are not the current sphere's: it must be the "
