@@ -356,6 +356,12 @@ def _stub_env(tmp_path: Path, labels: Path) -> dict[str, str]:
     return env
 
 
+def _recipe(mode: str, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``slurm_array.sh MODE EXAMPLE OUT`` with ``env`` (:func:`_stub_env`), its output captured."""
+    return subprocess.run(["bash", str(RECIPE), mode, str(EXAMPLE), str(out)], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
 def test_an_empty_label_list_is_no_finished_cohort(tmp_path):
     """A participants.tsv holding its header only (never filled in) made ``--submit`` print
     "nothing to submit: every participant has finished", exit 0; a missing label list was said
@@ -364,14 +370,12 @@ def test_an_empty_label_list_is_no_finished_cohort(tmp_path):
     empty.write_text("participant_id\tage\n")
     env = _stub_env(tmp_path, empty)
     for mode in ("--submit", "--resubmit-failed", "--dry-run"):
-        done = subprocess.run(["bash", str(RECIPE), mode, str(EXAMPLE), str(out)], env=env, capture_output=True,
-                              text=True, timeout=60)
+        done = _recipe(mode, out, env)
         assert done.returncode == 1, (mode, done.stdout, done.stderr)
         assert f"no participant labels in {empty}: nothing submitted" in done.stderr, done.stderr
         assert "every participant has finished" not in done.stdout
     env["GEOMORPH_LABELS"] = str(tmp_path / "missing.txt")
-    done = subprocess.run(["bash", str(RECIPE), "--resubmit-failed", str(EXAMPLE), str(out)], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = _recipe("--resubmit-failed", out, env)
     assert done.returncode == 1 and done.stderr == f"no label list: {tmp_path / 'missing.txt'} (set GEOMORPH_LABELS)\n"
     assert not list((out / "logs" / "slurm").glob("labels-*"))
 
@@ -384,8 +388,7 @@ def test_a_participant_listed_twice_is_submitted_once(tmp_path):
     labels = tmp_path / "participants.tsv"
     labels.write_text("participant_id\tage\nsub-07\t30\n07\t30\nsub-08\t31\nsub-07\t30\n")
     env = _stub_env(tmp_path, labels)
-    done = subprocess.run(["bash", str(RECIPE), "--dry-run", str(EXAMPLE), str(tmp_path / "out")], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = _recipe("--dry-run", tmp_path / "out", env)
     assert done.returncode == 0, done.stderr
     assert re.search(r"^2 participant\(s\) from .*: 07 08$", done.stdout, flags=re.M), done.stdout
     assert "--array=1-2%50" in done.stdout
@@ -400,8 +403,7 @@ def test_an_output_folder_with_a_backslash_is_refused_before_anything_is_submitt
     labels.write_text("01\n")
     env = _stub_env(tmp_path, labels)
     for mode in ("--submit", "--resubmit-failed", "--dry-run"):
-        done = subprocess.run(["bash", str(RECIPE), mode, str(EXAMPLE), str(out)], env=env, capture_output=True,
-                              text=True, timeout=60)
+        done = _recipe(mode, out, env)
         assert done.returncode == 2, (mode, done.stdout, done.stderr)
         assert done.stderr == (f"OUTPUT_DIR holds a backslash, which sbatch removes from the tasks' log paths (each task "
                                f"would fail before it starts, with no log): {out}; choose a folder without one\n")
