@@ -19,7 +19,7 @@ from .failures import Failure
 from .paths import InputFolders
 from .preflight import path_max, work_dir_too_deep
 
-__all__ = ["read_filter", "collect_jobs", "anatomical_sessions", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
+__all__ = ["read_filter", "collect_jobs", "ANY", "NO_SESSION", "anatomical_sessions", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
            "OTHER_QUERIES"]
 
 
@@ -32,6 +32,11 @@ _LISTED = 20
 
 #: the entities a BIDS filter file selects with (labels, with or without prefix)
 _ENTITIES = ("subject", "session")
+#: a filter's ``"*"`` (pybids' ``Query.ANY``): any label
+ANY = "*"
+#: a filter's session ``null`` (pybids' ``Query.NONE``) in :func:`read_filter`'s session list: the
+#: anatomy that has no session (shared by a subject's sessions); never a label (labels are alphanumeric)
+NO_SESSION = ""
 #: fMRIPrep's (niworkflows') queries of anatomical images -> the suffix each selects: the surfaces
 #: are made from these, so their subject and session select the inputs
 ANATOMICAL_QUERIES = {"t1w": "T1w", "t2w": "T2w", "flair": "FLAIR", "roi": "roi"}
@@ -50,7 +55,11 @@ def read_filter(path: Path | None, notes: list[str] | None = None) -> dict[str, 
     (:data:`ANATOMICAL_QUERIES`) select, and must agree with each other; fMRIPrep's other queries
     are ignored (``notes`` gets one line naming them). In an anatomical query, ``datatype``,
     ``suffix``, ``part`` and ``extension`` that restate the query are ignored. Anything else is an
-    InputError naming the file."""
+    InputError naming the file.
+
+    fMRIPrep's special values (pybids' ``Query``): ``"*"`` (any value) selects nothing out, so the
+    entity is left out of the result; a session of ``null`` (no session) is :data:`NO_SESSION` in
+    the session list: the anatomy shared by the sessions (``sub-X/anat``, a FreeSurfer ``sub-X``)."""
     if path is None:
         return {}
     try:
@@ -80,7 +89,7 @@ def read_filter(path: Path | None, notes: list[str] | None = None) -> dict[str, 
         notes.append(f"{path}: the BIDS filter file's {', '.join(ignored)} quer{'ies' if len(ignored) > 1 else 'y'} "
                      f"ignored (the surfaces are selected by fMRIPrep's anatomical queries only: "
                      f"{', '.join(ANATOMICAL_QUERIES)})")
-    return {entity: labels for entity, (_, labels) in given.items()}
+    return {entity: labels for entity, (_, labels) in given.items() if ANY not in labels}
 
 
 def _did_you_mean(key: str) -> str:
@@ -123,10 +132,16 @@ def _labels(entity: str, value: Any, path: Path, where: str = "") -> list[str]:
     from ..io.discover import normalise_label
 
     values = value if isinstance(value, list) else [value]
+    if entity == "session" and values and None in values:  # pybids' Query.NONE, as fMRIPrep reads it
+        values = [v for v in values if v is not None]
+        return [NO_SESSION, *_labels(entity, values, path, where)] if values else [NO_SESSION]
+    if values and ANY in values:  # pybids' Query.ANY: any label
+        return [ANY]
     bad = [v for v in values if not isinstance(v, (str, int)) or isinstance(v, bool)]
     if bad or not values:
-        raise InputError(f"{where}{entity!r} in the BIDS filter file must be a label or a list of labels, "
-                         f"got {json.dumps(value)}", path=path)
+        raise InputError(f"{where}{entity!r} in the BIDS filter file must be a label or a list of labels"
+                         + (" (or \"*\": any)" if entity == "subject" else " (or \"*\": any, null: no session)")
+                         + f", got {json.dumps(value)}", path=path)
     try:
         return [normalise_label(str(v), "sub" if entity == "subject" else "ses") for v in values]
     except InputError as exc:
@@ -364,7 +379,12 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                 else filt.get("session"))
     if args.session_label and filt.get("session") and set(sessions) != set(filt["session"]):
         warnings.warn(f"--session-label {' '.join(sessions)} is used; the BIDS filter file's session "
-                      f"{', '.join(filt['session'])} is not", SubjectWarning, stacklevel=2)
+                      f"{', '.join(s or 'null (no session)' for s in filt['session'])} is not", SubjectWarning,
+                      stacklevel=2)
+    # a filter's session null: the anatomy without a session, beside any labels it also gives
+    sessionless = sessions is not None and NO_SESSION in sessions
+    if sessionless:
+        sessions = [s for s in sessions if s != NO_SESSION]
     hemis = tuple(args.hemi)
 
     def reason(subject: str, exc: InputError) -> str:
@@ -424,8 +444,29 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                           f"a session selection (--session-label {labels} registers them, under "
                           f"sub-{subject}/ses-<label>/anat)", SubjectWarning, stacklevel=2)
 
+    def without_session(subject: str) -> None:
+        """The filter's session null: the subject's session-less anatomy, or one failure line."""
+        try:
+            found = discover(subject, bids_dir, fs_subjects_dir=fs_dir, derivatives=deriv, hemis=hemis,
+                             features=features)
+        except DiscoveryError as exc:
+            failures.append(Failure(subject, None, ",".join(hemis), reason(subject, exc)))
+            return
+        own = sorted({h.session for h in found.hemis.values() if h.session is not None})
+        if own:
+            failures.append(Failure(subject, None, ",".join(hemis),
+                                    f"the BIDS filter file selects the anatomy without a session (session null); "
+                                    f"sub-{subject}'s is in session folders ({', '.join(f'ses-{s}' for s in own)}): "
+                                    f"give their labels instead"))
+        else:
+            add(subject, None, found)
+
     for subject in subjects:
         try:
+            if sessionless:
+                without_session(subject)
+                if not sessions:
+                    continue
             wanted: list[str | None] = list(sessions) if sessions else [None]
             if sessions is None:
                 try:

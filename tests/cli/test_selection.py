@@ -28,6 +28,10 @@ def _filter(tmp_path, doc) -> object:
     ({"subject": "01", "t1w": {"session": "ses-pre"}, "fmap": {"datatype": "fmap"}},
      {"subject": ["01"], "session": ["pre"]}),
     ({"bold": {"session": "2"}}, {}),
+    # pybids' Query.NONE / Query.ANY, as fMRIPrep reads its filter files
+    ({"t1w": {"session": None}}, {"session": [""]}),
+    ({"t1w": {"session": ["ses-1", None]}}, {"session": ["", "1"]}),
+    ({"t1w": {"session": "*", "subject": ["01", "*"]}}, {}),
 ])
 def test_the_nested_form_selects_by_the_anatomical_queries_only(tmp_path, doc, expected):
     """QA pass (fix-a): every nested query was merged with dict.update, so {"t1w": {"session": "1"},
@@ -54,8 +58,10 @@ def test_the_nested_form_selects_by_the_anatomical_queries_only(tmp_path, doc, e
     ({"t1w": {"datatype": "func"}}, "query 't1w' of the BIDS filter file: datatype \"func\" selects other images"),
     ({"t1w": {"acquisition": "mprage"}}, "query 't1w' of the BIDS filter file: unsupported entity 'acquisition'"),
     ({"T1w": {"session": "1"}}, "unknown query 'T1w' in the BIDS filter file: did you mean 't1w'?"),
-    ({"t1w": {"session": None}}, "query 't1w': 'session' in the BIDS filter file must be a label or a list of "
-                                 "labels, got null"),
+    ({"t1w": {"subject": None}}, "query 't1w': 'subject' in the BIDS filter file must be a label or a list of "
+                                 "labels (or \"*\": any), got null"),
+    ({"t1w": {"session": "*"}, "t2w": {"session": "1"}},
+     "the BIDS filter file selects session * in query 't1w' and 1 in query 't2w'"),
 ])
 def test_anatomical_queries_that_disagree_or_select_what_we_cannot_are_refused(tmp_path, doc, words):
     path = _filter(tmp_path, doc)
@@ -169,3 +175,21 @@ def test_freesurfer_longitudinal_folders_say_which_run_is_registered(tmp_path, r
                                                              "--session-label", "1", "2"]), ["sulc"])
     assert [(j.subject, j.session, j.inputs.hemis["L"].sphere.parent.parent.name) for j in jobs] == [
         ("01", "1", "sub-01_ses-1"), ("01", "2", "sub-01_ses-2")] and not failures
+
+
+def test_a_filter_session_null_registers_the_anatomy_without_a_session(tmp_path):
+    """fMRIPrep's filter files say "no session" with null (pybids' Query.NONE) and "any" with "*";
+    both were refused ("must be a label or a list of labels, got null"). Now null registers the
+    session-less anatomy (sub-01/anat) and not the sessions' own; a subject whose anatomy is only in
+    session folders fails on one line that names them, and the other subject is registered."""
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01",))
+    make_dataset(tmp_path / "bids", "smriprep", subjects=("01", "02"), session="2")
+    filt = _filter(tmp_path, {"t1w": {"session": None, "subject": "*"}, "bold": {"session": "*"}})
+    out = tmp_path / "out"
+    code, _, err = run(bids, out, "participant", "--bids-filter-file", filt, "--hemi", "L", "--model", "rigid",
+                       "-w", tmp_path / "w", "--nprocs", "1", "--reports", "deferred")
+    assert code == 1, err
+    assert (anat(out, "01") / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json").is_file()
+    assert not (out / "sub-01" / "ses-2").exists() and not (out / "sub-02").exists()
+    failed = [line for line in err.splitlines() if "sub-02" in line and "session null" in line]
+    assert len(failed) == 1 and "ses-2" in failed[0], err
