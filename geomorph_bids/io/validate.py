@@ -438,7 +438,8 @@ def validate_feature(values: np.ndarray, path: PathLike = None,
     what : how messages name a one-column map without ``names`` (e.g. ``"feature 'sulc'"``)
 
     Raises InputError if the map is empty, not finite, or if a column is
-    all zero or constant (nothing to align), or non-zero on fewer than
+    all zero or constant (nothing to align), constant wherever it is non-zero (a constant map
+    with a zero medial wall: nothing to align either), or non-zero on fewer than
     :data:`MIN_VALID_FRACTION` of the vertices (0 is read as the medial wall).
     """
     a = np.asarray(values)
@@ -455,6 +456,12 @@ def validate_feature(values: np.ndarray, path: PathLike = None,
         raise InputError(f"{_column_label(k, cols.shape[1], names, what)} is {kind}: it carries no information "
                          "to register; check that the right file was given", path=path)
     nonzero = np.count_nonzero(cols, axis=0)
+    zero = cols == 0
+    lo_nz, hi_nz = np.where(zero, np.inf, cols).min(axis=0), np.where(zero, -np.inf, cols).max(axis=0)
+    for k in np.flatnonzero((lo_nz == hi_nz) & (nonzero >= MIN_VALID_FRACTION * len(cols))):
+        raise InputError(f"{_column_label(k, cols.shape[1], names, what)} is {lo_nz[k]:g} at every vertex where it "
+                         f"is not 0 ({int(nonzero[k])} of {len(cols)}; 0 is read as the medial wall): it carries no "
+                         "information to register; check that the right file was given", path=path)
     for k in np.flatnonzero(nonzero < MIN_VALID_FRACTION * len(cols)):
         raise InputError(f"{_column_label(k, cols.shape[1], names, what)} is non-zero at only {int(nonzero[k])} of "
                          f"{len(cols)} vertices ({100 * nonzero[k] / len(cols):.2g}%); at least "

@@ -314,6 +314,14 @@ def test_validate_feature(one_line):
         val.validate_feature(np.zeros(100), "sulc.shape.gii")
     with pytest.raises(InputError, match=r"constant \(2\.5 at every vertex\)"):
         val.validate_feature(np.full(100, 2.5), "sulc.shape.gii")
+    # constant on the cortex, 0 on a medial wall (a placeholder myelin map): passed every gate (CC
+    # 0.31 on the example with sulc + curv + myelin), as if it had been registered on
+    walled = np.where(np.arange(100) < 10, 0.0, 1.5)
+    with pytest.raises(InputError) as e:
+        val.validate_feature(walled, "myelin.shape.gii")
+    assert "is 1.5 at every vertex where it is not 0 (90 of 100;" in one_line(e, "myelin.shape.gii")
+    with pytest.raises(InputError, match="column 'myelin' is 1.5 at every vertex where it is not 0"):
+        val.validate_feature(np.column_stack([x, walled]), names=["sulc", "myelin"])
     with pytest.raises(InputError, match="column 'myelin' is all zero"):
         val.validate_feature(np.column_stack([x, np.zeros(100)]), names=["sulc", "myelin"])
     y = x.copy()
