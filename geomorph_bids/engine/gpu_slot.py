@@ -2,19 +2,22 @@
 
 Several processes of one machine (Nipype's MultiProc workers, batch mode's workers, separate
 ``geomorph-bids`` runs) share a GPU by taking turns on its lock
-(``<tempdir>/geomorph_bids-cuda<N>.lock``) around their device work only, so one process's
-CPU stages overlap with another's GPU stage and none runs out of GPU memory.
+(``<tempdir>/geomorph_bids-cuda<KEY>.lock``) around their device work only, so one process's
+CPU stages overlap with another's GPU stage and none runs out of GPU memory. The key names the
+physical GPU (:func:`device_key`), not the process's own index: two cluster jobs on one node given
+GPUs 2 and 3 each see theirs as ``cuda:0``, and must not take turns.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["gpu_lock"]
+__all__ = ["gpu_lock", "device_key"]
 
 
 @contextlib.contextmanager
@@ -25,8 +28,8 @@ def gpu_lock(device: str) -> Iterator[None]:
         return
     import fcntl
 
-    index = str(device).partition(":")[2] or "0"
-    fd = _open_lock(Path(tempfile.gettempdir()) / f"geomorph_bids-cuda{index}.lock")
+    index = int(str(device).partition(":")[2] or 0)
+    fd = _open_lock(Path(tempfile.gettempdir()) / f"geomorph_bids-cuda{device_key(index)}.lock")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -35,6 +38,27 @@ def gpu_lock(device: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def device_key(index: int) -> str:
+    """The physical GPU behind this process's CUDA device ``index``, for a lock file's name: its
+    UUID where torch reports one (``-<uuid>``), else the entry of ``CUDA_VISIBLE_DEVICES`` that the
+    index stands for (an index, ``GPU-<uuid>`` or ``MIG-<uuid>``: ``2``, ``-GPU-...``), else the index."""
+    try:
+        import torch
+
+        if torch.cuda.is_available() and index < torch.cuda.device_count():
+            uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or "")
+            if uuid:
+                return "-" + re.sub(r"[^A-Za-z0-9-]", "", uuid)
+    except Exception:  # a driver that cannot say: the environment's word below
+        pass
+    visible = [e.strip() for e in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if e.strip()]
+    if index < len(visible):
+        entry = re.sub(r"[^A-Za-z0-9-]", "", visible[index])
+        if entry:
+            return entry if entry.isdigit() else "-" + entry
+    return str(index)
 
 
 def _open_lock(path: Path) -> int:

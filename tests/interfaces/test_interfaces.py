@@ -163,7 +163,8 @@ def test_register_records_the_model_choice(registered):
     assert doc["method"] == "rigid" and doc["model_argument"] == "rigid" and doc["registration_features"] == ["sulc"]
 
 
-def test_gpu_lock_is_exclusive_per_device():
+def test_gpu_lock_is_exclusive_per_device(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     with gpu_lock("cpu"):
         pass  # nothing to lock
     path = Path(tempfile.gettempdir()) / "geomorph_bids-cuda3.lock"
@@ -174,6 +175,26 @@ def test_gpu_lock_is_exclusive_per_device():
     with open(path, "a+") as other:  # released afterwards
         fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+
+
+def test_gpu_lock_names_the_physical_gpu_not_the_job_s_index(monkeypatch):
+    """Two jobs of a cluster node given GPUs 2 and 3 (CUDA_VISIBLE_DEVICES=2 / =3) each see theirs as
+    cuda:0: both locked geomorph_bids-cuda0.lock and took turns on two GPUs (half the throughput).
+    The lock is now the physical GPU's: the entry of CUDA_VISIBLE_DEVICES (an index or a UUID)."""
+    from geomorph_bids.engine.gpu_slot import device_key
+
+    names = []
+    for visible, device in (("2", "cuda:0"), ("3", "cuda"), ("0,3", "cuda:1"), ("GPU-8f2e1c3a-77b0", "cuda:0"),
+                            ("MIG-GPU-1/3/0", "cuda:0"), ("", "cuda:1")):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        names.append(device_key(int(device.partition(":")[2] or 0)))
+    assert names == ["2", "3", "3", "-GPU-8f2e1c3a-77b0", "-MIG-GPU-130", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    lock = Path(tempfile.gettempdir()) / "geomorph_bids-cuda2.lock"
+    with gpu_lock("cuda:0"):
+        with open(lock, "a+") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def test_gpu_lock_of_another_user_in_a_shared_tmp_is_taken_not_refused(tmp_path):
@@ -203,6 +224,7 @@ def _two_users_take_turns(shared: Path) -> None:
             "with gpu_lock('cuda:0'): print('held')\n"
             "with gpu_lock('cuda:1'): print('new')\n")
     env = {**os.environ, "TMPDIR": str(shared), "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("CUDA_VISIBLE_DEVICES", None)  # the lock of GPU 0 (gpu_slot.device_key)
     with open(lock) as mine:  # user A still holds it: B waits, then takes it
         fcntl.flock(mine.fileno(), fcntl.LOCK_EX)
         proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
