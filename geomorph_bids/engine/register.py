@@ -1016,7 +1016,7 @@ def _finish_beside(job: _Job, optimise: Any, dev: Any, quality: QualityThreshold
     if job.mirrored:
         out_sphere = out_sphere @ MIRROR
         rotation = MIRROR @ rotation @ MIRROR
-    vertices, faces = job.vertices, job.faces
+    faces = job.faces
     # the pre-alignment's locator holds the faces around each vertex (of work_f: the same sets)
     around = job.pre.locator.faces_around if job.pre.locator is not None else None
     measures = distortion(reference(), (out_sphere, faces), faces_around=around, worker=worker)
