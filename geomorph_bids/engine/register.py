@@ -251,7 +251,10 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
                              "(one value per sphere vertex)" + ("; one row: pass values.ravel()" if row else ""))
         path = val if isinstance(val, (str, Path)) else None
         # NaN/Inf (counted), all zero or constant: refused here, naming the feature, as files are
-        validate_feature(arr, path, what=f"feature {name!r}")
+        try:
+            validate_feature(arr, path, what=f"feature {name!r}", registered=True)
+        except InputError as exc:  # the caller's with_context names the file this map was read from
+            raise InputError(exc.reason, path=exc.path, feature=str(name)) from None
         feats[str(name)] = clip_outliers(arr, f"feature {name!r}" + (f" ({val})" if isinstance(val, (str, Path)) else ""))
     return vertices, faces, feats
 

@@ -427,7 +427,8 @@ def _column_label(k: int, n_columns: int, names: Sequence[str] | None, what: str
 
 
 def validate_feature(values: np.ndarray, path: PathLike = None,
-                     names: Sequence[str] | None = None, what: str = "feature map") -> np.ndarray:
+                     names: Sequence[str] | None = None, what: str = "feature map",
+                     registered: bool = False) -> np.ndarray:
     """Return a feature map as float64 after checking it can drive a registration.
 
     Parameters
@@ -436,10 +437,12 @@ def validate_feature(values: np.ndarray, path: PathLike = None,
     path : file named in messages
     names : optional column names used in messages
     what : how messages name a one-column map without ``names`` (e.g. ``"feature 'sulc'"``)
+    registered : the map drives the registration: also refuse a column constant wherever it is
+        non-zero (a constant map with a zero medial wall, e.g. a placeholder myelin map: nothing to
+        align). A map only resampled for the outputs may be (a mask-like map).
 
     Raises InputError if the map is empty, not finite, or if a column is
-    all zero or constant (nothing to align), constant wherever it is non-zero (a constant map
-    with a zero medial wall: nothing to align either), or non-zero on fewer than
+    all zero or constant (nothing to align), or non-zero on fewer than
     :data:`MIN_VALID_FRACTION` of the vertices (0 is read as the medial wall).
     """
     a = np.asarray(values)
@@ -458,7 +461,7 @@ def validate_feature(values: np.ndarray, path: PathLike = None,
     nonzero = np.count_nonzero(cols, axis=0)
     zero = cols == 0
     lo_nz, hi_nz = np.where(zero, np.inf, cols).min(axis=0), np.where(zero, -np.inf, cols).max(axis=0)
-    for k in np.flatnonzero((lo_nz == hi_nz) & (nonzero >= MIN_VALID_FRACTION * len(cols))):
+    for k in np.flatnonzero((lo_nz == hi_nz) & (nonzero >= MIN_VALID_FRACTION * len(cols)) & registered):
         raise InputError(f"{_column_label(k, cols.shape[1], names, what)} is {lo_nz[k]:g} at every vertex where it "
                          f"is not 0 ({int(nonzero[k])} of {len(cols)}; 0 is read as the medial wall): it carries no "
                          "information to register; check that the right file was given", path=path)

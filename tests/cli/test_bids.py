@@ -586,6 +586,26 @@ def test_partial_failure_keeps_the_others(dataset_factory, tmp_path):
     assert list((out / "logs").glob("crash-*/crash-*"))
 
 
+def test_a_registration_map_constant_on_the_cortex_fails_naming_its_file(dataset_factory, tmp_path):
+    """A curv map constant wherever it is not 0 (a placeholder with a zero medial wall) is one of
+    fsaverage's registration features: before, registered and judged ok; now that hemisphere fails
+    on one line naming the file, and the other is written."""
+    import nibabel.freesurfer as nfs
+
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    surf = bids / "derivatives" / "freesurfer" / "sub-01" / "surf"
+    v, _ = nfs.read_geometry(str(surf / "lh.sphere"))
+    nfs.write_morph_data(str(surf / "lh.curv"), np.where(v[:, 0] > 70.0, 0.0, 0.2).astype(np.float32))
+    out = tmp_path / "out"
+    code, _, err = run(bids, out, "participant", "--template", "fsaverage", "-w", tmp_path / "w",  # sulc + curv
+                       "--nprocs", "1", "--reports", "deferred")
+    assert code == 1
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and f"sub-01 hemi-L {surf / 'lh.curv'}: feature 'curv' is 0.2 at every vertex" in failed[0]
+    left = sorted(p.name for p in anat(out, "01").iterdir())
+    assert left and all("hemi-R" in name for name in left)
+
+
 @pytest.mark.slow  # the network, then register()'s per-pair optimisation of its warp (~12 s)
 def test_checkpoint_model_and_plugin_file(dataset_factory, tmp_path):
     torch = pytest.importorskip("torch")

@@ -570,6 +570,11 @@ def test_feature_arrays_that_carry_nothing_are_refused_naming_the_feature(tmp_pa
     nfs.write_morph_data(str(zeros), np.zeros(len(sulc), dtype=np.float32))
     with pytest.raises(InputError, match=f"^{zeros}: feature 'sulc' is all zero"):
         register(SURF / "lh.sphere", {"sulc": zeros}, "fsLR", "L", rigid_only=True)
+    # constant on the cortex, 0 on a wall (a placeholder map): before, registered and judged ok
+    walled = np.where(v[:, 0] > 70.0, 0.0, 1.5)
+    with pytest.raises(InputError) as e:
+        register((v, f), {"sulc": sulc, "curv": walled}, "fsaverage", "L", rigid_only=True)
+    assert str(e.value).startswith("feature 'curv' is 1.5 at every vertex where it is not 0 ("), str(e.value)
 
 
 def test_a_reg_sphere_of_another_mesh_is_refused_naming_both_sizes(tmp_path):

@@ -318,10 +318,11 @@ def test_validate_feature(one_line):
     # 0.31 on the example with sulc + curv + myelin), as if it had been registered on
     walled = np.where(np.arange(100) < 10, 0.0, 1.5)
     with pytest.raises(InputError) as e:
-        val.validate_feature(walled, "myelin.shape.gii")
+        val.validate_feature(walled, "myelin.shape.gii", registered=True)
     assert "is 1.5 at every vertex where it is not 0 (90 of 100;" in one_line(e, "myelin.shape.gii")
     with pytest.raises(InputError, match="column 'myelin' is 1.5 at every vertex where it is not 0"):
-        val.validate_feature(np.column_stack([x, walled]), names=["sulc", "myelin"])
+        val.validate_feature(np.column_stack([x, walled]), names=["sulc", "myelin"], registered=True)
+    val.validate_feature(walled, "thickness.shape.gii")  # only resampled for the outputs: may be
     with pytest.raises(InputError, match="column 'myelin' is all zero"):
         val.validate_feature(np.column_stack([x, np.zeros(100)]), names=["sulc", "myelin"])
     y = x.copy()
