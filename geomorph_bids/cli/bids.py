@@ -39,7 +39,7 @@ from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E40
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,  # noqa: E402
                       threads_wait_passively)
 from .messages import one_line_warnings, reader_may_go_away  # noqa: E402
-from .nipype_config import configure_nipype, crash_folder_setting, plugin_settings  # noqa: E402
+from .nipype_config import configure_nipype, crash_folder_setting, plugin_runner, plugin_settings  # noqa: E402
 from .parser import build_parser  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
 from .group_level import run_group, run_reports_only  # noqa: E402
@@ -78,16 +78,31 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
         return False, [], run.reports, run.seconds
     from ..workflows import init_geomorph_wf
 
-    wf = init_geomorph_wf(jobs, config)
-    crash_folder_setting(wf, crashes)
-    try:
-        wf.run(plugin=plugin[0], plugin_args=plugin[1])
-    except RuntimeError as exc:  # nipype: "Workflow did not execute cleanly"
-        return True, [Failure("*", None, "*", " ".join(str(exc).split()))], {}, {}
-    except OSError as exc:  # Nipype itself could not write (a full disk: even its crash file failed)
-        stop_children()  # no worker may go on writing once the outputs are checked
-        return True, [Failure("*", None, "*", f"the run stopped: {describe_os_error(exc)}")], {}, {}
-    return False, [], {}, {}
+    crashed: list[Failure] = []
+    size = workflow_chunk(config.nprocs)
+    for start in range(0, len(jobs), size):  # one Nipype graph per chunk of participants
+        wf = init_geomorph_wf(jobs[start:start + size], config)
+        crash_folder_setting(wf, crashes)
+        try:
+            wf.run(plugin=plugin_runner(plugin))
+        except RuntimeError as exc:  # nipype: "Workflow did not execute cleanly"
+            crashed = crashed or [Failure("*", None, "*", " ".join(str(exc).split()))]
+            if args.stop_on_first_crash:
+                break
+        except OSError as exc:  # Nipype itself could not write (a full disk: even its crash file failed)
+            stop_children()  # no worker may go on writing once the outputs are checked
+            return True, [Failure("*", None, "*", f"the run stopped: {describe_os_error(exc)}")], {}, {}
+    return bool(crashed), crashed, {}, {}
+
+
+def workflow_chunk(nprocs: int) -> int:
+    """How many subject/session jobs one Nipype graph of the workflow mode holds: ``max(64, 16 *
+    nprocs)``. Larger cohorts run as consecutive graphs of that many, so the scheduler's work per
+    round, the main process's memory (about 0.35 MB per participant's nodes) and the graph's build
+    time stay those of one chunk, and a chunk's outputs are final before the next starts. Before,
+    one graph of 2,000 participants took 27 s to build and expand and 0.7 GB, and wrote its first
+    outputs only near the end. Nipype's cache is per participant, so a rerun resumes as before."""
+    return max(64, 16 * max(1, nprocs))
 
 
 def _clean_leftovers(output_dir: Path) -> None:
