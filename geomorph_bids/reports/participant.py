@@ -303,7 +303,8 @@ _FIGURE_LINK = re.compile(r'<img class="fig" src="([^"]+)"')
 
 def report_is_current(output_dir: str | Path, subject: str) -> bool:
     """``sub-X.html`` exists, is newer than every output of the subject (a rerun that
-    changed nothing leaves the outputs, hence the report, untouched) and than its crash files
+    changed nothing leaves the outputs, hence the report, untouched) and every folder of them (outputs
+    deleted or renamed since change their folder's time, not the others') and than its crash files
     (a failure since is listed), was drawn by this version of geomorph-bids, has every figure
     it links (figures deleted since are drawn again) and was not written without some of them
     (:data:`INCOMPLETE`: a full disk or the file-size limit when it was built)."""
@@ -312,9 +313,13 @@ def report_is_current(output_dir: str | Path, subject: str) -> bool:
     if not html.is_file():
         return False
     drawn = html.stat().st_mtime_ns
-    stamps = [p.stat().st_mtime_ns for p in (output_dir / f"sub-{subject}").rglob("*")
-              if p.is_file() and "figures" not in p.relative_to(output_dir).parts]
-    if not stamps or drawn < max(stamps):
+    subject_dir = output_dir / f"sub-{subject}"
+    entries = [p for p in subject_dir.rglob("*") if "figures" not in p.relative_to(output_dir).parts]
+    if not any(p.is_file() for p in entries):
+        return False
+    # folders too: outputs deleted or renamed since (a hemisphere gone) leave the files' times as they
+    # were but not their folder's
+    if drawn < max(p.stat().st_mtime_ns for p in [subject_dir, *entries]):
         return False
     if any(p.stat().st_mtime_ns > drawn for p in subject_crash_files(output_dir, subject)):
         return False

@@ -353,3 +353,32 @@ def test_the_report_judges_with_the_thresholds_the_run_used(outputs):
     text = build_participant_report(outputs, "01").read_text()
     assert text.count("FLAGGED") == 1 and f"(minimum {round(cc + 0.01, 3):g})" in text
     assert 'id="sub-01_hemi-L_space-fsaverage"' in text and 'id="sub-01_hemi-R_space-fsaverage"' in text
+
+
+@pytest.mark.parametrize("change", ["deleted", "renamed"])
+def test_a_report_is_not_current_after_a_hemispheres_outputs_were_deleted_or_renamed(outputs, change):
+    """A QC rater's ``--reports-only`` after a hemisphere's outputs were deleted (or renamed: a
+    backup kept beside them) reused the report, which still showed that hemisphere as ok with its
+    figures: ``report_is_current`` compared the report with the files left, none newer. A
+    folder whose entries changed after the report (its mtime) now makes the report stale."""
+    import os
+
+    from geomorph_bids.batch.tasks import build_report
+    from geomorph_bids.reports.participant import report_is_current
+
+    html = build_report(outputs, "01", True).path
+    assert report_is_current(outputs, "01") and "sub-01 hemi-R" in html.read_text()
+    anat = outputs / "sub-01" / "anat"
+    late = html.stat().st_mtime_ns + 10 ** 9  # the change comes after the report
+    for path in anat.glob("sub-01_hemi-R_*"):
+        stamp = path.stat().st_mtime_ns  # deleting or renaming keeps the other files' times
+        if change == "deleted":
+            path.unlink()
+        else:
+            path.rename(path.with_name("old_" + path.name))
+            os.utime(path.with_name("old_" + path.name), ns=(stamp, stamp))
+    os.utime(anat, ns=(late, late))
+    assert not report_is_current(outputs, "01")
+    again = build_report(outputs, "01", True)
+    assert not again.kept and "sub-01_hemi-R_space-fsaverage" not in _parse(again.path).ids
+    assert "no outputs for hemi-R" in html.read_text() and report_is_current(outputs, "01")
