@@ -26,6 +26,7 @@ img.fig{max-width:100%;height:auto;border:1px solid #eee;margin:4px 0}
 .warn{color:#8a5a00}.err{color:#a00}.ok{color:#276e27}.note{color:#555;font-size:13px}
 pre{background:#f7f7f7;padding:8px;font-size:12px;white-space:pre-wrap}
 details{margin:6px 0}
+.attention{border:2px solid #a00;background:#fdf0f0;padding:2px 14px;margin:8px 0}
 """
 
 

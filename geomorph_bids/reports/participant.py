@@ -34,6 +34,7 @@ from ..errors import describe_os_error
 from ..io.atomic import atomic_write_text
 from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
 from ..quality import QualityThresholds, assess, quality_warnings
+from ..results.metrics import latest_run_failure
 from .hemisphere_figures import hemisphere_figures
 from .html import esc, fmt, markdown, page, software_versions, table
 from .outputs import HemiOutputs, find_hemispheres, label, relative
@@ -202,6 +203,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     # per hemisphere
     all_notes: list[tuple[str, str]] = []
     warns: list[tuple[str, str]] = []
+    attention: list[str] = []  # HTML items said at the top of the page: flagged, stale, failed hemispheres
     from .figures import FigureKeeper
 
     keeper = FigureKeeper()  # a hemisphere's figures are refilled for the next one of the same layout
@@ -223,12 +225,22 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
         verdict_doc = h.doc.get("quality") if isinstance(h.doc.get("quality"), dict) else {}
         thresholds = QualityThresholds.from_dict(verdict_doc.get("thresholds"))
         hemi_warnings = quality_warnings(h.registration, h.features, thresholds)
-        flagged = bool(assess(h.registration, h.features, thresholds).flagged)
+        judged = assess(h.registration, h.features, thresholds)
+        flagged = bool(judged.flagged)
         warns += [(anchor, w) for w in hemi_warnings]
         if low_resolution_used(h.registration):
             warns.append((anchor, LOW_RESOLUTION_NOTE))
-        verdict = ('<span class="err">FLAGGED</span> (see Errors and warnings)' if flagged
+        # the group table's ``stale``: the latest run of this hemisphere failed, these outputs are an earlier run's
+        stale = latest_run_failure(h.doc)
+        verdict = (f'<span class="err">STALE</span>: {esc(stale)}; these outputs are an earlier run&#x27;s' if stale
+                   else '<span class="err">FLAGGED</span> (see Errors and warnings)' if flagged
                    else '<span class="ok">ok</span>')
+        where = (f'<a href="#{esc(anchor)}">{esc(h.entities)} hemi-{esc(h.hemi)}'
+                 f'{" " + esc(h.space) if several_spaces else ""}</a>')
+        if stale:
+            attention.append(f"{where}: STALE: {esc(stale)}")
+        if flagged:
+            attention.append(f"{where}: FLAGGED by the quality gates: {esc('; '.join(judged.reasons))}")
         parts = [f'<section id="{esc(anchor)}"><h2>{esc(h.entities)} hemi-{esc(h.hemi)} '
                  f'&rarr; {esc(h.doc.get("template", h.space))}</h2><p>quality: {verdict}</p>']
         for kind, caption, rel in figs:
@@ -253,6 +265,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     found_hemis = {(h.session, h.hemi) for h in hemis}
     missing = [f"no outputs for {('ses-' + s + ' ') if s else ''}hemi-{x} (failed or not requested)"
                for s in (sessions or [session]) for x in ("L", "R") if (s, x) not in found_hemis]
+    attention += [f'{esc(m)} (<a href="#errors">Errors and warnings</a>)' for m in missing]
     items = ([f'<li class="err">{esc(n)} &mdash; {esc(e)} <span class="note">({esc(f)})</span></li>'
               for f, n, e in crashes] +
              [f'<li class="err">{esc(m)}</li>' for m in missing] +
@@ -293,6 +306,9 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
                 (markdown(text) if text else '<p class="note">logs/CITATION.md not found in the outputs.</p>') +
                 "</section>")
 
+    if attention:  # at the top, under the title: what a rater must not miss
+        body.insert(1, '<div class="attention"><p class="err"><b>Needs attention</b></p><ul>'
+                    + "".join(f'<li class="err">{item}</li>' for item in attention) + "</ul></div>")
     body.append(_built_by())
     out = output_dir / report_name(subject, session)
     return atomic_write_text(out, page(f"geomorph-bids: {title}", nav, "\n".join(body)))

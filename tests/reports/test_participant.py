@@ -351,7 +351,9 @@ def test_the_report_judges_with_the_thresholds_the_run_used(outputs):
     doc["quality"] = {"flagged": True, "reasons": ["correlation"], "thresholds": {"min_cc_after": round(cc + 0.01, 3)}}
     path.write_text(json.dumps(doc))
     text = build_participant_report(outputs, "01").read_text()
-    assert text.count("FLAGGED") == 1 and f"(minimum {round(cc + 0.01, 3):g})" in text
+    # the hemisphere's verdict, and the top of the page (Needs attention) naming it
+    assert text.count('<span class="err">FLAGGED</span>') == 1 and text.count("FLAGGED by the quality gates") == 1
+    assert f"(minimum {round(cc + 0.01, 3):g})" in text
     assert 'id="sub-01_hemi-L_space-fsaverage"' in text and 'id="sub-01_hemi-R_space-fsaverage"' in text
 
 
@@ -382,3 +384,35 @@ def test_a_report_is_not_current_after_a_hemispheres_outputs_were_deleted_or_ren
     again = build_report(outputs, "01", True)
     assert not again.kept and "sub-01_hemi-R_space-fsaverage" not in _parse(again.path).ids
     assert "no outputs for hemi-R" in html.read_text() and report_is_current(outputs, "01")
+
+
+def test_flagged_failed_and_stale_hemispheres_are_said_at_the_top_of_the_report(outputs):
+    """A rater opening sub-X.html saw the summary and the hemispheres' figures first; a hemisphere
+    whose run failed (no outputs) was named only in "Errors and warnings" at the end of the page,
+    and one whose latest run failed while an earlier run's outputs were kept (the group table's
+    ``stale``) read "quality: ok". The page now opens with what needs a look, each flagged
+    hemisphere with its gate, value and threshold, and a stale hemisphere's verdict says so."""
+    import json
+
+    text = build_participant_report(outputs, "01").read_text()
+    assert 'class="attention"' not in text  # nothing to say: nothing said
+    text = build_participant_report(outputs, "03").read_text()
+    top = text[:text.index('id="summary"')]
+    assert 'class="attention"' in top and "no outputs for hemi-R (failed or not requested)" in top
+    path = outputs / "sub-01" / "anat" / "sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json"
+    doc = json.loads(path.read_text())
+    floor = round(doc["registration"]["cc_sulc_after"] + 0.01, 3)
+    doc["quality"] = {"flagged": True, "reasons": [], "thresholds": {"min_cc_after": floor}}
+    path.write_text(json.dumps(doc))
+    path = outputs / "sub-01" / "anat" / "sub-01_hemi-R_space-fsaverage_desc-geomorph_metrics.json"
+    doc = json.loads(path.read_text())
+    doc["latest_run_failed"] = {"reason": "InputError: rh.sulc: is empty (0 bytes) (logs/crash-x/crash-y.txt)"}
+    path.write_text(json.dumps(doc))
+    text = build_participant_report(outputs, "01").read_text()
+    top = text[:text.index('id="summary"')]
+    assert 'href="#sub-01_hemi-L_space-fsaverage"' in top and f"(minimum {floor:g})" in top
+    assert 'href="#sub-01_hemi-R_space-fsaverage"' in top and "the latest run failed: InputError: rh.sulc" in top
+    section = text[text.index('id="sub-01_hemi-R_space-fsaverage"'):]
+    assert section.split("</p>")[0].endswith(
+        'quality: <span class="err">STALE</span>: the latest run failed: InputError: rh.sulc: is empty (0 bytes) '
+        "(logs/crash-x/crash-y.txt); these outputs are an earlier run&#x27;s")
