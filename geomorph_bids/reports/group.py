@@ -17,7 +17,7 @@ from ..derivatives import CRASH_FILES, GROUP_FIGURE, GROUP_HTML, GROUP_TSV
 from ..io.atomic import atomic_write_text
 from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
 from .group_table import STALE, group_table_rows
-from .html import esc, fmt, page, software_versions, table
+from .html import DIRECTIONS, esc, fmt, page, software_versions, table
 
 __all__ = ["build_group_report", "failed_without_row", "robust_z", "outliers", "OUTLIER_METRICS", "Z_THRESHOLD",
            "TABLE_MAX_ROWS", "LISTED_MAX"]
@@ -43,7 +43,7 @@ OUTLIER_RULE = (f"robust z beyond {Z_THRESHOLD} on the worse side: CC below, dis
 #: columns of the HTML table ({f}: each registration feature, named in its columns' headers)
 _TABLE = (("template", "template"), ("cc_{f}_before", "CC before ({f})"), ("cc_{f}_rigid", "CC rigid ({f})"),
           ("cc_{f}_after", "CC after ({f})"),
-          ("areal_mean_abs", "areal mean"), ("areal_p95_abs", "areal p95"), ("R_mean", "shape mean"),
+          ("areal_mean_abs", "areal mean |log2|"), ("areal_p95_abs", "areal p95 |log2|"), ("R_mean", "shape mean (log2)"),
           ("n_folded", "folded"), ("seconds_total", "seconds"), ("method", "method"), ("quality", "quality"))
 
 
@@ -223,7 +223,8 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                              ["rows (subject/session/hemisphere/template)", esc(len(rows))],
                              ["templates", esc(", ".join(f"{t} ({len(i)} rows)"
                                                          for t, i in sorted(templates.items())))],
-                             ["template maps", esc("; ".join(sorted({describe_provenance(r) for r in rows})))],
+                             ["template maps", esc("; ".join(sorted({f"hemi-{r.get('hemi')}: {describe_provenance(r)}"
+                                                                    for r in rows})))],
                              ["table", f'<a href="{esc(tsv.name)}">{esc(tsv.name)}</a>' if tsv else "n/a"]],
                   left=2), "</section>"]
     if failed:
@@ -288,6 +289,7 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                 f"{tsv_link}.</p>")
     else:
         head = '<section id="table"><h2>All hemispheres</h2>'
+    head += f'<p class="note">{esc(DIRECTIONS)}</p>'
     body.append(head +
                 table(["hemisphere"] + [esc(c[1]) for c in cols],
                       [[link(rows[i])] + [esc(fmt(rows[i].get(k))) for k, _ in cols] for i in shown],

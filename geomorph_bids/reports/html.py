@@ -9,7 +9,11 @@ import re
 from importlib import metadata
 from typing import Any, Iterable, Sequence
 
-__all__ = ["page", "table", "markdown", "fmt", "esc", "software_versions"]
+__all__ = ["page", "table", "markdown", "fmt", "esc", "software_versions", "DIRECTIONS"]
+
+#: which way the metrics of both reports' tables are better, said beside them
+DIRECTIONS = ("CC: higher is better (1: the template's map); distortion (log2 units) and folded triangles: "
+              "lower is better (0: none); run time in seconds.")
 
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:0;color:#222;background:#fff}

@@ -36,7 +36,7 @@ from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_
 from ..quality import QualityThresholds, assess, quality_warnings
 from ..results.metrics import latest_run_failure
 from .hemisphere_figures import hemisphere_figures
-from .html import esc, fmt, markdown, page, software_versions, table
+from .html import DIRECTIONS, esc, fmt, markdown, page, software_versions, table
 from .outputs import HemiOutputs, find_hemispheres, label, relative
 
 __all__ = ["build_participant_report", "update_participant_report", "report_is_current", "crash_reports", "hemisphere_anchor",
@@ -256,7 +256,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
         body.append('<section id="metrics"><h2>Metrics</h2><p class="note">Pearson correlation (CC) of each '
                     "registration feature with the template on its ico-6 grid; distortion of the registered "
                     "native mesh relative to the native sphere, log2 units as <code>wb_command "
-                    "-surface-distortion</code>.</p>" + _metrics_table(hemis) + "</section>")
+                    "-surface-distortion</code>. " + esc(DIRECTIONS) + "</p>" + _metrics_table(hemis) + "</section>")
 
     # errors and warnings
     nav.append(("errors", "Errors and warnings"))

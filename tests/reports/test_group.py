@@ -506,3 +506,20 @@ def test_flagged_and_failed_hemispheres_are_at_the_top_of_the_group_page(outputs
     code, err = _group(outputs)
     assert "failed at the participant level" not in err, err
     assert "NaN values" not in (outputs / "group.html").read_text()
+
+
+def test_the_pages_say_which_way_each_metric_is_better_and_the_group_table_its_units(outputs):
+    """A rater reading the metrics tables: neither page said that a higher CC is better while
+    distortion, folds and run time are better low (0: none), and the group table's distortion
+    headers had no unit (``areal mean``, ``shape mean``: |log2| and log2 in the outlier table).
+    The template maps of the group summary did not say which hemisphere each line was."""
+    build_participant_report(outputs, "01")
+    text = build_group_report(outputs).read_text()
+    table = text[text.index('id="table"'):]
+    assert "areal mean |log2|" in table and "areal p95 |log2|" in table and "shape mean (log2)" in table
+    assert "CC: higher is better (1: the template&#x27;s map)" in text and "lower is better (0: none)" in text
+    participant = (outputs / "sub-01.html").read_text()
+    metrics = participant[participant.index('id="metrics"'):]
+    assert "CC: higher is better (1: the template&#x27;s map)" in metrics and "lower is better (0: none)" in metrics
+    summary = text[text.index('id="summary"'):text.index("</section>")]
+    assert "hemi-L: " in summary and "hemi-R: " in summary
