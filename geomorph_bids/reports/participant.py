@@ -179,14 +179,17 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     output_dir = Path(output_dir).absolute()
     subject = label(subject, "sub") or ""
     session = label(session, "ses")
-    hemis = find_hemispheres(output_dir, subject, session)
+    found = find_hemispheres(output_dir, subject, session)
+    # what the group table has no row for (a damaged metrics file, a registered sphere gone) is left out, said why
+    hemis = [h for h in found if h.problem is None]
+    unusable = [h for h in found if h.problem is not None]
     fig_dir = figures_dir(output_dir, subject)
     title = f"sub-{subject}" + (f" ses-{session}" if session else "")
     body: list[str] = [f"<h1>geomorph-bids report: {esc(title)}</h1>"]
     nav = [("summary", "Summary")]
 
     # summary
-    sessions = sorted({h.session for h in hemis if h.session})
+    sessions = sorted({h.session for h in found if h.session})
     first = hemis[0].doc if hemis else {}
     summary_rows = [["subject", esc(subject)], ["sessions", esc(", ".join(sessions) or "n/a")],
                     ["hemispheres", esc(", ".join(f"{h.entities} hemi-{h.hemi}" for h in hemis) or "none")],
@@ -204,10 +207,12 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     all_notes: list[tuple[str, str]] = []
     warns: list[tuple[str, str]] = []
     attention: list[str] = []  # HTML items said at the top of the page: flagged, stale, failed hemispheres
+    several_spaces = len({h.space for h in found}) > 1
+    attention += [f"{esc(h.entities)} hemi-{esc(h.hemi)} {esc(h.space)}: not in this report: {esc(h.problem)}"
+                  for h in unusable]
     from .figures import FigureKeeper
 
     keeper = FigureKeeper()  # a hemisphere's figures are refilled for the next one of the same layout
-    several_spaces = len({h.space for h in hemis}) > 1
     for h in hemis:
         anchor = hemisphere_anchor(h.entities, h.hemi, h.space)
         nav.append((anchor, f"{h.session + ' ' if h.session else ''}hemi-{h.hemi}"
@@ -262,11 +267,13 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     nav.append(("errors", "Errors and warnings"))
     crashes = crash_reports(output_dir, subject, session)
     logs = log_messages(output_dir, subject)
-    found_hemis = {(h.session, h.hemi) for h in hemis}
+    found_hemis = {(h.session, h.hemi) for h in found}
     missing = [f"no outputs for {('ses-' + s + ' ') if s else ''}hemi-{x} (failed or not requested)"
                for s in (sessions or [session]) for x in ("L", "R") if (s, x) not in found_hemis]
     attention += [f'{esc(m)} (<a href="#errors">Errors and warnings</a>)' for m in missing]
-    items = ([f'<li class="err">{esc(n)} &mdash; {esc(e)} <span class="note">({esc(f)})</span></li>'
+    items = ([f'<li class="err">{esc(h.entities)} hemi-{esc(h.hemi)} {esc(h.space)}: not in this report: '
+              f"{esc(h.problem)}</li>" for h in unusable] +
+             [f'<li class="err">{esc(n)} &mdash; {esc(e)} <span class="note">({esc(f)})</span></li>'
               for f, n, e in crashes] +
              [f'<li class="err">{esc(m)}</li>' for m in missing] +
              [f'<li class="warn">{esc(a)}: {esc(w)}</li>' for a, w in warns] +

@@ -132,6 +132,8 @@ def test_errors_and_missing_hemisphere(outputs):
 
 
 def test_subject_without_outputs_and_sessions(outputs):
+    import json
+
     html = build_participant_report(outputs, "99")
     assert "no outputs for hemi-L" in html.read_text()
     src = outputs / "sub-01" / "anat"
@@ -139,7 +141,12 @@ def test_subject_without_outputs_and_sessions(outputs):
     ses.mkdir(parents=True)
     for p in src.iterdir():
         shutil.copy(p, ses / p.name.replace("sub-01", "sub-04_ses-a"))
-    assert [(h.session, h.hemi) for h in find_hemispheres(outputs, "04")] == [("a", "L"), ("a", "R")]
+        if p.name.endswith("_metrics.json"):  # what it records matches its name, or it is no row (check_metrics)
+            doc = json.loads(p.read_text())
+            (ses / p.name.replace("sub-01", "sub-04_ses-a")).write_text(json.dumps({**doc, "subject": "04",
+                                                                                   "session": "a"}))
+    assert [(h.session, h.hemi, h.problem) for h in find_hemispheres(outputs, "04")] == [("a", "L", None),
+                                                                                       ("a", "R", None)]
     one = build_participant_report(outputs, "04", session="a")
     assert one.name == report_name("04", "a") == "sub-04_ses-a.html"
     assert len(_parse(one).imgs) == 6
@@ -416,3 +423,28 @@ def test_flagged_failed_and_stale_hemispheres_are_said_at_the_top_of_the_report(
     assert section.split("</p>")[0].endswith(
         'quality: <span class="err">STALE</span>: the latest run failed: InputError: rh.sulc: is empty (0 bytes) '
         "(logs/crash-x/crash-y.txt); these outputs are an earlier run&#x27;s")
+
+
+@pytest.mark.parametrize("damage", ["metrics not JSON", "registered sphere deleted"])
+def test_a_hemisphere_the_group_level_cannot_use_is_not_shown_as_ok(outputs, damage):
+    """``--reports-only`` after a metrics file was damaged (or the registered sphere deleted)
+    printed ``FAILED <file>: ...; not in its participant's report``, yet the report drew that
+    hemisphere with ``quality: ok`` (figures of the files left; n/a metrics, or a note that the
+    distortion maps "need the native sphere", which was there). The report now leaves it out as
+    the line says, and names it at the top with the same reason."""
+    anat = outputs / "sub-01" / "anat"
+    if damage == "metrics not JSON":
+        target = anat / "sub-01_hemi-R_space-fsaverage_desc-geomorph_metrics.json"
+        target.write_text('{"subject": "01", "hemi')
+        why = "is not valid JSON"
+    else:
+        target = anat / "sub-01_hemi-R_space-fsaverage_desc-geomorph_sphere.surf.gii"
+        target.unlink()
+        why = "is missing beside its metrics file (deleted or moved?)"
+    text = build_participant_report(outputs, "01").read_text()
+    ids = _parse(outputs / "sub-01.html").ids
+    assert "sub-01_hemi-R_space-fsaverage" not in ids and "sub-01_hemi-L_space-fsaverage" in ids
+    top = text[:text.index('id="summary"')]
+    assert "sub-01 hemi-R fsaverage: not in this report: " in top and f"{target}: {why}" in top
+    assert "no outputs for hemi-R" not in text  # it has outputs: they cannot be used
+    assert text.count('quality: <span class="ok">ok</span>') == 1
