@@ -190,24 +190,34 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
 
     # summary
     sessions = sorted({h.session for h in found if h.session})
-    first = hemis[0].doc if hemis else {}
+    several_spaces = len({h.space for h in found}) > 1
+
+    def per_hemisphere(value) -> str:
+        """``value(doc)`` of the subject's hemispheres: once when they agree, else ``hemi-L: ...; hemi-R: ...``
+        (a rerun of one hemisphere with other settings)."""
+        each = {f"{h.entities + ' ' if len(sessions) > 1 else ''}hemi-{h.hemi}"
+                f"{' ' + h.space if several_spaces else ''}": value(h.doc) for h in hemis}
+        distinct = list(dict.fromkeys(each.values()))
+        return (distinct[0] if len(distinct) == 1 else "; ".join(f"{k}: {v}" for k, v in each.items())) or "n/a"
+
+    def method(doc: dict) -> str:
+        return (f"{doc.get('model', 'n/a')} / {doc.get('method', 'n/a')}"
+                + (f" ({METHODS[doc['method']]})" if doc.get("method") in METHODS else ""))
+
     summary_rows = [["subject", esc(subject)], ["sessions", esc(", ".join(sessions) or "n/a")],
                     ["hemispheres", esc(", ".join(f"{h.entities} hemi-{h.hemi}" for h in hemis) or "none")],
                     ["template", esc(", ".join(dict.fromkeys(str(h.doc.get("template", h.space)) for h in hemis))
                                      or "n/a")],
                     ["template maps", esc(_template_maps(hemis))],
-                    ["output density", esc(first.get("output_density", "n/a"))],
-                    ["model / method", esc(f"{first.get('model', 'n/a')} / {first.get('method', 'n/a')}"
-                                           + (f" ({METHODS[first['method']]})" if first.get("method") in METHODS
-                                              else ""))],
-                    ["input", esc(first.get("input_source", "n/a"))]]
+                    ["output density", esc(per_hemisphere(lambda d: str(d.get("output_density", "n/a"))))],
+                    ["model / method", esc(per_hemisphere(method))],
+                    ["input", esc(per_hemisphere(lambda d: str(d.get("input_source", "n/a"))))]]
     body.append('<section id="summary"><h2>Summary</h2>' + table(["", ""], summary_rows, left=2) + "</section>")
 
     # per hemisphere
     all_notes: list[tuple[str, str]] = []
     warns: list[tuple[str, str]] = []
     attention: list[str] = []  # HTML items said at the top of the page: flagged, stale, failed hemispheres
-    several_spaces = len({h.space for h in found}) > 1
     attention += [f"{esc(h.entities)} hemi-{esc(h.hemi)} {esc(h.space)}: not in this report: {esc(h.problem)}"
                   for h in unusable]
     from .figures import FigureKeeper

@@ -448,3 +448,23 @@ def test_a_hemisphere_the_group_level_cannot_use_is_not_shown_as_ok(outputs, dam
     assert "sub-01 hemi-R fsaverage: not in this report: " in top and f"{target}: {why}" in top
     assert "no outputs for hemi-R" not in text  # it has outputs: they cannot be used
     assert text.count('quality: <span class="ok">ok</span>') == 1
+
+
+def test_the_summary_names_each_hemispheres_method_where_they_differ(outputs):
+    """A rerun of one hemisphere with other settings (``--model rigid --hemi L`` over default
+    outputs) left a report whose summary said ``model / method: rigid / rigid`` for the subject,
+    from the first hemisphere alone, while hemi-R was still the optimiser's. The summary now
+    names each hemisphere's where they differ (as the template maps already did)."""
+    import json
+
+    path = outputs / "sub-01" / "anat" / "sub-01_hemi-R_space-fsaverage_desc-geomorph_metrics.json"
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "model": "default", "method": "optimise", "output_density": "41k"}))
+    text = build_participant_report(outputs, "01").read_text()
+    summary = text[text.index('id="summary"'):text.index("</section>")]
+    assert ("hemi-L: rigid / rigid (rigid pre-alignment only); hemi-R: default / optimise (warp optimised for this "
+            "hemisphere)") in summary
+    assert "hemi-L: 10k; hemi-R: 41k" in summary
+    text = build_participant_report(outputs, "02").read_text()  # the same for both: said once
+    summary = text[text.index('id="summary"'):text.index("</section>")]
+    assert "<td class=\"l\">rigid / rigid (rigid pre-alignment only)</td>" in summary and "hemi-L: 10k" not in summary
