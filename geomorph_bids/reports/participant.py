@@ -225,7 +225,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     keeper = FigureKeeper()  # a hemisphere's figures are refilled for the next one of the same layout
     for h in hemis:
         anchor = hemisphere_anchor(h.entities, h.hemi, h.space)
-        nav.append((anchor, f"{h.session + ' ' if h.session else ''}hemi-{h.hemi}"
+        nav.append((anchor, f"{'ses-' + h.session + ' ' if h.session else ''}hemi-{h.hemi}"
                             + (f" {h.space}" if several_spaces else "")))
         try:
             figs, notes = hemisphere_figures(h, output_dir, fig_dir, keeper)

@@ -147,6 +147,8 @@ def test_subject_without_outputs_and_sessions(outputs):
                                                                                    "session": "a"}))
     assert [(h.session, h.hemi, h.problem) for h in find_hemispheres(outputs, "04")] == [("a", "L", None),
                                                                                        ("a", "R", None)]
+    whole = build_participant_report(outputs, "04").read_text()
+    assert '<a href="#sub-04_ses-a_hemi-L_space-fsaverage">ses-a hemi-L</a>' in whole  # not "a hemi-L"
     one = build_participant_report(outputs, "04", session="a")
     assert one.name == report_name("04", "a") == "sub-04_ses-a.html"
     assert len(_parse(one).imgs) == 6
