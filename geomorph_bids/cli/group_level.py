@@ -234,7 +234,8 @@ def run_group(args) -> int:
         print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere/template)")
         # the rows as written (the report reads what the TSV holds), without listing and reading every
         # metrics file again, nor replacing the judged table with the recorded verdicts when one is damaged
-        print(f"group report: {build_group_report(args.output_dir, parse_group_table(text), path, unreadable, absent, crashed)}")
+        html = build_group_report(args.output_dir, parse_group_table(text), path, unreadable, absent, crashed)
+        print(f"group report: {html}")
         for line in write_bids_extras(args.output_dir):  # outputs of a version before they had them
             print(f"{_PROG}: warning: {line}", file=sys.stderr)
     status = _build_population_template(args, rows) if args.build_template else EXIT_OK

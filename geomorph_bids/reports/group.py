@@ -43,7 +43,8 @@ OUTLIER_RULE = (f"robust z beyond {Z_THRESHOLD} on the worse side: CC below, dis
 #: columns of the HTML table ({f}: each registration feature, named in its columns' headers)
 _TABLE = (("template", "template"), ("cc_{f}_before", "CC before ({f})"), ("cc_{f}_rigid", "CC rigid ({f})"),
           ("cc_{f}_after", "CC after ({f})"),
-          ("areal_mean_abs", "areal mean |log2|"), ("areal_p95_abs", "areal p95 |log2|"), ("R_mean", "shape mean (log2)"),
+          ("areal_mean_abs", "areal mean |log2|"), ("areal_p95_abs", "areal p95 |log2|"),
+          ("R_mean", "shape mean (log2)"),
           ("n_folded", "folded"), ("seconds_total", "seconds"), ("method", "method"), ("quality", "quality"))
 
 

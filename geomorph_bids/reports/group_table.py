@@ -15,7 +15,8 @@ from ..io.atomic import atomic_write_text
 from ..io.limits import read_json_files
 from ..results.metrics import latest_run_failure
 
-__all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "check_metrics", "group_rows", "group_table_text", "write_group_table",
+__all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "check_metrics", "group_rows", "group_table_text",
+           "write_group_table",
            "parse_group_table",
            "read_group_table", "group_table_rows"]
 
