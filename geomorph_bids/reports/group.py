@@ -224,8 +224,8 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                              ["rows (subject/session/hemisphere/template)", esc(len(rows))],
                              ["templates", esc(", ".join(f"{t} ({len(i)} rows)"
                                                          for t, i in sorted(templates.items())))],
-                             ["template maps", esc("; ".join(sorted({f"hemi-{r.get('hemi')}: {describe_provenance(r)}"
-                                                                    for r in rows})))],
+                             ["template maps", esc("; ".join(sorted({f"{r.get('template')} hemi-{r.get('hemi')}: "
+                                                                    f"{describe_provenance(r)}" for r in rows})))],
                              ["table", f'<a href="{esc(tsv.name)}">{esc(tsv.name)}</a>' if tsv else "n/a"]],
                   left=2), "</section>"]
     if failed:

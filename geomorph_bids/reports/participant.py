@@ -140,8 +140,10 @@ _TEMPLATE_KEYS = ("template_source", "template_source_path", "template_vertices"
 
 
 def _template_maps(hemis: list[HemiOutputs]) -> str:
-    """One line per distinct template source of the hemispheres (``hemi-L: freesurfer ...``)."""
-    lines = [f"hemi-{h.hemi}: {describe_provenance(h.registration)}" for h in hemis]
+    """One line per distinct template source of the hemispheres (``hemi-L: freesurfer ...``; with
+    several templates, ``hemi-L fsLR: ...``)."""
+    several = len({h.space for h in hemis}) > 1
+    lines = [f"hemi-{h.hemi}{' ' + h.space if several else ''}: {describe_provenance(h.registration)}" for h in hemis]
     return "; ".join(dict.fromkeys(lines)) or "n/a"
 
 
@@ -205,7 +207,8 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
                 + (f" ({METHODS[doc['method']]})" if doc.get("method") in METHODS else ""))
 
     summary_rows = [["subject", esc(subject)], ["sessions", esc(", ".join(sessions) or "n/a")],
-                    ["hemispheres", esc(", ".join(f"{h.entities} hemi-{h.hemi}" for h in hemis) or "none")],
+                    ["hemispheres", esc(", ".join(f"{h.entities} hemi-{h.hemi}{' ' + h.space if several_spaces else ''}"
+                                                  for h in hemis) or "none")],
                     ["template", esc(", ".join(dict.fromkeys(str(h.doc.get("template", h.space)) for h in hemis))
                                      or "n/a")],
                     ["template maps", esc(_template_maps(hemis))],

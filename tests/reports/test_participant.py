@@ -470,3 +470,28 @@ def test_the_summary_names_each_hemispheres_method_where_they_differ(outputs):
     text = build_participant_report(outputs, "02").read_text()  # the same for both: said once
     summary = text[text.index('id="summary"'):text.index("</section>")]
     assert "<td class=\"l\">rigid / rigid (rigid pre-alignment only)</td>" in summary and "hemi-L: 10k" not in summary
+
+
+def test_the_summary_of_a_subject_registered_to_two_templates_names_each(outputs):
+    """A subject registered to fsLR and to fsaverage: the summary listed its hemispheres as
+    ``sub-01 hemi-L, sub-01 hemi-L`` and the template maps as ``hemi-L: ...; hemi-L: ...``, not
+    saying which template each was; the group summary's template maps did not name it either."""
+    import json
+
+    from geomorph_bids.reports import build_group_report
+
+    anat = outputs / "sub-01" / "anat"
+    for path in sorted(anat.glob("sub-01_hemi-L_space-fsaverage_desc-geomorph_*")):
+        target = anat / path.name.replace("space-fsaverage", "space-fsLR")
+        if path.name.endswith("_metrics.json"):
+            doc = json.loads(path.read_text())
+            target.write_text(json.dumps({**doc, "template": "fsLR"}))
+        else:
+            target.write_bytes(path.read_bytes())
+    text = build_participant_report(outputs, "01").read_text()
+    summary = text[text.index('id="summary"'):text.index("</section>")]
+    assert "sub-01 hemi-L fsLR, sub-01 hemi-L fsaverage, sub-01 hemi-R fsaverage" in summary
+    assert "hemi-L fsLR: " in summary and "hemi-L fsaverage: " in summary
+    text = build_group_report(outputs).read_text()
+    summary = text[text.index('id="summary"'):text.index("</section>")]
+    assert "fsLR hemi-L: " in summary and "fsaverage hemi-L: " in summary
