@@ -156,6 +156,16 @@ def failed_without_row(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     return lines
 
 
+def _errors_link(output_dir: Path, line: str) -> str:
+    """A line of :func:`failed_without_row` as HTML, its hemisphere linked to the Errors and
+    warnings of the subject's report (which lists the crash) when that report exists."""
+    who, sep, rest = line.partition(": ")
+    report = output_dir / f"{who.split(' ')[0]}.html"
+    if not sep or not report.is_file():
+        return esc(line)
+    return f'<a href="{esc(report.name)}#errors">{esc(who)}</a>: {esc(rest)}'
+
+
 def _report_link(output_dir: Path, row: Mapping[str, Any]) -> str | None:
     from .participant import hemisphere_anchor
 
@@ -238,7 +248,7 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     if crashed:
         body.append(f'<p class="err">{esc(len(crashed))} hemisphere(s) failed at the participant level and have '
                     "no row (rerun the participant level for them):</p><ul>"
-                    + "".join(f'<li class="err">{esc(line)}</li>' for line in crashed[:LISTED_MAX])
+                    + "".join(f'<li class="err">{_errors_link(output_dir, line)}</li>' for line in crashed[:LISTED_MAX])
                     + (f"<li>and {esc(len(crashed) - LISTED_MAX)} more</li>" if len(crashed) > LISTED_MAX else "")
                     + "</ul>")
 

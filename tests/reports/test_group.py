@@ -491,6 +491,9 @@ def test_flagged_and_failed_hemispheres_are_at_the_top_of_the_group_page(outputs
     assert "1 hemisphere(s) flagged by the quality gates" in top
     assert f"(minimum {floor:g})" in top and 'href="sub-02.html' not in top  # no report to link to
     assert "sub-03 hemi-R: InputError: lh.sulc: feature has NaN values" in top
+    build_participant_report(outputs, "03")  # its report lists the crash: the line links to it
+    _group(outputs)
+    assert '<a href="sub-03.html#errors">sub-03 hemi-R</a>: InputError' in (outputs / "group.html").read_text()
     table = text[text.index('id="table"'):]
     flagged_rows = [tr for tr in table.split("<tr")[1:] if 'class="flagged"' in tr]
     assert len(flagged_rows) == 1 and "sub-02 L" in flagged_rows[0]
