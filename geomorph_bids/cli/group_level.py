@@ -182,7 +182,9 @@ def run_group(args) -> int:
     template. Exits 3 when a hemisphere is flagged, or stale (its latest participant run failed
     and its outputs are an earlier run's): each is listed, and marked in the table."""
     from ..io.atomic import atomic_write_text
+    from ..io.discover import normalise_label
     from ..reports import build_group_report
+    from ..reports.group import failed_without_row
     from ..reports.group_table import STALE, group_table_text, parse_group_table
 
     inputs = None  # no output folder: no rows, an error before anything looks at the inputs
@@ -215,6 +217,13 @@ def run_group(args) -> int:
         print(f"{_PROG}: warning: {line}", file=sys.stderr)
     absent = " ".join(f"{line}." for line in lines) if len(lines) > 1 else "".join(lines)  # also in group.html
     flagged, stale = _judge_rows(args, rows)
+    # hemispheres a participant run failed, left without outputs: their participant has rows for the others
+    crashed = failed_without_row(args.output_dir, rows, {normalise_label(s, "sub") for s in args.participant_label}
+                                 if args.participant_label else None)
+    if crashed:
+        print(f"{_PROG}: warning: {len(crashed)} hemisphere(s) failed at the participant level and have no row "
+              "(rerun the participant level for them):\n" + "\n".join(f"  {line}" for line in crashed),
+              file=sys.stderr)
     if args.participant_label:  # the table and report are the dataset's: a subset never replaces them
         print(f"{len(rows)} row(s) (subject/session/hemisphere/template) of --participant-label "
               f"{' '.join(args.participant_label)} judged; {GROUP_TSV} and {GROUP_HTML} left as they were "
@@ -225,7 +234,8 @@ def run_group(args) -> int:
         print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere/template)")
         # the rows as written (the report reads what the TSV holds), without listing and reading every
         # metrics file again, nor replacing the judged table with the recorded verdicts when one is damaged
-        print(f"group report: {build_group_report(args.output_dir, parse_group_table(text), path, unreadable, absent)}")
+        html = build_group_report(args.output_dir, parse_group_table(text), path, unreadable, absent, crashed)
+        print(f"group report: {html}")
         for line in write_bids_extras(args.output_dir):  # outputs of a version before they had them
             print(f"{_PROG}: warning: {line}", file=sys.stderr)
     status = _build_population_template(args, rows) if args.build_template else EXIT_OK

@@ -8,22 +8,27 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
-from ..derivatives import GROUP_FIGURE, GROUP_HTML, GROUP_TSV
+from ..crashfiles import crash_nodes, read_crash_file, subject_of_wf
+from ..derivatives import CRASH_FILES, GROUP_FIGURE, GROUP_HTML, GROUP_TSV
 from ..io.atomic import atomic_write_text
 from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
 from .group_table import STALE, group_table_rows
-from .html import esc, fmt, page, software_versions, table
+from .html import DIRECTIONS, esc, fmt, page, software_versions, table
 
-__all__ = ["build_group_report", "robust_z", "outliers", "OUTLIER_METRICS", "Z_THRESHOLD", "TABLE_MAX_ROWS"]
+__all__ = ["build_group_report", "failed_without_row", "robust_z", "outliers", "OUTLIER_METRICS", "Z_THRESHOLD",
+           "TABLE_MAX_ROWS", "LISTED_MAX"]
 
 Z_THRESHOLD = 3.5
 #: above this many rows (hemispheres) the page's table lists only the outlying and flagged ones
 #: (the TSV has them all): a row is ~290 bytes of HTML, 5.8 MB at 10,000 subjects, 29 MB at 50,000
 TABLE_MAX_ROWS = 2000
+#: at most this many flagged (or failed) hemispheres are listed one by one at the top of the page; the
+#: rest are counted there (the table marks every flagged row, the TSV has them all)
+LISTED_MAX = 100
 #: metrics screened for outliers ({f}: each registration feature), with their labels
 OUTLIER_METRICS: tuple[tuple[str, str], ...] = (
     ("cc_{f}_after", "CC after ({f})"), ("cc_{f}_rigid", "CC rigid ({f})"),
@@ -38,7 +43,8 @@ OUTLIER_RULE = (f"robust z beyond {Z_THRESHOLD} on the worse side: CC below, dis
 #: columns of the HTML table ({f}: each registration feature, named in its columns' headers)
 _TABLE = (("template", "template"), ("cc_{f}_before", "CC before ({f})"), ("cc_{f}_rigid", "CC rigid ({f})"),
           ("cc_{f}_after", "CC after ({f})"),
-          ("areal_mean_abs", "areal mean"), ("areal_p95_abs", "areal p95"), ("R_mean", "shape mean"),
+          ("areal_mean_abs", "areal mean |log2|"), ("areal_p95_abs", "areal p95 |log2|"),
+          ("R_mean", "shape mean (log2)"),
           ("n_folded", "folded"), ("seconds_total", "seconds"), ("method", "method"), ("quality", "quality"))
 
 
@@ -114,6 +120,52 @@ def outliers(rows: Sequence[Mapping[str, Any]], metrics: Sequence[tuple[str, str
     return sorted(found, key=lambda t: (t[0], t[1]))
 
 
+def failed_without_row(output_dir: str | Path, rows: Sequence[Mapping[str, Any]],
+                       subjects: Collection[str] | None = None) -> list[str]:
+    """One line per hemisphere that a participant run failed (a crash file in
+    ``logs/crash-*/crash-*.txt``: both modes write them) and that has no row, so no outputs
+    (``sub-04 hemi-R: InputError: ... (logs/crash-.../crash-...txt)``: the newest crash file's
+    error). A hemisphere with a row (a later run succeeded, or an earlier run's outputs were kept:
+    ``stale``) is not listed, nor a crash of no hemisphere's step; ``subjects``: of these subjects only
+    (labels without ``sub-``; None: all). Sorted by subject, session, hemisphere."""
+    output_dir = Path(output_dir)
+    have = {(str(r.get("subject")), None if r.get("session") in (None, "", "n/a") else str(r.get("session")),
+             str(r.get("hemi"))) for r in rows}
+    newest: dict[tuple[str, str | None, str], tuple[int, Path]] = {}
+    for path in output_dir.glob(CRASH_FILES):
+        nodes = crash_nodes(path)  # its first line only
+        who = next((found for found in map(subject_of_wf, nodes) if found), None)
+        hemi = next((n[len("hemi_"):-len("_wf")] for n in nodes if n.startswith("hemi_") and n.endswith("_wf")), None)
+        if (who is None or hemi is None or (who[0], who[1], hemi) in have
+                or (subjects is not None and who[0] not in subjects)):
+            continue
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            continue
+        key = (who[0], who[1], hemi)
+        if key not in newest or (stamp, path) > newest[key]:
+            newest[key] = (stamp, path)
+    lines = []
+    for (subject, session, hemi), (_, path) in sorted(newest.items(), key=lambda kv: (kv[0][0], kv[0][1] or "",
+                                                                                      kv[0][2])):
+        crash = read_crash_file(path)
+        error = " ".join(crash.error.split()) if crash else "its crash file cannot be read"
+        lines.append(f"sub-{subject}" + (f" ses-{session}" if session else "") + f" hemi-{hemi}: {error} "
+                     f"({path.relative_to(output_dir).as_posix()})")
+    return lines
+
+
+def _errors_link(output_dir: Path, line: str) -> str:
+    """A line of :func:`failed_without_row` as HTML, its hemisphere linked to the Errors and
+    warnings of the subject's report (which lists the crash) when that report exists."""
+    who, sep, rest = line.partition(": ")
+    report = output_dir / f"{who.split(' ')[0]}.html"
+    if not sep or not report.is_file():
+        return esc(line)
+    return f'<a href="{esc(report.name)}#errors">{esc(who)}</a>: {esc(rest)}'
+
+
 def _report_link(output_dir: Path, row: Mapping[str, Any]) -> str | None:
     from .participant import hemisphere_anchor
 
@@ -134,7 +186,8 @@ def _label(row: Mapping[str, Any], with_template: bool = False) -> str:
 
 
 def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]] | None = None,
-                       tsv: Path | None = None, failed: Sequence[str] = (), absent: str = "") -> Path:
+                       tsv: Path | None = None, failed: Sequence[str] = (), absent: str = "",
+                       crashed: Sequence[str] | None = None) -> Path:
     """Write ``OUTPUT_DIR/group.html`` (and refresh ``OUTPUT_DIR/group_desc-geomorph_metrics.tsv``).
 
     The page shows the distributions of the quality metrics (one strip plot per metric), the
@@ -144,7 +197,10 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     to): the group table's rows as read back from it, when the caller has just written it (the
     group level): the metrics files are then not listed and read again; ``failed``: one line
     per metrics file that could not be read (listed in full); ``absent``: the line naming the
-    participants asked for that have no outputs at all, or ''. Returns the HTML path;
+    participants asked for that have no outputs at all, or ''; ``crashed``: the hemispheres a
+    participant run failed that have no row (:func:`failed_without_row`; None: found here). Those,
+    and the rows flagged by the quality gates (with their reasons: gate, value, threshold), are
+    listed at the top of the page. Returns the HTML path;
     ValueError when the folder holds no participant outputs and no group table.
     """
     from .figures import group_figure
@@ -178,7 +234,8 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                              ["rows (subject/session/hemisphere/template)", esc(len(rows))],
                              ["templates", esc(", ".join(f"{t} ({len(i)} rows)"
                                                          for t, i in sorted(templates.items())))],
-                             ["template maps", esc("; ".join(sorted({describe_provenance(r) for r in rows})))],
+                             ["template maps", esc("; ".join(sorted({f"{r.get('template')} hemi-{r.get('hemi')}: "
+                                                                    f"{describe_provenance(r)}" for r in rows})))],
                              ["table", f'<a href="{esc(tsv.name)}">{esc(tsv.name)}</a>' if tsv else "n/a"]],
                   left=2), "</section>"]
     if failed:
@@ -187,6 +244,28 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                     + "".join(f'<li class="err">{esc(line)}</li>' for line in failed) + "</ul>")
     if absent:
         body.append(f'<p class="warn">{esc(absent)}</p>')
+    crashed = failed_without_row(output_dir, rows) if crashed is None else list(crashed)
+    if crashed:
+        body.append(f'<p class="err">{esc(len(crashed))} hemisphere(s) failed at the participant level and have '
+                    "no row (rerun the participant level for them):</p><ul>"
+                    + "".join(f'<li class="err">{_errors_link(output_dir, line)}</li>' for line in crashed[:LISTED_MAX])
+                    + (f"<li>and {esc(len(crashed) - LISTED_MAX)} more</li>" if len(crashed) > LISTED_MAX else "")
+                    + "</ul>")
+
+    def link(r: Mapping[str, Any]) -> str:
+        target = _report_link(output_dir, r)
+        text = esc(_label(r))
+        return f'<a href="{esc(target)}">{text}</a>' if target else text
+
+    gated = [r for r in rows if r.get("quality") == "flagged"]
+    if gated:
+        body.append(f'<p class="err">{esc(len(gated))} hemisphere(s) flagged by the quality gates (the gate, the '
+                    "value and its threshold; marked in the table):</p><ul>"
+                    + "".join(f'<li class="err">{link(r)}{esc(" " + str(r.get("template")) if several else "")}: '
+                              f'{esc(r.get("quality_reasons") or "n/a")}</li>' for r in gated[:LISTED_MAX])
+                    + (f"<li>and {esc(len(gated) - LISTED_MAX)} more (quality flagged in the table and "
+                       f"{esc(GROUP_TSV)})</li>" if len(gated) > LISTED_MAX else "")
+                    + "</ul>")
     stale = [r for r in rows if r.get("quality") == STALE]
     if stale:
         body.append(f'<p class="err">{esc(len(stale))} hemisphere(s) are {STALE}: their latest participant run '
@@ -200,13 +279,8 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                 "hemisphere; boxes: quartiles; red: outliers.</p>"
                 f'<img class="fig" src="{esc(fig.relative_to(output_dir).as_posix())}" alt="distributions"></section>')
 
-    def link(r: Mapping[str, Any]) -> str:
-        target = _report_link(output_dir, r)
-        text = esc(_label(r))
-        return f'<a href="{esc(target)}">{text}</a>' if target else text
-
     body.append('<section id="outliers"><h2>Outliers</h2><p class="note">Robust z-score '
-                f"0.6745 (x - median) / MAD within each template's rows; flagged: {esc(OUTLIER_RULE)}.</p>")
+                f"0.6745 (x - median) / MAD within each template's rows; outliers: {esc(OUTLIER_RULE)}.</p>")
     if flagged:
         body.append(table(["hemisphere", "template", "metric", "value", "robust z"],
                           [[link(rows[i]), esc(fmt(rows[i].get("template"))), esc(labels.get(k, k)), esc(fmt(v)),
@@ -226,10 +300,12 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                 f"{tsv_link}.</p>")
     else:
         head = '<section id="table"><h2>All hemispheres</h2>'
+    head += f'<p class="note">{esc(DIRECTIONS)}</p>'
     body.append(head +
                 table(["hemisphere"] + [esc(c[1]) for c in cols],
                       [[link(rows[i])] + [esc(fmt(rows[i].get(k))) for k, _ in cols] for i in shown],
-                      row_classes=["outlier" if i in flagged_rows else "" for i in shown]) +
+                      row_classes=["flagged" if rows[i].get("quality") in ("flagged", STALE) else
+                                   "outlier" if i in flagged_rows else "" for i in shown]) +
                 "</section>")
     versions = software_versions(("geomorph-bids", "numpy", "matplotlib"))
     body.append('<section id="about"><h2>About</h2>' +

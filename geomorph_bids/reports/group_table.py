@@ -15,7 +15,8 @@ from ..io.atomic import atomic_write_text
 from ..io.limits import read_json_files
 from ..results.metrics import latest_run_failure
 
-__all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "group_rows", "group_table_text", "write_group_table",
+__all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "check_metrics", "group_rows", "group_table_text",
+           "write_group_table",
            "parse_group_table",
            "read_group_table", "group_table_rows"]
 
@@ -73,11 +74,7 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
              sorted(p for s in dict.fromkeys(subjects) for p in metrics_files(output_dir, s)))
     for path, doc in _documents(paths):
         try:
-            if isinstance(doc, InputError):
-                raise doc
-            named = parse_metrics_name(path.name)  # metrics_files lists only names of this form
-            _check_document(path, doc, named)
-            _check_sphere(path, named)
+            check_metrics(path, doc)
         except InputError as exc:
             if unreadable is None:
                 raise
@@ -86,6 +83,18 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
         rows.append(_flat(doc, with_quality_inputs))
     return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"]),
                                        str(r["template"] or "")))
+
+
+def check_metrics(path: Path, doc: Any) -> None:
+    """InputError (its one-line message naming the file) unless the metrics file ``path``, whose
+    document is ``doc`` (or the InputError reading it raised), gives a row: the document its name
+    promises, with the registered sphere it describes beside it. The group table and the
+    participant report leave out the same hemispheres."""
+    if isinstance(doc, InputError):
+        raise doc
+    named = parse_metrics_name(path.name)  # metrics_files lists only names of this form
+    _check_document(path, doc, named)
+    _check_sphere(path, named)
 
 
 def _documents(paths: list[Path], chunk: int = 256) -> Iterator[tuple[Path, object]]:

@@ -9,7 +9,11 @@ import re
 from importlib import metadata
 from typing import Any, Iterable, Sequence
 
-__all__ = ["page", "table", "markdown", "fmt", "esc", "software_versions"]
+__all__ = ["page", "table", "markdown", "fmt", "esc", "software_versions", "DIRECTIONS"]
+
+#: which way the metrics of both reports' tables are better, said beside them
+DIRECTIONS = ("CC: higher is better (1: the template's map); distortion (log2 units) and folded triangles: "
+              "lower is better (0: none); run time in seconds.")
 
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:0;color:#222;background:#fff}
@@ -21,11 +25,12 @@ h3{font-size:15px;margin-top:18px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}td.l,th.l{text-align:left}
-tr.outlier td{background:#fde2e2}
+tr.outlier td{background:#fde2e2}tr.flagged td{background:#f5b7b1;font-weight:bold}
 img.fig{max-width:100%;height:auto;border:1px solid #eee;margin:4px 0}
 .warn{color:#8a5a00}.err{color:#a00}.ok{color:#276e27}.note{color:#555;font-size:13px}
 pre{background:#f7f7f7;padding:8px;font-size:12px;white-space:pre-wrap}
 details{margin:6px 0}
+.attention{border:2px solid #a00;background:#fdf0f0;padding:2px 14px;margin:8px 0}
 """
 
 

@@ -42,6 +42,9 @@ class HemiOutputs:
     output_dir: Path
     metrics_file: Path
     doc: dict[str, Any] = field(default_factory=dict)
+    #: why the group table has no row for it (:func:`~.group_table.check_metrics`: a damaged
+    #: metrics file, a registered sphere gone), or None
+    problem: str | None = None
 
     @property
     def files(self) -> HemisphereOutputs:
@@ -82,7 +85,10 @@ class HemiOutputs:
 
 
 def find_hemispheres(output_dir: str | Path, subject: str, session: str | None = None) -> list[HemiOutputs]:
-    """Every metrics file of a subject (all sessions, or one), sorted by session, hemisphere, space."""
+    """Every metrics file of a subject (all sessions, or one), sorted by session, hemisphere, space;
+    one the group table leaves out has its :attr:`HemiOutputs.problem`."""
+    from .group_table import check_metrics
+
     subject = label(subject, "sub") or ""
     session = label(session, "ses")
     out = []
@@ -95,8 +101,13 @@ def find_hemispheres(output_dir: str | Path, subject: str, session: str | None =
             continue
         try:
             doc = read_json_bounded(path, what="metrics file")
-        except InputError:
-            doc = {}
+        except InputError as exc:
+            doc = exc
+        try:
+            check_metrics(path, doc)
+            problem = None
+        except InputError as exc:
+            problem = " ".join(str(exc).split())
         doc = doc if isinstance(doc, dict) else {}
-        out.append(HemiOutputs(subject, ses, hemi, space, Path(output_dir), path, doc))
+        out.append(HemiOutputs(subject, ses, hemi, space, Path(output_dir), path, doc, problem))
     return sorted(out, key=lambda h: (h.session or "", h.hemi, h.space))

@@ -34,8 +34,9 @@ from ..errors import describe_os_error
 from ..io.atomic import atomic_write_text
 from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
 from ..quality import QualityThresholds, assess, quality_warnings
+from ..results.metrics import latest_run_failure
 from .hemisphere_figures import hemisphere_figures
-from .html import esc, fmt, markdown, page, software_versions, table
+from .html import DIRECTIONS, esc, fmt, markdown, page, software_versions, table
 from .outputs import HemiOutputs, find_hemispheres, label, relative
 
 __all__ = ["build_participant_report", "update_participant_report", "report_is_current", "crash_reports", "hemisphere_anchor",
@@ -139,8 +140,10 @@ _TEMPLATE_KEYS = ("template_source", "template_source_path", "template_vertices"
 
 
 def _template_maps(hemis: list[HemiOutputs]) -> str:
-    """One line per distinct template source of the hemispheres (``hemi-L: freesurfer ...``)."""
-    lines = [f"hemi-{h.hemi}: {describe_provenance(h.registration)}" for h in hemis]
+    """One line per distinct template source of the hemispheres (``hemi-L: freesurfer ...``; with
+    several templates, ``hemi-L fsLR: ...``)."""
+    several = len({h.space for h in hemis}) > 1
+    lines = [f"hemi-{h.hemi}{' ' + h.space if several else ''}: {describe_provenance(h.registration)}" for h in hemis]
     return "; ".join(dict.fromkeys(lines)) or "n/a"
 
 
@@ -178,37 +181,54 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     output_dir = Path(output_dir).absolute()
     subject = label(subject, "sub") or ""
     session = label(session, "ses")
-    hemis = find_hemispheres(output_dir, subject, session)
+    found = find_hemispheres(output_dir, subject, session)
+    # what the group table has no row for (a damaged metrics file, a registered sphere gone) is left out, said why
+    hemis = [h for h in found if h.problem is None]
+    unusable = [h for h in found if h.problem is not None]
     fig_dir = figures_dir(output_dir, subject)
     title = f"sub-{subject}" + (f" ses-{session}" if session else "")
     body: list[str] = [f"<h1>geomorph-bids report: {esc(title)}</h1>"]
     nav = [("summary", "Summary")]
 
     # summary
-    sessions = sorted({h.session for h in hemis if h.session})
-    first = hemis[0].doc if hemis else {}
+    sessions = sorted({h.session for h in found if h.session})
+    several_spaces = len({h.space for h in found}) > 1
+
+    def per_hemisphere(value) -> str:
+        """``value(doc)`` of the subject's hemispheres: once when they agree, else ``hemi-L: ...; hemi-R: ...``
+        (a rerun of one hemisphere with other settings)."""
+        each = {f"{h.entities + ' ' if len(sessions) > 1 else ''}hemi-{h.hemi}"
+                f"{' ' + h.space if several_spaces else ''}": value(h.doc) for h in hemis}
+        distinct = list(dict.fromkeys(each.values()))
+        return (distinct[0] if len(distinct) == 1 else "; ".join(f"{k}: {v}" for k, v in each.items())) or "n/a"
+
+    def method(doc: dict) -> str:
+        return (f"{doc.get('model', 'n/a')} / {doc.get('method', 'n/a')}"
+                + (f" ({METHODS[doc['method']]})" if doc.get("method") in METHODS else ""))
+
     summary_rows = [["subject", esc(subject)], ["sessions", esc(", ".join(sessions) or "n/a")],
-                    ["hemispheres", esc(", ".join(f"{h.entities} hemi-{h.hemi}" for h in hemis) or "none")],
+                    ["hemispheres", esc(", ".join(f"{h.entities} hemi-{h.hemi}{' ' + h.space if several_spaces else ''}"
+                                                  for h in hemis) or "none")],
                     ["template", esc(", ".join(dict.fromkeys(str(h.doc.get("template", h.space)) for h in hemis))
                                      or "n/a")],
                     ["template maps", esc(_template_maps(hemis))],
-                    ["output density", esc(first.get("output_density", "n/a"))],
-                    ["model / method", esc(f"{first.get('model', 'n/a')} / {first.get('method', 'n/a')}"
-                                           + (f" ({METHODS[first['method']]})" if first.get("method") in METHODS
-                                              else ""))],
-                    ["input", esc(first.get("input_source", "n/a"))]]
+                    ["output density", esc(per_hemisphere(lambda d: str(d.get("output_density", "n/a"))))],
+                    ["model / method", esc(per_hemisphere(method))],
+                    ["input", esc(per_hemisphere(lambda d: str(d.get("input_source", "n/a"))))]]
     body.append('<section id="summary"><h2>Summary</h2>' + table(["", ""], summary_rows, left=2) + "</section>")
 
     # per hemisphere
     all_notes: list[tuple[str, str]] = []
     warns: list[tuple[str, str]] = []
+    attention: list[str] = []  # HTML items said at the top of the page: flagged, stale, failed hemispheres
+    attention += [f"{esc(h.entities)} hemi-{esc(h.hemi)} {esc(h.space)}: not in this report: {esc(h.problem)}"
+                  for h in unusable]
     from .figures import FigureKeeper
 
     keeper = FigureKeeper()  # a hemisphere's figures are refilled for the next one of the same layout
-    several_spaces = len({h.space for h in hemis}) > 1
     for h in hemis:
         anchor = hemisphere_anchor(h.entities, h.hemi, h.space)
-        nav.append((anchor, f"{h.session + ' ' if h.session else ''}hemi-{h.hemi}"
+        nav.append((anchor, f"{'ses-' + h.session + ' ' if h.session else ''}hemi-{h.hemi}"
                             + (f" {h.space}" if several_spaces else "")))
         try:
             figs, notes = hemisphere_figures(h, output_dir, fig_dir, keeper)
@@ -223,12 +243,22 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
         verdict_doc = h.doc.get("quality") if isinstance(h.doc.get("quality"), dict) else {}
         thresholds = QualityThresholds.from_dict(verdict_doc.get("thresholds"))
         hemi_warnings = quality_warnings(h.registration, h.features, thresholds)
-        flagged = bool(assess(h.registration, h.features, thresholds).flagged)
+        judged = assess(h.registration, h.features, thresholds)
+        flagged = bool(judged.flagged)
         warns += [(anchor, w) for w in hemi_warnings]
         if low_resolution_used(h.registration):
             warns.append((anchor, LOW_RESOLUTION_NOTE))
-        verdict = ('<span class="err">FLAGGED</span> (see Errors and warnings)' if flagged
+        # the group table's ``stale``: the latest run of this hemisphere failed, these outputs are an earlier run's
+        stale = latest_run_failure(h.doc)
+        verdict = (f'<span class="err">STALE</span>: {esc(stale)}; these outputs are an earlier run&#x27;s' if stale
+                   else '<span class="err">FLAGGED</span> (see Errors and warnings)' if flagged
                    else '<span class="ok">ok</span>')
+        where = (f'<a href="#{esc(anchor)}">{esc(h.entities)} hemi-{esc(h.hemi)}'
+                 f'{" " + esc(h.space) if several_spaces else ""}</a>')
+        if stale:
+            attention.append(f"{where}: STALE: {esc(stale)}")
+        if flagged:
+            attention.append(f"{where}: FLAGGED by the quality gates: {esc('; '.join(judged.reasons))}")
         parts = [f'<section id="{esc(anchor)}"><h2>{esc(h.entities)} hemi-{esc(h.hemi)} '
                  f'&rarr; {esc(h.doc.get("template", h.space))}</h2><p>quality: {verdict}</p>']
         for kind, caption, rel in figs:
@@ -244,16 +274,19 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
         body.append('<section id="metrics"><h2>Metrics</h2><p class="note">Pearson correlation (CC) of each '
                     "registration feature with the template on its ico-6 grid; distortion of the registered "
                     "native mesh relative to the native sphere, log2 units as <code>wb_command "
-                    "-surface-distortion</code>.</p>" + _metrics_table(hemis) + "</section>")
+                    "-surface-distortion</code>. " + esc(DIRECTIONS) + "</p>" + _metrics_table(hemis) + "</section>")
 
     # errors and warnings
     nav.append(("errors", "Errors and warnings"))
     crashes = crash_reports(output_dir, subject, session)
     logs = log_messages(output_dir, subject)
-    found_hemis = {(h.session, h.hemi) for h in hemis}
+    found_hemis = {(h.session, h.hemi) for h in found}
     missing = [f"no outputs for {('ses-' + s + ' ') if s else ''}hemi-{x} (failed or not requested)"
                for s in (sessions or [session]) for x in ("L", "R") if (s, x) not in found_hemis]
-    items = ([f'<li class="err">{esc(n)} &mdash; {esc(e)} <span class="note">({esc(f)})</span></li>'
+    attention += [f'{esc(m)} (<a href="#errors">Errors and warnings</a>)' for m in missing]
+    items = ([f'<li class="err">{esc(h.entities)} hemi-{esc(h.hemi)} {esc(h.space)}: not in this report: '
+              f"{esc(h.problem)}</li>" for h in unusable] +
+             [f'<li class="err">{esc(n)} &mdash; {esc(e)} <span class="note">({esc(f)})</span></li>'
               for f, n, e in crashes] +
              [f'<li class="err">{esc(m)}</li>' for m in missing] +
              [f'<li class="warn">{esc(a)}: {esc(w)}</li>' for a, w in warns] +
@@ -293,6 +326,9 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
                 (markdown(text) if text else '<p class="note">logs/CITATION.md not found in the outputs.</p>') +
                 "</section>")
 
+    if attention:  # at the top, under the title: what a rater must not miss
+        body.insert(1, '<div class="attention"><p class="err"><b>Needs attention</b></p><ul>'
+                    + "".join(f'<li class="err">{item}</li>' for item in attention) + "</ul></div>")
     body.append(_built_by())
     out = output_dir / report_name(subject, session)
     return atomic_write_text(out, page(f"geomorph-bids: {title}", nav, "\n".join(body)))
@@ -303,7 +339,8 @@ _FIGURE_LINK = re.compile(r'<img class="fig" src="([^"]+)"')
 
 def report_is_current(output_dir: str | Path, subject: str) -> bool:
     """``sub-X.html`` exists, is newer than every output of the subject (a rerun that
-    changed nothing leaves the outputs, hence the report, untouched) and than its crash files
+    changed nothing leaves the outputs, hence the report, untouched) and every folder of them (outputs
+    deleted or renamed since change their folder's time, not the others') and than its crash files
     (a failure since is listed), was drawn by this version of geomorph-bids, has every figure
     it links (figures deleted since are drawn again) and was not written without some of them
     (:data:`INCOMPLETE`: a full disk or the file-size limit when it was built)."""
@@ -312,9 +349,13 @@ def report_is_current(output_dir: str | Path, subject: str) -> bool:
     if not html.is_file():
         return False
     drawn = html.stat().st_mtime_ns
-    stamps = [p.stat().st_mtime_ns for p in (output_dir / f"sub-{subject}").rglob("*")
-              if p.is_file() and "figures" not in p.relative_to(output_dir).parts]
-    if not stamps or drawn < max(stamps):
+    subject_dir = output_dir / f"sub-{subject}"
+    entries = [p for p in subject_dir.rglob("*") if "figures" not in p.relative_to(output_dir).parts]
+    if not any(p.is_file() for p in entries):
+        return False
+    # folders too: outputs deleted or renamed since (a hemisphere gone) leave the files' times as they
+    # were but not their folder's
+    if drawn < max(p.stat().st_mtime_ns for p in [subject_dir, *entries]):
         return False
     if any(p.stat().st_mtime_ns > drawn for p in subject_crash_files(output_dir, subject)):
         return False

@@ -465,3 +465,64 @@ def test_sessions_with_anatomy_but_no_outputs_are_named(outputs):
     (bids / "derivatives" / "smriprep" / "sub-02" / "ses-2" / "anat").rmdir()
     code, err = _group(outputs)
     assert "have no outputs" not in err
+
+
+def test_flagged_and_failed_hemispheres_are_at_the_top_of_the_group_page(outputs):
+    """A rater reading group.html: a hemisphere flagged by the quality gates was one word,
+    ``flagged``, in the table's last column (highlighted only when it was also an outlier, and
+    neither the gate nor its threshold said anywhere on the page), and a hemisphere whose
+    participant run failed (sub-03 hemi-R: its crash file, no outputs) was on the page nowhere:
+    sub-03 had a row, so no line named it. Both are now listed at the top, the flagged row with
+    the gate, its value and the threshold, the failed one with its error and crash file (also on
+    a warning line), and a flagged row is marked in the table."""
+    path = outputs / "sub-02" / "anat" / "sub-02_hemi-L_space-fsaverage_desc-geomorph_metrics.json"
+    doc = json.loads(path.read_text())
+    floor = round(doc["registration"]["cc_sulc_after"] + 0.01, 3)
+    doc["quality"] = {"flagged": True, "reasons": [], "thresholds": {"min_cc_after": floor}}
+    path.write_text(json.dumps(doc))
+    code, err = _group(outputs)
+    assert code == 3 and "FLAGGED sub-02 hemi-L" in err
+    line = ("warning: 1 hemisphere(s) failed at the participant level and have no row (rerun the participant level "
+            "for them):\n  sub-03 hemi-R: InputError: lh.sulc: feature has NaN values "
+            "(logs/crash-abc/crash-20260101-000000-user-register-x.txt)")
+    assert line in err
+    text = (outputs / "group.html").read_text()
+    top = text[:text.index('id="distributions"')]
+    assert "1 hemisphere(s) flagged by the quality gates" in top
+    assert f"(minimum {floor:g})" in top and 'href="sub-02.html' not in top  # no report to link to
+    assert "sub-03 hemi-R: InputError: lh.sulc: feature has NaN values" in top
+    build_participant_report(outputs, "03")  # its report lists the crash: the line links to it
+    _group(outputs)
+    assert '<a href="sub-03.html#errors">sub-03 hemi-R</a>: InputError' in (outputs / "group.html").read_text()
+    table = text[text.index('id="table"'):]
+    flagged_rows = [tr for tr in table.split("<tr")[1:] if 'class="flagged"' in tr]
+    assert len(flagged_rows) == 1 and "sub-02 L" in flagged_rows[0]
+    # a later run of the failed hemisphere that succeeded gives it a row: it is no longer listed
+    shutil.copy(outputs / "sub-03" / "anat" / "sub-03_hemi-L_space-fsaverage_desc-geomorph_metrics.json",
+                outputs / "sub-03" / "anat" / "sub-03_hemi-R_space-fsaverage_desc-geomorph_metrics.json")
+    doc = json.loads((outputs / "sub-03" / "anat" / "sub-03_hemi-R_space-fsaverage_desc-geomorph_metrics.json")
+                     .read_text())
+    (outputs / "sub-03" / "anat" / "sub-03_hemi-R_space-fsaverage_desc-geomorph_metrics.json").write_text(
+        json.dumps({**doc, "hemi": "R"}))
+    shutil.copy(outputs / "sub-03" / "anat" / "sub-03_hemi-L_space-fsaverage_desc-geomorph_sphere.surf.gii",
+                outputs / "sub-03" / "anat" / "sub-03_hemi-R_space-fsaverage_desc-geomorph_sphere.surf.gii")
+    code, err = _group(outputs)
+    assert "failed at the participant level" not in err, err
+    assert "NaN values" not in (outputs / "group.html").read_text()
+
+
+def test_the_pages_say_which_way_each_metric_is_better_and_the_group_table_its_units(outputs):
+    """A rater reading the metrics tables: neither page said that a higher CC is better while
+    distortion, folds and run time are better low (0: none), and the group table's distortion
+    headers had no unit (``areal mean``, ``shape mean``: |log2| and log2 in the outlier table).
+    The template maps of the group summary did not say which hemisphere each line was."""
+    build_participant_report(outputs, "01")
+    text = build_group_report(outputs).read_text()
+    table = text[text.index('id="table"'):]
+    assert "areal mean |log2|" in table and "areal p95 |log2|" in table and "shape mean (log2)" in table
+    assert "CC: higher is better (1: the template&#x27;s map)" in text and "lower is better (0: none)" in text
+    participant = (outputs / "sub-01.html").read_text()
+    metrics = participant[participant.index('id="metrics"'):]
+    assert "CC: higher is better (1: the template&#x27;s map)" in metrics and "lower is better (0: none)" in metrics
+    summary = text[text.index('id="summary"'):text.index("</section>")]
+    assert "hemi-L: " in summary and "hemi-R: " in summary

@@ -132,6 +132,8 @@ def test_errors_and_missing_hemisphere(outputs):
 
 
 def test_subject_without_outputs_and_sessions(outputs):
+    import json
+
     html = build_participant_report(outputs, "99")
     assert "no outputs for hemi-L" in html.read_text()
     src = outputs / "sub-01" / "anat"
@@ -139,7 +141,14 @@ def test_subject_without_outputs_and_sessions(outputs):
     ses.mkdir(parents=True)
     for p in src.iterdir():
         shutil.copy(p, ses / p.name.replace("sub-01", "sub-04_ses-a"))
-    assert [(h.session, h.hemi) for h in find_hemispheres(outputs, "04")] == [("a", "L"), ("a", "R")]
+        if p.name.endswith("_metrics.json"):  # what it records matches its name, or it is no row (check_metrics)
+            doc = json.loads(p.read_text())
+            (ses / p.name.replace("sub-01", "sub-04_ses-a")).write_text(json.dumps({**doc, "subject": "04",
+                                                                                   "session": "a"}))
+    assert [(h.session, h.hemi, h.problem) for h in find_hemispheres(outputs, "04")] == [("a", "L", None),
+                                                                                       ("a", "R", None)]
+    whole = build_participant_report(outputs, "04").read_text()
+    assert '<a href="#sub-04_ses-a_hemi-L_space-fsaverage">ses-a hemi-L</a>' in whole  # not "a hemi-L"
     one = build_participant_report(outputs, "04", session="a")
     assert one.name == report_name("04", "a") == "sub-04_ses-a.html"
     assert len(_parse(one).imgs) == 6
@@ -351,5 +360,138 @@ def test_the_report_judges_with_the_thresholds_the_run_used(outputs):
     doc["quality"] = {"flagged": True, "reasons": ["correlation"], "thresholds": {"min_cc_after": round(cc + 0.01, 3)}}
     path.write_text(json.dumps(doc))
     text = build_participant_report(outputs, "01").read_text()
-    assert text.count("FLAGGED") == 1 and f"(minimum {round(cc + 0.01, 3):g})" in text
+    # the hemisphere's verdict, and the top of the page (Needs attention) naming it
+    assert text.count('<span class="err">FLAGGED</span>') == 1 and text.count("FLAGGED by the quality gates") == 1
+    assert f"(minimum {round(cc + 0.01, 3):g})" in text
     assert 'id="sub-01_hemi-L_space-fsaverage"' in text and 'id="sub-01_hemi-R_space-fsaverage"' in text
+
+
+@pytest.mark.parametrize("change", ["deleted", "renamed"])
+def test_a_report_is_not_current_after_a_hemispheres_outputs_were_deleted_or_renamed(outputs, change):
+    """A QC rater's ``--reports-only`` after a hemisphere's outputs were deleted (or renamed: a
+    backup kept beside them) reused the report, which still showed that hemisphere as ok with its
+    figures: ``report_is_current`` compared the report with the files left, none newer. A
+    folder whose entries changed after the report (its mtime) now makes the report stale."""
+    import os
+
+    from geomorph_bids.batch.tasks import build_report
+    from geomorph_bids.reports.participant import report_is_current
+
+    html = build_report(outputs, "01", True).path
+    assert report_is_current(outputs, "01") and "sub-01 hemi-R" in html.read_text()
+    anat = outputs / "sub-01" / "anat"
+    late = html.stat().st_mtime_ns + 10 ** 9  # the change comes after the report
+    for path in anat.glob("sub-01_hemi-R_*"):
+        stamp = path.stat().st_mtime_ns  # deleting or renaming keeps the other files' times
+        if change == "deleted":
+            path.unlink()
+        else:
+            path.rename(path.with_name("old_" + path.name))
+            os.utime(path.with_name("old_" + path.name), ns=(stamp, stamp))
+    os.utime(anat, ns=(late, late))
+    assert not report_is_current(outputs, "01")
+    again = build_report(outputs, "01", True)
+    assert not again.kept and "sub-01_hemi-R_space-fsaverage" not in _parse(again.path).ids
+    assert "no outputs for hemi-R" in html.read_text() and report_is_current(outputs, "01")
+
+
+def test_flagged_failed_and_stale_hemispheres_are_said_at_the_top_of_the_report(outputs):
+    """A rater opening sub-X.html saw the summary and the hemispheres' figures first; a hemisphere
+    whose run failed (no outputs) was named only in "Errors and warnings" at the end of the page,
+    and one whose latest run failed while an earlier run's outputs were kept (the group table's
+    ``stale``) read "quality: ok". The page now opens with what needs a look, each flagged
+    hemisphere with its gate, value and threshold, and a stale hemisphere's verdict says so."""
+    import json
+
+    text = build_participant_report(outputs, "01").read_text()
+    assert 'class="attention"' not in text  # nothing to say: nothing said
+    text = build_participant_report(outputs, "03").read_text()
+    top = text[:text.index('id="summary"')]
+    assert 'class="attention"' in top and "no outputs for hemi-R (failed or not requested)" in top
+    path = outputs / "sub-01" / "anat" / "sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json"
+    doc = json.loads(path.read_text())
+    floor = round(doc["registration"]["cc_sulc_after"] + 0.01, 3)
+    doc["quality"] = {"flagged": True, "reasons": [], "thresholds": {"min_cc_after": floor}}
+    path.write_text(json.dumps(doc))
+    path = outputs / "sub-01" / "anat" / "sub-01_hemi-R_space-fsaverage_desc-geomorph_metrics.json"
+    doc = json.loads(path.read_text())
+    doc["latest_run_failed"] = {"reason": "InputError: rh.sulc: is empty (0 bytes) (logs/crash-x/crash-y.txt)"}
+    path.write_text(json.dumps(doc))
+    text = build_participant_report(outputs, "01").read_text()
+    top = text[:text.index('id="summary"')]
+    assert 'href="#sub-01_hemi-L_space-fsaverage"' in top and f"(minimum {floor:g})" in top
+    assert 'href="#sub-01_hemi-R_space-fsaverage"' in top and "the latest run failed: InputError: rh.sulc" in top
+    section = text[text.index('id="sub-01_hemi-R_space-fsaverage"'):]
+    assert section.split("</p>")[0].endswith(
+        'quality: <span class="err">STALE</span>: the latest run failed: InputError: rh.sulc: is empty (0 bytes) '
+        "(logs/crash-x/crash-y.txt); these outputs are an earlier run&#x27;s")
+
+
+@pytest.mark.parametrize("damage", ["metrics not JSON", "registered sphere deleted"])
+def test_a_hemisphere_the_group_level_cannot_use_is_not_shown_as_ok(outputs, damage):
+    """``--reports-only`` after a metrics file was damaged (or the registered sphere deleted)
+    printed ``FAILED <file>: ...; not in its participant's report``, yet the report drew that
+    hemisphere with ``quality: ok`` (figures of the files left; n/a metrics, or a note that the
+    distortion maps "need the native sphere", which was there). The report now leaves it out as
+    the line says, and names it at the top with the same reason."""
+    anat = outputs / "sub-01" / "anat"
+    if damage == "metrics not JSON":
+        target = anat / "sub-01_hemi-R_space-fsaverage_desc-geomorph_metrics.json"
+        target.write_text('{"subject": "01", "hemi')
+        why = "is not valid JSON"
+    else:
+        target = anat / "sub-01_hemi-R_space-fsaverage_desc-geomorph_sphere.surf.gii"
+        target.unlink()
+        why = "is missing beside its metrics file (deleted or moved?)"
+    text = build_participant_report(outputs, "01").read_text()
+    ids = _parse(outputs / "sub-01.html").ids
+    assert "sub-01_hemi-R_space-fsaverage" not in ids and "sub-01_hemi-L_space-fsaverage" in ids
+    top = text[:text.index('id="summary"')]
+    assert "sub-01 hemi-R fsaverage: not in this report: " in top and f"{target}: {why}" in top
+    assert "no outputs for hemi-R" not in text  # it has outputs: they cannot be used
+    assert text.count('quality: <span class="ok">ok</span>') == 1
+
+
+def test_the_summary_names_each_hemispheres_method_where_they_differ(outputs):
+    """A rerun of one hemisphere with other settings (``--model rigid --hemi L`` over default
+    outputs) left a report whose summary said ``model / method: rigid / rigid`` for the subject,
+    from the first hemisphere alone, while hemi-R was still the optimiser's. The summary now
+    names each hemisphere's where they differ (as the template maps already did)."""
+    import json
+
+    path = outputs / "sub-01" / "anat" / "sub-01_hemi-R_space-fsaverage_desc-geomorph_metrics.json"
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "model": "default", "method": "optimise", "output_density": "41k"}))
+    text = build_participant_report(outputs, "01").read_text()
+    summary = text[text.index('id="summary"'):text.index("</section>")]
+    assert ("hemi-L: rigid / rigid (rigid pre-alignment only); hemi-R: default / optimise (warp optimised for this "
+            "hemisphere)") in summary
+    assert "hemi-L: 10k; hemi-R: 41k" in summary
+    text = build_participant_report(outputs, "02").read_text()  # the same for both: said once
+    summary = text[text.index('id="summary"'):text.index("</section>")]
+    assert "<td class=\"l\">rigid / rigid (rigid pre-alignment only)</td>" in summary and "hemi-L: 10k" not in summary
+
+
+def test_the_summary_of_a_subject_registered_to_two_templates_names_each(outputs):
+    """A subject registered to fsLR and to fsaverage: the summary listed its hemispheres as
+    ``sub-01 hemi-L, sub-01 hemi-L`` and the template maps as ``hemi-L: ...; hemi-L: ...``, not
+    saying which template each was; the group summary's template maps did not name it either."""
+    import json
+
+    from geomorph_bids.reports import build_group_report
+
+    anat = outputs / "sub-01" / "anat"
+    for path in sorted(anat.glob("sub-01_hemi-L_space-fsaverage_desc-geomorph_*")):
+        target = anat / path.name.replace("space-fsaverage", "space-fsLR")
+        if path.name.endswith("_metrics.json"):
+            doc = json.loads(path.read_text())
+            target.write_text(json.dumps({**doc, "template": "fsLR"}))
+        else:
+            target.write_bytes(path.read_bytes())
+    text = build_participant_report(outputs, "01").read_text()
+    summary = text[text.index('id="summary"'):text.index("</section>")]
+    assert "sub-01 hemi-L fsLR, sub-01 hemi-L fsaverage, sub-01 hemi-R fsaverage" in summary
+    assert "hemi-L fsLR: " in summary and "hemi-L fsaverage: " in summary
+    text = build_group_report(outputs).read_text()
+    summary = text[text.index('id="summary"'):text.index("</section>")]
+    assert "fsLR hemi-L: " in summary and "fsaverage hemi-L: " in summary
