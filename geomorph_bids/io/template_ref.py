@@ -29,7 +29,7 @@ from ..errors import InputError
 from .custom_template import (DESCRIPTION, custom_feature_file, custom_provenance, custom_template_info,
                               find_custom_template, load_custom_template)
 from .template_sources import (TemplateSearch, TemplateSource, discover_sources, explicit_base, fallback_warnings,
-                               is_low_resolution, load_source)
+                               is_low_resolution, load_source, low_resolution_note)
 from .templates import Template, available_templates, is_bundled_template
 
 __all__ = ["TemplateRef", "resolve_template_ref", "template_search_path", "resolve_template", "HEMIS"]
@@ -125,6 +125,20 @@ class TemplateRef:
     def low_resolution(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> bool:
         """Whether any of ``hemis`` uses the bundled low-resolution fsaverage (fsaverage5-derived)."""
         return not self.is_custom and any(is_low_resolution(self.source(h, features)) for h in hemis)
+
+    def low_resolution_note(self, features: Sequence[str], hemi: str) -> str | None:
+        """What to say after ``registered`` when ``hemi`` uses low-resolution maps (the bundled
+        fsaverage, or maps found here with fewer than 163,842 vertices:
+        :func:`~geomorph_bids.io.template_sources.low_resolution_note`), else None."""
+        if not self.low_resolution(features, (hemi,)):
+            return None
+        source = self.source(hemi, features)
+        if source.is_bundled:
+            return low_resolution_note({"template_source": "bundled"}, self.base)
+        from .template_sources import _header_vertices
+
+        return low_resolution_note({"template_source": source.kind, "template_source_path": str(source.folder),
+                                    "template_vertices": _header_vertices(source)}, self.base)
 
     def describe(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> str:
         """One line: where the maps come from, e.g. ``fsaverage from FreeSurfer fsaverage /x``."""

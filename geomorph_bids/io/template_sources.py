@@ -18,6 +18,10 @@ maps exist) are looked up, per hemisphere, in this order (:func:`discover_source
    ``--fs-subjects-dir``, ``$SUBJECTS_DIR`` and ``$FREESURFER_HOME/subjects``, in that order;
 4. ``bundled``: the maps in ``geomorph_bids/data/templates``.
 
+Among 2 and 3, sources with more vertices come first (an fsaverage5 linked as ``fsaverage``, or
+TemplateFlow's den-10k files, never hides a full fsaverage further on); one with fewer than
+:data:`FULL_VERTICES`, when used, is said (:func:`low_resolution_note`).
+
 A source needs a sphere and sulc; it offers curv (and other maps) when present. The first
 source that has every map a run needs is used; one that lacks a needed map is passed over with
 one warning line naming what is missing (:func:`fallback_warnings`). Where to look is decided
@@ -49,7 +53,7 @@ from .limits import annex_key
 __all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "SOURCE_KINDS", "SAMPLING", "BUNDLED_ORIGIN",
            "discover_sources", "explicit_base", "files_sha256", "load_source", "sample_on_grid", "fallback_warnings",
            "is_low_resolution", "LOW_RESOLUTION_NOTE", "low_resolution_used", "describe_provenance",
-           "source_record"]
+           "source_record", "FULL_VERTICES", "low_resolution_note"]
 
 #: source kinds, in the order they are looked up
 SOURCE_KINDS = ("folder", "templateflow", "freesurfer", "bundled")
@@ -66,6 +70,10 @@ BUNDLED_ORIGIN: dict[str, tuple[int, str]] = {
     "fsLR": (163842, "sMRIPrep's fsLR refsulc (163,842 vertices), area-averaged onto ico-6"),
 }
 
+#: vertex count of a standard template's full-resolution maps (FreeSurfer's fsaverage; fsLR's 164k mesh):
+#: a source with fewer (an fsaverage5 or fsaverage6 in fsaverage's place, TemplateFlow's den-10k,
+#: den-41k or fsLR den-32k files) is tried after any with more, and its use is said
+FULL_VERTICES = 163842
 #: TemplateFlow densities tried, highest first
 _TF_DENSITIES = {"fsaverage": ("164k", "41k", "10k"), "fsLR": ("164k", "59k", "32k")}
 #: FreeSurfer file prefixes
@@ -96,9 +104,34 @@ def _recorded_count(value: Any) -> int | None:
 def low_resolution_used(provenance: Mapping[str, Any]) -> bool:
     """Whether a registration's provenance (metrics ``template_*``) is the bundled fsaverage
     built from fsaverage5 (``template_built_from_vertices``; outputs of versions before it
-    recorded the origin's count as ``template_vertices``)."""
-    origin = provenance.get("template_built_from_vertices", provenance.get("template_vertices"))
-    return provenance.get("template_source") == "bundled" and (_recorded_count(origin) or 0) < 163842
+    recorded the origin's count as ``template_vertices``), or maps found on this machine with
+    fewer than :data:`FULL_VERTICES` vertices (an fsaverage5 linked as ``fsaverage``)."""
+    kind = provenance.get("template_source")
+    if kind == "bundled":
+        origin = provenance.get("template_built_from_vertices", provenance.get("template_vertices"))
+        return (_recorded_count(origin) or 0) < FULL_VERTICES
+    return kind in _FOUND_THROUGH and 0 < (_recorded_count(provenance.get("template_vertices")) or 0) < FULL_VERTICES
+
+
+def low_resolution_note(provenance: Mapping[str, Any], template: str = "fsaverage") -> str:
+    """What the command line and the reports say after ``registered`` when
+    :func:`low_resolution_used` holds: :data:`LOW_RESOLUTION_NOTE` for the bundled fsaverage;
+    for maps found on this machine (``template``: ``fsaverage`` or ``fsLR``), their vertex count
+    and folder, e.g. ``registered to fsaverage maps of 10,242 vertices (FreeSurfer
+    /x/fsaverage), not the full template's 163,842: ...``."""
+    if provenance.get("template_source") == "bundled":
+        return LOW_RESOLUTION_NOTE
+    n = _recorded_count(provenance.get("template_vertices")) or 0
+    what = _KIND_WORDS.get(str(provenance.get("template_source")), str(provenance.get("template_source")))
+    guess = ("an fsaverage5 (10,242) or fsaverage6 (40,962) in fsaverage's place, or TemplateFlow's den-10k/den-41k "
+             "files?" if template == "fsaverage" else "TemplateFlow's den-32k/den-59k files?")
+    full = ("--template-dir, SUBJECTS_DIR or TEMPLATEFLOW_HOME pointing at a FreeSurfer fsaverage folder "
+            "($FREESURFER_HOME/subjects/fsaverage) or TemplateFlow's den-164k files" if template == "fsaverage" else
+            "--template-dir or TEMPLATEFLOW_HOME pointing at TemplateFlow's den-164k files, or --template-dir "
+            "bundled (built from fsLR's 163,842-vertex refsulc)")
+    return (f"registered to {template} maps of {n:,} vertices ({what} {provenance.get('template_source_path', '')}), "
+            f"not the full template's {FULL_VERTICES:,} ({guess}): registrations to the full one are more accurate "
+            f"(docs/templates.md). To use it: {full}")
 
 
 def describe_provenance(provenance: Mapping[str, Any]) -> str:
@@ -123,6 +156,10 @@ def source_record(provenance: Mapping[str, Any]) -> dict[str, Any]:
     return {"Kind": p.get("template_source"), "Path": p.get("template_source_path"),
             "Vertices": p.get("template_vertices"), **({"BuiltFromVertices": origin} if origin else {}),
             "SHA256": p.get("template_sha256")}
+
+
+#: a source kind in messages
+_KIND_WORDS = {"folder": "folder", "templateflow": "TemplateFlow", "freesurfer": "FreeSurfer", "bundled": "bundled"}
 
 
 class TemplateWarning(UserWarning):
@@ -209,8 +246,7 @@ class TemplateSource:
 
     def describe(self) -> str:
         """One line for messages, e.g. ``FreeSurfer fsaverage /opt/subjects/fsaverage``."""
-        what = {"folder": "folder", "templateflow": "TemplateFlow", "freesurfer": "FreeSurfer",
-                "bundled": "bundled"}[self.kind]
+        what = _KIND_WORDS[self.kind]
         return f"the bundled {self.base}" if self.is_bundled else f"{what} {self.base} {self.folder}"
 
     def files(self, features: Sequence[str]) -> list[Path]:
@@ -253,9 +289,11 @@ class TemplateSource:
 
 
 def is_low_resolution(source: TemplateSource) -> bool:
-    """Whether ``source`` is the bundled fsaverage built from fsaverage5 (the one the reports
-    warn about)."""
-    return source.is_bundled and BUNDLED_ORIGIN.get(source.base, (163842, ""))[0] < 163842
+    """Whether ``source`` is the bundled fsaverage built from fsaverage5, or maps on this
+    machine with fewer than :data:`FULL_VERTICES` vertices (the ones the reports warn about)."""
+    if source.is_bundled:
+        return BUNDLED_ORIGIN.get(source.base, (FULL_VERTICES, ""))[0] < FULL_VERTICES
+    return 0 < _header_vertices(source) < FULL_VERTICES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +311,18 @@ def _placeholder(path: Path) -> bool:
     if path.is_symlink() and not path.exists():
         return True
     return path.is_file() and (path.stat().st_size == 0 or annex_key(path) is not None)
+
+
+def _header_vertices(source: TemplateSource) -> int:
+    """Vertex count of a non-bundled source's sphere from its file's header only (0 when the
+    header cannot be read: the file is read, and refused on one line, when it is loaded)."""
+    from .freesurfer import read_fs_vertex_count
+    from .gifti import gifti_vertex_count, is_gifti_name
+
+    if source.sphere is None:
+        return 0
+    count = (gifti_vertex_count if is_gifti_name(source.sphere.name) else read_fs_vertex_count)(source.sphere)
+    return int(count or 0)
 
 
 def _freesurfer_source(kind: str, surf: Path, hemi: str, notes: list[str]) -> TemplateSource | None:
@@ -379,10 +429,11 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
         home = search.templateflow_home
         if home is not None and home.exists() and not home.is_dir():
             info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME is a file, not TemplateFlow's folder; not used")
+        found_here: list[TemplateSource] = []  # TemplateFlow's and FreeSurfer's, in that order
         if search.templateflow_home is not None:
             src = _templateflow_source("templateflow", search.templateflow_home / f"tpl-{base}", base, hemi, notes,
                                        info)
-            found += [src] if src else []
+            found_here += [src] if src else []
         if base == "fsaverage":
             for d in search.subjects_dirs:
                 link = d / "fsaverage"
@@ -391,7 +442,10 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
                                  "container? bind that folder too, or pass --template-dir with a copy of fsaverage)")
                     continue
                 src = _freesurfer_source("freesurfer", link / "surf", hemi, notes)
-                found += [src] if src else []
+                found_here += [src] if src else []
+        # the most vertices first (stable): an fsaverage5 linked as $SUBJECTS_DIR/fsaverage, or
+        # TemplateFlow's den-10k files fetched for fMRIPrep, never hides a full fsaverage further on
+        found += sorted(found_here, key=lambda s: -min(_header_vertices(s) or FULL_VERTICES, FULL_VERTICES))
     from ..resources import data_dir
 
     found.append(TemplateSource("bundled", base, hemi, data_dir() / "templates", None,

@@ -32,7 +32,7 @@ from ..derivatives import CITATION, CRASH_FILES, DATASET_DESCRIPTION, LOGS, figu
 from ..engine.model_choice import METHODS
 from ..errors import describe_os_error
 from ..io.atomic import atomic_write_text
-from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
+from ..io.template_sources import describe_provenance, low_resolution_note, low_resolution_used
 from ..quality import QualityThresholds, assess, quality_warnings
 from .hemisphere_figures import hemisphere_figures
 from .html import esc, fmt, markdown, page, software_versions, table
@@ -226,7 +226,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
         flagged = bool(assess(h.registration, h.features, thresholds).flagged)
         warns += [(anchor, w) for w in hemi_warnings]
         if low_resolution_used(h.registration):
-            warns.append((anchor, LOW_RESOLUTION_NOTE))
+            warns.append((anchor, low_resolution_note(h.registration, str(h.doc.get("template", h.space)))))
         verdict = ('<span class="err">FLAGGED</span> (see Errors and warnings)' if flagged
                    else '<span class="ok">ok</span>')
         parts = [f'<section id="{esc(anchor)}"><h2>{esc(h.entities)} hemi-{esc(h.hemi)} '

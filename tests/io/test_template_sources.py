@@ -14,7 +14,8 @@ from geomorph_bids.errors import InputError
 from geomorph_bids.io.gifti import write_metric, write_surface
 from geomorph_bids.io.template_ref import TemplateRef, resolve_template_ref
 from geomorph_bids.io.template_sources import (LOW_RESOLUTION_NOTE, TemplateSearch, describe_provenance,
-                                               discover_sources, load_source, low_resolution_used, sample_on_grid)
+                                               discover_sources, load_source, low_resolution_note, low_resolution_used,
+                                               sample_on_grid)
 from geomorph_bids.io.templates import load_template
 from geomorph_bids.sphere.icosphere import icosphere
 
@@ -190,7 +191,9 @@ def test_a_missing_hemisphere_falls_back_for_that_hemisphere_only(tmp_path, writ
     ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
     assert ref.source("L", ("sulc",)).kind == "freesurfer" and ref.source("R", ("sulc",)).kind == "bundled"
     assert any("no rh.sphere or rh.sulc" in n for n in ref.notes)
-    assert ref.low_resolution(("sulc",), ("R",)) and not ref.low_resolution(("sulc",), ("L",))
+    # the right falls back to the bundled maps; the left's tiny fsaverage is fsaverage5-sized, and said so
+    assert ref.low_resolution_note(("sulc",), "R").startswith("registered to the bundled low-resolution fsaverage")
+    assert ref.low_resolution_note(("sulc",), "L").startswith("registered to fsaverage maps of 10,242 vertices (FreeSurfer")
 
 
 def test_provenance_and_sampling(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
@@ -211,8 +214,63 @@ def test_provenance_and_sampling(tmp_path, write_fsaverage, write_templateflow, 
     values = np.arange(len(v7), dtype=float)
     np.testing.assert_array_equal(sample_on_grid(values, (v7, f7)), values[:40962])
     bundled = TemplateRef.bundled("fsaverage").load("L", ("sulc",)).provenance
-    assert low_resolution_used(bundled) and not low_resolution_used(tpl.provenance)
+    assert low_resolution_used(bundled) and low_resolution_note(bundled) == LOW_RESOLUTION_NOTE
+    # the tiny fsaverage has fsaverage5's 10,242 vertices: coarse too, and said with its own count and folder
+    assert low_resolution_used(tpl.provenance)
+    assert low_resolution_note(tpl.provenance).startswith(f"registered to fsaverage maps of 10,242 vertices "
+                                                          f"(FreeSurfer {src.folder}), not the full template's 163,842")
     assert low_resolution_used({"template_source": "bundled", "template_vertices": 10242})  # an older version's record
+
+
+def _write_full_fsaverage(subjects: Path, hemi: str = "L") -> Path:
+    """A FreeSurfer-format fsaverage at full resolution (ico-7, 163,842 vertices: FreeSurfer's
+    fsaverage mesh), sulc the bundled map carried onto it (exactly the bundled values at the
+    ico-6 vertices)."""
+    from geomorph_bids.sphere.resample import resample
+
+    surf = subjects / "fsaverage" / "surf"
+    surf.mkdir(parents=True, exist_ok=True)
+    v7, f7 = icosphere(7)
+    sulc = load_template("fsaverage", hemi, ("sulc",)).features["sulc"]
+    prefix = {"L": "lh", "R": "rh"}[hemi]
+    nib.freesurfer.write_geometry(str(surf / f"{prefix}.sphere"), v7.astype(np.float32), f7.astype(np.int32))
+    nib.freesurfer.write_morph_data(str(surf / f"{prefix}.sulc"),
+                                    resample(sulc, icosphere(6), (v7, f7)).astype(np.float32))
+    return surf.parent
+
+
+def test_a_coarser_fsaverage_never_hides_a_full_one_and_is_said(tmp_path, write_fsaverage, write_templateflow):
+    """TemplateFlow's den-10k files (what fMRIPrep fetches for fsaverage5 outputs) in
+    $TEMPLATEFLOW_HOME, or an fsaverage5 linked as $SUBJECTS_DIR/fsaverage, were taken ahead of
+    FreeSurfer's full fsaverage further on ($FREESURFER_HOME/subjects), in silence: the command
+    line said "fsaverage from TemplateFlow fsaverage ...", only the metrics' 10,242 vertices told.
+    Now the full one is used, and coarse maps, when they are all there is, are said on one line."""
+    write_templateflow(tmp_path / "tf")  # den-10k: 10,242 vertices
+    coarse = write_fsaverage(tmp_path / "sd5")  # fsaverage5's mesh as $SUBJECTS_DIR/fsaverage
+    full = _write_full_fsaverage(tmp_path / "fshome" / "subjects")
+    env = {"TEMPLATEFLOW_HOME": str(tmp_path / "tf"), "SUBJECTS_DIR": str(tmp_path / "sd5"),
+           "FREESURFER_HOME": str(tmp_path / "fshome")}
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(None, None, env))
+    assert [(s.kind, s.folder) for s in ref.candidates("L")][:3] == [
+        ("freesurfer", full), ("templateflow", tmp_path / "tf" / "tpl-fsaverage"), ("freesurfer", coarse)]
+    tpl = ref.load("L", ("sulc",))
+    assert tpl.provenance["template_source_path"] == str(full) and tpl.provenance["template_vertices"] == 163842
+    assert not ref.low_resolution(("sulc",), ("L",)) and ref.low_resolution_note(("sulc",), "L") is None
+    assert not low_resolution_used(tpl.provenance)
+    # an explicit folder stays first, coarse or not (and is said to be coarse)
+    mine = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(coarse, None, env))
+    assert mine.source("L", ("sulc",)).kind == "folder"
+    assert mine.low_resolution_note(("sulc",), "L").startswith(f"registered to fsaverage maps of 10,242 vertices "
+                                                                f"(folder {coarse}), not the full template's 163,842")
+    # without the full one: TemplateFlow's den-10k files, said as such (not the bundled maps' note)
+    env.pop("FREESURFER_HOME")
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(None, None, env))
+    note = ref.low_resolution_note(("sulc",), "L")
+    assert note.startswith(f"registered to fsaverage maps of 10,242 vertices (TemplateFlow {tmp_path / 'tf' / 'tpl-fsaverage'})")
+    assert "fsaverage5 (10,242)" in note and "\n" not in note
+    assert low_resolution_note(ref.load("L", ("sulc",)).provenance) == note
+    # a population template (custom, on the ico-6 grid) is not a coarse standard template
+    assert not low_resolution_used({"template_source": "custom", "template_vertices": 40962})
 
 
 def test_the_bundled_maps_record_their_own_vertex_count_and_their_origins():
