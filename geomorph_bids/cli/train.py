@@ -371,6 +371,11 @@ def _resolve_template(args: argparse.Namespace, log):
     for line in ref.info:
         print(f"geomorph-train: note: {line}", file=sys.stderr)
     log(f"template maps: {ref.describe(args.features, hemis)}")
+    for hemi in hemis:  # the bundled low-resolution fsaverage, or coarser maps found here: said as the other commands do
+        low = ref.low_resolution_note(args.features, hemi)
+        if low:
+            print(f"geomorph-train: note: hemi-{hemi} training pairs are {low.replace('--fs-subjects-dir / ', '')}",
+                  file=sys.stderr)
     return ref
 
 
