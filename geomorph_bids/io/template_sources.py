@@ -366,6 +366,12 @@ def _templateflow_source(kind: str, folder: Path, base: str, hemi: str, notes: l
                     "downloads: `datalad get` them, or templateflow.api.get where there is network)")
     elif folder.is_dir() and kind != "templateflow":
         notes.append(f"{kind} {folder}: no hemi-{hemi} sphere and sulc")
+    elif folder.is_dir() and any(_real(p) for p in folder.glob(f"tpl-{base}_hemi-*_sulc.shape.gii")):
+        # a TemplateFlow with some of the template's maps (one hemisphere fetched, a sphere not):
+        # said like a FreeSurfer fsaverage without rh.sphere; one with none (TemplateFlow's tpl-fsLR
+        # has no sulc) is not
+        notes.append(f"TemplateFlow {base} {folder}: no hemi-{hemi} sphere and sulc of one density "
+                     f"(tpl-{base}_hemi-{hemi}_den-{'/'.join(_TF_DENSITIES[base])}_sphere.surf.gii and _sulc.shape.gii)")
     return None
 
 
@@ -429,6 +435,9 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
         home = search.templateflow_home
         if home is not None and home.exists() and not home.is_dir():
             info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME is a file, not TemplateFlow's folder; not used")
+        elif home is not None and not home.exists():  # a typo, a folder on a file system not mounted here
+            info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME " + ("is a link to a folder that does not exist here"
+                        if home.is_symlink() else "does not exist") + "; not used")
         found_here: list[TemplateSource] = []  # TemplateFlow's and FreeSurfer's, in that order
         if search.templateflow_home is not None:
             src = _templateflow_source("templateflow", search.templateflow_home / f"tpl-{base}", base, hemi, notes,

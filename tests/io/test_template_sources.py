@@ -558,3 +558,34 @@ def test_a_templateflow_home_that_is_a_file_or_a_sulc_that_is_a_folder_is_noted(
         environ={"TEMPLATEFLOW_HOME": str(tmp_path / "tf")}))
     assert [s.kind for s in ref.candidates("L")] == ["bundled"]
     assert f"TemplateFlow {folder}: {sulc.name} is a folder, not a file; not used" in ref.info
+
+
+def test_a_templateflow_with_one_hemisphere_or_a_missing_home_is_said(tmp_path, write_templateflow):
+    """$TEMPLATEFLOW_HOME with tpl-fsaverage's hemi-L maps only (one hemisphere fetched), the right
+    registered; or $TEMPLATEFLOW_HOME naming a folder that does not exist (a typo, a file system not
+    mounted on a compute node): both fell back to the bundled maps without a word (a FreeSurfer
+    fsaverage without rh.sphere, or a $TEMPLATEFLOW_HOME that is a file, got one)."""
+    folder = write_templateflow(tmp_path / "tf", hemis=("L",))
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(templateflow_home=tmp_path / "tf"))
+    assert ref.source("L", ("sulc",)).kind == "templateflow" and ref.source("R", ("sulc",)).kind == "bundled"
+    assert ref.warnings(("sulc",), ("R",)) == [
+        f"template: TemplateFlow fsaverage {folder}: no hemi-R sphere and sulc of one density "
+        "(tpl-fsaverage_hemi-R_den-164k/41k/10k_sphere.surf.gii and _sulc.shape.gii)"]
+    assert ref.warnings(("sulc",), ("L",)) == []  # the left has its maps: nothing to say
+    # a TemplateFlow whose template has no sulc at all (tpl-fsLR's own files) is not worth a word
+    (tmp_path / "tf" / "tpl-fsLR").mkdir()
+    write_surface(tmp_path / "tf" / "tpl-fsLR" / "tpl-fsLR_hemi-L_den-32k_sphere.surf.gii", *icosphere(3), hemi="L")
+    fslr = resolve_template_ref("fsLR", where=TemplateSearch(templateflow_home=tmp_path / "tf"))
+    assert fslr.warnings(("sulc",)) == [] and fslr.info == ()
+    # a home that does not exist, or a link to nowhere
+    for home in (tmp_path / "no_such", tmp_path / "link"):
+        if home.name == "link":
+            home.symlink_to(tmp_path / "gone")
+        ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(
+            environ={"TEMPLATEFLOW_HOME": str(home)}))
+        what = "is a link to a folder that does not exist here" if home.name == "link" else "does not exist"
+        assert ref.info == (f"TemplateFlow {home}: $TEMPLATEFLOW_HOME {what}; not used",)
+        assert ref.source("L", ("sulc",)).kind == "bundled"
+    # set but empty (TEMPLATEFLOW_HOME= in a job script): not set, nothing said
+    assert resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(
+        environ={"TEMPLATEFLOW_HOME": ""})) == TemplateRef.bundled("fsaverage")
