@@ -333,8 +333,11 @@ def _freesurfer_source(kind: str, surf: Path, hemi: str, notes: list[str]) -> Te
     missing = [p.name for p in (sphere, surf / f"{prefix}.sulc") if not _real(p)]
     if missing:
         if surf.is_dir():
+            zipped = [f"{m}.gz" for m in missing if (surf / f"{m}.gz").is_file()]  # gzip -r on a copy of FreeSurfer's
             notes.append(f"{'FreeSurfer' if kind == 'freesurfer' else kind} fsaverage {surf.parent}: "
-                         f"no {' or '.join(missing)} for hemi-{hemi}")
+                         f"no {' or '.join(missing)} for hemi-{hemi}"
+                         + (f" ({', '.join(zipped)} {'is' if len(zipped) == 1 else 'are'} gzipped; FreeSurfer files "
+                            f"are read uncompressed: gunzip {' '.join(zipped)})" if zipped else ""))
         return None
     return TemplateSource(kind, "fsaverage", hemi, surf.parent.absolute(), sphere.absolute(),
                           {k: v.absolute() for k, v in maps.items()})

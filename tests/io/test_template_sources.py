@@ -589,3 +589,20 @@ def test_a_templateflow_with_one_hemisphere_or_a_missing_home_is_said(tmp_path, 
     # set but empty (TEMPLATEFLOW_HOME= in a job script): not set, nothing said
     assert resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(
         environ={"TEMPLATEFLOW_HOME": ""})) == TemplateRef.bundled("fsaverage")
+
+
+def test_a_gzipped_fsaverage_says_to_gunzip_it(tmp_path, write_fsaverage):
+    """$SUBJECTS_DIR/fsaverage/surf/lh.sphere.gz and lh.sulc.gz (gzip -r on a copy of FreeSurfer's
+    folder): the warning said only "no lh.sphere or lh.sulc", with the files right there."""
+    import gzip
+
+    fs = write_fsaverage(tmp_path / "subjects", hemis=("L",))
+    for name in ("lh.sphere", "lh.sulc"):
+        path = fs / "surf" / name
+        path.with_name(f"{name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
+    assert ref.source("L", ("sulc",)).kind == "bundled"
+    assert ref.warnings(("sulc",), ("L",)) == [
+        f"template: FreeSurfer fsaverage {fs}: no lh.sphere or lh.sulc for hemi-L (lh.sphere.gz, lh.sulc.gz are "
+        "gzipped; FreeSurfer files are read uncompressed: gunzip lh.sphere.gz lh.sulc.gz)"]
