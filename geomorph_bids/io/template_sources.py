@@ -378,6 +378,21 @@ def _templateflow_source(kind: str, folder: Path, base: str, hemi: str, notes: l
     return None
 
 
+#: FreeSurfer's left-right symmetric template (for xhemi): a sphere and sulc laid out as
+#: fsaverage's, in another space
+_SYMMETRIC = "fsaverage_sym"
+
+
+def _symmetric(folder: Path) -> bool:
+    """Whether ``folder`` (a FreeSurfer subject folder or its ``surf``; through links) is
+    ``fsaverage_sym``."""
+    try:
+        real = folder.resolve()
+    except OSError:
+        real = folder
+    return _SYMMETRIC in {p.name for p in (folder, real, folder.parent, real.parent) if p.name}
+
+
 def explicit_base(folder: str | Path) -> str | None:
     """The standard template a folder holds maps of (``fsaverage`` for a FreeSurfer subject or
     ``surf`` folder, the ``tpl-<name>`` of a TemplateFlow folder or home), or None."""
@@ -433,6 +448,11 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
             if have != base:
                 raise InputError(f"--template-dir holds {have} maps, but the template is {base}",
                                  path=search.template_dir)
+            if have == "fsaverage" and _symmetric(search.template_dir):
+                raise InputError(f"--template-dir is {_SYMMETRIC}, FreeSurfer's left-right symmetric template: its "
+                                 "maps are in another space than fsaverage's (registrations to it would be labelled "
+                                 "space-fsaverage); give fsaverage's folder ($FREESURFER_HOME/subjects/fsaverage)",
+                                 path=search.template_dir)
             src = _explicit_source(search.template_dir, base, hemi, notes, info)
             found += [src] if src else []
         home = search.templateflow_home
@@ -452,6 +472,10 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
                 if link.is_symlink() and not link.exists():  # recon-all's link, e.g. seen inside a container
                     notes.append(f"{link} is a link to {os.readlink(link)}, which does not exist here (in a "
                                  "container? bind that folder too, or pass --template-dir with a copy of fsaverage)")
+                    continue
+                if _symmetric(link):  # fsaverage_sym linked as fsaverage: another space under fsaverage's name
+                    notes.append(f"{link} is a link to {link.resolve()}, FreeSurfer's left-right symmetric template, "
+                                 "not fsaverage (its maps are in another space); not used")
                     continue
                 src = _freesurfer_source("freesurfer", link / "surf", hemi, notes)
                 found_here += [src] if src else []

@@ -606,3 +606,23 @@ def test_a_gzipped_fsaverage_says_to_gunzip_it(tmp_path, write_fsaverage):
     assert ref.warnings(("sulc",), ("L",)) == [
         f"template: FreeSurfer fsaverage {fs}: no lh.sphere or lh.sulc for hemi-L (lh.sphere.gz, lh.sulc.gz are "
         "gzipped; FreeSurfer files are read uncompressed: gunzip lh.sphere.gz lh.sulc.gz)"]
+
+
+def test_fsaverage_sym_is_not_taken_for_fsaverage(tmp_path, write_fsaverage):
+    """FreeSurfer's fsaverage_sym (the left-right symmetric template, for xhemi) has fsaverage's
+    layout (surf/lh.sphere, lh.sulc) and maps in another space: given as --template-dir, or linked
+    as $SUBJECTS_DIR/fsaverage, it was registered to and the outputs labelled space-fsaverage."""
+    sym = write_fsaverage(tmp_path / "fshome" / "subjects", hemis=("L",)).rename(
+        tmp_path / "fshome" / "subjects" / "fsaverage_sym")
+    for given in (sym, sym / "surf"):
+        with pytest.raises(InputError) as e:
+            resolve_template_ref("fsaverage", where=TemplateSearch(template_dir=given))
+        assert str(e.value).startswith(f"{given}: --template-dir is fsaverage_sym, FreeSurfer's left-right symmetric "
+                                       "template") and "\n" not in str(e.value)
+    (tmp_path / "subjects").mkdir()
+    (tmp_path / "subjects" / "fsaverage").symlink_to(sym)
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
+    assert ref.source("L", ("sulc",)).kind == "bundled"
+    assert ref.warnings(("sulc",), ("L",)) == [
+        f"template: {tmp_path / 'subjects' / 'fsaverage'} is a link to {sym}, FreeSurfer's left-right symmetric "
+        "template, not fsaverage (its maps are in another space); not used"]
