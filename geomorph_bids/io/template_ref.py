@@ -135,10 +135,8 @@ class TemplateRef:
         source = self.source(hemi, features)
         if source.is_bundled:
             return low_resolution_note({"template_source": "bundled"}, self.base)
-        from .template_sources import _header_vertices
-
         return low_resolution_note({"template_source": source.kind, "template_source_path": str(source.folder),
-                                    "template_vertices": _header_vertices(source)}, self.base)
+                                    "template_vertices": source.vertex_count()}, self.base)
 
     def describe(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> str:
         """One line: where the maps come from, e.g. ``fsaverage from FreeSurfer fsaverage /x``."""

@@ -249,6 +249,10 @@ class TemplateSource:
         what = _KIND_WORDS[self.kind]
         return f"the bundled {self.base}" if self.is_bundled else f"{what} {self.base} {self.folder}"
 
+    def vertex_count(self) -> int:
+        """Vertices of the maps read (the sphere's; the bundled ones: the ico-6 grid's, 40,962)."""
+        return _vertex_count(self)
+
     def files(self, features: Sequence[str]) -> list[Path]:
         """The files read for ``features``: the sphere, then each map (bundled: its ico-6 maps)."""
         if self.is_bundled:
@@ -334,8 +338,10 @@ def _freesurfer_source(kind: str, surf: Path, hemi: str, notes: list[str]) -> Te
     if missing:
         if surf.is_dir():
             zipped = [f"{m}.gz" for m in missing if (surf / f"{m}.gz").is_file()]  # gzip -r on a copy of FreeSurfer's
+            empty = [m for m in missing if _placeholder(surf / m)]  # a copy that ran out of space, an annex link
             notes.append(f"{'FreeSurfer' if kind == 'freesurfer' else kind} fsaverage {surf.parent}: "
                          f"no {' or '.join(missing)} for hemi-{hemi}"
+                         + (f" ({', '.join(empty)}: 0 bytes, or a link to annexed content not fetched)" if empty else "")
                          + (f" ({', '.join(zipped)} {'is' if len(zipped) == 1 else 'are'} gzipped; FreeSurfer files "
                             f"are read uncompressed: gunzip {' '.join(zipped)})" if zipped else ""))
         return None

@@ -626,3 +626,16 @@ def test_fsaverage_sym_is_not_taken_for_fsaverage(tmp_path, write_fsaverage):
     assert ref.warnings(("sulc",), ("L",)) == [
         f"template: {tmp_path / 'subjects' / 'fsaverage'} is a link to {sym}, FreeSurfer's left-right symmetric "
         "template, not fsaverage (its maps are in another space); not used"]
+
+
+def test_a_fsaverage_with_zero_byte_files_says_they_are_empty(tmp_path, write_fsaverage):
+    """$SUBJECTS_DIR/fsaverage/surf/lh.sphere and lh.sulc of 0 bytes (a copy that ran out of space):
+    the warning said "no lh.sphere or lh.sulc", with the files right there."""
+    fs = write_fsaverage(tmp_path / "subjects", hemis=("L",))
+    for name in ("lh.sphere", "lh.sulc"):
+        (fs / "surf" / name).write_bytes(b"")
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
+    assert ref.source("L", ("sulc",)).kind == "bundled"
+    assert ref.warnings(("sulc",), ("L",)) == [
+        f"template: FreeSurfer fsaverage {fs}: no lh.sphere or lh.sulc for hemi-L (lh.sphere, lh.sulc: 0 bytes, or a "
+        "link to annexed content not fetched)"]
