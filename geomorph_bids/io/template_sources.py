@@ -341,7 +341,8 @@ def _freesurfer_source(kind: str, surf: Path, hemi: str, notes: list[str]) -> Te
             empty = [m for m in missing if _placeholder(surf / m)]  # a copy that ran out of space, an annex link
             notes.append(f"{'FreeSurfer' if kind == 'freesurfer' else kind} fsaverage {surf.parent}: "
                          f"no {' or '.join(missing)} for hemi-{hemi}"
-                         + (f" ({', '.join(empty)}: 0 bytes, or a link to annexed content not fetched)" if empty else "")
+                         + (f" ({', '.join(empty)}: 0 bytes, or a link to annexed content not fetched)"
+                            if empty else "")
                          + (f" ({', '.join(zipped)} {'is' if len(zipped) == 1 else 'are'} gzipped; FreeSurfer files "
                             f"are read uncompressed: gunzip {' '.join(zipped)})" if zipped else ""))
         return None
@@ -380,7 +381,8 @@ def _templateflow_source(kind: str, folder: Path, base: str, hemi: str, notes: l
         # said like a FreeSurfer fsaverage without rh.sphere; one with none (TemplateFlow's tpl-fsLR
         # has no sulc) is not
         notes.append(f"TemplateFlow {base} {folder}: no hemi-{hemi} sphere and sulc of one density "
-                     f"(tpl-{base}_hemi-{hemi}_den-{'/'.join(_TF_DENSITIES[base])}_sphere.surf.gii and _sulc.shape.gii)")
+                     f"(tpl-{base}_hemi-{hemi}_den-{'/'.join(_TF_DENSITIES[base])}_sphere.surf.gii and "
+                     "_sulc.shape.gii)")
     return None
 
 
@@ -464,6 +466,10 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
         home = search.templateflow_home
         if home is not None and home.exists() and not home.is_dir():
             info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME is a file, not TemplateFlow's folder; not used")
+        elif home is not None and home.name.startswith("tpl-") and not (home / f"tpl-{base}").exists():
+            info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME is a template's folder ({home.name}), not "
+                        f"TemplateFlow's home, which holds it: set TEMPLATEFLOW_HOME={home.parent} (or pass "
+                        f"--template-dir {home}); not used")
         elif home is not None and not home.exists():  # a typo, a folder on a file system not mounted here
             info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME " + ("is a link to a folder that does not exist here"
                         if home.is_symlink() else "does not exist") + "; not used")

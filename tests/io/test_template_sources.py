@@ -193,7 +193,8 @@ def test_a_missing_hemisphere_falls_back_for_that_hemisphere_only(tmp_path, writ
     assert any("no rh.sphere or rh.sulc" in n for n in ref.notes)
     # the right falls back to the bundled maps; the left's tiny fsaverage is fsaverage5-sized, and said so
     assert ref.low_resolution_note(("sulc",), "R").startswith("registered to the bundled low-resolution fsaverage")
-    assert ref.low_resolution_note(("sulc",), "L").startswith("registered to fsaverage maps of 10,242 vertices (FreeSurfer")
+    assert ref.low_resolution_note(("sulc",), "L").startswith(
+        "registered to fsaverage maps of 10,242 vertices (FreeSurfer")
 
 
 def test_provenance_and_sampling(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
@@ -266,7 +267,8 @@ def test_a_coarser_fsaverage_never_hides_a_full_one_and_is_said(tmp_path, write_
     env.pop("FREESURFER_HOME")
     ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(None, None, env))
     note = ref.low_resolution_note(("sulc",), "L")
-    assert note.startswith(f"registered to fsaverage maps of 10,242 vertices (TemplateFlow {tmp_path / 'tf' / 'tpl-fsaverage'})")
+    tf = tmp_path / "tf" / "tpl-fsaverage"
+    assert note.startswith(f"registered to fsaverage maps of 10,242 vertices (TemplateFlow {tf})")
     assert "fsaverage5 (10,242)" in note and "\n" not in note
     assert low_resolution_note(ref.load("L", ("sulc",)).provenance) == note
     # a population template (custom, on the ico-6 grid) is not a coarse standard template
@@ -562,9 +564,9 @@ def test_a_templateflow_home_that_is_a_file_or_a_sulc_that_is_a_folder_is_noted(
 
 def test_a_templateflow_with_one_hemisphere_or_a_missing_home_is_said(tmp_path, write_templateflow):
     """$TEMPLATEFLOW_HOME with tpl-fsaverage's hemi-L maps only (one hemisphere fetched), the right
-    registered; or $TEMPLATEFLOW_HOME naming a folder that does not exist (a typo, a file system not
-    mounted on a compute node): both fell back to the bundled maps without a word (a FreeSurfer
-    fsaverage without rh.sphere, or a $TEMPLATEFLOW_HOME that is a file, got one)."""
+    registered; $TEMPLATEFLOW_HOME naming a folder that does not exist (a typo, a file system not
+    mounted on a compute node), or tpl-fsaverage itself: all fell back to the bundled maps without
+    a word (a FreeSurfer fsaverage without rh.sphere, or a $TEMPLATEFLOW_HOME that is a file, got one)."""
     folder = write_templateflow(tmp_path / "tf", hemis=("L",))
     ref = resolve_template_ref("fsaverage", where=TemplateSearch(templateflow_home=tmp_path / "tf"))
     assert ref.source("L", ("sulc",)).kind == "templateflow" and ref.source("R", ("sulc",)).kind == "bundled"
@@ -586,6 +588,12 @@ def test_a_templateflow_with_one_hemisphere_or_a_missing_home_is_said(tmp_path, 
         what = "is a link to a folder that does not exist here" if home.name == "link" else "does not exist"
         assert ref.info == (f"TemplateFlow {home}: $TEMPLATEFLOW_HOME {what}; not used",)
         assert ref.source("L", ("sulc",)).kind == "bundled"
+    # the template's folder itself as the home (TemplateFlow looks for tpl-fsaverage inside it)
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(
+        environ={"TEMPLATEFLOW_HOME": str(folder)}))
+    assert ref.info == (f"TemplateFlow {folder}: $TEMPLATEFLOW_HOME is a template's folder (tpl-fsaverage), not "
+                        f"TemplateFlow's home, which holds it: set TEMPLATEFLOW_HOME={folder.parent} (or pass "
+                        f"--template-dir {folder}); not used",)
     # set but empty (TEMPLATEFLOW_HOME= in a job script): not set, nothing said
     assert resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(
         environ={"TEMPLATEFLOW_HOME": ""})) == TemplateRef.bundled("fsaverage")
