@@ -422,6 +422,46 @@ def _explicit_source(folder: Path, base: str, hemi: str, notes: list[str], info:
     return _templateflow_source("folder", tf, base, hemi, notes, info)
 
 
+def _unreadable(what: str, where: Path | None, exc: OSError) -> str:
+    """A warning line for a template source this user may not read (passed over): it names the
+    folder of the file refused, the same for both hemispheres (one line)."""
+    at = Path(os.fsdecode(exc.filename)).parent if exc.filename else where
+    return f"{what} {where}: permission denied in {at} (this user may not read it); not used, the next source is"
+
+
+def _templateflow_home(home: Path | None, base: str, hemi: str, notes: list[str], info: list[str]
+                       ) -> list[TemplateSource]:
+    """``$TEMPLATEFLOW_HOME``'s source of ``base`` for ``hemi`` ([] with a line in ``info`` where
+    the home is a file, a template's own folder or missing). PermissionError propagates."""
+    if home is None:
+        return []
+    if home.exists() and not home.is_dir():
+        info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME is a file, not TemplateFlow's folder; not used")
+    elif home.name.startswith("tpl-") and not (home / f"tpl-{base}").exists():
+        info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME is a template's folder ({home.name}), not "
+                    f"TemplateFlow's home, which holds it: set TEMPLATEFLOW_HOME={home.parent} (or pass "
+                    f"--template-dir {home}); not used")
+    elif not home.exists():  # a typo, a folder on a file system not mounted here
+        info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME " + ("is a link to a folder that does not exist here"
+                    if home.is_symlink() else "does not exist") + "; not used")
+    src = _templateflow_source("templateflow", home / f"tpl-{base}", base, hemi, notes, info)
+    return [src] if src else []
+
+
+def _subjects_dir_source(link: Path, hemi: str, notes: list[str]) -> TemplateSource | None:
+    """``<subjects dir>/fsaverage`` as a source (None, with a line in ``notes``, for a dangling
+    link or fsaverage_sym). PermissionError propagates."""
+    if link.is_symlink() and not link.exists():  # recon-all's link, e.g. seen inside a container
+        notes.append(f"{link} is a link to {os.readlink(link)}, which does not exist here (in a "
+                     "container? bind that folder too, or pass --template-dir with a copy of fsaverage)")
+        return None
+    if _symmetric(link):  # fsaverage_sym linked as fsaverage: another space under fsaverage's name
+        notes.append(f"{link} is a link to {link.resolve()}, FreeSurfer's left-right symmetric template, "
+                     "not fsaverage (its maps are in another space); not used")
+        return None
+    return _freesurfer_source("freesurfer", link / "surf", hemi, notes)
+
+
 def discover_sources(base: str, hemi: str, search: TemplateSearch
                      ) -> tuple[list[TemplateSource], list[str], list[str]]:
     """The sources of ``base`` (``fsLR``/``fsaverage``) for ``hemi``, in order (the bundled one
@@ -463,33 +503,19 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
                                  path=search.template_dir)
             src = _explicit_source(search.template_dir, base, hemi, notes, info)
             found += [src] if src else []
-        home = search.templateflow_home
-        if home is not None and home.exists() and not home.is_dir():
-            info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME is a file, not TemplateFlow's folder; not used")
-        elif home is not None and home.name.startswith("tpl-") and not (home / f"tpl-{base}").exists():
-            info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME is a template's folder ({home.name}), not "
-                        f"TemplateFlow's home, which holds it: set TEMPLATEFLOW_HOME={home.parent} (or pass "
-                        f"--template-dir {home}); not used")
-        elif home is not None and not home.exists():  # a typo, a folder on a file system not mounted here
-            info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME " + ("is a link to a folder that does not exist here"
-                        if home.is_symlink() else "does not exist") + "; not used")
         found_here: list[TemplateSource] = []  # TemplateFlow's and FreeSurfer's, in that order
-        if search.templateflow_home is not None:
-            src = _templateflow_source("templateflow", search.templateflow_home / f"tpl-{base}", base, hemi, notes,
-                                       info)
-            found_here += [src] if src else []
+        try:
+            found_here += _templateflow_home(search.templateflow_home, base, hemi, notes, info)
+        except PermissionError as exc:  # a shared TemplateFlow of another group: the next source
+            notes.append(_unreadable("TemplateFlow", search.templateflow_home, exc))
         if base == "fsaverage":
             for d in search.subjects_dirs:
                 link = d / "fsaverage"
-                if link.is_symlink() and not link.exists():  # recon-all's link, e.g. seen inside a container
-                    notes.append(f"{link} is a link to {os.readlink(link)}, which does not exist here (in a "
-                                 "container? bind that folder too, or pass --template-dir with a copy of fsaverage)")
+                try:
+                    src = _subjects_dir_source(link, hemi, notes)
+                except PermissionError as exc:
+                    notes.append(_unreadable("FreeSurfer fsaverage", link, exc))
                     continue
-                if _symmetric(link):  # fsaverage_sym linked as fsaverage: another space under fsaverage's name
-                    notes.append(f"{link} is a link to {link.resolve()}, FreeSurfer's left-right symmetric template, "
-                                 "not fsaverage (its maps are in another space); not used")
-                    continue
-                src = _freesurfer_source("freesurfer", link / "surf", hemi, notes)
                 found_here += [src] if src else []
         # the most vertices first (stable): an fsaverage5 linked as $SUBJECTS_DIR/fsaverage, or
         # TemplateFlow's den-10k files fetched for fMRIPrep, never hides a full fsaverage further on

@@ -647,3 +647,33 @@ def test_a_fsaverage_with_zero_byte_files_says_they_are_empty(tmp_path, write_fs
     assert ref.warnings(("sulc",), ("L",)) == [
         f"template: FreeSurfer fsaverage {fs}: no lh.sphere or lh.sulc for hemi-L (lh.sphere, lh.sulc: 0 bytes, or a "
         "link to annexed content not fetched)"]
+
+
+def test_a_template_folder_this_user_may_not_read_is_passed_over(tmp_path, monkeypatch, write_templateflow,
+                                                                   write_fsaverage):
+    """A shared $TEMPLATEFLOW_HOME (or $SUBJECTS_DIR) of another group, not searchable by this user:
+    the whole run ended, `permission denied at .../tpl-fsaverage_hemi-L_den-164k_sulc.shape.gii`, though
+    the next source would do. Now one warning line names it and the next source is used. (Tests run as
+    root, for whom chmod 000 hides nothing: os.stat is made to refuse, as the kernel does.)"""
+    import errno
+    import os
+
+    tf = write_templateflow(tmp_path / "tf")
+    fs = write_fsaverage(tmp_path / "subjects")
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        p = os.fsdecode(path)
+        if p.startswith((f"{tf}{os.sep}", f"{fs}{os.sep}")):
+            raise PermissionError(errno.EACCES, "Permission denied", p)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(environ={
+        "TEMPLATEFLOW_HOME": str(tmp_path / "tf"), "SUBJECTS_DIR": str(tmp_path / "subjects")}))
+    assert ref.source("L", ("sulc",)).kind == ref.source("R", ("sulc",)).kind == "bundled"
+    lines = ref.warnings(("sulc",))
+    assert lines == [f"template: TemplateFlow {tmp_path / 'tf'}: permission denied in {tf} (this user may not read "
+                     "it); not used, the next source is",
+                     f"template: FreeSurfer fsaverage {fs}: permission denied in {fs / 'surf'} (this user may not "
+                     "read it); not used, the next source is"]
