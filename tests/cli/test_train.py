@@ -114,7 +114,7 @@ def test_training_uses_the_template_maps_found(tmp_path, tiny_fsaverage, capsys)
     # (geomorph-train said nothing of coarse maps, nor of the bundled low-resolution ones)
     notes = [line for line in said.err.splitlines() if "note: hemi-" in line]
     assert len(notes) == 1 and notes[0].startswith(
-        f"geomorph-train: note: hemi-L training pairs are registered to fsaverage maps of 10,242 vertices "
+        f"geomorph-train: note: hemi-L training pairs were registered to fsaverage maps of 10,242 vertices "
         f"(folder {fs}), not the full template's 163,842")
     card = (out / "model_card.md").read_text()
     assert f"maps: fsaverage from folder fsaverage {fs}" in card and f"maps: folder {fs}" in card
