@@ -494,8 +494,9 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
                                  "TemplateFlow folder (tpl-<name>_hemi-L_den-164k_sphere.surf.gii, ..._sulc.shape.gii)"
                                  + hint, path=search.template_dir)
             if have != base:
-                raise InputError(f"--template-dir holds {have} maps, but the template is {base}",
-                                 path=search.template_dir)
+                raise InputError(f"--template-dir holds {have} maps, but the template is {base}: register to {have} "
+                                 f"with --template {have} (template='{have}' in Python), or give a folder of {base}'s "
+                                 "maps", path=search.template_dir)
             if have == "fsaverage" and _symmetric(search.template_dir):
                 raise InputError(f"--template-dir is {_SYMMETRIC}, FreeSurfer's left-right symmetric template: its "
                                  "maps are in another space than fsaverage's (registrations to it would be labelled "

@@ -98,6 +98,9 @@ def test_a_folder_given_as_the_template_and_a_wrong_folder(tmp_path, write_fsave
     with pytest.raises(InputError, match="holds fsaverage maps, but the template is fsLR") as e:
         resolve_template_ref("fsLR", where=TemplateSearch(template_dir=fs))
     assert "\n" not in str(e.value)
+    # fsLR is the default template: a FreeSurfer user who left out --template fsaverage is told to add it
+    assert str(e.value).endswith(": register to fsaverage with --template fsaverage (template='fsaverage' in "
+                                 "Python), or give a folder of fsLR's maps")
     with pytest.raises(InputError, match="not a FreeSurfer subject folder"):
         resolve_template_ref("fsaverage", where=TemplateSearch(template_dir=tmp_path))
     # a folder that does not exist (a typo) is named as missing, not as a folder of the wrong kind
