@@ -620,7 +620,35 @@ def _check_agreement(source: TemplateSource, feature: str, values: np.ndarray) -
     if not r >= _MIN_AGREEMENT:
         hint = " (HCP sign? maps must use FreeSurfer's sign, positive in sulci)" if r < -_MIN_AGREEMENT else ""
         raise InputError(f"{feature} correlates r = {r:.2f} with the bundled {source.base} hemi-{source.hemi} "
-                         f"{feature}; not this template's map{hint}", path=source.maps[feature])
+                         f"{feature}; not this template's map{hint or _whose_map(source, feature, values)}",
+                         path=source.maps[feature])
+
+
+def _whose_map(source: TemplateSource, feature: str, values: np.ndarray) -> str:
+    """``" (it fits the bundled fsLR hemi-L sulc, r = 0.99: ...)"`` where a map refused as not
+    this template's fits the other template's, or the other hemisphere's (fsLR maps named
+    ``tpl-fsaverage``; lh/rh swapped); ``""`` where it fits neither."""
+    from .templates import load_template
+
+    for base, hemi, what in ((_OTHER_TEMPLATE.get(source.base), source.hemi, "the other template's map: use --template "
+                              f"{_OTHER_TEMPLATE.get(source.base)}, or that template's folder"),
+                             (source.base, {"L": "R", "R": "L"}[source.hemi], "the other hemisphere's map")):
+        if base is None:
+            continue
+        try:
+            ref = load_template(base, hemi, (feature,)).features[feature]
+        except ValueError:
+            continue
+        mask = ref != 0
+        r = float(np.corrcoef(values[mask], ref[mask])[0, 1])
+        if abs(r) >= _MIN_AGREEMENT:
+            sign = "" if r > 0 else " in HCP's sign (negated)"
+            return f" (it fits the bundled {base} hemi-{hemi} {feature}{sign}, r = {r:.2f}: {what})"
+    return ""
+
+
+#: the other standard template, for :func:`_whose_map`
+_OTHER_TEMPLATE = {"fsaverage": "fsLR", "fsLR": "fsaverage"}
 
 
 def _sphere_centre(vertices: np.ndarray) -> np.ndarray:

@@ -680,3 +680,26 @@ def test_a_template_folder_this_user_may_not_read_is_passed_over(tmp_path, monke
                      "it); not used, the next source is",
                      f"template: FreeSurfer fsaverage {fs}: permission denied in {fs / 'surf'} (this user may not "
                      "read it); not used, the next source is"]
+
+
+def test_a_map_of_the_other_template_or_hemisphere_is_named_as_such(tmp_path):
+    """fsLR's maps saved under tpl-fsaverage's names (or hemi-R's as hemi-L) were refused with
+    `sulc correlates r = 0.01 with the bundled fsaverage hemi-L sulc; not this template's map`,
+    nothing said of whose map it is; now the refusal names the template (or hemisphere) it fits."""
+    grid = icosphere(6)
+    folder = tmp_path / "tf" / "tpl-fsaverage"
+    folder.mkdir(parents=True)
+    cases = (("fsLR", "L", 1.0, "it fits the bundled fsLR hemi-L sulc, r = 1.00: the other template's map: use "
+                                 "--template fsLR, or that template's folder)"),
+             ("fsLR", "L", -1.0, "it fits the bundled fsLR hemi-L sulc in HCP's sign (negated), r = -1.00: the "
+                                  "other template's map: use --template fsLR, or that template's folder)"),
+             ("fsaverage", "R", 1.0, "it fits the bundled fsaverage hemi-R sulc, r = 1.00: the other hemisphere's "
+                                     "map)"))
+    for base, hemi, sign, words in cases:
+        sulc = sign * load_template(base, hemi, ("sulc",)).features["sulc"]
+        write_surface(folder / "tpl-fsaverage_hemi-L_den-41k_sphere.surf.gii", *grid, hemi="L")
+        write_metric(folder / "tpl-fsaverage_hemi-L_den-41k_sulc.shape.gii", sulc.astype(np.float32), hemi="L")
+        ref = resolve_template_ref("fsaverage", where=TemplateSearch(templateflow_home=tmp_path / "tf"))
+        with pytest.raises(InputError) as e:
+            ref.load("L", ("sulc",))
+        assert "not this template's map (" + words in str(e.value) and "\n" not in str(e.value), (base, sign)
