@@ -403,15 +403,21 @@ def _symmetric(folder: Path) -> bool:
 
 def explicit_base(folder: str | Path) -> str | None:
     """The standard template a folder holds maps of (``fsaverage`` for a FreeSurfer subject or
-    ``surf`` folder, the ``tpl-<name>`` of a TemplateFlow folder or home), or None."""
+    ``surf`` folder, the ``tpl-<name>`` of a TemplateFlow folder or home; the first of
+    :func:`explicit_bases`), or None."""
+    bases = explicit_bases(folder)
+    return bases[0] if bases else None
+
+
+def explicit_bases(folder: str | Path) -> tuple[str, ...]:
+    """Every standard template a folder holds maps of: a TemplateFlow home holds several
+    (``tpl-fsaverage`` and ``tpl-fsLR``)."""
     p = Path(folder)
     if (p / "surf" / "lh.sphere").is_file() or (p / "surf" / "rh.sphere").is_file() \
             or (p / "lh.sphere").is_file() or (p / "rh.sphere").is_file():
-        return "fsaverage"
-    for base in _TF_DENSITIES:
-        if any(p.glob(f"tpl-{base}_hemi-*_sphere.surf.gii")) or any((p / f"tpl-{base}").glob("tpl-*_sphere.surf.gii")):
-            return base
-    return None
+        return ("fsaverage",)
+    return tuple(base for base in _TF_DENSITIES if any(p.glob(f"tpl-{base}_hemi-*_sphere.surf.gii"))
+                 or any((p / f"tpl-{base}").glob("tpl-*_sphere.surf.gii")))
 
 
 def _explicit_source(folder: Path, base: str, hemi: str, notes: list[str], info: list[str]) -> TemplateSource | None:
@@ -484,7 +490,8 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
                                  + ("is a file, not a folder: give the folder of the template's maps (a FreeSurfer "
                                     "fsaverage or TemplateFlow tpl-<name> folder)" if search.template_dir.exists()
                                     else "no such folder"), path=search.template_dir)
-            have = explicit_base(search.template_dir)
+            bases = explicit_bases(search.template_dir)
+            have = base if base in bases else (bases[0] if bases else None)  # a TemplateFlow home holds several
             if have is None:
                 inside = search.template_dir / "fsaverage"  # $SUBJECTS_DIR, what recon-all users have at hand
                 hint = (f"; it is a FreeSurfer SUBJECTS_DIR holding fsaverage: --template-dir {inside} "

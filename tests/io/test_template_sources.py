@@ -703,3 +703,17 @@ def test_a_map_of_the_other_template_or_hemisphere_is_named_as_such(tmp_path):
         with pytest.raises(InputError) as e:
             ref.load("L", ("sulc",))
         assert "not this template's map (" + words in str(e.value) and "\n" not in str(e.value), (base, sign)
+
+
+def test_a_templateflow_home_with_both_templates_serves_either_as_template_dir(tmp_path, write_templateflow):
+    """--template-dir at a TemplateFlow home holding tpl-fsaverage and tpl-fsLR (any real one),
+    --template fsLR: refused, `--template-dir holds fsaverage maps, but the template is fsLR`."""
+    write_templateflow(tmp_path / "tf")
+    fslr = tmp_path / "tf" / "tpl-fsLR"
+    fslr.mkdir()
+    bundled = load_template("fsLR", "L", ("sulc",))
+    write_surface(fslr / "tpl-fsLR_hemi-L_den-32k_sphere.surf.gii", bundled.vertices, bundled.faces, hemi="L")
+    write_metric(fslr / "tpl-fsLR_hemi-L_den-32k_sulc.shape.gii", bundled.features["sulc"].astype(np.float32), hemi="L")
+    for base, folder in (("fsLR", fslr), ("fsaverage", tmp_path / "tf" / "tpl-fsaverage")):
+        ref = resolve_template_ref(base, where=TemplateSearch(template_dir=tmp_path / "tf"))
+        assert (ref.source("L", ("sulc",)).kind, ref.source("L", ("sulc",)).folder) == ("folder", folder), base
