@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import InputError
 from .custom_template import (DESCRIPTION, custom_feature_file, custom_provenance, custom_template_info,
                               find_custom_template, load_custom_template)
-from .template_sources import (TemplateSearch, TemplateSource, discover_sources, explicit_base, fallback_warnings,
+from .template_sources import (TemplateSearch, TemplateSource, discover_sources, explicit_bases, fallback_warnings,
                                is_low_resolution, load_source, low_resolution_note)
 from .templates import Template, available_templates, is_bundled_template
 
@@ -227,7 +227,12 @@ def resolve_template_ref(name: str | Path, search: Sequence[str | Path] = (),
     if is_bundled_template(str(name)):
         return _standard(str(name), where)
     if Path(name).is_dir() and not (Path(name) / DESCRIPTION).is_file():
-        base = explicit_base(name)
+        bases = explicit_bases(name)
+        if len(bases) > 1:  # a TemplateFlow home: which template is meant is not the folder's to say
+            raise InputError(f"holds the maps of several templates ({', '.join(bases)}): name the template and "
+                             f"give the folder as --template-dir, e.g. --template {bases[-1]} --template-dir {name} "
+                             f"(template='{bases[-1]}', template_dir=... in Python)", path=name)
+        base = bases[0] if bases else None
         if base is not None:
             return _standard(base, replace(where, template_dir=Path(name).absolute(), bundled_only=False))
     folder = find_custom_template(name, search)

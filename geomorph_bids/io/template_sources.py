@@ -51,7 +51,7 @@ from .digest import file_stamp
 from .limits import annex_key
 
 __all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "SOURCE_KINDS", "SAMPLING", "BUNDLED_ORIGIN",
-           "discover_sources", "explicit_base", "files_sha256", "load_source", "sample_on_grid", "fallback_warnings",
+           "discover_sources", "explicit_base", "explicit_bases", "files_sha256", "load_source", "sample_on_grid", "fallback_warnings",
            "is_low_resolution", "LOW_RESOLUTION_NOTE", "low_resolution_used", "describe_provenance",
            "source_record", "FULL_VERTICES", "low_resolution_note"]
 

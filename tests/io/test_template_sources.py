@@ -717,3 +717,9 @@ def test_a_templateflow_home_with_both_templates_serves_either_as_template_dir(t
     for base, folder in (("fsLR", fslr), ("fsaverage", tmp_path / "tf" / "tpl-fsaverage")):
         ref = resolve_template_ref(base, where=TemplateSearch(template_dir=tmp_path / "tf"))
         assert (ref.source("L", ("sulc",)).kind, ref.source("L", ("sulc",)).folder) == ("folder", folder), base
+    # the same home as --template (template= in Python): which template is meant is not the folder's to say
+    with pytest.raises(InputError) as e:
+        resolve_template_ref(tmp_path / "tf")
+    assert str(e.value) == (f"{tmp_path / 'tf'}: holds the maps of several templates (fsaverage, fsLR): name the "
+                            f"template and give the folder as --template-dir, e.g. --template fsLR --template-dir "
+                            f"{tmp_path / 'tf'} (template='fsLR', template_dir=... in Python)")
