@@ -29,7 +29,6 @@ from pathlib import Path  # noqa: E402
 from .. import __version__  # noqa: E402
 from ..crashfiles import subject_wf_name  # noqa: E402
 from ..derivatives import LOGS, crash_dir  # noqa: E402
-from ..io.template_sources import LOW_RESOLUTION_NOTE  # noqa: E402
 from ..quality import QualityVerdict  # noqa: E402
 from .descriptions import write_bids_extras, write_citation, write_dataset_description  # noqa: E402
 from ..errors import describe_os_error  # noqa: E402
@@ -347,10 +346,13 @@ def run_participant(args) -> int:
             hemis = sorted({config.model.template_hemi(h) for j in jobs for h in j.inputs.hemis}
                            or {config.model.template_hemi(h) for h in args.hemi})
             print(f"template maps: {config.template.describe(config.channels, hemis)}", flush=True)
-            low = [h for h in hemis if config.template.low_resolution(config.channels, (h,))]
-            if low:  # which hemispheres, when the full template serves the others
-                print(f"note: {'' if low == hemis else ' '.join(f'hemi-{h}' for h in low) + ' '}"
-                      f"{LOW_RESOLUTION_NOTE}", flush=True)
+            low: dict[str, list[str]] = {}  # note -> its hemispheres (the bundled maps, or coarse ones found here)
+            for h in hemis:
+                note = config.template.low_resolution_note(config.channels, h)
+                if note:
+                    low.setdefault(note, []).append(h)
+            for note, which in low.items():  # which hemispheres, when the full template serves the others
+                print(f"note: {'' if which == hemis else ' '.join(f'hemi-{h}' for h in which) + ' '}{note}", flush=True)
             known_failed = {f.subject for f in failures}
             clock.lap("start")
             crashed, run_failures, reports, stages = _run_workflow(mine, config, args, crashes, known_failed, plugin)

@@ -199,7 +199,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     from ..io.hemisphere_label import feature_conflicts, label_conflicts
     from ..quality import assess
     from ..io.template_ref import resolve_template_ref
-    from ..io.template_sources import LOW_RESOLUTION_NOTE, TemplateSearch
+    from ..io.template_sources import TemplateSearch
 
     template = resolve_template_ref(template_name, (), TemplateSearch.from_environment(template_dir))
     feature_targets = {name: features_out / f"hemi-{hemi}_space-{template.label}_den-ico6_{name}.shape.gii"
@@ -230,9 +230,9 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
         print(f"{_PROG}: warning: {line}", file=sys.stderr)
     for line in template.info:
         print(f"{_PROG}: note: {line}", file=sys.stderr)
-    if template.low_resolution(choice.channels if choice.kind == "network" else tuple(maps), (tpl_hemi,)):
-        # geomorph-bids' note, less its --fs-subjects-dir (not an option of this command)
-        print(f"{_PROG}: note: hemi-{hemi} {LOW_RESOLUTION_NOTE.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)
+    low = template.low_resolution_note(choice.channels if choice.kind == "network" else tuple(maps), tpl_hemi)
+    if low:  # geomorph-bids' note, less its --fs-subjects-dir (not an option of this command)
+        print(f"{_PROG}: note: hemi-{hemi} {low.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)
     result = register(moving, maps, template=template, hemi=hemi, device=choice.resolve_device(device),
                       reg_sphere=reg, quality=quality, **choice.register_arguments())
 

@@ -374,6 +374,18 @@ def _resolve_template(args: argparse.Namespace, log):
     return ref
 
 
+def _low_resolution_notes(args: argparse.Namespace) -> None:
+    """One note per hemisphere whose template maps are low-resolution (the bundled fsaverage, or
+    coarser maps found here), as geomorph-bids and geomorph-register say it; printed once the
+    network is trained (beside the model card that records the maps), so that a refused option or
+    checkpoint stays the only line on stderr."""
+    for hemi in ("L",) if args.mirror_right else (args.hemi,):
+        low = args.template_ref.low_resolution_note(args.features, hemi)
+        if low:
+            print(f"geomorph-train: note: hemi-{hemi} training pairs were {low.replace('--fs-subjects-dir / ', '')}",
+                  file=sys.stderr)
+
+
 def _fmt(x, digits: int = 4) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
@@ -651,6 +663,7 @@ def _train(argv: Sequence[str] | None) -> int:
                 "extra": {"preset": args.channels}}
         result = train(model_config, train_set, val_set, config, args.out, resume=args.resume,
                        init_weights=args.init, meta=meta, log=log)
+        _low_resolution_notes(args)
         if args.save_bf16:
             from ..model.checkpoint import convert_checkpoint
 

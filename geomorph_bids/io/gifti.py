@@ -81,13 +81,15 @@ def load_gifti(path: str | Path, limit: int = SURFACE_MAX_BYTES) -> GiftiImage:
     """
     p = Path(path)
     raw = read_bounded(p, limit, "GIFTI file")
-    if raw[:2] == b"\x1f\x8b":
+    gzipped = raw[:2] == b"\x1f\x8b"
+    if gzipped:
         raw = decompress_bounded(raw, limit, p, bound="the most a GIFTI file may hold here")
         if not raw:
             raise InputError("is empty after gzip decompression", path=p)
     head = raw[:256].lstrip(b"\xef\xbb\xbf \t\r\n")
     if not (head.startswith(b"<?xml") or head.startswith(b"<GIFTI") or head.startswith(b"<!DOCTYPE")):
-        raise InputError(f"is not a GIFTI file (does not start with XML){_freesurfer_hint(raw)}", path=p)
+        zipped_fs = _gzipped_freesurfer_hint(raw, p.name) if gzipped else ""
+        raise InputError(zipped_fs or f"is not a GIFTI file (does not start with XML){_freesurfer_hint(raw)}", path=p)
     check_arrays(raw, limit, p)
     try:
         with quiet_warnings():
@@ -114,6 +116,19 @@ def _freesurfer_hint(raw: bytes) -> str:
     what, name, convert = kind
     return (f": it is a FreeSurfer {what} (magic 0x{read_magic(raw):06X}) under a GIFTI name; give it its "
             f"FreeSurfer name ({name}) or convert it ({convert})")
+
+
+def _gzipped_freesurfer_hint(raw: bytes, name: str) -> str:
+    """What a gzipped FreeSurfer surface or morphometry file (``lh.sphere.gz``, or gzipped under
+    its own name ``lh.sphere``) is, and how to decompress it (``""`` for other contents): the
+    hint for a FreeSurfer file under a GIFTI name told a user whose file was already named
+    ``lh.sphere`` to give it that name."""
+    what = {TRIANGLE_MAGIC: "surface", CURV_MAGIC: "morphometry file"}.get(read_magic(raw))
+    if what is None:
+        return ""
+    how = f"gunzip {name}" if name.endswith(".gz") else f"mv {name} {name}.gz && gunzip {name}.gz"
+    return (f"is a gzipped FreeSurfer {what} (magic 0x{read_magic(raw):06X}); FreeSurfer files are read "
+            f"uncompressed: decompress it ({how})")
 
 
 _GIFTI_ARRAY = re.compile(rb"<DataArray\b[^>]*>", re.S)

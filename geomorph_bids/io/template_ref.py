@@ -28,8 +28,8 @@ from typing import Any
 from ..errors import InputError
 from .custom_template import (DESCRIPTION, custom_feature_file, custom_provenance, custom_template_info,
                               find_custom_template, load_custom_template)
-from .template_sources import (TemplateSearch, TemplateSource, discover_sources, explicit_base, fallback_warnings,
-                               is_low_resolution, load_source)
+from .template_sources import (TemplateSearch, TemplateSource, discover_sources, explicit_bases, fallback_warnings,
+                               is_low_resolution, load_source, low_resolution_note)
 from .templates import Template, available_templates, is_bundled_template
 
 __all__ = ["TemplateRef", "resolve_template_ref", "template_search_path", "resolve_template", "HEMIS"]
@@ -126,6 +126,18 @@ class TemplateRef:
         """Whether any of ``hemis`` uses the bundled low-resolution fsaverage (fsaverage5-derived)."""
         return not self.is_custom and any(is_low_resolution(self.source(h, features)) for h in hemis)
 
+    def low_resolution_note(self, features: Sequence[str], hemi: str) -> str | None:
+        """What to say after ``registered`` when ``hemi`` uses low-resolution maps (the bundled
+        fsaverage, or maps found here with fewer than 163,842 vertices:
+        :func:`~geomorph_bids.io.template_sources.low_resolution_note`), else None."""
+        if not self.low_resolution(features, (hemi,)):
+            return None
+        source = self.source(hemi, features)
+        if source.is_bundled:
+            return low_resolution_note({"template_source": "bundled"}, self.base)
+        return low_resolution_note({"template_source": source.kind, "template_source_path": str(source.folder),
+                                    "template_vertices": source.vertex_count()}, self.base)
+
     def describe(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> str:
         """One line: where the maps come from, e.g. ``fsaverage from FreeSurfer fsaverage /x``."""
         if self.is_custom:
@@ -215,7 +227,12 @@ def resolve_template_ref(name: str | Path, search: Sequence[str | Path] = (),
     if is_bundled_template(str(name)):
         return _standard(str(name), where)
     if Path(name).is_dir() and not (Path(name) / DESCRIPTION).is_file():
-        base = explicit_base(name)
+        bases = explicit_bases(name)
+        if len(bases) > 1:  # a TemplateFlow home: which template is meant is not the folder's to say
+            raise InputError(f"holds the maps of several templates ({', '.join(bases)}): name the template and "
+                             f"give the folder as --template-dir, e.g. --template {bases[-1]} --template-dir {name} "
+                             f"(template='{bases[-1]}', template_dir=... in Python)", path=name)
+        base = bases[0] if bases else None
         if base is not None:
             return _standard(base, replace(where, template_dir=Path(name).absolute(), bundled_only=False))
     folder = find_custom_template(name, search)

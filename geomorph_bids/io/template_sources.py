@@ -18,6 +18,10 @@ maps exist) are looked up, per hemisphere, in this order (:func:`discover_source
    ``--fs-subjects-dir``, ``$SUBJECTS_DIR`` and ``$FREESURFER_HOME/subjects``, in that order;
 4. ``bundled``: the maps in ``geomorph_bids/data/templates``.
 
+Among 2 and 3, sources with more vertices come first (an fsaverage5 linked as ``fsaverage``, or
+TemplateFlow's den-10k files, never hides a full fsaverage further on); one with fewer than
+:data:`FULL_VERTICES`, when used, is said (:func:`low_resolution_note`).
+
 A source needs a sphere and sulc; it offers curv (and other maps) when present. The first
 source that has every map a run needs is used; one that lacks a needed map is passed over with
 one warning line naming what is missing (:func:`fallback_warnings`). Where to look is decided
@@ -47,9 +51,9 @@ from .digest import file_stamp
 from .limits import annex_key
 
 __all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "SOURCE_KINDS", "SAMPLING", "BUNDLED_ORIGIN",
-           "discover_sources", "explicit_base", "files_sha256", "load_source", "sample_on_grid", "fallback_warnings",
+           "discover_sources", "explicit_base", "explicit_bases", "files_sha256", "load_source", "sample_on_grid", "fallback_warnings",
            "is_low_resolution", "LOW_RESOLUTION_NOTE", "low_resolution_used", "describe_provenance",
-           "source_record"]
+           "source_record", "FULL_VERTICES", "low_resolution_note"]
 
 #: source kinds, in the order they are looked up
 SOURCE_KINDS = ("folder", "templateflow", "freesurfer", "bundled")
@@ -66,6 +70,10 @@ BUNDLED_ORIGIN: dict[str, tuple[int, str]] = {
     "fsLR": (163842, "sMRIPrep's fsLR refsulc (163,842 vertices), area-averaged onto ico-6"),
 }
 
+#: vertex count of a standard template's full-resolution maps (FreeSurfer's fsaverage; fsLR's 164k mesh):
+#: a source with fewer (an fsaverage5 or fsaverage6 in fsaverage's place, TemplateFlow's den-10k,
+#: den-41k or fsLR den-32k files) is tried after any with more, and its use is said
+FULL_VERTICES = 163842
 #: TemplateFlow densities tried, highest first
 _TF_DENSITIES = {"fsaverage": ("164k", "41k", "10k"), "fsLR": ("164k", "59k", "32k")}
 #: FreeSurfer file prefixes
@@ -96,9 +104,34 @@ def _recorded_count(value: Any) -> int | None:
 def low_resolution_used(provenance: Mapping[str, Any]) -> bool:
     """Whether a registration's provenance (metrics ``template_*``) is the bundled fsaverage
     built from fsaverage5 (``template_built_from_vertices``; outputs of versions before it
-    recorded the origin's count as ``template_vertices``)."""
-    origin = provenance.get("template_built_from_vertices", provenance.get("template_vertices"))
-    return provenance.get("template_source") == "bundled" and (_recorded_count(origin) or 0) < 163842
+    recorded the origin's count as ``template_vertices``), or maps found on this machine with
+    fewer than :data:`FULL_VERTICES` vertices (an fsaverage5 linked as ``fsaverage``)."""
+    kind = provenance.get("template_source")
+    if kind == "bundled":
+        origin = provenance.get("template_built_from_vertices", provenance.get("template_vertices"))
+        return (_recorded_count(origin) or 0) < FULL_VERTICES
+    return kind in _FOUND_THROUGH and 0 < (_recorded_count(provenance.get("template_vertices")) or 0) < FULL_VERTICES
+
+
+def low_resolution_note(provenance: Mapping[str, Any], template: str = "fsaverage") -> str:
+    """What the command line and the reports say after ``registered`` when
+    :func:`low_resolution_used` holds: :data:`LOW_RESOLUTION_NOTE` for the bundled fsaverage;
+    for maps found on this machine (``template``: ``fsaverage`` or ``fsLR``), their vertex count
+    and folder, e.g. ``registered to fsaverage maps of 10,242 vertices (FreeSurfer
+    /x/fsaverage), not the full template's 163,842: ...``."""
+    if provenance.get("template_source") == "bundled":
+        return LOW_RESOLUTION_NOTE
+    n = _recorded_count(provenance.get("template_vertices")) or 0
+    what = _KIND_WORDS.get(str(provenance.get("template_source")), str(provenance.get("template_source")))
+    guess = ("an fsaverage5 (10,242) or fsaverage6 (40,962) in fsaverage's place, or TemplateFlow's den-10k/den-41k "
+             "files?" if template == "fsaverage" else "TemplateFlow's den-32k/den-59k files?")
+    full = ("--template-dir, SUBJECTS_DIR or TEMPLATEFLOW_HOME pointing at a FreeSurfer fsaverage folder "
+            "($FREESURFER_HOME/subjects/fsaverage) or TemplateFlow's den-164k files" if template == "fsaverage" else
+            "--template-dir or TEMPLATEFLOW_HOME pointing at TemplateFlow's den-164k files, or --template-dir "
+            "bundled (built from fsLR's 163,842-vertex refsulc)")
+    return (f"registered to {template} maps of {n:,} vertices ({what} {provenance.get('template_source_path', '')}), "
+            f"not the full template's {FULL_VERTICES:,} ({guess}): registrations to the full one are more accurate "
+            f"(docs/templates.md). To use it: {full}")
 
 
 def describe_provenance(provenance: Mapping[str, Any]) -> str:
@@ -123,6 +156,10 @@ def source_record(provenance: Mapping[str, Any]) -> dict[str, Any]:
     return {"Kind": p.get("template_source"), "Path": p.get("template_source_path"),
             "Vertices": p.get("template_vertices"), **({"BuiltFromVertices": origin} if origin else {}),
             "SHA256": p.get("template_sha256")}
+
+
+#: a source kind in messages
+_KIND_WORDS = {"folder": "folder", "templateflow": "TemplateFlow", "freesurfer": "FreeSurfer", "bundled": "bundled"}
 
 
 class TemplateWarning(UserWarning):
@@ -209,9 +246,12 @@ class TemplateSource:
 
     def describe(self) -> str:
         """One line for messages, e.g. ``FreeSurfer fsaverage /opt/subjects/fsaverage``."""
-        what = {"folder": "folder", "templateflow": "TemplateFlow", "freesurfer": "FreeSurfer",
-                "bundled": "bundled"}[self.kind]
+        what = _KIND_WORDS[self.kind]
         return f"the bundled {self.base}" if self.is_bundled else f"{what} {self.base} {self.folder}"
+
+    def vertex_count(self) -> int:
+        """Vertices of the maps read (the sphere's; the bundled ones: the ico-6 grid's, 40,962)."""
+        return _vertex_count(self)
 
     def files(self, features: Sequence[str]) -> list[Path]:
         """The files read for ``features``: the sphere, then each map (bundled: its ico-6 maps)."""
@@ -253,9 +293,11 @@ class TemplateSource:
 
 
 def is_low_resolution(source: TemplateSource) -> bool:
-    """Whether ``source`` is the bundled fsaverage built from fsaverage5 (the one the reports
-    warn about)."""
-    return source.is_bundled and BUNDLED_ORIGIN.get(source.base, (163842, ""))[0] < 163842
+    """Whether ``source`` is the bundled fsaverage built from fsaverage5, or maps on this
+    machine with fewer than :data:`FULL_VERTICES` vertices (the ones the reports warn about)."""
+    if source.is_bundled:
+        return BUNDLED_ORIGIN.get(source.base, (FULL_VERTICES, ""))[0] < FULL_VERTICES
+    return 0 < _header_vertices(source) < FULL_VERTICES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,6 +317,18 @@ def _placeholder(path: Path) -> bool:
     return path.is_file() and (path.stat().st_size == 0 or annex_key(path) is not None)
 
 
+def _header_vertices(source: TemplateSource) -> int:
+    """Vertex count of a non-bundled source's sphere from its file's header only (0 when the
+    header cannot be read: the file is read, and refused on one line, when it is loaded)."""
+    from .freesurfer import read_fs_vertex_count
+    from .gifti import gifti_vertex_count, is_gifti_name
+
+    if source.sphere is None:
+        return 0
+    count = (gifti_vertex_count if is_gifti_name(source.sphere.name) else read_fs_vertex_count)(source.sphere)
+    return int(count or 0)
+
+
 def _freesurfer_source(kind: str, surf: Path, hemi: str, notes: list[str]) -> TemplateSource | None:
     """``surf/{lh,rh}.{sphere,sulc,curv}`` as a source (None, with a note, without sphere + sulc)."""
     prefix = _FS_HEMI[hemi]
@@ -283,8 +337,14 @@ def _freesurfer_source(kind: str, surf: Path, hemi: str, notes: list[str]) -> Te
     missing = [p.name for p in (sphere, surf / f"{prefix}.sulc") if not _real(p)]
     if missing:
         if surf.is_dir():
+            zipped = [f"{m}.gz" for m in missing if (surf / f"{m}.gz").is_file()]  # gzip -r on a copy of FreeSurfer's
+            empty = [m for m in missing if _placeholder(surf / m)]  # a copy that ran out of space, an annex link
             notes.append(f"{'FreeSurfer' if kind == 'freesurfer' else kind} fsaverage {surf.parent}: "
-                         f"no {' or '.join(missing)} for hemi-{hemi}")
+                         f"no {' or '.join(missing)} for hemi-{hemi}"
+                         + (f" ({', '.join(empty)}: 0 bytes, or a link to annexed content not fetched)"
+                            if empty else "")
+                         + (f" ({', '.join(zipped)} {'is' if len(zipped) == 1 else 'are'} gzipped; FreeSurfer files "
+                            f"are read uncompressed: gunzip {' '.join(zipped)})" if zipped else ""))
         return None
     return TemplateSource(kind, "fsaverage", hemi, surf.parent.absolute(), sphere.absolute(),
                           {k: v.absolute() for k, v in maps.items()})
@@ -316,20 +376,48 @@ def _templateflow_source(kind: str, folder: Path, base: str, hemi: str, notes: l
                     "downloads: `datalad get` them, or templateflow.api.get where there is network)")
     elif folder.is_dir() and kind != "templateflow":
         notes.append(f"{kind} {folder}: no hemi-{hemi} sphere and sulc")
+    elif folder.is_dir() and any(_real(p) for p in folder.glob(f"tpl-{base}_hemi-*_sulc.shape.gii")):
+        # a TemplateFlow with some of the template's maps (one hemisphere fetched, a sphere not):
+        # said like a FreeSurfer fsaverage without rh.sphere; one with none (TemplateFlow's tpl-fsLR
+        # has no sulc) is not
+        notes.append(f"TemplateFlow {base} {folder}: no hemi-{hemi} sphere and sulc of one density "
+                     f"(tpl-{base}_hemi-{hemi}_den-{'/'.join(_TF_DENSITIES[base])}_sphere.surf.gii and "
+                     "_sulc.shape.gii)")
     return None
+
+
+#: FreeSurfer's left-right symmetric template (for xhemi): a sphere and sulc laid out as
+#: fsaverage's, in another space
+_SYMMETRIC = "fsaverage_sym"
+
+
+def _symmetric(folder: Path) -> bool:
+    """Whether ``folder`` (a FreeSurfer subject folder or its ``surf``; through links) is
+    ``fsaverage_sym``."""
+    try:
+        real = folder.resolve()
+    except OSError:
+        real = folder
+    return _SYMMETRIC in {p.name for p in (folder, real, folder.parent, real.parent) if p.name}
 
 
 def explicit_base(folder: str | Path) -> str | None:
     """The standard template a folder holds maps of (``fsaverage`` for a FreeSurfer subject or
-    ``surf`` folder, the ``tpl-<name>`` of a TemplateFlow folder or home), or None."""
+    ``surf`` folder, the ``tpl-<name>`` of a TemplateFlow folder or home; the first of
+    :func:`explicit_bases`), or None."""
+    bases = explicit_bases(folder)
+    return bases[0] if bases else None
+
+
+def explicit_bases(folder: str | Path) -> tuple[str, ...]:
+    """Every standard template a folder holds maps of: a TemplateFlow home holds several
+    (``tpl-fsaverage`` and ``tpl-fsLR``)."""
     p = Path(folder)
     if (p / "surf" / "lh.sphere").is_file() or (p / "surf" / "rh.sphere").is_file() \
             or (p / "lh.sphere").is_file() or (p / "rh.sphere").is_file():
-        return "fsaverage"
-    for base in _TF_DENSITIES:
-        if any(p.glob(f"tpl-{base}_hemi-*_sphere.surf.gii")) or any((p / f"tpl-{base}").glob("tpl-*_sphere.surf.gii")):
-            return base
-    return None
+        return ("fsaverage",)
+    return tuple(base for base in _TF_DENSITIES if any(p.glob(f"tpl-{base}_hemi-*_sphere.surf.gii"))
+                 or any((p / f"tpl-{base}").glob("tpl-*_sphere.surf.gii")))
 
 
 def _explicit_source(folder: Path, base: str, hemi: str, notes: list[str], info: list[str]) -> TemplateSource | None:
@@ -338,6 +426,46 @@ def _explicit_source(folder: Path, base: str, hemi: str, notes: list[str], info:
         return _freesurfer_source("folder", surf, hemi, notes) if base == "fsaverage" else None
     tf = folder / f"tpl-{base}" if (folder / f"tpl-{base}").is_dir() else folder
     return _templateflow_source("folder", tf, base, hemi, notes, info)
+
+
+def _unreadable(what: str, where: Path | None, exc: OSError) -> str:
+    """A warning line for a template source this user may not read (passed over): it names the
+    folder of the file refused, the same for both hemispheres (one line)."""
+    at = Path(os.fsdecode(exc.filename)).parent if exc.filename else where
+    return f"{what} {where}: permission denied in {at} (this user may not read it); not used, the next source is"
+
+
+def _templateflow_home(home: Path | None, base: str, hemi: str, notes: list[str], info: list[str]
+                       ) -> list[TemplateSource]:
+    """``$TEMPLATEFLOW_HOME``'s source of ``base`` for ``hemi`` ([] with a line in ``info`` where
+    the home is a file, a template's own folder or missing). PermissionError propagates."""
+    if home is None:
+        return []
+    if home.exists() and not home.is_dir():
+        info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME is a file, not TemplateFlow's folder; not used")
+    elif home.name.startswith("tpl-") and not (home / f"tpl-{base}").exists():
+        info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME is a template's folder ({home.name}), not "
+                    f"TemplateFlow's home, which holds it: set TEMPLATEFLOW_HOME={home.parent} (or pass "
+                    f"--template-dir {home}); not used")
+    elif not home.exists():  # a typo, a folder on a file system not mounted here
+        info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME " + ("is a link to a folder that does not exist here"
+                    if home.is_symlink() else "does not exist") + "; not used")
+    src = _templateflow_source("templateflow", home / f"tpl-{base}", base, hemi, notes, info)
+    return [src] if src else []
+
+
+def _subjects_dir_source(link: Path, hemi: str, notes: list[str]) -> TemplateSource | None:
+    """``<subjects dir>/fsaverage`` as a source (None, with a line in ``notes``, for a dangling
+    link or fsaverage_sym). PermissionError propagates."""
+    if link.is_symlink() and not link.exists():  # recon-all's link, e.g. seen inside a container
+        notes.append(f"{link} is a link to {os.readlink(link)}, which does not exist here (in a "
+                     "container? bind that folder too, or pass --template-dir with a copy of fsaverage)")
+        return None
+    if _symmetric(link):  # fsaverage_sym linked as fsaverage: another space under fsaverage's name
+        notes.append(f"{link} is a link to {link.resolve()}, FreeSurfer's left-right symmetric template, "
+                     "not fsaverage (its maps are in another space); not used")
+        return None
+    return _freesurfer_source("freesurfer", link / "surf", hemi, notes)
 
 
 def discover_sources(base: str, hemi: str, search: TemplateSearch
@@ -362,7 +490,8 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
                                  + ("is a file, not a folder: give the folder of the template's maps (a FreeSurfer "
                                     "fsaverage or TemplateFlow tpl-<name> folder)" if search.template_dir.exists()
                                     else "no such folder"), path=search.template_dir)
-            have = explicit_base(search.template_dir)
+            bases = explicit_bases(search.template_dir)
+            have = base if base in bases else (bases[0] if bases else None)  # a TemplateFlow home holds several
             if have is None:
                 inside = search.template_dir / "fsaverage"  # $SUBJECTS_DIR, what recon-all users have at hand
                 hint = (f"; it is a FreeSurfer SUBJECTS_DIR holding fsaverage: --template-dir {inside} "
@@ -372,26 +501,33 @@ def discover_sources(base: str, hemi: str, search: TemplateSearch
                                  "TemplateFlow folder (tpl-<name>_hemi-L_den-164k_sphere.surf.gii, ..._sulc.shape.gii)"
                                  + hint, path=search.template_dir)
             if have != base:
-                raise InputError(f"--template-dir holds {have} maps, but the template is {base}",
+                raise InputError(f"--template-dir holds {have} maps, but the template is {base}: register to {have} "
+                                 f"with --template {have} (template='{have}' in Python), or give a folder of {base}'s "
+                                 "maps", path=search.template_dir)
+            if have == "fsaverage" and _symmetric(search.template_dir):
+                raise InputError(f"--template-dir is {_SYMMETRIC}, FreeSurfer's left-right symmetric template: its "
+                                 "maps are in another space than fsaverage's (registrations to it would be labelled "
+                                 "space-fsaverage); give fsaverage's folder ($FREESURFER_HOME/subjects/fsaverage)",
                                  path=search.template_dir)
             src = _explicit_source(search.template_dir, base, hemi, notes, info)
             found += [src] if src else []
-        home = search.templateflow_home
-        if home is not None and home.exists() and not home.is_dir():
-            info.append(f"TemplateFlow {home}: $TEMPLATEFLOW_HOME is a file, not TemplateFlow's folder; not used")
-        if search.templateflow_home is not None:
-            src = _templateflow_source("templateflow", search.templateflow_home / f"tpl-{base}", base, hemi, notes,
-                                       info)
-            found += [src] if src else []
+        found_here: list[TemplateSource] = []  # TemplateFlow's and FreeSurfer's, in that order
+        try:
+            found_here += _templateflow_home(search.templateflow_home, base, hemi, notes, info)
+        except PermissionError as exc:  # a shared TemplateFlow of another group: the next source
+            notes.append(_unreadable("TemplateFlow", search.templateflow_home, exc))
         if base == "fsaverage":
             for d in search.subjects_dirs:
                 link = d / "fsaverage"
-                if link.is_symlink() and not link.exists():  # recon-all's link, e.g. seen inside a container
-                    notes.append(f"{link} is a link to {os.readlink(link)}, which does not exist here (in a "
-                                 "container? bind that folder too, or pass --template-dir with a copy of fsaverage)")
+                try:
+                    src = _subjects_dir_source(link, hemi, notes)
+                except PermissionError as exc:
+                    notes.append(_unreadable("FreeSurfer fsaverage", link, exc))
                     continue
-                src = _freesurfer_source("freesurfer", link / "surf", hemi, notes)
-                found += [src] if src else []
+                found_here += [src] if src else []
+        # the most vertices first (stable): an fsaverage5 linked as $SUBJECTS_DIR/fsaverage, or
+        # TemplateFlow's den-10k files fetched for fMRIPrep, never hides a full fsaverage further on
+        found += sorted(found_here, key=lambda s: -min(_header_vertices(s) or FULL_VERTICES, FULL_VERTICES))
     from ..resources import data_dir
 
     found.append(TemplateSource("bundled", base, hemi, data_dir() / "templates", None,
@@ -491,7 +627,35 @@ def _check_agreement(source: TemplateSource, feature: str, values: np.ndarray) -
     if not r >= _MIN_AGREEMENT:
         hint = " (HCP sign? maps must use FreeSurfer's sign, positive in sulci)" if r < -_MIN_AGREEMENT else ""
         raise InputError(f"{feature} correlates r = {r:.2f} with the bundled {source.base} hemi-{source.hemi} "
-                         f"{feature}; not this template's map{hint}", path=source.maps[feature])
+                         f"{feature}; not this template's map{hint or _whose_map(source, feature, values)}",
+                         path=source.maps[feature])
+
+
+def _whose_map(source: TemplateSource, feature: str, values: np.ndarray) -> str:
+    """``" (it fits the bundled fsLR hemi-L sulc, r = 0.99: ...)"`` where a map refused as not
+    this template's fits the other template's, or the other hemisphere's (fsLR maps named
+    ``tpl-fsaverage``; lh/rh swapped); ``""`` where it fits neither."""
+    from .templates import load_template
+
+    for base, hemi, what in ((_OTHER_TEMPLATE.get(source.base), source.hemi, "the other template's map: use --template "
+                              f"{_OTHER_TEMPLATE.get(source.base)}, or that template's folder"),
+                             (source.base, {"L": "R", "R": "L"}[source.hemi], "the other hemisphere's map")):
+        if base is None:
+            continue
+        try:
+            ref = load_template(base, hemi, (feature,)).features[feature]
+        except ValueError:
+            continue
+        mask = ref != 0
+        r = float(np.corrcoef(values[mask], ref[mask])[0, 1])
+        if abs(r) >= _MIN_AGREEMENT:
+            sign = "" if r > 0 else " in HCP's sign (negated)"
+            return f" (it fits the bundled {base} hemi-{hemi} {feature}{sign}, r = {r:.2f}: {what})"
+    return ""
+
+
+#: the other standard template, for :func:`_whose_map`
+_OTHER_TEMPLATE = {"fsaverage": "fsLR", "fsLR": "fsaverage"}
 
 
 def _sphere_centre(vertices: np.ndarray) -> np.ndarray:

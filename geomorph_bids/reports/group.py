@@ -15,7 +15,7 @@ import numpy as np
 from ..crashfiles import crash_nodes, read_crash_file, subject_of_wf
 from ..derivatives import CRASH_FILES, GROUP_FIGURE, GROUP_HTML, GROUP_TSV
 from ..io.atomic import atomic_write_text
-from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
+from ..io.template_sources import describe_provenance, low_resolution_note, low_resolution_used
 from .group_table import STALE, group_table_rows
 from .html import DIRECTIONS, esc, fmt, page, software_versions, table
 
@@ -272,9 +272,13 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                     "failed, and their row is an earlier run's results (rerun the participant level for them):</p><ul>"
                     + "".join(f'<li class="err">{esc(_label(r, several))}: {esc(r.get("quality_reasons"))}</li>'
                               for r in stale) + "</ul>")
-    low = [_label(r) for r in rows if low_resolution_used(r)]
-    if low:
-        body.append(f'<p class="warn">{esc(len(low))} hemisphere(s) were {esc(LOW_RESOLUTION_NOTE)}.</p>')
+    low: dict[str, int] = {}  # note -> hemispheres (the bundled maps; coarse maps found on a machine, per folder)
+    for r in rows:
+        if low_resolution_used(r):
+            note = low_resolution_note(r, str(r.get("template", "fsaverage")))
+            low[note] = low.get(note, 0) + 1
+    for note, count in low.items():
+        body.append(f'<p class="warn">{esc(count)} hemisphere(s) were {esc(note)}.</p>')
     body.append('<section id="distributions"><h2>Distributions</h2><p class="note">One point per '
                 "hemisphere; boxes: quartiles; red: outliers.</p>"
                 f'<img class="fig" src="{esc(fig.relative_to(output_dir).as_posix())}" alt="distributions"></section>')

@@ -32,7 +32,7 @@ from ..derivatives import CITATION, CRASH_FILES, DATASET_DESCRIPTION, LOGS, figu
 from ..engine.model_choice import METHODS
 from ..errors import describe_os_error
 from ..io.atomic import atomic_write_text
-from ..io.template_sources import LOW_RESOLUTION_NOTE, describe_provenance, low_resolution_used
+from ..io.template_sources import describe_provenance, low_resolution_note, low_resolution_used
 from ..quality import QualityThresholds, assess, quality_warnings
 from ..results.metrics import latest_run_failure
 from .hemisphere_figures import hemisphere_figures
@@ -247,7 +247,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
         flagged = bool(judged.flagged)
         warns += [(anchor, w) for w in hemi_warnings]
         if low_resolution_used(h.registration):
-            warns.append((anchor, LOW_RESOLUTION_NOTE))
+            warns.append((anchor, low_resolution_note(h.registration, str(h.doc.get("template", h.space)))))
         # the group table's ``stale``: the latest run of this hemisphere failed, these outputs are an earlier run's
         stale = latest_run_failure(h.doc)
         verdict = (f'<span class="err">STALE</span>: {esc(stale)}; these outputs are an earlier run&#x27;s' if stale

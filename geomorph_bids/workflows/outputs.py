@@ -167,15 +167,20 @@ def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
 def run_settings(config: RunConfig, hemi: str) -> dict[str, str]:
     """The settings that decide a hemisphere's results, as :func:`recorded_settings` reads them
     back from its metrics JSON: model, method, features and where the template's maps come from
-    (the kind, and the folder unless bundled: the package's folder moves with each installation)."""
+    (the kind, and the folder unless bundled: the package's folder moves with each installation),
+    with the vertex count of maps found on the machine (a folder whose fsaverage5 was replaced by
+    the full fsaverage in place, or a link pointed elsewhere)."""
     template = config.template
+    count = ""  # the vertex count of maps found on the machine: an fsaverage5 replaced by the full one in place
     if template.is_custom:
         maps = f"custom {template.folder}"
     else:
         source = template.source(config.model.template_hemi(hemi), config.channels)
         maps = source.kind if source.is_bundled else f"{source.kind} {source.folder}"
+        if not source.is_bundled:
+            count = f"{source.vertex_count():,}"
     return {"model": config.model.name, "method": config.model.method, "features": ", ".join(config.features),
-            "template maps": maps}
+            "template maps": maps, "template vertices": count}
 
 
 def recorded_settings(doc: dict[str, Any]) -> dict[str, str]:
@@ -183,8 +188,11 @@ def recorded_settings(doc: dict[str, Any]) -> dict[str, str]:
     reg = doc.get("registration") if isinstance(doc.get("registration"), dict) else {}
     kind = str(reg.get("template_source"))
     maps = kind if kind == "bundled" else f"{kind} {reg.get('template_source_path')}"
+    count = reg.get("template_vertices")
     return {"model": str(doc.get("model")), "method": str(doc.get("method")),
-            "features": ", ".join(map(str, doc.get("features") or ())), "template maps": maps}
+            "features": ", ".join(map(str, doc.get("features") or ())), "template maps": maps,
+            "template vertices": "" if kind in ("bundled", "custom") else
+            (f"{count:,}" if isinstance(count, int) and not isinstance(count, bool) else str(count))}
 
 
 def cifti_output(job: SubjectJob, config: RunConfig) -> Path | None:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from html import escape
 from pathlib import Path
 
 import nibabel as nib
@@ -841,6 +842,9 @@ def test_template_maps_from_the_freesurfer_folder_are_recorded_everywhere(datase
                             "-w", tmp_path / "w", "--nprocs", "2")
     assert code == 0, err
     assert f"template maps: fsaverage from FreeSurfer fsaverage {fs}" in stdout and "low-resolution" not in stdout
+    # the tiny fsaverage has fsaverage5's mesh: said so, with its count and folder (not the bundled maps' note)
+    coarse = f"registered to fsaverage maps of 10,242 vertices (FreeSurfer {fs}), not the full template's 163,842"
+    assert f"note: {coarse}" in stdout
     stem = anat(out, "01") / "sub-01_hemi-L_space-fsaverage"
     sidecar = json.loads(Path(f"{stem}_desc-geomorph_sphere.json").read_text())
     assert sidecar["TemplateSource"]["Kind"] == "freesurfer" and sidecar["TemplateSource"]["Path"] == str(fs)
@@ -851,14 +855,14 @@ def test_template_maps_from_the_freesurfer_folder_are_recorded_everywhere(datase
     assert doc["registration"]["template_sha256"] == sidecar["TemplateSource"]["SHA256"]
     assert doc["template_ref"]["sources"][0]["kind"] == "freesurfer"
     html = (out / "sub-01.html").read_text()
-    assert f"freesurfer {fs}, 10,242 vertices" in html and "low-resolution" not in html
+    assert f"freesurfer {fs}, 10,242 vertices" in html and "low-resolution" not in html and escape(coarse) in html
     code, _, err = run(bids, out, "group")
     assert code == 0, err
     header, *rows = [line.split("\t") for line in (out / "group_desc-geomorph_metrics.tsv").read_text().splitlines()]
     row = dict(zip(header, rows[0]))
     assert row["template_source"] == "freesurfer" and row["template_source_path"] == str(fs)
     assert row["template_sha256"] == sidecar["TemplateSource"]["SHA256"] and row["template_vertices"] == "10242"
-    assert f"freesurfer {fs}" in (out / "group.html").read_text()
+    assert f"freesurfer {fs}" in (out / "group.html").read_text() and escape(coarse) in (out / "group.html").read_text()
     # the bundled maps, on request: said plainly, with the way to the full one
     code, stdout, err = run(bids, tmp_path / "out2", "participant", "--template", "fsaverage", "--model", "rigid",
                             "--template-dir", "bundled", "--hemi", "L", "-w", tmp_path / "w2", "--nprocs", "2")

@@ -515,6 +515,36 @@ def test_a_rerun_with_other_settings_says_which_outputs_it_replaces(dataset_fact
         ("01", "rigid", "rigid"), ("02", "optimise", "default")], err
 
 
+
+def test_a_rerun_after_the_template_folder_changed_in_place_says_so(dataset_factory, tmp_path, tiny_fsaverage):
+    """$SUBJECTS_DIR/fsaverage was an fsaverage5 (a link recon-all users point at fsaverage5 for
+    speed) and is then replaced in place by a finer one: the rerun registered to the new maps and
+    replaced the outputs (their metrics record the new vertex count and SHA-256) without a word,
+    as the template's kind and folder were the same. Now the warning names the vertex counts."""
+    from geomorph_bids.io.templates import load_template
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    subjects = bids / "derivatives" / "freesurfer"  # fsaverage beside the subjects, as recon-all leaves it
+    fs = tiny_fsaverage(subjects, hemis=("L",), maps=("sulc",))  # fsaverage5's mesh, 10,242 vertices
+    out, work = tmp_path / "out", tmp_path / "w"
+    args = ("--template", "fsaverage", *ARGS, "-w", work)
+    code, _, err = run(bids, out, "participant", *args)
+    assert code == 0 and "other settings" not in err, err
+    v6, f6 = icosphere(6)  # fsaverage6's mesh in its place, the same folder
+    nib.freesurfer.write_geometry(str(fs / "surf" / "lh.sphere"), v6.astype(np.float32), f6.astype(np.int32))
+    nib.freesurfer.write_morph_data(str(fs / "surf" / "lh.sulc"),
+                                    load_template("fsaverage", "L", ("sulc",)).features["sulc"].astype(np.float32))
+    code, _, err = run(bids, out, "participant", *args)
+    warnings = [line for line in err.splitlines() if "other settings" in line]
+    assert code == 0 and warnings == [
+        "geomorph-bids: warning: sub-01: its space-fsaverage outputs were made with other settings (template vertices "
+        "10,242 -> 40,962); they are being replaced (give another output folder to keep both)"], err
+    doc = json.loads((anat(out, "01") / "sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json").read_text())
+    assert doc["registration"]["template_vertices"] == 40962
+    code, _, err = run(bids, out, "participant", *args)  # the same again: nothing to say
+    assert code == 0 and "other settings" not in err, err
+
 # ------------------------------------------------------------------------------ a '%' in the output folder's path
 
 @pytest.mark.parametrize("mode", [(), ("--batch-size", "2")], ids=["workflow", "batch"])

@@ -729,4 +729,7 @@ def test_the_bundled_low_resolution_fsaverage_is_said_on_one_line(tmp_path, monk
     tiny_fsaverage(tmp_path / "subjects", hemis=("L",), maps=("sulc",))
     monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "subjects"))
     assert main(args) == 0
-    assert "low-resolution" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "low-resolution" not in err  # not the bundled maps: the tiny fsaverage (fsaverage5's mesh), said as such
+    assert (f"geomorph-register: note: hemi-L registered to fsaverage maps of 10,242 vertices (FreeSurfer "
+            f"{tmp_path / 'subjects' / 'fsaverage'}), not the full template's 163,842") in err

@@ -108,7 +108,14 @@ def test_training_uses_the_template_maps_found(tmp_path, tiny_fsaverage, capsys)
     out = tmp_path / "model"
     assert main(["--out", str(out), "--template", "fsaverage", "--template-dir", str(fs), "--synthetic", "2",
                  "--epochs", "1", "--channels", "tiny", "--data-level", "3", "--threads", "1"]) == 0
-    assert f"template maps: fsaverage from folder fsaverage {fs}" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert f"template maps: fsaverage from folder fsaverage {fs}" in said.out
+    # the tiny fsaverage has fsaverage5's 10,242 vertices: said on one line, as the other commands say it
+    # (geomorph-train said nothing of coarse maps, nor of the bundled low-resolution ones)
+    notes = [line for line in said.err.splitlines() if "note: hemi-" in line]
+    assert len(notes) == 1 and notes[0].startswith(
+        f"geomorph-train: note: hemi-L training pairs were registered to fsaverage maps of 10,242 vertices "
+        f"(folder {fs}), not the full template's 163,842")
     card = (out / "model_card.md").read_text()
     assert f"maps: fsaverage from folder fsaverage {fs}" in card and f"maps: folder {fs}" in card
     full = synthetic_pairs(1, resolve_template_ref(fs), "L", ("sulc",), level=3)

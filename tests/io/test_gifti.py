@@ -369,3 +369,30 @@ def test_a_gzipped_nifti_given_as_a_map_or_sphere_says_what_it_is(tmp_path):
             assert str(e.value) == (f"{path}: is not a GIFTI file (does not start with XML): it is a gzipped NIfTI "
                                     "image (a volume, or a CIFTI file): volumes must first be projected onto the "
                                     "surface; give a CIFTI-2 file as it is written (.dscalar.nii, not gzipped)")
+
+
+def test_a_gzipped_freesurfer_file_says_to_decompress_it_not_to_rename_it(tmp_path, one_line):
+    """``lh.sphere.gz``/``lh.sulc.gz`` (``gzip -r`` on a copy of a subject or of fsaverage), or a
+    FreeSurfer file gzipped under its own name (``lh.sphere``): before, "is not a GIFTI file ...: it
+    is a FreeSurfer surface (magic 0xFFFFFE) under a GIFTI name; give it its FreeSurfer name
+    (lh.sphere)", to a file that had that name."""
+    from nibabel import freesurfer as nfs
+
+    from geomorph_bids.io import read_feature, read_sphere
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(2)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    nfs.write_geometry(str(plain / "lh.sphere"), (100 * v).astype(np.float32), f.astype(np.int32))
+    nfs.write_morph_data(str(plain / "lh.sulc"), np.linspace(-1, 1, len(v)).astype(np.float32))
+    for name, read, what in (("lh.sphere", read_sphere, "surface (magic 0xFFFFFE)"),
+                             ("lh.sulc", lambda p: read_feature(p, len(v), "L"), "morphometry file (magic 0xFFFFFF)")):
+        data = gzip.compress((plain / name).read_bytes())
+        for zipped, how in ((tmp_path / f"{name}.gz", f"gunzip {name}.gz"),
+                            (tmp_path / name, f"mv {name} {name}.gz && gunzip {name}.gz")):
+            zipped.write_bytes(data)
+            with pytest.raises(InputError) as e:
+                read(zipped)
+            assert one_line(e, zipped) == (f"{zipped}: is a gzipped FreeSurfer {what}; FreeSurfer files are read "
+                                           f"uncompressed: decompress it ({how})")

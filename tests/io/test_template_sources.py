@@ -14,7 +14,8 @@ from geomorph_bids.errors import InputError
 from geomorph_bids.io.gifti import write_metric, write_surface
 from geomorph_bids.io.template_ref import TemplateRef, resolve_template_ref
 from geomorph_bids.io.template_sources import (LOW_RESOLUTION_NOTE, TemplateSearch, describe_provenance,
-                                               discover_sources, load_source, low_resolution_used, sample_on_grid)
+                                               discover_sources, load_source, low_resolution_note, low_resolution_used,
+                                               sample_on_grid)
 from geomorph_bids.io.templates import load_template
 from geomorph_bids.sphere.icosphere import icosphere
 
@@ -97,6 +98,9 @@ def test_a_folder_given_as_the_template_and_a_wrong_folder(tmp_path, write_fsave
     with pytest.raises(InputError, match="holds fsaverage maps, but the template is fsLR") as e:
         resolve_template_ref("fsLR", where=TemplateSearch(template_dir=fs))
     assert "\n" not in str(e.value)
+    # fsLR is the default template: a FreeSurfer user who left out --template fsaverage is told to add it
+    assert str(e.value).endswith(": register to fsaverage with --template fsaverage (template='fsaverage' in "
+                                 "Python), or give a folder of fsLR's maps")
     with pytest.raises(InputError, match="not a FreeSurfer subject folder"):
         resolve_template_ref("fsaverage", where=TemplateSearch(template_dir=tmp_path))
     # a folder that does not exist (a typo) is named as missing, not as a folder of the wrong kind
@@ -190,7 +194,10 @@ def test_a_missing_hemisphere_falls_back_for_that_hemisphere_only(tmp_path, writ
     ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
     assert ref.source("L", ("sulc",)).kind == "freesurfer" and ref.source("R", ("sulc",)).kind == "bundled"
     assert any("no rh.sphere or rh.sulc" in n for n in ref.notes)
-    assert ref.low_resolution(("sulc",), ("R",)) and not ref.low_resolution(("sulc",), ("L",))
+    # the right falls back to the bundled maps; the left's tiny fsaverage is fsaverage5-sized, and said so
+    assert ref.low_resolution_note(("sulc",), "R").startswith("registered to the bundled low-resolution fsaverage")
+    assert ref.low_resolution_note(("sulc",), "L").startswith(
+        "registered to fsaverage maps of 10,242 vertices (FreeSurfer")
 
 
 def test_provenance_and_sampling(tmp_path, write_fsaverage, write_templateflow, tiny_maps):
@@ -211,8 +218,64 @@ def test_provenance_and_sampling(tmp_path, write_fsaverage, write_templateflow, 
     values = np.arange(len(v7), dtype=float)
     np.testing.assert_array_equal(sample_on_grid(values, (v7, f7)), values[:40962])
     bundled = TemplateRef.bundled("fsaverage").load("L", ("sulc",)).provenance
-    assert low_resolution_used(bundled) and not low_resolution_used(tpl.provenance)
+    assert low_resolution_used(bundled) and low_resolution_note(bundled) == LOW_RESOLUTION_NOTE
+    # the tiny fsaverage has fsaverage5's 10,242 vertices: coarse too, and said with its own count and folder
+    assert low_resolution_used(tpl.provenance)
+    assert low_resolution_note(tpl.provenance).startswith(f"registered to fsaverage maps of 10,242 vertices "
+                                                          f"(FreeSurfer {src.folder}), not the full template's 163,842")
     assert low_resolution_used({"template_source": "bundled", "template_vertices": 10242})  # an older version's record
+
+
+def _write_full_fsaverage(subjects: Path, hemi: str = "L") -> Path:
+    """A FreeSurfer-format fsaverage at full resolution (ico-7, 163,842 vertices: FreeSurfer's
+    fsaverage mesh), sulc the bundled map carried onto it (exactly the bundled values at the
+    ico-6 vertices)."""
+    from geomorph_bids.sphere.resample import resample
+
+    surf = subjects / "fsaverage" / "surf"
+    surf.mkdir(parents=True, exist_ok=True)
+    v7, f7 = icosphere(7)
+    sulc = load_template("fsaverage", hemi, ("sulc",)).features["sulc"]
+    prefix = {"L": "lh", "R": "rh"}[hemi]
+    nib.freesurfer.write_geometry(str(surf / f"{prefix}.sphere"), v7.astype(np.float32), f7.astype(np.int32))
+    nib.freesurfer.write_morph_data(str(surf / f"{prefix}.sulc"),
+                                    resample(sulc, icosphere(6), (v7, f7)).astype(np.float32))
+    return surf.parent
+
+
+def test_a_coarser_fsaverage_never_hides_a_full_one_and_is_said(tmp_path, write_fsaverage, write_templateflow):
+    """TemplateFlow's den-10k files (what fMRIPrep fetches for fsaverage5 outputs) in
+    $TEMPLATEFLOW_HOME, or an fsaverage5 linked as $SUBJECTS_DIR/fsaverage, were taken ahead of
+    FreeSurfer's full fsaverage further on ($FREESURFER_HOME/subjects), in silence: the command
+    line said "fsaverage from TemplateFlow fsaverage ...", only the metrics' 10,242 vertices told.
+    Now the full one is used, and coarse maps, when they are all there is, are said on one line."""
+    write_templateflow(tmp_path / "tf")  # den-10k: 10,242 vertices
+    coarse = write_fsaverage(tmp_path / "sd5")  # fsaverage5's mesh as $SUBJECTS_DIR/fsaverage
+    full = _write_full_fsaverage(tmp_path / "fshome" / "subjects")
+    env = {"TEMPLATEFLOW_HOME": str(tmp_path / "tf"), "SUBJECTS_DIR": str(tmp_path / "sd5"),
+           "FREESURFER_HOME": str(tmp_path / "fshome")}
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(None, None, env))
+    assert [(s.kind, s.folder) for s in ref.candidates("L")][:3] == [
+        ("freesurfer", full), ("templateflow", tmp_path / "tf" / "tpl-fsaverage"), ("freesurfer", coarse)]
+    tpl = ref.load("L", ("sulc",))
+    assert tpl.provenance["template_source_path"] == str(full) and tpl.provenance["template_vertices"] == 163842
+    assert not ref.low_resolution(("sulc",), ("L",)) and ref.low_resolution_note(("sulc",), "L") is None
+    assert not low_resolution_used(tpl.provenance)
+    # an explicit folder stays first, coarse or not (and is said to be coarse)
+    mine = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(coarse, None, env))
+    assert mine.source("L", ("sulc",)).kind == "folder"
+    assert mine.low_resolution_note(("sulc",), "L").startswith(f"registered to fsaverage maps of 10,242 vertices "
+                                                                f"(folder {coarse}), not the full template's 163,842")
+    # without the full one: TemplateFlow's den-10k files, said as such (not the bundled maps' note)
+    env.pop("FREESURFER_HOME")
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(None, None, env))
+    note = ref.low_resolution_note(("sulc",), "L")
+    tf = tmp_path / "tf" / "tpl-fsaverage"
+    assert note.startswith(f"registered to fsaverage maps of 10,242 vertices (TemplateFlow {tf})")
+    assert "fsaverage5 (10,242)" in note and "\n" not in note
+    assert low_resolution_note(ref.load("L", ("sulc",)).provenance) == note
+    # a population template (custom, on the ico-6 grid) is not a coarse standard template
+    assert not low_resolution_used({"template_source": "custom", "template_vertices": 40962})
 
 
 def test_the_bundled_maps_record_their_own_vertex_count_and_their_origins():
@@ -500,3 +563,163 @@ def test_a_templateflow_home_that_is_a_file_or_a_sulc_that_is_a_folder_is_noted(
         environ={"TEMPLATEFLOW_HOME": str(tmp_path / "tf")}))
     assert [s.kind for s in ref.candidates("L")] == ["bundled"]
     assert f"TemplateFlow {folder}: {sulc.name} is a folder, not a file; not used" in ref.info
+
+
+def test_a_templateflow_with_one_hemisphere_or_a_missing_home_is_said(tmp_path, write_templateflow):
+    """$TEMPLATEFLOW_HOME with tpl-fsaverage's hemi-L maps only (one hemisphere fetched), the right
+    registered; $TEMPLATEFLOW_HOME naming a folder that does not exist (a typo, a file system not
+    mounted on a compute node), or tpl-fsaverage itself: all fell back to the bundled maps without
+    a word (a FreeSurfer fsaverage without rh.sphere, or a $TEMPLATEFLOW_HOME that is a file, got one)."""
+    folder = write_templateflow(tmp_path / "tf", hemis=("L",))
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(templateflow_home=tmp_path / "tf"))
+    assert ref.source("L", ("sulc",)).kind == "templateflow" and ref.source("R", ("sulc",)).kind == "bundled"
+    assert ref.warnings(("sulc",), ("R",)) == [
+        f"template: TemplateFlow fsaverage {folder}: no hemi-R sphere and sulc of one density "
+        "(tpl-fsaverage_hemi-R_den-164k/41k/10k_sphere.surf.gii and _sulc.shape.gii)"]
+    assert ref.warnings(("sulc",), ("L",)) == []  # the left has its maps: nothing to say
+    # a TemplateFlow whose template has no sulc at all (tpl-fsLR's own files) is not worth a word
+    (tmp_path / "tf" / "tpl-fsLR").mkdir()
+    write_surface(tmp_path / "tf" / "tpl-fsLR" / "tpl-fsLR_hemi-L_den-32k_sphere.surf.gii", *icosphere(3), hemi="L")
+    fslr = resolve_template_ref("fsLR", where=TemplateSearch(templateflow_home=tmp_path / "tf"))
+    assert fslr.warnings(("sulc",)) == [] and fslr.info == ()
+    # a home that does not exist, or a link to nowhere
+    for home in (tmp_path / "no_such", tmp_path / "link"):
+        if home.name == "link":
+            home.symlink_to(tmp_path / "gone")
+        ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(
+            environ={"TEMPLATEFLOW_HOME": str(home)}))
+        what = "is a link to a folder that does not exist here" if home.name == "link" else "does not exist"
+        assert ref.info == (f"TemplateFlow {home}: $TEMPLATEFLOW_HOME {what}; not used",)
+        assert ref.source("L", ("sulc",)).kind == "bundled"
+    # the template's folder itself as the home (TemplateFlow looks for tpl-fsaverage inside it)
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(
+        environ={"TEMPLATEFLOW_HOME": str(folder)}))
+    assert ref.info == (f"TemplateFlow {folder}: $TEMPLATEFLOW_HOME is a template's folder (tpl-fsaverage), not "
+                        f"TemplateFlow's home, which holds it: set TEMPLATEFLOW_HOME={folder.parent} (or pass "
+                        f"--template-dir {folder}); not used",)
+    # set but empty (TEMPLATEFLOW_HOME= in a job script): not set, nothing said
+    assert resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(
+        environ={"TEMPLATEFLOW_HOME": ""})) == TemplateRef.bundled("fsaverage")
+
+
+def test_a_gzipped_fsaverage_says_to_gunzip_it(tmp_path, write_fsaverage):
+    """$SUBJECTS_DIR/fsaverage/surf/lh.sphere.gz and lh.sulc.gz (gzip -r on a copy of FreeSurfer's
+    folder): the warning said only "no lh.sphere or lh.sulc", with the files right there."""
+    import gzip
+
+    fs = write_fsaverage(tmp_path / "subjects", hemis=("L",))
+    for name in ("lh.sphere", "lh.sulc"):
+        path = fs / "surf" / name
+        path.with_name(f"{name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
+    assert ref.source("L", ("sulc",)).kind == "bundled"
+    assert ref.warnings(("sulc",), ("L",)) == [
+        f"template: FreeSurfer fsaverage {fs}: no lh.sphere or lh.sulc for hemi-L (lh.sphere.gz, lh.sulc.gz are "
+        "gzipped; FreeSurfer files are read uncompressed: gunzip lh.sphere.gz lh.sulc.gz)"]
+
+
+def test_fsaverage_sym_is_not_taken_for_fsaverage(tmp_path, write_fsaverage):
+    """FreeSurfer's fsaverage_sym (the left-right symmetric template, for xhemi) has fsaverage's
+    layout (surf/lh.sphere, lh.sulc) and maps in another space: given as --template-dir, or linked
+    as $SUBJECTS_DIR/fsaverage, it was registered to and the outputs labelled space-fsaverage."""
+    sym = write_fsaverage(tmp_path / "fshome" / "subjects", hemis=("L",)).rename(
+        tmp_path / "fshome" / "subjects" / "fsaverage_sym")
+    for given in (sym, sym / "surf"):
+        with pytest.raises(InputError) as e:
+            resolve_template_ref("fsaverage", where=TemplateSearch(template_dir=given))
+        assert str(e.value).startswith(f"{given}: --template-dir is fsaverage_sym, FreeSurfer's left-right symmetric "
+                                       "template") and "\n" not in str(e.value)
+    (tmp_path / "subjects").mkdir()
+    (tmp_path / "subjects" / "fsaverage").symlink_to(sym)
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
+    assert ref.source("L", ("sulc",)).kind == "bundled"
+    assert ref.warnings(("sulc",), ("L",)) == [
+        f"template: {tmp_path / 'subjects' / 'fsaverage'} is a link to {sym}, FreeSurfer's left-right symmetric "
+        "template, not fsaverage (its maps are in another space); not used"]
+
+
+def test_a_fsaverage_with_zero_byte_files_says_they_are_empty(tmp_path, write_fsaverage):
+    """$SUBJECTS_DIR/fsaverage/surf/lh.sphere and lh.sulc of 0 bytes (a copy that ran out of space):
+    the warning said "no lh.sphere or lh.sulc", with the files right there."""
+    fs = write_fsaverage(tmp_path / "subjects", hemis=("L",))
+    for name in ("lh.sphere", "lh.sulc"):
+        (fs / "surf" / name).write_bytes(b"")
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
+    assert ref.source("L", ("sulc",)).kind == "bundled"
+    assert ref.warnings(("sulc",), ("L",)) == [
+        f"template: FreeSurfer fsaverage {fs}: no lh.sphere or lh.sulc for hemi-L (lh.sphere, lh.sulc: 0 bytes, or a "
+        "link to annexed content not fetched)"]
+
+
+def test_a_template_folder_this_user_may_not_read_is_passed_over(tmp_path, monkeypatch, write_templateflow,
+                                                                   write_fsaverage):
+    """A shared $TEMPLATEFLOW_HOME (or $SUBJECTS_DIR) of another group, not searchable by this user:
+    the whole run ended, `permission denied at .../tpl-fsaverage_hemi-L_den-164k_sulc.shape.gii`, though
+    the next source would do. Now one warning line names it and the next source is used. (Tests run as
+    root, for whom chmod 000 hides nothing: os.stat is made to refuse, as the kernel does.)"""
+    import errno
+    import os
+
+    tf = write_templateflow(tmp_path / "tf")
+    fs = write_fsaverage(tmp_path / "subjects")
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        p = os.fsdecode(path)
+        if p.startswith((f"{tf}{os.sep}", f"{fs}{os.sep}")):
+            raise PermissionError(errno.EACCES, "Permission denied", p)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(environ={
+        "TEMPLATEFLOW_HOME": str(tmp_path / "tf"), "SUBJECTS_DIR": str(tmp_path / "subjects")}))
+    assert ref.source("L", ("sulc",)).kind == ref.source("R", ("sulc",)).kind == "bundled"
+    lines = ref.warnings(("sulc",))
+    assert lines == [f"template: TemplateFlow {tmp_path / 'tf'}: permission denied in {tf} (this user may not read "
+                     "it); not used, the next source is",
+                     f"template: FreeSurfer fsaverage {fs}: permission denied in {fs / 'surf'} (this user may not "
+                     "read it); not used, the next source is"]
+
+
+def test_a_map_of_the_other_template_or_hemisphere_is_named_as_such(tmp_path):
+    """fsLR's maps saved under tpl-fsaverage's names (or hemi-R's as hemi-L) were refused with
+    `sulc correlates r = 0.01 with the bundled fsaverage hemi-L sulc; not this template's map`,
+    nothing said of whose map it is; now the refusal names the template (or hemisphere) it fits."""
+    grid = icosphere(6)
+    folder = tmp_path / "tf" / "tpl-fsaverage"
+    folder.mkdir(parents=True)
+    cases = (("fsLR", "L", 1.0, "it fits the bundled fsLR hemi-L sulc, r = 1.00: the other template's map: use "
+                                 "--template fsLR, or that template's folder)"),
+             ("fsLR", "L", -1.0, "it fits the bundled fsLR hemi-L sulc in HCP's sign (negated), r = -1.00: the "
+                                  "other template's map: use --template fsLR, or that template's folder)"),
+             ("fsaverage", "R", 1.0, "it fits the bundled fsaverage hemi-R sulc, r = 1.00: the other hemisphere's "
+                                     "map)"))
+    for base, hemi, sign, words in cases:
+        sulc = sign * load_template(base, hemi, ("sulc",)).features["sulc"]
+        write_surface(folder / "tpl-fsaverage_hemi-L_den-41k_sphere.surf.gii", *grid, hemi="L")
+        write_metric(folder / "tpl-fsaverage_hemi-L_den-41k_sulc.shape.gii", sulc.astype(np.float32), hemi="L")
+        ref = resolve_template_ref("fsaverage", where=TemplateSearch(templateflow_home=tmp_path / "tf"))
+        with pytest.raises(InputError) as e:
+            ref.load("L", ("sulc",))
+        assert "not this template's map (" + words in str(e.value) and "\n" not in str(e.value), (base, sign)
+
+
+def test_a_templateflow_home_with_both_templates_serves_either_as_template_dir(tmp_path, write_templateflow):
+    """--template-dir at a TemplateFlow home holding tpl-fsaverage and tpl-fsLR (any real one),
+    --template fsLR: refused, `--template-dir holds fsaverage maps, but the template is fsLR`."""
+    write_templateflow(tmp_path / "tf")
+    fslr = tmp_path / "tf" / "tpl-fsLR"
+    fslr.mkdir()
+    bundled = load_template("fsLR", "L", ("sulc",))
+    write_surface(fslr / "tpl-fsLR_hemi-L_den-32k_sphere.surf.gii", bundled.vertices, bundled.faces, hemi="L")
+    write_metric(fslr / "tpl-fsLR_hemi-L_den-32k_sulc.shape.gii", bundled.features["sulc"].astype(np.float32), hemi="L")
+    for base, folder in (("fsLR", fslr), ("fsaverage", tmp_path / "tf" / "tpl-fsaverage")):
+        ref = resolve_template_ref(base, where=TemplateSearch(template_dir=tmp_path / "tf"))
+        assert (ref.source("L", ("sulc",)).kind, ref.source("L", ("sulc",)).folder) == ("folder", folder), base
+    # the same home as --template (template= in Python): which template is meant is not the folder's to say
+    with pytest.raises(InputError) as e:
+        resolve_template_ref(tmp_path / "tf")
+    assert str(e.value) == (f"{tmp_path / 'tf'}: holds the maps of several templates (fsaverage, fsLR): name the "
+                            f"template and give the folder as --template-dir, e.g. --template fsLR --template-dir "
+                            f"{tmp_path / 'tf'} (template='fsLR', template_dir=... in Python)")
