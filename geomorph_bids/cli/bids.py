@@ -474,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     with reader_may_go_away(), one_line_warnings(_PROG), stop_on_signals():
         drop_unusable_thread_settings(_PROG)  # before torch is imported
         threads_wait_passively()
-        matplotlib_config_in_tmp()  # before the reports import it
+        # before the reports import it; the work folder when no temporary one can be made (a read-only container)
+        matplotlib_config_in_tmp(fallback=args.work_dir)
         try:
             validate_arguments(args)
             validate_resources(args, _PROG)

@@ -170,31 +170,46 @@ def threads_wait_passively(environ: "os._Environ[str] | dict[str, str] | None" =
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def matplotlib_config_in_tmp(environ: "os._Environ[str] | dict[str, str] | None" = None) -> Path | None:
+def matplotlib_config_in_tmp(environ: "os._Environ[str] | dict[str, str] | None" = None,
+                             fallback: Path | None = None) -> Path | None:
     """Where ``HOME`` cannot hold Matplotlib's configuration and font cache (a read-only or missing
-    home on a compute node or in a container; ``MPLCONFIGDIR`` unset), give it a private temporary
-    folder before it is imported, removed when the command ends, as Matplotlib itself would make
-    one, but without its two log lines on every run and in every SLURM task's log (``mkdir -p
-    failed for path /home/u/.config/matplotlib ...``, ``Matplotlib created a temporary cache
-    directory ...``). Returns the folder made, or None (a writable home, or MPLCONFIGDIR given)."""
+    home on a compute node or in a container; ``MPLCONFIGDIR`` unset), or the ``MPLCONFIGDIR`` given
+    cannot be written (the image's ``/tmp/matplotlib`` under ``docker run --read-only`` without a
+    tmpfs on ``/tmp``), give it a private temporary folder before it is imported, removed when the
+    command ends, as Matplotlib itself would make one, but without its two log lines on every run and
+    in every SLURM task's log (``mkdir -p failed for path /home/u/.config/matplotlib ...``,
+    ``Matplotlib created a temporary cache directory ...``). The folder is made in the temporary
+    folder (``TMPDIR``, ``/tmp``...), else in ``fallback`` (the run's work folder, when it exists: the
+    one writable place of a read-only container but its bound folders; without any, Matplotlib found
+    no folder either and every report lost its figures). Returns the folder made, or None (a writable
+    home or ``MPLCONFIGDIR``)."""
     import atexit
     import shutil
     import tempfile
 
     env = os.environ if environ is None else environ
-    if env.get("MPLCONFIGDIR"):
-        return None
+    given = env.get("MPLCONFIGDIR")
     try:
-        base = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config")
-        folder = base / "matplotlib"
+        if given:
+            folder = Path(given)
+        else:
+            base = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config")
+            folder = base / "matplotlib"
         folder.mkdir(parents=True, exist_ok=True)
         if folder.is_dir() and os.access(folder, os.W_OK):
             return None
     except (OSError, RuntimeError):
         pass
-    try:
-        made = Path(tempfile.mkdtemp(prefix="matplotlib-"))
-    except OSError:  # Matplotlib will say why, as before
+    made = None
+    for where in (None, fallback):
+        if where is not None and not Path(where).is_dir():
+            continue
+        try:
+            made = Path(tempfile.mkdtemp(prefix=".matplotlib-" if where else "matplotlib-", dir=where))
+            break
+        except OSError:
+            continue
+    if made is None:  # Matplotlib will say why, as before
         return None
     env["MPLCONFIGDIR"] = str(made)
     atexit.register(shutil.rmtree, made, True)

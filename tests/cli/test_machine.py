@@ -170,3 +170,33 @@ def test_an_unwritable_home_gives_matplotlib_a_private_folder_without_its_log_li
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**env, "HOME": str(home)})
     assert done.stdout.split()[0] == "None" and (home / ".config" / "matplotlib").is_dir(), done.stderr
+
+
+def test_a_read_only_container_gives_matplotlib_a_folder_in_the_work_dir(tmp_path):
+    """``docker run --read-only`` without a tmpfs on ``/tmp``, the work folder bound (``-v
+    /scratch/work:/work -w /work``): the image's ``MPLCONFIGDIR=/tmp/matplotlib`` could not be made,
+    nor any temporary folder, so Matplotlib printed ``mkdir -p failed for path /tmp/matplotlib`` and
+    every report was written without its figures (``figures failed: Matplotlib requires access to a
+    writable cache directory``). An unwritable ``MPLCONFIGDIR`` is now treated as an unwritable home,
+    and the folder is made in the work folder when no temporary one can be (removed at exit)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    code = ("import os, sys, tempfile; from pathlib import Path; "
+            "from geomorph_bids.cli.machine import matplotlib_config_in_tmp as m; "
+            "tempfile.tempdir = sys.argv[1]; made = m(fallback=Path(sys.argv[2])); "
+            "import matplotlib; matplotlib.get_cachedir(); import matplotlib.pyplot; "
+            "print(made, os.path.isdir(str(made)), matplotlib.get_configdir() == str(made))")
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME")}
+    env.update(HOME="/proc", MPLCONFIGDIR="/proc/matplotlib", PYTHONPATH=str(Path.cwd()))
+    done = subprocess.run([sys.executable, "-c", code, "/proc", str(work)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    made, exists, used = done.stdout.split()
+    assert made.startswith(str(work / ".matplotlib-")) and exists == "True" and used == "True"
+    assert not list(work.iterdir())  # removed at exit
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    done = subprocess.run([sys.executable, "-c", code, str(tmp), str(work)], capture_output=True, text=True,
+                          timeout=300, env=env)  # a temporary folder first, where one can be made
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.split()[0].startswith(str(tmp / "matplotlib-"))
