@@ -283,6 +283,10 @@ apptainer build --fakeroot --build-arg BOOTSTRAP=docker-archive --build-arg FROM
 echo "SIF_BUILD_S=$((SECONDS - t))"
 rm -f /sif/geomorph-bids.tar
 apptainer run --containall /sif/geomorph-bids.sif --version
+# run as %help's first line once read (no --cleanenv): a host PYTHONPATH whose numpy would shadow
+# the image's must not come in
+mkdir -p /sif/host-pp/numpy && echo 'raise ImportError("the host numpy came in")' > /sif/host-pp/numpy/__init__.py
+PYTHONPATH=/sif/host-pp apptainer run /sif/geomorph-bids.sif --version
 t=$SECONDS
 apptainer run --containall --cleanenv -B /data:/data:ro -B /out:/out -B /sif/tmp:/tmp \
   /sif/geomorph-bids.sif /data /out participant --participant-label 02 -w /tmp/work --nprocs 2
