@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings", "current_folder_problem",
-           "matplotlib_config_in_tmp"]
+           "matplotlib_config_in_tmp", "temporary_folder_in"]
 
 _CGROUP = Path("/sys/fs/cgroup")
 _SELF_CGROUP = Path("/proc/self/cgroup")
@@ -170,19 +170,51 @@ def threads_wait_passively(environ: "os._Environ[str] | dict[str, str] | None" =
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def matplotlib_config_in_tmp(environ: "os._Environ[str] | dict[str, str] | None" = None,
-                             fallback: Path | None = None) -> Path | None:
+def temporary_folder_in(fallback: Path | None,
+                        environ: "os._Environ[str] | dict[str, str] | None" = None) -> Path | None:
+    """Where no temporary folder can be made at all (``TMPDIR``, ``/tmp``, ``/var/tmp``, ``/usr/tmp``
+    and the current folder unwritable: ``docker run --read-only`` without a tmpfs on ``/tmp``, the
+    work folder bound), make one in ``fallback`` (the run's work folder, when it exists) and point
+    ``TMPDIR`` and :mod:`tempfile` at it, for this process and the ones it starts: the reports'
+    process pool and batch mode's forkserver need one (the run stopped with ``error: no such file``
+    once the registrations were written), Matplotlib too. Removed at exit. Returns the folder made,
+    or None (a temporary folder can be made, or ``fallback`` cannot hold one)."""
+    import shutil
+    import tempfile
+
+    env = os.environ if environ is None else environ
+    try:
+        tempfile.gettempdir()
+        return None
+    except OSError:  # FileNotFoundError: "No usable temporary directory found in [...]"
+        pass
+    if fallback is None or not Path(fallback).is_dir():
+        return None
+    try:
+        made = Path(tempfile.mkdtemp(prefix=".tmp-", dir=fallback))
+    except OSError:
+        return None
+    env["TMPDIR"] = str(made)
+    if environ is None:
+        tempfile.tempdir = str(made)
+    # removed at exit after multiprocessing's own folders in it (their exit priority is -100), which
+    # an atexit function could remove first, whoever imported multiprocessing before
+    from multiprocessing import util
+
+    util.Finalize(None, shutil.rmtree, args=(str(made), True), exitpriority=-200)
+    return made
+
+
+def matplotlib_config_in_tmp(environ: "os._Environ[str] | dict[str, str] | None" = None) -> Path | None:
     """Where ``HOME`` cannot hold Matplotlib's configuration and font cache (a read-only or missing
     home on a compute node or in a container; ``MPLCONFIGDIR`` unset), or the ``MPLCONFIGDIR`` given
     cannot be written (the image's ``/tmp/matplotlib`` under ``docker run --read-only`` without a
-    tmpfs on ``/tmp``), give it a private temporary folder before it is imported, removed when the
-    command ends, as Matplotlib itself would make one, but without its two log lines on every run and
-    in every SLURM task's log (``mkdir -p failed for path /home/u/.config/matplotlib ...``,
-    ``Matplotlib created a temporary cache directory ...``). The folder is made in the temporary
-    folder (``TMPDIR``, ``/tmp``...), else in ``fallback`` (the run's work folder, when it exists: the
-    one writable place of a read-only container but its bound folders; without any, Matplotlib found
-    no folder either and every report lost its figures). Returns the folder made, or None (a writable
-    home or ``MPLCONFIGDIR``)."""
+    tmpfs on ``/tmp``: every report lost its figures), give it a private temporary folder before it
+    is imported (call :func:`temporary_folder_in` first where there may be none), removed when the
+    command ends, as Matplotlib itself would make one, but without its two log lines on every run
+    and in every SLURM task's log (``mkdir -p failed for path /home/u/.config/matplotlib ...``,
+    ``Matplotlib created a temporary cache directory ...``). Returns the folder made, or None (a
+    writable home or ``MPLCONFIGDIR``)."""
     import atexit
     import shutil
     import tempfile
@@ -200,16 +232,9 @@ def matplotlib_config_in_tmp(environ: "os._Environ[str] | dict[str, str] | None"
             return None
     except (OSError, RuntimeError):
         pass
-    made = None
-    for where in (None, fallback):
-        if where is not None and not Path(where).is_dir():
-            continue
-        try:
-            made = Path(tempfile.mkdtemp(prefix=".matplotlib-" if where else "matplotlib-", dir=where))
-            break
-        except OSError:
-            continue
-    if made is None:  # Matplotlib will say why, as before
+    try:
+        made = Path(tempfile.mkdtemp(prefix="matplotlib-"))
+    except OSError:  # Matplotlib will say why, as before
         return None
     env["MPLCONFIGDIR"] = str(made)
     atexit.register(shutil.rmtree, made, True)
