@@ -262,8 +262,10 @@ class RunLocks:
 
     def _open(self, name: str) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)
-        try:  # never through a link: the holder writes its pid into the file
-            return os.open(self.path(name), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:  # never through a link: the holder writes its pid into the file. 0666 less the umask, as
+            # every output: a group-writable output folder (umask 002, a lab's shared one) is one that
+            # the group's other members can run into (with 0644 their runs stopped on run.lock)
+            return os.open(self.path(name), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             why = "it is a link (lock files are never followed)" if exc.errno == errno.ELOOP else _why(exc)
             raise InputError(f"cannot open the lock file: {why}", path=self.path(name)) from None

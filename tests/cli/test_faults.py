@@ -455,6 +455,23 @@ def test_disk_full_while_writing_the_probe(tmp_path, monkeypatch):
     assert not (tmp_path / "w").exists()  # the folder the check created is removed again
 
 
+def test_lock_files_take_the_umask_as_the_outputs_do(tmp_path):
+    """A lab's shared output folder (umask 002: outputs 0664, folders 0775): the lock files were
+    created 0644 whatever the umask, so a second member of the group, whose run could write every
+    output, stopped at once on ``.geomorph-locks/run.lock: cannot open the lock file: permission
+    denied`` (seen with two uids of one group in the image, ``podman run --umask 0002``). They
+    are 0666 less the umask now, as every output."""
+    old = os.umask(0o002)
+    try:
+        with pf.RunLocks(tmp_path) as locks:
+            assert locks.try_lock("sub-01")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / pf.LOCK_DIR).iterdir()}
+    assert modes == {"run.lock": 0o664, "sub-01.lock": 0o664}
+    assert (tmp_path / pf.LOCK_DIR).stat().st_mode & 0o777 == 0o775
+
+
 def test_locks_are_released_when_the_holder_dies(tmp_path):
     """A lock held by a process killed with SIGKILL is free again: no stale locks."""
     code = ("import sys, time; from pathlib import Path; from geomorph_bids.cli.preflight import RunLocks;"
