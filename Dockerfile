@@ -59,8 +59,12 @@ RUN pip install -c /src/constraints.txt "/src[multimodal]" \
     && rm -rf /root/.cache /tmp/*
 
 # TemplateFlow's skeleton (names only) is unpacked once here, so that nothing is written into
-# TEMPLATEFLOW_HOME at run time (read-only under Apptainer) and nothing is ever downloaded.
+# TEMPLATEFLOW_HOME at run time (read-only under Apptainer) and nothing is ever downloaded. The
+# zero-byte placeholders of the two templates geomorph-bids reads maps from go: nothing can fetch
+# them into this read-only, offline image, and every --template fsaverage run said so in a note
+# (bind a TemplateFlow home with the real files instead: README, "Running at scale").
 RUN TEMPLATEFLOW_HOME=/opt/templateflow python -c "import templateflow.api" \
+    && find /opt/templateflow/tpl-fsaverage /opt/templateflow/tpl-fsLR -type f -size 0 -delete \
     && chmod -R a+rX /opt/templateflow
 
 # ------------------------------------------------------------------------------ final

@@ -213,15 +213,35 @@ echo "$got"
 podman run --rm --network none --user 4321:4321 "$img" --help >/dev/null \
   || die "the image does not run as an arbitrary user id (docker run -u)"
 
+# as a user who runs the image as itself, without -u, into a host folder of someone else's (root's
+# here): one line with both uids and the -u to add, nothing written
+mkdir -p "$work/out-notmine" && chmod 0755 "$work/out-notmine"
+podman run --rm --network none -v "$dataset:/data:ro" -v "$work/out-notmine:/out" "$img" /data /out participant \
+  > "$work/notmine.log" 2>&1 && die "a run into a folder the container's user cannot write exited 0"
+grep -q 'runs as uid 10001, gid 10001 and /out belongs to uid 0.*docker run -u' "$work/notmine.log" \
+  || { cat "$work/notmine.log"; die "an output folder the container cannot write: no uid hint"; }
+[ -z "$(ls -A "$work/out-notmine")" ] || die "a refused run wrote into the output folder"
+# the image's TemplateFlow holds no placeholders of the templates geomorph-bids reads (a note on every
+# --template fsaverage run that no one could act on: nothing can fetch them into the image)
+[ -z "$(podman run --rm --network none --entrypoint find "$img" /opt/templateflow/tpl-fsaverage \
+        /opt/templateflow/tpl-fsLR -size 0)" ] || die "TemplateFlow placeholders of fsaverage/fsLR in the image"
+
 log "podman run participant on the example dataset (no network, read-only image and dataset)"
 chmod 0777 "$work/out-docker"  # the image's user is not root
+mkdir -p "$work/work-docker" && chmod 0777 "$work/work-docker"
 t=$SECONDS
-podman run --rm --network none --read-only --tmpfs /home/geomorph:rw,mode=1777 \
-  -v "$dataset:/data:ro" -v "$work/out-docker:/out:rw" \
-  "$img" /data /out participant -w /tmp/work --nprocs 2 \
-  || die "participant level failed inside the container"
+# docker run --read-only: nothing writable but the bound folders (podman adds a tmpfs on /tmp unless
+# told not to; docker does not), the work folder bound as the README binds it
+podman run --rm --network none --read-only --read-only-tmpfs=false \
+  -v "$dataset:/data:ro" -v "$work/out-docker:/out:rw" -v "$work/work-docker:/work:rw" \
+  "$img" /data /out participant -w /work --nprocs 2 2> "$work/run-docker.err" \
+  || { cat "$work/run-docker.err"; die "participant level failed inside the container"; }
 run_s=$((SECONDS - t))
+cat "$work/run-docker.err"
 check_outputs "$work/out-docker" 01 02 || die "expected outputs missing (docker)"
+! grep -q -i -e "figures failed" -e "mkdir -p failed" -e "matplotlib" "$work/run-docker.err" \
+  || die "read-only container: the reports lost figures or Matplotlib complained"
+[ "$(ls "$work/out-docker"/sub-0[12]/figures/*.png | wc -l)" -ge 12 ] || die "read-only container: report figures missing"
 grep -q '"Container"' "$work/out-docker/dataset_description.json" \
   || die "dataset_description.json does not record the container"
 note "docker participant run (2 subjects x 2 hemispheres, default model, CPU): ${run_s} s; outputs checked"
@@ -263,6 +283,10 @@ apptainer build --fakeroot --build-arg BOOTSTRAP=docker-archive --build-arg FROM
 echo "SIF_BUILD_S=$((SECONDS - t))"
 rm -f /sif/geomorph-bids.tar
 apptainer run --containall /sif/geomorph-bids.sif --version
+# run as %help's first line once read (no --cleanenv): a host PYTHONPATH whose numpy would shadow
+# the image's must not come in
+mkdir -p /sif/host-pp/numpy && echo 'raise ImportError("the host numpy came in")' > /sif/host-pp/numpy/__init__.py
+PYTHONPATH=/sif/host-pp apptainer run /sif/geomorph-bids.sif --version
 t=$SECONDS
 apptainer run --containall --cleanenv -B /data:/data:ro -B /out:/out -B /sif/tmp:/tmp \
   /sif/geomorph-bids.sif /data /out participant --participant-label 02 -w /tmp/work --nprocs 2

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings", "current_folder_problem",
-           "matplotlib_config_in_tmp"]
+           "matplotlib_config_in_tmp", "temporary_folder_in"]
 
 _CGROUP = Path("/sys/fs/cgroup")
 _SELF_CGROUP = Path("/proc/self/cgroup")
@@ -170,23 +170,63 @@ def threads_wait_passively(environ: "os._Environ[str] | dict[str, str] | None" =
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def temporary_folder_in(fallback: Path | None,
+                        environ: "os._Environ[str] | dict[str, str] | None" = None) -> Path | None:
+    """Where no temporary folder can be made at all (``TMPDIR``, ``/tmp``, ``/var/tmp``, ``/usr/tmp``
+    and the current folder unwritable: ``docker run --read-only`` without a tmpfs on ``/tmp``, the
+    work folder bound), make one in ``fallback`` (the run's work folder, when it exists) and point
+    ``TMPDIR`` and :mod:`tempfile` at it, for this process and the ones it starts: the reports'
+    process pool and batch mode's forkserver need one (the run stopped with ``error: no such file``
+    once the registrations were written), Matplotlib too. Removed at exit. Returns the folder made,
+    or None (a temporary folder can be made, or ``fallback`` cannot hold one)."""
+    import shutil
+    import tempfile
+
+    env = os.environ if environ is None else environ
+    try:
+        tempfile.gettempdir()
+        return None
+    except OSError:  # FileNotFoundError: "No usable temporary directory found in [...]"
+        pass
+    if fallback is None or not Path(fallback).is_dir():
+        return None
+    try:
+        made = Path(tempfile.mkdtemp(prefix=".tmp-", dir=fallback))
+    except OSError:
+        return None
+    env["TMPDIR"] = str(made)
+    if environ is None:
+        tempfile.tempdir = str(made)
+    # removed at exit after multiprocessing's own folders in it (their exit priority is -100), which
+    # an atexit function could remove first, whoever imported multiprocessing before
+    from multiprocessing import util
+
+    util.Finalize(None, shutil.rmtree, args=(str(made), True), exitpriority=-200)
+    return made
+
+
 def matplotlib_config_in_tmp(environ: "os._Environ[str] | dict[str, str] | None" = None) -> Path | None:
     """Where ``HOME`` cannot hold Matplotlib's configuration and font cache (a read-only or missing
-    home on a compute node or in a container; ``MPLCONFIGDIR`` unset), give it a private temporary
-    folder before it is imported, removed when the command ends, as Matplotlib itself would make
-    one, but without its two log lines on every run and in every SLURM task's log (``mkdir -p
-    failed for path /home/u/.config/matplotlib ...``, ``Matplotlib created a temporary cache
-    directory ...``). Returns the folder made, or None (a writable home, or MPLCONFIGDIR given)."""
+    home on a compute node or in a container; ``MPLCONFIGDIR`` unset), or the ``MPLCONFIGDIR`` given
+    cannot be written (the image's ``/tmp/matplotlib`` under ``docker run --read-only`` without a
+    tmpfs on ``/tmp``: every report lost its figures), give it a private temporary folder before it
+    is imported (call :func:`temporary_folder_in` first where there may be none), removed when the
+    command ends, as Matplotlib itself would make one, but without its two log lines on every run
+    and in every SLURM task's log (``mkdir -p failed for path /home/u/.config/matplotlib ...``,
+    ``Matplotlib created a temporary cache directory ...``). Returns the folder made, or None (a
+    writable home or ``MPLCONFIGDIR``)."""
     import atexit
     import shutil
     import tempfile
 
     env = os.environ if environ is None else environ
-    if env.get("MPLCONFIGDIR"):
-        return None
+    given = env.get("MPLCONFIGDIR")
     try:
-        base = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config")
-        folder = base / "matplotlib"
+        if given:
+            folder = Path(given)
+        else:
+            base = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config")
+            folder = base / "matplotlib"
         folder.mkdir(parents=True, exist_ok=True)
         if folder.is_dir() and os.access(folder, os.W_OK):
             return None

@@ -85,6 +85,36 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _container_hint(role: str, folder: Path, err: int) -> str:
+    """What to do about an output or work folder (``role``) that cannot be created or written
+    (``err``: the errno, EACCES/EPERM or EROFS) when this runs inside our image
+    (``$GEOMORPH_CONTAINER``, set by the Dockerfile and ``singularity.def``), where the cause is
+    nearly always the ``docker run`` line: a host folder owned by another user than the one the
+    container runs as (the image's uid 10001 without ``-u``; a folder Docker created as root for a
+    bind whose host path did not exist), a folder bound read-only, or no folder bound there at all
+    (the image's own files are not writable). Empty outside the image or for other errors."""
+    if not os.environ.get("GEOMORPH_CONTAINER") or err not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ""
+    near = folder
+    while not near.exists() and near != near.parent:
+        near = near.parent
+    if err == errno.EROFS or near == near.parent:  # the image itself, or a read-only bind
+        extra = ("; or give the container a writable /tmp (docker run --read-only --tmpfs /tmp)"
+                 if role == "work" else "")
+        return (f"; in this container only folders bound writable can be written: bind a host folder you own "
+                f"there, not :ro (docker run -v /path/on/host:{folder}, apptainer run -B /path/on/host:{folder})"
+                + extra)
+    try:
+        st = near.stat()
+        owner = f"uid {st.st_uid}, gid {st.st_gid}, mode {st.st_mode & 0o7777:04o}"
+    except OSError:
+        owner = "another user"
+    return (f"; in this container the command runs as uid {os.getuid()}, gid {os.getgid()} and {near} "
+            f"belongs to {owner}: run the container as the folder's owner (docker run -u \"$(id -u):$(id -g)\", "
+            "with a host folder you own: Docker creates a bind's missing host folder as root) or make it "
+            "writable for that uid")
+
+
 def check_writable(folder: Path, role: str, min_free_mb: float | None = None) -> bool:
     """Make sure ``folder`` (the ``role`` folder: "output" or "work") can be written.
 
@@ -108,14 +138,17 @@ def check_writable(folder: Path, role: str, min_free_mb: float | None = None) ->
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create the {role} directory ({_why(exc)})", path=folder) from None
+        hint = _container_hint(role, folder, exc.errno)
+        raise InputError(f"cannot create the {role} directory ({_why(exc)}){hint}", path=folder) from None
     try:
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise InputError(f"the {role} directory is not writable (permission denied)", path=folder)
+            raise InputError(f"the {role} directory is not writable (permission denied)"
+                             f"{_container_hint(role, folder, errno.EACCES)}", path=folder)
         try:
             _write_probe(folder)
         except OSError as exc:
-            raise InputError(f"cannot write to the {role} directory ({_why(exc)})", path=folder) from None
+            hint = _container_hint(role, folder, exc.errno)
+            raise InputError(f"cannot write to the {role} directory ({_why(exc)}){hint}", path=folder) from None
         free = _free_mb(folder)
         if free < need:
             raise InputError(f"the {role} directory has {free:.0f} MiB free; geomorph-bids needs at least "
@@ -229,8 +262,10 @@ class RunLocks:
 
     def _open(self, name: str) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)
-        try:  # never through a link: the holder writes its pid into the file
-            return os.open(self.path(name), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:  # never through a link: the holder writes its pid into the file. 0666 less the umask, as
+            # every output: a group-writable output folder (umask 002, a lab's shared one) is one that
+            # the group's other members can run into (with 0644 their runs stopped on run.lock)
+            return os.open(self.path(name), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             why = "it is a link (lock files are never followed)" if exc.errno == errno.ELOOP else _why(exc)
             raise InputError(f"cannot open the lock file: {why}", path=self.path(name)) from None

@@ -136,6 +136,8 @@ def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
     sources = {h: load_density_sphere(template.base, h, density, tf_home or None)[2] for h in args.hemi}
     compat, cifti = resolve_fmriprep_outputs(args, template, density)
     device = model.resolve_device(args.device)
+    if note := cpu_fallback_note(args.device, device, model):
+        print(f"geomorph-bids: note: {note}", file=sys.stderr)
     batch = int(getattr(args, "batch_size", None) or 0)
     # batch mode: --nprocs single-threaded workers; the workflow: threads per registration node
     omp = args.omp_nthreads or (1 if batch else max(1, min(8, args.nprocs // 2)))
@@ -144,6 +146,28 @@ def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
                      omp_nthreads=omp, nprocs=args.nprocs, templateflow_home=tf_home, density_sources=sources,
                      fmriprep_compat=compat, cifti=cifti, quality=resolve_quality(args),
                      batch_size=batch, reports=getattr(args, "reports", None) or "parallel")
+
+
+def cpu_fallback_note(requested: str | None, device: str, model: ModelChoice,
+                      environ: "os._Environ[str] | dict[str, str] | None" = None) -> str | None:
+    """The line said when ``--device auto`` (``requested``) resolved to the CPU (``device``) inside
+    our image (``$GEOMORPH_CONTAINER``) whose torch is a CUDA build: the container was given no GPU
+    (``docker run`` without ``--gpus``, ``apptainer run`` without ``--nv``, a host without one), and
+    a run meant for the GPU would otherwise go on the CPU with only ``device cpu`` in the start line
+    to tell. None elsewhere: a registration that uses no torch device (``model``: rigid alone), a
+    device asked for by name, an image with torch's CPU build, or a native install (a CUDA build of
+    torch on a machine without a GPU is common there, and ``scripts/install.sh`` says so once)."""
+    env = os.environ if environ is None else environ
+    if (model.rigid_only or device != "cpu" or str(requested or "auto").strip().lower() != "auto"
+            or not env.get("GEOMORPH_CONTAINER")):
+        return None
+    import torch
+
+    if torch.version.cuda is None:
+        return None
+    return (f"no CUDA GPU is visible in this container (torch {torch.__version__} is a CUDA build): registering "
+            "on the CPU; give it the host's GPU with docker run --gpus all or apptainer run --nv (--device cpu "
+            "chooses the CPU without this note)")
 
 
 def resolve_fmriprep_outputs(args, template: TemplateRef, density: str) -> tuple[bool, bool]:

@@ -320,6 +320,47 @@ def test_read_only_work_folder(reference, tmp_path, monkeypatch):
     assert not out.exists() and stdout == ""
 
 
+def test_folders_the_container_cannot_write_say_what_to_change_in_the_run_line(tmp_path, monkeypatch):
+    """Inside the image (``$GEOMORPH_CONTAINER``): ``docker run`` without ``-u`` into a host folder
+    of the caller's said only ``/out: the output directory is not writable (permission denied)``,
+    and with ``/out`` not bound, or ``docker run --read-only`` and the default work folder,
+    ``cannot create the ... directory (permission denied / read-only filesystem)``: nothing said
+    which uid the container runs as, whose the folder is, or that a folder must be bound. Outside
+    the image the lines are as before."""
+    out = tmp_path / "out"
+    out.mkdir()
+    real = os.access
+    monkeypatch.setattr(pf.os, "access", lambda path, mode: False if Path(path) == out else real(path, mode))
+    monkeypatch.delenv("GEOMORPH_CONTAINER", raising=False)
+    with pytest.raises(pf.InputError) as native:
+        pf.check_writable(out, "output")
+    assert str(native.value) == f"{out}: the output directory is not writable (permission denied)"
+    monkeypatch.setenv("GEOMORPH_CONTAINER", "docker://geomorph-bids:test")
+    with pytest.raises(pf.InputError) as owned:
+        pf.check_writable(out, "output")
+    st = out.stat()
+    assert str(owned.value) == (
+        f"{out}: the output directory is not writable (permission denied); in this container the command runs "
+        f"as uid {os.getuid()}, gid {os.getgid()} and {out} belongs to uid {st.st_uid}, gid {st.st_gid}, mode "
+        f"{st.st_mode & 0o7777:04o}: run the container as the folder's owner (docker run -u \"$(id -u):$(id -g)\", "
+        "with a host folder you own: Docker creates a bind's missing host folder as root) or make it writable for "
+        "that uid")
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(pf.Path, "mkdir", read_only)
+    work = tmp_path / "tmp" / "work"
+    with pytest.raises(pf.InputError) as unbound:
+        pf.check_writable(work, "work")
+    assert str(unbound.value) == (
+        f"{work}: cannot create the work directory (read-only filesystem); in this container only folders bound "
+        f"writable can be written: bind a host folder you own there, not :ro (docker run -v /path/on/host:{work}, "
+        f"apptainer run -B /path/on/host:{work}); or give the container a writable /tmp (docker run --read-only "
+        "--tmpfs /tmp)")
+    assert not work.exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits (EROFS is simulated above)")
 def test_work_folder_without_write_permission(reference, tmp_path):
     work = tmp_path / "work"
@@ -412,6 +453,23 @@ def test_disk_full_while_writing_the_probe(tmp_path, monkeypatch):
     with pytest.raises(pf.InputError, match=r"cannot write to the work directory \(no space left"):
         pf.check_writable(tmp_path / "w", "work")
     assert not (tmp_path / "w").exists()  # the folder the check created is removed again
+
+
+def test_lock_files_take_the_umask_as_the_outputs_do(tmp_path):
+    """A lab's shared output folder (umask 002: outputs 0664, folders 0775): the lock files were
+    created 0644 whatever the umask, so a second member of the group, whose run could write every
+    output, stopped at once on ``.geomorph-locks/run.lock: cannot open the lock file: permission
+    denied`` (seen with two uids of one group in the image, ``podman run --umask 0002``). They
+    are 0666 less the umask now, as every output."""
+    old = os.umask(0o002)
+    try:
+        with pf.RunLocks(tmp_path) as locks:
+            assert locks.try_lock("sub-01")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / pf.LOCK_DIR).iterdir()}
+    assert modes == {"run.lock": 0o664, "sub-01.lock": 0o664}
+    assert (tmp_path / pf.LOCK_DIR).stat().st_mode & 0o777 == 0o775
 
 
 def test_locks_are_released_when_the_holder_dies(tmp_path):

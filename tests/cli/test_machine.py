@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,39 @@ def test_an_unwritable_home_gives_matplotlib_a_private_folder_without_its_log_li
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**env, "HOME": str(home)})
     assert done.stdout.split()[0] == "None" and (home / ".config" / "matplotlib").is_dir(), done.stderr
+
+
+def test_a_read_only_container_makes_its_temporary_folder_in_the_work_dir(tmp_path):
+    """``docker run --read-only`` without a tmpfs on ``/tmp``, the work folder bound (``-v
+    /scratch/work:/work -w /work``): no temporary folder could be made anywhere, so the image's
+    ``MPLCONFIGDIR=/tmp/matplotlib`` failed (``mkdir -p failed for path /tmp/matplotlib``, a report
+    without figures) and, with two participants, the reports' process pool stopped the run with
+    ``error: no such file`` after the registrations. The temporary folder is now made in the work
+    folder (``TMPDIR`` for the processes started), an unwritable ``MPLCONFIGDIR`` is treated as an
+    unwritable home, and both are removed at exit."""
+    work = Path(tempfile.mkdtemp(dir="/tmp")) / "work"  # short: the forkserver's socket path is at most 107 bytes
+    work.mkdir()
+    code = ("import os, sys, tempfile, multiprocessing; from pathlib import Path; "
+            "from concurrent.futures import ProcessPoolExecutor; "
+            "from geomorph_bids.cli.machine import matplotlib_config_in_tmp as m, temporary_folder_in as t; "
+            "tempfile._candidate_tempdir_list = lambda: ['/proc']; tmp = t(Path(sys.argv[1])); made = m(); "
+            "import matplotlib; matplotlib.get_cachedir(); import matplotlib.pyplot; "
+            "pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('forkserver')); "
+            "print(tmp, made, os.environ.get('TMPDIR') == str(tmp), matplotlib.get_configdir() == str(made), "
+            "pool.submit(abs, -3).result()); pool.shutdown()")
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "TMPDIR")}
+    env.update(HOME="/proc", MPLCONFIGDIR="/proc/matplotlib", PYTHONPATH=str(Path.cwd()))
+    done = subprocess.run([sys.executable, "-c", code, str(work)], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    tmp, made, tmpdir, used, result = done.stdout.split()
+    assert tmp.startswith(str(work / ".tmp-")) and made.startswith(tmp + "/matplotlib-")
+    assert (tmpdir, used, result) == ("True", "True", "3")
+    assert not list(work.iterdir())  # removed at exit
+    done = subprocess.run([sys.executable, "-c", code.replace("tempfile._candidate_tempdir_list = lambda: ['/proc']; ",
+                                                              ""), str(work)],
+                          capture_output=True, text=True, timeout=300, env=env)  # where /tmp can be written
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    tmp, made = done.stdout.split()[:2]
+    assert tmp == "None" and not made.startswith(str(work)) and Path(made).name.startswith("matplotlib-")
+    shutil.rmtree(work.parent)

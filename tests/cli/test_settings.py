@@ -55,3 +55,38 @@ def test_the_default_registration_without_the_templates_curv_says_it_uses_sulc_a
                      f"(folder fsaverage {partial}) have no curv, which it adds where they have it (docs/templates.md)"]
     assert resolve(full) == (("sulc", "curv"), [])
     assert resolve(partial, "--model", "rigid")[1] == []
+
+
+def test_the_image_says_once_when_auto_falls_back_to_the_cpu(tmp_path, capsys, monkeypatch):
+    """In the CUDA image given no GPU (``docker run`` without ``--gpus``, ``apptainer run`` without
+    ``--nv``, a host without one), ``--device auto`` went on the CPU with only ``device cpu`` in the
+    start line to tell. One note line says so now, in the image only (``$GEOMORPH_CONTAINER``), with a
+    CUDA build of torch, for a registration that uses torch; ``--device cpu``, ``--model rigid``, a CPU
+    build or a native install say nothing."""
+    import torch
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.settings import resolve_settings
+
+    for var in ("SUBJECTS_DIR", "FREESURFER_HOME", "TEMPLATEFLOW_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+
+    def notes(*extra):
+        args = build_parser().parse_args([str(tmp_path), str(tmp_path / "out"), "participant", "--hemi", "L", *extra])
+        config = resolve_settings(args, tmp_path / "out", tmp_path / "work")
+        return config.device, [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+
+    monkeypatch.setenv("GEOMORPH_CONTAINER", "docker://geomorph-bids:test")
+    assert notes() == ("cpu", [
+        f"geomorph-bids: note: no CUDA GPU is visible in this container (torch {torch.__version__} is a CUDA "
+        "build): registering on the CPU; give it the host's GPU with docker run --gpus all or apptainer run --nv "
+        "(--device cpu chooses the CPU without this note)"])
+    assert notes("--device", "cpu") == ("cpu", [])
+    assert notes("--model", "rigid") == ("cpu", [])
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert notes() == ("cpu", [])
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.delenv("GEOMORPH_CONTAINER")
+    assert notes() == ("cpu", [])
