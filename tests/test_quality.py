@@ -41,6 +41,18 @@ def test_a_sign_flipped_map_is_named_as_such_not_as_the_other_hemisphere():
     assert reason.startswith("identity:") and "CC 0.45 vs 0.37" in reason
 
 
+def test_a_freesurfer_sulc_read_as_hcps_is_told_to_drop_the_hcp_sign():
+    """The sulc was read in HCP's sign and negated (``sulc_sign`` "hcp": ``--sulc-sign hcp`` or an
+    HCP layout) but is FreeSurfer's: the sign gate used to advise ``--sulc-sign hcp``, the very cause."""
+    flipped = dict(GOOD, identity_cc_own=0.37, identity_cc_mirrored=0.45, identity_cc_negated=0.93)
+    (reason,) = assess(dict(flipped, sulc_sign="hcp"), ["sulc"]).reasons
+    assert reason.startswith("sign:") and "CC 0.93 vs 0.37" in reason
+    assert "read in HCP's convention and negated" in reason and "leave out --sulc-sign hcp" in reason
+    assert "(geomorph-register --sulc-sign hcp" not in reason
+    (reason,) = assess(dict(flipped, sulc_sign="freesurfer"), ["sulc"]).reasons
+    assert "(geomorph-register --sulc-sign hcp" in reason
+
+
 def test_thresholds_change_the_verdict_and_are_recorded():
     strict = QualityThresholds(min_cc_after=0.97)
     verdict = assess(GOOD, ["sulc"], strict)

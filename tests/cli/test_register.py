@@ -733,3 +733,17 @@ def test_the_bundled_low_resolution_fsaverage_is_said_on_one_line(tmp_path, monk
     assert "low-resolution" not in err  # not the bundled maps: the tiny fsaverage (fsaverage5's mesh), said as such
     assert (f"geomorph-register: note: hemi-L registered to fsaverage maps of 10,242 vertices (FreeSurfer "
             f"{tmp_path / 'subjects' / 'fsaverage'}), not the full template's 163,842") in err
+
+
+def test_a_freesurfer_sulc_given_with_sulc_sign_hcp_is_told_to_leave_the_option_out(tmp_path, capsys):
+    """``--sulc-sign hcp`` given for FreeSurfer's own lh.sulc: flagged for its sign (exit 3), and the
+    advice is to leave the option out, not (as before) to add it."""
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "lh_sphere.surf.gii"
+    assert main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}",
+                 "--sulc-sign", "hcp", "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert "FLAGGED hemi-L: sign:" in err and "leave out --sulc-sign hcp" in err
+    assert "(geomorph-register --sulc-sign hcp" not in err
+    metrics = json.loads((tmp_path / "lh_metrics.json").read_text())
+    assert metrics["sulc_sign"] == "hcp" and metrics["identity_cc_negated"] > 0.9
