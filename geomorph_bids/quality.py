@@ -14,7 +14,8 @@ Gates (each reason names the gate and the numbers):
   ``lh.``/``rh.``, ``hemi-``; ``label_conflicts`` in the metrics), or the features fit the
   mirror image of the template better than the template itself by more than
   ``identity_margin`` (``identity_cc_mirrored - identity_cc_own``); when the sign-flipped
-  features fit the template far better than both (``identity_cc_negated``, measured only then),
+  features fit the template far better than both (``identity_cc_negated``, measured then and
+  when the own fit is poor: :data:`~geomorph_bids.engine.prealign.SIGN_CHECK_BELOW`),
   the reason names the sign instead (``sign:``: an HCP-convention sulc given as FreeSurfer's, or,
   when ``sulc_sign`` is ``"hcp"``, a FreeSurfer-convention sulc read as HCP's and negated);
 * **correlation**: the first registration feature's (sulc's) correlation with the template
@@ -188,14 +189,17 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
         out.append(f"identity: {conflict}")
     own, mirrored = reg.get("identity_cc_own"), reg.get("identity_cc_mirrored")
     negated = reg.get("identity_cc_negated")
-    if _real(own) and _real(mirrored) and mirrored - own > t.identity_margin:
-        if _real(negated) and negated > max(own, mirrored) + _SIGN_MARGIN and reg.get("sulc_sign") == "hcp":
+    # a sign-flipped map fits the template and its mirror image alike (~0.4), so it is judged
+    # whichever of the two fits better (before: only when the mirrored one did, by chance)
+    flipped = _real(own) and _real(negated) and negated > max(own, mirrored if _real(mirrored) else own) + _SIGN_MARGIN
+    if flipped or (_real(own) and _real(mirrored) and mirrored - own > t.identity_margin):
+        if flipped and reg.get("sulc_sign") == "hcp":
             # the map was read in HCP's sign and negated: the advice to say it is HCP's would be the cause
             out.append(f"sign: the features fit the template far better with their sign flipped (CC {negated:.2f} "
                        f"vs {own:.2f}): the sulc was read in HCP's convention and negated, but it is in "
                        "FreeSurfer's: leave out --sulc-sign hcp (geomorph-register); an HCP pipelines file "
                        "(geomorph-bids) must hold HCP's sign: was it converted from FreeSurfer's lh.sulc?")
-        elif _real(negated) and negated > max(own, mirrored) + _SIGN_MARGIN:
+        elif flipped:
             out.append(f"sign: the features fit the template far better with their sign flipped (CC {negated:.2f} "
                        f"vs {own:.2f}): sulc in HCP's convention (-FreeSurfer's)? FreeSurfer's sign is expected "
                        "(geomorph-register --sulc-sign hcp; negate it for register())")

@@ -53,6 +53,16 @@ def test_a_freesurfer_sulc_read_as_hcps_is_told_to_drop_the_hcp_sign():
     assert "(geomorph-register --sulc-sign hcp" in reason
 
 
+def test_a_sign_flipped_map_is_flagged_even_when_the_mirror_fits_no_better():
+    """A flipped map fits the template and its mirror alike (~0.4): when the template happens to fit
+    better (0.42 vs 0.40) the sign gate, nested in the identity check, never ran (quality ok)."""
+    flipped = dict(GOOD, identity_cc_own=0.42, identity_cc_mirrored=0.40, identity_cc_negated=0.95)
+    (reason,) = assess(flipped, ["sulc"]).reasons
+    assert reason.startswith("sign:") and "CC 0.95 vs 0.42" in reason
+    poor = dict(flipped, identity_cc_negated=0.50)  # flipping does not help: nothing to say
+    assert not assess(poor, ["sulc"]).flagged
+
+
 def test_thresholds_change_the_verdict_and_are_recorded():
     strict = QualityThresholds(min_cc_after=0.97)
     verdict = assess(GOOD, ["sulc"], strict)
