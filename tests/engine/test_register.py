@@ -561,6 +561,12 @@ def test_a_sign_flipped_sulc_that_fits_its_own_template_no_worse_than_the_mirror
     assert m["identity_cc_negated"] > m["identity_cc_own"] + 0.3
     right = register((s.vertices, s.faces), {"sulc": sulc}, "fsaverage", "R", template_dir="bundled")
     assert not right.quality.flagged and right.metrics["identity_cc_own"] > 0.9
+    # sulc and curv both in HCP's sign (as HCP writes both) to fsaverage's two maps: own 0.38, mirrored 0.30
+    s = read_surface(surf / "lh.sphere")
+    maps = {n: -np.asarray(read_feature(surf / f"lh.{n}"), dtype=np.float64) for n in ("sulc", "curv")}
+    both = register((s.vertices, s.faces), maps, "fsaverage", "L", template_dir="bundled")
+    assert both.metrics["identity_cc_own"] > both.metrics["identity_cc_mirrored"]
+    assert both.quality.flagged and both.quality.reasons[0].startswith("sign:")
 
 
 def _example_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
