@@ -151,6 +151,13 @@ class QualityVerdict:
 _SIGN_MARGIN = 0.2
 
 
+#: a mirrored fit less than this better than the own fit is no evidence of the other hemisphere alone:
+#: swapped hemispheres fitted their mirror 0.35-0.45 better (example, fsaverage5, fsaverage 164k; 0.90-0.95
+#: vs 0.47-0.57), maps that are no sulc fit both alike (thickness 0.41-0.44 vs 0.36-0.39, permuted 0.32 vs
+#: 0.30): the identity reason then says so too (the verdict is the same)
+_BARELY = 0.1
+
+
 def _beyond(value: float, limit: float, digits: int = 2) -> str:
     """``value`` with ``digits`` decimals, more (up to 6) while it would print as ``limit`` does:
     a p95 of 1.0011 over a maximum of 1 read "1.00 (maximum 1)", a pass."""
@@ -204,8 +211,11 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
                        f"vs {own:.2f}): sulc in HCP's convention (-FreeSurfer's)? FreeSurfer's sign is expected "
                        "(geomorph-register --sulc-sign hcp; negate it for register())")
         else:
+            barely = mirrored - own < _BARELY
             out.append(f"identity: the features fit the mirrored template better than the template "
-                       f"(CC {mirrored:.2f} vs {own:.2f}): the other hemisphere, or swapped lh/rh files?")
+                       f"(CC {mirrored:.2f} vs {own:.2f}): the other hemisphere, or swapped lh/rh files?"
+                       + (" Or, fitting both alike, not this hemisphere's sulc at all (thickness, values in another "
+                          "vertex order?)" if barely else ""))
     # a sphere.reg of another subject or mesh gives a wrong rotation whatever the features say
     via_reg = (" (the rotation came from the sphere.reg: is it this sphere's? without it the features "
                "decide the rotation)") if reg.get("rotation_method") == "correspondence" else ""

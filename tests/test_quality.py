@@ -63,6 +63,16 @@ def test_a_sign_flipped_map_is_flagged_even_when_the_mirror_fits_no_better():
     assert not assess(poor, ["sulc"]).flagged
 
 
+def test_a_map_that_fits_the_mirror_barely_better_is_also_said_maybe_not_to_be_sulc():
+    """Thickness or a permuted sulc fits template and mirror alike (0.41 vs 0.36; 0.32 vs 0.30): the
+    identity reason blamed swapped hemispheres alone; a real swap (0.92 vs 0.51) reads as before."""
+    (reason,) = assess(dict(GOOD, identity_cc_own=0.36, identity_cc_mirrored=0.41), ["sulc"]).reasons
+    assert reason.startswith("identity:") and "swapped lh/rh files?" in reason
+    assert "not this hemisphere's sulc at all (thickness, values in another vertex order?)" in reason
+    (reason,) = assess(dict(GOOD, identity_cc_own=0.51, identity_cc_mirrored=0.92), ["sulc"]).reasons
+    assert reason.endswith("(CC 0.92 vs 0.51): the other hemisphere, or swapped lh/rh files?")
+
+
 def test_thresholds_change_the_verdict_and_are_recorded():
     strict = QualityThresholds(min_cc_after=0.97)
     verdict = assess(GOOD, ["sulc"], strict)
