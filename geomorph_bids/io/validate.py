@@ -61,7 +61,7 @@ ZERO_AREA = 1e-9
 #: catches a map a third zero-filled (QA: 30 % zero-filled registered 7 degrees off at p95, silently).
 MAX_ZERO_FRACTION = 0.25
 
-#: Smallest standard deviation of a registered map's non-zero values, as a fraction of their mean's
+#: Smallest standard deviation of a map's non-zero values (other than 0: a mask-like map), as a fraction of their mean's
 #: magnitude. Below it the map is a large constant with a trace of variation: float32 (GIFTI's, FreeSurfer's
 #: morph files') holds about 7 significant digits, so sulc (SD ~0.6 mm) stored with an offset of 1e7 keeps 5
 #: distinct values, and the z-scoring refused it as "constant ... (value 1e+07, SD 0.627)", naming no file.
