@@ -14,8 +14,10 @@ Gates (each reason names the gate and the numbers):
   ``lh.``/``rh.``, ``hemi-``; ``label_conflicts`` in the metrics), or the features fit the
   mirror image of the template better than the template itself by more than
   ``identity_margin`` (``identity_cc_mirrored - identity_cc_own``); when the sign-flipped
-  features fit the template far better than both (``identity_cc_negated``, measured only then),
-  the reason names the sign instead (``sign:``: an HCP-convention sulc given as FreeSurfer's);
+  features fit the template far better than both (``identity_cc_negated``, measured then and
+  when the own fit is poor: :data:`~geomorph_bids.engine.prealign.SIGN_CHECK_BELOW`),
+  the reason names the sign instead (``sign:``: an HCP-convention sulc given as FreeSurfer's, or,
+  when ``sulc_sign`` is ``"hcp"``, a FreeSurfer-convention sulc read as HCP's and negated);
 * **correlation**: the first registration feature's (sulc's) correlation with the template
   after registration below ``min_cc_after``, or another one's (curv, myelin) below
   ``min_cc_other``: an individual's curvature is much sharper than a group average's, so a good
@@ -149,6 +151,13 @@ class QualityVerdict:
 _SIGN_MARGIN = 0.2
 
 
+#: a mirrored fit less than this better than the own fit is no evidence of the other hemisphere alone:
+#: swapped hemispheres fitted their mirror 0.35-0.45 better (example, fsaverage5, fsaverage 164k; 0.90-0.95
+#: vs 0.47-0.57), maps that are no sulc fit both alike (thickness 0.41-0.44 vs 0.36-0.39, permuted 0.32 vs
+#: 0.30): the identity reason then says so too (the verdict is the same)
+_BARELY = 0.1
+
+
 def _beyond(value: float, limit: float, digits: int = 2) -> str:
     """``value`` with ``digits`` decimals, more (up to 6) while it would print as ``limit`` does:
     a p95 of 1.0011 over a maximum of 1 read "1.00 (maximum 1)", a pass."""
@@ -187,14 +196,26 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
         out.append(f"identity: {conflict}")
     own, mirrored = reg.get("identity_cc_own"), reg.get("identity_cc_mirrored")
     negated = reg.get("identity_cc_negated")
-    if _real(own) and _real(mirrored) and mirrored - own > t.identity_margin:
-        if _real(negated) and negated > max(own, mirrored) + _SIGN_MARGIN:
+    # a sign-flipped map fits the template and its mirror image alike (~0.4), so it is judged
+    # whichever of the two fits better (before: only when the mirrored one did, by chance)
+    flipped = _real(own) and _real(negated) and negated > max(own, mirrored if _real(mirrored) else own) + _SIGN_MARGIN
+    if flipped or (_real(own) and _real(mirrored) and mirrored - own > t.identity_margin):
+        if flipped and reg.get("sulc_sign") == "hcp":
+            # the map was read in HCP's sign and negated: the advice to say it is HCP's would be the cause
+            out.append(f"sign: the features fit the template far better with their sign flipped (CC {negated:.2f} "
+                       f"vs {own:.2f}): the sulc was read in HCP's convention and negated, but it is in "
+                       "FreeSurfer's: leave out --sulc-sign hcp (geomorph-register); an HCP pipelines file "
+                       "(geomorph-bids) must hold HCP's sign: was it converted from FreeSurfer's lh.sulc?")
+        elif flipped:
             out.append(f"sign: the features fit the template far better with their sign flipped (CC {negated:.2f} "
                        f"vs {own:.2f}): sulc in HCP's convention (-FreeSurfer's)? FreeSurfer's sign is expected "
                        "(geomorph-register --sulc-sign hcp; negate it for register())")
         else:
+            barely = mirrored - own < _BARELY
             out.append(f"identity: the features fit the mirrored template better than the template "
-                       f"(CC {mirrored:.2f} vs {own:.2f}): the other hemisphere, or swapped lh/rh files?")
+                       f"(CC {mirrored:.2f} vs {own:.2f}): the other hemisphere, or swapped lh/rh files?"
+                       + (" Or, fitting both alike, not this hemisphere's sulc at all (thickness, values in another "
+                          "vertex order?)" if barely else ""))
     # a sphere.reg of another subject or mesh gives a wrong rotation whatever the features say
     via_reg = (" (the rotation came from the sphere.reg: is it this sphere's? without it the features "
                "decide the rotation)") if reg.get("rotation_method") == "correspondence" else ""

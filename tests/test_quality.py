@@ -41,6 +41,38 @@ def test_a_sign_flipped_map_is_named_as_such_not_as_the_other_hemisphere():
     assert reason.startswith("identity:") and "CC 0.45 vs 0.37" in reason
 
 
+def test_a_freesurfer_sulc_read_as_hcps_is_told_to_drop_the_hcp_sign():
+    """The sulc was read in HCP's sign and negated (``sulc_sign`` "hcp": ``--sulc-sign hcp`` or an
+    HCP layout) but is FreeSurfer's: the sign gate used to advise ``--sulc-sign hcp``, the very cause."""
+    flipped = dict(GOOD, identity_cc_own=0.37, identity_cc_mirrored=0.45, identity_cc_negated=0.93)
+    (reason,) = assess(dict(flipped, sulc_sign="hcp"), ["sulc"]).reasons
+    assert reason.startswith("sign:") and "CC 0.93 vs 0.37" in reason
+    assert "read in HCP's convention and negated" in reason and "leave out --sulc-sign hcp" in reason
+    assert "(geomorph-register --sulc-sign hcp" not in reason
+    (reason,) = assess(dict(flipped, sulc_sign="freesurfer"), ["sulc"]).reasons
+    assert "(geomorph-register --sulc-sign hcp" in reason
+
+
+def test_a_sign_flipped_map_is_flagged_even_when_the_mirror_fits_no_better():
+    """A flipped map fits the template and its mirror alike (~0.4): when the template happens to fit
+    better (0.42 vs 0.40) the sign gate, nested in the identity check, never ran (quality ok)."""
+    flipped = dict(GOOD, identity_cc_own=0.42, identity_cc_mirrored=0.40, identity_cc_negated=0.95)
+    (reason,) = assess(flipped, ["sulc"]).reasons
+    assert reason.startswith("sign:") and "CC 0.95 vs 0.42" in reason
+    poor = dict(flipped, identity_cc_negated=0.50)  # flipping does not help: nothing to say
+    assert not assess(poor, ["sulc"]).flagged
+
+
+def test_a_map_that_fits_the_mirror_barely_better_is_also_said_maybe_not_to_be_sulc():
+    """Thickness or a permuted sulc fits template and mirror alike (0.41 vs 0.36; 0.32 vs 0.30): the
+    identity reason blamed swapped hemispheres alone; a real swap (0.92 vs 0.51) reads as before."""
+    (reason,) = assess(dict(GOOD, identity_cc_own=0.36, identity_cc_mirrored=0.41), ["sulc"]).reasons
+    assert reason.startswith("identity:") and "swapped lh/rh files?" in reason
+    assert "not this hemisphere's sulc at all (thickness, values in another vertex order?)" in reason
+    (reason,) = assess(dict(GOOD, identity_cc_own=0.51, identity_cc_mirrored=0.92), ["sulc"]).reasons
+    assert reason.endswith("(CC 0.92 vs 0.51): the other hemisphere, or swapped lh/rh files?")
+
+
 def test_thresholds_change_the_verdict_and_are_recorded():
     strict = QualityThresholds(min_cc_after=0.97)
     verdict = assess(GOOD, ["sulc"], strict)

@@ -238,7 +238,8 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
 
     metrics = {"hemi": hemi, "template": template.label,
                "software": f"geomorph-bids {__version__}", **result.metrics,
-               "rotation": np.round(result.rotation, 8).tolist(), "input_sphere": str(sphere)}
+               "rotation": np.round(result.rotation, 8).tolist(), "input_sphere": str(sphere),
+               "sulc_sign": sulc_sign}  # the sign gate's advice depends on it (quality.assess)
     # register() saw arrays: what the files themselves declare is checked here
     metrics["label_conflicts"] = (label_conflicts([sphere, sphere_reg, *features.values()], hemi)
                                   + feature_conflicts(features))

@@ -23,7 +23,7 @@ from ..sphere.rotation import rotation_angle, rotation_from_correspondence
 from .blas import blas_threads
 from .overlap import side_worker, split_rows
 
-__all__ = ["Prealignment", "prealign", "correlation", "REG_SPHERE_MARGIN"]
+__all__ = ["Prealignment", "prealign", "correlation", "REG_SPHERE_MARGIN", "SIGN_CHECK_BELOW"]
 
 #: A rotation from ``reg_sphere`` is set aside when a local polish of it at the rigid fit's coarse
 #: level raises the maps' correlation by more than this: it is then several degrees from where the
@@ -32,6 +32,15 @@ __all__ = ["Prealignment", "prealign", "correlation", "REG_SPHERE_MARGIN"]
 #: sphere.reg of another subject, or edited, otherwise decided a rotation 2-7 deg off in silence
 #: (the warp cannot undo it: the output differed by 2.2 deg median from the maps' own).
 REG_SPHERE_MARGIN = 0.1
+
+#: The identity check's own fit below which the sign-flipped features are fitted too
+#: (``identity_cc_negated``), as they are whenever the mirrored template fits better. A map of the
+#: wrong sign fits its own template and the mirrored one alike (0.37-0.42 vs 0.39-0.49 on the example,
+#: fsaverage5 and FreeSurfer's fsaverage, fsLR and fsaverage templates), so the mirror comparison
+#: caught it only by chance: the example's right hemisphere negated, to fsaverage, fitted 0.422 vs
+#: 0.404 and registered "ok" (CC 0.61). Right maps fit 0.91-0.97; a lower fit only costs the extra
+#: fit, the sign gate (quality.assess) still wants the flipped map far better.
+SIGN_CHECK_BELOW = 0.7
 
 
 @dataclass(frozen=True)
@@ -194,9 +203,9 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
     if identity_check:
         metrics["identity_cc_own"] = fit.own
         metrics["identity_cc_mirrored"] = fit.mirrored
-        if fit.mirrored is not None and fit.mirrored > fit.own:
-            # the identity check fails: a sign-flipped map (HCP's sulc is -FreeSurfer's) fails it
-            # too; say which (one more fit, only here)
+        if (fit.mirrored is not None and fit.mirrored > fit.own) or fit.own < SIGN_CHECK_BELOW:
+            # the identity check fails, or the map fits poorly: a sign-flipped map (HCP's sulc is
+            # -FreeSurfer's) does both; say which (one more fit, only here)
             metrics["identity_cc_negated"] = rigid_fit(
                 (vertices, faces), -moving, (template.vertices, template.faces), fixed, mask=cortex_mask).own
     for n in shared:

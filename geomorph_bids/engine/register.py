@@ -389,7 +389,8 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     ``network_passes`` (the low-pass of each forward pass, :func:`~geomorph_bids.engine.checkpoints.network_passes`)
     and ``network_unfold_iterations``; ``rotation_deg``;
     ``identity_cc_own`` / ``identity_cc_mirrored`` (coarse rigid fit to the template and to its
-    mirror image: the hemisphere-identity check; when it fails, ``identity_cc_negated``: the fit of
+    mirror image: the hemisphere-identity check; when it fails or the own fit is below
+    :data:`~geomorph_bids.engine.prealign.SIGN_CHECK_BELOW`, ``identity_cc_negated``: the fit of
     the sign-flipped features) and, for paths, ``label_conflicts`` (files whose
     metadata or name declare the other hemisphere); ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``;
     where the template's maps came from: ``template_source`` (``folder``, ``templateflow``,
@@ -744,7 +745,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
                                "identity_cc_own": pre.metrics.get("identity_cc_own"),
                                "identity_cc_mirrored": pre.metrics.get("identity_cc_mirrored"),
                                "label_conflicts": _label_conflicts(item)}
-    if "identity_cc_negated" in pre.metrics:  # measured only when the identity check fails
+    if "identity_cc_negated" in pre.metrics:  # measured only when the identity check fails or the fit is poor
         metrics["identity_cc_negated"] = pre.metrics["identity_cc_negated"]
     if "reg_sphere_set_aside" in pre.metrics:  # a sphere.reg that is not this sphere's: said, not trusted
         import warnings

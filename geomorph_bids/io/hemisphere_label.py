@@ -12,7 +12,8 @@ A file whose evidence contradicts the hemisphere it is registered as (e.g. a GIF
 ``CortexRight`` found as ``hemi-L``, or ``rh.sulc`` passed with ``--hemi L``) gives one line in
 :func:`label_conflicts`; the registration still runs and the hemisphere is flagged
 (:mod:`geomorph_bids.quality`). The same holds for a map whose file name names another known
-map than the one it is given as (``--feature sulc=lh.curv``: :func:`feature_conflicts`): curvature
+map than the one it is given as (``--feature sulc=lh.curv``), or a GIFTI map whose data array is
+named for another (a curv file copied over ``_sulc.shape.gii``: :func:`feature_conflicts`): curvature
 registers plausibly as sulcal depth (CC 0.77 instead of 0.97), so no other gate would notice.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from geomorph_bids.errors import InputError
 from geomorph_bids.io.limits import regular_file
 
-__all__ = ["declared_hemispheres", "declared_map", "feature_conflicts", "label_conflicts"]
+__all__ = ["declared_array_map", "declared_hemispheres", "declared_map", "feature_conflicts", "label_conflicts"]
 
 _STRUCTURE = re.compile(rb"AnatomicalStructurePrimary\s*(?:\]\]>)?\s*</Name>\s*<Value>\s*(?:<!\[CDATA\[)?\s*(\w+)", re.S)
 _STRUCTURES = {b"CortexLeft": "L", b"CortexRight": "R"}
@@ -36,8 +37,8 @@ _HCP_HEMI = re.compile(r"\.(L|R)\.[A-Za-z_]")
 _HEAD_BYTES = 1 << 20
 
 
-def _gifti_structures(path: Path) -> set[str]:
-    """Hemispheres named by AnatomicalStructurePrimary in the first MiB of a GIFTI file."""
+def _gifti_head(path: Path) -> bytes:
+    """The first MiB of a GIFTI file's (decompressed) XML; b"" when it cannot be read."""
     try:
         regular_file(path)
         with open(path, "rb") as fh:
@@ -45,8 +46,13 @@ def _gifti_structures(path: Path) -> set[str]:
         if head[:2] == b"\x1f\x8b":
             head = zlib.decompressobj(31).decompress(head, _HEAD_BYTES)
     except (InputError, OSError, zlib.error):
-        return set()
-    return {_STRUCTURES[m] for m in _STRUCTURE.findall(head) if m in _STRUCTURES}
+        return b""
+    return head
+
+
+def _gifti_structures(path: Path) -> set[str]:
+    """Hemispheres named by AnatomicalStructurePrimary in the first MiB of a GIFTI file."""
+    return {_STRUCTURES[m] for m in _STRUCTURE.findall(_gifti_head(path)) if m in _STRUCTURES}
 
 
 def declared_hemispheres(path: str | Path) -> list[tuple[str, str]]:
@@ -86,14 +92,32 @@ def label_conflicts(paths: Iterable[str | Path | None], hemi: str) -> list[str]:
 _MAP_WORDS = {"sulc": "sulc", "refsulc": "sulc", "curv": "curv", "curvature": "curv", "thickness": "thickness",
               "myelin": "myelin", "myelinw": "myelin", "myelinmap": "myelin"}
 _WORD = re.compile(r"[A-Za-z]+")
+#: a GIFTI data array's ``Name`` metadata (Workbench's map name, e.g. ``100307_L_Curvature``; ours ``curv``)
+_ARRAY_NAME = re.compile(rb"<Name>\s*(?:<!\[CDATA\[)?\s*Name\s*(?:\]\]>)?\s*</Name>\s*<Value>\s*(?:<!\[CDATA\[)?"
+                         rb"([^<\]]*)", re.S)
 
 
 def declared_map(path: str | Path) -> str | None:
     """The known map (``sulc``, ``curv``, ``thickness``, ``myelin``) that ``path``'s name names,
     or None when it names none or several (``lh.sulc`` -> ``sulc``; ``sub-01_hemi-L_curv.shape.gii``
     -> ``curv``; ``100307.L.MyelinMap_BC.164k_fs_LR.func.gii`` -> ``myelin``)."""
-    found = {_MAP_WORDS[w] for w in _WORD.findall(Path(path).name.lower()) if w in _MAP_WORDS}
+    return _one_map(Path(path).name)
+
+
+def _one_map(text: str) -> str | None:
+    """The one known map the words of ``text`` name, or None (none, or several)."""
+    found = {_MAP_WORDS[w] for w in _WORD.findall(text.lower()) if w in _MAP_WORDS}
     return found.pop() if len(found) == 1 else None
+
+
+def declared_array_map(path: str | Path) -> str | None:
+    """The known map that a GIFTI file's data arrays are named for (their ``Name`` metadata, e.g.
+    ``curv``, or Workbench's ``100307_L_Curvature``), or None: not GIFTI, no such metadata, or
+    names that name none or several maps. A file copied under another map's name keeps it."""
+    if not Path(path).name.lower().endswith((".gii", ".gii.gz")):
+        return None
+    names = [m.decode("utf-8", "replace") for m in _ARRAY_NAME.findall(_gifti_head(Path(path)))]
+    return _one_map(" ".join(names)) if names else None
 
 
 def feature_conflicts(features: Mapping[str, object]) -> list[str]:
@@ -107,4 +131,9 @@ def feature_conflicts(features: Mapping[str, object]) -> list[str]:
         declared = declared_map(path)
         if declared is not None and declared != name:
             out.append(f"{Path(path).name}: its name says {declared}, registered as {name}")
+            continue
+        inside = declared_array_map(path)
+        if inside is not None and inside != name:  # e.g. a curv GIFTI copied over the sulc's name
+            out.append(f"{Path(path).name}: its GIFTI data array is named for {inside} (Name metadata), "
+                       f"registered as {name}: a {inside} file copied under this name?")
     return out

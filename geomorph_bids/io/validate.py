@@ -23,6 +23,7 @@ from geomorph_bids.sphere.mesh import areas_and_volumes, nonfinite_rows, repeate
 from geomorph_bids.sphere.rigid import MIN_VALID_FRACTION  # the bound the rigid fit also refuses below
 
 __all__ = [
+    "MIN_RELATIVE_SD",
     "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SPHERE_RADIUS_RATIO", "MIN_SPHERE_VERTICES", "SphereWarning", "hemi_code",
     "check_faces", "check_finite", "check_vertex_count", "check_mesh",
     "fit_sphere", "count_folded", "orient_faces", "validate_sphere", "check_closed", "validate_feature",
@@ -59,6 +60,13 @@ ZERO_AREA = 1e-9
 #: bundled templates' curv on 2.0-2.4 %. 25 % is nearly three times the largest medial wall and
 #: catches a map a third zero-filled (QA: 30 % zero-filled registered 7 degrees off at p95, silently).
 MAX_ZERO_FRACTION = 0.25
+
+#: Smallest standard deviation of a map's non-zero values (other than 0: a mask-like map), as a fraction of their mean's
+#: magnitude. Below it the map is a large constant with a trace of variation: float32 (GIFTI's, FreeSurfer's
+#: morph files') holds about 7 significant digits, so sulc (SD ~0.6 mm) stored with an offset of 1e7 keeps 5
+#: distinct values, and the z-scoring refused it as "constant ... (value 1e+07, SD 0.627)", naming no file.
+#: Real maps are far above it (sulc's mean is near 0; thickness SD/mean 0.3, myelin 0.2); z-scoring needs 1e-7.
+MIN_RELATIVE_SD = 1e-6
 
 _HEMIS = {"l": "L", "left": "L", "lh": "L", "cortexleft": "L",
           "r": "R", "right": "R", "rh": "R", "cortexright": "R"}
@@ -442,7 +450,8 @@ def validate_feature(values: np.ndarray, path: PathLike = None,
         align). A map only resampled for the outputs may be (a mask-like map).
 
     Raises InputError if the map is empty, not finite, or if a column is
-    all zero or constant (nothing to align), or non-zero on fewer than
+    all zero or constant (nothing to align), varies by less than :data:`MIN_RELATIVE_SD` of its
+    mean (a large offset that float32 files cannot resolve), or is non-zero on fewer than
     :data:`MIN_VALID_FRACTION` of the vertices (0 is read as the medial wall).
     """
     a = np.asarray(values)
@@ -465,6 +474,14 @@ def validate_feature(values: np.ndarray, path: PathLike = None,
         raise InputError(f"{_column_label(k, cols.shape[1], names, what)} is {lo_nz[k]:g} at every vertex where it "
                          f"is not 0 ({int(nonzero[k])} of {len(cols)}; 0 is read as the medial wall): it carries no "
                          "information to register; check that the right file was given", path=path)
+    for k in np.flatnonzero(nonzero >= 2):  # SD 0 (a mask-like map) is judged above, by `registered`
+        vals = cols[:, k][cols[:, k] != 0]
+        mean, sd = float(vals.mean()), float(vals.std())
+        if 0 < sd <= MIN_RELATIVE_SD * abs(mean):
+            raise InputError(f"{_column_label(k, cols.shape[1], names, what)} is {mean:.7g} plus or minus {sd:.3g}: "
+                             f"a constant offset {abs(mean) / sd:.2g} times its variation, beyond what the "
+                             "file's numbers resolve; give the map without the offset (e.g. sulc in mm, "
+                             "near 0 on average)", path=path)
     for k in np.flatnonzero(nonzero < MIN_VALID_FRACTION * len(cols)):
         raise InputError(f"{_column_label(k, cols.shape[1], names, what)} is non-zero at only {int(nonzero[k])} of "
                          f"{len(cols)} vertices ({100 * nonzero[k] / len(cols):.2g}%); at least "

@@ -52,13 +52,16 @@ def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], d
     inputs, sign convention...: :func:`geomorph_bids.workflows.outputs.hemisphere_info`),
     ``method`` (what register() did: rigid, optimise, geomorph[+optimise]), the output density
     and where its sphere came from, the ``registration`` record (with ``label_conflicts``: the
-    native input files that declare the other hemisphere, when given) and ``quality``, the
+    native input files that declare the other hemisphere, when given, and ``info``'s ``sulc_sign``,
+    which the sign gate's advice reads) and ``quality``, the
     verdict of the quality gates (:func:`geomorph_bids.quality.assess` with ``thresholds``, a
     :class:`~geomorph_bids.quality.QualityThresholds`; None: the defaults)."""
     from .. import __version__
     from ..quality import DEFAULT_THRESHOLDS, assess
 
     registration = dict(registration)
+    if (info or {}).get("sulc_sign") is not None:  # the sign gate's advice depends on it (quality.assess),
+        registration["sulc_sign"] = info["sulc_sign"]  # and the group level and reports re-judge this record
     if label_conflicts is not None:  # the native files: the registration only saw validated copies
         registration["label_conflicts"] = list(label_conflicts)
     verdict = assess(registration, registration.get("registration_features") or [], thresholds or DEFAULT_THRESHOLDS)

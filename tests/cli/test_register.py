@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -733,3 +734,34 @@ def test_the_bundled_low_resolution_fsaverage_is_said_on_one_line(tmp_path, monk
     assert "low-resolution" not in err  # not the bundled maps: the tiny fsaverage (fsaverage5's mesh), said as such
     assert (f"geomorph-register: note: hemi-L registered to fsaverage maps of 10,242 vertices (FreeSurfer "
             f"{tmp_path / 'subjects' / 'fsaverage'}), not the full template's 163,842") in err
+
+
+def test_a_freesurfer_sulc_given_with_sulc_sign_hcp_is_told_to_leave_the_option_out(tmp_path, capsys):
+    """``--sulc-sign hcp`` given for FreeSurfer's own lh.sulc: flagged for its sign (exit 3), and the
+    advice is to leave the option out, not (as before) to add it."""
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "lh_sphere.surf.gii"
+    assert main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}",
+                 "--sulc-sign", "hcp", "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert "FLAGGED hemi-L: sign:" in err and "leave out --sulc-sign hcp" in err
+    assert "(geomorph-register --sulc-sign hcp" not in err
+    metrics = json.loads((tmp_path / "lh_metrics.json").read_text())
+    assert metrics["sulc_sign"] == "hcp" and metrics["identity_cc_negated"] > 0.9
+
+
+def test_a_curvature_gifti_copied_over_the_sulc_is_written_flagged_and_exits_3(tmp_path, capsys):
+    """The sMRIPrep example's curv copied over its sulc's name registered at CC 0.74, quality ok,
+    exit 0 (no gate fires); its data array is still named curv: written, flagged, exit 3."""
+    anat = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "smriprep" \
+        / "sub-02" / "anat"
+    sulc = tmp_path / "sub-02_hemi-L_sulc.shape.gii"
+    sulc.write_bytes((anat / "sub-02_hemi-L_curv.shape.gii").read_bytes())
+    out = tmp_path / "lh_sphere.surf.gii"
+    assert main(["--sphere", str(anat / "sub-02_hemi-L_sphere.surf.gii"), "--feature", f"sulc={sulc}",
+                 "--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("geomorph-register: FLAGGED hemi-L: identity: sub-02_hemi-L_sulc.shape.gii: its GIFTI "
+                              "data array is named for curv (Name metadata), registered as sulc")
+    metrics = json.loads((tmp_path / "lh_metrics.json").read_text())
+    assert out.is_file() and 0.5 < metrics["cc_sulc_after"] < 0.85  # no other gate noticed

@@ -543,6 +543,32 @@ def test_hemisphere_spellings_are_accepted_and_nonsense_refused():
 # round four: Python API misuse gets one sentence saying what to pass
 
 
+def test_a_sign_flipped_sulc_that_fits_its_own_template_no_worse_than_the_mirror_is_flagged_too():
+    """The example's rh.sulc negated, registered to fsaverage: a flipped map fits the template and
+    its mirror image alike (here own 0.42, mirrored 0.40), so the identity check passed, the flipped
+    fit was never measured and the default registration reached CC 0.61: quality ok in silence.
+    Now a poor own fit (below SIGN_CHECK_BELOW) is enough to measure it; the right map passes."""
+    from geomorph_bids.engine.prealign import SIGN_CHECK_BELOW
+
+    surf = Path(__file__).parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer" / "sub-01" \
+        / "surf"  # the bundled subject's rh fits the mirror by a hair (0.405 vs 0.396): flagged before too
+    s = read_surface(surf / "rh.sphere")
+    sulc = np.asarray(read_feature(surf / "rh.sulc"), dtype=np.float64)
+    flipped = register((s.vertices, s.faces), {"sulc": -sulc}, "fsaverage", "R", template_dir="bundled")
+    m = flipped.metrics
+    assert m["identity_cc_own"] < SIGN_CHECK_BELOW and m["cc_sulc_after"] > 0.5  # no other gate fires
+    assert flipped.quality.flagged and flipped.quality.reasons[0].startswith("sign:")
+    assert m["identity_cc_negated"] > m["identity_cc_own"] + 0.3
+    right = register((s.vertices, s.faces), {"sulc": sulc}, "fsaverage", "R", template_dir="bundled")
+    assert not right.quality.flagged and right.metrics["identity_cc_own"] > 0.9
+    # sulc and curv both in HCP's sign (as HCP writes both) to fsaverage's two maps: own 0.38, mirrored 0.30
+    s = read_surface(surf / "lh.sphere")
+    maps = {n: -np.asarray(read_feature(surf / f"lh.{n}"), dtype=np.float64) for n in ("sulc", "curv")}
+    both = register((s.vertices, s.faces), maps, "fsaverage", "L", template_dir="bundled")
+    assert both.metrics["identity_cc_own"] > both.metrics["identity_cc_mirrored"]
+    assert both.quality.flagged and both.quality.reasons[0].startswith("sign:")
+
+
 def _example_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     s = read_surface(SURF / "lh.sphere")
     return s.vertices, s.faces, np.asarray(read_feature(SURF / "lh.sulc"), dtype=np.float64)

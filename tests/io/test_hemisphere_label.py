@@ -33,6 +33,29 @@ def test_a_map_given_as_another_known_feature_is_a_conflict(tmp_path):
         "L.refsulc.164k_fs_LR.shape.gii: its name says sulc, registered as myelin"]
 
 
+def test_a_gifti_map_copied_under_another_maps_name_is_a_conflict(tmp_path):
+    """A curv GIFTI copied over ``_sulc.shape.gii`` (same subject, same mesh) registered as sulc at
+    CC 0.74, "ok": its data array's Name metadata still says curv. Workbench's map names
+    (``100307_L_Curvature``) count; arrays named for no map, or for several, and files named for
+    the map they hold, do not. Before, only the file name was read."""
+    values = np.linspace(-1, 1, 12)
+    curv = write_metric(tmp_path / "sub-02_hemi-L_sulc.shape.gii", values, "L", names=["curv"])
+    assert feature_conflicts({"sulc": curv}) == [
+        "sub-02_hemi-L_sulc.shape.gii: its GIFTI data array is named for curv (Name metadata), registered as "
+        "sulc: a curv file copied under this name?"]
+    hcp = write_metric(tmp_path / "100307.L.sulc.native.shape.gii.gz", values, "L", names=["100307_L_Curvature"])
+    assert feature_conflicts({"sulc": hcp})[0].startswith("100307.L.sulc.native.shape.gii.gz: its GIFTI data array "
+                                                          "is named for curv")
+    for names in (["sulc"], ["100307_L_Sulc"], ["column 1"], ["sulc curv"], None):
+        ok = write_metric(tmp_path / "mine.shape.gii", values, "L", names=names)
+        assert feature_conflicts({"sulc": ok}) == [], names
+    thick = write_metric(tmp_path / "thick_left.gii", values, "L", names=["thickness"])  # nilearn's name
+    assert feature_conflicts({"sulc": thick})[0].startswith("thick_left.gii: its GIFTI data array is named for "
+                                                            "thickness")
+    assert len(feature_conflicts({"curv": curv})) == 1  # given as what it holds: the file name's conflict alone
+    assert feature_conflicts({"thickness": thick}) == []
+
+
 def test_hemisphere_from_gifti_metadata_and_names(tmp_path):
     path = write_metric(tmp_path / "sub-01_hemi-L_sulc.shape.gii", np.arange(5, dtype=np.float32), hemi="R")
     assert ("R", "GIFTI AnatomicalStructurePrimary CortexRight") in declared_hemispheres(path)

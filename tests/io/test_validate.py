@@ -506,3 +506,32 @@ def test_a_closed_mesh_of_too_few_vertices_is_told_the_minimum(n, one_line):
     assert one_line(e, "lh.sphere") == (f"lh.sphere: has only {n} vertices: a sphere needs at least 12 (an "
                                         "icosahedron) to be registered, and real ones have thousands (FreeSurfer's "
                                         "~130,000); pass the subject's spherical surface (e.g. lh.sphere)")
+
+
+def test_a_map_with_an_offset_its_floats_cannot_resolve_is_refused_naming_its_file(one_line, fsaverage5):
+    """The example's lh.sulc stored with an offset of 1e7 in float32 (5 distinct values left): before,
+    the z-scoring refused it as ``channel 'sulc' is constant ... (value 1e+07, SD 0.627)``, naming no
+    file; now the file is named with the offset. Real maps (sulc, curv, thickness, area of fsaverage5;
+    the example's), an offset the floats still resolve and a mask-like map pass."""
+    import gzip
+
+    import nibabel as nib
+    from nibabel.freesurfer import read_morph_data
+
+    from geomorph_bids.resources import example_dir
+
+    sulc = read_morph_data(str(example_dir() / "sub-01" / "surf" / "lh.sulc")).astype(np.float64)
+    far = (sulc + 1e7).astype(np.float32)
+    with pytest.raises(InputError) as e:
+        val.validate_feature(far, "lh.sulc", what="feature 'sulc'", registered=True)
+    assert "lh.sulc: feature 'sulc' is 1e+07 plus or minus 0.6" in one_line(e, "lh.sulc")
+    assert "offset" in str(e.value)
+    val.validate_feature((sulc + 1e4).astype(np.float32), "lh.sulc", registered=True)  # 2493 distinct values
+    for name in ("sulc", "curv", "thick", "area"):
+        img = nib.GiftiImage.from_bytes(gzip.decompress((fsaverage5 / f"{name}_left.gii.gz").read_bytes()))
+        val.validate_feature(img.agg_data(), name, registered=True)
+    for path in (example_dir() / "sub-01" / "surf").glob("?h.[cst]*[!e]"):  # curv, sulc, thickness
+        val.validate_feature(read_morph_data(str(path)), path, registered=True)
+    mask = np.zeros(1000)
+    mask[100:] = 1.0
+    val.validate_feature(mask, "mask")  # 1 wherever it is not 0: a map only resampled may be so
