@@ -79,8 +79,14 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
 
     crashed: list[Failure] = []
     size = workflow_chunk(config.nprocs)
-    for start in range(0, len(jobs), size):  # one Nipype graph per chunk of participants
-        wf = init_geomorph_wf(jobs[start:start + size], config)
+    chunks = range(0, len(jobs), size)
+    for k, start in enumerate(chunks, 1):  # one Nipype graph per chunk of participants
+        chunk = jobs[start:start + size]
+        if len(chunks) > 1:  # Nipype is quiet: the one sign of progress in a long cohort run
+            which = _label(chunk[0]) + (f" to {_label(chunk[-1])}" if len(chunk) > 1 else "")
+            print(f"workflow: graph {k} of {len(chunks)}: subject/session(s) {start + 1}-{start + len(chunk)} of "
+                  f"{len(jobs)} ({which})", flush=True)
+        wf = init_geomorph_wf(chunk, config)
         crash_folder_setting(wf, crashes)
         try:
             wf.run(plugin=plugin_runner(plugin))
@@ -92,6 +98,11 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
             stop_children()  # no worker may go on writing once the outputs are checked
             return True, [Failure("*", None, "*", f"the run stopped: {describe_os_error(exc)}")], {}, {}
     return bool(crashed), crashed, {}, {}
+
+
+def _label(job) -> str:
+    """``sub-X`` or ``sub-X ses-Y``: a subject/session job as the summary names it."""
+    return f"sub-{job.subject}" + (f" ses-{job.session}" if job.session else "")
 
 
 def workflow_chunk(nprocs: int) -> int:

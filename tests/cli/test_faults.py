@@ -565,9 +565,13 @@ def test_a_cohort_runs_as_consecutive_graphs_and_a_crash_stops_only_its_particip
     monkeypatch.setattr(base, "init_geomorph_wf", counted)
     monkeypatch.setattr("geomorph_bids.workflows.init_geomorph_wf", counted)
     monkeypatch.setattr(registration, "write_registration", full_for_sub01)
-    code, _, err = run(reference["bids"], out, "participant", *ARGS, "-w", work, "--use-plugin", plugin)
+    code, stdout, err = run(reference["bids"], out, "participant", *ARGS, "-w", work, "--use-plugin", plugin)
     assert code == 1
     assert graphs == [["01"], ["02"]]
+    # one progress line per graph (Nipype itself is silent until the summary)
+    assert [line for line in stdout.splitlines() if line.startswith("workflow: ")] == [
+        "workflow: graph 1 of 2: subject/session(s) 1-1 of 2 (sub-01)",
+        "workflow: graph 2 of 2: subject/session(s) 2-2 of 2 (sub-02)"]
     assert min(frozen) > 10_000 and gc.get_freeze_count() == 0  # the graph was frozen, and is no more
     failed = [line for line in err.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and "sub-01 hemi-L:" in failed[0]
