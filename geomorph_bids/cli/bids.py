@@ -100,6 +100,11 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
     return bool(crashed), crashed, {}, {}
 
 
+#: why a hemisphere has no outputs after ``--stop-on-first-crash`` ended the run (both modes)
+_CUT_SHORT = ("--stop-on-first-crash ended the run at the first failure; rerun without it (or once that one is "
+              "fixed) to do the rest")
+
+
 def _label(job) -> str:
     """``sub-X`` or ``sub-X ses-Y``: a subject/session job as the summary names it."""
     return f"sub-{job.subject}" + (f" ses-{job.session}" if job.session else "")
@@ -398,6 +403,8 @@ def run_participant(args) -> int:
         failed_keys = {(f.subject, f.session, h) for f in failures for h in f.hemi.split(",")}
         failures += _check_cifti(done, config, failed_keys, crashed, before)
         rows, flagged, kept = [], [], []
+        # --stop-on-first-crash: the hemispheres it left undone fail on a short line that says why
+        cut_short = args.stop_on_first_crash and (crashed or crashes.is_dir())
         for job in done:
             for hemi in sorted(job.inputs.hemis):
                 outputs = hemi_outputs(job.inputs.hemis[hemi], config)
@@ -406,6 +413,7 @@ def run_participant(args) -> int:
                 if key not in failed_keys and not all(p.is_file() for p in expected):
                     missing = [p.name for p in expected if not p.is_file()]
                     failures.append(Failure(job.subject, job.session, hemi, f"not written: {stopped[17:]}" if stopped
+                                            else f"not finished: {_CUT_SHORT}" if cut_short
                                             else f"outputs missing after the run: {', '.join(missing)}"
                                             + (" (the run was stopped by another crash)" if crashed else "")))
                     failed_keys.add(key)

@@ -585,6 +585,34 @@ def test_a_cohort_runs_as_consecutive_graphs_and_a_crash_stops_only_its_particip
     assert stamps(outputs(out, "02")) == sub02 and len(outputs(out, "01")) == N_FILES
 
 
+def test_stop_on_first_crash_in_a_chunk_names_the_participants_it_left_undone(reference, tmp_path, monkeypatch):
+    """``--stop-on-first-crash`` with a cohort in chunks: sub-01's crash ends the run, so the
+    next graph (sub-02) never starts; sub-02 fails on a short line saying why and what to do,
+    not on a list of the nine files it lacks (one such line per hemisphere of every later
+    chunk: hundreds of lines in a cohort)."""
+    from geomorph_bids.cli import bids
+    from geomorph_bids.interfaces import registration
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    real = registration.write_registration
+
+    def full_for_sub01(folder, result, hemi, record):
+        if "sub_01_wf" in str(folder):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(folder) / "registration.json"))
+        return real(folder, result, hemi, record)
+
+    monkeypatch.setattr(bids, "workflow_chunk", lambda nprocs: 1)
+    monkeypatch.setattr(registration, "write_registration", full_for_sub01)
+    code, stdout, err = run(reference["bids"], out, "participant", *ARGS, "-w", work, "--stop-on-first-crash")
+    assert code == 1
+    assert "graph 2 of 2" not in stdout
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failed) == 2 and "sub-01 hemi-L:" in failed[0] and "no space left" in failed[0]
+    assert failed[1] == ("  FAILED sub-02 hemi-L: not finished: --stop-on-first-crash ended the run at the first "
+                         "failure; rerun without it (or once that one is fixed) to do the rest")
+    assert outputs(out, "01") == outputs(out, "02") == []
+
+
 def test_workflow_chunks_grow_with_the_processes():
     from geomorph_bids.cli.bids import workflow_chunk
 
