@@ -392,6 +392,7 @@ def run_participant(args) -> int:
             exc.stopped += stop_children()  # before the locks are released and the partial outputs removed
             _remove_partial(started, config, before)
             shutil.rmtree(crashes, ignore_errors=True)  # node "failures" the signal itself caused
+            locks.when_alone(lambda: _clean_leftovers(output_dir))  # the sinks' staging folder, as a finished run
             raise
         done = mine + later
         stopped = next((f.reason for f in run_failures if f.reason.startswith("the run stopped: ")), "")

@@ -613,6 +613,40 @@ def test_stop_on_first_crash_in_a_chunk_names_the_participants_it_left_undone(re
     assert outputs(out, "01") == outputs(out, "02") == []
 
 
+def test_a_stop_between_chunks_leaves_the_first_whole_and_no_staging_folder(reference, tmp_path, monkeypatch):
+    """SIGTERM once the first graph (sub-01) has written its outputs and the second is being
+    built: exit 143 and one line; sub-01 is whole and no hidden ``.geomorph-staging/`` is left in
+    the derivatives (the first graph's sinks made it; only a later run's summary removed it);
+    the rerun reuses sub-01 and does sub-02."""
+    import signal as signals
+
+    from geomorph_bids.cli import bids
+    from geomorph_bids.cli.interrupts import Interrupted
+    from geomorph_bids.results.writer import STAGING_DIR
+    from geomorph_bids.workflows import base
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    real_wf = base.init_geomorph_wf
+
+    def stopped_at_sub02(jobs, config):
+        if jobs[0].subject == "02":
+            raise Interrupted(signals.SIGTERM)
+        return real_wf(jobs, config)
+
+    monkeypatch.setattr(bids, "workflow_chunk", lambda nprocs: 1)
+    monkeypatch.setattr("geomorph_bids.workflows.init_geomorph_wf", stopped_at_sub02)
+    code, _, err = run(reference["bids"], out, "participant", *ARGS, "-w", work)
+    assert code == 143
+    assert [line for line in err.splitlines() if line.strip()][0].startswith("geomorph-bids: interrupted by SIGTERM")
+    assert len(outputs(out, "01")) == N_FILES and outputs(out, "02") == []
+    assert not (out / STAGING_DIR).exists() and leftovers(out) == []
+    sub01 = stamps(outputs(out, "01"))
+    monkeypatch.setattr("geomorph_bids.workflows.init_geomorph_wf", real_wf)
+    code, _, err = run(reference["bids"], out, "participant", *ARGS, "-w", work)
+    assert code == 0, err
+    assert stamps(outputs(out, "01")) == sub01 and normalised(out) == reference["digests"]
+
+
 def test_workflow_chunks_grow_with_the_processes():
     from geomorph_bids.cli.bids import workflow_chunk
 
