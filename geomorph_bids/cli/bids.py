@@ -92,7 +92,8 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
             wf.run(plugin=plugin_runner(plugin))
         except RuntimeError as exc:  # nipype: "Workflow did not execute cleanly"
             crashed = crashed or [Failure("*", None, "*", " ".join(str(exc).split()))]
-            if args.stop_on_first_crash:
+            if args.stop_on_first_crash:  # Nipype raised at once, its pool still running the other nodes:
+                stop_children()  # none may write once the outputs are checked and the locks released
                 break
         except OSError as exc:  # Nipype itself could not write (a full disk: even its crash file failed)
             stop_children()  # no worker may go on writing once the outputs are checked

@@ -613,6 +613,35 @@ def test_stop_on_first_crash_in_a_chunk_names_the_participants_it_left_undone(re
     assert outputs(out, "01") == outputs(out, "02") == []
 
 
+def test_stop_on_first_crash_leaves_no_worker_running_after_the_summary(reference, tmp_path, monkeypatch):
+    """``--stop-on-first-crash``: Nipype raises at the first failed node (sub-01's register) and
+    leaves its process pool as it is, so sub-02's register, in flight in the other worker, went
+    on after the summary had called sub-02 not finished and the locks were released (its result
+    appeared seconds later). The run now stops its workers before it looks at the outputs."""
+    from geomorph_bids.interfaces import registration
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    real = registration.write_registration
+    flag = tmp_path / "sub-02-registering"
+
+    def fail_01_slow_02(folder, result, hemi, record):
+        if "sub_01_wf" in str(folder):
+            while not flag.exists():  # sub-02's register is in flight when sub-01 fails
+                time.sleep(0.01)
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(Path(folder) / "registration.json"))
+        flag.touch()
+        time.sleep(3)
+        return real(folder, result, hemi, record)
+
+    monkeypatch.setattr(registration, "write_registration", fail_01_slow_02)
+    code, _, err = run(reference["bids"], out, "participant", *ARGS, "-w", work, "--stop-on-first-crash")
+    assert code == 1
+    assert [line for line in err.splitlines() if "FAILED" in line][1].startswith("  FAILED sub-02 hemi-L: not finished")
+    time.sleep(4)  # what a worker left running would have finished by now
+    assert not list(node_dir(work, "02").glob("result_*.pklz"))
+    assert outputs(out, "02") == []
+
+
 def test_a_stop_between_chunks_leaves_the_first_whole_and_no_staging_folder(reference, tmp_path, monkeypatch):
     """SIGTERM once the first graph (sub-01) has written its outputs and the second is being
     built: exit 143 and one line; sub-01 is whole and no hidden ``.geomorph-staging/`` is left in
