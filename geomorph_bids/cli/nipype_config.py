@@ -68,7 +68,7 @@ def plugin_runner(plugin: tuple[str, dict[str, Any]]) -> Any:
     every object of the process: torch's and the graph's, 0.5 s with 100 participants, 4 s with
     2,000, so a cohort run spent hours scheduling. The graph lives until the run ends, so nothing
     is left uncollected that a collection would have freed (objects made during the run are
-    collected as before); ``gc.unfreeze`` afterwards."""
+    collected as before); ``gc.unfreeze`` afterwards, unless the caller had frozen objects of its own."""
     import gc
 
     from nipype.pipeline import plugins
@@ -77,12 +77,14 @@ def plugin_runner(plugin: tuple[str, dict[str, Any]]) -> Any:
     run = runner.run
 
     def frozen_run(graph, config, updatehash=False):
+        caller_froze = gc.get_freeze_count() > 0  # a caller's frozen heap (a pre-fork server) stays frozen
         gc.collect()  # garbage made so far is not frozen with the graph
         gc.freeze()
         try:
             return run(graph, config, updatehash=updatehash)
         finally:
-            gc.unfreeze()
+            if not caller_froze:
+                gc.unfreeze()
 
     runner.run = frozen_run
     return runner
