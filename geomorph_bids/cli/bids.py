@@ -140,9 +140,11 @@ def _stat(path: Path) -> tuple | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _check_cifti(jobs: list, config, failed_keys: set, crashed: bool, before: dict) -> list[Failure]:
+def _check_cifti(jobs: list, config, failed_keys: set, crashed: bool, before: dict,
+                 cut_short: bool = False) -> list[Failure]:
     """``--cifti-output``: a subject/session whose CIFTI file is missing fails (both hemispheres,
-    added to ``failed_keys``); one with a failed hemisphere keeps no CIFTI file this run wrote
+    added to ``failed_keys``; ``cut_short``: ``--stop-on-first-crash`` ended the run, which is said
+    instead of the missing files); one with a failed hemisphere keeps no CIFTI file this run wrote
     (one an earlier run wrote stays, as its hemispheres' files do: :func:`_discard`)."""
     from ..derivatives import sidecar
     from ..workflows.outputs import cifti_output
@@ -156,7 +158,8 @@ def _check_cifti(jobs: list, config, failed_keys: set, crashed: bool, before: di
         files = [path, sidecar(path)]
         if not keys & failed_keys and not all(p.is_file() for p in files):
             missing = ", ".join(p.name for p in files if not p.is_file())
-            out.append(Failure(job.subject, job.session, "L,R", f"outputs missing after the run: {missing}"
+            out.append(Failure(job.subject, job.session, "L,R", f"not finished: {_CUT_SHORT}" if cut_short
+                               else f"outputs missing after the run: {missing}"
                                + (" (the run was stopped by another crash)" if crashed else "")))
             failed_keys |= keys
         if keys & failed_keys and _written(path, before):
@@ -403,10 +406,10 @@ def run_participant(args) -> int:
             failures += run_failures
         failures = one_per_hemisphere(failures)
         failed_keys = {(f.subject, f.session, h) for f in failures for h in f.hemi.split(",")}
-        failures += _check_cifti(done, config, failed_keys, crashed, before)
-        rows, flagged, kept = [], [], []
         # --stop-on-first-crash: the hemispheres it left undone fail on a short line that says why
         cut_short = args.stop_on_first_crash and (crashed or crashes.is_dir())
+        failures += _check_cifti(done, config, failed_keys, crashed, before, cut_short)
+        rows, flagged, kept = [], [], []
         for job in done:
             for hemi in sorted(job.inputs.hemis):
                 outputs = hemi_outputs(job.inputs.hemis[hemi], config)

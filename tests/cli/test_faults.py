@@ -611,6 +611,15 @@ def test_stop_on_first_crash_in_a_chunk_names_the_participants_it_left_undone(re
     assert failed[1] == ("  FAILED sub-02 hemi-L: not finished: --stop-on-first-crash ended the run at the first "
                          "failure; rerun without it (or once that one is fixed) to do the rest")
     assert outputs(out, "01") == outputs(out, "02") == []
+    # with --cifti-output the undone subject's missing CIFTI file said it instead, naming both files
+    shutil.rmtree(work)
+    code, _, err = run(reference["bids"], out, "participant", *ARGS, "--hemi", "L", "R", "--cifti-output",
+                       "-w", work, "--stop-on-first-crash")
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert code == 1, err
+    assert [line for line in failed if "sub-02" in line] == [
+        "  FAILED sub-02 hemi-L,R: not finished: --stop-on-first-crash ended the run at the first failure; rerun "
+        "without it (or once that one is fixed) to do the rest"], err
 
 
 def test_stop_on_first_crash_leaves_no_worker_running_after_the_summary(reference, tmp_path, monkeypatch):
