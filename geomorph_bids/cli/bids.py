@@ -79,19 +79,36 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
 
     crashed: list[Failure] = []
     size = workflow_chunk(config.nprocs)
-    for start in range(0, len(jobs), size):  # one Nipype graph per chunk of participants
-        wf = init_geomorph_wf(jobs[start:start + size], config)
+    chunks = range(0, len(jobs), size)
+    for k, start in enumerate(chunks, 1):  # one Nipype graph per chunk of participants
+        chunk = jobs[start:start + size]
+        if len(chunks) > 1:  # Nipype is quiet: the one sign of progress in a long cohort run
+            which = _label(chunk[0]) + (f" to {_label(chunk[-1])}" if len(chunk) > 1 else "")
+            print(f"workflow: graph {k} of {len(chunks)}: subject/session(s) {start + 1}-{start + len(chunk)} of "
+                  f"{len(jobs)} ({which})", flush=True)
+        wf = init_geomorph_wf(chunk, config)
         crash_folder_setting(wf, crashes)
         try:
             wf.run(plugin=plugin_runner(plugin))
         except RuntimeError as exc:  # nipype: "Workflow did not execute cleanly"
             crashed = crashed or [Failure("*", None, "*", " ".join(str(exc).split()))]
-            if args.stop_on_first_crash:
+            if args.stop_on_first_crash:  # Nipype raised at once, its pool still running the other nodes:
+                stop_children()  # none may write once the outputs are checked and the locks released
                 break
         except OSError as exc:  # Nipype itself could not write (a full disk: even its crash file failed)
             stop_children()  # no worker may go on writing once the outputs are checked
             return True, [Failure("*", None, "*", f"the run stopped: {describe_os_error(exc)}")], {}, {}
     return bool(crashed), crashed, {}, {}
+
+
+#: why a hemisphere has no outputs after ``--stop-on-first-crash`` ended the run (both modes)
+_CUT_SHORT = ("--stop-on-first-crash ended the run at the first failure; rerun without it (or once that one is "
+              "fixed) to do the rest")
+
+
+def _label(job) -> str:
+    """``sub-X`` or ``sub-X ses-Y``: a subject/session job as the summary names it."""
+    return f"sub-{job.subject}" + (f" ses-{job.session}" if job.session else "")
 
 
 def workflow_chunk(nprocs: int) -> int:
@@ -123,9 +140,11 @@ def _stat(path: Path) -> tuple | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _check_cifti(jobs: list, config, failed_keys: set, crashed: bool, before: dict) -> list[Failure]:
+def _check_cifti(jobs: list, config, failed_keys: set, crashed: bool, before: dict,
+                 cut_short: bool = False) -> list[Failure]:
     """``--cifti-output``: a subject/session whose CIFTI file is missing fails (both hemispheres,
-    added to ``failed_keys``); one with a failed hemisphere keeps no CIFTI file this run wrote
+    added to ``failed_keys``; ``cut_short``: ``--stop-on-first-crash`` ended the run, which is said
+    instead of the missing files); one with a failed hemisphere keeps no CIFTI file this run wrote
     (one an earlier run wrote stays, as its hemispheres' files do: :func:`_discard`)."""
     from ..derivatives import sidecar
     from ..workflows.outputs import cifti_output
@@ -139,7 +158,8 @@ def _check_cifti(jobs: list, config, failed_keys: set, crashed: bool, before: di
         files = [path, sidecar(path)]
         if not keys & failed_keys and not all(p.is_file() for p in files):
             missing = ", ".join(p.name for p in files if not p.is_file())
-            out.append(Failure(job.subject, job.session, "L,R", f"outputs missing after the run: {missing}"
+            out.append(Failure(job.subject, job.session, "L,R", f"not finished: {_CUT_SHORT}" if cut_short
+                               else f"outputs missing after the run: {missing}"
                                + (" (the run was stopped by another crash)" if crashed else "")))
             failed_keys |= keys
         if keys & failed_keys and _written(path, before):
@@ -376,6 +396,7 @@ def run_participant(args) -> int:
             exc.stopped += stop_children()  # before the locks are released and the partial outputs removed
             _remove_partial(started, config, before)
             shutil.rmtree(crashes, ignore_errors=True)  # node "failures" the signal itself caused
+            locks.when_alone(lambda: _clean_leftovers(output_dir))  # the sinks' staging folder, as a finished run
             raise
         done = mine + later
         stopped = next((f.reason for f in run_failures if f.reason.startswith("the run stopped: ")), "")
@@ -385,7 +406,9 @@ def run_participant(args) -> int:
             failures += run_failures
         failures = one_per_hemisphere(failures)
         failed_keys = {(f.subject, f.session, h) for f in failures for h in f.hemi.split(",")}
-        failures += _check_cifti(done, config, failed_keys, crashed, before)
+        # --stop-on-first-crash: the hemispheres it left undone fail on a short line that says why
+        cut_short = args.stop_on_first_crash and (crashed or crashes.is_dir())
+        failures += _check_cifti(done, config, failed_keys, crashed, before, cut_short)
         rows, flagged, kept = [], [], []
         for job in done:
             for hemi in sorted(job.inputs.hemis):
@@ -395,6 +418,7 @@ def run_participant(args) -> int:
                 if key not in failed_keys and not all(p.is_file() for p in expected):
                     missing = [p.name for p in expected if not p.is_file()]
                     failures.append(Failure(job.subject, job.session, hemi, f"not written: {stopped[17:]}" if stopped
+                                            else f"not finished: {_CUT_SHORT}" if cut_short
                                             else f"outputs missing after the run: {', '.join(missing)}"
                                             + (" (the run was stopped by another crash)" if crashed else "")))
                     failed_keys.add(key)

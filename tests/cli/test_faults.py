@@ -565,9 +565,13 @@ def test_a_cohort_runs_as_consecutive_graphs_and_a_crash_stops_only_its_particip
     monkeypatch.setattr(base, "init_geomorph_wf", counted)
     monkeypatch.setattr("geomorph_bids.workflows.init_geomorph_wf", counted)
     monkeypatch.setattr(registration, "write_registration", full_for_sub01)
-    code, _, err = run(reference["bids"], out, "participant", *ARGS, "-w", work, "--use-plugin", plugin)
+    code, stdout, err = run(reference["bids"], out, "participant", *ARGS, "-w", work, "--use-plugin", plugin)
     assert code == 1
     assert graphs == [["01"], ["02"]]
+    # one progress line per graph (Nipype itself is silent until the summary)
+    assert [line for line in stdout.splitlines() if line.startswith("workflow: ")] == [
+        "workflow: graph 1 of 2: subject/session(s) 1-1 of 2 (sub-01)",
+        "workflow: graph 2 of 2: subject/session(s) 2-2 of 2 (sub-02)"]
     assert min(frozen) > 10_000 and gc.get_freeze_count() == 0  # the graph was frozen, and is no more
     failed = [line for line in err.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and "sub-01 hemi-L:" in failed[0]
@@ -579,6 +583,106 @@ def test_a_cohort_runs_as_consecutive_graphs_and_a_crash_stops_only_its_particip
     code, _, err = run(reference["bids"], out, "participant", *ARGS, "-w", work, "--use-plugin", plugin)
     assert code == 0, err
     assert stamps(outputs(out, "02")) == sub02 and len(outputs(out, "01")) == N_FILES
+
+
+def test_stop_on_first_crash_in_a_chunk_names_the_participants_it_left_undone(reference, tmp_path, monkeypatch):
+    """``--stop-on-first-crash`` with a cohort in chunks: sub-01's crash ends the run, so the
+    next graph (sub-02) never starts; sub-02 fails on a short line saying why and what to do,
+    not on a list of the nine files it lacks (one such line per hemisphere of every later
+    chunk: hundreds of lines in a cohort)."""
+    from geomorph_bids.cli import bids
+    from geomorph_bids.interfaces import registration
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    real = registration.write_registration
+
+    def full_for_sub01(folder, result, hemi, record):
+        if "sub_01_wf" in str(folder):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(folder) / "registration.json"))
+        return real(folder, result, hemi, record)
+
+    monkeypatch.setattr(bids, "workflow_chunk", lambda nprocs: 1)
+    monkeypatch.setattr(registration, "write_registration", full_for_sub01)
+    code, stdout, err = run(reference["bids"], out, "participant", *ARGS, "-w", work, "--stop-on-first-crash")
+    assert code == 1
+    assert "graph 2 of 2" not in stdout
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failed) == 2 and "sub-01 hemi-L:" in failed[0] and "no space left" in failed[0]
+    assert failed[1] == ("  FAILED sub-02 hemi-L: not finished: --stop-on-first-crash ended the run at the first "
+                         "failure; rerun without it (or once that one is fixed) to do the rest")
+    assert outputs(out, "01") == outputs(out, "02") == []
+    # with --cifti-output the undone subject's missing CIFTI file said it instead, naming both files
+    shutil.rmtree(work)
+    code, _, err = run(reference["bids"], out, "participant", *ARGS, "--hemi", "L", "R", "--cifti-output",
+                       "-w", work, "--stop-on-first-crash")
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert code == 1, err
+    assert [line for line in failed if "sub-02" in line] == [
+        "  FAILED sub-02 hemi-L,R: not finished: --stop-on-first-crash ended the run at the first failure; rerun "
+        "without it (or once that one is fixed) to do the rest"], err
+
+
+def test_stop_on_first_crash_leaves_no_worker_running_after_the_summary(reference, tmp_path, monkeypatch):
+    """``--stop-on-first-crash``: Nipype raises at the first failed node (sub-01's register) and
+    leaves its process pool as it is, so sub-02's register, in flight in the other worker, went
+    on after the summary had called sub-02 not finished and the locks were released (its result
+    appeared seconds later). The run now stops its workers before it looks at the outputs."""
+    from geomorph_bids.interfaces import registration
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    real = registration.write_registration
+    flag = tmp_path / "sub-02-registering"
+
+    def fail_01_slow_02(folder, result, hemi, record):
+        if "sub_01_wf" in str(folder):
+            while not flag.exists():  # sub-02's register is in flight when sub-01 fails
+                time.sleep(0.01)
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(Path(folder) / "registration.json"))
+        flag.touch()
+        time.sleep(3)
+        return real(folder, result, hemi, record)
+
+    monkeypatch.setattr(registration, "write_registration", fail_01_slow_02)
+    code, _, err = run(reference["bids"], out, "participant", *ARGS, "-w", work, "--stop-on-first-crash")
+    assert code == 1
+    assert [line for line in err.splitlines() if "FAILED" in line][1].startswith("  FAILED sub-02 hemi-L: not finished")
+    time.sleep(4)  # what a worker left running would have finished by now
+    assert not list(node_dir(work, "02").glob("result_*.pklz"))
+    assert outputs(out, "02") == []
+
+
+def test_a_stop_between_chunks_leaves_the_first_whole_and_no_staging_folder(reference, tmp_path, monkeypatch):
+    """SIGTERM once the first graph (sub-01) has written its outputs and the second is being
+    built: exit 143 and one line; sub-01 is whole and no hidden ``.geomorph-staging/`` is left in
+    the derivatives (the first graph's sinks made it; only a later run's summary removed it);
+    the rerun reuses sub-01 and does sub-02."""
+    import signal as signals
+
+    from geomorph_bids.cli import bids
+    from geomorph_bids.cli.interrupts import Interrupted
+    from geomorph_bids.results.writer import STAGING_DIR
+    from geomorph_bids.workflows import base
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    real_wf = base.init_geomorph_wf
+
+    def stopped_at_sub02(jobs, config):
+        if jobs[0].subject == "02":
+            raise Interrupted(signals.SIGTERM)
+        return real_wf(jobs, config)
+
+    monkeypatch.setattr(bids, "workflow_chunk", lambda nprocs: 1)
+    monkeypatch.setattr("geomorph_bids.workflows.init_geomorph_wf", stopped_at_sub02)
+    code, _, err = run(reference["bids"], out, "participant", *ARGS, "-w", work)
+    assert code == 143
+    assert [line for line in err.splitlines() if line.strip()][0].startswith("geomorph-bids: interrupted by SIGTERM")
+    assert len(outputs(out, "01")) == N_FILES and outputs(out, "02") == []
+    assert not (out / STAGING_DIR).exists() and leftovers(out) == []
+    sub01 = stamps(outputs(out, "01"))
+    monkeypatch.setattr("geomorph_bids.workflows.init_geomorph_wf", real_wf)
+    code, _, err = run(reference["bids"], out, "participant", *ARGS, "-w", work)
+    assert code == 0, err
+    assert stamps(outputs(out, "01")) == sub01 and normalised(out) == reference["digests"]
 
 
 def test_workflow_chunks_grow_with_the_processes():
