@@ -51,7 +51,8 @@ __all__ = ["DESC", "FEATURE_SUFFIX", "Derivative", "REGISTERED_SPHERE", "RESAMPL
            "hemisphere_outputs", "SPHERE_REG_MSM", "SPHERE_REG_FSAVERAGE", "SPHERE_REG_FSLR", "FMRIPREP_SPHERES",
            "CIFTI_FEATURES", "cifti_file",
            "entities", "anat_dir", "anat_uri", "sidecar", "parse_metrics_name", "metrics_files", "report_name",
-           "figures_dir", "FIGURES", "GROUP_TSV", "GROUP_HTML", "GROUP_FIGURE", "DATASET_DESCRIPTION",
+           "figures_dir", "FIGURES", "GROUP_TSV", "GROUP_JSON", "GROUP_HTML", "GROUP_FIGURE",
+           "DATASET_DESCRIPTION",
            "CITATION", "LOGS", "README", "BIDSIGNORE", "bidsignore_lines", "crash_dir", "CRASH_FILES",
            "STANDARD_SPACES", "check_template_label"]
 
@@ -371,6 +372,8 @@ FIGURES = {"registration": "{entities}_hemi-{hemi}_space-{space}_desc-registrati
            "surface": "{entities}_hemi-{hemi}_space-{space}_desc-registration{Feature}_{kind}.png"}
 
 GROUP_TSV = f"group_desc-{DESC}_metrics.tsv"
+#: the group table's data dictionary (BIDS: a JSON beside a TSV describing its columns, with units)
+GROUP_JSON = f"group_desc-{DESC}_metrics.json"
 GROUP_HTML = "group.html"
 GROUP_FIGURE = "figures/group_desc-distributions_metrics.png"
 DATASET_DESCRIPTION = "dataset_description.json"
@@ -419,6 +422,7 @@ def bidsignore_lines() -> tuple[str, ...]:
             names += [name, *([sidecar(name).name] if kind.sidecar else [])]
     # folders without a trailing slash: the validator (3.0) checks a folder's own path too, which
     # "figures/" leaves NOT_INCLUDED
-    reports = ["/" + report_name("*"), "/" + GROUP_HTML, "/" + GROUP_TSV, f"/{Path(GROUP_FIGURE).parent.as_posix()}",
+    reports = ["/" + report_name("*"), "/" + GROUP_HTML, "/" + GROUP_TSV, "/" + GROUP_JSON,
+               f"/{Path(GROUP_FIGURE).parent.as_posix()}",
                "/sub-*/figures", f"/{LOGS}", "/tpl-*"]
     return tuple(dict.fromkeys([*names, *reports]))

@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..derivatives import GROUP_HTML, GROUP_TSV, NATIVE_FEATURE, NATIVE_SPHERE, anat_dir
+from ..derivatives import GROUP_HTML, GROUP_JSON, GROUP_TSV, NATIVE_FEATURE, NATIVE_SPHERE, anat_dir
 from ..derivatives import entities as entity_string
 from .descriptions import write_bids_extras
 from .exit_codes import EXIT_FAILED, EXIT_OK, error_exit, run_exit_code
@@ -185,7 +185,7 @@ def run_group(args) -> int:
     from ..io.discover import normalise_label
     from ..reports import build_group_report
     from ..reports.group import failed_without_row
-    from ..reports.group_table import STALE, group_table_text, parse_group_table
+    from ..reports.group_table import STALE, group_dictionary_text, group_table_text, parse_group_table
 
     inputs = None  # no output folder: no rows, an error before anything looks at the inputs
     if args.output_dir.is_dir():
@@ -230,6 +230,8 @@ def run_group(args) -> int:
               "(they cover every participant: run the group level without --participant-label to refresh them)")
     else:
         text = group_table_text(rows)
+        # its data dictionary first: a TSV never stands without the description of its columns
+        atomic_write_text(args.output_dir / GROUP_JSON, group_dictionary_text(text))
         path = atomic_write_text(args.output_dir / GROUP_TSV, text)
         print(f"{path}: {len(rows)} row(s) (subject/session/hemisphere/template)")
         # the rows as written (the report reads what the TSV holds), without listing and reading every

@@ -6,25 +6,28 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from ..derivatives import GROUP_TSV, REGISTERED_SPHERE, entities, metrics_files, parse_metrics_name
+from ..derivatives import GROUP_JSON, GROUP_TSV, REGISTERED_SPHERE, entities, metrics_files, parse_metrics_name
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.limits import read_json_files
 from ..results.metrics import latest_run_failure
 
 __all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "check_metrics", "group_rows", "group_table_text",
-           "write_group_table",
+           "write_group_table", "column_description", "group_dictionary_text",
            "parse_group_table",
            "read_group_table", "group_table_rows"]
 
 #: leading columns of the group table (the registration metrics follow, sorted); ``quality`` is
 #: ``ok`` or ``flagged`` (:mod:`geomorph_bids.quality`), or :data:`STALE`; ``quality_reasons``
-#: the gates failed (after, for a stale row, why its latest run failed)
+#: the gates failed (after, for a stale row, why its latest run failed); ``participant_id`` /
+#: ``session_id`` the labels with BIDS's ``sub-`` / ``ses-`` (the join keys of ``participants.tsv``
+#: and ``sessions.tsv``; after the columns earlier versions wrote, which keep their places)
 GROUP_COLUMNS = ("subject", "session", "hemi", "quality", "quality_reasons", "template", "method", "input_source",
-                 "sulc_sign")
+                 "sulc_sign", "participant_id", "session_id")
 #: ``quality`` of a row whose hemisphere's latest participant run failed: its outputs (and
 #: metrics) are an earlier run's, kept (:func:`geomorph_bids.results.metrics.mark_latest_run_failed`)
 STALE = "stale"
@@ -43,6 +46,8 @@ def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str
     row = {k: doc.get(k) for k in GROUP_COLUMNS}
     quality = doc.get("quality") if isinstance(doc.get("quality"), dict) else {}
     stale = latest_run_failure(doc)
+    row["participant_id"] = None if row["subject"] is None else f"sub-{row['subject']}"
+    row["session_id"] = f"ses-{row['session']}" if row["session"] else None
     row["quality"], row["quality_reasons"] = quality_cells(bool(quality.get("flagged")) if quality else None,
                                                            "; ".join(map(str, quality.get("reasons") or ())), stale)
     registration = doc.get("registration") if isinstance(doc.get("registration"), dict) else {}
@@ -186,9 +191,99 @@ def group_table_text(rows: Iterable[Mapping[str, Any]]) -> str:
     return handle.getvalue()
 
 
+#: descriptions of the group table's columns: (description, units or None); the registration
+#: metrics of a pattern (``cc_<feature>_after``...) are in :func:`column_description`
+_DESCRIBED: dict[str, tuple[str, str | None]] = {
+    "subject": ("Subject label without 'sub-' (read it as text: '01' is not the number 1)", None),
+    "session": ("Session label without 'ses-'; n/a for anatomy shared by every session", None),
+    "hemi": ("Hemisphere: L or R", None),
+    "quality": ("Verdict of the quality gates: ok, flagged, or stale (the hemisphere's latest participant run "
+                "failed; its outputs are an earlier run's)", None),
+    "quality_reasons": ("The gates failed ('; '-separated), after, for a stale row, why its latest run failed; "
+                        "n/a when none", None),
+    "template": ("Template the hemisphere was registered to (the outputs' space- entity)", None),
+    "method": ("Registration method: optimise, rigid, or geomorph (a network alone)", None),
+    "input_source": ("Layout the inputs were read from: freesurfer, smriprep or hcp", None),
+    "sulc_sign": ("Sign convention of the input sulc map (freesurfer: sulci positive)", None),
+    "participant_id": ("Subject label with 'sub-': the join key of the dataset's participants.tsv", None),
+    "session_id": ("Session label with 'ses-': the join key of sessions.tsv; n/a without sessions", None),
+    "areal_mean_abs": ("Mean |log2 vertex-area ratio|, registered / native sphere", "log2 ratio"),
+    "areal_p95_abs": ("95th percentile of |log2 vertex-area ratio|, registered / native sphere", "log2 ratio"),
+    "areal_max_abs": ("Largest |log2 vertex-area ratio|, registered / native sphere", "log2 ratio"),
+    "edge_mean": ("Mean edge-length distortion (wb_command -surface-distortion -edge-method)", "log2 ratio"),
+    "n_folded": ("Folded triangles of the registered sphere", "triangles"),
+    "folded_fraction": ("Fraction of the registered sphere's triangles that are folded", "fraction (0-1)"),
+    "warp_folded_triangles": ("Folded triangles of the warp on the ico-6 grid", "triangles"),
+    "n_nonfinite": ("Vertices of the registered sphere that are not finite", "vertices"),
+    "rotation_deg": ("Angle of the rigid pre-alignment rotation", "degrees"),
+    "rotation_method": ("How the rotation was found: features, or correspondence (from the sphere.reg)", None),
+    "used_sphere_reg": ("Whether a FreeSurfer sphere.reg was used for the rotation (true/false)", None),
+    "reg_sphere_set_aside": ("Why a sphere.reg that was given was set aside", None),
+    "identity_cc_own": ("Correlation of the hemisphere's features with its own template hemisphere "
+                        "(the hemisphere check)", "Pearson r"),
+    "identity_cc_mirrored": ("Correlation with the mirrored (other) template hemisphere (the hemisphere check)",
+                             "Pearson r"),
+    "identity_cc_negated": ("Correlation of the sign-flipped features with the template (the sign gate)",
+                            "Pearson r"),
+    "mirrored": ("Whether the network registers this hemisphere mirrored (true/false)", None),
+    "cortex_mask": ("Whether a cortex mask restricted the registration (true/false)", None),
+    "device": ("Device the registration ran on (cpu, cuda...)", None),
+    "model_argument": ("The --model value", None),
+    "model_name": ("Name of the network used; n/a without one", None),
+    "model_path": ("File of the network used; n/a without one", None),
+    "model_version": ("Version of the network used; n/a without one", None),
+    "model_weights_sha256": ("SHA-256 of the network's weights; n/a without one", None),
+    "optimise_batch": ("Number of hemisphere pairs optimised together", "pairs"),
+    "template_vertices": ("Vertices of the template mesh registered to", "vertices"),
+    "template_built_from_vertices": ("Vertices of the mesh the template maps were built from", "vertices"),
+    "template_sha256": ("SHA-256 of the template's files", None),
+    "template_source": ("Where the template came from (bundled, a folder...)", None),
+    "template_source_path": ("Folder of the template's files", None),
+}
+_PATTERNS: tuple[tuple[str, str, str | None], ...] = (
+    (r"cc_(.+)_before", "Pearson correlation of {0} with the template on its ico-6 grid, unaligned", "Pearson r"),
+    (r"cc_(.+)_rigid", "Pearson correlation of {0} with the template on its ico-6 grid, after the rigid rotation",
+     "Pearson r"),
+    (r"cc_(.+)_after", "Pearson correlation of {0} with the template on its ico-6 grid, after registration; "
+     "n/a for a feature the row did not use", "Pearson r"),
+    (r"J_(.+)", "log2 local-affine size change (wb_command -surface-distortion -local-affine-method), {0}",
+     "log2 ratio"),
+    (r"R_(.+)", "log2 local-affine anisotropy (the report's shape distortion), {0}", "log2 ratio"),
+    (r"seconds_(.+)", "Wall time of the registration's {0} step (total: the whole registration)", "s"),
+    (r"template_(.+)", "Template provenance: {0} (docs/templates.md)", None),
+)
+
+
+def column_description(column: str) -> dict[str, str]:
+    """The data-dictionary entry of a group-table column: ``Description`` and, for a quantity,
+    ``Units`` (BIDS's keys)."""
+    import re
+
+    if column in _DESCRIBED:
+        text, units = _DESCRIBED[column]
+    else:
+        text, units = (f"Registration metric {column} of the metrics JSON's registration object", None)
+        for pattern, template, pattern_units in _PATTERNS:
+            match = re.fullmatch(pattern, column)
+            if match:
+                text, units = template.format(match.group(1).replace("_", " ")), pattern_units
+                break
+    return {"Description": text, **({"Units": units} if units else {})}
+
+
+def group_dictionary_text(table_text: str) -> str:
+    """The data dictionary (:data:`~geomorph_bids.derivatives.GROUP_JSON`) of a group table's
+    text: one entry per column of its header, in its order."""
+    header = next(csv.reader(io.StringIO(table_text, newline=""), delimiter="\t"), [])
+    return json.dumps({c: column_description(c) for c in header}, indent=2) + "\n"
+
+
 def write_group_table(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write rows as a BIDS TSV (``n/a`` for missing values), atomically."""
-    return atomic_write_text(path, group_table_text(rows))
+    """Write rows as a BIDS TSV (``n/a`` for missing values), and its data dictionary beside it
+    (the same name, ``.json``), atomically."""
+    text = group_table_text(rows)
+    atomic_write_text(Path(path).with_suffix(".json"), group_dictionary_text(text))
+    return atomic_write_text(path, text)
 
 
 def _number(value: Any) -> Any:

@@ -526,3 +526,41 @@ def test_the_pages_say_which_way_each_metric_is_better_and_the_group_table_its_u
     assert "CC: higher is better (1: the template&#x27;s map)" in metrics and "lower is better (0: none)" in metrics
     summary = text[text.index('id="summary"'):text.index("</section>")]
     assert "hemi-L: " in summary and "hemi-R: " in summary
+
+
+def test_the_group_table_has_bids_join_keys_and_a_data_dictionary_of_every_column(outputs):
+    """An analyst joining the group table to participants.tsv: its only subject column held
+    ``01`` (pandas reads it as the integer 1), while participants.tsv's key is ``participant_id``
+    ``sub-01``; and no JSON data dictionary said what each column is, nor its units (BIDS
+    recommends one beside a TSV). ``participant_id`` / ``session_id`` are added after the columns
+    earlier versions wrote (which keep their places), and the group level writes
+    ``group_desc-geomorph_metrics.json`` describing every column of the TSV, with units for the
+    quantities."""
+    from geomorph_bids.derivatives import GROUP_JSON, bidsignore_lines
+
+    ses = outputs / "sub-02" / "ses-1" / "anat"  # one participant with a session, the others without
+    ses.mkdir(parents=True)
+    for f in (outputs / "sub-02" / "anat").iterdir():
+        target = ses / f.name.replace("sub-02_", "sub-02_ses-1_")
+        if f.name.endswith("_metrics.json"):
+            target.write_text(json.dumps({**json.loads(f.read_text()), "session": "1"}))
+        else:
+            f.rename(target)
+    shutil.rmtree(outputs / "sub-02" / "anat")
+    code, err = _group(outputs)
+    assert code in (0, 1, 3), err
+    header = (outputs / GROUP_TSV).read_text().splitlines()[0].split("\t")
+    assert header[:9] == ["subject", "session", "hemi", "quality", "quality_reasons", "template", "method",
+                          "input_source", "sulc_sign"]  # unchanged places
+    rows = _tsv(outputs / GROUP_TSV)
+    assert [(r["participant_id"], r["session_id"], r["hemi"]) for r in rows] == [
+        ("sub-01", "n/a", "L"), ("sub-01", "n/a", "R"), ("sub-02", "ses-1", "L"), ("sub-02", "ses-1", "R"),
+        ("sub-03", "n/a", "L")]
+    dictionary = json.loads((outputs / GROUP_JSON).read_text())
+    assert list(dictionary) == header  # every column, in the TSV's order
+    assert all(d["Description"] and "Registration metric" not in d["Description"] for d in dictionary.values())
+    assert dictionary["cc_sulc_after"]["Units"] == "Pearson r" and "sulc" in dictionary["cc_sulc_after"]["Description"]
+    assert dictionary["areal_mean_abs"]["Units"] == "log2 ratio" and dictionary["seconds_total"]["Units"] == "s"
+    assert dictionary["rotation_deg"]["Units"] == "degrees" and "participants.tsv" in dictionary["participant_id"][
+        "Description"]
+    assert "/" + GROUP_JSON in bidsignore_lines()
