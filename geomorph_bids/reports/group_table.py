@@ -186,9 +186,23 @@ def group_table_text(rows: Iterable[Mapping[str, Any]]) -> str:
     w = csv.writer(handle, delimiter="\t", lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow(["n/a" if r.get(c) is None else
-                    (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in columns])
+        w.writerow([_cell(r.get(c)) for c in columns])
     return handle.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    """One TSV cell: ``n/a`` for a value that is missing (None, NaN, an empty or blank string: a
+    hand-edited or older metrics file), a float to 6 significant digits, and text on one line
+    (tabs and line breaks as spaces: a row is one line, unquoted, for ``cut``/``awk`` as for
+    pandas and R)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, str):
+        value = " ".join(value.split()) if any(c in value for c in "\t\r\n") else value
+        return value if value.strip() else "n/a"
+    return value
 
 
 #: descriptions of the group table's columns: (description, units or None); the registration
@@ -306,7 +320,7 @@ def parse_group_table(text: str) -> list[dict[str, Any]]:
 
 
 def read_group_table(path: str | Path) -> list[dict[str, Any]]:
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:  # as written, whatever the locale
         return parse_group_table(handle.read())
 
 

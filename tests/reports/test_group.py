@@ -564,3 +564,27 @@ def test_the_group_table_has_bids_join_keys_and_a_data_dictionary_of_every_colum
     assert dictionary["rotation_deg"]["Units"] == "degrees" and "participants.tsv" in dictionary["participant_id"][
         "Description"]
     assert "/" + GROUP_JSON in bidsignore_lines()
+
+
+def test_missing_values_are_n_a_and_each_row_one_line_whatever_a_metrics_file_holds(outputs):
+    """A metrics file edited by hand or written by another tool (Python's json reads ``NaN``):
+    its NaN became the cell ``nan``, an empty string an empty cell, and a line break in a text a
+    quoted cell over two lines; pandas and R read them, but not as BIDS's ``n/a``, and ``cut`` /
+    ``awk`` saw a row split in two. Missing is ``n/a``, text is one line; numbers are kept."""
+    from geomorph_bids.reports.group_table import group_rows, group_table_text
+
+    path = outputs / "sub-02" / "anat" / "sub-02_hemi-L_space-fsaverage_desc-geomorph_metrics.json"
+    doc = json.loads(path.read_text())
+    doc["registration"].update(R_max=float("nan"), reg_sphere_set_aside="", device="cpu\nline two\tend",
+                               edge_mean=0.25)
+    path.write_text(json.dumps(doc))  # NaN: json.dumps writes it, json.loads reads it
+    text = group_table_text(group_rows(outputs))
+    lines = text.split("\n")
+    assert len(lines) == 1 + 5 + 1 and lines[-1] == ""  # header, 5 rows, the final newline
+    header = lines[0].split("\t")
+    row = dict(zip(header, next(line for line in lines if line.startswith("02\tn/a\tL")).split("\t")))
+    assert len(row) == len(header)
+    assert row["R_max"] == "n/a" and row["reg_sphere_set_aside"] == "n/a" and row["device"] == "cpu line two end"
+    assert row["edge_mean"] == "0.25"
+    cells = [c for line in lines[1:-1] for c in line.split("\t")]
+    assert not {"", "nan", "NaN", "None"} & set(cells)
