@@ -247,7 +247,18 @@ _DESCRIBED: dict[str, tuple[str, str | None]] = {
     "model_path": ("File of the network used; n/a without one", None),
     "model_version": ("Version of the network used; n/a without one", None),
     "model_weights_sha256": ("SHA-256 of the network's weights; n/a without one", None),
+    "seconds_total": ("Wall time of the whole registration", "s"),
     "optimise_batch": ("Number of hemisphere pairs optimised together", "pairs"),
+    "data_level": ("Icosahedral level of the grid the network read the features on", None),
+    "network_batch": ("Number of hemispheres the network registered together", "hemispheres"),
+    "network_smoothing_iterations": ("Smoothing iterations of the network's first pass warp", "iterations"),
+    "network_unfold_iterations": ("Iterations that unfolded the network's warp (0: none needed)", "iterations"),
+    "optimise_unfold_iterations": ("Iterations that unfolded the optimised warp", "iterations"),
+    "output_unfold_iterations": ("Iterations that unfolded the registered sphere before it was written",
+                                 "iterations"),
+    "output_folded_before_unfold": ("Folded triangles of the registered sphere before it was unfolded", "triangles"),
+    "cortex_fraction_on_template": ("Fraction of the template's grid covered by the cortex mask after the rigid "
+                                    "rotation", "fraction (0-1)"),
     "template_vertices": ("Vertices of the template mesh registered to", "vertices"),
     "template_built_from_vertices": ("Vertices of the mesh the template maps were built from", "vertices"),
     "template_sha256": ("SHA-256 of the template's files", None),
@@ -260,12 +271,17 @@ _PATTERNS: tuple[tuple[str, str, str | None], ...] = (
      "Pearson r"),
     (r"cc_(.+)_after", "Pearson correlation of {0} with the template on its ico-6 grid, after registration; "
      "n/a for a feature the row did not use", "Pearson r"),
-    (r"J_(.+)", "log2 local-affine size change (wb_command -surface-distortion -local-affine-method), {0}",
+    (r"J_(.+)", "log2 local-affine size change (wb_command -surface-distortion -local-affine-method): {0}",
      "log2 ratio"),
-    (r"R_(.+)", "log2 local-affine anisotropy (the report's shape distortion), {0}", "log2 ratio"),
-    (r"seconds_(.+)", "Wall time of the registration's {0} step (total: the whole registration)", "s"),
+    (r"R_(.+)", "log2 local-affine anisotropy (the report's shape distortion): {0}", "log2 ratio"),
+    (r"seconds_(.+)", "Wall time of the registration's {0} step", "s"),
     (r"template_(.+)", "Template provenance: {0} (docs/templates.md)", None),
 )
+
+#: the statistic a J_/R_ column's suffix names
+_STATISTICS = {"mean_abs": "mean of |value| over vertices", "p95_abs": "95th percentile of |value|",
+               "max_abs": "largest |value|", "mean": "mean over vertices", "p95": "95th percentile",
+               "max": "largest value"}
 
 
 def column_description(column: str) -> dict[str, str]:
@@ -280,7 +296,8 @@ def column_description(column: str) -> dict[str, str]:
         for pattern, template, pattern_units in _PATTERNS:
             match = re.fullmatch(pattern, column)
             if match:
-                text, units = template.format(match.group(1).replace("_", " ")), pattern_units
+                what = _STATISTICS.get(match.group(1), match.group(1).replace("_", " "))
+                text, units = template.format(what), pattern_units
                 break
     return {"Description": text, **({"Units": units} if units else {})}
 

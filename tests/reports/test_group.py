@@ -564,6 +564,11 @@ def test_the_group_table_has_bids_join_keys_and_a_data_dictionary_of_every_colum
     assert dictionary["rotation_deg"]["Units"] == "degrees" and "participants.tsv" in dictionary["participant_id"][
         "Description"]
     assert "/" + GROUP_JSON in bidsignore_lines()
+    from geomorph_bids.reports.group_table import column_description
+
+    for column in ("network_batch", "output_unfold_iterations", "cortex_fraction_on_template", "seconds_network",
+                   "cc_myelin_after", "identity_cc_negated", "reg_sphere_set_aside", "J_p95_abs"):
+        assert "Registration metric" not in column_description(column)["Description"], column  # other runs' columns
 
 
 def test_missing_values_are_n_a_and_each_row_one_line_whatever_a_metrics_file_holds(outputs):
