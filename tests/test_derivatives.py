@@ -114,7 +114,8 @@ def test_bidsignore_lines_cover_every_output_and_leave_the_dataset_files_checked
         written.append(d.cifti_file("/o", "01", session, space, "32k").relative_to("/o").as_posix())
         written.append(d.sidecar(d.cifti_file("/o", "01", session, space, "32k")).relative_to("/o").as_posix())
     assert any("desc-msmsulc" in w for w in written) and any("space-fsLR_desc-reg" in w for w in written)
-    written += [d.report_name("01"), d.report_name("01", "pre"), d.GROUP_HTML, d.GROUP_TSV, d.GROUP_JSON, d.GROUP_FIGURE,
+    written += [d.report_name("01"), d.report_name("01", "pre"), d.GROUP_HTML, d.GROUP_TSV, d.GROUP_JSON,
+                d.GROUP_FIGURE,
                 d.CITATION, "logs/crash-1a2b/crash-x.txt",
                 "tpl-geomorphPopulation/tpl-geomorphPopulation_hemi-L_sulc.shape.gii",
                 (d.figures_dir("", "01") / d.FIGURES["distortion"].format(
