@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
-from .exit_codes import EXIT_OK, HANDLED, error_exit
+from .exit_codes import EXIT_OK, HANDLED, error_exit, interrupted
+from .interrupts import Interrupted, stop_on_signals
 from .machine import current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp
 from .messages import reader_may_go_away
 from .parser import ExtendAction, Parser, _finite
@@ -575,9 +576,11 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``geomorph-train``; returns the exit code (:mod:`.exit_codes`: 0 on success,
-    1 on bad input, 2 usage). A training outlives the reader of its output (``| tee log`` ended
-    with the session): :func:`~.messages.reader_may_go_away`."""
-    with reader_may_go_away():
+    1 on bad input, 2 usage, 128 + N stopped by signal N: Ctrl-C 130, SIGTERM 143). A training
+    outlives the reader of its output (``| tee log`` ended with the session):
+    :func:`~.messages.reader_may_go_away`; Ctrl-C, SIGTERM and SIGHUP stop it on one line that
+    says what is left to resume (:func:`interrupted_detail`)."""
+    with reader_may_go_away(), stop_on_signals():
         drop_unusable_thread_settings("geomorph-train")  # before torch is imported
         matplotlib_config_in_tmp()
         return _train(argv)
@@ -686,6 +689,27 @@ def _train(argv: Sequence[str] | None) -> int:
         return EXIT_OK
     except HANDLED as e:
         return error_exit("geomorph-train", e)
+    except Interrupted as exc:
+        exc.acknowledge()
+        return interrupted("geomorph-train", exc.name, exc.signum, interrupted_detail(args.out))
+
+
+def interrupted_detail(out: Path) -> str:
+    """What a training stopped by a signal leaves in ``out`` (the epoch under way is lost; the
+    checkpoints are written whole, after each epoch) and how to continue it: one clause."""
+    from ..engine.train import BEST_NAME, LAST_NAME, state_path
+    from ..model.checkpoint import read_metadata
+
+    last = Path(out) / LAST_NAME
+    if not (last.is_file() and state_path(last).is_file()):
+        return f"no epoch had finished: nothing to resume in {out}"
+    try:
+        epoch = read_metadata(last).provenance.extra.get("epochs_run")
+    except Exception:  # noqa: BLE001 - a detail of the message only
+        epoch = None
+    return (f"{last} holds epoch {epoch} (the epoch under way is lost) and {Path(out) / BEST_NAME} the best "
+            f"epoch so far (no model_card.md until a training ends): continue with the same command and "
+            f"--resume {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

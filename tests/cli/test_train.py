@@ -423,3 +423,39 @@ def test_the_cards_real_pair_table_says_it_measured_one_pass(tmp_path):
 
     assert "One forward pass, its warp low-passed once: `register()` makes 3" in card((2, 4, 8))
     assert "| p | 2.000 / 4.00 | 1.500 / 3.00 |" in card(None) and "One forward pass" not in card(None)
+
+
+def test_an_interrupted_training_says_on_one_line_what_to_resume(tmp_path, capsys, monkeypatch):
+    """Ctrl-C mid-training: one line and exit 130 (was a 20-line KeyboardInterrupt traceback), naming
+    the epoch last.pt holds and the --resume that continues it; that resume then works."""
+    import os
+    import signal
+
+    import geomorph_bids.engine.train as engine_train
+
+    out = tmp_path / "m"
+    argv = ["--out", str(out), "--synthetic", "4", "--epochs", "4", "--channels", "tiny", "--data-level", "3",
+            "--patience", "0", "--threads", "1"]
+    progress = engine_train._progress_line
+
+    def ctrl_c_after_epoch_2(epoch, *a, **k):
+        if epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return progress(epoch, *a, **k)
+
+    monkeypatch.setattr(engine_train, "_progress_line", ctrl_c_after_epoch_2)
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("geomorph-train: interrupted by SIGINT: ")
+    assert f"{out / 'last.pt'} holds epoch 2" in err[0] and f"--resume {out}" in err[0]
+    assert not (out / "model_card.md").exists() and (out / "model.pt").is_file()
+    monkeypatch.setattr(engine_train, "_progress_line", progress)
+    assert main(argv + ["--resume", str(out), "--quiet"]) == 0
+    assert [int(r["epoch"]) for r in _rows(out / "train_log.csv")] == [1, 2, 3, 4]
+    assert (out / "model_card.md").is_file()
+
+
+def test_a_training_interrupted_before_its_first_epoch_says_nothing_is_left(tmp_path):
+    from geomorph_bids.cli.train import interrupted_detail
+
+    assert interrupted_detail(tmp_path) == f"no epoch had finished: nothing to resume in {tmp_path}"
