@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--max-minutes", type=_minutes, default=None, help="wall-time budget; stops cleanly")
     t.add_argument("--resume", type=Path, default=None,
-                   help="continue a training: its --out folder, or the last.pt in it (with its last.state.pt)")
+                   help="continue a training: its --out folder, or the last.pt in it (with its last.state.pt); "
+                        "give the options it was started with (another --lam, --lr, --seed, ... is refused)")
     t.add_argument("--init", default=None, metavar="NAME|PATH",
                    help="fine-tune: start from a bundled network (e.g. sulc-fsLR) or a checkpoint; its "
                         "architecture is kept unless a model option is given; more --features than it "
@@ -455,7 +456,35 @@ def _resume_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser
     if meta.template != args.template:
         raise ValueError(f"--resume {path}: it was trained for --template {meta.template}, not {args.template}: "
                          "resume with the same --template")
+    saved = meta.config.get("training") if isinstance(meta.config, dict) else None
+    if isinstance(saved, dict):  # the loss and the schedule are the training's: never changed in silence
+        asked = {"seed": args.seed, "lr": args.lr, "lam": args.lam, "fold": args.fold, "supervised": args.supervised,
+                 "batch_size": args.batch_size, "lr_schedule": args.lr_schedule, "warmup_steps": args.warmup,
+                 "smoothed": args.train_smoothed}
+        differ = [k for k, v in asked.items() if k in saved and saved[k] != v]
+        if differ:
+            raise ValueError(f"--resume {path}: it was trained with {_recipe(saved, differ)}, not "
+                             f"{_recipe(asked, differ)}: resume with the same options (or start a new training "
+                             f"from its weights with --init {path.parent / 'model.pt'} and another --out)")
     return path
+
+
+#: geomorph-train's option for each TrainConfig field a resumed training must keep
+_RECIPE_OPTIONS = {"seed": "--seed", "lr": "--lr", "lam": "--lam", "fold": "--fold", "supervised": "--supervised",
+                   "batch_size": "--batch-size", "lr_schedule": "--lr-schedule", "warmup_steps": "--warmup",
+                   "smoothed": "--train-smoothed"}
+
+
+def _recipe(values: dict, keys: Sequence[str]) -> str:
+    """``--lam 200 --fold 10 no --train-smoothed``: the options of ``keys`` as ``values`` has them."""
+    words = []
+    for k in keys:
+        v = values[k]
+        if isinstance(v, bool):
+            words.append(_RECIPE_OPTIONS[k] if v else f"no {_RECIPE_OPTIONS[k]}")
+        else:
+            words.append(f"{_RECIPE_OPTIONS[k]} {v:g}" if isinstance(v, float) else f"{_RECIPE_OPTIONS[k]} {v}")
+    return " ".join(words)
 
 
 def _inherit_passes(args: argparse.Namespace, log: Callable[[str], None]) -> None:

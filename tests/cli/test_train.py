@@ -459,3 +459,24 @@ def test_a_training_interrupted_before_its_first_epoch_says_nothing_is_left(tmp_
     from geomorph_bids.cli.train import interrupted_detail
 
     assert interrupted_detail(tmp_path) == f"no epoch had finished: nothing to resume in {tmp_path}"
+
+
+def test_a_resume_with_another_loss_or_schedule_is_refused_before_the_data(tmp_path, capsys):
+    """--resume without repeating --lam/--fold/--lr-schedule (or with another --seed) continued the
+    training with another loss and schedule in silence, and the card gave the new values as the
+    training's; now one line before any data, naming the options, and nothing rewritten."""
+    out = tmp_path / "m"
+    argv = ["--out", str(out), "--synthetic", "3", "--epochs", "1", "--channels", "tiny", "--data-level", "3",
+            "--threads", "1", "--lam", "20", "--fold", "10", "--lr-schedule", "cosine", "--quiet"]
+    assert main(argv) == 0
+    before = (out / "last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["--out", str(out), "--synthetic", "3", "--epochs", "2", "--threads", "1", "--seed", "4",
+                 "--resume", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"geomorph-train: error: --resume {out / 'last.pt'}: it was trained with --seed 0 --lam 20 "
+                   f"--fold 10 --lr-schedule cosine, not --seed 4 --lam 0.5 --fold 0 --lr-schedule plateau: resume "
+                   f"with the same options (or start a new training from its weights with --init "
+                   f"{out / 'model.pt'} and another --out)"]
+    assert (out / "last.pt").stat().st_mtime_ns == before
+    assert main(argv[:4] + ["--epochs", "2"] + argv[6:] + ["--resume", str(out)]) == 0  # the same options
