@@ -538,6 +538,26 @@ def model_name(args: argparse.Namespace) -> str:
     return args.name or f"{'-'.join(args.features)}-{args.template}-{Path(args.out).absolute().name}"
 
 
+def hardware(device: str) -> str:
+    """The machine a training ran on, for the model card and the checkpoint's provenance: the GPU's
+    name (``cuda``), else the CPU's model, its cores and torch's threads (e.g. ``AMD EPYC 7B13, 2
+    cores, 1 torch thread``)."""
+    import os
+
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    cpu = "CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    threads = torch.get_num_threads()
+    return f"{cpu}, {os.cpu_count()} cores, {threads} torch thread{'s' if threads != 1 else ''}"
+
+
 def write_model_card(path: Path, *, command: str, args: argparse.Namespace, result, model_config,
                      train_config, train_set, val_set, real_rows: Sequence[dict] = ()) -> Path:
     """Write ``model_card.md`` (markdown) describing how the model was made and how well it did."""
@@ -581,7 +601,7 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
         + (f"; + {train_config.supervised:g} x angular error to the known warp" if train_config.supervised else "")
         + ("; loss on the low-passed warp register() uses" if train_config.smoothed else "")
         + f"; early stopping patience {train_config.patience}; bf16: {train_config.bf16}",
-        f"- Device: {result.device}; wall time: {result.wall_time_s:.1f} s ({result.wall_time_s / 60:.1f} min); "
+        f"- Device: {result.device} ({hardware(result.device)}); wall time: {result.wall_time_s:.1f} s ({result.wall_time_s / 60:.1f} min); "
         f"epochs run: {result.epochs_run} (stopped: {result.stopped})",
         "",
         "## Final metrics (validation)",
@@ -692,7 +712,7 @@ def _train(argv: Sequence[str] | None) -> int:
             torch.set_num_threads(args.threads)
         train_set, val_set = _prepare_data(args, log)
         meta = {"command": command, "name": model_name(args),
-                "extra": {"preset": args.channels}}
+                "extra": {"preset": args.channels, "hardware": hardware(str(resolve_device(args.device)))}}
         result = train(model_config, train_set, val_set, config, args.out, resume=args.resume,
                        init_weights=args.init, meta=meta, log=log)
         _low_resolution_notes(args)

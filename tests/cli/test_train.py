@@ -39,6 +39,9 @@ def test_synthetic_end_to_end_and_resume(tmp_path, capsys):
     assert card.startswith("# GeoMorph model `sulc-fsLR-model`")
     assert "ReduceLROnPlateau (patience 3" in card and "cosine" not in card  # the schedule that ran
     assert "wall time" in card and f"best epoch ({meta.provenance.extra['best_epoch']})" in card
+    # the hardware the wall time was spent on (was "Device: cpu" alone)
+    assert meta.provenance.extra["hardware"].endswith(" cores, 1 torch thread")
+    assert f"- Device: cpu ({meta.provenance.extra['hardware']}); wall time" in card
     printed = capsys.readouterr().out
     assert "epoch   2/2" in printed and "cc " in printed
     # resume for one more epoch
