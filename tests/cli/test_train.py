@@ -483,3 +483,30 @@ def test_a_resume_with_another_loss_or_schedule_is_refused_before_the_data(tmp_p
                    f"{out / 'model.pt'} and another --out)"]
     assert (out / "last.pt").stat().st_mtime_ns == before
     assert main(argv[:4] + ["--epochs", "2"] + argv[6:] + ["--resume", str(out)]) == 0  # the same options
+
+
+def test_a_stop_while_the_resume_pair_is_written_leaves_a_pair_that_resumes(tmp_path, capsys, monkeypatch):
+    """Ctrl-C arriving after last.pt was replaced and before last.state.pt was: the pair was an epoch
+    apart and --resume refused it ('does not belong to these weights'); now the signal waits until
+    both are written."""
+    import os
+    import signal
+
+    import geomorph_bids.engine.train as engine_train
+
+    out = tmp_path / "m"
+    argv = ["--out", str(out), "--synthetic", "3", "--epochs", "3", "--channels", "tiny", "--data-level", "3",
+            "--patience", "0", "--threads", "1", "--quiet"]
+    save_state = engine_train._save_state
+
+    def stopped_between(path, state):
+        if state["epoch"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return save_state(path, state)
+
+    monkeypatch.setattr(engine_train, "_save_state", stopped_between)
+    assert main(argv) == 130
+    assert f"{out / 'last.pt'} holds epoch 2" in capsys.readouterr().err
+    monkeypatch.setattr(engine_train, "_save_state", save_state)
+    assert main(argv + ["--resume", str(out)]) == 0
+    assert [int(r["epoch"]) for r in _rows(out / "train_log.csv")] == [1, 2, 3]
