@@ -20,42 +20,44 @@ bank="$here/.gpu/sources.npz"
 [ -f "$bank" ] || "$here/.venv/bin/python" "$here/scripts/build_training_sources.py" --out "$bank"
 # The recipe every sulc network shares; first runs start from random weights (lr 1e-3, 200 warm-up
 # steps), fine-tunings from the first run's weights (lr 4e-4, 50 warm-up steps, a new seed).
-recipe=(--mirror-right --features sulc --sources "$bank" --holdout fsavg5_Rm --data-level 5 --channels small
+# --features and --holdout are given per command, never in the recipe: a list option given twice keeps
+# every value (geomorph-train --features sulc ... --features sulc curv myelin is sulc sulc curv myelin).
+recipe=(--mirror-right --sources "$bank" --data-level 5 --channels small
         --control-level 4 --labels 100 --label-level 5 --crf-iterations 2 --no-label-block --correlation
         --batch-size 4 --pairs-per-epoch 200 --val-pairs 32 --epochs 100000 --patience 0 --lr-schedule cosine
         --supervised 1 --lam 10 --fold 10 --threads 1 --device cpu)
+sulc=(--features sulc --holdout fsavg5_Rm)
 first=(--lr 1e-3 --warmup 200)
 finetune=(--lr 4e-4 --warmup 50)
-"$train" --out "$out/sulc-fsaverage" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${first[@]}" \
+"$train" --out "$out/sulc-fsaverage" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${sulc[@]}" "${first[@]}" \
     --max-minutes 110 --seed 31
 # ... then fine-tuned (2026-12-05): 105 more minutes
-"$train" --out "$out/sulc-fsaverage-ft" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${finetune[@]}" \
+"$train" --out "$out/sulc-fsaverage-ft" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${sulc[@]}" "${finetune[@]}" \
     --max-minutes 105 --seed 33 --init "$out/sulc-fsaverage/model.pt"
 # ... and again (2026-12-05, third session), the loss on the low-passed warp register() uses:
 # 85 more minutes
-"$train" --out "$out/sulc-fsaverage-sm" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${finetune[@]}" \
+"$train" --out "$out/sulc-fsaverage-sm" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${sulc[@]}" "${finetune[@]}" \
     --train-smoothed --max-minutes 85 --seed 36 --init "$out/sulc-fsaverage-ft/model.pt"
 # ... and again (2026-12-05, fifth session) on larger warps, as far from a template as an individual's
 # sphere is: 75 more minutes at lr 2e-4 (the shipped sulc-fsaverage); registering in three forward
 # passes (2026-12-06, docs/models.md "Three forward passes": the shipped checkpoint is these weights
 # with config["inference"]["passes"] = [2, 4, 8])
-"$train" --out "$out/sulc-fsaverage-lw" --name sulc-fsaverage --template fsaverage "${recipe[@]}" --lr 2e-4 --warmup 50 \
+"$train" --out "$out/sulc-fsaverage-lw" --name sulc-fsaverage --template fsaverage "${recipe[@]}" "${sulc[@]}" --lr 2e-4 --warmup 50 \
     --train-smoothed --warp-deg 6 16 --small-warp-fraction 0.35 --max-minutes 75 --seed 51 \
     --init "$out/sulc-fsaverage-sm/model.pt" --passes 2 4 8
 # sulc-fsLR (2026-12-04): the same recipe for fsLR, 40 minutes
-"$train" --out "$out/sulc-fsLR" --name sulc-fsLR --template fsLR "${recipe[@]}" "${first[@]}" \
+"$train" --out "$out/sulc-fsLR" --name sulc-fsLR --template fsLR "${recipe[@]}" "${sulc[@]}" "${first[@]}" \
     --max-minutes 40 --seed 32
 # ... then fine-tuned (2026-12-05): 70 more minutes (multimodal-fsLR below starts from this one)
-"$train" --out "$out/sulc-fsLR-ft" --name sulc-fsLR --template fsLR "${recipe[@]}" "${finetune[@]}" \
+"$train" --out "$out/sulc-fsLR-ft" --name sulc-fsLR --template fsLR "${recipe[@]}" "${sulc[@]}" "${finetune[@]}" \
     --max-minutes 70 --seed 35 --init "$out/sulc-fsLR/model.pt"
 # ... and again (2026-12-05, fourth session): 85 more minutes at lr 1.5e-4 (the shipped sulc-fsLR)
-"$train" --out "$out/sulc-fsLR-ft3" --name sulc-fsLR --template fsLR "${recipe[@]}" --lr 1.5e-4 --warmup 50 \
+"$train" --out "$out/sulc-fsLR-ft3" --name sulc-fsLR --template fsLR "${recipe[@]}" "${sulc[@]}" --lr 1.5e-4 --warmup 50 \
     --max-minutes 85 --seed 41 --init "$out/sulc-fsLR-ft/model.pt"
 
 # multimodal-fsLR (2026-12-05): sulc-fsLR as shipped then (the 70-minute run) widened to sulc + curv + myelin (new channels
 # start at zero) and fine-tuned for 50 minutes on the S1200 left hemisphere (the only source with
 # myelin; its right one held out). Needs the fsLR myelin/curv templates (--multimodal install).
-# Later options override the recipe's (--features, --holdout).
 "$train" --out "$out/multimodal-fsLR" --name multimodal-fsLR --template fsLR "${recipe[@]}" "${finetune[@]}" \
     --features sulc curv myelin --holdout s1200_Rm --train-smoothed --max-minutes 50 --seed 38 \
     --init "$out/sulc-fsLR-ft/model.pt"

@@ -109,6 +109,19 @@ def write_bids_extras(output_dir: Path) -> list[str]:
     return lines
 
 
+def _own_network(checkpoint: Path) -> str:
+    """A user's network in the methods text: its recorded name and weights' SHA-256 (a file name,
+    ``model.pt`` for every geomorph-train folder, says nothing of which network it was)."""
+    try:
+        from ..model.checkpoint import read_metadata
+
+        meta = read_metadata(checkpoint)
+    except Exception:  # noqa: BLE001 - the text falls back to the file's name
+        return f"network of checkpoint {checkpoint.name}"
+    sha = f", weights sha256 {meta.weights_sha256[:12]}" if meta.weights_sha256 else ""
+    return f"network {meta.name} (checkpoint {checkpoint.name}{sha}, trained for {meta.template})"
+
+
 def _method_text(model) -> str:
     """The non-rigid stage of the methods text, from the run's model choice."""
     if model.kind == "rigid":
@@ -121,7 +134,7 @@ def _method_text(model) -> str:
 
     checkpoint = Path(str(model.checkpoint))
     which = (f"pretrained network {checkpoint.parent.name}, bundled with geomorph-bids"
-             if checkpoint.parent.parent == model_dir() else f"network of checkpoint {checkpoint.name}")
+             if checkpoint.parent.parent == model_dir() else _own_network(checkpoint))
     passes = ("one forward pass" if len(model.passes) == 1 else
               f"{len(model.passes)} forward passes (each registering the moving map as the passes before had "
               "warped it, its warp low-passed more than the last)")

@@ -17,7 +17,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..engine.model_choice import ModelChoice, optimiser, refuse_mirrored_right, resolve_model
+from ..engine.model_choice import ModelChoice, optimiser, refuse_mirrored_right, refuse_other_hemisphere, resolve_model
 from ..errors import InputError
 from ..io.discover import derivatives_root, is_freesurfer_subject, valid_label
 from ..io.template_ref import TemplateRef, resolve_template_ref, template_search_path
@@ -86,6 +86,7 @@ def resolve_template_and_model(args, prog: str = "geomorph-bids") -> tuple[Templ
     model = resolve_model(args.model, template.label, template.shared_features(args.hemi),
                           refine=refine_argument(args))
     refuse_mirrored_right(model.name, model.mirrored, template.base, args.hemi)
+    refuse_other_hemisphere(model, args.hemi)
     hemis = sorted({model.template_hemi(h) for h in args.hemi})
     for line in template.warnings(model.channels, hemis):
         print(f"{prog}: warning: {line}", file=sys.stderr)

@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
-from .exit_codes import EXIT_OK, HANDLED, error_exit
+from .exit_codes import EXIT_OK, HANDLED, error_exit, interrupted
+from .interrupts import Interrupted, stop_on_signals
 from .machine import current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp
 from .messages import reader_may_go_away
 from .parser import ExtendAction, Parser, _finite
@@ -149,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--max-minutes", type=_minutes, default=None, help="wall-time budget; stops cleanly")
     t.add_argument("--resume", type=Path, default=None,
-                   help="continue a training: its --out folder, or the last.pt in it (with its last.state.pt)")
+                   help="continue a training: its --out folder, or the last.pt in it (with its last.state.pt); "
+                        "give the options it was started with (another --lam, --lr, --seed, ... is refused)")
     t.add_argument("--init", default=None, metavar="NAME|PATH",
                    help="fine-tune: start from a bundled network (e.g. sulc-fsLR) or a checkpoint; its "
                         "architecture is kept unless a model option is given; more --features than it "
@@ -454,7 +456,35 @@ def _resume_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser
     if meta.template != args.template:
         raise ValueError(f"--resume {path}: it was trained for --template {meta.template}, not {args.template}: "
                          "resume with the same --template")
+    saved = meta.config.get("training") if isinstance(meta.config, dict) else None
+    if isinstance(saved, dict):  # the loss and the schedule are the training's: never changed in silence
+        asked = {"seed": args.seed, "lr": args.lr, "lam": args.lam, "fold": args.fold, "supervised": args.supervised,
+                 "batch_size": args.batch_size, "lr_schedule": args.lr_schedule, "warmup_steps": args.warmup,
+                 "smoothed": args.train_smoothed}
+        differ = [k for k, v in asked.items() if k in saved and saved[k] != v]
+        if differ:
+            raise ValueError(f"--resume {path}: it was trained with {_recipe(saved, differ)}, not "
+                             f"{_recipe(asked, differ)}: resume with the same options (or start a new training "
+                             f"from its weights with --init {path.parent / 'model.pt'} and another --out)")
     return path
+
+
+#: geomorph-train's option for each TrainConfig field a resumed training must keep
+_RECIPE_OPTIONS = {"seed": "--seed", "lr": "--lr", "lam": "--lam", "fold": "--fold", "supervised": "--supervised",
+                   "batch_size": "--batch-size", "lr_schedule": "--lr-schedule", "warmup_steps": "--warmup",
+                   "smoothed": "--train-smoothed"}
+
+
+def _recipe(values: dict, keys: Sequence[str]) -> str:
+    """``--lam 200 --fold 10 no --train-smoothed``: the options of ``keys`` as ``values`` has them."""
+    words = []
+    for k in keys:
+        v = values[k]
+        if isinstance(v, bool):
+            words.append(_RECIPE_OPTIONS[k] if v else f"no {_RECIPE_OPTIONS[k]}")
+        else:
+            words.append(f"{_RECIPE_OPTIONS[k]} {v:g}" if isinstance(v, float) else f"{_RECIPE_OPTIONS[k]} {v}")
+    return " ".join(words)
 
 
 def _inherit_passes(args: argparse.Namespace, log: Callable[[str], None]) -> None:
@@ -508,6 +538,26 @@ def model_name(args: argparse.Namespace) -> str:
     return args.name or f"{'-'.join(args.features)}-{args.template}-{Path(args.out).absolute().name}"
 
 
+def hardware(device: str) -> str:
+    """The machine a training ran on, for the model card and the checkpoint's provenance: the GPU's
+    name (``cuda``), else the CPU's model, its cores and torch's threads (e.g. ``AMD EPYC 7B13, 2
+    cores, 1 torch thread``)."""
+    import os
+
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    cpu = "CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    threads = torch.get_num_threads()
+    return f"{cpu}, {os.cpu_count()} cores, {threads} torch thread{'s' if threads != 1 else ''}"
+
+
 def write_model_card(path: Path, *, command: str, args: argparse.Namespace, result, model_config,
                      train_config, train_set, val_set, real_rows: Sequence[dict] = ()) -> Path:
     """Write ``model_card.md`` (markdown) describing how the model was made and how well it did."""
@@ -551,7 +601,7 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
         + (f"; + {train_config.supervised:g} x angular error to the known warp" if train_config.supervised else "")
         + ("; loss on the low-passed warp register() uses" if train_config.smoothed else "")
         + f"; early stopping patience {train_config.patience}; bf16: {train_config.bf16}",
-        f"- Device: {result.device}; wall time: {result.wall_time_s:.1f} s ({result.wall_time_s / 60:.1f} min); "
+        f"- Device: {result.device} ({hardware(result.device)}); wall time: {result.wall_time_s:.1f} s ({result.wall_time_s / 60:.1f} min); "
         f"epochs run: {result.epochs_run} (stopped: {result.stopped})",
         "",
         "## Final metrics (validation)",
@@ -575,9 +625,11 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``geomorph-train``; returns the exit code (:mod:`.exit_codes`: 0 on success,
-    1 on bad input, 2 usage). A training outlives the reader of its output (``| tee log`` ended
-    with the session): :func:`~.messages.reader_may_go_away`."""
-    with reader_may_go_away():
+    1 on bad input, 2 usage, 128 + N stopped by signal N: Ctrl-C 130, SIGTERM 143). A training
+    outlives the reader of its output (``| tee log`` ended with the session):
+    :func:`~.messages.reader_may_go_away`; Ctrl-C, SIGTERM and SIGHUP stop it on one line that
+    says what is left to resume (:func:`interrupted_detail`)."""
+    with reader_may_go_away(), stop_on_signals():
         drop_unusable_thread_settings("geomorph-train")  # before torch is imported
         matplotlib_config_in_tmp()
         return _train(argv)
@@ -660,7 +712,7 @@ def _train(argv: Sequence[str] | None) -> int:
             torch.set_num_threads(args.threads)
         train_set, val_set = _prepare_data(args, log)
         meta = {"command": command, "name": model_name(args),
-                "extra": {"preset": args.channels}}
+                "extra": {"preset": args.channels, "hardware": hardware(str(resolve_device(args.device)))}}
         result = train(model_config, train_set, val_set, config, args.out, resume=args.resume,
                        init_weights=args.init, meta=meta, log=log)
         _low_resolution_notes(args)
@@ -686,6 +738,27 @@ def _train(argv: Sequence[str] | None) -> int:
         return EXIT_OK
     except HANDLED as e:
         return error_exit("geomorph-train", e)
+    except Interrupted as exc:
+        exc.acknowledge()
+        return interrupted("geomorph-train", exc.name, exc.signum, interrupted_detail(args.out))
+
+
+def interrupted_detail(out: Path) -> str:
+    """What a training stopped by a signal leaves in ``out`` (the epoch under way is lost; the
+    checkpoints are written whole, after each epoch) and how to continue it: one clause."""
+    from ..engine.train import BEST_NAME, LAST_NAME, state_path
+    from ..model.checkpoint import read_metadata
+
+    last = Path(out) / LAST_NAME
+    if not (last.is_file() and state_path(last).is_file()):
+        return f"no epoch had finished: nothing to resume in {out}"
+    try:
+        epoch = read_metadata(last).provenance.extra.get("epochs_run")
+    except Exception:  # noqa: BLE001 - a detail of the message only
+        epoch = None
+    return (f"{last} holds epoch {epoch} (the epoch under way is lost) and {Path(out) / BEST_NAME} the best "
+            f"epoch so far (no model_card.md until a training ends): continue with the same command and "
+            f"--resume {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -148,8 +148,13 @@ def load_model(model: Any, feature_names: Sequence[str], template_name: str, hem
         # maps the network does not read (curv given beside sulc, as fsaverage's default uses it) are
         # left out with one warning by the caller (register's FeatureWarning), not refused
         ordered = [c for c in want if c in feature_names]
-        check_compatible(meta, ordered if ordered == want else ordered + [c for c in feature_names if c not in want],
-                         template_name, hemi=hemi)
+        try:  # an InputError naming the checkpoint: callers add the subject and hemisphere
+            check_compatible(meta, ordered if ordered == want else ordered + [c for c in feature_names if c not in want],
+                             template_name, hemi=hemi)
+        except InputError:
+            raise
+        except ValueError as e:
+            raise InputError(str(e), path=path) from None
         info = {"model_name": meta.name, "model_version": meta.package_version,
                 "model_weights_sha256": meta.weights_sha256, "model_path": str(model)}
         return LoadedModel(net, tuple(want), meta.normalisation, info,

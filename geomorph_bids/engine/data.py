@@ -358,6 +358,12 @@ def find_subjects(subjects_dir: str | Path, hemis: Sequence[str], channels: Sequ
     root = Path(subjects_dir)
     if not root.is_dir():
         raise InputError("subjects directory not found", path=root)
+    if (root / "derivatives").is_dir():  # a BIDS dataset: "derivatives" was taken for one subject
+        pipelines = sorted(p.name for p in (root / "derivatives").iterdir() if p.is_dir()) or ["freesurfer"]
+        raise InputError("is a BIDS dataset (it holds derivatives/), not a folder of subjects: its "
+                         "derivatives would be trained on as one subject named 'derivatives'; give the folder "
+                         "holding one folder per subject, e.g. --subjects-dir "
+                         + " or ".join(str(root / "derivatives" / p) for p in pipelines[:3]), path=root)
     found: list[SubjectFiles] = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "fsaverage"))):
         for hemi in hemis:

@@ -26,7 +26,8 @@ from ..errors import InputError, closest_name
 
 __all__ = ["ModelChoice", "KINDS", "METHODS", "REFINE_CHOICES", "OPTIMISER_CHANNELS", "OPTIMISER_WEIGHTS", "optimiser_weights",
            "default_registration", "resolve_model", "rigid",
-           "optimiser", "network", "MIRROR_SYMMETRIC", "refuse_mirrored_right"]
+           "optimiser", "network", "MIRROR_SYMMETRIC", "refuse_mirrored_right",
+           "refuse_other_hemisphere"]
 
 #: templates whose right hemisphere is the mirror image (x -> -x) of their left: a left-hemisphere
 #: network registers a mirrored right hemisphere into them (fsLR: its sulc maps so mirrored correlate
@@ -281,3 +282,20 @@ def refuse_mirrored_right(model: str, mirrored: bool, base: str, hemis: Sequence
                          f"right hemisphere is not the mirror image of its left (their sulc maps correlate 0.05 "
                          f"mirrored, fsLR's 0.98): a right hemisphere would land in the wrong space; register hemi-R "
                          f"with --model default (model=None in Python): e.g. --hemi L --model {model}, then --hemi R")
+
+
+def refuse_other_hemisphere(choice: ModelChoice, hemis: Sequence[str]) -> None:
+    """InputError, before any work, when ``choice`` is a network trained for one hemisphere only
+    (``geomorph-train --hemi R`` without ``--mirror-right``) and ``hemis`` asks for the other: it
+    failed in every subject's registration of that hemisphere, with a crash file each."""
+    if choice.kind != "network" or choice.checkpoint is None or choice.mirrored:
+        return
+    from ..model.checkpoint import read_metadata
+
+    trained = read_metadata(choice.checkpoint).hemisphere
+    other = [h for h in hemis if trained in ("L", "R") and h != trained]
+    if other:
+        raise InputError(f"model {choice.name} was trained for hemisphere {trained} only, and --hemi asks for "
+                         f"{' '.join(other)}: give --hemi {trained} (hemi={trained!r} in Python) and register "
+                         f"hemi-{other[0]} with another model (e.g. --model default) in a second run",
+                         path=choice.checkpoint)

@@ -30,13 +30,16 @@ resumed after epoch ``e`` repeats the uninterrupted run exactly on CPU (where
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -375,6 +378,29 @@ def _write_log(path: Path, history: Sequence[Mapping[str, float]]) -> None:
     tmp.replace(path)
 
 
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP that arrive in the block are held and raised again after it:
+    ``last.pt`` and ``last.state.pt`` are written as a pair (a stop between them left weights whose
+    state was an epoch older, and ``resume`` refuses such a pair). Main thread only (Python runs
+    signal handlers there); elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    pending: list[int] = []
+    previous = {s: signal.getsignal(s) for s in held}
+    for s in held:
+        signal.signal(s, lambda signum, frame: pending.append(signum))  # noqa: ARG005
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -630,15 +656,16 @@ def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[to
                 stopped = "early_stopping"
             # the latest state, for resume
             last_sd = {kk: v.detach().to("cpu") for kk, v in model.state_dict().items()}
-            save_checkpoint(last_path, last_sd, checkpoint_meta(epoch, None))
-            _save_state(state_path(last_path), {
-                "format": _STATE_FORMAT, "version": _STATE_VERSION, "epoch": epoch,
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "bad_epochs": bad_epochs, "best_epoch": best_epoch, "best_loss": best_loss,
-                "best_cc": best_cc, "history": history, "initial": initial,
-                "wall_time_s": prior_wall + time.perf_counter() - start_wall,
-                "geomorph": model_config.to_dict(), "training": config.to_dict(), "data": data_desc,
-                "weights_sha256": weights_sha256(last_sd)})
+            with _stop_signals_held():  # a Ctrl-C between the two would leave a pair resume refuses
+                save_checkpoint(last_path, last_sd, checkpoint_meta(epoch, None))
+                _save_state(state_path(last_path), {
+                    "format": _STATE_FORMAT, "version": _STATE_VERSION, "epoch": epoch,
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "bad_epochs": bad_epochs, "best_epoch": best_epoch, "best_loss": best_loss,
+                    "best_cc": best_cc, "history": history, "initial": initial,
+                    "wall_time_s": prior_wall + time.perf_counter() - start_wall,
+                    "geomorph": model_config.to_dict(), "training": config.to_dict(), "data": data_desc,
+                    "weights_sha256": weights_sha256(last_sd)})
             if log is not None:
                 log(_progress_line(epoch, config.epochs, row, improved))
             if stopped != "epochs":

@@ -986,3 +986,22 @@ def test_a_hemisphere_no_subject_has_is_not_said_to_register_to_the_bundled_maps
     assert "FAILED sub-01 hemi-R: no inputs" in err
     assert f"template maps: fsaverage from FreeSurfer fsaverage {fs}\n" in stdout
     assert "low-resolution" not in stdout
+
+
+def test_a_network_for_one_hemisphere_asked_for_the_other_is_refused_before_any_work(dataset_factory, tmp_path):
+    """A network trained with geomorph-train --hemi R (no --mirror-right) and the default --hemi L R:
+    every subject's hemi-L failed in the register node with a crash file; now one line, exit 1,
+    nothing written, and --hemi R alone is taken."""
+    from geomorph_bids.model.checkpoint import CheckpointMeta, save_checkpoint
+    from geomorph_bids.model.geomorph import GeoMorph, tiny_config
+
+    net = GeoMorph(tiny_config(data_level=3, control_level=2, n_labels=10))
+    ckpt = save_checkpoint(tmp_path / "mR" / "model.pt", net.state_dict(),
+                           CheckpointMeta(name="sulc-fsLR-mR", template="fsLR", hemisphere="R",
+                                          channels=("sulc",), config=net.config.to_dict()))
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    code, _, err = run(bids, tmp_path / "out", "participant", "--model", tmp_path / "mR", "-w", tmp_path / "w")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"{ckpt}: model {tmp_path / 'mR'} was trained for hemisphere R only, and --hemi asks for L: give " \
+           "--hemi R" in err
+    assert not (tmp_path / "out" / "sub-01").exists() and not (tmp_path / "w").exists()

@@ -39,6 +39,9 @@ def test_synthetic_end_to_end_and_resume(tmp_path, capsys):
     assert card.startswith("# GeoMorph model `sulc-fsLR-model`")
     assert "ReduceLROnPlateau (patience 3" in card and "cosine" not in card  # the schedule that ran
     assert "wall time" in card and f"best epoch ({meta.provenance.extra['best_epoch']})" in card
+    # the hardware the wall time was spent on (was "Device: cpu" alone)
+    assert meta.provenance.extra["hardware"].endswith(" cores, 1 torch thread")
+    assert f"- Device: cpu ({meta.provenance.extra['hardware']}); wall time" in card
     printed = capsys.readouterr().out
     assert "epoch   2/2" in printed and "cc " in printed
     # resume for one more epoch
@@ -423,3 +426,87 @@ def test_the_cards_real_pair_table_says_it_measured_one_pass(tmp_path):
 
     assert "One forward pass, its warp low-passed once: `register()` makes 3" in card((2, 4, 8))
     assert "| p | 2.000 / 4.00 | 1.500 / 3.00 |" in card(None) and "One forward pass" not in card(None)
+
+
+def test_an_interrupted_training_says_on_one_line_what_to_resume(tmp_path, capsys, monkeypatch):
+    """Ctrl-C mid-training: one line and exit 130 (was a 20-line KeyboardInterrupt traceback), naming
+    the epoch last.pt holds and the --resume that continues it; that resume then works."""
+    import os
+    import signal
+
+    import geomorph_bids.engine.train as engine_train
+
+    out = tmp_path / "m"
+    argv = ["--out", str(out), "--synthetic", "4", "--epochs", "4", "--channels", "tiny", "--data-level", "3",
+            "--patience", "0", "--threads", "1"]
+    progress = engine_train._progress_line
+
+    def ctrl_c_after_epoch_2(epoch, *a, **k):
+        if epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return progress(epoch, *a, **k)
+
+    monkeypatch.setattr(engine_train, "_progress_line", ctrl_c_after_epoch_2)
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("geomorph-train: interrupted by SIGINT: ")
+    assert f"{out / 'last.pt'} holds epoch 2" in err[0] and f"--resume {out}" in err[0]
+    assert not (out / "model_card.md").exists() and (out / "model.pt").is_file()
+    monkeypatch.setattr(engine_train, "_progress_line", progress)
+    assert main(argv + ["--resume", str(out), "--quiet"]) == 0
+    assert [int(r["epoch"]) for r in _rows(out / "train_log.csv")] == [1, 2, 3, 4]
+    assert (out / "model_card.md").is_file()
+
+
+def test_a_training_interrupted_before_its_first_epoch_says_nothing_is_left(tmp_path):
+    from geomorph_bids.cli.train import interrupted_detail
+
+    assert interrupted_detail(tmp_path) == f"no epoch had finished: nothing to resume in {tmp_path}"
+
+
+def test_a_resume_with_another_loss_or_schedule_is_refused_before_the_data(tmp_path, capsys):
+    """--resume without repeating --lam/--fold/--lr-schedule (or with another --seed) continued the
+    training with another loss and schedule in silence, and the card gave the new values as the
+    training's; now one line before any data, naming the options, and nothing rewritten."""
+    out = tmp_path / "m"
+    argv = ["--out", str(out), "--synthetic", "3", "--epochs", "1", "--channels", "tiny", "--data-level", "3",
+            "--threads", "1", "--lam", "20", "--fold", "10", "--lr-schedule", "cosine", "--quiet"]
+    assert main(argv) == 0
+    before = (out / "last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["--out", str(out), "--synthetic", "3", "--epochs", "2", "--threads", "1", "--seed", "4",
+                 "--resume", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"geomorph-train: error: --resume {out / 'last.pt'}: it was trained with --seed 0 --lam 20 "
+                   f"--fold 10 --lr-schedule cosine, not --seed 4 --lam 0.5 --fold 0 --lr-schedule plateau: resume "
+                   f"with the same options (or start a new training from its weights with --init "
+                   f"{out / 'model.pt'} and another --out)"]
+    assert (out / "last.pt").stat().st_mtime_ns == before
+    assert main(argv[:4] + ["--epochs", "2"] + argv[6:] + ["--resume", str(out)]) == 0  # the same options
+
+
+def test_a_stop_while_the_resume_pair_is_written_leaves_a_pair_that_resumes(tmp_path, capsys, monkeypatch):
+    """Ctrl-C arriving after last.pt was replaced and before last.state.pt was: the pair was an epoch
+    apart and --resume refused it ('does not belong to these weights'); now the signal waits until
+    both are written."""
+    import os
+    import signal
+
+    import geomorph_bids.engine.train as engine_train
+
+    out = tmp_path / "m"
+    argv = ["--out", str(out), "--synthetic", "3", "--epochs", "3", "--channels", "tiny", "--data-level", "3",
+            "--patience", "0", "--threads", "1", "--quiet"]
+    save_state = engine_train._save_state
+
+    def stopped_between(path, state):
+        if state["epoch"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return save_state(path, state)
+
+    monkeypatch.setattr(engine_train, "_save_state", stopped_between)
+    assert main(argv) == 130
+    assert f"{out / 'last.pt'} holds epoch 2" in capsys.readouterr().err
+    monkeypatch.setattr(engine_train, "_save_state", save_state)
+    assert main(argv + ["--resume", str(out)]) == 0
+    assert [int(r["epoch"]) for r in _rows(out / "train_log.csv")] == [1, 2, 3]

@@ -151,3 +151,27 @@ def test_loading_a_checkpoint_leaves_the_callers_random_sequence_alone(tmp_path)
     loaded = load_model(path, ["sulc"], "fsLR", "L", torch.device("cpu"))
     assert torch.equal(torch.randn(4), expected)
     assert torch.equal(next(loaded.net.parameters()), next(net.parameters()))
+
+
+def test_a_network_for_other_channels_or_another_hemisphere_is_refused_naming_its_file(tmp_path):
+    """A checkpoint trained on sulc given curv, or trained for hemi-L given hemi-R: an InputError that
+    names the checkpoint (was a bare ValueError: geomorph-register's line named no file or hemisphere)."""
+    import pytest
+    import torch
+
+    from geomorph_bids.engine.checkpoints import load_model
+    from geomorph_bids.errors import InputError
+    from geomorph_bids.model.checkpoint import CheckpointMeta, save_checkpoint
+    from geomorph_bids.model.geomorph import GeoMorph, tiny_config
+
+    net = GeoMorph(tiny_config(data_level=3, control_level=2, n_labels=10))
+    meta = CheckpointMeta(name="tiny", template="fsLR", hemisphere="L", channels=("sulc",),
+                          config=net.config.to_dict())
+    path = save_checkpoint(tmp_path / "m.pt", net.state_dict(), meta)
+    with pytest.raises(InputError) as e:
+        load_model(path, ["curv"], "fsLR", "L", torch.device("cpu"))
+    assert str(e.value).startswith(f"{path}: model 'tiny' expects channels [sulc]") and "missing: sulc" in str(e.value)
+    with pytest.raises(InputError) as e:
+        load_model(path, ["sulc"], "fsLR", "R", torch.device("cpu"))
+    assert str(e.value) == f"{path}: model 'tiny' was trained for hemisphere L only; input is hemisphere R"
+    assert str(e.value.with_context(hemi="R")).startswith(f"hemi-R {path}: ")

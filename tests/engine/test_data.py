@@ -201,3 +201,20 @@ def test_longitudinal_folders_of_one_brain_share_a_split_group(tmp_path):
                       "tp2.long.base1": "base1", "x.long.gone": "gone"}
     # the base folder need not be a subject (no sphere) to name its timepoints
     assert brain_groups(tmp_path, ["tp1", "tp1.long.base1"]) == {"tp1": "base1", "tp1.long.base1": "base1"}
+
+
+def test_a_bids_dataset_given_as_the_subjects_folder_is_refused_naming_its_pipelines():
+    """geomorph-train --subjects-dir examples/ds-geomorph-example (the BIDS root): 'derivatives' was
+    taken for one subject (sub-02's smriprep GIFTI found under it, sub-01's FreeSurfer folder left
+    out: '2 hemispheres of 1 subjects', in silence); now one line naming the folders to give."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example"
+    with pytest.raises(InputError) as e:
+        find_subjects(root, ("L",), ("sulc",))
+    assert str(e.value) == (f"{root}: is a BIDS dataset (it holds derivatives/), not a folder of subjects: its "
+                            "derivatives would be trained on as one subject named 'derivatives'; give the folder "
+                            f"holding one folder per subject, e.g. --subjects-dir {root / 'derivatives' / 'freesurfer'}"
+                            f" or {root / 'derivatives' / 'smriprep'}")
+    found = find_subjects(root / "derivatives" / "freesurfer", ("L",), ("sulc",))
+    assert [f.subject for f in found] == ["sub-01"]

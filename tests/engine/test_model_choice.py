@@ -208,3 +208,20 @@ def test_a_mirrored_network_refuses_right_hemispheres_of_a_template_that_is_not_
     err = capsys.readouterr().err
     assert code == 1 and "e.g. --hemi L --model sulc-fsaverage, then --hemi R" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_methods_text_names_a_users_network_by_its_name_and_weights(tmp_path):
+    """A network trained with geomorph-train: CITATION.md said 'the GeoMorph network of checkpoint
+    model.pt' (every geomorph-train folder's file name); now its recorded name and weights' sha256."""
+    from geomorph_bids.cli.descriptions import _method_text
+    from geomorph_bids.model.checkpoint import CheckpointMeta, read_metadata, save_checkpoint
+    from geomorph_bids.model.geomorph import GeoMorph, tiny_config
+
+    net = GeoMorph(tiny_config(data_level=3, control_level=2, n_labels=10))
+    path = save_checkpoint(tmp_path / "model.pt", net.state_dict(),
+                           CheckpointMeta(name="sulc-fsLR-cohort", template="fsLR", hemisphere="LR-mirrored",
+                                          channels=("sulc",), config=net.config.to_dict()))
+    sha = read_metadata(path).weights_sha256
+    text = _method_text(network(tmp_path, optimise=True))
+    assert f"the GeoMorph network sulc-fsLR-cohort (checkpoint model.pt, weights sha256 {sha[:12]}, trained " \
+           "for fsLR), predicted a non-rigid warp in one forward pass" in text
