@@ -14,8 +14,9 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
-__all__ = ["subject_wf_name", "subject_of_wf", "hemi_wf_name", "TOP_WF_NAME", "work_depth", "CrashRecord", "crash_nodes",
+__all__ = ["subject_wf_name", "subject_of_wf", "hemi_wf_name", "hemi_of_nodes", "TOP_WF_NAME", "work_depth", "CrashRecord", "crash_nodes",
            "read_crash_file", "innermost_error", "crash_file"]
 
 
@@ -50,6 +51,13 @@ def subject_of_wf(name: str) -> tuple[str, str | None] | None:
 def hemi_wf_name(hemi: str) -> str:
     """Workflow name of a hemisphere, e.g. ``hemi_L_wf``."""
     return f"hemi_{hemi}_wf"
+
+
+def hemi_of_nodes(nodes: Sequence[str]) -> str | None:
+    """``"L"``/``"R"`` of the hemisphere workflow (:func:`hemi_wf_name`) in a crash file's node
+    hierarchy, else None."""
+    wf = next((p for p in nodes if p.startswith("hemi_") and p.endswith("_wf")), None)
+    return wf[len("hemi_"):-len("_wf")] if wf else None
 
 
 #: the participant level's top workflow (its folder in the work directory)
@@ -89,8 +97,7 @@ class CrashRecord:
     @property
     def hemi(self) -> str | None:
         """``"L"``/``"R"`` when the hierarchy holds a hemisphere workflow, else None."""
-        wf = next((p for p in self.nodes if p.startswith("hemi_") and p.endswith("_wf")), None)
-        return wf[5:-3] if wf else None
+        return hemi_of_nodes(self.nodes)
 
 
 def innermost_error(traceback: str | list[str]) -> str:

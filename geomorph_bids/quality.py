@@ -200,16 +200,14 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
     # whichever of the two fits better (before: only when the mirrored one did, by chance)
     flipped = _real(own) and _real(negated) and negated > max(own, mirrored if _real(mirrored) else own) + _SIGN_MARGIN
     if flipped or (_real(own) and _real(mirrored) and mirrored - own > t.identity_margin):
-        if flipped and reg.get("sulc_sign") == "hcp":
-            # the map was read in HCP's sign and negated: the advice to say it is HCP's would be the cause
+        if flipped:  # read with --sulc-sign hcp (negated), advising HCP's sign would repeat the cause
             out.append(f"sign: the features fit the template far better with their sign flipped (CC {negated:.2f} "
-                       f"vs {own:.2f}): the sulc was read in HCP's convention and negated, but it is in "
-                       "FreeSurfer's: leave out --sulc-sign hcp (geomorph-register); an HCP pipelines file "
-                       "(geomorph-bids) must hold HCP's sign: was it converted from FreeSurfer's lh.sulc?")
-        elif flipped:
-            out.append(f"sign: the features fit the template far better with their sign flipped (CC {negated:.2f} "
-                       f"vs {own:.2f}): sulc in HCP's convention (-FreeSurfer's)? FreeSurfer's sign is expected "
-                       "(geomorph-register --sulc-sign hcp; negate it for register())")
+                       f"vs {own:.2f}): " + (
+                           "the sulc was read in HCP's convention and negated, but it is in FreeSurfer's: leave out "
+                           "--sulc-sign hcp (geomorph-register); an HCP pipelines file (geomorph-bids) must hold "
+                           "HCP's sign: was it converted from FreeSurfer's lh.sulc?" if reg.get("sulc_sign") == "hcp"
+                           else "sulc in HCP's convention (-FreeSurfer's)? FreeSurfer's sign is expected "
+                           "(geomorph-register --sulc-sign hcp; negate it for register())"))
         else:
             barely = mirrored - own < _BARELY
             out.append(f"identity: the features fit the mirrored template better than the template "

@@ -216,8 +216,7 @@ def _remove_stale(outputs, job, cifti: Path | None) -> None:
         p.unlink(missing_ok=True)
     named = [p.name for p in stale if p.suffix != ".json"]  # (with their sidecars)
     if named:
-        ses = f" ses-{job.session}" if job.session else ""
-        print(f"{_PROG}: sub-{job.subject}{ses} hemi-{outputs.hemi}: removed {len(named)} output(s) an earlier run "
+        print(f"{_PROG}: {_label(job)} hemi-{outputs.hemi}: removed {len(named)} output(s) an earlier run "
               f"derived from the previous registration: {', '.join(named)}", file=sys.stderr)
 
 

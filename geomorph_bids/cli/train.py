@@ -458,9 +458,7 @@ def _resume_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser
                          "resume with the same --template")
     saved = meta.config.get("training") if isinstance(meta.config, dict) else None
     if isinstance(saved, dict):  # the loss and the schedule are the training's: never changed in silence
-        asked = {"seed": args.seed, "lr": args.lr, "lam": args.lam, "fold": args.fold, "supervised": args.supervised,
-                 "batch_size": args.batch_size, "lr_schedule": args.lr_schedule, "warmup_steps": args.warmup,
-                 "smoothed": args.train_smoothed}
+        asked = {k: getattr(args, option[2:].replace("-", "_")) for k, option in _RECIPE_OPTIONS.items()}
         differ = [k for k, v in asked.items() if k in saved and saved[k] != v]
         if differ:
             raise ValueError(f"--resume {path}: it was trained with {_recipe(saved, differ)}, not "

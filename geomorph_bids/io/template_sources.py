@@ -318,15 +318,12 @@ def _placeholder(path: Path) -> bool:
 
 
 def _header_vertices(source: TemplateSource) -> int:
-    """Vertex count of a non-bundled source's sphere from its file's header only (0 when the
-    header cannot be read: the file is read, and refused on one line, when it is loaded)."""
-    from .freesurfer import read_fs_vertex_count
-    from .gifti import gifti_vertex_count, is_gifti_name
+    """Vertex count of a non-bundled source's sphere from its file's header only
+    (:func:`~geomorph_bids.io.discover.surface_vertex_count`; 0 when the header cannot be read:
+    the file is read, and refused on one line, when it is loaded)."""
+    from .discover import surface_vertex_count
 
-    if source.sphere is None:
-        return 0
-    count = (gifti_vertex_count if is_gifti_name(source.sphere.name) else read_fs_vertex_count)(source.sphere)
-    return int(count or 0)
+    return int((surface_vertex_count(source.sphere) if source.sphere is not None else None) or 0)
 
 
 def _freesurfer_source(kind: str, surf: Path, hemi: str, notes: list[str]) -> TemplateSource | None:
@@ -580,10 +577,8 @@ def _vertex_count(source: TemplateSource) -> int:
         from ..sphere.icosphere import n_vertices
 
         return n_vertices(TEMPLATE_LEVEL)
-    from .freesurfer import read_fs_vertex_count
-
-    count = read_fs_vertex_count(source.sphere) if source.sphere is not None else None
-    if count is None:  # GIFTI: read it
+    count = _header_vertices(source)
+    if not count:  # a header the quick read cannot parse: read the whole surface
         from .surfaces import read_surface
 
         count = read_surface(source.sphere).n_vertices

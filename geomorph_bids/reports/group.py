@@ -12,7 +12,7 @@ from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
-from ..crashfiles import crash_nodes, read_crash_file, subject_of_wf
+from ..crashfiles import crash_nodes, hemi_of_nodes, read_crash_file, subject_of_wf
 from ..derivatives import CRASH_FILES, GROUP_FIGURE, GROUP_HTML, GROUP_TSV
 from ..io.atomic import atomic_write_text
 from ..io.template_sources import describe_provenance, low_resolution_note, low_resolution_used
@@ -135,7 +135,7 @@ def failed_without_row(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     for path in output_dir.glob(CRASH_FILES):
         nodes = crash_nodes(path)  # its first line only
         who = next((found for found in map(subject_of_wf, nodes) if found), None)
-        hemi = next((n[len("hemi_"):-len("_wf")] for n in nodes if n.startswith("hemi_") and n.endswith("_wf")), None)
+        hemi = hemi_of_nodes(nodes)
         if (who is None or hemi is None or (who[0], who[1], hemi) in have
                 or (subjects is not None and who[0] not in subjects)):
             continue

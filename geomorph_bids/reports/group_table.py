@@ -7,10 +7,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from ..derivatives import GROUP_JSON, GROUP_TSV, REGISTERED_SPHERE, entities, metrics_files, parse_metrics_name
+from ..derivatives import GROUP_TSV, REGISTERED_SPHERE, entities, metrics_files, parse_metrics_name
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.limits import read_json_files
@@ -287,8 +288,6 @@ _STATISTICS = {"mean_abs": "mean of |value| over vertices", "p95_abs": "95th per
 def column_description(column: str) -> dict[str, str]:
     """The data-dictionary entry of a group-table column: ``Description`` and, for a quantity,
     ``Units`` (BIDS's keys)."""
-    import re
-
     if column in _DESCRIBED:
         text, units = _DESCRIBED[column]
     else:

@@ -221,8 +221,9 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     all_notes: list[tuple[str, str]] = []
     warns: list[tuple[str, str]] = []
     attention: list[str] = []  # HTML items said at the top of the page: flagged, stale, failed hemispheres
-    attention += [f"{esc(h.entities)} hemi-{esc(h.hemi)} {esc(h.space)}: not in this report: {esc(h.problem)}"
-                  for h in unusable]
+    left_out = [f"{esc(h.entities)} hemi-{esc(h.hemi)} {esc(h.space)}: not in this report: {esc(h.problem)}"
+                for h in unusable]  # said at the top and in Errors and warnings
+    attention += left_out
     from .figures import FigureKeeper
 
     keeper = FigureKeeper()  # a hemisphere's figures are refilled for the next one of the same layout
@@ -284,8 +285,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     missing = [f"no outputs for {('ses-' + s + ' ') if s else ''}hemi-{x} (failed or not requested)"
                for s in (sessions or [session]) for x in ("L", "R") if (s, x) not in found_hemis]
     attention += [f'{esc(m)} (<a href="#errors">Errors and warnings</a>)' for m in missing]
-    items = ([f'<li class="err">{esc(h.entities)} hemi-{esc(h.hemi)} {esc(h.space)}: not in this report: '
-              f"{esc(h.problem)}</li>" for h in unusable] +
+    items = ([f'<li class="err">{line}</li>' for line in left_out] +
              [f'<li class="err">{esc(n)} &mdash; {esc(e)} <span class="note">({esc(f)})</span></li>'
               for f, n, e in crashes] +
              [f'<li class="err">{esc(m)}</li>' for m in missing] +
