@@ -163,15 +163,15 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
     def ciftis(names: list[str]) -> None:
         """``--cifti-output``: the dscalar of every finished participant's sessions (both hemispheres
         written), here in the scheduler (a few hundredths of a second each); a session with a failed
-        hemisphere gets none."""
+        hemisphere gets none, nor one whose CIFTI file could not be written."""
         for job in jobs:
             if (job.subject not in names or cifti_output(job, config) is None
                     or any((job.subject, h.session, h.hemi) in failed_keys for h in job.inputs.hemis.values())):
                 continue
             try:
                 write_cifti(job, config)
-            except (OSError, ValueError) as exc:  # a full disk: not an earlier file of the earlier maps, kept
-                path = cifti_output(job, config)  # as if current, but none, which the command line fails
+            except (OSError, ValueError) as exc:  # a full disk: an earlier file holds the earlier maps, so none
+                path = cifti_output(job, config)  # is left (the command line fails the session; a rerun writes it)
                 for p in (path, sidecar(path)):
                     p.unlink(missing_ok=True)
                 why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
