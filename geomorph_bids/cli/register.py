@@ -469,8 +469,9 @@ def main(argv: list[str] | None = None) -> int:
             return _flagged_exit([m])
         except Interrupted as exc:  # Ctrl-C, a cluster's time limit: one line, no output set left half written
             exc.acknowledge()
-            return interrupted(_PROG, exc.name, exc.signum, "no output of the hemisphere being registered was "
-                               "written (an earlier run's files of the same names are left as they were)")
+            return interrupted(_PROG, exc.name, exc.signum, "a hemisphere's outputs are in place all together or "
+                               "not at all (then an earlier run's files of the same names are left as they "
+                               "were): run the same command again")
         except HANDLED as exc:
             if isinstance(exc, InputError):
                 exc = exc.with_context(hemi=getattr(args, "hemi", None))
