@@ -253,3 +253,106 @@ def test_tests_the_docs_cite_exist() -> None:
         if not re.search(pattern, source):
             missing.append(ref)
     assert cited and not missing, missing
+
+
+CARDS = sorted((ROOT / "geomorph_bids" / "data" / "models").glob("*/model_card.md"))
+
+
+def _section_references(text: str, own: str) -> list[tuple[str, str]]:
+    """(doc, title) of every reference to a section by its title: ``docs/X.md, "Title"`` (also
+    ``X.md "Title"``, ``docs/X.md (section "Title")``) and, within one page, ``"Title" above|below``."""
+    flat = " ".join(text.split())
+    refs = [(m.group(1) + ".md", m.group(2)) for m in re.finditer(
+        r"(?:docs/)?(\w+)\.md`?,?:? (?:\(?sections? )?\"([^\"]+)\"", flat)]
+    refs += [(own, m.group(1)) for m in re.finditer(r"\"([^\"]{6,80})\" (?:above|below)\b", flat)]
+    return refs
+
+
+def _section_titles(path: Path) -> list[str]:
+    """The headings and bold lead-ins (``**Title.**``) of a page, without markup."""
+    text = path.read_text()
+    titles = re.findall(r"^#+ (.*)$", text, flags=re.M) + re.findall(r"\*\*([^*]+)\*\*", text)
+    return [" ".join(re.sub(r"[`*]", "", t).split()).lower() for t in titles]
+
+
+def test_sections_named_by_title_exist() -> None:
+    """A reader sent to `docs/benchmarks.md, "The network alone at 164k"` (or to a table "above")
+    finds a heading or bold lead-in with that title (``...`` stands for omitted words)."""
+    pages = {p.name: p for p in DOCS + CARDS}
+    missing = []
+    for doc in DOCS + CARDS:
+        for target, title in _section_references(doc.read_text(), doc.name):
+            if target not in pages:
+                continue
+            words = [re.escape(" ".join(re.sub(r"[`*]", "", part).split()).lower())
+                     for part in title.split("...")]
+            pattern = re.compile(r".*?".join(w for w in words if w))
+            if not any(pattern.search(t) for t in _section_titles(pages[target])):
+                missing.append(f"{doc.name}: {target} \"{title}\"")
+    assert not missing, missing
+
+
+def test_synthetic_data_md_names_every_benchmark_source_and_the_generators_defaults() -> None:
+    """docs/synthetic_data.md lists every held-out benchmark source (it once said brainspace was
+    not used while `conte69_multimodal` read it) and gives each SynthConfig field its default."""
+    import ast
+    import dataclasses
+
+    from geomorph_bids.engine.benchmark_sources import BENCHMARK_SOURCES
+    from geomorph_bids.engine.synth import BENCHMARK_CONFIGS, TRAIN_CONFIG, SynthConfig
+
+    text = (ROOT / "docs" / "synthetic_data.md").read_text()
+    assert not [s for s in list(BENCHMARK_SOURCES) + list(BENCHMARK_CONFIGS) if f"`{s}`" not in text]
+    table = {k: v.strip() for k, v in re.findall(r"^\| `(\w+)` \| ([^|]+) \|", text, flags=re.M)}
+    fields = {f.name for f in dataclasses.fields(SynthConfig)}
+    assert set(table) == fields
+    for name, value in table.items():
+        documented, actual = ast.literal_eval(value), getattr(TRAIN_CONFIG, name)
+        if isinstance(actual, tuple):
+            documented, actual = tuple(map(float, documented)), tuple(map(float, actual))
+        assert documented == actual, (name, value, actual)
+
+
+def test_the_model_cards_commands_parse() -> None:
+    """The geomorph-train command each model card records (what a user reruns) parses today."""
+    parser = _parser("geomorph-train")
+    commands = [line for card in CARDS for block in re.findall(r"```\w*\n(.*?)```", card.read_text(), flags=re.S)
+                for line in _command_lines(block) if line.startswith("geomorph-train ")]
+    assert len(commands) >= len(CARDS)
+    for line in commands:
+        args = parser.parse_args(shlex.split(line)[1:])
+        assert args.features and args.out, line
+
+
+def _script_invocations() -> dict[str, set[str]]:
+    """benchmarks/X.py or scripts/X.py -> the options README.md, docs/*.md and the model cards
+    give it (in bash blocks and inline code)."""
+    found: dict[str, set[str]] = {}
+    for doc in DOCS + CARDS:
+        text = re.sub(r"```\w*\n(.*?)```", lambda m: "\n".join(
+            f"`{line}`" for line in _command_lines(m.group(1))), doc.read_text(), flags=re.S)
+        for span in re.findall(r"`([^`]+)`", text):
+            for m in re.finditer(r"((?:benchmarks|scripts)/\w+\.py)((?: +[^ ]+)*)", " ".join(span.split())):
+                options = {a.split("=")[0] for a in m.group(2).split() if re.match(r"--?[A-Za-z]", a)}
+                found.setdefault(m.group(1), set()).update(options)
+    return found
+
+
+@pytest.mark.slow
+def test_benchmark_scripts_answer_help_and_take_the_options_the_docs_give() -> None:
+    """Every benchmark script answers --help (exit 0), and every option the docs give a benchmark
+    or script command ("the command above each table") is one of that script's options."""
+    invocations = _script_invocations()
+    assert len(invocations) >= 10
+    scripts = sorted({f"benchmarks/{p.name}" for p in (ROOT / "benchmarks").glob("*.py")}
+                     | {s for s, options in invocations.items() if options})
+    problems = []
+    for script in scripts:
+        result = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
+                                timeout=300, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        if result.returncode != 0 or "usage:" not in result.stdout:
+            problems.append(f"{script} --help: exit {result.returncode}: {result.stderr.strip()[-200:]}")
+            continue
+        known = set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", result.stdout))
+        problems += [f"{script}: no option {o}" for o in sorted(invocations.get(script, set()) - known)]
+    assert not problems, problems
