@@ -339,13 +339,13 @@ def _script_invocations() -> dict[str, set[str]]:
 
 
 @pytest.mark.slow
-def test_benchmark_scripts_answer_help_and_take_the_options_the_docs_give() -> None:
-    """Every benchmark script answers --help (exit 0), and every option the docs give a benchmark
-    or script command ("the command above each table") is one of that script's options."""
+def test_benchmarks_and_scripts_answer_help_and_take_the_options_the_docs_give() -> None:
+    """Every benchmark and script answers --help (exit 0), and every option the docs give a
+    benchmark or script command ("the command above each table") is one of that script's options."""
     invocations = _script_invocations()
     assert len(invocations) >= 10
-    scripts = sorted({f"benchmarks/{p.name}" for p in (ROOT / "benchmarks").glob("*.py")}
-                     | {s for s, options in invocations.items() if options})
+    scripts = sorted({f"{p.parent.name}/{p.name}" for folder in ("benchmarks", "scripts")
+                      for p in (ROOT / folder).glob("*.py")} | {s for s, options in invocations.items() if options})
     problems = []
     for script in scripts:
         result = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
