@@ -356,3 +356,13 @@ def test_benchmarks_and_scripts_answer_help_and_take_the_options_the_docs_give()
         known = set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", result.stdout))
         problems += [f"{script}: no option {o}" for o in sorted(invocations.get(script, set()) - known)]
     assert not problems, problems
+
+
+def test_container_commands_bind_tmpdir_with_a_default() -> None:
+    """`-B "$TMPDIR:/work"` is `-B ":/work"` where TMPDIR is unset (Apptainer then refuses the bind):
+    every documented bind of it, the image recipes' headers included, reads `${TMPDIR:-/tmp}`."""
+    sources = [d for d in DOCS if d.name != "reliability.md"] + [ROOT / "Dockerfile", ROOT / "singularity.def",
+                                                                 *sorted((ROOT / "workflows").glob("*.sh"))]
+    bare = [f"{p.name}: {line.strip()}" for p in sources for line in p.read_text().splitlines()
+            if re.search(r"\$\{?TMPDIR\}?:/", line)]
+    assert not bare, bare
