@@ -366,3 +366,68 @@ def test_container_commands_bind_tmpdir_with_a_default() -> None:
     bare = [f"{p.name}: {line.strip()}" for p in sources for line in p.read_text().splitlines()
             if re.search(r"\$\{?TMPDIR\}?:/", line)]
     assert not bare, bare
+
+
+def _split_arguments(text: str) -> list[tuple[str, bool]] | None:
+    """(name, given by keyword) of each argument of a documented call ``a, b=1, *, c=(1, 2)``, or None
+    when it is prose."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts, current = parts + [current], ""
+        else:
+            current += ch
+    names = []
+    for part in [*parts, current]:
+        part = part.strip()
+        if part in ("", "*", "...", "/"):
+            continue
+        m = re.match(r"\*{0,2}([A-Za-z_]\w*)\s*(=|$)", part)
+        if not m:
+            return None
+        names.append((m.group(1), bool(m.group(2))))
+    return names
+
+
+def test_documented_signatures_name_the_real_parameters() -> None:
+    """A call written in the docs names the function's own parameters, in its order: every keyword
+    (`optimise=False`) everywhere, and on the reference pages (api.md, reports.md) the positional ones
+    too (`register(moving_sphere, moving_features, template="fsLR", ...)`), so that a user who passes
+    them by keyword, as written, gets no TypeError (api.md once wrote `register(sphere, features, ...)`)."""
+    import inspect
+
+    index = {}
+    for module, names in API_NAMES.items():
+        for name in names.split():
+            index.setdefault(name, getattr(importlib.import_module(module), name))
+    wrong, checked = [], 0
+    for doc in DOCS:
+        if doc.name in ("reliability.md", "benchmarks.md"):  # records of what was run then
+            continue
+        prose = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S).replace("\n", " ")
+        for span in re.findall(r"`([^`]+)`", prose):
+            for m in re.finditer(r"(?<![\w.)])((?:[a-z_]+\.)*([A-Za-z_]\w*))\(([^()]*(?:\([^()]*\)[^()]*)*)\)", span):
+                dotted, name, arguments = m.groups()
+                target = index.get(name) if "." not in dotted else None
+                if dotted.startswith("geomorph_bids."):
+                    parts = dotted.split(".")
+                    for i in range(len(parts), 1, -1):
+                        try:
+                            target = importlib.import_module(".".join(parts[:i]))
+                        except ImportError:
+                            continue
+                        for attr in parts[i:]:
+                            target = getattr(target, attr, None)
+                        break
+                documented = _split_arguments(arguments)
+                if not callable(target) or not documented or inspect.ismodule(target):
+                    continue
+                documented = [p for p, keyword in documented if keyword or doc.name in ("api.md", "reports.md")]
+                real = [p for p in inspect.signature(target).parameters if p != "self"]
+                remaining = iter(real)
+                checked += 1
+                if not all(p in remaining for p in documented):
+                    wrong.append(f"{doc.name}: {dotted}({', '.join(documented)}) but it takes ({', '.join(real)})")
+    assert checked >= 40 and not wrong, (checked, wrong)
