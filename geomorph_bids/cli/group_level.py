@@ -176,6 +176,57 @@ def _sessions_without_outputs(args, inputs: InputFolders, rows: list[dict]) -> s
             f"{listed(absent)} (not run yet, e.g. a run with --session-label, or failed at the participant level)")
 
 
+def _template_map_lines(rows: list[dict]) -> list[str]:
+    """One line per template and hemisphere whose rows were registered to maps other than the
+    ones there now, or to several: maps changed where they were read since (a population template
+    rebuilt in place: its files' SHA-256 is no longer the recorded ``template_sha256``), or maps
+    of the same names with other contents (an earlier build copied to another folder of the same
+    label and registered to from there). Such outputs share a ``space-`` name but not a space.
+    Takes each row's ``_template_files`` out (:func:`~geomorph_bids.reports.group_table.group_rows`);
+    maps no longer where they were read (a folder moved, another machine's paths) are not compared."""
+    from ..io.template_sources import files_sha256
+
+    now: dict[tuple[str, ...], str | None] = {}  # the maps' SHA-256 as they are, per file set
+    # (template, hemi, the maps' names) -> recorded SHA-256 -> (participant, folder, SHA-256 now if other)
+    groups: dict[tuple[str, str, tuple[str, ...]], dict[str, list[tuple[str, str, str | None]]]] = {}
+    for r in rows:
+        files = tuple(r.pop("_template_files", None) or ())
+        sha = r.get("template_sha256")
+        if not files or not isinstance(sha, str):
+            continue
+        if files not in now:
+            try:
+                now[files] = files_sha256(files)
+            except OSError:
+                now[files] = None
+        changed = now[files] if now[files] not in (None, sha) else None
+        key = (str(r.get("template")), str(r["hemi"]), tuple(Path(f).name for f in files))
+        groups.setdefault(key, {}).setdefault(sha, []).append(
+            (entity_string(r["subject"], r.get("session") or None), str(Path(files[0]).parent), changed))
+    lines = []
+    for (template, hemi, _), by_sha in sorted(groups.items()):
+        rerun = f"rerun their participant level (--template {template} or the folder of the maps to keep)"
+        if len(by_sha) > 1:
+            parts = []
+            for sha, used in sorted(by_sha.items(), key=lambda kv: -len(kv[1])):
+                changed = {f for _, f, c in used if c}
+                folders = ", ".join(f + (" (changed there since)" if f in changed else "")
+                                    for f in sorted({f for _, f, _ in used}))
+                parts.append(f"sha256 {sha[:12]} in {folders}: {listed(sorted({w for w, _, _ in used}))}")
+            lines.append(f"space-{template} hemi-{hemi}: its rows were registered to {len(by_sha)} different maps of "
+                         f"the same names, so its outputs are not in one space: {'; '.join(parts)}; for those "
+                         f"registered to maps other than the ones you keep, {rerun}")
+            continue
+        (sha, used), = by_sha.items()
+        for (folder, current) in sorted({(f, c) for _, f, c in used if c}):
+            old = sorted({w for w, f, c in used if (f, c) == (folder, current)})
+            lines.append(f"space-{template} hemi-{hemi}: {len(old)} hemisphere(s) were registered to the maps in "
+                         f"{folder} as they were before they changed (sha256 {sha[:12]} then, {current[:12]} now: "
+                         f"a template rebuilt or replaced there): {listed(old)}; their outputs are not in the space "
+                         f"of those maps now: {rerun}")
+    return lines
+
+
 def run_group(args) -> int:
     """The group level: the table of every participant's metrics (with the verdict of the
     quality gates), the group report, and (``--build-template N``) a population-average
@@ -212,7 +263,7 @@ def run_group(args) -> int:
              "finished, or their earlier results; run the group level again once every participant run has "
              "ended (a SLURM array: sbatch --dependency=afterany:JOBID)") if running else ""
     lines = [line for line in (still, _participants_without_outputs(args, inputs, rows, unreadable),
-                               _sessions_without_outputs(args, inputs, rows)) if line]
+                               _sessions_without_outputs(args, inputs, rows), *_template_map_lines(rows)) if line]
     for line in lines:
         print(f"{_PROG}: warning: {line}", file=sys.stderr)
     absent = " ".join(f"{line}." for line in lines) if len(lines) > 1 else "".join(lines)  # also in group.html
@@ -260,6 +311,7 @@ def _build_population_template(args, rows: list[dict]) -> int:
     model and features are decided as at the participant level (same search path, same
     defaults: the model's registration features unless ``--features`` is given)."""
     from ..engine.population import PopulationSubject, base_conflict, build_template
+    from ..reports.group_table import group_rows
     from .settings import resolve_template_and_model
 
     template, model = resolve_template_and_model(args, _PROG)
@@ -269,11 +321,7 @@ def _build_population_template(args, rows: list[dict]) -> int:
     if conflict:  # before any registration: a hemisphere kept from another base would be read in this one's space
         return error_exit(_PROG, f"--build-template: {conflict}")
     status = EXIT_OK
-    using = sorted({f"sub-{r['subject']}" for r in rows if r.get("template") == args.template_label})
-    if using:  # a template in use is replaced: its outputs were registered to the old maps
-        print(f"{_PROG}: warning: tpl-{args.template_label} is rebuilt while {len(using)} participant(s) have outputs "
-              f"registered to it ({listed(using)}): rerun their participant level with --template "
-              f"{args.template_label} afterwards", file=sys.stderr)
+    rebuilt: list[str] = []  # the hemispheres whose maps this run replaced
     suspect = _suspect_hemispheres(rows)
     for hemi in args.hemi:
         subjects = []
@@ -314,11 +362,21 @@ def _build_population_template(args, rows: list[dict]) -> int:
                                 device=device, base=template.base,
                                 progress=lambda msg: print(f"hemi-{hemi}: {msg}", flush=True),
                                 **model.register_arguments())
+        rebuilt.append(hemi)
         dist = " -> ".join(f"{d:.4f}" for d in result.mean_distances)
         print(f"hemi-{hemi}: template {result.folder} from {result.n_subjects} participant(s); "
               f"mean 1 - CC per round: {dist}")
         for name, why in result.failures.items():
             print(f"{_PROG}: warning: {name} hemi-{hemi} left out of the template: {why}", file=sys.stderr)
+    # a template in use was replaced: its outputs were registered to the old maps. Every participant's,
+    # not only --participant-label's (a template rebuilt from some participants is the others' too)
+    mine = group_rows(args.output_dir, unreadable=[]) if args.participant_label else rows
+    using = sorted({f"sub-{r['subject']}" for r in mine if r.get("template") == args.template_label
+                    and r["hemi"] in rebuilt})
+    if using:
+        print(f"{_PROG}: warning: tpl-{args.template_label} is rebuilt while {len(using)} participant(s) have outputs "
+              f"registered to it ({listed(using)}): rerun their participant level with --template "
+              f"{args.template_label} afterwards", file=sys.stderr)
     return status
 
 

@@ -1,0 +1,97 @@
+"""The group level's population templates as a researcher uses them: a template built from the
+cohort, participants registered to it, the template rebuilt in place or copied elsewhere, and
+what the group level says of outputs registered to maps that are no longer there."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+
+from geomorph_bids.cli.bids import main
+
+RIGID = ("--model", "rigid", "--hemi", "L")
+
+
+def run(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bids(dataset_factory):
+    return dataset_factory("freesurfer", subjects=("01", "02", "03"))
+
+
+def cohort(bids: Path, tmp: Path) -> dict:
+    """Three FreeSurfer participants registered to fsLR (rigid, hemi-L) into ``tmp/out``, a
+    population template built from all three, and sub-01 registered to it (a folder of its own:
+    the metrics record the template's folder by its path, so a copy would point at this one)."""
+    out = tmp / "out"
+    code, _, err = run(bids, out, "participant", *RIGID, "-w", tmp / "w", "--nprocs", "2")
+    assert code == 0, err
+    code, _, err = run(bids, out, "group", "--build-template", "1", *RIGID)
+    assert code == 0, err
+    code, _, err = run(bids, out, "participant", "--participant-label", "01", "--template", "geomorphPopulation",
+                       *RIGID, "-w", tmp / "w")
+    assert code == 0, err
+    return dict(bids=bids, out=out, tmp=tmp)
+
+
+def test_a_template_rebuilt_from_some_participants_names_the_others_registered_to_it(bids, tmp_path):
+    """QA: `group --build-template 1 --participant-label 02 03` rebuilt tpl-geomorphPopulation in
+    place while sub-01's outputs were registered to it, without a word: the warning looked at the
+    selected participants' rows only. A build that stops short (one participant) replaced nothing
+    and said it did."""
+    out = cohort(bids, tmp_path)["out"]
+    code, stdout, err = run(bids, out, "group", "--build-template", "1", "--participant-label", "02", "03",
+                            *RIGID)
+    assert code == 0, err
+    assert "from 2 participant(s)" in stdout
+    assert ("warning: tpl-geomorphPopulation is rebuilt while 1 participant(s) have outputs registered to it "
+            "(sub-01): rerun their participant level with --template geomorphPopulation afterwards") in err
+    # nothing rebuilt (one participant is too few): nothing said to be
+    code, _, err = run(bids, out, "group", "--build-template", "1", "--participant-label", "02", *RIGID)
+    assert code != 0 and "at least 2 are needed" in err
+    assert "is rebuilt" not in err
+
+
+def test_outputs_registered_to_a_template_since_rebuilt_or_copied_are_said_at_the_group_level(bids, tmp_path):
+    """QA: after the template was rebuilt in place, `group` reported sub-01's space-geomorphPopulation
+    row as ok with no word that the maps it was registered to were gone (template_sha256 in the
+    table, the folder's maps another checksum); an earlier build copied to another folder and
+    registered to from there gave rows of one space- name in two spaces, in silence. Now one
+    warning line each (also on group.html), naming the participants, the folders and checksums."""
+    out = cohort(bids, tmp_path)["out"]
+    code, _, err = run(bids, out, "group")
+    assert "were registered to the maps" not in err and "different maps" not in err  # all current
+    shutil.copytree(out / "tpl-geomorphPopulation", out / "tpl-first")  # the first build, kept aside
+    code, _, err = run(bids, out, "group", "--build-template", "2", *RIGID)
+    assert code == 0, err
+    code, _, err = run(bids, out, "group")
+    assert code == 0, err
+    tpl = out / "tpl-geomorphPopulation"
+    line = next(x for x in err.splitlines() if "space-geomorphPopulation hemi-L" in x)
+    assert line.startswith("geomorph-bids: warning: space-geomorphPopulation hemi-L: 1 hemisphere(s) were registered "
+                           f"to the maps in {tpl} as they were before they changed (sha256 ")
+    assert line.endswith("now: a template rebuilt or replaced there): sub-01; their outputs are not in the space of "
+                         "those maps now: rerun their participant level (--template geomorphPopulation or the folder "
+                         "of the maps to keep)")
+    assert "sub-01; their outputs" in (out / "group.html").read_text()
+    assert "_template_files" not in (out / "group_desc-geomorph_metrics.tsv").read_text()
+    # sub-02 registered to the new build, sub-03 to the first one's copy: one space- name, two spaces
+    for label, template in (("02", "geomorphPopulation"), ("03", out / "tpl-first")):
+        code, _, err = run(bids, out, "participant", "--participant-label", label, "--template", template,
+                           *RIGID, "-w", tmp_path / "w")
+        assert code == 0, err
+    code, _, err = run(bids, out, "group")
+    line = next(x for x in err.splitlines() if "space-geomorphPopulation hemi-L" in x)
+    assert "its rows were registered to 2 different maps of the same names, so its outputs are not in one space" in line
+    assert f"in {out / 'tpl-first'}, {tpl} (changed there since): sub-01, sub-03; sha256 " in line
+    assert f"in {tpl}: sub-02; for those registered to maps other than the ones you keep" in line
+
