@@ -75,13 +75,13 @@ def _row_failure(row: dict, reason: str, with_template: bool) -> Failure:
 
 def _ignored_at_group_level(args) -> list[str]:
     """The participant-level options given to the group level that change nothing there: the
-    table covers every session; --hemi, --template, --template-dir, --model, --no-optimise and
-    --refine matter only to --build-template."""
-    out = ["--session-label"] if args.session_label else []
+    table covers every session; --session-label (the sessions averaged), --hemi, --template,
+    --template-dir, --model, --no-optimise and --refine matter only to --build-template."""
+    out = []
     if not args.build_template:
         defaults = build_parser()
-        out += [f"--{name.replace('_', '-')}" for name in ("hemi", "template", "template_dir", "model", "no_optimise",
-                                                                         "refine")
+        out += [f"--{name.replace('_', '-')}" for name in ("session_label", "hemi", "template", "template_dir", "model",
+                                                           "no_optimise", "refine")
                 if getattr(args, name) != defaults.get_default(name)]
     return out
 
@@ -311,6 +311,7 @@ def _build_population_template(args, rows: list[dict]) -> int:
     model and features are decided as at the participant level (same search path, same
     defaults: the model's registration features unless ``--features`` is given)."""
     from ..engine.population import PopulationSubject, base_conflict, build_template
+    from ..io.discover import normalise_label
     from ..reports.group_table import group_rows
     from .settings import resolve_template_and_model
 
@@ -323,14 +324,16 @@ def _build_population_template(args, rows: list[dict]) -> int:
     status = EXIT_OK
     rebuilt: list[str] = []  # the hemispheres whose maps this run replaced
     suspect = _suspect_hemispheres(rows)
+    # --session-label: the sessions averaged (anatomy shared by every session, session-less, stays)
+    sessions = {normalise_label(s, "ses") for s in args.session_label} if args.session_label else None
     for hemi in args.hemi:
         subjects = []
         left_out = 0  # flagged, stale or without native outputs: each named on a warning line
         seen: set[tuple[str, str | None]] = set()
         for r in rows:
-            if r["hemi"] != hemi:
-                continue
             session = r.get("session") or None
+            if r["hemi"] != hemi or (sessions is not None and session is not None and session not in sessions):
+                continue
             if (r["subject"], session) in seen:  # one row per template: a participant counts once
                 continue
             seen.add((r["subject"], session))
@@ -351,6 +354,16 @@ def _build_population_template(args, rows: list[dict]) -> int:
                 print(f"{_PROG}: warning: {ent} hemi-{hemi} left out of the template: {missing} missing "
                       "(rerun the participant level for it)", file=sys.stderr)
                 left_out += 1
+        per_participant: dict[str, list[str]] = {}
+        for subject, session in sorted(seen):
+            if any(p.name == entity_string(subject, session) for p in subjects):
+                per_participant.setdefault(subject, []).append(f"ses-{session}" if session else "no session")
+        several = {k: v for k, v in per_participant.items() if len(v) > 1}
+        if several:  # a participant's sessions are averaged as so many participants: it weighs more
+            whose = listed([f"sub-{k} ({', '.join(v)})" for k, v in several.items()])
+            print(f"{_PROG}: note: hemi-{hemi}: {len(several)} participant(s) are averaged in with several sessions, "
+                  f"each session weighing as one participant: {whose}; --session-label picks the sessions to average",
+                  file=sys.stderr)
         if len(subjects) < 2:
             why = (f"; {left_out} left out (the warning lines above: flagged, stale or without their native "
                    f"{', '.join(features)} outputs)" if left_out else "")
@@ -364,7 +377,10 @@ def _build_population_template(args, rows: list[dict]) -> int:
                                 **model.register_arguments())
         rebuilt.append(hemi)
         dist = " -> ".join(f"{d:.4f}" for d in result.mean_distances)
-        print(f"hemi-{hemi}: template {result.folder} from {result.n_subjects} participant(s); "
+        averaged = {p.name.split("_ses-")[0] for p in subjects if p.name in result.participants}
+        whom = (f"{result.n_subjects} participant(s)" if len(averaged) == result.n_subjects else
+                f"{result.n_subjects} subject/session(s) of {len(averaged)} participant(s)")
+        print(f"hemi-{hemi}: template {result.folder} from {whom}; "
               f"mean 1 - CC per round: {dist}")
         for name, why in result.failures.items():
             print(f"{_PROG}: warning: {name} hemi-{hemi} left out of the template: {why}", file=sys.stderr)

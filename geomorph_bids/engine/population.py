@@ -64,6 +64,11 @@ class PopulationTemplate:
     base_provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def participants(self) -> list[str]:
+        """The names of the subjects averaged into the result (those the last round registered)."""
+        return sorted(self.history[-1]["cc"]) if self.history else []
+
+    @property
     def mean_distances(self) -> list[float]:
         return [float(h["mean_distance"]) for h in self.history]
 
@@ -207,7 +212,8 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
     (``tpl-<label>_hemi-H_den-ico6_<feature>.shape.gii``), the ico-6 sphere they are on, in the
     base template's coordinates (``tpl-<label>_hemi-H_den-ico6_sphere.surf.gii``: for Workbench),
     and ``template_description.json`` (merged with an existing one, so both hemispheres can share
-    the folder)."""
+    the folder; per hemisphere: base template, features, the subjects averaged (``Subjects``: how
+    many, ``Participants``: their names), iterations, mean distances, failures)."""
     from .. import __version__
     from ..io.atomic import atomic_write_text
     from ..io.custom_template import DESCRIPTION, custom_feature_file, custom_sphere_file
@@ -235,6 +241,7 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
         doc = {}
     hemis = doc.get("Hemispheres", {}) if isinstance(doc.get("Hemispheres"), dict) else {}
     hemis[tpl.hemi] = {"BaseTemplate": result.base, "Features": sorted(tpl.features), "Subjects": result.n_subjects,
+                       "Participants": result.participants,
                        "Iterations": len(result.history),
                        "MeanDistance": [round(d, 6) for d in result.mean_distances],
                        "Failures": result.failures}

@@ -95,3 +95,36 @@ def test_outputs_registered_to_a_template_since_rebuilt_or_copied_are_said_at_th
     assert f"in {out / 'tpl-first'}, {tpl} (changed there since): sub-01, sub-03; sha256 " in line
     assert f"in {tpl}: sub-02; for those registered to maps other than the ones you keep" in line
 
+
+
+def test_a_participants_sessions_are_said_to_weigh_as_participants_and_session_label_picks_them(tmp_path):
+    """QA: a cohort with per-session anatomy (sub-01_ses-1, sub-01_ses-2, sub-02_ses-1) built a
+    template that averaged sub-01 twice, said "from 3 participant(s)" of 2 participants, and
+    `--session-label 1`, the way to average one session each, was "no effect at the group level".
+    Now a note names the participants averaged with several sessions, the count says both, the
+    description lists who was averaged, and --session-label picks the sessions."""
+    import json
+
+    from .conftest import make_dataset
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01", "02"), session="1")
+    make_dataset(bids, "freesurfer", subjects=("01",), session="2")
+    out = tmp_path / "out"
+    code, _, err = run(bids, out, "participant", *RIGID, "-w", tmp_path / "w", "--nprocs", "2")
+    assert code == 0, err
+    code, stdout, err = run(bids, out, "group", "--build-template", "1", *RIGID)
+    assert code == 0, err
+    assert ("note: hemi-L: 1 participant(s) are averaged in with several sessions, each session weighing as one "
+            "participant: sub-01 (ses-1, ses-2); --session-label picks the sessions to average") in err
+    assert "from 3 subject/session(s) of 2 participant(s)" in stdout
+    desc = json.loads((out / "tpl-geomorphPopulation" / "template_description.json").read_text())
+    assert desc["Hemispheres"]["L"]["Participants"] == ["sub-01_ses-1", "sub-01_ses-2", "sub-02_ses-1"]
+    code, stdout, err = run(bids, out, "group", "--build-template", "1", "--session-label", "1", *RIGID)
+    assert code == 0, err
+    assert "--session-label has no effect" not in err and "several sessions" not in err
+    assert "round 1/1 sub-01_ses-2" not in stdout and "from 2 participant(s)" in stdout
+    desc = json.loads((out / "tpl-geomorphPopulation" / "template_description.json").read_text())
+    assert desc["Hemispheres"]["L"]["Participants"] == ["sub-01_ses-1", "sub-02_ses-1"]
+    # without --build-template it still changes nothing, and says so
+    code, _, err = run(bids, out, "group", "--session-label", "1")
+    assert "warning: --session-label has no effect at the group level without --build-template" in err

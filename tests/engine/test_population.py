@@ -48,6 +48,8 @@ def test_build_template_lowers_distance(tmp_path):
     desc = json.loads((folder / "template_description.json").read_text())
     assert desc["Identifier"] == "testpop" and desc["BaseTemplate"] == "fsLR"
     assert desc["Hemispheres"]["L"]["Iterations"] == 3
+    # who was averaged, not only how many (a cohort's template is described by its members)
+    assert desc["Hemispheres"]["L"]["Subjects"] == 3 and desc["Hemispheres"]["L"]["Participants"] == ["s0", "s1", "s2"]
     tpl = load_custom_template(folder, "L", ("sulc",))
     assert tpl.name == "testpop" and tpl.features["sulc"].shape == (40962,)
     assert np.allclose(tpl.features["sulc"], result.template.features["sulc"], atol=1e-4)
