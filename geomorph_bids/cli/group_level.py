@@ -184,9 +184,9 @@ def _template_map_lines(rows: list[dict]) -> list[str]:
     label and registered to from there). Such outputs share a ``space-`` name but not a space.
     Takes each row's ``_template_files`` out (:func:`~geomorph_bids.reports.group_table.group_rows`);
     maps no longer where they were read (a folder moved, another machine's paths) are not compared."""
-    from ..io.template_sources import files_sha256
+    from ..io.template_sources import sha256_now
 
-    now: dict[tuple[str, ...], str | None] = {}  # the maps' SHA-256 as they are, per file set
+    now: dict[tuple[tuple[str, ...], str], str | None] = {}  # the maps' SHA-256 now where it is another
     # (template, hemi, the maps' names) -> recorded SHA-256 -> (participant, folder, SHA-256 now if other)
     groups: dict[tuple[str, str, tuple[str, ...]], dict[str, list[tuple[str, str, str | None]]]] = {}
     for r in rows:
@@ -194,12 +194,9 @@ def _template_map_lines(rows: list[dict]) -> list[str]:
         sha = r.get("template_sha256")
         if not files or not isinstance(sha, str):
             continue
-        if files not in now:
-            try:
-                now[files] = files_sha256(files)
-            except OSError:
-                now[files] = None
-        changed = now[files] if now[files] not in (None, sha) else None
+        if (files, sha) not in now:
+            now[files, sha] = sha256_now(files, sha)
+        changed = now[files, sha]
         key = (str(r.get("template")), str(r["hemi"]), tuple(Path(f).name for f in files))
         groups.setdefault(key, {}).setdefault(sha, []).append(
             (entity_string(r["subject"], r.get("session") or None), str(Path(files[0]).parent), changed))

@@ -40,6 +40,8 @@ def cohort(bids: Path, tmp: Path) -> dict:
     code, _, err = run(bids, out, "participant", "--participant-label", "01", "--template", "geomorphPopulation",
                        *RIGID, "-w", tmp / "w")
     assert code == 0, err
+    # its report draws the resampled map on fsLR's 32k sphere (the base's; it was looked for as an icosphere)
+    assert "output-density sphere not available" not in (out / "sub-01.html").read_text()
     return dict(bids=bids, out=out, tmp=tmp)
 
 
@@ -84,6 +86,11 @@ def test_outputs_registered_to_a_template_since_rebuilt_or_copied_are_said_at_th
                          "of the maps to keep)")
     assert "sub-01; their outputs" in (out / "group.html").read_text()
     assert "_template_files" not in (out / "group_desc-geomorph_metrics.tsv").read_text()
+    # its report, drawn again, draws the maps there now: it says they are not those it was registered to
+    (out / "sub-01.html").unlink()
+    code, _, err = run(bids, out, "participant", "--reports-only", "--participant-label", "01")
+    assert code == 0, err
+    assert "have changed since this hemisphere was registered to them (sha256 " in (out / "sub-01.html").read_text()
     # sub-02 registered to the new build, sub-03 to the first one's copy: one space- name, two spaces
     for label, template in (("02", "geomorphPopulation"), ("03", out / "tpl-first")):
         code, _, err = run(bids, out, "participant", "--participant-label", label, "--template", template,
