@@ -140,8 +140,10 @@ class TemplateRef:
 
     def describe(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> str:
         """One line: where the maps come from, e.g. ``fsaverage from FreeSurfer fsaverage /x``."""
-        if self.is_custom:
-            return f"{self.label} from {self.folder}"
+        if self.is_custom:  # a folder renamed or copied under another name still names its outputs by its Identifier
+            named = "" if self.folder.name == f"tpl-{self.label}" else (
+                f" (the Identifier in its {DESCRIPTION}: outputs are named space-{self.label})")
+            return f"{self.label} from {self.folder}{named}"
         where = sorted({self.source(h, features).describe() for h in hemis})
         return f"{self.label} from {' and '.join(where)}"
 
