@@ -115,9 +115,10 @@ class TemplateRef:
 
     def warnings(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> list[str]:
         """One line per hemisphere whose preferred source lacks a map in ``features`` (the next
-        one is used), then the notes; empty for a custom template."""
+        one is used), then the notes; a custom template: its notes (a ``--template-dir`` it does
+        not use)."""
         if self.is_custom:
-            return []
+            return list(self.notes)
         hemis = tuple(hemis)
         notes = [n for n in self.notes if not any(f"hemi-{h}" in n for h in HEMIS if h not in hemis)]
         return fallback_warnings({h: self.candidates(h) for h in hemis}, features, notes)
@@ -258,7 +259,11 @@ def resolve_template_ref(name: str | Path, search: Sequence[str | Path] = (),
     if not is_bundled_template(base):
         raise InputError(f"custom template has BaseTemplate {base!r}; expected {' or '.join(available_templates())}",
                          path=folder / DESCRIPTION)
-    return TemplateRef(str(info["Identifier"]), base, folder.absolute())
+    label = str(info["Identifier"])
+    unused = () if where.template_dir is None else (  # a custom template's maps are its folder's: said, not ignored
+        f"--template-dir {where.template_dir} is not used (template_dir= in Python): template {label} is a custom "
+        f"template folder ({folder.absolute()}), whose maps are its own",)
+    return TemplateRef(label, base, folder.absolute(), notes=unused)
 
 
 def resolve_template(name: str | Path, hemi: str, features: Sequence[str] = ("sulc",),

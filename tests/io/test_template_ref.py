@@ -107,3 +107,20 @@ def test_a_template_folder_under_another_name_says_which_label_its_outputs_get(t
     assert ref.label == "pop"
     assert ref.describe(("sulc",)) == (f"pop from {copy.absolute()} (the Identifier in its template_description.json: "
                                        "outputs are named space-pop)")
+
+
+def test_a_template_dir_a_custom_template_does_not_use_is_said(tmp_path):
+    """QA: `--template geomorphPopulation --template-dir $FREESURFER_HOME/subjects/fsaverage` (a
+    script's usual options, the template switched) registered to the population template's maps
+    and said nothing of the folder it was given. Now one warning line (geomorph-bids,
+    geomorph-register; a TemplateWarning in Python); without --template-dir nothing."""
+    from geomorph_bids.io.template_sources import TemplateSearch
+
+    folder = _custom(tmp_path)
+    assert resolve_template_ref(folder, where=TemplateSearch()).warnings(("sulc",)) == []
+    ref = resolve_template_ref(folder, where=TemplateSearch(template_dir=tmp_path / "fsaverage"))
+    assert ref.warnings(("sulc",)) == [f"--template-dir {tmp_path / 'fsaverage'} is not used (template_dir= in "
+                                       f"Python): template pop is a custom template folder ({folder.absolute()}), "
+                                       "whose maps are its own"]
+    assert TemplateRef.from_dict(ref.to_dict()) == ref
+    assert resolve_template_ref(folder, where=TemplateSearch(bundled_only=True)).warnings(("sulc",)) == []
