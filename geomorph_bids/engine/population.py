@@ -125,6 +125,12 @@ def build_template(subjects: Sequence[PopulationSubject], iterations: int, templ
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if len(subjects) < 2:
         raise ValueError(f"a population template needs at least 2 subjects, got {len(subjects)}")
+    names = [str(getattr(s, "name", "")) for s in subjects]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # results are kept by name: a second subject of one name would be averaged in but not counted
+        raise ValueError(f"subject names must be unique (they name the subjects in the history, failures and "
+                         f"template_description.json): {', '.join(repr(n) for n in twice)} given "
+                         f"{', '.join(str(names.count(n)) for n in twice)} times; name each subject, e.g. 'sub-01'")
     features = tuple(features)
     if isinstance(template, Template):
         space = base or template.name

@@ -67,6 +67,11 @@ def test_build_template_errors(tmp_path):
         build_template(_cohort(2), 1, label="fsLR")
     with pytest.raises(ValueError, match="at least 2"):
         build_template(_cohort(1), 1)
+    # subjects named alike (p.parent.name of .../sub-0N/surf/lh.sphere is 'surf' for all): all were averaged
+    # but one counted, or 'fewer than 2 subjects registered' though every one had
+    same = [PopulationSubject("surf", s.sphere, s.features) for s in _cohort(3)]
+    with pytest.raises(ValueError, match=r"subject names must be unique .*'surf' given 3 times; name each subject"):
+        build_template(same, 1, rigid_only=True)
     with pytest.raises(ValueError, match="unknown template"):
         resolve_template("nothere", "L", search=[tmp_path])
 
