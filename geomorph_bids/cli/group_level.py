@@ -176,21 +176,23 @@ def _sessions_without_outputs(args, inputs: InputFolders, rows: list[dict]) -> s
             f"{listed(absent)} (not run yet, e.g. a run with --session-label, or failed at the participant level)")
 
 
-def _template_map_lines(rows: list[dict]) -> list[str]:
+def _template_map_lines(rows: list[dict], output_dir: Path) -> list[str]:
     """One line per template and hemisphere whose rows were registered to maps other than the
     ones there now, or to several: maps changed where they were read since (a population template
     rebuilt in place: its files' SHA-256 is no longer the recorded ``template_sha256``), or maps
     of the same names with other contents (an earlier build copied to another folder of the same
     label and registered to from there). Such outputs share a ``space-`` name but not a space.
     Takes each row's ``_template_files`` out (:func:`~geomorph_bids.reports.group_table.group_rows`);
+    a population template moved with its output folder (``output_dir``) is compared where it is now;
     maps no longer where they were read (a folder moved, another machine's paths) are not compared."""
+    from ..io.template_ref import moved_template_files
     from ..io.template_sources import sha256_now
 
     now: dict[tuple[tuple[str, ...], str], str | None] = {}  # the maps' SHA-256 now where it is another
     # (template, hemi, the maps' names) -> recorded SHA-256 -> (participant, folder, SHA-256 now if other)
     groups: dict[tuple[str, str, tuple[str, ...]], dict[str, list[tuple[str, str, str | None]]]] = {}
     for r in rows:
-        files = tuple(r.pop("_template_files", None) or ())
+        files = moved_template_files(r.pop("_template_files", None) or (), output_dir)
         sha = r.get("template_sha256")
         if not files or not isinstance(sha, str):
             continue
@@ -260,7 +262,7 @@ def run_group(args) -> int:
              "finished, or their earlier results; run the group level again once every participant run has "
              "ended (a SLURM array: sbatch --dependency=afterany:JOBID)") if running else ""
     lines = [line for line in (still, _participants_without_outputs(args, inputs, rows, unreadable),
-                               _sessions_without_outputs(args, inputs, rows), *_template_map_lines(rows)) if line]
+                               _sessions_without_outputs(args, inputs, rows), *_template_map_lines(rows, args.output_dir)) if line]
     for line in lines:
         print(f"{_PROG}: warning: {line}", file=sys.stderr)
     absent = " ".join(f"{line}." for line in lines) if len(lines) > 1 else "".join(lines)  # also in group.html

@@ -32,7 +32,8 @@ from .template_sources import (TemplateSearch, TemplateSource, discover_sources,
                                is_low_resolution, load_source, low_resolution_note)
 from .templates import Template, available_templates, is_bundled_template
 
-__all__ = ["TemplateRef", "resolve_template_ref", "template_search_path", "resolve_template", "HEMIS"]
+__all__ = ["TemplateRef", "resolve_template_ref", "template_search_path", "moved_template_files", "resolve_template",
+           "HEMIS"]
 
 HEMIS = ("L", "R")
 
@@ -178,6 +179,25 @@ def template_search_path(output_dir: str | Path) -> tuple[Path, ...]:
     """Folders searched for ``tpl-<label>`` when a template is named by label: the output
     folder (where ``group --build-template`` writes) and its ``templates/`` sub-folder."""
     return (Path(output_dir), Path(output_dir) / "templates")
+
+
+def moved_template_files(files: Sequence[str | Path], output_dir: str | Path) -> tuple[str, ...]:
+    """The map files of a custom template an output recorded (``template_files``), found again
+    after the output folder moved with its templates: when their ``tpl-<label>`` folder is no
+    longer where it was recorded, the same files in the ``tpl-<label>`` of ``output_dir``'s
+    :func:`template_search_path`; else ``files`` as they are. Whether they hold the same maps is
+    the caller's to check (their SHA-256 against the recorded one)."""
+    files = tuple(str(f) for f in files)
+    if not files:
+        return files
+    folder = Path(files[0]).parent
+    if not folder.name.startswith("tpl-") or folder.is_dir():
+        return files
+    for d in template_search_path(output_dir):
+        here = Path(d) / folder.name
+        if here.is_dir():
+            return tuple(str(here / Path(f).name) for f in files)
+    return files
 
 
 def template_name_hint(name: str) -> str | None:

@@ -21,13 +21,20 @@ if TYPE_CHECKING:
 __all__ = ["hemisphere_figures"]
 
 
-def _load_template(name: str, hemi: str, feature: str, output_dir: Path, recorded: dict | None = None):
-    """The template the run used (``recorded``: its ``TemplateRef.to_dict()`` in the metrics),
-    else the one ``name`` refers to here (outputs written before the reference was recorded)."""
+def _load_template(name: str, hemi: str, feature: str, output_dir: Path, recorded: dict | None = None,
+                   moved_to: Path | None = None):
+    """The template the run used (``recorded``: its ``TemplateRef.to_dict()`` in the metrics;
+    ``moved_to``: the folder a custom template's maps are in now, the output folder having moved
+    with it), else the one ``name`` refers to here (outputs written before the reference was recorded)."""
+    from dataclasses import replace
+
     from ..io.template_ref import TemplateRef, resolve_template, template_search_path
 
     if recorded:
-        return TemplateRef.from_dict(recorded).load(hemi, (feature,))
+        ref = TemplateRef.from_dict(recorded)
+        if ref.is_custom and moved_to is not None:
+            ref = replace(ref, folder=moved_to)
+        return ref.load(hemi, (feature,))
     return resolve_template(name, hemi, (feature,), search=template_search_path(output_dir))
 
 
@@ -74,6 +81,7 @@ def hemisphere_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path, keeper: 
                        ) -> tuple[list[tuple[str, str, str]], list[str]]:
     """Draw a hemisphere's figures: [(kind, caption, relative path)], [notes]. ``keeper``: the
     report's :class:`~.figures.FigureKeeper` (figures of a layout already drawn are refilled)."""
+    from ..io.template_ref import moved_template_files
     from ..io.template_sources import sha256_now
     from ..sphere.distortion import distortion
     from .figures import distortion_figure, registration_figure
@@ -91,9 +99,13 @@ def hemisphere_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path, keeper: 
         notes.append(f"{native_sphere.name} has {len(native[0])} vertices, the registered sphere "
                      f"{len(registered[0])}: not used")
         native = None
-    changed = sha256_now(reg.get("template_files") or (), reg.get("template_sha256"))
+    recorded_files = tuple(str(f) for f in reg.get("template_files") or ())
+    files = moved_template_files(recorded_files, output_dir)  # the output folder moved with its template
+    changed = sha256_now(files, reg.get("template_sha256"))
+    moved_to = Path(files[0]).parent if files != recorded_files and not changed and all(
+        Path(f).is_file() for f in files) else None  # the same maps, found where the folder is now
     if changed:  # a population template rebuilt in place: the maps drawn are not those it was registered to
-        notes.append(f"the template's maps in {reg.get('template_source_path')} have changed since this hemisphere "
+        notes.append(f"the template's maps in {Path(files[0]).parent} have changed since this hemisphere "
                      f"was registered to them (sha256 {str(reg.get('template_sha256'))[:12]} then, {changed[:12]} now: "
                      "a template rebuilt or replaced there); the template drawn is the maps there now: rerun the "
                      f"participant level with --template {template} for outputs in their space")
@@ -104,7 +116,7 @@ def hemisphere_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path, keeper: 
     d = None
     for feature in h.features:
         try:
-            tpl = _load_template(template, h.hemi, feature, output_dir, h.doc.get("template_ref"))
+            tpl = _load_template(template, h.hemi, feature, output_dir, h.doc.get("template_ref"), moved_to)
         except (ValueError, OSError) as exc:
             notes.append(f"template {template} ({feature}) not available here: {exc}")
             continue

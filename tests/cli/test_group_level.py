@@ -135,3 +135,26 @@ def test_a_participants_sessions_are_said_to_weigh_as_participants_and_session_l
     # without --build-template it still changes nothing, and says so
     code, _, err = run(bids, out, "group", "--session-label", "1")
     assert "warning: --session-label has no effect at the group level without --build-template" in err
+
+
+def test_an_output_folder_moved_with_its_population_template_still_finds_and_checks_it(bids, tmp_path):
+    """QA: an output folder moved as a whole (scratch to project space) keeps its tpl-<label>, but
+    the metrics record the template by its old path: sub-01's report, drawn again, said 'template
+    geomorphPopulation (sulc) not available here: .../template_description.json: ... no such
+    file', and a rebuild of the template there went unsaid at the group level (the maps were not
+    where they were recorded, so nothing was compared). The folder is now found where it moved
+    to, used when it holds the same maps, and compared."""
+    out = cohort(bids, tmp_path / "scratch")["out"]
+    moved = tmp_path / "project" / "out"
+    moved.parent.mkdir()
+    shutil.move(out, moved)
+    (moved / "sub-01.html").unlink()
+    code, _, err = run(bids, moved, "participant", "--reports-only", "--participant-label", "01")
+    assert code == 0, err
+    html = (moved / "sub-01.html").read_text()
+    assert "not available here" not in html and "have changed since" not in html
+    code, _, err = run(bids, moved, "group", "--build-template", "2", *RIGID)
+    assert code == 0, err
+    code, _, err = run(bids, moved, "group")
+    assert (f"space-geomorphPopulation hemi-L: 1 hemisphere(s) were registered to the maps in "
+            f"{moved / 'tpl-geomorphPopulation'} as they were before they changed") in err
