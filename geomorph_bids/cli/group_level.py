@@ -312,11 +312,18 @@ def _build_population_template(args, rows: list[dict]) -> int:
     from ..engine.population import PopulationSubject, base_conflict, build_template
     from ..io.discover import normalise_label
     from ..reports.group_table import group_rows
-    from .settings import resolve_template_and_model
+    from .settings import DEFAULT_FEATURES, resolve_template_and_model
 
     template, model = resolve_template_and_model(args, _PROG)
     features = tuple(args.features) if args.features else model.channels
     device = model.resolve_device(args.device)
+    offered = template.shared_features(args.hemi)
+    lacking = [f for f in features if f not in offered]
+    if lacking:  # registered to and averaged: a map the starting template lacks can never be (it ended on
+        # every participant "left out ... missing", or on the template's own error after all were read)
+        return error_exit(_PROG, f"--build-template --features {' '.join(features)}: template {template.label} has no "
+                                 f"{', '.join(lacking)} map (it has: {', '.join(offered) or 'none'}): a population "
+                                 "template averages maps its starting template has")
     conflict = base_conflict(args.output_dir, args.template_label, template.base, args.hemi)
     if conflict:  # before any registration: a hemisphere kept from another base would be read in this one's space
         return error_exit(_PROG, f"--build-template: {conflict}")
@@ -350,8 +357,12 @@ def _build_population_template(args, rows: list[dict]) -> int:
                 subjects.append(PopulationSubject(ent, sphere, maps))
             else:  # never leave a participant out in silence
                 missing = ", ".join(p.name for p in (sphere, *maps.values()) if not p.is_file())
+                # a map other than sulc: written only by a participant run whose registration used it
+                extra = [f for f, p in maps.items() if not p.is_file() and f not in DEFAULT_FEATURES]
+                how = (f", registering {', '.join(extra)}: it writes the native maps of the features its registration "
+                       "uses (curv: --template fsaverage's default registration)" if extra and sphere.is_file() else "")
                 print(f"{_PROG}: warning: {ent} hemi-{hemi} left out of the template: {missing} missing "
-                      "(rerun the participant level for it)", file=sys.stderr)
+                      f"(rerun the participant level for it{how})", file=sys.stderr)
                 left_out += 1
         per_participant: dict[str, list[str]] = {}
         for subject, session in sorted(seen):

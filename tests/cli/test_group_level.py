@@ -132,6 +132,18 @@ def test_a_participants_sessions_are_said_to_weigh_as_participants_and_session_l
     assert "round 1/1 sub-01_ses-2" not in stdout and "from 2 participant(s)" in stdout
     desc = json.loads((out / "tpl-geomorphPopulation" / "template_description.json").read_text())
     assert desc["Hemispheres"]["L"]["Participants"] == ["sub-01_ses-1", "sub-02_ses-1"]
+    # a feature the starting template has no map of: one line before anything (every participant was "left out:
+    # ..._thickness.shape.gii missing (rerun the participant level for it)", which could never help)
+    code, stdout, err = run(bids, out, "group", "--build-template", "1", "--features", "sulc", "thickness", *RIGID)
+    assert code == 1 and "left out" not in err and "round 1" not in stdout
+    assert ("error: --build-template --features sulc thickness: template fsLR has no thickness map (it has: curv, "
+            "myelin, sulc): a population template averages maps its starting template has") in err
+    # curv, which fsLR has and its default registration does not use: which participant run writes it
+    code, _, err = run(bids, out, "group", "--build-template", "1", "--features", "sulc", "curv", *RIGID)
+    assert code == 1
+    assert ("sub-02_ses-1 hemi-L left out of the template: sub-02_ses-1_hemi-L_curv.shape.gii missing (rerun the "
+            "participant level for it, registering curv: it writes the native maps of the features its registration "
+            "uses (curv: --template fsaverage's default registration))") in err
     # without --build-template it still changes nothing, and says so
     code, _, err = run(bids, out, "group", "--session-label", "1")
     assert "warning: --session-label has no effect at the group level without --build-template" in err
