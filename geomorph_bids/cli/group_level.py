@@ -262,7 +262,8 @@ def run_group(args) -> int:
              "finished, or their earlier results; run the group level again once every participant run has "
              "ended (a SLURM array: sbatch --dependency=afterany:JOBID)") if running else ""
     lines = [line for line in (still, _participants_without_outputs(args, inputs, rows, unreadable),
-                               _sessions_without_outputs(args, inputs, rows), *_template_map_lines(rows, args.output_dir)) if line]
+                               _sessions_without_outputs(args, inputs, rows),
+                               *_template_map_lines(rows, args.output_dir)) if line]
     for line in lines:
         print(f"{_PROG}: warning: {line}", file=sys.stderr)
     absent = " ".join(f"{line}." for line in lines) if len(lines) > 1 else "".join(lines)  # also in group.html
@@ -365,8 +366,9 @@ def _build_population_template(args, rows: list[dict]) -> int:
                       f"(rerun the participant level for it{how})", file=sys.stderr)
                 left_out += 1
         per_participant: dict[str, list[str]] = {}
-        for subject, session in sorted(seen):
-            if any(p.name == entity_string(subject, session) for p in subjects):
+        names = {p.name for p in subjects}  # (a set: a cohort has tens of thousands)
+        for subject, session in sorted(seen, key=lambda k: (k[0], k[1] or "")):
+            if entity_string(subject, session) in names:
                 per_participant.setdefault(subject, []).append(f"ses-{session}" if session else "no session")
         several = {k: v for k, v in per_participant.items() if len(v) > 1}
         if several:  # a participant's sessions are averaged as so many participants: it weighs more
@@ -387,7 +389,8 @@ def _build_population_template(args, rows: list[dict]) -> int:
                                 **model.register_arguments())
         rebuilt.append(hemi)
         dist = " -> ".join(f"{d:.4f}" for d in result.mean_distances)
-        averaged = {p.name.split("_ses-")[0] for p in subjects if p.name in result.participants}
+        members = set(result.participants)
+        averaged = {p.name.split("_ses-")[0] for p in subjects if p.name in members}
         whom = (f"{result.n_subjects} participant(s)" if len(averaged) == result.n_subjects else
                 f"{result.n_subjects} subject/session(s) of {len(averaged)} participant(s)")
         print(f"hemi-{hemi}: template {result.folder} from {whom}; "
