@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -42,6 +43,18 @@ def cohort(bids: Path, tmp: Path) -> dict:
     assert code == 0, err
     # its report draws the resampled map on fsLR's 32k sphere (the base's; it was looked for as an icosphere)
     assert "output-density sphere not available" not in (out / "sub-01.html").read_text()
+    # its sidecars say the space's coordinates and output spheres are fsLR's (they named the population
+    # template's "32k sphere", which is fsLR's, and no base)
+    anat = out / "sub-01" / "anat"
+    sphere = json.loads((anat / "sub-01_hemi-L_space-geomorphPopulation_desc-geomorph_sphere.json").read_text())
+    sulc = json.loads((anat / "sub-01_hemi-L_space-geomorphPopulation_den-32k_desc-geomorph_sulc.json").read_text())
+    assert sphere["BaseTemplate"] == sulc["BaseTemplate"] == "fsLR"
+    assert "moved into geomorphPopulation space (the fsLR sphere's coordinates, where its maps lie)" in (
+        sphere["Description"])
+    assert sulc["Description"] == ("sulc resampled onto the fsLR 32k sphere (template geomorphPopulation is built on "
+                                   "fsLR) through the geomorph-bids registration")
+    fslr = json.loads((anat / "sub-01_hemi-L_space-fsLR_den-32k_desc-geomorph_sulc.json").read_text())
+    assert "BaseTemplate" not in fslr and fslr["Description"].startswith("sulc resampled onto the fsLR 32k sphere through")
     return dict(bids=bids, out=out, tmp=tmp)
 
 
@@ -110,7 +123,6 @@ def test_a_participants_sessions_are_said_to_weigh_as_participants_and_session_l
     `--session-label 1`, the way to average one session each, was "no effect at the group level".
     Now a note names the participants averaged with several sessions, the count says both, the
     description lists who was averaged, and --session-label picks the sessions."""
-    import json
 
     from .conftest import make_dataset
 
