@@ -89,11 +89,16 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
     ent = entities(h.subject, h.session)
     registered = anat_uri(ent, REGISTERED_SPHERE.name(ent, h.hemi, space))
     tpl_source = template_source(h, config)
+    # a custom (population) template's maps lie in its base template's coordinates, and its outputs are
+    # on the base's output spheres: said, as the SpatialReference (the base's sphere) shows
+    base = config.template.base
+    custom = {"BaseTemplate": base} if config.template.is_custom else {}
+    where = f"{space} space" + (f" (the {base} sphere's coordinates, where its maps lie)" if custom else "")
     files = [OutputFile(out.path(REGISTERED_SPHERE), "registered_sphere", meta={
-        "Description": f"Native sphere mesh moved into {space} space by geomorph-bids "
+        "Description": f"Native sphere mesh moved into {where} by geomorph-bids "
                        "(same vertices and triangles as the input sphere); use it where sMRIPrep's "
                        "desc-msmsulc sphere is used.",
-        "Sources": [sphere_source], "Template": space, "TemplateSource": tpl_source,
+        "Sources": [sphere_source], "Template": space, **custom, "TemplateSource": tpl_source,
         "RegistrationFeatures": list(config.channels), "Model": model,
         "RegistrationMetrics": anat_uri(ent, METRICS.name(ent, h.hemi, space)),
         "InputSource": h.source, "SignConvention": sign_note})]
@@ -102,9 +107,11 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
         "every vertex that has a cortical source (-current-roi); a vertex with none keeps the unrestricted value")}
     for k, f in enumerate(features):
         files.append(OutputFile(out.path(RESAMPLED_FEATURE, f), "resampled_features", k, meta={
-            "Description": f"{f} resampled onto the {space} {density} sphere through "
-                           "the geomorph-bids registration",
-            "Sources": [sources[f], registered], "Template": space, "TemplateSource": tpl_source, "Density": density,
+            "Description": f"{f} resampled onto the {base if custom else space} {density} sphere"
+                           + (f" (template {space} is built on {base})" if custom else "")
+                           + " through the geomorph-bids registration",
+            "Sources": [sources[f], registered], "Template": space, **custom, "TemplateSource": tpl_source,
+            "Density": density,
             "SpatialReference": config.density_sources.get(h.hemi, ""),
             "ResamplingMethod": "ADAP_BARY_AREA", "Model": model,
             "AreaSurfaces": ("the subject's midthickness and its copy resampled onto the template "
