@@ -67,6 +67,14 @@ def _write_probe(folder: Path) -> None:
             pass
 
 
+def _read_only_mount(folder: Path) -> bool:
+    """Whether ``folder`` lies on a file system mounted read-only (where no permission helps)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _free_mb(folder: Path) -> float:
     import shutil
 
@@ -142,8 +150,10 @@ def check_writable(folder: Path, role: str, min_free_mb: float | None = None) ->
         raise InputError(f"cannot create the {role} directory ({_why(exc)}){hint}", path=folder) from None
     try:
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise InputError(f"the {role} directory is not writable (permission denied)"
-                             f"{_container_hint(role, folder, errno.EACCES)}", path=folder)
+            # a read-only mount (``mount -o ro``, ``docker run -v ...:ro``) fails access() too: not permissions
+            err = errno.EROFS if _read_only_mount(folder) else errno.EACCES
+            raise InputError(f"the {role} directory is not writable ({_why(OSError(err, os.strerror(err)))})"
+                             f"{_container_hint(role, folder, err)}", path=folder)
         try:
             _write_probe(folder)
         except OSError as exc:
