@@ -314,8 +314,8 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     hemisphere that fails is reported on its own line and the others go on. A requested
     participant that exists nowhere is reported as ``not found; available: ...``; so is a
     requested session that exists nowhere for the subject."""
-    from ..io.discover import (DiscoveryError, discover, empty_input_folders, find_subjects, label_for, normalise_label,
-                               unlabelled_folders, unlabelled_subjects)
+    from ..io.discover import (DiscoveryError, broken_subject_links, discover, empty_input_folders, find_subjects,
+                               label_for, normalise_label, unlabelled_folders, unlabelled_subjects)
     from ..workflows import SubjectJob
     from .paths import resolve_input_folders
 
@@ -364,6 +364,9 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     advice += [f"subject folder {p} is not processed: its label {p.name[4:].split('_', 1)[0]!r} is not a BIDS label "
                f"(letters and digits only); rename the folder and its files (e.g. sub-{label_for(p.name)})"
                for p in (unlabelled_folders(bids_dir, fs_dir, deriv) if say_unlabelled else [])]
+    # subject folders that are links to nothing: left out in silence, or "not found" though listed
+    broken = broken_subject_links(bids_dir, fs_dir, deriv, None if say_unlabelled else subjects)
+    advice += [f"subject folder {p} is not processed: it is {why}" for p, why in broken] if say_unlabelled else []
     if not subjects:
         more = f"; and {len(advice) - _LISTED} more such folders" if len(advice) > _LISTED else ""
         empty = empty_input_folders(bids_dir, fs_dir, deriv)
@@ -389,6 +392,9 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
 
     def reason(subject: str, exc: InputError) -> str:
         why = exc.reason if exc.path is None else f"{exc.path}: {exc.reason}"
+        links = [f"{p} is {what}" for p, what in broken if p.name in (f"sub-{subject}", subject)]
+        if links and subject not in known():  # there, but a link to nothing: not "not found"
+            return f"{'; '.join(links)}; {why}"
         return why if subject in known() else f"{_not_found(known(), label=subject)}; {why}"
 
     jobs, failures = [], []

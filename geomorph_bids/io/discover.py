@@ -83,6 +83,7 @@ sign (the engine's convention, see :mod:`geomorph_bids.io.templates`).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import warnings
@@ -96,7 +97,7 @@ __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs
            "derivatives_root", "derivatives_freesurfer",
            "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
            "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "readable_freesurfer_name", "recon_all_unfinished", "empty_input_folders", "folder_list",
-           "holds_any_subject", "hcp_subjects_without_native"]
+           "holds_any_subject", "hcp_subjects_without_native", "broken_subject_links"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -443,6 +444,51 @@ def unlabelled_folders(bids_dir: str | Path, fs_subjects_dir: str | Path | None 
                     and not is_freesurfer_subject(p):
                 out.append(p)
     return out
+
+
+def _broken_link(path: Path) -> str | None:
+    """What a link that leads to no folder leads to (``a loop of symbolic links``, ``a link to T,
+    which does not exist ...``), or None for anything else (a folder, a file, a link to either)."""
+    if not path.is_symlink() or path.exists():
+        return None
+    try:
+        target = os.readlink(path)
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a loop of symbolic links"
+        return (f"a link to {target}, which does not exist (on a disk that is not mounted, or a relative link "
+                "made from another folder?)")
+    return None
+
+
+def broken_subject_links(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
+                         derivatives: Mapping[str, str | Path] | None = None,
+                         subjects: Sequence[str] | None = None) -> list[tuple[Path, str]]:
+    """Subject folders of the input folders that are links to nothing (:func:`_broken_link`: a
+    FreeSurfer subject linked from a disk that is not mounted, a link to itself): discovery cannot
+    tell them from no folder at all, so a whole-dataset run left them out in silence and a run of
+    their label said ``not found``. (link, what it is) pairs, sorted per input folder; ``subjects``:
+    look at these labels' folders only (``sub-X``, ``X``; None: every entry of the folders, but
+    FreeSurfer's templates, ``*average*``, and hidden names); in ``bids_dir`` ``sub-*`` only."""
+    bids_dir = Path(bids_dir)
+    deriv, fs = _roots(bids_dir, fs_subjects_dir, derivatives)
+    found: list[tuple[Path, str]] = []
+    for root in dict.fromkeys([bids_dir, *deriv, *fs]):
+        if subjects is not None:
+            entries = [root / n for s in subjects for n in (f"sub-{s.removeprefix('sub-')}", s.removeprefix("sub-"))]
+        else:
+            try:
+                entries = sorted(root.iterdir())
+            except OSError:
+                continue
+        for p in entries:
+            if p.name.startswith(".") or "average" in p.name or (root == bids_dir and not p.name.startswith("sub-")):
+                continue
+            why = _broken_link(p)
+            if why is not None:
+                found.append((p, why))
+    return found
 
 
 def label_for(name: str) -> str:
