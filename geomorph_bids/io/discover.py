@@ -563,6 +563,43 @@ def _smriprep_files(anat: Path, subject: str, session: str | None, hemi: str
     return found
 
 
+def _case_hint(found: Sequence[str]) -> str:
+    """``; NAMES in the folder ...: rename ...`` for the files ``found`` (in the folder the message
+    names) that discovery would have taken under their names' lower-case extension (``.surf.GII``)
+    or in the case it looks for (``LH.SULC``): names are case-sensitive here, and such a file
+    (copied from a system whose names are not) was left out with "no inputs" as if it were not there."""
+    if not found:
+        return ""
+    return (f"; {', '.join(found)} in it {'is' if len(found) == 1 else 'are'} named in another letter case (file "
+            f"names are case-sensitive here): rename {'it to the name' if len(found) == 1 else 'them to the names'} looked for")
+
+
+def _smriprep_case_mismatches(anat: Path, subject: str, session: str | None, hemi: str,
+                              roles: Sequence[str]) -> list[str]:
+    """Names of ``anat`` that would be inputs of ``roles`` but for the letter case of their
+    extension (``sub-01_hemi-L_sphere.surf.GII``)."""
+    out = []
+    for p in sorted(anat.glob(f"sub-{subject}_*hemi-{hemi}_*")):
+        parsed = _entities(p.name)
+        if parsed is None or parsed[2] == parsed[2].lower():
+            continue
+        ents, suffix, ext = parsed
+        if ents.get("sub") == subject and ents.get("hemi") == hemi and ents.get("ses") == session \
+                and _smriprep_role(ents, suffix, ext.lower()) in roles:
+            out.append(p.name)
+    return out
+
+
+def _freesurfer_case_mismatches(surf: Path, names: Sequence[str]) -> list[str]:
+    """Names of ``surf`` equal to one of ``names`` but for letter case (``LH.SULC`` for ``lh.sulc``)."""
+    wanted = {n.lower(): n for n in names}
+    try:
+        entries = os.listdir(surf)
+    except OSError:
+        return []
+    return sorted(e for e in entries if e.lower() in wanted and e != wanted[e.lower()])
+
+
 #: entities that say which input a file is (its role), not which acquisition it comes from
 _ROLE_ENTITIES = frozenset({"sub", "ses", "hemi", "space", "den", "desc"})
 
@@ -617,6 +654,9 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
             continue
         files = _smriprep_files(anat, subject, ses, hemi)
         if "sphere" not in files:
+            mismatched = _smriprep_case_mismatches(anat, subject, ses, hemi, ("sphere", *features))
+            if any(_entities(n)[1] == "sphere" for n in mismatched):
+                problems.append(f"smriprep {anat}: no sphere" + _case_hint(mismatched))
             continue
         sphere = _pick(files["sphere"])
         if isinstance(sphere, str):
@@ -649,7 +689,8 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
                 elsewhere = [p.name for f in lacking for p in others.get(f, [])]
                 problems.append(f"smriprep {anat}: has the sphere but no {', '.join(lacking)}" + (
                     f" of its set ({sphere.name}: {_acquisition_text(acq)}); "
-                    f"another set has it ({', '.join(elsewhere)}), and sets are never mixed" if elsewhere else ""))
+                    f"another set has it ({', '.join(elsewhere)}), and sets are never mixed" if elsewhere else "")
+                    + _case_hint(_smriprep_case_mismatches(anat, subject, ses, hemi, lacking)))
                 continue
             feats = {f: chosen[f] for f in FEATURES if f in chosen}
             kind = next((k for k in SURFACE_KINDS if k in chosen), None)
@@ -690,16 +731,21 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
     h = _FS_HEMI[hemi]
     names = ([f"sub-{subject}_ses-{session}"] if session else []) + [f"sub-{subject}", subject]
     files = {"sulc": f"{h}.sulc", "curv": f"{h}.curv", "thickness": f"{h}.thickness"}
+    problem = None
     for name in names:
         surf = root / name / "surf"
         if not _present(surf / f"{h}.sphere"):
+            mismatched = _freesurfer_case_mismatches(surf, [f"{h}.sphere", *(files[f] for f in features if f in files)])
+            if any(n.lower() == f"{h}.sphere" for n in mismatched) and problem is None:
+                problem = f"freesurfer {surf}: no {h}.sphere" + _case_hint(mismatched)
             continue
         unfinished = recon_all_unfinished(root / name, h)
         if unfinished:
             return None, f"freesurfer {root / name}: {unfinished}"
         lacking = [files.get(f, f) for f in features if f not in files or not _present(surf / files[f])]
         if lacking:
-            return None, f"freesurfer {surf}: has {h}.sphere but no {', '.join(lacking)}"
+            return None, (f"freesurfer {surf}: has {h}.sphere but no {', '.join(lacking)}"
+                          + _case_hint(_freesurfer_case_mismatches(surf, lacking)))
         feats = {f: surf / n for f, n in files.items() if _present(surf / n)}
         reg = surf / f"{h}.sphere.reg"
         kind = next((k for k in SURFACE_KINDS if _present(surf / f"{h}.{k}")), None)
@@ -708,7 +754,7 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
                           reg if _present(reg) else None, feats, "freesurfer",
                           surf / f"{h}.{kind}" if kind else None, kind,
                           mid if _present(mid) else None, cortex if _present(cortex) else None), ""
-    return None, None
+    return None, problem
 
 
 def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,
