@@ -105,6 +105,14 @@ def regular_file(path: str | Path) -> os.stat_result:
         if stripped != p and stripped.exists():  # a name read from a list without its line ending stripped
             raise InputError(f"cannot be read: no such file, but {stripped} exists: the name given holds blanks or a "
                              "line ending (a line read from a file list? strip it)", path=p) from None
+        if p.parts and p.parts[0].startswith("~"):  # nibabel's load expands it; open() and this do not
+            try:
+                home = p.expanduser()
+            except RuntimeError:  # ~user of no user
+                home = p
+            if home != p and home.exists():
+                raise InputError(f"cannot be read: no such file, but {home} exists: '~' is expanded by a shell, not "
+                                 "in a path given to Python (use os.path.expanduser, or the full path)", path=p) from None
         raise InputError("cannot be read: no such file", path=p) from None
     except OSError as exc:
         raise InputError(f"cannot be read: {exc.strerror or exc}", path=p) from None

@@ -392,3 +392,22 @@ def test_a_json_number_past_pythons_digit_limit_is_an_input_error_naming_the_fil
     assert str(e.value) == (f"{path}: is not valid JSON here (a whole number of more than "
                             f"{sys.get_int_max_str_digits()} digits: damaged or edited)")
     assert [str(x) for x in read_json_files([path])] == [str(e.value)]
+
+
+def test_a_path_starting_with_a_tilde_in_python_says_the_shell_expands_it(tmp_path, monkeypatch):
+    """``register("~/data/lh.sphere", ...)`` in a notebook (nibabel's ``load`` expands ``~``, so the
+    same string had just worked there) said only ``~/data/lh.sphere: cannot be read: no such file``.
+    Where the file is in the home folder, the message now names it and says why it was not read."""
+    from geomorph_bids.engine.register import register
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    sphere = tmp_path / "data" / "lh.sphere"
+    sphere.parent.mkdir()
+    sphere.write_bytes(b"x")
+    with pytest.raises(InputError) as exc:
+        register("~/data/lh.sphere", {"sulc": "~/data/lh.sulc"}, rigid_only=True)
+    assert str(exc.value) == (f"~/data/lh.sphere: cannot be read: no such file, but {sphere} exists: '~' is expanded "
+                              "by a shell, not in a path given to Python (use os.path.expanduser, or the full path)")
+    with pytest.raises(InputError) as missing:
+        register("~/data/rh.sphere", {"sulc": "~/data/lh.sulc"}, rigid_only=True)
+    assert str(missing.value) == "~/data/rh.sphere: cannot be read: no such file"
