@@ -391,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.out.name.endswith(".gii.gz"):
                 parser.error(f"--out {args.out.name}: outputs are written uncompressed (every reader here takes "
                              f"either); name it {args.out.name[:-3]} and gzip it afterwards if you wish")
+            if not args.out.name.endswith(".gii") and args.out.name.lower().endswith(".gii"):
+                parser.error(f"--out {args.out.name}: end its name with .surf.gii in lower case (the outputs' names, "
+                             f"the metrics file's among them, are made from it): "
+                             f"{args.out.name[:-4].removesuffix('.surf').removesuffix('.SURF')}.surf.gii")
             if not args.out.name.endswith(".gii"):
                 parser.error(f"--out {args.out.name}: the output sphere is written as GIFTI; end its name with "
                              ".surf.gii (FreeSurfer reads GIFTI surfaces; mris_convert converts)")

@@ -397,7 +397,11 @@ def test_output_that_would_not_be_a_gifti_file_is_a_usage_error(tmp_path, capsys
 
 @pytest.mark.parametrize("name, needle", [("lh.fsLR.surf.gii.gz", "written uncompressed"),
                                           ("lh.sulc.shape.gii", "says a per-vertex map"),
-                                          ("lh.fsLR.func.gii", "says a per-vertex map")])
+                                          ("lh.fsLR.func.gii", "says a per-vertex map"),
+                                          # told to "end its name with .surf.gii", which it did but for the case
+                                          ("lh.fsLR.surf.GII", "end its name with .surf.gii in lower case (the "
+                                           "outputs' names, the metrics file's among them, are made from it): "
+                                           "lh.fsLR.surf.gii")])
 def test_an_output_name_of_a_gzipped_file_or_a_map_is_a_usage_error(tmp_path, capsys, name, needle):
     """Round eight: --out lh.sulc.shape.gii wrote the sphere under a map's name (exit 0; read back
     later as a map it is refused), and --out x.surf.gii.gz was told to 'end its name with .surf.gii'
