@@ -17,7 +17,7 @@ from ..errors import InputError, closest_name
 from ..io.limits import read_json_bounded
 from .failures import Failure
 from .paths import InputFolders
-from .preflight import path_max, work_dir_too_deep
+from .preflight import name_max, path_max, work_dir_too_deep
 
 __all__ = ["read_filter", "collect_jobs", "ANY", "NO_SESSION", "anatomical_sessions", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
            "OTHER_QUERIES"]
@@ -516,16 +516,6 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     return jobs, failures
 
 
-def _name_max(folder: Path) -> int:
-    """The longest file name, in bytes, the file system of ``folder`` takes (255 when unknown)."""
-    import os
-
-    try:
-        return int(os.pathconf(folder, "PC_NAME_MAX"))
-    except (OSError, ValueError, TypeError):
-        return 255
-
-
 def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
     """``jobs`` without the hemispheres whose output file names the output folder's file system
     cannot hold (a participant or session label of ~200 characters: names add ~60), and a
@@ -542,8 +532,8 @@ def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
     from ..workflows import hemi_outputs
     from ..workflows.outputs import cifti_output
 
-    name_max = _name_max(config.output_dir)
-    limit = name_max - TEMP_NAME_EXTRA
+    longest_name = name_max(config.output_dir)
+    limit = longest_name - TEMP_NAME_EXTRA
     path_max_out = path_max(config.output_dir)
     staged = len(str(config.output_dir / STAGING_DIR / ("0" * 32)).encode())  # writer.staging's folder
     feature = max(config.features, key=len, default="").capitalize()
@@ -570,7 +560,7 @@ def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
                 why = deep
             elif len(longest.encode()) > limit:
                 why = (f"its output file names would be up to {len(longest.encode())} bytes long ({longest}), more "
-                       f"than the {limit} the output folder's file system takes ({name_max}, less {TEMP_NAME_EXTRA} "
+                       f"than the {limit} the output folder's file system takes ({longest_name}, less {TEMP_NAME_EXTRA} "
                        f"for the temporary name each file is written under): give the participant a shorter label "
                        f"(e.g. link its folder under a shorter sub-<label>)")
             else:  # found while writing, it ended the whole run ("File name too long"), staging left behind

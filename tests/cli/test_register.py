@@ -769,3 +769,22 @@ def test_a_curvature_gifti_copied_over_the_sulc_is_written_flagged_and_exits_3(t
                               "data array is named for curv (Name metadata), registered as sulc")
     metrics = json.loads((tmp_path / "lh_metrics.json").read_text())
     assert out.is_file() and 0.5 < metrics["cc_sulc_after"] < 0.85  # no other gate noticed
+
+
+def test_an_output_name_too_long_for_its_temporary_name_is_refused_before_the_registration(tmp_path, capsys):
+    """``--out`` of a 249-byte name (a name the file system takes) failed after the registration with
+    ``error: File name too long at .../.<name>.a86fdk6p.tmp``: the temporary name it is written under
+    is 14 bytes longer, and the message named that file, not --out. A metrics name made from --out
+    (``_metrics.json`` in place of ``.surf.gii``) could overflow the same way. Both are now refused
+    before anything is read, naming the option; nothing is written."""
+    surf = example_dir() / "sub-01" / "surf"
+    for stem, option, name in [("x" * 240, "--out", "x" * 240 + ".surf.gii"),
+                               ("x" * 232, "--metrics", "x" * 232 + "_metrics.json")]:
+        code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+                     "--model", "rigid", "--out", str(tmp_path / f"{stem}.surf.gii")])
+        assert code == 1
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"geomorph-register: error: hemi-L {tmp_path / name}: {option} cannot be written: its file name is "
+            f"{len(name)} bytes long, more than the 241 the file system takes (255, less 14 for the temporary name "
+            "it is written under); give a shorter name")
+    assert list(tmp_path.iterdir()) == []
