@@ -263,6 +263,14 @@ def _not_found(known: Sequence[str], what: str = "", label: str | None = None) -
     return f"{what}not found{hint}; available: {listed(known) or 'none'}"
 
 
+def _case_twin(folder: Path) -> Path | None:
+    """The subject folder beside ``folder`` whose name is ``folder``'s in lower case (``sub-01`` for
+    ``SUB-01``, ``bert`` for ``BERT``), or None: linking ``folder`` under a label would then make
+    two folders of one subject."""
+    twin = folder.parent / folder.name.lower()
+    return twin if twin.name != folder.name and twin.is_dir() else None
+
+
 def _not_fetched(path: Path) -> bool:
     """A link to content that is not there (an annexed file not fetched) or a git-annex pointer:
     what the run reads then depends on what was fetched, so it is an error, never left out."""
@@ -359,10 +367,18 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
               + ("its name is not sub-<label>[_ses-<label>] (labels of letters and digits only; a longitudinal "
                  "run's folder?)" if p.name.startswith("sub-") else
                  "its name is not a BIDS label (letters and digits only)")
-              + f"; link it under one (ln -s {shlex.quote(p.name)} {shlex.quote(str(p.parent / label_for(p.name)))})"
+              + (f"; {twin.name} is there as well (a copy from a system whose names are not case-sensitive?): "
+                 "remove the one that is not wanted"
+                 if (twin := _case_twin(p)) is not None else
+                 f"; link it under one (ln -s {shlex.quote(p.name)} {shlex.quote(str(p.parent / label_for(p.name)))})")
               for p in unlabelled]
-    advice += [f"subject folder {p} is not processed: its label {p.name[4:].split('_', 1)[0]!r} is not a BIDS label "
-               f"(letters and digits only); rename the folder and its files (e.g. sub-{label_for(p.name)})"
+    advice += [f"subject folder {p} is not processed: "
+               + (f"its label {p.name[4:].split('_', 1)[0]!r} is not a BIDS label (letters and digits only)"
+                  if p.name.startswith("sub-") else
+                  f"its name does not start with 'sub-' in lower case (names are case-sensitive)")
+               + (f"; {twin.name} is there as well (a copy from a system whose names are not case-sensitive?): "
+                  "remove the one that is not wanted" if (twin := _case_twin(p)) is not None else
+                  f"; rename the folder and its files (e.g. sub-{label_for(p.name)})")
                for p in (unlabelled_folders(bids_dir, fs_dir, deriv) if say_unlabelled else [])]
     # subject folders that are links to nothing: left out in silence, or "not found" though listed
     broken = broken_subject_links(bids_dir, fs_dir, deriv, None if say_unlabelled else subjects)

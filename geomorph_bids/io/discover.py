@@ -428,20 +428,20 @@ def unlabelled_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None
 def unlabelled_folders(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
                        derivatives: Mapping[str, str | Path] | None = None) -> list[Path]:
     """``sub-*`` folders of ``bids_dir`` and of the derivatives roots whose label is no BIDS label
-    (``sub-ü3``, ``sub-01-a``, ``sub-``): :func:`find_subjects` cannot take them, so they were left
-    out in silence (FreeSurfer subject folders are :func:`unlabelled_subjects`' to name)."""
+    (``sub-ü3``, ``sub-01-a``, ``sub-``), or whose ``sub-`` is in another letter case (``SUB-01``,
+    ``Sub-01``): :func:`find_subjects` cannot take them, so they were left out in silence (FreeSurfer subject folders are :func:`unlabelled_subjects`' to name)."""
     bids_dir = Path(bids_dir)
     deriv, _ = _roots(bids_dir, fs_subjects_dir, derivatives)
     named = {p.resolve() for p in unlabelled_subjects(bids_dir, fs_subjects_dir, derivatives)}
     out = []
     for root in dict.fromkeys([bids_dir, *deriv]):
         try:
-            folders = sorted(p for p in root.iterdir() if p.name.startswith("sub-") and p.is_dir())
+            folders = sorted(p for p in root.iterdir() if p.name[:4].lower() == "sub-" and p.is_dir())
         except OSError:
             continue
-        for p in folders:
-            if not _LABEL.fullmatch(p.name[4:].split("_", 1)[0]) and p.resolve() not in named \
-                    and not is_freesurfer_subject(p):
+        for p in folders:  # SUB-01, Sub-01 too: never read (names are case-sensitive)
+            if (not p.name.startswith("sub-") or not _LABEL.fullmatch(p.name[4:].split("_", 1)[0])) \
+                    and p.resolve() not in named and not is_freesurfer_subject(p):
                 out.append(p)
     return out
 
@@ -497,7 +497,9 @@ def label_for(name: str) -> str:
     import unicodedata
 
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z0-9]", "", ascii_name.removeprefix("sub-")) or "subject"
+    if ascii_name[:4].lower() == "sub-":  # SUB-01, Sub-01 (a case-insensitive system's copy): 01, not SUB01
+        ascii_name = ascii_name[4:]
+    return re.sub(r"[^A-Za-z0-9]", "", ascii_name) or "subject"
 
 
 # ---------------------------------------------------------------- per-source probes
