@@ -26,6 +26,8 @@ def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
     out: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
+        if sep and ("/" in name or (os.path.lexists(spec) and not os.path.lexists(path))):
+            sep = ""  # a path holding '=' given without a name (/data/run=2/smriprep): not NAME=PATH
         if not sep:
             name, path = Path(spec).name, spec
         if not name or not path:

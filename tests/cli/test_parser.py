@@ -181,3 +181,20 @@ def test_a_path_that_starts_with_a_dash_is_said_to_read_as_an_option(tmp_path, m
         assert exc.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(line)
     args = build_parser().parse_args(["--identity-margin", "-0.1", "-w", "./-ds", "--", "-ds", "-out", "participant"])
     assert (str(args.bids_dir), str(args.output_dir), args.identity_margin) == ("-ds", "-out", -0.1)
+
+
+def test_a_derivatives_folder_whose_path_holds_an_equals_sign_is_read_as_a_path(tmp_path, monkeypatch):
+    """``--derivatives /data/run=2/smriprep`` (a folder named by a script's key=value) was read as
+    NAME=PATH: the derivatives named ``/data/run`` in folder ``2/smriprep``, refused as no such folder
+    (naming neither the folder given nor why). A name holding ``/``, or a whole word that is a path
+    where its part after ``=`` is none, is now a path; ``NAME=PATH`` is as before."""
+    from geomorph_bids.cli.parser import parse_derivatives
+
+    folder = tmp_path / "run=2" / "smriprep"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert parse_derivatives([str(folder)]) == {"smriprep": folder}
+    assert parse_derivatives(["run=2/smriprep"]) == {"smriprep": folder}
+    assert parse_derivatives([f"sm={folder}"]) == {"sm": folder}
+    assert parse_derivatives(["sm=run=2/smriprep"]) == {"sm": folder}
+    assert parse_derivatives(["fmriprep=elsewhere"]) == {"fmriprep": tmp_path / "elsewhere"}
