@@ -121,6 +121,8 @@ def _parse_features(specs: list[str]) -> dict[str, Path]:
     features: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
+        if sep and ("/" in name or (os.path.lexists(spec) and not os.path.lexists(path))):
+            sep = ""  # a file whose path holds '=' given without a name (run=2/lh.sulc): not NAME=FILE
         if not sep:
             name, path = _feature_name(spec) or "", spec
         if not name or not path:

@@ -788,3 +788,22 @@ def test_an_output_name_too_long_for_its_temporary_name_is_refused_before_the_re
             f"{len(name)} bytes long, more than the 241 the file system takes (255, less 14 for the temporary name "
             "it is written under); give a shorter name")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_feature_file_whose_path_holds_an_equals_sign_is_read_as_a_file(tmp_path, monkeypatch):
+    """``--feature /data/run=2/lh.sulc`` (the name left to the file's, as the help allows) was split at
+    the ``=``: ``error: hemi-L: --feature /data/run: unknown feature name``. A name holding ``/``, or
+    a word that is a file where its part after ``=`` is none, is now a file; ``NAME=FILE`` as before."""
+    import shutil
+
+    from geomorph_bids.cli.register import _parse_features
+
+    folder = tmp_path / "run=2"
+    folder.mkdir()
+    shutil.copy(example_dir() / "sub-01" / "surf" / "lh.sulc", folder / "lh.sulc")
+    monkeypatch.chdir(tmp_path)
+    assert _parse_features([str(folder / "lh.sulc")]) == {"sulc": folder / "lh.sulc"}
+    assert _parse_features(["run=2/lh.sulc"]) == {"sulc": Path("run=2/lh.sulc")}
+    assert _parse_features(["curv=run=2/lh.sulc"]) == {"curv": Path("run=2/lh.sulc")}
+    assert main(["--sphere", str(example_dir() / "sub-01" / "surf" / "lh.sphere"), "--feature", "run=2/lh.sulc",
+                 "--model", "rigid", "--out", str(tmp_path / "o" / "x.surf.gii")]) == 0
