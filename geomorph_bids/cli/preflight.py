@@ -36,7 +36,8 @@ from typing import Callable, Sequence
 from ..errors import InputError
 from .interrupts import pid_alive
 
-__all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max", "work_dir_too_deep",
+__all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max",
+           "work_dir_too_deep",
            "preflight", "remove_if_empty", "RunLocks", "lock_participants", "participant_runs_active"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both

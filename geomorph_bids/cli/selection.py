@@ -265,7 +265,7 @@ def _not_found(known: Sequence[str], what: str = "", label: str | None = None) -
 
 def _case_twin(folder: Path) -> Path | None:
     """The subject folder beside ``folder`` whose name is ``folder``'s in lower case (``sub-01`` for
-    ``SUB-01``, ``bert`` for ``BERT``), or None: linking ``folder`` under a label would then make
+    ``SUB-01``, ``sub-02`` for ``Sub-02``), or None: linking ``folder`` under a label would then make
     two folders of one subject."""
     twin = folder.parent / folder.name.lower()
     return twin if twin.name != folder.name and twin.is_dir() else None
@@ -375,7 +375,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     advice += [f"subject folder {p} is not processed: "
                + (f"its label {p.name[4:].split('_', 1)[0]!r} is not a BIDS label (letters and digits only)"
                   if p.name.startswith("sub-") else
-                  f"its name does not start with 'sub-' in lower case (names are case-sensitive)")
+                  "its name does not start with 'sub-' in lower case (names are case-sensitive)")
                + (f"; {twin.name} is there as well (a copy from a system whose names are not case-sensitive?): "
                   "remove the one that is not wanted" if (twin := _case_twin(p)) is not None else
                   f"; rename the folder and its files (e.g. sub-{label_for(p.name)})")
@@ -576,7 +576,8 @@ def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
                 why = deep
             elif len(longest.encode()) > limit:
                 why = (f"its output file names would be up to {len(longest.encode())} bytes long ({longest}), more "
-                       f"than the {limit} the output folder's file system takes ({longest_name}, less {TEMP_NAME_EXTRA} "
+                       f"than the {limit} the output folder's file system takes ({longest_name}, less "
+                       f"{TEMP_NAME_EXTRA} "
                        f"for the temporary name each file is written under): give the participant a shorter label "
                        f"(e.g. link its folder under a shorter sub-<label>)")
             else:  # found while writing, it ended the whole run ("File name too long"), staging left behind

@@ -235,7 +235,8 @@ def _check_fs_subjects_dir(folder: Path | None) -> None:
         # so a whole-dataset run left every FreeSurfer subject out with exit 0
         parent, label = _subjects_dir_and_label(folder.absolute().parent)
         raise InputError(f"--fs-subjects-dir is the {folder.absolute().name} folder of one FreeSurfer subject, not the "
-                         f"SUBJECTS_DIR that holds the subjects: pass --fs-subjects-dir {shell_word(parent)}{label}", path=folder)
+                         f"SUBJECTS_DIR that holds the subjects: pass --fs-subjects-dir {shell_word(parent)}{label}",
+                         path=folder)
 
 
 def _subjects_dir_and_label(subject: Path) -> tuple[Path, str]:
@@ -265,7 +266,8 @@ def _adopt_freesurfer_folder(args, prog: str) -> bool:
         return False
     args.fs_subjects_dir, args.skip_bids_validation = args.bids_dir, True
     print(f"{prog}: note: {folder} is a FreeSurfer {'subject' if only else 'SUBJECTS_DIR'}, not a BIDS dataset: "
-          f"read as {shell_word(args.bids_dir)} --skip-bids-validation --fs-subjects-dir {shell_word(args.bids_dir)}{only}",
+          f"read as {shell_word(args.bids_dir)} --skip-bids-validation --fs-subjects-dir "
+          f"{shell_word(args.bids_dir)}{only}",
           file=sys.stderr)
     return True
 
@@ -311,7 +313,8 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
         if _looks_like_subjects_dir(args.bids_dir):
             raise InputError("is a FreeSurfer SUBJECTS_DIR, not a BIDS dataset: pass the BIDS dataset with "
                              f"--fs-subjects-dir {shell_word(args.bids_dir)}, or run on these subjects alone with "
-                             f"--skip-bids-validation --fs-subjects-dir {shell_word(args.bids_dir)}", path=args.bids_dir)
+                             f"--skip-bids-validation --fs-subjects-dir {shell_word(args.bids_dir)}",
+                             path=args.bids_dir)
         if _hcp_subject(args.bids_dir):
             parent = args.bids_dir.absolute().parent
             label = args.bids_dir.absolute().name.removeprefix("sub-")
@@ -322,7 +325,8 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
         if _looks_like_hcp_study(args.bids_dir):
             study = args.bids_dir.absolute()
             raise InputError("holds HCP pipelines subjects (<S>/MNINonLinear/Native), not a BIDS dataset: give the "
-                             f"BIDS dataset as bids_dir with --derivatives hcp={shell_word(study)}, or run on these subjects "
+                             f"BIDS dataset as bids_dir with --derivatives hcp={shell_word(study)}, or run on these "
+                             "subjects "
                              f"alone: geomorph-bids {shell_word(study)} OUTPUT_DIR participant --skip-bids-validation "
                              f"--derivatives hcp={shell_word(study)}", path=args.bids_dir)
         nested = derivatives_root(args.bids_dir)
@@ -352,7 +356,8 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
         folder = args.bids_dir.absolute()
         raise InputError(f"is a derivatives dataset (made by {made_by}), not a raw BIDS dataset: give the raw dataset "
                          f"as bids_dir (its derivatives/ folders are read), or read this one as derivatives: "
-                         f"geomorph-bids {shell_word(folder)} OUTPUT_DIR participant --derivatives smriprep={shell_word(folder)}",
+                         f"geomorph-bids {shell_word(folder)} OUTPUT_DIR participant --derivatives "
+                         f"smriprep={shell_word(folder)}",
                          path=args.bids_dir)
     if os.path.realpath(args.output_dir.absolute()) == os.path.realpath(args.bids_dir.absolute()):
         raise InputError(f"the output directory is the BIDS dataset {args.bids_dir} itself (links resolved); write "

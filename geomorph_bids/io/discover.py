@@ -429,7 +429,8 @@ def unlabelled_folders(bids_dir: str | Path, fs_subjects_dir: str | Path | None 
                        derivatives: Mapping[str, str | Path] | None = None) -> list[Path]:
     """``sub-*`` folders of ``bids_dir`` and of the derivatives roots whose label is no BIDS label
     (``sub-ü3``, ``sub-01-a``, ``sub-``), or whose ``sub-`` is in another letter case (``SUB-01``,
-    ``Sub-01``): :func:`find_subjects` cannot take them, so they were left out in silence (FreeSurfer subject folders are :func:`unlabelled_subjects`' to name)."""
+    ``Sub-01``): :func:`find_subjects` cannot take them, so they were left out in silence (FreeSurfer
+    subject folders are :func:`unlabelled_subjects`' to name)."""
     bids_dir = Path(bids_dir)
     deriv, _ = _roots(bids_dir, fs_subjects_dir, derivatives)
     named = {p.resolve() for p in unlabelled_subjects(bids_dir, fs_subjects_dir, derivatives)}
@@ -573,7 +574,8 @@ def _case_hint(found: Sequence[str]) -> str:
     if not found:
         return ""
     return (f"; {', '.join(found)} in it {'is' if len(found) == 1 else 'are'} named in another letter case (file "
-            f"names are case-sensitive here): rename {'it to the name' if len(found) == 1 else 'them to the names'} looked for")
+            f"names are case-sensitive here): rename "
+            f"{'it to the name' if len(found) == 1 else 'them to the names'} looked for")
 
 
 def _smriprep_case_mismatches(anat: Path, subject: str, session: str | None, hemi: str,

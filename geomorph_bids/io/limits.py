@@ -112,7 +112,8 @@ def regular_file(path: str | Path) -> os.stat_result:
                 home = p
             if home != p and home.exists():
                 raise InputError(f"cannot be read: no such file, but {home} exists: '~' is expanded by a shell, not "
-                                 "in a path given to Python (use os.path.expanduser, or the full path)", path=p) from None
+                                 "in a path given to Python (use os.path.expanduser, or the full path)",
+                                 path=p) from None
         raise InputError("cannot be read: no such file", path=p) from None
     except OSError as exc:
         raise InputError(f"cannot be read: {exc.strerror or exc}", path=p) from None
