@@ -97,7 +97,7 @@ __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs
            "derivatives_root", "derivatives_freesurfer",
            "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
            "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "readable_freesurfer_name", "recon_all_unfinished", "empty_input_folders", "folder_list",
-           "holds_any_subject", "hcp_subjects_without_native", "broken_subject_links"]
+           "holds_any_subject", "hcp_subjects_without_native", "broken_subject_links", "broken_link"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -447,7 +447,7 @@ def unlabelled_folders(bids_dir: str | Path, fs_subjects_dir: str | Path | None 
     return out
 
 
-def _broken_link(path: Path) -> str | None:
+def broken_link(path: Path) -> str | None:
     """What a link that leads to no folder leads to (``a loop of symbolic links``, ``a link to T,
     which does not exist ...``), or None for anything else (a folder, a file, a link to either)."""
     if not path.is_symlink() or path.exists():
@@ -466,7 +466,7 @@ def _broken_link(path: Path) -> str | None:
 def broken_subject_links(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
                          derivatives: Mapping[str, str | Path] | None = None,
                          subjects: Sequence[str] | None = None) -> list[tuple[Path, str]]:
-    """Subject folders of the input folders that are links to nothing (:func:`_broken_link`: a
+    """Subject folders of the input folders that are links to nothing (:func:`broken_link`: a
     FreeSurfer subject linked from a disk that is not mounted, a link to itself): discovery cannot
     tell them from no folder at all, so a whole-dataset run left them out in silence and a run of
     their label said ``not found``. (link, what it is) pairs, sorted per input folder; ``subjects``:
@@ -486,7 +486,7 @@ def broken_subject_links(bids_dir: str | Path, fs_subjects_dir: str | Path | Non
         for p in entries:
             if p.name.startswith(".") or "average" in p.name or (root == bids_dir and not p.name.startswith("sub-")):
                 continue
-            why = _broken_link(p)
+            why = broken_link(p)
             if why is not None:
                 found.append((p, why))
     return found
