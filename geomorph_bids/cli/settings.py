@@ -301,7 +301,10 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
     ``--skip-bids-validation``; a FreeSurfer SUBJECTS_DIR or subject folder given instead is
     run as such, :func:`_adopt_freesurfer_folder`), an output folder that is not the input."""
     if not args.bids_dir.is_dir():
-        raise InputError("bids_dir does not exist or is not a folder", path=args.bids_dir)
+        from ..io.limits import unicode_twin_hint
+
+        raise InputError("bids_dir does not exist or is not a folder" + unicode_twin_hint(args.bids_dir),
+                         path=args.bids_dir)
     if (not args.skip_bids_validation and not (args.bids_dir / "dataset_description.json").is_file()
             and not _adopt_freesurfer_folder(args, prog)):
         if is_freesurfer_subject(args.bids_dir):

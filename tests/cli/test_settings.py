@@ -126,3 +126,24 @@ def test_the_commands_a_message_suggests_quote_paths_that_a_shell_would_split(tm
     args = build_parser().parse_args([str(plain), str(tmp_path / "out"), "participant"])
     validate_arguments(args)
     assert f"--fs-subjects-dir {plain}" in capsys.readouterr().err
+
+
+def test_a_dataset_named_in_another_unicode_form_is_named_as_it_is_on_disk(tmp_path):
+    """``geomorph-bids /data/café ...`` typed (NFC) for a dataset copied from macOS (NFD): ``bids_dir
+    does not exist or is not a folder`` of a folder ``ls`` lists under the same letters. The folder on
+    disk is now named, with what to do."""
+    import unicodedata
+
+    import pytest
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.settings import validate_arguments
+    from geomorph_bids.errors import InputError
+
+    on_disk = tmp_path / unicodedata.normalize("NFD", "café")
+    on_disk.mkdir()
+    typed = tmp_path / unicodedata.normalize("NFC", "café")
+    with pytest.raises(InputError) as exc:
+        validate_arguments(build_parser().parse_args([str(typed), str(tmp_path / "out"), "participant"]))
+    assert str(exc.value).startswith(f"{typed}: bids_dir does not exist or is not a folder; {on_disk} is there, its "
+                                     "letters in another Unicode form (a name copied from macOS?)")

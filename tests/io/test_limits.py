@@ -411,3 +411,24 @@ def test_a_path_starting_with_a_tilde_in_python_says_the_shell_expands_it(tmp_pa
     with pytest.raises(InputError) as missing:
         register("~/data/rh.sphere", {"sulc": "~/data/lh.sulc"}, rigid_only=True)
     assert str(missing.value) == "~/data/rh.sphere: cannot be read: no such file"
+
+
+def test_a_name_in_another_unicode_form_is_named_with_the_path_on_disk(tmp_path):
+    """A folder copied from macOS keeps its name decomposed (``cafe`` + combining accent, NFD); the
+    same name typed is composed (NFC). Both print as ``café``, and a reader said ``café/lh.sphere:
+    cannot be read: no such file`` of the file ``ls`` shows. The path on disk is now named."""
+    import unicodedata
+
+    from geomorph_bids.engine.register import register
+
+    on_disk = tmp_path / unicodedata.normalize("NFD", "café") / "lh.sphere"
+    on_disk.parent.mkdir()
+    on_disk.write_bytes(b"x")
+    typed = tmp_path / unicodedata.normalize("NFC", "café") / "lh.sphere"
+    assert limits.unicode_twin(typed) == on_disk and limits.unicode_twin(tmp_path / "other") is None
+    with pytest.raises(InputError) as exc:
+        register(typed, {"sulc": typed}, rigid_only=True)
+    assert str(exc.value) == (
+        f"{typed}: cannot be read: no such file; {on_disk} is there, its letters in another Unicode form (a name "
+        "copied from macOS?): give the path as it is on disk (the shell's tab completion gives it), or rename it with "
+        "its letters composed (convmv -f utf8 -t utf8 --nfc --notest)")
