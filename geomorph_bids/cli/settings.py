@@ -224,8 +224,10 @@ def _check_fs_subjects_dir(folder: Path | None) -> None:
         return
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError("--fs-subjects-dir: no such folder (the FreeSurfer SUBJECTS_DIR holding the subjects)",
-                         path=folder)
+        from ..io.limits import unicode_twin_hint
+
+        raise InputError("--fs-subjects-dir: no such folder (the FreeSurfer SUBJECTS_DIR holding the subjects)"
+                         + unicode_twin_hint(folder), path=folder)
     if is_freesurfer_subject(folder):
         parent, label = _subjects_dir_and_label(folder)
         raise InputError(f"--fs-subjects-dir is one FreeSurfer subject, not the SUBJECTS_DIR that holds the subjects: "

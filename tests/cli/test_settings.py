@@ -147,3 +147,10 @@ def test_a_dataset_named_in_another_unicode_form_is_named_as_it_is_on_disk(tmp_p
         validate_arguments(build_parser().parse_args([str(typed), str(tmp_path / "out"), "participant"]))
     assert str(exc.value).startswith(f"{typed}: bids_dir does not exist or is not a folder; {on_disk} is there, its "
                                      "letters in another Unicode form (a name copied from macOS?)")
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    with pytest.raises(InputError) as fs:
+        validate_arguments(build_parser().parse_args([str(tmp_path / "ds"), str(tmp_path / "out"), "participant",
+                                                      "--fs-subjects-dir", str(typed)]))
+    assert str(fs.value).startswith(f"{typed}: --fs-subjects-dir: no such folder (the FreeSurfer SUBJECTS_DIR holding "
+                                    f"the subjects); {on_disk} is there, its letters in another Unicode form")
