@@ -27,7 +27,17 @@ _SIGNED = ("sulc", "curv")
 
 
 def _inside(path: str | Path, root: str | Path) -> str | None:
-    """``path`` relative to ``root`` (both resolved: links followed), or None when it lies outside."""
+    """``path`` relative to ``root`` as the dataset names it, or None when it lies outside: by the
+    names themselves when ``path`` lies below ``root`` as given (a link inside the dataset keeps its
+    name there: DataLad's annexed files lead into ``.git/annex/objects``, a ``derivatives/freesurfer``
+    may lead to another disk, and their targets were recorded instead, or the file was said to lie
+    outside the dataset), else with both resolved (the dataset given through another path)."""
+    try:
+        rel = Path(path).absolute().relative_to(Path(root).absolute())
+        if ".." not in rel.parts:
+            return rel.as_posix()
+    except ValueError:
+        pass
     try:
         return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
     except ValueError:
@@ -35,7 +45,7 @@ def _inside(path: str | Path, root: str | Path) -> str | None:
 
 
 def relative_to(path: str | Path, root: Path) -> str:
-    """``path`` relative to ``root`` (both resolved), else as given: how inputs are recorded."""
+    """``path`` relative to ``root`` (as :func:`_inside` finds it), else as given: how inputs are recorded."""
     rel = _inside(path, root)
     return str(path) if rel is None else rel
 
@@ -43,7 +53,8 @@ def relative_to(path: str | Path, root: Path) -> str:
 def input_uri(path: str | Path, bids_dir: str | Path) -> str:
     """An input as the sidecars' ``Sources`` name it: a BIDS URI of the raw dataset
     (``bids:raw:derivatives/freesurfer/sub-01/surf/lh.sulc``; ``raw`` is dataset_description.json's
-    DatasetLinks entry of the BIDS folder) when it lies in the BIDS folder (links resolved), else its path."""
+    DatasetLinks entry of the BIDS folder) when it lies in the BIDS folder (by its name there, a link's
+    own, or with links resolved), else its path."""
     rel = _inside(path, bids_dir)
     return str(path) if rel is None else "bids:raw:" + rel
 

@@ -121,3 +121,29 @@ def test_sidecar_sources_are_bids_uris_and_name_the_registered_sphere(tmp_path):
     outside = _hemi(tmp_path, "L")  # a --fs-subjects-dir outside the BIDS folder
     meta = {f.path.name: f.meta for f in hemisphere_files(outside, config) if f.meta is not None}
     assert meta["sub-01_hemi-L_sulc.shape.gii"]["Sources"] == [str(tmp_path / "fs/sub-01/surf/lh.sulc")]
+
+
+def test_inputs_reached_through_links_inside_the_dataset_are_named_as_the_dataset_names_them(tmp_path):
+    """An input that is a link inside the BIDS folder was recorded by its target: a DataLad dataset's
+    annexed ``lh.sulc`` as ``bids:raw:.git/annex/objects/...`` (and ``input_features`` in the metrics
+    the same), and a ``derivatives/fs`` linked from another disk by its absolute path, as if it lay
+    outside the dataset. Now both are named by their path in the dataset."""
+    from geomorph_bids.workflows.outputs import hemisphere_files, hemisphere_info
+
+    config = _config(tmp_path)
+    h = _hemi(tmp_path / "bids" / "derivatives", "L")  # bids/derivatives/fs/sub-01/surf/lh.*
+    annexed = tmp_path / "bids" / ".git" / "annex" / "objects" / "Xx" / "MD5E-s1--ab" / "MD5E-s1--ab"
+    annexed.parent.mkdir(parents=True)
+    h.features["sulc"].rename(annexed)
+    h.features["sulc"].symlink_to(annexed)
+    meta = {f.path.name: f.meta for f in hemisphere_files(h, config) if f.meta is not None}
+    assert meta["sub-01_hemi-L_sulc.shape.gii"]["Sources"] == ["bids:raw:derivatives/fs/sub-01/surf/lh.sulc"]
+    assert hemisphere_info(h, config)["input_features"]["sulc"] == "derivatives/fs/sub-01/surf/lh.sulc"
+
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "bids" / "derivatives" / "fs").rename(tmp_path / "disk" / "fs")
+    (tmp_path / "bids" / "derivatives" / "fs").symlink_to(tmp_path / "disk" / "fs")
+    meta = {f.path.name: f.meta for f in hemisphere_files(h, config) if f.meta is not None}
+    assert meta["sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]["Sources"] == [
+        "bids:raw:derivatives/fs/sub-01/surf/lh.sphere"]
+    assert hemisphere_info(h, config)["input_sphere"] == "derivatives/fs/sub-01/surf/lh.sphere"
