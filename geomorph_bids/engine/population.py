@@ -219,7 +219,10 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
     base template's coordinates (``tpl-<label>_hemi-H_den-ico6_sphere.surf.gii``: for Workbench),
     and ``template_description.json`` (merged with an existing one, so both hemispheres can share
     the folder; per hemisphere: base template, features, the subjects averaged (``Subjects``: how
-    many, ``Participants``: their names), iterations, mean distances, failures)."""
+    many, ``Participants``: their names), iterations, mean distances, failures). A rebuilt
+    hemisphere is taken out of the description before its maps are replaced and listed again after:
+    a build stopped in between leaves it unlisted, which :func:`~geomorph_bids.io.custom_template.load_custom_template`
+    refuses."""
     from .. import __version__
     from ..io.atomic import atomic_write_text
     from ..io.custom_template import DESCRIPTION, custom_feature_file, custom_sphere_file
@@ -229,6 +232,17 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
     label = _label_ok(tpl.name)
     folder = Path(out_dir) / f"tpl-{label}"
     folder.mkdir(parents=True, exist_ok=True)
+    path = folder / DESCRIPTION
+    try:
+        doc = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        doc = {}
+    hemis = doc.get("Hemispheres", {}) if isinstance(doc.get("Hemispheres"), dict) else {}
+    if tpl.hemi in hemis:  # a rebuild: the hemisphere is unlisted until all its new maps are written, so
+        # that a build stopped half-way (a kill, a full disk) never leaves new maps under the earlier description
+        doc["Hemispheres"] = {h: v for h, v in hemis.items() if h != tpl.hemi}
+        atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    hemis = dict(doc.get("Hemispheres", hemis))
     write_surface(custom_sphere_file(folder, label, tpl.hemi), tpl.vertices, tpl.faces, hemi=tpl.hemi)
     written = set()
     for f, values in tpl.features.items():
@@ -240,12 +254,6 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
     for stale in folder.glob(f"tpl-{label}_hemi-{tpl.hemi}_den-ico6_*.shape.gii"):
         if stale not in written:
             stale.unlink()
-    path = folder / DESCRIPTION
-    try:
-        doc = json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        doc = {}
-    hemis = doc.get("Hemispheres", {}) if isinstance(doc.get("Hemispheres"), dict) else {}
     hemis[tpl.hemi] = {"BaseTemplate": result.base, "Features": sorted(tpl.features), "Subjects": result.n_subjects,
                        "Participants": result.participants,
                        "Iterations": len(result.history),

@@ -99,17 +99,22 @@ def load_custom_template(folder: str | Path, hemi: str, features: Sequence[str] 
     info = custom_template_info(folder)
     label = str(info["Identifier"])
     vertices, faces = icosphere(TEMPLATE_LEVEL)
+    built = info.get("Hemispheres") if isinstance(info.get("Hemispheres"), dict) else None
     maps: dict[str, np.ndarray] = {}
     for feat in features:
         path = custom_feature_file(folder, label, hemi, feat)
+        if path.is_file() and built is not None and hemi not in built:
+            # group --build-template unlists a hemisphere while it replaces its maps (engine.population.write_template)
+            raise InputError(f"custom template {label} has maps for hemi {hemi}, but its {DESCRIPTION} does not list "
+                             f"hemi-{hemi}: its build did not finish (stopped, or the disk was full); build it again "
+                             f"(group --build-template N --hemi {hemi} --template-label {label})", path=path)
         if not path.is_file():
             have = sorted({p.name.rsplit("_", 1)[-1][: -len(".shape.gii")]
                            for p in folder.glob(f"tpl-{label}_hemi-{hemi}_den-ico*_*.shape.gii")})
-            built = info.get("Hemispheres") if isinstance(info.get("Hemispheres"), dict) else {}
-            other = sorted(h for h in built if h != hemi)
+            other = sorted(h for h in built or {} if h != hemi)
             hint = (f"; it was built for hemi-{'/'.join(other)} only: register --hemi {' '.join(other)}, or build "
                     f"hemi-{hemi} too (group --build-template N --hemi {hemi} --template-label {label})"
-                    if other and hemi not in built else "")
+                    if other and hemi not in (built or {}) else "")
             raise InputError(f"custom template {label} has no {feat} map for hemi {hemi} "
                              f"(it has: {', '.join(have) or 'none'}){hint}", path=path)
         maps[feat] = np.asarray(read_feature(path, n_vertices=len(vertices)), dtype=np.float64).reshape(-1)

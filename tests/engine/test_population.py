@@ -154,3 +154,41 @@ def test_the_template_folder_holds_its_sphere(tmp_path):
     maps = nib.load(result.folder / "tpl-meshpop_hemi-L_den-ico6_sulc.shape.gii").darrays[0].data
     assert maps.shape == (len(vertices),)
     assert load_custom_template(result.folder, "L", ("sulc",)).name == "meshpop"  # still loads as before
+
+
+def test_a_rebuild_stopped_while_it_writes_its_maps_is_never_loaded(tmp_path, monkeypatch):
+    """Twentieth session (found by the kill sweep): a rebuild of hemi-L stopped after its first map was
+    replaced (a kill, a full disk) left the new map beside the earlier build's description, and the
+    folder loaded as if whole. Now the hemisphere is unlisted while its maps are replaced: the loader
+    refuses it, naming the unfinished build, and the other hemisphere still loads."""
+    import geomorph_bids.io.gifti as gifti
+    from geomorph_bids.engine.population import write_template
+    from geomorph_bids.errors import InputError
+
+    cohort = _cohort(2)
+    for s in cohort:
+        s.features["curv"] = 0.3 * s.features["sulc"]
+    first = build_template(cohort, iterations=1, template="fsLR", hemi="L", features=("sulc", "curv"),
+                           label="pop", out_dir=tmp_path, rigid_only=True)
+    build_template(_cohort(2, "R"), iterations=1, template="fsLR", hemi="R", label="pop", out_dir=tmp_path,
+                   rigid_only=True)
+    real, calls = gifti.write_metric, []
+
+    def write_metric(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:  # the first map replaced, the second write fails
+            raise OSError(28, "No space left on device", str(args[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gifti, "write_metric", write_metric)
+    with pytest.raises(OSError):
+        write_template(tmp_path, first)
+    monkeypatch.setattr(gifti, "write_metric", real)
+    with pytest.raises(InputError, match="does not list hemi-L: its build did not finish"):
+        load_custom_template(first.folder, "L", ("sulc",))
+    assert load_custom_template(first.folder, "R", ("sulc",)).name == "pop"
+    write_template(tmp_path, first)  # the build again: whole, listed and loaded
+    doc = json.loads((first.folder / "template_description.json").read_text())
+    assert sorted(doc["Hemispheres"]) == ["L", "R"]
+    assert np.allclose(load_custom_template(first.folder, "L", ("sulc",)).features["sulc"],
+                       first.template.features["sulc"], atol=1e-5)
