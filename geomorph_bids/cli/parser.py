@@ -13,7 +13,7 @@ from ..io.discover import FEATURES
 from ..quality import THRESHOLD_RANGES
 from .machine import usable_cpus
 
-__all__ = ["ExtendAction", "Parser", "build_parser", "parse_derivatives"]
+__all__ = ["ExtendAction", "Parser", "build_parser", "parse_derivatives", "GROUP_ONLY", "refuse_group_options"]
 
 
 def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
@@ -74,6 +74,15 @@ class Parser(argparse.ArgumentParser):
                     self.error(f"{names.get(name, name)} {str(path)!r} starts with '~', which only an unquoted shell "
                                f"word expands: give the full path{example}")
         return namespace, extras
+
+    def _get_option_tuples(self, option_string):  # type: ignore[override]
+        """An abbreviation that is a prefix of several spellings of one option (``--participant``:
+        ``--participant-label`` and ``--participant_label``; ``--skip``, ``--session``) is that option:
+        argparse (3.11) refused it as ambiguous between the two spellings. A prefix of two
+        different options (``--temp``) stays ambiguous, a usage error."""
+        tuples = super()._get_option_tuples(option_string)
+        seen: set[int] = set()
+        return [t for t in tuples if not (id(t[0]) in seen or seen.add(id(t[0])))]
 
 
 def _is_number(text: str) -> bool:
@@ -209,6 +218,29 @@ def add_quality_options(p: argparse.ArgumentParser, description: str) -> None:
     g.add_argument("--identity-margin", type=_finite(*THRESHOLD_RANGES["identity_margin"]), default=None, metavar="CC",
                    help="flag the hemisphere when its features fit the mirrored template better than the "
                         "template by more than this (default 0.0: the other hemisphere, or lh/rh files swapped)")
+
+
+#: the options of the group level alone (dest names): the participant level has no use for them
+GROUP_ONLY = ("build_template", "template_label")
+
+
+def refuse_group_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error (exit 2) when the participant level is given an option of the group level
+    alone (:data:`GROUP_ONLY`): ``participant --build-template 3`` registered every participant
+    (hours on a cohort), built no template and exited 0, the option ignored in silence."""
+    if args.analysis_level != "participant":
+        return
+    given = [f"--{dest.replace('_', '-')}" for dest in GROUP_ONLY if getattr(args, dest) != parser.get_default(dest)]
+    if not given:
+        return
+    import shlex
+
+    words = [f"--{dest.replace('_', '-')} {shlex.quote(str(getattr(args, dest)))}" for dest in GROUP_ONLY
+             if getattr(args, dest) != parser.get_default(dest)]
+    parser.error(f"{' and '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the group level "
+                 "(a template averaged from the participants' registered outputs), not of the participant level: "
+                 f"run the participant level without {'it' if len(given) == 1 else 'them'}, then geomorph-bids "
+                 f"{shlex.quote(str(args.bids_dir))} {shlex.quote(str(args.output_dir))} group {' '.join(words)}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -153,3 +153,59 @@ def test_help_states_the_defaults_batch_mode_and_nipype_use():
     omp = " ".join(actions["--omp-nthreads"].help.split())
     assert "nprocs // 2" in omp and "batch mode, --batch-size: 1" in omp
     assert "a SLURM job's --mem" in actions["--mem-gb"].help % {} and "default: 90% of it" in actions["--mem-gb"].help % {}
+
+
+def test_an_abbreviation_of_one_option_s_two_spellings_is_that_option(capsys):
+    """Twentieth session: ``--participant 01`` (a unique abbreviation, as argparse takes them) was
+    refused as "ambiguous option: --participant could match --participant-label, --participant_label",
+    two spellings of the same option (also ``--session``, ``--skip``). A prefix of two options stays
+    ambiguous."""
+    args = build_parser().parse_args(["b", "o", "participant", "--participant", "01", "--session", "1", "--skip"])
+    assert args.participant_label == ["01"] and args.session_label == ["1"] and args.skip_bids_validation
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["b", "o", "participant", "--temp", "fsaverage"])
+    assert exc.value.code == 2 and "ambiguous option: --temp could match --template, --template-dir" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, named", [(["--build-template", "3"], "--build-template is an option"),
+                                          (["--template-label", "pop"], "--template-label is an option"),
+                                          (["--build-template", "2", "--template-label", "pop", "--reports-only"],
+                                           "--build-template and --template-label are options")])
+def test_a_group_level_option_at_the_participant_level_is_a_usage_error(extra, named, tmp_path, capsys):
+    """Twentieth session: ``participant --build-template 3`` registered every participant (hours on a
+    cohort), built no template and exited 0: the option was ignored in silence. Now a usage error
+    before anything is read or written, with the group-level command to run."""
+    from geomorph_bids.cli.bids import main
+
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    bids.mkdir()
+    (bids / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    with pytest.raises(SystemExit) as exc:
+        main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), *extra])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"error: {named} of the group level" in err, err
+    assert f"then geomorph-bids {bids} {out} group {' '.join(a for a in extra if a != '--reports-only')}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bids"]  # no output or work folder made
+
+
+def test_participant_level_options_given_to_the_group_level_are_named():
+    """Twentieth session: ``group --reports-only`` wrote the group table and said nothing of the
+    option (the participant reports were not rebuilt), as ``--batch-size``, ``--cifti-output``,
+    ``--output-density``, ``--features`` and ``--device`` (without ``--build-template``) were
+    ignored in silence; only --hemi, --template, --template-dir, --model, --no-optimise, --refine and
+    --session-label were named. The execution options a script gives both levels stay unnamed."""
+    from geomorph_bids.cli.group_level import _ignored_at_group_level
+
+    args = build_parser().parse_args(["b", "o", "group", "--reports-only", "--batch-size", "4", "--cifti-output",
+                                      "--output-density", "164k", "--features", "curv", "--device", "cpu",
+                                      "--nprocs", "1", "--mem-gb", "2", "-w", "/tmp/w"])
+    lines = _ignored_at_group_level(args)
+    assert [line.split()[0] for line in lines] == ["--output-density", "--cifti-output", "--batch-size",
+                                                   "--reports-only", "--features", "--device"]
+    assert "participant --reports-only rebuilds the participant reports" in lines[3]
+    assert lines[-1] == "--device has no effect at the group level without --build-template"
+    with_template = build_parser().parse_args(["b", "o", "group", "--build-template", "2", "--features", "curv",
+                                               "--cifti-output"])
+    assert _ignored_at_group_level(with_template) == [
+        "--cifti-output has no effect at the group level (an option of the participant level)"]
