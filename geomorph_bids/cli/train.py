@@ -29,7 +29,7 @@ from .exit_codes import EXIT_OK, HANDLED, error_exit, interrupted
 from .interrupts import Interrupted, stop_on_signals
 from .machine import current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp
 from .messages import reader_may_go_away
-from .parser import ExtendAction, Parser, _finite
+from .parser import ExtendAction, Parser, _count, _finite, _positive_int
 
 __all__ = ["main", "build_parser", "build_model_config", "PRESETS"]
 
@@ -105,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "from a template after rigid alignment)")
     g.add_argument("--small-warp-fraction", type=float, default=None, metavar="F",
                    help="with --sources: share of pairs with a small warp (0.3-4 deg; default 0.5)")
-    g.add_argument("--pairs-per-epoch", type=int, default=512, help="generated pairs per epoch (512)")
-    g.add_argument("--val-pairs", type=int, default=64, help="generated validation pairs (64)")
+    g.add_argument("--pairs-per-epoch", type=_positive_int, default=512,
+                   help="with --sources: generated pairs per epoch (512)")
+    g.add_argument("--val-pairs", type=_count, default=64,
+                   help="with --sources: generated validation pairs (64; 0: none); --val-fraction splits "
+                        "--synthetic and --subjects-dir subjects instead")
     g.add_argument("--data-level", type=int, default=6, help="icosphere level of the data (6 = 40962 vertices)")
     m = p.add_argument_group("model")
     m.add_argument("--channels", choices=tuple(PRESETS), default="default",
@@ -320,16 +323,23 @@ def _generated(args: argparse.Namespace, log):
 def _prepare_data(args: argparse.Namespace, log):
     from ..engine.data import split_by_subject, subject_pairs
 
+    defaults = build_parser()
     if args.sources is not None:
         if args.synthetic or args.subjects_dir is not None:
             raise ValueError("--sources generates its own pairs: do not combine it with --synthetic or "
                              "--subjects-dir")
+        if args.val_fraction != defaults.get_default("val_fraction"):  # it splits subjects: a bank has none
+            raise ValueError(f"--val-fraction {args.val_fraction:g} splits --synthetic and --subjects-dir subjects; "
+                             "--sources draws its validation pairs apart: give --val-pairs N instead")
         return _generated(args, log)
     if args.teachers:
         raise ValueError("--teachers needs --sources BANK.npz (the teacher warps are stored in the bank)")
     bank_only = [option for option, given in (("--source-names", args.source_names), ("--holdout", args.holdout),
                                               ("--warp-deg", args.warp_deg),
-                                              ("--small-warp-fraction", args.small_warp_fraction)) if given]
+                                              ("--small-warp-fraction", args.small_warp_fraction),
+                                              *((option, getattr(args, dest) != defaults.get_default(dest))
+                                                for option, dest in (("--pairs-per-epoch", "pairs_per_epoch"),
+                                                                     ("--val-pairs", "val_pairs")))) if given]
     if bank_only:  # they shape the pairs generated from a bank: without one they would change nothing
         raise ValueError(f"{' and '.join(bank_only)} shape{'s' if len(bank_only) == 1 else ''} the pairs generated "
                          "from --sources BANK.npz: give --sources, or leave "

@@ -77,6 +77,10 @@ def test_user_subjects_directory_mirrored(tmp_path):
     (["--synthetic", "4", "--holdout", "fsavg5_Rm"], "--holdout shapes the pairs generated from --sources"),
     (["--synthetic", "4", "--warp-deg", "10", "2", "--small-warp-fraction", "0.2"],
      "--warp-deg and --small-warp-fraction shape the pairs generated from --sources"),
+    # twentieth session: the counts of generated pairs without a bank trained on --synthetic, exit 0
+    (["--synthetic", "4", "--pairs-per-epoch", "100"], "--pairs-per-epoch shapes the pairs generated"),
+    (["--synthetic", "4", "--pairs-per-epoch", "8", "--val-pairs", "4"],
+     "--pairs-per-epoch and --val-pairs shape the pairs generated from --sources"),
 ])
 def test_errors_are_one_line(tmp_path, capsys, argv, needle):
     if "cuda" in argv and torch.cuda.is_available():
@@ -510,3 +514,22 @@ def test_a_stop_while_the_resume_pair_is_written_leaves_a_pair_that_resumes(tmp_
     monkeypatch.setattr(engine_train, "_save_state", save_state)
     assert main(argv + ["--resume", str(out)]) == 0
     assert [int(r["epoch"]) for r in _rows(out / "train_log.csv")] == [1, 2, 3]
+
+
+def test_options_of_another_kind_of_training_data_are_refused(tmp_path, capsys):
+    """Twentieth session: --val-fraction with --sources changed nothing (a bank's validation pairs are
+    --val-pairs), and --pairs-per-epoch 0 or --val-pairs -3 were taken (an empty epoch; no validation
+    at all, in silence)."""
+    bank = tmp_path / "bank.npz"
+    bank.write_bytes(b"")  # refused before it is read
+    assert main(["--out", str(tmp_path / "o"), "--sources", str(bank), "--mirror-right", "--val-fraction", "0.2",
+                 "--data-level", "3", "--channels", "tiny"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("geomorph-train: error: --val-fraction 0.2 splits --synthetic and --subjects-dir subjects; "
+                   "--sources draws its validation pairs apart: give --val-pairs N instead"), err
+    for option, value, words in (("--pairs-per-epoch", "0", "must be >= 1, got 0"),
+                                 ("--val-pairs", "-3", "must be >= 0, got -3")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--out", str(tmp_path / "o"), "--sources", str(bank), option, value])
+        assert exc.value.code == 2 and f"argument {option}: {words}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
