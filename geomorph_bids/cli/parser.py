@@ -61,6 +61,7 @@ class Parser(argparse.ArgumentParser):
                 where, default = f"argument {i + 1} of the command line", ""
             self.error(f"{where} is empty ({token!r}): an unset shell variable? Give a value{default} "
                        "('.' is the current folder)")
+        self._argv = argv  # for error(): what a list option took
         namespace, extras = super().parse_known_args(argv, namespace)
         names = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.dest for a in self._actions}
         for name, value in vars(namespace).items():
@@ -74,6 +75,39 @@ class Parser(argparse.ArgumentParser):
                     self.error(f"{names.get(name, name)} {str(path)!r} starts with '~', which only an unquoted shell "
                                f"word expands: give the full path{example}")
         return namespace, extras
+
+    def error(self, message: str):  # type: ignore[override]
+        """argparse's usage error (exit 2), saying where the positional arguments went when a list
+        option before them took them as its values (``geomorph-bids --participant-label 01 B O
+        participant``: "the following arguments are required: bids_dir, output_dir, analysis_level",
+        though all three were given)."""
+        super().error(message + self._positionals_taken(message))
+
+    def _positionals_taken(self, message: str) -> str:
+        """`` (--participant-label took 01 B O participant as its values: ...)`` when ``message`` says
+        positional arguments are missing and a list option (``nargs="+"``) took more than one value;
+        else empty."""
+        positional = [a.dest for a in self._actions if not a.option_strings]
+        if not message.startswith("the following arguments are required") or not any(
+                name in message for name in positional):
+            return ""
+        taken: tuple[str, list[str]] | None = None
+        current: list[str] | None = None
+        for token in getattr(self, "_argv", ()):
+            if token == "--":
+                break
+            action = self._option_string_actions.get(token.partition("=")[0] if token.startswith("--") else token)
+            if action is not None or token.startswith("-"):
+                current = [] if action is not None and action.nargs == "+" and "=" not in token else None
+                if current is not None:
+                    taken = (token, current)
+            elif current is not None:
+                current.append(token)
+        if taken is None or len(taken[1]) < 2:
+            return ""
+        option, values = taken
+        return (f" ({option} took {' '.join(values)} as its values: give {' '.join(positional)} before the options, "
+                f"or end {option}'s values with --)")
 
     def _get_option_tuples(self, option_string):  # type: ignore[override]
         """An abbreviation that is a prefix of several spellings of one option (``--participant``:

@@ -209,3 +209,21 @@ def test_participant_level_options_given_to_the_group_level_are_named():
                                                "--cifti-output"])
     assert _ignored_at_group_level(with_template) == [
         "--cifti-output has no effect at the group level (an option of the participant level)"]
+
+
+def test_positional_arguments_taken_by_a_list_option_before_them_are_named(capsys):
+    """Twentieth session: ``geomorph-bids --participant-label 01 B O participant`` said "the following
+    arguments are required: bids_dir, output_dir, analysis_level", though all three were given: the
+    list option took them as labels. The line now says so, and how to give them; ``--`` ends the list."""
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--hemi", "L", "--participant-label", "01", "02", "B", "O", "participant"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and err == (
+        "geomorph-bids: error: the following arguments are required: bids_dir, output_dir, analysis_level "
+        "(--participant-label took 01 02 B O participant as its values: give bids_dir output_dir analysis_level "
+        "before the options, or end --participant-label's values with --)")
+    args = build_parser().parse_args(["--participant-label", "01", "02", "--", "B", "O", "participant"])
+    assert args.participant_label == ["01", "02"] and (str(args.bids_dir), args.analysis_level) == ("B", "participant")
+    with pytest.raises(SystemExit):  # one value taken: nothing to say beyond argparse's line
+        build_parser().parse_args(["B", "--participant-label", "01"])
+    assert capsys.readouterr().err.strip().endswith("required: output_dir, analysis_level")
