@@ -290,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("analysis_level", choices=("participant", "group"),
                    help="participant: register each subject; group: table of every participant's metrics")
     p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log messages (-vv: debug)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="Nipype's log messages on stdout (-v: each node run, -vv: debug; batch mode, "
+                        "--batch-size, has no Nipype and no more to say)")
 
     g = p.add_argument_group("selecting the data")
     g.add_argument("--participant-label", "--participant_label", nargs="+", action=ExtendAction, metavar="LABEL",
