@@ -13,7 +13,7 @@ from ..io.discover import FEATURES
 from ..quality import THRESHOLD_RANGES
 from .machine import usable_cpus
 
-__all__ = ["ExtendAction", "Parser", "build_parser", "parse_derivatives", "GROUP_ONLY", "refuse_group_options"]
+__all__ = ["ExtendAction", "Parser", "build_parser", "parse_derivatives", "GROUP_ONLY", "refuse_options_that_do_not_apply"]
 
 
 def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
@@ -258,12 +258,18 @@ def add_quality_options(p: argparse.ArgumentParser, description: str) -> None:
 GROUP_ONLY = ("build_template", "template_label")
 
 
-def refuse_group_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def refuse_options_that_do_not_apply(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """A usage error (exit 2) when the participant level is given an option of the group level
     alone (:data:`GROUP_ONLY`): ``participant --build-template 3`` registered every participant
-    (hours on a cohort), built no template and exited 0, the option ignored in silence."""
+    (hours on a cohort), built no template and exited 0, the option ignored in silence; or
+    ``--use-plugin`` with batch mode (``--batch-size``), which has no Nipype: a SLURM plugin's jobs
+    were never submitted, every participant registered on the node that ran the command."""
     if args.analysis_level != "participant":
         return
+    if args.use_plugin is not None and args.batch_size is not None and not args.reports_only:
+        parser.error(f"--use-plugin {args.use_plugin} sets Nipype's scheduler, and batch mode (--batch-size "
+                     f"{args.batch_size}) runs without Nipype, in --nprocs worker processes on this machine: give "
+                     "one of them")
     given = [f"--{dest.replace('_', '-')}" for dest in GROUP_ONLY if getattr(args, dest) != parser.get_default(dest)]
     if not given:
         return

@@ -227,3 +227,21 @@ def test_positional_arguments_taken_by_a_list_option_before_them_are_named(capsy
     with pytest.raises(SystemExit):  # one value taken: nothing to say beyond argparse's line
         build_parser().parse_args(["B", "--participant-label", "01"])
     assert capsys.readouterr().err.strip().endswith("required: output_dir, analysis_level")
+
+
+def test_a_nipype_plugin_with_batch_mode_is_a_usage_error(tmp_path, capsys):
+    """Twentieth session: ``--use-plugin slurm.yml --batch-size 8`` read the plugin file and ran batch
+    mode, which has no Nipype, on the node that ran the command: the plugin (a SLURM job per node) was
+    ignored in silence. Now a usage error before anything is read or written."""
+    from geomorph_bids.cli.bids import main
+
+    bids, plugin = tmp_path / "bids", tmp_path / "slurm.yml"
+    bids.mkdir()
+    plugin.write_text("plugin: SLURM\n")
+    with pytest.raises(SystemExit) as exc:
+        main([str(bids), str(tmp_path / "out"), "participant", "--use-plugin", str(plugin), "--batch-size", "8"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and err == (
+        f"geomorph-bids: error: --use-plugin {plugin} sets Nipype's scheduler, and batch mode (--batch-size 8) runs "
+        "without Nipype, in --nprocs worker processes on this machine: give one of them")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bids", "slurm.yml"]
