@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -673,6 +674,15 @@ def _train(argv: Sequence[str] | None) -> int:
         check_file_can_be_written(args.out, "--out", folder_of_files=True)  # not after the data was read
         from ..engine.train import BEST_NAME
 
+        # the folder whose training --resume continues (one that is not there: _resume_checkpoint says so)
+        resumed_from = None if args.resume is None or not Path(args.resume).exists() else Path(args.resume) \
+            if Path(args.resume).is_dir() else Path(args.resume).parent
+        if resumed_from is not None and not args.overwrite and (args.out / BEST_NAME).exists() and \
+                os.path.realpath(resumed_from) != os.path.realpath(args.out):
+            # --resume of another folder's training replaced this one's network, exit 0
+            raise ValueError(f"--out {args.out} already holds a trained network ({BEST_NAME}), and --resume "
+                             f"{args.resume} continues the training of {resumed_from}: write it to a new --out "
+                             f"(or to {resumed_from} itself), or replace {args.out}'s with --overwrite")
         if args.resume is None and not args.overwrite and (args.out / BEST_NAME).exists():
             # a careless rerun would replace a trained network (hours of work) at its first epoch
             raise ValueError(f"--out {args.out} already holds a trained network ({BEST_NAME}): continue it with "

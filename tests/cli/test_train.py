@@ -533,3 +533,23 @@ def test_options_of_another_kind_of_training_data_are_refused(tmp_path, capsys):
             main(["--out", str(tmp_path / "o"), "--sources", str(bank), option, value])
         assert exc.value.code == 2 and f"argument {option}: {words}" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_resuming_another_folder_s_training_into_a_trained_out_is_refused(tmp_path, capsys):
+    """Twentieth session: ``--resume a --out b``, b holding a trained network, replaced b's model.pt
+    (exit 0): the guard against a careless rerun was skipped for every --resume. Now refused like a
+    rerun, before any data is made; --resume of --out's own training, or --overwrite, go on."""
+    base = ["--synthetic", "3", "--channels", "tiny", "--data-level", "3", "--threads", "1", "--quiet",
+            "--val-fraction", "0"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert main(["--out", str(out), *base, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    before = (b / "model.pt").read_bytes()
+    assert main(["--out", str(b), *base, "--epochs", "2", "--resume", str(a / "last.pt")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"geomorph-train: error: --out {b} already holds a trained network (model.pt), and --resume "
+                   f"{a / 'last.pt'} continues the training of {a}: write it to a new --out (or to {a} itself), or "
+                   f"replace {b}'s with --overwrite"), err
+    assert (b / "model.pt").read_bytes() == before
+    assert main(["--out", str(a), *base, "--epochs", "2", "--resume", str(a / "last.pt")]) == 0
