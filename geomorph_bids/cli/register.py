@@ -42,6 +42,18 @@ _HEMI_PREFIX = {"L": "lh", "R": "rh"}
 EXAMPLE_OUT_DIR = "geomorph_register_example"
 
 
+class _OtherCommandsOption(argparse.Action):
+    """An option of geomorph-bids that is an abbreviation of another option here: ``--features``
+    (geomorph-bids' maps to write) was taken as ``--features-out`` (argparse accepts any unique
+    prefix): ``--features curv`` wrote the resampled maps into a folder named ``curv``, exit 0.
+    Given, it is a usage error that names this command's options."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string} is geomorph-bids' option; {parser.prog} takes each map with --feature NAME=FILE "
+                     "(e.g. --feature sulc=lh.sulc curv=lh.curv) and writes them resampled to --features-out DIR")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``geomorph-register``."""
     p = Parser(
@@ -97,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output metrics JSON (default: next to --out, ending _metrics.json)")
     p.add_argument("--features-out", type=Path, default=None,
                    help="folder for the features resampled onto the template ico-6 grid")
+    p.add_argument("--features", nargs="*", action=_OtherCommandsOption, help=argparse.SUPPRESS)
     p.add_argument("--example", action="store_true",
                    help="register both hemispheres of the bundled example subject; "
                         "outputs go to --out-dir")

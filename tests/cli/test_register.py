@@ -765,3 +765,23 @@ def test_a_curvature_gifti_copied_over_the_sulc_is_written_flagged_and_exits_3(t
                               "data array is named for curv (Name metadata), registered as sulc")
     metrics = json.loads((tmp_path / "lh_metrics.json").read_text())
     assert out.is_file() and 0.5 < metrics["cc_sulc_after"] < 0.85  # no other gate noticed
+
+
+def test_geomorph_bids_features_option_is_not_taken_as_features_out(tmp_path, monkeypatch, capsys):
+    """Twentieth session: ``--features curv`` (geomorph-bids' option, given to geomorph-register) was a
+    unique abbreviation of ``--features-out``: the resampled sulc went into a new folder named ``curv``,
+    exit 0. Now a usage error naming this command's options, nothing written."""
+    from geomorph_bids.cli.register import build_parser
+
+    surf = example_dir() / "sub-01" / "surf"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--features",
+              "curv", "--out", "lh.surf.gii", "--model", "rigid"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and err == (
+        "geomorph-register: error: --features is geomorph-bids' option; geomorph-register takes each map with "
+        "--feature NAME=FILE (e.g. --feature sulc=lh.sulc curv=lh.curv) and writes them resampled to "
+        "--features-out DIR")
+    assert list(tmp_path.iterdir()) == []
+    assert "--features " not in " ".join(build_parser().format_help().split()).replace("--features-out", "")
