@@ -148,7 +148,7 @@ class _DefaultsOnce(argparse.HelpFormatter):
         text = action.help or ""
         default = action.default
         if ("default" in text.lower() or default is None or default is False or default is argparse.SUPPRESS
-                or action.nargs == 0 or not action.option_strings):
+                or action.nargs == 0 or not action.option_strings or default in ([], ())):
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
         return f"{text} (default: {shown.replace('%', '%%')})"

@@ -28,7 +28,7 @@ from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
                       threads_wait_passively)
 from .messages import one_line_warnings, reader_may_go_away
-from .parser import Parser, add_quality_options, hemisphere
+from .parser import Parser, _DefaultsOnce, add_quality_options, hemisphere
 from ..resources import bundled_models
 
 __all__ = ["main", "build_parser"]
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "pre-alignment from its features, then the non-rigid GeoMorph warp (network "
                     "with --model, optimised for the pair); "
                     "writes the sphere in template space, resampled features and metrics.",
-    )
+        formatter_class=_DefaultsOnce)
     p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
     p.add_argument("--sphere", type=Path, help="native sphere: GIFTI .surf.gii or FreeSurfer ?h.sphere")
     p.add_argument("--feature", action="extend", nargs="+", default=[], metavar="NAME=FILE",

@@ -30,7 +30,7 @@ from .exit_codes import EXIT_OK, HANDLED, error_exit, interrupted
 from .interrupts import Interrupted, stop_on_signals
 from .machine import current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp
 from .messages import reader_may_go_away
-from .parser import ExtendAction, Parser, _count, _finite, _positive_int
+from .parser import ExtendAction, Parser, _count, _DefaultsOnce, _finite, _positive_int
 
 __all__ = ["main", "build_parser", "build_model_config", "PRESETS"]
 
@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="geomorph-train",
         description="Train a GeoMorph registration model without supervision on synthetic subjects "
-                    "and/or your own subjects, registered to a bundled template.")
+                    "and/or your own subjects, registered to a bundled template.",
+        formatter_class=_DefaultsOnce)
     p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
     p.add_argument("--out", type=Path, required=True, help="output folder (model.pt, train_log.csv, model_card.md)")
     p.add_argument("--overwrite", action="store_true",
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--subjects-dir", type=Path, default=None,
                    help="folder of subjects: <sub>/surf/lh.sphere + lh.<feature> (FreeSurfer) or "
                         "<sub>/**/*_hemi-L_sphere.surf.gii + *_hemi-L_<feature>.shape.gii")
-    g.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (0.1)")
+    g.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation")
     g.add_argument("--sources", type=Path, default=None, metavar="BANK.npz",
                    help="generate training pairs on the fly (new ones every batch, with their true warp) "
                         "from this bank of real maps (scripts/build_training_sources.py)")
@@ -107,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--small-warp-fraction", type=float, default=None, metavar="F",
                    help="with --sources: share of pairs with a small warp (0.3-4 deg; default 0.5)")
     g.add_argument("--pairs-per-epoch", type=_positive_int, default=512,
-                   help="with --sources: generated pairs per epoch (512)")
+                   help="with --sources: generated pairs per epoch")
     g.add_argument("--val-pairs", type=_count, default=64,
-                   help="with --sources: generated validation pairs (64; 0: none); --val-fraction splits "
+                   help="with --sources: generated validation pairs (0: none); --val-fraction splits "
                         "--synthetic and --subjects-dir subjects instead")
     g.add_argument("--data-level", type=int, default=6, help="icosphere level of the data (6 = 40962 vertices)")
     m = p.add_argument_group("model")
@@ -127,10 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-label-block", action="store_true",
                    help="drop the final L -> L residual block (60%% of the default network's weights)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=50)
-    t.add_argument("--batch-size", type=int, default=2)
-    t.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (2e-4)")
-    t.add_argument("--lam", type=float, default=0.5, help="smoothness weight (0.5)")
+    t.add_argument("--epochs", type=int, default=50, help="most epochs (early stopping: --patience)")
+    t.add_argument("--batch-size", type=int, default=2, help="pairs per optimisation step")
+    t.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
+    t.add_argument("--lam", type=float, default=0.5, help="smoothness weight")
     t.add_argument("--fold", type=float, default=0.0,
                    help="weight of the triangle-area barrier that keeps the warp from folding (0: off)")
     t.add_argument("--supervised", type=float, default=0.0,
