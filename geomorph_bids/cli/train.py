@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(x -> -x) into left ones (needs --hemi L)")
     g.add_argument("--features", nargs="+", action=ExtendAction, default=["sulc"], metavar="NAME",
                    help="input channels, in order (default: sulc); must exist in the template")
-    g.add_argument("--synthetic", type=int, default=0, metavar="N",
+    g.add_argument("--synthetic", type=_count, default=0, metavar="N",
                    help="number of synthetic subjects (train + validation)")
     g.add_argument("--subjects-dir", type=Path, default=None,
                    help="folder of subjects: <sub>/surf/lh.sphere + lh.<feature> (FreeSurfer) or "
@@ -122,14 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--labels", type=_int_list, default=None, metavar="L",
                    help="labels per control point (one value or one per stage)")
     m.add_argument("--label-level", type=int, default=None, help="label icosphere level")
-    m.add_argument("--crf-iterations", type=int, default=None, help="CRF-RNN mean-field steps (0 disables)")
+    m.add_argument("--crf-iterations", type=_count, default=None, help="CRF-RNN mean-field steps (0 disables)")
     m.add_argument("--correlation", action="store_true",
                    help="add a correlation head: a learned cost volume over the labels (faster to train)")
     m.add_argument("--no-label-block", action="store_true",
                    help="drop the final L -> L residual block (60%% of the default network's weights)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=50, help="most epochs (early stopping: --patience)")
-    t.add_argument("--batch-size", type=int, default=2, help="pairs per optimisation step")
+    t.add_argument("--epochs", type=_positive_int, default=50, help="most epochs (early stopping: --patience)")
+    t.add_argument("--batch-size", type=_positive_int, default=2, help="pairs per optimisation step")
     t.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
     t.add_argument("--lam", type=float, default=0.5, help="smoothness weight")
     t.add_argument("--fold", type=float, default=0.0,
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the angular error (deg) to the true warp, for generated pairs (0: off)")
     t.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
                    help="plateau (ReduceLROnPlateau) or cosine decay over --max-minutes or --epochs")
-    t.add_argument("--warmup", type=int, default=0, help="linear warm-up steps (cosine schedule)")
+    t.add_argument("--warmup", type=_count, default=0, help="linear warm-up steps (cosine schedule)")
     t.add_argument("--train-smoothed", action="store_true",
                    help="compute the loss on the warp low-passed as register() uses it (default: the raw warp)")
     t.add_argument("--passes", type=int, nargs="+", default=None, metavar="K",
@@ -147,12 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "docs/models.md); default: those of --init's network or of the training --resume continues, else one")
     t.add_argument("--save-bf16", action="store_true",
                    help="store model.pt's weights in bfloat16 (half the size; loaded as float32)")
-    t.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0 disables)")
-    t.add_argument("--lr-patience", type=int, default=3, help="ReduceLROnPlateau patience")
+    t.add_argument("--patience", type=_count, default=10, help="early-stopping patience in epochs (0 disables)")
+    t.add_argument("--lr-patience", type=_count, default=3, help="ReduceLROnPlateau patience")
     t.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the networks")
     t.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     t.add_argument("--max-minutes", type=_minutes, default=None, help="wall-time budget; stops cleanly")
     t.add_argument("--resume", type=Path, default=None,
                    help="continue a training: its --out folder, or the last.pt in it (with its last.state.pt); "

@@ -553,3 +553,20 @@ def test_resuming_another_folder_s_training_into_a_trained_out_is_refused(tmp_pa
                    f"replace {b}'s with --overwrite"), err
     assert (b / "model.pt").read_bytes() == before
     assert main(["--out", str(a), *base, "--epochs", "2", "--resume", str(a / "last.pt")]) == 0
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--epochs", "0", "must be >= 1, got 0"), ("--batch-size", "0", "must be >= 1, got 0"),
+    ("--threads", "-2", "must be >= 1, got -2"), ("--patience", "-1", "must be >= 0, got -1"),
+    ("--lr-patience", "-1", "must be >= 0, got -1"), ("--warmup", "-5", "must be >= 0, got -5"),
+    ("--crf-iterations", "-1", "must be >= 0, got -1"), ("--synthetic", "-4", "must be >= 0, got -4"),
+    ("--epochs", "ten", "must be a whole number, got 'ten'"),
+])
+def test_counts_out_of_range_are_usage_errors_naming_the_option(option, value, words, tmp_path, capsys):
+    """Twentieth session: ``--threads 0`` said ``num_threads must be >= 1``, ``--epochs 0`` ``epochs and
+    batch_size must be >= 1, got 0, 2`` (the training's field names, not the options), after the template
+    was resolved and the output folder checked. Now argparse's usage error names the option."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "o"), "--synthetic", "2", option, value])
+    assert exc.value.code == 2 and f"argument {option}: {words}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
