@@ -13,7 +13,7 @@ from ..io.discover import FEATURES
 from ..quality import THRESHOLD_RANGES
 from .machine import usable_cpus
 
-__all__ = ["ExtendAction", "Parser", "build_parser", "parse_derivatives", "GROUP_ONLY", "refuse_options_that_do_not_apply"]
+__all__ = ["ExtendAction", "OtherCommandsOption", "Parser", "build_parser", "parse_derivatives", "GROUP_ONLY", "refuse_options_that_do_not_apply"]
 
 
 def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
@@ -138,6 +138,21 @@ class ExtendAction(argparse.Action):
         current = getattr(namespace, self.dest, None)
         earlier = [] if current is None or current is self.default else list(current)
         setattr(namespace, self.dest, earlier + list(values))  # type: ignore[call-overload]
+
+
+class OtherCommandsOption(argparse.Action):
+    """An option of a sibling command that would be read here as an abbreviation of another
+    option (argparse takes any unique prefix): ``geomorph-register --features curv`` as
+    ``--features-out curv``, ``geomorph-bids ... --out O`` as ``--output-density O``. Added hidden
+    under its own name, it is a usage error: ``<option> <why>``."""
+
+    def __init__(self, option_strings: list[str], dest: str, why: str = "", **kwargs) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.why = why
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string} {self.why}")
 
 
 class _DefaultsOnce(argparse.HelpFormatter):
@@ -296,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("analysis_level", choices=("participant", "group"),
                    help="participant: register each subject; group: table of every participant's metrics")
     p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
+    # geomorph-register's and geomorph-train's option, read here as --output-density
+    p.add_argument("--out", nargs="*", action=OtherCommandsOption, help=argparse.SUPPRESS,
+                   why="is geomorph-register's and geomorph-train's option; geomorph-bids writes to output_dir, its "
+                       "second argument: geomorph-bids BIDS_DIR OUTPUT_DIR participant")
     p.add_argument("-v", "--verbose", action="count", default=0, help="Nipype's log messages on stdout (-v: each node run, -vv: debug; batch mode, "
                         "--batch-size, has no Nipype and no more to say)")
 

@@ -28,7 +28,7 @@ from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
                       threads_wait_passively)
 from .messages import one_line_warnings, reader_may_go_away
-from .parser import Parser, _DefaultsOnce, add_quality_options, hemisphere
+from .parser import OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, hemisphere
 from ..resources import bundled_models
 
 __all__ = ["main", "build_parser"]
@@ -40,18 +40,6 @@ _HEMI_PREFIX = {"L": "lh", "R": "rh"}
 #: where --example writes: a folder of its own, not the README quick start's geomorph-bids output
 #: folder (./geomorph_example), whose top level would get loose files that no BIDS rule covers
 EXAMPLE_OUT_DIR = "geomorph_register_example"
-
-
-class _OtherCommandsOption(argparse.Action):
-    """An option of geomorph-bids that is an abbreviation of another option here: ``--features``
-    (geomorph-bids' maps to write) was taken as ``--features-out`` (argparse accepts any unique
-    prefix): ``--features curv`` wrote the resampled maps into a folder named ``curv``, exit 0.
-    Given, it is a usage error that names this command's options."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
-                 option_string: str | None = None) -> None:
-        parser.error(f"{option_string} is geomorph-bids' option; {parser.prog} takes each map with --feature NAME=FILE "
-                     "(e.g. --feature sulc=lh.sulc curv=lh.curv) and writes them resampled to --features-out DIR")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output metrics JSON (default: next to --out, ending _metrics.json)")
     p.add_argument("--features-out", type=Path, default=None,
                    help="folder for the features resampled onto the template ico-6 grid")
-    p.add_argument("--features", nargs="*", action=_OtherCommandsOption, help=argparse.SUPPRESS)
+    # geomorph-bids' option, a unique abbreviation of --features-out here: --features curv wrote the
+    # resampled maps into a folder named curv, exit 0
+    p.add_argument("--features", nargs="*", action=OtherCommandsOption, help=argparse.SUPPRESS,
+                   why="is geomorph-bids' option; geomorph-register takes each map with --feature NAME=FILE (e.g. "
+                       "--feature sulc=lh.sulc curv=lh.curv) and writes them resampled to --features-out DIR")
     p.add_argument("--example", action="store_true",
                    help="register both hemispheres of the bundled example subject; "
                         "outputs go to --out-dir")

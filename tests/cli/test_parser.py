@@ -267,3 +267,25 @@ def test_every_command_s_help_states_its_defaults(command):
         help_text = " ".join(parser.format_help().split())
         assert "--epochs EPOCHS most epochs (early stopping: --patience) (default: 50)" in help_text
         assert "--lr LR Adam learning rate (default: 0.0002)" in help_text
+
+
+def test_no_command_reads_a_sibling_command_s_option_as_another_option(capsys):
+    """Twentieth session: argparse takes any unique prefix of an option, and an option of one command
+    was such a prefix in another: ``geomorph-register --features curv`` was ``--features-out curv`` (a
+    folder named curv, exit 0), ``geomorph-bids ... --out O`` was ``--output-density O``. Each command
+    now reads another's option as the same option (``--feature`` is ``--features``) or refuses it."""
+    import importlib
+
+    parsers = {c: importlib.import_module(f"geomorph_bids.cli.{c}").build_parser() for c in ("bids", "register", "train")}
+    same = {("--feature", "features")}  # geomorph-register's --feature NAME=FILE, elsewhere --features NAME
+    for a, pa in parsers.items():
+        for b, pb in parsers.items():
+            for option in (o for o in pa._option_string_actions if o.startswith("--") and a != b):
+                if option in pb._option_string_actions:
+                    continue
+                matches = pb._get_option_tuples(option)
+                assert len(matches) != 1 or (option, matches[0][0].dest) in same, (a, option, b, matches[0][1])
+    with pytest.raises(SystemExit) as exc:
+        parsers["bids"].parse_args(["B", "O", "participant", "--out", "x"])
+    assert exc.value.code == 2 and "error: --out is geomorph-register's and geomorph-train's option; geomorph-bids " \
+        "writes to output_dir, its second argument" in capsys.readouterr().err
