@@ -78,8 +78,9 @@ def _row_failure(row: dict, reason: str, with_template: bool) -> Failure:
 #: levels the same ones, and they say nothing about what is written
 _PARTICIPANT_ONLY = ("session_label", "output_density", "fmriprep_compat", "cifti_output", "batch_size", "reports",
                      "stop_on_first_crash", "lock_wait", "reports_only")
-#: those that matter at the group level only to --build-template
-_TEMPLATE_ONLY = ("hemi", "template", "template_dir", "model", "no_optimise", "refine", "features", "device")
+#: those that matter at the group level only to --build-template (and its own --template-label)
+_TEMPLATE_ONLY = ("hemi", "template", "template_dir", "model", "no_optimise", "refine", "features", "device",
+                  "template_label")
 
 
 def _ignored_at_group_level(args) -> list[str]:

@@ -192,19 +192,19 @@ def test_a_group_level_option_at_the_participant_level_is_a_usage_error(extra, n
 def test_participant_level_options_given_to_the_group_level_are_named():
     """Twentieth session: ``group --reports-only`` wrote the group table and said nothing of the
     option (the participant reports were not rebuilt), as ``--batch-size``, ``--cifti-output``,
-    ``--output-density``, ``--features`` and ``--device`` (without ``--build-template``) were
+    ``--output-density``, ``--features``, ``--device`` and ``--template-label`` (without ``--build-template``) were
     ignored in silence; only --hemi, --template, --template-dir, --model, --no-optimise, --refine and
     --session-label were named. The execution options a script gives both levels stay unnamed."""
     from geomorph_bids.cli.group_level import _ignored_at_group_level
 
     args = build_parser().parse_args(["b", "o", "group", "--reports-only", "--batch-size", "4", "--cifti-output",
                                       "--output-density", "164k", "--features", "curv", "--device", "cpu",
-                                      "--nprocs", "1", "--mem-gb", "2", "-w", "/tmp/w"])
+                                      "--nprocs", "1", "--mem-gb", "2", "-w", "/tmp/w", "--template-label", "pop"])
     lines = _ignored_at_group_level(args)
     assert [line.split()[0] for line in lines] == ["--output-density", "--cifti-output", "--batch-size",
-                                                   "--reports-only", "--features", "--device"]
+                                                   "--reports-only", "--features", "--device", "--template-label"]
     assert "participant --reports-only rebuilds the participant reports" in lines[3]
-    assert lines[-1] == "--device has no effect at the group level without --build-template"
+    assert lines[-1] == "--template-label has no effect at the group level without --build-template"
     with_template = build_parser().parse_args(["b", "o", "group", "--build-template", "2", "--features", "curv",
                                                "--cifti-output"])
     assert _ignored_at_group_level(with_template) == [
