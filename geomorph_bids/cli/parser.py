@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,10 @@ def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
     out: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
+        # a folder whose path holds "=" (/data/site=1/smriprep) is a PATH, not NAME=PATH: its "name" would
+        # hold a "/" (or, relative, the whole of it is a folder where the part after "=" is none)
+        if sep and ("/" in name or os.sep in name or (Path(spec).is_dir() and not Path(path).is_dir())):
+            sep = ""
         if not sep:
             name, path = Path(spec).name, spec
         if not name or not path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -289,3 +290,18 @@ def test_no_command_reads_a_sibling_command_s_option_as_another_option(capsys):
         parsers["bids"].parse_args(["B", "O", "participant", "--out", "x"])
     assert exc.value.code == 2 and "error: --out is geomorph-register's and geomorph-train's option; geomorph-bids " \
         "writes to output_dir, its second argument" in capsys.readouterr().err
+
+
+def test_a_derivatives_folder_whose_path_holds_an_equals_sign_is_a_path(tmp_path, monkeypatch):
+    """Twentieth session: ``--derivatives /data/site=1/smriprep`` was read as NAME=PATH, name
+    ``/data/site`` and folder ``1/smriprep`` (``no such folder``, naming a folder nobody gave). A part
+    before ``=`` with a ``/`` in it, or a relative path that is a folder as a whole, is a PATH."""
+    from geomorph_bids.cli.parser import parse_derivatives
+
+    folder = tmp_path / "site=1" / "smriprep"
+    folder.mkdir(parents=True)
+    assert parse_derivatives([str(folder)]) == {"smriprep": folder}
+    monkeypatch.chdir(tmp_path)
+    assert parse_derivatives(["site=1/smriprep"]) == {"smriprep": folder}
+    assert parse_derivatives([f"fmriprep={folder}"]) == {"fmriprep": folder}  # NAME=PATH still
+    assert parse_derivatives(["hcp=/data/a=b"]) == {"hcp": Path("/data/a=b")}
