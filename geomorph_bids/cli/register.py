@@ -126,6 +126,8 @@ def _parse_features(specs: list[str]) -> dict[str, Path]:
     features: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
+        if sep and ("/" in name or os.sep in name or (Path(spec).is_file() and not Path(path).is_file())):
+            sep = ""  # a file whose path holds "=" (/data/run=1/lh.sulc) given without NAME=
         if not sep:
             name, path = _feature_name(spec) or "", spec
         if not name or not path:

@@ -785,3 +785,18 @@ def test_geomorph_bids_features_option_is_not_taken_as_features_out(tmp_path, mo
         "--features-out DIR")
     assert list(tmp_path.iterdir()) == []
     assert "--features " not in " ".join(build_parser().format_help().split()).replace("--features-out", "")
+
+
+def test_a_feature_file_whose_path_holds_an_equals_sign_needs_no_name(tmp_path, monkeypatch):
+    """Twentieth session: ``--feature /data/run=1/lh.sulc`` was read as NAME=FILE, name ``/data/run``
+    (``unknown feature name``). A part before ``=`` with a ``/``, or a relative path that is a file as
+    a whole, is a FILE whose name says the feature."""
+    from geomorph_bids.cli.register import _parse_features
+
+    folder = tmp_path / "run=1"
+    folder.mkdir()
+    (folder / "lh.sulc").write_bytes(b"")
+    assert _parse_features([str(folder / "lh.sulc")]) == {"sulc": folder / "lh.sulc"}
+    monkeypatch.chdir(tmp_path)
+    assert _parse_features(["run=1/lh.sulc"]) == {"sulc": Path("run=1/lh.sulc")}
+    assert _parse_features([f"curv={folder / 'lh.sulc'}"]) == {"curv": folder / "lh.sulc"}  # NAME=FILE still
