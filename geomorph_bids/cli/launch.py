@@ -5,9 +5,9 @@ A command's imports (numpy, scipy, nibabel, torch: about a second, several on a 
 the console script itself, before any code of ours: Ctrl-C then, or while the arguments were parsed
 before the command installs its own signal handling (:func:`~.interrupts.stop_on_signals`), printed
 a 30 to 60 line ``KeyboardInterrupt`` traceback. Now it is one line, exit 130, as later in a run
-(:func:`~.exit_codes.interrupted`). ``geomorph-register`` handles no signal itself: Ctrl-C in its
-registration is the same line (a registration under way writes nothing: ``register_files``).
-This module imports nothing heavy, so that the window it leaves is a few milliseconds.
+(:func:`~.exit_codes.interrupted`); once a command's ``main`` handles the stop signals, its own
+line says what was left. This module imports nothing heavy, so that the window it leaves is a few
+milliseconds.
 """
 
 from __future__ import annotations

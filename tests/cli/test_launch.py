@@ -49,14 +49,16 @@ sys.exit({function}())
     ("geomorph-train", ["--out", "model", "--synthetic", "2"], "numpy",
      ": while starting: nothing was read or written"),
     ("geomorph-register", ["--example", "--out-dir", "ex"], "numpy", ": while starting: nothing was read or written"),
-    # geomorph-register's registration (its engine is imported when the first hemisphere starts)
-    ("geomorph-register", ["--example", "--out-dir", "ex"], "geomorph_bids.engine.register", ""),
+    # geomorph-register's registration (its engine is imported when the first hemisphere starts): its own line
+    ("geomorph-register", ["--example", "--out-dir", "ex"], "geomorph_bids.engine.register",
+     ": a hemisphere's outputs are in place all together or not at all (then an earlier run's files of the same "
+     "names are left as they were): run the same command again"),
 ])
 def test_ctrl_c_while_a_command_starts_is_one_line(name, args, when, detail, tmp_path):
     """Twentieth session: Ctrl-C in the first second or so of a command (its imports ran in the
-    console script, before it installed any signal handling), or anywhere in geomorph-register,
-    printed a 30-60 line KeyboardInterrupt traceback and died of SIGINT. Now one line, exit 130,
-    and nothing written."""
+    console script, before it installed any signal handling) printed a 30-60 line KeyboardInterrupt
+    traceback and died of SIGINT. Now one line, exit 130, and nothing written; in geomorph-register's
+    registration, its own line (fix-t)."""
     module, function = console_script(name)
     code = _CHILD.format(when=when, name=name, module=module, function=function)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
