@@ -39,7 +39,7 @@ from .machine import (current_folder_problem, drop_unusable_thread_settings, mat
                       temporary_folder_in, threads_wait_passively)
 from .messages import one_line_warnings, reader_may_go_away, shell_word  # noqa: E402
 from .nipype_config import configure_nipype, crash_folder_setting, plugin_runner, plugin_settings  # noqa: E402
-from .parser import build_parser  # noqa: E402
+from .parser import build_parser, refuse_options_that_do_not_apply  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
 from .group_level import run_group, run_reports_only  # noqa: E402
 from .preflight import RunLocks, lock_participants, preflight, remove_if_empty  # noqa: E402
@@ -490,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     128 + N stopped by signal N)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    refuse_options_that_do_not_apply(parser, args)  # a usage error, before anything is read or written
     if problem := current_folder_problem():  # before any path is made absolute, or Nipype imported
         return error_exit(_PROG, problem)
     try:

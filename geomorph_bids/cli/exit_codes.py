@@ -12,7 +12,8 @@
   earlier run's outputs kept after its latest participant run failed (``STALE ...``); a run with
   failures exits 1 whatever was flagged;
 - 128 + N (:func:`interrupted`): stopped by signal N (130 Ctrl-C/SIGINT, 143 SIGTERM,
-  129 SIGHUP) after stopping its workers and releasing its locks.
+  129 SIGHUP) after stopping its workers and releasing its locks; Ctrl-C while a console script
+  is still importing its command is the same one line and 130 (:mod:`.launch`).
 
 :func:`run_exit_code` is the one mapping from a run's failures and flags to its code.
 """

@@ -73,16 +73,32 @@ def _row_failure(row: dict, reason: str, with_template: bool) -> Failure:
     return Failure(row["subject"], row.get("session") or None, row["hemi"], prefix + reason)
 
 
+#: participant-level options that change nothing at the group level (dest names). The execution
+#: options (--nprocs, --omp-nthreads, --mem-gb, -w, --use-plugin) are not named: a script gives both
+#: levels the same ones, and they say nothing about what is written
+_PARTICIPANT_ONLY = ("output_density", "fmriprep_compat", "cifti_output", "batch_size", "reports",
+                     "stop_on_first_crash", "lock_wait", "reports_only")
+#: those that matter at the group level only to --build-template (and its own --template-label;
+#: --session-label: the sessions averaged)
+_TEMPLATE_ONLY = ("session_label", "hemi", "template", "template_dir", "model", "no_optimise", "refine", "features", "device",
+                  "template_label")
+
+
 def _ignored_at_group_level(args) -> list[str]:
-    """The participant-level options given to the group level that change nothing there: the
-    table covers every session; --session-label (the sessions averaged), --hemi, --template,
-    --template-dir, --model, --no-optimise and --refine matter only to --build-template."""
-    out = []
+    """One line per participant-level option given to the group level that changes nothing there
+    (:data:`_PARTICIPANT_ONLY`: the table covers every session and output; --reports-only, --batch-size,
+    --cifti-output... were ignored in silence), and per option that matters only to --build-template
+    (:data:`_TEMPLATE_ONLY`) given without it."""
+    defaults = build_parser()
+
+    def given(names: tuple[str, ...]) -> list[str]:
+        return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) != defaults.get_default(name)]
+
+    out = [f"{option} has no effect at the group level (an option of the participant level"
+           + (": geomorph-bids BIDS_DIR OUTPUT_DIR participant --reports-only rebuilds the participant reports)"
+              if option == "--reports-only" else ")") for option in given(_PARTICIPANT_ONLY)]
     if not args.build_template:
-        defaults = build_parser()
-        out += [f"--{name.replace('_', '-')}" for name in ("session_label", "hemi", "template", "template_dir", "model",
-                                                           "no_optimise", "refine")
-                if getattr(args, name) != defaults.get_default(name)]
+        out += [f"{option} has no effect at the group level without --build-template" for option in given(_TEMPLATE_ONLY)]
     return out
 
 
@@ -243,9 +259,8 @@ def run_group(args) -> int:
         inputs = resolve_input_folders(args, args.output_dir)
         check_folders(inputs, args.output_dir.absolute(), None, ())
         preflight(args.output_dir.absolute(), None)
-    for option in _ignored_at_group_level(args):
-        print(f"{_PROG}: warning: {option} has no effect at the group level"
-              + ("" if args.build_template else " without --build-template"), file=sys.stderr)
+    for line in _ignored_at_group_level(args):
+        print(f"{_PROG}: warning: {line}", file=sys.stderr)
     # before the rows are read: a participant run still writing (a SLURM array's tasks, the group level
     # submitted beside them) makes a table that misses its participants, or holds their earlier results
     running = participant_runs_active(args.output_dir)

@@ -10,7 +10,8 @@ from typing import Any
 from ..errors import InputError, closest_name
 from ..io.limits import read_text_bounded
 
-__all__ = ["plugin_settings", "plugin_runner", "configure_nipype", "crash_folder_setting", "nipype_plugins"]
+__all__ = ["plugin_settings", "plugin_runner", "configure_nipype", "crash_folder_setting", "nipype_plugins",
+           "nipype_log_level"]
 
 
 def plugin_settings(args) -> tuple[str, dict[str, Any]]:
@@ -167,6 +168,13 @@ def _check_resources(extra: dict, path: Path) -> None:
             raise InputError(f"plugin_args memory_gb must be a finite number of GB >= 0.1, got {m!r}", path=path)
 
 
+def nipype_log_level(verbose: int) -> str:
+    """Nipype's logging level for ``-v`` given ``verbose`` times: none of its messages (the summary
+    names each failure and its crash file), ``-v`` its messages (INFO: each node run), ``-vv`` and
+    more its debug ones."""
+    return ("CRITICAL", "INFO", "DEBUG")[min(max(verbose, 0), 2)]
+
+
 def configure_nipype(crash_dir: Path, verbose: int, stop_on_first_crash: bool) -> None:
     """Nipype's global configuration for this run (crash files as text in ``crash_dir``, no
     telemetry, reports or graph files, timestamp hashing, frequent polling).
@@ -178,8 +186,9 @@ def configure_nipype(crash_dir: Path, verbose: int, stop_on_first_crash: bool) -
     Nipype's nodes read the uninterpolated text."""
     from nipype import config, logging
 
-    # the summary names each failure and its crash file; -v shows Nipype's own messages
-    level = ["CRITICAL", "WARNING", "INFO", "DEBUG"][min(verbose, 3)]
+    # the summary names each failure and its crash file; -v shows Nipype's own messages, -vv its
+    # debug ones, as --help says (-v showed only its warnings, none in a run that works; -vvv debug)
+    level = nipype_log_level(verbose)
     config.update_config({
         "logging": {"workflow_level": level, "interface_level": level, "utils_level": level,
                     "log_to_file": False},

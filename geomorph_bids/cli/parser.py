@@ -14,7 +14,7 @@ from ..io.discover import FEATURES
 from ..quality import THRESHOLD_RANGES
 from .machine import usable_cpus
 
-__all__ = ["ExtendAction", "Parser", "build_parser", "parse_derivatives"]
+__all__ = ["ExtendAction", "OtherCommandsOption", "Parser", "build_parser", "parse_derivatives", "GROUP_ONLY", "refuse_options_that_do_not_apply"]
 
 
 def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
@@ -26,8 +26,10 @@ def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
     out: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
-        if sep and ("/" in name or (os.path.lexists(spec) and not os.path.lexists(path))):
-            sep = ""  # a path holding '=' given without a name (/data/run=2/smriprep): not NAME=PATH
+        # a path holding '=' given without a name (/data/run=2/smriprep) is a PATH, not NAME=PATH: its "name"
+        # would hold a "/" (or, relative, the whole of it exists where the part after "=" does not)
+        if sep and ("/" in name or os.sep in name or (os.path.lexists(spec) and not os.path.lexists(path))):
+            sep = ""
         if not sep:
             name, path = Path(spec).name, spec
         if not name or not path:
@@ -77,6 +79,7 @@ class Parser(argparse.ArgumentParser):
                                f"it as {os.path.join('.', token)!r}")
                 unknown.append(token)
         self._unknown_words = unknown
+        self._argv = argv  # for error(): what a list option took
         namespace, extras = super().parse_known_args(argv, namespace)
         names = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.dest for a in self._actions}
         for name, value in vars(namespace).items():
@@ -92,14 +95,52 @@ class Parser(argparse.ArgumentParser):
         return namespace, extras
 
     def error(self, message: str):  # type: ignore[override]
-        """argparse's usage error; when positional arguments are missing and a word was taken for an
-        option no command has, it says so: a path that starts with '-' and does not exist yet (the
-        output folder) left only "the following arguments are required: analysis_level"."""
+        """argparse's usage error (exit 2), saying where the positional arguments went when a list
+        option before them took them as its values (``geomorph-bids --participant-label 01 B O
+        participant``: "the following arguments are required: bids_dir, output_dir, analysis_level",
+        though all three were given), or, when a word was taken for an option no command has, that a path
+        starting with '-' is given as ./-name (a path that does not exist yet, the output folder, left
+        only "the following arguments are required: analysis_level")."""
         words = getattr(self, "_unknown_words", [])
         if words and message.startswith("the following arguments are required"):
             message += (f" ({', '.join(map(repr, words))} read as an option this command does not have: a path that "
                         f"starts with '-' is given as {os.path.join('.', words[0])!r})")
-        super().error(message)
+        super().error(message + self._positionals_taken(message))
+
+    def _positionals_taken(self, message: str) -> str:
+        """`` (--participant-label took 01 B O participant as its values: ...)`` when ``message`` says
+        positional arguments are missing and a list option (``nargs="+"``) took more than one value;
+        else empty."""
+        positional = [a.dest for a in self._actions if not a.option_strings]
+        if not message.startswith("the following arguments are required") or not any(
+                name in message for name in positional):
+            return ""
+        taken: tuple[str, list[str]] | None = None
+        current: list[str] | None = None
+        for token in getattr(self, "_argv", ()):
+            if token == "--":
+                break
+            action = self._option_string_actions.get(token.partition("=")[0] if token.startswith("--") else token)
+            if action is not None or token.startswith("-"):
+                current = [] if action is not None and action.nargs == "+" and "=" not in token else None
+                if current is not None:
+                    taken = (token, current)
+            elif current is not None:
+                current.append(token)
+        if taken is None or len(taken[1]) < 2:
+            return ""
+        option, values = taken
+        return (f" ({option} took {' '.join(values)} as its values: give {' '.join(positional)} before the options, "
+                f"or end {option}'s values with --)")
+
+    def _get_option_tuples(self, option_string):  # type: ignore[override]
+        """An abbreviation that is a prefix of several spellings of one option (``--participant``:
+        ``--participant-label`` and ``--participant_label``; ``--skip``, ``--session``) is that option:
+        argparse (3.11) refused it as ambiguous between the two spellings. A prefix of two
+        different options (``--temp``) stays ambiguous, a usage error."""
+        tuples = super()._get_option_tuples(option_string)
+        seen: set[int] = set()
+        return [t for t in tuples if not (id(t[0]) in seen or seen.add(id(t[0])))]
 
 
 def _is_number(text: str) -> bool:
@@ -123,6 +164,21 @@ class ExtendAction(argparse.Action):
         setattr(namespace, self.dest, earlier + list(values))  # type: ignore[call-overload]
 
 
+class OtherCommandsOption(argparse.Action):
+    """An option of a sibling command that would be read here as an abbreviation of another
+    option (argparse takes any unique prefix): ``geomorph-register --features curv`` as
+    ``--features-out curv``, ``geomorph-bids ... --out O`` as ``--output-density O``. Added hidden
+    under its own name, it is a usage error: ``<option> <why>``."""
+
+    def __init__(self, option_strings: list[str], dest: str, why: str = "", **kwargs) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.why = why
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string} {self.why}")
+
+
 class _DefaultsOnce(argparse.HelpFormatter):
     """Appends ``(default: X)`` to an option's help unless the help already says what the
     default is, or there is none to say (None, False: a flag left off)."""
@@ -131,7 +187,7 @@ class _DefaultsOnce(argparse.HelpFormatter):
         text = action.help or ""
         default = action.default
         if ("default" in text.lower() or default is None or default is False or default is argparse.SUPPRESS
-                or action.nargs == 0 or not action.option_strings):
+                or action.nargs == 0 or not action.option_strings or default in ([], ())):
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
         return f"{text} (default: {shown.replace('%', '%%')})"
@@ -237,6 +293,35 @@ def add_quality_options(p: argparse.ArgumentParser, description: str) -> None:
                         "template by more than this (default 0.0: the other hemisphere, or lh/rh files swapped)")
 
 
+#: the options of the group level alone (dest names): the participant level has no use for them
+GROUP_ONLY = ("build_template", "template_label")
+
+
+def refuse_options_that_do_not_apply(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error (exit 2) when the participant level is given an option of the group level
+    alone (:data:`GROUP_ONLY`): ``participant --build-template 3`` registered every participant
+    (hours on a cohort), built no template and exited 0, the option ignored in silence; or
+    ``--use-plugin`` with batch mode (``--batch-size``), which has no Nipype: a SLURM plugin's jobs
+    were never submitted, every participant registered on the node that ran the command."""
+    if args.analysis_level != "participant":
+        return
+    if args.use_plugin is not None and args.batch_size is not None and not args.reports_only:
+        parser.error(f"--use-plugin {args.use_plugin} sets Nipype's scheduler, and batch mode (--batch-size "
+                     f"{args.batch_size}) runs without Nipype, in --nprocs worker processes on this machine: give "
+                     "one of them")
+    given = [f"--{dest.replace('_', '-')}" for dest in GROUP_ONLY if getattr(args, dest) != parser.get_default(dest)]
+    if not given:
+        return
+    import shlex
+
+    words = [f"--{dest.replace('_', '-')} {shlex.quote(str(getattr(args, dest)))}" for dest in GROUP_ONLY
+             if getattr(args, dest) != parser.get_default(dest)]
+    parser.error(f"{' and '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the group level "
+                 "(a template averaged from the participants' registered outputs), not of the participant level: "
+                 f"run the participant level without {'it' if len(given) == 1 else 'them'}, then geomorph-bids "
+                 f"{shlex.quote(str(args.bids_dir))} {shlex.quote(str(args.output_dir))} group {' '.join(words)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``geomorph-bids`` argument parser."""
     p = Parser(
@@ -250,7 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("analysis_level", choices=("participant", "group"),
                    help="participant: register each subject; group: table of every participant's metrics")
     p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log messages (-vv: debug)")
+    # geomorph-register's and geomorph-train's option, read here as --output-density
+    p.add_argument("--out", nargs="*", action=OtherCommandsOption, help=argparse.SUPPRESS,
+                   why="is geomorph-register's and geomorph-train's option; geomorph-bids writes to output_dir, its "
+                       "second argument: geomorph-bids BIDS_DIR OUTPUT_DIR participant")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="Nipype's log messages on stdout (-v: each node run, -vv: debug; batch mode, "
+                        "--batch-size, has no Nipype and no more to say)")
 
     g = p.add_argument_group("selecting the data")
     g.add_argument("--participant-label", "--participant_label", nargs="+", action=ExtendAction, metavar="LABEL",

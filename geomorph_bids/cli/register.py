@@ -29,7 +29,7 @@ from .interrupts import Interrupted, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
                       threads_wait_passively)
 from .messages import one_line_warnings, reader_may_go_away
-from .parser import Parser, add_quality_options, hemisphere
+from .parser import OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, hemisphere
 from ..resources import bundled_models
 
 __all__ = ["main", "build_parser"]
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "pre-alignment from its features, then the non-rigid GeoMorph warp (network "
                     "with --model, optimised for the pair); "
                     "writes the sphere in template space, resampled features and metrics.",
-    )
+        formatter_class=_DefaultsOnce)
     p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
     p.add_argument("--sphere", type=Path, help="native sphere: GIFTI .surf.gii or FreeSurfer ?h.sphere")
     p.add_argument("--feature", action="extend", nargs="+", default=[], metavar="NAME=FILE",
@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output metrics JSON (default: next to --out, ending _metrics.json)")
     p.add_argument("--features-out", type=Path, default=None,
                    help="folder for the features resampled onto the template ico-6 grid")
+    # geomorph-bids' option, a unique abbreviation of --features-out here: --features curv wrote the
+    # resampled maps into a folder named curv, exit 0
+    p.add_argument("--features", nargs="*", action=OtherCommandsOption, help=argparse.SUPPRESS,
+                   why="is geomorph-bids' option; geomorph-register takes each map with --feature NAME=FILE (e.g. "
+                       "--feature sulc=lh.sulc curv=lh.curv) and writes them resampled to --features-out DIR")
     p.add_argument("--example", action="store_true",
                    help="register both hemispheres of the bundled example subject; "
                         "outputs go to --out-dir")
@@ -122,8 +127,8 @@ def _parse_features(specs: list[str]) -> dict[str, Path]:
     features: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
-        if sep and ("/" in name or (os.path.lexists(spec) and not os.path.lexists(path))):
-            sep = ""  # a file whose path holds '=' given without a name (run=2/lh.sulc): not NAME=FILE
+        if sep and ("/" in name or os.sep in name or (os.path.lexists(spec) and not os.path.lexists(path))):
+            sep = ""  # a file whose path holds '=' given without a name (/data/run=2/lh.sulc): not NAME=FILE
         if not sep:
             name, path = _feature_name(spec) or "", spec
         if not name or not path:

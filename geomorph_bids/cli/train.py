@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
 import warnings
@@ -30,7 +31,7 @@ from .exit_codes import EXIT_OK, HANDLED, error_exit, interrupted
 from .interrupts import Interrupted, stop_on_signals
 from .machine import current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp
 from .messages import reader_may_go_away
-from .parser import ExtendAction, Parser, _finite
+from .parser import ExtendAction, Parser, _count, _DefaultsOnce, _finite, _positive_int
 
 __all__ = ["main", "build_parser", "build_model_config", "PRESETS"]
 
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="geomorph-train",
         description="Train a GeoMorph registration model without supervision on synthetic subjects "
-                    "and/or your own subjects, registered to a bundled template.")
+                    "and/or your own subjects, registered to a bundled template.",
+        formatter_class=_DefaultsOnce)
     p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
     p.add_argument("--out", type=Path, required=True, help="output folder (model.pt, train_log.csv, model_card.md)")
     p.add_argument("--overwrite", action="store_true",
@@ -81,12 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(x -> -x) into left ones (needs --hemi L)")
     g.add_argument("--features", nargs="+", action=ExtendAction, default=["sulc"], metavar="NAME",
                    help="input channels, in order (default: sulc); must exist in the template")
-    g.add_argument("--synthetic", type=int, default=0, metavar="N",
+    g.add_argument("--synthetic", type=_count, default=0, metavar="N",
                    help="number of synthetic subjects (train + validation)")
     g.add_argument("--subjects-dir", type=Path, default=None,
                    help="folder of subjects: <sub>/surf/lh.sphere + lh.<feature> (FreeSurfer) or "
                         "<sub>/**/*_hemi-L_sphere.surf.gii + *_hemi-L_<feature>.shape.gii")
-    g.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (0.1)")
+    g.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation")
     g.add_argument("--sources", type=Path, default=None, metavar="BANK.npz",
                    help="generate training pairs on the fly (new ones every batch, with their true warp) "
                         "from this bank of real maps (scripts/build_training_sources.py)")
@@ -106,8 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "from a template after rigid alignment)")
     g.add_argument("--small-warp-fraction", type=float, default=None, metavar="F",
                    help="with --sources: share of pairs with a small warp (0.3-4 deg; default 0.5)")
-    g.add_argument("--pairs-per-epoch", type=int, default=512, help="generated pairs per epoch (512)")
-    g.add_argument("--val-pairs", type=int, default=64, help="generated validation pairs (64)")
+    g.add_argument("--pairs-per-epoch", type=_positive_int, default=512,
+                   help="with --sources: generated pairs per epoch")
+    g.add_argument("--val-pairs", type=_count, default=64,
+                   help="with --sources: generated validation pairs (0: none); --val-fraction splits "
+                        "--synthetic and --subjects-dir subjects instead")
     g.add_argument("--data-level", type=int, default=6, help="icosphere level of the data (6 = 40962 vertices)")
     m = p.add_argument_group("model")
     m.add_argument("--channels", choices=tuple(PRESETS), default="default",
@@ -118,23 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--labels", type=_int_list, default=None, metavar="L",
                    help="labels per control point (one value or one per stage)")
     m.add_argument("--label-level", type=int, default=None, help="label icosphere level")
-    m.add_argument("--crf-iterations", type=int, default=None, help="CRF-RNN mean-field steps (0 disables)")
+    m.add_argument("--crf-iterations", type=_count, default=None, help="CRF-RNN mean-field steps (0 disables)")
     m.add_argument("--correlation", action="store_true",
                    help="add a correlation head: a learned cost volume over the labels (faster to train)")
     m.add_argument("--no-label-block", action="store_true",
                    help="drop the final L -> L residual block (60%% of the default network's weights)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=50)
-    t.add_argument("--batch-size", type=int, default=2)
-    t.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (2e-4)")
-    t.add_argument("--lam", type=float, default=0.5, help="smoothness weight (0.5)")
+    t.add_argument("--epochs", type=_positive_int, default=50, help="most epochs (early stopping: --patience)")
+    t.add_argument("--batch-size", type=_positive_int, default=2, help="pairs per optimisation step")
+    t.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
+    t.add_argument("--lam", type=float, default=0.5, help="smoothness weight")
     t.add_argument("--fold", type=float, default=0.0,
                    help="weight of the triangle-area barrier that keeps the warp from folding (0: off)")
     t.add_argument("--supervised", type=float, default=0.0,
                    help="weight of the angular error (deg) to the true warp, for generated pairs (0: off)")
     t.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
                    help="plateau (ReduceLROnPlateau) or cosine decay over --max-minutes or --epochs")
-    t.add_argument("--warmup", type=int, default=0, help="linear warm-up steps (cosine schedule)")
+    t.add_argument("--warmup", type=_count, default=0, help="linear warm-up steps (cosine schedule)")
     t.add_argument("--train-smoothed", action="store_true",
                    help="compute the loss on the warp low-passed as register() uses it (default: the raw warp)")
     t.add_argument("--passes", type=int, nargs="+", default=None, metavar="K",
@@ -143,12 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "docs/models.md); default: those of --init's network or of the training --resume continues, else one")
     t.add_argument("--save-bf16", action="store_true",
                    help="store model.pt's weights in bfloat16 (half the size; loaded as float32)")
-    t.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0 disables)")
-    t.add_argument("--lr-patience", type=int, default=3, help="ReduceLROnPlateau patience")
+    t.add_argument("--patience", type=_count, default=10, help="early-stopping patience in epochs (0 disables)")
+    t.add_argument("--lr-patience", type=_count, default=3, help="ReduceLROnPlateau patience")
     t.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the networks")
     t.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     t.add_argument("--max-minutes", type=_minutes, default=None, help="wall-time budget; stops cleanly")
     t.add_argument("--resume", type=Path, default=None,
                    help="continue a training: its --out folder, or the last.pt in it (with its last.state.pt); "
@@ -321,16 +326,23 @@ def _generated(args: argparse.Namespace, log):
 def _prepare_data(args: argparse.Namespace, log):
     from ..engine.data import split_by_subject, subject_pairs
 
+    defaults = build_parser()
     if args.sources is not None:
         if args.synthetic or args.subjects_dir is not None:
             raise ValueError("--sources generates its own pairs: do not combine it with --synthetic or "
                              "--subjects-dir")
+        if args.val_fraction != defaults.get_default("val_fraction"):  # it splits subjects: a bank has none
+            raise ValueError(f"--val-fraction {args.val_fraction:g} splits --synthetic and --subjects-dir subjects; "
+                             "--sources draws its validation pairs apart: give --val-pairs N instead")
         return _generated(args, log)
     if args.teachers:
         raise ValueError("--teachers needs --sources BANK.npz (the teacher warps are stored in the bank)")
     bank_only = [option for option, given in (("--source-names", args.source_names), ("--holdout", args.holdout),
                                               ("--warp-deg", args.warp_deg),
-                                              ("--small-warp-fraction", args.small_warp_fraction)) if given]
+                                              ("--small-warp-fraction", args.small_warp_fraction),
+                                              *((option, getattr(args, dest) != defaults.get_default(dest))
+                                                for option, dest in (("--pairs-per-epoch", "pairs_per_epoch"),
+                                                                     ("--val-pairs", "val_pairs")))) if given]
     if bank_only:  # they shape the pairs generated from a bank: without one they would change nothing
         raise ValueError(f"{' and '.join(bank_only)} shape{'s' if len(bank_only) == 1 else ''} the pairs generated "
                          "from --sources BANK.npz: give --sources, or leave "
@@ -667,6 +679,15 @@ def _train(argv: Sequence[str] | None) -> int:
         check_file_can_be_written(args.out, "--out", folder_of_files=True)  # not after the data was read
         from ..engine.train import BEST_NAME
 
+        # the folder whose training --resume continues (one that is not there: _resume_checkpoint says so)
+        resumed_from = None if args.resume is None or not Path(args.resume).exists() else Path(args.resume) \
+            if Path(args.resume).is_dir() else Path(args.resume).parent
+        if resumed_from is not None and not args.overwrite and (args.out / BEST_NAME).exists() and \
+                os.path.realpath(resumed_from) != os.path.realpath(args.out):
+            # --resume of another folder's training replaced this one's network, exit 0
+            raise ValueError(f"--out {args.out} already holds a trained network ({BEST_NAME}), and --resume "
+                             f"{args.resume} continues the training of {resumed_from}: write it to a new --out "
+                             f"(or to {resumed_from} itself), or replace {args.out}'s with --overwrite")
         if args.resume is None and not args.overwrite and (args.out / BEST_NAME).exists():
             # a careless rerun would replace a trained network (hours of work) at its first epoch
             raise ValueError(f"--out {args.out} already holds a trained network ({BEST_NAME}): continue it with "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -198,3 +199,154 @@ def test_a_derivatives_folder_whose_path_holds_an_equals_sign_is_read_as_a_path(
     assert parse_derivatives([f"sm={folder}"]) == {"sm": folder}
     assert parse_derivatives(["sm=run=2/smriprep"]) == {"sm": folder}
     assert parse_derivatives(["fmriprep=elsewhere"]) == {"fmriprep": tmp_path / "elsewhere"}
+
+
+def test_an_abbreviation_of_one_option_s_two_spellings_is_that_option(capsys):
+    """Twentieth session: ``--participant 01`` (a unique abbreviation, as argparse takes them) was
+    refused as "ambiguous option: --participant could match --participant-label, --participant_label",
+    two spellings of the same option (also ``--session``, ``--skip``). A prefix of two options stays
+    ambiguous."""
+    args = build_parser().parse_args(["b", "o", "participant", "--participant", "01", "--session", "1", "--skip"])
+    assert args.participant_label == ["01"] and args.session_label == ["1"] and args.skip_bids_validation
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["b", "o", "participant", "--temp", "fsaverage"])
+    assert exc.value.code == 2 and "ambiguous option: --temp could match --template, --template-dir" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, named", [(["--build-template", "3"], "--build-template is an option"),
+                                          (["--template-label", "pop"], "--template-label is an option"),
+                                          (["--build-template", "2", "--template-label", "pop", "--reports-only"],
+                                           "--build-template and --template-label are options")])
+def test_a_group_level_option_at_the_participant_level_is_a_usage_error(extra, named, tmp_path, capsys):
+    """Twentieth session: ``participant --build-template 3`` registered every participant (hours on a
+    cohort), built no template and exited 0: the option was ignored in silence. Now a usage error
+    before anything is read or written, with the group-level command to run."""
+    from geomorph_bids.cli.bids import main
+
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    bids.mkdir()
+    (bids / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    with pytest.raises(SystemExit) as exc:
+        main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"), *extra])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"error: {named} of the group level" in err, err
+    assert f"then geomorph-bids {bids} {out} group {' '.join(a for a in extra if a != '--reports-only')}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bids"]  # no output or work folder made
+
+
+def test_participant_level_options_given_to_the_group_level_are_named():
+    """Twentieth session: ``group --reports-only`` wrote the group table and said nothing of the
+    option (the participant reports were not rebuilt), as ``--batch-size``, ``--cifti-output``,
+    ``--output-density``, ``--features``, ``--device`` and ``--template-label`` (without ``--build-template``) were
+    ignored in silence; only --hemi, --template, --template-dir, --model, --no-optimise, --refine and
+    --session-label were named. The execution options a script gives both levels stay unnamed."""
+    from geomorph_bids.cli.group_level import _ignored_at_group_level
+
+    args = build_parser().parse_args(["b", "o", "group", "--reports-only", "--batch-size", "4", "--cifti-output",
+                                      "--output-density", "164k", "--features", "curv", "--device", "cpu",
+                                      "--nprocs", "1", "--mem-gb", "2", "-w", "/tmp/w", "--template-label", "pop"])
+    lines = _ignored_at_group_level(args)
+    assert [line.split()[0] for line in lines] == ["--output-density", "--cifti-output", "--batch-size",
+                                                   "--reports-only", "--features", "--device", "--template-label"]
+    assert "participant --reports-only rebuilds the participant reports" in lines[3]
+    assert lines[-1] == "--template-label has no effect at the group level without --build-template"
+    with_template = build_parser().parse_args(["b", "o", "group", "--build-template", "2", "--features", "curv",
+                                               "--cifti-output"])
+    assert _ignored_at_group_level(with_template) == [
+        "--cifti-output has no effect at the group level (an option of the participant level)"]
+
+
+def test_positional_arguments_taken_by_a_list_option_before_them_are_named(capsys):
+    """Twentieth session: ``geomorph-bids --participant-label 01 B O participant`` said "the following
+    arguments are required: bids_dir, output_dir, analysis_level", though all three were given: the
+    list option took them as labels. The line now says so, and how to give them; ``--`` ends the list."""
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--hemi", "L", "--participant-label", "01", "02", "B", "O", "participant"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and err == (
+        "geomorph-bids: error: the following arguments are required: bids_dir, output_dir, analysis_level "
+        "(--participant-label took 01 02 B O participant as its values: give bids_dir output_dir analysis_level "
+        "before the options, or end --participant-label's values with --)")
+    args = build_parser().parse_args(["--participant-label", "01", "02", "--", "B", "O", "participant"])
+    assert args.participant_label == ["01", "02"] and (str(args.bids_dir), args.analysis_level) == ("B", "participant")
+    with pytest.raises(SystemExit):  # one value taken: nothing to say beyond argparse's line
+        build_parser().parse_args(["B", "--participant-label", "01"])
+    assert capsys.readouterr().err.strip().endswith("required: output_dir, analysis_level")
+
+
+def test_a_nipype_plugin_with_batch_mode_is_a_usage_error(tmp_path, capsys):
+    """Twentieth session: ``--use-plugin slurm.yml --batch-size 8`` read the plugin file and ran batch
+    mode, which has no Nipype, on the node that ran the command: the plugin (a SLURM job per node) was
+    ignored in silence. Now a usage error before anything is read or written."""
+    from geomorph_bids.cli.bids import main
+
+    bids, plugin = tmp_path / "bids", tmp_path / "slurm.yml"
+    bids.mkdir()
+    plugin.write_text("plugin: SLURM\n")
+    with pytest.raises(SystemExit) as exc:
+        main([str(bids), str(tmp_path / "out"), "participant", "--use-plugin", str(plugin), "--batch-size", "8"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and err == (
+        f"geomorph-bids: error: --use-plugin {plugin} sets Nipype's scheduler, and batch mode (--batch-size 8) runs "
+        "without Nipype, in --nprocs worker processes on this machine: give one of them")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bids", "slurm.yml"]
+
+
+@pytest.mark.parametrize("command", ["bids", "register", "train"])
+def test_every_command_s_help_states_its_defaults(command):
+    """Twentieth session: geomorph-train's --help gave no default for --epochs, --batch-size,
+    --lr-schedule, --patience, --lr-patience, --warmup, --synthetic or --data-level (and --lr as
+    2e-4 beside ...), geomorph-register's for none it did not write by hand. Every option with a value
+    by default now says it once; an empty default (--holdout) says nothing."""
+    import importlib
+
+    parser = importlib.import_module(f"geomorph_bids.cli.{command}").build_parser()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        text = formatter._get_help_string(action) or ""
+        shown = action.default not in (None, False, [], (), argparse.SUPPRESS) and action.nargs != 0 \
+            and action.option_strings
+        assert not shown or "default" in text.lower(), (action.option_strings, text)
+        assert "(default: )" not in text and ("default" not in (action.help or "").lower() or text == action.help)
+    if command == "train":
+        help_text = " ".join(parser.format_help().split())
+        assert "--epochs EPOCHS most epochs (early stopping: --patience) (default: 50)" in help_text
+        assert "--lr LR Adam learning rate (default: 0.0002)" in help_text
+
+
+def test_no_command_reads_a_sibling_command_s_option_as_another_option(capsys):
+    """Twentieth session: argparse takes any unique prefix of an option, and an option of one command
+    was such a prefix in another: ``geomorph-register --features curv`` was ``--features-out curv`` (a
+    folder named curv, exit 0), ``geomorph-bids ... --out O`` was ``--output-density O``. Each command
+    now reads another's option as the same option (``--feature`` is ``--features``) or refuses it."""
+    import importlib
+
+    parsers = {c: importlib.import_module(f"geomorph_bids.cli.{c}").build_parser() for c in ("bids", "register", "train")}
+    same = {("--feature", "features")}  # geomorph-register's --feature NAME=FILE, elsewhere --features NAME
+    for a, pa in parsers.items():
+        for b, pb in parsers.items():
+            for option in (o for o in pa._option_string_actions if o.startswith("--") and a != b):
+                if option in pb._option_string_actions:
+                    continue
+                matches = pb._get_option_tuples(option)
+                assert len(matches) != 1 or (option, matches[0][0].dest) in same, (a, option, b, matches[0][1])
+    with pytest.raises(SystemExit) as exc:
+        parsers["bids"].parse_args(["B", "O", "participant", "--out", "x"])
+    assert exc.value.code == 2 and "error: --out is geomorph-register's and geomorph-train's option; geomorph-bids " \
+        "writes to output_dir, its second argument" in capsys.readouterr().err
+
+
+def test_a_derivatives_folder_whose_path_holds_an_equals_sign_is_a_path(tmp_path, monkeypatch):
+    """Twentieth session: ``--derivatives /data/site=1/smriprep`` was read as NAME=PATH, name
+    ``/data/site`` and folder ``1/smriprep`` (``no such folder``, naming a folder nobody gave). A part
+    before ``=`` with a ``/`` in it, or a relative path that is a folder as a whole, is a PATH."""
+    from geomorph_bids.cli.parser import parse_derivatives
+
+    folder = tmp_path / "site=1" / "smriprep"
+    folder.mkdir(parents=True)
+    assert parse_derivatives([str(folder)]) == {"smriprep": folder}
+    monkeypatch.chdir(tmp_path)
+    assert parse_derivatives(["site=1/smriprep"]) == {"smriprep": folder}
+    assert parse_derivatives([f"fmriprep={folder}"]) == {"fmriprep": folder}  # NAME=PATH still
+    assert parse_derivatives(["hcp=/data/a=b"]) == {"hcp": Path("/data/a=b")}

@@ -879,3 +879,38 @@ def test_a_feature_file_whose_path_holds_an_equals_sign_is_read_as_a_file(tmp_pa
     assert _parse_features(["curv=run=2/lh.sulc"]) == {"curv": Path("run=2/lh.sulc")}
     assert main(["--sphere", str(example_dir() / "sub-01" / "surf" / "lh.sphere"), "--feature", "run=2/lh.sulc",
                  "--model", "rigid", "--out", str(tmp_path / "o" / "x.surf.gii")]) == 0
+
+
+def test_geomorph_bids_features_option_is_not_taken_as_features_out(tmp_path, monkeypatch, capsys):
+    """Twentieth session: ``--features curv`` (geomorph-bids' option, given to geomorph-register) was a
+    unique abbreviation of ``--features-out``: the resampled sulc went into a new folder named ``curv``,
+    exit 0. Now a usage error naming this command's options, nothing written."""
+    from geomorph_bids.cli.register import build_parser
+
+    surf = example_dir() / "sub-01" / "surf"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--features",
+              "curv", "--out", "lh.surf.gii", "--model", "rigid"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and err == (
+        "geomorph-register: error: --features is geomorph-bids' option; geomorph-register takes each map with "
+        "--feature NAME=FILE (e.g. --feature sulc=lh.sulc curv=lh.curv) and writes them resampled to "
+        "--features-out DIR")
+    assert list(tmp_path.iterdir()) == []
+    assert "--features " not in " ".join(build_parser().format_help().split()).replace("--features-out", "")
+
+
+def test_a_feature_file_whose_path_holds_an_equals_sign_needs_no_name(tmp_path, monkeypatch):
+    """Twentieth session: ``--feature /data/run=1/lh.sulc`` was read as NAME=FILE, name ``/data/run``
+    (``unknown feature name``). A part before ``=`` with a ``/``, or a relative path that is a file as
+    a whole, is a FILE whose name says the feature."""
+    from geomorph_bids.cli.register import _parse_features
+
+    folder = tmp_path / "run=1"
+    folder.mkdir()
+    (folder / "lh.sulc").write_bytes(b"")
+    assert _parse_features([str(folder / "lh.sulc")]) == {"sulc": folder / "lh.sulc"}
+    monkeypatch.chdir(tmp_path)
+    assert _parse_features(["run=1/lh.sulc"]) == {"sulc": Path("run=1/lh.sulc")}
+    assert _parse_features([f"curv={folder / 'lh.sulc'}"]) == {"curv": folder / "lh.sulc"}  # NAME=FILE still

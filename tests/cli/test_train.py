@@ -77,6 +77,10 @@ def test_user_subjects_directory_mirrored(tmp_path):
     (["--synthetic", "4", "--holdout", "fsavg5_Rm"], "--holdout shapes the pairs generated from --sources"),
     (["--synthetic", "4", "--warp-deg", "10", "2", "--small-warp-fraction", "0.2"],
      "--warp-deg and --small-warp-fraction shape the pairs generated from --sources"),
+    # twentieth session: the counts of generated pairs without a bank trained on --synthetic, exit 0
+    (["--synthetic", "4", "--pairs-per-epoch", "100"], "--pairs-per-epoch shapes the pairs generated"),
+    (["--synthetic", "4", "--pairs-per-epoch", "8", "--val-pairs", "4"],
+     "--pairs-per-epoch and --val-pairs shape the pairs generated from --sources"),
 ])
 def test_errors_are_one_line(tmp_path, capsys, argv, needle):
     if "cuda" in argv and torch.cuda.is_available():
@@ -510,3 +514,59 @@ def test_a_stop_while_the_resume_pair_is_written_leaves_a_pair_that_resumes(tmp_
     monkeypatch.setattr(engine_train, "_save_state", save_state)
     assert main(argv + ["--resume", str(out)]) == 0
     assert [int(r["epoch"]) for r in _rows(out / "train_log.csv")] == [1, 2, 3]
+
+
+def test_options_of_another_kind_of_training_data_are_refused(tmp_path, capsys):
+    """Twentieth session: --val-fraction with --sources changed nothing (a bank's validation pairs are
+    --val-pairs), and --pairs-per-epoch 0 or --val-pairs -3 were taken (an empty epoch; no validation
+    at all, in silence)."""
+    bank = tmp_path / "bank.npz"
+    bank.write_bytes(b"")  # refused before it is read
+    assert main(["--out", str(tmp_path / "o"), "--sources", str(bank), "--mirror-right", "--val-fraction", "0.2",
+                 "--data-level", "3", "--channels", "tiny"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("geomorph-train: error: --val-fraction 0.2 splits --synthetic and --subjects-dir subjects; "
+                   "--sources draws its validation pairs apart: give --val-pairs N instead"), err
+    for option, value, words in (("--pairs-per-epoch", "0", "must be >= 1, got 0"),
+                                 ("--val-pairs", "-3", "must be >= 0, got -3")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--out", str(tmp_path / "o"), "--sources", str(bank), option, value])
+        assert exc.value.code == 2 and f"argument {option}: {words}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_resuming_another_folder_s_training_into_a_trained_out_is_refused(tmp_path, capsys):
+    """Twentieth session: ``--resume a --out b``, b holding a trained network, replaced b's model.pt
+    (exit 0): the guard against a careless rerun was skipped for every --resume. Now refused like a
+    rerun, before any data is made; --resume of --out's own training, or --overwrite, go on."""
+    base = ["--synthetic", "3", "--channels", "tiny", "--data-level", "3", "--threads", "1", "--quiet",
+            "--val-fraction", "0"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert main(["--out", str(out), *base, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    before = (b / "model.pt").read_bytes()
+    assert main(["--out", str(b), *base, "--epochs", "2", "--resume", str(a / "last.pt")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"geomorph-train: error: --out {b} already holds a trained network (model.pt), and --resume "
+                   f"{a / 'last.pt'} continues the training of {a}: write it to a new --out (or to {a} itself), or "
+                   f"replace {b}'s with --overwrite"), err
+    assert (b / "model.pt").read_bytes() == before
+    assert main(["--out", str(a), *base, "--epochs", "2", "--resume", str(a / "last.pt")]) == 0
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--epochs", "0", "must be >= 1, got 0"), ("--batch-size", "0", "must be >= 1, got 0"),
+    ("--threads", "-2", "must be >= 1, got -2"), ("--patience", "-1", "must be >= 0, got -1"),
+    ("--lr-patience", "-1", "must be >= 0, got -1"), ("--warmup", "-5", "must be >= 0, got -5"),
+    ("--crf-iterations", "-1", "must be >= 0, got -1"), ("--synthetic", "-4", "must be >= 0, got -4"),
+    ("--epochs", "ten", "must be a whole number, got 'ten'"),
+])
+def test_counts_out_of_range_are_usage_errors_naming_the_option(option, value, words, tmp_path, capsys):
+    """Twentieth session: ``--threads 0`` said ``num_threads must be >= 1``, ``--epochs 0`` ``epochs and
+    batch_size must be >= 1, got 0, 2`` (the training's field names, not the options), after the template
+    was resolved and the output folder checked. Now argparse's usage error names the option."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "o"), "--synthetic", "2", option, value])
+    assert exc.value.code == 2 and f"argument {option}: {words}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

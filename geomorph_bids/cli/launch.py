@@ -1,0 +1,48 @@
+"""The console scripts (``geomorph-bids``, ``geomorph-register``, ``geomorph-train``; setup.cfg's
+``console_scripts``): each imports its command's module and runs its ``main`` inside :func:`launch`.
+
+A command's imports (numpy, scipy, nibabel, torch: about a second, several on a cold disk) ran in
+the console script itself, before any code of ours: Ctrl-C then, or while the arguments were parsed
+before the command installs its own signal handling (:func:`~.interrupts.stop_on_signals`), printed
+a 30 to 60 line ``KeyboardInterrupt`` traceback. Now it is one line, exit 130, as later in a run
+(:func:`~.exit_codes.interrupted`); once a command's ``main`` handles the stop signals, its own
+line says what was left. This module imports nothing heavy, so that the window it leaves is a few
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+
+from .exit_codes import interrupted
+
+__all__ = ["launch", "bids", "register", "train"]
+
+
+def launch(module: str, prog: str) -> int:
+    """Import ``module`` and return what its ``main()`` returns (the exit code); Ctrl-C
+    (``KeyboardInterrupt``) on the way out of either is one line on stderr and 130."""
+    try:
+        main = importlib.import_module(module).main
+    except KeyboardInterrupt:
+        return interrupted(prog, "SIGINT", signal.SIGINT, "while starting: nothing was read or written")
+    try:
+        return main()
+    except KeyboardInterrupt:
+        return interrupted(prog, "SIGINT", signal.SIGINT)
+
+
+def bids() -> int:
+    """``geomorph-bids``: :func:`geomorph_bids.cli.bids.main`."""
+    return launch("geomorph_bids.cli.bids", "geomorph-bids")
+
+
+def register() -> int:
+    """``geomorph-register``: :func:`geomorph_bids.cli.register.main`."""
+    return launch("geomorph_bids.cli.register", "geomorph-register")
+
+
+def train() -> int:
+    """``geomorph-train``: :func:`geomorph_bids.cli.train.main`."""
+    return launch("geomorph_bids.cli.train", "geomorph-train")
