@@ -169,7 +169,8 @@ def run_settings(config: RunConfig, hemi: str) -> dict[str, str]:
     back from its metrics JSON: model, method, features and where the template's maps come from
     (the kind, and the folder unless bundled: the package's folder moves with each installation),
     with the vertex count of maps found on the machine (a folder whose fsaverage5 was replaced by
-    the full fsaverage in place, or a link pointed elsewhere)."""
+    the full fsaverage in place, or a link pointed elsewhere), and the build of geomorph-bids
+    (``config.software``, when decided: outputs of an earlier build are redone, not kept)."""
     template = config.template
     count = ""  # the vertex count of maps found on the machine: an fsaverage5 replaced by the full one in place
     if template.is_custom:
@@ -180,7 +181,8 @@ def run_settings(config: RunConfig, hemi: str) -> dict[str, str]:
         if not source.is_bundled:
             count = f"{source.vertex_count():,}"
     return {"model": config.model.name, "method": config.model.method, "features": ", ".join(config.features),
-            "template maps": maps, "template vertices": count}
+            "template maps": maps, "template vertices": count,
+            **({"software": config.software} if config.software else {})}
 
 
 def recorded_settings(doc: dict[str, Any]) -> dict[str, str]:
@@ -192,7 +194,8 @@ def recorded_settings(doc: dict[str, Any]) -> dict[str, str]:
     return {"model": str(doc.get("model")), "method": str(doc.get("method")),
             "features": ", ".join(map(str, doc.get("features") or ())), "template maps": maps,
             "template vertices": "" if kind in ("bundled", "custom") else
-            (f"{count:,}" if isinstance(count, int) and not isinstance(count, bool) else str(count))}
+            (f"{count:,}" if isinstance(count, int) and not isinstance(count, bool) else str(count)),
+            "software": str(doc.get("software"))}
 
 
 def cifti_output(job: SubjectJob, config: RunConfig) -> Path | None:
@@ -250,10 +253,10 @@ def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: st
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["left", "right"]), name="inputnode")
     features, space, density = list(config.features), config.template.label, config.density
-    make = pe.Node(FeaturesCifti(features=features, density=density), name="make_cifti")
+    make = pe.Node(FeaturesCifti(features=features, density=density, software=config.software), name="make_cifti")
     meta = cifti_meta(subject, session, config)
     ds = pe.Node(CommitFile(path=str(cifti_file(config.output_dir, subject, session, space, density)), meta=meta,
-                            field="cifti", output_dir=str(config.output_dir)),
+                            field="cifti", output_dir=str(config.output_dir), software=config.software),
                  name="ds_cifti", run_without_submitting=True)
     wf.connect([(inputnode, make, [("left", "left"), ("right", "right")]),
                 (make, ds, [("out_file", "in_file")])])

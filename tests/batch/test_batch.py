@@ -77,6 +77,23 @@ def test_a_bad_hemisphere_fails_alone_with_a_crash_file(cohort):
     assert not any((config.output_dir / ".geomorph-staging").iterdir())
 
 
+def test_hemispheres_another_build_finished_are_registered_again(cohort):
+    """An upgrade of geomorph-bids rerun into the same output and work folders: batch mode's resume
+    records said every hemisphere was done ('reused ... since an earlier run with the same inputs
+    and settings'), so the outputs, metrics and all, stayed the earlier build's under the new one's
+    name. The build (software_id: the version and a digest of the package's source) is part of
+    the records' key."""
+    from dataclasses import replace
+
+    from geomorph_bids.io.digest import software_id
+
+    config, jobs = cohort["config"], cohort["jobs"]
+    assert config.software == software_id() and plan_tasks(jobs, config)[1] == 5
+    earlier = replace(config, software="geomorph-bids 0.1.0.dev0 (source 000000000000)")
+    tasks, reused = plan_tasks(jobs, earlier)
+    assert reused == 0 and len(tasks) == 6
+
+
 def test_resume_skips_what_is_done_and_redoes_what_changed(cohort):
     config, jobs = cohort["config"], cohort["jobs"]
     tasks, reused = plan_tasks(jobs, config)
