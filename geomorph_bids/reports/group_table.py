@@ -15,6 +15,7 @@ from ..derivatives import GROUP_TSV, REGISTERED_SPHERE, entities, metrics_files,
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.limits import read_json_files
+from ..io.template_sources import current_provenance
 from ..results.metrics import latest_run_failure
 
 __all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "check_metrics", "group_rows", "group_table_text",
@@ -51,7 +52,8 @@ def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str
     row["session_id"] = f"ses-{row['session']}" if row["session"] else None
     row["quality"], row["quality_reasons"] = quality_cells(bool(quality.get("flagged")) if quality else None,
                                                            "; ".join(map(str, quality.get("reasons") or ())), stale)
-    registration = doc.get("registration") if isinstance(doc.get("registration"), dict) else {}
+    # the template provenance as this version records it (an earlier version's bundled-map count)
+    registration = current_provenance(doc["registration"]) if isinstance(doc.get("registration"), dict) else {}
     for k, v in sorted(registration.items()):
         if k == "rotation" or isinstance(v, (list, dict)):
             continue

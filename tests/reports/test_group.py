@@ -593,3 +593,24 @@ def test_missing_values_are_n_a_and_each_row_one_line_whatever_a_metrics_file_ho
     assert row["edge_mean"] == "0.25"
     cells = [c for line in lines[1:-1] for c in line.split("\t")]
     assert not {"", "nan", "NaN", "None"} & set(cells)
+
+
+def test_an_earlier_versions_count_of_the_bundled_maps_is_read_as_this_versions(outputs):
+    """A lab's folder: sub-02 registered by a version before 2026-12-06, which recorded the bundled
+    (40,962-vertex ico-6) maps with the vertex count of the maps they were built from (fsaverage:
+    10,242) as ``template_vertices``; sub-01 and sub-03 by this one. The group table gave one file
+    (the same template_sha256) two counts, 10242 and 40962, and the reports said ``10,242 vertices``
+    for sub-02. Both now read the earlier record as this version writes it."""
+    from geomorph_bids.reports.group_table import group_rows
+
+    for hemi in "LR":
+        path = outputs / "sub-02" / "anat" / f"sub-02_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json"
+        doc = json.loads(path.read_text())
+        assert doc["registration"].pop("template_built_from_vertices") == 10242
+        doc["registration"]["template_vertices"] = 10242
+        path.write_text(json.dumps(doc))
+    rows = group_rows(outputs)
+    assert len(rows) == 5 and len({r["template_sha256"] for r in rows if r["hemi"] == "L"}) == 1
+    assert {(r["template_vertices"], r["template_built_from_vertices"]) for r in rows} == {(40962, 10242)}
+    text = build_participant_report(outputs, "02").read_text()
+    assert "40,962 vertices (built from 10,242)" in text and "10,242 vertices, sha256" not in text
