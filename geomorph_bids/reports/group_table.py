@@ -27,9 +27,10 @@ __all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "check_metrics", "group_ro
 #: ``ok`` or ``flagged`` (:mod:`geomorph_bids.quality`), or :data:`STALE`; ``quality_reasons``
 #: the gates failed (after, for a stale row, why its latest run failed); ``participant_id`` /
 #: ``session_id`` the labels with BIDS's ``sub-`` / ``ses-`` (the join keys of ``participants.tsv``
-#: and ``sessions.tsv``; after the columns earlier versions wrote, which keep their places)
+#: and ``sessions.tsv``; after the columns earlier versions wrote, which keep their places);
+#: ``software`` the build of geomorph-bids that made the row (a folder can hold several)
 GROUP_COLUMNS = ("subject", "session", "hemi", "quality", "quality_reasons", "template", "method", "input_source",
-                 "sulc_sign", "participant_id", "session_id")
+                 "sulc_sign", "participant_id", "session_id", "software")
 #: ``quality`` of a row whose hemisphere's latest participant run failed: its outputs (and
 #: metrics) are an earlier run's, kept (:func:`geomorph_bids.results.metrics.mark_latest_run_failed`)
 STALE = "stale"
@@ -224,6 +225,9 @@ _DESCRIBED: dict[str, tuple[str, str | None]] = {
     "sulc_sign": ("Sign convention of the input sulc map (freesurfer: sulci positive)", None),
     "participant_id": ("Subject label with 'sub-': the join key of the dataset's participants.tsv", None),
     "session_id": ("Session label with 'ses-': the join key of sessions.tsv; n/a without sessions", None),
+    "software": ("The build of geomorph-bids that registered the hemisphere: its version and a digest of its source "
+                 "(rows of versions before 2026-12-07 give the version alone); rows of several builds in one folder "
+                 "may differ by their method", None),
     "areal_mean_abs": ("Mean |log2 vertex-area ratio|, registered / native sphere", "log2 ratio"),
     "areal_p95_abs": ("95th percentile of |log2 vertex-area ratio|, registered / native sphere", "log2 ratio"),
     "areal_max_abs": ("Largest |log2 vertex-area ratio|, registered / native sphere", "log2 ratio"),

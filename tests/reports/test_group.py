@@ -614,3 +614,30 @@ def test_an_earlier_versions_count_of_the_bundled_maps_is_read_as_this_versions(
     assert {(r["template_vertices"], r["template_built_from_vertices"]) for r in rows} == {(40962, 10242)}
     text = build_participant_report(outputs, "02").read_text()
     assert "40,962 vertices (built from 10,242)" in text and "10,242 vertices, sha256" not in text
+
+
+def test_each_row_says_which_build_made_it_and_a_table_of_several_builds_says_so(outputs):
+    """A lab adds participants to a folder an earlier geomorph-bids wrote: nothing in the group
+    table said which build made each row (every development build is version 0.1.0.dev0), so rows
+    of two methods sat side by side unmarked. The TSV's ``software`` column (after the columns
+    earlier versions wrote) gives each row's build, and the group level names the builds when
+    there are several."""
+    for hemi in "LR":
+        path = outputs / "sub-02" / "anat" / f"sub-02_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "software": "geomorph-bids 0.1.0.dev0"}))
+    code, err = _group(outputs)
+    assert code in (0, 1, 3), err
+    header = (outputs / GROUP_TSV).read_text().splitlines()[0].split("\t")
+    assert header.index("software") == 11 and header[9:11] == ["participant_id", "session_id"]
+    assert [(r["subject"], r["software"]) for r in _tsv(outputs / GROUP_TSV)] == [
+        ("01", "geomorph-bids test"), ("01", "geomorph-bids test"), ("02", "geomorph-bids 0.1.0.dev0"),
+        ("02", "geomorph-bids 0.1.0.dev0"), ("03", "geomorph-bids test")]
+    line = next(ln for ln in err.splitlines() if "builds of geomorph-bids" in ln)
+    assert line == ("geomorph-bids: warning: the rows were made by 2 builds of geomorph-bids "
+                    f"({GROUP_TSV}'s software column): geomorph-bids 0.1.0.dev0: sub-02; geomorph-bids test: "
+                    "sub-01, sub-03; their methods may differ: rerun the participant level of the earlier build's "
+                    "participants to make the table one build's")
+    for hemi in "LR":  # one build again: nothing said
+        path = outputs / "sub-02" / "anat" / f"sub-02_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "software": "geomorph-bids test"}))
+    assert "builds of geomorph-bids" not in _group(outputs)[1]
