@@ -358,7 +358,9 @@ def _newest(paths: list[Path]) -> float:
 
 def group_table_rows(output_dir: str | Path, write: bool = True) -> tuple[list[dict[str, Any]], Path | None]:
     """Rows of the group table. The TSV the group level writes (:data:`GROUP_TSV`) is reused
-    when it is newer than every participant metrics JSON and has a row for each; otherwise the
+    when it is newer than every participant metrics JSON, has a row for each and every column of
+    :data:`GROUP_COLUMNS` (a table an earlier version wrote lacks some, and reads its metrics as
+    that version did: it is rebuilt); otherwise the
     rows are rebuilt from the readable JSON files (:func:`group_rows`) and, when ``write``,
     written to ``GROUP_TSV``.
     Returns (rows, TSV path or None)."""
@@ -367,7 +369,8 @@ def group_table_rows(output_dir: str | Path, write: bool = True) -> tuple[list[d
     jsons = metrics_files(output_dir)
     if tsv.is_file() and (not jsons or tsv.stat().st_mtime >= _newest(jsons)):
         rows = read_group_table(tsv)
-        if not jsons or len(rows) == len(jsons):  # outputs removed since: rebuilt
+        current = not rows or all(c in rows[0] for c in GROUP_COLUMNS)  # an earlier version's table: rebuilt
+        if current and (not jsons or len(rows) == len(jsons)):  # outputs removed since: rebuilt
             return rows, tsv
     if not jsons:
         return [], None

@@ -139,6 +139,24 @@ def test_reuses_newer_group_tsv(outputs):
     assert "sub-33" in build_group_report(outputs).read_text()
 
 
+def test_a_newer_group_tsv_of_an_earlier_version_is_rebuilt(outputs):
+    """build_group_report(out) after an upgrade, on a folder whose group TSV an earlier version
+    wrote after the last participant run: the table was reused as it was (no participant_id,
+    session_id or software column; its metrics read as that version read them). A TSV without
+    every current leading column is rebuilt."""
+    build_group_report(outputs)
+    tsv = outputs / GROUP_TSV
+    lines = [ln.split("\t") for ln in tsv.read_text().splitlines()]
+    header = lines[0]
+    keep = [i for i, c in enumerate(header) if c not in ("participant_id", "session_id", "software")]
+    tsv.write_text("".join("\t".join(cells[i] for i in keep) + "\n" for cells in lines))
+    later = max(p.stat().st_mtime for p in outputs.glob("sub-*/anat/*_metrics.json")) + 10
+    os.utime(tsv, (later, later))
+    rows, path = group_table_rows(outputs)
+    assert path == tsv and rows[0]["participant_id"] == "sub-01" and "software" in rows[0]
+    assert tsv.read_text().splitlines()[0].split("\t") == header
+
+
 def test_no_outputs(tmp_path):
     with pytest.raises(ValueError, match="no participant outputs"):
         build_group_report(tmp_path)
