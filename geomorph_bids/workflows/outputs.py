@@ -186,16 +186,20 @@ def run_settings(config: RunConfig, hemi: str) -> dict[str, str]:
 
 
 def recorded_settings(doc: dict[str, Any]) -> dict[str, str]:
-    """:func:`run_settings` of the run that wrote a metrics document ``doc``."""
+    """:func:`run_settings` of the run that wrote a metrics document ``doc``: the settings it
+    records (a document of an early version has no ``template_source``, and no template maps are
+    compared: a rerun would otherwise report ``template maps None None -> bundled``)."""
     reg = doc.get("registration") if isinstance(doc.get("registration"), dict) else {}
-    kind = str(reg.get("template_source"))
-    maps = kind if kind == "bundled" else f"{kind} {reg.get('template_source_path')}"
-    count = reg.get("template_vertices")
-    return {"model": str(doc.get("model")), "method": str(doc.get("method")),
-            "features": ", ".join(map(str, doc.get("features") or ())), "template maps": maps,
-            "template vertices": "" if kind in ("bundled", "custom") else
-            (f"{count:,}" if isinstance(count, int) and not isinstance(count, bool) else str(count)),
-            "software": str(doc.get("software"))}
+    out = {key: (", ".join(map(str, doc[field] or ())) if field == "features" else str(doc[field]))
+           for key, field in (("model", "model"), ("method", "method"), ("features", "features"),
+                              ("software", "software")) if field in doc}
+    kind = reg.get("template_source")
+    if kind is not None:
+        count = reg.get("template_vertices")
+        out["template maps"] = str(kind) if kind == "bundled" else f"{kind} {reg.get('template_source_path')}"
+        out["template vertices"] = "" if kind in ("bundled", "custom") else (
+            f"{count:,}" if isinstance(count, int) and not isinstance(count, bool) else str(count))
+    return out
 
 
 def cifti_output(job: SubjectJob, config: RunConfig) -> Path | None:
