@@ -190,15 +190,16 @@ def recorded_settings(doc: dict[str, Any]) -> dict[str, str]:
     records (a document of an early version has no ``template_source``, and no template maps are
     compared: a rerun would otherwise report ``template maps None None -> bundled``)."""
     reg = doc.get("registration") if isinstance(doc.get("registration"), dict) else {}
-    out = {key: (", ".join(map(str, doc[field] or ())) if field == "features" else str(doc[field]))
-           for key, field in (("model", "model"), ("method", "method"), ("features", "features"),
-                              ("software", "software")) if field in doc}
+    out = {key: ", ".join(map(str, doc[key] or ())) if key == "features" else str(doc[key])
+           for key in ("model", "method", "features") if key in doc}
     kind = reg.get("template_source")
     if kind is not None:
         count = reg.get("template_vertices")
         out["template maps"] = str(kind) if kind == "bundled" else f"{kind} {reg.get('template_source_path')}"
         out["template vertices"] = "" if kind in ("bundled", "custom") else (
             f"{count:,}" if isinstance(count, int) and not isinstance(count, bool) else str(count))
+    if "software" in doc:
+        out["software"] = str(doc["software"])
     return out
 
 
