@@ -21,6 +21,7 @@ Exit code 0 when the trees match, 1 otherwise (each difference on one line).
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -118,11 +119,12 @@ def compare(before: Path, after: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
-        return 2
-    before, after = Path(args[0]), Path(args[1])
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+                                     epilog="Exit code 0 when the trees match, 1 otherwise (each difference on one line).")
+    parser.add_argument("before", type=Path, help="an output folder of geomorph-bids")
+    parser.add_argument("after", type=Path, help="the output folder to compare it with")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    before, after = args.before, args.after
     problems = compare(before, after)
     n = sum(1 for p in before.rglob("*") if p.is_file())
     for line in problems:

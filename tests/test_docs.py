@@ -253,3 +253,187 @@ def test_tests_the_docs_cite_exist() -> None:
         if not re.search(pattern, source):
             missing.append(ref)
     assert cited and not missing, missing
+
+
+CARDS = sorted((ROOT / "geomorph_bids" / "data" / "models").glob("*/model_card.md"))
+
+
+def _section_references(text: str, own: str) -> list[tuple[str, str]]:
+    """(doc, title) of every reference to a section by its title: ``docs/X.md, "Title"`` (also
+    ``X.md "Title"``, ``docs/X.md (section "Title")``) and, within one page, ``"Title" above|below``."""
+    flat = " ".join(text.split())
+    refs = [(m.group(1) + ".md", m.group(2)) for m in re.finditer(
+        r"(?:docs/)?(\w+)\.md`?,?:? (?:\(?sections? )?\"([^\"]+)\"", flat)]
+    refs += [(own, m.group(1)) for m in re.finditer(r"\"([^\"]{6,80})\" (?:above|below)\b", flat)]
+    return refs
+
+
+def _section_titles(path: Path) -> list[str]:
+    """The headings and bold lead-ins (``**Title.**``) of a page, without markup."""
+    text = path.read_text()
+    titles = re.findall(r"^#+ (.*)$", text, flags=re.M) + re.findall(r"\*\*([^*]+)\*\*", text)
+    return [" ".join(re.sub(r"[`*]", "", t).split()).lower() for t in titles]
+
+
+def test_sections_named_by_title_exist() -> None:
+    """A reader sent to `docs/benchmarks.md, "The network alone at 164k"` (or to a table "above")
+    finds a heading or bold lead-in with that title (``...`` stands for omitted words)."""
+    pages = {p.name: p for p in DOCS + CARDS}
+    code = [p for folder in ("geomorph_bids", "benchmarks", "scripts") for p in sorted((ROOT / folder).rglob("*.py"))]
+    missing = []
+    for doc in [d for d in DOCS if d.name != "reliability.md"] + CARDS + code:  # reliability.md quotes old text
+        text = doc.read_text()
+        if doc.suffix == ".py":  # docstrings, comments and messages: references to a page's section only
+            text = " ".join(re.sub(r"\n\s*#:?", " ", text).split())
+            text = " ".join(f'docs/{m.group(1)}.md, "{m.group(2)}"' for m in re.finditer(
+                r"docs/(\w+)\.md[,:]? *[(\"]+([^\")]+)[\")]", text))
+        for target, title in _section_references(text, doc.name):
+            if target not in pages:
+                continue
+            words = [re.escape(" ".join(re.sub(r"[`*]", "", part).split()).lower())
+                     for part in title.split("...")]
+            pattern = re.compile(r".*?".join(w for w in words if w))
+            if not any(pattern.search(t) for t in _section_titles(pages[target])):
+                missing.append(f"{doc.name}: {target} \"{title}\"")
+    assert not missing, missing
+
+
+def test_synthetic_data_md_names_every_benchmark_source_and_the_generators_defaults() -> None:
+    """docs/synthetic_data.md lists every held-out benchmark source (it once said brainspace was
+    not used while `conte69_multimodal` read it) and gives each SynthConfig field its default."""
+    import ast
+    import dataclasses
+
+    from geomorph_bids.engine.benchmark_sources import BENCHMARK_SOURCES
+    from geomorph_bids.engine.synth import BENCHMARK_CONFIGS, TRAIN_CONFIG, SynthConfig
+
+    text = (ROOT / "docs" / "synthetic_data.md").read_text()
+    assert not [s for s in list(BENCHMARK_SOURCES) + list(BENCHMARK_CONFIGS) if f"`{s}`" not in text]
+    table = {k: v.strip() for k, v in re.findall(r"^\| `(\w+)` \| ([^|]+) \|", text, flags=re.M)}
+    fields = {f.name for f in dataclasses.fields(SynthConfig)}
+    assert set(table) == fields
+    for name, value in table.items():
+        documented, actual = ast.literal_eval(value), getattr(TRAIN_CONFIG, name)
+        if isinstance(actual, tuple):
+            documented, actual = tuple(map(float, documented)), tuple(map(float, actual))
+        assert documented == actual, (name, value, actual)
+
+
+def test_the_model_cards_commands_parse() -> None:
+    """The geomorph-train command each model card records (what a user reruns) parses today."""
+    parser = _parser("geomorph-train")
+    commands = [line for card in CARDS for block in re.findall(r"```\w*\n(.*?)```", card.read_text(), flags=re.S)
+                for line in _command_lines(block) if line.startswith("geomorph-train ")]
+    assert len(commands) >= len(CARDS)
+    for line in commands:
+        args = parser.parse_args(shlex.split(line)[1:])
+        assert args.features and args.out, line
+
+
+def _script_invocations() -> dict[str, set[str]]:
+    """benchmarks/X.py or scripts/X.py -> the options README.md, docs/*.md and the model cards
+    give it (in bash blocks and inline code)."""
+    found: dict[str, set[str]] = {}
+    for doc in DOCS + CARDS:
+        text = re.sub(r"```\w*\n(.*?)```", lambda m: "\n".join(
+            f"`{line}`" for line in _command_lines(m.group(1))), doc.read_text(), flags=re.S)
+        for span in re.findall(r"`([^`]+)`", text):
+            for m in re.finditer(r"((?:benchmarks|scripts)/\w+\.py)((?: +[^ ]+)*)", " ".join(span.split())):
+                options = {a.split("=")[0] for a in m.group(2).split() if re.match(r"--?[A-Za-z]", a)}
+                found.setdefault(m.group(1), set()).update(options)
+    return found
+
+
+@pytest.mark.slow
+def test_benchmarks_and_scripts_answer_help_and_take_the_options_the_docs_give() -> None:
+    """Every benchmark and script answers --help (exit 0), and every option the docs give a
+    benchmark or script command ("the command above each table") is one of that script's options."""
+    invocations = _script_invocations()
+    assert len(invocations) >= 10
+    scripts = sorted({f"{p.parent.name}/{p.name}" for folder in ("benchmarks", "scripts")
+                      for p in (ROOT / folder).glob("*.py")} | {s for s, options in invocations.items() if options})
+    problems = []
+    for script in scripts:
+        result = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
+                                timeout=300, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        if result.returncode != 0 or "usage:" not in result.stdout:
+            problems.append(f"{script} --help: exit {result.returncode}: {result.stderr.strip()[-200:]}")
+            continue
+        known = set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", result.stdout))
+        problems += [f"{script}: no option {o}" for o in sorted(invocations.get(script, set()) - known)]
+    assert not problems, problems
+
+
+def test_container_commands_bind_tmpdir_with_a_default() -> None:
+    """`-B "$TMPDIR:/work"` is `-B ":/work"` where TMPDIR is unset (Apptainer then refuses the bind):
+    every documented bind of it, the image recipes' headers included, reads `${TMPDIR:-/tmp}`."""
+    sources = [d for d in DOCS if d.name != "reliability.md"] + [ROOT / "Dockerfile", ROOT / "singularity.def",
+                                                                 *sorted((ROOT / "workflows").glob("*.sh"))]
+    bare = [f"{p.name}: {line.strip()}" for p in sources for line in p.read_text().splitlines()
+            if re.search(r"\$\{?TMPDIR\}?:/", line)]
+    assert not bare, bare
+
+
+def _split_arguments(text: str) -> list[tuple[str, bool]] | None:
+    """(name, given by keyword) of each argument of a documented call ``a, b=1, *, c=(1, 2)``, or None
+    when it is prose."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            parts, current = parts + [current], ""
+        else:
+            current += ch
+    names = []
+    for part in [*parts, current]:
+        part = part.strip()
+        if part in ("", "*", "...", "/"):
+            continue
+        m = re.match(r"\*{0,2}([A-Za-z_]\w*)\s*(=|$)", part)
+        if not m:
+            return None
+        names.append((m.group(1), bool(m.group(2))))
+    return names
+
+
+def test_documented_signatures_name_the_real_parameters() -> None:
+    """A call written in the docs names the function's own parameters, in its order: every keyword
+    (`optimise=False`) everywhere, and on the reference pages (api.md, reports.md) the positional ones
+    too (`register(moving_sphere, moving_features, template="fsLR", ...)`), so that a user who passes
+    them by keyword, as written, gets no TypeError (api.md once wrote `register(sphere, features, ...)`)."""
+    import inspect
+
+    index = {}
+    for module, names in API_NAMES.items():
+        for name in names.split():
+            index.setdefault(name, getattr(importlib.import_module(module), name))
+    wrong, checked = [], 0
+    for doc in DOCS:
+        if doc.name in ("reliability.md", "benchmarks.md"):  # records of what was run then
+            continue
+        prose = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S).replace("\n", " ")
+        for span in re.findall(r"`([^`]+)`", prose):
+            for m in re.finditer(r"(?<![\w.)])((?:[a-z_]+\.)*([A-Za-z_]\w*))\(([^()]*(?:\([^()]*\)[^()]*)*)\)", span):
+                dotted, name, arguments = m.groups()
+                target = index.get(name) if "." not in dotted else None
+                if dotted.startswith("geomorph_bids."):
+                    parts = dotted.split(".")
+                    for i in range(len(parts), 1, -1):
+                        try:
+                            target = importlib.import_module(".".join(parts[:i]))
+                        except ImportError:
+                            continue
+                        for attr in parts[i:]:
+                            target = getattr(target, attr, None)
+                        break
+                documented = _split_arguments(arguments)
+                if not callable(target) or not documented or inspect.ismodule(target):
+                    continue
+                documented = [p for p, keyword in documented if keyword or doc.name in ("api.md", "reports.md")]
+                real = [p for p in inspect.signature(target).parameters if p != "self"]
+                remaining = iter(real)
+                checked += 1
+                if not all(p in remaining for p in documented):
+                    wrong.append(f"{doc.name}: {dotted}({', '.join(documented)}) but it takes ({', '.join(real)})")
+    assert checked >= 40 and not wrong, (checked, wrong)

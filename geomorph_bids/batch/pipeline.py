@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..crashfiles import crash_file, hemi_wf_name, subject_wf_name
+from ..derivatives import sidecar
 from ..io.atomic import atomic_write_text
 from ..workflows.config import RunConfig, SubjectJob
-from ..workflows.outputs import (cifti_output, hemi_outputs, hemisphere_files, hemisphere_info,
+from ..workflows.outputs import (cifti_is_current, cifti_output, hemi_outputs, hemisphere_files, hemisphere_info,
                                  needs_fslr_sphere, write_cifti)
 from .pool import stop_pool, worker_pool
 from .state import is_done, record_path, stamp
@@ -162,15 +163,19 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
     def ciftis(names: list[str]) -> None:
         """``--cifti-output``: the dscalar of every finished participant's sessions (both hemispheres
         written), here in the scheduler (a few hundredths of a second each); a session with a failed
-        hemisphere gets none."""
+        hemisphere gets none, nor one whose CIFTI file could not be written."""
         for job in jobs:
             if (job.subject not in names or cifti_output(job, config) is None
                     or any((job.subject, h.session, h.hemi) in failed_keys for h in job.inputs.hemis.values())):
                 continue
             try:
                 write_cifti(job, config)
-            except (OSError, ValueError) as exc:
-                log(f"batch: sub-{job.subject}: CIFTI file not written: {' '.join(str(exc).split())}")
+            except (OSError, ValueError) as exc:  # a full disk: an earlier file holds the earlier maps, so none
+                path = cifti_output(job, config)  # is left (the command line fails the session; a rerun writes it)
+                for p in (path, sidecar(path)):
+                    p.unlink(missing_ok=True)
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                log(f"batch: sub-{job.subject}: CIFTI file not written: {' '.join(why.split())} ({path})")
 
     def complete(chunk: list[HemisphereTask], outcomes: list[Outcome]) -> None:
         """Record a chunk's outcomes; write the CIFTI files and build the reports of the
@@ -195,7 +200,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
 
     try:
         ready = [s for s in subjects if pending[s] == 0]  # nothing to register (resumed): CIFTI if missing, report
-        missing = {j.subject for j in jobs if (path := cifti_output(j, config)) is not None and not path.is_file()}
+        missing = {j.subject for j in jobs if not cifti_is_current(j, config)}  # or older than its maps
         ciftis([s for s in ready if s in missing])
         submit_reports(ready)
         fill()

@@ -25,7 +25,8 @@ from ..io.atomic import atomic_write_text
 from ..io.digest import software_id
 from ..io.discover import FEATURES
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
-from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit
+from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit, interrupted
+from .interrupts import Interrupted, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
                       threads_wait_passively)
 from .messages import one_line_warnings, reader_may_go_away
@@ -245,21 +246,65 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     metrics["label_conflicts"] = (label_conflicts([sphere, sphere_reg, *features.values()], hemi)
                                   + feature_conflicts(features))
     metrics["quality"] = assess(metrics, metrics.get("registration_features") or list(maps), quality).to_dict()
-    written: list[Path] = []
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        written.append(write_surface(out, result.sphere, result.faces, hemi=hemi, geometric_type="Spherical"))
+    with _OutputSet() as outputs:  # all of the set or none of it, an earlier run's set left whole
+        write_surface(outputs.stage(out), result.sphere, result.faces, hemi=hemi, geometric_type="Spherical")
         if features_out is not None:
             features_out.mkdir(parents=True, exist_ok=True)
             for name, values in given.items():
                 values = result.resample(values, target="ico6")
-                written.append(write_metric(feature_targets[name], values, hemi=hemi, names=[name]))
-        _write_json(metrics_out, metrics)
-    except BaseException:
-        for path in written:  # no partial set of outputs: all of them or none
-            path.unlink(missing_ok=True)
-        raise
+                write_metric(outputs.stage(feature_targets[name]), values, hemi=hemi, names=[name])
+        _write_json(outputs.stage(metrics_out), metrics)
+        outputs.commit()
     return metrics
+
+
+class _OutputSet:
+    """A registration's output files (sphere, maps, metrics JSON), put in place together.
+
+    Each file is first written whole into a hidden folder beside its final path
+    (``.geomorph-register-<random>/``, same file system: :meth:`stage`), and only once every
+    file of the set is written are they renamed into place (:meth:`commit`), the metrics JSON
+    last. A write that fails (a full disk) or a stop signal (Ctrl-C, a cluster's SIGTERM) before
+    then leaves the final paths as they were: no new file, and an earlier run's set of the same
+    names whole, never the new sphere beside the earlier metrics or the earlier metrics without
+    their sphere. The hidden folders are removed on the way out (a SIGKILL leaves them, hidden,
+    and no partial set)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, Path] = {}  # final folder -> its hidden staging folder
+        self._files: list[tuple[Path, Path]] = []  # (staged, final), in the order staged
+
+    def __enter__(self) -> "_OutputSet":
+        return self
+
+    def stage(self, final: Path) -> Path:
+        """Where to write ``final`` for now (its parent folders are created)."""
+        import tempfile
+
+        folder = final.absolute().parent
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders[folder] = Path(tempfile.mkdtemp(prefix=".geomorph-register-", dir=folder))
+        staged = self._folders[folder] / final.name
+        self._files.append((staged, final))
+        return staged
+
+    def commit(self) -> None:
+        """Rename every staged file into place, in the order staged (the metrics JSON last)."""
+        for staged, final in self._files:
+            os.replace(staged, final)
+
+    def __exit__(self, kind, exc, tb) -> None:
+        import shutil
+
+        from ..io.atomic import naming
+
+        for folder in self._folders.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.filename:  # a failed write names the output, not its staged copy
+            final = next((f for s, f in self._files if str(s) == str(exc.filename)), None)
+            if final is not None:
+                raise naming(exc, final) from exc
 
 
 def _refuse_overwriting_inputs(outputs: list[Path], inputs: dict[str, Path | None]) -> None:
@@ -361,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem := current_folder_problem():
         return error_exit(_PROG, problem)
     gates = resolve_quality(args)
-    with reader_may_go_away(), one_line_warnings(_PROG):
+    with reader_may_go_away(), one_line_warnings(_PROG), stop_on_signals():
         drop_unusable_thread_settings(_PROG)  # before torch is imported
         threads_wait_passively()
         matplotlib_config_in_tmp()
@@ -423,6 +468,11 @@ def main(argv: list[str] | None = None) -> int:
             _print_summary([m])  # the whole metrics are in the metrics JSON
             print("outputs: " + ", ".join(str(p) for p in (args.out, metrics_out, args.features_out) if p is not None))
             return _flagged_exit([m])
+        except Interrupted as exc:  # Ctrl-C, a cluster's time limit: one line, no output set left half written
+            exc.acknowledge()
+            return interrupted(_PROG, exc.name, exc.signum, "a hemisphere's outputs are in place all together or "
+                               "not at all (then an earlier run's files of the same names are left as they "
+                               "were): run the same command again")
         except HANDLED as exc:
             if isinstance(exc, InputError):
                 exc = exc.with_context(hemi=getattr(args, "hemi", None))

@@ -56,7 +56,7 @@ import numpy as np
 from ..errors import InputError
 from ..io.surfaces import Sphere, Surface
 from ..io.template_ref import TemplateRef, resolve_template_ref
-from ..io.template_sources import TemplateSearch, TemplateWarning
+from ..io.template_sources import LowResolutionWarning, TemplateSearch, TemplateWarning
 from ..io.templates import TEMPLATE_LEVEL, Template
 from ..io.validate import hemi_code
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, assess
@@ -333,7 +333,9 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         ``template_dir``, ``$TEMPLATEFLOW_HOME``, ``$SUBJECTS_DIR/fsaverage`` and
         ``$FREESURFER_HOME/subjects/fsaverage``, then the bundled maps
         (:mod:`geomorph_bids.io.template_sources`; a source that lacks a map the registration
-        needs is passed over with a :class:`~geomorph_bids.io.template_sources.TemplateWarning`);
+        needs is passed over with a :class:`~geomorph_bids.io.template_sources.TemplateWarning`;
+        low-resolution maps used, e.g. the bundled fsaverage5-derived fsaverage, are said once per call
+        with a :class:`~geomorph_bids.io.template_sources.LowResolutionWarning`);
         a FreeSurfer ``fsaverage`` or TemplateFlow ``tpl-fsaverage`` folder; a custom template
         folder; a resolved :class:`~geomorph_bids.io.template_ref.TemplateRef`; or a loaded
         :class:`~geomorph_bids.io.templates.Template` (used as it is).
@@ -604,8 +606,12 @@ def _template_ref(template: TemplateInput, template_dir: str | Path | None,
     import warnings
 
     ref = resolve_template_ref(template, (), TemplateSearch.from_environment(template_dir))
-    for line in ref.warnings(("sulc",), sorted(h for h in hemis if h in ("L", "R"))):
+    sides = sorted(h for h in hemis if h in ("L", "R"))
+    for line in ref.warnings(("sulc",), sides):
         warnings.warn(line, TemplateWarning, stacklevel=4)
+    # the command line says this after each registration; a Python caller would not know otherwise
+    for note in dict.fromkeys(n for n in (ref.low_resolution_note(("sulc",), h) for h in sides) if n):
+        warnings.warn(f"{note} (in Python: template_dir=FOLDER)", LowResolutionWarning, stacklevel=4)
     return ref
 
 

@@ -50,7 +50,7 @@ from ..errors import InputError
 from .digest import file_stamp
 from .limits import annex_key
 
-__all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "SOURCE_KINDS", "SAMPLING", "BUNDLED_ORIGIN",
+__all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "LowResolutionWarning", "SOURCE_KINDS", "SAMPLING", "BUNDLED_ORIGIN",
            "discover_sources", "explicit_base", "explicit_bases", "files_sha256", "load_source", "sample_on_grid", "fallback_warnings",
            "is_low_resolution", "LOW_RESOLUTION_NOTE", "low_resolution_used", "describe_provenance",
            "source_record", "FULL_VERTICES", "low_resolution_note", "current_provenance"]
@@ -183,6 +183,11 @@ _KIND_WORDS = {"folder": "folder", "templateflow": "TemplateFlow", "freesurfer":
 
 class TemplateWarning(UserWarning):
     """A template source was passed over (a map the run needs is missing, or a placeholder)."""
+
+
+class LowResolutionWarning(TemplateWarning):
+    """The maps used are low-resolution ones (:func:`low_resolution_note`): the bundled
+    fsaverage5-derived fsaverage, or maps found here with fewer than :data:`FULL_VERTICES` vertices."""
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ exists: each file is staged inside the output folder (``.geomorph-staging/<rando
 link to, or copy of, the produced file, wherever it was produced) and
 renamed over its final path; sidecars are written atomically
 (:func:`geomorph_bids.io.atomic.atomic_write_bytes`); the metrics JSON goes last (it is what
-marks a hemisphere as done). A final file that already holds exactly the new bytes is left
-untouched, so a rerun that changes nothing changes no file.
+marks a hemisphere as done; an earlier run's metrics JSON is removed before the first file of
+its set is replaced, so that a set interrupted while it is replaced is not taken as done). A
+final file that already holds exactly the new bytes is left untouched, so a rerun that changes
+nothing changes no file.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,19 +118,34 @@ def _stage(src: Path, stage: Path) -> Path:
         except OSError:  # links not allowed
             pass
     shutil.copyfile(src, staged)
+    _flush(staged)
     return staged
 
 
-def _put(src: Path, stage: Path, dest: Path) -> None:
+def _flush(path: Path) -> None:
+    """Force ``path``'s bytes to disk before it is renamed into place, as every other write of the
+    outputs is (:func:`~geomorph_bids.io.atomic.atomic_write_bytes`): a node that loses power after
+    the rename may otherwise come back with the name in place and the file empty (XFS, ext4 for a
+    new name), beside a metrics JSON that says the hemisphere is done."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _put(src: Path, stage: Path, dest: Path, changing: Callable[[], None] = lambda: None) -> None:
+    """Put ``src`` at ``dest`` through ``stage``; ``changing`` is called before ``dest`` changes."""
     staged = _stage(src, stage)
     if _same_content(staged, dest):  # a rerun leaves an identical finished file untouched
         staged.unlink(missing_ok=True)  # (only ever a file inside the stage)
         return
+    changing()
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged, dest)
 
 
-def _put_sidecar(path: Path, data: bytes) -> None:
+def _put_sidecar(path: Path, data: bytes, changing: Callable[[], None] = lambda: None) -> None:
     from ..io.atomic import atomic_write_bytes
 
     try:
@@ -136,6 +153,7 @@ def _put_sidecar(path: Path, data: bytes) -> None:
             return
     except OSError:
         pass
+    changing()
     atomic_write_bytes(path, data)
 
 
@@ -150,17 +168,27 @@ def commit_outputs(files: Sequence[OutputFile], produced: Mapping[str, Any], out
     the hemisphere's files (a failed hemisphere leaves none).
     """
     order = sorted(files, key=lambda f: f.field == "metrics")  # stable: the metrics JSON last
+    done_marks = [f.path for f in order if f.field == "metrics"]
+
+    def changing() -> None:
+        """Before the first file of an earlier run's set is replaced: its metrics JSON goes, so
+        that a run killed (SIGKILL, a node's power) between the first replaced file and the new
+        metrics JSON leaves a set without one (not done: redone by the rerun, no row at the
+        group level), never new files beside the earlier metrics that pass for finished."""
+        while done_marks:
+            done_marks.pop().unlink(missing_ok=True)
+
     written: list[Path] = []
     with contextlib.ExitStack() as stack:
         folder = stage if stage is not None else stack.enter_context(staging(output_dir))
         for f in order:
             if f.field == "metrics":
                 continue
-            _put(f.source(produced), folder, f.path)
+            _put(f.source(produced), folder, f.path, changing)
             written.append(f.path)
         for f in order:
             if f.meta is not None:
-                _put_sidecar(sidecar(f.path), sidecar_bytes(f.meta))
+                _put_sidecar(sidecar(f.path), sidecar_bytes(f.meta), changing)
                 written.append(sidecar(f.path))
         for f in order:
             if f.field == "metrics":

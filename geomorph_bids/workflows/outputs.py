@@ -19,7 +19,7 @@ from ..results.writer import OutputFile
 from .config import RunConfig, SubjectJob
 
 __all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to", "input_uri",
-           "template_source", "run_settings", "recorded_settings", "cifti_output", "cifti_meta", "write_cifti",
+           "template_source", "run_settings", "recorded_settings", "cifti_output", "cifti_meta", "write_cifti", "cifti_is_current",
            "init_cifti_wf"]
 
 #: features whose sign convention the sidecars state (FreeSurfer: positive in sulci)
@@ -231,8 +231,7 @@ def write_cifti(job: SubjectJob, config: RunConfig) -> Path | None:
     path = cifti_output(job, config)
     if path is None:
         return None
-    maps = {h: [hemi_outputs(job.inputs.hemis[h], config).path(RESAMPLED_FEATURE, f) for f in config.features]
-            for h in ("L", "R")}
+    maps = _cifti_maps(job, config)
     session = job.inputs.hemis["L"].session
     with staging(config.output_dir) as stage:
         made, _ = write_features_cifti(stage / path.name, maps["L"], maps["R"], list(config.features),
@@ -240,6 +239,27 @@ def write_cifti(job: SubjectJob, config: RunConfig) -> Path | None:
         commit_outputs([OutputFile(path, "cifti", meta=cifti_meta(job.subject, session, config))],
                        {"cifti": made}, config.output_dir, stage=stage)
     return path
+
+
+def _cifti_maps(job: SubjectJob, config: RunConfig) -> dict[str, list[Path]]:
+    """hemi -> the resampled maps (in the run's feature order) a subject/session's CIFTI file is built from."""
+    return {h: [hemi_outputs(job.inputs.hemis[h], config).path(RESAMPLED_FEATURE, f) for f in config.features]
+            for h in ("L", "R")}
+
+
+def cifti_is_current(job: SubjectJob, config: RunConfig) -> bool:
+    """Whether the subject/session's ``--cifti-output`` file exists and is no older than any map
+    it is built from. A run stopped (or failing on a full disk) after a hemisphere's maps were
+    rewritten and before the CIFTI file was leaves the earlier CIFTI file, which holds the
+    earlier maps: batch mode, which resumes a hemisphere from its record, writes it again."""
+    path = cifti_output(job, config)
+    if path is None:
+        return True
+    try:
+        made = path.stat().st_mtime_ns
+        return all(m.stat().st_mtime_ns <= made for ms in _cifti_maps(job, config).values() for m in ms)
+    except OSError:  # missing (or a map missing: the run redoes its hemisphere)
+        return False
 
 
 def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: str = "cifti_wf"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -327,3 +328,54 @@ def test_a_new_registration_takes_back_what_an_earlier_run_derived_from_the_old_
     assert "hemi-R: removed 2 output(s)" in err
     code, _, err = run(EXAMPLE, out, "participant", *args)  # nothing new: nothing removed, nothing said
     assert code == 0 and "removed" not in err
+
+
+@pytest.mark.slow  # four runs of session 1 with --model rigid (~30 s)
+def test_batch_mode_never_keeps_a_cifti_file_of_earlier_maps(tmp_path, monkeypatch):
+    """Twentieth session: batch mode resumes a hemisphere from its record and wrote a resumed
+    participant's CIFTI file only when it was missing. A rerun whose left maps changed (a corrected
+    input) and that could not write the CIFTI file (a full disk), or was killed between the maps and
+    the CIFTI file, left the earlier dscalar, holding the earlier maps: exit 0, and every later run kept
+    it ("2 already done"). Now a failed write leaves no CIFTI file (FAILED, exit 1), and a CIFTI file
+    older than one of its maps is written again."""
+    import shutil
+
+    import nibabel as nib
+
+    import geomorph_bids.io.fmriprep_compat as compat
+
+    bids = tmp_path / "bids"
+    shutil.copytree(EXAMPLE, bids)
+    name = "sub-01_ses-1_space-fsLR_den-32k_desc-geomorph_features.dscalar.nii"
+    out = tmp_path / "out"
+    cifti = anat(out, "01", "1") / name
+    args = (bids, out, "participant", "--model", "rigid", "--cifti-output", "--batch-size", "2",
+            "--session-label", "1", "-w", tmp_path / "w", "--nprocs", "2")
+    code, _, err = run(*args)
+    assert code == 0, err
+    earlier = cifti.read_bytes()
+    sulc = bids / "derivatives" / "smriprep" / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_hemi-L_sulc.shape.gii"
+    img = nib.load(sulc)
+    nib.save(nib.GiftiImage(darrays=[nib.gifti.GiftiDataArray(np.asarray(img.darrays[0].data) * 1.5,
+                                                               intent=img.darrays[0].intent)],
+                            meta=img.meta), sulc)
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:  # the left hemisphere registered again, its maps rewritten
+        m.setattr(compat, "write_features_cifti", full_disk)
+        code, stdout, err = run(*args)
+    assert code == 1 and "FAILED sub-01 ses-1 hemi-L,R" in err and name in err, stdout + err
+    assert not cifti.exists()  # before: exit 0, the earlier dscalar kept
+    code, _, err = run(*args)
+    assert code == 0, err
+    current = cifti.read_bytes()
+    assert current != earlier
+    # a run killed after the maps were rewritten, before the CIFTI file: the earlier file, older than the maps
+    cifti.write_bytes(earlier)
+    made = min(p.stat().st_mtime_ns for p in anat(out, "01", "1").glob("*_hemi-*_den-32k_*.shape.gii"))
+    os.utime(cifti, ns=(made - 10**9, made - 10**9))
+    code, stdout, err = run(*args)
+    assert code == 0 and "2 already done" in stdout, stdout + err
+    assert cifti.read_bytes() == current  # before: the earlier maps' dscalar, kept for good

@@ -765,3 +765,75 @@ def test_a_curvature_gifti_copied_over_the_sulc_is_written_flagged_and_exits_3(t
                               "data array is named for curv (Name metadata), registered as sulc")
     metrics = json.loads((tmp_path / "lh_metrics.json").read_text())
     assert out.is_file() and 0.5 < metrics["cc_sulc_after"] < 0.85  # no other gate noticed
+
+
+def _own_files_run(surf, out, model="rigid"):
+    """geomorph-register's arguments for the example's left hemisphere into folder ``out``."""
+    return ["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L", "--model", model,
+            "--out", str(out / "lh.reg.surf.gii"), "--features-out", str(out / "maps")]
+
+
+def _tree_bytes(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_rerun_stopped_while_writing_leaves_the_earlier_set_whole(tmp_path, sig):
+    """Twentieth session: a rerun into the folder of an earlier run, stopped by a cluster's time limit
+    (SIGTERM) or Ctrl-C after the sphere and the map were written, before the metrics JSON. Before:
+    SIGTERM left the new sphere and map beside the earlier run's metrics JSON (a mixed set that
+    looked finished); Ctrl-C printed a traceback and deleted the sphere and map, leaving the earlier
+    metrics JSON describing a sphere that was gone. Now: one line, 128 + N, and the earlier set byte
+    for byte, no staging folder left."""
+    import signal
+    import subprocess
+    import sys
+
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "out"
+    assert main(_own_files_run(surf, out)) in (0, 3)
+    before = _tree_bytes(out)
+    # the metrics JSON's write sends the signal to the process itself (what a time limit does meanwhile)
+    script = ("import os, signal, sys\n"
+              "import geomorph_bids.cli.register as cli\n"
+              "real = cli._write_json\n"
+              "def write_json(*a):\n"
+              f"    os.kill(os.getpid(), signal.{sig})\n"
+              "    return real(*a)\n"
+              "cli._write_json = write_json\n"
+              "sys.exit(cli.main(sys.argv[1:]))\n")
+    run = subprocess.run([sys.executable, "-c", script, *_own_files_run(surf, out, model="default")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 128 + getattr(signal, sig), run.stderr
+    assert "Traceback" not in run.stderr
+    assert f"geomorph-register: interrupted by {sig}" in run.stderr
+    assert _tree_bytes(out) == before
+    assert sorted(p.name for p in out.rglob(".*")) == []
+
+
+def test_a_rerun_that_cannot_write_its_metrics_keeps_the_earlier_set(tmp_path, monkeypatch, capsys):
+    """Twentieth session: a disk that fills while a rerun writes. Before: the rerun's sphere and maps were
+    removed, and with them the earlier run's of the same names, while the earlier metrics JSON stayed (a
+    'done' file for a sphere that was gone). Now the earlier set is left as it was, and the message names
+    the output that could not be written, not a staged copy."""
+    import errno
+
+    import geomorph_bids.cli.register as cli
+
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "out"
+    assert main(_own_files_run(surf, out)) in (0, 3)
+    before = _tree_bytes(out)
+    real = cli._write_json
+
+    def full(path, payload):
+        real(path, payload)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(cli, "_write_json", full)
+    capsys.readouterr()
+    assert main(_own_files_run(surf, out, model="default")) == 1
+    err = capsys.readouterr().err
+    assert f"no space left on device (disk full) writing {out / 'lh.reg_metrics.json'}" in err, err
+    assert _tree_bytes(out) == before
+    assert sorted(p.name for p in out.rglob(".*")) == []

@@ -430,7 +430,7 @@ def test_register_warns_once_when_a_hemisphere_falls_back(tmp_path, monkeypatch,
 
     from geomorph_bids.engine.register import register
     from geomorph_bids.io import read_feature, read_sphere
-    from geomorph_bids.io.template_sources import TemplateWarning
+    from geomorph_bids.io.template_sources import LowResolutionWarning, TemplateWarning
     from geomorph_bids.resources import example_dir
 
     fs = tiny_fsaverage(tmp_path / "subjects", hemis=("L",))
@@ -444,13 +444,61 @@ def test_register_warns_once_when_a_hemisphere_falls_back(tmp_path, monkeypatch,
             warnings.simplefilter("always")
             regs[hemi] = register((sphere.vertices, sphere.faces), {"sulc": sulc}, "fsaverage", hemi,
                                   rigid_only=True, device="cpu")
-        lines = [str(w.message) for w in rec if issubclass(w.category, TemplateWarning)]
+        lines = [str(w.message) for w in rec
+                 if issubclass(w.category, TemplateWarning) and not issubclass(w.category, LowResolutionWarning)]
         if hemi == "L":
             assert lines == []
         else:
             assert lines == [f"template: FreeSurfer fsaverage {fs.absolute()}: no rh.sphere or rh.sulc for hemi-R"]
     assert regs["L"].metrics["template_source"] == "freesurfer"
     assert regs["R"].metrics["template_source"] == "bundled"
+
+
+def _low_resolution_lines(call) -> list[str]:
+    import warnings
+
+    from geomorph_bids.io.template_sources import LowResolutionWarning
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        call()
+    return [str(w.message) for w in rec if issubclass(w.category, LowResolutionWarning)]
+
+
+def test_register_says_when_the_maps_are_low_resolution(tmp_path, monkeypatch, tiny_fsaverage):
+    """Twentieth session: the command line says after each registration that the bundled
+    fsaverage is fsaverage5-derived (and how to use the full one); register() from Python said
+    nothing. Now one LowResolutionWarning per call (both hemispheres of register_many: one), naming
+    the maps; none for maps at full resolution or for fsLR's bundled maps."""
+    from geomorph_bids.engine.register import RegistrationItem, register, register_many
+    from geomorph_bids.io import read_feature, read_sphere
+    from geomorph_bids.io import template_sources
+    from geomorph_bids.resources import example_dir
+
+    for var in ("SUBJECTS_DIR", "FREESURFER_HOME", "TEMPLATEFLOW_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    surf = example_dir() / "sub-01" / "surf"
+    inputs = {}
+    for hemi, prefix in (("L", "lh"), ("R", "rh")):
+        sphere = read_sphere(surf / f"{prefix}.sphere")
+        inputs[hemi] = (sphere, read_feature(surf / f"{prefix}.sulc", n_vertices=sphere.n_vertices))
+    sphere, sulc = inputs["L"]
+
+    def one(template="fsaverage"):
+        return lambda: register((sphere.vertices, sphere.faces), {"sulc": sulc}, template, "L", rigid_only=True,
+                                device="cpu")
+
+    lines = _low_resolution_lines(one())
+    assert len(lines) == 1 and "bundled low-resolution fsaverage" in lines[0] and "template_dir=" in lines[0]
+    items = [RegistrationItem((s.vertices, s.faces), {"sulc": x}, h) for h, (s, x) in inputs.items()]
+    assert len(_low_resolution_lines(lambda: register_many(items, "fsaverage", rigid_only=True, device="cpu"))) == 1
+    assert _low_resolution_lines(one("fsLR")) == []
+    tiny_fsaverage(tmp_path / "subjects")
+    monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "subjects"))
+    lines = _low_resolution_lines(one())
+    assert len(lines) == 1 and "maps of 10,242 vertices" in lines[0], lines
+    monkeypatch.setattr(template_sources, "FULL_VERTICES", 10242)  # the same folder taken as full resolution
+    assert _low_resolution_lines(one()) == []
 
 
 def test_a_template_or_template_dir_that_is_a_file_says_so(tmp_path):

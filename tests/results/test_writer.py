@@ -41,3 +41,107 @@ def test_a_file_produced_in_the_stage_is_linked_into_place(tmp_path, monkeypatch
         made.write_bytes(b"sphere")
         commit_outputs([OutputFile(dest, "registered_sphere")], {"registered_sphere": made}, out, stage=stage)
     assert dest.read_bytes() == b"sphere" and copies == []
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL (or a node losing power): nothing after it runs, no cleanup."""
+
+
+def _hemisphere(tmp_path, tag: bytes):
+    """A hemisphere's files (sphere, map with a sidecar, metrics JSON), produced with contents ``tag``."""
+    work = tmp_path / f"work-{tag.decode()}"
+    work.mkdir()
+    produced = {}
+    for field, name in (("registered_sphere", "sphere.surf.gii"), ("resampled_features", "sulc.shape.gii"),
+                        ("metrics", "metrics.json")):
+        (work / name).write_bytes(tag + b" " + name.encode())
+        produced[field] = [work / name] if field == "resampled_features" else work / name
+    anat = tmp_path / "out" / "sub-01" / "anat"
+    files = [OutputFile(anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii", "registered_sphere"),
+             OutputFile(anat / "sub-01_hemi-L_space-fsLR_den-32k_sulc.shape.gii", "resampled_features", 0,
+                        meta={"Run": tag.decode()}),
+             OutputFile(anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json", "metrics")]
+    return files, produced
+
+
+def test_a_set_killed_while_an_earlier_one_is_replaced_is_never_taken_as_done(tmp_path, monkeypatch):
+    """Twentieth session: a rerun whose results differ (other inputs or settings) killed after the
+    first file of the earlier set was replaced. Before: the new sphere beside the earlier run's map
+    and metrics JSON, which marks a hemisphere as done: the group level tabled the earlier metrics
+    for a sphere they do not describe. Now the earlier metrics JSON is removed before the first
+    file changes: the set is not done (the rerun redoes it)."""
+    out = tmp_path / "out"
+    old_files, old = _hemisphere(tmp_path, b"old")
+    commit_outputs(old_files, old, out)
+    new_files, new = _hemisphere(tmp_path, b"new")
+    real, calls = os.replace, []
+
+    def replace_then_die(src, dst):
+        real(src, dst)
+        calls.append(dst)
+        raise _Killed
+
+    monkeypatch.setattr(os, "replace", replace_then_die)
+    try:
+        commit_outputs(new_files, new, out)
+    except _Killed:
+        pass
+    monkeypatch.setattr(os, "replace", real)
+    sphere, sulc, metrics = (f.path for f in new_files)
+    assert calls == [sphere] and sphere.read_bytes() == b"new sphere.surf.gii"
+    assert sulc.read_bytes() == b"old sulc.shape.gii"
+    assert not metrics.exists()  # before: b"old metrics.json", beside the new sphere
+
+
+def test_a_rerun_that_changes_nothing_or_fails_before_changing_keeps_the_earlier_set(tmp_path, monkeypatch):
+    """The earlier metrics JSON goes only when a file is about to change: a rerun with the same results
+    touches nothing, and one that fails while staging its first file (a full disk) leaves the set whole."""
+    import errno
+    import shutil
+
+    out = tmp_path / "out"
+    old_files, old = _hemisphere(tmp_path, b"old")
+    commit_outputs(old_files, old, out)
+    stamps = {f.path: f.path.stat().st_mtime_ns for f in old_files}
+    (tmp_path / "again").mkdir()
+    _, again = _hemisphere(tmp_path / "again", b"old")  # the same results, produced again
+    commit_outputs(old_files, again, out)
+    assert {f.path: f.path.stat().st_mtime_ns for f in old_files} == stamps
+    new_files, new = _hemisphere(tmp_path, b"new")
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    try:
+        commit_outputs(new_files, new, out)
+    except OSError:
+        pass
+    assert [f.path.read_bytes() for f in old_files] == [b"old sphere.surf.gii", b"old sulc.shape.gii",
+                                                        b"old metrics.json"]
+
+
+def test_a_copied_file_is_on_disk_before_it_is_renamed_into_place(tmp_path, monkeypatch):
+    """Twentieth session: files copied from the work folder (the workflow's outputs) were renamed into
+    place without being flushed (every other write of the outputs is: the atomic writer fsyncs), so a
+    node losing power after the rename could come back with an empty sphere under its final name beside
+    a metrics JSON marking the hemisphere done. Each copy is now fsynced before its rename."""
+    files, produced = _hemisphere(tmp_path, b"new")
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    commit_outputs(files, produced, tmp_path / "out")
+    renamed = [path for kind, path in events if kind == "replace" and "/.geomorph-staging/" in path]
+    assert len(renamed) == 3  # sphere, map, metrics JSON (the sidecar is written by the atomic writer)
+    for path in renamed:
+        assert ("fsync", path) in events[:events.index(("replace", path))], path
