@@ -37,7 +37,7 @@ from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
 from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E402
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,  # noqa: E402
                       temporary_folder_in, threads_wait_passively)
-from .messages import one_line_warnings, reader_may_go_away  # noqa: E402
+from .messages import one_line_warnings, reader_may_go_away, shell_word  # noqa: E402
 from .nipype_config import configure_nipype, crash_folder_setting, plugin_runner, plugin_settings  # noqa: E402
 from .parser import build_parser  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
@@ -307,8 +307,8 @@ def run_participant(args) -> int:
     for given, read in inputs.nested:
         fs = given / "freesurfer"
         print(f"{_PROG}: note: {given} holds its subjects in {read.name}/ (sMRIPrep writes OUTPUT_DIR/{read.name}/sub-*): "
-              f"reading {read}; fMRIPrep needs that folder too: --derivatives {read.name}={read}"
-              + (f" --fs-subjects-dir {fs}" if fs.is_dir() else ""), file=sys.stderr)
+              f"reading {read}; fMRIPrep needs that folder too: --derivatives {read.name}={shell_word(read)}"
+              + (f" --fs-subjects-dir {shell_word(fs)}" if fs.is_dir() else ""), file=sys.stderr)
     for name, folder in inputs.barren:
         print(f"{_PROG}: warning: --derivatives {name}={folder} holds no subject (no sub-* folder, HCP or FreeSurfer "
               f"subject, nor a smriprep/ or fmriprep/ folder with sub-*): nothing is read from it"

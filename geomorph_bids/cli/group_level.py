@@ -75,13 +75,13 @@ def _row_failure(row: dict, reason: str, with_template: bool) -> Failure:
 
 def _ignored_at_group_level(args) -> list[str]:
     """The participant-level options given to the group level that change nothing there: the
-    table covers every session; --hemi, --template, --template-dir, --model, --no-optimise and
-    --refine matter only to --build-template."""
-    out = ["--session-label"] if args.session_label else []
+    table covers every session; --session-label (the sessions averaged), --hemi, --template,
+    --template-dir, --model, --no-optimise and --refine matter only to --build-template."""
+    out = []
     if not args.build_template:
         defaults = build_parser()
-        out += [f"--{name.replace('_', '-')}" for name in ("hemi", "template", "template_dir", "model", "no_optimise",
-                                                                         "refine")
+        out += [f"--{name.replace('_', '-')}" for name in ("session_label", "hemi", "template", "template_dir", "model",
+                                                           "no_optimise", "refine")
                 if getattr(args, name) != defaults.get_default(name)]
     return out
 
@@ -176,6 +176,56 @@ def _sessions_without_outputs(args, inputs: InputFolders, rows: list[dict]) -> s
             f"{listed(absent)} (not run yet, e.g. a run with --session-label, or failed at the participant level)")
 
 
+def _template_map_lines(rows: list[dict], output_dir: Path) -> list[str]:
+    """One line per template and hemisphere whose rows were registered to maps other than the
+    ones there now, or to several: maps changed where they were read since (a population template
+    rebuilt in place: its files' SHA-256 is no longer the recorded ``template_sha256``), or maps
+    of the same names with other contents (an earlier build copied to another folder of the same
+    label and registered to from there). Such outputs share a ``space-`` name but not a space.
+    Takes each row's ``_template_files`` out (:func:`~geomorph_bids.reports.group_table.group_rows`);
+    a population template moved with its output folder (``output_dir``) is compared where it is now;
+    maps no longer where they were read (a folder moved, another machine's paths) are not compared."""
+    from ..io.template_ref import moved_template_files
+    from ..io.template_sources import sha256_now
+
+    now: dict[tuple[tuple[str, ...], str], str | None] = {}  # the maps' SHA-256 now where it is another
+    # (template, hemi, the maps' names) -> recorded SHA-256 -> (participant, folder, SHA-256 now if other)
+    groups: dict[tuple[str, str, tuple[str, ...]], dict[str, list[tuple[str, str, str | None]]]] = {}
+    for r in rows:
+        files = moved_template_files(r.pop("_template_files", None) or (), output_dir)
+        sha = r.get("template_sha256")
+        if not files or not isinstance(sha, str):
+            continue
+        if (files, sha) not in now:
+            now[files, sha] = sha256_now(files, sha)
+        changed = now[files, sha]
+        key = (str(r.get("template")), str(r["hemi"]), tuple(Path(f).name for f in files))
+        groups.setdefault(key, {}).setdefault(sha, []).append(
+            (entity_string(r["subject"], r.get("session") or None), str(Path(files[0]).parent), changed))
+    lines = []
+    for (template, hemi, _), by_sha in sorted(groups.items()):
+        rerun = f"rerun their participant level (--template {template} or the folder of the maps to keep)"
+        if len(by_sha) > 1:
+            parts = []
+            for sha, used in sorted(by_sha.items(), key=lambda kv: -len(kv[1])):
+                changed = {f for _, f, c in used if c}
+                folders = ", ".join(f + (" (changed there since)" if f in changed else "")
+                                    for f in sorted({f for _, f, _ in used}))
+                parts.append(f"sha256 {sha[:12]} in {folders}: {listed(sorted({w for w, _, _ in used}))}")
+            lines.append(f"space-{template} hemi-{hemi}: its rows were registered to {len(by_sha)} different maps of "
+                         f"the same names, so its outputs are not in one space: {'; '.join(parts)}; for those "
+                         f"registered to maps other than the ones you keep, {rerun}")
+            continue
+        (sha, used), = by_sha.items()
+        for (folder, current) in sorted({(f, c) for _, f, c in used if c}):
+            old = sorted({w for w, f, c in used if (f, c) == (folder, current)})
+            lines.append(f"space-{template} hemi-{hemi}: {len(old)} hemisphere(s) were registered to the maps in "
+                         f"{folder} as they were before they changed (sha256 {sha[:12]} then, {current[:12]} now: "
+                         f"a template rebuilt or replaced there): {listed(old)}; their outputs are not in the space "
+                         f"of those maps now: {rerun}")
+    return lines
+
+
 def run_group(args) -> int:
     """The group level: the table of every participant's metrics (with the verdict of the
     quality gates), the group report, and (``--build-template N``) a population-average
@@ -212,7 +262,8 @@ def run_group(args) -> int:
              "finished, or their earlier results; run the group level again once every participant run has "
              "ended (a SLURM array: sbatch --dependency=afterany:JOBID)") if running else ""
     lines = [line for line in (still, _participants_without_outputs(args, inputs, rows, unreadable),
-                               _sessions_without_outputs(args, inputs, rows)) if line]
+                               _sessions_without_outputs(args, inputs, rows),
+                               *_template_map_lines(rows, args.output_dir)) if line]
     for line in lines + [_several_builds(rows)]:
         if line:
             print(f"{_PROG}: warning: {line}", file=sys.stderr)
@@ -280,29 +331,36 @@ def _build_population_template(args, rows: list[dict]) -> int:
     model and features are decided as at the participant level (same search path, same
     defaults: the model's registration features unless ``--features`` is given)."""
     from ..engine.population import PopulationSubject, base_conflict, build_template
-    from .settings import resolve_template_and_model
+    from ..io.discover import normalise_label
+    from ..reports.group_table import group_rows
+    from .settings import DEFAULT_FEATURES, resolve_template_and_model
 
     template, model = resolve_template_and_model(args, _PROG)
     features = tuple(args.features) if args.features else model.channels
     device = model.resolve_device(args.device)
+    offered = template.shared_features(args.hemi)
+    lacking = [f for f in features if f not in offered]
+    if lacking:  # registered to and averaged: a map the starting template lacks can never be (it ended on
+        # every participant "left out ... missing", or on the template's own error after all were read)
+        return error_exit(_PROG, f"--build-template --features {' '.join(features)}: template {template.label} has no "
+                                 f"{', '.join(lacking)} map (it has: {', '.join(offered) or 'none'}): a population "
+                                 "template averages maps its starting template has")
     conflict = base_conflict(args.output_dir, args.template_label, template.base, args.hemi)
     if conflict:  # before any registration: a hemisphere kept from another base would be read in this one's space
         return error_exit(_PROG, f"--build-template: {conflict}")
     status = EXIT_OK
-    using = sorted({f"sub-{r['subject']}" for r in rows if r.get("template") == args.template_label})
-    if using:  # a template in use is replaced: its outputs were registered to the old maps
-        print(f"{_PROG}: warning: tpl-{args.template_label} is rebuilt while {len(using)} participant(s) have outputs "
-              f"registered to it ({listed(using)}): rerun their participant level with --template "
-              f"{args.template_label} afterwards", file=sys.stderr)
+    rebuilt: list[str] = []  # the hemispheres whose maps this run replaced
     suspect = _suspect_hemispheres(rows)
+    # --session-label: the sessions averaged (anatomy shared by every session, session-less, stays)
+    sessions = {normalise_label(s, "ses") for s in args.session_label} if args.session_label else None
     for hemi in args.hemi:
         subjects = []
         left_out = 0  # flagged, stale or without native outputs: each named on a warning line
         seen: set[tuple[str, str | None]] = set()
         for r in rows:
-            if r["hemi"] != hemi:
-                continue
             session = r.get("session") or None
+            if r["hemi"] != hemi or (sessions is not None and session is not None and session not in sessions):
+                continue
             if (r["subject"], session) in seen:  # one row per template: a participant counts once
                 continue
             seen.add((r["subject"], session))
@@ -320,9 +378,24 @@ def _build_population_template(args, rows: list[dict]) -> int:
                 subjects.append(PopulationSubject(ent, sphere, maps))
             else:  # never leave a participant out in silence
                 missing = ", ".join(p.name for p in (sphere, *maps.values()) if not p.is_file())
+                # a map other than sulc: written only by a participant run whose registration used it
+                extra = [f for f, p in maps.items() if not p.is_file() and f not in DEFAULT_FEATURES]
+                how = (f", registering {', '.join(extra)}: it writes the native maps of the features its registration "
+                       "uses (curv: --template fsaverage's default registration)" if extra and sphere.is_file() else "")
                 print(f"{_PROG}: warning: {ent} hemi-{hemi} left out of the template: {missing} missing "
-                      "(rerun the participant level for it)", file=sys.stderr)
+                      f"(rerun the participant level for it{how})", file=sys.stderr)
                 left_out += 1
+        per_participant: dict[str, list[str]] = {}
+        names = {p.name for p in subjects}  # (a set: a cohort has tens of thousands)
+        for subject, session in sorted(seen, key=lambda k: (k[0], k[1] or "")):
+            if entity_string(subject, session) in names:
+                per_participant.setdefault(subject, []).append(f"ses-{session}" if session else "no session")
+        several = {k: v for k, v in per_participant.items() if len(v) > 1}
+        if several:  # a participant's sessions are averaged as so many participants: it weighs more
+            whose = listed([f"sub-{k} ({', '.join(v)})" for k, v in several.items()])
+            print(f"{_PROG}: note: hemi-{hemi}: {len(several)} participant(s) are averaged in with several sessions, "
+                  f"each session weighing as one participant: {whose}; --session-label picks the sessions to average",
+                  file=sys.stderr)
         if len(subjects) < 2:
             why = (f"; {left_out} left out (the warning lines above: flagged, stale or without their native "
                    f"{', '.join(features)} outputs)" if left_out else "")
@@ -334,11 +407,25 @@ def _build_population_template(args, rows: list[dict]) -> int:
                                 device=device, base=template.base,
                                 progress=lambda msg: print(f"hemi-{hemi}: {msg}", flush=True),
                                 **model.register_arguments())
+        rebuilt.append(hemi)
         dist = " -> ".join(f"{d:.4f}" for d in result.mean_distances)
-        print(f"hemi-{hemi}: template {result.folder} from {result.n_subjects} participant(s); "
+        members = set(result.participants)
+        averaged = {p.name.split("_ses-")[0] for p in subjects if p.name in members}
+        whom = (f"{result.n_subjects} participant(s)" if len(averaged) == result.n_subjects else
+                f"{result.n_subjects} subject/session(s) of {len(averaged)} participant(s)")
+        print(f"hemi-{hemi}: template {result.folder} from {whom}; "
               f"mean 1 - CC per round: {dist}")
         for name, why in result.failures.items():
             print(f"{_PROG}: warning: {name} hemi-{hemi} left out of the template: {why}", file=sys.stderr)
+    # a template in use was replaced: its outputs were registered to the old maps. Every participant's,
+    # not only --participant-label's (a template rebuilt from some participants is the others' too)
+    mine = group_rows(args.output_dir, unreadable=[]) if args.participant_label else rows
+    using = sorted({f"sub-{r['subject']}" for r in mine if r.get("template") == args.template_label
+                    and r["hemi"] in rebuilt})
+    if using:
+        print(f"{_PROG}: warning: tpl-{args.template_label} is rebuilt while {len(using)} participant(s) have outputs "
+              f"registered to it ({listed(using)}): rerun their participant level with --template "
+              f"{args.template_label} afterwards", file=sys.stderr)
     return status
 
 

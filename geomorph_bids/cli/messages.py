@@ -9,7 +9,16 @@ import sys
 import warnings
 from typing import Any, Iterator, TextIO
 
-__all__ = ["one_line_warnings", "reader_may_go_away"]
+__all__ = ["one_line_warnings", "reader_may_go_away", "shell_word"]
+
+
+def shell_word(value: object) -> str:
+    """``value`` (a path) as one word of a command a message suggests, to be pasted into a shell:
+    quoted where it holds a space, quote, ``$``, ``#``, ``*``, a non-ASCII letter..., as it is
+    otherwise (``/data/ds`` stays ``/data/ds``)."""
+    import shlex
+
+    return shlex.quote(str(value))
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,8 @@ def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
     out: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
+        if sep and ("/" in name or (os.path.lexists(spec) and not os.path.lexists(path))):
+            sep = ""  # a path holding '=' given without a name (/data/run=2/smriprep): not NAME=PATH
         if not sep:
             name, path = Path(spec).name, spec
         if not name or not path:
@@ -45,7 +48,8 @@ class Parser(argparse.ArgumentParser):
     message about a folder nobody named), ``--model ""`` / ``--device ""`` / ``--template-dir ""``
     as their defaults, in silence. So is a path argument that starts with a ``~`` the shell did not
     expand (quoted, or from a config file) and that does not exist: the outputs went into a folder
-    named ``~`` in the current one."""
+    named ``~`` in the current one; and a path that starts with ``-`` (``-ds``), which argparse took
+    for an unknown option and answered with "the following arguments are required: output_dir"."""
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         import sys
@@ -61,6 +65,18 @@ class Parser(argparse.ArgumentParser):
                 where, default = f"argument {i + 1} of the command line", ""
             self.error(f"{where} is empty ({token!r}): an unset shell variable? Give a value{default} "
                        "('.' is the current folder)")
+        unknown = []  # words argparse takes for options it does not know: a path that starts with '-'?
+        for token in argv:
+            if token == "--":
+                break
+            if (token.startswith("-") and len(token) > 1 and not _is_number(token)
+                    and token.partition("=")[0] not in self._option_string_actions
+                    and not self._get_option_tuples(token)):
+                if os.path.lexists(token):
+                    self.error(f"{token!r} starts with '-', so it reads as an option, but it names a path here: give "
+                               f"it as {os.path.join('.', token)!r}")
+                unknown.append(token)
+        self._unknown_words = unknown
         namespace, extras = super().parse_known_args(argv, namespace)
         names = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.dest for a in self._actions}
         for name, value in vars(namespace).items():
@@ -74,6 +90,16 @@ class Parser(argparse.ArgumentParser):
                     self.error(f"{names.get(name, name)} {str(path)!r} starts with '~', which only an unquoted shell "
                                f"word expands: give the full path{example}")
         return namespace, extras
+
+    def error(self, message: str):  # type: ignore[override]
+        """argparse's usage error; when positional arguments are missing and a word was taken for an
+        option no command has, it says so: a path that starts with '-' and does not exist yet (the
+        output folder) left only "the following arguments are required: analysis_level"."""
+        words = getattr(self, "_unknown_words", [])
+        if words and message.startswith("the following arguments are required"):
+            message += (f" ({', '.join(map(repr, words))} read as an option this command does not have: a path that "
+                        f"starts with '-' is given as {os.path.join('.', words[0])!r})")
+        super().error(message)
 
 
 def _is_number(text: str) -> bool:

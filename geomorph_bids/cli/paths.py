@@ -164,8 +164,10 @@ def _check_given_folder(name: str, folder: Path) -> None:
     searched as nothing, and the subjects of the default derivatives folders it replaces were
     left out in silence."""
     if not folder.exists():
+        from ..io.limits import unicode_twin_hint
+
         raise InputError(f"--derivatives {name}: no such folder (give the sMRIPrep/fMRIPrep/HCP output folder "
-                         "that holds the sub-* folders)", path=folder)
+                         "that holds the sub-* folders)" + unicode_twin_hint(folder), path=folder)
     if not folder.is_dir():
         raise InputError(f"--derivatives {name}: not a folder (give the sMRIPrep/fMRIPrep/HCP output folder "
                          "that holds the sub-* folders)", path=folder)

@@ -36,7 +36,8 @@ from typing import Callable, Sequence
 from ..errors import InputError
 from .interrupts import pid_alive
 
-__all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "path_max", "work_dir_too_deep",
+__all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max",
+           "work_dir_too_deep",
            "preflight", "remove_if_empty", "RunLocks", "lock_participants", "participant_runs_active"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
@@ -65,6 +66,14 @@ def _write_probe(folder: Path) -> None:
             os.unlink(probe)
         except FileNotFoundError:
             pass
+
+
+def _read_only_mount(folder: Path) -> bool:
+    """Whether ``folder`` lies on a file system mounted read-only (where no permission helps)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _free_mb(folder: Path) -> float:
@@ -142,8 +151,10 @@ def check_writable(folder: Path, role: str, min_free_mb: float | None = None) ->
         raise InputError(f"cannot create the {role} directory ({_why(exc)}){hint}", path=folder) from None
     try:
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise InputError(f"the {role} directory is not writable (permission denied)"
-                             f"{_container_hint(role, folder, errno.EACCES)}", path=folder)
+            # a read-only mount (``mount -o ro``, ``docker run -v ...:ro``) fails access() too: not permissions
+            err = errno.EROFS if _read_only_mount(folder) else errno.EACCES
+            raise InputError(f"the {role} directory is not writable ({_why(OSError(err, os.strerror(err)))})"
+                             f"{_container_hint(role, folder, err)}", path=folder)
         try:
             _write_probe(folder)
         except OSError as exc:
@@ -175,6 +186,19 @@ def check_file_can_be_written(path: Path, option: str, folder_of_files: bool = F
         _write_probe(folder)
     except OSError as exc:
         raise InputError(f"{option} cannot be written in {folder} ({_why(exc)})", path=path) from None
+    if not folder_of_files:  # found after the registration: "File name too long at .../.<name>.a86fdk6p.tmp"
+        from ..io.atomic import TEMP_NAME_EXTRA
+
+        size, longest = len(Path(path).name.encode()), name_max(folder) - TEMP_NAME_EXTRA
+        whole = len(str(Path(path).absolute()).encode()) + TEMP_NAME_EXTRA
+        if size > longest:
+            raise InputError(f"{option} cannot be written: its file name is {size} bytes long, more than the {longest} "
+                             f"the file system takes ({longest + TEMP_NAME_EXTRA}, less {TEMP_NAME_EXTRA} for the "
+                             "temporary name it is written under); give a shorter name", path=path)
+        if whole > path_max(folder):
+            raise InputError(f"{option} cannot be written: its path, with the temporary name it is written under, "
+                             f"would be {whole} bytes long, more than the {path_max(folder)} the system takes "
+                             "(PATH_MAX); give a shorter path", path=path)
 
 
 def remove_if_empty(folder: Path) -> None:
@@ -183,6 +207,14 @@ def remove_if_empty(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` takes (255 when unknown)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, TypeError):
+        return 255
 
 
 def path_max(folder: Path) -> int:

@@ -123,6 +123,8 @@ def _parse_features(specs: list[str]) -> dict[str, Path]:
     features: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
+        if sep and ("/" in name or (os.path.lexists(spec) and not os.path.lexists(path))):
+            sep = ""  # a file whose path holds '=' given without a name (run=2/lh.sulc): not NAME=FILE
         if not sep:
             name, path = _feature_name(spec) or "", spec
         if not name or not path:
@@ -437,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.out.name.endswith(".gii.gz"):
                 parser.error(f"--out {args.out.name}: outputs are written uncompressed (every reader here takes "
                              f"either); name it {args.out.name[:-3]} and gzip it afterwards if you wish")
+            if not args.out.name.endswith(".gii") and args.out.name.lower().endswith(".gii"):
+                parser.error(f"--out {args.out.name}: end its name with .surf.gii in lower case (the outputs' names, "
+                             f"the metrics file's among them, are made from it): "
+                             f"{args.out.name[:-4].removesuffix('.surf').removesuffix('.SURF')}.surf.gii")
             if not args.out.name.endswith(".gii"):
                 parser.error(f"--out {args.out.name}: the output sphere is written as GIFTI; end its name with "
                              ".surf.gii (FreeSurfer reads GIFTI surfaces; mris_convert converts)")

@@ -17,7 +17,7 @@ from ..errors import InputError, closest_name
 from ..io.limits import read_json_bounded
 from .failures import Failure
 from .paths import InputFolders
-from .preflight import path_max, work_dir_too_deep
+from .preflight import name_max, path_max, work_dir_too_deep
 
 __all__ = ["read_filter", "collect_jobs", "ANY", "NO_SESSION", "anatomical_sessions", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
            "OTHER_QUERIES"]
@@ -263,6 +263,14 @@ def _not_found(known: Sequence[str], what: str = "", label: str | None = None) -
     return f"{what}not found{hint}; available: {listed(known) or 'none'}"
 
 
+def _case_twin(folder: Path) -> Path | None:
+    """The subject folder beside ``folder`` whose name is ``folder``'s in lower case (``sub-01`` for
+    ``SUB-01``, ``sub-02`` for ``Sub-02``), or None: linking ``folder`` under a label would then make
+    two folders of one subject."""
+    twin = folder.parent / folder.name.lower()
+    return twin if twin.name != folder.name and twin.is_dir() else None
+
+
 def _not_fetched(path: Path) -> bool:
     """A link to content that is not there (an annexed file not fetched) or a git-annex pointer:
     what the run reads then depends on what was fetched, so it is an error, never left out."""
@@ -314,8 +322,8 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     hemisphere that fails is reported on its own line and the others go on. A requested
     participant that exists nowhere is reported as ``not found; available: ...``; so is a
     requested session that exists nowhere for the subject."""
-    from ..io.discover import (DiscoveryError, discover, empty_input_folders, find_subjects, label_for, normalise_label,
-                               unlabelled_folders, unlabelled_subjects)
+    from ..io.discover import (DiscoveryError, broken_subject_links, discover, empty_input_folders, find_subjects,
+                               label_for, normalise_label, unlabelled_folders, unlabelled_subjects)
     from ..workflows import SubjectJob
     from .paths import resolve_input_folders
 
@@ -359,11 +367,22 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
               + ("its name is not sub-<label>[_ses-<label>] (labels of letters and digits only; a longitudinal "
                  "run's folder?)" if p.name.startswith("sub-") else
                  "its name is not a BIDS label (letters and digits only)")
-              + f"; link it under one (ln -s {shlex.quote(p.name)} {shlex.quote(str(p.parent / label_for(p.name)))})"
+              + (f"; {twin.name} is there as well (a copy from a system whose names are not case-sensitive?): "
+                 "remove the one that is not wanted"
+                 if (twin := _case_twin(p)) is not None else
+                 f"; link it under one (ln -s {shlex.quote(p.name)} {shlex.quote(str(p.parent / label_for(p.name)))})")
               for p in unlabelled]
-    advice += [f"subject folder {p} is not processed: its label {p.name[4:].split('_', 1)[0]!r} is not a BIDS label "
-               f"(letters and digits only); rename the folder and its files (e.g. sub-{label_for(p.name)})"
+    advice += [f"subject folder {p} is not processed: "
+               + (f"its label {p.name[4:].split('_', 1)[0]!r} is not a BIDS label (letters and digits only)"
+                  if p.name.startswith("sub-") else
+                  "its name does not start with 'sub-' in lower case (names are case-sensitive)")
+               + (f"; {twin.name} is there as well (a copy from a system whose names are not case-sensitive?): "
+                  "remove the one that is not wanted" if (twin := _case_twin(p)) is not None else
+                  f"; rename the folder and its files (e.g. sub-{label_for(p.name)})")
                for p in (unlabelled_folders(bids_dir, fs_dir, deriv) if say_unlabelled else [])]
+    # subject folders that are links to nothing: left out in silence, or "not found" though listed
+    broken = broken_subject_links(bids_dir, fs_dir, deriv, None if say_unlabelled else subjects)
+    advice += [f"subject folder {p} is not processed: it is {why}" for p, why in broken] if say_unlabelled else []
     if not subjects:
         more = f"; and {len(advice) - _LISTED} more such folders" if len(advice) > _LISTED else ""
         empty = empty_input_folders(bids_dir, fs_dir, deriv)
@@ -389,6 +408,9 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
 
     def reason(subject: str, exc: InputError) -> str:
         why = exc.reason if exc.path is None else f"{exc.path}: {exc.reason}"
+        links = [f"{p} is {what}" for p, what in broken if p.name in (f"sub-{subject}", subject)]
+        if links and subject not in known():  # there, but a link to nothing: not "not found"
+            return f"{'; '.join(links)}; {why}"
         return why if subject in known() else f"{_not_found(known(), label=subject)}; {why}"
 
     jobs, failures = [], []
@@ -510,16 +532,6 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     return jobs, failures
 
 
-def _name_max(folder: Path) -> int:
-    """The longest file name, in bytes, the file system of ``folder`` takes (255 when unknown)."""
-    import os
-
-    try:
-        return int(os.pathconf(folder, "PC_NAME_MAX"))
-    except (OSError, ValueError, TypeError):
-        return 255
-
-
 def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
     """``jobs`` without the hemispheres whose output file names the output folder's file system
     cannot hold (a participant or session label of ~200 characters: names add ~60), and a
@@ -536,8 +548,8 @@ def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
     from ..workflows import hemi_outputs
     from ..workflows.outputs import cifti_output
 
-    name_max = _name_max(config.output_dir)
-    limit = name_max - TEMP_NAME_EXTRA
+    longest_name = name_max(config.output_dir)
+    limit = longest_name - TEMP_NAME_EXTRA
     path_max_out = path_max(config.output_dir)
     staged = len(str(config.output_dir / STAGING_DIR / ("0" * 32)).encode())  # writer.staging's folder
     feature = max(config.features, key=len, default="").capitalize()
@@ -564,7 +576,8 @@ def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
                 why = deep
             elif len(longest.encode()) > limit:
                 why = (f"its output file names would be up to {len(longest.encode())} bytes long ({longest}), more "
-                       f"than the {limit} the output folder's file system takes ({name_max}, less {TEMP_NAME_EXTRA} "
+                       f"than the {limit} the output folder's file system takes ({longest_name}, less "
+                       f"{TEMP_NAME_EXTRA} "
                        f"for the temporary name each file is written under): give the participant a shorter label "
                        f"(e.g. link its folder under a shorter sub-<label>)")
             else:  # found while writing, it ended the whole run ("File name too long"), staging left behind

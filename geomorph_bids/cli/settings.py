@@ -27,6 +27,7 @@ from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..workflows.config import RunConfig
 from .paths import geomorph_bids_output
 from .machine import total_memory_gb, usable_cpus
+from .messages import shell_word
 from .parser import parse_derivatives
 
 #: command-line option -> QualityThresholds field
@@ -225,18 +226,21 @@ def _check_fs_subjects_dir(folder: Path | None) -> None:
         return
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError("--fs-subjects-dir: no such folder (the FreeSurfer SUBJECTS_DIR holding the subjects)",
-                         path=folder)
+        from ..io.limits import unicode_twin_hint
+
+        raise InputError("--fs-subjects-dir: no such folder (the FreeSurfer SUBJECTS_DIR holding the subjects)"
+                         + unicode_twin_hint(folder), path=folder)
     if is_freesurfer_subject(folder):
         parent, label = _subjects_dir_and_label(folder)
         raise InputError(f"--fs-subjects-dir is one FreeSurfer subject, not the SUBJECTS_DIR that holds the subjects: "
-                         f"pass its parent, --fs-subjects-dir {parent}{label}", path=folder)
+                         f"pass its parent, --fs-subjects-dir {shell_word(parent)}{label}", path=folder)
     if folder.absolute().name in ("surf", "label", "mri", "scripts") and is_freesurfer_subject(folder.absolute().parent):
         # one subject's surf folder: no subject in it, and the default FreeSurfer folder no longer searched,
         # so a whole-dataset run left every FreeSurfer subject out with exit 0
         parent, label = _subjects_dir_and_label(folder.absolute().parent)
         raise InputError(f"--fs-subjects-dir is the {folder.absolute().name} folder of one FreeSurfer subject, not the "
-                         f"SUBJECTS_DIR that holds the subjects: pass --fs-subjects-dir {parent}{label}", path=folder)
+                         f"SUBJECTS_DIR that holds the subjects: pass --fs-subjects-dir {shell_word(parent)}{label}",
+                         path=folder)
 
 
 def _subjects_dir_and_label(subject: Path) -> tuple[Path, str]:
@@ -266,7 +270,8 @@ def _adopt_freesurfer_folder(args, prog: str) -> bool:
         return False
     args.fs_subjects_dir, args.skip_bids_validation = args.bids_dir, True
     print(f"{prog}: note: {folder} is a FreeSurfer {'subject' if only else 'SUBJECTS_DIR'}, not a BIDS dataset: "
-          f"read as {args.bids_dir} --skip-bids-validation --fs-subjects-dir {args.bids_dir}{only}",
+          f"read as {shell_word(args.bids_dir)} --skip-bids-validation --fs-subjects-dir "
+          f"{shell_word(args.bids_dir)}{only}",
           file=sys.stderr)
     return True
 
@@ -300,39 +305,45 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
     ``--skip-bids-validation``; a FreeSurfer SUBJECTS_DIR or subject folder given instead is
     run as such, :func:`_adopt_freesurfer_folder`), an output folder that is not the input."""
     if not args.bids_dir.is_dir():
-        raise InputError("bids_dir does not exist or is not a folder", path=args.bids_dir)
+        from ..io.limits import unicode_twin_hint
+
+        raise InputError("bids_dir does not exist or is not a folder" + unicode_twin_hint(args.bids_dir),
+                         path=args.bids_dir)
     if (not args.skip_bids_validation and not (args.bids_dir / "dataset_description.json").is_file()
             and not _adopt_freesurfer_folder(args, prog)):
         if is_freesurfer_subject(args.bids_dir):
             parent, label = _subjects_dir_and_label(args.bids_dir)
             raise InputError(f"is one FreeSurfer subject, not a BIDS dataset: pass the BIDS dataset with "
-                             f"--fs-subjects-dir {parent}{label}, or run on this subject alone: "
-                             f"geomorph-bids {parent} OUTPUT_DIR participant --skip-bids-validation "
-                             f"--fs-subjects-dir {parent}{label}", path=args.bids_dir)
+                             f"--fs-subjects-dir {shell_word(parent)}{label}, or run on this subject alone: "
+                             f"geomorph-bids {shell_word(parent)} OUTPUT_DIR participant --skip-bids-validation "
+                             f"--fs-subjects-dir {shell_word(parent)}{label}", path=args.bids_dir)
         if _looks_like_subjects_dir(args.bids_dir):
             raise InputError("is a FreeSurfer SUBJECTS_DIR, not a BIDS dataset: pass the BIDS dataset with "
-                             f"--fs-subjects-dir {args.bids_dir}, or run on these subjects alone with "
-                             f"--skip-bids-validation --fs-subjects-dir {args.bids_dir}", path=args.bids_dir)
+                             f"--fs-subjects-dir {shell_word(args.bids_dir)}, or run on these subjects alone with "
+                             f"--skip-bids-validation --fs-subjects-dir {shell_word(args.bids_dir)}",
+                             path=args.bids_dir)
         if _hcp_subject(args.bids_dir):
             parent = args.bids_dir.absolute().parent
             label = args.bids_dir.absolute().name.removeprefix("sub-")
             only = f" --participant-label {label}" if valid_label(label) else ""
             raise InputError(f"is one HCP pipelines subject, not a BIDS dataset: run on the study folder, "
-                             f"geomorph-bids {parent} OUTPUT_DIR participant --skip-bids-validation "
-                             f"--derivatives hcp={parent}{only}", path=args.bids_dir)
+                             f"geomorph-bids {shell_word(parent)} OUTPUT_DIR participant --skip-bids-validation "
+                             f"--derivatives hcp={shell_word(parent)}{only}", path=args.bids_dir)
         if _looks_like_hcp_study(args.bids_dir):
             study = args.bids_dir.absolute()
             raise InputError("holds HCP pipelines subjects (<S>/MNINonLinear/Native), not a BIDS dataset: give the "
-                             f"BIDS dataset as bids_dir with --derivatives hcp={study}, or run on these subjects "
-                             f"alone: geomorph-bids {study} OUTPUT_DIR participant --skip-bids-validation "
-                             f"--derivatives hcp={study}", path=args.bids_dir)
+                             f"BIDS dataset as bids_dir with --derivatives hcp={shell_word(study)}, or run on these "
+                             "subjects "
+                             f"alone: geomorph-bids {shell_word(study)} OUTPUT_DIR participant --skip-bids-validation "
+                             f"--derivatives hcp={shell_word(study)}", path=args.bids_dir)
         nested = derivatives_root(args.bids_dir)
         if nested != args.bids_dir:  # sMRIPrep's (or an old fMRIPrep's) output folder: OUT/smriprep/sub-*
             folder = nested.absolute()
             raise InputError(f"is not a BIDS dataset but a pipeline's output folder ({nested.name}/ holds its "
                              f"subjects): give the raw BIDS dataset as bids_dir with --derivatives "
-                             f"{nested.name}={folder}, or run on these subjects alone: geomorph-bids {folder} "
-                             f"OUTPUT_DIR participant --skip-bids-validation --derivatives {nested.name}={folder}",
+                             f"{nested.name}={shell_word(folder)}, or run on these subjects alone: geomorph-bids "
+                             f"{shell_word(folder)} OUTPUT_DIR participant --skip-bids-validation --derivatives "
+                             f"{nested.name}={shell_word(folder)}",
                              path=args.bids_dir)
         raise InputError("is not a BIDS dataset: no dataset_description.json (or pass --skip-bids-validation)",
                          path=args.bids_dir)
@@ -341,8 +352,8 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
     if ours is not None:  # its files are never read back as inputs: "no inputs" per hemisphere
         level = getattr(args, "analysis_level", "participant")
         folder = args.bids_dir.absolute()
-        rerun = (f"geomorph-bids {ours} {folder} {level}" if ours else
-                 f"and this folder as OUTPUT_DIR (geomorph-bids BIDS_DIR {folder} {level})")
+        rerun = (f"geomorph-bids {shell_word(ours)} {shell_word(folder)} {level}" if ours else
+                 f"and this folder as OUTPUT_DIR (geomorph-bids BIDS_DIR {shell_word(folder)} {level})")
         raise InputError("is geomorph-bids' output (its dataset_description.json says GeneratedBy geomorph-bids), "
                          f"not an input: give the raw BIDS dataset it was made from as bids_dir, {rerun}",
                          path=args.bids_dir)
@@ -352,7 +363,8 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
         folder = args.bids_dir.absolute()
         raise InputError(f"is a derivatives dataset (made by {made_by}), not a raw BIDS dataset: give the raw dataset "
                          f"as bids_dir (its derivatives/ folders are read), or read this one as derivatives: "
-                         f"geomorph-bids {folder} OUTPUT_DIR participant --derivatives smriprep={folder}",
+                         f"geomorph-bids {shell_word(folder)} OUTPUT_DIR participant --derivatives "
+                         f"smriprep={shell_word(folder)}",
                          path=args.bids_dir)
     if os.path.realpath(args.output_dir.absolute()) == os.path.realpath(args.bids_dir.absolute()):
         raise InputError(f"the output directory is the BIDS dataset {args.bids_dir} itself (links resolved); write "

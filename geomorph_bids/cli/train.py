@@ -20,6 +20,7 @@ import argparse
 import math
 import shlex
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -344,8 +345,11 @@ def _prepare_data(args: argparse.Namespace, log):
         val_set = _synthetic(n_val, "validation", args) if n_val else None
     if args.subjects_dir is not None:
         log(f"reading and pre-aligning subjects from {args.subjects_dir}")
-        subj = subject_pairs(args.subjects_dir, args.template_ref, args.hemi, tuple(args.features),
-                             level=args.data_level, mirror_right=args.mirror_right)
+        with warnings.catch_warnings(record=True) as said:  # one line each (a subject folder that is a dead link)
+            subj = subject_pairs(args.subjects_dir, args.template_ref, args.hemi, tuple(args.features),
+                                 level=args.data_level, mirror_right=args.mirror_right)
+        for w in said:
+            print(f"geomorph-train: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
         s_train, s_val = split_by_subject(subj, args.val_fraction, args.seed)
         log(f"{len(s_train)} training + {0 if s_val is None else len(s_val)} validation hemispheres "
             f"from {len(set(subj.groups))} subjects")

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io.discover import recon_all_unfinished
+from ..io.discover import broken_link, recon_all_unfinished
 from ..io.templates import TEMPLATE_LEVEL, Template, load_template
 
 if TYPE_CHECKING:
@@ -365,6 +365,12 @@ def find_subjects(subjects_dir: str | Path, hemis: Sequence[str], channels: Sequ
                          "holding one folder per subject, e.g. --subjects-dir "
                          + " or ".join(str(root / "derivatives" / p) for p in pipelines[:3]), path=root)
     found: list[SubjectFiles] = []
+    for link in sorted(p for p in root.iterdir() if not p.name.startswith((".", "fsaverage"))):
+        why = broken_link(link)
+        if why is not None:  # a subject linked from a disk not mounted was left out of the training in silence
+            import warnings
+
+            warnings.warn(f"subject folder {link} is not read: it is {why}", UserWarning, stacklevel=2)
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "fsaverage"))):
         for hemi in hemis:
             files = _freesurfer_files(sub, hemi, channels) or _gifti_files(sub, hemi, channels)

@@ -199,6 +199,14 @@ def network(model: str | Path, name: str | None = None, optimise: Any = True,
     from ..resources import bundled_models, model_path
 
     path = model_path(model)
+    own = Path(str(model))
+    if str(model) in bundled_models() and ((own / "model.pt").is_file() or own.is_file()):
+        # a network of one's own trained with --out sulc-fsLR (scripts/train_models.sh names its folders so), and
+        # the command run from the folder holding it: the bundled network was taken in silence
+        import warnings
+
+        warnings.warn(f"model {model}: the bundled network {model} is used; {own.absolute()} holds a network of the "
+                      f"same name: give its path (./{model}) to use that one", UserWarning, stacklevel=2)
     if path.is_dir():
         raise InputError("is a folder holding no model.pt (a network trained by geomorph-train is FOLDER/model.pt): "
                          "give the checkpoint file", path=path)

@@ -64,6 +64,11 @@ class PopulationTemplate:
     base_provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def participants(self) -> list[str]:
+        """The names of the subjects averaged into the result (those the last round registered)."""
+        return sorted(self.history[-1]["cc"]) if self.history else []
+
+    @property
     def mean_distances(self) -> list[float]:
         return [float(h["mean_distance"]) for h in self.history]
 
@@ -120,6 +125,12 @@ def build_template(subjects: Sequence[PopulationSubject], iterations: int, templ
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if len(subjects) < 2:
         raise ValueError(f"a population template needs at least 2 subjects, got {len(subjects)}")
+    names = [str(getattr(s, "name", "")) for s in subjects]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # results are kept by name: a second subject of one name would be averaged in but not counted
+        raise ValueError(f"subject names must be unique (they name the subjects in the history, failures and "
+                         f"template_description.json): {', '.join(repr(n) for n in twice)} given "
+                         f"{', '.join(str(names.count(n)) for n in twice)} times; name each subject, e.g. 'sub-01'")
     features = tuple(features)
     if isinstance(template, Template):
         space = base or template.name
@@ -207,7 +218,8 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
     (``tpl-<label>_hemi-H_den-ico6_<feature>.shape.gii``), the ico-6 sphere they are on, in the
     base template's coordinates (``tpl-<label>_hemi-H_den-ico6_sphere.surf.gii``: for Workbench),
     and ``template_description.json`` (merged with an existing one, so both hemispheres can share
-    the folder)."""
+    the folder; per hemisphere: base template, features, the subjects averaged (``Subjects``: how
+    many, ``Participants``: their names), iterations, mean distances, failures)."""
     from .. import __version__
     from ..io.atomic import atomic_write_text
     from ..io.custom_template import DESCRIPTION, custom_feature_file, custom_sphere_file
@@ -235,6 +247,7 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
         doc = {}
     hemis = doc.get("Hemispheres", {}) if isinstance(doc.get("Hemispheres"), dict) else {}
     hemis[tpl.hemi] = {"BaseTemplate": result.base, "Features": sorted(tpl.features), "Subjects": result.n_subjects,
+                       "Participants": result.participants,
                        "Iterations": len(result.history),
                        "MeanDistance": [round(d, 6) for d in result.mean_distances],
                        "Failures": result.failures}

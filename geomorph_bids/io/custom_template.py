@@ -105,8 +105,13 @@ def load_custom_template(folder: str | Path, hemi: str, features: Sequence[str] 
         if not path.is_file():
             have = sorted({p.name.rsplit("_", 1)[-1][: -len(".shape.gii")]
                            for p in folder.glob(f"tpl-{label}_hemi-{hemi}_den-ico*_*.shape.gii")})
+            built = info.get("Hemispheres") if isinstance(info.get("Hemispheres"), dict) else {}
+            other = sorted(h for h in built if h != hemi)
+            hint = (f"; it was built for hemi-{'/'.join(other)} only: register --hemi {' '.join(other)}, or build "
+                    f"hemi-{hemi} too (group --build-template N --hemi {hemi} --template-label {label})"
+                    if other and hemi not in built else "")
             raise InputError(f"custom template {label} has no {feat} map for hemi {hemi} "
-                             f"(it has: {', '.join(have) or 'none'})", path=path)
+                             f"(it has: {', '.join(have) or 'none'}){hint}", path=path)
         maps[feat] = np.asarray(read_feature(path, n_vertices=len(vertices)), dtype=np.float64).reshape(-1)
     base = str(info.get("BaseTemplate", ""))
     entry = info.get("Hemispheres", {}).get(hemi) if isinstance(info.get("Hemispheres"), dict) else None

@@ -83,6 +83,7 @@ sign (the engine's convention, see :mod:`geomorph_bids.io.templates`).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import warnings
@@ -96,7 +97,7 @@ __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs
            "derivatives_root", "derivatives_freesurfer",
            "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
            "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "readable_freesurfer_name", "recon_all_unfinished", "empty_input_folders", "folder_list",
-           "holds_any_subject", "hcp_subjects_without_native"]
+           "holds_any_subject", "hcp_subjects_without_native", "broken_subject_links", "broken_link"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -427,22 +428,68 @@ def unlabelled_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None
 def unlabelled_folders(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
                        derivatives: Mapping[str, str | Path] | None = None) -> list[Path]:
     """``sub-*`` folders of ``bids_dir`` and of the derivatives roots whose label is no BIDS label
-    (``sub-ü3``, ``sub-01-a``, ``sub-``): :func:`find_subjects` cannot take them, so they were left
-    out in silence (FreeSurfer subject folders are :func:`unlabelled_subjects`' to name)."""
+    (``sub-ü3``, ``sub-01-a``, ``sub-``), or whose ``sub-`` is in another letter case (``SUB-01``,
+    ``Sub-01``): :func:`find_subjects` cannot take them, so they were left out in silence (FreeSurfer
+    subject folders are :func:`unlabelled_subjects`' to name)."""
     bids_dir = Path(bids_dir)
     deriv, _ = _roots(bids_dir, fs_subjects_dir, derivatives)
     named = {p.resolve() for p in unlabelled_subjects(bids_dir, fs_subjects_dir, derivatives)}
     out = []
     for root in dict.fromkeys([bids_dir, *deriv]):
         try:
-            folders = sorted(p for p in root.iterdir() if p.name.startswith("sub-") and p.is_dir())
+            folders = sorted(p for p in root.iterdir() if p.name[:4].lower() == "sub-" and p.is_dir())
         except OSError:
             continue
-        for p in folders:
-            if not _LABEL.fullmatch(p.name[4:].split("_", 1)[0]) and p.resolve() not in named \
-                    and not is_freesurfer_subject(p):
+        for p in folders:  # SUB-01, Sub-01 too: never read (names are case-sensitive)
+            if (not p.name.startswith("sub-") or not _LABEL.fullmatch(p.name[4:].split("_", 1)[0])) \
+                    and p.resolve() not in named and not is_freesurfer_subject(p):
                 out.append(p)
     return out
+
+
+def broken_link(path: Path) -> str | None:
+    """What a link that leads to no folder leads to (``a loop of symbolic links``, ``a link to T,
+    which does not exist ...``), or None for anything else (a folder, a file, a link to either)."""
+    if not path.is_symlink() or path.exists():
+        return None
+    try:
+        target = os.readlink(path)
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a loop of symbolic links"
+        return (f"a link to {target}, which does not exist (on a disk that is not mounted, or a relative link "
+                "made from another folder?)")
+    return None
+
+
+def broken_subject_links(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
+                         derivatives: Mapping[str, str | Path] | None = None,
+                         subjects: Sequence[str] | None = None) -> list[tuple[Path, str]]:
+    """Subject folders of the input folders that are links to nothing (:func:`broken_link`: a
+    FreeSurfer subject linked from a disk that is not mounted, a link to itself): discovery cannot
+    tell them from no folder at all, so a whole-dataset run left them out in silence and a run of
+    their label said ``not found``. (link, what it is) pairs, sorted per input folder; ``subjects``:
+    look at these labels' folders only (``sub-X``, ``X``; None: every entry of the folders, but
+    FreeSurfer's templates, ``*average*``, and hidden names); in ``bids_dir`` ``sub-*`` only."""
+    bids_dir = Path(bids_dir)
+    deriv, fs = _roots(bids_dir, fs_subjects_dir, derivatives)
+    found: list[tuple[Path, str]] = []
+    for root in dict.fromkeys([bids_dir, *deriv, *fs]):
+        if subjects is not None:
+            entries = [root / n for s in subjects for n in (f"sub-{s.removeprefix('sub-')}", s.removeprefix("sub-"))]
+        else:
+            try:
+                entries = sorted(root.iterdir())
+            except OSError:
+                continue
+        for p in entries:
+            if p.name.startswith(".") or "average" in p.name or (root == bids_dir and not p.name.startswith("sub-")):
+                continue
+            why = broken_link(p)
+            if why is not None:
+                found.append((p, why))
+    return found
 
 
 def label_for(name: str) -> str:
@@ -451,7 +498,9 @@ def label_for(name: str) -> str:
     import unicodedata
 
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return re.sub(r"[^A-Za-z0-9]", "", ascii_name.removeprefix("sub-")) or "subject"
+    if ascii_name[:4].lower() == "sub-":  # SUB-01, Sub-01 (a case-insensitive system's copy): 01, not SUB01
+        ascii_name = ascii_name[4:]
+    return re.sub(r"[^A-Za-z0-9]", "", ascii_name) or "subject"
 
 
 # ---------------------------------------------------------------- per-source probes
@@ -517,6 +566,44 @@ def _smriprep_files(anat: Path, subject: str, session: str | None, hemi: str
     return found
 
 
+def _case_hint(found: Sequence[str]) -> str:
+    """``; NAMES in the folder ...: rename ...`` for the files ``found`` (in the folder the message
+    names) that discovery would have taken under their names' lower-case extension (``.surf.GII``)
+    or in the case it looks for (``LH.SULC``): names are case-sensitive here, and such a file
+    (copied from a system whose names are not) was left out with "no inputs" as if it were not there."""
+    if not found:
+        return ""
+    return (f"; {', '.join(found)} in it {'is' if len(found) == 1 else 'are'} named in another letter case (file "
+            f"names are case-sensitive here): rename "
+            f"{'it to the name' if len(found) == 1 else 'them to the names'} looked for")
+
+
+def _smriprep_case_mismatches(anat: Path, subject: str, session: str | None, hemi: str,
+                              roles: Sequence[str]) -> list[str]:
+    """Names of ``anat`` that would be inputs of ``roles`` but for the letter case of their
+    extension (``sub-01_hemi-L_sphere.surf.GII``)."""
+    out = []
+    for p in sorted(anat.glob(f"sub-{subject}_*hemi-{hemi}_*")):
+        parsed = _entities(p.name)
+        if parsed is None or parsed[2] == parsed[2].lower():
+            continue
+        ents, suffix, ext = parsed
+        if ents.get("sub") == subject and ents.get("hemi") == hemi and ents.get("ses") == session \
+                and _smriprep_role(ents, suffix, ext.lower()) in roles:
+            out.append(p.name)
+    return out
+
+
+def _freesurfer_case_mismatches(surf: Path, names: Sequence[str]) -> list[str]:
+    """Names of ``surf`` equal to one of ``names`` but for letter case (``LH.SULC`` for ``lh.sulc``)."""
+    wanted = {n.lower(): n for n in names}
+    try:
+        entries = os.listdir(surf)
+    except OSError:
+        return []
+    return sorted(e for e in entries if e.lower() in wanted and e != wanted[e.lower()])
+
+
 #: entities that say which input a file is (its role), not which acquisition it comes from
 _ROLE_ENTITIES = frozenset({"sub", "ses", "hemi", "space", "den", "desc"})
 
@@ -571,6 +658,9 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
             continue
         files = _smriprep_files(anat, subject, ses, hemi)
         if "sphere" not in files:
+            mismatched = _smriprep_case_mismatches(anat, subject, ses, hemi, ("sphere", *features))
+            if any(_entities(n)[1] == "sphere" for n in mismatched):
+                problems.append(f"smriprep {anat}: no sphere" + _case_hint(mismatched))
             continue
         sphere = _pick(files["sphere"])
         if isinstance(sphere, str):
@@ -603,7 +693,8 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
                 elsewhere = [p.name for f in lacking for p in others.get(f, [])]
                 problems.append(f"smriprep {anat}: has the sphere but no {', '.join(lacking)}" + (
                     f" of its set ({sphere.name}: {_acquisition_text(acq)}); "
-                    f"another set has it ({', '.join(elsewhere)}), and sets are never mixed" if elsewhere else ""))
+                    f"another set has it ({', '.join(elsewhere)}), and sets are never mixed" if elsewhere else "")
+                    + _case_hint(_smriprep_case_mismatches(anat, subject, ses, hemi, lacking)))
                 continue
             feats = {f: chosen[f] for f in FEATURES if f in chosen}
             kind = next((k for k in SURFACE_KINDS if k in chosen), None)
@@ -644,16 +735,21 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
     h = _FS_HEMI[hemi]
     names = ([f"sub-{subject}_ses-{session}"] if session else []) + [f"sub-{subject}", subject]
     files = {"sulc": f"{h}.sulc", "curv": f"{h}.curv", "thickness": f"{h}.thickness"}
+    problem = None
     for name in names:
         surf = root / name / "surf"
         if not _present(surf / f"{h}.sphere"):
+            mismatched = _freesurfer_case_mismatches(surf, [f"{h}.sphere", *(files[f] for f in features if f in files)])
+            if any(n.lower() == f"{h}.sphere" for n in mismatched) and problem is None:
+                problem = f"freesurfer {surf}: no {h}.sphere" + _case_hint(mismatched)
             continue
         unfinished = recon_all_unfinished(root / name, h)
         if unfinished:
             return None, f"freesurfer {root / name}: {unfinished}"
         lacking = [files.get(f, f) for f in features if f not in files or not _present(surf / files[f])]
         if lacking:
-            return None, f"freesurfer {surf}: has {h}.sphere but no {', '.join(lacking)}"
+            return None, (f"freesurfer {surf}: has {h}.sphere but no {', '.join(lacking)}"
+                          + _case_hint(_freesurfer_case_mismatches(surf, lacking)))
         feats = {f: surf / n for f, n in files.items() if _present(surf / n)}
         reg = surf / f"{h}.sphere.reg"
         kind = next((k for k in SURFACE_KINDS if _present(surf / f"{h}.{k}")), None)
@@ -662,7 +758,7 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
                           reg if _present(reg) else None, feats, "freesurfer",
                           surf / f"{h}.{kind}" if kind else None, kind,
                           mid if _present(mid) else None, cortex if _present(cortex) else None), ""
-    return None, None
+    return None, problem
 
 
 def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,

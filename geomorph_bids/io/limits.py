@@ -40,6 +40,7 @@ from geomorph_bids.errors import InputError
 
 __all__ = ["MAX_VERTICES", "MAX_MAPS", "READ_TIMEOUT_S", "SURFACE_MAX_BYTES", "DOCUMENT_MAX_BYTES",
            "CHECKPOINT_MAX_BYTES", "ANNEX_POINTER_MAX_BYTES", "map_max_bytes", "regular_file", "annex_key", "check_size",
+           "unicode_twin", "unicode_twin_hint",
            "read_bounded", "read_text_bounded", "read_json_bounded", "read_json_files", "decompress_bounded", "with_deadline", "human_bytes"]
 
 #: the largest mesh accepted: 2,097,152 vertices (12.8 times FreeSurfer's fsaverage, 163,842;
@@ -89,6 +90,44 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def unicode_twin(path: str | Path) -> Path | None:
+    """The existing path that ``path`` (which does not exist) names with its letters in another Unicode
+    form: a name copied from macOS keeps its decomposed ``e`` + accent (NFD), a name typed is composed
+    (NFC); both print as ``café``, and ``no such file`` then named what ``ls`` shows. None when there
+    is none (each missing part is looked for among its folder's names, up to 10,000 of them)."""
+    import itertools
+    import unicodedata
+
+    p = Path(path).absolute()
+    if p.exists() or str(p).isascii():
+        return None
+    found = Path(p.anchor)
+    for part in p.parts[1:]:
+        if not (found / part).exists():
+            key = unicodedata.normalize("NFC", part)
+            try:
+                with os.scandir(found) as it:
+                    match = next((e.name for e in itertools.islice(it, 10_000)
+                                  if unicodedata.normalize("NFC", e.name) == key), None)
+            except OSError:
+                return None
+            if match is None:
+                return None
+            part = match
+        found = found / part
+    return found
+
+
+def unicode_twin_hint(path: str | Path) -> str:
+    """``; T is there, its letters in another Unicode form ...`` when :func:`unicode_twin` finds one,
+    else ``""``: for the line that says ``path`` does not exist."""
+    twin = unicode_twin(path)
+    return "" if twin is None else (
+        f"; {twin} is there, its letters in another Unicode form (a name copied from macOS?): give the path as it is "
+        "on disk (the shell's tab completion gives it), or rename it with its letters composed "
+        "(convmv -f utf8 -t utf8 --nfc --notest)")
+
+
 def regular_file(path: str | Path) -> os.stat_result:
     """``stat`` of ``path`` (links followed), or InputError when it is missing, a symbolic link
     whose target does not exist, or not a regular file (folder, FIFO, device, socket)."""
@@ -105,7 +144,16 @@ def regular_file(path: str | Path) -> os.stat_result:
         if stripped != p and stripped.exists():  # a name read from a list without its line ending stripped
             raise InputError(f"cannot be read: no such file, but {stripped} exists: the name given holds blanks or a "
                              "line ending (a line read from a file list? strip it)", path=p) from None
-        raise InputError("cannot be read: no such file", path=p) from None
+        if p.parts and p.parts[0].startswith("~"):  # nibabel's load expands it; open() and this do not
+            try:
+                home = p.expanduser()
+            except RuntimeError:  # ~user of no user
+                home = p
+            if home != p and home.exists():
+                raise InputError(f"cannot be read: no such file, but {home} exists: '~' is expanded by a shell, not "
+                                 "in a path given to Python (use os.path.expanduser, or the full path)",
+                                 path=p) from None
+        raise InputError("cannot be read: no such file" + unicode_twin_hint(p), path=p) from None
     except OSError as exc:
         raise InputError(f"cannot be read: {exc.strerror or exc}", path=p) from None
     if not stat.S_ISREG(st.st_mode):

@@ -32,7 +32,8 @@ from .template_sources import (TemplateSearch, TemplateSource, discover_sources,
                                is_low_resolution, load_source, low_resolution_note)
 from .templates import Template, available_templates, is_bundled_template
 
-__all__ = ["TemplateRef", "resolve_template_ref", "template_search_path", "resolve_template", "HEMIS"]
+__all__ = ["TemplateRef", "resolve_template_ref", "template_search_path", "moved_template_files", "resolve_template",
+           "HEMIS"]
 
 HEMIS = ("L", "R")
 
@@ -115,9 +116,10 @@ class TemplateRef:
 
     def warnings(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> list[str]:
         """One line per hemisphere whose preferred source lacks a map in ``features`` (the next
-        one is used), then the notes; empty for a custom template."""
+        one is used), then the notes; a custom template: its notes (a ``--template-dir`` it does
+        not use)."""
         if self.is_custom:
-            return []
+            return list(self.notes)
         hemis = tuple(hemis)
         notes = [n for n in self.notes if not any(f"hemi-{h}" in n for h in HEMIS if h not in hemis)]
         return fallback_warnings({h: self.candidates(h) for h in hemis}, features, notes)
@@ -140,8 +142,10 @@ class TemplateRef:
 
     def describe(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> str:
         """One line: where the maps come from, e.g. ``fsaverage from FreeSurfer fsaverage /x``."""
-        if self.is_custom:
-            return f"{self.label} from {self.folder}"
+        if self.is_custom:  # a folder renamed or copied under another name still names its outputs by its Identifier
+            named = "" if self.folder.name == f"tpl-{self.label}" else (
+                f" (the Identifier in its {DESCRIPTION}: outputs are named space-{self.label})")
+            return f"{self.label} from {self.folder}{named}"
         where = sorted({self.source(h, features).describe() for h in hemis})
         return f"{self.label} from {' and '.join(where)}"
 
@@ -175,6 +179,25 @@ def template_search_path(output_dir: str | Path) -> tuple[Path, ...]:
     """Folders searched for ``tpl-<label>`` when a template is named by label: the output
     folder (where ``group --build-template`` writes) and its ``templates/`` sub-folder."""
     return (Path(output_dir), Path(output_dir) / "templates")
+
+
+def moved_template_files(files: Sequence[str | Path], output_dir: str | Path) -> tuple[str, ...]:
+    """The map files of a custom template an output recorded (``template_files``), found again
+    after the output folder moved with its templates: when their ``tpl-<label>`` folder is no
+    longer where it was recorded, the same files in the ``tpl-<label>`` of ``output_dir``'s
+    :func:`template_search_path`; else ``files`` as they are. Whether they hold the same maps is
+    the caller's to check (their SHA-256 against the recorded one)."""
+    files = tuple(str(f) for f in files)
+    if not files:
+        return files
+    folder = Path(files[0]).parent
+    if not folder.name.startswith("tpl-") or folder.is_dir():
+        return files
+    for d in template_search_path(output_dir):
+        here = Path(d) / folder.name
+        if here.is_dir():
+            return tuple(str(here / Path(f).name) for f in files)
+    return files
 
 
 def template_name_hint(name: str) -> str | None:
@@ -256,7 +279,11 @@ def resolve_template_ref(name: str | Path, search: Sequence[str | Path] = (),
     if not is_bundled_template(base):
         raise InputError(f"custom template has BaseTemplate {base!r}; expected {' or '.join(available_templates())}",
                          path=folder / DESCRIPTION)
-    return TemplateRef(str(info["Identifier"]), base, folder.absolute())
+    label = str(info["Identifier"])
+    unused = () if where.template_dir is None else (  # a custom template's maps are its folder's: said, not ignored
+        f"--template-dir {where.template_dir} is not used (template_dir= in Python): template {label} is a custom "
+        f"template folder ({folder.absolute()}), whose maps are its own",)
+    return TemplateRef(label, base, folder.absolute(), notes=unused)
 
 
 def resolve_template(name: str | Path, hemi: str, features: Sequence[str] = ("sulc",),

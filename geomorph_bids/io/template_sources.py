@@ -50,8 +50,9 @@ from ..errors import InputError
 from .digest import file_stamp
 from .limits import annex_key
 
-__all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "LowResolutionWarning", "SOURCE_KINDS", "SAMPLING", "BUNDLED_ORIGIN",
-           "discover_sources", "explicit_base", "explicit_bases", "files_sha256", "load_source", "sample_on_grid", "fallback_warnings",
+__all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "LowResolutionWarning", "SOURCE_KINDS", "SAMPLING",
+           "BUNDLED_ORIGIN", "discover_sources", "explicit_base", "explicit_bases", "files_sha256", "sha256_now",
+           "load_source", "sample_on_grid", "fallback_warnings",
            "is_low_resolution", "LOW_RESOLUTION_NOTE", "low_resolution_used", "describe_provenance",
            "source_record", "FULL_VERTICES", "low_resolution_note", "current_provenance"]
 
@@ -582,6 +583,20 @@ def files_sha256(paths: Sequence[str | Path]) -> str:
     :func:`~geomorph_bids.io.digest.file_stamp`, so a changed file is hashed again)."""
     stamps = tuple((str(p), *file_stamp(p)) for p in paths)
     return _sha256(stamps)
+
+
+def sha256_now(files: Sequence[str | Path], recorded: object) -> str | None:
+    """The SHA-256 of a template's map ``files`` as they are now, when it is not ``recorded``
+    (the ``template_sha256`` an output recorded of them: the maps were rebuilt or replaced in
+    place since, e.g. a population template rebuilt); None when they are unchanged, nothing was
+    recorded, or they cannot be read here (moved, another machine's paths: nothing to compare)."""
+    if not files or not isinstance(recorded, str):
+        return None
+    try:
+        now = files_sha256(tuple(str(f) for f in files))
+    except OSError:
+        return None
+    return None if now == recorded else now
 
 
 @functools.lru_cache(maxsize=32)

@@ -67,6 +67,10 @@ def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str
         row["_features"] = list(registration.get("registration_features") or doc.get("features") or [])
         row["_thresholds"] = quality.get("thresholds")
         row["_stale"] = stale
+        # the template's map files the recorded template_sha256 is of: the group level tells a row
+        # registered to maps since rebuilt or replaced (a population template rebuilt in place)
+        files = registration.get("template_files")
+        row["_template_files"] = [str(f) for f in files] if isinstance(files, list) else []
     return row
 
 
@@ -75,6 +79,7 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
     """One row per ``sub-*/[ses-*/]anat/*_desc-geomorph_metrics.json`` under ``output_dir``,
     sorted by subject, session, hemisphere, template (``with_quality_inputs``: also ``_registration``,
     ``_features`` and ``_thresholds``, what :func:`geomorph_bids.quality.assess` needs;
+    ``_template_files``: the template's map files its ``template_sha256`` is of;
     ``subjects``: only the files in those subjects' folders, labels without ``sub-``).
     A file that cannot be read (damaged, not JSON) raises :class:`InputError`, or, when
     ``unreadable`` is a list, gets its one-line message appended there and no row."""

@@ -21,13 +21,20 @@ if TYPE_CHECKING:
 __all__ = ["hemisphere_figures"]
 
 
-def _load_template(name: str, hemi: str, feature: str, output_dir: Path, recorded: dict | None = None):
-    """The template the run used (``recorded``: its ``TemplateRef.to_dict()`` in the metrics),
-    else the one ``name`` refers to here (outputs written before the reference was recorded)."""
+def _load_template(name: str, hemi: str, feature: str, output_dir: Path, recorded: dict | None = None,
+                   moved_to: Path | None = None):
+    """The template the run used (``recorded``: its ``TemplateRef.to_dict()`` in the metrics;
+    ``moved_to``: the folder a custom template's maps are in now, the output folder having moved
+    with it), else the one ``name`` refers to here (outputs written before the reference was recorded)."""
+    from dataclasses import replace
+
     from ..io.template_ref import TemplateRef, resolve_template, template_search_path
 
     if recorded:
-        return TemplateRef.from_dict(recorded).load(hemi, (feature,))
+        ref = TemplateRef.from_dict(recorded)
+        if ref.is_custom and moved_to is not None:
+            ref = replace(ref, folder=moved_to)
+        return ref.load(hemi, (feature,))
     return resolve_template(name, hemi, (feature,), search=template_search_path(output_dir))
 
 
@@ -53,14 +60,19 @@ def _read_surface(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(s.vertices, dtype=np.float64), np.asarray(s.faces, dtype=np.int64)
 
 
-def _density_mesh(template: str, hemi: str, density: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _density_mesh(template: str, hemi: str, density: str, n: int, base: str | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The output-density sphere (``n`` vertices) the resampled maps of ``template`` are on: the
+    standard template's, or for a custom template (a population template) its ``base``'s, whose
+    output densities its outputs use; an icosphere of ``n`` vertices where neither is known."""
     from ..io.templates import is_bundled_template, load_density_sphere
     from ..sphere.icosphere import icosphere, level_of
 
-    if is_bundled_template(template):
-        v, f, _ = load_density_sphere(template, hemi, density)
-        return v, f
-    level = level_of(n)  # a custom template: its outputs are on an icosphere
+    for name in (template, base):
+        if name and is_bundled_template(name):
+            v, f, _ = load_density_sphere(name, hemi, density)
+            return v, f
+    level = level_of(n)  # a custom template of no known base (outputs of an older version): an icosphere
     v, f = icosphere(level)
     return np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64)
 
@@ -69,6 +81,8 @@ def hemisphere_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path, keeper: 
                        ) -> tuple[list[tuple[str, str, str]], list[str]]:
     """Draw a hemisphere's figures: [(kind, caption, relative path)], [notes]. ``keeper``: the
     report's :class:`~.figures.FigureKeeper` (figures of a layout already drawn are refilled)."""
+    from ..io.template_ref import moved_template_files
+    from ..io.template_sources import sha256_now
     from ..sphere.distortion import distortion
     from .figures import distortion_figure, registration_figure
 
@@ -85,6 +99,16 @@ def hemisphere_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path, keeper: 
         notes.append(f"{native_sphere.name} has {len(native[0])} vertices, the registered sphere "
                      f"{len(registered[0])}: not used")
         native = None
+    recorded_files = tuple(str(f) for f in reg.get("template_files") or ())
+    files = moved_template_files(recorded_files, output_dir)  # the output folder moved with its template
+    changed = sha256_now(files, reg.get("template_sha256"))
+    moved_to = Path(files[0]).parent if files != recorded_files and not changed and all(
+        Path(f).is_file() for f in files) else None  # the same maps, found where the folder is now
+    if changed:  # a population template rebuilt in place: the maps drawn are not those it was registered to
+        notes.append(f"the template's maps in {Path(files[0]).parent} have changed since this hemisphere "
+                     f"was registered to them (sha256 {str(reg.get('template_sha256'))[:12]} then, {changed[:12]} now: "
+                     "a template rebuilt or replaced there); the template drawn is the maps there now: rerun the "
+                     f"participant level with --template {template} for outputs in their space")
     rotation = np.asarray(reg.get("rotation") or np.eye(3), dtype=np.float64)
     missing_native = (f"needs {native_sphere.name} and the native feature in the outputs"
                       if native is None else "")
@@ -92,7 +116,7 @@ def hemisphere_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path, keeper: 
     d = None
     for feature in h.features:
         try:
-            tpl = _load_template(template, h.hemi, feature, output_dir, h.doc.get("template_ref"))
+            tpl = _load_template(template, h.hemi, feature, output_dir, h.doc.get("template_ref"), moved_to)
         except (ValueError, OSError) as exc:
             notes.append(f"template {template} ({feature}) not available here: {exc}")
             continue
@@ -113,7 +137,9 @@ def hemisphere_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path, keeper: 
         if resampled is not None:
             values = _read_values(resampled)
             try:
-                after = (_density_mesh(template, h.hemi, str(h.doc.get("output_density")), len(values)), values)
+                ref = h.doc.get("template_ref") if isinstance(h.doc.get("template_ref"), dict) else {}
+                after = (_density_mesh(template, h.hemi, str(h.doc.get("output_density")), len(values),
+                                       ref.get("base")), values)
             except (ValueError, OSError) as exc:
                 notes.append(f"output-density sphere not available ({exc}); drawing the native map instead")
         if after is None and native_values is not None and registered is not None:

@@ -27,7 +27,17 @@ _SIGNED = ("sulc", "curv")
 
 
 def _inside(path: str | Path, root: str | Path) -> str | None:
-    """``path`` relative to ``root`` (both resolved: links followed), or None when it lies outside."""
+    """``path`` relative to ``root`` as the dataset names it, or None when it lies outside: by the
+    names themselves when ``path`` lies below ``root`` as given (a link inside the dataset keeps its
+    name there: DataLad's annexed files lead into ``.git/annex/objects``, a ``derivatives/freesurfer``
+    may lead to another disk, and their targets were recorded instead, or the file was said to lie
+    outside the dataset), else with both resolved (the dataset given through another path)."""
+    try:
+        rel = Path(path).absolute().relative_to(Path(root).absolute())
+        if ".." not in rel.parts:
+            return rel.as_posix()
+    except ValueError:
+        pass
     try:
         return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
     except ValueError:
@@ -35,7 +45,7 @@ def _inside(path: str | Path, root: str | Path) -> str | None:
 
 
 def relative_to(path: str | Path, root: Path) -> str:
-    """``path`` relative to ``root`` (both resolved), else as given: how inputs are recorded."""
+    """``path`` relative to ``root`` (as :func:`_inside` finds it), else as given: how inputs are recorded."""
     rel = _inside(path, root)
     return str(path) if rel is None else rel
 
@@ -43,7 +53,8 @@ def relative_to(path: str | Path, root: Path) -> str:
 def input_uri(path: str | Path, bids_dir: str | Path) -> str:
     """An input as the sidecars' ``Sources`` name it: a BIDS URI of the raw dataset
     (``bids:raw:derivatives/freesurfer/sub-01/surf/lh.sulc``; ``raw`` is dataset_description.json's
-    DatasetLinks entry of the BIDS folder) when it lies in the BIDS folder (links resolved), else its path."""
+    DatasetLinks entry of the BIDS folder) when it lies in the BIDS folder (by its name there, a link's
+    own, or with links resolved), else its path."""
     rel = _inside(path, bids_dir)
     return str(path) if rel is None else "bids:raw:" + rel
 
@@ -89,11 +100,16 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
     ent = entities(h.subject, h.session)
     registered = anat_uri(ent, REGISTERED_SPHERE.name(ent, h.hemi, space))
     tpl_source = template_source(h, config)
+    # a custom (population) template's maps lie in its base template's coordinates, and its outputs are
+    # on the base's output spheres: said, as the SpatialReference (the base's sphere) shows
+    base = config.template.base
+    custom = {"BaseTemplate": base} if config.template.is_custom else {}
+    where = f"{space} space" + (f" (the {base} sphere's coordinates, where its maps lie)" if custom else "")
     files = [OutputFile(out.path(REGISTERED_SPHERE), "registered_sphere", meta={
-        "Description": f"Native sphere mesh moved into {space} space by geomorph-bids "
+        "Description": f"Native sphere mesh moved into {where} by geomorph-bids "
                        "(same vertices and triangles as the input sphere); use it where sMRIPrep's "
                        "desc-msmsulc sphere is used.",
-        "Sources": [sphere_source], "Template": space, "TemplateSource": tpl_source,
+        "Sources": [sphere_source], "Template": space, **custom, "TemplateSource": tpl_source,
         "RegistrationFeatures": list(config.channels), "Model": model,
         "RegistrationMetrics": anat_uri(ent, METRICS.name(ent, h.hemi, space)),
         "InputSource": h.source, "SignConvention": sign_note})]
@@ -102,9 +118,11 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
         "every vertex that has a cortical source (-current-roi); a vertex with none keeps the unrestricted value")}
     for k, f in enumerate(features):
         files.append(OutputFile(out.path(RESAMPLED_FEATURE, f), "resampled_features", k, meta={
-            "Description": f"{f} resampled onto the {space} {density} sphere through "
-                           "the geomorph-bids registration",
-            "Sources": [sources[f], registered], "Template": space, "TemplateSource": tpl_source, "Density": density,
+            "Description": f"{f} resampled onto the {base if custom else space} {density} sphere"
+                           + (f" (template {space} is built on {base})" if custom else "")
+                           + " through the geomorph-bids registration",
+            "Sources": [sources[f], registered], "Template": space, **custom, "TemplateSource": tpl_source,
+            "Density": density,
             "SpatialReference": config.density_sources.get(h.hemi, ""),
             "ResamplingMethod": "ADAP_BARY_AREA", "Model": model,
             "AreaSurfaces": ("the subject's midthickness and its copy resampled onto the template "

@@ -774,3 +774,31 @@ def test_stopping_the_children_spares_the_resource_tracker():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["1", "1", "0", "1"]
+
+
+def test_an_output_folder_on_a_read_only_mount_is_said_to_be_read_only_not_a_permission(tmp_path, monkeypatch):
+    """An existing output folder on a read-only mount (``mount -o ro``, ``docker run -v /data/out:/out:ro``
+    for the group level or ``--reports-only``) said ``the output directory is not writable (permission
+    denied)``, and in the image told the user to run the container as the folder's owner: no owner or
+    mode helps a read-only mount. Now it says ``read-only filesystem`` and, in the image, to bind it
+    writable; a folder of another owner still says ``permission denied``."""
+    out = tmp_path / "out"
+    out.mkdir()
+    real_access, real_statvfs = os.access, os.statvfs
+    monkeypatch.setattr(pf.os, "access", lambda path, mode: False if Path(path) == out else real_access(path, mode))
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(pf.os, "statvfs", lambda path: ReadOnly() if Path(path) == out else real_statvfs(path))
+    monkeypatch.delenv("GEOMORPH_CONTAINER", raising=False)
+    with pytest.raises(pf.InputError) as native:
+        pf.check_writable(out, "output")
+    assert str(native.value) == f"{out}: the output directory is not writable (read-only filesystem)"
+    monkeypatch.setenv("GEOMORPH_CONTAINER", "docker://geomorph-bids:test")
+    with pytest.raises(pf.InputError) as image:
+        pf.check_writable(out, "output")
+    assert str(image.value) == (
+        f"{out}: the output directory is not writable (read-only filesystem); in this container only folders bound "
+        f"writable can be written: bind a host folder you own there, not :ro (docker run -v /path/on/host:{out}, "
+        f"apptainer run -B /path/on/host:{out})")

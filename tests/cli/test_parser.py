@@ -153,3 +153,48 @@ def test_help_states_the_defaults_batch_mode_and_nipype_use():
     omp = " ".join(actions["--omp-nthreads"].help.split())
     assert "nprocs // 2" in omp and "batch mode, --batch-size: 1" in omp
     assert "a SLURM job's --mem" in actions["--mem-gb"].help % {} and "default: 90% of it" in actions["--mem-gb"].help % {}
+
+
+def test_a_path_that_starts_with_a_dash_is_said_to_read_as_an_option(tmp_path, monkeypatch, capsys):
+    """``geomorph-bids -ds -out participant`` (folders named ``-ds``, ``-out``): argparse took both
+    for unknown options and said ``the following arguments are required: output_dir, analysis_level``,
+    and ``geomorph-register --sphere -lh.sphere`` ``expected one argument``. An existing path is now
+    named with how to give it; a word that exists nowhere (an output folder not made yet) is named
+    beside argparse's message. Options, negative numbers and words after ``--`` are left alone."""
+    from geomorph_bids.cli.register import build_parser as register_parser
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-ds").mkdir()
+    (tmp_path / "-lh.sphere").touch()
+    for parser, argv, line in [
+        (build_parser(), ["-ds", "-out", "participant"],
+         "error: '-ds' starts with '-', so it reads as an option, but it names a path here: give it as './-ds'"),
+        (register_parser(), ["--sphere", "-lh.sphere"],
+         "error: '-lh.sphere' starts with '-', so it reads as an option, but it names a path here: give it as "
+         "'./-lh.sphere'"),
+        (build_parser(), ["./-ds", "-out", "participant"],
+         "error: the following arguments are required: analysis_level ('-out' read as an option this command does "
+         "not have: a path that starts with '-' is given as './-out')"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(argv)
+        assert exc.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(line)
+    args = build_parser().parse_args(["--identity-margin", "-0.1", "-w", "./-ds", "--", "-ds", "-out", "participant"])
+    assert (str(args.bids_dir), str(args.output_dir), args.identity_margin) == ("-ds", "-out", -0.1)
+
+
+def test_a_derivatives_folder_whose_path_holds_an_equals_sign_is_read_as_a_path(tmp_path, monkeypatch):
+    """``--derivatives /data/run=2/smriprep`` (a folder named by a script's key=value) was read as
+    NAME=PATH: the derivatives named ``/data/run`` in folder ``2/smriprep``, refused as no such folder
+    (naming neither the folder given nor why). A name holding ``/``, or a whole word that is a path
+    where its part after ``=`` is none, is now a path; ``NAME=PATH`` is as before."""
+    from geomorph_bids.cli.parser import parse_derivatives
+
+    folder = tmp_path / "run=2" / "smriprep"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert parse_derivatives([str(folder)]) == {"smriprep": folder}
+    assert parse_derivatives(["run=2/smriprep"]) == {"smriprep": folder}
+    assert parse_derivatives([f"sm={folder}"]) == {"sm": folder}
+    assert parse_derivatives(["sm=run=2/smriprep"]) == {"sm": folder}
+    assert parse_derivatives(["fmriprep=elsewhere"]) == {"fmriprep": tmp_path / "elsewhere"}

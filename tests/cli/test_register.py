@@ -397,7 +397,11 @@ def test_output_that_would_not_be_a_gifti_file_is_a_usage_error(tmp_path, capsys
 
 @pytest.mark.parametrize("name, needle", [("lh.fsLR.surf.gii.gz", "written uncompressed"),
                                           ("lh.sulc.shape.gii", "says a per-vertex map"),
-                                          ("lh.fsLR.func.gii", "says a per-vertex map")])
+                                          ("lh.fsLR.func.gii", "says a per-vertex map"),
+                                          # told to "end its name with .surf.gii", which it did but for the case
+                                          ("lh.fsLR.surf.GII", "end its name with .surf.gii in lower case (the "
+                                           "outputs' names, the metrics file's among them, are made from it): "
+                                           "lh.fsLR.surf.gii")])
 def test_an_output_name_of_a_gzipped_file_or_a_map_is_a_usage_error(tmp_path, capsys, name, needle):
     """Round eight: --out lh.sulc.shape.gii wrote the sphere under a map's name (exit 0; read back
     later as a map it is refused), and --out x.surf.gii.gz was told to 'end its name with .surf.gii'
@@ -837,3 +841,41 @@ def test_a_rerun_that_cannot_write_its_metrics_keeps_the_earlier_set(tmp_path, m
     assert f"no space left on device (disk full) writing {out / 'lh.reg_metrics.json'}" in err, err
     assert _tree_bytes(out) == before
     assert sorted(p.name for p in out.rglob(".*")) == []
+
+
+def test_an_output_name_too_long_for_its_temporary_name_is_refused_before_the_registration(tmp_path, capsys):
+    """``--out`` of a 249-byte name (a name the file system takes) failed after the registration with
+    ``error: File name too long at .../.<name>.a86fdk6p.tmp``: the temporary name it is written under
+    is 14 bytes longer, and the message named that file, not --out. A metrics name made from --out
+    (``_metrics.json`` in place of ``.surf.gii``) could overflow the same way. Both are now refused
+    before anything is read, naming the option; nothing is written."""
+    surf = example_dir() / "sub-01" / "surf"
+    for stem, option, name in [("x" * 240, "--out", "x" * 240 + ".surf.gii"),
+                               ("x" * 232, "--metrics", "x" * 232 + "_metrics.json")]:
+        code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+                     "--model", "rigid", "--out", str(tmp_path / f"{stem}.surf.gii")])
+        assert code == 1
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"geomorph-register: error: hemi-L {tmp_path / name}: {option} cannot be written: its file name is "
+            f"{len(name)} bytes long, more than the 241 the file system takes (255, less 14 for the temporary name "
+            "it is written under); give a shorter name")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_feature_file_whose_path_holds_an_equals_sign_is_read_as_a_file(tmp_path, monkeypatch):
+    """``--feature /data/run=2/lh.sulc`` (the name left to the file's, as the help allows) was split at
+    the ``=``: ``error: hemi-L: --feature /data/run: unknown feature name``. A name holding ``/``, or
+    a word that is a file where its part after ``=`` is none, is now a file; ``NAME=FILE`` as before."""
+    import shutil
+
+    from geomorph_bids.cli.register import _parse_features
+
+    folder = tmp_path / "run=2"
+    folder.mkdir()
+    shutil.copy(example_dir() / "sub-01" / "surf" / "lh.sulc", folder / "lh.sulc")
+    monkeypatch.chdir(tmp_path)
+    assert _parse_features([str(folder / "lh.sulc")]) == {"sulc": folder / "lh.sulc"}
+    assert _parse_features(["run=2/lh.sulc"]) == {"sulc": Path("run=2/lh.sulc")}
+    assert _parse_features(["curv=run=2/lh.sulc"]) == {"curv": Path("run=2/lh.sulc")}
+    assert main(["--sphere", str(example_dir() / "sub-01" / "surf" / "lh.sphere"), "--feature", "run=2/lh.sulc",
+                 "--model", "rigid", "--out", str(tmp_path / "o" / "x.surf.gii")]) == 0

@@ -193,3 +193,59 @@ def test_a_filter_session_null_registers_the_anatomy_without_a_session(tmp_path)
     assert not (out / "sub-01" / "ses-2").exists() and not (out / "sub-02").exists()
     failed = [line for line in err.splitlines() if "sub-02" in line and "session null" in line]
     assert len(failed) == 1 and "ses-2" in failed[0], err
+
+
+def test_subject_folders_that_are_links_to_nothing_are_named_not_left_out_in_silence(tmp_path, recwarn):
+    """A subject folder that is a link to nothing: a FreeSurfer subject linked from a disk that is not
+    mounted, a link relative to another folder, a link to itself. A whole-dataset run left it out
+    without a word (exit 0 for the others), and ``--participant-label`` of it said ``not found;
+    available: 01`` though ``ls`` shows it. Now the run warns, naming the link and what it leads to,
+    and the label's failure line says the same."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import SubjectWarning, collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01",))
+    fs = bids / "derivatives" / "freesurfer"
+    (fs / "sub-02").symlink_to(tmp_path / "unmounted" / "sub-02")
+    (fs / "sub-03").symlink_to("sub-03")
+    (fs / "fsaverage").symlink_to(tmp_path / "freesurfer" / "subjects" / "fsaverage")  # a template: no subject
+    args = build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"])
+    jobs, failures = collect_jobs(args, ["sulc"])
+    assert [j.subject for j in jobs] == ["01"] and not failures
+    dangling = (f"a link to {tmp_path / 'unmounted' / 'sub-02'}, which does not exist (on a disk that is not "
+                "mounted, or a relative link made from another folder?)")
+    assert sorted(str(w.message) for w in recwarn if issubclass(w.category, SubjectWarning)) == [
+        f"subject folder {fs / 'sub-02'} is not processed: it is {dangling}",
+        f"subject folder {fs / 'sub-03'} is not processed: it is a loop of symbolic links"]
+    recwarn.clear()
+    args = build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant", "--participant-label", "02", "03"])
+    jobs, failures = collect_jobs(args, ["sulc"])
+    assert not jobs and [f.reason.split("; no inputs")[0] for f in failures] == [
+        f"{fs / 'sub-02'} is {dangling}", f"{fs / 'sub-03'} is a loop of symbolic links"]
+    assert not [w for w in recwarn if issubclass(w.category, SubjectWarning)]
+
+
+def test_subject_folders_named_in_another_letter_case_are_named_and_a_lower_case_twin_is_said(tmp_path, recwarn):
+    """A dataset copied through a system whose names are not case-sensitive: ``derivatives/smriprep/Sub-02``
+    was left out without a word (only ``sub-*`` folders were looked at), and ``freesurfer/SUB-01`` beside
+    ``sub-01`` was offered a link under ``SUB01``, a second subject made of the same brain. Now both
+    are named; where the lower-case folder is there too, the line says so instead of offering a name."""
+    import shutil
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import SubjectWarning, collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01",))
+    make_dataset(tmp_path / "bids", "smriprep", subjects=("03",))
+    fs, smriprep = bids / "derivatives" / "freesurfer", bids / "derivatives" / "smriprep"
+    shutil.copytree(fs / "sub-01", fs / "SUB-01")
+    (smriprep / "sub-03").rename(smriprep / "Sub-02")
+    args = build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"])
+    jobs, failures = collect_jobs(args, ["sulc"])
+    assert [j.subject for j in jobs] == ["01"] and not failures
+    assert sorted(str(w.message) for w in recwarn if issubclass(w.category, SubjectWarning)) == [
+        f"FreeSurfer subject folder {fs / 'SUB-01'} is not processed: its name is not a BIDS label (letters and "
+        "digits only); sub-01 is there as well (a copy from a system whose names are not case-sensitive?): remove "
+        "the one that is not wanted",
+        f"subject folder {smriprep / 'Sub-02'} is not processed: its name does not start with 'sub-' in lower case "
+        "(names are case-sensitive); rename the folder and its files (e.g. sub-02)"]

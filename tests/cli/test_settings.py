@@ -90,3 +90,67 @@ def test_the_image_says_once_when_auto_falls_back_to_the_cpu(tmp_path, capsys, m
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     monkeypatch.delenv("GEOMORPH_CONTAINER")
     assert notes() == ("cpu", [])
+
+
+def test_the_commands_a_message_suggests_quote_paths_that_a_shell_would_split(tmp_path, capsys):
+    """The note for a FreeSurfer SUBJECTS_DIR given as bids_dir, and the refusals that suggest a
+    command (one subject's folder, a pipeline's output folder, geomorph-bids' own outputs), printed
+    the paths bare: pasted into a shell, ``/data/my study/freesurfer`` split in two and a ``$`` or
+    ``#`` in a name was expanded or began a comment. Now a path that needs it is quoted, as the
+    ``ln -s`` and ``datalad get`` hints already were; a plain path is printed as it is."""
+    import pytest
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.settings import validate_arguments
+    from geomorph_bids.errors import InputError
+
+    from .test_hostile import fs_subject
+
+    subjects = tmp_path / "my study $x #1" / "freesurfer"
+    fs_subject(subjects / "sub-01")
+    quoted = f"'{subjects}'"
+    args = build_parser().parse_args([str(subjects), str(tmp_path / "out"), "participant"])
+    validate_arguments(args)
+    assert capsys.readouterr().err.strip() == (
+        f"geomorph-bids: note: {subjects} is a FreeSurfer SUBJECTS_DIR, not a BIDS dataset: read as {quoted} "
+        f"--skip-bids-validation --fs-subjects-dir {quoted}")
+    args = build_parser().parse_args([str(subjects / "sub-01"), str(tmp_path / "out"), "participant",
+                                      "--participant-label", "02"])
+    with pytest.raises(InputError) as one_subject:
+        validate_arguments(args)
+    assert str(one_subject.value).endswith(
+        f"or run on this subject alone: geomorph-bids {quoted} OUTPUT_DIR participant --skip-bids-validation "
+        f"--fs-subjects-dir {quoted} --participant-label 01")
+    plain = tmp_path / "plain"
+    fs_subject(plain / "sub-01")
+    args = build_parser().parse_args([str(plain), str(tmp_path / "out"), "participant"])
+    validate_arguments(args)
+    assert f"--fs-subjects-dir {plain}" in capsys.readouterr().err
+
+
+def test_a_dataset_named_in_another_unicode_form_is_named_as_it_is_on_disk(tmp_path):
+    """``geomorph-bids /data/café ...`` typed (NFC) for a dataset copied from macOS (NFD): ``bids_dir
+    does not exist or is not a folder`` of a folder ``ls`` lists under the same letters. The folder on
+    disk is now named, with what to do."""
+    import unicodedata
+
+    import pytest
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.settings import validate_arguments
+    from geomorph_bids.errors import InputError
+
+    on_disk = tmp_path / unicodedata.normalize("NFD", "café")
+    on_disk.mkdir()
+    typed = tmp_path / unicodedata.normalize("NFC", "café")
+    with pytest.raises(InputError) as exc:
+        validate_arguments(build_parser().parse_args([str(typed), str(tmp_path / "out"), "participant"]))
+    assert str(exc.value).startswith(f"{typed}: bids_dir does not exist or is not a folder; {on_disk} is there, its "
+                                     "letters in another Unicode form (a name copied from macOS?)")
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    with pytest.raises(InputError) as fs:
+        validate_arguments(build_parser().parse_args([str(tmp_path / "ds"), str(tmp_path / "out"), "participant",
+                                                      "--fs-subjects-dir", str(typed)]))
+    assert str(fs.value).startswith(f"{typed}: --fs-subjects-dir: no such folder (the FreeSurfer SUBJECTS_DIR holding "
+                                    f"the subjects); {on_disk} is there, its letters in another Unicode form")

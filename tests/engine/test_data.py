@@ -218,3 +218,20 @@ def test_a_bids_dataset_given_as_the_subjects_folder_is_refused_naming_its_pipel
                             f" or {root / 'derivatives' / 'smriprep'}")
     found = find_subjects(root / "derivatives" / "freesurfer", ("L",), ("sulc",))
     assert [f.subject for f in found] == ["sub-01"]
+
+
+def test_a_subject_folder_that_is_a_link_to_nothing_is_named_not_left_out_of_the_training(tmp_path):
+    """``--subjects-dir`` whose ``sub-02`` is a link to a disk that is not mounted (or a loop): the
+    training went on with the other subjects (``1 hemispheres of 1 subjects``), nothing said that one
+    was missing. Now one warning names each such link; the others are trained on as before."""
+    subjects = tmp_path / "subjects"
+    shutil.copytree(example_dir() / "sub-01", subjects / "sub-01")
+    (subjects / "sub-02").symlink_to(tmp_path / "unmounted" / "sub-02")
+    (subjects / "sub-03").symlink_to("sub-03")
+    with pytest.warns(UserWarning) as caught:
+        found = find_subjects(subjects, ("L",), ("sulc",))
+    assert [f.subject for f in found] == ["sub-01"]
+    assert [str(w.message) for w in caught] == [
+        f"subject folder {subjects / 'sub-02'} is not read: it is a link to {tmp_path / 'unmounted' / 'sub-02'}, which "
+        "does not exist (on a disk that is not mounted, or a relative link made from another folder?)",
+        f"subject folder {subjects / 'sub-03'} is not read: it is a loop of symbolic links"]

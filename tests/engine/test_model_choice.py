@@ -225,3 +225,30 @@ def test_the_methods_text_names_a_users_network_by_its_name_and_weights(tmp_path
     text = _method_text(network(tmp_path, optimise=True))
     assert f"the GeoMorph network sulc-fsLR-cohort (checkpoint model.pt, weights sha256 {sha[:12]}, trained " \
            "for fsLR), predicted a non-rigid warp in one forward pass" in text
+
+
+def test_a_bundled_name_that_is_also_a_network_in_the_current_folder_says_which_is_used(tmp_path, monkeypatch):
+    """``geomorph-train --out sulc-fsLR`` (scripts/train_models.sh names its folders after the bundled
+    networks), then ``--model sulc-fsLR`` from the folder holding it: the bundled network was used
+    without a word, the user's own shadowed. The bundled one is still used (the name is documented as
+    the bundled network's), and one warning names the folder and how to take it."""
+    import shutil
+    import warnings
+
+    from geomorph_bids.engine.model_choice import network
+    from geomorph_bids.resources import model_path
+
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        network("sulc-fsLR", template="fsLR")
+    assert not [w for w in quiet if "holds a network" in str(w.message)]
+    (tmp_path / "sulc-fsLR").mkdir()
+    shutil.copy(model_path("sulc-fsLR"), tmp_path / "sulc-fsLR" / "model.pt")
+    with pytest.warns(UserWarning) as caught:
+        choice = network("sulc-fsLR", template="fsLR")
+    assert choice.checkpoint == model_path("sulc-fsLR")
+    assert [str(w.message) for w in caught] == [
+        f"model sulc-fsLR: the bundled network sulc-fsLR is used; {tmp_path / 'sulc-fsLR'} holds a network of the "
+        "same name: give its path (./sulc-fsLR) to use that one"]
+    assert network("./sulc-fsLR", template="fsLR").checkpoint == tmp_path / "sulc-fsLR" / "model.pt"

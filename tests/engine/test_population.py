@@ -48,6 +48,8 @@ def test_build_template_lowers_distance(tmp_path):
     desc = json.loads((folder / "template_description.json").read_text())
     assert desc["Identifier"] == "testpop" and desc["BaseTemplate"] == "fsLR"
     assert desc["Hemispheres"]["L"]["Iterations"] == 3
+    # who was averaged, not only how many (a cohort's template is described by its members)
+    assert desc["Hemispheres"]["L"]["Subjects"] == 3 and desc["Hemispheres"]["L"]["Participants"] == ["s0", "s1", "s2"]
     tpl = load_custom_template(folder, "L", ("sulc",))
     assert tpl.name == "testpop" and tpl.features["sulc"].shape == (40962,)
     assert np.allclose(tpl.features["sulc"], result.template.features["sulc"], atol=1e-4)
@@ -65,6 +67,11 @@ def test_build_template_errors(tmp_path):
         build_template(_cohort(2), 1, label="fsLR")
     with pytest.raises(ValueError, match="at least 2"):
         build_template(_cohort(1), 1)
+    # subjects named alike (p.parent.name of .../sub-0N/surf/lh.sphere is 'surf' for all): all were averaged
+    # but one counted, or 'fewer than 2 subjects registered' though every one had
+    same = [PopulationSubject("surf", s.sphere, s.features) for s in _cohort(3)]
+    with pytest.raises(ValueError, match=r"subject names must be unique .*'surf' given 3 times; name each subject"):
+        build_template(same, 1, rigid_only=True)
     with pytest.raises(ValueError, match="unknown template"):
         resolve_template("nothere", "L", search=[tmp_path])
 

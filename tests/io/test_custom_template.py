@@ -70,3 +70,20 @@ def test_loaded_template_says_where_its_maps_came_from(tmp_path):
     assert reg.metrics["template_source"] == "custom"
     assert reg.metrics["template_source_path"] == str(folder)
     assert reg.metrics["template_sha256"] == sha
+
+
+def test_a_template_built_for_one_hemisphere_says_how_to_register_or_build_the_other(tmp_path):
+    """QA: `group --build-template 1 --hemi L`, then `participant --template LABEL` (both
+    hemispheres, the default) ended on `has no sulc map for hemi R (it has: none)`: whether the
+    folder lacked a file or was built for the other hemisphere only was not said, nor what to do."""
+    folder, _ = _folder(tmp_path)
+    doc = json.loads((folder / "template_description.json").read_text())
+    (folder / "template_description.json").write_text(json.dumps({**doc, "Hemispheres": {"L": {"Subjects": 3}}}))
+    with pytest.raises(InputError) as err:
+        load_custom_template(folder, "R", ("sulc",))
+    assert err.value.reason.endswith("no sulc map for hemi R (it has: none); it was built for hemi-L only: register "
+                                     "--hemi L, or build hemi-R too (group --build-template N --hemi R "
+                                     "--template-label mytpl)")
+    with pytest.raises(InputError) as err:  # the hemisphere was built and its map is gone: no such hint
+        load_custom_template(folder, "L", ("curv",))
+    assert "it was built for" not in err.value.reason

@@ -589,3 +589,26 @@ def test_a_label_list_or_a_folder_given_as_a_label_says_how_to_give_it():
     with pytest.raises(InputError) as e:
         normalise_label("a-b")
     assert str(e.value) == "invalid sub label 'a-b': BIDS labels are alphanumeric"
+
+
+def test_files_named_in_another_letter_case_are_named_with_the_names_looked_for(bids: Path) -> None:
+    """Files copied from a system whose names are case-insensitive (``.surf.GII``, ``LH.SULC``) failed
+    with ``no inputs; looked for ...`` as if nothing were there. The failure now names them and says
+    that names are case-sensitive; nothing is registered from them (the run does what the names say)."""
+    anat = make_smriprep(bids / "derivatives" / "smriprep", "01", hemis=("L",))
+    for p in list(anat.iterdir()):
+        p.rename(p.with_name(p.name.replace(".gii", ".GII")))
+    with pytest.raises(DiscoveryError) as smriprep:
+        discover("01", bids, hemis=("L",))
+    assert str(smriprep.value).startswith(
+        f"sub-01 hemi-L: smriprep {anat}: no sphere; sub-01_hemi-L_sphere.surf.GII, sub-01_hemi-L_sulc.shape.GII in it "
+        "are named in another letter case (file names are case-sensitive here): rename them to the names looked for; "
+        "looked for sMRIPrep sub-01/[ses-*/]anat/sub-01_hemi-L_sphere.surf.gii + _sulc.shape.gii")
+    make_fs(bids / "derivatives" / "freesurfer", "sub-02", hemis=("lh",))
+    surf = bids / "derivatives" / "freesurfer" / "sub-02" / "surf"
+    (surf / "lh.sulc").rename(surf / "LH.SULC")
+    with pytest.raises(DiscoveryError) as freesurfer:
+        discover("02", bids, hemis=("L",))
+    assert str(freesurfer.value).startswith(
+        f"sub-02 hemi-L: freesurfer {surf}: has lh.sphere but no lh.sulc; LH.SULC in it is named in another letter "
+        "case (file names are case-sensitive here): rename it to the name looked for; looked for")

@@ -392,3 +392,43 @@ def test_a_json_number_past_pythons_digit_limit_is_an_input_error_naming_the_fil
     assert str(e.value) == (f"{path}: is not valid JSON here (a whole number of more than "
                             f"{sys.get_int_max_str_digits()} digits: damaged or edited)")
     assert [str(x) for x in read_json_files([path])] == [str(e.value)]
+
+
+def test_a_path_starting_with_a_tilde_in_python_says_the_shell_expands_it(tmp_path, monkeypatch):
+    """``register("~/data/lh.sphere", ...)`` in a notebook (nibabel's ``load`` expands ``~``, so the
+    same string had just worked there) said only ``~/data/lh.sphere: cannot be read: no such file``.
+    Where the file is in the home folder, the message now names it and says why it was not read."""
+    from geomorph_bids.engine.register import register
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    sphere = tmp_path / "data" / "lh.sphere"
+    sphere.parent.mkdir()
+    sphere.write_bytes(b"x")
+    with pytest.raises(InputError) as exc:
+        register("~/data/lh.sphere", {"sulc": "~/data/lh.sulc"}, rigid_only=True)
+    assert str(exc.value) == (f"~/data/lh.sphere: cannot be read: no such file, but {sphere} exists: '~' is expanded "
+                              "by a shell, not in a path given to Python (use os.path.expanduser, or the full path)")
+    with pytest.raises(InputError) as missing:
+        register("~/data/rh.sphere", {"sulc": "~/data/lh.sulc"}, rigid_only=True)
+    assert str(missing.value) == "~/data/rh.sphere: cannot be read: no such file"
+
+
+def test_a_name_in_another_unicode_form_is_named_with_the_path_on_disk(tmp_path):
+    """A folder copied from macOS keeps its name decomposed (``cafe`` + combining accent, NFD); the
+    same name typed is composed (NFC). Both print as ``café``, and a reader said ``café/lh.sphere:
+    cannot be read: no such file`` of the file ``ls`` shows. The path on disk is now named."""
+    import unicodedata
+
+    from geomorph_bids.engine.register import register
+
+    on_disk = tmp_path / unicodedata.normalize("NFD", "café") / "lh.sphere"
+    on_disk.parent.mkdir()
+    on_disk.write_bytes(b"x")
+    typed = tmp_path / unicodedata.normalize("NFC", "café") / "lh.sphere"
+    assert limits.unicode_twin(typed) == on_disk and limits.unicode_twin(tmp_path / "other") is None
+    with pytest.raises(InputError) as exc:
+        register(typed, {"sulc": typed}, rigid_only=True)
+    assert str(exc.value) == (
+        f"{typed}: cannot be read: no such file; {on_disk} is there, its letters in another Unicode form (a name "
+        "copied from macOS?): give the path as it is on disk (the shell's tab completion gives it), or rename it with "
+        "its letters composed (convmv -f utf8 -t utf8 --nfc --notest)")

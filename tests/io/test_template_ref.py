@@ -90,3 +90,37 @@ def test_names_users_type_for_templates_get_a_hint(name, expected, tmp_path):
         resolve_template_ref(name, search=(tmp_path,))
     msg = str(e.value)
     assert "\n" not in msg and f"unknown template {name!r}" in msg and expected in msg
+
+
+def test_a_template_folder_under_another_name_says_which_label_its_outputs_get(tmp_path):
+    """QA: an earlier build kept aside as `cp -r tpl-pop tpl-first` and registered to with
+    `--template first` wrote space-pop outputs (beside, or over, those of the current tpl-pop)
+    while the run's line read 'template maps: pop from .../tpl-first'. It now says why the
+    outputs are named space-pop; a folder of its own name says nothing more."""
+    import shutil
+
+    folder = _custom(tmp_path)
+    assert resolve_template_ref(folder).describe(("sulc",)) == f"pop from {folder.absolute()}"
+    copy = tmp_path / "tpl-first"
+    shutil.copytree(folder, copy)
+    ref = resolve_template_ref("first", [tmp_path])
+    assert ref.label == "pop"
+    assert ref.describe(("sulc",)) == (f"pop from {copy.absolute()} (the Identifier in its template_description.json: "
+                                       "outputs are named space-pop)")
+
+
+def test_a_template_dir_a_custom_template_does_not_use_is_said(tmp_path):
+    """QA: `--template geomorphPopulation --template-dir $FREESURFER_HOME/subjects/fsaverage` (a
+    script's usual options, the template switched) registered to the population template's maps
+    and said nothing of the folder it was given. Now one warning line (geomorph-bids,
+    geomorph-register; a TemplateWarning in Python); without --template-dir nothing."""
+    from geomorph_bids.io.template_sources import TemplateSearch
+
+    folder = _custom(tmp_path)
+    assert resolve_template_ref(folder, where=TemplateSearch()).warnings(("sulc",)) == []
+    ref = resolve_template_ref(folder, where=TemplateSearch(template_dir=tmp_path / "fsaverage"))
+    assert ref.warnings(("sulc",)) == [f"--template-dir {tmp_path / 'fsaverage'} is not used (template_dir= in "
+                                       f"Python): template pop is a custom template folder ({folder.absolute()}), "
+                                       "whose maps are its own"]
+    assert TemplateRef.from_dict(ref.to_dict()) == ref
+    assert resolve_template_ref(folder, where=TemplateSearch(bundled_only=True)).warnings(("sulc",)) == []

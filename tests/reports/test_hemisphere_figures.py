@@ -27,3 +27,20 @@ def test_carry_with_one_shared_locator_equals_fresh_ones():
         assert np.array_equal(shared, fresh, equal_nan=True)
         assert np.isnan(shared[p[:, 1] > 95.0]).all() and np.isfinite(shared[p[:, 1] < 70.0]).all()
         assert abs(np.nanmean(shared)) < 0.3 and 0.5 < np.nanstd(shared) < 1.5
+
+
+def test_a_population_templates_outputs_are_drawn_on_its_base_templates_output_sphere():
+    """QA: every report of a hemisphere registered to a population template (built on fsLR, its
+    maps written at fsLR's 32k) said 'output-density sphere not available (32492 vertices is not an
+    icosphere ...); drawing the native map instead': the sphere was looked for as the custom
+    template's own. Its outputs are on its base template's output spheres."""
+    from geomorph_bids.io.templates import load_density_sphere
+    from geomorph_bids.reports.hemisphere_figures import _density_mesh
+
+    v, f = _density_mesh("geomorphPopulation", "L", "32k", 32492, base="fsLR")
+    want, _, _ = load_density_sphere("fsLR", "L", "32k")
+    assert v.shape == (32492, 3) and np.array_equal(v, want)
+    v, _ = _density_mesh("fsLR", "R", "32k", 32492)
+    assert v.shape == (32492, 3)
+    v, _ = _density_mesh("old", "L", "ico6", 40962)  # no base known (older outputs): an icosphere
+    assert v.shape == (40962, 3)

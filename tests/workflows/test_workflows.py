@@ -157,3 +157,29 @@ def test_the_fsaverage_to_fslr_node_is_keyed_on_the_build_too(tmp_path):
     wf = init_geomorph_wf([_job(tmp_path, hemis=("L",))], config)
     node = wf.get_node("sub_01_wf.hemi_L_wf.to_fslr")
     assert node.inputs.software == "geomorph-bids 1.1 (source aaa)"
+
+
+def test_inputs_reached_through_links_inside_the_dataset_are_named_as_the_dataset_names_them(tmp_path):
+    """An input that is a link inside the BIDS folder was recorded by its target: a DataLad dataset's
+    annexed ``lh.sulc`` as ``bids:raw:.git/annex/objects/...`` (and ``input_features`` in the metrics
+    the same), and a ``derivatives/fs`` linked from another disk by its absolute path, as if it lay
+    outside the dataset. Now both are named by their path in the dataset."""
+    from geomorph_bids.workflows.outputs import hemisphere_files, hemisphere_info
+
+    config = _config(tmp_path)
+    h = _hemi(tmp_path / "bids" / "derivatives", "L")  # bids/derivatives/fs/sub-01/surf/lh.*
+    annexed = tmp_path / "bids" / ".git" / "annex" / "objects" / "Xx" / "MD5E-s1--ab" / "MD5E-s1--ab"
+    annexed.parent.mkdir(parents=True)
+    h.features["sulc"].rename(annexed)
+    h.features["sulc"].symlink_to(annexed)
+    meta = {f.path.name: f.meta for f in hemisphere_files(h, config) if f.meta is not None}
+    assert meta["sub-01_hemi-L_sulc.shape.gii"]["Sources"] == ["bids:raw:derivatives/fs/sub-01/surf/lh.sulc"]
+    assert hemisphere_info(h, config)["input_features"]["sulc"] == "derivatives/fs/sub-01/surf/lh.sulc"
+
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "bids" / "derivatives" / "fs").rename(tmp_path / "disk" / "fs")
+    (tmp_path / "bids" / "derivatives" / "fs").symlink_to(tmp_path / "disk" / "fs")
+    meta = {f.path.name: f.meta for f in hemisphere_files(h, config) if f.meta is not None}
+    assert meta["sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]["Sources"] == [
+        "bids:raw:derivatives/fs/sub-01/surf/lh.sphere"]
+    assert hemisphere_info(h, config)["input_sphere"] == "derivatives/fs/sub-01/surf/lh.sphere"

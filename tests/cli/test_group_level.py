@@ -1,0 +1,184 @@
+"""The group level's population templates as a researcher uses them: a template built from the
+cohort, participants registered to it, the template rebuilt in place or copied elsewhere, and
+what the group level says of outputs registered to maps that are no longer there."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from geomorph_bids.cli.bids import main
+
+RIGID = ("--model", "rigid", "--hemi", "L")
+
+
+def run(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bids(dataset_factory):
+    return dataset_factory("freesurfer", subjects=("01", "02", "03"))
+
+
+def cohort(bids: Path, tmp: Path) -> dict:
+    """Three FreeSurfer participants registered to fsLR (rigid, hemi-L) into ``tmp/out``, a
+    population template built from all three, and sub-01 registered to it (a folder of its own:
+    the metrics record the template's folder by its path, so a copy would point at this one)."""
+    out = tmp / "out"
+    code, _, err = run(bids, out, "participant", *RIGID, "-w", tmp / "w", "--nprocs", "2")
+    assert code == 0, err
+    code, _, err = run(bids, out, "group", "--build-template", "1", *RIGID)
+    assert code == 0, err
+    code, _, err = run(bids, out, "participant", "--participant-label", "01", "--template", "geomorphPopulation",
+                       *RIGID, "-w", tmp / "w")
+    assert code == 0, err
+    # its report draws the resampled map on fsLR's 32k sphere (the base's; it was looked for as an icosphere)
+    assert "output-density sphere not available" not in (out / "sub-01.html").read_text()
+    # its sidecars say the space's coordinates and output spheres are fsLR's (they named the population
+    # template's "32k sphere", which is fsLR's, and no base)
+    anat = out / "sub-01" / "anat"
+    sphere = json.loads((anat / "sub-01_hemi-L_space-geomorphPopulation_desc-geomorph_sphere.json").read_text())
+    sulc = json.loads((anat / "sub-01_hemi-L_space-geomorphPopulation_den-32k_desc-geomorph_sulc.json").read_text())
+    assert sphere["BaseTemplate"] == sulc["BaseTemplate"] == "fsLR"
+    assert "moved into geomorphPopulation space (the fsLR sphere's coordinates, where its maps lie)" in (
+        sphere["Description"])
+    assert sulc["Description"] == ("sulc resampled onto the fsLR 32k sphere (template geomorphPopulation is built on "
+                                   "fsLR) through the geomorph-bids registration")
+    fslr = json.loads((anat / "sub-01_hemi-L_space-fsLR_den-32k_desc-geomorph_sulc.json").read_text())
+    assert "BaseTemplate" not in fslr and fslr["Description"].startswith("sulc resampled onto the fsLR 32k sphere through")
+    return dict(bids=bids, out=out, tmp=tmp)
+
+
+def test_a_template_rebuilt_from_some_participants_names_the_others_registered_to_it(bids, tmp_path):
+    """QA: `group --build-template 1 --participant-label 02 03` rebuilt tpl-geomorphPopulation in
+    place while sub-01's outputs were registered to it, without a word: the warning looked at the
+    selected participants' rows only. A build that stops short (one participant) replaced nothing
+    and said it did."""
+    out = cohort(bids, tmp_path)["out"]
+    code, stdout, err = run(bids, out, "group", "--build-template", "1", "--participant-label", "02", "03",
+                            *RIGID)
+    assert code == 0, err
+    assert "from 2 participant(s)" in stdout
+    assert ("warning: tpl-geomorphPopulation is rebuilt while 1 participant(s) have outputs registered to it "
+            "(sub-01): rerun their participant level with --template geomorphPopulation afterwards") in err
+    # nothing rebuilt (one participant is too few): nothing said to be
+    code, _, err = run(bids, out, "group", "--build-template", "1", "--participant-label", "02", *RIGID)
+    assert code != 0 and "at least 2 are needed" in err
+    assert "is rebuilt" not in err
+
+
+def test_outputs_registered_to_a_template_since_rebuilt_or_copied_are_said_at_the_group_level(bids, tmp_path):
+    """QA: after the template was rebuilt in place, `group` reported sub-01's space-geomorphPopulation
+    row as ok with no word that the maps it was registered to were gone (template_sha256 in the
+    table, the folder's maps another checksum); an earlier build copied to another folder and
+    registered to from there gave rows of one space- name in two spaces, in silence. Now one
+    warning line each (also on group.html), naming the participants, the folders and checksums."""
+    out = cohort(bids, tmp_path)["out"]
+    code, _, err = run(bids, out, "group")
+    assert "were registered to the maps" not in err and "different maps" not in err  # all current
+    shutil.copytree(out / "tpl-geomorphPopulation", out / "tpl-first")  # the first build, kept aside
+    code, _, err = run(bids, out, "group", "--build-template", "2", *RIGID)
+    assert code == 0, err
+    code, _, err = run(bids, out, "group")
+    assert code == 0, err
+    tpl = out / "tpl-geomorphPopulation"
+    line = next(x for x in err.splitlines() if "space-geomorphPopulation hemi-L" in x)
+    assert line.startswith("geomorph-bids: warning: space-geomorphPopulation hemi-L: 1 hemisphere(s) were registered "
+                           f"to the maps in {tpl} as they were before they changed (sha256 ")
+    assert line.endswith("now: a template rebuilt or replaced there): sub-01; their outputs are not in the space of "
+                         "those maps now: rerun their participant level (--template geomorphPopulation or the folder "
+                         "of the maps to keep)")
+    assert "sub-01; their outputs" in (out / "group.html").read_text()
+    assert "_template_files" not in (out / "group_desc-geomorph_metrics.tsv").read_text()
+    # its report, drawn again, draws the maps there now: it says they are not those it was registered to
+    (out / "sub-01.html").unlink()
+    code, _, err = run(bids, out, "participant", "--reports-only", "--participant-label", "01")
+    assert code == 0, err
+    assert "have changed since this hemisphere was registered to them (sha256 " in (out / "sub-01.html").read_text()
+    # sub-02 registered to the new build, sub-03 to the first one's copy: one space- name, two spaces
+    for label, template in (("02", "geomorphPopulation"), ("03", out / "tpl-first")):
+        code, _, err = run(bids, out, "participant", "--participant-label", label, "--template", template,
+                           *RIGID, "-w", tmp_path / "w")
+        assert code == 0, err
+    code, _, err = run(bids, out, "group")
+    line = next(x for x in err.splitlines() if "space-geomorphPopulation hemi-L" in x)
+    assert "its rows were registered to 2 different maps of the same names, so its outputs are not in one space" in line
+    assert f"in {out / 'tpl-first'}, {tpl} (changed there since): sub-01, sub-03; sha256 " in line
+    assert f"in {tpl}: sub-02; for those registered to maps other than the ones you keep" in line
+
+
+
+def test_a_participants_sessions_are_said_to_weigh_as_participants_and_session_label_picks_them(tmp_path):
+    """QA: a cohort with per-session anatomy (sub-01_ses-1, sub-01_ses-2, sub-02_ses-1) built a
+    template that averaged sub-01 twice, said "from 3 participant(s)" of 2 participants, and
+    `--session-label 1`, the way to average one session each, was "no effect at the group level".
+    Now a note names the participants averaged with several sessions, the count says both, the
+    description lists who was averaged, and --session-label picks the sessions."""
+
+    from .conftest import make_dataset
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01", "02"), session="1")
+    make_dataset(bids, "freesurfer", subjects=("01",), session="2")
+    out = tmp_path / "out"
+    code, _, err = run(bids, out, "participant", *RIGID, "-w", tmp_path / "w", "--nprocs", "2")
+    assert code == 0, err
+    code, stdout, err = run(bids, out, "group", "--build-template", "1", *RIGID)
+    assert code == 0, err
+    assert ("note: hemi-L: 1 participant(s) are averaged in with several sessions, each session weighing as one "
+            "participant: sub-01 (ses-1, ses-2); --session-label picks the sessions to average") in err
+    assert "from 3 subject/session(s) of 2 participant(s)" in stdout
+    desc = json.loads((out / "tpl-geomorphPopulation" / "template_description.json").read_text())
+    assert desc["Hemispheres"]["L"]["Participants"] == ["sub-01_ses-1", "sub-01_ses-2", "sub-02_ses-1"]
+    code, stdout, err = run(bids, out, "group", "--build-template", "1", "--session-label", "1", *RIGID)
+    assert code == 0, err
+    assert "--session-label has no effect" not in err and "several sessions" not in err
+    assert "round 1/1 sub-01_ses-2" not in stdout and "from 2 participant(s)" in stdout
+    desc = json.loads((out / "tpl-geomorphPopulation" / "template_description.json").read_text())
+    assert desc["Hemispheres"]["L"]["Participants"] == ["sub-01_ses-1", "sub-02_ses-1"]
+    # a feature the starting template has no map of: one line before anything (every participant was "left out:
+    # ..._thickness.shape.gii missing (rerun the participant level for it)", which could never help)
+    code, stdout, err = run(bids, out, "group", "--build-template", "1", "--features", "sulc", "thickness", *RIGID)
+    assert code == 1 and "left out" not in err and "round 1" not in stdout
+    assert ("error: --build-template --features sulc thickness: template fsLR has no thickness map (it has: curv, "
+            "myelin, sulc): a population template averages maps its starting template has") in err
+    # curv, which fsLR has and its default registration does not use: which participant run writes it
+    code, _, err = run(bids, out, "group", "--build-template", "1", "--features", "sulc", "curv", *RIGID)
+    assert code == 1
+    assert ("sub-02_ses-1 hemi-L left out of the template: sub-02_ses-1_hemi-L_curv.shape.gii missing (rerun the "
+            "participant level for it, registering curv: it writes the native maps of the features its registration "
+            "uses (curv: --template fsaverage's default registration))") in err
+    # without --build-template it still changes nothing, and says so
+    code, _, err = run(bids, out, "group", "--session-label", "1")
+    assert "warning: --session-label has no effect at the group level without --build-template" in err
+
+
+def test_an_output_folder_moved_with_its_population_template_still_finds_and_checks_it(bids, tmp_path):
+    """QA: an output folder moved as a whole (scratch to project space) keeps its tpl-<label>, but
+    the metrics record the template by its old path: sub-01's report, drawn again, said 'template
+    geomorphPopulation (sulc) not available here: .../template_description.json: ... no such
+    file', and a rebuild of the template there went unsaid at the group level (the maps were not
+    where they were recorded, so nothing was compared). The folder is now found where it moved
+    to, used when it holds the same maps, and compared."""
+    out = cohort(bids, tmp_path / "scratch")["out"]
+    moved = tmp_path / "project" / "out"
+    moved.parent.mkdir()
+    shutil.move(out, moved)
+    (moved / "sub-01.html").unlink()
+    code, _, err = run(bids, moved, "participant", "--reports-only", "--participant-label", "01")
+    assert code == 0, err
+    html = (moved / "sub-01.html").read_text()
+    assert "not available here" not in html and "have changed since" not in html
+    code, _, err = run(bids, moved, "group", "--build-template", "2", *RIGID)
+    assert code == 0, err
+    code, _, err = run(bids, moved, "group")
+    assert (f"space-geomorphPopulation hemi-L: 1 hemisphere(s) were registered to the maps in "
+            f"{moved / 'tpl-geomorphPopulation'} as they were before they changed") in err
