@@ -235,7 +235,8 @@ def _mark_kept(outputs, failures: list[Failure], key: tuple, run_id: str) -> boo
 
 def _warn_replaced(jobs: list, config) -> None:
     """One warning line per subject/session whose outputs of this template (its metrics JSON)
-    were made with other settings than this run's (model, method, features, template maps:
+    were made with other settings than this run's (model, method, features, template maps, the
+    build of geomorph-bids:
     :func:`~geomorph_bids.workflows.outputs.run_settings`), naming each setting, old -> new:
     this run replaces them under the same names, and the folder would otherwise hold subjects
     made by different methods without a word."""
@@ -254,7 +255,7 @@ def _warn_replaced(jobs: list, config) -> None:
             where = where or outputs.entities.replace("_", " ")
             now = run_settings(config, hemi)
             for key, old in recorded_settings(doc).items():
-                if old != now[key]:
+                if key in now and old != now[key]:
                     changed.setdefault(key, (old, now[key]))
         if changed:
             print(f"{_PROG}: warning: {where}: its space-{config.template.label} outputs were made with other "

@@ -279,8 +279,9 @@ def run_group(args) -> int:
     lines = [line for line in (still, _participants_without_outputs(args, inputs, rows, unreadable),
                                _sessions_without_outputs(args, inputs, rows),
                                *_template_map_lines(rows, args.output_dir)) if line]
-    for line in lines:
-        print(f"{_PROG}: warning: {line}", file=sys.stderr)
+    for line in lines + [_several_builds(rows)]:
+        if line:
+            print(f"{_PROG}: warning: {line}", file=sys.stderr)
     absent = " ".join(f"{line}." for line in lines) if len(lines) > 1 else "".join(lines)  # also in group.html
     flagged, stale = _judge_rows(args, rows)
     # hemispheres a participant run failed, left without outputs: their participant has rows for the others
@@ -318,6 +319,25 @@ def run_group(args) -> int:
         for f in stale:
             print(f"  STALE {f.line()}", file=sys.stderr)
     return status if status != EXIT_OK else run_exit_code(len(unreadable), len(flagged) + len(stale))
+
+
+def _several_builds(rows: list[dict]) -> str:
+    """One line when the rows were made by more than one build of geomorph-bids (their
+    ``software``: a folder written by an earlier version, then a participant added or rerun after
+    an upgrade), naming each build and its participants: a method changed between builds can set
+    their rows apart. Empty when one build made them all."""
+    builds: dict[str, list[str]] = {}
+    for r in rows:
+        subject = f"sub-{r['subject']}"
+        names = builds.setdefault(str(r.get("software") or "an unrecorded build"), [])
+        if subject not in names:
+            names.append(subject)
+    if len(builds) < 2:
+        return ""
+    each = "; ".join(f"{build}: {listed(names)}" for build, names in sorted(builds.items()))
+    return (f"the rows were made by {len(builds)} builds of geomorph-bids ({GROUP_TSV}'s software column): {each}; "
+            "their methods may differ: rerun the participant level of the earlier build's participants to make "
+            "the table one build's")
 
 
 def _build_population_template(args, rows: list[dict]) -> int:

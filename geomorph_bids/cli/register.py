@@ -22,6 +22,7 @@ from .. import __version__
 from ..engine.model_choice import REFINE_CHOICES
 from ..errors import InputError, closest_name
 from ..io.atomic import atomic_write_text
+from ..io.digest import software_id
 from ..io.discover import FEATURES
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit, interrupted
@@ -245,7 +246,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
                       reg_sphere=reg, quality=quality, **choice.register_arguments())
 
     metrics = {"hemi": hemi, "template": template.label,
-               "software": f"geomorph-bids {__version__}", **result.metrics,
+               "software": software_id(), **result.metrics,
                "rotation": np.round(result.rotation, 8).tolist(), "input_sphere": str(sphere),
                "sulc_sign": sulc_sign}  # the sign gate's advice depends on it (quality.assess)
     # register() saw arrays: what the files themselves declare is checked here

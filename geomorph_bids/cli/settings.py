@@ -20,6 +20,7 @@ from pathlib import Path
 from ..engine.model_choice import ModelChoice, optimiser, refuse_mirrored_right, refuse_other_hemisphere, resolve_model
 from ..errors import InputError
 from ..io.discover import derivatives_root, is_freesurfer_subject, valid_label
+from ..io.digest import software_id
 from ..io.template_ref import TemplateRef, resolve_template_ref, template_search_path
 from ..io.template_sources import TemplateSearch
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
@@ -147,7 +148,8 @@ def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
                      template=template, density=density, features=features, model=model, device=device,
                      omp_nthreads=omp, nprocs=args.nprocs, templateflow_home=tf_home, density_sources=sources,
                      fmriprep_compat=compat, cifti=cifti, quality=resolve_quality(args),
-                     batch_size=batch, reports=getattr(args, "reports", None) or "parallel")
+                     batch_size=batch, reports=getattr(args, "reports", None) or "parallel",
+                     software=software_id())
 
 
 def cpu_fallback_note(requested: str | None, device: str, model: ModelChoice,

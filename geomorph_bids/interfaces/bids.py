@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec,
-                                    isdefined, traits)
+from nipype.interfaces.base import File, InputMultiObject, SimpleInterface, TraitedSpec, isdefined, traits
+
+from .base import KeyedInputSpec
 
 __all__ = ["WriteHemisphere", "CommitFile"]
 
 
-class _WriteInputSpec(BaseInterfaceInputSpec):
+class _WriteInputSpec(KeyedInputSpec):
     registered_sphere = File(exists=True, mandatory=True, desc="the native mesh in template space")
     resampled_features = InputMultiObject(File(exists=True), mandatory=True,
                                           desc="one map per output feature, in the run's feature order")
@@ -81,7 +82,7 @@ class WriteHemisphere(SimpleInterface):
         return runtime
 
 
-class _CommitInputSpec(BaseInterfaceInputSpec):
+class _CommitInputSpec(KeyedInputSpec):
     in_file = File(exists=True, mandatory=True, desc="the produced file")
     path = traits.Str(mandatory=True, desc="its final path in the output folder")
     meta = traits.Dict(traits.Str, traits.Any, desc="its JSON sidecar")

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import os
 
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined,
-                                    traits)
+from nipype.interfaces.base import File, SimpleInterface, TraitedSpec, isdefined, traits
 
 from ..errors import InputError
+from .base import KeyedInputSpec
 
 __all__ = ["LoadFeatures"]
 
 
-class _LoadFeaturesInputSpec(BaseInterfaceInputSpec):
+class _LoadFeaturesInputSpec(KeyedInputSpec):
     sphere = File(exists=True, mandatory=True, desc="native sphere (GIFTI or FreeSurfer ?h.sphere)")
     feature_files = traits.List(File(exists=True), mandatory=True, desc="feature maps on the sphere")
     feature_names = traits.List(traits.Str, mandatory=True, desc="feature names, same order")

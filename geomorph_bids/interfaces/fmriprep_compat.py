@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec,
-                                    traits)
+from nipype.interfaces.base import File, InputMultiObject, SimpleInterface, TraitedSpec, traits
+
+from .base import KeyedInputSpec
 
 __all__ = ["SphereToFsLR", "FeaturesCifti"]
 
 
-class _SphereToFsLRInputSpec(BaseInterfaceInputSpec):
+class _SphereToFsLRInputSpec(KeyedInputSpec):
     in_sphere = File(exists=True, mandatory=True, desc="a sphere registered to fsaverage (.surf.gii)")
     hemi = traits.Enum("L", "R", mandatory=True)
 
@@ -40,7 +41,7 @@ class SphereToFsLR(SimpleInterface):
         return runtime
 
 
-class _FeaturesCiftiInputSpec(BaseInterfaceInputSpec):
+class _FeaturesCiftiInputSpec(KeyedInputSpec):
     left = InputMultiObject(File(exists=True), mandatory=True, desc="left maps on fsLR, one per feature")
     right = InputMultiObject(File(exists=True), mandatory=True, desc="right maps on fsLR, one per feature")
     features = traits.List(traits.Str, mandatory=True, desc="feature names, the maps' order")

@@ -16,17 +16,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined,
-                                    traits)
+from nipype.interfaces.base import File, SimpleInterface, TraitedSpec, isdefined, traits
 
 from ..engine.gpu_slot import gpu_lock
 from ..errors import InputError
 from ..results.metrics import registration_record
+from .base import KeyedInputSpec
 
 __all__ = ["Register", "gpu_lock", "write_registration"]
 
 
-class _RegisterInputSpec(BaseInterfaceInputSpec):
+class _RegisterInputSpec(KeyedInputSpec):
     sphere = File(exists=True, mandatory=True, desc="native sphere (validated, radius 100)")
     feature_files = traits.List(File(exists=True), mandatory=True, desc="features, FreeSurfer sign")
     feature_names = traits.List(traits.Str, mandatory=True)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 
-from nipype.interfaces.base import (BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined,
-                                    traits)
+from nipype.interfaces.base import File, SimpleInterface, TraitedSpec, isdefined, traits
+
+from .base import KeyedInputSpec
 
 __all__ = ["ResampleFeatures"]
 
 
-class _ResampleInputSpec(BaseInterfaceInputSpec):
+class _ResampleInputSpec(KeyedInputSpec):
     registered_sphere = File(exists=True, mandatory=True,
                              desc="the native mesh in template space (Register.out_sphere)")
     feature_files = traits.List(File(exists=True), mandatory=True, desc="maps on that mesh")

@@ -54,7 +54,7 @@ __all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "LowResolution
            "BUNDLED_ORIGIN", "discover_sources", "explicit_base", "explicit_bases", "files_sha256", "sha256_now",
            "load_source", "sample_on_grid", "fallback_warnings",
            "is_low_resolution", "LOW_RESOLUTION_NOTE", "low_resolution_used", "describe_provenance",
-           "source_record", "FULL_VERTICES", "low_resolution_note"]
+           "source_record", "FULL_VERTICES", "low_resolution_note", "current_provenance"]
 
 #: source kinds, in the order they are looked up
 SOURCE_KINDS = ("folder", "templateflow", "freesurfer", "bundled")
@@ -112,6 +112,25 @@ def low_resolution_used(provenance: Mapping[str, Any]) -> bool:
         origin = provenance.get("template_built_from_vertices", provenance.get("template_vertices"))
         return (_recorded_count(origin) or 0) < FULL_VERTICES
     return kind in _FOUND_THROUGH and 0 < (_recorded_count(provenance.get("template_vertices")) or 0) < FULL_VERTICES
+
+
+def current_provenance(registration: Mapping[str, Any]) -> dict[str, Any]:
+    """A registration record (a metrics JSON's ``registration``) with its ``template_*``
+    provenance as this version records it. Outputs written before the bundled maps recorded their
+    origin apart (``template_built_from_vertices``, 2026-12-06) gave those maps, 40,962-vertex ico-6
+    files, the vertex count of the maps they were built from as ``template_vertices`` (fsLR
+    163,842, fsaverage 10,242): that count moves to ``template_built_from_vertices`` and
+    ``template_vertices`` becomes the grid's, so that a folder holding both versions' outputs
+    gives one count for one file (the same ``template_sha256``). Other records come back as
+    they are (a copy)."""
+    record = dict(registration)
+    old = _recorded_count(record.get("template_vertices"))
+    if record.get("template_source") == "bundled" and "template_built_from_vertices" not in record and old:
+        from .templates import TEMPLATE_LEVEL
+        from ..sphere.icosphere import n_vertices
+
+        record["template_built_from_vertices"], record["template_vertices"] = old, n_vertices(TEMPLATE_LEVEL)
+    return record
 
 
 def low_resolution_note(provenance: Mapping[str, Any], template: str = "fsaverage") -> str:

@@ -15,6 +15,7 @@ from ..derivatives import GROUP_TSV, REGISTERED_SPHERE, entities, metrics_files,
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.limits import read_json_files
+from ..io.template_sources import current_provenance
 from ..results.metrics import latest_run_failure
 
 __all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "check_metrics", "group_rows", "group_table_text",
@@ -26,9 +27,10 @@ __all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "check_metrics", "group_ro
 #: ``ok`` or ``flagged`` (:mod:`geomorph_bids.quality`), or :data:`STALE`; ``quality_reasons``
 #: the gates failed (after, for a stale row, why its latest run failed); ``participant_id`` /
 #: ``session_id`` the labels with BIDS's ``sub-`` / ``ses-`` (the join keys of ``participants.tsv``
-#: and ``sessions.tsv``; after the columns earlier versions wrote, which keep their places)
+#: and ``sessions.tsv``; after the columns earlier versions wrote, which keep their places);
+#: ``software`` the build of geomorph-bids that made the row (a folder can hold several)
 GROUP_COLUMNS = ("subject", "session", "hemi", "quality", "quality_reasons", "template", "method", "input_source",
-                 "sulc_sign", "participant_id", "session_id")
+                 "sulc_sign", "participant_id", "session_id", "software")
 #: ``quality`` of a row whose hemisphere's latest participant run failed: its outputs (and
 #: metrics) are an earlier run's, kept (:func:`geomorph_bids.results.metrics.mark_latest_run_failed`)
 STALE = "stale"
@@ -51,7 +53,8 @@ def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str
     row["session_id"] = f"ses-{row['session']}" if row["session"] else None
     row["quality"], row["quality_reasons"] = quality_cells(bool(quality.get("flagged")) if quality else None,
                                                            "; ".join(map(str, quality.get("reasons") or ())), stale)
-    registration = doc.get("registration") if isinstance(doc.get("registration"), dict) else {}
+    # the template provenance as this version records it (an earlier version's bundled-map count)
+    registration = current_provenance(doc["registration"]) if isinstance(doc.get("registration"), dict) else {}
     for k, v in sorted(registration.items()):
         if k == "rotation" or isinstance(v, (list, dict)):
             continue
@@ -227,6 +230,9 @@ _DESCRIBED: dict[str, tuple[str, str | None]] = {
     "sulc_sign": ("Sign convention of the input sulc map (freesurfer: sulci positive)", None),
     "participant_id": ("Subject label with 'sub-': the join key of the dataset's participants.tsv", None),
     "session_id": ("Session label with 'ses-': the join key of sessions.tsv; n/a without sessions", None),
+    "software": ("The build of geomorph-bids that registered the hemisphere: its version and a digest of its source "
+                 "(rows of versions before 2026-12-07 give the version alone); rows of several builds in one folder "
+                 "may differ by their method", None),
     "areal_mean_abs": ("Mean |log2 vertex-area ratio|, registered / native sphere", "log2 ratio"),
     "areal_p95_abs": ("95th percentile of |log2 vertex-area ratio|, registered / native sphere", "log2 ratio"),
     "areal_max_abs": ("Largest |log2 vertex-area ratio|, registered / native sphere", "log2 ratio"),
@@ -357,7 +363,9 @@ def _newest(paths: list[Path]) -> float:
 
 def group_table_rows(output_dir: str | Path, write: bool = True) -> tuple[list[dict[str, Any]], Path | None]:
     """Rows of the group table. The TSV the group level writes (:data:`GROUP_TSV`) is reused
-    when it is newer than every participant metrics JSON and has a row for each; otherwise the
+    when it is newer than every participant metrics JSON, has a row for each and every column of
+    :data:`GROUP_COLUMNS` (a table an earlier version wrote lacks some, and reads its metrics as
+    that version did: it is rebuilt); otherwise the
     rows are rebuilt from the readable JSON files (:func:`group_rows`) and, when ``write``,
     written to ``GROUP_TSV``.
     Returns (rows, TSV path or None)."""
@@ -366,7 +374,8 @@ def group_table_rows(output_dir: str | Path, write: bool = True) -> tuple[list[d
     jsons = metrics_files(output_dir)
     if tsv.is_file() and (not jsons or tsv.stat().st_mtime >= _newest(jsons)):
         rows = read_group_table(tsv)
-        if not jsons or len(rows) == len(jsons):  # outputs removed since: rebuilt
+        current = not rows or all(c in rows[0] for c in GROUP_COLUMNS)  # an earlier version's table: rebuilt
+        if current and (not jsons or len(rows) == len(jsons)):  # outputs removed since: rebuilt
             return rows, tsv
     if not jsons:
         return [], None

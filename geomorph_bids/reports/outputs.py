@@ -10,6 +10,7 @@ from typing import Any
 from ..derivatives import HemisphereOutputs, hemisphere_outputs, metrics_files, parse_metrics_name
 from ..errors import InputError
 from ..io.limits import read_json_bounded
+from ..io.template_sources import current_provenance
 
 __all__ = ["HemiOutputs", "find_hemispheres", "label", "relative"]
 
@@ -59,8 +60,11 @@ class HemiOutputs:
 
     @property
     def registration(self) -> dict[str, Any]:
+        """The metrics' ``registration`` record, its template provenance as this version records it
+        (:func:`~geomorph_bids.io.template_sources.current_provenance`: an earlier version's count
+        of the bundled maps); ``{}`` for a hand-edited file's string."""
         reg = self.doc.get("registration")
-        return dict(reg) if isinstance(reg, dict) else {}  # a hand-edited file's string: no metrics
+        return current_provenance(reg) if isinstance(reg, dict) else {}
 
     @property
     def features(self) -> list[str]:

@@ -32,6 +32,7 @@ from ..derivatives import CITATION, CRASH_FILES, DATASET_DESCRIPTION, LOGS, figu
 from ..engine.model_choice import METHODS
 from ..errors import describe_os_error
 from ..io.atomic import atomic_write_text
+from ..io.digest import software_id
 from ..io.template_sources import describe_provenance, low_resolution_note, low_resolution_used
 from ..quality import QualityThresholds, assess, quality_warnings
 from ..results.metrics import latest_run_failure
@@ -153,9 +154,10 @@ INCOMPLETE = "<!-- geomorph-bids: figures incomplete -->"
 
 
 def _built_by() -> str:
-    """The marker of the geomorph-bids that drew a report: a report drawn by another version is
-    never reused (:func:`report_is_current`), so an upgrade redraws it."""
-    return f"<!-- geomorph-bids report, version {software_versions(('geomorph-bids',))['geomorph-bids']} -->"
+    """The marker of the geomorph-bids that drew a report: a report drawn by another build is
+    never reused (:func:`report_is_current`), so an upgrade redraws it (the build, not the version
+    alone: :func:`~geomorph_bids.io.digest.software_id`; every development build is one version)."""
+    return f"<!-- geomorph-bids report, version {software_id().removeprefix('geomorph-bids ')} -->"
 
 
 def build_participant_report(output_dir: str | Path, subject: str, session: str | None = None,

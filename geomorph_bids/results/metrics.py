@@ -48,7 +48,8 @@ def registration_record(result, choice, used_sphere_reg: bool) -> dict:
 
 def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], density: str | None,
                      density_source: str | None, thresholds=None, label_conflicts: list[str] | None = None) -> dict:
-    """The hemisphere's metrics document: the software, the provenance ``info`` (subject,
+    """The hemisphere's metrics document: the software (its build:
+    :func:`~geomorph_bids.io.digest.software_id`), the provenance ``info`` (subject,
     inputs, sign convention...: :func:`geomorph_bids.workflows.outputs.hemisphere_info`),
     ``method`` (what register() did: rigid, optimise, geomorph[+optimise]), the output density
     and where its sphere came from, the ``registration`` record (with ``label_conflicts``: the
@@ -56,7 +57,7 @@ def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], d
     which the sign gate's advice reads) and ``quality``, the
     verdict of the quality gates (:func:`geomorph_bids.quality.assess` with ``thresholds``, a
     :class:`~geomorph_bids.quality.QualityThresholds`; None: the defaults)."""
-    from .. import __version__
+    from ..io.digest import software_id
     from ..quality import DEFAULT_THRESHOLDS, assess
 
     registration = dict(registration)
@@ -65,7 +66,7 @@ def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], d
     if label_conflicts is not None:  # the native files: the registration only saw validated copies
         registration["label_conflicts"] = list(label_conflicts)
     verdict = assess(registration, registration.get("registration_features") or [], thresholds or DEFAULT_THRESHOLDS)
-    return {"software": f"geomorph-bids {__version__}", **dict(info or {}),
+    return {"software": software_id(), **dict(info or {}),
             "method": registration.get("method"),
             "output_density": density or None,
             "output_density_source": density_source or None,

@@ -41,6 +41,9 @@ class RunConfig:
         (:data:`~geomorph_bids.derivatives.FMRIPREP_SPHERES`; template fsLR or fsaverage)
     cifti : also write one CIFTI-2 dscalar of both hemispheres' features per subject/session
         (fsLR-based template at 32k or 59k)
+    software : the build of geomorph-bids that runs (:func:`geomorph_bids.io.digest.software_id`):
+        an input of every workflow node and part of batch mode's resume key, so that results an
+        earlier build cached in the work folder are computed again after an upgrade
     """
 
     bids_dir: Path
@@ -60,6 +63,7 @@ class RunConfig:
     quality: QualityThresholds = DEFAULT_THRESHOLDS
     fmriprep_compat: bool = False
     cifti: bool = False
+    software: str = ""
 
     @property
     def channels(self) -> tuple[str, ...]:

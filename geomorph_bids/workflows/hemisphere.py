@@ -26,13 +26,15 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     ``config.quality``, and every file of :func:`~geomorph_bids.workflows.outputs.hemisphere_files`,
     committed together once every result exists: nothing of a hemisphere is written unless every
     step succeeded); ``to_fslr`` (the sphere carried into fsLR) feeds ``write_outputs`` with
-    ``--fmriprep-compat`` and template fsaverage.
+    ``--fmriprep-compat`` and template fsaverage. Every node has ``config.software`` among its
+    inputs (its cache key): results an earlier build of geomorph-bids left in the work folder are
+    computed again.
     """
     wf = pe.Workflow(name=hemi_wf_name(h.hemi))
     features = list(config.features)
     load = pe.Node(LoadFeatures(sphere=str(h.sphere), feature_files=[str(h.features[f]) for f in features],
                                 feature_names=features, signs=[h.sign(f) for f in features], hemi=h.hemi,
-                                subject=h.subject, input_digest=h.digest),
+                                subject=h.subject, input_digest=h.digest, software=config.software),
                    name="load_features")
     if h.sphere_reg is not None:
         load.inputs.sphere_reg = str(h.sphere_reg)
@@ -42,15 +44,17 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
         load.inputs.cortex_mask = str(h.cortex_mask)
     register = pe.Node(Register(template=config.template.to_dict(), model=config.model.to_dict(),
                                 hemi=h.hemi, device=config.device, num_threads=config.omp_nthreads,
-                                subject=h.subject, source_files=[str(h.features[f]) for f in features]),
+                                subject=h.subject, source_files=[str(h.features[f]) for f in features],
+                                software=config.software),
                        name="register", n_procs=config.nprocs if config.gpu else config.omp_nthreads,
                        mem_gb=2.0)  # target: peak RSS <= 2 GB per registration
     resample = pe.Node(ResampleFeatures(template=config.template.base, hemi=h.hemi, density=config.density,
-                                        templateflow_home=config.templateflow_home),
+                                        templateflow_home=config.templateflow_home, software=config.software),
                        name="resample")
     write = pe.Node(WriteHemisphere(files=[f.to_dict() for f in hemisphere_files(h, config)],
                                     info=hemisphere_info(h, config), density=config.density,
-                                    output_dir=str(config.output_dir), thresholds=config.quality.to_dict()),
+                                    output_dir=str(config.output_dir), thresholds=config.quality.to_dict(),
+                                    software=config.software),
                     name="write_outputs", run_without_submitting=True)
     wf.connect([
         (load, register, [("sphere", "sphere"), ("feature_files", "feature_files"), ("feature_names", "feature_names")]),
@@ -69,7 +73,7 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     if h.midthickness is not None:
         wf.connect(load, "midthickness", resample, "midthickness")
     if needs_fslr_sphere(config):
-        to_fslr = pe.Node(SphereToFsLR(hemi=h.hemi), name="to_fslr")
+        to_fslr = pe.Node(SphereToFsLR(hemi=h.hemi, software=config.software), name="to_fslr")
         wf.connect([(register, to_fslr, [("out_sphere", "in_sphere")]),
                     (to_fslr, write, [("out_sphere", "sphere_reg_fslr")])])
     return wf

@@ -187,7 +187,8 @@ def run_settings(config: RunConfig, hemi: str) -> dict[str, str]:
     back from its metrics JSON: model, method, features and where the template's maps come from
     (the kind, and the folder unless bundled: the package's folder moves with each installation),
     with the vertex count of maps found on the machine (a folder whose fsaverage5 was replaced by
-    the full fsaverage in place, or a link pointed elsewhere)."""
+    the full fsaverage in place, or a link pointed elsewhere), and the build of geomorph-bids
+    (``config.software``, when decided: outputs of an earlier build are redone, not kept)."""
     template = config.template
     count = ""  # the vertex count of maps found on the machine: an fsaverage5 replaced by the full one in place
     if template.is_custom:
@@ -198,19 +199,26 @@ def run_settings(config: RunConfig, hemi: str) -> dict[str, str]:
         if not source.is_bundled:
             count = f"{source.vertex_count():,}"
     return {"model": config.model.name, "method": config.model.method, "features": ", ".join(config.features),
-            "template maps": maps, "template vertices": count}
+            "template maps": maps, "template vertices": count,
+            **({"software": config.software} if config.software else {})}
 
 
 def recorded_settings(doc: dict[str, Any]) -> dict[str, str]:
-    """:func:`run_settings` of the run that wrote a metrics document ``doc``."""
+    """:func:`run_settings` of the run that wrote a metrics document ``doc``: the settings it
+    records (a document of an early version has no ``template_source``, and no template maps are
+    compared: a rerun would otherwise report ``template maps None None -> bundled``)."""
     reg = doc.get("registration") if isinstance(doc.get("registration"), dict) else {}
-    kind = str(reg.get("template_source"))
-    maps = kind if kind == "bundled" else f"{kind} {reg.get('template_source_path')}"
-    count = reg.get("template_vertices")
-    return {"model": str(doc.get("model")), "method": str(doc.get("method")),
-            "features": ", ".join(map(str, doc.get("features") or ())), "template maps": maps,
-            "template vertices": "" if kind in ("bundled", "custom") else
-            (f"{count:,}" if isinstance(count, int) and not isinstance(count, bool) else str(count))}
+    out = {key: ", ".join(map(str, doc[key] or ())) if key == "features" else str(doc[key])
+           for key in ("model", "method", "features") if key in doc}
+    kind = reg.get("template_source")
+    if kind is not None:
+        count = reg.get("template_vertices")
+        out["template maps"] = str(kind) if kind == "bundled" else f"{kind} {reg.get('template_source_path')}"
+        out["template vertices"] = "" if kind in ("bundled", "custom") else (
+            f"{count:,}" if isinstance(count, int) and not isinstance(count, bool) else str(count))
+    if "software" in doc:
+        out["software"] = str(doc["software"])
+    return out
 
 
 def cifti_output(job: SubjectJob, config: RunConfig) -> Path | None:
@@ -288,10 +296,10 @@ def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: st
     wf = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["left", "right"]), name="inputnode")
     features, space, density = list(config.features), config.template.label, config.density
-    make = pe.Node(FeaturesCifti(features=features, density=density), name="make_cifti")
+    make = pe.Node(FeaturesCifti(features=features, density=density, software=config.software), name="make_cifti")
     meta = cifti_meta(subject, session, config)
     ds = pe.Node(CommitFile(path=str(cifti_file(config.output_dir, subject, session, space, density)), meta=meta,
-                            field="cifti", output_dir=str(config.output_dir)),
+                            field="cifti", output_dir=str(config.output_dir), software=config.software),
                  name="ds_cifti", run_without_submitting=True)
     wf.connect([(inputnode, make, [("left", "left"), ("right", "right")]),
                 (make, ds, [("out_file", "in_file")])])

@@ -77,6 +77,23 @@ def test_a_bad_hemisphere_fails_alone_with_a_crash_file(cohort):
     assert not any((config.output_dir / ".geomorph-staging").iterdir())
 
 
+def test_hemispheres_another_build_finished_are_registered_again(cohort):
+    """An upgrade of geomorph-bids rerun into the same output and work folders: batch mode's resume
+    records said every hemisphere was done ('reused ... since an earlier run with the same inputs
+    and settings'), so the outputs, metrics and all, stayed the earlier build's under the new one's
+    name. The build (software_id: the version and a digest of the package's source) is part of
+    the records' key."""
+    from dataclasses import replace
+
+    from geomorph_bids.io.digest import software_id
+
+    config, jobs = cohort["config"], cohort["jobs"]
+    assert config.software == software_id() and plan_tasks(jobs, config)[1] == 5
+    earlier = replace(config, software="geomorph-bids 0.1.0.dev0 (source 000000000000)")
+    tasks, reused = plan_tasks(jobs, earlier)
+    assert reused == 0 and len(tasks) == 6
+
+
 def test_resume_skips_what_is_done_and_redoes_what_changed(cohort):
     config, jobs = cohort["config"], cohort["jobs"]
     tasks, reused = plan_tasks(jobs, config)
@@ -191,3 +208,23 @@ def test_deferred_reports_are_not_built(cohort, tmp_path):
     config, jobs = _setup(tmp_path, cohort["bids"], "--participant-label", "01", "--reports", "deferred")
     run = run_batch(jobs, config, tmp_path / "crashes", log=lambda _: None)
     assert run.registered == 2 and run.reports == {} and not (config.output_dir / "sub-01.html").exists()
+
+
+def test_a_network_retrained_into_the_same_folder_is_another_setting(tmp_path):
+    """geomorph-train --overwrite into the folder a cohort's --model names, then the participant level
+    again in batch mode: every hemisphere was 'reused' (CC after 0.897, the earlier network's; the
+    workflow registered them again, 0.901) because the resume key held the checkpoint's path only.
+    It holds the checkpoint's content too."""
+    from geomorph_bids.batch.state import settings_key
+    from geomorph_bids.engine.model_choice import ModelChoice
+    from geomorph_bids.workflows import RunConfig
+
+    checkpoint = tmp_path / "my_model" / "model.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"first network")
+    config = RunConfig(bids_dir=tmp_path / "bids", output_dir=tmp_path / "out", work_dir=tmp_path / "w",
+                       model=ModelChoice("network", str(checkpoint.parent), ("sulc",), checkpoint))
+    first = settings_key(config)
+    assert settings_key(config) == first
+    checkpoint.write_bytes(b"other network")
+    assert settings_key(config) != first

@@ -1005,3 +1005,55 @@ def test_a_network_for_one_hemisphere_asked_for_the_other_is_refused_before_any_
     assert f"{ckpt}: model {tmp_path / 'mR'} was trained for hemisphere R only, and --hemi asks for L: give " \
            "--hemi R" in err
     assert not (tmp_path / "out" / "sub-01").exists() and not (tmp_path / "w").exists()
+
+
+def test_a_rerun_by_another_build_says_the_outputs_it_replaces_were_that_builds(tmp_path, capsys):
+    """A folder written by an earlier geomorph-bids, rerun after an upgrade with the same settings:
+    nothing said that its outputs were another build's (and, before the build was part of the
+    cache key, they were kept as this one's). The warning line of a rerun with other settings
+    now names the build too; the same build says nothing."""
+    from geomorph_bids.cli.bids import _warn_replaced
+    from geomorph_bids.io.digest import software_id
+    from geomorph_bids.io.discover import HemiInputs, SubjectInputs
+    from geomorph_bids.workflows import RunConfig, SubjectJob, hemi_outputs
+
+    config = RunConfig(bids_dir=tmp_path / "bids", output_dir=tmp_path / "out", work_dir=tmp_path / "work",
+                       software=software_id())
+    h = HemiInputs("01", None, "L", "freesurfer", tmp_path / "lh.sphere", None, {"sulc": tmp_path / "lh.sulc"},
+                   "freesurfer")
+    job = SubjectJob("01", None, SubjectInputs("01", None, {"L": h}))
+    metrics = hemi_outputs(h, config).metrics
+    metrics.parent.mkdir(parents=True)
+    doc = {"software": "geomorph-bids 0.1.0.dev0", "model": "default", "method": "optimise", "features": ["sulc"],
+           "registration": {"template_source": "bundled", "template_vertices": 163842}}
+    metrics.write_text(json.dumps(doc))
+    _warn_replaced([job], config)
+    err = capsys.readouterr().err
+    assert err == (f"geomorph-bids: warning: sub-01: its space-fsLR outputs were made with other settings (software "
+                   f"geomorph-bids 0.1.0.dev0 -> {software_id()}); they are being replaced (give another output "
+                   "folder to keep both)\n")
+    metrics.write_text(json.dumps({**doc, "software": software_id()}))
+    _warn_replaced([job], config)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_rerun_over_an_early_versions_outputs_names_only_what_they_record(tmp_path, capsys):
+    """Outputs of a version of 2026-11-24 record no template_source: the rerun's warning said
+    ``template maps None None -> bundled; template vertices None -> ``. Only what the document
+    records is compared."""
+    from geomorph_bids.cli.bids import _warn_replaced
+    from geomorph_bids.io.digest import software_id
+    from geomorph_bids.io.discover import HemiInputs, SubjectInputs
+    from geomorph_bids.workflows import RunConfig, SubjectJob, hemi_outputs
+
+    config = RunConfig(bids_dir=tmp_path / "bids", output_dir=tmp_path / "out", work_dir=tmp_path / "work",
+                       software=software_id())
+    h = HemiInputs("01", None, "L", "freesurfer", tmp_path / "lh.sphere", None, {"sulc": tmp_path / "lh.sulc"},
+                   "freesurfer")
+    metrics = hemi_outputs(h, config).metrics
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"software": "geomorph-bids 0.1.0.dev0", "model": "default", "method": "optimise",
+                                   "features": ["sulc"], "registration": {"cc_sulc_after": 0.96}}))
+    _warn_replaced([SubjectJob("01", None, SubjectInputs("01", None, {"L": h}))], config)
+    err = capsys.readouterr().err
+    assert "None" not in err and f"(software geomorph-bids 0.1.0.dev0 -> {software_id()})" in err

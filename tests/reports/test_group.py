@@ -139,6 +139,24 @@ def test_reuses_newer_group_tsv(outputs):
     assert "sub-33" in build_group_report(outputs).read_text()
 
 
+def test_a_newer_group_tsv_of_an_earlier_version_is_rebuilt(outputs):
+    """build_group_report(out) after an upgrade, on a folder whose group TSV an earlier version
+    wrote after the last participant run: the table was reused as it was (no participant_id,
+    session_id or software column; its metrics read as that version read them). A TSV without
+    every current leading column is rebuilt."""
+    build_group_report(outputs)
+    tsv = outputs / GROUP_TSV
+    lines = [ln.split("\t") for ln in tsv.read_text().splitlines()]
+    header = lines[0]
+    keep = [i for i, c in enumerate(header) if c not in ("participant_id", "session_id", "software")]
+    tsv.write_text("".join("\t".join(cells[i] for i in keep) + "\n" for cells in lines))
+    later = max(p.stat().st_mtime for p in outputs.glob("sub-*/anat/*_metrics.json")) + 10
+    os.utime(tsv, (later, later))
+    rows, path = group_table_rows(outputs)
+    assert path == tsv and rows[0]["participant_id"] == "sub-01" and "software" in rows[0]
+    assert tsv.read_text().splitlines()[0].split("\t") == header
+
+
 def test_no_outputs(tmp_path):
     with pytest.raises(ValueError, match="no participant outputs"):
         build_group_report(tmp_path)
@@ -593,3 +611,51 @@ def test_missing_values_are_n_a_and_each_row_one_line_whatever_a_metrics_file_ho
     assert row["edge_mean"] == "0.25"
     cells = [c for line in lines[1:-1] for c in line.split("\t")]
     assert not {"", "nan", "NaN", "None"} & set(cells)
+
+
+def test_an_earlier_versions_count_of_the_bundled_maps_is_read_as_this_versions(outputs):
+    """A lab's folder: sub-02 registered by a version before 2026-12-06, which recorded the bundled
+    (40,962-vertex ico-6) maps with the vertex count of the maps they were built from (fsaverage:
+    10,242) as ``template_vertices``; sub-01 and sub-03 by this one. The group table gave one file
+    (the same template_sha256) two counts, 10242 and 40962, and the reports said ``10,242 vertices``
+    for sub-02. Both now read the earlier record as this version writes it."""
+    from geomorph_bids.reports.group_table import group_rows
+
+    for hemi in "LR":
+        path = outputs / "sub-02" / "anat" / f"sub-02_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json"
+        doc = json.loads(path.read_text())
+        assert doc["registration"].pop("template_built_from_vertices") == 10242
+        doc["registration"]["template_vertices"] = 10242
+        path.write_text(json.dumps(doc))
+    rows = group_rows(outputs)
+    assert len(rows) == 5 and len({r["template_sha256"] for r in rows if r["hemi"] == "L"}) == 1
+    assert {(r["template_vertices"], r["template_built_from_vertices"]) for r in rows} == {(40962, 10242)}
+    text = build_participant_report(outputs, "02").read_text()
+    assert "40,962 vertices (built from 10,242)" in text and "10,242 vertices, sha256" not in text
+
+
+def test_each_row_says_which_build_made_it_and_a_table_of_several_builds_says_so(outputs):
+    """A lab adds participants to a folder an earlier geomorph-bids wrote: nothing in the group
+    table said which build made each row (every development build is version 0.1.0.dev0), so rows
+    of two methods sat side by side unmarked. The TSV's ``software`` column (after the columns
+    earlier versions wrote) gives each row's build, and the group level names the builds when
+    there are several."""
+    for hemi in "LR":
+        path = outputs / "sub-02" / "anat" / f"sub-02_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "software": "geomorph-bids 0.1.0.dev0"}))
+    code, err = _group(outputs)
+    assert code in (0, 1, 3), err
+    header = (outputs / GROUP_TSV).read_text().splitlines()[0].split("\t")
+    assert header.index("software") == 11 and header[9:11] == ["participant_id", "session_id"]
+    assert [(r["subject"], r["software"]) for r in _tsv(outputs / GROUP_TSV)] == [
+        ("01", "geomorph-bids test"), ("01", "geomorph-bids test"), ("02", "geomorph-bids 0.1.0.dev0"),
+        ("02", "geomorph-bids 0.1.0.dev0"), ("03", "geomorph-bids test")]
+    line = next(ln for ln in err.splitlines() if "builds of geomorph-bids" in ln)
+    assert line == ("geomorph-bids: warning: the rows were made by 2 builds of geomorph-bids "
+                    f"({GROUP_TSV}'s software column): geomorph-bids 0.1.0.dev0: sub-02; geomorph-bids test: "
+                    "sub-01, sub-03; their methods may differ: rerun the participant level of the earlier build's "
+                    "participants to make the table one build's")
+    for hemi in "LR":  # one build again: nothing said
+        path = outputs / "sub-02" / "anat" / f"sub-02_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "software": "geomorph-bids test"}))
+    assert "builds of geomorph-bids" not in _group(outputs)[1]

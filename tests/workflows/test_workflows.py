@@ -123,6 +123,42 @@ def test_sidecar_sources_are_bids_uris_and_name_the_registered_sphere(tmp_path):
     assert meta["sub-01_hemi-L_sulc.shape.gii"]["Sources"] == [str(tmp_path / "fs/sub-01/surf/lh.sulc")]
 
 
+def test_every_node_is_keyed_on_the_build_of_geomorph_bids(tmp_path):
+    """An upgrade of geomorph-bids rerun with the same work folder: Nipype keys each node's cache
+    on its inputs alone, so the earlier build's cached load, registration and resampling were
+    written out as the new build's (measured: a run of the day before's code, then today's, on one
+    output and work folder; only write_outputs ran again). Every node now has the build
+    (``RunConfig.software``) among its inputs: another build, another hash."""
+    from copy import deepcopy
+
+    from nipype.pipeline.engine.utils import generate_expanded_graph
+
+    def nodes(software: str) -> dict:
+        config = _config(tmp_path, software=software, cifti=True)
+        wf = init_geomorph_wf([_job(tmp_path)], config)
+        graph = generate_expanded_graph(deepcopy(wf._create_flat_graph()))
+        return {n.fullname: n for n in graph.nodes if n.name != "inputnode"}
+
+    now, earlier = nodes("geomorph-bids 1.1 (source aaa)"), nodes("geomorph-bids 1.0 (source bbb)")
+    assert sorted(n.rsplit(".", 1)[-1] for n in now) == sorted(
+        ["load_features", "register", "resample", "write_outputs"] * 2 + ["make_cifti", "ds_cifti"])
+    for name, node in now.items():
+        assert node.inputs.software == "geomorph-bids 1.1 (source aaa)", name
+        assert node.inputs.get_hashval()[1] != earlier[name].inputs.get_hashval()[1], name
+
+
+def test_the_fsaverage_to_fslr_node_is_keyed_on_the_build_too(tmp_path):
+    from dataclasses import replace
+
+    from geomorph_bids.io.template_ref import TemplateRef
+
+    config = replace(_config(tmp_path, software="geomorph-bids 1.1 (source aaa)", fmriprep_compat=True),
+                     template=TemplateRef.bundled("fsaverage"), model=optimiser("fsaverage"))
+    wf = init_geomorph_wf([_job(tmp_path, hemis=("L",))], config)
+    node = wf.get_node("sub_01_wf.hemi_L_wf.to_fslr")
+    assert node.inputs.software == "geomorph-bids 1.1 (source aaa)"
+
+
 def test_inputs_reached_through_links_inside_the_dataset_are_named_as_the_dataset_names_them(tmp_path):
     """An input that is a link inside the BIDS folder was recorded by its target: a DataLad dataset's
     annexed ``lh.sulc`` as ``bids:raw:.git/annex/objects/...`` (and ``input_features`` in the metrics
