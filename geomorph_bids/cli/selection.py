@@ -438,15 +438,20 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
         from ..io.discover import valid_label
 
         candidates, bases = set(), []
+        runs: dict[str, list[Path]] = {}  # FreeSurfer/HCP sub-X_ses-Y folders, by session
         for root in inputs.roots():
             if root != bids_dir:
                 candidates |= {p.name[4:] for p in (root / f"sub-{subject}").glob("ses-*") if p.is_dir()}
+                for p in sorted(root.glob(f"sub-{subject}_ses-*")):
+                    if p.is_dir():
+                        runs.setdefault(p.name.split("_ses-", 1)[1], []).append(p)
+        candidates |= set(runs)
         for h in shared.hemis.values():
             names = _base_time_points(Path(h.sphere).parent.parent) if h.source == "freesurfer" else None
             if names is not None:
                 bases.append(f"{Path(h.sphere).parent.parent}, the base of a longitudinal run of {', '.join(names)}")
                 candidates |= {n.split("_ses-", 1)[1] for n in names if n.startswith(f"sub-{subject}_ses-")}
-        own = []
+        own, hidden = [], []
         for ses in sorted(s for s in candidates if valid_label(s)):
             try:
                 with warnings.catch_warnings():  # what this look says is the session's run's to say
@@ -454,10 +459,23 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                     per = discover(subject, bids_dir, session=ses, fs_subjects_dir=fs_dir, derivatives=deriv,
                                    hemis=hemis, features=features)
             except InputError:
-                continue
-            if any(h in shared.hemis and Path(i.sphere).resolve() != Path(shared.hemis[h].sphere).resolve()
-                   for h, i in per.hemis.items()):
+                per = None
+            if per is not None and any(
+                    h in shared.hemis and Path(i.sphere).resolve() != Path(shared.hemis[h].sphere).resolve()
+                    for h, i in per.hemis.items()):
                 own.append(ses)
+            elif ses in runs and not any(Path(h.sphere).is_relative_to(run) for run in runs[ses]
+                                         for h in (per.hemis.values() if per is not None else ())):
+                hidden += runs[ses]  # a session's own FreeSurfer run that even --session-label never reads
+        if hidden:
+            shared_at = ", ".join(dict.fromkeys(str(Path(h.sphere).parent) for h in shared.hemis.values()))
+            folders = sorted({str(p.parent) for p in hidden})
+            warnings.warn(f"sub-{subject}: registered once, from its session-less anatomy ({shared_at}); the "
+                          f"per-session runs {', '.join(str(p) for p in hidden)} are not registered: that anatomy is "
+                          f"read first for every session too (sMRIPrep/fMRIPrep, then FreeSurfer, then HCP). To "
+                          f"register them, name their folder alone: --derivatives "
+                          + " ".join(f"sessions{i or ''}={shlex.quote(f)}" for i, f in enumerate(folders))
+                          + " (each session is then registered on its own)", SubjectWarning, stacklevel=2)
         if own:
             labels = " ".join(own)
             warnings.warn(f"sub-{subject}: registered once, from its session-less anatomy"

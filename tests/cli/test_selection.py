@@ -249,3 +249,36 @@ def test_subject_folders_named_in_another_letter_case_are_named_and_a_lower_case
         "the one that is not wanted",
         f"subject folder {smriprep / 'Sub-02'} is not processed: its name does not start with 'sub-' in lower case "
         "(names are case-sensitive); rename the folder and its files (e.g. sub-02)"]
+
+
+def test_per_session_freesurfer_runs_beside_session_less_anatomy_are_named_not_left_out(tmp_path, recwarn):
+    """A dataset grown by accretion: sub-01 processed by sMRIPrep (``derivatives/smriprep/sub-01/anat``,
+    session-less) and, later, by FreeSurfer per session (``derivatives/freesurfer/sub-01_ses-{1,2}``).
+    The sMRIPrep anatomy was registered and the FreeSurfer runs left out in silence: no option read
+    them either (``--session-label 1`` reads the shared sMRIPrep anatomy first for the session). Now
+    one warning names them and the folder to name alone; naming it registers each session."""
+    import shutil
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import SubjectWarning, collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01",))
+    make_dataset(tmp_path / "fs", "freesurfer", subjects=("01",), session="1")
+    fs = bids / "derivatives" / "freesurfer"
+    fs.mkdir()
+    shutil.copytree(tmp_path / "fs" / "derivatives" / "freesurfer" / "sub-01_ses-1", fs / "sub-01_ses-1")
+    shutil.copytree(fs / "sub-01_ses-1", fs / "sub-01_ses-2")
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"]),
+                                  ["sulc"])
+    assert [(j.subject, j.session, j.inputs.hemis["L"].source) for j in jobs] == [("01", None, "smriprep")]
+    assert not failures
+    [line] = [str(w.message) for w in recwarn if issubclass(w.category, SubjectWarning)]
+    assert line == (
+        f"sub-01: registered once, from its session-less anatomy ({bids / 'derivatives/smriprep/sub-01/anat'}); "
+        f"the per-session runs {fs / 'sub-01_ses-1'}, {fs / 'sub-01_ses-2'} are not registered: that anatomy is "
+        "read first for every session too (sMRIPrep/fMRIPrep, then FreeSurfer, then HCP). To register them, name "
+        f"their folder alone: --derivatives sessions={fs} (each session is then registered on its own)")
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant",
+                                                             "--derivatives", f"sessions={fs}"]), ["sulc"])
+    assert [(j.subject, j.session, j.inputs.hemis["L"].sphere.parent.parent.name) for j in jobs] == [
+        ("01", "1", "sub-01_ses-1"), ("01", "2", "sub-01_ses-2")] and not failures
