@@ -19,7 +19,7 @@ from .failures import Failure
 from .paths import InputFolders
 from .preflight import name_max, path_max, work_dir_too_deep
 
-__all__ = ["read_filter", "collect_jobs", "ANY", "NO_SESSION", "anatomical_sessions", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
+__all__ = ["read_filter", "collect_jobs", "inputs_line", "ANY", "NO_SESSION", "anatomical_sessions", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
            "OTHER_QUERIES"]
 
 
@@ -252,6 +252,39 @@ def _longitudinal(folder: Path) -> str | None:
 def listed(names: Sequence[str]) -> str:
     """``01, 02, ...`` (the first few of a long list, and how many in all)."""
     return ", ".join(names[:_LISTED]) + (f", ... ({len(names)} in all)" if len(names) > _LISTED else "")
+
+
+def _input_root(h) -> Path:
+    """The folder holding the subject folder a hemisphere's inputs (a ``HemiInputs``) were read from:
+    ``ROOT/sub-X[/ses-Y]/anat/...`` (sMRIPrep/fMRIPrep), ``ROOT/S/surf/lh.sphere`` (FreeSurfer),
+    ``ROOT/S/MNINonLinear/Native/...`` (HCP)."""
+    sphere = Path(h.sphere)
+    if h.source == "freesurfer":
+        return sphere.parents[2]
+    if h.source == "hcp":
+        return sphere.parents[3]
+    return sphere.parents[3] if sphere.parent.parent.name.startswith("ses-") else sphere.parents[2]
+
+
+def inputs_line(jobs: Sequence) -> str:
+    """``inputs: sMRIPrep/fMRIPrep layout in DIR: sub-01, sub-02; FreeSurfer layout in DIR: sub-03,
+    sub-04 ses-1`` : where each subject/session's hemispheres are read from, one group per layout and
+    folder, in the order the layouts are read (a subject whose hemispheres come from two inputs is in
+    both, with its hemisphere); the first few names of a long group, and how many in all."""
+    from ..io.discover import SOURCES
+
+    names = {"smriprep": "sMRIPrep/fMRIPrep", "freesurfer": "FreeSurfer", "hcp": "HCP"}
+    groups: dict[tuple[str, Path], list[str]] = {}
+    for job in jobs:
+        where: dict[tuple[str, Path], list[str]] = {}
+        for hemi, h in sorted(job.inputs.hemis.items()):
+            where.setdefault((h.source, _input_root(h)), []).append(hemi)
+        label = f"sub-{job.subject}" + (f" ses-{job.session}" if job.session else "")
+        for key, hemis in where.items():
+            groups.setdefault(key, []).append(label + (f" hemi-{hemis[0]}" if len(where) > 1 else ""))
+    order = sorted(groups, key=lambda k: (SOURCES.index(k[0]), str(k[1])))
+    return "inputs: " + "; ".join(f"{names[src]} layout in {root}: {listed(groups[(src, root)])}"
+                                  for src, root in order)
 
 
 def _not_found(known: Sequence[str], what: str = "", label: str | None = None) -> str:

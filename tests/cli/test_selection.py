@@ -282,3 +282,24 @@ def test_per_session_freesurfer_runs_beside_session_less_anatomy_are_named_not_l
                                                              "--derivatives", f"sessions={fs}"]), ["sulc"])
     assert [(j.subject, j.session, j.inputs.hemis["L"].sphere.parent.parent.name) for j in jobs] == [
         ("01", "1", "sub-01_ses-1"), ("01", "2", "sub-01_ses-2")] and not failures
+
+
+def test_the_run_says_which_layout_and_folder_each_subject_is_read_from(tmp_path):
+    """fix-aa: a dataset mixing layouts (sub-01 sMRIPrep, sub-02 FreeSurfer, sub-03's left hemisphere
+    in sMRIPrep's folder and both in FreeSurfer's): the run said nothing of where each subject was
+    read from (only each sidecar's ``InputSource``, after the run). Now one ``inputs:`` line after
+    the start line groups them by layout and folder, in the order the layouts are read."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import collect_jobs, inputs_line
+
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01", "03"))
+    make_dataset(bids, "freesurfer", subjects=("02", "03"))
+    smri = bids / "derivatives" / "smriprep"
+    for p in (smri / "sub-03" / "anat").glob("*hemi-R*"):
+        p.unlink()
+    with pytest.warns(UserWarning, match="sub-03: the hemispheres are read from different inputs"):
+        jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"]),
+                                      ["sulc"])
+    assert not failures
+    assert inputs_line(jobs) == (f"inputs: sMRIPrep/fMRIPrep layout in {smri}: sub-01, sub-03 hemi-L; "
+                                 f"FreeSurfer layout in {bids / 'derivatives' / 'freesurfer'}: sub-02, sub-03 hemi-R")
