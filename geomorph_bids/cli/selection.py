@@ -542,16 +542,25 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                     continue
             wanted: list[str | None] = list(sessions) if sessions else [None]
             if sessions is None:
-                try:
-                    found, error = discover(subject, bids_dir, fs_subjects_dir=fs_dir, derivatives=deriv,
-                                            hemis=hemis, features=features), None
-                except DiscoveryError as exc:
-                    found, error = None, exc
+                # what this look says is said only if its result is used: anatomy found per session is
+                # looked for again, session by session, and said there (before, each line came twice)
+                with warnings.catch_warnings(record=True) as said:
+                    warnings.simplefilter("always")
+                    try:
+                        found, error = discover(subject, bids_dir, fs_subjects_dir=fs_dir, derivatives=deriv,
+                                                hemis=hemis, features=features), None
+                    except DiscoveryError as exc:
+                        found, error = None, exc
+
+                def say() -> None:
+                    for w in said:
+                        warnings.warn(w.message, w.category, stacklevel=2)
                 # anatomy shared by the sessions (sub-X/anat, a FreeSurfer sub-X): one job. Anatomy found
                 # in a session folder is per session: every session is processed, each on its own (taken
                 # from a lone ses-* folder per hemisphere, ses-1's hemi-R was registered beside a failed
                 # hemi-L "in several sessions" and the other sessions were never processed)
                 if found is not None and all(h.session is None for h in found.hemis.values()):
+                    say()
                     passed_over(subject, found)
                     add(subject, None, found)
                     continue
@@ -561,6 +570,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                 notes.clear()
                 if not per_session:
                     if found is not None:
+                        say()
                         add(subject, None, found)
                     else:
                         failures.append(Failure(subject, None, ",".join(hemis), reason(subject, error)))

@@ -303,3 +303,25 @@ def test_the_run_says_which_layout_and_folder_each_subject_is_read_from(tmp_path
     assert not failures
     assert inputs_line(jobs) == (f"inputs: sMRIPrep/fMRIPrep layout in {smri}: sub-01, sub-03 hemi-L; "
                                  f"FreeSurfer layout in {bids / 'derivatives' / 'freesurfer'}: sub-02, sub-03 hemi-R")
+
+
+def test_a_warning_of_per_session_anatomy_is_said_once(tmp_path, recwarn):
+    """fix-aa: sMRIPrep's anatomy per session (``sub-01/ses-1/anat``) in two folders with other bytes:
+    the subject was looked for once without a session (its result then set aside) and again for
+    ses-1, and the InputChoiceWarning naming both folders came twice. Now once, for ses-1."""
+    import shutil
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import collect_jobs
+    from geomorph_bids.io.discover import InputChoiceWarning
+
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01",), session="1")
+    d = bids / "derivatives"
+    shutil.copytree(d / "smriprep", d / "smriprep2")
+    with open(d / "smriprep2" / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_hemi-L_sphere.surf.gii", "ab") as f:
+        f.write(b" ")
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"]),
+                                  ["sulc"])
+    assert [(j.subject, j.session) for j in jobs] == [("01", "1")] and not failures
+    lines = [str(w.message) for w in recwarn if issubclass(w.category, InputChoiceWarning)]
+    assert len(lines) == 1 and lines[0].startswith("sub-01 ses-1 hemi-L: registering ")
