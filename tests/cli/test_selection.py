@@ -282,6 +282,16 @@ def test_per_session_freesurfer_runs_beside_session_less_anatomy_are_named_not_l
                                                              "--derivatives", f"sessions={fs}"]), ["sulc"])
     assert [(j.subject, j.session, j.inputs.hemis["L"].sphere.parent.parent.name) for j in jobs] == [
         ("01", "1", "sub-01_ses-1"), ("01", "2", "sub-01_ses-2")] and not failures
+    # a cross-sectional FreeSurfer sub-01 beside its sessions' runs (no longitudinal base): said too
+    shutil.copytree(fs / "sub-01_ses-1", fs / "sub-01")
+    recwarn.clear()
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant",
+                                                             "--derivatives", f"sessions={fs}"]), ["sulc"])
+    assert [(j.subject, j.session) for j in jobs] == [("01", None)] and not failures
+    assert [str(w.message) for w in recwarn if issubclass(w.category, SubjectWarning)] == [
+        "sub-01: registered once, from its session-less anatomy; the surfaces of ses-1, ses-2 in their own folders "
+        "are not registered without a session selection (--session-label 1 2 registers them, under "
+        "sub-01/ses-<label>/anat)"]
 
 
 def test_the_run_says_which_layout_and_folder_each_subject_is_read_from(tmp_path):
