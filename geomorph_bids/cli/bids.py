@@ -361,8 +361,9 @@ def run_participant(args) -> int:
                   f"{' alone (--no-optimise)' if config.model.optimise is False else ''}"
                   f"{' + full optimisation (--refine full)' if not isinstance(config.model.optimise, bool) else ''}, "
                   f"device {config.device}, work dir {work_dir})", flush=True)
-            if mine:
-                print(inputs_line(mine), flush=True)
+            said = inputs_line(mine)  # where each subject is read from (none when every input was refused)
+            if said:
+                print(said, flush=True)
             # the hemispheres that will register: one no subject has (all lh.*) takes no template maps
             hemis = sorted({config.model.template_hemi(h) for j in jobs for h in j.inputs.hemis}
                            or {config.model.template_hemi(h) for h in args.hemi})

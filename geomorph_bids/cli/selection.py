@@ -270,7 +270,8 @@ def inputs_line(jobs: Sequence) -> str:
     """``inputs: sMRIPrep/fMRIPrep layout in DIR: sub-01, sub-02; FreeSurfer layout in DIR: sub-03,
     sub-04 ses-1`` : where each subject/session's hemispheres are read from, one group per layout and
     folder, in the order the layouts are read (a subject whose hemispheres come from two inputs is in
-    both, with its hemisphere); the first few names of a long group, and how many in all."""
+    both, with its hemisphere); the first few names of a long group, and how many in all. Empty when
+    no job has a hemisphere to register (every input refused)."""
     from ..io.discover import SOURCES
 
     names = {"smriprep": "sMRIPrep/fMRIPrep", "freesurfer": "FreeSurfer", "hcp": "HCP"}
@@ -283,7 +284,7 @@ def inputs_line(jobs: Sequence) -> str:
         for key, hemis in where.items():
             groups.setdefault(key, []).append(label + (f" hemi-{hemis[0]}" if len(where) > 1 else ""))
     order = sorted(groups, key=lambda k: (SOURCES.index(k[0]), str(k[1])))
-    return "inputs: " + "; ".join(f"{names[src]} layout in {root}: {listed(groups[(src, root)])}"
+    return "" if not groups else "inputs: " + "; ".join(f"{names[src]} layout in {root}: {listed(groups[(src, root)])}"
                                   for src, root in order)
 
 

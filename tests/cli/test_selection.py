@@ -313,6 +313,7 @@ def test_the_run_says_which_layout_and_folder_each_subject_is_read_from(tmp_path
     assert not failures
     assert inputs_line(jobs) == (f"inputs: sMRIPrep/fMRIPrep layout in {smri}: sub-01, sub-03 hemi-L; "
                                  f"FreeSurfer layout in {bids / 'derivatives' / 'freesurfer'}: sub-02, sub-03 hemi-R")
+    assert inputs_line([]) == ""
 
 
 def test_a_warning_of_per_session_anatomy_is_said_once(tmp_path, recwarn):
