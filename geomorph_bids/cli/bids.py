@@ -44,7 +44,7 @@ from .paths import check_folders, resolve_input_folders  # noqa: E402
 from .group_level import run_group, run_reports_only  # noqa: E402
 from .preflight import RunLocks, lock_participants, preflight, remove_if_empty  # noqa: E402
 from .reporting import build_reports, print_reports, print_summary  # noqa: E402
-from .selection import collect_jobs, refuse_names_too_long  # noqa: E402
+from .selection import collect_jobs, inputs_line, refuse_names_too_long  # noqa: E402
 from .settings import absolute_paths, resolve_settings, validate_arguments, validate_resources  # noqa: E402
 
 __all__ = ["main", "run_participant", "run_group", "run_reports_only"]
@@ -362,6 +362,9 @@ def run_participant(args) -> int:
                   f"{' alone (--no-optimise)' if config.model.optimise is False else ''}"
                   f"{' + full optimisation (--refine full)' if not isinstance(config.model.optimise, bool) else ''}, "
                   f"device {config.device}, work dir {work_dir})", flush=True)
+            said = inputs_line(mine)  # where each subject is read from (none when every input was refused)
+            if said:
+                print(said, flush=True)
             # the hemispheres that will register: one no subject has (all lh.*) takes no template maps
             hemis = sorted({config.model.template_hemi(h) for j in jobs for h in j.inputs.hemis}
                            or {config.model.template_hemi(h) for h in args.hemi})

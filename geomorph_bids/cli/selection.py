@@ -19,7 +19,7 @@ from .failures import Failure
 from .paths import InputFolders
 from .preflight import name_max, path_max, work_dir_too_deep
 
-__all__ = ["read_filter", "collect_jobs", "ANY", "NO_SESSION", "anatomical_sessions", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
+__all__ = ["read_filter", "collect_jobs", "inputs_line", "ANY", "NO_SESSION", "anatomical_sessions", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
            "OTHER_QUERIES"]
 
 
@@ -254,6 +254,40 @@ def listed(names: Sequence[str]) -> str:
     return ", ".join(names[:_LISTED]) + (f", ... ({len(names)} in all)" if len(names) > _LISTED else "")
 
 
+def _input_root(h) -> Path:
+    """The folder holding the subject folder a hemisphere's inputs (a ``HemiInputs``) were read from:
+    ``ROOT/sub-X[/ses-Y]/anat/...`` (sMRIPrep/fMRIPrep), ``ROOT/S/surf/lh.sphere`` (FreeSurfer),
+    ``ROOT/S/MNINonLinear/Native/...`` (HCP)."""
+    sphere = Path(h.sphere)
+    if h.source == "freesurfer":
+        return sphere.parents[2]
+    if h.source == "hcp":
+        return sphere.parents[3]
+    return sphere.parents[3] if sphere.parent.parent.name.startswith("ses-") else sphere.parents[2]
+
+
+def inputs_line(jobs: Sequence) -> str:
+    """``inputs: sMRIPrep/fMRIPrep layout in DIR: sub-01, sub-02; FreeSurfer layout in DIR: sub-03,
+    sub-04 ses-1`` : where each subject/session's hemispheres are read from, one group per layout and
+    folder, in the order the layouts are read (a subject whose hemispheres come from two inputs is in
+    both, with its hemisphere); the first few names of a long group, and how many in all. Empty when
+    no job has a hemisphere to register (every input refused)."""
+    from ..io.discover import SOURCES
+
+    names = {"smriprep": "sMRIPrep/fMRIPrep", "freesurfer": "FreeSurfer", "hcp": "HCP"}
+    groups: dict[tuple[str, Path], list[str]] = {}
+    for job in jobs:
+        where: dict[tuple[str, Path], list[str]] = {}
+        for hemi, h in sorted(job.inputs.hemis.items()):
+            where.setdefault((h.source, _input_root(h)), []).append(hemi)
+        label = f"sub-{job.subject}" + (f" ses-{job.session}" if job.session else "")
+        for key, hemis in where.items():
+            groups.setdefault(key, []).append(label + (f" hemi-{hemis[0]}" if len(where) > 1 else ""))
+    order = sorted(groups, key=lambda k: (SOURCES.index(k[0]), str(k[1])))
+    return "" if not groups else "inputs: " + "; ".join(f"{names[src]} layout in {root}: {listed(groups[(src, root)])}"
+                                  for src, root in order)
+
+
 def _not_found(known: Sequence[str], what: str = "", label: str | None = None) -> str:
     """``not found; available: 01, 02`` (the first few of a long list), with ``did you mean 01?``
     when ``label`` is a number that one of them spells with leading zeros (``1`` for ``01``)."""
@@ -438,15 +472,20 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
         from ..io.discover import valid_label
 
         candidates, bases = set(), []
+        runs: dict[str, list[Path]] = {}  # FreeSurfer/HCP sub-X_ses-Y folders, by session
         for root in inputs.roots():
             if root != bids_dir:
                 candidates |= {p.name[4:] for p in (root / f"sub-{subject}").glob("ses-*") if p.is_dir()}
+                for p in sorted(root.glob(f"sub-{subject}_ses-*")):
+                    if p.is_dir():
+                        runs.setdefault(p.name.split("_ses-", 1)[1], []).append(p)
+        candidates |= set(runs)
         for h in shared.hemis.values():
             names = _base_time_points(Path(h.sphere).parent.parent) if h.source == "freesurfer" else None
             if names is not None:
                 bases.append(f"{Path(h.sphere).parent.parent}, the base of a longitudinal run of {', '.join(names)}")
                 candidates |= {n.split("_ses-", 1)[1] for n in names if n.startswith(f"sub-{subject}_ses-")}
-        own = []
+        own, hidden = [], []
         for ses in sorted(s for s in candidates if valid_label(s)):
             try:
                 with warnings.catch_warnings():  # what this look says is the session's run's to say
@@ -454,10 +493,23 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                     per = discover(subject, bids_dir, session=ses, fs_subjects_dir=fs_dir, derivatives=deriv,
                                    hemis=hemis, features=features)
             except InputError:
-                continue
-            if any(h in shared.hemis and Path(i.sphere).resolve() != Path(shared.hemis[h].sphere).resolve()
-                   for h, i in per.hemis.items()):
+                per = None
+            if per is not None and any(
+                    h in shared.hemis and Path(i.sphere).resolve() != Path(shared.hemis[h].sphere).resolve()
+                    for h, i in per.hemis.items()):
                 own.append(ses)
+            elif ses in runs and not any(Path(h.sphere).is_relative_to(run) for run in runs[ses]
+                                         for h in (per.hemis.values() if per is not None else ())):
+                hidden += runs[ses]  # a session's own FreeSurfer run that even --session-label never reads
+        if hidden:
+            shared_at = ", ".join(dict.fromkeys(str(Path(h.sphere).parent) for h in shared.hemis.values()))
+            folders = sorted({str(p.parent) for p in hidden})
+            warnings.warn(f"sub-{subject}: registered once, from its session-less anatomy ({shared_at}); the "
+                          f"per-session runs {', '.join(str(p) for p in hidden)} are not registered: that anatomy is "
+                          f"read first for every session too (sMRIPrep/fMRIPrep, then FreeSurfer, then HCP). To "
+                          f"register them, name their folder alone: --derivatives "
+                          + " ".join(f"sessions{i or ''}={shlex.quote(f)}" for i, f in enumerate(folders))
+                          + " (each session is then registered on its own)", SubjectWarning, stacklevel=2)
         if own:
             labels = " ".join(own)
             warnings.warn(f"sub-{subject}: registered once, from its session-less anatomy"
@@ -491,16 +543,25 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                     continue
             wanted: list[str | None] = list(sessions) if sessions else [None]
             if sessions is None:
-                try:
-                    found, error = discover(subject, bids_dir, fs_subjects_dir=fs_dir, derivatives=deriv,
-                                            hemis=hemis, features=features), None
-                except DiscoveryError as exc:
-                    found, error = None, exc
+                # what this look says is said only if its result is used: anatomy found per session is
+                # looked for again, session by session, and said there (before, each line came twice)
+                with warnings.catch_warnings(record=True) as said:
+                    warnings.simplefilter("always")
+                    try:
+                        found, error = discover(subject, bids_dir, fs_subjects_dir=fs_dir, derivatives=deriv,
+                                                hemis=hemis, features=features), None
+                    except DiscoveryError as exc:
+                        found, error = None, exc
+
+                def say() -> None:
+                    for w in said:
+                        warnings.warn(w.message, w.category, stacklevel=2)
                 # anatomy shared by the sessions (sub-X/anat, a FreeSurfer sub-X): one job. Anatomy found
                 # in a session folder is per session: every session is processed, each on its own (taken
                 # from a lone ses-* folder per hemisphere, ses-1's hemi-R was registered beside a failed
                 # hemi-L "in several sessions" and the other sessions were never processed)
                 if found is not None and all(h.session is None for h in found.hemis.values()):
+                    say()
                     passed_over(subject, found)
                     add(subject, None, found)
                     continue
@@ -510,6 +571,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                 notes.clear()
                 if not per_session:
                     if found is not None:
+                        say()
                         add(subject, None, found)
                     else:
                         failures.append(Failure(subject, None, ",".join(hemis), reason(subject, error)))

@@ -86,6 +86,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shlex
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -927,6 +928,49 @@ def _choice_advice(subject: str, twin: Path | None, others: Sequence[Path]) -> s
     return advice
 
 
+#: the layouts as messages name them
+_LAYOUT_NAMES = {"smriprep": "sMRIPrep/fMRIPrep", "freesurfer": "FreeSurfer", "hcp": "HCP"}
+
+
+def _other_mesh_later(chosen: HemiInputs, later: Sequence[str], deriv: Sequence[Path], fs: Sequence[Path],
+                      subject: str, session: str | None, hemi: str, features: Sequence[str]) -> list[str]:
+    """``FreeSurfer's DIR/lh.sphere has 140000 vertices, this one 150000`` for each complete find of the
+    hemisphere in a layout of lower priority (``later``) whose sphere has another number of vertices
+    than ``chosen``'s (headers only): another recon-all run, not passed over in silence. A sphere of
+    the same count (sMRIPrep's GIFTI of its own ``freesurfer`` folder's run) says nothing; nor does one
+    whose count cannot be read (the readers report it if it is ever used)."""
+    n_chosen = surface_vertex_count(chosen.sphere)
+    if n_chosen is None:
+        return []
+    out = []
+    for source in later:
+        roots = [*fs, *deriv] if source == "freesurfer" else [*deriv, *fs]
+        for root in dict.fromkeys(roots):
+            result, _ = _PROBES[source](root, subject, session, hemi, tuple(features))
+            if result is None:
+                continue
+            n = surface_vertex_count(result.sphere)
+            if n is not None and n != n_chosen:
+                out.append(f"the {_LAYOUT_NAMES[source]} layout's {result.sphere} has {n} vertices, this one "
+                           f"{n_chosen} (to register it, name its folder alone: --derivatives "
+                           f"other={shlex.quote(str(root))})")
+    return out
+
+
+def _mixed_sources(found: Mapping[str, HemiInputs]) -> str | None:
+    """``hemi-L read from ..., hemi-R from ...`` when the hemispheres found come from different layouts
+    or folders (one hemisphere missing from the folder that has the other), else None: each is
+    registered, but they may be two runs, or two subjects' (a hemisphere copied in)."""
+    where = {h: (x.source, x.sphere.parent if x.source != "freesurfer" else x.sphere.parent.parent)
+             for h, x in found.items()}
+    if len(set(where.values())) < 2:
+        return None
+    parts = [f"hemi-{h} from the {_LAYOUT_NAMES[src]} layout's {folder}" for h, (src, folder) in sorted(where.items())]
+    return ("the hemispheres are read from different inputs: " + ", ".join(parts)
+            + "; both are registered: check they are one run of this subject (a hemisphere missing or "
+            "incomplete where the other is read is taken from the next input)")
+
+
 def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
              fs_subjects_dir: str | Path | None = None,
              derivatives: Mapping[str, str | Path] | None = None,
@@ -990,7 +1034,18 @@ def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
                               f"hemisphere with other files (also {', '.join(map(str, named))})"
                               + _choice_advice(subject, twin, others), InputChoiceWarning, stacklevel=2)
             if hemi in found:
+                later = _other_mesh_later(found[hemi], SOURCES[SOURCES.index(source) + 1:], deriv, fs, subject,
+                                          session, hemi, features)
+                if later:
+                    warnings.warn(f"sub-{subject}{f' ses-{session}' if session else ''} hemi-{hemi}: registering "
+                                  f"{found[hemi].sphere} ({_LAYOUT_NAMES[source]} layout, read first); "
+                                  + "; ".join(later) + ": another run of this subject? (the layouts are read in "
+                                  "this order: sMRIPrep/fMRIPrep, FreeSurfer, HCP)", InputChoiceWarning, stacklevel=2)
                 break
+    mixed = _mixed_sources(found)
+    if mixed:
+        warnings.warn(f"sub-{subject}{f' ses-{session}' if session else ''}: {mixed}", InputChoiceWarning,
+                      stacklevel=2)
     found = {h: _checked_surface(x) for h, x in found.items()}
     where = ""  # the folders searched, for the messages of hemispheres not found (empty ones marked)
     if len(found) < len(hemis):

@@ -252,6 +252,14 @@ def test_resampled_features_are_in_template_space(fs_run):
     assert corr(sulc, curv) > 0.3
 
 
+def test_the_run_says_where_its_inputs_are_read_from(fs_run):
+    """fix-aa: one ``inputs:`` line after the start line names each subject's layout and folder."""
+    stdout = fs_run["first"][1]
+    start = next(i for i, line in enumerate(stdout.splitlines()) if "subject/session(s) ->" in line)
+    assert stdout.splitlines()[start + 1] == (
+        f"inputs: FreeSurfer layout in {fs_run['bids'] / 'derivatives' / 'freesurfer'}: sub-01, sub-02")
+
+
 def test_resume_reuses_the_work_dir(fs_run):
     code, stdout, err = fs_run["second"]
     assert code == 0, err

@@ -249,3 +249,90 @@ def test_subject_folders_named_in_another_letter_case_are_named_and_a_lower_case
         "the one that is not wanted",
         f"subject folder {smriprep / 'Sub-02'} is not processed: its name does not start with 'sub-' in lower case "
         "(names are case-sensitive); rename the folder and its files (e.g. sub-02)"]
+
+
+def test_per_session_freesurfer_runs_beside_session_less_anatomy_are_named_not_left_out(tmp_path, recwarn):
+    """A dataset grown by accretion: sub-01 processed by sMRIPrep (``derivatives/smriprep/sub-01/anat``,
+    session-less) and, later, by FreeSurfer per session (``derivatives/freesurfer/sub-01_ses-{1,2}``).
+    The sMRIPrep anatomy was registered and the FreeSurfer runs left out in silence: no option read
+    them either (``--session-label 1`` reads the shared sMRIPrep anatomy first for the session). Now
+    one warning names them and the folder to name alone; naming it registers each session."""
+    import shutil
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import SubjectWarning, collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01",))
+    make_dataset(tmp_path / "fs", "freesurfer", subjects=("01",), session="1")
+    fs = bids / "derivatives" / "freesurfer"
+    fs.mkdir()
+    shutil.copytree(tmp_path / "fs" / "derivatives" / "freesurfer" / "sub-01_ses-1", fs / "sub-01_ses-1")
+    shutil.copytree(fs / "sub-01_ses-1", fs / "sub-01_ses-2")
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"]),
+                                  ["sulc"])
+    assert [(j.subject, j.session, j.inputs.hemis["L"].source) for j in jobs] == [("01", None, "smriprep")]
+    assert not failures
+    [line] = [str(w.message) for w in recwarn if issubclass(w.category, SubjectWarning)]
+    assert line == (
+        f"sub-01: registered once, from its session-less anatomy ({bids / 'derivatives/smriprep/sub-01/anat'}); "
+        f"the per-session runs {fs / 'sub-01_ses-1'}, {fs / 'sub-01_ses-2'} are not registered: that anatomy is "
+        "read first for every session too (sMRIPrep/fMRIPrep, then FreeSurfer, then HCP). To register them, name "
+        f"their folder alone: --derivatives sessions={fs} (each session is then registered on its own)")
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant",
+                                                             "--derivatives", f"sessions={fs}"]), ["sulc"])
+    assert [(j.subject, j.session, j.inputs.hemis["L"].sphere.parent.parent.name) for j in jobs] == [
+        ("01", "1", "sub-01_ses-1"), ("01", "2", "sub-01_ses-2")] and not failures
+    # a cross-sectional FreeSurfer sub-01 beside its sessions' runs (no longitudinal base): said too
+    shutil.copytree(fs / "sub-01_ses-1", fs / "sub-01")
+    recwarn.clear()
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant",
+                                                             "--derivatives", f"sessions={fs}"]), ["sulc"])
+    assert [(j.subject, j.session) for j in jobs] == [("01", None)] and not failures
+    assert [str(w.message) for w in recwarn if issubclass(w.category, SubjectWarning)] == [
+        "sub-01: registered once, from its session-less anatomy; the surfaces of ses-1, ses-2 in their own folders "
+        "are not registered without a session selection (--session-label 1 2 registers them, under "
+        "sub-01/ses-<label>/anat)"]
+
+
+def test_the_run_says_which_layout_and_folder_each_subject_is_read_from(tmp_path):
+    """fix-aa: a dataset mixing layouts (sub-01 sMRIPrep, sub-02 FreeSurfer, sub-03's left hemisphere
+    in sMRIPrep's folder and both in FreeSurfer's): the run said nothing of where each subject was
+    read from (only each sidecar's ``InputSource``, after the run). Now one ``inputs:`` line after
+    the start line groups them by layout and folder, in the order the layouts are read."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import collect_jobs, inputs_line
+
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01", "03"))
+    make_dataset(bids, "freesurfer", subjects=("02", "03"))
+    smri = bids / "derivatives" / "smriprep"
+    for p in (smri / "sub-03" / "anat").glob("*hemi-R*"):
+        p.unlink()
+    with pytest.warns(UserWarning, match="sub-03: the hemispheres are read from different inputs"):
+        jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"]),
+                                      ["sulc"])
+    assert not failures
+    assert inputs_line(jobs) == (f"inputs: sMRIPrep/fMRIPrep layout in {smri}: sub-01, sub-03 hemi-L; "
+                                 f"FreeSurfer layout in {bids / 'derivatives' / 'freesurfer'}: sub-02, sub-03 hemi-R")
+    assert inputs_line([]) == ""
+
+
+def test_a_warning_of_per_session_anatomy_is_said_once(tmp_path, recwarn):
+    """fix-aa: sMRIPrep's anatomy per session (``sub-01/ses-1/anat``) in two folders with other bytes:
+    the subject was looked for once without a session (its result then set aside) and again for
+    ses-1, and the InputChoiceWarning naming both folders came twice. Now once, for ses-1."""
+    import shutil
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import collect_jobs
+    from geomorph_bids.io.discover import InputChoiceWarning
+
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01",), session="1")
+    d = bids / "derivatives"
+    shutil.copytree(d / "smriprep", d / "smriprep2")
+    with open(d / "smriprep2" / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_hemi-L_sphere.surf.gii", "ab") as f:
+        f.write(b" ")
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"]),
+                                  ["sulc"])
+    assert [(j.subject, j.session) for j in jobs] == [("01", "1")] and not failures
+    lines = [str(w.message) for w in recwarn if issubclass(w.category, InputChoiceWarning)]
+    assert len(lines) == 1 and lines[0].startswith("sub-01 ses-1 hemi-L: registering ")

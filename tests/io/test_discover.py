@@ -166,11 +166,15 @@ def test_priority_smriprep_over_freesurfer_over_hcp(bids: Path) -> None:
     make_fs(d / "freesurfer", "sub-01")
     make_hcp(d / "hcp", "sub-01")
     make_smriprep(d / "smriprep", "01", hemis=("L",))
-    res = discover("01", bids)
+    from geomorph_bids.io.discover import InputChoiceWarning
+
+    with pytest.warns(InputChoiceWarning, match="hemispheres are read from different inputs"):
+        res = discover("01", bids)
     assert res.hemis["L"].source == "smriprep"
     assert res.hemis["R"].source == "freesurfer"  # sMRIPrep lacks the right hemisphere
     # without FreeSurfer, the right hemisphere comes from HCP
-    res = discover("01", bids, fs_subjects_dir=bids / "nowhere")
+    with pytest.warns(InputChoiceWarning, match="hemi-R from the HCP layout"):
+        res = discover("01", bids, fs_subjects_dir=bids / "nowhere")
     assert (res.hemis["L"].source, res.hemis["R"].source) == ("smriprep", "hcp")
 
 
@@ -612,3 +616,63 @@ def test_files_named_in_another_letter_case_are_named_with_the_names_looked_for(
     assert str(freesurfer.value).startswith(
         f"sub-02 hemi-L: freesurfer {surf}: has lh.sphere but no lh.sulc; LH.SULC in it is named in another letter "
         "case (file names are case-sensitive here): rename it to the name looked for; looked for")
+
+
+def test_hemispheres_read_from_two_inputs_are_said(bids: Path) -> None:
+    """fix-aa: sMRIPrep's folder holds sub-01's left hemisphere only, FreeSurfer's both: hemi-L came
+    from sMRIPrep and hemi-R from FreeSurfer, and nothing said the subject's two hemispheres were
+    read from two runs. Now one InputChoiceWarning names both folders; one input says nothing."""
+    import warnings
+
+    from geomorph_bids.io.discover import InputChoiceWarning
+
+    d = bids / "derivatives"
+    make_fs(d / "freesurfer", "sub-01")
+    anat = make_smriprep(d / "smriprep", "01", hemis=("L",))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = discover("01", bids)
+    assert (res.hemis["L"].source, res.hemis["R"].source) == ("smriprep", "freesurfer")
+    [line] = [str(w.message) for w in caught if issubclass(w.category, InputChoiceWarning)]
+    assert line == (f"sub-01: the hemispheres are read from different inputs: hemi-L from the sMRIPrep/fMRIPrep "
+                    f"layout's {anat}, hemi-R from the FreeSurfer layout's {d / 'freesurfer' / 'sub-01'}; both are "
+                    "registered: check they are one run of this subject (a hemisphere missing or incomplete where "
+                    "the other is read is taken from the next input)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        discover("01", bids, hemis=("R",))
+        discover("01", bids, fs_subjects_dir=bids / "nowhere", hemis=("L",))
+    assert not [w for w in caught if issubclass(w.category, InputChoiceWarning)]
+
+
+def test_a_subject_in_two_layouts_with_other_meshes_is_said(bids: Path) -> None:
+    """fix-aa: sub-01 in sMRIPrep's folder and, from another recon-all run, in FreeSurfer's: the
+    sMRIPrep sphere was registered (the layouts' order) and the other run passed over in silence.
+    Now a FreeSurfer sphere of another vertex count is named on one InputChoiceWarning line; one of
+    the same count (sMRIPrep's GIFTI of its own FreeSurfer run, the usual case) says nothing."""
+    import warnings
+
+    from geomorph_bids.io.discover import InputChoiceWarning
+
+    d = bids / "derivatives"
+    anat = make_smriprep(d / "smriprep", "01", hemis=("L",))
+    surf = make_fs(d / "freesurfer", "sub-01", hemis=("lh",))
+    _write_mesh(anat / "sub-01_hemi-L_sphere.surf.gii", 2)
+    _write_mesh(surf / "lh.sphere", 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = discover("01", bids, hemis=("L",))
+    assert res.hemis["L"].source == "smriprep"
+    assert not [w for w in caught if issubclass(w.category, InputChoiceWarning)]
+    _write_mesh(surf / "lh.sphere", 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = discover("01", bids, hemis=("L",))
+    assert res.hemis["L"].source == "smriprep"
+    [line] = [str(w.message) for w in caught if issubclass(w.category, InputChoiceWarning)]
+    assert line == (f"sub-01 hemi-L: registering {anat / 'sub-01_hemi-L_sphere.surf.gii'} (sMRIPrep/fMRIPrep layout, "
+                    f"read first); the FreeSurfer layout's {surf / 'lh.sphere'} has 642 vertices, this one 162 (to "
+                    f"register it, name its folder alone: --derivatives other={d / 'freesurfer'}): another run of "
+                    "this subject? (the layouts are read in this order: sMRIPrep/fMRIPrep, FreeSurfer, HCP)")
+    res = discover("01", bids, derivatives={"other": d / "freesurfer"}, hemis=("L",))
+    assert res.hemis["L"].sphere == surf / "lh.sphere"  # the advice reads the other run
