@@ -320,7 +320,7 @@ def run_participant(args) -> int:
             from ..batch.pool import start_fork_server
 
             start_fork_server(reports=True)  # the reports' modules too: drawn unless deferred (~1 s once)
-        config = resolve_settings(args, output_dir, work_dir)
+        config = resolve_settings(args, output_dir, work_dir, inputs.links())
         # read here, not when the workflow starts: a missing or broken file left the output folder described
         plugin = plugin_settings(args)
         clock.lap("settings")
@@ -346,11 +346,8 @@ def run_participant(args) -> int:
         before = _snapshot(mine, config)  # what earlier runs left: a failure takes back only this run's files
         _warn_replaced(mine, config)
         try:
-            default_fs = inputs.bids_dir / "derivatives" / "freesurfer"
-            fs_root = inputs.fs_subjects_dir or (default_fs if default_fs.is_dir() else None)
             if mine or later:  # a run that processes nobody (all skipped) must not redescribe others' outputs
-                write_dataset_description(output_dir, args.bids_dir, {**inputs.derivatives, **(
-                    {"freesurfer": fs_root} if fs_root else {})})
+                write_dataset_description(output_dir, args.bids_dir, inputs.links())
                 for line in write_bids_extras(output_dir):  # README, .bidsignore (the validator's NOT_INCLUDED)
                     print(f"{_PROG}: warning: {line}", file=sys.stderr)
                 write_citation(output_dir, config)

@@ -117,6 +117,14 @@ class InputFolders:
     nested: tuple[tuple[Path, Path], ...] = ()
     barren: tuple[tuple[str, Path], ...] = ()
 
+    def links(self) -> dict[str, Path]:
+        """name -> folder of the inputs' folders that ``dataset_description.json``'s ``DatasetLinks``
+        names beside ``raw`` (the dataset): the derivatives folders, and ``freesurfer``, the FreeSurfer
+        subjects folder (``--fs-subjects-dir``, else ``<bids_dir>/derivatives/freesurfer`` when there)."""
+        default_fs = self.bids_dir / "derivatives" / "freesurfer"
+        fs_root = self.fs_subjects_dir or (default_fs if default_fs.is_dir() else None)
+        return {**self.derivatives, **({"freesurfer": fs_root} if fs_root else {})}
+
     def roots(self) -> list[Path]:
         """Every folder inputs may be read from (those that exist), the dataset first."""
         fs = ([self.fs_subjects_dir] if self.fs_subjects_dir is not None else

@@ -126,10 +126,12 @@ def resolve_quality(args, recorded: QualityThresholds | None = None) -> QualityT
     return replace(base, **given)
 
 
-def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
+def resolve_settings(args, output_dir: Path, work_dir: Path, links: dict[str, Path] | None = None) -> RunConfig:
     """Every setting of a participant run, decided here once (in this order, so that the first
     bad argument is the one reported): template, model and its channels, features, output
-    density and its spheres, the fMRIPrep/CIFTI outputs, device, threads."""
+    density and its spheres, the fMRIPrep/CIFTI outputs, device, threads. ``links``: the input
+    folders' DatasetLinks names (:meth:`~geomorph_bids.cli.paths.InputFolders.links`), by which the
+    sidecars name inputs outside the dataset."""
     from ..io.templates import load_density_sphere, normalise_density
 
     template, model = resolve_template_and_model(args)
@@ -149,7 +151,8 @@ def resolve_settings(args, output_dir: Path, work_dir: Path) -> RunConfig:
                      omp_nthreads=omp, nprocs=args.nprocs, templateflow_home=tf_home, density_sources=sources,
                      fmriprep_compat=compat, cifti=cifti, quality=resolve_quality(args),
                      batch_size=batch, reports=getattr(args, "reports", None) or "parallel",
-                     software=software_id())
+                     software=software_id(),
+                     dataset_links=tuple((name, str(Path(folder).absolute())) for name, folder in (links or {}).items()))
 
 
 def cpu_fallback_note(requested: str | None, device: str, model: ModelChoice,

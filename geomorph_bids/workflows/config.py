@@ -44,6 +44,9 @@ class RunConfig:
     software : the build of geomorph-bids that runs (:func:`geomorph_bids.io.digest.software_id`):
         an input of every workflow node and part of batch mode's resume key, so that results an
         earlier build cached in the work folder are computed again after an upgrade
+    dataset_links : (name, folder) of the input folders outside the BIDS folder that
+        ``dataset_description.json``'s ``DatasetLinks`` names (``--derivatives NAME=PATH``, the
+        FreeSurfer subjects folder): the sidecars' ``Sources`` name inputs there as ``bids:NAME:...``
     """
 
     bids_dir: Path
@@ -64,6 +67,7 @@ class RunConfig:
     fmriprep_compat: bool = False
     cifti: bool = False
     software: str = ""
+    dataset_links: tuple[tuple[str, str], ...] = ()
 
     @property
     def channels(self) -> tuple[str, ...]:

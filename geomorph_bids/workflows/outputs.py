@@ -50,13 +50,21 @@ def relative_to(path: str | Path, root: Path) -> str:
     return str(path) if rel is None else rel
 
 
-def input_uri(path: str | Path, bids_dir: str | Path) -> str:
+def input_uri(path: str | Path, bids_dir: str | Path, links: Sequence[tuple[str, str]] = ()) -> str:
     """An input as the sidecars' ``Sources`` name it: a BIDS URI of the raw dataset
     (``bids:raw:derivatives/freesurfer/sub-01/surf/lh.sulc``; ``raw`` is dataset_description.json's
     DatasetLinks entry of the BIDS folder) when it lies in the BIDS folder (by its name there, a link's
-    own, or with links resolved), else its path."""
+    own, or with links resolved), else of the first of ``links`` ((name, folder) pairs: the other
+    DatasetLinks entries, e.g. ``--derivatives smriprep=/elsewhere``) that holds it
+    (``bids:smriprep:sub-01/anat/...``), else its path."""
     rel = _inside(path, bids_dir)
-    return str(path) if rel is None else "bids:raw:" + rel
+    if rel is not None:
+        return "bids:raw:" + rel
+    for name, folder in links:
+        rel = _inside(path, folder)
+        if rel is not None:
+            return f"bids:{name}:{rel}"
+    return str(path)
 
 
 def sign_convention(h: HemiInputs, features: Sequence[str]) -> str:
@@ -94,8 +102,8 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
     out = hemi_outputs(h, config)
     features = list(config.features)
     space, density, model = config.template.label, config.density, config.model.name
-    sources = {f: input_uri(h.features[f], config.bids_dir) for f in features}
-    sphere_source = input_uri(h.sphere, config.bids_dir)
+    sources = {f: input_uri(h.features[f], config.bids_dir, config.dataset_links) for f in features}
+    sphere_source = input_uri(h.sphere, config.bids_dir, config.dataset_links)
     sign_note = sign_convention(h, features)
     ent = entities(h.subject, h.session)
     registered = anat_uri(ent, REGISTERED_SPHERE.name(ent, h.hemi, space))
@@ -114,7 +122,7 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
         "RegistrationMetrics": anat_uri(ent, METRICS.name(ent, h.hemi, space)),
         "InputSource": h.source, "SignConvention": sign_note})]
     cortex = {} if h.cortex_mask is None else {"CurrentRoi": (
-        f"{input_uri(h.cortex_mask, config.bids_dir)}: values outside the subject's cortex are left out of "
+        f"{input_uri(h.cortex_mask, config.bids_dir, config.dataset_links)}: values outside the subject's cortex are left out of "
         "every vertex that has a cortical source (-current-roi); a vertex with none keeps the unrestricted value")}
     for k, f in enumerate(features):
         files.append(OutputFile(out.path(RESAMPLED_FEATURE, f), "resampled_features", k, meta={

@@ -121,6 +121,18 @@ def test_sidecar_sources_are_bids_uris_and_name_the_registered_sphere(tmp_path):
     outside = _hemi(tmp_path, "L")  # a --fs-subjects-dir outside the BIDS folder
     meta = {f.path.name: f.meta for f in hemisphere_files(outside, config) if f.meta is not None}
     assert meta["sub-01_hemi-L_sulc.shape.gii"]["Sources"] == [str(tmp_path / "fs/sub-01/surf/lh.sulc")]
+    # twentieth session: a folder outside the dataset that DatasetLinks names (--fs-subjects-dir,
+    # --derivatives NAME=PATH) was still recorded by its absolute path; now as a URI of that link
+    from dataclasses import replace
+
+    linked = replace(config, dataset_links=(("smriprep", str(tmp_path / "elsewhere")),
+                                            ("freesurfer", str(tmp_path / "fs"))))
+    meta = {f.path.name: f.meta for f in hemisphere_files(outside, linked) if f.meta is not None}
+    assert meta["sub-01_hemi-L_sulc.shape.gii"]["Sources"] == ["bids:freesurfer:sub-01/surf/lh.sulc"]
+    assert meta["sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]["Sources"] == [
+        "bids:freesurfer:sub-01/surf/lh.sphere"]
+    meta = {f.path.name: f.meta for f in hemisphere_files(h, linked) if f.meta is not None}  # the dataset first
+    assert meta["sub-01_hemi-L_sulc.shape.gii"]["Sources"] == ["bids:raw:derivatives/fs/sub-01/surf/lh.sulc"]
 
 
 def test_every_node_is_keyed_on_the_build_of_geomorph_bids(tmp_path):
