@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -593,3 +594,35 @@ def test_missing_values_are_n_a_and_each_row_one_line_whatever_a_metrics_file_ho
     assert row["edge_mean"] == "0.25"
     cells = [c for line in lines[1:-1] for c in line.split("\t")]
     assert not {"", "nan", "NaN", "None"} & set(cells)
+
+
+def test_outliers_are_told_apart_by_more_than_their_colour(outputs, monkeypatch):
+    """An outlier's row was told from the others by its pale red background only, and the
+    distributions figure drew outliers as red dots among blue ones (alike for a reader with
+    deuteranopia) under the alternative text `distributions`."""
+    import matplotlib.axes
+
+    src = json.loads((outputs / "sub-01/anat/sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json").read_text())
+    for d in ("sub-01", "sub-02", "sub-03"):
+        shutil.rmtree(outputs / d)
+    _cohort(outputs, src)  # sub-17 R: CC after 0.5 among 0.89-0.91
+    markers: list[tuple[int, str]] = []
+    scatter = matplotlib.axes.Axes.scatter
+
+    def recording(self, x, y, *args, **kwargs):
+        markers.append((len(x), kwargs.get("marker", "o")))
+        return scatter(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", recording)
+    text = build_group_report(outputs).read_text()
+    table = text.split('id="table"')[1].split("</section>")[0]
+    row = next(tr for tr in table.split("<tr")[1:] if "sub-17 R" in tr)
+    assert 'class="outlier"' in row and '<td class="">outlier</td>' in row  # its quality: not recorded here
+    assert table.count("outlier</td>") == 1 and '<th scope="row" class="l">sub-17 R</th>' in row
+    drawn_out = {m for n, m in markers if n == 1}  # the one outlier of CC after
+    drawn_rest = {m for n, m in markers if n == 19}
+    assert drawn_out == {"D"} and drawn_rest == {"o"}
+    alt = re.search(r'<img class="fig" src="figures/[^"]+" alt="([^"]+)"', text).group(1)
+    assert alt.startswith("Strip plots of each metric") and "red diamonds" in alt
+    assert "CC after (sulc): 20 hemisphere(s), median 0.899, range 0.500 to 0.910, outliers sub-17 R;" in alt, alt
+    assert "folded triangles: 20 hemisphere(s), median 0, range 0 to 0, no outliers" in alt
