@@ -27,12 +27,14 @@ th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}td.l,th.l{text-align:left}
 th[scope=row]{background:none;font-weight:normal}
 tr.outlier td,tr.outlier th{background:#fde2e2}tr.flagged td,tr.flagged th{background:#f5b7b1;font-weight:bold}
-.scroll{overflow-x:auto;max-width:100%}p,li{overflow-wrap:break-word}
+.scroll{overflow-x:auto;max-width:100%;margin:6px 0}.scroll>table{margin:0}p,li{overflow-wrap:break-word}
 img.fig{max-width:100%;height:auto;border:1px solid #eee;margin:4px 0}
 .warn{color:#8a5a00}.err{color:#a00}.ok{color:#276e27}.note{color:#555;font-size:13px}
 pre{background:#f7f7f7;padding:8px;font-size:12px;white-space:pre-wrap}
 details{margin:6px 0}
 .attention{border:2px solid #a00;background:#fdf0f0;padding:2px 14px;margin:8px 0}
+.attention h2{font-size:1em;border:none;margin:1em 0;padding:0}
+@media (max-width:600px){nav{position:static}main{padding:8px 10px 40px 10px}}
 @media print{nav{display:none}details::details-content{content-visibility:visible;display:block}
 .scroll{overflow:visible}img.fig{break-inside:avoid}h2,h3{break-after:avoid}}
 """

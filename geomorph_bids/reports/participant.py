@@ -329,7 +329,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
                 "</section>")
 
     if attention:  # at the top, under the title: what a rater must not miss
-        body.insert(1, '<div class="attention"><p class="err"><b>Needs attention</b></p><ul>'
+        body.insert(1, '<div class="attention"><h2 class="err">Needs attention</h2><ul>'
                     + "".join(f'<li class="err">{item}</li>' for item in attention) + "</ul></div>")
     body.append(_built_by())
     out = output_dir / report_name(subject, session)

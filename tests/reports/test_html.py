@@ -42,3 +42,12 @@ def test_print_shows_what_the_screen_folds_away():
     assert "nav{display:none}" in media
     assert "details::details-content{content-visibility:visible;display:block}" in media
     assert ".scroll{overflow:visible}" in media
+
+
+def test_a_narrow_screen_keeps_the_navigation_from_covering_the_page():
+    """On a phone the sticky navigation bar (one link per hemisphere and session) wrapped to
+    several lines that stayed over the top of the page as it scrolled; the page's margins took a
+    tenth of the width."""
+    css = page("t", [("a", "A")], "<p>x</p>").split("<style>")[1].split("</style>")[0]
+    narrow = css.split("@media (max-width:600px){", 1)[1]
+    assert narrow.startswith("nav{position:static}") and "main{padding:8px 10px 40px 10px}" in narrow

@@ -541,8 +541,13 @@ def test_the_report_reads_in_order_and_says_what_each_figure_shows(outputs):
 def test_errors_warnings_and_notes_say_which_they_are_in_words(outputs):
     """The Errors and warnings list told an error (a crash, a hemisphere without outputs) from a
     warning and a note by the colour of its line only: red, amber and grey, which a reader with
-    red-green colour blindness, or a grey-scale print, does not tell apart."""
+    red-green colour blindness, or a grey-scale print, does not tell apart. The Needs attention box
+    above them was a bold paragraph: a reader going from heading to heading skipped it."""
     text = build_participant_report(outputs, "03").read_text()
+    outline = _Outline()
+    outline.feed(text)
+    assert outline.headings[:3] == [1, 2, 2]  # title, Needs attention, Summary
+    assert '<div class="attention"><h2 class="err">Needs attention</h2>' in text
     errors = text.split('<section id="errors">')[1].split("</section>")[0]
     items = re.findall(r'<li class="(\w+)">(.*?)</li>', errors)
     assert {cls for cls, _ in items} >= {"err"}
