@@ -271,6 +271,7 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                                                                     f"{describe_provenance(r)}" for r in rows})))],
                              ["table", f'<a href="{esc(tsv.name)}">{esc(tsv.name)}</a>' if tsv else "n/a"]],
                   left=2), "</section>"]
+    first_after_summary = len(body)  # what the table lacks and the hemispheres to look at go here, under a heading
     if failed:
         body.append(f'<p class="err">{esc(len(failed))} metrics file(s) could not be read and are in no row '
                     "(rerun the participant level for them):</p><ul>"
@@ -312,6 +313,14 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
             low[note] = low.get(note, 0) + 1
     for note, count in low.items():
         body.append(f'<p class="warn">{esc(count)} hemisphere(s) were {esc(note)}.</p>')
+    nav = [("summary", "Summary"), ("distributions", "Distributions"), ("outliers", "Outliers"), ("table", "Table"),
+           ("about", "About")]
+    if len(body) > first_after_summary:  # a reader going from heading to heading must not pass them by
+        urgent = any('<p class="err">' in part for part in body[first_after_summary:])
+        title = "Needs attention" if urgent else "Notes"
+        body.insert(first_after_summary, f'<section id="attention"><h2>{title}</h2>')
+        body.append("</section>")
+        nav.insert(1, ("attention", title))
     body.append('<section id="distributions"><h2>Distributions</h2><p class="note">One point per '
                 "hemisphere; boxes: quartiles; red diamonds: outliers.</p>"
                 f'<img class="fig" src="{esc(fig.relative_to(output_dir).as_posix())}" '
@@ -351,7 +360,5 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                 f'<p class="note">Built {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} in '
                 f"{time.perf_counter() - t0:.1f} s.</p></section>")
     out = output_dir / GROUP_HTML
-    return atomic_write_text(out, page("geomorph-bids: group report", [("summary", "Summary"), ("distributions", "Distributions"),
-                                                         ("outliers", "Outliers"), ("table", "Table"),
-                                                         ("about", "About")], "\n".join(body)))
+    return atomic_write_text(out, page("geomorph-bids: group report", nav, "\n".join(body)))
 

@@ -626,3 +626,47 @@ def test_outliers_are_told_apart_by_more_than_their_colour(outputs, monkeypatch)
     assert alt.startswith("Strip plots of each metric") and "red diamonds" in alt
     assert "CC after (sulc): 20 hemisphere(s), median 0.899, range 0.500 to 0.910, outliers sub-17 R;" in alt, alt
     assert "folded triangles: 20 hemisphere(s), median 0, range 0 to 0, no outliers" in alt
+
+
+def test_what_needs_attention_has_a_heading_and_a_link(outputs):
+    """The flagged, failed and unreadable hemispheres listed at the top of group.html sat between
+    the Summary and Distributions headings with none of their own: a screen-reader user going from
+    heading to heading (or the navigation bar) passed them by."""
+    from html.parser import HTMLParser
+
+    doc = outputs / "sub-02/anat/sub-02_hemi-L_space-fsaverage_desc-geomorph_metrics.json"
+    flagged = json.loads(doc.read_text())
+    ok = dict(flagged)
+    flagged["quality"] = {"flagged": True, "reasons": [],
+                          "thresholds": {"min_cc_after": round(flagged["registration"]["cc_sulc_after"] + 0.01, 3)}}
+    doc.write_text(json.dumps(flagged))
+
+    class Headings(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.h2: list[str] = []
+            self._in = False
+
+        def handle_starttag(self, tag, attrs):
+            self._in = tag == "h2"
+
+        def handle_data(self, data):
+            if self._in:
+                self.h2.append(data)
+                self._in = False
+
+    text = build_group_report(outputs).read_text()
+    p = Headings()
+    p.feed(text)
+    assert p.h2[:3] == ["Summary", "Needs attention", "Distributions"], p.h2
+    attention = text.split('<section id="attention">')[1].split("</section>")[0]
+    assert "1 hemisphere(s) flagged by the quality gates" in attention and "sub-03 hemi-R: InputError" in attention
+    assert '<a href="#attention">Needs attention</a>' in text.split("</nav>")[0]
+    # notes only (the bundled low-resolution fsaverage): a heading that does not alarm
+    doc.write_text(json.dumps(ok))
+    shutil.rmtree(outputs / "logs" / "crash-abc")
+    shutil.rmtree(outputs / "sub-03")
+    quiet = build_group_report(outputs).read_text()
+    assert "Needs attention" not in quiet and '<a href="#attention">Notes</a>' in quiet.split("</nav>")[0]
+    notes = quiet.split('<section id="attention"><h2>Notes</h2>')[1].split("</section>")[0]
+    assert notes.strip().startswith('<p class="warn">') and "low-resolution" in notes
