@@ -449,7 +449,7 @@ def surface_figure(path: str | Path, hemi: str, mesh: Mesh, subject: np.ndarray,
 def group_figure(path: str | Path, columns: Mapping[str, Sequence[tuple[str, float, bool]]], title: str = "",
                  max_labels: int = 12) -> Path:
     """One strip plot per metric: ``columns[metric] = [(label, value, is_outlier), ...]``;
-    outliers in red, the ``max_labels`` farthest from the median with their label (a cohort's
+    outliers as red diamonds (the others blue dots), the ``max_labels`` farthest from the median with their label (a cohort's
     hundreds of labels would cover the plot; the report's outlier table names them all)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -470,7 +470,8 @@ def group_figure(path: str | Path, columns: Mapping[str, Sequence[tuple[str, flo
                        medianprops={"color": "k"}, boxprops={"color": "0.5"}, whiskerprops={"color": "0.5"},
                        capprops={"color": "0.5"})
             ax.scatter(x[~out], vals[~out], s=12, color="tab:blue", alpha=0.8, zorder=3)
-            ax.scatter(x[out], vals[out], s=22, color="tab:red", zorder=4)
+            # a marker of their own besides the colour: red and blue look alike to some readers
+            ax.scatter(x[out], vals[out], s=26, color="tab:red", marker="D", zorder=4)
             far = np.abs(vals - np.median(vals))
             named = {int(k) for k in np.flatnonzero(out)[np.argsort(-far[out], kind="stable")][:max_labels]}
             for k, (xi, (lab, v, o)) in enumerate(zip(x, pts)):

@@ -185,6 +185,39 @@ def _label(row: Mapping[str, Any], with_template: bool = False) -> str:
             + (f" {row.get('template')}" if with_template else ""))
 
 
+def _cell(row: Mapping[str, Any], key: str, outlier: bool) -> str:
+    """A cell of the page's table, unescaped; an outlier's quality also says so in words (its pale
+    red row is not told from the others by a reader who cannot tell the colours apart)."""
+    text = fmt(row.get(key))
+    if key == "quality" and outlier:
+        return "outlier" if row.get(key) is None else f"{text}, outlier"
+    return text
+
+
+def distributions_alt(per_metric: Mapping[str, Sequence[tuple[str, float | None, bool]]]) -> str:
+    """The text alternative of the distributions figure (``per_metric``: as
+    :func:`~geomorph_bids.reports.figures.group_figure`'s columns): what it plots, and per metric
+    the hemispheres it draws, their median and range and the outliers, named."""
+    parts = []
+    for name, points in per_metric.items():
+        vals = [v for _, v, _ in points if v is not None and np.isfinite(v)]
+        if not vals:
+            parts.append(f"{name}: no values")
+            continue
+        out = [lab for lab, v, o in points if o and v is not None and np.isfinite(v)]
+        counts = all(float(v).is_integer() for v in vals)  # folded triangles: whole numbers, said as such
+
+        def num(x: float) -> str:
+            return fmt(int(round(x))) if counts and float(x).is_integer() else fmt(float(x))
+
+        parts.append(f"{name}: {len(vals)} hemisphere(s), median {num(float(np.median(vals)))}, "
+                     f"range {num(min(vals))} to {num(max(vals))}, "
+                     + (f"outliers {', '.join(out[:12])}" + (f" and {len(out) - 12} more" if len(out) > 12 else "")
+                        if out else "no outliers"))
+    return ("Strip plots of each metric over the hemispheres, one point per hemisphere, boxes at the quartiles, "
+            "outliers as red diamonds. " + "; ".join(parts) + ".")
+
+
 def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]] | None = None,
                        tsv: Path | None = None, failed: Sequence[str] = (), absent: str = "",
                        crashed: Sequence[str] | None = None) -> Path:
@@ -224,7 +257,7 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                            (i, key) in flagged_keys) for i, r in enumerate(rows)]
                   for key, label in screened if any(isinstance(r.get(key), (int, float)) for r in rows)}
     fig = group_figure(output_dir / GROUP_FIGURE, per_metric,
-                       title=f"{len(rows)} hemisphere(s); red: robust z beyond {Z_THRESHOLD} on the worse side, "
+                       title=f"{len(rows)} hemisphere(s); red diamonds: robust z beyond {Z_THRESHOLD} on the worse side, "
                              "within its template")
 
     subjects = sorted({str(r.get("subject")) for r in rows})
@@ -238,6 +271,7 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                                                                     f"{describe_provenance(r)}" for r in rows})))],
                              ["table", f'<a href="{esc(tsv.name)}">{esc(tsv.name)}</a>' if tsv else "n/a"]],
                   left=2), "</section>"]
+    first_after_summary = len(body)  # what the table lacks and the hemispheres to look at go here, under a heading
     if failed:
         body.append(f'<p class="err">{esc(len(failed))} metrics file(s) could not be read and are in no row '
                     "(rerun the participant level for them):</p><ul>"
@@ -279,9 +313,18 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
             low[note] = low.get(note, 0) + 1
     for note, count in low.items():
         body.append(f'<p class="warn">{esc(count)} hemisphere(s) were {esc(note)}.</p>')
+    nav = [("summary", "Summary"), ("distributions", "Distributions"), ("outliers", "Outliers"), ("table", "Table"),
+           ("about", "About")]
+    if len(body) > first_after_summary:  # a reader going from heading to heading must not pass them by
+        urgent = any('<p class="err">' in part for part in body[first_after_summary:])
+        title = "Needs attention" if urgent else "Notes"
+        body.insert(first_after_summary, f'<section id="attention"><h2>{title}</h2>')
+        body.append("</section>")
+        nav.insert(1, ("attention", title))
     body.append('<section id="distributions"><h2>Distributions</h2><p class="note">One point per '
-                "hemisphere; boxes: quartiles; red: outliers.</p>"
-                f'<img class="fig" src="{esc(fig.relative_to(output_dir).as_posix())}" alt="distributions"></section>')
+                "hemisphere; boxes: quartiles; red diamonds: outliers.</p>"
+                f'<img class="fig" src="{esc(fig.relative_to(output_dir).as_posix())}" '
+                f'alt="{esc(distributions_alt(per_metric))}"></section>')
 
     body.append('<section id="outliers"><h2>Outliers</h2><p class="note">Robust z-score '
                 f"0.6745 (x - median) / MAD within each template's rows; outliers: {esc(OUTLIER_RULE)}.</p>")
@@ -307,7 +350,7 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     head += f'<p class="note">{esc(DIRECTIONS)}</p>'
     body.append(head +
                 table(["hemisphere"] + [esc(c[1]) for c in cols],
-                      [[link(rows[i])] + [esc(fmt(rows[i].get(k))) for k, _ in cols] for i in shown],
+                      [[link(rows[i])] + [esc(_cell(rows[i], k, i in flagged_rows)) for k, _ in cols] for i in shown],
                       row_classes=["flagged" if rows[i].get("quality") in ("flagged", STALE) else
                                    "outlier" if i in flagged_rows else "" for i in shown]) +
                 "</section>")
@@ -317,7 +360,5 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                 f'<p class="note">Built {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} in '
                 f"{time.perf_counter() - t0:.1f} s.</p></section>")
     out = output_dir / GROUP_HTML
-    return atomic_write_text(out, page("geomorph-bids: group report", [("summary", "Summary"), ("distributions", "Distributions"),
-                                                         ("outliers", "Outliers"), ("table", "Table"),
-                                                         ("about", "About")], "\n".join(body)))
+    return atomic_write_text(out, page("geomorph-bids: group report", nav, "\n".join(body)))
 

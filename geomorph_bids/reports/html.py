@@ -25,12 +25,18 @@ h3{font-size:15px;margin-top:18px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}td.l,th.l{text-align:left}
-tr.outlier td{background:#fde2e2}tr.flagged td{background:#f5b7b1;font-weight:bold}
+th[scope=row]{background:none;font-weight:normal}
+tr.outlier td,tr.outlier th{background:#fde2e2}tr.flagged td,tr.flagged th{background:#f5b7b1;font-weight:bold}
+.scroll{overflow-x:auto;max-width:100%;margin:6px 0}.scroll>table{margin:0}p,li{overflow-wrap:break-word}
 img.fig{max-width:100%;height:auto;border:1px solid #eee;margin:4px 0}
 .warn{color:#8a5a00}.err{color:#a00}.ok{color:#276e27}.note{color:#555;font-size:13px}
 pre{background:#f7f7f7;padding:8px;font-size:12px;white-space:pre-wrap}
 details{margin:6px 0}
 .attention{border:2px solid #a00;background:#fdf0f0;padding:2px 14px;margin:8px 0}
+.attention h2{font-size:1em;border:none;margin:1em 0;padding:0}
+@media (max-width:600px){nav{position:static}main{padding:8px 10px 40px 10px}}
+@media print{nav{display:none}details::details-content{content-visibility:visible;display:block}
+.scroll{overflow:visible}img.fig{break-inside:avoid}h2,h3{break-after:avoid}}
 """
 
 
@@ -53,24 +59,36 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
-          row_classes: Sequence[str] | None = None) -> str:
+          row_classes: Sequence[str] | None = None, row_header: bool = True) -> str:
     """An HTML table (cells already HTML: escape them first); the first ``left`` columns
-    left-aligned."""
-    out = ["<table>"]
+    left-aligned. Header cells are ``<th scope="col">``; ``row_header``: the first cell of each row
+    names the row (a label of a key-value table, a hemisphere), ``<th scope="row">``, drawn as a
+    plain cell. Wrapped in a block that scrolls sideways on a screen narrower than the table."""
+    out = ['<div class="scroll"><table>']
     if any(header):
-        out.append("<tr>" + "".join(f'<th class="{"l" if i < left else ""}">{h}</th>'
+        out.append("<tr>" + "".join(f'<th scope="col" class="{"l" if i < left else ""}">{h}</th>'
                                     for i, h in enumerate(header)) + "</tr>")
+
+    def cell(i: int, c: Any) -> str:
+        align = "l" if i < left else ""
+        if i == 0 and row_header:
+            return f'<th scope="row" class="{align}">{c}</th>'
+        return f'<td class="{align}">{c}</td>'
+
     for k, row in enumerate(rows):
         cls = f' class="{row_classes[k]}"' if row_classes and row_classes[k] else ""
-        out.append(f"<tr{cls}>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>'
-                                          for i, c in enumerate(row)) + "</tr>")
-    out.append("</table>")
+        out.append(f"<tr{cls}>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>")
+    out.append("</table></div>")
     return "\n".join(out)
 
 
-def markdown(text: str) -> str:
-    """Minimal Markdown (headings, bullet lists, paragraphs, *emphasis*) to HTML, escaped."""
+def markdown(text: str, top: int = 3) -> str:
+    """Minimal Markdown (headings, bullet lists, paragraphs, *emphasis*) to HTML, escaped. The
+    text's highest headings become ``<h{top}>`` and the others follow in order (the text sits under
+    the page's ``<h{top - 1}>``: a reader's heading list skips no level)."""
     blocks, para, items = [], [], []
+    hashes = [len(s) - len(s.lstrip("#")) for s in (line.strip() for line in text.splitlines()) if s.startswith("#")]
+    shift = top - min(hashes, default=1)
 
     def inline(s: str) -> str:
         s = esc(s)
@@ -91,7 +109,7 @@ def markdown(text: str) -> str:
             flush()
         elif s.startswith("#"):
             flush()
-            level = min(6, len(s) - len(s.lstrip("#")) + 2)
+            level = max(1, min(6, len(s) - len(s.lstrip("#")) + shift))
             blocks.append(f"<h{level}>{inline(s.lstrip('#').strip())}</h{level}>")
         elif s.startswith(("- ", "* ")):
             if para:

@@ -266,7 +266,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
                  f'&rarr; {esc(h.doc.get("template", h.space))}</h2><p>quality: {verdict}</p>']
         for kind, caption, rel in figs:
             parts.append(f'<h3>{esc(kind.capitalize())}</h3><p class="note">{esc(caption)}</p>'
-                         f'<img class="fig" src="{esc(rel)}" alt="{esc(kind)} {esc(anchor)}">')
+                         f'<img class="fig" src="{esc(rel)}" alt="{esc(figure_alt(h, kind, caption))}">')
         if notes:
             parts.append('<ul class="note">' + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
         parts.append(f"<details><summary>provenance</summary>{_provenance(h)}</details></section>")
@@ -287,13 +287,15 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     missing = [f"no outputs for {('ses-' + s + ' ') if s else ''}hemi-{x} (failed or not requested)"
                for s in (sessions or [session]) for x in ("L", "R") if (s, x) not in found_hemis]
     attention += [f'{esc(m)} (<a href="#errors">Errors and warnings</a>)' for m in missing]
-    items = ([f'<li class="err">{line}</li>' for line in left_out] +
-             [f'<li class="err">{esc(n)} &mdash; {esc(e)} <span class="note">({esc(f)})</span></li>'
+    # each item says what it is in words too: red, amber and grey alike to some readers
+    err, warn, note = '<li class="err"><b>error</b>: ', '<li class="warn"><b>warning</b>: ', '<li class="note">note: '
+    items = ([f'{err}{line}</li>' for line in left_out] +
+             [f'{err}{esc(n)} &mdash; {esc(e)} <span class="note">({esc(f)})</span></li>'
               for f, n, e in crashes] +
-             [f'<li class="err">{esc(m)}</li>' for m in missing] +
-             [f'<li class="warn">{esc(a)}: {esc(w)}</li>' for a, w in warns] +
-             [f'<li class="warn">{esc(f)}: {esc(line)}</li>' for f, line in logs] +
-             [f'<li class="note">{esc(a)}: {esc(n)}</li>' for a, n in all_notes])
+             [f'{err}{esc(m)}</li>' for m in missing] +
+             [f'{warn}{esc(a)}: {esc(w)}</li>' for a, w in warns] +
+             [f'<li class="warn">{esc(f)}: {esc(line)}</li>' for f, line in logs] +  # says WARNING or ERROR
+             [f'{note}{esc(a)}: {esc(n)}</li>' for a, n in all_notes])
     body.append('<section id="errors"><h2>Errors and warnings</h2>' +
                 (f"<ul>{''.join(items)}</ul>" if items else '<p class="ok">No errors or warnings.</p>') +
                 "</section>")
@@ -329,11 +331,18 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
                 "</section>")
 
     if attention:  # at the top, under the title: what a rater must not miss
-        body.insert(1, '<div class="attention"><p class="err"><b>Needs attention</b></p><ul>'
+        body.insert(1, '<div class="attention"><h2 class="err">Needs attention</h2><ul>'
                     + "".join(f'<li class="err">{item}</li>' for item in attention) + "</ul></div>")
     body.append(_built_by())
     out = output_dir / report_name(subject, session)
     return atomic_write_text(out, page(f"geomorph-bids: {title}", nav, "\n".join(body)))
+
+
+def figure_alt(h: HemiOutputs, kind: str, caption: str) -> str:
+    """The text alternative of a hemisphere's figure: whose hemisphere, to which template, which
+    figure and what its panels show (the caption), for a reader who cannot see the image."""
+    where = " ".join(x for x in (h.entities, f"hemi-{h.hemi}") if x)
+    return f"{kind} figure of {where}, registered to {h.doc.get('template', h.space)}: {caption}"
 
 
 _FIGURE_LINK = re.compile(r'<img class="fig" src="([^"]+)"')

@@ -42,7 +42,7 @@ def _mask(path: Path) -> bytes:
         doc["registration"] = {k: v for k, v in doc["registration"].items() if not k.startswith("seconds")}
         return json.dumps(doc, sort_keys=True).encode()
     if path.suffix == ".html":
-        data = re.sub(rb"(run time \(s\)</td><td[^>]*>)[^<]*", rb"\1", data)
+        data = re.sub(rb"(run time \(s\)</t[dh]><td[^>]*>)[^<]*", rb"\1", data)
         return re.sub(rb"Report built [^<]*", b"Report built", data)  # when, and in how many seconds
     return data
 

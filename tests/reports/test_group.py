@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -659,3 +660,79 @@ def test_each_row_says_which_build_made_it_and_a_table_of_several_builds_says_so
         path = outputs / "sub-02" / "anat" / f"sub-02_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "software": "geomorph-bids test"}))
     assert "builds of geomorph-bids" not in _group(outputs)[1]
+
+
+def test_outliers_are_told_apart_by_more_than_their_colour(outputs, monkeypatch):
+    """An outlier's row was told from the others by its pale red background only, and the
+    distributions figure drew outliers as red dots among blue ones (alike for a reader with
+    deuteranopia) under the alternative text `distributions`."""
+    import matplotlib.axes
+
+    src = json.loads((outputs / "sub-01/anat/sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json").read_text())
+    for d in ("sub-01", "sub-02", "sub-03"):
+        shutil.rmtree(outputs / d)
+    _cohort(outputs, src)  # sub-17 R: CC after 0.5 among 0.89-0.91
+    markers: list[tuple[int, str]] = []
+    scatter = matplotlib.axes.Axes.scatter
+
+    def recording(self, x, y, *args, **kwargs):
+        markers.append((len(x), kwargs.get("marker", "o")))
+        return scatter(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", recording)
+    text = build_group_report(outputs).read_text()
+    table = text.split('id="table"')[1].split("</section>")[0]
+    row = next(tr for tr in table.split("<tr")[1:] if "sub-17 R" in tr)
+    assert 'class="outlier"' in row and '<td class="">outlier</td>' in row  # its quality: not recorded here
+    assert table.count("outlier</td>") == 1 and '<th scope="row" class="l">sub-17 R</th>' in row
+    drawn_out = {m for n, m in markers if n == 1}  # the one outlier of CC after
+    drawn_rest = {m for n, m in markers if n == 19}
+    assert drawn_out == {"D"} and drawn_rest == {"o"}
+    alt = re.search(r'<img class="fig" src="figures/[^"]+" alt="([^"]+)"', text).group(1)
+    assert alt.startswith("Strip plots of each metric") and "red diamonds" in alt
+    assert "CC after (sulc): 20 hemisphere(s), median 0.899, range 0.500 to 0.910, outliers sub-17 R;" in alt, alt
+    assert "folded triangles: 20 hemisphere(s), median 0, range 0 to 0, no outliers" in alt
+
+
+def test_what_needs_attention_has_a_heading_and_a_link(outputs):
+    """The flagged, failed and unreadable hemispheres listed at the top of group.html sat between
+    the Summary and Distributions headings with none of their own: a screen-reader user going from
+    heading to heading (or the navigation bar) passed them by."""
+    from html.parser import HTMLParser
+
+    doc = outputs / "sub-02/anat/sub-02_hemi-L_space-fsaverage_desc-geomorph_metrics.json"
+    flagged = json.loads(doc.read_text())
+    ok = dict(flagged)
+    flagged["quality"] = {"flagged": True, "reasons": [],
+                          "thresholds": {"min_cc_after": round(flagged["registration"]["cc_sulc_after"] + 0.01, 3)}}
+    doc.write_text(json.dumps(flagged))
+
+    class Headings(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.h2: list[str] = []
+            self._in = False
+
+        def handle_starttag(self, tag, attrs):
+            self._in = tag == "h2"
+
+        def handle_data(self, data):
+            if self._in:
+                self.h2.append(data)
+                self._in = False
+
+    text = build_group_report(outputs).read_text()
+    p = Headings()
+    p.feed(text)
+    assert p.h2[:3] == ["Summary", "Needs attention", "Distributions"], p.h2
+    attention = text.split('<section id="attention">')[1].split("</section>")[0]
+    assert "1 hemisphere(s) flagged by the quality gates" in attention and "sub-03 hemi-R: InputError" in attention
+    assert '<a href="#attention">Needs attention</a>' in text.split("</nav>")[0]
+    # notes only (the bundled low-resolution fsaverage): a heading that does not alarm
+    doc.write_text(json.dumps(ok))
+    shutil.rmtree(outputs / "logs" / "crash-abc")
+    shutil.rmtree(outputs / "sub-03")
+    quiet = build_group_report(outputs).read_text()
+    assert "Needs attention" not in quiet and '<a href="#attention">Notes</a>' in quiet.split("</nav>")[0]
+    notes = quiet.split('<section id="attention"><h2>Notes</h2>')[1].split("</section>")[0]
+    assert notes.strip().startswith('<p class="warn">') and "low-resolution" in notes

@@ -495,3 +495,64 @@ def test_the_summary_of_a_subject_registered_to_two_templates_names_each(outputs
     text = build_group_report(outputs).read_text()
     summary = text[text.index('id="summary"'):text.index("</section>")]
     assert "fsLR hemi-L: " in summary and "fsaverage hemi-L: " in summary
+
+
+class _Outline(HTMLParser):
+    """Headings, image alternatives, header cells and ids of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headings: list[int] = []
+        self.alts: list[str | None] = []
+        self.th_scopes: list[str | None] = []
+        self.ids: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if re.fullmatch(r"h[1-6]", tag):
+            self.headings.append(int(tag[1]))
+        if tag == "img":
+            self.alts.append(a.get("alt"))
+        if tag == "th":
+            self.th_scopes.append(a.get("scope"))
+        if "id" in a:
+            self.ids.append(a["id"])
+
+
+def test_the_report_reads_in_order_and_says_what_each_figure_shows(outputs):
+    """A screen-reader user heard `registration sub-01_hemi-L_space-fsaverage` for a figure (not
+    what it shows), jumped from the Methods' <h2> to an <h5>, and heard the metrics tables'
+    numbers without the metric or hemisphere they belong to."""
+    html = build_participant_report(outputs, "01")
+    p = _Outline()
+    p.feed(html.read_text())
+    assert p.headings[0] == 1 and all(b <= a + 1 for a, b in zip(p.headings, p.headings[1:])), p.headings
+    assert len(p.alts) == 6 and len(set(p.alts)) == 6
+    for hemi in "LR":
+        mine = [alt for alt in p.alts if f"sub-01 hemi-{hemi}, registered to fsaverage" in alt]
+        assert len(mine) == 3, p.alts
+        registration = next(alt for alt in mine if alt.startswith("registration figure"))
+        assert "sulc" in registration and "before" in registration and "after" in registration
+        assert any(alt.startswith("distortion figure") and "areal" in alt for alt in mine)
+    assert p.th_scopes and set(p.th_scopes) == {"col", "row"}
+    assert len(p.ids) == len(set(p.ids))
+
+
+def test_errors_warnings_and_notes_say_which_they_are_in_words(outputs):
+    """The Errors and warnings list told an error (a crash, a hemisphere without outputs) from a
+    warning and a note by the colour of its line only: red, amber and grey, which a reader with
+    red-green colour blindness, or a grey-scale print, does not tell apart. The Needs attention box
+    above them was a bold paragraph: a reader going from heading to heading skipped it."""
+    text = build_participant_report(outputs, "03").read_text()
+    outline = _Outline()
+    outline.feed(text)
+    assert outline.headings[:3] == [1, 2, 2]  # title, Needs attention, Summary
+    assert '<div class="attention"><h2 class="err">Needs attention</h2>' in text
+    errors = text.split('<section id="errors">')[1].split("</section>")[0]
+    items = re.findall(r'<li class="(\w+)">(.*?)</li>', errors)
+    assert {cls for cls, _ in items} >= {"err"}
+    word = {"err": "<b>error</b>: ", "warn": "<b>warning</b>: ", "note": "note: "}
+    for cls, body in items:
+        assert body.startswith(word[cls]), (cls, body)
+    assert any("<b>error</b>: no outputs for hemi-R" in body for _, body in items)
+    assert any("feature has NaN values" in body and body.startswith("<b>error</b>: ") for _, body in items)
