@@ -220,13 +220,26 @@ def _remove_stale(outputs, job, cifti: Path | None) -> None:
               f"derived from the previous registration: {', '.join(named)}", file=sys.stderr)
 
 
+def _withheld_note(withheld: list[str], template: str) -> str:
+    """The line that says which flagged hemispheres' spheres are not written under sMRIPrep's names
+    (``withheld``: ``sub-X [ses-Y] hemi-H`` each) and what fMRIPrep does without them."""
+    from ..derivatives import FMRIPREP_SPHERES
+
+    names = " and ".join(f"space-{k.space_label}_desc-{k.desc}" for k in FMRIPREP_SPHERES[template].values())
+    return (f"{_PROG}: note: {len(withheld)} flagged hemisphere(s) not written under sMRIPrep's name ({names}), "
+            f"so that fMRIPrep's --derivatives does not take a registration the quality gates rejected (it needs both "
+            f"hemispheres' and runs its own MSMSulc for that subject instead): {', '.join(withheld)}; review the "
+            f"desc-geomorph sphere and rerun with the quality options that pass it to write them")
+
+
 def _mark_kept(outputs, failures: list[Failure], key: tuple, run_id: str) -> bool:
     """A failed hemisphere whose earlier outputs are whole and kept (:func:`_discard`): record
     the failure (the first for ``key``, (subject, session, hemi)) in their metrics document,
     so that the group level reports them as stale, not ok. Returns whether it was recorded."""
     from ..results.metrics import mark_latest_run_failed
+    from ..workflows.outputs import expected_files
 
-    if not all(p.is_file() for p in outputs.files()):
+    if not all(p.is_file() for p in expected_files(outputs)):
         return False
     reason = next((f.reason for f in failures if (f.subject, f.session) == key[:2] and key[2] in f.hemi.split(",")),
                   "failed")
@@ -266,11 +279,12 @@ def _remove_partial(jobs: list, config, before: dict[Path, tuple | None]) -> Non
     """Take back the outputs of every hemisphere of ``jobs`` whose set is incomplete (a run
     stopped while writing it; :func:`_discard`)."""
     from ..workflows import hemi_outputs
+    from ..workflows.outputs import expected_files
 
     for job in jobs:
         for hemi in job.inputs.hemis:
             outputs = hemi_outputs(job.inputs.hemis[hemi], config)
-            if not all(p.is_file() for p in outputs.files()):
+            if not all(p.is_file() for p in expected_files(outputs)):
                 _discard(outputs, before)
 
 
@@ -296,7 +310,7 @@ def run_participant(args) -> int:
     build the reports."""
     from ..results.metrics import clear_latest_run_failed
     from ..workflows import hemi_outputs
-    from ..workflows.outputs import cifti_output
+    from ..workflows.outputs import cifti_output, expected_files, withheld_spheres
 
     clock = _Clock()
     output_dir = args.output_dir.absolute()
@@ -408,11 +422,11 @@ def run_participant(args) -> int:
         # --stop-on-first-crash: the hemispheres it left undone fail on a short line that says why
         cut_short = args.stop_on_first_crash and (crashed or crashes.is_dir())
         failures += _check_cifti(done, config, failed_keys, crashed, before, cut_short)
-        rows, flagged, kept = [], [], []
+        rows, flagged, kept, withheld = [], [], [], []
         for job in done:
             for hemi in sorted(job.inputs.hemis):
                 outputs = hemi_outputs(job.inputs.hemis[hemi], config)
-                expected = outputs.files()
+                expected = expected_files(outputs)
                 key = (job.subject, job.session, hemi)
                 if key not in failed_keys and not all(p.is_file() for p in expected):
                     missing = [p.name for p in expected if not p.is_file()]
@@ -433,11 +447,15 @@ def run_participant(args) -> int:
                 if verdict.flagged:  # named by the session its outputs are written under
                     flagged.append(Failure(job.subject, job.inputs.hemis[hemi].session or job.session, hemi,
                                            verdict.line()))
+                    if withheld_spheres(outputs):
+                        withheld.append(f"{outputs.entities.replace('_', ' ')} hemi-{hemi}")
                 reused = not _written(outputs.metrics, before)
                 clear_latest_run_failed(outputs.metrics, doc)  # this run succeeded: its outputs are current
                 rows.append((job, hemi, doc["registration"], reused, verdict.flagged))
         locks.when_alone(lambda: _clean_leftovers(output_dir))
         print_summary(rows, failures, output_dir, _PROG, flagged)
+        if withheld:
+            print(_withheld_note(withheld, config.template.label), file=sys.stderr)
         if kept:
             print(f"{_PROG}: note: {len(kept)} failed hemisphere(s) keep an earlier run's outputs, marked stale for "
                   f"the group level until a run of them succeeds: {', '.join(kept)}", file=sys.stderr)
