@@ -220,12 +220,40 @@ def _remove_stale(outputs, job, cifti: Path | None) -> None:
               f"derived from the previous registration: {', '.join(named)}", file=sys.stderr)
 
 
+def _smriprep_names(template: str) -> str:
+    """The entities of the spheres ``--fmriprep-compat`` writes for ``template``, in words."""
+    from ..derivatives import FMRIPREP_SPHERES
+
+    return " and ".join(f"space-{k.space_label}_desc-{k.desc}" for k in FMRIPREP_SPHERES[template].values())
+
+
+def _unpaired_spheres(jobs: list, config, withheld: list[str]) -> list[str]:
+    """``sub-X [ses-Y] has hemi-H's only`` for each subject/session of ``jobs`` whose spheres under
+    sMRIPrep's names are in the output folder for one hemisphere only (``--hemi``, a failed or
+    flagged other hemisphere): sMRIPrep's query (``collect_derivatives``) takes them only in pairs.
+    Those named in ``withheld`` (the flagged hemispheres' note) are left out."""
+    from ..derivatives import entities, hemisphere_outputs
+
+    if not config.fmriprep_compat:
+        return []
+    out = []
+    for job in jobs:
+        first = next(iter(job.inputs.hemis.values()), None)
+        if first is None:
+            continue
+        have = [hemi for hemi in ("L", "R") if all(p.is_file() for p in hemisphere_outputs(
+            config.output_dir, first.subject, first.session, hemi, config.template.label, config.density,
+            fmriprep=True).fmriprep_spheres.values())]
+        where = entities(first.subject, first.session).replace("_", " ")
+        if len(have) == 1 and not any(w.startswith(where + " hemi-") for w in withheld):
+            out.append(f"{where} has hemi-{have[0]}'s only")
+    return out
+
+
 def _withheld_note(withheld: list[str], template: str) -> str:
     """The line that says which flagged hemispheres' spheres are not written under sMRIPrep's names
     (``withheld``: ``sub-X [ses-Y] hemi-H`` each) and what fMRIPrep does without them."""
-    from ..derivatives import FMRIPREP_SPHERES
-
-    names = " and ".join(f"space-{k.space_label}_desc-{k.desc}" for k in FMRIPREP_SPHERES[template].values())
+    names = _smriprep_names(template)
     return (f"{_PROG}: note: {len(withheld)} flagged hemisphere(s) not written under sMRIPrep's name ({names}), "
             f"so that fMRIPrep's --derivatives does not take a registration the quality gates rejected (it needs both "
             f"hemispheres' and runs its own MSMSulc for that subject instead): {', '.join(withheld)}; review the "
@@ -456,6 +484,12 @@ def run_participant(args) -> int:
         print_summary(rows, failures, output_dir, _PROG, flagged)
         if withheld:
             print(_withheld_note(withheld, config.template.label), file=sys.stderr)
+        unpaired = _unpaired_spheres(done, config, withheld)
+        if unpaired:
+            print(f"{_PROG}: note: fMRIPrep takes the spheres under sMRIPrep's names "
+                  f"({_smriprep_names(config.template.label)}) only for both hemispheres together: "
+                  f"{'; '.join(unpaired)}; it runs its own MSMSulc there (register the other hemisphere too)",
+                  file=sys.stderr)
         if kept:
             print(f"{_PROG}: note: {len(kept)} failed hemisphere(s) keep an earlier run's outputs, marked stale for "
                   f"the group level until a run of them succeeds: {', '.join(kept)}", file=sys.stderr)

@@ -417,3 +417,22 @@ def test_a_flagged_hemisphere_is_not_written_under_smriprep_names(tmp_path, batc
     code, _, err = run(*args)  # the gates pass again: written again
     assert code == 0, err
     assert len(_collected(out)["sphere_reg_msm"]) == 2
+
+
+@pytest.mark.slow  # two runs of session 1, one hemisphere each, with --model rigid (~12 s)
+def test_one_hemisphere_under_smriprep_names_is_said(tmp_path):
+    """``--fmriprep-compat --hemi L`` wrote the left sphere alone, exit 0 and no word: sMRIPrep's
+    query takes a registered sphere only for both hemispheres together, so fMRIPrep used none of it
+    and ran its own MSMSulc. The run now says which subject/session lacks the other hemisphere."""
+    out = tmp_path / "out"
+    args = (EXAMPLE, out, "participant", "--session-label", "1", "-w", tmp_path / "w", "--nprocs", "2",
+            "--model", "rigid", "--fmriprep-compat")
+    code, _, err = run(*args, "--hemi", "L")
+    assert code == 0, err
+    assert "sphere_reg_msm" not in _collected(out)
+    assert ("note: fMRIPrep takes the spheres under sMRIPrep's names (space-fsLR_desc-msmsulc) only for both "
+            "hemispheres together: sub-01 ses-1 has hemi-L's only") in err
+    code, _, err = run(*args, "--hemi", "R")
+    assert code == 0, err
+    assert "both hemispheres together" not in err
+    assert len(_collected(out)["sphere_reg_msm"]) == 2
