@@ -254,10 +254,10 @@ def _withheld_note(withheld: list[str], template: str) -> str:
     """The line that says which flagged hemispheres' spheres are not written under sMRIPrep's names
     (``withheld``: ``sub-X [ses-Y] hemi-H`` each) and what fMRIPrep does without them."""
     names = _smriprep_names(template)
-    return (f"{_PROG}: note: {len(withheld)} flagged hemisphere(s) not written under sMRIPrep's name ({names}), "
-            f"so that fMRIPrep's --derivatives does not take a registration the quality gates rejected (it needs both "
-            f"hemispheres' and runs its own MSMSulc for that subject instead): {', '.join(withheld)}; review the "
-            f"desc-geomorph sphere and rerun with the quality options that pass it to write them")
+    return (f"{_PROG}: note: {len(withheld)} flagged hemisphere(s) not written under sMRIPrep's names ({names}), "
+            f"so that fMRIPrep's --derivatives does not take a registration the quality gates rejected (it takes them "
+            f"for both hemispheres or none, and computes its own for that subject/session): {', '.join(withheld)}; "
+            f"review the desc-geomorph sphere and rerun with the quality options that pass it to write them")
 
 
 def _mark_kept(outputs, failures: list[Failure], key: tuple, run_id: str) -> bool:

@@ -409,7 +409,7 @@ def test_a_flagged_hemisphere_is_not_written_under_smriprep_names(tmp_path, batc
     assert not list(folder.glob("*desc-msmsulc*")), sorted(p.name for p in folder.iterdir())
     assert "sphere_reg_msm" not in _collected(out)
     assert len(list(folder.glob("*_space-fsLR_desc-geomorph_sphere.surf.gii"))) == 2
-    assert "not written under sMRIPrep's name (space-fsLR_desc-msmsulc)" in err
+    assert "2 flagged hemisphere(s) not written under sMRIPrep's names (space-fsLR_desc-msmsulc)" in err
     assert "outputs missing" not in err and "FAILED" not in err
     code, _, err = run(*args, "--min-cc", "0.99")  # a rerun: done, nothing missing, still withheld
     assert code == 3 and "outputs missing" not in err, err
