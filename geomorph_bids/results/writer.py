@@ -187,11 +187,9 @@ def commit_outputs(files: Sequence[OutputFile], produced: Mapping[str, Any], out
     withheld (an earlier run's removed) when the produced metrics JSON says flagged (:func:`is_flagged`).
     """
     metrics = [f for f in files if f.field == "metrics"]
+    withheld: list[OutputFile] = []
     if any(f.unless_flagged for f in files) and metrics and is_flagged(metrics[0].source(produced)):
-        for f in files:
-            if f.unless_flagged:
-                for p in (f.path, sidecar(f.path)):
-                    p.unlink(missing_ok=True)
+        withheld = [f for f in files if f.unless_flagged]
         files = [f for f in files if not f.unless_flagged]
     order = sorted(files, key=lambda f: f.field == "metrics")  # stable: the metrics JSON last
     done_marks = [f.path for f in order if f.field == "metrics"]
@@ -204,6 +202,11 @@ def commit_outputs(files: Sequence[OutputFile], produced: Mapping[str, Any], out
         while done_marks:
             done_marks.pop().unlink(missing_ok=True)
 
+    for f in withheld:  # an earlier run's, which described a registration that passed: the set changes
+        for p in (f.path, sidecar(f.path)):
+            if p.exists():
+                changing()
+                p.unlink(missing_ok=True)
     written: list[Path] = []
     with contextlib.ExitStack() as stack:
         folder = stage if stage is not None else stack.enter_context(staging(output_dir))

@@ -147,11 +147,13 @@ def test_a_copied_file_is_on_disk_before_it_is_renamed_into_place(tmp_path, monk
         assert ("fsync", path) in events[:events.index(("replace", path))], path
 
 
-def test_a_file_marked_unless_flagged_is_withheld_for_a_flagged_hemisphere(tmp_path):
+def test_a_file_marked_unless_flagged_is_withheld_for_a_flagged_hemisphere(tmp_path, monkeypatch):
     """``unless_flagged`` (the sphere under sMRIPrep's names): written when the metrics JSON says
-    the hemisphere passed, withheld and an earlier one removed with its sidecar when it says flagged;
-    the mark survives the Nipype round trip (to_dict / from_dict)."""
+    the hemisphere passed, withheld and an earlier one removed with its sidecar when it says flagged,
+    the earlier metrics JSON first (a run killed there leaves a set that is not done); the mark
+    survives the Nipype round trip (to_dict / from_dict)."""
     import json
+    from pathlib import Path
 
     work, out = tmp_path / "work", tmp_path / "out"
     work.mkdir()
@@ -168,6 +170,20 @@ def test_a_file_marked_unless_flagged_is_withheld_for_a_flagged_hemisphere(tmp_p
     commit_outputs(files, produced, out)
     assert msm.path.is_file() and (anat / "sub-01_hemi-L_space-fsLR_desc-msmsulc_sphere.json").is_file()
     metrics.write_text(json.dumps({"quality": {"flagged": True}}))
+    real = Path.unlink
+
+    def unlink_then_die(self, missing_ok=False):  # killed as the earlier sMRIPrep-named sphere goes
+        real(self, missing_ok=missing_ok)
+        if self == msm.path:
+            raise _Killed
+
+    monkeypatch.setattr(Path, "unlink", unlink_then_die)
+    try:
+        commit_outputs(files, produced, out)
+    except _Killed:
+        pass
+    monkeypatch.setattr(Path, "unlink", real)
+    assert not (anat / "m.json").exists()  # the earlier set is not taken as done without its sphere
     written = commit_outputs(files, produced, out)
     assert sorted(p.name for p in anat.iterdir()) == ["m.json", "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]
     assert msm.path not in written
