@@ -32,8 +32,8 @@ from ..crashfiles import crash_file, hemi_wf_name, subject_wf_name
 from ..derivatives import sidecar
 from ..io.atomic import atomic_write_text
 from ..workflows.config import RunConfig, SubjectJob
-from ..workflows.outputs import (cifti_is_current, cifti_output, hemi_outputs, hemisphere_files, hemisphere_info,
-                                 needs_fslr_sphere, write_cifti)
+from ..workflows.outputs import (cifti_is_current, cifti_output, expected_files, hemi_outputs, hemisphere_files,
+                                 hemisphere_info, needs_fslr_sphere, write_cifti)
 from .pool import stop_pool, worker_pool
 from .state import is_done, record_path, stamp
 from .tasks import (STAGES, ChunkSettings, HemisphereTask, Outcome, ReportOutcome, build_report,
@@ -77,7 +77,7 @@ def plan_tasks(jobs: list[SubjectJob], config: RunConfig) -> tuple[list[Hemisphe
         for hemi in sorted(job.inputs.hemis):
             h = job.inputs.hemis[hemi]
             record, expected = record_path(config, h), stamp(config, h)
-            if is_done(record, expected, hemi_outputs(h, config).files()):
+            if is_done(record, expected, expected_files(hemi_outputs(h, config))):
                 reused += 1
                 continue
             tasks.append(HemisphereTask(

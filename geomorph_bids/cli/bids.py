@@ -220,13 +220,54 @@ def _remove_stale(outputs, job, cifti: Path | None) -> None:
               f"derived from the previous registration: {', '.join(named)}", file=sys.stderr)
 
 
+def _smriprep_names(template: str) -> str:
+    """The entities of the spheres ``--fmriprep-compat`` writes for ``template``, in words."""
+    from ..derivatives import FMRIPREP_SPHERES
+
+    return " and ".join(f"space-{k.space_label}_desc-{k.desc}" for k in FMRIPREP_SPHERES[template].values())
+
+
+def _unpaired_spheres(jobs: list, config, withheld: list[str]) -> list[str]:
+    """``sub-X [ses-Y] has hemi-H's only`` for each subject/session of ``jobs`` whose spheres under
+    sMRIPrep's names are in the output folder for one hemisphere only (``--hemi``, a failed or
+    flagged other hemisphere): sMRIPrep's query (``collect_derivatives``) takes them only in pairs.
+    Those named in ``withheld`` (the flagged hemispheres' note) are left out."""
+    from ..derivatives import entities, hemisphere_outputs
+
+    if not config.fmriprep_compat:
+        return []
+    out = []
+    for job in jobs:
+        first = next(iter(job.inputs.hemis.values()), None)
+        if first is None:
+            continue
+        have = [hemi for hemi in ("L", "R") if all(p.is_file() for p in hemisphere_outputs(
+            config.output_dir, first.subject, first.session, hemi, config.template.label, config.density,
+            fmriprep=True).fmriprep_spheres.values())]
+        where = entities(first.subject, first.session).replace("_", " ")
+        if len(have) == 1 and not any(w.startswith(where + " hemi-") for w in withheld):
+            out.append(f"{where} has hemi-{have[0]}'s only")
+    return out
+
+
+def _withheld_note(withheld: list[str], template: str) -> str:
+    """The line that says which flagged hemispheres' spheres are not written under sMRIPrep's names
+    (``withheld``: ``sub-X [ses-Y] hemi-H`` each) and what fMRIPrep does without them."""
+    names = _smriprep_names(template)
+    return (f"{_PROG}: note: {len(withheld)} flagged hemisphere(s) not written under sMRIPrep's names ({names}), "
+            f"so that fMRIPrep's --derivatives does not take a registration the quality gates rejected (it takes them "
+            f"for both hemispheres or none, and computes its own for that subject/session): {', '.join(withheld)}; "
+            f"review the desc-geomorph sphere and rerun with the quality options that pass it to write them")
+
+
 def _mark_kept(outputs, failures: list[Failure], key: tuple, run_id: str) -> bool:
     """A failed hemisphere whose earlier outputs are whole and kept (:func:`_discard`): record
     the failure (the first for ``key``, (subject, session, hemi)) in their metrics document,
     so that the group level reports them as stale, not ok. Returns whether it was recorded."""
     from ..results.metrics import mark_latest_run_failed
+    from ..workflows.outputs import expected_files
 
-    if not all(p.is_file() for p in outputs.files()):
+    if not all(p.is_file() for p in expected_files(outputs)):
         return False
     reason = next((f.reason for f in failures if (f.subject, f.session) == key[:2] and key[2] in f.hemi.split(",")),
                   "failed")
@@ -267,11 +308,12 @@ def _remove_partial(jobs: list, config, before: dict[Path, tuple | None]) -> Non
     """Take back the outputs of every hemisphere of ``jobs`` whose set is incomplete (a run
     stopped while writing it; :func:`_discard`)."""
     from ..workflows import hemi_outputs
+    from ..workflows.outputs import expected_files
 
     for job in jobs:
         for hemi in job.inputs.hemis:
             outputs = hemi_outputs(job.inputs.hemis[hemi], config)
-            if not all(p.is_file() for p in outputs.files()):
+            if not all(p.is_file() for p in expected_files(outputs)):
                 _discard(outputs, before)
 
 
@@ -297,7 +339,7 @@ def run_participant(args) -> int:
     build the reports."""
     from ..results.metrics import clear_latest_run_failed
     from ..workflows import hemi_outputs
-    from ..workflows.outputs import cifti_output
+    from ..workflows.outputs import cifti_output, expected_files, withheld_spheres
 
     clock = _Clock()
     output_dir = args.output_dir.absolute()
@@ -409,11 +451,11 @@ def run_participant(args) -> int:
         # --stop-on-first-crash: the hemispheres it left undone fail on a short line that says why
         cut_short = args.stop_on_first_crash and (crashed or crashes.is_dir())
         failures += _check_cifti(done, config, failed_keys, crashed, before, cut_short)
-        rows, flagged, kept = [], [], []
+        rows, flagged, kept, withheld = [], [], [], []
         for job in done:
             for hemi in sorted(job.inputs.hemis):
                 outputs = hemi_outputs(job.inputs.hemis[hemi], config)
-                expected = outputs.files()
+                expected = expected_files(outputs)
                 key = (job.subject, job.session, hemi)
                 if key not in failed_keys and not all(p.is_file() for p in expected):
                     missing = [p.name for p in expected if not p.is_file()]
@@ -434,11 +476,21 @@ def run_participant(args) -> int:
                 if verdict.flagged:  # named by the session its outputs are written under
                     flagged.append(Failure(job.subject, job.inputs.hemis[hemi].session or job.session, hemi,
                                            verdict.line()))
+                    if withheld_spheres(outputs):
+                        withheld.append(f"{outputs.entities.replace('_', ' ')} hemi-{hemi}")
                 reused = not _written(outputs.metrics, before)
                 clear_latest_run_failed(outputs.metrics, doc)  # this run succeeded: its outputs are current
                 rows.append((job, hemi, doc["registration"], reused, verdict.flagged))
         locks.when_alone(lambda: _clean_leftovers(output_dir))
         print_summary(rows, failures, output_dir, _PROG, flagged)
+        if withheld:
+            print(_withheld_note(withheld, config.template.label), file=sys.stderr)
+        unpaired = _unpaired_spheres(done, config, withheld)
+        if unpaired:
+            print(f"{_PROG}: note: fMRIPrep takes the spheres under sMRIPrep's names "
+                  f"({_smriprep_names(config.template.label)}) only for both hemispheres together: "
+                  f"{'; '.join(unpaired)}; it runs its own MSMSulc there (register the other hemisphere too)",
+                  file=sys.stderr)
         if kept:
             print(f"{_PROG}: note: {len(kept)} failed hemisphere(s) keep an earlier run's outputs, marked stale for "
                   f"the group level until a run of them succeeds: {', '.join(kept)}", file=sys.stderr)

@@ -30,7 +30,8 @@ from typing import Any
 
 from ..derivatives import sidecar
 
-__all__ = ["STAGING_DIR", "OUTPUT_FIELDS", "OutputFile", "sidecar_bytes", "staging", "commit_outputs"]
+__all__ = ["STAGING_DIR", "OUTPUT_FIELDS", "OutputFile", "sidecar_bytes", "staging", "is_flagged",
+           "commit_outputs"]
 
 #: staging folder (inside the output directory) for atomic writes; the CLI removes leftovers
 STAGING_DIR = ".geomorph-staging"
@@ -52,12 +53,17 @@ class OutputFile:
     field : the result that feeds it (:data:`OUTPUT_FIELDS`).
     index : position in a list result (``resampled_features``, ``native_features``), else None.
     meta : its JSON sidecar (``x.surf.gii`` -> ``x.json``), or None for no sidecar.
+    unless_flagged : written only when the hemisphere passes the quality gates (its metrics
+        JSON's ``quality.flagged`` is false); a flagged hemisphere's is withheld and an earlier
+        run's removed with its sidecar: the sphere under sMRIPrep's names, which fMRIPrep takes
+        in place of MSMSulc's without reading any verdict.
     """
 
     path: Path
     field: str
     index: int | None = None
     meta: Mapping[str, Any] | None = field(default=None, compare=False)
+    unless_flagged: bool = False
 
     def __post_init__(self) -> None:
         if self.field not in OUTPUT_FIELDS:
@@ -66,11 +72,12 @@ class OutputFile:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (a Nipype input); :meth:`from_dict` is the inverse."""
         return {"path": str(self.path), "field": self.field, "index": self.index,
-                "meta": None if self.meta is None else dict(self.meta)}
+                "meta": None if self.meta is None else dict(self.meta), "unless_flagged": self.unless_flagged}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "OutputFile":
-        return cls(Path(d["path"]), str(d["field"]), d.get("index"), d.get("meta"))
+        return cls(Path(d["path"]), str(d["field"]), d.get("index"), d.get("meta"),
+                   bool(d.get("unless_flagged", False)))
 
     def source(self, produced: Mapping[str, Any]) -> Path:
         """The produced file that feeds this output (``produced``: field -> path or list of paths)."""
@@ -157,6 +164,17 @@ def _put_sidecar(path: Path, data: bytes, changing: Callable[[], None] = lambda:
     atomic_write_bytes(path, data)
 
 
+def is_flagged(metrics: str | Path) -> bool:
+    """Whether the metrics JSON at ``metrics`` records a hemisphere flagged by the quality gates
+    (``quality.flagged``); False when there is none or it cannot be read."""
+    try:
+        doc = json.loads(Path(metrics).read_text())
+    except (OSError, ValueError):
+        return False
+    quality = doc.get("quality") if isinstance(doc, dict) else None
+    return isinstance(quality, dict) and quality.get("flagged") is True
+
+
 def commit_outputs(files: Sequence[OutputFile], produced: Mapping[str, Any], output_dir: str | Path,
                    stage: Path | None = None) -> list[Path]:
     """Put a hemisphere's files in place; returns the final paths (sidecars included).
@@ -165,8 +183,14 @@ def commit_outputs(files: Sequence[OutputFile], produced: Mapping[str, Any], out
     file (a list for list fields). Files produced inside ``stage`` (a :func:`staging` folder)
     are hard-linked into place (one may feed several files); others are copied (:func:`_stage`). Order: data files,
     then sidecars, then the metrics JSON. OSError (disk full...) propagates; the caller removes
-    the hemisphere's files (a failed hemisphere leaves none).
+    the hemisphere's files (a failed hemisphere leaves none). Files marked ``unless_flagged`` are
+    withheld (an earlier run's removed) when the produced metrics JSON says flagged (:func:`is_flagged`).
     """
+    metrics = [f for f in files if f.field == "metrics"]
+    withheld: list[OutputFile] = []
+    if any(f.unless_flagged for f in files) and metrics and is_flagged(metrics[0].source(produced)):
+        withheld = [f for f in files if f.unless_flagged]
+        files = [f for f in files if not f.unless_flagged]
     order = sorted(files, key=lambda f: f.field == "metrics")  # stable: the metrics JSON last
     done_marks = [f.path for f in order if f.field == "metrics"]
 
@@ -178,6 +202,11 @@ def commit_outputs(files: Sequence[OutputFile], produced: Mapping[str, Any], out
         while done_marks:
             done_marks.pop().unlink(missing_ok=True)
 
+    for f in withheld:  # an earlier run's, which described a registration that passed: the set changes
+        for p in (f.path, sidecar(f.path)):
+            if p.exists():
+                changing()
+                p.unlink(missing_ok=True)
     written: list[Path] = []
     with contextlib.ExitStack() as stack:
         folder = stage if stage is not None else stack.enter_context(staging(output_dir))

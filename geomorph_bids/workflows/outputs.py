@@ -19,8 +19,8 @@ from ..results.writer import OutputFile
 from .config import RunConfig, SubjectJob
 
 __all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to", "input_uri",
-           "template_source", "run_settings", "recorded_settings", "cifti_output", "cifti_meta", "write_cifti", "cifti_is_current",
-           "init_cifti_wf"]
+           "template_source", "run_settings", "recorded_settings", "expected_files", "withheld_spheres",
+           "cifti_output", "cifti_meta", "write_cifti", "cifti_is_current", "init_cifti_wf"]
 
 #: features whose sign convention the sidecars state (FreeSurfer: positive in sulci)
 _SIGNED = ("sulc", "curv")
@@ -97,7 +97,9 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
     validated native sphere) and ``native_features`` (the validated native maps of every
     ``config.features``, in order: the registration's own ones are written); with
     ``--fmriprep-compat`` the sphere again under sMRIPrep's names (``registered_sphere``, or
-    ``sphere_reg_fslr``: with template fsaverage, the sphere carried into fsLR).
+    ``sphere_reg_fslr``: with template fsaverage, the sphere carried into fsLR), written only
+    when the hemisphere passes the quality gates (``unless_flagged``: fMRIPrep would take a
+    flagged one in place of MSMSulc's without a word).
     """
     out = hemi_outputs(h, config)
     features = list(config.features)
@@ -155,11 +157,36 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
         for key in fmriprep_spheres(space):
             carried = key == "sphere_reg_fsLR"
             files.append(OutputFile(paths[key], "sphere_reg_fslr" if carried else "registered_sphere",
-                                    meta=sphere_sidecar(
+                                    unless_flagged=True, meta=sphere_sidecar(
                 key, subject_entities=ent, hemi=h.hemi, template=space, model=model, channels=config.channels,
                 method=config.model.describe(), input_sphere=relative_to(h.sphere, config.bids_dir),
                 deformation=deformation_source(h.hemi) if carried else None)))
     return files
+
+
+def expected_files(outputs: HemisphereOutputs) -> list[Path]:
+    """The files a finished hemisphere has (:meth:`HemisphereOutputs.files`), less the sphere under
+    sMRIPrep's names (and its sidecar) when its metrics JSON says it was flagged: those are withheld
+    (:func:`~geomorph_bids.results.writer.commit_outputs`). For the completeness checks; a failed
+    hemisphere's cleanup takes :meth:`HemisphereOutputs.files` whole."""
+    from ..derivatives import sidecar
+    from ..results.writer import is_flagged
+
+    files = outputs.files()
+    if not outputs.fmriprep_spheres or not is_flagged(outputs.metrics):
+        return files
+    withheld = {q for p in outputs.fmriprep_spheres.values() for q in (p, sidecar(p))}
+    return [p for p in files if p not in withheld]
+
+
+def withheld_spheres(outputs: HemisphereOutputs) -> list[str]:
+    """The names of the spheres under sMRIPrep's names a flagged hemisphere did not write (empty
+    when it passed, or without ``--fmriprep-compat``)."""
+    from ..results.writer import is_flagged
+
+    if not outputs.fmriprep_spheres or not is_flagged(outputs.metrics):
+        return []
+    return [p.name for p in outputs.fmriprep_spheres.values()]
 
 
 def needs_fslr_sphere(config: RunConfig) -> bool:

@@ -379,3 +379,60 @@ def test_batch_mode_never_keeps_a_cifti_file_of_earlier_maps(tmp_path, monkeypat
     code, stdout, err = run(*args)
     assert code == 0 and "2 already done" in stdout, stdout + err
     assert cifti.read_bytes() == current  # before: the earlier maps' dscalar, kept for good
+
+
+def _collected(out: Path, session: str = "1") -> dict:
+    """sMRIPrep's own query of ``out`` for subject 01, as fMRIPrep runs it for --derivatives."""
+    from smriprep.utils.bids import collect_derivatives
+
+    return collect_derivatives(out, "01", [], session_id=session)
+
+
+@pytest.mark.slow  # three runs of session 1 with --model rigid, one in batch mode (~25 s)
+@pytest.mark.parametrize("batch", [(), ("--batch-size", "2")], ids=["workflow", "batch"])
+def test_a_flagged_hemisphere_is_not_written_under_smriprep_names(tmp_path, batch):
+    """A FLAGGED hemisphere's sphere was written as ``space-fsLR_desc-msmsulc`` all the same, and
+    fMRIPrep's --derivatives took it in place of MSMSulc without a word (it reads no sidecar, no
+    metrics): a registration the quality gates rejected became every fsLR and CIFTI output. Now
+    the sphere under sMRIPrep's names is withheld (an earlier run's removed) and the run says so;
+    sMRIPrep's query then finds none, and fMRIPrep runs its own MSMSulc. The desc-geomorph sphere
+    stays for review; a run whose gates pass writes it again."""
+    out = tmp_path / "out"
+    args = (EXAMPLE, out, "participant", "--session-label", "1", "-w", tmp_path / "w", "--nprocs", "2",
+            "--model", "rigid", "--fmriprep-compat", *batch)
+    code, _, err = run(*args)
+    assert code == 0, err
+    assert len(_collected(out)["sphere_reg_msm"]) == 2
+    code, _, err = run(*args, "--min-cc", "0.99")  # the same registration, judged flagged
+    assert code == 3, err
+    folder = anat(out, "01", "1")
+    assert not list(folder.glob("*desc-msmsulc*")), sorted(p.name for p in folder.iterdir())
+    assert "sphere_reg_msm" not in _collected(out)
+    assert len(list(folder.glob("*_space-fsLR_desc-geomorph_sphere.surf.gii"))) == 2
+    assert "2 flagged hemisphere(s) not written under sMRIPrep's names (space-fsLR_desc-msmsulc)" in err
+    assert "outputs missing" not in err and "FAILED" not in err
+    code, _, err = run(*args, "--min-cc", "0.99")  # a rerun: done, nothing missing, still withheld
+    assert code == 3 and "outputs missing" not in err, err
+    assert not list(folder.glob("*desc-msmsulc*"))
+    code, _, err = run(*args)  # the gates pass again: written again
+    assert code == 0, err
+    assert len(_collected(out)["sphere_reg_msm"]) == 2
+
+
+@pytest.mark.slow  # two runs of session 1, one hemisphere each, with --model rigid (~12 s)
+def test_one_hemisphere_under_smriprep_names_is_said(tmp_path):
+    """``--fmriprep-compat --hemi L`` wrote the left sphere alone, exit 0 and no word: sMRIPrep's
+    query takes a registered sphere only for both hemispheres together, so fMRIPrep used none of it
+    and ran its own MSMSulc. The run now says which subject/session lacks the other hemisphere."""
+    out = tmp_path / "out"
+    args = (EXAMPLE, out, "participant", "--session-label", "1", "-w", tmp_path / "w", "--nprocs", "2",
+            "--model", "rigid", "--fmriprep-compat")
+    code, _, err = run(*args, "--hemi", "L")
+    assert code == 0, err
+    assert "sphere_reg_msm" not in _collected(out)
+    assert ("note: fMRIPrep takes the spheres under sMRIPrep's names (space-fsLR_desc-msmsulc) only for both "
+            "hemispheres together: sub-01 ses-1 has hemi-L's only") in err
+    code, _, err = run(*args, "--hemi", "R")
+    assert code == 0, err
+    assert "both hemispheres together" not in err
+    assert len(_collected(out)["sphere_reg_msm"]) == 2

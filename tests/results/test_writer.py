@@ -145,3 +145,45 @@ def test_a_copied_file_is_on_disk_before_it_is_renamed_into_place(tmp_path, monk
     assert len(renamed) == 3  # sphere, map, metrics JSON (the sidecar is written by the atomic writer)
     for path in renamed:
         assert ("fsync", path) in events[:events.index(("replace", path))], path
+
+
+def test_a_file_marked_unless_flagged_is_withheld_for_a_flagged_hemisphere(tmp_path, monkeypatch):
+    """``unless_flagged`` (the sphere under sMRIPrep's names): written when the metrics JSON says
+    the hemisphere passed, withheld and an earlier one removed with its sidecar when it says flagged,
+    the earlier metrics JSON first (a run killed there leaves a set that is not done); the mark
+    survives the Nipype round trip (to_dict / from_dict)."""
+    import json
+    from pathlib import Path
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    sphere, metrics = work / "sphere.surf.gii", work / "metrics.json"
+    sphere.write_bytes(b"sphere")
+    anat = out / "sub-01" / "anat"
+    msm = OutputFile(anat / "sub-01_hemi-L_space-fsLR_desc-msmsulc_sphere.surf.gii", "registered_sphere",
+                     meta={"Description": "x"}, unless_flagged=True)
+    files = [OutputFile(anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii", "registered_sphere"),
+             OutputFile.from_dict(msm.to_dict()), OutputFile(anat / "m.json", "metrics")]
+    assert files[1].unless_flagged
+    produced = {"registered_sphere": sphere, "metrics": metrics}
+    metrics.write_text(json.dumps({"quality": {"flagged": False}}))
+    commit_outputs(files, produced, out)
+    assert msm.path.is_file() and (anat / "sub-01_hemi-L_space-fsLR_desc-msmsulc_sphere.json").is_file()
+    metrics.write_text(json.dumps({"quality": {"flagged": True}}))
+    real = Path.unlink
+
+    def unlink_then_die(self, missing_ok=False):  # killed as the earlier sMRIPrep-named sphere goes
+        real(self, missing_ok=missing_ok)
+        if self == msm.path:
+            raise _Killed
+
+    monkeypatch.setattr(Path, "unlink", unlink_then_die)
+    try:
+        commit_outputs(files, produced, out)
+    except _Killed:
+        pass
+    monkeypatch.setattr(Path, "unlink", real)
+    assert not (anat / "m.json").exists()  # the earlier set is not taken as done without its sphere
+    written = commit_outputs(files, produced, out)
+    assert sorted(p.name for p in anat.iterdir()) == ["m.json", "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]
+    assert msm.path not in written
