@@ -63,7 +63,7 @@ from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, ass
 from ..sphere.distortion import Reference, distortion, distortion_summary
 from ..sphere.icosphere import grid_deviation, icosphere, n_vertices
 from ..sphere.locate import unit, vertex_fans
-from ..sphere.mesh import is_mesh_pair, nonfinite_rows
+from ..sphere.mesh import host_array, in_float_range, is_mesh_pair, nonfinite_rows
 from ..sphere.resample import corner_weights
 from ..sphere.rotation import MIRROR
 from ..sphere.unfold import unfold_mesh
@@ -228,7 +228,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
             v, f = moving_sphere if surface is None else (surface.vertices, surface.faces)
         except (TypeError, ValueError):
             raise ValueError("moving_sphere must be a path or a (vertices, faces) pair") from None
-        v, f = _host_array(v), _host_array(f)
+        v, f = host_array(v, "moving_sphere vertices"), host_array(f, "moving_sphere faces")
         # recentre/rescale to radius 100 and check it is a sphere (its triangles measured beside the
         # fit of the sphere, on a second CPU where there is one: the same bits); the caller's faces are kept
         with side_worker() as worker:
@@ -255,16 +255,11 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
             validate_feature(arr, path, what=f"feature {name!r}", registered=True)
         except InputError as exc:  # the caller's with_context names the file this map was read from
             raise InputError(exc.reason, path=exc.path, feature=str(name)) from None
+        # registration reads a map's pattern, not its scale: one beyond float32's range (1e300, 1e-300), whose
+        # squares overflowed or vanished (a wrong rotation, CC NaN, in silence), is scaled by a power of two
+        arr = in_float_range(arr)
         feats[str(name)] = clip_outliers(arr, f"feature {name!r}" + (f" ({val})" if isinstance(val, (str, Path)) else ""))
     return vertices, faces, feats
-
-
-def _host_array(values: Any) -> Any:
-    """A torch tensor (on any device; one that requires grad made numpy raise) as a numpy array;
-    anything else as it is."""
-    if hasattr(values, "detach") and hasattr(values, "cpu"):
-        return values.detach().cpu().numpy()
-    return values
 
 
 def _gifti_arrays(value: Any, what: str, surface: bool = False) -> Any:
@@ -289,9 +284,9 @@ def _gifti_arrays(value: Any, what: str, surface: bool = False) -> Any:
 
 def _feature_array(values: Any, name: str) -> np.ndarray:
     """A feature given as an array-like, as numbers: a torch tensor is detached
-    (:func:`_host_array`), a masked array's masked values and complex values are refused (numpy
+    (:func:`~geomorph_bids.sphere.mesh.host_array`), a masked array's masked values and complex values are refused (numpy
     would drop the mask, or the imaginary part, in silence)."""
-    values = _host_array(_gifti_arrays(values, f"feature {name!r}"))
+    values = host_array(_gifti_arrays(values, f"feature {name!r}"), f"feature {name!r}")
     if isinstance(values, np.ma.MaskedArray) and np.ma.count_masked(values):
         raise InputError(f"feature {name!r} is a masked array with {np.ma.count_masked(values)} masked value(s), "
                          "which would be read as data: fill them (0 on the medial wall: values.filled(0)) and "
@@ -642,7 +637,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
             raise InputError(f"reg_sphere: {int(bad.sum())} of {len(bad)} vertices have non-finite coordinates (NaN or "
                              f"Inf, first at vertex {int(np.argmax(bad))}): the registered sphere is corrupted; take "
                              "it again from the original (e.g. FreeSurfer's lh.sphere.reg)", path=reg_path)
-    cortex = _host_array(_gifti_arrays(item.cortex_mask, "cortex_mask"))
+    cortex = host_array(_gifti_arrays(item.cortex_mask, "cortex_mask"), "cortex_mask")
     if cortex is not None and isinstance(cortex, (str, Path)):
         from ..io.surfaces import read_mask
 

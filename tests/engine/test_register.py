@@ -1113,3 +1113,32 @@ def test_channel_weights_of_another_length_name_the_maps_in_their_order():
     with pytest.raises(ValueError, match=r"has 1 entries, but the registration uses 2 map\(s\): curv, sulc \(in this order\)"):
         register(surf / "lh.sphere", {"curv": surf / "lh.curv", "sulc": surf / "lh.sulc"}, "fsaverage", "L",
                  template_dir="bundled", optimise=OptimiseConfig(channel_weights=(1.0,)))
+
+
+def test_a_map_of_any_scale_registers_as_the_plain_one(optimised_left):
+    """Twentieth session: sulc times 1e300 (the squares of its standard deviation overflow) registered
+    135 degrees off the plain map (CC -0.0, flagged) under five numpy overflow warnings; times 1e-300
+    it failed deep in the optimiser (``channel 'sulc' is constant over its 40962 non-zero vertices
+    (value 3.14e-302, SD 0): cannot z-score``; ``rigid_only``: CC NaN). The registration reads a map's pattern, so one beyond float32's range is scaled
+    by a power of two (exact) as it is read: the same registration, no warning."""
+    v, f, sulc = _example_arrays()
+    for scale in (1e300, 1e-300):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            reg = register((v, f), {"sulc": sulc * scale}, "fsLR", "L")
+        np.testing.assert_allclose(reg.sphere, optimised_left.sphere, atol=1e-9)
+        assert reg.metrics["cc_sulc_after"] == pytest.approx(optimised_left.metrics["cc_sulc_after"], abs=1e-12)
+
+
+def test_a_meta_tensor_is_named_and_a_masked_map_resamples_without_its_hidden_values(rigid_left):
+    """Twentieth session: a tensor on torch's 'meta' device (a model's shapes without data) as a map or
+    the sphere raised torch's ``NotImplementedError: Cannot copy out of meta tensor; no data!``;
+    ``reg.resample`` read a masked array's hidden values as data (``register`` refuses one as a map)."""
+    v, f, sulc = _example_arrays()
+    with pytest.raises(InputError, match=r"^feature 'sulc' is a torch tensor on the 'meta' device, which holds no"):
+        register((v, f), {"sulc": torch.empty(len(v), device="meta")}, rigid_only=True)
+    with pytest.raises(InputError, match=r"^moving_sphere vertices is a torch tensor on the 'meta' device"):
+        register((torch.empty(v.shape, device="meta"), f), {"sulc": sulc}, rigid_only=True)
+    hide = sulc > 0.5
+    np.testing.assert_array_equal(rigid_left.resample(np.ma.masked_array(sulc, mask=hide), "ico5"),
+                                  rigid_left.resample(np.where(hide, np.nan, sulc), "ico5"))
