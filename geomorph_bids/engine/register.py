@@ -63,7 +63,7 @@ from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, ass
 from ..sphere.distortion import Reference, distortion, distortion_summary
 from ..sphere.icosphere import grid_deviation, icosphere, n_vertices
 from ..sphere.locate import unit, vertex_fans
-from ..sphere.mesh import host_array, in_float_range, is_mesh_pair, nonfinite_rows
+from ..sphere.mesh import host_array, in_float_range, is_mesh_pair, masked_as_nan, nonfinite_rows
 from ..sphere.resample import corner_weights
 from ..sphere.rotation import MIRROR
 from ..sphere.unfold import unfold_mesh
@@ -260,6 +260,31 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
         arr = in_float_range(arr)
         feats[str(name)] = clip_outliers(arr, f"feature {name!r}" + (f" ({val})" if isinstance(val, (str, Path)) else ""))
     return vertices, faces, feats
+
+
+def _template_arrays(tpl: Template, channels: Sequence[str]) -> Template:
+    """A caller's :class:`Template` with the maps the registration reads as (V,) float64 arrays,
+    decided once here: torch tensors detached, a masked array's masked values NaN (no value, as a
+    group map's medial wall is), a (V, 1) column flattened; another length, or complex values,
+    refused naming the template and map (they failed deep in the pre-alignment, or a masked
+    array's hidden values were read as data by one stage and not another). The caller's object is
+    not changed."""
+    n = len(tpl.vertices)
+    features = dict(tpl.features)
+    for name in channels:
+        values = np.asarray(masked_as_nan(host_array(features[name], f"template {tpl.name} map {name!r}")))
+        if values.dtype.kind not in "biuf":
+            raise InputError(f"template {tpl.name} map {name!r} holds {values.dtype} values: a map must be real numbers")
+        values = values.astype(np.float64)
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        if values.shape != (n,):
+            raise InputError(f"template {tpl.name} map {name!r} has shape {values.shape}, expected ({n},) "
+                             "(one value per template vertex)")
+        features[name] = values
+    return dataclasses.replace(tpl, vertices=np.asarray(host_array(tpl.vertices, f"template {tpl.name} vertices"),
+                                                        dtype=np.float64),
+                               faces=np.asarray(host_array(tpl.faces, f"template {tpl.name} faces")), features=features)
 
 
 def _gifti_arrays(value: Any, what: str, surface: bool = False) -> Any:
@@ -709,6 +734,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         if len(tpl.vertices) != n_vertices(TEMPLATE_LEVEL):
             raise ValueError(f"template {tpl.name} must be on the ico-{TEMPLATE_LEVEL} grid "
                              f"({n_vertices(TEMPLATE_LEVEL)} vertices), got {len(tpl.vertices)}")
+        tpl = _template_arrays(tpl, channels)
         _check_grid(tpl)
     else:
         key = (work_hemi, tuple(channels))

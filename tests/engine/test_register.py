@@ -1142,3 +1142,32 @@ def test_a_meta_tensor_is_named_and_a_masked_map_resamples_without_its_hidden_va
     hide = sulc > 0.5
     np.testing.assert_array_equal(rigid_left.resample(np.ma.masked_array(sulc, mask=hide), "ico5"),
                                   rigid_left.resample(np.where(hide, np.nan, sulc), "ico5"))
+
+
+def test_a_template_objects_maps_are_read_once_as_arrays():
+    """Twentieth session: a hand-made ``Template`` whose map was a torch tensor failed deep in the
+    pre-alignment (``TypeError: unsupported operand type(s) for &: 'numpy.ndarray' and 'Tensor'``); a
+    masked array's hidden values were read as data by the correlations (CC 0.59 for 0.79 with NaN
+    there) and not by the pre-alignment; a map one value short failed in the rigid fit as ``fixed
+    features must be (V,) or (V, K) ...``, naming no template. Each map is now converted once where
+    the template is taken; the caller's object is not changed."""
+    import dataclasses
+
+    v, f, sulc = _example_arrays()
+    tpl = load_template("fsLR", "L", ("sulc",))
+    plain = register((v, f), {"sulc": sulc}, tpl, "L", rigid_only=True)
+    as_tensor = dataclasses.replace(tpl, features={"sulc": torch.from_numpy(tpl.features["sulc"].copy())})
+    reg = register((v, f), {"sulc": sulc}, as_tensor, "L", rigid_only=True)
+    np.testing.assert_array_equal(reg.sphere, plain.sphere)
+    assert reg.metrics["cc_sulc_after"] == plain.metrics["cc_sulc_after"]
+    hide = tpl.features["sulc"] > 0.5
+    with_nan = register((v, f), {"sulc": sulc}, dataclasses.replace(tpl, features={
+        "sulc": np.where(hide, np.nan, tpl.features["sulc"])}), "L", rigid_only=True)
+    masked_tpl = dataclasses.replace(tpl, features={"sulc": np.ma.masked_array(tpl.features["sulc"], mask=hide)})
+    masked = register((v, f), {"sulc": sulc}, masked_tpl, "L", rigid_only=True)
+    np.testing.assert_array_equal(masked.sphere, with_nan.sphere)
+    assert masked.metrics["cc_sulc_after"] == with_nan.metrics["cc_sulc_after"]
+    assert isinstance(masked_tpl.features["sulc"], np.ma.MaskedArray)  # the caller's object as it was
+    short = dataclasses.replace(tpl, features={"sulc": tpl.features["sulc"][:-1]})
+    with pytest.raises(InputError, match=r"^template fsLR map 'sulc' has shape \(40961,\), expected \(40962,\)"):
+        register((v, f), {"sulc": sulc}, short, "L", rigid_only=True)
