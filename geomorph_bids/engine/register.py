@@ -652,6 +652,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         reg_sphere = reg_sphere.vertices
     elif is_mesh_pair(reg_sphere):
         reg_sphere = reg_sphere[0]  # (vertices, faces), as the sphere itself may be given
+    reg_sphere = host_array(reg_sphere, "reg_sphere")
     if reg_sphere is not None and np.shape(reg_sphere) != vertices.shape:
         raise InputError(f"reg_sphere has shape {np.shape(reg_sphere)} but the sphere has {len(vertices)} "
                          "vertices: it must be the same subject's registered sphere (the lh.sphere.reg of this "
@@ -662,6 +663,11 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
             raise InputError(f"reg_sphere: {int(bad.sum())} of {len(bad)} vertices have non-finite coordinates (NaN or "
                              f"Inf, first at vertex {int(np.argmax(bad))}): the registered sphere is corrupted; take "
                              "it again from the original (e.g. FreeSurfer's lh.sphere.reg)", path=reg_path)
+        if reg_path is None:  # an array, checked and put in standard pose as a file is when read (its rotation is
+            # read from directions about the origin: one 20 mm off gave a rotation 0.21 deg off, in silence)
+            from ..io.validate import validate_sphere
+
+            reg_sphere, _ = validate_sphere(np.asarray(reg_sphere, dtype=np.float64), faces, "reg_sphere")
     cortex = host_array(_gifti_arrays(item.cortex_mask, "cortex_mask"), "cortex_mask")
     if cortex is not None and isinstance(cortex, (str, Path)):
         from ..io.surfaces import read_mask

@@ -19,6 +19,7 @@ import numpy as np
 
 from geomorph_bids.errors import InputError
 from geomorph_bids.sphere.locate import unit
+from geomorph_bids.sphere.mesh import host_array, nonfinite_rows
 
 __all__ = [
     "rotation_from_correspondence",
@@ -161,11 +162,16 @@ def rotation_from_correspondence(moving: np.ndarray, target: np.ndarray,
     (3, 3) float64 rotation, det = +1, with ``R @ moving[i]`` ~ ``target[i]``
     (so ``moving @ R.T`` ~ ``target``).
     """
-    moving = np.asarray(moving, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
+    moving = np.asarray(host_array(moving, "moving"), dtype=np.float64)  # a tensor that requires grad too
+    target = np.asarray(host_array(target, "target"), dtype=np.float64)
     if moving.ndim != 2 or moving.shape[1] != 3 or moving.shape != target.shape:
         raise InputError(f"rotation_from_correspondence needs two (V, 3) arrays of equal shape, "
                          f"got {moving.shape} and {target.shape}")
+    for name, a in (("moving", moving), ("target", target)):
+        bad = nonfinite_rows(a)
+        if bad.any():  # else numpy's "SVD did not converge"
+            raise InputError(f"rotation_from_correspondence: {name} has {int(bad.sum())} of {len(a)} vertices with "
+                             f"non-finite coordinates (NaN or Inf, first at vertex {int(np.argmax(bad))})")
     u, t = unit(moving), unit(target)
     if weights is None:
         w = np.ones(len(u))

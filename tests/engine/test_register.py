@@ -1171,3 +1171,24 @@ def test_a_template_objects_maps_are_read_once_as_arrays():
     short = dataclasses.replace(tpl, features={"sulc": tpl.features["sulc"][:-1]})
     with pytest.raises(InputError, match=r"^template fsLR map 'sulc' has shape \(40961,\), expected \(40962,\)"):
         register((v, f), {"sulc": sulc}, short, "L", rigid_only=True)
+
+
+def test_a_reg_sphere_array_is_put_in_standard_pose_as_a_file_is():
+    """Twentieth session: a ``reg_sphere`` file is recentred and rescaled when read (with a warning),
+    an array was taken as it was: its rotation is read from directions about the origin, so one 20 mm
+    off the origin gave a rotation 0.21 degrees off, in silence; a tensor on torch's 'meta' device
+    raised torch's ``can't convert meta device type tensor to numpy``."""
+    from geomorph_bids.io.validate import SphereWarning
+
+    v, f, sulc = _example_arrays()
+    known = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True).rotation  # one the maps agree with
+    reg_v = v @ known.T
+    plain = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=reg_v,
+                     reg_sphere_space="template")
+    assert angle_between(plain.rotation, known) < 1e-9
+    with pytest.warns(SphereWarning, match=r"^reg_sphere: centre \(20, .*recentred to the origin"):
+        off = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=reg_v + [20.0, 0.0, 0.0],
+                       reg_sphere_space="template")
+    assert angle_between(off.rotation, known) < 1e-6
+    with pytest.raises(InputError, match=r"^reg_sphere is a torch tensor on the 'meta' device"):
+        register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=torch.empty(v.shape, device="meta"))
