@@ -676,6 +676,8 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     if cortex is not None:
         from ..io.surfaces import MIN_CORTEX_FRACTION
 
+        if isinstance(cortex, np.ma.MaskedArray):  # masked entries are not cortex (their hidden values were read)
+            cortex = np.ma.filled(cortex.astype(bool), False)
         raw = np.asarray(cortex)
         fractional = raw.dtype.kind == "f" and not np.isin(raw, (0, 1)).all()  # NaN included
         # whole numbers other than 0/1: vertex indices (nibabel's read_label) or a parcellation, once

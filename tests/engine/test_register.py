@@ -1192,3 +1192,17 @@ def test_a_reg_sphere_array_is_put_in_standard_pose_as_a_file_is():
     assert angle_between(off.rotation, known) < 1e-6
     with pytest.raises(InputError, match=r"^reg_sphere is a torch tensor on the 'meta' device"):
         register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=torch.empty(v.shape, device="meta"))
+
+
+def test_a_masked_cortex_mask_leaves_its_masked_vertices_out():
+    """Twentieth session: ``cortex_mask=np.ma.masked_array(np.ones(V, bool), mask=medial_wall)`` (the
+    medial wall masked out, as numpy's masked arrays say "no value here") was read by its hidden
+    values: True everywhere, the medial wall registered as cortex, in silence."""
+    v, f, sulc = _example_arrays()
+    wall = np.zeros(len(v), bool)
+    wall[:1500] = True
+    plain = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=~wall)
+    masked = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True,
+                      cortex_mask=np.ma.masked_array(np.ones(len(v), bool), mask=wall))
+    np.testing.assert_array_equal(masked.sphere, plain.sphere)
+    assert masked.metrics["cc_sulc_after"] == plain.metrics["cc_sulc_after"]
