@@ -138,8 +138,9 @@ def build_template(subjects: Sequence[PopulationSubject], iterations: int, templ
         lacking = [f for f in features if not isinstance(given, Mapping) or f not in given]
         if lacking:
             has = ", ".join(map(repr, given)) if isinstance(given, Mapping) else repr(given)
-            raise ValueError(f"subject {getattr(subj, 'name', '?')!s}: no map {', '.join(map(repr, lacking))} among its "
-                             f"features ({has}); every subject needs the maps features= names: {', '.join(features)}")
+            raise ValueError(f"subject {getattr(subj, 'name', '?')!s}: no map {', '.join(map(repr, lacking))} among "
+                             f"its features ({has}); every subject needs the maps features= names: "
+                             f"{', '.join(features)}")
     names = [str(getattr(s, "name", "")) for s in subjects]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:  # results are kept by name: a second subject of one name would be averaged in but not counted

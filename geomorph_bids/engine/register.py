@@ -274,7 +274,8 @@ def _template_arrays(tpl: Template, channels: Sequence[str]) -> Template:
     for name in channels:
         values = np.asarray(masked_as_nan(host_array(features[name], f"template {tpl.name} map {name!r}")))
         if values.dtype.kind not in "biuf":
-            raise InputError(f"template {tpl.name} map {name!r} holds {values.dtype} values: a map must be real numbers")
+            raise InputError(f"template {tpl.name} map {name!r} holds {values.dtype} values: a map must be "
+                             "real numbers")
         values = values.astype(np.float64)
         if values.ndim == 2 and values.shape[1] == 1:
             values = values[:, 0]
@@ -309,8 +310,8 @@ def _gifti_arrays(value: Any, what: str, surface: bool = False) -> Any:
 
 def _feature_array(values: Any, name: str) -> np.ndarray:
     """A feature given as an array-like, as numbers: a torch tensor is detached
-    (:func:`~geomorph_bids.sphere.mesh.host_array`), a masked array's masked values and complex values are refused (numpy
-    would drop the mask, or the imaginary part, in silence)."""
+    (:func:`~geomorph_bids.sphere.mesh.host_array`), a masked array's masked values and complex values are refused
+    (numpy would drop the mask, or the imaginary part, in silence)."""
     values = host_array(_gifti_arrays(values, f"feature {name!r}"), f"feature {name!r}")
     if isinstance(values, np.ma.MaskedArray) and np.ma.count_masked(values):
         raise InputError(f"feature {name!r} is a masked array with {np.ma.count_masked(values)} masked value(s), "
