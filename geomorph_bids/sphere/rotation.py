@@ -99,7 +99,11 @@ def random_rotation(rng: np.random.Generator | int | None = None,
 
 def apply_rotation(vertices: np.ndarray, R: np.ndarray) -> np.ndarray:
     """Rotate vertices: ``vertices @ R.T`` ((V, 3) float64, same units as the input)."""
-    return np.asarray(vertices, dtype=np.float64) @ np.asarray(R, dtype=np.float64).T
+    v = np.asarray(host_array(vertices, "vertices"), dtype=np.float64)
+    if v.shape[-1:] != (3,):  # else numpy's "matmul: Input operand 1 has a mismatch in its core dimension 0"
+        raise InputError(f"apply_rotation takes (V, 3) vertices, got shape {v.shape}"
+                         + ("; transposed? pass vertices.T" if v.ndim == 2 and v.shape[0] == 3 else ""))
+    return v @ np.asarray(R, dtype=np.float64).T
 
 
 def _hat(w: np.ndarray) -> np.ndarray:

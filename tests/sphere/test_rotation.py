@@ -138,3 +138,13 @@ def test_correspondence_names_a_non_finite_vertex_and_reads_a_tensor_that_requir
         rotation_from_correspondence(v, bad)
     graded = torch.from_numpy(np.array(v)).requires_grad_()
     np.testing.assert_array_equal(rotation_from_correspondence(graded, moved), rotation_from_correspondence(v, moved))
+
+
+def test_apply_rotation_names_a_transposed_array():
+    """Twentieth session: ``apply_rotation(v.T, R)`` raised numpy's ``matmul: Input operand 1 has a
+    mismatch in its core dimension 0, with gufunc signature (n?,k),(k,m?)->(n?,m?) ...``."""
+    v, _ = icosphere(2)
+    with pytest.raises(InputError, match=r"^apply_rotation takes \(V, 3\) vertices, got shape \(3, 162\); "
+                                         r"transposed\? pass vertices.T"):
+        apply_rotation(np.asarray(v).T, np.eye(3))
+    np.testing.assert_array_equal(apply_rotation(v[0], np.eye(3)), v[0])  # one vertex, as before
