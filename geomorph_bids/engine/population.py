@@ -120,18 +120,33 @@ def build_template(subjects: Sequence[PopulationSubject], iterations: int, templ
     from ..io.template_ref import resolve_template_ref
     from .register import register
 
+    from ..io.validate import hemi_code
+
     _label_ok(label)
+    # decided once here, as register() decides them: 'left' failed in the template's lookup
+    # (IndexError: tuple index out of range), features="sulc" was read as the maps s, u, l, c
+    hemi = hemi_code(hemi)
+    features = (features,) if isinstance(features, str) else tuple(features)
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)):
+        raise TypeError(f"iterations must be a whole number >= 1, got {iterations!r}")
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if len(subjects) < 2:
         raise ValueError(f"a population template needs at least 2 subjects, got {len(subjects)}")
+    for subj in subjects:  # a map of another name failed every round as "KeyError: 'sulc'", naming no subject
+        given = getattr(subj, "features", None)
+        lacking = [f for f in features if not isinstance(given, Mapping) or f not in given]
+        if lacking:
+            has = ", ".join(map(repr, given)) if isinstance(given, Mapping) else repr(given)
+            raise ValueError(f"subject {getattr(subj, 'name', '?')!s}: no map {', '.join(map(repr, lacking))} among "
+                             f"its features ({has}); every subject needs the maps features= names: "
+                             f"{', '.join(features)}")
     names = [str(getattr(s, "name", "")) for s in subjects]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:  # results are kept by name: a second subject of one name would be averaged in but not counted
         raise ValueError(f"subject names must be unique (they name the subjects in the history, failures and "
                          f"template_description.json): {', '.join(repr(n) for n in twice)} given "
                          f"{', '.join(str(names.count(n)) for n in twice)} times; name each subject, e.g. 'sub-01'")
-    features = tuple(features)
     if isinstance(template, Template):
         space = base or template.name
         base = template

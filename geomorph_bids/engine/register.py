@@ -63,7 +63,7 @@ from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, ass
 from ..sphere.distortion import Reference, distortion, distortion_summary
 from ..sphere.icosphere import grid_deviation, icosphere, n_vertices
 from ..sphere.locate import unit, vertex_fans
-from ..sphere.mesh import is_mesh_pair, nonfinite_rows
+from ..sphere.mesh import host_array, in_float_range, is_mesh_pair, masked_as_nan, nonfinite_rows
 from ..sphere.resample import corner_weights
 from ..sphere.rotation import MIRROR
 from ..sphere.unfold import unfold_mesh
@@ -228,7 +228,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
             v, f = moving_sphere if surface is None else (surface.vertices, surface.faces)
         except (TypeError, ValueError):
             raise ValueError("moving_sphere must be a path or a (vertices, faces) pair") from None
-        v, f = _host_array(v), _host_array(f)
+        v, f = host_array(v, "moving_sphere vertices"), host_array(f, "moving_sphere faces")
         # recentre/rescale to radius 100 and check it is a sphere (its triangles measured beside the
         # fit of the sphere, on a second CPU where there is one: the same bits); the caller's faces are kept
         with side_worker() as worker:
@@ -255,16 +255,37 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
             validate_feature(arr, path, what=f"feature {name!r}", registered=True)
         except InputError as exc:  # the caller's with_context names the file this map was read from
             raise InputError(exc.reason, path=exc.path, feature=str(name)) from None
+        # registration reads a map's pattern, not its scale: one beyond float32's range (1e300, 1e-300), whose
+        # squares overflowed or vanished (a wrong rotation, CC NaN, in silence), is scaled by a power of two
+        arr = in_float_range(arr)
         feats[str(name)] = clip_outliers(arr, f"feature {name!r}" + (f" ({val})" if isinstance(val, (str, Path)) else ""))
     return vertices, faces, feats
 
 
-def _host_array(values: Any) -> Any:
-    """A torch tensor (on any device; one that requires grad made numpy raise) as a numpy array;
-    anything else as it is."""
-    if hasattr(values, "detach") and hasattr(values, "cpu"):
-        return values.detach().cpu().numpy()
-    return values
+def _template_arrays(tpl: Template, channels: Sequence[str]) -> Template:
+    """A caller's :class:`Template` with the maps the registration reads as (V,) float64 arrays,
+    decided once here: torch tensors detached, a masked array's masked values NaN (no value, as a
+    group map's medial wall is), a (V, 1) column flattened; another length, or complex values,
+    refused naming the template and map (they failed deep in the pre-alignment, or a masked
+    array's hidden values were read as data by one stage and not another). The caller's object is
+    not changed."""
+    n = len(tpl.vertices)
+    features = dict(tpl.features)
+    for name in channels:
+        values = np.asarray(masked_as_nan(host_array(features[name], f"template {tpl.name} map {name!r}")))
+        if values.dtype.kind not in "biuf":
+            raise InputError(f"template {tpl.name} map {name!r} holds {values.dtype} values: a map must be "
+                             "real numbers")
+        values = values.astype(np.float64)
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        if values.shape != (n,):
+            raise InputError(f"template {tpl.name} map {name!r} has shape {values.shape}, expected ({n},) "
+                             "(one value per template vertex)")
+        features[name] = values
+    return dataclasses.replace(tpl, vertices=np.asarray(host_array(tpl.vertices, f"template {tpl.name} vertices"),
+                                                        dtype=np.float64),
+                               faces=np.asarray(host_array(tpl.faces, f"template {tpl.name} faces")), features=features)
 
 
 def _gifti_arrays(value: Any, what: str, surface: bool = False) -> Any:
@@ -289,9 +310,9 @@ def _gifti_arrays(value: Any, what: str, surface: bool = False) -> Any:
 
 def _feature_array(values: Any, name: str) -> np.ndarray:
     """A feature given as an array-like, as numbers: a torch tensor is detached
-    (:func:`_host_array`), a masked array's masked values and complex values are refused (numpy
-    would drop the mask, or the imaginary part, in silence)."""
-    values = _host_array(_gifti_arrays(values, f"feature {name!r}"))
+    (:func:`~geomorph_bids.sphere.mesh.host_array`), a masked array's masked values and complex values are refused
+    (numpy would drop the mask, or the imaginary part, in silence)."""
+    values = host_array(_gifti_arrays(values, f"feature {name!r}"), f"feature {name!r}")
     if isinstance(values, np.ma.MaskedArray) and np.ma.count_masked(values):
         raise InputError(f"feature {name!r} is a masked array with {np.ma.count_masked(values)} masked value(s), "
                          "which would be read as data: fill them (0 on the medial wall: values.filled(0)) and "
@@ -632,6 +653,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         reg_sphere = reg_sphere.vertices
     elif is_mesh_pair(reg_sphere):
         reg_sphere = reg_sphere[0]  # (vertices, faces), as the sphere itself may be given
+    reg_sphere = host_array(reg_sphere, "reg_sphere")
     if reg_sphere is not None and np.shape(reg_sphere) != vertices.shape:
         raise InputError(f"reg_sphere has shape {np.shape(reg_sphere)} but the sphere has {len(vertices)} "
                          "vertices: it must be the same subject's registered sphere (the lh.sphere.reg of this "
@@ -642,7 +664,12 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
             raise InputError(f"reg_sphere: {int(bad.sum())} of {len(bad)} vertices have non-finite coordinates (NaN or "
                              f"Inf, first at vertex {int(np.argmax(bad))}): the registered sphere is corrupted; take "
                              "it again from the original (e.g. FreeSurfer's lh.sphere.reg)", path=reg_path)
-    cortex = _host_array(_gifti_arrays(item.cortex_mask, "cortex_mask"))
+        if reg_path is None:  # an array, checked and put in standard pose as a file is when read (its rotation is
+            # read from directions about the origin: one 20 mm off gave a rotation 0.21 deg off, in silence)
+            from ..io.validate import validate_sphere
+
+            reg_sphere, _ = validate_sphere(np.asarray(reg_sphere, dtype=np.float64), faces, "reg_sphere")
+    cortex = host_array(_gifti_arrays(item.cortex_mask, "cortex_mask"), "cortex_mask")
     if cortex is not None and isinstance(cortex, (str, Path)):
         from ..io.surfaces import read_mask
 
@@ -650,6 +677,8 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     if cortex is not None:
         from ..io.surfaces import MIN_CORTEX_FRACTION
 
+        if isinstance(cortex, np.ma.MaskedArray):  # masked entries are not cortex (their hidden values were read)
+            cortex = np.ma.filled(cortex.astype(bool), False)
         raw = np.asarray(cortex)
         fractional = raw.dtype.kind == "f" and not np.isin(raw, (0, 1)).all()  # NaN included
         # whole numbers other than 0/1: vertex indices (nibabel's read_label) or a parcellation, once
@@ -714,6 +743,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         if len(tpl.vertices) != n_vertices(TEMPLATE_LEVEL):
             raise ValueError(f"template {tpl.name} must be on the ico-{TEMPLATE_LEVEL} grid "
                              f"({n_vertices(TEMPLATE_LEVEL)} vertices), got {len(tpl.vertices)}")
+        tpl = _template_arrays(tpl, channels)
         _check_grid(tpl)
     else:
         key = (work_hemi, tuple(channels))

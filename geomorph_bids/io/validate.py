@@ -19,7 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.sphere.mesh import areas_and_volumes, nonfinite_rows, repeated_sides, row_norms, signed_volumes
+from geomorph_bids.sphere.mesh import (areas_and_volumes, in_float_range, nonfinite_rows, repeated_sides, row_norms,
+                                      signed_volumes)
 from geomorph_bids.sphere.rigid import MIN_VALID_FRACTION  # the bound the rigid fit also refuses below
 
 __all__ = [
@@ -476,8 +477,9 @@ def validate_feature(values: np.ndarray, path: PathLike = None,
                          "information to register; check that the right file was given", path=path)
     for k in np.flatnonzero(nonzero >= 2):  # SD 0 (a mask-like map) is judged above, by `registered`
         vals = cols[:, k][cols[:, k] != 0]
-        mean, sd = float(vals.mean()), float(vals.std())
-        if 0 < sd <= MIN_RELATIVE_SD * abs(mean):
+        scaled = in_float_range(vals)  # an exact power of two: the same ratio, and 1e300's squares do not overflow
+        if 0 < float(scaled.std()) <= MIN_RELATIVE_SD * abs(float(scaled.mean())):
+            mean, sd = float(vals.mean()), float(vals.std())  # said in the map's own numbers
             raise InputError(f"{_column_label(k, cols.shape[1], names, what)} is {mean:.7g} plus or minus {sd:.3g}: "
                              f"a constant offset {abs(mean) / sd:.2g} times its variation, beyond what the "
                              "file's numbers resolve; give the map without the offset (e.g. sulc in mm, "

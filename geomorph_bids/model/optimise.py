@@ -332,13 +332,34 @@ def optimise_warp(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
 
 def _as_batch(x: np.ndarray | Tensor, name: str, dev: torch.device, dtype: torch.dtype | None = torch.float32
               ) -> Tensor:
-    """(V,), (V, K) or (B, V, K) -> (B, V, K) tensor on ``dev`` (a big-endian array, ``>f4`` from
-    a file, in native order: torch refuses the other)."""
-    if not isinstance(x, Tensor):
+    """(V,), (V, K) or (B, V, K) -> (B, V, K) tensor on ``dev``, decided once here: a big-endian
+    array (``>f4`` from a file) in native order (torch refuses the other); a tensor detached (one
+    that requires grad was differentiated through, 2.6e-7 off, with torch's warning); a tensor on the
+    'meta' device or a masked array with masked values refused (its hidden values would be read as
+    data; a masked ``mask``'s masked entries are False); maps (``dtype`` given) that are not finite
+    once in that dtype (NaN, Inf, 1e300 in float32) refused (they failed in scipy's k-d tree as
+    ``'x' must be finite``)."""
+    if isinstance(x, Tensor):
+        if x.device.type == "meta":
+            raise ValueError(f"{name} is a torch tensor on the 'meta' device, which holds no values: give the "
+                             "tensor with its data (e.g. on 'cpu')")
+        x = x.detach()
+    else:
+        if isinstance(x, np.ma.MaskedArray) and np.ma.count_masked(x):
+            if dtype is not None:
+                raise ValueError(f"{name} is a masked array with {np.ma.count_masked(x)} masked value(s), which would "
+                                 "be read as data: fill them (0 on the medial wall: values.filled(0)) or leave "
+                                 "them out with mask= (False there)")
+            x = np.ma.filled(x.astype(bool), False)
         x = np.asarray(x)
         x = x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
     t = torch.as_tensor(x, device=dev)
     t = t.to(dtype) if dtype is not None else t
+    if dtype is not None and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name} holds {bad} value(s) that are not finite in {str(dtype).removeprefix('torch.')} "
+                         "(NaN, Inf, or beyond its range): give normalised maps, 0 on the medial wall "
+                         "(geomorph_bids.model.normalise_features)")
     if t.dim() == 1:
         t = t[:, None]
     if t.dim() == 2:

@@ -47,7 +47,7 @@ import numpy as np
 from scipy import sparse
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.sphere.mesh import edges, triangle_areas
+from geomorph_bids.sphere.mesh import edges, host_array, triangle_areas
 
 __all__ = [
     "Reference",
@@ -67,10 +67,11 @@ Surface = tuple[np.ndarray, np.ndarray]
 
 def _check_pair(before: Surface, after: Surface) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate two (vertices, faces) pairs; return float64 vb, va and int64 faces."""
-    vb = np.asarray(before[0], dtype=np.float64)
-    va = np.asarray(after[0], dtype=np.float64)
-    fb = np.asarray(before[1])
-    fa = np.asarray(after[1])
+    # torch tensors (one that requires grad, or on 'meta': named) as numpy arrays, as the other calls read them
+    vb = np.asarray(host_array(before[0], "distortion: before vertices"), dtype=np.float64)
+    va = np.asarray(host_array(after[0], "distortion: after vertices"), dtype=np.float64)
+    fb = np.asarray(host_array(before[1], "distortion: before faces"))
+    fa = np.asarray(host_array(after[1], "distortion: after faces"))
     for name, v in (("before", vb), ("after", va)):
         if v.ndim != 2 or v.shape[1] != 3:
             raise InputError(f"distortion: {name} vertices must have shape (V, 3), got {v.shape}")

@@ -2,11 +2,58 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import sparse
 
+from geomorph_bids.errors import InputError
+
 __all__ = ["triangle_areas", "vertex_areas", "edges", "vertex_face_matrix", "signed_volumes", "areas_and_volumes",
-           "nonfinite_rows", "repeated_sides", "row_norms", "is_mesh_pair"]
+           "nonfinite_rows", "repeated_sides", "row_norms", "is_mesh_pair", "host_array", "masked_as_nan",
+           "in_float_range"]
+
+# Values whose largest magnitude lies outside [2**-126, 2**127] (float32's normal range) are scaled by
+# a power of two into it: exact, so a scale-free computation gives the same result, and the squares a
+# correlation takes neither overflow (1e300 -> inf) nor vanish (1e-300 -> 0)
+_RANGE_EXPONENTS = (-125, 128)
+
+
+def host_array(values: Any, what: str) -> Any:
+    """A torch tensor (on any device; one that requires grad, which numpy refuses) as a numpy array,
+    anything else as it is. A tensor on torch's ``meta`` device holds no values: refused naming
+    ``what`` (torch's own words were ``Cannot copy out of meta tensor; no data!``)."""
+    if hasattr(values, "detach") and hasattr(values, "cpu"):
+        if getattr(getattr(values, "device", None), "type", None) == "meta":
+            raise InputError(f"{what} is a torch tensor on the 'meta' device, which holds no values: "
+                             "give the tensor with its data (e.g. on 'cpu')")
+        return values.detach().cpu().numpy()
+    return values
+
+
+def masked_as_nan(values: Any) -> Any:
+    """A numpy masked array with masked entries as a float array holding NaN there (float32 kept,
+    else float64): numpy's ``asarray`` would read the hidden values as data. Anything else as it is."""
+    if isinstance(values, np.ma.MaskedArray):
+        if not np.ma.count_masked(values):
+            return np.ma.getdata(values)
+        data = np.ma.getdata(values)
+        dtype = data.dtype if data.dtype.kind == "f" and data.dtype.itemsize == 4 else np.float64
+        return np.ma.filled(values.astype(dtype), np.nan)
+    return values
+
+
+def in_float_range(values: np.ndarray) -> np.ndarray:
+    """``values`` (float64, (V,) or (V, K)) with each column whose largest finite magnitude lies
+    outside float32's normal range scaled by a power of two into it (exact: the same pattern; a
+    column of zeros, or one within the range, is returned as it is, the array itself when none moves)."""
+    finite = np.where(np.isfinite(values), np.abs(values), 0.0)
+    top = finite.max(axis=0, initial=0.0)
+    exponent = np.frexp(top)[1]
+    shift = np.where((top > 0) & ((exponent < _RANGE_EXPONENTS[0]) | (exponent > _RANGE_EXPONENTS[1])), -exponent, 0)
+    if not np.any(shift):
+        return values
+    return np.ldexp(values, shift)
 
 
 def is_mesh_pair(value: object) -> bool:

@@ -45,7 +45,7 @@ from scipy import sparse
 
 from ..errors import InputError
 from .locate import SphereLocator
-from .mesh import is_mesh_pair, row_norms, vertex_areas
+from .mesh import host_array, is_mesh_pair, masked_as_nan, row_norms, vertex_areas
 
 __all__ = ["resample", "resample_weights", "apply_weights", "resample_labels", "barycentric_weights",
            "area_surfaces", "corner_weights", "corner_matrix", "forward_needed"]
@@ -329,9 +329,9 @@ def _check_values(values: np.ndarray, n_current: int, name: str = "values") -> n
     if isinstance(values, (str, bytes, os.PathLike)):
         raise InputError(f"{name} must be per-vertex numbers, got the path {str(values)!r}: read the file first "
                          "(geomorph_bids.io.read_feature)")
-    if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor (numpy refuses one that requires grad)
-        values = values.detach().cpu().numpy()
-    values = np.asarray(values)
+    # a torch tensor (numpy refuses one that requires grad); a masked array's masked values are missing
+    # data, NaN (numpy's asarray would read the values under the mask)
+    values = np.asarray(masked_as_nan(host_array(values, name)))
     if values.dtype.kind not in "biuf":
         raise InputError(f"{name} must be real numbers, got {values.dtype} values")
     if values.dtype.kind == "f" and values.size and not np.isfinite(values).all():
@@ -396,7 +396,7 @@ def resample(values: np.ndarray, current: Mesh, new: Mesh, method: Method = "bar
     -------
     (V_new,) or (V_new, K): float32 for float32 input, otherwise float64.
     """
-    n_current = len(np.asarray(current[0]))
+    n_current = len(_check_mesh(current, "current sphere")[0])  # the mesh first: a transposed one is named as such
     _check_values(values, n_current)
     weights = resample_weights(current, new, method, current_area, new_area)
     return apply_weights(weights, values)
@@ -423,7 +423,10 @@ def resample_labels(labels: np.ndarray, current: Mesh, new: Mesh,
     """
     if method not in _LABEL_METHODS:
         raise ValueError(f"method must be one of {_LABEL_METHODS}, got {method!r}")
-    labels = _check_values(labels, len(np.asarray(current[0])), "labels")
+    if isinstance(labels, np.ma.MaskedArray) and np.ma.count_masked(labels):  # no NaN among integers
+        raise InputError(f"labels is a masked array with {np.ma.count_masked(labels)} masked value(s), which would "
+                         "be read as labels: fill them with a label of their own (labels.filled(0)) first")
+    labels = _check_values(labels, len(_check_mesh(current, "current sphere")[0]), "labels")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise InputError(f"labels must be a (V,) integer array, got {labels.shape} {labels.dtype}")
     if method == "nearest":

@@ -33,6 +33,7 @@ import hashlib
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -41,7 +42,8 @@ from scipy.spatial import cKDTree
 from geomorph_bids.errors import InputError
 from geomorph_bids.sphere.icosphere import containing_face, icosphere, n_vertices, unit_icosphere
 from geomorph_bids.sphere.locate import SphereLocator, unit
-from geomorph_bids.sphere.mesh import nonfinite_rows, vertex_areas
+from geomorph_bids.sphere.mesh import (host_array, in_float_range, is_mesh_pair, masked_as_nan, nonfinite_rows,
+                                      vertex_areas)
 from geomorph_bids.sphere.rotation import expm_so3, orthonormalise, quat_to_matrix
 
 __all__ = ["rigid_align", "rigid_fit", "RigidFit", "MIN_VALID_FRACTION"]
@@ -49,6 +51,9 @@ __all__ = ["rigid_align", "rigid_fit", "RigidFit", "MIN_VALID_FRACTION"]
 #: Smallest fraction of a map's vertices that must be valid (non-zero: 0 is read as the medial wall;
 #: finite; in the cortex mask) for it to drive an alignment; ``io.validate`` refuses a map file below it.
 MIN_VALID_FRACTION = 0.05
+#: A sphere whose vertex distances from the origin vary by more than this ratio is refused: directions
+#: are read from the origin, so an off-centre sphere gave a wrong rotation in silence (as resample's check)
+_MAX_RADIUS_RATIO = 1.1
 
 @lru_cache(maxsize=8)
 def _super_fibonacci(n: int) -> np.ndarray:
@@ -262,6 +267,10 @@ def _prepare_features(vertices: np.ndarray, faces: np.ndarray, features: np.ndar
     if bad.any():  # else the k-d tree's "'x' must be finite", naming nothing, in the binning
         raise InputError(f"{name} sphere vertices: {int(bad.sum())} of {len(vertices)} have non-finite coordinates "
                          f"(NaN or Inf, first at vertex {int(np.argmax(bad))})")
+    radius = np.sqrt(np.einsum("ij,ij->i", vertices, vertices))
+    if radius.min() <= 0 or radius.max() > _MAX_RADIUS_RATIO * radius.min():  # directions are read from the origin
+        raise InputError(f"{name} sphere is not a sphere centred on the origin (vertex radii {radius.min():.3g} to "
+                         f"{radius.max():.3g}): recentre it (vertices - vertices.mean(axis=0))")
     feat = np.asarray(features, dtype=np.float64)
     if feat.ndim == 1:
         feat = feat[:, None]
@@ -276,6 +285,11 @@ def _prepare_features(vertices: np.ndarray, faces: np.ndarray, features: np.ndar
     if valid.sum() < MIN_VALID_FRACTION * len(valid):
         raise InputError(f"{name} features: fewer than {100 * MIN_VALID_FRACTION:g}% of vertices are valid "
                          "(non-zero, finite, in mask)")
+    feat = in_float_range(np.where(valid[:, None], feat, 0.0))  # 1e300 or 1e-300: the same pattern, exactly
+    flat = [k for k in range(feat.shape[1]) if np.ptp(feat[valid, k]) == 0]
+    if flat:  # one value everywhere: any rotation fits it as well (it returned one in silence)
+        raise InputError(f"{name} features: channel {flat[0]} is constant ({feat[valid, flat[0]][0]:g}) on every valid "
+                         "vertex (non-zero, finite, in mask): it carries nothing to align")
     feat = np.where(valid[:, None], feat, 0.0)
     u = unit(vertices)
     level = _icosphere_level(u)  # a template on its icosphere grid: its cached vertex areas
@@ -658,6 +672,23 @@ def _mirror_fit(mov: _Smoothed, mirrored: _Smoothed, n_rotations: int) -> float:
     return max(c for _, c in _coarse_best(mov, mirrored, n_rotations, 2, 0.1))
 
 
+def _host_inputs(sphere: Any, features: Any, mask: Any, name: str) -> tuple[tuple[Any, Any], Any, Any]:
+    """One side of :func:`rigid_fit` as arrays, decided once here: the sphere a ``(vertices, faces)``
+    pair, torch tensors detached, a masked array's masked values NaN (left out, as the medial
+    wall is), complex values refused (numpy would drop the imaginary part)."""
+    if not is_mesh_pair(sphere):
+        raise InputError(f"{name} sphere must be a (vertices, faces) pair, got {type(sphere).__name__}"
+                         + (f" of shape {np.shape(sphere)}" if hasattr(sphere, "shape") else ""))
+    vertices, faces = (host_array(a, f"{name} sphere") for a in sphere)
+    features = masked_as_nan(host_array(features, f"{name} features"))
+    if np.iscomplexobj(features):
+        raise InputError(f"{name} features hold complex numbers: a feature map must be real")
+    mask = host_array(mask, f"{name} mask")
+    if isinstance(mask, np.ma.MaskedArray):  # masked entries are not in the mask
+        mask = np.ma.filled(mask.astype(bool), False)
+    return (vertices, faces), features, mask
+
+
 def rigid_fit(moving: tuple[np.ndarray, np.ndarray], moving_features: np.ndarray,
               fixed: tuple[np.ndarray, np.ndarray], fixed_features: np.ndarray, *,
               mask: np.ndarray | None = None, fixed_mask: np.ndarray | None = None,
@@ -678,6 +709,8 @@ def rigid_fit(moving: tuple[np.ndarray, np.ndarray], moving_features: np.ndarray
     from ``submit(...).result()``; the same bits); None: after it. Other parameters as in
     :func:`rigid_align`.
     """
+    moving, moving_features, mask = _host_inputs(moving, moving_features, mask, "moving")
+    fixed, fixed_features, fixed_mask = _host_inputs(fixed, fixed_features, fixed_mask, "fixed")
     mu, mfeat, marea = _prepare_features(moving[0], moving[1], moving_features, mask, "moving")
     if not coarse_level <= mid_level <= fine_level:
         raise InputError("levels must satisfy coarse_level <= mid_level <= fine_level")

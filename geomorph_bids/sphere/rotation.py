@@ -19,6 +19,7 @@ import numpy as np
 
 from geomorph_bids.errors import InputError
 from geomorph_bids.sphere.locate import unit
+from geomorph_bids.sphere.mesh import host_array, nonfinite_rows
 
 __all__ = [
     "rotation_from_correspondence",
@@ -98,7 +99,11 @@ def random_rotation(rng: np.random.Generator | int | None = None,
 
 def apply_rotation(vertices: np.ndarray, R: np.ndarray) -> np.ndarray:
     """Rotate vertices: ``vertices @ R.T`` ((V, 3) float64, same units as the input)."""
-    return np.asarray(vertices, dtype=np.float64) @ np.asarray(R, dtype=np.float64).T
+    v = np.asarray(host_array(vertices, "vertices"), dtype=np.float64)
+    if v.shape[-1:] != (3,):  # else numpy's "matmul: Input operand 1 has a mismatch in its core dimension 0"
+        raise InputError(f"apply_rotation takes (V, 3) vertices, got shape {v.shape}"
+                         + ("; transposed? pass vertices.T" if v.ndim == 2 and v.shape[0] == 3 else ""))
+    return v @ np.asarray(R, dtype=np.float64).T
 
 
 def _hat(w: np.ndarray) -> np.ndarray:
@@ -161,11 +166,16 @@ def rotation_from_correspondence(moving: np.ndarray, target: np.ndarray,
     (3, 3) float64 rotation, det = +1, with ``R @ moving[i]`` ~ ``target[i]``
     (so ``moving @ R.T`` ~ ``target``).
     """
-    moving = np.asarray(moving, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
+    moving = np.asarray(host_array(moving, "moving"), dtype=np.float64)  # a tensor that requires grad too
+    target = np.asarray(host_array(target, "target"), dtype=np.float64)
     if moving.ndim != 2 or moving.shape[1] != 3 or moving.shape != target.shape:
         raise InputError(f"rotation_from_correspondence needs two (V, 3) arrays of equal shape, "
                          f"got {moving.shape} and {target.shape}")
+    for name, a in (("moving", moving), ("target", target)):
+        bad = nonfinite_rows(a)
+        if bad.any():  # else numpy's "SVD did not converge"
+            raise InputError(f"rotation_from_correspondence: {name} has {int(bad.sum())} of {len(a)} vertices with "
+                             f"non-finite coordinates (NaN or Inf, first at vertex {int(np.argmax(bad))})")
     u, t = unit(moving), unit(target)
     if weights is None:
         w = np.ones(len(u))

@@ -192,3 +192,21 @@ def test_a_rebuild_stopped_while_it_writes_its_maps_is_never_loaded(tmp_path, mo
     assert sorted(doc["Hemispheres"]) == ["L", "R"]
     assert np.allclose(load_custom_template(first.folder, "L", ("sulc",)).features["sulc"],
                        first.template.features["sulc"], atol=1e-5)
+
+
+def test_the_hemisphere_features_and_rounds_are_read_as_register_reads_them():
+    """Twentieth session: ``hemi="left"`` (which ``register()`` takes) failed in the template's lookup
+    with ``IndexError: tuple index out of range``; ``features="sulc"`` was read as the maps s, u, l, c;
+    ``iterations=1.5`` raised Python's ``'float' object cannot be interpreted as an integer``; a subject
+    whose map had another name failed every round as ``KeyError: 'sulc'``, naming no subject."""
+    cohort = _cohort(2)
+    plain = build_template(cohort, 1, "fsLR", "L", rigid_only=True)
+    spelled = build_template(cohort, 1, "fsLR", "left", features="sulc", rigid_only=True)
+    assert spelled.template.hemi == "L"
+    np.testing.assert_array_equal(spelled.template.features["sulc"], plain.template.features["sulc"])
+    with pytest.raises(TypeError, match=r"^iterations must be a whole number >= 1, got 1.5"):
+        build_template(cohort, 1.5, "fsLR", "L", rigid_only=True)
+    renamed = [cohort[0], PopulationSubject("s1", cohort[1].sphere, {"Sulc": cohort[1].features["sulc"]})]
+    with pytest.raises(ValueError, match=r"^subject s1: no map 'sulc' among its features \('Sulc'\); every subject "
+                                         r"needs the maps features= names: sulc"):
+        build_template(renamed, 1, "fsLR", "L", rigid_only=True)

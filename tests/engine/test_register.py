@@ -1113,3 +1113,96 @@ def test_channel_weights_of_another_length_name_the_maps_in_their_order():
     with pytest.raises(ValueError, match=r"has 1 entries, but the registration uses 2 map\(s\): curv, sulc \(in this order\)"):
         register(surf / "lh.sphere", {"curv": surf / "lh.curv", "sulc": surf / "lh.sulc"}, "fsaverage", "L",
                  template_dir="bundled", optimise=OptimiseConfig(channel_weights=(1.0,)))
+
+
+def test_a_map_of_any_scale_registers_as_the_plain_one(optimised_left):
+    """Twentieth session: sulc times 1e300 (the squares of its standard deviation overflow) registered
+    135 degrees off the plain map (CC -0.0, flagged) under five numpy overflow warnings; times 1e-300
+    it failed deep in the optimiser (``channel 'sulc' is constant over its 40962 non-zero vertices
+    (value 3.14e-302, SD 0): cannot z-score``; ``rigid_only``: CC NaN). The registration reads a map's pattern, so one beyond float32's range is scaled
+    by a power of two (exact) as it is read: the same registration, no warning."""
+    v, f, sulc = _example_arrays()
+    for scale in (1e300, 1e-300):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            reg = register((v, f), {"sulc": sulc * scale}, "fsLR", "L")
+        np.testing.assert_allclose(reg.sphere, optimised_left.sphere, atol=1e-9)
+        assert reg.metrics["cc_sulc_after"] == pytest.approx(optimised_left.metrics["cc_sulc_after"], abs=1e-12)
+
+
+def test_a_meta_tensor_is_named_and_a_masked_map_resamples_without_its_hidden_values(rigid_left):
+    """Twentieth session: a tensor on torch's 'meta' device (a model's shapes without data) as a map or
+    the sphere raised torch's ``NotImplementedError: Cannot copy out of meta tensor; no data!``;
+    ``reg.resample`` read a masked array's hidden values as data (``register`` refuses one as a map)."""
+    v, f, sulc = _example_arrays()
+    with pytest.raises(InputError, match=r"^feature 'sulc' is a torch tensor on the 'meta' device, which holds no"):
+        register((v, f), {"sulc": torch.empty(len(v), device="meta")}, rigid_only=True)
+    with pytest.raises(InputError, match=r"^moving_sphere vertices is a torch tensor on the 'meta' device"):
+        register((torch.empty(v.shape, device="meta"), f), {"sulc": sulc}, rigid_only=True)
+    hide = sulc > 0.5
+    np.testing.assert_array_equal(rigid_left.resample(np.ma.masked_array(sulc, mask=hide), "ico5"),
+                                  rigid_left.resample(np.where(hide, np.nan, sulc), "ico5"))
+
+
+def test_a_template_objects_maps_are_read_once_as_arrays():
+    """Twentieth session: a hand-made ``Template`` whose map was a torch tensor failed deep in the
+    pre-alignment (``TypeError: unsupported operand type(s) for &: 'numpy.ndarray' and 'Tensor'``); a
+    masked array's hidden values were read as data by the correlations (CC 0.59 for 0.79 with NaN
+    there) and not by the pre-alignment; a map one value short failed in the rigid fit as ``fixed
+    features must be (V,) or (V, K) ...``, naming no template. Each map is now converted once where
+    the template is taken; the caller's object is not changed."""
+    import dataclasses
+
+    v, f, sulc = _example_arrays()
+    tpl = load_template("fsLR", "L", ("sulc",))
+    plain = register((v, f), {"sulc": sulc}, tpl, "L", rigid_only=True)
+    as_tensor = dataclasses.replace(tpl, features={"sulc": torch.from_numpy(tpl.features["sulc"].copy())})
+    reg = register((v, f), {"sulc": sulc}, as_tensor, "L", rigid_only=True)
+    np.testing.assert_array_equal(reg.sphere, plain.sphere)
+    assert reg.metrics["cc_sulc_after"] == plain.metrics["cc_sulc_after"]
+    hide = tpl.features["sulc"] > 0.5
+    with_nan = register((v, f), {"sulc": sulc}, dataclasses.replace(tpl, features={
+        "sulc": np.where(hide, np.nan, tpl.features["sulc"])}), "L", rigid_only=True)
+    masked_tpl = dataclasses.replace(tpl, features={"sulc": np.ma.masked_array(tpl.features["sulc"], mask=hide)})
+    masked = register((v, f), {"sulc": sulc}, masked_tpl, "L", rigid_only=True)
+    np.testing.assert_array_equal(masked.sphere, with_nan.sphere)
+    assert masked.metrics["cc_sulc_after"] == with_nan.metrics["cc_sulc_after"]
+    assert isinstance(masked_tpl.features["sulc"], np.ma.MaskedArray)  # the caller's object as it was
+    short = dataclasses.replace(tpl, features={"sulc": tpl.features["sulc"][:-1]})
+    with pytest.raises(InputError, match=r"^template fsLR map 'sulc' has shape \(40961,\), expected \(40962,\)"):
+        register((v, f), {"sulc": sulc}, short, "L", rigid_only=True)
+
+
+def test_a_reg_sphere_array_is_put_in_standard_pose_as_a_file_is():
+    """Twentieth session: a ``reg_sphere`` file is recentred and rescaled when read (with a warning),
+    an array was taken as it was: its rotation is read from directions about the origin, so one 20 mm
+    off the origin gave a rotation 0.21 degrees off, in silence; a tensor on torch's 'meta' device
+    raised torch's ``can't convert meta device type tensor to numpy``."""
+    from geomorph_bids.io.validate import SphereWarning
+
+    v, f, sulc = _example_arrays()
+    known = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True).rotation  # one the maps agree with
+    reg_v = v @ known.T
+    plain = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=reg_v,
+                     reg_sphere_space="template")
+    assert angle_between(plain.rotation, known) < 1e-9
+    with pytest.warns(SphereWarning, match=r"^reg_sphere: centre \(20, .*recentred to the origin"):
+        off = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=reg_v + [20.0, 0.0, 0.0],
+                       reg_sphere_space="template")
+    assert angle_between(off.rotation, known) < 1e-6
+    with pytest.raises(InputError, match=r"^reg_sphere is a torch tensor on the 'meta' device"):
+        register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, reg_sphere=torch.empty(v.shape, device="meta"))
+
+
+def test_a_masked_cortex_mask_leaves_its_masked_vertices_out():
+    """Twentieth session: ``cortex_mask=np.ma.masked_array(np.ones(V, bool), mask=medial_wall)`` (the
+    medial wall masked out, as numpy's masked arrays say "no value here") was read by its hidden
+    values: True everywhere, the medial wall registered as cortex, in silence."""
+    v, f, sulc = _example_arrays()
+    wall = np.zeros(len(v), bool)
+    wall[:1500] = True
+    plain = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True, cortex_mask=~wall)
+    masked = register((v, f), {"sulc": sulc}, "fsLR", "L", rigid_only=True,
+                      cortex_mask=np.ma.masked_array(np.ones(len(v), bool), mask=wall))
+    np.testing.assert_array_equal(masked.sphere, plain.sphere)
+    assert masked.metrics["cc_sulc_after"] == plain.metrics["cc_sulc_after"]

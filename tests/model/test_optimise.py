@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -278,3 +279,31 @@ def test_big_endian_maps_are_read_in_native_order(sulc):
     native = optimise_warp(moving, sulc.astype(np.float32), cfg, mask=sulc != 0)
     big = optimise_warp(moving.astype(">f4"), sulc.astype(">f4"), cfg, mask=(sulc != 0).astype(">i4"))
     np.testing.assert_array_equal(big.warp, native.warp)
+
+
+def test_maps_handed_over_are_decided_once_tensors_detached_masks_and_non_finite_values_said(sulc):
+    """Twentieth session: a tensor that requires grad was differentiated through (a warp 2.6e-7 off,
+    with torch's "Converting a tensor with requires_grad=True to a scalar" warning); a masked array's
+    hidden values were read as data, a masked ``mask``'s too; NaN, Inf, or 1e300 (Inf in float32)
+    failed in scipy's k-d tree as ``'x' must be finite``; a 'meta' tensor raised torch's ``Cannot
+    copy out of meta tensor; no data!``."""
+    cfg = OptimiseConfig(control_levels=(2,), data_levels=(4,), steps=(5,), smoothing=(2,))
+    moving = np.roll(sulc, 7)
+    plain = optimise_warp(moving, sulc, cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        graded = optimise_warp(torch.from_numpy(moving.copy()).requires_grad_(), sulc, cfg)
+    np.testing.assert_array_equal(graded.warp, plain.warp)
+    hide = np.arange(len(sulc)) % 9 == 0
+    with pytest.raises(ValueError, match=r"^moving is a masked array with 4552 masked value\(s\), which would be read "
+                                         r"as data: fill them"):
+        optimise_warp(np.ma.masked_array(moving, mask=hide), sulc, cfg)
+    np.testing.assert_array_equal(optimise_warp(moving, sulc, cfg, mask=np.ma.masked_array(np.ones(len(sulc), bool),
+                                                                                           mask=hide)).warp,
+                                  optimise_warp(moving, sulc, cfg, mask=~hide).warp)
+    for bad in (np.nan, np.inf, 1e300):
+        with pytest.raises(ValueError, match=r"^fixed holds 1 value\(s\) that are not finite in float32 \(NaN, Inf, "
+                                             r"or beyond its range\): give normalised maps"):
+            optimise_warp(moving, np.where(np.arange(len(sulc)) == 3, bad, sulc), cfg)
+    with pytest.raises(ValueError, match=r"^moving is a torch tensor on the 'meta' device"):
+        optimise_warp(torch.empty(len(sulc), device="meta"), sulc, cfg)

@@ -418,3 +418,20 @@ def test_orientation_signs_given_must_be_one_per_triangle():
             folded_triangles((v, f), (w, f), before_sides=bad)
         with pytest.raises(InputError, match=r"base_sides must hold one orientation sign per triangle"):
             unfold_mesh(v, w, f, base_sides=bad)
+
+
+def test_tensors_are_read_as_the_other_calls_read_them():
+    """Twentieth session: a tensor that requires grad raised torch's ``Can't call numpy() on Tensor
+    that requires grad``, one on 'meta' torch's ``can't convert meta device type tensor to numpy``."""
+    import torch
+
+    from geomorph_bids.errors import InputError
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(3)
+    moved = np.asarray(v) * [1.0, 1.0, 1.2]
+    plain = distortion((v, f), (moved, f))
+    graded = distortion((torch.from_numpy(np.array(v)).requires_grad_(), torch.from_numpy(np.array(f))), (moved, f))
+    np.testing.assert_array_equal(graded["areal"], plain["areal"])
+    with pytest.raises(InputError, match=r"^distortion: after vertices is a torch tensor on the 'meta' device"):
+        distortion((v, f), (torch.empty(moved.shape, device="meta"), f))

@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from geomorph_bids.errors import InputError
 from geomorph_bids.sphere.icosphere import icosphere
 from geomorph_bids.sphere.locate import unit, vertex_fans
 from geomorph_bids.sphere.mesh import vertex_areas
@@ -447,3 +448,44 @@ def test_big_endian_float32_stays_float32_and_a_tensor_that_requires_grad_is_rea
     np.testing.assert_array_equal(big, plain)
     graded = resample(torch.from_numpy(x).requires_grad_(), (v, f), new)
     np.testing.assert_array_equal(graded, plain)
+
+
+def test_a_masked_arrays_masked_values_are_missing_data_and_labels_with_a_mask_are_refused():
+    """Twentieth session: ``resample``, ``apply_weights`` and ``Registration.resample`` read a numpy
+    masked array's hidden values as data (``np.asarray`` drops the mask): the masked vertices'
+    values were averaged in, in silence. They are missing data now, as NaN is; a masked label array
+    (no NaN among integers) is refused on one line."""
+    v, f = icosphere(3)
+    new = icosphere(2)
+    x = np.random.default_rng(1).normal(size=len(v))
+    hide = np.zeros(len(v), bool)
+    hide[::7] = True
+    as_nan = resample(np.where(hide, np.nan, x), (v, f), new, method="adap_bary_area")
+    masked = resample(np.ma.masked_array(x, mask=hide), (v, f), new, method="adap_bary_area")
+    np.testing.assert_array_equal(masked, as_nan)
+    assert not np.array_equal(masked, resample(x, (v, f), new, method="adap_bary_area"))
+    x32 = np.ma.masked_array(x.astype(np.float32), mask=hide)
+    assert resample(x32, (v, f), new).dtype == np.float32  # float32 in, float32 out, masked or not
+    ints = np.ma.masked_array(np.arange(len(v)), mask=hide)  # an integer map: float with NaN
+    np.testing.assert_array_equal(resample(ints, (v, f), new),
+                                  resample(np.where(hide, np.nan, np.arange(len(v))), (v, f), new))
+    labels = np.ma.masked_array((x > 0).astype(np.int32), mask=hide)
+    with pytest.raises(InputError, match=r"^labels is a masked array with 92 masked value\(s\), which would be read "
+                                         r"as labels: fill them .*labels.filled\(0\)"):
+        resample_labels(labels, (v, f), new)
+    np.testing.assert_array_equal(resample_labels(np.ma.masked_array(labels.data), (v, f), new),  # nothing masked
+                                  resample_labels(labels.data, (v, f), new))
+
+
+def test_a_transposed_current_sphere_and_a_meta_tensor_are_named_as_what_they_are():
+    """Twentieth session: ``resample(x, (v.T, f), new)`` said ``values have 642 vertices but the current
+    sphere has 3`` (the map blamed for the mesh); a tensor on torch's 'meta' device raised torch's
+    ``NotImplementedError: Cannot copy out of meta tensor; no data!``."""
+    import torch
+
+    v, f = icosphere(3)
+    x = np.random.default_rng(2).normal(size=len(v))
+    with pytest.raises(InputError, match=r"current sphere vertices must have shape \(V, 3\), got \(3, 642\)"):
+        resample(x, (v.T, f), icosphere(2))
+    with pytest.raises(InputError, match=r"^values is a torch tensor on the 'meta' device, which holds no values"):
+        resample(torch.empty(len(v), device="meta"), (v, f), icosphere(2))

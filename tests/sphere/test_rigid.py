@@ -279,3 +279,63 @@ def test_level_tables_builds_the_tables_a_first_fit_reads():
         table.cache_clear()
     rigid._level_tables(n_vertices(6), 5, ((3, 8.0),), False, None, 3000)
     assert [t.cache_info().currsize for t in tables] == [0, 0, 0, 2, 1, 1]
+
+
+def _bumps(level: int = 3) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
+    """An icosphere, a map of smooth bumps on it and the rotation that moves a copy of it."""
+    v, f = icosphere(level)
+    rng = np.random.default_rng(5)
+    feat = np.exp(-(1 - unit(v) @ unit(rng.standard_normal((8, 3))).T) / 0.05) @ rng.uniform(0.5, 2.0, 8)
+    return (v, f), feat, random_rotation(rng, max_angle_deg=40)
+
+
+def test_maps_of_any_scale_masked_arrays_and_tensors_give_the_plain_rotation():
+    """Twentieth session: a map at 1e300 (its squares overflow) or 1e-300 (they vanish) gave a rotation
+    138 degrees off, with at most numpy's overflow warning; a masked array's hidden values were
+    read as data; a tensor that requires grad raised torch's "Can't call numpy() on Tensor that requires
+    grad". The maps are scaled by a power of two (exact), masked values left out as NaN is."""
+    import torch
+
+    (v, f), feat, Q = _bumps()
+    moved = (apply_rotation(v, Q), f)
+    plain = rigid_align(moved, feat, (v, f), feat)
+    assert angle_between(plain, Q.T) < 1.0
+    for scale in (1e300, 1e-300):
+        np.testing.assert_allclose(rigid_align(moved, feat * scale, (v, f), feat / scale), plain, atol=1e-12)
+    hide = np.arange(len(v)) % 5 == 0
+    garbage = np.where(hide, 50.0, feat)  # what the mask hides would pull the fit off
+    as_nan = rigid_align(moved, np.where(hide, np.nan, feat), (v, f), feat)
+    np.testing.assert_array_equal(rigid_align(moved, np.ma.masked_array(garbage, mask=hide), (v, f), feat), as_nan)
+    np.testing.assert_array_equal(rigid_align(moved, feat, (v, f), np.ma.masked_array(garbage, mask=hide)),
+                                  rigid_align(moved, feat, (v, f), np.where(hide, np.nan, feat)))
+    graded = torch.from_numpy(feat).requires_grad_()
+    np.testing.assert_array_equal(rigid_align((torch.from_numpy(moved[0]), f), graded, (v, f), graded), plain)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("constant", r"moving features: channel 0 is constant \(3\) on every valid vertex .*carries nothing to align"),
+    ("binary", r"moving features: channel 0 is constant \(1\) on every valid vertex"),
+    ("off-centre", r"moving sphere is not a sphere centred on the origin \(vertex radii 70 to 130\): recentre it"),
+    ("vertices only", r"moving sphere must be a \(vertices, faces\) pair, got ndarray of shape \(642, 3\)"),
+    ("complex", r"moving features hold complex numbers"),
+])
+def test_inputs_that_gave_an_arbitrary_rotation_or_a_deep_error_are_refused_on_one_line(case, message):
+    """Twentieth session: a constant map (any rotation fits it) and a binary one (0 is the medial
+    wall, so 1 everywhere else) returned a rotation 122 and 138 degrees off; a sphere 30 mm off the
+    origin (directions are read from the origin) one 9.4 degrees off, all in silence; a (V, 3) array in place of
+    the (vertices, faces) pair was read as a pair (``vertices must be (V, 3), got (3,)``); complex
+    values lost their imaginary part with numpy's ComplexWarning."""
+    (v, f), feat, _ = _bumps()
+    moving, values = (v, f), feat
+    if case == "constant":
+        values = np.full(len(v), 3.0)
+    elif case == "binary":
+        values = (feat > np.median(feat)).astype(float)
+    elif case == "off-centre":
+        moving = (v + [30.0, 0.0, 0.0], f)
+    elif case == "vertices only":
+        moving = v
+    else:
+        values = feat + 1j
+    with pytest.raises(InputError, match=message):
+        rigid_align(moving, values, (v, f), feat)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from geomorph_bids.errors import InputError
+from geomorph_bids.sphere.icosphere import icosphere
 from geomorph_bids.sphere.locate import SphereLocator, unit
 from geomorph_bids.sphere.rotation import (angle_between, apply_rotation, random_rotation, rotation_angle,
                                            rotation_from_correspondence, rotation_matrix)
@@ -120,3 +121,30 @@ def test_refsulc_has_hcp_sign(hemi_data):
         carried = _sample(*d["lr"], d["refsulc"], d["fs_in_lr"][0][:10242])
         r = np.corrcoef(carried, d["sulc5_fs"])[0, 1]
         assert r < -0.9  # refsulc = -(FreeSurfer sulc): HCP convention
+
+
+def test_correspondence_names_a_non_finite_vertex_and_reads_a_tensor_that_requires_grad():
+    """Twentieth session: a NaN coordinate raised numpy's ``LinAlgError: SVD did not converge``; a
+    tensor that requires grad torch's ``Can't call numpy() on Tensor that requires grad``."""
+    import torch
+
+    v, _ = icosphere(3)
+    Q = random_rotation(np.random.default_rng(0))
+    moved = apply_rotation(v, Q)
+    bad = np.array(moved)
+    bad[5] = np.nan
+    with pytest.raises(InputError, match=r"^rotation_from_correspondence: target has 1 of 642 vertices with "
+                                         r"non-finite coordinates \(NaN or Inf, first at vertex 5\)"):
+        rotation_from_correspondence(v, bad)
+    graded = torch.from_numpy(np.array(v)).requires_grad_()
+    np.testing.assert_array_equal(rotation_from_correspondence(graded, moved), rotation_from_correspondence(v, moved))
+
+
+def test_apply_rotation_names_a_transposed_array():
+    """Twentieth session: ``apply_rotation(v.T, R)`` raised numpy's ``matmul: Input operand 1 has a
+    mismatch in its core dimension 0, with gufunc signature (n?,k),(k,m?)->(n?,m?) ...``."""
+    v, _ = icosphere(2)
+    with pytest.raises(InputError, match=r"^apply_rotation takes \(V, 3\) vertices, got shape \(3, 162\); "
+                                         r"transposed\? pass vertices.T"):
+        apply_rotation(np.asarray(v).T, np.eye(3))
+    np.testing.assert_array_equal(apply_rotation(v[0], np.eye(3)), v[0])  # one vertex, as before
