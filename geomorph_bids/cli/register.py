@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "with --model, optimised for the pair); "
                     "writes the sphere in template space, resampled features and metrics.",
         formatter_class=_DefaultsOnce)
-    p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
+    p.add_argument("--version", action="version", version=f"%(prog)s (geomorph-bids {__version__})")
     p.add_argument("--sphere", type=Path, help="native sphere: GIFTI .surf.gii or FreeSurfer ?h.sphere")
     p.add_argument("--feature", action="extend", nargs="+", default=[], metavar="NAME=FILE",
                    help="feature map(s) on the sphere, e.g. sulc=lh.sulc curv=lh.curv (several after one "

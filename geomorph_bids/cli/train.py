@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a GeoMorph registration model without supervision on synthetic subjects "
                     "and/or your own subjects, registered to a bundled template.",
         formatter_class=_DefaultsOnce)
-    p.add_argument("--version", action="version", version=f"geomorph-bids {__version__}")
+    p.add_argument("--version", action="version", version=f"%(prog)s (geomorph-bids {__version__})")
     p.add_argument("--out", type=Path, required=True, help="output folder (model.pt, train_log.csv, model_card.md)")
     p.add_argument("--overwrite", action="store_true",
                    help="train a new network into an --out folder that already holds one (its model.pt, log "

@@ -350,3 +350,18 @@ def test_a_derivatives_folder_whose_path_holds_an_equals_sign_is_a_path(tmp_path
     assert parse_derivatives(["site=1/smriprep"]) == {"smriprep": folder}
     assert parse_derivatives([f"fmriprep={folder}"]) == {"fmriprep": folder}  # NAME=PATH still
     assert parse_derivatives(["hcp=/data/a=b"]) == {"hcp": Path("/data/a=b")}
+
+
+@pytest.mark.parametrize("module, prog", [("geomorph_bids.cli.register", "geomorph-register"),
+                                          ("geomorph_bids.cli.train", "geomorph-train")])
+def test_each_command_names_itself_in_its_version(module, prog, capsys):
+    """Twentieth session (fix-x's left list): geomorph-register --version and geomorph-train --version
+    printed "geomorph-bids 0.1.0.dev0", the name of another command."""
+    import importlib
+
+    from geomorph_bids import __version__
+
+    with pytest.raises(SystemExit) as done:
+        importlib.import_module(module).build_parser().parse_args(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"{prog} (geomorph-bids {__version__})"
