@@ -739,7 +739,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         missing = [c for c in channels if c not in tpl.features]
         if missing:
             raise ValueError(f"template {tpl.name} has no feature {', '.join(missing)}; "
-                             f"it has: {', '.join(tpl.features)}")
+                             f"it has: {', '.join(tpl.features) or 'none'}")
         if len(tpl.vertices) != n_vertices(TEMPLATE_LEVEL):
             raise ValueError(f"template {tpl.name} must be on the ico-{TEMPLATE_LEVEL} grid "
                              f"({n_vertices(TEMPLATE_LEVEL)} vertices), got {len(tpl.vertices)}")

@@ -1171,6 +1171,8 @@ def test_a_template_objects_maps_are_read_once_as_arrays():
     short = dataclasses.replace(tpl, features={"sulc": tpl.features["sulc"][:-1]})
     with pytest.raises(InputError, match=r"^template fsLR map 'sulc' has shape \(40961,\), expected \(40962,\)"):
         register((v, f), {"sulc": sulc}, short, "L", rigid_only=True)
+    with pytest.raises(ValueError, match=r"^template fsLR has no feature sulc; it has: none$"):  # it said "it has: "
+        register((v, f), {"sulc": sulc}, dataclasses.replace(tpl, features={}), "L", rigid_only=True)
 
 
 def test_a_reg_sphere_array_is_put_in_standard_pose_as_a_file_is():
