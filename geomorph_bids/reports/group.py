@@ -19,7 +19,7 @@ from ..io.template_sources import describe_provenance, low_resolution_note, low_
 from .group_table import STALE, group_table_rows
 from .html import DIRECTIONS, esc, fmt, page, software_versions, table
 
-__all__ = ["build_group_report", "failed_without_row", "robust_z", "outliers", "OUTLIER_METRICS", "Z_THRESHOLD",
+__all__ = ["study_name", "build_group_report", "failed_without_row", "robust_z", "outliers", "OUTLIER_METRICS", "Z_THRESHOLD",
            "TABLE_MAX_ROWS", "LISTED_MAX"]
 
 Z_THRESHOLD = 3.5
@@ -218,6 +218,26 @@ def distributions_alt(per_metric: Mapping[str, Sequence[tuple[str, float | None,
             "outliers as red diamonds. " + "; ".join(parts) + ".")
 
 
+def study_name(output_dir: str | Path) -> str | None:
+    """The ``Name`` of the dataset the outputs were made from (``dataset_description.json`` of the
+    folder its ``DatasetLinks`` ``raw`` names, as the participant level writes it), one line of at
+    most 120 characters; None when a file is missing, unreadable or names nothing (the dataset moved,
+    outputs of another tool): the page then names no study."""
+    from ..derivatives import DATASET_DESCRIPTION
+    from ..errors import InputError
+    from ..io.limits import read_json_bounded
+
+    try:
+        links = read_json_bounded(Path(output_dir) / DATASET_DESCRIPTION, timeout_s=5).get("DatasetLinks")
+        raw = links.get("raw") if isinstance(links, dict) else None
+        name = read_json_bounded(Path(str(raw)) / DATASET_DESCRIPTION, timeout_s=5).get("Name") if isinstance(
+            raw, str) and raw else None
+    except (InputError, OSError, AttributeError):
+        return None
+    name = " ".join(str(name).split()) if isinstance(name, str) else ""
+    return (name[:117] + "..." if len(name) > 120 else name) or None
+
+
 def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]] | None = None,
                        tsv: Path | None = None, failed: Sequence[str] = (), absent: str = "",
                        crashed: Sequence[str] | None = None) -> Path:
@@ -262,7 +282,9 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
 
     subjects = sorted({str(r.get("subject")) for r in rows})
     sessions = sorted({str(r.get("session")) for r in rows if r.get("session")})
-    body = ["<h1>geomorph-bids: group report</h1>", '<section id="summary"><h2>Summary</h2>',
+    study = study_name(output_dir)
+    heading = "geomorph-bids: group report" + (f" of {study}" if study else "")
+    body = [f"<h1>{esc(heading)}</h1>", '<section id="summary"><h2>Summary</h2>',
             table(["", ""], [["subjects", esc(len(subjects))], ["sessions", esc(", ".join(sessions) or "n/a")],
                              ["rows (subject/session/hemisphere/template)", esc(len(rows))],
                              ["templates", esc(", ".join(f"{t} ({len(i)} rows)"
@@ -360,5 +382,5 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                 f'<p class="note">Built {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} in '
                 f"{time.perf_counter() - t0:.1f} s.</p></section>")
     out = output_dir / GROUP_HTML
-    return atomic_write_text(out, page("geomorph-bids: group report", nav, "\n".join(body)))
+    return atomic_write_text(out, page(heading, nav, "\n".join(body)))
 

@@ -736,3 +736,22 @@ def test_what_needs_attention_has_a_heading_and_a_link(outputs):
     assert "Needs attention" not in quiet and '<a href="#attention">Notes</a>' in quiet.split("</nav>")[0]
     notes = quiet.split('<section id="attention"><h2>Notes</h2>')[1].split("</section>")[0]
     assert notes.strip().startswith('<p class="warn">') and "low-resolution" in notes
+
+
+def test_the_group_page_names_the_study_its_outputs_were_made_from(outputs, tmp_path):
+    """Twentieth session (fix-ab's left list): every group.html was titled "geomorph-bids: group
+    report", so a reader with several studies' pages open could not tell them apart. The page now
+    names the raw dataset (dataset_description.json's Name, through the outputs' DatasetLinks raw),
+    escaped and on one line; with the dataset gone or nameless it is titled as before."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "dataset_description.json").write_text(json.dumps({"Name": "Ageing <cohort>\n& friends",
+                                                              "BIDSVersion": "1.9.0"}))
+    (outputs / "dataset_description.json").write_text(json.dumps({"DatasetLinks": {"raw": str(raw)}}))
+    text = build_group_report(outputs).read_text()
+    assert "<title>geomorph-bids: group report of Ageing &lt;cohort&gt; &amp; friends</title>" in text
+    assert "<h1>geomorph-bids: group report of Ageing &lt;cohort&gt; &amp; friends</h1>" in text
+    (raw / "dataset_description.json").write_text("[1, 2]")  # not a description: named nothing
+    assert "<title>geomorph-bids: group report</title>" in build_group_report(outputs).read_text()
+    (raw / "dataset_description.json").unlink()  # the dataset moved away
+    assert "<h1>geomorph-bids: group report</h1>" in build_group_report(outputs).read_text()
