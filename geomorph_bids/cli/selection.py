@@ -272,9 +272,8 @@ def inputs_line(jobs: Sequence) -> str:
     folder, in the order the layouts are read (a subject whose hemispheres come from two inputs is in
     both, with its hemisphere); the first few names of a long group, and how many in all. Empty when
     no job has a hemisphere to register (every input refused)."""
-    from ..io.discover import SOURCES
+    from ..io.discover import LAYOUT_NAMES, SOURCES
 
-    names = {"smriprep": "sMRIPrep/fMRIPrep", "freesurfer": "FreeSurfer", "hcp": "HCP"}
     groups: dict[tuple[str, Path], list[str]] = {}
     for job in jobs:
         where: dict[tuple[str, Path], list[str]] = {}
@@ -284,7 +283,7 @@ def inputs_line(jobs: Sequence) -> str:
         for key, hemis in where.items():
             groups.setdefault(key, []).append(label + (f" hemi-{hemis[0]}" if len(where) > 1 else ""))
     order = sorted(groups, key=lambda k: (SOURCES.index(k[0]), str(k[1])))
-    return "" if not groups else "inputs: " + "; ".join(f"{names[src]} layout in {root}: {listed(groups[(src, root)])}"
+    return "" if not groups else "inputs: " + "; ".join(f"{LAYOUT_NAMES[src]} layout in {root}: {listed(groups[(src, root)])}"
                                   for src, root in order)
 
 

@@ -98,7 +98,8 @@ __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs
            "derivatives_root", "derivatives_freesurfer",
            "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
            "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "readable_freesurfer_name", "recon_all_unfinished", "empty_input_folders", "folder_list",
-           "holds_any_subject", "hcp_subjects_without_native", "broken_subject_links", "broken_link"]
+           "holds_any_subject", "hcp_subjects_without_native", "broken_subject_links", "broken_link",
+           "LAYOUT_NAMES"]
 
 #: feature names discovery knows
 FEATURES = ("sulc", "curv", "thickness", "myelin")
@@ -928,8 +929,8 @@ def _choice_advice(subject: str, twin: Path | None, others: Sequence[Path]) -> s
     return advice
 
 
-#: the layouts as messages name them
-_LAYOUT_NAMES = {"smriprep": "sMRIPrep/fMRIPrep", "freesurfer": "FreeSurfer", "hcp": "HCP"}
+#: the layouts as messages name them (discovery's warnings, the run's ``inputs:`` line)
+LAYOUT_NAMES = {"smriprep": "sMRIPrep/fMRIPrep", "freesurfer": "FreeSurfer", "hcp": "HCP"}
 
 
 def _other_mesh_later(chosen: HemiInputs, later: Sequence[str], deriv: Sequence[Path], fs: Sequence[Path],
@@ -951,7 +952,7 @@ def _other_mesh_later(chosen: HemiInputs, later: Sequence[str], deriv: Sequence[
                 continue
             n = surface_vertex_count(result.sphere)
             if n is not None and n != n_chosen:
-                out.append(f"the {_LAYOUT_NAMES[source]} layout's {result.sphere} has {n} vertices, this one "
+                out.append(f"the {LAYOUT_NAMES[source]} layout's {result.sphere} has {n} vertices, this one "
                            f"{n_chosen} (to register it, name its folder alone: --derivatives "
                            f"other={shlex.quote(str(root))})")
     return out
@@ -965,7 +966,7 @@ def _mixed_sources(found: Mapping[str, HemiInputs]) -> str | None:
              for h, x in found.items()}
     if len(set(where.values())) < 2:
         return None
-    parts = [f"hemi-{h} from the {_LAYOUT_NAMES[src]} layout's {folder}" for h, (src, folder) in sorted(where.items())]
+    parts = [f"hemi-{h} from the {LAYOUT_NAMES[src]} layout's {folder}" for h, (src, folder) in sorted(where.items())]
     return ("the hemispheres are read from different inputs: " + ", ".join(parts)
             + "; both are registered: check they are one run of this subject (a hemisphere missing or "
             "incomplete where the other is read is taken from the next input)")
@@ -1038,7 +1039,7 @@ def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
                                           session, hemi, features)
                 if later:
                     warnings.warn(f"sub-{subject}{f' ses-{session}' if session else ''} hemi-{hemi}: registering "
-                                  f"{found[hemi].sphere} ({_LAYOUT_NAMES[source]} layout, read first); "
+                                  f"{found[hemi].sphere} ({LAYOUT_NAMES[source]} layout, read first); "
                                   + "; ".join(later) + ": another run of this subject? (the layouts are read in "
                                   "this order: sMRIPrep/fMRIPrep, FreeSurfer, HCP)", InputChoiceWarning, stacklevel=2)
                 break
