@@ -141,13 +141,21 @@ class TemplateRef:
                                     "template_vertices": source.vertex_count()}, self.base)
 
     def describe(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> str:
-        """One line: where the maps come from, e.g. ``fsaverage from FreeSurfer fsaverage /x``."""
+        """One line: where the maps come from, e.g. ``fsaverage from FreeSurfer fsaverage /x``;
+        maps an installed package provides are named (``fsLR from the bundled fsLR (curv,
+        myelin from brainspace's group maps)``)."""
         if self.is_custom:  # a folder renamed or copied under another name still names its outputs by its Identifier
             named = "" if self.folder.name == f"tpl-{self.label}" else (
                 f" (the Identifier in its {DESCRIPTION}: outputs are named space-{self.label})")
             return f"{self.label} from {self.folder}{named}"
+        hemis = tuple(hemis)
         where = sorted({self.source(h, features).describe() for h in hemis})
-        return f"{self.label} from {' and '.join(where)}"
+        packaged: dict[str, set[str]] = {}  # package -> the maps it provides
+        for h in hemis:
+            for f, ref in (self.provenance(h, features).get("template_maps") or {}).items():
+                packaged.setdefault(ref.split(":", 1)[0], set()).add(f)
+        also = "; ".join(f"{', '.join(sorted(fs))} from {package}'s group maps" for package, fs in sorted(packaged.items()))
+        return f"{self.label} from {' and '.join(where)}" + (f" ({also})" if also else "")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain strings (a Nipype input); :meth:`from_dict` is the inverse."""
