@@ -150,12 +150,24 @@ class TemplateRef:
             return f"{self.label} from {self.folder}{named}"
         hemis = tuple(hemis)
         where = sorted({self.source(h, features).describe() for h in hemis})
-        packaged: dict[str, set[str]] = {}  # package -> the maps it provides
-        for h in hemis:
-            for f, ref in (self.provenance(h, features).get("template_maps") or {}).items():
-                packaged.setdefault(ref.split(":", 1)[0], set()).add(f)
-        also = "; ".join(f"{', '.join(sorted(fs))} from {package}'s group maps" for package, fs in sorted(packaged.items()))
+        also = "; ".join(f"{', '.join(fs)} from {package}'s group maps"
+                         for package, fs in self.package_maps(features, hemis).items())
         return f"{self.label} from {' and '.join(where)}" + (f" ({also})" if also else "")
+
+    def package_maps(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> dict[str, tuple[str, ...]]:
+        """The installed packages whose maps ``hemis`` use for ``features`` -> those maps, sorted
+        (``{"brainspace": ("curv", "myelin")}`` for the bundled fsLR with curv and myelin); ``{}``
+        for a custom template or a source with no such map."""
+        if self.is_custom:
+            return {}
+        packaged: dict[str, set[str]] = {}
+        for h in hemis:
+            source = self.source(h, features)
+            if source is None or not all(f in source.maps for f in features):  # refused where it is loaded
+                continue
+            for f, ref in (source.provenance(features).get("template_maps") or {}).items():
+                packaged.setdefault(ref.split(":", 1)[0], set()).add(f)
+        return {package: tuple(sorted(fs)) for package, fs in sorted(packaged.items())}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain strings (a Nipype input); :meth:`from_dict` is the inverse."""
