@@ -45,7 +45,9 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
     ``<root>/<S>/MNINonLinear/Native/<S>.H.sphere.native.surf.gii``, optional
     ``<S>.H.sphere.reg.native.surf.gii`` (FreeSurfer's sphere.reg), ``.sulc.native.shape.gii``,
     ``.curvature.native.shape.gii``, ``.thickness.native.shape.gii``,
-    ``.MyelinMap_BC.native.func.gii`` (else ``.MyelinMap.native.func.gii``); surface (optional):
+    ``.MyelinMap_BC.native.func.gii`` (else ``.MyelinMap.native.func.gii``, else the dscalar of both
+    hemispheres ``<S>.MyelinMap_BC.native.dscalar.nii``, then ``<S>.MyelinMap.native.dscalar.nii``:
+    the hemisphere's columns are read); surface (optional):
     ``<S>.H.inflated.native.surf.gii``, else ``.midthickness.native.surf.gii``; midthickness
     (optional): ``.midthickness.native.surf.gii``; cortex mask (optional): ``.roi.native.shape.gii``.
     ``S`` tried:
@@ -767,9 +769,13 @@ def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,
                features: Sequence[str]) -> tuple[HemiInputs | None, str | None]:
     names = ([f"sub-{subject}_ses-{session}", f"{subject}_ses-{session}"] if session else []) + \
         [f"sub-{subject}", subject]
-    kinds = {"sulc": ["sulc.native.shape.gii"], "curv": ["curvature.native.shape.gii"],
-             "thickness": ["thickness.native.shape.gii"],
-             "myelin": ["MyelinMap_BC.native.func.gii", "MyelinMap.native.func.gii"]}
+    # each map's file names in order of preference ({S}: the subject folder's name, {H}: L or R); the
+    # myelin maps also as the one dscalar of both hemispheres PostFreeSurfer writes beside them (the
+    # file HCP's downloads offer: its columns of this hemisphere are read)
+    kinds = {"sulc": ["{S}.{H}.sulc.native.shape.gii"], "curv": ["{S}.{H}.curvature.native.shape.gii"],
+             "thickness": ["{S}.{H}.thickness.native.shape.gii"],
+             "myelin": ["{S}.{H}.MyelinMap_BC.native.func.gii", "{S}.{H}.MyelinMap.native.func.gii",
+                        "{S}.MyelinMap_BC.native.dscalar.nii", "{S}.MyelinMap.native.dscalar.nii"]}
     for name in names:
         native = root / name / "MNINonLinear" / "Native"
         sphere = native / f"{name}.{hemi}.sphere.native.surf.gii"
@@ -777,11 +783,11 @@ def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,
             continue
         feats = {}
         for f, options in kinds.items():
-            hit = next((native / f"{name}.{hemi}.{o}" for o in options
-                        if _present(native / f"{name}.{hemi}.{o}")), None)
+            hit = next((native / o.format(S=name, H=hemi) for o in options
+                        if _present(native / o.format(S=name, H=hemi))), None)
             if hit is not None:
                 feats[f] = hit
-        lacking = [f".{kinds[f][0]}" for f in features if f not in feats]
+        lacking = [kinds[f][0].format(S="", H=hemi).removeprefix(f".{hemi}") for f in features if f not in feats]
         if lacking:
             return None, f"hcp {native}: has the sphere but no {', '.join(lacking)}"
         reg = native / f"{name}.{hemi}.sphere.reg.native.surf.gii"
@@ -805,7 +811,8 @@ def _looked_for(subject: str, session: str | None, hemi: str, features: Sequence
     ses = f"[_ses-{session}]" if session else ""
     fs_names = {"sulc": "sulc", "curv": "curv", "thickness": "thickness"}
     hcp_names = {"sulc": "sulc.native.shape.gii", "curv": "curvature.native.shape.gii",
-                 "thickness": "thickness.native.shape.gii", "myelin": "MyelinMap_BC.native.func.gii"}
+                 "thickness": "thickness.native.shape.gii",
+                 "myelin": "MyelinMap_BC.native.func.gii (or <S>.MyelinMap_BC.native.dscalar.nii)"}
     smri = " + ".join([f"sub-{subject}{ses}_hemi-{hemi}_sphere.surf.gii",
                        *(f"_{f}.shape.gii" if f != "myelin" else "_myelinw|desc-myelin*.{shape,func}.gii"
                          for f in features)])
