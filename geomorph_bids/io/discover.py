@@ -695,7 +695,8 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
             lacking = [f for f in features if f not in chosen]
             if lacking:
                 elsewhere = [p.name for f in lacking for p in others.get(f, [])]
-                problems.append(f"smriprep {anat}: has the sphere but no {', '.join(lacking)}" + (
+                problems.append(f"smriprep {anat}: has the sphere but no {', '.join(lacking)}"
+                                + _on_template_hint(anat, subject, ses, hemi, lacking) + (
                     f" of its set ({sphere.name}: {_acquisition_text(acq)}); "
                     f"another set has it ({', '.join(elsewhere)}), and sets are never mixed" if elsewhere else "")
                     + _case_hint(_smriprep_case_mismatches(anat, subject, ses, hemi, lacking)))
@@ -706,6 +707,33 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
                               feats, "freesurfer", chosen[kind] if kind else None, kind,
                               chosen.get("midthickness"), chosen.get("cortex_mask")), ""
     return None, "; ".join(problems) or None
+
+
+def _on_template_hint(anat: Path, subject: str, session: str | None, hemi: str, roles: Sequence[str]) -> str:
+    """`` (NAMES there are on a template's mesh, space-X: ...)`` for the files of ``anat`` that would be
+    maps of ``roles`` but for their ``space-``/``den-`` entity (``sub-01_hemi-L_space-fsLR_den-32k_myelinw.func.gii``,
+    fMRIPrep's ``sub-01_space-fsLR_den-91k_myelinw.dscalar.nii`` of both hemispheres): already resampled
+    onto a template, they cannot be registered; ``""`` when there is none."""
+    names, spaces = [], set()
+    for p in sorted(anat.glob(f"sub-{subject}_*")):
+        parsed = _entities(p.name)
+        if parsed is None:
+            continue
+        ents, suffix, ext = parsed
+        if ents.get("sub") != subject or ents.get("ses") != session or ents.get("hemi", hemi) != hemi:
+            continue
+        if "space" not in ents and "den" not in ents:
+            continue
+        bare = {k: v for k, v in ents.items() if k not in ("space", "den")}
+        role = _smriprep_role(bare, suffix, ".func.gii" if ext == ".dscalar.nii" else ext)
+        if role in roles:
+            names.append(p.name)
+            spaces.add(ents.get("space") or f"den-{ents['den']}")
+    if not names:
+        return ""
+    return (f" ({', '.join(names)} there {'is' if len(names) == 1 else 'are'} on a template's mesh, "
+            f"{', '.join(f'space-{sp}' if not sp.startswith('den-') else sp for sp in sorted(spaces))}: the "
+            "registration reads the map on this sphere's native mesh, named without space-/den-)")
 
 
 def _present(path: Path) -> bool:
