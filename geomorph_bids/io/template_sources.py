@@ -157,13 +157,17 @@ def low_resolution_note(provenance: Mapping[str, Any], template: str = "fsaverag
 def describe_provenance(provenance: Mapping[str, Any]) -> str:
     """One line from a registration's ``template_*`` metrics, e.g. ``freesurfer
     /opt/subjects/fsaverage, 163,842 vertices, sha256 4a117c4ef763`` (the bundled maps: ``40,962
-    vertices (built from 163,842)``); ``n/a`` when absent."""
+    vertices (built from 163,842)``; maps an installed package provides are named after them:
+    ``; myelin from brainspace's conte69_32k_t1wt2w.csv``); ``n/a`` when absent."""
     if not provenance.get("template_source"):
         return "n/a"
     n = _recorded_count(provenance.get("template_vertices"))
     origin = _recorded_count(provenance.get("template_built_from_vertices"))
+    maps = provenance.get("template_maps")
+    packaged = "".join(f"; {f} from {str(ref).split(':', 1)[0]}'s {str(ref).rsplit('/', 1)[-1]}"
+                       for f, ref in sorted(maps.items())) if isinstance(maps, Mapping) else ""
     return (f"{provenance['template_source']} {provenance.get('template_source_path', '')}"
-            + (f", {n:,} vertices" if n else "") + (f" (built from {origin:,})" if origin else "")
+            + (f", {n:,} vertices" if n else "") + (f" (built from {origin:,})" if origin else "") + packaged
             + f", sha256 {str(provenance.get('template_sha256', ''))[:12]}")
 
 

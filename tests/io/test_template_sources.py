@@ -796,3 +796,7 @@ def test_template_maps_read_from_another_package_are_named_in_the_sidecars_recor
     assert ref.describe(("sulc",)) == "fsLR from the bundled fsLR"
     assert ref.describe(("sulc", "curv", "myelin")) == (
         "fsLR from the bundled fsLR (curv, myelin from brainspace's group maps)")
+    # and the reports' "template maps" line (describe_provenance of the metrics)
+    line = describe_provenance(ref.provenance("L", ("sulc", "curv", "myelin")))
+    assert ("(built from 163,842); curv from brainspace's conte69_32k_curvature.csv; "
+            "myelin from brainspace's conte69_32k_t1wt2w.csv, sha256 ") in line
