@@ -250,6 +250,26 @@ def _unpaired_spheres(jobs: list, config, withheld: list[str]) -> list[str]:
     return out
 
 
+def _cifti_not_written(jobs: list, config, failed_keys: set) -> list[str]:
+    """``sub-X [ses-Y] (hemi-R failed)`` for each subject/session of ``jobs`` whose ``--cifti-output``
+    dscalar was not written because one hemisphere failed (in discovery, or in the run) while the
+    other was written: the dscalar holds both hemispheres, and a user of it found none, with a FAILED
+    line about another file."""
+    from ..derivatives import entities
+
+    if not config.cifti:
+        return []
+    out = []
+    for job in jobs:
+        hemis = job.inputs.hemis
+        written = [h for h in sorted(hemis) if (job.subject, job.session, h) not in failed_keys]
+        failed = [h for h in ("L", "R") if h not in written]
+        if written and failed:
+            where = entities(job.subject, hemis[written[0]].session).replace("_", " ")
+            out.append(f"{where} (hemi-{'/'.join(failed)} failed)")
+    return out
+
+
 def _withheld_note(withheld: list[str], template: str) -> str:
     """The line that says which flagged hemispheres' spheres are not written under sMRIPrep's names
     (``withheld``: ``sub-X [ses-Y] hemi-H`` each) and what fMRIPrep does without them."""
@@ -491,6 +511,10 @@ def run_participant(args) -> int:
                   f"({_smriprep_names(config.template.label)}) only for both hemispheres together: "
                   f"{'; '.join(unpaired)}; it runs its own MSMSulc there (register the other hemisphere too)",
                   file=sys.stderr)
+        no_cifti = _cifti_not_written(done, config, failed_keys)
+        if no_cifti:
+            print(f"{_PROG}: note: --cifti-output writes a subject/session's dscalar from both hemispheres: none for "
+                  f"{', '.join(no_cifti)}; it is written when a run registers both", file=sys.stderr)
         if kept:
             print(f"{_PROG}: note: {len(kept)} failed hemisphere(s) keep an earlier run's outputs, marked stale for "
                   f"the group level until a run of them succeeds: {', '.join(kept)}", file=sys.stderr)

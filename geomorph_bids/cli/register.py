@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--feature, or --feature repeated); "
                         "GIFTI .shape.gii/.func.gii, FreeSurfer morph file, MGH or CIFTI-2 .dscalar.nii "
                         "(--hemi's columns); NAME may be left out when "
-                        f"the file name says it ({', '.join(FEATURES)})")
+                        f"the file name says it ({', '.join(FEATURES)}; also HCP's curvature and "
+                        "MyelinMap_BC, the BIDS layout's myelinw)")
     p.add_argument("--sphere-reg", type=Path, default=None,
                    help="FreeSurfer ?h.sphere.reg of the same subject: rotation from vertex "
                         "correspondence instead of features (faster, as sMRIPrep does)")
@@ -117,11 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _feature_name(path: str) -> str | None:
     """The feature a file's name says it holds (``lh.sulc``, ``sub-01_hemi-L_sulc.shape.gii``,
-    ``100307.L.sulc.native.shape.gii``), when it names exactly one of :data:`FEATURES`."""
-    import re
+    ``sub-01_hemi-L_myelinw.func.gii``, HCP's ``100307.L.MyelinMap_BC.native.func.gii`` and
+    ``.curvature.``), when it names exactly one of :data:`FEATURES`: read as the identity check
+    reads it (:func:`geomorph_bids.io.hemisphere_label.declared_map`)."""
+    from geomorph_bids.io.hemisphere_label import declared_map
 
-    found = {f for f in FEATURES if re.search(rf"(?:^|[._-]){f}(?:[._-]|$)", Path(path).name)}
-    return found.pop() if len(found) == 1 else None
+    return declared_map(path)
 
 
 def _parse_features(specs: list[str]) -> dict[str, Path]:

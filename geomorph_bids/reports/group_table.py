@@ -272,7 +272,9 @@ _DESCRIBED: dict[str, tuple[str, str | None]] = {
     "cortex_fraction_on_template": ("Fraction of the template's grid covered by the cortex mask after the rigid "
                                     "rotation", "fraction (0-1)"),
     "template_vertices": ("Vertices of the template mesh registered to", "vertices"),
-    "template_built_from_vertices": ("Vertices of the mesh the template maps were built from", "vertices"),
+    "template_built_from_vertices": ("Vertices of the mesh the bundled template maps were built from (the bundled "
+                                     "sulc's; fsLR's curv and myelin come from brainspace's group maps on fsLR 32k, "
+                                     "32,492 vertices: the metrics' template_maps)", "vertices"),
     "template_sha256": ("SHA-256 of the template's files", None),
     "template_source": ("Where the template came from (bundled, a folder...)", None),
     "template_source_path": ("Folder of the template's files", None),

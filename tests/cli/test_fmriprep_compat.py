@@ -253,6 +253,10 @@ def test_no_cifti_when_a_hemisphere_fails(broken_session):
     assert (anat(out, "01", "1") / "sub-01_ses-1_space-fsLR_den-32k_desc-geomorph_features.dscalar.nii").is_file()
     names = sorted(p.name for p in anat(out, "01", "2").iterdir())
     assert names and all("hemi-L" in n for n in names)
+    # said (twenty-first session: a user of the dscalar found none, and a FAILED line about a sulc file)
+    assert ("note: --cifti-output writes a subject/session's dscalar from both hemispheres: none for sub-01 ses-2 "
+            "(hemi-R failed); it is written when a run registers both") in err
+    assert err.count("--cifti-output writes") == 1  # session 1, whole, is not named
 
 
 @pytest.mark.slow  # two runs of the example with --model rigid, and the workflow's of broken_session (~30 s)

@@ -914,3 +914,23 @@ def test_a_feature_file_whose_path_holds_an_equals_sign_needs_no_name(tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert _parse_features(["run=1/lh.sulc"]) == {"sulc": Path("run=1/lh.sulc")}
     assert _parse_features([f"curv={folder / 'lh.sulc'}"]) == {"curv": folder / "lh.sulc"}  # NAME=FILE still
+
+
+@pytest.mark.parametrize("file_name, feature", [
+    ("sub-01_hemi-L_myelinw.func.gii", "myelin"),              # the sMRIPrep-layout name discovery reads
+    ("100307.L.MyelinMap_BC.native.func.gii", "myelin"),       # HCP's PostFreeSurfer
+    ("100307.L.MyelinMap_BC.native.dscalar.nii", "myelin"),
+    ("100307.L.curvature.native.shape.gii", "curv"),
+    ("L.refsulc.164k_fs_LR.shape.gii", "sulc"),
+    ("lh.sulc", "sulc"),
+    ("sub-01_hemi-L_desc-myelin_map.func.gii", "myelin"),
+])
+def test_a_feature_file_named_as_hcp_or_the_bids_layout_name_it_needs_no_name(file_name, feature):
+    """Twenty-first session: the help says NAME may be left out "when the file name says it", but
+    ``--feature sub-01_hemi-L_myelinw.func.gii`` (the name discovery and docs/models.md give a myelin
+    map) or HCP's ``.MyelinMap_BC.`` and ``.curvature.`` were a usage error (``--feature expects
+    NAME=FILE``): only the four literal words were read. The file name is read as the identity check
+    reads it (``io.hemisphere_label.declared_map``)."""
+    from geomorph_bids.cli.register import _parse_features
+
+    assert _parse_features([f"/data/{file_name}"]) == {feature: Path(f"/data/{file_name}")}
