@@ -29,6 +29,8 @@ TABLE_MAX_ROWS = 2000
 #: at most this many flagged, stale (or failed) hemispheres are listed one by one at the top of the page;
 #: the rest are counted there (the table marks every flagged and stale row, the TSV has them all)
 LISTED_MAX = 100
+#: at most this many session labels are named in the page's summary (then how many in all)
+SESSIONS_LISTED = 20
 #: metrics screened for outliers ({f}: each registration feature), with their labels
 OUTLIER_METRICS: tuple[tuple[str, str], ...] = (
     ("cc_{f}_after", "CC after ({f})"), ("cc_{f}_rigid", "CC rigid ({f})"),
@@ -167,6 +169,12 @@ def _errors_link(output_dir: Path, line: str) -> str:
     return f'<a href="{esc(report.name)}#errors">{esc(who)}</a>: {esc(rest)}'
 
 
+def _some(labels: Sequence[str], most: int = SESSIONS_LISTED) -> str:
+    """``1, 2, 10`` (the first ``most`` of a long list, and how many in all: sessions labelled by
+    date are as many as the scans)."""
+    return ", ".join(labels[:most]) + (f", ... ({len(labels)} in all)" if len(labels) > most else "")
+
+
 def _report_link(output_dir: Path, row: Mapping[str, Any]) -> str | None:
     from .participant import hemisphere_anchor
 
@@ -286,7 +294,7 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     study = study_name(output_dir)
     heading = "geomorph-bids: group report" + (f" of {study}" if study else "")
     body = [f"<h1>{esc(heading)}</h1>", '<section id="summary"><h2>Summary</h2>',
-            table(["", ""], [["subjects", esc(len(subjects))], ["sessions", esc(", ".join(sessions) or "n/a")],
+            table(["", ""], [["subjects", esc(len(subjects))], ["sessions", esc(_some(sessions) or "n/a")],
                              ["rows (subject/session/hemisphere/template)", esc(len(rows))],
                              ["templates", esc(", ".join(f"{t} ({len(i)} rows)"
                                                          for t, i in sorted(templates.items())))],

@@ -828,3 +828,15 @@ def test_stale_hemispheres_are_listed_at_most_a_hundred_at_the_top(outputs):
     assert "<li>and 20 more (quality stale in the table and group_desc-geomorph_metrics.tsv)</li>" in top
     table = text[text.index('id="table"'):]
     assert table.count('class="flagged"') == 120  # every stale row is still marked in the table
+
+
+def test_the_summary_names_a_few_sessions_and_counts_the_rest(outputs):
+    """Sessions labelled by their date (ses-20190301, one per scan) are as many as the scans: the
+    group page's summary named every one in one cell (5,000 labels for a 5,000-participant cohort).
+    It now names the first 20 in order and says how many there are."""
+    src = json.loads((outputs / "sub-01/anat/sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json").read_text())
+    for i in range(30):
+        _hemisphere(outputs, src, f"7{i:02d}", "L", f"2019{i + 1:02d}01")
+    text = build_group_report(outputs).read_text()
+    cell = re.search(r'<th scope="row" class="l">sessions</th><td class="l">([^<]*)</td>', text).group(1)
+    assert cell == ", ".join(f"2019{i:02d}01" for i in range(1, 21)) + ", ... (30 in all)"
