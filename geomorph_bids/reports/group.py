@@ -26,8 +26,9 @@ Z_THRESHOLD = 3.5
 #: above this many rows (hemispheres) the page's table lists only the outlying and flagged ones
 #: (the TSV has them all): a row is ~290 bytes of HTML, 5.8 MB at 10,000 subjects, 29 MB at 50,000
 TABLE_MAX_ROWS = 2000
-#: at most this many flagged, stale (or failed) hemispheres are listed one by one at the top of the page;
-#: the rest are counted there (the table marks every flagged and stale row, the TSV has them all)
+#: at most this many unreadable metrics files, and failed, flagged and stale hemispheres, are listed one by
+#: one at the top of the page; the rest are counted there (the table marks every flagged and stale row, the TSV
+#: has them all, the group level's FAILED lines name every unreadable file)
 LISTED_MAX = 100
 #: at most this many session labels are named in the page's summary (then how many in all)
 SESSIONS_LISTED = 20
@@ -258,8 +259,8 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     its subject's report when that exists. ``rows`` (with ``tsv``, the table they were written
     to): the group table's rows as read back from it, when the caller has just written it (the
     group level): the metrics files are then not listed and read again; ``failed``: one line
-    per metrics file that could not be read (listed in full); ``absent``: the line naming the
-    participants asked for that have no outputs at all, or ''; ``crashed``: the hemispheres a
+    per metrics file that could not be read (the first :data:`LISTED_MAX` listed); ``absent``: the
+    line naming the participants asked for that have no outputs at all, or ''; ``crashed``: the hemispheres a
     participant run failed that have no row (:func:`failed_without_row`; None: found here). Those,
     and the rows flagged by the quality gates (with their reasons: gate, value, threshold), are
     listed at the top of the page. Returns the HTML path;
@@ -306,7 +307,10 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     if failed:
         body.append(f'<p class="err">{esc(len(failed))} metrics file(s) could not be read and are in no row '
                     "(rerun the participant level for them):</p><ul>"
-                    + "".join(f'<li class="err">{esc(line)}</li>' for line in failed) + "</ul>")
+                    + "".join(f'<li class="err">{esc(line)}</li>' for line in failed[:LISTED_MAX])
+                    + (f"<li>and {esc(len(failed) - LISTED_MAX)} more (the group level's FAILED lines name each)</li>"
+                       if len(failed) > LISTED_MAX else "")
+                    + "</ul>")
     if absent:
         body.append(f'<p class="warn">{esc(absent)}</p>')
     crashed = failed_without_row(output_dir, rows) if crashed is None else list(crashed)

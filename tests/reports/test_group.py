@@ -840,3 +840,19 @@ def test_the_summary_names_a_few_sessions_and_counts_the_rest(outputs):
     text = build_group_report(outputs).read_text()
     cell = re.search(r'<th scope="row" class="l">sessions</th><td class="l">([^<]*)</td>', text).group(1)
     assert cell == ", ".join(f"2019{i:02d}01" for i in range(1, 21)) + ", ... (30 in all)"
+
+
+def test_unreadable_metrics_files_are_listed_at_most_a_hundred_at_the_top(outputs):
+    """A DataLad clone whose `datalad get` stopped halfway leaves thousands of metrics files
+    unreadable: each was listed at the top of group.html, a full path a line, above the flagged
+    hemispheres. The list now stops at LISTED_MAX, as the others do, and counts the rest (the
+    group level's FAILED lines name each)."""
+    from geomorph_bids.reports.group import LISTED_MAX
+
+    failed = [f"{outputs}/sub-9{i:03d}/anat/sub-9{i:03d}_hemi-L_space-fsaverage_desc-geomorph_metrics.json: is a "
+              "git-annex pointer, not its content (datalad get it)" for i in range(130)]
+    text = build_group_report(outputs, failed=failed).read_text()
+    top = text[:text.index('id="distributions"')]
+    assert "130 metrics file(s) could not be read" in top
+    assert top.count("is a git-annex pointer") == LISTED_MAX
+    assert "<li>and 30 more (the group level's FAILED lines name each)</li>" in top
