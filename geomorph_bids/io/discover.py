@@ -94,6 +94,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from geomorph_bids.derivatives import label_key
 from geomorph_bids.errors import InputError
 
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
@@ -377,7 +378,8 @@ def freesurfer_roots(bids_dir: str | Path, fs_subjects_dir: str | Path | None = 
 
 def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
                   derivatives: Mapping[str, str | Path] | None = None) -> list[str]:
-    """Subject labels (without ``sub-``), sorted: ``sub-*`` folders of ``bids_dir`` plus
+    """Subject labels (without ``sub-``), in natural order (:func:`~geomorph_bids.derivatives.label_key`:
+    ``2`` before ``10``): ``sub-*`` folders of ``bids_dir`` plus
     subjects found only in the derivatives roots or FreeSurfer subjects dirs (``sub-*``
     folders, ``sub-X_ses-Y`` FreeSurfer folders, HCP folders holding ``MNINonLinear/Native``,
     and FreeSurfer subjects named without ``sub-``, e.g. ``bert/surf/lh.sphere``, when the
@@ -407,7 +409,7 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
                 continue
             if _LABEL.fullmatch(name):
                 labels.add(name)
-    return sorted(labels)
+    return sorted(labels, key=label_key)  # sub-2 before sub-10, as the group level lists them
 
 
 def unlabelled_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
@@ -642,7 +644,7 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
         folders = [(subj / "anat", None)]
         sessions = []
         bad = []
-        for anat in sorted(subj.glob("ses-*/anat")):
+        for anat in sorted(subj.glob("ses-*/anat"), key=lambda a: label_key(a.parent.name)):
             ses = anat.parent.name[4:]
             if not _LABEL.fullmatch(ses):  # its outputs could not carry the entity: never processed
                 bad.append(f"smriprep {anat.parent}: session label {ses!r} is not a BIDS label (letters and "

@@ -724,3 +724,11 @@ def test_a_map_only_on_a_template_mesh_is_named_where_the_native_one_is_missing(
             "sub-01_space-fsLR_den-91k_myelinw.dscalar.nii there are on a template's mesh, space-fsLR: "
             "the registration reads the map on this sphere's native mesh, named without space-/den-)") in msg
     assert "hemi-R_space" not in msg
+
+
+def test_subjects_and_sessions_are_found_in_natural_order(tmp_path: Path) -> None:
+    """Unpadded labels: sub-2 before sub-10 (text order put 10 and 100 first), as the group level
+    lists them."""
+    for label in ("10", "2", "100", "1", "01"):
+        (tmp_path / f"sub-{label}").mkdir()
+    assert find_subjects(tmp_path, derivatives={}) == ["01", "1", "2", "10", "100"]
