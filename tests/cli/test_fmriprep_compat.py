@@ -411,12 +411,23 @@ def test_a_flagged_hemisphere_is_not_written_under_smriprep_names(tmp_path, batc
     assert len(list(folder.glob("*_space-fsLR_desc-geomorph_sphere.surf.gii"))) == 2
     assert "2 flagged hemisphere(s) not written under sMRIPrep's names (space-fsLR_desc-msmsulc)" in err
     assert "outputs missing" not in err and "FAILED" not in err
+    # recorded in the metrics JSON and shown in the participant report (before: neither said it)
+    for h in "LR":
+        doc = json.loads((folder / f"sub-01_ses-1_hemi-{h}_space-fsLR_desc-geomorph_metrics.json").read_text())
+        assert doc["withheld"]["files"] == [f"sub-01_ses-1_hemi-{h}_space-fsLR_desc-msmsulc_sphere.surf.gii"]
+        assert doc["withheld"]["reason"].startswith("flagged by the quality gates: not written under sMRIPrep's names")
+    page = (out / "sub-01.html").read_text()
+    assert page.count("not written under sMRIPrep&#x27;s names: sub-01_ses-1_hemi-L_space-fsLR_desc-msmsulc_sphere"
+                      ".surf.gii (fMRIPrep&#x27;s --derivatives then computes its own") == 1
+    assert page.count("Not written under sMRIPrep&#x27;s names: sub-01_ses-1_hemi-R_space-fsLR_desc-msmsulc") == 1
     code, _, err = run(*args, "--min-cc", "0.99")  # a rerun: done, nothing missing, still withheld
     assert code == 3 and "outputs missing" not in err, err
     assert not list(folder.glob("*desc-msmsulc*"))
     code, _, err = run(*args)  # the gates pass again: written again
     assert code == 0, err
     assert len(_collected(out)["sphere_reg_msm"]) == 2
+    assert "withheld" not in json.loads(next(folder.glob("*hemi-L*desc-geomorph_metrics.json")).read_text())
+    assert "not written under sMRIPrep" not in (out / "sub-01.html").read_text()
 
 
 @pytest.mark.slow  # two runs of session 1, one hemisphere each, with --model rigid (~12 s)
