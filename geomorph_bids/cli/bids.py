@@ -15,6 +15,11 @@ chosen in :mod:`.selection`, Nipype configured in :mod:`.nipype_config`, failure
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m: as the console script, one line on Ctrl-C during the imports below
+    from geomorph_bids.cli.launch import run_module
+
+    run_module("geomorph_bids.cli.bids", "geomorph-bids")
+
 import os
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry / network, before nipype is imported
@@ -572,6 +577,3 @@ def main(argv: list[str] | None = None) -> int:
         except HANDLED as exc:
             return error_exit(_PROG, exc)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

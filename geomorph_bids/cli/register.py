@@ -10,6 +10,11 @@ JSON file of quality metrics.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m: as the console script, one line on Ctrl-C during the imports below
+    from geomorph_bids.cli.launch import run_module
+
+    run_module("geomorph_bids.cli.register", "geomorph-register")
+
 import argparse
 import json
 import os
@@ -572,6 +577,3 @@ def main(argv: list[str] | None = None) -> int:
                 exc = exc.with_context(hemi=getattr(args, "hemi", None))
             return error_exit(_PROG, exc)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
