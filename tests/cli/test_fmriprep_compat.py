@@ -447,3 +447,26 @@ def test_one_hemisphere_under_smriprep_names_is_said(tmp_path):
     assert code == 0, err
     assert "both hemispheres together" not in err
     assert len(_collected(out)["sphere_reg_msm"]) == 2
+
+
+@pytest.mark.slow  # one run of session 1 with --model rigid (~8 s)
+def test_the_summary_reads_a_flagged_hemispheres_metrics_once(tmp_path, monkeypatch):
+    """The run's summary loop read a flagged hemisphere's metrics JSON three times (the completeness
+    check, the verdict, the withheld note: a cohort's flagged hemispheres on a network file system,
+    three round trips each). Now once; nothing else in the main process reads it (reports deferred)."""
+    import collections
+
+    reads: collections.Counter = collections.Counter()
+    real = Path.read_text
+
+    def read_text(self, *a, **k):
+        if self.name.endswith("desc-geomorph_metrics.json") and self.is_file():
+            reads[self.name] += 1
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    out = tmp_path / "out"
+    code, _, err = run(EXAMPLE, out, "participant", "--session-label", "1", "-w", tmp_path / "w", "--nprocs", "2",
+                       "--model", "rigid", "--fmriprep-compat", "--min-cc", "0.99", "--reports", "deferred")
+    assert code == 3 and "2 flagged hemisphere(s) not written under sMRIPrep's names" in err, err
+    assert dict(reads) == {f"sub-01_ses-1_hemi-{h}_space-fsLR_desc-geomorph_metrics.json": 1 for h in "LR"}, reads
