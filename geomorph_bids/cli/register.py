@@ -287,11 +287,20 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
+def _pid_namespace() -> str | None:
+    """This process's PID namespace (Linux: ``pid:[4026531836]``), or None: a process id names the
+    same process only within one (two containers on one host may share the host's name, not this)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def _left_by_a_killed_run(folder: Path, now: float) -> str | None:
     """Why the staging folder ``folder`` is one a killed run left (a reason in words), or None when
     it may be a live run's: its ``owner.json`` names a process of this host that has ended (or a
-    process id now another process's); without one, or another host's, untouched for
-    :data:`_ORPHAN_AGE_S`."""
+    process id now another process's); without one, or another host's or PID namespace's (another
+    container's), untouched for :data:`_ORPHAN_AGE_S`."""
     import socket
 
     try:
@@ -299,7 +308,7 @@ def _left_by_a_killed_run(folder: Path, now: float) -> str | None:
     except (OSError, ValueError):
         owner = None
     if isinstance(owner, dict) and owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int) \
-            and not isinstance(owner["pid"], bool) and owner["pid"] > 0:
+            and not isinstance(owner["pid"], bool) and owner["pid"] > 0 and owner.get("pidns") == _pid_namespace():
         pid = owner["pid"]
         try:
             os.kill(pid, 0)
@@ -377,7 +386,8 @@ class _OutputSet:
             self._folders[folder] = staging
             try:  # best effort: without it the folder is removed by age
                 (staging / _OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                                          "start": _process_start(os.getpid())}))
+                                                          "start": _process_start(os.getpid()),
+                                                          "pidns": _pid_namespace()}))
             except OSError:
                 pass
         staged = self._folders[folder] / final.name
