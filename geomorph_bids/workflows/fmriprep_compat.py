@@ -45,7 +45,9 @@ __all__ = ["init_geomorph_sulc_wf", "GEOMORPH_SPHERE_SIDECAR"]
 GEOMORPH_SPHERE_SIDECAR = {
     "Description": f"Made by geomorph-bids {__version__} (GeoMorph cortical surface registration) in place of "
                    "MSMSulc: the native sphere moved into fsLR space by a rotation from the sphere_reg_fsLR "
-                   "correspondence and a GeoMorph warp from sulc.",
+                   "correspondence and a GeoMorph warp from sulc. A hemisphere whose GeoMorph registration failed "
+                   "geomorph-bids' quality gates is the sphere_reg_fsLR input instead (sMRIPrep's FreeSurfer-derived "
+                   "fsLR sphere), with the reasons in the file's GIFTI metadata (GeoMorphQualityFlagged).",
     "GeneratedBy": [{"Name": "geomorph-bids", "Version": __version__}],
 }
 
@@ -94,7 +96,9 @@ def init_geomorph_sulc_wf(*, sloppy: bool = False, name: str = "geomorph_sulc_wf
         "The native spheres were registered to fsLR with GeoMorph (Suliman et al., Medical Image Analysis "
         "2025; geomorph-bids "
         f"{__version__}): a rotation from the correspondence with the FreeSurfer-derived fsLR sphere, "
-        f"then {choice.describe().replace('rigid pre-alignment, then ', '')} on sulcal depth.\n")
+        f"then {choice.describe().replace('rigid pre-alignment, then ', '')} on sulcal depth"
+        + (". A hemisphere whose registration failed geomorph-bids' quality gates would keep the FreeSurfer-derived "
+           "fsLR sphere.\n" if on_flagged == "fallback" else ".\n"))
     inputnode = pe.Node(niu.IdentityInterface(fields=["sulc", "sphere", "sphere_reg_fsLR"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["sphere_reg_fsLR"]), name="outputnode")
     register = pe.MapNode(

@@ -26,6 +26,10 @@ def test_same_interface_as_init_msm_sulc_wf():
         assert set(ours.get_node(node).inputs.copyable_trait_names()) == \
             set(theirs.get_node(node).inputs.copyable_trait_names())
     assert ours.name == "geomorph_sulc_wf" and "GeoMorph" in ours.__desc__
+    # what a flagged hemisphere passes on is said where a reader of the outputs and the methods looks
+    assert "quality gates would keep the FreeSurfer-derived fsLR sphere" in ours.__desc__
+    assert "quality gates" not in init_geomorph_sulc_wf(on_flagged="error").__desc__
+    assert "GeoMorphQualityFlagged" in GEOMORPH_SPHERE_SIDECAR["Description"]
     assert init_geomorph_sulc_wf(sloppy=True, name="msm_sulc_wf").name == "msm_sulc_wf"
 
 
