@@ -117,8 +117,12 @@ def test_a_flagged_registration_is_replaced_by_the_fslr_input_or_fails_the_node(
         note = dict(nib.load(written).darrays[0].meta)[FLAGGED_SPHERE_META]
         assert note.startswith("FLAGGED: correlation: sulc correlates 0.9") and "(minimum 1)" in note
 
+    failing = _anat_fit_graph(tmp_path / "work", tmp_path / "out2", thresholds=strict, on_flagged="error")
+    failing.config["execution"]["crashdump_dir"] = str(tmp_path / "crash")  # not the current folder
     with pytest.raises(RuntimeError, match=r"sub-01 ses-1 hemi-L: GeoMorph's registration to fsLR is FLAGGED"):
-        _anat_fit_graph(tmp_path / "work", tmp_path / "out2", thresholds=strict, on_flagged="error").run()
+        failing.run()
+    crashes = [p.name for p in (tmp_path / "crash").iterdir()]
+    assert crashes and all("quality_gate" in n for n in crashes), crashes
     with pytest.raises(ValueError, match="on_flagged must be one of fallback, error"):
         init_geomorph_sulc_wf(on_flagged="msmsulc")
 
