@@ -6,14 +6,17 @@ hand the result down; layers below use it as given.
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
+import sys
 from typing import Any
 
 __all__ = ["resolve_device"]
 
 
 def resolve_device(device: Any = "auto") -> Any:
-    """``"auto"`` (or None) -> CUDA if available, else CPU; ``"cpu"`` (``"cpu:N"``, as
+    """``"auto"`` (or None) -> CUDA if torch counts a GPU and can use it, else CPU; ``"cpu"`` (``"cpu:N"``, as
     ``torch.device("cpu", 0)`` prints, is the CPU); ``"cuda"`` / ``"cuda:N"``; ``"mps"``; or a
     ``torch.device`` (checked the same way). Returns a ``torch.device``.
 
@@ -25,7 +28,7 @@ def resolve_device(device: Any = "auto") -> Any:
 
     spec = "auto" if device is None else str(device).strip().lower()
     if spec == "auto":
-        return torch.device("cuda" if _cuda_count(torch) > 0 else "cpu")
+        return torch.device("cuda" if _cuda_count(torch) > 0 and _cuda_works(torch) else "cpu")
     if spec == "cpu" or (spec.startswith("cpu:") and spec[4:].isdigit()):  # torch's CPU has no index but 0
         return torch.device("cpu")
     if spec == "cuda" or spec.startswith("cuda:"):
@@ -57,6 +60,24 @@ def _cuda_count(torch: Any) -> int:
     resolves ``--device`` in its main process and Nipype's MultiProc forks its workers, each of whose
     registrations then failed with torch's 'Cannot re-initialize CUDA in forked subprocess'."""
     return int(torch.cuda.device_count())
+
+
+def _cuda_works(torch: Any) -> bool:
+    """Whether torch can use the GPUs it counts (a driver too old for its CUDA build cannot), for
+    ``auto``: asked of torch itself, in a child process where this one has not initialised CUDA
+    (:func:`_cuda_count`), once per process."""
+    if torch.cuda.is_initialized():
+        return bool(torch.cuda.is_available())
+    return _cuda_works_in_a_child(sys.executable)
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_works_in_a_child(python: str) -> bool:
+    code = "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)"
+    try:
+        return subprocess.run([python, "-c", code], capture_output=True, timeout=300, check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def _parse(torch: Any, spec: str) -> Any:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
+from geomorph_bids.engine import device as device_module
 from geomorph_bids.engine.device import resolve_device
 
 
@@ -46,7 +49,12 @@ def test_cuda_is_counted_without_initialising_it_in_this_process(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", poisons_fork)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert resolve_device("auto") == torch.device("cuda")
+    # 'auto' asks torch whether it can use them (a driver too old for its CUDA build cannot) in a child
+    asked = []
+    monkeypatch.setattr(device_module, "_cuda_works_in_a_child", lambda python: asked.append(python) or True)
+    assert resolve_device("auto") == torch.device("cuda") and asked == [sys.executable]
+    monkeypatch.setattr(device_module, "_cuda_works_in_a_child", lambda python: False)
+    assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device("cuda") == torch.device("cuda")
     assert resolve_device("CUDA:1") == torch.device("cuda", 1)
     with pytest.raises(ValueError, match=r"^device 'cuda:2' requested but only 2 CUDA device\(s\) are visible$"):
@@ -69,3 +77,10 @@ def test_an_empty_cuda_visible_devices_is_named(monkeypatch):
     with pytest.raises(ValueError, match=r"\(no CUDA GPU is visible\); use device cpu or auto$"):
         resolve_device("cuda:0")
     assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_the_child_process_asks_torch_itself():
+    """On this machine (no GPU, or one torch can use) the child's answer is torch's own."""
+    from geomorph_bids.engine.device import _cuda_works_in_a_child
+
+    assert _cuda_works_in_a_child(sys.executable) == torch.cuda.is_available()
