@@ -204,8 +204,11 @@ total=$(find "$out" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 
 if [ "$rehearse" = 1 ]; then
   # what the device run needs that this CPU machine does not show
   for w in nibabel nipype traits prov looseversion; do
-    ls .whl/"$w"-*-py3-none-any.whl .whl/"$w"-*-py2.py3-none-any.whl .whl/"$w"-*-cp312-*.whl 2>/dev/null | grep -q . \
-      || problem "no $w wheel (Python 3.12) in .whl: the device image has none (see this script's header)"
+    found=0
+    for f in .whl/"$w"-*.whl; do
+      case "$f" in *-py3-none-any.whl|*-py2.py3-none-any.whl|*-cp312-*.whl) found=1 ;; esac
+    done
+    [ "$found" = 1 ] || problem "no $w wheel (Python 3.12) in .whl: the device image has none (see this script's header)"
   done
   size=$( { git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null; \
             find .gpu .whl -type f -printf '%s\n' 2>/dev/null; } | awk '{ s += $1 } END { print s + 0 }')
