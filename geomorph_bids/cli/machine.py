@@ -16,7 +16,8 @@ import re
 import sys
 from pathlib import Path
 
-__all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings", "current_folder_problem",
+__all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings",
+           "threads_within_usable_cpus", "current_folder_problem",
            "matplotlib_config_in_tmp", "temporary_folder_in"]
 
 _CGROUP = Path("/sys/fs/cgroup")
@@ -156,6 +157,41 @@ def drop_unusable_thread_settings(prog: str, environ: "os._Environ[str] | dict[s
     del env["OMP_NUM_THREADS"]
     print(f"{prog}: warning: OMP_NUM_THREADS={value!r} is not a number of threads (a whole number >= 1); "
           "ignored", file=sys.stderr)
+
+
+def threads_within_usable_cpus(environ: "os._Environ[str] | dict[str, str] | None" = None) -> int | None:
+    """Where this process may use fewer CPUs than its affinity mask lists (a cgroup CPU quota:
+    ``docker --cpus 2``, Kubernetes limits; a SLURM job's ``--cpus-per-task`` on a node that does not
+    confine jobs), hold the libraries' thread pools to those CPUs: ``OMP_NUM_THREADS`` set to
+    :func:`usable_cpus` (read by torch when it is imported, and by the worker processes started
+    from here), and numpy's BLAS, already loaded, limited to as many. torch and OpenBLAS count the
+    affinity mask (or the host's cores) and know nothing of a quota: geomorph-register, the
+    workflow's other steps and geomorph-train without ``--threads`` ran one thread per host CPU
+    (64 in a 2-CPU container on a 64-core node: the quota's time spent in a few milliseconds, then
+    the whole pool throttled). A user's own ``OMP_NUM_THREADS`` is kept (and numpy's BLAS left
+    alone where ``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS`` is set). Returns the count set, or
+    None (no quota below the mask, or the user's setting kept). ``--omp-nthreads`` and batch
+    workers still set their own counts (``torch.set_num_threads``)."""
+    env = os.environ if environ is None else environ
+    try:
+        mask = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        mask = os.cpu_count() or 1
+    usable = usable_cpus(env)
+    if usable >= mask or "OMP_NUM_THREADS" in env:  # the user's (one that is no count: dropped, then called again)
+        return None
+    env["OMP_NUM_THREADS"] = str(usable)
+    if environ is None:  # this process's libraries, where they are loaded already
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(min(torch.get_num_threads(), usable))
+        if not any((env.get(name) or "").strip() for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")):
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:  # a declared dependency; without it BLAS keeps its pool
+                return usable
+            threadpool_limits(usable, user_api="blas")
+    return usable
 
 
 def threads_wait_passively(environ: "os._Environ[str] | dict[str, str] | None" = None) -> None:

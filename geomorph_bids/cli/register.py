@@ -28,7 +28,7 @@ from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit, interrupted
 from .interrupts import Interrupted, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
-                      threads_wait_passively)
+                      threads_wait_passively, threads_within_usable_cpus)
 from .messages import one_line_warnings, reader_may_go_away
 from .parser import OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, hemisphere
 from ..resources import bundled_models
@@ -415,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     gates = resolve_quality(args)
     with reader_may_go_away(), one_line_warnings(_PROG), stop_on_signals():
         drop_unusable_thread_settings(_PROG)  # before torch is imported
+        threads_within_usable_cpus()
         threads_wait_passively()
         matplotlib_config_in_tmp()
         try:

@@ -242,3 +242,46 @@ def test_the_plugin_runner_freezes_the_graph_and_leaves_a_callers_frozen_heap_fr
         assert gc.get_freeze_count() >= mine > 0
     finally:
         gc.unfreeze()
+
+
+def test_threads_follow_a_cpu_quota_below_the_affinity_mask(monkeypatch):
+    """Twenty-first session: in a cgroup with a 1-CPU quota on this 2-CPU machine, geomorph-register
+    ran 4 threads (torch 2, OpenBLAS 2; a 2-CPU container on a 64-core node: 64 each), as torch and
+    OpenBLAS count the affinity mask and know nothing of a quota. OMP_NUM_THREADS now says the usable
+    CPUs, unless the user set it."""
+    from geomorph_bids.cli import machine
+
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(machine, "_cgroup_cpu_limit", lambda: 2)
+    env = {"OTHER": "x"}
+    assert machine.threads_within_usable_cpus(env) == 2 and env == {"OTHER": "x", "OMP_NUM_THREADS": "2"}
+    env = {"OMP_NUM_THREADS": "3"}
+    assert machine.threads_within_usable_cpus(env) is None and env == {"OMP_NUM_THREADS": "3"}
+    env = {"SLURM_JOB_ID": "5", "SLURM_CPUS_PER_TASK": "1"}  # a job on a node that does not confine it
+    assert machine.threads_within_usable_cpus(env) == 1 and env["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setattr(machine, "_cgroup_cpu_limit", lambda: None)
+    env = {}
+    assert machine.threads_within_usable_cpus(env) is None and env == {}  # no quota: the libraries' own count
+
+
+def test_the_commands_hold_torch_and_blas_to_a_slurm_jobs_cpus():
+    """The same through each command's main, in a SLURM job of one CPU on a node that does not confine
+    it (no quota, the whole affinity mask): torch and numpy's BLAS ran one thread per CPU of the node."""
+    from geomorph_bids.cli.machine import usable_cpus
+
+    if usable_cpus({}) < 2:
+        pytest.skip("needs two CPUs")
+    code = ("import sys; from geomorph_bids.cli import bids, register, train; "
+            "m = {'bids': lambda: bids.main(['/nonexistent/b', '/nonexistent/o', 'participant']), "
+            "'register': lambda: register.main(['--sphere', '/nonexistent/lh.sphere', '--feature', "
+            "'sulc=/nonexistent/lh.sulc', '--out', '/nonexistent/o.surf.gii']), "
+            "'train': lambda: train.main(['--out', '/nonexistent/m', '--synthetic', '2', '--init', '/nonexistent/m.pt'])}; "
+            "m[sys.argv[1]](); import torch; from threadpoolctl import threadpool_info; "
+            "print(torch.get_num_threads(), sorted({i['num_threads'] for i in threadpool_info() "
+            "if i['user_api'] == 'blas'}))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "OPENBLAS_", "MKL_", "SLURM_"))}
+    env.update(PYTHONPATH=str(Path.cwd()), SLURM_JOB_ID="9", SLURM_CPUS_PER_TASK="1")
+    for command in ("bids", "register", "train"):
+        done = subprocess.run([sys.executable, "-c", code, command], capture_output=True, text=True, timeout=120,
+                              env=env, cwd=tempfile.gettempdir())
+        assert done.stdout.split("\n")[-2:] == ["1 [1]", ""], (command, done.stdout, done.stderr)
