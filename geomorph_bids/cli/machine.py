@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings",
-           "threads_within_usable_cpus", "current_folder_problem",
+           "threads_within_usable_cpus", "address_space_problem", "out_of_memory", "current_folder_problem",
            "matplotlib_config_in_tmp", "temporary_folder_in"]
 
 _CGROUP = Path("/sys/fs/cgroup")
@@ -138,6 +138,57 @@ def total_memory_gb(environ: "os._Environ[str] | dict[str, str] | None" = None) 
         total = min(total, limit / 1e9)
     job = slurm_allocation(environ)[1]
     return min(total, job) if job else total
+
+
+#: the address space (``ulimit -v``, RLIMIT_AS; GB) below which no registration can run: torch alone
+#: needs 0.75-0.9 GB of it to load (below, ``ImportError: libtorch_cpu.so: failed to map segment`` or
+#: ``std::bad_alloc``, an abort); a 10,242-vertex hemisphere registered in 1.13 GB, a 163,842-vertex
+#: one in 1.33 GB (failed at 1.23), 2 CPUs (more threads reserve more)
+ADDRESS_SPACE_FLOOR_GB = 1.1
+#: what one registration needs (GB): (memory, address space) at 10,242 and 163,842 vertices, measured
+#: with geomorph-register (peak RSS) and ulimit -v; README.md "Memory and CPUs"
+REGISTRATION_NEEDS_GB = {10242: (0.45, 1.13), 163842: (0.66, 1.33)}
+
+
+def address_space_limit_gb() -> float | None:
+    """This process's address-space limit (``ulimit -v``, soft RLIMIT_AS) in GB; None without one."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError, AttributeError):
+        return None
+    return None if soft == resource.RLIM_INFINITY or soft <= 0 else soft / 1e9
+
+
+def address_space_problem() -> str | None:
+    """Why no registration can run under this process's address-space limit (``ulimit -v`` below
+    :data:`ADDRESS_SPACE_FLOOR_GB`), on one line; None where it can. Before, torch's import failed
+    with a 22-line ``ImportError`` traceback, or the run went on to ``error: Cannot allocate memory at
+    .../torch/_logging`` or ``std::bad_alloc`` (an abort), none of them naming the limit."""
+    limit = address_space_limit_gb()
+    if limit is None or limit >= ADDRESS_SPACE_FLOOR_GB:
+        return None
+    return (f"the address-space limit (ulimit -v) is {limit:.2f} GB: torch needs about 0.9 GB of address space to "
+            f"load and a registration {REGISTRATION_NEEDS_GB[10242][1]:.2g} GB (10,242 vertices) to "
+            f"{REGISTRATION_NEEDS_GB[163842][1]:.2g} GB (163,842): raise it (ulimit -v unlimited, or a cluster's "
+            "virtual-memory limit) and run the command again")
+
+
+def out_of_memory(exc: MemoryError) -> str:
+    """A ``MemoryError`` as one line that says what limit was met and what a registration needs:
+    ``out of memory (Unable to allocate 7.50 MiB ...); the address-space limit (ulimit -v) is 1.23 GB,
+    a 163,842-vertex hemisphere needs about 1.3 GB of it ...``."""
+    what = " ".join(str(exc).split()) or "MemoryError"
+    limit = address_space_limit_gb()
+    small, large = REGISTRATION_NEEDS_GB[10242], REGISTRATION_NEEDS_GB[163842]
+    if limit is not None:
+        where = (f"the address-space limit (ulimit -v) is {limit:.2f} GB; a registration needs about {small[1]:.2g} "
+                 f"GB of it (10,242 vertices) to {large[1]:.2g} GB (163,842): raise it")
+    else:
+        where = (f"this process may use {total_memory_gb():.1f} GB; a registration needs about {small[0]:.2g} GB "
+                 f"(10,242 vertices) to {large[0]:.2g} GB (163,842): give it more memory")
+    return f"out of memory ({what}); {where}"
 
 
 #: what OpenMP reads from OMP_NUM_THREADS: a positive count, or counts per nesting level (4,2)

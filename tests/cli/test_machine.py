@@ -285,3 +285,69 @@ def test_the_commands_hold_torch_and_blas_to_a_slurm_jobs_cpus():
         done = subprocess.run([sys.executable, "-c", code, command], capture_output=True, text=True, timeout=120,
                               env=env, cwd=tempfile.gettempdir())
         assert done.stdout.split("\n")[-2:] == ["1 [1]", ""], (command, done.stdout, done.stderr)
+
+
+def _address_space(gb: float):
+    """A preexec_fn that sets the child's address-space limit (``ulimit -v``) to ``gb`` GB."""
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (int(gb * 1e9), resource.RLIM_INFINITY))
+    return limit
+
+
+_EXAMPLE = Path(__file__).parents[2] / "examples" / "ds-geomorph-example"
+_EXAMPLE_FS = _EXAMPLE / "derivatives" / "freesurfer" / "sub-01" / "surf"
+
+
+@pytest.mark.parametrize("command, args", [
+    ("register", ["--sphere", f"{_EXAMPLE_FS}/lh.sphere", "--feature", f"sulc={_EXAMPLE_FS}/lh.sulc", "--out",
+                  "{d}/lh.surf.gii"]),
+    ("bids", [str(_EXAMPLE), "{d}/o", "participant", "-w", "{d}/w", "--participant-label", "01", "--hemi", "L"]),
+])
+def test_an_address_space_too_small_for_torch_is_refused_up_front_on_one_line(command, args, tmp_path):
+    """Twenty-first session: under ``ulimit -v`` 0.4 GB torch's import ended geomorph-register and
+    geomorph-bids with a 22-line ``ImportError: libtorch_cpu.so: failed to map segment from shared
+    object`` traceback; at 0.8 GB, ``error: Cannot allocate memory at .../torch/_logging`` (or
+    ``std::bad_alloc``, an abort), none naming the limit. Now one line before anything is read."""
+    code = f"import sys; from geomorph_bids.cli import {command}; sys.exit({command}.main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, *[a.format(d=tmp_path) for a in args]], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+                          preexec_fn=_address_space(0.8))
+    prog = f"geomorph-{command}"
+    assert done.returncode == 1 and done.stderr.splitlines()[-1:] == [
+        f"{prog}: error: the address-space limit (ulimit -v) is 0.80 GB: torch needs about 0.9 GB of address space "
+        "to load and a registration 1.1 GB (10,242 vertices) to 1.3 GB (163,842): raise it (ulimit -v unlimited, or "
+        "a cluster's virtual-memory limit) and run the command again"], done.stderr
+    assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_running_out_of_memory_in_a_registration_is_one_line_naming_the_hemisphere(tmp_path, monkeypatch, capsys):
+    """Twenty-first session: a 163,842-vertex hemisphere under ``ulimit -v`` 1.23 GB (1.33 needed) ended
+    geomorph-register with a 30-line ``_ArrayMemoryError`` traceback; in geomorph-bids' FAILED line it
+    said ``_ArrayMemoryError: Unable to allocate ...`` and nothing of the limit. Now both say out of
+    memory, the limit and what a registration needs; geomorph-register names the hemisphere and file."""
+    import numpy as np
+
+    from geomorph_bids.cli import register
+    from geomorph_bids.cli.failures import readable
+
+    def no_memory(*args, **kwargs):
+        np.empty(2 ** 62, dtype=np.uint8)  # numpy's _ArrayMemoryError, whatever the machine
+
+    monkeypatch.setattr(register, "register_files", no_memory)
+    sphere = tmp_path / "lh.sphere"
+    code = register.main(["--sphere", str(sphere), "--feature", f"sulc={tmp_path / 'lh.sulc'}",
+                          "--out", str(tmp_path / "o.surf.gii")])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1 and err[-1].startswith(f"geomorph-register: error: hemi-L {sphere}: out of memory (Unable to "
+                                            "allocate 4.00 EiB for an array with shape (4611686018427387904,) "
+                                            "and data type uint8); ")
+    assert err[-1].endswith(("0.45 GB (10,242 vertices) to 0.66 GB (163,842): give it more memory; nothing was written",
+                             "1.3 GB (163,842): raise it; nothing was written"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    line = readable("_ArrayMemoryError: Unable to allocate 5.62 MiB for an array with shape (81920, 3, 3) and data "
+                    "type float64")
+    assert line.startswith("out of memory (Unable to allocate 5.62 MiB for an array with shape (81920, 3, 3) and data "
+                           "type float64); ") and "163,842" in line
+    assert readable("MemoryError").startswith("out of memory (MemoryError); ")
