@@ -27,7 +27,7 @@ from ..io.template_sources import TemplateSearch
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..workflows.config import RunConfig
 from .paths import geomorph_bids_output
-from .machine import total_memory_gb, usable_cpus
+from .machine import REGISTRATION_NEEDS_GB, total_memory_gb, usable_cpus
 from .messages import shell_word
 from .parser import parse_derivatives
 
@@ -397,6 +397,11 @@ def validate_resources(args, prog: str = "geomorph-bids") -> list[str]:
     if mem_gb is not None and mem_gb > memory:
         notes.append(f"--mem-gb {mem_gb:g} is more than the {memory:.1f} GB this process may use; using {memory:.1f}")
         args.mem_gb = memory
+    smallest = REGISTRATION_NEEDS_GB[10242][0]
+    if args.mem_gb is not None and args.mem_gb < smallest:
+        notes.append(f"--mem-gb {args.mem_gb:g} is less than one registration needs (about {smallest:g} GB at "
+                     f"10,242 vertices, {REGISTRATION_NEEDS_GB[163842][0]:g} GB at 163,842): registrations run one at "
+                     "a time, and may run out of memory where the machine or job has no more")
     batch = getattr(args, "batch_size", None)
     budget = min(memory, args.mem_gb or memory)
     # batch mode has no scheduler that holds --mem-gb (Nipype's does in the workflow): each of its

@@ -181,3 +181,21 @@ def test_batch_mode_shares_the_memory_between_its_workers(monkeypatch, capsys):
     assert settings.validate_resources(workflow) == [] and workflow.nprocs == 16  # Nipype's scheduler holds it
     fits = argparse.Namespace(nprocs=2, omp_nthreads=None, mem_gb=None, batch_size=16)
     assert settings.validate_resources(fits) == [] and (fits.nprocs, fits.batch_size) == (2, 16)
+
+
+def test_a_mem_gb_below_what_one_registration_needs_is_named(monkeypatch, capsys):
+    """Twenty-first session: ``--mem-gb 0.2`` (less than the interpreter and torch take) was taken in
+    silence: Nipype clips each step's reservation to it and runs them one at a time, so the run went
+    on as if the memory were there. Now one warning line says what a registration needs."""
+    import argparse
+
+    from geomorph_bids.cli import settings
+
+    monkeypatch.setattr(settings, "total_memory_gb", lambda: 64.0)
+    args = argparse.Namespace(nprocs=1, omp_nthreads=None, mem_gb=0.2, batch_size=None)
+    assert settings.validate_resources(args) == [
+        "--mem-gb 0.2 is less than one registration needs (about 0.45 GB at 10,242 vertices, 0.66 GB at 163,842): "
+        "registrations run one at a time, and may run out of memory where the machine or job has no more"]
+    assert args.mem_gb == 0.2 and capsys.readouterr().err.count("warning") == 1
+    enough = argparse.Namespace(nprocs=1, omp_nthreads=None, mem_gb=0.5, batch_size=None)
+    assert settings.validate_resources(enough) == []
