@@ -200,14 +200,17 @@ def drop_unusable_thread_settings(prog: str, environ: "os._Environ[str] | dict[s
     ``$SLURM_CPUS_PER_TASK`` exported) before torch starts OpenMP, with one warning line; before, the
     run went on but libgomp printed ``libgomp: Invalid value for environment variable
     OMP_NUM_THREADS`` after a blank line, naming no command. The threads per registration are
-    ``--omp-nthreads``'s (``torch.set_num_threads``), whatever the variable says."""
+    ``--omp-nthreads``'s (``torch.set_num_threads``), whatever the variable says. The same for
+    ``MKL_NUM_THREADS``, which torch also reads: one that is no number (``abc``) held torch to one
+    thread in silence (geomorph-register, geomorph-train without ``--threads``)."""
     env = os.environ if environ is None else environ
-    value = env.get("OMP_NUM_THREADS")
-    if value is None or _OMP_THREADS.fullmatch(value):
-        return
-    del env["OMP_NUM_THREADS"]
-    print(f"{prog}: warning: OMP_NUM_THREADS={value!r} is not a number of threads (a whole number >= 1); "
-          "ignored", file=sys.stderr)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        value = env.get(name)
+        if value is None or _OMP_THREADS.fullmatch(value):
+            continue
+        del env[name]
+        print(f"{prog}: warning: {name}={value!r} is not a number of threads (a whole number >= 1); "
+              "ignored", file=sys.stderr)
 
 
 def threads_within_usable_cpus(environ: "os._Environ[str] | dict[str, str] | None" = None) -> int | None:

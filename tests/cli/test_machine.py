@@ -351,3 +351,20 @@ def test_running_out_of_memory_in_a_registration_is_one_line_naming_the_hemisphe
     assert line.startswith("out of memory (Unable to allocate 5.62 MiB for an array with shape (81920, 3, 3) and data "
                            "type float64); ") and "163,842" in line
     assert readable("MemoryError").startswith("out of memory (MemoryError); ")
+
+
+def test_an_mkl_num_threads_that_is_no_number_no_longer_holds_torch_to_one_thread():
+    """Twenty-first session: ``MKL_NUM_THREADS=abc`` (torch reads it too) gave torch one thread in
+    silence (2 on this machine without it); it is now dropped with one warning, as OMP_NUM_THREADS'."""
+    from geomorph_bids.cli.machine import usable_cpus
+
+    if usable_cpus({}) < 2:
+        pytest.skip("needs two CPUs")
+    code = ("from geomorph_bids.cli.machine import drop_unusable_thread_settings as d; d('prog'); "
+            "import torch; print(torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "SLURM_"))}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**env, "MKL_NUM_THREADS": "abc", "PYTHONPATH": str(Path.cwd())})
+    assert int(done.stdout) >= 2, done.stderr  # torch's own count of this machine's CPUs
+    assert done.stderr.strip() == ("prog: warning: MKL_NUM_THREADS='abc' is not a number of threads (a whole number "
+                                   ">= 1); ignored")
