@@ -118,12 +118,13 @@ def _survive_dead_workers(runner: Any) -> None:
     get_result, submit = runner._get_result, runner._submit_job
 
     def callback(future) -> None:
-        if not isinstance(future.exception(), BrokenProcessPool):  # read by result() below instead
+        if future.cancelled() or not isinstance(future.exception(), BrokenProcessPool):  # else read by result()
             runner._taskresult[future.result()["taskid"]] = future.result()
 
     def result(taskid: int) -> dict | None:
         future = runner._task_obj.get(taskid)
-        if future is not None and future.done() and isinstance(future.exception(), BrokenProcessPool):
+        if (future is not None and future.done() and not future.cancelled()
+                and isinstance(future.exception(), BrokenProcessPool)):
             return {"result": None, "traceback": [WORKER_DIED + "\n"], "taskid": taskid}
         return get_result(taskid)
 
