@@ -41,7 +41,8 @@ from .exit_codes import HANDLED, error_exit, interrupted, run_exit_code  # noqa:
 from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
 from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E402
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,  # noqa: E402
-                      temporary_folder_in, threads_wait_passively)
+                      temporary_folder_in, threads_wait_passively, threads_within_usable_cpus,
+                      address_space_problem)
 from .messages import one_line_warnings, reader_may_go_away, shell_word  # noqa: E402
 from .nipype_config import configure_nipype, crash_folder_setting, plugin_runner, plugin_settings  # noqa: E402
 from .parser import build_parser, refuse_options_that_do_not_apply  # noqa: E402
@@ -585,12 +586,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     with reader_may_go_away(), one_line_warnings(_PROG), stop_on_signals():
         drop_unusable_thread_settings(_PROG)  # before torch is imported
+        threads_within_usable_cpus()
         threads_wait_passively()
         temporary_folder_in(args.work_dir)  # a read-only container: none but in the (bound) work folder
         matplotlib_config_in_tmp()  # before the reports import it
         try:
             validate_arguments(args)
             validate_resources(args, _PROG)
+            registers = not args.reports_only if args.analysis_level == "participant" else bool(args.build_template)
+            if registers and (problem := address_space_problem()):  # before torch fails to load in a worker
+                return error_exit(_PROG, problem)
             if args.analysis_level == "group":
                 return run_group(args)
             if args.reports_only:
