@@ -14,6 +14,7 @@ from ..derivatives import BIDSIGNORE, CITATION, DATASET_DESCRIPTION, README, bid
 from ..errors import InputError
 from ..io.atomic import atomic_write_bytes
 from ..io.limits import read_json_bounded, read_text_bounded
+from .preflight import update_lock
 
 __all__ = ["write_dataset_description", "write_readme", "write_bidsignore", "write_bids_extras", "write_citation"]
 
@@ -162,19 +163,28 @@ def write_citation(output_dir: Path, config) -> Path:
     """``logs/CITATION.md``: the methods boilerplate filled in with the run's settings
     (a :class:`~geomorph_bids.workflows.config.RunConfig`). A folder whose file already describes
     other settings (an earlier run, e.g. to another template) keeps that paragraph and gets this
-    run's after it, introduced by :data:`LATER_RUN`; the same settings again change nothing."""
+    run's after it, introduced by :data:`LATER_RUN`; the same settings again change nothing.
+    Read and written under :func:`~geomorph_bids.cli.preflight.update_lock` (``citation``): runs
+    with other settings starting at once each keep their paragraph."""
     from ..resources import citation_file
 
     text = citation_file().read_text().format(
         version=__version__, template=config.template.label, channels=", ".join(config.channels),
         method_text=_method_text(config.model), features=", ".join(config.features), density=config.density)
     methods, _, references = text.partition(_REFERENCES)
+    with update_lock(output_dir, "citation"):
+        return _add_methods(output_dir / CITATION, text, methods, references)
+
+
+def _add_methods(path: Path, text: str, methods: str, references: str) -> Path:
+    """:func:`write_citation`'s update of ``path``: ``text`` (this run's methods and references)
+    when the file has no methods yet, else this run's ``methods`` after the earlier ones."""
     try:
-        earlier = read_text_bounded(output_dir / CITATION, what="methods text").partition(_REFERENCES)[0].strip()
+        earlier = read_text_bounded(path, what="methods text").partition(_REFERENCES)[0].strip()
     except InputError:  # none yet, or not readable: this run's text alone
         earlier = ""
     if earlier and methods.strip() in earlier:
-        return output_dir / CITATION  # described already (alone, or among other runs' settings)
+        return path  # described already (alone, or among other runs' settings)
     if earlier:
         text = f"{earlier}\n\n{LATER_RUN}\n\n{methods.strip()}\n{_REFERENCES}{references}"
-    return atomic_write_bytes(output_dir / CITATION, text.encode())
+    return atomic_write_bytes(path, text.encode())

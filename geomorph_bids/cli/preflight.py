@@ -29,16 +29,18 @@ import socket
 import time
 import uuid
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..errors import InputError
 from .interrupts import pid_alive
 
 __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max",
            "work_dir_too_deep",
-           "preflight", "remove_if_empty", "RunLocks", "lock_participants", "participant_runs_active"]
+           "preflight", "remove_if_empty", "RunLocks", "lock_participants", "participant_runs_active",
+           "update_lock"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
 #: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.6 MB of outputs and 3.2 MB of
@@ -414,6 +416,20 @@ class RunLocks:
         finally:
             fcntl.flock(fd, fcntl.LOCK_SH)
         return True
+
+
+@contextmanager
+def update_lock(output_dir: Path, name: str) -> Iterator[None]:
+    """Hold ``<output_dir>/.geomorph-locks/<name>.lock`` exclusively while the block runs: for a
+    read-modify-write of a file every run into the folder shares (``logs/CITATION.md``: two runs
+    at once both read the old text, and the last rename lost the other's addition). Waits for
+    another holder; such a block lasts milliseconds, and a holder that dies releases it."""
+    fd = RunLocks(output_dir)._open(name)  # the lock files' own rules: never through a link, the umask
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def participant_runs_active(output_dir: Path) -> bool:
