@@ -19,7 +19,7 @@ from .exit_codes import EXIT_FAILED, EXIT_OK, error_exit, run_exit_code
 from .failures import Failure
 from .parser import build_parser
 from .paths import InputFolders, check_folders, resolve_input_folders
-from .preflight import LOCK_DIR, participant_runs_active, preflight
+from .preflight import LOCK_DIR, participant_lock_holder, participant_runs_active, preflight
 from .reporting import build_reports, print_reports
 from .selection import listed
 from .settings import resolve_quality
@@ -457,7 +457,9 @@ def _suspect_hemispheres(rows: list[dict]) -> dict[tuple[str, str | None, str], 
 
 def run_reports_only(args) -> int:
     """``--reports-only``: build the participant reports from the outputs alone; a report that is
-    current (:func:`geomorph_bids.reports.participant.report_is_current`) is kept."""
+    current (:func:`geomorph_bids.reports.participant.report_is_current`) is kept, and one of a
+    participant a participant-level run is processing (its lock held) is left to that run, on one
+    line (not an error)."""
     unreadable: list[str] = []  # a damaged metrics file is named, as the group level names it
     rows = _participant_rows(args, unreadable=unreadable)
     for line in unreadable:
@@ -466,9 +468,18 @@ def run_reports_only(args) -> int:
     if not rows:
         return error_exit(_PROG, f"--reports-only: {_no_rows(args, unreadable)}")
     subjects = sorted({r["subject"] for r in rows})
+    # a participant a run is processing: what is written so far (one hemisphere, or an earlier run's files
+    # being replaced) drawn as its report, newer than every output, would be kept as current
+    busy = {s: holder for s in subjects if (holder := participant_lock_holder(args.output_dir, s))}
+    for subject, holder in busy.items():
+        print(f"{_PROG}: sub-{subject}: report not built: a participant-level run is processing it ({holder}; "
+              f"lock {args.output_dir / LOCK_DIR / f'sub-{subject}.lock'}); run --reports-only again once it has "
+              "ended (a run with --reports parallel builds it itself)", file=sys.stderr)
+    subjects = [s for s in subjects if s not in busy]
     kept: list[Path] = []  # a current report is kept: a second pass (after a stop, a time limit) resumes
     failed: list[str] = []  # a report not written: what this command was asked for (it said exit 0)
     made = build_reports(args.output_dir, subjects, _PROG, reuse=set(subjects), workers=args.nprocs, kept=kept,
                          failed=failed)
     print_reports(made, len(kept))
-    return EXIT_OK if made and not unreadable and not failed else EXIT_FAILED
+    # a participant still being processed is not an error (as at the group level), nor a reason for none
+    return EXIT_OK if (made or busy) and not unreadable and not failed else EXIT_FAILED

@@ -40,7 +40,7 @@ from .interrupts import pid_alive
 __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max",
            "work_dir_too_deep",
            "preflight", "remove_if_empty", "RunLocks", "lock_participants", "participant_runs_active",
-           "update_lock"]
+           "update_lock", "participant_lock_holder"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
 #: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.6 MB of outputs and 3.2 MB of
@@ -53,6 +53,10 @@ MIN_FREE_MB = MappingProxyType({"output": 64, "work": 256})
 
 #: folder of the lock files, inside the output directory (hidden: not part of the derivatives)
 LOCK_DIR = ".geomorph-locks"
+
+#: seconds :func:`lock_participants` waits before trying a held participant lock once more: a
+#: probe (:func:`participant_lock_holder`) holds one for microseconds
+PROBE_PAUSE_S = 0.05
 
 
 def _write_probe(folder: Path) -> None:
@@ -453,6 +457,29 @@ def participant_runs_active(output_dir: Path) -> bool:
     return False
 
 
+def participant_lock_holder(output_dir: Path, subject: str) -> str:
+    """Whether a run holds participant ``subject``'s lock in ``output_dir`` (``--reports-only``
+    leaves a participant being processed to its run): what the holder wrote in the lock file
+    (``pid N on HOST since ...``; ``holder unknown`` when it wrote nothing), ``""`` when the lock is
+    free or there is none. Probed with an exclusive non-blocking flock given back at once: a
+    participant run taking the lock in that instant tries again (:func:`lock_participants`).
+    Creates nothing."""
+    path = Path(output_dir) / LOCK_DIR / f"sub-{subject}.lock"
+    try:  # never through a link, as RunLocks opens it; read-only: flock needs no write access
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return RunLocks(output_dir).holder(f"sub-{subject}", patience_s=0.0) or "holder unknown"
+    except OSError:  # a file system without flock: nothing can be said
+        return ""
+    finally:
+        os.close(fd)  # closing releases the probe's lock
+    return ""
+
+
 def _holder_pid(text: str) -> tuple[int | None, str]:
     """(pid, host) from a lock file's ``pid N on HOST since ...``."""
     parts = text.split()
@@ -482,13 +509,16 @@ def lock_participants(locks: RunLocks, jobs: list, wait: bool, prog: str = "geom
 
     busy: dict[str, str] = {}
     stale: dict[str, str] = {}
-    for subject in sorted({j.subject for j in jobs}):
-        if not locks.try_lock(f"sub-{subject}"):
-            why = locks.stale(f"sub-{subject}")
-            if why:
-                stale[subject] = why
-            else:
-                busy[subject] = locks.holder(f"sub-{subject}")
+    held = [s for s in sorted({j.subject for j in jobs}) if not locks.try_lock(f"sub-{s}")]
+    if held:  # once more after a pause: a probe (participant_lock_holder) is not a run
+        time.sleep(PROBE_PAUSE_S)
+        held = [s for s in held if not locks.try_lock(f"sub-{s}")]
+    for subject in held:
+        why = locks.stale(f"sub-{subject}")
+        if why:
+            stale[subject] = why
+        else:
+            busy[subject] = locks.holder(f"sub-{subject}")
     mine = [j for j in jobs if j.subject not in busy and j.subject not in stale]
     later = [j for j in jobs if j.subject in busy] if wait else []
     skipped = [Failure(j.subject, j.session, ",".join(sorted(j.inputs.hemis)) or "L,R",

@@ -499,6 +499,36 @@ def test_group_level_while_a_participant_run_is_still_processing_says_so(fs_run,
     assert "still processing" not in (out / GROUP_HTML).read_text()
 
 
+def test_reports_only_leaves_a_participant_another_run_is_processing_to_that_run(fs_run, tmp_path):
+    """`--reports-only` started while a participant run still processed sub-02 (a SLURM array, the
+    reports pass beside it) drew sub-02's report from what was written so far (one hemisphere, or an
+    earlier run's files being replaced), without a word, exit 0; drawn after the run's own report, it
+    replaced it and, newer than every output, was kept as current by later passes. Now a participant
+    whose lock is held is left to that run, on one line naming the holder; the others' reports are
+    built, exit 0 (a cohort still running is not an error); once the run has ended, it is built."""
+    import shutil
+
+    from geomorph_bids.cli.preflight import RunLocks
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out)
+    (out / "sub-02.html").unlink()
+    (out / "sub-01.html").unlink()
+    with RunLocks(out) as locks:  # what the participant run processing sub-02 holds
+        assert locks.try_lock("sub-02")
+        code, stdout, err = run(fs_run["bids"], out, "participant", "--reports-only")
+        assert code == 0, err
+        assert (out / "sub-01.html").is_file() and not (out / "sub-02.html").exists()
+        line = next(x for x in err.splitlines() if "sub-02" in x)
+        assert line == (f"geomorph-bids: sub-02: report not built: a participant-level run is processing it "
+                        f"({locks.holder('sub-02')}; lock {out / '.geomorph-locks' / 'sub-02.lock'}); run "
+                        "--reports-only again once it has ended (a run with --reports parallel builds it itself)")
+        assert "sub-02" not in stdout
+    code, stdout, err = run(fs_run["bids"], out, "participant", "--reports-only")
+    assert code == 0 and "report not built" not in err, err
+    assert (out / "sub-02.html").is_file()
+
+
 def test_group_without_participant_outputs(tmp_path, fs_run):
     code, _, err = run(fs_run["bids"], tmp_path / "empty", "group")
     assert code == 1 and "run the participant level first" in err

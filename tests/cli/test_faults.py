@@ -495,6 +495,32 @@ def test_locks_are_released_when_the_holder_dies(tmp_path):
             proc.wait()
 
 
+def test_a_participant_whose_lock_is_probed_at_that_moment_is_not_skipped(tmp_path):
+    """`--reports-only` asks whether a participant run holds a participant's lock with a
+    non-blocking lock taken and given back at once (:func:`participant_lock_holder`): a participant
+    run taking that lock in that instant found it held and skipped the participant ("another
+    geomorph-bids run is processing this participant", exit 1), though no run was. Now a lock found
+    held is tried once more after a short pause: only a lock still held is another run's."""
+    import threading
+    from types import SimpleNamespace
+
+    job = SimpleNamespace(subject="01", session=None, inputs=SimpleNamespace(hemis={"L": None, "R": None}))
+    with pf.RunLocks(tmp_path) as locks:
+        probe = os.open(locks.path("sub-01"), os.O_RDONLY | os.O_CREAT, 0o666)
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a probe, in the instant the run takes the lock
+        threading.Timer(0.02, os.close, (probe,)).start()
+        mine, skipped, later = pf.lock_participants(locks, [job], wait=False)
+        assert mine == [job] and skipped == [] and later == [] and locks.holds("sub-01")
+        assert pf.participant_lock_holder(tmp_path, "01") != ""  # held: the probe leaves it held
+        holder = pf.participant_lock_holder(tmp_path, "01")
+        assert holder == locks.holder("sub-01") and holder.startswith(f"pid {os.getpid()} on ")
+        with pf.RunLocks(tmp_path) as other:  # a lock that stays held is still another run's
+            mine, skipped, _ = pf.lock_participants(other, [job], wait=False)
+            assert mine == [] and len(skipped) == 1 and "another geomorph-bids run is processing" in skipped[0].reason
+    assert pf.participant_lock_holder(tmp_path, "01") == ""
+    assert pf.participant_lock_holder(tmp_path / "none", "01") == "" and not (tmp_path / "none").exists()
+
+
 @pytest.mark.slow
 def test_disk_full_during_a_registration(reference, tmp_path, monkeypatch):
     """The work disk fills while sub-02 is registered (its result write fails with ENOSPC; the
