@@ -14,7 +14,7 @@ from ..derivatives import BIDSIGNORE, CITATION, DATASET_DESCRIPTION, README, bid
 from ..errors import InputError
 from ..io.atomic import atomic_write_bytes
 from ..io.limits import read_json_bounded, read_text_bounded
-from .preflight import update_lock
+from .preflight import folder_lock
 
 __all__ = ["write_dataset_description", "write_readme", "write_bidsignore", "write_bids_extras", "write_citation"]
 
@@ -164,7 +164,7 @@ def write_citation(output_dir: Path, config) -> Path:
     (a :class:`~geomorph_bids.workflows.config.RunConfig`). A folder whose file already describes
     other settings (an earlier run, e.g. to another template) keeps that paragraph and gets this
     run's after it, introduced by :data:`LATER_RUN`; the same settings again change nothing.
-    Read and written under :func:`~geomorph_bids.cli.preflight.update_lock` (``citation``): runs
+    Read and written under :func:`~geomorph_bids.cli.preflight.folder_lock` (``citation``): runs
     with other settings starting at once each keep their paragraph."""
     from ..resources import citation_file
 
@@ -172,7 +172,7 @@ def write_citation(output_dir: Path, config) -> Path:
         version=__version__, template=config.template.label, channels=", ".join(config.channels),
         method_text=_method_text(config.model), features=", ".join(config.features), density=config.density)
     methods, _, references = text.partition(_REFERENCES)
-    with update_lock(output_dir, "citation"):
+    with folder_lock(output_dir, "citation"):
         return _add_methods(output_dir / CITATION, text, methods, references)
 
 

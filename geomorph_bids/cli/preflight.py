@@ -40,7 +40,7 @@ from .interrupts import pid_alive
 __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max",
            "work_dir_too_deep",
            "preflight", "remove_if_empty", "RunLocks", "lock_participants", "participant_runs_active",
-           "update_lock", "participant_lock_holder"]
+           "folder_lock", "REPORTS_LOCK", "participant_lock_holder"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
 #: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.6 MB of outputs and 3.2 MB of
@@ -422,16 +422,38 @@ class RunLocks:
         return True
 
 
+#: lock held shared by the group level and ``--reports-only`` while they write into the output folder
+#: (their temporary files are not a killed run's leftovers: :func:`folder_lock`)
+REPORTS_LOCK = "reports"
+
+
 @contextmanager
-def update_lock(output_dir: Path, name: str) -> Iterator[None]:
-    """Hold ``<output_dir>/.geomorph-locks/<name>.lock`` exclusively while the block runs: for a
-    read-modify-write of a file every run into the folder shares (``logs/CITATION.md``: two runs
-    at once both read the old text, and the last rename lost the other's addition). Waits for
-    another holder; such a block lasts milliseconds, and a holder that dies releases it."""
-    fd = RunLocks(output_dir)._open(name)  # the lock files' own rules: never through a link, the umask
+def folder_lock(output_dir: Path, name: str, shared: bool = False, wait: bool = True,
+                required: bool = True) -> Iterator[bool]:
+    """Hold ``<output_dir>/.geomorph-locks/<name>.lock`` while the block runs (exclusive, or
+    ``shared``); ``wait=False``: only if free at once. Yields whether it is held. Uses: a
+    read-modify-write of a file every run into the folder shares (``citation``: two runs at once
+    both read ``logs/CITATION.md``'s old text, and the last rename lost the other's paragraph);
+    :data:`REPORTS_LOCK`, held shared by the group level and ``--reports-only`` and exclusively
+    (without waiting) by a participant run that removes the temporary files killed runs left (it
+    removed a group level's in flight, which then failed on ``no such file``). Such a block lasts
+    milliseconds, or a group level's run; a holder that dies releases it. A lock file that cannot
+    be opened is an :class:`InputError`, unless not ``required``: the block then runs without it
+    (the group level needs no lock to write, as before there was one)."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        fd = RunLocks(output_dir)._open(name)  # the lock files' own rules: never through a link, the umask
+    except InputError:
+        if required:
+            raise
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+            held = True
+        except BlockingIOError:
+            held = False
+        yield held
     finally:
         os.close(fd)  # closing releases the lock
 

@@ -529,6 +529,45 @@ def test_reports_only_leaves_a_participant_another_run_is_processing_to_that_run
     assert (out / "sub-02.html").is_file()
 
 
+def test_a_participant_run_ending_while_the_group_level_writes_leaves_its_files_alone(fs_run, tmp_path,
+                                                                                        monkeypatch):
+    """The group level writing its table while the last participant run of a SLURM array ended:
+    that run, alone among participant runs, removed the output folder's temporary files as a
+    killed run's leftovers, the group level's in flight among them; the group level failed with
+    `error: no such file at OUT/.group_desc-geomorph_metrics.tsv.<random>.tmp`, exit 1. Now the
+    group level (and --reports-only) hold `.geomorph-locks/reports.lock` shared while they write,
+    and a participant run removes temporary files only when it can take that lock: the table is
+    written, exit 0; a killed run's leftover goes at the next participant run's end."""
+    import shutil
+
+    from geomorph_bids.cli import bids as cli
+    from geomorph_bids.cli.preflight import RunLocks
+    from geomorph_bids.derivatives import GROUP_TSV
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out)
+    leftover = out / ".sub-09.html.k1lled00.tmp"  # what a killed run left
+    leftover.write_text("partial")
+    real_fsync = os.fsync
+    cleaned = []
+
+    def fsync(fd):  # the group table written, not yet renamed: a participant run ends now
+        real_fsync(fd)
+        if f".{GROUP_TSV}." in os.readlink(f"/proc/self/fd/{fd}") and not cleaned:
+            with RunLocks(out) as locks:
+                cleaned.append(locks.when_alone(lambda: cli._clean_leftovers(out)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    code, stdout, err = run(fs_run["bids"], out, "group")
+    assert cleaned == [True]  # the participant run was alone among participant runs
+    assert code == 0 and "4 row(s)" in stdout, err
+    assert (out / GROUP_TSV).read_text().count("\n") == 5 and leftover.is_file()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    with RunLocks(out) as locks:  # the next participant run's end, no group level writing
+        assert locks.when_alone(lambda: cli._clean_leftovers(out))
+    assert not leftover.exists() and not list(out.glob(".*.tmp"))
+
+
 def test_group_without_participant_outputs(tmp_path, fs_run):
     code, _, err = run(fs_run["bids"], tmp_path / "empty", "group")
     assert code == 1 and "run the participant level first" in err
