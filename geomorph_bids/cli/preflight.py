@@ -523,26 +523,46 @@ def _processes_with_open(path: Path) -> list[int]:
     return sorted(out)
 
 
+def _few(subjects: list[str], shown: int = 3) -> str:
+    """``sub-03, sub-04 and 5 more``: a few labels of a list that may be a cohort's."""
+    names = ", ".join(f"sub-{s}" for s in subjects[:shown])
+    return names + (f" and {len(subjects) - shown} more" if len(subjects) > shown else "")
+
+
 def lock_participants(locks: RunLocks, jobs: list, wait: bool, prog: str = "geomorph-bids") -> tuple[list, list, list]:
     """Take each participant's lock: (jobs whose participant this run holds, failures
     (:class:`~geomorph_bids.cli.failures.Failure`) of the participants another run holds (skip
-    mode), jobs to do after waiting (``--lock-wait``))."""
+    mode), jobs to do after waiting (``--lock-wait``: the participant another run holds and every
+    one after it in sorted order, whose locks are then taken in that order))."""
     from .failures import Failure
 
     busy: dict[str, str] = {}
     stale: dict[str, str] = {}
-    held = [s for s in sorted({j.subject for j in jobs}) if not locks.try_lock(f"sub-{s}")]
-    if held:  # once more after a pause: a probe (participant_lock_holder) is not a run
-        time.sleep(PROBE_PAUSE_S)
-        held = [s for s in held if not locks.try_lock(f"sub-{s}")]
+    subjects = sorted({j.subject for j in jobs})
+    deferred: list[str] = []  # --lock-wait: the participants after the first held one, not taken yet
+    if wait:  # in order, up to the first lock another holds: this run then waits only for locks above
+        # every one it holds, as does each run it waits for, so no runs wait in a circle (A holds sub-01
+        # and waits for sub-02, B holds sub-02 and waits for sub-03, C holds sub-03 and waits for sub-01)
+        held = []
+        for i, subject in enumerate(subjects):
+            if not locks.try_lock(f"sub-{subject}"):
+                time.sleep(PROBE_PAUSE_S)  # once more after a pause: a probe (participant_lock_holder) is not a run
+                if not locks.try_lock(f"sub-{subject}"):
+                    held, deferred = [subject], subjects[i + 1:]
+                    break
+    else:
+        held = [s for s in subjects if not locks.try_lock(f"sub-{s}")]
+        if held:  # once more after a pause, as above
+            time.sleep(PROBE_PAUSE_S)
+            held = [s for s in held if not locks.try_lock(f"sub-{s}")]
     for subject in held:
         why = locks.stale(f"sub-{subject}")
         if why:
             stale[subject] = why
         else:
             busy[subject] = locks.holder(f"sub-{subject}")
-    mine = [j for j in jobs if j.subject not in busy and j.subject not in stale]
-    later = [j for j in jobs if j.subject in busy] if wait else []
+    mine = [j for j in jobs if j.subject not in busy and j.subject not in stale and j.subject not in deferred]
+    later = [j for j in jobs if j.subject in busy or j.subject in deferred] if wait else []
     skipped = [Failure(j.subject, j.session, ",".join(sorted(j.inputs.hemis)) or "L,R",
                        f"not processed: its lock {locks.path('sub-' + j.subject)} is stale: {stale[j.subject]}")
                for j in jobs if j.subject in stale]
@@ -554,6 +574,10 @@ def lock_participants(locks: RunLocks, jobs: list, wait: bool, prog: str = "geom
         for j in jobs if j.subject in busy]
     for subject, holder in busy.items():
         if wait:
+            after = (f"; so will the {len(deferred)} participant(s) after it ({_few(deferred)}), whose locks are "
+                     "taken in order after it (runs waiting for each other's participants never wait in a circle)"
+                     if deferred else "")
             print(f"{prog}: sub-{subject}: another geomorph-bids run is processing it ({holder or 'holder unknown'}); "
-                  "it will be done after that run, once this run's other participants are finished", flush=True)
+                  f"it will be done after that run, once this run's other participants are finished{after}",
+                  flush=True)
     return mine, skipped, later

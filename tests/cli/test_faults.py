@@ -828,3 +828,33 @@ def test_an_output_folder_on_a_read_only_mount_is_said_to_be_read_only_not_a_per
         f"{out}: the output directory is not writable (read-only filesystem); in this container only folders bound "
         f"writable can be written: bind a host folder you own there, not :ro (docker run -v /path/on/host:{out}, "
         f"apptainer run -B /path/on/host:{out})")
+
+
+def test_runs_waiting_for_each_others_participants_never_wait_in_a_circle(tmp_path, capsys):
+    """Three `--lock-wait` runs started at once with overlapping labels (A: 01 02, B: 02 03,
+    C: 01 03, a SLURM array's tasks written by hand): each took every free lock, so A could hold
+    sub-01 and wait for sub-02, B hold sub-02 and wait for sub-03, C hold sub-03 and wait for
+    sub-01; each holds its locks until it ends, so all three waited for ever. Now a waiting run
+    takes locks in sorted order up to the first that another holds and defers the rest: it waits
+    only for locks above every one it holds, so no circle can form."""
+    from types import SimpleNamespace
+
+    def jobs(*labels):
+        return [SimpleNamespace(subject=s, session=None, inputs=SimpleNamespace(hemis={"L": None})) for s in labels]
+
+    a, b, c = pf.RunLocks(tmp_path), pf.RunLocks(tmp_path), pf.RunLocks(tmp_path)
+    with a, b, c:
+        assert b.try_lock("sub-02")  # B was first to sub-02
+        mine, skipped, later = pf.lock_participants(a, jobs("01", "02", "03"), wait=True)
+        assert [j.subject for j in mine] == ["01"] and skipped == []
+        assert [j.subject for j in later] == ["02", "03"]
+        assert a.holds("sub-01") and not a.holds("sub-03")  # free, but above the one A waits for
+        out = capsys.readouterr().out
+        assert "sub-02: another geomorph-bids run is processing it (pid " in out
+        assert "so will the 1 participant(s) after it (sub-03), whose locks are taken in order after it" in out
+        # C can still take sub-03 and wait for sub-01: no one waits for a lock below one it holds
+        mine, _, later = pf.lock_participants(c, jobs("01", "03"), wait=True)
+        assert mine == [] and [j.subject for j in later] == ["01", "03"] and not c.holds("sub-03")
+        # without --lock-wait every free lock is taken at once, as before
+        mine, skipped, _ = pf.lock_participants(c, jobs("03", "04"), wait=False)
+        assert [j.subject for j in mine] == ["03", "04"] and skipped == []
