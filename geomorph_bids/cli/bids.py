@@ -42,7 +42,7 @@ from .nipype_config import configure_nipype, crash_folder_setting, plugin_runner
 from .parser import build_parser, refuse_options_that_do_not_apply  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
 from .group_level import run_group, run_reports_only  # noqa: E402
-from .preflight import (REPORTS_LOCK, RunLocks, folder_lock, lock_participants, preflight,  # noqa: E402
+from .preflight import (REPORTS_LOCK, folder_lock, lock_participants, participant_locks, preflight,  # noqa: E402
                         remove_if_empty)
 from .reporting import build_reports, print_reports, print_summary  # noqa: E402
 from .selection import collect_jobs, inputs_line, refuse_names_too_long  # noqa: E402
@@ -385,7 +385,9 @@ def run_participant(args) -> int:
         return run_exit_code(len(failures), 0)
     run_id = uuid.uuid4().hex[:8]
     crashes = crash_dir(output_dir, run_id)
-    with RunLocks(output_dir) as locks:  # released by the kernel if this process dies
+    # released by the kernel if this process dies; the workflow's in the work folder too: runs into other
+    # output folders sharing it run a participant's common steps in one cache folder
+    with participant_locks(output_dir, None if config.batch_size else work_dir) as locks:
         mine, skipped, later = lock_participants(locks, jobs, getattr(args, "lock_wait", False), _PROG)
         failures += skipped
         started = list(mine)

@@ -29,7 +29,7 @@ import socket
 import time
 import uuid
 import weakref
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Iterator, Sequence
@@ -40,7 +40,7 @@ from .interrupts import pid_alive
 __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max",
            "work_dir_too_deep",
            "preflight", "remove_if_empty", "RunLocks", "lock_participants", "participant_runs_active",
-           "folder_lock", "REPORTS_LOCK", "participant_lock_holder"]
+           "folder_lock", "REPORTS_LOCK", "participant_lock_holder", "ParticipantLocks", "participant_locks"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
 #: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.6 MB of outputs and 3.2 MB of
@@ -364,6 +364,12 @@ class RunLocks:
         """Whether this object holds ``name``'s lock."""
         return name in self._fds
 
+    def unlock(self, name: str) -> None:
+        """Give back ``name``'s lock, if held."""
+        fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)
+
     def try_lock(self, name: str) -> bool:
         """Take ``name``'s lock if free; False when another process holds it."""
         fd = self._open(name)
@@ -425,6 +431,85 @@ class RunLocks:
 #: lock held shared by the group level and ``--reports-only`` while they write into the output folder
 #: (their temporary files are not a killed run's leftovers: :func:`folder_lock`)
 REPORTS_LOCK = "reports"
+
+
+class ParticipantLocks:
+    """A participant's locks in several folders taken as one (the output folder's, then the work
+    folder's in the workflow mode: runs into other output folders that share a work folder run
+    their common steps in one cache folder). The interface of :class:`RunLocks` that
+    :func:`lock_participants` and the participant level use; a participant is held when every
+    folder's lock is, and a lock that is busy is given back in the folders taken before it, so a
+    run holds a participant in all its folders or in none. :meth:`path`, :meth:`holder` and
+    :meth:`stale` name the folder whose lock was found held."""
+
+    def __init__(self, *folders: RunLocks) -> None:
+        self.folders = folders
+        self._busy: dict[str, RunLocks] = {}
+
+    def __enter__(self) -> "ParticipantLocks":
+        with ExitStack() as entered:
+            for locks in self.folders:
+                entered.enter_context(locks)
+            entered.pop_all()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Release every lock of every folder."""
+        for locks in self.folders:
+            locks.release()
+
+    def _busy_in(self, name: str, i: int) -> None:
+        """``name``'s lock of folder ``i`` was not taken: give it back in the folders before."""
+        for earlier in self.folders[:i]:
+            earlier.unlock(name)
+        self._busy[name] = self.folders[i]
+
+    def try_lock(self, name: str) -> bool:
+        """:meth:`RunLocks.try_lock` in every folder, in order."""
+        for i, locks in enumerate(self.folders):
+            if not locks.try_lock(name):
+                self._busy_in(name, i)
+                return False
+        self._busy.pop(name, None)
+        return True
+
+    def wait_lock(self, name: str, poll_s: float = 0.5) -> str:
+        """:meth:`RunLocks.wait_lock` in every folder, in order; the first reason it is stale, or ``""``."""
+        for i, locks in enumerate(self.folders):
+            why = locks.wait_lock(name, poll_s)
+            if why:
+                self._busy_in(name, i)
+                return why
+        self._busy.pop(name, None)
+        return ""
+
+    def holds(self, name: str) -> bool:
+        return all(locks.holds(name) for locks in self.folders)
+
+    def _where(self, name: str) -> RunLocks:
+        return self._busy.get(name, self.folders[0])
+
+    def path(self, name: str) -> Path:
+        return self._where(name).path(name)
+
+    def holder(self, name: str, patience_s: float = 1.0) -> str:
+        return self._where(name).holder(name, patience_s)
+
+    def stale(self, name: str) -> str:
+        return self._where(name).stale(name)
+
+    def when_alone(self, action: Callable[[], None]) -> bool:
+        """:meth:`RunLocks.when_alone` of the output folder (the first)."""
+        return self.folders[0].when_alone(action)
+
+
+def participant_locks(output_dir: Path, work_dir: Path | None) -> ParticipantLocks:
+    """The locks of a participant run: the output folder's and, for the workflow mode
+    (``work_dir`` given), the work folder's (``<work_dir>/.geomorph-locks/``)."""
+    return ParticipantLocks(RunLocks(output_dir), *([RunLocks(work_dir)] if work_dir is not None else []))
 
 
 @contextmanager

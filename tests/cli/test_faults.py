@@ -858,3 +858,34 @@ def test_runs_waiting_for_each_others_participants_never_wait_in_a_circle(tmp_pa
         # without --lock-wait every free lock is taken at once, as before
         mine, skipped, _ = pf.lock_participants(c, jobs("03", "04"), wait=False)
         assert [j.subject for j in mine] == ["03", "04"] and skipped == []
+
+
+def test_runs_into_other_output_folders_sharing_a_work_folder_take_turns_on_a_participant(tmp_path, capsys):
+    """Two workflow-mode runs of sub-02 at once into other output folders (fsLR and fsaverage) with
+    one `-w`: the locks were the output folder's, so both ran; their common step (`load_features`)
+    ran twice at once in one cache folder: one run failed (`no such file at WORK/.../load_features/
+    _0x..._unfinished.json`, exit 1) or **hung for ever** (Nipype's pool callback raised
+    `FileNotFoundError: .../result_load_features.pklz`; 1 and 1 of 3 real tries). Now a
+    participant's lock is taken in the work folder too (after the output folder's, released
+    again when that one is held): the second skips it on the usual line naming the work folder's
+    lock, or waits for it with --lock-wait."""
+    from types import SimpleNamespace
+
+    job = SimpleNamespace(subject="02", session=None, inputs=SimpleNamespace(hemis={"L": None, "R": None}))
+    work = tmp_path / "work"
+    with pf.participant_locks(tmp_path / "fsLR", work) as first, \
+            pf.participant_locks(tmp_path / "fsaverage", work) as second:
+        mine, skipped, _ = pf.lock_participants(first, [job], wait=False)
+        assert mine == [job] and first.holds("sub-02")
+        mine, skipped, _ = pf.lock_participants(second, [job], wait=False)
+        assert mine == [] and len(skipped) == 1 and not second.holds("sub-02")
+        reason = skipped[0].reason
+        assert reason.startswith("skipped: another geomorph-bids run is processing this participant (pid ")
+        assert f"lock {work / pf.LOCK_DIR / 'sub-02.lock'})" in reason
+        # the second run's output-folder lock was given back: a third run into that folder is not held up
+        with pf.RunLocks(tmp_path / "fsaverage") as third:
+            assert third.try_lock("sub-02")
+        mine, _, later = pf.lock_participants(second, [job], wait=True)
+        assert mine == [] and later == [job] and "processing it (pid " in capsys.readouterr().out
+    with pf.participant_locks(tmp_path / "fsaverage", None) as alone:  # batch mode: no work-folder lock
+        assert alone.try_lock("sub-02") and alone.path("sub-02") == tmp_path / "fsaverage" / pf.LOCK_DIR / "sub-02.lock"
