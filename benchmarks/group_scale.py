@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from geomorph_bids.derivatives import label_key
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_FS = ROOT / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer" / "sub-01"
 EXE = str(Path(sys.executable).with_name("geomorph-bids"))
@@ -160,7 +162,8 @@ def main() -> int:
                 lines = tsv.read_text().splitlines()
                 row["tsv_rows"] = len(lines) - 1
                 keys = [tuple(x.split("\t")[:3]) for x in lines[1:]]
-                row["tsv_sorted"] = keys == sorted(keys)
+                row["tsv_sorted"] = keys == sorted(keys, key=lambda k: (label_key(k[0]), label_key(  # sub-2 < sub-10
+                    None if k[1] == "n/a" else k[1]), k[2]))
             if "reports" in args.commands:
                 sample = [label(i) for i in range(1, args.sample + 1)]
                 row["reports1"] = measure(base + ["participant", "--reports-only", "--participant-label", label(1)],

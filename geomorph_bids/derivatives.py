@@ -50,7 +50,8 @@ __all__ = ["DESC", "FEATURE_SUFFIX", "Derivative", "REGISTERED_SPHERE", "RESAMPL
            "NATIVE_SPHERE", "NATIVE_FEATURE", "HEMISPHERE_DERIVATIVES", "SINK_PATTERNS", "HemisphereOutputs",
            "hemisphere_outputs", "SPHERE_REG_MSM", "SPHERE_REG_FSAVERAGE", "SPHERE_REG_FSLR", "FMRIPREP_SPHERES",
            "CIFTI_FEATURES", "cifti_file",
-           "entities", "anat_dir", "anat_uri", "sidecar", "parse_metrics_name", "metrics_files", "report_name",
+           "entities", "label_key", "anat_dir", "anat_uri", "sidecar", "parse_metrics_name", "metrics_files",
+           "report_name",
            "figures_dir", "FIGURES", "GROUP_TSV", "GROUP_JSON", "GROUP_HTML", "GROUP_FIGURE",
            "DATASET_DESCRIPTION",
            "CITATION", "LOGS", "README", "BIDSIGNORE", "bidsignore_lines", "crash_dir", "CRASH_FILES",
@@ -159,6 +160,17 @@ def _patterns() -> tuple[str, ...]:
 #: BIDS path patterns of the outputs (pybids `build_path` form; the writer uses the names above,
 #: tests/test_derivatives.py checks that both agree)
 SINK_PATTERNS = _patterns()
+
+
+def label_key(label: object) -> tuple:
+    """The order of labels (and of paths made of them) in the group level's table and lists:
+    runs of digits by their value, the rest as text, so ``sub-2`` comes before ``sub-10`` and
+    ``ses-2`` before ``ses-10`` (as text, ``1, 10, 100, 2``); zero-padded labels keep their text
+    order, and ``01`` and ``1`` sit together (``01`` first). None and '' come first (a row without
+    sessions before its participant's sessions)."""
+    text = "" if label is None else str(label)
+    parts = re.split(r"([0-9]+)", text)  # text, digits, text, ...: the same kinds at the same places
+    return tuple((int(p), p) if k % 2 else p for k, p in enumerate(parts)), text
 
 
 def entities(subject: str, session: str | None) -> str:
@@ -326,7 +338,8 @@ def _metrics_in(subject_dir: str) -> list[str]:
 
 
 def metrics_files(output_dir: str | Path, subject: str | None = None) -> list[Path]:
-    """Every metrics file under ``output_dir`` (of one subject when given), sorted: the
+    """Every metrics file under ``output_dir`` (of one subject when given), sorted (:func:`label_key`:
+    ``sub-2`` before ``sub-10``): the
     ``*_desc-geomorph_metrics.json`` of every ``sub-*[/ses-*]/anat`` folder (links followed),
     found with ``os.scandir``. (A ``sub-*/**/anat`` glob listed every folder of every subject,
     figures included, as Paths: 1.4 s of each listing at 10,000 subjects, on 2 busy cores.)"""
@@ -339,7 +352,7 @@ def metrics_files(output_dir: str | Path, subject: str | None = None) -> list[Pa
                 tops = [e.path for e in entries if e.name.startswith("sub-") and _is_dir(e)]
         except OSError:
             tops = []
-    return sorted(Path(p) for top in tops for p in _metrics_in(top))
+    return [Path(p) for p in sorted((p for top in tops for p in _metrics_in(top)), key=label_key)]
 
 
 _SUBJECT_ENTRY = re.compile(r"^sub-[A-Za-z0-9]+$")

@@ -45,7 +45,7 @@ _PACKAGE_FEATURES: dict[tuple[str, str], tuple[str, str, float]] = {
     ("fsLR", "curv"): ("brainspace", "datasets/matrices/main_group/conte69_32k_curvature.csv", -1.0),
 }
 
-__all__ = ["data_dir", "package_template_features", "template_feature_package", "model_dir", "bundled_models",
+__all__ = ["data_dir", "package_template_features", "template_feature_package", "template_feature_reference", "model_dir", "bundled_models",
            "model_path", "template_feature_file", "template_rotation_file", "example_dir", "package_file",
            "package_data_file", "density_sphere_candidates", "templateflow_sphere_file", "citation_file"]
 
@@ -78,6 +78,14 @@ def package_template_features(template: str) -> dict[str, tuple[Path, float]]:
         if path is not None and path.is_file():
             out[feature] = (path, sign)
     return out
+
+
+def template_feature_reference(template: str, feature: str) -> str | None:
+    """Where an installed package's template feature lies, as the sidecars name package files
+    (``package:path inside it``, e.g. ``brainspace:datasets/matrices/main_group/conte69_32k_t1wt2w.csv``),
+    or None when no package provides ``feature`` of ``template``."""
+    entry = _PACKAGE_FEATURES.get((template, feature))
+    return f"{entry[0]}:{entry[1]}" if entry else None
 
 
 def template_feature_package(template: str, feature: str) -> str | None:

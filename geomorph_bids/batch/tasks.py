@@ -223,7 +223,7 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
     t = time.perf_counter()
     record = registration_record(result, settings.model, native.sphere_reg is not None)
     doc = metrics_document(record, task.info, settings.density, resampled.source, settings.quality,
-                           list(native.label_conflicts))
+                           list(native.label_conflicts), [f.path.name for f in task.files if f.unless_flagged])
     hemi = task.hemi
     final = {(f.field, f.index): f.path for f in task.files}
     meant: dict[str, Path] = {}  # staged file -> the output it becomes, named when its write fails

@@ -15,6 +15,11 @@ chosen in :mod:`.selection`, Nipype configured in :mod:`.nipype_config`, failure
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m: as the console script, one line on Ctrl-C during the imports below
+    from geomorph_bids.cli.launch import run_module
+
+    run_module("geomorph_bids.cli.bids", "geomorph-bids")
+
 import os
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")  # no telemetry / network, before nipype is imported
@@ -254,6 +259,26 @@ def _unpaired_spheres(jobs: list, config, withheld: list[str]) -> list[str]:
     return out
 
 
+def _cifti_not_written(jobs: list, config, failed_keys: set) -> list[str]:
+    """``sub-X [ses-Y] (hemi-R failed)`` for each subject/session of ``jobs`` whose ``--cifti-output``
+    dscalar was not written because one hemisphere failed (in discovery, or in the run) while the
+    other was written: the dscalar holds both hemispheres, and a user of it found none, with a FAILED
+    line about another file."""
+    from ..derivatives import entities
+
+    if not config.cifti:
+        return []
+    out = []
+    for job in jobs:
+        hemis = job.inputs.hemis
+        written = [h for h in sorted(hemis) if (job.subject, job.session, h) not in failed_keys]
+        failed = [h for h in ("L", "R") if h not in written]
+        if written and failed:
+            where = entities(job.subject, hemis[written[0]].session).replace("_", " ")
+            out.append(f"{where} (hemi-{'/'.join(failed)} failed)")
+    return out
+
+
 def _withheld_note(withheld: list[str], template: str) -> str:
     """The line that says which flagged hemispheres' spheres are not written under sMRIPrep's names
     (``withheld``: ``sub-X [ses-Y] hemi-H`` each) and what fMRIPrep does without them."""
@@ -341,7 +366,8 @@ def run_participant(args) -> int:
     """The participant level: decide the folders and settings, find and check the inputs, lock
     the participants, run the workflow, report every hemisphere (failed, flagged or done) and
     build the reports."""
-    from ..results.metrics import clear_latest_run_failed
+    from ..results.metrics import clear_latest_run_failed, read_document
+    from ..results.writer import flagged_in
     from ..workflows import hemi_outputs
     from ..workflows.outputs import cifti_output, expected_files, withheld_spheres
 
@@ -461,7 +487,9 @@ def run_participant(args) -> int:
         for job in done:
             for hemi in sorted(job.inputs.hemis):
                 outputs = hemi_outputs(job.inputs.hemis[hemi], config)
-                expected = expected_files(outputs)
+                # read once: the completeness check, the verdict and the withheld note all need it
+                doc = read_document(outputs.metrics)
+                expected = expected_files(outputs, flagged_in(doc))
                 key = (job.subject, job.session, hemi)
                 if key not in failed_keys and not all(p.is_file() for p in expected):
                     missing = [p.name for p in expected if not p.is_file()]
@@ -477,12 +505,13 @@ def run_participant(args) -> int:
                     continue
                 if _written(outputs.registered_sphere, before):
                     _remove_stale(outputs, job, cifti_output(job, config))
-                doc = json.loads(outputs.metrics.read_text())
+                if doc is None:  # not JSON: its error, as before
+                    doc = json.loads(outputs.metrics.read_text())
                 verdict = QualityVerdict.from_dict(doc.get("quality"))
                 if verdict.flagged:  # named by the session its outputs are written under
                     flagged.append(Failure(job.subject, job.inputs.hemis[hemi].session or job.session, hemi,
                                            verdict.line()))
-                    if withheld_spheres(outputs):
+                    if withheld_spheres(outputs, flagged_in(doc)):
                         withheld.append(f"{outputs.entities.replace('_', ' ')} hemi-{hemi}")
                 reused = not _written(outputs.metrics, before)
                 clear_latest_run_failed(outputs.metrics, doc)  # this run succeeded: its outputs are current
@@ -497,6 +526,10 @@ def run_participant(args) -> int:
                   f"({_smriprep_names(config.template.label)}) only for both hemispheres together: "
                   f"{'; '.join(unpaired)}; it runs its own MSMSulc there (register the other hemisphere too)",
                   file=sys.stderr)
+        no_cifti = _cifti_not_written(done, config, failed_keys)
+        if no_cifti:
+            print(f"{_PROG}: note: --cifti-output writes a subject/session's dscalar from both hemispheres: none for "
+                  f"{', '.join(no_cifti)}; it is written when a run registers both", file=sys.stderr)
         if kept:
             print(f"{_PROG}: note: {len(kept)} failed hemisphere(s) keep an earlier run's outputs, marked stale for "
                   f"the group level until a run of them succeeds: {', '.join(kept)}", file=sys.stderr)
@@ -578,6 +611,3 @@ def main(argv: list[str] | None = None) -> int:
         except HANDLED as exc:
             return error_exit(_PROG, exc)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -154,37 +154,87 @@ def _method_text(model) -> str:
 
 #: what separates the methods paragraphs of ``logs/CITATION.md`` from its references
 _REFERENCES = "\n### References"
+#: package -> (the methods sentence on the template maps it provides, its references): the fsLR
+#: curvature and T1w/T2w myelin maps multimodal-fsLR registers to are brainspace's conte69 group maps
+_PACKAGE_MAP_CREDITS = {"brainspace": (
+    "The template's {maps} maps were the fsLR 32k group averages distributed with BrainSpace (Vos de "
+    "Wael et al., 2020; derived from the discovery dataset of Vos de Wael et al., 2018; myelin as the "
+    "T1w/T2w ratio, Glasser and Van Essen, 2011).",
+    "- Vos de Wael R, et al. BrainSpace: a toolbox for the analysis of macroscale gradients in\n"
+    "  neuroimaging and connectomics datasets. Communications Biology 3:103, 2020.\n"
+    "  doi:10.1038/s42003-020-0794-7\n"
+    "- Vos de Wael R, et al. Anatomical and microstructural determinants of hippocampal subfield\n"
+    "  functional connectome embedding. PNAS 115(40):10154-10159, 2018. doi:10.1073/pnas.1803667115\n"
+    "- Glasser MF, Van Essen DC. Mapping human cortical areas in vivo based on myelin content as\n"
+    "  revealed by T1- and T2-weighted MRI. Journal of Neuroscience 31(32):11597-11616, 2011.\n"
+    "  doi:10.1523/JNEUROSCI.2180-11.2011\n")}
+
+
+def _template_maps_credit(config) -> tuple[str, str]:
+    """The methods sentence and the references for the template maps an installed package
+    provides to the run (``TemplateRef.package_maps`` of its channels and hemispheres: fsLR's curv
+    and myelin from brainspace), or two empty strings."""
+    package_maps = getattr(config.template, "package_maps", None)
+    if package_maps is None:
+        return "", ""
+    used = package_maps(config.channels, tuple(getattr(config, "density_sources", None) or ("L", "R")))
+    credits = [(_PACKAGE_MAP_CREDITS[p][0].format(maps=" and ".join(fs)), _PACKAGE_MAP_CREDITS[p][1])
+               for p, fs in used.items() if p in _PACKAGE_MAP_CREDITS]
+    return " ".join(c[0] for c in credits), "".join(c[1] for c in credits)
 #: introduces the methods paragraph of a later run with other settings into the same folder
 LATER_RUN = ("A later run into the same folder used other settings (each hemisphere's metrics file and "
              "sidecars say which apply to it):")
+
+
+def _reference_blocks(references: str) -> list[str]:
+    """The entries of a reference list (each ``- ...`` line with its indented continuation
+    lines, newline-terminated)."""
+    blocks: list[str] = []
+    for line in references.splitlines(keepends=True):
+        if line.startswith("- "):
+            blocks.append(line)
+        elif blocks and line.startswith("  "):
+            blocks[-1] += line
+    return [b if b.endswith("\n") else b + "\n" for b in blocks]
 
 
 def write_citation(output_dir: Path, config) -> Path:
     """``logs/CITATION.md``: the methods boilerplate filled in with the run's settings
     (a :class:`~geomorph_bids.workflows.config.RunConfig`). A folder whose file already describes
     other settings (an earlier run, e.g. to another template) keeps that paragraph and gets this
-    run's after it, introduced by :data:`LATER_RUN`; the same settings again change nothing.
-    Read and written under :func:`~geomorph_bids.cli.preflight.folder_lock` (``citation``): runs
-    with other settings starting at once each keep their paragraph."""
+    run's after it, introduced by :data:`LATER_RUN`, and its references stay; the same settings
+    again change nothing. Template maps an installed package provides (multimodal-fsLR's curv and
+    myelin: brainspace's) are credited with their references. Read and written under
+    :func:`~geomorph_bids.cli.preflight.folder_lock` (``citation``): runs with other settings
+    starting at once each keep their paragraph."""
     from ..resources import citation_file
 
     text = citation_file().read_text().format(
         version=__version__, template=config.template.label, channels=", ".join(config.channels),
         method_text=_method_text(config.model), features=", ".join(config.features), density=config.density)
     methods, _, references = text.partition(_REFERENCES)
+    credit, credit_refs = _template_maps_credit(config)
+    if credit:  # the template maps an installed package provides (multimodal-fsLR's curv and myelin)
+        methods, references = f"{methods.rstrip()}\n{credit}\n", f"{references.rstrip()}\n{credit_refs}"
+        text = f"{methods}{_REFERENCES}{references}"
     with folder_lock(output_dir, "citation"):
         return _add_methods(output_dir / CITATION, text, methods, references)
 
 
 def _add_methods(path: Path, text: str, methods: str, references: str) -> Path:
     """:func:`write_citation`'s update of ``path``: ``text`` (this run's methods and references)
-    when the file has no methods yet, else this run's ``methods`` after the earlier ones."""
+    when the file has no methods yet, else this run's ``methods`` after the earlier ones, the
+    earlier references kept."""
     try:
-        earlier = read_text_bounded(path, what="methods text").partition(_REFERENCES)[0].strip()
+        earlier_text = read_text_bounded(path, what="methods text")
     except InputError:  # none yet, or not readable: this run's text alone
-        earlier = ""
+        earlier_text = ""
+    earlier, _, earlier_refs = earlier_text.partition(_REFERENCES)
+    earlier = earlier.strip()
     if earlier and methods.strip() in earlier:
         return path  # described already (alone, or among other runs' settings)
     if earlier:
-        text = f"{earlier}\n\n{LATER_RUN}\n\n{methods.strip()}\n{_REFERENCES}{references}"
+        # an earlier run's references stay (the brainspace maps of a multimodal run before a sulc one)
+        kept = "".join(block for block in _reference_blocks(earlier_refs) if block not in references)
+        text = f"{earlier}\n\n{LATER_RUN}\n\n{methods.strip()}\n{_REFERENCES}{references.rstrip()}\n{kept}"
     return atomic_write_bytes(path, text.encode())

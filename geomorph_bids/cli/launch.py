@@ -7,7 +7,8 @@ before the command installs its own signal handling (:func:`~.interrupts.stop_on
 a 30 to 60 line ``KeyboardInterrupt`` traceback. Now it is one line, exit 130, as later in a run
 (:func:`~.exit_codes.interrupted`); once a command's ``main`` handles the stop signals, its own
 line says what was left. This module imports nothing heavy, so that the window it leaves is a few
-milliseconds.
+milliseconds. ``python -m geomorph_bids.cli.bids`` (``.register``, ``.train``) comes here too
+(:func:`run_module`, called at the top of each command's module).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import signal
 
 from .exit_codes import interrupted
 
-__all__ = ["launch", "bids", "register", "train"]
+__all__ = ["launch", "run_module", "bids", "register", "train"]
 
 
 def launch(module: str, prog: str) -> int:
@@ -31,6 +32,14 @@ def launch(module: str, prog: str) -> int:
         return main()
     except KeyboardInterrupt:
         return interrupted(prog, "SIGINT", signal.SIGINT)
+
+
+def run_module(module: str, prog: str) -> None:
+    """``python -m <module>``: what the console script does (:func:`launch`), then exit with its code.
+    Called first thing in each command's module when it runs as ``__main__``, before its heavy
+    imports (which otherwise ran outside any handling: a traceback on Ctrl-C); ``module`` is then
+    imported under its own name, and ``main`` is the one the console script runs."""
+    raise SystemExit(launch(module, prog))
 
 
 def bids() -> int:

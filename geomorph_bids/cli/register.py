@@ -10,6 +10,11 @@ JSON file of quality metrics.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m: as the console script, one line on Ctrl-C during the imports below
+    from geomorph_bids.cli.launch import run_module
+
+    run_module("geomorph_bids.cli.register", "geomorph-register")
+
 import argparse
 import json
 import os
@@ -60,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "--feature, or --feature repeated); "
                         "GIFTI .shape.gii/.func.gii, FreeSurfer morph file, MGH or CIFTI-2 .dscalar.nii "
                         "(--hemi's columns); NAME may be left out when "
-                        f"the file name says it ({', '.join(FEATURES)})")
+                        f"the file name says it ({', '.join(FEATURES)}; also HCP's curvature and "
+                        "MyelinMap_BC, the BIDS layout's myelinw)")
     p.add_argument("--sphere-reg", type=Path, default=None,
                    help="FreeSurfer ?h.sphere.reg of the same subject: rotation from vertex "
                         "correspondence instead of features (faster, as sMRIPrep does)")
@@ -117,11 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _feature_name(path: str) -> str | None:
     """The feature a file's name says it holds (``lh.sulc``, ``sub-01_hemi-L_sulc.shape.gii``,
-    ``100307.L.sulc.native.shape.gii``), when it names exactly one of :data:`FEATURES`."""
-    import re
+    ``sub-01_hemi-L_myelinw.func.gii``, HCP's ``100307.L.MyelinMap_BC.native.func.gii`` and
+    ``.curvature.``), when it names exactly one of :data:`FEATURES`: read as the identity check
+    reads it (:func:`geomorph_bids.io.hemisphere_label.declared_map`)."""
+    from geomorph_bids.io.hemisphere_label import declared_map
 
-    found = {f for f in FEATURES if re.search(rf"(?:^|[._-]){f}(?:[._-]|$)", Path(path).name)}
-    return found.pop() if len(found) == 1 else None
+    return declared_map(path)
 
 
 def _parse_features(specs: list[str]) -> dict[str, Path]:
@@ -265,6 +272,87 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     return metrics
 
 
+_STAGING_PREFIX = ".geomorph-register-"
+_OWNER = "owner.json"  # in a staging folder: who made it
+#: a staging folder without an owner file (an earlier version's) or another host's (a shared file
+#: system, where its process cannot be looked up) is taken for a killed run's after this long, seconds
+_ORPHAN_AGE_S = 24 * 3600
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux: ``/proc/<pid>/stat``'s 22nd field, clock ticks
+    since boot), which tells a reused process id from the process that made a folder; None when
+    unknown (another system, no such process)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_namespace() -> str | None:
+    """This process's PID namespace (Linux: ``pid:[4026531836]``), or None: a process id names the
+    same process only within one (two containers on one host may share the host's name, not this)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _left_by_a_killed_run(folder: Path, now: float) -> str | None:
+    """Why the staging folder ``folder`` is one a killed run left (a reason in words), or None when
+    it may be a live run's: its ``owner.json`` names a process of this host that has ended (or a
+    process id now another process's); without one, or another host's or PID namespace's (another
+    container's), untouched for :data:`_ORPHAN_AGE_S`."""
+    import socket
+
+    try:
+        owner = json.loads((folder / _OWNER).read_text())
+    except (OSError, ValueError):
+        owner = None
+    if isinstance(owner, dict) and owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int) \
+            and not isinstance(owner["pid"], bool) and owner["pid"] > 0 and owner.get("pidns") == _pid_namespace():
+        pid = owner["pid"]
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return f"its process {pid} has ended"
+        except OSError:  # another user's live process
+            pass
+        start = _process_start(pid)
+        if owner.get("start") is not None and start is not None and start != owner["start"]:
+            return f"its process {pid} has ended (the id is another process's now)"
+        return None
+    try:
+        age = now - folder.stat().st_mtime
+    except OSError:
+        return None
+    return f"untouched for {age / 3600:.0f} h" if age > _ORPHAN_AGE_S else None
+
+
+def _remove_killed_runs_folders(folder: Path) -> list[Path]:
+    """Remove the staging folders in ``folder`` that killed runs left (:func:`_left_by_a_killed_run`),
+    one ``note:`` line each; returns them. Those of runs that may still be writing are left."""
+    import shutil
+    import time
+
+    removed = []
+    try:
+        candidates = sorted(p for p in folder.glob(_STAGING_PREFIX + "*") if p.is_dir() and not p.is_symlink())
+    except OSError:
+        return removed
+    now = time.time()
+    for stale in candidates:
+        why = _left_by_a_killed_run(stale, now)
+        if why is None:
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
+        if not stale.exists():
+            removed.append(stale)
+            print(f"{_PROG}: note: removed {stale}, the temporary folder of a run that was killed ({why})",
+                  file=sys.stderr)
+    return removed
+
+
 class _OutputSet:
     """A registration's output files (sphere, maps, metrics JSON), put in place together.
 
@@ -274,8 +362,10 @@ class _OutputSet:
     last. A write that fails (a full disk) or a stop signal (Ctrl-C, a cluster's SIGTERM) before
     then leaves the final paths as they were: no new file, and an earlier run's set of the same
     names whole, never the new sphere beside the earlier metrics or the earlier metrics without
-    their sphere. The hidden folders are removed on the way out (a SIGKILL leaves them, hidden,
-    and no partial set)."""
+    their sphere. The hidden folders are removed on the way out; a SIGKILL leaves them, hidden,
+    and no partial set: each holds ``owner.json`` (host, process id and its start time), so the
+    next run into that folder removes those whose process has ended (:func:`_left_by_a_killed_run`)
+    and says so."""
 
     def __init__(self) -> None:
         self._folders: dict[Path, Path] = {}  # final folder -> its hidden staging folder
@@ -285,13 +375,23 @@ class _OutputSet:
         return self
 
     def stage(self, final: Path) -> Path:
-        """Where to write ``final`` for now (its parent folders are created)."""
+        """Where to write ``final`` for now (its parent folders are created; the staging folders
+        killed runs left there removed first)."""
+        import socket
         import tempfile
 
         folder = final.absolute().parent
         if folder not in self._folders:
             folder.mkdir(parents=True, exist_ok=True)
-            self._folders[folder] = Path(tempfile.mkdtemp(prefix=".geomorph-register-", dir=folder))
+            _remove_killed_runs_folders(folder)
+            staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=folder))
+            self._folders[folder] = staging
+            try:  # best effort: without it the folder is removed by age
+                (staging / _OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                          "start": _process_start(os.getpid()),
+                                                          "pidns": _pid_namespace()}))
+            except OSError:
+                pass
         staged = self._folders[folder] / final.name
         self._files.append((staged, final))
         return staged
@@ -506,6 +606,3 @@ def main(argv: list[str] | None = None) -> int:
                 exc = exc.with_context(hemi=getattr(args, "hemi", None))
             return error_exit(_PROG, exc)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -16,6 +16,11 @@ Example::
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m: as the console script, one line on Ctrl-C during the imports below
+    from geomorph_bids.cli.launch import run_module
+
+    run_module("geomorph_bids.cli.train", "geomorph-train")
+
 import argparse
 import math
 import os
@@ -783,6 +788,3 @@ def interrupted_detail(out: Path) -> str:
             f"epoch so far (no model_card.md until a training ends): continue with the same command and "
             f"--resume {out}")
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

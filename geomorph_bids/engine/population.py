@@ -147,6 +147,7 @@ def build_template(subjects: Sequence[PopulationSubject], iterations: int, templ
         raise ValueError(f"subject names must be unique (they name the subjects in the history, failures and "
                          f"template_description.json): {', '.join(repr(n) for n in twice)} given "
                          f"{', '.join(str(names.count(n)) for n in twice)} times; name each subject, e.g. 'sub-01'")
+    _check_units(subjects, features)
     if isinstance(template, Template):
         space = base or template.name
         base = template
@@ -192,6 +193,45 @@ def build_template(subjects: Sequence[PopulationSubject], iterations: int, templ
     if out_dir is not None:
         result.folder = write_template(out_dir, result)
     return result
+
+
+#: a subject's map whose spread (SD) is this many times the other subjects' median (or this many times
+#: smaller) is taken for one in other units and refused: maps are averaged as given, so it would weigh in
+#: that many times over (cm for mm: 10x; real cohorts' sulc SDs differ by less than 2x)
+UNITS_RATIO = 4.0
+
+
+def _check_units(subjects: Sequence[PopulationSubject], features: Sequence[str]) -> None:
+    """ValueError naming each subject whose map of a feature has a spread (SD over its finite values)
+    :data:`UNITS_RATIO` times the other subjects' median or more, or as many times less: in other units
+    (cm for mm, a map scaled by 1e3), it would dominate the average, or vanish in it, in silence. A
+    constant or unreadable map is left to the registration, which says what is wrong with it."""
+    from ..io.surfaces import read_feature
+
+    for f in features:
+        spread: dict[str, float] = {}
+        for subj in subjects:
+            v = subj.features[f]
+            try:
+                arr = np.asarray(read_feature(v) if isinstance(v, (str, Path)) else v, dtype=np.float64).reshape(-1)
+            except (ValueError, TypeError, OSError):
+                continue
+            finite = arr[np.isfinite(arr)]
+            sd = float(np.std(finite)) if finite.size else 0.0
+            if np.isfinite(sd) and sd > 0:
+                spread[str(subj.name)] = sd
+        if len(spread) < 2:
+            continue
+        odd = []
+        for name, sd in spread.items():
+            others = float(np.median([x for k, x in spread.items() if k != name]))
+            ratio = sd / others
+            if ratio >= UNITS_RATIO or ratio <= 1 / UNITS_RATIO:
+                odd.append(f"{name} (SD {sd:.3g}, {ratio:.3g}x the others' median {others:.3g})")
+        if odd:
+            raise ValueError(f"{f} maps in other units? {'; '.join(odd)}: build_template averages the maps as given, "
+                             f"so such a map dominates the average (or vanishes in it); give every subject's {f} in "
+                             "the same units (FreeSurfer's sulc: mm) or leave the subject out")
 
 
 def _feature_arrays(subj: PopulationSubject, features: Sequence[str], n: int) -> dict[str, np.ndarray]:

@@ -64,10 +64,10 @@ class WriteHemisphere(SimpleInterface):
         registration = json.loads(Path(self.inputs.registration).read_text())
         conflicts = list(self.inputs.label_conflicts) if isdefined(self.inputs.label_conflicts) else None
         thresholds = QualityThresholds.from_dict(self.inputs.thresholds if isdefined(self.inputs.thresholds) else None)
-        doc = metrics_document(registration, self.inputs.info, self.inputs.density, self.inputs.density_source,
-                               thresholds, conflicts)
-        metrics = atomic_write_bytes(os.path.join(runtime.cwd, "metrics.json"), metrics_bytes(doc))
         files = [OutputFile.from_dict(d) for d in self.inputs.files]
+        doc = metrics_document(registration, self.inputs.info, self.inputs.density, self.inputs.density_source,
+                               thresholds, conflicts, [f.path.name for f in files if f.unless_flagged])
+        metrics = atomic_write_bytes(os.path.join(runtime.cwd, "metrics.json"), metrics_bytes(doc))
         produced = {"registered_sphere": self.inputs.registered_sphere,
                     "resampled_features": list(self.inputs.resampled_features),
                     "metrics": str(metrics), "native_sphere": self.inputs.native_sphere,

@@ -9,7 +9,7 @@ from nipype.interfaces.base import File, InputMultiObject, SimpleInterface, Trai
 
 from .base import KeyedInputSpec
 
-__all__ = ["SphereToFsLR", "FeaturesCifti"]
+__all__ = ["SphereToFsLR", "FeaturesCifti", "SwappedSphereGate"]
 
 
 class _SphereToFsLRInputSpec(KeyedInputSpec):
@@ -38,6 +38,50 @@ class SphereToFsLR(SimpleInterface):
         self._results["out_sphere"] = str(write_surface(os.path.join(runtime.cwd, "sphere_reg_fsLR.surf.gii"),
                                                         moved, sphere.faces, hemi=self.inputs.hemi))
         self._results["deformation"] = source
+        return runtime
+
+
+class _SwappedSphereGateInputSpec(KeyedInputSpec):
+    in_sphere = File(exists=True, mandatory=True, desc="GeoMorph's registered sphere (Register's out_sphere)")
+    metrics_file = File(exists=True, mandatory=True, desc="Register's registration.json")
+    fallback_sphere = File(exists=True, mandatory=True, desc="the sphere_reg_fsLR input (same mesh)")
+    hemi = traits.Enum("L", "R", mandatory=True)
+    source = traits.Str(mandatory=True, desc="an input file of the hemisphere, named in messages")
+    on_flagged = traits.Enum("fallback", "error", usedefault=True, desc="what a flagged registration does")
+    thresholds = traits.Dict(desc="QualityThresholds.to_dict(); undefined: the defaults")
+
+
+class _SwappedSphereGateOutputSpec(TraitedSpec):
+    out_sphere = File(exists=True, desc="the sphere to pass on")
+    quality = traits.Dict(desc="flagged, reasons, thresholds, used (geomorph or sphere_reg_fsLR), message")
+
+
+class SwappedSphereGate(SimpleInterface):
+    """The quality gate of ``init_geomorph_sulc_wf``
+    (:func:`geomorph_bids.io.fmriprep_compat.gate_swapped_sphere`); a flagged hemisphere is logged
+    as a warning on Nipype's workflow logger."""
+
+    input_spec = _SwappedSphereGateInputSpec
+    output_spec = _SwappedSphereGateOutputSpec
+
+    def _run_interface(self, runtime):
+        import json
+        import logging
+
+        from nipype.interfaces.base import isdefined
+
+        from ..io.fmriprep_compat import gate_swapped_sphere
+
+        with open(self.inputs.metrics_file, encoding="utf-8") as fh:
+            record = json.load(fh)
+        thresholds = self.inputs.thresholds if isdefined(self.inputs.thresholds) else None
+        sphere, quality = gate_swapped_sphere(self.inputs.in_sphere, self.inputs.fallback_sphere, record,
+                                              self.inputs.hemi, self.inputs.source, runtime.cwd,
+                                              self.inputs.on_flagged, thresholds)
+        if quality["message"]:
+            logging.getLogger("nipype.workflow").warning(quality["message"])
+        self._results["out_sphere"] = str(sphere)
+        self._results["quality"] = quality
         return runtime
 
 

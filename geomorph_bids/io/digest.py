@@ -9,7 +9,8 @@ hemisphere. SHA-1 (not for security): the fastest cryptographic hash here, ~700 
 core, i.e. ~10 ms for a 164k-vertex hemisphere (docs/benchmarks.md).
 
 The code is part of the key too (:func:`software_id`): a result cached by another build of
-geomorph-bids (an upgrade into the same work folder) is computed again, not taken as this one's.
+geomorph-bids (an upgrade into the same work folder), or computed with other versions of the
+libraries that make its numbers (:data:`NUMERIC_LIBRARIES`), is computed again, not taken as this one's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Iterable
 from geomorph_bids.errors import InputError
 from geomorph_bids.io.limits import READ_TIMEOUT_S, check_size, with_deadline
 
-__all__ = ["file_digest", "file_stamp", "input_digest", "source_digest", "software_id", "DIGEST_MAX_BYTES"]
+__all__ = ["file_digest", "file_stamp", "input_digest", "source_digest", "software_id", "library_versions",
+           "NUMERIC_LIBRARIES", "DIGEST_MAX_BYTES"]
 
 #: the largest file hashed (bytes): any input the readers accept is smaller
 DIGEST_MAX_BYTES = 2 ** 31
@@ -89,12 +91,37 @@ def source_digest() -> str:
     return h.hexdigest()
 
 
+#: the installed packages whose versions change a result's numbers or bytes, part of :func:`software_id`:
+#: torch (the network, the optimiser, their kernels and their build: ``+cpu``, ``+cu121``), numpy and scipy
+#: (the rigid fit, resampling, linear algebra, the BLAS their wheels bundle), nibabel (the bytes of every
+#: file read and written). Nipype and niworkflows only schedule the same calls and are left out.
+NUMERIC_LIBRARIES = ("numpy", "scipy", "torch", "nibabel")
+
+
+@functools.lru_cache(maxsize=1)
+def library_versions() -> tuple[tuple[str, str], ...]:
+    """``((name, version), ...)`` of :data:`NUMERIC_LIBRARIES` as installed (the distributions'
+    metadata: nothing is imported; ``absent`` for one that is not installed), once per process."""
+    from importlib import metadata
+
+    out = []
+    for name in NUMERIC_LIBRARIES:
+        try:
+            out.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            out.append((name, "absent"))
+    return tuple(out)
+
+
 def software_id() -> str:
-    """The build of geomorph-bids that computes a result: ``geomorph-bids <version> (source
-    <12 hex digits of source_digest>)``. It is part of every cache key (the workflow's nodes,
-    batch mode's resume records, the participant report's marker) and recorded as ``software``
-    in each metrics JSON, so that outputs of an earlier build are computed again, never reused as
-    this one's, and the group table says which build made each row."""
+    """The build that computes a result: ``geomorph-bids <version> (source <12 hex digits of
+    source_digest>; numpy <v>, scipy <v>, torch <v>, nibabel <v>)``: geomorph-bids and the
+    versions of the libraries that make its numbers (:func:`library_versions`). It is part of every
+    cache key (the workflow's nodes, batch mode's resume records, the participant report's marker)
+    and recorded as ``software`` in each metrics JSON, so that outputs of an earlier build, or of
+    the same one with torch or numpy upgraded, are computed again, never reused as this one's, and
+    the group table says which build made each row."""
     from .. import __version__
 
-    return f"geomorph-bids {__version__} (source {source_digest()[:12]})"
+    libraries = ", ".join(f"{name} {version}" for name, version in library_versions())
+    return f"geomorph-bids {__version__} (source {source_digest()[:12]}; {libraries})"

@@ -45,7 +45,9 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
     ``<root>/<S>/MNINonLinear/Native/<S>.H.sphere.native.surf.gii``, optional
     ``<S>.H.sphere.reg.native.surf.gii`` (FreeSurfer's sphere.reg), ``.sulc.native.shape.gii``,
     ``.curvature.native.shape.gii``, ``.thickness.native.shape.gii``,
-    ``.MyelinMap_BC.native.func.gii`` (else ``.MyelinMap.native.func.gii``); surface (optional):
+    ``.MyelinMap_BC.native.func.gii`` (else ``.MyelinMap.native.func.gii``, else the dscalar of both
+    hemispheres ``<S>.MyelinMap_BC.native.dscalar.nii``, then ``<S>.MyelinMap.native.dscalar.nii``:
+    the hemisphere's columns are read); surface (optional):
     ``<S>.H.inflated.native.surf.gii``, else ``.midthickness.native.surf.gii``; midthickness
     (optional): ``.midthickness.native.surf.gii``; cortex mask (optional): ``.roi.native.shape.gii``.
     ``S`` tried:
@@ -92,6 +94,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from geomorph_bids.derivatives import label_key
 from geomorph_bids.errors import InputError
 
 __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs", "SubjectInputs", "freesurfer_roots",
@@ -375,7 +378,8 @@ def freesurfer_roots(bids_dir: str | Path, fs_subjects_dir: str | Path | None = 
 
 def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
                   derivatives: Mapping[str, str | Path] | None = None) -> list[str]:
-    """Subject labels (without ``sub-``), sorted: ``sub-*`` folders of ``bids_dir`` plus
+    """Subject labels (without ``sub-``), in natural order (:func:`~geomorph_bids.derivatives.label_key`:
+    ``2`` before ``10``): ``sub-*`` folders of ``bids_dir`` plus
     subjects found only in the derivatives roots or FreeSurfer subjects dirs (``sub-*``
     folders, ``sub-X_ses-Y`` FreeSurfer folders, HCP folders holding ``MNINonLinear/Native``,
     and FreeSurfer subjects named without ``sub-``, e.g. ``bert/surf/lh.sphere``, when the
@@ -405,7 +409,7 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
                 continue
             if _LABEL.fullmatch(name):
                 labels.add(name)
-    return sorted(labels)
+    return sorted(labels, key=label_key)  # sub-2 before sub-10, as the group level lists them
 
 
 def unlabelled_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = None,
@@ -640,7 +644,7 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
         folders = [(subj / "anat", None)]
         sessions = []
         bad = []
-        for anat in sorted(subj.glob("ses-*/anat")):
+        for anat in sorted(subj.glob("ses-*/anat"), key=lambda a: label_key(a.parent.name)):
             ses = anat.parent.name[4:]
             if not _LABEL.fullmatch(ses):  # its outputs could not carry the entity: never processed
                 bad.append(f"smriprep {anat.parent}: session label {ses!r} is not a BIDS label (letters and "
@@ -693,7 +697,8 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
             lacking = [f for f in features if f not in chosen]
             if lacking:
                 elsewhere = [p.name for f in lacking for p in others.get(f, [])]
-                problems.append(f"smriprep {anat}: has the sphere but no {', '.join(lacking)}" + (
+                problems.append(f"smriprep {anat}: has the sphere but no {', '.join(lacking)}"
+                                + _on_template_hint(anat, subject, ses, hemi, lacking) + (
                     f" of its set ({sphere.name}: {_acquisition_text(acq)}); "
                     f"another set has it ({', '.join(elsewhere)}), and sets are never mixed" if elsewhere else "")
                     + _case_hint(_smriprep_case_mismatches(anat, subject, ses, hemi, lacking)))
@@ -704,6 +709,33 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
                               feats, "freesurfer", chosen[kind] if kind else None, kind,
                               chosen.get("midthickness"), chosen.get("cortex_mask")), ""
     return None, "; ".join(problems) or None
+
+
+def _on_template_hint(anat: Path, subject: str, session: str | None, hemi: str, roles: Sequence[str]) -> str:
+    """`` (NAMES there are on a template's mesh, space-X: ...)`` for the files of ``anat`` that would be
+    maps of ``roles`` but for their ``space-``/``den-`` entity (``sub-01_hemi-L_space-fsLR_den-32k_myelinw.func.gii``,
+    fMRIPrep's ``sub-01_space-fsLR_den-91k_myelinw.dscalar.nii`` of both hemispheres): already resampled
+    onto a template, they cannot be registered; ``""`` when there is none."""
+    names, spaces = [], set()
+    for p in sorted(anat.glob(f"sub-{subject}_*")):
+        parsed = _entities(p.name)
+        if parsed is None:
+            continue
+        ents, suffix, ext = parsed
+        if ents.get("sub") != subject or ents.get("ses") != session or ents.get("hemi", hemi) != hemi:
+            continue
+        if "space" not in ents and "den" not in ents:
+            continue
+        bare = {k: v for k, v in ents.items() if k not in ("space", "den")}
+        role = _smriprep_role(bare, suffix, ".func.gii" if ext == ".dscalar.nii" else ext)
+        if role in roles:
+            names.append(p.name)
+            spaces.add(ents.get("space") or f"den-{ents['den']}")
+    if not names:
+        return ""
+    return (f" ({', '.join(names)} there {'is' if len(names) == 1 else 'are'} on a template's mesh, "
+            f"{', '.join(f'space-{sp}' if not sp.startswith('den-') else sp for sp in sorted(spaces))}: the "
+            "registration reads the map on this sphere's native mesh, named without space-/den-)")
 
 
 def _present(path: Path) -> bool:
@@ -767,9 +799,13 @@ def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,
                features: Sequence[str]) -> tuple[HemiInputs | None, str | None]:
     names = ([f"sub-{subject}_ses-{session}", f"{subject}_ses-{session}"] if session else []) + \
         [f"sub-{subject}", subject]
-    kinds = {"sulc": ["sulc.native.shape.gii"], "curv": ["curvature.native.shape.gii"],
-             "thickness": ["thickness.native.shape.gii"],
-             "myelin": ["MyelinMap_BC.native.func.gii", "MyelinMap.native.func.gii"]}
+    # each map's file names in order of preference ({S}: the subject folder's name, {H}: L or R); the
+    # myelin maps also as the one dscalar of both hemispheres PostFreeSurfer writes beside them (the
+    # file HCP's downloads offer: its columns of this hemisphere are read)
+    kinds = {"sulc": ["{S}.{H}.sulc.native.shape.gii"], "curv": ["{S}.{H}.curvature.native.shape.gii"],
+             "thickness": ["{S}.{H}.thickness.native.shape.gii"],
+             "myelin": ["{S}.{H}.MyelinMap_BC.native.func.gii", "{S}.{H}.MyelinMap.native.func.gii",
+                        "{S}.MyelinMap_BC.native.dscalar.nii", "{S}.MyelinMap.native.dscalar.nii"]}
     for name in names:
         native = root / name / "MNINonLinear" / "Native"
         sphere = native / f"{name}.{hemi}.sphere.native.surf.gii"
@@ -777,11 +813,11 @@ def _probe_hcp(root: Path, subject: str, session: str | None, hemi: str,
             continue
         feats = {}
         for f, options in kinds.items():
-            hit = next((native / f"{name}.{hemi}.{o}" for o in options
-                        if _present(native / f"{name}.{hemi}.{o}")), None)
+            hit = next((native / o.format(S=name, H=hemi) for o in options
+                        if _present(native / o.format(S=name, H=hemi))), None)
             if hit is not None:
                 feats[f] = hit
-        lacking = [f".{kinds[f][0]}" for f in features if f not in feats]
+        lacking = [kinds[f][0].format(S="", H=hemi).removeprefix(f".{hemi}") for f in features if f not in feats]
         if lacking:
             return None, f"hcp {native}: has the sphere but no {', '.join(lacking)}"
         reg = native / f"{name}.{hemi}.sphere.reg.native.surf.gii"
@@ -805,7 +841,8 @@ def _looked_for(subject: str, session: str | None, hemi: str, features: Sequence
     ses = f"[_ses-{session}]" if session else ""
     fs_names = {"sulc": "sulc", "curv": "curv", "thickness": "thickness"}
     hcp_names = {"sulc": "sulc.native.shape.gii", "curv": "curvature.native.shape.gii",
-                 "thickness": "thickness.native.shape.gii", "myelin": "MyelinMap_BC.native.func.gii"}
+                 "thickness": "thickness.native.shape.gii",
+                 "myelin": "MyelinMap_BC.native.func.gii (or <S>.MyelinMap_BC.native.dscalar.nii)"}
     smri = " + ".join([f"sub-{subject}{ses}_hemi-{hemi}_sphere.surf.gii",
                        *(f"_{f}.shape.gii" if f != "myelin" else "_myelinw|desc-myelin*.{shape,func}.gii"
                          for f in features)])

@@ -31,7 +31,8 @@ from ..errors import InputError
 from ..resources import package_data_file
 
 __all__ = ["fmriprep_spheres", "sphere_reg_fslr", "deformation_source", "sphere_sidecar", "write_features_cifti",
-           "cifti_sidecar", "SMRIPREP_NAMES"]
+           "cifti_sidecar", "SMRIPREP_NAMES", "ON_FLAGGED", "FlaggedRegistration", "gate_swapped_sphere",
+           "FLAGGED_SPHERE_META"]
 
 #: what each sMRIPrep io_spec key holds in sMRIPrep's own outputs (for the sidecars)
 SMRIPREP_NAMES = {"sphere_reg_msm": "the MSMSulc registration to fsLR (sphere_reg_msm)",
@@ -48,6 +49,83 @@ def fmriprep_spheres(template: str) -> dict[str, Derivative]:
                          f"{' and '.join(FMRIPREP_SPHERES)} space only, not {template!r}; use --template "
                          f"{' or '.join(FMRIPREP_SPHERES)}")
     return FMRIPREP_SPHERES[template]
+
+
+#: what :func:`~geomorph_bids.workflows.init_geomorph_sulc_wf` does with a hemisphere whose registration
+#: the quality gates flag: pass on the ``sphere_reg_fsLR`` input instead (what sMRIPrep uses with
+#: ``--no-msm``), or fail the node
+ON_FLAGGED = ("fallback", "error")
+
+#: the GIFTI metadata key (on the POINTSET array) that marks a sphere passed on in place of a flagged
+#: registration; the sink copies the file, so the key reaches the written ``desc-msmsulc`` sphere
+FLAGGED_SPHERE_META = "GeoMorphQualityFlagged"
+
+
+class FlaggedRegistration(RuntimeError):
+    """``init_geomorph_sulc_wf(on_flagged="error")``: a hemisphere's registration failed the quality
+    gates (one line naming the subject, the hemisphere and the reasons)."""
+
+
+def _where(source: str | Path, hemi: str) -> str:
+    """``sub-01 ses-1 hemi-L`` from a BIDS-named input file (``sub-``/``ses-`` entities), or
+    ``hemi-L (<file name>)`` when the name has none."""
+    import re
+
+    name = Path(str(source)).name
+    ents = [m.group(0) for k in ("sub", "ses") for m in [re.search(rf"(?:^|_){k}-[A-Za-z0-9]+", name)] if m]
+    ents = [e.lstrip("_") for e in ents]
+    return " ".join([*ents, f"hemi-{hemi}"]) if ents else f"hemi-{hemi} ({name})"
+
+
+def gate_swapped_sphere(registered: str | Path, fallback: str | Path, record: dict[str, Any], hemi: str,
+                        source: str | Path, out_dir: str | Path, on_flagged: str = "fallback",
+                        thresholds: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """The quality gate of the swap-in workflow: the sphere to pass on for one hemisphere.
+
+    Parameters
+    ----------
+    registered : GeoMorph's registered sphere (``.surf.gii``, the native mesh in fsLR space).
+    fallback : the ``sphere_reg_fsLR`` input (sMRIPrep's FreeSurfer-derived fsLR sphere, same mesh).
+    record : the registration record (``registration.json`` of :class:`~geomorph_bids.interfaces.Register`),
+        judged with :func:`geomorph_bids.quality.assess` on its ``registration_features``.
+    hemi : ``"L"`` or ``"R"``. source : an input file of the hemisphere, named in messages
+        (its ``sub-``/``ses-`` entities).
+    out_dir : where a fallback copy is written.
+    on_flagged : one of :data:`ON_FLAGGED`.
+    thresholds : :meth:`QualityThresholds.to_dict` (None: the BIDS-App's defaults).
+
+    Returns
+    -------
+    The sphere to pass on (``registered``, or for a flagged hemisphere with ``"fallback"`` a copy of
+    ``fallback`` whose POINTSET metadata holds :data:`FLAGGED_SPHERE_META`: the reasons), and the
+    record of the decision: ``{"flagged", "reasons", "thresholds", "used", "message"}`` (``used``:
+    ``"geomorph"`` or ``"sphere_reg_fsLR"``; ``message``: the warning line, ``""`` when it passed).
+    FlaggedRegistration with ``"error"`` for a flagged hemisphere.
+    """
+    from ..quality import QualityThresholds, assess
+    from .gifti import write_surface
+    from .surfaces import read_surface
+
+    if on_flagged not in ON_FLAGGED:
+        raise ValueError(f"on_flagged must be one of {', '.join(ON_FLAGGED)}, got {on_flagged!r}")
+    verdict = assess(record, record.get("registration_features") or ["sulc"], QualityThresholds.from_dict(thresholds))
+    out = {**verdict.to_dict(), "used": "geomorph", "message": ""}
+    if not verdict.flagged:
+        return Path(registered), out
+    where = _where(source, hemi)
+    if on_flagged == "error":
+        raise FlaggedRegistration(
+            f"{where}: GeoMorph's registration to fsLR is FLAGGED by the quality gates: {verdict.line()} "
+            "(init_geomorph_sulc_wf(on_flagged='fallback') passes on the sphere_reg_fsLR input instead)")
+    mesh = read_surface(fallback)
+    note = f"FLAGGED: {verdict.line()}; this is the sphere_reg_fsLR input, GeoMorph's registration withheld"
+    path = write_surface(Path(out_dir) / "sphere_reg_fsLR_fallback.surf.gii", mesh.vertices, mesh.faces, hemi=hemi,
+                         meta={FLAGGED_SPHERE_META: note})
+    out["used"] = "sphere_reg_fsLR"
+    out["message"] = (f"{where}: GeoMorph's registration to fsLR is FLAGGED by the quality gates: {verdict.line()}; "
+                      "passing on the sphere_reg_fsLR input (sMRIPrep's FreeSurfer-derived fsLR sphere, as with "
+                      f"--no-msm) instead; the written sphere's GIFTI metadata says so ({FLAGGED_SPHERE_META})")
+    return Path(path), out
 
 
 def sphere_reg_fslr(vertices: np.ndarray, hemi: str) -> tuple[np.ndarray, str]:

@@ -141,13 +141,33 @@ class TemplateRef:
                                     "template_vertices": source.vertex_count()}, self.base)
 
     def describe(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> str:
-        """One line: where the maps come from, e.g. ``fsaverage from FreeSurfer fsaverage /x``."""
+        """One line: where the maps come from, e.g. ``fsaverage from FreeSurfer fsaverage /x``;
+        maps an installed package provides are named (``fsLR from the bundled fsLR (curv,
+        myelin from brainspace's group maps)``)."""
         if self.is_custom:  # a folder renamed or copied under another name still names its outputs by its Identifier
             named = "" if self.folder.name == f"tpl-{self.label}" else (
                 f" (the Identifier in its {DESCRIPTION}: outputs are named space-{self.label})")
             return f"{self.label} from {self.folder}{named}"
+        hemis = tuple(hemis)
         where = sorted({self.source(h, features).describe() for h in hemis})
-        return f"{self.label} from {' and '.join(where)}"
+        also = "; ".join(f"{', '.join(fs)} from {package}'s group maps"
+                         for package, fs in self.package_maps(features, hemis).items())
+        return f"{self.label} from {' and '.join(where)}" + (f" ({also})" if also else "")
+
+    def package_maps(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> dict[str, tuple[str, ...]]:
+        """The installed packages whose maps ``hemis`` use for ``features`` -> those maps, sorted
+        (``{"brainspace": ("curv", "myelin")}`` for the bundled fsLR with curv and myelin); ``{}``
+        for a custom template or a source with no such map."""
+        if self.is_custom:
+            return {}
+        packaged: dict[str, set[str]] = {}
+        for h in hemis:
+            source = self.source(h, features)
+            if source is None or not all(f in source.maps for f in features):  # refused where it is loaded
+                continue
+            for f, ref in (source.provenance(features).get("template_maps") or {}).items():
+                packaged.setdefault(ref.split(":", 1)[0], set()).add(f)
+        return {package: tuple(sorted(fs)) for package, fs in sorted(packaged.items())}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain strings (a Nipype input); :meth:`from_dict` is the inverse."""

@@ -157,24 +157,32 @@ def low_resolution_note(provenance: Mapping[str, Any], template: str = "fsaverag
 def describe_provenance(provenance: Mapping[str, Any]) -> str:
     """One line from a registration's ``template_*`` metrics, e.g. ``freesurfer
     /opt/subjects/fsaverage, 163,842 vertices, sha256 4a117c4ef763`` (the bundled maps: ``40,962
-    vertices (built from 163,842)``); ``n/a`` when absent."""
+    vertices (built from 163,842)``; maps an installed package provides are named after them:
+    ``; myelin from brainspace's conte69_32k_t1wt2w.csv``); ``n/a`` when absent."""
     if not provenance.get("template_source"):
         return "n/a"
     n = _recorded_count(provenance.get("template_vertices"))
     origin = _recorded_count(provenance.get("template_built_from_vertices"))
+    maps = provenance.get("template_maps")
+    packaged = "".join(f"; {f} from {str(ref).split(':', 1)[0]}'s {str(ref).rsplit('/', 1)[-1]}"
+                       for f, ref in sorted(maps.items())) if isinstance(maps, Mapping) else ""
     return (f"{provenance['template_source']} {provenance.get('template_source_path', '')}"
-            + (f", {n:,} vertices" if n else "") + (f" (built from {origin:,})" if origin else "")
+            + (f", {n:,} vertices" if n else "") + (f" (built from {origin:,})" if origin else "") + packaged
             + f", sha256 {str(provenance.get('template_sha256', ''))[:12]}")
 
 
 def source_record(provenance: Mapping[str, Any]) -> dict[str, Any]:
     """A registration's ``template_*`` provenance as the JSON files record it (a sidecar's
     ``TemplateSource``, a population template's ``BaseTemplateSource``): ``Kind``, ``Path``,
-    ``Vertices`` (of the maps read), the bundled maps' ``BuiltFromVertices`` and ``SHA256``."""
+    ``Vertices`` (of the maps read), the bundled maps' ``BuiltFromVertices`` (the bundled sulc's
+    origin), ``Maps`` (feature -> ``package:path`` for maps an installed package provides: fsLR's
+    curv and myelin, brainspace's conte69 maps) and ``SHA256`` (of every map file read)."""
     p = provenance
     origin = p.get("template_built_from_vertices")
+    maps = p.get("template_maps")
     return {"Kind": p.get("template_source"), "Path": p.get("template_source_path"),
             "Vertices": p.get("template_vertices"), **({"BuiltFromVertices": origin} if origin else {}),
+            **({"Maps": dict(maps)} if isinstance(maps, Mapping) and maps else {}),
             "SHA256": p.get("template_sha256")}
 
 
@@ -294,15 +302,31 @@ class TemplateSource:
         """What the outputs record: ``template_source`` (kind), ``template_source_path``
         (folder), ``template_vertices`` (vertex count of the maps read, the files of
         ``template_files``: 40,962 for the bundled ico-6 maps), ``template_sha256`` (of the files
-        read, in :meth:`files` order), ``template_files``; the bundled maps also
+        read, in :meth:`files` order), ``template_files``; ``template_maps`` (feature -> ``package:path``)
+        for the bundled source's maps an installed package provides (fsLR's curv and myelin:
+        brainspace's), absent when there is none; the bundled maps also
         ``template_built_from_vertices``, the vertex count of the maps they were built from
         (:data:`BUNDLED_ORIGIN`: fsLR 163,842, fsaverage 10,242, fsaverage5's)."""
         files = self.files(features)
         origin = {"template_built_from_vertices": BUNDLED_ORIGIN[self.base][0]} if (
             self.is_bundled and self.base in BUNDLED_ORIGIN) else {}
         return {"template_source": self.kind, "template_source_path": str(self.folder),
-                "template_vertices": _vertex_count(self), **origin,
+                "template_vertices": _vertex_count(self), **origin, **self._package_maps(features, files),
                 "template_sha256": files_sha256(tuple(map(str, files))), "template_files": [str(p) for p in files]}
+
+    def _package_maps(self, features: Sequence[str], files: Sequence[Path]) -> dict[str, Any]:
+        """``{"template_maps": {feature: "package:path"}}`` for the bundled source's maps that an
+        installed package provides (fsLR's curv and myelin: brainspace's conte69 maps on fsLR
+        32k), read from that package and not from the bundled folder; ``{}`` when there is none."""
+        if not self.is_bundled:
+            return {}
+        from ..resources import data_dir, template_feature_reference
+
+        ours = data_dir().resolve()
+        maps = {f: template_feature_reference(self.base, f) for f, path in zip(features, files)
+                if ours not in Path(path).resolve().parents}
+        maps = {f: ref for f, ref in maps.items() if ref}
+        return {"template_maps": maps} if maps else {}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain strings (a Nipype input); :meth:`from_dict` is the inverse."""

@@ -116,9 +116,19 @@ def check_vertex_count(n_found: int, n_expected: int | None, path: PathLike = No
     see)."""
     if n_expected is not None and int(n_found) != int(n_expected):
         named = f" {sphere}" if sphere is not None else ""
+        mesh = _TEMPLATE_MESHES.get(int(n_found))
+        already = "" if mesh is None else (
+            f" ({int(n_found)} is the vertex count of {mesh}: a map already resampled onto a template, as "
+            "HCP's fsaverage_LR32k/ and 164k_fs_LR maps are; give the map on the native mesh, e.g. HCP's "
+            "MNINonLinear/Native/<S>.<L or R>.MyelinMap_BC.native.func.gii)")
         raise InputError(
             f"{what} has {int(n_found)} vertices but the sphere{named} has {int(n_expected)}; "
-            "features must be on the same subject's native mesh as the sphere", path=path)
+            f"features must be on the same subject's native mesh as the sphere{already}", path=path)
+
+
+#: vertex counts of the template meshes a map already registered to a template is on (fsaverage5
+#: and fsaverage6, 10,242 and 40,962, are left out: subjects are resampled to them as native meshes)
+_TEMPLATE_MESHES = {32492: "fsLR 32k", 59292: "fsLR 59k", 163842: "fsLR 164k or fsaverage"}
 
 
 def check_faces(faces: np.ndarray, n_vertices: int, path: PathLike = None) -> np.ndarray:

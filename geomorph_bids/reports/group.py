@@ -13,7 +13,7 @@ from typing import Any, Collection, Mapping, Sequence
 import numpy as np
 
 from ..crashfiles import crash_nodes, hemi_of_nodes, read_crash_file, subject_of_wf
-from ..derivatives import CRASH_FILES, GROUP_FIGURE, GROUP_HTML, GROUP_TSV
+from ..derivatives import CRASH_FILES, GROUP_FIGURE, GROUP_HTML, GROUP_TSV, label_key
 from ..io.atomic import atomic_write_text
 from ..io.template_sources import describe_provenance, low_resolution_note, low_resolution_used
 from .group_table import STALE, group_table_rows
@@ -26,9 +26,12 @@ Z_THRESHOLD = 3.5
 #: above this many rows (hemispheres) the page's table lists only the outlying and flagged ones
 #: (the TSV has them all): a row is ~290 bytes of HTML, 5.8 MB at 10,000 subjects, 29 MB at 50,000
 TABLE_MAX_ROWS = 2000
-#: at most this many flagged (or failed) hemispheres are listed one by one at the top of the page; the
-#: rest are counted there (the table marks every flagged row, the TSV has them all)
+#: at most this many unreadable metrics files, and failed, flagged and stale hemispheres, are listed one by
+#: one at the top of the page; the rest are counted there (the table marks every flagged and stale row, the TSV
+#: has them all, the group level's FAILED lines name every unreadable file)
 LISTED_MAX = 100
+#: at most this many session labels are named in the page's summary (then how many in all)
+SESSIONS_LISTED = 20
 #: metrics screened for outliers ({f}: each registration feature), with their labels
 OUTLIER_METRICS: tuple[tuple[str, str], ...] = (
     ("cc_{f}_after", "CC after ({f})"), ("cc_{f}_rigid", "CC rigid ({f})"),
@@ -127,7 +130,8 @@ def failed_without_row(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     (``sub-04 hemi-R: InputError: ... (logs/crash-.../crash-...txt)``: the newest crash file's
     error). A hemisphere with a row (a later run succeeded, or an earlier run's outputs were kept:
     ``stale``) is not listed, nor a crash of no hemisphere's step; ``subjects``: of these subjects only
-    (labels without ``sub-``; None: all). Sorted by subject, session, hemisphere."""
+    (labels without ``sub-``; None: all). Sorted by subject, session (as the table: ``sub-2`` before
+    ``sub-10``), hemisphere."""
     output_dir = Path(output_dir)
     have = {(str(r.get("subject")), None if r.get("session") in (None, "", "n/a") else str(r.get("session")),
              str(r.get("hemi"))) for r in rows}
@@ -147,8 +151,8 @@ def failed_without_row(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
         if key not in newest or (stamp, path) > newest[key]:
             newest[key] = (stamp, path)
     lines = []
-    for (subject, session, hemi), (_, path) in sorted(newest.items(), key=lambda kv: (kv[0][0], kv[0][1] or "",
-                                                                                      kv[0][2])):
+    for (subject, session, hemi), (_, path) in sorted(newest.items(), key=lambda kv: (
+            label_key(kv[0][0]), label_key(kv[0][1]), kv[0][2])):
         crash = read_crash_file(path)
         error = " ".join(crash.error.split()) if crash else "its crash file cannot be read"
         lines.append(f"sub-{subject}" + (f" ses-{session}" if session else "") + f" hemi-{hemi}: {error} "
@@ -164,6 +168,12 @@ def _errors_link(output_dir: Path, line: str) -> str:
     if not sep or not report.is_file():
         return esc(line)
     return f'<a href="{esc(report.name)}#errors">{esc(who)}</a>: {esc(rest)}'
+
+
+def _some(labels: Sequence[str], most: int = SESSIONS_LISTED) -> str:
+    """``1, 2, 10`` (the first ``most`` of a long list, and how many in all: sessions labelled by
+    date are as many as the scans)."""
+    return ", ".join(labels[:most]) + (f", ... ({len(labels)} in all)" if len(labels) > most else "")
 
 
 def _report_link(output_dir: Path, row: Mapping[str, Any]) -> str | None:
@@ -249,8 +259,8 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     its subject's report when that exists. ``rows`` (with ``tsv``, the table they were written
     to): the group table's rows as read back from it, when the caller has just written it (the
     group level): the metrics files are then not listed and read again; ``failed``: one line
-    per metrics file that could not be read (listed in full); ``absent``: the line naming the
-    participants asked for that have no outputs at all, or ''; ``crashed``: the hemispheres a
+    per metrics file that could not be read (the first :data:`LISTED_MAX` listed); ``absent``: the
+    line naming the participants asked for that have no outputs at all, or ''; ``crashed``: the hemispheres a
     participant run failed that have no row (:func:`failed_without_row`; None: found here). Those,
     and the rows flagged by the quality gates (with their reasons: gate, value, threshold), are
     listed at the top of the page. Returns the HTML path;
@@ -281,11 +291,11 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                              "within its template")
 
     subjects = sorted({str(r.get("subject")) for r in rows})
-    sessions = sorted({str(r.get("session")) for r in rows if r.get("session")})
+    sessions = sorted({str(r.get("session")) for r in rows if r.get("session")}, key=label_key)
     study = study_name(output_dir)
     heading = "geomorph-bids: group report" + (f" of {study}" if study else "")
     body = [f"<h1>{esc(heading)}</h1>", '<section id="summary"><h2>Summary</h2>',
-            table(["", ""], [["subjects", esc(len(subjects))], ["sessions", esc(", ".join(sessions) or "n/a")],
+            table(["", ""], [["subjects", esc(len(subjects))], ["sessions", esc(_some(sessions) or "n/a")],
                              ["rows (subject/session/hemisphere/template)", esc(len(rows))],
                              ["templates", esc(", ".join(f"{t} ({len(i)} rows)"
                                                          for t, i in sorted(templates.items())))],
@@ -297,7 +307,10 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     if failed:
         body.append(f'<p class="err">{esc(len(failed))} metrics file(s) could not be read and are in no row '
                     "(rerun the participant level for them):</p><ul>"
-                    + "".join(f'<li class="err">{esc(line)}</li>' for line in failed) + "</ul>")
+                    + "".join(f'<li class="err">{esc(line)}</li>' for line in failed[:LISTED_MAX])
+                    + (f"<li>and {esc(len(failed) - LISTED_MAX)} more (the group level's FAILED lines name each)</li>"
+                       if len(failed) > LISTED_MAX else "")
+                    + "</ul>")
     if absent:
         body.append(f'<p class="warn">{esc(absent)}</p>')
     crashed = failed_without_row(output_dir, rows) if crashed is None else list(crashed)
@@ -327,7 +340,10 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
         body.append(f'<p class="err">{esc(len(stale))} hemisphere(s) are {STALE}: their latest participant run '
                     "failed, and their row is an earlier run's results (rerun the participant level for them):</p><ul>"
                     + "".join(f'<li class="err">{esc(_label(r, several))}: {esc(r.get("quality_reasons"))}</li>'
-                              for r in stale) + "</ul>")
+                              for r in stale[:LISTED_MAX])
+                    + (f"<li>and {esc(len(stale) - LISTED_MAX)} more (quality {STALE} in the table and "
+                       f"{esc(GROUP_TSV)})</li>" if len(stale) > LISTED_MAX else "")
+                    + "</ul>")
     low: dict[str, int] = {}  # note -> hemispheres (the bundled maps; coarse maps found on a machine, per folder)
     for r in rows:
         if low_resolution_used(r):

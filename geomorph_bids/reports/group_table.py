@@ -11,14 +11,14 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from ..derivatives import GROUP_TSV, REGISTERED_SPHERE, entities, metrics_files, parse_metrics_name
+from ..derivatives import GROUP_TSV, REGISTERED_SPHERE, entities, label_key, metrics_files, parse_metrics_name
 from ..errors import InputError
 from ..io.atomic import atomic_write_text
 from ..io.limits import read_json_files
 from ..io.template_sources import current_provenance
 from ..results.metrics import latest_run_failure
 
-__all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "check_metrics", "group_rows", "group_table_text",
+__all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "check_metrics", "group_rows", "row_key", "group_table_text",
            "write_group_table", "column_description", "group_dictionary_text",
            "parse_group_table",
            "read_group_table", "group_table_rows"]
@@ -77,7 +77,8 @@ def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str
 def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
                unreadable: list[str] | None = None, subjects: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """One row per ``sub-*/[ses-*/]anat/*_desc-geomorph_metrics.json`` under ``output_dir``,
-    sorted by subject, session, hemisphere, template (``with_quality_inputs``: also ``_registration``,
+    sorted by subject, session, hemisphere, template (:func:`row_key`: ``sub-2`` before ``sub-10``;
+    ``with_quality_inputs``: also ``_registration``,
     ``_features`` and ``_thresholds``, what :func:`geomorph_bids.quality.assess` needs;
     ``_template_files``: the template's map files its ``template_sha256`` is of;
     ``subjects``: only the files in those subjects' folders, labels without ``sub-``).
@@ -85,7 +86,7 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
     ``unreadable`` is a list, gets its one-line message appended there and no row."""
     rows = []
     paths = (metrics_files(output_dir) if subjects is None else
-             sorted(p for s in dict.fromkeys(subjects) for p in metrics_files(output_dir, s)))
+             sorted((p for s in dict.fromkeys(subjects) for p in metrics_files(output_dir, s)), key=label_key))
     for path, doc in _documents(paths):
         try:
             check_metrics(path, doc)
@@ -95,8 +96,15 @@ def group_rows(output_dir: str | Path, with_quality_inputs: bool = False,
             unreadable.append(str(exc))
             continue
         rows.append(_flat(doc, with_quality_inputs))
-    return sorted(rows, key=lambda r: (str(r["subject"]), str(r["session"] or ""), str(r["hemi"]),
-                                       str(r["template"] or "")))
+    return sorted(rows, key=row_key)
+
+
+def row_key(row: Mapping[str, Any]) -> tuple:
+    """The group table's order: subject, session (:func:`~geomorph_bids.derivatives.label_key`:
+    ``2`` before ``10``; a row without session first), hemisphere, template."""
+    session = row.get("session")
+    return (label_key(row.get("subject")), label_key(None if session in (None, "", "n/a") else session),
+            str(row.get("hemi")), str(row.get("template") or ""))
 
 
 def check_metrics(path: Path, doc: Any) -> None:
@@ -272,7 +280,9 @@ _DESCRIBED: dict[str, tuple[str, str | None]] = {
     "cortex_fraction_on_template": ("Fraction of the template's grid covered by the cortex mask after the rigid "
                                     "rotation", "fraction (0-1)"),
     "template_vertices": ("Vertices of the template mesh registered to", "vertices"),
-    "template_built_from_vertices": ("Vertices of the mesh the template maps were built from", "vertices"),
+    "template_built_from_vertices": ("Vertices of the mesh the bundled template maps were built from (the bundled "
+                                     "sulc's; fsLR's curv and myelin come from brainspace's group maps on fsLR 32k, "
+                                     "32,492 vertices: the metrics' template_maps)", "vertices"),
     "template_sha256": ("SHA-256 of the template's files", None),
     "template_source": ("Where the template came from (bundled, a folder...)", None),
     "template_source_path": ("Folder of the template's files", None),

@@ -140,6 +140,15 @@ _TEMPLATE_KEYS = ("template_source", "template_source_path", "template_vertices"
                   "template_sha256", "template_files")
 
 
+def _withheld_files(doc: dict) -> list[str]:
+    """The files a flagged hemisphere's metrics JSON says were withheld (``withheld.files``: the sphere
+    under sMRIPrep's names, :func:`geomorph_bids.results.metrics.metrics_document`); none when it has
+    no such entry or a malformed one."""
+    withheld = doc.get("withheld")
+    files = withheld.get("files") if isinstance(withheld, dict) else None
+    return [str(f) for f in files] if isinstance(files, list) else []
+
+
 def _template_maps(hemis: list[HemiOutputs]) -> str:
     """One line per distinct template source of the hemispheres (``hemi-L: freesurfer ...``; with
     several templates, ``hemi-L fsLR: ...``)."""
@@ -260,10 +269,15 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
                  f'{" " + esc(h.space) if several_spaces else ""}</a>')
         if stale:
             attention.append(f"{where}: STALE: {esc(stale)}")
+        withheld = _withheld_files(h.doc)
+        withheld_text = (f"not written under sMRIPrep's names: {', '.join(withheld)} (fMRIPrep's --derivatives "
+                         "then computes its own registration for this subject)") if withheld else ""
         if flagged:
-            attention.append(f"{where}: FLAGGED by the quality gates: {esc('; '.join(judged.reasons))}")
+            attention.append(f"{where}: FLAGGED by the quality gates: {esc('; '.join(judged.reasons))}"
+                             + (f"; {esc(withheld_text)}" if withheld else ""))
         parts = [f'<section id="{esc(anchor)}"><h2>{esc(h.entities)} hemi-{esc(h.hemi)} '
-                 f'&rarr; {esc(h.doc.get("template", h.space))}</h2><p>quality: {verdict}</p>']
+                 f'&rarr; {esc(h.doc.get("template", h.space))}</h2><p>quality: {verdict}</p>'
+                 + (f'<p class="warn">{esc(withheld_text[0].upper() + withheld_text[1:])}</p>' if withheld else "")]
         for kind, caption, rel in figs:
             parts.append(f'<h3>{esc(kind.capitalize())}</h3><p class="note">{esc(caption)}</p>'
                          f'<img class="fig" src="{esc(rel)}" alt="{esc(figure_alt(h, kind, caption))}">')

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["registration_record", "metrics_document", "metrics_bytes", "LATEST_RUN_FAILED", "mark_latest_run_failed",
-           "clear_latest_run_failed", "latest_run_failure", "read_document"]
+__all__ = ["registration_record", "metrics_document", "WITHHELD_REASON", "metrics_bytes", "LATEST_RUN_FAILED",
+           "mark_latest_run_failed", "clear_latest_run_failed", "latest_run_failure", "read_document"]
 
 #: key of a metrics document whose hemisphere's latest participant run failed while this
 #: document (and the other outputs) of an earlier run were kept (``{"run": <run id>, "reason":
@@ -47,7 +47,8 @@ def registration_record(result, choice, used_sphere_reg: bool) -> dict:
 
 
 def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], density: str | None,
-                     density_source: str | None, thresholds=None, label_conflicts: list[str] | None = None) -> dict:
+                     density_source: str | None, thresholds=None, label_conflicts: list[str] | None = None,
+                     unless_flagged: Sequence[str] = ()) -> dict:
     """The hemisphere's metrics document: the software (its build:
     :func:`~geomorph_bids.io.digest.software_id`), the provenance ``info`` (subject,
     inputs, sign convention...: :func:`geomorph_bids.workflows.outputs.hemisphere_info`),
@@ -56,7 +57,11 @@ def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], d
     native input files that declare the other hemisphere, when given, and ``info``'s ``sulc_sign``,
     which the sign gate's advice reads) and ``quality``, the
     verdict of the quality gates (:func:`geomorph_bids.quality.assess` with ``thresholds``, a
-    :class:`~geomorph_bids.quality.QualityThresholds`; None: the defaults)."""
+    :class:`~geomorph_bids.quality.QualityThresholds`; None: the defaults). ``unless_flagged``: the
+    names of the files written only when the hemisphere passes (``OutputFile.unless_flagged``: the
+    sphere under sMRIPrep's names); a flagged hemisphere's document lists them as ``withheld``
+    (``{"files": [...], "reason": ...}``), as :func:`~geomorph_bids.results.writer.commit_outputs`
+    withholds them on the same verdict."""
     from ..io.digest import software_id
     from ..quality import DEFAULT_THRESHOLDS, assess
 
@@ -66,12 +71,21 @@ def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], d
     if label_conflicts is not None:  # the native files: the registration only saw validated copies
         registration["label_conflicts"] = list(label_conflicts)
     verdict = assess(registration, registration.get("registration_features") or [], thresholds or DEFAULT_THRESHOLDS)
-    return {"software": software_id(), **dict(info or {}),
-            "method": registration.get("method"),
-            "output_density": density or None,
-            "output_density_source": density_source or None,
-            "registration": registration,
-            "quality": verdict.to_dict()}
+    doc = {"software": software_id(), **dict(info or {}),
+           "method": registration.get("method"),
+           "output_density": density or None,
+           "output_density_source": density_source or None,
+           "registration": registration,
+           "quality": verdict.to_dict()}
+    if verdict.flagged and unless_flagged:
+        doc["withheld"] = {"files": [str(n) for n in unless_flagged], "reason": WITHHELD_REASON}
+    return doc
+
+
+#: why a flagged hemisphere's ``withheld`` files (the metrics JSON) were not written
+WITHHELD_REASON = ("flagged by the quality gates: not written under sMRIPrep's names, so that fMRIPrep's "
+                   "--derivatives does not take a registration the gates rejected (it computes its own); the "
+                   "desc-geomorph sphere is written for review")
 
 
 def metrics_bytes(doc: Mapping[str, Any]) -> bytes:

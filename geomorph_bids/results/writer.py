@@ -30,7 +30,7 @@ from typing import Any
 
 from ..derivatives import sidecar
 
-__all__ = ["STAGING_DIR", "OUTPUT_FIELDS", "OutputFile", "sidecar_bytes", "staging", "is_flagged",
+__all__ = ["STAGING_DIR", "OUTPUT_FIELDS", "OutputFile", "sidecar_bytes", "staging", "is_flagged", "flagged_in",
            "commit_outputs"]
 
 #: staging folder (inside the output directory) for atomic writes; the CLI removes leftovers
@@ -171,6 +171,12 @@ def is_flagged(metrics: str | Path) -> bool:
         doc = json.loads(Path(metrics).read_text())
     except (OSError, ValueError):
         return False
+    return flagged_in(doc)
+
+
+def flagged_in(doc: Any) -> bool:
+    """Whether a metrics document already read (:func:`is_flagged` of its file) records a hemisphere
+    flagged by the quality gates; False for None or anything but such a document."""
     quality = doc.get("quality") if isinstance(doc, dict) else None
     return isinstance(quality, dict) and quality.get("flagged") is True
 

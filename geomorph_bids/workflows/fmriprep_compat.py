@@ -15,6 +15,13 @@ fMRIPrep and sMRIPrep")::
 As MSMSulc does with it, ``sphere_reg_fsLR`` (sMRIPrep's FreeSurfer-derived fsLR sphere) gives the
 initial rotation (here from vertex correspondence); then GeoMorph registers the native sphere's
 sulc (FreeSurfer's sign, as sMRIPrep writes it) to the fsLR template.
+
+Each hemisphere's registration passes the BIDS-App's quality gates (:func:`geomorph_bids.quality.assess`)
+before it is passed on: a FLAGGED one is, by default (``on_flagged="fallback"``), replaced by the
+``sphere_reg_fsLR`` input (sMRIPrep's FreeSurfer-derived fsLR sphere, what it uses with ``--no-msm``),
+with a warning naming the subject, the hemisphere and the reasons, and the reasons in the written
+sphere's GIFTI metadata (``GeoMorphQualityFlagged``); ``on_flagged="error"`` fails the node instead
+(:class:`~geomorph_bids.io.fmriprep_compat.FlaggedRegistration`, the same line).
 """
 
 from __future__ import annotations
@@ -26,7 +33,11 @@ from nipype.pipeline import engine as pe
 from .. import __version__
 from ..engine.model_choice import resolve_model
 from ..interfaces import Register
+from ..interfaces.fmriprep_compat import SwappedSphereGate
+from ..io.digest import software_id
+from ..io.fmriprep_compat import ON_FLAGGED
 from ..io.template_ref import TemplateRef
+from ..quality import QualityThresholds
 
 __all__ = ["init_geomorph_sulc_wf", "GEOMORPH_SPHERE_SIDECAR"]
 
@@ -34,7 +45,9 @@ __all__ = ["init_geomorph_sulc_wf", "GEOMORPH_SPHERE_SIDECAR"]
 GEOMORPH_SPHERE_SIDECAR = {
     "Description": f"Made by geomorph-bids {__version__} (GeoMorph cortical surface registration) in place of "
                    "MSMSulc: the native sphere moved into fsLR space by a rotation from the sphere_reg_fsLR "
-                   "correspondence and a GeoMorph warp from sulc.",
+                   "correspondence and a GeoMorph warp from sulc. A hemisphere whose GeoMorph registration failed "
+                   "geomorph-bids' quality gates is the sphere_reg_fsLR input instead (sMRIPrep's FreeSurfer-derived "
+                   "fsLR sphere), with the reasons in the file's GIFTI metadata (GeoMorphQualityFlagged).",
     "GeneratedBy": [{"Name": "geomorph-bids", "Version": __version__}],
 }
 
@@ -45,7 +58,8 @@ def _each_as_list(files: list) -> list:
 
 
 def init_geomorph_sulc_wf(*, sloppy: bool = False, name: str = "geomorph_sulc_wf", model: str = "default",
-                          device: str = "auto", omp_nthreads: int = 1) -> LiterateWorkflow:
+                          device: str = "auto", omp_nthreads: int = 1, on_flagged: str = "fallback",
+                          thresholds: QualityThresholds | None = None) -> LiterateWorkflow:
     """Register both hemispheres' native spheres to fsLR with GeoMorph, in place of MSMSulc.
 
     Parameters
@@ -57,6 +71,13 @@ def init_geomorph_sulc_wf(*, sloppy: bool = False, name: str = "geomorph_sulc_wf
         checkpoint), decided here once (:func:`~geomorph_bids.engine.model_choice.resolve_model`).
     device : ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, resolved here once.
     omp_nthreads : threads per registration.
+    on_flagged : what a hemisphere whose registration the quality gates flag (as the BIDS-App flags
+        it: ``FLAGGED``, exit 3) passes on: ``"fallback"`` (default) the ``sphere_reg_fsLR`` input,
+        sMRIPrep's FreeSurfer-derived fsLR sphere (what it uses with ``--no-msm``), with a warning on
+        Nipype's workflow logger naming subject, hemisphere and reasons, and the reasons in the
+        sphere's GIFTI metadata (``GeoMorphQualityFlagged``), which the sink copies; ``"error"``: the
+        node fails with that line (:class:`~geomorph_bids.io.fmriprep_compat.FlaggedRegistration`).
+    thresholds : the gates' thresholds (the BIDS-App's ``--min-cc`` ...); None: its defaults.
 
     Inputs (``inputnode``, each [left, right]): ``sulc`` (FreeSurfer-sign sulcal depth on the
     native mesh, ``.shape.gii``), ``sphere`` (native sphere), ``sphere_reg_fsLR`` (the same mesh
@@ -66,6 +87,8 @@ def init_geomorph_sulc_wf(*, sloppy: bool = False, name: str = "geomorph_sulc_wf
     fsLR space (same vertices and triangles as ``sphere``).
     """
     del sloppy  # the interface of init_msm_sulc_wf; nothing to make faster
+    if on_flagged not in ON_FLAGGED:
+        raise ValueError(f"on_flagged must be one of {', '.join(ON_FLAGGED)}, got {on_flagged!r}")
     choice = resolve_model(model, "fsLR")
     template = TemplateRef.bundled("fsLR")
     workflow = LiterateWorkflow(name=name)
@@ -73,18 +96,28 @@ def init_geomorph_sulc_wf(*, sloppy: bool = False, name: str = "geomorph_sulc_wf
         "The native spheres were registered to fsLR with GeoMorph (Suliman et al., Medical Image Analysis "
         "2025; geomorph-bids "
         f"{__version__}): a rotation from the correspondence with the FreeSurfer-derived fsLR sphere, "
-        f"then {choice.describe().replace('rigid pre-alignment, then ', '')} on sulcal depth.\n")
+        f"then {choice.describe().replace('rigid pre-alignment, then ', '')} on sulcal depth"
+        + (". A hemisphere whose registration failed geomorph-bids' quality gates would keep the FreeSurfer-derived "
+           "fsLR sphere.\n" if on_flagged == "fallback" else ".\n"))
     inputnode = pe.Node(niu.IdentityInterface(fields=["sulc", "sphere", "sphere_reg_fsLR"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["sphere_reg_fsLR"]), name="outputnode")
     register = pe.MapNode(
         Register(feature_names=["sulc"], template=template.to_dict(), model=choice.to_dict(),
-                 device=choice.resolve_device(device), num_threads=omp_nthreads, sphere_reg_space="template"),
+                 device=choice.resolve_device(device), num_threads=omp_nthreads, sphere_reg_space="template",
+                 software=software_id()),
         iterfield=["sphere", "feature_files", "sphere_reg", "hemi"], name="register",
         n_procs=omp_nthreads, mem_gb=2.0)
     register.inputs.hemi = ["L", "R"]
+    gate = pe.MapNode(SwappedSphereGate(on_flagged=on_flagged, software=software_id()), name="quality_gate",
+                      iterfield=["in_sphere", "metrics_file", "fallback_sphere", "hemi", "source"])
+    gate.inputs.hemi = ["L", "R"]
+    if thresholds is not None:
+        gate.inputs.thresholds = thresholds.to_dict()
     workflow.connect([
         (inputnode, register, [("sphere", "sphere"), (("sulc", _each_as_list), "feature_files"),
                                ("sphere_reg_fsLR", "sphere_reg")]),
-        (register, outputnode, [("out_sphere", "sphere_reg_fsLR")]),
+        (inputnode, gate, [("sphere_reg_fsLR", "fallback_sphere"), ("sulc", "source")]),
+        (register, gate, [("out_sphere", "in_sphere"), ("metrics_file", "metrics_file")]),
+        (gate, outputnode, [("out_sphere", "sphere_reg_fsLR")]),
     ])
     return workflow

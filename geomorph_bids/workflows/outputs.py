@@ -164,27 +164,28 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
     return files
 
 
-def expected_files(outputs: HemisphereOutputs) -> list[Path]:
+def expected_files(outputs: HemisphereOutputs, flagged: bool | None = None) -> list[Path]:
     """The files a finished hemisphere has (:meth:`HemisphereOutputs.files`), less the sphere under
     sMRIPrep's names (and its sidecar) when its metrics JSON says it was flagged: those are withheld
     (:func:`~geomorph_bids.results.writer.commit_outputs`). For the completeness checks; a failed
-    hemisphere's cleanup takes :meth:`HemisphereOutputs.files` whole."""
+    hemisphere's cleanup takes :meth:`HemisphereOutputs.files` whole. ``flagged``: the verdict of the
+    metrics JSON when the caller has read it (None: read here)."""
     from ..derivatives import sidecar
     from ..results.writer import is_flagged
 
     files = outputs.files()
-    if not outputs.fmriprep_spheres or not is_flagged(outputs.metrics):
+    if not outputs.fmriprep_spheres or not (is_flagged(outputs.metrics) if flagged is None else flagged):
         return files
     withheld = {q for p in outputs.fmriprep_spheres.values() for q in (p, sidecar(p))}
     return [p for p in files if p not in withheld]
 
 
-def withheld_spheres(outputs: HemisphereOutputs) -> list[str]:
+def withheld_spheres(outputs: HemisphereOutputs, flagged: bool | None = None) -> list[str]:
     """The names of the spheres under sMRIPrep's names a flagged hemisphere did not write (empty
-    when it passed, or without ``--fmriprep-compat``)."""
+    when it passed, or without ``--fmriprep-compat``). ``flagged`` as for :func:`expected_files`."""
     from ..results.writer import is_flagged
 
-    if not outputs.fmriprep_spheres or not is_flagged(outputs.metrics):
+    if not outputs.fmriprep_spheres or not (is_flagged(outputs.metrics) if flagged is None else flagged):
         return []
     return [p.name for p in outputs.fmriprep_spheres.values()]
 

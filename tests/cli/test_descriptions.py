@@ -109,3 +109,36 @@ def test_runs_with_other_settings_describing_the_folder_at_once_keep_both_paragr
     assert text.count("Cortical surfaces were registered") == 2 and text.count(descriptions.LATER_RUN) == 1
     assert "fsLR template" in text and "fsaverage template" in text and text.count("### References") == 1
     assert sorted(p.name for p in (tmp_path / ".geomorph-locks").iterdir()) == ["citation.lock"]
+
+
+def test_the_template_maps_brainspace_provides_are_credited_and_kept_after_a_later_run(tmp_path):
+    """Twenty-first session: a multimodal-fsLR run registers to brainspace's group curvature and
+    T1w/T2w myelin, but logs/CITATION.md cited only the fsLR template (Glasser 2013): the methods
+    text said nothing of where the myelin template came from. Now one sentence and the references;
+    a later sulc-only run into the same folder keeps them."""
+    import pytest
+    from types import SimpleNamespace
+
+    from geomorph_bids.io.template_ref import TemplateRef
+    from geomorph_bids.resources import package_template_features
+
+    if "myelin" not in package_template_features("fsLR"):
+        pytest.skip("brainspace (the fsLR myelin template) is not installed")
+    (tmp_path / "logs").mkdir()
+    model = SimpleNamespace(kind="optimise", optimise=None, checkpoint=None)
+
+    def config(channels):
+        return SimpleNamespace(template=TemplateRef.bundled("fsLR"), channels=channels, features=channels,
+                               density="32k", model=model, density_sources={"L": "", "R": ""})
+
+    (tmp_path / "sulc_only" / "logs").mkdir(parents=True)
+    assert "BrainSpace" not in descriptions.write_citation(tmp_path / "sulc_only", config(("sulc",))).read_text()
+    path = descriptions.write_citation(tmp_path, config(("sulc", "curv", "myelin")))
+    first = path.read_text()
+    assert "The template's curv and myelin maps were the fsLR 32k group averages distributed with BrainSpace" in first
+    assert first.count("doi:10.1038/s42003-020-0794-7") == 1 and first.count("Glasser MF, et al.") == 1
+    descriptions.write_citation(tmp_path, config(("sulc",)))  # a later sulc-only run: the references stay
+    both = path.read_text()
+    assert both.count("Cortical surfaces were registered") == 2 and both.count("### References") == 1
+    assert both.count("doi:10.1038/s42003-020-0794-7") == 1 and both.count("Glasser MF, et al.") == 1
+    assert both.count("doi:10.1523/JNEUROSCI.2180-11.2011") == 1

@@ -253,6 +253,10 @@ def test_no_cifti_when_a_hemisphere_fails(broken_session):
     assert (anat(out, "01", "1") / "sub-01_ses-1_space-fsLR_den-32k_desc-geomorph_features.dscalar.nii").is_file()
     names = sorted(p.name for p in anat(out, "01", "2").iterdir())
     assert names and all("hemi-L" in n for n in names)
+    # said (twenty-first session: a user of the dscalar found none, and a FAILED line about a sulc file)
+    assert ("note: --cifti-output writes a subject/session's dscalar from both hemispheres: none for sub-01 ses-2 "
+            "(hemi-R failed); it is written when a run registers both") in err
+    assert err.count("--cifti-output writes") == 1  # session 1, whole, is not named
 
 
 @pytest.mark.slow  # two runs of the example with --model rigid, and the workflow's of broken_session (~30 s)
@@ -411,12 +415,23 @@ def test_a_flagged_hemisphere_is_not_written_under_smriprep_names(tmp_path, batc
     assert len(list(folder.glob("*_space-fsLR_desc-geomorph_sphere.surf.gii"))) == 2
     assert "2 flagged hemisphere(s) not written under sMRIPrep's names (space-fsLR_desc-msmsulc)" in err
     assert "outputs missing" not in err and "FAILED" not in err
+    # recorded in the metrics JSON and shown in the participant report (before: neither said it)
+    for h in "LR":
+        doc = json.loads((folder / f"sub-01_ses-1_hemi-{h}_space-fsLR_desc-geomorph_metrics.json").read_text())
+        assert doc["withheld"]["files"] == [f"sub-01_ses-1_hemi-{h}_space-fsLR_desc-msmsulc_sphere.surf.gii"]
+        assert doc["withheld"]["reason"].startswith("flagged by the quality gates: not written under sMRIPrep's names")
+    page = (out / "sub-01.html").read_text()
+    assert page.count("not written under sMRIPrep&#x27;s names: sub-01_ses-1_hemi-L_space-fsLR_desc-msmsulc_sphere"
+                      ".surf.gii (fMRIPrep&#x27;s --derivatives then computes its own") == 1
+    assert page.count("Not written under sMRIPrep&#x27;s names: sub-01_ses-1_hemi-R_space-fsLR_desc-msmsulc") == 1
     code, _, err = run(*args, "--min-cc", "0.99")  # a rerun: done, nothing missing, still withheld
     assert code == 3 and "outputs missing" not in err, err
     assert not list(folder.glob("*desc-msmsulc*"))
     code, _, err = run(*args)  # the gates pass again: written again
     assert code == 0, err
     assert len(_collected(out)["sphere_reg_msm"]) == 2
+    assert "withheld" not in json.loads(next(folder.glob("*hemi-L*desc-geomorph_metrics.json")).read_text())
+    assert "not written under sMRIPrep" not in (out / "sub-01.html").read_text()
 
 
 @pytest.mark.slow  # two runs of session 1, one hemisphere each, with --model rigid (~12 s)
@@ -436,3 +451,26 @@ def test_one_hemisphere_under_smriprep_names_is_said(tmp_path):
     assert code == 0, err
     assert "both hemispheres together" not in err
     assert len(_collected(out)["sphere_reg_msm"]) == 2
+
+
+@pytest.mark.slow  # one run of session 1 with --model rigid (~8 s)
+def test_the_summary_reads_a_flagged_hemispheres_metrics_once(tmp_path, monkeypatch):
+    """The run's summary loop read a flagged hemisphere's metrics JSON three times (the completeness
+    check, the verdict, the withheld note: a cohort's flagged hemispheres on a network file system,
+    three round trips each). Now once; nothing else in the main process reads it (reports deferred)."""
+    import collections
+
+    reads: collections.Counter = collections.Counter()
+    real = Path.read_text
+
+    def read_text(self, *a, **k):
+        if self.name.endswith("desc-geomorph_metrics.json") and self.is_file():
+            reads[self.name] += 1
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    out = tmp_path / "out"
+    code, _, err = run(EXAMPLE, out, "participant", "--session-label", "1", "-w", tmp_path / "w", "--nprocs", "2",
+                       "--model", "rigid", "--fmriprep-compat", "--min-cc", "0.99", "--reports", "deferred")
+    assert code == 3 and "2 flagged hemisphere(s) not written under sMRIPrep's names" in err, err
+    assert dict(reads) == {f"sub-01_ses-1_hemi-{h}_space-fsLR_desc-geomorph_metrics.json": 1 for h in "LR"}, reads

@@ -66,3 +66,40 @@ def test_ctrl_c_while_a_command_starts_is_one_line(name, args, when, detail, tmp
                           env=env, timeout=300)
     assert done.returncode == 130 and done.stderr == f"{name}: interrupted by SIGINT{detail}\n", done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+#: the child for ``python -m <module>``: runpy runs the module as ``__main__`` as ``-m`` does
+_CHILD_M = """
+import os, runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+class _CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == {when!r}:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, _CtrlC())
+sys.argv[0] = "-m"
+runpy._run_module_as_main({module!r})
+"""
+
+
+@pytest.mark.parametrize("name, args", [
+    ("geomorph-bids", ["bids", "out", "participant"]), ("geomorph-train", ["--out", "model", "--synthetic", "2"]),
+    ("geomorph-register", ["--example", "--out-dir", "ex"])])
+def test_ctrl_c_while_python_m_starts_is_one_line(name, args, tmp_path):
+    """``python -m geomorph_bids.cli.bids`` (``.register``, ``.train``) ran the module's heavy imports
+    outside launch.py: Ctrl-C then printed a KeyboardInterrupt traceback where the console script prints
+    one line. Now the same line and exit 130, nothing written; and -m runs the command (--version)."""
+    module = "geomorph_bids.cli." + name.removeprefix("geomorph-")
+    code = _CHILD_M.format(when="numpy", module=module)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=300)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == f"{name}: interrupted by SIGINT: while starting: nothing was read or written\n", done.stderr
+    assert list(tmp_path.iterdir()) == []
+    version = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True,
+                             cwd=tmp_path, env=env, timeout=300)
+    assert version.returncode == 0 and name in version.stdout, version.stdout + version.stderr

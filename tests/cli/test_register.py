@@ -956,3 +956,68 @@ def test_a_feature_file_whose_path_holds_an_equals_sign_needs_no_name(tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert _parse_features(["run=1/lh.sulc"]) == {"sulc": Path("run=1/lh.sulc")}
     assert _parse_features([f"curv={folder / 'lh.sulc'}"]) == {"curv": folder / "lh.sulc"}  # NAME=FILE still
+
+
+@pytest.mark.parametrize("file_name, feature", [
+    ("sub-01_hemi-L_myelinw.func.gii", "myelin"),              # the sMRIPrep-layout name discovery reads
+    ("100307.L.MyelinMap_BC.native.func.gii", "myelin"),       # HCP's PostFreeSurfer
+    ("100307.L.MyelinMap_BC.native.dscalar.nii", "myelin"),
+    ("100307.L.curvature.native.shape.gii", "curv"),
+    ("L.refsulc.164k_fs_LR.shape.gii", "sulc"),
+    ("lh.sulc", "sulc"),
+    ("sub-01_hemi-L_desc-myelin_map.func.gii", "myelin"),
+])
+def test_a_feature_file_named_as_hcp_or_the_bids_layout_name_it_needs_no_name(file_name, feature):
+    """Twenty-first session: the help says NAME may be left out "when the file name says it", but
+    ``--feature sub-01_hemi-L_myelinw.func.gii`` (the name discovery and docs/models.md give a myelin
+    map) or HCP's ``.MyelinMap_BC.`` and ``.curvature.`` were a usage error (``--feature expects
+    NAME=FILE``): only the four literal words were read. The file name is read as the identity check
+    reads it (``io.hemisphere_label.declared_map``)."""
+    from geomorph_bids.cli.register import _parse_features
+
+    assert _parse_features([f"/data/{file_name}"]) == {feature: Path(f"/data/{file_name}")}
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path, capsys):
+    """A SIGKILLed geomorph-register left its hidden ``.geomorph-register-*`` folder beside the outputs
+    for good. Each now holds owner.json (host, pid, the process's start time): the next run into the
+    folder removes those whose process has ended, or without one (an earlier version's) untouched for a
+    day, and says so; a live run's, and a fresh one without an owner, are left alone."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from geomorph_bids.cli.register import _pid_namespace, _process_start
+
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "out"
+    out.mkdir()
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(ended.stdout)
+    folders = {name: out / f".geomorph-register-{name}"
+               for name in ("dead", "reused", "live", "old", "fresh", "container")}
+    for f in folders.values():
+        f.mkdir()
+        (f / "lh.reg.surf.gii").write_bytes(b"half")
+    host = socket.gethostname()
+    ns = _pid_namespace()
+    (folders["dead"] / "owner.json").write_text(json.dumps({"host": host, "pid": dead_pid, "start": "1", "pidns": ns}))
+    (folders["reused"] / "owner.json").write_text(json.dumps({"host": host, "pid": os.getpid(), "start": "-1",
+                                                              "pidns": ns}))
+    (folders["live"] / "owner.json").write_text(json.dumps({"host": host, "pid": os.getpid(),
+                                                            "start": _process_start(os.getpid()), "pidns": ns}))
+    # another container on this host (its own PID namespace): its pid means nothing here, kept until a day old
+    (folders["container"] / "owner.json").write_text(json.dumps({"host": host, "pid": dead_pid, "start": "1",
+                                                                 "pidns": "pid:[1]"}))
+    two_days = time.time() - 2 * 86400
+    os.utime(folders["old"], (two_days, two_days))
+    assert main(_own_files_run(surf, out)) in (0, 3)
+    err = capsys.readouterr().err
+    left = sorted(p.name for p in out.glob(".geomorph-register-*"))
+    assert left == [".geomorph-register-container", ".geomorph-register-fresh", ".geomorph-register-live"], left
+    assert f"note: removed {folders['dead']}, the temporary folder of a run that was killed (its process " \
+           f"{dead_pid} has ended)" in err
+    assert "(the id is another process's now)" in err and "(untouched for 48 h)" in err
+    assert (out / "lh.reg.surf.gii").is_file()

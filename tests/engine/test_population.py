@@ -210,3 +210,29 @@ def test_the_hemisphere_features_and_rounds_are_read_as_register_reads_them():
     with pytest.raises(ValueError, match=r"^subject s1: no map 'sulc' among its features \('Sulc'\); every subject "
                                          r"needs the maps features= names: sulc"):
         build_template(renamed, 1, "fsLR", "L", rigid_only=True)
+
+
+def test_a_subject_whose_map_is_in_other_units_is_refused_by_name():
+    """build_template averaged the maps as given: a subject whose sulc was in cm (a tenth of the others')
+    or scaled by 1000 weighed in that many times less or more, in silence (fix-z's left list). Now
+    refused before any work, naming the subject, its spread and the others'; maps of one scale pass."""
+    cohort = _cohort(4)
+    big = [PopulationSubject(s.name, s.sphere, {"sulc": s.features["sulc"] * (1000.0 if s.name == "s2" else 1.0)})
+           for s in cohort]
+    with pytest.raises(ValueError, match=r"^sulc maps in other units\? s2 \(SD [0-9.]+, 9\d\dx the others' median "
+                                         r"0\.\d+\): build_template averages the maps as given, so such a map "
+                                         r"dominates the average"):
+        build_template(big, 1, rigid_only=True)
+    small = [PopulationSubject(s.name, s.sphere, {"sulc": s.features["sulc"] / (10.0 if s.name == "s0" else 1.0)})
+             for s in cohort]
+    with pytest.raises(ValueError, match=r"s0 \(SD [0-9.]+, 0\.\d+x the others' median"):
+        build_template(small, 1, rigid_only=True)
+    # two subjects 10x apart: which one is off cannot be told, both are named
+    with pytest.raises(ValueError, match=r"s0 \(SD .*; s1 \(SD "):
+        build_template(small[:2], 1, rigid_only=True)
+    from geomorph_bids.engine.population import _check_units
+
+    _check_units(cohort, ("sulc",))  # one scale: nothing said
+    scaled = [PopulationSubject(s.name, s.sphere, {"sulc": s.features["sulc"] * (1.8 if s.name == "s1" else 1.0)})
+              for s in cohort]
+    _check_units(scaled, ("sulc",))  # within a real cohort's spread

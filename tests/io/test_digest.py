@@ -38,6 +38,30 @@ def test_the_build_is_the_version_and_a_digest_of_the_source_and_every_metrics_f
     from geomorph_bids.results.metrics import metrics_document
 
     assert re.fullmatch(r"[0-9a-f]{40}", source_digest())
-    assert software_id() == f"geomorph-bids {__version__} (source {source_digest()[:12]})"
+    assert software_id().startswith(f"geomorph-bids {__version__} (source {source_digest()[:12]}; numpy ")
     doc = metrics_document({"registration_features": ["sulc"], "cc_sulc_after": 0.9}, {"subject": "01"}, "32k", None)
     assert doc["software"] == software_id()
+
+
+def test_the_build_holds_the_versions_of_the_libraries_that_make_the_numbers(monkeypatch):
+    """A lab that upgraded torch (or numpy, scipy, nibabel) reran into the same work folder and got the
+    earlier torch's cached registrations back as this run's: the build (the cache key of the workflow's
+    nodes, batch mode's resume records, the metrics' software) held geomorph-bids' version and source
+    only. Now each library's version is part of it; Nipype's, which only schedules, is not."""
+    from importlib import metadata
+
+    from geomorph_bids.io import digest
+
+    now = digest.software_id()
+    assert f"torch {metadata.version('torch')}" in now and f"numpy {metadata.version('numpy')}" in now
+    assert "scipy " in now and "nibabel " in now and "nipype" not in now
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "9.9.9+cu999" if name == "torch" else real(name))
+    digest.library_versions.cache_clear()
+    try:
+        upgraded = digest.software_id()
+    finally:
+        monkeypatch.undo()
+        digest.library_versions.cache_clear()
+    assert upgraded != now and "torch 9.9.9+cu999" in upgraded
+    assert digest.software_id() == now

@@ -676,3 +676,59 @@ def test_a_subject_in_two_layouts_with_other_meshes_is_said(bids: Path) -> None:
                     "this subject? (the layouts are read in this order: sMRIPrep/fMRIPrep, FreeSurfer, HCP)")
     res = discover("01", bids, derivatives={"other": d / "freesurfer"}, hemis=("L",))
     assert res.hemis["L"].sphere == surf / "lh.sphere"  # the advice reads the other run
+
+
+def test_an_hcp_subjects_myelin_as_the_native_dscalar_of_both_hemispheres_is_found(tmp_path: Path) -> None:
+    """Twenty-first session: HCP's downloads offer the native myelin as one CIFTI dscalar of both
+    hemispheres (``MNINonLinear/Native/<S>.MyelinMap_BC.native.dscalar.nii``, written by PostFreeSurfer
+    beside the per-hemisphere ``.func.gii``); a subject with only that failed (``has the sphere but no
+    .MyelinMap_BC.native.func.gii``). It is now read, its columns of the hemisphere (the reader's);
+    the per-hemisphere file, when present, still comes first."""
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    native = make_hcp(tmp_path / "hcp", "100307")
+    for h in "LR":
+        for m in ("MyelinMap_BC", "MyelinMap"):
+            (native / f"100307.{h}.{m}.native.func.gii").unlink()
+    with pytest.raises(DiscoveryError, match=r"has the sphere but no \.MyelinMap_BC\.native\.func\.gii"):
+        discover("sub-100307", bids, derivatives={"hcp": tmp_path / "hcp"}, features=("sulc", "myelin"))
+    touch(native / "100307.MyelinMap.native.dscalar.nii")
+    res = discover("sub-100307", bids, derivatives={"hcp": tmp_path / "hcp"}, features=("sulc", "myelin"))
+    assert res.hemis["L"].features["myelin"] == native / "100307.MyelinMap.native.dscalar.nii"
+    touch(native / "100307.MyelinMap_BC.native.dscalar.nii")
+    res = discover("sub-100307", bids, derivatives={"hcp": tmp_path / "hcp"}, features=("sulc", "myelin"))
+    assert res.hemis["R"].features["myelin"] == native / "100307.MyelinMap_BC.native.dscalar.nii"
+    assert res.hemis["R"].sign("myelin") == 1.0
+    touch(native / "100307.R.MyelinMap_BC.native.func.gii")
+    res = discover("sub-100307", bids, derivatives={"hcp": tmp_path / "hcp"}, features=("sulc", "myelin"))
+    assert res.hemis["R"].features["myelin"] == native / "100307.R.MyelinMap_BC.native.func.gii"
+
+
+def test_a_map_only_on_a_template_mesh_is_named_where_the_native_one_is_missing(tmp_path: Path) -> None:
+    """Twenty-first session: an fMRIPrep user whose myelin map is on fsLR only
+    (``sub-01_hemi-L_space-fsLR_den-32k_myelinw.func.gii``, or fMRIPrep's CIFTI
+    ``sub-01_space-fsLR_den-91k_myelinw.dscalar.nii``) got ``has the sphere but no myelin; looked for
+    ..._myelinw...``: the file that is there was not said, nor why it is not read. The line now names
+    it: it is on a template's mesh, the registration needs the map on the sphere's."""
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    anat = make_smriprep(tmp_path / "smriprep", "01", feats=("sulc", "curv"))
+    touch(anat / "sub-01_hemi-L_space-fsLR_den-32k_myelinw.func.gii",
+          anat / "sub-01_space-fsLR_den-91k_myelinw.dscalar.nii",
+          anat / "sub-01_hemi-R_space-fsLR_den-32k_myelinw.func.gii")
+    with pytest.raises(DiscoveryError) as exc:
+        discover("sub-01", bids, derivatives={"smriprep": tmp_path / "smriprep"}, hemis=("L",),
+                 features=("sulc", "myelin"))
+    msg = str(exc.value)
+    assert ("has the sphere but no myelin (sub-01_hemi-L_space-fsLR_den-32k_myelinw.func.gii, "
+            "sub-01_space-fsLR_den-91k_myelinw.dscalar.nii there are on a template's mesh, space-fsLR: "
+            "the registration reads the map on this sphere's native mesh, named without space-/den-)") in msg
+    assert "hemi-R_space" not in msg
+
+
+def test_subjects_and_sessions_are_found_in_natural_order(tmp_path: Path) -> None:
+    """Unpadded labels: sub-2 before sub-10 (text order put 10 and 100 first), as the group level
+    lists them."""
+    for label in ("10", "2", "100", "1", "01"):
+        (tmp_path / f"sub-{label}").mkdir()
+    assert find_subjects(tmp_path, derivatives={}) == ["01", "1", "2", "10", "100"]

@@ -173,3 +173,38 @@ def test_features_cifti_round_trip(tmp_path):
         assert np.allclose(c.values[roi], values[h][roi].astype(np.float32))
     with pytest.raises(ValueError, match="atlas ROI exists for"):
         write_features_cifti(tmp_path / "y.dscalar.nii", files["L"], files["R"], ["sulc", "curv"], "164k")
+
+
+def test_the_swap_in_gate_passes_a_good_registration_and_replaces_or_refuses_a_flagged_one(tmp_path):
+    """init_geomorph_sulc_wf's gate (gate_swapped_sphere): the BIDS-App's verdict decides; a flagged
+    hemisphere passes on the sphere_reg_fsLR input with the reasons in its GIFTI metadata, or fails
+    naming subject, session and hemisphere."""
+    import nibabel as nib
+
+    from geomorph_bids.io.fmriprep_compat import FLAGGED_SPHERE_META, FlaggedRegistration, gate_swapped_sphere
+
+    ours = write_surface(tmp_path / "ours.surf.gii", V * 100, F, hemi="L")
+    theirs = write_surface(tmp_path / "theirs.surf.gii", V[:, [1, 0, 2]] * 100, F, hemi="L")
+    source = "/d/sub-07_ses-2_hemi-L_sulc.shape.gii"
+    good = {"registration_features": ["sulc"], "cc_sulc_after": 0.93, "areal_p95_abs": 0.3, "n_folded": 0}
+    bad = {**good, "cc_sulc_after": 0.31}
+    path, q = gate_swapped_sphere(ours, theirs, good, "L", source, tmp_path)
+    assert path == ours and q["flagged"] is False and q["used"] == "geomorph" and q["message"] == ""
+
+    path, q = gate_swapped_sphere(ours, theirs, bad, "L", source, tmp_path / "fb")
+    assert q["flagged"] and q["used"] == "sphere_reg_fsLR"
+    assert q["message"].startswith("sub-07 ses-2 hemi-L: GeoMorph's registration to fsLR is FLAGGED by the quality "
+                                   "gates: correlation: sulc correlates 0.310")
+    assert np.allclose(read_surface(path).vertices, V[:, [1, 0, 2]] * 100, atol=1e-4)
+    meta = dict(nib.load(path).darrays[0].meta)
+    assert meta[FLAGGED_SPHERE_META].startswith("FLAGGED: correlation: sulc correlates 0.310")
+    # the BIDS-App's --min-cc as thresholds: the same record passes at 0.3
+    assert not gate_swapped_sphere(ours, theirs, bad, "L", source, tmp_path, thresholds={"min_cc_after": 0.3})[1]["flagged"]
+
+    with pytest.raises(FlaggedRegistration, match=r"^sub-07 ses-2 hemi-L: GeoMorph's registration .* FLAGGED .*"
+                                                  r"sulc correlates 0\.310"):
+        gate_swapped_sphere(ours, theirs, bad, "L", source, tmp_path, on_flagged="error")
+    with pytest.raises(FlaggedRegistration, match=r"^hemi-R \(rh\.sulc\.gii\): "):
+        gate_swapped_sphere(ours, theirs, bad, "R", "rh.sulc.gii", tmp_path, on_flagged="error")
+    with pytest.raises(ValueError, match="on_flagged must be one of fallback, error, got 'keep'"):
+        gate_swapped_sphere(ours, theirs, good, "L", source, tmp_path, on_flagged="keep")

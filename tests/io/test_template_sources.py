@@ -771,3 +771,32 @@ def test_a_templateflow_home_with_both_templates_serves_either_as_template_dir(t
     assert str(e.value) == (f"{tmp_path / 'tf'}: holds the maps of several templates (fsaverage, fsLR): name the "
                             f"template and give the folder as --template-dir, e.g. --template fsLR --template-dir "
                             f"{tmp_path / 'tf'} (template='fsLR', template_dir=... in Python)")
+
+
+def test_template_maps_read_from_another_package_are_named_in_the_sidecars_record():
+    """Twenty-first session: multimodal-fsLR registers to the fsLR myelin and curvature that
+    brainspace ships (its conte69 group maps on fsLR 32k), but every sidecar's ``TemplateSource``
+    said ``Kind: bundled``, ``Path: geomorph_bids/data/templates``, ``BuiltFromVertices: 163842``
+    (the sulc's origin): nothing in the outputs' sidecars named the maps the myelin and curvature
+    were registered to. Those maps are now named (``Maps``: feature -> ``package:path``); a
+    sulc-only record is unchanged."""
+    from geomorph_bids.io.template_sources import source_record
+    from geomorph_bids.resources import package_template_features
+
+    ref = TemplateRef.bundled("fsLR")
+    sulc_only = ref.provenance("L", ("sulc",))
+    assert "template_maps" not in sulc_only and "Maps" not in source_record(sulc_only)
+    if "myelin" not in package_template_features("fsLR"):
+        pytest.skip("brainspace (the fsLR myelin template) is not installed")
+    record = source_record(ref.provenance("L", ("sulc", "curv", "myelin")))
+    assert record["Kind"] == "bundled"
+    assert record["Maps"] == {"curv": "brainspace:datasets/matrices/main_group/conte69_32k_curvature.csv",
+                              "myelin": "brainspace:datasets/matrices/main_group/conte69_32k_t1wt2w.csv"}
+    # and the run's start line (template maps: ...) says it
+    assert ref.describe(("sulc",)) == "fsLR from the bundled fsLR"
+    assert ref.describe(("sulc", "curv", "myelin")) == (
+        "fsLR from the bundled fsLR (curv, myelin from brainspace's group maps)")
+    # and the reports' "template maps" line (describe_provenance of the metrics)
+    line = describe_provenance(ref.provenance("L", ("sulc", "curv", "myelin")))
+    assert ("(built from 163,842); curv from brainspace's conte69_32k_curvature.csv; "
+            "myelin from brainspace's conte69_32k_t1wt2w.csv, sha256 ") in line

@@ -535,3 +535,19 @@ def test_a_map_with_an_offset_its_floats_cannot_resolve_is_refused_naming_its_fi
     mask = np.zeros(1000)
     mask[100:] = 1.0
     val.validate_feature(mask, "mask")  # 1 wherever it is not 0: a map only resampled may be so
+
+
+@pytest.mark.parametrize("n, mesh", [(32492, "fsLR 32k"), (59292, "fsLR 59k"), (163842, "fsLR 164k or fsaverage")])
+def test_a_map_already_on_a_template_mesh_says_so(one_line, n, mesh):
+    """Twenty-first session: an HCP user gives the 32k myelin map (``fsaverage_LR32k/
+    <S>.L.MyelinMap_BC.32k_fs_LR.func.gii``, the one most at hand) for the native sphere: the line
+    said only that the counts differ. It now says that the count is a template mesh's (the map is
+    already registered) and which native file to give."""
+    with pytest.raises(InputError) as e:
+        val.check_vertex_count(n, 136_000, "100307.L.MyelinMap_BC.32k_fs_LR.func.gii")
+    msg = one_line(e, "100307.L.MyelinMap_BC.32k_fs_LR.func.gii")
+    assert f"{n} is the vertex count of {mesh}" in msg
+    assert "MyelinMap_BC.native.func.gii" in msg
+    with pytest.raises(InputError) as e:  # a count of no template mesh: no such claim
+        val.check_vertex_count(136_001, 136_000, "lh.sulc")
+    assert "vertex count of" not in one_line(e, "lh.sulc")

@@ -755,3 +755,104 @@ def test_the_group_page_names_the_study_its_outputs_were_made_from(outputs, tmp_
     assert "<title>geomorph-bids: group report</title>" in build_group_report(outputs).read_text()
     (raw / "dataset_description.json").unlink()  # the dataset moved away
     assert "<h1>geomorph-bids: group report</h1>" in build_group_report(outputs).read_text()
+
+
+def _hemisphere(out: Path, src: dict, subject: str, hemi: str, session: str | None = None, **changes) -> Path:
+    """A metrics file (``src`` for another subject/session/hemisphere, with ``changes``) and a
+    stand-in registered sphere beside it."""
+    ent = f"sub-{subject}" + (f"_ses-{session}" if session else "")
+    path = (out / f"sub-{subject}" / (f"ses-{session}" if session else "") / "anat"
+            / f"{ent}_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**src, "subject": subject, "session": session, "hemi": hemi, **changes}))
+    _sphere_beside(path)
+    return path
+
+
+def test_labels_are_in_natural_order_in_the_table_the_page_and_the_warnings(outputs):
+    """A cohort labelled sub-1 ... sub-5000, or sessions ses-1 ... ses-12: the table's rows, the
+    page's sessions and the warning lines sorted the labels as text (1, 10, 100, 1000, 1001, ..., 2),
+    so sub-2 was far down a 5,000-participant table and ses-10 came before ses-2. Labels are now in
+    natural order (runs of digits by their value); zero-padded labels keep their order."""
+    src = json.loads((outputs / "sub-01/anat/sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json").read_text())
+    for d in ("sub-01", "sub-02", "sub-03"):
+        shutil.rmtree(outputs / d)
+    shutil.rmtree(outputs / "logs" / "crash-abc")
+    for subject in ("10", "2", "1"):
+        for hemi in "LR":
+            if not (subject in ("10", "2") and hemi == "R"):
+                _hemisphere(outputs, src, subject, hemi)
+    for session in ("10", "2", "1"):
+        for hemi in "LR":
+            _hemisphere(outputs, src, "3", hemi, session)
+    for subject in ("10", "2"):  # the right hemisphere failed: a crash file, no row
+        crash = outputs / "logs" / f"crash-{subject}" / f"crash-20260101-000000-user-register-{subject}.txt"
+        crash.parent.mkdir(parents=True)
+        crash.write_text(f"Node: geomorph_wf.sub_{subject}_wf.hemi_R_wf.register\n\nTraceback:\n"
+                         "geomorph_bids.errors.InputError: rh.sulc: feature has NaN values\n")
+    bids = outputs.parent / "bids"
+    for subject in ("1", "2", "3", "10", "20", "9"):
+        (bids / f"sub-{subject}" / "anat").mkdir(parents=True)
+    code, err = _group(outputs)
+    assert code in (0, 3), err
+    rows = [(r["subject"], r["session"], r["hemi"]) for r in _tsv(outputs / GROUP_TSV)]
+    assert rows == [("1", "n/a", "L"), ("1", "n/a", "R"), ("2", "n/a", "L"),
+                    ("3", "1", "L"), ("3", "1", "R"), ("3", "2", "L"), ("3", "2", "R"), ("3", "10", "L"),
+                    ("3", "10", "R"), ("10", "n/a", "L")]
+    assert "no row: 9, 20 (not run yet" in err
+    assert err.index("  sub-2 hemi-R: InputError") < err.index("  sub-10 hemi-R: InputError"), err
+    text = (outputs / "group.html").read_text()
+    assert '<th scope="row" class="l">sessions</th><td class="l">1, 2, 10</td>' in text
+    assert text.index("sub-2 hemi-R: InputError") < text.index("sub-10 hemi-R: InputError")
+    from geomorph_bids.derivatives import label_key
+    assert sorted(["010", "002", "001", "100"], key=label_key) == ["001", "002", "010", "100"]  # as text
+    assert sorted(["1", "01", "a10", "a2", "b", ""], key=label_key) == ["", "01", "1", "a2", "a10", "b"]
+
+
+def test_stale_hemispheres_are_listed_at_most_a_hundred_at_the_top(outputs):
+    """Every hemisphere of a cohort whose rerun failed (a broken license, a template moved: the
+    earlier outputs kept, marked stale) was listed one by one at the top of group.html: 5,000
+    participants put 10,000 lines before the distributions, while the flagged and failed lists
+    stop at LISTED_MAX and count the rest. The stale list now does the same."""
+    from geomorph_bids.reports.group import LISTED_MAX
+
+    src = json.loads((outputs / "sub-01/anat/sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json").read_text())
+    for i in range(60):
+        for hemi in "LR":
+            _hemisphere(outputs, src, f"9{i:02d}", hemi,
+                        latest_run_failed={"reason": "InputError: the template moved"})
+    text = build_group_report(outputs).read_text()
+    top = text[:text.index('id="distributions"')]
+    assert "120 hemisphere(s) are stale" in top
+    assert top.count("the latest run failed: InputError: the template moved") == LISTED_MAX == 100
+    assert "<li>and 20 more (quality stale in the table and group_desc-geomorph_metrics.tsv)</li>" in top
+    table = text[text.index('id="table"'):]
+    assert table.count('class="flagged"') == 120  # every stale row is still marked in the table
+
+
+def test_the_summary_names_a_few_sessions_and_counts_the_rest(outputs):
+    """Sessions labelled by their date (ses-20190301, one per scan) are as many as the scans: the
+    group page's summary named every one in one cell (5,000 labels for a 5,000-participant cohort).
+    It now names the first 20 in order and says how many there are."""
+    src = json.loads((outputs / "sub-01/anat/sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json").read_text())
+    for i in range(30):
+        _hemisphere(outputs, src, f"7{i:02d}", "L", f"2019{i + 1:02d}01")
+    text = build_group_report(outputs).read_text()
+    cell = re.search(r'<th scope="row" class="l">sessions</th><td class="l">([^<]*)</td>', text).group(1)
+    assert cell == ", ".join(f"2019{i:02d}01" for i in range(1, 21)) + ", ... (30 in all)"
+
+
+def test_unreadable_metrics_files_are_listed_at_most_a_hundred_at_the_top(outputs):
+    """A DataLad clone whose `datalad get` stopped halfway leaves thousands of metrics files
+    unreadable: each was listed at the top of group.html, a full path a line, above the flagged
+    hemispheres. The list now stops at LISTED_MAX, as the others do, and counts the rest (the
+    group level's FAILED lines name each)."""
+    from geomorph_bids.reports.group import LISTED_MAX
+
+    failed = [f"{outputs}/sub-9{i:03d}/anat/sub-9{i:03d}_hemi-L_space-fsaverage_desc-geomorph_metrics.json: is a "
+              "git-annex pointer, not its content (datalad get it)" for i in range(130)]
+    text = build_group_report(outputs, failed=failed).read_text()
+    top = text[:text.index('id="distributions"')]
+    assert "130 metrics file(s) could not be read" in top
+    assert top.count("is a git-annex pointer") == LISTED_MAX
+    assert "<li>and 30 more (the group level's FAILED lines name each)</li>" in top

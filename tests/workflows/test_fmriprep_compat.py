@@ -26,10 +26,14 @@ def test_same_interface_as_init_msm_sulc_wf():
         assert set(ours.get_node(node).inputs.copyable_trait_names()) == \
             set(theirs.get_node(node).inputs.copyable_trait_names())
     assert ours.name == "geomorph_sulc_wf" and "GeoMorph" in ours.__desc__
+    # what a flagged hemisphere passes on is said where a reader of the outputs and the methods looks
+    assert "quality gates would keep the FreeSurfer-derived fsLR sphere" in ours.__desc__
+    assert "quality gates" not in init_geomorph_sulc_wf(on_flagged="error").__desc__
+    assert "GeoMorphQualityFlagged" in GEOMORPH_SPHERE_SIDECAR["Description"]
     assert init_geomorph_sulc_wf(sloppy=True, name="msm_sulc_wf").name == "msm_sulc_wf"
 
 
-def _anat_fit_graph(base_dir: Path, output_dir: Path):
+def _anat_fit_graph(base_dir: Path, output_dir: Path, **builder):
     """Stage 10 of sMRIPrep's init_anat_fit_wf with our builder swapped in (its three lines
     changed): the same buffers feed it, sMRIPrep's own ds_surfaces_wf writes its output."""
     from nipype.interfaces import utility as niu
@@ -45,7 +49,7 @@ def _anat_fit_graph(base_dir: Path, output_dir: Path):
     sourcefile_buffer.inputs.source_files = [str(EXAMPLE / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_T1w.nii.gz")]
     msm_buffer = pe.Node(niu.IdentityInterface(fields=["sphere_reg_msm"]), name="msm_buffer")
 
-    msm_sulc_wf = init_geomorph_sulc_wf(sloppy=False, omp_nthreads=1)               # line 2 of 3
+    msm_sulc_wf = init_geomorph_sulc_wf(sloppy=False, omp_nthreads=1, **builder)     # line 2 of 3
     ds_msmsulc_wf = init_ds_surfaces_wf(output_dir=str(output_dir), surfaces=["sphere_reg_msm"],
                                         name="ds_msmsulc_wf")
     ds_msmsulc_wf.get_node("ds_sphere_reg_msm").inputs.meta_dict = GEOMORPH_SPHERE_SIDECAR  # line 3 of 3
@@ -90,6 +94,37 @@ def test_swapped_in_for_msmsulc_in_smripreps_graph(tmp_path):
             cc[name] = np.corrcoef(resample(sulc, (sphere.vertices, sphere.faces), (v32, f32), "adap_bary_area"),
                                    template)[0, 1]
         assert cc["geomorph"] > 0.95 and cc["geomorph"] > cc["rigid"] + 0.05, (h, cc)
+
+
+@pytest.mark.slow  # registers both hemispheres (~15-40 s on 2 busy cores)
+def test_a_flagged_registration_is_replaced_by_the_fslr_input_or_fails_the_node(tmp_path):
+    """The swap-in workflow judges each hemisphere with the BIDS-App's gates: flagged (here by a
+    correlation floor no registration reaches), sMRIPrep's sink writes the sphere_reg_fsLR input under
+    the msmsulc name with the reasons in its GIFTI metadata; on_flagged="error" fails the node naming
+    subject, session and hemisphere. Nipype reruns only the gate (the registrations are cached)."""
+    import nibabel as nib
+
+    from geomorph_bids.io import read_surface
+    from geomorph_bids.io.fmriprep_compat import FLAGGED_SPHERE_META
+    from geomorph_bids.quality import QualityThresholds
+
+    strict = QualityThresholds(min_cc_after=1.0)
+    _anat_fit_graph(tmp_path / "work", tmp_path / "out", thresholds=strict).run()
+    anat = tmp_path / "out" / "smriprep" / "sub-01" / "ses-1" / "anat"
+    for h, reg in zip("LR", pair("space-fsLR_desc-reg_sphere.surf.gii")):
+        written = anat / f"sub-01_ses-1_hemi-{h}_space-fsLR_desc-msmsulc_sphere.surf.gii"
+        assert np.allclose(read_surface(written).vertices, read_surface(reg).vertices, atol=1e-4)
+        note = dict(nib.load(written).darrays[0].meta)[FLAGGED_SPHERE_META]
+        assert note.startswith("FLAGGED: correlation: sulc correlates 0.9") and "(minimum 1)" in note
+
+    failing = _anat_fit_graph(tmp_path / "work", tmp_path / "out2", thresholds=strict, on_flagged="error")
+    failing.config["execution"]["crashdump_dir"] = str(tmp_path / "crash")  # not the current folder
+    with pytest.raises(RuntimeError, match=r"sub-01 ses-1 hemi-L: GeoMorph's registration to fsLR is FLAGGED"):
+        failing.run()
+    crashes = [p.name for p in (tmp_path / "crash").iterdir()]
+    assert crashes and all("quality_gate" in n for n in crashes), crashes
+    with pytest.raises(ValueError, match="on_flagged must be one of fallback, error"):
+        init_geomorph_sulc_wf(on_flagged="msmsulc")
 
 
 def test_compat_sinks_in_the_participant_graph(tmp_path):
