@@ -397,9 +397,26 @@ class _OutputSet:
         return staged
 
     def commit(self) -> None:
-        """Rename every staged file into place, in the order staged (the metrics JSON last)."""
-        for staged, final in self._files:
-            os.replace(staged, final)
+        """Rename every staged file into place, in the order staged (the metrics JSON last), holding
+        an exclusive ``flock`` on each output folder (in sorted order: no deadlock): two runs given
+        the same output names at once put their sets in place one after the other, never one's
+        sphere beside the other's metrics. The lock is on the folder itself: no lock file is left."""
+        import fcntl
+        from contextlib import ExitStack
+
+        with ExitStack() as held:
+            for folder in sorted(self._folders):
+                try:  # a folder this user cannot read, a file system without flock: the renames alone
+                    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                held.callback(os.close, fd)  # closing releases the lock
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except OSError:
+                    pass
+            for staged, final in self._files:
+                os.replace(staged, final)
 
     def __exit__(self, kind, exc, tb) -> None:
         import shutil
