@@ -5,6 +5,8 @@ example (slow). Keeps README.md and docs/*.md from drifting away from the code s
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import re
 import shlex
 import shutil
@@ -437,3 +439,23 @@ def test_documented_signatures_name_the_real_parameters() -> None:
                 if not all(p in remaining for p in documented):
                     wrong.append(f"{doc.name}: {dotted}({', '.join(documented)}) but it takes ({', '.join(real)})")
     assert checked >= 40 and not wrong, (checked, wrong)
+
+
+@pytest.mark.parametrize("script", ["accuracy", "model_speed", "network", "peers", "registration_speed"])
+def test_timing_benchmarks_wait_passively_as_the_commands_do(script: str, monkeypatch) -> None:
+    """A benchmark behind a documented timing runs register() or the network with OpenMP's threads
+    sleeping at barriers, as every command sets it (cli.machine.threads_wait_passively), unless the
+    caller set a policy: spinning threads made the network 5-8x slower on a busy host, so a reviewer
+    rerunning the documented command there measured something other than the command."""
+    for var in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "THP_MEM_ALLOC_ENABLE"):
+        monkeypatch.setenv(var, "0")  # recorded, so that the test leaves the environment as it was
+        monkeypatch.delenv(var)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(sys, "argv", [f"{script}.py"])
+    spec = importlib.util.spec_from_file_location(f"_bench_{script}", ROOT / "benchmarks" / f"{script}.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    assert os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # the caller's choice kept
