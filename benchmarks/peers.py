@@ -510,6 +510,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--msm-logs", type=Path, default=None, help="folder for msm's stdout/stderr")
     p.add_argument("--threads", type=int, default=2, help="OMP/MKL threads for every method (default 2)")
     args = p.parse_args(argv)
+    # the peers are installed apart (requirements-peers.txt): say so before any pair runs, not in a
+    # traceback after ours have (the default --methods name both)
+    import importlib.util
+
+    peers = {"sd": ("cat_surf", "cat-surf"), "sd-own": ("cat_surf", "cat-surf"),
+             "msm": ("smriprep_msm", "smriprep-msm")}
+    missing = [f"{m} needs {peers[m][1]}" for m in args.methods
+               if m in peers and importlib.util.find_spec(peers[m][0]) is None]
+    if missing:
+        p.error(f"--methods: {', '.join(missing)}, not installed in this environment: install "
+                "benchmarks/requirements-peers.txt into a benchmark environment, or leave them out of --methods")
     args.methods += [f"{kind}:{m}" for m in args.model for kind in ("geomorph", "geomorph+optimise", "geomorph+full")]
     import torch
 

@@ -459,3 +459,20 @@ def test_timing_benchmarks_wait_passively_as_the_commands_do(script: str, monkey
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # the caller's choice kept
+
+
+def test_peers_without_the_peer_packages_stops_on_one_line_before_any_pair_runs() -> None:
+    """benchmarks/peers.py's default --methods name Spherical Demons and MSM, installed apart
+    (benchmarks/requirements-peers.txt): without them a reviewer's run registered every pair with
+    ours, then ended in a ModuleNotFoundError traceback and printed no table."""
+    missing = [pkg for pkg in ("cat_surf", "smriprep_msm") if importlib.util.find_spec(pkg) is None]
+    if len(missing) < 2:
+        pytest.skip("a peer package is installed here")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "peers.py"), "--pairs", "a",
+                             "--methods", "rigid", "sd", "msm", "--repeats", "1"],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "sd needs cat-surf, msm needs smriprep-msm" in last and "requirements-peers.txt" in last, last
+    assert "median err" not in result.stderr and "Traceback" not in result.stderr
