@@ -6,7 +6,7 @@
 
     .venv/bin/python benchmarks/network.py --template fsaverage --model sulc-fsaverage
         [--pairs fsavg5_Rm-fsaverage refsulc_Rm-fsaverage] [--warps 2] [--configs bumps smooth_large]
-        [--methods rigid network network+short optimise] [--threads 2]
+        [--methods rigid network network+refine network+optimise optimise] [--threads 2]
 
 Every row in one run, on the same machine. Pairs (``geomorph_bids.engine.real_pairs``): real
 hemispheres with a reference registration, at their native resolution (10,242 or 163,842
