@@ -7,7 +7,8 @@ rotated by 20 degrees about a fixed axis, with the bundled fsaverage sulc carrie
 * ``rigid``: ``register(..., rigid_only=True)``;
 * ``optimise``: the package default without a network (rigid, then the warp optimised per pair);
 * ``network``: a bundled model (``--model``, default ``sulc-fsaverage``), network only;
-* ``network+optimise``: that network's warp refined by the optimisation.
+* ``network+optimise``: that network's warp followed by the short refinement (``register(model=...)``,
+  what ``--model`` runs; docs/benchmarks.md's "network + short refinement").
 
 Each method runs in a fresh subprocess (so its peak RSS, ``resource.getrusage``, is its own;
 it includes the ~0.4 GB of the Python/torch process): one warm-up registration, then
