@@ -4,6 +4,7 @@ example (slow). Keeps README.md and docs/*.md from drifting away from the code s
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import os
@@ -346,11 +347,39 @@ def _script_invocations() -> dict[str, set[str]]:
     return found
 
 
+def _documented_choice_values() -> list[tuple[str, str, str, str]]:
+    """(where, script, option, value) of every value the docs and the model cards give a benchmark's
+    or script's option, and of every ``[--option a b|c]`` in a benchmark's or script's own docstring
+    (its usage line): what a reviewer copies."""
+    found = []
+    for doc in DOCS + CARDS:
+        text = re.sub(r"```\w*\n(.*?)```", lambda m: "\n".join(
+            f"`{line}`" for line in _command_lines(m.group(1))), doc.read_text(), flags=re.S)
+        for span in re.findall(r"`([^`]+)`", text):
+            for m in re.finditer(r"((?:benchmarks|scripts)/\w+\.py)((?: +[^ ]+)*)", " ".join(span.split())):
+                option = None
+                for word in m.group(2).split():
+                    word = word.strip("[]")
+                    if re.match(r"--?[A-Za-z]", word):
+                        option = word.split("=")[0]
+                    elif option:
+                        found += [(doc.name, m.group(1), option, v) for v in word.split("|")]
+    for path in [*sorted((ROOT / "benchmarks").glob("*.py")), *sorted((ROOT / "scripts").glob("*.py"))]:
+        docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+        for option, values in re.findall(r"\[(--[\w-]+)((?: [^\[\]]+)?)\]", " ".join(docstring.split())):
+            found += [(path.name, f"{path.parent.name}/{path.name}", option, v)
+                      for word in values.split() for v in word.split("|")]
+    return found
+
+
 @pytest.mark.slow
 def test_benchmarks_and_scripts_answer_help_and_take_the_options_the_docs_give() -> None:
-    """Every benchmark and script answers --help (exit 0), and every option the docs give a
-    benchmark or script command ("the command above each table") is one of that script's options."""
+    """Every benchmark and script answers --help (exit 0), every option the docs give a
+    benchmark or script command ("the command above each table") is one of that script's options,
+    and every value they give an option with fixed choices is one of them (a script's own usage line
+    offered ``--methods ... network+short``, which the script refuses)."""
     invocations = _script_invocations()
+    values = _documented_choice_values()
     assert len(invocations) >= 10
     scripts = sorted({f"{p.parent.name}/{p.name}" for folder in ("benchmarks", "scripts")
                       for p in (ROOT / folder).glob("*.py")} | {s for s, options in invocations.items() if options})
@@ -363,6 +392,10 @@ def test_benchmarks_and_scripts_answer_help_and_take_the_options_the_docs_give()
             continue
         known = set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", result.stdout))
         problems += [f"{script}: no option {o}" for o in sorted(invocations.get(script, set()) - known)]
+        choices = {o: c.split(",") for o, c in re.findall(r"(--[\w-]+) \{([^}]+)\}", result.stdout)}
+        problems += [f"{where}: {script} {o} {v}: not one of {choices[o]}" for where, s, o, v in values
+                     if s == script and o in choices and v not in choices[o]]
+    assert len([v for v in values if v[1] == "benchmarks/peers.py"]) >= 20
     assert not problems, problems
 
 
