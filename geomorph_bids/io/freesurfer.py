@@ -216,14 +216,26 @@ def read_fs_annot(path: str | Path) -> tuple[np.ndarray, dict[int, tuple[str, tu
 
 
 def read_fs_label(path: str | Path, n_vertices: int) -> np.ndarray:
-    """Read a FreeSurfer ``.label`` file as a (V,) int64 mask (1 inside, 0 outside)."""
+    """Read a FreeSurfer ``.label`` file as a (V,) int64 mask (1 inside, 0 outside).
+
+    Its second line is the number of vertices listed below it; a file that lists another number
+    (cut short, rows lost or added) is refused, as a truncated surface is.
+    """
     p = Path(path)
-    read_bounded(p, map_max_bytes(n_vertices), "label file")
+    raw = read_bounded(p, map_max_bytes(n_vertices), "label file")
     try:
-        idx = np.asarray(nfs.read_label(str(p)), dtype=np.int64)
+        idx = np.asarray(nfs.read_label(str(p)), dtype=np.int64).reshape(-1)
     except Exception as exc:
         raise InputError(f"FreeSurfer label file is corrupted ({type(exc).__name__}: {exc})",
                          path=p) from None
+    lines = raw.split(b"\n", 2)
+    declared = lines[1].strip() if len(lines) > 1 else b""
+    if not declared.isdigit():
+        raise InputError(f"FreeSurfer label file's second line should be its number of vertices, not "
+                         f"{declared[:40].decode('ascii', 'replace')!r}; the file is corrupted", path=p)
+    if int(declared) != idx.size:
+        raise InputError(f"FreeSurfer label file's header says {int(declared)} vertices but it lists {idx.size}: "
+                         "the file is truncated or corrupted", path=p)
     if idx.size and idx.min() < 0:
         raise InputError(f"label lists vertex {int(idx.min())}: vertex numbers start at 0; the file is corrupted",
                          path=p)

@@ -223,3 +223,23 @@ def test_damaged_values_that_are_signalling_nans_are_read_without_a_numpy_warnin
         warnings.simplefilter("error")
         got_v, _, _ = fs.read_fs_surface(sphere)
     assert np.isnan(got_v[0, 0]) and np.isfinite(got_v[1:]).all()
+
+
+def test_a_label_file_that_lists_another_number_of_vertices_than_its_header_is_refused(tmp_path, one_line):
+    """lh.cortex.label cut short (or its count line damaged) was read as the rows left: a cortex mask
+    missing part of the cortex, in silence when it still covered half the vertices."""
+    p = tmp_path / "lh.cortex.label"
+    rows = [f"{i}  0.000  0.000  0.000 0.0000000000" for i in range(8)]
+    p.write_text("#!ascii label  , from subject bert vox2ras=TkReg\n8\n" + "\n".join(rows[:6]) + "\n")
+    with pytest.raises(InputError) as e:
+        fs.read_fs_label(p, 10)
+    assert one_line(e, p).endswith("FreeSurfer label file's header says 8 vertices but it lists 6: the file is "
+                                   "truncated or corrupted")
+    p.write_text("#!ascii label\n2147483647\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError, match="header says 2147483647 vertices but it lists 8"):
+        fs.read_fs_label(p, 10)
+    p.write_text("#!ascii label\nabc\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError, match="second line should be its number of vertices, not 'abc'"):
+        fs.read_fs_label(p, 10)
+    p.write_text("#!ascii label\n1\n" + rows[3] + "\n")  # one row: still a label
+    np.testing.assert_array_equal(np.flatnonzero(fs.read_fs_label(p, 10)), [3])
