@@ -224,7 +224,8 @@ def read_fs_label(path: str | Path, n_vertices: int) -> np.ndarray:
     p = Path(path)
     raw = read_bounded(p, map_max_bytes(n_vertices), "label file")
     try:
-        idx = np.asarray(nfs.read_label(str(p)), dtype=np.int64).reshape(-1)
+        with quiet_warnings():  # numpy's "loadtxt: input contained no data" for a label of no rows
+            idx = np.asarray(nfs.read_label(str(p)), dtype=np.int64).reshape(-1)
     except Exception as exc:
         raise InputError(f"FreeSurfer label file is corrupted ({type(exc).__name__}: {exc})",
                          path=p) from None

@@ -243,3 +243,14 @@ def test_a_label_file_that_lists_another_number_of_vertices_than_its_header_is_r
         fs.read_fs_label(p, 10)
     p.write_text("#!ascii label\n1\n" + rows[3] + "\n")  # one row: still a label
     np.testing.assert_array_equal(np.flatnonzero(fs.read_fs_label(p, 10)), [3])
+
+
+def test_a_label_of_no_vertices_is_read_without_numpy_s_warning(tmp_path):
+    """A label whose header says 0 and lists nothing printed numpy's `warning: loadtxt: input contained
+    no data: "..."` as a line of its own before the run's verdict on the empty mask."""
+    p = tmp_path / "lh.cortex.label"
+    p.write_text("#!ascii label  , from subject bert vox2ras=TkReg\n0\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mask = fs.read_fs_label(p, 10)
+    assert mask.shape == (10,) and not mask.any()
