@@ -149,7 +149,8 @@ def _columns(img: cifti2.Cifti2Image, path: Path, hemi: str
     _check_surface_size(n_vertices, vertex.size, int(img.shape[1 - ibm]), structure, path)
     try:
         block = img.dataobj[:, slc] if ibm == 1 else img.dataobj[slc, :]
-        data = np.asarray(block, dtype=np.float64)
+        with np.errstate(invalid="ignore"):  # signalling NaNs (damaged bytes): counted by validate, not warned
+            data = np.asarray(block, dtype=np.float64)
     except Exception as exc:
         raise InputError(f"CIFTI data are truncated or corrupted ({type(exc).__name__}: {exc})",
                          path=path) from None
