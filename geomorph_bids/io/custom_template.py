@@ -53,8 +53,15 @@ def custom_template_info(folder: str | Path) -> dict[str, Any]:
         doc = read_json_bounded(path, what="template description")
     except InputError as exc:
         raise InputError(f"not a custom template folder ({exc.reason})", path=path) from None
-    if not isinstance(doc, dict) or not _LABEL.match(str(doc.get("Identifier", ""))):
+    if not isinstance(doc, dict) or not isinstance(doc.get("Identifier"), str) or not _LABEL.match(doc["Identifier"]):
         raise InputError("template_description.json needs an alphanumeric 'Identifier'", path=path)
+    label = doc["Identifier"]
+    if not any(Path(folder).glob(f"tpl-{label}_hemi-[LR]_den-ico*_*.shape.gii")):
+        others = sorted({q.name.split("_hemi-")[0] for q in Path(folder).glob("tpl-*_hemi-[LR]_den-ico*_*.shape.gii")})
+        found = (f"its maps are named {', '.join(others)}_...: the Identifier and the maps' names must agree" if others
+                 else "it holds no maps")
+        raise InputError(f"template_description.json's Identifier is {label!r} but the folder holds no "
+                         f"tpl-{label}_hemi-<L|R>_den-ico{TEMPLATE_LEVEL}_<map>.shape.gii ({found})", path=path)
     return doc
 
 
