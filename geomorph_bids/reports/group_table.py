@@ -145,6 +145,13 @@ def _check_document(path: Path, doc: Any, named: tuple[str, str | None, str, str
     if not isinstance(doc, dict) or not isinstance(doc.get("registration"), dict):
         raise bad("is not a geomorph-bids metrics document (no 'registration' object)")
     reg = doc["registration"]
+    for where, names in (("registration.registration_features", reg.get("registration_features")),
+                         ("features", doc.get("features"))):
+        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+            raise bad(f"holds {names!r:.40} for {where}, which is a list of map names: damaged or edited")
+    quality = doc.get("quality")
+    if quality is not None and (not isinstance(quality, dict) or not isinstance(quality.get("reasons", []), (list, type(None)))):
+        raise bad(f"holds {quality!r:.60} for quality, which is an object with a list of reasons: damaged or edited")
     first = next(iter(reg.get("registration_features") or doc.get("features") or ["sulc"]), "sulc")
     cc = reg.get(f"cc_{first}_after")
     if not isinstance(cc, (int, float)) or isinstance(cc, bool) or not -1.0 <= cc <= 1.0:  # NaN too

@@ -239,6 +239,37 @@ def test_a_plotted_or_gated_number_beyond_what_it_can_be_costs_its_row_not_the_g
     assert len(group_rows(tmp_path, unreadable=unreadable)) == 1 and len(unreadable) == 1
 
 
+@pytest.mark.parametrize("edit, says", [
+    ({"quality": {"flagged": False, "reasons": True}}, "holds {'flagged': False, 'reasons': True} for quality, "
+                                                       "which is an object with a list of reasons"),
+    ({"quality": {"flagged": False, "reasons": 1e308}}, "for quality, which is an object"),
+    ({"quality": "ok"}, "holds 'ok' for quality"),
+    ({"features": 5}, "holds 5 for features, which is a list of map names"),
+    ({"registration": {"registration_features": 5, "cc_sulc_after": 0.9}},
+     "holds 5 for registration.registration_features"),
+    ({"registration": {"registration_features": [1], "cc_sulc_after": 0.9}},
+     "holds [1] for registration.registration_features"),
+])
+def test_a_quality_or_feature_list_that_is_not_what_we_write_costs_its_row(tmp_path, edit, says):
+    """Found by the fuzz pass (fix-ak): ``quality.reasons`` true, -1 or 1e308 ended the group level in a
+    TypeError traceback (`'bool' object is not iterable`), as a ``registration_features`` of 5 did. Now one
+    FAILED line naming the file, the row left out."""
+    from geomorph_bids.reports.group_table import group_rows
+
+    anat = tmp_path / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    path = anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json"
+    doc = {"subject": "01", "session": None, "hemi": "L", "quality": {"flagged": False, "reasons": []},
+           "registration": {"registration_features": ["sulc"], "cc_sulc_after": 0.9}}
+    path.write_text(json.dumps({**doc, **edit}))
+    _sphere_beside(path)
+    unreadable: list[str] = []
+    assert group_rows(tmp_path, unreadable=unreadable) == []
+    assert len(unreadable) == 1 and says in unreadable[0] and str(path) in unreadable[0], unreadable
+    path.write_text(json.dumps(doc))
+    assert len(group_rows(tmp_path, unreadable=unreadable)) == 1 and len(unreadable) == 1
+
+
 def test_a_number_beyond_what_it_can_be_in_one_metrics_file_leaves_the_others_group_page(outputs):
     """The same through the group level: one FAILED line naming the file, the page of the others."""
     path = next((outputs / "sub-02" / "anat").glob("sub-02_hemi-L_space-*_desc-geomorph_metrics.json"))
