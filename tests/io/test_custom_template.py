@@ -124,3 +124,19 @@ def test_a_template_built_for_one_hemisphere_says_how_to_register_or_build_the_o
     with pytest.raises(InputError) as err:  # the hemisphere was built and its map is gone: no such hint
         load_custom_template(folder, "L", ("curv",))
     assert "it was built for" not in err.value.reason
+
+
+@pytest.mark.parametrize("values, says", [
+    (np.zeros(40962), "template map 'sulc' is all zero"),
+    (np.where(np.arange(40962) < 1000, np.linspace(-1, 1, 40962), 0.0), "template map 'sulc'"),
+])
+def test_a_template_map_that_carries_nothing_is_named(tmp_path, values, says):
+    """Found by the fuzz pass (fix-ak): a custom template's sulc all zero, or cast to integers (sulc's
+    -2..2 truncated to mostly 0), ended the run on `hemi-L: fixed features: fewer than 5% of vertices are
+    valid (non-zero, finite, in mask)`, naming no file. Now the map's file is named."""
+    folder, _ = _folder(tmp_path)
+    path = custom_feature_file(folder, "mytpl", "L", "sulc")
+    write_metric(path, values, hemi="L", names=["sulc"])
+    with pytest.raises(InputError) as e:
+        load_custom_template(folder, "L", ("sulc",))
+    assert str(path) in str(e.value) and says in str(e.value)
