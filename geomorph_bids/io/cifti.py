@@ -95,6 +95,14 @@ def load_cifti(path: str | Path) -> cifti2.Cifti2Image:
     if not isinstance(img, cifti2.Cifti2Image):
         raise InputError(f"is a {type(img).__name__}, not a CIFTI-2 file (.dscalar.nii, .dlabel.nii, "
                          ".dtseries.nii); volumes must first be projected onto the surface", path=p)
+    # the data are read lazily, a slice at a time: a file cut short still gave the slices before the cut
+    # (one hemisphere of a dscalar of both registered from a damaged file, in silence)
+    proxy = img.dataobj  # where the data start and their type, as read from the header
+    offset, dtype = getattr(proxy, "offset", None), getattr(proxy, "dtype", None)
+    need = None if offset is None or dtype is None else int(offset) + int(np.prod(img.shape)) * dtype.itemsize
+    if need is not None and len(raw) < need:
+        raise InputError(f"CIFTI file is truncated or corrupted: {len(raw)} bytes, its header "
+                         f"({' x '.join(map(str, img.shape))} {dtype.name} values) needs {need}", path=p)
     return img
 
 
