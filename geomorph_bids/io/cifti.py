@@ -74,6 +74,19 @@ def _image_from_bytes(raw: bytes, version: str | None):
     return nib.Nifti2Image.from_bytes(raw) if 540 in sizes else nib.Nifti1Image.from_bytes(raw)
 
 
+_COUNT = re.compile(rb'(IndexCount|SurfaceNumberOfVertices|IndexOffset)\s*=\s*"\s*(\d+)')
+
+
+def _check_declared_counts(raw: bytes, path: Path) -> None:
+    """Refuse CIFTI XML whose brain models declare more vertices than geomorph-bids accepts
+    (:data:`~geomorph_bids.io.limits.MAX_VERTICES`) before nibabel parses it: it allocates the
+    declared count (an ``IndexCount`` of 2^31-1 asked for 48 GiB)."""
+    for name, value in _COUNT.findall(raw[540:]):
+        if int(value) > MAX_VERTICES:
+            raise InputError(f"CIFTI header declares {name.decode()}={int(value)}; geomorph-bids accepts at most "
+                             f"{MAX_VERTICES} vertices: the header is corrupted", path=path)
+
+
 def load_cifti(path: str | Path) -> cifti2.Cifti2Image:
     """Load a CIFTI-2 image (at most :func:`~geomorph_bids.io.limits.map_max_bytes` bytes, read
     once, within the read deadline); InputError for CIFTI-1, NIfTI volumes and broken files."""
@@ -84,6 +97,8 @@ def load_cifti(path: str | Path) -> cifti2.Cifti2Image:
     version = _cifti_version(raw)
     if version is not None and not version.startswith("2"):
         raise InputError(f"is a CIFTI-{version} file; only CIFTI-2 is supported: {convert}", path=p)
+    if version is not None:
+        _check_declared_counts(raw, p)
     try:
         with quiet_warnings():
             img = _image_from_bytes(raw, version)

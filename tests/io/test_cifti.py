@@ -194,3 +194,26 @@ def test_a_dscalar_of_both_hemispheres_cut_in_the_right_s_values_is_refused_for_
             cifti.read_cifti_cortex(p, hemi)
         assert one_line(e, p).endswith(f"CIFTI file is truncated or corrupted: {len(raw) - 100} bytes, its header "
                                        f"(1 x {2 * n} float32 values) needs {len(raw)}")
+
+
+def test_a_dscalar_declaring_two_billion_vertices_is_refused_before_any_allocation(tmp_path, one_line, monkeypatch):
+    """Found by the fuzz pass (fix-ak): a brain model's IndexCount edited to 2147483647 made nibabel
+    allocate (2147493889, 3) int64, 48 GiB, while parsing the header (a MemoryError under the fuzz's
+    memory limit; without one, that much memory asked for). Now refused from the header's text."""
+    n = 50
+    bm = cifti2.BrainModelAxis.from_mask(np.ones(n, bool), name="CortexLeft")
+    img = cifti2.Cifti2Image(np.zeros((1, n), np.float32), header=(cifti2.ScalarAxis(["sulc"]), bm))
+    p = tmp_path / "sub-01_sulc.dscalar.nii"
+    img.to_filename(str(p))
+    raw = p.read_bytes()
+    assert b'IndexCount="50"' in raw
+    p.write_bytes(raw.replace(b'IndexCount="50"', b'IndexCount="2147483647"', 1))
+
+    def no_parse(*_a, **_k):
+        raise AssertionError("parsed the header")
+
+    monkeypatch.setattr(cifti2.Cifti2Image, "from_bytes", no_parse)
+    with pytest.raises(InputError) as e:
+        cifti.read_cifti_cortex(p, "L")
+    assert one_line(e, p).endswith("CIFTI header declares IndexCount=2147483647; geomorph-bids accepts at most "
+                                   "2097152 vertices: the header is corrupted")
