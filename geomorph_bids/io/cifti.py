@@ -74,6 +74,19 @@ def _image_from_bytes(raw: bytes, version: str | None):
     return nib.Nifti2Image.from_bytes(raw) if 540 in sizes else nib.Nifti1Image.from_bytes(raw)
 
 
+_COUNT = re.compile(rb'(IndexCount|SurfaceNumberOfVertices|IndexOffset)\s*=\s*"\s*(\d+)')
+
+
+def _check_declared_counts(raw: bytes, path: Path) -> None:
+    """Refuse CIFTI XML whose brain models declare more vertices than geomorph-bids accepts
+    (:data:`~geomorph_bids.io.limits.MAX_VERTICES`) before nibabel parses it: it allocates the
+    declared count (an ``IndexCount`` of 2^31-1 asked for 48 GiB)."""
+    for name, value in _COUNT.findall(raw[540:]):
+        if int(value) > MAX_VERTICES:
+            raise InputError(f"CIFTI header declares {name.decode()}={int(value)}; geomorph-bids accepts at most "
+                             f"{MAX_VERTICES} vertices: the header is corrupted", path=path)
+
+
 def load_cifti(path: str | Path) -> cifti2.Cifti2Image:
     """Load a CIFTI-2 image (at most :func:`~geomorph_bids.io.limits.map_max_bytes` bytes, read
     once, within the read deadline); InputError for CIFTI-1, NIfTI volumes and broken files."""
@@ -84,6 +97,8 @@ def load_cifti(path: str | Path) -> cifti2.Cifti2Image:
     version = _cifti_version(raw)
     if version is not None and not version.startswith("2"):
         raise InputError(f"is a CIFTI-{version} file; only CIFTI-2 is supported: {convert}", path=p)
+    if version is not None:
+        _check_declared_counts(raw, p)
     try:
         with quiet_warnings():
             img = _image_from_bytes(raw, version)
@@ -95,6 +110,14 @@ def load_cifti(path: str | Path) -> cifti2.Cifti2Image:
     if not isinstance(img, cifti2.Cifti2Image):
         raise InputError(f"is a {type(img).__name__}, not a CIFTI-2 file (.dscalar.nii, .dlabel.nii, "
                          ".dtseries.nii); volumes must first be projected onto the surface", path=p)
+    # the data are read lazily, a slice at a time: a file cut short still gave the slices before the cut
+    # (one hemisphere of a dscalar of both registered from a damaged file, in silence)
+    proxy = img.dataobj  # where the data start and their type, as read from the header
+    offset, dtype = getattr(proxy, "offset", None), getattr(proxy, "dtype", None)
+    need = None if offset is None or dtype is None else int(offset) + int(np.prod(img.shape)) * dtype.itemsize
+    if need is not None and len(raw) < need:
+        raise InputError(f"CIFTI file is truncated or corrupted: {len(raw)} bytes, its header "
+                         f"({' x '.join(map(str, img.shape))} {dtype.name} values) needs {need}", path=p)
     return img
 
 
@@ -149,7 +172,8 @@ def _columns(img: cifti2.Cifti2Image, path: Path, hemi: str
     _check_surface_size(n_vertices, vertex.size, int(img.shape[1 - ibm]), structure, path)
     try:
         block = img.dataobj[:, slc] if ibm == 1 else img.dataobj[slc, :]
-        data = np.asarray(block, dtype=np.float64)
+        with np.errstate(invalid="ignore"):  # signalling NaNs (damaged bytes): counted by validate, not warned
+            data = np.asarray(block, dtype=np.float64)
     except Exception as exc:
         raise InputError(f"CIFTI data are truncated or corrupted ({type(exc).__name__}: {exc})",
                          path=path) from None

@@ -27,6 +27,7 @@ from ..errors import InputError
 from .limits import read_json_bounded
 from .template_sources import files_sha256
 from .templates import TEMPLATE_LEVEL, Template, is_bundled_template, load_template
+from .validate import validate_feature
 
 __all__ = ["load_custom_template", "custom_template_info", "find_custom_template", "custom_feature_file",
            "custom_sphere_file", "DESCRIPTION"]
@@ -53,8 +54,15 @@ def custom_template_info(folder: str | Path) -> dict[str, Any]:
         doc = read_json_bounded(path, what="template description")
     except InputError as exc:
         raise InputError(f"not a custom template folder ({exc.reason})", path=path) from None
-    if not isinstance(doc, dict) or not _LABEL.match(str(doc.get("Identifier", ""))):
+    if not isinstance(doc, dict) or not isinstance(doc.get("Identifier"), str) or not _LABEL.match(doc["Identifier"]):
         raise InputError("template_description.json needs an alphanumeric 'Identifier'", path=path)
+    label = doc["Identifier"]
+    if not any(Path(folder).glob(f"tpl-{label}_hemi-[LR]_den-ico*_*.shape.gii")):
+        others = sorted({q.name.split("_hemi-")[0] for q in Path(folder).glob("tpl-*_hemi-[LR]_den-ico*_*.shape.gii")})
+        found = (f"its maps are named {', '.join(others)}_...: the Identifier and the maps' names must agree" if others
+                 else "it holds no maps")
+        raise InputError(f"template_description.json's Identifier is {label!r} but the folder holds no "
+                         f"tpl-{label}_hemi-<L|R>_den-ico{TEMPLATE_LEVEL}_<map>.shape.gii ({found})", path=path)
     return doc
 
 
@@ -117,7 +125,10 @@ def load_custom_template(folder: str | Path, hemi: str, features: Sequence[str] 
                     if other and hemi not in (built or {}) else "")
             raise InputError(f"custom template {label} has no {feat} map for hemi {hemi} "
                              f"(it has: {', '.join(have) or 'none'}){hint}", path=path)
-        maps[feat] = np.asarray(read_feature(path, n_vertices=len(vertices)), dtype=np.float64).reshape(-1)
+        values = np.asarray(read_feature(path, n_vertices=len(vertices)), dtype=np.float64).reshape(-1)
+        # all zero, constant or almost all medial wall (a map cast to integers, emptied): named here, not as
+        # the registration's "fixed features: fewer than 5% of vertices are valid" naming no file
+        maps[feat] = validate_feature(values, path, what=f"template map '{feat}'")
     base = str(info.get("BaseTemplate", ""))
     entry = info.get("Hemispheres", {}).get(hemi) if isinstance(info.get("Hemispheres"), dict) else None
     built_on = entry.get("BaseTemplate") if isinstance(entry, dict) else None

@@ -109,6 +109,13 @@ def _surface_header(raw: bytes, path: Path) -> tuple[int, int, int]:
     if len(raw) < need:
         raise InputError(f"FreeSurfer surface is truncated: {len(raw)} bytes, the header "
                          f"({v} vertices, {f} triangles) needs {need}", path=path)
+    # after the triangles FreeSurfer writes only tags (volume geometry, command lines), never
+    # a file's magic number: a second surface or map there is two files joined
+    if len(raw) >= need + 3 and read_magic(raw[need:]) in (TRIANGLE_MAGIC, CURV_MAGIC, NEW_QUAD_MAGIC):
+        raise InputError(f"FreeSurfer surface has {len(raw) - need} bytes after its {v} vertices and {f} "
+                         f"triangles ({len(raw)} bytes, the header needs {need}) that begin with another "
+                         f"FreeSurfer file's magic number (0x{read_magic(raw[need:]):06X}): two files "
+                         "joined, or a corrupted file", path=path)
     return v, f, offset
 
 
@@ -132,7 +139,8 @@ def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
                          path=p) from None
     meta = {str(k): " ".join(map(str, np.ravel(val))) if not isinstance(val, str) else val
             for k, val in info.items()}
-    return np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64), meta
+    with np.errstate(invalid="ignore"):  # signalling NaNs (damaged bytes): refused by validate, not warned
+        return np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64), meta
 
 
 def read_fs_morph(path: str | Path, n_vertices: int | None = None) -> np.ndarray:
@@ -174,7 +182,8 @@ def read_fs_morph(path: str | Path, n_vertices: int | None = None) -> np.ndarray
     except Exception as exc:
         raise InputError(f"FreeSurfer morphometry file is corrupted ({type(exc).__name__}: {exc})",
                          path=p) from None
-    return np.asarray(values, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # signalling NaNs (damaged bytes): counted by validate, not warned
+        return np.asarray(values, dtype=np.float64)
 
 
 def read_fs_annot(path: str | Path) -> tuple[np.ndarray, dict[int, tuple[str, tuple[float, ...]]]]:
@@ -207,14 +216,27 @@ def read_fs_annot(path: str | Path) -> tuple[np.ndarray, dict[int, tuple[str, tu
 
 
 def read_fs_label(path: str | Path, n_vertices: int) -> np.ndarray:
-    """Read a FreeSurfer ``.label`` file as a (V,) int64 mask (1 inside, 0 outside)."""
+    """Read a FreeSurfer ``.label`` file as a (V,) int64 mask (1 inside, 0 outside).
+
+    Its second line is the number of vertices listed below it; a file that lists another number
+    (cut short, rows lost or added) is refused, as a truncated surface is.
+    """
     p = Path(path)
-    read_bounded(p, map_max_bytes(n_vertices), "label file")
+    raw = read_bounded(p, map_max_bytes(n_vertices), "label file")
     try:
-        idx = np.asarray(nfs.read_label(str(p)), dtype=np.int64)
+        with quiet_warnings():  # numpy's "loadtxt: input contained no data" for a label of no rows
+            idx = np.asarray(nfs.read_label(str(p)), dtype=np.int64).reshape(-1)
     except Exception as exc:
         raise InputError(f"FreeSurfer label file is corrupted ({type(exc).__name__}: {exc})",
                          path=p) from None
+    lines = raw.split(b"\n", 2)
+    declared = lines[1].strip() if len(lines) > 1 else b""
+    if not declared.isdigit():
+        raise InputError(f"FreeSurfer label file's second line should be its number of vertices, not "
+                         f"{declared[:40].decode('ascii', 'replace')!r}; the file is corrupted", path=p)
+    if int(declared) != idx.size:
+        raise InputError(f"FreeSurfer label file's header says {int(declared)} vertices but it lists {idx.size}: "
+                         "the file is truncated or corrupted", path=p)
     if idx.size and idx.min() < 0:
         raise InputError(f"label lists vertex {int(idx.min())}: vertex numbers start at 0; the file is corrupted",
                          path=p)

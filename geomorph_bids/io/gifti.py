@@ -205,7 +205,8 @@ def read_gifti_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[s
         raise InputError(f"GIFTI POINTSET has shape {v.shape}, expected (V, 3)", path=p)
     meta = _meta(img.meta)
     meta.update(_meta(pts[0].meta))
-    return v.astype(np.float64), f, meta
+    with np.errstate(invalid="ignore"):  # signalling NaNs (damaged bytes): refused by validate, not warned
+        return v.astype(np.float64), f, meta
 
 
 def read_gifti_data(path: str | Path, limit: int | None = None) -> tuple[np.ndarray, list[str], dict[str, str]]:
@@ -233,7 +234,8 @@ def read_gifti_data(path: str | Path, limit: int | None = None) -> tuple[np.ndar
             raise InputError(f"GIFTI data array has shape {a.shape}, expected (V,) or (V, K)", path=p)
         if a.dtype.kind not in "iufb":
             raise InputError(f"GIFTI data array has non-numeric type {a.dtype}", path=p)
-        cols.append(a.astype(np.float64))
+        with np.errstate(invalid="ignore"):  # signalling NaNs (damaged bytes): counted by validate, not warned
+            cols.append(a.astype(np.float64))
         name = str(d.meta.get("Name", "")) if d.meta is not None else ""
         names.extend([name] * a.shape[1])
     n = {c.shape[0] for c in cols}

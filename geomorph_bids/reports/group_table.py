@@ -131,6 +131,13 @@ def _documents(paths: list[Path], chunk: int = 256) -> Iterator[tuple[Path, obje
 _GATE_NUMBERS = ("identity_cc_own", "identity_cc_mirrored", "identity_cc_negated", "areal_p95_abs", "n_folded",
                  "n_nonfinite")
 _COUNTS = ("n_folded", "n_nonfinite")
+#: the widest value each number the gates read or the group page plots can take (the ``log2`` of a ratio of
+#: two float64 areas stays within 2100; counts are of a mesh's triangles or vertices): one beyond it is damage,
+#: and a number such as 1e308 or 10**30 broke the page's figure (``arange: cannot compute length``, a TypeError)
+_SPANS: dict[str, tuple[float, float]] = {
+    "identity_cc_own": (-1.0, 1.0), "identity_cc_mirrored": (-1.0, 1.0), "identity_cc_negated": (-1.0, 1.0),
+    "areal_p95_abs": (0.0, 2100.0), "areal_mean_abs": (0.0, 2100.0), "R_mean": (-2100.0, 2100.0),
+    "n_folded": (0, 2 ** 31 - 1), "n_nonfinite": (0, 2 ** 31 - 1), "seconds_total": (0.0, 1e9)}
 
 
 def _check_document(path: Path, doc: Any, named: tuple[str, str | None, str, str] | None) -> None:
@@ -146,13 +153,21 @@ def _check_document(path: Path, doc: Any, named: tuple[str, str | None, str, str
     if not isinstance(doc, dict) or not isinstance(doc.get("registration"), dict):
         raise bad("is not a geomorph-bids metrics document (no 'registration' object)")
     reg = doc["registration"]
+    for where, names in (("registration.registration_features", reg.get("registration_features")),
+                         ("features", doc.get("features"))):
+        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+            raise bad(f"holds {names!r:.40} for {where}, which is a list of map names: damaged or edited")
+    quality = doc.get("quality")
+    if quality is not None and (not isinstance(quality, dict) or not isinstance(quality.get("reasons", []), (list, type(None)))):
+        raise bad(f"holds {quality!r:.60} for quality, which is an object with a list of reasons: damaged or edited")
     first = next(iter(reg.get("registration_features") or doc.get("features") or ["sulc"]), "sulc")
     cc = reg.get(f"cc_{first}_after")
     if not isinstance(cc, (int, float)) or isinstance(cc, bool) or not -1.0 <= cc <= 1.0:  # NaN too
         raise bad(f"holds no correlation for {first} (registration.cc_{first}_after: {cc!r}): damaged, edited or "
                   "from an older version")
-    for key in (*(f"cc_{f}_after" for f in reg.get("registration_features") or ()), *_GATE_NUMBERS):
-        value = reg.get(key)  # what the quality gates read: absent or null is "not measured"
+    ccs = [f"cc_{f}_{when}" for f in reg.get("registration_features") or () for when in ("after", "rigid")]
+    for key in (*ccs, *_GATE_NUMBERS, *(k for k in _SPANS if k not in _GATE_NUMBERS)):
+        value = reg.get(key)  # what the quality gates read and the page plots: absent or null is "not measured"
         if value is None:
             continue
         if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -160,6 +175,12 @@ def _check_document(path: Path, doc: Any, named: tuple[str, str | None, str, str
                       "edited or from an older version")
         if key in _COUNTS and value < 0:
             raise bad(f"holds a negative count for registration.{key} ({value!r}): damaged or edited")
+        low, high = _SPANS.get(key, (-1.0, 1.0))  # the rest are correlations
+        if not low <= value <= high or (key in _COUNTS and value != int(value)):  # NaN too
+            shown = f"{value:.6g}" if isinstance(value, float) or abs(value) < 10 ** 12 else f"a number of {len(str(value))} digits"
+            kind = "a whole number" if key in _COUNTS else "a number"
+            raise bad(f"holds {shown} for registration.{key}, which is {kind} from {low:g} to {high:g}: damaged or "
+                      "edited")
     says = (str(doc.get("subject")), str(doc.get("session") or "") or None, str(doc.get("hemi")))
     if named is not None and says != named[:3]:
         def ent(sub: str, ses: str | None, hemi: str) -> str:

@@ -173,3 +173,47 @@ def test_a_surface_size_the_data_do_not_back_is_refused_before_allocating(tmp_pa
         cifti.read_cifti_cortex(path, "L")
     assert "header is corrupted" in one_line(e, str(path))
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB
+
+
+def test_a_dscalar_of_both_hemispheres_cut_in_the_right_s_values_is_refused_for_either(tmp_path, one_line):
+    """Found by the fuzz pass (fix-ak): a dscalar of both hemispheres cut short inside the right
+    hemisphere's values was read for hemi L (its values lie before the cut: the data are read a slice at
+    a time), so `geomorph-register --hemi L` registered from a damaged file, exit 0. Now refused for
+    either hemisphere, saying how many bytes the header needs."""
+    n = 200
+    bm = (cifti2.BrainModelAxis.from_mask(np.ones(n, bool), name="CortexLeft")
+          + cifti2.BrainModelAxis.from_mask(np.ones(n, bool), name="CortexRight"))
+    img = cifti2.Cifti2Image(np.linspace(-1, 1, 2 * n, dtype=np.float32)[None], header=(cifti2.ScalarAxis(["sulc"]), bm))
+    p = tmp_path / "sub-01_sulc.dscalar.nii"
+    img.to_filename(str(p))
+    raw = p.read_bytes()
+    assert np.allclose(cifti.read_cifti_cortex(p, "L").values[:, 0], np.linspace(-1, 1, 2 * n)[:n], atol=1e-6)
+    p.write_bytes(raw[:-100])
+    for hemi in ("L", "R"):
+        with pytest.raises(InputError) as e:
+            cifti.read_cifti_cortex(p, hemi)
+        assert one_line(e, p).endswith(f"CIFTI file is truncated or corrupted: {len(raw) - 100} bytes, its header "
+                                       f"(1 x {2 * n} float32 values) needs {len(raw)}")
+
+
+def test_a_dscalar_declaring_two_billion_vertices_is_refused_before_any_allocation(tmp_path, one_line, monkeypatch):
+    """Found by the fuzz pass (fix-ak): a brain model's IndexCount edited to 2147483647 made nibabel
+    allocate (2147493889, 3) int64, 48 GiB, while parsing the header (a MemoryError under the fuzz's
+    memory limit; without one, that much memory asked for). Now refused from the header's text."""
+    n = 50
+    bm = cifti2.BrainModelAxis.from_mask(np.ones(n, bool), name="CortexLeft")
+    img = cifti2.Cifti2Image(np.zeros((1, n), np.float32), header=(cifti2.ScalarAxis(["sulc"]), bm))
+    p = tmp_path / "sub-01_sulc.dscalar.nii"
+    img.to_filename(str(p))
+    raw = p.read_bytes()
+    assert b'IndexCount="50"' in raw
+    p.write_bytes(raw.replace(b'IndexCount="50"', b'IndexCount="2147483647"', 1))
+
+    def no_parse(*_a, **_k):
+        raise AssertionError("parsed the header")
+
+    monkeypatch.setattr(cifti2.Cifti2Image, "from_bytes", no_parse)
+    with pytest.raises(InputError) as e:
+        cifti.read_cifti_cortex(p, "L")
+    assert one_line(e, p).endswith("CIFTI header declares IndexCount=2147483647; geomorph-bids accepts at most "
+                                   "2097152 vertices: the header is corrupted")

@@ -48,6 +48,43 @@ def test_errors(tmp_path):
         load_custom_template(tmp_path, "L")
 
 
+def test_an_identifier_its_maps_are_not_named_for_is_one_line_not_a_traceback(tmp_path, one_line):
+    """Found by the fuzz pass (fix-ak): template_description.json with an Identifier that the maps'
+    names do not carry (``"other"``, or the number 5) ended `geomorph-register --template FOLDER` in an
+    IndexError traceback (no map offered for any --feature). Now one line naming the file and the
+    names the maps do carry."""
+    from geomorph_bids.cli.register import main
+
+    folder, _ = _folder(tmp_path)
+    desc = folder / "template_description.json"
+    for identifier, says in (("other", "Identifier is 'other' but the folder holds no "
+                                       "tpl-other_hemi-<L|R>_den-ico6_<map>.shape.gii (its maps are named tpl-mytpl_...: "
+                                       "the Identifier and the maps' names must agree)"),
+                             (5, "template_description.json needs an alphanumeric 'Identifier'")):
+        desc.write_text(json.dumps({"Identifier": identifier, "BaseTemplate": "fsaverage"}))
+        with pytest.raises(InputError) as e:
+            load_custom_template(folder, "L")
+        assert one_line(e, desc).endswith(says)
+        with pytest.raises(InputError) as e:
+            resolve_template(str(folder), "L")
+        assert says in str(e.value)
+    from geomorph_bids.resources import example_dir
+    import contextlib
+    import io
+
+    surf = example_dir() / "sub-01" / "surf"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--template",
+                     str(folder), "--model", "rigid", "--out", str(tmp_path / "o.surf.gii")])
+    assert code == 1 and "Traceback" not in err.getvalue() and str(desc) in err.getvalue(), err.getvalue()
+    for f in folder.glob("*.shape.gii"):
+        f.unlink()
+    desc.write_text(json.dumps({"Identifier": "mytpl", "BaseTemplate": "fsaverage"}))
+    with pytest.raises(InputError, match=r"holds no tpl-mytpl_hemi-<L\|R>_den-ico6_<map>.shape.gii \(it holds no maps\)"):
+        load_custom_template(folder, "L")
+
+
 def test_loaded_template_says_where_its_maps_came_from(tmp_path):
     """A Template from load_custom_template carries its provenance, so that register(template=tpl)
     records template_source 'custom' as docs/api.md says (its metrics had no template_* field)."""
@@ -87,3 +124,19 @@ def test_a_template_built_for_one_hemisphere_says_how_to_register_or_build_the_o
     with pytest.raises(InputError) as err:  # the hemisphere was built and its map is gone: no such hint
         load_custom_template(folder, "L", ("curv",))
     assert "it was built for" not in err.value.reason
+
+
+@pytest.mark.parametrize("values, says", [
+    (np.zeros(40962), "template map 'sulc' is all zero"),
+    (np.where(np.arange(40962) < 1000, np.linspace(-1, 1, 40962), 0.0), "template map 'sulc'"),
+])
+def test_a_template_map_that_carries_nothing_is_named(tmp_path, values, says):
+    """Found by the fuzz pass (fix-ak): a custom template's sulc all zero, or cast to integers (sulc's
+    -2..2 truncated to mostly 0), ended the run on `hemi-L: fixed features: fewer than 5% of vertices are
+    valid (non-zero, finite, in mask)`, naming no file. Now the map's file is named."""
+    folder, _ = _folder(tmp_path)
+    path = custom_feature_file(folder, "mytpl", "L", "sulc")
+    write_metric(path, values, hemi="L", names=["sulc"])
+    with pytest.raises(InputError) as e:
+        load_custom_template(folder, "L", ("sulc",))
+    assert str(path) in str(e.value) and says in str(e.value)

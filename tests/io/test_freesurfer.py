@@ -170,3 +170,87 @@ def test_a_morph_file_with_bytes_after_its_values_is_refused(tmp_path, one_line)
         fs.read_fs_morph(path)
     assert one_line(e, path).endswith("FreeSurfer morphometry file has 415 bytes after its 100 values (830 bytes, the "
                                       "header needs 415): two files joined, or a corrupted file")
+
+
+def test_a_surface_with_another_freesurfer_file_after_its_triangles_is_refused(tmp_path, one_line):
+    """lh.sphere concatenated with itself (or with lh.sulc) was read as the first copy, silently;
+    the tags FreeSurfer writes after the triangles (volume geometry) are still read."""
+    v = np.array([[100, 0, 0], [0, 100, 0], [0, 0, 100], [-100, 0, 0]], dtype=np.float64)
+    f = np.array([[0, 1, 2], [0, 2, 3], [1, 3, 2], [0, 3, 1]])
+    path = tmp_path / "lh.sphere"
+    nfs.write_geometry(str(path), v, f)
+    single = path.read_bytes()
+    path.write_bytes(single * 2)
+    with pytest.raises(InputError) as e:
+        fs.read_fs_surface(path)
+    need = len(single)
+    assert one_line(e, path).endswith(
+        f"FreeSurfer surface has {need} bytes after its 4 vertices and 4 triangles ({2 * need} bytes, the header "
+        f"needs {need}) that begin with another FreeSurfer file's magic number (0xFFFFFE): two files joined, "
+        "or a corrupted file")
+    sulc = tmp_path / "lh.sulc"
+    nfs.write_morph_data(str(sulc), np.zeros(4, np.float32))
+    path.write_bytes(single + sulc.read_bytes())
+    with pytest.raises(InputError, match=r"magic number \(0xFFFFFF\): two files joined"):
+        fs.read_fs_surface(path)
+    info = {"head": [2, 0, 20], "valid": "1  # volume info valid", "filename": "vol.nii",
+            "volume": [256, 256, 256], "voxelsize": [1, 1, 1], "xras": [-1, 0, 0], "yras": [0, 0, -1],
+            "zras": [0, 1, 0], "cras": [0, 0, 0]}
+    nfs.write_geometry(str(path), v, f, volume_info=info)
+    got_v, _, meta = fs.read_fs_surface(path)
+    assert np.allclose(got_v, v) and meta["filename"] == "vol.nii"
+
+
+def test_damaged_values_that_are_signalling_nans_are_read_without_a_numpy_warning(tmp_path):
+    """Bytes damaged into a signalling NaN (0x7F800001) made numpy's float32 -> float64 cast print
+    `warning: invalid value encountered in cast` (no file named) before the NaN's own one-line error."""
+    values = np.linspace(-1, 1, 50).astype(">f4")
+    values.view(">u4")[[3, 7]] = 0x7F800001
+    path = tmp_path / "lh.sulc"
+    path.write_bytes(b"\xff\xff\xff" + np.array([50, 0, 1], ">i4").tobytes() + values.tobytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = fs.read_fs_morph(path)
+    assert np.flatnonzero(np.isnan(got)).tolist() == [3, 7]
+    v = np.array([[100, 0, 0], [0, 100, 0], [0, 0, 100], [-100, 0, 0]], dtype=np.float32)
+    sphere = tmp_path / "lh.sphere"
+    nfs.write_geometry(str(sphere), v, np.array([[0, 1, 2], [0, 2, 3], [1, 3, 2], [0, 3, 1]]))
+    raw = bytearray(sphere.read_bytes())
+    at = raw.index(v.astype(">f4").tobytes())
+    raw[at:at + 4] = np.array([0x7F800001], ">u4").tobytes()
+    sphere.write_bytes(bytes(raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got_v, _, _ = fs.read_fs_surface(sphere)
+    assert np.isnan(got_v[0, 0]) and np.isfinite(got_v[1:]).all()
+
+
+def test_a_label_file_that_lists_another_number_of_vertices_than_its_header_is_refused(tmp_path, one_line):
+    """lh.cortex.label cut short (or its count line damaged) was read as the rows left: a cortex mask
+    missing part of the cortex, in silence when it still covered half the vertices."""
+    p = tmp_path / "lh.cortex.label"
+    rows = [f"{i}  0.000  0.000  0.000 0.0000000000" for i in range(8)]
+    p.write_text("#!ascii label  , from subject bert vox2ras=TkReg\n8\n" + "\n".join(rows[:6]) + "\n")
+    with pytest.raises(InputError) as e:
+        fs.read_fs_label(p, 10)
+    assert one_line(e, p).endswith("FreeSurfer label file's header says 8 vertices but it lists 6: the file is "
+                                   "truncated or corrupted")
+    p.write_text("#!ascii label\n2147483647\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError, match="header says 2147483647 vertices but it lists 8"):
+        fs.read_fs_label(p, 10)
+    p.write_text("#!ascii label\nabc\n" + "\n".join(rows) + "\n")
+    with pytest.raises(InputError, match="second line should be its number of vertices, not 'abc'"):
+        fs.read_fs_label(p, 10)
+    p.write_text("#!ascii label\n1\n" + rows[3] + "\n")  # one row: still a label
+    np.testing.assert_array_equal(np.flatnonzero(fs.read_fs_label(p, 10)), [3])
+
+
+def test_a_label_of_no_vertices_is_read_without_numpy_s_warning(tmp_path):
+    """A label whose header says 0 and lists nothing printed numpy's `warning: loadtxt: input contained
+    no data: "..."` as a line of its own before the run's verdict on the empty mask."""
+    p = tmp_path / "lh.cortex.label"
+    p.write_text("#!ascii label  , from subject bert vox2ras=TkReg\n0\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mask = fs.read_fs_label(p, 10)
+    assert mask.shape == (10,) and not mask.any()

@@ -396,3 +396,31 @@ def test_a_gzipped_freesurfer_file_says_to_decompress_it_not_to_rename_it(tmp_pa
                 read(zipped)
             assert one_line(e, zipped) == (f"{zipped}: is a gzipped FreeSurfer {what}; FreeSurfer files are read "
                                            f"uncompressed: decompress it ({how})")
+
+
+def test_damaged_values_that_are_signalling_nans_are_read_without_a_numpy_warning(tmp_path):
+    """A GIFTI whose Endian attribute lies (or whose bytes are damaged into 0x7F800001) made numpy's
+    float32 -> float64 cast print `warning: invalid value encountered in cast` (no file named) before
+    the NaN's own one-line error (found by the fuzz pass, fix-ak)."""
+    import warnings
+
+    values = np.linspace(-1, 1, 12).astype(np.float32)
+    values.view(np.uint32)[[2, 5]] = 0x7F800001
+    shape = tmp_path / "lh.sulc.shape.gii"
+    gifti.write_metric(shape, values, hemi="L")
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(1)
+    v = v.astype(np.float32)
+    v.view(np.uint32)[0, 0] = 0x7F800001
+    sphere = tmp_path / "lh.sphere.surf.gii"
+    nib.save(nib.GiftiImage(darrays=[
+        nib.gifti.GiftiDataArray(v, intent="NIFTI_INTENT_POINTSET", datatype="NIFTI_TYPE_FLOAT32"),
+        nib.gifti.GiftiDataArray(f.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE", datatype="NIFTI_TYPE_INT32")]),
+        sphere)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got, _, _ = gifti.read_gifti_data(shape)
+        got_v, _, _ = gifti.read_gifti_surface(sphere)
+    assert np.flatnonzero(np.isnan(got[:, 0])).tolist() == [2, 5]
+    assert np.isnan(got_v[0, 0]) and np.isfinite(got_v[1:]).all()

@@ -207,6 +207,82 @@ def test_a_gate_metric_that_is_no_number_costs_its_row(tmp_path, key, value, say
     assert len(group_rows(tmp_path, unreadable=unreadable)) == 1 and len(unreadable) == 1
 
 
+@pytest.mark.parametrize("key, value, says", [
+    ("areal_p95_abs", "1e308", "holds 1e+308 for registration.areal_p95_abs, which is a number from 0 to 2100"),
+    ("n_folded", "1" + "0" * 30, "holds a number of 31 digits for registration.n_folded, which is a whole number "
+                                "from 0 to 2.14748e+09"),
+    ("n_folded", "2.5", "holds 2.5 for registration.n_folded, which is a whole number"),
+    ("seconds_total", "1e308", "holds 1e+308 for registration.seconds_total"),
+    ("R_mean", "-1e300", "holds -1e+300 for registration.R_mean"),
+    ("identity_cc_own", "3.0", "holds 3 for registration.identity_cc_own, which is a number from -1 to 1"),
+    ("cc_curv_rigid", "NaN", "holds nan for registration.cc_curv_rigid"),
+])
+def test_a_plotted_or_gated_number_beyond_what_it_can_be_costs_its_row_not_the_group_page(tmp_path, key, value,
+                                                                                          says):
+    """Found by the fuzz pass (fix-ak): a metrics file with ``areal_p95_abs`` or ``n_folded`` 1e308 ended the
+    whole group level on `error: arange: cannot compute length` (no file named, no page for anyone), and
+    10**30 with a TypeError traceback from the page's figure. Now each is one FAILED line naming the file,
+    its row left out, the others' page built."""
+    from geomorph_bids.reports.group_table import group_rows
+
+    anat = tmp_path / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    path = anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json"
+    text = ('{"subject": "01", "session": null, "hemi": "L", "registration": {"registration_features": ["sulc", '
+            '"curv"], "cc_sulc_after": 0.9, "%s": %s}}')
+    path.write_text(text % (key, value))
+    _sphere_beside(path)
+    unreadable: list[str] = []
+    assert group_rows(tmp_path, unreadable=unreadable) == []
+    assert len(unreadable) == 1 and says in unreadable[0] and str(path) in unreadable[0], unreadable
+    path.write_text(text % (key, "0"))
+    assert len(group_rows(tmp_path, unreadable=unreadable)) == 1 and len(unreadable) == 1
+
+
+@pytest.mark.parametrize("edit, says", [
+    ({"quality": {"flagged": False, "reasons": True}}, "holds {'flagged': False, 'reasons': True} for quality, "
+                                                       "which is an object with a list of reasons"),
+    ({"quality": {"flagged": False, "reasons": 1e308}}, "for quality, which is an object"),
+    ({"quality": "ok"}, "holds 'ok' for quality"),
+    ({"features": 5}, "holds 5 for features, which is a list of map names"),
+    ({"registration": {"registration_features": 5, "cc_sulc_after": 0.9}},
+     "holds 5 for registration.registration_features"),
+    ({"registration": {"registration_features": [1], "cc_sulc_after": 0.9}},
+     "holds [1] for registration.registration_features"),
+])
+def test_a_quality_or_feature_list_that_is_not_what_we_write_costs_its_row(tmp_path, edit, says):
+    """Found by the fuzz pass (fix-ak): ``quality.reasons`` true, -1 or 1e308 ended the group level in a
+    TypeError traceback (`'bool' object is not iterable`), as a ``registration_features`` of 5 did. Now one
+    FAILED line naming the file, the row left out."""
+    from geomorph_bids.reports.group_table import group_rows
+
+    anat = tmp_path / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    path = anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json"
+    doc = {"subject": "01", "session": None, "hemi": "L", "quality": {"flagged": False, "reasons": []},
+           "registration": {"registration_features": ["sulc"], "cc_sulc_after": 0.9}}
+    path.write_text(json.dumps({**doc, **edit}))
+    _sphere_beside(path)
+    unreadable: list[str] = []
+    assert group_rows(tmp_path, unreadable=unreadable) == []
+    assert len(unreadable) == 1 and says in unreadable[0] and str(path) in unreadable[0], unreadable
+    path.write_text(json.dumps(doc))
+    assert len(group_rows(tmp_path, unreadable=unreadable)) == 1 and len(unreadable) == 1
+
+
+def test_a_number_beyond_what_it_can_be_in_one_metrics_file_leaves_the_others_group_page(outputs):
+    """The same through the group level: one FAILED line naming the file, the page of the others."""
+    path = next((outputs / "sub-02" / "anat").glob("sub-02_hemi-L_space-*_desc-geomorph_metrics.json"))
+    doc = json.loads(path.read_text())
+    doc["registration"]["n_folded"] = 10 ** 30
+    path.write_text(json.dumps(doc))
+    code, err = _group(outputs)
+    assert code == 1 and "Traceback" not in err, err
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and str(path) in failed[0] and "registration.n_folded" in failed[0], err
+    assert (outputs / "group.html").is_file()
+
+
 def test_a_metrics_file_dropped_by_datalad_costs_its_row_not_the_group_report(outputs):
     """An output dataset saved with DataLad, one metrics file dropped (a link to annexed content
     that is not there), then the group level again: the reuse check stat()ed every metrics file
