@@ -336,3 +336,25 @@ def test_a_warning_of_per_session_anatomy_is_said_once(tmp_path, recwarn):
     assert [(j.subject, j.session) for j in jobs] == [("01", "1")] and not failures
     lines = [str(w.message) for w in recwarn if issubclass(w.category, InputChoiceWarning)]
     assert len(lines) == 1 and lines[0].startswith("sub-01 ses-1 hemi-L: registering ")
+
+
+def test_files_saved_as_utf16_on_windows_are_read_as_their_text(tmp_path):
+    """fix-am: a filter file made in Windows PowerShell 5 (``'{...}' > filter.json`` writes UTF-16 LE
+    with a byte-order mark and CRLF) was refused (``is not UTF-8 text (byte 0xff at offset 0)``), and
+    a dataset_description.json saved by Notepad as "Unicode" was left unread in silence: its
+    DatasetDOI missing from the derivatives' SourceDatasets. Both are read now."""
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01",), session="1")
+    make_dataset(tmp_path / "bids", "smriprep", subjects=("01",), session="2")
+    desc = bids / "dataset_description.json"
+    doc = {"Name": "caf\u00e9", "BIDSVersion": "1.9.0", "DatasetDOI": "doi:10.0/x"}
+    desc.write_bytes(json.dumps(doc, ensure_ascii=False).encode("utf-16"))
+    filt = tmp_path / "filter.json"
+    filt.write_bytes(b"\xff\xfe" + '{"t1w": {"session": "1"}}\r\n'.encode("utf-16-le"))
+    out = tmp_path / "out"
+    code, _, err = run(bids, out, "participant", "--bids-filter-file", filt, "--hemi", "L", "--model", "rigid",
+                       "-w", tmp_path / "w", "--nprocs", "1", "--reports", "deferred")
+    assert code == 0, err
+    assert (anat(out, "01", "1") / "sub-01_ses-1_hemi-L_space-fsLR_desc-geomorph_metrics.json").is_file()
+    assert not (out / "sub-01" / "ses-2").exists()
+    made = json.loads((out / "dataset_description.json").read_text())
+    assert made["SourceDatasets"][0] == {"URL": "bids:raw:", "DOI": "doi:10.0/x"}
