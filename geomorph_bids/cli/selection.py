@@ -304,6 +304,23 @@ def _case_twin(folder: Path) -> Path | None:
     return twin if twin.name != folder.name and twin.is_dir() else None
 
 
+def _trailing_blank(folder: Path, what: str = "subject folder") -> str | None:
+    """One line for a subject folder whose name ends in spaces or dots (``'sub-01 '``, ``sub-02.``),
+    or None for any other name. Windows drops such endings (Explorer shows ``sub-01``), so the name
+    looks right there; a zip made on Windows, or a script's stray space, keeps them on Linux and
+    macOS, where the label no longer reads."""
+    bare = folder.name.rstrip(" .")
+    if bare == folder.name or not bare:
+        return None
+    ends = "a space" if folder.name.endswith(" ") else "a dot"
+    head = (f"{what} {shlex.quote(str(folder))} is not processed: its name ends in {ends} "
+            "(which Windows does not show: a folder unzipped from a Windows zip?)")
+    twin = folder.parent / bare
+    if twin.exists():
+        return f"{head}; {bare} is there as well: remove the one that is not wanted"
+    return f"{head}; rename it (mv {shlex.quote(str(folder))} {shlex.quote(str(twin))})"
+
+
 def _not_fetched(path: Path) -> bool:
     """A link to content that is not there (an annexed file not fetched) or a git-annex pointer:
     what the run reads then depends on what was fetched, so it is an error, never left out."""
@@ -395,7 +412,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     # of found labels, each task of a SLURM array, never lists a cohort's folders)
     say_unlabelled = not subjects or not args.participant_label
     unlabelled = unlabelled_subjects(bids_dir, fs_dir, deriv) if say_unlabelled else []
-    advice = [_longitudinal(p) or
+    advice = [_longitudinal(p) or _trailing_blank(p, "FreeSurfer subject folder") or
               f"FreeSurfer subject folder {p} is not processed: "
               + ("its name is not sub-<label>[_ses-<label>] (labels of letters and digits only; a longitudinal "
                  "run's folder?)" if p.name.startswith("sub-") else
@@ -405,7 +422,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                  if (twin := _case_twin(p)) is not None else
                  f"; link it under one (ln -s {shlex.quote(p.name)} {shlex.quote(str(p.parent / label_for(p.name)))})")
               for p in unlabelled]
-    advice += [f"subject folder {p} is not processed: "
+    advice += [_trailing_blank(p) or f"subject folder {p} is not processed: "
                + (f"its label {p.name[4:].split('_', 1)[0]!r} is not a BIDS label (letters and digits only)"
                   if p.name.startswith("sub-") else
                   "its name does not start with 'sub-' in lower case (names are case-sensitive)")
@@ -444,6 +461,12 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
         links = [f"{p} is {what}" for p, what in broken if p.name in (f"sub-{subject}", subject)]
         if links and subject not in known():  # there, but a link to nothing: not "not found"
             return f"{'; '.join(links)}; {why}"
+        if subject not in known():  # there, its name ending in a space or dot: not "not found"
+            blank = [_trailing_blank(p) for p in (*unlabelled_subjects(bids_dir, fs_dir, deriv),
+                                                  *unlabelled_folders(bids_dir, fs_dir, deriv))
+                     if p.name.rstrip(" .") in (f"sub-{subject}", subject)]
+            if blank:
+                return f"{'; '.join(filter(None, blank))}; {why}"
         return why if subject in known() else f"{_not_found(known(), label=subject)}; {why}"
 
     jobs, failures = [], []

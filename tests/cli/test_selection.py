@@ -358,3 +358,33 @@ def test_files_saved_as_utf16_on_windows_are_read_as_their_text(tmp_path):
     assert not (out / "sub-01" / "ses-2").exists()
     made = json.loads((out / "dataset_description.json").read_text())
     assert made["SourceDatasets"][0] == {"URL": "bids:raw:", "DOI": "doi:10.0/x"}
+
+
+def test_subject_folders_whose_names_end_in_a_space_or_dot_are_named_with_the_rename(tmp_path, recwarn):
+    """fix-am: a dataset unzipped from a Windows zip (Windows drops a name's trailing spaces and dots,
+    so Explorer showed ``sub-01``): FreeSurfer's ``'sub-01 '`` was offered a link under ``sub-01 ``'s
+    label ("its name is not sub-<label> ... a longitudinal run's folder?"), printed with its space
+    invisible; sMRIPrep's ``sub-02.`` was "label '02.' is not a BIDS label"; and
+    ``--participant-label 01`` said ``not found; available: none``. Now each line says what ends the
+    name and how to rename it, and the label's FAILED line opens with it."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import SubjectWarning, collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01",))
+    make_dataset(tmp_path / "bids", "smriprep", subjects=("02", "03"))
+    fs, smriprep = bids / "derivatives" / "freesurfer", bids / "derivatives" / "smriprep"
+    (fs / "sub-01").rename(fs / "sub-01 ")
+    (smriprep / "sub-02").rename(smriprep / "sub-02.")
+    args = build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"])
+    jobs, failures = collect_jobs(args, ["sulc"])
+    assert [j.subject for j in jobs] == ["03"] and not failures
+    space = f"'{fs / 'sub-01 '}'"
+    assert sorted(str(w.message) for w in recwarn if issubclass(w.category, SubjectWarning)) == [
+        f"FreeSurfer subject folder {space} is not processed: its name ends in a space (which Windows does not "
+        f"show: a folder unzipped from a Windows zip?); rename it (mv {space} {fs / 'sub-01'})",
+        f"subject folder {smriprep / 'sub-02.'} is not processed: its name ends in a dot (which Windows does not "
+        f"show: a folder unzipped from a Windows zip?); rename it (mv {smriprep / 'sub-02.'} {smriprep / 'sub-02'})"]
+    args = build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant", "--participant-label", "01"])
+    jobs, failures = collect_jobs(args, ["sulc"])
+    assert [f.reason for f in failures][0].startswith(
+        f"subject folder {space} is not processed: its name ends in a space (which Windows does not show")
