@@ -19,7 +19,7 @@ from .failures import Failure
 from .paths import InputFolders
 from .preflight import name_max, path_max, work_dir_too_deep
 
-__all__ = ["read_filter", "collect_jobs", "inputs_line", "ANY", "NO_SESSION", "anatomical_sessions", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
+__all__ = ["read_filter", "collect_jobs", "inputs_line", "ANY", "NO_SESSION", "anatomical_sessions", "refuse_names_too_long", "refuse_case_twins", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
            "OTHER_QUERIES"]
 
 
@@ -614,6 +614,34 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
             why = exc.reason if isinstance(exc, InputError) else " ".join(str(exc).split())
             failures.append(Failure(subject, None, ",".join(hemis), why))
     return jobs, failures
+
+
+def refuse_case_twins(jobs: list, output_dir: Path) -> tuple[list, list[Failure]]:
+    """``jobs`` without the participants whose labels differ from another's in letter case only
+    (FreeSurfer's ``bert`` and ``Bert``) when the output folder's file system does not tell such
+    names apart (:func:`~geomorph_bids.cli.preflight.names_fold_case`: macOS, Windows, exFAT, SMB):
+    there ``sub-bert`` and ``sub-Bert`` are one folder, and the second participant's outputs would
+    overwrite the first's in silence. A :class:`Failure` for each of their hemispheres; the others run."""
+    from .preflight import names_fold_case
+
+    groups: dict[str, set[str]] = {}
+    for job in jobs:
+        groups.setdefault(job.subject.casefold(), set()).add(job.subject)
+    twins = {s: sorted(g) for g in groups.values() if len(g) > 1 for s in g}
+    if not twins or not names_fold_case(output_dir):
+        return jobs, []
+    kept, failures = [], []
+    for job in jobs:
+        if job.subject not in twins:
+            kept.append(job)
+            continue
+        others = ", ".join(f"sub-{s}" for s in twins[job.subject] if s != job.subject)
+        why = (f"sub-{job.subject} and {others} differ only in letter case, and the file system of {output_dir} "
+               "does not tell such names apart (macOS, Windows, exFAT, SMB): their outputs would overwrite each "
+               "other; rename one participant's folder, or write to a case-sensitive output folder")
+        failures += [Failure(job.subject, job.session, hemi, why)
+                     for hemi in (sorted(job.inputs.hemis) or ["L,R"])]
+    return kept, failures
 
 
 def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:

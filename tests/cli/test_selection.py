@@ -388,3 +388,49 @@ def test_subject_folders_whose_names_end_in_a_space_or_dot_are_named_with_the_re
     jobs, failures = collect_jobs(args, ["sulc"])
     assert [f.reason for f in failures][0].startswith(
         f"subject folder {space} is not processed: its name ends in a space (which Windows does not show")
+
+
+def test_labels_differing_only_in_case_are_refused_on_an_output_folder_that_folds_case(tmp_path, monkeypatch):
+    """fix-am: FreeSurfer's ``sub-ab`` and ``sub-AB`` (two subjects on Linux) written to an output
+    folder on macOS, Windows, exFAT or SMB: ``sub-ab`` and ``sub-AB`` are one folder there, and the
+    second participant's outputs overwrote the first's without a word, exit 0. Now both fail on one
+    line each (the other participants run); on a case-sensitive folder both are written as before.
+    No such file system can be mounted here: ``names_fold_case`` is made to answer as one would, and
+    is checked to answer False here and True through a case-folding lookup."""
+    import os
+
+    from geomorph_bids.cli import preflight
+    from geomorph_bids.cli.selection import refuse_case_twins
+
+    assert preflight.names_fold_case(tmp_path) is False
+    real = os.path.samefile
+    (tmp_path / "Out").mkdir()
+    monkeypatch.setattr(os.path, "samefile", lambda a, b: True)
+    monkeypatch.setattr(type(tmp_path), "exists", lambda self: True)
+    assert preflight.names_fold_case(tmp_path / "Out") is True
+    monkeypatch.undo()
+    assert os.path.samefile is real
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01", "02", "03"))
+    fs = bids / "derivatives" / "freesurfer"
+    (fs / "sub-01").rename(fs / "sub-ab")
+    (fs / "sub-02").rename(fs / "sub-AB")
+    out = tmp_path / "out"
+    args = ("participant", "--hemi", "L", "--model", "rigid", "-w", tmp_path / "w", "--nprocs", "1",
+            "--reports", "deferred")
+    monkeypatch.setattr(preflight, "names_fold_case", lambda folder: True)
+    code, _, err = run(bids, out, *args)
+    assert code == 1, err
+    failed = [line.strip() for line in err.splitlines() if line.strip().startswith("FAILED")]
+    assert failed == [f"FAILED sub-{s} hemi-L: sub-{s} and sub-{o} differ only in letter case, and the file system "
+                      f"of {out} does not tell such names apart (macOS, Windows, exFAT, SMB): their outputs would "
+                      "overwrite each other; rename one participant's folder, or write to a case-sensitive output "
+                      "folder" for s, o in (("AB", "ab"), ("ab", "AB"))], err
+    assert (anat(out, "03") / "sub-03_hemi-L_space-fsLR_desc-geomorph_metrics.json").is_file()
+    assert not (out / "sub-ab").exists() and not (out / "sub-AB").exists()
+    jobs = [type("J", (), {"subject": s, "session": None})() for s in ("ab", "03")]
+    assert refuse_case_twins(jobs, out) == (jobs, [])  # no twins: the file system is not even asked
+    monkeypatch.setattr(preflight, "names_fold_case", lambda folder: False)
+    code, _, err = run(bids, tmp_path / "out2", *args)
+    assert code == 0, err
+    assert (anat(tmp_path / "out2", "AB") / "sub-AB_hemi-L_space-fsLR_desc-geomorph_metrics.json").is_file()
