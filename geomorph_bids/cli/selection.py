@@ -456,15 +456,19 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
         sessions = [s for s in sessions if s != NO_SESSION]
     hemis = tuple(args.hemi)
 
+    blank_named: list[list[Path]] = []  # subject folders whose names end in a space or dot, once listed
+
     def reason(subject: str, exc: InputError) -> str:
         why = exc.reason if exc.path is None else f"{exc.path}: {exc.reason}"
         links = [f"{p} is {what}" for p, what in broken if p.name in (f"sub-{subject}", subject)]
         if links and subject not in known():  # there, but a link to nothing: not "not found"
             return f"{'; '.join(links)}; {why}"
         if subject not in known():  # there, its name ending in a space or dot: not "not found"
-            blank = [_trailing_blank(p) for p in (*unlabelled_subjects(bids_dir, fs_dir, deriv),
-                                                  *unlabelled_folders(bids_dir, fs_dir, deriv))
-                     if p.name.rstrip(" .") in (f"sub-{subject}", subject)]
+            if not blank_named:  # listed once, and only where a label is not found
+                blank_named.append([p for p in (*unlabelled_subjects(bids_dir, fs_dir, deriv),
+                                                *unlabelled_folders(bids_dir, fs_dir, deriv))
+                                    if p.name != p.name.rstrip(" .")])
+            blank = [_trailing_blank(p) for p in blank_named[0] if p.name.rstrip(" .") in (f"sub-{subject}", subject)]
             if blank:
                 return f"{'; '.join(filter(None, blank))}; {why}"
         return why if subject in known() else f"{_not_found(known(), label=subject)}; {why}"
