@@ -6,7 +6,7 @@
 
     .venv/bin/python benchmarks/network.py --template fsaverage --model sulc-fsaverage
         [--pairs fsavg5_Rm-fsaverage refsulc_Rm-fsaverage] [--warps 2] [--configs bumps smooth_large]
-        [--methods rigid network network+short optimise] [--threads 2]
+        [--methods rigid network network+refine network+optimise optimise] [--threads 2]
 
 Every row in one run, on the same machine. Pairs (``geomorph_bids.engine.real_pairs``): real
 hemispheres with a reference registration, at their native resolution (10,242 or 163,842
@@ -41,6 +41,9 @@ def _threads() -> str:
 for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_v, _threads())
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# as the commands run (cli.machine.threads_wait_passively): spinning OpenMP threads slowed the
+# network 5-8x on a busy host, so a timing from this script differed from the command's
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 

@@ -70,7 +70,8 @@ SD, which take seconds; ONE run for MSM, which takes minutes), and the speed rat
 seconds of ``ours default`` in the same run (above 1: slower than ours).
 
 Threads: ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` default to ``--threads`` (2) for every method
-(torch, cat-surf and the msm subprocess alike).
+(torch, cat-surf and the msm subprocess alike), ``OMP_WAIT_POLICY`` to ``PASSIVE`` as the commands
+set it (printed under the table).
 
 Run::
 
@@ -112,6 +113,9 @@ def _threads_from_argv(default: int = 2) -> str:
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, _threads_from_argv())
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# as the commands run (cli.machine.threads_wait_passively): spinning OpenMP threads slowed the
+# network 5-8x on a busy host, so a timing from this script differed from the command's
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
@@ -506,6 +510,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--msm-logs", type=Path, default=None, help="folder for msm's stdout/stderr")
     p.add_argument("--threads", type=int, default=2, help="OMP/MKL threads for every method (default 2)")
     args = p.parse_args(argv)
+    # the peers are installed apart (requirements-peers.txt): say so before any pair runs, not in a
+    # traceback after ours have (the default --methods name both)
+    import importlib.util
+
+    peers = {"sd": ("cat_surf", "cat-surf"), "sd-own": ("cat_surf", "cat-surf"),
+             "msm": ("smriprep_msm", "smriprep-msm")}
+    missing = [f"{m} needs {peers[m][1]}" for m in args.methods
+               if m in peers and importlib.util.find_spec(peers[m][0]) is None]
+    if missing:
+        p.error(f"--methods: {', '.join(missing)}, not installed in this environment: install "
+                "benchmarks/requirements-peers.txt into a benchmark environment, or leave them out of --methods")
     args.methods += [f"{kind}:{m}" for m in args.model for kind in ("geomorph", "geomorph+optimise", "geomorph+full")]
     import torch
 
@@ -542,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for n in notes:
         print(n + "\n")
-    print(f"Threads: {args.threads} for every method. Seconds: median of {args.repeats} for identity and ours, "
+    print(f"Threads: {args.threads} for every method (OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}). "
+          f"Seconds: median of {args.repeats} for identity and ours, "
           f"{args.peer_repeats or args.repeats} for SD; "
           f"one run for MSM{', including our rigid start' if args.peer_start == 'rigid' else ''}. "
           f"Ratio: seconds / ours default, same run. Total {time.perf_counter() - t0:.0f} s.")

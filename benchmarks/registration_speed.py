@@ -7,7 +7,8 @@ rotated by 20 degrees about a fixed axis, with the bundled fsaverage sulc carrie
 * ``rigid``: ``register(..., rigid_only=True)``;
 * ``optimise``: the package default without a network (rigid, then the warp optimised per pair);
 * ``network``: a bundled model (``--model``, default ``sulc-fsaverage``), network only;
-* ``network+optimise``: that network's warp refined by the optimisation.
+* ``network+optimise``: that network's warp followed by the short refinement (``register(model=...)``,
+  what ``--model`` runs; docs/benchmarks.md's "network + short refinement").
 
 Each method runs in a fresh subprocess (so its peak RSS, ``resource.getrusage``, is its own;
 it includes the ~0.4 GB of the Python/torch process): one warm-up registration, then
@@ -37,6 +38,9 @@ import sys
 import time
 
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# as the commands run (cli.machine.threads_wait_passively): spinning OpenMP threads slowed the
+# network 5-8x on a busy host, so a timing from this script differed from the command's
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 METHODS = ("rigid", "optimise", "network", "network+optimise")
 STAGES = ("read", "model_load", "prealign", "network", "optimise", "invert", "metrics")
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     results = {}
+    load_at_start = os.getloadavg()[0]  # the host's state, printed with the table
     for method in METHODS:
         out = subprocess.run([sys.executable, __file__, "--method", method, "--repeats", str(args.repeats),
                               "--threads", str(args.threads), "--device", args.device, "--model", args.model],
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {method}: {results[method]['total']:.2f} s", file=sys.stderr, flush=True)
     ref = results["optimise"]["total"]
     print(f"### Registration of one 163,842-vertex hemisphere to fsaverage ({args.device}, {args.threads} "
-          f"threads, median of {args.repeats}; model {args.model})\n")
+          f"threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, median of {args.repeats}; "
+          f"model {args.model}; load {load_at_start:.1f} at the start)\n")
     print("| method | total s | rigid s | network s | optimisation s | ratio to optimise | fresh process: "
           "imports s + first call s | peak RSS GB | folded |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -132,6 +132,8 @@ def correctness(args: argparse.Namespace) -> dict:
         for dev in ("cpu", args.dev):
             r = register((v, f), {"sulc": sulc}, args.template, "L", device=dev, **kw)
             res[dev] = r
+        if name == "optimise":
+            first_sphere = res[args.dev].sphere
         d = _angle(res["cpu"].sphere, res[args.dev].sphere)
         row = {"max_deg": float(d.max()), "median_deg": float(np.median(d)),
                "folds_cpu": int(res["cpu"].metrics["n_folded"]), "folds_cuda": int(res[args.dev].metrics["n_folded"]),
@@ -140,6 +142,21 @@ def correctness(args: argparse.Namespace) -> dict:
         lines.append(f"| register() 164k, {name}: {args.dev} vs CPU output sphere | max {d.max():.3e} deg, median "
                      f"{np.median(d):.2e}; folds {row['folds_cpu']}/{row['folds_cuda']}; CC {row['cc_cpu']:.4f}/"
                      f"{row['cc_cuda']:.4f} |")
+    # 4. the optimiser's promise: the same bits from run to run on one device (deterministic algorithms
+    # are on for the call, warn-only: a GPU kernel without a deterministic version warns and runs)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = register((v, f), {"sulc": sulc}, args.template, "L", device=args.dev).sphere
+    first = out["register"]["optimise"]
+    same = bool(np.array_equal(again, first_sphere))
+    nondet = sorted({str(w.message).splitlines()[0][:160] for w in caught if "deterministic" in str(w.message)})
+    out["register_repeat_identical"] = same
+    out["nondeterministic_warnings"] = nondet
+    lines.append(f"| register() 164k, optimise, twice on {args.dev} | identical bits: {'yes' if same else 'NO'}; "
+                 f"max {_angle(again, first_sphere).max():.2e} deg; {len(nondet)} nondeterminism warning(s) "
+                 f"(CC {first['cc_cuda']:.4f}) |")
     out["table"] = lines
     return out
 
@@ -173,7 +190,7 @@ def speed(args: argparse.Namespace) -> dict:
                 with torch.inference_mode(), torch.autocast(args.dev, dtype=torch.bfloat16, enabled=bf):
                     m(x, x)
             _peak_reset()
-            t = _median_time(fwd, max(args.repeats, 5))
+            t = _median_time(fwd, args.repeats if args.rehearse else max(args.repeats, 5))
             key = f"batch {b} {'bf16' if bf else 'fp32'}"
             out["forward"][key] = {"wall": t, "per_s": b / t, "peak_gb": _peak_gb()}
             emit(f"| network forward (ico-6), {key} | {t:.4f} | {t / b:.4f} | {b / t:.1f} | {_peak_gb():.2f} |")

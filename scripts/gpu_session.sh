@@ -2,64 +2,124 @@
 # One prepared session on a lent GPU (shared/GPU.md): CUDA checks, speed, and training of the
 # bundled networks, all inside one command of under 10 minutes. Run from the repository root:
 #
-#   bash scripts/gpu_session.sh OUT_DIR            # on the GPU machine (OUT_DIR = $OUT there)
-#   GEOMORPH_REHEARSE=1 bash scripts/gpu_session.sh /tmp/rehearse   # here, on the CPU, tiny sizes
+#   GEOMORPH_REHEARSE=1 bash scripts/gpu_session.sh /tmp/rehearse   # here first, on the CPU, tiny sizes
+#   bash scripts/gpu_session.sh OUT_DIR                              # on the GPU machine (OUT_DIR = $OUT)
 #
-# Needs: the source bank .gpu/sources.npz (scripts/build_training_sources.py; not in git) and,
-# where nibabel is not installed, its wheel in .whl/ (both carried to the device).
+# With the device tool: run(command="bash scripts/gpu_session.sh $OUT", carry=[".gpu", ".whl"],
+# timeout_s=600). Both folders are git-ignored, so they travel only when carried:
+#   .gpu/sources.npz  the source bank: scripts/build_training_sources.py --out .gpu/sources.npz
+#   .whl/             wheels of what the device image lacks (device README, "Notes"): for Python 3.12,
+#                     nibabel==5.4.2 nipype==1.11.0 traits==7.3.0 prov==3.2.3 looseversion==1.3.0 (13 MB;
+#                     the versions of constraints.txt and the tested environment), each with
+#                     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
+#                       --implementation cp --platform manylinux_2_28_x86_64 -d .whl NAME==VERSION
+# The rehearsal ends with READY or NOT READY and the list of what would fail there (a missing
+# wheel or bank, more than 8 files back or one over 16 MiB, a tree over 64 MiB, a failed step).
+# Before any work the session stops on one line (exit 3) without the bank, a module, or CUDA.
+#
 # Trains three networks at once on the one GPU (their small kernels leave it mostly idle), for
 # GEOMORPH_TRAIN_MINUTES each: sulc -> fsaverage, sulc -> fsLR, sulc + curv + myelin -> fsLR.
-# To continue training from weights brought back earlier, set GEOMORPH_INIT_DIR to a folder
-# holding <name>/model.pt for each name (geomorph-train --init).
-# Writes to OUT_DIR: <name>.tgz (model.pt in bf16, train_log.csv, model_card.md, log) per
-# network, checks.tgz (correctness/speed tables and JSON, the pytest log) and session.log.
+# Everything ends by GEOMORPH_DEADLINE_S seconds after the start (default 480: GPU.md's 8 minutes,
+# inside the tool's 600 s): the trainers are stopped in time for their weights to be packed, then the speed checks
+# get what is left. To continue training from weights brought back earlier, unpack each
+# <name>.tgz into .gpu/init/<name>/ (it is carried with .gpu) and set GEOMORPH_INIT_DIR=.gpu/init
+# (geomorph-train --init).
+# Writes to OUT_DIR (at most 8 files, none over 16 MiB): <name>.tgz (model.pt in bf16,
+# train_log.csv, model_card.md, log.txt) per network, checks.tgz (correctness/speed tables and
+# JSON, the pytest logs) and session.log.
 set -uo pipefail
 out="${1:?usage: gpu_session.sh OUT_DIR}"
 mkdir -p "$out"
 exec > >(tee -a "$out/session.log") 2>&1
 start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
+fail() { echo "gpu_session: $*"; exit 3; }  # before any work: one line, nothing spent
+problems=()
+problem() { problems+=("$*"); stamp "PROBLEM: $*"; }
 
 export PYTHONUNBUFFERED=1 NIPYPE_NO_ET=1
-if ! python3 -c "import nibabel" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:$PWD"
-else
-  export PYTHONPATH="$PWD"
-fi
 py="${GEOMORPH_PYTHON:-python3}"
 rehearse="${GEOMORPH_REHEARSE:-0}"
-minutes="${GEOMORPH_TRAIN_MINUTES:-5.5}"
-runs=/tmp/geomorph_runs
-rm -rf "$runs" && mkdir -p "$runs" "$out/checks"
+sources="${GEOMORPH_SOURCES:-.gpu/sources.npz}"
+minutes="${GEOMORPH_TRAIN_MINUTES:-4.5}"
+deadline_s="${GEOMORPH_DEADLINE_S:-480}"
 if [ "$rehearse" = 1 ]; then
-  dev=cpu; minutes="${GEOMORPH_TRAIN_MINUTES:-0.3}"
-  net_args=(--channels tiny --control-level 2 --labels 20 --label-level 6 --batch-size 2 --pairs-per-epoch 4 --val-pairs 4 --threads 1)
+  dev=cpu; minutes="${GEOMORPH_TRAIN_MINUTES:-0.3}"; deadline_s="${GEOMORPH_DEADLINE_S:-2400}"
+  slack=4  # the steps' time limits: a shared CPU takes minutes where the GPU takes seconds
+  # the device's network options at tiny sizes, bf16 included (CPU autocast)
+  net_args=(--channels tiny --no-label-block --correlation --control-level 2 --labels 20 --label-level 6
+            --crf-iterations 2 --batch-size 2 --pairs-per-epoch 4 --val-pairs 4 --threads 1 --bf16)
   check_args=(--rehearse --repeats 1)
 else
-  dev=cuda
+  dev=cuda; slack=1
   net_args=(--channels default --no-label-block --correlation --control-level 4 --labels 600 --label-level 6 --crf-iterations 5
             --batch-size 8 --pairs-per-epoch 800 --val-pairs 64 --bf16)
   check_args=(--repeats 3)
 fi
-stamp "device: $($py -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")'); torch $($py -c 'import torch; print(torch.__version__)')"
+# the CUDA tests (marked cuda: skipped on CPU machines, tests/conftest.py), and the GPU-side code in full
+cuda_tests=(tests/model/test_geomorph.py tests/model/test_ico_locate.py tests/model/test_stage_loss.py
+            tests/engine/test_register.py tests/engine/test_pairgen.py)
+full_tests=(tests/model/test_ico_locate.py tests/engine/test_pairgen.py)
+
+# --- before any work: the bank, the modules, CUDA (seconds, not a device's minutes) ------------
+[ -f "$sources" ] || fail "no source bank $sources: build it with scripts/build_training_sources.py --out .gpu/sources.npz and carry .gpu"
+if [ "$rehearse" != 1 ]; then
+  $py -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" \
+    || fail "torch $($py -c 'import torch; print(torch.__version__)' 2>/dev/null) sees no CUDA GPU (CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-unset}): this session is for a lent GPU; rehearse it on a CPU with GEOMORPH_REHEARSE=1"
+fi
+if [ "$rehearse" != 1 ] && ls .whl/*.whl >/dev/null 2>&1; then  # the rehearsal checks them below
+  err=$($py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl 2>&1) \
+    || fail "cannot install the wheels of .whl: $(echo "$err" | grep -m1 ERROR)"
+  export PYTHONPATH="/tmp/site:$PWD"
+else
+  export PYTHONPATH="$PWD"
+fi
+missing=$($py - <<'EOF'
+import importlib
+bad = []
+for name in ("numpy", "scipy", "torch", "nibabel", "nipype", "pytest", "geomorph_bids.engine.register",
+             "geomorph_bids.cli.train", "geomorph_bids.cli.bids", "geomorph_bids.workflows.base"):
+    try:
+        importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001
+        bad.append(f"{name} ({type(e).__name__}: {e})")
+print("; ".join(bad))
+EOF
+) || missing="python ($py) did not run"
+[ -z "$missing" ] || fail "cannot import $missing: carry the missing wheels in .whl (see this script's header)"
+runs=$(mktemp -d "${TMPDIR:-/tmp}/geomorph_runs.XXXXXX")
+checks="$runs/checks"  # packed into $out/checks.tgz: loose files there would pass the 8 that come back
+mkdir -p "$checks"
+left() { echo $(( deadline_s - ($(date +%s) - start) )); }  # seconds left before the deadline
+step() {  # SECONDS WHAT COMMAND...: at most SECONDS (x slack), and never into the last 90 s (packing)
+  local want=$(( $1 * slack )) room=$(( $(left) - 90 )) what=$2; shift 2
+  [ "$room" -ge 10 ] || { problem "$what: skipped, no time left before the deadline"; return 99; }
+  timeout $(( want < room ? want : room )) "$@"
+}
+stamp "device: $($py -c 'import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")'); torch $($py -c 'import torch; print(torch.__version__)'); deadline ${deadline_s} s"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv 2>/dev/null || true
 
 # --- training: three networks at once, in the background -------------------------------------
-train() {  # name template seed features... -- extra args
+# each stops itself after $minutes (--max-minutes) and then validates and writes; the timeout is
+# the last resort, set so that packing (80 s) and the shortest speed check (60 s) still fit
+train_limit=$(awk -v m="$minutes" -v k="$slack" 'BEGIN { printf "%d", m * 60 + 150 * k }')
+[ "$train_limit" -le $(( $(left) - 140 )) ] || train_limit=$(( $(left) - 140 ))
+[ "$train_limit" -ge 30 ] || fail "GEOMORPH_TRAIN_MINUTES=$minutes does not fit GEOMORPH_DEADLINE_S=$deadline_s"
+train() {  # name template seed extra-args...
   local name=$1 template=$2 seed=$3; shift 3
   local init=()
   if [ -n "${GEOMORPH_INIT_DIR:-}" ] && [ -f "$GEOMORPH_INIT_DIR/$name/model.pt" ]; then
     init=(--init "$GEOMORPH_INIT_DIR/$name/model.pt")
   fi
-  OMP_NUM_THREADS=4 timeout $(( ${minutes%.*} * 60 + 150 )) $py -m geomorph_bids.cli.train \
-    --out "$runs/$name" --name "$name" --template "$template" --mirror-right --sources .gpu/sources.npz \
+  OMP_NUM_THREADS=4 timeout "$train_limit" $py -m geomorph_bids.cli.train \
+    --out "$runs/$name" --name "$name" --template "$template" --mirror-right --sources "$sources" \
     --device "$dev" --seed "$seed" --epochs 10000 --patience 0 --lr 5e-4 --lr-schedule cosine --warmup 150 \
     --supervised 1 --lam 10 --fold 10 --max-minutes "$minutes" --save-bf16 "${net_args[@]}" "${init[@]}" "$@" \
     > "$runs/$name.log" 2>&1
   echo "exit $?" >> "$runs/$name.log"
 }
-stamp "training 3 networks for $minutes min each on $dev"
+names=(sulc-fsaverage sulc-fsLR multimodal-fsLR)
+stamp "training 3 networks for $minutes min each on $dev (stopped after $train_limit s at the latest)"
 train sulc-fsaverage fsaverage 11 --features sulc --holdout fsavg5_Rm &
 p1=$!
 train sulc-fsLR fsLR 12 --features sulc --holdout fsavg5_Rm &
@@ -67,36 +127,113 @@ p2=$!
 train multimodal-fsLR fsLR 13 --features sulc curv myelin &
 p3=$!
 
+pack_checks() { tar -C "$runs" -czf "$out/checks.tgz" checks; }
+
 # --- correctness, while the networks train ----------------------------------------------------
 stamp "CUDA tests"
-# the tests that need CUDA (skipped on CPU machines), and the new GPU-side code in full
-timeout 150 $py -m pytest -q -p no:cacheprovider --continue-on-collection-errors -m "not slow" \
-  tests/model/test_ico_locate.py tests/engine/test_pairgen.py \
-  tests/model/test_geomorph.py::test_cuda_matches_cpu tests/engine/test_register.py::test_cuda_registration_matches_cpu \
-  > "$out/checks/pytest.log" 2>&1
-stamp "pytest exit $?: $(tail -1 "$out/checks/pytest.log")"
+if [ "$rehearse" = 1 ]; then  # here they skip: check that they are collected and selected
+  step 120 "pytest -m cuda" $py -m pytest -q -p no:cacheprovider -rs -m cuda "${cuda_tests[@]}" > "$checks/pytest-cuda.log" 2>&1
+  rc=$?
+  n=$(grep -c "needs a CUDA device" "$checks/pytest-cuda.log")
+  [ "$rc" = 0 ] && [ "$n" -ge 1 ] || problem "pytest -m cuda: exit $rc, $n CUDA tests selected (pytest-cuda.log in checks.tgz)"
+  step 60 "pytest --collect-only" $py -m pytest -q -p no:cacheprovider --collect-only -m "not slow and not cuda" "${full_tests[@]}" \
+    > "$checks/pytest.log" 2>&1 || problem "pytest cannot collect ${full_tests[*]}"
+else
+  step 100 "CUDA tests" $py -m pytest -q -p no:cacheprovider -rs -m cuda "${cuda_tests[@]}" > "$checks/pytest-cuda.log" 2>&1
+  rc=$?; [ "$rc" = 0 ] || problem "CUDA tests: exit $rc"
+  stamp "CUDA tests exit $rc: $(tail -1 "$checks/pytest-cuda.log")"
+  step 100 "GPU-side tests" $py -m pytest -q -p no:cacheprovider -m "not slow and not cuda" "${full_tests[@]}" > "$checks/pytest.log" 2>&1
+  rc=$?; [ "$rc" = 0 ] || problem "GPU-side tests: exit $rc"
+fi
+stamp "pytest: $(tail -1 "$checks/pytest.log")"
 stamp "correctness checks"
-timeout 200 $py scripts/device_checks.py correctness --out "$out/checks" "${check_args[@]}"
-stamp "correctness exit $?"
+step 200 "correctness checks" $py scripts/device_checks.py correctness --out "$checks" "${check_args[@]}"
+rc=$?; [ "$rc" = 0 ] || problem "correctness checks: exit $rc"
+pack_checks
+
+# --- the BIDS-App on the device: the workflow (Nipype's MultiProc forks its workers after the main
+# process has resolved --device: CUDA must not be initialised there) and batch mode (forkserver)
+for mode in workflow batch; do
+  extra=(); [ "$mode" = batch ] && extra=(--batch-size 4)
+  stamp "geomorph-bids ($mode) on $dev"
+  step 150 "geomorph-bids ($mode)" $py -m geomorph_bids.cli.bids examples/ds-geomorph-example "$runs/bids-$mode" participant \
+    --template fsaverage --device "$dev" --nprocs 2 -w "$runs/work-$mode" "${extra[@]}" > "$checks/bids-$mode.log" 2>&1
+  rc=$?
+  n=$(grep -rhoE "\"device\": *\"$dev(:[0-9]+)?\"" "$runs/bids-$mode" 2>/dev/null | wc -l)
+  stamp "geomorph-bids ($mode): exit $rc, $n of 4 hemispheres registered on $dev"
+  [ "$rc" = 0 ] && [ "$n" = 4 ] || problem "geomorph-bids ($mode) on $dev: exit $rc, $n of 4 hemispheres there (bids-$mode.log in checks.tgz)"
+done
+pack_checks
 
 wait $p1 $p2 $p3
-for n in sulc-fsaverage sulc-fsLR multimodal-fsLR; do
+for n in "${names[@]}"; do
   stamp "$n: $(grep -E '^epoch|^\| |^best|exit|rror' "$runs/$n.log" | tail -8)"
+  grep -q "^exit 0$" "$runs/$n.log" || problem "training $n: $(tail -1 "$runs/$n.log") (its log: $n.tgz)"
 done
 
-# --- speed, with the trained sulc -> fsaverage network ----------------------------------------
-model_arg=()
-[ -f "$runs/sulc-fsaverage/model.pt" ] && model_arg=(--model "$runs/sulc-fsaverage/model.pt")
-stamp "speed checks"
-timeout 150 $py scripts/device_checks.py speed --out "$out/checks" "${check_args[@]}" "${model_arg[@]}"
-stamp "speed exit $?"
-
-# --- bring back ---------------------------------------------------------------------------------
-for n in sulc-fsaverage sulc-fsLR multimodal-fsLR; do
+# --- bring back the networks first: a run cut short keeps them ---------------------------------
+for n in "${names[@]}"; do
   cp "$runs/$n.log" "$runs/$n/log.txt" 2>/dev/null
+  # a trainer stopped by its timeout left float32 weights (18.5 MB for the paper's network): bf16
+  [ -f "$runs/$n/model.pt" ] && $py -c "import sys; from geomorph_bids.model.checkpoint import convert_checkpoint; convert_checkpoint(sys.argv[1])" "$runs/$n/model.pt"
   tar -C "$runs/$n" -czf "$out/$n.tgz" model.pt train_log.csv model_card.md log.txt 2>/dev/null \
     || tar -C "$runs" -czf "$out/$n.tgz" "$n.log"
 done
-tar -C "$out" -czf "$out/checks.tgz" checks && rm -rf "$out/checks"
+
+# --- speed, with the trained sulc -> fsaverage network, in the time left ------------------------
+model_arg=()
+[ -f "$runs/sulc-fsaverage/model.pt" ] && model_arg=(--model "$runs/sulc-fsaverage/model.pt")
+budget=$(( $(left) - 20 ))
+if [ "$budget" -ge 30 ]; then
+  stamp "speed checks ($budget s)"
+  timeout "$budget" $py scripts/device_checks.py speed --out "$checks" "${check_args[@]}" "${model_arg[@]}"
+  rc=$?; [ "$rc" = 0 ] || problem "speed checks: exit $rc (the rows measured are in speed.md)"
+else
+  problem "no time left for the speed checks ($budget s)"
+fi
+pack_checks
+
+# --- what comes back: at most 8 files, 16 MiB each, 64 MiB together (device README, Limits) -----
+n_files=$(find "$out" -type f | wc -l)
+[ "$n_files" -le 8 ] || problem "$n_files files in $out: only 8 come back"
+while IFS= read -r f; do
+  problem "$f is over 16 MiB: it would not come back"
+done < <(find "$out" -type f -size +16777215c)
+total=$(find "$out" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+[ "$total" -le 67108864 ] || problem "$out holds $total bytes: only 64 MiB come back"
+if [ "$rehearse" = 1 ]; then
+  # what the device run needs that this CPU machine does not show
+  for w in nibabel nipype traits prov looseversion; do
+    found=0
+    for f in .whl/"$w"-*.whl; do
+      case "$f" in *-py3-none-any.whl|*-py2.py3-none-any.whl|*-cp312-*.whl) found=1 ;; esac
+    done
+    [ "$found" = 1 ] || problem "no $w wheel (Python 3.12) in .whl: the device image has none (see this script's header)"
+  done
+  size=$( { git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null; \
+            find .gpu .whl -type f -printf '%s\n' 2>/dev/null; } | awk '{ s += $1 } END { print s + 0 }')
+  [ "$size" -le 67108864 ] || problem "the tree with .gpu and .whl is $size bytes: over the 64 MiB that travel"
+  bf16=$($py - <<'EOF'
+import io
+import torch
+from geomorph_bids.cli.train import build_model_config
+from geomorph_bids.model.geomorph import GeoMorph
+cfg = build_model_config("default", 3, 6, (4,), (600,), 6, 5, label_block=False, correlation=True)
+state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in GeoMorph(cfg).state_dict().items()}
+buf = io.BytesIO()
+torch.save(state, buf)
+print(len(buf.getvalue()))
+EOF
+)
+  [ -n "$bf16" ] && [ "$bf16" -le 16000000 ] \
+    || problem "the device's network in bf16 is ${bf16:-?} bytes: its .tgz would not come back under 16 MiB"
+fi
+rm -rf "$runs"
 ls -la "$out"
-stamp "done"
+if [ "${#problems[@]}" -eq 0 ]; then
+  stamp "done$([ "$rehearse" = 1 ] && echo ': READY for the device')"
+else
+  stamp "done with ${#problems[@]} problem(s)$([ "$rehearse" = 1 ] && echo ': NOT READY for the device'):"
+  printf '  - %s\n' "${problems[@]}"
+  exit 1
+fi

@@ -19,6 +19,20 @@ import pytest
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped where torch sees no CUDA GPU (the one mark both selects
+    them on a lent GPU, scripts/gpu_session.sh, and skips them elsewhere)."""
+    cuda = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not cuda:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in cuda:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _no_template_sources_from_the_environment(monkeypatch):
     """Tests never pick up this machine's FreeSurfer fsaverage or TemplateFlow (geomorph-bids

@@ -4,7 +4,10 @@ example (slow). Keeps README.md and docs/*.md from drifting away from the code s
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
+import os
 import re
 import shlex
 import shutil
@@ -344,11 +347,39 @@ def _script_invocations() -> dict[str, set[str]]:
     return found
 
 
+def _documented_choice_values() -> list[tuple[str, str, str, str]]:
+    """(where, script, option, value) of every value the docs and the model cards give a benchmark's
+    or script's option, and of every ``[--option a b|c]`` in a benchmark's or script's own docstring
+    (its usage line): what a reviewer copies."""
+    found = []
+    for doc in DOCS + CARDS:
+        text = re.sub(r"```\w*\n(.*?)```", lambda m: "\n".join(
+            f"`{line}`" for line in _command_lines(m.group(1))), doc.read_text(), flags=re.S)
+        for span in re.findall(r"`([^`]+)`", text):
+            for m in re.finditer(r"((?:benchmarks|scripts)/\w+\.py)((?: +[^ ]+)*)", " ".join(span.split())):
+                option = None
+                for word in m.group(2).split():
+                    word = word.strip("[]")
+                    if re.match(r"--?[A-Za-z]", word):
+                        option = word.split("=")[0]
+                    elif option:
+                        found += [(doc.name, m.group(1), option, v) for v in word.split("|")]
+    for path in [*sorted((ROOT / "benchmarks").glob("*.py")), *sorted((ROOT / "scripts").glob("*.py"))]:
+        docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+        for option, values in re.findall(r"\[(--[\w-]+)((?: [^\[\]]+)?)\]", " ".join(docstring.split())):
+            found += [(path.name, f"{path.parent.name}/{path.name}", option, v)
+                      for word in values.split() for v in word.split("|")]
+    return found
+
+
 @pytest.mark.slow
 def test_benchmarks_and_scripts_answer_help_and_take_the_options_the_docs_give() -> None:
-    """Every benchmark and script answers --help (exit 0), and every option the docs give a
-    benchmark or script command ("the command above each table") is one of that script's options."""
+    """Every benchmark and script answers --help (exit 0), every option the docs give a
+    benchmark or script command ("the command above each table") is one of that script's options,
+    and every value they give an option with fixed choices is one of them (a script's own usage line
+    offered ``--methods ... network+short``, which the script refuses)."""
     invocations = _script_invocations()
+    values = _documented_choice_values()
     assert len(invocations) >= 10
     scripts = sorted({f"{p.parent.name}/{p.name}" for folder in ("benchmarks", "scripts")
                       for p in (ROOT / folder).glob("*.py")} | {s for s, options in invocations.items() if options})
@@ -361,6 +392,10 @@ def test_benchmarks_and_scripts_answer_help_and_take_the_options_the_docs_give()
             continue
         known = set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", result.stdout))
         problems += [f"{script}: no option {o}" for o in sorted(invocations.get(script, set()) - known)]
+        choices = {o: c.split(",") for o, c in re.findall(r"(--[\w-]+) \{([^}]+)\}", result.stdout)}
+        problems += [f"{where}: {script} {o} {v}: not one of {choices[o]}" for where, s, o, v in values
+                     if s == script and o in choices and v not in choices[o]]
+    assert len([v for v in values if v[1] == "benchmarks/peers.py"]) >= 20
     assert not problems, problems
 
 
@@ -454,3 +489,40 @@ def test_documented_signatures_name_the_real_parameters() -> None:
                 if not all(p in remaining for p in documented):
                     wrong.append(f"{doc.name}: {dotted}({', '.join(documented)}) but it takes ({', '.join(real)})")
     assert checked >= 40 and not wrong, (checked, wrong)
+
+
+@pytest.mark.parametrize("script", ["accuracy", "model_speed", "network", "peers", "registration_speed"])
+def test_timing_benchmarks_wait_passively_as_the_commands_do(script: str, monkeypatch) -> None:
+    """A benchmark behind a documented timing runs register() or the network with OpenMP's threads
+    sleeping at barriers, as every command sets it (cli.machine.threads_wait_passively), unless the
+    caller set a policy: spinning threads made the network 5-8x slower on a busy host, so a reviewer
+    rerunning the documented command there measured something other than the command."""
+    for var in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "THP_MEM_ALLOC_ENABLE"):
+        monkeypatch.setenv(var, "0")  # recorded, so that the test leaves the environment as it was
+        monkeypatch.delenv(var)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(sys, "argv", [f"{script}.py"])
+    spec = importlib.util.spec_from_file_location(f"_bench_{script}", ROOT / "benchmarks" / f"{script}.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    assert os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # the caller's choice kept
+
+
+def test_peers_without_the_peer_packages_stops_on_one_line_before_any_pair_runs() -> None:
+    """benchmarks/peers.py's default --methods name Spherical Demons and MSM, installed apart
+    (benchmarks/requirements-peers.txt): without them a reviewer's run registered every pair with
+    ours, then ended in a ModuleNotFoundError traceback and printed no table."""
+    missing = [pkg for pkg in ("cat_surf", "smriprep_msm") if importlib.util.find_spec(pkg) is None]
+    if len(missing) < 2:
+        pytest.skip("a peer package is installed here")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "peers.py"), "--pairs", "a",
+                             "--methods", "rigid", "sd", "msm", "--repeats", "1"],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "sd needs cat-surf, msm needs smriprep-msm" in last and "requirements-peers.txt" in last, last
+    assert "median err" not in result.stderr and "Traceback" not in result.stderr

@@ -41,13 +41,15 @@ from .exit_codes import HANDLED, error_exit, interrupted, run_exit_code  # noqa:
 from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
 from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E402
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,  # noqa: E402
-                      temporary_folder_in, threads_wait_passively)
+                      temporary_folder_in, threads_wait_passively, threads_within_usable_cpus,
+                      address_space_problem)
 from .messages import one_line_warnings, reader_may_go_away, shell_word  # noqa: E402
 from .nipype_config import configure_nipype, crash_folder_setting, plugin_runner, plugin_settings  # noqa: E402
 from .parser import build_parser, refuse_options_that_do_not_apply  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
 from .group_level import run_group, run_reports_only  # noqa: E402
-from .preflight import RunLocks, lock_participants, preflight, remove_if_empty  # noqa: E402
+from .preflight import (REPORTS_LOCK, folder_lock, lock_participants, participant_locks, preflight,  # noqa: E402
+                        remove_if_empty)
 from .reporting import build_reports, print_reports, print_summary  # noqa: E402
 from .selection import collect_jobs, inputs_line, refuse_case_twins, refuse_names_too_long  # noqa: E402
 from .settings import absolute_paths, resolve_settings, validate_arguments, validate_resources  # noqa: E402
@@ -128,13 +130,16 @@ def workflow_chunk(nprocs: int) -> int:
 
 def _clean_leftovers(output_dir: Path) -> None:
     """Remove what killed runs left in the output folder: the sinks' staging folder and the
-    temporary files of the atomic writes (called only when no other run is active)."""
+    temporary files of the atomic writes (called only when no other participant run is active;
+    the temporary files only when no group level or ``--reports-only`` is writing either: theirs
+    would be removed in flight)."""
     from ..results.writer import STAGING_DIR
 
     shutil.rmtree(output_dir / STAGING_DIR, ignore_errors=True)
-    for folder in (output_dir, output_dir / LOGS):
-        for tmp in [*folder.glob(".*.tmp"), *folder.glob(".geomorph-probe-*")]:
-            tmp.unlink(missing_ok=True)
+    with folder_lock(output_dir, REPORTS_LOCK, wait=False, required=False) as alone:
+        for folder in (output_dir, output_dir / LOGS) if alone else ():
+            for tmp in [*folder.glob(".*.tmp"), *folder.glob(".geomorph-probe-*")]:
+                tmp.unlink(missing_ok=True)
 
 
 def _stat(path: Path) -> tuple | None:
@@ -408,7 +413,9 @@ def run_participant(args) -> int:
         return run_exit_code(len(failures), 0)
     run_id = uuid.uuid4().hex[:8]
     crashes = crash_dir(output_dir, run_id)
-    with RunLocks(output_dir) as locks:  # released by the kernel if this process dies
+    # released by the kernel if this process dies; the workflow's in the work folder too: runs into other
+    # output folders sharing it run a participant's common steps in one cache folder
+    with participant_locks(output_dir, None if config.batch_size else work_dir) as locks:
         mine, skipped, later = lock_participants(locks, jobs, getattr(args, "lock_wait", False), _PROG)
         failures += skipped
         started = list(mine)
@@ -586,12 +593,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     with reader_may_go_away(), one_line_warnings(_PROG), stop_on_signals():
         drop_unusable_thread_settings(_PROG)  # before torch is imported
+        threads_within_usable_cpus()
         threads_wait_passively()
         temporary_folder_in(args.work_dir)  # a read-only container: none but in the (bound) work folder
         matplotlib_config_in_tmp()  # before the reports import it
         try:
             validate_arguments(args)
             validate_resources(args, _PROG)
+            registers = not args.reports_only if args.analysis_level == "participant" else bool(args.build_template)
+            if registers and (problem := address_space_problem()):  # before torch fails to load in a worker
+                return error_exit(_PROG, problem)
             if args.analysis_level == "group":
                 return run_group(args)
             if args.reports_only:

@@ -14,6 +14,7 @@ from ..derivatives import BIDSIGNORE, CITATION, DATASET_DESCRIPTION, README, bid
 from ..errors import InputError
 from ..io.atomic import atomic_write_bytes
 from ..io.limits import read_json_bounded, read_text_bounded
+from .preflight import folder_lock
 
 __all__ = ["write_dataset_description", "write_readme", "write_bidsignore", "write_bids_extras", "write_citation"]
 
@@ -203,7 +204,9 @@ def write_citation(output_dir: Path, config) -> Path:
     other settings (an earlier run, e.g. to another template) keeps that paragraph and gets this
     run's after it, introduced by :data:`LATER_RUN`, and its references stay; the same settings
     again change nothing. Template maps an installed package provides (multimodal-fsLR's curv and
-    myelin: brainspace's) are credited with their references."""
+    myelin: brainspace's) are credited with their references. Read and written under
+    :func:`~geomorph_bids.cli.preflight.folder_lock` (``citation``): runs with other settings
+    starting at once each keep their paragraph."""
     from ..resources import citation_file
 
     text = citation_file().read_text().format(
@@ -214,16 +217,24 @@ def write_citation(output_dir: Path, config) -> Path:
     if credit:  # the template maps an installed package provides (multimodal-fsLR's curv and myelin)
         methods, references = f"{methods.rstrip()}\n{credit}\n", f"{references.rstrip()}\n{credit_refs}"
         text = f"{methods}{_REFERENCES}{references}"
+    with folder_lock(output_dir, "citation"):
+        return _add_methods(output_dir / CITATION, text, methods, references)
+
+
+def _add_methods(path: Path, text: str, methods: str, references: str) -> Path:
+    """:func:`write_citation`'s update of ``path``: ``text`` (this run's methods and references)
+    when the file has no methods yet, else this run's ``methods`` after the earlier ones, the
+    earlier references kept."""
     try:
-        earlier_text = read_text_bounded(output_dir / CITATION, what="methods text")
+        earlier_text = read_text_bounded(path, what="methods text")
     except InputError:  # none yet, or not readable: this run's text alone
         earlier_text = ""
     earlier, _, earlier_refs = earlier_text.partition(_REFERENCES)
     earlier = earlier.strip()
     if earlier and methods.strip() in earlier:
-        return output_dir / CITATION  # described already (alone, or among other runs' settings)
+        return path  # described already (alone, or among other runs' settings)
     if earlier:
         # an earlier run's references stay (the brainspace maps of a multimodal run before a sulc one)
         kept = "".join(block for block in _reference_blocks(earlier_refs) if block not in references)
         text = f"{earlier}\n\n{LATER_RUN}\n\n{methods.strip()}\n{_REFERENCES}{references.rstrip()}\n{kept}"
-    return atomic_write_bytes(output_dir / CITATION, text.encode())
+    return atomic_write_bytes(path, text.encode())

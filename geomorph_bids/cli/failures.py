@@ -53,7 +53,14 @@ _ERRNO_LINE = re.compile(r"^(?:\w+Error): \[Errno (\d+)\] ([^:]+?)(?:: '(.*?)')?
 def readable(error: str) -> str:
     """A crash file's innermost error as the user should read it: ``OSError: [Errno 28] No space
     left on device: '/w/x.json'`` -> ``no space left on device (disk full) writing /w/x.json``;
-    other errors unchanged."""
+    numpy's and Python's ``MemoryError`` (``_ArrayMemoryError: Unable to allocate ...``) -> ``out of
+    memory (...); the address-space limit (ulimit -v) is ...`` (:func:`~.machine.out_of_memory`: the
+    limit met and what a registration needs); other errors unchanged."""
+    kind, sep, rest = error.strip().partition(": ")
+    if kind in ("MemoryError", "_ArrayMemoryError") or error.strip() == "MemoryError":
+        from .machine import out_of_memory
+
+        return out_of_memory(MemoryError(rest if sep else ""))
     m = _ERRNO_LINE.match(error.strip())
     if not m:
         return error

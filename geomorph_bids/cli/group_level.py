@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from ..derivatives import GROUP_HTML, GROUP_JSON, GROUP_TSV, NATIVE_FEATURE, NATIVE_SPHERE, anat_dir, label_key
@@ -19,7 +20,8 @@ from .exit_codes import EXIT_FAILED, EXIT_OK, error_exit, run_exit_code
 from .failures import Failure
 from .parser import build_parser
 from .paths import InputFolders, check_folders, resolve_input_folders
-from .preflight import LOCK_DIR, participant_runs_active, preflight
+from .preflight import (LOCK_DIR, REPORTS_LOCK, folder_lock, participant_lock_holder, participant_runs_active,
+                        preflight)
 from .reporting import build_reports, print_reports
 from .selection import listed
 from .settings import resolve_quality
@@ -254,7 +256,14 @@ def run_group(args) -> int:
     """The group level: the table of every participant's metrics (with the verdict of the
     quality gates), the group report, and (``--build-template N``) a population-average
     template. Exits 3 when a hemisphere is flagged, or stale (its latest participant run failed
-    and its outputs are an earlier run's): each is listed, and marked in the table."""
+    and its outputs are an earlier run's): each is listed, and marked in the table. Writes
+    holding :data:`~geomorph_bids.cli.preflight.REPORTS_LOCK` shared."""
+    with ExitStack() as writing:
+        return _run_group(args, writing)
+
+
+def _run_group(args, writing: ExitStack) -> int:
+    """:func:`run_group`; ``writing`` gets the lock once there is something to write."""
     from ..io.atomic import atomic_write_text
     from ..io.discover import normalise_label
     from ..reports import build_group_report
@@ -279,6 +288,8 @@ def run_group(args) -> int:
         print(f"{_PROG}: FAILED {line}; left out of the table (rerun the participant level for it)", file=sys.stderr)
     if not rows:
         return error_exit(_PROG, _no_rows(args, unreadable, running))
+    # its temporary files are not a killed run's leftovers for a participant run ending meanwhile
+    writing.enter_context(folder_lock(args.output_dir, REPORTS_LOCK, shared=True, required=False))
     # a warning, as participants not run yet are (a cohort still running is not an error)
     still = (f"a participant-level run is still processing participants of {args.output_dir} "
              f"({args.output_dir / LOCK_DIR / 'run.lock'} held): the table holds only the participants it had "
@@ -464,7 +475,9 @@ def _suspect_hemispheres(rows: list[dict]) -> dict[tuple[str, str | None, str], 
 
 def run_reports_only(args) -> int:
     """``--reports-only``: build the participant reports from the outputs alone; a report that is
-    current (:func:`geomorph_bids.reports.participant.report_is_current`) is kept."""
+    current (:func:`geomorph_bids.reports.participant.report_is_current`) is kept, and one of a
+    participant a participant-level run is processing (its lock held) is left to that run, on one
+    line (not an error)."""
     unreadable: list[str] = []  # a damaged metrics file is named, as the group level names it
     rows = _participant_rows(args, unreadable=unreadable)
     for line in unreadable:
@@ -473,9 +486,19 @@ def run_reports_only(args) -> int:
     if not rows:
         return error_exit(_PROG, f"--reports-only: {_no_rows(args, unreadable)}")
     subjects = sorted({r["subject"] for r in rows}, key=label_key)
+    # a participant a run is processing: what is written so far (one hemisphere, or an earlier run's files
+    # being replaced) drawn as its report, newer than every output, would be kept as current
+    busy = {s: holder for s in subjects if (holder := participant_lock_holder(args.output_dir, s))}
+    for subject, holder in busy.items():
+        print(f"{_PROG}: sub-{subject}: report not built: a participant-level run is processing it ({holder}; "
+              f"lock {args.output_dir / LOCK_DIR / f'sub-{subject}.lock'}); run --reports-only again once it has "
+              "ended (a run with --reports parallel builds it itself)", file=sys.stderr)
+    subjects = [s for s in subjects if s not in busy]
     kept: list[Path] = []  # a current report is kept: a second pass (after a stop, a time limit) resumes
     failed: list[str] = []  # a report not written: what this command was asked for (it said exit 0)
-    made = build_reports(args.output_dir, subjects, _PROG, reuse=set(subjects), workers=args.nprocs, kept=kept,
-                         failed=failed)
+    with folder_lock(args.output_dir, REPORTS_LOCK, shared=True, required=False):  # as the group level
+        made = build_reports(args.output_dir, subjects, _PROG, reuse=set(subjects), workers=args.nprocs, kept=kept,
+                             failed=failed)
     print_reports(made, len(kept))
-    return EXIT_OK if made and not unreadable and not failed else EXIT_FAILED
+    # a participant still being processed is not an error (as at the group level), nor a reason for none
+    return EXIT_OK if (made or busy) and not unreadable and not failed else EXIT_FAILED

@@ -17,13 +17,17 @@ import importlib
 import signal
 
 from .exit_codes import interrupted
+from .machine import threads_within_usable_cpus
 
 __all__ = ["launch", "run_module", "bids", "register", "train"]
 
 
 def launch(module: str, prog: str) -> int:
     """Import ``module`` and return what its ``main()`` returns (the exit code); Ctrl-C
-    (``KeyboardInterrupt``) on the way out of either is one line on stderr and 130."""
+    (``KeyboardInterrupt``) on the way out of either is one line on stderr and 130. Under a CPU quota
+    below the affinity mask, ``OMP_NUM_THREADS`` is set first (:func:`~.machine.threads_within_usable_cpus`),
+    before numpy's BLAS starts its thread pool on import (one thread per CPU of the host)."""
+    threads_within_usable_cpus()
     try:
         main = importlib.import_module(module).main
     except KeyboardInterrupt:

@@ -16,7 +16,8 @@ import re
 import sys
 from pathlib import Path
 
-__all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings", "current_folder_problem",
+__all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings",
+           "threads_within_usable_cpus", "address_space_problem", "out_of_memory", "current_folder_problem",
            "matplotlib_config_in_tmp", "temporary_folder_in"]
 
 _CGROUP = Path("/sys/fs/cgroup")
@@ -139,6 +140,57 @@ def total_memory_gb(environ: "os._Environ[str] | dict[str, str] | None" = None) 
     return min(total, job) if job else total
 
 
+#: the address space (``ulimit -v``, RLIMIT_AS; GB) below which no registration can run: torch alone
+#: needs 0.75-0.9 GB of it to load (below, ``ImportError: libtorch_cpu.so: failed to map segment`` or
+#: ``std::bad_alloc``, an abort); a 10,242-vertex hemisphere registered in 1.13 GB, a 163,842-vertex
+#: one in 1.33 GB (failed at 1.23), 2 CPUs (more threads reserve more)
+ADDRESS_SPACE_FLOOR_GB = 1.1
+#: what one registration needs (GB): (memory, address space) at 10,242 and 163,842 vertices, measured
+#: with geomorph-register (peak RSS) and ulimit -v; README.md "Memory and CPUs"
+REGISTRATION_NEEDS_GB = {10242: (0.45, 1.13), 163842: (0.66, 1.33)}
+
+
+def address_space_limit_gb() -> float | None:
+    """This process's address-space limit (``ulimit -v``, soft RLIMIT_AS) in GB; None without one."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError, AttributeError):
+        return None
+    return None if soft == resource.RLIM_INFINITY or soft <= 0 else soft / 1e9
+
+
+def address_space_problem() -> str | None:
+    """Why no registration can run under this process's address-space limit (``ulimit -v`` below
+    :data:`ADDRESS_SPACE_FLOOR_GB`), on one line; None where it can. Before, torch's import failed
+    with a 22-line ``ImportError`` traceback, or the run went on to ``error: Cannot allocate memory at
+    .../torch/_logging`` or ``std::bad_alloc`` (an abort), none of them naming the limit."""
+    limit = address_space_limit_gb()
+    if limit is None or limit >= ADDRESS_SPACE_FLOOR_GB:
+        return None
+    return (f"the address-space limit (ulimit -v) is {limit:.2f} GB: torch needs about 0.9 GB of address space to "
+            f"load and a registration {REGISTRATION_NEEDS_GB[10242][1]:.2g} GB (10,242 vertices) to "
+            f"{REGISTRATION_NEEDS_GB[163842][1]:.2g} GB (163,842): raise it (ulimit -v unlimited, or a cluster's "
+            "virtual-memory limit) and run the command again")
+
+
+def out_of_memory(exc: MemoryError) -> str:
+    """A ``MemoryError`` as one line that says what limit was met and what a registration needs:
+    ``out of memory (Unable to allocate 7.50 MiB ...); the address-space limit (ulimit -v) is 1.23 GB,
+    a 163,842-vertex hemisphere needs about 1.3 GB of it ...``."""
+    what = " ".join(str(exc).split()) or "MemoryError"
+    limit = address_space_limit_gb()
+    small, large = REGISTRATION_NEEDS_GB[10242], REGISTRATION_NEEDS_GB[163842]
+    if limit is not None:
+        where = (f"the address-space limit (ulimit -v) is {limit:.2f} GB; a registration needs about {small[1]:.2g} "
+                 f"GB of it (10,242 vertices) to {large[1]:.2g} GB (163,842): raise it")
+    else:
+        where = (f"this process may use {total_memory_gb():.1f} GB; a registration needs about {small[0]:.2g} GB "
+                 f"(10,242 vertices) to {large[0]:.2g} GB (163,842): give it more memory")
+    return f"out of memory ({what}); {where}"
+
+
 #: what OpenMP reads from OMP_NUM_THREADS: a positive count, or counts per nesting level (4,2)
 _OMP_THREADS = re.compile(r"\s*[1-9][0-9]*\s*(,\s*[1-9][0-9]*\s*)*")
 
@@ -148,14 +200,52 @@ def drop_unusable_thread_settings(prog: str, environ: "os._Environ[str] | dict[s
     ``$SLURM_CPUS_PER_TASK`` exported) before torch starts OpenMP, with one warning line; before, the
     run went on but libgomp printed ``libgomp: Invalid value for environment variable
     OMP_NUM_THREADS`` after a blank line, naming no command. The threads per registration are
-    ``--omp-nthreads``'s (``torch.set_num_threads``), whatever the variable says."""
+    ``--omp-nthreads``'s (``torch.set_num_threads``), whatever the variable says. The same for
+    ``MKL_NUM_THREADS``, which torch also reads: one that is no number (``abc``) held torch to one
+    thread in silence (geomorph-register, geomorph-train without ``--threads``)."""
     env = os.environ if environ is None else environ
-    value = env.get("OMP_NUM_THREADS")
-    if value is None or _OMP_THREADS.fullmatch(value):
-        return
-    del env["OMP_NUM_THREADS"]
-    print(f"{prog}: warning: OMP_NUM_THREADS={value!r} is not a number of threads (a whole number >= 1); "
-          "ignored", file=sys.stderr)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        value = env.get(name)
+        if value is None or _OMP_THREADS.fullmatch(value):
+            continue
+        del env[name]
+        print(f"{prog}: warning: {name}={value!r} is not a number of threads (a whole number >= 1); "
+              "ignored", file=sys.stderr)
+
+
+def threads_within_usable_cpus(environ: "os._Environ[str] | dict[str, str] | None" = None) -> int | None:
+    """Where this process may use fewer CPUs than its affinity mask lists (a cgroup CPU quota:
+    ``docker --cpus 2``, Kubernetes limits; a SLURM job's ``--cpus-per-task`` on a node that does not
+    confine jobs), hold the libraries' thread pools to those CPUs: ``OMP_NUM_THREADS`` set to
+    :func:`usable_cpus` (read by torch when it is imported, and by the worker processes started
+    from here), and numpy's BLAS, already loaded, limited to as many. torch and OpenBLAS count the
+    affinity mask (or the host's cores) and know nothing of a quota: geomorph-register, the
+    workflow's other steps and geomorph-train without ``--threads`` ran one thread per host CPU
+    (64 in a 2-CPU container on a 64-core node: the quota's time spent in a few milliseconds, then
+    the whole pool throttled). A user's own ``OMP_NUM_THREADS`` is kept (and numpy's BLAS left
+    alone where ``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS`` is set). Returns the count set, or
+    None (no quota below the mask, or the user's setting kept). ``--omp-nthreads`` and batch
+    workers still set their own counts (``torch.set_num_threads``)."""
+    env = os.environ if environ is None else environ
+    try:
+        mask = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        mask = os.cpu_count() or 1
+    usable = usable_cpus(env)
+    if usable >= mask or "OMP_NUM_THREADS" in env:  # the user's (one that is no count: dropped, then called again)
+        return None
+    env["OMP_NUM_THREADS"] = str(usable)
+    if environ is None:  # this process's libraries, where they are loaded already
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(min(torch.get_num_threads(), usable))
+        if not any((env.get(name) or "").strip() for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")):
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:  # a declared dependency; without it BLAS keeps its pool
+                return usable
+            threadpool_limits(usable, user_api="blas")
+    return usable
 
 
 def threads_wait_passively(environ: "os._Environ[str] | dict[str, str] | None" = None) -> None:

@@ -75,6 +75,8 @@ def plugin_runner(plugin: tuple[str, dict[str, Any]]) -> Any:
     from nipype.pipeline import plugins
 
     runner = getattr(plugins, f"{plugin[0]}Plugin")(plugin_args=plugin[1])
+    if plugin[0] == "MultiProc":
+        _survive_dead_workers(runner)
     run = runner.run
 
     def frozen_run(graph, config, updatehash=False):
@@ -89,6 +91,54 @@ def plugin_runner(plugin: tuple[str, dict[str, Any]]) -> Any:
 
     runner.run = frozen_run
     return runner
+
+
+#: the crash file's error (and the FAILED line's reason) of a step whose MultiProc worker process died
+WORKER_DIED = ("RuntimeError: its worker process died (killed, or out of memory? the container's, cgroup's or SLURM "
+               "job's memory limit; steps running beside it were stopped too): give the run more memory or fewer "
+               "--nprocs and run the same command again to resume")
+
+
+def _survive_dead_workers(runner: Any) -> None:
+    """Make a MultiProc ``runner`` fail the steps whose worker process died, instead of waiting for
+    them for ever. A worker killed by the out-of-memory killer (a container's or SLURM job's memory
+    limit, a 163,842-vertex hemisphere in 0.45 GB) or ``kill -9`` breaks Nipype's process pool: the
+    future of every step running then raises ``BrokenProcessPool`` in Nipype's done-callback (a
+    traceback on stderr, ``exception calling callback for <Future ...>``), no result is ever
+    recorded, and the run hung until it was killed, naming no subject. Now such a step's result is
+    a failure (:data:`WORKER_DIED`: a crash file, ``FAILED sub-X hemi-H: ...``), the steps that
+    depend on it are skipped as after any crash, and the next step submitted gets a fresh pool, so
+    the other participants go on."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from nipype.pipeline.plugins.multiproc import process_initializer
+
+    get_result, submit = runner._get_result, runner._submit_job
+
+    def callback(future) -> None:
+        if future.cancelled() or not isinstance(future.exception(), BrokenProcessPool):  # else read by result()
+            runner._taskresult[future.result()["taskid"]] = future.result()
+
+    def result(taskid: int) -> dict | None:
+        future = runner._task_obj.get(taskid)
+        if (future is not None and future.done() and not future.cancelled()
+                and isinstance(future.exception(), BrokenProcessPool)):
+            return {"result": None, "traceback": [WORKER_DIED + "\n"], "taskid": taskid}
+        return get_result(taskid)
+
+    def submit_job(node, updatehash: bool = False) -> int:
+        try:
+            return submit(node, updatehash=updatehash)
+        except BrokenProcessPool:  # a worker died since the last submission: a fresh pool for the rest
+            runner.pool.shutdown(wait=False)
+            runner.pool = ProcessPoolExecutor(max_workers=runner.processors, initializer=process_initializer,
+                                              initargs=(runner._cwd,),
+                                              mp_context=mp.get_context(runner.plugin_args.get("mp_context")))
+            return submit(node, updatehash=updatehash)
+
+    runner._async_callback, runner._get_result, runner._submit_job = callback, result, submit_job
 
 
 #: the command each scheduler plugin of Nipype submits its jobs with (it must be on PATH)

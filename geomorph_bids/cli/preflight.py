@@ -29,16 +29,18 @@ import socket
 import time
 import uuid
 import weakref
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..errors import InputError
 from .interrupts import pid_alive
 
 __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max",
            "work_dir_too_deep",
-           "preflight", "remove_if_empty", "names_fold_case", "RunLocks", "lock_participants", "participant_runs_active"]
+           "preflight", "remove_if_empty", "names_fold_case", "RunLocks", "lock_participants", "participant_runs_active",
+           "folder_lock", "REPORTS_LOCK", "participant_lock_holder", "ParticipantLocks", "participant_locks"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
 #: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.6 MB of outputs and 3.2 MB of
@@ -51,6 +53,10 @@ MIN_FREE_MB = MappingProxyType({"output": 64, "work": 256})
 
 #: folder of the lock files, inside the output directory (hidden: not part of the derivatives)
 LOCK_DIR = ".geomorph-locks"
+
+#: seconds :func:`lock_participants` waits before trying a held participant lock once more: a
+#: probe (:func:`participant_lock_holder`) holds one for microseconds
+PROBE_PAUSE_S = 0.05
 
 
 def _write_probe(folder: Path) -> None:
@@ -377,6 +383,12 @@ class RunLocks:
         """Whether this object holds ``name``'s lock."""
         return name in self._fds
 
+    def unlock(self, name: str) -> None:
+        """Give back ``name``'s lock, if held."""
+        fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)
+
     def try_lock(self, name: str) -> bool:
         """Take ``name``'s lock if free; False when another process holds it."""
         fd = self._open(name)
@@ -435,6 +447,121 @@ class RunLocks:
         return True
 
 
+#: lock held shared by the group level and ``--reports-only`` while they write into the output folder
+#: (their temporary files are not a killed run's leftovers: :func:`folder_lock`)
+REPORTS_LOCK = "reports"
+
+
+class ParticipantLocks:
+    """A participant's locks in several folders taken as one (the output folder's, then the work
+    folder's in the workflow mode: runs into other output folders that share a work folder run
+    their common steps in one cache folder). The interface of :class:`RunLocks` that
+    :func:`lock_participants` and the participant level use; a participant is held when every
+    folder's lock is, and a lock that is busy is given back in the folders taken before it, so a
+    run holds a participant in all its folders or in none. :meth:`path`, :meth:`holder` and
+    :meth:`stale` name the folder whose lock was found held."""
+
+    def __init__(self, *folders: RunLocks) -> None:
+        self.folders = folders
+        self._busy: dict[str, RunLocks] = {}
+
+    def __enter__(self) -> "ParticipantLocks":
+        with ExitStack() as entered:
+            for locks in self.folders:
+                entered.enter_context(locks)
+            entered.pop_all()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Release every lock of every folder."""
+        for locks in self.folders:
+            locks.release()
+
+    def _busy_in(self, name: str, i: int) -> None:
+        """``name``'s lock of folder ``i`` was not taken: give it back in the folders before."""
+        for earlier in self.folders[:i]:
+            earlier.unlock(name)
+        self._busy[name] = self.folders[i]
+
+    def try_lock(self, name: str) -> bool:
+        """:meth:`RunLocks.try_lock` in every folder, in order."""
+        for i, locks in enumerate(self.folders):
+            if not locks.try_lock(name):
+                self._busy_in(name, i)
+                return False
+        self._busy.pop(name, None)
+        return True
+
+    def wait_lock(self, name: str, poll_s: float = 0.5) -> str:
+        """:meth:`RunLocks.wait_lock` in every folder, in order; the first reason it is stale, or ``""``."""
+        for i, locks in enumerate(self.folders):
+            why = locks.wait_lock(name, poll_s)
+            if why:
+                self._busy_in(name, i)
+                return why
+        self._busy.pop(name, None)
+        return ""
+
+    def holds(self, name: str) -> bool:
+        return all(locks.holds(name) for locks in self.folders)
+
+    def _where(self, name: str) -> RunLocks:
+        return self._busy.get(name, self.folders[0])
+
+    def path(self, name: str) -> Path:
+        return self._where(name).path(name)
+
+    def holder(self, name: str, patience_s: float = 1.0) -> str:
+        return self._where(name).holder(name, patience_s)
+
+    def stale(self, name: str) -> str:
+        return self._where(name).stale(name)
+
+    def when_alone(self, action: Callable[[], None]) -> bool:
+        """:meth:`RunLocks.when_alone` of the output folder (the first)."""
+        return self.folders[0].when_alone(action)
+
+
+def participant_locks(output_dir: Path, work_dir: Path | None) -> ParticipantLocks:
+    """The locks of a participant run: the output folder's and, for the workflow mode
+    (``work_dir`` given), the work folder's (``<work_dir>/.geomorph-locks/``)."""
+    return ParticipantLocks(RunLocks(output_dir), *([RunLocks(work_dir)] if work_dir is not None else []))
+
+
+@contextmanager
+def folder_lock(output_dir: Path, name: str, shared: bool = False, wait: bool = True,
+                required: bool = True) -> Iterator[bool]:
+    """Hold ``<output_dir>/.geomorph-locks/<name>.lock`` while the block runs (exclusive, or
+    ``shared``); ``wait=False``: only if free at once. Yields whether it is held. Uses: a
+    read-modify-write of a file every run into the folder shares (``citation``: two runs at once
+    both read ``logs/CITATION.md``'s old text, and the last rename lost the other's paragraph);
+    :data:`REPORTS_LOCK`, held shared by the group level and ``--reports-only`` and exclusively
+    (without waiting) by a participant run that removes the temporary files killed runs left (it
+    removed a group level's in flight, which then failed on ``no such file``). Such a block lasts
+    milliseconds, or a group level's run; a holder that dies releases it. A lock file that cannot
+    be opened is an :class:`InputError`, unless not ``required``: the block then runs without it
+    (the group level needs no lock to write, as before there was one)."""
+    try:
+        fd = RunLocks(output_dir)._open(name)  # the lock files' own rules: never through a link, the umask
+    except InputError:
+        if required:
+            raise
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+            held = True
+        except BlockingIOError:
+            held = False
+        yield held
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def participant_runs_active(output_dir: Path) -> bool:
     """Whether a participant-level run is processing (or waiting for) participants of
     ``output_dir``: something holds its ``run.lock`` (every participant run holds it shared from
@@ -454,6 +581,29 @@ def participant_runs_active(output_dir: Path) -> bool:
     finally:
         os.close(fd)  # closing releases the probe's lock
     return False
+
+
+def participant_lock_holder(output_dir: Path, subject: str) -> str:
+    """Whether a run holds participant ``subject``'s lock in ``output_dir`` (``--reports-only``
+    leaves a participant being processed to its run): what the holder wrote in the lock file
+    (``pid N on HOST since ...``; ``holder unknown`` when it wrote nothing), ``""`` when the lock is
+    free or there is none. Probed with an exclusive non-blocking flock given back at once: a
+    participant run taking the lock in that instant tries again (:func:`lock_participants`).
+    Creates nothing."""
+    path = Path(output_dir) / LOCK_DIR / f"sub-{subject}.lock"
+    try:  # never through a link, as RunLocks opens it; read-only: flock needs no write access
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return RunLocks(output_dir).holder(f"sub-{subject}", patience_s=0.0) or "holder unknown"
+    except OSError:  # a file system without flock: nothing can be said
+        return ""
+    finally:
+        os.close(fd)  # closing releases the probe's lock
+    return ""
 
 
 def _holder_pid(text: str) -> tuple[int | None, str]:
@@ -477,23 +627,46 @@ def _processes_with_open(path: Path) -> list[int]:
     return sorted(out)
 
 
+def _few(subjects: list[str], shown: int = 3) -> str:
+    """``sub-03, sub-04 and 5 more``: a few labels of a list that may be a cohort's."""
+    names = ", ".join(f"sub-{s}" for s in subjects[:shown])
+    return names + (f" and {len(subjects) - shown} more" if len(subjects) > shown else "")
+
+
 def lock_participants(locks: RunLocks, jobs: list, wait: bool, prog: str = "geomorph-bids") -> tuple[list, list, list]:
     """Take each participant's lock: (jobs whose participant this run holds, failures
     (:class:`~geomorph_bids.cli.failures.Failure`) of the participants another run holds (skip
-    mode), jobs to do after waiting (``--lock-wait``))."""
+    mode), jobs to do after waiting (``--lock-wait``: the participant another run holds and every
+    one after it in sorted order, whose locks are then taken in that order))."""
     from .failures import Failure
 
     busy: dict[str, str] = {}
     stale: dict[str, str] = {}
-    for subject in sorted({j.subject for j in jobs}):
-        if not locks.try_lock(f"sub-{subject}"):
-            why = locks.stale(f"sub-{subject}")
-            if why:
-                stale[subject] = why
-            else:
-                busy[subject] = locks.holder(f"sub-{subject}")
-    mine = [j for j in jobs if j.subject not in busy and j.subject not in stale]
-    later = [j for j in jobs if j.subject in busy] if wait else []
+    subjects = sorted({j.subject for j in jobs})
+    deferred: list[str] = []  # --lock-wait: the participants after the first held one, not taken yet
+    if wait:  # in order, up to the first lock another holds: this run then waits only for locks above
+        # every one it holds, as does each run it waits for, so no runs wait in a circle (A holds sub-01
+        # and waits for sub-02, B holds sub-02 and waits for sub-03, C holds sub-03 and waits for sub-01)
+        held = []
+        for i, subject in enumerate(subjects):
+            if not locks.try_lock(f"sub-{subject}"):
+                time.sleep(PROBE_PAUSE_S)  # once more after a pause: a probe (participant_lock_holder) is not a run
+                if not locks.try_lock(f"sub-{subject}"):
+                    held, deferred = [subject], subjects[i + 1:]
+                    break
+    else:
+        held = [s for s in subjects if not locks.try_lock(f"sub-{s}")]
+        if held:  # once more after a pause, as above
+            time.sleep(PROBE_PAUSE_S)
+            held = [s for s in held if not locks.try_lock(f"sub-{s}")]
+    for subject in held:
+        why = locks.stale(f"sub-{subject}")
+        if why:
+            stale[subject] = why
+        else:
+            busy[subject] = locks.holder(f"sub-{subject}")
+    mine = [j for j in jobs if j.subject not in busy and j.subject not in stale and j.subject not in deferred]
+    later = [j for j in jobs if j.subject in busy or j.subject in deferred] if wait else []
     skipped = [Failure(j.subject, j.session, ",".join(sorted(j.inputs.hemis)) or "L,R",
                        f"not processed: its lock {locks.path('sub-' + j.subject)} is stale: {stale[j.subject]}")
                for j in jobs if j.subject in stale]
@@ -505,6 +678,10 @@ def lock_participants(locks: RunLocks, jobs: list, wait: bool, prog: str = "geom
         for j in jobs if j.subject in busy]
     for subject, holder in busy.items():
         if wait:
+            after = (f"; so will the {len(deferred)} participant(s) after it ({_few(deferred)}), whose locks are "
+                     "taken in order after it (runs waiting for each other's participants never wait in a circle)"
+                     if deferred else "")
             print(f"{prog}: sub-{subject}: another geomorph-bids run is processing it ({holder or 'holder unknown'}); "
-                  "it will be done after that run, once this run's other participants are finished", flush=True)
+                  f"it will be done after that run, once this run's other participants are finished{after}",
+                  flush=True)
     return mine, skipped, later

@@ -33,7 +33,7 @@ from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit, interrupted
 from .interrupts import Interrupted, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
-                      threads_wait_passively)
+                      threads_wait_passively, threads_within_usable_cpus, address_space_problem, out_of_memory)
 from .messages import one_line_warnings, reader_may_go_away
 from .parser import OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, hemisphere
 from ..resources import bundled_models
@@ -397,9 +397,26 @@ class _OutputSet:
         return staged
 
     def commit(self) -> None:
-        """Rename every staged file into place, in the order staged (the metrics JSON last)."""
-        for staged, final in self._files:
-            os.replace(staged, final)
+        """Rename every staged file into place, in the order staged (the metrics JSON last), holding
+        an exclusive ``flock`` on each output folder (in sorted order: no deadlock): two runs given
+        the same output names at once put their sets in place one after the other, never one's
+        sphere beside the other's metrics. The lock is on the folder itself: no lock file is left."""
+        import fcntl
+        from contextlib import ExitStack
+
+        with ExitStack() as held:
+            for folder in sorted(self._folders):
+                try:  # a folder this user cannot read, a file system without flock: the renames alone
+                    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                held.callback(os.close, fd)  # closing releases the lock
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except OSError:
+                    pass
+            for staged, final in self._files:
+                os.replace(staged, final)
 
     def __exit__(self, kind, exc, tb) -> None:
         import shutil
@@ -515,9 +532,12 @@ def main(argv: list[str] | None = None) -> int:
     gates = resolve_quality(args)
     with reader_may_go_away(), one_line_warnings(_PROG), stop_on_signals():
         drop_unusable_thread_settings(_PROG)  # before torch is imported
+        threads_within_usable_cpus()
         threads_wait_passively()
         matplotlib_config_in_tmp()
         try:
+            if problem := address_space_problem():  # before anything is read, torch loaded, or written
+                return error_exit(_PROG, problem)
             if args.example:
                 _refuse_options_example_ignores(parser, args)
                 rows = _run_example(args.out_dir, args.template, args.model, args.device, refine_argument(args),
@@ -588,4 +608,6 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(exc, InputError):
                 exc = exc.with_context(hemi=getattr(args, "hemi", None))
             return error_exit(_PROG, exc)
+        except MemoryError as exc:  # numpy's, torch's: a traceback before; nothing is written half (atomic writes)
+            return error_exit(_PROG, f"hemi-{args.hemi} {args.sphere}: {out_of_memory(exc)}; nothing was written")
 

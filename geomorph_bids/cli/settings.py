@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import sys
 from dataclasses import replace
@@ -26,7 +27,7 @@ from ..io.template_sources import TemplateSearch
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..workflows.config import RunConfig
 from .paths import geomorph_bids_output
-from .machine import total_memory_gb, usable_cpus
+from .machine import REGISTRATION_NEEDS_GB, total_memory_gb, usable_cpus
 from .messages import shell_word
 from .parser import parse_derivatives
 
@@ -35,6 +36,9 @@ QUALITY_OPTIONS = {"min_cc": "min_cc_after", "min_cc_other": "min_cc_other", "ma
                    "max_folds": "max_folds", "identity_margin": "identity_margin"}
 #: memory per hemisphere pair in one batch-mode optimisation batch (GB; engine.register.register_many)
 _BATCH_PAIR_GB = 0.06
+#: a batch-mode worker's own memory, registering one 163,842-vertex hemisphere at a time (GB; measured
+#: 0.52 in a worker beside the main process's 0.3, docs/reliability.md, twenty-first session)
+_BATCH_WORKER_GB = 0.5
 
 __all__ = ["resolve_template", "template_search", "resolve_template_and_model", "refine_argument", "resolve_features", "resolve_quality",
            "resolve_settings", "resolve_fmriprep_outputs", "validate_arguments", "validate_resources",
@@ -388,20 +392,34 @@ def validate_resources(args, prog: str = "geomorph-bids") -> list[str]:
     if args.nprocs > cpus:
         notes.append(f"--nprocs {args.nprocs} is more than the {cpus} CPU(s) this process may use; using {cpus}")
         args.nprocs = cpus
-    omp = getattr(args, "omp_nthreads", None)
-    if omp is not None and omp > args.nprocs:
-        notes.append(f"--omp-nthreads {omp} is more than --nprocs {args.nprocs}; using {args.nprocs}")
-        args.omp_nthreads = args.nprocs
     memory = total_memory_gb()
     mem_gb = getattr(args, "mem_gb", None)
     if mem_gb is not None and mem_gb > memory:
         notes.append(f"--mem-gb {mem_gb:g} is more than the {memory:.1f} GB this process may use; using {memory:.1f}")
         args.mem_gb = memory
+    smallest = REGISTRATION_NEEDS_GB[10242][0]
+    if args.mem_gb is not None and args.mem_gb < smallest:
+        notes.append(f"--mem-gb {args.mem_gb:g} is less than one registration needs (about {smallest:g} GB at "
+                     f"10,242 vertices, {REGISTRATION_NEEDS_GB[163842][0]:g} GB at 163,842): registrations run one at "
+                     "a time, and may run out of memory where the machine or job has no more")
     batch = getattr(args, "batch_size", None)
-    most = max(1, int(0.5 * min(memory, mem_gb or memory) / _BATCH_PAIR_GB))
+    budget = min(memory, args.mem_gb or memory)
+    # batch mode has no scheduler that holds --mem-gb (Nipype's does in the workflow): each of its
+    # --nprocs workers holds its own chunk, so the memory is shared out between them
+    fit = max(1, int(budget / _BATCH_WORKER_GB)) if math.isfinite(budget) else args.nprocs
+    if batch is not None and args.nprocs > fit:
+        notes.append(f"--nprocs {args.nprocs} batch-mode workers need about {args.nprocs * _BATCH_WORKER_GB:g} GB "
+                     f"({_BATCH_WORKER_GB:g} GB each), more than the {budget:.1f} GB available; using {fit}")
+        args.nprocs = fit
+    omp = getattr(args, "omp_nthreads", None)
+    if omp is not None and omp > args.nprocs:
+        notes.append(f"--omp-nthreads {omp} is more than --nprocs {args.nprocs}; using {args.nprocs}")
+        args.omp_nthreads = args.nprocs
+    per_worker = budget / args.nprocs
+    most = max(1, int(0.5 * per_worker / _BATCH_PAIR_GB)) if math.isfinite(per_worker) else batch
     if batch is not None and batch > most:
-        notes.append(f"--batch-size {batch} needs about {batch * _BATCH_PAIR_GB:.0f} GB; using {most} "
-                     f"(half of the {min(memory, mem_gb or memory):.1f} GB available)")
+        notes.append(f"--batch-size {batch} needs about {batch * _BATCH_PAIR_GB:.1f} GB in each worker; using {most} "
+                     f"(half of the {per_worker:.1f} GB available to each of --nprocs {args.nprocs} worker(s))")
         args.batch_size = most
     for note in notes:
         print(f"{prog}: warning: {note}", file=sys.stderr)

@@ -34,7 +34,8 @@ from pathlib import Path
 from .. import __version__
 from .exit_codes import EXIT_OK, HANDLED, error_exit, interrupted
 from .interrupts import Interrupted, stop_on_signals
-from .machine import current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp
+from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
+                      threads_within_usable_cpus)
 from .messages import reader_may_go_away
 from .parser import ExtendAction, Parser, _count, _DefaultsOnce, _finite, _positive_int
 
@@ -650,6 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     says what is left to resume (:func:`interrupted_detail`)."""
     with reader_may_go_away(), stop_on_signals():
         drop_unusable_thread_settings("geomorph-train")  # before torch is imported
+        threads_within_usable_cpus()
         matplotlib_config_in_tmp()
         return _train(argv)
 

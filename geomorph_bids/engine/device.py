@@ -6,41 +6,78 @@ hand the result down; layers below use it as given.
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import sys
 from typing import Any
 
 __all__ = ["resolve_device"]
 
 
 def resolve_device(device: Any = "auto") -> Any:
-    """``"auto"`` (or None) -> CUDA if available, else CPU; ``"cpu"`` (``"cpu:N"``, as
+    """``"auto"`` (or None) -> CUDA if torch counts a GPU and can use it, else CPU; ``"cpu"`` (``"cpu:N"``, as
     ``torch.device("cpu", 0)`` prints, is the CPU); ``"cuda"`` / ``"cuda:N"``; ``"mps"``; or a
     ``torch.device`` (checked the same way). Returns a ``torch.device``.
 
     Raises a one-line ValueError for an unknown specification, CUDA (or MPS) requested but not
-    available, or a CUDA index beyond the visible devices.
+    available, or a CUDA index beyond the visible devices. CUDA is not initialised here
+    (:func:`_cuda_count`): a caller may fork workers that use it.
     """
     import torch
 
     spec = "auto" if device is None else str(device).strip().lower()
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if _cuda_count(torch) > 0 and _cuda_works(torch) else "cpu")
     if spec == "cpu" or (spec.startswith("cpu:") and spec[4:].isdigit()):  # torch's CPU has no index but 0
         return torch.device("cpu")
     if spec == "cuda" or spec.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+        count = _cuda_count(torch)
+        if count < 1:
+            if torch.version.cuda is None:
+                why = "this torch build has no CUDA support"
+            elif os.environ.get("CUDA_VISIBLE_DEVICES") is not None and not os.environ["CUDA_VISIBLE_DEVICES"].strip():
+                why = "no CUDA GPU is visible: CUDA_VISIBLE_DEVICES is set but empty"
+            else:
+                why = "no CUDA GPU is visible"
             raise ValueError(f"device {spec!r} requested but CUDA is not available ({why}); "
                              "use device cpu or auto")
         dev = _parse(torch, spec)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA "
-                             "device(s) are visible")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {spec!r} requested but only {count} CUDA device(s) are visible")
         return dev
     if spec == "mps" or spec.startswith("mps:"):
         if not torch.backends.mps.is_available():
             raise ValueError(f"device {spec!r} requested but MPS is not available; use device cpu or auto")
         return _parse(torch, spec)
     raise ValueError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N")
+
+
+def _cuda_count(torch: Any) -> int:
+    """The CUDA devices this process sees (``CUDA_VISIBLE_DEVICES`` applied), counted through NVML
+    where it answers, so without initialising CUDA here. ``torch.cuda.is_available()`` initialises
+    the driver, and a process that has done so cannot fork workers that use CUDA: the BIDS-App
+    resolves ``--device`` in its main process and Nipype's MultiProc forks its workers, each of whose
+    registrations then failed with torch's 'Cannot re-initialize CUDA in forked subprocess'."""
+    return int(torch.cuda.device_count())
+
+
+def _cuda_works(torch: Any) -> bool:
+    """Whether torch can use the GPUs it counts (a driver too old for its CUDA build cannot), for
+    ``auto``: asked of torch itself, in a child process where this one has not initialised CUDA
+    (:func:`_cuda_count`), once per process."""
+    if torch.cuda.is_initialized():
+        return bool(torch.cuda.is_available())
+    return _cuda_works_in_a_child(sys.executable)
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_works_in_a_child(python: str) -> bool:
+    code = "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)"
+    try:
+        return subprocess.run([python, "-c", code], capture_output=True, timeout=300, check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def _parse(torch: Any, spec: str) -> Any:

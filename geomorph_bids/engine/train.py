@@ -243,8 +243,14 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device``'s type when ``enabled``; else autocast switched off there
+    (a no-op on a device type torch.autocast refuses even switched off, e.g. 'meta')."""
+    if not enabled:
+        from ..model.geoconv import full_precision
+
+        return full_precision(device)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def warp_error_deg(warp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ features are transformed first (``(B, V, K, C_out)``) and then aggregated: the c
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -96,6 +97,15 @@ def _ring_tables(level: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     index, mask, _ = hex_tables(level)
     ring = (mask[:, 1:] != 0).to(dtype)
     return index[:, 1:].contiguous(), ring / ring.sum(1, keepdim=True)
+
+
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast switched off on ``device``'s type (a no-op context on a device type without
+    autocast, e.g. 'meta', where torch.autocast itself raises)."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:
+        return contextlib.nullcontext()
 
 
 def _batched(x: Tensor, n_vertices_expected: int, name: str) -> tuple[Tensor, bool]:
@@ -323,14 +333,15 @@ class GeoConv(nn.Module):
         cached and reused while ``mu``/``sigma`` hold the same values on the same device.
         """
         mu, sigma = self.mu, self.sigma
-        use_cache = not torch.is_grad_enabled()
+        # (a 'meta' tensor holds no values to key a cache by)
+        use_cache = not torch.is_grad_enabled() and mu.device.type != "meta"
         if use_cache and self._w_cache is not None:
             c_mu, c_sigma, c_ptr, c_w = self._w_cache
             if (c_ptr == self.coords.data_ptr() and c_mu.dtype == mu.dtype
                     and c_mu.device == mu.device and torch.equal(c_mu, mu)
                     and torch.equal(c_sigma, sigma)):
                 return c_w
-        with torch.autocast(device_type=mu.device.type, enabled=False):
+        with full_precision(mu.device):
             u = self.coords.to(mu.dtype)                               # (V, 7, 2)
             p = 1.0 / (_EPS + sigma.square())                          # (K, 2)
             basis = torch.cat([u.square(), u, torch.ones_like(u[..., :1])], -1)  # (V, 7, 5)

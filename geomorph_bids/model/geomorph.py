@@ -36,7 +36,6 @@ model) with autocast disabled.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from geomorph_bids.model.crf import CRFRNN, gather_rows
+from geomorph_bids.model.geoconv import full_precision
 from geomorph_bids.model.keys import check_keys
 from geomorph_bids.model.labels import LabelGrid, deform_control_points, deform_from_logits, normalise
 from geomorph_bids.model.network import GeoMorphNet, NetworkConfig
@@ -322,12 +322,8 @@ def _geometric(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def _full_precision(device: torch.device) -> contextlib.AbstractContextManager:
-    """Disable autocast on ``device``'s type (a no-op context where autocast does not apply)."""
-    try:
-        return torch.autocast(device_type=device.type, enabled=False)
-    except RuntimeError:  # device type without autocast support
-        return contextlib.nullcontext()
+#: autocast off on a device's type (a no-op where autocast does not apply); shared with the GeoConvs
+_full_precision = full_precision
 
 
 def compose_warps(previous: Tensor | None, new: Tensor, data_level: int, face: Tensor | None = None) -> Tensor:

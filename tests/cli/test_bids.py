@@ -501,6 +501,75 @@ def test_group_level_while_a_participant_run_is_still_processing_says_so(fs_run,
     assert "still processing" not in (out / GROUP_HTML).read_text()
 
 
+def test_reports_only_leaves_a_participant_another_run_is_processing_to_that_run(fs_run, tmp_path):
+    """`--reports-only` started while a participant run still processed sub-02 (a SLURM array, the
+    reports pass beside it) drew sub-02's report from what was written so far (one hemisphere, or an
+    earlier run's files being replaced), without a word, exit 0; drawn after the run's own report, it
+    replaced it and, newer than every output, was kept as current by later passes. Now a participant
+    whose lock is held is left to that run, on one line naming the holder; the others' reports are
+    built, exit 0 (a cohort still running is not an error); once the run has ended, it is built."""
+    import shutil
+
+    from geomorph_bids.cli.preflight import RunLocks
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out)
+    (out / "sub-02.html").unlink()
+    (out / "sub-01.html").unlink()
+    with RunLocks(out) as locks:  # what the participant run processing sub-02 holds
+        assert locks.try_lock("sub-02")
+        code, stdout, err = run(fs_run["bids"], out, "participant", "--reports-only")
+        assert code == 0, err
+        assert (out / "sub-01.html").is_file() and not (out / "sub-02.html").exists()
+        line = next(x for x in err.splitlines() if "sub-02" in x)
+        assert line == (f"geomorph-bids: sub-02: report not built: a participant-level run is processing it "
+                        f"({locks.holder('sub-02')}; lock {out / '.geomorph-locks' / 'sub-02.lock'}); run "
+                        "--reports-only again once it has ended (a run with --reports parallel builds it itself)")
+        assert "sub-02" not in stdout
+    code, stdout, err = run(fs_run["bids"], out, "participant", "--reports-only")
+    assert code == 0 and "report not built" not in err, err
+    assert (out / "sub-02.html").is_file()
+
+
+def test_a_participant_run_ending_while_the_group_level_writes_leaves_its_files_alone(fs_run, tmp_path,
+                                                                                        monkeypatch):
+    """The group level writing its table while the last participant run of a SLURM array ended:
+    that run, alone among participant runs, removed the output folder's temporary files as a
+    killed run's leftovers, the group level's in flight among them; the group level failed with
+    `error: no such file at OUT/.group_desc-geomorph_metrics.tsv.<random>.tmp`, exit 1. Now the
+    group level (and --reports-only) hold `.geomorph-locks/reports.lock` shared while they write,
+    and a participant run removes temporary files only when it can take that lock: the table is
+    written, exit 0; a killed run's leftover goes at the next participant run's end."""
+    import shutil
+
+    from geomorph_bids.cli import bids as cli
+    from geomorph_bids.cli.preflight import RunLocks
+    from geomorph_bids.derivatives import GROUP_TSV
+
+    out = tmp_path / "out"
+    shutil.copytree(fs_run["out"], out)
+    leftover = out / ".sub-09.html.k1lled00.tmp"  # what a killed run left
+    leftover.write_text("partial")
+    real_fsync = os.fsync
+    cleaned = []
+
+    def fsync(fd):  # the group table written, not yet renamed: a participant run ends now
+        real_fsync(fd)
+        if f".{GROUP_TSV}." in os.readlink(f"/proc/self/fd/{fd}") and not cleaned:
+            with RunLocks(out) as locks:
+                cleaned.append(locks.when_alone(lambda: cli._clean_leftovers(out)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    code, stdout, err = run(fs_run["bids"], out, "group")
+    assert cleaned == [True]  # the participant run was alone among participant runs
+    assert code == 0 and "4 row(s)" in stdout, err
+    assert (out / GROUP_TSV).read_text().count("\n") == 5 and leftover.is_file()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    with RunLocks(out) as locks:  # the next participant run's end, no group level writing
+        assert locks.when_alone(lambda: cli._clean_leftovers(out))
+    assert not leftover.exists() and not list(out.glob(".*.tmp"))
+
+
 def test_group_without_participant_outputs(tmp_path, fs_run):
     code, _, err = run(fs_run["bids"], tmp_path / "empty", "group")
     assert code == 1 and "run the participant level first" in err

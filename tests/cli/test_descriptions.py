@@ -79,6 +79,38 @@ def test_the_methods_text_of_runs_with_other_settings_are_kept_one_after_the_oth
     assert path.read_text() == both
 
 
+def test_runs_with_other_settings_describing_the_folder_at_once_keep_both_paragraphs(tmp_path, monkeypatch):
+    """A SLURM array whose tasks into one folder differ in settings (half of them --template
+    fsaverage) starts them at the same moment: each read logs/CITATION.md (none yet), then wrote
+    its own paragraph, and the last rename won: the other settings' methods text was lost. Now the
+    read and the write are one step under ``.geomorph-locks/citation.lock``: both paragraphs kept."""
+    import threading
+
+    (tmp_path / "logs").mkdir()
+    both_read = threading.Barrier(2)
+    real_read = descriptions.read_text_bounded
+
+    def read_then_meet(*args, **kwargs):
+        text = real_read(*args, **kwargs)
+        try:  # both readers before either writes (before the fix); under the lock the second never comes
+            both_read.wait(timeout=0.3)
+        except threading.BrokenBarrierError:
+            pass
+        return text
+
+    monkeypatch.setattr(descriptions, "read_text_bounded", read_then_meet)
+    threads = [threading.Thread(target=descriptions.write_citation, args=(tmp_path, _config(t, k)))
+               for t, k in (("fsLR", "optimise"), ("fsaverage", "rigid"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    text = (tmp_path / "logs" / "CITATION.md").read_text()
+    assert text.count("Cortical surfaces were registered") == 2 and text.count(descriptions.LATER_RUN) == 1
+    assert "fsLR template" in text and "fsaverage template" in text and text.count("### References") == 1
+    assert sorted(p.name for p in (tmp_path / ".geomorph-locks").iterdir()) == ["citation.lock"]
+
+
 def test_the_template_maps_brainspace_provides_are_credited_and_kept_after_a_later_run(tmp_path):
     """Twenty-first session: a multimodal-fsLR run registers to brainspace's group curvature and
     T1w/T2w myelin, but logs/CITATION.md cited only the fsLR template (Glasser 2013): the methods

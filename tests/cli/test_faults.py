@@ -495,6 +495,32 @@ def test_locks_are_released_when_the_holder_dies(tmp_path):
             proc.wait()
 
 
+def test_a_participant_whose_lock_is_probed_at_that_moment_is_not_skipped(tmp_path):
+    """`--reports-only` asks whether a participant run holds a participant's lock with a
+    non-blocking lock taken and given back at once (:func:`participant_lock_holder`): a participant
+    run taking that lock in that instant found it held and skipped the participant ("another
+    geomorph-bids run is processing this participant", exit 1), though no run was. Now a lock found
+    held is tried once more after a short pause: only a lock still held is another run's."""
+    import threading
+    from types import SimpleNamespace
+
+    job = SimpleNamespace(subject="01", session=None, inputs=SimpleNamespace(hemis={"L": None, "R": None}))
+    with pf.RunLocks(tmp_path) as locks:
+        probe = os.open(locks.path("sub-01"), os.O_RDONLY | os.O_CREAT, 0o666)
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a probe, in the instant the run takes the lock
+        threading.Timer(0.02, os.close, (probe,)).start()
+        mine, skipped, later = pf.lock_participants(locks, [job], wait=False)
+        assert mine == [job] and skipped == [] and later == [] and locks.holds("sub-01")
+        assert pf.participant_lock_holder(tmp_path, "01") != ""  # held: the probe leaves it held
+        holder = pf.participant_lock_holder(tmp_path, "01")
+        assert holder == locks.holder("sub-01") and holder.startswith(f"pid {os.getpid()} on ")
+        with pf.RunLocks(tmp_path) as other:  # a lock that stays held is still another run's
+            mine, skipped, _ = pf.lock_participants(other, [job], wait=False)
+            assert mine == [] and len(skipped) == 1 and "another geomorph-bids run is processing" in skipped[0].reason
+    assert pf.participant_lock_holder(tmp_path, "01") == ""
+    assert pf.participant_lock_holder(tmp_path / "none", "01") == "" and not (tmp_path / "none").exists()
+
+
 @pytest.mark.slow
 def test_disk_full_during_a_registration(reference, tmp_path, monkeypatch):
     """The work disk fills while sub-02 is registered (its result write fails with ENOSPC; the
@@ -802,3 +828,64 @@ def test_an_output_folder_on_a_read_only_mount_is_said_to_be_read_only_not_a_per
         f"{out}: the output directory is not writable (read-only filesystem); in this container only folders bound "
         f"writable can be written: bind a host folder you own there, not :ro (docker run -v /path/on/host:{out}, "
         f"apptainer run -B /path/on/host:{out})")
+
+
+def test_runs_waiting_for_each_others_participants_never_wait_in_a_circle(tmp_path, capsys):
+    """Three `--lock-wait` runs started at once with overlapping labels (A: 01 02, B: 02 03,
+    C: 01 03, a SLURM array's tasks written by hand): each took every free lock, so A could hold
+    sub-01 and wait for sub-02, B hold sub-02 and wait for sub-03, C hold sub-03 and wait for
+    sub-01; each holds its locks until it ends, so all three waited for ever. Now a waiting run
+    takes locks in sorted order up to the first that another holds and defers the rest: it waits
+    only for locks above every one it holds, so no circle can form."""
+    from types import SimpleNamespace
+
+    def jobs(*labels):
+        return [SimpleNamespace(subject=s, session=None, inputs=SimpleNamespace(hemis={"L": None})) for s in labels]
+
+    a, b, c = pf.RunLocks(tmp_path), pf.RunLocks(tmp_path), pf.RunLocks(tmp_path)
+    with a, b, c:
+        assert b.try_lock("sub-02")  # B was first to sub-02
+        mine, skipped, later = pf.lock_participants(a, jobs("01", "02", "03"), wait=True)
+        assert [j.subject for j in mine] == ["01"] and skipped == []
+        assert [j.subject for j in later] == ["02", "03"]
+        assert a.holds("sub-01") and not a.holds("sub-03")  # free, but above the one A waits for
+        out = capsys.readouterr().out
+        assert "sub-02: another geomorph-bids run is processing it (pid " in out
+        assert "so will the 1 participant(s) after it (sub-03), whose locks are taken in order after it" in out
+        # C can still take sub-03 and wait for sub-01: no one waits for a lock below one it holds
+        mine, _, later = pf.lock_participants(c, jobs("01", "03"), wait=True)
+        assert mine == [] and [j.subject for j in later] == ["01", "03"] and not c.holds("sub-03")
+        # without --lock-wait every free lock is taken at once, as before
+        mine, skipped, _ = pf.lock_participants(c, jobs("03", "04"), wait=False)
+        assert [j.subject for j in mine] == ["03", "04"] and skipped == []
+
+
+def test_runs_into_other_output_folders_sharing_a_work_folder_take_turns_on_a_participant(tmp_path, capsys):
+    """Two workflow-mode runs of sub-02 at once into other output folders (fsLR and fsaverage) with
+    one `-w`: the locks were the output folder's, so both ran; their common step (`load_features`)
+    ran twice at once in one cache folder: one run failed (`no such file at WORK/.../load_features/
+    _0x..._unfinished.json`, exit 1) or **hung for ever** (Nipype's pool callback raised
+    `FileNotFoundError: .../result_load_features.pklz`; 1 and 1 of 3 real tries). Now a
+    participant's lock is taken in the work folder too (after the output folder's, released
+    again when that one is held): the second skips it on the usual line naming the work folder's
+    lock, or waits for it with --lock-wait."""
+    from types import SimpleNamespace
+
+    job = SimpleNamespace(subject="02", session=None, inputs=SimpleNamespace(hemis={"L": None, "R": None}))
+    work = tmp_path / "work"
+    with pf.participant_locks(tmp_path / "fsLR", work) as first, \
+            pf.participant_locks(tmp_path / "fsaverage", work) as second:
+        mine, skipped, _ = pf.lock_participants(first, [job], wait=False)
+        assert mine == [job] and first.holds("sub-02")
+        mine, skipped, _ = pf.lock_participants(second, [job], wait=False)
+        assert mine == [] and len(skipped) == 1 and not second.holds("sub-02")
+        reason = skipped[0].reason
+        assert reason.startswith("skipped: another geomorph-bids run is processing this participant (pid ")
+        assert f"lock {work / pf.LOCK_DIR / 'sub-02.lock'})" in reason
+        # the second run's output-folder lock was given back: a third run into that folder is not held up
+        with pf.RunLocks(tmp_path / "fsaverage") as third:
+            assert third.try_lock("sub-02")
+        mine, _, later = pf.lock_participants(second, [job], wait=True)
+        assert mine == [] and later == [job] and "processing it (pid " in capsys.readouterr().out
+    with pf.participant_locks(tmp_path / "fsaverage", None) as alone:  # batch mode: no work-folder lock
+        assert alone.try_lock("sub-02") and alone.path("sub-02") == tmp_path / "fsaverage" / pf.LOCK_DIR / "sub-02.lock"

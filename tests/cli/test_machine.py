@@ -242,3 +242,129 @@ def test_the_plugin_runner_freezes_the_graph_and_leaves_a_callers_frozen_heap_fr
         assert gc.get_freeze_count() >= mine > 0
     finally:
         gc.unfreeze()
+
+
+def test_threads_follow_a_cpu_quota_below_the_affinity_mask(monkeypatch):
+    """Twenty-first session: in a cgroup with a 1-CPU quota on this 2-CPU machine, geomorph-register
+    ran 4 threads (torch 2, OpenBLAS 2; a 2-CPU container on a 64-core node: 64 each), as torch and
+    OpenBLAS count the affinity mask and know nothing of a quota. OMP_NUM_THREADS now says the usable
+    CPUs, unless the user set it."""
+    from geomorph_bids.cli import machine
+
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(machine, "_cgroup_cpu_limit", lambda: 2)
+    env = {"OTHER": "x"}
+    assert machine.threads_within_usable_cpus(env) == 2 and env == {"OTHER": "x", "OMP_NUM_THREADS": "2"}
+    env = {"OMP_NUM_THREADS": "3"}
+    assert machine.threads_within_usable_cpus(env) is None and env == {"OMP_NUM_THREADS": "3"}
+    env = {"SLURM_JOB_ID": "5", "SLURM_CPUS_PER_TASK": "1"}  # a job on a node that does not confine it
+    assert machine.threads_within_usable_cpus(env) == 1 and env["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setattr(machine, "_cgroup_cpu_limit", lambda: None)
+    env = {}
+    assert machine.threads_within_usable_cpus(env) is None and env == {}  # no quota: the libraries' own count
+
+
+def test_the_commands_hold_torch_and_blas_to_a_slurm_jobs_cpus():
+    """The same through each command's main, in a SLURM job of one CPU on a node that does not confine
+    it (no quota, the whole affinity mask): torch and numpy's BLAS ran one thread per CPU of the node."""
+    from geomorph_bids.cli.machine import usable_cpus
+
+    if usable_cpus({}) < 2:
+        pytest.skip("needs two CPUs")
+    code = ("import sys; from geomorph_bids.cli import bids, register, train; "
+            "m = {'bids': lambda: bids.main(['/nonexistent/b', '/nonexistent/o', 'participant']), "
+            "'register': lambda: register.main(['--sphere', '/nonexistent/lh.sphere', '--feature', "
+            "'sulc=/nonexistent/lh.sulc', '--out', '/nonexistent/o.surf.gii']), "
+            "'train': lambda: train.main(['--out', '/nonexistent/m', '--synthetic', '2', '--init', '/nonexistent/m.pt'])}; "
+            "m[sys.argv[1]](); import torch; from threadpoolctl import threadpool_info; "
+            "print(torch.get_num_threads(), sorted({i['num_threads'] for i in threadpool_info() "
+            "if i['user_api'] == 'blas'}))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "OPENBLAS_", "MKL_", "SLURM_"))}
+    env.update(PYTHONPATH=str(Path.cwd()), SLURM_JOB_ID="9", SLURM_CPUS_PER_TASK="1")
+    for command in ("bids", "register", "train"):
+        done = subprocess.run([sys.executable, "-c", code, command], capture_output=True, text=True, timeout=120,
+                              env=env, cwd=tempfile.gettempdir())
+        assert done.stdout.split("\n")[-2:] == ["1 [1]", ""], (command, done.stdout, done.stderr)
+
+
+def _address_space(gb: float):
+    """A preexec_fn that sets the child's address-space limit (``ulimit -v``) to ``gb`` GB."""
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (int(gb * 1e9), resource.RLIM_INFINITY))
+    return limit
+
+
+_EXAMPLE = Path(__file__).parents[2] / "examples" / "ds-geomorph-example"
+_EXAMPLE_FS = _EXAMPLE / "derivatives" / "freesurfer" / "sub-01" / "surf"
+
+
+@pytest.mark.parametrize("command, args", [
+    ("register", ["--sphere", f"{_EXAMPLE_FS}/lh.sphere", "--feature", f"sulc={_EXAMPLE_FS}/lh.sulc", "--out",
+                  "{d}/lh.surf.gii"]),
+    ("bids", [str(_EXAMPLE), "{d}/o", "participant", "-w", "{d}/w", "--participant-label", "01", "--hemi", "L"]),
+])
+def test_an_address_space_too_small_for_torch_is_refused_up_front_on_one_line(command, args, tmp_path):
+    """Twenty-first session: under ``ulimit -v`` 0.4 GB torch's import ended geomorph-register and
+    geomorph-bids with a 22-line ``ImportError: libtorch_cpu.so: failed to map segment from shared
+    object`` traceback; at 0.8 GB, ``error: Cannot allocate memory at .../torch/_logging`` (or
+    ``std::bad_alloc``, an abort), none naming the limit. Now one line before anything is read."""
+    code = f"import sys; from geomorph_bids.cli import {command}; sys.exit({command}.main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, *[a.format(d=tmp_path) for a in args]], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+                          preexec_fn=_address_space(0.8))
+    prog = f"geomorph-{command}"
+    assert done.returncode == 1 and done.stderr.splitlines()[-1:] == [
+        f"{prog}: error: the address-space limit (ulimit -v) is 0.80 GB: torch needs about 0.9 GB of address space "
+        "to load and a registration 1.1 GB (10,242 vertices) to 1.3 GB (163,842): raise it (ulimit -v unlimited, or "
+        "a cluster's virtual-memory limit) and run the command again"], done.stderr
+    assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_running_out_of_memory_in_a_registration_is_one_line_naming_the_hemisphere(tmp_path, monkeypatch, capsys):
+    """Twenty-first session: a 163,842-vertex hemisphere under ``ulimit -v`` 1.23 GB (1.33 needed) ended
+    geomorph-register with a 30-line ``_ArrayMemoryError`` traceback; in geomorph-bids' FAILED line it
+    said ``_ArrayMemoryError: Unable to allocate ...`` and nothing of the limit. Now both say out of
+    memory, the limit and what a registration needs; geomorph-register names the hemisphere and file."""
+    import numpy as np
+
+    from geomorph_bids.cli import register
+    from geomorph_bids.cli.failures import readable
+
+    def no_memory(*args, **kwargs):
+        np.empty(2 ** 62, dtype=np.uint8)  # numpy's _ArrayMemoryError, whatever the machine
+
+    monkeypatch.setattr(register, "register_files", no_memory)
+    sphere = tmp_path / "lh.sphere"
+    code = register.main(["--sphere", str(sphere), "--feature", f"sulc={tmp_path / 'lh.sulc'}",
+                          "--out", str(tmp_path / "o.surf.gii")])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1 and err[-1].startswith(f"geomorph-register: error: hemi-L {sphere}: out of memory (Unable to "
+                                            "allocate 4.00 EiB for an array with shape (4611686018427387904,) "
+                                            "and data type uint8); ")
+    assert err[-1].endswith(("0.45 GB (10,242 vertices) to 0.66 GB (163,842): give it more memory; nothing was written",
+                             "1.3 GB (163,842): raise it; nothing was written"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    line = readable("_ArrayMemoryError: Unable to allocate 5.62 MiB for an array with shape (81920, 3, 3) and data "
+                    "type float64")
+    assert line.startswith("out of memory (Unable to allocate 5.62 MiB for an array with shape (81920, 3, 3) and data "
+                           "type float64); ") and "163,842" in line
+    assert readable("MemoryError").startswith("out of memory (MemoryError); ")
+
+
+def test_an_mkl_num_threads_that_is_no_number_no_longer_holds_torch_to_one_thread():
+    """Twenty-first session: ``MKL_NUM_THREADS=abc`` (torch reads it too) gave torch one thread in
+    silence (2 on this machine without it); it is now dropped with one warning, as OMP_NUM_THREADS'."""
+    from geomorph_bids.cli.machine import usable_cpus
+
+    if usable_cpus({}) < 2:
+        pytest.skip("needs two CPUs")
+    code = ("from geomorph_bids.cli.machine import drop_unusable_thread_settings as d; d('prog'); "
+            "import torch; print(torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "SLURM_"))}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**env, "MKL_NUM_THREADS": "abc", "PYTHONPATH": str(Path.cwd())})
+    assert int(done.stdout) >= 2, done.stderr  # torch's own count of this machine's CPUs
+    assert done.stderr.strip() == ("prog: warning: MKL_NUM_THREADS='abc' is not a number of threads (a whole number "
+                                   ">= 1); ignored")

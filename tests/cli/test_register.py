@@ -843,6 +843,48 @@ def test_a_rerun_that_cannot_write_its_metrics_keeps_the_earlier_set(tmp_path, m
     assert sorted(p.name for p in out.rglob(".*")) == []
 
 
+def test_two_runs_into_the_same_output_names_at_once_leave_one_runs_whole_set(tmp_path, monkeypatch):
+    """Two `geomorph-register` runs given the same --out at once (two subjects' spheres, a copied
+    command line): each renamed its staged files into place one by one, so their renames could
+    interleave and leave one run's sphere beside the other's metrics JSON (which names the other
+    input sphere), both runs exit 0. Now a run's set is renamed into place under a lock on the
+    output folder: the folder holds one run's whole set, the other's replaced as a whole."""
+    import os
+    import threading
+
+    from geomorph_bids.cli.register import _OutputSet
+
+    b_done = threading.Event()
+    real_replace = os.replace
+    seen: list[str] = []
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        if threading.current_thread().name == "A" and not seen:
+            seen.append(str(dst))
+            b_done.wait(timeout=0.3)  # B commits its whole set meanwhile (before the fix)
+
+    def write_set(who: str):
+        with _OutputSet() as outputs:
+            for name in ("x.surf.gii", "x_metrics.json"):
+                outputs.stage(tmp_path / name).write_text(who)
+            outputs.commit()
+        if who == "B":
+            b_done.set()
+
+    monkeypatch.setattr(os, "replace", replace)
+    a = threading.Thread(target=write_set, args=("A",), name="A")
+    a.start()
+    while not seen and a.is_alive():  # A has put its sphere in place
+        threading.Event().wait(0.005)
+    b = threading.Thread(target=write_set, args=("B",), name="B")
+    b.start()
+    a.join()
+    b.join()
+    assert (tmp_path / "x.surf.gii").read_text() == (tmp_path / "x_metrics.json").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.surf.gii", "x_metrics.json"]
+
+
 def test_an_output_name_too_long_for_its_temporary_name_is_refused_before_the_registration(tmp_path, capsys):
     """``--out`` of a 249-byte name (a name the file system takes) failed after the registration with
     ``error: File name too long at .../.<name>.a86fdk6p.tmp``: the temporary name it is written under

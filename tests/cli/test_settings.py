@@ -154,3 +154,48 @@ def test_a_dataset_named_in_another_unicode_form_is_named_as_it_is_on_disk(tmp_p
                                                       "--fs-subjects-dir", str(typed)]))
     assert str(fs.value).startswith(f"{typed}: --fs-subjects-dir: no such folder (the FreeSurfer SUBJECTS_DIR holding "
                                     f"the subjects); {on_disk} is there, its letters in another Unicode form")
+
+
+def test_batch_mode_shares_the_memory_between_its_workers(monkeypatch, capsys):
+    """Twenty-first session: batch mode has no scheduler holding --mem-gb, and each of its --nprocs
+    workers holds a chunk of its own (measured at 164k: 0.82 GB for one worker registering one
+    hemisphere at a time, 1.05 GB with a batch of 4), but --batch-size was capped by the whole memory
+    as if one process held it, and --nprocs not at all: --mem-gb 2 --nprocs 16 --batch-size 64 kept
+    16 workers and took a batch of 16 (each worker about 1.5 GB: 24 GB). Now the workers fit the
+    memory (0.5 GB each) and the batch what each worker's share holds."""
+    import argparse
+
+    from geomorph_bids.cli import settings
+
+    monkeypatch.setattr(settings, "usable_cpus", lambda: 16)
+    monkeypatch.setattr(settings, "total_memory_gb", lambda: 64.0)
+    args = argparse.Namespace(nprocs=16, omp_nthreads=None, mem_gb=2.0, batch_size=64)
+    notes = settings.validate_resources(args)
+    assert (args.nprocs, args.batch_size) == (4, 4)
+    assert notes == ["--nprocs 16 batch-mode workers need about 8 GB (0.5 GB each), more than the 2.0 GB available; "
+                     "using 4",
+                     "--batch-size 64 needs about 3.8 GB in each worker; using 4 (half of the 0.5 GB available to "
+                     "each of --nprocs 4 worker(s))"]
+    assert capsys.readouterr().err.splitlines() == [f"geomorph-bids: warning: {n}" for n in notes]
+    workflow = argparse.Namespace(nprocs=16, omp_nthreads=None, mem_gb=2.0, batch_size=None)
+    assert settings.validate_resources(workflow) == [] and workflow.nprocs == 16  # Nipype's scheduler holds it
+    fits = argparse.Namespace(nprocs=2, omp_nthreads=None, mem_gb=None, batch_size=16)
+    assert settings.validate_resources(fits) == [] and (fits.nprocs, fits.batch_size) == (2, 16)
+
+
+def test_a_mem_gb_below_what_one_registration_needs_is_named(monkeypatch, capsys):
+    """Twenty-first session: ``--mem-gb 0.2`` (less than the interpreter and torch take) was taken in
+    silence: Nipype clips each step's reservation to it and runs them one at a time, so the run went
+    on as if the memory were there. Now one warning line says what a registration needs."""
+    import argparse
+
+    from geomorph_bids.cli import settings
+
+    monkeypatch.setattr(settings, "total_memory_gb", lambda: 64.0)
+    args = argparse.Namespace(nprocs=1, omp_nthreads=None, mem_gb=0.2, batch_size=None)
+    assert settings.validate_resources(args) == [
+        "--mem-gb 0.2 is less than one registration needs (about 0.45 GB at 10,242 vertices, 0.66 GB at 163,842): "
+        "registrations run one at a time, and may run out of memory where the machine or job has no more"]
+    assert args.mem_gb == 0.2 and capsys.readouterr().err.count("warning") == 1
+    enough = argparse.Namespace(nprocs=1, omp_nthreads=None, mem_gb=0.5, batch_size=None)
+    assert settings.validate_resources(enough) == []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
+from geomorph_bids.engine import device as device_module
 from geomorph_bids.engine.device import resolve_device
 
 
@@ -33,3 +36,51 @@ def test_a_cpu_device_with_an_index_and_none_are_read_as_torch_reads_them():
     assert resolve_device(None) == resolve_device("auto")
     with pytest.raises(ValueError, match="unknown device 'cpu:x'"):
         resolve_device("cpu:x")
+
+
+def test_cuda_is_counted_without_initialising_it_in_this_process(monkeypatch):
+    """torch.cuda.is_available() initialises the CUDA driver, and a process that has done so cannot
+    fork workers that use CUDA: the BIDS-App resolves --device in its main process, then Nipype's
+    MultiProc forks its workers, whose registrations each failed with torch's 'Cannot re-initialize
+    CUDA in forked subprocess' (torch's note on poisoned forks). The devices are counted through
+    torch.cuda.device_count(), which asks NVML and leaves CUDA alone."""
+    def poisons_fork():
+        raise AssertionError("torch.cuda.is_available() initialises CUDA in the parent")
+
+    monkeypatch.setattr(torch.cuda, "is_available", poisons_fork)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    # 'auto' asks torch whether it can use them (a driver too old for its CUDA build cannot) in a child
+    asked = []
+    monkeypatch.setattr(device_module, "_cuda_works_in_a_child", lambda python: asked.append(python) or True)
+    assert resolve_device("auto") == torch.device("cuda") and asked == [sys.executable]
+    monkeypatch.setattr(device_module, "_cuda_works_in_a_child", lambda python: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert resolve_device("CUDA:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match=r"^device 'cuda:2' requested but only 2 CUDA device\(s\) are visible$"):
+        resolve_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_an_empty_cuda_visible_devices_is_named(monkeypatch):
+    """CUDA_VISIBLE_DEVICES="" (a scheduler's job given no GPU, an unset variable expanded) hides
+    every GPU: --device cuda says so in its one line."""
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ValueError) as e:
+        resolve_device("cuda")
+    assert str(e.value) == ("device 'cuda' requested but CUDA is not available (no CUDA GPU is visible: "
+                            "CUDA_VISIBLE_DEVICES is set but empty); use device cpu or auto")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    with pytest.raises(ValueError, match=r"\(no CUDA GPU is visible\); use device cpu or auto$"):
+        resolve_device("cuda:0")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_the_child_process_asks_torch_itself():
+    """On this machine (no GPU, or one torch can use) the child's answer is torch's own."""
+    from geomorph_bids.engine.device import _cuda_works_in_a_child
+
+    assert _cuda_works_in_a_child(sys.executable) == torch.cuda.is_available()

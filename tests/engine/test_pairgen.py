@@ -114,7 +114,7 @@ def test_config_is_checked():
     assert PairGenConfig.from_dict(PairGenConfig().to_dict()) == PairGenConfig()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_generation_and_training_step(tmp_path, bank):
     torch.manual_seed(4)
     gen = PairGenerator(bank, device="cuda")

@@ -126,6 +126,24 @@ def test_resume_needs_the_state_file_and_the_same_model(data, tmp_path, one_line
     one_line(e, tmp_path / "a")
 
 
+def test_a_training_step_mixes_no_cpu_tensor_into_another_device():
+    """The loss of a training step (supervised, low-passed as register() low-passes it: the
+    unit grid, the smoothing, the fold barrier's faces) and its backward on the model's device:
+    on 'meta', as on CUDA, a CPU tensor mixed in raises. Before, the network's Gaussian kernels
+    raised there first (their autocast switch), so nothing of the step could be checked."""
+    from geomorph_bids.engine.train import _loss
+
+    torch.manual_seed(0)
+    model = GeoMorph(tiny_config(data_level=4, control_level=2, n_labels=12)).to("meta")
+    mov, fix = torch.randn(2, 2562, 1, device="meta"), torch.randn(2, 2562, 1, device="meta")
+    target = torch.randn(2, 2562, 3, device="meta")
+    for smoothed in (False, True):
+        cfg = TrainConfig(supervised=1.0, smoothed=smoothed, fold=10.0)
+        loss, warp, warped = _loss(model, mov, fix, cfg, [[0]], [1.0], False, target)
+        assert {loss.device.type, warp.device.type, warped.device.type} == {"meta"}
+        loss.backward()
+
+
 def test_device_errors():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in ("cpu", "cuda")

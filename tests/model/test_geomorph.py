@@ -326,7 +326,42 @@ def test_float64_model_keeps_float64_geometry():
     assert (out.warp.norm(dim=-1) - 1).abs().max().item() < 1e-10   # normalise() eps is 1e-12
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def _networks_for_another_device() -> list[GeoMorph]:
+    """The network kinds a lent GPU runs: the paper's label block, the correlation head without
+    it (what scripts/gpu_session.sh trains), a two-stage cascade of two channels."""
+    plain = tiny_config(data_level=4, control_level=2, n_labels=12)
+    stage = plain.stages[0]
+    corr = GeoMorphConfig(stages=(StageConfig(network=dataclasses.replace(stage.network, label_block=False),
+                                              label_level=4, crf_iterations=2, correlation=True,
+                                              correlation_channels=4),), data_level=4)
+    torch.manual_seed(0)
+    return [GeoMorph(plain), GeoMorph(corr), GeoMorph(tiny_config(in_channels=2, control_level=(2, 3)))]
+
+
+def test_the_network_mixes_no_cpu_tensor_into_another_device():
+    """What a GPU run would meet first, found here without one: every tensor of a forward pass
+    (training, with its backward, and inference through ``encode_fixed``) on the module's device.
+    On torch's 'meta' device, as on CUDA, an operation that mixes in a CPU tensor (a table made
+    without ``device=``) raises; the Gaussian kernels' autocast switch raised there for any device
+    type without autocast ('unsupported scalarType'), before any such check could run."""
+    for model in _networks_for_another_device():
+        model = model.to("meta")
+        k = model.config.in_channels
+        mov, fix = torch.randn(2, 2562, k, device="meta"), torch.randn(2, 2562, k, device="meta")
+        out = model(mov, fix)
+        assert out.warp.device.type == "meta" and out.warped.device.type == "meta"
+        (out.warp.sum() + out.warped.sum()).backward()
+        assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters()
+                   if p.requires_grad and p.grad is not None)
+        with torch.inference_mode():
+            enc = model.encode_fixed(fix)
+            assert model(mov, fix, encoded=enc, warped=False).warp.device.type == "meta"
+        # the check bites: a CPU table in the module is refused on 'meta' as on CUDA
+        with pytest.raises((RuntimeError, NotImplementedError)):
+            _ = out.warp + torch.ones(out.warp.shape)
+
+
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     model = make_model(in_channels=2, control_level=(2, 3))
     g = torch.Generator().manual_seed(6)

@@ -59,7 +59,7 @@ def test_cpu_sampling_still_uses_the_kd_tree():
     assert torch.equal(s(vals, pts), plain(vals, pts))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_sampling_matches_cpu():
     level = 6
     pts = torch.randn(4, 30000, 3, dtype=torch.float32)

@@ -148,7 +148,7 @@ def test_optimise_warp_follows_the_autograd_descent(monkeypatch, refine):
     assert np.median(angle) < 1e-3 and angle.max() < 0.05
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_written_stage_on_cuda_equals_cpu():
     """The same loss and gradient on a GPU (its own look-up: the icosphere hierarchy)."""
     cfg = OptimiseConfig(bend_total=True, areal=0.5)
