@@ -409,6 +409,23 @@ def test_container_commands_bind_tmpdir_with_a_default() -> None:
     assert not bare, bare
 
 
+def test_windows_shell_commands_are_whole_lines_without_bash_syntax() -> None:
+    """fix-am: the README's container commands were bash only: PowerShell and cmd do not continue a
+    line with `\\`, have no `$(id -u)`, and name the current folder `${PWD}` / `%cd%`, not `$PWD`.
+    A PowerShell block now gives the example and the bound-dataset runs, each a whole line, and
+    each of its container runs parses as a geomorph-bids command."""
+    blocks = [(doc.name, block) for doc in DOCS for block in _blocks(doc, "powershell")]
+    assert any("docker run" in block for _, block in blocks), "no PowerShell form of the container commands"
+    for name, block in blocks:
+        for line in block.splitlines():
+            assert not line.rstrip().endswith("\\"), f"{name}: {line}"
+            assert "$(" not in line and "$PWD" not in line and "id -u" not in line, f"{name}: {line}"
+            if line.startswith("docker run"):
+                words = shlex.split(line.replace("\\", "/"))
+                image = next(i for i, w in enumerate(words) if w.startswith("geomorph-bids:"))
+                _parser("geomorph-bids").parse_args(words[image + 1:])
+
+
 def _split_arguments(text: str) -> list[tuple[str, bool]] | None:
     """(name, given by keyword) of each argument of a documented call ``a, b=1, *, c=(1, 2)``, or None
     when it is prose."""

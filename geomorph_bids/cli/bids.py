@@ -51,7 +51,7 @@ from .group_level import run_group, run_reports_only  # noqa: E402
 from .preflight import (REPORTS_LOCK, folder_lock, lock_participants, participant_locks, preflight,  # noqa: E402
                         remove_if_empty)
 from .reporting import build_reports, print_reports, print_summary  # noqa: E402
-from .selection import collect_jobs, inputs_line, refuse_names_too_long  # noqa: E402
+from .selection import collect_jobs, inputs_line, refuse_case_twins, refuse_names_too_long  # noqa: E402
 from .settings import absolute_paths, resolve_settings, validate_arguments, validate_resources  # noqa: E402
 
 __all__ = ["main", "run_participant", "run_group", "run_reports_only"]
@@ -399,7 +399,8 @@ def run_participant(args) -> int:
         clock.lap("settings")
         jobs, failures = collect_jobs(args, config.features, inputs, forbidden=(output_dir, work_dir))
         jobs, too_long = refuse_names_too_long(jobs, config)  # found later, it ended the whole run
-        failures += too_long
+        jobs, twins = refuse_case_twins(jobs, config.output_dir)  # bert and Bert: one folder on macOS
+        failures += too_long + twins
         clock.lap("discovery")
     except BaseException:
         for folder in created:

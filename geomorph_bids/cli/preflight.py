@@ -39,7 +39,7 @@ from .interrupts import pid_alive
 
 __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max",
            "work_dir_too_deep",
-           "preflight", "remove_if_empty", "RunLocks", "lock_participants", "participant_runs_active",
+           "preflight", "remove_if_empty", "names_fold_case", "RunLocks", "lock_participants", "participant_runs_active",
            "folder_lock", "REPORTS_LOCK", "participant_lock_holder", "ParticipantLocks", "participant_locks"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
@@ -233,6 +233,25 @@ def path_max(folder: Path) -> int:
         return int(os.pathconf(folder, "PC_PATH_MAX")) - 1
     except (OSError, ValueError, TypeError):
         return 4095
+
+
+def names_fold_case(folder: Path) -> bool:
+    """Whether the file system of ``folder`` (an existing folder) does not tell names in another
+    letter case apart (macOS's and Windows' defaults, exFAT, SMB shares, ext4 with casefold): the
+    nearest of ``folder`` and its parents on the same file system whose name holds a letter is
+    looked up in the other case. Nothing is written; False where no such name is there."""
+    folder = Path(folder).absolute()
+    try:
+        device = folder.stat().st_dev
+        for p in (folder, *folder.parents):
+            if p.stat().st_dev != device:
+                return False
+            other = p.with_name(p.name.swapcase()) if p.name else p
+            if other != p:
+                return other.exists() and os.path.samefile(p, other)
+    except OSError:
+        return False
+    return False
 
 
 def work_dir_too_deep(work_dir: Path, subject: str, session: str | None) -> str | None:

@@ -19,7 +19,7 @@ from .failures import Failure
 from .paths import InputFolders
 from .preflight import name_max, path_max, work_dir_too_deep
 
-__all__ = ["read_filter", "collect_jobs", "inputs_line", "ANY", "NO_SESSION", "anatomical_sessions", "refuse_names_too_long", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
+__all__ = ["read_filter", "collect_jobs", "inputs_line", "ANY", "NO_SESSION", "anatomical_sessions", "refuse_names_too_long", "refuse_case_twins", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
            "OTHER_QUERIES"]
 
 
@@ -304,6 +304,23 @@ def _case_twin(folder: Path) -> Path | None:
     return twin if twin.name != folder.name and twin.is_dir() else None
 
 
+def _trailing_blank(folder: Path, what: str = "subject folder") -> str | None:
+    """One line for a subject folder whose name ends in spaces or dots (``'sub-01 '``, ``sub-02.``),
+    or None for any other name. Windows drops such endings (Explorer shows ``sub-01``), so the name
+    looks right there; a zip made on Windows, or a script's stray space, keeps them on Linux and
+    macOS, where the label no longer reads."""
+    bare = folder.name.rstrip(" .")
+    if bare == folder.name or not bare:
+        return None
+    ends = "a space" if folder.name.endswith(" ") else "a dot"
+    head = (f"{what} {shlex.quote(str(folder))} is not processed: its name ends in {ends} "
+            "(which Windows does not show: a folder unzipped from a Windows zip?)")
+    twin = folder.parent / bare
+    if twin.exists():
+        return f"{head}; {bare} is there as well: remove the one that is not wanted"
+    return f"{head}; rename it (mv {shlex.quote(str(folder))} {shlex.quote(str(twin))})"
+
+
 def _not_fetched(path: Path) -> bool:
     """A link to content that is not there (an annexed file not fetched) or a git-annex pointer:
     what the run reads then depends on what was fetched, so it is an error, never left out."""
@@ -395,7 +412,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
     # of found labels, each task of a SLURM array, never lists a cohort's folders)
     say_unlabelled = not subjects or not args.participant_label
     unlabelled = unlabelled_subjects(bids_dir, fs_dir, deriv) if say_unlabelled else []
-    advice = [_longitudinal(p) or
+    advice = [_longitudinal(p) or _trailing_blank(p, "FreeSurfer subject folder") or
               f"FreeSurfer subject folder {p} is not processed: "
               + ("its name is not sub-<label>[_ses-<label>] (labels of letters and digits only; a longitudinal "
                  "run's folder?)" if p.name.startswith("sub-") else
@@ -405,7 +422,7 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
                  if (twin := _case_twin(p)) is not None else
                  f"; link it under one (ln -s {shlex.quote(p.name)} {shlex.quote(str(p.parent / label_for(p.name)))})")
               for p in unlabelled]
-    advice += [f"subject folder {p} is not processed: "
+    advice += [_trailing_blank(p) or f"subject folder {p} is not processed: "
                + (f"its label {p.name[4:].split('_', 1)[0]!r} is not a BIDS label (letters and digits only)"
                   if p.name.startswith("sub-") else
                   "its name does not start with 'sub-' in lower case (names are case-sensitive)")
@@ -439,11 +456,21 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
         sessions = [s for s in sessions if s != NO_SESSION]
     hemis = tuple(args.hemi)
 
+    blank_named: list[list[Path]] = []  # subject folders whose names end in a space or dot, once listed
+
     def reason(subject: str, exc: InputError) -> str:
         why = exc.reason if exc.path is None else f"{exc.path}: {exc.reason}"
         links = [f"{p} is {what}" for p, what in broken if p.name in (f"sub-{subject}", subject)]
         if links and subject not in known():  # there, but a link to nothing: not "not found"
             return f"{'; '.join(links)}; {why}"
+        if subject not in known():  # there, its name ending in a space or dot: not "not found"
+            if not blank_named:  # listed once, and only where a label is not found
+                blank_named.append([p for p in (*unlabelled_subjects(bids_dir, fs_dir, deriv),
+                                                *unlabelled_folders(bids_dir, fs_dir, deriv))
+                                    if p.name != p.name.rstrip(" .")])
+            blank = [_trailing_blank(p) for p in blank_named[0] if p.name.rstrip(" .") in (f"sub-{subject}", subject)]
+            if blank:
+                return f"{'; '.join(filter(None, blank))}; {why}"
         return why if subject in known() else f"{_not_found(known(), label=subject)}; {why}"
 
     jobs, failures = [], []
@@ -591,6 +618,34 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
             why = exc.reason if isinstance(exc, InputError) else " ".join(str(exc).split())
             failures.append(Failure(subject, None, ",".join(hemis), why))
     return jobs, failures
+
+
+def refuse_case_twins(jobs: list, output_dir: Path) -> tuple[list, list[Failure]]:
+    """``jobs`` without the participants whose labels differ from another's in letter case only
+    (FreeSurfer's ``bert`` and ``Bert``) when the output folder's file system does not tell such
+    names apart (:func:`~geomorph_bids.cli.preflight.names_fold_case`: macOS, Windows, exFAT, SMB):
+    there ``sub-bert`` and ``sub-Bert`` are one folder, and the second participant's outputs would
+    overwrite the first's in silence. A :class:`Failure` for each of their hemispheres; the others run."""
+    from .preflight import names_fold_case
+
+    groups: dict[str, set[str]] = {}
+    for job in jobs:
+        groups.setdefault(job.subject.casefold(), set()).add(job.subject)
+    twins = {s: sorted(g) for g in groups.values() if len(g) > 1 for s in g}
+    if not twins or not names_fold_case(output_dir):
+        return jobs, []
+    kept, failures = [], []
+    for job in jobs:
+        if job.subject not in twins:
+            kept.append(job)
+            continue
+        others = ", ".join(f"sub-{s}" for s in twins[job.subject] if s != job.subject)
+        why = (f"sub-{job.subject} and {others} differ only in letter case, and the file system of {output_dir} "
+               "does not tell such names apart (macOS, Windows, exFAT, SMB): their outputs would overwrite each "
+               "other; rename one participant's folder, or write to a case-sensitive output folder")
+        failures += [Failure(job.subject, job.session, hemi, why)
+                     for hemi in (sorted(job.inputs.hemis) or ["L,R"])]
+    return kept, failures
 
 
 def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:

@@ -388,9 +388,21 @@ def read_bounded(path: str | Path, limit: int, what: str = "file of this kind", 
 
 def read_text_bounded(path: str | Path, limit: int = DOCUMENT_MAX_BYTES, what: str = "document", *,
                       timeout_s: float | None = READ_TIMEOUT_S) -> str:
-    """:func:`read_bounded`, decoded as UTF-8 (a UTF-8 byte-order mark is dropped); InputError
-    naming the file when it is not valid UTF-8."""
+    """:func:`read_bounded`, decoded as UTF-8 (a UTF-8 byte-order mark is dropped), or as UTF-16
+    where the file opens with UTF-16's byte-order mark (what Windows PowerShell 5's ``>`` and
+    ``Out-File``, Notepad's "Unicode" and Excel's "Unicode text" write); InputError naming the
+    file when it is neither, or UTF-16 without a byte-order mark (which is not guessed)."""
     raw = read_bounded(path, limit, what, timeout_s=timeout_s)
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            raise InputError("is not valid UTF-16 text, though it opens with UTF-16's byte-order mark "
+                             "(damaged, or cut at an odd byte): save it again as UTF-8", path=path) from None
+    head = raw[:64]
+    if len(head) >= 4 and (head[1::2].count(0) == len(head[1::2]) or head[0::2].count(0) == len(head[0::2])):
+        raise InputError("is UTF-16 text without a byte-order mark (every other byte is 0): save it as "
+                         "UTF-8 (in PowerShell: Set-Content -Encoding utf8)", path=path)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

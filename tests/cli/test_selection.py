@@ -336,3 +336,101 @@ def test_a_warning_of_per_session_anatomy_is_said_once(tmp_path, recwarn):
     assert [(j.subject, j.session) for j in jobs] == [("01", "1")] and not failures
     lines = [str(w.message) for w in recwarn if issubclass(w.category, InputChoiceWarning)]
     assert len(lines) == 1 and lines[0].startswith("sub-01 ses-1 hemi-L: registering ")
+
+
+def test_files_saved_as_utf16_on_windows_are_read_as_their_text(tmp_path):
+    """fix-am: a filter file made in Windows PowerShell 5 (``'{...}' > filter.json`` writes UTF-16 LE
+    with a byte-order mark and CRLF) was refused (``is not UTF-8 text (byte 0xff at offset 0)``), and
+    a dataset_description.json saved by Notepad as "Unicode" was left unread in silence: its
+    DatasetDOI missing from the derivatives' SourceDatasets. Both are read now."""
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01",), session="1")
+    make_dataset(tmp_path / "bids", "smriprep", subjects=("01",), session="2")
+    desc = bids / "dataset_description.json"
+    doc = {"Name": "caf\u00e9", "BIDSVersion": "1.9.0", "DatasetDOI": "doi:10.0/x"}
+    desc.write_bytes(json.dumps(doc, ensure_ascii=False).encode("utf-16"))
+    filt = tmp_path / "filter.json"
+    filt.write_bytes(b"\xff\xfe" + '{"t1w": {"session": "1"}}\r\n'.encode("utf-16-le"))
+    out = tmp_path / "out"
+    code, _, err = run(bids, out, "participant", "--bids-filter-file", filt, "--hemi", "L", "--model", "rigid",
+                       "-w", tmp_path / "w", "--nprocs", "1", "--reports", "deferred")
+    assert code == 0, err
+    assert (anat(out, "01", "1") / "sub-01_ses-1_hemi-L_space-fsLR_desc-geomorph_metrics.json").is_file()
+    assert not (out / "sub-01" / "ses-2").exists()
+    made = json.loads((out / "dataset_description.json").read_text())
+    assert made["SourceDatasets"][0] == {"URL": "bids:raw:", "DOI": "doi:10.0/x"}
+
+
+def test_subject_folders_whose_names_end_in_a_space_or_dot_are_named_with_the_rename(tmp_path, recwarn):
+    """fix-am: a dataset unzipped from a Windows zip (Windows drops a name's trailing spaces and dots,
+    so Explorer showed ``sub-01``): FreeSurfer's ``'sub-01 '`` was offered a link under ``sub-01 ``'s
+    label ("its name is not sub-<label> ... a longitudinal run's folder?"), printed with its space
+    invisible; sMRIPrep's ``sub-02.`` was "label '02.' is not a BIDS label"; and
+    ``--participant-label 01`` said ``not found; available: none``. Now each line says what ends the
+    name and how to rename it, and the label's FAILED line opens with it."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import SubjectWarning, collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01",))
+    make_dataset(tmp_path / "bids", "smriprep", subjects=("02", "03"))
+    fs, smriprep = bids / "derivatives" / "freesurfer", bids / "derivatives" / "smriprep"
+    (fs / "sub-01").rename(fs / "sub-01 ")
+    (smriprep / "sub-02").rename(smriprep / "sub-02.")
+    args = build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"])
+    jobs, failures = collect_jobs(args, ["sulc"])
+    assert [j.subject for j in jobs] == ["03"] and not failures
+    space = f"'{fs / 'sub-01 '}'"
+    assert sorted(str(w.message) for w in recwarn if issubclass(w.category, SubjectWarning)) == [
+        f"FreeSurfer subject folder {space} is not processed: its name ends in a space (which Windows does not "
+        f"show: a folder unzipped from a Windows zip?); rename it (mv {space} {fs / 'sub-01'})",
+        f"subject folder {smriprep / 'sub-02.'} is not processed: its name ends in a dot (which Windows does not "
+        f"show: a folder unzipped from a Windows zip?); rename it (mv {smriprep / 'sub-02.'} {smriprep / 'sub-02'})"]
+    args = build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant", "--participant-label", "01"])
+    jobs, failures = collect_jobs(args, ["sulc"])
+    assert [f.reason for f in failures][0].startswith(
+        f"subject folder {space} is not processed: its name ends in a space (which Windows does not show")
+
+
+def test_labels_differing_only_in_case_are_refused_on_an_output_folder_that_folds_case(tmp_path, monkeypatch):
+    """fix-am: FreeSurfer's ``sub-ab`` and ``sub-AB`` (two subjects on Linux) written to an output
+    folder on macOS, Windows, exFAT or SMB: ``sub-ab`` and ``sub-AB`` are one folder there, and the
+    second participant's outputs overwrote the first's without a word, exit 0. Now both fail on one
+    line each (the other participants run); on a case-sensitive folder both are written as before.
+    No such file system can be mounted here: ``names_fold_case`` is made to answer as one would, and
+    is checked to answer False here and True through a case-folding lookup."""
+    import os
+
+    from geomorph_bids.cli import preflight
+    from geomorph_bids.cli.selection import refuse_case_twins
+
+    assert preflight.names_fold_case(tmp_path) is False
+    real = os.path.samefile
+    (tmp_path / "Out").mkdir()
+    monkeypatch.setattr(os.path, "samefile", lambda a, b: True)
+    monkeypatch.setattr(type(tmp_path), "exists", lambda self: True)
+    assert preflight.names_fold_case(tmp_path / "Out") is True
+    monkeypatch.undo()
+    assert os.path.samefile is real
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01", "02", "03"))
+    fs = bids / "derivatives" / "freesurfer"
+    (fs / "sub-01").rename(fs / "sub-ab")
+    (fs / "sub-02").rename(fs / "sub-AB")
+    out = tmp_path / "out"
+    args = ("participant", "--hemi", "L", "--model", "rigid", "-w", tmp_path / "w", "--nprocs", "1",
+            "--reports", "deferred")
+    monkeypatch.setattr(preflight, "names_fold_case", lambda folder: True)
+    code, _, err = run(bids, out, *args)
+    assert code == 1, err
+    failed = [line.strip() for line in err.splitlines() if line.strip().startswith("FAILED")]
+    assert failed == [f"FAILED sub-{s} hemi-L: sub-{s} and sub-{o} differ only in letter case, and the file system "
+                      f"of {out} does not tell such names apart (macOS, Windows, exFAT, SMB): their outputs would "
+                      "overwrite each other; rename one participant's folder, or write to a case-sensitive output "
+                      "folder" for s, o in (("AB", "ab"), ("ab", "AB"))], err
+    assert (anat(out, "03") / "sub-03_hemi-L_space-fsLR_desc-geomorph_metrics.json").is_file()
+    assert not (out / "sub-ab").exists() and not (out / "sub-AB").exists()
+    jobs = [type("J", (), {"subject": s, "session": None})() for s in ("ab", "03")]
+    assert refuse_case_twins(jobs, out) == (jobs, [])  # no twins: the file system is not even asked
+    monkeypatch.setattr(preflight, "names_fold_case", lambda folder: False)
+    code, _, err = run(bids, tmp_path / "out2", *args)
+    assert code == 0, err
+    assert (anat(tmp_path / "out2", "AB") / "sub-AB_hemi-L_space-fsLR_desc-geomorph_metrics.json").is_file()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import os
 import resource
 import threading
@@ -205,6 +206,33 @@ def test_non_utf8_and_bad_json_name_the_file(tmp_path):
     bad.write_text('{"subject": ')
     with pytest.raises(InputError, match="is not valid JSON"):
         limits.read_json_bounded(bad)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_text_from_windows_is_read_with_its_byte_order_mark_and_named_without(tmp_path, encoding):
+    """fix-am: Windows PowerShell 5's ``>`` and ``Out-File``, Notepad's "Unicode" and Excel's
+    "Unicode text" write UTF-16 with a byte-order mark: a filter file made so was refused as
+    ``not UTF-8 text (byte 0xff at offset 0)``, and a dataset_description.json so saved was left
+    unread in silence (its DatasetDOI lost). Without the mark, JSON said ``Expecting property name
+    ... column 2`` (the NUL after ``{``). Now the mark's UTF-16 is read; without one, one line says so."""
+    doc = {"t1w": {"session": "1", "subject": "caf\u00e9"}}
+    path = tmp_path / "filter.json"
+    bom = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}.get(encoding, b"")
+    path.write_bytes(bom + (json.dumps(doc, ensure_ascii=False) + "\r\n").encode(encoding))
+    assert limits.read_json_bounded(path) == doc
+    for enc in ("utf-16-le", "utf-16-be"):  # the same text with no byte-order mark
+        path.write_bytes((json.dumps(doc) + "\r\n").encode(enc))
+        with pytest.raises(InputError, match=r"is UTF-16 text without a byte-order mark \(every other byte is 0\): "
+                                             r"save it as UTF-8") as e:
+            limits.read_json_bounded(path)
+        _one_line(e, path)
+    path.write_bytes(b"\xff\xfe" + "{}".encode("utf-16-le") + b"\x00\xd8")  # a lone surrogate half
+    with pytest.raises(InputError, match="is not valid UTF-16 text, though it opens with UTF-16's byte-order mark"):
+        limits.read_json_bounded(path)
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}')  # UTF-8's mark, and plain ASCII, as before
+    assert limits.read_json_bounded(path) == {"a": 1}
+    path.write_bytes(b'{"a": 1}')
+    assert limits.read_json_bounded(path) == {"a": 1}
 
 
 def test_normal_files_read_as_before(tmp_path):
