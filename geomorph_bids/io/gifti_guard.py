@@ -121,7 +121,9 @@ class _Scan:
         except ValueError:
             raise InputError(f"GIFTI data array {k} holds invalid base64", path=self.path) from None
         inflated = decompress_bounded(packed, self.size, self.path, wbits=15,
-                                      bound=f"the size data array {k} declares ({self.dims})")
+                                      bound=f"the size data array {k} declares ({self.dims})",
+                                      why="its dimensions were edited or the file is damaged; or a decompression "
+                                          "bomb: re-create or re-copy the file")
         if len(inflated) != self.size:
             raise InputError(f"GIFTI data array {k} holds {len(inflated)} bytes, its dimensions "
                              f"{self.dims} need {self.size}; the file is truncated or corrupted", path=self.path)

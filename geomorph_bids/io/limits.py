@@ -428,10 +428,12 @@ def read_json_bounded(path: str | Path, limit: int = DOCUMENT_MAX_BYTES, what: s
 
 
 def decompress_bounded(data: bytes, limit: int, path: str | Path, *, wbits: int = 31,
-                       bound: str = "the most geomorph-bids accepts") -> bytes:
+                       bound: str = "the most geomorph-bids accepts",
+                       why: str = "a decompression bomb?") -> bytes:
     """Decompress gzip (``wbits=31``, several members allowed) or zlib (``wbits=15``) ``data``
     to at most ``limit`` bytes; InputError naming ``path`` when the result would be larger (a
-    decompression bomb; ``bound`` says what the limit is) or the stream is truncated or corrupted."""
+    decompression bomb; ``bound`` says what the limit is, ``why`` what the likely cause is) or
+    the stream is truncated or corrupted."""
     kind = "gzip stream" if wbits == 31 else "zlib-compressed data"
     out: list[bytes] = []
     total = 0
@@ -444,7 +446,7 @@ def decompress_bounded(data: bytes, limit: int, path: str | Path, *, wbits: int 
             out.append(chunk)
             if total > limit or d.unconsumed_tail:
                 raise InputError(f"decompresses to more than {human_bytes(limit)}, {bound} "
-                                 "(a decompression bomb?)", path=path)
+                                 f"({why})", path=path)
             if not d.eof:
                 raise InputError(f"{kind} is truncated; re-create or re-copy the file", path=path)
             rest = d.unused_data if wbits == 31 else b""

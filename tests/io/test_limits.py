@@ -144,6 +144,20 @@ def test_zlib_bomb_inside_a_gifti_data_array(tmp_path):
     _one_line(e, bomb)
 
 
+def test_a_compressed_gifti_array_with_fewer_dimensions_than_its_data_says_so_plainly(tmp_path):
+    """fix-ak's left list: a GZipBase64Binary array whose Dim0 was edited smaller than its data was
+    called 'a decompression bomb?' and nothing else; now the likelier causes come first."""
+    path = _sphere_file(tmp_path / "s.surf.gii")
+    xml = path.read_bytes()
+    assert b'Dim0="162"' in xml and b"GZipBase64Binary" in xml
+    edited = tmp_path / "edited.surf.gii"
+    edited.write_bytes(xml.replace(b'Dim0="162"', b'Dim0="100"', 1))
+    with pytest.raises(InputError, match=r"data array 0 declares .*its dimensions were edited or the file is "
+                                         r"damaged") as e:
+        read_sphere(edited)
+    _one_line(e, edited)
+
+
 def test_declared_dimensions_beyond_the_bound(tmp_path):
     path = _sphere_file(tmp_path / "s.surf.gii")
     xml = path.read_bytes()
