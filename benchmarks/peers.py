@@ -113,9 +113,11 @@ def _threads_from_argv(default: int = 2) -> str:
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, _threads_from_argv())
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-# as the commands run (cli.machine.threads_wait_passively): spinning OpenMP threads slowed the
-# network 5-8x on a busy host, so a timing from this script differed from the command's
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from geomorph_bids.cli.machine import threads_wait_passively  # noqa: E402
+
+# as the commands run: spinning OpenMP threads slowed the network 5-8x on a busy host, so a timing
+# from this script differed from the command's (before numpy and torch start OpenMP)
+threads_wait_passively()
 
 import numpy as np  # noqa: E402
 

@@ -25,8 +25,8 @@ def console_script(name: str) -> tuple[str, str]:
     raise KeyError(name)
 
 
-#: the child: SIGINT (Ctrl-C) to itself when ``module`` is first imported, then the console script's code
-_CHILD = """
+#: a child's start: SIGINT (Ctrl-C) to itself when the module ``when`` is first imported
+_CTRL_C_AT_IMPORT = """
 import os, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever the test runner's
 
@@ -37,7 +37,10 @@ class _CtrlC:
         return None
 
 sys.meta_path.insert(0, _CtrlC())
-sys.argv[0] = {name!r}
+"""
+
+#: the child for a console script: its code, after :data:`_CTRL_C_AT_IMPORT`
+_CHILD = _CTRL_C_AT_IMPORT + """sys.argv[0] = {name!r}
 from {module} import {function}
 sys.exit({function}())
 """
@@ -69,17 +72,7 @@ def test_ctrl_c_while_a_command_starts_is_one_line(name, args, when, detail, tmp
 
 
 #: the child for ``python -m <module>``: runpy runs the module as ``__main__`` as ``-m`` does
-_CHILD_M = """
-import os, runpy, signal, sys
-signal.signal(signal.SIGINT, signal.default_int_handler)
-
-class _CtrlC:
-    def find_spec(self, name, path=None, target=None):
-        if name == {when!r}:
-            os.kill(os.getpid(), signal.SIGINT)
-        return None
-
-sys.meta_path.insert(0, _CtrlC())
+_CHILD_M = _CTRL_C_AT_IMPORT + """import runpy
 sys.argv[0] = "-m"
 runpy._run_module_as_main({module!r})
 """

@@ -191,20 +191,8 @@ def test_a_gate_metric_that_is_no_number_costs_its_row(tmp_path, key, value, say
     ``areal_p95_abs: "huge"`` or ``n_folded: -3`` was a row judged ok, exit 0, in the group
     table and in ``--reports-only``. Now each is one FAILED line, as a correlation that is no
     number already was; null (not measured) still passes."""
-    from geomorph_bids.reports.group_table import group_rows
-
-    anat = tmp_path / "sub-01" / "anat"
-    anat.mkdir(parents=True)
-    path = anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json"
-    text = ('{"subject": "01", "session": null, "hemi": "L", "registration": {"registration_features": ["sulc", '
-            '"curv"], "cc_sulc_after": 0.9, "areal_p95_abs": null, "%s": %s}}')
-    path.write_text(text % (key, value))
-    _sphere_beside(path)
-    unreadable: list[str] = []
-    assert group_rows(tmp_path, unreadable=unreadable) == []
-    assert len(unreadable) == 1 and says in unreadable[0] and str(path) in unreadable[0], unreadable
-    path.write_text(text % (key, "null" if key != "n_folded" else "0"))
-    assert len(group_rows(tmp_path, unreadable=unreadable)) == 1 and len(unreadable) == 1
+    _edited_value_costs_its_row(tmp_path, '"areal_p95_abs": null, "%s": %s', key, value,
+                                "null" if key != "n_folded" else "0", says)
 
 
 @pytest.mark.parametrize("key, value, says", [
@@ -223,19 +211,26 @@ def test_a_plotted_or_gated_number_beyond_what_it_can_be_costs_its_row_not_the_g
     whole group level on `error: arange: cannot compute length` (no file named, no page for anyone), and
     10**30 with a TypeError traceback from the page's figure. Now each is one FAILED line naming the file,
     its row left out, the others' page built."""
+    _edited_value_costs_its_row(tmp_path, '"%s": %s', key, value, "0", says)
+
+
+def _edited_value_costs_its_row(tmp_path: Path, entries: str, key: str, bad: str, good: str, says: str) -> None:
+    """sub-01's metrics with ``entries % (key, bad)`` among its registration's numbers: refused on
+    one line that says ``says`` and names the file, no row; with ``good`` instead: one row, and
+    nothing more refused."""
     from geomorph_bids.reports.group_table import group_rows
 
     anat = tmp_path / "sub-01" / "anat"
     anat.mkdir(parents=True)
     path = anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json"
     text = ('{"subject": "01", "session": null, "hemi": "L", "registration": {"registration_features": ["sulc", '
-            '"curv"], "cc_sulc_after": 0.9, "%s": %s}}')
-    path.write_text(text % (key, value))
+            '"curv"], "cc_sulc_after": 0.9, ' + entries + '}}')
+    path.write_text(text % (key, bad))
     _sphere_beside(path)
     unreadable: list[str] = []
     assert group_rows(tmp_path, unreadable=unreadable) == []
     assert len(unreadable) == 1 and says in unreadable[0] and str(path) in unreadable[0], unreadable
-    path.write_text(text % (key, "0"))
+    path.write_text(text % (key, good))
     assert len(group_rows(tmp_path, unreadable=unreadable)) == 1 and len(unreadable) == 1
 
 
