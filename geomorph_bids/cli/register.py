@@ -31,7 +31,7 @@ from ..io.digest import software_id
 from ..io.discover import FEATURES
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit, interrupted
-from .interrupts import Interrupted, stop_on_signals
+from .interrupts import Interrupted, pid_alive, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
                       threads_wait_passively, threads_within_usable_cpus, address_space_problem, out_of_memory)
 from .messages import one_line_warnings, reader_may_go_away
@@ -312,12 +312,8 @@ def _left_by_a_killed_run(folder: Path, now: float) -> str | None:
     if isinstance(owner, dict) and owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int) \
             and not isinstance(owner["pid"], bool) and owner["pid"] > 0 and owner.get("pidns") == _pid_namespace():
         pid = owner["pid"]
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):
             return f"its process {pid} has ended"
-        except OSError:  # another user's live process
-            pass
         start = _process_start(pid)
         if owner.get("start") is not None and start is not None and start != owner["start"]:
             return f"its process {pid} has ended (the id is another process's now)"
