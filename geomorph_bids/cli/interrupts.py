@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["STOP_SIGNALS", "GRACE_S", "REDELIVER_S", "Interrupted", "stop_on_signals", "stop_children", "descendants", "pid_alive"]
+__all__ = ["STOP_SIGNALS", "GRACE_S", "REDELIVER_S", "Interrupted", "stop_on_signals", "stop_children", "descendants",
+           "pid_alive"]
 
 #: the signals that stop a run politely
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
