@@ -69,6 +69,34 @@ def closest_name(given: str, names: Iterable[str], cutoff: float = 0.6) -> str |
     return spelled[close[0]] if close else None
 
 
+def user_words(uid: int) -> str:
+    """``labuser (uid 1001)``; ``uid 1001`` for a uid without a passwd entry (``docker run -u``)."""
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (KeyError, OSError):
+        return f"uid {uid}"
+
+
+def owner_words(path: str | Path) -> str:
+    """Who owns ``path`` and its mode, as a lab member would ask about it: ``labuser (uid 1001),
+    group lab, mode 0755``; '' when it cannot be looked at."""
+    import grp
+    import os
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return ""
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except (KeyError, OSError):
+        group = f"gid {st.st_gid}"
+    return f"{user_words(st.st_uid)}, group {group}, mode {stat.S_IMODE(st.st_mode):04o}"
+
+
 def describe_os_error(exc: OSError) -> str:
     """One line for an OSError that says what happened in words, then the file:
     ``no space left on device (disk full) writing /out/x.json``."""

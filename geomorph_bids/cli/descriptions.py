@@ -12,7 +12,7 @@ from typing import Any
 from .. import __version__
 from ..derivatives import BIDSIGNORE, CITATION, DATASET_DESCRIPTION, README, bidsignore_lines
 from ..errors import InputError
-from ..io.atomic import atomic_write_bytes
+from ..io.atomic import atomic_write_bytes, shared_folder
 from ..io.limits import read_json_bounded, read_text_bounded
 from .preflight import folder_lock
 
@@ -218,6 +218,7 @@ def write_citation(output_dir: Path, config) -> Path:
         methods, references = f"{methods.rstrip()}\n{credit}\n", f"{references.rstrip()}\n{credit_refs}"
         text = f"{methods}{_REFERENCES}{references}"
     with folder_lock(output_dir, "citation"):
+        shared_folder((output_dir / CITATION).parent)  # logs/: every member's runs write there (crash files too)
         return _add_methods(output_dir / CITATION, text, methods, references)
 
 

@@ -34,8 +34,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Iterator, Sequence
 
-from ..errors import InputError
+from ..errors import InputError, owner_words, user_words
+from ..io.atomic import share_file, shared_folder
 from .interrupts import pid_alive
+from .messages import shell_word
 
 __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max",
            "work_dir_too_deep",
@@ -130,6 +132,25 @@ def _container_hint(role: str, folder: Path, err: int) -> str:
             "writable for that uid")
 
 
+def _owner_hint(path: Path, err: int | None) -> str:
+    """For a permission error (``err``: EACCES/EPERM) on ``path``, or on its nearest existing folder,
+    that belongs to another user (a lab member's folder in a shared one): whose it is, who this run
+    is, and what either can do. Empty for other errors, for this user's own, and inside our image
+    (:func:`_container_hint` speaks of the ``docker run`` line there)."""
+    if err not in (errno.EACCES, errno.EPERM) or os.environ.get("GEOMORPH_CONTAINER"):
+        return ""
+    near = Path(path).absolute()
+    while not os.path.lexists(near) and near != near.parent:
+        near = near.parent
+    try:
+        if os.lstat(near).st_uid == os.geteuid():
+            return ""
+    except OSError:
+        return ""
+    return (f"; {near} belongs to {owner_words(near)} and this run is {user_words(os.geteuid())}: its owner can "
+            f"make it writable for the group (chmod -R g+w {shell_word(near)}), or use a folder of your own")
+
+
 def check_writable(folder: Path, role: str, min_free_mb: float | None = None) -> bool:
     """Make sure ``folder`` (the ``role`` folder: "output" or "work") can be written.
 
@@ -150,21 +171,21 @@ def check_writable(folder: Path, role: str, min_free_mb: float | None = None) ->
             why = ("a loop of symbolic links" if exc.errno == errno.ELOOP else
                    f"a link to {target}, which does not exist: create that folder, or give another")
             raise InputError(f"cannot create the {role} directory: it is {why}", path=folder) from None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
+    try:  # in a lab's group-writable folder, writable for the group too: the others' runs add participants
+        shared_folder(folder, repair=False)
     except OSError as exc:
-        hint = _container_hint(role, folder, exc.errno)
+        hint = _container_hint(role, folder, exc.errno) + _owner_hint(folder, exc.errno)
         raise InputError(f"cannot create the {role} directory ({_why(exc)}){hint}", path=folder) from None
     try:
         if not os.access(folder, os.W_OK | os.X_OK):
             # a read-only mount (``mount -o ro``, ``docker run -v ...:ro``) fails access() too: not permissions
             err = errno.EROFS if _read_only_mount(folder) else errno.EACCES
             raise InputError(f"the {role} directory is not writable ({_why(OSError(err, os.strerror(err)))})"
-                             f"{_container_hint(role, folder, err)}", path=folder)
+                             f"{_container_hint(role, folder, err)}{_owner_hint(folder, err)}", path=folder)
         try:
             _write_probe(folder)
         except OSError as exc:
-            hint = _container_hint(role, folder, exc.errno)
+            hint = _container_hint(role, folder, exc.errno) + _owner_hint(folder, exc.errno)
             raise InputError(f"cannot write to the {role} directory ({_why(exc)}){hint}", path=folder) from None
         free = _free_mb(folder)
         if free < need:
@@ -318,14 +339,21 @@ class RunLocks:
         return self.folder / f"{name}.lock"
 
     def _open(self, name: str) -> int:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            shared_folder(self.folder)  # group-writable in a group-writable folder, whatever the umask
+        except OSError as exc:
+            raise InputError(f"cannot create the lock folder ({_why(exc)}){_owner_hint(self.folder, exc.errno)}",
+                             path=self.folder) from None
         try:  # never through a link: the holder writes its pid into the file. 0666 less the umask, as
-            # every output: a group-writable output folder (umask 002, a lab's shared one) is one that
-            # the group's other members can run into (with 0644 their runs stopped on run.lock)
-            return os.open(self.path(name), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            # every output, and the group's write where the folder is a lab's shared one (with 0644
+            # the group's other members' runs stopped on run.lock)
+            fd = os.open(self.path(name), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             why = "it is a link (lock files are never followed)" if exc.errno == errno.ELOOP else _why(exc)
-            raise InputError(f"cannot open the lock file: {why}", path=self.path(name)) from None
+            raise InputError(f"cannot open the lock file: {why}{_owner_hint(self.path(name), exc.errno)}",
+                             path=self.path(name)) from None
+        share_file(fd, self.folder)
+        return fd
 
     def _forget_in_child(self) -> None:
         """In a process forked while locks are held: close its copies of the lock descriptors

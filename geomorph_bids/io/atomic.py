@@ -10,13 +10,15 @@ Leftover temporary files of killed runs match ``.*.tmp`` (the BIDS-App removes t
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "naming"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "naming", "shared_folder", "share_file"]
 
 
 def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it: not safe beside threads)."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
@@ -38,13 +40,71 @@ def naming(exc: OSError, path: str | Path) -> OSError:
     return type(exc)(exc.errno, exc.strerror, str(path))
 
 
+def _group_write(st: os.stat_result, parent: os.stat_result) -> int:
+    """The bits to add to a file or folder of this user's (``st``) in ``parent`` so that the group
+    may write it as it may write ``parent``: ``0o070`` (``0o060`` for a file), or 0 when ``parent``
+    is not group-writable, ``st`` has another group than ``parent`` (it would open the file to a
+    group that could not write the folder: a shared primary group such as ``users``), is not this
+    user's, or the umask keeps the group from reading (077: private outputs stay private)."""
+    if (st.st_uid != os.geteuid() or not parent.st_mode & 0o020 or st.st_gid != parent.st_gid
+            or _umask() & 0o040):
+        return 0
+    bits = 0o070 if stat.S_ISDIR(st.st_mode) else 0o060
+    return bits & ~st.st_mode
+
+
+def shared_folder(folder: str | Path, repair: bool = True) -> Path:
+    """Create ``folder`` and its missing parents (``mkdir -p``) for what every run into a folder
+    writes, whoever runs it: the output and work folders, and in them the locks, ``logs/``, the
+    staging folder and the group figures. Each folder created in a group-writable folder of the same
+    group (a lab's shared folder: setgid, or the user's own group) is made writable for that group as
+    its parent is, whatever the umask's group-write bit: with umask 022 (the usual default) the
+    first member's run left ``.geomorph-locks/``, ``logs/`` and ``figures/`` 0755, and every other
+    member's run then stopped on them (``permission denied``). A umask that keeps the group from
+    reading (077) is kept. ``repair``: an existing folder of this user's gets the group's write
+    too (made by an earlier version). Returns ``folder``."""
+    folder = Path(folder)
+    created, f = [], folder
+    while not os.path.lexists(f) and f != f.parent:
+        created.append(f)
+        f = f.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in reversed(created or ([folder] if repair else [])):
+        try:
+            st = os.lstat(f)
+            add = _group_write(st, os.stat(f.parent)) if stat.S_ISDIR(st.st_mode) else 0
+            if add:
+                os.chmod(f, stat.S_IMODE(st.st_mode) | add)
+        except OSError:  # best effort: a folder that cannot take it is as the umask made it
+            pass
+    return folder
+
+
+def share_file(fd: int, folder: str | Path) -> None:
+    """Give a file of this user's (open as ``fd``) in a :func:`shared_folder` the group's write
+    where the folder grants it (see :func:`shared_folder`): for the lock files, which every run
+    into the folder opens for writing. Best effort."""
+    try:
+        st = os.fstat(fd)
+        add = _group_write(st, os.stat(folder))
+        if add:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) | add)
+    except OSError:
+        pass
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (parent folders are created); returns ``path``.
     An OSError of the write itself (a full disk, the file-size limit: ``write()`` names no
-    file) is raised again with ``path`` as its file, so that the one-line message names it."""
+    file), or of the temporary file's creation (a folder this user may not write: it named
+    ``.<name>.<random>.tmp``, a file the user never sees), is raised again with ``path`` as its
+    file, so that the one-line message names it."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as exc:
+        raise naming(exc, p) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..crashfiles import crash_nodes, hemi_of_nodes, read_crash_file, subject_of_wf
 from ..derivatives import CRASH_FILES, GROUP_FIGURE, GROUP_HTML, GROUP_TSV, label_key
-from ..io.atomic import atomic_write_text
+from ..io.atomic import atomic_write_text, shared_folder
 from ..io.template_sources import describe_provenance, low_resolution_note, low_resolution_used
 from .group_table import STALE, group_table_rows
 from .html import DIRECTIONS, esc, fmt, page, software_versions, table
@@ -286,6 +286,7 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     per_metric = {label: [(_label(r, several), r.get(key) if isinstance(r.get(key), (int, float)) else None,
                            (i, key) in flagged_keys) for i, r in enumerate(rows)]
                   for key, label in screened if any(isinstance(r.get(key), (int, float)) for r in rows)}
+    shared_folder((output_dir / GROUP_FIGURE).parent)  # figures/: whichever member runs the group level next
     fig = group_figure(output_dir / GROUP_FIGURE, per_metric,
                        title=f"{len(rows)} hemisphere(s); red diamonds: robust z beyond {Z_THRESHOLD} on the worse side, "
                              "within its template")

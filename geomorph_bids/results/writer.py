@@ -94,8 +94,10 @@ def sidecar_bytes(meta: Mapping[str, Any]) -> bytes:
 def staging(output_dir: str | Path) -> Iterator[Path]:
     """A fresh folder inside ``output_dir/.geomorph-staging`` (same file system as the outputs,
     so a staged file is renamed into place atomically), removed with what is left in it."""
-    stage = Path(output_dir) / STAGING_DIR / uuid.uuid4().hex
-    stage.mkdir(parents=True)
+    from ..io.atomic import shared_folder
+
+    stage = shared_folder(Path(output_dir) / STAGING_DIR) / uuid.uuid4().hex  # every member's runs stage there
+    stage.mkdir()
     try:
         yield stage
     finally:
