@@ -472,6 +472,143 @@ def test_lock_files_take_the_umask_as_the_outputs_do(tmp_path):
     assert (tmp_path / pf.LOCK_DIR).stat().st_mode & 0o777 == 0o775
 
 
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o7777
+
+
+def test_a_group_writable_output_folder_stays_writable_for_the_group_whatever_the_umask(reference, tmp_path):
+    """A lab's shared folder (setgid, group-writable) and a member whose umask is 022 (the usual
+    default): the run left ``.geomorph-locks/`` 0755 with its files 0644, ``logs/`` and (group level)
+    ``figures/`` 0755, and so did the output folder it created; every other member's run then stopped
+    on ``run.lock: cannot open the lock file: permission denied``, their group level on
+    ``figures/``. Now those are writable for the group as the folder they are in; each participant's
+    own folders and files keep the member's umask (a colleague may read them, not replace them)."""
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    lab.chmod(0o2775)
+    out = lab / "derivatives" / "geomorph"
+    old = os.umask(0o022)
+    try:
+        code, _, err = run(reference["bids"], out, "participant", *ARGS, "--participant-label", "01",
+                           "-w", tmp_path / "work")
+        assert code == 0, err
+        code, _, err = run(reference["bids"], out, "group")
+        assert code == 0, err
+    finally:
+        os.umask(old)
+    shared = {str(p.relative_to(lab)): _mode(p)
+              for p in (lab / "derivatives", out, out / pf.LOCK_DIR, out / "logs", out / "figures")}
+    assert shared == dict.fromkeys(shared, 0o2775)
+    locks = {p.name: _mode(p) for p in (out / pf.LOCK_DIR).iterdir()}
+    assert locks == dict.fromkeys(["citation.lock", "reports.lock", "run.lock", "sub-01.lock"], 0o664)
+    assert (_mode(out / "sub-01"), _mode(out / "sub-01" / "anat")) == (0o2755, 0o2755)
+    assert {_mode(p) for p in (out / "sub-01" / "anat").iterdir()} == {0o644}
+    assert _mode(out / "logs" / "CITATION.md") == 0o644
+
+
+def _as_member(uid: int, gid: int, work) -> str:
+    """``work()`` in a forked child that runs as ``uid`` (group ``gid`` only, umask 022): permission
+    bits are enforced there. Returns '' or what it raised, on one line."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never back into pytest
+        code = 0
+        try:
+            os.close(read)
+            os.setgroups([gid])
+            os.setgid(gid)
+            os.setuid(uid)
+            os.umask(0o022)
+            work()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            os.write(write, f"{type(exc).__name__}: {exc}".encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        said = fh.read()
+    os.waitpid(pid, 0)
+    return said
+
+
+def test_two_members_of_a_group_with_umask_022_take_turns_in_one_output_folder(tmp_path):
+    """Two real uids of one group (forked from root: the machine runs as root, and root ignores
+    permission bits), each with umask 022, in a setgid group folder: the second member's run
+    stopped at once on the first's ``run.lock`` (0644). Now it takes its own participant's lock,
+    stages and writes in the shared folders."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run as two other users")
+    import tempfile
+
+    from geomorph_bids.results.writer import staging
+
+    lab = Path(tempfile.mkdtemp(prefix="geomorph-lab-"))  # pytest's own folders are 0700
+    gid = 4300
+    try:
+        os.chown(lab, 0, gid)
+        lab.chmod(0o2775)
+        out = lab / "out"
+
+        def member(subject: str):
+            def work():
+                pf.check_writable(out, "output")
+                with pf.RunLocks(out) as locks:
+                    assert locks.try_lock(f"sub-{subject}")
+                    with pf.folder_lock(out, "citation"), staging(out) as stage:
+                        (stage / "x").write_bytes(b"staged")
+            return work
+
+        assert _as_member(4301, gid, member("01")) == ""
+        assert _as_member(4302, gid, member("02")) == ""
+        assert {p.name: (p.stat().st_uid, _mode(p)) for p in (out / pf.LOCK_DIR).iterdir()} == {
+            "run.lock": (4301, 0o664), "sub-01.lock": (4301, 0o664), "citation.lock": (4301, 0o664),
+            "sub-02.lock": (4302, 0o664)}
+    finally:
+        shutil.rmtree(lab)
+
+
+def test_a_folder_of_another_member_that_refuses_the_run_says_whose_it_is(tmp_path, monkeypatch):
+    """``the output directory is not writable (permission denied)`` / ``cannot open the lock file:
+    permission denied`` in a lab's shared folder said nothing of whose the folder or lock is, nor
+    what would help. Now: its owner, group and mode, this run's user, and the chmod its owner can
+    run. (This process plays uid 4242; the folder is root's.)"""
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o2755)
+    real = os.access
+    monkeypatch.setattr(pf.os, "access", lambda path, mode: False if Path(path) == out else real(path, mode))
+    monkeypatch.setattr(pf.os, "geteuid", lambda: 4242)
+    monkeypatch.delenv("GEOMORPH_CONTAINER", raising=False)
+    with pytest.raises(pf.InputError) as refused:
+        pf.check_writable(out, "output")
+    owner = pf.owner_words(out)
+    assert owner.startswith("root (uid 0), group ") and owner.endswith(", mode 2755")
+    assert str(refused.value) == (
+        f"{out}: the output directory is not writable (permission denied); {out} belongs to {owner} and this run "
+        f"is uid 4242: its owner can make it writable for the group (chmod -R g+w {out}), or use a folder of "
+        "your own")
+
+    lock = out / pf.LOCK_DIR / "run.lock"
+    lock.parent.mkdir()
+    lock.write_text("")
+    lock.chmod(0o644)
+    real_open = os.open
+
+    def refuse(path, flags, *args):
+        if Path(path) == lock and flags & os.O_RDWR:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(pf.os, "open", refuse)
+    with pytest.raises(pf.InputError) as locked:
+        pf.RunLocks(out).__enter__()
+    assert str(locked.value) == (
+        f"{lock}: cannot open the lock file: permission denied; {lock} belongs to {pf.owner_words(lock)} and this "
+        f"run is uid 4242: its owner can make it writable for the group (chmod -R g+w {lock}), or use a folder of "
+        "your own")
+
+
 def test_locks_are_released_when_the_holder_dies(tmp_path):
     """A lock held by a process killed with SIGKILL is free again: no stale locks."""
     code = ("import sys, time; from pathlib import Path; from geomorph_bids.cli.preflight import RunLocks;"

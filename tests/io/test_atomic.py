@@ -1,0 +1,121 @@
+"""io/atomic.py: the folders every member of a lab writes into, and what an atomic write names when
+the folder refuses it. Modes are checked with the process's umask set; the permission bits
+themselves are not enforced for root, so nothing here needs another user."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from geomorph_bids.errors import describe_os_error
+from geomorph_bids.io import atomic
+from geomorph_bids.io.atomic import atomic_write_bytes, share_file, shared_folder
+
+
+@pytest.fixture
+def umask():
+    """Set the process's umask for the test (``umask(0o022)``); the old one is put back."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_folders_made_in_a_group_writable_folder_are_group_writable_whatever_the_umask(tmp_path, umask):
+    """umask 022, the usual default: a run's shared folders in a lab's setgid group folder were
+    made 0755, and the other members' runs stopped on them. Now 2775 as the folder they are in;
+    created parents too, each from its own parent."""
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    lab.chmod(0o2775)
+    umask(0o022)
+    shared_folder(lab / "derivatives" / "geomorph" / ".geomorph-locks")
+    assert [mode(p) for p in (lab / "derivatives", lab / "derivatives/geomorph",
+                              lab / "derivatives/geomorph/.geomorph-locks")] == [0o2775, 0o2775, 0o2775]
+    (lab / "derivatives/geomorph/sub-01").mkdir()  # a participant's own folder: the umask's, as before
+    assert mode(lab / "derivatives/geomorph/sub-01") == 0o2755
+
+
+@pytest.mark.parametrize("parent_mode, mask, expected", [
+    (0o755, 0o022, 0o755),    # not a group folder: the umask's mode, as before
+    (0o2775, 0o077, 0o2700),  # a private umask: kept private, even in a group folder
+    (0o2775, 0o002, 0o2775),  # umask 002 gives it already
+    (0o777, 0o022, 0o775),    # world-writable: the group's write as the parent's, never the others'
+])
+def test_the_umask_decides_outside_a_group_folder_and_where_it_keeps_the_group_out(tmp_path, umask, parent_mode,
+                                                                                   mask, expected):
+    parent = tmp_path / "p"
+    parent.mkdir()
+    parent.chmod(parent_mode)
+    umask(mask)
+    assert mode(shared_folder(parent / "logs")) == expected
+
+
+def test_a_folder_of_another_group_than_its_parent_s_is_not_opened_to_its_group(tmp_path, umask, monkeypatch):
+    """A group-writable folder of group A without setgid: a folder made there has the user's
+    primary group B (on some systems ``users``, everyone's): g+w would open it to B, who could
+    not write the parent."""
+    parent = tmp_path / "p"
+    parent.mkdir()
+    parent.chmod(0o775)
+    st = os.stat(parent)
+    real = os.stat
+    other_group = os.stat_result((*st[:5], st.st_gid + 1, *st[6:]))
+    monkeypatch.setattr(atomic.os, "stat", lambda p, *a, **k: other_group if Path(p) == parent else real(p, *a, **k))
+    umask(0o022)
+    assert mode(shared_folder(parent / "logs")) == 0o755
+
+
+def test_an_existing_folder_of_this_user_s_is_repaired_unless_asked_not_to(tmp_path, umask):
+    """A lock folder an earlier version left 0755 in a group folder gets the group's write on its
+    owner's next run; the output folder itself (``repair=False``) is left as its owner set it."""
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    lab.chmod(0o2775)
+    umask(0o022)
+    (lab / "old").mkdir()
+    (lab / "mine").mkdir()
+    assert mode(lab / "old") == 0o2755
+    shared_folder(lab / "old")
+    shared_folder(lab / "mine", repair=False)
+    assert (mode(lab / "old"), mode(lab / "mine")) == (0o2775, 0o2755)
+
+
+def test_a_lock_file_in_a_group_folder_is_group_writable(tmp_path, umask):
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    lab.chmod(0o2775)
+    umask(0o022)
+    for name, folder_mode, expected in (("group", 0o2775, 0o664), ("private", 0o755, 0o644)):
+        folder = lab / name
+        folder.mkdir()
+        folder.chmod(folder_mode)
+        fd = os.open(folder / "run.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            share_file(fd, folder)
+        finally:
+            os.close(fd)
+        assert mode(folder / "run.lock") == expected, name
+
+
+def test_a_write_the_folder_refuses_names_the_file_not_its_temporary_name(tmp_path, monkeypatch):
+    """A folder this user may not write (another lab member's ``figures/``, 0755): the group level
+    ended on ``permission denied at .../figures/.group_desc-distributions_metrics.png.l98svsbd.tmp``,
+    a file nobody sees. Root may write anywhere: the refusal is simulated where mkstemp makes it."""
+    target = tmp_path / "figures" / "group.png"
+
+    def refuse(prefix, suffix, dir):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.path.join(dir, f"{prefix}l98svsbd{suffix}"))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError) as info:
+        atomic_write_bytes(target, b"x")
+    assert describe_os_error(info.value) == f"permission denied at {target}"
+    assert list(target.parent.iterdir()) == []
