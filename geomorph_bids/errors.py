@@ -97,11 +97,35 @@ def owner_words(path: str | Path) -> str:
     return f"{user_words(st.st_uid)}, group {group}, mode {stat.S_IMODE(st.st_mode):04o}"
 
 
+def _whose(path: str | Path) -> str:
+    """For a permission error at ``path``: `` (FOLDER belongs to labuser (uid 1001), group lab, mode
+    2755, and this run is labmate (uid 1002))`` where another user's file this user may not read, or
+    another user's folder this user may not write in, refused it (a colleague's participant in a
+    lab's shared output folder): whom to ask. '' when this user's own, or nothing can be told."""
+    import os
+
+    p = Path(path)
+    try:
+        if os.path.lexists(p) and not os.access(p, os.R_OK):
+            refusing = p
+        elif os.path.isdir(p.parent) and not os.access(p.parent, os.W_OK | os.X_OK):
+            refusing = p.parent
+        else:
+            return ""
+        if os.lstat(refusing).st_uid == os.geteuid():
+            return ""
+    except OSError:
+        return ""
+    return f" ({refusing} belongs to {owner_words(refusing)}, and this run is {user_words(os.geteuid())})"
+
+
 def describe_os_error(exc: OSError) -> str:
     """One line for an OSError that says what happened in words, then the file:
-    ``no space left on device (disk full) writing /out/x.json``."""
+    ``no space left on device (disk full) writing /out/x.json``; for a permission error, whose the
+    file or folder that refused it is when another user's (:func:`_whose`)."""
     name = errno.errorcode.get(exc.errno or 0, "")
     what = _ERRNO_WORDS.get(name, exc.strerror or str(exc))
     verb = "writing" if name in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG") else "at"
     where = exc.filename2 or exc.filename
-    return " ".join(f"{what}{f' {verb} {where}' if where else ''}".split())
+    whose = _whose(where) if where and name in ("EACCES", "EPERM") else ""
+    return " ".join(f"{what}{f' {verb} {where}' if where else ''}".split()) + whose
