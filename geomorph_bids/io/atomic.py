@@ -14,7 +14,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "naming", "shared_folder", "share_file"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "file_mode", "naming", "shared_folder", "share_file"]
 
 
 def _umask() -> int:
@@ -27,6 +27,12 @@ def _umask() -> int:
     except OSError:
         pass
     return 0o022
+
+
+def file_mode() -> int:
+    """The mode a new file gets from ``open()``: 0666 less the umask (0644 with 022, 0664 with 002,
+    0600 with 077). A file written under :func:`tempfile.mkstemp` (0600) is given it before its rename."""
+    return 0o666 & ~_umask()
 
 
 #: characters a temporary name adds to the file's own (``.<name>.<8 random>.tmp``): a file's name must
@@ -110,7 +116,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, p)
     except BaseException as exc:
         try:

@@ -338,3 +338,16 @@ def test_atomic_write_keeps_old_file_on_failure(saved, tmp_path):
     save_checkpoint(path, {"w": torch.ones(2)}, dataclasses.replace(meta, name="other"))
     loaded, lmeta = load_checkpoint(path)
     assert list(loaded) == ["w"] and lmeta.name == "other"
+
+
+@pytest.mark.parametrize("mask, expected", [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_a_checkpoint_takes_the_umask_as_every_output_does(tmp_path, mask, expected):
+    """``geomorph-train``'s checkpoints were 0644 whatever the umask: a lab's umask 002 did not
+    make them group-writable (a colleague could not replace a shared model), and a private umask
+    077 made them readable by everyone on the machine. Now 0666 less the umask, as every output."""
+    old = os.umask(mask)
+    try:
+        path = save_checkpoint(tmp_path / "m.pt", _state_dict(), _meta())
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == expected
