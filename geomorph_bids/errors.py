@@ -71,18 +71,17 @@ def closest_name(given: str, names: Iterable[str], cutoff: float = 0.6) -> str |
 
 def user_words(uid: int) -> str:
     """``labuser (uid 1001)``; ``uid 1001`` for a uid without a passwd entry (``docker run -u``)."""
-    import pwd
-
     try:
+        import pwd
+
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except (KeyError, OSError):
+    except (ImportError, KeyError, OSError):
         return f"uid {uid}"
 
 
 def owner_words(path: str | Path) -> str:
     """Who owns ``path`` and its mode, as a lab member would ask about it: ``labuser (uid 1001),
     group lab, mode 0755``; '' when it cannot be looked at."""
-    import grp
     import os
     import stat
 
@@ -91,8 +90,10 @@ def owner_words(path: str | Path) -> str:
     except OSError:
         return ""
     try:
+        import grp
+
         group = grp.getgrgid(st.st_gid).gr_name
-    except (KeyError, OSError):
+    except (ImportError, KeyError, OSError):
         group = f"gid {st.st_gid}"
     return f"{user_words(st.st_uid)}, group {group}, mode {stat.S_IMODE(st.st_mode):04o}"
 

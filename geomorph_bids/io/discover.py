@@ -215,8 +215,28 @@ def readable_freesurfer_name(name: str) -> bool:
 
 
 def is_freesurfer_subject(folder: str | Path) -> bool:
-    """Whether ``folder`` is one FreeSurfer subject: it has ``surf/lh.sphere`` or ``surf/rh.sphere``."""
-    return any((Path(folder) / "surf" / f"{h}.sphere").is_file() for h in ("lh", "rh"))
+    """Whether ``folder`` is one FreeSurfer subject: it has ``surf/lh.sphere`` or ``surf/rh.sphere``,
+    or a ``surf/`` this user may not look into (a colleague's subject, 0700 in a shared subjects dir:
+    reading it then fails that subject on its own line; the permission error ended the whole run,
+    every other subject unregistered). A folder this user may not look into at all is not one."""
+    for h in ("lh", "rh"):
+        try:
+            if (Path(folder) / "surf" / f"{h}.sphere").is_file():
+                return True
+        except PermissionError:
+            try:
+                return (Path(folder) / "surf").is_dir()
+            except PermissionError:
+                return False
+    return False
+
+
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False where this user may not look (a folder of another user's, 0700)."""
+    try:
+        return path.is_dir()
+    except PermissionError:
+        return False
 
 
 def valid_label(label: str) -> bool:
@@ -341,6 +361,30 @@ def _roots(bids_dir: Path, fs_subjects_dir: str | Path | None,
     return keep(deriv), keep(fs)
 
 
+def _refused(subject: str, session: str | None, roots: Iterable[Path]) -> list[str]:
+    """The folders of ``subject`` in ``roots`` (its ``sub-<label>``/``<label>`` folder, and their
+    ``surf``, ``anat``, ``ses-<label>/anat`` and HCP ``MNINonLinear/Native``) that this user may not
+    read (another user's, 0700 in a shared dataset), each with whose it is: said where its inputs
+    were "not found", which they were not, only not readable."""
+    from ..errors import owner_words, user_words
+
+    names = [f"sub-{subject}", subject, *([f"sub-{subject}_ses-{session}"] if session else [])]
+    subs = ["", "surf", "anat", *([f"ses-{session}/anat"] if session else []), "MNINonLinear/Native"]
+    out: list[str] = []
+    for root in roots:
+        for name in names:
+            for sub in subs:
+                folder = Path(root) / name / sub
+                try:
+                    if not folder.is_dir() or os.access(folder, os.R_OK | os.X_OK):
+                        continue
+                except OSError:  # its parent refused already
+                    continue
+                out.append(f"{folder} may not be read by this run's user ({owner_words(folder)}; this run is "
+                           f"{user_words(os.geteuid())})")
+    return out
+
+
 def _is_empty(folder: Path) -> bool:
     try:
         with os.scandir(folder) as it:
@@ -400,7 +444,7 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
                 continue  # sub-01_ses-1.long.sub-01_base, sub-01_base: named by unlabelled_subjects, never read
             if name.startswith("sub-"):
                 name = name[4:].split("_", 1)[0]
-            elif root in deriv and (p / "MNINonLinear" / "Native").is_dir():  # also a bids_dir given as hcp=
+            elif root in deriv and _is_dir(p / "MNINonLinear" / "Native"):  # also a bids_dir given as hcp=
                 name = name.split("_", 1)[0]
             elif root in fs and not name.startswith("fsaverage") and _LABEL.fullmatch(name) \
                     and is_freesurfer_subject(p):
@@ -1090,13 +1134,19 @@ def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
         where = ("searched: " + folder_list(searched, [p for p in searched if _is_empty(p)]) if searched else
                  "no input folder exists (expected " + ", ".join(map(str, _default_roots(bids_dir, fs_subjects_dir)))
                  + ")")
+    refused = _refused(subject, session, searched) if len(found) < len(hemis) else []
+    for h in hemis:
+        if h not in found:
+            problems[h] = [*refused, *problems[h]]
     missing = {h: "; ".join([*(problems[h] or ["no inputs"]), _looked_for(subject, session, h, features),
                              where])
                for h in hemis if h not in found}
     if not found:
         if len(hemis) == 1:
             raise DiscoveryError(missing[hemis[0]], subject=subject, hemi=hemis[0], searched=searched)
-        if any(problems.values()):
+        if refused and all(problems[h] == refused for h in hemis):  # said once, not per hemisphere
+            msg = "; ".join(refused) + f"; {_looked_for(subject, session, '{' + ','.join(hemis) + '}', features)}; {where}"
+        elif any(problems.values()):
             msg = "; ".join(f"hemi-{h}: {missing[h]}" for h in hemis)
         else:
             msg = f"no inputs for {', '.join(f'hemi-{h}' for h in hemis)}; " + \

@@ -732,3 +732,68 @@ def test_subjects_and_sessions_are_found_in_natural_order(tmp_path: Path) -> Non
     for label in ("10", "2", "100", "1", "01"):
         (tmp_path / f"sub-{label}").mkdir()
     assert find_subjects(tmp_path, derivatives={}) == ["01", "1", "2", "10", "100"]
+
+
+def _as_user(uid: int, work) -> str:
+    """``repr(work())`` from a forked child running as ``uid`` (permission bits enforced there), or
+    what it raised, as ``Type: message``."""
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never back into pytest
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            said = repr(work())
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            said = f"{type(exc).__name__}: {exc}"
+        os.write(write, said.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        said = fh.read()
+    os.waitpid(pid, 0)
+    return said
+
+
+def test_a_colleague_s_subject_this_user_may_not_read_is_named_and_ends_nothing_else():
+    """A shared FreeSurfer subjects dir where one colleague's subject is 0700: listing the subjects
+    raised ``PermissionError`` (Python's ``is_file`` passes EACCES on), and the run ended on
+    ``error: permission denied at .../sub-01/surf/lh.sphere``, every other subject unregistered; an
+    sMRIPrep ``anat`` of 0700 was ``no inputs ... looked for ...``, as if absent. Now the subjects are
+    listed (``bert``, named as recon-all names it, too) and each refused one says which folder this
+    user may not read, and whose it is. Run as uid 4242 from root: root ignores permission bits."""
+    import grp  # noqa: F401 - imported before the fork: the child, another user, may not read the stdlib here
+    import os
+    import pwd  # noqa: F401
+    import shutil
+    import tempfile
+
+    from geomorph_bids.errors import owner_words
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run as another user")
+    ds = Path(tempfile.mkdtemp(prefix="geomorph-ds-"))  # pytest's own folders are 0700
+    try:
+        ds.chmod(0o755)
+        fs = ds / "derivatives" / "freesurfer"
+        for name in ("sub-01", "bert"):
+            (fs / name / "surf").mkdir(parents=True)
+            for f in ("lh.sphere", "lh.sulc"):
+                (fs / name / "surf" / f).write_bytes(b"")
+        anat = ds / "derivatives" / "smriprep" / "sub-02" / "anat"
+        anat.mkdir(parents=True)
+        for folder in (fs / "sub-01" / "surf", fs / "bert" / "surf", anat):
+            os.chown(folder, 4243, 4243)
+            folder.chmod(0o700)
+        assert _as_user(4242, lambda: find_subjects(ds)) == repr(["01", "02", "bert"])
+        for label, folder in (("01", fs / "sub-01" / "surf"), ("02", anat)):
+            said = _as_user(4242, lambda: discover(label, ds, hemis=("L",)))
+            assert said.startswith(f"DiscoveryError: sub-{label} hemi-L: {folder} may not be read by this run's user "
+                                   f"({owner_words(folder)}; this run is uid 4242); looked for "), said
+            assert owner_words(folder) == "uid 4243, group gid 4243, mode 0700"
+    finally:
+        shutil.rmtree(ds)
