@@ -143,12 +143,15 @@ def _owner_hint(path: Path, err: int | None) -> str:
     while not os.path.lexists(near) and near != near.parent:
         near = near.parent
     try:
-        if os.lstat(near).st_uid == os.geteuid():
+        st = os.lstat(near)
+        if st.st_uid == os.geteuid():
             return ""
+        ours = st.st_gid in (os.getegid(), *os.getgroups())
     except OSError:
         return ""
-    return (f"; {near} belongs to {owner_words(near)} and this run is {user_words(os.geteuid())}: its owner can "
-            f"make it writable for the group (chmod -R g+w {shell_word(near)}), or use a folder of your own")
+    help_ = (f"its owner can make it writable for the group (chmod -R g+w {shell_word(near)}), or use a folder "
+             "of your own" if ours else "its group is none of this user's: use a folder of your own")
+    return f"; {near} belongs to {owner_words(near)}, and this run is {user_words(os.geteuid())}: {help_}"
 
 
 def check_writable(folder: Path, role: str, min_free_mb: float | None = None) -> bool:

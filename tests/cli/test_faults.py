@@ -583,11 +583,21 @@ def test_a_folder_of_another_member_that_refuses_the_run_says_whose_it_is(tmp_pa
     with pytest.raises(pf.InputError) as refused:
         pf.check_writable(out, "output")
     owner = pf.owner_words(out)
-    assert owner.startswith("root (uid 0), group ") and owner.endswith(", mode 2755")
+    assert owner.startswith(f"{pf.user_words(os.getuid())}, group ") and owner.endswith(", mode 2755")
     assert str(refused.value) == (
-        f"{out}: the output directory is not writable (permission denied); {out} belongs to {owner} and this run "
+        f"{out}: the output directory is not writable (permission denied); {out} belongs to {owner}, and this run "
         f"is uid 4242: its owner can make it writable for the group (chmod -R g+w {out}), or use a folder of "
         "your own")
+
+    monkeypatch.setattr(pf.os, "getgroups", lambda: [])
+    monkeypatch.setattr(pf.os, "getegid", lambda: out.stat().st_gid + 1)  # a group this user is not in
+    with pytest.raises(pf.InputError) as private:
+        pf.check_writable(out, "output")
+    assert str(private.value).endswith(f"{out} belongs to {owner}, and this run is uid 4242: its group is none of this "
+                                       "user's: use a folder of your own")
+    monkeypatch.undo()
+    monkeypatch.setattr(pf.os, "geteuid", lambda: 4242)
+    monkeypatch.delenv("GEOMORPH_CONTAINER", raising=False)
 
     lock = out / pf.LOCK_DIR / "run.lock"
     lock.parent.mkdir()
@@ -604,7 +614,7 @@ def test_a_folder_of_another_member_that_refuses_the_run_says_whose_it_is(tmp_pa
     with pytest.raises(pf.InputError) as locked:
         pf.RunLocks(out).__enter__()
     assert str(locked.value) == (
-        f"{lock}: cannot open the lock file: permission denied; {lock} belongs to {pf.owner_words(lock)} and this "
+        f"{lock}: cannot open the lock file: permission denied; {lock} belongs to {pf.owner_words(lock)}, and this "
         f"run is uid 4242: its owner can make it writable for the group (chmod -R g+w {lock}), or use a folder of "
         "your own")
 
