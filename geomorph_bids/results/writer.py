@@ -35,6 +35,7 @@ __all__ = ["STAGING_DIR", "OUTPUT_FIELDS", "OutputFile", "sidecar_bytes", "stagi
 
 #: staging folder (inside the output directory) for atomic writes; the CLI removes leftovers
 STAGING_DIR = ".geomorph-staging"
+_MKDIR_TRIES = 20  # staging(): tries to create a stage while other writers remove the empty parent
 
 #: the named results of a hemisphere that feed its files
 OUTPUT_FIELDS = ("registered_sphere", "resampled_features", "metrics", "native_sphere", "native_features",
@@ -93,13 +94,28 @@ def sidecar_bytes(meta: Mapping[str, Any]) -> bytes:
 @contextlib.contextmanager
 def staging(output_dir: str | Path) -> Iterator[Path]:
     """A fresh folder inside ``output_dir/.geomorph-staging`` (same file system as the outputs,
-    so a staged file is renamed into place atomically), removed with what is left in it."""
-    stage = Path(output_dir) / STAGING_DIR / uuid.uuid4().hex
-    stage.mkdir(parents=True)
+    so a staged file is renamed into place atomically), removed with what is left in it, and
+    ``.geomorph-staging`` too once empty. Two runs finishing side by side each saw the other
+    active and left the empty folder behind; the removal of an empty parent can race another
+    writer's ``mkdir``, which therefore tries again."""
+    root = Path(output_dir) / STAGING_DIR
+    stage = root / uuid.uuid4().hex
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    for attempt in range(_MKDIR_TRIES):
+        with contextlib.suppress(FileExistsError):
+            root.mkdir()
+        try:
+            stage.mkdir()
+            break
+        except FileNotFoundError:  # another writer removed the empty parent between our two mkdirs
+            if attempt == _MKDIR_TRIES - 1:
+                raise
     try:
         yield stage
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        with contextlib.suppress(OSError):  # not empty: another writer's stage is in it
+            root.rmdir()
 
 
 def _same_content(new: Path, old: Path) -> bool:
