@@ -7,7 +7,8 @@ interrupted run never leaves a partial file and a reader sees the old or the new
 Leftover temporary files of killed runs match ``.*.tmp`` (the BIDS-App removes them).
 
 Network and FUSE file systems do not all do what a local one does: :func:`flush_to_disk` carries
-on where ``fsync`` is not supported (s3fs, gcsfuse, some SMB servers: EINVAL, ENOTSUP), and
+on where ``fsync`` is not supported (s3fs, gcsfuse, some SMB servers: EINVAL, ENOTSUP), a write
+carries on where the file's mode cannot be set (SMB, FUSE: the mount decides it), and
 :func:`flock_unsupported` tells the errors of a file system without ``flock`` (NFS without its
 lock service, Lustre without ``-o flock``) from a lock that is held.
 """
@@ -20,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "naming", "flush_to_disk", "FSYNC_UNSUPPORTED",
-           "FLOCK_UNSUPPORTED", "flock_unsupported"]
+           "FLOCK_UNSUPPORTED", "flock_unsupported", "MODE_UNSUPPORTED", "chmod_if_supported"]
 
 #: errnos of an ``fsync`` the file system does not do (FUSE mounts such as s3fs and gcsfuse, some SMB
 #: servers): the bytes were handed over by ``write()``. Never a write's own error: NFS reports a full disk,
@@ -41,6 +42,21 @@ def flush_to_disk(fd: int) -> None:
         os.fsync(fd)
     except OSError as exc:
         if exc.errno not in FSYNC_UNSUPPORTED:
+            raise
+
+
+#: errnos of a ``chmod`` the file system does not do on a file this process has just created (SMB and
+#: FUSE mounts whose permissions are fixed by the mount: EPERM, ENOTSUP): the file keeps the mount's mode
+MODE_UNSUPPORTED = FSYNC_UNSUPPORTED | {errno.EPERM}
+
+
+def chmod_if_supported(path: str | Path, mode: int) -> None:
+    """``os.chmod(path, mode)`` of a file just created, carrying on where the file system takes no
+    modes (:data:`MODE_UNSUPPORTED`): before, every output failed there on ``operation not permitted``."""
+    try:
+        os.chmod(path, mode)
+    except OSError as exc:
+        if exc.errno not in MODE_UNSUPPORTED:
             raise
 
 
@@ -84,7 +100,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             flush_to_disk(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        chmod_if_supported(tmp, 0o666 & ~_umask())  # mkstemp's 0600 otherwise
         os.replace(tmp, p)
     except BaseException as exc:
         try:
