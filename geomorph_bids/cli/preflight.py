@@ -147,6 +147,45 @@ def _container_hint(role: str, folder: Path, err: int) -> str:
             "writable for that uid")
 
 
+#: file system types (``/proc/self/mounts``) whose server may refuse root what the folder's modes allow
+#: (NFS's ``root_squash``, the default, maps root to nobody; SMB maps every local user to the share's)
+SQUASHING_FILE_SYSTEMS = ("nfs", "nfs4", "cifs", "smb3")
+
+
+def filesystem_type(folder: Path) -> str:
+    """The type of the file system ``folder`` lies on (``ext4``, ``nfs4``, ``fuse.sshfs``, ``lustre``),
+    from the longest mount point above it in ``/proc/self/mounts``; "" where unknown (not Linux)."""
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    path, best, kind = os.path.realpath(folder), -1, ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > best:
+            best, kind = len(point), fields[2]
+    return kind
+
+
+def _root_squash_hint(folder: Path, err: int) -> str:
+    """What to do when root is refused (``err``: EACCES, EPERM) a folder on a network file system
+    (:data:`SQUASHING_FILE_SYSTEMS`): its server maps root to nobody, whatever the folder's modes say.
+    Empty otherwise (root is refused nothing on a local file system but a read-only mount's writes)."""
+    if err not in (errno.EACCES, errno.EPERM) or os.geteuid() != 0:
+        return ""
+    near = Path(folder)
+    while not near.exists() and near != near.parent:
+        near = near.parent
+    kind = filesystem_type(near)
+    if kind not in SQUASHING_FILE_SYSTEMS:
+        return ""
+    return (f"; {near} is on {kind}, whose server maps root to another user (NFS's root_squash): run as a user "
+            "who may write there (the folder's owner; in a container docker run -u \"$(id -u):$(id -g)\"), not as root")
+
+
 def check_writable(folder: Path, role: str, min_free_mb: float | None = None) -> bool:
     """Make sure ``folder`` (the ``role`` folder: "output" or "work") can be written.
 
@@ -170,18 +209,18 @@ def check_writable(folder: Path, role: str, min_free_mb: float | None = None) ->
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        hint = _container_hint(role, folder, exc.errno)
+        hint = _container_hint(role, folder, exc.errno) or _root_squash_hint(folder, exc.errno)
         raise InputError(f"cannot create the {role} directory ({_why(exc)}){hint}", path=folder) from None
     try:
         if not os.access(folder, os.W_OK | os.X_OK):
             # a read-only mount (``mount -o ro``, ``docker run -v ...:ro``) fails access() too: not permissions
             err = errno.EROFS if _read_only_mount(folder) else errno.EACCES
             raise InputError(f"the {role} directory is not writable ({_why(OSError(err, os.strerror(err)))})"
-                             f"{_container_hint(role, folder, err)}", path=folder)
+                             f"{_container_hint(role, folder, err) or _root_squash_hint(folder, err)}", path=folder)
         try:
             _write_probe(folder)
         except OSError as exc:
-            hint = _container_hint(role, folder, exc.errno)
+            hint = _container_hint(role, folder, exc.errno) or _root_squash_hint(folder, exc.errno)
             raise InputError(f"cannot write to the {role} directory ({_why(exc)}){hint}", path=folder) from None
         free = _free_mb(folder)
         if free < need:

@@ -63,6 +63,44 @@ def test_a_quota_used_up_is_named_as_a_quota_not_as_a_full_disk(tmp_path, monkey
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("refused", ["access", "probe"])
+def test_root_refused_by_an_nfs_server_that_squashes_root_is_told_why(tmp_path, monkeypatch, refused):
+    """A run as root (a container without -u, sudo) into an NFS export with root_squash (the
+    default): the server maps root to nobody and refuses the write whatever the folder's modes say.
+    The line said only `(permission denied)`, which a root user does not expect. Now it names the
+    file system and what to do; a local file system's line is as before."""
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.delenv("GEOMORPH_CONTAINER", raising=False)
+    monkeypatch.setattr(preflight.os, "geteuid", lambda: 0)
+    if refused == "access":
+        monkeypatch.setattr(preflight.os, "access", lambda path, mode: False)
+    else:
+        monkeypatch.setattr(preflight, "_write_probe", _failing(errno.EACCES))
+    with pytest.raises(InputError) as local:
+        check_writable(out, "output")
+    start = (f"{out}: the output directory is not writable (permission denied)" if refused == "access" else
+             f"{out}: cannot write to the output directory (permission denied)")
+    assert str(local.value) == start
+    monkeypatch.setattr(preflight, "filesystem_type", lambda folder: "nfs4" if Path(folder) == out else "ext4")
+    with pytest.raises(InputError) as squashed:
+        check_writable(out, "output")
+    assert str(squashed.value) == (
+        f"{start}; {out} is on nfs4, whose server maps root to another user (NFS's root_squash): run as a user who "
+        "may write there (the folder's owner; in a container docker run -u \"$(id -u):$(id -g)\"), not as root")
+
+
+def test_the_file_system_type_of_a_folder_is_its_longest_mount_point(tmp_path, monkeypatch):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nserver:/export /data nfs4 rw 0 0\n"
+                      "server:/x /data/my\\040lab nfs rw 0 0\nsshfs#u@h: /datax fuse.sshfs rw 0 0\n")
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: real(mounts) if str(self) == "/proc/self/mounts"
+                        else real(self, *a, **k))
+    kind = {p: preflight.filesystem_type(Path(p)) for p in ("/data/sub", "/data/my lab/out", "/datax/o", "/tmp")}
+    assert kind == {"/data/sub": "nfs4", "/data/my lab/out": "nfs", "/datax/o": "fuse.sshfs", "/tmp": "ext4"}
+
+
 # ------------------------------------------------------------------------------ locks without flock
 
 def test_participant_locks_without_flock_are_files_created_exclusively(tmp_path, monkeypatch):
