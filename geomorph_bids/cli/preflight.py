@@ -51,7 +51,7 @@ __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_writt
            "work_dir_too_deep",
            "preflight", "remove_if_empty", "names_fold_case", "RunLocks", "lock_participants", "participant_runs_active",
            "folder_lock", "REPORTS_LOCK", "participant_lock_holder", "ParticipantLocks", "participant_locks",
-           "HELD_SUFFIX", "without_flock_note", "shown_lock_file"]
+           "HELD_SUFFIX", "without_flock_note", "shown_lock_file", "filesystem_type", "SQUASHING_FILE_SYSTEMS"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
 #: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.6 MB of outputs and 3.2 MB of
@@ -402,7 +402,7 @@ class RunLocks:
         ended is removed first (:meth:`_clear_dead_holder`)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        text = f"pid {os.getpid()} on {socket.gethostname()} since {stamp}Z {uuid.uuid4().hex[:8]}\n".encode()
+        text = f"pid {os.getpid()} on {socket.gethostname()} since {stamp}Z\n".encode()  # as _mark writes it
         for _ in range(2):
             try:
                 fd = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -773,7 +773,7 @@ def _open_to_probe(path: Path) -> int | None:
 def _held_files(output_dir: Path) -> RunLocks:
     """A reader of ``output_dir``'s ``.held`` files (the participants' locks without flock)."""
     locks = RunLocks(output_dir)
-    locks.without_flock = "probe"
+    locks.without_flock = "read by a probe"  # (any text: path() and holder() then name the .held files)
     return locks
 
 
