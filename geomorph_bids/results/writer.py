@@ -149,10 +149,13 @@ def _flush(path: Path) -> None:
     """Force ``path``'s bytes to disk before it is renamed into place, as every other write of the
     outputs is (:func:`~geomorph_bids.io.atomic.atomic_write_bytes`): a node that loses power after
     the rename may otherwise come back with the name in place and the file empty (XFS, ext4 for a
-    new name), beside a metrics JSON that says the hemisphere is done."""
+    new name), beside a metrics JSON that says the hemisphere is done. A file system that does no
+    ``fsync`` (s3fs, gcsfuse) is carried on on (:func:`~geomorph_bids.io.atomic.flush_to_disk`)."""
+    from ..io.atomic import flush_to_disk
+
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        flush_to_disk(fd)
     finally:
         os.close(fd)
 

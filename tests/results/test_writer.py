@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from geomorph_bids.results.writer import OutputFile, commit_outputs, staging
@@ -225,3 +226,29 @@ def test_staging_side_by_side_never_loses_a_stage_to_the_removal_of_the_empty_fo
         t.join()
     assert errors == []
     assert not (tmp_path / STAGING_DIR).exists()
+
+
+def test_a_file_system_without_hard_links_or_fsync_takes_the_outputs(tmp_path, monkeypatch):
+    """An SMB share or FUSE mount (s3fs, gcsfuse) as the output folder: no hard links (EPERM), no
+    fsync (EINVAL). The staged files are copied instead of linked (as before) and the commit
+    carries on without the flush (every hemisphere failed on `Invalid argument` before)."""
+    import errno
+
+    def refused(code):
+        def call(*args, **kwargs):
+            raise OSError(code, os.strerror(code))
+        return call
+
+    monkeypatch.setattr(os, "link", refused(errno.EPERM))
+    monkeypatch.setattr(os, "fsync", refused(errno.EINVAL))
+    out = tmp_path / "out"
+    dest = out / "sub-01" / "anat" / "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"
+    meta = {"Description": "registered sphere"}
+    with staging(out) as stage:
+        made = stage / "registered_sphere.surf.gii"
+        made.write_bytes(b"sphere")
+        written = commit_outputs([OutputFile(dest, "registered_sphere", meta=meta)], {"registered_sphere": made}, out,
+                                 stage=stage)
+    sidecar = dest.with_name(dest.name.replace(".surf.gii", ".json"))
+    assert dest.read_bytes() == b"sphere" and json.loads(sidecar.read_text()) == meta
+    assert sorted(written) == sorted([dest, sidecar])
