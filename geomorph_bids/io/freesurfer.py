@@ -126,14 +126,22 @@ def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
     -------
     vertices : (V, 3) float64, mm (FreeSurfer tkr-RAS)
     faces : (F, 3) int64, not yet range-checked
-    meta : volume geometry tags found at the end of the file, as strings
+    meta : volume geometry tags found at the end of the file, as strings; empty when there are none
+        or when they do not parse (they describe the volume the surface was made from, not the mesh)
     """
     p = Path(path)
     raw = read_bounded(p, SURFACE_MAX_BYTES, "surface")
     _surface_header(raw, p)
     try:
         with quiet_warnings():    # "No volume information" for spheres
-            v, f, info = nfs.read_geometry(str(p), read_metadata=True)
+            try:
+                v, f, info = nfs.read_geometry(str(p), read_metadata=True)
+            except (OSError, UnicodeDecodeError, ValueError):
+                # the volume-geometry footer after the triangles (text lines FreeSurfer reads leniently:
+                # a volume path holding '=' or Latin-1 bytes, a line left out) is not what nibabel parses;
+                # the mesh, checked against the header above, does not depend on it: read it without
+                v, f = nfs.read_geometry(str(p))
+                info = {}
     except Exception as exc:
         raise InputError(f"FreeSurfer surface is corrupted ({type(exc).__name__}: {exc})",
                          path=p) from None

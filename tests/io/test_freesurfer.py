@@ -254,3 +254,39 @@ def test_a_label_of_no_vertices_is_read_without_numpy_s_warning(tmp_path):
         warnings.simplefilter("error")
         mask = fs.read_fs_label(p, 10)
     assert mask.shape == (10,) and not mask.any()
+
+
+def _volume_geometry(filename: bytes, drop: bytes = b"") -> bytes:
+    """The footer FreeSurfer writes after a surface's triangles: TAG_OLD_USEREALRAS (2, value 0), then
+    TAG_OLD_SURF_GEOM (20) and its eight text lines; ``drop``: a line left out."""
+    lines = [b"valid = 1  # volume info valid", b"filename = " + filename, b"volume = 256 256 256",
+             b"voxelsize = 1.000000000000000e+00 1.000000000000000e+00 1.000000000000000e+00",
+             b"xras   = -1.000000000000000e+00 0.000000000000000e+00 0.000000000000000e+00",
+             b"yras   = 0.000000000000000e+00 0.000000000000000e+00 -1.000000000000000e+00",
+             b"zras   = 0.000000000000000e+00 1.000000000000000e+00 0.000000000000000e+00",
+             b"cras   = 1.500000000000000e+00 2.000000000000000e+00 -3.000000000000000e+00"]
+    return np.array([2, 0, 20], ">i4").tobytes() + b"".join(x + b"\n" for x in lines if not x.startswith(drop or b"\0"))
+
+
+@pytest.mark.parametrize("footer", [_volume_geometry(b"/scratch/job=42/sub-01/mri/filled-pretess255.mgz"),
+                                    _volume_geometry("/home/jos\u00e9/sub-01/mri/filled.mgz".encode("latin-1")),
+                                    _volume_geometry(b"/data/sub-01/mri/filled.mgz", drop=b"cras")],
+                         ids=["equals-sign-in-volume-path", "latin-1-volume-path", "cras-line-left-out"])
+def test_a_surface_whose_volume_geometry_footer_nibabel_cannot_parse_is_read(tmp_path, footer):
+    """FreeSurfer reads its volume-geometry lines one by one with sscanf; nibabel splits each on '=' and
+    decodes UTF-8, so a sphere made from a volume under /scratch/job=42/ (or a Latin-1 path, or with a
+    line missing) was refused as 'FreeSurfer surface is corrupted (OSError: Error parsing volume info.)'.
+    The mesh is read; the footer, which describes the volume and not the mesh, is left out."""
+    v = np.array([[100, 0, 0], [0, 100, 0], [0, 0, 100], [-100, 0, 0]], dtype=np.float64)
+    f = np.array([[0, 1, 2], [0, 2, 3], [1, 3, 2], [0, 3, 1]])
+    path = tmp_path / "lh.sphere"
+    nfs.write_geometry(str(path), v, f)
+    path.write_bytes(path.read_bytes() + footer)
+    got_v, got_f, meta = fs.read_fs_surface(path)
+    np.testing.assert_array_equal(got_v, v)
+    np.testing.assert_array_equal(got_f, f)
+    assert meta == {}
+    readable = tmp_path / "rh.sphere"   # the same footer with an ordinary path is still read into meta
+    nfs.write_geometry(str(readable), v, f)
+    readable.write_bytes(readable.read_bytes() + _volume_geometry(b"/data/sub-01/mri/filled.mgz"))
+    assert fs.read_fs_surface(readable)[2]["filename"] == "/data/sub-01/mri/filled.mgz"
