@@ -101,7 +101,7 @@ __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs
            "derivatives_root", "derivatives_freesurfer",
            "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
            "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "readable_freesurfer_name", "recon_all_unfinished", "empty_input_folders", "folder_list",
-           "holds_any_subject", "hcp_subjects_without_native", "broken_subject_links", "broken_link",
+           "holds_any_subject", "hcp_subjects_without_native", "sphereless_subject", "missing_sphere_reason", "broken_subject_links", "broken_link",
            "LAYOUT_NAMES"]
 
 #: feature names discovery knows
@@ -217,6 +217,43 @@ def readable_freesurfer_name(name: str) -> bool:
 def is_freesurfer_subject(folder: str | Path) -> bool:
     """Whether ``folder`` is one FreeSurfer subject: it has ``surf/lh.sphere`` or ``surf/rh.sphere``."""
     return any((Path(folder) / "surf" / f"{h}.sphere").is_file() for h in ("lh", "rh"))
+
+
+#: surfaces recon-all (and FastSurfer's recon-surf) writes before ``?h.sphere``: a subject folder holding one
+#: but no sphere made its surfaces and stopped before the sphere, or was told to skip it
+_PRE_SPHERE_SURFACES = ("white", "orig", "smoothwm", "inflated")
+
+
+def sphereless_subject(folder: str | Path) -> bool:
+    """Whether ``folder`` is a FreeSurfer or FastSurfer subject that made its surfaces (``surf/lh.white``,
+    ``.orig``, ``.smoothwm`` or ``.inflated``, either hemisphere) but no ``surf/?h.sphere``: recon-all stopped
+    before its ``-sphere`` step, or FastSurfer ran with ``--no_surfreg`` (which skips it). Not registrable,
+    but a subject all the same, named with :func:`missing_sphere_reason` instead of being left out."""
+    surf = Path(folder) / "surf"
+    return not is_freesurfer_subject(folder) and any(
+        _present(surf / f"{h}.{kind}") for h in ("lh", "rh") for kind in _PRE_SPHERE_SURFACES)
+
+
+def _made_by_fastsurfer(folder: Path) -> bool:
+    """Whether a subject folder was made by FastSurfer (its ``scripts/recon-surf.log`` or ``.done``, or the
+    segmentation ``mri/aparc.DKTatlas+aseg.deep.mgz``), not by recon-all."""
+    return any(_present(folder / rel) for rel in ("scripts/recon-surf.done", "scripts/recon-surf.log",
+                                                   "mri/aparc.DKTatlas+aseg.deep.mgz"))
+
+
+def missing_sphere_reason(folder: Path, h: str) -> str:
+    """Why subject ``folder`` (:func:`sphereless_subject`) has no ``surf/{h}.sphere`` and how to make it: with
+    FastSurfer's ``recon-surfreg.sh`` (a ``--no_surfreg`` run), else recon-all's ``-sphere`` step."""
+    surf, sd, name = folder / "surf", shlex.quote(str(folder.parent)), shlex.quote(folder.name)
+    made = next((f"{h}.{k}" for k in _PRE_SPHERE_SURFACES if _present(surf / f"{h}.{k}")), "surfaces")
+    qsphere = (f" ({h}.qsphere.nofix is no stand-in: its mesh is the one before topology correction)"
+               if _present(surf / f"{h}.qsphere.nofix") else "")
+    if _made_by_fastsurfer(folder):
+        return (f"freesurfer {surf}: has {made} but no {h}.sphere: FastSurfer made no sphere (its --no_surfreg "
+                f"skips it); make {h}.sphere and {h}.sphere.reg with FastSurfer's recon_surf/recon-surfreg.sh "
+                f"--sid {name} --sd {sd}, or rerun FastSurfer without --no_surfreg{qsphere}")
+    return (f"freesurfer {surf}: has {made} but no {h}.sphere: recon-all stopped before its -sphere step (the first "
+            f"of -autorecon3); run recon-all -sd {sd} -s {name} -autorecon3{qsphere}")
 
 
 def valid_label(label: str) -> bool:
@@ -403,8 +440,8 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
             elif root in deriv and (p / "MNINonLinear" / "Native").is_dir():  # also a bids_dir given as hcp=
                 name = name.split("_", 1)[0]
             elif root in fs and not name.startswith("fsaverage") and _LABEL.fullmatch(name) \
-                    and is_freesurfer_subject(p):
-                pass  # a FreeSurfer subject named as recon-all -s bert names it
+                    and (is_freesurfer_subject(p) or sphereless_subject(p)):
+                pass  # a FreeSurfer subject named as recon-all -s bert names it (one without a sphere: named why)
             else:
                 continue
             if _LABEL.fullmatch(name):
@@ -776,6 +813,10 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
             mismatched = _freesurfer_case_mismatches(surf, [f"{h}.sphere", *(files[f] for f in features if f in files)])
             if any(n.lower() == f"{h}.sphere" for n in mismatched) and problem is None:
                 problem = f"freesurfer {surf}: no {h}.sphere" + _case_hint(mismatched)
+            elif problem is None and sphereless_subject(root / name) \
+                    and readable_freesurfer_name(name) and not name.startswith("fsaverage"):
+                problem = recon_all_unfinished(root / name, h)
+                problem = f"freesurfer {root / name}: {problem}" if problem else missing_sphere_reason(root / name, h)
             continue
         unfinished = recon_all_unfinished(root / name, h)
         if unfinished:

@@ -732,3 +732,43 @@ def test_subjects_and_sessions_are_found_in_natural_order(tmp_path: Path) -> Non
     for label in ("10", "2", "100", "1", "01"):
         (tmp_path / f"sub-{label}").mkdir()
     assert find_subjects(tmp_path, derivatives={}) == ["01", "1", "2", "10", "100"]
+
+
+@pytest.mark.parametrize("producer", ["fastsurfer", "recon-all"])
+def test_a_subject_with_surfaces_but_no_sphere_is_found_and_named_with_how_to_make_it(bids: Path, tmp_path: Path,
+                                                                                      producer: str) -> None:
+    """FastSurfer with --no_surfreg (and recon-all stopped after -autorecon2) writes surf/lh.white, lh.inflated,
+    lh.sulc and FastSurfer's spectral lh.qsphere.nofix, but no lh.sphere. Such a SUBJECTS_DIR was 'not a BIDS
+    dataset' (no subject in it had a sphere), and with --fs-subjects-dir 'no subjects found'; a subject
+    named sub-X failed with only the 'looked for' list. Now the subject is found and each hemisphere's line
+    says why there is no sphere and the command that makes it."""
+    from geomorph_bids.io.discover import sphereless_subject
+
+    fs = tmp_path / "subjects"
+    surf = fs / "fast1" / "surf"
+    touch(*(surf / f"{h}.{k}" for h in ("lh", "rh") for k in ("white", "inflated", "sulc", "curv", "qsphere.nofix")))
+    if producer == "fastsurfer":
+        touch(fs / "fast1" / "scripts" / "recon-surf.log", fs / "fast1" / "scripts" / "recon-surf.done")
+    else:
+        touch(fs / "fast1" / "scripts" / "recon-all.log")
+    make_fs(fs, "bert")
+    touch(fs / "fsaverage" / "surf" / "lh.white")          # a template without its sphere is still no subject
+    assert sphereless_subject(fs / "fast1") and not sphereless_subject(fs / "bert")
+    assert find_subjects(bids, fs_subjects_dir=fs, derivatives={}) == ["01", "bert", "fast1"]
+    with pytest.raises(DiscoveryError) as exc:
+        discover("fast1", bids, fs_subjects_dir=fs, derivatives={})
+    msg = str(exc.value)
+    assert "\n" not in msg
+    qsphere = " (lh.qsphere.nofix is no stand-in: its mesh is the one before topology correction)"
+    if producer == "fastsurfer":
+        assert (f"hemi-L: freesurfer {surf}: has lh.white but no lh.sphere: FastSurfer made no sphere (its "
+                f"--no_surfreg skips it); make lh.sphere and lh.sphere.reg with FastSurfer's "
+                f"recon_surf/recon-surfreg.sh --sid fast1 --sd {fs}, or rerun FastSurfer without --no_surfreg"
+                f"{qsphere}; looked for ") in msg
+    else:
+        assert (f"hemi-L: freesurfer {surf}: has lh.white but no lh.sphere: recon-all stopped before its -sphere "
+                f"step (the first of -autorecon3); run recon-all -sd {fs} -s fast1 -autorecon3{qsphere}; "
+                "looked for ") in msg
+    touch(fs / "fast1" / "scripts" / "IsRunning.lh+rh")   # still running: that is what is said
+    with pytest.raises(DiscoveryError, match=r"hemi-L: freesurfer \S+/fast1: recon-all has not finished"):
+        discover("fast1", bids, fs_subjects_dir=fs, derivatives={})
