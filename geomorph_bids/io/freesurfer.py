@@ -11,11 +11,17 @@ Formats (big-endian):
 * new morphometry file (``lh.sulc``, ``lh.curv``, ``lh.thickness``): magic
   0xFFFFFF, int32 V, int32 F, int32 values-per-vertex (1), V float32;
 * old morphometry file: 3-byte V, 3-byte F, V int16 / 100 (accepted when the
-  file size matches exactly).
+  file size matches exactly);
+* quadrangle surface (FreeSurfer before 2.0 wrote ``lh.orig`` and its spheres so; FreeSurfer 7 and
+  nibabel still read it): magic 0xFFFFFF (coordinates int16 / 100) or 0xFFFFFD (float32), 3-byte V,
+  3-byte Q, V*3 coordinates, Q*4 3-byte vertex numbers; each quadrangle is split into two triangles
+  as FreeSurfer splits it. Its magic 0xFFFFFF is also the new morphometry file's: the file size
+  tells them apart (a morphometry file is 15 + 4 V bytes).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +38,8 @@ __all__ = ["TRIANGLE_MAGIC", "CURV_MAGIC", "read_magic", "triangle_header", "rea
 TRIANGLE_MAGIC = 0xFFFFFE
 CURV_MAGIC = 0xFFFFFF          # also the old quadrangle-surface magic
 NEW_QUAD_MAGIC = 0xFFFFFD
+#: tags FreeSurfer may write after a surface's faces (utils/tags.h: command lines, volume geometry, ...)
+_TAGS = frozenset({1, 2, 3, 4, 5, 20, 21, 30, 31, 32, 33, 40, 41, 42, 43, 44})
 
 
 def read_magic(raw: bytes) -> int:
@@ -53,6 +61,52 @@ def triangle_header(head: bytes) -> tuple[int, int, int] | None:
     return v, f, end2 + 9
 
 
+def _is_morph_layout(raw: bytes) -> bool:
+    """Whether bytes of magic 0xFFFFFF are laid out as a new morphometry file (int32 V, F, 1, then
+    exactly V float32), not as an old quadrangle surface of the same magic."""
+    if len(raw) < 15:
+        return False
+    v, _f, per_vertex = (int(x) for x in np.frombuffer(raw, ">i4", 3, 3))
+    return per_vertex == 1 and v > 0 and len(raw) == 15 + 4 * v
+
+
+def quad_header(raw: bytes, size: int | None = None) -> tuple[int, int, int] | None:
+    """(V, Q, number of bytes the vertices and quadrangles need) of a FreeSurfer quadrangle surface
+    (magic 0xFFFFFF or 0xFFFFFD), or None when the bytes are not one: too short, no vertex or
+    quadrangle, a new morphometry file (same magic 0xFFFFFF), or a file of ``size`` bytes (default
+    ``len(raw)``) that is not exactly that long or followed by FreeSurfer tags."""
+    magic = read_magic(raw)
+    if magic not in (CURV_MAGIC, NEW_QUAD_MAGIC) or len(raw) < 9 or (magic == CURV_MAGIC and _is_morph_layout(raw)):
+        return None
+    v, q = int.from_bytes(raw[3:6], "big"), int.from_bytes(raw[6:9], "big")
+    need = 9 + 3 * v * (2 if magic == CURV_MAGIC else 4) + 12 * q
+    size = len(raw) if size is None else size
+    if v <= 0 or q <= 0 or size < need:
+        return None
+    if size > need and (len(raw) < need + 4 or int(np.frombuffer(raw, ">i4", 1, need)[0]) not in _TAGS):
+        return None
+    return v, q, need
+
+
+def _read_quad_surface(raw: bytes, p: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(V, 3) float64 mm and (2 Q, 3) int64 of a quadrangle surface (:func:`quad_header` not None): each
+    quadrangle (a, b, c, d) becomes (a, b, d), (c, d, b) when a is even, else (a, b, c), (a, c, d)."""
+    v, q, _ = quad_header(raw)
+    old = read_magic(raw) == CURV_MAGIC
+    coords = np.frombuffer(raw, ">i2" if old else ">f4", 3 * v, 9).astype(np.float64).reshape(v, 3)
+    if old:
+        coords /= 100.0                      # int16 hundredths of a millimetre
+    start = 9 + 3 * v * (2 if old else 4)
+    b = np.frombuffer(raw, ">u1", 12 * q, start).astype(np.int64).reshape(q, 4, 3)
+    quads = (b[..., 0] << 16) | (b[..., 1] << 8) | b[..., 2]
+    a, b_, c, d = quads.T
+    even = (a % 2 == 0)[:, None]
+    faces = np.empty((2 * q, 3), dtype=np.int64)
+    faces[0::2] = np.where(even, np.stack([a, b_, d], 1), np.stack([a, b_, c], 1))
+    faces[1::2] = np.where(even, np.stack([c, d, b_], 1), np.stack([a, c, d], 1))
+    return coords, faces
+
+
 def read_fs_vertex_count(path: str | Path, head_bytes: int = 4096, timeout_s: float | None = None) -> int | None:
     """Number of vertices of a FreeSurfer triangle surface from its header only (the first
     ``head_bytes``, read within ``timeout_s`` seconds, default
@@ -64,7 +118,8 @@ def read_fs_vertex_count(path: str | Path, head_bytes: int = 4096, timeout_s: fl
 
     try:
         regular_file(path)
-        parsed = triangle_header(with_deadline(head, READ_TIMEOUT_S if timeout_s is None else timeout_s, path))
+        raw = with_deadline(head, READ_TIMEOUT_S if timeout_s is None else timeout_s, path)
+        parsed = triangle_header(raw) or quad_header(raw, os.stat(path).st_size)
     except (InputError, OSError):
         return None
     return None if parsed is None else parsed[0]
@@ -91,10 +146,14 @@ def _surface_header(raw: bytes, path: Path) -> tuple[int, int, int]:
     if magic == int.from_bytes(TRIANGLE_MAGIC.to_bytes(3, "big"), "little"):
         raise InputError(_SWAPPED.format("write_geometry"), path=path)
     if magic != TRIANGLE_MAGIC:
+        if magic == CURV_MAGIC and _is_morph_layout(raw):
+            raise InputError(f"magic number 0x{magic:06X} is a FreeSurfer morphometry file (e.g. lh.sulc), not a "
+                             f"triangle surface (0x{TRIANGLE_MAGIC:06X}); pass the surface (lh.sphere)", path=path)
         if magic in (CURV_MAGIC, NEW_QUAD_MAGIC):
-            raise InputError(f"magic number 0x{magic:06X} is a FreeSurfer morphometry file (e.g. lh.sulc) "
-                             "or an obsolete quadrangle surface, not a triangle surface "
-                             f"(0x{TRIANGLE_MAGIC:06X}); pass the surface (lh.sphere)", path=path)
+            v, q = int.from_bytes(raw[3:6], "big"), int.from_bytes(raw[6:9], "big")
+            raise InputError(f"magic number 0x{magic:06X} is a FreeSurfer quadrangle surface's or morphometry "
+                             f"file's, but its {len(raw)} bytes fit neither (as a quadrangle surface: {v} vertices, "
+                             f"{q} quadrangles); the file is truncated or corrupted", path=path)
         raise InputError(f"is not a FreeSurfer triangle surface: magic number 0x{max(magic, 0):06X}, "
                          f"expected 0x{TRIANGLE_MAGIC:06X}; the file is corrupted or of another format "
                          "(GIFTI files must end in .gii or .gii.gz)", path=path)
@@ -131,6 +190,10 @@ def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
     """
     p = Path(path)
     raw = read_bounded(p, SURFACE_MAX_BYTES, "surface")
+    if quad_header(raw) is not None:
+        coords, faces = _read_quad_surface(raw, p)
+        with np.errstate(invalid="ignore"):
+            return coords, faces, {}
     _surface_header(raw, p)
     try:
         with quiet_warnings():    # "No volume information" for spheres
@@ -160,6 +223,8 @@ def read_fs_morph(path: str | Path, n_vertices: int | None = None) -> np.ndarray
     p = Path(path)
     raw = read_bounded(p, map_max_bytes(n_vertices), "per-vertex map")
     magic = read_magic(raw)
+    if quad_header(raw) is not None:
+        raise InputError("is a FreeSurfer quadrangle surface (mesh), not a per-vertex morphometry file", path=p)
     if magic == CURV_MAGIC:
         if len(raw) < 15:
             raise InputError("FreeSurfer morphometry header is truncated", path=p)

@@ -290,3 +290,73 @@ def test_a_surface_whose_volume_geometry_footer_nibabel_cannot_parse_is_read(tmp
     nfs.write_geometry(str(readable), v, f)
     readable.write_bytes(readable.read_bytes() + _volume_geometry(b"/data/sub-01/mri/filled.mgz"))
     assert fs.read_fs_surface(readable)[2]["filename"] == "/data/sub-01/mri/filled.mgz"
+
+
+def _cube_sphere(n: int = 6, radius: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """A quadrangle sphere: a cube of n x n quadrangles a side projected onto radius ``radius`` (mm).
+    Returns (V, 3) float64 vertices and (Q, 4) int quadrangles wound outward."""
+    pts = np.stack(np.meshgrid(*(np.arange(n + 1),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    boundary = ((pts == 0) | (pts == n)).any(1)
+    index = -np.ones(len(pts), int)
+    index[boundary] = np.arange(boundary.sum())
+    index = index.reshape((n + 1,) * 3)
+    verts = pts[boundary] - n / 2
+    verts = radius * verts / np.linalg.norm(verts, axis=1, keepdims=True)
+    quads = []
+    for axis in range(3):
+        u, w = (a for a in range(3) if a != axis)
+        for side in (0, n):
+            for i in range(n):
+                for j in range(n):
+                    corners = []
+                    for di, dj in ((0, 0), (1, 0), (1, 1), (0, 1)):
+                        c = [0, 0, 0]
+                        c[axis], c[u], c[w] = side, i + di, j + dj
+                        corners.append(index[tuple(c)])
+                    quads.append(corners)
+    quads = np.array(quads)
+    a, b, d = verts[quads[:, 0]], verts[quads[:, 1]], verts[quads[:, 3]]
+    inward = np.einsum("ij,ij->i", np.cross(b - a, d - a), a) < 0
+    quads[inward] = quads[inward][:, ::-1]
+    return verts, quads
+
+
+def _quad_file(verts: np.ndarray, quads: np.ndarray, new: bool) -> bytes:
+    """The bytes of a FreeSurfer quadrangle surface: magic 0xFFFFFD with float32 coordinates (``new``), else
+    0xFFFFFF with int16 hundredths of a millimetre; 3-byte counts and vertex numbers."""
+    three = lambda x: np.asarray(x, ">u4").reshape(-1, 1).view(">u1")[:, 1:].tobytes()  # noqa: E731
+    coords = np.asarray(verts, ">f4") if new else np.round(np.asarray(verts) * 100).astype(">i2")
+    return ((b"\xff\xff\xfd" if new else b"\xff\xff\xff") + three(len(verts)) + three(len(quads))
+            + coords.tobytes() + three(quads.reshape(-1)))
+
+
+@pytest.mark.parametrize("new", [False, True], ids=["quad-0xFFFFFF-int16", "new-quad-0xFFFFFD-float32"])
+def test_an_old_quadrangle_surface_is_read_as_freesurfer_and_nibabel_read_it(tmp_path, new, one_line):
+    """A sphere in FreeSurfer's quadrangle format (FreeSurfer before 2.0; FreeSurfer 7 and nibabel still read
+    it) was refused: 'magic number 0xFFFFFF is a FreeSurfer morphometry file (e.g. lh.sulc) or an obsolete
+    quadrangle surface ...; pass the surface (lh.sphere)', naming the very file given. It is now read, each
+    quadrangle split into the two triangles FreeSurfer (and nibabel) make of it; a cut-short one says so."""
+    from geomorph_bids.io.surfaces import read_sphere
+
+    verts, quads = _cube_sphere()
+    path = tmp_path / "lh.sphere"
+    path.write_bytes(_quad_file(verts, quads, new))
+    v, f, meta = fs.read_fs_surface(path)
+    ref_v, ref_f = nfs.read_geometry(str(path))
+    np.testing.assert_array_equal(v, ref_v)
+    np.testing.assert_array_equal(f, ref_f)
+    assert v.shape == (218, 3) and f.shape == (2 * 216, 3) and meta == {}
+    np.testing.assert_allclose(v, verts, atol=0.005 if not new else 1e-4)
+    sphere = read_sphere(path)
+    assert sphere.n_vertices == 218 and np.allclose(np.linalg.norm(sphere.vertices, axis=1), 100, atol=0.01)
+    assert fs.read_fs_vertex_count(path) == 218
+    with pytest.raises(InputError, match="is a FreeSurfer quadrangle surface"):   # given as a map
+        fs.read_fs_morph(path)
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(InputError) as e:
+        fs.read_fs_surface(path)
+    size = len(path.read_bytes())
+    assert one_line(e, path).endswith(
+        f"magic number 0x{'FFFFFD' if new else 'FFFFFF'} is a FreeSurfer quadrangle surface's or morphometry file's, "
+        f"but its {size} bytes fit neither (as a quadrangle surface: 218 vertices, 216 quadrangles); the file is "
+        "truncated or corrupted")
