@@ -704,6 +704,13 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
             mismatched = _smriprep_case_mismatches(anat, subject, ses, hemi, ("sphere", *features))
             if any(_entities(n)[1] == "sphere" for n in mismatched):
                 problems.append(f"smriprep {anat}: no sphere" + _case_hint(mismatched))
+            elif (older := _surfaces_without_sphere(anat, subject, ses, hemi)):
+                problems.append(
+                    f"smriprep {anat}: has {', '.join(older[:3])}{' ...' if len(older) > 3 else ''} but no native "
+                    f"sphere (sub-{subject}{f'_ses-{ses}' if ses else ''}_hemi-{hemi}_sphere.surf.gii, written from "
+                    "sMRIPrep 0.13 and fMRIPrep 23.2 on; a desc-reg sphere is FreeSurfer's sphere.reg, not it): "
+                    "register from the FreeSurfer subjects folder that run made (its sourcedata/freesurfer, or the "
+                    "freesurfer folder beside it): --fs-subjects-dir DIR")
             continue
         sphere = _pick(files["sphere"])
         if isinstance(sphere, str):
@@ -746,6 +753,26 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
                               feats, "freesurfer", chosen[kind] if kind else None, kind,
                               chosen.get("midthickness"), chosen.get("cortex_mask")), ""
     return None, "; ".join(problems) or None
+
+
+#: surfaces older sMRIPrep/fMRIPrep write beside (or instead of) the native sphere
+_SMRIPREP_SURFACES = frozenset({"smoothwm", "white", "pial", "midthickness", "inflated", "sphere"})
+
+
+def _surfaces_without_sphere(anat: Path, subject: str, session: str | None, hemi: str) -> list[str]:
+    """Names of the native-mesh surfaces of ``hemi`` in ``anat`` (``_smoothwm``, ``_pial``, ``_midthickness``,
+    ``_inflated``, ``_desc-reg_sphere`` ...: no ``space-`` but fsaverage, no ``den-``), sorted: an sMRIPrep
+    or fMRIPrep folder of a version that wrote surfaces but no native sphere (before sMRIPrep 0.13)."""
+    out = []
+    for p in sorted(anat.glob(f"sub-{subject}_*hemi-{hemi}_*.surf.gii*")):
+        parsed = _entities(p.name)
+        if parsed is None:
+            continue
+        ents, suffix, _ext = parsed
+        if ents.get("sub") == subject and ents.get("hemi") == hemi and ents.get("ses") == session \
+                and suffix in _SMRIPREP_SURFACES and "den" not in ents and ents.get("space") in (None, "fsaverage"):
+            out.append(p.name)
+    return out
 
 
 def _on_template_hint(anat: Path, subject: str, session: str | None, hemi: str, roles: Sequence[str]) -> str:

@@ -772,3 +772,26 @@ def test_a_subject_with_surfaces_but_no_sphere_is_found_and_named_with_how_to_ma
     touch(fs / "fast1" / "scripts" / "IsRunning.lh+rh")   # still running: that is what is said
     with pytest.raises(DiscoveryError, match=r"hemi-L: freesurfer \S+/fast1: recon-all has not finished"):
         discover("fast1", bids, fs_subjects_dir=fs, derivatives={})
+
+
+def test_an_older_fmriprep_folder_with_surfaces_but_no_native_sphere_names_the_freesurfer_folder(bids: Path,
+                                                                                               tmp_path: Path) -> None:
+    """fMRIPrep before 23.2 (sMRIPrep before 0.13) wrote _smoothwm/_pial/_midthickness/_inflated surfaces (0.12 also
+    FreeSurfer's sphere.reg as _desc-reg_sphere) but no native _sphere.surf.gii: with no FreeSurfer folder beside it
+    the hemisphere failed with only 'no inputs; looked for ...'. The line now says which files are there, which
+    one is missing and that the FreeSurfer subjects folder of that run has it; with that folder there it is read."""
+    root = bids / "derivatives" / "fmriprep"
+    anat = root / "sub-01" / "anat"
+    touch(*(anat / f"sub-01_hemi-{h}_{s}.surf.gii" for h in "LR" for s in ("smoothwm", "pial", "midthickness")),
+          *(anat / f"sub-01_hemi-{h}_{s}" for h in "LR" for s in ("space-fsaverage_desc-reg_sphere.surf.gii",
+                                                                  "space-fsLR_den-32k_midthickness.surf.gii")))
+    with pytest.raises(DiscoveryError) as exc:
+        discover("01", bids)
+    assert (f"hemi-L: smriprep {anat}: has sub-01_hemi-L_midthickness.surf.gii, sub-01_hemi-L_pial.surf.gii, "
+            "sub-01_hemi-L_smoothwm.surf.gii ... but no native sphere (sub-01_hemi-L_sphere.surf.gii, written from "
+            "sMRIPrep 0.13 and fMRIPrep 23.2 on; a desc-reg sphere is FreeSurfer's sphere.reg, not it): register "
+            "from the FreeSurfer subjects folder that run made (its sourcedata/freesurfer, or the freesurfer folder "
+            "beside it): --fs-subjects-dir DIR; looked for ") in str(exc.value)
+    make_fs(bids / "derivatives" / "freesurfer", "sub-01")
+    found = discover("01", bids)
+    assert {h: i.source for h, i in found.hemis.items()} == {"L": "freesurfer", "R": "freesurfer"}
