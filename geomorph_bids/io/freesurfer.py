@@ -131,6 +131,29 @@ _SWAPPED = ("is byte-swapped: its header reads correctly only as little-endian, 
             "or the tool's big-endian option")
 
 
+#: the first bytes of surface and map formats read nowhere here -> what they are
+_TEXT_FORMATS = ((b"# vtk DataFile", "a VTK file"), (b"ply", "a PLY file"), (b"#!ascii", "a FreeSurfer ASCII file (.asc)"),
+                 (b"solid", "an STL file"), (b"P ", "an MNI .obj surface (CIVET's format)"))
+
+
+def other_format(raw: bytes) -> str:
+    """``: it is a VTK file ...; convert it to GIFTI ...`` for a file of a format read nowhere here (VTK, PLY,
+    FreeSurfer ASCII, STL, MNI .obj, a text file of numbers such as CIVET's per-vertex .txt maps), else ``""``."""
+    head = raw[:64].lstrip()
+    what = next((name for magic, name in _TEXT_FORMATS if head.startswith(magic)), None)
+    if what is None:
+        try:
+            words = raw[:4096].decode("ascii").split()
+            [float(w) for w in words[:-1]]    # the last word may be cut at the 4 KiB boundary
+            what = "a text file of numbers (a CIVET .txt map, one value per vertex?)" if len(words) > 1 else None
+        except (UnicodeDecodeError, ValueError):
+            return ""
+    if what is None:
+        return ""
+    return (f": it is {what}, a format not read here; convert it to GIFTI (.surf.gii for a surface, .shape.gii "
+            "for a map: mris_convert reads VTK, STL and ASCII surfaces; nibabel writes GIFTI from numbers)")
+
+
 def _swapped_morph(raw: bytes) -> bool:
     """True when a morphometry file's header (magic 0xFFFFFF reads the same both ways) makes
     sense only little-endian: one value per vertex and a size that matches V."""
@@ -154,9 +177,10 @@ def _surface_header(raw: bytes, path: Path) -> tuple[int, int, int]:
             raise InputError(f"magic number 0x{magic:06X} is a FreeSurfer quadrangle surface's or morphometry "
                              f"file's, but its {len(raw)} bytes fit neither (as a quadrangle surface: {v} vertices, "
                              f"{q} quadrangles); the file is truncated or corrupted", path=path)
+        hint = other_format(raw)
         raise InputError(f"is not a FreeSurfer triangle surface: magic number 0x{max(magic, 0):06X}, "
-                         f"expected 0x{TRIANGLE_MAGIC:06X}; the file is corrupted or of another format "
-                         "(GIFTI files must end in .gii or .gii.gz)", path=path)
+                         f"expected 0x{TRIANGLE_MAGIC:06X}" + (hint or "; the file is corrupted or of another format "
+                                                               "(GIFTI files must end in .gii or .gii.gz)"), path=path)
     parsed = triangle_header(raw)
     if parsed is None:
         raise InputError("FreeSurfer surface header is truncated", path=path)
@@ -246,10 +270,11 @@ def read_fs_morph(path: str | Path, n_vertices: int | None = None) -> np.ndarray
     else:
         v = magic
         if len(raw) != 6 + 2 * v or v <= 0:
+            hint = other_format(raw)
             raise InputError(f"is not a FreeSurfer morphometry file: magic number 0x{max(magic, 0):06X}, "
-                             f"expected 0x{CURV_MAGIC:06X} (and not the old format either); the file "
-                             "is corrupted or of another format (GIFTI must end in .gii/.gii.gz, "
-                             "CIFTI in .dscalar.nii)", path=p)
+                             f"expected 0x{CURV_MAGIC:06X} (and not the old format either)" + (
+                                 hint or "; the file is corrupted or of another format (GIFTI must end in "
+                                 ".gii/.gii.gz, CIFTI in .dscalar.nii)"), path=p)
     try:
         values = nfs.read_morph_data(str(p))
     except Exception as exc:

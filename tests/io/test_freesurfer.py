@@ -360,3 +360,29 @@ def test_an_old_quadrangle_surface_is_read_as_freesurfer_and_nibabel_read_it(tmp
         f"magic number 0x{'FFFFFD' if new else 'FFFFFF'} is a FreeSurfer quadrangle surface's or morphometry file's, "
         f"but its {size} bytes fit neither (as a quadrangle surface: 218 vertices, 216 quadrangles); the file is "
         "truncated or corrupted")
+
+
+@pytest.mark.parametrize("head, what", [(b"P 0.3 0.3 0.4 10 1 81924\n", "an MNI .obj surface (CIVET's format)"),
+                                        (b"# vtk DataFile Version 3.0\n", "a VTK file"),
+                                        (b"#!ascii version of lh.sphere\n", "a FreeSurfer ASCII file (.asc)"),
+                                        (b"ply\nformat ascii 1.0\n", "a PLY file"),
+                                        (b"2.31\n1.97\n3.02\n2.5\n",
+                                         "a text file of numbers (a CIVET .txt map, one value per vertex?)")],
+                         ids=["civet-obj", "vtk", "freesurfer-ascii", "ply", "civet-txt"])
+def test_surfaces_and_maps_of_formats_read_nowhere_here_are_named(tmp_path, head, what, one_line):
+    """CIVET's .obj surfaces and .txt maps, VTK, PLY and FreeSurfer ASCII files given as a sphere or a map
+    were 'not a FreeSurfer triangle surface: magic number 0x502030 ...; the file is corrupted or of another
+    format', as if damaged. The line now says which format it is and to convert it to GIFTI."""
+    path = tmp_path / "lh.sphere"
+    path.write_bytes(head + b"1.0 2.0 3.0\n" * 3)
+    tail = (f": it is {what}, a format not read here; convert it to GIFTI (.surf.gii for a surface, .shape.gii "
+            "for a map: mris_convert reads VTK, STL and ASCII surfaces; nibabel writes GIFTI from numbers)")
+    with pytest.raises(InputError) as e:
+        fs.read_fs_surface(path)
+    assert one_line(e, path).endswith(tail)
+    with pytest.raises(InputError) as e:
+        fs.read_fs_morph(path)
+    assert one_line(e, path).endswith(tail)
+    path.write_bytes(b"\x12\x34\x56" + bytes(range(200)))       # binary bytes of no format: as before
+    with pytest.raises(InputError, match="the file is corrupted or of another format"):
+        fs.read_fs_surface(path)
