@@ -813,7 +813,8 @@ def recon_all_unfinished(folder: Path, h: str) -> str | None:
     """Why recon-all's outputs in ``folder`` are not to be read yet, or None: recon-all leaves
     ``scripts/IsRunning.lh+rh`` (or ``.lh``/``.rh``) while it runs, or after it was killed, and
     ``scripts/recon-all.error`` when it stopped on an error; its surfaces may then lack steps
-    or mix two runs (a sphere of the earlier run beside maps of the new one)."""
+    or mix two runs (a sphere of the earlier run beside maps of the new one). FastSurfer leaves
+    ``scripts/recon-surf.log`` without ``scripts/recon-surf.done`` (written last) in those cases."""
     scripts = folder / "scripts"
     running = [scripts / f"IsRunning.{x}" for x in ("lh+rh", h)]
     for path in running:
@@ -825,6 +826,13 @@ def recon_all_unfinished(folder: Path, h: str) -> str | None:
     if _present(error):
         return (f"recon-all stopped with an error ({error} is there): its surfaces may lack steps or mix two "
                 f"runs; rerun recon-all (or delete that file to register the surfaces as they are)")
+    # FastSurfer (1.0 on) runs recon-all with -no-isrunning: its recon-surf.sh deletes scripts/recon-surf.done
+    # when it starts and writes it last, so a log without it is a run still going, killed or failed
+    log, done = scripts / "recon-surf.log", scripts / "recon-surf.done"
+    if _present(log) and not _present(done):
+        return (f"FastSurfer has not finished ({log} is there but not {done.name}, which recon-surf.sh writes last: "
+                f"it is still running, was killed or stopped on an error, see the end of its log); register this "
+                f"subject once FastSurfer has ended (or create {done} to register the surfaces as they are)")
     return None
 
 

@@ -795,3 +795,23 @@ def test_an_older_fmriprep_folder_with_surfaces_but_no_native_sphere_names_the_f
     make_fs(bids / "derivatives" / "freesurfer", "sub-01")
     found = discover("01", bids)
     assert {h: i.source for h, i in found.hemis.items()} == {"L": "freesurfer", "R": "freesurfer"}
+
+
+def test_a_fastsurfer_subject_whose_recon_surf_has_not_finished_is_named_not_registered(bids: Path,
+                                                                                      tmp_path: Path) -> None:
+    """FastSurfer runs recon-all with -no-isrunning, so a FastSurfer run still going, killed or failed left no
+    IsRunning file: its surfaces were registered as if finished. recon-surf.sh deletes scripts/recon-surf.done
+    when it starts and writes it last (FastSurfer 1.0 on): a recon-surf.log without it is now named on the
+    hemisphere's line; with it (or with no FastSurfer log at all) the subject is read as before."""
+    fs = tmp_path / "subjects"
+    make_fs(fs, "fast1")
+    scripts = fs / "fast1" / "scripts"
+    touch(scripts / "recon-surf.log")
+    with pytest.raises(DiscoveryError) as exc:
+        discover("fast1", bids, fs_subjects_dir=fs, derivatives={})
+    assert (f"hemi-L: freesurfer {fs / 'fast1'}: FastSurfer has not finished ({scripts / 'recon-surf.log'} is there "
+            "but not recon-surf.done, which recon-surf.sh writes last: it is still running, was killed or stopped on "
+            "an error, see the end of its log); register this subject once FastSurfer has ended (or create "
+            f"{scripts / 'recon-surf.done'} to register the surfaces as they are); looked for ") in str(exc.value)
+    touch(scripts / "recon-surf.done")
+    assert sorted(discover("fast1", bids, fs_subjects_dir=fs, derivatives={}).hemis) == ["L", "R"]
