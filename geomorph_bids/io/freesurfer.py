@@ -12,10 +12,10 @@ Formats (big-endian):
   0xFFFFFF, int32 V, int32 F, int32 values-per-vertex (1), V float32;
 * old morphometry file: 3-byte V, 3-byte F, V int16 / 100 (accepted when the
   file size matches exactly);
-* quadrangle surface (FreeSurfer before 2.0 wrote ``lh.orig`` and its spheres so; FreeSurfer 7 and
-  nibabel still read it): magic 0xFFFFFF (coordinates int16 / 100) or 0xFFFFFD (float32), 3-byte V,
-  3-byte Q, V*3 coordinates, Q*4 3-byte vertex numbers; each quadrangle is split into two triangles
-  as FreeSurfer splits it. Its magic 0xFFFFFF is also the new morphometry file's: the file size
+* quadrangle surface (early FreeSurfer wrote surfaces so; FreeSurfer 7 and nibabel still read
+  it): magic 0xFFFFFF (coordinates int16 / 100) or 0xFFFFFD (float32), 3-byte V, 3-byte Q,
+  V*3 coordinates, Q*4 3-byte vertex numbers; each quadrangle is split into two triangles as
+  FreeSurfer splits it. Its magic 0xFFFFFF is also the new morphometry file's: the file size
   tells them apart (a morphometry file is 15 + 4 V bytes).
 """
 
