@@ -218,16 +218,17 @@ def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
         coords, faces = _read_quad_surface(raw, p)
         with np.errstate(invalid="ignore"):
             return coords, faces, {}
-    _surface_header(raw, p)
+    n_v, n_f, offset = _surface_header(raw, p)
     try:
         with quiet_warnings():    # "No volume information" for spheres
             try:
                 v, f, info = nfs.read_geometry(str(p), read_metadata=True)
             except (OSError, UnicodeDecodeError, ValueError):
-                # the volume-geometry footer after the triangles (text lines FreeSurfer reads leniently:
-                # a volume path holding '=' or Latin-1 bytes, a line left out) is not what nibabel parses;
-                # the mesh, checked against the header above, does not depend on it: read it without
-                v, f = nfs.read_geometry(str(p))
+                # text FreeSurfer reads leniently and nibabel does not: the volume-geometry footer after the
+                # triangles (a volume path holding '=' or Latin-1 bytes, a line left out), a "created by" line
+                # in Latin-1. The mesh, checked against the header above, depends on neither: read it as is
+                v = np.frombuffer(raw, ">f4", 3 * n_v, offset).reshape(n_v, 3)
+                f = np.frombuffer(raw, ">i4", 3 * n_f, offset + 12 * n_v).reshape(n_f, 3)
                 info = {}
     except Exception as exc:
         raise InputError(f"FreeSurfer surface is corrupted ({type(exc).__name__}: {exc})",

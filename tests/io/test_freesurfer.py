@@ -286,6 +286,10 @@ def test_a_surface_whose_volume_geometry_footer_nibabel_cannot_parse_is_read(tmp
     np.testing.assert_array_equal(got_v, v)
     np.testing.assert_array_equal(got_f, f)
     assert meta == {}
+    stamped = tmp_path / "lh.sphere.latin1"   # a "created by" line in Latin-1 (a user name with an accent)
+    stamped.write_bytes(b"\xff\xff\xfe" + "created by jos\u00e9 on Mon Dec  7 2026".encode("latin-1")
+                        + path.read_bytes()[path.read_bytes().index(b"\n"):])
+    np.testing.assert_array_equal(fs.read_fs_surface(stamped)[0], v)
     readable = tmp_path / "rh.sphere"   # the same footer with an ordinary path is still read into meta
     nfs.write_geometry(str(readable), v, f)
     readable.write_bytes(readable.read_bytes() + _volume_geometry(b"/data/sub-01/mri/filled.mgz"))
