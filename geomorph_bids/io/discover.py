@@ -227,11 +227,20 @@ _PRE_SPHERE_SURFACES = ("white", "orig", "smoothwm", "inflated")
 def sphereless_subject(folder: str | Path) -> bool:
     """Whether ``folder`` is a FreeSurfer or FastSurfer subject that made its surfaces (``surf/lh.white``,
     ``.orig``, ``.smoothwm`` or ``.inflated``, either hemisphere) but no ``surf/?h.sphere``: recon-all stopped
-    before its ``-sphere`` step, or FastSurfer ran with ``--no_surfreg`` (which skips it). Not registrable,
-    but a subject all the same, named with :func:`missing_sphere_reason` instead of being left out."""
-    surf = Path(folder) / "surf"
-    return not is_freesurfer_subject(folder) and any(
-        _present(surf / f"{h}.{kind}") for h in ("lh", "rh") for kind in _PRE_SPHERE_SURFACES)
+    before its ``-sphere`` step, or FastSurfer ran with ``--no_surfreg`` (which skips it); or a FastSurfer
+    ``--seg_only`` run (its segmentation, no surface at all). Not registrable, but a subject all the same,
+    named with :func:`missing_sphere_reason` instead of being left out."""
+    return not is_freesurfer_subject(folder) and (_made_surfaces(Path(folder)) or _fastsurfer_segmentation(Path(folder)))
+
+
+def _made_surfaces(folder: Path) -> bool:
+    """Whether ``folder/surf`` holds a surface recon-all makes before the sphere, of either hemisphere."""
+    return any(_present(folder / "surf" / f"{h}.{kind}") for h in ("lh", "rh") for kind in _PRE_SPHERE_SURFACES)
+
+
+def _fastsurfer_segmentation(folder: Path) -> bool:
+    """Whether ``folder`` holds FastSurfer's segmentation (``mri/aparc.DKTatlas+aseg.deep.mgz``)."""
+    return _present(folder / "mri" / "aparc.DKTatlas+aseg.deep.mgz")
 
 
 def _made_by_fastsurfer(folder: Path) -> bool:
@@ -245,6 +254,10 @@ def missing_sphere_reason(folder: Path, h: str) -> str:
     """Why subject ``folder`` (:func:`sphereless_subject`) has no ``surf/{h}.sphere`` and how to make it: with
     FastSurfer's ``recon-surfreg.sh`` (a ``--no_surfreg`` run), else recon-all's ``-sphere`` step."""
     surf, sd, name = folder / "surf", shlex.quote(str(folder.parent)), shlex.quote(folder.name)
+    if not _made_surfaces(folder):
+        return (f"freesurfer {folder}: FastSurfer made no surfaces (a --seg_only run: its segmentation "
+                f"mri/aparc.DKTatlas+aseg.deep.mgz, no surf/{h}.*); run its surface pipeline on it, run_fastsurfer.sh "
+                f"--sid {name} --sd {sd} --surf_only")
     made = next((f"{h}.{k}" for k in _PRE_SPHERE_SURFACES if _present(surf / f"{h}.{k}")), "surfaces")
     qsphere = (f" ({h}.qsphere.nofix is no stand-in: its mesh is the one before topology correction)"
                if _present(surf / f"{h}.qsphere.nofix") else "")

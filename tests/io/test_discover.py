@@ -772,6 +772,13 @@ def test_a_subject_with_surfaces_but_no_sphere_is_found_and_named_with_how_to_ma
     touch(fs / "fast1" / "scripts" / "IsRunning.lh+rh")   # still running: that is what is said
     with pytest.raises(DiscoveryError, match=r"hemi-L: freesurfer \S+/fast1: recon-all has not finished"):
         discover("fast1", bids, fs_subjects_dir=fs, derivatives={})
+    touch(fs / "seg2" / "mri" / "aparc.DKTatlas+aseg.deep.mgz", fs / "seg2" / "scripts" / "deep-seg.log")
+    assert "seg2" in find_subjects(bids, fs_subjects_dir=fs, derivatives={})    # FastSurfer --seg_only
+    with pytest.raises(DiscoveryError) as exc:
+        discover("seg2", bids, fs_subjects_dir=fs, derivatives={})
+    assert (f"hemi-L: freesurfer {fs / 'seg2'}: FastSurfer made no surfaces (a --seg_only run: its segmentation "
+            "mri/aparc.DKTatlas+aseg.deep.mgz, no surf/lh.*); run its surface pipeline on it, run_fastsurfer.sh "
+            f"--sid seg2 --sd {fs} --surf_only; looked for ") in str(exc.value)
 
 
 def test_an_older_fmriprep_folder_with_surfaces_but_no_native_sphere_names_the_freesurfer_folder(bids: Path,
