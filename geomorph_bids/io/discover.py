@@ -765,7 +765,26 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
             return HemiInputs(subject, ses, hemi, "smriprep", chosen["sphere"], chosen.get("sphere_reg"),
                               feats, "freesurfer", chosen[kind] if kind else None, kind,
                               chosen.get("midthickness"), chosen.get("cortex_mask")), ""
-    return None, "; ".join(problems) or None
+    return None, "; ".join(problems) or _cat12_hint(subj, session, hemi)
+
+
+def _cat12_hint(subj: Path, session: str | None, hemi: str) -> str | None:
+    """Why the CAT12 surfaces of subject folder ``subj`` are not read (``surf/lh.sphere.NAME.gii`` in its
+    ``[ses-Y/]anat/surf`` or ``surf``: CAT12's layout), or None when it has none."""
+    h = _FS_HEMI[hemi]
+    folders = [subj / "anat" / "surf", subj / "surf"]
+    if session is not None:
+        folders = [subj / f"ses-{session}" / "anat" / "surf", *folders]
+    else:
+        folders += sorted(subj.glob("ses-*/anat/surf"))
+    for surf in folders:
+        spheres = sorted(p.name for p in surf.glob(f"{h}.sphere.*.gii*") if not p.name.startswith(f"{h}.sphere.reg."))
+        if spheres:
+            return (f"cat12 {surf}: CAT12's layout ({spheres[0]}), which is not read: CAT12 writes no sulc of "
+                    f"FreeSurfer's kind ({h}.sqrtsulc is the square root of sulcal depth); register this subject from "
+                    "a FreeSurfer or FastSurfer run (docs/troubleshooting.md, Surfaces from other FreeSurfer versions "
+                    "and other producers)")
+    return None
 
 
 #: surfaces older sMRIPrep/fMRIPrep write beside (or instead of) the native sphere

@@ -822,3 +822,20 @@ def test_a_fastsurfer_subject_whose_recon_surf_has_not_finished_is_named_not_reg
             f"{scripts / 'recon-surf.done'} to register the surfaces as they are); looked for ") in str(exc.value)
     touch(scripts / "recon-surf.done")
     assert sorted(discover("fast1", bids, fs_subjects_dir=fs, derivatives={}).hemis) == ["L", "R"]
+
+
+def test_a_cat12_folder_among_the_derivatives_is_named_as_not_read(bids: Path) -> None:
+    """CAT12's BIDS output (derivatives/CAT12.8.2/sub-01/anat/surf/lh.sphere.sub-01_T1w.gii, lh.central...,
+    lh.sqrtsulc..., lh.thickness...) gave 'no inputs; looked for ...', as if the folder were empty. The
+    hemisphere's line now says it is CAT12's layout, why it is not read and where to go instead."""
+    surf = bids / "derivatives" / "CAT12.8.2" / "sub-01" / "anat" / "surf"
+    touch(*(surf / f"{h}.{k}.sub-01_T1w{ext}" for h in ("lh", "rh") for k, ext in
+            (("central", ".gii"), ("sphere", ".gii"), ("sphere.reg", ".gii"), ("sqrtsulc", ""), ("thickness", ""))))
+    with pytest.raises(DiscoveryError) as exc:
+        discover("01", bids)
+    assert (f"hemi-L: cat12 {surf}: CAT12's layout (lh.sphere.sub-01_T1w.gii), which is not read: CAT12 writes no "
+            "sulc of FreeSurfer's kind (lh.sqrtsulc is the square root of sulcal depth); register this subject from a "
+            "FreeSurfer or FastSurfer run (docs/troubleshooting.md, Surfaces from other FreeSurfer versions and other "
+            "producers); looked for ") in str(exc.value)
+    make_fs(bids / "derivatives" / "freesurfer", "sub-01")       # with a FreeSurfer run beside it: read, no word
+    assert sorted(discover("01", bids).hemis) == ["L", "R"]
