@@ -858,13 +858,15 @@ def recon_all_unfinished(folder: Path, h: str) -> str | None:
     if _present(error):
         return (f"recon-all stopped with an error ({error} is there): its surfaces may lack steps or mix two "
                 f"runs; rerun recon-all (or delete that file to register the surfaces as they are)")
-    # FastSurfer (1.0 on) runs recon-all with -no-isrunning: its recon-surf.sh deletes scripts/recon-surf.done
-    # when it starts and writes it last, so a log without it is a run still going, killed or failed
-    log, done = scripts / "recon-surf.log", scripts / "recon-surf.done"
-    if _present(log) and not _present(done):
-        return (f"FastSurfer has not finished ({log} is there but not {done.name}, which recon-surf.sh writes last: "
-                f"it is still running, was killed or stopped on an error, see the end of its log); register this "
-                f"subject once FastSurfer has ended (or create {done} to register the surfaces as they are)")
+    # FastSurfer (1.0 on) runs recon-all with -no-isrunning: its recon-surf.sh (and recon-surfreg.sh, 2.1 on)
+    # deletes scripts/<script>.done when it starts and writes it last, so a log without it is a run still
+    # going, killed or failed
+    for script in ("recon-surf", "recon-surfreg"):
+        log, done = scripts / f"{script}.log", scripts / f"{script}.done"
+        if _present(log) and not _present(done):
+            return (f"FastSurfer has not finished ({log} is there but not {done.name}, which {script}.sh writes "
+                    f"last: it is still running, was killed or stopped on an error, see the end of its log); register "
+                    f"this subject once FastSurfer has ended (or create {done} to register the surfaces as they are)")
     return None
 
 

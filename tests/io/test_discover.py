@@ -822,6 +822,12 @@ def test_a_fastsurfer_subject_whose_recon_surf_has_not_finished_is_named_not_reg
             f"{scripts / 'recon-surf.done'} to register the surfaces as they are); looked for ") in str(exc.value)
     touch(scripts / "recon-surf.done")
     assert sorted(discover("fast1", bids, fs_subjects_dir=fs, derivatives={}).hemis) == ["L", "R"]
+    touch(scripts / "recon-surfreg.log")      # FastSurfer's recon-surfreg.sh (after --no_surfreg), not finished
+    with pytest.raises(DiscoveryError, match=r"FastSurfer has not finished \(\S+/recon-surfreg.log is there but not "
+                                             r"recon-surfreg.done, which recon-surfreg.sh writes last"):
+        discover("fast1", bids, fs_subjects_dir=fs, derivatives={})
+    touch(scripts / "recon-surfreg.done")
+    assert sorted(discover("fast1", bids, fs_subjects_dir=fs, derivatives={}).hemis) == ["L", "R"]
 
 
 def test_a_cat12_folder_among_the_derivatives_is_named_as_not_read(bids: Path) -> None:
