@@ -446,7 +446,7 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
             if not p.is_dir():
                 continue
             name = p.name
-            if in_fs and is_freesurfer_subject(p) and not _READABLE_FS_NAME.fullmatch(name):
+            if in_fs and (is_freesurfer_subject(p) or sphereless_subject(p)) and not _READABLE_FS_NAME.fullmatch(name):
                 continue  # sub-01_ses-1.long.sub-01_base, sub-01_base: named by unlabelled_subjects, never read
             if name.startswith("sub-"):
                 name = name[4:].split("_", 1)[0]
@@ -476,7 +476,7 @@ def unlabelled_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None
         for p in sorted(root.iterdir()):
             if _READABLE_FS_NAME.fullmatch(p.name) or "average" in p.name or not p.is_dir():
                 continue
-            if is_freesurfer_subject(p):
+            if is_freesurfer_subject(p) or sphereless_subject(p):   # one without a sphere is named too
                 out.append(p)
     return out
 

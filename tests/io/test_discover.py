@@ -754,7 +754,9 @@ def test_a_subject_with_surfaces_but_no_sphere_is_found_and_named_with_how_to_ma
     make_fs(fs, "bert")
     touch(fs / "fsaverage" / "surf" / "lh.white")          # a template without its sphere is still no subject
     assert sphereless_subject(fs / "fast1") and not sphereless_subject(fs / "bert")
+    touch(fs / "my fast" / "surf" / "lh.white", fs / "sub-01_base" / "surf" / "lh.white")   # names read nowhere
     assert find_subjects(bids, fs_subjects_dir=fs, derivatives={}) == ["01", "bert", "fast1"]
+    assert unlabelled_subjects(bids, fs_subjects_dir=fs, derivatives={}) == [fs / "my fast", fs / "sub-01_base"]
     with pytest.raises(DiscoveryError) as exc:
         discover("fast1", bids, fs_subjects_dir=fs, derivatives={})
     msg = str(exc.value)
