@@ -101,7 +101,8 @@ __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs
            "derivatives_root", "derivatives_freesurfer",
            "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
            "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "readable_freesurfer_name", "recon_all_unfinished", "empty_input_folders", "folder_list",
-           "holds_any_subject", "hcp_subjects_without_native", "sphereless_subject", "missing_sphere_reason", "broken_subject_links", "broken_link",
+           "holds_any_subject", "hcp_subjects_without_native", "sphereless_subject", "missing_sphere_reason",
+           "broken_subject_links", "broken_link",
            "LAYOUT_NAMES"]
 
 #: feature names discovery knows
@@ -230,7 +231,8 @@ def sphereless_subject(folder: str | Path) -> bool:
     before its ``-sphere`` step, or FastSurfer ran with ``--no_surfreg`` (which skips it); or a FastSurfer
     ``--seg_only`` run (its segmentation, no surface at all). Not registrable, but a subject all the same,
     named with :func:`missing_sphere_reason` instead of being left out."""
-    return not is_freesurfer_subject(folder) and (_made_surfaces(Path(folder)) or _fastsurfer_segmentation(Path(folder)))
+    folder = Path(folder)
+    return not is_freesurfer_subject(folder) and (_made_surfaces(folder) or _fastsurfer_segmentation(folder))
 
 
 def _made_surfaces(folder: Path) -> bool:

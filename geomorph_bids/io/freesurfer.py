@@ -88,7 +88,7 @@ def quad_header(raw: bytes, size: int | None = None) -> tuple[int, int, int] | N
     return v, q, need
 
 
-def _read_quad_surface(raw: bytes, p: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_quad_surface(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     """(V, 3) float64 mm and (2 Q, 3) int64 of a quadrangle surface (:func:`quad_header` not None): each
     quadrangle (a, b, c, d) becomes (a, b, d), (c, d, b) when a is even, else (a, b, c), (a, c, d)."""
     v, q, _ = quad_header(raw)
@@ -132,8 +132,9 @@ _SWAPPED = ("is byte-swapped: its header reads correctly only as little-endian, 
 
 
 #: the first bytes of surface and map formats read nowhere here -> what they are
-_TEXT_FORMATS = ((b"# vtk DataFile", "a VTK file"), (b"ply", "a PLY file"), (b"#!ascii", "a FreeSurfer ASCII file (.asc)"),
-                 (b"solid", "an STL file"), (b"P ", "an MNI .obj surface (CIVET's format)"))
+_TEXT_FORMATS = ((b"# vtk DataFile", "a VTK file"), (b"ply", "a PLY file"),
+                 (b"#!ascii", "a FreeSurfer ASCII file (.asc)"), (b"solid", "an STL file"),
+                 (b"P ", "an MNI .obj surface (CIVET's format)"))
 
 
 def other_format(raw: bytes) -> str:
@@ -215,7 +216,7 @@ def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
     p = Path(path)
     raw = read_bounded(p, SURFACE_MAX_BYTES, "surface")
     if quad_header(raw) is not None:
-        coords, faces = _read_quad_surface(raw, p)
+        coords, faces = _read_quad_surface(raw)
         with np.errstate(invalid="ignore"):
             return coords, faces, {}
     n_v, n_f, offset = _surface_header(raw, p)
