@@ -264,9 +264,10 @@ def missing_sphere_reason(folder: Path, h: str) -> str:
     qsphere = (f" ({h}.qsphere.nofix is no stand-in: its mesh is the one before topology correction)"
                if _present(surf / f"{h}.qsphere.nofix") else "")
     if _made_by_fastsurfer(folder):
-        return (f"freesurfer {surf}: has {made} but no {h}.sphere: FastSurfer made no sphere (its --no_surfreg "
-                f"skips it); make {h}.sphere and {h}.sphere.reg with FastSurfer's recon_surf/recon-surfreg.sh "
-                f"--sid {name} --sd {sd}, or rerun FastSurfer without --no_surfreg{qsphere}")
+        return (f"freesurfer {surf}: has {made} but no {h}.sphere: FastSurfer made no sphere (2.0 on skips it with "
+                f"--no_surfreg, 1.x unless run with --surfreg); make {h}.sphere and {h}.sphere.reg with FastSurfer's "
+                f"recon_surf/recon-surfreg.sh --sid {name} --sd {sd} (FastSurfer 2.1 on), or rerun FastSurfer with its "
+                f"surface registration{qsphere}")
     return (f"freesurfer {surf}: has {made} but no {h}.sphere: recon-all stopped before its -sphere step (the first "
             f"of -autorecon3); run recon-all -sd {sd} -s {name} -autorecon3{qsphere}")
 

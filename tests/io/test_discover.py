@@ -763,10 +763,10 @@ def test_a_subject_with_surfaces_but_no_sphere_is_found_and_named_with_how_to_ma
     assert "\n" not in msg
     qsphere = " (lh.qsphere.nofix is no stand-in: its mesh is the one before topology correction)"
     if producer == "fastsurfer":
-        assert (f"hemi-L: freesurfer {surf}: has lh.white but no lh.sphere: FastSurfer made no sphere (its "
-                f"--no_surfreg skips it); make lh.sphere and lh.sphere.reg with FastSurfer's "
-                f"recon_surf/recon-surfreg.sh --sid fast1 --sd {fs}, or rerun FastSurfer without --no_surfreg"
-                f"{qsphere}; looked for ") in msg
+        assert (f"hemi-L: freesurfer {surf}: has lh.white but no lh.sphere: FastSurfer made no sphere (2.0 on skips "
+                f"it with --no_surfreg, 1.x unless run with --surfreg); make lh.sphere and lh.sphere.reg with "
+                f"FastSurfer's recon_surf/recon-surfreg.sh --sid fast1 --sd {fs} (FastSurfer 2.1 on), or rerun "
+                f"FastSurfer with its surface registration{qsphere}; looked for ") in msg
     else:
         assert (f"hemi-L: freesurfer {surf}: has lh.white but no lh.sphere: recon-all stopped before its -sphere "
                 f"step (the first of -autorecon3); run recon-all -sd {fs} -s fast1 -autorecon3{qsphere}; "
