@@ -49,7 +49,7 @@ from .parser import build_parser, refuse_options_that_do_not_apply  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
 from .group_level import run_group, run_reports_only  # noqa: E402
 from .preflight import (REPORTS_LOCK, folder_lock, lock_participants, participant_locks, preflight,  # noqa: E402
-                        remove_if_empty)
+                        remove_if_empty, without_flock_note)
 from .reporting import build_reports, print_reports, print_summary  # noqa: E402
 from .selection import collect_jobs, inputs_line, refuse_case_twins, refuse_names_too_long  # noqa: E402
 from .settings import absolute_paths, resolve_settings, validate_arguments, validate_resources  # noqa: E402
@@ -417,6 +417,8 @@ def run_participant(args) -> int:
     # output folders sharing it run a participant's common steps in one cache folder
     with participant_locks(output_dir, None if config.batch_size else work_dir) as locks:
         mine, skipped, later = lock_participants(locks, jobs, getattr(args, "lock_wait", False), _PROG)
+        if locks.without_flock():  # NFS without lockd, Lustre without -o flock: .held files
+            print(without_flock_note(locks.without_flock(), _PROG), file=sys.stderr, flush=True)
         failures += skipped
         started = list(mine)
         before = _snapshot(mine, config)  # what earlier runs left: a failure takes back only this run's files

@@ -20,8 +20,8 @@ from .exit_codes import EXIT_FAILED, EXIT_OK, error_exit, run_exit_code
 from .failures import Failure
 from .parser import build_parser
 from .paths import InputFolders, check_folders, resolve_input_folders
-from .preflight import (LOCK_DIR, REPORTS_LOCK, folder_lock, participant_lock_holder, participant_runs_active,
-                        preflight)
+from .preflight import (REPORTS_LOCK, folder_lock, participant_lock_holder, participant_runs_active, preflight,
+                        shown_lock_file)
 from .reporting import build_reports, print_reports
 from .selection import listed
 from .settings import resolve_quality
@@ -292,7 +292,7 @@ def _run_group(args, writing: ExitStack) -> int:
     writing.enter_context(folder_lock(args.output_dir, REPORTS_LOCK, shared=True, required=False))
     # a warning, as participants not run yet are (a cohort still running is not an error)
     still = (f"a participant-level run is still processing participants of {args.output_dir} "
-             f"({args.output_dir / LOCK_DIR / 'run.lock'} held): the table holds only the participants it had "
+             f"({shown_lock_file(args.output_dir, 'run')} held): the table holds only the participants it had "
              "finished, or their earlier results; run the group level again once every participant run has "
              "ended (a SLURM array: sbatch --dependency=afterany:JOBID)") if running else ""
     lines = [line for line in (still, _participants_without_outputs(args, inputs, rows, unreadable),
@@ -491,7 +491,7 @@ def run_reports_only(args) -> int:
     busy = {s: holder for s in subjects if (holder := participant_lock_holder(args.output_dir, s))}
     for subject, holder in busy.items():
         print(f"{_PROG}: sub-{subject}: report not built: a participant-level run is processing it ({holder}; "
-              f"lock {args.output_dir / LOCK_DIR / f'sub-{subject}.lock'}); run --reports-only again once it has "
+              f"lock {shown_lock_file(args.output_dir, f'sub-{subject}')}); run --reports-only again once it has "
               "ended (a run with --reports parallel builds it itself)", file=sys.stderr)
     subjects = [s for s in subjects if s not in busy]
     kept: list[Path] = []  # a current report is kept: a second pass (after a stop, a time limit) resumes

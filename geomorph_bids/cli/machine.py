@@ -16,6 +16,8 @@ import re
 import sys
 from pathlib import Path
 
+from ..engine.device import REGISTRATION_NEEDS_GB
+
 __all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings",
            "threads_within_usable_cpus", "address_space_problem", "out_of_memory", "current_folder_problem",
            "matplotlib_config_in_tmp", "temporary_folder_in"]
@@ -145,9 +147,6 @@ def total_memory_gb(environ: "os._Environ[str] | dict[str, str] | None" = None) 
 #: ``std::bad_alloc``, an abort); a 10,242-vertex hemisphere registered in 1.13 GB, a 163,842-vertex
 #: one in 1.33 GB (failed at 1.23), 2 CPUs (more threads reserve more)
 ADDRESS_SPACE_FLOOR_GB = 1.1
-#: what one registration needs (GB): (memory, address space) at 10,242 and 163,842 vertices, measured
-#: with geomorph-register (peak RSS) and ulimit -v; README.md "Memory and CPUs"
-REGISTRATION_NEEDS_GB = {10242: (0.45, 1.13), 163842: (0.66, 1.33)}
 
 
 def address_space_limit_gb() -> float | None:

@@ -18,6 +18,15 @@ honoured: if something still holds it, the participant fails at once with one li
 processes that do (never a wait without end). Lock files are opened without following links
 and are never deleted (deleting a lock file while another process waits on it would let two
 runs in).
+
+On a file system without ``flock`` (NFS without its lock service: ENOLCK; Lustre without ``-o
+flock``: ENOSYS; some FUSE and SMB mounts: :data:`~geomorph_bids.io.atomic.FLOCK_UNSUPPORTED`) a
+participant's lock is a file created exclusively instead (``O_EXCL``: ``sub-<label>.held``, with its
+holder's pid, host and start time), removed when the run ends; one whose holder was a process of
+this machine that has ended is taken over, one a run killed on another machine left must be
+deleted by hand (nothing can tell whether that run lives). ``run.lock`` is then not held: no run
+can know it is alone, so none removes killed runs' leftovers. The group level and
+``--reports-only`` read the ``.held`` files for the participants being processed.
 """
 
 from __future__ import annotations
@@ -35,14 +44,15 @@ from types import MappingProxyType
 from typing import Callable, Iterator, Sequence
 
 from ..errors import InputError, owner_words, user_words
-from ..io.atomic import share_file, shared_folder
+from ..io.atomic import flock_unsupported, flush_to_disk, share_file, shared_folder
 from .interrupts import pid_alive
 from .messages import shell_word
 
 __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max",
            "work_dir_too_deep",
            "preflight", "remove_if_empty", "names_fold_case", "RunLocks", "lock_participants", "participant_runs_active",
-           "folder_lock", "REPORTS_LOCK", "participant_lock_holder", "ParticipantLocks", "participant_locks"]
+           "folder_lock", "REPORTS_LOCK", "participant_lock_holder", "ParticipantLocks", "participant_locks",
+           "HELD_SUFFIX", "without_flock_note", "shown_lock_file", "filesystem_type", "SQUASHING_FILE_SYSTEMS"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
 #: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.6 MB of outputs and 3.2 MB of
@@ -56,6 +66,10 @@ MIN_FREE_MB = MappingProxyType({"output": 64, "work": 256})
 #: folder of the lock files, inside the output directory (hidden: not part of the derivatives)
 LOCK_DIR = ".geomorph-locks"
 
+#: suffix of a participant's lock where the file system has no ``flock`` (:class:`RunLocks`): a file
+#: created exclusively, removed when its run ends
+HELD_SUFFIX = ".held"
+
 #: seconds :func:`lock_participants` waits before trying a held participant lock once more: a
 #: probe (:func:`participant_lock_holder`) holds one for microseconds
 PROBE_PAUSE_S = 0.05
@@ -67,7 +81,7 @@ def _write_probe(folder: Path) -> None:
     fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, b"\0" * 4096)
-        os.fsync(fd)
+        flush_to_disk(fd)  # a file system without fsync (s3fs, gcsfuse) is written to as any other
     finally:
         os.close(fd)
         try:
@@ -93,7 +107,9 @@ def _free_mb(folder: Path) -> float:
 def _why(exc: OSError) -> str:
     if exc.errno == errno.EROFS:
         return "read-only filesystem"
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if exc.errno == errno.EDQUOT:  # the disk may have room: df shows none of it
+        return "disk quota exceeded: your quota there is used up (quota -s; on Lustre lfs quota -h FOLDER)"
+    if exc.errno == errno.ENOSPC:
         return f"no space left ({exc.strerror})"
     if exc.errno == errno.EFBIG:
         return f"file size limit reached ({exc.strerror})"
@@ -130,6 +146,45 @@ def _container_hint(role: str, folder: Path, err: int) -> str:
             f"belongs to {owner}: run the container as the folder's owner (docker run -u \"$(id -u):$(id -g)\", "
             "with a host folder you own: Docker creates a bind's missing host folder as root) or make it "
             "writable for that uid")
+
+
+#: file system types (``/proc/self/mounts``) whose server may refuse root what the folder's modes allow
+#: (NFS's ``root_squash``, the default, maps root to nobody; SMB maps every local user to the share's)
+SQUASHING_FILE_SYSTEMS = ("nfs", "nfs4", "cifs", "smb3")
+
+
+def filesystem_type(folder: Path) -> str:
+    """The type of the file system ``folder`` lies on (``ext4``, ``nfs4``, ``fuse.sshfs``, ``lustre``),
+    from the longest mount point above it in ``/proc/self/mounts``; "" where unknown (not Linux)."""
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    path, best, kind = os.path.realpath(folder), -1, ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > best:
+            best, kind = len(point), fields[2]
+    return kind
+
+
+def _root_squash_hint(folder: Path, err: int) -> str:
+    """What to do when root is refused (``err``: EACCES, EPERM) a folder on a network file system
+    (:data:`SQUASHING_FILE_SYSTEMS`): its server maps root to nobody, whatever the folder's modes say.
+    Empty otherwise (root is refused nothing on a local file system but a read-only mount's writes)."""
+    if err not in (errno.EACCES, errno.EPERM) or os.geteuid() != 0:
+        return ""
+    near = Path(folder)
+    while not near.exists() and near != near.parent:
+        near = near.parent
+    kind = filesystem_type(near)
+    if kind not in SQUASHING_FILE_SYSTEMS:
+        return ""
+    return (f"; {near} is on {kind}, whose server maps root to another user (NFS's root_squash): run as a user "
+            "who may write there (the folder's owner; in a container docker run -u \"$(id -u):$(id -g)\"), not as root")
 
 
 def _owner_hint(path: Path, err: int | None) -> str:
@@ -177,18 +232,21 @@ def check_writable(folder: Path, role: str, min_free_mb: float | None = None) ->
     try:  # in a lab's group-writable folder, writable for the group too: the others' runs add participants
         shared_folder(folder, repair=False)
     except OSError as exc:
-        hint = _container_hint(role, folder, exc.errno) + _owner_hint(folder, exc.errno)
+        hint = (_container_hint(role, folder, exc.errno) or _root_squash_hint(folder, exc.errno)
+                or _owner_hint(folder, exc.errno))
         raise InputError(f"cannot create the {role} directory ({_why(exc)}){hint}", path=folder) from None
     try:
         if not os.access(folder, os.W_OK | os.X_OK):
             # a read-only mount (``mount -o ro``, ``docker run -v ...:ro``) fails access() too: not permissions
             err = errno.EROFS if _read_only_mount(folder) else errno.EACCES
-            raise InputError(f"the {role} directory is not writable ({_why(OSError(err, os.strerror(err)))})"
-                             f"{_container_hint(role, folder, err)}{_owner_hint(folder, err)}", path=folder)
+            hint = _container_hint(role, folder, err) or _root_squash_hint(folder, err) or _owner_hint(folder, err)
+            raise InputError(f"the {role} directory is not writable ({_why(OSError(err, os.strerror(err)))}){hint}",
+                             path=folder)
         try:
             _write_probe(folder)
         except OSError as exc:
-            hint = _container_hint(role, folder, exc.errno) + _owner_hint(folder, exc.errno)
+            hint = (_container_hint(role, folder, exc.errno) or _root_squash_hint(folder, exc.errno)
+                    or _owner_hint(folder, exc.errno))
             raise InputError(f"cannot write to the {role} directory ({_why(exc)}){hint}", path=folder) from None
         free = _free_mb(folder)
         if free < need:
@@ -336,27 +394,109 @@ class RunLocks:
     def __init__(self, output_dir: Path) -> None:
         self.folder = Path(output_dir) / LOCK_DIR
         self._fds: dict[str, int] = {}
+        self._files: dict[str, bytes] = {}  # name -> what this run wrote in its .held file (no flock)
+        #: why this folder's file system takes no flock (``ENOLCK: No locks available``), or ""; then a
+        #: participant's lock is a ``.held`` file created exclusively (:meth:`_take_file`)
+        self.without_flock = ""
 
     def path(self, name: str) -> Path:
-        """The lock file of ``name`` (e.g. ``sub-01``)."""
-        return self.folder / f"{name}.lock"
+        """The lock file of ``name`` (e.g. ``sub-01``): ``<name>.lock``, or ``<name>.held`` where the
+        file system takes no flock."""
+        return self.folder / f"{name}{HELD_SUFFIX if self.without_flock else '.lock'}"
 
     def _open(self, name: str) -> int:
-        try:
-            shared_folder(self.folder)  # group-writable in a group-writable folder, whatever the umask
-        except OSError as exc:
-            raise InputError(f"cannot create the lock folder ({_why(exc)}){_owner_hint(self.folder, exc.errno)}",
-                             path=self.folder) from None
+        self._make_folder()
+        path = self.folder / f"{name}.lock"
         try:  # never through a link: the holder writes its pid into the file. 0666 less the umask, as
             # every output, and the group's write where the folder is a lab's shared one (with 0644
             # the group's other members' runs stopped on run.lock)
-            fd = os.open(self.path(name), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         except OSError as exc:
             why = "it is a link (lock files are never followed)" if exc.errno == errno.ELOOP else _why(exc)
-            raise InputError(f"cannot open the lock file: {why}{_owner_hint(self.path(name), exc.errno)}",
-                             path=self.path(name)) from None
+            raise InputError(f"cannot open the lock file: {why}{_owner_hint(path, exc.errno)}", path=path) from None
         share_file(fd, self.folder)
         return fd
+
+    def _make_folder(self) -> None:
+        """``.geomorph-locks``, group-writable in a group-writable folder whatever the umask (every
+        member's runs lock there: :func:`~geomorph_bids.io.atomic.shared_folder`)."""
+        try:
+            shared_folder(self.folder)
+        except OSError as exc:
+            raise InputError(f"cannot create the lock folder ({_why(exc)}){_owner_hint(self.folder, exc.errno)}",
+                             path=self.folder) from None
+
+    def _no_flock(self, exc: OSError) -> None:
+        """``flock`` failed with ``exc``: remember that the file system takes none
+        (:func:`~geomorph_bids.io.atomic.flock_unsupported`), or raise it again."""
+        if not flock_unsupported(exc):
+            raise exc
+        self.without_flock = f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror}"
+
+    def _take_file(self, name: str) -> bool:
+        """Take ``name``'s lock as a file created exclusively (the file system has no flock); False
+        when another run's file is there. One whose holder was a process of this machine that has
+        ended is removed first (:meth:`_clear_dead_holder`)."""
+        self._make_folder()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        text = f"pid {os.getpid()} on {socket.gethostname()} since {stamp}Z\n".encode()  # as _mark writes it
+        for _ in range(2):
+            try:
+                fd = os.open(self.path(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o666)
+            except FileExistsError:
+                if self._clear_dead_holder(name):
+                    continue
+                return False
+            except OSError as exc:
+                why = "it is a link (lock files are never followed)" if exc.errno == errno.ELOOP else _why(exc)
+                raise InputError(f"cannot create the lock file: {why}", path=self.path(name)) from None
+            try:
+                os.write(fd, text)
+                flush_to_disk(fd)
+            finally:
+                os.close(fd)
+            self._files[name] = text
+            return True
+        return False
+
+    def _read_file(self, name: str) -> bytes | None:
+        try:
+            fd = os.open(self.path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            return os.read(fd, 4096)
+        finally:
+            os.close(fd)
+
+    def _clear_dead_holder(self, name: str) -> bool:
+        """Remove ``name``'s ``.held`` file if its holder was a process of this machine that has
+        ended (killed: SIGKILL, the out-of-memory killer); returns whether it did. Runs finding it
+        at once take turns through a ``.takeover`` file created exclusively, and the file is removed
+        only if it still holds what was judged, never a lock another run has just taken."""
+        text = self._read_file(name)
+        pid, host = _holder_pid((text or b"").decode("utf-8", "replace"))
+        if pid is None or host != socket.gethostname() or pid_alive(pid):
+            return False
+        guard = self.folder / f"{name}.takeover"
+        try:
+            fd = os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except OSError:
+            return False
+        try:
+            if self._read_file(name) == text:
+                self.path(name).unlink(missing_ok=True)
+            return True
+        finally:
+            os.close(fd)
+            guard.unlink(missing_ok=True)
+
+    def _drop_file(self, name: str) -> None:
+        """Remove this run's ``.held`` file of ``name`` (if it is still this run's)."""
+        text = self._files.pop(name, None)
+        if text is not None and self._read_file(name) == text:
+            self.path(name).unlink(missing_ok=True)
 
     def _forget_in_child(self) -> None:
         """In a process forked while locks are held: close its copies of the lock descriptors
@@ -367,11 +507,16 @@ class RunLocks:
             except OSError:
                 pass
         self._fds = {}
+        self._files = {}  # the parent's .held files: removed by the parent alone
 
     def __enter__(self) -> "RunLocks":
         fd = self._open("run")
-        fcntl.flock(fd, fcntl.LOCK_SH)  # an exclusive holder only cleans up briefly
-        self._fds["run"] = fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # an exclusive holder only cleans up briefly
+            self._fds["run"] = fd
+        except OSError as exc:  # no flock here: run.lock is not held (when_alone is then never true)
+            os.close(fd)
+            self._no_flock(exc)
         me = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (lambda locks: locks and locks._forget_in_child())(me()))
         return self
@@ -384,6 +529,8 @@ class RunLocks:
         for fd in self._fds.values():
             os.close(fd)  # closing the last descriptor releases the flock
         self._fds.clear()
+        for name in list(self._files):
+            self._drop_file(name)
 
     def holder(self, name: str, patience_s: float = 1.0) -> str:
         """What the run holding ``name``'s lock wrote in it (pid, host, start time), or ''.
@@ -391,14 +538,10 @@ class RunLocks:
         ``patience_s`` seconds."""
         deadline = time.monotonic() + patience_s
         while True:
-            try:  # a small regular file written by the holder: at most 4 KiB, never through a link
-                fd = os.open(self.path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-                try:
-                    text = " ".join(os.read(fd, 4096).decode("utf-8", "replace").split())
-                finally:
-                    os.close(fd)
-            except OSError:
+            data = self._read_file(name)  # a small regular file written by the holder: 4 KiB, never through a link
+            if data is None:
                 return ""
+            text = " ".join(data.decode("utf-8", "replace").split())
             if text or time.monotonic() >= deadline:
                 return text
             time.sleep(0.05)
@@ -412,22 +555,29 @@ class RunLocks:
 
     def holds(self, name: str) -> bool:
         """Whether this object holds ``name``'s lock."""
-        return name in self._fds
+        return name in self._fds or name in self._files
 
     def unlock(self, name: str) -> None:
         """Give back ``name``'s lock, if held."""
         fd = self._fds.pop(name, None)
         if fd is not None:
             os.close(fd)
+        self._drop_file(name)
 
     def try_lock(self, name: str) -> bool:
         """Take ``name``'s lock if free; False when another process holds it."""
+        if self.without_flock:
+            return self._take_file(name)
         fd = self._open(name)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
+        except OSError as exc:
+            os.close(fd)
+            self._no_flock(exc)
+            return self._take_file(name)
         self._mark(name, fd)
         return True
 
@@ -436,8 +586,8 @@ class RunLocks:
         process of this machine that has ended; then the processes still holding the lock file
         open (leftovers of that run) are named. ``""`` when the holder is alive (or elsewhere)."""
         pid, host = _holder_pid(self.holder(name, patience_s=0.0))
-        if pid is None or host != socket.gethostname() or pid_alive(pid):
-            return ""
+        if pid is None or host != socket.gethostname() or pid_alive(pid) or self.without_flock:
+            return ""  # (a .held file of an ended holder is taken over, never stale)
         holders = [p for p in _processes_with_open(self.path(name)) if p != os.getpid()]
         who = (f"processes {', '.join(map(str, holders))} still hold it (left behind by that run: stop them, "
                f"e.g. kill {' '.join(map(str, holders))})" if holders else "something still holds it")
@@ -446,6 +596,10 @@ class RunLocks:
     def wait_lock(self, name: str, poll_s: float = 0.5) -> str:
         """Take ``name``'s lock, waiting for its holder to finish (or die); returns ``""``, or
         without the lock the reason it is stale (:meth:`stale`: a dead holder is never waited for)."""
+        if self.without_flock:
+            while not self._take_file(name):  # its holder ends, is killed (taken over) or deleted by hand
+                time.sleep(poll_s)
+            return ""
         fd = self._open(name)
         while True:
             try:
@@ -457,6 +611,10 @@ class RunLocks:
                     os.close(fd)
                     return why
                 time.sleep(poll_s)
+            except OSError as exc:
+                os.close(fd)
+                self._no_flock(exc)
+                return self.wait_lock(name, poll_s)
         self._mark(name, fd)
         return ""
 
@@ -555,6 +713,20 @@ class ParticipantLocks:
         """:meth:`RunLocks.when_alone` of the output folder (the first)."""
         return self.folders[0].when_alone(action)
 
+    def without_flock(self) -> list[RunLocks]:
+        """The folders whose file system takes no flock (participants locked by ``.held`` files)."""
+        return [locks for locks in self.folders if locks.without_flock]
+
+
+def without_flock_note(folders: Sequence[RunLocks], prog: str = "geomorph-bids") -> str:
+    """The one line a participant run prints for its lock folders (``folders``, at least one) whose
+    file system takes no flock."""
+    where = " and ".join(str(locks.folder) for locks in folders)
+    return (f"{prog}: note: {where}: the file system does not lock files (flock: {folders[0].without_flock}; NFS "
+            "without its lock service, Lustre without -o flock?): each participant is locked by a file created "
+            f"exclusively there instead (sub-<label>{HELD_SUFFIX}, removed when the run ends; one a run killed on "
+            "another machine left must be deleted by hand), and killed runs' leftovers are not removed")
+
 
 def participant_locks(output_dir: Path, work_dir: Path | None) -> ParticipantLocks:
     """The locks of a participant run: the output folder's and, for the workflow mode
@@ -575,8 +747,9 @@ def folder_lock(output_dir: Path, name: str, shared: bool = False, wait: bool = 
     milliseconds, or a group level's run; a holder that dies releases it. A lock file that cannot
     be opened is an :class:`InputError`, unless not ``required``: the block then runs without it
     (the group level needs no lock to write, as before there was one)."""
+    locks = RunLocks(output_dir)
     try:
-        fd = RunLocks(output_dir)._open(name)  # the lock files' own rules: never through a link, the umask
+        fd = locks._open(name)  # the lock files' own rules: never through a link, the umask
     except InputError:
         if required:
             raise
@@ -588,9 +761,14 @@ def folder_lock(output_dir: Path, name: str, shared: bool = False, wait: bool = 
             held = True
         except BlockingIOError:
             held = False
+        except OSError as exc:  # no flock on this file system: an exclusive lock is a file created
+            locks._no_flock(exc)  # exclusively (removed below); a shared one is not held (False)
+            held = not shared and (locks.wait_lock(name, poll_s=PROBE_PAUSE_S) == "" if wait
+                                   else locks.try_lock(name))
         yield held
     finally:
         os.close(fd)  # closing releases the lock
+        locks.release()
 
 
 def participant_runs_active(output_dir: Path) -> bool:
@@ -599,19 +777,60 @@ def participant_runs_active(output_dir: Path) -> bool:
     its start to its end; on a shared file system, from any node where flock works). Probed
     with an exclusive non-blocking flock, released at once: a run starting meanwhile waits
     microseconds for its shared lock, never fails. Creates nothing (no lock folder: False)."""
-    try:  # never through a link, as RunLocks opens it
-        fd = os.open(Path(output_dir) / LOCK_DIR / "run.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
+    locks = _held_files(output_dir)
+    fd = _open_to_probe(Path(output_dir) / LOCK_DIR / "run.lock")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
-    except OSError:  # a file system without flock: nothing can be said
-        return False
+    except OSError:  # a file system without flock: the participants' .held files say it (below)
+        pass
     finally:
-        os.close(fd)  # closing releases the probe's lock
-    return False
+        if fd is not None:
+            os.close(fd)  # closing releases the probe's lock
+    return any(_held_by_a_live_run(locks, p.name.removesuffix(HELD_SUFFIX))
+               for p in sorted(locks.folder.glob(f"sub-*{HELD_SUFFIX}")))
+
+
+def _open_to_probe(path: Path) -> int | None:
+    """A descriptor on a lock file to probe with an exclusive flock, or None (no such file): open
+    for writing where this user may (NFS emulates flock with byte-range locks, and refuses an
+    exclusive one on a descriptor open for reading alone: EBADF), else for reading. Never through a
+    link, as :class:`RunLocks` opens it."""
+    for flags in (os.O_RDWR, os.O_RDONLY):
+        try:
+            return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                return None
+    return None
+
+
+def _held_files(output_dir: Path) -> RunLocks:
+    """A reader of ``output_dir``'s ``.held`` files (the participants' locks without flock)."""
+    locks = RunLocks(output_dir)
+    locks.without_flock = "read by a probe"  # (any text: path() and holder() then name the .held files)
+    return locks
+
+
+def shown_lock_file(output_dir: Path, name: str) -> Path:
+    """The lock file of ``name`` (``sub-01``; ``run``: any participant's) in ``output_dir`` that a
+    message names: its ``.held`` file where one is there (a file system without flock; for
+    ``run`` the first participant's), else ``<name>.lock``."""
+    folder = Path(output_dir) / LOCK_DIR
+    held = sorted(folder.glob(f"sub-*{HELD_SUFFIX}")) if name == "run" else [folder / f"{name}{HELD_SUFFIX}"]
+    return next((p for p in held if p.is_file()), folder / f"{name}.lock")
+
+
+def _held_by_a_live_run(locks: RunLocks, name: str) -> str:
+    """What the ``.held`` file of ``name`` says of its holder (file systems without flock), or ""
+    when there is none or its holder was a process of this machine that has ended."""
+    text = locks.holder(name, patience_s=0.0)
+    pid, host = _holder_pid(text)
+    if not text or (pid is not None and host == socket.gethostname() and not pid_alive(pid)):
+        return ""
+    return text
 
 
 def participant_lock_holder(output_dir: Path, subject: str) -> str:
@@ -621,20 +840,18 @@ def participant_lock_holder(output_dir: Path, subject: str) -> str:
     free or there is none. Probed with an exclusive non-blocking flock given back at once: a
     participant run taking the lock in that instant tries again (:func:`lock_participants`).
     Creates nothing."""
-    path = Path(output_dir) / LOCK_DIR / f"sub-{subject}.lock"
-    try:  # never through a link, as RunLocks opens it; read-only: flock needs no write access
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return ""
+    fd = _open_to_probe(Path(output_dir) / LOCK_DIR / f"sub-{subject}.lock")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return RunLocks(output_dir).holder(f"sub-{subject}", patience_s=0.0) or "holder unknown"
-    except OSError:  # a file system without flock: nothing can be said
-        return ""
+    except OSError:  # a file system without flock: its .held file says it (below)
+        pass
     finally:
-        os.close(fd)  # closing releases the probe's lock
-    return ""
+        if fd is not None:
+            os.close(fd)  # closing releases the probe's lock
+    return _held_by_a_live_run(_held_files(output_dir), f"sub-{subject}")
 
 
 def _holder_pid(text: str) -> tuple[int | None, str]:

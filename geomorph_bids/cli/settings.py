@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..engine.model_choice import ModelChoice, optimiser, refuse_mirrored_right, refuse_other_hemisphere, resolve_model
 from ..errors import InputError
-from ..io.discover import derivatives_root, is_freesurfer_subject, valid_label
+from ..io.discover import derivatives_root, is_freesurfer_subject, sphereless_subject, valid_label
 from ..io.digest import software_id
 from ..io.template_ref import TemplateRef, resolve_template_ref, template_search_path
 from ..io.template_sources import TemplateSearch
@@ -203,12 +203,14 @@ def resolve_fmriprep_outputs(args, template: TemplateRef, density: str) -> tuple
 
 def _looks_like_subjects_dir(folder: Path, limit: int = 200) -> bool:
     """Whether one of the first ``limit`` entries of ``folder`` is a FreeSurfer subject
-    (``<subject>/surf/lh.sphere`` or ``rh.sphere``): a user's SUBJECTS_DIR given as the BIDS folder."""
+    (``<subject>/surf/lh.sphere`` or ``rh.sphere``; or its surfaces without a sphere, a FastSurfer
+    ``--no_surfreg`` run, whose hemispheres then fail naming how to make it): a user's SUBJECTS_DIR
+    given as the BIDS folder."""
     try:
         entries = list(itertools.islice(os.scandir(folder), limit))
     except OSError:
         return False
-    return any(is_freesurfer_subject(e.path) for e in entries)
+    return any(is_freesurfer_subject(e.path) or sphereless_subject(e.path) for e in entries)
 
 
 def _hcp_subject(folder: Path) -> bool:

@@ -12,7 +12,13 @@ import subprocess
 import sys
 from typing import Any
 
-__all__ = ["resolve_device"]
+__all__ = ["REGISTRATION_NEEDS_GB", "resolve_device"]
+
+#: what one registration needs of the machine (GB): (memory, address space) at 10,242 and 163,842
+#: vertices, measured with geomorph-register (peak RSS, torch and the libraries loaded included) and
+#: ``ulimit -v``; README.md "Memory and CPUs". The workflow's registration step reserves the memory of
+#: 163,842 vertices from Nipype's ``--mem-gb``; the command line checks ``--mem-gb`` and ``ulimit -v``
+REGISTRATION_NEEDS_GB = {10242: (0.45, 1.13), 163842: (0.66, 1.33)}
 
 
 def resolve_device(device: Any = "auto") -> Any:

@@ -28,10 +28,18 @@ def gpu_lock(device: str) -> Iterator[None]:
         return
     import fcntl
 
+    from ..io.atomic import flock_unsupported
+
     index = int(str(device).partition(":")[2] or 0)
     fd = _open_lock(Path(tempfile.gettempdir()) / f"geomorph_bids-cuda{device_key(index)}.lock")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:  # a TMPDIR on a file system without flock (NFS, Lustre): no turns, as
+            if not flock_unsupported(exc):  # one process alone on the GPU; never a failed registration
+                raise
+            yield
+            return
         try:
             yield
         finally:

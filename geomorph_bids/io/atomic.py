@@ -5,16 +5,67 @@ A file is written to a uniquely named temporary file in the target folder
 permissions (0666 minus the umask) and renamed over the target with :func:`os.replace`, so an
 interrupted run never leaves a partial file and a reader sees the old or the new file whole.
 Leftover temporary files of killed runs match ``.*.tmp`` (the BIDS-App removes them).
+
+Network and FUSE file systems do not all do what a local one does: :func:`flush_to_disk` carries
+on where ``fsync`` is not supported (s3fs, gcsfuse, some SMB servers: EINVAL, ENOTSUP), a write
+carries on where the file's mode cannot be set (SMB, FUSE: the mount decides it), and
+:func:`flock_unsupported` tells the errors of a file system without ``flock`` (NFS without its
+lock service, Lustre without ``-o flock``) from a lock that is held.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "file_mode", "naming", "shared_folder", "share_file"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "file_mode", "naming", "shared_folder", "share_file",
+           "flush_to_disk", "FSYNC_UNSUPPORTED", "FLOCK_UNSUPPORTED", "flock_unsupported", "MODE_UNSUPPORTED",
+           "chmod_if_supported"]
+
+#: errnos of an ``fsync`` the file system does not do (FUSE mounts such as s3fs and gcsfuse, some SMB
+#: servers): the bytes were handed over by ``write()``. Never a write's own error: NFS reports a full disk,
+#: a quota (ENOSPC, EDQUOT) or a lost server (EIO) at ``fsync`` or ``close``, and those must fail the write
+FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+#: errnos of a ``flock`` the file system does not do, as opposed to a lock another process holds
+#: (``BlockingIOError``): NFS without its lock service (ENOLCK), Lustre without ``-o flock`` (ENOSYS),
+#: FUSE and SMB mounts (EOPNOTSUPP, EINVAL), NFS's emulation on a descriptor not open for writing (EBADF)
+FLOCK_UNSUPPORTED = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL,
+                               errno.EBADF})
+
+
+def flush_to_disk(fd: int) -> None:
+    """``os.fsync(fd)``, carrying on where the file system does not support it (:data:`FSYNC_UNSUPPORTED`);
+    any other error (a full disk or quota that NFS reports only now) is raised."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in FSYNC_UNSUPPORTED:
+            raise
+
+
+#: errnos of a ``chmod`` the file system does not do on a file this process has just created (SMB and
+#: FUSE mounts whose permissions are fixed by the mount: EPERM, ENOTSUP): the file keeps the mount's mode
+MODE_UNSUPPORTED = FSYNC_UNSUPPORTED | {errno.EPERM}
+
+
+def chmod_if_supported(path: str | Path, mode: int) -> None:
+    """``os.chmod(path, mode)`` of a file just created, carrying on where the file system takes no
+    modes (:data:`MODE_UNSUPPORTED`): before, every output failed there on ``operation not permitted``."""
+    try:
+        os.chmod(path, mode)
+    except OSError as exc:
+        if exc.errno not in MODE_UNSUPPORTED:
+            raise
+
+
+def flock_unsupported(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by ``fcntl.flock``, says the file system cannot lock files at all
+    (:data:`FLOCK_UNSUPPORTED`) rather than that another process holds the lock."""
+    return isinstance(exc, OSError) and not isinstance(exc, BlockingIOError) and exc.errno in FLOCK_UNSUPPORTED
 
 
 def _umask() -> int:
@@ -115,8 +166,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, file_mode())
+            flush_to_disk(fh.fileno())
+        chmod_if_supported(tmp, file_mode())  # mkstemp's 0600 otherwise
         os.replace(tmp, p)
     except BaseException as exc:
         try:

@@ -101,7 +101,8 @@ __all__ = ["FEATURES", "SOURCES", "SURFACE_KINDS", "DiscoveryError", "HemiInputs
            "derivatives_root", "derivatives_freesurfer",
            "SurfaceWarning", "InputChoiceWarning", "discover", "find_subjects", "normalise_label", "valid_label", "surface_vertex_count",
            "unlabelled_subjects", "unlabelled_folders", "is_freesurfer_subject", "readable_freesurfer_name", "recon_all_unfinished", "empty_input_folders", "folder_list",
-           "holds_any_subject", "hcp_subjects_without_native", "broken_subject_links", "broken_link",
+           "holds_any_subject", "hcp_subjects_without_native", "sphereless_subject", "missing_sphere_reason",
+           "broken_subject_links", "broken_link",
            "LAYOUT_NAMES"]
 
 #: feature names discovery knows
@@ -237,6 +238,58 @@ def _is_dir(path: Path) -> bool:
         return path.is_dir()
     except PermissionError:
         return False
+
+
+#: surfaces recon-all (and FastSurfer's recon-surf) writes before ``?h.sphere``: a subject folder holding one
+#: but no sphere made its surfaces and stopped before the sphere, or was told to skip it
+_PRE_SPHERE_SURFACES = ("white", "orig", "smoothwm", "inflated")
+
+
+def sphereless_subject(folder: str | Path) -> bool:
+    """Whether ``folder`` is a FreeSurfer or FastSurfer subject that made its surfaces (``surf/lh.white``,
+    ``.orig``, ``.smoothwm`` or ``.inflated``, either hemisphere) but no ``surf/?h.sphere``: recon-all stopped
+    before its ``-sphere`` step, or FastSurfer ran with ``--no_surfreg`` (which skips it); or a FastSurfer
+    ``--seg_only`` run (its segmentation, no surface at all). Not registrable, but a subject all the same,
+    named with :func:`missing_sphere_reason` instead of being left out."""
+    folder = Path(folder)
+    return not is_freesurfer_subject(folder) and (_made_surfaces(folder) or _fastsurfer_segmentation(folder))
+
+
+def _made_surfaces(folder: Path) -> bool:
+    """Whether ``folder/surf`` holds a surface recon-all makes before the sphere, of either hemisphere."""
+    return any(_present(folder / "surf" / f"{h}.{kind}") for h in ("lh", "rh") for kind in _PRE_SPHERE_SURFACES)
+
+
+def _fastsurfer_segmentation(folder: Path) -> bool:
+    """Whether ``folder`` holds FastSurfer's segmentation (``mri/aparc.DKTatlas+aseg.deep.mgz``)."""
+    return _present(folder / "mri" / "aparc.DKTatlas+aseg.deep.mgz")
+
+
+def _made_by_fastsurfer(folder: Path) -> bool:
+    """Whether a subject folder was made by FastSurfer (its ``scripts/recon-surf.log`` or ``.done``, or the
+    segmentation ``mri/aparc.DKTatlas+aseg.deep.mgz``), not by recon-all."""
+    return any(_present(folder / rel) for rel in ("scripts/recon-surf.done", "scripts/recon-surf.log",
+                                                   "mri/aparc.DKTatlas+aseg.deep.mgz"))
+
+
+def missing_sphere_reason(folder: Path, h: str) -> str:
+    """Why subject ``folder`` (:func:`sphereless_subject`) has no ``surf/{h}.sphere`` and how to make it: with
+    FastSurfer's ``recon-surfreg.sh`` (a ``--no_surfreg`` run), else recon-all's ``-sphere`` step."""
+    surf, sd, name = folder / "surf", shlex.quote(str(folder.parent)), shlex.quote(folder.name)
+    if not _made_surfaces(folder):
+        return (f"freesurfer {folder}: FastSurfer made no surfaces (a --seg_only run: its segmentation "
+                f"mri/aparc.DKTatlas+aseg.deep.mgz, no surf/{h}.*); run its surface pipeline on it, run_fastsurfer.sh "
+                f"--sid {name} --sd {sd} --surf_only")
+    made = next((f"{h}.{k}" for k in _PRE_SPHERE_SURFACES if _present(surf / f"{h}.{k}")), "surfaces")
+    qsphere = (f" ({h}.qsphere.nofix is no stand-in: its mesh is the one before topology correction)"
+               if _present(surf / f"{h}.qsphere.nofix") else "")
+    if _made_by_fastsurfer(folder):
+        return (f"freesurfer {surf}: has {made} but no {h}.sphere: FastSurfer made no sphere (2.0 on skips it with "
+                f"--no_surfreg, 1.x unless run with --surfreg); make {h}.sphere and {h}.sphere.reg with FastSurfer's "
+                f"recon_surf/recon-surfreg.sh --sid {name} --sd {sd} (FastSurfer 2.1 on), or rerun FastSurfer with its "
+                f"surface registration{qsphere}")
+    return (f"freesurfer {surf}: has {made} but no {h}.sphere: recon-all stopped before its -sphere step (the first "
+            f"of -autorecon3); run recon-all -sd {sd} -s {name} -autorecon3{qsphere}")
 
 
 def valid_label(label: str) -> bool:
@@ -440,15 +493,15 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
             if not p.is_dir():
                 continue
             name = p.name
-            if in_fs and is_freesurfer_subject(p) and not _READABLE_FS_NAME.fullmatch(name):
+            if in_fs and (is_freesurfer_subject(p) or sphereless_subject(p)) and not _READABLE_FS_NAME.fullmatch(name):
                 continue  # sub-01_ses-1.long.sub-01_base, sub-01_base: named by unlabelled_subjects, never read
             if name.startswith("sub-"):
                 name = name[4:].split("_", 1)[0]
             elif root in deriv and _is_dir(p / "MNINonLinear" / "Native"):  # also a bids_dir given as hcp=
                 name = name.split("_", 1)[0]
             elif root in fs and not name.startswith("fsaverage") and _LABEL.fullmatch(name) \
-                    and is_freesurfer_subject(p):
-                pass  # a FreeSurfer subject named as recon-all -s bert names it
+                    and (is_freesurfer_subject(p) or sphereless_subject(p)):
+                pass  # a FreeSurfer subject named as recon-all -s bert names it (one without a sphere: named why)
             else:
                 continue
             if _LABEL.fullmatch(name):
@@ -470,7 +523,7 @@ def unlabelled_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None
         for p in sorted(root.iterdir()):
             if _READABLE_FS_NAME.fullmatch(p.name) or "average" in p.name or not p.is_dir():
                 continue
-            if is_freesurfer_subject(p):
+            if is_freesurfer_subject(p) or sphereless_subject(p):   # one without a sphere is named too
                 out.append(p)
     return out
 
@@ -711,6 +764,13 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
             mismatched = _smriprep_case_mismatches(anat, subject, ses, hemi, ("sphere", *features))
             if any(_entities(n)[1] == "sphere" for n in mismatched):
                 problems.append(f"smriprep {anat}: no sphere" + _case_hint(mismatched))
+            elif (older := _surfaces_without_sphere(anat, subject, ses, hemi)):
+                problems.append(
+                    f"smriprep {anat}: has {', '.join(older[:3])}{' ...' if len(older) > 3 else ''} but no native "
+                    f"sphere (sub-{subject}{f'_ses-{ses}' if ses else ''}_hemi-{hemi}_sphere.surf.gii, written from "
+                    "sMRIPrep 0.13 and fMRIPrep 23.2 on; a desc-reg sphere is FreeSurfer's sphere.reg, not it): "
+                    "register from the FreeSurfer subjects folder that run made (its sourcedata/freesurfer, or the "
+                    "freesurfer folder beside it): --fs-subjects-dir DIR")
             continue
         sphere = _pick(files["sphere"])
         if isinstance(sphere, str):
@@ -752,7 +812,46 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
             return HemiInputs(subject, ses, hemi, "smriprep", chosen["sphere"], chosen.get("sphere_reg"),
                               feats, "freesurfer", chosen[kind] if kind else None, kind,
                               chosen.get("midthickness"), chosen.get("cortex_mask")), ""
-    return None, "; ".join(problems) or None
+    return None, "; ".join(problems) or _cat12_hint(subj, session, hemi)
+
+
+def _cat12_hint(subj: Path, session: str | None, hemi: str) -> str | None:
+    """Why the CAT12 surfaces of subject folder ``subj`` are not read (``surf/lh.sphere.NAME.gii`` in its
+    ``[ses-Y/]anat/surf`` or ``surf``: CAT12's layout), or None when it has none."""
+    h = _FS_HEMI[hemi]
+    folders = [subj / "anat" / "surf", subj / "surf"]
+    if session is not None:
+        folders = [subj / f"ses-{session}" / "anat" / "surf", *folders]
+    else:
+        folders += sorted(subj.glob("ses-*/anat/surf"))
+    for surf in folders:
+        spheres = sorted(p.name for p in surf.glob(f"{h}.sphere.*.gii*") if not p.name.startswith(f"{h}.sphere.reg."))
+        if spheres:
+            return (f"cat12 {surf}: CAT12's layout ({spheres[0]}), which is not read: CAT12 writes no sulc of "
+                    f"FreeSurfer's kind ({h}.sqrtsulc is the square root of sulcal depth); register this subject from "
+                    "a FreeSurfer or FastSurfer run (docs/troubleshooting.md, Surfaces from other FreeSurfer versions "
+                    "and other producers)")
+    return None
+
+
+#: surfaces older sMRIPrep/fMRIPrep write beside (or instead of) the native sphere
+_SMRIPREP_SURFACES = frozenset({"smoothwm", "white", "pial", "midthickness", "inflated", "sphere"})
+
+
+def _surfaces_without_sphere(anat: Path, subject: str, session: str | None, hemi: str) -> list[str]:
+    """Names of the native-mesh surfaces of ``hemi`` in ``anat`` (``_smoothwm``, ``_pial``, ``_midthickness``,
+    ``_inflated``, ``_desc-reg_sphere`` ...: no ``space-`` but fsaverage, no ``den-``), sorted: an sMRIPrep
+    or fMRIPrep folder of a version that wrote surfaces but no native sphere (before sMRIPrep 0.13)."""
+    out = []
+    for p in sorted(anat.glob(f"sub-{subject}_*hemi-{hemi}_*.surf.gii*")):
+        parsed = _entities(p.name)
+        if parsed is None:
+            continue
+        ents, suffix, _ext = parsed
+        if ents.get("sub") == subject and ents.get("hemi") == hemi and ents.get("ses") == session \
+                and suffix in _SMRIPREP_SURFACES and "den" not in ents and ents.get("space") in (None, "fsaverage"):
+            out.append(p.name)
+    return out
 
 
 def _on_template_hint(anat: Path, subject: str, session: str | None, hemi: str, roles: Sequence[str]) -> str:
@@ -793,7 +892,8 @@ def recon_all_unfinished(folder: Path, h: str) -> str | None:
     """Why recon-all's outputs in ``folder`` are not to be read yet, or None: recon-all leaves
     ``scripts/IsRunning.lh+rh`` (or ``.lh``/``.rh``) while it runs, or after it was killed, and
     ``scripts/recon-all.error`` when it stopped on an error; its surfaces may then lack steps
-    or mix two runs (a sphere of the earlier run beside maps of the new one)."""
+    or mix two runs (a sphere of the earlier run beside maps of the new one). FastSurfer leaves
+    ``scripts/recon-surf.log`` without ``scripts/recon-surf.done`` (written last) in those cases."""
     scripts = folder / "scripts"
     running = [scripts / f"IsRunning.{x}" for x in ("lh+rh", h)]
     for path in running:
@@ -805,6 +905,15 @@ def recon_all_unfinished(folder: Path, h: str) -> str | None:
     if _present(error):
         return (f"recon-all stopped with an error ({error} is there): its surfaces may lack steps or mix two "
                 f"runs; rerun recon-all (or delete that file to register the surfaces as they are)")
+    # FastSurfer (1.0 on) runs recon-all with -no-isrunning: its recon-surf.sh (and recon-surfreg.sh, 2.1 on)
+    # deletes scripts/<script>.done when it starts and writes it last, so a log without it is a run still
+    # going, killed or failed
+    for script in ("recon-surf", "recon-surfreg"):
+        log, done = scripts / f"{script}.log", scripts / f"{script}.done"
+        if _present(log) and not _present(done):
+            return (f"FastSurfer has not finished ({log} is there but not {done.name}, which {script}.sh writes "
+                    f"last: it is still running, was killed or stopped on an error, see the end of its log); register "
+                    f"this subject once FastSurfer has ended (or create {done} to register the surfaces as they are)")
     return None
 
 
@@ -820,6 +929,10 @@ def _probe_freesurfer(root: Path, subject: str, session: str | None, hemi: str,
             mismatched = _freesurfer_case_mismatches(surf, [f"{h}.sphere", *(files[f] for f in features if f in files)])
             if any(n.lower() == f"{h}.sphere" for n in mismatched) and problem is None:
                 problem = f"freesurfer {surf}: no {h}.sphere" + _case_hint(mismatched)
+            elif problem is None and sphereless_subject(root / name) \
+                    and readable_freesurfer_name(name) and not name.startswith("fsaverage"):
+                problem = recon_all_unfinished(root / name, h)
+                problem = f"freesurfer {root / name}: {problem}" if problem else missing_sphere_reason(root / name, h)
             continue
         unfinished = recon_all_unfinished(root / name, h)
         if unfinished:

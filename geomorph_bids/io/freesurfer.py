@@ -11,11 +11,17 @@ Formats (big-endian):
 * new morphometry file (``lh.sulc``, ``lh.curv``, ``lh.thickness``): magic
   0xFFFFFF, int32 V, int32 F, int32 values-per-vertex (1), V float32;
 * old morphometry file: 3-byte V, 3-byte F, V int16 / 100 (accepted when the
-  file size matches exactly).
+  file size matches exactly);
+* quadrangle surface (early FreeSurfer wrote surfaces so; FreeSurfer 7 and nibabel still read
+  it): magic 0xFFFFFF (coordinates int16 / 100) or 0xFFFFFD (float32), 3-byte V, 3-byte Q,
+  V*3 coordinates, Q*4 3-byte vertex numbers; each quadrangle is split into two triangles as
+  FreeSurfer splits it. Its magic 0xFFFFFF is also the new morphometry file's: the file size
+  tells them apart (a morphometry file is 15 + 4 V bytes).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +38,8 @@ __all__ = ["TRIANGLE_MAGIC", "CURV_MAGIC", "read_magic", "triangle_header", "rea
 TRIANGLE_MAGIC = 0xFFFFFE
 CURV_MAGIC = 0xFFFFFF          # also the old quadrangle-surface magic
 NEW_QUAD_MAGIC = 0xFFFFFD
+#: tags FreeSurfer may write after a surface's faces (utils/tags.h: command lines, volume geometry, ...)
+_TAGS = frozenset({1, 2, 3, 4, 5, 20, 21, 30, 31, 32, 33, 40, 41, 42, 43, 44})
 
 
 def read_magic(raw: bytes) -> int:
@@ -53,6 +61,52 @@ def triangle_header(head: bytes) -> tuple[int, int, int] | None:
     return v, f, end2 + 9
 
 
+def _is_morph_layout(raw: bytes) -> bool:
+    """Whether bytes of magic 0xFFFFFF are laid out as a new morphometry file (int32 V, F, 1, then
+    exactly V float32), not as an old quadrangle surface of the same magic."""
+    if len(raw) < 15:
+        return False
+    v, _f, per_vertex = (int(x) for x in np.frombuffer(raw, ">i4", 3, 3))
+    return per_vertex == 1 and v > 0 and len(raw) == 15 + 4 * v
+
+
+def quad_header(raw: bytes, size: int | None = None) -> tuple[int, int, int] | None:
+    """(V, Q, number of bytes the vertices and quadrangles need) of a FreeSurfer quadrangle surface
+    (magic 0xFFFFFF or 0xFFFFFD), or None when the bytes are not one: too short, no vertex or
+    quadrangle, a new morphometry file (same magic 0xFFFFFF), or a file of ``size`` bytes (default
+    ``len(raw)``) that is not exactly that long or followed by FreeSurfer tags."""
+    magic = read_magic(raw)
+    if magic not in (CURV_MAGIC, NEW_QUAD_MAGIC) or len(raw) < 9 or (magic == CURV_MAGIC and _is_morph_layout(raw)):
+        return None
+    v, q = int.from_bytes(raw[3:6], "big"), int.from_bytes(raw[6:9], "big")
+    need = 9 + 3 * v * (2 if magic == CURV_MAGIC else 4) + 12 * q
+    size = len(raw) if size is None else size
+    if v <= 0 or q <= 0 or size < need:
+        return None
+    if size > need and (len(raw) < need + 4 or int(np.frombuffer(raw, ">i4", 1, need)[0]) not in _TAGS):
+        return None
+    return v, q, need
+
+
+def _read_quad_surface(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(V, 3) float64 mm and (2 Q, 3) int64 of a quadrangle surface (:func:`quad_header` not None): each
+    quadrangle (a, b, c, d) becomes (a, b, d), (c, d, b) when a is even, else (a, b, c), (a, c, d)."""
+    v, q, _ = quad_header(raw)
+    old = read_magic(raw) == CURV_MAGIC
+    coords = np.frombuffer(raw, ">i2" if old else ">f4", 3 * v, 9).astype(np.float64).reshape(v, 3)
+    if old:
+        coords /= 100.0                      # int16 hundredths of a millimetre
+    start = 9 + 3 * v * (2 if old else 4)
+    b = np.frombuffer(raw, ">u1", 12 * q, start).astype(np.int64).reshape(q, 4, 3)
+    quads = (b[..., 0] << 16) | (b[..., 1] << 8) | b[..., 2]
+    a, b_, c, d = quads.T
+    even = (a % 2 == 0)[:, None]
+    faces = np.empty((2 * q, 3), dtype=np.int64)
+    faces[0::2] = np.where(even, np.stack([a, b_, d], 1), np.stack([a, b_, c], 1))
+    faces[1::2] = np.where(even, np.stack([c, d, b_], 1), np.stack([a, c, d], 1))
+    return coords, faces
+
+
 def read_fs_vertex_count(path: str | Path, head_bytes: int = 4096, timeout_s: float | None = None) -> int | None:
     """Number of vertices of a FreeSurfer triangle surface from its header only (the first
     ``head_bytes``, read within ``timeout_s`` seconds, default
@@ -64,7 +118,8 @@ def read_fs_vertex_count(path: str | Path, head_bytes: int = 4096, timeout_s: fl
 
     try:
         regular_file(path)
-        parsed = triangle_header(with_deadline(head, READ_TIMEOUT_S if timeout_s is None else timeout_s, path))
+        raw = with_deadline(head, READ_TIMEOUT_S if timeout_s is None else timeout_s, path)
+        parsed = triangle_header(raw) or quad_header(raw, os.stat(path).st_size)
     except (InputError, OSError):
         return None
     return None if parsed is None else parsed[0]
@@ -74,6 +129,30 @@ def read_fs_vertex_count(path: str | Path, head_bytes: int = 4096, timeout_s: fl
 _SWAPPED = ("is byte-swapped: its header reads correctly only as little-endian, and FreeSurfer files are "
             "big-endian (written by a tool that ignored the byte order?); rewrite it with nibabel.freesurfer.{} "
             "or the tool's big-endian option")
+
+
+#: the first bytes of surface and map formats read nowhere here -> what they are
+_TEXT_FORMATS = ((b"# vtk DataFile", "a VTK file"), (b"ply", "a PLY file"),
+                 (b"#!ascii", "a FreeSurfer ASCII file (.asc)"), (b"solid", "an STL file"),
+                 (b"P ", "an MNI .obj surface (CIVET's format)"))
+
+
+def other_format(raw: bytes) -> str:
+    """``: it is a VTK file ...; convert it to GIFTI ...`` for a file of a format read nowhere here (VTK, PLY,
+    FreeSurfer ASCII, STL, MNI .obj, a text file of numbers such as CIVET's per-vertex .txt maps), else ``""``."""
+    head = raw[:64].lstrip()
+    what = next((name for magic, name in _TEXT_FORMATS if head.startswith(magic)), None)
+    if what is None:
+        try:
+            words = raw[:4096].decode("ascii").split()
+            [float(w) for w in words[:-1]]    # the last word may be cut at the 4 KiB boundary
+            what = "a text file of numbers (a CIVET .txt map, one value per vertex?)" if len(words) > 1 else None
+        except (UnicodeDecodeError, ValueError):
+            return ""
+    if what is None:
+        return ""
+    return (f": it is {what}, a format not read here; convert it to GIFTI (.surf.gii for a surface, .shape.gii "
+            "for a map: mris_convert reads VTK, STL and ASCII surfaces; nibabel writes GIFTI from numbers)")
 
 
 def _swapped_morph(raw: bytes) -> bool:
@@ -91,13 +170,18 @@ def _surface_header(raw: bytes, path: Path) -> tuple[int, int, int]:
     if magic == int.from_bytes(TRIANGLE_MAGIC.to_bytes(3, "big"), "little"):
         raise InputError(_SWAPPED.format("write_geometry"), path=path)
     if magic != TRIANGLE_MAGIC:
+        if magic == CURV_MAGIC and _is_morph_layout(raw):
+            raise InputError(f"magic number 0x{magic:06X} is a FreeSurfer morphometry file (e.g. lh.sulc), not a "
+                             f"triangle surface (0x{TRIANGLE_MAGIC:06X}); pass the surface (lh.sphere)", path=path)
         if magic in (CURV_MAGIC, NEW_QUAD_MAGIC):
-            raise InputError(f"magic number 0x{magic:06X} is a FreeSurfer morphometry file (e.g. lh.sulc) "
-                             "or an obsolete quadrangle surface, not a triangle surface "
-                             f"(0x{TRIANGLE_MAGIC:06X}); pass the surface (lh.sphere)", path=path)
+            v, q = int.from_bytes(raw[3:6], "big"), int.from_bytes(raw[6:9], "big")
+            raise InputError(f"magic number 0x{magic:06X} is a FreeSurfer quadrangle surface's or morphometry "
+                             f"file's, but its {len(raw)} bytes fit neither (as a quadrangle surface: {v} vertices, "
+                             f"{q} quadrangles); the file is truncated or corrupted", path=path)
+        hint = other_format(raw)
         raise InputError(f"is not a FreeSurfer triangle surface: magic number 0x{max(magic, 0):06X}, "
-                         f"expected 0x{TRIANGLE_MAGIC:06X}; the file is corrupted or of another format "
-                         "(GIFTI files must end in .gii or .gii.gz)", path=path)
+                         f"expected 0x{TRIANGLE_MAGIC:06X}" + (hint or "; the file is corrupted or of another format "
+                                                               "(GIFTI files must end in .gii or .gii.gz)"), path=path)
     parsed = triangle_header(raw)
     if parsed is None:
         raise InputError("FreeSurfer surface header is truncated", path=path)
@@ -126,14 +210,27 @@ def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
     -------
     vertices : (V, 3) float64, mm (FreeSurfer tkr-RAS)
     faces : (F, 3) int64, not yet range-checked
-    meta : volume geometry tags found at the end of the file, as strings
+    meta : volume geometry tags found at the end of the file, as strings; empty when there are none
+        or when they do not parse (they describe the volume the surface was made from, not the mesh)
     """
     p = Path(path)
     raw = read_bounded(p, SURFACE_MAX_BYTES, "surface")
-    _surface_header(raw, p)
+    if quad_header(raw) is not None:
+        coords, faces = _read_quad_surface(raw)
+        with np.errstate(invalid="ignore"):
+            return coords, faces, {}
+    n_v, n_f, offset = _surface_header(raw, p)
     try:
         with quiet_warnings():    # "No volume information" for spheres
-            v, f, info = nfs.read_geometry(str(p), read_metadata=True)
+            try:
+                v, f, info = nfs.read_geometry(str(p), read_metadata=True)
+            except (OSError, UnicodeDecodeError, ValueError):
+                # text FreeSurfer reads leniently and nibabel does not: the volume-geometry footer after the
+                # triangles (a volume path holding '=' or Latin-1 bytes, a line left out), a "created by" line
+                # in Latin-1. The mesh, checked against the header above, depends on neither: read it as is
+                v = np.frombuffer(raw, ">f4", 3 * n_v, offset).reshape(n_v, 3)
+                f = np.frombuffer(raw, ">i4", 3 * n_f, offset + 12 * n_v).reshape(n_f, 3)
+                info = {}
     except Exception as exc:
         raise InputError(f"FreeSurfer surface is corrupted ({type(exc).__name__}: {exc})",
                          path=p) from None
@@ -152,6 +249,8 @@ def read_fs_morph(path: str | Path, n_vertices: int | None = None) -> np.ndarray
     p = Path(path)
     raw = read_bounded(p, map_max_bytes(n_vertices), "per-vertex map")
     magic = read_magic(raw)
+    if quad_header(raw) is not None:
+        raise InputError("is a FreeSurfer quadrangle surface (mesh), not a per-vertex morphometry file", path=p)
     if magic == CURV_MAGIC:
         if len(raw) < 15:
             raise InputError("FreeSurfer morphometry header is truncated", path=p)
@@ -173,10 +272,11 @@ def read_fs_morph(path: str | Path, n_vertices: int | None = None) -> np.ndarray
     else:
         v = magic
         if len(raw) != 6 + 2 * v or v <= 0:
+            hint = other_format(raw)
             raise InputError(f"is not a FreeSurfer morphometry file: magic number 0x{max(magic, 0):06X}, "
-                             f"expected 0x{CURV_MAGIC:06X} (and not the old format either); the file "
-                             "is corrupted or of another format (GIFTI must end in .gii/.gii.gz, "
-                             "CIFTI in .dscalar.nii)", path=p)
+                             f"expected 0x{CURV_MAGIC:06X} (and not the old format either)" + (
+                                 hint or "; the file is corrupted or of another format (GIFTI must end in "
+                                 ".gii/.gii.gz, CIFTI in .dscalar.nii)"), path=p)
     try:
         values = nfs.read_morph_data(str(p))
     except Exception as exc:

@@ -91,6 +91,9 @@ def label_conflicts(paths: Iterable[str | Path | None], hemi: str) -> list[str]:
 #: HCP ``.MyelinMap_BC.``, sMRIPrep's ``refsulc``) -> the feature name they mean
 _MAP_WORDS = {"sulc": "sulc", "refsulc": "sulc", "curv": "curv", "curvature": "curv", "thickness": "thickness",
               "myelin": "myelin", "myelinw": "myelin", "myelinmap": "myelin"}
+#: words of a file name that name a map of another producer which only sounds like a known feature ->
+#: (the feature it is mistaken for, what it is instead)
+_LOOKALIKES = {"sqrtsulc": ("sulc", "CAT12's square root of sulcal depth, never negative")}
 _WORD = re.compile(r"[A-Za-z]+")
 #: a GIFTI data array's ``Name`` metadata (Workbench's map name, e.g. ``100307_L_Curvature``; ours ``curv``)
 _ARRAY_NAME = re.compile(rb"<Name>\s*(?:<!\[CDATA\[)?\s*Name\s*(?:\]\]>)?\s*</Name>\s*<Value>\s*(?:<!\[CDATA\[)?"
@@ -127,6 +130,13 @@ def feature_conflicts(features: Mapping[str, object]) -> list[str]:
     out = []
     for name, path in features.items():
         if not isinstance(path, (str, Path)) or str(name) not in _MAP_WORDS.values():
+            continue
+        lookalike = next((w for w in _WORD.findall(Path(path).name.lower()) if _LOOKALIKES.get(w, ("",))[0] == name),
+                         None)
+        if lookalike is not None:   # CAT12's lh.sqrtsulc.NAME given as sulc: no name check above catches it
+            out.append(f"{Path(path).name}: its name says {lookalike}, {_LOOKALIKES[lookalike][1]}, registered as "
+                       f"{name}, FreeSurfer's signed map (positive in sulci, negative on gyral crowns): give "
+                       "FreeSurfer's or FastSurfer's ?h.sulc")
             continue
         declared = declared_map(path)
         if declared is not None and declared != name:

@@ -42,7 +42,7 @@ import torch
 
 import geomorph_bids
 from geomorph_bids.errors import InputError
-from geomorph_bids.io.atomic import file_mode
+from geomorph_bids.io.atomic import chmod_if_supported, file_mode, flush_to_disk
 from geomorph_bids.io.limits import CHECKPOINT_MAX_BYTES, check_size, human_bytes
 from geomorph_bids.model.keys import check_keys
 from geomorph_bids.model.normalise import NormalisationSpec
@@ -297,8 +297,8 @@ def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor],
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, file_mode())  # as open() would: 0664 in a lab's umask 002, private with 077
+            flush_to_disk(f.fileno())  # carries on where the file system does no fsync (s3fs)
+        chmod_if_supported(tmp, file_mode())  # as open() would (umask 002: 0664); SMB, FUSE: the mount decides
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

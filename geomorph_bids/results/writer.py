@@ -35,6 +35,7 @@ __all__ = ["STAGING_DIR", "OUTPUT_FIELDS", "OutputFile", "sidecar_bytes", "stagi
 
 #: staging folder (inside the output directory) for atomic writes; the CLI removes leftovers
 STAGING_DIR = ".geomorph-staging"
+_MKDIR_TRIES = 20  # staging(): tries to create a stage while other writers remove the empty parent
 
 #: the named results of a hemisphere that feed its files
 OUTPUT_FIELDS = ("registered_sphere", "resampled_features", "metrics", "native_sphere", "native_features",
@@ -93,15 +94,29 @@ def sidecar_bytes(meta: Mapping[str, Any]) -> bytes:
 @contextlib.contextmanager
 def staging(output_dir: str | Path) -> Iterator[Path]:
     """A fresh folder inside ``output_dir/.geomorph-staging`` (same file system as the outputs,
-    so a staged file is renamed into place atomically), removed with what is left in it."""
+    so a staged file is renamed into place atomically), removed with what is left in it, and
+    ``.geomorph-staging`` too once empty. Two runs finishing side by side each saw the other
+    active and left the empty folder behind; the removal of an empty parent can race another
+    writer's ``mkdir``, which therefore tries again."""
     from ..io.atomic import shared_folder
 
-    stage = shared_folder(Path(output_dir) / STAGING_DIR) / uuid.uuid4().hex  # every member's runs stage there
-    stage.mkdir()
+    root = Path(output_dir) / STAGING_DIR
+    stage = root / uuid.uuid4().hex
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    for attempt in range(_MKDIR_TRIES):
+        shared_folder(root)  # group-writable in a lab's group folder: every member's runs stage there
+        try:
+            stage.mkdir()
+            break
+        except FileNotFoundError:  # another writer removed the empty parent between our two mkdirs
+            if attempt == _MKDIR_TRIES - 1:
+                raise
     try:
         yield stage
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        with contextlib.suppress(OSError):  # not empty: another writer's stage is in it
+            root.rmdir()
 
 
 def _same_content(new: Path, old: Path) -> bool:
@@ -135,10 +150,13 @@ def _flush(path: Path) -> None:
     """Force ``path``'s bytes to disk before it is renamed into place, as every other write of the
     outputs is (:func:`~geomorph_bids.io.atomic.atomic_write_bytes`): a node that loses power after
     the rename may otherwise come back with the name in place and the file empty (XFS, ext4 for a
-    new name), beside a metrics JSON that says the hemisphere is done."""
+    new name), beside a metrics JSON that says the hemisphere is done. A file system that does no
+    ``fsync`` (s3fs, gcsfuse) is carried on on (:func:`~geomorph_bids.io.atomic.flush_to_disk`)."""
+    from ..io.atomic import flush_to_disk
+
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        flush_to_disk(fd)
     finally:
         os.close(fd)
 

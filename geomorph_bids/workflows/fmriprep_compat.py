@@ -31,6 +31,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from .. import __version__
+from ..engine.device import REGISTRATION_NEEDS_GB
 from ..engine.model_choice import resolve_model
 from ..interfaces import Register
 from ..interfaces.fmriprep_compat import SwappedSphereGate
@@ -106,7 +107,7 @@ def init_geomorph_sulc_wf(*, sloppy: bool = False, name: str = "geomorph_sulc_wf
                  device=choice.resolve_device(device), num_threads=omp_nthreads, sphere_reg_space="template",
                  software=software_id()),
         iterfield=["sphere", "feature_files", "sphere_reg", "hemi"], name="register",
-        n_procs=omp_nthreads, mem_gb=2.0)
+        n_procs=omp_nthreads, mem_gb=REGISTRATION_NEEDS_GB[163842][0])
     register.inputs.hemi = ["L", "R"]
     gate = pe.MapNode(SwappedSphereGate(on_flagged=on_flagged, software=software_id()), name="quality_gate",
                       iterfield=["in_sphere", "metrics_file", "fallback_sphere", "hemi", "source"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from nipype.pipeline import engine as pe
 
 from ..crashfiles import hemi_wf_name
+from ..engine.device import REGISTRATION_NEEDS_GB
 from ..interfaces import LoadFeatures, Register, ResampleFeatures, SphereToFsLR, WriteHemisphere
 from ..io.discover import HemiInputs
 from .config import RunConfig
@@ -47,7 +48,7 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
                                 subject=h.subject, source_files=[str(h.features[f]) for f in features],
                                 software=config.software),
                        name="register", n_procs=config.nprocs if config.gpu else config.omp_nthreads,
-                       mem_gb=2.0)  # target: peak RSS <= 2 GB per registration
+                       mem_gb=REGISTRATION_NEEDS_GB[163842][0])  # measured peak RSS at 164k
     resample = pe.Node(ResampleFeatures(template=config.template.base, hemi=h.hemi, density=config.density,
                                         templateflow_home=config.templateflow_home, software=config.software),
                        name="resample")

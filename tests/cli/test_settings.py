@@ -199,3 +199,22 @@ def test_a_mem_gb_below_what_one_registration_needs_is_named(monkeypatch, capsys
     assert args.mem_gb == 0.2 and capsys.readouterr().err.count("warning") == 1
     enough = argparse.Namespace(nprocs=1, omp_nthreads=None, mem_gb=0.5, batch_size=None)
     assert settings.validate_resources(enough) == []
+
+
+def test_a_fastsurfer_subjects_dir_without_spheres_is_read_as_a_subjects_dir(tmp_path, capsys):
+    """A SUBJECTS_DIR of FastSurfer --no_surfreg runs (surf/lh.white, no lh.sphere) given as bids_dir was
+    refused as 'is not a BIDS dataset: no dataset_description.json'; it is now read as a SUBJECTS_DIR, whose
+    hemispheres then fail naming FastSurfer's recon-surfreg.sh (tests/io/test_discover.py)."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.settings import validate_arguments
+
+    subjects = tmp_path / "fastsurfer"
+    for h in ("lh", "rh"):
+        (subjects / "subj1" / "surf").mkdir(parents=True, exist_ok=True)
+        (subjects / "subj1" / "surf" / f"{h}.white").write_bytes(b"")
+    args = build_parser().parse_args([str(subjects), str(tmp_path / "out"), "participant"])
+    validate_arguments(args)
+    assert capsys.readouterr().err.strip() == (
+        f"geomorph-bids: note: {subjects} is a FreeSurfer SUBJECTS_DIR, not a BIDS dataset: read as {subjects} "
+        f"--skip-bids-validation --fs-subjects-dir {subjects}")
+    assert args.fs_subjects_dir == subjects and args.skip_bids_validation

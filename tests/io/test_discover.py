@@ -734,6 +734,121 @@ def test_subjects_and_sessions_are_found_in_natural_order(tmp_path: Path) -> Non
     assert find_subjects(tmp_path, derivatives={}) == ["01", "1", "2", "10", "100"]
 
 
+@pytest.mark.parametrize("producer", ["fastsurfer", "recon-all"])
+def test_a_subject_with_surfaces_but_no_sphere_is_found_and_named_with_how_to_make_it(bids: Path, tmp_path: Path,
+                                                                                      producer: str) -> None:
+    """FastSurfer with --no_surfreg (and recon-all stopped after -autorecon2) writes surf/lh.white, lh.inflated,
+    lh.sulc and FastSurfer's spectral lh.qsphere.nofix, but no lh.sphere. Such a SUBJECTS_DIR was 'not a BIDS
+    dataset' (no subject in it had a sphere), and with --fs-subjects-dir 'no subjects found'; a subject
+    named sub-X failed with only the 'looked for' list. Now the subject is found and each hemisphere's line
+    says why there is no sphere and the command that makes it."""
+    from geomorph_bids.io.discover import sphereless_subject
+
+    fs = tmp_path / "subjects"
+    surf = fs / "fast1" / "surf"
+    touch(*(surf / f"{h}.{k}" for h in ("lh", "rh") for k in ("white", "inflated", "sulc", "curv", "qsphere.nofix")))
+    if producer == "fastsurfer":
+        touch(fs / "fast1" / "scripts" / "recon-surf.log", fs / "fast1" / "scripts" / "recon-surf.done")
+    else:
+        touch(fs / "fast1" / "scripts" / "recon-all.log")
+    make_fs(fs, "bert")
+    touch(fs / "fsaverage" / "surf" / "lh.white")          # a template without its sphere is still no subject
+    assert sphereless_subject(fs / "fast1") and not sphereless_subject(fs / "bert")
+    touch(fs / "my fast" / "surf" / "lh.white", fs / "sub-01_base" / "surf" / "lh.white")   # names read nowhere
+    assert find_subjects(bids, fs_subjects_dir=fs, derivatives={}) == ["01", "bert", "fast1"]
+    assert unlabelled_subjects(bids, fs_subjects_dir=fs, derivatives={}) == [fs / "my fast", fs / "sub-01_base"]
+    with pytest.raises(DiscoveryError) as exc:
+        discover("fast1", bids, fs_subjects_dir=fs, derivatives={})
+    msg = str(exc.value)
+    assert "\n" not in msg
+    qsphere = " (lh.qsphere.nofix is no stand-in: its mesh is the one before topology correction)"
+    if producer == "fastsurfer":
+        assert (f"hemi-L: freesurfer {surf}: has lh.white but no lh.sphere: FastSurfer made no sphere (2.0 on skips "
+                f"it with --no_surfreg, 1.x unless run with --surfreg); make lh.sphere and lh.sphere.reg with "
+                f"FastSurfer's recon_surf/recon-surfreg.sh --sid fast1 --sd {fs} (FastSurfer 2.1 on), or rerun "
+                f"FastSurfer with its surface registration{qsphere}; looked for ") in msg
+    else:
+        assert (f"hemi-L: freesurfer {surf}: has lh.white but no lh.sphere: recon-all stopped before its -sphere "
+                f"step (the first of -autorecon3); run recon-all -sd {fs} -s fast1 -autorecon3{qsphere}; "
+                "looked for ") in msg
+    touch(fs / "fast1" / "scripts" / "IsRunning.lh+rh")   # still running: that is what is said
+    with pytest.raises(DiscoveryError, match=r"hemi-L: freesurfer \S+/fast1: recon-all has not finished"):
+        discover("fast1", bids, fs_subjects_dir=fs, derivatives={})
+    touch(fs / "seg2" / "mri" / "aparc.DKTatlas+aseg.deep.mgz", fs / "seg2" / "scripts" / "deep-seg.log")
+    assert "seg2" in find_subjects(bids, fs_subjects_dir=fs, derivatives={})    # FastSurfer --seg_only
+    with pytest.raises(DiscoveryError) as exc:
+        discover("seg2", bids, fs_subjects_dir=fs, derivatives={})
+    assert (f"hemi-L: freesurfer {fs / 'seg2'}: FastSurfer made no surfaces (a --seg_only run: its segmentation "
+            "mri/aparc.DKTatlas+aseg.deep.mgz, no surf/lh.*); run its surface pipeline on it, run_fastsurfer.sh "
+            f"--sid seg2 --sd {fs} --surf_only; looked for ") in str(exc.value)
+
+
+def test_an_older_fmriprep_folder_with_surfaces_but_no_native_sphere_names_the_freesurfer_folder(bids: Path,
+                                                                                               tmp_path: Path) -> None:
+    """fMRIPrep before 23.2 (sMRIPrep before 0.13) wrote _smoothwm/_pial/_midthickness/_inflated surfaces (0.12 also
+    FreeSurfer's sphere.reg as _desc-reg_sphere) but no native _sphere.surf.gii: with no FreeSurfer folder beside it
+    the hemisphere failed with only 'no inputs; looked for ...'. The line now says which files are there, which
+    one is missing and that the FreeSurfer subjects folder of that run has it; with that folder there it is read."""
+    root = bids / "derivatives" / "fmriprep"
+    anat = root / "sub-01" / "anat"
+    touch(*(anat / f"sub-01_hemi-{h}_{s}.surf.gii" for h in "LR" for s in ("smoothwm", "pial", "midthickness")),
+          *(anat / f"sub-01_hemi-{h}_{s}" for h in "LR" for s in ("space-fsaverage_desc-reg_sphere.surf.gii",
+                                                                  "space-fsLR_den-32k_midthickness.surf.gii")))
+    with pytest.raises(DiscoveryError) as exc:
+        discover("01", bids)
+    assert (f"hemi-L: smriprep {anat}: has sub-01_hemi-L_midthickness.surf.gii, sub-01_hemi-L_pial.surf.gii, "
+            "sub-01_hemi-L_smoothwm.surf.gii ... but no native sphere (sub-01_hemi-L_sphere.surf.gii, written from "
+            "sMRIPrep 0.13 and fMRIPrep 23.2 on; a desc-reg sphere is FreeSurfer's sphere.reg, not it): register "
+            "from the FreeSurfer subjects folder that run made (its sourcedata/freesurfer, or the freesurfer folder "
+            "beside it): --fs-subjects-dir DIR; looked for ") in str(exc.value)
+    make_fs(bids / "derivatives" / "freesurfer", "sub-01")
+    found = discover("01", bids)
+    assert {h: i.source for h, i in found.hemis.items()} == {"L": "freesurfer", "R": "freesurfer"}
+
+
+def test_a_fastsurfer_subject_whose_recon_surf_has_not_finished_is_named_not_registered(bids: Path,
+                                                                                      tmp_path: Path) -> None:
+    """FastSurfer runs recon-all with -no-isrunning, so a FastSurfer run still going, killed or failed left no
+    IsRunning file: its surfaces were registered as if finished. recon-surf.sh deletes scripts/recon-surf.done
+    when it starts and writes it last (FastSurfer 1.0 on): a recon-surf.log without it is now named on the
+    hemisphere's line; with it (or with no FastSurfer log at all) the subject is read as before."""
+    fs = tmp_path / "subjects"
+    make_fs(fs, "fast1")
+    scripts = fs / "fast1" / "scripts"
+    touch(scripts / "recon-surf.log")
+    with pytest.raises(DiscoveryError) as exc:
+        discover("fast1", bids, fs_subjects_dir=fs, derivatives={})
+    assert (f"hemi-L: freesurfer {fs / 'fast1'}: FastSurfer has not finished ({scripts / 'recon-surf.log'} is there "
+            "but not recon-surf.done, which recon-surf.sh writes last: it is still running, was killed or stopped on "
+            "an error, see the end of its log); register this subject once FastSurfer has ended (or create "
+            f"{scripts / 'recon-surf.done'} to register the surfaces as they are); looked for ") in str(exc.value)
+    touch(scripts / "recon-surf.done")
+    assert sorted(discover("fast1", bids, fs_subjects_dir=fs, derivatives={}).hemis) == ["L", "R"]
+    touch(scripts / "recon-surfreg.log")      # FastSurfer's recon-surfreg.sh (after --no_surfreg), not finished
+    with pytest.raises(DiscoveryError, match=r"FastSurfer has not finished \(\S+/recon-surfreg.log is there but not "
+                                             r"recon-surfreg.done, which recon-surfreg.sh writes last"):
+        discover("fast1", bids, fs_subjects_dir=fs, derivatives={})
+    touch(scripts / "recon-surfreg.done")
+    assert sorted(discover("fast1", bids, fs_subjects_dir=fs, derivatives={}).hemis) == ["L", "R"]
+
+
+def test_a_cat12_folder_among_the_derivatives_is_named_as_not_read(bids: Path) -> None:
+    """CAT12's BIDS output (derivatives/CAT12.8.2/sub-01/anat/surf/lh.sphere.sub-01_T1w.gii, lh.central...,
+    lh.sqrtsulc..., lh.thickness...) gave 'no inputs; looked for ...', as if the folder were empty. The
+    hemisphere's line now says it is CAT12's layout, why it is not read and where to go instead."""
+    surf = bids / "derivatives" / "CAT12.8.2" / "sub-01" / "anat" / "surf"
+    touch(*(surf / f"{h}.{k}.sub-01_T1w{ext}" for h in ("lh", "rh") for k, ext in
+            (("central", ".gii"), ("sphere", ".gii"), ("sphere.reg", ".gii"), ("sqrtsulc", ""), ("thickness", ""))))
+    with pytest.raises(DiscoveryError) as exc:
+        discover("01", bids)
+    assert (f"hemi-L: cat12 {surf}: CAT12's layout (lh.sphere.sub-01_T1w.gii), which is not read: CAT12 writes no "
+            "sulc of FreeSurfer's kind (lh.sqrtsulc is the square root of sulcal depth); register this subject from a "
+            "FreeSurfer or FastSurfer run (docs/troubleshooting.md, Surfaces from other FreeSurfer versions and other "
+            "producers); looked for ") in str(exc.value)
+    make_fs(bids / "derivatives" / "freesurfer", "sub-01")       # with a FreeSurfer run beside it: read, no word
+    assert sorted(discover("01", bids).hemis) == ["L", "R"]
+
+
 def _as_user(uid: int, work) -> str:
     """``repr(work())`` from a forked child running as ``uid`` (permission bits enforced there), or
     what it raised, as ``Type: message``."""

@@ -254,3 +254,139 @@ def test_a_label_of_no_vertices_is_read_without_numpy_s_warning(tmp_path):
         warnings.simplefilter("error")
         mask = fs.read_fs_label(p, 10)
     assert mask.shape == (10,) and not mask.any()
+
+
+def _volume_geometry(filename: bytes, drop: bytes = b"") -> bytes:
+    """The footer FreeSurfer writes after a surface's triangles: TAG_OLD_USEREALRAS (2, value 0), then
+    TAG_OLD_SURF_GEOM (20) and its eight text lines; ``drop``: a line left out."""
+    lines = [b"valid = 1  # volume info valid", b"filename = " + filename, b"volume = 256 256 256",
+             b"voxelsize = 1.000000000000000e+00 1.000000000000000e+00 1.000000000000000e+00",
+             b"xras   = -1.000000000000000e+00 0.000000000000000e+00 0.000000000000000e+00",
+             b"yras   = 0.000000000000000e+00 0.000000000000000e+00 -1.000000000000000e+00",
+             b"zras   = 0.000000000000000e+00 1.000000000000000e+00 0.000000000000000e+00",
+             b"cras   = 1.500000000000000e+00 2.000000000000000e+00 -3.000000000000000e+00"]
+    return np.array([2, 0, 20], ">i4").tobytes() + b"".join(x + b"\n" for x in lines if not x.startswith(drop or b"\0"))
+
+
+@pytest.mark.parametrize("footer", [_volume_geometry(b"/scratch/job=42/sub-01/mri/filled-pretess255.mgz"),
+                                    _volume_geometry("/home/jos\u00e9/sub-01/mri/filled.mgz".encode("latin-1")),
+                                    _volume_geometry(b"/data/sub-01/mri/filled.mgz", drop=b"cras")],
+                         ids=["equals-sign-in-volume-path", "latin-1-volume-path", "cras-line-left-out"])
+def test_a_surface_whose_volume_geometry_footer_nibabel_cannot_parse_is_read(tmp_path, footer):
+    """FreeSurfer reads its volume-geometry lines one by one with sscanf; nibabel splits each on '=' and
+    decodes UTF-8, so a sphere made from a volume under /scratch/job=42/ (or a Latin-1 path, or with a
+    line missing) was refused as 'FreeSurfer surface is corrupted (OSError: Error parsing volume info.)'.
+    The mesh is read; the footer, which describes the volume and not the mesh, is left out."""
+    v = np.array([[100, 0, 0], [0, 100, 0], [0, 0, 100], [-100, 0, 0]], dtype=np.float64)
+    f = np.array([[0, 1, 2], [0, 2, 3], [1, 3, 2], [0, 3, 1]])
+    path = tmp_path / "lh.sphere"
+    nfs.write_geometry(str(path), v, f)
+    path.write_bytes(path.read_bytes() + footer)
+    got_v, got_f, meta = fs.read_fs_surface(path)
+    np.testing.assert_array_equal(got_v, v)
+    np.testing.assert_array_equal(got_f, f)
+    assert meta == {}
+    stamped = tmp_path / "lh.sphere.latin1"   # a "created by" line in Latin-1 (a user name with an accent)
+    stamped.write_bytes(b"\xff\xff\xfe" + "created by jos\u00e9 on Mon Dec  7 2026".encode("latin-1")
+                        + path.read_bytes()[path.read_bytes().index(b"\n"):])
+    np.testing.assert_array_equal(fs.read_fs_surface(stamped)[0], v)
+    readable = tmp_path / "rh.sphere"   # the same footer with an ordinary path is still read into meta
+    nfs.write_geometry(str(readable), v, f)
+    readable.write_bytes(readable.read_bytes() + _volume_geometry(b"/data/sub-01/mri/filled.mgz"))
+    assert fs.read_fs_surface(readable)[2]["filename"] == "/data/sub-01/mri/filled.mgz"
+
+
+def _cube_sphere(n: int = 6, radius: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """A quadrangle sphere: a cube of n x n quadrangles a side projected onto radius ``radius`` (mm).
+    Returns (V, 3) float64 vertices and (Q, 4) int quadrangles wound outward."""
+    pts = np.stack(np.meshgrid(*(np.arange(n + 1),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    boundary = ((pts == 0) | (pts == n)).any(1)
+    index = -np.ones(len(pts), int)
+    index[boundary] = np.arange(boundary.sum())
+    index = index.reshape((n + 1,) * 3)
+    verts = pts[boundary] - n / 2
+    verts = radius * verts / np.linalg.norm(verts, axis=1, keepdims=True)
+    quads = []
+    for axis in range(3):
+        u, w = (a for a in range(3) if a != axis)
+        for side in (0, n):
+            for i in range(n):
+                for j in range(n):
+                    corners = []
+                    for di, dj in ((0, 0), (1, 0), (1, 1), (0, 1)):
+                        c = [0, 0, 0]
+                        c[axis], c[u], c[w] = side, i + di, j + dj
+                        corners.append(index[tuple(c)])
+                    quads.append(corners)
+    quads = np.array(quads)
+    a, b, d = verts[quads[:, 0]], verts[quads[:, 1]], verts[quads[:, 3]]
+    inward = np.einsum("ij,ij->i", np.cross(b - a, d - a), a) < 0
+    quads[inward] = quads[inward][:, ::-1]
+    return verts, quads
+
+
+def _quad_file(verts: np.ndarray, quads: np.ndarray, new: bool) -> bytes:
+    """The bytes of a FreeSurfer quadrangle surface: magic 0xFFFFFD with float32 coordinates (``new``), else
+    0xFFFFFF with int16 hundredths of a millimetre; 3-byte counts and vertex numbers."""
+    three = lambda x: np.asarray(x, ">u4").reshape(-1, 1).view(">u1")[:, 1:].tobytes()  # noqa: E731
+    coords = np.asarray(verts, ">f4") if new else np.round(np.asarray(verts) * 100).astype(">i2")
+    return ((b"\xff\xff\xfd" if new else b"\xff\xff\xff") + three(len(verts)) + three(len(quads))
+            + coords.tobytes() + three(quads.reshape(-1)))
+
+
+@pytest.mark.parametrize("new", [False, True], ids=["quad-0xFFFFFF-int16", "new-quad-0xFFFFFD-float32"])
+def test_an_old_quadrangle_surface_is_read_as_freesurfer_and_nibabel_read_it(tmp_path, new, one_line):
+    """A sphere in FreeSurfer's quadrangle format (FreeSurfer before 2.0; FreeSurfer 7 and nibabel still read
+    it) was refused: 'magic number 0xFFFFFF is a FreeSurfer morphometry file (e.g. lh.sulc) or an obsolete
+    quadrangle surface ...; pass the surface (lh.sphere)', naming the very file given. It is now read, each
+    quadrangle split into the two triangles FreeSurfer (and nibabel) make of it; a cut-short one says so."""
+    from geomorph_bids.io.surfaces import read_sphere
+
+    verts, quads = _cube_sphere()
+    path = tmp_path / "lh.sphere"
+    path.write_bytes(_quad_file(verts, quads, new))
+    v, f, meta = fs.read_fs_surface(path)
+    ref_v, ref_f = nfs.read_geometry(str(path))
+    np.testing.assert_array_equal(v, ref_v)
+    np.testing.assert_array_equal(f, ref_f)
+    assert v.shape == (218, 3) and f.shape == (2 * 216, 3) and meta == {}
+    np.testing.assert_allclose(v, verts, atol=0.005 if not new else 1e-4)
+    sphere = read_sphere(path)
+    assert sphere.n_vertices == 218 and np.allclose(np.linalg.norm(sphere.vertices, axis=1), 100, atol=0.01)
+    assert fs.read_fs_vertex_count(path) == 218
+    with pytest.raises(InputError, match="is a FreeSurfer quadrangle surface"):   # given as a map
+        fs.read_fs_morph(path)
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(InputError) as e:
+        fs.read_fs_surface(path)
+    size = len(path.read_bytes())
+    assert one_line(e, path).endswith(
+        f"magic number 0x{'FFFFFD' if new else 'FFFFFF'} is a FreeSurfer quadrangle surface's or morphometry file's, "
+        f"but its {size} bytes fit neither (as a quadrangle surface: 218 vertices, 216 quadrangles); the file is "
+        "truncated or corrupted")
+
+
+@pytest.mark.parametrize("head, what", [(b"P 0.3 0.3 0.4 10 1 81924\n", "an MNI .obj surface (CIVET's format)"),
+                                        (b"# vtk DataFile Version 3.0\n", "a VTK file"),
+                                        (b"#!ascii version of lh.sphere\n", "a FreeSurfer ASCII file (.asc)"),
+                                        (b"ply\nformat ascii 1.0\n", "a PLY file"),
+                                        (b"2.31\n1.97\n3.02\n2.5\n",
+                                         "a text file of numbers (a CIVET .txt map, one value per vertex?)")],
+                         ids=["civet-obj", "vtk", "freesurfer-ascii", "ply", "civet-txt"])
+def test_surfaces_and_maps_of_formats_read_nowhere_here_are_named(tmp_path, head, what, one_line):
+    """CIVET's .obj surfaces and .txt maps, VTK, PLY and FreeSurfer ASCII files given as a sphere or a map
+    were 'not a FreeSurfer triangle surface: magic number 0x502030 ...; the file is corrupted or of another
+    format', as if damaged. The line now says which format it is and to convert it to GIFTI."""
+    path = tmp_path / "lh.sphere"
+    path.write_bytes(head + b"1.0 2.0 3.0\n" * 3)
+    tail = (f": it is {what}, a format not read here; convert it to GIFTI (.surf.gii for a surface, .shape.gii "
+            "for a map: mris_convert reads VTK, STL and ASCII surfaces; nibabel writes GIFTI from numbers)")
+    with pytest.raises(InputError) as e:
+        fs.read_fs_surface(path)
+    assert one_line(e, path).endswith(tail)
+    with pytest.raises(InputError) as e:
+        fs.read_fs_morph(path)
+    assert one_line(e, path).endswith(tail)
+    path.write_bytes(b"\x12\x34\x56" + bytes(range(200)))       # binary bytes of no format: as before
+    with pytest.raises(InputError, match="the file is corrupted or of another format"):
+        fs.read_fs_surface(path)

@@ -62,3 +62,16 @@ def test_hemisphere_from_gifti_metadata_and_names(tmp_path):
     assert ("L", "its name (hemi-L)") in declared_hemispheres(path)
     lines = label_conflicts([path, None, tmp_path / "lh.sulc"], "L")
     assert lines == [f"{path.name}: GIFTI AnatomicalStructurePrimary CortexRight says hemi-R, registered as hemi-L"]
+
+
+def test_cat12s_sqrtsulc_given_as_sulc_is_a_conflict_that_names_what_it_is(tmp_path):
+    """CAT12 writes no FreeSurfer sulc; its surf/lh.sqrtsulc.NAME (square root of sulcal depth, never negative)
+    given as sulc registered FLAGGED on correlation alone ('check the map is this subject's sulcal depth'),
+    which it is, after a fashion. The identity reason now says what the file is and what is expected;
+    the same file given under another name, and FreeSurfer's own names, are not judged."""
+    assert feature_conflicts({"sulc": tmp_path / "lh.sqrtsulc.sub-01_T1w", "curv": tmp_path / "lh.curv"}) == [
+        "lh.sqrtsulc.sub-01_T1w: its name says sqrtsulc, CAT12's square root of sulcal depth, never negative, "
+        "registered as sulc, FreeSurfer's signed map (positive in sulci, negative on gyral crowns): give "
+        "FreeSurfer's or FastSurfer's ?h.sulc"]
+    assert feature_conflicts({"depth": tmp_path / "lh.sqrtsulc.sub-01_T1w"}) == []
+    assert feature_conflicts({"sulc": tmp_path / "lh.sulc", "thickness": tmp_path / "lh.thickness.sub-01_T1w"}) == []

@@ -79,6 +79,17 @@ def test_gpu_slot_takes_every_process(tmp_path):
     assert gpu.inputs.device == "cuda:0"
 
 
+def test_the_registration_step_reserves_what_one_registration_needs_not_2_gb(tmp_path):
+    """Nipype's scheduler holds ``--mem-gb`` against each step's estimate: the registration step
+    reserved 2 GB where one needs 0.53-0.66 GB (peak RSS at 164k vertices), so a job with
+    ``--mem-gb 4`` and 8 CPUs ran two registrations at once instead of six."""
+    from geomorph_bids.engine.device import REGISTRATION_NEEDS_GB
+
+    node = _register_node(init_geomorph_wf([_job(tmp_path, hemis=("L",))], _config(tmp_path)))
+    assert node.mem_gb == REGISTRATION_NEEDS_GB[163842][0] == 0.66
+    assert int(4 // node.mem_gb) == 6
+
+
 def test_hcp_signs_and_output_names(tmp_path):
     config = _config(tmp_path)
     wf = init_geomorph_wf([_job(tmp_path, session="pre", hemis=("R",), source="hcp")], config)
