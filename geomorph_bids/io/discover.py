@@ -825,7 +825,11 @@ def _cat12_hint(subj: Path, session: str | None, hemi: str) -> str | None:
     else:
         folders += sorted(subj.glob("ses-*/anat/surf"))
     for surf in folders:
-        spheres = sorted(p.name for p in surf.glob(f"{h}.sphere.*.gii*") if not p.name.startswith(f"{h}.sphere.reg."))
+        try:  # a folder this user may not read (a colleague's, 0700): said by discover, not raised here
+            spheres = sorted(p.name for p in surf.glob(f"{h}.sphere.*.gii*")
+                             if not p.name.startswith(f"{h}.sphere.reg."))
+        except OSError:
+            continue
         if spheres:
             return (f"cat12 {surf}: CAT12's layout ({spheres[0]}), which is not read: CAT12 writes no sulc of "
                     f"FreeSurfer's kind ({h}.sqrtsulc is the square root of sulcal depth); register this subject from "
