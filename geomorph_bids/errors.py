@@ -102,10 +102,13 @@ def _whose(path: str | Path) -> str:
     """For a permission error at ``path``: `` (FOLDER belongs to labuser (uid 1001), group lab, mode
     2755, and this run is labmate (uid 1002))`` where another user's file this user may not read, or
     another user's folder this user may not write in, refused it (a colleague's participant in a
-    lab's shared output folder): whom to ask. '' when this user's own, or nothing can be told."""
+    lab's shared output folder): whom to ask. '' when this user's own, for root (whom only a server
+    refuses: NFS's root_squash), or when nothing can be told."""
     import os
 
     p = Path(path)
+    if os.geteuid() == 0:
+        return ""
     try:
         if os.path.lexists(p) and not os.access(p, os.R_OK):
             refusing = p

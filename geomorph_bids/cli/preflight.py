@@ -191,8 +191,9 @@ def _owner_hint(path: Path, err: int | None) -> str:
     """For a permission error (``err``: EACCES/EPERM) on ``path``, or on its nearest existing folder,
     that belongs to another user (a lab member's folder in a shared one): whose it is, who this run
     is, and what either can do. Empty for other errors, for this user's own, and inside our image
-    (:func:`_container_hint` speaks of the ``docker run`` line there)."""
-    if err not in (errno.EACCES, errno.EPERM) or os.environ.get("GEOMORPH_CONTAINER"):
+    (:func:`_container_hint` speaks of the ``docker run`` line there), and for root (whom only a
+    server refuses: :func:`_root_squash_hint`)."""
+    if err not in (errno.EACCES, errno.EPERM) or os.environ.get("GEOMORPH_CONTAINER") or os.geteuid() == 0:
         return ""
     near = Path(path).absolute()
     while not os.path.lexists(near) and near != near.parent:
