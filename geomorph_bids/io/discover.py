@@ -749,7 +749,7 @@ def _present(path: Path) -> bool:
 
 def _freesurfer_cortex_label(h: HemiInputs, fs_roots: Sequence[Path]) -> Path | None:
     """recon-all's ``label/?h.cortex.label`` for an sMRIPrep/fMRIPrep hemisphere that has no
-    ``desc-cortex_mask`` of its own (fMRIPrep 23.2-24 and sMRIPrep before 0.17 write none), from the
+    ``desc-cortex_mask`` of its own (sMRIPrep 0.13 and 0.16, in fMRIPrep 23.2 and 24.1, write none), from the
     same subject's FreeSurfer folder (``sourcedata/freesurfer`` of fMRIPrep's outputs, ``--fs-subjects-dir``)
     whose ``surf/?h.sphere`` has the very vertices of the GIFTI sphere (fMRIPrep's is its conversion): the
     medial wall is then left out as for the FreeSurfer layout. Before, such subjects were registered with
