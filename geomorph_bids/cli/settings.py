@@ -14,6 +14,7 @@ import argparse
 import itertools
 import math
 import os
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -370,10 +371,12 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
                and not getattr(args, "derivatives", None) else None)
     if made_by:  # its own subjects were never read: "no inputs ... expected B/derivatives/<pipeline>" per hemisphere
         folder = args.bids_dir.absolute()
+        # the name the sidecars' Sources (bids:<name>:...) and DatasetLinks give it: fMRIPrep's is fmriprep
+        name = re.sub(r"[^a-z0-9]", "", made_by.split()[0].lower()) if made_by != "a pipeline" else ""
         raise InputError(f"is a derivatives dataset (made by {made_by}), not a raw BIDS dataset: give the raw dataset "
                          f"as bids_dir (its derivatives/ folders are read), or read this one as derivatives: "
                          f"geomorph-bids {shell_word(folder)} OUTPUT_DIR participant --derivatives "
-                         f"smriprep={shell_word(folder)}",
+                         f"{name or 'smriprep'}={shell_word(folder)}",
                          path=args.bids_dir)
     if os.path.realpath(args.output_dir.absolute()) == os.path.realpath(args.bids_dir.absolute()):
         raise InputError(f"the output directory is the BIDS dataset {args.bids_dir} itself (links resolved); write "

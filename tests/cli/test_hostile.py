@@ -786,6 +786,16 @@ def test_an_smriprep_derivatives_folder_given_as_the_bids_folder_says_how_to_rea
     code, _, err = run(deriv, tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w",
                        "--derivatives", f"smriprep={deriv}")
     assert code == 0, err
+    # fMRIPrep's folder (fix-as): the command names it fmriprep, as the sidecars' Sources then do
+    # (bids:fmriprep:sub-01/...); it named every pipeline's folder smriprep
+    (deriv / "dataset_description.json").write_text(json.dumps(
+        {"Name": "x", "BIDSVersion": "1.4.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "fMRIPrep", "Version": "24.1.1"}]}))
+    code, _, err = run(deriv, tmp_path / "out2", "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    assert code == 1 and one_error(err).endswith("(made by fMRIPrep), not a raw BIDS dataset: give the raw dataset as "
+                                                 "bids_dir (its derivatives/ folders are read), or read this one as "
+                                                 f"derivatives: geomorph-bids {deriv} OUTPUT_DIR participant "
+                                                 f"--derivatives fmriprep={deriv}")
 
 
 @pytest.mark.parametrize("level", ["participant", "group"])
