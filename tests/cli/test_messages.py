@@ -77,7 +77,8 @@ def test_a_character_stdout_cannot_encode_is_escaped_not_fatal(tmp_path, encodin
                           env={**os.environ, "PYTHONPATH": str(Path.cwd()), "PYTHONIOENCODING": encoding})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == b""
-    expected = {"ascii": b"outputs in /data/d\\xe4t\\xe4 \\u2192/out\n", "latin-1": b"outputs in /data/d\xe4t\xe4 \\u2192/out\n"}
+    expected = {"ascii": b"outputs in /data/d\\xe4t\\xe4 \\u2192/out\n",
+                "latin-1": b"outputs in /data/d\xe4t\xe4 \\u2192/out\n"}
     assert proc.stdout == expected[encoding]
     assert marker.read_text() == "ok"
 

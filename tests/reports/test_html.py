@@ -55,9 +55,10 @@ def test_a_narrow_screen_keeps_the_navigation_from_covering_the_page():
     assert narrow.startswith("nav{position:static}") and "main{padding:8px 10px 40px 10px}" in narrow
 
 
-@pytest.mark.parametrize("tz, expected", [("Foo/Bar", "1970-01-01 00:00:00 UTC"), (":/nonexistent", "1970-01-01 00:00:00 UTC"),
-                                          ("UTC", "1970-01-01 00:00:00 UTC"), ("EST5EDT", "1969-12-31 19:00:00 UTC-05:00"),
-                                          ("<+0545>-5:45", "1970-01-01 05:45:00 UTC+05:45")])
+@pytest.mark.parametrize("tz, expected", [
+    ("Foo/Bar", "1970-01-01 00:00:00 UTC"), (":/nonexistent", "1970-01-01 00:00:00 UTC"),
+    ("UTC", "1970-01-01 00:00:00 UTC"),
+    ("EST5EDT", "1969-12-31 19:00:00 UTC-05:00"), ("<+0545>-5:45", "1970-01-01 05:45:00 UTC+05:45")])
 def test_the_time_a_report_was_built_carries_its_offset_from_utc_in_any_tz(monkeypatch, tz, expected):
     """Twenty-second session: the reports said when they were built with the zone's name (``%Z``): a
     ``TZ`` the system does not know (``Foo/Bar``, a typo on a cluster) labelled the UTC time it falls back
