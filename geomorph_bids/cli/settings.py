@@ -441,6 +441,25 @@ def _utf8(text: str) -> bool:
     return True
 
 
+def _not_utf8(name: str, text: str) -> str:
+    """Why the argument ``name``, ``text`` (decoded as Python decodes file names), cannot be used: its
+    bytes are not UTF-8; or they are, but this Python decodes file names in another encoding (a locale
+    that is not UTF-8, ``LC_ALL=C`` with ``PYTHONUTF8=0``: before, such a name was said to be "not
+    UTF-8 text" and to need renaming)."""
+    raw = os.fsencode(text)
+    where = name if name in ("bids_dir", "output_dir") else "--" + name.replace("_", "-")
+    try:
+        utf8 = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        shown = raw.decode("ascii", "backslashreplace")
+        return (f"{where} '{shown}' holds bytes that are not UTF-8 text (a name from a system with another "
+                "encoding?): rename it, or give it through a link with a UTF-8 name")
+    shown = utf8.encode("ascii", "backslashreplace").decode("ascii")
+    return (f"{where} '{shown}' is a UTF-8 name, but this Python decodes file names as "
+            f"{sys.getfilesystemencoding()} (its locale is not UTF-8: LC_ALL, LC_CTYPE, LANG; PYTHONUTF8=0?): run "
+            "the command in a UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1")
+
+
 def tidy_path(path: str | Path) -> Path:
     """``path`` made absolute, without ``.`` and ``..`` where taking them out names the same
     place (``/w/fs_subjects/../out`` -> ``/w/out``, as printed and recorded); a ``..`` after a
@@ -463,11 +482,7 @@ def absolute_paths(args) -> None:
     for name, value in vars(args).items():
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, (str, Path)) and not _utf8(str(item)):
-                shown = str(item).encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
-                where = name if name in ("bids_dir", "output_dir") else "--" + name.replace("_", "-")
-                raise argparse.ArgumentTypeError(
-                    f"{where} '{shown}' holds bytes that are not UTF-8 text (a name from a system with another "
-                    "encoding?): rename it, or give it through a link with a UTF-8 name")
+                raise argparse.ArgumentTypeError(_not_utf8(name, str(item)))
     for name in ("bids_dir", "output_dir", "work_dir", "fs_subjects_dir", "bids_filter_file", "use_plugin"):
         value = getattr(args, name)
         if value is not None:

@@ -38,7 +38,7 @@ from ..io.template_sources import describe_provenance, low_resolution_note, low_
 from ..quality import QualityThresholds, assess, quality_warnings
 from ..results.metrics import latest_run_failure
 from .hemisphere_figures import hemisphere_figures
-from .html import DIRECTIONS, esc, fmt, markdown, page, software_versions, table
+from .html import DIRECTIONS, built_at, esc, fmt, markdown, page, software_versions, table
 from .outputs import HemiOutputs, find_hemispheres, label, relative
 
 __all__ = ["build_participant_report", "update_participant_report", "report_is_current", "crash_reports", "hemisphere_anchor",
@@ -335,7 +335,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
         about.append(f"<p>Registrations: {esc(', '.join(software))}.</p>")
     about.append("<h3>Report built with</h3>" + table(["package", "version"],
                                                       [[esc(k), esc(v)] for k, v in versions.items()], left=2))
-    about.append(f'<p class="note">Report built {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} in '
+    about.append(f'<p class="note">Report built {esc(built_at())} in '
                  f"{time.perf_counter() - t0:.1f} s.</p></section>")
     body.append("".join(about))
     nav.append(("boilerplate", "Methods"))

@@ -157,3 +157,16 @@ def test_the_template_maps_brainspace_provides_are_credited_and_kept_after_a_lat
     assert both.count("Cortical surfaces were registered") == 2 and both.count("### References") == 1
     assert both.count("doi:10.1038/s42003-020-0794-7") == 1 and both.count("Glasser MF, et al.") == 1
     assert both.count("doi:10.1523/JNEUROSCI.2180-11.2011") == 1
+
+
+def test_a_users_bidsignore_lines_in_any_encoding_are_kept_byte_for_byte(tmp_path):
+    """Twenty-second session: a user's ``.bidsignore`` line naming a folder in Latin-1 (``caf\\xe9/``, or
+    a UTF-8 name read in a locale that is not UTF-8) was read with errors replaced and, when one of our
+    lines was missing, written back as ``caf\\ufffd/`` (EF BF BD): the user's rule no longer matched its
+    folder. The lines are kept as their bytes."""
+    path = tmp_path / ".bidsignore"
+    path.write_bytes(b"caf\xe9/\nd\xc3\xa4t\xc3\xa4/\n")
+    descriptions.write_bidsignore(tmp_path)
+    data = path.read_bytes()
+    assert data.startswith(b"caf\xe9/\nd\xc3\xa4t\xc3\xa4/\n")
+    assert data.decode("latin-1").splitlines()[2:] == list(d.bidsignore_lines())
