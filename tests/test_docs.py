@@ -526,3 +526,31 @@ def test_peers_without_the_peer_packages_stops_on_one_line_before_any_pair_runs(
     last = result.stderr.strip().splitlines()[-1]
     assert "sd needs cat-surf, msm needs smriprep-msm" in last and "requirements-peers.txt" in last, last
     assert "median err" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_fsaverage_sphere_converts_to_freesurfer_as_the_readme_says(tmp_path: Path) -> None:
+    """README "Into FreeSurfer (fsaverage)": its `python -c` line, verbatim, turns the registered GIFTI
+    sphere into a FreeSurfer surface with the same vertices and triangles (the subject's lh.sphere's
+    triangles), which FreeSurfer's tools then take as a sphere.reg; the README's fMRIPrep-user commands
+    are among those that parse (test_documented_command_parses)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("**Into FreeSurfer (fsaverage).**"):]
+    first_block = re.findall(r"```bash\n(.*?)```", section, re.S)[0]
+    [line] = [cmd for cmd in _command_lines(first_block) if cmd.startswith("python -c")]
+    code = shlex.split(line)[2]
+    surf = ROOT / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer" / "sub-01" / "surf"
+    coords, faces = nib.freesurfer.read_geometry(str(surf / "lh.sphere"))
+    moved = (coords @ np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).T).astype(np.float32)
+    nib.save(nib.gifti.GiftiImage(darrays=[
+        nib.gifti.GiftiDataArray(moved, intent="NIFTI_INTENT_POINTSET", datatype="NIFTI_TYPE_FLOAT32"),
+        nib.gifti.GiftiDataArray(faces.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE", datatype="NIFTI_TYPE_INT32")]),
+        str(tmp_path / "sub-01_hemi-L_space-fsaverage_desc-geomorph_sphere.surf.gii"))
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+    got, got_faces = nib.freesurfer.read_geometry(str(tmp_path / "lh.sphere.geomorph.reg"))
+    assert np.array_equal(got, moved) and np.array_equal(got_faces, faces)
+    fmriprep_lines = [" ".join(a) for d, k, p, a in DOCUMENTED if d == "README.md" and k == "command"
+                      and a[1:2] and a[1].startswith("/data/bids/derivatives/geomorph")]
+    assert list(dict.fromkeys(fmriprep_lines)) == [
+        "/data/bids /data/bids/derivatives/geomorph participant --fmriprep-compat --cifti-output",
+        "/data/bids /data/bids/derivatives/geomorph-fsaverage participant --template fsaverage",
+        "/data/bids /data/bids/derivatives/geomorph group"]

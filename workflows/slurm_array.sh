@@ -231,6 +231,10 @@ if [ "$mode" != task ]; then
     all_labels > "$list" || { rm -f "$list"; exit 1; }
   fi
   submit "$list" "$@" || { rm -f "$list"; exit 1; }
+  if [ "$mode" = dry-run ]; then  # the line above names a file that is gone once this dry run ends
+    echo "(dry run: nothing submitted; the label list $list is removed now: --submit writes its own to" \
+         "${status_dir}/labels-<time>.txt)"
+  fi
   exit 0
 fi
 

@@ -84,14 +84,15 @@ def write_bidsignore(output_dir: Path) -> Path:
     """``.bidsignore``: :func:`~geomorph_bids.derivatives.bidsignore_lines` added to the lines the
     file already has (a user's are kept); rewritten (atomically) only when a line is missing."""
     path = output_dir / BIDSIGNORE
-    try:
-        old = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    try:  # a user's lines kept byte for byte, in any locale (they were read in the locale's encoding,
+        # errors replaced: a Latin-1 name, or a UTF-8 one under LC_ALL=C PYTHONUTF8=0, came back as U+FFFD)
+        old = path.read_bytes().decode("utf-8", "surrogateescape").splitlines() if path.is_file() else []
     except OSError:
         old = []
     missing = [line for line in bidsignore_lines() if line not in {x.strip() for x in old}]
     if not missing and path.is_file():
         return path
-    return atomic_write_bytes(path, "\n".join([*old, *missing]).encode() + b"\n")
+    return atomic_write_bytes(path, "\n".join([*old, *missing]).encode("utf-8", "surrogateescape") + b"\n")
 
 
 def write_bids_extras(output_dir: Path) -> list[str]:

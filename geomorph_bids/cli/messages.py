@@ -43,7 +43,13 @@ class _OutlivesItsReader:
     flush that finds the pipe closed (``| head -1``; ``nohup geomorph-bids ... | tee log &`` whose
     ``tee`` ended with the session) points the file descriptor at ``/dev/null`` and the run goes
     on, its text dropped; before, the BrokenPipeError ended the run (``error: Broken pipe``, exit 1,
-    reports not built) wherever it was raised."""
+    reports not built) wherever it was raised.
+
+    A character the stream's encoding cannot hold (``PYTHONIOENCODING=ascii`` or ``latin-1``, a
+    locale of another encoding; a path with ``ä`` or ``→`` in a printed line) is written as its
+    escape, ``\\xe4``, ``\\u2192``, as Python writes stderr: before, stdout's ``UnicodeEncodeError`` ended
+    the run at the first such line (``error: 'ascii' codec can't encode character '\\xe4' ...``, exit
+    1: nothing registered, or the group level's TSV without its page)."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -62,7 +68,12 @@ class _OutlivesItsReader:
 
     def write(self, text: str) -> int:
         try:
-            return self._stream.write(text)
+            try:
+                return self._stream.write(text)
+            except UnicodeEncodeError:  # nothing written yet: the whole text is encoded first
+                encoding = getattr(self._stream, "encoding", None) or "ascii"
+                self._stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+                return len(text)
         except BrokenPipeError:
             self._to_null()
             return len(text)

@@ -278,8 +278,8 @@ def check_file_can_be_written(path: Path, option: str, folder_of_files: bool = F
     if not folder_of_files:  # found after the registration: "File name too long at .../.<name>.a86fdk6p.tmp"
         from ..io.atomic import TEMP_NAME_EXTRA
 
-        size, longest = len(Path(path).name.encode()), name_max(folder) - TEMP_NAME_EXTRA
-        whole = len(str(Path(path).absolute()).encode()) + TEMP_NAME_EXTRA
+        size, longest = len(os.fsencode(Path(path).name)), name_max(folder) - TEMP_NAME_EXTRA
+        whole = len(os.fsencode(Path(path).absolute())) + TEMP_NAME_EXTRA  # the bytes on disk, in any locale
         if size > longest:
             raise InputError(f"{option} cannot be written: its file name is {size} bytes long, more than the {longest} "
                              f"the file system takes ({longest + TEMP_NAME_EXTRA}, less {TEMP_NAME_EXTRA} for the "
@@ -343,7 +343,7 @@ def work_dir_too_deep(work_dir: Path, subject: str, session: str | None) -> str 
     only by Nipype, it failed each hemisphere with ``File name too long`` at a path of its own."""
     from ..crashfiles import work_depth
 
-    length, depth = len(str(Path(work_dir).absolute()).encode()), work_depth(subject, session)
+    length, depth = len(os.fsencode(Path(work_dir).absolute())), work_depth(subject, session)
     limit = path_max(work_dir)
     if length + depth <= limit:
         return None

@@ -617,7 +617,40 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
         except (InputError, OSError) as exc:  # one subject's unreadable folder never stops the others
             why = exc.reason if isinstance(exc, InputError) else " ".join(str(exc).split())
             failures.append(Failure(subject, None, ",".join(hemis), why))
-    return jobs, failures
+    return _shared_anatomy_once(jobs, failures)
+
+
+def _shared_anatomy_once(jobs: list, failures: list[Failure]) -> tuple[list, list[Failure]]:
+    """Jobs of a selected session (``--session-label``, a filter's session) whose every hemisphere was
+    read from the subject's session-less anatomy (``sub-X/anat``, a FreeSurfer ``sub-X``: fMRIPrep before
+    25.2 and sMRIPrep without ``--subject-anatomical-reference sessionwise`` make one anatomical reference
+    per subject) -> one session-less job per subject, said on one note line. Before, ``--session-label 1 2``
+    ran one job per session on the same anatomy: the table and the ``inputs:`` line said ses-1 and ses-2,
+    the same files were registered twice and written once, without a session; the group table had one row."""
+    shared: dict[str, list[str]] = {}
+    kept: list = []
+    for job in jobs:
+        hemis = list(job.inputs.hemis.values())
+        if job.session is None or not hemis or any(h.session is not None for h in hemis):
+            kept.append(job)
+            continue
+        if job.subject not in shared and not any(j.subject == job.subject and j.session is None for j in jobs):
+            kept.append(replace(job, session=None))
+            print(f"geomorph-bids: note: sub-{job.subject}: its anatomy has no session "
+                  f"({hemis[0].sphere.parent}): it is registered once for every session, and written without "
+                  f"a session (sub-{job.subject}/anat), where fMRIPrep (before 25.2's --subject-anatomical-reference "
+                  "sessionwise) and sMRIPrep look for it", file=sys.stderr)
+        shared.setdefault(job.subject, []).append(job.session)
+    if not shared:
+        return jobs, failures
+    moved, seen = [], set()
+    for f in failures:
+        if f.session in shared.get(f.subject, ()):
+            f = replace(f, session=None)
+        if (f.subject, f.session, f.hemi, f.reason) not in seen:
+            seen.add((f.subject, f.session, f.hemi, f.reason))
+            moved.append(f)
+    return kept, moved
 
 
 def refuse_case_twins(jobs: list, output_dir: Path) -> tuple[list, list[Failure]]:

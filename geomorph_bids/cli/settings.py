@@ -14,6 +14,7 @@ import argparse
 import itertools
 import math
 import os
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -370,10 +371,12 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
                and not getattr(args, "derivatives", None) else None)
     if made_by:  # its own subjects were never read: "no inputs ... expected B/derivatives/<pipeline>" per hemisphere
         folder = args.bids_dir.absolute()
+        # the name the sidecars' Sources (bids:<name>:...) and DatasetLinks give it: fMRIPrep's is fmriprep
+        name = re.sub(r"[^a-z0-9]", "", made_by.split()[0].lower()) if made_by != "a pipeline" else ""
         raise InputError(f"is a derivatives dataset (made by {made_by}), not a raw BIDS dataset: give the raw dataset "
                          f"as bids_dir (its derivatives/ folders are read), or read this one as derivatives: "
                          f"geomorph-bids {shell_word(folder)} OUTPUT_DIR participant --derivatives "
-                         f"smriprep={shell_word(folder)}",
+                         f"{name or 'smriprep'}={shell_word(folder)}",
                          path=args.bids_dir)
     if os.path.realpath(args.output_dir.absolute()) == os.path.realpath(args.bids_dir.absolute()):
         raise InputError(f"the output directory is the BIDS dataset {args.bids_dir} itself (links resolved); write "
@@ -438,6 +441,25 @@ def _utf8(text: str) -> bool:
     return True
 
 
+def _not_utf8(name: str, text: str) -> str:
+    """Why the argument ``name``, ``text`` (decoded as Python decodes file names), cannot be used: its
+    bytes are not UTF-8; or they are, but this Python decodes file names in another encoding (a locale
+    that is not UTF-8, ``LC_ALL=C`` with ``PYTHONUTF8=0``: before, such a name was said to be "not
+    UTF-8 text" and to need renaming)."""
+    raw = os.fsencode(text)
+    where = name if name in ("bids_dir", "output_dir") else "--" + name.replace("_", "-")
+    try:
+        utf8 = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        shown = raw.decode("ascii", "backslashreplace")
+        return (f"{where} '{shown}' holds bytes that are not UTF-8 text (a name from a system with another "
+                "encoding?): rename it, or give it through a link with a UTF-8 name")
+    shown = utf8.encode("ascii", "backslashreplace").decode("ascii")
+    return (f"{where} '{shown}' is a UTF-8 name, but this Python decodes file names as "
+            f"{sys.getfilesystemencoding()} (its locale is not UTF-8: LC_ALL, LC_CTYPE, LANG; PYTHONUTF8=0?): run "
+            "the command in a UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1")
+
+
 def tidy_path(path: str | Path) -> Path:
     """``path`` made absolute, without ``.`` and ``..`` where taking them out names the same
     place (``/w/fs_subjects/../out`` -> ``/w/out``, as printed and recorded); a ``..`` after a
@@ -460,11 +482,7 @@ def absolute_paths(args) -> None:
     for name, value in vars(args).items():
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, (str, Path)) and not _utf8(str(item)):
-                shown = str(item).encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
-                where = name if name in ("bids_dir", "output_dir") else "--" + name.replace("_", "-")
-                raise argparse.ArgumentTypeError(
-                    f"{where} '{shown}' holds bytes that are not UTF-8 text (a name from a system with another "
-                    "encoding?): rename it, or give it through a link with a UTF-8 name")
+                raise argparse.ArgumentTypeError(_not_utf8(name, str(item)))
     for name in ("bids_dir", "output_dir", "work_dir", "fs_subjects_dir", "bids_filter_file", "use_plugin"):
         value = getattr(args, name)
         if value is not None:

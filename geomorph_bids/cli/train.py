@@ -637,10 +637,12 @@ def write_model_card(path: Path, *, command: str, args: argparse.Namespace, resu
     if real_rows:
         lines += ["## Real pairs (ico-6, network alone, against the reference registration)", "",
                   *_real_pairs_note(train_config.passes), *real_pair_table(real_rows), ""]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    from ..io.atomic import atomic_write_bytes
+
+    # UTF-8 in any locale; a path of other bytes (a Latin-1 folder: Python holds its byte 0xe9 as
+    # '\udce9') as it is on disk. Before, the locale's encoding: after the whole training, the card
+    # ended the run on "'utf-8' codec can't encode character '\udce9' ...", exit 1, its .tmp left behind
+    return atomic_write_bytes(path, "\n".join(lines).encode("utf-8", "surrogateescape"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

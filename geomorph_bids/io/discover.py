@@ -94,6 +94,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
+
 from geomorph_bids.derivatives import label_key
 from geomorph_bids.errors import InputError
 
@@ -892,6 +894,35 @@ def _present(path: Path) -> bool:
     return os.path.lexists(path)
 
 
+def _freesurfer_cortex_label(h: HemiInputs, fs_roots: Sequence[Path]) -> Path | None:
+    """recon-all's ``label/?h.cortex.label`` for an sMRIPrep/fMRIPrep hemisphere that has no
+    ``desc-cortex_mask`` of its own (sMRIPrep 0.13 and 0.16, in fMRIPrep 23.2 and 24.1, write none), from the
+    same subject's FreeSurfer folder (``sourcedata/freesurfer`` of fMRIPrep's outputs, ``--fs-subjects-dir``)
+    whose ``surf/?h.sphere`` has the very vertices of the GIFTI sphere (fMRIPrep's is its conversion): the
+    medial wall is then left out as for the FreeSurfer layout. Before, such subjects were registered with
+    the medial wall in the similarity though the label was beside them. None where no such folder is."""
+    from .surfaces import read_surface
+
+    names = ([f"sub-{h.subject}_ses-{h.session}"] if h.session else []) + [f"sub-{h.subject}", h.subject]
+    mine = None
+    for root in fs_roots:
+        for name in names:
+            folder = Path(root) / name
+            fh = f"{h.hemi.lower()}h"
+            label, sphere = folder / "label" / f"{fh}.cortex.label", folder / "surf" / f"{fh}.sphere"
+            if not (label.is_file() and sphere.is_file()) or recon_all_unfinished(folder, fh):
+                continue
+            try:
+                if surface_vertex_count(sphere) != surface_vertex_count(h.sphere):
+                    continue
+                mine = read_surface(h.sphere).vertices if mine is None else mine
+                if np.array_equal(np.asarray(read_surface(sphere).vertices, np.float32), np.asarray(mine, np.float32)):
+                    return label
+            except (InputError, OSError, ValueError):
+                continue
+    return None
+
+
 def recon_all_unfinished(folder: Path, h: str) -> str | None:
     """Why recon-all's outputs in ``folder`` are not to be read yet, or None: recon-all leaves
     ``scripts/IsRunning.lh+rh`` (or ``.lh``/``.rh``) while it runs, or after it was killed, and
@@ -1217,6 +1248,9 @@ def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
             twin: Path | None = None  # the chosen sub-X's X beside it, with other files: named, never used
             for root in dict.fromkeys(roots):
                 result, problem = _PROBES[source](root, subject, session, hemi, tuple(features))
+                if result is not None and source == "smriprep" and result.cortex_mask is None:
+                    # every folder's alike, so that two copies of one fMRIPrep run still compare equal
+                    result = replace(result, cortex_mask=_freesurfer_cortex_label(result, fs))
                 if result is not None and hemi not in found:
                     found[hemi] = result
                     bare = _unprefixed_twin(result, root)

@@ -17,7 +17,7 @@ from ..derivatives import CRASH_FILES, GROUP_FIGURE, GROUP_HTML, GROUP_TSV, labe
 from ..io.atomic import atomic_write_text, shared_folder
 from ..io.template_sources import describe_provenance, low_resolution_note, low_resolution_used
 from .group_table import STALE, group_table_rows
-from .html import DIRECTIONS, esc, fmt, page, software_versions, table
+from .html import DIRECTIONS, built_at, esc, fmt, page, software_versions, table
 
 __all__ = ["study_name", "build_group_report", "failed_without_row", "robust_z", "outliers", "OUTLIER_METRICS", "Z_THRESHOLD",
            "TABLE_MAX_ROWS", "LISTED_MAX"]
@@ -396,7 +396,7 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
     versions = software_versions(("geomorph-bids", "numpy", "matplotlib"))
     body.append('<section id="about"><h2>About</h2>' +
                 table(["package", "version"], [[esc(k), esc(v)] for k, v in versions.items()], left=2) +
-                f'<p class="note">Built {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} in '
+                f'<p class="note">Built {esc(built_at())} in '
                 f"{time.perf_counter() - t0:.1f} s.</p></section>")
     out = output_dir / GROUP_HTML
     return atomic_write_text(out, page(heading, nav, "\n".join(body)))

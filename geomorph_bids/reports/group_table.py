@@ -255,7 +255,7 @@ _DESCRIBED: dict[str, tuple[str, str | None]] = {
                         "n/a when none", None),
     "template": ("Template the hemisphere was registered to (the outputs' space- entity)", None),
     "method": ("Registration method: optimise, rigid, or geomorph (a network alone)", None),
-    "input_source": ("Layout the inputs were read from: freesurfer, smriprep or hcp", None),
+    "input_source": ("Layout the inputs were read from: freesurfer, smriprep (sMRIPrep's and fMRIPrep's layout) or hcp", None),
     "sulc_sign": ("Sign convention of the input sulc map (freesurfer: sulci positive)", None),
     "participant_id": ("Subject label with 'sub-': the join key of the dataset's participants.tsv", None),
     "session_id": ("Session label with 'ses-': the join key of sessions.tsv; n/a without sessions", None),

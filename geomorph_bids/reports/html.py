@@ -9,11 +9,25 @@ import re
 from importlib import metadata
 from typing import Any, Iterable, Sequence
 
-__all__ = ["page", "table", "markdown", "fmt", "esc", "software_versions", "DIRECTIONS"]
+__all__ = ["page", "table", "markdown", "fmt", "esc", "software_versions", "built_at", "DIRECTIONS"]
 
 #: which way the metrics of both reports' tables are better, said beside them
 DIRECTIONS = ("CC: higher is better (1: the template's map); distortion (log2 units) and folded triangles: "
               "lower is better (0: none); run time in seconds.")
+
+def built_at(when: float | None = None) -> str:
+    """``when`` (seconds since the epoch; None: now) as a report says when it was built: the local time
+    and its offset from UTC, ``2026-12-07 16:13:41 UTC+01:00`` (``UTC`` alone at offset 0). The zone's
+    name (``%Z``) was shown before: a ``TZ`` the system does not know (``Foo/Bar``, a typo) labelled the
+    UTC time it falls back to ``Foo``, and ``TZ=:/nonexistent`` left the label empty."""
+    import time
+
+    local = time.localtime(when)
+    offset = local.tm_gmtoff or 0
+    hours, minutes = divmod(abs(offset) // 60, 60)
+    zone = "UTC" if offset == 0 else f"UTC{'+' if offset > 0 else '-'}{hours:02d}:{minutes:02d}"
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', local)} {zone}"
+
 
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:0;color:#222;background:#fff}

@@ -33,11 +33,12 @@ from ..engine.model_choice import METHODS
 from ..errors import describe_os_error
 from ..io.atomic import atomic_write_text
 from ..io.digest import software_id
+from ..io.discover import LAYOUT_NAMES
 from ..io.template_sources import describe_provenance, low_resolution_note, low_resolution_used
 from ..quality import QualityThresholds, assess, quality_warnings
 from ..results.metrics import latest_run_failure
 from .hemisphere_figures import hemisphere_figures
-from .html import DIRECTIONS, esc, fmt, markdown, page, software_versions, table
+from .html import DIRECTIONS, built_at, esc, fmt, markdown, page, software_versions, table
 from .outputs import HemiOutputs, find_hemispheres, label, relative
 
 __all__ = ["build_participant_report", "update_participant_report", "report_is_current", "crash_reports", "hemisphere_anchor",
@@ -225,7 +226,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
                     ["template maps", esc(_template_maps(hemis))],
                     ["output density", esc(per_hemisphere(lambda d: str(d.get("output_density", "n/a"))))],
                     ["model / method", esc(per_hemisphere(method))],
-                    ["input", esc(per_hemisphere(lambda d: str(d.get("input_source", "n/a"))))]]
+                    ["input", esc(per_hemisphere(_input_layout))]]
     body.append('<section id="summary"><h2>Summary</h2>' + table(["", ""], summary_rows, left=2) + "</section>")
 
     # per hemisphere
@@ -334,7 +335,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
         about.append(f"<p>Registrations: {esc(', '.join(software))}.</p>")
     about.append("<h3>Report built with</h3>" + table(["package", "version"],
                                                       [[esc(k), esc(v)] for k, v in versions.items()], left=2))
-    about.append(f'<p class="note">Report built {esc(time.strftime("%Y-%m-%d %H:%M:%S %Z"))} in '
+    about.append(f'<p class="note">Report built {esc(built_at())} in '
                  f"{time.perf_counter() - t0:.1f} s.</p></section>")
     body.append("".join(about))
     nav.append(("boilerplate", "Methods"))
@@ -400,3 +401,14 @@ def update_participant_report(output_dir: str | Path, subject: str, reuse: bool 
     if reuse and report_is_current(output_dir, subject):
         return Path(output_dir) / report_name(subject)
     return build_participant_report(output_dir, subject, problems=problems)
+
+
+def _input_layout(doc: dict) -> str:
+    """The report's "input" of one hemisphere's metrics: the layout it was read from, by the name the
+    run's ``inputs:`` line gives it, and the folder (``sMRIPrep/fMRIPrep layout, derivatives/fmriprep/
+    sub-01/anat``); before, the bare ``smriprep`` read as if fMRIPrep's outputs had been taken for sMRIPrep's."""
+    source = doc.get("input_source")
+    if not source:
+        return "n/a"
+    where = str(doc.get("input_sphere") or "").rpartition("/")[0]
+    return f"{LAYOUT_NAMES.get(str(source), str(source))} layout" + (f", {where}" if where else "")

@@ -79,6 +79,21 @@ def test_the_methods_text_of_runs_with_other_settings_are_kept_one_after_the_oth
     assert path.read_text() == both
 
 
+def test_the_methods_text_says_where_the_rotation_comes_from(tmp_path):
+    """fix-as: every fMRIPrep/sMRIPrep subject (their space-fsaverage desc-reg sphere) and every
+    FreeSurfer subject with a sphere.reg is rotated by FreeSurfer's own registration (``rotation_method``
+    ``correspondence``), yet the methods text users paste into papers said the rotation was a rigid
+    pre-alignment of the maps, always. It now names both and where each hemisphere's is recorded."""
+    (tmp_path / "logs").mkdir()
+    text = " ".join(descriptions.write_citation(tmp_path, _config("fsLR", "optimise")).read_text().split())
+    assert ("the native sphere was first rotated onto the fsLR template: with the rotation of FreeSurfer's own "
+            "registration to fsaverage where the inputs had it (recon-all's sphere.reg, or the space-fsaverage "
+            "desc-reg sphere of sMRIPrep and fMRIPrep) and the sulc maps fitted the template about as well with "
+            "it, else by a rigid pre-alignment of its sulc maps (maximum correlation with the template, refined on "
+            "the sphere); each hemisphere's metrics file says which (rotation_method); then a non-rigid GeoMorph "
+            "warp") in text
+
+
 def test_runs_with_other_settings_describing_the_folder_at_once_keep_both_paragraphs(tmp_path, monkeypatch):
     """A SLURM array whose tasks into one folder differ in settings (half of them --template
     fsaverage) starts them at the same moment: each read logs/CITATION.md (none yet), then wrote
@@ -142,3 +157,16 @@ def test_the_template_maps_brainspace_provides_are_credited_and_kept_after_a_lat
     assert both.count("Cortical surfaces were registered") == 2 and both.count("### References") == 1
     assert both.count("doi:10.1038/s42003-020-0794-7") == 1 and both.count("Glasser MF, et al.") == 1
     assert both.count("doi:10.1523/JNEUROSCI.2180-11.2011") == 1
+
+
+def test_a_users_bidsignore_lines_in_any_encoding_are_kept_byte_for_byte(tmp_path):
+    """Twenty-second session: a user's ``.bidsignore`` line naming a folder in Latin-1 (``caf\\xe9/``, or
+    a UTF-8 name read in a locale that is not UTF-8) was read with errors replaced and, when one of our
+    lines was missing, written back as ``caf\\ufffd/`` (EF BF BD): the user's rule no longer matched its
+    folder. The lines are kept as their bytes."""
+    path = tmp_path / ".bidsignore"
+    path.write_bytes(b"caf\xe9/\nd\xc3\xa4t\xc3\xa4/\n")
+    descriptions.write_bidsignore(tmp_path)
+    data = path.read_bytes()
+    assert data.startswith(b"caf\xe9/\nd\xc3\xa4t\xc3\xa4/\n")
+    assert data.decode("latin-1").splitlines()[2:] == list(d.bidsignore_lines())

@@ -786,6 +786,16 @@ def test_an_smriprep_derivatives_folder_given_as_the_bids_folder_says_how_to_rea
     code, _, err = run(deriv, tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w",
                        "--derivatives", f"smriprep={deriv}")
     assert code == 0, err
+    # fMRIPrep's folder (fix-as): the command names it fmriprep, as the sidecars' Sources then do
+    # (bids:fmriprep:sub-01/...); it named every pipeline's folder smriprep
+    (deriv / "dataset_description.json").write_text(json.dumps(
+        {"Name": "x", "BIDSVersion": "1.4.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "fMRIPrep", "Version": "24.1.1"}]}))
+    code, _, err = run(deriv, tmp_path / "out2", "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    assert code == 1 and one_error(err).endswith("(made by fMRIPrep), not a raw BIDS dataset: give the raw dataset as "
+                                                 "bids_dir (its derivatives/ folders are read), or read this one as "
+                                                 f"derivatives: geomorph-bids {deriv} OUTPUT_DIR participant "
+                                                 f"--derivatives fmriprep={deriv}")
 
 
 @pytest.mark.parametrize("level", ["participant", "group"])
@@ -1042,6 +1052,29 @@ def test_a_path_holding_bytes_that_are_not_utf8_is_refused_naming_it(bids, tmp_p
     code, _, err = run(tmp_path / "link" / "ds", tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L",
                        "-w", tmp_path / "w")
     assert code == 0, err
+
+
+def test_a_utf8_path_in_a_locale_that_is_not_utf8_names_the_locale_not_the_name(bids, tmp_path):
+    """Twenty-second session: in a locale whose encoding is not UTF-8 (``LC_ALL=C`` with ``PYTHONUTF8=0``,
+    which Python then reads as ASCII) a dataset in ``dätä`` was refused as a name that ``holds bytes that
+    are not UTF-8 text (a name from a system with another encoding?): rename it``: its bytes are UTF-8, and
+    renaming it was no cure. Now the line says it is the locale, and how to run; nothing is created."""
+    folder = tmp_path / "d\u00e4t\u00e4"
+    shutil.copytree(bids, folder / "ds")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    proc = subprocess.run([sys.executable, "-m", "geomorph_bids.cli.bids", str(folder / "ds"), str(tmp_path / "out"),
+                           "participant", "--model", "rigid", "--hemi", "L"], capture_output=True, env=env, timeout=600)
+    line = proc.stderr.decode("ascii").strip().splitlines()[-1]
+    assert proc.returncode == 2
+    assert line == (f"geomorph-bids: error: bids_dir '{tmp_path}/d\\xe4t\\xe4/ds' is a UTF-8 name, but this Python "
+                    "decodes file names as ascii (its locale is not UTF-8: LC_ALL, LC_CTYPE, LANG; PYTHONUTF8=0?): run "
+                    "the command in a UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1")
+    assert not (tmp_path / "out").exists()
+    env["PYTHONUTF8"] = "1"  # as the line says
+    proc = subprocess.run([sys.executable, "-m", "geomorph_bids.cli.bids", str(folder / "ds"), str(tmp_path / "out"),
+                           "participant", "--model", "rigid", "--hemi", "L", "-w", str(tmp_path / "w")],
+                          capture_output=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.parametrize("loop", ["derivatives/freesurfer", "derivatives/other"])

@@ -58,3 +58,40 @@ def test_geomorph_bids_whose_output_nobody_reads_writes_every_output(dataset_fac
     assert proc.returncode == 0
     assert len(list((out / "sub-01" / "anat").glob("*"))) == N_FILES
     assert (out / "sub-01.html").is_file()
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_character_stdout_cannot_encode_is_escaped_not_fatal(tmp_path, encoding):
+    """Twenty-second session: with ``PYTHONIOENCODING=ascii`` (or ``latin-1``, or a locale of another
+    encoding) a printed path holding ``ä`` or ``→`` raised ``UnicodeEncodeError`` at that line: the run
+    ended there (``error: 'ascii' codec can't encode character '\\xe4' ...``, exit 1). Now the
+    character is written as its escape, as Python writes stderr, and the work goes on."""
+    marker = tmp_path / "done"
+    code = textwrap.dedent(f"""
+        from geomorph_bids.cli.messages import reader_may_go_away
+        with reader_may_go_away():
+            print("outputs in /data/d\\u00e4t\\u00e4 \\u2192/out")
+            open({str(marker)!r}, "w").write("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=SAFETY_S,
+                          env={**os.environ, "PYTHONPATH": str(Path.cwd()), "PYTHONIOENCODING": encoding})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b""
+    expected = {"ascii": b"outputs in /data/d\\xe4t\\xe4 \\u2192/out\n",
+                "latin-1": b"outputs in /data/d\xe4t\xe4 \\u2192/out\n"}
+    assert proc.stdout == expected[encoding]
+    assert marker.read_text() == "ok"
+
+
+def test_geomorph_bids_prints_a_non_ascii_output_folder_to_an_ascii_stdout(dataset_factory, tmp_path):
+    """The whole command with ``PYTHONIOENCODING=ascii`` and an output folder ``dätä →``: before,
+    ``geomorph-bids: error: 'ascii' codec can't encode character '\\xe4' in position 82``, exit 1, at the
+    start line, after the output folder's descriptions were written and before anything registered."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out = tmp_path / "d\u00e4t\u00e4 \u2192" / "out"
+    proc = subprocess.run(cli(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "work"),
+                          capture_output=True, timeout=SAFETY_S, env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    assert proc.returncode == 0, proc.stderr
+    assert f"outputs in {tmp_path}/d\\xe4t\\xe4 \\u2192/out\n".encode() in proc.stdout
+    assert len(list((out / "sub-01" / "anat").glob("*"))) == N_FILES
+    assert (out / "sub-01.html").is_file()

@@ -1021,3 +1021,21 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path, capsy
            f"{dead_pid} has ended)" in err
     assert "(the id is another process's now)" in err and "(untouched for 48 h)" in err
     assert (out / "lh.reg.surf.gii").is_file()
+
+
+def test_an_output_folder_named_in_another_encoding_is_written_as_before(tmp_path, capsys):
+    """Twenty-second session: a folder named in Latin-1 (``caf\\xe9``, from an old file server; any
+    name whose bytes are not UTF-8) given as ``--out`` ended the run before anything was read on
+    ``error: 'utf-8' codec can't encode character '\\udce9' in position 15: surrogates not allowed``,
+    naming nothing: the new check of the name's length counted its UTF-8 bytes. The bytes on disk are
+    counted now (``os.fsencode``), and the outputs are written there, as before that check."""
+    import os
+
+    surf = example_dir() / "sub-01" / "surf"
+    folder = tmp_path / os.fsdecode(b"caf\xe9")
+    out = folder / "lh.reg.surf.gii"
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", str(surf / "lh.sulc"), "--model", "rigid",
+                 "--out", str(out), "--features-out", str(folder / "maps")])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(os.listdir(os.fsencode(folder))) == [b"lh.reg.surf.gii", b"lh.reg_metrics.json", b"maps"]
+    assert json.loads(out.with_name("lh.reg_metrics.json").read_text())["hemi"] == "L"

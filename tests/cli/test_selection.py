@@ -125,6 +125,39 @@ def test_per_session_anatomy_registers_every_session_even_when_one_lacks_a_hemis
     assert not failures
 
 
+def test_a_session_selection_on_anatomy_without_sessions_registers_it_once(tmp_path, capsys):
+    """fMRIPrep 23/24 (and sMRIPrep without ``--subject-anatomical-reference sessionwise``) write one
+    anatomy per subject (``sub-01/anat``) beside per-session functional outputs. ``--session-label 1 2``
+    (or a filter's session) made one job per session on that same anatomy: the table and the inputs
+    line said ses-1 and ses-2, the hemispheres were registered twice and written once, without a
+    session, and the group table had one row. Now one session-less job, said on one note line; a
+    subject whose sessions have anatomy of their own is registered per session as before."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01",))
+    make_dataset(tmp_path / "bids", "smriprep", subjects=("02",), session="1")
+    make_dataset(tmp_path / "bids", "smriprep", subjects=("02",), session="2")
+    for ses in ("1", "2"):  # the raw sessions: functional scans (and a T1w) in each
+        (bids / "sub-01" / f"ses-{ses}" / "anat").mkdir(parents=True)
+        (bids / "derivatives" / "smriprep" / "sub-01" / f"ses-{ses}" / "func").mkdir(parents=True)
+    capsys.readouterr()
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant",
+                                                             "--session-label", "1", "2"]), ["sulc"])
+    assert [(j.subject, j.session, sorted(j.inputs.hemis)) for j in jobs] == [
+        ("01", None, ["L", "R"]), ("02", "1", ["L", "R"]), ("02", "2", ["L", "R"])]
+    assert not failures
+    assert capsys.readouterr().err == (
+        f"geomorph-bids: note: sub-01: its anatomy has no session ({bids / 'derivatives/smriprep/sub-01/anat'}): it "
+        "is registered once for every session, and written without a session (sub-01/anat), where fMRIPrep (before "
+        "25.2's --subject-anatomical-reference sessionwise) and sMRIPrep look for it\n")
+    # a session that exists nowhere for the subject still fails, by name
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant",
+                                                             "--participant-label", "01", "--session-label", "3"]),
+                                  ["sulc"])
+    assert not jobs and [(f.subject, f.session) for f in failures] == [("01", "3")]
+
+
 def test_freesurfer_longitudinal_folders_say_which_run_is_registered(tmp_path, recwarn):
     """FreeSurfer's longitudinal stream in a SUBJECTS_DIR: cross-sectional ``sub-01_ses-{1,2}``, the
     base and ``sub-01_ses-X.long.<base>``. The cross-sectional runs are registered, one per session,

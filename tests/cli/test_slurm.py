@@ -394,6 +394,22 @@ def test_a_participant_listed_twice_is_submitted_once(tmp_path):
     assert "--array=1-2%50" in done.stdout
 
 
+def test_a_dry_run_says_its_label_list_is_gone_and_where_a_submit_writes_its_own(tmp_path):
+    """fix-as: ``--dry-run`` printed an sbatch line reading ``GEOMORPH_LABELS=/tmp/geomorph-labels-...``, a
+    file it removed on exit, and said nothing of it: the line, pasted, submitted tasks with no labels. Now
+    one line says so, and where ``--submit`` keeps its list. Needs no scheduler."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("01\n02\n")
+    env = _stub_env(tmp_path, labels)
+    done = _recipe("--dry-run", tmp_path / "out", env)
+    assert done.returncode == 0, done.stderr
+    listed = re.search(r"^\+ GEOMORPH_LABELS=(\S+) sbatch ", done.stdout, flags=re.M).group(1)
+    assert not Path(listed).exists()
+    assert done.stdout.splitlines()[-1] == (f"(dry run: nothing submitted; the label list {listed} is removed now: "
+                                            f"--submit writes its own to {tmp_path / 'out'}/logs/slurm/"
+                                            "labels-<time>.txt)")
+
+
 def test_an_output_folder_with_a_backslash_is_refused_before_anything_is_submitted(tmp_path):
     """sbatch removes every backslash from an --output path and then expands none of its patterns:
     under ``out b\\s`` every task failed before it started (FAILED 0:53; slurmd: ``Could not open

@@ -570,3 +570,20 @@ def test_counts_out_of_range_are_usage_errors_naming_the_option(option, value, w
         main(["--out", str(tmp_path / "o"), "--synthetic", "2", option, value])
     assert exc.value.code == 2 and f"argument {option}: {words}" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_folder_named_in_another_encoding_gets_its_model_card(tmp_path, capsys):
+    """Twenty-second session: ``--out`` in a folder named in Latin-1 (``caf\\xe9``; or a UTF-8 name where
+    Python decodes file names as ASCII, ``LC_ALL=C PYTHONUTF8=0``): the whole training ran, then the model
+    card, written in the locale's encoding, ended the run on ``error: 'utf-8' codec can't encode character
+    '\\udce9' ...``, exit 1, ``model_card.md.tmp`` left beside the weights. The card is now UTF-8 with the
+    path's bytes as they are on disk."""
+    import os
+
+    out = tmp_path / os.fsdecode(b"caf\xe9") / "m"
+    code = main(["--out", str(out), "--synthetic", "6", "--epochs", "1", "--channels", "tiny", "--data-level", "3",
+                 "--threads", "1", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["last.pt", "last.state.pt", "model.pt", "model_card.md", "train_log.csv"]
+    assert f"geomorph-train --out {os.fsencode(tmp_path).decode()}/caf\xe9/m".encode("latin-1") in \
+        (out / "model_card.md").read_bytes().replace(b"'", b"")

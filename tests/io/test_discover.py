@@ -318,6 +318,33 @@ def _layout(kind: str, bids: Path, level_surface: int = 1, names=("inflated",)) 
     return sphere, surf
 
 
+def test_fmriprep_without_a_cortex_mask_takes_recon_alls_cortex_label_of_the_same_mesh(bids: Path) -> None:
+    """fix-as: fMRIPrep 23.2-24 write no ``desc-cortex_mask``; recon-all's ``label/lh.cortex.label`` is in
+    their ``sourcedata/freesurfer``, and the FreeSurfer layout uses it. Read from fMRIPrep's GIFTIs the
+    hemisphere had no mask (the medial wall in the similarity, no -current-roi); now the label of the
+    FreeSurfer folder whose ``lh.sphere`` has the GIFTI sphere's very vertices is taken, and no other."""
+    fmriprep = bids / "derivatives" / "fmriprep"
+    anat = make_smriprep(fmriprep, "01", hemis=("L",))
+    _write_mesh(anat / "sub-01_hemi-L_sphere.surf.gii", 1)
+    surf = make_fs(fmriprep / "sourcedata" / "freesurfer", "sub-01", hemis=("lh",), reg=False)
+    _write_mesh(surf / "lh.sphere", 1)
+    label = surf.parent / "label" / "lh.cortex.label"
+    touch(label)
+    lh = discover("01", bids, hemis=("L",)).hemis["L"]
+    assert (lh.source, lh.sphere, lh.cortex_mask) == ("smriprep", anat / "sub-01_hemi-L_sphere.surf.gii", label)
+    # another recon-all run (same vertex count, other vertices): not this mesh's label
+    import nibabel as nib
+
+    v, f = _mesh(1)
+    nib.freesurfer.write_geometry(str(surf / "lh.sphere"), v[:, [1, 0, 2]], f)
+    assert discover("01", bids, hemis=("L",)).hemis["L"].cortex_mask is None
+    # fMRIPrep's own mask, where it wrote one, is kept
+    _write_mesh(surf / "lh.sphere", 1)
+    own = anat / "sub-01_hemi-L_desc-cortex_mask.label.gii"
+    touch(own)
+    assert discover("01", bids, hemis=("L",)).hemis["L"].cortex_mask == own
+
+
 @pytest.mark.parametrize("kind", ["freesurfer", "smriprep", "hcp"])
 def test_surface_found_in_each_layout(bids: Path, kind: str) -> None:
     sphere, surf = _layout(kind, bids, names=("inflated", "midthickness"))

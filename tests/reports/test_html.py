@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
-from geomorph_bids.reports.html import markdown, page, table
+import pytest
+
+from geomorph_bids.reports.html import built_at, markdown, page, table
 
 
 def test_table_cells_are_named_by_their_column_and_row_headers():
@@ -51,3 +53,23 @@ def test_a_narrow_screen_keeps_the_navigation_from_covering_the_page():
     css = page("t", [("a", "A")], "<p>x</p>").split("<style>")[1].split("</style>")[0]
     narrow = css.split("@media (max-width:600px){", 1)[1]
     assert narrow.startswith("nav{position:static}") and "main{padding:8px 10px 40px 10px}" in narrow
+
+
+@pytest.mark.parametrize("tz, expected", [
+    ("Foo/Bar", "1970-01-01 00:00:00 UTC"), (":/nonexistent", "1970-01-01 00:00:00 UTC"),
+    ("UTC", "1970-01-01 00:00:00 UTC"),
+    ("EST5EDT", "1969-12-31 19:00:00 UTC-05:00"), ("<+0545>-5:45", "1970-01-01 05:45:00 UTC+05:45")])
+def test_the_time_a_report_was_built_carries_its_offset_from_utc_in_any_tz(monkeypatch, tz, expected):
+    """Twenty-second session: the reports said when they were built with the zone's name (``%Z``): a
+    ``TZ`` the system does not know (``Foo/Bar``, a typo on a cluster) labelled the UTC time it falls back
+    to ``Foo`` (``Report built 2026-12-07 15:13:41 Foo``), ``TZ=:/nonexistent`` left no label at all. Now
+    the local time and its offset from UTC, which are right in every case."""
+    import time
+
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        assert built_at(0.0) == expected
+    finally:
+        monkeypatch.undo()
+        time.tzset()

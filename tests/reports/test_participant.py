@@ -472,6 +472,29 @@ def test_the_summary_names_each_hemispheres_method_where_they_differ(outputs):
     assert "<td class=\"l\">rigid / rigid (rigid pre-alignment only)</td>" in summary and "hemi-L: 10k" not in summary
 
 
+def test_the_summary_names_the_input_layout_as_the_run_does(outputs):
+    """fix-as: a subject read from fMRIPrep's outputs had ``input: smriprep`` in its report's summary (the
+    layout's key), as if they had been taken for sMRIPrep's; the summary now says the layout as the run's
+    ``inputs:`` line does, and the folder; the group table's data dictionary says what ``smriprep`` covers."""
+    import json
+
+    from geomorph_bids.reports.group_table import _DESCRIBED
+
+    for hemi in "LR":
+        path = outputs / "sub-01" / "anat" / f"sub-01_hemi-{hemi}_space-fsaverage_desc-geomorph_metrics.json"
+        doc = json.loads(path.read_text())
+        path.write_text(json.dumps({**doc, "input_source": "smriprep", "input_sphere":
+                                    f"derivatives/fmriprep/sub-01/anat/sub-01_hemi-{hemi}_sphere.surf.gii"}))
+    text = build_participant_report(outputs, "01").read_text()
+    summary = text[text.index('id="summary"'):text.index("</section>")]
+    assert '<td class="l">sMRIPrep/fMRIPrep layout, derivatives/fmriprep/sub-01/anat</td>' in summary
+    text = build_participant_report(outputs, "02").read_text()  # no input_sphere recorded: the layout alone
+    summary = text[text.index('id="summary"'):text.index("</section>")]
+    assert '<td class="l">FreeSurfer layout</td>' in summary
+    assert _DESCRIBED["input_source"][0] == ("Layout the inputs were read from: freesurfer, smriprep "
+                                                      "(sMRIPrep's and fMRIPrep's layout) or hcp")
+
+
 def test_the_summary_of_a_subject_registered_to_two_templates_names_each(outputs):
     """A subject registered to fsLR and to fsaverage: the summary listed its hemispheres as
     ``sub-01 hemi-L, sub-01 hemi-L`` and the template maps as ``hemi-L: ...; hemi-L: ...``, not
