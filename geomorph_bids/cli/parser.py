@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +15,8 @@ from ..io.discover import FEATURES
 from ..quality import THRESHOLD_RANGES
 from .machine import usable_cpus
 
-__all__ = ["ExtendAction", "OtherCommandsOption", "Parser", "build_parser", "parse_derivatives", "GROUP_ONLY", "refuse_options_that_do_not_apply"]
+__all__ = ["ExtendAction", "OtherCommandsOption", "Parser", "build_parser", "parse_derivatives", "GROUP_ONLY",
+           "refuse_options_that_do_not_apply", "device"]
 
 
 def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
@@ -105,7 +107,7 @@ class Parser(argparse.ArgumentParser):
         if words and message.startswith("the following arguments are required"):
             message += (f" ({', '.join(map(repr, words))} read as an option this command does not have: a path that "
                         f"starts with '-' is given as {os.path.join('.', words[0])!r})")
-        super().error(message + self._positionals_taken(message))
+        super().error(_shorten(message + self._positionals_taken(message), getattr(self, "_argv", [])))
 
     def _positionals_taken(self, message: str) -> str:
         """`` (--participant-label took 01 B O participant as its values: ...)`` when ``message`` says
@@ -141,6 +143,25 @@ class Parser(argparse.ArgumentParser):
         tuples = super()._get_option_tuples(option_string)
         seen: set[int] = set()
         return [t for t in tuples if not (id(t[0]) in seen or seen.add(id(t[0])))]
+
+
+#: the most characters of one word a message quotes: a 5000-character value (a file's contents pasted,
+#: a variable holding a whole list) was quoted whole, the error line itself lost in it
+_SHOWN = 80
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a message (``repr``: control characters and newlines escaped), its start alone
+    when it is long: ``'xxxx...' (5000 characters)``."""
+    return repr(text) if len(text) <= _SHOWN else f"{text[:_SHOWN // 2]!r}... ({len(text)} characters)"
+
+
+def _shorten(message: str, words: list[str]) -> str:
+    """``message`` with each long word of ``words`` (the command line's) in it, as is or quoted,
+    shown by :func:`_shown`."""
+    for word in sorted({w for w in words if len(w) > _SHOWN}, key=len, reverse=True):
+        message = message.replace(repr(word), _shown(word)).replace(word, _shown(word))
+    return message
 
 
 def _is_number(text: str) -> bool:
@@ -251,6 +272,22 @@ def _memory(default_unit: str) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+#: what ``--device`` may say (:func:`~geomorph_bids.engine.device.resolve_device` reads it, blanks around it
+#: and letter case aside): whether the device is there is asked later, of the device the model runs on
+_DEVICE = re.compile(r"(auto|cpu|cuda|mps)(:[0-9]+)?")
+
+
+def device(text: str) -> str:
+    """An argparse type: ``--device`` spelled as :func:`~geomorph_bids.engine.device.resolve_device` reads
+    it (auto, cpu, cuda, cuda:N, mps), returned as given. With ``--model rigid`` no device was ever
+    resolved (the rigid stage runs on the CPU), so ``--device gpu`` or ``--device 0x10`` ran and exited 0,
+    the word read by nobody; a spelling is now checked whatever the model (``auto:1`` too: ``cuda:1`` meant?)."""
+    spec = text.strip().lower()
+    if not _DEVICE.fullmatch(spec) or spec.startswith("auto:"):
+        raise argparse.ArgumentTypeError(f"unknown device {_shown(text)}: use auto, cpu, cuda or cuda:N")
+    return text
 
 
 def hemisphere(text: str) -> str:
@@ -396,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "stage, 30 steps) or 'full' (the default optimiser's whole schedule, started from the "
                         "network's large-scale correction: with sulc-fsaverage closer than the optimiser on "
                         "sulc, for the optimiser's time; docs/models.md)")
-    g.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
+    g.add_argument("--device", type=device, default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
     g.add_argument("--fmriprep-compat", action="store_true",
                    help="also write each registered sphere under the name sMRIPrep's io_spec.json queries "
                         "(fsLR: space-fsLR_desc-msmsulc_sphere; fsaverage: space-fsaverage_desc-reg and "

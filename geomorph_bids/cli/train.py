@@ -37,7 +37,7 @@ from .interrupts import Interrupted, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
                       threads_within_usable_cpus)
 from .messages import reader_may_go_away
-from .parser import ExtendAction, Parser, _count, _DefaultsOnce, _finite, _positive_int
+from .parser import ExtendAction, Parser, _count, _DefaultsOnce, _finite, _positive_int, device
 
 __all__ = ["main", "build_parser", "build_model_config", "PRESETS"]
 
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-patience", type=_count, default=3, help="ReduceLROnPlateau patience")
     t.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the networks")
-    t.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    t.add_argument("--device", type=device, default="auto", help="auto (default), cpu, cuda or cuda:N")
     t.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     t.add_argument("--max-minutes", type=_minutes, default=None, help="wall-time budget; stops cleanly")
     t.add_argument("--resume", type=Path, default=None,

@@ -365,3 +365,37 @@ def test_each_command_names_itself_in_its_version(module, prog, capsys):
         importlib.import_module(module).build_parser().parse_args(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"{prog} (geomorph-bids {__version__})"
+
+
+@pytest.mark.parametrize("value", ["gpu", "0x10", "1", "cuda:x", "cuda:-1", "auto:1", "/dev/null", "\u200b", "cpu0"])
+def test_a_device_no_command_knows_is_a_usage_error_whatever_the_model(value, capsys):
+    """Round twenty-two (found by fuzzing the command lines): with ``--model rigid`` no device was ever
+    resolved (the rigid stage runs on the CPU), so ``geomorph-bids ... --model rigid --device gpu`` and
+    ``geomorph-register ... --model rigid --device 0x10`` registered and exited 0, the word read by nobody.
+    Every command now checks the spelling when it parses its arguments (exit 2, naming the option)."""
+    from geomorph_bids.cli.register import build_parser as register_parser
+    from geomorph_bids.cli.train import build_parser as train_parser
+
+    for parser, argv in ((build_parser(), ["b", "o", "participant", "--model", "rigid"]),
+                         (register_parser(), ["--model", "rigid"]), (train_parser(), ["--out", "m"])):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([*argv, "--device", value])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exc.value.code == 2
+        assert err == f"{parser.prog}: error: argument --device: unknown device {value!r}: use auto, cpu, cuda or cuda:N"
+    for value in ("auto", "cpu", "CPU", " cuda ", "cuda:1", "cpu:0", "mps"):  # as resolve_device reads them
+        assert build_parser().parse_args(["b", "o", "participant", "--device", value]).device == value
+
+
+def test_a_huge_value_is_quoted_by_its_start_in_a_usage_error(capsys):
+    """A 5000-character value (a file's contents pasted, a variable holding a whole list) was quoted
+    whole in the usage error, the message lost in it; now its first 40 characters and its length."""
+    from geomorph_bids.cli.train import build_parser as train_parser
+
+    for parser, argv in ((build_parser(), ["b", "o", "participant", "--nprocs", "7" * 5000]),
+                         (train_parser(), ["--out", "m", "--channels", "x" * 5000])):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(argv)
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exc.value.code == 2 and len(err) < 250, err
+        assert f"{argv[-1][:40]!r}... (5000 characters)" in err
