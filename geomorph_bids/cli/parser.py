@@ -55,6 +55,14 @@ class Parser(argparse.ArgumentParser):
     named ``~`` in the current one; and a path that starts with ``-`` (``-ds``), which argparse took
     for an unknown option and answered with "the following arguments are required: output_dir"."""
 
+    #: a negative number as argparse's own pattern misses it (``-1e-30``, ``-1e309``, ``-inf``, ``-nan``): read as
+    #: an option, ``--lr -1e-30`` said "expected one argument", not what is wrong with the value
+    _NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = self._NEGATIVE_NUMBER
+
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         import sys
 
