@@ -575,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
             metrics_out = args.metrics or args.out.with_name(
                 args.out.name.removesuffix(".gii").removesuffix(".surf").removesuffix("_sphere") + "_metrics.json")
             # found after the registration, or never: --metrics naming --out replaced the sphere by JSON (exit 0)
-            if metrics_out.absolute() == args.out.absolute() or metrics_out.resolve() == args.out.resolve():
+            # realpath: Path.resolve() raised on a link loop (--metrics LOOP: a RuntimeError traceback, exit 1)
+            if metrics_out.absolute() == args.out.absolute() or os.path.realpath(metrics_out) == os.path.realpath(args.out):
                 parser.error(f"--metrics {args.metrics} is also --out: the metrics JSON would replace the registered "
                              f"sphere; give it a name of its own, e.g. {metrics_out.with_name('lh_metrics.json')}")
             if metrics_out.name.endswith((".gii", ".gii.gz")):
