@@ -399,3 +399,23 @@ def test_a_huge_value_is_quoted_by_its_start_in_a_usage_error(capsys):
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert exc.value.code == 2 and len(err) < 250, err
         assert f"{argv[-1][:40]!r}... (5000 characters)" in err
+
+
+def test_options_the_reports_only_pass_reads_nothing_of_are_named_on_one_line():
+    """Round twenty-two, found by fuzzing the command line: ``participant --reports-only --model X
+    --template fsaverage --session-label 2 --min-cc 0.9`` rebuilt every report as it was and exited 0,
+    the options read by nobody (a model that does not exist among them), where the group level names
+    such options. Now one warning line names them; the execution options stay unnamed."""
+    from geomorph_bids.cli.group_level import _ignored_by_reports_only
+
+    args = build_parser().parse_args(["b", "o", "participant", "--reports-only", "--model", "nonexistent",
+                                      "--template", "fsaverage", "--session-label", "2", "--min-cc", "0.9",
+                                      "--nprocs", "1", "-w", "/tmp/w", "--participant-label", "01"])
+    assert _ignored_by_reports_only(args) == (
+        "--session-label, --template, --model and --min-cc have no effect with --reports-only (the reports are "
+        "drawn from the outputs already written): run the participant level without --reports-only to register "
+        "with them")
+    one = build_parser().parse_args(["b", "o", "participant", "--reports-only", "--cifti-output"])
+    assert _ignored_by_reports_only(one).startswith("--cifti-output has no effect with --reports-only")
+    assert _ignored_by_reports_only(build_parser().parse_args(["b", "o", "participant", "--reports-only",
+                                                                "--nprocs", "1", "--participant-label", "01"])) is None
