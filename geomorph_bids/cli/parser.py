@@ -91,6 +91,8 @@ class Parser(argparse.ArgumentParser):
         self._unknown_words = unknown
         self._argv = argv  # for error(): what a list option took
         namespace, extras = super().parse_known_args(argv, namespace)
+        for line in self._given_twice(argv):
+            print(f"{self.prog}: warning: {line}", file=sys.stderr)
         names = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.dest for a in self._actions}
         for name, value in vars(namespace).items():
             for path in value if isinstance(value, list) else [value]:
@@ -103,6 +105,53 @@ class Parser(argparse.ArgumentParser):
                     self.error(f"{names.get(name, name)} {str(path)!r} starts with '~', which only an unquoted shell "
                                f"word expands: give the full path{example}")
         return namespace, extras
+
+    def _given_twice(self, argv: list[str]) -> list[str]:
+        """One line per option of one value given more than once with different values (``--template fsLR
+        ... --template fsaverage``, ``--batch-size 1 --batch-size 2``: argparse keeps the last in silence,
+        and a script that builds its command in pieces had no word of which one ran): ``--batch-size given
+        2 times (1, 2): using 2``. The same value repeated is not named; list options keep every value
+        (:class:`ExtendAction`)."""
+        seen: dict[str, list[tuple[str, str]]] = {}  # by dest: --mem and --mem-gb are one setting
+        for i, token in enumerate(argv):
+            if token == "--":
+                break
+            if not token.startswith("--"):
+                continue
+            option, sep, value = token.partition("=")
+            action = self._option_string_actions.get(option)
+            if action is None:
+                tuples = self._get_option_tuples(option)
+                action = tuples[0][0] if len(tuples) == 1 else None
+            if action is None or action.nargs is not None or type(action) is not argparse._StoreAction:
+                continue
+            if not sep:
+                if i + 1 >= len(argv):
+                    continue
+                value = argv[i + 1]
+            seen.setdefault(action.dest, []).append((action.option_strings[0], value))
+        lines = []
+        for dest, given in seen.items():
+            if len({self._typed(dest, value) for _, value in given}) < 2:  # --hemi L --hemi lh: one value
+                continue
+            options = {option for option, _ in given}
+
+            def word(option: str, value: str) -> str:
+                shown = value if len(value) <= _SHOWN and value.isprintable() else _shown(value)
+                return shown if len(options) == 1 else f"{option} {shown}"
+
+            first = given[0][0] if len(options) == 1 else " / ".join(sorted(options))
+            lines.append(f"{first} given {len(given)} times ({', '.join(word(*g) for g in given)}): using "
+                         f"{word(*given[-1])}")
+        return lines
+
+    def _typed(self, dest: str, value: str) -> str:
+        """``value`` as the option of ``dest`` reads it (its ``type``), as text; as given when it cannot be read."""
+        action = next(a for a in self._actions if a.dest == dest)
+        try:
+            return repr(action.type(value)) if callable(action.type) else value
+        except Exception:  # noqa: BLE001 - argparse itself reports a value its type refuses
+            return value
 
     def error(self, message: str):  # type: ignore[override]
         """argparse's usage error (exit 2), saying where the positional arguments went when a list

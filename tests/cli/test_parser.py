@@ -419,3 +419,27 @@ def test_options_the_reports_only_pass_reads_nothing_of_are_named_on_one_line():
     assert _ignored_by_reports_only(one).startswith("--cifti-output has no effect with --reports-only")
     assert _ignored_by_reports_only(build_parser().parse_args(["b", "o", "participant", "--reports-only",
                                                                 "--nprocs", "1", "--participant-label", "01"])) is None
+
+
+def test_an_option_of_one_value_given_twice_with_different_values_is_named(capsys):
+    """Round twenty-two, found by fuzzing the command line: ``--template fsLR ... --template fsaverage``
+    or ``--batch-size 1 --batch-size=2`` (a script that builds its command in pieces) ran with the last
+    value in silence. The last still wins (a script's override keeps working); one warning line names
+    the values, both spellings of one setting (``--mem 1G --mem-gb 2``) together. The same value twice
+    (``--hemi L --hemi lh``, ``--min-cc 0.5 --min-cc .50``) and list options (every value kept) are not named."""
+    from geomorph_bids.cli.register import build_parser as register_parser
+
+    args = build_parser().parse_args(["b", "o", "participant", "--batch-size", "1", "--batch-size=2", "--template",
+                                      "fsLR", "--model", "rigid", "--model", "rigid", "--templ" "ate", "fsaverage",
+                                      "--participant-label", "01", "--participant-label", "02", "--nprocs", "2",
+                                      "--nthreads", "3", "--mem", "1G", "--mem-gb", "2", "-v", "-v"])
+    assert (args.batch_size, args.template, args.nprocs, args.mem_gb) == (2, "fsaverage", 3, 2.0)
+    assert capsys.readouterr().err.splitlines() == [
+        "geomorph-bids: warning: --batch-size given 2 times (1, 2): using 2",
+        "geomorph-bids: warning: --template given 2 times (fsLR, fsaverage): using fsaverage",
+        "geomorph-bids: warning: --nprocs given 2 times (2, 3): using 3",
+        "geomorph-bids: warning: --mem / --mem-gb given 2 times (--mem 1G, --mem-gb 2): using --mem-gb 2"]
+    register_parser().parse_args(["--out", "a.surf.gii", "--out", "b.surf.gii", "--hemi", "L", "--hemi", "lh",
+                                   "--min-cc", "0.5", "--min-cc", ".50"])
+    assert capsys.readouterr().err.splitlines() == [
+        "geomorph-register: warning: --out given 2 times (a.surf.gii, b.surf.gii): using b.surf.gii"]  # L is lh
