@@ -202,15 +202,16 @@ class Parser(argparse.ArgumentParser):
         return [t for t in tuples if not (id(t[0]) in seen or seen.add(id(t[0])))]
 
 
-#: the most characters of one word a message quotes: a 5000-character value (a file's contents pasted,
-#: a variable holding a whole list) was quoted whole, the error line itself lost in it
-_SHOWN = 80
+#: the most characters of one word a message quotes whole: a 5000-character value (a file's contents
+#: pasted, a variable holding a whole list) was quoted whole, the error line itself lost in it. Far above
+#: a real path on a cluster (a few hundred characters), which is quoted whole
+_SHOWN = 500
 
 
 def _shown(text: str) -> str:
-    """``text`` quoted for a message (``repr``: control characters and newlines escaped), its start alone
-    when it is long: ``'xxxx...' (5000 characters)``."""
-    return repr(text) if len(text) <= _SHOWN else f"{text[:_SHOWN // 2]!r}... ({len(text)} characters)"
+    """``text`` quoted for a message (``repr``: control characters and newlines escaped), its first 60
+    characters alone when it is longer than :data:`_SHOWN`: ``'xxxx...'... (5000 characters)``."""
+    return repr(text) if len(text) <= _SHOWN else f"{text[:60]!r}... ({len(text)} characters)"
 
 
 def _shorten(message: str, words: list[str]) -> str:

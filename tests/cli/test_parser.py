@@ -389,7 +389,7 @@ def test_a_device_no_command_knows_is_a_usage_error_whatever_the_model(value, ca
 
 def test_a_huge_value_is_quoted_by_its_start_in_a_usage_error(capsys):
     """A 5000-character value (a file's contents pasted, a variable holding a whole list) was quoted
-    whole in the usage error, the message lost in it; now its first 40 characters and its length."""
+    whole in the usage error, the message lost in it; now its first 60 characters and its length."""
     from geomorph_bids.cli.train import build_parser as train_parser
 
     for parser, argv in ((build_parser(), ["b", "o", "participant", "--nprocs", "7" * 5000]),
@@ -398,7 +398,10 @@ def test_a_huge_value_is_quoted_by_its_start_in_a_usage_error(capsys):
             parser.parse_args(argv)
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert exc.value.code == 2 and len(err) < 250, err
-        assert f"{argv[-1][:40]!r}... (5000 characters)" in err
+        assert f"{argv[-1][:60]!r}... (5000 characters)" in err
+    with pytest.raises(SystemExit):  # a long real path (a cluster's scratch folder) is quoted whole
+        build_parser().parse_args(["b", "o", "participant", "--device", "/scratch/" + "p" * 300])
+    assert "/scratch/" + "p" * 300 + "'" in capsys.readouterr().err
 
 
 def test_options_the_reports_only_pass_reads_nothing_of_are_named_on_one_line():
