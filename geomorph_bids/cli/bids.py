@@ -49,7 +49,7 @@ from .parser import build_parser, refuse_options_that_do_not_apply  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
 from .group_level import run_group, run_reports_only  # noqa: E402
 from .preflight import (REPORTS_LOCK, folder_lock, lock_participants, participant_locks, preflight,  # noqa: E402
-                        remove_if_empty, without_flock_note)
+                        remove_created, without_flock_note)
 from .reporting import build_reports, print_reports, print_summary  # noqa: E402
 from .selection import collect_jobs, inputs_line, refuse_case_twins, refuse_names_too_long  # noqa: E402
 from .settings import absolute_paths, resolve_settings, validate_arguments, validate_resources  # noqa: E402
@@ -403,12 +403,10 @@ def run_participant(args) -> int:
         failures += too_long + twins
         clock.lap("discovery")
     except BaseException:
-        for folder in created:
-            remove_if_empty(folder)
+        remove_created(created)
         raise
     if not jobs:  # every label unknown, every input refused: nothing to lock or write, no folder left behind
-        for folder in created:
-            remove_if_empty(folder)
+        remove_created(created)
         print_summary([], failures, output_dir, _PROG, [])
         return run_exit_code(len(failures), 0)
     run_id = uuid.uuid4().hex[:8]

@@ -473,11 +473,37 @@ def _suspect_hemispheres(rows: list[dict]) -> dict[tuple[str, str | None, str], 
             for key, mine in verdicts.items() if all(r.get("quality") in ("flagged", "stale") for r in mine)}
 
 
+#: the participant level's options that ``--reports-only`` reads nothing of (dest names): it draws the
+#: reports from the outputs alone. As at the group level, the execution options are not named
+_NOT_READ_BY_REPORTS = ("session_label", "hemi", "template", "template_dir", "output_density", "features", "model",
+                        "no_optimise", "refine", "device", "fmriprep_compat", "cifti_output", "batch_size", "reports",
+                        "stop_on_first_crash", "lock_wait", "min_cc", "min_cc_other", "max_distortion", "max_folds",
+                        "identity_margin")
+
+
+def _ignored_by_reports_only(args) -> str | None:
+    """One line naming every option of :data:`_NOT_READ_BY_REPORTS` given to ``--reports-only``
+    (``--model X --template fsaverage --reports-only``: every report rebuilt as it was, exit 0, the
+    options read by nobody, where the group level names such options), or None."""
+    defaults = build_parser()
+    given = [f"--{name.replace('_', '-')}" for name in _NOT_READ_BY_REPORTS
+             if getattr(args, name) != defaults.get_default(name)]
+    if not given:
+        return None
+    listed = ", ".join(given[:-1]) + f" and {given[-1]}" if len(given) > 1 else given[0]
+    return (f"{listed} {'has' if len(given) == 1 else 'have'} no effect with --reports-only (the reports are drawn "
+            "from the outputs already written): run the participant level without --reports-only to register "
+            f"with {'it' if len(given) == 1 else 'them'}")
+
+
 def run_reports_only(args) -> int:
     """``--reports-only``: build the participant reports from the outputs alone; a report that is
     current (:func:`geomorph_bids.reports.participant.report_is_current`) is kept, and one of a
     participant a participant-level run is processing (its lock held) is left to that run, on one
-    line (not an error)."""
+    line (not an error). Options it reads nothing of are named on one warning line
+    (:func:`_ignored_by_reports_only`)."""
+    if (ignored := _ignored_by_reports_only(args)) is not None:
+        print(f"{_PROG}: warning: {ignored}", file=sys.stderr)
     unreadable: list[str] = []  # a damaged metrics file is named, as the group level names it
     rows = _participant_rows(args, unreadable=unreadable)
     for line in unreadable:

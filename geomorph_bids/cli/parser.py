@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +15,8 @@ from ..io.discover import FEATURES
 from ..quality import THRESHOLD_RANGES
 from .machine import usable_cpus
 
-__all__ = ["ExtendAction", "OtherCommandsOption", "Parser", "build_parser", "parse_derivatives", "GROUP_ONLY", "refuse_options_that_do_not_apply"]
+__all__ = ["ExtendAction", "OtherCommandsOption", "Parser", "build_parser", "parse_derivatives", "GROUP_ONLY",
+           "refuse_options_that_do_not_apply", "device"]
 
 
 def parse_derivatives(specs: list[str] | None) -> dict[str, Path] | None:
@@ -53,6 +55,14 @@ class Parser(argparse.ArgumentParser):
     named ``~`` in the current one; and a path that starts with ``-`` (``-ds``), which argparse took
     for an unknown option and answered with "the following arguments are required: output_dir"."""
 
+    #: a negative number as argparse's own pattern misses it (``-1e-30``, ``-1e309``, ``-inf``, ``-nan``): read as
+    #: an option, ``--lr -1e-30`` said "expected one argument", not what is wrong with the value
+    _NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = self._NEGATIVE_NUMBER
+
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         import sys
 
@@ -81,6 +91,8 @@ class Parser(argparse.ArgumentParser):
         self._unknown_words = unknown
         self._argv = argv  # for error(): what a list option took
         namespace, extras = super().parse_known_args(argv, namespace)
+        for line in self._given_twice(argv):
+            print(f"{self.prog}: warning: {line}", file=sys.stderr)
         names = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.dest for a in self._actions}
         for name, value in vars(namespace).items():
             for path in value if isinstance(value, list) else [value]:
@@ -94,6 +106,53 @@ class Parser(argparse.ArgumentParser):
                                f"word expands: give the full path{example}")
         return namespace, extras
 
+    def _given_twice(self, argv: list[str]) -> list[str]:
+        """One line per option of one value given more than once with different values (``--template fsLR
+        ... --template fsaverage``, ``--batch-size 1 --batch-size 2``: argparse keeps the last in silence,
+        and a script that builds its command in pieces had no word of which one ran): ``--batch-size given
+        2 times (1, 2): using 2``. The same value repeated is not named; list options keep every value
+        (:class:`ExtendAction`)."""
+        seen: dict[str, list[tuple[str, str]]] = {}  # by dest: --mem and --mem-gb are one setting
+        for i, token in enumerate(argv):
+            if token == "--":
+                break
+            if not token.startswith("--"):
+                continue
+            option, sep, value = token.partition("=")
+            action = self._option_string_actions.get(option)
+            if action is None:
+                tuples = self._get_option_tuples(option)
+                action = tuples[0][0] if len(tuples) == 1 else None
+            if action is None or action.nargs is not None or type(action) is not argparse._StoreAction:
+                continue
+            if not sep:
+                if i + 1 >= len(argv):
+                    continue
+                value = argv[i + 1]
+            seen.setdefault(action.dest, []).append((action.option_strings[0], value))
+        lines = []
+        for dest, given in seen.items():
+            if len({self._typed(dest, value) for _, value in given}) < 2:  # --hemi L --hemi lh: one value
+                continue
+            options = {option for option, _ in given}
+
+            def word(option: str, value: str) -> str:
+                shown = value if len(value) <= _SHOWN and value.isprintable() else _shown(value)
+                return shown if len(options) == 1 else f"{option} {shown}"
+
+            first = given[0][0] if len(options) == 1 else " / ".join(sorted(options))
+            lines.append(f"{first} given {len(given)} times ({', '.join(word(*g) for g in given)}): using "
+                         f"{word(*given[-1])}")
+        return lines
+
+    def _typed(self, dest: str, value: str) -> str:
+        """``value`` as the option of ``dest`` reads it (its ``type``), as text; as given when it cannot be read."""
+        action = next(a for a in self._actions if a.dest == dest)
+        try:
+            return repr(action.type(value)) if callable(action.type) else value
+        except Exception:  # noqa: BLE001 - argparse itself reports a value its type refuses
+            return value
+
     def error(self, message: str):  # type: ignore[override]
         """argparse's usage error (exit 2), saying where the positional arguments went when a list
         option before them took them as its values (``geomorph-bids --participant-label 01 B O
@@ -105,7 +164,7 @@ class Parser(argparse.ArgumentParser):
         if words and message.startswith("the following arguments are required"):
             message += (f" ({', '.join(map(repr, words))} read as an option this command does not have: a path that "
                         f"starts with '-' is given as {os.path.join('.', words[0])!r})")
-        super().error(message + self._positionals_taken(message))
+        super().error(_shorten(message + self._positionals_taken(message), getattr(self, "_argv", [])))
 
     def _positionals_taken(self, message: str) -> str:
         """`` (--participant-label took 01 B O participant as its values: ...)`` when ``message`` says
@@ -141,6 +200,26 @@ class Parser(argparse.ArgumentParser):
         tuples = super()._get_option_tuples(option_string)
         seen: set[int] = set()
         return [t for t in tuples if not (id(t[0]) in seen or seen.add(id(t[0])))]
+
+
+#: the most characters of one word a message quotes whole: a 5000-character value (a file's contents
+#: pasted, a variable holding a whole list) was quoted whole, the error line itself lost in it. Far above
+#: a real path on a cluster (a few hundred characters), which is quoted whole
+_SHOWN = 500
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a message (``repr``: control characters and newlines escaped), its first 60
+    characters alone when it is longer than :data:`_SHOWN`: ``'xxxx...'... (5000 characters)``."""
+    return repr(text) if len(text) <= _SHOWN else f"{text[:60]!r}... ({len(text)} characters)"
+
+
+def _shorten(message: str, words: list[str]) -> str:
+    """``message`` with each long word of ``words`` (the command line's) in it, as is or quoted,
+    shown by :func:`_shown`."""
+    for word in sorted({w for w in words if len(w) > _SHOWN}, key=len, reverse=True):
+        message = message.replace(repr(word), _shown(word)).replace(word, _shown(word))
+    return message
 
 
 def _is_number(text: str) -> bool:
@@ -251,6 +330,22 @@ def _memory(default_unit: str) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+#: what ``--device`` may say (:func:`~geomorph_bids.engine.device.resolve_device` reads it, blanks around it
+#: and letter case aside): whether the device is there is asked later, of the device the model runs on
+_DEVICE = re.compile(r"(auto|cpu|cuda|mps)(:[0-9]+)?")
+
+
+def device(text: str) -> str:
+    """An argparse type: ``--device`` spelled as :func:`~geomorph_bids.engine.device.resolve_device` reads
+    it (auto, cpu, cuda, cuda:N, mps), returned as given. With ``--model rigid`` no device was ever
+    resolved (the rigid stage runs on the CPU), so ``--device gpu`` or ``--device 0x10`` ran and exited 0,
+    the word read by nobody; a spelling is now checked whatever the model (``auto:1`` too: ``cuda:1`` meant?)."""
+    spec = text.strip().lower()
+    if not _DEVICE.fullmatch(spec) or spec.startswith("auto:"):
+        raise argparse.ArgumentTypeError(f"unknown device {_shown(text)}: use auto, cpu, cuda or cuda:N")
+    return text
 
 
 def hemisphere(text: str) -> str:
@@ -396,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "stage, 30 steps) or 'full' (the default optimiser's whole schedule, started from the "
                         "network's large-scale correction: with sulc-fsaverage closer than the optimiser on "
                         "sulc, for the optimiser's time; docs/models.md)")
-    g.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
+    g.add_argument("--device", type=device, default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
     g.add_argument("--fmriprep-compat", action="store_true",
                    help="also write each registered sphere under the name sMRIPrep's io_spec.json queries "
                         "(fsLR: space-fsLR_desc-msmsulc_sphere; fsaverage: space-fsaverage_desc-reg and "

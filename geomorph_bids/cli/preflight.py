@@ -50,9 +50,10 @@ from .messages import shell_word
 
 __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max",
            "work_dir_too_deep",
-           "preflight", "remove_if_empty", "names_fold_case", "RunLocks", "lock_participants", "participant_runs_active",
-           "folder_lock", "REPORTS_LOCK", "participant_lock_holder", "ParticipantLocks", "participant_locks",
-           "HELD_SUFFIX", "without_flock_note", "shown_lock_file", "filesystem_type", "SQUASHING_FILE_SYSTEMS"]
+           "preflight", "remove_if_empty", "missing_folders", "remove_created", "names_fold_case", "RunLocks",
+           "lock_participants", "participant_runs_active", "folder_lock", "REPORTS_LOCK", "participant_lock_holder",
+           "ParticipantLocks", "participant_locks", "HELD_SUFFIX", "without_flock_note", "shown_lock_file",
+           "filesystem_type", "SQUASHING_FILE_SYSTEMS"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
 #: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.6 MB of outputs and 3.2 MB of
@@ -220,6 +221,7 @@ def check_writable(folder: Path, role: str, min_free_mb: float | None = None) ->
     folder = Path(folder).absolute()
     need = MIN_FREE_MB.get(role, 64) if min_free_mb is None else min_free_mb
     created = not folder.exists()
+    made = missing_folders(folder)  # the parents mkdir makes too: removed with it when a check fails
     if folder.exists() and not folder.is_dir():
         raise InputError(f"the {role} directory is not a folder", path=folder)
     if folder.is_symlink() and not folder.exists():  # mkdir would say only "File exists"
@@ -232,7 +234,8 @@ def check_writable(folder: Path, role: str, min_free_mb: float | None = None) ->
             raise InputError(f"cannot create the {role} directory: it is {why}", path=folder) from None
     try:  # in a lab's group-writable folder, writable for the group too: the others' runs add participants
         shared_folder(folder, repair=False)
-    except OSError as exc:
+    except OSError as exc:  # out/<a name too long>: out itself was made (and was left behind)
+        remove_created(made)
         hint = (_container_hint(role, folder, exc.errno) or _root_squash_hint(folder, exc.errno)
                 or _owner_hint(folder, exc.errno))
         raise InputError(f"cannot create the {role} directory ({_why(exc)}){hint}", path=folder) from None
@@ -254,8 +257,7 @@ def check_writable(folder: Path, role: str, min_free_mb: float | None = None) ->
             raise InputError(f"the {role} directory has {free:.0f} MiB free; geomorph-bids needs at least "
                              f"{need:.0f} MiB there (disk full?)", path=folder)
     except InputError:
-        if created:
-            remove_if_empty(folder)
+        remove_created(made)
         raise
     return created
 
@@ -296,6 +298,25 @@ def remove_if_empty(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and each of its parents that does not exist (what ``mkdir(parents=True)`` makes),
+    ``folder`` first: ``new/deep/out`` in an empty folder -> ``[new/deep/out, new/deep, new]``."""
+    out: list[Path] = []
+    folder = Path(folder).absolute()
+    while not os.path.lexists(folder) and folder != folder.parent:
+        out.append(folder)
+        folder = folder.parent
+    return out
+
+
+def remove_created(folders: Sequence[Path]) -> None:
+    """Remove each of ``folders`` (those a run created: :func:`missing_folders`) that is empty, the
+    deepest first, so that a parent emptied by its child goes too. A refused run left the parents
+    of a new output or work folder (``new/deep/out``: ``new/deep``) behind, empty."""
+    for folder in sorted(folders, key=lambda f: len(Path(f).absolute().parts), reverse=True):
+        remove_if_empty(folder)
 
 
 def name_max(folder: Path) -> int:
@@ -372,15 +393,16 @@ def preflight(output_dir: Path, work_dir: Path | None, subjects: Sequence[str] =
         raise InputError("the work directory's path holds '_unfinished', which Nipype removes from the path of "
                          "every step's cache file (each step would fail with 'no such file'); choose a work "
                          "directory (-w) whose path does not hold it", path=Path(work_dir).absolute())
-    created = [output_dir] if check_writable(output_dir, "output") else []
+    made = missing_folders(output_dir)
+    created = made if check_writable(output_dir, "output") else []
     if work_dir is None:
         return created
     try:
+        made = missing_folders(work_dir)
         if check_writable(work_dir, "work"):
-            created.append(work_dir)
+            created += made
     except InputError:
-        for folder in created:
-            remove_if_empty(folder)
+        remove_created(created)
         raise
     return created
 

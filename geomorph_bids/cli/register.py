@@ -35,7 +35,7 @@ from .interrupts import Interrupted, pid_alive, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
                       threads_wait_passively, threads_within_usable_cpus, address_space_problem, out_of_memory)
 from .messages import one_line_warnings, reader_may_go_away
-from .parser import OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, hemisphere
+from .parser import OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, device, hemisphere
 from ..resources import bundled_models
 
 __all__ = ["main", "build_parser"]
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --model NAME|PATH, what follows the network's warp: 'short' (default: one ico-4 "
                         "stage, 30 steps) or 'full' (the default optimiser's whole schedule from the network's "
                         "large-scale correction; with sulc-fsaverage closer than the optimiser on sulc; docs/models.md)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--device", type=device, default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--sulc-sign", choices=("freesurfer", "hcp"), default="freesurfer",
                    help="sign convention of the input sulc and curv: FreeSurfer (positive in sulci, "
                         "default) or HCP (positive on gyri: HCP's sulc and curvature); with hcp both "
@@ -575,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
             metrics_out = args.metrics or args.out.with_name(
                 args.out.name.removesuffix(".gii").removesuffix(".surf").removesuffix("_sphere") + "_metrics.json")
             # found after the registration, or never: --metrics naming --out replaced the sphere by JSON (exit 0)
-            if metrics_out.absolute() == args.out.absolute() or metrics_out.resolve() == args.out.resolve():
+            # realpath: Path.resolve() raised on a link loop (--metrics LOOP: a RuntimeError traceback, exit 1)
+            if metrics_out.absolute() == args.out.absolute() or os.path.realpath(metrics_out) == os.path.realpath(args.out):
                 parser.error(f"--metrics {args.metrics} is also --out: the metrics JSON would replace the registered "
                              f"sphere; give it a name of its own, e.g. {metrics_out.with_name('lh_metrics.json')}")
             if metrics_out.name.endswith((".gii", ".gii.gz")):

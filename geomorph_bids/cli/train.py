@@ -37,7 +37,8 @@ from .interrupts import Interrupted, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
                       threads_within_usable_cpus)
 from .messages import reader_may_go_away
-from .parser import ExtendAction, Parser, _count, _DefaultsOnce, _finite, _positive_int
+from ..sphere.icosphere import MAX_LEVEL
+from .parser import ExtendAction, Parser, _count, _DefaultsOnce, _finite, _positive_int, device
 
 __all__ = ["main", "build_parser", "build_model_config", "PRESETS"]
 
@@ -53,14 +54,58 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
+def _int_list(low: int, high: int) -> Callable[[str], tuple[int, ...]]:
+    """argparse type: comma-separated whole numbers, each from ``low`` to ``high`` (``--labels -1`` was
+    'in_channels, n_labels and kernels must be >= 1', naming no option)."""
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one integer")
+        if not all(low <= v <= high for v in values):
+            raise argparse.ArgumentTypeError(f"each must be from {low} to {high}, got {text}")
+        return values
+
+    return parse
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """argparse type: a whole number from ``low`` to ``high`` (``--data-level`` 3..6, an icosphere level
+    0..7, ``--passes`` 1..64); argparse's own ``int`` said 'invalid int value', and a value out of range
+    was found after the parsing, on exit 1, as 'control_level must be in ...' or 'TrainConfig.passes:
+    checkpoint config inference.passes must be ...'."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {text}")
+        return value
+
+    return parse
+
+
+def _real(low: float, high: float = math.inf, *, above: bool = False, below: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number from ``low`` to ``high`` (``above``/``below``: that end left out).
+    ``--lr nan`` was 'lr, lam and fold must be finite and >= 0, got nan, 0.5, 0.0' (exit 1, the
+    Python names), ``--lr 0`` trained nothing and exited 0, ``--val-fraction 1`` was 'val_fraction must
+    be in [0, 1)'; each is now a usage error naming the option."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not (math.isfinite(value) and (low < value if above else low <= value)
+                and (value < high if below else value <= high)):
+            start = f"above {low:g}" if above else f"at least {low:g}"
+            end = "" if high == math.inf else f" and {'below' if below else 'at most'} {high:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {start}{end}, got {text}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--subjects-dir", type=Path, default=None,
                    help="folder of subjects: <sub>/surf/lh.sphere + lh.<feature> (FreeSurfer) or "
                         "<sub>/**/*_hemi-L_sphere.surf.gii + *_hemi-L_<feature>.shape.gii")
-    g.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation")
+    g.add_argument("--val-fraction", type=_real(0, 1, below=True), default=0.1, help="share held out for validation")
     g.add_argument("--sources", type=Path, default=None, metavar="BANK.npz",
                    help="generate training pairs on the fly (new ones every batch, with their true warp) "
                         "from this bank of real maps (scripts/build_training_sources.py)")
@@ -108,27 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "warp (the per-pair optimiser's registration of the source to the template, stored "
                         "in the bank by scripts/build_training_sources.py --teachers) instead of taking "
                         "the source as aligned with the template: distillation from the optimiser")
-    g.add_argument("--warp-deg", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+    g.add_argument("--warp-deg", type=_real(0, 60, above=True), nargs=2, default=None, metavar=("LO", "HI"),
                    help="with --sources: the largest displacement of the larger generated warps, drawn "
                         "from LO..HI degrees (default 4 10; individuals' spheres are 5-10 degrees (median) "
                         "from a template after rigid alignment)")
-    g.add_argument("--small-warp-fraction", type=float, default=None, metavar="F",
+    g.add_argument("--small-warp-fraction", type=_real(0, 1), default=None, metavar="F",
                    help="with --sources: share of pairs with a small warp (0.3-4 deg; default 0.5)")
     g.add_argument("--pairs-per-epoch", type=_positive_int, default=512,
                    help="with --sources: generated pairs per epoch")
     g.add_argument("--val-pairs", type=_count, default=64,
                    help="with --sources: generated validation pairs (0: none); --val-fraction splits "
                         "--synthetic and --subjects-dir subjects instead")
-    g.add_argument("--data-level", type=int, default=6, help="icosphere level of the data (6 = 40962 vertices)")
+    g.add_argument("--data-level", type=_whole(3, 6), default=6, help="icosphere level of the data (6 = 40962 vertices)")
     m = p.add_argument_group("model")
     m.add_argument("--channels", choices=tuple(PRESETS), default="default",
                    help="network size preset (default: the paper's)")
-    m.add_argument("--control-level", type=int, default=None, help="control grid level (one stage)")
-    m.add_argument("--cascade", type=_int_list, default=None, metavar="L1,L2",
+    m.add_argument("--control-level", type=_whole(0, MAX_LEVEL), default=None, help="control grid level (one stage)")
+    m.add_argument("--cascade", type=_int_list(0, MAX_LEVEL), default=None, metavar="L1,L2",
                    help="coarse-to-fine control levels, one stage each (e.g. 2,4); overrides --control-level")
-    m.add_argument("--labels", type=_int_list, default=None, metavar="L",
+    m.add_argument("--labels", type=_int_list(1, 10 ** 6), default=None, metavar="L",
                    help="labels per control point (one value or one per stage)")
-    m.add_argument("--label-level", type=int, default=None, help="label icosphere level")
+    m.add_argument("--label-level", type=_whole(0, MAX_LEVEL), default=None, help="label icosphere level")
     m.add_argument("--crf-iterations", type=_count, default=None, help="CRF-RNN mean-field steps (0 disables)")
     m.add_argument("--correlation", action="store_true",
                    help="add a correlation head: a learned cost volume over the labels (faster to train)")
@@ -137,18 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=_positive_int, default=50, help="most epochs (early stopping: --patience)")
     t.add_argument("--batch-size", type=_positive_int, default=2, help="pairs per optimisation step")
-    t.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
-    t.add_argument("--lam", type=float, default=0.5, help="smoothness weight")
-    t.add_argument("--fold", type=float, default=0.0,
+    t.add_argument("--lr", type=_real(0, above=True), default=2e-4, help="Adam learning rate")
+    t.add_argument("--lam", type=_real(0), default=0.5, help="smoothness weight")
+    t.add_argument("--fold", type=_real(0), default=0.0,
                    help="weight of the triangle-area barrier that keeps the warp from folding (0: off)")
-    t.add_argument("--supervised", type=float, default=0.0,
+    t.add_argument("--supervised", type=_real(0), default=0.0,
                    help="weight of the angular error (deg) to the true warp, for generated pairs (0: off)")
     t.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau",
                    help="plateau (ReduceLROnPlateau) or cosine decay over --max-minutes or --epochs")
     t.add_argument("--warmup", type=_count, default=0, help="linear warm-up steps (cosine schedule)")
     t.add_argument("--train-smoothed", action="store_true",
                    help="compute the loss on the warp low-passed as register() uses it (default: the raw warp)")
-    t.add_argument("--passes", type=int, nargs="+", default=None, metavar="K",
+    t.add_argument("--passes", type=_whole(1, 64), nargs="+", default=None, metavar="K",
                    help="forward passes register() makes with the network written, one low-pass multiple each "
                         "(e.g. 2 4 8: three passes, each on the moving image as the ones before left it; "
                         "docs/models.md); default: those of --init's network or of the training --resume continues, else one")
@@ -158,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-patience", type=_count, default=3, help="ReduceLROnPlateau patience")
     t.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32 - 1 (default 0)")
     t.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the networks")
-    t.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    t.add_argument("--device", type=device, default="auto", help="auto (default), cpu, cuda or cuda:N")
     t.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     t.add_argument("--max-minutes", type=_minutes, default=None, help="wall-time budget; stops cleanly")
     t.add_argument("--resume", type=Path, default=None,
@@ -220,14 +265,19 @@ def build_model_config(preset: str, in_channels: int, data_level: int = 6,
     lab_level = label_level if label_level is not None else (pre["label_level"] or data_level)
     lab_level = min(lab_level, max(data_level, max(levels)))
     crf = pre["crf_iterations"] if crf_iterations is None else crf_iterations
-    stages = tuple(
-        StageConfig(network=NetworkConfig(in_channels=in_channels, input_level=data_level, channels=channels,
-                                          n_separate=min(3, len(channels) - 1), decoder_channels=pre["decoder"],
-                                          control_level=c, n_labels=L, kernels=pre["kernels"],
-                                          label_block=label_block),
-                    label_level=max(lab_level, c), crf_iterations=crf, correlation=correlation)
-        for c, L in zip(levels, labels))
-    return GeoMorphConfig(stages=stages, data_level=data_level)
+    try:
+        stages = tuple(
+            StageConfig(network=NetworkConfig(in_channels=in_channels, input_level=data_level, channels=channels,
+                                              n_separate=min(3, len(channels) - 1), decoder_channels=pre["decoder"],
+                                              control_level=c, n_labels=L, kernels=pre["kernels"],
+                                              label_block=label_block),
+                        label_level=max(lab_level, c), crf_iterations=crf, correlation=correlation)
+            for c, L in zip(levels, labels))
+        return GeoMorphConfig(stages=stages, data_level=data_level)
+    except ValueError as exc:  # the network's own names (control_level, n_labels): say which options set them
+        raise ValueError(f"--channels {preset} --data-level {data_level} with control level(s) "
+                         f"{','.join(map(str, levels))} (--control-level, --cascade) and {','.join(map(str, labels))} "
+                         f"label(s) (--labels): {exc}") from None
 
 
 def _split_count(n: int, fraction: float) -> tuple[int, int]:

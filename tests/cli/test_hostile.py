@@ -1095,3 +1095,23 @@ def test_a_link_to_itself_in_the_derivatives_folder_is_no_traceback(bids, tmp_pa
     (root / loop).symlink_to((root / loop).name)
     code, _, err = run(root, tmp_path / "out", "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
     assert code == 0 and "Traceback" not in err, err
+
+
+def test_a_refused_run_leaves_no_parent_folder_it_created(bids, tmp_path):
+    """Round twenty-two, found by fuzzing the command line: the output and work folders are made with
+    their parents, and a refused run removed only the folder itself. ``new/deep/out`` with a label that
+    matches no subject left ``new/deep`` behind, empty; ``-w w/<a 300-character name>`` (longer than a
+    file system takes) left ``w``. Every folder the run made is removed again, the deepest first."""
+    code, _, err = run(bids, tmp_path / "new" / "deep" / "out", "participant", "--participant-label", "99",
+                       "-w", tmp_path / "new" / "deep" / "work")
+    assert code == 1 and "FAILED sub-99" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    long = "x" * 300
+    code, _, err = run(bids, tmp_path / "out", "participant", "-w", tmp_path / "w" / long)
+    line = one_error(err)
+    assert code == 1 and line == (f"geomorph-bids: error: {tmp_path / 'w' / long}: cannot create the work directory "
+                                  "(File name too long)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    code, _, err = run(bids, tmp_path / "o" / long, "participant", "-w", tmp_path / "w3")
+    assert code == 1 and "cannot create the output directory (File name too long)" in one_error(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -365,3 +365,84 @@ def test_each_command_names_itself_in_its_version(module, prog, capsys):
         importlib.import_module(module).build_parser().parse_args(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"{prog} (geomorph-bids {__version__})"
+
+
+@pytest.mark.parametrize("value", ["gpu", "0x10", "1", "cuda:x", "cuda:-1", "auto:1", "/dev/null", "\u200b", "cpu0"])
+def test_a_device_no_command_knows_is_a_usage_error_whatever_the_model(value, capsys):
+    """Round twenty-two (found by fuzzing the command lines): with ``--model rigid`` no device was ever
+    resolved (the rigid stage runs on the CPU), so ``geomorph-bids ... --model rigid --device gpu`` and
+    ``geomorph-register ... --model rigid --device 0x10`` registered and exited 0, the word read by nobody.
+    Every command now checks the spelling when it parses its arguments (exit 2, naming the option)."""
+    from geomorph_bids.cli.register import build_parser as register_parser
+    from geomorph_bids.cli.train import build_parser as train_parser
+
+    for parser, argv in ((build_parser(), ["b", "o", "participant", "--model", "rigid"]),
+                         (register_parser(), ["--model", "rigid"]), (train_parser(), ["--out", "m"])):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([*argv, "--device", value])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exc.value.code == 2
+        assert err == f"{parser.prog}: error: argument --device: unknown device {value!r}: use auto, cpu, cuda or cuda:N"
+    for value in ("auto", "cpu", "CPU", " cuda ", "cuda:1", "cpu:0", "mps"):  # as resolve_device reads them
+        assert build_parser().parse_args(["b", "o", "participant", "--device", value]).device == value
+
+
+def test_a_huge_value_is_quoted_by_its_start_in_a_usage_error(capsys):
+    """A 5000-character value (a file's contents pasted, a variable holding a whole list) was quoted
+    whole in the usage error, the message lost in it; now its first 60 characters and its length."""
+    from geomorph_bids.cli.train import build_parser as train_parser
+
+    for parser, argv in ((build_parser(), ["b", "o", "participant", "--nprocs", "7" * 5000]),
+                         (train_parser(), ["--out", "m", "--channels", "x" * 5000])):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(argv)
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert exc.value.code == 2 and len(err) < 250, err
+        assert f"{argv[-1][:60]!r}... (5000 characters)" in err
+    with pytest.raises(SystemExit):  # a long real path (a cluster's scratch folder) is quoted whole
+        build_parser().parse_args(["b", "o", "participant", "--device", "/scratch/" + "p" * 300])
+    assert "/scratch/" + "p" * 300 + "'" in capsys.readouterr().err
+
+
+def test_options_the_reports_only_pass_reads_nothing_of_are_named_on_one_line():
+    """Round twenty-two, found by fuzzing the command line: ``participant --reports-only --model X
+    --template fsaverage --session-label 2 --min-cc 0.9`` rebuilt every report as it was and exited 0,
+    the options read by nobody (a model that does not exist among them), where the group level names
+    such options. Now one warning line names them; the execution options stay unnamed."""
+    from geomorph_bids.cli.group_level import _ignored_by_reports_only
+
+    args = build_parser().parse_args(["b", "o", "participant", "--reports-only", "--model", "nonexistent",
+                                      "--template", "fsaverage", "--session-label", "2", "--min-cc", "0.9",
+                                      "--nprocs", "1", "-w", "/tmp/w", "--participant-label", "01"])
+    assert _ignored_by_reports_only(args) == (
+        "--session-label, --template, --model and --min-cc have no effect with --reports-only (the reports are "
+        "drawn from the outputs already written): run the participant level without --reports-only to register "
+        "with them")
+    one = build_parser().parse_args(["b", "o", "participant", "--reports-only", "--cifti-output"])
+    assert _ignored_by_reports_only(one).startswith("--cifti-output has no effect with --reports-only")
+    assert _ignored_by_reports_only(build_parser().parse_args(["b", "o", "participant", "--reports-only",
+                                                                "--nprocs", "1", "--participant-label", "01"])) is None
+
+
+def test_an_option_of_one_value_given_twice_with_different_values_is_named(capsys):
+    """Round twenty-two, found by fuzzing the command line: ``--template fsLR ... --template fsaverage``
+    or ``--batch-size 1 --batch-size=2`` (a script that builds its command in pieces) ran with the last
+    value in silence. The last still wins (a script's override keeps working); one warning line names
+    the values, both spellings of one setting (``--mem 1G --mem-gb 2``) together. The same value twice
+    (``--hemi L --hemi lh``, ``--min-cc 0.5 --min-cc .50``) and list options (every value kept) are not named."""
+    from geomorph_bids.cli.register import build_parser as register_parser
+
+    args = build_parser().parse_args(["b", "o", "participant", "--batch-size", "1", "--batch-size=2", "--template",
+                                      "fsLR", "--model", "rigid", "--model", "rigid", "--templ" "ate", "fsaverage",
+                                      "--participant-label", "01", "--participant-label", "02", "--nprocs", "2",
+                                      "--nthreads", "3", "--mem", "1G", "--mem-gb", "2", "-v", "-v"])
+    assert (args.batch_size, args.template, args.nprocs, args.mem_gb) == (2, "fsaverage", 3, 2.0)
+    assert capsys.readouterr().err.splitlines() == [
+        "geomorph-bids: warning: --batch-size given 2 times (1, 2): using 2",
+        "geomorph-bids: warning: --template given 2 times (fsLR, fsaverage): using fsaverage",
+        "geomorph-bids: warning: --nprocs given 2 times (2, 3): using 3",
+        "geomorph-bids: warning: --mem / --mem-gb given 2 times (--mem 1G, --mem-gb 2): using --mem-gb 2"]
+    register_parser().parse_args(["--out", "a.surf.gii", "--out", "b.surf.gii", "--hemi", "L", "--hemi", "lh",
+                                   "--min-cc", "0.5", "--min-cc", ".50"])
+    assert capsys.readouterr().err.splitlines() == [
+        "geomorph-register: warning: --out given 2 times (a.surf.gii, b.surf.gii): using b.surf.gii"]  # L is lh

@@ -54,8 +54,8 @@ def test_random_argv(stubbed, argv):
             assert exc.code in (0, 2), (argv, err.getvalue())
             return
     assert code in (0, 1), argv
-    if code == 1:
-        lines = err.getvalue().strip().splitlines()
+    if code == 1:  # an option given twice with two values is a warning line of its own (round twenty-two)
+        lines = [line for line in err.getvalue().strip().splitlines() if " times (" not in line]
         assert len(lines) == 1 and lines[0].startswith("geomorph-bids: error: "), err.getvalue()
 
 

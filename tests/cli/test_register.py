@@ -1039,3 +1039,23 @@ def test_an_output_folder_named_in_another_encoding_is_written_as_before(tmp_pat
     assert code == 0, capsys.readouterr().err
     assert sorted(os.listdir(os.fsencode(folder))) == [b"lh.reg.surf.gii", b"lh.reg_metrics.json", b"maps"]
     assert json.loads(out.with_name("lh.reg_metrics.json").read_text())["hemi"] == "L"
+
+
+def test_a_metrics_name_that_is_a_link_loop_is_no_traceback(tmp_path, capsys):
+    """Round twenty-two, found by fuzzing the command line: ``--metrics LOOP`` (a symbolic link to
+    itself: a script's ``ln -s`` gone wrong) ended in a ``RuntimeError: Symlink loop`` traceback from
+    the check that --metrics is not --out (``Path.resolve``). The link is now replaced by the metrics
+    JSON, as ``mv`` replaces one; a link to --out is still refused as --out."""
+    surf = example_dir() / "sub-01" / "surf"
+    (tmp_path / "loop.json").symlink_to("loop.json")
+    out = tmp_path / "x.surf.gii"
+    argv = ["--sphere", str(surf / "lh.sphere"), "--feature", str(surf / "lh.sulc"), "--model", "rigid",
+            "--out", str(out)]
+    assert main([*argv, "--metrics", str(tmp_path / "loop.json")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "loop.json").is_symlink()
+    assert json.loads((tmp_path / "loop.json").read_text())["hemi"] == "L"
+    (tmp_path / "to-out.json").symlink_to(out)
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--metrics", str(tmp_path / "to-out.json")])
+    assert exc.value.code == 2 and "is also --out" in capsys.readouterr().err

@@ -175,10 +175,16 @@ def test_passes_are_recorded_and_a_fine_tuned_network_keeps_its_starts(tmp_path,
     assert main(["--out", str(tmp_path / "one"), *tiny, "--init", str(first / "model.pt"), "--passes", "1"]) == 0
     assert network_passes(read_metadata(tmp_path / "one" / "model.pt").config) == (1,)
     capsys.readouterr()
-    assert main(["--out", str(tmp_path / "bad"), *tiny, "--passes", "0"]) == 1
+    assert main(["--out", str(tmp_path / "bad"), *tiny, "--passes", "1", "2", "3", "4", "5", "6"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "passes must be a list of 1 to 5 whole numbers" in err[0]
     assert not (tmp_path / "bad" / "model.pt").exists()
+    with pytest.raises(SystemExit) as exc:  # a pass out of range: a usage error (round twenty-two)
+        main(["--out", str(tmp_path / "bad"), *tiny, "--passes", "0"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "geomorph-train: error: argument --passes: must be from 1 to 64, got 0"
+    assert not (tmp_path / "bad").exists()
 
 
 def test_an_output_that_is_a_file_is_refused_before_any_data_is_made(tmp_path, capsys):
@@ -253,9 +259,11 @@ def test_warp_size_options_reach_the_pair_generator():
     assert _pair_config(parse()) == PairGenConfig()
     config = _pair_config(parse("--warp-deg", "6", "16", "--small-warp-fraction", "0.35"))
     assert config.max_displacement_deg == (6.0, 16.0) and config.small_warp_fraction == 0.35
-    for bad in (("--warp-deg", "10", "5"), ("--warp-deg", "0", "5"), ("--small-warp-fraction", "1.5")):
-        with pytest.raises(ValueError, match=bad[0]):
-            _pair_config(parse(*bad))
+    with pytest.raises(ValueError, match="--warp-deg"):  # LO above HI: found when the pair options are read
+        _pair_config(parse("--warp-deg", "10", "5"))
+    for bad in (("--warp-deg", "0", "5"), ("--small-warp-fraction", "1.5")):  # out of range: a usage error
+        with pytest.raises(SystemExit):
+            parse(*bad)
 
 
 def _subjects(root, gzipped=(), zero=()):
@@ -587,3 +595,48 @@ def test_a_model_folder_named_in_another_encoding_gets_its_model_card(tmp_path, 
     assert sorted(os.listdir(out)) == ["last.pt", "last.state.pt", "model.pt", "model_card.md", "train_log.csv"]
     assert f"geomorph-train --out {os.fsencode(tmp_path).decode()}/caf\xe9/m".encode("latin-1") in \
         (out / "model_card.md").read_bytes().replace(b"'", b"")
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--lr", "nan"], "argument --lr: must be a finite number above 0, got nan"),
+    (["--lr", "0"], "argument --lr: must be a finite number above 0, got 0"),
+    (["--lr", "-1e-30"], "argument --lr: must be a finite number above 0, got -1e-30"),
+    (["--lam", "-inf"], "argument --lam: must be a finite number at least 0, got -inf"),
+    (["--fold", "1e309"], "argument --fold: must be a finite number at least 0, got 1e309"),
+    (["--supervised", "-1"], "argument --supervised: must be a finite number at least 0, got -1"),
+    (["--val-fraction", "1"], "argument --val-fraction: must be a finite number at least 0 and below 1, got 1"),
+    (["--val-fraction", "nan"], "argument --val-fraction: must be a finite number at least 0 and below 1, got nan"),
+    (["--small-warp-fraction", "1.5"],
+     "argument --small-warp-fraction: must be a finite number at least 0 and at most 1, got 1.5"),
+    (["--warp-deg", "0", "5"], "argument --warp-deg: must be a finite number above 0 and at most 60, got 0"),
+    (["--data-level", "8"], "argument --data-level: must be from 3 to 6, got 8"),
+    (["--control-level", "100"], "argument --control-level: must be from 0 to 7, got 100"),
+    (["--label-level", "-1"], "argument --label-level: must be from 0 to 7, got -1"),
+    (["--labels", "0"], "argument --labels: each must be from 1 to 1000000, got 0"),
+    (["--cascade", "2,9"], "argument --cascade: each must be from 0 to 7, got 2,9"),
+])
+def test_training_numbers_are_usage_errors_naming_the_option(tmp_path, capsys, argv, line):
+    """Round twenty-two, found by fuzzing the command line: the training's numbers were read as any
+    float or int. ``--lr nan`` said 'lr, lam and fold must be finite and >= 0, got nan, 0.5, 0.0' and
+    ``--val-fraction 1`` 'val_fraction must be in [0, 1), got 1.0' (exit 1, Python's names, no option);
+    ``--lr 0`` trained a network that never moved and exited 0; ``--lr -1e-30`` and ``--lam -inf`` said
+    'expected one argument' (argparse took them for options); ``--labels 0`` 'in_channels, n_labels and
+    kernels must be >= 1'. Each is now refused as it is parsed: exit 2, one line naming the option."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "o"), "--synthetic", "2", "--epochs", "1", "--channels", "tiny", "--data-level", "3",
+              "--quiet", *argv])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"geomorph-train: error: {line}"
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_control_level_the_network_cannot_take_names_the_options(tmp_path, capsys):
+    """``--control-level 6`` with ``--data-level 3`` said 'control_level must be in 2..3 for this config',
+    the network's own field name; now which options made that network."""
+    assert main(["--out", str(tmp_path / "o"), "--synthetic", "4", "--channels", "tiny", "--data-level", "3",
+                 "--control-level", "6"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("geomorph-train: error: --channels tiny --data-level 3 with control level(s) 6 (--control-level, "
+                   "--cascade) and 20 label(s) (--labels): control_level must be in 2..3 for this config (one "
+                   "decoder block per level climbed)")
+    assert not (tmp_path / "o").exists()
