@@ -631,7 +631,9 @@ def _template_ref(template: TemplateInput, template_dir: str | Path | None,
     for line in ref.warnings(("sulc",), sides):
         warnings.warn(line, TemplateWarning, stacklevel=4)
     # the command line says this after each registration; a Python caller would not know otherwise
-    for note in dict.fromkeys(n for n in (ref.low_resolution_note(("sulc",), h) for h in sides) if n):
+    # (unless it asked for the bundled maps: template_dir="bundled")
+    notes = () if getattr(ref, "bundled_asked", False) else (ref.low_resolution_note(("sulc",), h) for h in sides)
+    for note in dict.fromkeys(n for n in notes if n):
         warnings.warn(f"{note} (in Python: template_dir=FOLDER)", LowResolutionWarning, stacklevel=4)
     return ref
 
