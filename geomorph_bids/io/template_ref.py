@@ -28,8 +28,8 @@ from typing import Any
 from ..errors import InputError
 from .custom_template import (DESCRIPTION, custom_feature_file, custom_provenance, custom_template_info,
                               find_custom_template, load_custom_template)
-from .template_sources import (BUNDLED_ASKED_NOTE, TemplateSearch, TemplateSource, discover_sources, explicit_bases, fallback_warnings,
-                               is_low_resolution, load_source, low_resolution_note)
+from .template_sources import (BUNDLED_ASKED_NOTE, TemplateSearch, TemplateSource, discover_sources, explicit_bases,
+                               fallback_warnings, is_low_resolution, load_source, low_resolution_note)
 from .templates import Template, available_templates, is_bundled_template
 
 __all__ = ["TemplateRef", "resolve_template_ref", "template_search_path", "moved_template_files", "resolve_template",
