@@ -241,7 +241,8 @@ def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
             except (OSError, UnicodeDecodeError, ValueError):
                 # text FreeSurfer reads leniently and nibabel does not: the volume-geometry footer after the
                 # triangles (a volume path holding '=' or Latin-1 bytes, a line left out), a "created by" line
-                # in Latin-1 or ending in one newline. The mesh, checked against the header above, depends on neither: read it as is
+                # in Latin-1 or ending in one newline. The mesh, checked against the header above, depends on
+                # neither: read it as is
                 v = np.frombuffer(raw, ">f4", 3 * n_v, offset).reshape(n_v, 3)
                 f = np.frombuffer(raw, ">i4", 3 * n_f, offset + 12 * n_v).reshape(n_f, 3)
                 info = {}
