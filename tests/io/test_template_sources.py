@@ -490,6 +490,12 @@ def test_register_says_when_the_maps_are_low_resolution(tmp_path, monkeypatch, t
 
     lines = _low_resolution_lines(one())
     assert len(lines) == 1 and "bundled low-resolution fsaverage" in lines[0] and "template_dir=" in lines[0]
+    # fix-av: the advice in Python's words (it named --template-dir and --fs-subjects-dir, then "in Python: ...")
+    assert lines[0].endswith("To use the full one: template_dir=os.path.expandvars(\"$FREESURFER_HOME/subjects/"
+                             "fsaverage\") (any FreeSurfer fsaverage folder), or SUBJECTS_DIR pointing at a folder "
+                             "that holds fsaverage, or TEMPLATEFLOW_HOME with TemplateFlow's tpl-fsaverage den-164k "
+                             "sphere and sulc files"), lines[0]
+    assert "--" not in lines[0]
     items = [RegistrationItem((s.vertices, s.faces), {"sulc": x}, h) for h, (s, x) in inputs.items()]
     assert len(_low_resolution_lines(lambda: register_many(items, "fsaverage", rigid_only=True, device="cpu"))) == 1
     assert _low_resolution_lines(one("fsLR")) == []
@@ -497,6 +503,8 @@ def test_register_says_when_the_maps_are_low_resolution(tmp_path, monkeypatch, t
     monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "subjects"))
     lines = _low_resolution_lines(one())
     assert len(lines) == 1 and "maps of 10,242 vertices" in lines[0], lines
+    assert lines[0].endswith("To use it: template_dir, SUBJECTS_DIR or TEMPLATEFLOW_HOME pointing at a FreeSurfer "
+                             "fsaverage folder ($FREESURFER_HOME/subjects/fsaverage) or TemplateFlow's den-164k files")
     monkeypatch.setattr(template_sources, "FULL_VERTICES", 10242)  # the same folder taken as full resolution
     assert _low_resolution_lines(one()) == []
 
