@@ -21,7 +21,7 @@ and never search again. A name is looked up, in order:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ class TemplateRef:
     sources: tuple[TemplateSource, ...] = ()
     notes: tuple[str, ...] = ()
     info: tuple[str, ...] = ()
-    bundled_asked: bool = False
+    bundled_asked: bool = field(default=False, compare=False)  # how it was asked for, not what it is
 
     @classmethod
     def bundled(cls, name: str) -> "TemplateRef":
