@@ -82,14 +82,16 @@ def refine_argument(args) -> bool | str:
     return True if args.refine is None else args.refine
 
 
-def resolve_template_and_model(args, prog: str = "geomorph-bids") -> tuple[TemplateRef, ModelChoice]:
+def resolve_template_and_model(args, prog: str = "geomorph-bids",
+                               template: TemplateRef | None = None) -> tuple[TemplateRef, ModelChoice]:
     """The template and the model, decided together: the default optimiser uses the maps the
     template's preferred source offers for every ``--hemi`` (sulc + curv for fsaverage, sulc
     alone from a FreeSurfer fsaverage without ``curv``); a network's channels are its own.
     Prints one warning line per hemisphere whose preferred source is passed over (it lacks a
     map the registration needs) and per place that holds no usable maps, and reads the maps
-    once: a bad one is an :class:`InputError` here, before anything runs."""
-    template = resolve_template(args)
+    once: a bad one is an :class:`InputError` here, before anything runs. ``template``: the one
+    :func:`resolve_template` gave already (None: resolved here)."""
+    template = template or resolve_template(args)
     model = resolve_model(args.model, template.label, template.shared_features(args.hemi),
                           refine=refine_argument(args))
     refuse_mirrored_right(model.name, model.mirrored, template.base, args.hemi)
@@ -133,18 +135,21 @@ def resolve_quality(args, recorded: QualityThresholds | None = None) -> QualityT
 
 def resolve_settings(args, output_dir: Path, work_dir: Path, links: dict[str, Path] | None = None) -> RunConfig:
     """Every setting of a participant run, decided here once (in this order, so that the first
-    bad argument is the one reported): template, model and its channels, features, output
-    density and its spheres, the fMRIPrep/CIFTI outputs, device, threads. ``links``: the input
+    bad argument is the one reported): template, output density, the fMRIPrep/CIFTI outputs, model
+    and its channels, features, the density's spheres, device, threads. ``links``: the input
     folders' DatasetLinks names (:meth:`~geomorph_bids.cli.paths.InputFolders.links`), by which the
     sidecars name inputs outside the dataset."""
     from ..io.templates import load_density_sphere, normalise_density
 
-    template, model = resolve_template_and_model(args)
-    features = resolve_features(args, model)
+    # --fmriprep-compat and --cifti-output refused for the template and density before the template's
+    # warnings and notes are printed: the refusal is then the one line a refused run prints
+    template = resolve_template(args)
     density = normalise_density(template.base, args.output_density)
+    compat, cifti = resolve_fmriprep_outputs(args, template, density)
+    template, model = resolve_template_and_model(args, template=template)
+    features = resolve_features(args, model)
     tf_home = os.environ.get("TEMPLATEFLOW_HOME", "")
     sources = {h: load_density_sphere(template.base, h, density, tf_home or None)[2] for h in args.hemi}
-    compat, cifti = resolve_fmriprep_outputs(args, template, density)
     device = model.resolve_device(args.device)
     if note := cpu_fallback_note(args.device, device, model):
         print(f"geomorph-bids: note: {note}", file=sys.stderr)

@@ -631,9 +631,23 @@ def _template_ref(template: TemplateInput, template_dir: str | Path | None,
     for line in ref.warnings(("sulc",), sides):
         warnings.warn(line, TemplateWarning, stacklevel=4)
     # the command line says this after each registration; a Python caller would not know otherwise
-    for note in dict.fromkeys(n for n in (ref.low_resolution_note(("sulc",), h) for h in sides) if n):
-        warnings.warn(f"{note} (in Python: template_dir=FOLDER)", LowResolutionWarning, stacklevel=4)
+    # (unless it asked for the bundled maps: template_dir="bundled")
+    notes = () if getattr(ref, "bundled_asked", False) else (ref.low_resolution_note(("sulc",), h) for h in sides)
+    for note in dict.fromkeys(n for n in notes if n):
+        warnings.warn(_python_advice(note), LowResolutionWarning, stacklevel=4)
     return ref
+
+
+def _python_advice(note: str) -> str:
+    """A note written for the command line with its options as a Python caller gives them
+    (``--template-dir bundled`` -> ``template_dir="bundled"``, ``--template-dir $X/y`` ->
+    ``template_dir=os.path.expandvars("$X/y")``; ``--fs-subjects-dir``, which ``register`` does not take,
+    left out: ``SUBJECTS_DIR`` stays)."""
+    import re
+
+    note = re.sub(r"--template-dir bundled", 'template_dir="bundled"', note)
+    note = re.sub(r"--template-dir (\$\S+)", r'template_dir=os.path.expandvars("\1")', note)
+    return note.replace("--fs-subjects-dir / ", "").replace("--template-dir", "template_dir")
 
 
 def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: Any, dev: Any, rigid_only: bool,

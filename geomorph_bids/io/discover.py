@@ -773,6 +773,11 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
                     "sMRIPrep 0.13 and fMRIPrep 23.2 on; a desc-reg sphere is FreeSurfer's sphere.reg, not it): "
                     "register from the FreeSurfer subjects folder that run made (its sourcedata/freesurfer, or the "
                     "freesurfer folder beside it): --fs-subjects-dir DIR")
+            elif (v1 := _fmriprep1_surfaces(anat, subject, hemi)):
+                problems.append(
+                    f"smriprep {anat}: has {', '.join(v1[:3])}{' ...' if len(v1) > 3 else ''}: fMRIPrep 1.x's layout "
+                    "(before 1.4), which wrote no sphere: register from the FreeSurfer subjects folder that run made "
+                    "(the freesurfer folder beside its fmriprep folder): --fs-subjects-dir DIR")
             continue
         sphere = _pick(files["sphere"])
         if isinstance(sphere, str):
@@ -858,6 +863,15 @@ def _surfaces_without_sphere(anat: Path, subject: str, session: str | None, hemi
                 and suffix in _SMRIPREP_SURFACES and "den" not in ents and ents.get("space") in (None, "fsaverage"):
             out.append(p.name)
     return out
+
+
+def _fmriprep1_surfaces(anat: Path, subject: str, hemi: str) -> list[str]:
+    """Names of the surfaces of ``hemi`` in ``anat`` named as fMRIPrep 1.0-1.3 named them
+    (``sub-01_T1w_smoothwm.L.surf.gii``, ``_pial``, ``_midthickness``, ``_inflated``; before its BIDS
+    derivatives names of 1.4), sorted: that fMRIPrep wrote no sphere, its FreeSurfer folder has it."""
+    pattern = re.compile(rf"sub-{re.escape(subject)}(_[A-Za-z]+-[A-Za-z0-9]+)*_T1w_"
+                         rf"(smoothwm|pial|midthickness|inflated)\.{hemi}\.surf\.gii(\.gz)?")
+    return sorted(p.name for p in anat.glob(f"sub-{subject}_*.{hemi}.surf.gii*") if pattern.fullmatch(p.name))
 
 
 def _on_template_hint(anat: Path, subject: str, session: str | None, hemi: str, roles: Sequence[str]) -> str:

@@ -49,16 +49,26 @@ def read_magic(raw: bytes) -> int:
 
 def triangle_header(head: bytes) -> tuple[int, int, int] | None:
     """(V, F, offset of the coordinates) from the first bytes of a FreeSurfer triangle surface
-    (magic, two text lines, int32 V, int32 F), or None when they are not one or are cut short.
-    No size check: a header alone (e.g. the first 4 KiB) is enough."""
+    (magic, the "created by" line, int32 V, int32 F), or None when they are not one or are cut short.
+    FreeSurfer writes the line with two newlines and reads it as ``fgets`` then ``fscanf(fp, "\\n")``:
+    the whitespace after the line's newline is skipped, however much (one newline: some writers'),
+    as here. No size check: a header alone (e.g. the first 4 KiB) is enough."""
     if read_magic(head) != TRIANGLE_MAGIC:
         return None
     end1 = head.find(b"\n", 3)
-    end2 = head.find(b"\n", end1 + 1) if end1 >= 0 else -1
-    if end2 < 0 or len(head) < end2 + 9:
+    if end1 < 0:
         return None
-    v, f = (int(x) for x in np.frombuffer(head, ">i4", 2, end2 + 1))
-    return v, f, end2 + 9
+    start = end1 + 1
+    while start < len(head) and head[start] in _C_WHITESPACE:
+        start += 1
+    if len(head) < start + 8:
+        return None
+    v, f = (int(x) for x in np.frombuffer(head, ">i4", 2, start))
+    return v, f, start + 8
+
+
+#: the bytes C's ``isspace`` holds (what ``fscanf(fp, "\\n")`` skips)
+_C_WHITESPACE = frozenset(b" \t\n\v\f\r")
 
 
 def _is_morph_layout(raw: bytes) -> bool:
@@ -223,11 +233,16 @@ def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
     try:
         with quiet_warnings():    # "No volume information" for spheres
             try:
+                if raw[offset - 10: offset - 8] != b"\n\n" or raw.find(b"\n", 3) != offset - 10:
+                    # nibabel reads two lines (readline twice): a "created by" line ending in one newline
+                    # (or in more whitespace), which FreeSurfer reads, would be misread
+                    raise ValueError("not nibabel's header layout")
                 v, f, info = nfs.read_geometry(str(p), read_metadata=True)
             except (OSError, UnicodeDecodeError, ValueError):
                 # text FreeSurfer reads leniently and nibabel does not: the volume-geometry footer after the
                 # triangles (a volume path holding '=' or Latin-1 bytes, a line left out), a "created by" line
-                # in Latin-1. The mesh, checked against the header above, depends on neither: read it as is
+                # in Latin-1 or ending in one newline. The mesh, checked against the header above, depends on
+                # neither: read it as is
                 v = np.frombuffer(raw, ">f4", 3 * n_v, offset).reshape(n_v, 3)
                 f = np.frombuffer(raw, ">i4", 3 * n_f, offset + 12 * n_v).reshape(n_f, 3)
                 info = {}

@@ -21,15 +21,15 @@ and never search again. A name is looked up, in order:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from .custom_template import (DESCRIPTION, custom_feature_file, custom_provenance, custom_template_info,
                               find_custom_template, load_custom_template)
-from .template_sources import (TemplateSearch, TemplateSource, discover_sources, explicit_bases, fallback_warnings,
-                               is_low_resolution, load_source, low_resolution_note)
+from .template_sources import (BUNDLED_ASKED_NOTE, TemplateSearch, TemplateSource, discover_sources, explicit_bases,
+                               fallback_warnings, is_low_resolution, load_source, low_resolution_note)
 from .templates import Template, available_templates, is_bundled_template
 
 __all__ = ["TemplateRef", "resolve_template_ref", "template_search_path", "moved_template_files", "resolve_template",
@@ -54,6 +54,8 @@ class TemplateRef:
     notes : places looked in that hold some of the template's files but no sphere and sulc for
         a hemisphere (printed as warnings).
     info : places skipped as expected (TemplateFlow's zero-byte placeholders; printed as notes).
+    bundled_asked : the bundled maps alone were asked for (``--template-dir bundled``,
+        ``template_dir="bundled"``): their low-resolution note gives no advice to use others.
     """
 
     label: str
@@ -62,6 +64,7 @@ class TemplateRef:
     sources: tuple[TemplateSource, ...] = ()
     notes: tuple[str, ...] = ()
     info: tuple[str, ...] = ()
+    bundled_asked: bool = field(default=False, compare=False)  # how it was asked for, not what it is
 
     @classmethod
     def bundled(cls, name: str) -> "TemplateRef":
@@ -131,10 +134,13 @@ class TemplateRef:
     def low_resolution_note(self, features: Sequence[str], hemi: str) -> str | None:
         """What to say after ``registered`` when ``hemi`` uses low-resolution maps (the bundled
         fsaverage, or maps found here with fewer than 163,842 vertices:
-        :func:`~geomorph_bids.io.template_sources.low_resolution_note`), else None."""
+        :func:`~geomorph_bids.io.template_sources.low_resolution_note`), else None; the bundled
+        maps asked for (:attr:`bundled_asked`): what they are, without the way to others."""
         if not self.low_resolution(features, (hemi,)):
             return None
         source = self.source(hemi, features)
+        if source.is_bundled and self.bundled_asked:
+            return BUNDLED_ASKED_NOTE
         if source.is_bundled:
             return low_resolution_note({"template_source": "bundled"}, self.base)
         return low_resolution_note({"template_source": source.kind, "template_source_path": str(source.folder),
@@ -192,7 +198,7 @@ def _standard(name: str, where: TemplateSearch) -> TemplateRef:
         sources += found
         notes += [n for n in why if n not in notes]
         info += [n for n in fyi if n not in info]
-    return TemplateRef(name, name, None, tuple(sources), tuple(notes), tuple(info))
+    return TemplateRef(name, name, None, tuple(sources), tuple(notes), tuple(info), bundled_asked=where.bundled_only)
 
 
 def template_search_path(output_dir: str | Path) -> tuple[Path, ...]:

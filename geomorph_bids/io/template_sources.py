@@ -54,7 +54,7 @@ __all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "LowResolution
            "BUNDLED_ORIGIN", "discover_sources", "explicit_base", "explicit_bases", "files_sha256", "sha256_now",
            "load_source", "sample_on_grid", "fallback_warnings",
            "is_low_resolution", "LOW_RESOLUTION_NOTE", "low_resolution_used", "describe_provenance",
-           "source_record", "FULL_VERTICES", "low_resolution_note", "current_provenance"]
+           "source_record", "FULL_VERTICES", "low_resolution_note", "current_provenance", "BUNDLED_ASKED_NOTE"]
 
 #: source kinds, in the order they are looked up
 SOURCE_KINDS = ("folder", "templateflow", "freesurfer", "bundled")
@@ -92,6 +92,10 @@ LOW_RESOLUTION_NOTE = (
     "docs/templates.md). To use the full one: --template-dir $FREESURFER_HOME/subjects/fsaverage (any FreeSurfer "
     "fsaverage folder), or --fs-subjects-dir / SUBJECTS_DIR pointing at a folder that holds fsaverage, or "
     "TEMPLATEFLOW_HOME with TemplateFlow's tpl-fsaverage den-164k sphere and sulc files")
+
+#: what the command line says instead when those maps were asked for (``--template-dir bundled``)
+BUNDLED_ASKED_NOTE = ("registered to the bundled low-resolution fsaverage (built from fsaverage5's 10,242 vertices: "
+                      "docs/templates.md), as --template-dir bundled asks")
 
 
 def _recorded_count(value: Any) -> int | None:

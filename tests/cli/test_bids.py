@@ -913,7 +913,7 @@ def test_template_maps_from_the_freesurfer_folder_are_recorded_everywhere(datase
     """fsaverage beside the subjects (derivatives/freesurfer/fsaverage, as recon-all and fMRIPrep
     leave it) is the template: the sidecars, the metrics JSON, the group table and the reports
     say so; with --template-dir bundled the report says plainly that the low-resolution one was
-    used and how to point at the full one."""
+    used and how to point at the full one (the command line, which was asked for it, gives no advice)."""
     bids = dataset_factory("freesurfer", subjects=("01",))
     fs = tiny_fsaverage(bids / "derivatives" / "freesurfer", scale=0.5)
     out = tmp_path / "out"
@@ -947,6 +947,7 @@ def test_template_maps_from_the_freesurfer_folder_are_recorded_everywhere(datase
                             "--template-dir", "bundled", "--hemi", "L", "-w", tmp_path / "w2", "--nprocs", "2")
     assert code == 0, err
     assert "note: registered to the bundled low-resolution fsaverage" in stdout and "--template-dir" in stdout
+    assert "as --template-dir bundled asks" in stdout and "To use the full one" not in stdout  # asked for: no advice
     html = (tmp_path / "out2" / "sub-01.html").read_text()
     assert "bundled low-resolution fsaverage" in html and "$FREESURFER_HOME/subjects/fsaverage" in html
     code, _, _ = run(bids, tmp_path / "out2", "group")

@@ -218,3 +218,35 @@ def test_a_fastsurfer_subjects_dir_without_spheres_is_read_as_a_subjects_dir(tmp
         f"geomorph-bids: note: {subjects} is a FreeSurfer SUBJECTS_DIR, not a BIDS dataset: read as {subjects} "
         f"--skip-bids-validation --fs-subjects-dir {subjects}")
     assert args.fs_subjects_dir == subjects and args.skip_bids_validation
+
+
+def test_cifti_output_with_fsaverage_is_refused_before_any_template_line(tmp_path, tiny_fsaverage, capsys,
+                                                                          monkeypatch):
+    """Twenty-second session (fix-av): ``--template fsaverage --cifti-output`` printed the template's
+    warnings (an fsaverage folder without a hemisphere's maps) and notes (sulc alone) and then refused
+    the combination: the refusal is now the only line, as for any other refused option."""
+    import pytest
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.settings import resolve_settings
+    from geomorph_bids.errors import InputError
+
+    for var in ("FREESURFER_HOME", "TEMPLATEFLOW_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "subjects" / "fsaverage" / "surf").mkdir(parents=True)  # an fsaverage with no maps: a warning
+    monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "subjects"))
+    partial = tiny_fsaverage(tmp_path / "partial", maps=("sulc",))  # no curv: the "sulc alone" note
+
+    def refusal(*extra) -> tuple[str, str]:
+        args = build_parser().parse_args([str(tmp_path), str(tmp_path / "out"), "participant", *extra])
+        with pytest.raises(InputError) as e:
+            resolve_settings(args, tmp_path / "out", tmp_path / "work")
+        return str(e.value), capsys.readouterr().err
+
+    why, err = refusal("--template", "fsaverage", "--cifti-output")
+    assert why == ("--cifti-output needs an fsLR template at density 32k or 59k (the HCP atlas ROI leaves out the "
+                   "medial wall); got --template fsaverage at 41k") and err == ""
+    why, err = refusal("--template", "fsaverage", "--template-dir", str(partial), "--cifti-output")
+    assert why.startswith("--cifti-output needs an fsLR template") and err == ""
+    why, err = refusal("--cifti-output", "--hemi", "L")
+    assert why == "--cifti-output needs both hemispheres (--hemi L R)" and err == ""

@@ -833,6 +833,26 @@ def test_an_older_fmriprep_folder_with_surfaces_but_no_native_sphere_names_the_f
     assert {h: i.source for h, i in found.hemis.items()} == {"L": "freesurfer", "R": "freesurfer"}
 
 
+def test_an_fmriprep_1x_folder_is_named_as_that_layout_with_the_freesurfer_folder(bids: Path, tmp_path: Path) -> None:
+    """Twenty-second session (fix-av): fMRIPrep 1.0-1.3 named its surfaces sub-01_T1w_smoothwm.L.surf.gii (no hemi-
+    entity) and wrote no sphere: the hemisphere failed with only 'no inputs; looked for ...'. The line now names that
+    layout and the FreeSurfer folder the run made; with that folder beside it the subject is read from it."""
+    anat = bids / "derivatives" / "fmriprep" / "sub-01" / "anat"
+    kinds = ("smoothwm", "pial", "midthickness", "inflated")
+    touch(*(anat / f"sub-01_T1w_{s}.{h}.surf.gii" for h in "LR" for s in kinds),
+          anat / "sub-01_T1w_preproc.nii.gz")
+    with pytest.raises(DiscoveryError) as exc:
+        discover("01", bids)
+    assert (f"hemi-L: smriprep {anat}: has sub-01_T1w_inflated.L.surf.gii, sub-01_T1w_midthickness.L.surf.gii, "
+            "sub-01_T1w_pial.L.surf.gii ...: fMRIPrep 1.x's layout (before 1.4), which wrote no sphere: register from "
+            "the FreeSurfer subjects folder that run made (the freesurfer folder beside its fmriprep folder): "
+            "--fs-subjects-dir DIR; looked for ") in str(exc.value)
+    assert "hemi-R: smriprep" in str(exc.value) and "sub-01_T1w_pial.R.surf.gii" in str(exc.value)
+    make_fs(bids / "derivatives" / "freesurfer", "sub-01")
+    found = discover("01", bids)
+    assert {h: i.source for h, i in found.hemis.items()} == {"L": "freesurfer", "R": "freesurfer"}
+
+
 def test_a_fastsurfer_subject_whose_recon_surf_has_not_finished_is_named_not_registered(bids: Path,
                                                                                       tmp_path: Path) -> None:
     """FastSurfer runs recon-all with -no-isrunning, so a FastSurfer run still going, killed or failed left no

@@ -296,6 +296,33 @@ def test_a_surface_whose_volume_geometry_footer_nibabel_cannot_parse_is_read(tmp
     assert fs.read_fs_surface(readable)[2]["filename"] == "/data/sub-01/mri/filled.mgz"
 
 
+def test_a_created_by_line_ending_in_one_newline_is_read_as_freesurfer_reads_it(tmp_path):
+    """Twenty-second session (fix-av): FreeSurfer writes the "created by" line with two newlines and reads it
+    with fgets then fscanf(fp, "\\n"), which skips any whitespace: a surface whose line ends in one newline (a
+    third-party writer's) is read by FreeSurfer. Here (and in nibabel, which reads two lines) the header was
+    looked for after a second newline in the coordinates' bytes: 'header gives 744309960 vertices and -955431402
+    triangles; the file is corrupted' (a 162-vertex sphere), or 'truncated'. It is now read as FreeSurfer reads
+    it, the mesh exactly, and so is the vertex count."""
+    v = np.array([[100, 0, 0], [0, 100, 0], [0, 0, 100], [-100, 0, 0]], dtype=np.float64)
+    f = np.array([[0, 1, 2], [0, 2, 3], [1, 3, 2], [0, 3, 1]])
+    two = tmp_path / "two" / "lh.sphere"
+    two.parent.mkdir()
+    nfs.write_geometry(str(two), v, f, create_stamp="created by someone on Mon Dec  7 2026")
+    raw = two.read_bytes()
+    end = raw.index(b"\n\n")
+    for name, header in (("one", b"\n"), ("three", b"\n\n\n"), ("crlf", b"\r\n")):
+        path = tmp_path / name / "lh.sphere"
+        path.parent.mkdir()
+        path.write_bytes(raw[:end] + header + raw[end + 2:])
+        assert fs.triangle_header(path.read_bytes()) == (4, 4, end + len(header) + 8), name
+        got_v, got_f, meta = fs.read_fs_surface(path)
+        np.testing.assert_array_equal(got_v, v)
+        np.testing.assert_array_equal(got_f, f)
+        assert meta == {} and fs.read_fs_vertex_count(path) == 4
+    assert fs.triangle_header(raw) == (4, 4, end + 10)   # FreeSurfer's own: as before, nibabel reads it
+    np.testing.assert_array_equal(fs.read_fs_surface(two)[0], v)
+
+
 def _cube_sphere(n: int = 6, radius: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
     """A quadrangle sphere: a cube of n x n quadrangles a side projected onto radius ``radius`` (mm).
     Returns (V, 3) float64 vertices and (Q, 4) int quadrangles wound outward."""

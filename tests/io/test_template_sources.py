@@ -490,6 +490,12 @@ def test_register_says_when_the_maps_are_low_resolution(tmp_path, monkeypatch, t
 
     lines = _low_resolution_lines(one())
     assert len(lines) == 1 and "bundled low-resolution fsaverage" in lines[0] and "template_dir=" in lines[0]
+    # fix-av: the advice in Python's words (it named --template-dir and --fs-subjects-dir, then "in Python: ...")
+    assert lines[0].endswith("To use the full one: template_dir=os.path.expandvars(\"$FREESURFER_HOME/subjects/"
+                             "fsaverage\") (any FreeSurfer fsaverage folder), or SUBJECTS_DIR pointing at a folder "
+                             "that holds fsaverage, or TEMPLATEFLOW_HOME with TemplateFlow's tpl-fsaverage den-164k "
+                             "sphere and sulc files"), lines[0]
+    assert "--" not in lines[0]
     items = [RegistrationItem((s.vertices, s.faces), {"sulc": x}, h) for h, (s, x) in inputs.items()]
     assert len(_low_resolution_lines(lambda: register_many(items, "fsaverage", rigid_only=True, device="cpu"))) == 1
     assert _low_resolution_lines(one("fsLR")) == []
@@ -497,8 +503,40 @@ def test_register_says_when_the_maps_are_low_resolution(tmp_path, monkeypatch, t
     monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "subjects"))
     lines = _low_resolution_lines(one())
     assert len(lines) == 1 and "maps of 10,242 vertices" in lines[0], lines
+    assert lines[0].endswith("To use it: template_dir, SUBJECTS_DIR or TEMPLATEFLOW_HOME pointing at a FreeSurfer "
+                             "fsaverage folder ($FREESURFER_HOME/subjects/fsaverage) or TemplateFlow's den-164k files")
     monkeypatch.setattr(template_sources, "FULL_VERTICES", 10242)  # the same folder taken as full resolution
     assert _low_resolution_lines(one()) == []
+
+
+def test_the_bundled_maps_asked_for_give_no_low_resolution_warning(monkeypatch):
+    """Twenty-second session (fix-av): register(..., template_dir="bundled") warned
+    LowResolutionWarning "... To use the full one: --template-dir ..." (an error under
+    PYTHONWARNINGS=error) although the bundled maps were asked for; the command line's note gave the
+    same advice. Now no warning; the command line says what the maps are, without the advice."""
+    from geomorph_bids.engine.register import register
+    from geomorph_bids.io import read_feature, read_sphere
+    from geomorph_bids.io.template_sources import BUNDLED_ASKED_NOTE, LOW_RESOLUTION_NOTE
+    from geomorph_bids.resources import example_dir
+
+    for var in ("SUBJECTS_DIR", "FREESURFER_HOME", "TEMPLATEFLOW_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    surf = example_dir() / "sub-01" / "surf"
+    sphere = read_sphere(surf / "lh.sphere")
+    sulc = read_feature(surf / "lh.sulc", n_vertices=sphere.n_vertices)
+
+    def call(**where):
+        return lambda: register((sphere.vertices, sphere.faces), {"sulc": sulc}, "fsaverage", "L", rigid_only=True,
+                                device="cpu", **where)
+
+    assert _low_resolution_lines(call(template_dir="bundled")) == []
+    assert len(_low_resolution_lines(call())) == 1  # found by search, not asked for: said as before
+    asked = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment("bundled", environ={}))
+    assert asked.bundled_asked and asked.low_resolution_note(("sulc",), "L") == BUNDLED_ASKED_NOTE
+    assert BUNDLED_ASKED_NOTE == ("registered to the bundled low-resolution fsaverage (built from fsaverage5's "
+                                  "10,242 vertices: docs/templates.md), as --template-dir bundled asks")
+    searched = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(None, environ={}))
+    assert not searched.bundled_asked and searched.low_resolution_note(("sulc",), "L") == LOW_RESOLUTION_NOTE
 
 
 def test_a_template_or_template_dir_that_is_a_file_says_so(tmp_path):
