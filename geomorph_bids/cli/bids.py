@@ -38,7 +38,7 @@ from ..quality import QualityVerdict  # noqa: E402
 from .descriptions import write_bids_extras, write_citation, write_dataset_description  # noqa: E402
 from ..errors import describe_os_error  # noqa: E402
 from .exit_codes import HANDLED, error_exit, interrupted, run_exit_code  # noqa: E402
-from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
+from .failures import Failure, crash_failures, one_per_hemisphere, readable  # noqa: E402
 from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E402
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,  # noqa: E402
                       temporary_folder_in, threads_wait_passively, threads_within_usable_cpus,
@@ -81,7 +81,9 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
               f"{run.reused} already done", flush=True)
         for line in run.report_warnings:
             print(f"{_PROG}: warning: {line}", file=sys.stderr)
-        return False, [], run.reports, run.seconds
+        unrecorded = [Failure(subject, session, hemi, f"{readable(error)} ({note})")
+                      for (subject, session, hemi), error, note in run.unrecorded]
+        return False, unrecorded, run.reports, run.seconds
     from ..workflows import init_geomorph_wf
 
     crashed: list[Failure] = []
@@ -482,10 +484,14 @@ def run_participant(args) -> int:
             failures += crash_failures(crashes, names)
         elif crashed and not stopped:
             failures += run_failures
+        if config.batch_size:  # failures whose crash file could not be written (a disk without a byte left)
+            failures += run_failures
         failures = one_per_hemisphere(failures)
         failed_keys = {(f.subject, f.session, h) for f in failures for h in f.hemi.split(",")}
         # --stop-on-first-crash: the hemispheres it left undone fail on a short line that says why
-        cut_short = args.stop_on_first_crash and (crashed or crashes.is_dir())
+        cut_short = args.stop_on_first_crash and (crashed or crashes.is_dir()
+                                                  or bool(config.batch_size and run_failures))
+        remove_if_empty(crashes)  # a crash file that could not be written (a full disk) left its folder
         failures += _check_cifti(done, config, failed_keys, crashed, before, cut_short)
         rows, flagged, kept, withheld = [], [], [], []
         for job in done:
