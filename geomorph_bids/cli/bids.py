@@ -28,11 +28,12 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from .. import __version__  # noqa: E402
-from ..crashfiles import subject_wf_name  # noqa: E402
+from ..crashfiles import TOP_WF_NAME, hemi_wf_name, subject_wf_name  # noqa: E402
 from ..derivatives import LOGS, crash_dir  # noqa: E402
 from ..quality import QualityVerdict  # noqa: E402
 from .descriptions import write_bids_extras, write_citation, write_dataset_description  # noqa: E402
@@ -189,6 +190,18 @@ def _snapshot(jobs: list, config) -> dict[Path, tuple | None]:
     paths = [p for job in jobs for h in job.inputs.hemis.values() for p in hemi_outputs(h, config).files()]
     paths += [p for p in (cifti_output(job, config) for job in jobs) if p is not None]
     return {p: _stat(p) for p in paths}
+
+
+def _registered_before(work_dir: Path, job, hemi: str, since: float) -> bool:
+    """Workflow mode: whether Nipype took hemisphere ``hemi`` of ``job``'s registration from its
+    cache, computed before ``since`` (this run's start, seconds since the epoch) by an earlier run,
+    one killed before its outputs were written included (its seconds are that run's)."""
+    result = (Path(work_dir) / TOP_WF_NAME / subject_wf_name(job.subject, job.session) / hemi_wf_name(hemi)
+              / "register" / "result_register.pklz")
+    try:
+        return result.stat().st_mtime < since
+    except OSError:
+        return False
 
 
 def _written(path: Path, before: dict[Path, tuple | None]) -> bool:
@@ -455,6 +468,7 @@ def run_participant(args) -> int:
                 print(f"note: {'' if which == hemis else ' '.join(f'hemi-{h}' for h in which) + ' '}{note}", flush=True)
             known_failed = {f.subject for f in failures}
             clock.lap("start")
+            t_run = time.time()  # (a registration Nipype's cache holds from before this is reused)
             crashed, run_failures, reports, stages = _run_workflow(mine, config, args, crashes, known_failed, plugin)
             if later:
                 for subject in sorted({j.subject for j in later}):  # sorted: no deadlock between waiting runs
@@ -523,7 +537,8 @@ def run_participant(args) -> int:
                                            verdict.line()))
                     if withheld_spheres(outputs, flagged_in(doc)):
                         withheld.append(f"{outputs.entities.replace('_', ' ')} hemi-{hemi}")
-                reused = not _written(outputs.metrics, before)
+                reused = not _written(outputs.metrics, before) or (
+                    not config.batch_size and _registered_before(work_dir, job, hemi, t_run))
                 clear_latest_run_failed(outputs.metrics, doc)  # this run succeeded: its outputs are current
                 rows.append((job, hemi, doc["registration"], reused, verdict.flagged))
         locks.when_alone(lambda: _clean_leftovers(output_dir))
