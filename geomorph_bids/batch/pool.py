@@ -37,14 +37,21 @@ def worker_pool(workers: int, threads: int = 1, reports: bool = False, registrat
     participant reports (:data:`REPORT_PRELOAD` is preloaded too); ``registrations=False``: they
     draw nothing else (no torch: neither preloaded nor imported by the workers, ``threads`` unused).
     The preload applies when this process starts its fork server here (once per process)."""
-    from .tasks import init_worker
-
     ctx = start_fork_server(reports=reports, registrations=registrations)
     if not registrations:
         return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=exit_with_owner,
                                    initargs=(os.getpid(),))
-    return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=init_worker,
+    return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=_start_worker,
                                initargs=(max(1, int(threads)), os.getpid()))
+
+
+def _start_worker(threads: int, owner: int) -> None:
+    """A registration worker's start: it ends with process ``owner`` (:func:`exit_with_owner`) and
+    runs ``threads`` torch threads (:func:`~geomorph_bids.batch.tasks.init_worker`)."""
+    from .tasks import init_worker
+
+    exit_with_owner(owner)
+    init_worker(threads)
 
 
 def exit_with_owner(owner: int, poll_s: float = 1.0) -> None:

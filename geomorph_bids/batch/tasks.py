@@ -110,16 +110,10 @@ class ReportOutcome:
     kept: bool = False
 
 
-def init_worker(threads: int, owner: int | None = None) -> None:
+def init_worker(threads: int) -> None:
     """Worker start: ``threads`` torch threads (one per worker by default: on shared cores,
-    many single-threaded processes beat multi-threaded ones); the worker ends when process
-    ``owner`` (the pool's maker) has ended (:func:`~geomorph_bids.batch.pool.exit_with_owner`)."""
+    many single-threaded processes beat multi-threaded ones)."""
     import torch
-
-    if owner is not None:
-        from .pool import exit_with_owner
-
-        exit_with_owner(owner)
 
     torch.set_num_threads(max(1, int(threads)))
 
