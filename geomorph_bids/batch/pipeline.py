@@ -56,6 +56,9 @@ class BatchRun:
     failed : hemispheres that failed (each has a crash file).
     reports : subject -> its report (built, or kept when current) during the run.
     report_warnings : one line per report that could not be written.
+    unrecorded : failures whose crash file could not be written (a disk without a byte left):
+        ((subject, session, hemi), its error line, "node STAGE; why its crash file is missing"), for
+        the command line to report as it reports the crash files.
     seconds : worker seconds per stage summed over hemispheres (``read``, ``register``,
         ``resample``, ``write``), ``report`` (summed over participants), ``wall`` (the whole
         batch run), ``workers``.
@@ -67,6 +70,7 @@ class BatchRun:
     reports: dict[str, Path] = field(default_factory=dict)
     report_warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    unrecorded: list[tuple[tuple[str, str | None, str], str, str]] = field(default_factory=list)
 
 
 def plan_tasks(jobs: list[SubjectJob], config: RunConfig) -> tuple[list[HemisphereTask], int]:
@@ -91,11 +95,21 @@ def plan_tasks(jobs: list[SubjectJob], config: RunConfig) -> tuple[list[Hemisphe
     return tasks, reused
 
 
-def _crash(crash_dir: Path, outcome: Outcome) -> Path:
+def _crash(crash_dir: Path, outcome: Outcome) -> str | None:
+    """Write ``outcome``'s crash file; None when written, else where the failure happened and why its
+    crash file is missing (the disk that failed a hemisphere's outputs is full for its crash file
+    too: the run goes on, and the command line reports the failure from memory)."""
     subject, session, hemi = outcome.key
     nodes = (BATCH_NODE, subject_wf_name(subject, session), hemi_wf_name(hemi), outcome.stage or "register")
     name, text = crash_file(nodes, outcome.traceback or outcome.error or "unknown error")
-    return atomic_write_text(Path(crash_dir) / name, text)
+    try:
+        atomic_write_text(Path(crash_dir) / name, text)
+    except OSError as exc:
+        from ..errors import describe_os_error
+
+        why = describe_os_error(OSError(exc.errno, exc.strerror))  # (the crash folder is named by the summary)
+        return f"node {outcome.stage or 'register'}; its crash file could not be written either: {why}"
+    return None
 
 
 def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, stop_on_first_crash: bool = False,
@@ -137,7 +151,9 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
                 run.failed += 1
                 failed.add(o.key[0])
                 failed_keys.add(o.key)
-                _crash(crash_dir, o)
+                note = _crash(crash_dir, o)
+                if note is not None:
+                    run.unrecorded.append((o.key, o.error or "unknown error", note))
         done += len(outcomes)
         rate = done / max(time.perf_counter() - t0, 1e-9)
         log(f"batch: {done}/{len(tasks)} hemisphere(s) done ({rate:.2f}/s), {run.failed} failed")

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import signal
 import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 __all__ = ["worker_pool", "start_fork_server", "stop_pool", "PRELOAD", "REPORT_PRELOAD", "REGISTRATION_MODULES",
-           "preload_modules"]
+           "preload_modules", "exit_with_owner"]
 
 #: modules the fork server imports before it forks workers
 PRELOAD = ("geomorph_bids.batch.tasks", "geomorph_bids.engine.register", "geomorph_bids.reports", "torch")
@@ -34,13 +37,66 @@ def worker_pool(workers: int, threads: int = 1, reports: bool = False, registrat
     participant reports (:data:`REPORT_PRELOAD` is preloaded too); ``registrations=False``: they
     draw nothing else (no torch: neither preloaded nor imported by the workers, ``threads`` unused).
     The preload applies when this process starts its fork server here (once per process)."""
-    from .tasks import init_worker
-
     ctx = start_fork_server(reports=reports, registrations=registrations)
     if not registrations:
-        return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx)
-    return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=init_worker,
-                               initargs=(max(1, int(threads)),))
+        return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=exit_with_owner,
+                                   initargs=(os.getpid(),))
+    return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=_start_worker,
+                               initargs=(max(1, int(threads)), os.getpid()))
+
+
+def _start_worker(threads: int, owner: int) -> None:
+    """A registration worker's start: it ends with process ``owner`` (:func:`exit_with_owner`) and
+    runs ``threads`` torch threads (:func:`~geomorph_bids.batch.tasks.init_worker`)."""
+    from .tasks import init_worker
+
+    exit_with_owner(owner)
+    init_worker(threads)
+
+
+def exit_with_owner(owner: int, poll_s: float = 1.0) -> None:
+    """In a worker: end this process as soon as process ``owner`` (the one that made the pool)
+    has ended.
+
+    A worker's parent is the fork server, not the pool's owner, and it holds both ends of the
+    pool's pipes itself, so an owner killed with SIGKILL (the OOM killer, ``kill -9`` of the main
+    process) left it waiting for work for ever, ~0.3 GB each, the fork server with it (the
+    workers hold its liveness pipe) and, worse, free to finish and commit a hemisphere that the
+    next run (the participant locks died with the owner) was writing too. A daemon thread waits
+    on a pidfd of the owner (Linux >= 5.3; elsewhere it polls every ``poll_s`` seconds) and
+    ends the worker with ``os._exit``, as a SIGKILL would: its hemisphere's staged files are
+    never renamed into place, and the next run cleans them up as any killed run's."""
+    try:
+        fd = os.pidfd_open(owner)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is None and not _alive(owner):
+        os._exit(70)
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while _alive(owner):
+                time.sleep(poll_s)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="exit-with-owner", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def start_fork_server(reports: bool = False, registrations: bool = True) -> multiprocessing.context.BaseContext:
@@ -92,7 +148,17 @@ def _start_fork_server() -> None:
 
     saved = os.environ.get("PYTHONSAFEPATH")
     os.environ["PYTHONSAFEPATH"] = "1"
-    resource_tracker.ensure_running()
+    warnings = os.environ.get("PYTHONWARNINGS")
+    # the tracker of a run killed with SIGKILL removes the pool's semaphores once its workers have
+    # ended (exit_with_owner), with a 2-line "leaked semaphore objects" UserWarning in the job's log
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [warnings, _TRACKER_QUIET]))
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        if warnings is None:
+            del os.environ["PYTHONWARNINGS"]
+        else:
+            os.environ["PYTHONWARNINGS"] = warnings
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()
@@ -102,6 +168,10 @@ def _start_fork_server() -> None:
             del os.environ["PYTHONSAFEPATH"]
         else:
             os.environ["PYTHONSAFEPATH"] = saved
+
+
+#: the warning filter of multiprocessing's resource tracker (its own warnings only)
+_TRACKER_QUIET = "ignore::UserWarning:multiprocessing.resource_tracker"
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:

@@ -28,17 +28,18 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from .. import __version__  # noqa: E402
-from ..crashfiles import subject_wf_name  # noqa: E402
+from ..crashfiles import TOP_WF_NAME, hemi_wf_name, subject_wf_name  # noqa: E402
 from ..derivatives import LOGS, crash_dir  # noqa: E402
 from ..quality import QualityVerdict  # noqa: E402
 from .descriptions import write_bids_extras, write_citation, write_dataset_description  # noqa: E402
 from ..errors import describe_os_error  # noqa: E402
 from .exit_codes import HANDLED, error_exit, interrupted, run_exit_code  # noqa: E402
-from .failures import Failure, crash_failures, one_per_hemisphere  # noqa: E402
+from .failures import Failure, crash_failures, one_per_hemisphere, readable  # noqa: E402
 from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E402
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,  # noqa: E402
                       temporary_folder_in, threads_wait_passively, threads_within_usable_cpus,
@@ -49,7 +50,7 @@ from .parser import build_parser, refuse_options_that_do_not_apply  # noqa: E402
 from .paths import check_folders, resolve_input_folders  # noqa: E402
 from .group_level import run_group, run_reports_only  # noqa: E402
 from .preflight import (REPORTS_LOCK, folder_lock, lock_participants, participant_locks, preflight,  # noqa: E402
-                        remove_created, without_flock_note)
+                        remove_created, remove_if_empty, without_flock_note)
 from .reporting import build_reports, print_reports, print_summary  # noqa: E402
 from .selection import collect_jobs, inputs_line, refuse_case_twins, refuse_names_too_long  # noqa: E402
 from .settings import absolute_paths, resolve_settings, validate_arguments, validate_resources  # noqa: E402
@@ -81,7 +82,9 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
               f"{run.reused} already done", flush=True)
         for line in run.report_warnings:
             print(f"{_PROG}: warning: {line}", file=sys.stderr)
-        return False, [], run.reports, run.seconds
+        unrecorded = [Failure(subject, session, hemi, f"{readable(error)} ({note})")
+                      for (subject, session, hemi), error, note in run.unrecorded]
+        return False, unrecorded, run.reports, run.seconds
     from ..workflows import init_geomorph_wf
 
     crashed: list[Failure] = []
@@ -187,6 +190,18 @@ def _snapshot(jobs: list, config) -> dict[Path, tuple | None]:
     paths = [p for job in jobs for h in job.inputs.hemis.values() for p in hemi_outputs(h, config).files()]
     paths += [p for p in (cifti_output(job, config) for job in jobs) if p is not None]
     return {p: _stat(p) for p in paths}
+
+
+def _registered_before(work_dir: Path, job, hemi: str, since: float) -> bool:
+    """Workflow mode: whether Nipype took hemisphere ``hemi`` of ``job``'s registration from its
+    cache, computed before ``since`` (this run's start, seconds since the epoch) by an earlier run,
+    one killed before its outputs were written included (its seconds are that run's)."""
+    result = (Path(work_dir) / TOP_WF_NAME / subject_wf_name(job.subject, job.session) / hemi_wf_name(hemi)
+              / "register" / "result_register.pklz")
+    try:
+        return result.stat().st_mtime < since
+    except OSError:
+        return False
 
 
 def _written(path: Path, before: dict[Path, tuple | None]) -> bool:
@@ -451,6 +466,7 @@ def run_participant(args) -> int:
                 print(f"note: {'' if which == hemis else ' '.join(f'hemi-{h}' for h in which) + ' '}{note}", flush=True)
             known_failed = {f.subject for f in failures}
             clock.lap("start")
+            t_run = time.time()  # (a registration Nipype's cache holds from before this is reused)
             crashed, run_failures, reports, stages = _run_workflow(mine, config, args, crashes, known_failed, plugin)
             if later:
                 for subject in sorted({j.subject for j in later}):  # sorted: no deadlock between waiting runs
@@ -480,10 +496,14 @@ def run_participant(args) -> int:
             failures += crash_failures(crashes, names)
         elif crashed and not stopped:
             failures += run_failures
+        if config.batch_size:  # failures whose crash file could not be written (a disk without a byte left)
+            failures += run_failures
         failures = one_per_hemisphere(failures)
         failed_keys = {(f.subject, f.session, h) for f in failures for h in f.hemi.split(",")}
         # --stop-on-first-crash: the hemispheres it left undone fail on a short line that says why
-        cut_short = args.stop_on_first_crash and (crashed or crashes.is_dir())
+        cut_short = args.stop_on_first_crash and (crashed or crashes.is_dir()
+                                                  or bool(config.batch_size and run_failures))
+        remove_if_empty(crashes)  # a crash file that could not be written (a full disk) left its folder
         failures += _check_cifti(done, config, failed_keys, crashed, before, cut_short)
         rows, flagged, kept, withheld = [], [], [], []
         for job in done:
@@ -515,7 +535,8 @@ def run_participant(args) -> int:
                                            verdict.line()))
                     if withheld_spheres(outputs, flagged_in(doc)):
                         withheld.append(f"{outputs.entities.replace('_', ' ')} hemi-{hemi}")
-                reused = not _written(outputs.metrics, before)
+                reused = not _written(outputs.metrics, before) or (
+                    not config.batch_size and _registered_before(work_dir, job, hemi, t_run))
                 clear_latest_run_failed(outputs.metrics, doc)  # this run succeeded: its outputs are current
                 rows.append((job, hemi, doc["registration"], reused, verdict.flagged))
         locks.when_alone(lambda: _clean_leftovers(output_dir))

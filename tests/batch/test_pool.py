@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example"
 CONSOLE_SCRIPT = ("from geomorph_bids.cli.bids import main\n\nif __name__ == '__main__':\n"
                   "    sys.exit(main())\n")  # as pip writes console scripts (workers import it)
@@ -141,3 +143,56 @@ def test_ctrl_c_reaches_neither_the_fork_server_nor_its_workers():
                           env={**os.environ, "PYTHONSAFEPATH": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["1", "0", "1"]
+
+
+def _ended_within(pids: list[int], seconds: float) -> list[int]:
+    """The processes of ``pids`` still running (not zombies) after waiting up to ``seconds``."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        left = []
+        for pid in pids:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                left.append(pid)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("registrations", [True, False], ids=["registration pool", "report pool"])
+def test_workers_end_when_the_main_process_is_killed(registrations, tmp_path):
+    """SIGKILL of batch mode's main process (the OOM killer, `kill -9` of the job's main pid)
+    left its workers waiting for work for ever (each holds both ends of the pool's pipes), ~0.3 GB
+    each, and the fork server with them: 9 kills of a 30-participant run left 9 servers and 12
+    workers, 5 GB, and a worker that finished its chunk committed a hemisphere the next run was
+    writing too. Each worker now ends within a second of the pool's maker; the fork server and
+    the resource tracker follow (nothing holds their pipes any more), the tracker without its
+    2-line "leaked semaphore objects" warning."""
+    code = (
+        "import os, signal, time\n"
+        "from multiprocessing import forkserver, resource_tracker\n"
+        "from geomorph_bids.batch.pool import worker_pool\n"
+        f"pool = worker_pool(2, registrations={registrations})\n"
+        "workers = {pool.submit(os.getpid).result() for _ in range(4)}\n"
+        "busy = [pool.submit(time.sleep, 60) for _ in range(2)]\n"
+        "time.sleep(0.5)\n"
+        "print(*workers, forkserver._forkserver._forkserver_pid, resource_tracker._resource_tracker._pid,"
+        " flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    log = tmp_path / "stdout"
+    with open(log, "w") as out:  # (not a pipe: the workers inherit it, and a pipe waits for them)
+        proc = subprocess.run([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, timeout=120,
+                              env={**os.environ, "PYTHONSAFEPATH": "1"})
+    assert proc.returncode == -9, log.read_text()[-2000:]
+    pids = [int(p) for p in log.read_text().split()]
+    assert len(pids) >= 3
+    left = _ended_within(pids, 15)
+    for pid in left:  # (clean up after a failure)
+        os.kill(pid, 9)
+    assert left == []
+    assert "leaked semaphore" not in log.read_text()  # (the tracker's warning, in the job's log)

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from html import escape
@@ -1137,3 +1138,28 @@ def test_a_rerun_over_an_early_versions_outputs_names_only_what_they_record(tmp_
     _warn_replaced([SubjectJob("01", None, SubjectInputs("01", None, {"L": h}))], config)
     err = capsys.readouterr().err
     assert "None" not in err and f"(software geomorph-bids 0.1.0.dev0 -> {software_id()})" in err
+
+
+def test_a_registration_a_killed_run_left_in_the_cache_is_marked_reused(dataset_factory, tmp_path):
+    """A workflow run killed after its registrations finished, before their outputs were written
+    (MultiProc registers many hemispheres before the first sink runs: 54 of 70 in a cohort run
+    killed at 34 s): the next run took every registration from Nipype's cache in 20 s, yet its
+    summary marked none `reused`, and gave the killed run's seconds as its own. A registration
+    the cache held from before the run is now marked `reused` (here: the outputs are removed
+    after a full run, which leaves the work folder as such a kill does)."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = (bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", work, "--nprocs", "1",
+            "--reports", "deferred")
+    code, stdout, err = run(*args)
+    assert code == 0 and "reused" not in stdout, err
+    first = digests(out)
+    result = next(work.rglob("hemi_L_wf/register/result_register.pklz"))
+    stamp = result.stat().st_mtime_ns
+    shutil.rmtree(out / "sub-01")
+    code, stdout, err = run(*args)
+    assert code == 0, err
+    rows = [line for line in stdout.splitlines() if line.startswith("sub-")]
+    assert len(rows) == 1 and rows[0].endswith("  reused"), stdout
+    assert "reused: 1 hemisphere(s) unchanged" in stdout
+    assert result.stat().st_mtime_ns == stamp and digests(out) == first

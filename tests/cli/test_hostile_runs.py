@@ -9,6 +9,7 @@ docs/reliability.md."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import shutil
 import os
@@ -377,20 +378,36 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_disk_full_in_the_middle_of_a_run(dataset_factory, small_disk, tmp_path, monkeypatch):
+@pytest.mark.parametrize("mode", [(), ("--batch-size", "1", "--nprocs", "1")], ids=["workflow", "batch"])
+def test_disk_full_in_the_middle_of_a_run(dataset_factory, small_disk, tmp_path, monkeypatch, mode):
     """The output folder fills up while the subjects are written: every hemisphere that could
     not be written fails with one line naming it (and the disk), none is left partly written, no
-    traceback; the other hemispheres are whole."""
+    traceback; the other hemispheres are whole. Batch mode stopped the whole run at the first
+    such hemisphere instead (its crash file could not be written either: `error: no space left on
+    device (disk full) writing OUT/logs/crash-<run>/crash-...sub_02_wf.hemi_L_wf.write-....txt`,
+    no FAILED line, no summary, and an empty crash folder left for good); it now reports the
+    failure it could not write down as the workflow does, and leaves no empty crash folder."""
     monkeypatch.setattr(pf, "MIN_FREE_MB", {"output": 0, "work": 0})  # let it start on the tiny disk
+    if mode:  # not a byte left: batch mode's crash files (written by the main process) fail too
+        from geomorph_bids.batch import pipeline
+
+        def full(path, text, *a, **k):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+        monkeypatch.setattr(pipeline, "atomic_write_text", full)
     bids = dataset_factory("freesurfer", subjects=("01", "02", "03"))
     out = small_disk / "out"
-    code, _, err = run(bids, out, "participant", *ARGS, "-w", tmp_path / "w")
+    code, _, err = run(bids, out, "participant", *ARGS, *mode, "-w", tmp_path / "w")
     assert code == 1, err
     assert "Traceback" not in err
     failed = failed_lines(err)
     assert failed, err
     for subject, line in failed.items():
         assert "hemi-L" in line and ("disk full" in line or "No space left" in line), line
+        if mode:
+            assert line.endswith("(node write; its crash file could not be written either: no space left on device "
+                                 "(disk full))"), line
     whole = 0
     for subject in ("01", "02", "03"):
         files = list(anat(out, subject).glob("*hemi-L*")) if anat(out, subject).is_dir() else []
@@ -398,6 +415,7 @@ def test_disk_full_in_the_middle_of_a_run(dataset_factory, small_disk, tmp_path,
         whole += len(files) == N_FILES
         assert (len(files) == 0) == (subject in failed), (subject, err)
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp") or p.name == ".geomorph-staging"]
+    assert not [p for p in (out / "logs").glob("crash-*") if p.is_dir() and not any(p.iterdir())]
 
 
 # ------------------------------------------------------------------------------ a failed rerun
