@@ -6,10 +6,13 @@ docs/reliability.md (twenty-second session, fix-at); what the app trusts is in t
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import pickle
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,3 +155,78 @@ def test_the_work_folder_check_looks_at_the_run_participants_and_trusts_the_grou
     with pytest.raises(InputError) as exc:
         check_work_folder(work, None)
     assert exc.value.path == work and re.search(rf"is owned by (\S+ \()?uid {owner}\)?, not by you", str(exc.value))
+
+
+PLANTED = ("sub-01/anat/sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.json",
+           "sub-01/anat/sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json", "sub-01.html",
+           "sub-01/figures/sub-01_hemi-L_space-fsLR_desc-distortion_sphere.png", "README.md", ".bidsignore",
+           "logs/CITATION.md", "dataset_description.json")
+
+
+@pytest.mark.parametrize("mode", ["workflow", "batch"])
+def test_fifos_planted_for_outputs_are_replaced_without_blocking(bids, tmp_path, mode):
+    """FIFOs put in a shared output folder in place of a metrics JSON and a sidecar (and the report,
+    a figure, the top-level files): the participant level blocked for ever reading them (the metrics
+    JSON when it looked for settings changed since, the sidecar when it compared it with the new
+    one; killed by the job's time limit). A watchdog here opens them for writing after 60 s, which
+    ends such a read: it must not have been needed, and every FIFO is replaced by its file."""
+    import stat
+    import threading
+
+    out = tmp_path / "out"
+    extra = ("--batch-size", "2") if mode == "batch" else ()
+    code, _, err = run(bids, out, "participant", *RIGID, "-w", tmp_path / "w", *extra)
+    assert code == 0, err
+    for rel in PLANTED:
+        (out / rel).unlink()
+        os.mkfifo(out / rel)
+    needed = []
+    done = threading.Event()
+
+    def watchdog():  # (again every second: each blocked read is ended, so a regression fails, never hangs)
+        if done.wait(60):
+            return
+        while not done.wait(1):
+            for rel in PLANTED:
+                with contextlib.suppress(OSError):
+                    fd = os.open(out / rel, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: no reader waiting
+                    needed.append(rel)
+                    os.close(fd)
+
+    thread = threading.Thread(target=watchdog, daemon=True)
+    thread.start()
+    try:
+        code, _, err = run(bids, out, "participant", *RIGID, "-w", tmp_path / "w", *extra)
+    finally:
+        done.set()
+        thread.join()
+    assert needed == []
+    assert code == 0, err
+    for rel in PLANTED:
+        assert stat.S_ISREG((out / rel).lstat().st_mode), rel
+
+
+_DEV_ZERO = """
+import resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (2 ** 31, 2 ** 31))
+from geomorph_bids.results.metrics import read_document
+from geomorph_bids.results.writer import _put_sidecar
+folder = Path(sys.argv[1])
+(folder / "m.json").symlink_to("/dev/zero")
+(folder / "s.json").symlink_to("/dev/zero")
+assert read_document(folder / "m.json") is None
+_put_sidecar(folder / "s.json", b'{"a": 1}\\n')
+assert (folder / "s.json").read_bytes() == b'{"a": 1}\\n' and not (folder / "s.json").is_symlink()
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists() or sys.platform != "linux", reason="Linux's /dev/zero")
+def test_a_link_to_dev_zero_planted_for_a_metrics_json_or_a_sidecar_is_not_read_without_end(tmp_path):
+    """A metrics JSON or sidecar replaced by a link to ``/dev/zero``: read whole, it filled the
+    memory (here: MemoryError under a 2 GiB address-space limit; on a node, the job killed). Now
+    read at most as many bytes as a document can have, and the sidecar replaced by its file."""
+    proc = subprocess.run([sys.executable, "-c", _DEV_ZERO, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
