@@ -168,7 +168,7 @@ def test_fifos_planted_for_outputs_are_replaced_without_blocking(bids, tmp_path,
     """FIFOs put in a shared output folder in place of a metrics JSON and a sidecar (and the report,
     a figure, the top-level files): the participant level blocked for ever reading them (the metrics
     JSON when it looked for settings changed since, the sidecar when it compared it with the new
-    one; killed by the job's time limit). A watchdog here opens them for writing after 60 s, which
+    one; killed by the job's time limit). A watchdog here opens them for writing from 60 s on, which
     ends such a read: it must not have been needed, and every FIFO is replaced by its file."""
     import stat
     import threading
