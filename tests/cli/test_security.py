@@ -230,3 +230,29 @@ def test_a_link_to_dev_zero_planted_for_a_metrics_json_or_a_sidecar_is_not_read_
     proc = subprocess.run([sys.executable, "-c", _DEV_ZERO, str(tmp_path)], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+_HUGE_REPORT = """
+import os, resource, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+anat = out / "sub-01" / "anat"
+anat.mkdir(parents=True)
+(anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json").write_text("{}")
+os.utime(anat, ns=(1, 1)); os.utime(out / "sub-01", ns=(1, 1)); os.utime(anat / os.listdir(anat)[0], ns=(1, 1))
+with open(out / "sub-01.html", "wb") as fh:
+    fh.truncate(3 * 2 ** 30)
+resource.setrlimit(resource.RLIMIT_AS, (2 ** 31, 2 ** 31))
+from geomorph_bids.reports.participant import report_is_current
+print(report_is_current(out, "01"))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="sparse files and RLIMIT_AS as Linux has them")
+def test_a_huge_file_planted_as_a_report_is_not_read_whole(tmp_path):
+    """``sub-01.html`` replaced by a sparse file of gigabytes, newer than the outputs: ``--reports-only``
+    read it whole to judge whether it was current (MemoryError under a 2 GiB address-space limit;
+    20 GB on a node). Now at most 64 MiB are read: it is not current, and is drawn again."""
+    proc = subprocess.run([sys.executable, "-c", _HUGE_REPORT, str(tmp_path / "out")], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]
