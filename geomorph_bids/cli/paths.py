@@ -35,8 +35,8 @@ from ..io.limits import read_json_bounded
 from .parser import parse_derivatives
 from .preflight import LOCK_DIR
 
-__all__ = ["InputFolders", "resolve_input_folders", "check_folders", "check_output_links", "check_work_folder", "is_geomorph_output", "geomorph_bids_output", "real",
-           "inside"]
+__all__ = ["InputFolders", "resolve_input_folders", "check_folders", "check_output_links", "check_work_folder",
+           "is_geomorph_output", "geomorph_bids_output", "real", "inside"]
 
 _PROG = "geomorph-bids"
 
@@ -284,7 +284,7 @@ def check_work_folder(work_dir: Path, subjects: Sequence[str] | None = None) -> 
                 _refuse_foreign(Path(entry.path), f"belongs to {_user(st.st_uid)}, not to you", work_dir)
             if st.st_mode & stat.S_IWOTH and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX) \
                     and not stat.S_ISLNK(st.st_mode):
-                _refuse_foreign(Path(entry.path), "is writable by every user", work_dir)
+                _refuse_foreign(Path(entry.path), "is writable by every user (made under umask 000?)", work_dir)
             if stat.S_ISDIR(st.st_mode):
                 walk.append(Path(entry.path))
 

@@ -120,7 +120,8 @@ def test_a_pickle_another_user_could_have_planted_in_the_work_folder_is_never_lo
     code, _, err = run(bids, out, "participant", *RIGID, "-w", work)
     assert not marker.exists()
     assert code == 1, err
-    why = "is writable by every user" if how == "writable by everyone" else "belongs to uid 4242, not to you"
+    why = ("is writable by every user (made under umask 000?)" if how == "writable by everyone"
+           else "belongs to uid 4242, not to you")
     assert _errors(err) == [
         f"geomorph-bids: error: {result}: {why}; Nipype loads the pickled results in the work folder, and loading a "
         f"pickle can run any code: use a work folder of your own (-w), or delete {work / 'geomorph_wf'} (a cache: it "
