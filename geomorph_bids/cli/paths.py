@@ -18,7 +18,10 @@ both folders:
 * a work folder inside (or containing) the dataset, an input folder or the output folder, or
   holding the output folder;
 * links inside the output folder that lead out of it (a ``sub-01`` that is a link into the
-  dataset would make every write land there).
+  dataset would make every write land there; :func:`check_output_links` for ``--reports-only``).
+
+:func:`check_work_folder` refuses a work folder whose Nipype files another user could have
+written (Nipype unpickles them, which runs code).
 """
 
 from __future__ import annotations
