@@ -47,7 +47,7 @@ from .machine import (current_folder_problem, drop_unusable_thread_settings, mat
 from .messages import one_line_warnings, reader_may_go_away, shell_word  # noqa: E402
 from .nipype_config import configure_nipype, crash_folder_setting, plugin_runner, plugin_settings  # noqa: E402
 from .parser import build_parser, refuse_options_that_do_not_apply  # noqa: E402
-from .paths import check_folders, resolve_input_folders  # noqa: E402
+from .paths import check_folders, check_work_folder, resolve_input_folders  # noqa: E402
 from .group_level import run_group, run_reports_only  # noqa: E402
 from .preflight import (REPORTS_LOCK, folder_lock, lock_participants, participant_locks, preflight,  # noqa: E402
                         remove_created, remove_if_empty, without_flock_note)
@@ -401,6 +401,8 @@ def run_participant(args) -> int:
         print(f"{_PROG}: warning: --derivatives {name}={folder} holds no subject (no sub-* folder, HCP or FreeSurfer "
               f"subject, nor a smriprep/ or fmriprep/ folder with sub-*): nothing is read from it"
               f"{_fslr_only_hint(folder)}", file=sys.stderr)
+    if not getattr(args, "batch_size", None):  # batch mode keeps no pickles (its records are JSON)
+        check_work_folder(work_dir, args.participant_label or None)
     created = preflight(output_dir, work_dir, args.participant_label or (),
                         nipype=not getattr(args, "batch_size", None))
     try:  # bad arguments or inputs found here: leave no (empty) folder behind

@@ -19,7 +19,7 @@ from .descriptions import write_bids_extras
 from .exit_codes import EXIT_FAILED, EXIT_OK, error_exit, run_exit_code
 from .failures import Failure
 from .parser import build_parser
-from .paths import InputFolders, check_folders, resolve_input_folders
+from .paths import InputFolders, check_folders, check_output_links, resolve_input_folders
 from .preflight import (REPORTS_LOCK, folder_lock, participant_lock_holder, participant_runs_active, preflight,
                         shown_lock_file)
 from .reporting import build_reports, print_reports
@@ -512,6 +512,7 @@ def run_reports_only(args) -> int:
     if not rows:
         return error_exit(_PROG, f"--reports-only: {_no_rows(args, unreadable)}")
     subjects = sorted({r["subject"] for r in rows}, key=label_key)
+    check_output_links(args.output_dir, subjects)  # its figures and reports go into sub-X/figures and the top
     # a participant a run is processing: what is written so far (one hemisphere, or an earlier run's files
     # being replaced) drawn as its report, newer than every output, would be kept as current
     busy = {s: holder for s in subjects if (holder := participant_lock_holder(args.output_dir, s))}

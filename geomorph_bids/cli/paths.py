@@ -18,7 +18,10 @@ both folders:
 * a work folder inside (or containing) the dataset, an input folder or the output folder, or
   holding the output folder;
 * links inside the output folder that lead out of it (a ``sub-01`` that is a link into the
-  dataset would make every write land there).
+  dataset would make every write land there; :func:`check_output_links` for ``--reports-only``).
+
+:func:`check_work_folder` refuses a work folder whose Nipype files another user could have
+written (Nipype unpickles them, which runs code).
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from ..io.limits import read_json_bounded
 from .parser import parse_derivatives
 from .preflight import LOCK_DIR
 
-__all__ = ["InputFolders", "resolve_input_folders", "check_folders", "is_geomorph_output", "geomorph_bids_output", "real",
-           "inside"]
+__all__ = ["InputFolders", "resolve_input_folders", "check_folders", "check_output_links", "check_work_folder",
+           "is_geomorph_output", "geomorph_bids_output", "real", "inside"]
 
 _PROG = "geomorph-bids"
 
@@ -238,6 +241,73 @@ def check_folders(inputs: InputFolders, output_dir: Path, work_dir: Path | None,
     _check_owner(Path(output_dir))
 
 
+def check_work_folder(work_dir: Path, subjects: Sequence[str] | None = None) -> None:
+    """Refuse a work folder whose Nipype files another user could have written: Nipype loads the
+    pickled results (``result_*.pklz``) of the steps it reuses, and unpickling runs whatever code
+    the file names (a colleague's, or anyone's on a shared ``/scratch``, ran as this user: checked).
+    Trusted: this user's and root's files; run as root (a container), also the work folder owner's.
+    Refused: the work folder owned by another user, and an entry of ``WORK/geomorph_wf`` (the
+    participants' folders only, with ``subjects``) owned by another user or writable by everyone.
+    A group-writable folder is trusted (the group is: see the README's "Security")."""
+    import stat
+
+    from ..crashfiles import TOP_WF_NAME
+
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    if me is None or not work_dir.is_dir():
+        return
+    owner = work_dir.stat().st_uid
+    trusted = {me, 0} | ({owner} if me == 0 else set())
+    if owner not in trusted:
+        _refuse_foreign(work_dir, f"is owned by {_user(owner)}, not by you: that user can put files in it",
+                        work_dir)
+    top = work_dir / TOP_WF_NAME
+    if not top.is_dir() or top.is_symlink():
+        if top.is_symlink():
+            _refuse_foreign(top, "is a link: the folder Nipype loads its pickled results from must be a folder of "
+                            "the work folder", work_dir)
+        return
+    prefixes = None if subjects is None else tuple(
+        f"sub_{s[4:] if s.startswith('sub-') else s}_" for s in subjects)
+    walk = [top]
+    while walk:
+        folder = walk.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # (Nipype names what it cannot read)
+        for entry in entries:
+            if folder == top and prefixes is not None and not entry.name.replace("-", "_").startswith(prefixes):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if st.st_uid not in trusted:
+                _refuse_foreign(Path(entry.path), f"belongs to {_user(st.st_uid)}, not to you", work_dir)
+            if st.st_mode & stat.S_IWOTH and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX) \
+                    and not stat.S_ISLNK(st.st_mode):
+                _refuse_foreign(Path(entry.path), "is writable by every user (made under umask 000?)", work_dir)
+            if stat.S_ISDIR(st.st_mode):
+                walk.append(Path(entry.path))
+
+
+def _user(uid: int) -> str:
+    """``name (uid N)``, or ``uid N`` where the name is not known."""
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def _refuse_foreign(path: Path, why: str, work_dir: Path) -> None:
+    _refuse(f"{why}; Nipype loads the pickled results in the work folder, and loading a pickle can run any code: "
+            f"use a work folder of your own (-w), or delete {work_dir / 'geomorph_wf'} (a cache: it is made again)",
+            path)
+
+
 def _check_owner(output_dir: Path) -> None:
     """Refuse an output folder whose ``dataset_description.json`` belongs to another dataset: a
     raw BIDS dataset, or another pipeline's derivatives (``GeneratedBy`` without geomorph-bids).
@@ -270,6 +340,13 @@ def _check_owner(output_dir: Path) -> None:
         _refuse(f"the output directory holds {who}'s derivatives (its {DATASET_DESCRIPTION} says GeneratedBy {who}); "
                 f"write geomorph-bids' outputs to a folder of their own, e.g. {output_dir.parent / 'geomorph'}",
                 output_dir)
+
+
+def check_output_links(output_dir: Path, subjects: Sequence[str] | None = None) -> None:
+    """Refuse folder links inside ``output_dir`` that lead out of it (:func:`_check_links`), for a
+    command that writes there without :func:`check_folders` (``--reports-only``: its figures were
+    written through a ``sub-01/figures`` link planted in a shared output folder)."""
+    _check_links(Path(output_dir), real(output_dir), subjects)
 
 
 def _check_links(output_dir: Path, out: Path, subjects: Sequence[str] | None = None) -> None:

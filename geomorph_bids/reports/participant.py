@@ -34,6 +34,7 @@ from ..errors import describe_os_error
 from ..io.atomic import atomic_write_text
 from ..io.digest import software_id
 from ..io.discover import LAYOUT_NAMES
+from ..io.limits import read_bounded
 from ..io.template_sources import describe_provenance, low_resolution_note, low_resolution_used
 from ..quality import QualityThresholds, assess, quality_warnings
 from ..results.metrics import latest_run_failure
@@ -360,6 +361,9 @@ def figure_alt(h: HemiOutputs, kind: str, caption: str) -> str:
     return f"{kind} figure of {where}, registered to {h.doc.get('template', h.space)}: {caption}"
 
 
+#: the most bytes of a report :func:`report_is_current` reads (a report of 1,000 sessions is under 10 MB)
+REPORT_MAX_BYTES = 64 * 2 ** 20
+
 _FIGURE_LINK = re.compile(r'<img class="fig" src="([^"]+)"')
 
 
@@ -385,9 +389,9 @@ def report_is_current(output_dir: str | Path, subject: str) -> bool:
         return False
     if any(p.stat().st_mtime_ns > drawn for p in subject_crash_files(output_dir, subject)):
         return False
-    try:
-        text = html.read_text(errors="replace")
-    except OSError:
+    try:  # at most REPORT_MAX_BYTES: a huge file planted there (a 20 GB sparse one) was read whole
+        text = read_bounded(html, REPORT_MAX_BYTES, "report", timeout_s=None).decode(errors="replace")
+    except (OSError, ValueError):  # (InputError: too large, not a regular file; the report is drawn again)
         return False
     return (_built_by() in text and INCOMPLETE not in text
             and all((output_dir / unescape(rel)).is_file() for rel in _FIGURE_LINK.findall(text)))

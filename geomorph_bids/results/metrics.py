@@ -94,10 +94,14 @@ def metrics_bytes(doc: Mapping[str, Any]) -> bytes:
 
 
 def read_document(path: str | Path) -> dict | None:
-    """The JSON object in ``path`` (a metrics document), or None (no file, unreadable, not an object)."""
+    """The JSON object in ``path`` (a metrics document), or None (no file, unreadable, not an object;
+    not a regular file, or larger than a document can be: a FIFO planted in a shared output folder
+    blocked the participant level for ever, a link to ``/dev/zero`` filled its memory)."""
+    from ..io.limits import read_json_bounded
+
     try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        doc = read_json_bounded(path, what="metrics document", timeout_s=None)
+    except (OSError, ValueError):  # InputError is a ValueError
         return None
     return doc if isinstance(doc, dict) else None
 

@@ -174,12 +174,16 @@ def _put(src: Path, stage: Path, dest: Path, changing: Callable[[], None] = lamb
 
 
 def _put_sidecar(path: Path, data: bytes, changing: Callable[[], None] = lambda: None) -> None:
+    """Write the sidecar ``data`` at ``path``, unless a regular file of exactly those bytes is there
+    (read at most ``len(data)`` bytes, never blocking: a FIFO or a link to ``/dev/zero`` planted in
+    a shared output folder blocked the write for ever, or filled the memory; they are replaced)."""
     from ..io.atomic import atomic_write_bytes
+    from ..io.limits import read_bounded
 
     try:
-        if path.read_bytes() == data:
+        if read_bounded(path, max(1, len(data)), timeout_s=None) == data:
             return
-    except OSError:
+    except (OSError, ValueError):  # none, not a regular file, another size (InputError is a ValueError)
         pass
     changing()
     atomic_write_bytes(path, data)
