@@ -467,3 +467,30 @@ def test_labels_differing_only_in_case_are_refused_on_an_output_folder_that_fold
     code, _, err = run(bids, tmp_path / "out2", *args)
     assert code == 0, err
     assert (anat(tmp_path / "out2", "AB") / "sub-AB_hemi-L_space-fsLR_desc-geomorph_metrics.json").is_file()
+
+
+def test_sessions_and_participants_are_taken_once_in_natural_order_whatever_was_typed(tmp_path):
+    """A longitudinal study's ``--session-label 2 ses-2`` (or a filter file and a typed label naming one
+    session twice) made two jobs of one session: in workflow mode the run stopped at once on
+    ``error: Duplicate node name "sub_2_ses_2_wf" found.``, exit 1, nothing registered. Sessions were
+    also listed as text (``ses-10`` before ``ses-2``) and in the order typed (``--session-label 10 2``,
+    ``--participant-label 10 2``): the summary table, the ``inputs:`` line and the failures then
+    disagreed with a whole-dataset run and the group table (``label_key``: 2 before 10)."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import collect_jobs
+
+    for ses in ("2", "10"):
+        bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("2", "10"), session=ses)
+
+    def jobs(*extra: str) -> list[tuple[str, str | None]]:
+        got, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant",
+                                                                *extra]), ["sulc"])
+        assert not failures
+        return [(j.subject, j.session) for j in got]
+
+    natural = [("2", "2"), ("2", "10"), ("10", "2"), ("10", "10")]
+    assert jobs() == natural
+    assert jobs("--session-label", "10", "2") == natural
+    assert jobs("--participant-label", "10", "sub-2") == natural
+    assert jobs("--participant-label", "sub-10", "2", "--session-label", "ses-10", "2", "10") == natural
+    assert jobs("--session-label", "2", "ses-2") == [("2", "2"), ("10", "2")]
