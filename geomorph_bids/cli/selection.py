@@ -551,18 +551,27 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
 
     def without_session(subject: str) -> None:
         """The filter's session null: the subject's session-less anatomy, or one failure line."""
-        try:
-            found = discover(subject, bids_dir, fs_subjects_dir=fs_dir, derivatives=deriv, hemis=hemis,
-                             features=features)
-        except DiscoveryError as exc:
-            failures.append(Failure(subject, None, ",".join(hemis), reason(subject, exc)))
-            return
-        own = sorted({h.session for h in found.hemis.values() if h.session is not None})
-        if own:
+        def in_sessions(own: Sequence[str]) -> None:
             failures.append(Failure(subject, None, ",".join(hemis),
                                     f"the BIDS filter file selects the anatomy without a session (session null); "
                                     f"sub-{subject}'s is in session folders ({', '.join(f'ses-{s}' for s in own)}): "
                                     f"give their labels instead"))
+
+        try:
+            found = discover(subject, bids_dir, fs_subjects_dir=fs_dir, derivatives=deriv, hemis=hemis,
+                             features=features)
+        except DiscoveryError as exc:
+            # anatomy in two or more session folders (sMRIPrep sessionwise, FreeSurfer sub-X_ses-Y runs): the
+            # session-less look finds none, or "spheres in several sessions, pass a session" twice over
+            own = _sessions_of(subject, inputs, anatomical=True) if subject in known() else []
+            if own:
+                in_sessions(own)
+            else:
+                failures.append(Failure(subject, None, ",".join(hemis), reason(subject, exc)))
+            return
+        own = sorted({h.session for h in found.hemis.values() if h.session is not None}, key=label_key)
+        if own:
+            in_sessions(own)
         else:
             add(subject, None, found)
 

@@ -494,3 +494,26 @@ def test_sessions_and_participants_are_taken_once_in_natural_order_whatever_was_
     assert jobs("--participant-label", "10", "sub-2") == natural
     assert jobs("--participant-label", "sub-10", "2", "--session-label", "ses-10", "2", "10") == natural
     assert jobs("--session-label", "2", "ses-2") == [("2", "2"), ("10", "2")]
+
+
+def test_a_filter_session_null_names_the_sessions_of_anatomy_in_several_session_folders(tmp_path):
+    """A longitudinal study's filter ``{"t1w": {"session": null}}`` (the session-less anatomy): a subject
+    whose anatomy is in two sMRIPrep session folders, or in FreeSurfer ``sub-X_ses-Y`` runs, failed with
+    the session-less look's ``hemi-L: smriprep DIR/sub-02: spheres in several sessions (ses-1, ses-2), pass a
+    session; looked for ...; hemi-R: ...`` (the whole search twice, some 900 characters) or ``no inputs for
+    hemi-L, hemi-R; looked for ...``; only a subject with one session folder got the line naming its
+    sessions. Now every such subject gets that line; a subject with session-less anatomy is registered."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01",))
+    for ses in ("1", "2"):
+        make_dataset(tmp_path / "bids", "smriprep", subjects=("02",), session=ses)
+        make_dataset(tmp_path / "bids", "freesurfer", subjects=("03",), session=ses)
+    filt = _filter(tmp_path, {"t1w": {"session": None}})
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant",
+                                                             "--bids-filter-file", str(filt)]), ["sulc"])
+    assert [(j.subject, j.session) for j in jobs] == [("01", None)]
+    assert [(f.subject, f.session, f.hemi, f.reason) for f in failures] == [
+        (s, None, "L,R", f"the BIDS filter file selects the anatomy without a session (session null); sub-{s}'s is "
+                         "in session folders (ses-1, ses-2): give their labels instead") for s in ("02", "03")]
