@@ -478,6 +478,9 @@ def run_reports_only(args) -> int:
     current (:func:`geomorph_bids.reports.participant.report_is_current`) is kept, and one of a
     participant a participant-level run is processing (its lock held) is left to that run, on one
     line (not an error)."""
+    if args.session_label:  # the report is the participant's: --session-label 2 rebuilt every session's, unsaid
+        print(f"{_PROG}: warning: --session-label has no effect with --reports-only: a participant's report "
+              f"(sub-<label>.html) covers all its sessions", file=sys.stderr)
     unreadable: list[str] = []  # a damaged metrics file is named, as the group level names it
     rows = _participant_rows(args, unreadable=unreadable)
     for line in unreadable:

@@ -182,3 +182,15 @@ def test_an_output_folder_moved_with_its_population_template_still_finds_and_che
     code, _, err = run(bids, moved, "group")
     assert (f"space-geomorphPopulation hemi-L: 1 hemisphere(s) were registered to the maps in "
             f"{moved / 'tpl-geomorphPopulation'} as they were before they changed") in err
+
+
+def test_reports_only_says_a_session_label_changes_nothing(bids, tmp_path):
+    """``participant --reports-only --participant-label 01 --session-label 2`` (a longitudinal study's
+    new session, its report wanted) rebuilt ``sub-01.html`` with every session, exit 0, nothing said
+    of the label (a session with no outputs, ``--session-label 9``, alike). Now one warning line."""
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = run(bids, out, "participant", "--reports-only", "--participant-label", "01", "--session-label", "2")
+    assert ("geomorph-bids: warning: --session-label has no effect with --reports-only: a participant's report "
+            "(sub-<label>.html) covers all its sessions\n") in err
+    assert code == 1 and "--reports-only: no participant outputs" in err, err
