@@ -517,3 +517,35 @@ def test_a_filter_session_null_names_the_sessions_of_anatomy_in_several_session_
     assert [(f.subject, f.session, f.hemi, f.reason) for f in failures] == [
         (s, None, "L,R", f"the BIDS filter file selects the anatomy without a session (session null); sub-{s}'s is "
                          "in session folders (ses-1, ses-2): give their labels instead") for s in ("02", "03")]
+
+
+@pytest.mark.parametrize("base", ["sub-01base", "base01"])
+@pytest.mark.parametrize("tps", [True, False])
+def test_a_longitudinal_base_named_as_a_label_of_its_own_is_not_a_subject(tmp_path, recwarn, base, tps):
+    """``recon-all -base sub-01base -tp sub-01_ses-1 -tp sub-01_ses-2`` (or ``-base base01``): the base's name
+    is a BIDS label, so it was registered as participant ``01base`` beside sub-01's two sessions (exit 0,
+    nothing said): one brain three times in the group table and in a population template. Now the base is
+    named on the longitudinal base's line (by its ``scripts/base-tps``, or by its ``X.long.<base>`` runs) and
+    makes no subject; a base named as its subject (``sub-06``) stays as the round-eighteen test has it."""
+    import shutil
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import SubjectWarning, collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01",), session="1")
+    make_dataset(tmp_path / "bids", "freesurfer", subjects=("01",), session="2")
+    fs = bids / "derivatives" / "freesurfer"
+    shutil.copytree(fs / "sub-01_ses-1", fs / base)
+    if tps:
+        (fs / base / "scripts").mkdir(exist_ok=True)
+        (fs / base / "scripts" / "base-tps").write_text("sub-01_ses-1\nsub-01_ses-2\n")
+    for ses in ("1", "2"):
+        shutil.copytree(fs / f"sub-01_ses-{ses}", fs / f"sub-01_ses-{ses}.long.{base}")
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"]),
+                                  ["sulc"])
+    assert [(j.subject, j.session) for j in jobs] == [("01", "1"), ("01", "2")] and not failures
+    lines = [str(w.message) for w in recwarn if issubclass(w.category, SubjectWarning)]
+    assert (f"FreeSurfer subject folder {fs / base} is not processed: it is the base of a longitudinal run "
+            "(recon-all -base: the within-subject template of sub-01_ses-1, sub-01_ses-2), not a session of its own"
+            in lines), lines
+    assert len(lines) == 3, lines  # the base and its two .long. runs, each once
