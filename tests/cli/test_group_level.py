@@ -194,3 +194,19 @@ def test_reports_only_says_a_session_label_changes_nothing(bids, tmp_path):
     assert ("geomorph-bids: warning: --session-label has no effect with --reports-only: a participant's report "
             "(sub-<label>.html) covers all its sessions\n") in err
     assert code == 1 and "--reports-only: no participant outputs" in err, err
+
+
+def test_the_note_on_participants_with_several_sessions_lists_them_in_natural_order(tmp_path):
+    """``group --build-template`` on sub-2 (``ses-2``, ``ses-10``) and sub-10 (``ses-2``, ``ses-10``): the note
+    named ``sub-10 (ses-10, ses-2), sub-2 (ses-10, ses-2)`` (text order), the table and the rounds 2 before 10."""
+    from .conftest import make_dataset
+
+    for ses in ("2", "10"):
+        bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("2", "10"), session=ses)
+    out = tmp_path / "out"
+    code, _, err = run(bids, out, "participant", *RIGID, "-w", tmp_path / "w", "--nprocs", "2")
+    assert code == 0, err
+    code, _, err = run(bids, out, "group", "--build-template", "1", *RIGID)
+    assert code == 0, err
+    assert ("note: hemi-L: 2 participant(s) are averaged in with several sessions, each session weighing as one "
+            "participant: sub-2 (ses-2, ses-10), sub-10 (ses-2, ses-10); --session-label picks") in err, err
