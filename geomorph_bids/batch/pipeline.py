@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..crashfiles import crash_file, hemi_wf_name, subject_wf_name
-from ..derivatives import sidecar
+from ..derivatives import label_key, sidecar
 from ..io.atomic import atomic_write_text
 from ..workflows.config import RunConfig, SubjectJob
 from ..workflows.outputs import (cifti_is_current, cifti_output, expected_files, hemi_outputs, hemisphere_files,
@@ -74,10 +74,11 @@ class BatchRun:
 
 
 def plan_tasks(jobs: list[SubjectJob], config: RunConfig) -> tuple[list[HemisphereTask], int]:
-    """The hemispheres of ``jobs`` still to do, subject by subject (sessions, then L, R), and the
+    """The hemispheres of ``jobs`` still to do, subject by subject (sessions, then L, R; in natural order,
+    as the summary table: ``sub-2``, ``ses-2`` before ``sub-10``, ``ses-10``), and the
     number skipped because an earlier run left them done (:func:`~geomorph_bids.batch.state.is_done`)."""
     tasks, reused = [], 0
-    for job in sorted(jobs, key=lambda j: (j.subject, j.session or "")):
+    for job in sorted(jobs, key=lambda j: (label_key(j.subject), label_key(j.session))):  # sub-2 before sub-10
         for hemi in sorted(job.inputs.hemis):
             h = job.inputs.hemis[hemi]
             record, expected = record_path(config, h), stamp(config, h)

@@ -420,7 +420,7 @@ def _build_population_template(args, rows: list[dict]) -> int:
                 left_out += 1
         per_participant: dict[str, list[str]] = {}
         names = {p.name for p in subjects}  # (a set: a cohort has tens of thousands)
-        for subject, session in sorted(seen, key=lambda k: (k[0], k[1] or "")):
+        for subject, session in sorted(seen, key=lambda k: (label_key(k[0]), label_key(k[1]))):  # 2 before 10
             if entity_string(subject, session) in names:
                 per_participant.setdefault(subject, []).append(f"ses-{session}" if session else "no session")
         several = {k: v for k, v in per_participant.items() if len(v) > 1}

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..derivatives import label_key
 from ..errors import InputError, closest_name
 from ..io.limits import read_json_bounded
 from .failures import Failure
@@ -171,12 +172,12 @@ def _sessions_of(subject: str, inputs: InputFolders, anatomical: bool = False,
             raw_only |= {s for s, p in folders.items() if not (p / "anat").is_dir()}
             folders = {s: p for s, p in folders.items() if (p / "anat").is_dir()}
         found |= set(folders)
-    left = sorted(s for s in raw_only - found if valid_label(s))
+    left = sorted((s for s in raw_only - found if valid_label(s)), key=label_key)
     if left and notes is not None:
         notes.append(f"sub-{subject}: session{'s' if len(left) > 1 else ''} {', '.join(f'ses-{s}' for s in left)} "
                      f"left out: no anat folder in {'their' if len(left) > 1 else 'its'} session folders of the "
                      f"dataset or the derivatives (scans without anatomy: no surfaces to register)")
-    return sorted(s for s in found if valid_label(s))
+    return sorted((s for s in found if valid_label(s)), key=label_key)  # as the group table: ses-2 before ses-10
 
 
 def anatomical_sessions(subjects: Sequence[str], inputs: InputFolders) -> dict[str, list[str]]:
@@ -394,7 +395,8 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
         return listing[0]
 
     if args.participant_label:
-        subjects = sorted(dict.fromkeys(normalise_label(s, "sub") for s in args.participant_label))
+        # in the order of a whole-dataset run and the group table (sub-2 before sub-10), whatever the order typed
+        subjects = sorted(dict.fromkeys(normalise_label(s, "sub") for s in args.participant_label), key=label_key)
     else:
         subjects = known()
     if "subject" in filt:
@@ -446,6 +448,9 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
             warnings.warn(line, SubjectWarning, stacklevel=2)
     sessions = ([normalise_label(s, "ses") for s in args.session_label] if args.session_label
                 else filt.get("session"))
+    if sessions is not None:  # each once (``1 ses-1``: a second job of one session stopped the workflow on
+        # "Duplicate node name"), in the order of a run without a selection and of the group table, not as typed
+        sessions = sorted(dict.fromkeys(sessions), key=label_key)
     if args.session_label and filt.get("session") and set(sessions) != set(filt["session"]):
         warnings.warn(f"--session-label {' '.join(sessions)} is used; the BIDS filter file's session "
                       f"{', '.join(s or 'null (no session)' for s in filt['session'])} is not", SubjectWarning,
@@ -546,18 +551,27 @@ def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = No
 
     def without_session(subject: str) -> None:
         """The filter's session null: the subject's session-less anatomy, or one failure line."""
-        try:
-            found = discover(subject, bids_dir, fs_subjects_dir=fs_dir, derivatives=deriv, hemis=hemis,
-                             features=features)
-        except DiscoveryError as exc:
-            failures.append(Failure(subject, None, ",".join(hemis), reason(subject, exc)))
-            return
-        own = sorted({h.session for h in found.hemis.values() if h.session is not None})
-        if own:
+        def in_sessions(own: Sequence[str]) -> None:
             failures.append(Failure(subject, None, ",".join(hemis),
                                     f"the BIDS filter file selects the anatomy without a session (session null); "
                                     f"sub-{subject}'s is in session folders ({', '.join(f'ses-{s}' for s in own)}): "
                                     f"give their labels instead"))
+
+        try:
+            found = discover(subject, bids_dir, fs_subjects_dir=fs_dir, derivatives=deriv, hemis=hemis,
+                             features=features)
+        except DiscoveryError as exc:
+            # anatomy in two or more session folders (sMRIPrep sessionwise, FreeSurfer sub-X_ses-Y runs): the
+            # session-less look finds none, or "spheres in several sessions, pass a session" twice over
+            own = _sessions_of(subject, inputs, anatomical=True) if subject in known() else []
+            if own:
+                in_sessions(own)
+            else:
+                failures.append(Failure(subject, None, ",".join(hemis), reason(subject, exc)))
+            return
+        own = sorted({h.session for h in found.hemis.values() if h.session is not None}, key=label_key)
+        if own:
+            in_sessions(own)
         else:
             add(subject, None, found)
 

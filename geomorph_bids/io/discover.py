@@ -86,6 +86,7 @@ sign (the engine's convention, see :mod:`geomorph_bids.io.templates`).
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import re
 import shlex
@@ -240,6 +241,25 @@ def _is_dir(path: Path) -> bool:
         return path.is_dir()
     except PermissionError:
         return False
+
+
+def base_of_other_subjects(folder: str | Path) -> bool:
+    """Whether FreeSurfer folder ``folder`` is a longitudinal base (``recon-all -base``: its
+    ``scripts/base-tps``, first 64 KiB, else its ``X.long.<name>`` runs) whose time points are runs of
+    another subject: ``sub-01base`` or ``base01`` with ``sub-01_ses-1``, ``sub-01_ses-2``. Its name is a
+    BIDS label, so it was registered as a subject of its own (``01base``: one brain again in the group
+    table and a population template). A
+    base named as its subject (``sub-06`` with ``sub-06_ses-1``), or whose time points are named
+    without ``sub-``, is not one of these (registered once, session-less, as before)."""
+    folder = Path(folder)
+    try:
+        with open(folder / "scripts" / "base-tps", errors="replace") as f:
+            tps = f.read(65536).split()
+    except OSError:  # no base-tps (a copy without scripts/): the longitudinal runs X.long.<folder> beside it
+        tps = [p.name.split(".long.", 1)[0] for p in folder.parent.glob(f"*.long.{glob.escape(folder.name)}")]
+    own = folder.name[4:] if folder.name.startswith("sub-") else folder.name
+    theirs = {t[4:].split("_", 1)[0] for t in tps if t.startswith("sub-")}
+    return bool(theirs) and own not in theirs
 
 
 #: surfaces recon-all (and FastSurfer's recon-surf) writes before ``?h.sphere``: a subject folder holding one
@@ -495,8 +515,9 @@ def find_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None = Non
             if not p.is_dir():
                 continue
             name = p.name
-            if in_fs and (is_freesurfer_subject(p) or sphereless_subject(p)) and not _READABLE_FS_NAME.fullmatch(name):
-                continue  # sub-01_ses-1.long.sub-01_base, sub-01_base: named by unlabelled_subjects, never read
+            if in_fs and (is_freesurfer_subject(p) or sphereless_subject(p)) and (
+                    not _READABLE_FS_NAME.fullmatch(name) or base_of_other_subjects(p)):
+                continue  # sub-01_ses-1.long.sub-01_base, sub-01_base, sub-01base: unlabelled_subjects names them
             if name.startswith("sub-"):
                 name = name[4:].split("_", 1)[0]
             elif root in deriv and _is_dir(p / "MNINonLinear" / "Native"):  # also a bids_dir given as hcp=
@@ -516,14 +537,16 @@ def unlabelled_subjects(bids_dir: str | Path, fs_subjects_dir: str | Path | None
     """FreeSurfer subject folders (``surf/lh.sphere`` or ``rh.sphere``) in the subjects dirs that
     :func:`find_subjects` cannot take because their name is no BIDS label (``my subj``,
     ``bért``, ``s-01``): never processed, so the caller says so instead of leaving them out in
-    silence. FreeSurfer's own templates (``fsaverage*``, ``*average*``) are not listed."""
+    silence; so are longitudinal bases named as a label of their own (:func:`base_of_other_subjects`).
+    FreeSurfer's own templates (``fsaverage*``, ``*average*``) are not listed."""
     _, fs = _roots(Path(bids_dir), fs_subjects_dir, derivatives)
     out = []
     for root in fs:
         if not root.is_dir():
             continue
         for p in sorted(root.iterdir()):
-            if _READABLE_FS_NAME.fullmatch(p.name) or "average" in p.name or not p.is_dir():
+            if "average" in p.name or not p.is_dir() or (_READABLE_FS_NAME.fullmatch(p.name)
+                                                           and not base_of_other_subjects(p)):
                 continue
             if is_freesurfer_subject(p) or sphereless_subject(p):   # one without a sphere is named too
                 out.append(p)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..derivatives import HemisphereOutputs, hemisphere_outputs, metrics_files, parse_metrics_name
+from ..derivatives import HemisphereOutputs, hemisphere_outputs, label_key, metrics_files, parse_metrics_name
 from ..errors import InputError
 from ..io.limits import read_json_bounded
 from ..io.template_sources import current_provenance
@@ -89,7 +89,8 @@ class HemiOutputs:
 
 
 def find_hemispheres(output_dir: str | Path, subject: str, session: str | None = None) -> list[HemiOutputs]:
-    """Every metrics file of a subject (all sessions, or one), sorted by session, hemisphere, space;
+    """Every metrics file of a subject (all sessions, or one), sorted by session (as the group table:
+    ``ses-2`` before ``ses-10``, session-less first), hemisphere, space;
     one the group table leaves out has its :attr:`HemiOutputs.problem`."""
     from .group_table import check_metrics
 
@@ -114,4 +115,4 @@ def find_hemispheres(output_dir: str | Path, subject: str, session: str | None =
             problem = " ".join(str(exc).split())
         doc = doc if isinstance(doc, dict) else {}
         out.append(HemiOutputs(subject, ses, hemi, space, Path(output_dir), path, doc, problem))
-    return sorted(out, key=lambda h: (h.session or "", h.hemi, h.space))
+    return sorted(out, key=lambda h: (label_key(h.session), h.hemi, h.space))  # ses-2 before ses-10, as the group

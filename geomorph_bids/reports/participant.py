@@ -28,7 +28,7 @@ from html import unescape
 from pathlib import Path
 
 from ..crashfiles import crash_nodes, read_crash_file, subject_of_wf, subject_wf_name
-from ..derivatives import CITATION, CRASH_FILES, DATASET_DESCRIPTION, LOGS, figures_dir, report_name
+from ..derivatives import CITATION, CRASH_FILES, DATASET_DESCRIPTION, LOGS, figures_dir, label_key, report_name
 from ..engine.model_choice import METHODS
 from ..errors import describe_os_error
 from ..io.atomic import atomic_write_text
@@ -204,7 +204,7 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
     nav = [("summary", "Summary")]
 
     # summary
-    sessions = sorted({h.session for h in found if h.session})
+    sessions = sorted({h.session for h in found if h.session}, key=label_key)
     several_spaces = len({h.space for h in found}) > 1
 
     def per_hemisphere(value) -> str:

@@ -228,3 +228,14 @@ def test_a_network_retrained_into_the_same_folder_is_another_setting(tmp_path):
     assert settings_key(config) == first
     checkpoint.write_bytes(b"other network")
     assert settings_key(config) != first
+
+
+def test_hemispheres_are_worked_in_the_summary_tables_order(tmp_path):
+    """A longitudinal cohort's ``sub-2``/``sub-10`` with ``ses-2``/``ses-10``: batch mode worked (and logged)
+    them as text, ``sub-10 ses-10`` first, while the summary table and the group table put 2 before 10."""
+    for ses in ("2", "10"):
+        bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("2", "10"), session=ses)
+    config, jobs = _setup(tmp_path, bids, "--hemi", "L")
+    tasks, reused = plan_tasks(list(reversed(jobs)), config)
+    assert reused == 0
+    assert [(t.subject, t.session) for t in tasks] == [("2", "2"), ("2", "10"), ("10", "2"), ("10", "10")]

@@ -182,3 +182,31 @@ def test_an_output_folder_moved_with_its_population_template_still_finds_and_che
     code, _, err = run(bids, moved, "group")
     assert (f"space-geomorphPopulation hemi-L: 1 hemisphere(s) were registered to the maps in "
             f"{moved / 'tpl-geomorphPopulation'} as they were before they changed") in err
+
+
+def test_reports_only_says_a_session_label_changes_nothing(bids, tmp_path):
+    """``participant --reports-only --participant-label 01 --session-label 2`` (a longitudinal study's
+    new session, its report wanted) rebuilt ``sub-01.html`` with every session, exit 0, nothing said
+    of the label (a session with no outputs, ``--session-label 9``, alike). Now one warning line."""
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = run(bids, out, "participant", "--reports-only", "--participant-label", "01", "--session-label", "2")
+    assert ("geomorph-bids: warning: --session-label has no effect with --reports-only (the reports are drawn "
+            "from the outputs already written)") in err  # one line, the one every such option gets
+    assert code == 1 and "--reports-only: no participant outputs" in err, err
+
+
+def test_the_note_on_participants_with_several_sessions_lists_them_in_natural_order(tmp_path):
+    """``group --build-template`` on sub-2 (``ses-2``, ``ses-10``) and sub-10 (``ses-2``, ``ses-10``): the note
+    named ``sub-10 (ses-10, ses-2), sub-2 (ses-10, ses-2)`` (text order), the table and the rounds 2 before 10."""
+    from .conftest import make_dataset
+
+    for ses in ("2", "10"):
+        bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("2", "10"), session=ses)
+    out = tmp_path / "out"
+    code, _, err = run(bids, out, "participant", *RIGID, "-w", tmp_path / "w", "--nprocs", "2")
+    assert code == 0, err
+    code, _, err = run(bids, out, "group", "--build-template", "1", *RIGID)
+    assert code == 0, err
+    assert ("note: hemi-L: 2 participant(s) are averaged in with several sessions, each session weighing as one "
+            "participant: sub-2 (ses-2, ses-10), sub-10 (ses-2, ses-10); --session-label picks") in err, err

@@ -467,3 +467,85 @@ def test_labels_differing_only_in_case_are_refused_on_an_output_folder_that_fold
     code, _, err = run(bids, tmp_path / "out2", *args)
     assert code == 0, err
     assert (anat(tmp_path / "out2", "AB") / "sub-AB_hemi-L_space-fsLR_desc-geomorph_metrics.json").is_file()
+
+
+def test_sessions_and_participants_are_taken_once_in_natural_order_whatever_was_typed(tmp_path):
+    """A longitudinal study's ``--session-label 2 ses-2`` (or a filter file and a typed label naming one
+    session twice) made two jobs of one session: in workflow mode the run stopped at once on
+    ``error: Duplicate node name "sub_2_ses_2_wf" found.``, exit 1, nothing registered. Sessions were
+    also listed as text (``ses-10`` before ``ses-2``) and in the order typed (``--session-label 10 2``,
+    ``--participant-label 10 2``): the summary table, the ``inputs:`` line and the failures then
+    disagreed with a whole-dataset run and the group table (``label_key``: 2 before 10)."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import collect_jobs
+
+    for ses in ("2", "10"):
+        bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("2", "10"), session=ses)
+
+    def jobs(*extra: str) -> list[tuple[str, str | None]]:
+        got, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant",
+                                                                *extra]), ["sulc"])
+        assert not failures
+        return [(j.subject, j.session) for j in got]
+
+    natural = [("2", "2"), ("2", "10"), ("10", "2"), ("10", "10")]
+    assert jobs() == natural
+    assert jobs("--session-label", "10", "2") == natural
+    assert jobs("--participant-label", "10", "sub-2") == natural
+    assert jobs("--participant-label", "sub-10", "2", "--session-label", "ses-10", "2", "10") == natural
+    assert jobs("--session-label", "2", "ses-2") == [("2", "2"), ("10", "2")]
+
+
+def test_a_filter_session_null_names_the_sessions_of_anatomy_in_several_session_folders(tmp_path):
+    """A longitudinal study's filter ``{"t1w": {"session": null}}`` (the session-less anatomy): a subject
+    whose anatomy is in two sMRIPrep session folders, or in FreeSurfer ``sub-X_ses-Y`` runs, failed with
+    the session-less look's ``hemi-L: smriprep DIR/sub-02: spheres in several sessions (ses-1, ses-2), pass a
+    session; looked for ...; hemi-R: ...`` (the whole search twice, some 900 characters) or ``no inputs for
+    hemi-L, hemi-R; looked for ...``; only a subject with one session folder got the line naming its
+    sessions. Now every such subject gets that line; a subject with session-less anatomy is registered."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01",))
+    for ses in ("1", "2"):
+        make_dataset(tmp_path / "bids", "smriprep", subjects=("02",), session=ses)
+        make_dataset(tmp_path / "bids", "freesurfer", subjects=("03",), session=ses)
+    filt = _filter(tmp_path, {"t1w": {"session": None}})
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant",
+                                                             "--bids-filter-file", str(filt)]), ["sulc"])
+    assert [(j.subject, j.session) for j in jobs] == [("01", None)]
+    assert [(f.subject, f.session, f.hemi, f.reason) for f in failures] == [
+        (s, None, "L,R", f"the BIDS filter file selects the anatomy without a session (session null); sub-{s}'s is "
+                         "in session folders (ses-1, ses-2): give their labels instead") for s in ("02", "03")]
+
+
+@pytest.mark.parametrize("base", ["sub-01base", "base01"])
+@pytest.mark.parametrize("tps", [True, False])
+def test_a_longitudinal_base_named_as_a_label_of_its_own_is_not_a_subject(tmp_path, recwarn, base, tps):
+    """``recon-all -base sub-01base -tp sub-01_ses-1 -tp sub-01_ses-2`` (or ``-base base01``): the base's name
+    is a BIDS label, so it was registered as participant ``01base`` beside sub-01's two sessions (exit 0,
+    nothing said): one brain three times in the group table and in a population template. Now the base is
+    named on the longitudinal base's line (by its ``scripts/base-tps``, or by its ``X.long.<base>`` runs) and
+    makes no subject; a base named as its subject (``sub-06``) stays as the round-eighteen test has it."""
+    import shutil
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import SubjectWarning, collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01",), session="1")
+    make_dataset(tmp_path / "bids", "freesurfer", subjects=("01",), session="2")
+    fs = bids / "derivatives" / "freesurfer"
+    shutil.copytree(fs / "sub-01_ses-1", fs / base)
+    if tps:
+        (fs / base / "scripts").mkdir(exist_ok=True)
+        (fs / base / "scripts" / "base-tps").write_text("sub-01_ses-1\nsub-01_ses-2\n")
+    for ses in ("1", "2"):
+        shutil.copytree(fs / f"sub-01_ses-{ses}", fs / f"sub-01_ses-{ses}.long.{base}")
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"]),
+                                  ["sulc"])
+    assert [(j.subject, j.session) for j in jobs] == [("01", "1"), ("01", "2")] and not failures
+    lines = [str(w.message) for w in recwarn if issubclass(w.category, SubjectWarning)]
+    assert (f"FreeSurfer subject folder {fs / base} is not processed: it is the base of a longitudinal run "
+            "(recon-all -base: the within-subject template of sub-01_ses-1, sub-01_ses-2), not a session of its own"
+            in lines), lines
+    assert len(lines) == 3, lines  # the base and its two .long. runs, each once

@@ -579,3 +579,26 @@ def test_errors_warnings_and_notes_say_which_they_are_in_words(outputs):
         assert body.startswith(word[cls]), (cls, body)
     assert any("<b>error</b>: no outputs for hemi-R" in body for _, body in items)
     assert any("feature has NaN values" in body and body.startswith("<b>error</b>: ") for _, body in items)
+
+
+def test_a_subjects_sessions_are_in_the_group_tables_order(outputs):
+    """A longitudinal subject's report (``sub-X.html``) listed its sessions as text: ``ses-10`` before
+    ``ses-2`` and ``ses-9`` (the summary's sessions, the sections and their links), while the group table,
+    the run's summary and its ``inputs:`` line put ``ses-2`` first (``label_key``). Now they agree."""
+    import json
+
+    src = outputs / "sub-01" / "anat"
+    for ses in ("10", "2", "9"):
+        dst = outputs / "sub-05" / f"ses-{ses}" / "anat"
+        dst.mkdir(parents=True)
+        for p in src.iterdir():
+            name = p.name.replace("sub-01", f"sub-05_ses-{ses}")
+            shutil.copy(p, dst / name)
+            if name.endswith("_metrics.json"):  # what it records matches its name (check_metrics)
+                (dst / name).write_text(json.dumps({**json.loads(p.read_text()), "subject": "05", "session": ses}))
+    assert [(h.session, h.hemi) for h in find_hemispheres(outputs, "05")] == [
+        ("2", "L"), ("2", "R"), ("9", "L"), ("9", "R"), ("10", "L"), ("10", "R")]
+    html = build_participant_report(outputs, "05").read_text()
+    assert 'sessions</th><td class="l">2, 9, 10</td>' in html
+    links = re.findall(r'<a href="#sub-05_ses-(\d+)_hemi-L', html)
+    assert links == ["2", "9", "10"], links
