@@ -17,6 +17,8 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from ..io.processes import pid_alive
+
 __all__ = ["worker_pool", "start_fork_server", "stop_pool", "PRELOAD", "REPORT_PRELOAD", "REGISTRATION_MODULES",
            "preload_modules", "exit_with_owner"]
 
@@ -70,33 +72,18 @@ def exit_with_owner(owner: int, poll_s: float = 1.0) -> None:
         fd = os.pidfd_open(owner)
     except (AttributeError, OSError):
         fd = None
-    if fd is None and not _alive(owner):
+    if fd is None and not pid_alive(owner):
         os._exit(70)
 
     def watch() -> None:
         if fd is not None:
             select.select([fd], [], [])
         else:
-            while _alive(owner):
+            while pid_alive(owner):
                 time.sleep(poll_s)
         os._exit(70)
 
     threading.Thread(target=watch, name="exit-with-owner", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (a zombie counts as ended)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def start_fork_server(reports: bool = False, registrations: bool = True) -> multiprocessing.context.BaseContext:

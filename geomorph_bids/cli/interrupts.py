@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from ..io.processes import pid_alive
+
 __all__ = ["STOP_SIGNALS", "GRACE_S", "REDELIVER_S", "Interrupted", "stop_on_signals", "stop_children", "descendants",
            "pid_alive"]
 
@@ -155,26 +157,6 @@ def descendants(pid: int | None = None) -> list[int]:
 
         out = [p.pid for p in multiprocessing.active_children() if p.pid]
     return out
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is running (a zombie, ended but not yet reaped, is not). Another user's
-    process that ``/proc`` hides (``hidepid=2``, as many shared clusters mount it) is asked with
-    signal 0, which answers "not permitted" for a live one: read as ended, a colleague's running
-    run's lock was called stale."""
-    if Path("/proc").is_dir():
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            return stat[stat.rfind(")") + 2:][:1] != "Z"
-        except OSError:
-            pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _resource_tracker_pid() -> int | None:

@@ -460,15 +460,23 @@ def test_the_summary_reads_a_flagged_hemispheres_metrics_once(tmp_path, monkeypa
     three round trips each). Now once; nothing else in the main process reads it (reports deferred)."""
     import collections
 
+    from geomorph_bids.io import limits
+
     reads: collections.Counter = collections.Counter()
-    real = Path.read_text
+    real, real_bounded = Path.read_text, limits.read_json_bounded
 
     def read_text(self, *a, **k):
         if self.name.endswith("desc-geomorph_metrics.json") and self.is_file():
             reads[self.name] += 1
         return real(self, *a, **k)
 
+    def read_json_bounded(path, *a, **k):  # results.metrics.read_document's read since the twenty-second session
+        if Path(path).name.endswith("desc-geomorph_metrics.json") and Path(path).is_file():
+            reads[Path(path).name] += 1
+        return real_bounded(path, *a, **k)
+
     monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(limits, "read_json_bounded", read_json_bounded)
     out = tmp_path / "out"
     code, _, err = run(EXAMPLE, out, "participant", "--session-label", "1", "-w", tmp_path / "w", "--nprocs", "2",
                        "--model", "rigid", "--fmriprep-compat", "--min-cc", "0.99", "--reports", "deferred")
