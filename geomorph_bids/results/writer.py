@@ -102,8 +102,7 @@ def staging(output_dir: str | Path) -> Iterator[Path]:
 
     root = Path(output_dir) / STAGING_DIR
     stage = root / uuid.uuid4().hex
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    for attempt in range(_MKDIR_TRIES):
+    for attempt in range(_MKDIR_TRIES):  # shared_folder makes the output folder too when missing
         with contextlib.suppress(FileExistsError):  # (pathlib's exist_ok when another writer removed it meanwhile)
             shared_folder(root)  # group-writable in a lab's group folder: every member's runs stage there
         try:
