@@ -89,6 +89,13 @@ def template_source(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
     return source_record(config.template.provenance(config.model.template_hemi(h.hemi), config.channels))
 
 
+#: what the registered sphere stands in for, by the template whose coordinates it is in: an fsLR sphere for
+#: sMRIPrep's MSMSulc one; an fsaverage sphere for FreeSurfer's sphere.reg (sMRIPrep's desc-reg), never for the
+#: MSMSulc one, which is in fsLR space, 42.5 / 26.4 deg (L / R) away
+_USED_AS = {"fsLR": "sMRIPrep's space-fsLR_desc-msmsulc sphere",
+            "fsaverage": "FreeSurfer's sphere.reg (sMRIPrep's space-fsaverage_desc-reg sphere)"}
+
+
 def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
     """The hemisphere's files, each fed by a named result:
 
@@ -117,8 +124,7 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
     where = f"{space} space" + (f" (the {base} sphere's coordinates, where its maps lie)" if custom else "")
     files = [OutputFile(out.path(REGISTERED_SPHERE), "registered_sphere", meta={
         "Description": f"Native sphere mesh moved into {where} by geomorph-bids "
-                       "(same vertices and triangles as the input sphere); use it where sMRIPrep's "
-                       "desc-msmsulc sphere is used.",
+                       f"(same vertices and triangles as the input sphere); use it where {_USED_AS[base]} is used.",
         "Sources": [sphere_source], "Template": space, **custom, "TemplateSource": tpl_source,
         "RegistrationFeatures": list(config.channels), "Model": model,
         "RegistrationMetrics": anat_uri(ent, METRICS.name(ent, h.hemi, space)),

@@ -206,3 +206,22 @@ def test_inputs_reached_through_links_inside_the_dataset_are_named_as_the_datase
     assert meta["sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]["Sources"] == [
         "bids:raw:derivatives/fs/sub-01/surf/lh.sphere"]
     assert hemisphere_info(h, config)["input_sphere"] == "derivatives/fs/sub-01/surf/lh.sphere"
+
+
+def test_the_registered_spheres_sidecar_says_what_it_stands_in_for_in_its_own_space(tmp_path):
+    """Twenty-third session: the ``space-fsaverage_desc-geomorph`` sphere's sidecar said "use it where
+    sMRIPrep's desc-msmsulc sphere is used", an fsLR-space sphere 42.5 deg away: a sphere in fsaverage space
+    stands in for FreeSurfer's sphere.reg (sMRIPrep's desc-reg); an fsLR one for the MSMSulc sphere."""
+    from geomorph_bids.io.template_ref import TemplateRef
+    from geomorph_bids.workflows.outputs import hemisphere_files
+
+    h = _hemi(tmp_path, "L")
+    fslr = {f.path.name: f.meta for f in hemisphere_files(h, _config(tmp_path)) if f.meta is not None}
+    fsavg = {f.path.name: f.meta for f in hemisphere_files(h, _config(
+        tmp_path, template=TemplateRef.bundled("fsaverage"), density="41k")) if f.meta is not None}
+    assert fslr["sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]["Description"] == (
+        "Native sphere mesh moved into fsLR space by geomorph-bids (same vertices and triangles as the input "
+        "sphere); use it where sMRIPrep's space-fsLR_desc-msmsulc sphere is used.")
+    assert fsavg["sub-01_hemi-L_space-fsaverage_desc-geomorph_sphere.surf.gii"]["Description"] == (
+        "Native sphere mesh moved into fsaverage space by geomorph-bids (same vertices and triangles as the "
+        "input sphere); use it where FreeSurfer's sphere.reg (sMRIPrep's space-fsaverage_desc-reg sphere) is used.")
