@@ -260,5 +260,6 @@ def write_dscalar(path: str | Path, maps: dict[str, np.ndarray], rois: dict[str,
     header = cifti2.Cifti2Header.from_axes((cifti2.ScalarAxis(list(names)), axes[0] + axes[1]))
     header.matrix.metadata = cifti2.Cifti2MetaData({str(k): str(v) for k, v in (metadata or {}).items()})
     img = cifti2.Cifti2Image(np.concatenate(blocks, axis=0).T.astype(np.float32), header)
-    img.nifti_header.set_intent("NIFTI_INTENT_CONNECTIVITY_DENSE_SCALARS")
+    # the name too, as the CIFTI-2 standard lists it and Workbench and the HCP pipelines write it
+    img.nifti_header.set_intent("NIFTI_INTENT_CONNECTIVITY_DENSE_SCALARS", name="ConnDenseScalar")
     return atomic_write_bytes(path, img.to_bytes())

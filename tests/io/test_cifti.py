@@ -217,3 +217,14 @@ def test_a_dscalar_declaring_two_billion_vertices_is_refused_before_any_allocati
         cifti.read_cifti_cortex(p, "L")
     assert one_line(e, p).endswith("CIFTI header declares IndexCount=2147483647; geomorph-bids accepts at most "
                                    "2097152 vertices: the header is corrupted")
+
+
+def test_the_dscalar_names_its_intent_as_workbench_and_hcp_do(tmp_path, s1200):
+    """Twenty-third session: our dscalar's NIfTI-2 header had intent code 3006 but an empty
+    ``intent_name``, where the CIFTI-2 standard's table and every Workbench/HCP dscalar (S1200's
+    here) have ``ConnDenseScalar``."""
+    out = cifti.write_dscalar(tmp_path / "x.dscalar.nii", {h: np.ones((642, 1)) for h in "LR"},
+                              {h: np.ones(642, bool) for h in "LR"}, ["sulc"])
+    ours, hcp = nib.load(str(out)).nifti_header, nib.load(str(s1200[0])).nifti_header
+    assert (int(ours["intent_code"]), ours["intent_name"].item()) == (3006, b"ConnDenseScalar")
+    assert (int(hcp["intent_code"]), hcp["intent_name"].item()) == (3006, b"ConnDenseScalar")
