@@ -36,7 +36,7 @@ API_NAMES = {
         "areal_distortion local_affine_distortion edge_distortion caret5_areal_distortion"),
     "geomorph_bids.io": (
         "read_surface read_sphere read_feature read_labels read_mask write_surface write_metric write_labels "
-        "validate_sphere validate_feature"),
+        "write_sphere_reg validate_sphere validate_feature"),
     "geomorph_bids.io.hemisphere_label": "declared_hemispheres declared_map label_conflicts feature_conflicts",
     "geomorph_bids.io.hemisphere": "read_hemisphere NativeHemisphere",
     "geomorph_bids.io.cifti": "write_dscalar",
@@ -529,25 +529,36 @@ def test_peers_without_the_peer_packages_stops_on_one_line_before_any_pair_runs(
 
 
 def test_the_fsaverage_sphere_converts_to_freesurfer_as_the_readme_says(tmp_path: Path) -> None:
-    """README "Into FreeSurfer (fsaverage)": its `python -c` line, verbatim, turns the registered GIFTI
-    sphere into a FreeSurfer surface with the same vertices and triangles (the subject's lh.sphere's
-    triangles), which FreeSurfer's tools then take as a sphere.reg; the README's fMRIPrep-user commands
+    """README "Into FreeSurfer (fsaverage)": its `python -c` line, verbatim (the shell's `$SUBJECTS_DIR`
+    expanded), turns the registered GIFTI sphere into a FreeSurfer surface with the same vertices and
+    triangles (the subject's lh.sphere's triangles), which FreeSurfer's tools then take as a sphere.reg,
+    and (twenty-third session) with the lh.sphere's volume geometry, as recon-all's lh.sphere.reg has it:
+    nibabel's write_geometry, which the line used before, left it out; the README's fMRIPrep-user commands
     are among those that parse (test_documented_command_parses)."""
     text = (ROOT / "README.md").read_text()
     section = text[text.index("**Into FreeSurfer (fsaverage).**"):]
     first_block = re.findall(r"```bash\n(.*?)```", section, re.S)[0]
     [line] = [cmd for cmd in _command_lines(first_block) if cmd.startswith("python -c")]
     code = shlex.split(line)[2]
-    surf = ROOT / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer" / "sub-01" / "surf"
-    coords, faces = nib.freesurfer.read_geometry(str(surf / "lh.sphere"))
+    example = ROOT / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer" / "sub-01" / "surf"
+    coords, faces = nib.freesurfer.read_geometry(str(example / "lh.sphere"))
+    surf = tmp_path / "subjects" / "sub-01" / "surf"
+    surf.mkdir(parents=True)
+    geometry = {"head": np.array([2, 0, 20]), "valid": "1  # volume info valid", "filename": "/s/mri/orig.mgz",
+                "volume": np.array([256, 256, 256]), "voxelsize": np.array([1.0, 1.0, 1.0]),
+                "xras": np.array([-1.0, 0.0, 0.0]), "yras": np.array([0.0, 0.0, -1.0]),
+                "zras": np.array([0.0, 1.0, 0.0]), "cras": np.array([0.5, -17.0, 2.25])}
+    nib.freesurfer.write_geometry(str(surf / "lh.sphere"), coords, faces, volume_info=geometry)
+    code = code.replace("$SUBJECTS_DIR", str(tmp_path / "subjects"))
     moved = (coords @ np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).T).astype(np.float32)
     nib.save(nib.gifti.GiftiImage(darrays=[
         nib.gifti.GiftiDataArray(moved, intent="NIFTI_INTENT_POINTSET", datatype="NIFTI_TYPE_FLOAT32"),
         nib.gifti.GiftiDataArray(faces.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE", datatype="NIFTI_TYPE_INT32")]),
         str(tmp_path / "sub-01_hemi-L_space-fsaverage_desc-geomorph_sphere.surf.gii"))
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
-    got, got_faces = nib.freesurfer.read_geometry(str(tmp_path / "lh.sphere.geomorph.reg"))
+    got, got_faces, info = nib.freesurfer.read_geometry(str(tmp_path / "lh.sphere.geomorph.reg"), read_metadata=True)
     assert np.array_equal(got, moved) and np.array_equal(got_faces, faces)
+    assert info["filename"] == "/s/mri/orig.mgz" and np.array_equal(info["cras"], [0.5, -17.0, 2.25])
     fmriprep_lines = [" ".join(a) for d, k, p, a in DOCUMENTED if d == "README.md" and k == "command"
                       and a[1:2] and a[1].startswith("/data/bids/derivatives/geomorph")]
     assert list(dict.fromkeys(fmriprep_lines)) == [

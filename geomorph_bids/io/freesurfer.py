@@ -33,7 +33,7 @@ from geomorph_bids.io.limits import (READ_TIMEOUT_S, SURFACE_MAX_BYTES, map_max_
 from geomorph_bids.io.quiet import quiet_warnings
 
 __all__ = ["TRIANGLE_MAGIC", "CURV_MAGIC", "read_magic", "triangle_header", "read_fs_vertex_count",
-           "read_fs_surface", "read_fs_morph", "read_fs_annot", "read_fs_label"]
+           "read_fs_surface", "surface_footer", "write_fs_surface", "read_fs_morph", "read_fs_annot", "read_fs_label"]
 
 TRIANGLE_MAGIC = 0xFFFFFE
 CURV_MAGIC = 0xFFFFFF          # also the old quadrangle-surface magic
@@ -253,6 +253,47 @@ def read_fs_surface(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str,
             for k, val in info.items()}
     with np.errstate(invalid="ignore"):  # signalling NaNs (damaged bytes): refused by validate, not warned
         return np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64), meta
+
+
+def surface_footer(path: str | Path) -> bytes:
+    """The bytes FreeSurfer wrote after a triangle surface's triangles, as they are: its tags (the
+    volume geometry of the volume the surface was made from, the command lines that made it); empty
+    when there are none or for a quadrangle surface. InputError (one line) for what is no surface."""
+    p = Path(path)
+    raw = read_bounded(p, SURFACE_MAX_BYTES, "surface")
+    if quad_header(raw) is not None:
+        return b""
+    n_v, n_f, offset = _surface_header(raw, p)
+    return raw[offset + 12 * n_v + 12 * n_f:]
+
+
+def write_fs_surface(path: str | Path, vertices: np.ndarray, faces: np.ndarray, created_by: str,
+                     footer: bytes = b"") -> Path:
+    """Write a FreeSurfer triangle surface atomically, as FreeSurfer lays one out.
+
+    Parameters
+    ----------
+    path : output file (``lh.sphere.geomorph.reg``)
+    vertices : (V, 3) coordinates, mm; stored big-endian float32
+    faces : (F, 3) vertex indices; stored big-endian int32
+    created_by : the header's text line, after ``created by `` (no newline)
+    footer : bytes after the triangles: another surface's tags (:func:`surface_footer`), so that the
+        file carries the subject's volume geometry as recon-all's ``sphere.reg`` does
+    """
+    from geomorph_bids.io.atomic import atomic_write_bytes
+
+    v = np.asarray(vertices)
+    f = np.asarray(faces)
+    if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
+        raise ValueError(f"vertices must be (V, 3) and faces (F, 3), got {v.shape} and {f.shape}")
+    if f.size and (f.min() < 0 or f.max() >= len(v)):
+        raise ValueError(f"faces index vertices outside [0, {len(v)})")
+    if "\n" in created_by:
+        raise ValueError("created_by must be one line")
+    head = TRIANGLE_MAGIC.to_bytes(3, "big") + f"created by {created_by}\n\n".encode("utf-8")
+    body = (np.array([len(v), len(f)], ">i4").tobytes() + np.ascontiguousarray(v, ">f4").tobytes()
+            + np.ascontiguousarray(f, ">i4").tobytes())
+    return atomic_write_bytes(path, head + body + bytes(footer))
 
 
 def read_fs_morph(path: str | Path, n_vertices: int | None = None) -> np.ndarray:

@@ -28,7 +28,7 @@ from geomorph_bids.io.quiet import quiet_warnings
 _MAX_VALUES = MAX_VERTICES * MAX_MAPS
 
 __all__ = ["Surface", "Sphere", "detect_format", "read_surface", "read_sphere", "read_feature", "read_labels", "read_mask",
-           "MIN_CORTEX_FRACTION"]
+           "write_sphere_reg", "MIN_CORTEX_FRACTION"]
 
 #: a cortex mask covering less of the hemisphere than this is refused (real ones: about 0.9)
 MIN_CORTEX_FRACTION = 0.5
@@ -149,6 +149,48 @@ def read_sphere(path: str | Path, *, radius: float = SPHERE_RADIUS, max_folded: 
     s = read_surface(path)
     v, f = validate_sphere(s.vertices, s.faces, s.path, radius=radius, max_folded=max_folded)
     return Sphere(v, f, s.path, s.meta)
+
+
+def write_sphere_reg(registered: str | Path, native: str | Path, out: str | Path) -> Path:
+    """Write a registered sphere (``..._space-fsaverage_desc-geomorph_sphere.surf.gii``) as a FreeSurfer
+    surface that FreeSurfer's tools take as the subject's ``sphere.reg`` (``mri_surf2surf --srcsurfreg``).
+
+    Parameters
+    ----------
+    registered : the registered sphere (GIFTI, or any surface :func:`read_surface` reads)
+    native : the subject's FreeSurfer sphere it was registered from (``surf/lh.sphere``; fMRIPrep's GIFTI
+        copy, ``_hemi-L_sphere.surf.gii``, is taken too, without volume geometry): its vertex count and
+        triangles must be the registered sphere's, and its volume geometry (the bytes after its
+        triangles) is copied, as recon-all's ``lh.sphere.reg`` carries it
+    out : the file written (``lh.sphere.geomorph.reg``), atomically
+
+    Its vertices are the registered sphere's as stored (float32, mm, radius 100), its triangles the
+    native sphere's; its header line says ``created by geomorph-bids <version> from <registered name>``.
+    InputError (one line naming both files), nothing written, when the meshes differ or the files name
+    different hemispheres: the GIFTI was registered from another subject's, hemisphere's or recon-all run's
+    sphere, which FreeSurfer would pair vertex for vertex without a word.
+    """
+    from geomorph_bids import __version__
+    from geomorph_bids.io.hemisphere_label import declared_hemispheres
+
+    ours = declared_hemispheres(registered)[:1]     # the meshes of both hemispheres may be alike: the files say
+    theirs = declared_hemispheres(native)[:1]       # which hemisphere they are
+    if ours and theirs and ours[0][0] != theirs[0][0]:
+        raise InputError(f"is hemi-{ours[0][0]} ({ours[0][1]}) but {native} is hemi-{theirs[0][0]} ({theirs[0][1]}): give "
+                         f"the {'lh' if ours[0][0] == 'L' else 'rh'}.sphere it was registered from", path=registered)
+    reg = read_surface(registered)
+    nat = read_surface(native)
+    if len(reg.vertices) != len(nat.vertices) or not np.array_equal(reg.faces, nat.faces):
+        what = (f"has {len(reg.vertices)} vertices, {native} {len(nat.vertices)}"
+                if len(reg.vertices) != len(nat.vertices) else f"has other triangles than {native}")
+        raise InputError(f"{what}: it was not registered from this FreeSurfer sphere (another subject's, "
+                         "hemisphere's or recon-all run's); give the surf/?h.sphere it was registered from",
+                         path=registered)
+    coords = reg.vertices.astype(np.float32)      # the GIFTI's own float32 values, exactly
+    name = " ".join(Path(registered).name.splitlines())
+    return freesurfer.write_fs_surface(out, coords, nat.faces, f"geomorph-bids {__version__} from {name}",
+                                       footer=freesurfer.surface_footer(native)
+                                       if detect_format(native) == "freesurfer" else b"")   # a GIFTI has none
 
 
 def _read_mgh(p: Path, n_vertices: int | None = None) -> np.ndarray:

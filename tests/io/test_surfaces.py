@@ -355,3 +355,65 @@ def test_a_freesurfer_label_given_as_a_feature_map_names_no_python_function(tmp_
         read_feature(path)
     assert str(e.value) == (f"{path}: is a FreeSurfer label, not a feature map: give a map of one value per vertex, "
                             "e.g. lh.sulc or a .shape.gii file")
+
+
+# ----------------------------------------------------------------------------- a registered sphere into FreeSurfer
+
+_VOLUME_INFO = {"head": np.array([2, 0, 20]), "valid": "1  # volume info valid",
+                "filename": "/subjects/sub-01/mri/filled-pretess255.mgz", "volume": np.array([256, 256, 256]),
+                "voxelsize": np.array([1.0, 1.0, 1.0]), "xras": np.array([-1.0, 0.0, 0.0]),
+                "yras": np.array([0.0, 0.0, -1.0]), "zras": np.array([0.0, 1.0, 0.0]),
+                "cras": np.array([1.5, -20.25, 3.0])}
+
+
+def test_a_registered_sphere_becomes_a_freesurfer_sphere_reg_with_the_subjects_volume_geometry(tmp_path, sphere5):
+    """Twenty-third session: the README's conversion (nibabel's write_geometry) wrote a sphere.reg with no
+    volume geometry, which recon-all's lh.sphere.reg carries (nibabel's read_geometry(read_metadata=True)
+    warned "No volume information contained in the file" and returned none) and a "created by root on
+    <date>" line, and never checked that the GIFTI was registered from that lh.sphere. ``write_sphere_reg``
+    keeps the GIFTI's float32 vertices, the lh.sphere's triangles and its footer byte for byte."""
+    from geomorph_bids import __version__
+    from geomorph_bids.io.surfaces import write_sphere_reg
+
+    native = tmp_path / "lh.sphere"
+    nfs.write_geometry(str(native), sphere5.vertices.astype(np.float32), sphere5.faces.astype(np.int32),
+                       volume_info=_VOLUME_INFO)
+    turn = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    registered = tmp_path / "sub-01_hemi-L_space-fsaverage_desc-geomorph_sphere.surf.gii"
+    gifti.write_surface(registered, sphere5.vertices @ turn.T, sphere5.faces, "L")
+    out = write_sphere_reg(registered, native, tmp_path / "lh.sphere.geomorph.reg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")               # no "No volume information", no "Unknown extension code"
+        coords, faces, info, stamp = nfs.read_geometry(str(out), read_metadata=True, read_stamp=True)
+    assert stamp == f"created by geomorph-bids {__version__} from {registered.name}"
+    assert np.array_equal(coords, nib.load(str(registered)).darrays[0].data)
+    assert np.array_equal(faces, sphere5.faces)
+    assert info["filename"] == _VOLUME_INFO["filename"] and np.array_equal(info["cras"], _VOLUME_INFO["cras"])
+    raw, mesh = native.read_bytes(), 8 + 12 * len(coords) + 12 * len(faces)
+    footer = raw[raw.index(b"\n\n") + 2 + mesh:]          # nibabel's volume geometry, as FreeSurfer lays it out
+    assert len(footer) > 100 and out.read_bytes() == (b"\xff\xff\xfe" + stamp.encode() + b"\n\n"
+                                                      + out.read_bytes()[3 + len(stamp) + 2:][:mesh] + footer)
+
+
+def test_a_sphere_reg_is_refused_for_another_hemisphere_or_mesh(tmp_path, sphere5, one_line):
+    """FreeSurfer pairs a sphere.reg with lh.sphere vertex for vertex without a word: a GIFTI of the other
+    hemisphere or of another mesh is refused on one line naming both files, nothing written."""
+    from geomorph_bids.io.surfaces import write_sphere_reg
+
+    registered = tmp_path / "sub-01_hemi-L_space-fsaverage_desc-geomorph_sphere.surf.gii"
+    gifti.write_surface(registered, sphere5.vertices, sphere5.faces, "L")
+    right = tmp_path / "rh.sphere"
+    nfs.write_geometry(str(right), sphere5.vertices.astype(np.float32), sphere5.faces.astype(np.int32))
+    with pytest.raises(InputError) as err:
+        write_sphere_reg(registered, right, tmp_path / "out.reg")
+    assert one_line(err, registered).endswith(
+        f"is hemi-L (GIFTI AnatomicalStructurePrimary CortexLeft) but {right} is hemi-R (its name (rh.)): "
+        "give the lh.sphere it was registered from")
+    other = tmp_path / "lh.sphere"
+    nfs.write_geometry(str(other), sphere5.vertices.astype(np.float32), sphere5.faces[:, [0, 2, 1]].astype(np.int32))
+    with pytest.raises(InputError) as err:
+        write_sphere_reg(registered, other, tmp_path / "out.reg")
+    assert one_line(err, registered).endswith(
+        f"has other triangles than {other}: it was not registered from this FreeSurfer sphere (another "
+        "subject's, hemisphere's or recon-all run's); give the surf/?h.sphere it was registered from")
+    assert not (tmp_path / "out.reg").exists()
