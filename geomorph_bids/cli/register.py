@@ -261,7 +261,10 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
                                   + feature_conflicts(features))
     metrics["quality"] = assess(metrics, metrics.get("registration_features") or list(maps), quality).to_dict()
     with _OutputSet() as outputs:  # all of the set or none of it, an earlier run's set left whole
-        write_surface(outputs.stage(out), result.sphere, result.faces, hemi=hemi, geometric_type="Spherical")
+        # the input's triangles as its file has them: a sphere wound inward (a right hemisphere mirrored
+        # x -> -x as a left one) is registered re-wound, and written with the file's own faces again
+        faces = result.faces if moving.given_faces is None else moving.given_faces
+        write_surface(outputs.stage(out), result.sphere, faces, hemi=hemi, geometric_type="Spherical")
         if features_out is not None:
             features_out.mkdir(parents=True, exist_ok=True)
             for name, values in given.items():

@@ -1064,3 +1064,33 @@ def test_a_metrics_name_that_is_a_link_loop_is_no_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--metrics", str(tmp_path / "to-out.json")])
     assert exc.value.code == 2 and "is also --out" in capsys.readouterr().err
+
+
+def test_a_mirrored_hemisphere_wound_inward_is_written_with_its_own_triangles(tmp_path, capsys):
+    """geomorph-register on a right hemisphere mirrored x -> -x and given as --hemi L (faces kept, so wound
+    inward): it registered, but the output sphere was written with every triangle re-wound ([0, 2, 1]),
+    where the README promises "same vertices and triangles as the input", so an evaluator comparing each
+    file's triangle orientations counted all 20,480 as flipped. Now the output has the input's triangles."""
+    from geomorph_bids.io import read_feature, read_surface
+
+    surf = example_dir() / "sub-01" / "surf"
+    rh = read_surface(surf / "rh.sphere")
+    nib.freesurfer.write_geometry(str(tmp_path / "lh.sphere"), (rh.vertices * [-1.0, 1.0, 1.0]).astype(np.float32),
+                                  rh.faces.astype(np.int32))
+    nib.freesurfer.write_morph_data(str(tmp_path / "lh.sulc"), read_feature(surf / "rh.sulc").astype(np.float32))
+    out = tmp_path / "out" / "lh.reg.surf.gii"
+    assert main(["--sphere", str(tmp_path / "lh.sphere"), "--feature", f"sulc={tmp_path / 'lh.sulc'}",
+                 "--hemi", "L", "--out", str(out)]) == 0
+    assert "error" not in capsys.readouterr().err
+    img = nib.load(str(out))
+    vertices, faces = img.darrays[0].data.astype(np.float64), img.darrays[1].data
+    assert np.array_equal(faces, rh.faces)
+    v_in, f_in = nib.freesurfer.read_geometry(str(tmp_path / "lh.sphere"))
+
+    def outward(v, f):
+        n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        return np.einsum("ij,ij->i", n, v[f].mean(axis=1)) > 0
+
+    assert np.array_equal(outward(v_in, f_in), outward(vertices, faces))  # not one triangle flipped
+    metrics = json.loads((tmp_path / "out" / "lh.reg_metrics.json").read_text())
+    assert metrics["n_folded"] == 0 and metrics["cc_sulc_after"] > 0.9
