@@ -246,6 +246,10 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
         print(f"{_PROG}: warning: {line}", file=sys.stderr)
     for line in template.info:
         print(f"{_PROG}: note: {line}", file=sys.stderr)
+    # which maps, and for a folder how many vertices (the full fsaverage's 163,842, or an fsaverage5 in its place)
+    print(f"template maps: hemi-{hemi}: "
+          f"{template.describe(choice.channels if choice.kind == 'network' else tuple(maps), (tpl_hemi,), vertices=True)}",
+          flush=True)
     low = template.low_resolution_note(choice.channels if choice.kind == "network" else tuple(maps), tpl_hemi)
     if low:  # geomorph-bids' note, less its --fs-subjects-dir (not an option of this command)
         print(f"{_PROG}: note: hemi-{hemi} {low.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)

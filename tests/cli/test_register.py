@@ -265,8 +265,13 @@ def test_template_from_subjects_dir_is_recorded(tmp_path, monkeypatch, tiny_fsav
         assert metrics.get("template_built_from_vertices") == (None if hemi == "L" else 10242)  # fsaverage5
         assert len(metrics["template_sha256"]) == 64
     assert metrics["template_source_path"].endswith("templates")
-    err = capsys.readouterr().err
+    said = capsys.readouterr()
+    err = said.err
     assert f"geomorph-register: warning: template: FreeSurfer fsaverage {fs}: no rh.sphere or rh.sulc for hemi-R" in err
+    # which maps each hemisphere was registered to, and how many vertices a folder's have: before, nothing on
+    # stdout said it (a full 163,842-vertex fsaverage looked the same as an fsaverage5 in its place)
+    assert said.out.splitlines()[0] == f"template maps: hemi-L: fsaverage from FreeSurfer fsaverage {fs} (10,242 vertices)"
+    assert "template maps: hemi-R: fsaverage from the bundled fsaverage\n" in said.out
     assert err.count("warning") == 1
     code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
                  "--template", "fsaverage", "--template-dir", "bundled", "--model", "rigid",
@@ -649,7 +654,8 @@ def test_own_files_print_the_short_summary_and_leave_the_metrics_to_the_json(tmp
     assert main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
                  "--model", "rigid", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
+    assert lines.pop(0) == "template maps: hemi-L: fsLR from the bundled fsLR"
     assert lines[0].split() == ["hemi", "method", "rotation", "(deg)", "CC", "sulc", "before", "CC", "rigid", "CC",
                                 "after", "folded", "seconds", "quality"]
     assert lines[1].split()[:2] == ["L", "rigid"] and lines[1].split()[-1] == "ok"
