@@ -1100,3 +1100,36 @@ def test_a_mirrored_hemisphere_wound_inward_is_written_with_its_own_triangles(tm
     assert np.array_equal(outward(v_in, f_in), outward(vertices, faces))  # not one triangle flipped
     metrics = json.loads((tmp_path / "out" / "lh.reg_metrics.json").read_text())
     assert metrics["n_folded"] == 0 and metrics["cc_sulc_after"] > 0.9
+
+
+def test_the_readmes_metric_definitions_are_what_the_metrics_json_holds(tmp_path):
+    """README, "Evaluating accuracy yourself": areal_* are per-vertex |log2| area ratios (a third of the
+    triangles around each vertex, both spheres at radius 100), n_folded the triangles whose orientation
+    differs between input and output with the same faces; the output keeps the input's vertex order
+    and lies at radius 100. Recomputed here with numpy alone from the files, as an evaluator would."""
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "lh.reg.surf.gii"
+    assert main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((tmp_path / "lh.reg_metrics.json").read_text())
+    v_in, f_in = nib.freesurfer.read_geometry(str(surf / "lh.sphere"))
+    img = nib.load(str(out))
+    v_out, f_out = img.darrays[0].data.astype(np.float64), img.darrays[1].data
+    assert np.array_equal(f_out, f_in)
+    np.testing.assert_allclose(np.linalg.norm(v_out, axis=1), 100.0, atol=1e-3)
+    v_in = 100.0 * v_in / np.linalg.norm(v_in, axis=1, keepdims=True)
+    assert np.degrees(np.arccos(np.clip((v_in * v_out).sum(1) / 1e4, -1, 1))).max() < 60  # vertex i is vertex i
+
+    def vertex_areas(v, f):
+        a = 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
+        return np.bincount(f.ravel(), weights=np.repeat(a / 3, 3), minlength=len(v))
+
+    def orientation(v, f):
+        n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        return np.sign(np.einsum("ij,ij->i", v[f[:, 0]] - v.mean(axis=0), n))
+
+    areal = np.abs(np.log2(vertex_areas(v_out, f_in) / vertex_areas(v_in, f_in)))
+    assert metrics["areal_mean_abs"] == pytest.approx(areal.mean(), abs=2e-5)  # the output is float32
+    assert metrics["areal_p95_abs"] == pytest.approx(np.percentile(areal, 95), abs=2e-4)
+    assert metrics["areal_max_abs"] == pytest.approx(areal.max(), abs=2e-4)
+    assert metrics["n_folded"] == int((orientation(v_in, f_in) != orientation(v_out, f_in)).sum()) == 0
