@@ -261,7 +261,8 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
                "rotation": np.round(result.rotation, 8).tolist(), "input_sphere": str(sphere),
                "sulc_sign": sulc_sign}  # the sign gate's advice depends on it (quality.assess)
     # register() saw arrays: what the files themselves declare is checked here
-    metrics["label_conflicts"] = (label_conflicts([sphere, sphere_reg, *features.values()], hemi)
+    metrics["label_conflicts"] = (label_conflicts([sphere, sphere_reg, *features.values()], hemi,
+                                                  wound_inward=sphere if moving.wound_inward else None)
                                   + feature_conflicts(features))
     metrics["quality"] = assess(metrics, metrics.get("registration_features") or list(maps), quality).to_dict()
     with _OutputSet() as outputs:  # all of the set or none of it, an earlier run's set left whole

@@ -203,14 +203,16 @@ def _with_paths(item: "RegistrationItem") -> "RegistrationItem":
                                reg_sphere=_as_path(item.reg_sphere), cortex_mask=_as_path(item.cortex_mask))
 
 
-def _label_conflicts(item: "RegistrationItem") -> list[str]:
+def _label_conflicts(item: "RegistrationItem", wound_inward: bool = False) -> list[str]:
     """What the input files (paths only) say about their hemisphere, against ``item.hemi``, and
-    about their map, against the feature name each is given as."""
+    about their map, against the feature name each is given as. ``wound_inward``: the sphere's file
+    had every triangle wound inward (a hemisphere mirrored x -> -x), which its line then says."""
     from ..io.hemisphere_label import feature_conflicts, label_conflicts
 
     maps = item.moving_features if isinstance(item.moving_features, Mapping) else {}
     paths = [item.moving_sphere, item.reg_sphere, *maps.values()]
-    return (label_conflicts([p for p in paths if isinstance(p, (str, Path))], item.hemi)
+    inward = item.moving_sphere if wound_inward and isinstance(item.moving_sphere, (str, Path)) else None
+    return (label_conflicts([p for p in paths if isinstance(p, (str, Path))], item.hemi, wound_inward=inward)
             + feature_conflicts(maps))
 
 
@@ -807,7 +809,8 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
                                "cortex_mask": cortex is not None,
                                "identity_cc_own": pre.metrics.get("identity_cc_own"),
                                "identity_cc_mirrored": pre.metrics.get("identity_cc_mirrored"),
-                               "label_conflicts": _label_conflicts(item)}
+                               "label_conflicts": _label_conflicts(item, given_faces is not None and np.array_equal(
+                                   given_faces[:, [0, 2, 1]], faces))}
     if "identity_cc_negated" in pre.metrics:  # measured only when the identity check fails or the fit is poor
         metrics["identity_cc_negated"] = pre.metrics["identity_cc_negated"]
     if "reg_sphere_set_aside" in pre.metrics:  # a sphere.reg that is not this sphere's: said, not trusted

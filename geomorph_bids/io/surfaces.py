@@ -75,6 +75,12 @@ class Sphere(Surface):
 
     given_faces: np.ndarray | None = field(default=None, repr=False)
 
+    @property
+    def wound_inward(self) -> bool:
+        """Whether the file's triangles were all wound inward (re-wound here): a hemisphere mirrored
+        x -> -x without re-winding its faces, e.g. a right one given as a left one."""
+        return self.given_faces is not None and np.array_equal(self.given_faces[:, [0, 2, 1]], self.faces)
+
 
 _KINDS = {"mgh": "an MGH file", "cifti": "a CIFTI file", "annot": "a FreeSurfer annotation",
           "label": "a FreeSurfer label"}

@@ -1133,3 +1133,33 @@ def test_the_readmes_metric_definitions_are_what_the_metrics_json_holds(tmp_path
     assert metrics["areal_p95_abs"] == pytest.approx(np.percentile(areal, 95), abs=2e-4)
     assert metrics["areal_max_abs"] == pytest.approx(areal.max(), abs=2e-4)
     assert metrics["n_folded"] == int((orientation(v_in, f_in) != orientation(v_out, f_in)).sum()) == 0
+
+
+def test_a_mirrored_right_hemisphere_still_declared_right_says_how_to_declare_it_left(tmp_path, capsys):
+    """An evaluator mirrors sMRIPrep's hemi-R sphere x -> -x (nibabel keeps its CortexRight metadata and its
+    faces, now wound inward) and gives it as --hemi L: FLAGGED identity, exit 3, with nothing saying that a
+    mirrored hemisphere was recognised or what clears the flag. The sphere's line now says so; declared
+    CortexLeft (sphere and sulc), the same files register without a flag."""
+    anat = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "smriprep"
+    anat = anat / "sub-02" / "anat"
+    sphere = nib.load(str(anat / "sub-02_hemi-R_sphere.surf.gii"))
+    sphere.darrays[0].data[:, 0] *= -1
+    nib.save(sphere, str(tmp_path / "mirrored_sphere.surf.gii"))
+    sulc = nib.load(str(anat / "sub-02_hemi-R_sulc.shape.gii"))
+    nib.save(sulc, str(tmp_path / "mirrored_sulc.shape.gii"))
+    args = ["--sphere", str(tmp_path / "mirrored_sphere.surf.gii"), "--feature",
+            f"sulc={tmp_path / 'mirrored_sulc.shape.gii'}", "--hemi", "L"]
+    assert main(args + ["--out", str(tmp_path / "a" / "lh.surf.gii")]) == 3
+    err = capsys.readouterr().err
+    assert ("identity: mirrored_sphere.surf.gii: GIFTI AnatomicalStructurePrimary CortexRight says hemi-R, registered "
+            "as hemi-L (its triangles are wound inward, as those of a hemisphere mirrored x -> -x are: if it was "
+            "mirrored on purpose, declare it and its maps hemi-L, in the GIFTI AnatomicalStructurePrimary and the "
+            "file names, and this flag goes)") in err
+    for img, name in ((sphere, "mirrored_sphere.surf.gii"), (sulc, "mirrored_sulc.shape.gii")):
+        for array in img.darrays:
+            array.meta["AnatomicalStructurePrimary"] = "CortexLeft"
+        img.meta["AnatomicalStructurePrimary"] = "CortexLeft"
+        nib.save(img, str(tmp_path / name))
+    assert main(args + ["--out", str(tmp_path / "b" / "lh.surf.gii")]) == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "b" / "lh_metrics.json").read_text())
+    assert metrics["label_conflicts"] == [] and metrics["n_folded"] == 0 and metrics["cc_sulc_after"] > 0.9
