@@ -458,7 +458,7 @@ def run_participant(args) -> int:
             # the hemispheres that will register: one no subject has (all lh.*) takes no template maps
             hemis = sorted({config.model.template_hemi(h) for j in jobs for h in j.inputs.hemis}
                            or {config.model.template_hemi(h) for h in args.hemi})
-            print(f"template maps: {config.template.describe(config.channels, hemis)}", flush=True)
+            print(f"template maps: {config.template.describe(config.channels, hemis, vertices=True)}", flush=True)
             low: dict[str, list[str]] = {}  # note -> its hemispheres (the bundled maps, or coarse ones found here)
             for h in hemis:
                 note = config.template.low_resolution_note(config.channels, h)

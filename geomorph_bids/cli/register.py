@@ -246,6 +246,10 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
         print(f"{_PROG}: warning: {line}", file=sys.stderr)
     for line in template.info:
         print(f"{_PROG}: note: {line}", file=sys.stderr)
+    # which maps, and for a folder how many vertices (the full fsaverage's 163,842, or an fsaverage5 in its place)
+    print(f"template maps: hemi-{hemi}: "
+          f"{template.describe(choice.channels if choice.kind == 'network' else tuple(maps), (tpl_hemi,), vertices=True)}",
+          flush=True)
     low = template.low_resolution_note(choice.channels if choice.kind == "network" else tuple(maps), tpl_hemi)
     if low:  # geomorph-bids' note, less its --fs-subjects-dir (not an option of this command)
         print(f"{_PROG}: note: hemi-{hemi} {low.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)
@@ -257,11 +261,15 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
                "rotation": np.round(result.rotation, 8).tolist(), "input_sphere": str(sphere),
                "sulc_sign": sulc_sign}  # the sign gate's advice depends on it (quality.assess)
     # register() saw arrays: what the files themselves declare is checked here
-    metrics["label_conflicts"] = (label_conflicts([sphere, sphere_reg, *features.values()], hemi)
+    metrics["label_conflicts"] = (label_conflicts([sphere, sphere_reg, *features.values()], hemi,
+                                                  wound_inward=sphere if moving.wound_inward else None)
                                   + feature_conflicts(features))
     metrics["quality"] = assess(metrics, metrics.get("registration_features") or list(maps), quality).to_dict()
     with _OutputSet() as outputs:  # all of the set or none of it, an earlier run's set left whole
-        write_surface(outputs.stage(out), result.sphere, result.faces, hemi=hemi, geometric_type="Spherical")
+        # the input's triangles as its file has them: a sphere wound inward (a right hemisphere mirrored
+        # x -> -x as a left one) is registered re-wound, and written with the file's own faces again
+        faces = result.faces if moving.given_faces is None else moving.given_faces
+        write_surface(outputs.stage(out), result.sphere, faces, hemi=hemi, geometric_type="Spherical")
         if features_out is not None:
             features_out.mkdir(parents=True, exist_ok=True)
             for name, values in given.items():

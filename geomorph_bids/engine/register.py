@@ -98,7 +98,10 @@ class Registration:
     ----------
     sphere : (V, 3) float64, the moving mesh's vertices moved into template space, mm on a
         radius-100 sphere; same vertex order and faces as the input.
-    faces : (F, 3) int64, the input's faces (unchanged).
+    faces : (F, 3) int64, the input's faces, unchanged: the caller's arrays, or a file's own
+        triangles whatever their winding (a mesh wound inward, as a hemisphere mirrored x -> -x
+        without re-winding is, is registered re-wound and given back as the file has it); a
+        :class:`~geomorph_bids.io.surfaces.Sphere`'s faces (wound outward by ``read_sphere``).
     rotation : (3, 3) rigid pre-alignment; ``rotated = input_vertices @ rotation.T``.
     warp_ico6 : (40962, 3) float64 pull-back warp on the ico-6 template grid, radius 100
         (template vertex -> position on the rotated moving sphere), or None if rigid only.
@@ -114,6 +117,9 @@ class Registration:
         :class:`~geomorph_bids.sphere.locate.SphereLocator` of :attr:`sphere` built without it
         again (``results.resample.resample_features``' ``fans``); None where the pre-alignment
         kept none.
+    work_faces : (F, 3) int64, the faces the registration worked with where they differ from
+        :attr:`faces` (a file wound inward, re-wound outward: the same triangles), else None;
+        :meth:`resample` uses them, so its values do not depend on the winding given.
     """
 
     sphere: np.ndarray
@@ -125,6 +131,7 @@ class Registration:
     hemi: str = ""
     quality: QualityVerdict = field(default_factory=QualityVerdict)
     fans: np.ndarray | None = field(default=None, repr=False)
+    work_faces: np.ndarray | None = field(default=None, repr=False)
 
     def resample(self, values: np.ndarray, target: tuple[np.ndarray, np.ndarray] | str | Path = "ico6",
                  method: str = "adap_bary_area") -> np.ndarray:
@@ -166,7 +173,8 @@ class Registration:
 
                 v, f, _ = load_density_sphere(self.template, self.hemi, target)
                 target = (v, f)
-        return resample(values, (self.sphere, self.faces), target, method=method)
+        faces = self.faces if self.work_faces is None else self.work_faces  # the same numbers whatever the winding given
+        return resample(values, (self.sphere, faces), target, method=method)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,29 +203,35 @@ def _with_paths(item: "RegistrationItem") -> "RegistrationItem":
                                reg_sphere=_as_path(item.reg_sphere), cortex_mask=_as_path(item.cortex_mask))
 
 
-def _label_conflicts(item: "RegistrationItem") -> list[str]:
+def _label_conflicts(item: "RegistrationItem", wound_inward: bool = False) -> list[str]:
     """What the input files (paths only) say about their hemisphere, against ``item.hemi``, and
-    about their map, against the feature name each is given as."""
+    about their map, against the feature name each is given as. ``wound_inward``: the sphere's file
+    had every triangle wound inward (a hemisphere mirrored x -> -x), which its line then says."""
     from ..io.hemisphere_label import feature_conflicts, label_conflicts
 
     maps = item.moving_features if isinstance(item.moving_features, Mapping) else {}
     paths = [item.moving_sphere, item.reg_sphere, *maps.values()]
-    return (label_conflicts([p for p in paths if isinstance(p, (str, Path))], item.hemi)
+    inward = item.moving_sphere if wound_inward and isinstance(item.moving_sphere, (str, Path)) else None
+    return (label_conflicts([p for p in paths if isinstance(p, (str, Path))], item.hemi, wound_inward=inward)
             + feature_conflicts(maps))
 
 
 def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi: str
-                 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+    """The sphere's (V, 3) vertices at radius 100 and (F, 3) faces the registration works with, its
+    maps, and the faces its result keeps where they differ: a file's own (``Sphere.given_faces``:
+    wound inward, as a hemisphere mirrored x -> -x, they are re-wound to be checked), else None."""
     from ..io.surfaces import read_feature, read_sphere
     from ..io.validate import clip_outliers, validate_feature, validate_sphere
 
+    given = None  # arrays keep the caller's faces, a Sphere its own (outward): only a file's may differ
     if isinstance(moving_sphere, Sphere) and np.isclose(np.linalg.norm(moving_sphere.vertices[0]), RADIUS):
         # read_sphere checked it already (at the radius register() works at: read_sphere's default); the
         # result's faces are a copy, as for arrays: editing them changed the caller's Sphere in silence
         vertices, faces = moving_sphere.vertices, np.array(moving_sphere.faces, dtype=np.int64)
     elif isinstance(moving_sphere, (str, Path)):
         s = read_sphere(moving_sphere)
-        vertices, faces = s.vertices, s.faces
+        vertices, faces, given = s.vertices, s.faces, s.given_faces
     elif isinstance(moving_sphere, Mapping):  # iterating it would give its keys, read as a vertex array
         raise ValueError(f"moving_sphere must be a path or a (vertices, faces) pair, got a dict with keys "
                          f"{', '.join(map(repr, list(moving_sphere)[:4]))}: pass (d[<vertices>], d[<faces>])")
@@ -259,7 +273,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
         # squares overflowed or vanished (a wrong rotation, CC NaN, in silence), is scaled by a power of two
         arr = in_float_range(arr)
         feats[str(name)] = clip_outliers(arr, f"feature {name!r}" + (f" ({val})" if isinstance(val, (str, Path)) else ""))
-    return vertices, faces, feats
+    return vertices, faces, feats, given
 
 
 def _template_arrays(tpl: Template, channels: Sequence[str]) -> Template:
@@ -458,6 +472,7 @@ class _Job:
     seconds: dict[str, float]
     t0: float
     warp: np.ndarray | None = None     # (40962, 3) unit sphere, once known
+    given_faces: np.ndarray | None = None  # the result's faces where they are not ``faces``: a file's own winding
 
 
 def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "fsLR",
@@ -656,7 +671,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     hemi = hemi_code(item.hemi)  # L/R; lh/rh, left/right and CortexLeft/CortexRight are accepted too
-    vertices, faces, feats = _read_inputs(item.moving_sphere, item.moving_features, hemi)
+    vertices, faces, feats, given_faces = _read_inputs(item.moving_sphere, item.moving_features, hemi)
     reg_sphere = _gifti_arrays(item.reg_sphere, "reg_sphere", surface=True)
     reg_path = reg_sphere if isinstance(reg_sphere, (str, Path)) else None
     if reg_path is not None:
@@ -794,7 +809,8 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
                                "cortex_mask": cortex is not None,
                                "identity_cc_own": pre.metrics.get("identity_cc_own"),
                                "identity_cc_mirrored": pre.metrics.get("identity_cc_mirrored"),
-                               "label_conflicts": _label_conflicts(item)}
+                               "label_conflicts": _label_conflicts(item, given_faces is not None and np.array_equal(
+                                   given_faces[:, [0, 2, 1]], faces))}
     if "identity_cc_negated" in pre.metrics:  # measured only when the identity check fails or the fit is poor
         metrics["identity_cc_negated"] = pre.metrics["identity_cc_negated"]
     if "reg_sphere_set_aside" in pre.metrics:  # a sphere.reg that is not this sphere's: said, not trusted
@@ -809,7 +825,8 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
         metrics[f"cc_{c}_before"] = pre.metrics.get(f"cc_{c}_before")
         metrics[f"cc_{c}_rigid"] = pre.metrics.get(f"cc_{c}_after")
     return _Job(vertices=vertices, faces=faces, work_f=work_f, feats=feats, channels=channels, loaded=loaded,
-                mirrored=mirrored, tpl=tpl, pre=pre, hemi=hemi, metrics=metrics, seconds=seconds, t0=t0)
+                mirrored=mirrored, tpl=tpl, pre=pre, hemi=hemi, metrics=metrics, seconds=seconds, t0=t0,
+                given_faces=given_faces)
 
 
 def _from_fsaverage(base: str, tpl: Template, hemi: str) -> np.ndarray:
@@ -1098,7 +1115,9 @@ def _finish_beside(job: _Job, optimise: Any, dev: Any, quality: QualityThreshold
     metrics = copy.deepcopy(metrics)
     metrics.update(seconds)
     metrics["seconds_total"] = sum(v for k, v in seconds.items() if k.startswith("seconds_"))
-    return Registration(sphere=out_sphere, faces=faces, rotation=rotation, warp_ico6=warp_ico6,
+    return Registration(sphere=out_sphere, faces=faces if job.given_faces is None else job.given_faces,
+                        work_faces=None if job.given_faces is None else faces,
+                        rotation=rotation, warp_ico6=warp_ico6,
                         metrics=metrics, template=tpl.name, hemi=job.hemi,
                         quality=assess(metrics, channels, quality),
                         fans=job.pre.locator.fans if job.pre.locator is not None else None)

@@ -99,6 +99,8 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
             raise InputError(f"midthickness has {len(mid.vertices)} vertices and other triangles than the sphere "
                              f"{sphere} ({n} vertices): it must be the same subject's mesh", path=midthickness)
     cortex = None if cortex_mask is None else read_mask(cortex_mask, n, hemi)
-    conflicts = tuple(([] if hemi is None else label_conflicts([sphere, *features.values(), sphere_reg], hemi))
+    inward = sphere if s.wound_inward else None  # a mirrored hemisphere's sphere: its declaration line says so
+    conflicts = tuple(([] if hemi is None else label_conflicts([sphere, *features.values(), sphere_reg], hemi,
+                                                               wound_inward=inward))
                       + feature_conflicts(features))
     return NativeHemisphere(s, maps, reg, mid, cortex, conflicts)

@@ -74,16 +74,23 @@ def declared_hemispheres(path: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def label_conflicts(paths: Iterable[str | Path | None], hemi: str) -> list[str]:
+def label_conflicts(paths: Iterable[str | Path | None], hemi: str, wound_inward: str | Path | None = None) -> list[str]:
     """One line per file of ``paths`` that declares the other hemisphere than ``hemi``, e.g.
-    ``"lh.sulc: its name (lh.) says hemi-L, registered as hemi-R"``."""
+    ``"lh.sulc: its name (lh.) says hemi-L, registered as hemi-R"``. ``wound_inward``: the sphere
+    file, when its triangles are all wound inward (:attr:`~geomorph_bids.io.surfaces.Sphere.wound_inward`):
+    its line then says so, as a hemisphere mirrored x -> -x on purpose keeps its old declaration."""
     out = []
     for path in paths:
         if path is None:
             continue
         for declared, evidence in declared_hemispheres(path):
             if declared != hemi:
-                out.append(f"{Path(path).name}: {evidence} says hemi-{declared}, registered as hemi-{hemi}")
+                line = f"{Path(path).name}: {evidence} says hemi-{declared}, registered as hemi-{hemi}"
+                if wound_inward is not None and str(path) == str(wound_inward):
+                    line += (f" (its triangles are wound inward, as those of a hemisphere mirrored x -> -x are: "
+                             f"if it was mirrored on purpose, declare it and its maps hemi-{hemi}, in the GIFTI "
+                             f"AnatomicalStructurePrimary and the file names, and this flag goes)")
+                out.append(line)
     return out
 
 

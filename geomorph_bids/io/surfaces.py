@@ -66,7 +66,20 @@ class Surface:
 class Sphere(Surface):
     """A :class:`Surface` that :func:`read_sphere` checked (``validate.validate_sphere``): a
     sphere centred at the origin, radius 100 mm (or the radius asked for), triangles wound
-    outward. Readers downstream (``register()``) take it as it is instead of checking it again."""
+    outward. Readers downstream (``register()``) take it as it is instead of checking it again.
+
+    ``given_faces``: (F, 3) int64, the file's own faces where the check re-wound them (a whole mesh
+    wound inward, as a right hemisphere mirrored x -> -x into a left one keeps its faces; triangles
+    wound against their neighbours); None where ``faces`` are the file's. The same triangles, corner
+    for corner up to order: ``register()`` of a path writes its output sphere with them."""
+
+    given_faces: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def wound_inward(self) -> bool:
+        """Whether the file's triangles were all wound inward (re-wound here): a hemisphere mirrored
+        x -> -x without re-winding its faces, e.g. a right one given as a left one."""
+        return self.given_faces is not None and np.array_equal(self.given_faces[:, [0, 2, 1]], self.faces)
 
 
 _KINDS = {"mgh": "an MGH file", "cifti": "a CIFTI file", "annot": "a FreeSurfer annotation",
@@ -142,13 +155,14 @@ def read_sphere(path: str | Path, *, radius: float = SPHERE_RADIUS, max_folded: 
     * a sphere off-centre or with another radius (e.g. radius 1): accepted with a
       :class:`validate.SphereWarning`, returned recentred and rescaled;
     * reversed winding (more than half the triangles inward): all triangles
-      flipped silently;
+      flipped silently (the file's own faces kept as ``given_faces``);
     * more than ``max_folded`` triangles still inward (default: 0.1% of them,
       fewer are tolerated with a warning): InputError with the count.
     """
     s = read_surface(path)
     v, f = validate_sphere(s.vertices, s.faces, s.path, radius=radius, max_folded=max_folded)
-    return Sphere(v, f, s.path, s.meta)
+    given = None if f is s.faces or np.array_equal(f, s.faces) else np.asarray(s.faces, dtype=np.int64)
+    return Sphere(v, f, s.path, s.meta, given_faces=given)
 
 
 def write_sphere_reg(registered: str | Path, native: str | Path, out: str | Path) -> Path:

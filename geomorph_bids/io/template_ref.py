@@ -146,16 +146,19 @@ class TemplateRef:
         return low_resolution_note({"template_source": source.kind, "template_source_path": str(source.folder),
                                     "template_vertices": source.vertex_count()}, self.base)
 
-    def describe(self, features: Sequence[str], hemis: Iterable[str] = HEMIS) -> str:
+    def describe(self, features: Sequence[str], hemis: Iterable[str] = HEMIS, vertices: bool = False) -> str:
         """One line: where the maps come from, e.g. ``fsaverage from FreeSurfer fsaverage /x``;
         maps an installed package provides are named (``fsLR from the bundled fsLR (curv,
-        myelin from brainspace's group maps)``)."""
+        myelin from brainspace's group maps)``). ``vertices``: a folder's maps with their vertex count
+        (``folder fsaverage /x (163,842 vertices)``: the full template, not an fsaverage5 in its place)."""
         if self.is_custom:  # a folder renamed or copied under another name still names its outputs by its Identifier
             named = "" if self.folder.name == f"tpl-{self.label}" else (
                 f" (the Identifier in its {DESCRIPTION}: outputs are named space-{self.label})")
             return f"{self.label} from {self.folder}{named}"
         hemis = tuple(hemis)
-        where = sorted({self.source(h, features).describe() for h in hemis})
+        where = sorted({self.source(h, features).describe() + (
+            f" ({self.source(h, features).vertex_count():,} vertices)"
+            if vertices and not self.source(h, features).is_bundled else "") for h in hemis})
         also = "; ".join(f"{', '.join(fs)} from {package}'s group maps"
                          for package, fs in self.package_maps(features, hemis).items())
         return f"{self.label} from {' and '.join(where)}" + (f" ({also})" if also else "")

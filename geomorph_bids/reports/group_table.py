@@ -266,10 +266,13 @@ _DESCRIBED: dict[str, tuple[str, str | None]] = {
     "areal_p95_abs": ("95th percentile of |log2 vertex-area ratio|, registered / native sphere", "log2 ratio"),
     "areal_max_abs": ("Largest |log2 vertex-area ratio|, registered / native sphere", "log2 ratio"),
     "edge_mean": ("Mean edge-length distortion (wb_command -surface-distortion -edge-method)", "log2 ratio"),
-    "n_folded": ("Folded triangles of the registered sphere", "triangles"),
-    "folded_fraction": ("Fraction of the registered sphere's triangles that are folded", "fraction (0-1)"),
+    "n_folded": ("Triangles whose orientation flips between the native sphere and the registered one (the same "
+                 "faces; orientation: the sign of (a - o) . ((b - a) x (c - a)), o the mean vertex)", "triangles"),
+    "folded_fraction": ("Fraction of the triangles that flip between the native and the registered sphere "
+                        "(n_folded over the triangle count)", "fraction (0-1)"),
     "warp_folded_triangles": ("Folded triangles of the warp on the ico-6 grid", "triangles"),
-    "n_nonfinite": ("Vertices of the registered sphere that are not finite", "vertices"),
+    "n_nonfinite": ("Vertices whose areal, J, R or edge distortion is not finite (degenerate triangles around "
+                    "them), left out of the distortion statistics", "vertices"),
     "rotation_deg": ("Angle of the rigid pre-alignment rotation", "degrees"),
     "rotation_method": ("How the rotation was found: features, or correspondence (from the sphere.reg)", None),
     "used_sphere_reg": ("Whether a FreeSurfer sphere.reg was used for the rotation (true/false)", None),

@@ -921,7 +921,8 @@ def test_template_maps_from_the_freesurfer_folder_are_recorded_everywhere(datase
     code, stdout, err = run(bids, out, "participant", "--template", "fsaverage", "--model", "rigid",
                             "-w", tmp_path / "w", "--nprocs", "2")
     assert code == 0, err
-    assert f"template maps: fsaverage from FreeSurfer fsaverage {fs}" in stdout and "low-resolution" not in stdout
+    assert (f"template maps: fsaverage from FreeSurfer fsaverage {fs} (10,242 vertices)\n" in stdout
+            and "low-resolution" not in stdout)
     # the tiny fsaverage has fsaverage5's mesh: said so, with its count and folder (not the bundled maps' note)
     coarse = f"registered to fsaverage maps of 10,242 vertices (FreeSurfer {fs}), not the full template's 163,842"
     assert f"note: {coarse}" in stdout
@@ -1065,7 +1066,7 @@ def test_a_hemisphere_no_subject_has_is_not_said_to_register_to_the_bundled_maps
                             "--fs-subjects-dir", subjects, "-w", tmp_path / "w", "--nprocs", "2")
     assert code == 1  # hemi-R was asked for (the default L R) and not done
     assert "FAILED sub-01 hemi-R: no inputs" in err
-    assert f"template maps: fsaverage from FreeSurfer fsaverage {fs}\n" in stdout
+    assert f"template maps: fsaverage from FreeSurfer fsaverage {fs} (10,242 vertices)\n" in stdout
     assert "low-resolution" not in stdout
 
 

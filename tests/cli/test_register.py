@@ -265,8 +265,13 @@ def test_template_from_subjects_dir_is_recorded(tmp_path, monkeypatch, tiny_fsav
         assert metrics.get("template_built_from_vertices") == (None if hemi == "L" else 10242)  # fsaverage5
         assert len(metrics["template_sha256"]) == 64
     assert metrics["template_source_path"].endswith("templates")
-    err = capsys.readouterr().err
+    said = capsys.readouterr()
+    err = said.err
     assert f"geomorph-register: warning: template: FreeSurfer fsaverage {fs}: no rh.sphere or rh.sulc for hemi-R" in err
+    # which maps each hemisphere was registered to, and how many vertices a folder's have: before, nothing on
+    # stdout said it (a full 163,842-vertex fsaverage looked the same as an fsaverage5 in its place)
+    assert said.out.splitlines()[0] == f"template maps: hemi-L: fsaverage from FreeSurfer fsaverage {fs} (10,242 vertices)"
+    assert "template maps: hemi-R: fsaverage from the bundled fsaverage\n" in said.out
     assert err.count("warning") == 1
     code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
                  "--template", "fsaverage", "--template-dir", "bundled", "--model", "rigid",
@@ -649,7 +654,8 @@ def test_own_files_print_the_short_summary_and_leave_the_metrics_to_the_json(tmp
     assert main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
                  "--model", "rigid", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
+    assert lines.pop(0) == "template maps: hemi-L: fsLR from the bundled fsLR"
     assert lines[0].split() == ["hemi", "method", "rotation", "(deg)", "CC", "sulc", "before", "CC", "rigid", "CC",
                                 "after", "folded", "seconds", "quality"]
     assert lines[1].split()[:2] == ["L", "rigid"] and lines[1].split()[-1] == "ok"
@@ -1064,3 +1070,96 @@ def test_a_metrics_name_that_is_a_link_loop_is_no_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--metrics", str(tmp_path / "to-out.json")])
     assert exc.value.code == 2 and "is also --out" in capsys.readouterr().err
+
+
+def test_a_mirrored_hemisphere_wound_inward_is_written_with_its_own_triangles(tmp_path, capsys):
+    """geomorph-register on a right hemisphere mirrored x -> -x and given as --hemi L (faces kept, so wound
+    inward): it registered, but the output sphere was written with every triangle re-wound ([0, 2, 1]),
+    where the README promises "same vertices and triangles as the input", so an evaluator comparing each
+    file's triangle orientations counted all 20,480 as flipped. Now the output has the input's triangles."""
+    from geomorph_bids.io import read_feature, read_surface
+
+    surf = example_dir() / "sub-01" / "surf"
+    rh = read_surface(surf / "rh.sphere")
+    nib.freesurfer.write_geometry(str(tmp_path / "lh.sphere"), (rh.vertices * [-1.0, 1.0, 1.0]).astype(np.float32),
+                                  rh.faces.astype(np.int32))
+    nib.freesurfer.write_morph_data(str(tmp_path / "lh.sulc"), read_feature(surf / "rh.sulc").astype(np.float32))
+    out = tmp_path / "out" / "lh.reg.surf.gii"
+    assert main(["--sphere", str(tmp_path / "lh.sphere"), "--feature", f"sulc={tmp_path / 'lh.sulc'}",
+                 "--hemi", "L", "--out", str(out)]) == 0
+    assert "error" not in capsys.readouterr().err
+    img = nib.load(str(out))
+    vertices, faces = img.darrays[0].data.astype(np.float64), img.darrays[1].data
+    assert np.array_equal(faces, rh.faces)
+    v_in, f_in = nib.freesurfer.read_geometry(str(tmp_path / "lh.sphere"))
+
+    def outward(v, f):
+        n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        return np.einsum("ij,ij->i", n, v[f].mean(axis=1)) > 0
+
+    assert np.array_equal(outward(v_in, f_in), outward(vertices, faces))  # not one triangle flipped
+    metrics = json.loads((tmp_path / "out" / "lh.reg_metrics.json").read_text())
+    assert metrics["n_folded"] == 0 and metrics["cc_sulc_after"] > 0.9
+
+
+def test_the_readmes_metric_definitions_are_what_the_metrics_json_holds(tmp_path):
+    """README, "Evaluating accuracy yourself": areal_* are per-vertex |log2| area ratios (a third of the
+    triangles around each vertex, both spheres at radius 100), n_folded the triangles whose orientation
+    differs between input and output with the same faces; the output keeps the input's vertex order
+    and lies at radius 100. Recomputed here with numpy alone from the files, as an evaluator would."""
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "lh.reg.surf.gii"
+    assert main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((tmp_path / "lh.reg_metrics.json").read_text())
+    v_in, f_in = nib.freesurfer.read_geometry(str(surf / "lh.sphere"))
+    img = nib.load(str(out))
+    v_out, f_out = img.darrays[0].data.astype(np.float64), img.darrays[1].data
+    assert np.array_equal(f_out, f_in)
+    np.testing.assert_allclose(np.linalg.norm(v_out, axis=1), 100.0, atol=1e-3)
+    v_in = 100.0 * v_in / np.linalg.norm(v_in, axis=1, keepdims=True)
+    assert np.degrees(np.arccos(np.clip((v_in * v_out).sum(1) / 1e4, -1, 1))).max() < 60  # vertex i is vertex i
+
+    def vertex_areas(v, f):
+        a = 0.5 * np.linalg.norm(np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]]), axis=1)
+        return np.bincount(f.ravel(), weights=np.repeat(a / 3, 3), minlength=len(v))
+
+    def orientation(v, f):
+        n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+        return np.sign(np.einsum("ij,ij->i", v[f[:, 0]] - v.mean(axis=0), n))
+
+    areal = np.abs(np.log2(vertex_areas(v_out, f_in) / vertex_areas(v_in, f_in)))
+    assert metrics["areal_mean_abs"] == pytest.approx(areal.mean(), abs=2e-5)  # the output is float32
+    assert metrics["areal_p95_abs"] == pytest.approx(np.percentile(areal, 95), abs=2e-4)
+    assert metrics["areal_max_abs"] == pytest.approx(areal.max(), abs=2e-4)
+    assert metrics["n_folded"] == int((orientation(v_in, f_in) != orientation(v_out, f_in)).sum()) == 0
+
+
+def test_a_mirrored_right_hemisphere_still_declared_right_says_how_to_declare_it_left(tmp_path, capsys):
+    """An evaluator mirrors sMRIPrep's hemi-R sphere x -> -x (nibabel keeps its CortexRight metadata and its
+    faces, now wound inward) and gives it as --hemi L: FLAGGED identity, exit 3, with nothing saying that a
+    mirrored hemisphere was recognised or what clears the flag. The sphere's line now says so; declared
+    CortexLeft (sphere and sulc), the same files register without a flag."""
+    anat = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "smriprep"
+    anat = anat / "sub-02" / "anat"
+    sphere = nib.load(str(anat / "sub-02_hemi-R_sphere.surf.gii"))
+    sphere.darrays[0].data[:, 0] *= -1
+    nib.save(sphere, str(tmp_path / "mirrored_sphere.surf.gii"))
+    sulc = nib.load(str(anat / "sub-02_hemi-R_sulc.shape.gii"))
+    nib.save(sulc, str(tmp_path / "mirrored_sulc.shape.gii"))
+    args = ["--sphere", str(tmp_path / "mirrored_sphere.surf.gii"), "--feature",
+            f"sulc={tmp_path / 'mirrored_sulc.shape.gii'}", "--hemi", "L"]
+    assert main(args + ["--out", str(tmp_path / "a" / "lh.surf.gii")]) == 3
+    err = capsys.readouterr().err
+    assert ("identity: mirrored_sphere.surf.gii: GIFTI AnatomicalStructurePrimary CortexRight says hemi-R, registered "
+            "as hemi-L (its triangles are wound inward, as those of a hemisphere mirrored x -> -x are: if it was "
+            "mirrored on purpose, declare it and its maps hemi-L, in the GIFTI AnatomicalStructurePrimary and the "
+            "file names, and this flag goes)") in err
+    for img, name in ((sphere, "mirrored_sphere.surf.gii"), (sulc, "mirrored_sulc.shape.gii")):
+        for array in img.darrays:
+            array.meta["AnatomicalStructurePrimary"] = "CortexLeft"
+        img.meta["AnatomicalStructurePrimary"] = "CortexLeft"
+        nib.save(img, str(tmp_path / name))
+    assert main(args + ["--out", str(tmp_path / "b" / "lh.surf.gii")]) == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "b" / "lh_metrics.json").read_text())
+    assert metrics["label_conflicts"] == [] and metrics["n_folded"] == 0 and metrics["cc_sulc_after"] > 0.9

@@ -1225,3 +1225,50 @@ def test_a_masked_cortex_mask_leaves_its_masked_vertices_out():
                       cortex_mask=np.ma.masked_array(np.ones(len(v), bool), mask=wall))
     np.testing.assert_array_equal(masked.sphere, plain.sphere)
     assert masked.metrics["cc_sulc_after"] == plain.metrics["cc_sulc_after"]
+
+
+def _mirrored_right_hemisphere(folder: Path) -> tuple[Path, Path, np.ndarray]:
+    """The example's right hemisphere mirrored x -> -x and given as a left one, its faces kept (so wound
+    inward), as an evaluator makes a mirrored pair: ``lh.sphere``, ``lh.sulc`` and the file's faces."""
+    import nibabel.freesurfer as nfs
+
+    s = read_surface(SURF / "rh.sphere")
+    folder.mkdir(parents=True, exist_ok=True)
+    nfs.write_geometry(str(folder / "lh.sphere"), (s.vertices * [-1.0, 1.0, 1.0]).astype(np.float32),
+                       s.faces.astype(np.int32))
+    nfs.write_morph_data(str(folder / "lh.sulc"), read_feature(SURF / "rh.sulc").astype(np.float32))
+    return folder / "lh.sphere", folder / "lh.sulc", np.asarray(s.faces, dtype=np.int64)
+
+
+def test_a_sphere_file_wound_inward_keeps_its_own_triangles(tmp_path):
+    """A right hemisphere mirrored x -> -x as a left one (faces kept, so wound inward), given as a path:
+    before, ``Registration.faces`` came back re-wound ([0, 2, 1]) while the docstring said "the input's faces
+    (unchanged)" and the same arrays gave the caller's; an evaluator counting flipped triangles between the
+    input file and the output with each one's own faces found all 20,480 flipped. Now the file's faces are
+    given back; the registered vertices and the metrics are those of the outward-wound copy, bit for bit."""
+    import nibabel.freesurfer as nfs
+
+    sphere, sulc, faces = _mirrored_right_hemisphere(tmp_path / "mirrored")
+    outward = tmp_path / "outward"
+    outward.mkdir()
+    v, _ = nfs.read_geometry(str(sphere))
+    nfs.write_geometry(str(outward / "lh.sphere"), v.astype(np.float32), faces[:, [0, 2, 1]].astype(np.int32))
+    kwargs = dict(template="fsLR", hemi="L", device="cpu")
+    reg = register(str(sphere), {"sulc": str(sulc)}, **kwargs)
+    ref = register(str(outward / "lh.sphere"), {"sulc": str(sulc)}, **kwargs)
+    assert np.array_equal(reg.faces, faces)
+    assert np.array_equal(ref.faces, faces[:, [0, 2, 1]])
+    assert np.array_equal(reg.sphere, ref.sphere)
+    for key in ("cc_sulc_after", "areal_mean_abs", "areal_p95_abs", "n_folded"):
+        assert reg.metrics[key] == ref.metrics[key], key
+    assert reg.metrics["n_folded"] == 0
+    arrays = register((v, faces), {"sulc": read_feature(sulc)}, **kwargs)  # the caller's faces, as before
+    assert np.array_equal(arrays.faces, faces) and np.array_equal(arrays.sphere, reg.sphere)
+
+    def outward_normals(vertices, f):  # an evaluator's own orientation test
+        n = np.cross(vertices[f[:, 1]] - vertices[f[:, 0]], vertices[f[:, 2]] - vertices[f[:, 0]])
+        return np.einsum("ij,ij->i", n, vertices[f].mean(axis=1)) > 0
+
+    assert not outward_normals(v, faces).any()  # the input: every triangle wound inward
+    assert np.array_equal(outward_normals(v, faces), outward_normals(reg.sphere, reg.faces))  # none flipped
+    np.testing.assert_array_equal(reg.resample(read_feature(sulc), "ico6"), ref.resample(read_feature(sulc), "ico6"))

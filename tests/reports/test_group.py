@@ -927,3 +927,19 @@ def test_unreadable_metrics_files_are_listed_at_most_a_hundred_at_the_top(output
     assert "130 metrics file(s) could not be read" in top
     assert top.count("is a git-annex pointer") == LISTED_MAX
     assert "<li>and 30 more (the group level's FAILED lines name each)</li>" in top
+
+
+def test_the_data_dictionary_says_what_n_folded_and_n_nonfinite_count():
+    """An evaluator read n_folded as "Folded triangles of the registered sphere" (the registered sphere's
+    inward triangles?) and n_nonfinite as "Vertices of the registered sphere that are not finite" (its
+    coordinates?): they are triangles that flip against the native sphere with the same faces, and vertices
+    whose distortion measures are not finite (distortion_summary); the descriptions now say so."""
+    from geomorph_bids.reports.group_table import column_description
+
+    assert column_description("n_folded")["Description"] == (
+        "Triangles whose orientation flips between the native sphere and the registered one (the same faces; "
+        "orientation: the sign of (a - o) . ((b - a) x (c - a)), o the mean vertex)")
+    assert column_description("folded_fraction")["Description"].startswith(
+        "Fraction of the triangles that flip between the native and the registered sphere")
+    assert column_description("n_nonfinite")["Description"].startswith(
+        "Vertices whose areal, J, R or edge distortion is not finite")
