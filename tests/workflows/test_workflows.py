@@ -206,3 +206,28 @@ def test_inputs_reached_through_links_inside_the_dataset_are_named_as_the_datase
     assert meta["sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]["Sources"] == [
         "bids:raw:derivatives/fs/sub-01/surf/lh.sphere"]
     assert hemisphere_info(h, config)["input_sphere"] == "derivatives/fs/sub-01/surf/lh.sphere"
+
+
+def _header_only_surface(path: Path, n_vertices: int) -> None:
+    """A FreeSurfer triangle surface's header alone (magic, "created by" line, V, F): what the workflow
+    reads of a sphere to size its registration step."""
+    import numpy as np
+
+    path.write_bytes(b"\xff\xff\xfe" + b"created by test\n\n" + np.array([n_vertices, 2 * n_vertices - 4], ">i4").tobytes())
+
+
+def test_the_registration_step_of_a_high_resolution_sphere_reserves_what_it_needs(tmp_path):
+    """Twenty-third session: every registration step reserved 0.66 GB of ``--mem-gb`` (164k vertices),
+    while a 655,362-vertex sphere (ico-8; 7T, FastSurfer's and FreeSurfer's hires meshes have 250k-450k)
+    peaked at 1.15 GB: Nipype ran as many of them at once as of 164k ones and the job's memory ran out.
+    Now the step reserves what its sphere's vertex count needs; ordinary spheres keep 0.66 GB."""
+    job = _job(tmp_path, hemis=("L", "R"))
+    surf = tmp_path / "fs" / "sub-01" / "surf"
+    _header_only_surface(surf / "lh.sphere", 655362)
+    _header_only_surface(surf / "rh.sphere", 163842)
+    nodes = {n._hierarchy.split(".")[-1]: n for n in init_geomorph_wf([job], _config(tmp_path))._create_flat_graph().nodes
+             if n.name == "register"}
+    assert {k: n.mem_gb for k, n in nodes.items()} == {"hemi_L_wf": 1.15, "hemi_R_wf": 0.66}
+    _header_only_surface(surf / "lh.sphere", 300000)
+    node = _register_node(init_geomorph_wf([_job(tmp_path, hemis=("L",))], _config(tmp_path)))
+    assert node.mem_gb == 0.80
