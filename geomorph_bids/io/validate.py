@@ -47,9 +47,10 @@ SPHERE_SPREAD_TOL = 0.05
 SPHERE_RADIUS_RATIO = 1.1
 #: Relative centre offset / radius error below which a sphere is left untouched.
 SPHERE_POSE_TOL = 1e-3
-#: Fewest vertices of a sphere: the icosahedron's, the coarsest icosphere (registered, flagged only
-#: for its correlation). Fewer cannot cover the sphere (a tetrahedron's triangles cover 0.26 of it,
-#: an octahedron's 0.39), and were refused as "partial (a patch?)", which they are not.
+#: Fewest vertices of a sphere that is read: the icosahedron's, the coarsest icosphere. Fewer cannot
+#: cover the sphere (a tetrahedron's triangles cover 0.26 of it, an octahedron's 0.39), and were refused
+#: as "partial (a patch?)", which they are not. A registration needs more
+#: (:data:`geomorph_bids.engine.register.MIN_REGISTRATION_VERTICES`, 162).
 MIN_SPHERE_VERTICES = 12
 MAX_FOLDED_FRACTION = 1e-3  # folded triangles tolerated (with a warning) on input spheres
 #: a triangle of at most this fraction of the mean triangle area has none (its corners coincide)
@@ -321,8 +322,8 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
     v, f = check_mesh(vertices, faces, path)
     if len(v) < MIN_SPHERE_VERTICES:
         raise InputError(f"has only {len(v)} vertices: a sphere needs at least {MIN_SPHERE_VERTICES} (an icosahedron) "
-                         "to be registered, and real ones have thousands (FreeSurfer's ~130,000); pass the "
-                         "subject's spherical surface (e.g. lh.sphere)", path=path)
+                         "to be closed, 162 to be registered, and real ones have thousands (FreeSurfer's ~130,000); "
+                         "pass the subject's spherical surface (e.g. lh.sphere)", path=path)
     # the triangles of the mesh as given: those measured below unless it is moved to standard pose
     ahead = None if worker is None else worker.submit(areas_and_volumes, v, f)
     centre, radii = _fit(v)  # fit_sphere's, with the distances it measured
