@@ -13,7 +13,7 @@ import subprocess
 import sys
 from typing import Any
 
-__all__ = ["REGISTRATION_NEEDS_GB", "registration_needs_gb", "resolve_device"]
+__all__ = ["REGISTRATION_NEEDS_GB", "BATCH_HEMISPHERE_GB", "registration_needs_gb", "batch_share", "resolve_device"]
 
 #: what one registration needs of the machine (GB): (memory, address space) at 10,242, 163,842 and
 #: 655,362 (ico-8, a high-resolution mesh) vertices, measured with geomorph-register (peak RSS, torch and
@@ -36,6 +36,20 @@ def registration_needs_gb(n_vertices: int | None) -> tuple[float, float]:
     far = REGISTRATION_NEEDS_GB[655362]
     share = (int(n_vertices) - 163842) / (655362 - 163842)
     return tuple(math.ceil(100 * (b + share * (f - b)) - 1e-9) / 100 for b, f in zip(base, far))  # type: ignore[return-value]
+
+
+#: what one hemisphere of 163,842 vertices or fewer adds to a batch-mode worker's registration batch (GB;
+#: ``--batch-size`` is sized from it)
+BATCH_HEMISPHERE_GB = 0.06
+
+
+def batch_share(n_vertices: int | None) -> int:
+    """How many hemispheres' places in a batch-mode registration batch (``--batch-size``) one of ``n_vertices``
+    takes: 1 up to 163,842 vertices (or unknown), and for a larger sphere 1 more per :data:`BATCH_HEMISPHERE_GB`
+    of what it needs beyond a 163,842-vertex one (:func:`registration_needs_gb`): 4 at 300,000 vertices, 10 at
+    655,362 (measured: a worker grew by 0.18 and 0.47 GB per hemisphere of those, 0.06 assumed)."""
+    extra = registration_needs_gb(n_vertices)[0] - REGISTRATION_NEEDS_GB[163842][0]
+    return 1 + max(0, math.ceil(round(extra / BATCH_HEMISPHERE_GB, 9)))
 
 
 def resolve_device(device: Any = "auto") -> Any:

@@ -95,3 +95,9 @@ def test_what_a_registration_needs_grows_beyond_164k_vertices_and_not_below():
     assert registration_needs_gb(655362) == (1.15, 1.64)
     assert registration_needs_gb(300000) == (0.8, 1.42)
     assert registration_needs_gb(1310722) == (1.81, 2.06)  # ico-8 refined again: the line, beyond
+
+
+def test_a_high_resolution_hemisphere_takes_more_places_in_a_batch():
+    from geomorph_bids.engine.device import batch_share
+
+    assert [batch_share(n) for n in (None, 642, 10242, 163842, 300000, 655362)] == [1, 1, 1, 1, 4, 10]
