@@ -58,7 +58,7 @@ from ..io.surfaces import Sphere, Surface
 from ..io.template_ref import TemplateRef, resolve_template_ref
 from ..io.template_sources import LowResolutionWarning, TemplateSearch, TemplateWarning
 from ..io.templates import TEMPLATE_LEVEL, Template
-from ..io.validate import hemi_code
+from ..io.validate import check_registration_density, hemi_code
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, assess
 from ..sphere.distortion import Reference, distortion, distortion_summary
 from ..sphere.icosphere import grid_deviation, icosphere, n_vertices
@@ -234,7 +234,8 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
         with side_worker() as worker:
             vertices, _ = validate_sphere(v, f, None if surface is None else surface.path, worker=worker)
         faces = np.array(f, dtype=np.int64)  # a copy: the result's faces are not the caller's array
-    _check_density(vertices, faces, moving_sphere)
+    check_registration_density(vertices, faces, moving_sphere if isinstance(moving_sphere, (str, Path))
+                               else getattr(moving_sphere, "path", None))
     if not isinstance(moving_features, Mapping) or not moving_features:
         raise ValueError("moving_features must be a non-empty dict: name -> (V,) array or path")
     feats: dict[str, np.ndarray] = {}
@@ -261,32 +262,6 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
         arr = in_float_range(arr)
         feats[str(name)] = clip_outliers(arr, f"feature {name!r}" + (f" ({val})" if isinstance(val, (str, Path)) else ""))
     return vertices, faces, feats
-
-
-#: the fewest vertices of a sphere that is registered (ico-2). Coarser, the vertices are too far apart (35
-#: degrees at 42) to carry the sulcal pattern that decides the rotation: the real fsaverage sulc sampled at the
-#: nested icospheres' vertices and rotated registered 34.6 degrees off at 12 vertices (flagged only for its
-#: correlation), 7.5 at 42 (passing every gate: CC 0.66), 1.6 at 162, 0.16 at 642 (fsaverage3), 0.02 at 2,562
-#: and 0.5-0.7 on random 250-400-vertex subsets of fsaverage. Smaller meshes are read (io.validate's
-#: ``MIN_SPHERE_VERTICES``), not registered
-MIN_REGISTRATION_VERTICES = 162
-
-
-def _check_density(vertices: np.ndarray, faces: np.ndarray, moving_sphere: Any) -> None:
-    """Refuse a sphere ((V, 3) vertices, (F, 3) faces) of fewer than :data:`MIN_REGISTRATION_VERTICES` vertices
-    (one InputError line with its mean edge in degrees, naming its file where it has one)."""
-    n = len(vertices)
-    if n >= MIN_REGISTRATION_VERTICES:
-        return
-    path = moving_sphere if isinstance(moving_sphere, (str, Path)) else getattr(moving_sphere, "path", None)
-    u = unit(np.asarray(vertices, dtype=np.float64))
-    ends = np.asarray(faces, dtype=np.int64)
-    cosines = np.einsum("ij,ij->i", u[ends].reshape(-1, 3), u[np.roll(ends, 1, axis=1)].reshape(-1, 3))
-    spacing = np.degrees(np.mean(np.arccos(np.clip(cosines, -1.0, 1.0))))
-    raise InputError(f"has only {n} vertices: too coarse to register (its vertices are about {spacing:.0f} degrees "
-                     f"apart, too far to follow the folds; at least {MIN_REGISTRATION_VERTICES} are needed, an ico-2 "
-                     "sphere; FreeSurfer's fsaverage3 has 642, a subject's sphere ~130,000): pass the subject's "
-                     "spherical surface (e.g. lh.sphere)", path=path)
 
 
 def _template_arrays(tpl: Template, channels: Sequence[str]) -> Template:
