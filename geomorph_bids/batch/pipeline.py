@@ -39,7 +39,7 @@ from .state import is_done, record_path, stamp
 from .tasks import (STAGES, ChunkSettings, HemisphereTask, Outcome, ReportOutcome, build_report,
                     incomplete_report_line, run_chunk)
 
-__all__ = ["BatchRun", "plan_tasks", "run_batch"]
+__all__ = ["BatchRun", "plan_tasks", "chunk_tasks", "run_batch"]
 
 #: the crash files' top-level "workflow" name in batch mode
 BATCH_NODE = "geomorph_batch"
@@ -113,6 +113,36 @@ def _crash(crash_dir: Path, outcome: Outcome) -> str | None:
     return None
 
 
+def chunk_tasks(tasks: list[HemisphereTask], size: int,
+                share: Callable[[HemisphereTask], int] | None = None) -> deque[list[HemisphereTask]]:
+    """``tasks`` in consecutive chunks (registered together) of at most ``size`` places, a hemisphere taking
+    ``share(task)`` of them (default: :func:`~geomorph_bids.engine.device.batch_share` of its sphere's vertex count,
+    read from its header: 1 up to 163,842 vertices, so ordinary hemispheres go ``size`` at a time; a
+    high-resolution one more); one heavier than ``size`` is a chunk of its own."""
+    if share is None:
+        share = _sphere_share
+    out: deque[list[HemisphereTask]] = deque()
+    chunk: list[HemisphereTask] = []
+    used = 0
+    for task in tasks:
+        weight = max(1, int(share(task)))
+        if chunk and used + weight > size:
+            out.append(chunk)
+            chunk, used = [], 0
+        chunk.append(task)
+        used += weight
+    if chunk:
+        out.append(chunk)
+    return out
+
+
+def _sphere_share(task: HemisphereTask) -> int:
+    from ..engine.device import batch_share
+    from ..io.discover import surface_vertex_count
+
+    return batch_share(surface_vertex_count(task.sphere))
+
+
 def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, stop_on_first_crash: bool = False,
               failed_subjects: set[str] | frozenset[str] = frozenset(),
               log: Callable[[str], None] = print) -> BatchRun:
@@ -130,8 +160,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
     settings = ChunkSettings(config.template, config.model, config.device, config.density,
                              config.templateflow_home, Path(config.output_dir), config.quality,
                              needs_fslr_sphere(config))
-    size = max(1, int(config.batch_size))
-    queue = deque(tasks[i:i + size] for i in range(0, len(tasks), size))
+    queue = chunk_tasks(tasks, max(1, int(config.batch_size)))
     suspects: deque = deque()  # chunks that were running when a worker died: rerun one at a time
     pending = Counter(t.subject for t in tasks)  # hemispheres not finished, per participant
     failed = set(failed_subjects)

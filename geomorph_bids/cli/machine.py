@@ -16,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..engine.device import REGISTRATION_NEEDS_GB
+from ..engine.device import REGISTRATION_NEEDS_GB, registration_needs_gb
 
 __all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings",
            "threads_within_usable_cpus", "address_space_problem", "out_of_memory", "current_folder_problem",
@@ -174,14 +174,23 @@ def address_space_problem() -> str | None:
             "virtual-memory limit) and run the command again")
 
 
-def out_of_memory(exc: MemoryError) -> str:
+def out_of_memory(exc: MemoryError, n_vertices: int | None = None) -> str:
     """A ``MemoryError`` as one line that says what limit was met and what a registration needs:
     ``out of memory (Unable to allocate 7.50 MiB ...); the address-space limit (ulimit -v) is 1.23 GB,
-    a 163,842-vertex hemisphere needs about 1.3 GB of it ...``."""
+    a 163,842-vertex hemisphere needs about 1.3 GB of it ...``; for a sphere of more than 163,842
+    vertices (``n_vertices``, when known) what that one needs (:func:`~geomorph_bids.engine.device.registration_needs_gb`)."""
     what = " ".join(str(exc).split()) or "MemoryError"
     limit = address_space_limit_gb()
     small, large = REGISTRATION_NEEDS_GB[10242], REGISTRATION_NEEDS_GB[163842]
-    if limit is not None:
+    if n_vertices is not None and n_vertices > 163842:  # a high-resolution mesh: the range above would not do
+        need = registration_needs_gb(n_vertices)
+        if limit is not None:
+            where = (f"the address-space limit (ulimit -v) is {limit:.2f} GB; a registration of this {n_vertices:,}-vertex "
+                     f"sphere needs about {need[1]:g} GB of it: raise it")
+        else:
+            where = (f"this process may use {total_memory_gb():.1f} GB; a registration of this {n_vertices:,}-vertex "
+                     f"sphere needs about {need[0]:g} GB: give it more memory")
+    elif limit is not None:
         where = (f"the address-space limit (ulimit -v) is {limit:.2f} GB; a registration needs about {small[1]:.2g} "
                  f"GB of it (10,242 vertices) to {large[1]:.2g} GB (163,842): raise it")
     else:

@@ -28,7 +28,7 @@ from ..engine.model_choice import REFINE_CHOICES
 from ..errors import InputError, closest_name
 from ..io.atomic import atomic_write_text
 from ..io.digest import software_id
-from ..io.discover import FEATURES
+from ..io.discover import FEATURES, surface_vertex_count
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit, interrupted
 from .interrupts import Interrupted, pid_alive, stop_on_signals
@@ -614,5 +614,6 @@ def main(argv: list[str] | None = None) -> int:
                 exc = exc.with_context(hemi=getattr(args, "hemi", None))
             return error_exit(_PROG, exc)
         except MemoryError as exc:  # numpy's, torch's: a traceback before; nothing is written half (atomic writes)
-            return error_exit(_PROG, f"hemi-{args.hemi} {args.sphere}: {out_of_memory(exc)}; nothing was written")
+            count = surface_vertex_count(args.sphere) if args.sphere is not None else None  # its header only
+            return error_exit(_PROG, f"hemi-{args.hemi} {args.sphere}: {out_of_memory(exc, count)}; nothing was written")
 

@@ -7,18 +7,49 @@ hand the result down; layers below use it as given.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import subprocess
 import sys
 from typing import Any
 
-__all__ = ["REGISTRATION_NEEDS_GB", "resolve_device"]
+__all__ = ["REGISTRATION_NEEDS_GB", "BATCH_HEMISPHERE_GB", "registration_needs_gb", "batch_share", "resolve_device"]
 
-#: what one registration needs of the machine (GB): (memory, address space) at 10,242 and 163,842
-#: vertices, measured with geomorph-register (peak RSS, torch and the libraries loaded included) and
-#: ``ulimit -v``; README.md "Memory and CPUs". The workflow's registration step reserves the memory of
-#: 163,842 vertices from Nipype's ``--mem-gb``; the command line checks ``--mem-gb`` and ``ulimit -v``
-REGISTRATION_NEEDS_GB = {10242: (0.45, 1.13), 163842: (0.66, 1.33)}
+#: what one registration needs of the machine (GB): (memory, address space) at 10,242, 163,842 and
+#: 655,362 (ico-8, a high-resolution mesh) vertices, measured with geomorph-register (peak RSS, torch and
+#: the libraries loaded included; the largest of default, rigid and ``--model sulc-fsLR``) and
+#: ``ulimit -v``; README.md "Memory and CPUs". The workflow's registration step reserves
+#: :func:`registration_needs_gb` of its sphere from Nipype's ``--mem-gb``; the command line checks
+#: ``--mem-gb`` and ``ulimit -v``
+REGISTRATION_NEEDS_GB = {10242: (0.45, 1.13), 163842: (0.66, 1.33), 655362: (1.15, 1.64)}
+
+
+def registration_needs_gb(n_vertices: int | None) -> tuple[float, float]:
+    """(memory, address space) in GB that one registration of an ``n_vertices`` sphere needs: the
+    163,842-vertex figures up to that size (or when the count is unknown, None), and beyond it the line
+    through the 163,842- and 655,362-vertex measurements (FastSurfer's and FreeSurfer's ``-hires``
+    meshes, 250k-450k: 0.75-0.95 GB), rounded up to 0.01 GB. Measured at 300,000 vertices: 0.70-0.76 GB
+    of memory (0.80 estimated)."""
+    base = REGISTRATION_NEEDS_GB[163842]
+    if n_vertices is None or n_vertices <= 163842:
+        return base
+    far = REGISTRATION_NEEDS_GB[655362]
+    share = (int(n_vertices) - 163842) / (655362 - 163842)
+    return tuple(math.ceil(100 * (b + share * (f - b)) - 1e-9) / 100 for b, f in zip(base, far))  # type: ignore[return-value]
+
+
+#: what one hemisphere of 163,842 vertices or fewer adds to a batch-mode worker's registration batch (GB;
+#: ``--batch-size`` is sized from it)
+BATCH_HEMISPHERE_GB = 0.06
+
+
+def batch_share(n_vertices: int | None) -> int:
+    """How many hemispheres' places in a batch-mode registration batch (``--batch-size``) one of ``n_vertices``
+    takes: 1 up to 163,842 vertices (or unknown), and for a larger sphere 1 more per :data:`BATCH_HEMISPHERE_GB`
+    of what it needs beyond a 163,842-vertex one (:func:`registration_needs_gb`): 4 at 300,000 vertices, 10 at
+    655,362 (measured: a worker grew by 0.18 and 0.47 GB per hemisphere of those, 0.06 assumed)."""
+    extra = registration_needs_gb(n_vertices)[0] - REGISTRATION_NEEDS_GB[163842][0]
+    return 1 + max(0, math.ceil(round(extra / BATCH_HEMISPHERE_GB, 9)))
 
 
 def resolve_device(device: Any = "auto") -> Any:

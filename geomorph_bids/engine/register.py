@@ -58,7 +58,7 @@ from ..io.surfaces import Sphere, Surface
 from ..io.template_ref import TemplateRef, resolve_template_ref
 from ..io.template_sources import LowResolutionWarning, TemplateSearch, TemplateWarning
 from ..io.templates import TEMPLATE_LEVEL, Template
-from ..io.validate import hemi_code
+from ..io.validate import check_registration_density, hemi_code
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, QualityVerdict, assess
 from ..sphere.distortion import Reference, distortion, distortion_summary
 from ..sphere.icosphere import grid_deviation, icosphere, n_vertices
@@ -248,6 +248,8 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
         with side_worker() as worker:
             vertices, _ = validate_sphere(v, f, None if surface is None else surface.path, worker=worker)
         faces = np.array(f, dtype=np.int64)  # a copy: the result's faces are not the caller's array
+    check_registration_density(vertices, faces, moving_sphere if isinstance(moving_sphere, (str, Path))
+                               else getattr(moving_sphere, "path", None))
     if not isinstance(moving_features, Mapping) or not moving_features:
         raise ValueError("moving_features must be a non-empty dict: name -> (V,) array or path")
     feats: dict[str, np.ndarray] = {}

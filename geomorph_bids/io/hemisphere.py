@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InputError
 from .hemisphere_label import feature_conflicts, label_conflicts
 from .surfaces import Surface, read_feature, read_mask, read_sphere, read_surface
-from .validate import check_zero_fraction, validate_feature
+from .validate import check_registration_density, check_zero_fraction, validate_feature
 
 __all__ = ["NativeHemisphere", "read_hemisphere"]
 
@@ -77,6 +77,7 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     midthickness, cortex mask.
     """
     s = read_sphere(sphere)
+    check_registration_density(s.vertices, s.faces, sphere)  # before any map is read
     n = len(s.vertices)
     maps: dict[str, np.ndarray] = {}
     for name, path in features.items():

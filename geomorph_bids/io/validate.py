@@ -25,7 +25,8 @@ from geomorph_bids.sphere.rigid import MIN_VALID_FRACTION  # the bound the rigid
 
 __all__ = [
     "MIN_RELATIVE_SD",
-    "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SPHERE_RADIUS_RATIO", "MIN_SPHERE_VERTICES", "SphereWarning", "hemi_code",
+    "SPHERE_RADIUS", "SPHERE_SPREAD_TOL", "SPHERE_RADIUS_RATIO", "MIN_SPHERE_VERTICES", "MIN_REGISTRATION_VERTICES",
+    "check_registration_density", "SphereWarning", "hemi_code",
     "check_faces", "check_finite", "check_vertex_count", "check_mesh",
     "fit_sphere", "count_folded", "orient_faces", "validate_sphere", "check_closed", "validate_feature",
     "FeatureWarning", "OUTLIER_IQR", "clip_outliers", "MIN_VALID_FRACTION", "MAX_ZERO_FRACTION",
@@ -47,10 +48,17 @@ SPHERE_SPREAD_TOL = 0.05
 SPHERE_RADIUS_RATIO = 1.1
 #: Relative centre offset / radius error below which a sphere is left untouched.
 SPHERE_POSE_TOL = 1e-3
-#: Fewest vertices of a sphere: the icosahedron's, the coarsest icosphere (registered, flagged only
-#: for its correlation). Fewer cannot cover the sphere (a tetrahedron's triangles cover 0.26 of it,
-#: an octahedron's 0.39), and were refused as "partial (a patch?)", which they are not.
+#: Fewest vertices of a sphere that is read: the icosahedron's, the coarsest icosphere. Fewer cannot
+#: cover the sphere (a tetrahedron's triangles cover 0.26 of it, an octahedron's 0.39), and were refused
+#: as "partial (a patch?)", which they are not. A registration needs more
+#: (:data:`MIN_REGISTRATION_VERTICES`, 162).
 MIN_SPHERE_VERTICES = 12
+#: Fewest vertices of a sphere that is registered (ico-2). Coarser, the vertices are too far apart (34
+#: degrees at 42) to carry the sulcal pattern that decides the rotation: FreeSurfer's fsaverage sulc sampled at
+#: the nested icospheres' vertices and rotated registered 34.6 degrees off at 12 vertices (flagged only for its
+#: correlation), 7.5 at 42 (passing every gate: CC 0.66), 1.6 at 162, 0.16 at 642 (fsaverage3), 0.02 at 2,562,
+#: and 0.5-0.7 on random 250-400-vertex subsets of fsaverage (:func:`check_registration_density`)
+MIN_REGISTRATION_VERTICES = 162
 MAX_FOLDED_FRACTION = 1e-3  # folded triangles tolerated (with a warning) on input spheres
 #: a triangle of at most this fraction of the mean triangle area has none (its corners coincide)
 ZERO_AREA = 1e-9
@@ -287,6 +295,25 @@ def _rewound(vertices: np.ndarray, faces: np.ndarray, n_in: int, path: PathLike)
     return turned, 0
 
 
+def check_registration_density(vertices: np.ndarray, faces: np.ndarray, path: str | Path | None = None) -> None:
+    """Refuse a sphere ((V, 3) vertices, (F, 3) faces; read from ``path``, named) of fewer than
+    :data:`MIN_REGISTRATION_VERTICES` vertices: one InputError line with its mean edge in degrees. Called by the
+    input loader (:func:`~geomorph_bids.io.hemisphere.read_hemisphere`) and by ``register()``; the sphere itself
+    may still be read (:func:`validate_sphere`: from 12 vertices)."""
+    n = len(vertices)
+    if n >= MIN_REGISTRATION_VERTICES:
+        return
+    u = np.asarray(vertices, dtype=np.float64)
+    u = u / np.linalg.norm(u, axis=1, keepdims=True)
+    ends = np.asarray(faces, dtype=np.int64)
+    cosines = np.einsum("ij,ij->i", u[ends].reshape(-1, 3), u[np.roll(ends, 1, axis=1)].reshape(-1, 3))
+    spacing = np.degrees(np.mean(np.arccos(np.clip(cosines, -1.0, 1.0))))
+    raise InputError(f"has only {n} vertices: too coarse to register (its vertices are about {spacing:.0f} degrees "
+                     f"apart, too far to follow the folds; at least {MIN_REGISTRATION_VERTICES} are needed, an ico-2 "
+                     "sphere; FreeSurfer's fsaverage3 has 642, a subject's sphere ~130,000): pass the subject's "
+                     "spherical surface (e.g. lh.sphere)", path=path)
+
+
 def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = None, *,
                     radius: float = SPHERE_RADIUS, spread_tol: float = SPHERE_SPREAD_TOL,
                     max_folded: int | None = None, worker: Executor | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -321,8 +348,8 @@ def validate_sphere(vertices: np.ndarray, faces: np.ndarray, path: PathLike = No
     v, f = check_mesh(vertices, faces, path)
     if len(v) < MIN_SPHERE_VERTICES:
         raise InputError(f"has only {len(v)} vertices: a sphere needs at least {MIN_SPHERE_VERTICES} (an icosahedron) "
-                         "to be registered, and real ones have thousands (FreeSurfer's ~130,000); pass the "
-                         "subject's spherical surface (e.g. lh.sphere)", path=path)
+                         "to be closed, 162 to be registered, and real ones have thousands (FreeSurfer's ~130,000); "
+                         "pass the subject's spherical surface (e.g. lh.sphere)", path=path)
     # the triangles of the mesh as given: those measured below unless it is moved to standard pose
     ahead = None if worker is None else worker.submit(areas_and_volumes, v, f)
     centre, radii = _fit(v)  # fit_sphere's, with the distances it measured

@@ -5,9 +5,9 @@ from __future__ import annotations
 from nipype.pipeline import engine as pe
 
 from ..crashfiles import hemi_wf_name
-from ..engine.device import REGISTRATION_NEEDS_GB
+from ..engine.device import registration_needs_gb
 from ..interfaces import LoadFeatures, Register, ResampleFeatures, SphereToFsLR, WriteHemisphere
-from ..io.discover import HemiInputs
+from ..io.discover import HemiInputs, surface_vertex_count
 from .config import RunConfig
 from .outputs import hemi_outputs, hemisphere_files, hemisphere_info, needs_fslr_sphere
 
@@ -48,7 +48,8 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
                                 subject=h.subject, source_files=[str(h.features[f]) for f in features],
                                 software=config.software),
                        name="register", n_procs=config.nprocs if config.gpu else config.omp_nthreads,
-                       mem_gb=REGISTRATION_NEEDS_GB[163842][0])  # measured peak RSS at 164k
+                       # measured peak RSS at 164k, more for a high-resolution mesh (7T, FastSurfer's hires)
+                       mem_gb=registration_needs_gb(surface_vertex_count(h.sphere))[0])
     resample = pe.Node(ResampleFeatures(template=config.template.base, hemi=h.hemi, density=config.density,
                                         templateflow_home=config.templateflow_home, software=config.software),
                        name="resample")

@@ -239,3 +239,27 @@ def test_hemispheres_are_worked_in_the_summary_tables_order(tmp_path):
     tasks, reused = plan_tasks(list(reversed(jobs)), config)
     assert reused == 0
     assert [(t.subject, t.session) for t in tasks] == [("2", "2"), ("2", "10"), ("10", "2"), ("10", "10")]
+
+
+def test_high_resolution_hemispheres_take_more_of_a_registration_batch(tmp_path):
+    """Twenty-third session: batch mode put ``--batch-size`` hemispheres in a chunk whatever their meshes, each
+    counted at 0.06 GB; a worker grew by 0.47 GB per 655,362-vertex hemisphere (0.18 per 300,000), so the chunk
+    sizes that ``--mem-gb`` allowed ran a job out of memory on 7T/hires data. Now such a hemisphere takes more
+    places of a chunk (read from its sphere's header); ordinary ones are chunked as before."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from geomorph_bids.batch.pipeline import chunk_tasks
+
+    def sphere(name: str, n: int) -> SimpleNamespace:
+        path = tmp_path / name  # a FreeSurfer surface's header alone: the vertex count is all that is read
+        path.write_bytes(b"\xff\xff\xfe" + b"created by test\n\n" + np.array([n, 2 * n - 4], ">i4").tobytes())
+        return SimpleNamespace(sphere=path, name=name)
+
+    ordinary = [sphere(f"o{i}", 163842 if i % 2 else 10242) for i in range(7)]
+    assert [[t.name for t in c] for c in chunk_tasks(ordinary, 3)] == [["o0", "o1", "o2"], ["o3", "o4", "o5"], ["o6"]]
+    hires = [sphere("a", 163842), sphere("b", 163842), sphere("c", 655362), sphere("d", 300000), sphere("e", 300000),
+             sphere("f", 10242)]
+    assert [[t.name for t in c] for c in chunk_tasks(hires, 8)] == [["a", "b"], ["c"], ["d", "e"], ["f"]]
+    assert [[t.name for t in c] for c in chunk_tasks(hires, 1)] == [["a"], ["b"], ["c"], ["d"], ["e"], ["f"]]

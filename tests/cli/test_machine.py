@@ -368,3 +368,30 @@ def test_an_mkl_num_threads_that_is_no_number_no_longer_holds_torch_to_one_threa
     assert int(done.stdout) >= 2, done.stderr  # torch's own count of this machine's CPUs
     assert done.stderr.strip() == ("prog: warning: MKL_NUM_THREADS='abc' is not a number of threads (a whole number "
                                    ">= 1); ignored")
+
+
+def test_running_out_of_memory_on_a_high_resolution_sphere_says_what_that_sphere_needs(tmp_path, monkeypatch, capsys):
+    """Twenty-third session: a 655,362-vertex sphere (ico-8) under ``ulimit -v`` 1.54 GB ran out of memory and
+    was told a registration needs '1.1 GB of it (10,242 vertices) to 1.3 GB (163,842)', less than the limit it
+    had just met; it needs 1.64 GB. Now the line gives the figure of the sphere's own vertex count."""
+    import numpy as np
+
+    from geomorph_bids.cli import machine, register
+
+    def no_memory(*args, **kwargs):
+        np.empty(2 ** 62, dtype=np.uint8)
+
+    monkeypatch.setattr(register, "register_files", no_memory)
+    sphere = tmp_path / "lh.sphere"  # a FreeSurfer surface's header alone: its vertex count is all that is read
+    sphere.write_bytes(b"\xff\xff\xfe" + b"created by test\n\n" + np.array([655362, 1310720], ">i4").tobytes())
+    for limit, ending in ((1.54, "the address-space limit (ulimit -v) is 1.54 GB; a registration of this 655,362-vertex "
+                                 "sphere needs about 1.64 GB of it: raise it; nothing was written"),
+                          (None, "a registration of this 655,362-vertex sphere needs about 1.15 GB: give it more memory; "
+                                 "nothing was written")):
+        monkeypatch.setattr(machine, "address_space_limit_gb", lambda limit=limit: limit)
+        code = register.main(["--sphere", str(sphere), "--feature", f"sulc={tmp_path / 'lh.sulc'}",
+                              "--out", str(tmp_path / "o.surf.gii")])
+        err = capsys.readouterr().err.splitlines()
+        assert code == 1 and err[-1].startswith(f"geomorph-register: error: hemi-L {sphere}: out of memory (Unable to ")
+        assert err[-1].endswith(ending), err[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lh.sphere"]

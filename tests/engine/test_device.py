@@ -84,3 +84,20 @@ def test_the_child_process_asks_torch_itself():
     from geomorph_bids.engine.device import _cuda_works_in_a_child
 
     assert _cuda_works_in_a_child(sys.executable) == torch.cuda.is_available()
+
+
+def test_what_a_registration_needs_grows_beyond_164k_vertices_and_not_below():
+    """Twenty-third session: the figures of 163,842 vertices were used for every mesh; a 655,362-vertex
+    sphere peaked at 1.15 GB and needed 1.64 GB of address space (0.66 and 1.33 at 164k)."""
+    from geomorph_bids.engine.device import registration_needs_gb
+
+    assert registration_needs_gb(None) == registration_needs_gb(2562) == registration_needs_gb(163842) == (0.66, 1.33)
+    assert registration_needs_gb(655362) == (1.15, 1.64)
+    assert registration_needs_gb(300000) == (0.8, 1.42)
+    assert registration_needs_gb(1310722) == (1.81, 2.06)  # ico-8 refined again: the line, beyond
+
+
+def test_a_high_resolution_hemisphere_takes_more_places_in_a_batch():
+    from geomorph_bids.engine.device import batch_share
+
+    assert [batch_share(n) for n in (None, 642, 10242, 163842, 300000, 655362)] == [1, 1, 1, 1, 4, 10]

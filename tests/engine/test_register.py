@@ -1272,3 +1272,31 @@ def test_a_sphere_file_wound_inward_keeps_its_own_triangles(tmp_path):
     assert not outward_normals(v, faces).any()  # the input: every triangle wound inward
     assert np.array_equal(outward_normals(v, faces), outward_normals(reg.sphere, reg.faces))  # none flipped
     np.testing.assert_array_equal(reg.resample(read_feature(sulc), "ico6"), ref.resample(read_feature(sulc), "ico6"))
+@pytest.mark.parametrize("level, spacing", [(0, 63), (1, 34)])
+def test_a_sphere_too_coarse_to_follow_the_folds_is_refused_naming_its_file(tmp_path, level, spacing):
+    """Twenty-third session: FreeSurfer's fsaverage sulc sampled at an icosahedron's 12 vertices registered 34.6
+    degrees off (flagged only for its correlation, 0.28), at ico-1's 42 vertices 7.5 degrees off and passed every
+    gate (CC 0.66); 162 vertices (ico-2): 1.6 degrees. Now fewer than 162 are refused, on one line, before
+    anything else is read."""
+    import nibabel as nib
+
+    v, f = icosphere(level)
+    n = len(v)
+    reason = (f"has only {n} vertices: too coarse to register (its vertices are about {spacing} degrees apart, too "
+              "far to follow the folds; at least 162 are needed, an ico-2 sphere; FreeSurfer's fsaverage3 has 642, a "
+              "subject's sphere ~130,000): pass the subject's spherical surface (e.g. lh.sphere)")
+    with pytest.raises(InputError) as e:
+        register((v, f), {"sulc": v[:, 2] / 100}, template="fsLR", hemi="L")
+    assert str(e.value) == reason
+    path = tmp_path / "lh.sphere"
+    nib.freesurfer.write_geometry(str(path), v.astype(np.float32), f.astype(np.int32))
+    with pytest.raises(InputError) as e:
+        register(path, {"sulc": tmp_path / "lh.sulc"}, template="fsLR", hemi="L")  # the map is never read
+    assert str(e.value) == f"{path}: {reason}"
+
+
+def test_an_ico2_sphere_is_still_registered():
+    v, f = icosphere(2)
+    sulc = np.sin(3 * v[:, 0] / 100) + np.cos(2 * v[:, 1] / 100) * v[:, 2] / 100
+    reg = register((v, f), {"sulc": sulc}, template="fsLR", hemi="L", rigid_only=True, device="cpu")
+    assert reg.sphere.shape == (162, 3) and reg.metrics["method"] == "rigid"

@@ -417,3 +417,24 @@ def test_a_sphere_reg_is_refused_for_another_hemisphere_or_mesh(tmp_path, sphere
         f"has other triangles than {other}: it was not registered from this FreeSurfer sphere (another "
         "subject's, hemisphere's or recon-all run's); give the surf/?h.sphere it was registered from")
     assert not (tmp_path / "out.reg").exists()
+def test_the_input_loader_refuses_a_sphere_too_coarse_to_register_naming_the_users_file(tmp_path):
+    """Twenty-third session: in workflow mode a 42-vertex ``lh.sphere`` failed in the register node naming the work
+    folder's copy (``WORK/.../load_features/sphere.surf.gii: has only 42 vertices ...``); the loader every mode
+    reads inputs with (``read_hemisphere``: the workflow's load_features, batch mode's read, geomorph-register) now
+    refuses it, naming the user's file, before the maps are read; 162 vertices are read."""
+    from geomorph_bids.io.hemisphere import read_hemisphere
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    sphere, sulc = tmp_path / "lh.sphere", tmp_path / "lh.sulc"
+    v, f = icosphere(1)
+    nfs.write_geometry(str(sphere), v, f)
+    with pytest.raises(InputError) as e:
+        read_hemisphere(sphere, {"sulc": sulc})  # lh.sulc does not exist: never read
+    assert str(e.value) == (f"{sphere}: has only 42 vertices: too coarse to register (its vertices are about 34 degrees "
+                            "apart, too far to follow the folds; at least 162 are needed, an ico-2 sphere; FreeSurfer's "
+                            "fsaverage3 has 642, a subject's sphere ~130,000): pass the subject's spherical surface "
+                            "(e.g. lh.sphere)")
+    v, f = icosphere(2)
+    nfs.write_geometry(str(sphere), v, f)
+    nfs.write_morph_data(str(sulc), (v[:, 2] / 100).astype(np.float32))
+    assert read_hemisphere(sphere, {"sulc": sulc}).sphere.vertices.shape == (162, 3)

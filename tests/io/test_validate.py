@@ -504,7 +504,8 @@ def test_a_closed_mesh_of_too_few_vertices_is_told_the_minimum(n, one_line):
     with pytest.raises(InputError) as e:
         val.validate_sphere(v, f, "lh.sphere")
     assert one_line(e, "lh.sphere") == (f"lh.sphere: has only {n} vertices: a sphere needs at least 12 (an "
-                                        "icosahedron) to be registered, and real ones have thousands (FreeSurfer's "
+                                        "icosahedron) to be closed, 162 to be registered, and real ones have "
+                                        "thousands (FreeSurfer's "
                                         "~130,000); pass the subject's spherical surface (e.g. lh.sphere)")
 
 

@@ -225,3 +225,26 @@ def test_the_registered_spheres_sidecar_says_what_it_stands_in_for_in_its_own_sp
     assert fsavg["sub-01_hemi-L_space-fsaverage_desc-geomorph_sphere.surf.gii"]["Description"] == (
         "Native sphere mesh moved into fsaverage space by geomorph-bids (same vertices and triangles as the "
         "input sphere); use it where FreeSurfer's sphere.reg (sMRIPrep's space-fsaverage_desc-reg sphere) is used.")
+def _header_only_surface(path: Path, n_vertices: int) -> None:
+    """A FreeSurfer triangle surface's header alone (magic, "created by" line, V, F): what the workflow
+    reads of a sphere to size its registration step."""
+    import numpy as np
+
+    path.write_bytes(b"\xff\xff\xfe" + b"created by test\n\n" + np.array([n_vertices, 2 * n_vertices - 4], ">i4").tobytes())
+
+
+def test_the_registration_step_of_a_high_resolution_sphere_reserves_what_it_needs(tmp_path):
+    """Twenty-third session: every registration step reserved 0.66 GB of ``--mem-gb`` (164k vertices),
+    while a 655,362-vertex sphere (ico-8; 7T, FastSurfer's and FreeSurfer's hires meshes have 250k-450k)
+    peaked at 1.15 GB: Nipype ran as many of them at once as of 164k ones and the job's memory ran out.
+    Now the step reserves what its sphere's vertex count needs; ordinary spheres keep 0.66 GB."""
+    job = _job(tmp_path, hemis=("L", "R"))
+    surf = tmp_path / "fs" / "sub-01" / "surf"
+    _header_only_surface(surf / "lh.sphere", 655362)
+    _header_only_surface(surf / "rh.sphere", 163842)
+    nodes = {n._hierarchy.split(".")[-1]: n for n in init_geomorph_wf([job], _config(tmp_path))._create_flat_graph().nodes
+             if n.name == "register"}
+    assert {k: n.mem_gb for k, n in nodes.items()} == {"hemi_L_wf": 1.15, "hemi_R_wf": 0.66}
+    _header_only_surface(surf / "lh.sphere", 300000)
+    node = _register_node(init_geomorph_wf([_job(tmp_path, hemis=("L",))], _config(tmp_path)))
+    assert node.mem_gb == 0.80
