@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Iterator
 
 import geomorph_bids
 
@@ -116,3 +117,33 @@ def test_no_module_level_mutable_state():
             if isinstance(value, ast.Call) and ast.unparse(value.func) in _STATEFUL_CALLS:
                 found.append(f"{name}:{node.lineno} {ast.unparse(node)[:60]}")
     assert found == []
+
+
+def _public_functions(tree: ast.Module) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    """(qualified name, node) of the module's public functions and of its public classes' public
+    methods (``__init__`` included: its parameters are the class's)."""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+            yield node.name, node
+        elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                        not item.name.startswith("_") or item.name == "__init__"):
+                    yield f"{node.name}.{item.name}", item
+
+
+def test_public_functions_have_type_hints():
+    """The house rule: every public function and method says the types of its parameters and what
+    it returns (``__init__``: its parameters), so that a reader of the engine's API (and a type
+    checker) need not read the body."""
+    missing = []
+    for name, path in _modules().items():
+        for qualname, fn in _public_functions(ast.parse(path.read_text())):
+            a = fn.args
+            params = [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, (a.vararg, a.kwarg))]
+            bare = [p.arg for p in params if p.annotation is None and p.arg not in ("self", "cls")]
+            if fn.returns is None and fn.name != "__init__":
+                bare.append("return")
+            if bare:
+                missing.append(f"{name}.{qualname} ({path.name}:{fn.lineno}): {', '.join(bare)}")
+    assert missing == [], "\n".join(missing)

@@ -57,7 +57,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -65,6 +65,9 @@ from ..sphere.icosphere import icosphere
 from ..sphere.locate import SphereLocator, unit
 from ..sphere.rotation import random_rotation
 from .benchmark_sources import BENCHMARK_SOURCES, load_benchmark_source
+
+if TYPE_CHECKING:
+    from ..io.templates import Template
 
 __all__ = [
     "SynthConfig", "VelocityField", "Warp", "SynthSubject", "TRAIN_CONFIG", "BENCHMARK_CONFIGS",
@@ -578,7 +581,7 @@ def _seeds(seed: int, stream: str, n: int) -> list[np.random.SeedSequence]:
     return np.random.SeedSequence(int(seed), spawn_key=(STREAMS[stream],)).spawn(n)
 
 
-def make_dataset(n: int, template, seed: int, config: SynthConfig = TRAIN_CONFIG, *,
+def make_dataset(n: int, template: Template | str | tuple[np.ndarray, np.ndarray, np.ndarray], seed: int, config: SynthConfig = TRAIN_CONFIG, *,
                  features: tuple[str, ...] = ("sulc",), hemi: str = "L", stream: str = "train",
                  moving: Literal["grid", "inverse"] = "grid") -> Iterator[SynthSubject]:
     """Yield ``n`` synthetic subjects from one template (lazily; one at a time).

@@ -98,7 +98,7 @@ def _groups(n_channels: int, groups: Sequence[Sequence[int]] | None,
 def similarity_loss(warped: torch.Tensor, fixed: torch.Tensor,
                     groups: Sequence[Sequence[int]] | None = None,
                     weights: Sequence[float] | None = None, mask_zeros: bool = True,
-                    return_parts: bool = False):
+                    return_parts: bool = False) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum over modality groups of ``MSE + (1 - CC)`` (see module docstring).
 
     Parameters
