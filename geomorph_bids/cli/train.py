@@ -345,7 +345,6 @@ def _generated(args: argparse.Namespace, log):
     import torch
 
     from ..engine.pairgen import GeneratedPairs, PairGenerator, SourceBank
-    from ..engine.device import resolve_device
 
     if not args.mirror_right:
         raise ValueError("--sources banks hold left and mirrored right hemispheres: add --mirror-right")
@@ -364,7 +363,7 @@ def _generated(args: argparse.Namespace, log):
     names = list(args.source_names or [n for n in bank.names if n not in args.holdout])
     if not names:
         raise ValueError("no training sources left after --holdout")
-    device = resolve_device(args.device)
+    device = torch.device(args.device)  # decided by main
     config = _pair_config(args)
     gen = PairGenerator(bank.select(names), config, device=device)
     train_set = GeneratedPairs(gen, args.pairs_per_epoch)
@@ -763,7 +762,8 @@ def _train(argv: Sequence[str] | None) -> int:
         if args.sources is not None and not Path(args.sources).is_file():
             raise ValueError(f"--sources {args.sources}: no such file (a bank built by "
                              "scripts/build_training_sources.py)")
-        resolve_device(args.device)  # fail before any expensive work
+        # decided once, before any expensive work: the pairs, the training and the card take this one
+        args.device = str(resolve_device(args.device))
         args.template_ref = _resolve_template(args, log)
         if args.init is not None:
             from ..resources import model_path
@@ -802,7 +802,7 @@ def _train(argv: Sequence[str] | None) -> int:
             torch.set_num_threads(args.threads)
         train_set, val_set = _prepare_data(args, log)
         meta = {"command": command, "name": model_name(args),
-                "extra": {"preset": args.channels, "hardware": hardware(str(resolve_device(args.device)))}}
+                "extra": {"preset": args.channels, "hardware": hardware(args.device)}}
         result = train(model_config, train_set, val_set, config, args.out, resume=args.resume,
                        init_weights=args.init, meta=meta, log=log)
         _low_resolution_notes(args)
