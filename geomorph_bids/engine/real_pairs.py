@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sphere.locate import unit
+from ..sphere.locate import angular_error_deg, unit
 from ..sphere.resample import barycentric_weights
 
 __all__ = ["RealPair", "REAL_PAIRS", "real_pair", "angular_error_deg"]
@@ -82,12 +82,6 @@ class RealPair:
     def error_deg(self, registered: np.ndarray) -> np.ndarray:
         """(V,) angle in degrees between a registered sphere (V, 3, any radius) and the reference."""
         return angular_error_deg(registered, self.reference)
-
-
-def angular_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Angle between (N, 3) directions, degrees (``atan2(|a x b|, a . b)``)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=1), np.einsum("ij,ij->i", a, b)))
 
 
 def _read_sphere(path: Path | str) -> tuple[np.ndarray, np.ndarray]:

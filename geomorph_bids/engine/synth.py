@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from ..sphere.icosphere import icosphere
-from ..sphere.locate import SphereLocator, unit
+from ..sphere.locate import SphereLocator, angular_error_deg, unit
 from ..sphere.rotation import random_rotation
 from .benchmark_sources import BENCHMARK_SOURCES, load_benchmark_source
 
@@ -296,16 +296,6 @@ def random_scalar_field(points: np.ndarray, rng: np.random.Generator, frequency_
 # ----------------------------------------------------------------------------
 # Warps
 # ----------------------------------------------------------------------------
-
-
-def angular_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(V,) angle in degrees between corresponding directions of ``a`` and ``b`` (V, 3), any radii.
-
-    Uses ``atan2(|a x b|, a . b)``: accurate for tiny and large angles alike.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.einsum("...i,...i->...", a, b)))
 
 
 @lru_cache(maxsize=1)
