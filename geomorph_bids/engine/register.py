@@ -99,7 +99,7 @@ class Registration:
     sphere : (V, 3) float64, the moving mesh's vertices moved into template space, mm on a
         radius-100 sphere; same vertex order and faces as the input.
     faces : (F, 3) int64, the input's faces (unchanged).
-    rotation : (3, 3) rigid pre-alignment; ``rotated = input_vertices @ rotation.T``.
+    rotation : (3, 3) float64 rigid pre-alignment; ``rotated = input_vertices @ rotation.T``.
     warp_ico6 : (40962, 3) float64 pull-back warp on the ico-6 template grid, radius 100
         (template vertex -> position on the rotated moving sphere), or None if rigid only.
         For a right hemisphere through an ``"LR-mirrored"`` model it lives in the mirrored

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -56,6 +56,9 @@ from ..model.losses import cc_per_channel, total_loss, warp_distortion
 from ..model.normalise import NormalisationSpec
 from .data import PairSet
 from .device import resolve_device
+
+if TYPE_CHECKING:
+    from .pairgen import GeneratedPairs
 
 __all__ = ["TrainConfig", "TrainResult", "train", "resolve_device", "evaluate_warps", "warp_error_deg", "LOG_COLUMNS", "BEST_NAME",
            "LAST_NAME", "STATE_SUFFIX", "LOG_NAME", "state_path"]
@@ -437,7 +440,8 @@ def _progress_line(epoch: int, epochs: int, row: Mapping[str, float], best: bool
             f"lr {row['lr']:.2e}  {row['seconds']:.1f}s" + ("  *" if best else ""))
 
 
-def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[torch.Tensor, torch.Tensor]],
+def train(model_config: GeoMorphConfig,
+          train_pairs: PairSet | GeneratedPairs | Iterable[tuple[torch.Tensor, torch.Tensor]],
           val_pairs: PairSet | Iterable[tuple[torch.Tensor, torch.Tensor]] | None, config: TrainConfig,
           out_dir: str | Path, *, resume: str | Path | None = None, init_weights: str | Path | None = None,
           meta: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = print) -> TrainResult:
@@ -447,7 +451,9 @@ def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[to
     ----------
     model_config : the model to build (its ``in_channels`` and ``data_level`` must match the data).
     train_pairs, val_pairs : :class:`~geomorph_bids.engine.data.PairSet` or iterables of
-        ``(moving (V, K), fixed (V, K))`` float tensors, already normalised. Without validation
+        ``(moving (V, K), fixed (V, K))`` float tensors, already normalised; ``train_pairs`` may
+        also be a :class:`~geomorph_bids.engine.pairgen.GeneratedPairs` (pairs drawn afresh each
+        epoch from a source bank, as ``geomorph-train --sources`` trains). Without validation
         pairs the training loss drives the scheduler, early stopping and best-model choice.
     config : :class:`TrainConfig`.
     out_dir : folder for ``model.pt``, ``last.pt``, ``last.state.pt``, ``train_log.csv``.
