@@ -643,3 +643,41 @@ def test_docstring_references_name_what_exists():
                 if not any(_resolve(c) for c in candidates):
                     stale.append(f"{name} ({path.name}:{getattr(node, 'lineno', 1)}): {ref}")
     assert stale == [], "\n".join(sorted(set(stale)))
+
+
+def _documented_parameters(doc: str) -> set[str] | None:
+    """The names a numpydoc ``Parameters`` section describes (``a, b : ...`` lines), or None
+    when the docstring has no such section."""
+    section = re.search(r"(?:^|\n)Parameters\n-+\n(.*?)(?:\n\n[A-Z][a-z]+\n-+\n|\Z)", doc, re.S)
+    if section is None:
+        return None
+    names: set[str] = set()
+    for line in section.group(1).splitlines():
+        entry = re.match(r"^(\*{0,2}\w+(?:\s*,\s*\*{0,2}\w+)*)\s*:(?!\w)", line)  # not indented: an entry
+        if entry:
+            names |= {n.strip().lstrip("*") for n in entry.group(1).split(",")}
+    return names
+
+
+def test_parameter_sections_name_every_parameter():
+    """A docstring with a numpydoc ``Parameters`` section lists each of the function's
+    parameters (the underscored ones aside), one entry each, and none it does not have: a reader
+    of that section takes it for the whole signature (``prealign``'s ``identity_check``,
+    ``write_labels``' ``path`` and ``meta`` were missing; ``pearson``'s ``mask`` sat on ``a, b``'s line)."""
+    problems = []
+    for path in sorted((ROOT / "geomorph_bids").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            listed = _documented_parameters(ast.get_docstring(node) or "")
+            if listed is None:
+                continue
+            a = node.args
+            params = {p.arg for p in [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, (a.vararg, a.kwarg))]}
+            params -= {"self", "cls"}
+            missing = sorted(p for p in params - listed if not p.startswith("_"))
+            extra = sorted(listed - params)
+            if missing or extra:
+                problems.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: missing {missing}, not "
+                                f"parameters {extra}")
+    assert problems == [], "\n".join(problems)

@@ -146,6 +146,9 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
     cortex_mask : optional (V,) bool, True on the cortex (False on the medial wall): the
         medial wall is left out of the rigid similarity, and the aligned mask is sampled on the
         template grid (:attr:`Prealignment.cortex_on_template`) for the later stages.
+    identity_check : also fit the template's mirror image (the hemisphere-identity check: metrics
+        ``identity_cc_own``, ``identity_cc_mirrored``, and ``identity_cc_negated`` when it fails or
+        the fit is poor) and test a given ``reg_sphere`` against the maps; False: neither.
 
     Returns
     -------

@@ -585,6 +585,8 @@ def make_dataset(n: int, template: Template | str | tuple[np.ndarray, np.ndarray
     seed : integer seed. Subject i depends only on (seed, stream, i, config): the
         same seed gives the same subjects whatever ``n``.
     config : generator parameters (TRAIN_CONFIG for training).
+    features : the maps taken from a Template, or loaded for a bundled name (a tuple's are its own).
+    hemi : the hemisphere loaded for a bundled name.
     stream : "train", "validation" or "benchmark" (independent SeedSequence spawn keys).
     moving : see :func:`synth_subject`.
     """

@@ -51,7 +51,9 @@ def pearson(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None,
 
     Parameters
     ----------
-    a, b : (B, ...) float. mask : optional (B, ...) bool or float weights (entries to use).
+    a, b : (B, ...) float.
+    mask : optional (B, ...) bool or float weights (entries to use).
+    eps : added to the denominator (a constant input gives 0, not NaN).
 
     Returns
     -------
@@ -221,6 +223,7 @@ def warp_distortion(warp_positions: torch.Tensor, level: int | None = None,
     Parameters
     ----------
     warp_positions : (B, V, 3) or (V, 3) warp on icosphere ``level`` (any radius).
+    level : the icosphere level (None: from V).
     summary : return :func:`distortion_summary` dicts (``areal_mean_abs``, ``n_folded``, ...)
         instead of the per-vertex arrays.
 
