@@ -94,7 +94,8 @@ class TrainConfig:
     seed : random seed (initialisation, shuffling).
     bf16 : run the networks under bfloat16 autocast (the warp and loss stay float32).
     device : "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N".
-    num_threads : torch CPU threads (``torch.set_num_threads``; process-wide); None keeps the default.
+    num_threads : torch CPU threads during the training (``torch.set_num_threads``); the caller's count is
+        restored when it ends. None keeps the caller's.
     max_minutes : wall-time budget in minutes; None for no limit.
     groups : modality groups of channel indices for the similarity loss; None = one group per channel.
     group_weights : one weight per group; None = 1 each.
@@ -486,8 +487,6 @@ def train(model_config: GeoMorphConfig,
             raise ValueError(f"{name} pairs are ico-{s.level} with {s.fixed.shape[1]} channels; the model "
                              f"expects ico-{model_config.data_level} with {model_config.in_channels}")
     device = resolve_device(config.device)
-    if config.num_threads is not None:
-        torch.set_num_threads(int(config.num_threads))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path, log_path = out_dir / BEST_NAME, out_dir / LAST_NAME, out_dir / LOG_NAME
@@ -506,9 +505,12 @@ def train(model_config: GeoMorphConfig,
 
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_threads = torch.get_num_threads()  # the training's thread count is the caller's again afterwards
     if device.type == "cpu":
         set_deterministic(True, warn_only=True)
     try:
+        if config.num_threads is not None:
+            torch.set_num_threads(int(config.num_threads))
         torch.manual_seed(int(config.seed))
         model = GeoMorph(model_config)
         if init_weights is not None:
@@ -700,6 +702,7 @@ def train(model_config: GeoMorphConfig,
                            n_parameters=model.n_parameters(), model=model)
     finally:
         set_deterministic(prev_det, prev_warn)
+        torch.set_num_threads(prev_threads)
 
 
 def _exhausted(bad_epochs: int, patience: int | None) -> bool:
