@@ -264,3 +264,25 @@ def test_the_template_folders_of_the_environment_are_read_in_one_place():
             if isinstance(node, ast.Constant) and node.value in _TEMPLATE_ENVIRONMENT:  # os.environ["..."], .get("...")
                 found.append(f"{name}:{node.lineno} {node.value}")
     assert found == [], "\n".join(found)
+
+
+#: the start of a path that names a folder of some machine, not of the operating system
+#: (``/proc``, ``/sys/fs/cgroup`` are the kernel's and allowed)
+_MACHINE_FOLDERS = ("/tmp", "/var/tmp", "/work", "/home/", "/Users/", "/scratch", "/mnt/", "/data/", "/root", "~/")
+
+
+def _hard_coded_folders(tree: ast.Module) -> list[tuple[int, str]]:
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(_MACHINE_FOLDERS)]
+
+
+def test_no_hard_coded_folders():
+    """The house rule: no path of a particular machine in the code (a scratch folder, a home
+    folder, the developers' ``/work``): folders come from the caller, the environment read at an
+    entry point, or ``tempfile``; examples in messages stand inside the text, not as a path."""
+    found = [f"{name}:{line} {value[:60]!r}" for name, path in _modules().items()
+             for line, value in _hard_coded_folders(ast.parse(path.read_text()))]
+    assert found == [], "\n".join(found)
+    planted = ast.parse("import os\nCACHE = '/tmp/geomorph'\nwork = os.path.join('/work/shared', 'x')\n"
+                        "MOUNTS = '/proc/self/mounts'\nhelp = 'e.g. -w /tmp/w'\n")
+    assert [line for line, _ in _hard_coded_folders(planted)] == [2, 3]
