@@ -286,3 +286,32 @@ def test_no_hard_coded_folders():
     planted = ast.parse("import os\nCACHE = '/tmp/geomorph'\nwork = os.path.join('/work/shared', 'x')\n"
                         "MOUNTS = '/proc/self/mounts'\nhelp = 'e.g. -w /tmp/w'\n")
     assert [line for line, _ in _hard_coded_folders(planted)] == [2, 3]
+
+
+#: modules that fetch from the network: the package never downloads (templates come from the
+#: folders a user points at, the bundled maps or installed packages' files: docs/templates.md)
+_NETWORK = ("urllib.request", "urllib3", "requests", "http.client", "httpx", "ftplib", "pooch", "templateflow",
+            "datalad", "huggingface_hub", "torch.hub", "nilearn.datasets")
+
+
+def _network_imports(tree: ast.Module) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(tree):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                 if isinstance(node, ast.ImportFrom) and not node.level else [])
+        found += [(node.lineno, n) for n in names if any(n == m or n.startswith(m + ".") for m in _NETWORK)]
+    found += [(node.lineno, ast.unparse(node)) for node in ast.walk(tree)
+              if isinstance(node, ast.Attribute) and ast.unparse(node).startswith("torch.hub.")]
+    return found
+
+
+def test_no_hidden_downloads():
+    """No module imports a network client (or TemplateFlow's API, whose ``get`` downloads): a run on
+    a compute node without network must behave as one with it."""
+    found = [f"{name}:{line} {what}" for name, path in _modules().items()
+             for line, what in _network_imports(ast.parse(path.read_text()))]
+    assert found == [], "\n".join(found)
+    planted = ast.parse("import socket\nfrom urllib.parse import quote\nimport urllib.request\n"
+                        "from templateflow import api\ndef f(torch):\n    return torch.hub.load('x', 'y')\n")
+    assert sorted({line for line, _ in _network_imports(planted)}) == [3, 4, 6]
