@@ -56,7 +56,9 @@ class Prealignment:
     metrics : summary numbers: per feature, ``cc_<name>_before`` (the moving map as given,
         no rotation, at the template's ico-5 vertices: the first 10,242 of its ico-6 grid) and
         ``cc_<name>_after`` (rotated, on the whole ico-6 grid), Pearson correlations with the
-        template's map where it is not 0; the angle; the identity check's fits; seconds.
+        template's map where it is not 0; ``rotation_deg`` and ``rotation_method`` (``correspondence``: from
+        ``reg_sphere``, or ``features``; ``reg_sphere_set_aside`` says why a given one was not used); the
+        identity check's fits (``identity_cc_*``); ``cortex_fraction_on_template`` with a mask; ``seconds``.
     cortex_on_template : (V_template,) bool, where the aligned moving cortex mask covers the
         template's ico-6 vertices (more than half of the barycentric weight inside the cortex),
         or None without a mask.
