@@ -392,6 +392,13 @@ def add_quality_options(p: argparse.ArgumentParser, description: str) -> None:
 #: the options of the group level alone (dest names): the participant level has no use for them
 GROUP_ONLY = ("build_template", "template_label")
 
+#: ``--refine``'s help, one text for geomorph-bids and geomorph-register (the same option):
+#: 'short' is :data:`~geomorph_bids.model.optimise.REFINEMENT`, 'full' ``FROM_NETWORK``
+REFINE_HELP = ("with a network (--model NAME|PATH), what follows its warp: 'short' (default: one ico-4 stage, 30 "
+               "steps) or 'full' (the default optimiser's whole schedule, started from the network's large-scale "
+               "correction: with sulc-fsaverage closer than the optimiser on sulc, for the optimiser's time; "
+               "docs/models.md)")
+
 
 def refuse_options_that_do_not_apply(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """A usage error (exit 2) when the participant level is given an option of the group level
@@ -487,11 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-optimise", action="store_true",
                    help="with a network (--model NAME|PATH): keep its warp as it is (its forward passes), without "
                         "the per-hemisphere refinement (the fastest registration; accuracy in docs/models.md)")
-    g.add_argument("--refine", choices=REFINE_CHOICES, default=None,
-                   help="with a network (--model NAME|PATH), what follows its warp: 'short' (default: one ico-4 "
-                        "stage, 30 steps) or 'full' (the default optimiser's whole schedule, started from the "
-                        "network's large-scale correction: with sulc-fsaverage closer than the optimiser on "
-                        "sulc, for the optimiser's time; docs/models.md)")
+    g.add_argument("--refine", choices=REFINE_CHOICES, default=None, help=REFINE_HELP)
     g.add_argument("--device", type=device, default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
     g.add_argument("--fmriprep-compat", action="store_true",
                    help="also write each registered sphere under the name sMRIPrep's io_spec.json queries "
