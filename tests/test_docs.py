@@ -565,3 +565,130 @@ def test_the_fsaverage_sphere_converts_to_freesurfer_as_the_readme_says(tmp_path
         "/data/bids /data/bids/derivatives/geomorph participant --fmriprep-compat --cifti-output",
         "/data/bids /data/bids/derivatives/geomorph-fsaverage participant --template fsaverage",
         "/data/bids /data/bids/derivatives/geomorph group"]
+
+
+#: a docstring's cross-reference: :func:`name`, :class:`~geomorph_bids.x.Y`, :meth:`Y.z`, ...
+_DOC_REF = re.compile(r":(func|class|meth|data|attr|mod|exc|obj):`~?([A-Za-z_][\w.]*)`")
+
+
+def _class_members(cls: type) -> set[str]:
+    """What a class documents as its own: attributes, dataclass fields and annotations (of its
+    bases too), and the names its methods assign on ``self``."""
+    import inspect
+
+    names = set(dir(cls))
+    for klass in inspect.getmro(cls):
+        names |= set(getattr(klass, "__annotations__", {}))
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        names |= set(re.findall(r"\bself\.(\w+)\s*(?::[^=\n]+)?=", source))
+    return names
+
+
+def _resolve(dotted: str) -> bool:
+    """Whether ``dotted`` names a module, or an object (or a member of a class) inside one."""
+    import importlib
+    import inspect
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for j, part in enumerate(parts[i:]):
+            if hasattr(obj, part):
+                obj = getattr(obj, part)
+            elif inspect.isclass(obj) and j == len(parts[i:]) - 1 and part in _class_members(obj):
+                return True
+            else:
+                return False
+        return True
+    return False
+
+
+def test_docstring_references_name_what_exists():
+    """A docstring's :func:/:class:/:meth:/:attr: reference names something that exists, found
+    as Sphinx would (dotted from the package, or from the module: its own names, its imports, a
+    member of the class the docstring is in, a sibling module): after a rename the text kept the
+    old name (``VelocityBatch.draw`` said "call :func:`calibrate`", a function renamed
+    ``_calibrate``)."""
+    import importlib
+
+    stale = []
+    package = ROOT / "geomorph_bids"
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        module = importlib.import_module(name)
+        tree = ast.parse(path.read_text())
+        imported = {}  # a name imported anywhere in the file (function-level imports too) -> its dotted path
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                here = name.split(".") if parts[-1] == "__init__" else name.split(".")[:-1]
+                base = ".".join(here[:len(here) - node.level + 1] + ([node.module] if node.module else [])) \
+                    if node.level else node.module
+                imported |= {(a.asname or a.name): f"{base}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {(a.asname or a.name).split(".")[0]: a.name.split(".")[0] if not a.asname else a.name
+                             for a in node.names}
+        owners: dict[ast.AST, str | None] = {tree: None}  # each docstring's node -> the class it is in
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                owners.setdefault(node, None)
+            elif isinstance(node, ast.ClassDef):
+                owners[node] = node.name
+                owners.update({item: node.name for item in node.body
+                               if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))})
+        for node, owner in owners.items():
+            text = ast.get_docstring(node, clean=False) or ""
+            for _, ref in _DOC_REF.findall(text):
+                head, _, rest = ref.partition(".")
+                candidates = [ref, f"{name}.{ref}", f"{name.rsplit('.', 1)[0]}.{ref}", f"geomorph_bids.{ref}"]
+                if owner:
+                    candidates.append(f"{name}.{owner}.{ref}")
+                if head in imported:
+                    candidates.append(imported[head] + (f".{rest}" if rest else ""))
+                if not any(_resolve(c) for c in candidates):
+                    stale.append(f"{name} ({path.name}:{getattr(node, 'lineno', 1)}): {ref}")
+    assert stale == [], "\n".join(sorted(set(stale)))
+
+
+def _documented_parameters(doc: str) -> set[str] | None:
+    """The names a numpydoc ``Parameters`` section describes (``a, b : ...`` lines), or None
+    when the docstring has no such section."""
+    section = re.search(r"(?:^|\n)Parameters\n-+\n(.*?)(?:\n\n[A-Z][a-z]+\n-+\n|\Z)", doc, re.S)
+    if section is None:
+        return None
+    names: set[str] = set()
+    for line in section.group(1).splitlines():
+        entry = re.match(r"^(\*{0,2}\w+(?:\s*,\s*\*{0,2}\w+)*)\s*:(?!\w)", line)  # not indented: an entry
+        if entry:
+            names |= {n.strip().lstrip("*") for n in entry.group(1).split(",")}
+    return names
+
+
+def test_parameter_sections_name_every_parameter():
+    """A docstring with a numpydoc ``Parameters`` section lists each of the function's
+    parameters (the underscored ones aside), one entry each, and none it does not have: a reader
+    of that section takes it for the whole signature (``prealign``'s ``identity_check``,
+    ``write_labels``' ``path`` and ``meta`` were missing; ``pearson``'s ``mask`` sat on ``a, b``'s line)."""
+    problems = []
+    for path in sorted((ROOT / "geomorph_bids").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            listed = _documented_parameters(ast.get_docstring(node) or "")
+            if listed is None:
+                continue
+            a = node.args
+            params = {p.arg for p in [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, (a.vararg, a.kwarg))]}
+            params -= {"self", "cls"}
+            missing = sorted(p for p in params - listed if not p.startswith("_"))
+            extra = sorted(listed - params)
+            if missing or extra:
+                problems.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: missing {missing}, not "
+                                f"parameters {extra}")
+    assert problems == [], "\n".join(problems)

@@ -1,6 +1,6 @@
 """Batch mode (``--batch-size N``): the participant level without Nipype, for cohorts.
 
-:func:`run_batch` (:mod:`.pipeline`) schedules the cohort's hemispheres, in chunks of N, onto
+:func:`~geomorph_bids.batch.pipeline.run_batch` schedules the cohort's hemispheres, in chunks of N, onto
 worker processes (:mod:`.pool`) that read, register (one vectorised optimisation per chunk),
 resample and write each hemisphere (:mod:`.tasks`), with the same functions, names, sidecars,
 atomic writes and failure records as the Nipype workflow; participants' reports are built as

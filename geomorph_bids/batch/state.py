@@ -17,16 +17,19 @@ import hashlib
 import json
 import stat
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from ..derivatives import entities
 from ..io.discover import HemiInputs
 from ..io.template_sources import files_sha256
 
+if TYPE_CHECKING:
+    from ..workflows.config import RunConfig
+
 __all__ = ["settings_key", "record_path", "input_fingerprint", "stamp", "record_text", "is_done"]
 
 
-def settings_key(config) -> str:
+def settings_key(config: RunConfig) -> str:
     """A short hash of everything in the :class:`~geomorph_bids.workflows.config.RunConfig`
     that changes a hemisphere's files: template (and its maps' checksums: another template source
     is another result), model, features, density, output folder, quality thresholds,
@@ -43,7 +46,7 @@ def settings_key(config) -> str:
     return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def record_path(config, h: HemiInputs) -> Path:
+def record_path(config: RunConfig, h: HemiInputs) -> Path:
     """Where the resume record of hemisphere ``h`` goes (one folder per :func:`settings_key`)."""
     return (Path(config.work_dir) / "batch" / settings_key(config)
             / f"{entities(h.subject, h.session)}_hemi-{h.hemi}.json")
@@ -59,7 +62,7 @@ def input_fingerprint(paths: Iterable[Path | None], digest: str = "") -> dict:
     return {"files": [str(Path(p).absolute()) for p in files], "sha1": digest or input_digest(files)}
 
 
-def stamp(config, h: HemiInputs) -> str:
+def stamp(config: RunConfig, h: HemiInputs) -> str:
     """The record's content for ``h`` under ``config``: its inputs' fingerprint and the settings key."""
     inputs = [h.sphere, h.sphere_reg, *(h.features[f] for f in config.features), h.midthickness, h.cortex_mask]
     return json.dumps({"inputs": input_fingerprint(inputs, h.digest), "settings": settings_key(config)},

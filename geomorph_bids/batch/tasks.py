@@ -212,10 +212,10 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
     def resample():
         if task.hemi not in targets:
             targets[task.hemi] = density_target(settings.template.base, task.hemi, settings.density,
-                                                settings.templateflow_home or None)
+                                                settings.templateflow_home)
         return resample_features(
             (result.sphere.astype(np.float32), result.faces), {f: native.features[f].astype(np.float32) for f in names},
-            settings.template.base, task.hemi, settings.density, settings.templateflow_home or None, midthickness=mid,
+            settings.template.base, task.hemi, settings.density, settings.templateflow_home, midthickness=mid,
             target=targets[task.hemi], fans=result.fans, cortex=native.cortex)
 
     resampled = _timed(outcome, "resample", resample)

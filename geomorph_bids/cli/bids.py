@@ -378,7 +378,7 @@ def _fslr_only_hint(folder: Path) -> str:
             "<S>.L.sulc.native.shape.gii, as HCP's PostFreeSurfer writes them")
 
 
-def run_participant(args) -> int:
+def run_participant(args: argparse.Namespace) -> int:
     """The participant level: decide the folders and settings, find and check the inputs, lock
     the participants, run the workflow, report every hemisphere (failed, flagged or done) and
     build the reports."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..derivatives import BIDSIGNORE, CITATION, DATASET_DESCRIPTION, README, bidsignore_lines
@@ -15,6 +15,9 @@ from ..errors import InputError
 from ..io.atomic import atomic_write_bytes, shared_folder
 from ..io.limits import read_json_bounded, read_text_bounded
 from .preflight import folder_lock
+
+if TYPE_CHECKING:
+    from ..workflows.config import RunConfig
 
 __all__ = ["write_dataset_description", "write_readme", "write_bidsignore", "write_bids_extras", "write_citation"]
 
@@ -199,7 +202,7 @@ def _reference_blocks(references: str) -> list[str]:
     return [b if b.endswith("\n") else b + "\n" for b in blocks]
 
 
-def write_citation(output_dir: Path, config) -> Path:
+def write_citation(output_dir: Path, config: RunConfig) -> Path:
     """``logs/CITATION.md``: the methods boilerplate filled in with the run's settings
     (a :class:`~geomorph_bids.workflows.config.RunConfig`). A folder whose file already describes
     other settings (an earlier run, e.g. to another template) keeps that paragraph and gets this

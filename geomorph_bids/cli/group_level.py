@@ -8,6 +8,7 @@ cannot be read, 3 when a hemisphere is flagged or stale.
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from contextlib import ExitStack
@@ -252,7 +253,7 @@ def _template_map_lines(rows: list[dict], output_dir: Path) -> list[str]:
     return lines
 
 
-def run_group(args) -> int:
+def run_group(args: argparse.Namespace) -> int:
     """The group level: the table of every participant's metrics (with the verdict of the
     quality gates), the group report, and (``--build-template N``) a population-average
     template. Exits 3 when a hemisphere is flagged, or stale (its latest participant run failed
@@ -496,7 +497,7 @@ def _ignored_by_reports_only(args) -> str | None:
             f"with {'it' if len(given) == 1 else 'them'}")
 
 
-def run_reports_only(args) -> int:
+def run_reports_only(args: argparse.Namespace) -> int:
     """``--reports-only``: build the participant reports from the outputs alone; a report that is
     current (:func:`geomorph_bids.reports.participant.report_is_current`) is kept, and one of a
     participant a participant-level run is processing (its lock held) is left to that run, on one

@@ -3,18 +3,22 @@ execution plugin (MultiProc by default, or the ``--use-plugin`` YAML)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, closest_name
 from ..io.limits import read_text_bounded
+
+if TYPE_CHECKING:
+    from nipype.pipeline import engine as pe
 
 __all__ = ["plugin_settings", "plugin_runner", "configure_nipype", "crash_folder_setting", "nipype_plugins",
            "nipype_log_level"]
 
 
-def plugin_settings(args) -> tuple[str, dict[str, Any]]:
+def plugin_settings(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """(plugin name, plugin_args) from ``--nprocs``, ``--mem-gb`` (default: 90% of the memory this
     process may use, :func:`~geomorph_bids.cli.machine.total_memory_gb`) and ``--use-plugin``; InputError
     for a plugin file that cannot be read, or whose plugin cannot run here (:func:`_plugin_problem`)."""
@@ -255,7 +259,7 @@ def configure_nipype(crash_dir: Path, verbose: int, stop_on_first_crash: bool) -
     logging.update_logging(config)
 
 
-def crash_folder_setting(workflow, crash_dir: Path) -> None:
+def crash_folder_setting(workflow: pe.Workflow, crash_dir: Path) -> None:
     """Nipype's nodes take their crash folder from the workflow's own settings, a copy of the
     global ones without interpolation (:func:`configure_nipype` doubles a ``%``): the path as it is,
     so that ``a%%b/logs`` is not ``a%%%%b/logs``."""

@@ -7,7 +7,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, NoReturn, Sequence
 
 from .. import __version__
 from ..engine.model_choice import REFINE_CHOICES
@@ -59,11 +59,12 @@ class Parser(argparse.ArgumentParser):
     #: an option, ``--lr -1e-30`` said "expected one argument", not what is wrong with the value
     _NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = self._NEGATIVE_NUMBER
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:  # type: ignore[override]
         import sys
 
         argv = list(sys.argv[1:] if args is None else args)
@@ -153,7 +154,7 @@ class Parser(argparse.ArgumentParser):
         except Exception:  # noqa: BLE001 - argparse itself reports a value its type refuses
             return value
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
         """argparse's usage error (exit 2), saying where the positional arguments went when a list
         option before them took them as its values (``geomorph-bids --participant-label 01 B O
         participant``: "the following arguments are required: bids_dir, output_dir, analysis_level",
@@ -249,7 +250,7 @@ class OtherCommandsOption(argparse.Action):
     ``--features-out curv``, ``geomorph-bids ... --out O`` as ``--output-density O``. Added hidden
     under its own name, it is a usage error: ``<option> <why>``."""
 
-    def __init__(self, option_strings: list[str], dest: str, why: str = "", **kwargs) -> None:
+    def __init__(self, option_strings: list[str], dest: str, why: str = "", **kwargs: Any) -> None:
         super().__init__(option_strings, dest, **kwargs)
         self.why = why
 
@@ -391,6 +392,13 @@ def add_quality_options(p: argparse.ArgumentParser, description: str) -> None:
 #: the options of the group level alone (dest names): the participant level has no use for them
 GROUP_ONLY = ("build_template", "template_label")
 
+#: ``--refine``'s help, one text for geomorph-bids and geomorph-register (the same option):
+#: 'short' is :data:`~geomorph_bids.model.optimise.REFINEMENT`, 'full' ``FROM_NETWORK``
+REFINE_HELP = ("with a network (--model NAME|PATH), what follows its warp: 'short' (default: one ico-4 stage, 30 "
+               "steps) or 'full' (the default optimiser's whole schedule, started from the network's large-scale "
+               "correction: with sulc-fsaverage closer than the optimiser on sulc, for the optimiser's time; "
+               "docs/models.md)")
+
 
 def refuse_options_that_do_not_apply(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """A usage error (exit 2) when the participant level is given an option of the group level
@@ -486,11 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-optimise", action="store_true",
                    help="with a network (--model NAME|PATH): keep its warp as it is (its forward passes), without "
                         "the per-hemisphere refinement (the fastest registration; accuracy in docs/models.md)")
-    g.add_argument("--refine", choices=REFINE_CHOICES, default=None,
-                   help="with a network (--model NAME|PATH), what follows its warp: 'short' (default: one ico-4 "
-                        "stage, 30 steps) or 'full' (the default optimiser's whole schedule, started from the "
-                        "network's large-scale correction: with sulc-fsaverage closer than the optimiser on "
-                        "sulc, for the optimiser's time; docs/models.md)")
+    g.add_argument("--refine", choices=REFINE_CHOICES, default=None, help=REFINE_HELP)
     g.add_argument("--device", type=device, default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
     g.add_argument("--fmriprep-compat", action="store_true",
                    help="also write each registered sphere under the name sMRIPrep's io_spec.json queries "

@@ -26,6 +26,7 @@ written (Nipype unpickles them, which runs code).
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +137,7 @@ class InputFolders:
         return [p for p in dict.fromkeys([self.bids_dir, *self.derivatives.values(), *fs]) if p.exists()]
 
 
-def resolve_input_folders(args, output_dir: Path) -> InputFolders:
+def resolve_input_folders(args: argparse.Namespace, output_dir: Path) -> InputFolders:
     """The input folders of a run (see the module docstring); InputError for a ``--derivatives``
     folder that does not exist, is not a folder, or is a geomorph-bids output (results are never
     read back as inputs)."""

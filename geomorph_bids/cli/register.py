@@ -35,7 +35,7 @@ from .interrupts import Interrupted, pid_alive, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
                       threads_wait_passively, threads_within_usable_cpus, address_space_problem, out_of_memory)
 from .messages import one_line_warnings, reader_may_go_away
-from .parser import OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, device, hemisphere
+from .parser import REFINE_HELP, OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, device, hemisphere
 from ..resources import bundled_models
 
 __all__ = ["main", "build_parser"]
@@ -91,10 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-optimise", action="store_true",
                    help="skip the pair-wise optimisation of the warp (network output only; "
                         "needs --model NAME|PATH: a bundled network or a checkpoint)")
-    p.add_argument("--refine", choices=REFINE_CHOICES, default=None,
-                   help="with --model NAME|PATH, what follows the network's warp: 'short' (default: one ico-4 "
-                        "stage, 30 steps) or 'full' (the default optimiser's whole schedule from the network's "
-                        "large-scale correction; with sulc-fsaverage closer than the optimiser on sulc; docs/models.md)")
+    p.add_argument("--refine", choices=REFINE_CHOICES, default=None, help=REFINE_HELP)
     p.add_argument("--device", type=device, default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--sulc-sign", choices=("freesurfer", "hcp"), default="freesurfer",
                    help="sign convention of the input sulc and curv: FreeSurfer (positive in sulci, "

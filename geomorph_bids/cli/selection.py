@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -11,7 +12,7 @@ import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..derivatives import label_key
 from ..errors import InputError, closest_name
@@ -19,6 +20,9 @@ from ..io.limits import read_json_bounded
 from .failures import Failure
 from .paths import InputFolders
 from .preflight import name_max, path_max, work_dir_too_deep
+
+if TYPE_CHECKING:
+    from ..workflows.config import RunConfig
 
 __all__ = ["read_filter", "collect_jobs", "inputs_line", "ANY", "NO_SESSION", "anatomical_sessions", "refuse_names_too_long", "refuse_case_twins", "SubjectWarning", "listed", "ANATOMICAL_QUERIES",
            "OTHER_QUERIES"]
@@ -362,7 +366,7 @@ def _checked(h, features: Sequence[str], forbidden: Sequence[Path]):
         return exc.reason if exc.path is None else f"{exc.path}: {exc.reason}"
 
 
-def collect_jobs(args, features: Sequence[str], inputs: InputFolders | None = None,
+def collect_jobs(args: argparse.Namespace, features: Sequence[str], inputs: InputFolders | None = None,
                  forbidden: Sequence[Path] = ()) -> tuple[list, list[Failure]]:
     """Discover every requested subject/session: (jobs to run, failures found up front).
 
@@ -695,7 +699,7 @@ def refuse_case_twins(jobs: list, output_dir: Path) -> tuple[list, list[Failure]
     return kept, failures
 
 
-def refuse_names_too_long(jobs: list, config) -> tuple[list, list[Failure]]:
+def refuse_names_too_long(jobs: list, config: RunConfig) -> tuple[list, list[Failure]]:
     """``jobs`` without the hemispheres whose output file names the output folder's file system
     cannot hold (a participant or session label of ~200 characters: names add ~60), and a
     :class:`Failure` for each. Found after the run, a name too long ended the whole run

@@ -49,7 +49,7 @@ __all__ = ["resolve_template", "template_search", "resolve_template_and_model", 
 DEFAULT_FEATURES = ("sulc",)
 
 
-def template_search(args) -> TemplateSearch:
+def template_search(args: argparse.Namespace) -> TemplateSearch:
     """Where the maps of ``--template`` are looked for: ``--template-dir``, ``$TEMPLATEFLOW_HOME``,
     ``fsaverage`` in the FreeSurfer folders the inputs come from (``--fs-subjects-dir``, else
     ``<bids_dir>/derivatives/freesurfer``...), ``$SUBJECTS_DIR`` and ``$FREESURFER_HOME/subjects``,
@@ -60,7 +60,7 @@ def template_search(args) -> TemplateSearch:
     return TemplateSearch.from_environment(getattr(args, "template_dir", None), roots)
 
 
-def resolve_template(args) -> TemplateRef:
+def resolve_template(args: argparse.Namespace) -> TemplateRef:
     """``--template``: a standard template (its maps from :func:`template_search`), a folder of
     its maps, a custom template folder, or a ``tpl-<label>`` in the output folder
     (:func:`~geomorph_bids.io.template_ref.template_search_path`)."""
@@ -70,7 +70,7 @@ def resolve_template(args) -> TemplateRef:
         raise InputError(f"--template: {exc.reason}", path=exc.path) from None
 
 
-def refine_argument(args) -> bool | str:
+def refine_argument(args: argparse.Namespace) -> bool | str:
     """``--no-optimise`` and ``--refine`` -> ``resolve_model``'s ``refine`` (False; True when
     ``--refine`` is left out; ``"short"`` or ``"full"`` when given, which ``resolve_model``
     refuses without a network); both at once is a usage error (:class:`InputError`)."""
@@ -82,7 +82,7 @@ def refine_argument(args) -> bool | str:
     return True if args.refine is None else args.refine
 
 
-def resolve_template_and_model(args, prog: str = "geomorph-bids",
+def resolve_template_and_model(args: argparse.Namespace, prog: str = "geomorph-bids",
                                template: TemplateRef | None = None) -> tuple[TemplateRef, ModelChoice]:
     """The template and the model, decided together: the default optimiser uses the maps the
     template's preferred source offers for every ``--hemi`` (sulc + curv for fsaverage, sulc
@@ -119,12 +119,12 @@ def resolve_template_and_model(args, prog: str = "geomorph-bids",
     return template, model
 
 
-def resolve_features(args, model: ModelChoice) -> tuple[str, ...]:
+def resolve_features(args: argparse.Namespace, model: ModelChoice) -> tuple[str, ...]:
     """The features written: the registration's own first, then ``--features`` (default sulc)."""
     return tuple(dict.fromkeys([*model.channels, *(args.features or DEFAULT_FEATURES)]))
 
 
-def resolve_quality(args, recorded: QualityThresholds | None = None) -> QualityThresholds:
+def resolve_quality(args: argparse.Namespace, recorded: QualityThresholds | None = None) -> QualityThresholds:
     """The thresholds of the quality gates: each gate option given on the command line, else the
     ``recorded`` value (the group level: what the participant level used), else the default."""
     base = recorded or DEFAULT_THRESHOLDS
@@ -133,7 +133,7 @@ def resolve_quality(args, recorded: QualityThresholds | None = None) -> QualityT
     return replace(base, **given)
 
 
-def resolve_settings(args, output_dir: Path, work_dir: Path, links: dict[str, Path] | None = None) -> RunConfig:
+def resolve_settings(args: argparse.Namespace, output_dir: Path, work_dir: Path, links: dict[str, Path] | None = None) -> RunConfig:
     """Every setting of a participant run, decided here once (in this order, so that the first
     bad argument is the one reported): template, output density, the fMRIPrep/CIFTI outputs, model
     and its channels, features, the density's spheres, device, threads. ``links``: the input
@@ -187,7 +187,7 @@ def cpu_fallback_note(requested: str | None, device: str, model: ModelChoice,
             "chooses the CPU without this note)")
 
 
-def resolve_fmriprep_outputs(args, template: TemplateRef, density: str) -> tuple[bool, bool]:
+def resolve_fmriprep_outputs(args: argparse.Namespace, template: TemplateRef, density: str) -> tuple[bool, bool]:
     """``--fmriprep-compat`` and ``--cifti-output``, checked against the template and density:
     sMRIPrep names spheres in fsLR and fsaverage space only; the CIFTI file needs an fsLR mesh
     with an atlas ROI (32k, 59k) and both hemispheres."""
@@ -315,7 +315,7 @@ def _derivatives_dataset(folder: Path, limit: int = 200) -> str | None:
     return str(name) if name else "a pipeline"
 
 
-def validate_arguments(args, prog: str = "geomorph-bids") -> None:
+def validate_arguments(args: argparse.Namespace, prog: str = "geomorph-bids") -> None:
     """Checks every level needs before anything else: an existing BIDS folder (unless
     ``--skip-bids-validation``; a FreeSurfer SUBJECTS_DIR or subject folder given instead is
     run as such, :func:`_adopt_freesurfer_folder`), an output folder that is not the input."""
@@ -389,7 +389,7 @@ def validate_arguments(args, prog: str = "geomorph-bids") -> None:
                          "dataset", path=args.output_dir)
 
 
-def validate_resources(args, prog: str = "geomorph-bids") -> list[str]:
+def validate_resources(args: argparse.Namespace, prog: str = "geomorph-bids") -> list[str]:
     """Bring the resource arguments within what this process may use (:mod:`.machine`):
     ``--nprocs`` and ``--omp-nthreads`` at most the usable CPUs, ``--mem-gb`` at most the
     memory, ``--batch-size`` at most what the memory holds. Returns the warnings printed (one
@@ -478,7 +478,7 @@ def tidy_path(path: str | Path) -> Path:
     return lexical if same else given
 
 
-def absolute_paths(args) -> None:
+def absolute_paths(args: argparse.Namespace) -> None:
     """Nipype runs every node in its own folder: make every path argument absolute
     (:func:`tidy_path`; ``--derivatives`` too; argparse.ArgumentTypeError for a malformed one, and
     for any argument holding bytes that are not UTF-8: a Latin-1 folder name ended the run on

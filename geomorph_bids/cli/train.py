@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from .exit_codes import EXIT_OK, HANDLED, error_exit, interrupted
@@ -39,6 +40,12 @@ from .machine import (current_folder_problem, drop_unusable_thread_settings, mat
 from .messages import reader_may_go_away
 from ..sphere.icosphere import MAX_LEVEL
 from .parser import ExtendAction, Parser, _count, _DefaultsOnce, _finite, _positive_int, device
+
+if TYPE_CHECKING:
+    from ..engine.data import PairSet
+    from ..engine.pairgen import GeneratedPairs
+    from ..engine.train import TrainConfig, TrainResult
+    from ..model.geomorph import GeoMorphConfig
 
 __all__ = ["main", "build_parser", "build_model_config", "PRESETS"]
 
@@ -229,7 +236,7 @@ def _architecture_given(parser: argparse.ArgumentParser, args: argparse.Namespac
     return any(getattr(args, dest) != parser.get_default(dest) for dest in ARCHITECTURE_OPTIONS)
 
 
-def init_model_config(checkpoint: Path, in_channels: int):
+def init_model_config(checkpoint: Path, in_channels: int) -> GeoMorphConfig:
     """The network of ``checkpoint`` (architecture, levels, labels) for ``in_channels`` inputs:
     what ``--init`` fine-tunes when no architecture option is given (more channels than the
     checkpoint's are bridged by :func:`~geomorph_bids.model.widen.widen_input_channels`)."""
@@ -244,7 +251,7 @@ def init_model_config(checkpoint: Path, in_channels: int):
 def build_model_config(preset: str, in_channels: int, data_level: int = 6,
                        control_levels: Sequence[int] | None = None, n_labels: Sequence[int] | None = None,
                        label_level: int | None = None, crf_iterations: int | None = None,
-                       label_block: bool = True, correlation: bool = False):
+                       label_block: bool = True, correlation: bool = False) -> GeoMorphConfig:
     """The :class:`~geomorph_bids.model.geomorph.GeoMorphConfig` for a preset and overrides.
 
     The encoder keeps the preset's first ``data_level - 1`` levels (down to ico-2).
@@ -338,7 +345,6 @@ def _generated(args: argparse.Namespace, log):
     import torch
 
     from ..engine.pairgen import GeneratedPairs, PairGenerator, SourceBank
-    from ..engine.device import resolve_device
 
     if not args.mirror_right:
         raise ValueError("--sources banks hold left and mirrored right hemispheres: add --mirror-right")
@@ -357,7 +363,7 @@ def _generated(args: argparse.Namespace, log):
     names = list(args.source_names or [n for n in bank.names if n not in args.holdout])
     if not names:
         raise ValueError("no training sources left after --holdout")
-    device = resolve_device(args.device)
+    device = torch.device(args.device)  # decided by main
     config = _pair_config(args)
     gen = PairGenerator(bank.select(names), config, device=device)
     train_set = GeneratedPairs(gen, args.pairs_per_epoch)
@@ -628,8 +634,9 @@ def hardware(device: str) -> str:
     return f"{cpu}, {os.cpu_count()} cores, {threads} torch thread{'s' if threads != 1 else ''}"
 
 
-def write_model_card(path: Path, *, command: str, args: argparse.Namespace, result, model_config,
-                     train_config, train_set, val_set, real_rows: Sequence[dict] = ()) -> Path:
+def write_model_card(path: Path, *, command: str, args: argparse.Namespace, result: TrainResult,
+                     model_config: GeoMorphConfig, train_config: TrainConfig, train_set: PairSet | GeneratedPairs,
+                     val_set: PairSet | None, real_rows: Sequence[dict] = ()) -> Path:
     """Write ``model_card.md`` (markdown) describing how the model was made and how well it did."""
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), None)
     stages = ", ".join(f"control ico-{s.control_level} / {s.n_labels} labels on ico-{s.label_level} / "
@@ -755,7 +762,8 @@ def _train(argv: Sequence[str] | None) -> int:
         if args.sources is not None and not Path(args.sources).is_file():
             raise ValueError(f"--sources {args.sources}: no such file (a bank built by "
                              "scripts/build_training_sources.py)")
-        resolve_device(args.device)  # fail before any expensive work
+        # decided once, before any expensive work: the pairs, the training and the card take this one
+        args.device = str(resolve_device(args.device))
         args.template_ref = _resolve_template(args, log)
         if args.init is not None:
             from ..resources import model_path
@@ -794,7 +802,7 @@ def _train(argv: Sequence[str] | None) -> int:
             torch.set_num_threads(args.threads)
         train_set, val_set = _prepare_data(args, log)
         meta = {"command": command, "name": model_name(args),
-                "extra": {"preset": args.channels, "hardware": hardware(str(resolve_device(args.device)))}}
+                "extra": {"preset": args.channels, "hardware": hardware(args.device)}}
         result = train(model_config, train_set, val_set, config, args.out, resume=args.resume,
                        init_weights=args.init, meta=meta, log=log)
         _low_resolution_notes(args)

@@ -269,6 +269,8 @@ def synthetic_pairs(n: int, template: "str | TemplateRef" = "fsLR", hemi: str = 
     level : data icosphere level (6 = 40962 vertices; lower levels for tests).
     mirror : draw subjects from the RIGHT template and mirror them onto the left grid
         (``hemi`` must be "L"; the pairs' hemisphere is "LR-mirrored").
+    spec : how the moving and fixed maps are normalised (:class:`~geomorph_bids.model.normalise.NormalisationSpec`;
+        None: ``NormalisationSpec()``, clipped at 3 SD and z-scored).
     """
     if n < 1:
         raise ValueError(f"number of synthetic subjects must be >= 1, got {n}")

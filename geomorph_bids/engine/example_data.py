@@ -47,7 +47,8 @@ class SyntheticHemisphere:
 def template_hemisphere(hemi: str, level: int = 5) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """fsaverage hemisphere at icosphere ``level`` (<= 6) from the bundled fsaverage template
     (sulc, curv; the ico-6 grid is nested, so the first ``n_vertices(level)`` values are exact)
-    plus a smooth positive ``thickness`` map (mm). Returns (vertices, faces, maps)."""
+    plus a smooth positive ``thickness`` map (mm). Returns (vertices, faces, maps): (V, 3) float64, mm
+    on the radius-100 icosphere; (F, 3) int64; name -> (V,) float64 (V = ``n_vertices(level)``)."""
     from ..io.templates import load_template
 
     tpl = load_template("fsaverage", hemi, ("sulc", "curv"))

@@ -294,7 +294,7 @@ class VelocityBatch:
 
     @classmethod
     def draw(cls, batch: int, config: PairGenConfig, device: torch.device) -> "VelocityBatch":
-        """Random fields with unit scale (call :func:`calibrate` to set the displacement)."""
+        """Random fields with unit scale (:func:`_calibrate` sets the displacement)."""
         curl = torch.rand(batch, device=device)
         p = _potentials(batch, config.n_components, config.frequency_range, config.slope, device)
         q = _potentials(batch, config.n_components, config.frequency_range, config.slope, device)

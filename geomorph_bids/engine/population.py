@@ -249,9 +249,9 @@ def base_conflict(out_dir: str | Path, label: str, base: str, hemis: Sequence[st
     """Why building ``hemis`` on ``base`` into ``out_dir/tpl-<label>`` would leave a folder whose
     hemispheres lie in two spaces (another hemisphere, not rebuilt, was built on another base
     template; its maps would be read in the new base's coordinates), or None."""
-    from ..io.custom_template import DESCRIPTION
+    from ..io.custom_template import DESCRIPTION, custom_template_folder
 
-    path = Path(out_dir) / f"tpl-{label}" / DESCRIPTION
+    path = custom_template_folder(out_dir, label) / DESCRIPTION
     try:
         doc = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
@@ -280,12 +280,12 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
     refuses."""
     from .. import __version__
     from ..io.atomic import atomic_write_text
-    from ..io.custom_template import DESCRIPTION, custom_feature_file, custom_sphere_file
+    from ..io.custom_template import DESCRIPTION, custom_feature_file, custom_sphere_file, custom_template_folder
     from ..io.gifti import write_metric, write_surface
 
     tpl = result.template
     label = _label_ok(tpl.name)
-    folder = Path(out_dir) / f"tpl-{label}"
+    folder = custom_template_folder(out_dir, label)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / DESCRIPTION
     try:
@@ -306,7 +306,7 @@ def write_template(out_dir: str | Path, result: PopulationTemplate) -> Path:
                      hemi=tpl.hemi, names=[f])
     # a map of an earlier build that this one did not average (--features sulc curv, then sulc) is
     # another population's: it goes, so that the folder holds what its description lists
-    for stale in folder.glob(f"tpl-{label}_hemi-{tpl.hemi}_den-ico6_*.shape.gii"):
+    for stale in folder.glob(custom_feature_file(folder, label, tpl.hemi, "*").name):
         if stale not in written:
             stale.unlink()
     hemis[tpl.hemi] = {"BaseTemplate": result.base, "Features": sorted(tpl.features), "Subjects": result.n_subjects,

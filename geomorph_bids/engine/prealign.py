@@ -56,7 +56,9 @@ class Prealignment:
     metrics : summary numbers: per feature, ``cc_<name>_before`` (the moving map as given,
         no rotation, at the template's ico-5 vertices: the first 10,242 of its ico-6 grid) and
         ``cc_<name>_after`` (rotated, on the whole ico-6 grid), Pearson correlations with the
-        template's map where it is not 0; the angle; the identity check's fits; seconds.
+        template's map where it is not 0; ``rotation_deg`` and ``rotation_method`` (``correspondence``: from
+        ``reg_sphere``, or ``features``; ``reg_sphere_set_aside`` says why a given one was not used); the
+        identity check's fits (``identity_cc_*``); ``cortex_fraction_on_template`` with a mask; ``seconds``.
     cortex_on_template : (V_template,) bool, where the aligned moving cortex mask covers the
         template's ico-6 vertices (more than half of the barycentric weight inside the cortex),
         or None without a mask.
@@ -146,6 +148,9 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
     cortex_mask : optional (V,) bool, True on the cortex (False on the medial wall): the
         medial wall is left out of the rigid similarity, and the aligned mask is sampled on the
         template grid (:attr:`Prealignment.cortex_on_template`) for the later stages.
+    identity_check : also fit the template's mirror image (the hemisphere-identity check: metrics
+        ``identity_cc_own``, ``identity_cc_mirrored``, and ``identity_cc_negated`` when it fails or
+        the fit is poor) and test a given ``reg_sphere`` against the maps; False: neither.
 
     Returns
     -------

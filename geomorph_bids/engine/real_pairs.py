@@ -28,7 +28,6 @@ a FreeSurfer fsaverage (``subjects_dir`` or ``$SUBJECTS_DIR``); the others the t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sphere.locate import unit
+from ..sphere.locate import angular_error_deg, unit
 from ..sphere.resample import barycentric_weights
 
 __all__ = ["RealPair", "REAL_PAIRS", "real_pair", "angular_error_deg"]
@@ -85,12 +84,6 @@ class RealPair:
         return angular_error_deg(registered, self.reference)
 
 
-def angular_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Angle between (N, 3) directions, degrees (``atan2(|a x b|, a . b)``)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=1), np.einsum("ij,ij->i", a, b)))
-
-
 def _read_sphere(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     from ..io.surfaces import read_sphere
 
@@ -132,11 +125,13 @@ def _fsavg5(side: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
 
 
 def _fsaverage_dir(subjects_dir: str | Path | None) -> Path | None:
-    for root in (subjects_dir, os.environ.get("SUBJECTS_DIR"),
-                 os.environ.get("FREESURFER_HOME") and Path(os.environ["FREESURFER_HOME"]) / "subjects"):
-        if root and (Path(root) / "fsaverage" / "surf" / "lh.sphere").is_file() \
-                and (Path(root) / "fsaverage" / "surf" / "lh.sulc").is_file():
-            return Path(root) / "fsaverage" / "surf"
+    """``fsaverage/surf`` with lh.sphere and lh.sulc in ``subjects_dir``, ``$SUBJECTS_DIR`` or
+    ``$FREESURFER_HOME/subjects``, in that order (the FreeSurfer folders of the template search)."""
+    from ..io.template_sources import TemplateSearch
+
+    for root in TemplateSearch.from_environment(fs_subjects_dir=subjects_dir).subjects_dirs:
+        if (root / "fsaverage" / "surf" / "lh.sphere").is_file() and (root / "fsaverage" / "surf" / "lh.sulc").is_file():
+            return root / "fsaverage" / "surf"
     return None
 
 

@@ -102,7 +102,7 @@ class Registration:
         triangles whatever their winding (a mesh wound inward, as a hemisphere mirrored x -> -x
         without re-winding is, is registered re-wound and given back as the file has it); a
         :class:`~geomorph_bids.io.surfaces.Sphere`'s faces (wound outward by ``read_sphere``).
-    rotation : (3, 3) rigid pre-alignment; ``rotated = input_vertices @ rotation.T``.
+    rotation : (3, 3) float64 rigid pre-alignment; ``rotated = input_vertices @ rotation.T``.
     warp_ico6 : (40962, 3) float64 pull-back warp on the ico-6 template grid, radius 100
         (template vertex -> position on the rotated moving sphere), or None if rigid only.
         For a right hemisphere through an ``"LR-mirrored"`` model it lives in the mirrored
@@ -425,13 +425,21 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
     triangles all the same (a finer mesh than the warp's), ``output_folded_before_unfold`` and
     ``output_unfold_iterations`` (:func:`~geomorph_bids.sphere.unfold.unfold_mesh` removed them);
     with a network, ``data_level``, ``network_smoothing_iterations`` (its first pass's low-pass),
-    ``network_passes`` (the low-pass of each forward pass, :func:`~geomorph_bids.engine.checkpoints.network_passes`)
-    and ``network_unfold_iterations``; ``rotation_deg``;
+    ``network_passes`` (the low-pass of each forward pass, :func:`~geomorph_bids.engine.checkpoints.network_passes`),
+    ``network_unfold_iterations`` and ``network_batch`` (the hemispheres passed through it together); with
+    the optimiser, ``optimise`` (its schedule, a dict), ``optimise_batch`` (the hemispheres optimised
+    together) and, where it unfolded its warp, ``optimise_unfold_iterations``; ``template`` and ``hemi`` as registered; ``method`` (``rigid``,
+    ``optimise``, ``geomorph`` or ``geomorph+optimise``); ``mirrored`` (a right hemisphere through an
+    LR-mirrored network); ``cortex_mask`` (whether one was given); ``rotation_deg``, ``rotation_method``
+    (``correspondence``: from ``reg_sphere``; else ``features``) and ``reg_sphere_set_aside`` (why a given
+    one was not used);
     ``identity_cc_own`` / ``identity_cc_mirrored`` (coarse rigid fit to the template and to its
     mirror image: the hemisphere-identity check; when it fails or the own fit is below
     :data:`~geomorph_bids.engine.prealign.SIGN_CHECK_BELOW`, ``identity_cc_negated``: the fit of
     the sign-flipped features) and, for paths, ``label_conflicts`` (files whose
-    metadata or name declare the other hemisphere); ``seconds_*`` per stage and ``seconds_total``; ``device``; ``model_name``, ``model_version``;
+    metadata or name declare the other hemisphere); ``seconds_*`` per stage and ``seconds_total``;
+    ``device``; ``model_name``, ``model_version``, ``model_weights_sha256`` and ``model_path`` (None
+    without a network);
     where the template's maps came from: ``template_source`` (``folder``, ``templateflow``,
     ``freesurfer``, ``bundled`` or ``custom``), ``template_source_path``, ``template_vertices``
     (of the maps read: 40,962 for the bundled ico-6 maps, which also record

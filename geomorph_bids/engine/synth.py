@@ -57,14 +57,17 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from ..sphere.icosphere import icosphere
-from ..sphere.locate import SphereLocator, unit
+from ..sphere.locate import SphereLocator, angular_error_deg, unit
 from ..sphere.rotation import random_rotation
 from .benchmark_sources import BENCHMARK_SOURCES, load_benchmark_source
+
+if TYPE_CHECKING:
+    from ..io.templates import Template
 
 __all__ = [
     "SynthConfig", "VelocityField", "Warp", "SynthSubject", "TRAIN_CONFIG", "BENCHMARK_CONFIGS",
@@ -293,16 +296,6 @@ def random_scalar_field(points: np.ndarray, rng: np.random.Generator, frequency_
 # ----------------------------------------------------------------------------
 # Warps
 # ----------------------------------------------------------------------------
-
-
-def angular_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(V,) angle in degrees between corresponding directions of ``a`` and ``b`` (V, 3), any radii.
-
-    Uses ``atan2(|a x b|, a . b)``: accurate for tiny and large angles alike.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.einsum("...i,...i->...", a, b)))
 
 
 @lru_cache(maxsize=1)
@@ -578,7 +571,7 @@ def _seeds(seed: int, stream: str, n: int) -> list[np.random.SeedSequence]:
     return np.random.SeedSequence(int(seed), spawn_key=(STREAMS[stream],)).spawn(n)
 
 
-def make_dataset(n: int, template, seed: int, config: SynthConfig = TRAIN_CONFIG, *,
+def make_dataset(n: int, template: Template | str | tuple[np.ndarray, np.ndarray, np.ndarray], seed: int, config: SynthConfig = TRAIN_CONFIG, *,
                  features: tuple[str, ...] = ("sulc",), hemi: str = "L", stream: str = "train",
                  moving: Literal["grid", "inverse"] = "grid") -> Iterator[SynthSubject]:
     """Yield ``n`` synthetic subjects from one template (lazily; one at a time).
@@ -592,6 +585,8 @@ def make_dataset(n: int, template, seed: int, config: SynthConfig = TRAIN_CONFIG
     seed : integer seed. Subject i depends only on (seed, stream, i, config): the
         same seed gives the same subjects whatever ``n``.
     config : generator parameters (TRAIN_CONFIG for training).
+    features : the maps taken from a Template, or loaded for a bundled name (a tuple's are its own).
+    hemi : the hemisphere loaded for a bundled name.
     stream : "train", "validation" or "benchmark" (independent SeedSequence spawn keys).
     moving : see :func:`synth_subject`.
     """

@@ -24,8 +24,9 @@ def teacher_warp(source: np.ndarray, fixed: np.ndarray, channels: Sequence[str])
     Parameters
     ----------
     source, fixed : (40962, K) maps on the template's ico-6 grid (raw values; exact 0 = no data,
-        e.g. a medial wall), ``channels`` their K names. The default registration's schedule and
-        channel weights (:func:`~geomorph_bids.engine.model_choice.optimiser_weights`).
+        e.g. a medial wall).
+    channels : their K names, which pick the default registration's schedule and channel weights
+        (:func:`~geomorph_bids.engine.model_choice.optimiser_weights`).
 
     Returns
     -------

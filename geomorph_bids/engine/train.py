@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -56,6 +56,9 @@ from ..model.losses import cc_per_channel, total_loss, warp_distortion
 from ..model.normalise import NormalisationSpec
 from .data import PairSet
 from .device import resolve_device
+
+if TYPE_CHECKING:
+    from .pairgen import GeneratedPairs
 
 __all__ = ["TrainConfig", "TrainResult", "train", "resolve_device", "evaluate_warps", "warp_error_deg", "LOG_COLUMNS", "BEST_NAME",
            "LAST_NAME", "STATE_SUFFIX", "LOG_NAME", "state_path"]
@@ -91,7 +94,8 @@ class TrainConfig:
     seed : random seed (initialisation, shuffling).
     bf16 : run the networks under bfloat16 autocast (the warp and loss stay float32).
     device : "auto" (CUDA if available, else CPU), "cpu", "cuda" or "cuda:N".
-    num_threads : torch CPU threads (``torch.set_num_threads``; process-wide); None keeps the default.
+    num_threads : torch CPU threads during the training (``torch.set_num_threads``); the caller's count is
+        restored when it ends. None keeps the caller's.
     max_minutes : wall-time budget in minutes; None for no limit.
     groups : modality groups of channel indices for the similarity loss; None = one group per channel.
     group_weights : one weight per group; None = 1 each.
@@ -437,7 +441,8 @@ def _progress_line(epoch: int, epochs: int, row: Mapping[str, float], best: bool
             f"lr {row['lr']:.2e}  {row['seconds']:.1f}s" + ("  *" if best else ""))
 
 
-def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[torch.Tensor, torch.Tensor]],
+def train(model_config: GeoMorphConfig,
+          train_pairs: PairSet | GeneratedPairs | Iterable[tuple[torch.Tensor, torch.Tensor]],
           val_pairs: PairSet | Iterable[tuple[torch.Tensor, torch.Tensor]] | None, config: TrainConfig,
           out_dir: str | Path, *, resume: str | Path | None = None, init_weights: str | Path | None = None,
           meta: Mapping[str, Any] | None = None, log: Callable[[str], None] | None = print) -> TrainResult:
@@ -447,7 +452,9 @@ def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[to
     ----------
     model_config : the model to build (its ``in_channels`` and ``data_level`` must match the data).
     train_pairs, val_pairs : :class:`~geomorph_bids.engine.data.PairSet` or iterables of
-        ``(moving (V, K), fixed (V, K))`` float tensors, already normalised. Without validation
+        ``(moving (V, K), fixed (V, K))`` float tensors, already normalised; ``train_pairs`` may
+        also be a :class:`~geomorph_bids.engine.pairgen.GeneratedPairs` (pairs drawn afresh each
+        epoch from a source bank, as ``geomorph-train --sources`` trains). Without validation
         pairs the training loss drives the scheduler, early stopping and best-model choice.
     config : :class:`TrainConfig`.
     out_dir : folder for ``model.pt``, ``last.pt``, ``last.state.pt``, ``train_log.csv``.
@@ -480,8 +487,6 @@ def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[to
             raise ValueError(f"{name} pairs are ico-{s.level} with {s.fixed.shape[1]} channels; the model "
                              f"expects ico-{model_config.data_level} with {model_config.in_channels}")
     device = resolve_device(config.device)
-    if config.num_threads is not None:
-        torch.set_num_threads(int(config.num_threads))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, last_path, log_path = out_dir / BEST_NAME, out_dir / LAST_NAME, out_dir / LOG_NAME
@@ -500,9 +505,12 @@ def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[to
 
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_threads = torch.get_num_threads()  # the training's thread count is the caller's again afterwards
     if device.type == "cpu":
         set_deterministic(True, warn_only=True)
     try:
+        if config.num_threads is not None:
+            torch.set_num_threads(int(config.num_threads))
         torch.manual_seed(int(config.seed))
         model = GeoMorph(model_config)
         if init_weights is not None:
@@ -694,6 +702,7 @@ def train(model_config: GeoMorphConfig, train_pairs: PairSet | Iterable[tuple[to
                            n_parameters=model.n_parameters(), model=model)
     finally:
         set_deterministic(prev_det, prev_warn)
+        torch.set_num_threads(prev_threads)
 
 
 def _exhausted(bad_epochs: int, patience: int | None) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nipype.interfaces.base import File, SimpleInterface, TraitedSpec, isdefined, traits
 
@@ -22,6 +23,9 @@ from ..engine.gpu_slot import gpu_lock
 from ..errors import InputError
 from ..results.metrics import registration_record
 from .base import KeyedInputSpec
+
+if TYPE_CHECKING:
+    from ..engine.register import Registration
 
 __all__ = ["Register", "gpu_lock", "write_registration"]
 
@@ -96,7 +100,7 @@ class Register(SimpleInterface):
         return runtime
 
 
-def write_registration(folder: str | Path, result, hemi: str, record: dict) -> tuple[Path, Path]:
+def write_registration(folder: str | Path, result: Registration, hemi: str, record: dict) -> tuple[Path, Path]:
     """Write ``registered_sphere.surf.gii`` and ``registration.json`` into ``folder``."""
     from ..io import write_surface
     from ..io.atomic import atomic_write_bytes

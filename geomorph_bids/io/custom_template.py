@@ -30,14 +30,21 @@ from .templates import TEMPLATE_LEVEL, Template, is_bundled_template, load_templ
 from .validate import validate_feature
 
 __all__ = ["load_custom_template", "custom_template_info", "find_custom_template", "custom_feature_file",
-           "custom_sphere_file", "DESCRIPTION"]
+           "custom_sphere_file", "custom_template_folder", "DESCRIPTION"]
 
 DESCRIPTION = "template_description.json"
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
 
+def custom_template_folder(out_dir: str | Path, label: str) -> Path:
+    """``out_dir/tpl-<label>``: where a custom template of ``label`` is written
+    (:func:`~geomorph_bids.engine.population.write_template`) and looked for (:func:`find_custom_template`)."""
+    return Path(out_dir) / f"tpl-{label}"
+
+
 def custom_feature_file(folder: str | Path, label: str, hemi: str, feature: str) -> Path:
-    """Path of one feature map of a custom template."""
+    """Path of one feature map of a custom template (``feature``: a map's name, or a glob pattern such as
+    ``*`` for every map of ``hemi``)."""
     return Path(folder) / f"tpl-{label}_hemi-{hemi}_den-ico{TEMPLATE_LEVEL}_{feature}.shape.gii"
 
 
@@ -75,7 +82,7 @@ def find_custom_template(name: str | Path, search: Sequence[str | Path] = ()) ->
     label = str(name)[4:] if str(name).startswith("tpl-") else str(name)
     if _LABEL.match(label):
         for d in search:
-            q = Path(d) / f"tpl-{label}"
+            q = custom_template_folder(d, label)
             if (q / DESCRIPTION).is_file():
                 return q
     return None

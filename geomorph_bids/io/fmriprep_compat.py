@@ -88,8 +88,8 @@ def gate_swapped_sphere(registered: str | Path, fallback: str | Path, record: di
     fallback : the ``sphere_reg_fsLR`` input (sMRIPrep's FreeSurfer-derived fsLR sphere, same mesh).
     record : the registration record (``registration.json`` of :class:`~geomorph_bids.interfaces.Register`),
         judged with :func:`geomorph_bids.quality.assess` on its ``registration_features``.
-    hemi : ``"L"`` or ``"R"``. source : an input file of the hemisphere, named in messages
-        (its ``sub-``/``ses-`` entities).
+    hemi : ``"L"`` or ``"R"``.
+    source : an input file of the hemisphere, named in messages (its ``sub-``/``ses-`` entities).
     out_dir : where a fallback copy is written.
     on_flagged : one of :data:`ON_FLAGGED`.
     thresholds : :meth:`QualityThresholds.to_dict` (None: the BIDS-App's defaults).

@@ -469,11 +469,13 @@ def write_labels(path: str | Path, labels: np.ndarray, table: Mapping[int, objec
 
     Parameters
     ----------
+    path : output ``.label.gii`` (``.gz`` suffix: gzipped)
     labels : (V,) integer keys; stored int32, NIFTI_INTENT_LABEL
     table : key -> name, or key -> (name, (r, g, b, a) in 0..1); every key used in
         ``labels`` must be present (key 0 named "???" is added if missing and used)
     hemi : 'L' or 'R' -> file metadata AnatomicalStructurePrimary
     name : map name (array metadata ``Name``), optional
+    meta : extra file metadata
     """
     lab = np.asarray(labels)
     if lab.ndim != 1 or lab.dtype.kind not in "iu":

@@ -42,13 +42,16 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError
 from .digest import file_stamp
 from .limits import annex_key
+
+if TYPE_CHECKING:
+    from .templates import Template
 
 __all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "LowResolutionWarning", "SOURCE_KINDS", "SAMPLING",
            "BUNDLED_ORIGIN", "discover_sources", "explicit_base", "explicit_bases", "files_sha256", "sha256_now",
@@ -782,7 +785,7 @@ def _load_cached(source_key: str, features: tuple[str, ...], method: str,
     return out
 
 
-def load_source(source: TemplateSource, features: Sequence[str], method: str = SAMPLING):
+def load_source(source: TemplateSource, features: Sequence[str], method: str = SAMPLING) -> Template:
     """The :class:`~geomorph_bids.io.templates.Template` of ``source`` with ``features`` on the
     ico-6 grid (FreeSurfer sign), with ``provenance`` (:meth:`TemplateSource.provenance`).
 

@@ -201,7 +201,8 @@ def load_density_sphere(template: str, hemi: str, density: str | None = None,
     template : ``"fsLR"`` or ``"fsaverage"``
     hemi : ``"L"`` or ``"R"``
     density : see :data:`DENSITIES` (None: the template's default, see :func:`normalise_density`)
-    templateflow_home : TemplateFlow folder (default: ``$TEMPLATEFLOW_HOME`` when set)
+    templateflow_home : TemplateFlow folder; ``""``: none (an entry point found ``TEMPLATEFLOW_HOME``
+        unset); None (default): ``$TEMPLATEFLOW_HOME`` when set
 
     Returns
     -------

@@ -202,6 +202,7 @@ def hex_laplacian(x: Tensor, level: int, index: Tensor | None = None,
     Parameters
     ----------
     x : (B, n_vertices(level), C) or (V, C) float, any per-vertex signal (e.g. a warp in mm).
+    level : the icosphere level ``x`` lives on (0-7).
     index, mask : optional ``hex_neighbourhood`` index (V, 7) int64 and mask (V, 7) (bool or
         0/1 float) on ``x``'s device (e.g. a GeoConv's ``index`` / ``slot_mask`` buffers).
 

@@ -238,9 +238,13 @@ def tiny_config(in_channels: int = 1, data_level: int = 4, control_level: int | 
 
     Parameters
     ----------
+    in_channels : input maps per hemisphere (e.g. 1 for sulc).
+    data_level : icosphere level of the input maps (>= 3).
     control_level : one level (one stage) or a sequence (a cascade, one stage per level).
     n_labels, label_level : per stage (a value or one per stage); ``label_level`` defaults to
         ``data_level``.
+    crf_iterations : mean-field iterations of each stage's CRF.
+    width, kernels : encoder channels per level, Gaussian kernels per convolution.
     """
     levels = _levels(control_level)
     n = len(levels)

@@ -12,7 +12,7 @@ vectorised on the points' device.
 
 A point on an edge (to float32 rounding) may be assigned either side; its barycentric
 weights are then within rounding of the true ones (the descendants of both candidates share
-that great circle), so interpolated values agree with :class:`SphereLocator`'s to rounding.
+that great circle), so interpolated values agree with :class:`~geomorph_bids.sphere.locate.SphereLocator`'s to rounding.
 """
 
 from __future__ import annotations

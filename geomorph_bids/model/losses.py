@@ -51,7 +51,9 @@ def pearson(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None,
 
     Parameters
     ----------
-    a, b : (B, ...) float. mask : optional (B, ...) bool or float weights (entries to use).
+    a, b : (B, ...) float.
+    mask : optional (B, ...) bool or float weights (entries to use).
+    eps : added to the denominator (a constant input gives 0, not NaN).
 
     Returns
     -------
@@ -98,7 +100,7 @@ def _groups(n_channels: int, groups: Sequence[Sequence[int]] | None,
 def similarity_loss(warped: torch.Tensor, fixed: torch.Tensor,
                     groups: Sequence[Sequence[int]] | None = None,
                     weights: Sequence[float] | None = None, mask_zeros: bool = True,
-                    return_parts: bool = False):
+                    return_parts: bool = False) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum over modality groups of ``MSE + (1 - CC)`` (see module docstring).
 
     Parameters
@@ -221,6 +223,7 @@ def warp_distortion(warp_positions: torch.Tensor, level: int | None = None,
     Parameters
     ----------
     warp_positions : (B, V, 3) or (V, 3) warp on icosphere ``level`` (any radius).
+    level : the icosphere level (None: from V).
     summary : return :func:`distortion_summary` dicts (``areal_mean_abs``, ``n_folded``, ...)
         instead of the per-vertex arrays.
 

@@ -211,7 +211,8 @@ def sample_on_sphere(values: torch.Tensor, mesh_vertices: np.ndarray | torch.Ten
     Parameters
     ----------
     values : (B, V, C) float, values on the mesh vertices.
-    mesh_vertices : (V, 3) mesh vertices (any radius); mesh_faces : (F, 3) int.
+    mesh_vertices : (V, 3) mesh vertices (any radius).
+    mesh_faces : (F, 3) int, the mesh's triangles.
     points : (B, N, 3) float, directions (any radius) where to sample.
     sampler : optional prebuilt :class:`SphereSampler` of that mesh (skips the locator build).
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from .render import cameras_for_mesh
 from .views import View, views_for
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["SphereCamera", "FigureKeeper", "sample_views", "zscore", "registration_figure", "distortion_figure",
            "surface_figure", "group_figure", "png_size", "FIGURE_DPI"]
@@ -228,7 +231,7 @@ class FigureKeeper:
         kept = self._kept.get(kind)
         return kept[1:] if kept is not None and kept[0] == key else None
 
-    def keep(self, kind: str, key: tuple, fig, artists: tuple[list, list]) -> None:
+    def keep(self, kind: str, key: tuple, fig: Figure, artists: tuple[list, list]) -> None:
         """Keep ``fig`` and its ``artists`` (the last figure of ``kind``; the one before is let go)."""
         self._kept[kind] = (key, fig, artists)
 

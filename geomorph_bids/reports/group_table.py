@@ -254,7 +254,8 @@ _DESCRIBED: dict[str, tuple[str, str | None]] = {
     "quality_reasons": ("The gates failed ('; '-separated), after, for a stale row, why its latest run failed; "
                         "n/a when none", None),
     "template": ("Template the hemisphere was registered to (the outputs' space- entity)", None),
-    "method": ("Registration method: optimise, rigid, or geomorph (a network alone)", None),
+    "method": ("Registration method: optimise, rigid, geomorph+optimise (a network, then the optimiser) or "
+               "geomorph (a network alone)", None),
     "input_source": ("Layout the inputs were read from: freesurfer, smriprep (sMRIPrep's and fMRIPrep's layout) or hcp", None),
     "sulc_sign": ("Sign convention of the input sulc map (freesurfer: sulci positive)", None),
     "participant_id": ("Subject label with 'sub-': the join key of the dataset's participants.tsv", None),

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..engine.model_choice import ModelChoice
+    from ..engine.register import Registration
+    from ..quality import QualityThresholds
 
 __all__ = ["registration_record", "metrics_document", "WITHHELD_REASON", "metrics_bytes", "LATEST_RUN_FAILED",
            "mark_latest_run_failed", "clear_latest_run_failed", "latest_run_failure", "read_document"]
@@ -32,7 +37,7 @@ def _jsonable(d: Mapping[str, Any]) -> dict:
     return out
 
 
-def registration_record(result, choice, used_sphere_reg: bool) -> dict:
+def registration_record(result: Registration, choice: ModelChoice, used_sphere_reg: bool) -> dict:
     """The registration metrics (JSON-able) of one
     :class:`~geomorph_bids.engine.register.Registration` made with the
     :class:`~geomorph_bids.engine.model_choice.ModelChoice` ``choice`` (``method`` is what
@@ -47,7 +52,7 @@ def registration_record(result, choice, used_sphere_reg: bool) -> dict:
 
 
 def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], density: str | None,
-                     density_source: str | None, thresholds=None, label_conflicts: list[str] | None = None,
+                     density_source: str | None, thresholds: QualityThresholds | None = None, label_conflicts: list[str] | None = None,
                      unless_flagged: Sequence[str] = ()) -> dict:
     """The hemisphere's metrics document: the software (its build:
     :func:`~geomorph_bids.io.digest.software_id`), the provenance ``info`` (subject,

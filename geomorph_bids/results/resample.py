@@ -30,12 +30,14 @@ class DensityTarget:
 
 
 def density_target(template: str, hemi: str, density: str, templateflow_home: str | None = None) -> DensityTarget:
-    """Read the ``template``'s ``hemi`` sphere at ``density`` and index it (:class:`DensityTarget`)."""
+    """Read the ``template``'s ``hemi`` sphere at ``density`` and index it (:class:`DensityTarget`).
+    ``templateflow_home``: as :func:`~geomorph_bids.io.templates.load_density_sphere` takes it (``""``: none,
+    as an entry point that found ``TEMPLATEFLOW_HOME`` unset decided; None: ``$TEMPLATEFLOW_HOME``)."""
     from ..io.templates import load_density_sphere
     from ..sphere.locate import SphereLocator
     from ..sphere.mesh import vertex_areas
 
-    tv, tf, source = load_density_sphere(template, hemi, density, templateflow_home=templateflow_home or None)
+    tv, tf, source = load_density_sphere(template, hemi, density, templateflow_home=templateflow_home)
     return DensityTarget(tv, tf, source, SphereLocator(tv, tf), vertex_areas(tv, tf))
 
 
@@ -75,7 +77,8 @@ def resample_features(registered: tuple[np.ndarray, np.ndarray], maps: Mapping[s
     maps : name -> (V,) values on that mesh.
     template : the template's base name (``fsLR``, ``fsaverage``): whose density spheres.
     hemi, density : ``"L"``/``"R"``, an output density label (``io.templates.DENSITIES``).
-    templateflow_home : TemplateFlow folder (None: ``$TEMPLATEFLOW_HOME``).
+    templateflow_home : TemplateFlow folder; ``""``: none (``RunConfig.templateflow_home`` of a run whose
+        entry point found ``TEMPLATEFLOW_HOME`` unset: not read again here); None: ``$TEMPLATEFLOW_HOME``.
     method : ``"adap_bary_area"`` or ``"barycentric"``.
     midthickness : (V, 3) mm, the subject's midthickness (same mesh), or None: with
         ``adap_bary_area`` the weights use its vertex areas and those of its resampled copy

@@ -21,7 +21,7 @@ from .icosphere import (
     unit_icosphere,
     upsample_parents,
 )
-from .locate import SphereLocator, locate, unit
+from .locate import SphereLocator, angular_error_deg, locate, unit
 from .resample import (
     apply_weights,
     area_surfaces,
@@ -43,7 +43,7 @@ from .rotation import (
 )
 
 __all__ = [
-    "MAX_LEVEL", "MIRROR", "RADIUS", "SphereLocator", "angle_between", "apply_rotation", "apply_weights",
+    "MAX_LEVEL", "MIRROR", "RADIUS", "SphereLocator", "angle_between", "angular_error_deg", "apply_rotation", "apply_weights",
     "area_surfaces", "barycentric_weights", "corner_weights", "distortion",
     "distortion_summary", "folded_triangles", "hex_neighbourhood", "icosphere", "level_of", "locate",
     "mean_edge_length", "n_vertices", "pool_index", "pseudo_coords", "random_rotation", "resample",

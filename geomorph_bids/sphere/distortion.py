@@ -281,8 +281,9 @@ def _edge_from(side: _EdgeSide, va: np.ndarray) -> np.ndarray:
 
 
 def triangle_orientation(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(F,) sign of each triangle's normal along the direction from the vertex mean (the
-    orientation :func:`folded_triangles` compares)."""
+    """(F,) float64 sign (1, -1, or 0 for a degenerate triangle) of each triangle's normal along the
+    direction from the vertex mean to its first corner, for (V, 3) ``v`` (any units) and (F, 3) ``faces``
+    (the orientation :func:`folded_triangles` compares)."""
     return _sides(v, faces)[3]
 
 
@@ -320,7 +321,7 @@ def _folded(vb: np.ndarray, va: np.ndarray, faces: np.ndarray, before_sides: np.
 def _from_sums(fb: tuple, fa: tuple, faces: np.ndarray, n: int,
                around: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(areal, J, R) as :func:`_areal_from` and :func:`_local_affine_from` (log2) give them, their
-    four per-vertex sums from one sparse product over ``around`` (:func:`vertex_faces` of
+    four per-vertex sums from one sparse product over ``around`` (:func:`~geomorph_bids.sphere.locate.vertex_faces` of
     ``faces``, no face naming a vertex twice): its rows add each vertex's triangles in increasing
     order from 0, as the bincounts over the corners do, so the sums have the same bits."""
     j_tri, r_tri = _triangle_ratios(fb, fa)

@@ -25,7 +25,7 @@ from scipy.spatial import cKDTree
 
 from .mesh import row_norms
 
-__all__ = ["SphereLocator", "face_neighbours", "locate", "unit", "vertex_faces", "vertex_fans"]
+__all__ = ["SphereLocator", "angular_error_deg", "face_neighbours", "locate", "unit", "vertex_faces", "vertex_fans"]
 
 _CHUNK = 1 << 16  # points per vectorised batch: bounds memory to ~30 MB
 _MAX_FAN = 12  # widest vertex fan kept in the candidate table; wider fans use the fallback
@@ -40,6 +40,17 @@ def unit(points: np.ndarray) -> np.ndarray:
     points = np.asarray(points, dtype=np.float64)
     norm = row_norms(points)[..., None] if points.shape[-1:] == (3,) else np.linalg.norm(points, axis=-1, keepdims=True)
     return points / np.where(norm > 0, norm, 1.0)
+
+
+def angular_error_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(...,) float64: the angle in degrees between corresponding (..., 3) directions of ``a`` and
+    ``b`` (any radii; e.g. (V,) for (V, 3) spheres).
+
+    Uses ``atan2(|a x b|, a . b)``: accurate for tiny and large angles alike.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.einsum("...i,...i->...", a, b)))
 
 
 def vertex_faces(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarray]:

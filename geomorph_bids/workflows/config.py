@@ -29,7 +29,8 @@ class RunConfig:
     device : the resolved device (``cpu``, ``cuda``, ``cuda:N``)
     omp_nthreads : threads per registration (a node, or a batch-mode worker)
     nprocs : process slots of the whole run (batch mode: its worker processes)
-    templateflow_home : TemplateFlow folder or ``""``
+    templateflow_home : TemplateFlow folder, or ``""``: none (``TEMPLATEFLOW_HOME`` was unset when the run
+        was decided; the resampling does not read it again)
     density_sources : hemi -> where the output-density sphere comes from (for sidecars)
     batch_size : 0: the Nipype workflow (one node per step and hemisphere); N > 0: batch mode
         (:mod:`geomorph_bids.batch`), N hemispheres per registration batch

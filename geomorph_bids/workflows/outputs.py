@@ -9,7 +9,7 @@ Nipype. Adding an output = one more :class:`~geomorph_bids.results.writer.Output
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..derivatives import (CIFTI_FEATURES, METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE,
                            RESAMPLED_FEATURE, HemisphereOutputs, anat_uri, cifti_file, entities, hemisphere_outputs)
@@ -17,6 +17,9 @@ from ..io.discover import HemiInputs
 from ..io.template_sources import source_record
 from ..results.writer import OutputFile
 from .config import RunConfig, SubjectJob
+
+if TYPE_CHECKING:  # annotations only: batch mode imports this module, which loads no Nipype
+    from nipype.pipeline import engine as pe
 
 __all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to", "input_uri",
            "template_source", "run_settings", "recorded_settings", "expected_files", "withheld_spheres",
@@ -322,7 +325,7 @@ def cifti_is_current(job: SubjectJob, config: RunConfig) -> bool:
         return False
 
 
-def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: str = "cifti_wf"):
+def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: str = "cifti_wf") -> pe.Workflow:
     """``--cifti-output``: both hemispheres' resampled features -> one CIFTI-2 dscalar, committed
     with the one writer (:class:`~geomorph_bids.interfaces.bids.CommitFile`).
 

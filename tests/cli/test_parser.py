@@ -446,3 +446,18 @@ def test_an_option_of_one_value_given_twice_with_different_values_is_named(capsy
                                    "--min-cc", "0.5", "--min-cc", ".50"])
     assert capsys.readouterr().err.splitlines() == [
         "geomorph-register: warning: --out given 2 times (a.surf.gii, b.surf.gii): using b.surf.gii"]  # L is lh
+
+
+def test_refine_says_one_thing_in_both_commands_and_what_short_is():
+    """--refine is one option of geomorph-bids and geomorph-register, written twice with two wordings
+    (duplicates found the pair): one text now, whose 'short' is the refinement register() runs."""
+    from geomorph_bids.cli.register import build_parser as register_parser
+    from geomorph_bids.model.optimise import REFINEMENT
+
+    def refine_help(parser):
+        return next(a.help for a in parser._actions if "--refine" in a.option_strings)
+
+    text = refine_help(build_parser())
+    assert text == refine_help(register_parser())
+    (level,), (steps,) = REFINEMENT.control_levels, REFINEMENT.steps
+    assert f"'short' (default: one ico-{level} stage, {steps} steps)" in text

@@ -640,3 +640,38 @@ def test_a_control_level_the_network_cannot_take_names_the_options(tmp_path, cap
                    "--cascade) and 20 label(s) (--labels): control_level must be in 2..3 for this config (one "
                    "decoder block per level climbed)")
     assert not (tmp_path / "o").exists()
+
+
+def test_the_device_is_decided_once(tmp_path, monkeypatch):
+    """``--device`` becomes a device once, at the entry point; the training, the checkpoint's
+    ``hardware`` and the pair generator take that. It was resolved again for the hardware line and
+    for the generated pairs (``auto`` probes CUDA each time: the answers could differ within a run)."""
+    from geomorph_bids.engine import device as device_module
+
+    calls = []
+    real = device_module.resolve_device
+
+    def counted(spec="auto"):
+        calls.append(spec)
+        return real(spec)
+
+    monkeypatch.setattr(device_module, "resolve_device", counted)
+    out = tmp_path / "o"
+    assert main(["--out", str(out), "--data-level", "3", "--channels", "tiny", "--synthetic", "2",
+                 "--epochs", "1", "--threads", "1", "--device", "auto", "--quiet"]) == 0
+    assert calls[0] == "auto" and calls[1:] == [str(real("auto"))] * (len(calls) - 1)  # the engine: as given
+    meta = read_metadata(out / "model.pt")
+    if str(real("auto")) == "cpu":  # the machine of the device decided (a GPU's name on a GPU)
+        assert meta.provenance.extra["hardware"].endswith(" cores, 1 torch thread")
+    # pairs generated from a --sources bank: on the device decided (a torch.device, as the generator wants)
+    import numpy as np
+
+    from geomorph_bids.io.templates import load_template
+
+    sulc = np.asarray(load_template("fsLR", "L", ("sulc",)).features["sulc"], dtype=np.float32)
+    np.savez(tmp_path / "bank.npz", **{"fsLR/fixed/sulc": sulc, "fsLR/a/sulc": 0.9 * sulc, "fsLR/b/sulc": sulc ** 3})
+    calls.clear()
+    assert main(["--out", str(tmp_path / "g"), "--sources", str(tmp_path / "bank.npz"), "--mirror-right", "--data-level",
+                 "3", "--channels", "tiny", "--epochs", "1", "--pairs-per-epoch", "2", "--val-pairs", "2",
+                 "--batch-size", "2", "--threads", "1", "--device", "auto"]) == 0
+    assert calls[0] == "auto" and calls[1:] == [str(real("auto"))] * (len(calls) - 1)

@@ -236,3 +236,17 @@ def test_a_subject_whose_map_is_in_other_units_is_refused_by_name():
     scaled = [PopulationSubject(s.name, s.sphere, {"sulc": s.features["sulc"] * (1.8 if s.name == "s1" else 1.0)})
               for s in cohort]
     _check_units(scaled, ("sulc",))  # within a real cohort's spread
+
+
+def test_the_folder_written_is_the_one_looked_for(tmp_path):
+    """``tpl-<label>`` was spelled in three places (the writer, the base check, the search), and the
+    stale maps' pattern by hand with ``ico6``: now ``custom_template_folder`` and
+    ``custom_feature_file`` name them, for the writer and the readers alike."""
+    from geomorph_bids.engine.population import base_conflict
+    from geomorph_bids.io.custom_template import custom_template_folder, find_custom_template
+
+    result = build_template(_cohort(2), iterations=1, template="fsLR", hemi="L", label="samepop",
+                            out_dir=tmp_path, rigid_only=True)
+    assert result.folder == custom_template_folder(tmp_path, "samepop") == tmp_path / "tpl-samepop"
+    assert find_custom_template("samepop", [tmp_path]) == result.folder
+    assert base_conflict(tmp_path, "samepop", "fsaverage", ["R"]).startswith(f"{result.folder} holds hemi-L built on fsLR")

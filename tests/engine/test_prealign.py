@@ -168,3 +168,23 @@ def test_a_sphere_reg_that_is_not_this_spheres_is_set_aside(rotated_template):
             assert angle_between(res.rotation, features_only.rotation) < 1e-6
             assert res.metrics["cc_sulc_after"] > 0.97
     assert 0.05 <= REG_SPHERE_MARGIN <= 0.2
+
+
+def test_every_metric_is_named_in_the_results_docstring(rotated_template):
+    """``Prealignment.metrics`` said "the angle; the identity check's fits; seconds": a reader could not
+    tell ``rotation_method`` or ``cortex_fraction_on_template`` were there (register() copies them into
+    the metrics JSON). Each key prealign returns (``*`` for a feature's name or a family) is named."""
+    import re
+
+    from geomorph_bids.engine.prealign import Prealignment
+
+    tpl, v, f, sulc, rot = rotated_template
+    axis = np.array([1.0, 0.0, 0.0])
+    wall = (v / 100.0) @ (rot @ axis) > np.cos(np.radians(30))
+    keys = set(prealign(v, f, {"sulc": sulc}, tpl, cortex_mask=~wall).metrics)
+    keys |= set(prealign(v, f, {"sulc": sulc}, tpl, reg_sphere=(v @ rot) @ rotation_matrix(
+        np.array([0.3, 0.8, 0.52]), 20.0).T, reg_space="template").metrics)
+    assert {"rotation_method", "cortex_fraction_on_template", "reg_sphere_set_aside", "seconds"} <= keys
+    named = re.findall(r"``([\w<>*]+)``", Prealignment.__doc__)
+    patterns = [re.compile(re.sub(r"<\w+>|\\\*", r"\\w+", re.escape(n)) + "$") for n in named]
+    assert sorted(k for k in keys if not any(p.match(k) for p in patterns)) == []

@@ -1300,3 +1300,19 @@ def test_an_ico2_sphere_is_still_registered():
     sulc = np.sin(3 * v[:, 0] / 100) + np.cos(2 * v[:, 1] / 100) * v[:, 2] / 100
     reg = register((v, f), {"sulc": sulc}, template="fsLR", hemi="L", rigid_only=True, device="cpu")
     assert reg.sphere.shape == (162, 3) and reg.metrics["method"] == "rigid"
+def test_every_metric_is_named_in_registers_docstring(optimised_left, rigid_left, tiny_model):
+    """register()'s Returns is where a user learns what ``Registration.metrics`` (and the metrics
+    JSON) holds: ``method``, ``rotation_method``, ``mirrored``, ``cortex_mask``, ``optimise``,
+    ``optimise_batch``, ``model_path`` and ``model_weights_sha256`` were there but not named. Each key
+    of a rigid, an optimised and a network registration is named (``*``, ``f``: a family; the
+    distortion summary's keys by :func:`distortion_summary`'s own docstring)."""
+    import re
+
+    from geomorph_bids.sphere.distortion import distortion_summary
+
+    network = register(SURF / "lh.sphere", {"sulc": SURF / "lh.sulc"}, "fsLR", "L", model=tiny_model, device="cpu")
+    keys = set(optimised_left.metrics) | set(rigid_left.metrics) | set(network.metrics)
+    named = re.findall(r"``([\w*]+)``", register.__doc__ + distortion_summary.__doc__)
+    patterns = [re.compile(re.escape(n).replace(r"\*", r"\w+").replace("_f_", r"_\w+_") + "$") for n in named]
+    assert {"method", "rotation_method", "optimise_batch", "model_weights_sha256"} <= keys
+    assert sorted(k for k in keys if not any(p.match(k) for p in patterns)) == []

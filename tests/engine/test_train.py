@@ -222,3 +222,20 @@ def test_fine_tuning_a_network_onto_more_channels_starts_from_it(tmp_path):
     with pytest.raises(ValueError, match="another model config"):
         train(tiny_config(in_channels=2, data_level=LEVEL, control_level=2, n_labels=30), two, two,
               _cfg(epochs=1), tmp_path / "c", init_weights=first.best_checkpoint, log=None)
+
+
+def test_the_callers_torch_threads_and_determinism_are_given_back(data, tmp_path):
+    """``TrainConfig.num_threads`` is the training's: train() set torch's thread count for good, so a
+    Python caller that trained with ``num_threads=1`` ran everything after it on one thread
+    (deterministic algorithms were already given back)."""
+    train_set, val_set = data
+    before = torch.get_num_threads()
+    want = 1 if before > 1 else 2
+    seen = []
+    train(_model_config(), train_set, val_set, _cfg(epochs=1, num_threads=want), tmp_path,
+          log=lambda line: seen.append(torch.get_num_threads()))
+    assert seen and set(seen) == {want}  # the training ran on the threads asked for
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="no training pairs"):  # refused before anything is changed
+        train(_model_config(), [], None, _cfg(num_threads=want), tmp_path / "none")
+    assert torch.get_num_threads() == before

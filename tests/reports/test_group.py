@@ -943,3 +943,16 @@ def test_the_data_dictionary_says_what_n_folded_and_n_nonfinite_count():
         "Fraction of the triangles that flip between the native and the registered sphere")
     assert column_description("n_nonfinite")["Description"].startswith(
         "Vertices whose areal, J, R or edge distortion is not finite")
+def test_the_method_columns_description_names_every_method():
+    """The group data dictionary said ``optimise, rigid, or geomorph (a network alone)``: the default
+    with a network, ``geomorph+optimise`` (what ModelChoice.method and register() record), was
+    not among the values a reader was told to expect."""
+    from geomorph_bids.engine.model_choice import KINDS, ModelChoice, resolve_model
+    from geomorph_bids.reports.group_table import column_description
+
+    methods = {resolve_model(kind, "fsLR").method for kind in ("rigid", "default")}
+    methods |= {ModelChoice.from_dict({**resolve_model("sulc-fsLR", "fsLR").to_dict(), "optimise": o}).method
+                for o in (True, False)}
+    assert methods == {"rigid", "optimise", "geomorph", "geomorph+optimise"} and len(KINDS) == 3
+    described = column_description("method")["Description"]
+    assert [m for m in sorted(methods) if not re.search(rf"(?<![\w+]){re.escape(m)}(?![\w+])", described)] == []

@@ -154,3 +154,21 @@ def test_the_smriprep_examples_maps_match_workbench_with_its_midthickness_and_ma
         valid = nib.load(tmp_path / "valid.shape.gii").agg_data() > 0
         assert valid.sum() > 29000
         np.testing.assert_allclose(ours[name][valid], wb[valid], atol=atol, rtol=0)
+def test_an_empty_templateflow_home_decided_at_the_entry_point_is_not_read_again(tmp_path, monkeypatch):
+    """``RunConfig.templateflow_home`` is decided once (``""``: TEMPLATEFLOW_HOME was not set), and the
+    sidecars name the density sphere found then (``density_sources``). The resampling below read
+    ``$TEMPLATEFLOW_HOME`` again when given ``""``: a TemplateFlow sphere found there later (a Nipype
+    node's environment, a batch worker's) resampled the maps onto another mesh than the sidecars name."""
+    from geomorph_bids.io.gifti import write_surface
+    from geomorph_bids.resources import templateflow_sphere_file
+
+    v, f = icosphere(5)
+    other = templateflow_sphere_file(tmp_path, "fsaverage", "L", "10k")
+    other.parent.mkdir(parents=True)
+    write_surface(other, v, f, hemi="L")
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path))
+    assert density_target("fsaverage", "L", "10k").source == "TemplateFlow tpl-fsaverage/" + other.name  # the API
+    decided = density_target("fsaverage", "L", "10k", "")
+    assert not decided.source.startswith("TemplateFlow")
+    maps = resample_features((v, f), {"sulc": v[:, 0]}, "fsaverage", "L", "10k", "")
+    assert maps.source == decided.source

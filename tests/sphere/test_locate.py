@@ -469,3 +469,18 @@ def test_norms_and_unit_are_numpys_to_the_last_bit():
         np.testing.assert_array_equal(unit(q), q / np.linalg.norm(q, axis=-1, keepdims=True))
     flat = rng.normal(size=(7, 2))  # not 3-D: numpy's norm
     np.testing.assert_array_equal(unit(flat), flat / np.linalg.norm(flat, axis=-1, keepdims=True))
+
+
+def test_the_angle_between_directions_is_one_function():
+    """``angular_error_deg`` was written twice in numpy (engine.synth for (..., 3), engine.real_pairs
+    for (N, 3)): one now, in the sphere package, that both engine modules name."""
+    from geomorph_bids.engine import real_pairs, synth
+    from geomorph_bids.sphere.locate import angular_error_deg
+
+    assert synth.angular_error_deg is real_pairs.angular_error_deg is angular_error_deg
+    a = np.array([[100.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
+    b = np.array([[0.0, 5.0, 0.0], [1.0, 1e-9, 0.0], [0.0, 0.0, -1.0]])
+    got = angular_error_deg(a, b)
+    assert got.shape == (3,) and got.dtype == np.float64
+    np.testing.assert_allclose(got, [90.0, np.degrees(1e-9), 180.0], rtol=1e-12)
+    assert angular_error_deg(a[None], b[None]).shape == (1, 3)  # any leading shape
