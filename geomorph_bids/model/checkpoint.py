@@ -260,15 +260,19 @@ def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 def current_git_commit(path: str | Path | None = None) -> str | None:
     """The git commit (40 hex digits) of the repository holding ``path`` (default: this
-    package's source), or None when it is not in a git checkout or git is absent."""
+    package's source), or None when it is not in a git checkout, git is absent, or the repository
+    does not track ``path``'s files: a package installed from a wheel into a virtual environment
+    inside some other repository (``project/.venv``) is not that repository's code."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         r = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True,
                            text=True, timeout=10, check=False)
+        tracked = subprocess.run(["git", "-C", str(where), "ls-files", "--error-unmatch", "--", "."],
+                                 capture_output=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     sha = r.stdout.strip()
-    return sha if r.returncode == 0 and len(sha) == 40 else None
+    return sha if r.returncode == 0 and len(sha) == 40 and tracked.returncode == 0 else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import json
 import os
 import pickle
 import re
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -161,6 +163,28 @@ def test_meta_validation():
     assert m2.normalisation == NormalisationSpec() and m2.provenance.seed == 3
     commit = current_git_commit()
     assert commit is None or re.fullmatch(r"[0-9a-f]{40}", commit)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_commit_is_recorded_only_for_a_tracked_source(tmp_path):
+    """Twenty-third session: geomorph-bids installed from a wheel into ``project/.venv`` (a virtual environment
+    inside the user's own repository, ignored by it): ``geomorph-train`` recorded the project's commit as the
+    code's in the checkpoint's provenance. Now None there; a folder the repository tracks still gets it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path), *args],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / ".gitignore").write_text(".venv/\n")
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "analysis.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "project")
+    installed = tmp_path / ".venv" / "lib" / "python3.11" / "site-packages" / "geomorph_bids"
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("")
+    assert current_git_commit(installed) is None
+    assert current_git_commit(tmp_path / "code") == git("rev-parse", "HEAD")
 
 
 def test_missing_and_directory(tmp_path, one_line):
