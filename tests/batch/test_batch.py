@@ -3,6 +3,7 @@ rigid stage (fast); the equivalence with the Nipype workflow's outputs is in tes
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from geomorph_bids.batch import pipeline
 from geomorph_bids.batch.pipeline import plan_tasks, run_batch
 from geomorph_bids.batch.state import record_path, stamp
-from geomorph_bids.batch.tasks import run_chunk
+from geomorph_bids.batch.tasks import Outcome, run_chunk
 from geomorph_bids.cli.failures import crash_failures
 from geomorph_bids.cli.parser import build_parser
 from geomorph_bids.cli.selection import collect_jobs
@@ -202,6 +203,36 @@ def test_stop_on_first_crash_starts_no_new_chunk(cohort, tmp_path):
     # one worker, one chunk queued ahead: 01L 01R 02L 02R(broken) 03L run; 03R never starts
     assert (run.registered, run.failed) == (4, 1)
     assert _complete(config, jobs, "03", "L") and not _complete(config, jobs, "03", "R")
+
+
+def chunk_on_a_full_disk(tasks, settings):
+    """sub-02's hemispheres meet a full disk at their write (as a worker reports it); the others run as usual."""
+    if tasks[0].subject != "02":
+        return run_chunk(tasks, settings)
+    return [Outcome(t.key, error=f"OSError: [Errno 28] No space left on device: '{t.files[0].path}'", stage="write",
+                    errno=errno.ENOSPC) for t in tasks]
+
+
+def test_a_full_disk_starts_no_more_registrations(tmp_path, monkeypatch):
+    """The disk full at sub-02 hemi-L's write: every hemisphere left was still registered and failed at its own
+    write (CPU spent on results that could not be kept; on a cohort, an hour). The hemispheres not started now
+    fail at once, on one line each that says why, and are neither registered nor written; sub-01's are kept."""
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01", "02", "03"))
+    config, jobs = _setup(tmp_path, bids, "--nprocs", "1", "--batch-size", "1", "--reports", "deferred")
+    monkeypatch.setattr(pipeline, "run_chunk", chunk_on_a_full_disk)
+    lines: list[str] = []
+    run = run_batch(jobs, config, tmp_path / "crashes", log=lines.append)
+    # one worker, one chunk queued ahead: 01L 01R run, 02L's write fails while 02R waits; 03L, 03R never start
+    assert (run.registered, run.failed) == (2, 2)
+    why = ("not registered: no space left on device (disk full) when sub-02 hemi-L was written, so this run started "
+           "no more registrations; free space and run the same command again (what was written is kept and not "
+           "registered again)")
+    assert run.not_started == [(("03", None, "L"), why), (("03", None, "R"), why)]
+    assert "batch: 2 hemisphere(s) not started: no space left on device (disk full) when sub-02 hemi-L was written" \
+        in lines
+    assert _complete(config, jobs, "01", "L") and _complete(config, jobs, "01", "R")
+    assert not (config.output_dir / "sub-03").exists()
+    assert not any(p.name.startswith("sub-03") for p in record_path(config, jobs[0].inputs.hemis["L"]).parent.iterdir())
 
 
 def test_deferred_reports_are_not_built(cohort, tmp_path):
