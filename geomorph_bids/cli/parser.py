@@ -11,7 +11,7 @@ from typing import Callable
 
 from .. import __version__
 from ..engine.model_choice import REFINE_CHOICES
-from ..io.discover import FEATURES
+from ..io.discover import FEATURES, normalise_label
 from ..quality import THRESHOLD_RANGES
 from .machine import usable_cpus
 
@@ -359,6 +359,22 @@ def hemisphere(text: str) -> str:
         raise argparse.ArgumentTypeError(f"invalid hemisphere {text!r}: L or R (also lh/rh, left/right)") from None
 
 
+def _label(prefix: str) -> Callable[[str], str]:
+    """The type of ``--participant-label`` (``prefix`` ``sub``) and ``--session-label`` (``ses``): a value that
+    is no BIDS label (``-``, ``sub-sub-01``, ``01,02``) is the option's usage error, before any folder is looked
+    at; a label is kept as typed (``sub-01``, `` 01 ``: read as ``01`` where the labels are used)."""
+
+    def label(text: str) -> str:
+        try:
+            normalise_label(text, prefix)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    label.__name__ = f"{prefix} label"  # (argparse names a type's function in some of its messages)
+    return label
+
+
 def _template_label(text: str) -> str:
     from ..derivatives import check_template_label
 
@@ -439,8 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("selecting the data")
     g.add_argument("--participant-label", "--participant_label", nargs="+", action=ExtendAction, metavar="LABEL",
+                   type=_label("sub"),
                    help="subjects to process, with or without 'sub-' (default: all found)")
     g.add_argument("--session-label", "--session_label", nargs="+", action=ExtendAction, metavar="LABEL",
+                   type=_label("ses"),
                    help="sessions to process, with or without 'ses-' (default: the session-less "
                         "anatomy, else each session that has inputs)")
     g.add_argument("--bids-filter-file", type=Path, metavar="FILE",

@@ -336,6 +336,8 @@ def normalise_label(label: str, prefix: str = "sub") -> str:
             hint = f" (labels are separate words, no commas: {' '.join(p for p in parts if p)})"
         elif "/" in text and _LABEL.fullmatch(Path(text).name.removeprefix(f"{prefix}-")):
             hint = f" (a label, not a folder's path: {Path(text).name.removeprefix(f'{prefix}-')})"
+        elif text.startswith(f"{prefix}-") and _LABEL.fullmatch(text[len(prefix) + 1:]):  # sub-sub-01
+            hint = f" ('{prefix}-' given twice: {prefix}-{text[len(prefix) + 1:]}, or {text[len(prefix) + 1:]} alone)"
         raise InputError(f"invalid {prefix} label {label!r}: BIDS labels are alphanumeric{hint}")
     return text
 
