@@ -91,6 +91,7 @@ class Parser(argparse.ArgumentParser):
         self._unknown_words = unknown
         self._argv = argv  # for error(): what a list option took
         namespace, extras = super().parse_known_args(argv, namespace)
+        self._check_labels(namespace)
         for line in self._given_twice(argv):
             print(f"{self.prog}: warning: {line}", file=sys.stderr)
         names = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.dest for a in self._actions}
@@ -105,6 +106,22 @@ class Parser(argparse.ArgumentParser):
                     self.error(f"{names.get(name, name)} {str(path)!r} starts with '~', which only an unquoted shell "
                                f"word expands: give the full path{example}")
         return namespace, extras
+
+    #: list options whose values are BIDS labels: dest -> the entity's prefix
+    _LABELS = {"participant_label": "sub", "session_label": "ses"}
+
+    def _check_labels(self, namespace: argparse.Namespace) -> None:
+        """A ``--participant-label`` / ``--session-label`` value that is no BIDS label (``-``, ``sub-sub-01``,
+        ``01,02``) is the option's usage error, before any folder is looked at (a label is kept as typed:
+        ``sub-01``, `` 01 `` are read as ``01`` where the labels are used). Checked once argparse has read the
+        whole line, so that the positional arguments a list option took are named first (:meth:`error`)."""
+        for action in self._actions:
+            prefix = self._LABELS.get(action.dest)
+            for value in (getattr(namespace, action.dest, None) or []) if prefix else []:
+                try:
+                    normalise_label(value, prefix)
+                except ValueError as exc:
+                    self.error(f"argument {'/'.join(action.option_strings)}: {exc}")
 
     def _given_twice(self, argv: list[str]) -> list[str]:
         """One line per option of one value given more than once with different values (``--template fsLR
@@ -359,22 +376,6 @@ def hemisphere(text: str) -> str:
         raise argparse.ArgumentTypeError(f"invalid hemisphere {text!r}: L or R (also lh/rh, left/right)") from None
 
 
-def _label(prefix: str) -> Callable[[str], str]:
-    """The type of ``--participant-label`` (``prefix`` ``sub``) and ``--session-label`` (``ses``): a value that
-    is no BIDS label (``-``, ``sub-sub-01``, ``01,02``) is the option's usage error, before any folder is looked
-    at; a label is kept as typed (``sub-01``, `` 01 ``: read as ``01`` where the labels are used)."""
-
-    def label(text: str) -> str:
-        try:
-            normalise_label(text, prefix)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-        return text
-
-    label.__name__ = f"{prefix} label"  # (argparse names a type's function in some of its messages)
-    return label
-
-
 def _template_label(text: str) -> str:
     from ..derivatives import check_template_label
 
@@ -455,10 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("selecting the data")
     g.add_argument("--participant-label", "--participant_label", nargs="+", action=ExtendAction, metavar="LABEL",
-                   type=_label("sub"),
+
                    help="subjects to process, with or without 'sub-' (default: all found)")
     g.add_argument("--session-label", "--session_label", nargs="+", action=ExtendAction, metavar="LABEL",
-                   type=_label("ses"),
+
                    help="sessions to process, with or without 'ses-' (default: the session-less "
                         "anatomy, else each session that has inputs)")
     g.add_argument("--bids-filter-file", type=Path, metavar="FILE",
