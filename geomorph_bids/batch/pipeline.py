@@ -70,6 +70,8 @@ class BatchRun:
         the command line to report as it reports the crash files.
     not_started : hemispheres never registered because an earlier write found the disk full
         (:data:`DISK_ERRNOS`): ((subject, session, hemi), why, on one line); no crash file (nothing crashed).
+    worker_deaths : how many times a worker process died (killed, out of memory) and took the pool down.
+    rerun : hemispheres whose chunk was in flight when a worker died and that were registered again.
     seconds : worker seconds per stage summed over hemispheres (``read``, ``register``,
         ``resample``, ``write``), ``report`` (summed over participants), ``wall`` (the whole
         batch run), ``workers``.
@@ -83,6 +85,8 @@ class BatchRun:
     seconds: dict[str, float] = field(default_factory=dict)
     unrecorded: list[tuple[tuple[str, str | None, str], str, str]] = field(default_factory=list)
     not_started: list[tuple[tuple[str, str | None, str], str]] = field(default_factory=list)
+    worker_deaths: int = 0
+    rerun: int = 0
 
 
 def plan_tasks(jobs: list[SubjectJob], config: RunConfig) -> tuple[list[HemisphereTask], int]:
@@ -292,6 +296,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
                     result = chunk_failed(payload, f"{type(result).__name__}: {' '.join(str(result).split())}")
                 complete(payload, result)
             if lost:  # a worker died: every future of the pool is lost; a fresh pool for the rest
+                run.worker_deaths += 1
                 lost += list(running.values())
                 running.clear()
                 stop_pool(pool)
@@ -304,6 +309,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
                                                             "hemisphere(s)"))
                     else:
                         suspects.append(chunk)
+                        run.rerun += len(chunk)
                 # a report whose worker died is tried once more; a second death ends it with a warning
                 # (a pool whose workers cannot start at all would otherwise be rebuilt for ever)
                 again = sorted(str(p) for kind, p in lost if kind == "report")

@@ -184,6 +184,36 @@ def die_building_a_report(output_dir, subject, reuse):
     os._exit(9)
 
 
+def die_once(chunk, settings):
+    """The first chunk task of a run kills its worker (as the OOM killer or ``kill -9`` would); the others, and
+    that chunk when it is tried again, run as usual."""
+    marker = Path(settings.output_dir).parent / "a-worker-died"
+    if not marker.exists():
+        marker.touch()
+        os._exit(9)
+    return run_chunk(chunk, settings)
+
+
+def test_a_worker_killed_alone_whose_chunks_then_succeed_is_said_once(tmp_path, monkeypatch, capsys):
+    """One batch worker killed (the OOM killer, ``kill -9 PID``) while its chunks were in flight: they were rerun
+    and succeeded, and the run said nothing of it (``0 failed``, exit 0), so the kill, or memory running out, went
+    unnoticed. It still ends well, and one note says a worker died and how many hemispheres were tried again."""
+    from geomorph_bids.cli.bids import main
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01", "02"))
+    monkeypatch.setattr(pipeline, "run_chunk", die_once)
+    code = main([str(bids), str(tmp_path / "out"), "participant", "--model", "rigid", "-w", str(tmp_path / "w"),
+                 "--nprocs", "2", "--batch-size", "1", "--reports", "deferred"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    # 2 workers, one chunk queued ahead: 3 chunks in flight when the first worker died, each tried again alone
+    assert "batch mode: registered 4 hemisphere(s) in 2 worker process(es), 1 per registration batch; 0 failed" in out
+    notes = [line for line in err.splitlines() if "worker process died" in line]
+    assert notes == ["geomorph-bids: note: a batch worker process died 1 time(s) (killed, or out of memory?); the 3 "
+                     "hemisphere(s) in flight then were tried again, one chunk at a time (if it was memory: a smaller "
+                     "--batch-size or --nprocs needs less)"], err
+
+
 def test_a_report_whose_worker_always_dies_ends_with_a_warning_not_a_loop(cohort, tmp_path, monkeypatch):
     """Lost reports were resubmitted to a fresh pool for ever: a pool whose workers could not
     start (e.g. importing another copy of the package) never finished. Now a report is tried
