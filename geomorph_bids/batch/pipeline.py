@@ -10,7 +10,10 @@ registrations (``config.reports == "parallel"``). A
 hemisphere that fails is recorded as a crash file in Nipype's format in the run's crash folder
 (the command line reports it like a Nipype crash). A worker that dies (out of memory, killed)
 takes the pool down: a fresh pool reruns the chunks that were in flight one at a time, and the
-chunk whose worker dies alone fails (its hemispheres only); the others go on.
+chunk whose worker dies alone fails (its hemispheres only); the others go on. A write that a full
+disk or quota refused (``ENOSPC``, ``EDQUOT``; a file system remounted read-only) starts no more
+chunks: every hemisphere not started fails at once, unregistered (:attr:`BatchRun.not_started`), and
+what was written is kept.
 
 On a GPU every worker holds the device only around its chunk's network and optimisation
 (:func:`geomorph_bids.engine.gpu_slot.gpu_lock`): while one worker uses the GPU, the others
@@ -20,6 +23,8 @@ read, pre-align, invert, measure and write, which is what keeps the GPU busy; si
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -44,6 +49,10 @@ __all__ = ["BatchRun", "plan_tasks", "chunk_tasks", "run_batch"]
 #: the crash files' top-level "workflow" name in batch mode
 BATCH_NODE = "geomorph_batch"
 
+#: a hemisphere's write failed with one of these (a full disk, a quota, a file system remounted read-only): no later
+#: write of the run can succeed, so no more registrations are started
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
 
 @dataclass
 class BatchRun:
@@ -59,6 +68,10 @@ class BatchRun:
     unrecorded : failures whose crash file could not be written (a disk without a byte left):
         ((subject, session, hemi), its error line, "node STAGE; why its crash file is missing"), for
         the command line to report as it reports the crash files.
+    not_started : hemispheres never registered because an earlier write found the disk full
+        (:data:`DISK_ERRNOS`): ((subject, session, hemi), why, on one line); no crash file (nothing crashed).
+    worker_deaths : how many times a worker process died (killed, out of memory) and took the pool down.
+    rerun : hemispheres whose chunk was in flight when a worker died and that were registered again.
     seconds : worker seconds per stage summed over hemispheres (``read``, ``register``,
         ``resample``, ``write``), ``report`` (summed over participants), ``wall`` (the whole
         batch run), ``workers``.
@@ -71,6 +84,9 @@ class BatchRun:
     report_warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     unrecorded: list[tuple[tuple[str, str | None, str], str, str]] = field(default_factory=list)
+    not_started: list[tuple[tuple[str, str | None, str], str]] = field(default_factory=list)
+    worker_deaths: int = 0
+    rerun: int = 0
 
 
 def plan_tasks(jobs: list[SubjectJob], config: RunConfig) -> tuple[list[HemisphereTask], int]:
@@ -143,6 +159,13 @@ def _sphere_share(task: HemisphereTask) -> int:
     return batch_share(surface_vertex_count(task.sphere))
 
 
+def _disk_words(number: int) -> str:
+    """``no space left on device (disk full)`` for ``errno.ENOSPC``: an errno of :data:`DISK_ERRNOS` in words."""
+    from ..errors import describe_os_error
+
+    return describe_os_error(OSError(number, os.strerror(number)))
+
+
 def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, stop_on_first_crash: bool = False,
               failed_subjects: set[str] | frozenset[str] = frozenset(),
               log: Callable[[str], None] = print) -> BatchRun:
@@ -169,6 +192,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
     workers = max(1, min(int(config.nprocs), len(queue) + len(subjects)))
     totals: Counter = Counter()
     done = 0
+    disk_full: list[str] = []  # the first write a full disk refused, in words (once there is one)
 
     def finished(outcomes: list[Outcome]) -> None:
         nonlocal done
@@ -181,6 +205,9 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
                 run.failed += 1
                 failed.add(o.key[0])
                 failed_keys.add(o.key)
+                if o.errno in DISK_ERRNOS and not disk_full:
+                    hemi = f"sub-{o.key[0]}{f' ses-{o.key[1]}' if o.key[1] else ''} hemi-{o.key[2]}"
+                    disk_full.append(f"{_disk_words(o.errno)} when {hemi} was written")
                 note = _crash(crash_dir, o)
                 if note is not None:
                     run.unrecorded.append((o.key, o.error or "unknown error", note))
@@ -222,6 +249,8 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
                     p.unlink(missing_ok=True)
                 why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 log(f"batch: sub-{job.subject}: CIFTI file not written: {' '.join(why.split())} ({path})")
+                if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS and not disk_full:
+                    disk_full.append(f"{_disk_words(exc.errno)} when the CIFTI file of sub-{job.subject} was written")
 
     def complete(chunk: list[HemisphereTask], outcomes: list[Outcome]) -> None:
         """Record a chunk's outcomes; write the CIFTI files and build the reports of the
@@ -231,10 +260,30 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
         ciftis(names)
         submit_reports(names)
 
+    def not_started() -> None:
+        """The disk is full: every hemisphere not started fails now, on one line each, without being
+        registered (its results could not be kept); what was written stays."""
+        left = [t for chunk in (*suspects, *queue) for t in chunk]
+        queue.clear()
+        suspects.clear()
+        why = (f"not registered: {disk_full[0]}, so this run started no more registrations; free space and run the "
+               "same command again (what was written is kept and not registered again)")
+        for t in left:
+            pending[t.subject] -= 1
+            failed.add(t.subject)
+            failed_keys.add(t.key)
+            run.not_started.append((t.key, why))
+        log(f"batch: {len(left)} hemisphere(s) not started: {disk_full[0]}")
+        names = sorted({t.subject for t in left if pending[t.subject] == 0})
+        ciftis(names)
+        submit_reports(names)
+
     def fill() -> None:
         if stop_on_first_crash and run.failed:
             queue.clear()
             suspects.clear()
+        if disk_full and (queue or suspects):
+            not_started()
         if suspects or any(kind == "alone" for kind, _ in running.values()):
             if suspects and not chunks_running():  # alone, so that a worker dying again names its chunk
                 chunk = suspects.popleft()
@@ -276,6 +325,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
                     result = chunk_failed(payload, f"{type(result).__name__}: {' '.join(str(result).split())}")
                 complete(payload, result)
             if lost:  # a worker died: every future of the pool is lost; a fresh pool for the rest
+                run.worker_deaths += 1
                 lost += list(running.values())
                 running.clear()
                 stop_pool(pool)
@@ -288,6 +338,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
                                                             "hemisphere(s)"))
                     else:
                         suspects.append(chunk)
+                        run.rerun += len(chunk)
                 # a report whose worker died is tried once more; a second death ends it with a warning
                 # (a pool whose workers cannot start at all would otherwise be rebuilt for ever)
                 again = sorted(str(p) for kind, p in lost if kind == "report")

@@ -94,6 +94,8 @@ class Outcome:
     stage: str = ""
     traceback: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the failure's errno when an OSError failed it (``errno.ENOSPC``: the scheduler starts no more chunks)
+    errno: int | None = None
 
 
 @dataclass
@@ -130,6 +132,7 @@ def _fail(outcome: Outcome, task: HemisphereTask, stage: str, exc: BaseException
         exc = exc.with_context(subject=task.subject, hemi=task.hemi, feature_files=task.features)
     outcome.error = f"{type(exc).__name__}: {_line(exc)}"
     outcome.stage = stage
+    outcome.errno = exc.errno if isinstance(exc, OSError) else None
     outcome.traceback = f"{tb}\n{outcome.error}"
 
 

@@ -79,11 +79,21 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
                         failed_subjects=failed_subjects, log=lambda line: print(line, flush=True))
         print(f"batch mode: registered {run.registered} hemisphere(s) in {int(run.seconds['workers'])} worker "
               f"process(es), {config.batch_size} per registration batch; {run.failed} failed; "
-              f"{run.reused} already done", flush=True)
+              + (f"{len(run.not_started)} not started after a write the disk refused; " if run.not_started else "")
+              + f"{run.reused} already done", flush=True)
         for line in run.report_warnings:
             print(f"{_PROG}: warning: {line}", file=sys.stderr)
+        if run.worker_deaths:  # a run that still ends well: said once, so that a kill or the OOM killer is not lost
+            print(f"{_PROG}: note: a batch worker process died {run.worker_deaths} time(s) (killed, or out of "
+                  f"memory?); the {run.rerun} hemisphere(s) in flight then were tried again, one chunk at a "
+                  "time (if it was memory: a smaller --batch-size or --nprocs needs less)", file=sys.stderr)
         unrecorded = [Failure(subject, session, hemi, f"{readable(error)} ({note})")
                       for (subject, session, hemi), error, note in run.unrecorded]
+        sides: dict[tuple[str, str | None, str], list[str]] = {}  # both hemispheres not started: one line
+        for (subject, session, hemi), why in run.not_started:
+            sides.setdefault((subject, session, why), []).append(hemi)
+        unrecorded += [Failure(subject, session, ",".join(sorted(hemis)), why)
+                       for (subject, session, why), hemis in sides.items()]
         return False, unrecorded, run.reports, run.seconds
     from ..workflows import init_geomorph_wf
 

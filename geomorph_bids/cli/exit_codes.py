@@ -23,6 +23,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import InputError, describe_os_error
+from .messages import one_line
 
 __all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_FLAGGED", "HANDLED", "error_exit", "run_exit_code",
            "interrupted"]
@@ -50,8 +51,9 @@ def interrupted(prog: str, signal_name: str, signum: int, detail: str = "") -> i
 
 def error_exit(prog: str, error: BaseException | str) -> int:
     """Print ``<prog>: error: <one line>`` on stderr (an OSError in words: what happened, and
-    the file); returns :data:`EXIT_FAILED`."""
+    the file; :func:`~.messages.one_line`: control characters escaped, a path of thousands of characters
+    shortened in its middle); returns :data:`EXIT_FAILED`."""
     if isinstance(error, OSError):
         error = describe_os_error(error)
-    print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+    print(f"{prog}: error: {one_line(str(error))}", file=sys.stderr)
     return EXIT_FAILED

@@ -263,6 +263,21 @@ def run_group(args: argparse.Namespace) -> int:
         return _run_group(args, writing)
 
 
+def _one_hemisphere(rows: list[dict], crashed: list[str]) -> str:
+    """The note of a table whose rows are all of one hemisphere (the participant level run with ``--hemi L``):
+    the other is in no row and nothing said so; '' otherwise, or when failures of the other are listed."""
+    hemis = {str(r.get("hemi")) for r in rows}
+    if len(hemis) != 1 or not hemis <= {"L", "R"}:
+        return ""
+    (hemi,) = hemis
+    other = "R" if hemi == "L" else "L"
+    if any(f"hemi-{other}" in line for line in crashed):
+        return ""
+    return (f"every row is hemi-{hemi} ({len(rows)} row(s)): no participant has hemi-{other} outputs (a participant "
+            f"level run with --hemi {hemi}?); the table and the report cover hemi-{hemi} alone: "
+            f"run the participant level with --hemi {other} (or without --hemi) to add them")
+
+
 def _run_group(args, writing: ExitStack) -> int:
     """:func:`run_group`; ``writing`` gets the lock once there is something to write."""
     from ..io.atomic import atomic_write_text
@@ -311,6 +326,8 @@ def _run_group(args, writing: ExitStack) -> int:
         print(f"{_PROG}: warning: {len(crashed)} hemisphere(s) failed at the participant level and have no row "
               "(rerun the participant level for them):\n" + "\n".join(f"  {line}" for line in crashed),
               file=sys.stderr)
+    if line := _one_hemisphere(rows, crashed):
+        print(f"{_PROG}: note: {line}", file=sys.stderr)
     if args.participant_label:  # the table and report are the dataset's: a subset never replaces them
         print(f"{len(rows)} row(s) (subject/session/hemisphere/template) of --participant-label "
               f"{' '.join(args.participant_label)} judged; {GROUP_TSV} and {GROUP_HTML} left as they were "

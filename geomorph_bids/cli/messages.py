@@ -9,7 +9,31 @@ import sys
 import warnings
 from typing import Any, Iterator, TextIO
 
-__all__ = ["one_line_warnings", "reader_may_go_away", "shell_word"]
+__all__ = ["one_line", "one_line_warnings", "reader_may_go_away", "shell_word"]
+
+#: the longest word (a path, a value) a one-line message shows whole: a real path on a cluster is a few hundred
+#: characters and is shown whole; one of thousands (PATH_MAX is 4,095 bytes) keeps its start and its end
+LONGEST_WORD = 500
+#: how much of each end of a longer word is kept
+WORD_ENDS = 100
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line of a message: line breaks and tabs as one space (as before), every other character
+    that does not print escaped (``\\x1b``, ``\\r``, ``\\xa0``: in a name, one could move the cursor, colour
+    or overwrite the terminal's line, or hide in it), and each word longer than :data:`LONGEST_WORD`
+    characters shortened in its middle, ``/data/aaaa...(2895 characters)...aaaa/lh.sulc``, so that the line
+    itself stays readable."""
+    text = str(text).replace("\r\n", "\n")
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() or c in "\n\t" else c.encode("unicode_escape").decode("ascii")
+                       for c in text)
+    words = []
+    for word in text.split():
+        if len(word) > LONGEST_WORD:
+            word = f"{word[:WORD_ENDS]}...({len(word) - 2 * WORD_ENDS} characters)...{word[-WORD_ENDS:]}"
+        words.append(word)
+    return " ".join(words)
 
 
 def shell_word(value: object) -> str:

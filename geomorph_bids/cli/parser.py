@@ -11,7 +11,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from .. import __version__
 from ..engine.model_choice import REFINE_CHOICES
-from ..io.discover import FEATURES
+from ..io.discover import FEATURES, normalise_label
 from ..quality import THRESHOLD_RANGES
 from .machine import usable_cpus
 
@@ -92,6 +92,7 @@ class Parser(argparse.ArgumentParser):
         self._unknown_words = unknown
         self._argv = argv  # for error(): what a list option took
         namespace, extras = super().parse_known_args(argv, namespace)
+        self._check_labels(namespace)
         for line in self._given_twice(argv):
             print(f"{self.prog}: warning: {line}", file=sys.stderr)
         names = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.dest for a in self._actions}
@@ -106,6 +107,22 @@ class Parser(argparse.ArgumentParser):
                     self.error(f"{names.get(name, name)} {str(path)!r} starts with '~', which only an unquoted shell "
                                f"word expands: give the full path{example}")
         return namespace, extras
+
+    #: list options whose values are BIDS labels: dest -> the entity's prefix
+    _LABELS = {"participant_label": "sub", "session_label": "ses"}
+
+    def _check_labels(self, namespace: argparse.Namespace) -> None:
+        """A ``--participant-label`` / ``--session-label`` value that is no BIDS label (``-``, ``sub-sub-01``,
+        ``01,02``) is the option's usage error, before any folder is looked at (a label is kept as typed:
+        ``sub-01``, `` 01 `` are read as ``01`` where the labels are used). Checked once argparse has read the
+        whole line, so that the positional arguments a list option took are named first (:meth:`error`)."""
+        for action in self._actions:
+            prefix = self._LABELS.get(action.dest)
+            for value in (getattr(namespace, action.dest, None) or []) if prefix else []:
+                try:
+                    normalise_label(value, prefix)
+                except ValueError as exc:
+                    self.error(f"argument {'/'.join(action.option_strings)}: {exc}")
 
     def _given_twice(self, argv: list[str]) -> list[str]:
         """One line per option of one value given more than once with different values (``--template fsLR
@@ -447,8 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("selecting the data")
     g.add_argument("--participant-label", "--participant_label", nargs="+", action=ExtendAction, metavar="LABEL",
+
                    help="subjects to process, with or without 'sub-' (default: all found)")
     g.add_argument("--session-label", "--session_label", nargs="+", action=ExtendAction, metavar="LABEL",
+
                    help="sessions to process, with or without 'ses-' (default: the session-less "
                         "anatomy, else each session that has inputs)")
     g.add_argument("--bids-filter-file", type=Path, metavar="FILE",

@@ -262,6 +262,23 @@ def check_writable(folder: Path, role: str, min_free_mb: float | None = None) ->
     return created
 
 
+def _not_a_folder(path: Path) -> str:
+    """Why ``path``, which exists or is a link, is no folder to write in: ``is not a folder``, or, for a link that
+    leads nowhere, ``is a symbolic link that leads to itself (a loop)`` / ``is a broken symbolic link (to X)``."""
+    if not path.is_symlink() or path.exists():
+        return "is not a folder"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link that leads back to itself (a loop), not a folder: remove it or give another name"
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return f"is a broken symbolic link (to {target}), not a folder: remove it or give another name"
+
+
 def check_file_can_be_written(path: Path, option: str, folder_of_files: bool = False) -> None:
     """Raise :class:`InputError` (naming ``option`` and the folder) unless a file can be written at
     ``path`` (or in it, ``folder_of_files``): its nearest existing folder takes a probe write
@@ -272,7 +289,7 @@ def check_file_can_be_written(path: Path, option: str, folder_of_files: bool = F
     while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise InputError(f"{option} cannot be written: {folder} is not a folder", path=path)
+        raise InputError(f"{option} cannot be written: {folder} {_not_a_folder(folder)}", path=path)
     try:
         _write_probe(folder)
     except OSError as exc:

@@ -587,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
             if metrics_out.name.endswith((".gii", ".gii.gz")):
                 parser.error(f"--metrics {metrics_out.name}: the metrics are written as JSON, but that name says GIFTI; "
                              "end it with .json")
+            if "." not in metrics_out.name.strip("."):  # --metrics nan, --metrics metrics: a value, or a word left out?
+                parser.error(f"--metrics {metrics_out.name}: the metrics are written as JSON, and that name has no "
+                             f"extension; end it with .json (e.g. {metrics_out.name.strip('.') or 'lh'}_metrics.json)")
             if args.features_out is not None and args.features_out.exists() and not args.features_out.is_dir():
                 parser.error(f"--features-out {args.features_out} is a file: give the folder the resampled maps are "
                              "written to")

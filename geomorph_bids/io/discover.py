@@ -336,6 +336,8 @@ def normalise_label(label: str, prefix: str = "sub") -> str:
             hint = f" (labels are separate words, no commas: {' '.join(p for p in parts if p)})"
         elif "/" in text and _LABEL.fullmatch(Path(text).name.removeprefix(f"{prefix}-")):
             hint = f" (a label, not a folder's path: {Path(text).name.removeprefix(f'{prefix}-')})"
+        elif text.startswith(f"{prefix}-") and _LABEL.fullmatch(text[len(prefix) + 1:]):  # sub-sub-01
+            hint = f" ('{prefix}-' given twice: {prefix}-{text[len(prefix) + 1:]}, or {text[len(prefix) + 1:]} alone)"
         raise InputError(f"invalid {prefix} label {label!r}: BIDS labels are alphanumeric{hint}")
     return text
 
@@ -1064,6 +1066,34 @@ def _default_roots(bids_dir: Path, fs_subjects_dir: str | Path | None) -> list[P
             Path(fs_subjects_dir) if fs_subjects_dir is not None else bids_dir / "derivatives" / "freesurfer"]
 
 
+def _longitudinal_runs(subject: str, session: str | None, searched: Sequence[Path]) -> str:
+    """For a subject/session without inputs: ``; FreeSurfer's longitudinal run of it is there, ...`` naming the
+    ``X.long.BASE`` folders of the names a FreeSurfer run of it has (``sub-01_ses-1``, ``sub-01``, ``01``) in the
+    folders searched, and how to register them (a tree holding only the longitudinal runs and their base); ''
+    where there is none. Only the folders' names are looked at."""
+    import glob
+    import shlex
+
+    names = ([f"sub-{subject}_ses-{session}"] if session else []) + [f"sub-{subject}", subject]
+    runs: list[Path] = []
+    for root in searched:
+        for name in names:
+            try:
+                runs += sorted(p for p in Path(root).glob(f"{glob.escape(name)}.long.*") if p.is_dir())
+            except OSError:
+                continue
+        if runs:
+            break
+    if not runs:
+        return ""
+    run = runs[0]
+    cross = run.name.partition(".long.")[0]
+    also = f" (also {', '.join(p.name for p in runs[1:])})" if len(runs) > 1 else ""
+    return (f"; FreeSurfer's longitudinal run of it is there, {run}{also}, but not the cross-sectional run {cross} "
+            f"it is read from: to register the longitudinal surfaces, mkdir -p LONGDIR && ln -s "
+            f"{shlex.quote(str(run))} LONGDIR/{shlex.quote(cross)}, then --fs-subjects-dir LONGDIR")
+
+
 def _looked_for(subject: str, session: str | None, hemi: str, features: Sequence[str]) -> str:
     """One-line description of the files each layout needs; ``hemi`` may be ``{L,R}``."""
     h = {"L": "lh", "R": "rh"}.get(hemi, hemi.replace("L", "lh").replace("R", "rh"))
@@ -1322,6 +1352,7 @@ def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
         where = ("searched: " + folder_list(searched, [p for p in searched if _is_empty(p)]) if searched else
                  "no input folder exists (expected " + ", ".join(map(str, _default_roots(bids_dir, fs_subjects_dir)))
                  + ")")
+        where += _longitudinal_runs(subject, session, searched)
     refused = _refused(subject, session, searched) if len(found) < len(hemis) else []
     for h in hemis:
         if h not in found:

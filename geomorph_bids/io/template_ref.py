@@ -179,9 +179,12 @@ class TemplateRef:
         return {package: tuple(sorted(fs)) for package, fs in sorted(packaged.items())}
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain strings (a Nipype input); :meth:`from_dict` is the inverse."""
+        """Plain strings (a Nipype input); :meth:`from_dict` is the inverse. ``bundled_asked`` only where true
+        (``--template-dir bundled``: the reports, read later, then say the maps were chosen on purpose), so that
+        every other run's record and Nipype hash are as before."""
         return {"label": self.label, "base": self.base, "folder": "" if self.folder is None else str(self.folder),
-                "sources": [s.to_dict() for s in self.sources], "notes": list(self.notes), "info": list(self.info)}
+                "sources": [s.to_dict() for s in self.sources], "notes": list(self.notes), "info": list(self.info),
+                **({"bundled_asked": True} if self.bundled_asked else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TemplateRef":
@@ -189,7 +192,7 @@ class TemplateRef:
         if not sources and not d.get("folder"):  # a record written before template sources existed
             return cls.bundled(str(d["base"]))
         return cls(str(d["label"]), str(d["base"]), Path(d["folder"]) if d.get("folder") else None, sources,
-                   tuple(d.get("notes") or ()), tuple(d.get("info") or ()))
+                   tuple(d.get("notes") or ()), tuple(d.get("info") or ()), bundled_asked=d.get("bundled_asked") is True)
 
 
 def _standard(name: str, where: TemplateSearch) -> TemplateRef:

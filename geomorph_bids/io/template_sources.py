@@ -57,7 +57,8 @@ __all__ = ["TemplateSearch", "TemplateSource", "TemplateWarning", "LowResolution
            "BUNDLED_ORIGIN", "discover_sources", "explicit_base", "explicit_bases", "files_sha256", "sha256_now",
            "load_source", "sample_on_grid", "fallback_warnings",
            "is_low_resolution", "LOW_RESOLUTION_NOTE", "low_resolution_used", "describe_provenance",
-           "source_record", "FULL_VERTICES", "low_resolution_note", "current_provenance", "BUNDLED_ASKED_NOTE"]
+           "source_record", "FULL_VERTICES", "low_resolution_note", "current_provenance", "BUNDLED_ASKED_NOTE",
+           "BUNDLED_ASKED_REPORT_NOTE"]
 
 #: source kinds, in the order they are looked up
 SOURCE_KINDS = ("folder", "templateflow", "freesurfer", "bundled")
@@ -100,6 +101,12 @@ LOW_RESOLUTION_NOTE = (
 BUNDLED_ASKED_NOTE = ("registered to the bundled low-resolution fsaverage (built from fsaverage5's 10,242 vertices: "
                       "docs/templates.md), as --template-dir bundled asks")
 
+#: what the reports, read later and by others, say of those maps asked for: chosen on purpose, and where the full
+#: fsaverage would come from
+BUNDLED_ASKED_REPORT_NOTE = (f"{BUNDLED_ASKED_NOTE}. Registrations to FreeSurfer's 163,842-vertex fsaverage are more "
+                             "accurate: a run without --template-dir bundled uses it where it finds it "
+                             "(--template-dir $FREESURFER_HOME/subjects/fsaverage, SUBJECTS_DIR or TEMPLATEFLOW_HOME)")
+
 
 def _recorded_count(value: Any) -> int | None:
     """A vertex count as a metrics file records it, or None where it holds no finite number (a
@@ -140,14 +147,15 @@ def current_provenance(registration: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
-def low_resolution_note(provenance: Mapping[str, Any], template: str = "fsaverage") -> str:
+def low_resolution_note(provenance: Mapping[str, Any], template: str = "fsaverage", asked: bool = False) -> str:
     """What the command line and the reports say after ``registered`` when
     :func:`low_resolution_used` holds: :data:`LOW_RESOLUTION_NOTE` for the bundled fsaverage;
     for maps found on this machine (``template``: ``fsaverage`` or ``fsLR``), their vertex count
     and folder, e.g. ``registered to fsaverage maps of 10,242 vertices (FreeSurfer
-    /x/fsaverage), not the full template's 163,842: ...``."""
+    /x/fsaverage), not the full template's 163,842: ...``. ``asked``: the bundled maps were asked for
+    (``--template-dir bundled``, recorded in the metrics' ``template_ref``): :data:`BUNDLED_ASKED_REPORT_NOTE`."""
     if provenance.get("template_source") == "bundled":
-        return LOW_RESOLUTION_NOTE
+        return BUNDLED_ASKED_REPORT_NOTE if asked else LOW_RESOLUTION_NOTE
     n = _recorded_count(provenance.get("template_vertices")) or 0
     what = _KIND_WORDS.get(str(provenance.get("template_source")), str(provenance.get("template_source")))
     guess = ("an fsaverage5 (10,242) or fsaverage6 (40,962) in fsaverage's place, or TemplateFlow's den-10k/den-41k "

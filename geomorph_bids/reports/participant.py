@@ -261,7 +261,9 @@ def build_participant_report(output_dir: str | Path, subject: str, session: str 
         flagged = bool(judged.flagged)
         warns += [(anchor, w) for w in hemi_warnings]
         if low_resolution_used(h.registration):
-            warns.append((anchor, low_resolution_note(h.registration, str(h.doc.get("template", h.space)))))
+            ref = h.doc.get("template_ref") if isinstance(h.doc.get("template_ref"), dict) else {}
+            warns.append((anchor, low_resolution_note(h.registration, str(h.doc.get("template", h.space)),
+                                                      asked=ref.get("bundled_asked") is True)))
         # the group table's ``stale``: the latest run of this hemisphere failed, these outputs are an earlier run's
         stale = latest_run_failure(h.doc)
         verdict = (f'<span class="err">STALE</span>: {esc(stale)}; these outputs are an earlier run&#x27;s' if stale

@@ -3,6 +3,7 @@ rigid stage (fast); the equivalence with the Nipype workflow's outputs is in tes
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from geomorph_bids.batch import pipeline
 from geomorph_bids.batch.pipeline import plan_tasks, run_batch
 from geomorph_bids.batch.state import record_path, stamp
-from geomorph_bids.batch.tasks import run_chunk
+from geomorph_bids.batch.tasks import Outcome, run_chunk
 from geomorph_bids.cli.failures import crash_failures
 from geomorph_bids.cli.parser import build_parser
 from geomorph_bids.cli.selection import collect_jobs
@@ -183,6 +184,36 @@ def die_building_a_report(output_dir, subject, reuse):
     os._exit(9)
 
 
+def die_once(chunk, settings):
+    """The first chunk task of a run kills its worker (as the OOM killer or ``kill -9`` would); the others, and
+    that chunk when it is tried again, run as usual."""
+    marker = Path(settings.output_dir).parent / "a-worker-died"
+    if not marker.exists():
+        marker.touch()
+        os._exit(9)
+    return run_chunk(chunk, settings)
+
+
+def test_a_worker_killed_alone_whose_chunks_then_succeed_is_said_once(tmp_path, monkeypatch, capsys):
+    """One batch worker killed (the OOM killer, ``kill -9 PID``) while its chunks were in flight: they were rerun
+    and succeeded, and the run said nothing of it (``0 failed``, exit 0), so the kill, or memory running out, went
+    unnoticed. It still ends well, and one note says a worker died and how many hemispheres were tried again."""
+    from geomorph_bids.cli.bids import main
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01", "02"))
+    monkeypatch.setattr(pipeline, "run_chunk", die_once)
+    code = main([str(bids), str(tmp_path / "out"), "participant", "--model", "rigid", "-w", str(tmp_path / "w"),
+                 "--nprocs", "2", "--batch-size", "1", "--reports", "deferred"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    # 2 workers, one chunk queued ahead: 3 chunks in flight when the first worker died, each tried again alone
+    assert "batch mode: registered 4 hemisphere(s) in 2 worker process(es), 1 per registration batch; 0 failed" in out
+    notes = [line for line in err.splitlines() if "worker process died" in line]
+    assert notes == ["geomorph-bids: note: a batch worker process died 1 time(s) (killed, or out of memory?); the 3 "
+                     "hemisphere(s) in flight then were tried again, one chunk at a time (if it was memory: a smaller "
+                     "--batch-size or --nprocs needs less)"], err
+
+
 def test_a_report_whose_worker_always_dies_ends_with_a_warning_not_a_loop(cohort, tmp_path, monkeypatch):
     """Lost reports were resubmitted to a fresh pool for ever: a pool whose workers could not
     start (e.g. importing another copy of the package) never finished. Now a report is tried
@@ -202,6 +233,36 @@ def test_stop_on_first_crash_starts_no_new_chunk(cohort, tmp_path):
     # one worker, one chunk queued ahead: 01L 01R 02L 02R(broken) 03L run; 03R never starts
     assert (run.registered, run.failed) == (4, 1)
     assert _complete(config, jobs, "03", "L") and not _complete(config, jobs, "03", "R")
+
+
+def chunk_on_a_full_disk(tasks, settings):
+    """sub-02's hemispheres meet a full disk at their write (as a worker reports it); the others run as usual."""
+    if tasks[0].subject != "02":
+        return run_chunk(tasks, settings)
+    return [Outcome(t.key, error=f"OSError: [Errno 28] No space left on device: '{t.files[0].path}'", stage="write",
+                    errno=errno.ENOSPC) for t in tasks]
+
+
+def test_a_full_disk_starts_no_more_registrations(tmp_path, monkeypatch):
+    """The disk full at sub-02 hemi-L's write: every hemisphere left was still registered and failed at its own
+    write (CPU spent on results that could not be kept; on a cohort, an hour). The hemispheres not started now
+    fail at once, on one line each that says why, and are neither registered nor written; sub-01's are kept."""
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01", "02", "03"))
+    config, jobs = _setup(tmp_path, bids, "--nprocs", "1", "--batch-size", "1", "--reports", "deferred")
+    monkeypatch.setattr(pipeline, "run_chunk", chunk_on_a_full_disk)
+    lines: list[str] = []
+    run = run_batch(jobs, config, tmp_path / "crashes", log=lines.append)
+    # one worker, one chunk queued ahead: 01L 01R run, 02L's write fails while 02R waits; 03L, 03R never start
+    assert (run.registered, run.failed) == (2, 2)
+    why = ("not registered: no space left on device (disk full) when sub-02 hemi-L was written, so this run started "
+           "no more registrations; free space and run the same command again (what was written is kept and not "
+           "registered again)")
+    assert run.not_started == [(("03", None, "L"), why), (("03", None, "R"), why)]
+    assert "batch: 2 hemisphere(s) not started: no space left on device (disk full) when sub-02 hemi-L was written" \
+        in lines
+    assert _complete(config, jobs, "01", "L") and _complete(config, jobs, "01", "R")
+    assert not (config.output_dir / "sub-03").exists()
+    assert not any(p.name.startswith("sub-03") for p in record_path(config, jobs[0].inputs.hemis["L"]).parent.iterdir())
 
 
 def test_deferred_reports_are_not_built(cohort, tmp_path):

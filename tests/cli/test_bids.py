@@ -23,6 +23,7 @@ from geomorph_bids.cli.bids import main
 from geomorph_bids.cli.selection import collect_jobs
 from geomorph_bids.cli.parser import build_parser
 from geomorph_bids.io.templates import load_template
+from geomorph_bids.io.template_sources import BUNDLED_ASKED_REPORT_NOTE
 from geomorph_bids.resources import bundled_models
 from geomorph_bids.sphere.icosphere import n_vertices
 
@@ -944,7 +945,8 @@ def test_template_maps_from_the_freesurfer_folder_are_recorded_everywhere(datase
     assert row["template_source"] == "freesurfer" and row["template_source_path"] == str(fs)
     assert row["template_sha256"] == sidecar["TemplateSource"]["SHA256"] and row["template_vertices"] == "10242"
     assert f"freesurfer {fs}" in (out / "group.html").read_text() and escape(coarse) in (out / "group.html").read_text()
-    # the bundled maps, on request: said plainly, with the way to the full one
+    # the bundled maps, on request: said plainly; the report (read later, by others) says they were asked for
+    # (it advised "To use the full one", as to a user who had not chosen them) and where the full one comes from
     code, stdout, err = run(bids, tmp_path / "out2", "participant", "--template", "fsaverage", "--model", "rigid",
                             "--template-dir", "bundled", "--hemi", "L", "-w", tmp_path / "w2", "--nprocs", "2")
     assert code == 0, err
@@ -952,6 +954,10 @@ def test_template_maps_from_the_freesurfer_folder_are_recorded_everywhere(datase
     assert "as --template-dir bundled asks" in stdout and "To use the full one" not in stdout  # asked for: no advice
     html = (tmp_path / "out2" / "sub-01.html").read_text()
     assert "bundled low-resolution fsaverage" in html and "$FREESURFER_HOME/subjects/fsaverage" in html
+    assert escape(BUNDLED_ASKED_REPORT_NOTE) in html and "To use the full one" not in html
+    assert json.loads(Path(f"{anat(tmp_path / 'out2', '01')}/sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json")
+                      .read_text())["template_ref"]["bundled_asked"] is True
+    assert "bundled_asked" not in doc["template_ref"]  # every other run's record as before
     code, _, _ = run(bids, tmp_path / "out2", "group")
     assert "bundled low-resolution fsaverage" in (tmp_path / "out2" / "group.html").read_text()
     # a folder that is not fsaverage's: one line, nothing written

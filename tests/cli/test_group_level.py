@@ -210,3 +210,22 @@ def test_the_note_on_participants_with_several_sessions_lists_them_in_natural_or
     assert code == 0, err
     assert ("note: hemi-L: 2 participant(s) are averaged in with several sessions, each session weighing as one "
             "participant: sub-2 (ses-2, ses-10), sub-10 (ses-2, ses-10); --session-label picks") in err, err
+
+
+@pytest.mark.slow  # two participant runs and two group runs: ~40 s on 2 shared cores
+def test_a_table_of_one_hemisphere_says_the_other_is_in_no_row(dataset_factory, tmp_path):
+    """The participant level run with ``--hemi L``, then the group level: a table and report of hemi-L alone, and
+    nothing said of hemi-R. One note now says so; once hemi-R is registered too, nothing."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out = tmp_path / "out"
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w")
+    assert code == 0, err
+    code, _, err = run(bids, out, "group")
+    assert code == 0 and err.splitlines() == [
+        "geomorph-bids: note: every row is hemi-L (1 row(s)): no participant has hemi-R outputs (a participant level "
+        "run with --hemi L?); the table and the report cover hemi-L alone: run the participant level with --hemi R "
+        "(or without --hemi) to add them"], err
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "R", "-w", tmp_path / "w")
+    assert code == 0, err
+    code, stdout, err = run(bids, out, "group")
+    assert code == 0 and "2 row(s)" in stdout and "every row is" not in err, err

@@ -365,18 +365,43 @@ def test_session_that_does_not_exist_is_an_error(bids, tmp_path):
     assert not list((tmp_path / "out").rglob("*.gii"))
 
 
-@pytest.mark.parametrize("label", ["é1", "ses-é1", "../x", "a b", "1_2"])
-def test_session_label_that_is_not_a_bids_label_is_refused(bids, tmp_path, label):
-    code, _, err = run(bids, tmp_path / "out", "participant", "--session-label", label)
-    line = one_error(err)
-    assert code == 1 and "label" in line
+def _usage_line(argv: list, capsys) -> str:
+    """The one ``error:`` line of a usage error (exit 2) of ``main(argv)``."""
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("geomorph-bids: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("label", ["é1", "ses-é1", "../x", "a b", "1_2", "ses-ses-1"])
+@pytest.mark.parametrize("level", ["participant", "group"])
+def test_session_label_that_is_not_a_bids_label_is_refused(bids, tmp_path, label, level, capsys):
+    """A session label that is not a BIDS label: refused on exit 1 without the option's name, after the dataset
+    was searched (round fifteen); now the option's usage error (exit 2, as every other malformed value), at every
+    level, before any folder is looked at."""
+    line = _usage_line([bids, tmp_path / "out", level, "--session-label", "1", label], capsys)
+    assert line.startswith(f"geomorph-bids: error: argument --session-label/--session_label: invalid ses label "
+                           f"{label!r}: "), line
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("label", ["../01", "01/..", "*", "sub-"])
-def test_participant_label_that_is_not_a_bids_label_is_refused(bids, tmp_path, label):
-    code, _, err = run(bids, tmp_path / "out", "participant", "--participant-label", label)
-    assert code == 1 and "label" in one_error(err)
+@pytest.mark.parametrize("label,why", [("../01", "BIDS labels are alphanumeric (a label, not a folder's path: 01)"),
+                                       ("01/..", "BIDS labels are alphanumeric"), ("*", "BIDS labels are alphanumeric"),
+                                       ("sub-", "BIDS labels are alphanumeric"), ("-", "BIDS labels are alphanumeric"),
+                                       ("sub-sub-01", "BIDS labels are alphanumeric ('sub-' given twice: sub-01, or 01 "
+                                                      "alone)")])
+@pytest.mark.parametrize("level", ["participant", "group"])
+def test_participant_label_that_is_not_a_bids_label_is_refused(bids, tmp_path, label, why, level, capsys):
+    """``--participant-label -`` / ``sub-sub-01`` said ``error: invalid sub label '-': BIDS labels are alphanumeric``
+    on exit 1, without the option's name and after the dataset was searched; now argparse's usage error naming the
+    option (exit 2), before anything is read or made."""
+    line = _usage_line([bids, tmp_path / "out", level, "--participant-label", "01", label], capsys)
+    assert line == ("geomorph-bids: error: argument --participant-label/--participant_label: invalid sub label "
+                    f"{label!r}: {why}")
+    assert not (tmp_path / "out").exists()
 
 
 def test_non_utf8_filter_file_names_the_file(bids, tmp_path):

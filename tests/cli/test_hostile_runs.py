@@ -418,6 +418,35 @@ def test_disk_full_in_the_middle_of_a_run(dataset_factory, small_disk, tmp_path,
     assert not [p for p in (out / "logs").glob("crash-*") if p.is_dir() and not any(p.iterdir())]
 
 
+def test_a_full_disk_in_batch_mode_starts_no_more_registrations(dataset_factory, small_disk, tmp_path, monkeypatch):
+    """Batch mode, the output disk full after the first hemisphere: every hemisphere left was still registered
+    and failed at its own write (12 of 28 in a lab's run, each a registration thrown away). After the first
+    write the disk refuses, the hemispheres not started fail at once on one line each, unregistered, nothing
+    of them written; the one written is kept."""
+    monkeypatch.setattr(pf, "MIN_FREE_MB", {"output": 0, "work": 0})  # let it start on the tiny disk
+    subjects = ("01", "02", "03", "04", "05")
+    bids = dataset_factory("freesurfer", subjects=subjects)
+    out, work = small_disk / "out", tmp_path / "w"
+    code, stdout, err = run(bids, out, "participant", *ARGS, "--batch-size", "1", "--nprocs", "1", "-w", work)
+    assert code == 1 and "Traceback" not in err, err
+    failed = failed_lines(err)
+    written = [s for s in subjects if s not in failed]
+    assert written and written == list(subjects[:len(written)]), err  # the first one(s), whole
+    first = subjects[len(written)]  # the first the disk refused: its own write's line
+    assert "no space left on device (disk full) writing" in failed[first] and "(node write;" in failed[first]
+    skipped = [s for s in subjects if s in failed and "not registered" in failed[s]]
+    assert skipped[-2:] == ["04", "05"], err  # (sub-03 may have been queued in the pool already)
+    for s in skipped:
+        assert failed[s] == (f"  FAILED sub-{s} hemi-L: not registered: no space left on device (disk full) when "
+                             f"sub-{first} hemi-L was written, so this run started no more registrations; free space "
+                             "and run the same command again (what was written is kept and not registered again)")
+        assert not anat(out, s).is_dir()
+    assert f"batch: {len(skipped)} hemisphere(s) not started: no space left on device (disk full) when sub-{first} " \
+           "hemi-L was written" in stdout
+    assert f"failed; {len(skipped)} not started after a write the disk refused; 0 already done" in stdout
+    assert all(len(list(anat(out, s).glob("*hemi-L*"))) == N_FILES for s in written)
+
+
 # ------------------------------------------------------------------------------ a failed rerun
 
 @pytest.mark.parametrize("mode", [(), ("--batch-size", "2")], ids=["workflow", "batch"])

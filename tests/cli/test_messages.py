@@ -95,3 +95,33 @@ def test_geomorph_bids_prints_a_non_ascii_output_folder_to_an_ascii_stdout(datas
     assert f"outputs in {tmp_path}/d\\xe4t\\xe4 \\u2192/out\n".encode() in proc.stdout
     assert len(list((out / "sub-01" / "anat").glob("*"))) == N_FILES
     assert (out / "sub-01.html").is_file()
+
+
+def test_one_line_escapes_control_characters_and_shortens_a_huge_word_in_its_middle():
+    """The exit-1 error lines (``error_exit``) printed a control character of a name raw (an ESC of
+    ``--derivatives $'a\\x1b[31mb'`` coloured the terminal) and quoted a path of thousands of characters whole.
+    ``one_line``, their one formatter, escapes what does not print and keeps a huge word's two ends."""
+    from geomorph_bids.cli.messages import one_line
+
+    assert one_line("a\x1b[31mb: x\ry\a \xa0 café\nnext\tline  end\r\n") == \
+        "a\\x1b[31mb: x\\ry\\x07 \\xa0 café next line end"
+    path = "/data/" + "d" * 3000 + "/lh.sulc"
+    assert one_line(f"{path}: cannot be read") == ("/data/" + "d" * 94 + "...(2815 characters)..." + "d" * 91
+                                                   + "/lh.sulc: cannot be read")
+    assert one_line("/" + "p" * 499) == "/" + "p" * 499  # a real path, however long, is shown whole
+
+
+def test_an_error_line_shows_a_huge_path_by_its_ends_and_a_control_character_escaped(capsys, tmp_path):
+    from geomorph_bids.cli.bids import main
+
+    bids = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example"
+    huge = tmp_path.joinpath(*["d" * 200] * 15)  # 3,000 characters, as deep as a folder can be
+    assert main([str(bids), str(tmp_path / "out"), "participant", "--fs-subjects-dir", str(huge)]) == 1
+    err = capsys.readouterr().err
+    word = f"{huge}:"  # the path's word ends in the colon after it
+    assert err == (f"geomorph-bids: error: {word[:100]}...({len(word) - 200} characters)...{word[-100:]} "
+                   "--fs-subjects-dir: no such folder (the FreeSurfer SUBJECTS_DIR holding the subjects)\n")
+    assert main([str(bids), str(tmp_path / "out"), "participant", "--derivatives", "a\x1b[31mb=/nonexistent"]) == 1
+    assert capsys.readouterr().err == ("geomorph-bids: error: /nonexistent: --derivatives a\\x1b[31mb: no such folder "
+                                       "(give the sMRIPrep/fMRIPrep/HCP output folder that holds the sub-* folders)\n")
+    assert not (tmp_path / "out").exists()

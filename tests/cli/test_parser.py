@@ -275,6 +275,22 @@ def test_positional_arguments_taken_by_a_list_option_before_them_are_named(capsy
     assert capsys.readouterr().err.strip().endswith("required: output_dir, analysis_level")
 
 
+def test_paths_a_list_option_took_are_named_as_positionals_not_as_bad_labels(capsys):
+    """Labels are checked once the whole line is read (a label that is not one is the option's usage error):
+    the folders ``--participant-label`` took before the positionals are still named as the positionals they are."""
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--participant-label", "01", "/data/bids", "/data/out", "participant"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and err.startswith(
+        "geomorph-bids: error: the following arguments are required: bids_dir, output_dir, analysis_level "
+        "(--participant-label took 01 /data/bids /data/out participant as its values"), err
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["/data/bids", "/data/out", "participant", "--session-label", "1", "ses-"])
+    assert exc.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        "geomorph-bids: error: argument --session-label/--session_label: invalid ses label 'ses-': BIDS labels are "
+        "alphanumeric")
+
+
 def test_a_nipype_plugin_with_batch_mode_is_a_usage_error(tmp_path, capsys):
     """Twentieth session: ``--use-plugin slurm.yml --batch-size 8`` read the plugin file and ran batch
     mode, which has no Nipype, on the node that ran the command: the plugin (a SLURM job per node) was

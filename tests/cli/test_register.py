@@ -539,6 +539,9 @@ def test_one_feature_given_twice_is_refused_before_anything_is_read(tmp_path):
     (["--metrics", "{out}"], "is also --out: the metrics JSON would replace the registered sphere"),
     (["--metrics", "{tmp}/m.shape.gii"], "the metrics are written as JSON, but that name says GIFTI"),
     (["--features-out", "{tmp}/afile"], "is a file: give the folder the resampled maps are written to"),
+    # written as named, 'nan', exit 0 (a script's value, or a word left out)
+    (["--metrics", "{tmp}/nan"], "--metrics nan: the metrics are written as JSON, and that name has no extension; "
+                                 "end it with .json (e.g. nan_metrics.json)"),
 ])
 def test_outputs_that_would_clash_are_refused_before_the_registration(tmp_path, extra, words, capsys):
     """Round fifteen: ``--metrics`` naming the ``--out`` file replaced the registered sphere by the
@@ -590,6 +593,29 @@ def test_an_output_folder_that_cannot_be_written_is_found_before_the_registratio
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("geomorph-register: error: ") and words in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "ro"] and list(ro.iterdir()) == []
+
+
+def test_a_features_out_that_is_a_link_loop_or_a_broken_link_says_so(tmp_path, monkeypatch, capsys):
+    """``--features-out LOOP`` (a symbolic link to itself) was refused as ``is a file``, then ``is not a folder``:
+    neither says what is there. Now the loop and a broken link are named, before the registration."""
+    import geomorph_bids.cli.register as cli_register
+
+    def never(*args, **kwargs):
+        raise AssertionError("registered before the outputs were checked")
+
+    monkeypatch.setattr(cli_register, "register_files", never)
+    surf = example_dir() / "sub-01" / "surf"
+    (tmp_path / "LOOP").symlink_to("LOOP")
+    (tmp_path / "BROKEN").symlink_to("gone")
+    base = ["--sphere", str(surf / "lh.sphere"), "--feature", str(surf / "lh.sulc"), "--model", "rigid",
+            "--out", str(tmp_path / "x.surf.gii"), "--features-out"]
+    for name, what in (("LOOP", "is a symbolic link that leads back to itself (a loop)"),
+                       ("BROKEN", "is a broken symbolic link (to gone)")):
+        assert main([*base, str(tmp_path / name)]) == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"geomorph-register: error: hemi-L {tmp_path / name}: --features-out cannot be written: {tmp_path / name} "
+            f"{what}, not a folder: remove it or give another name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["BROKEN", "LOOP"]
 
 
 def test_a_nearly_all_zero_map_is_refused_naming_its_file(tmp_path, capsys):

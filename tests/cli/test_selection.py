@@ -549,3 +549,35 @@ def test_a_longitudinal_base_named_as_a_label_of_its_own_is_not_a_subject(tmp_pa
             "(recon-all -base: the within-subject template of sub-01_ses-1, sub-01_ses-2), not a session of its own"
             in lines), lines
     assert len(lines) == 3, lines  # the base and its two .long. runs, each once
+
+
+def test_a_session_whose_only_run_is_longitudinal_points_at_that_run_in_its_failed_line(tmp_path):
+    """A FreeSurfer tree holding only the longitudinal runs (``sub-01_ses-X.long.sub-01_base``) and their base:
+    each session failed ``no inputs for hemi-L, hemi-R; looked for ...``, and with ``--participant-label`` (no
+    longitudinal warnings then) nothing pointed at the ``.long.`` folders. The FAILED line now names the run and
+    how to register it."""
+    import shutil
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import collect_jobs
+
+    bids = make_dataset(tmp_path / "bids", "freesurfer", subjects=("01",), session="1")
+    make_dataset(tmp_path / "bids", "freesurfer", subjects=("01",), session="2")
+    fs = bids / "derivatives" / "freesurfer"
+    shutil.copytree(fs / "sub-01_ses-1", fs / "sub-01_base")
+    (fs / "sub-01_base" / "scripts").mkdir(exist_ok=True)
+    (fs / "sub-01_base" / "scripts" / "base-tps").write_text("sub-01_ses-1\nsub-01_ses-2\n")
+    for ses in ("1", "2"):
+        (fs / f"sub-01_ses-{ses}").rename(fs / f"sub-01_ses-{ses}.long.sub-01_base")
+        raw = bids / "sub-01" / f"ses-{ses}" / "anat"  # the raw dataset's sessions, whose anatomy has no run
+        raw.mkdir(parents=True, exist_ok=True)
+        (raw / f"sub-01_ses-{ses}_T1w.nii.gz").write_bytes(b"")
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant",
+                                                             "--participant-label", "01"]), ["sulc"])
+    assert not jobs and [(f.subject, f.session, f.hemi) for f in failures] == [("01", "1", "L,R"), ("01", "2", "L,R")]
+    for f in failures:
+        run = fs / f"sub-01_ses-{f.session}.long.sub-01_base"
+        assert f.reason.startswith("no inputs for hemi-L, hemi-R; looked for") and f.reason.endswith(
+            f"; FreeSurfer's longitudinal run of it is there, {run}, but not the cross-sectional run "
+            f"sub-01_ses-{f.session} it is read from: to register the longitudinal surfaces, mkdir -p LONGDIR && ln "
+            f"-s {run} LONGDIR/sub-01_ses-{f.session}, then --fs-subjects-dir LONGDIR"), f.reason
