@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 __all__ = ["QualityThresholds", "THRESHOLD_RANGES", "DEFAULT_THRESHOLDS",
-           "QualityVerdict", "assess", "quality_warnings"]
+           "QualityVerdict", "assess", "quality_warnings", "same_inputs", "same_inputs_text"]
 
 
 def _real(value: Any) -> bool:
@@ -250,3 +250,65 @@ def quality_warnings(registration: Mapping[str, Any], features: Sequence[str],
     if reg.get("reg_sphere_set_aside"):  # engine.prealign: a sphere.reg that is not this sphere's
         out.append(str(reg["reg_sphere_set_aside"]))
     return out
+
+
+def _input_fingerprint(template: Any, hemi: str, registration: Mapping[str, Any]) -> tuple | None:
+    """What a registration record holds that its input files alone decide (with the template): the
+    correlations with the template before any warp (``cc_*_before``, ``cc_*_rigid``, ``identity_cc_*``) and
+    the rotation, each a float64 of 16 digits; None where a record lacks them (nothing to compare)."""
+    numbers = {k: v for k, v in registration.items()
+               if (k.startswith("cc_") and k.endswith(("_before", "_rigid"))) or k.startswith("identity_cc_")
+               or k == "rotation_deg"}
+    if not any(k.endswith("_before") for k in numbers) or "rotation_deg" not in numbers:
+        return None
+    if not all(_real(v) and math.isfinite(v) for v in numbers.values()):
+        return None
+    return (str(template), hemi, tuple(sorted((k, float(v)) for k, v in numbers.items())))
+
+
+def same_inputs(records: Iterable[tuple[str, str, Mapping[str, Any]]]) -> list[tuple[str, tuple[str, ...], str]]:
+    """Hemispheres registered from the same input files under different names: a subject folder
+    linked to, or copied from, another's. Registered twice, they are two participants of the group
+    table, and the same brain weighs twice in a population template; nothing else tells.
+
+    ``records``: (name, e.g. ``sub-05`` or ``sub-01_ses-2``; hemi; registration record), in the order
+    the names are listed (the first of a set is the one the others are said to copy). Two records
+    are the same inputs when their template, hemisphere and every number the inputs alone decide
+    (:func:`_input_fingerprint`: correlations with the template before any warp, the rotation) agree
+    to the last digit; different brains, or one brain's two scans, never do (16-digit correlations). A
+    participant's own sessions are never said to copy each other (their anatomy may be one, copied per session).
+
+    Returns (the first name, the names that repeat it, hemi) per such set, in the order of the records.
+    """
+    seen: dict[tuple, tuple[str, list[str], str]] = {}
+    for name, hemi, registration in records:
+        key = _input_fingerprint(registration.get("template"), hemi, registration)
+        if key is None:
+            continue
+        first = seen.setdefault(key, (name, [], hemi))
+        # a participant's sessions may share one anatomy (a copy per session folder): not another participant
+        if first[0].split("_")[0] != name.split("_")[0]:
+            first[1].append(name)
+    return [(first, tuple(copies), hemi) for first, copies, hemi in seen.values() if copies]
+
+
+#: the most copies :func:`same_inputs_text` names (a cohort of one subject copied under 5,000 labels: one line)
+_SAME_LISTED = 10
+
+
+def same_inputs_text(sets: Sequence[tuple[str, tuple[str, ...], str]]) -> str:
+    """:func:`same_inputs`' sets on one line, a name's hemispheres together, and what they are:
+    ``sub-05 as sub-01 (hemi-L, hemi-R); sub-07 as sub-03 (hemi-L): registered twice from the same input
+    files (...): a subject folder linked to or copied from another?``."""
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for first, copies, hemi in sets:
+        for copy in copies:
+            hemis = pairs.setdefault((copy, first), [])
+            if f"hemi-{hemi}" not in hemis:
+                hemis.append(f"hemi-{hemi}")
+    named = [f"{copy} as {first} ({', '.join(hemis)})" for (copy, first), hemis in pairs.items()]
+    shown = "; ".join(named[:_SAME_LISTED]) + (f"; ... ({len(named)} in all)" if len(named) > _SAME_LISTED else "")
+    return (shown
+            + ": registered twice from the same input files (their registrations agree to the last digit: "
+            "correlations with the template before the warp, rotation): a subject folder linked to or copied from "
+            "another?")

@@ -197,3 +197,36 @@ def test_hand_edited_thresholds_and_counts_of_other_types_are_judged_not_raised(
     verdict = assess({"cc_sulc_after": 0.9, "n_folded": 10 ** 400, "label_conflicts": "lh.sulc says R"}, ["sulc"])
     assert verdict.reasons == ("identity: lh.sulc says R",
                                "distortion: inf folded triangle(s) in the registered sphere (maximum 0)")
+
+
+def test_hemispheres_registered_from_the_same_input_files_are_told_apart_from_different_brains():
+    """QA (fix-bd): a FreeSurfer subject folder linked to another (``sub-05 -> sub-01``) was registered
+    twice, ``ok``, and counted as two participants; the numbers its input files alone decide (correlations
+    with the template before the warp, rotation) agree to the last digit only for the same files."""
+    from geomorph_bids.quality import same_inputs, same_inputs_text
+
+    record = {"template": "fsLR", "cc_sulc_before": -0.08532277592247084, "cc_sulc_rigid": 0.860330854855287,
+              "cc_sulc_after": 0.966, "identity_cc_own": 0.9286111121363717, "identity_cc_mirrored": 0.5060468614476782,
+              "rotation_deg": 25.425901216159254, "seconds_total": 1.5}
+    other_run = {**record, "cc_sulc_after": 0.9661, "seconds_total": 0.8}  # the warp and the seconds may differ
+    near = {**record, "cc_sulc_before": np.nextafter(record["cc_sulc_before"], 1.0)}  # another brain: one bit off
+    sets = same_inputs([("sub-01", "L", record), ("sub-01", "R", {**record, "rotation_deg": 3.0}),
+                        ("sub-02", "L", near), ("sub-05", "L", other_run),
+                        ("sub-05", "R", {**record, "rotation_deg": 3.0}),
+                        ("sub-07", "L", {**record, "template": "fsaverage"}),  # another template's row
+                        ("sub-08", "L", {**record, "identity_cc_own": None}),  # nothing to compare
+                        ("sub-09", "L", {"template": "fsLR", "rotation_deg": 25.425901216159254})])
+    assert sets == [("sub-01", ("sub-05",), "L"), ("sub-01", ("sub-05",), "R")]
+    assert same_inputs_text(sets) == (
+        "sub-05 as sub-01 (hemi-L, hemi-R): registered twice from the same input files (their registrations agree "
+        "to the last digit: correlations with the template before the warp, rotation): a subject folder linked to "
+        "or copied from another?")
+    assert same_inputs([("sub-01", "L", record), ("sub-02", "L", near)]) == []
+    # a participant's sessions sharing one anatomy are not copies; another participant's copy of them is
+    assert same_inputs([("sub-01_ses-1", "L", record), ("sub-01_ses-2", "L", record), ("sub-05_ses-1", "L", record)]
+                       ) == [("sub-01_ses-1", ("sub-05_ses-1",), "L")]
+    # one subject copied under many labels: one line, the first ten named
+    many = same_inputs([(f"sub-{i:04d}", "L", record) for i in range(5000)])
+    assert len(many) == 1 and len(many[0][1]) == 4999
+    assert same_inputs_text(many).startswith("sub-0001 as sub-0000 (hemi-L); sub-0002 as sub-0000 (hemi-L); ")
+    assert "sub-0010 as sub-0000 (hemi-L); ... (4999 in all): registered twice" in same_inputs_text(many)

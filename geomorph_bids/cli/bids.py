@@ -51,7 +51,7 @@ from .paths import check_folders, check_work_folder, resolve_input_folders  # no
 from .group_level import run_group, run_reports_only  # noqa: E402
 from .preflight import (REPORTS_LOCK, folder_lock, lock_participants, participant_locks, preflight,  # noqa: E402
                         remove_created, remove_if_empty, without_flock_note)
-from .reporting import build_reports, print_reports, print_summary  # noqa: E402
+from .reporting import build_reports, print_reports, print_same_inputs, print_summary  # noqa: E402
 from .selection import collect_jobs, inputs_line, refuse_case_twins, refuse_names_too_long  # noqa: E402
 from .settings import absolute_paths, resolve_settings, validate_arguments, validate_resources  # noqa: E402
 
@@ -553,6 +553,7 @@ def run_participant(args: argparse.Namespace) -> int:
                 rows.append((job, hemi, doc["registration"], reused, verdict.flagged))
         locks.when_alone(lambda: _clean_leftovers(output_dir))
         print_summary(rows, failures, output_dir, _PROG, flagged)
+        print_same_inputs(rows, output_dir, _PROG)
         if withheld:
             print(_withheld_note(withheld, config.template.label), file=sys.stderr)
         unpaired = _unpaired_spheres(done, config, withheld)

@@ -311,9 +311,10 @@ def _run_group(args, writing: ExitStack) -> int:
              f"({shown_lock_file(args.output_dir, 'run')} held): the table holds only the participants it had "
              "finished, or their earlier results; run the group level again once every participant run has "
              "ended (a SLURM array: sbatch --dependency=afterany:JOBID)") if running else ""
+    same, copies = _same_inputs(rows, args.output_dir)  # before the gates take the records out of the rows
     lines = [line for line in (still, _participants_without_outputs(args, inputs, rows, unreadable),
                                _sessions_without_outputs(args, inputs, rows),
-                               *_template_map_lines(rows, args.output_dir)) if line]
+                               *_template_map_lines(rows, args.output_dir), same) if line]
     for line in lines + [_several_builds(rows)]:
         if line:
             print(f"{_PROG}: warning: {line}", file=sys.stderr)
@@ -344,7 +345,7 @@ def _run_group(args, writing: ExitStack) -> int:
         print(f"group report: {html}")
         for line in write_bids_extras(args.output_dir):  # outputs of a version before they had them
             print(f"{_PROG}: warning: {line}", file=sys.stderr)
-    status = _build_population_template(args, rows) if args.build_template else EXIT_OK
+    status = _build_population_template(args, rows, copies) if args.build_template else EXIT_OK
     if flagged:
         print(f"{_PROG}: {len(flagged)} hemisphere(s) flagged by the quality gates (marked in {GROUP_TSV}):",
               file=sys.stderr)
@@ -376,11 +377,29 @@ def _several_builds(rows: list[dict]) -> str:
             "the table one build's")
 
 
-def _build_population_template(args, rows: list[dict]) -> int:
+def _same_inputs(rows: list[dict], output_dir: Path) -> tuple[str, dict[tuple[str, str], str]]:
+    """The warning line naming hemispheres registered from another's very input files (a subject
+    folder linked to or copied from another: :func:`~geomorph_bids.quality.same_inputs`), or ``""``;
+    and (name, hemi) -> the name it repeats, for each such copy (kept out of a population template).
+    Reads the rows' ``_registration`` (``with_quality_inputs``)."""
+    from ..quality import same_inputs, same_inputs_text
+
+    sets = same_inputs((entity_string(r["subject"], r.get("session") or None), r["hemi"],
+                        {**r.get("_registration", {}), "template": r.get("template")}) for r in rows)
+    if not sets:
+        return "", {}
+    copies = {(copy, hemi): first for first, names, hemi in sets for copy in names}
+    return (f"{same_inputs_text(sets)} Each counts as a participant of its own in {GROUP_TSV} (--build-template "
+            f"averages the first alone): remove the copy from the inputs and its outputs from {output_dir}"), copies
+
+
+def _build_population_template(args, rows: list[dict], copies: dict[tuple[str, str], str] | None = None) -> int:
     """``--build-template N``: average the participants' native registration features over N
     register-then-average rounds, per hemisphere, into ``OUTPUT_DIR/tpl-<label>/``. The template,
     model and features are decided as at the participant level (same search path, same
-    defaults: the model's registration features unless ``--features`` is given)."""
+    defaults: the model's registration features unless ``--features`` is given). ``copies``:
+    (name, hemi) -> the name whose inputs it repeats (:func:`_same_inputs`): left out, one brain
+    counting once."""
     from ..engine.population import PopulationSubject, base_conflict, build_template
     from ..io.discover import normalise_label
     from ..reports.group_table import group_rows
@@ -423,6 +442,11 @@ def _build_population_template(args, rows: list[dict]) -> int:
                 continue
             anat = anat_dir(args.output_dir, r["subject"], session)
             ent = entity_string(r["subject"], session)
+            if (ent, hemi) in (copies or {}):  # one brain averaged in twice would weigh twice
+                print(f"{_PROG}: warning: {ent} hemi-{hemi} left out of the template: registered from the same input "
+                      f"files as {copies[(ent, hemi)]} hemi-{hemi} (one brain counts once)", file=sys.stderr)
+                left_out += 1
+                continue
             sphere = anat / NATIVE_SPHERE.name(ent, hemi)
             maps = {f: anat / NATIVE_FEATURE.name(ent, hemi, feature=f) for f in features}
             if sphere.is_file() and all(p.is_file() for p in maps.values()):
@@ -448,8 +472,8 @@ def _build_population_template(args, rows: list[dict]) -> int:
                   f"each session weighing as one participant: {whose}; --session-label picks the sessions to average",
                   file=sys.stderr)
         if len(subjects) < 2:
-            why = (f"; {left_out} left out (the warning lines above: flagged, stale or without their native "
-                   f"{', '.join(features)} outputs)" if left_out else "")
+            why = (f"; {left_out} left out (the warning lines above: flagged, stale, copies of another's inputs or "
+                   f"without their native {', '.join(features)} outputs)" if left_out else "")
             status = error_exit(_PROG, f"--build-template: hemi-{hemi}: {len(subjects)} participant(s) to average, "
                                        f"at least 2 are needed{why}")
             continue

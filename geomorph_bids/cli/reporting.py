@@ -9,7 +9,7 @@ from typing import Sequence
 
 from .failures import Failure
 
-__all__ = ["print_summary", "build_reports", "print_reports"]
+__all__ = ["print_summary", "print_same_inputs", "build_reports", "print_reports"]
 
 
 def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Path, prog: str,
@@ -49,6 +49,20 @@ def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Pa
               file=sys.stderr)
         for f in flagged:
             print(f"  FLAGGED {f.line()}", file=sys.stderr)
+
+
+def print_same_inputs(rows: Sequence[tuple], output_dir: Path, prog: str) -> None:
+    """One warning line when the run registered the same input files under two names (a subject
+    folder linked to or copied from another: :func:`~geomorph_bids.quality.same_inputs`), naming them;
+    ``rows`` as :func:`print_summary`'s. Nothing is refused: both are written as registered."""
+    from ..derivatives import entities
+    from ..quality import same_inputs, same_inputs_text
+
+    sets = same_inputs((entities(job.subject, job.inputs.hemis[hemi].session or job.session), hemi, registration)
+                       for job, hemi, registration, *_ in rows)
+    if sets:
+        print(f"{prog}: warning: {same_inputs_text(sets)} The group level would count each as a participant of its "
+              f"own: remove the copy from the inputs and its outputs from {output_dir}", file=sys.stderr)
 
 
 def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[str] | None = None,

@@ -18,7 +18,7 @@ from ..io.templates import Template
 from ..sphere.icosphere import grid_deviation, n_vertices
 from ..sphere.locate import SphereLocator
 from ..sphere.resample import barycentric_weights, corner_matrix, corner_weights
-from ..sphere.rigid import rigid_fit
+from ..sphere.rigid import RigidFit, rigid_fit
 from ..sphere.rotation import rotation_angle, rotation_from_correspondence
 from .blas import blas_threads
 from .overlap import side_worker, split_rows
@@ -125,6 +125,19 @@ def _grid_location(locator: SphereLocator, faces: np.ndarray, grid: np.ndarray
     return grid_faces, corners, weights
 
 
+def _far_from_the_maps(fit: RigidFit) -> bool:
+    """A given rotation far from where the maps fit, beyond what a local polish finds (a sphere
+    registered to fsLR given as FreeSurfer's fsaverage-space ``sphere.reg``: 42 deg off, the maps'
+    correlation -0.19 there and no better near it): the mirrored template, searched whole, fits the
+    maps better than the rotation does by more than :data:`REG_SPHERE_MARGIN` (which the identity
+    gate flags whatever the rotation), and the sign-flipped maps fit no better at it (HCP's sign
+    under a right sphere.reg: the sign gate's case; the rotation is kept)."""
+    if fit.mirrored is None:
+        return False
+    return (fit.mirrored - max(fit.own, fit.correlation) > REG_SPHERE_MARGIN
+            and -fit.correlation < fit.mirrored + REG_SPHERE_MARGIN)
+
+
 @blas_threads(1)  # small products: split, they cost more CPU and their rounding varied with the CPUs
 def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.ndarray],
              template: Template, *, reg_sphere: np.ndarray | None = None, reg_space: str = "fsaverage",
@@ -190,6 +203,12 @@ def prealign(vertices: np.ndarray, faces: np.ndarray, features: dict[str, np.nda
             set_aside = (f"the sphere.reg's rotation fits the maps at CC {fit.correlation:.2f}, a rotation near it at "
                          f"{fit.own:.2f}: it is not this sphere's (another subject's, or edited?); the rotation comes "
                          "from the maps instead")
+        elif given is not None and fit is not None and _far_from_the_maps(fit):
+            set_aside = (f"the sphere.reg's rotation fits the maps at CC {fit.correlation:.2f}, where the mirrored "
+                         f"template fits them at {fit.mirrored:.2f}: it does not belong to these maps (a sphere "
+                         "registered to another space, e.g. fsLR's, another subject's, or the other hemisphere's "
+                         "files?); the rotation comes from the maps instead")
+        if set_aside is not None:
             fit = rigid_fit((vertices, faces), moving, (template.vertices, template.faces), fixed,
                             mirror_check=identity_check, mask=cortex_mask, worker=worker)
             given, method = None, "features"

@@ -216,6 +216,22 @@ def _label_conflicts(item: "RegistrationItem", wound_inward: bool = False) -> li
             + feature_conflicts(maps))
 
 
+def _template_conflict(template: "TemplateInput", hemi: str, mirrored: bool) -> list[str]:
+    """A loaded :class:`~geomorph_bids.io.templates.Template` of the other hemisphere than the one
+    registered (a network that mirrors right hemispheres takes the left one): the identity gate names
+    it, where the mirrored fit alone blamed the input files (``swapped lh/rh files?``)."""
+    if not isinstance(template, Template) or mirrored:
+        return []
+    try:
+        declared = hemi_code(str(template.hemi))
+    except ValueError:  # a hemisphere that is neither: the grid and map checks decide
+        return []
+    if declared == hemi:
+        return []
+    return [f"template {template.name}: the Template object given is hemi-{declared}'s (Template.hemi), registered "
+            f"as hemi-{hemi}: load this hemisphere's (load_template({template.name!r}, {hemi!r}))"]
+
+
 def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi: str
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
     """The sphere's (V, 3) vertices at radius 100 and (F, 3) faces the registration works with, its
@@ -820,7 +836,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
                                "identity_cc_own": pre.metrics.get("identity_cc_own"),
                                "identity_cc_mirrored": pre.metrics.get("identity_cc_mirrored"),
                                "label_conflicts": _label_conflicts(item, given_faces is not None and np.array_equal(
-                                   given_faces[:, [0, 2, 1]], faces))}
+                                   given_faces[:, [0, 2, 1]], faces)) + _template_conflict(template, hemi, mirrored)}
     if "identity_cc_negated" in pre.metrics:  # measured only when the identity check fails or the fit is poor
         metrics["identity_cc_negated"] = pre.metrics["identity_cc_negated"]
     if "reg_sphere_set_aside" in pre.metrics:  # a sphere.reg that is not this sphere's: said, not trusted

@@ -12,9 +12,10 @@ A file whose evidence contradicts the hemisphere it is registered as (e.g. a GIF
 ``CortexRight`` found as ``hemi-L``, or ``rh.sulc`` passed with ``--hemi L``) gives one line in
 :func:`label_conflicts`; the registration still runs and the hemisphere is flagged
 (:mod:`geomorph_bids.quality`). The same holds for a map whose file name names another known
-map than the one it is given as (``--feature sulc=lh.curv``), or a GIFTI map whose data array is
-named for another (a curv file copied over ``_sulc.shape.gii``: :func:`feature_conflicts`): curvature
-registers plausibly as sulcal depth (CC 0.77 instead of 0.97), so no other gate would notice.
+map than the one it is given as (``--feature sulc=lh.curv``), a GIFTI map whose data array is
+named for another (a curv file copied over ``_sulc.shape.gii``: :func:`feature_conflicts`), or a label
+file (a parcellation) given as a map: curvature registers plausibly as sulcal depth (CC 0.77 instead of
+0.97), and a parcellation's region numbers could pass too (CC 0.51), so no other gate would notice.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pathlib import Path
 from geomorph_bids.errors import InputError
 from geomorph_bids.io.limits import regular_file
 
-__all__ = ["declared_array_map", "declared_hemispheres", "declared_map", "feature_conflicts", "label_conflicts"]
+__all__ = ["declared_array_map", "declared_hemispheres", "declared_label_file", "declared_map", "feature_conflicts",
+           "label_conflicts"]
 
 _STRUCTURE = re.compile(rb"AnatomicalStructurePrimary\s*(?:\]\]>)?\s*</Name>\s*<Value>\s*(?:<!\[CDATA\[)?\s*(\w+)", re.S)
 _STRUCTURES = {b"CortexLeft": "L", b"CortexRight": "R"}
@@ -130,6 +132,24 @@ def declared_array_map(path: str | Path) -> str | None:
     return _one_map(" ".join(names)) if names else None
 
 
+#: a GIFTI data array of label keys (a parcellation: region numbers with a label table)
+_LABEL_INTENT = re.compile(rb"Intent\s*=\s*[\"']NIFTI_INTENT_LABEL[\"']")
+
+
+def declared_label_file(path: str | Path) -> str | None:
+    """What a label file given as a map is (a parcellation: region numbers, whose order means
+    nothing), from its name (``.dlabel.nii``, ``.label.gii``) or a GIFTI data array's
+    ``NIFTI_INTENT_LABEL``; None for other files."""
+    name = Path(path).name.lower()
+    if name.endswith(".dlabel.nii"):
+        return "a CIFTI label file (.dlabel.nii)"
+    if not name.endswith((".gii", ".gii.gz")):
+        return None
+    if _LABEL_INTENT.search(_gifti_head(Path(path))):
+        return "a GIFTI label file (NIFTI_INTENT_LABEL)"
+    return "a GIFTI label file (.label.gii)" if name.endswith((".label.gii", ".label.gii.gz")) else None
+
+
 def feature_conflicts(features: Mapping[str, object]) -> list[str]:
     """One line per map file given as a known feature whose name names another known map, e.g.
     ``"lh.curv: its name says curv, registered as sulc"``. Arrays and unknown feature names
@@ -137,6 +157,11 @@ def feature_conflicts(features: Mapping[str, object]) -> list[str]:
     out = []
     for name, path in features.items():
         if not isinstance(path, (str, Path)) or str(name) not in _MAP_WORDS.values():
+            continue
+        label_file = declared_label_file(path)
+        if label_file is not None:  # its region numbers register as a map: plausibly enough to pass (CC 0.51)
+            out.append(f"{Path(path).name}: is {label_file}, a parcellation's region numbers, not a map of values, "
+                       f"registered as {name}: give the {name} map")
             continue
         lookalike = next((w for w in _WORD.findall(Path(path).name.lower()) if _LOOKALIKES.get(w, ("",))[0] == name),
                          None)

@@ -1053,7 +1053,8 @@ def test_a_population_template_counts_each_participant_once_and_leaves_out_the_f
     # the count is of the participants it could average, and says why the others are not among them
     # (it read "0 participant(s) with native sulc outputs" while both had them)
     assert ("error: --build-template: hemi-L: 0 participant(s) to average, at least 2 are needed; 2 left out "
-            "(the warning lines above: flagged, stale or without their native sulc outputs)") in err
+            "(the warning lines above: flagged, stale, copies of another's inputs or without their native sulc "
+            "outputs)") in err
 
 
 def test_a_hemisphere_no_subject_has_is_not_said_to_register_to_the_bundled_maps(dataset_factory, tmp_path,

@@ -229,3 +229,33 @@ def test_a_table_of_one_hemisphere_says_the_other_is_in_no_row(dataset_factory, 
     assert code == 0, err
     code, stdout, err = run(bids, out, "group")
     assert code == 0 and "2 row(s)" in stdout and "every row is" not in err, err
+@pytest.mark.slow
+def test_a_subject_folder_linked_to_or_copied_from_another_is_named_and_averaged_once(dataset_factory, tmp_path):
+    """QA (fix-bd): ``derivatives/freesurfer/sub-03`` a link to ``sub-01`` (or ``sub-04`` a copy of ``sub-02``)
+    was registered again, ``ok``, exit 0, and nothing said: two participants of the group table, and one
+    brain averaged twice into a population template. Both are still written; each level names them."""
+    bids = dataset_factory("freesurfer", subjects=("01", "02"))
+    fs = bids / "derivatives" / "freesurfer"
+    (fs / "sub-03").symlink_to("sub-01", target_is_directory=True)
+    shutil.copytree(fs / "sub-02", fs / "sub-04")
+    out = tmp_path / "out"
+    code, stdout, err = run(bids, out, "participant", *RIGID, "-w", tmp_path / "w", "--batch-size", "4",
+                            "--reports", "deferred")
+    assert code == 0, err
+    assert stdout.count(" ok") == 4
+    same = ("sub-03 as sub-01 (hemi-L); sub-04 as sub-02 (hemi-L): registered twice from the same input files (their "
+            "registrations agree to the last digit: correlations with the template before the warp, rotation): a "
+            "subject folder linked to or copied from another?")
+    assert (f"geomorph-bids: warning: {same} The group level would count each as a participant of its own: remove "
+            f"the copy from the inputs and its outputs from {out}\n") in err
+    code, _, err = run(bids, out, "group", "--build-template", "1", *RIGID)
+    assert code == 0, err
+    assert (f"geomorph-bids: warning: {same} Each counts as a participant of its own in "
+            f"group_desc-geomorph_metrics.tsv (--build-template averages the first alone): remove the copy from the "
+            f"inputs and its outputs from {out}\n") in err
+    assert ("warning: sub-03 hemi-L left out of the template: registered from the same input files as sub-01 hemi-L "
+            "(one brain counts once)") in err
+    assert "warning: sub-04 hemi-L left out of the template: registered from the same input files as sub-02" in err
+    description = json.loads((out / "tpl-geomorphPopulation" / "template_description.json").read_text())
+    assert description["Hemispheres"]["L"]["Participants"] == ["sub-01", "sub-02"]
+    assert "registered twice from the same input files" in (out / "group.html").read_text()

@@ -808,6 +808,39 @@ def test_a_curvature_gifti_copied_over_the_sulc_is_written_flagged_and_exits_3(t
     assert out.is_file() and 0.5 < metrics["cc_sulc_after"] < 0.85  # no other gate noticed
 
 
+def test_a_parcellation_given_as_sulc_is_written_flagged_and_exits_3(tmp_path, capsys):
+    """QA (fix-bd): a parcellation of 35 regions (``lh.aparc.label.gii``, keys in no order of depth) given as
+    sulc registered at CC 0.51, rotated 123 degrees, **quality ok, exit 0**: no gate tells region numbers from
+    a map. Its data array's intent (``NIFTI_INTENT_LABEL``) does: written, flagged, exit 3."""
+    from nibabel.gifti import GiftiDataArray, GiftiImage, GiftiLabel, GiftiLabelTable
+
+    from geomorph_bids.io import read_sphere
+
+    anat = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer" \
+        / "sub-01" / "surf"
+    v = read_sphere(anat / "lh.sphere").vertices
+    rng = np.random.default_rng(0)
+    centres = v[rng.choice(len(v), 35, replace=False)]
+    region = np.argmin(((v[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)  # 35 patches
+    table = GiftiLabelTable()
+    for key in range(36):
+        label = GiftiLabel(key, 0.5, 0.5, 0.5, 1.0)
+        label.label = f"region{key}"
+        table.labels.append(label)
+    keys = GiftiDataArray((rng.permutation(35)[region] + 1).astype(np.int32), intent="NIFTI_INTENT_LABEL",
+                          datatype="NIFTI_TYPE_INT32")
+    parcellation = tmp_path / "lh.aparc.label.gii"
+    nib.save(GiftiImage(darrays=[keys], labeltable=table), parcellation)
+    out = tmp_path / "lh_sphere.surf.gii"
+    assert main(["--sphere", str(anat / "lh.sphere"), "--feature", f"sulc={parcellation}", "--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("geomorph-register: FLAGGED hemi-L: identity: lh.aparc.label.gii: is a GIFTI label file "
+                       "(NIFTI_INTENT_LABEL), a parcellation's region numbers, not a map of values, registered as "
+                       "sulc: give the sulc map")
+    metrics = json.loads((tmp_path / "lh_metrics.json").read_text())
+    assert out.is_file() and metrics["cc_sulc_after"] > 0.5  # the correlation gate passed it
+
+
 def _own_files_run(surf, out, model="rigid"):
     """geomorph-register's arguments for the example's left hemisphere into folder ``out``."""
     return ["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--hemi", "L", "--model", model,

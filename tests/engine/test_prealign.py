@@ -32,9 +32,15 @@ def test_feature_path_recovers_rotation(rotated_template):
 
 @pytest.mark.parametrize("name", ["fsaverage", "fsLR"])
 def test_correspondence_path_is_exact(rotated_template, name):
-    """sphere.reg lives in fsaverage space: for fsLR the fixed fsaverage -> fsLR rotation follows."""
-    _, v, f, sulc, rot = rotated_template
+    """sphere.reg lives in fsaverage space: for fsLR the fixed fsaverage -> fsLR rotation follows. (The
+    subject's maps are the template's own, where the sphere.reg says they lie: fsLR's maps under a sphere.reg
+    claiming fsaverage's space lie 42 deg from it, and such a rotation is set aside, fix-bd.)"""
+    _, v, f, _, rot = rotated_template
     tpl = load_template(name, "L")
+    from scipy.spatial import cKDTree
+
+    # each vertex's value: the template's map where the sphere.reg, carried into the template's space, puts it
+    sulc = tpl.features["sulc"][cKDTree(tpl.vertices).query((v @ rot) @ tpl.from_fsaverage.T)[1]]
     reg = v @ rot  # the sphere.reg: the subject moved back into fsaverage space
     res = prealign(v, f, {"sulc": sulc}, tpl, reg_sphere=reg)
     assert res.metrics["rotation_method"] == "correspondence"
@@ -188,3 +194,35 @@ def test_every_metric_is_named_in_the_results_docstring(rotated_template):
     named = re.findall(r"``([\w<>*]+)``", Prealignment.__doc__)
     patterns = [re.compile(re.sub(r"<\w+>|\\\*", r"\\w+", re.escape(n)) + "$") for n in named]
     assert sorted(k for k in keys if not any(p.match(k) for p in patterns)) == []
+def test_a_sphere_reg_of_another_space_far_from_the_maps_is_set_aside_too():
+    """QA (fix-bd): our own fsLR-registered sphere given to ``geomorph-register --sphere-reg`` (read as FreeSurfer's
+    fsaverage-space ``sphere.reg``) put the rotation 42 deg off; a local polish of it found no gain that far (CC
+    -0.19 there, -0.35 near it), so it was kept: CC after -0.15, flagged as ``swapped lh/rh files?``. Now a
+    rotation the whole mirrored template's fit beats by more than REG_SPHERE_MARGIN is set aside (the identity gate
+    flagged every such case); a right sphere.reg under a sign-flipped map (HCP's sign: the sign gate's case) is
+    kept."""
+    from geomorph_bids.io import read_feature, read_sphere
+    from geomorph_bids.resources import example_dir
+
+    surf = example_dir() / "sub-01" / "surf"
+    s = read_sphere(surf / "lh.sphere")
+    sulc = np.asarray(read_feature(surf / "lh.sulc"), dtype=np.float64)
+    tpl = load_template("fsLR", "L")
+    maps = prealign(s.vertices, s.faces, {"sulc": sulc}, tpl, identity_check=True)
+    for angle in (42.5, 90.0, 150.0):
+        off = rotation_matrix(np.array([0.3, 0.8, 0.52]), angle)
+        res = prealign(s.vertices, s.faces, {"sulc": sulc}, tpl, reg_sphere=(s.vertices @ maps.rotation.T) @ off.T,
+                       reg_space="template", identity_check=True)
+        assert res.metrics["rotation_method"] == "features", angle
+        assert angle_between(res.rotation, maps.rotation) < 1e-6 and res.metrics["cc_sulc_after"] > 0.85
+        line = res.metrics["reg_sphere_set_aside"]
+        at = float(line.split("fits the maps at CC ")[1].split(",")[0])
+        assert line.startswith("the sphere.reg's rotation fits the maps at CC ") and at < 0.2, line
+        assert line.endswith(", where the mirrored template fits them at 0.45: it does not belong to these maps (a "
+                             "sphere registered to another space, e.g. fsLR's, another subject's, or the other "
+                             "hemisphere's files?); the rotation comes from the maps instead"), line
+        assert res.metrics["identity_cc_own"] > res.metrics["identity_cc_mirrored"]  # no longer flagged
+    flipped = prealign(s.vertices, s.faces, {"sulc": -sulc}, tpl, reg_sphere=s.vertices @ maps.rotation.T,
+                       reg_space="template", identity_check=True)
+    assert flipped.metrics["rotation_method"] == "correspondence" and "reg_sphere_set_aside" not in flipped.metrics
+    assert angle_between(flipped.rotation, maps.rotation) < 1e-6

@@ -68,6 +68,30 @@ def test_rigid_only_right_hemisphere_from_arrays(example_true_rotation):
     assert np.array_equal(r.faces, s.faces)
 
 
+def test_a_loaded_template_of_the_other_hemisphere_is_named_by_the_identity_gate(tmp_path, tiny_model):
+    """QA (fix-bd): the left hemisphere's arrays with ``load_template("fsLR", "L")`` and ``hemi="R"`` (a
+    notebook's loop over hemispheres that kept one template) registered **ok**: a left brain to the left
+    template, its results saying hemi-R. Right arrays with the left template were flagged, but as
+    ``swapped lh/rh files?``. The Template object says its hemisphere: the identity gate names it."""
+    from geomorph_bids.io import read_sphere
+
+    s = read_sphere(SURF / "lh.sphere")
+    left = load_template("fsLR", "L")
+    conflict = ("identity: template fsLR: the Template object given is hemi-L's (Template.hemi), registered as "
+                "hemi-R: load this hemisphere's (load_template('fsLR', 'R'))")
+    r = register((s.vertices, s.faces), {"sulc": read_feature(SURF / "lh.sulc")}, left, "R", rigid_only=True)
+    assert r.metrics["hemi"] == "R" and r.metrics["cc_sulc_after"] > 0.85  # the left brain fits the left template
+    assert r.quality.reasons == (conflict,)
+    # the right hemisphere's own template, or the left one given as "L": nothing to say
+    assert register((s.vertices, s.faces), {"sulc": read_feature(SURF / "lh.sulc")}, left, "lh",
+                    rigid_only=True).quality.reasons == ()
+    # a network that mirrors right hemispheres registers them to the left template: no conflict
+    path = _save(tmp_path, tiny_model, hemisphere="LR-mirrored")
+    r = register(SURF / "rh.sphere", {"sulc": SURF / "rh.sulc"}, left, "R", model=path, device="cpu",
+                 optimise=False)
+    assert r.metrics["mirrored"] is True and not any("Template object" in x for x in r.metrics["label_conflicts"])
+
+
 def test_resample_constant_and_sulc(rigid_left):
     ones = rigid_left.resample(np.ones(10242))
     assert ones.shape == (40962,)

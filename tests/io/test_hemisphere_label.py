@@ -56,6 +56,42 @@ def test_a_gifti_map_copied_under_another_maps_name_is_a_conflict(tmp_path):
     assert feature_conflicts({"thickness": thick}) == []
 
 
+def test_a_label_file_given_as_a_map_is_a_conflict(tmp_path):
+    """QA (fix-bd): a parcellation (``lh.aparc.label.gii``, region numbers 1-35 with a label table) given
+    as sulc registered **ok**, exit 0 (CC 0.51, rotated 123 degrees): its numbers are as good as any map's
+    to the gates. A GIFTI data array of ``NIFTI_INTENT_LABEL``, a ``.label.gii`` or ``.dlabel.nii`` name
+    says what it is."""
+    import nibabel as nib
+    from nibabel.gifti import GiftiDataArray, GiftiImage, GiftiLabel, GiftiLabelTable
+
+    from geomorph_bids.io.hemisphere_label import declared_label_file
+
+    table = GiftiLabelTable()
+    for key in range(3):
+        label = GiftiLabel(key, 0.5, 0.5, 0.5, 1.0)
+        label.label = f"region{key}"
+        table.labels.append(label)
+    keys = GiftiDataArray(np.array([1, 2, 2, 1, 0, 1], dtype=np.int32), intent="NIFTI_INTENT_LABEL",
+                          datatype="NIFTI_TYPE_INT32")
+    parcellation = tmp_path / "lh.aparc.label.gii"
+    nib.save(GiftiImage(darrays=[keys], labeltable=table), parcellation)
+    renamed = tmp_path / "sub-01_hemi-L_sulc.shape.gii"  # under a map's name, its intent still says so
+    renamed.write_bytes(parcellation.read_bytes())
+    assert feature_conflicts({"sulc": parcellation}) == [
+        "lh.aparc.label.gii: is a GIFTI label file (NIFTI_INTENT_LABEL), a parcellation's region numbers, not a map "
+        "of values, registered as sulc: give the sulc map"]
+    assert feature_conflicts({"curv": renamed}) == [
+        "sub-01_hemi-L_sulc.shape.gii: is a GIFTI label file (NIFTI_INTENT_LABEL), a parcellation's region numbers, "
+        "not a map of values, registered as curv: give the curv map"]
+    assert declared_label_file(tmp_path / "S1200.RSN.32k_fs_LR.dlabel.nii") == "a CIFTI label file (.dlabel.nii)"
+    mask = write_metric(tmp_path / "sub-01_hemi-L_desc-cortex_mask.label.gii", np.ones(6), "L")  # a metric, by name
+    assert declared_label_file(mask) == "a GIFTI label file (.label.gii)"
+    # maps, and a user's own map name (not judged): nothing
+    sulc = write_metric(tmp_path / "sub-01_hemi-L_sulc.shape.gii.gz", np.linspace(-1, 1, 6), "L", names=["sulc"])
+    assert declared_label_file(sulc) is None and feature_conflicts({"sulc": sulc}) == []
+    assert feature_conflicts({"parcels": parcellation}) == []
+
+
 def test_hemisphere_from_gifti_metadata_and_names(tmp_path):
     path = write_metric(tmp_path / "sub-01_hemi-L_sulc.shape.gii", np.arange(5, dtype=np.float32), hemi="R")
     assert ("R", "GIFTI AnatomicalStructurePrimary CortexRight") in declared_hemispheres(path)
