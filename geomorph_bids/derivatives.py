@@ -423,16 +423,21 @@ def cifti_file(output_dir: str | Path, subject: str, session: str | None, space:
 def bidsignore_lines() -> tuple[str, ...]:
     """The ``.bidsignore`` lines for what geomorph-bids writes that BIDS has no rule for: every
     per-hemisphere kind (:data:`HEMISPHERE_DERIVATIVES`, :data:`FMRIPREP_SPHERES`) and the dscalar,
-    each with its JSON sidecar, as name patterns (``sub-*_hemi-*_...``); the reports, figures, logs,
+    each with its JSON sidecar, as name patterns without and with a session (``sub-*_hemi-*_...``,
+    ``sub-*_ses-*_hemi-*_...``); the reports, figures, logs,
     group table and population templates, anchored at the root. ``dataset_description.json`` and
     ``README.md`` stay checked."""
     kinds = [*HEMISPHERE_DERIVATIVES.values(), *(k for by in FMRIPREP_SPHERES.values() for k in by.values())]
     names: list[str] = []
-    for kind in [*kinds, CIFTI_FEATURES]:
-        hemi = None if kind is CIFTI_FEATURES else "*"
-        for feature in (FEATURE_SUFFIX if kind.suffix is None else (None,)):
-            name = kind.name("sub-*", hemi, "*", "*", feature)
-            names += [name, *([sidecar(name).name] if kind.sidecar else [])]
+    # one line with ses- and one without: the validator (3.0.2, the npm "ignore" package) does not let
+    # the "*" of "sub-*" take "01_ses-1" in a line with more "*"s after it ("sub-*_hemi-*_..." left
+    # every output of a multi-session run NOT_INCLUDED)
+    for ent in ("sub-*", "sub-*_ses-*"):
+        for kind in [*kinds, CIFTI_FEATURES]:
+            hemi = None if kind is CIFTI_FEATURES else "*"
+            for feature in (FEATURE_SUFFIX if kind.suffix is None else (None,)):
+                name = kind.name(ent, hemi, "*", "*", feature)
+                names += [name, *([sidecar(name).name] if kind.sidecar else [])]
     # folders without a trailing slash: the validator (3.0) checks a folder's own path too, which
     # "figures/" leaves NOT_INCLUDED
     reports = ["/" + report_name("*"), "/" + GROUP_HTML, "/" + GROUP_TSV, "/" + GROUP_JSON,

@@ -125,6 +125,31 @@ def test_bidsignore_lines_cover_every_output_and_leave_the_dataset_files_checked
         assert not any(_ignored(line, kept) for line in lines), kept
 
 
+def test_bidsignore_lines_cover_session_outputs_with_each_star_one_label():
+    """A multi-session run (``sub-01/ses-1/anat/sub-01_ses-1_hemi-L_...``) drew error NOT_INCLUDED
+    for every output (96 on the example with two sessions each, and SIDECAR_WITHOUT_DATAFILE for each
+    metrics JSON): the BIDS validator 3.0.2 does not let the "*" of ``sub-*_hemi-*_...`` take
+    ``01_ses-1``, though ``fnmatch`` does. Each name we write, with and without a session, is
+    covered by a line whose every "*" stands for one entity's label (no ``_`` in it)."""
+    import re
+
+    def covered(line: str, name: str) -> bool:
+        return re.fullmatch(re.escape(line).replace(r"\*", "[^_/]*"), name) is not None
+
+    lines = [line for line in d.bidsignore_lines() if "/" not in line]
+    assert "sub-*_ses-*_hemi-*_space-*_desc-geomorph_sphere.surf.gii" in lines
+    assert "sub-*_ses-*_space-*_den-*_desc-geomorph_features.dscalar.nii" in lines
+    names = []
+    for space, session in (("fsLR", None), ("fsLR", "1"), ("fsaverage", "pre"), ("geomorphPopulation", "10")):
+        out = d.hemisphere_outputs("/o", "01", session, "R", space, "32k", tuple(d.FEATURE_SUFFIX),
+                                   tuple(d.FEATURE_SUFFIX), fmriprep=space != "geomorphPopulation")
+        names += [p.name for p in out.files()]
+        cifti = d.cifti_file("/o", "01", session, space, "32k")
+        names += [cifti.name, d.sidecar(cifti).name]
+    assert sum("_ses-" in n for n in names) > 30
+    assert [n for n in names if not any(covered(line, n) for line in lines)] == []
+
+
 def test_metrics_files_finds_what_the_glob_found(tmp_path):
     """metrics_files lists ``sub-*[/ses-*]/anat`` with os.scandir instead of pathlib's ``**``
     glob (which listed every folder of every subject, figures included, twice per group level):
