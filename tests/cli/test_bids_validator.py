@@ -1,9 +1,8 @@
 """The official BIDS validator (3.x, ``bids-validator-deno``) on what geomorph-bids writes.
 
-Skipped where the validator is not installed: it is not a dependency of geomorph-bids (a 4.4 MB wheel
-that pulls the 42 MB deno runtime wheel per platform). To run it: ``python3 -m venv /tmp/bv && /tmp/bv/bin/pip install
-bids-validator-deno==3.0.2`` and put ``/tmp/bv/bin`` on PATH, or set
-``GEOMORPH_BIDS_VALIDATOR=/tmp/bv/bin/bids-validator-deno``.
+The test extras install it (``bash scripts/install.sh --test``: ``bids-validator-deno``, a 4.4 MB wheel that
+pulls the 42 MB deno runtime wheel; never a dependency of geomorph-bids itself), so CI runs these tests. Found
+beside the test's Python, on PATH, or at ``GEOMORPH_BIDS_VALIDATOR``; skipped where none is installed.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,9 @@ pytestmark = pytest.mark.slow
 
 def _validator() -> str:
     """The validator's executable, or skip with the reason."""
-    exe = os.environ.get("GEOMORPH_BIDS_VALIDATOR") or shutil.which("bids-validator-deno")
+    beside = Path(sys.executable).parent / "bids-validator-deno"  # the venv's, called without activating it
+    exe = (os.environ.get("GEOMORPH_BIDS_VALIDATOR") or (str(beside) if beside.is_file() else None)
+           or shutil.which("bids-validator-deno"))
     if not exe:
         pytest.skip("the BIDS validator is not installed (pip install bids-validator-deno==3.0.2 in any "
                     "environment; put it on PATH or set GEOMORPH_BIDS_VALIDATOR to its path)")
