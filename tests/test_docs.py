@@ -692,3 +692,39 @@ def test_parameter_sections_name_every_parameter():
                 problems.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: missing {missing}, not "
                                 f"parameters {extra}")
     assert problems == [], "\n".join(problems)
+
+
+def _github_anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a page: lower case, punctuation dropped (``/``, ``.``, ``:``,
+    ``(``, backticks), spaces as ``-``; a repeated heading gets ``-1``, ``-2``."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#+ (.*?)\s*$", text, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        n, candidate = 0, slug
+        while candidate in anchors:
+            n += 1
+            candidate = f"{slug}-{n}"
+        anchors.add(candidate)
+    return anchors
+
+
+def test_readme_contents_lists_every_section_and_every_link_to_a_section_resolves() -> None:
+    """README.md, 1,300 lines, had no contents: a user at its top found neither "Evaluating accuracy yourself"
+    nor the troubleshooting page's "Into other tools". Its Contents links every ``##`` section, and every
+    ``[...](#anchor)`` / ``[...](docs/X.md#anchor)`` of README.md and docs/*.md leads to a heading."""
+    readme = (ROOT / "README.md").read_text()
+    assert "**Contents.**" in readme, "README.md has no **Contents.** list"
+    contents = readme.split("**Contents.**", 1)[1].split("\n## ", 1)[0]
+    sections = re.findall(r"^## (.*?)\s*$", re.sub(r"```.*?```", "", readme, flags=re.S), flags=re.M)
+    linked = set(re.findall(r"\]\(#([^)\s]+)\)", contents))
+    missing = [s for s in sections if re.sub(r"[^\w\- ]", "", s.lower()).replace(" ", "-") not in linked]
+    assert len(sections) >= 9 and not missing, f"README's Contents lacks {missing}"
+    broken = []
+    for doc in DOCS:
+        text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", text):
+            page = (doc.parent / target) if target else doc
+            if not page.is_file() or anchor not in _github_anchors(page):
+                broken.append(f"{doc.name}: {target}#{anchor}")
+    assert not broken, broken
