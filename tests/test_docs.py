@@ -728,3 +728,48 @@ def test_readme_contents_lists_every_section_and_every_link_to_a_section_resolve
             if not page.is_file() or anchor not in _github_anchors(page):
                 broken.append(f"{doc.name}: {target}#{anchor}")
     assert not broken, broken
+
+
+def _python_c_lines(path: Path) -> list[str]:
+    """The ``python -c "..."`` commands of a page that use geomorph_bids (bash blocks and inline code), as a
+    user pastes them."""
+    text = path.read_text()
+    lines = [line for block in _blocks(path, "bash") for line in _command_lines(block)]
+    lines += [" ".join(s.split()) for s in re.findall(r"`(python3? -c [^`]+)`", re.sub(r"```.*?```", "", text, flags=re.S))]
+    return [line for line in lines if re.match(r"python3? -c ", line) and "geomorph_bids" in line]
+
+
+@pytest.mark.slow
+def test_readme_python_c_lines_run(tmp_path: Path) -> None:
+    """README's one-line conversions (a FreeSurfer map to GIFTI for Workbench, the cortex label as its ROI,
+    the fsaverage sphere as FreeSurfer's ``lh.sphere.geomorph.reg``), pasted into a shell in a folder holding the
+    files they name: each exits 0 and writes its file. Only the Python blocks were run before."""
+    from geomorph_bids import register
+    from geomorph_bids.io import write_surface
+
+    lines = _python_c_lines(ROOT / "README.md")
+    assert len(lines) >= 3, lines
+    surf = ROOT / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer" / "sub-01" / "surf"
+    subjects = tmp_path / "subjects"
+    shutil.copytree(surf, subjects / "sub-01" / "surf")
+    work = subjects / "sub-01"  # the subject's folder: surf/, label/, and the maps by their own names
+    for f in surf.iterdir():
+        shutil.copy(f, work / f.name)
+    (work / "label").mkdir()
+    (work / "label" / "lh.cortex.label").write_text(
+        "#!ascii label\n120000\n" + "".join(f"{v} 0.0 0.0 0.0 0.0\n" for v in range(120000)))  # of 163,842
+    reg = register(str(surf / "lh.sphere"), {"sulc": str(surf / "lh.sulc")}, template="fsaverage", hemi="L",
+                   template_dir="bundled", rigid_only=True)
+    write_surface(work / "sub-01_hemi-L_space-fsaverage_desc-geomorph_sphere.surf.gii", reg.sphere, reg.faces, "L")
+    env = {**os.environ, "SUBJECTS_DIR": str(subjects), "PYTHONPATH": str(ROOT), "PATH":
+           f"{tmp_path / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # this environment's
+    (tmp_path / "bin" / "python").chmod(0o755)
+    for line in lines:
+        done = subprocess.run(["bash", "-c", line], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (line, done.stderr[-2000:])
+        out = [w for w in re.findall(r"'([\w.]+)'", line) if w.endswith((".shape.gii", ".reg"))]
+        assert out and all((work / w).stat().st_size > 0 for w in out), (line, out)
+    vertices = nib.freesurfer.read_geometry(str(work / "lh.sphere.geomorph.reg"))[0]
+    assert np.array_equal(vertices, reg.sphere.astype(np.float32))
