@@ -692,3 +692,84 @@ def test_parameter_sections_name_every_parameter():
                 problems.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: missing {missing}, not "
                                 f"parameters {extra}")
     assert problems == [], "\n".join(problems)
+
+
+def _github_anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a page: lower case, punctuation dropped (``/``, ``.``, ``:``,
+    ``(``, backticks), spaces as ``-``; a repeated heading gets ``-1``, ``-2``."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#+ (.*?)\s*$", text, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        n, candidate = 0, slug
+        while candidate in anchors:
+            n += 1
+            candidate = f"{slug}-{n}"
+        anchors.add(candidate)
+    return anchors
+
+
+def test_readme_contents_lists_every_section_and_every_link_to_a_section_resolves() -> None:
+    """README.md, 1,300 lines, had no contents: a user at its top found neither "Evaluating accuracy yourself"
+    nor the troubleshooting page's "Into other tools". Its Contents links every ``##`` section, and every
+    ``[...](#anchor)`` / ``[...](docs/X.md#anchor)`` of README.md and docs/*.md leads to a heading."""
+    readme = (ROOT / "README.md").read_text()
+    assert "**Contents.**" in readme, "README.md has no **Contents.** list"
+    contents = readme.split("**Contents.**", 1)[1].split("\n## ", 1)[0]
+    sections = re.findall(r"^## (.*?)\s*$", re.sub(r"```.*?```", "", readme, flags=re.S), flags=re.M)
+    linked = set(re.findall(r"\]\(#([^)\s]+)\)", contents))
+    missing = [s for s in sections if re.sub(r"[^\w\- ]", "", s.lower()).replace(" ", "-") not in linked]
+    assert len(sections) >= 9 and not missing, f"README's Contents lacks {missing}"
+    broken = []
+    for doc in DOCS:
+        text = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", doc.read_text(), flags=re.S))  # code is no link
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", text):
+            page = (doc.parent / target) if target else doc
+            if not page.is_file() or anchor not in _github_anchors(page):
+                broken.append(f"{doc.name}: {target}#{anchor}")
+    assert not broken, broken
+
+
+def _python_c_lines(path: Path) -> list[str]:
+    """The ``python -c "..."`` commands of a page that use geomorph_bids (bash blocks and inline code), as a
+    user pastes them."""
+    text = path.read_text()
+    lines = [line for block in _blocks(path, "bash") for line in _command_lines(block)]
+    lines += [" ".join(s.split()) for s in re.findall(r"`(python3? -c [^`]+)`", re.sub(r"```.*?```", "", text, flags=re.S))]
+    return [line for line in lines if re.match(r"python3? -c ", line) and "geomorph_bids" in line]
+
+
+@pytest.mark.slow
+def test_readme_python_c_lines_run(tmp_path: Path) -> None:
+    """README's one-line conversions (a FreeSurfer map to GIFTI for Workbench, the cortex label as its ROI,
+    the fsaverage sphere as FreeSurfer's ``lh.sphere.geomorph.reg``), pasted into a shell in a folder holding the
+    files they name: each exits 0 and writes its file. Only the Python blocks were run before."""
+    from geomorph_bids import register
+    from geomorph_bids.io import write_surface
+
+    lines = _python_c_lines(ROOT / "README.md")
+    assert len(lines) >= 3, lines
+    surf = ROOT / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer" / "sub-01" / "surf"
+    subjects = tmp_path / "subjects"
+    shutil.copytree(surf, subjects / "sub-01" / "surf")
+    work = subjects / "sub-01"  # the subject's folder: surf/, label/, and the maps by their own names
+    for f in surf.iterdir():
+        shutil.copy(f, work / f.name)
+    (work / "label").mkdir()
+    (work / "label" / "lh.cortex.label").write_text(
+        "#!ascii label\n120000\n" + "".join(f"{v} 0.0 0.0 0.0 0.0\n" for v in range(120000)))  # of 163,842
+    reg = register(str(surf / "lh.sphere"), {"sulc": str(surf / "lh.sulc")}, template="fsaverage", hemi="L",
+                   template_dir="bundled", rigid_only=True)
+    write_surface(work / "sub-01_hemi-L_space-fsaverage_desc-geomorph_sphere.surf.gii", reg.sphere, reg.faces, "L")
+    env = {**os.environ, "SUBJECTS_DIR": str(subjects), "PYTHONPATH": str(ROOT), "PATH":
+           f"{tmp_path / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # this environment's
+    (tmp_path / "bin" / "python").chmod(0o755)
+    for line in lines:
+        done = subprocess.run(["bash", "-c", line], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (line, done.stderr[-2000:])
+        out = [w for w in re.findall(r"'([\w.]+)'", line) if w.endswith((".shape.gii", ".reg"))]
+        assert out and all((work / w).stat().st_size > 0 for w in out), (line, out)
+    vertices = nib.freesurfer.read_geometry(str(work / "lh.sphere.geomorph.reg"))[0]
+    assert np.array_equal(vertices, reg.sphere.astype(np.float32))

@@ -23,8 +23,9 @@ import signal
 import sys
 
 from .dependencies import declared_requirements, missing_module_message, version_problems
-from .exit_codes import error_exit, interrupted
+from .exit_codes import EXIT_FAILED, error_exit, interrupted
 from .machine import threads_within_usable_cpus
+from .messages import one_line
 
 __all__ = ["launch", "run_module", "bids", "register", "train"]
 
@@ -54,6 +55,13 @@ def launch(module: str, prog: str) -> int:
         return interrupted(prog, "SIGINT", signal.SIGINT)
     except ModuleNotFoundError as error:
         return _missing(prog, error, requirements)
+    except SystemExit as stop:
+        if not isinstance(stop.code, str):
+            raise
+        # a command's own ``raise SystemExit("<prog>: error: ...")`` (exit 1, as Python gives it): the one line
+        # every error line is (:func:`~.messages.one_line`), a file name's control characters escaped
+        print(one_line(stop.code), file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _missing(prog: str, error: ModuleNotFoundError, requirements: list[tuple[str, str]] | None) -> int:

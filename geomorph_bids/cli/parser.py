@@ -14,6 +14,7 @@ from ..engine.model_choice import REFINE_CHOICES
 from ..io.discover import FEATURES, normalise_label
 from ..quality import THRESHOLD_RANGES
 from .machine import usable_cpus
+from .messages import one_line
 
 __all__ = ["ExtendAction", "OtherCommandsOption", "Parser", "build_parser", "parse_derivatives", "GROUP_ONLY",
            "refuse_options_that_do_not_apply", "device"]
@@ -182,7 +183,9 @@ class Parser(argparse.ArgumentParser):
         if words and message.startswith("the following arguments are required"):
             message += (f" ({', '.join(map(repr, words))} read as an option this command does not have: a path that "
                         f"starts with '-' is given as {os.path.join('.', words[0])!r})")
-        super().error(_shorten(message + self._positionals_taken(message), getattr(self, "_argv", [])))
+        # one_line: a control character of a word argparse quotes unescaped ('unrecognized arguments: x<ESC>[31m')
+        # is shown as its escape, as on every other error line
+        super().error(one_line(_shorten(message + self._positionals_taken(message), getattr(self, "_argv", []))))
 
     def _positionals_taken(self, message: str) -> str:
         """`` (--participant-label took 01 B O participant as its values: ...)`` when ``message`` says

@@ -125,3 +125,20 @@ def test_an_error_line_shows_a_huge_path_by_its_ends_and_a_control_character_esc
     assert capsys.readouterr().err == ("geomorph-bids: error: /nonexistent: --derivatives a\\x1b[31mb: no such folder "
                                        "(give the sMRIPrep/fMRIPrep/HCP output folder that holds the sub-* folders)\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_every_error_line_escapes_a_control_character_usage_errors_and_raised_exits_too(capsys, monkeypatch):
+    """README says an ``error:`` line escapes a control character of a name; two kinds printed it raw: argparse's
+    usage errors (``unrecognized arguments: x<ESC>[31my``, exit 2) and a command's own ``raise SystemExit(...)``
+    (geomorph-register's ``--hemi is required: a<ESC>[31mb ...``, exit 1). Both are one escaped line now."""
+    from geomorph_bids.cli.launch import launch
+
+    monkeypatch.setattr(sys, "argv", ["geomorph-register", "--sphere", "a\x1b[31mb", "--feature", "sulc=x"])
+    assert launch("geomorph_bids.cli.register", "geomorph-register") == 1
+    assert capsys.readouterr().err == ("geomorph-register: error: --hemi is required: a\\x1b[31mb does not say "
+                                       "which hemisphere it is\n")
+    monkeypatch.setattr(sys, "argv", ["geomorph-bids", "/nonexistent", "out", "participant", "x\x1b[31my"])
+    with pytest.raises(SystemExit) as stop:
+        launch("geomorph_bids.cli.bids", "geomorph-bids")
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "geomorph-bids: error: unrecognized arguments: x\\x1b[31my"
