@@ -223,6 +223,8 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     choice = resolve_model(model, template.label, refine=optimise)
     refuse_mirrored_right(choice.name, choice.mirrored, template.base, (hemi,))
     tpl_hemi = choice.template_hemi(hemi)
+    if choice.kind == "network":  # the template's maps first, as geomorph-bids reads them: a map an uninstalled
+        template.load(tpl_hemi, choice.channels)  # package provides (brainspace) is named before the inputs' channels
     offered = template.features(tpl_hemi)
     _check_feature_names(features, offered)
     if choice.kind != "network":  # a network's channels are checked when it is loaded
