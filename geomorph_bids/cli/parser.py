@@ -14,6 +14,7 @@ from ..engine.model_choice import REFINE_CHOICES
 from ..io.discover import FEATURES, normalise_label
 from ..quality import THRESHOLD_RANGES
 from .machine import usable_cpus
+from .messages import say
 
 __all__ = ["ExtendAction", "OtherCommandsOption", "Parser", "build_parser", "parse_derivatives", "GROUP_ONLY",
            "refuse_options_that_do_not_apply", "device"]
@@ -94,7 +95,7 @@ class Parser(argparse.ArgumentParser):
         namespace, extras = super().parse_known_args(argv, namespace)
         self._check_labels(namespace)
         for line in self._given_twice(argv):
-            print(f"{self.prog}: warning: {line}", file=sys.stderr)
+            say(f"{self.prog}: warning: {line}", file=sys.stderr)
         names = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.dest for a in self._actions}
         for name, value in vars(namespace).items():
             for path in value if isinstance(value, list) else [value]:

@@ -34,7 +34,7 @@ from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit, interrupted
 from .interrupts import Interrupted, pid_alive, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
                       threads_wait_passively, threads_within_usable_cpus, address_space_problem, out_of_memory)
-from .messages import one_line_warnings, reader_may_go_away
+from .messages import one_line_warnings, reader_may_go_away, say
 from .parser import REFINE_HELP, OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, device, hemisphere
 from ..resources import bundled_models
 
@@ -180,7 +180,7 @@ def _hemi_from_name(sphere: Path) -> str:
         raise SystemExit(f"{_PROG}: error: --hemi is required: {sphere.name} does not say which hemisphere it is"
                          + (" (it says both)" if declared else ""))
     hemi = declared.pop()
-    print(f"{_PROG}: note: --hemi {hemi} (from {sphere.name})", file=sys.stderr)
+    say(f"{_PROG}: note: --hemi {hemi} (from {sphere.name})", file=sys.stderr)
     return hemi
 
 
@@ -238,20 +238,20 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     if choice.kind != "network":  # without a network: the features given that the template has
         maps = {n: v for n, v in maps.items() if n in template.features(tpl_hemi)}
         for name in (n for n in given if n not in maps):  # never dropped in silence
-            print(f"{_PROG}: note: --feature {name} is not used by the registration: template {template.label} has "
-                  f"no {name} map " + ("(resampled to --features-out only)" if features_out is not None
-                                       else "(give --features-out to have it resampled)"), file=sys.stderr)
+            say(f"{_PROG}: note: --feature {name} is not used by the registration: template {template.label} has "
+                f"no {name} map " + ("(resampled to --features-out only)" if features_out is not None
+                                     else "(give --features-out to have it resampled)"), file=sys.stderr)
     for line in template.warnings(choice.channels if choice.kind == "network" else tuple(maps), (tpl_hemi,)):
-        print(f"{_PROG}: warning: {line}", file=sys.stderr)
+        say(f"{_PROG}: warning: {line}", file=sys.stderr)
     for line in template.info:
-        print(f"{_PROG}: note: {line}", file=sys.stderr)
+        say(f"{_PROG}: note: {line}", file=sys.stderr)
     # which maps, and for a folder how many vertices (the full fsaverage's 163,842, or an fsaverage5 in its place)
     print(f"template maps: hemi-{hemi}: "
           f"{template.describe(choice.channels if choice.kind == 'network' else tuple(maps), (tpl_hemi,), vertices=True)}",
           flush=True)
     low = template.low_resolution_note(choice.channels if choice.kind == "network" else tuple(maps), tpl_hemi)
     if low:  # geomorph-bids' note, less its --fs-subjects-dir (not an option of this command)
-        print(f"{_PROG}: note: hemi-{hemi} {low.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)
+        say(f"{_PROG}: note: hemi-{hemi} {low.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)
     result = register(moving, maps, template=template, hemi=hemi, device=choice.resolve_device(device),
                       reg_sphere=reg, quality=quality, **choice.register_arguments())
 
@@ -351,8 +351,8 @@ def _remove_killed_runs_folders(folder: Path) -> list[Path]:
         shutil.rmtree(stale, ignore_errors=True)
         if not stale.exists():
             removed.append(stale)
-            print(f"{_PROG}: note: removed {stale}, the temporary folder of a run that was killed ({why})",
-                  file=sys.stderr)
+            say(f"{_PROG}: note: removed {stale}, the temporary folder of a run that was killed ({why})",
+                file=sys.stderr)
     return removed
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .failures import Failure
+from .messages import say
 
 __all__ = ["print_summary", "build_reports", "print_reports"]
 
@@ -41,14 +42,14 @@ def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Pa
         print(f"{prog}: {len(failures)} failure(s)" + ("; outputs of the others are kept:" if rows else
                                                        ": no hemisphere registered:"), file=sys.stderr)
         for f in failures:
-            print(f"  FAILED {f.line()}", file=sys.stderr)
+            say(f"  FAILED {f.line()}", file=sys.stderr)
     if flagged:
         print(f"{prog}: {len(flagged)} hemisphere(s) written but flagged by the quality gates "
               "(docs/troubleshooting.md; thresholds: --min-cc, --min-cc-other, --max-distortion, --max-folds, "
               "--identity-margin):",
               file=sys.stderr)
         for f in flagged:
-            print(f"  FLAGGED {f.line()}", file=sys.stderr)
+            say(f"  FLAGGED {f.line()}", file=sys.stderr)
 
 
 def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[str] | None = None,
@@ -77,12 +78,12 @@ def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[s
             if o.kept and kept is not None:
                 kept.append(o.path)
             if line := incomplete_report_line(o):
-                print(f"{prog}: warning: {line}", file=sys.stderr)
+                say(f"{prog}: warning: {line}", file=sys.stderr)
         elif failed is not None:
             failed.append(o.subject)
-            print(f"{prog}: FAILED sub-{o.subject}: report not written: {o.error}", file=sys.stderr)
+            say(f"{prog}: FAILED sub-{o.subject}: report not written: {o.error}", file=sys.stderr)
         else:
-            print(f"{prog}: warning: sub-{o.subject}: report not written: {o.error}", file=sys.stderr)
+            say(f"{prog}: warning: sub-{o.subject}: report not written: {o.error}", file=sys.stderr)
     return made
 
 

@@ -37,7 +37,7 @@ from .exit_codes import EXIT_OK, HANDLED, error_exit, interrupted
 from .interrupts import Interrupted, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
                       threads_within_usable_cpus)
-from .messages import reader_may_go_away
+from .messages import reader_may_go_away, say
 from ..sphere.icosphere import MAX_LEVEL
 from .parser import ExtendAction, Parser, _count, _DefaultsOnce, _finite, _positive_int, device
 
@@ -423,15 +423,15 @@ def _prepare_data(args: argparse.Namespace, log):
             subj = subject_pairs(args.subjects_dir, args.template_ref, args.hemi, tuple(args.features),
                                  level=args.data_level, mirror_right=args.mirror_right)
         for w in said:
-            print(f"geomorph-train: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+            say(f"geomorph-train: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
         s_train, s_val = split_by_subject(subj, args.val_fraction, args.seed)
         log(f"{len(s_train)} training + {0 if s_val is None else len(s_val)} validation hemispheres "
             f"from {len(set(subj.groups))} subjects")
         train_set, val_set = _combine(train_set, s_train), _combine(val_set, s_val)
     if train_set is not None and val_set is None:
-        print("geomorph-train: warning: no subject is held out for validation (--val-fraction "
-              f"{args.val_fraction:g} of {args.synthetic or 'the'} subject(s)): the best epoch is chosen on the "
-              "training loss and the model card's validation figures are the training set's", file=sys.stderr)
+        say("geomorph-train: warning: no subject is held out for validation (--val-fraction "
+            f"{args.val_fraction:g} of {args.synthetic or 'the'} subject(s)): the best epoch is chosen on the "
+            "training loss and the model card's validation figures are the training set's", file=sys.stderr)
     return train_set, val_set
 
 
@@ -447,9 +447,9 @@ def _resolve_template(args: argparse.Namespace, log):
     args.template = ref.label
     hemis = ("L",) if args.mirror_right else (args.hemi,)
     for line in ref.warnings(args.features, hemis):
-        print(f"geomorph-train: warning: {line}", file=sys.stderr)
+        say(f"geomorph-train: warning: {line}", file=sys.stderr)
     for line in ref.info:
-        print(f"geomorph-train: note: {line}", file=sys.stderr)
+        say(f"geomorph-train: note: {line}", file=sys.stderr)
     log(f"template maps: {ref.describe(args.features, hemis)}")
     return ref
 
@@ -462,8 +462,8 @@ def _low_resolution_notes(args: argparse.Namespace) -> None:
     for hemi in ("L",) if args.mirror_right else (args.hemi,):
         low = args.template_ref.low_resolution_note(args.features, hemi)
         if low:
-            print(f"geomorph-train: note: hemi-{hemi} training pairs were {low.replace('--fs-subjects-dir / ', '')}",
-                  file=sys.stderr)
+            say(f"geomorph-train: note: hemi-{hemi} training pairs were {low.replace('--fs-subjects-dir / ', '')}",
+                file=sys.stderr)
 
 
 def _fmt(x, digits: int = 4) -> str:
