@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "tpl-fsaverage, custom tpl-<label>). fsaverage's maps come at full resolution from "
                         "--template-dir, $TEMPLATEFLOW_HOME, $SUBJECTS_DIR/fsaverage or "
                         "$FREESURFER_HOME/subjects/fsaverage when one has them, else the bundled low-resolution "
-                        "maps (docs/templates.md)")
+                        "maps (the source repository's docs/templates.md)")
     p.add_argument("--template-dir", default=None, metavar="DIR|bundled",
                    help="take the template's maps from this folder first (a FreeSurfer subject folder or a "
                         "TemplateFlow folder); 'bundled': the bundled maps only")

@@ -45,7 +45,8 @@ def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Pa
             say(f"  FAILED {f.line()}", file=sys.stderr)
     if flagged:
         print(f"{prog}: {len(flagged)} hemisphere(s) written but flagged by the quality gates "
-              "(docs/troubleshooting.md; thresholds: --min-cc, --min-cc-other, --max-distortion, --max-folds, "
+              "(the source repository's docs/troubleshooting.md; thresholds: --min-cc, --min-cc-other, "
+              "--max-distortion, --max-folds, "
               "--identity-margin):",
               file=sys.stderr)
         for f in flagged:

@@ -108,7 +108,7 @@ def resolve_template_and_model(args: argparse.Namespace, prog: str = "geomorph-b
     if missing and lacking:
         say(f"{prog}: note: the default registration uses {', '.join(model.channels)} alone: the template's maps "
             f"({'; '.join(lacking)}) have no {', '.join(missing)}, which it adds where they have it "
-            "(docs/templates.md)", file=sys.stderr)
+            "(the source repository's docs/templates.md)", file=sys.stderr)
     for line in template.info:
         say(f"{prog}: note: {line}", file=sys.stderr)
     for hemi in hemis:

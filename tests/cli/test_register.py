@@ -787,7 +787,7 @@ def test_the_bundled_low_resolution_fsaverage_is_said_on_one_line(tmp_path, monk
     assert main([*args, "--template-dir", "bundled"]) == 0
     assert [line for line in capsys.readouterr().err.splitlines() if "low-resolution" in line] == [
         "geomorph-register: note: hemi-L registered to the bundled low-resolution fsaverage (built from fsaverage5's "
-        "10,242 vertices: docs/templates.md), as --template-dir bundled asks"]
+        "10,242 vertices: the source repository's docs/templates.md), as --template-dir bundled asks"]
     tiny_fsaverage(tmp_path / "subjects", hemis=("L",), maps=("sulc",))
     monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "subjects"))
     assert main(args) == 0
