@@ -315,3 +315,31 @@ def test_no_hidden_downloads():
     planted = ast.parse("import socket\nfrom urllib.parse import quote\nimport urllib.request\n"
                         "from templateflow import api\ndef f(torch):\n    return torch.hub.load('x', 'y')\n")
     assert sorted({line for line, _ in _network_imports(planted)}) == [3, 4, 6]
+
+
+def test_messages_name_repository_files_as_the_source_repositorys():
+    """A message or help text pointing at ``docs/models.md`` or ``scripts/install.sh`` sent an installed user
+    (``pip install geomorph-bids``: the wheel holds neither folder) to a file they do not have. Every such
+    mention in a string that is not a docstring says where it is: ``the source repository's docs/models.md``."""
+    import re
+
+    mention = re.compile(r"(docs|scripts)/[\w.-]+\.(md|sh|py)\b")
+    bare = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)
+                      and isinstance(node.body[0].value, ast.Constant)}
+        strings = {}  # an implicitly joined literal's parts are one constant: its text, at its first line
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                strings[(node.lineno, node.col_offset)] = node.value
+            elif isinstance(node, ast.JoinedStr):
+                strings[(node.lineno, node.col_offset)] = "".join(
+                    v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+        for (line, _), text in strings.items():
+            for m in mention.finditer(text):
+                if not text[:m.start()].endswith("the source repository's "):
+                    bare.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {m.group()}")
+    assert bare == []

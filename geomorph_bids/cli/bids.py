@@ -44,7 +44,7 @@ from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E40
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,  # noqa: E402
                       temporary_folder_in, threads_wait_passively, threads_within_usable_cpus,
                       address_space_problem)
-from .messages import one_line_warnings, reader_may_go_away, shell_word  # noqa: E402
+from .messages import one_line_warnings, reader_may_go_away, say, shell_word  # noqa: E402
 from .nipype_config import configure_nipype, crash_folder_setting, plugin_runner, plugin_settings  # noqa: E402
 from .parser import build_parser, refuse_options_that_do_not_apply  # noqa: E402
 from .paths import check_folders, check_work_folder, resolve_input_folders  # noqa: E402
@@ -82,11 +82,11 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
               + (f"{len(run.not_started)} not started after a write the disk refused; " if run.not_started else "")
               + f"{run.reused} already done", flush=True)
         for line in run.report_warnings:
-            print(f"{_PROG}: warning: {line}", file=sys.stderr)
+            say(f"{_PROG}: warning: {line}", file=sys.stderr)
         if run.worker_deaths:  # a run that still ends well: said once, so that a kill or the OOM killer is not lost
-            print(f"{_PROG}: note: a batch worker process died {run.worker_deaths} time(s) (killed, or out of "
-                  f"memory?); the {run.rerun} hemisphere(s) in flight then were tried again, one chunk at a "
-                  "time (if it was memory: a smaller --batch-size or --nprocs needs less)", file=sys.stderr)
+            say(f"{_PROG}: note: a batch worker process died {run.worker_deaths} time(s) (killed, or out of "
+                f"memory?); the {run.rerun} hemisphere(s) in flight then were tried again, one chunk at a "
+                "time (if it was memory: a smaller --batch-size or --nprocs needs less)", file=sys.stderr)
         unrecorded = [Failure(subject, session, hemi, f"{readable(error)} ({note})")
                       for (subject, session, hemi), error, note in run.unrecorded]
         sides: dict[tuple[str, str | None, str], list[str]] = {}  # both hemispheres not started: one line
@@ -354,9 +354,9 @@ def _warn_replaced(jobs: list, config) -> None:
                 if key in now and old != now[key]:
                     changed.setdefault(key, (old, now[key]))
         if changed:
-            print(f"{_PROG}: warning: {where}: its space-{config.template.label} outputs were made with other "
-                  f"settings ({'; '.join(f'{k} {old} -> {new}' for k, (old, new) in changed.items())}); they are "
-                  "being replaced (give another output folder to keep both)", file=sys.stderr)
+            say(f"{_PROG}: warning: {where}: its space-{config.template.label} outputs were made with other "
+                f"settings ({'; '.join(f'{k} {old} -> {new}' for k, (old, new) in changed.items())}); they are "
+                "being replaced (give another output folder to keep both)", file=sys.stderr)
 
 
 def _remove_partial(jobs: list, config, before: dict[Path, tuple | None]) -> None:
@@ -404,13 +404,13 @@ def run_participant(args: argparse.Namespace) -> int:
     check_folders(inputs, output_dir, work_dir, args.participant_label)  # before anything is created or written
     for given, read in inputs.nested:
         fs = given / "freesurfer"
-        print(f"{_PROG}: note: {given} holds its subjects in {read.name}/ (sMRIPrep writes OUTPUT_DIR/{read.name}/sub-*): "
-              f"reading {read}; fMRIPrep needs that folder too: --derivatives {read.name}={shell_word(read)}"
-              + (f" --fs-subjects-dir {shell_word(fs)}" if fs.is_dir() else ""), file=sys.stderr)
+        say(f"{_PROG}: note: {given} holds its subjects in {read.name}/ (sMRIPrep writes OUTPUT_DIR/{read.name}/sub-*): "
+            f"reading {read}; fMRIPrep needs that folder too: --derivatives {read.name}={shell_word(read)}"
+            + (f" --fs-subjects-dir {shell_word(fs)}" if fs.is_dir() else ""), file=sys.stderr)
     for name, folder in inputs.barren:
-        print(f"{_PROG}: warning: --derivatives {name}={folder} holds no subject (no sub-* folder, HCP or FreeSurfer "
-              f"subject, nor a smriprep/ or fmriprep/ folder with sub-*): nothing is read from it"
-              f"{_fslr_only_hint(folder)}", file=sys.stderr)
+        say(f"{_PROG}: warning: --derivatives {name}={folder} holds no subject (no sub-* folder, HCP or FreeSurfer "
+            f"subject, nor a smriprep/ or fmriprep/ folder with sub-*): nothing is read from it"
+            f"{_fslr_only_hint(folder)}", file=sys.stderr)
     if not getattr(args, "batch_size", None):  # batch mode keeps no pickles (its records are JSON)
         check_work_folder(work_dir, args.participant_label or None)
     created = preflight(output_dir, work_dir, args.participant_label or (),
@@ -443,7 +443,7 @@ def run_participant(args: argparse.Namespace) -> int:
     with participant_locks(output_dir, None if config.batch_size else work_dir) as locks:
         mine, skipped, later = lock_participants(locks, jobs, getattr(args, "lock_wait", False), _PROG)
         if locks.without_flock():  # NFS without lockd, Lustre without -o flock: .held files
-            print(without_flock_note(locks.without_flock(), _PROG), file=sys.stderr, flush=True)
+            say(without_flock_note(locks.without_flock(), _PROG), file=sys.stderr, flush=True)
         failures += skipped
         started = list(mine)
         before = _snapshot(mine, config)  # what earlier runs left: a failure takes back only this run's files
@@ -452,7 +452,7 @@ def run_participant(args: argparse.Namespace) -> int:
             if mine or later:  # a run that processes nobody (all skipped) must not redescribe others' outputs
                 write_dataset_description(output_dir, args.bids_dir, inputs.links())
                 for line in write_bids_extras(output_dir):  # README, .bidsignore (the validator's NOT_INCLUDED)
-                    print(f"{_PROG}: warning: {line}", file=sys.stderr)
+                    say(f"{_PROG}: warning: {line}", file=sys.stderr)
                 write_citation(output_dir, config)
             configure_nipype(crashes, args.verbose, args.stop_on_first_crash)
             names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
@@ -475,7 +475,7 @@ def run_participant(args: argparse.Namespace) -> int:
                 if note:
                     low.setdefault(note, []).append(h)
             for note, which in low.items():  # which hemispheres, when the full template serves the others
-                print(f"note: {'' if which == hemis else ' '.join(f'hemi-{h}' for h in which) + ' '}{note}", flush=True)
+                say(f"note: {'' if which == hemis else ' '.join(f'hemi-{h}' for h in which) + ' '}{note}", flush=True)
             known_failed = {f.subject for f in failures}
             clock.lap("start")
             t_run = time.time()  # (a registration Nipype's cache holds from before this is reused)
@@ -555,20 +555,20 @@ def run_participant(args: argparse.Namespace) -> int:
         print_summary(rows, failures, output_dir, _PROG, flagged)
         print_same_inputs(rows, output_dir, _PROG)
         if withheld:
-            print(_withheld_note(withheld, config.template.label), file=sys.stderr)
+            say(_withheld_note(withheld, config.template.label), file=sys.stderr)
         unpaired = _unpaired_spheres(done, config, withheld)
         if unpaired:
-            print(f"{_PROG}: note: fMRIPrep takes the spheres under sMRIPrep's names "
-                  f"({_smriprep_names(config.template.label)}) only for both hemispheres together: "
-                  f"{'; '.join(unpaired)}; it runs its own MSMSulc there (register the other hemisphere too)",
-                  file=sys.stderr)
+            say(f"{_PROG}: note: fMRIPrep takes the spheres under sMRIPrep's names "
+                f"({_smriprep_names(config.template.label)}) only for both hemispheres together: "
+                f"{'; '.join(unpaired)}; it runs its own MSMSulc there (register the other hemisphere too)",
+                file=sys.stderr)
         no_cifti = _cifti_not_written(done, config, failed_keys)
         if no_cifti:
-            print(f"{_PROG}: note: --cifti-output writes a subject/session's dscalar from both hemispheres: none for "
-                  f"{', '.join(no_cifti)}; it is written when a run registers both", file=sys.stderr)
+            say(f"{_PROG}: note: --cifti-output writes a subject/session's dscalar from both hemispheres: none for "
+                f"{', '.join(no_cifti)}; it is written when a run registers both", file=sys.stderr)
         if kept:
-            print(f"{_PROG}: note: {len(kept)} failed hemisphere(s) keep an earlier run's outputs, marked stale for "
-                  f"the group level until a run of them succeeds: {', '.join(kept)}", file=sys.stderr)
+            say(f"{_PROG}: note: {len(kept)} failed hemisphere(s) keep an earlier run's outputs, marked stale for "
+                f"the group level until a run of them succeeds: {', '.join(kept)}", file=sys.stderr)
         clock.lap("summary")
         subjects = sorted({job.subject for job in done})  # a subject with a failure: its report may change
         if config.reports == "deferred":

@@ -26,6 +26,7 @@ from .preflight import (REPORTS_LOCK, folder_lock, participant_lock_holder, part
 from .reporting import build_reports, print_reports
 from .selection import listed
 from .settings import resolve_quality
+from .messages import say
 
 __all__ = ["run_group", "run_reports_only"]
 
@@ -293,7 +294,7 @@ def _run_group(args, writing: ExitStack) -> int:
         check_folders(inputs, args.output_dir.absolute(), None, ())
         preflight(args.output_dir.absolute(), None)
     for line in _ignored_at_group_level(args):
-        print(f"{_PROG}: warning: {line}", file=sys.stderr)
+        say(f"{_PROG}: warning: {line}", file=sys.stderr)
     # before the rows are read: a participant run still writing (a SLURM array's tasks, the group level
     # submitted beside them) makes a table that misses its participants, or holds their earlier results
     running = participant_runs_active(args.output_dir)
@@ -301,7 +302,7 @@ def _run_group(args, writing: ExitStack) -> int:
     rows = _participant_rows(args, judged=True, unreadable=unreadable)
     unreadable += _subject_entries_not_folders(args)
     for line in unreadable:
-        print(f"{_PROG}: FAILED {line}; left out of the table (rerun the participant level for it)", file=sys.stderr)
+        say(f"{_PROG}: FAILED {line}; left out of the table (rerun the participant level for it)", file=sys.stderr)
     if not rows:
         return error_exit(_PROG, _no_rows(args, unreadable, running))
     # its temporary files are not a killed run's leftovers for a participant run ending meanwhile
@@ -317,18 +318,19 @@ def _run_group(args, writing: ExitStack) -> int:
                                *_template_map_lines(rows, args.output_dir), same) if line]
     for line in lines + [_several_builds(rows)]:
         if line:
-            print(f"{_PROG}: warning: {line}", file=sys.stderr)
+            say(f"{_PROG}: warning: {line}", file=sys.stderr)
     absent = " ".join(f"{line}." for line in lines) if len(lines) > 1 else "".join(lines)  # also in group.html
     flagged, stale = _judge_rows(args, rows)
     # hemispheres a participant run failed, left without outputs: their participant has rows for the others
     crashed = failed_without_row(args.output_dir, rows, {normalise_label(s, "sub") for s in args.participant_label}
                                  if args.participant_label else None)
     if crashed:
-        print(f"{_PROG}: warning: {len(crashed)} hemisphere(s) failed at the participant level and have no row "
-              "(rerun the participant level for them):\n" + "\n".join(f"  {line}" for line in crashed),
-              file=sys.stderr)
+        say(f"{_PROG}: warning: {len(crashed)} hemisphere(s) failed at the participant level and have no row "
+            "(rerun the participant level for them):", file=sys.stderr)
+        for line in crashed:
+            say(f"  {line}", file=sys.stderr)
     if line := _one_hemisphere(rows, crashed):
-        print(f"{_PROG}: note: {line}", file=sys.stderr)
+        say(f"{_PROG}: note: {line}", file=sys.stderr)
     if args.participant_label:  # the table and report are the dataset's: a subset never replaces them
         print(f"{len(rows)} row(s) (subject/session/hemisphere/template) of --participant-label "
               f"{' '.join(args.participant_label)} judged; {GROUP_TSV} and {GROUP_HTML} left as they were "
@@ -344,18 +346,18 @@ def _run_group(args, writing: ExitStack) -> int:
         html = build_group_report(args.output_dir, parse_group_table(text), path, unreadable, absent, crashed)
         print(f"group report: {html}")
         for line in write_bids_extras(args.output_dir):  # outputs of a version before they had them
-            print(f"{_PROG}: warning: {line}", file=sys.stderr)
+            say(f"{_PROG}: warning: {line}", file=sys.stderr)
     status = _build_population_template(args, rows, copies) if args.build_template else EXIT_OK
     if flagged:
         print(f"{_PROG}: {len(flagged)} hemisphere(s) flagged by the quality gates (marked in {GROUP_TSV}):",
               file=sys.stderr)
         for f in flagged:
-            print(f"  FLAGGED {f.line()}", file=sys.stderr)
+            say(f"  FLAGGED {f.line()}", file=sys.stderr)
     if stale:
         print(f"{_PROG}: {len(stale)} hemisphere(s) whose latest participant run failed: their row is an earlier "
               f"run's results (marked {STALE} in {GROUP_TSV}; rerun the participant level for them):", file=sys.stderr)
         for f in stale:
-            print(f"  STALE {f.line()}", file=sys.stderr)
+            say(f"  STALE {f.line()}", file=sys.stderr)
     return status if status != EXIT_OK else run_exit_code(len(unreadable), len(flagged) + len(stale))
 
 
@@ -436,15 +438,15 @@ def _build_population_template(args, rows: list[dict], copies: dict[tuple[str, s
             seen.add((r["subject"], session))
             quality = suspect.get((r["subject"], session, hemi))
             if quality:  # flagged or stale everywhere: its inputs are suspect, never averaged in silence
-                print(f"{_PROG}: warning: {entity_string(r['subject'], session)} hemi-{hemi} left out of the "
-                      f"template: {quality}", file=sys.stderr)
+                say(f"{_PROG}: warning: {entity_string(r['subject'], session)} hemi-{hemi} left out of the "
+                    f"template: {quality}", file=sys.stderr)
                 left_out += 1
                 continue
             anat = anat_dir(args.output_dir, r["subject"], session)
             ent = entity_string(r["subject"], session)
             if (ent, hemi) in (copies or {}):  # one brain averaged in twice would weigh twice
-                print(f"{_PROG}: warning: {ent} hemi-{hemi} left out of the template: registered from the same input "
-                      f"files as {copies[(ent, hemi)]} hemi-{hemi} (one brain counts once)", file=sys.stderr)
+                say(f"{_PROG}: warning: {ent} hemi-{hemi} left out of the template: registered from the same input "
+                    f"files as {copies[(ent, hemi)]} hemi-{hemi} (one brain counts once)", file=sys.stderr)
                 left_out += 1
                 continue
             sphere = anat / NATIVE_SPHERE.name(ent, hemi)
@@ -457,8 +459,8 @@ def _build_population_template(args, rows: list[dict], copies: dict[tuple[str, s
                 extra = [f for f, p in maps.items() if not p.is_file() and f not in DEFAULT_FEATURES]
                 how = (f", registering {', '.join(extra)}: it writes the native maps of the features its registration "
                        "uses (curv: --template fsaverage's default registration)" if extra and sphere.is_file() else "")
-                print(f"{_PROG}: warning: {ent} hemi-{hemi} left out of the template: {missing} missing "
-                      f"(rerun the participant level for it{how})", file=sys.stderr)
+                say(f"{_PROG}: warning: {ent} hemi-{hemi} left out of the template: {missing} missing "
+                    f"(rerun the participant level for it{how})", file=sys.stderr)
                 left_out += 1
         per_participant: dict[str, list[str]] = {}
         names = {p.name for p in subjects}  # (a set: a cohort has tens of thousands)
@@ -468,9 +470,9 @@ def _build_population_template(args, rows: list[dict], copies: dict[tuple[str, s
         several = {k: v for k, v in per_participant.items() if len(v) > 1}
         if several:  # a participant's sessions are averaged as so many participants: it weighs more
             whose = listed([f"sub-{k} ({', '.join(v)})" for k, v in several.items()])
-            print(f"{_PROG}: note: hemi-{hemi}: {len(several)} participant(s) are averaged in with several sessions, "
-                  f"each session weighing as one participant: {whose}; --session-label picks the sessions to average",
-                  file=sys.stderr)
+            say(f"{_PROG}: note: hemi-{hemi}: {len(several)} participant(s) are averaged in with several sessions, "
+                f"each session weighing as one participant: {whose}; --session-label picks the sessions to average",
+                file=sys.stderr)
         if len(subjects) < 2:
             why = (f"; {left_out} left out (the warning lines above: flagged, stale, copies of another's inputs or "
                    f"without their native {', '.join(features)} outputs)" if left_out else "")
@@ -491,16 +493,16 @@ def _build_population_template(args, rows: list[dict], copies: dict[tuple[str, s
         print(f"hemi-{hemi}: template {result.folder} from {whom}; "
               f"mean 1 - CC per round: {dist}")
         for name, why in result.failures.items():
-            print(f"{_PROG}: warning: {name} hemi-{hemi} left out of the template: {why}", file=sys.stderr)
+            say(f"{_PROG}: warning: {name} hemi-{hemi} left out of the template: {why}", file=sys.stderr)
     # a template in use was replaced: its outputs were registered to the old maps. Every participant's,
     # not only --participant-label's (a template rebuilt from some participants is the others' too)
     mine = group_rows(args.output_dir, unreadable=[]) if args.participant_label else rows
     using = sorted({f"sub-{r['subject']}" for r in mine if r.get("template") == args.template_label
                     and r["hemi"] in rebuilt})
     if using:
-        print(f"{_PROG}: warning: tpl-{args.template_label} is rebuilt while {len(using)} participant(s) have outputs "
-              f"registered to it ({listed(using)}): rerun their participant level with --template "
-              f"{args.template_label} afterwards", file=sys.stderr)
+        say(f"{_PROG}: warning: tpl-{args.template_label} is rebuilt while {len(using)} participant(s) have outputs "
+            f"registered to it ({listed(using)}): rerun their participant level with --template "
+            f"{args.template_label} afterwards", file=sys.stderr)
     return status
 
 
@@ -545,12 +547,12 @@ def run_reports_only(args: argparse.Namespace) -> int:
     line (not an error). Options it reads nothing of are named on one warning line
     (:func:`_ignored_by_reports_only`)."""
     if (ignored := _ignored_by_reports_only(args)) is not None:
-        print(f"{_PROG}: warning: {ignored}", file=sys.stderr)
+        say(f"{_PROG}: warning: {ignored}", file=sys.stderr)
     unreadable: list[str] = []  # a damaged metrics file is named, as the group level names it
     rows = _participant_rows(args, unreadable=unreadable)
     for line in unreadable:
-        print(f"{_PROG}: FAILED {line}; not in its participant's report (rerun the participant level for it)",
-              file=sys.stderr)
+        say(f"{_PROG}: FAILED {line}; not in its participant's report (rerun the participant level for it)",
+            file=sys.stderr)
     if not rows:
         return error_exit(_PROG, f"--reports-only: {_no_rows(args, unreadable)}")
     subjects = sorted({r["subject"] for r in rows}, key=label_key)

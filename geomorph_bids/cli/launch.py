@@ -25,7 +25,7 @@ import sys
 from .dependencies import declared_requirements, missing_module_message, version_problems
 from .exit_codes import EXIT_FAILED, error_exit, interrupted
 from .machine import threads_within_usable_cpus
-from .messages import one_line
+from .messages import one_line, say
 
 __all__ = ["launch", "run_module", "bids", "register", "train"]
 
@@ -43,7 +43,7 @@ def launch(module: str, prog: str) -> int:
         requirements = declared_requirements()
         if requirements and not {"-h", "--help", "--version"} & set(sys.argv[1:]):
             for line in version_problems(requirements):
-                print(f"{prog}: warning: {line}", file=sys.stderr)
+                say(f"{prog}: warning: {line}", file=sys.stderr)
         main = importlib.import_module(module).main
     except KeyboardInterrupt:
         return interrupted(prog, "SIGINT", signal.SIGINT, "while starting: nothing was read or written")

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from ..engine.device import REGISTRATION_NEEDS_GB, registration_needs_gb
+from .messages import say
 
 __all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings",
            "threads_within_usable_cpus", "address_space_problem", "out_of_memory", "current_folder_problem",
@@ -217,8 +218,8 @@ def drop_unusable_thread_settings(prog: str, environ: "os._Environ[str] | dict[s
         if value is None or _OMP_THREADS.fullmatch(value):
             continue
         del env[name]
-        print(f"{prog}: warning: {name}={value!r} is not a number of threads (a whole number >= 1); "
-              "ignored", file=sys.stderr)
+        say(f"{prog}: warning: {name}={value!r} is not a number of threads (a whole number >= 1); "
+            "ignored", file=sys.stderr)
 
 
 def threads_within_usable_cpus(environ: "os._Environ[str] | dict[str, str] | None" = None) -> int | None:

@@ -9,7 +9,7 @@ import sys
 import warnings
 from typing import Any, Iterator, TextIO
 
-__all__ = ["one_line", "one_line_warnings", "reader_may_go_away", "shell_word"]
+__all__ = ["one_line", "one_line_warnings", "reader_may_go_away", "say", "shell_word"]
 
 #: the longest word (a path, a value) a one-line message shows whole: a real path on a cluster is a few hundred
 #: characters and is shown whole; one of thousands (PATH_MAX is 4,095 bytes) keeps its start and its end
@@ -36,6 +36,16 @@ def one_line(text: str) -> str:
     return " ".join(words)
 
 
+def say(text: str, *, file: TextIO | None = None, flush: bool = False) -> None:
+    """Print ``text``, a ``warning:``, ``note:`` or ``FAILED`` line, as :func:`one_line` writes an ``error:``
+    line: a character that does not print escaped, a word over :data:`LONGEST_WORD` characters shortened,
+    a line break a space; the line's leading indentation (``  FAILED ...``) kept. ``file``: ``sys.stdout``
+    when None, looked up at the call (as ``print`` does, so :func:`reader_may_go_away`'s streams are used)."""
+    text = str(text)
+    indent = text[: len(text) - len(text.lstrip(" "))]
+    print(indent + one_line(text), file=sys.stdout if file is None else file, flush=flush)
+
+
 def shell_word(value: object) -> str:
     """``value`` (a path) as one word of a command a message suggests, to be pasted into a shell:
     quoted where it holds a space, quote, ``$``, ``#``, ``*``, a non-ASCII letter..., as it is
@@ -53,7 +63,7 @@ def one_line_warnings(prog: str) -> Iterator[None]:
     closed, a pipe whose reader has gone) is dropped, never raised into the code that warned."""
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001 - warnings' signature
         try:
-            print(f"{prog}: warning: {' '.join(str(message).split())}", file=file or sys.stderr, flush=True)
+            say(f"{prog}: warning: {message}", file=file or sys.stderr, flush=True)
         except (OSError, ValueError, AttributeError):  # closed or missing stream
             pass
 

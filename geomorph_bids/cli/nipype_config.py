@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, closest_name
 from ..io.limits import read_text_bounded
+from .messages import say
 
 if TYPE_CHECKING:
     from nipype.pipeline import engine as pe
@@ -213,8 +214,8 @@ def _check_resources(extra: dict, path: Path) -> None:
             raise InputError(f"plugin_args n_procs must be a whole number >= 1, got {n!r}", path=path)
         cpus = usable_cpus()
         if n > cpus:
-            print(f"geomorph-bids: warning: {path}: n_procs {n} is more than the {cpus} CPU(s) this process may "
-                  f"use; using {cpus}", file=sys.stderr)
+            say(f"geomorph-bids: warning: {path}: n_procs {n} is more than the {cpus} CPU(s) this process may "
+                f"use; using {cpus}", file=sys.stderr)
             extra["n_procs"] = cpus
     if "memory_gb" in extra:
         m = extra["memory_gb"]

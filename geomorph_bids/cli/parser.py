@@ -14,7 +14,7 @@ from ..engine.model_choice import REFINE_CHOICES
 from ..io.discover import FEATURES, normalise_label
 from ..quality import THRESHOLD_RANGES
 from .machine import usable_cpus
-from .messages import one_line
+from .messages import one_line, say
 
 __all__ = ["ExtendAction", "OtherCommandsOption", "Parser", "build_parser", "parse_derivatives", "GROUP_ONLY",
            "refuse_options_that_do_not_apply", "device"]
@@ -95,7 +95,7 @@ class Parser(argparse.ArgumentParser):
         namespace, extras = super().parse_known_args(argv, namespace)
         self._check_labels(namespace)
         for line in self._given_twice(argv):
-            print(f"{self.prog}: warning: {line}", file=sys.stderr)
+            say(f"{self.prog}: warning: {line}", file=sys.stderr)
         names = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.dest for a in self._actions}
         for name, value in vars(namespace).items():
             for path in value if isinstance(value, list) else [value]:
@@ -417,7 +417,7 @@ GROUP_ONLY = ("build_template", "template_label")
 REFINE_HELP = ("with a network (--model NAME|PATH), what follows its warp: 'short' (default: one ico-4 stage, 30 "
                "steps) or 'full' (the default optimiser's whole schedule, started from the network's large-scale "
                "correction: with sulc-fsaverage closer than the optimiser on sulc, for the optimiser's time; "
-               "docs/models.md)")
+               "the source repository's docs/models.md)")
 
 
 def refuse_options_that_do_not_apply(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -495,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "output_dir). fsaverage's maps are taken at full resolution from, in order: "
                         "--template-dir, $TEMPLATEFLOW_HOME/tpl-fsaverage, fsaverage in the FreeSurfer "
                         "subjects folder (--fs-subjects-dir), $SUBJECTS_DIR and $FREESURFER_HOME/subjects; "
-                        "else the bundled low-resolution maps (docs/templates.md)")
+                        "else the bundled low-resolution maps (the source repository's docs/templates.md)")
     g.add_argument("--template-dir", default=None, metavar="DIR|bundled",
                    help="take the template's maps from this folder first: a FreeSurfer subject folder "
                         "(e.g. $FREESURFER_HOME/subjects/fsaverage) or a TemplateFlow folder; 'bundled': "
@@ -512,10 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'default' (rigid pre-alignment, then the GeoMorph warp optimised per hemisphere; "
                         "the most accurate on CPU), 'rigid' (pre-alignment only), a bundled pretrained "
                         "network (sulc-fsLR, sulc-fsaverage, multimodal-fsLR: its warp is then refined "
-                        "per hemisphere; see docs/models.md) or a checkpoint from geomorph-train")
+                        "per hemisphere; see "
+                        "the source repository's docs/models.md) or a checkpoint from geomorph-train")
     g.add_argument("--no-optimise", action="store_true",
                    help="with a network (--model NAME|PATH): keep its warp as it is (its forward passes), without "
-                        "the per-hemisphere refinement (the fastest registration; accuracy in docs/models.md)")
+                        "the per-hemisphere refinement (the fastest registration; accuracy in "
+                        "the source repository's docs/models.md)")
     g.add_argument("--refine", choices=REFINE_CHOICES, default=None, help=REFINE_HELP)
     g.add_argument("--device", type=device, default="auto", help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
     g.add_argument("--fmriprep-compat", action="store_true",
@@ -565,7 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "outputs already in output_dir")
     add_quality_options(p, "a hemisphere that fails one is written, listed as FLAGGED and marked in the group "
                            "table, and the run exits with code 3 (what each reason means: "
-                           "docs/troubleshooting.md); defaults: those recorded with the outputs (group level), "
+                           "the source repository's docs/troubleshooting.md); defaults: those recorded with the "
+                           "outputs (group level), "
                            "else the values shown")
     g = p.add_argument_group("group level")
     g.add_argument("--build-template", type=_positive_int, default=None, metavar="N",

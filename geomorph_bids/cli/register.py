@@ -34,7 +34,7 @@ from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit, interrupted
 from .interrupts import Interrupted, pid_alive, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
                       threads_wait_passively, threads_within_usable_cpus, address_space_problem, out_of_memory)
-from .messages import one_line_warnings, reader_may_go_away
+from .messages import one_line_warnings, reader_may_go_away, say
 from .parser import REFINE_HELP, OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, device, hemisphere
 from ..resources import bundled_models
 
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "tpl-fsaverage, custom tpl-<label>). fsaverage's maps come at full resolution from "
                         "--template-dir, $TEMPLATEFLOW_HOME, $SUBJECTS_DIR/fsaverage or "
                         "$FREESURFER_HOME/subjects/fsaverage when one has them, else the bundled low-resolution "
-                        "maps (docs/templates.md)")
+                        "maps (the source repository's docs/templates.md)")
     p.add_argument("--template-dir", default=None, metavar="DIR|bundled",
                    help="take the template's maps from this folder first (a FreeSurfer subject folder or a "
                         "TemplateFlow folder); 'bundled': the bundled maps only")
@@ -180,7 +180,7 @@ def _hemi_from_name(sphere: Path) -> str:
         raise SystemExit(f"{_PROG}: error: --hemi is required: {sphere.name} does not say which hemisphere it is"
                          + (" (it says both)" if declared else ""))
     hemi = declared.pop()
-    print(f"{_PROG}: note: --hemi {hemi} (from {sphere.name})", file=sys.stderr)
+    say(f"{_PROG}: note: --hemi {hemi} (from {sphere.name})", file=sys.stderr)
     return hemi
 
 
@@ -223,6 +223,8 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     choice = resolve_model(model, template.label, refine=optimise)
     refuse_mirrored_right(choice.name, choice.mirrored, template.base, (hemi,))
     tpl_hemi = choice.template_hemi(hemi)
+    if choice.kind == "network":  # the template's maps first, as geomorph-bids reads them: a map an uninstalled
+        template.load(tpl_hemi, choice.channels)  # package provides (brainspace) is named before the inputs' channels
     offered = template.features(tpl_hemi)
     _check_feature_names(features, offered)
     if choice.kind != "network":  # a network's channels are checked when it is loaded
@@ -236,20 +238,20 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     if choice.kind != "network":  # without a network: the features given that the template has
         maps = {n: v for n, v in maps.items() if n in template.features(tpl_hemi)}
         for name in (n for n in given if n not in maps):  # never dropped in silence
-            print(f"{_PROG}: note: --feature {name} is not used by the registration: template {template.label} has "
-                  f"no {name} map " + ("(resampled to --features-out only)" if features_out is not None
-                                       else "(give --features-out to have it resampled)"), file=sys.stderr)
+            say(f"{_PROG}: note: --feature {name} is not used by the registration: template {template.label} has "
+                f"no {name} map " + ("(resampled to --features-out only)" if features_out is not None
+                                     else "(give --features-out to have it resampled)"), file=sys.stderr)
     for line in template.warnings(choice.channels if choice.kind == "network" else tuple(maps), (tpl_hemi,)):
-        print(f"{_PROG}: warning: {line}", file=sys.stderr)
+        say(f"{_PROG}: warning: {line}", file=sys.stderr)
     for line in template.info:
-        print(f"{_PROG}: note: {line}", file=sys.stderr)
+        say(f"{_PROG}: note: {line}", file=sys.stderr)
     # which maps, and for a folder how many vertices (the full fsaverage's 163,842, or an fsaverage5 in its place)
     print(f"template maps: hemi-{hemi}: "
           f"{template.describe(choice.channels if choice.kind == 'network' else tuple(maps), (tpl_hemi,), vertices=True)}",
           flush=True)
     low = template.low_resolution_note(choice.channels if choice.kind == "network" else tuple(maps), tpl_hemi)
     if low:  # geomorph-bids' note, less its --fs-subjects-dir (not an option of this command)
-        print(f"{_PROG}: note: hemi-{hemi} {low.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)
+        say(f"{_PROG}: note: hemi-{hemi} {low.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)
     result = register(moving, maps, template=template, hemi=hemi, device=choice.resolve_device(device),
                       reg_sphere=reg, quality=quality, **choice.register_arguments())
 
@@ -349,8 +351,8 @@ def _remove_killed_runs_folders(folder: Path) -> list[Path]:
         shutil.rmtree(stale, ignore_errors=True)
         if not stale.exists():
             removed.append(stale)
-            print(f"{_PROG}: note: removed {stale}, the temporary folder of a run that was killed ({why})",
-                  file=sys.stderr)
+            say(f"{_PROG}: note: removed {stale}, the temporary folder of a run that was killed ({why})",
+                file=sys.stderr)
     return removed
 
 
@@ -517,7 +519,7 @@ def _flagged_exit(rows: list[dict]) -> int:
     code (3 when any was, else 0)."""
     flagged = [r for r in rows if r["quality"]["flagged"]]
     for r in flagged:
-        print(f"{_PROG}: FLAGGED hemi-{r['hemi']}: {'; '.join(r['quality']['reasons'])}", file=sys.stderr)
+        say(f"{_PROG}: FLAGGED hemi-{r['hemi']}: {'; '.join(r['quality']['reasons'])}", file=sys.stderr)
     return EXIT_FLAGGED if flagged else EXIT_OK
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .failures import Failure
+from .messages import say
 
 __all__ = ["print_summary", "print_same_inputs", "build_reports", "print_reports"]
 
@@ -41,14 +42,15 @@ def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Pa
         print(f"{prog}: {len(failures)} failure(s)" + ("; outputs of the others are kept:" if rows else
                                                        ": no hemisphere registered:"), file=sys.stderr)
         for f in failures:
-            print(f"  FAILED {f.line()}", file=sys.stderr)
+            say(f"  FAILED {f.line()}", file=sys.stderr)
     if flagged:
         print(f"{prog}: {len(flagged)} hemisphere(s) written but flagged by the quality gates "
-              "(docs/troubleshooting.md; thresholds: --min-cc, --min-cc-other, --max-distortion, --max-folds, "
+              "(the source repository's docs/troubleshooting.md; thresholds: --min-cc, --min-cc-other, "
+              "--max-distortion, --max-folds, "
               "--identity-margin):",
               file=sys.stderr)
         for f in flagged:
-            print(f"  FLAGGED {f.line()}", file=sys.stderr)
+            say(f"  FLAGGED {f.line()}", file=sys.stderr)
 
 
 def print_same_inputs(rows: Sequence[tuple], output_dir: Path, prog: str) -> None:
@@ -61,8 +63,8 @@ def print_same_inputs(rows: Sequence[tuple], output_dir: Path, prog: str) -> Non
     sets = same_inputs((entities(job.subject, job.inputs.hemis[hemi].session or job.session), hemi, registration)
                        for job, hemi, registration, *_ in rows)
     if sets:
-        print(f"{prog}: warning: {same_inputs_text(sets)} The group level would count each as a participant of its "
-              f"own: remove the copy from the inputs and its outputs from {output_dir}", file=sys.stderr)
+        say(f"{prog}: warning: {same_inputs_text(sets)} The group level would count each as a participant of its "
+            f"own: remove the copy from the inputs and its outputs from {output_dir}", file=sys.stderr)
 
 
 def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[str] | None = None,
@@ -91,12 +93,12 @@ def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[s
             if o.kept and kept is not None:
                 kept.append(o.path)
             if line := incomplete_report_line(o):
-                print(f"{prog}: warning: {line}", file=sys.stderr)
+                say(f"{prog}: warning: {line}", file=sys.stderr)
         elif failed is not None:
             failed.append(o.subject)
-            print(f"{prog}: FAILED sub-{o.subject}: report not written: {o.error}", file=sys.stderr)
+            say(f"{prog}: FAILED sub-{o.subject}: report not written: {o.error}", file=sys.stderr)
         else:
-            print(f"{prog}: warning: sub-{o.subject}: report not written: {o.error}", file=sys.stderr)
+            say(f"{prog}: warning: sub-{o.subject}: report not written: {o.error}", file=sys.stderr)
     return made
 
 

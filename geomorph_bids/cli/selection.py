@@ -20,6 +20,7 @@ from ..io.limits import read_json_bounded
 from .failures import Failure
 from .paths import InputFolders
 from .preflight import name_max, path_max, work_dir_too_deep
+from .messages import say
 
 if TYPE_CHECKING:
     from ..workflows.config import RunConfig
@@ -388,7 +389,7 @@ def collect_jobs(args: argparse.Namespace, features: Sequence[str], inputs: Inpu
     notes: list[str] = []
     filt = read_filter(args.bids_filter_file, notes)
     for line in notes:
-        print(f"geomorph-bids: note: {line}", file=sys.stderr)
+        say(f"geomorph-bids: note: {line}", file=sys.stderr)
     listing: list[list[str]] = []
 
     def known() -> list[str]:
@@ -611,7 +612,7 @@ def collect_jobs(args: argparse.Namespace, features: Sequence[str], inputs: Inpu
                     continue
                 per_session = _sessions_of(subject, inputs, anatomical=True, notes=notes)
                 for line in notes:
-                    print(f"geomorph-bids: note: {line}", file=sys.stderr)
+                    say(f"geomorph-bids: note: {line}", file=sys.stderr)
                 notes.clear()
                 if not per_session:
                     if found is not None:
@@ -654,10 +655,10 @@ def _shared_anatomy_once(jobs: list, failures: list[Failure]) -> tuple[list, lis
             continue
         if job.subject not in shared and not any(j.subject == job.subject and j.session is None for j in jobs):
             kept.append(replace(job, session=None))
-            print(f"geomorph-bids: note: sub-{job.subject}: its anatomy has no session "
-                  f"({hemis[0].sphere.parent}): it is registered once for every session, and written without "
-                  f"a session (sub-{job.subject}/anat), where fMRIPrep (before 25.2's --subject-anatomical-reference "
-                  "sessionwise) and sMRIPrep look for it", file=sys.stderr)
+            say(f"geomorph-bids: note: sub-{job.subject}: its anatomy has no session "
+                f"({hemis[0].sphere.parent}): it is registered once for every session, and written without "
+                f"a session (sub-{job.subject}/anat), where fMRIPrep (before 25.2's --subject-anatomical-reference "
+                "sessionwise) and sMRIPrep look for it", file=sys.stderr)
         shared.setdefault(job.subject, []).append(job.session)
     if not shared:
         return jobs, failures

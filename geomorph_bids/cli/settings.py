@@ -29,7 +29,7 @@ from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..workflows.config import RunConfig
 from .paths import geomorph_bids_output
 from .machine import REGISTRATION_NEEDS_GB, total_memory_gb, usable_cpus
-from .messages import shell_word
+from .messages import say, shell_word
 from .parser import parse_derivatives
 
 #: command-line option -> QualityThresholds field
@@ -98,7 +98,7 @@ def resolve_template_and_model(args: argparse.Namespace, prog: str = "geomorph-b
     refuse_other_hemisphere(model, args.hemi)
     hemis = sorted({model.template_hemi(h) for h in args.hemi})
     for line in template.warnings(model.channels, hemis):
-        print(f"{prog}: warning: {line}", file=sys.stderr)
+        say(f"{prog}: warning: {line}", file=sys.stderr)
     # the default registration's maps where the template has them all (fsaverage: sulc + curv): say
     # when the template's source lacks one and the registration goes on with fewer
     full = optimiser(template.label).channels if model.kind == "optimise" else model.channels
@@ -106,11 +106,11 @@ def resolve_template_and_model(args: argparse.Namespace, prog: str = "geomorph-b
     lacking = sorted({src.describe() for h in hemis if (src := template.source(h, model.channels)) is not None
                       and any(c not in src.maps for c in missing)})
     if missing and lacking:
-        print(f"{prog}: note: the default registration uses {', '.join(model.channels)} alone: the template's maps "
-              f"({'; '.join(lacking)}) have no {', '.join(missing)}, which it adds where they have it "
-              "(docs/templates.md)", file=sys.stderr)
+        say(f"{prog}: note: the default registration uses {', '.join(model.channels)} alone: the template's maps "
+            f"({'; '.join(lacking)}) have no {', '.join(missing)}, which it adds where they have it "
+            "(the source repository's docs/templates.md)", file=sys.stderr)
     for line in template.info:
-        print(f"{prog}: note: {line}", file=sys.stderr)
+        say(f"{prog}: note: {line}", file=sys.stderr)
     for hemi in hemis:
         try:
             template.load(hemi, model.channels)
@@ -152,7 +152,7 @@ def resolve_settings(args: argparse.Namespace, output_dir: Path, work_dir: Path,
     sources = {h: load_density_sphere(template.base, h, density, tf_home or None)[2] for h in args.hemi}
     device = model.resolve_device(args.device)
     if note := cpu_fallback_note(args.device, device, model):
-        print(f"geomorph-bids: note: {note}", file=sys.stderr)
+        say(f"geomorph-bids: note: {note}", file=sys.stderr)
     batch = int(getattr(args, "batch_size", None) or 0)
     # batch mode: --nprocs single-threaded workers; the workflow: threads per registration node
     omp = args.omp_nthreads or (1 if batch else max(1, min(8, args.nprocs // 2)))
@@ -284,10 +284,10 @@ def _adopt_freesurfer_folder(args, prog: str) -> bool:
     elif not _looks_like_subjects_dir(folder):
         return False
     args.fs_subjects_dir, args.skip_bids_validation = args.bids_dir, True
-    print(f"{prog}: note: {folder} is a FreeSurfer {'subject' if only else 'SUBJECTS_DIR'}, not a BIDS dataset: "
-          f"read as {shell_word(args.bids_dir)} --skip-bids-validation --fs-subjects-dir "
-          f"{shell_word(args.bids_dir)}{only}",
-          file=sys.stderr)
+    say(f"{prog}: note: {folder} is a FreeSurfer {'subject' if only else 'SUBJECTS_DIR'}, not a BIDS dataset: "
+        f"read as {shell_word(args.bids_dir)} --skip-bids-validation --fs-subjects-dir "
+        f"{shell_word(args.bids_dir)}{only}",
+        file=sys.stderr)
     return True
 
 
@@ -432,7 +432,7 @@ def validate_resources(args: argparse.Namespace, prog: str = "geomorph-bids") ->
                      f"(half of the {per_worker:.1f} GB available to each of --nprocs {args.nprocs} worker(s))")
         args.batch_size = most
     for note in notes:
-        print(f"{prog}: warning: {note}", file=sys.stderr)
+        say(f"{prog}: warning: {note}", file=sys.stderr)
     return notes
 
 

@@ -37,7 +37,7 @@ from .exit_codes import EXIT_OK, HANDLED, error_exit, interrupted
 from .interrupts import Interrupted, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
                       threads_within_usable_cpus)
-from .messages import reader_may_go_away
+from .messages import reader_may_go_away, say
 from ..sphere.icosphere import MAX_LEVEL
 from .parser import ExtendAction, Parser, _count, _DefaultsOnce, _finite, _positive_int, device
 
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-fraction", type=_real(0, 1, below=True), default=0.1, help="share held out for validation")
     g.add_argument("--sources", type=Path, default=None, metavar="BANK.npz",
                    help="generate training pairs on the fly (new ones every batch, with their true warp) "
-                        "from this bank of real maps (scripts/build_training_sources.py)")
+                        "from this bank of real maps (the source repository's scripts/build_training_sources.py)")
     g.add_argument("--source-names", nargs="+", action=ExtendAction, default=None, metavar="NAME",
                    help="bank sources to train on (default: every source of the template with the "
                         "features, minus --holdout)")
@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--teachers", action="store_true",
                    help="with --sources: the true warp of a generated pair starts from its source's teacher "
                         "warp (the per-pair optimiser's registration of the source to the template, stored "
-                        "in the bank by scripts/build_training_sources.py --teachers) instead of taking "
+                        "in the bank by "
+                        "the source repository's scripts/build_training_sources.py --teachers) instead of taking "
                         "the source as aligned with the template: distillation from the optimiser")
     g.add_argument("--warp-deg", type=_real(0, 60, above=True), nargs=2, default=None, metavar=("LO", "HI"),
                    help="with --sources: the largest displacement of the larger generated warps, drawn "
@@ -203,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--passes", type=_whole(1, 64), nargs="+", default=None, metavar="K",
                    help="forward passes register() makes with the network written, one low-pass multiple each "
                         "(e.g. 2 4 8: three passes, each on the moving image as the ones before left it; "
-                        "docs/models.md); default: those of --init's network or of the training --resume continues, else one")
+                        "the source repository's docs/models.md); default: those of --init's network or of the "
+                        "training --resume continues, else one")
     t.add_argument("--save-bf16", action="store_true",
                    help="store model.pt's weights in bfloat16 (half the size; loaded as float32)")
     t.add_argument("--patience", type=_count, default=10, help="early-stopping patience in epochs (0 disables)")
@@ -423,15 +425,15 @@ def _prepare_data(args: argparse.Namespace, log):
             subj = subject_pairs(args.subjects_dir, args.template_ref, args.hemi, tuple(args.features),
                                  level=args.data_level, mirror_right=args.mirror_right)
         for w in said:
-            print(f"geomorph-train: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+            say(f"geomorph-train: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
         s_train, s_val = split_by_subject(subj, args.val_fraction, args.seed)
         log(f"{len(s_train)} training + {0 if s_val is None else len(s_val)} validation hemispheres "
             f"from {len(set(subj.groups))} subjects")
         train_set, val_set = _combine(train_set, s_train), _combine(val_set, s_val)
     if train_set is not None and val_set is None:
-        print("geomorph-train: warning: no subject is held out for validation (--val-fraction "
-              f"{args.val_fraction:g} of {args.synthetic or 'the'} subject(s)): the best epoch is chosen on the "
-              "training loss and the model card's validation figures are the training set's", file=sys.stderr)
+        say("geomorph-train: warning: no subject is held out for validation (--val-fraction "
+            f"{args.val_fraction:g} of {args.synthetic or 'the'} subject(s)): the best epoch is chosen on the "
+            "training loss and the model card's validation figures are the training set's", file=sys.stderr)
     return train_set, val_set
 
 
@@ -447,9 +449,9 @@ def _resolve_template(args: argparse.Namespace, log):
     args.template = ref.label
     hemis = ("L",) if args.mirror_right else (args.hemi,)
     for line in ref.warnings(args.features, hemis):
-        print(f"geomorph-train: warning: {line}", file=sys.stderr)
+        say(f"geomorph-train: warning: {line}", file=sys.stderr)
     for line in ref.info:
-        print(f"geomorph-train: note: {line}", file=sys.stderr)
+        say(f"geomorph-train: note: {line}", file=sys.stderr)
     log(f"template maps: {ref.describe(args.features, hemis)}")
     return ref
 
@@ -462,8 +464,8 @@ def _low_resolution_notes(args: argparse.Namespace) -> None:
     for hemi in ("L",) if args.mirror_right else (args.hemi,):
         low = args.template_ref.low_resolution_note(args.features, hemi)
         if low:
-            print(f"geomorph-train: note: hemi-{hemi} training pairs were {low.replace('--fs-subjects-dir / ', '')}",
-                  file=sys.stderr)
+            say(f"geomorph-train: note: hemi-{hemi} training pairs were {low.replace('--fs-subjects-dir / ', '')}",
+                file=sys.stderr)
 
 
 def _fmt(x, digits: int = 4) -> str:
@@ -587,7 +589,7 @@ def _passes_line(passes: Sequence[int] | None) -> list[str]:
         return []
     return [f"- Inference: **{len(passes)} forward passes** (`config[\"inference\"][\"passes\"] = {list(passes)}`): "
             "each registers the moving map as the passes before left it, its warp low-passed that many times "
-            "the single pass's smoothing (docs/models.md, \"Three forward passes\")"]
+            "the single pass's smoothing (the source repository's docs/models.md, \"Three forward passes\")"]
 
 
 def _real_pairs_note(passes: Sequence[int] | None) -> list[str]:
@@ -761,7 +763,7 @@ def _train(argv: Sequence[str] | None) -> int:
                              "--out, or replace it with --overwrite")
         if args.sources is not None and not Path(args.sources).is_file():
             raise ValueError(f"--sources {args.sources}: no such file (a bank built by "
-                             "scripts/build_training_sources.py)")
+                             "the source repository's scripts/build_training_sources.py)")
         # decided once, before any expensive work: the pairs, the training and the card take this one
         args.device = str(resolve_device(args.device))
         args.template_ref = _resolve_template(args, log)

@@ -271,12 +271,14 @@ def resolve_model(model: str | Path | None, template: str, available: Sequence[s
     if refine in REFINE_CHOICES:
         what = "optimises the warp from a network's" if refine == "full" else "refines a network's warp"
         raise InputError(f"--refine {refine} {what}, and --model {model or 'default'} "
-                         "runs no network: add --model with a network (e.g. sulc-fsaverage; docs/models.md), "
+                         "runs no network: add --model with a network (e.g. sulc-fsaverage; "
+                         "the source repository's docs/models.md), "
                          "or leave --refine out")
     if not refine:
         raise InputError(f"--no-optimise keeps a network's warp without the per-hemisphere refinement, and "
                          f"--model {model or 'default'} runs no network: add --model with a network "
-                         "(e.g. sulc-fsLR, sulc-fsaverage; docs/models.md), or leave --no-optimise out")
+                         "(e.g. sulc-fsLR, sulc-fsaverage; "
+                         "the source repository's docs/models.md), or leave --no-optimise out")
     return choice
 
 

@@ -214,7 +214,8 @@ class SourceBank:
             if teachers:
                 missing += [f"{prefix}{s}/teacher" for s in names if f"{prefix}{s}/teacher" not in keys]
             if missing:
-                how = (" (teacher warps: build the bank with scripts/build_training_sources.py --teachers)"
+                how = (" (teacher warps: build the bank with "
+                       "the source repository's scripts/build_training_sources.py --teachers)"
                        if any(m.endswith("/teacher") for m in missing) else "")
                 raise ValueError(f"{path}: missing arrays {missing[:4]}{' ...' if len(missing) > 4 else ''}{how}")
             fixed = np.stack([z[f"{prefix}fixed/{c}"] for c in channels], axis=1)

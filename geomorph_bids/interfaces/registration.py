@@ -14,6 +14,7 @@ node every process slot (MultiProc then runs nothing else beside it).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,7 @@ class Register(SimpleInterface):
         from ..engine.model_choice import ModelChoice
         from ..engine.register import register
         from ..io import read_feature, read_sphere
+        from ..io.validate import SphereWarning
         from ..io.template_ref import TemplateRef
 
         hemi, subject = self.inputs.hemi, self.inputs.subject or None
@@ -80,10 +82,12 @@ class Register(SimpleInterface):
 
             torch.set_num_threads(int(self.inputs.num_threads))
         try:
-            sphere = read_sphere(self.inputs.sphere)
+            with warnings.catch_warnings():  # LoadFeatures' copies: what a SphereWarning says of them (a mesh
+                warnings.simplefilter("ignore", SphereWarning)  # past MAX_VERTICES) was said of the user's file
+                sphere = read_sphere(self.inputs.sphere)
+                reg = read_sphere(self.inputs.sphere_reg).vertices if isdefined(self.inputs.sphere_reg) else None
             files = dict(zip(names, self.inputs.feature_files))
             maps = {c: read_feature(files[c], n_vertices=len(sphere.vertices)) for c in channels}
-            reg = read_sphere(self.inputs.sphere_reg).vertices if isdefined(self.inputs.sphere_reg) else None
             template = TemplateRef.from_dict(self.inputs.template)
             cortex = self.inputs.cortex_mask if isdefined(self.inputs.cortex_mask) else None
             device = self.inputs.device

@@ -865,7 +865,8 @@ def _cat12_hint(subj: Path, session: str | None, hemi: str) -> str | None:
         if spheres:
             return (f"cat12 {surf}: CAT12's layout ({spheres[0]}), which is not read: CAT12 writes no sulc of "
                     f"FreeSurfer's kind ({h}.sqrtsulc is the square root of sulcal depth); register this subject from "
-                    "a FreeSurfer or FastSurfer run (docs/troubleshooting.md, Surfaces from other FreeSurfer versions "
+                    "a FreeSurfer or FastSurfer run "
+                    "(the source repository's docs/troubleshooting.md, Surfaces from other FreeSurfer versions "
                     "and other producers)")
     return None
 

@@ -10,6 +10,7 @@ naming the file.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -20,7 +21,7 @@ import numpy as np
 from geomorph_bids.errors import InputError
 from geomorph_bids.io import cifti, freesurfer, gifti
 from geomorph_bids.io.limits import MAX_MAPS, MAX_VERTICES, decompress_bounded, map_max_bytes, read_bounded, regular_file
-from geomorph_bids.io.validate import (SPHERE_RADIUS, check_finite, check_mesh, check_vertex_count,
+from geomorph_bids.io.validate import (SPHERE_RADIUS, SphereWarning, check_finite, check_mesh, check_vertex_count,
                                        hemi_code, validate_sphere)
 from geomorph_bids.io.quiet import quiet_warnings
 
@@ -160,6 +161,10 @@ def read_sphere(path: str | Path, *, radius: float = SPHERE_RADIUS, max_folded: 
       fewer are tolerated with a warning): InputError with the count.
     """
     s = read_surface(path)
+    if len(s.vertices) > MAX_VERTICES:  # the file limits bound its bytes only: a larger mesh is read, never tested
+        warnings.warn(f"{s.path}: {len(s.vertices):,} vertices, more than the {MAX_VERTICES:,} of the largest mesh "
+                      "geomorph-bids is sized for (io.limits.MAX_VERTICES, 12.8 times FreeSurfer's fsaverage): it is "
+                      "registered, but its memory and time are beyond those measured", SphereWarning, stacklevel=2)
     v, f = validate_sphere(s.vertices, s.faces, s.path, radius=radius, max_folded=max_folded)
     given = None if f is s.faces or np.array_equal(f, s.faces) else np.asarray(s.faces, dtype=np.int64)
     return Sphere(v, f, s.path, s.meta, given_faces=given)

@@ -93,13 +93,14 @@ _MIN_AGREEMENT = 0.5
 LOW_RESOLUTION_NOTE = (
     "registered to the bundled low-resolution fsaverage (built from fsaverage5's 10,242 vertices, without the "
     "fine folds of FreeSurfer's 163,842-vertex fsaverage, to which registrations are more accurate: "
-    "docs/templates.md). To use the full one: --template-dir $FREESURFER_HOME/subjects/fsaverage (any FreeSurfer "
+    "the source repository's docs/templates.md). To use the full one: --template-dir "
+    "$FREESURFER_HOME/subjects/fsaverage (any FreeSurfer "
     "fsaverage folder), or --fs-subjects-dir / SUBJECTS_DIR pointing at a folder that holds fsaverage, or "
     "TEMPLATEFLOW_HOME with TemplateFlow's tpl-fsaverage den-164k sphere and sulc files")
 
 #: what the command line says instead when those maps were asked for (``--template-dir bundled``)
 BUNDLED_ASKED_NOTE = ("registered to the bundled low-resolution fsaverage (built from fsaverage5's 10,242 vertices: "
-                      "docs/templates.md), as --template-dir bundled asks")
+                      "the source repository's docs/templates.md), as --template-dir bundled asks")
 
 #: what the reports, read later and by others, say of those maps asked for: chosen on purpose, and where the full
 #: fsaverage would come from
@@ -166,7 +167,7 @@ def low_resolution_note(provenance: Mapping[str, Any], template: str = "fsaverag
             "bundled (built from fsLR's 163,842-vertex refsulc)")
     return (f"registered to {template} maps of {n:,} vertices ({what} {provenance.get('template_source_path', '')}), "
             f"not the full template's {FULL_VERTICES:,} ({guess}): registrations to the full one are more accurate "
-            f"(docs/templates.md). To use it: {full}")
+            f"(the source repository's docs/templates.md). To use it: {full}")
 
 
 def describe_provenance(provenance: Mapping[str, Any]) -> str:

@@ -140,7 +140,7 @@ def load_template(name: str, hemi: str, features: tuple[str, ...] | list[str] = 
 
         need = sorted({p for p in (template_feature_package(name, f) for f in missing) if p})
         hint = (f" ({', '.join(missing)} {'come' if len(missing) > 1 else 'comes'} from the {', '.join(need)} package: "
-                "pip install 'geomorph-bids[multimodal]' or bash scripts/install.sh --multimodal)" if need else "")
+                "pip install 'geomorph-bids[multimodal]')" if need else "")
         raise ValueError(f"template {name} has no feature {', '.join(missing)}; it has: "
                          f"{', '.join(available[name])}{hint}")
     vertices, faces = icosphere(TEMPLATE_LEVEL)

@@ -322,7 +322,7 @@ _PATTERNS: tuple[tuple[str, str, str | None], ...] = (
      "log2 ratio"),
     (r"R_(.+)", "log2 local-affine anisotropy (the report's shape distortion): {0}", "log2 ratio"),
     (r"seconds_(.+)", "Wall time of the registration's {0} step", "s"),
-    (r"template_(.+)", "Template provenance: {0} (docs/templates.md)", None),
+    (r"template_(.+)", "Template provenance: {0} (the source repository's docs/templates.md)", None),
 )
 
 #: the statistic a J_/R_ column's suffix names

@@ -142,3 +142,41 @@ def test_every_error_line_escapes_a_control_character_usage_errors_and_raised_ex
         launch("geomorph_bids.cli.bids", "geomorph-bids")
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == "geomorph-bids: error: unrecognized arguments: x\\x1b[31my"
+def _ends(word: str) -> str:
+    """A word of over 500 characters as a message line shows it (``one_line``)."""
+    return f"{word[:100]}...({len(word) - 200} characters)...{word[-100:]}"
+
+
+def test_warning_and_failed_lines_escape_control_characters_and_shorten_a_huge_path(capsys, tmp_path):
+    """``warning:`` and ``FAILED`` lines were printed where they were made: ``--derivatives $'a\\x1b[31mb=DIR'``
+    of an empty folder printed the ESC raw (the terminal turned red) and a folder of 3,000 characters whole, twice
+    in the FAILED line. They go through ``messages.say`` now, which writes them as ``one_line`` writes an
+    ``error:`` line."""
+    from geomorph_bids.cli.bids import main
+
+    bids = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example"
+    huge = tmp_path.joinpath(*["d" * 200] * 15)
+    huge.mkdir(parents=True)
+    assert main([str(bids), str(tmp_path / "out"), "participant", "--derivatives", f"a\x1b[31mb={huge}",
+                 "--participant-label", "99"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    shown = "a\\x1b[31mb=" + str(huge)
+    assert err[0] == (f"geomorph-bids: warning: --derivatives {_ends(shown)} holds no subject (no "
+                      "sub-* folder, HCP or FreeSurfer subject, nor a smriprep/ or fmriprep/ folder with sub-*): "
+                      "nothing is read from it")
+    assert err[1] == "geomorph-bids: 1 failure(s): no hemisphere registered:"
+    assert err[2].startswith("  FAILED sub-99 hemi-L,R: not found; available: 01; ")
+    assert f"searched: {_ends(str(huge))} (empty: a DataLad subdataset not installed? datalad get -n " \
+           f"{_ends(str(huge) + '),')} " in err[2]
+    assert len(err) == 3 and all("\x1b" not in line and len(line) < 1500 for line in err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_python_warning_line_escapes_control_characters(capsys):
+    import warnings
+
+    from geomorph_bids.cli.messages import one_line_warnings
+
+    with one_line_warnings("geomorph-train"):
+        warnings.warn("sub-\x1b[2Ja: odd\nname", UserWarning)
+    assert capsys.readouterr().err == "geomorph-train: warning: sub-\\x1b[2Ja: odd name\n"

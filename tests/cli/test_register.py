@@ -227,6 +227,26 @@ def test_model_for_other_channels_is_refused(tmp_path, capsys):
     assert not out.parent.exists() or not any(out.parent.iterdir())
 
 
+def test_a_network_whose_template_maps_need_an_uninstalled_package_names_it(tmp_path, monkeypatch, capsys):
+    """multimodal-fsLR's curv and myelin template maps come from brainspace: without it, geomorph-register
+    said ``input has [sulc] (missing: curv, myelin)`` and named no package; now the template's maps are
+    read first, as geomorph-bids reads them, and the line names brainspace and the pip command."""
+    import geomorph_bids.resources as resources
+
+    real = resources.package_file
+    monkeypatch.setattr(resources, "package_file",
+                        lambda package, relative: None if package == "brainspace" else real(package, relative))
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "out" / "lh_sphere.surf.gii"
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}",
+                 "--model", "multimodal-fsLR", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1] == (
+        "geomorph-register: error: template fsLR has no feature curv, myelin; it has: sulc (curv, myelin come from "
+        "the brainspace package: pip install 'geomorph-bids[multimodal]')")
+    assert not out.parent.exists()
+
+
 @pytest.mark.parametrize("hemi", ["L", "R"])
 def test_sphere_reg_path_lands_in_fslr(tmp_path, fsaverage5, example_true_rotation, hemi):
     """The example's sphere.reg is the unrotated fsaverage5 sphere (fsaverage space): the
@@ -767,7 +787,7 @@ def test_the_bundled_low_resolution_fsaverage_is_said_on_one_line(tmp_path, monk
     assert main([*args, "--template-dir", "bundled"]) == 0
     assert [line for line in capsys.readouterr().err.splitlines() if "low-resolution" in line] == [
         "geomorph-register: note: hemi-L registered to the bundled low-resolution fsaverage (built from fsaverage5's "
-        "10,242 vertices: docs/templates.md), as --template-dir bundled asks"]
+        "10,242 vertices: the source repository's docs/templates.md), as --template-dir bundled asks"]
     tiny_fsaverage(tmp_path / "subjects", hemis=("L",), maps=("sulc",))
     monkeypatch.setenv("SUBJECTS_DIR", str(tmp_path / "subjects"))
     assert main(args) == 0

@@ -52,7 +52,8 @@ def test_the_default_registration_without_the_templates_curv_says_it_uses_sulc_a
     channels, notes = resolve(partial)
     assert channels == ("sulc",)
     assert notes == [f"geomorph-bids: note: the default registration uses sulc alone: the template's maps "
-                     f"(folder fsaverage {partial}) have no curv, which it adds where they have it (docs/templates.md)"]
+                     f"(folder fsaverage {partial}) have no curv, which it adds where they have it "
+                     "(the source repository's docs/templates.md)"]
     assert resolve(full) == (("sulc", "curv"), [])
     assert resolve(partial, "--model", "rigid")[1] == []
 

@@ -890,7 +890,8 @@ def test_a_cat12_folder_among_the_derivatives_is_named_as_not_read(bids: Path) -
         discover("01", bids)
     assert (f"hemi-L: cat12 {surf}: CAT12's layout (lh.sphere.sub-01_T1w.gii), which is not read: CAT12 writes no "
             "sulc of FreeSurfer's kind (lh.sqrtsulc is the square root of sulcal depth); register this subject from a "
-            "FreeSurfer or FastSurfer run (docs/troubleshooting.md, Surfaces from other FreeSurfer versions and other "
+            "FreeSurfer or FastSurfer run (the source repository's docs/troubleshooting.md, Surfaces from other "
+            "FreeSurfer versions and other "
             "producers); looked for ") in str(exc.value)
     make_fs(bids / "derivatives" / "freesurfer", "sub-01")       # with a FreeSurfer run beside it: read, no word
     assert sorted(discover("01", bids).hemis) == ["L", "R"]

@@ -438,3 +438,27 @@ def test_the_input_loader_refuses_a_sphere_too_coarse_to_register_naming_the_use
     nfs.write_geometry(str(sphere), v, f)
     nfs.write_morph_data(str(sulc), (v[:, 2] / 100).astype(np.float32))
     assert read_hemisphere(sphere, {"sulc": sulc}).sphere.vertices.shape == (162, 3)
+
+
+def test_a_sphere_past_the_largest_mesh_is_read_with_one_warning(tmp_path, monkeypatch):
+    """``io.limits.MAX_VERTICES`` (2,097,152) bounded the file's bytes only: a 2.6M-vertex (ico-9) sphere was read
+    and registered and nothing said it was past the largest mesh the limits are sized for. It is still read (the
+    same vertices), with one SphereWarning naming the file and both counts (the bound lowered here to 600, an
+    ico-3 sphere of 642 being the mesh past it)."""
+    import geomorph_bids.io.surfaces as surfaces
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(3)
+    path = tmp_path / "lh.sphere"
+    nfs.write_geometry(str(path), v, f)  # radius 100
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        quiet = read_sphere(path)  # at the bound's own value: no word
+    monkeypatch.setattr(surfaces, "MAX_VERTICES", 600)
+    with pytest.warns(SphereWarning) as said:
+        loud = read_sphere(path)
+    assert [str(w.message) for w in said] == [
+        f"{path}: 642 vertices, more than the 600 of the largest mesh geomorph-bids is sized for "
+        "(io.limits.MAX_VERTICES, 12.8 times FreeSurfer's fsaverage): it is registered, but its memory and time are "
+        "beyond those measured"]
+    np.testing.assert_array_equal(loud.vertices, quiet.vertices)

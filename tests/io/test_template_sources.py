@@ -534,7 +534,7 @@ def test_the_bundled_maps_asked_for_give_no_low_resolution_warning(monkeypatch):
     asked = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment("bundled", environ={}))
     assert asked.bundled_asked and asked.low_resolution_note(("sulc",), "L") == BUNDLED_ASKED_NOTE
     assert BUNDLED_ASKED_NOTE == ("registered to the bundled low-resolution fsaverage (built from fsaverage5's "
-                                  "10,242 vertices: docs/templates.md), as --template-dir bundled asks")
+                                  "10,242 vertices: the source repository's docs/templates.md), as --template-dir bundled asks")
     searched = resolve_template_ref("fsaverage", where=TemplateSearch.from_environment(None, environ={}))
     assert not searched.bundled_asked and searched.low_resolution_note(("sulc",), "L") == LOW_RESOLUTION_NOTE
 
