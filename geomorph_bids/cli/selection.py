@@ -598,7 +598,7 @@ def collect_jobs(args: argparse.Namespace, features: Sequence[str], inputs: Inpu
                     except DiscoveryError as exc:
                         found, error = None, exc
 
-                def say() -> None:
+                def warn_again() -> None:
                     for w in said:
                         warnings.warn(w.message, w.category, stacklevel=2)
                 # anatomy shared by the sessions (sub-X/anat, a FreeSurfer sub-X): one job. Anatomy found
@@ -606,7 +606,7 @@ def collect_jobs(args: argparse.Namespace, features: Sequence[str], inputs: Inpu
                 # from a lone ses-* folder per hemisphere, ses-1's hemi-R was registered beside a failed
                 # hemi-L "in several sessions" and the other sessions were never processed)
                 if found is not None and all(h.session is None for h in found.hemis.values()):
-                    say()
+                    warn_again()
                     passed_over(subject, found)
                     add(subject, None, found)
                     continue
@@ -616,7 +616,7 @@ def collect_jobs(args: argparse.Namespace, features: Sequence[str], inputs: Inpu
                 notes.clear()
                 if not per_session:
                     if found is not None:
-                        say()
+                        warn_again()
                         add(subject, None, found)
                     else:
                         failures.append(Failure(subject, None, ",".join(hemis), reason(subject, error)))
