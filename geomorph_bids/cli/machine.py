@@ -185,18 +185,16 @@ def out_of_memory(exc: MemoryError, n_vertices: int | None = None) -> str:
     small, large = REGISTRATION_NEEDS_GB[10242], REGISTRATION_NEEDS_GB[163842]
     if n_vertices is not None and n_vertices > 163842:  # a high-resolution mesh: the range above would not do
         need = registration_needs_gb(n_vertices)
-        if limit is not None:
-            where = (f"the address-space limit (ulimit -v) is {limit:.2f} GB; a registration of this {n_vertices:,}-vertex "
-                     f"sphere needs about {need[1]:g} GB of it: raise it")
-        else:
-            where = (f"this process may use {total_memory_gb():.1f} GB; a registration of this {n_vertices:,}-vertex "
-                     f"sphere needs about {need[0]:g} GB: give it more memory")
-    elif limit is not None:
-        where = (f"the address-space limit (ulimit -v) is {limit:.2f} GB; a registration needs about {small[1]:.2g} "
-                 f"GB of it (10,242 vertices) to {large[1]:.2g} GB (163,842): raise it")
+        who = f"a registration of this {n_vertices:,}-vertex sphere"
+        space, memory = f"{need[1]:g} GB of it", f"{need[0]:g} GB"
     else:
-        where = (f"this process may use {total_memory_gb():.1f} GB; a registration needs about {small[0]:.2g} GB "
-                 f"(10,242 vertices) to {large[0]:.2g} GB (163,842): give it more memory")
+        who = "a registration"
+        space = f"{small[1]:.2g} GB of it (10,242 vertices) to {large[1]:.2g} GB (163,842)"
+        memory = f"{small[0]:.2g} GB (10,242 vertices) to {large[0]:.2g} GB (163,842)"
+    if limit is not None:
+        where = f"the address-space limit (ulimit -v) is {limit:.2f} GB; {who} needs about {space}: raise it"
+    else:
+        where = f"this process may use {total_memory_gb():.1f} GB; {who} needs about {memory}: give it more memory"
     return f"out of memory ({what}); {where}"
 
 
