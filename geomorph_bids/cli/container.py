@@ -48,11 +48,11 @@ def unbound_hint(path: str | Path, read_only: bool = True,
     return f"; in this container only the image's files and the folders bound into it are there: bind it ({bind})"
 
 
-def unmapped_owner_note(uid: int) -> str:
+def unmapped_owner_note(uid: int, example: str = "") -> str:
     """Why a folder belongs to ``nobody`` (``uid`` the :data:`OVERFLOW_UID`): a user namespace shows so
-    what belongs to root or to any user it does not map, a shared ``/tmp`` bound into an Apptainer
-    container among them. Empty for another ``uid``."""
+    what belongs to root or to any user it does not map (``example``: one such folder, said after a
+    colon). Empty for another ``uid``."""
     if uid != OVERFLOW_UID:
         return ""
     return (f" (uid {OVERFLOW_UID} is how a user namespace, Apptainer without setuid or rootless podman, shows a file "
-            "of root or of any user it does not map: a shared /tmp bound as the work folder is one)")
+            f"of root or of any user it does not map{': ' + example if example else ''})")

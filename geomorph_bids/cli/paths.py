@@ -264,7 +264,8 @@ def check_work_folder(work_dir: Path, subjects: Sequence[str] | None = None) -> 
     trusted = {me, 0} | ({owner} if me == 0 else set())
     if owner not in trusted:
         # deleting WORK/geomorph_wf does not help here: the folder itself is another user's
-        _refuse(f"is owned by {_user(owner)}, not by you: that user can put files in it{unmapped_owner_note(owner)}; "
+        _refuse(f"is owned by {_user(owner)}, not by you: that user can put files in it"
+                f"{unmapped_owner_note(owner, 'a shared /tmp bound as the work folder is one')}; "
                 f"{PICKLES}: use a work folder of your own (-w){_own_work_folder_hint(work_dir)}", work_dir)
     top = work_dir / TOP_WF_NAME
     if not top.is_dir() or top.is_symlink():
