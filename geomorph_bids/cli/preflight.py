@@ -138,6 +138,9 @@ def _container_hint(role: str, folder: Path, err: int) -> str:
     if under_apptainer() and err != errno.EROFS and near != near.parent:
         return ""  # Apptainer runs as the user who started it: a folder of someone else's, as outside (_owner_hint)
     if err == errno.EROFS or near == near.parent:  # the image itself, or a read-only bind
+        if under_apptainer():  # (Docker's --read-only and -v mean nothing there)
+            return (f"; in this container only folders bound writable can be written: bind a host folder you own "
+                    f"there, not :ro (apptainer run -B /path/on/host:{folder})")
         extra = ("; or give the container a writable /tmp (docker run --read-only --tmpfs /tmp)"
                  if role == "work" else "")
         return (f"; in this container only folders bound writable can be written: bind a host folder you own "

@@ -146,7 +146,9 @@ def test_a_folder_of_someone_elses_under_apptainer_is_named_as_outside(tmp_path,
     """Apptainer runs as the user who started it: `/out belongs to uid 65534 ...: run the container as
     the folder's owner (docker run -u "$(id -u):$(id -g)" ...)` was the Docker image's advice, which
     means nothing there. Now the line says whose the folder is and who this run is, as outside a
-    container, with why a folder shows as nobody's in a user namespace."""
+    container, with why a folder shows as nobody's in a user namespace. A folder not bound (`--no-home
+    -B /data ... -w /scratch/hpc/w`) was told `docker run -v ..., apptainer run -B ...; or give the
+    container a writable /tmp (docker run --read-only --tmpfs /tmp)`: now Apptainer's bind alone."""
     out = tmp_path / "out"
     out.mkdir()
     owner = out.stat().st_uid
@@ -161,4 +163,8 @@ def test_a_folder_of_someone_elses_under_apptainer_is_named_as_outside(tmp_path,
     assert (f"(uid {owner} is how a user namespace, Apptainer without setuid or rootless podman, shows a file of "
             "root or of any user it does not map), and this run is " in text)
     assert "docker run -u" not in text
-    assert pf._container_hint("output", out, errno.EROFS).startswith("; in this container only folders bound")
+    # a folder not bound (`--no-home`, `-w /scratch/...` without `-B /scratch`): Apptainer's bind alone
+    work = tmp_path / "scratch" / "w"
+    assert pf._container_hint("work", work, errno.EROFS) == (
+        f"; in this container only folders bound writable can be written: bind a host folder you own there, not :ro "
+        f"(apptainer run -B /path/on/host:{work})")
