@@ -188,15 +188,22 @@ def filesystem_type(folder: Path) -> str:
 
 def apptainer_session_folder(folder: Path) -> str | None:
     """Where ``folder`` lies on the Apptainer container's own memory file system, its mount point
-    (``/tmp``, ``/var/tmp`` or the home: what ``--contain``/``--containall`` make of them, a
-    ``tmpfs`` of the session, 64 MiB by default, gone when the container ends); else None."""
+    (the temporary folder or the home: what ``--contain``/``--containall`` make of ``/tmp``,
+    ``/var/tmp`` and the home, a ``tmpfs`` of the session, 64 MiB by default, gone when the
+    container ends); else None."""
+    import tempfile
+
     if not under_apptainer():
         return None
     near = Path(folder).absolute()
     while not near.exists() and near != near.parent:
         near = near.parent
     point, kind = mount_of(near)
-    own = {"/tmp", "/var/tmp", os.path.realpath(os.path.expanduser("~"))}
+    try:
+        temporary = os.path.realpath(tempfile.gettempdir())
+    except OSError:  # none can be made
+        temporary = None
+    own = {temporary, os.path.realpath(os.path.expanduser("~"))}
     return point if kind == "tmpfs" and point in own else None
 
 
@@ -206,11 +213,11 @@ def _session_hint(role: str, folder: Path) -> str:
     point = apptainer_session_folder(folder)
     if point is None:
         return ""
-    use = "/out ... /out participant" if role == "output" else "/work ... -w /work"
+    use = ":/out ... /out participant" if role == "output" else ":/work ... -w /work"
     return (f"; {point} in this Apptainer container is its own memory file system (apptainer run --containall or "
             f"--contain make /tmp, /var/tmp and the home so, 64 MiB by default), gone with everything in it when the "
             f"run ends: bind a folder of yours for the {role} (mkdir -p it on the host, then apptainer run "
-            f"-B /host/folder/of/yours:{use})")
+            f"-B /host/folder/of/yours{use})")
 
 
 def _root_squash_hint(folder: Path, err: int) -> str:

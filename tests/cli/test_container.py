@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -117,9 +118,10 @@ def test_a_folder_on_the_containers_own_memory_file_system_is_named_as_such(tmp_
     what to bind, and such an output folder is refused as lost, whatever its size; a tmpfs bound
     from the host elsewhere, and runs outside Apptainer, are as before."""
     out, work = tmp_path / "out", tmp_path / "work"
-    monkeypatch.setattr(pf, "mount_of", lambda folder: ("/tmp", "tmpfs"))
+    point = os.path.realpath(tempfile.gettempdir())  # the container's /tmp
+    monkeypatch.setattr(pf, "mount_of", lambda folder: (point, "tmpfs"))
     monkeypatch.setattr(pf, "_free_mb", lambda folder: 64.0)
-    session = ("/tmp in this Apptainer container is its own memory file system (apptainer run --containall or "
+    session = (f"{point} in this Apptainer container is its own memory file system (apptainer run --containall or "
                "--contain make /tmp, /var/tmp and the home so, 64 MiB by default), gone with everything in it when "
                "the run ends: bind a folder of yours for the ")
     with pytest.raises(InputError) as lost:
@@ -136,7 +138,7 @@ def test_a_folder_on_the_containers_own_memory_file_system_is_named_as_such(tmp_
     monkeypatch.setattr(pf, "mount_of", lambda folder: ("/shm", "tmpfs"))  # the host's /dev/shm bound as /shm
     assert pf.check_writable(out, "output")
     _outside(monkeypatch)
-    monkeypatch.setattr(pf, "mount_of", lambda folder: ("/tmp", "tmpfs"))
+    monkeypatch.setattr(pf, "mount_of", lambda folder: (point, "tmpfs"))
     with pytest.raises(InputError) as native:
         pf.check_writable(work, "work")
     assert str(native.value).endswith("needs at least 256 MiB there (disk full?)")
