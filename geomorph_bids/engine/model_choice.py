@@ -115,11 +115,13 @@ class ModelChoice:
         if self.kind == "optimise":
             return "rigid pre-alignment, then the GeoMorph warp optimised for this hemisphere"
         if self.optimise is False:
-            return f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}"
+            return (f"rigid pre-alignment, then the warp of the GeoMorph network {self.name} as it is (no "
+                    "per-hemisphere optimisation)")
         if self.optimise is True:
-            return f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}, refined for this hemisphere"
-        return (f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}, from which the GeoMorph "
-                "warp was optimised for this hemisphere")
+            return (f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}, refined for this "
+                    "hemisphere by a short optimisation")
+        return (f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}, from whose large-scale part "
+                "the GeoMorph warp was optimised for this hemisphere (the optimiser's full schedule)")
 
     def schedule(self) -> Any:
         """The optimiser's schedule the registration runs, an
