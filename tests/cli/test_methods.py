@@ -54,7 +54,7 @@ OPTIMISER = ("cascaded control-point grids at ico-2, ico-3 and ico-4, 60 steps e
 SHORT = ("one control-point grid at ico-4, 30 steps; Adam, learning rate 0.01, minimising 1 - correlation with the "
          "template plus a bending penalty on the whole warp's control-point displacement (weight 16) and a barrier "
          "against folding its triangles (weight 10)")
-HCP = ("Data were provided [in part] by the Human Connectome Project, WU-Minn Consortium (Principal Investigators: "
+HCP = ("Data were provided in part by the Human Connectome Project, WU-Minn Consortium (Principal Investigators: "
        "David Van Essen and Kamil Ugurbil; 1U54MH091657) funded by the 16 NIH Institutes and Centers that support the "
        "NIH Blueprint for Neuroscience Research; and by the McDonnell Center for Systems Neuroscience at Washington "
        "University.")
