@@ -171,3 +171,34 @@ def test_notice_attributes_every_bundled_file_every_package_read_at_run_time_and
             if source in data:
                 assert words[source] in models, (name, source)
     assert "synthetic subjects made from the bundled templates" not in models
+
+
+def test_citation_cff_is_valid_and_says_this_version_licence_and_the_geomorph_paper():
+    """Twenty-fourth session (fix-bl): the repository had no CITATION.cff (GitHub's "Cite this repository",
+    Zenodo and reference managers read it). It is CFF 1.2.0 (checked with cffconvert 2.0.0 --validate, which
+    refuses an unknown key), and its version, licence and preferred citation are the package's and the methods
+    text's; where cffconvert is installed, it validates the file here too."""
+    import importlib.util
+
+    import yaml
+
+    from geomorph_bids import __version__
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software" and cff["message"] and cff["authors"]
+    allowed = {"abstract", "authors", "cff-version", "commit", "contact", "date-released", "doi", "identifiers",
+               "keywords", "license", "license-url", "message", "preferred-citation", "references", "repository",
+               "repository-artifact", "repository-code", "title", "type", "url", "version"}
+    assert set(cff) <= allowed, set(cff) - allowed
+    assert cff["version"] == __version__
+    setup = (ROOT / "setup.cfg").read_text()
+    assert f"license = {cff['license']}\n" in setup
+    paper = cff["preferred-citation"]
+    boilerplate = " ".join((ROOT / "geomorph_bids" / "data" / "boilerplate" / "CITATION.md").read_text().split())
+    assert f"{paper['title']}. {paper['journal']}, {paper['year']}." in boilerplate
+    assert [a["family-names"] for a in paper["authors"]] == ["Suliman", "Williams", "Fawaz", "Robinson"]
+    assert "CITATION.cff" in (ROOT / "MANIFEST.in").read_text()
+    if importlib.util.find_spec("cffconvert") is not None:  # raises jsonschema's ValidationError when invalid
+        from cffconvert.citation import Citation
+
+        Citation((ROOT / "CITATION.cff").read_text()).validate()
