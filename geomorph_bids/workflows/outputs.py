@@ -172,7 +172,7 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
             files.append(OutputFile(paths[key], "sphere_reg_fslr" if carried else "registered_sphere",
                                     unless_flagged=True, meta=sphere_sidecar(
                 key, subject_entities=ent, hemi=h.hemi, template=space, model=model, channels=config.channels,
-                method=config.model.describe(), input_sphere=relative_to(h.sphere, config.bids_dir),
+                method=method, input_sphere=relative_to(h.sphere, config.bids_dir),
                 deformation=deformation_source(h.hemi) if carried else None)))
     return files
 

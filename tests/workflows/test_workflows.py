@@ -261,10 +261,14 @@ def test_the_sidecars_say_how_each_hemisphere_was_registered(tmp_path):
     from geomorph_bids.workflows.outputs import hemisphere_files
 
     def method(model, refine, hemi):
-        config = replace(_config(tmp_path), model=resolve_model(model, "fsLR", refine=refine), features=("sulc",))
+        config = replace(_config(tmp_path), model=resolve_model(model, "fsLR", refine=refine), features=("sulc",),
+                         fmriprep_compat=True)
         meta = {f.path.name: f.meta for f in hemisphere_files(_hemi(tmp_path, hemi), config) if f.meta is not None}
         sphere = meta[f"sub-01_hemi-{hemi}_space-fsLR_desc-geomorph_sphere.surf.gii"]["RegistrationMethod"]
         assert meta[f"sub-01_hemi-{hemi}_space-fsLR_den-32k_desc-geomorph_sulc.shape.gii"]["RegistrationMethod"] == sphere
+        # the sphere under sMRIPrep's name says it in its Description (a right hemisphere's mirroring was left out)
+        assert f"space ({sphere}, from sulc)" in meta[f"sub-01_hemi-{hemi}_space-fsLR_desc-msmsulc_sphere.surf.gii"][
+            "Description"]
         return sphere
 
     assert method(None, True, "L") == "rigid pre-alignment, then the GeoMorph warp optimised for this hemisphere"
