@@ -251,6 +251,25 @@ def _density_sphere(config: RunConfig, hemis: Sequence[str]) -> tuple[str, set[s
     return " and ".join(words), cites
 
 
+def _extra_outputs(config: RunConfig) -> tuple[str, set[str]]:
+    """The sentences on what ``--fmriprep-compat`` and ``--cifti-output`` wrote, and their reference keys."""
+    out, cites = "", set()
+    if config.fmriprep_compat:
+        base = config.template.base
+        out += (" The registered spheres were also written under sMRIPrep's names for fMRIPrep and sMRIPrep to use "
+                + ("in place of their MSMSulc sphere (--fmriprep-compat)" if base == "fsLR" else
+                   "in place of FreeSurfer's sphere.reg and, carried into fsLR through sMRIPrep's fsaverage-to-fs_LR "
+                   "sphere deformation, of their fsLR sphere (--fmriprep-compat)")
+                + "; a hemisphere flagged by the quality gates was not.")
+        cites.add("smriprep")
+    if config.cifti:
+        out += (f" Each subject's features of both hemispheres were also written as one CIFTI-2 dscalar on the "
+                f"{config.template.base} {config.density} mesh, without the medial wall of the HCP atlas ROI "
+                "(sMRIPrep's atlasroi; --cifti-output).")
+        cites.add("smriprep")
+    return out, cites
+
+
 def methods_text(config: RunConfig, hemis: Sequence[str] = ("L", "R"),
                  nipype_version: str | None = None) -> tuple[str, str]:
     """``(methods, references)``: the boilerplate of :func:`~geomorph_bids.resources.citation_file`
@@ -276,10 +295,11 @@ def methods_text(config: RunConfig, hemis: Sequence[str] = ("L", "R"),
              "output_unfold_iterations).")
     training, training_cites = _training_data(model)
     folds += training
+    extra, extra_cites = _extra_outputs(config)
     template_maps, template_cites = _template_maps(config, hemis)
     density_sphere, sphere_cites = _density_sphere(config, hemis)
     credit, credit_refs = _template_maps_credit(config, hemis)
-    cites |= template_cites | sphere_cites | training_cites
+    cites |= template_cites | sphere_cites | training_cites | extra_cites
     references = "".join(REFERENCES[k] for k in REFERENCES if k in cites) + credit_refs
     if "hcp" in cites:  # the HCP Open Access Data Use Terms ask for it (NOTICE)
         acknowledgement = f" {HCP_ACKNOWLEDGEMENT}"
@@ -289,7 +309,7 @@ def methods_text(config: RunConfig, hemis: Sequence[str] = ("L", "R"),
         software=software, engine=engine, hemispheres=_hemispheres(model, config.template.label, hemis),
         template=config.template.label, channels=", ".join(config.channels), method_text=method_text(model),
         folds=folds, template_maps=f"{template_maps}{f' {credit}' if credit else ''}",
-        features=", ".join(config.features), density=config.density, density_sphere=density_sphere,
+        features=", ".join(config.features), density=config.density, density_sphere=density_sphere, extra=extra,
         references=references, acknowledgement=acknowledgement)
     methods, _, refs = text.partition(REFERENCES_HEADING)
     return methods, refs

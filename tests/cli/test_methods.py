@@ -190,3 +190,19 @@ def test_the_schedule_and_passes_the_text_gives_are_those_the_registration_recor
         if choice.kind == "network":
             level = r.metrics["data_level"]
             assert r.metrics["network_passes"] == [network_smoothing(level) * k for k in choice.forward_passes()]
+
+
+def test_fmriprep_compat_and_cifti_outputs_are_said_and_smriprep_cited():
+    from dataclasses import replace
+
+    fslr, _ = text(replace(config(), fmriprep_compat=True, cifti=True))
+    assert ("each sidecar's AreaSurfaces says whose vertex areas). The registered spheres were also written under "
+            "sMRIPrep's names for fMRIPrep and sMRIPrep to use in place of their MSMSulc sphere (--fmriprep-compat); a "
+            "hemisphere flagged by the quality gates was not. Each subject's features of both hemispheres were also "
+            "written as one CIFTI-2 dscalar on the fsLR 32k mesh, without the medial wall of the HCP atlas ROI "
+            "(sMRIPrep's atlasroi; --cifti-output). Registration quality") in fslr
+    fsavg, refs = text(replace(config(template="fsaverage"), fmriprep_compat=True))
+    assert ("in place of FreeSurfer's sphere.reg and, carried into fsLR through sMRIPrep's fsaverage-to-fs_LR sphere "
+            "deformation, of their fsLR sphere (--fmriprep-compat); a hemisphere flagged by the quality gates was "
+            "not.") in fsavg and "doi:10.1038/s41592-018-0235-4" in refs
+    assert "--fmriprep-compat" not in text(config())[0] and "CIFTI" not in text(config())[0]
