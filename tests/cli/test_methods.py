@@ -116,6 +116,10 @@ def test_a_full_resolution_fsaverage_folder_is_named_with_its_vertices(tmp_path,
     assert (f"The fsaverage template's sulc map was read from the folder {folder} (10,242 vertices) and sampled at the "
             "40,962 vertices of the ico-6 grid the registration uses.") in methods
     assert "bundled" not in methods and "nilearn" not in refs and "Fischl B, Sereno MI" in refs
+    found = resolve_template_ref("fsaverage", where=TemplateSearch(subjects_dirs=(tmp_path / "subjects",)))
+    methods, refs = text(config(template=found), hemis=("L",))  # found in SUBJECTS_DIR: FreeSurfer's, cited
+    assert (f"The fsaverage template's sulc map was read from FreeSurfer's fsaverage subject ({folder}) (10,242 "
+            "vertices)") in methods and "doi:10.1016/j.neuroimage.2012.01.021" in refs
 
 
 def test_a_network_says_its_passes_its_short_refinement_and_the_mirrored_right_hemispheres():
