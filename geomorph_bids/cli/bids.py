@@ -372,6 +372,16 @@ def _remove_partial(jobs: list, config, before: dict[Path, tuple | None]) -> Non
                 _discard(outputs, before)
 
 
+def _installed_version(name: str) -> str | None:
+    """The installed version of distribution ``name`` (its metadata; nothing imported), or None."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _fslr_only_hint(folder: Path) -> str:
     """What a ``--derivatives`` folder without subjects tells an HCP user whose subjects have only
     fsLR meshes (no ``MNINonLinear/Native``): what is read instead; empty when there are none."""
@@ -453,7 +463,9 @@ def run_participant(args: argparse.Namespace) -> int:
                 write_dataset_description(output_dir, args.bids_dir, inputs.links())
                 for line in write_bids_extras(output_dir):  # README, .bidsignore (the validator's NOT_INCLUDED)
                     say(f"{_PROG}: warning: {line}", file=sys.stderr)
-                write_citation(output_dir, config)
+                # the hemispheres asked for, and the Nipype that runs the workflow (batch mode runs without it)
+                write_citation(output_dir, config, tuple(args.hemi),
+                               None if config.batch_size else _installed_version("nipype"))
             configure_nipype(crashes, args.verbose, args.stop_on_first_crash)
             names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
             n_todo = sum(len(j.inputs.hemis) for j in jobs)

@@ -748,7 +748,8 @@ def test_refine_full_reaches_the_registration_through_the_workflow(dataset_facto
     assert m["registration"]["method"] == "geomorph+optimise"
     assert m["registration"]["optimise"]["start_lowpass"] == 8 and m["registration"]["optimise"]["steps"] == [60, 60, 60]
     assert m["registration"]["network_smoothing_iterations"] == 8 * 25  # the ico-5 network's low-pass, 8 times
-    assert "(--refine full)" in (out / "logs" / "CITATION.md").read_text()
+    assert "started the optimiser's full schedule" in (out / "logs" / "CITATION.md").read_text()
+    assert "; --refine full)" in (out / "logs" / "CITATION.md").read_text()
     code, _, err = run(bids, tmp_path / "o2", "participant", "--model", "sulc-fsLR", "--refine", "full",
                        "--no-optimise", "--hemi", "L", "-w", tmp_path / "w2")
     assert code == 1 and "give one of them" in err and not (tmp_path / "o2" / "sub-01").exists()

@@ -956,3 +956,18 @@ def test_the_method_columns_description_names_every_method():
     assert methods == {"rigid", "optimise", "geomorph", "geomorph+optimise"} and len(KINDS) == 3
     described = column_description("method")["Description"]
     assert [m for m in sorted(methods) if not re.search(rf"(?<![\w+]){re.escape(m)}(?![\w+])", described)] == []
+
+
+def test_the_about_section_names_the_builds_that_made_the_rows_apart_from_the_reports_packages(outputs):
+    """Twenty-fourth session (fix-bl): group.html's About was a table of the packages installed where the
+    group level ran (geomorph-bids, numpy, matplotlib), unlabelled: a PI took them for the versions that
+    registered the participants, which may have run elsewhere, with another build. Now the rows' builds
+    (the TSV's software column), the methods text to cite, then the report's own packages under their heading."""
+    for subject in ("01", "02", "03"):
+        for path in (outputs / f"sub-{subject}" / "anat").glob("*_metrics.json"):
+            path.write_text(json.dumps({**json.loads(path.read_text()), "software": f"geomorph-bids build-{subject}"}))
+    text = re.sub(r"\s+", " ", build_group_report(outputs).read_text())
+    about = text[text.index('<section id="about">'):]
+    assert (f"<p>Registrations ({GROUP_TSV}'s software column): geomorph-bids build-01; geomorph-bids build-02; "
+            "geomorph-bids build-03. How they were made, with the references to cite: logs/CITATION.md (also in each "
+            "participant's report).</p><h3>Report built with</h3>") in about
