@@ -510,8 +510,9 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
                   device_slot: Callable[[], ContextManager] | None = None) -> list["Registration | Exception"]:
     """Register many hemispheres with one model load and batched optimisation.
 
-    Same result per hemisphere as :func:`register` (up to float rounding of the batched
-    optimisation), for cohorts: the model is loaded once per hemisphere side, the templates and
+    Same result per hemisphere as :func:`register` (on the CPU the same bytes, whatever the batch
+    size, the other hemispheres in it and their order; docs/registration.md, "Reproducibility"),
+    for cohorts: the model is loaded once per hemisphere side, the templates and
     index tables once, and the pair-wise optimisation runs ``batch_size`` pairs at a time in
     one vectorised descent (:func:`geomorph_bids.model.optimise.optimise_warp` with a batch).
 

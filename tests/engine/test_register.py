@@ -1340,3 +1340,37 @@ def test_every_metric_is_named_in_registers_docstring(optimised_left, rigid_left
     patterns = [re.compile(re.escape(n).replace(r"\*", r"\w+").replace("_f_", r"_\w+_") + "$") for n in named]
     assert {"method", "rotation_method", "optimise_batch", "model_weights_sha256"} <= keys
     assert sorted(k for k in keys if not any(p.match(k) for p in patterns)) == []
+
+
+@pytest.mark.slow  # five default registrations of the 10k example: 20-40 s on quiet cores, 100 s on a busy host
+def test_the_same_bytes_whatever_the_thread_count_and_the_batch(monkeypatch):
+    """What docs/registration.md ("Reproducibility") promises on the CPU: the default registration
+    (rigid + optimiser) of a hemisphere gives the same bytes (sphere, warp, rotation, resampled
+    map and metrics but for seconds_* and optimise_batch) with 1 or 2 torch threads, alone or
+    optimised in one batch with another hemisphere, first or second in it."""
+    from geomorph_bids.engine.register import RegistrationItem, register_many
+
+    items = {h: RegistrationItem(SURF / f"{h.lower()}h.sphere", {"sulc": SURF / f"{h.lower()}h.sulc"}, h) for h in "LR"}
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = {h: register(i.moving_sphere, i.moving_features, "fsLR", h, device="cpu") for h, i in items.items()}
+        torch.set_num_threads(2)
+        two_threads = register(items["L"].moving_sphere, items["L"].moving_features, "fsLR", "L", device="cpu")
+        batch = dict(zip("RL", register_many([items["R"], items["L"]], "fsLR", device="cpu", batch_size=2)))
+    finally:
+        torch.set_num_threads(previous)
+    sulc = read_feature(SURF / "lh.sulc")
+
+    def same(a: Registration, b: Registration) -> None:
+        for name in ("sphere", "warp_ico6", "rotation"):
+            assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
+        drop = ("optimise_batch",)
+        assert {k: v for k, v in a.metrics.items() if not k.startswith("seconds") and k not in drop} == \
+            {k: v for k, v in b.metrics.items() if not k.startswith("seconds") and k not in drop}
+
+    same(alone["L"], two_threads)
+    same(alone["L"], batch["L"])
+    same(alone["R"], batch["R"])
+    assert batch["L"].metrics["optimise_batch"] == 2 and alone["L"].metrics["optimise_batch"] == 1
+    assert alone["L"].resample(sulc, "32k").tobytes() == batch["L"].resample(sulc, "32k").tobytes()
