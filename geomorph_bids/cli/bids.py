@@ -78,11 +78,11 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
         from ..batch.pipeline import run_batch
 
         run = run_batch(jobs, config, crashes, stop_on_first_crash=args.stop_on_first_crash,
-                        failed_subjects=failed_subjects, log=lambda line: print(line, flush=True))
-        print(f"batch mode: registered {run.registered} hemisphere(s) in {int(run.seconds['workers'])} worker "
-              f"process(es), {config.batch_size} per registration batch; {run.failed} failed; "
-              + (f"{len(run.not_started)} not started after a write the disk refused; " if run.not_started else "")
-              + f"{run.reused} already done", flush=True)
+                        failed_subjects=failed_subjects, log=lambda line: say(line, flush=True))
+        say(f"batch mode: registered {run.registered} hemisphere(s) in {int(run.seconds['workers'])} worker "
+            f"process(es), {config.batch_size} per registration batch; {run.failed} failed; "
+            + (f"{len(run.not_started)} not started after a write the disk refused; " if run.not_started else "")
+            + f"{run.reused} already done", flush=True)
         for line in run.report_warnings:
             say(f"{_PROG}: warning: {line}", file=sys.stderr)
         if run.worker_deaths:  # a run that still ends well: said once, so that a kill or the OOM killer is not lost
@@ -106,8 +106,8 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
         chunk = jobs[start:start + size]
         if len(chunks) > 1:  # Nipype is quiet: the one sign of progress in a long cohort run
             which = _label(chunk[0]) + (f" to {_label(chunk[-1])}" if len(chunk) > 1 else "")
-            print(f"workflow: graph {k} of {len(chunks)}: subject/session(s) {start + 1}-{start + len(chunk)} of "
-                  f"{len(jobs)} ({which})", flush=True)
+            say(f"workflow: graph {k} of {len(chunks)}: subject/session(s) {start + 1}-{start + len(chunk)} of "
+                f"{len(jobs)} ({which})", flush=True)
         wf = init_geomorph_wf(chunk, config)
         crash_folder_setting(wf, crashes)
         try:
@@ -253,8 +253,8 @@ def _remove_stale(outputs, job, cifti: Path | None) -> None:
         p.unlink(missing_ok=True)
     named = [p.name for p in stale if p.suffix != ".json"]  # (with their sidecars)
     if named:
-        print(f"{_PROG}: {_label(job)} hemi-{outputs.hemi}: removed {len(named)} output(s) an earlier run "
-              f"derived from the previous registration: {', '.join(named)}", file=sys.stderr)
+        say(f"{_PROG}: {_label(job)} hemi-{outputs.hemi}: removed {len(named)} output(s) an earlier run "
+            f"derived from the previous registration: {', '.join(named)}", file=sys.stderr)
 
 
 def _smriprep_names(template: str) -> str:
