@@ -46,7 +46,7 @@ from typing import Callable, Iterator, Sequence
 from ..errors import InputError, owner_words, user_words
 from ..io.atomic import flock_unsupported, flush_to_disk, share_file, shared_folder
 from .interrupts import pid_alive
-from .messages import shell_word
+from .messages import say, shell_word
 
 __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max",
            "work_dir_too_deep",
@@ -969,7 +969,7 @@ def lock_participants(locks: RunLocks, jobs: list, wait: bool, prog: str = "geom
             after = (f"; so will the {len(deferred)} participant(s) after it ({_few(deferred)}), whose locks are "
                      "taken in order after it (runs waiting for each other's participants never wait in a circle)"
                      if deferred else "")
-            print(f"{prog}: sub-{subject}: another geomorph-bids run is processing it ({holder or 'holder unknown'}); "
-                  f"it will be done after that run, once this run's other participants are finished{after}",
-                  flush=True)
+            say(f"{prog}: sub-{subject}: another geomorph-bids run is processing it ({holder or 'holder unknown'}); "
+                f"it will be done after that run, once this run's other participants are finished{after}",
+                flush=True)
     return mine, skipped, later

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from .machine import (current_folder_problem, drop_unusable_thread_settings, mat
 from .messages import one_line_warnings, reader_may_go_away, say
 from .parser import REFINE_HELP, OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, device, hemisphere
 from ..resources import bundled_models
+
+if TYPE_CHECKING:
+    from ..io.template_ref import TemplateRef
 
 __all__ = ["main", "build_parser"]
 
@@ -450,6 +454,29 @@ def _write_json(path: Path, payload: dict) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
+def _refuse_a_network_of_maps_the_example_lacks(template: TemplateRef, model: str | None, optimise: bool | str,
+                                               surf: Path) -> None:
+    """``--example --model multimodal-fsLR``: the bundled subject has sulc alone. The template's maps are read
+    first, as for one's own files (brainspace missing is named before anything else, as geomorph-bids names it);
+    then one line says what the example lacks, naming its folder. Before, the line named the network's file
+    (``.../multimodal-fsLR/model.pt: model 'multimodal-fsLR' expects channels [sulc, curv, myelin] ...; input has
+    [sulc]``), as if the network were at fault."""
+    from ..engine.model_choice import resolve_model
+
+    choice = resolve_model(model, template.label, refine=optimise)
+    if choice.kind != "network":
+        return
+    for hemi in dict.fromkeys(choice.template_hemi(h) for h in _HEMI_PREFIX):
+        template.load(hemi, choice.channels)
+    missing = [c for c in choice.channels if c != "sulc"]
+    if missing:
+        raise InputError(f"the bundled example subject has sulc alone (?h.sphere, ?h.sulc); --model {model} registers "
+                         f"{', '.join(choice.channels)} (missing: {', '.join(missing)}): run --example with a model "
+                         "of sulc (the default, sulc-fsLR or rigid), or register your own subject's files: "
+                         "geomorph-register --sphere lh.sphere --feature sulc=lh.sulc "
+                         + " ".join(f"--feature {c}=FILE" for c in missing) + f" --model {model}", path=surf)
+
+
 def _run_example(out_dir: Path, template: str, model: str | None = None, device: str = "auto",
                  optimise: bool | str = True, template_dir: str | None = None,
                  quality: QualityThresholds = DEFAULT_THRESHOLDS) -> list[dict]:
@@ -466,7 +493,9 @@ def _run_example(out_dir: Path, template: str, model: str | None = None, device:
     rows = []
     desc = "rigid" if model == "rigid" else "geomorph"
     # the space entity is the template's label: a folder given as --template is no file name
-    label = resolve_template_ref(template, (), TemplateSearch.from_environment(template_dir)).label
+    ref = resolve_template_ref(template, (), TemplateSearch.from_environment(template_dir))
+    label = ref.label
+    _refuse_a_network_of_maps_the_example_lacks(ref, model, optimise, surf)
     for hemi, prefix in _HEMI_PREFIX.items():
         stem = out_dir / f"sub-01_hemi-{hemi}_space-{label}_desc-{desc}"
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nipype.interfaces.base import File, SimpleInterface, TraitedSpec, isdefined, traits
 
@@ -28,7 +28,35 @@ from .base import KeyedInputSpec
 if TYPE_CHECKING:
     from ..engine.register import Registration
 
-__all__ = ["Register", "gpu_lock", "write_registration"]
+try:  # a node's memory from its inputs when it is scheduled: nipype 1.11's MultiProc
+    from nipype.utils.ram_estimator import RamEstimator as _RamEstimator
+except ImportError:  # an earlier nipype: the node's fixed mem_gb alone
+    _RamEstimator = object  # type: ignore[assignment,misc]
+
+__all__ = ["Register", "SphereMemory", "gpu_lock", "write_registration"]
+
+
+class SphereMemory(_RamEstimator):  # type: ignore[misc,valid-type]
+    """A registration node's memory (GB) from its sphere's vertex count, read from the header when MultiProc
+    schedules the node (its inputs then known: a workflow input, as ``--fmriprep-compat``'s ``sphere``):
+    :func:`~geomorph_bids.engine.device.registration_needs_gb`, 0.66 GB up to 163,842 vertices (or a count
+    that cannot be read), 1.15 GB at 655,362. Set as the node's ``ram_estimator`` (nipype 1.11 and later;
+    earlier ones keep the node's ``mem_gb``); the largest of a list of spheres (a MapNode's)."""
+
+    def __init__(self) -> None:  # (RamEstimator's multipliers are for image voxels: none here)
+        pass
+
+    def __call__(self, inputs: Any) -> tuple[float, str]:
+        """(memory in GB, the line Nipype's node report records) for the node's ``inputs``."""
+        from ..engine.device import registration_needs_gb
+        from ..io.discover import surface_vertex_count
+
+        spheres = inputs.sphere if isdefined(inputs.sphere) else []
+        counts = [n for n in (surface_vertex_count(p) for p in ([spheres] if isinstance(spheres, str) else spheres))
+                  if n is not None]
+        most = max(counts) if counts else None
+        gb = registration_needs_gb(most)[0]
+        return gb, f"sphere: {'unknown' if most is None else f'{most:,}'} vertices -> {gb:g} GB"
 
 
 class _RegisterInputSpec(KeyedInputSpec):

@@ -347,8 +347,9 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                     + "</ul>")
     low: dict[str, int] = {}  # note -> hemispheres (the bundled maps; coarse maps found on a machine, per folder)
     for r in rows:
-        if low_resolution_used(r):
-            note = low_resolution_note(r, str(r.get("template", "fsaverage")))
+        if low_resolution_used(r):  # asked for (the TSV's text, or a row's value): what they are, not the advice
+            note = low_resolution_note(r, str(r.get("template", "fsaverage")),
+                                       asked=str(r.get("template_bundled_asked")).lower() == "true")
             low[note] = low.get(note, 0) + 1
     for note, count in low.items():
         body.append(f'<p class="warn">{esc(count)} hemisphere(s) were {esc(note)}.</p>')

@@ -960,7 +960,8 @@ def test_template_maps_from_the_freesurfer_folder_are_recorded_everywhere(datase
                       .read_text())["template_ref"]["bundled_asked"] is True
     assert "bundled_asked" not in doc["template_ref"]  # every other run's record as before
     code, _, _ = run(bids, tmp_path / "out2", "group")
-    assert "bundled low-resolution fsaverage" in (tmp_path / "out2" / "group.html").read_text()
+    group_html = (tmp_path / "out2" / "group.html").read_text()  # (it advised the full one: twenty-fourth session)
+    assert escape(BUNDLED_ASKED_REPORT_NOTE) in group_html and "To use the full one" not in group_html
     # a folder that is not fsaverage's: one line, nothing written
     code, _, err = run(bids, tmp_path / "out3", "participant", "--template", "fsaverage", "--model", "rigid",
                        "--template-dir", tmp_path, "-w", tmp_path / "w3")

@@ -180,3 +180,51 @@ def test_a_python_warning_line_escapes_control_characters(capsys):
     with one_line_warnings("geomorph-train"):
         warnings.warn("sub-\x1b[2Ja: odd\nname", UserWarning)
     assert capsys.readouterr().err == "geomorph-train: warning: sub-\\x1b[2Ja: odd name\n"
+
+
+def test_batch_progress_removed_and_lock_wait_lines_escape_control_characters(capsys, monkeypatch, tmp_path):
+    """Twenty-fourth session: batch mode's progress lines (``log``: a CIFTI file not written names its path),
+    its summary, the ``removed N output(s)`` line and ``--lock-wait``'s line naming the other run (read from
+    its lock file) were printed by ``print``: an ESC raw, a path of thousands of characters whole. They go
+    through ``messages.say`` now; an ordinary line reads as before."""
+    import types
+
+    from geomorph_bids.batch import pipeline
+    from geomorph_bids.cli import bids, preflight
+
+    huge = "/x" + "d" * 3000 + "/sub-01_space-fsLR_sulc.dscalar.nii"
+
+    def fake_batch(jobs, config, crashes, **kw):
+        kw["log"]("batch: 2/2 hemisphere(s) done (0.50/s), 0 failed")
+        kw["log"](f"batch: sub-01: CIFTI file not written: disk\x1b[31m full ({huge})")
+        return types.SimpleNamespace(registered=2, seconds={"workers": 3.0}, failed=0, not_started=[], reused=0,
+                                     report_warnings=[], worker_deaths=0, unrecorded=[], reports={})
+
+    monkeypatch.setattr(pipeline, "run_batch", fake_batch)
+    job = types.SimpleNamespace(subject="01", session=None, inputs=types.SimpleNamespace(hemis={"L": None}))
+    config = types.SimpleNamespace(batch_size=4)
+    args = types.SimpleNamespace(stop_on_first_crash=False)
+    bids._run_workflow([job], config, args, tmp_path, set(), ("MultiProc", {}))
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["batch: 2/2 hemisphere(s) done (0.50/s), 0 failed",
+                   "batch: sub-01: CIFTI file not written: disk\\x1b[31m full "
+                   f"{_ends('(' + huge + ')')}",
+                   "batch mode: registered 2 hemisphere(s) in 3 worker process(es), 4 per registration batch; "
+                   "0 failed; 0 already done"]
+
+    stale = tmp_path / "sub-01_hemi-L_space-fsLR_den-41k_desc-\x1b[2Jx_sulc.shape.gii"
+    stale.write_text("")
+    outputs = types.SimpleNamespace(entities="sub-01", space="fsLR", anat=tmp_path, hemi="L", others=lambda: [stale])
+    bids._remove_stale(outputs, job, None)
+    assert capsys.readouterr().err == ("geomorph-bids: sub-01 hemi-L: removed 1 output(s) an earlier run derived "
+                                       "from the previous registration: sub-01_hemi-L_space-fsLR_den-41k_desc-"
+                                       "\\x1b[2Jx_sulc.shape.gii\n")
+    assert not stale.exists()
+
+    locks = types.SimpleNamespace(try_lock=lambda name: False, stale=lambda name: "",
+                                  holder=lambda name: "pid 7 on node\x1b[31m1", path=lambda name: tmp_path / name)
+    monkeypatch.setattr(preflight, "PROBE_PAUSE_S", 0.0)
+    preflight.lock_participants(locks, [job], True, "geomorph-bids")
+    assert capsys.readouterr().out == ("geomorph-bids: sub-01: another geomorph-bids run is processing it (pid 7 on "
+                                       "node\\x1b[31m1); it will be done after that run, once this run's other "
+                                       "participants are finished\n")
