@@ -111,7 +111,7 @@ def test_a_full_resolution_fsaverage_folder_is_named_with_its_vertices(tmp_path,
     folder = tiny_fsaverage(tmp_path / "subjects", hemis=("L",), maps=("sulc",))
     ref = resolve_template_ref("fsaverage", where=TemplateSearch(template_dir=folder))
     methods, refs = text(config(template=ref), hemis=("L",))
-    assert (f"Only left hemispheres were registered (--hemi L). For each hemisphere, "
+    assert ("Only left hemispheres were registered (--hemi L). For each hemisphere, "
             + ROTATION.format(t="fsaverage", c="sulc")) in methods
     assert (f"The fsaverage template's sulc map was read from the folder {folder} (10,242 vertices) and sampled at the "
             "40,962 vertices of the ico-6 grid the registration uses.") in methods
