@@ -286,7 +286,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
                              "(one value per sphere vertex)" + ("; one row: pass values.ravel()" if row else ""))
         path = val if isinstance(val, (str, Path)) else None
         # NaN (a medial wall or lesion exported so) and a sulc plateau (a filled lesion): no data, said once
-        arr, nodata = no_data(arr, path, what=f"feature {name!r}", plateau=str(name) == "sulc")
+        arr, nodata = no_data(arr, faces, path, what=f"feature {name!r}", plateau=str(name) == "sulc")
         if nodata is not None:
             missing |= nodata
         # Inf (counted), all zero or constant: refused here, naming the feature, as files are

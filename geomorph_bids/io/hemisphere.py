@@ -89,7 +89,7 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
         if values.ndim != 1:
             raise InputError(f"holds {values.shape[1]} maps; one per file expected", path=path)
         if validate:  # NaN (a medial wall or lesion exported so) and a sulc plateau (a filled lesion): no data
-            values, nodata = no_data(values, path, what=f"feature {name!r}", plateau=name == "sulc")
+            values, nodata = no_data(values, s.faces, path, what=f"feature {name!r}", plateau=name == "sulc")
             if nodata is not None:
                 missing |= nodata
         if validate:  # all zero, constant or nearly all zero: nothing to align
