@@ -388,7 +388,9 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         from ``read_sphere`` (not checked again); any radius and density (fsaverage 164k, FreeSurfer
         ~130k, fsLR 32k, ...); rescaled to radius 100.
     moving_features : name -> (V,) array or path (e.g. ``{"sulc": "lh.sulc"}``), in the
-        template's sign convention (FreeSurfer's for sulc).
+        template's sign convention (FreeSurfer's for sulc). NaN over a region (a medial wall or lesion
+        exported as NaN), and a sulc's one value repeated over a region (a filled lesion), are no data
+        (:func:`~geomorph_bids.io.validate.no_data`: one warning; left out as ``cortex_mask`` leaves the wall).
     template : ``"fsLR"`` or ``"fsaverage"``: its maps are looked up, per hemisphere, in
         ``template_dir``, ``$TEMPLATEFLOW_HOME``, ``$SUBJECTS_DIR/fsaverage`` and
         ``$FREESURFER_HOME/subjects/fsaverage``, then the bundled maps
