@@ -45,7 +45,7 @@ from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E40
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,  # noqa: E402
                       temporary_folder_in, threads_wait_passively, threads_within_usable_cpus,
                       address_space_problem)
-from .messages import one_line_warnings, reader_may_go_away, say, shell_word  # noqa: E402
+from .messages import one_line_warnings, reader_may_go_away, say, shell_word, warning_printer  # noqa: E402
 from .nipype_config import configure_nipype, crash_folder_setting, plugin_runner, plugin_settings  # noqa: E402
 from .parser import build_parser, refuse_options_that_do_not_apply  # noqa: E402
 from .paths import check_folders, check_work_folder, resolve_input_folders  # noqa: E402
@@ -78,7 +78,8 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
         from ..batch.pipeline import run_batch
 
         run = run_batch(jobs, config, crashes, stop_on_first_crash=args.stop_on_first_crash,
-                        failed_subjects=failed_subjects, log=lambda line: say(line, flush=True))
+                        failed_subjects=failed_subjects, log=lambda line: say(line, flush=True),
+                        show_warning=warning_printer(_PROG))
         say(f"batch mode: registered {run.registered} hemisphere(s) in {int(run.seconds['workers'])} worker "
             f"process(es), {config.batch_size} per registration batch; {run.failed} failed; "
             + (f"{len(run.not_started)} not started after a write the disk refused; " if run.not_started else "")

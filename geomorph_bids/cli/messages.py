@@ -4,12 +4,13 @@ output streams whose reader may go away."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import warnings
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
-__all__ = ["one_line", "one_line_warnings", "reader_may_go_away", "say", "shell_word"]
+__all__ = ["one_line", "one_line_warnings", "reader_may_go_away", "say", "shell_word", "warning_printer"]
 
 #: the longest word (a path, a value) a one-line message shows whole: a real path on a cluster is a few hundred
 #: characters and is shown whole; one of thousands (PATH_MAX is 4,095 bytes) keeps its start and its end
@@ -61,15 +62,24 @@ def one_line_warnings(prog: str) -> Iterator[None]:
     ``<prog>: warning: <message>`` on one line of stderr, without the source file and line
     Python shows by default. Like Python's own, a warning that cannot be written (stderr
     closed, a pipe whose reader has gone) is dropped, never raised into the code that warned."""
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001 - warnings' signature
-        try:
-            say(f"{prog}: warning: {message}", file=file or sys.stderr, flush=True)
-        except (OSError, ValueError, AttributeError):  # closed or missing stream
-            pass
-
     with warnings.catch_warnings():
-        warnings.showwarning = show
+        warnings.showwarning = warning_printer(prog)
         yield
+
+
+def warning_printer(prog: str) -> Callable[..., None]:
+    """What :func:`one_line_warnings` sets :func:`warnings.showwarning` to, as a picklable object: batch
+    mode's workers, started by a fork server rather than forked from the block, are given it to set too
+    (their warnings were printed in Python's two-line format, the source line with them)."""
+    return functools.partial(_show_warning, prog)
+
+
+def _show_warning(prog: str, message: Any, category: Any, filename: Any, lineno: Any, file: TextIO | None = None,
+                  line: Any = None) -> None:  # noqa: ARG001 - warnings.showwarning's signature
+    try:
+        say(f"{prog}: warning: {message}", file=file or sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):  # closed or missing stream
+        pass
 
 
 class _OutlivesItsReader:

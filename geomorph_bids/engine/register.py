@@ -233,12 +233,14 @@ def _template_conflict(template: "TemplateInput", hemi: str, mirrored: bool) -> 
 
 
 def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi: str
-                 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
     """The sphere's (V, 3) vertices at radius 100 and (F, 3) faces the registration works with, its
-    maps, and the faces its result keeps where they differ: a file's own (``Sphere.given_faces``:
-    wound inward, as a hemisphere mirrored x -> -x, they are re-wound to be checked), else None."""
+    maps, the faces its result keeps where they differ: a file's own (``Sphere.given_faces``:
+    wound inward, as a hemisphere mirrored x -> -x, they are re-wound to be checked), else None, and
+    (V,) bool, True where a map holds no data (NaN, a sulc plateau: :func:`~geomorph_bids.io.validate.no_data`;
+    0 in the maps returned), or None."""
     from ..io.surfaces import read_feature, read_sphere
-    from ..io.validate import clip_outliers, validate_feature, validate_sphere
+    from ..io.validate import clip_outliers, no_data, validate_feature, validate_sphere
 
     given = None  # arrays keep the caller's faces, a Sphere its own (outward): only a file's may differ
     if isinstance(moving_sphere, Sphere) and np.isclose(np.linalg.norm(moving_sphere.vertices[0]), RADIUS):
@@ -269,9 +271,10 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
     if not isinstance(moving_features, Mapping) or not moving_features:
         raise ValueError("moving_features must be a non-empty dict: name -> (V,) array or path")
     feats: dict[str, np.ndarray] = {}
+    missing = np.zeros(len(vertices), dtype=bool)
     for name, val in moving_features.items():
-        if isinstance(val, (str, Path)):
-            arr = read_feature(val, n_vertices=len(vertices), hemi=hemi)  # hemi: a CIFTI file's columns
+        if isinstance(val, (str, Path)):  # hemi: a CIFTI file's columns
+            arr = read_feature(val, n_vertices=len(vertices), hemi=hemi, allow_nan=True)
         else:
             arr = _feature_array(val, name)
         arr = np.asarray(arr, dtype=np.float64)
@@ -282,7 +285,11 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
             raise InputError(f"feature {name!r} has shape {arr.shape}, expected ({len(vertices)},) "
                              "(one value per sphere vertex)" + ("; one row: pass values.ravel()" if row else ""))
         path = val if isinstance(val, (str, Path)) else None
-        # NaN/Inf (counted), all zero or constant: refused here, naming the feature, as files are
+        # NaN (a medial wall or lesion exported so) and a sulc plateau (a filled lesion): no data, said once
+        arr, nodata = no_data(arr, faces, path, what=f"feature {name!r}", plateau=str(name) == "sulc")
+        if nodata is not None:
+            missing |= nodata
+        # Inf (counted), all zero or constant: refused here, naming the feature, as files are
         try:
             validate_feature(arr, path, what=f"feature {name!r}", registered=True)
         except InputError as exc:  # the caller's with_context names the file this map was read from
@@ -291,7 +298,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
         # squares overflowed or vanished (a wrong rotation, CC NaN, in silence), is scaled by a power of two
         arr = in_float_range(arr)
         feats[str(name)] = clip_outliers(arr, f"feature {name!r}" + (f" ({val})" if isinstance(val, (str, Path)) else ""))
-    return vertices, faces, feats, given
+    return vertices, faces, feats, given, (missing if missing.any() else None)
 
 
 def _template_arrays(tpl: Template, channels: Sequence[str]) -> Template:
@@ -381,7 +388,9 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         from ``read_sphere`` (not checked again); any radius and density (fsaverage 164k, FreeSurfer
         ~130k, fsLR 32k, ...); rescaled to radius 100.
     moving_features : name -> (V,) array or path (e.g. ``{"sulc": "lh.sulc"}``), in the
-        template's sign convention (FreeSurfer's for sulc).
+        template's sign convention (FreeSurfer's for sulc). NaN over a region (a medial wall or lesion
+        exported as NaN), and a sulc's one value repeated over a region (a filled lesion), are no data
+        (:func:`~geomorph_bids.io.validate.no_data`: one warning; left out as ``cortex_mask`` leaves the wall).
     template : ``"fsLR"`` or ``"fsaverage"``: its maps are looked up, per hemisphere, in
         ``template_dir``, ``$TEMPLATEFLOW_HOME``, ``$SUBJECTS_DIR/fsaverage`` and
         ``$FREESURFER_HOME/subjects/fsaverage``, then the bundled maps
@@ -698,7 +707,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     hemi = hemi_code(item.hemi)  # L/R; lh/rh, left/right and CortexLeft/CortexRight are accepted too
-    vertices, faces, feats, given_faces = _read_inputs(item.moving_sphere, item.moving_features, hemi)
+    vertices, faces, feats, given_faces, missing = _read_inputs(item.moving_sphere, item.moving_features, hemi)
     reg_sphere = _gifti_arrays(item.reg_sphere, "reg_sphere", surface=True)
     reg_path = reg_sphere if isinstance(reg_sphere, (str, Path)) else None
     if reg_path is not None:
@@ -754,6 +763,8 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
             raise InputError(f"cortex mask is True on {100 * cortex.mean():.1f}% of the vertices (at least "
                              f"{100 * MIN_CORTEX_FRACTION:.0f}% expected): not a cortex mask, or inverted "
                              "(True on the cortex, False on the medial wall)")
+    if missing is not None:  # where a map holds no data: left out as the medial wall is (io.validate.no_data)
+        cortex = ~missing if cortex is None else cortex & ~missing
     template_name = template.name if isinstance(template, Template) else template.label
     seconds["seconds_read"] = time.perf_counter() - t0
 

@@ -644,6 +644,38 @@ def test_feature_arrays_that_carry_nothing_are_refused_naming_the_feature(tmp_pa
     assert str(e.value).startswith("feature 'curv' is 1.5 at every vertex where it is not 0 ("), str(e.value)
 
 
+def test_a_lesion_as_nan_or_filled_with_a_constant_is_left_out_and_does_not_drag_the_warp():
+    """A 35-degree lesion on the example's lateral cortex, its sulc NaN or filled with 1.9 mm (about the
+    map's deepest, as a resection's cavity): before, NaN was refused ("feature 'sulc' has 925 non-finite
+    values") and the filled one registered as a deep fold: flagged (p95 |log2 areal| 1.16), the intact cortex
+    0.60 degree (median) from the intact subject's registration, the lesion's |log2 areal| 1.21 (0.09 in the
+    intact subject's). Now both are no data (a warning line; left out as a cortex mask leaves the medial
+    wall): not flagged, the intact cortex 0.067 degree off, the lesion's |log2 areal| 0.07, p95 0.18."""
+    from geomorph_bids.io.validate import FeatureWarning
+    from geomorph_bids.sphere.distortion import distortion
+    from geomorph_bids.sphere.locate import angular_error_deg
+
+    v, f, sulc = _example_arrays()
+    u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    lesion = angular_error_deg(u, np.broadcast_to(u[4000], u.shape)) < 35.0  # lateral, 9.0% of the vertices
+    intact = angular_error_deg(u, np.broadcast_to(u[4000], u.shape)) > 45.0
+    clean = register((v, f), {"sulc": sulc}, "fsLR", "L")
+    for filled, words in [(np.nan, "holds NaN at 925 of 10242 vertices (9.0%; a medial wall or lesion exported as NaN?)"),
+                          (1.9, "holds the one value 1.9 at 925 of 10242 vertices (9.0%; a lesion or resection filled "
+                                "with a constant?)")]:
+        with pytest.warns(FeatureWarning) as w:
+            r = register((v, f), {"sulc": np.where(lesion, filled, sulc)}, "fsLR", "L")
+        assert [str(x.message) for x in w if issubclass(x.category, FeatureWarning)] == [
+            f"feature 'sulc' {words}: read as no data, left out of the registration as a cortex mask leaves the "
+            "medial wall, and 0 in the maps written"]
+        assert not r.quality.flagged and r.metrics["cortex_mask"] is True and r.metrics["n_folded"] == 0
+        off = angular_error_deg(r.sphere, clean.sphere)
+        assert np.median(off[intact]) < 0.1 and r.metrics["areal_p95_abs"] < 0.4, (np.median(off[intact]), r.metrics)
+        areal = np.abs(distortion((v, f), (r.sphere, f))["areal"][lesion])
+        areal_clean = np.abs(distortion((v, f), (clean.sphere, f))["areal"][lesion])
+        assert np.median(areal) < 1.5 * np.median(areal_clean), (np.median(areal), np.median(areal_clean))
+
+
 def test_a_reg_sphere_of_another_mesh_is_refused_naming_both_sizes(tmp_path):
     """Before: "rotation_from_correspondence needs two (V, 3) arrays of equal shape", naming an
     internal function and no file."""
