@@ -44,6 +44,7 @@ import copy
 import dataclasses
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -565,38 +566,69 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
     results: list[Registration | Exception | None] = [None] * len(items)
     models: dict[tuple[str, tuple[str, ...]], LoadedModel] = {}
     templates: dict[tuple[str, tuple[str, ...]], Template] = {}  # one load per side and channel set
-    with _callers_module_kept(model):  # a caller's own module is run in eval mode, then given back as it came
-        for start in range(0, len(items), batch_size):
-            jobs: dict[int, _Job] = {}  # only a hemisphere whose steps so far all worked goes on
+    # A failed item's exception in ``results`` keeps this frame alive as long as the caller keeps it (the
+    # frames of its traceback link back here, Python's f_back): whatever this frame's variables hold when
+    # it ends stayed alive with it (the templates, networks, prepared hemispheres, every Registration of
+    # the call). Each batch's work is let go of when it is done, the rest below; the results handed over.
+    jobs: dict[int, _Job] = {}  # only a hemisphere whose steps so far all worked goes on
+    with_net: dict[int, _Job] = {}
 
-            def failed(idx: int, exc: Exception) -> None:
-                if on_error == "raise":
-                    raise exc
-                results[idx] = exc
-                jobs.pop(idx, None)
+    def failed(idx: int, exc: Exception) -> None:
+        if on_error == "raise":
+            raise exc
+        results[idx] = _unpinned(exc)
+        jobs.pop(idx, None)
+        with_net.pop(idx, None)
 
-            for idx in range(start, min(start + batch_size, len(items))):
-                try:
-                    jobs[idx] = _prepare(items[idx], template, model, dev, rigid_only, models, templates, warn)
-                except (InputError, ValueError, OSError, TypeError) as exc:  # TypeError: e.g. a map that is a dict
-                    failed(idx, exc)
-            with device_slot() if device_slot is not None and jobs else contextlib.nullcontext():
-                with_net = {idx: job for idx, job in jobs.items() if job.loaded is not None}
-                # a schedule started from the network's warp may keep only its large-scale part
-                lowpass = getattr(optimise, "start_lowpass", 1)  # an OptimiseConfig (bools have none)
-                try:
-                    _network(list(with_net.values()), dev, lowpass)
-                except (InputError, ValueError, OSError):
-                    for idx, job in with_net.items():  # one at a time: the failing item(s) alone fail
-                        try:
-                            _network([job], dev, lowpass)
-                        except (InputError, ValueError, OSError) as exc:
-                            failed(idx, exc)
-                if not rigid_only and optimise is not False and jobs:
-                    _optimise_jobs(list(jobs.values()), optimise, dev)
-            for idx, job in jobs.items():
-                results[idx] = _finish(job, optimise if not rigid_only else False, dev, quality)
-    return results  # type: ignore[return-value]
+    try:
+        with _callers_module_kept(model):  # a caller's own module is run in eval mode, then given back as it came
+            for start in range(0, len(items), batch_size):
+                for idx in range(start, min(start + batch_size, len(items))):
+                    try:
+                        jobs[idx] = _prepare(items[idx], template, model, dev, rigid_only, models, templates, warn)
+                    except (InputError, ValueError, OSError, TypeError) as exc:  # TypeError: e.g. a map that is a dict
+                        failed(idx, exc)
+                with device_slot() if device_slot is not None and jobs else contextlib.nullcontext():
+                    with_net.update((idx, job) for idx, job in jobs.items() if job.loaded is not None)
+                    # a schedule started from the network's warp may keep only its large-scale part
+                    lowpass = getattr(optimise, "start_lowpass", 1)  # an OptimiseConfig (bools have none)
+                    try:
+                        _network(list(with_net.values()), dev, lowpass)
+                    except (InputError, ValueError, OSError):
+                        for idx in list(with_net):  # one at a time: the failing item(s) alone fail
+                            try:
+                                _network([with_net[idx]], dev, lowpass)
+                            except (InputError, ValueError, OSError) as exc:
+                                failed(idx, exc)
+                    with_net.clear()
+                    if not rigid_only and optimise is not False and jobs:
+                        _optimise_jobs(list(jobs.values()), optimise, dev)
+                for idx in list(jobs):
+                    results[idx] = _finish(jobs.pop(idx), optimise if not rigid_only else False, dev, quality)
+        return _handed_over(results)  # type: ignore[return-value]
+    finally:
+        for made in (jobs, with_net, models, templates, items):
+            made.clear()
+
+
+def _handed_over(results: list) -> list:
+    """A copy of ``results`` for the caller, ``results`` itself emptied (see :func:`register_many`)."""
+    out = list(results)
+    results.clear()
+    return out
+
+
+def _unpinned(exc: Exception) -> Exception:
+    """``exc`` as a failed item's result, the frames of its traceback below :func:`register_many` (and those
+    of the exceptions it was raised from) cleared of their variables (their ``models`` and ``templates``, the
+    item's arrays): files, lines and functions are kept, so the traceback's text is the same."""
+    seen: set[int] = set()
+    each: BaseException | None = exc
+    while each is not None and id(each) not in seen:
+        seen.add(id(each))
+        traceback.clear_frames(each.__traceback__)  # register_many's own frame, still running, is left
+        each = each.__cause__ or each.__context__
+    return exc
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from ..results.metrics import registration_record
 from .base import KeyedInputSpec
 
 if TYPE_CHECKING:
+    from ..engine.model_choice import ModelChoice
     from ..engine.register import Registration
 
 try:  # a node's memory from its inputs when it is scheduled: nipype 1.11's MultiProc
@@ -92,10 +93,7 @@ class Register(SimpleInterface):
 
     def _run_interface(self, runtime):
         from ..engine.model_choice import ModelChoice
-        from ..engine.register import register
-        from ..io import read_feature, read_sphere
-        from ..io.validate import SphereWarning
-        from ..io.template_ref import TemplateRef
+        from ..model.determinism import torch_threads
 
         hemi, subject = self.inputs.hemi, self.inputs.subject or None
         names = list(self.inputs.feature_names)
@@ -105,10 +103,17 @@ class Register(SimpleInterface):
         if unknown:
             raise InputError(f"registration feature(s) {', '.join(unknown)} not among the inputs "
                              f"({', '.join(names)})", subject=subject, hemi=hemi)
-        if self.inputs.num_threads > 0:
-            import torch
+        with torch_threads(self.inputs.num_threads):  # the process's own count again afterwards
+            self._register(runtime, hemi, subject, names, choice, channels)
+        return runtime
 
-            torch.set_num_threads(int(self.inputs.num_threads))
+    def _register(self, runtime, hemi: str, subject: str | None, names: list[str], choice: "ModelChoice",
+                  channels: list[str]) -> None:
+        from ..engine.register import register
+        from ..io import read_feature, read_sphere
+        from ..io.template_ref import TemplateRef
+        from ..io.validate import SphereWarning
+
         try:
             with warnings.catch_warnings():  # LoadFeatures' copies: what a SphereWarning says of them (a mesh
                 warnings.simplefilter("ignore", SphereWarning)  # past MAX_VERTICES) was said of the user's file
@@ -129,7 +134,6 @@ class Register(SimpleInterface):
             runtime.cwd, result, hemi, registration_record(result, choice, reg is not None))
         self._results["out_sphere"] = str(out_sphere)
         self._results["metrics_file"] = str(metrics_file)
-        return runtime
 
 
 def write_registration(folder: str | Path, result: Registration, hemi: str, record: dict) -> tuple[Path, Path]:
