@@ -267,3 +267,15 @@ def test_the_start_inputs_and_reports_deferred_lines_name_the_folders_exactly(ca
     assert lines[-1] == (f"reports deferred: build them with geomorph-bids '{shown}' '{out}' participant "
                          "--reports-only")
     assert "\x1b" not in "\n".join(lines)
+
+
+def test_the_report_lines_name_the_folders_exactly(capsys):
+    """The ``report(s):`` line was ``print``ed as made (an ESC of a folder's name raw); now escaped, with a
+    folder's two spaces kept."""
+    from geomorph_bids.cli.reporting import print_reports
+
+    print_reports([Path("/data/my  out\x1b[31m/sub-01.html")])
+    print_reports([Path(f"/data/my  out/sub-0{k}.html") for k in range(1, 6)])
+    assert capsys.readouterr().out.splitlines() == [
+        "report(s): /data/my  out\\x1b[31m/sub-01.html",
+        "report(s): 5 in /data/my  out (sub-01.html ... sub-05.html)"]
