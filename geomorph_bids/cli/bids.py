@@ -476,14 +476,15 @@ def run_participant(args: argparse.Namespace) -> int:
             configure_nipype(crashes, args.verbose, args.stop_on_first_crash)
             names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
             n_todo = sum(len(j.inputs.hemis) for j in jobs)
-            print(f"{_PROG} {__version__}: {n_todo} hemisphere(s) of {len(jobs)} subject/session(s) -> {output_dir} "
-                  f"(template {config.template.label}, density {config.density}, model {config.model.name}"
-                  f"{' alone (--no-optimise)' if config.model.optimise is False else ''}"
-                  f"{' + full optimisation (--refine full)' if not isinstance(config.model.optimise, bool) else ''}, "
-                  f"device {config.device}, work dir {work_dir})", flush=True)
+            # the folders as they are named (an ESC escaped, two spaces kept: say's keep_spaces)
+            say(f"{_PROG} {__version__}: {n_todo} hemisphere(s) of {len(jobs)} subject/session(s) -> {output_dir} "
+                f"(template {config.template.label}, density {config.density}, model {config.model.name}"
+                f"{' alone (--no-optimise)' if config.model.optimise is False else ''}"
+                f"{' + full optimisation (--refine full)' if not isinstance(config.model.optimise, bool) else ''}, "
+                f"device {config.device}, work dir {work_dir})", flush=True, keep_spaces=True)
             said = inputs_line(mine)  # where each subject is read from (none when every input was refused)
             if said:
-                print(said, flush=True)
+                say(said, flush=True, keep_spaces=True)
             # the hemispheres that will register: one no subject has (all lh.*) takes no template maps
             hemis = sorted({config.model.template_hemi(h) for j in jobs for h in j.inputs.hemis}
                            or {config.model.template_hemi(h) for h in args.hemi})
@@ -591,8 +592,8 @@ def run_participant(args: argparse.Namespace) -> int:
         clock.lap("summary")
         subjects = sorted({job.subject for job in done})  # a subject with a failure: its report may change
         if config.reports == "deferred":
-            print(f"reports deferred: build them with '{_PROG} {args.bids_dir} {output_dir} participant "
-                  "--reports-only'")
+            say(f"reports deferred: build them with {_PROG} {shell_word(args.bids_dir)} {shell_word(output_dir)} "
+                "participant --reports-only", keep_spaces=True)
         else:
             todo = [s for s in subjects if s not in reports]  # batch mode built the others on the way
             made = build_reports(output_dir, todo, _PROG, reuse=set(subjects) - {f.subject for f in failures},

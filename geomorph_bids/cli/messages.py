@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sys
 import warnings
 from typing import Any, Callable, Iterator, TextIO
@@ -19,32 +20,39 @@ LONGEST_WORD = 500
 WORD_ENDS = 100
 
 
-def one_line(text: str) -> str:
+def one_line(text: str, keep_spaces: bool = False) -> str:
     """``text`` as one line of a message: line breaks and tabs as one space (as before), every other character
     that does not print escaped (``\\x1b``, ``\\r``, ``\\xa0``: in a name, one could move the cursor, colour
     or overwrite the terminal's line, or hide in it), and each word longer than :data:`LONGEST_WORD`
     characters shortened in its middle, ``/data/aaaa...(2895 characters)...aaaa/lh.sulc``, so that the line
-    itself stays readable."""
-    text = str(text).replace("\r\n", "\n")
+    itself stays readable. ``keep_spaces``: for a line that names folders as they are (the start line, ``inputs:``):
+    its spaces kept as they are (``/data/my  study`` is not ``/data/my study``), a line break or tab escaped as
+    ``\\n``/``\\t`` (a name holds it, not the message)."""
+    text = str(text)
+    if not keep_spaces:
+        text = text.replace("\r\n", "\n")
     if not text.isprintable():
-        text = "".join(c if c.isprintable() or c in "\n\t" else c.encode("unicode_escape").decode("ascii")
+        kept = "" if keep_spaces else "\n\t"
+        text = "".join(c if c.isprintable() or c in kept else c.encode("unicode_escape").decode("ascii")
                        for c in text)
     words = []
-    for word in text.split():
-        if len(word) > LONGEST_WORD:
+    for word in (re.split(r"( +)", text) if keep_spaces else text.split()):
+        if len(word) > LONGEST_WORD and not word.isspace():
             word = f"{word[:WORD_ENDS]}...({len(word) - 2 * WORD_ENDS} characters)...{word[-WORD_ENDS:]}"
         words.append(word)
-    return " ".join(words)
+    return ("" if keep_spaces else " ").join(words)
 
 
-def say(text: str, *, file: TextIO | None = None, flush: bool = False) -> None:
+def say(text: str, *, file: TextIO | None = None, flush: bool = False, keep_spaces: bool = False) -> None:
     """Print ``text``, a ``warning:``, ``note:`` or ``FAILED`` line, as :func:`one_line` writes an ``error:``
     line: a character that does not print escaped, a word over :data:`LONGEST_WORD` characters shortened,
     a line break a space; the line's leading indentation (``  FAILED ...``) kept. ``file``: ``sys.stdout``
-    when None, looked up at the call (as ``print`` does, so :func:`reader_may_go_away`'s streams are used)."""
+    when None, looked up at the call (as ``print`` does, so :func:`reader_may_go_away`'s streams are used).
+    ``keep_spaces``: :func:`one_line`'s, for a line naming folders exactly."""
     text = str(text)
     indent = text[: len(text) - len(text.lstrip(" "))]
-    print(indent + one_line(text), file=sys.stdout if file is None else file, flush=flush)
+    line = one_line(text, keep_spaces=keep_spaces)
+    print(line if keep_spaces else indent + line, file=sys.stdout if file is None else file, flush=flush)
 
 
 def shell_word(value: object) -> str:

@@ -175,6 +175,19 @@ def _check_registration_feature(features: dict[str, Path], offered: tuple[str, .
                          "resampled to --features-out)")
 
 
+def _refuse_a_network_of_maps_not_given(model: str, channels: tuple[str, ...] | list[str], features: dict[str, Path],
+                                        sphere: Path, hemi: str) -> None:
+    """A network reads every one of its ``channels``: a ``--feature`` missing for one of them is named, with the
+    ``--feature`` to add, before any input is read (as geomorph-bids names the maps it looked for). Before, the line
+    named the network's file (``.../multimodal-fsLR/model.pt: model 'multimodal-fsLR' expects channels [sulc, curv,
+    myelin] for template fsLR; input has [sulc] ...``), as if the network were at fault."""
+    missing = [c for c in channels if c not in features]
+    if missing:
+        raise InputError(f"--model {model} registers {', '.join(channels)}; --feature gives "
+                         f"{', '.join(features) or 'none'} (missing: {', '.join(missing)}): add "
+                         + " ".join(f"--feature {c}=FILE" for c in missing), path=sphere, hemi=hemi)
+
+
 def _hemi_from_name(sphere: Path) -> str:
     """The hemisphere the sphere's file declares (one line on stderr says so), or a usage error."""
     from ..io.hemisphere_label import declared_hemispheres
@@ -230,8 +243,10 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     if choice.kind == "network":  # the template's maps first, as geomorph-bids reads them: a map an uninstalled
         template.load(tpl_hemi, choice.channels)  # package provides (brainspace) is named before the inputs' channels
     offered = template.features(tpl_hemi)
-    _check_feature_names(features, offered)
-    if choice.kind != "network":  # a network's channels are checked when it is loaded
+    _check_feature_names(features, offered)  # a misspelt name first (did you mean curv?), then what is missing
+    if choice.kind == "network":  # every channel the network reads, given
+        _refuse_a_network_of_maps_not_given(str(model or choice.name), choice.channels, features, sphere, hemi)
+    else:
         _check_registration_feature(features, offered, template.label)
     # HCP negates FreeSurfer's sulc and curv alike (io.discover's HCP sign, used by geomorph-bids)
     native = read_hemisphere(sphere, features, signs={"sulc": -1.0, "curv": -1.0} if sulc_sign == "hcp" else None,

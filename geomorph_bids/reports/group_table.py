@@ -32,8 +32,8 @@ __all__ = ["GROUP_COLUMNS", "TRAILING_COLUMNS", "STALE", "quality_cells", "check
 GROUP_COLUMNS = ("subject", "session", "hemi", "quality", "quality_reasons", "template", "method", "input_source",
                  "sulc_sign", "participant_id", "session_id", "software")
 #: the last columns of the group table, after the registration metrics (added since: the earlier columns keep their
-#: places); ``template_bundled_asked``: ``true`` where the participant level was asked for the bundled maps
-#: (``--template-dir bundled``, the metrics' ``template_ref``), else ``false``
+#: places); ``template_bundled_asked``: ``True`` where the participant level was asked for the bundled maps
+#: (``--template-dir bundled``, the metrics' ``template_ref``), else ``False`` (the TSV's booleans are written so)
 TRAILING_COLUMNS = ("template_bundled_asked",)
 #: ``quality`` of a row whose hemisphere's latest participant run failed: its outputs (and
 #: metrics) are an earlier run's, kept (:func:`geomorph_bids.results.metrics.mark_latest_run_failed`)
@@ -285,7 +285,8 @@ _DESCRIBED: dict[str, tuple[str, str | None]] = {
                     "them), left out of the distortion statistics", "vertices"),
     "rotation_deg": ("Angle of the rigid pre-alignment rotation", "degrees"),
     "rotation_method": ("How the rotation was found: features, or correspondence (from the sphere.reg)", None),
-    "used_sphere_reg": ("Whether a FreeSurfer sphere.reg was used for the rotation (true/false)", None),
+    "used_sphere_reg": ("Whether a FreeSurfer sphere.reg was used for the rotation (True/False, as the TSV writes "
+                        "it)", None),
     "reg_sphere_set_aside": ("Why a sphere.reg that was given was set aside", None),
     "identity_cc_own": ("Correlation of the hemisphere's features with its own template hemisphere "
                         "(the hemisphere check)", "Pearson r"),
@@ -293,8 +294,8 @@ _DESCRIBED: dict[str, tuple[str, str | None]] = {
                              "Pearson r"),
     "identity_cc_negated": ("Correlation of the sign-flipped features with the template (the sign gate)",
                             "Pearson r"),
-    "mirrored": ("Whether the network registers this hemisphere mirrored (true/false)", None),
-    "cortex_mask": ("Whether a cortex mask restricted the registration (true/false)", None),
+    "mirrored": ("Whether the network registers this hemisphere mirrored (True/False, as the TSV writes it)", None),
+    "cortex_mask": ("Whether a cortex mask restricted the registration (True/False, as the TSV writes it)", None),
     "device": ("Device the registration ran on (cpu, cuda...)", None),
     "model_argument": ("The --model value", None),
     "model_name": ("Name of the network used; n/a without one", None),

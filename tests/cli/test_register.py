@@ -1276,3 +1276,28 @@ def test_the_example_with_a_network_of_maps_it_lacks_says_so_as_geomorph_bids_do
         assert err[-1] == (
             "geomorph-register: error: template fsLR has no feature curv, myelin; it has: sulc (curv, myelin come "
             "from the brainspace package: pip install 'geomorph-bids[multimodal]')")
+
+
+def test_ones_own_files_without_a_map_the_network_reads_name_the_maps_and_the_input(tmp_path, capsys):
+    """Twenty-fourth session: ``geomorph-register --sphere lh.sphere --feature sulc=lh.sulc --model multimodal-fsLR``
+    (brainspace installed) ended on ``.../multimodal-fsLR/model.pt: model 'multimodal-fsLR' expects channels [sulc,
+    curv, myelin] ...; input has [sulc] ...``, naming the network's file as if it were at fault. Now one line names
+    the hemisphere, the input, the maps the network reads and the ``--feature`` to add; nothing is written. A
+    misspelt name is still named as one first."""
+    import geomorph_bids.resources as resources
+
+    if resources.package_file("brainspace", "datasets") is None:
+        pytest.skip("brainspace is not installed")
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "out" / "lh_sphere.surf.gii"
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}",
+                 f"thickness={surf / 'lh.sulc'}", "--model", "multimodal-fsLR", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and not out.parent.exists()
+    assert err[-1] == (
+        f"geomorph-register: error: hemi-L {surf / 'lh.sphere'}: --model multimodal-fsLR registers sulc, curv, myelin; "
+        "--feature gives sulc, thickness (missing: curv, myelin): add --feature curv=FILE --feature myelin=FILE")
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}",
+                 f"curvv={surf / 'lh.sulc'}", "--model", "multimodal-fsLR", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "--feature curvv: unknown feature name" in err[-1] and "did you mean curv?" in err[-1]

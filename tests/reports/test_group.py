@@ -1007,3 +1007,21 @@ def test_a_cohort_that_asked_for_the_bundled_maps_is_not_advised_to_use_the_full
     path.write_text(json.dumps({**doc, "template_ref": {**(doc.get("template_ref") or {}), "bundled_asked": True}}))
     text = build_group_report(outputs).read_text()
     assert "To use the full one" not in text and text.count(esc(BUNDLED_ASKED_REPORT_NOTE)) == 1
+
+
+def test_the_data_dictionary_spells_the_boolean_columns_as_the_tsv_writes_them():
+    """An analyst filtering the group TSV with ``awk '$col == "true"'`` after reading the data
+    dictionary: ``used_sphere_reg``, ``mirrored`` and ``cortex_mask`` were described as ``(true/false)``
+    while the TSV holds ``True``/``False`` (what pandas and R read as booleans; readers depend on it,
+    so the values stay): every column that holds only booleans is now described as ``True/False``."""
+    from geomorph_bids.reports.group_table import group_dictionary_text, group_table_text
+
+    rows = [{"subject": "01", "hemi": h, "used_sphere_reg": h == "L", "mirrored": h == "R", "cortex_mask": True,
+             "rotation_deg": 1.5, "template_bundled_asked": False} for h in ("L", "R")]
+    text = group_table_text(rows)
+    header, *cells = [line.split("\t") for line in text.splitlines()]
+    booleans = [c for k, c in enumerate(header) if {row[k] for row in cells} <= {"True", "False"}]
+    assert booleans == ["used_sphere_reg", "mirrored", "cortex_mask", "template_bundled_asked"]
+    dictionary = json.loads(group_dictionary_text(text))
+    assert {c: "True/False" in dictionary[c]["Description"] and "true/false" not in dictionary[c]["Description"]
+            for c in booleans} == dict.fromkeys(booleans, True)
