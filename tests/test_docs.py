@@ -150,6 +150,25 @@ def test_documented_command_parses(doc: str, kind: str, program: str, args: list
                 pytest.fail(f"{doc}: '{program} {' '.join(args)}' does not parse (exit {exc.code})")
 
 
+def test_documented_register_commands_name_what_it_requires() -> None:
+    """A whole ``geomorph-register`` command of the docs (a bash line, or a span giving ``--sphere`` and
+    ``--feature``) names ``--out``, and ``--hemi`` where the sphere's file name does not say it: argparse took
+    docs/registration.md's `geomorph-register --sphere lh.sphere --feature sulc=lh.sulc --hemi L`, which then
+    stopped on `missing --out`, exit 2 (reliability.md quotes what users typed, as it was)."""
+    from geomorph_bids.io.hemisphere_label import declared_hemispheres
+
+    parser, short = _parser("geomorph-register"), []
+    for doc, kind, program, args in DOCUMENTED:
+        if doc == "reliability.md" or program != "geomorph-register" or "--example" in args or "--help" in args or "-h" in args or (
+                kind == "span" and not {"--sphere", "--feature"} <= set(args)):
+            continue
+        parsed = parser.parse_args(args)
+        hemi = parsed.hemi or (parsed.sphere is not None and len(declared_hemispheres(parsed.sphere)) == 1)
+        if parsed.sphere is None or not parsed.feature or parsed.out is None or not hemi:
+            short.append(f"{doc}: geomorph-register {' '.join(args)}")
+    assert not short, short
+
+
 def test_build_bundled_data_help_writes_nothing(tmp_path: Path) -> None:
     """'--help' (a user checking the options) must not rebuild the package data in place."""
     templates = ROOT / "geomorph_bids" / "data" / "templates"
