@@ -169,6 +169,40 @@ def test_documented_register_commands_name_what_it_requires() -> None:
     assert not short, short
 
 
+def _quote_pattern(span: str) -> re.Pattern:
+    """A message quoted in the docs as a pattern: ``...`` stands for any text, an upper-case placeholder (N, V, P,
+    PATH, ...) for one word."""
+    parts = re.split(r"(\.\.\.|\b[A-Z]{1,4}\b)", span)
+    return re.compile("".join(".*?" if p == "..." else r"\S+?" if re.fullmatch(r"[A-Z]{1,4}", p) else re.escape(p)
+                              for p in parts), re.S)
+
+
+def test_the_feature_messages_troubleshooting_quotes_are_the_programs() -> None:
+    """docs/troubleshooting.md quotes the lines a map's NaN gives, as the program prints them: its row for scattered
+    NaN quoted `... feature map has N non-finite values ...`, where the program says `feature 'sulc' has ...`."""
+    import warnings
+
+    from geomorph_bids.errors import InputError
+    from geomorph_bids.io.validate import check_finite, no_data
+    from geomorph_bids.sphere import icosphere
+
+    vertices, faces = icosphere(3)
+    sulc = np.cos(vertices[:, 0] / 20.0)
+    scattered = sulc.copy()
+    scattered[::97] = np.nan
+    with pytest.raises(InputError) as refused:
+        check_finite(scattered, "lh.sulc", what="feature 'sulc'")
+    cap = sulc.copy()
+    cap[vertices[:, 2] > 80] = np.nan  # a region: a lesion or medial wall exported as NaN
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        no_data(cap, faces, "lh.sulc", what="feature 'sulc'")
+    messages = [str(refused.value), f"warning: {caught[0].message}"]
+    spans = re.findall(r"`([^`\n]{40,})`", (ROOT / "docs" / "troubleshooting.md").read_text())
+    unquoted = [m for m in messages if not any(_quote_pattern(s).search(m) and len(s) > len(m) / 2 for s in spans)]
+    assert len(caught) == 1 and not unquoted, unquoted
+
+
 def test_build_bundled_data_help_writes_nothing(tmp_path: Path) -> None:
     """'--help' (a user checking the options) must not rebuild the package data in place."""
     templates = ROOT / "geomorph_bids" / "data" / "templates"
