@@ -20,7 +20,8 @@ same bytes, except what depends on the clock, which is masked first:
 
 ``--ignore KEY`` (repeatable) masks more: that JSON key at any depth and that TSV column, e.g.
 ``--ignore optimise_batch`` to compare the workflow with batch mode (the number of pairs
-optimised together, recorded in the metrics), or the keys that hold where the dataset and the
+optimised together, recorded in the metrics; ``logs/CITATION.md`` and the reports still differ: their methods
+text names the mode), or the keys that hold where the dataset and the
 installation are (``DatasetLinks``, ``input_surface_path``, ``template_source_path``,
 ``template_files``, ``Path``, ``folder``) to compare runs from another folder or machine.
 

@@ -490,7 +490,8 @@ def _refuse_a_network_of_maps_the_example_lacks(template: TemplateRef, model: st
                          f"{', '.join(choice.channels)} (missing: {', '.join(missing)}): run --example with a model "
                          "of sulc (the default, sulc-fsLR or rigid), or register your own subject's files: "
                          "geomorph-register --sphere lh.sphere --feature sulc=lh.sulc "
-                         + " ".join(f"--feature {c}=FILE" for c in missing) + f" --model {model}", path=surf)
+                         + " ".join(f"--feature {c}=FILE" for c in missing)
+                         + f" --model {model} --out lh.fsLR.surf.gii", path=surf)
 
 
 def _run_example(out_dir: Path, template: str, model: str | None = None, device: str = "auto",

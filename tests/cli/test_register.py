@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from geomorph_bids.cli.register import main
+from geomorph_bids.cli.register import build_parser, main
 from geomorph_bids.resources import example_dir
 from geomorph_bids.sphere.rotation import angle_between
 
@@ -1271,7 +1272,11 @@ def test_the_example_with_a_network_of_maps_it_lacks_says_so_as_geomorph_bids_do
             "(?h.sphere, ?h.sulc); --model multimodal-fsLR registers sulc, curv, myelin (missing: curv, myelin): run "
             "--example with a model of sulc (the default, sulc-fsLR or rigid), or register your own subject's files: "
             "geomorph-register --sphere lh.sphere --feature sulc=lh.sulc --feature curv=FILE --feature myelin=FILE "
-            "--model multimodal-fsLR")
+            "--model multimodal-fsLR --out lh.fsLR.surf.gii")
+        # the command it offers runs as written (it lacked --out: `missing --out`, exit 2)
+        offered = shlex.split(err[-1].split("files: ", 1)[1])
+        args = build_parser().parse_args(offered[1:])
+        assert args.out is not None and args.sphere.name == "lh.sphere"
     else:
         assert err[-1] == (
             "geomorph-register: error: template fsLR has no feature curv, myelin; it has: sulc (curv, myelin come "
