@@ -678,7 +678,7 @@ def test_docstring_references_name_what_exists():
     for path in sorted(package.rglob("*.py")):
         parts = path.relative_to(package.parent).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        module = importlib.import_module(name)
+        importlib.import_module(name)  # the module imports (its names resolve below)
         tree = ast.parse(path.read_text())
         imported = {}  # a name imported anywhere in the file (function-level imports too) -> its dotted path
         for node in ast.walk(tree):
