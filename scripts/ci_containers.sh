@@ -287,6 +287,10 @@ apptainer run --containall /sif/geomorph-bids.sif --version
 # the image's must not come in
 mkdir -p /sif/host-pp/numpy && echo 'raise ImportError("the host numpy came in")' > /sif/host-pp/numpy/__init__.py
 PYTHONPATH=/sif/host-pp apptainer run /sif/geomorph-bids.sif --version
+PYTHONPATH=/sif/host-pp apptainer exec /sif/geomorph-bids.sif geomorph-register --version
+# no arguments: the help (exit 0), as the Docker image's CMD
+apptainer run /sif/geomorph-bids.sif > /sif/help.txt
+grep -q '^usage: geomorph-bids' /sif/help.txt
 t=$SECONDS
 apptainer run --containall --cleanenv -B /data:/data:ro -B /out:/out -B /sif/tmp:/tmp \
   /sif/geomorph-bids.sif /data /out participant --participant-label 02 -w /tmp/work --nprocs 2

@@ -465,6 +465,30 @@ def test_container_commands_bind_tmpdir_with_a_default() -> None:
     assert not bare, bare
 
 
+def test_apptainer_run_lines_bind_work_and_output_folders_the_user_made() -> None:
+    """fix-bk: the README's `apptainer run ... -B "${TMPDIR:-/tmp}:/work" ... -w /work`, run as written
+    by a user (Apptainer 1.4.5 without setuid), stopped on `/work: is owned by nobody (uid 65534), not
+    by you`: the shared /tmp is root's, and anyone may write there. Every documented `apptainer run` that
+    binds a work folder binds one of the user's own, and the block makes the host folders it binds
+    writable (`mkdir -p`) before (Apptainer refuses a bind whose host folder does not exist)."""
+    lines = [(doc.name, block, line) for doc in DOCS for block in _blocks(doc, "bash")
+             for line in _command_lines(block) if line.startswith("apptainer run")]
+    header = re.sub(r"^#\s?", "", "\n".join(l for l in (ROOT / "singularity.def").read_text().splitlines()
+                                              if l.startswith("#")), flags=re.M)
+    lines += [("singularity.def", header, line) for line in _command_lines(header) if line.startswith("apptainer run")]
+    assert len(lines) >= 2, lines
+    for where, block, line in lines:
+        words = shlex.split(line)
+        specs = [re.fullmatch(r"(.+?):(/[^:]*)(?::(?:ro|rw))?", w) for flag, w in zip(words, words[1:]) if flag == "-B"]
+        binds = {m.group(2): m.group(1) for m in specs if m}
+        for target in ("/work", "/out"):
+            source = binds.get(target)
+            if source is None:
+                continue
+            assert not re.fullmatch(r"/tmp/?|/var/tmp/?|\$\{?TMPDIR(:-/tmp)?\}?", source), f"{where}: {line}"
+            assert re.search(rf"mkdir -p [^\n]*{re.escape(source)}", block), f"{where}: {source} not made: {line}"
+
+
 def test_windows_shell_commands_are_whole_lines_without_bash_syntax() -> None:
     """fix-am: the README's container commands were bash only: PowerShell and cmd do not continue a
     line with `\\`, have no `$(id -u)`, and name the current folder `${PWD}` / `%cd%`, not `$PWD`.

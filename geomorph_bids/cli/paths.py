@@ -36,6 +36,8 @@ from ..derivatives import DATASET_DESCRIPTION
 from ..errors import InputError, describe_os_error
 from ..io.discover import derivatives_freesurfer, derivatives_root, holds_any_subject
 from ..io.limits import read_json_bounded
+from .container import unbound_hint, under_apptainer, unmapped_owner_note
+from .messages import shell_word
 from .parser import parse_derivatives
 from .preflight import LOCK_DIR
 
@@ -179,7 +181,8 @@ def _check_given_folder(name: str, folder: Path) -> None:
         from ..io.limits import unicode_twin_hint
 
         raise InputError(f"--derivatives {name}: no such folder (give the sMRIPrep/fMRIPrep/HCP output folder "
-                         "that holds the sub-* folders)" + unicode_twin_hint(folder), path=folder)
+                         "that holds the sub-* folders)" + (unicode_twin_hint(folder) or unbound_hint(folder)),
+                         path=folder)
     if not folder.is_dir():
         raise InputError(f"--derivatives {name}: not a folder (give the sMRIPrep/fMRIPrep/HCP output folder "
                          "that holds the sub-* folders)", path=folder)
@@ -260,8 +263,10 @@ def check_work_folder(work_dir: Path, subjects: Sequence[str] | None = None) -> 
     owner = work_dir.stat().st_uid
     trusted = {me, 0} | ({owner} if me == 0 else set())
     if owner not in trusted:
-        _refuse_foreign(work_dir, f"is owned by {_user(owner)}, not by you: that user can put files in it",
-                        work_dir)
+        # deleting WORK/geomorph_wf does not help here: the folder itself is another user's
+        _refuse(f"is owned by {_user(owner)}, not by you: that user can put files in it"
+                f"{unmapped_owner_note(owner, 'a shared /tmp bound as the work folder is one')}; "
+                f"{PICKLES}: use a work folder of your own (-w){_own_work_folder_hint(work_dir)}", work_dir)
     top = work_dir / TOP_WF_NAME
     if not top.is_dir() or top.is_symlink():
         if top.is_symlink():
@@ -303,8 +308,22 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
+#: why a work folder others can write is refused
+PICKLES = "Nipype loads the pickled results in the work folder, and loading a pickle can run any code"
+
+
+def _own_work_folder_hint(work_dir: Path) -> str:
+    """In an Apptainer container, how to give it a work folder of one's own: the folder bound there is
+    the one to change (``-B "${TMPDIR:-/tmp}:/work"`` bound the shared ``/tmp``), not ``-w``."""
+    if not under_apptainer():
+        return ""
+    shown = shell_word(work_dir.absolute())
+    return (f"; in this container, bind a folder of your own there (mkdir -p it on the host, then apptainer run "
+            f"-B /host/folder/of/yours:{shown})")
+
+
 def _refuse_foreign(path: Path, why: str, work_dir: Path) -> None:
-    _refuse(f"{why}; Nipype loads the pickled results in the work folder, and loading a pickle can run any code: "
+    _refuse(f"{why}; {PICKLES}: "
             f"use a work folder of your own (-w), or delete {work_dir / 'geomorph_wf'} (a cache: it is made again)",
             path)
 

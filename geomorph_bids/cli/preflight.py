@@ -46,6 +46,7 @@ from typing import Callable, Iterator, Sequence
 from ..errors import InputError, owner_words, user_words
 from ..io.atomic import flock_unsupported, flush_to_disk, share_file, shared_folder
 from ..io.process_wide import ForkHooks
+from .container import in_image, under_apptainer, unmapped_owner_note
 from .interrupts import pid_alive
 from .messages import say, shell_word
 
@@ -54,7 +55,7 @@ __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_writt
            "preflight", "remove_if_empty", "missing_folders", "remove_created", "names_fold_case", "RunLocks",
            "lock_participants", "participant_runs_active", "folder_lock", "REPORTS_LOCK", "participant_lock_holder",
            "ParticipantLocks", "participant_locks", "HELD_SUFFIX", "without_flock_note", "shown_lock_file",
-           "filesystem_type", "SQUASHING_FILE_SYSTEMS"]
+           "filesystem_type", "mount_of", "apptainer_session_folder", "SQUASHING_FILE_SYSTEMS"]
 
 #: free space (MiB) required before a run starts. Measured: the example dataset (2 subjects, both
 #: hemispheres, 10,242-vertex spheres, ``--model rigid``) writes 8.6 MB of outputs and 3.2 MB of
@@ -130,13 +131,20 @@ def _container_hint(role: str, folder: Path, err: int) -> str:
     nearly always the ``docker run`` line: a host folder owned by another user than the one the
     container runs as (the image's uid 10001 without ``-u``; a folder Docker created as root for a
     bind whose host path did not exist), a folder bound read-only, or no folder bound there at all
-    (the image's own files are not writable). Empty outside the image or for other errors."""
-    if not os.environ.get("GEOMORPH_CONTAINER") or err not in (errno.EACCES, errno.EPERM, errno.EROFS):
+    (the image's own files are not writable). Empty outside the image, for other errors, and for an
+    existing folder of someone else's under Apptainer (which runs as the user who started it:
+    :func:`_owner_hint` says whose it is, as outside; ``docker run -u`` means nothing there)."""
+    if not in_image() or err not in (errno.EACCES, errno.EPERM, errno.EROFS):
         return ""
     near = folder
     while not near.exists() and near != near.parent:
         near = near.parent
+    if under_apptainer() and err != errno.EROFS and near != near.parent:
+        return ""  # Apptainer runs as the user who started it: a folder of someone else's, as outside (_owner_hint)
     if err == errno.EROFS or near == near.parent:  # the image itself, or a read-only bind
+        if under_apptainer():  # (Docker's --read-only and -v mean nothing there)
+            return (f"; in this container only folders bound writable can be written: bind a host folder you own "
+                    f"there, not :ro (apptainer run -B /path/on/host:{folder})")
         extra = ("; or give the container a writable /tmp (docker run --read-only --tmpfs /tmp)"
                  if role == "work" else "")
         return (f"; in this container only folders bound writable can be written: bind a host folder you own "
@@ -158,22 +166,62 @@ def _container_hint(role: str, folder: Path, err: int) -> str:
 SQUASHING_FILE_SYSTEMS = ("nfs", "nfs4", "cifs", "smb3")
 
 
-def filesystem_type(folder: Path) -> str:
-    """The type of the file system ``folder`` lies on (``ext4``, ``nfs4``, ``fuse.sshfs``, ``lustre``),
-    from the longest mount point above it in ``/proc/self/mounts``; "" where unknown (not Linux)."""
+def mount_of(folder: Path) -> tuple[str, str]:
+    """(mount point, file system type) of the file system ``folder`` lies on (``ext4``, ``nfs4``,
+    ``fuse.sshfs``, ``lustre``, ``tmpfs``), from the longest mount point above it in
+    ``/proc/self/mounts``; ("", "") where unknown (not Linux)."""
     try:
         lines = Path("/proc/self/mounts").read_text().splitlines()
     except OSError:
-        return ""
-    path, best, kind = os.path.realpath(folder), -1, ""
+        return "", ""
+    path, best, found = os.path.realpath(folder), -1, ("", "")
     for line in lines:
         fields = line.split()
         if len(fields) < 3:
             continue
         point = fields[1].replace("\\040", " ")
         if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > best:
-            best, kind = len(point), fields[2]
-    return kind
+            best, found = len(point), (point, fields[2])
+    return found
+
+
+def filesystem_type(folder: Path) -> str:
+    """The type of the file system ``folder`` lies on (:func:`mount_of`); "" where unknown."""
+    return mount_of(folder)[1]
+
+
+def apptainer_session_folder(folder: Path) -> str | None:
+    """Where ``folder`` lies on the Apptainer container's own memory file system, its mount point
+    (the temporary folder or the home: what ``--contain``/``--containall`` make of ``/tmp``,
+    ``/var/tmp`` and the home, a ``tmpfs`` of the session, 64 MiB by default, gone when the
+    container ends); else None."""
+    import tempfile
+
+    if not under_apptainer():
+        return None
+    near = Path(folder).absolute()
+    while not near.exists() and near != near.parent:
+        near = near.parent
+    point, kind = mount_of(near)
+    try:
+        temporary = os.path.realpath(tempfile.gettempdir())
+    except OSError:  # none can be made
+        temporary = None
+    own = {temporary, os.path.realpath(os.path.expanduser("~"))}
+    return point if kind == "tmpfs" and point in own else None
+
+
+def _session_hint(role: str, folder: Path) -> str:
+    """``; FOLDER is on ...: bind a folder ...`` for an output or work folder (``role``) on the Apptainer
+    container's own memory file system (:func:`apptainer_session_folder`); empty elsewhere."""
+    point = apptainer_session_folder(folder)
+    if point is None:
+        return ""
+    use = ":/out ... /out participant" if role == "output" else ":/work ... -w /work"
+    return (f"; {point} in this Apptainer container is its own memory file system (apptainer run --containall or "
+            f"--contain make /tmp, /var/tmp and the home so, 64 MiB by default), gone with everything in it when the "
+            f"run ends: bind a folder of yours for the {role} (mkdir -p it on the host, then apptainer run "
+            f"-B /host/folder/of/yours{use})")
 
 
 def _root_squash_hint(folder: Path, err: int) -> str:
@@ -195,10 +243,10 @@ def _root_squash_hint(folder: Path, err: int) -> str:
 def _owner_hint(path: Path, err: int | None) -> str:
     """For a permission error (``err``: EACCES/EPERM) on ``path``, or on its nearest existing folder,
     that belongs to another user (a lab member's folder in a shared one): whose it is, who this run
-    is, and what either can do. Empty for other errors, for this user's own, and inside our image
-    (:func:`_container_hint` speaks of the ``docker run`` line there), and for root (whom only a
-    server refuses: :func:`_root_squash_hint`)."""
-    if err not in (errno.EACCES, errno.EPERM) or os.environ.get("GEOMORPH_CONTAINER") or os.geteuid() == 0:
+    is, and what either can do. Empty for other errors, for this user's own, inside our image under
+    Docker (:func:`_container_hint` speaks of the ``docker run`` line there; Apptainer runs as the user
+    who started it, as outside), and for root (whom only a server refuses: :func:`_root_squash_hint`)."""
+    if err not in (errno.EACCES, errno.EPERM) or (in_image() and not under_apptainer()) or os.geteuid() == 0:
         return ""
     near = Path(path).absolute()
     while not os.path.lexists(near) and near != near.parent:
@@ -212,7 +260,8 @@ def _owner_hint(path: Path, err: int | None) -> str:
         return ""
     help_ = (f"its owner can make it writable for the group (chmod -R g+w {shell_word(near)}), or use a folder "
              "of your own" if ours else "its group is none of this user's: use a folder of your own")
-    return f"; {near} belongs to {owner_words(near)}, and this run is {user_words(os.geteuid())}: {help_}"
+    return (f"; {near} belongs to {owner_words(near)}{unmapped_owner_note(st.st_uid)}, and this run is "
+            f"{user_words(os.geteuid())}: {help_}")
 
 
 def check_writable(folder: Path, role: str, min_free_mb: float | None = None) -> bool:
@@ -256,10 +305,13 @@ def check_writable(folder: Path, role: str, min_free_mb: float | None = None) ->
             hint = (_container_hint(role, folder, exc.errno) or _root_squash_hint(folder, exc.errno)
                     or _owner_hint(folder, exc.errno))
             raise InputError(f"cannot write to the {role} directory ({_why(exc)}){hint}", path=folder) from None
+        session = _session_hint(role, folder)
+        if session and role == "output":  # the results would be written, then gone with the container
+            raise InputError(f"the output directory would be lost when the run ends{session}", path=folder)
         free = _free_mb(folder)
         if free < need:
             raise InputError(f"the {role} directory has {free:.0f} MiB free; geomorph-bids needs at least "
-                             f"{need:.0f} MiB there (disk full?)", path=folder)
+                             f"{need:.0f} MiB there{session or ' (disk full?)'}", path=folder)
     except InputError:
         remove_created(made)
         raise

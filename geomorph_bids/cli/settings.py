@@ -29,6 +29,7 @@ from ..io.template_ref import TemplateRef, resolve_template_ref, template_search
 from ..io.template_sources import TemplateSearch
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..workflows.config import RunConfig
+from .container import unbound_hint
 from .paths import geomorph_bids_output
 from .machine import REGISTRATION_NEEDS_GB, address_space_limit_gb, total_memory_gb, usable_cpus
 from .messages import say, shell_word
@@ -247,7 +248,7 @@ def _check_fs_subjects_dir(folder: Path | None) -> None:
         from ..io.limits import unicode_twin_hint
 
         raise InputError("--fs-subjects-dir: no such folder (the FreeSurfer SUBJECTS_DIR holding the subjects)"
-                         + unicode_twin_hint(folder), path=folder)
+                         + (unicode_twin_hint(folder) or unbound_hint(folder)), path=folder)
     if is_freesurfer_subject(folder):
         parent, label = _subjects_dir_and_label(folder)
         raise InputError(f"--fs-subjects-dir is one FreeSurfer subject, not the SUBJECTS_DIR that holds the subjects: "
@@ -325,8 +326,8 @@ def validate_arguments(args: argparse.Namespace, prog: str = "geomorph-bids") ->
     if not args.bids_dir.is_dir():
         from ..io.limits import unicode_twin_hint
 
-        raise InputError("bids_dir does not exist or is not a folder" + unicode_twin_hint(args.bids_dir),
-                         path=args.bids_dir)
+        raise InputError("bids_dir does not exist or is not a folder"
+                         + (unicode_twin_hint(args.bids_dir) or unbound_hint(args.bids_dir)), path=args.bids_dir)
     if (not args.skip_bids_validation and not (args.bids_dir / "dataset_description.json").is_file()
             and not _adopt_freesurfer_folder(args, prog)):
         if is_freesurfer_subject(args.bids_dir):

@@ -1,0 +1,58 @@
+"""What a run inside our images says about its container.
+
+``$GEOMORPH_CONTAINER`` (set by the Dockerfile and ``singularity.def``) tells that this is our image;
+Apptainer and Singularity set ``APPTAINER_CONTAINER`` / ``SINGULARITY_CONTAINER`` inside every
+container they start, ``--cleanenv`` and ``--containall`` included, which tells their image from the
+Docker one: an HPC user binds with ``apptainer run -B``, never with ``docker run -v`` or ``-u``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .messages import shell_word
+
+__all__ = ["in_image", "under_apptainer", "unbound_hint", "unmapped_owner_note", "OVERFLOW_UID"]
+
+#: the owner a user namespace shows for a file whose owner it does not map (Linux's default
+#: ``/proc/sys/kernel/overflowuid``): under Apptainer without setuid, or rootless podman, root's
+#: ``/tmp`` and every other user's files belong to ``nobody``
+OVERFLOW_UID = 65534
+
+
+def in_image(environ: "os._Environ[str] | dict[str, str] | None" = None) -> bool:
+    """Whether this runs inside one of our images (``$GEOMORPH_CONTAINER``)."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("GEOMORPH_CONTAINER"))
+
+
+def under_apptainer(environ: "os._Environ[str] | dict[str, str] | None" = None) -> bool:
+    """Whether this runs in an Apptainer or Singularity container (their own variables, set inside
+    whatever the host's environment)."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("APPTAINER_CONTAINER") or env.get("SINGULARITY_CONTAINER"))
+
+
+def unbound_hint(path: str | Path, read_only: bool = True,
+                 environ: "os._Environ[str] | dict[str, str] | None" = None) -> str:
+    """``; in this container only ...: bind it ...`` for an input folder ``path`` that is not there,
+    inside our image: the host's folders are not in the container unless bound (``apptainer run
+    --containall`` or ``--cleanenv`` without ``-B``; ``docker run`` without ``-v``), and the line
+    ``bids_dir does not exist`` named a folder the user could ``ls`` on the host. Empty outside the
+    image, or where something is at ``path``."""
+    if not in_image(environ) or os.path.lexists(path):
+        return ""
+    shown, mode = shell_word(Path(path).absolute()), ":ro" if read_only else ""
+    bind = (f"apptainer run -B {shown}:{shown}{mode}, or -B /path/on/host:{shown}{mode}" if under_apptainer(environ)
+            else f"docker run -v /path/on/host:{shown}{mode}")
+    return f"; in this container only the image's files and the folders bound into it are there: bind it ({bind})"
+
+
+def unmapped_owner_note(uid: int, example: str = "") -> str:
+    """Why a folder belongs to ``nobody`` (``uid`` the :data:`OVERFLOW_UID`): a user namespace shows so
+    what belongs to root or to any user it does not map (``example``: one such folder, said after a
+    colon). Empty for another ``uid``."""
+    if uid != OVERFLOW_UID:
+        return ""
+    return (f" (uid {OVERFLOW_UID} is how a user namespace, Apptainer without setuid or rootless podman, shows a file "
+            f"of root or of any user it does not map{': ' + example if example else ''})")
