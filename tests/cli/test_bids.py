@@ -1201,3 +1201,28 @@ def test_a_registration_a_killed_run_left_in_the_cache_is_marked_reused(dataset_
     assert len(rows) == 1 and rows[0].endswith("  reused"), stdout
     assert "reused: 1 hemisphere(s) unchanged" in stdout
     assert result.stat().st_mtime_ns == stamp and digests(out) == first
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["workflow", "batch"])
+def test_a_run_that_registers_nothing_leaves_no_methods_paragraph(dataset_factory, tmp_path, batch):
+    """Every hemisphere FAILED ('no hemisphere registered'), yet logs/CITATION.md said 'Cortical surfaces were
+    registered with the GeoMorph method ... onto the fsaverage template ...' (written before the run): a PI
+    pasting it, or a later run's 'A later run into the same folder used other settings', described settings no
+    output was made with. The file is now put back as the run found it: removed where there was none, an earlier
+    run's text kept byte for byte."""
+    import nibabel.freesurfer as nfs
+
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    for sulc in (bids / "derivatives" / "freesurfer" / "sub-01" / "surf").glob("?h.sulc"):
+        nfs.write_morph_data(str(sulc), np.zeros_like(nfs.read_morph_data(str(sulc))))
+    out = tmp_path / "out"
+    extra = ["--batch-size", "2"] if batch else []
+    argv = [bids, out, "participant", "--template", "fsaverage", "--hemi", "L", "--model", "rigid", "-w",
+            tmp_path / "w", "--reports", "deferred", *extra]
+    code, _, err = run(*argv)
+    assert code == 1 and "1 failure(s): no hemisphere registered:" in err and "is all zero" in err, err
+    assert (out / "dataset_description.json").is_file() and not (out / "logs" / "CITATION.md").exists()
+    earlier = b"Cortical surfaces were registered (an earlier run's settings).\n\n### References\n- A.\n"
+    (out / "logs" / "CITATION.md").write_bytes(earlier)
+    code, _, err = run(*argv)
+    assert code == 1 and (out / "logs" / "CITATION.md").read_bytes() == earlier
