@@ -15,7 +15,7 @@ from .. import __version__
 from ..derivatives import BIDSIGNORE, CITATION, DATASET_DESCRIPTION, README, bidsignore_lines
 from ..errors import InputError
 from ..io.atomic import atomic_write_bytes, shared_folder
-from ..io.limits import read_json_bounded, read_text_bounded
+from ..io.limits import DOCUMENT_MAX_BYTES, read_bounded, read_json_bounded, read_text_bounded
 from .methods import LATER_RUN, methods_text
 from .methods import REFERENCES_HEADING as _REFERENCES
 from .preflight import folder_lock
@@ -177,10 +177,10 @@ class CitationChange:
 
 
 def _read_bytes(path: Path) -> bytes | None:
-    """The bytes of ``path``, or None when it cannot be read."""
+    """The bytes of ``path``, or None when it is not a readable regular file (a FIFO planted there does not block)."""
     try:
-        return path.read_bytes()
-    except OSError:
+        return read_bounded(path, DOCUMENT_MAX_BYTES, "methods text")
+    except InputError:
         return None
 
 
