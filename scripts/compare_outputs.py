@@ -16,7 +16,9 @@ same bytes, except what depends on the clock, which is masked first:
   outliers table still compares every other metric's outliers; an outliers table left with no
   row reads as "No outliers."), and the run-time clause of the distribution figure's alt text;
 * the group report's distribution figure (it plots run times): compared by image size only;
-* ``.geomorph-locks/*`` (pid, host and time of the run holding the lock): presence only.
+* ``.geomorph-locks/*`` (pid, host and time of the run holding the lock): presence only;
+* ``logs/crash-RUN/crash-TIME-NODE-UUID.txt`` (named by the run's id, the clock and a random id;
+  their tracebacks quote the time): how many crash files each node left, by NODE.
 
 ``--ignore KEY`` (repeatable) masks more: that JSON key at any depth and that TSV column, e.g.
 ``--ignore optimise_batch`` to compare the workflow with batch mode (the number of pairs
@@ -29,7 +31,8 @@ A differing JSON file is named with the keys that differ (the first five); a dif
 file with the largest difference of its data arrays (for a sphere: the largest vertex
 displacement, in mm on the radius-100 sphere).
 
-Exit code 0 when the trees match, 1 otherwise (each difference on one line).
+Exit code 0 when the trees match, 1 otherwise (each difference on one line), 2 when BEFORE or
+AFTER is not a folder (a mistyped path read as an empty tree was "identical").
 """
 
 from __future__ import annotations
@@ -45,6 +48,11 @@ from pathlib import Path
 
 _TIMING_FIGURES = ("figures/group_desc-distributions_metrics.png",)
 _PRESENCE_ONLY = ("/.geomorph-locks/",)
+#: a crash file's path (derivatives.crash_dir; Nipype's names, crashfiles.py's): the run id, the time, the node, a
+#: random id (a uuid, or its first 8 digits)
+_CRASH = re.compile(r"^logs/crash-[0-9a-f]+/crash-\d{8}-\d{6}-(?P<node>.+?)"
+                    r"(?:-[0-9a-f]{8}(?:(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})?)?"
+                    r"\.(?:txt|pklz)$")
 _BUILT = re.compile(r"((?:Report built|Built) )[^<]*? in [0-9.]+ s\.")
 _ROW = re.compile(r"<tr[^>]*>.*?</tr>", re.S)
 _CELL = re.compile(r"<t[dh][^>]*>.*?</t[dh]>", re.S)
@@ -183,10 +191,21 @@ def _gifti_difference(a: bytes, b: bytes) -> str:
 def compare(before: Path, after: Path, ignore: frozenset[str] = frozenset()) -> list[str]:
     """One line per difference between the two trees (empty: identical up to timings and the
     ``ignore`` keys)."""
-    files = {}
+    files, crashes = {}, {}
     for root in (before, after):
-        files[root] = {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
-    problems = []
+        files[root], crashes[root] = {}, {}
+        for p in root.rglob("*"):
+            if not p.is_file():
+                continue
+            rel = p.relative_to(root).as_posix()
+            crash = _CRASH.match(rel)
+            if crash:  # named by the run and the clock: counted by node
+                crashes[root][crash["node"]] = crashes[root].get(crash["node"], 0) + 1
+            else:
+                files[root][rel] = p
+    problems = [f"crash files of node {node}: {crashes[before].get(node, 0)} before, "
+                f"{crashes[after].get(node, 0)} after" for node in sorted(set(crashes[before]) | set(crashes[after]))
+                if crashes[before].get(node, 0) != crashes[after].get(node, 0)]
     for rel in sorted(set(files[before]) | set(files[after])):
         a, b = files[before].get(rel), files[after].get(rel)
         if a is None or b is None:
@@ -210,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
                              "the workflow with batch mode; repeatable")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     before, after = args.before, args.after
+    for folder in (before, after):
+        if not folder.is_dir():
+            print(f"compare_outputs.py: error: {folder}: {'not a folder' if folder.exists() else 'no such folder'}",
+                  file=sys.stderr)
+            return 2
     ignore = frozenset(args.ignore)
     problems = compare(before, after, ignore)
     n = sum(1 for p in before.rglob("*") if p.is_file())

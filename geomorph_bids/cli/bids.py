@@ -37,7 +37,7 @@ from .. import __version__  # noqa: E402
 from ..crashfiles import TOP_WF_NAME, hemi_wf_name, subject_wf_name  # noqa: E402
 from ..derivatives import LOGS, crash_dir  # noqa: E402
 from ..quality import QualityVerdict  # noqa: E402
-from .descriptions import write_bids_extras, write_citation, write_dataset_description  # noqa: E402
+from .descriptions import add_citation, write_bids_extras, write_dataset_description  # noqa: E402
 from ..errors import describe_os_error  # noqa: E402
 from .exit_codes import HANDLED, error_exit, interrupted, run_exit_code  # noqa: E402
 from .failures import Failure, crash_failures, one_per_hemisphere, readable  # noqa: E402
@@ -465,14 +465,15 @@ def run_participant(args: argparse.Namespace) -> int:
         started = list(mine)
         before = _snapshot(mine, config)  # what earlier runs left: a failure takes back only this run's files
         _warn_replaced(mine, config)
+        citation = None
         try:
             if mine or later:  # a run that processes nobody (all skipped) must not redescribe others' outputs
                 write_dataset_description(output_dir, args.bids_dir, inputs.links())
                 for line in write_bids_extras(output_dir):  # README, .bidsignore (the validator's NOT_INCLUDED)
                     say(f"{_PROG}: warning: {line}", file=sys.stderr)
                 # the hemispheres asked for, and the Nipype that runs the workflow (batch mode runs without it)
-                write_citation(output_dir, config, tuple(args.hemi),
-                               None if config.batch_size else _installed_version("nipype"))
+                citation = add_citation(output_dir, config, tuple(args.hemi),
+                                        None if config.batch_size else _installed_version("nipype"))
             configure_nipype(crashes, args.verbose, args.stop_on_first_crash)
             names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
             n_todo = sum(len(j.inputs.hemis) for j in jobs)
@@ -571,6 +572,8 @@ def run_participant(args: argparse.Namespace) -> int:
                     not config.batch_size and _registered_before(work_dir, job, hemi, t_run))
                 clear_latest_run_failed(outputs.metrics, doc)  # this run succeeded: its outputs are current
                 rows.append((job, hemi, doc["registration"], reused, verdict.flagged))
+        if not rows and citation is not None:  # nothing registered: its settings describe no output
+            citation.undo()
         locks.when_alone(lambda: _clean_leftovers(output_dir))
         print_summary(rows, failures, output_dir, _PROG, flagged)
         print_same_inputs(rows, output_dir, _PROG)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,7 @@ from .. import __version__
 from ..derivatives import BIDSIGNORE, CITATION, DATASET_DESCRIPTION, README, bidsignore_lines
 from ..errors import InputError
 from ..io.atomic import atomic_write_bytes, shared_folder
-from ..io.limits import read_json_bounded, read_text_bounded
+from ..io.limits import DOCUMENT_MAX_BYTES, read_bounded, read_json_bounded, read_text_bounded
 from .methods import LATER_RUN, methods_text
 from .methods import REFERENCES_HEADING as _REFERENCES
 from .preflight import folder_lock
@@ -22,7 +23,8 @@ from .preflight import folder_lock
 if TYPE_CHECKING:
     from ..workflows.config import RunConfig
 
-__all__ = ["write_dataset_description", "write_readme", "write_bidsignore", "write_bids_extras", "write_citation"]
+__all__ = ["write_dataset_description", "write_readme", "write_bidsignore", "write_bids_extras", "write_citation",
+           "CitationChange", "add_citation"]
 
 
 def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str, Path] | None) -> Path:
@@ -139,11 +141,59 @@ def write_citation(output_dir: Path, config: RunConfig, hemis: Sequence[str] = (
     :data:`LATER_RUN`, and its references stay; the same settings again change nothing. Read and
     written under :func:`~geomorph_bids.cli.preflight.folder_lock` (``citation``): runs with other
     settings starting at once each keep their paragraph."""
+    return add_citation(output_dir, config, hemis, nipype_version).path
+
+
+@dataclass(frozen=True)
+class CitationChange:
+    """What :func:`add_citation` did to ``logs/CITATION.md``: its bytes ``before`` (None: there was no file) and
+    ``after`` this run's paragraph was added (the same bytes: the settings were described already)."""
+
+    output_dir: Path
+    before: bytes | None
+    after: bytes | None
+
+    @property
+    def path(self) -> Path:
+        """The methods text, ``OUTPUT_DIR/logs/CITATION.md``."""
+        return self.output_dir / CITATION
+
+    def undo(self) -> bool:
+        """Put the file back as it was before this run (removed where there was none), for a run that registered
+        nothing: every hemisphere failed, and its paragraph would describe settings no output was made with
+        (a PI pasting it, or a later run's 'A later run into the same folder used other settings', would cite
+        them). Nothing is done where the run added nothing or another run has changed the file since. Returns
+        whether the file was put back."""
+        if self.before == self.after:
+            return False
+        with folder_lock(self.output_dir, "citation"):
+            if _read_bytes(self.path) != self.after:
+                return False
+            if self.before is None:
+                self.path.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(self.path, self.before)
+            return True
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    """The bytes of ``path``, or None when it is not a readable regular file (a FIFO planted there does not block)."""
+    try:
+        return read_bounded(path, DOCUMENT_MAX_BYTES, "methods text")
+    except InputError:
+        return None
+
+
+def add_citation(output_dir: Path, config: RunConfig, hemis: Sequence[str] = ("L", "R"),
+                 nipype_version: str | None = None) -> CitationChange:
+    """:func:`write_citation`, returning what it changed (:meth:`CitationChange.undo` takes it back)."""
     methods, references = methods_text(config, hemis, nipype_version)
     text = f"{methods}{_REFERENCES}{references}"
     with folder_lock(output_dir, "citation"):
         shared_folder((output_dir / CITATION).parent)  # logs/: every member's runs write there (crash files too)
-        return _add_methods(output_dir / CITATION, text, methods, references)
+        before = _read_bytes(output_dir / CITATION)
+        path = _add_methods(output_dir / CITATION, text, methods, references)
+        return CitationChange(output_dir, before, _read_bytes(path))
 
 
 def _add_methods(path: Path, text: str, methods: str, references: str) -> Path:

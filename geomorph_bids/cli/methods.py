@@ -64,6 +64,16 @@ HCP_ACKNOWLEDGEMENT = ("Data were provided in part by the Human Connectome Proje
                        "Center for Systems Neuroscience at Washington University.")
 
 
+def _shown(value: object) -> str:
+    """``value`` (a path, a name read from a file) as the methods text shows it: whole, every character that does
+    not print escaped (``\\n``, ``\\x1b``): a line break in a folder's name broke the paragraph, and the next run
+    into the folder read its second half as a reference (a line of ``### References`` in it, as the heading)."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _words(items: Sequence[Any]) -> str:
     """``a``, ``a and b``, ``a, b and c``."""
     items = [str(i) for i in items]
@@ -78,9 +88,10 @@ def _own_network(checkpoint: Path) -> str:
 
         meta = read_metadata(checkpoint)
     except Exception:  # noqa: BLE001 - the text falls back to the file's name
-        return f"network of checkpoint {checkpoint.name}"
+        return f"network of checkpoint {_shown(checkpoint.name)}"
     sha = f", weights sha256 {meta.weights_sha256[:12]}" if meta.weights_sha256 else ""
-    return f"network {meta.name} (checkpoint {checkpoint.name}{sha}, trained for {meta.template})"
+    return (f"network {_shown(meta.name)} (checkpoint {_shown(checkpoint.name)}{sha}, "
+            f"trained for {_shown(meta.template)})")
 
 
 def _schedule(cfg: Any, channels: Sequence[str]) -> str:
@@ -202,7 +213,7 @@ def _template_maps(config: RunConfig, hemis: Sequence[str]) -> tuple[str, set[st
     cites = {base} if base in ("fsLR", "fsaverage") else set()
     if template.is_custom:
         return (f"The {label} template's {', '.join(channels)} maps were those of the template folder "
-                f"{template.folder} (on the {base} sphere's coordinates, 40,962 vertices).", cites)
+                f"{_shown(template.folder)} (on the {base} sphere's coordinates, 40,962 vertices).", cites)
     template_hemis = tuple(sorted({config.model.template_hemi(h) for h in hemis}))
     packaged = {f for fs in template.package_maps(channels, template_hemis).values() for f in fs}
     per: dict[str, list[str]] = {}
@@ -219,9 +230,10 @@ def _template_maps(config: RunConfig, hemis: Sequence[str]) -> tuple[str, set[st
                      f"vertices){finer}")
             cites.add("nilearn" if source.base == "fsaverage" else "smriprep")
         else:
-            where = {"templateflow": f"TemplateFlow ({source.folder})",
-                     "freesurfer": f"FreeSurfer's {source.base} subject ({source.folder})"}.get(
-                source.kind, f"the folder {source.folder}")
+            folder = _shown(source.folder)
+            where = {"templateflow": f"TemplateFlow ({folder})",
+                     "freesurfer": f"FreeSurfer's {source.base} subject ({folder})"}.get(
+                source.kind, f"the folder {folder}")
             words = (f"the {label} template's {maps} {'was' if single else 'were'} read from {where} ({source.vertex_count():,} vertices) and "
                      "sampled at the 40,962 vertices of the ico-6 grid the registration uses")
             if source.kind in ("templateflow", "freesurfer"):
@@ -237,7 +249,7 @@ def _density_sphere(config: RunConfig, hemis: Sequence[str]) -> tuple[str, set[s
     """Where the output-density sphere came from (``density_sources``), and its reference keys."""
     words, cites = [], set()
     for h in hemis:
-        where = str(config.density_sources.get(h, ""))
+        where = _shown(config.density_sources.get(h, ""))
         package = where.split(":", 1)[0]
         if package in _SPHERE_PACKAGES:
             text, cite = _SPHERE_PACKAGES[package]

@@ -28,8 +28,8 @@ import numpy as np
 from nibabel import freesurfer as nfs
 
 from geomorph_bids.errors import InputError
-from geomorph_bids.io.limits import (READ_TIMEOUT_S, SURFACE_MAX_BYTES, map_max_bytes, read_bounded, regular_file,
-                                     with_deadline)
+from geomorph_bids.io.limits import (MAX_VERTICES, READ_TIMEOUT_S, SURFACE_MAX_BYTES, map_max_bytes, read_bounded,
+                                     regular_file, with_deadline)
 from geomorph_bids.io.quiet import quiet_warnings
 
 __all__ = ["TRIANGLE_MAGIC", "CURV_MAGIC", "read_magic", "triangle_header", "read_fs_vertex_count",
@@ -121,7 +121,9 @@ def read_fs_vertex_count(path: str | Path, head_bytes: int = 4096, timeout_s: fl
     """Number of vertices of a FreeSurfer triangle surface from its header only (the first
     ``head_bytes``, read within ``timeout_s`` seconds, default
     :data:`~geomorph_bids.io.limits.READ_TIMEOUT_S`), or None when the file cannot be read, is
-    not a regular file or is not one."""
+    not a regular file or is not one, or when the header does not fit the file (a count of none or more than
+    :data:`~geomorph_bids.io.limits.MAX_VERTICES`, or more vertices and triangles than its bytes hold: damaged;
+    the reader refuses it, and memory is not sized from it)."""
     def head() -> bytes:
         with open(path, "rb") as fh:
             return fh.read(head_bytes)
@@ -129,10 +131,16 @@ def read_fs_vertex_count(path: str | Path, head_bytes: int = 4096, timeout_s: fl
     try:
         regular_file(path)
         raw = with_deadline(head, READ_TIMEOUT_S if timeout_s is None else timeout_s, path)
-        parsed = triangle_header(raw) or quad_header(raw, os.stat(path).st_size)
+        size = os.stat(path).st_size
+        triangles = triangle_header(raw)
+        parsed = triangles or quad_header(raw, size)
     except (InputError, OSError):
         return None
-    return None if parsed is None else parsed[0]
+    if parsed is None or not 0 < parsed[0] <= MAX_VERTICES:
+        return None
+    if triangles is not None and size < triangles[2] + 12 * triangles[0] + 12 * max(triangles[1], 0):
+        return None
+    return parsed[0]
 
 
 #: what a file written in the wrong byte order says, and what to do

@@ -35,7 +35,7 @@ from geomorph_bids.errors import InputError
 from geomorph_bids.io.atomic import atomic_write_bytes
 from geomorph_bids.io.freesurfer import CURV_MAGIC, TRIANGLE_MAGIC, read_magic
 from geomorph_bids.io.gifti_guard import check_arrays
-from geomorph_bids.io.limits import (READ_TIMEOUT_S, SURFACE_MAX_BYTES, decompress_bounded, map_max_bytes,
+from geomorph_bids.io.limits import (MAX_VERTICES, READ_TIMEOUT_S, SURFACE_MAX_BYTES, decompress_bounded, map_max_bytes,
                                      read_bounded, regular_file, with_deadline)
 from geomorph_bids.io.validate import check_finite, hemi_code
 from geomorph_bids.io.quiet import quiet_warnings
@@ -140,7 +140,8 @@ def gifti_vertex_count(path: str | Path, timeout_s: float | None = None) -> int 
     ``Dim0`` of its NIFTI_INTENT_POINTSET array, read incrementally (1 MiB at a time, never
     the whole file, at most :data:`~geomorph_bids.io.limits.SURFACE_MAX_BYTES`, within
     ``timeout_s`` seconds, default :data:`~geomorph_bids.io.limits.READ_TIMEOUT_S`); None when
-    it cannot be read, is not a regular file or holds no point set."""
+    it cannot be read, is not a regular file, holds no point set, or says none or more than
+    :data:`~geomorph_bids.io.limits.MAX_VERTICES` vertices (the largest mesh accepted: a damaged header)."""
     p = Path(path)
 
     def scan() -> int | None:
@@ -154,7 +155,8 @@ def gifti_vertex_count(path: str | Path, timeout_s: float | None = None) -> int 
                 for tag in _GIFTI_ARRAY.finditer(buf):
                     if b"NIFTI_INTENT_POINTSET" in tag.group(0):
                         dim = _GIFTI_DIM0.search(tag.group(0))
-                        return int(dim.group(1)) if dim else None
+                        n = int(dim.group(1)) if dim else 0
+                        return n if 0 < n <= MAX_VERTICES else None  # none, or beyond the largest mesh accepted
                 chunk = fh.read(1 << 20)
                 if not chunk:
                     return None

@@ -550,14 +550,46 @@ PLATEAU_RATIO = 20
 MIN_REGION_FRACTION = 0.9
 
 
-def _a_region(mask: np.ndarray, faces: np.ndarray) -> bool:
-    """Whether the vertices of ``mask`` ((V,) bool) form regions of the mesh ``faces`` ((F, 3)): at least
-    :data:`MIN_REGION_FRACTION` of them have a neighbour in ``mask``."""
-    edges = np.asarray(faces)[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+#: A plateau is a fill, not a map clipped at a value by another tool, when the values beside it differ from it
+#: by more than this many times the median difference between neighbours elsewhere. Measured on the example's
+#: and FreeSurfer fsaverage's sulc (10,242 and 163,842 vertices): a 20-60 degree cap filled with the map's
+#: deepest, shallowest or mean value or 0.5: 3.8-61; the map clipped at one end (its 80th to 99.5th percentile,
+#: the deepest fundi one value): 0.6-1.1, continuous with the values beside it.
+MIN_FILL_JUMP = 2.0
+
+
+def _edges(faces: np.ndarray) -> np.ndarray:
+    """(3F, 2) vertex pairs of the triangles' sides (each inner side twice)."""
+    return np.asarray(faces)[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+
+
+def _linked(mask: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(V,) bool: the vertices of ``mask`` ((V,) bool) with a neighbour in ``mask`` on the mesh ``faces``."""
+    edges = _edges(faces)
     both = edges[mask[edges[:, 0]] & mask[edges[:, 1]]]
     linked = np.zeros(mask.shape, dtype=bool)
     linked[both.ravel()] = True
-    return bool(linked[mask].mean() >= MIN_REGION_FRACTION)
+    return linked
+
+
+def _a_region(mask: np.ndarray, faces: np.ndarray) -> bool:
+    """Whether the vertices of ``mask`` ((V,) bool) form regions of the mesh ``faces`` ((F, 3)): at least
+    :data:`MIN_REGION_FRACTION` of them have a neighbour in ``mask``."""
+    return bool(_linked(mask, faces)[mask].mean() >= MIN_REGION_FRACTION)
+
+
+def _a_fill(values: np.ndarray, plateau: np.ndarray, faces: np.ndarray) -> bool:
+    """Whether the plateau ``plateau`` ((V,) bool) of the (V,) map ``values`` stands apart from the values beside
+    it as a fill does (:data:`MIN_FILL_JUMP`), rather than continuing them as a map clipped at that value does."""
+    edges = _edges(faces)
+    inside, outside = plateau[edges[:, 0]], plateau[edges[:, 1]]
+    rim = edges[inside & ~outside]
+    rest = edges[~inside & ~outside]
+    if len(rim) == 0 or len(rest) == 0:
+        return True
+    usual = float(np.median(np.abs(values[rest[:, 0]] - values[rest[:, 1]])))
+    jump = float(np.median(np.abs(values[rim[:, 0]] - values[rim[:, 1]])))
+    return not usual > 0 or jump > MIN_FILL_JUMP * usual
 
 
 def no_data(values: np.ndarray, faces: np.ndarray, path: PathLike = None, what: str = "feature map", *,
@@ -566,14 +598,16 @@ def no_data(values: np.ndarray, faces: np.ndarray, path: PathLike = None, what: 
     and the rigid stage's no-data value), with one :class:`FeatureWarning` line naming ``path``.
 
     No data: NaN over regions of the mesh ``faces`` (a medial wall or a lesion exported as NaN: HCP/CIFTI-derived
-    GIFTI files, nilearn's and brainspace's maps; scattered NaN, damaged bytes, are left to :func:`check_finite`),
-    and a plateau over regions, one non-zero value repeated at :data:`MIN_PLATEAU_FRACTION` of the
-    vertices or more and :data:`PLATEAU_RATIO` times as often as any other (a resection or lesion filled with a
-    constant; ``plateau=False``: NaN only, for maps where a repeated value is real, e.g. FreeSurfer's thickness
-    clamped at 5 mm). Such a region registered as data dragged the warp (a 35-degree cap filled with the map's
-    maximum: flagged, the intact cortex 0.5 degree off); left out of the similarity as a cortex mask leaves
-    the medial wall, it does not. Where more than :data:`MAX_NO_DATA_FRACTION` would be no data, the map is
-    returned as it is (NaN is then refused by :func:`check_finite`).
+    GIFTI files, nilearn's and brainspace's maps; scattered NaN alone, damaged bytes, are left to
+    :func:`check_finite`, and scattered NaN beside such regions are refused here), and a plateau over regions, one
+    non-zero value repeated at :data:`MIN_PLATEAU_FRACTION` of the vertices or more and :data:`PLATEAU_RATIO`
+    times as often as any other, standing apart from the values beside it (:data:`MIN_FILL_JUMP`; a resection or
+    lesion filled with a constant, not a map clipped at that value by another tool; ``plateau=False``: NaN only,
+    for maps where a repeated value is real, e.g. FreeSurfer's thickness clamped at 5 mm). Such a region
+    registered as data dragged the warp (a 35-degree cap filled with the map's maximum: flagged, the intact cortex
+    0.5 degree off); left out of the similarity as a cortex mask leaves the medial wall, it does not. Where more
+    than :data:`MAX_NO_DATA_FRACTION` would be no data, the map is returned as it is (NaN is then refused by
+    :func:`check_finite`). Raises :class:`~geomorph_bids.errors.InputError` for NaN scattered beside regions.
 
     Returns (values, float64, NaN and the plateau set to 0; (V,) bool, True where no data, or None: none, and
     ``values`` unchanged)."""
@@ -589,8 +623,17 @@ def no_data(values: np.ndarray, faces: np.ndarray, path: PathLike = None, what: 
         second = int(np.partition(counts, -2)[-2]) if counts.size > 1 else 0
         if counts[top] >= MIN_PLATEAU_FRACTION * v.size and counts[top] >= PLATEAU_RATIO * max(second, 1):
             found = v == levels[top]
-    nan = nan if nan.any() and _a_region(nan, faces) else np.zeros_like(nan)
-    found = found if found.any() and _a_region(found, faces) else np.zeros_like(found)
+    if nan.any() and _a_region(nan, faces):
+        scattered = nan & ~_linked(nan, faces)
+        if scattered.any():  # a real medial wall or lesion has none (HCP's atlas ROI: 0 of 2,776-2,796)
+            raise InputError(f"{what} holds NaN at {int(scattered.sum())} scattered vertices (no NaN neighbour) "
+                             f"besides {int((nan & ~scattered).sum())} in regions (a medial wall or lesion, read as "
+                             "no data): scattered NaN are damaged values; re-export the map, or set them to finite "
+                             "numbers", path=path)
+    else:
+        nan = np.zeros_like(nan)
+    filled = found.any() and _a_region(found, faces) and _a_fill(np.where(nan, 0.0, v), found & ~nan, faces)
+    found = found if filled else np.zeros_like(found)
     missing = nan | found
     n = int(missing.sum())
     if n == 0 or n > MAX_NO_DATA_FRACTION * v.size:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -868,7 +870,9 @@ def test_batch_mode_on_the_example_matches_the_workflow_reports_included(tmp_pat
     """The bundled example (FreeSurfer sub-01, sMRIPrep sub-02): the workflow, batch mode with
     its reports built beside the registrations, and batch mode with deferred reports followed by
     one --reports-only pass give the same output tree (every file, reports and figures included),
-    compared by scripts/compare_outputs.py with only the clock masked."""
+    compared by scripts/compare_outputs.py with only the clock masked, but for the methods text (in
+    logs/CITATION.md and the reports), which says how each ran: the workflow with Nipype, batch mode
+    without (fix-bl; the comparison failed since, on main too)."""
     example = ROOT / "examples" / "ds-geomorph-example"
     common = ("participant", "--model", "rigid", "--nprocs", "2")
     trees = {}
@@ -880,11 +884,24 @@ def test_batch_mode_on_the_example_matches_the_workflow_reports_included(tmp_pat
     assert "reports deferred" in stdout and not list(trees["deferred"].glob("sub-*.html"))
     code, _, err = run(example, trees["deferred"], "participant", "--reports-only")
     assert code == 0, err
+    spec = importlib.util.spec_from_file_location("compare_outputs", ROOT / "scripts" / "compare_outputs.py")
+    compare_outputs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_outputs)
+    # the methods text says how each ran (fix-bl): "run as a Nipype 1.11.0 workflow (Gorgolewski et al., 2011)" and
+    # Nipype's reference, or "run in batch mode (3 hemispheres per registration batch, ...)"; the reports show it
+    mode = re.compile(r"run as a Nipype [0-9.]+ workflow \(Gorgolewski et al\., 2011\)|run in batch mode \([^)]*\)"
+                      r"|- Gorgolewski K, et al\. Nipype:.*?doi:10\.3389/fninf\.2011\.00013\n"
+                      r"|<li>Gorgolewski K, et al\. Nipype:.*?</li>", re.S)
+    said = ["logs/CITATION.md", "sub-01.html", "sub-02.html"]
     for name in ("batch", "deferred"):
         cmp = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_outputs.py"), str(trees["workflow"]),
                               str(trees[name])], capture_output=True, text=True)
-        assert cmp.returncode == 0, cmp.stdout + cmp.stderr
-        assert "identical (timings masked)" in cmp.stdout
+        assert cmp.stdout.splitlines()[:-1] == [f"differs: {rel}" for rel in said], cmp.stdout + cmp.stderr
+        for rel in said:  # and in nothing else
+            a, b = (compare_outputs._normalised(rel, (trees[t] / rel).read_bytes()) for t in ("workflow", name))
+            a, b = (x.decode() if isinstance(x, bytes) else x for x in (a, b))
+            a2, b2 = (mode.sub(lambda m: "" if "Gorgolewski K" in m.group(0) else "<mode>", x) for x in (a, b))
+            assert a2 == b2 and a2 != a and b2 != b, rel
 
 
 @pytest.mark.slow  # two full runs with the default (optimising) registration, ~40-120 s
@@ -1201,3 +1218,28 @@ def test_a_registration_a_killed_run_left_in_the_cache_is_marked_reused(dataset_
     assert len(rows) == 1 and rows[0].endswith("  reused"), stdout
     assert "reused: 1 hemisphere(s) unchanged" in stdout
     assert result.stat().st_mtime_ns == stamp and digests(out) == first
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["workflow", "batch"])
+def test_a_run_that_registers_nothing_leaves_no_methods_paragraph(dataset_factory, tmp_path, batch):
+    """Every hemisphere FAILED ('no hemisphere registered'), yet logs/CITATION.md said 'Cortical surfaces were
+    registered with the GeoMorph method ... onto the fsaverage template ...' (written before the run): a PI
+    pasting it, or a later run's 'A later run into the same folder used other settings', described settings no
+    output was made with. The file is now put back as the run found it: removed where there was none, an earlier
+    run's text kept byte for byte."""
+    import nibabel.freesurfer as nfs
+
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    for sulc in (bids / "derivatives" / "freesurfer" / "sub-01" / "surf").glob("?h.sulc"):
+        nfs.write_morph_data(str(sulc), np.zeros_like(nfs.read_morph_data(str(sulc))))
+    out = tmp_path / "out"
+    extra = ["--batch-size", "2"] if batch else []
+    argv = [bids, out, "participant", "--template", "fsaverage", "--hemi", "L", "--model", "rigid", "-w",
+            tmp_path / "w", "--reports", "deferred", *extra]
+    code, _, err = run(*argv)
+    assert code == 1 and "1 failure(s): no hemisphere registered:" in err and "is all zero" in err, err
+    assert (out / "dataset_description.json").is_file() and not (out / "logs" / "CITATION.md").exists()
+    earlier = b"Cortical surfaces were registered (an earlier run's settings).\n\n### References\n- A.\n"
+    (out / "logs" / "CITATION.md").write_bytes(earlier)
+    code, _, err = run(*argv)
+    assert code == 1 and (out / "logs" / "CITATION.md").read_bytes() == earlier

@@ -210,3 +210,27 @@ def test_fmriprep_compat_and_cifti_outputs_are_said_and_smriprep_cited():
             "deformation, of their fsLR sphere (--fmriprep-compat); a hemisphere flagged by the quality gates was "
             "not.") in fsavg and "doi:10.1038/s41592-018-0235-4" in refs
     assert "--fmriprep-compat" not in text(config())[0] and "CIFTI" not in text(config())[0]
+
+
+def test_a_folder_name_with_a_line_break_stays_in_its_sentence_and_a_later_run_keeps_the_references(
+        tmp_path, tiny_fsaverage):
+    """A --template-dir whose name holds a line break (and an ESC): the methods text printed it raw, breaking its
+    paragraph, and a second run into the folder with other settings split the file at the name's '### References'
+    line: the first run's text after the path became a bogus reference ('- injected/fsaverage (10,242 vertices)
+    and sampled at ...'), its paragraph cut short. The name is shown escaped now, whole, in its sentence."""
+    from geomorph_bids.cli.descriptions import write_citation
+
+    folder = tiny_fsaverage(tmp_path / "my\n### References\n- injected\x1b[31m", hemis=("L",), maps=("sulc",))
+    ref = resolve_template_ref("fsaverage", where=TemplateSearch(template_dir=folder))
+    shown = str(folder).replace("\n", "\\n").replace("\x1b", "\\x1b")
+    out = tmp_path / "out"
+    write_citation(out, config(template=ref), ("L",))
+    write_citation(out, config(), ("L",))
+    lines = (out / "logs" / "CITATION.md").read_text().splitlines()
+    assert lines.count("### References") == 1 and not any(line.startswith("- injected") for line in lines)
+    assert not any("\x1b" in line for line in lines)
+    flat = " ".join(" ".join(lines).split())
+    assert (f"The fsaverage template's sulc map was read from the folder {shown} (10,242 vertices) and sampled at the "
+            "40,962 vertices of the ico-6 grid the registration uses.") in flat
+    assert [n for n, line in enumerate(lines) if line.startswith("A later run into the same folder")][0] < \
+        lines.index("### References")

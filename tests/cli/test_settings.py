@@ -339,3 +339,45 @@ def test_the_participant_level_fits_the_memory_to_the_spheres_it_found(dataset_f
     assert "10,242" not in err
     config = seen["config"]
     assert (config.nprocs, config.batch_size, config.omp_nthreads) == (1, 4, 1)
+
+
+def test_a_sphere_header_that_lies_about_its_vertex_count_does_not_size_the_run(tmp_path, monkeypatch, capsys):
+    """A FreeSurfer sphere of 10,242 vertices (368,729 bytes) whose header was damaged to say 2,147,483,647 (or
+    2,000,000) vertices, or a GIFTI whose Dim0 says 3,000,000: the memory fit after discovery read the count as
+    the largest sphere found and lowered every subject's batch workers (``--nprocs 4 batch-mode workers need about
+    2142.68 GB ...; using 1``, and ``--mem-gb 8 is less than one registration of sub-01 hemi-L's
+    2,147,483,647-vertex sphere ...``), though the reader then refuses the file as truncated. A header is now
+    read only where it fits its file (and the largest mesh accepted); the others' spheres size the run."""
+    import argparse
+
+    import nibabel.freesurfer as nfs
+    import numpy as np
+
+    from geomorph_bids.cli import settings
+    from geomorph_bids.io.discover import HemiInputs, surface_vertex_count
+    from geomorph_bids.io.freesurfer import triangle_header
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(5)  # 10,242 vertices
+    good = tmp_path / "rh.sphere"
+    nfs.write_geometry(str(good), 100 * v, f)
+    raw = good.read_bytes()
+    _, _, offset = triangle_header(raw[:4096])
+    for lie in (0, -5, 10242 + 30000, 2_000_000, 2 ** 31 - 1):  # the last stays
+        bad = tmp_path / "lh.sphere"
+        bad.write_bytes(raw[:offset - 8] + np.array([lie], ">i4").tobytes() + raw[offset - 4:])
+        assert surface_vertex_count(bad) is None, lie
+    assert surface_vertex_count(good) == 10242
+    gii = tmp_path / "lh.sphere.surf.gii"
+    gii.write_text('<GIFTI><DataArray Intent="NIFTI_INTENT_POINTSET" Dim0="3000000" Dim1="3">')
+    assert surface_vertex_count(gii) is None
+    monkeypatch.setattr(settings, "total_memory_gb", lambda: 64.0)
+    monkeypatch.setattr(settings, "address_space_limit_gb", lambda: None)
+    hemis = [HemiInputs("01", None, "L", "freesurfer", bad, None, {}, "freesurfer"),
+             HemiInputs("02", None, "L", "freesurfer", gii, None, {}, "freesurfer"),
+             HemiInputs("03", None, "R", "freesurfer", good, None, {}, "freesurfer")]
+    sizes = settings.sphere_sizes(hemis)
+    assert (sizes.vertices, sizes.where, sizes.high_resolution) == (10242, "sub-03 hemi-R", 0)
+    args = argparse.Namespace(mem_gb=8.0, nprocs=4, batch_size=16, omp_nthreads=None)
+    assert settings.fit_memory_to_spheres(args, sizes) == [] and (args.nprocs, args.batch_size) == (4, 16)
+    assert capsys.readouterr().err == ""

@@ -593,3 +593,41 @@ def test_nan_regions_and_a_sulc_plateau_are_no_data_scattered_nan_and_real_maps_
     val.check_finite(scattered, allow_nan=True)
     with pytest.raises(InputError, match=r"has 1 non-finite values \(0 NaN, 1 Inf\)"):
         val.check_finite(np.where(np.arange(len(sulc)) == 3, np.inf, scattered), allow_nan=True)
+
+
+def test_a_sulc_clipped_at_a_value_is_data_and_nan_scattered_beside_a_medial_wall_is_refused():
+    """fix-bi's plateau rule read a sulc clipped at one end by another tool (the deepest fundi one value, e.g.
+    np.clip(sulc, None, p95)) as a filled lesion: 'holds the one value 1.066 at 513 of 10242 vertices (5.0%; a
+    lesion or resection filled with a constant?)', the deepest sulci left out of the registration. A clip continues
+    the values beside it (their median step 0.6-1.1 times the map's usual one; a fill's 3.8-61): data now, as
+    before fix-bi. NaN scattered beside a NaN medial wall (damaged bytes) passed as part of the wall, in its
+    count: refused now, naming how many are scattered."""
+    from geomorph_bids.resources import example_dir
+    from geomorph_bids.io.surfaces import read_feature, read_sphere
+    from geomorph_bids.sphere.locate import angular_error_deg
+
+    surf = example_dir() / "sub-01" / "surf"
+    sulc = np.asarray(read_feature(surf / "lh.sulc"), dtype=np.float64)
+    s = read_sphere(surf / "lh.sphere")
+    f = s.faces
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is said of any of these
+        for q in (80, 90, 95, 98, 99.5):
+            hi, lo = np.percentile(sulc, q), np.percentile(sulc, 100 - q)
+            for clipped in (np.clip(sulc, None, hi), np.clip(sulc, lo, None)):
+                out, missing = val.no_data(clipped, f, "lh.sulc", "feature 'sulc'")
+                assert missing is None and np.array_equal(out, clipped), q
+    u = s.vertices / np.linalg.norm(s.vertices, axis=1, keepdims=True)
+    cap = angular_error_deg(u, np.broadcast_to(u[4000], u.shape)) < 35.0
+    for fill in (1.9, -1.6, sulc.mean(), 0.5):  # a fill (deepest, shallowest, mean) is still no data
+        with pytest.warns(val.FeatureWarning, match="a lesion or resection filled with a constant"):
+            assert np.array_equal(val.no_data(np.where(cap, fill, sulc), f)[1], cap)
+    wall = angular_error_deg(u, np.broadcast_to(u[0], u.shape)) < 25.0
+    damage = (np.arange(len(sulc)) % 300 == 7) & (angular_error_deg(u, np.broadcast_to(u[0], u.shape)) > 30.0)
+    damaged = np.where(wall | damage, np.nan, sulc)
+    scattered = int(damage.sum())
+    with pytest.raises(InputError) as e:
+        val.no_data(damaged, f, "lh.sulc", "feature 'sulc'")
+    assert str(e.value) == (f"lh.sulc: feature 'sulc' holds NaN at {scattered} scattered vertices (no NaN neighbour) "
+                            f"besides {int(wall.sum())} in regions (a medial wall or lesion, read as no data): "
+                            "scattered NaN are damaged values; re-export the map, or set them to finite numbers")

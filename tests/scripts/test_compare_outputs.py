@@ -84,3 +84,37 @@ def test_a_differing_sphere_gives_its_largest_vertex_displacement(compare_output
     assert compare_outputs.compare(a, b) == [
         "differs: m.shape.gii (array 0: largest difference 0.5)",
         "differs: s_sphere.surf.gii (largest vertex displacement 0.0025)"]
+
+
+def test_a_mistyped_folder_is_an_error_not_an_identical_empty_tree(compare_outputs, tmp_path, capsys):
+    """Before: 'compare_outputs.py OUT1 OUT2-typo' of two missing folders (or an empty one and a missing one)
+    printed '0 file(s) in ...: identical (timings masked)' and exit 0; a file given for a folder listed every
+    file as 'only in before'. Now exit 2 and one line naming it."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    for a, b, bad, why in [("nope1", "nope2", "nope1", "no such folder"), ("empty", "nope", "nope", "no such folder"),
+                           ("empty", "file.txt", "file.txt", "not a folder")]:
+        assert compare_outputs.main([str(tmp_path / a), str(tmp_path / b)]) == 2
+        assert capsys.readouterr().err == f"compare_outputs.py: error: {tmp_path / bad}: {why}\n"
+    assert compare_outputs.main([str(tmp_path / "empty"), str(tmp_path / "empty")]) == 0
+
+
+def test_crash_files_are_compared_by_node_not_by_their_run_id_time_and_random_name(compare_outputs, tmp_path):
+    """Two identical runs that fail alike leave crash files named by the run's id, the clock and a random id
+    (logs/crash-35a5065d/crash-20261207-225300-geomorph_batch.sub_01_wf.hemi_L_wf.read-74615278.txt): they were
+    'only in before' / 'only in after'. Now counted by node: the same failures compare identical, another node's
+    differs."""
+    names = {"a": ["logs/crash-35a5065d/crash-20261207-225300-geomorph_batch.sub_01_wf.hemi_L_wf.read-74615278.txt",
+                   "logs/crash-35a5065d/crash-20261207-225301-root-load_features-0593da35-a28f-4673-9ae4-b76c3087de35"
+                   ".txt"],
+             "b": ["logs/crash-b6364662/crash-20261207-225400-geomorph_batch.sub_01_wf.hemi_L_wf.read-1c2d3e4f.txt",
+                   "logs/crash-b6364662/crash-20261207-225402-root-load_features-e4876cf6-c511-4673-a170-b7a95a4e1872"
+                   ".txt"]}
+    for tree, files in names.items():
+        for rel in files:
+            (tmp_path / tree / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / tree / rel).write_text(f"Traceback at {tree}")
+    assert compare_outputs.compare(tmp_path / "a", tmp_path / "b") == []
+    (tmp_path / "b" / "logs/crash-b6364662/crash-20261207-225403-root-register-0badf00d.txt").write_text("x")
+    assert compare_outputs.compare(tmp_path / "a", tmp_path / "b") == [
+        "crash files of node root-register: 0 before, 1 after"]
