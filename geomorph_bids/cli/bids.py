@@ -97,6 +97,7 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
         return False, unrecorded, run.reports, run.seconds
     from ..workflows import init_geomorph_wf
 
+    jobs = [j for j in jobs if not _reusable_job(j, config)]
     crashed: list[Failure] = []
     size = workflow_chunk(config.nprocs)
     chunks = range(0, len(jobs), size)
@@ -206,12 +207,33 @@ def _registered_before(work_dir: Path, job, hemi: str, since: float) -> bool:
     """Workflow mode: whether Nipype took hemisphere ``hemi`` of ``job``'s registration from its
     cache, computed before ``since`` (this run's start, seconds since the epoch) by an earlier run,
     one killed before its outputs were written included (its seconds are that run's)."""
-    result = (Path(work_dir) / TOP_WF_NAME / subject_wf_name(job.subject, job.session) / hemi_wf_name(hemi)
-              / "register" / "result_register.pklz")
     try:
-        return result.stat().st_mtime < since
+        return _register_result(work_dir, job, hemi).stat().st_mtime < since
     except OSError:
         return False
+
+
+def _reusable_job(job, config) -> bool:
+    """Workflow mode: whether a subject/session needs no graph at all, as its outputs are this run's
+    (:func:`~geomorph_bids.workflows.outputs.reusable`: a work folder purged, another ``-w``, after batch
+    mode, an output folder moved), every hemisphere's and its ``--cifti-output`` file's. Only where the
+    work folder holds none of its registrations: where it does, Nipype's cache decides, as before."""
+    from ..workflows.outputs import cifti_is_current, reusable
+
+    hemis = job.inputs.hemis
+    return (bool(hemis) and not any(_cached(config.work_dir, job, hemi) for hemi in hemis)
+            and all(reusable(h, config) for h in hemis.values()) and cifti_is_current(job, config))
+
+
+def _cached(work_dir: Path, job, hemi: str) -> bool:
+    """Whether the work folder holds a registration of hemisphere ``hemi`` of ``job`` (Nipype's result file)."""
+    return _register_result(work_dir, job, hemi).exists()
+
+
+def _register_result(work_dir: Path, job, hemi: str) -> Path:
+    """Nipype's result file of the registration node of hemisphere ``hemi`` of ``job``."""
+    return (Path(work_dir) / TOP_WF_NAME / subject_wf_name(job.subject, job.session) / hemi_wf_name(hemi)
+            / "register" / "result_register.pklz")
 
 
 def _written(path: Path, before: dict[Path, tuple | None]) -> bool:
