@@ -97,7 +97,7 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
         return False, unrecorded, run.reports, run.seconds
     from ..workflows import init_geomorph_wf
 
-    jobs = [j for j in jobs if not _reusable_job(j, config)]
+    jobs = [left for left in (_to_register(j, config) for j in jobs) if left is not None]
     crashed: list[Failure] = []
     size = workflow_chunk(config.nprocs)
     chunks = range(0, len(jobs), size)
@@ -213,16 +213,25 @@ def _registered_before(work_dir: Path, job, hemi: str, since: float) -> bool:
         return False
 
 
-def _reusable_job(job, config) -> bool:
-    """Workflow mode: whether a subject/session needs no graph at all, as its outputs are this run's
+def _to_register(job, config):
+    """Workflow mode: ``job`` less the hemispheres whose outputs are this run's already
     (:func:`~geomorph_bids.workflows.outputs.reusable`: a work folder purged, another ``-w``, after batch
-    mode, an output folder moved), every hemisphere's and its ``--cifti-output`` file's. Only where the
-    work folder holds none of its registrations: where it does, Nipype's cache decides, as before."""
-    from ..workflows.outputs import cifti_is_current, reusable
+    mode, an output folder moved), or None when none is left. Only hemispheres the work folder holds
+    no registration of are looked at (where it does, Nipype's cache decides, as before); with
+    ``--cifti-output`` a subject/session goes whole (its file is built from both hemispheres' maps), and
+    is left out only with its CIFTI file current."""
+    from dataclasses import replace
+
+    from ..workflows.outputs import cifti_is_current, cifti_output, reusable
 
     hemis = job.inputs.hemis
-    return (bool(hemis) and not any(_cached(config.work_dir, job, hemi) for hemi in hemis)
-            and all(reusable(h, config) for h in hemis.values()) and cifti_is_current(job, config))
+    done = {hemi for hemi, h in hemis.items() if not _cached(config.work_dir, job, hemi) and reusable(h, config)}
+    if not done:
+        return job
+    if cifti_output(job, config) is not None:
+        return None if done == set(hemis) and cifti_is_current(job, config) else job
+    left = {hemi: h for hemi, h in hemis.items() if hemi not in done}
+    return replace(job, inputs=replace(job.inputs, hemis=left)) if left else None
 
 
 def _cached(work_dir: Path, job, hemi: str) -> bool:

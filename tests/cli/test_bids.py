@@ -294,10 +294,21 @@ def test_outputs_of_the_same_inputs_and_settings_are_reused_with_a_purged_or_ano
     assert len(rows) == 4 and all(line.endswith("  reused") for line in rows), stdout
     assert digests(out) == fs_run["before"]
     assert not list((tmp_path / "purged").rglob("result_register.pklz"))  # nothing registered
+    # a set a killed run left without its metrics JSON (written last): that hemisphere alone is registered
+    metrics = anat(out, "02") / "sub-02_hemi-R_space-fsLR_desc-geomorph_metrics.json"
+    metrics.unlink()
+    code, stdout, err = run(*args, "-w", tmp_path / "killed")
+    assert code == 0, err
+    rows = [line for line in stdout.splitlines() if line.startswith("sub-")]
+    assert [line.endswith("  reused") for line in rows] == [True, True, True, False], stdout
+    assert [p.parent.parent.name for p in (tmp_path / "killed").rglob("result_register.pklz")] == ["hemi_R_wf"]
+    unchanged = lambda d: {k: v for k, v in d.items() if metrics.name not in k}  # noqa: E731 (its seconds are new)
+    assert unchanged(digests(out)) == unchanged(fs_run["before"])
+    before = digests(out)
     code, stdout, err = run(*args, "-w", tmp_path / "batch", "--batch-size", "2", "--hemi", "L")
     assert code == 0, err
     assert "batch mode: registered 0 hemisphere(s)" in stdout and "2 already done" in stdout, stdout
-    assert digests(out) == fs_run["before"]
+    assert digests(out) == before
     code, stdout, err = run(fs_run["bids"], out, "participant", "--model", "rigid", "--nprocs", "2",
                             "--participant-label", "01", "-w", tmp_path / "other")
     assert code == 0, err
