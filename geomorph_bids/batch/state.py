@@ -30,13 +30,11 @@ __all__ = ["settings_key", "record_path", "input_fingerprint", "stamp", "record_
 
 def settings_key(config: RunConfig) -> str:
     """A short hash of everything in the :class:`~geomorph_bids.workflows.config.RunConfig`
-    that changes a hemisphere's files (:func:`~geomorph_bids.workflows.outputs.results_key`: template
+    that changes a hemisphere's files (:attr:`~geomorph_bids.workflows.config.RunConfig.results_key`: template
     and its maps' checksums, model and its checkpoint's content, features, density, quality
     thresholds, ``--fmriprep-compat``, the build of geomorph-bids) and the output folder: one work
     folder may serve runs into several output folders, each with records of its own."""
-    from ..workflows.outputs import results_key
-
-    doc = [results_key(config), str(config.output_dir)]
+    doc = [config.results_key, str(config.output_dir)]
     return hashlib.sha1(json.dumps(doc).encode()).hexdigest()[:12]
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # annotations only: batch mode imports this module, which loa
 
 __all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to", "input_uri",
            "template_source", "run_settings", "recorded_settings", "expected_files", "withheld_spheres",
-           "results_key", "resume_record", "reusable",
+           "resume_record", "reusable",
            "cifti_output", "cifti_meta", "write_cifti", "cifti_is_current", "init_cifti_wf"]
 
 #: features whose sign convention the sidecars state (FreeSurfer: positive in sulci)
@@ -230,40 +230,17 @@ def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
     return info if record is None else {**info, "resume": record}
 
 
-def results_key(config: RunConfig) -> str:
-    """A short hash (12 hex digits) of everything in ``config`` that changes a hemisphere's files,
-    wherever they are written: template (and its maps' checksums: another template source is another
-    result), model, features, density, quality thresholds, ``--fmriprep-compat``, the content of a
-    network's checkpoint (one retrained into the same folder, ``geomorph-train --overwrite``, is
-    another network under the same path) and the build of geomorph-bids (``config.software``). Batch
-    mode's resume records key on it with the output folder
-    (:func:`geomorph_bids.batch.state.settings_key`); the metrics JSON records it
-    (:func:`resume_record`), so that the outputs themselves say what made them."""
-    import hashlib
-    import json
-
-    from ..io.template_sources import files_sha256
-
-    folder = "" if config.template.folder is None else str(config.template.folder)
-    maps = [config.template.provenance(config.model.template_hemi(h), config.channels)["template_sha256"]
-            for h in ("L", "R")]
-    doc = [config.template.label, folder, config.model.to_dict(), list(config.features), config.density,
-           maps, config.quality.to_dict(), bool(config.fmriprep_compat),
-           config.software, "" if config.model.checkpoint is None else files_sha256([config.model.checkpoint])]
-    return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def resume_record(h: HemiInputs, config: RunConfig) -> dict[str, Any] | None:
     """What the metrics JSON records (``resume``) so that a later run may take its hemisphere as done
     without a work folder (:func:`reusable`): the input files (relative to the BIDS folder, as the
     other provenance is: a dataset moved whole keeps them), their content hash ``h.digest`` (computed
-    once after discovery) and :func:`results_key`. None when ``h`` has no content hash (inputs not
-    hashed: such outputs are never reused)."""
+    once after discovery) and :attr:`~geomorph_bids.workflows.config.RunConfig.results_key` (the settings).
+    None when ``h`` has no content hash (inputs not hashed: such outputs are never reused)."""
     if not h.digest:
         return None
     inputs = [h.sphere, h.sphere_reg, *(h.features[f] for f in config.features), h.midthickness, h.cortex_mask]
     return {"inputs": [relative_to(p, config.bids_dir) for p in inputs if p is not None], "sha1": h.digest,
-            "settings": results_key(config)}
+            "settings": config.results_key}
 
 
 def reusable(h: HemiInputs, config: RunConfig) -> bool:
