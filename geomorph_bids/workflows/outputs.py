@@ -264,7 +264,7 @@ def reusable(h: HemiInputs, config: RunConfig) -> bool:
 
 def run_settings(config: RunConfig, hemi: str) -> dict[str, str]:
     """The settings that decide a hemisphere's results, as :func:`recorded_settings` reads them
-    back from its metrics JSON: model, method, features and where the template's maps come from
+    back from its metrics JSON: model, method, features, the output density and where the template's maps come from
     (the kind, and the folder unless bundled: the package's folder moves with each installation),
     with the vertex count of maps found on the machine (a folder whose fsaverage5 was replaced by
     the full fsaverage in place, or a link pointed elsewhere), and the build of geomorph-bids
@@ -279,7 +279,7 @@ def run_settings(config: RunConfig, hemi: str) -> dict[str, str]:
         if not source.is_bundled:
             count = f"{source.vertex_count():,}"
     return {"model": config.model.name, "method": config.model.method, "features": ", ".join(config.features),
-            "template maps": maps, "template vertices": count,
+            "output density": config.density, "template maps": maps, "template vertices": count,
             **({"software": config.software} if config.software else {})}
 
 
@@ -290,6 +290,8 @@ def recorded_settings(doc: dict[str, Any]) -> dict[str, str]:
     reg = doc.get("registration") if isinstance(doc.get("registration"), dict) else {}
     out = {key: ", ".join(map(str, doc[key] or ())) if key == "features" else str(doc[key])
            for key in ("model", "method", "features") if key in doc}
+    if doc.get("output_density"):
+        out["output density"] = str(doc["output_density"])
     kind = reg.get("template_source")
     if kind is not None:
         count = reg.get("template_vertices")

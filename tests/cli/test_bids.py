@@ -310,9 +310,11 @@ def test_outputs_of_the_same_inputs_and_settings_are_reused_with_a_purged_or_ano
     assert "batch mode: registered 0 hemisphere(s)" in stdout and "2 already done" in stdout, stdout
     assert digests(out) == before
     code, stdout, err = run(fs_run["bids"], out, "participant", "--model", "rigid", "--nprocs", "2",
-                            "--participant-label", "01", "-w", tmp_path / "other")
+                            "--participant-label", "01", "--output-density", "164k", "-w", tmp_path / "other")
     assert code == 0, err
-    assert "reused" not in stdout and "features sulc, curv -> sulc" in err, err
+    assert "reused" not in stdout and ("geomorph-bids: warning: sub-01: its space-fsLR outputs were made with other "
+                                       "settings (features sulc, curv -> sulc; output density 32k -> 164k); they are "
+                                       "being replaced (give another output folder to keep both)") in err, err
 
 
 def test_group_level_table(fs_run):
