@@ -87,7 +87,8 @@ class RunConfig:
         they are written: template (and its maps' checksums: another template source is another
         result), model, features, density, quality thresholds, ``--fmriprep-compat``, the content of a
         network's checkpoint (one retrained into the same folder, ``geomorph-train --overwrite``, is
-        another network under the same path) and the build of geomorph-bids (:attr:`software`).
+        another network under the same path), the build of geomorph-bids (:attr:`software`), and the
+        BIDS folder and :attr:`dataset_links` (the sidecars name inputs relative to them).
         Computed once per run (the maps' and checkpoint's checksums are read). Batch mode's resume
         records key on it with the output folder (:func:`geomorph_bids.batch.state.settings_key`); each
         metrics JSON records it (:func:`geomorph_bids.workflows.outputs.resume_record`)."""
@@ -101,7 +102,8 @@ class RunConfig:
                 for h in ("L", "R")]
         doc = [self.template.label, folder, self.model.to_dict(), list(self.features), self.density,
                maps, self.quality.to_dict(), bool(self.fmriprep_compat),
-               self.software, "" if self.model.checkpoint is None else files_sha256([self.model.checkpoint])]
+               self.software, "" if self.model.checkpoint is None else files_sha256([self.model.checkpoint]),
+               str(self.bids_dir), [list(link) for link in self.dataset_links]]
         return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -232,14 +232,15 @@ def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
 
 def resume_record(h: HemiInputs, config: RunConfig) -> dict[str, Any] | None:
     """What the metrics JSON records (``resume``) so that a later run may take its hemisphere as done
-    without a work folder (:func:`reusable`): the input files (relative to the BIDS folder, as the
-    other provenance is: a dataset moved whole keeps them), their content hash ``h.digest`` (computed
-    once after discovery) and :attr:`~geomorph_bids.workflows.config.RunConfig.results_key` (the settings).
+    without a work folder (:func:`reusable`): the input files' absolute paths (the metrics and sidecars
+    name them; the surface the report draws on too), their content hash ``h.digest`` (computed once
+    after discovery) and :attr:`~geomorph_bids.workflows.config.RunConfig.results_key` (the settings).
     None when ``h`` has no content hash (inputs not hashed: such outputs are never reused)."""
     if not h.digest:
         return None
-    inputs = [h.sphere, h.sphere_reg, *(h.features[f] for f in config.features), h.midthickness, h.cortex_mask]
-    return {"inputs": [relative_to(p, config.bids_dir) for p in inputs if p is not None], "sha1": h.digest,
+    inputs = [h.sphere, h.sphere_reg, *(h.features[f] for f in config.features), h.midthickness, h.cortex_mask,
+              h.surface]
+    return {"inputs": [str(Path(p).absolute()) for p in inputs if p is not None], "sha1": h.digest,
             "settings": config.results_key}
 
 
