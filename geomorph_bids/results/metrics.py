@@ -153,12 +153,22 @@ def latest_run_failure(doc: Mapping[str, Any]) -> str | None:
     return f"the latest run failed: {reason}" if reason else "the latest run failed"
 
 
+def _untimed(value: Any) -> Any:
+    """``value`` without the keys that start with ``seconds`` (the clock's), at any depth."""
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if not str(k).startswith("seconds")}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
 def _document_sha1(doc: Mapping[str, Any]) -> str:
-    """SHA-1 of ``doc`` as written (:func:`metrics_bytes`), less the manifest and :data:`LATEST_RUN_FAILED`
-    (which a later run adds and removes): what tells the document edited since it was written."""
+    """SHA-1 of ``doc`` as written (:func:`metrics_bytes`), less the manifest, :data:`LATEST_RUN_FAILED`
+    (which a later run adds and removes) and the clock's ``seconds*`` (so that both modes, and reruns, record
+    the same hash for the same results): what tells the document edited since it was written."""
     import hashlib
 
-    body = {k: v for k, v in doc.items() if k not in (OUTPUTS, LATEST_RUN_FAILED)}
+    body = _untimed({k: v for k, v in doc.items() if k not in (OUTPUTS, LATEST_RUN_FAILED)})
     return hashlib.sha1(metrics_bytes(body), usedforsecurity=False).hexdigest()
 
 
