@@ -158,6 +158,14 @@ _SIGN_MARGIN = 0.2
 _BARELY = 0.1
 
 
+#: the identity check's coarse rigid fit (``identity_cc_own``) of a brain's sulc, even a noisy or finely folded one,
+#: is at least this: the example's 0.93, with white noise 3 times its SD 0.85 (registered at CC 0.47, flagged, its
+#: cortex 0.7-1.5 degrees from the clean map's registration), FreeSurfer's fsaverage with noise or added fine folds
+#: 0.89-0.91 (CC 0.41-0.47, 0.4-0.7 degree); maps that are no sulc fit far less (curv 0.64, thickness 0.36,
+#: permuted sulc 0.30, the other hemisphere's 0.51). Above it a correlation flag says so, a hint, not a verdict
+_COARSE_SULC = 0.8
+
+
 def _beyond(value: float, limit: float, digits: int = 2) -> str:
     """``value`` with ``digits`` decimals, more (up to 6) while it would print as ``limit`` does:
     a p95 of 1.0011 over a maximum of 1 read "1.00 (maximum 1)", a pass."""
@@ -217,11 +225,17 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
     # a sphere.reg of another subject or mesh gives a wrong rotation whatever the features say
     via_reg = (" (the rotation came from the sphere.reg: is it this sphere's? without it the features "
                "decide the rotation)") if reg.get("rotation_method") == "correspondence" else ""
+    # a noisy or finely folded sulc (a low-quality scan, polymicrogyria) correlates little at the template's scale
+    # while its coarse folds fit it as a brain's do: said, so that it is not taken for a wrong map
+    coarse = (f"; its coarse pattern fits the template at {own:.2f}, as a brain's sulc does (a map that is no sulc: "
+              "below 0.7): a noisy or finely folded map (a low-quality scan, polymicrogyria?) registered from its "
+              "coarse folds; if the report's overlay looks right, lower --min-cc"
+              if _real(own) and own >= _COARSE_SULC and not via_reg else "")
     for i, f in enumerate(features):  # "not x >= floor": NaN fails its gate (comparisons with NaN are False)
         after, floor = reg.get(f"cc_{f}_after"), t.min_cc_after if i == 0 else t.min_cc_other
-        if _real(after) and not after >= floor:
+        if _real(after) and not after >= floor:  # the hint where a clean brain's map never is (0.85-0.97)
             out.append(f"correlation: {f} correlates {_beyond(after, floor, 3)} with the template after registration "
-                       f"(minimum {floor:g}){via_reg}")
+                       f"(minimum {floor:g}){via_reg}{coarse if i == 0 and after < 0.7 else ''}")
     p95 = reg.get("areal_p95_abs")
     if _real(p95) and not p95 <= t.max_areal_p95:
         out.append(f"distortion: 95th percentile |log2 areal distortion| {_beyond(p95, t.max_areal_p95)} "

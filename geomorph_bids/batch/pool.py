@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 from ..io.processes import pid_alive
@@ -33,27 +34,34 @@ REPORT_PRELOAD = ("geomorph_bids.reports.figures", "matplotlib.figure", "matplot
 REGISTRATION_MODULES = ("geomorph_bids.engine.register", "torch")
 
 
-def worker_pool(workers: int, threads: int = 1, reports: bool = False, registrations: bool = True
-                ) -> ProcessPoolExecutor:
+def worker_pool(workers: int, threads: int = 1, reports: bool = False, registrations: bool = True,
+                show_warning: Callable[..., None] | None = None) -> ProcessPoolExecutor:
     """A pool of ``workers`` processes (see the module docstring). ``reports``: its workers draw
     participant reports (:data:`REPORT_PRELOAD` is preloaded too); ``registrations=False``: they
     draw nothing else (no torch: neither preloaded nor imported by the workers, ``threads`` unused).
-    The preload applies when this process starts its fork server here (once per process)."""
+    The preload applies when this process starts its fork server here (once per process).
+    ``show_warning``: a registration worker's :func:`warnings.showwarning` (picklable; the command's
+    one-line printer), or None: Python's."""
     ctx = start_fork_server(reports=reports, registrations=registrations)
     if not registrations:
         return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=exit_with_owner,
                                    initargs=(os.getpid(),))
     return ProcessPoolExecutor(max(1, int(workers)), mp_context=ctx, initializer=_start_worker,
-                               initargs=(max(1, int(threads)), os.getpid()))
+                               initargs=(max(1, int(threads)), os.getpid(), show_warning))
 
 
-def _start_worker(threads: int, owner: int) -> None:
-    """A registration worker's start: it ends with process ``owner`` (:func:`exit_with_owner`) and
-    runs ``threads`` torch threads (:func:`~geomorph_bids.batch.tasks.init_worker`)."""
+def _start_worker(threads: int, owner: int, show_warning: Callable[..., None] | None = None) -> None:
+    """A registration worker's start: it ends with process ``owner`` (:func:`exit_with_owner`), runs
+    ``threads`` torch threads (:func:`~geomorph_bids.batch.tasks.init_worker`) and prints warnings with
+    ``show_warning`` where given (a feature map's warning line, as the workflow's nodes print it)."""
+    import warnings
+
     from .tasks import init_worker
 
     exit_with_owner(owner)
     init_worker(threads)
+    if show_warning is not None:
+        warnings.showwarning = show_warning
 
 
 def exit_with_owner(owner: int, poll_s: float = 1.0) -> None:

@@ -30,6 +30,7 @@ import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from .. import __version__  # noqa: E402
@@ -44,7 +45,7 @@ from .interrupts import Interrupted, stop_children, stop_on_signals  # noqa: E40
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,  # noqa: E402
                       temporary_folder_in, threads_wait_passively, threads_within_usable_cpus,
                       address_space_problem)
-from .messages import one_line_warnings, reader_may_go_away, say, shell_word  # noqa: E402
+from .messages import one_line_warnings, reader_may_go_away, say, shell_word, warning_printer  # noqa: E402
 from .nipype_config import configure_nipype, crash_folder_setting, plugin_runner, plugin_settings  # noqa: E402
 from .parser import build_parser, refuse_options_that_do_not_apply  # noqa: E402
 from .paths import check_folders, check_work_folder, resolve_input_folders  # noqa: E402
@@ -53,7 +54,8 @@ from .preflight import (REPORTS_LOCK, folder_lock, lock_participants, participan
                         remove_created, remove_if_empty, without_flock_note)
 from .reporting import build_reports, print_reports, print_same_inputs, print_summary  # noqa: E402
 from .selection import collect_jobs, inputs_line, refuse_case_twins, refuse_names_too_long  # noqa: E402
-from .settings import absolute_paths, resolve_settings, validate_arguments, validate_resources  # noqa: E402
+from .settings import (absolute_paths, fit_memory_to_spheres, resolve_settings, sphere_sizes, validate_arguments,  # noqa: E402
+                       validate_resources)  # noqa: E402
 
 __all__ = ["main", "run_participant", "run_group", "run_reports_only"]
 
@@ -76,11 +78,12 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
         from ..batch.pipeline import run_batch
 
         run = run_batch(jobs, config, crashes, stop_on_first_crash=args.stop_on_first_crash,
-                        failed_subjects=failed_subjects, log=lambda line: print(line, flush=True))
-        print(f"batch mode: registered {run.registered} hemisphere(s) in {int(run.seconds['workers'])} worker "
-              f"process(es), {config.batch_size} per registration batch; {run.failed} failed; "
-              + (f"{len(run.not_started)} not started after a write the disk refused; " if run.not_started else "")
-              + f"{run.reused} already done", flush=True)
+                        failed_subjects=failed_subjects, log=lambda line: say(line, flush=True),
+                        show_warning=warning_printer(_PROG))
+        say(f"batch mode: registered {run.registered} hemisphere(s) in {int(run.seconds['workers'])} worker "
+            f"process(es), {config.batch_size} per registration batch; {run.failed} failed; "
+            + (f"{len(run.not_started)} not started after a write the disk refused; " if run.not_started else "")
+            + f"{run.reused} already done", flush=True)
         for line in run.report_warnings:
             say(f"{_PROG}: warning: {line}", file=sys.stderr)
         if run.worker_deaths:  # a run that still ends well: said once, so that a kill or the OOM killer is not lost
@@ -105,8 +108,8 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
         chunk = jobs[start:start + size]
         if len(chunks) > 1:  # Nipype is quiet: the one sign of progress in a long cohort run
             which = _label(chunk[0]) + (f" to {_label(chunk[-1])}" if len(chunk) > 1 else "")
-            print(f"workflow: graph {k} of {len(chunks)}: subject/session(s) {start + 1}-{start + len(chunk)} of "
-                  f"{len(jobs)} ({which})", flush=True)
+            say(f"workflow: graph {k} of {len(chunks)}: subject/session(s) {start + 1}-{start + len(chunk)} of "
+                f"{len(jobs)} ({which})", flush=True)
         wf = init_geomorph_wf(chunk, config)
         crash_folder_setting(wf, crashes)
         try:
@@ -282,8 +285,8 @@ def _remove_stale(outputs, job, cifti: Path | None) -> None:
         p.unlink(missing_ok=True)
     named = [p.name for p in stale if p.suffix != ".json"]  # (with their sidecars)
     if named:
-        print(f"{_PROG}: {_label(job)} hemi-{outputs.hemi}: removed {len(named)} output(s) an earlier run "
-              f"derived from the previous registration: {', '.join(named)}", file=sys.stderr)
+        say(f"{_PROG}: {_label(job)} hemi-{outputs.hemi}: removed {len(named)} output(s) an earlier run "
+            f"derived from the previous registration: {', '.join(named)}", file=sys.stderr)
 
 
 def _smriprep_names(template: str) -> str:
@@ -403,6 +406,16 @@ def _remove_partial(jobs: list, config, before: dict[Path, tuple | None]) -> Non
                 _discard(outputs, before)
 
 
+def _installed_version(name: str) -> str | None:
+    """The installed version of distribution ``name`` (its metadata; nothing imported), or None."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _fslr_only_hint(folder: Path) -> str:
     """What a ``--derivatives`` folder without subjects tells an HCP user whose subjects have only
     fsLR meshes (no ``MNINonLinear/Native``): what is read instead; empty when there are none."""
@@ -467,6 +480,10 @@ def run_participant(args: argparse.Namespace) -> int:
         remove_created(created)
         print_summary([], failures, output_dir, _PROG, [])
         return run_exit_code(len(failures), 0)
+    # --mem-gb, ulimit -v, and batch mode's --nprocs and --batch-size against the largest sphere found
+    if fit_memory_to_spheres(args, sphere_sizes(h for j in jobs for h in j.inputs.hemis.values()), _PROG):
+        config = replace(config, nprocs=args.nprocs, batch_size=int(getattr(args, "batch_size", None) or 0),
+                         omp_nthreads=min(config.omp_nthreads, args.nprocs))
     run_id = uuid.uuid4().hex[:8]
     crashes = crash_dir(output_dir, run_id)
     # released by the kernel if this process dies; the workflow's in the work folder too: runs into other
@@ -484,18 +501,21 @@ def run_participant(args: argparse.Namespace) -> int:
                 write_dataset_description(output_dir, args.bids_dir, inputs.links())
                 for line in write_bids_extras(output_dir):  # README, .bidsignore (the validator's NOT_INCLUDED)
                     say(f"{_PROG}: warning: {line}", file=sys.stderr)
-                write_citation(output_dir, config)
+                # the hemispheres asked for, and the Nipype that runs the workflow (batch mode runs without it)
+                write_citation(output_dir, config, tuple(args.hemi),
+                               None if config.batch_size else _installed_version("nipype"))
             configure_nipype(crashes, args.verbose, args.stop_on_first_crash)
             names = {subject_wf_name(j.subject, j.session): (j.subject, j.session) for j in jobs}
             n_todo = sum(len(j.inputs.hemis) for j in jobs)
-            print(f"{_PROG} {__version__}: {n_todo} hemisphere(s) of {len(jobs)} subject/session(s) -> {output_dir} "
-                  f"(template {config.template.label}, density {config.density}, model {config.model.name}"
-                  f"{' alone (--no-optimise)' if config.model.optimise is False else ''}"
-                  f"{' + full optimisation (--refine full)' if not isinstance(config.model.optimise, bool) else ''}, "
-                  f"device {config.device}, work dir {work_dir})", flush=True)
+            # the folders as they are named (an ESC escaped, two spaces kept: say's keep_spaces)
+            say(f"{_PROG} {__version__}: {n_todo} hemisphere(s) of {len(jobs)} subject/session(s) -> {output_dir} "
+                f"(template {config.template.label}, density {config.density}, model {config.model.name}"
+                f"{' alone (--no-optimise)' if config.model.optimise is False else ''}"
+                f"{' + full optimisation (--refine full)' if not isinstance(config.model.optimise, bool) else ''}, "
+                f"device {config.device}, work dir {work_dir})", flush=True, keep_spaces=True)
             said = inputs_line(mine)  # where each subject is read from (none when every input was refused)
             if said:
-                print(said, flush=True)
+                say(said, flush=True, keep_spaces=True)
             # the hemispheres that will register: one no subject has (all lh.*) takes no template maps
             hemis = sorted({config.model.template_hemi(h) for j in jobs for h in j.inputs.hemis}
                            or {config.model.template_hemi(h) for h in args.hemi})
@@ -603,8 +623,8 @@ def run_participant(args: argparse.Namespace) -> int:
         clock.lap("summary")
         subjects = sorted({job.subject for job in done})  # a subject with a failure: its report may change
         if config.reports == "deferred":
-            print(f"reports deferred: build them with '{_PROG} {args.bids_dir} {output_dir} participant "
-                  "--reports-only'")
+            say(f"reports deferred: build them with {_PROG} {shell_word(args.bids_dir)} {shell_word(output_dir)} "
+                "participant --reports-only", keep_spaces=True)
         else:
             todo = [s for s in subjects if s not in reports]  # batch mode built the others on the way
             made = build_reports(output_dir, todo, _PROG, reuse=set(subjects) - {f.subject for f in failures},
@@ -664,8 +684,10 @@ def main(argv: list[str] | None = None) -> int:
         matplotlib_config_in_tmp()  # before the reports import it
         try:
             validate_arguments(args)
-            validate_resources(args, _PROG)
             registers = not args.reports_only if args.analysis_level == "participant" else bool(args.build_template)
+            # the participant level fits the memory once its inputs are found (fit_memory_to_spheres): the
+            # figures are then those of the largest sphere
+            validate_resources(args, _PROG, fit_memory=not (registers and args.analysis_level == "participant"))
             if registers and (problem := address_space_problem()):  # before torch fails to load in a worker
                 return error_exit(_PROG, problem)
             if args.analysis_level == "group":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ from ..derivatives import BIDSIGNORE, CITATION, DATASET_DESCRIPTION, README, bid
 from ..errors import InputError
 from ..io.atomic import atomic_write_bytes, shared_folder
 from ..io.limits import read_json_bounded, read_text_bounded
+from .methods import LATER_RUN, methods_text
+from .methods import REFERENCES_HEADING as _REFERENCES
 from .preflight import folder_lock
 
 if TYPE_CHECKING:
@@ -114,82 +117,6 @@ def write_bids_extras(output_dir: Path) -> list[str]:
     return lines
 
 
-def _own_network(checkpoint: Path) -> str:
-    """A user's network in the methods text: its recorded name and weights' SHA-256 (a file name,
-    ``model.pt`` for every geomorph-train folder, says nothing of which network it was)."""
-    try:
-        from ..model.checkpoint import read_metadata
-
-        meta = read_metadata(checkpoint)
-    except Exception:  # noqa: BLE001 - the text falls back to the file's name
-        return f"network of checkpoint {checkpoint.name}"
-    sha = f", weights sha256 {meta.weights_sha256[:12]}" if meta.weights_sha256 else ""
-    return f"network {meta.name} (checkpoint {checkpoint.name}{sha}, trained for {meta.template})"
-
-
-def _method_text(model) -> str:
-    """The non-rigid stage of the methods text, from the run's model choice."""
-    if model.kind == "rigid":
-        return "; no non-rigid stage was run (--model rigid)"
-    if model.kind == "optimise":
-        return ("; then a non-rigid GeoMorph warp (cascaded control-point grids, ico-2 to ico-4) "
-                "was fitted to each hemisphere by optimising 1 - correlation with the template "
-                "plus smoothness and fold penalties")
-    from ..resources import model_dir
-
-    checkpoint = Path(str(model.checkpoint))
-    which = (f"pretrained network {checkpoint.parent.name}, bundled with geomorph-bids"
-             if checkpoint.parent.parent == model_dir() else _own_network(checkpoint))
-    passes = ("one forward pass" if len(model.passes) == 1 else
-              f"{len(model.passes)} forward passes (each registering the moving map as the passes before had "
-              "warped it, its warp low-passed more than the last)")
-    if model.optimise is False:
-        return (f"; then the GeoMorph {which}, predicted a non-rigid warp in {passes}, "
-                "used as it is (no per-hemisphere optimisation, --no-optimise)")
-    if model.optimise is True:
-        return (f"; then the GeoMorph {which}, predicted a non-rigid warp in {passes}, refined for each "
-                "hemisphere by optimising 1 - correlation with the template plus smoothness and "
-                "fold penalties")
-    return (f"; then the GeoMorph {which} predicted a non-rigid warp, whose large-scale part (low-passed "
-            "on the sphere) started a non-rigid GeoMorph warp (cascaded control-point grids, ico-2 to ico-4) "
-            "fitted to each hemisphere by optimising 1 - correlation with the template plus smoothness and "
-            "fold penalties (--refine full)")
-
-
-#: what separates the methods paragraphs of ``logs/CITATION.md`` from its references
-_REFERENCES = "\n### References"
-#: package -> (the methods sentence on the template maps it provides, its references): the fsLR
-#: curvature and T1w/T2w myelin maps multimodal-fsLR registers to are brainspace's conte69 group maps
-_PACKAGE_MAP_CREDITS = {"brainspace": (
-    "The template's {maps} maps were the fsLR 32k group averages distributed with BrainSpace (Vos de "
-    "Wael et al., 2020; derived from the discovery dataset of Vos de Wael et al., 2018; myelin as the "
-    "T1w/T2w ratio, Glasser and Van Essen, 2011).",
-    "- Vos de Wael R, et al. BrainSpace: a toolbox for the analysis of macroscale gradients in\n"
-    "  neuroimaging and connectomics datasets. Communications Biology 3:103, 2020.\n"
-    "  doi:10.1038/s42003-020-0794-7\n"
-    "- Vos de Wael R, et al. Anatomical and microstructural determinants of hippocampal subfield\n"
-    "  functional connectome embedding. PNAS 115(40):10154-10159, 2018. doi:10.1073/pnas.1803667115\n"
-    "- Glasser MF, Van Essen DC. Mapping human cortical areas in vivo based on myelin content as\n"
-    "  revealed by T1- and T2-weighted MRI. Journal of Neuroscience 31(32):11597-11616, 2011.\n"
-    "  doi:10.1523/JNEUROSCI.2180-11.2011\n")}
-
-
-def _template_maps_credit(config) -> tuple[str, str]:
-    """The methods sentence and the references for the template maps an installed package
-    provides to the run (``TemplateRef.package_maps`` of its channels and hemispheres: fsLR's curv
-    and myelin from brainspace), or two empty strings."""
-    package_maps = getattr(config.template, "package_maps", None)
-    if package_maps is None:
-        return "", ""
-    used = package_maps(config.channels, tuple(getattr(config, "density_sources", None) or ("L", "R")))
-    credits = [(_PACKAGE_MAP_CREDITS[p][0].format(maps=" and ".join(fs)), _PACKAGE_MAP_CREDITS[p][1])
-               for p, fs in used.items() if p in _PACKAGE_MAP_CREDITS]
-    return " ".join(c[0] for c in credits), "".join(c[1] for c in credits)
-#: introduces the methods paragraph of a later run with other settings into the same folder
-LATER_RUN = ("A later run into the same folder used other settings (each hemisphere's metrics file and "
-             "sidecars say which apply to it):")
-
-
 def _reference_blocks(references: str) -> list[str]:
     """The entries of a reference list (each ``- ...`` line with its indented continuation
     lines, newline-terminated)."""
@@ -202,25 +129,18 @@ def _reference_blocks(references: str) -> list[str]:
     return [b if b.endswith("\n") else b + "\n" for b in blocks]
 
 
-def write_citation(output_dir: Path, config: RunConfig) -> Path:
+def write_citation(output_dir: Path, config: RunConfig, hemis: Sequence[str] = ("L", "R"),
+                   nipype_version: str | None = None) -> Path:
     """``logs/CITATION.md``: the methods boilerplate filled in with the run's settings
-    (a :class:`~geomorph_bids.workflows.config.RunConfig`). A folder whose file already describes
-    other settings (an earlier run, e.g. to another template) keeps that paragraph and gets this
-    run's after it, introduced by :data:`LATER_RUN`, and its references stay; the same settings
-    again change nothing. Template maps an installed package provides (multimodal-fsLR's curv and
-    myelin: brainspace's) are credited with their references. Read and written under
-    :func:`~geomorph_bids.cli.preflight.folder_lock` (``citation``): runs with other settings
-    starting at once each keep their paragraph."""
-    from ..resources import citation_file
-
-    text = citation_file().read_text().format(
-        version=__version__, template=config.template.label, channels=", ".join(config.channels),
-        method_text=_method_text(config.model), features=", ".join(config.features), density=config.density)
-    methods, _, references = text.partition(_REFERENCES)
-    credit, credit_refs = _template_maps_credit(config)
-    if credit:  # the template maps an installed package provides (multimodal-fsLR's curv and myelin)
-        methods, references = f"{methods.rstrip()}\n{credit}\n", f"{references.rstrip()}\n{credit_refs}"
-        text = f"{methods}{_REFERENCES}{references}"
+    (:func:`~geomorph_bids.cli.methods.methods_text` of a
+    :class:`~geomorph_bids.workflows.config.RunConfig`, the hemispheres asked for and, in workflow
+    mode, the Nipype version). A folder whose file already describes other settings (an earlier
+    run, e.g. to another template) keeps that paragraph and gets this run's after it, introduced by
+    :data:`LATER_RUN`, and its references stay; the same settings again change nothing. Read and
+    written under :func:`~geomorph_bids.cli.preflight.folder_lock` (``citation``): runs with other
+    settings starting at once each keep their paragraph."""
+    methods, references = methods_text(config, hemis, nipype_version)
+    text = f"{methods}{_REFERENCES}{references}"
     with folder_lock(output_dir, "citation"):
         shared_folder((output_dir / CITATION).parent)  # logs/: every member's runs write there (crash files too)
         return _add_methods(output_dir / CITATION, text, methods, references)

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from ..io.process_wide import ForkHooks
 from ..io.processes import pid_alive
 
 __all__ = ["STOP_SIGNALS", "GRACE_S", "REDELIVER_S", "Interrupted", "stop_on_signals", "stop_children", "descendants",
@@ -38,6 +39,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE_S = 3.0
 #: seconds between re-deliveries of a stop signal that has not reached the command line's handler
 REDELIVER_S = 0.5
+#: what a process forked inside a :func:`stop_on_signals` block does first (one ``os.register_at_fork``
+#: for the process: one per block left a function behind per command run in one process)
+_FORKED = ForkHooks()
 
 
 class Interrupted(BaseException):
@@ -115,12 +119,12 @@ def stop_on_signals() -> Iterator[None]:
         if os.getppid() != main:  # the parent died between the fork and the prctl
             os._exit(128 + int(signal.SIGKILL))
 
-    os.register_at_fork(after_in_child=in_child)  # a no-op once this block has ended
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     for s in STOP_SIGNALS:
         signal.signal(s, handler)
     try:
-        yield
+        with _FORKED.while_held(in_child):
+            yield
     finally:
         state["active"] = False
         for s, h in previous.items():

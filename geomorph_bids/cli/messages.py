@@ -4,12 +4,14 @@ output streams whose reader may go away."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 import sys
 import warnings
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
-__all__ = ["one_line", "one_line_warnings", "reader_may_go_away", "say", "shell_word"]
+__all__ = ["one_line", "one_line_warnings", "reader_may_go_away", "say", "shell_word", "warning_printer"]
 
 #: the longest word (a path, a value) a one-line message shows whole: a real path on a cluster is a few hundred
 #: characters and is shown whole; one of thousands (PATH_MAX is 4,095 bytes) keeps its start and its end
@@ -18,32 +20,39 @@ LONGEST_WORD = 500
 WORD_ENDS = 100
 
 
-def one_line(text: str) -> str:
+def one_line(text: str, keep_spaces: bool = False) -> str:
     """``text`` as one line of a message: line breaks and tabs as one space (as before), every other character
     that does not print escaped (``\\x1b``, ``\\r``, ``\\xa0``: in a name, one could move the cursor, colour
     or overwrite the terminal's line, or hide in it), and each word longer than :data:`LONGEST_WORD`
     characters shortened in its middle, ``/data/aaaa...(2895 characters)...aaaa/lh.sulc``, so that the line
-    itself stays readable."""
-    text = str(text).replace("\r\n", "\n")
+    itself stays readable. ``keep_spaces``: for a line that names folders as they are (the start line, ``inputs:``):
+    its spaces kept as they are (``/data/my  study`` is not ``/data/my study``), a line break or tab escaped as
+    ``\\n``/``\\t`` (a name holds it, not the message)."""
+    text = str(text)
+    if not keep_spaces:
+        text = text.replace("\r\n", "\n")
     if not text.isprintable():
-        text = "".join(c if c.isprintable() or c in "\n\t" else c.encode("unicode_escape").decode("ascii")
+        kept = "" if keep_spaces else "\n\t"
+        text = "".join(c if c.isprintable() or c in kept else c.encode("unicode_escape").decode("ascii")
                        for c in text)
     words = []
-    for word in text.split():
-        if len(word) > LONGEST_WORD:
+    for word in (re.split(r"( +)", text) if keep_spaces else text.split()):
+        if len(word) > LONGEST_WORD and not word.isspace():
             word = f"{word[:WORD_ENDS]}...({len(word) - 2 * WORD_ENDS} characters)...{word[-WORD_ENDS:]}"
         words.append(word)
-    return " ".join(words)
+    return ("" if keep_spaces else " ").join(words)
 
 
-def say(text: str, *, file: TextIO | None = None, flush: bool = False) -> None:
+def say(text: str, *, file: TextIO | None = None, flush: bool = False, keep_spaces: bool = False) -> None:
     """Print ``text``, a ``warning:``, ``note:`` or ``FAILED`` line, as :func:`one_line` writes an ``error:``
     line: a character that does not print escaped, a word over :data:`LONGEST_WORD` characters shortened,
     a line break a space; the line's leading indentation (``  FAILED ...``) kept. ``file``: ``sys.stdout``
-    when None, looked up at the call (as ``print`` does, so :func:`reader_may_go_away`'s streams are used)."""
+    when None, looked up at the call (as ``print`` does, so :func:`reader_may_go_away`'s streams are used).
+    ``keep_spaces``: :func:`one_line`'s, for a line naming folders exactly."""
     text = str(text)
     indent = text[: len(text) - len(text.lstrip(" "))]
-    print(indent + one_line(text), file=sys.stdout if file is None else file, flush=flush)
+    line = one_line(text, keep_spaces=keep_spaces)
+    print(line if keep_spaces else indent + line, file=sys.stdout if file is None else file, flush=flush)
 
 
 def shell_word(value: object) -> str:
@@ -61,15 +70,24 @@ def one_line_warnings(prog: str) -> Iterator[None]:
     ``<prog>: warning: <message>`` on one line of stderr, without the source file and line
     Python shows by default. Like Python's own, a warning that cannot be written (stderr
     closed, a pipe whose reader has gone) is dropped, never raised into the code that warned."""
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001 - warnings' signature
-        try:
-            say(f"{prog}: warning: {message}", file=file or sys.stderr, flush=True)
-        except (OSError, ValueError, AttributeError):  # closed or missing stream
-            pass
-
     with warnings.catch_warnings():
-        warnings.showwarning = show
+        warnings.showwarning = warning_printer(prog)
         yield
+
+
+def warning_printer(prog: str) -> Callable[..., None]:
+    """What :func:`one_line_warnings` sets :func:`warnings.showwarning` to, as a picklable object: batch
+    mode's workers, started by a fork server rather than forked from the block, are given it to set too
+    (their warnings were printed in Python's two-line format, the source line with them)."""
+    return functools.partial(_show_warning, prog)
+
+
+def _show_warning(prog: str, message: Any, category: Any, filename: Any, lineno: Any, file: TextIO | None = None,
+                  line: Any = None) -> None:  # noqa: ARG001 - warnings.showwarning's signature
+    try:
+        say(f"{prog}: warning: {message}", file=file or sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):  # closed or missing stream
+        pass
 
 
 class _OutlivesItsReader:

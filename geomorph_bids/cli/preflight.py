@@ -45,8 +45,9 @@ from typing import Callable, Iterator, Sequence
 
 from ..errors import InputError, owner_words, user_words
 from ..io.atomic import flock_unsupported, flush_to_disk, share_file, shared_folder
+from ..io.process_wide import ForkHooks
 from .interrupts import pid_alive
-from .messages import shell_word
+from .messages import say, shell_word
 
 __all__ = ["MIN_FREE_MB", "LOCK_DIR", "check_writable", "check_file_can_be_written", "name_max", "path_max",
            "work_dir_too_deep",
@@ -70,6 +71,9 @@ LOCK_DIR = ".geomorph-locks"
 #: suffix of a participant's lock where the file system has no ``flock`` (:class:`RunLocks`): a file
 #: created exclusively, removed when its run ends
 HELD_SUFFIX = ".held"
+#: the lock descriptors a process forked while a :class:`RunLocks` holds them closes first (one
+#: ``os.register_at_fork`` for the process, not one per run)
+_FORKED = ForkHooks()
 
 #: seconds :func:`lock_participants` waits before trying a held participant lock once more: a
 #: probe (:func:`participant_lock_holder`) holds one for microseconds
@@ -438,6 +442,7 @@ class RunLocks:
         #: why this folder's file system takes no flock (``ENOLCK: No locks available``), or ""; then a
         #: participant's lock is a ``.held`` file created exclusively (:meth:`_take_file`)
         self.without_flock = ""
+        self._child_hook: int | None = None  # the ForkHooks token while the locks are held
 
     def path(self, name: str) -> Path:
         """The lock file of ``name`` (e.g. ``sub-01``): ``<name>.lock``, or ``<name>.held`` where the
@@ -557,8 +562,9 @@ class RunLocks:
         except OSError as exc:  # no flock here: run.lock is not held (when_alone is then never true)
             os.close(fd)
             self._no_flock(exc)
-        me = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (lambda locks: locks and locks._forget_in_child())(me()))
+        if self._child_hook is None:
+            me = weakref.ref(self)
+            self._child_hook = _FORKED.add(lambda: (lambda locks: locks and locks._forget_in_child())(me()))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -571,6 +577,9 @@ class RunLocks:
         self._fds.clear()
         for name in list(self._files):
             self._drop_file(name)
+        if self._child_hook is not None:
+            _FORKED.remove(self._child_hook)
+            self._child_hook = None
 
     def holder(self, name: str, patience_s: float = 1.0) -> str:
         """What the run holding ``name``'s lock wrote in it (pid, host, start time), or ''.
@@ -969,7 +978,7 @@ def lock_participants(locks: RunLocks, jobs: list, wait: bool, prog: str = "geom
             after = (f"; so will the {len(deferred)} participant(s) after it ({_few(deferred)}), whose locks are "
                      "taken in order after it (runs waiting for each other's participants never wait in a circle)"
                      if deferred else "")
-            print(f"{prog}: sub-{subject}: another geomorph-bids run is processing it ({holder or 'holder unknown'}); "
-                  f"it will be done after that run, once this run's other participants are finished{after}",
-                  flush=True)
+            say(f"{prog}: sub-{subject}: another geomorph-bids run is processing it ({holder or 'holder unknown'}); "
+                f"it will be done after that run, once this run's other participants are finished{after}",
+                flush=True)
     return mine, skipped, later

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from .machine import (current_folder_problem, drop_unusable_thread_settings, mat
 from .messages import one_line_warnings, reader_may_go_away, say
 from .parser import REFINE_HELP, OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, device, hemisphere
 from ..resources import bundled_models
+
+if TYPE_CHECKING:
+    from ..io.template_ref import TemplateRef
 
 __all__ = ["main", "build_parser"]
 
@@ -171,6 +175,19 @@ def _check_registration_feature(features: dict[str, Path], offered: tuple[str, .
                          "resampled to --features-out)")
 
 
+def _refuse_a_network_of_maps_not_given(model: str, channels: tuple[str, ...] | list[str], features: dict[str, Path],
+                                        sphere: Path, hemi: str) -> None:
+    """A network reads every one of its ``channels``: a ``--feature`` missing for one of them is named, with the
+    ``--feature`` to add, before any input is read (as geomorph-bids names the maps it looked for). Before, the line
+    named the network's file (``.../multimodal-fsLR/model.pt: model 'multimodal-fsLR' expects channels [sulc, curv,
+    myelin] for template fsLR; input has [sulc] ...``), as if the network were at fault."""
+    missing = [c for c in channels if c not in features]
+    if missing:
+        raise InputError(f"--model {model} registers {', '.join(channels)}; --feature gives "
+                         f"{', '.join(features) or 'none'} (missing: {', '.join(missing)}): add "
+                         + " ".join(f"--feature {c}=FILE" for c in missing), path=sphere, hemi=hemi)
+
+
 def _hemi_from_name(sphere: Path) -> str:
     """The hemisphere the sphere's file declares (one line on stderr says so), or a usage error."""
     from ..io.hemisphere_label import declared_hemispheres
@@ -226,8 +243,10 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     if choice.kind == "network":  # the template's maps first, as geomorph-bids reads them: a map an uninstalled
         template.load(tpl_hemi, choice.channels)  # package provides (brainspace) is named before the inputs' channels
     offered = template.features(tpl_hemi)
-    _check_feature_names(features, offered)
-    if choice.kind != "network":  # a network's channels are checked when it is loaded
+    _check_feature_names(features, offered)  # a misspelt name first (did you mean curv?), then what is missing
+    if choice.kind == "network":  # every channel the network reads, given
+        _refuse_a_network_of_maps_not_given(str(model or choice.name), choice.channels, features, sphere, hemi)
+    else:
         _check_registration_feature(features, offered, template.label)
     # HCP negates FreeSurfer's sulc and curv alike (io.discover's HCP sign, used by geomorph-bids)
     native = read_hemisphere(sphere, features, signs={"sulc": -1.0, "curv": -1.0} if sulc_sign == "hcp" else None,
@@ -253,7 +272,8 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     if low:  # geomorph-bids' note, less its --fs-subjects-dir (not an option of this command)
         say(f"{_PROG}: note: hemi-{hemi} {low.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)
     result = register(moving, maps, template=template, hemi=hemi, device=choice.resolve_device(device),
-                      reg_sphere=reg, quality=quality, **choice.register_arguments())
+                      reg_sphere=reg, cortex_mask=native.cortex,  # where a map holds no data (NaN, a plateau)
+                      quality=quality, **choice.register_arguments())
 
     metrics = {"hemi": hemi, "template": template.label,
                "software": software_id(), **result.metrics,
@@ -450,6 +470,30 @@ def _write_json(path: Path, payload: dict) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
+def _refuse_a_network_of_maps_the_example_lacks(template: TemplateRef, model: str | None, optimise: bool | str,
+                                               surf: Path) -> None:
+    """``--example --model multimodal-fsLR``: the bundled subject has sulc alone. The template's maps are read
+    first, as for one's own files (brainspace missing is named before anything else, as geomorph-bids names it);
+    then one line says what the example lacks, naming its folder. Before, the line named the network's file
+    (``.../multimodal-fsLR/model.pt: model 'multimodal-fsLR' expects channels [sulc, curv, myelin] ...; input has
+    [sulc]``), as if the network were at fault."""
+    from ..engine.model_choice import resolve_model
+
+    choice = resolve_model(model, template.label, refine=optimise)
+    if choice.kind != "network":
+        return
+    for hemi in dict.fromkeys(choice.template_hemi(h) for h in _HEMI_PREFIX):
+        template.load(hemi, choice.channels)
+    missing = [c for c in choice.channels if c != "sulc"]
+    if missing:
+        raise InputError(f"the bundled example subject has sulc alone (?h.sphere, ?h.sulc); --model {model} registers "
+                         f"{', '.join(choice.channels)} (missing: {', '.join(missing)}): run --example with a model "
+                         "of sulc (the default, sulc-fsLR or rigid), or register your own subject's files: "
+                         "geomorph-register --sphere lh.sphere --feature sulc=lh.sulc "
+                         + " ".join(f"--feature {c}=FILE" for c in missing)
+                         + f" --model {model} --out lh.fsLR.surf.gii", path=surf)
+
+
 def _run_example(out_dir: Path, template: str, model: str | None = None, device: str = "auto",
                  optimise: bool | str = True, template_dir: str | None = None,
                  quality: QualityThresholds = DEFAULT_THRESHOLDS) -> list[dict]:
@@ -466,7 +510,9 @@ def _run_example(out_dir: Path, template: str, model: str | None = None, device:
     rows = []
     desc = "rigid" if model == "rigid" else "geomorph"
     # the space entity is the template's label: a folder given as --template is no file name
-    label = resolve_template_ref(template, (), TemplateSearch.from_environment(template_dir)).label
+    ref = resolve_template_ref(template, (), TemplateSearch.from_environment(template_dir))
+    label = ref.label
+    _refuse_a_network_of_maps_the_example_lacks(ref, model, optimise, surf)
     for hemi, prefix in _HEMI_PREFIX.items():
         stem = out_dir / f"sub-01_hemi-{hemi}_space-{label}_desc-{desc}"
         try:

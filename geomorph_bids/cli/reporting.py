@@ -104,11 +104,12 @@ def build_reports(output_dir: Path, subjects: list[str], prog: str, reuse: set[s
 
 def print_reports(made: list[Path], kept: int = 0) -> None:
     """One line naming the reports (a few), or counting them (a cohort); ``kept`` of them were
-    current and not drawn again (said on a line of its own)."""
+    current and not drawn again (said on a line of its own). The paths as they are named (an ESC escaped,
+    two spaces kept: ``say``'s ``keep_spaces``)."""
     if len(made) > 4:
-        print(f"report(s): {len(made)} in {made[0].parent} ({made[0].name} ... {made[-1].name})")
+        say(f"report(s): {len(made)} in {made[0].parent} ({made[0].name} ... {made[-1].name})", keep_spaces=True)
     elif made:
-        print(f"report(s): {', '.join(str(p) for p in made)}")
+        say(f"report(s): {', '.join(str(p) for p in made)}", keep_spaces=True)
     if kept:
         print(f"{kept} of them current (drawn after their outputs by this version) and kept; delete a "
               "report to have it drawn again")

@@ -16,19 +16,21 @@ import math
 import os
 import re
 import sys
-from dataclasses import replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..engine.device import registration_needs_gb
 from ..engine.model_choice import ModelChoice, optimiser, refuse_mirrored_right, refuse_other_hemisphere, resolve_model
 from ..errors import InputError
-from ..io.discover import derivatives_root, is_freesurfer_subject, sphereless_subject, valid_label
+from ..io.discover import HemiInputs, derivatives_root, is_freesurfer_subject, sphereless_subject, valid_label
 from ..io.digest import software_id
 from ..io.template_ref import TemplateRef, resolve_template_ref, template_search_path
 from ..io.template_sources import TemplateSearch
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..workflows.config import RunConfig
 from .paths import geomorph_bids_output
-from .machine import REGISTRATION_NEEDS_GB, total_memory_gb, usable_cpus
+from .machine import REGISTRATION_NEEDS_GB, address_space_limit_gb, total_memory_gb, usable_cpus
 from .messages import say, shell_word
 from .parser import parse_derivatives
 
@@ -43,6 +45,7 @@ _BATCH_WORKER_GB = 0.5
 
 __all__ = ["resolve_template", "template_search", "resolve_template_and_model", "refine_argument", "resolve_features", "resolve_quality",
            "resolve_settings", "resolve_fmriprep_outputs", "validate_arguments", "validate_resources",
+           "SphereSizes", "sphere_sizes", "fit_memory_to_spheres",
            "absolute_paths"]
 
 #: the features resampled and written when --features is not given
@@ -389,14 +392,58 @@ def validate_arguments(args: argparse.Namespace, prog: str = "geomorph-bids") ->
                          "dataset", path=args.output_dir)
 
 
-def validate_resources(args: argparse.Namespace, prog: str = "geomorph-bids") -> list[str]:
+@dataclass(frozen=True)
+class SphereSizes:
+    """The spheres a participant run registers, by their headers' vertex counts
+    (:func:`~geomorph_bids.io.discover.surface_vertex_count`).
+
+    Attributes
+    ----------
+    vertices : the largest sphere's vertex count; None when no header could be read
+    where : whose it is (``sub-01 ses-1 hemi-L``)
+    high_resolution : how many hemispheres' spheres have more than 163,842 vertices
+    """
+
+    vertices: int | None = None
+    where: str = ""
+    high_resolution: int = 0
+
+    @property
+    def high(self) -> bool:
+        """Whether the largest sphere has more than 163,842 vertices (what a registration needs then grows
+        with it, :func:`~geomorph_bids.engine.device.registration_needs_gb`)."""
+        return self.vertices is not None and self.vertices > 163842
+
+    def who(self) -> str:
+        """``sub-01 hemi-L's 655,362-vertex sphere`` (the largest one)."""
+        return f"{self.where}'s {self.vertices:,}-vertex sphere"
+
+
+def sphere_sizes(hemispheres: Iterable[HemiInputs]) -> SphereSizes:
+    """The sizes of the ``hemispheres``' spheres, each read from its header alone (a few bytes: the
+    workflow and batch mode read the same headers to size each registration)."""
+    from ..io.discover import surface_vertex_count
+
+    largest, where, high = None, "", 0
+    for h in hemispheres:
+        n = surface_vertex_count(h.sphere)
+        if n is None:
+            continue
+        high += n > 163842
+        if largest is None or n > largest:
+            largest = n
+            where = f"sub-{h.subject}{' ses-' + h.session if h.session else ''} hemi-{h.hemi}"
+    return SphereSizes(largest, where, high)
+
+
+def validate_resources(args: argparse.Namespace, prog: str = "geomorph-bids", *, fit_memory: bool = True) -> list[str]:
     """Bring the resource arguments within what this process may use (:mod:`.machine`):
     ``--nprocs`` and ``--omp-nthreads`` at most the usable CPUs, ``--mem-gb`` at most the
-    memory, ``--batch-size`` at most what the memory holds. Returns the warnings printed (one
-    line each, on stderr). A run asking for 100,000 processes otherwise forks until the kernel's
-    out-of-memory killer ends it."""
-    import sys
-
+    memory, and (``fit_memory``) the memory fit of :func:`fit_memory_to_spheres` for spheres of
+    163,842 vertices or fewer. The participant level leaves that fit (``fit_memory=False``) until its
+    inputs are found, when it knows the largest sphere. Returns the warnings printed (one line each, on
+    stderr). A run asking for 100,000 processes otherwise forks until the kernel's out-of-memory killer
+    ends it."""
     notes = []
     cpus = usable_cpus()
     if args.nprocs > cpus:
@@ -407,32 +454,83 @@ def validate_resources(args: argparse.Namespace, prog: str = "geomorph-bids") ->
     if mem_gb is not None and mem_gb > memory:
         notes.append(f"--mem-gb {mem_gb:g} is more than the {memory:.1f} GB this process may use; using {memory:.1f}")
         args.mem_gb = memory
+    if fit_memory:
+        notes += _memory_fit(args, SphereSizes())
+    else:
+        notes += _omp_within_nprocs(args)
+    for note in notes:
+        say(f"{prog}: warning: {note}", file=sys.stderr)
+    return notes
+
+
+def fit_memory_to_spheres(args: argparse.Namespace, spheres: SphereSizes, prog: str = "geomorph-bids") -> list[str]:
+    """Once the inputs are found: say where ``--mem-gb`` is less than one registration of the largest
+    sphere needs, and where the address-space limit (``ulimit -v``) is less than a registration of a
+    sphere of more than 163,842 vertices needs; in batch mode lower ``--nprocs`` to the workers the
+    memory holds and ``--batch-size`` to what each worker's share holds. The figures are those of the
+    largest sphere (:func:`~geomorph_bids.engine.device.registration_needs_gb`) when it has more than
+    163,842 vertices, else, as before the inputs were known, 10,242 to 163,842. Returns the warnings
+    printed (one line each, on stderr); changes ``args``."""
+    notes = _memory_fit(args, spheres)
+    limit = address_space_limit_gb()
+    if spheres.high and limit is not None and limit < registration_needs_gb(spheres.vertices)[1]:
+        notes.append(f"the address-space limit (ulimit -v) is {limit:.2f} GB; a registration of {spheres.who()} "
+                     f"(the largest found) needs about {registration_needs_gb(spheres.vertices)[1]:g} GB of it: "
+                     "it will run out of memory; raise it (ulimit -v unlimited, or a cluster's virtual-memory limit)")
+    for note in notes:
+        say(f"{prog}: warning: {note}", file=sys.stderr)
+    return notes
+
+
+def _omp_within_nprocs(args: argparse.Namespace) -> list[str]:
+    """``--omp-nthreads`` at most ``--nprocs`` (the note said, or none)."""
+    omp = getattr(args, "omp_nthreads", None)
+    if omp is not None and omp > args.nprocs:
+        args.omp_nthreads = args.nprocs
+        return [f"--omp-nthreads {omp} is more than --nprocs {args.nprocs}; using {args.nprocs}"]
+    return []
+
+
+def _memory_fit(args: argparse.Namespace, spheres: SphereSizes) -> list[str]:
+    """The memory fit of :func:`fit_memory_to_spheres` (``--mem-gb``, and batch mode's ``--nprocs`` and
+    ``--batch-size``), then ``--omp-nthreads`` at most ``--nprocs``; the notes, not printed."""
+    notes = []
+    memory = total_memory_gb()
     smallest = REGISTRATION_NEEDS_GB[10242][0]
-    if args.mem_gb is not None and args.mem_gb < smallest:
-        notes.append(f"--mem-gb {args.mem_gb:g} is less than one registration needs (about {smallest:g} GB at "
-                     f"10,242 vertices, {REGISTRATION_NEEDS_GB[163842][0]:g} GB at 163,842): registrations run one at "
-                     "a time, and may run out of memory where the machine or job has no more")
+    need = registration_needs_gb(spheres.vertices)[0] if spheres.high else smallest
+    if args.mem_gb is not None and args.mem_gb < need:
+        notes.append(f"--mem-gb {args.mem_gb:g} is less than one registration "
+                     + (f"of {spheres.who()} (the largest found) needs (about {need:g} GB)" if spheres.high else
+                        f"needs (about {smallest:g} GB at 10,242 vertices, {REGISTRATION_NEEDS_GB[163842][0]:g} GB "
+                        "at 163,842)")
+                     + ": registrations run one at a time, and may run out of memory where the machine or job has "
+                     "no more")
     batch = getattr(args, "batch_size", None)
     budget = min(memory, args.mem_gb or memory)
     # batch mode has no scheduler that holds --mem-gb (Nipype's does in the workflow): each of its
-    # --nprocs workers holds its own chunk, so the memory is shared out between them
-    fit = max(1, int(budget / _BATCH_WORKER_GB)) if math.isfinite(budget) else args.nprocs
+    # --nprocs workers holds its own chunk, so the memory is shared out between them; a worker registering
+    # a sphere of more than 163,842 vertices holds what that one needs beyond a 163,842-vertex one more
+    extra = registration_needs_gb(spheres.vertices)[0] - REGISTRATION_NEEDS_GB[163842][0] if spheres.high else 0.0
+
+    def workers_need(k: int) -> float:
+        return k * _BATCH_WORKER_GB + min(k, spheres.high_resolution) * extra
+
+    fit = (max([1] + [k for k in range(1, args.nprocs + 1) if workers_need(k) <= budget + 1e-9])
+           if math.isfinite(budget) else args.nprocs)
     if batch is not None and args.nprocs > fit:
-        notes.append(f"--nprocs {args.nprocs} batch-mode workers need about {args.nprocs * _BATCH_WORKER_GB:g} GB "
-                     f"({_BATCH_WORKER_GB:g} GB each), more than the {budget:.1f} GB available; using {fit}")
+        each = (f"{_BATCH_WORKER_GB:g} GB each, {_BATCH_WORKER_GB + extra:.2f} GB for one registering {spheres.who()}, "
+                f"the largest of {spheres.high_resolution} of more than 163,842 vertices" if spheres.high else
+                f"{_BATCH_WORKER_GB:g} GB each")
+        notes.append(f"--nprocs {args.nprocs} batch-mode workers need about {workers_need(args.nprocs):g} GB "
+                     f"({each}), more than the {budget:.1f} GB available; using {fit}")
         args.nprocs = fit
-    omp = getattr(args, "omp_nthreads", None)
-    if omp is not None and omp > args.nprocs:
-        notes.append(f"--omp-nthreads {omp} is more than --nprocs {args.nprocs}; using {args.nprocs}")
-        args.omp_nthreads = args.nprocs
+    notes += _omp_within_nprocs(args)
     per_worker = budget / args.nprocs
     most = max(1, int(0.5 * per_worker / _BATCH_PAIR_GB)) if math.isfinite(per_worker) else batch
     if batch is not None and batch > most:
         notes.append(f"--batch-size {batch} needs about {batch * _BATCH_PAIR_GB:.1f} GB in each worker; using {most} "
                      f"(half of the {per_worker:.1f} GB available to each of --nprocs {args.nprocs} worker(s))")
         args.batch_size = most
-    for note in notes:
-        say(f"{prog}: warning: {note}", file=sys.stderr)
     return notes
 
 

@@ -115,11 +115,37 @@ class ModelChoice:
         if self.kind == "optimise":
             return "rigid pre-alignment, then the GeoMorph warp optimised for this hemisphere"
         if self.optimise is False:
-            return f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}"
+            return (f"rigid pre-alignment, then the warp of the GeoMorph network {self.name} as it is (no "
+                    "per-hemisphere optimisation)")
         if self.optimise is True:
-            return f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}, refined for this hemisphere"
-        return (f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}, from which the GeoMorph "
-                "warp was optimised for this hemisphere")
+            return (f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}, refined for this "
+                    "hemisphere by a short optimisation")
+        return (f"rigid pre-alignment, then the warp of the GeoMorph network {self.name}, from whose large-scale part "
+                "the GeoMorph warp was optimised for this hemisphere (the optimiser's full schedule)")
+
+    def schedule(self) -> Any:
+        """The optimiser's schedule the registration runs, an
+        :class:`~geomorph_bids.model.optimise.OptimiseConfig` (what each metrics file records as
+        ``optimise``), or None where no optimiser runs (``rigid``, a network with ``optimise`` False):
+        the default's from the rigid alignment (with :func:`optimiser_weights`), a network's short
+        refinement (:data:`~geomorph_bids.model.optimise.REFINEMENT`) or the schedule given. The
+        methods text reads it; the engine makes the same choice in ``_optimise_jobs``."""
+        if self.kind == "rigid" or (self.kind == "network" and self.optimise is False):
+            return None
+        from ..model.optimise import REFINEMENT, OptimiseConfig
+
+        if self.kind == "optimise":
+            return OptimiseConfig(channel_weights=optimiser_weights(self.channels))
+        return REFINEMENT if self.optimise is True else self.optimise
+
+    def forward_passes(self) -> tuple[int, ...]:
+        """The network's forward passes as they run, one low-pass multiple each: its checkpoint's
+        :attr:`passes`, or one pass low-passed ``start_lowpass`` times where the optimiser's schedule
+        starts from its large-scale part (``--refine full``); ``()`` without a network."""
+        if self.kind != "network":
+            return ()
+        lowpass = getattr(self.optimise, "start_lowpass", 1)  # as register() reads it
+        return self.passes if lowpass == 1 else (lowpass,)
 
     def register_arguments(self) -> dict[str, Any]:
         """``model``, ``rigid_only`` and ``optimise`` for :func:`~geomorph_bids.engine.register.register`

@@ -44,6 +44,7 @@ import copy
 import dataclasses
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -233,12 +234,14 @@ def _template_conflict(template: "TemplateInput", hemi: str, mirrored: bool) -> 
 
 
 def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi: str
-                 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
     """The sphere's (V, 3) vertices at radius 100 and (F, 3) faces the registration works with, its
-    maps, and the faces its result keeps where they differ: a file's own (``Sphere.given_faces``:
-    wound inward, as a hemisphere mirrored x -> -x, they are re-wound to be checked), else None."""
+    maps, the faces its result keeps where they differ: a file's own (``Sphere.given_faces``:
+    wound inward, as a hemisphere mirrored x -> -x, they are re-wound to be checked), else None, and
+    (V,) bool, True where a map holds no data (NaN, a sulc plateau: :func:`~geomorph_bids.io.validate.no_data`;
+    0 in the maps returned), or None."""
     from ..io.surfaces import read_feature, read_sphere
-    from ..io.validate import clip_outliers, validate_feature, validate_sphere
+    from ..io.validate import clip_outliers, no_data, validate_feature, validate_sphere
 
     given = None  # arrays keep the caller's faces, a Sphere its own (outward): only a file's may differ
     if isinstance(moving_sphere, Sphere) and np.isclose(np.linalg.norm(moving_sphere.vertices[0]), RADIUS):
@@ -269,9 +272,10 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
     if not isinstance(moving_features, Mapping) or not moving_features:
         raise ValueError("moving_features must be a non-empty dict: name -> (V,) array or path")
     feats: dict[str, np.ndarray] = {}
+    missing = np.zeros(len(vertices), dtype=bool)
     for name, val in moving_features.items():
-        if isinstance(val, (str, Path)):
-            arr = read_feature(val, n_vertices=len(vertices), hemi=hemi)  # hemi: a CIFTI file's columns
+        if isinstance(val, (str, Path)):  # hemi: a CIFTI file's columns
+            arr = read_feature(val, n_vertices=len(vertices), hemi=hemi, allow_nan=True)
         else:
             arr = _feature_array(val, name)
         arr = np.asarray(arr, dtype=np.float64)
@@ -282,7 +286,11 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
             raise InputError(f"feature {name!r} has shape {arr.shape}, expected ({len(vertices)},) "
                              "(one value per sphere vertex)" + ("; one row: pass values.ravel()" if row else ""))
         path = val if isinstance(val, (str, Path)) else None
-        # NaN/Inf (counted), all zero or constant: refused here, naming the feature, as files are
+        # NaN (a medial wall or lesion exported so) and a sulc plateau (a filled lesion): no data, said once
+        arr, nodata = no_data(arr, faces, path, what=f"feature {name!r}", plateau=str(name) == "sulc")
+        if nodata is not None:
+            missing |= nodata
+        # Inf (counted), all zero or constant: refused here, naming the feature, as files are
         try:
             validate_feature(arr, path, what=f"feature {name!r}", registered=True)
         except InputError as exc:  # the caller's with_context names the file this map was read from
@@ -291,7 +299,7 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
         # squares overflowed or vanished (a wrong rotation, CC NaN, in silence), is scaled by a power of two
         arr = in_float_range(arr)
         feats[str(name)] = clip_outliers(arr, f"feature {name!r}" + (f" ({val})" if isinstance(val, (str, Path)) else ""))
-    return vertices, faces, feats, given
+    return vertices, faces, feats, given, (missing if missing.any() else None)
 
 
 def _template_arrays(tpl: Template, channels: Sequence[str]) -> Template:
@@ -381,7 +389,9 @@ def register(moving_sphere: SphereInput, moving_features: FeatureInput, template
         from ``read_sphere`` (not checked again); any radius and density (fsaverage 164k, FreeSurfer
         ~130k, fsLR 32k, ...); rescaled to radius 100.
     moving_features : name -> (V,) array or path (e.g. ``{"sulc": "lh.sulc"}``), in the
-        template's sign convention (FreeSurfer's for sulc).
+        template's sign convention (FreeSurfer's for sulc). NaN over a region (a medial wall or lesion
+        exported as NaN), and a sulc's one value repeated over a region (a filled lesion), are no data
+        (:func:`~geomorph_bids.io.validate.no_data`: one warning; left out as ``cortex_mask`` leaves the wall).
     template : ``"fsLR"`` or ``"fsaverage"``: its maps are looked up, per hemisphere, in
         ``template_dir``, ``$TEMPLATEFLOW_HOME``, ``$SUBJECTS_DIR/fsaverage`` and
         ``$FREESURFER_HOME/subjects/fsaverage``, then the bundled maps
@@ -510,8 +520,9 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
                   device_slot: Callable[[], ContextManager] | None = None) -> list["Registration | Exception"]:
     """Register many hemispheres with one model load and batched optimisation.
 
-    Same result per hemisphere as :func:`register` (up to float rounding of the batched
-    optimisation), for cohorts: the model is loaded once per hemisphere side, the templates and
+    Same result per hemisphere as :func:`register` (on the CPU the same bytes, whatever the batch
+    size, the other hemispheres in it and their order; docs/registration.md, "Reproducibility"),
+    for cohorts: the model is loaded once per hemisphere side, the templates and
     index tables once, and the pair-wise optimisation runs ``batch_size`` pairs at a time in
     one vectorised descent (:func:`geomorph_bids.model.optimise.optimise_warp` with a batch).
 
@@ -555,38 +566,69 @@ def register_many(items: Sequence[RegistrationItem], template: TemplateInput = "
     results: list[Registration | Exception | None] = [None] * len(items)
     models: dict[tuple[str, tuple[str, ...]], LoadedModel] = {}
     templates: dict[tuple[str, tuple[str, ...]], Template] = {}  # one load per side and channel set
-    with _callers_module_kept(model):  # a caller's own module is run in eval mode, then given back as it came
-        for start in range(0, len(items), batch_size):
-            jobs: dict[int, _Job] = {}  # only a hemisphere whose steps so far all worked goes on
+    # A failed item's exception in ``results`` keeps this frame alive as long as the caller keeps it (the
+    # frames of its traceback link back here, Python's f_back): whatever this frame's variables hold when
+    # it ends stayed alive with it (the templates, networks, prepared hemispheres, every Registration of
+    # the call). Each batch's work is let go of when it is done, the rest below; the results handed over.
+    jobs: dict[int, _Job] = {}  # only a hemisphere whose steps so far all worked goes on
+    with_net: dict[int, _Job] = {}
 
-            def failed(idx: int, exc: Exception) -> None:
-                if on_error == "raise":
-                    raise exc
-                results[idx] = exc
-                jobs.pop(idx, None)
+    def failed(idx: int, exc: Exception) -> None:
+        if on_error == "raise":
+            raise exc
+        results[idx] = _unpinned(exc)
+        jobs.pop(idx, None)
+        with_net.pop(idx, None)
 
-            for idx in range(start, min(start + batch_size, len(items))):
-                try:
-                    jobs[idx] = _prepare(items[idx], template, model, dev, rigid_only, models, templates, warn)
-                except (InputError, ValueError, OSError, TypeError) as exc:  # TypeError: e.g. a map that is a dict
-                    failed(idx, exc)
-            with device_slot() if device_slot is not None and jobs else contextlib.nullcontext():
-                with_net = {idx: job for idx, job in jobs.items() if job.loaded is not None}
-                # a schedule started from the network's warp may keep only its large-scale part
-                lowpass = getattr(optimise, "start_lowpass", 1)  # an OptimiseConfig (bools have none)
-                try:
-                    _network(list(with_net.values()), dev, lowpass)
-                except (InputError, ValueError, OSError):
-                    for idx, job in with_net.items():  # one at a time: the failing item(s) alone fail
-                        try:
-                            _network([job], dev, lowpass)
-                        except (InputError, ValueError, OSError) as exc:
-                            failed(idx, exc)
-                if not rigid_only and optimise is not False and jobs:
-                    _optimise_jobs(list(jobs.values()), optimise, dev)
-            for idx, job in jobs.items():
-                results[idx] = _finish(job, optimise if not rigid_only else False, dev, quality)
-    return results  # type: ignore[return-value]
+    try:
+        with _callers_module_kept(model):  # a caller's own module is run in eval mode, then given back as it came
+            for start in range(0, len(items), batch_size):
+                for idx in range(start, min(start + batch_size, len(items))):
+                    try:
+                        jobs[idx] = _prepare(items[idx], template, model, dev, rigid_only, models, templates, warn)
+                    except (InputError, ValueError, OSError, TypeError) as exc:  # TypeError: e.g. a map that is a dict
+                        failed(idx, exc)
+                with device_slot() if device_slot is not None and jobs else contextlib.nullcontext():
+                    with_net.update((idx, job) for idx, job in jobs.items() if job.loaded is not None)
+                    # a schedule started from the network's warp may keep only its large-scale part
+                    lowpass = getattr(optimise, "start_lowpass", 1)  # an OptimiseConfig (bools have none)
+                    try:
+                        _network(list(with_net.values()), dev, lowpass)
+                    except (InputError, ValueError, OSError):
+                        for idx in list(with_net):  # one at a time: the failing item(s) alone fail
+                            try:
+                                _network([with_net[idx]], dev, lowpass)
+                            except (InputError, ValueError, OSError) as exc:
+                                failed(idx, exc)
+                    with_net.clear()
+                    if not rigid_only and optimise is not False and jobs:
+                        _optimise_jobs(list(jobs.values()), optimise, dev)
+                for idx in list(jobs):
+                    results[idx] = _finish(jobs.pop(idx), optimise if not rigid_only else False, dev, quality)
+        return _handed_over(results)  # type: ignore[return-value]
+    finally:
+        for made in (jobs, with_net, models, templates, items):
+            made.clear()
+
+
+def _handed_over(results: list) -> list:
+    """A copy of ``results`` for the caller, ``results`` itself emptied (see :func:`register_many`)."""
+    out = list(results)
+    results.clear()
+    return out
+
+
+def _unpinned(exc: Exception) -> Exception:
+    """``exc`` as a failed item's result, the frames of its traceback below :func:`register_many` (and those
+    of the exceptions it was raised from) cleared of their variables (their ``models`` and ``templates``, the
+    item's arrays): files, lines and functions are kept, so the traceback's text is the same."""
+    seen: set[int] = set()
+    each: BaseException | None = exc
+    while each is not None and id(each) not in seen:
+        seen.add(id(each))
+        traceback.clear_frames(each.__traceback__)  # register_many's own frame, still running, is left
+        each = each.__cause__ or each.__context__
+    return exc
 
 
 @contextlib.contextmanager
@@ -697,7 +739,7 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     hemi = hemi_code(item.hemi)  # L/R; lh/rh, left/right and CortexLeft/CortexRight are accepted too
-    vertices, faces, feats, given_faces = _read_inputs(item.moving_sphere, item.moving_features, hemi)
+    vertices, faces, feats, given_faces, missing = _read_inputs(item.moving_sphere, item.moving_features, hemi)
     reg_sphere = _gifti_arrays(item.reg_sphere, "reg_sphere", surface=True)
     reg_path = reg_sphere if isinstance(reg_sphere, (str, Path)) else None
     if reg_path is not None:
@@ -753,6 +795,8 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
             raise InputError(f"cortex mask is True on {100 * cortex.mean():.1f}% of the vertices (at least "
                              f"{100 * MIN_CORTEX_FRACTION:.0f}% expected): not a cortex mask, or inverted "
                              "(True on the cortex, False on the medial wall)")
+    if missing is not None:  # where a map holds no data: left out as the medial wall is (io.validate.no_data)
+        cortex = ~missing if cortex is None else cortex & ~missing
     template_name = template.name if isinstance(template, Template) else template.label
     seconds["seconds_read"] = time.perf_counter() - t0
 

@@ -25,7 +25,9 @@ Files written to ``out_dir``
 Determinism: the model is initialised after ``torch.manual_seed(seed)``; epoch ``e`` shuffles
 with ``numpy.random.default_rng([seed, e])`` and reseeds torch with ``(seed, e)``, so a run
 resumed after epoch ``e`` repeats the uninterrupted run exactly on CPU (where
-``torch.use_deterministic_algorithms`` is switched on for the duration of training).
+``torch.use_deterministic_algorithms`` is switched on for the duration of training). These seeds are the
+training's own: the caller's torch generators (the CPU's, and a CUDA training's device's) are given back
+as they were, so a notebook's draws after ``train()`` go on as it seeded them.
 """
 
 from __future__ import annotations
@@ -508,6 +510,10 @@ def train(model_config: GeoMorphConfig,
     prev_threads = torch.get_num_threads()  # the training's thread count is the caller's again afterwards
     if device.type == "cpu":
         set_deterministic(True, warn_only=True)
+    # the seeds below are the training's: the caller's generators (the CPU's, and the training's GPU's)
+    # are as they were afterwards, so its own draws go on as seeded
+    rng = contextlib.ExitStack()
+    rng.enter_context(torch.random.fork_rng(devices=[_cuda_index(device)] if device.type == "cuda" else []))
     try:
         if config.num_threads is not None:
             torch.set_num_threads(int(config.num_threads))
@@ -701,8 +707,14 @@ def train(model_config: GeoMorphConfig,
                            epochs_run=epoch, stopped=stopped, wall_time_s=wall, device=str(device),
                            n_parameters=model.n_parameters(), model=model)
     finally:
+        rng.close()
         set_deterministic(prev_det, prev_warn)
         torch.set_num_threads(prev_threads)
+
+
+def _cuda_index(device: torch.device) -> int:
+    """The CUDA device's index (``cuda`` alone: the current one)."""
+    return torch.cuda.current_device() if device.index is None else int(device.index)
 
 
 def _exhausted(bad_epochs: int, patience: int | None) -> bool:

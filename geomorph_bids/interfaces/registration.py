@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nipype.interfaces.base import File, SimpleInterface, TraitedSpec, isdefined, traits
 
@@ -26,9 +26,38 @@ from ..results.metrics import registration_record
 from .base import KeyedInputSpec
 
 if TYPE_CHECKING:
+    from ..engine.model_choice import ModelChoice
     from ..engine.register import Registration
 
-__all__ = ["Register", "gpu_lock", "write_registration"]
+try:  # a node's memory from its inputs when it is scheduled: nipype 1.11's MultiProc
+    from nipype.utils.ram_estimator import RamEstimator as _RamEstimator
+except ImportError:  # an earlier nipype: the node's fixed mem_gb alone
+    _RamEstimator = object  # type: ignore[assignment,misc]
+
+__all__ = ["Register", "SphereMemory", "gpu_lock", "write_registration"]
+
+
+class SphereMemory(_RamEstimator):  # type: ignore[misc,valid-type]
+    """A registration node's memory (GB) from its sphere's vertex count, read from the header when MultiProc
+    schedules the node (its inputs then known: a workflow input, as ``--fmriprep-compat``'s ``sphere``):
+    :func:`~geomorph_bids.engine.device.registration_needs_gb`, 0.66 GB up to 163,842 vertices (or a count
+    that cannot be read), 1.15 GB at 655,362. Set as the node's ``ram_estimator`` (nipype 1.11 and later;
+    earlier ones keep the node's ``mem_gb``); the largest of a list of spheres (a MapNode's)."""
+
+    def __init__(self) -> None:  # (RamEstimator's multipliers are for image voxels: none here)
+        pass
+
+    def __call__(self, inputs: Any) -> tuple[float, str]:
+        """(memory in GB, the line Nipype's node report records) for the node's ``inputs``."""
+        from ..engine.device import registration_needs_gb
+        from ..io.discover import surface_vertex_count
+
+        spheres = inputs.sphere if isdefined(inputs.sphere) else []
+        counts = [n for n in (surface_vertex_count(p) for p in ([spheres] if isinstance(spheres, str) else spheres))
+                  if n is not None]
+        most = max(counts) if counts else None
+        gb = registration_needs_gb(most)[0]
+        return gb, f"sphere: {'unknown' if most is None else f'{most:,}'} vertices -> {gb:g} GB"
 
 
 class _RegisterInputSpec(KeyedInputSpec):
@@ -64,10 +93,7 @@ class Register(SimpleInterface):
 
     def _run_interface(self, runtime):
         from ..engine.model_choice import ModelChoice
-        from ..engine.register import register
-        from ..io import read_feature, read_sphere
-        from ..io.validate import SphereWarning
-        from ..io.template_ref import TemplateRef
+        from ..model.determinism import torch_threads
 
         hemi, subject = self.inputs.hemi, self.inputs.subject or None
         names = list(self.inputs.feature_names)
@@ -77,10 +103,17 @@ class Register(SimpleInterface):
         if unknown:
             raise InputError(f"registration feature(s) {', '.join(unknown)} not among the inputs "
                              f"({', '.join(names)})", subject=subject, hemi=hemi)
-        if self.inputs.num_threads > 0:
-            import torch
+        with torch_threads(self.inputs.num_threads):  # the process's own count again afterwards
+            self._register(runtime, hemi, subject, names, choice, channels)
+        return runtime
 
-            torch.set_num_threads(int(self.inputs.num_threads))
+    def _register(self, runtime, hemi: str, subject: str | None, names: list[str], choice: "ModelChoice",
+                  channels: list[str]) -> None:
+        from ..engine.register import register
+        from ..io import read_feature, read_sphere
+        from ..io.template_ref import TemplateRef
+        from ..io.validate import SphereWarning
+
         try:
             with warnings.catch_warnings():  # LoadFeatures' copies: what a SphereWarning says of them (a mesh
                 warnings.simplefilter("ignore", SphereWarning)  # past MAX_VERTICES) was said of the user's file
@@ -101,7 +134,6 @@ class Register(SimpleInterface):
             runtime.cwd, result, hemi, registration_record(result, choice, reg is not None))
         self._results["out_sphere"] = str(out_sphere)
         self._results["metrics_file"] = str(metrics_file)
-        return runtime
 
 
 def write_registration(folder: str | Path, result: Registration, hemi: str, record: dict) -> tuple[Path, Path]:

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InputError
 from .hemisphere_label import feature_conflicts, label_conflicts
 from .surfaces import Surface, read_feature, read_mask, read_sphere, read_surface
-from .validate import check_registration_density, check_zero_fraction, validate_feature
+from .validate import check_registration_density, check_zero_fraction, no_data, validate_feature
 
 __all__ = ["NativeHemisphere", "read_hemisphere"]
 
@@ -33,7 +33,7 @@ class NativeHemisphere:
     features : name -> (V,) float64 map, multiplied by its sign (FreeSurfer's convention).
     sphere_reg : the validated ``sphere.reg`` (same V), or None.
     midthickness : the midthickness surface (same V and triangles, mm), or None.
-    cortex : (V,) bool, True on the cortex, or None.
+    cortex : (V,) bool, True on the cortex (the mask given, less the vertices a map holds no data at), or None.
     label_conflicts : one line per file whose metadata or name declares the other hemisphere
         than the one it is read as (:func:`~geomorph_bids.io.hemisphere_label.label_conflicts`;
         none when no ``hemi`` was given), or whose name names another map than the feature it is
@@ -64,7 +64,9 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     sphere_reg : FreeSurfer ``?h.sphere.reg`` (same vertices as ``sphere``), or None.
     midthickness : the midthickness surface (same vertices and triangles), or None.
     cortex_mask : a cortex mask file (:func:`~geomorph_bids.io.surfaces.read_mask`), or None.
-    validate : refuse maps that are all zero, constant or non-zero on under 5 % of the vertices
+    validate : read NaN in a map, and a sulc plateau, as no data (:func:`~geomorph_bids.io.validate.no_data`: 0
+        there, one warning line, and left out of ``cortex``, which is then made if no mask was given); refuse
+        maps that are all zero, constant or non-zero on under 5 % of the vertices
         (nothing to register); warn (:class:`~geomorph_bids.io.validate.FeatureWarning`) about a
         map exactly 0 on far more vertices than a medial wall
         (:func:`~geomorph_bids.io.validate.check_zero_fraction`).
@@ -80,10 +82,16 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     check_registration_density(s.vertices, s.faces, sphere)  # before any map is read
     n = len(s.vertices)
     maps: dict[str, np.ndarray] = {}
+    missing = np.zeros(n, dtype=bool)
     for name, path in features.items():
-        values = np.asarray(read_feature(path, n_vertices=n, hemi=hemi, sphere=sphere), dtype=np.float64)
+        values = np.asarray(read_feature(path, n_vertices=n, hemi=hemi, sphere=sphere, allow_nan=validate),
+                            dtype=np.float64)
         if values.ndim != 1:
             raise InputError(f"holds {values.shape[1]} maps; one per file expected", path=path)
+        if validate:  # NaN (a medial wall or lesion exported so) and a sulc plateau (a filled lesion): no data
+            values, nodata = no_data(values, s.faces, path, what=f"feature {name!r}", plateau=name == "sulc")
+            if nodata is not None:
+                missing |= nodata
         if validate:  # all zero, constant or nearly all zero: nothing to align
             validate_feature(values, path, what=f"feature {name!r}")
             check_zero_fraction(values, path, what=f"feature {name!r}")  # zero-filled far beyond a medial wall
@@ -100,6 +108,8 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
             raise InputError(f"midthickness has {len(mid.vertices)} vertices and other triangles than the sphere "
                              f"{sphere} ({n} vertices): it must be the same subject's mesh", path=midthickness)
     cortex = None if cortex_mask is None else read_mask(cortex_mask, n, hemi)
+    if missing.any():  # left out of the registration (and of the resampled maps) as a medial wall is
+        cortex = ~missing if cortex is None else cortex & ~missing
     inward = sphere if s.wound_inward else None  # a mirrored hemisphere's sphere: its declaration line says so
     conflicts = tuple(([] if hemi is None else label_conflicts([sphere, *features.values(), sphere_reg], hemi,
                                                                wound_inward=inward))

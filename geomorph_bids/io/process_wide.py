@@ -9,8 +9,10 @@ saves A's, A restores the caller's while B still runs, and B restores A's, which
 for good (one BLAS thread, one torch thread, deterministic algorithms on, every warning ignored).
 
 :class:`Shared` makes the first block to start save the setting and the last to end restore it;
-:class:`Serial` runs the blocks one at a time. Their instances are the package's only locks at
-module level (``tests/test_architecture.py`` refuses others): each forgets, in a child forked
+:class:`Serial` runs the blocks one at a time; :class:`ForkHooks` runs, in a forked child, the hooks of
+the blocks running when it was forked (``os.register_at_fork`` registers for good: one registration per
+block left one more function, and one more call at every later fork, per command run in a long-lived
+process). Their instances are the package's only locks at module level (``tests/test_architecture.py`` refuses others): each forgets, in a child forked
 while a block was running, the blocks of its parent (a fresh lock, no holder), as ``logging`` does
 for its locks.
 """
@@ -18,13 +20,14 @@ for its locks.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["Serial", "Shared"]
+__all__ = ["ForkHooks", "Serial", "Shared"]
 
 
 def _forget_in_children(instance: Any) -> None:
@@ -88,3 +91,43 @@ class Serial:
     def block(self) -> Iterator[None]:
         with self.lock:
             yield
+
+
+class ForkHooks:
+    """Functions run in a child forked while they are held (:meth:`add` to :meth:`remove`, or a
+    :meth:`while_held` block), in the order added; one ``os.register_at_fork`` per instance, made
+    when it is created. A child keeps its parent's hooks (a process it forks in turn runs them too),
+    with a fresh lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.hooks: dict[int, Callable[[], None]] = {}
+        self._tokens = itertools.count()
+        me = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (lambda obj: obj and obj._in_child())(me()))
+
+    def add(self, hook: Callable[[], None]) -> int:
+        """Run ``hook()`` in every child forked from now on, until :meth:`remove` of the returned token."""
+        with self.lock:
+            token = next(self._tokens)
+            self.hooks[token] = hook
+        return token
+
+    def remove(self, token: int) -> None:
+        """Forked children no longer run the hook of ``token`` (an unknown token: nothing)."""
+        with self.lock:
+            self.hooks.pop(token, None)
+
+    @contextlib.contextmanager
+    def while_held(self, hook: Callable[[], None]) -> Iterator[None]:
+        """``hook()`` runs in every child forked inside the block."""
+        token = self.add(hook)
+        try:
+            yield
+        finally:
+            self.remove(token)
+
+    def _in_child(self) -> None:
+        self.lock = threading.Lock()  # another thread may have held the parent's at the fork
+        for hook in list(self.hooks.values()):
+            hook()

@@ -233,7 +233,7 @@ def _read_mgh(p: Path, n_vertices: int | None = None) -> np.ndarray:
 
 
 def read_feature(path: str | Path, n_vertices: int | None = None, hemi: str | None = None,
-                 *, squeeze: bool = True, sphere: str | Path | None = None) -> np.ndarray:
+                 *, squeeze: bool = True, sphere: str | Path | None = None, allow_nan: bool = False) -> np.ndarray:
     """Read a per-vertex feature map.
 
     Parameters
@@ -246,6 +246,8 @@ def read_feature(path: str | Path, n_vertices: int | None = None, hemi: str | No
     hemi : 'L' or 'R', required for CIFTI
     squeeze : return (V,) when there is a single column
     sphere : the file ``n_vertices`` comes from, named by the vertex-count error
+    allow_nan : keep NaN (a registration map's no-data mark, :func:`~geomorph_bids.io.validate.no_data`);
+        default: refused as Inf always is
 
     Returns
     -------
@@ -268,7 +270,7 @@ def read_feature(path: str | Path, n_vertices: int | None = None, hemi: str | No
                          "e.g. lh.sulc or a .shape.gii file", path=p)
     if values.size == 0:
         raise InputError("feature map holds no values", path=p)
-    check_finite(values, p)
+    check_finite(values, p, allow_nan=allow_nan)
     check_vertex_count(values.shape[0], n_vertices, p, sphere=sphere)
     return values[:, 0] if squeeze and values.shape[1] == 1 else values
 

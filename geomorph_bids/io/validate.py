@@ -30,7 +30,8 @@ __all__ = [
     "check_faces", "check_finite", "check_vertex_count", "check_mesh",
     "fit_sphere", "count_folded", "orient_faces", "validate_sphere", "check_closed", "validate_feature",
     "FeatureWarning", "OUTLIER_IQR", "clip_outliers", "MIN_VALID_FRACTION", "MAX_ZERO_FRACTION",
-    "check_zero_fraction",
+    "check_zero_fraction", "no_data", "MAX_NO_DATA_FRACTION", "MIN_PLATEAU_FRACTION", "PLATEAU_RATIO",
+    "MIN_REGION_FRACTION",
 ]
 
 PathLike = str | Path | None
@@ -103,14 +104,16 @@ def hemi_code(hemi: str) -> str:
     return code
 
 
-def check_finite(values: np.ndarray, path: PathLike = None, what: str = "feature map") -> None:
-    """Raise InputError if ``values`` holds NaN or Inf, saying how many."""
+def check_finite(values: np.ndarray, path: PathLike = None, what: str = "feature map", *,
+                 allow_nan: bool = False) -> None:
+    """Raise InputError if ``values`` holds NaN or Inf, saying how many (``allow_nan``: Inf only, NaN
+    being a registration map's no-data mark, :func:`no_data`)."""
     v = np.asarray(values)
     if v.dtype.kind not in "fc":
         return
-    bad = ~np.isfinite(v)
+    bad = np.isinf(v) if allow_nan else ~np.isfinite(v)
     if bad.any():
-        n_nan = int(np.isnan(v).sum())
+        n_nan = int(np.isnan(v[bad]).sum())
         n_inf = int(bad.sum()) - n_nan
         raise InputError(
             f"{what} has {int(bad.sum())} non-finite values ({n_nan} NaN, {n_inf} Inf) out of {v.size}; "
@@ -527,6 +530,80 @@ def validate_feature(values: np.ndarray, path: PathLike = None,
                          f"{100 * MIN_VALID_FRACTION:g}% must be (0 is read as the medial wall); check that the "
                          "right file was given", path=path)
     return a
+
+
+#: Largest fraction of a registration map that may hold no data (NaN, a plateau: :func:`no_data`); beyond it
+#: the map is refused as before (NaN: "N non-finite values"), as too little cortex would be left to register.
+MAX_NO_DATA_FRACTION = 0.5
+#: A plateau: one non-zero value repeated at this fraction of a map's vertices or more ...
+MIN_PLATEAU_FRACTION = 0.01
+#: ... and at this many times as many vertices as any other non-zero value. Measured: a value repeats at most
+#: twice in the example's and FreeSurfer fsaverage's sulc, curv and thickness, nilearn's fsaverage5 maps and
+#: sMRIPrep's fsLR refsulc (10,242-163,842 vertices), and at most 32 times (0.05%) in brainspace's fsLR maps
+#: (stored to 4-5 digits); a quantised map (integers, uint8) repeats many values alike and has no plateau.
+PLATEAU_RATIO = 20
+
+
+#: NaN (or a plateau) is a region, not damage, when at least this fraction of its vertices have a neighbour of it:
+#: 100% on a medial wall or a lesion cap; bytes damaged into NaN (a GIFTI whose Endian lies, a byte-swapped morph
+#: file: 0.3-0.4% of the vertices, scattered) have one at ~2%, and stay refused (:func:`check_finite`).
+MIN_REGION_FRACTION = 0.9
+
+
+def _a_region(mask: np.ndarray, faces: np.ndarray) -> bool:
+    """Whether the vertices of ``mask`` ((V,) bool) form regions of the mesh ``faces`` ((F, 3)): at least
+    :data:`MIN_REGION_FRACTION` of them have a neighbour in ``mask``."""
+    edges = np.asarray(faces)[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    both = edges[mask[edges[:, 0]] & mask[edges[:, 1]]]
+    linked = np.zeros(mask.shape, dtype=bool)
+    linked[both.ravel()] = True
+    return bool(linked[mask].mean() >= MIN_REGION_FRACTION)
+
+
+def no_data(values: np.ndarray, faces: np.ndarray, path: PathLike = None, what: str = "feature map", *,
+            plateau: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Vertices of a (V,) registration map that hold no data, and the map with them 0 (:func:`validate_feature`'s
+    and the rigid stage's no-data value), with one :class:`FeatureWarning` line naming ``path``.
+
+    No data: NaN over regions of the mesh ``faces`` (a medial wall or a lesion exported as NaN: HCP/CIFTI-derived
+    GIFTI files, nilearn's and brainspace's maps; scattered NaN, damaged bytes, are left to :func:`check_finite`),
+    and a plateau over regions, one non-zero value repeated at :data:`MIN_PLATEAU_FRACTION` of the
+    vertices or more and :data:`PLATEAU_RATIO` times as often as any other (a resection or lesion filled with a
+    constant; ``plateau=False``: NaN only, for maps where a repeated value is real, e.g. FreeSurfer's thickness
+    clamped at 5 mm). Such a region registered as data dragged the warp (a 35-degree cap filled with the map's
+    maximum: flagged, the intact cortex 0.5 degree off); left out of the similarity as a cortex mask leaves
+    the medial wall, it does not. Where more than :data:`MAX_NO_DATA_FRACTION` would be no data, the map is
+    returned as it is (NaN is then refused by :func:`check_finite`).
+
+    Returns (values, float64, NaN and the plateau set to 0; (V,) bool, True where no data, or None: none, and
+    ``values`` unchanged)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.size == 0:
+        return v, None
+    nan = np.isnan(v)
+    found = np.zeros(v.shape, dtype=bool)
+    data = v[~nan & (v != 0) & np.isfinite(v)] if plateau else v[:0]
+    if data.size >= MIN_PLATEAU_FRACTION * v.size:
+        levels, counts = np.unique(data, return_counts=True)
+        top = int(np.argmax(counts))
+        second = int(np.partition(counts, -2)[-2]) if counts.size > 1 else 0
+        if counts[top] >= MIN_PLATEAU_FRACTION * v.size and counts[top] >= PLATEAU_RATIO * max(second, 1):
+            found = v == levels[top]
+    nan = nan if nan.any() and _a_region(nan, faces) else np.zeros_like(nan)
+    found = found if found.any() and _a_region(found, faces) else np.zeros_like(found)
+    missing = nan | found
+    n = int(missing.sum())
+    if n == 0 or n > MAX_NO_DATA_FRACTION * v.size:
+        return v, None
+    where = f"{path}: " if path is not None else ""
+    parts = ([f"NaN at {int(nan.sum())}"] if nan.any() else []) + (
+        [f"the one value {float(v[found][0]):.4g} at {int(found.sum())}"] if found.any() else [])
+    cause = " and ".join(["a medial wall or lesion exported as NaN?"] * bool(nan.any())
+                         + ["a lesion or resection filled with a constant?"] * bool(found.any()))
+    warnings.warn(f"{where}{what} holds {' and '.join(parts)} of {v.size} vertices ({100 * n / v.size:.1f}%; "
+                  f"{cause}): read as no data, left out of the registration as a cortex mask leaves the medial wall, "
+                  "and 0 in the maps written", FeatureWarning, stacklevel=2)
+    return np.where(missing, 0.0, v), missing
 
 
 def check_zero_fraction(values: np.ndarray, path: PathLike = None, what: str = "feature map") -> None:

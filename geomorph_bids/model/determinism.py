@@ -19,7 +19,7 @@ import torch
 
 from ..io.process_wide import Shared
 
-__all__ = ["deterministic", "deterministic_cpu_threads", "set_deterministic"]
+__all__ = ["deterministic", "deterministic_cpu_threads", "set_deterministic", "torch_threads"]
 
 
 def set_deterministic(mode: bool, warn_only: bool = False) -> None:
@@ -75,4 +75,25 @@ def deterministic_cpu_threads(threads: int | None = None) -> Iterator[None]:
             torch.set_num_threads(max(1, min(saved[2], int(threads))))
 
     with _SETTINGS.held(take, give_back, each):
+        yield
+
+
+#: torch's thread count as blocks of :func:`torch_threads` set it, shared by the blocks running at once
+_THREADS = Shared()
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU thread count set to ``threads`` inside the block (None or 0: left as it is), the
+    caller's count restored when the last block running at once ends, also on an exception.
+
+    For a step that runs inside someone else's process and must use as many threads as it was given
+    (a Nipype node's ``num_threads``, more or fewer than the process had): ``torch.set_num_threads``
+    alone left the count to every later node of a MultiProc worker and to a notebook running the
+    workflow with the Linear plugin."""
+    if not threads or int(threads) < 1:
+        yield
+        return
+    with _THREADS.held(torch.get_num_threads, torch.set_num_threads,
+                       lambda saved: torch.set_num_threads(int(threads))):  # noqa: ARG005 - held's signature
         yield

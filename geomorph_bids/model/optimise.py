@@ -306,7 +306,8 @@ def optimise_warp(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
     moving, fixed : (40962, K) features on the template's ico-6 grid (moving already rigidly
         aligned and sampled there; normalised, e.g. z-scored); or a batch of B independent
         pairs, moving (B, 40962, K) and fixed (B or 1, 40962, K), optimised together (one
-        vectorised descent; each pair's result equals its own run up to float rounding).
+        vectorised descent; on the CPU each pair's warp is the bytes of its own run, a template
+        given once for the batch included).
     config : the schedule (default :class:`OptimiseConfig`).
     init : optional (40962, 3) (or (B, 40962, 3)) initial pull-back warp (unit sphere), e.g. a
         network's output; the optimised stages are composed after it.
@@ -383,12 +384,14 @@ def _optimise(moving: np.ndarray | Tensor, fixed: np.ndarray | Tensor,
         raise ValueError(f"moving and fixed must both be ({nv}, K) on ico-6 (or (B, {nv}, K), fixed "
                          f"(1 or B, {nv}, K)), got {tuple(mov.shape)} and {tuple(fix.shape)}")
     B, _, k = mov.shape
-    fix = fix.expand(B, nv, k)
+    # one template for the whole batch is copied per pair: an expanded (stride-0) tensor takes other
+    # vectorised paths than a pair's own, and each pair's warp differed from its own run by ~2e-7
+    fix = fix.expand(B, nv, k).contiguous()
     if mask is None:
         m = fix != 0
     else:
         m = _as_batch(mask, "mask", dev, dtype=None).bool()
-        m = m.expand(B, nv, k) if m.shape[0] == 1 else m.expand(-1, nv, k)
+        m = (m.expand(B, nv, k) if m.shape[0] == 1 else m.expand(-1, nv, k)).contiguous()
     w = torch.full((k,), 1.0 / k, dtype=torch.float32, device=dev) if cfg.channel_weights is None else \
         torch.as_tensor(cfg.channel_weights, dtype=torch.float32, device=dev)
     if w.shape != (k,):

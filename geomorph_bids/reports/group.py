@@ -13,7 +13,7 @@ from typing import Any, Collection, Mapping, Sequence
 import numpy as np
 
 from ..crashfiles import crash_nodes, hemi_of_nodes, read_crash_file, subject_of_wf
-from ..derivatives import CRASH_FILES, GROUP_FIGURE, GROUP_HTML, GROUP_TSV, label_key
+from ..derivatives import CITATION, CRASH_FILES, GROUP_FIGURE, GROUP_HTML, GROUP_TSV, label_key
 from ..io.atomic import atomic_write_text, shared_folder
 from ..io.template_sources import describe_provenance, low_resolution_note, low_resolution_used
 from .group_table import STALE, group_table_rows
@@ -347,8 +347,9 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                     + "</ul>")
     low: dict[str, int] = {}  # note -> hemispheres (the bundled maps; coarse maps found on a machine, per folder)
     for r in rows:
-        if low_resolution_used(r):
-            note = low_resolution_note(r, str(r.get("template", "fsaverage")))
+        if low_resolution_used(r):  # asked for (the TSV's text, or a row's value): what they are, not the advice
+            note = low_resolution_note(r, str(r.get("template", "fsaverage")),
+                                       asked=str(r.get("template_bundled_asked")).lower() == "true")
             low[note] = low.get(note, 0) + 1
     for note, count in low.items():
         body.append(f'<p class="warn">{esc(count)} hemisphere(s) were {esc(note)}.</p>')
@@ -394,7 +395,13 @@ def build_group_report(output_dir: str | Path, rows: Sequence[Mapping[str, Any]]
                                    "outlier" if i in flagged_rows else "" for i in shown]) +
                 "</section>")
     versions = software_versions(("geomorph-bids", "numpy", "matplotlib"))
-    body.append('<section id="about"><h2>About</h2>' +
+    # the builds that made the rows (the table's software column), apart from the packages that drew this page:
+    # the page's versions alone read as the registrations', though the participant level may have run elsewhere
+    builds = sorted({str(r.get("software")) for r in rows if r.get("software")})
+    made = (f"<p>Registrations ({esc(GROUP_TSV)}'s software column): {esc('; '.join(builds))}. How they were made, "
+            f"with the references to cite: {esc(CITATION)} (also in each participant's report).</p>" if builds else
+            f"<p>How the registrations were made, with the references to cite: {esc(CITATION)}.</p>")
+    body.append('<section id="about"><h2>About</h2>' + made + "<h3>Report built with</h3>" +
                 table(["package", "version"], [[esc(k), esc(v)] for k, v in versions.items()], left=2) +
                 f'<p class="note">Built {esc(built_at())} in '
                 f"{time.perf_counter() - t0:.1f} s.</p></section>")

@@ -18,7 +18,7 @@ from ..io.limits import read_json_files
 from ..io.template_sources import current_provenance
 from ..results.metrics import latest_run_failure
 
-__all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "check_metrics", "group_rows", "row_key", "group_table_text",
+__all__ = ["GROUP_COLUMNS", "TRAILING_COLUMNS", "STALE", "quality_cells", "check_metrics", "group_rows", "row_key", "group_table_text",
            "write_group_table", "column_description", "group_dictionary_text",
            "parse_group_table",
            "read_group_table", "group_table_rows"]
@@ -31,6 +31,10 @@ __all__ = ["GROUP_COLUMNS", "STALE", "quality_cells", "check_metrics", "group_ro
 #: ``software`` the build of geomorph-bids that made the row (a folder can hold several)
 GROUP_COLUMNS = ("subject", "session", "hemi", "quality", "quality_reasons", "template", "method", "input_source",
                  "sulc_sign", "participant_id", "session_id", "software")
+#: the last columns of the group table, after the registration metrics (added since: the earlier columns keep their
+#: places); ``template_bundled_asked``: ``True`` where the participant level was asked for the bundled maps
+#: (``--template-dir bundled``, the metrics' ``template_ref``), else ``False`` (the TSV's booleans are written so)
+TRAILING_COLUMNS = ("template_bundled_asked",)
 #: ``quality`` of a row whose hemisphere's latest participant run failed: its outputs (and
 #: metrics) are an earlier run's, kept (:func:`geomorph_bids.results.metrics.mark_latest_run_failed`)
 STALE = "stale"
@@ -59,6 +63,8 @@ def _flat(doc: Mapping[str, Any], with_quality_inputs: bool = False) -> dict[str
         if k == "rotation" or isinstance(v, (list, dict)):
             continue
         row.setdefault(k, v)
+    ref = doc.get("template_ref")
+    row["template_bundled_asked"] = isinstance(ref, dict) and ref.get("bundled_asked") is True
     if with_quality_inputs:  # for the group level's gates; not columns
         # the numbers and label conflicts the gates read, not the whole document (rotation, template files...):
         # kept for every row of a cohort until it is judged
@@ -214,12 +220,15 @@ def group_table_text(rows: Iterable[Mapping[str, Any]]) -> str:
     """The rows as a BIDS TSV (``n/a`` for missing values): what :func:`write_group_table` writes."""
     rows = list(rows)
     columns = list(GROUP_COLUMNS)
-    seen = set(columns)
+    seen = set(columns) | set(TRAILING_COLUMNS)
+    trailing = set()
     for r in rows:  # (a set beside the list: a membership test per key of each row was O(columns))
         for k in r:
             if k not in seen:
                 seen.add(k)
                 columns.append(k)
+        trailing.update(k for k in TRAILING_COLUMNS if k in r)
+    columns += [k for k in TRAILING_COLUMNS if k in trailing]  # after every metric, whatever the rows hold
     handle = io.StringIO(newline="")
     w = csv.writer(handle, delimiter="\t", lineterminator="\n")
     w.writerow(columns)
@@ -276,7 +285,8 @@ _DESCRIBED: dict[str, tuple[str, str | None]] = {
                     "them), left out of the distortion statistics", "vertices"),
     "rotation_deg": ("Angle of the rigid pre-alignment rotation", "degrees"),
     "rotation_method": ("How the rotation was found: features, or correspondence (from the sphere.reg)", None),
-    "used_sphere_reg": ("Whether a FreeSurfer sphere.reg was used for the rotation (true/false)", None),
+    "used_sphere_reg": ("Whether a FreeSurfer sphere.reg was used for the rotation (True/False, as the TSV writes "
+                        "it)", None),
     "reg_sphere_set_aside": ("Why a sphere.reg that was given was set aside", None),
     "identity_cc_own": ("Correlation of the hemisphere's features with its own template hemisphere "
                         "(the hemisphere check)", "Pearson r"),
@@ -284,8 +294,8 @@ _DESCRIBED: dict[str, tuple[str, str | None]] = {
                              "Pearson r"),
     "identity_cc_negated": ("Correlation of the sign-flipped features with the template (the sign gate)",
                             "Pearson r"),
-    "mirrored": ("Whether the network registers this hemisphere mirrored (true/false)", None),
-    "cortex_mask": ("Whether a cortex mask restricted the registration (true/false)", None),
+    "mirrored": ("Whether the network registers this hemisphere mirrored (True/False, as the TSV writes it)", None),
+    "cortex_mask": ("Whether a cortex mask restricted the registration (True/False, as the TSV writes it)", None),
     "device": ("Device the registration ran on (cpu, cuda...)", None),
     "model_argument": ("The --model value", None),
     "model_name": ("Name of the network used; n/a without one", None),
@@ -311,6 +321,10 @@ _DESCRIBED: dict[str, tuple[str, str | None]] = {
     "template_sha256": ("SHA-256 of the template's files", None),
     "template_source": ("Where the template came from (bundled, a folder...)", None),
     "template_source_path": ("Folder of the template's files", None),
+    "template_bundled_asked": ("Whether the participant level was asked for the bundled template maps "
+                               "(--template-dir bundled; True/False; False also for rows of versions before "
+                               "2026-12-07, which did not record it): the group report then does not advise "
+                               "pointing at the full template", None),
 }
 _PATTERNS: tuple[tuple[str, str, str | None], ...] = (
     (r"cc_(.+)_before", "Pearson correlation of {0} with the template on its ico-6 grid, unaligned", "Pearson r"),
@@ -409,7 +423,8 @@ def group_table_rows(output_dir: str | Path, write: bool = True) -> tuple[list[d
     jsons = metrics_files(output_dir)
     if tsv.is_file() and (not jsons or tsv.stat().st_mtime >= _newest(jsons)):
         rows = read_group_table(tsv)
-        current = not rows or all(c in rows[0] for c in GROUP_COLUMNS)  # an earlier version's table: rebuilt
+        # an earlier version's table (a column missing): rebuilt
+        current = not rows or all(c in rows[0] for c in (*GROUP_COLUMNS, *TRAILING_COLUMNS))
         if current and (not jsons or len(rows) == len(jsons)):  # outputs removed since: rebuilt
             return rows, tsv
     if not jsons:

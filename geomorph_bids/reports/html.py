@@ -9,7 +9,7 @@ import re
 from importlib import metadata
 from typing import Any, Iterable, Sequence
 
-__all__ = ["page", "table", "markdown", "fmt", "esc", "software_versions", "built_at", "DIRECTIONS"]
+__all__ = ["page", "table", "markdown", "fmt", "esc", "software_versions", "built_at", "DIRECTIONS", "REPORT_PACKAGES"]
 
 #: which way the metrics of both reports' tables are better, said beside them
 DIRECTIONS = ("CC: higher is better (1: the template's map); distortion (log2 units) and folded triangles: "
@@ -139,9 +139,14 @@ def markdown(text: str, top: int = 3) -> str:
     return "\n".join(blocks)
 
 
-def software_versions(names: Sequence[str] = ("geomorph-bids", "numpy", "scipy", "nibabel", "nipype",
-                                               "niworkflows", "torch", "matplotlib")) -> dict[str, str]:
-    """Installed versions of the packages that produce the outputs and the report."""
+#: the packages a participant report is drawn with (its "Report built with"): the outputs read with nibabel,
+#: the figures' nearest vertices found with scipy, drawn with matplotlib; Nipype, niworkflows and torch are not
+#: imported by it (the registrations' own builds are the metrics' ``software``; the methods text names the rest)
+REPORT_PACKAGES = ("geomorph-bids", "numpy", "scipy", "nibabel", "matplotlib")
+
+
+def software_versions(names: Sequence[str] = REPORT_PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages ``names`` (default: :data:`REPORT_PACKAGES`, what draws a report)."""
     out = {}
     for name in names:
         try:

@@ -34,6 +34,7 @@ from .. import __version__
 from ..engine.device import REGISTRATION_NEEDS_GB
 from ..engine.model_choice import resolve_model
 from ..interfaces import Register
+from ..interfaces.registration import SphereMemory
 from ..interfaces.fmriprep_compat import SwappedSphereGate
 from ..io.digest import software_id
 from ..io.fmriprep_compat import ON_FLAGGED
@@ -108,6 +109,9 @@ def init_geomorph_sulc_wf(*, sloppy: bool = False, name: str = "geomorph_sulc_wf
                  software=software_id()),
         iterfield=["sphere", "feature_files", "sphere_reg", "hemi"], name="register",
         n_procs=omp_nthreads, mem_gb=REGISTRATION_NEEDS_GB[163842][0])
+    # the spheres are this workflow's inputs, unknown while the graph is built: each hemisphere's memory is read
+    # from its sphere's header when it is scheduled (nipype 1.11; before, 0.66 GB, a 163,842-vertex one's)
+    register.ram_estimator = SphereMemory()
     register.inputs.hemi = ["L", "R"]
     gate = pe.MapNode(SwappedSphereGate(on_flagged=on_flagged, software=software_id()), name="quality_gate",
                       iterfield=["in_sphere", "metrics_file", "fallback_sphere", "hemi", "source"])

@@ -69,9 +69,9 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     ])
     if h.sphere_reg is not None:
         wf.connect(load, "sphere_reg", register, "sphere_reg")
-    if h.cortex_mask is not None:
-        wf.connect([(load, register, [("cortex_mask", "cortex_mask")]),
-                    (load, resample, [("cortex_mask", "cortex_mask")])])
+    # always: load_features makes a mask where a map holds no data (NaN, a sulc plateau), without a mask file too
+    wf.connect([(load, register, [("cortex_mask", "cortex_mask")]),
+                (load, resample, [("cortex_mask", "cortex_mask")])])
     if h.midthickness is not None:
         wf.connect(load, "midthickness", resample, "midthickness")
     if needs_fslr_sphere(config):

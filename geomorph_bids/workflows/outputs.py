@@ -124,13 +124,17 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
     # a custom (population) template's maps lie in its base template's coordinates, and its outputs are
     # on the base's output spheres: said, as the SpatialReference (the base's sphere) shows
     base = config.template.base
+    # what registered it, in words (the sidecars said the model's name alone: the same "sulc-fsLR" for the network
+    # alone, refined, or as the full optimiser's start), and a right hemisphere a left-hemisphere network took mirrored
+    method = config.model.describe() + (", the hemisphere mirrored (x -> -x) onto the left template and back"
+                                        if config.model.template_hemi(h.hemi) != h.hemi else "")
     custom = {"BaseTemplate": base} if config.template.is_custom else {}
     where = f"{space} space" + (f" (the {base} sphere's coordinates, where its maps lie)" if custom else "")
     files = [OutputFile(out.path(REGISTERED_SPHERE), "registered_sphere", meta={
         "Description": f"Native sphere mesh moved into {where} by geomorph-bids "
                        f"(same vertices and triangles as the input sphere); use it where {_USED_AS[base]} is used.",
         "Sources": [sphere_source], "Template": space, **custom, "TemplateSource": tpl_source,
-        "RegistrationFeatures": list(config.channels), "Model": model,
+        "RegistrationFeatures": list(config.channels), "Model": model, "RegistrationMethod": method,
         "RegistrationMetrics": anat_uri(ent, METRICS.name(ent, h.hemi, space)),
         "InputSource": h.source, "SignConvention": sign_note})]
     cortex = {} if h.cortex_mask is None else {"CurrentRoi": (
@@ -144,7 +148,7 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
             "Sources": [sources[f], registered], "Template": space, **custom, "TemplateSource": tpl_source,
             "Density": density,
             "SpatialReference": config.density_sources.get(h.hemi, ""),
-            "ResamplingMethod": "ADAP_BARY_AREA", "Model": model,
+            "ResamplingMethod": "ADAP_BARY_AREA", "Model": model, "RegistrationMethod": method,
             "AreaSurfaces": ("the subject's midthickness and its copy resampled onto the template "
                              "(-area-surfs)" if h.midthickness is not None else "the spheres' own vertex areas"),
             **cortex,
@@ -169,7 +173,7 @@ def hemisphere_files(h: HemiInputs, config: RunConfig) -> list[OutputFile]:
             files.append(OutputFile(paths[key], "sphere_reg_fslr" if carried else "registered_sphere",
                                     unless_flagged=True, meta=sphere_sidecar(
                 key, subject_entities=ent, hemi=h.hemi, template=space, model=model, channels=config.channels,
-                method=config.model.describe(), input_sphere=relative_to(h.sphere, config.bids_dir),
+                method=method, input_sphere=relative_to(h.sphere, config.bids_dir),
                 deformation=deformation_source(h.hemi) if carried else None)))
     return files
 

@@ -196,3 +196,22 @@ def test_workers_end_when_the_main_process_is_killed(registrations, tmp_path):
         os.kill(pid, 9)
     assert left == []
     assert "leaked semaphore" not in log.read_text()  # (the tracker's warning, in the job's log)
+
+
+def test_a_registration_worker_prints_a_warning_on_the_commands_one_line(tmp_path):
+    """Batch mode's workers (started by the fork server, not forked from the command) printed a feature map's
+    warning (a NaN medial wall read as no data, the zero-fraction and outlier lines) in Python's own format:
+    ``.../io/hemisphere.py:92: FeatureWarning: ...`` and the source line under it. Given the command's printer,
+    they print ``geomorph-bids: warning: ...`` on one line, a control character escaped, as the workflow does."""
+    code = (
+        "import warnings\n"
+        "from geomorph_bids.batch.pool import worker_pool\n"
+        "from geomorph_bids.cli.messages import warning_printer\n"
+        "with worker_pool(1, show_warning=warning_printer('geomorph-bids')) as pool:\n"
+        "    pool.submit(warnings.warn, 'lh.sulc: holds NaN\\x1b[31m at 9 of 99 vertices').result(timeout=300)\n")
+    log = tmp_path / "stderr"
+    with open(log, "w") as err:  # (not a pipe: the workers inherit it)
+        proc = subprocess.run([sys.executable, "-c", code], stdout=err, stderr=subprocess.STDOUT, timeout=300,
+                              env={**os.environ, "PYTHONSAFEPATH": "1"})
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    assert log.read_text().splitlines() == ["geomorph-bids: warning: lh.sulc: holds NaN\\x1b[31m at 9 of 99 vertices"]

@@ -693,6 +693,34 @@ def test_hcp_maps_zero_on_the_medial_wall_are_resampled_within_the_cortex(datase
     assert side["CurrentRoi"].startswith("bids:raw:derivatives/hcp/sub-01/MNINonLinear/Native/sub-01.L.roi.native")
 
 
+@pytest.mark.parametrize("mode", ["workflow", "batch"])
+def test_a_sulc_nan_on_its_medial_wall_is_registered_with_the_wall_left_out(dataset_factory, tmp_path, mode):
+    """A sulc map exported with NaN on the medial wall (a GIFTI made from a CIFTI file, nilearn's or
+    brainspace's maps): before, ``FAILED sub-01 hemi-L: ... feature map has 384 non-finite values (384 NaN, 0 Inf)
+    ...; replace them with finite numbers (0 on the medial wall)``, exit 1. Now the wall is no data: one warning
+    line naming the file, the hemisphere registered with it left out (as a cortex mask leaves it), ok, exit 0,
+    and the maps written hold 0 there, no NaN."""
+    import nibabel.freesurfer as nfs
+
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    surf = bids / "derivatives" / "freesurfer" / "sub-01" / "surf"
+    v, _ = nfs.read_geometry(str(surf / "lh.sphere"))
+    wall = v[:, 0] > 70.0
+    sulc = nfs.read_morph_data(str(surf / "lh.sulc"))
+    nfs.write_morph_data(str(surf / "lh.sulc"), np.where(wall, np.nan, sulc).astype(np.float32))
+    out = tmp_path / "out"
+    batch = ("--batch-size", "1") if mode == "batch" else ()
+    # its warning line is printed by the node's process (tests/io/test_validate.py checks its text)
+    code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w",
+                       "--nprocs", "1", "--reports", "deferred", *batch)
+    assert code == 0 and "FAILED" not in err, err
+    stem = anat(out, "01") / "sub-01_hemi-L_space-fsLR"
+    m = json.loads(Path(f"{stem}_desc-geomorph_metrics.json").read_text())
+    assert m["registration"]["cortex_mask"] is True and not m["quality"]["flagged"]
+    resampled = nib.load(f"{stem}_den-32k_desc-geomorph_sulc.shape.gii").agg_data()
+    assert np.isfinite(resampled).all() and 0.05 < (resampled == 0).mean() < 0.3
+
+
 def test_partial_failure_keeps_the_others(dataset_factory, tmp_path):
     bids = dataset_factory("freesurfer")
     broken = bids / "derivatives" / "freesurfer" / "sub-02" / "surf" / "lh.sulc"
@@ -788,7 +816,8 @@ def test_refine_full_reaches_the_registration_through_the_workflow(dataset_facto
     assert m["registration"]["method"] == "geomorph+optimise"
     assert m["registration"]["optimise"]["start_lowpass"] == 8 and m["registration"]["optimise"]["steps"] == [60, 60, 60]
     assert m["registration"]["network_smoothing_iterations"] == 8 * 25  # the ico-5 network's low-pass, 8 times
-    assert "(--refine full)" in (out / "logs" / "CITATION.md").read_text()
+    assert "started the optimiser's full schedule" in (out / "logs" / "CITATION.md").read_text()
+    assert "; --refine full)" in (out / "logs" / "CITATION.md").read_text()
     code, _, err = run(bids, tmp_path / "o2", "participant", "--model", "sulc-fsLR", "--refine", "full",
                        "--no-optimise", "--hemi", "L", "-w", tmp_path / "w2")
     assert code == 1 and "give one of them" in err and not (tmp_path / "o2" / "sub-01").exists()
@@ -999,7 +1028,8 @@ def test_template_maps_from_the_freesurfer_folder_are_recorded_everywhere(datase
                       .read_text())["template_ref"]["bundled_asked"] is True
     assert "bundled_asked" not in doc["template_ref"]  # every other run's record as before
     code, _, _ = run(bids, tmp_path / "out2", "group")
-    assert "bundled low-resolution fsaverage" in (tmp_path / "out2" / "group.html").read_text()
+    group_html = (tmp_path / "out2" / "group.html").read_text()  # (it advised the full one: twenty-fourth session)
+    assert escape(BUNDLED_ASKED_REPORT_NOTE) in group_html and "To use the full one" not in group_html
     # a folder that is not fsaverage's: one line, nothing written
     code, _, err = run(bids, tmp_path / "out3", "participant", "--template", "fsaverage", "--model", "rigid",
                        "--template-dir", tmp_path, "-w", tmp_path / "w3")

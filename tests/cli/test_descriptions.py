@@ -54,10 +54,15 @@ def test_a_readme_or_bidsignore_that_cannot_be_written_is_a_warning_not_the_end_
 
 
 def _config(template: str, kind: str):
-    from types import SimpleNamespace
+    from pathlib import Path
 
-    return SimpleNamespace(template=SimpleNamespace(label=template), channels=("sulc",), features=("sulc",),
-                           density="32k", model=SimpleNamespace(kind=kind, optimise=None, checkpoint=None))
+    from geomorph_bids.engine.model_choice import optimiser, rigid
+    from geomorph_bids.io.template_ref import TemplateRef
+    from geomorph_bids.workflows.config import RunConfig
+
+    model = rigid() if kind == "rigid" else optimiser(template)
+    return RunConfig(Path("/b"), Path("/o"), Path("/w"), template=TemplateRef.bundled(template), model=model,
+                     features=model.channels, density="32k" if template == "fsLR" else "41k")
 
 
 def test_the_methods_text_of_runs_with_other_settings_are_kept_one_after_the_other(tmp_path):
@@ -67,7 +72,7 @@ def test_the_methods_text_of_runs_with_other_settings_are_kept_one_after_the_oth
     (tmp_path / "logs").mkdir()
     path = descriptions.write_citation(tmp_path, _config("fsLR", "optimise"))
     first = path.read_text()
-    assert first.count("### References") == 1 and "onto the\nfsLR template" in first
+    assert first.count("### References") == 1 and "onto the fsLR template" in first
     descriptions.write_citation(tmp_path, _config("fsLR", "optimise"))
     assert path.read_text() == first  # the same settings: unchanged
     descriptions.write_citation(tmp_path, _config("fsaverage", "rigid"))
@@ -140,11 +145,14 @@ def test_the_template_maps_brainspace_provides_are_credited_and_kept_after_a_lat
     if "myelin" not in package_template_features("fsLR"):
         pytest.skip("brainspace (the fsLR myelin template) is not installed")
     (tmp_path / "logs").mkdir()
-    model = SimpleNamespace(kind="optimise", optimise=None, checkpoint=None)
+    from pathlib import Path
+
+    from geomorph_bids.engine.model_choice import ModelChoice
+    from geomorph_bids.workflows.config import RunConfig
 
     def config(channels):
-        return SimpleNamespace(template=TemplateRef.bundled("fsLR"), channels=channels, features=channels,
-                               density="32k", model=model, density_sources={"L": "", "R": ""})
+        return RunConfig(Path("/b"), Path("/o"), Path("/w"), template=TemplateRef.bundled("fsLR"),
+                         model=ModelChoice("optimise", "default", channels), features=channels)
 
     (tmp_path / "sulc_only" / "logs").mkdir(parents=True)
     assert "BrainSpace" not in descriptions.write_citation(tmp_path / "sulc_only", config(("sulc",))).read_text()

@@ -180,3 +180,102 @@ def test_a_python_warning_line_escapes_control_characters(capsys):
     with one_line_warnings("geomorph-train"):
         warnings.warn("sub-\x1b[2Ja: odd\nname", UserWarning)
     assert capsys.readouterr().err == "geomorph-train: warning: sub-\\x1b[2Ja: odd name\n"
+
+
+def test_batch_progress_removed_and_lock_wait_lines_escape_control_characters(capsys, monkeypatch, tmp_path):
+    """Twenty-fourth session: batch mode's progress lines (``log``: a CIFTI file not written names its path),
+    its summary, the ``removed N output(s)`` line and ``--lock-wait``'s line naming the other run (read from
+    its lock file) were printed by ``print``: an ESC raw, a path of thousands of characters whole. They go
+    through ``messages.say`` now; an ordinary line reads as before."""
+    import types
+
+    from geomorph_bids.batch import pipeline
+    from geomorph_bids.cli import bids, preflight
+
+    huge = "/x" + "d" * 3000 + "/sub-01_space-fsLR_sulc.dscalar.nii"
+
+    def fake_batch(jobs, config, crashes, **kw):
+        kw["log"]("batch: 2/2 hemisphere(s) done (0.50/s), 0 failed")
+        kw["log"](f"batch: sub-01: CIFTI file not written: disk\x1b[31m full ({huge})")
+        return types.SimpleNamespace(registered=2, seconds={"workers": 3.0}, failed=0, not_started=[], reused=0,
+                                     report_warnings=[], worker_deaths=0, unrecorded=[], reports={})
+
+    monkeypatch.setattr(pipeline, "run_batch", fake_batch)
+    job = types.SimpleNamespace(subject="01", session=None, inputs=types.SimpleNamespace(hemis={"L": None}))
+    config = types.SimpleNamespace(batch_size=4)
+    args = types.SimpleNamespace(stop_on_first_crash=False)
+    bids._run_workflow([job], config, args, tmp_path, set(), ("MultiProc", {}))
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["batch: 2/2 hemisphere(s) done (0.50/s), 0 failed",
+                   "batch: sub-01: CIFTI file not written: disk\\x1b[31m full "
+                   f"{_ends('(' + huge + ')')}",
+                   "batch mode: registered 2 hemisphere(s) in 3 worker process(es), 4 per registration batch; "
+                   "0 failed; 0 already done"]
+
+    stale = tmp_path / "sub-01_hemi-L_space-fsLR_den-41k_desc-\x1b[2Jx_sulc.shape.gii"
+    stale.write_text("")
+    outputs = types.SimpleNamespace(entities="sub-01", space="fsLR", anat=tmp_path, hemi="L", others=lambda: [stale])
+    bids._remove_stale(outputs, job, None)
+    assert capsys.readouterr().err == ("geomorph-bids: sub-01 hemi-L: removed 1 output(s) an earlier run derived "
+                                       "from the previous registration: sub-01_hemi-L_space-fsLR_den-41k_desc-"
+                                       "\\x1b[2Jx_sulc.shape.gii\n")
+    assert not stale.exists()
+
+    locks = types.SimpleNamespace(try_lock=lambda name: False, stale=lambda name: "",
+                                  holder=lambda name: "pid 7 on node\x1b[31m1", path=lambda name: tmp_path / name)
+    monkeypatch.setattr(preflight, "PROBE_PAUSE_S", 0.0)
+    preflight.lock_participants(locks, [job], True, "geomorph-bids")
+    assert capsys.readouterr().out == ("geomorph-bids: sub-01: another geomorph-bids run is processing it (pid 7 on "
+                                       "node\\x1b[31m1); it will be done after that run, once this run's other "
+                                       "participants are finished\n")
+
+
+def test_one_line_keep_spaces_keeps_a_folders_two_spaces_and_escapes_its_line_break():
+    """``one_line`` folds every run of blanks into one space: a folder ``my  study`` read as ``my study``, a
+    folder that does not exist. With ``keep_spaces`` (the lines that name folders) the spaces are kept, and a
+    line break or tab of a name escaped; what does not print is escaped and a huge word shortened as before."""
+    from geomorph_bids.cli.messages import one_line
+
+    assert one_line("-> /data/my  study\x1b[31m/out (work dir /w\nx\ty)", keep_spaces=True) == \
+        "-> /data/my  study\\x1b[31m/out (work dir /w\\nx\\ty)"
+    path = "/data/" + "d" * 3000 + "/lh.sulc"
+    assert one_line(f"in  {path}:  x", keep_spaces=True) == (
+        "in  /data/" + "d" * 94 + "...(2815 characters)..." + "d" * 91 + "/lh.sulc:  x")
+    assert one_line("a  b\nc") == "a b c"  # the other lines: as before
+
+
+def test_the_start_inputs_and_reports_deferred_lines_name_the_folders_exactly(capsys, tmp_path):
+    """Twenty-fourth session: the start line (``geomorph-bids X: N hemisphere(s) ... -> OUTPUT_DIR (... work dir
+    WORK)``), the ``inputs:`` line and ``reports deferred:`` were ``print``ed as made: an ESC of a folder's name
+    raw (it coloured the terminal). Through ``say`` with ``keep_spaces``, the ESC is escaped and a folder's two
+    spaces are kept (``say``'s ``one_line`` alone would have folded them into one, naming another folder); the
+    command that ``reports deferred`` suggests quotes the folders, to be pasted as it is."""
+    from geomorph_bids.cli.bids import main
+
+    from .conftest import make_dataset
+
+    bids = make_dataset(tmp_path / "my  study\x1b[31m", "freesurfer", subjects=("01",))
+    out, work = tmp_path / "out  dir", tmp_path / "work  dir"
+    assert main([str(bids), str(out), "participant", "--model", "rigid", "--hemi", "L", "-w", str(work),
+                 "--reports", "deferred"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    shown = str(tmp_path / "my  study\\x1b[31m")
+    start = next(line for line in lines if line.startswith("geomorph-bids ") and " -> " in line)
+    assert f" -> {out} (template " in start and start.endswith(f", work dir {work})")
+    inputs = next(line for line in lines if line.startswith("inputs: "))
+    assert inputs == f"inputs: FreeSurfer layout in {shown}/derivatives/freesurfer: sub-01"
+    assert lines[-1] == (f"reports deferred: build them with geomorph-bids '{shown}' '{out}' participant "
+                         "--reports-only")
+    assert "\x1b" not in "\n".join(lines)
+
+
+def test_the_report_lines_name_the_folders_exactly(capsys):
+    """The ``report(s):`` line was ``print``ed as made (an ESC of a folder's name raw); now escaped, with a
+    folder's two spaces kept."""
+    from geomorph_bids.cli.reporting import print_reports
+
+    print_reports([Path("/data/my  out\x1b[31m/sub-01.html")])
+    print_reports([Path(f"/data/my  out/sub-0{k}.html") for k in range(1, 6)])
+    assert capsys.readouterr().out.splitlines() == [
+        "report(s): /data/my  out\\x1b[31m/sub-01.html",
+        "report(s): 5 in /data/my  out (sub-01.html ... sub-05.html)"]

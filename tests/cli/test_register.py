@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from geomorph_bids.cli.register import main
+from geomorph_bids.cli.register import build_parser, main
 from geomorph_bids.resources import example_dir
 from geomorph_bids.sphere.rotation import angle_between
 
@@ -1242,3 +1243,66 @@ def test_a_mirrored_right_hemisphere_still_declared_right_says_how_to_declare_it
     assert main(args + ["--out", str(tmp_path / "b" / "lh.surf.gii")]) == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "b" / "lh_metrics.json").read_text())
     assert metrics["label_conflicts"] == [] and metrics["n_folded"] == 0 and metrics["cc_sulc_after"] > 0.9
+
+
+@pytest.mark.parametrize("brainspace", [True, False])
+def test_the_example_with_a_network_of_maps_it_lacks_says_so_as_geomorph_bids_does(tmp_path, monkeypatch, capsys,
+                                                                                     brainspace):
+    """Twenty-fourth session: ``--example --model multimodal-fsLR`` (the bundled subject has sulc alone) ended on
+    ``.../multimodal-fsLR/model.pt: model 'multimodal-fsLR' expects channels [sulc, curv, myelin] ...; input has
+    [sulc] ... (missing: curv, myelin)``, naming the network's file as if it were at fault. Now, as geomorph-bids,
+    the template's maps first (brainspace missing: its line), then one line naming the example's folder and what
+    it lacks; nothing written either way."""
+    import geomorph_bids.resources as resources
+    from geomorph_bids.resources import example_dir
+
+    real = resources.package_file
+    if not brainspace:
+        monkeypatch.setattr(resources, "package_file",
+                            lambda package, relative: None if package == "brainspace" else real(package, relative))
+    elif real("brainspace", "datasets") is None:
+        pytest.skip("brainspace is not installed")
+    out = tmp_path / "example"
+    code = main(["--example", "--model", "multimodal-fsLR", "--out-dir", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and not out.exists()
+    if brainspace:
+        assert err[-1] == (
+            f"geomorph-register: error: {example_dir() / 'sub-01' / 'surf'}: the bundled example subject has sulc alone "
+            "(?h.sphere, ?h.sulc); --model multimodal-fsLR registers sulc, curv, myelin (missing: curv, myelin): run "
+            "--example with a model of sulc (the default, sulc-fsLR or rigid), or register your own subject's files: "
+            "geomorph-register --sphere lh.sphere --feature sulc=lh.sulc --feature curv=FILE --feature myelin=FILE "
+            "--model multimodal-fsLR --out lh.fsLR.surf.gii")
+        # the command it offers runs as written (it lacked --out: `missing --out`, exit 2)
+        offered = shlex.split(err[-1].split("files: ", 1)[1])
+        args = build_parser().parse_args(offered[1:])
+        assert args.out is not None and args.sphere.name == "lh.sphere"
+    else:
+        assert err[-1] == (
+            "geomorph-register: error: template fsLR has no feature curv, myelin; it has: sulc (curv, myelin come "
+            "from the brainspace package: pip install 'geomorph-bids[multimodal]')")
+
+
+def test_ones_own_files_without_a_map_the_network_reads_name_the_maps_and_the_input(tmp_path, capsys):
+    """Twenty-fourth session: ``geomorph-register --sphere lh.sphere --feature sulc=lh.sulc --model multimodal-fsLR``
+    (brainspace installed) ended on ``.../multimodal-fsLR/model.pt: model 'multimodal-fsLR' expects channels [sulc,
+    curv, myelin] ...; input has [sulc] ...``, naming the network's file as if it were at fault. Now one line names
+    the hemisphere, the input, the maps the network reads and the ``--feature`` to add; nothing is written. A
+    misspelt name is still named as one first."""
+    import geomorph_bids.resources as resources
+
+    if resources.package_file("brainspace", "datasets") is None:
+        pytest.skip("brainspace is not installed")
+    surf = example_dir() / "sub-01" / "surf"
+    out = tmp_path / "out" / "lh_sphere.surf.gii"
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}",
+                 f"thickness={surf / 'lh.sulc'}", "--model", "multimodal-fsLR", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and not out.parent.exists()
+    assert err[-1] == (
+        f"geomorph-register: error: hemi-L {surf / 'lh.sphere'}: --model multimodal-fsLR registers sulc, curv, myelin; "
+        "--feature gives sulc, thickness (missing: curv, myelin): add --feature curv=FILE --feature myelin=FILE")
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}",
+                 f"curvv={surf / 'lh.sulc'}", "--model", "multimodal-fsLR", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "--feature curvv: unknown feature name" in err[-1] and "did you mean curv?" in err[-1]

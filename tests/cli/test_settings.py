@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pytest
 
 from geomorph_bids.cli.settings import absolute_paths
 
@@ -251,3 +252,90 @@ def test_cifti_output_with_fsaverage_is_refused_before_any_template_line(tmp_pat
     assert why.startswith("--cifti-output needs an fsLR template") and err == ""
     why, err = refusal("--cifti-output", "--hemi", "L")
     assert why == "--cifti-output needs both hemispheres (--hemi L R)" and err == ""
+
+
+def test_the_memory_fit_quotes_the_largest_high_resolution_sphere_found(monkeypatch, capsys):
+    """Twenty-fourth session: the --mem-gb warning, the ulimit -v check and batch mode's lowering of
+    --nprocs were decided before the inputs were found and quoted 10,242-163,842-vertex figures: with
+    a 655,362-vertex subject (1.15 GB, 1.64 GB of address space), --mem-gb 0.9 and ulimit -v 1.54 GB
+    were taken in silence and two batch workers kept at 0.5 GB each. Now the fit quotes the largest
+    sphere found; at 163,842 vertices or fewer its lines are those of before."""
+    import argparse
+
+    from geomorph_bids.cli import settings
+
+    monkeypatch.setattr(settings, "total_memory_gb", lambda: 64.0)
+    monkeypatch.setattr(settings, "address_space_limit_gb", lambda: 1.54)
+    hires = settings.SphereSizes(655362, "sub-01 hemi-L", 2)
+    args = argparse.Namespace(nprocs=2, omp_nthreads=None, mem_gb=0.9, batch_size=4)
+    notes = settings.fit_memory_to_spheres(args, hires)
+    assert notes == [
+        "--mem-gb 0.9 is less than one registration of sub-01 hemi-L's 655,362-vertex sphere (the largest found) "
+        "needs (about 1.15 GB): registrations run one at a time, and may run out of memory where the machine or job "
+        "has no more",
+        "--nprocs 2 batch-mode workers need about 1.98 GB (0.5 GB each, 0.99 GB for one registering sub-01 hemi-L's "
+        "655,362-vertex sphere, the largest of 2 of more than 163,842 vertices), more than the 0.9 GB available; "
+        "using 1",
+        "the address-space limit (ulimit -v) is 1.54 GB; a registration of sub-01 hemi-L's 655,362-vertex sphere "
+        "(the largest found) needs about 1.64 GB of it: it will run out of memory; raise it (ulimit -v unlimited, "
+        "or a cluster's virtual-memory limit)"]
+    assert (args.nprocs, args.batch_size) == (1, 4)
+    assert capsys.readouterr().err.splitlines() == [f"geomorph-bids: warning: {n}" for n in notes]
+    # one high-resolution hemisphere among many: only one worker at a time holds it
+    monkeypatch.setattr(settings, "address_space_limit_gb", lambda: 1.7)
+    one = argparse.Namespace(nprocs=4, omp_nthreads=None, mem_gb=2.5, batch_size=4)
+    assert settings.fit_memory_to_spheres(one, settings.SphereSizes(655362, "sub-07 hemi-R", 1)) == [] and \
+        one.nprocs == 4
+    # 163,842 vertices or fewer: the lines of before, and the address space is the up-front floor's alone
+    for sizes in (settings.SphereSizes(163842, "sub-01 hemi-L", 0), settings.SphereSizes()):
+        same = argparse.Namespace(nprocs=16, omp_nthreads=None, mem_gb=0.2, batch_size=64)
+        assert settings.fit_memory_to_spheres(same, sizes) == [
+            "--mem-gb 0.2 is less than one registration needs (about 0.45 GB at 10,242 vertices, 0.66 GB at "
+            "163,842): registrations run one at a time, and may run out of memory where the machine or job has no "
+            "more",
+            "--nprocs 16 batch-mode workers need about 8 GB (0.5 GB each), more than the 0.2 GB available; using 1",
+            "--batch-size 64 needs about 3.8 GB in each worker; using 1 (half of the 0.2 GB available to each of "
+            "--nprocs 1 worker(s))"]
+    capsys.readouterr()
+    roomy = argparse.Namespace(nprocs=2, omp_nthreads=None, mem_gb=None, batch_size=4)
+    assert settings.fit_memory_to_spheres(roomy, hires) == [] and roomy.nprocs == 2
+
+
+def test_the_participant_level_fits_the_memory_to_the_spheres_it_found(dataset_factory, tmp_path, monkeypatch,
+                                                                         capsys):
+    """Twenty-fourth session: the participant level decides the memory fit after discovery, from the
+    spheres' headers (here a 2,562-vertex dataset whose headers are made to say 655,362), and the
+    batch run then has the --nprocs the fit left; the up-front checks print none of those lines."""
+    import importlib
+
+    from geomorph_bids.cli import bids, settings
+
+    discover = importlib.import_module("geomorph_bids.io.discover")
+    bids_dir = dataset_factory("freesurfer", subjects=("01",))
+    monkeypatch.setattr(settings, "total_memory_gb", lambda: 64.0)
+    monkeypatch.setattr(settings, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(settings, "address_space_limit_gb", lambda: None, raising=False)
+    monkeypatch.setattr(discover, "surface_vertex_count", lambda path: 655362)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def stop(jobs, config, *rest):
+        seen["config"] = config
+        raise Stop
+
+    monkeypatch.setattr(bids, "_run_workflow", stop)
+    with pytest.raises(Stop):
+        bids.main([str(bids_dir), str(tmp_path / "out"), "participant", "--mem-gb", "0.9", "--nprocs", "2",
+                   "--batch-size", "4", "--omp-nthreads", "2", "--work-dir", str(tmp_path / "work"),
+                   "--reports", "deferred"])
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 3, err
+    assert ("geomorph-bids: warning: --mem-gb 0.9 is less than one registration of sub-01 hemi-L's 655,362-vertex "
+            "sphere (the largest found) needs (about 1.15 GB)") in err
+    assert "workers need about 1.98 GB (0.5 GB each, 0.99 GB for one registering sub-01 hemi-L's" in err
+    assert "--omp-nthreads 2 is more than --nprocs 1; using 1" in err
+    assert "10,242" not in err
+    config = seen["config"]
+    assert (config.nprocs, config.batch_size, config.omp_nthreads) == (1, 4, 1)

@@ -76,7 +76,7 @@ def test_optimise_schedule_survives_the_round_trip():
 def test_a_networks_forward_passes_come_from_its_checkpoint_and_survive_the_round_trip():
     """sulc-fsaverage registers in three passes (its checkpoint's config["inference"]); the
     networks without the entry in one; the methods text says which."""
-    from geomorph_bids.cli.descriptions import _method_text
+    from geomorph_bids.cli.methods import method_text as _method_text
 
     cascade, single = network("sulc-fsaverage", optimise=False), network("sulc-fsLR", optimise=False)
     assert cascade.passes == (2, 4, 8) and single.passes == (1,) and optimiser("fsLR").passes == (1,)
@@ -213,7 +213,7 @@ def test_a_mirrored_network_refuses_right_hemispheres_of_a_template_that_is_not_
 def test_the_methods_text_names_a_users_network_by_its_name_and_weights(tmp_path):
     """A network trained with geomorph-train: CITATION.md said 'the GeoMorph network of checkpoint
     model.pt' (every geomorph-train folder's file name); now its recorded name and weights' sha256."""
-    from geomorph_bids.cli.descriptions import _method_text
+    from geomorph_bids.cli.methods import method_text as _method_text
     from geomorph_bids.model.checkpoint import CheckpointMeta, read_metadata, save_checkpoint
     from geomorph_bids.model.geomorph import GeoMorph, tiny_config
 

@@ -644,6 +644,38 @@ def test_feature_arrays_that_carry_nothing_are_refused_naming_the_feature(tmp_pa
     assert str(e.value).startswith("feature 'curv' is 1.5 at every vertex where it is not 0 ("), str(e.value)
 
 
+def test_a_lesion_as_nan_or_filled_with_a_constant_is_left_out_and_does_not_drag_the_warp():
+    """A 35-degree lesion on the example's lateral cortex, its sulc NaN or filled with 1.9 mm (about the
+    map's deepest, as a resection's cavity): before, NaN was refused ("feature 'sulc' has 925 non-finite
+    values") and the filled one registered as a deep fold: flagged (p95 |log2 areal| 1.16), the intact cortex
+    0.60 degree (median) from the intact subject's registration, the lesion's |log2 areal| 1.21 (0.09 in the
+    intact subject's). Now both are no data (a warning line; left out as a cortex mask leaves the medial
+    wall): not flagged, the intact cortex 0.067 degree off, the lesion's |log2 areal| 0.07, p95 0.18."""
+    from geomorph_bids.io.validate import FeatureWarning
+    from geomorph_bids.sphere.distortion import distortion
+    from geomorph_bids.sphere.locate import angular_error_deg
+
+    v, f, sulc = _example_arrays()
+    u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    lesion = angular_error_deg(u, np.broadcast_to(u[4000], u.shape)) < 35.0  # lateral, 9.0% of the vertices
+    intact = angular_error_deg(u, np.broadcast_to(u[4000], u.shape)) > 45.0
+    clean = register((v, f), {"sulc": sulc}, "fsLR", "L")
+    for filled, words in [(np.nan, "holds NaN at 925 of 10242 vertices (9.0%; a medial wall or lesion exported as NaN?)"),
+                          (1.9, "holds the one value 1.9 at 925 of 10242 vertices (9.0%; a lesion or resection filled "
+                                "with a constant?)")]:
+        with pytest.warns(FeatureWarning) as w:
+            r = register((v, f), {"sulc": np.where(lesion, filled, sulc)}, "fsLR", "L")
+        assert [str(x.message) for x in w if issubclass(x.category, FeatureWarning)] == [
+            f"feature 'sulc' {words}: read as no data, left out of the registration as a cortex mask leaves the "
+            "medial wall, and 0 in the maps written"]
+        assert not r.quality.flagged and r.metrics["cortex_mask"] is True and r.metrics["n_folded"] == 0
+        off = angular_error_deg(r.sphere, clean.sphere)
+        assert np.median(off[intact]) < 0.1 and r.metrics["areal_p95_abs"] < 0.4, (np.median(off[intact]), r.metrics)
+        areal = np.abs(distortion((v, f), (r.sphere, f))["areal"][lesion])
+        areal_clean = np.abs(distortion((v, f), (clean.sphere, f))["areal"][lesion])
+        assert np.median(areal) < 1.5 * np.median(areal_clean), (np.median(areal), np.median(areal_clean))
+
+
 def test_a_reg_sphere_of_another_mesh_is_refused_naming_both_sizes(tmp_path):
     """Before: "rotation_from_correspondence needs two (V, 3) arrays of equal shape", naming an
     internal function and no file."""
@@ -1340,3 +1372,70 @@ def test_every_metric_is_named_in_registers_docstring(optimised_left, rigid_left
     patterns = [re.compile(re.escape(n).replace(r"\*", r"\w+").replace("_f_", r"_\w+_") + "$") for n in named]
     assert {"method", "rotation_method", "optimise_batch", "model_weights_sha256"} <= keys
     assert sorted(k for k in keys if not any(p.match(k) for p in patterns)) == []
+
+
+@pytest.mark.slow  # five default registrations of the 10k example: 20-40 s on quiet cores, 100 s on a busy host
+def test_the_same_bytes_whatever_the_thread_count_and_the_batch(monkeypatch):
+    """What docs/registration.md ("Reproducibility") promises on the CPU: the default registration
+    (rigid + optimiser) of a hemisphere gives the same bytes (sphere, warp, rotation, resampled
+    map and metrics but for seconds_* and optimise_batch) with 1 or 2 torch threads, alone or
+    optimised in one batch with another hemisphere, first or second in it."""
+    from geomorph_bids.engine.register import RegistrationItem, register_many
+
+    items = {h: RegistrationItem(SURF / f"{h.lower()}h.sphere", {"sulc": SURF / f"{h.lower()}h.sulc"}, h) for h in "LR"}
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = {h: register(i.moving_sphere, i.moving_features, "fsLR", h, device="cpu") for h, i in items.items()}
+        torch.set_num_threads(2)
+        two_threads = register(items["L"].moving_sphere, items["L"].moving_features, "fsLR", "L", device="cpu")
+        batch = dict(zip("RL", register_many([items["R"], items["L"]], "fsLR", device="cpu", batch_size=2)))
+    finally:
+        torch.set_num_threads(previous)
+    sulc = read_feature(SURF / "lh.sulc")
+
+    def same(a: Registration, b: Registration) -> None:
+        for name in ("sphere", "warp_ico6", "rotation"):
+            assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
+        drop = ("optimise_batch",)
+        assert {k: v for k, v in a.metrics.items() if not k.startswith("seconds") and k not in drop} == \
+            {k: v for k, v in b.metrics.items() if not k.startswith("seconds") and k not in drop}
+
+    same(alone["L"], two_threads)
+    same(alone["L"], batch["L"])
+    same(alone["R"], batch["R"])
+    assert batch["L"].metrics["optimise_batch"] == 2 and alone["L"].metrics["optimise_batch"] == 1
+    assert alone["L"].resample(sulc, "32k").tobytes() == batch["L"].resample(sulc, "32k").tobytes()
+
+
+def test_a_failed_items_exception_keeps_nothing_of_the_call_alive():
+    """``register_many(..., on_error="return")`` in a long-lived process that keeps what it got
+    back: a failed item's exception held, through its traceback (whose frames link back to
+    register_many's), everything the call had made (the template, the prepared hemispheres, the
+    items' arrays, every item's Registration) as long as the exception lived: 8.5 MB per kept
+    failure at 10k vertices. Now nothing but the exception; its traceback says where it failed."""
+    import gc
+    import traceback
+    import weakref
+
+    import geomorph_bids.engine.register as reg_module
+    from geomorph_bids.engine.register import RegistrationItem, register_many
+
+    def alive(kind: type) -> int:
+        gc.collect()
+        return sum(isinstance(o, kind) for o in gc.get_objects())
+
+    templates, jobs = alive(reg_module.Template), alive(reg_module._Job)
+    v, f, sulc = _example_arrays()
+    mine = sulc.copy()
+    items = [RegistrationItem((v, f), {"sulc": mine}, "L"),
+             RegistrationItem((v, f), {"sulc": np.full_like(sulc, np.nan)}, "L")]
+    out = register_many(items, "fsLR", rigid_only=True, on_error="return")
+    good, given, exc = weakref.ref(out[0]), weakref.ref(mine), out[1]
+    del out, items, mine
+    gc.collect()
+    assert (good(), given()) == (None, None)  # the other item's result and arrays: only while the caller keeps them
+    assert (alive(reg_module.Template), alive(reg_module._Job)) == (templates, jobs)
+    assert isinstance(exc, InputError) and "non-finite" in str(exc)
+    text = "".join(traceback.format_exception(exc))
+    assert "in register_many" in text and "in _prepare" in text

@@ -239,3 +239,20 @@ def test_the_callers_torch_threads_and_determinism_are_given_back(data, tmp_path
     with pytest.raises(ValueError, match="no training pairs"):  # refused before anything is changed
         train(_model_config(), [], None, _cfg(num_threads=want), tmp_path / "none")
     assert torch.get_num_threads() == before
+
+
+def test_the_callers_random_sequence_is_left_alone(data, tmp_path):
+    """A notebook that seeds torch, trains, then draws (a split, a dropout, its own experiment):
+    train() seeded torch's generator itself (``torch.manual_seed(seed)``, then once per epoch), so
+    the caller's draws after it were the training's sequence, whatever the caller had seeded. The
+    training still draws from its own seed: the same weights as before."""
+    train_set, val_set = data
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    first = train(_model_config(), train_set, val_set, _cfg(epochs=2), tmp_path / "a", log=None)
+    assert torch.equal(torch.rand(4), expected)
+    torch.manual_seed(999)  # another caller's sequence: the same training
+    second = train(_model_config(), train_set, val_set, _cfg(epochs=2), tmp_path / "b", log=None)
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

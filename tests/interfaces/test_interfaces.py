@@ -236,3 +236,38 @@ def _two_users_take_turns(shared: Path) -> None:
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and out.split() == ["held", "new"], err
     assert (shared / "geomorph_bids-cuda1.lock").stat().st_uid == 65534
+
+
+def test_register_gives_the_process_its_torch_thread_count_back(loaded, tmp_path, monkeypatch):
+    """A Nipype worker (MultiProc's processes run node after node) or a notebook running the
+    workflow with the Linear plugin kept the node's ``num_threads`` for every later node: the
+    registration runs with them, the caller's count is back afterwards (also after a failure)."""
+    import torch
+
+    import geomorph_bids.engine.register as engine
+
+    seen = []
+    real = engine.register
+    monkeypatch.setattr(engine, "register", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        Register(sphere=loaded.sphere, feature_files=loaded.feature_files, feature_names=loaded.feature_names,
+                 hemi="L", model=rigid().to_dict(), template=FSLR, num_threads=3).run(cwd=str(_folder(tmp_path / "a")))
+        assert seen == [3] and torch.get_num_threads() == 1
+        with pytest.raises(InputError, match="registration feature"):
+            Register(sphere=loaded.sphere, feature_files=loaded.feature_files, feature_names=loaded.feature_names,
+                     hemi="L", model=ModelChoice("rigid", "rigid", ("myelin",)).to_dict(), template=FSLR,
+                     num_threads=3).run(cwd=str(_folder(tmp_path / "b")))
+        monkeypatch.setattr(engine, "register", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+        with pytest.raises(RuntimeError, match="boom"):
+            Register(sphere=loaded.sphere, feature_files=loaded.feature_files, feature_names=loaded.feature_names,
+                     hemi="L", model=rigid().to_dict(), template=FSLR, num_threads=3).run(cwd=str(_folder(tmp_path / "c")))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from geomorph_bids.io.process_wide import Serial, Shared
+from geomorph_bids.io.process_wide import ForkHooks, Serial, Shared
 
 
 def test_the_first_block_saves_and_the_last_restores():
@@ -56,3 +56,40 @@ def test_a_child_forked_inside_a_block_is_not_held_by_it():
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_hooks_run_in_a_child_while_held_in_order_and_no_longer_after():
+    """A child runs the hooks held when it was forked, in the order added, and so does a child it
+    forks in turn; a hook removed (a block ended) runs no more."""
+    hooks = ForkHooks()
+    read, write = os.pipe()
+
+    def forked() -> bytes:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                grandchild = os.fork()
+                if grandchild == 0:
+                    os._exit(0)
+                os.waitpid(grandchild, 0)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        os.write(write, b".")
+        seen = b""
+        while not seen.endswith(b"."):
+            seen += os.read(read, 64)
+        return seen[:-1]
+
+    try:
+        first = hooks.add(lambda: os.write(write, b"a"))
+        with hooks.while_held(lambda: os.write(write, b"b")):
+            assert forked() == b"abab"  # the child's, then the grandchild's
+        assert forked() == b"aa"
+        hooks.remove(first)
+        assert forked() == b"" and hooks.hooks == {}
+    finally:
+        os.close(read)
+        os.close(write)

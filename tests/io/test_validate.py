@@ -552,3 +552,44 @@ def test_a_map_already_on_a_template_mesh_says_so(one_line, n, mesh):
     with pytest.raises(InputError) as e:  # a count of no template mesh: no such claim
         val.check_vertex_count(136_001, 136_000, "lh.sulc")
     assert "vertex count of" not in one_line(e, "lh.sulc")
+
+
+def test_nan_regions_and_a_sulc_plateau_are_no_data_scattered_nan_and_real_maps_are_not():
+    """A medial wall or lesion exported as NaN, and a lesion filled with one constant, are read as no data (0,
+    a mask, one warning line naming the file); before, NaN was refused ("N non-finite values") and a plateau
+    registered as folds. Scattered NaN (damaged bytes), quantised maps and the example's real maps are not."""
+    from geomorph_bids.resources import example_dir
+    from geomorph_bids.io.surfaces import read_feature, read_sphere
+    from geomorph_bids.sphere.icosphere import icosphere
+
+    v, f = icosphere(4)
+    u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    sulc = np.sin(5 * u[:, 0]) * np.cos(3 * u[:, 1]) + 0.3 * u[:, 2]  # continuous: no value repeats
+    cap = u[:, 0] > 0.8  # 10% of the sphere, one region
+    with pytest.warns(val.FeatureWarning) as w:
+        out, missing = val.no_data(np.where(cap, np.nan, sulc), f, "lh.sulc", "feature 'sulc'")
+    assert np.array_equal(missing, cap) and np.all(out[cap] == 0) and np.array_equal(out[~cap], sulc[~cap])
+    assert str(w[0].message) == (
+        f"lh.sulc: feature 'sulc' holds NaN at {cap.sum()} of 2562 vertices ({100 * cap.mean():.1f}%; a medial wall "
+        "or lesion exported as NaN?): read as no data, left out of the registration as a cortex mask leaves the "
+        "medial wall, and 0 in the maps written")
+    with pytest.warns(val.FeatureWarning, match=r"holds the one value 2\.5 at \d+ of 2562 vertices .*a lesion or "
+                                                r"resection filled with a constant\?\)"):
+        out, missing = val.no_data(np.where(cap, 2.5, sulc), f, None, "feature 'sulc'")
+    assert np.array_equal(missing, cap) and np.all(out[cap] == 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is said of any of these
+        scattered = np.where(np.arange(len(sulc)) % 100 == 0, np.nan, sulc)  # damaged bytes: left to check_finite
+        out, missing = val.no_data(scattered, f)
+        assert missing is None and np.isnan(out).sum() == 26
+        assert val.no_data(np.where(cap, 2.5, sulc), f, plateau=False)[1] is None  # thickness clamped at 5 mm
+        assert val.no_data(np.round(4 * sulc), f)[1] is None  # quantised: many values repeat alike
+        assert val.no_data(np.where(u[:, 0] > -0.2, np.nan, sulc), f)[1] is None  # 60%: refused as before
+        surf = example_dir() / "sub-01" / "surf"
+        for name in ("sulc",):
+            assert val.no_data(read_feature(surf / f"lh.{name}"), read_sphere(surf / "lh.sphere").faces)[1] is None
+    with pytest.raises(InputError, match="has 26 non-finite values"):
+        val.check_finite(scattered, allow_nan=False)
+    val.check_finite(scattered, allow_nan=True)
+    with pytest.raises(InputError, match=r"has 1 non-finite values \(0 NaN, 1 Inf\)"):
+        val.check_finite(np.where(np.arange(len(sulc)) == 3, np.inf, scattered), allow_nan=True)

@@ -956,3 +956,72 @@ def test_the_method_columns_description_names_every_method():
     assert methods == {"rigid", "optimise", "geomorph", "geomorph+optimise"} and len(KINDS) == 3
     described = column_description("method")["Description"]
     assert [m for m in sorted(methods) if not re.search(rf"(?<![\w+]){re.escape(m)}(?![\w+])", described)] == []
+
+
+def test_the_about_section_names_the_builds_that_made_the_rows_apart_from_the_reports_packages(outputs):
+    """Twenty-fourth session (fix-bl): group.html's About was a table of the packages installed where the
+    group level ran (geomorph-bids, numpy, matplotlib), unlabelled: a PI took them for the versions that
+    registered the participants, which may have run elsewhere, with another build. Now the rows' builds
+    (the TSV's software column), the methods text to cite, then the report's own packages under their heading."""
+    for subject in ("01", "02", "03"):
+        for path in (outputs / f"sub-{subject}" / "anat").glob("*_metrics.json"):
+            path.write_text(json.dumps({**json.loads(path.read_text()), "software": f"geomorph-bids build-{subject}"}))
+    text = re.sub(r"\s+", " ", build_group_report(outputs).read_text())
+    about = text[text.index('<section id="about">'):]
+    assert (f"<p>Registrations ({GROUP_TSV}'s software column): geomorph-bids build-01; geomorph-bids build-02; "
+            "geomorph-bids build-03. How they were made, with the references to cite: logs/CITATION.md (also in each "
+            "participant's report).</p><h3>Report built with</h3>") in about
+
+
+def test_a_cohort_that_asked_for_the_bundled_maps_is_not_advised_to_use_the_full_template(outputs):
+    """Twenty-fourth session: the group report of a ``--template-dir bundled`` cohort advised ``To use the
+    full one: --template-dir ...`` as to a cohort that had not chosen the bundled maps (the participant
+    report and the command line no longer did): its rows, the group TSV's columns, did not carry the
+    metrics' ``template_ref``. The TSV's last column, ``template_bundled_asked``, now does, and the report
+    says what the maps are for the rows that asked for them; a table an earlier version wrote (without the
+    column) is rebuilt."""
+    from geomorph_bids.derivatives import GROUP_JSON
+    from geomorph_bids.io.template_sources import BUNDLED_ASKED_REPORT_NOTE, LOW_RESOLUTION_NOTE
+    from geomorph_bids.reports.html import esc
+
+    before = group_table_rows(outputs)[0]
+    assert {r["template_bundled_asked"] for r in before} == {False}
+    header = (outputs / GROUP_TSV).read_text().splitlines()[0].split("\t")
+    old_tsv = "\n".join("\t".join(line.split("\t")[:-1]) for line in (outputs / GROUP_TSV).read_text().splitlines())
+    assert header[-1] == "template_bundled_asked" and header[-2] == "warp_folded_triangles"  # the others' places
+    assert json.loads((outputs / GROUP_JSON).read_text())["template_bundled_asked"]["Description"].startswith(
+        "Whether the participant level was asked for the bundled template maps (--template-dir bundled")
+    for path in sorted(outputs.glob("sub-0[12]/anat/*_metrics.json")):  # sub-01, sub-02 asked; sub-03 did not
+        doc = json.loads(path.read_text())
+        doc["template_ref"] = {**(doc.get("template_ref") or {}), "bundled_asked": True}
+        path.write_text(json.dumps(doc))
+    (outputs / GROUP_TSV).write_text(old_tsv + "\n")  # an earlier version's table, newer than every metrics file
+    text = build_group_report(outputs).read_text()
+    rows = _tsv(outputs / GROUP_TSV)
+    assert [(r["subject"], r["template_bundled_asked"]) for r in rows] == [
+        ("01", "True"), ("01", "True"), ("02", "True"), ("02", "True"), ("03", "False")]
+    assert f'<p class="warn">4 hemisphere(s) were {esc(BUNDLED_ASKED_REPORT_NOTE)}.</p>' in text
+    assert f'<p class="warn">1 hemisphere(s) were {esc(LOW_RESOLUTION_NOTE)}.</p>' in text
+    doc = json.loads(next(outputs.glob("sub-03/anat/*_metrics.json")).read_text())
+    path = next(outputs.glob("sub-03/anat/*_metrics.json"))
+    path.write_text(json.dumps({**doc, "template_ref": {**(doc.get("template_ref") or {}), "bundled_asked": True}}))
+    text = build_group_report(outputs).read_text()
+    assert "To use the full one" not in text and text.count(esc(BUNDLED_ASKED_REPORT_NOTE)) == 1
+
+
+def test_the_data_dictionary_spells_the_boolean_columns_as_the_tsv_writes_them():
+    """An analyst filtering the group TSV with ``awk '$col == "true"'`` after reading the data
+    dictionary: ``used_sphere_reg``, ``mirrored`` and ``cortex_mask`` were described as ``(true/false)``
+    while the TSV holds ``True``/``False`` (what pandas and R read as booleans; readers depend on it,
+    so the values stay): every column that holds only booleans is now described as ``True/False``."""
+    from geomorph_bids.reports.group_table import group_dictionary_text, group_table_text
+
+    rows = [{"subject": "01", "hemi": h, "used_sphere_reg": h == "L", "mirrored": h == "R", "cortex_mask": True,
+             "rotation_deg": 1.5, "template_bundled_asked": False} for h in ("L", "R")]
+    text = group_table_text(rows)
+    header, *cells = [line.split("\t") for line in text.splitlines()]
+    booleans = [c for k, c in enumerate(header) if {row[k] for row in cells} <= {"True", "False"}]
+    assert booleans == ["used_sphere_reg", "mirrored", "cortex_mask", "template_bundled_asked"]
+    dictionary = json.loads(group_dictionary_text(text))
+    assert {c: "True/False" in dictionary[c]["Description"] and "true/false" not in dictionary[c]["Description"]
+            for c in booleans} == dict.fromkeys(booleans, True)

@@ -602,3 +602,28 @@ def test_a_subjects_sessions_are_in_the_group_tables_order(outputs):
     assert 'sessions</th><td class="l">2, 9, 10</td>' in html
     links = re.findall(r'<a href="#sub-05_ses-(\d+)_hemi-L', html)
     assert links == ["2", "9", "10"], links
+
+
+def test_report_built_with_lists_the_packages_that_drew_it(outputs):
+    """Twenty-fourth session: the participant report's "Report built with" listed nipype, niworkflows and torch,
+    which drawing a report does not import (a reader took them for the report's, or the registration's, versions).
+    Now it lists what drew it, and a fresh interpreter that draws one imports none of the others."""
+    import json
+    import sys
+
+    from geomorph_bids.reports.html import REPORT_PACKAGES
+
+    text = build_participant_report(outputs, "01").read_text()
+    about = text[text.index("<h3>Report built with</h3>"):]
+    about = about[:about.index("</table>")]
+    assert re.findall(r"<tr><th scope=\"row\"[^>]*>([\w-]+)</th>", about) == [
+        "geomorph-bids", "numpy", "scipy", "nibabel", "matplotlib"] == list(REPORT_PACKAGES)
+    code = ("import json, sys; from geomorph_bids.reports import build_participant_report; "
+            f"build_participant_report({str(outputs)!r}, '02'); "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert proc.returncode == 0, proc.stderr
+    imported = set(json.loads(proc.stdout.splitlines()[-1]))
+    assert {"nipype", "niworkflows", "torch"} & imported == set()
+    assert {p.replace("geomorph-bids", "geomorph_bids") for p in REPORT_PACKAGES} <= imported

@@ -150,3 +150,30 @@ def test_compat_sinks_in_the_participant_graph(tmp_path):
         assert len(wanted) == len(expected) and wanted <= written, written
         assert any(n.endswith("hemi_L_wf.to_fslr") for n in names) == (template == "fsaverage")
         assert any(n.endswith("cifti_wf.ds_cifti") for n in names) == (template == "fsLR")
+
+
+def test_each_registration_reserves_what_its_sphere_needs_when_it_is_scheduled(tmp_path):
+    """Twenty-fourth session: init_geomorph_sulc_wf's registration reserved 0.66 GB of MultiProc's memory (a
+    163,842-vertex sphere's) whatever the sphere: its spheres are the workflow's inputs, unknown while the graph
+    is built. A 655,362-vertex one needs 1.15 GB. Now each hemisphere's node reads its sphere's header when
+    MultiProc schedules it (nipype's ram_estimator: the node's mem_gb_runtime) and reserves what that one needs;
+    an ordinary sphere keeps 0.66 GB."""
+    from nipype.pipeline.engine import Node
+
+    if not hasattr(Node, "mem_gb_runtime"):
+        pytest.skip("this nipype has no ram_estimator (before 1.11): the node keeps its 0.66 GB")
+    hires, ordinary = tmp_path / "lh.sphere", tmp_path / "rh.sphere"
+    for path, n in ((hires, 655362), (ordinary, 163842)):
+        path.write_bytes(b"\xff\xff\xfe" + b"created by test\n\n" + np.array([n, 2 * n - 4], ">i4").tobytes())
+    register = init_geomorph_sulc_wf().get_node("register")
+    assert register.mem_gb == 0.66  # the graph's figure (MultiProc's check before the run)
+    register.inputs.sphere = [str(hires), str(ordinary)]
+    register.inputs.feature_files = [[str(hires)], [str(ordinary)]]
+    register.inputs.sphere_reg = [str(hires), str(ordinary)]
+    nodes = [node for _, node in register._make_nodes(cwd=str(tmp_path))]  # what MultiProc schedules
+    assert [node.mem_gb_runtime for node in nodes] == [1.15, 0.66]
+    assert nodes[0].ram_estimator_str == "sphere: 655,362 vertices -> 1.15 GB"
+    from geomorph_bids.interfaces.registration import SphereMemory
+
+    assert isinstance(register.ram_estimator, SphereMemory)
+    assert SphereMemory()(register.inputs) == (1.15, "sphere: 655,362 vertices -> 1.15 GB")  # one MapNode of both

@@ -248,3 +248,36 @@ def test_the_registration_step_of_a_high_resolution_sphere_reserves_what_it_need
     _header_only_surface(surf / "lh.sphere", 300000)
     node = _register_node(init_geomorph_wf([_job(tmp_path, hemis=("L",))], _config(tmp_path)))
     assert node.mem_gb == 0.80
+
+
+def test_the_sidecars_say_how_each_hemisphere_was_registered(tmp_path):
+    """Twenty-fourth session (fix-bl): the registered sphere's and the resampled maps' sidecars said
+    ``"Model": "sulc-fsLR"`` alike for the network alone (--no-optimise), refined, or as the full
+    optimiser's start, and nothing of a right hemisphere the left-hemisphere network took mirrored;
+    README says each sidecar records its method. Now ``RegistrationMethod`` says it in words."""
+    from dataclasses import replace
+
+    from geomorph_bids.engine.model_choice import resolve_model
+    from geomorph_bids.workflows.outputs import hemisphere_files
+
+    def method(model, refine, hemi):
+        config = replace(_config(tmp_path), model=resolve_model(model, "fsLR", refine=refine), features=("sulc",),
+                         fmriprep_compat=True)
+        meta = {f.path.name: f.meta for f in hemisphere_files(_hemi(tmp_path, hemi), config) if f.meta is not None}
+        sphere = meta[f"sub-01_hemi-{hemi}_space-fsLR_desc-geomorph_sphere.surf.gii"]["RegistrationMethod"]
+        assert meta[f"sub-01_hemi-{hemi}_space-fsLR_den-32k_desc-geomorph_sulc.shape.gii"]["RegistrationMethod"] == sphere
+        # the sphere under sMRIPrep's name says it in its Description (a right hemisphere's mirroring was left out)
+        assert f"space ({sphere}, from sulc)" in meta[f"sub-01_hemi-{hemi}_space-fsLR_desc-msmsulc_sphere.surf.gii"][
+            "Description"]
+        return sphere
+
+    assert method(None, True, "L") == "rigid pre-alignment, then the GeoMorph warp optimised for this hemisphere"
+    assert method("rigid", True, "R") == "rigid pre-alignment only"
+    assert method("sulc-fsLR", False, "L") == ("rigid pre-alignment, then the warp of the GeoMorph network sulc-fsLR as it "
+                                               "is (no per-hemisphere optimisation)")
+    assert method("sulc-fsLR", True, "L") == ("rigid pre-alignment, then the warp of the GeoMorph network sulc-fsLR, "
+                                              "refined for this hemisphere by a short optimisation")
+    assert method("sulc-fsLR", "full", "R") == (
+        "rigid pre-alignment, then the warp of the GeoMorph network sulc-fsLR, from whose large-scale part the GeoMorph "
+        "warp was optimised for this hemisphere (the optimiser's full schedule), the hemisphere mirrored (x -> -x) onto "
+        "the left template and back")
