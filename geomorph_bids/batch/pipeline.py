@@ -38,7 +38,7 @@ from ..derivatives import label_key, sidecar
 from ..io.atomic import atomic_write_text
 from ..workflows.config import RunConfig, SubjectJob
 from ..workflows.outputs import (cifti_is_current, cifti_output, expected_files, hemi_outputs, hemisphere_files,
-                                 hemisphere_info, needs_fslr_sphere, write_cifti)
+                                 hemisphere_info, needs_fslr_sphere, reusable, write_cifti)
 from .pool import stop_pool, worker_pool
 from .state import is_done, record_path, stamp
 from .tasks import (STAGES, ChunkSettings, HemisphereTask, Outcome, ReportOutcome, build_report,
@@ -92,13 +92,17 @@ class BatchRun:
 def plan_tasks(jobs: list[SubjectJob], config: RunConfig) -> tuple[list[HemisphereTask], int]:
     """The hemispheres of ``jobs`` still to do, subject by subject (sessions, then L, R; in natural order,
     as the summary table: ``sub-2``, ``ses-2`` before ``sub-10``, ``ses-10``), and the
-    number skipped because an earlier run left them done (:func:`~geomorph_bids.batch.state.is_done`)."""
+    number skipped because an earlier run left them done (:func:`~geomorph_bids.batch.state.is_done` of the work
+    folder's record; where there is none, :func:`~geomorph_bids.workflows.outputs.reusable` of the outputs)."""
     tasks, reused = [], 0
     for job in sorted(jobs, key=lambda j: (label_key(j.subject), label_key(j.session))):  # sub-2 before sub-10
         for hemi in sorted(job.inputs.hemis):
             h = job.inputs.hemis[hemi]
             record, expected = record_path(config, h), stamp(config, h)
-            if is_done(record, expected, expected_files(hemi_outputs(h, config))):
+            # the work folder's record; without one (a fresh or purged work folder, the workflow mode's, a moved
+            # output folder), the outputs' own: their metrics JSON records the same inputs and settings
+            if (is_done(record, expected, expected_files(hemi_outputs(h, config))) if record.exists()
+                    else reusable(h, config)):
                 reused += 1
                 continue
             tasks.append(HemisphereTask(

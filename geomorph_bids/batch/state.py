@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Iterable
 
 from ..derivatives import entities
 from ..io.discover import HemiInputs
-from ..io.template_sources import files_sha256
 
 if TYPE_CHECKING:
     from ..workflows.config import RunConfig
@@ -31,19 +30,12 @@ __all__ = ["settings_key", "record_path", "input_fingerprint", "stamp", "record_
 
 def settings_key(config: RunConfig) -> str:
     """A short hash of everything in the :class:`~geomorph_bids.workflows.config.RunConfig`
-    that changes a hemisphere's files: template (and its maps' checksums: another template source
-    is another result), model, features, density, output folder, quality thresholds,
-    ``--fmriprep-compat``, the content of a network's checkpoint (one retrained into the same
-    folder, ``geomorph-train --overwrite``, is another network under the same path) and the build
-    of geomorph-bids (``config.software``: a hemisphere an earlier build finished is registered
-    again after an upgrade, not skipped as done)."""
-    folder = "" if config.template.folder is None else str(config.template.folder)
-    maps = [config.template.provenance(config.model.template_hemi(h), config.channels)["template_sha256"]
-            for h in ("L", "R")]
-    doc = [config.template.label, folder, config.model.to_dict(), list(config.features), config.density,
-           str(config.output_dir), maps, config.quality.to_dict(), bool(config.fmriprep_compat),
-           config.software, "" if config.model.checkpoint is None else files_sha256([config.model.checkpoint])]
-    return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    that changes a hemisphere's files (:attr:`~geomorph_bids.workflows.config.RunConfig.results_key`: template
+    and its maps' checksums, model and its checkpoint's content, features, density, quality
+    thresholds, ``--fmriprep-compat``, the build of geomorph-bids) and the output folder: one work
+    folder may serve runs into several output folders, each with records of its own."""
+    doc = [config.results_key, str(config.output_dir)]
+    return hashlib.sha1(json.dumps(doc).encode()).hexdigest()[:12]
 
 
 def record_path(config: RunConfig, h: HemiInputs) -> Path:

@@ -100,6 +100,7 @@ def _run_workflow(jobs: list, config, args, crashes: Path, failed_subjects: set[
         return False, unrecorded, run.reports, run.seconds
     from ..workflows import init_geomorph_wf
 
+    jobs = [left for left in (_to_register(j, config) for j in jobs) if left is not None]
     crashed: list[Failure] = []
     size = workflow_chunk(config.nprocs)
     chunks = range(0, len(jobs), size)
@@ -209,12 +210,42 @@ def _registered_before(work_dir: Path, job, hemi: str, since: float) -> bool:
     """Workflow mode: whether Nipype took hemisphere ``hemi`` of ``job``'s registration from its
     cache, computed before ``since`` (this run's start, seconds since the epoch) by an earlier run,
     one killed before its outputs were written included (its seconds are that run's)."""
-    result = (Path(work_dir) / TOP_WF_NAME / subject_wf_name(job.subject, job.session) / hemi_wf_name(hemi)
-              / "register" / "result_register.pklz")
     try:
-        return result.stat().st_mtime < since
+        return _register_result(work_dir, job, hemi).stat().st_mtime < since
     except OSError:
         return False
+
+
+def _to_register(job, config):
+    """Workflow mode: ``job`` less the hemispheres whose outputs are this run's already
+    (:func:`~geomorph_bids.workflows.outputs.reusable`: a work folder purged, another ``-w``, after batch
+    mode, an output folder moved), or None when none is left. Only hemispheres the work folder holds
+    no registration of are looked at (where it does, Nipype's cache decides, as before); with
+    ``--cifti-output`` a subject/session goes whole (its file is built from both hemispheres' maps), and
+    is left out only with its CIFTI file current."""
+    from dataclasses import replace
+
+    from ..workflows.outputs import cifti_is_current, cifti_output, reusable
+
+    hemis = job.inputs.hemis
+    done = {hemi for hemi, h in hemis.items() if not _cached(config.work_dir, job, hemi) and reusable(h, config)}
+    if not done:
+        return job
+    if cifti_output(job, config) is not None:
+        return None if done == set(hemis) and cifti_is_current(job, config) else job
+    left = {hemi: h for hemi, h in hemis.items() if hemi not in done}
+    return replace(job, inputs=replace(job.inputs, hemis=left)) if left else None
+
+
+def _cached(work_dir: Path, job, hemi: str) -> bool:
+    """Whether the work folder holds a registration of hemisphere ``hemi`` of ``job`` (Nipype's result file)."""
+    return _register_result(work_dir, job, hemi).exists()
+
+
+def _register_result(work_dir: Path, job, hemi: str) -> Path:
+    """Nipype's result file of the registration node of hemisphere ``hemi`` of ``job``."""
+    return (Path(work_dir) / TOP_WF_NAME / subject_wf_name(job.subject, job.session) / hemi_wf_name(hemi)
+            / "register" / "result_register.pklz")
 
 
 def _written(path: Path, before: dict[Path, tuple | None]) -> bool:

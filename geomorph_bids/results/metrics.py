@@ -15,12 +15,19 @@ if TYPE_CHECKING:
     from ..quality import QualityThresholds
 
 __all__ = ["registration_record", "metrics_document", "WITHHELD_REASON", "metrics_bytes", "LATEST_RUN_FAILED",
-           "mark_latest_run_failed", "clear_latest_run_failed", "latest_run_failure", "read_document"]
+           "mark_latest_run_failed", "clear_latest_run_failed", "latest_run_failure", "read_document", "OUTPUTS",
+           "with_manifest", "outputs_as_written"]
 
 #: key of a metrics document whose hemisphere's latest participant run failed while this
 #: document (and the other outputs) of an earlier run were kept (``{"run": <run id>, "reason":
 #: <the FAILED line's reason>}``); a later successful run of it removes the key
 LATEST_RUN_FAILED = "latest_run_failed"
+
+
+#: key of the manifest the writer adds to a metrics document (:func:`with_manifest`): ``{"files": {name:
+#: [bytes, sha1]}, "document": sha1}``, the hemisphere's other files as written beside it and the document's
+#: own hash (:func:`outputs_as_written` checks both)
+OUTPUTS = "outputs"
 
 
 def _jsonable(d: Mapping[str, Any]) -> dict:
@@ -144,3 +151,69 @@ def latest_run_failure(doc: Mapping[str, Any]) -> str | None:
         return None
     reason = record.get("reason") if isinstance(record, dict) else record
     return f"the latest run failed: {reason}" if reason else "the latest run failed"
+
+
+def _untimed(value: Any) -> Any:
+    """``value`` without the keys that start with ``seconds`` (the clock's), at any depth."""
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if not str(k).startswith("seconds")}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
+def _document_sha1(doc: Mapping[str, Any]) -> str:
+    """SHA-1 of ``doc`` as written (:func:`metrics_bytes`), less the manifest, :data:`LATEST_RUN_FAILED`
+    (which a later run adds and removes) and the clock's ``seconds*`` (so that both modes, and reruns, record
+    the same hash for the same results): what tells the document edited since it was written."""
+    import hashlib
+
+    body = _untimed({k: v for k, v in doc.items() if k not in (OUTPUTS, LATEST_RUN_FAILED)})
+    return hashlib.sha1(metrics_bytes(body), usedforsecurity=False).hexdigest()
+
+
+def _file_entry(path: Path) -> list | None:
+    """``[size in bytes, SHA-1]`` of a regular file, or None when it is none or cannot be read."""
+    from ..io.digest import file_digest
+
+    try:
+        if not path.is_file():
+            return None
+        return [path.stat().st_size, file_digest(path)]
+    except (OSError, ValueError):  # InputError is a ValueError
+        return None
+
+
+def with_manifest(doc: Mapping[str, Any], files: Sequence[str | Path], folder: str | Path) -> dict:
+    """``doc`` with :data:`OUTPUTS`: each of ``files`` (the hemisphere's files as written, named relative
+    to ``folder``, the metrics JSON's) with its size and SHA-1, and the document's own hash. Written
+    by :func:`~geomorph_bids.results.writer.commit_outputs`, read by :func:`outputs_as_written`."""
+    import os
+
+    listed = {os.path.relpath(Path(p), Path(folder)): _file_entry(Path(p)) for p in files}
+    return {**dict(doc), OUTPUTS: {"files": listed, "document": _document_sha1(doc)}}
+
+
+def outputs_as_written(doc: Mapping[str, Any], metrics: str | Path, files: Sequence[str | Path]) -> bool:
+    """Whether the hemisphere whose metrics document ``doc`` (read from ``metrics``) is whole as it
+    was written: its manifest (:func:`with_manifest`) lists exactly ``files`` (the files this run's
+    settings write, less the metrics JSON), each has the recorded size and SHA-1 (a file truncated,
+    replaced or edited since is not), and the document is unchanged. False for a document without one."""
+    import os
+
+    manifest = doc.get(OUTPUTS)
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(listed, dict) or manifest.get("document") != _document_sha1(doc):
+        return False
+    folder = Path(metrics).parent
+    names = {os.path.relpath(Path(p), folder) for p in files}
+    if set(listed) != names:
+        return False
+    for name, entry in listed.items():
+        path = folder / name
+        try:
+            if not isinstance(entry, list) or path.stat().st_size != entry[0]:
+                return False
+        except OSError:
+            return False
+    return all(_file_entry(folder / name) == entry for name, entry in listed.items())

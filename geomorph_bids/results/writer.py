@@ -10,7 +10,9 @@ link to, or copy of, the produced file, wherever it was produced) and
 renamed over its final path; sidecars are written atomically
 (:func:`geomorph_bids.io.atomic.atomic_write_bytes`); the metrics JSON goes last (it is what
 marks a hemisphere as done; an earlier run's metrics JSON is removed before the first file of
-its set is replaced, so that a set interrupted while it is replaced is not taken as done). A
+its set is replaced, so that a set interrupted while it is replaced is not taken as done), with a
+manifest of the files written before it (their sizes and SHA-1: what lets a later run, with another
+work folder, take them as done, :func:`geomorph_bids.workflows.outputs.reusable`). A
 final file that already holds exactly the new bytes is left untouched, so a rerun that changes
 nothing changes no file.
 """
@@ -251,6 +253,24 @@ def commit_outputs(files: Sequence[OutputFile], produced: Mapping[str, Any], out
                 written.append(sidecar(f.path))
         for f in order:
             if f.field == "metrics":
-                _put(f.source(produced), folder, f.path)
+                _put(_manifested(f.source(produced), written, f.path.parent, folder), folder, f.path)
                 written.append(f.path)
     return written
+
+
+def _manifested(metrics: Path, written: Sequence[Path], folder: Path, stage: Path) -> Path:
+    """The produced metrics JSON with the manifest of the files written before it
+    (:func:`~geomorph_bids.results.metrics.with_manifest`: their sizes and SHA-1, named relative to
+    ``folder``), as a file in ``stage``; ``metrics`` itself when it holds no JSON object (it is put in place as
+    produced)."""
+    from ..io.atomic import atomic_write_bytes
+    from ..results.metrics import metrics_bytes, with_manifest
+
+    try:
+        doc = json.loads(Path(metrics).read_text())
+    except (OSError, ValueError):
+        return Path(metrics)
+    if not isinstance(doc, dict):
+        return Path(metrics)
+    data = metrics_bytes(with_manifest(doc, written, folder))
+    return Path(atomic_write_bytes(stage / f"{uuid.uuid4().hex}.json", data))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from ..engine.model_choice import ModelChoice, default_registration
@@ -79,6 +80,31 @@ class RunConfig:
     def gpu(self) -> bool:
         """True when the registration runs on a CUDA device (its node then takes every slot)."""
         return self.device.startswith("cuda")
+
+    @cached_property
+    def results_key(self) -> str:
+        """A short hash (12 hex digits) of every setting that changes a hemisphere's files, wherever
+        they are written: template (and its maps' checksums: another template source is another
+        result), model, features, density, quality thresholds, ``--fmriprep-compat``, the content of a
+        network's checkpoint (one retrained into the same folder, ``geomorph-train --overwrite``, is
+        another network under the same path), the build of geomorph-bids (:attr:`software`), and the
+        BIDS folder and :attr:`dataset_links` (the sidecars name inputs relative to them).
+        Computed once per run (the maps' and checkpoint's checksums are read). Batch mode's resume
+        records key on it with the output folder (:func:`geomorph_bids.batch.state.settings_key`); each
+        metrics JSON records it (:func:`geomorph_bids.workflows.outputs.resume_record`)."""
+        import hashlib
+        import json
+
+        from ..io.template_sources import files_sha256
+
+        folder = "" if self.template.folder is None else str(self.template.folder)
+        maps = [self.template.provenance(self.model.template_hemi(h), self.channels)["template_sha256"]
+                for h in ("L", "R")]
+        doc = [self.template.label, folder, self.model.to_dict(), list(self.features), self.density,
+               maps, self.quality.to_dict(), bool(self.fmriprep_compat),
+               self.software, "" if self.model.checkpoint is None else files_sha256([self.model.checkpoint]),
+               str(self.bids_dir), [list(link) for link in self.dataset_links]]
+        return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # annotations only: batch mode imports this module, which loa
 
 __all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to", "input_uri",
            "template_source", "run_settings", "recorded_settings", "expected_files", "withheld_spheres",
+           "resume_record", "reusable",
            "cifti_output", "cifti_meta", "write_cifti", "cifti_is_current", "init_cifti_wf"]
 
 #: features whose sign convention the sidecars state (FreeSurfer: positive in sulci)
@@ -212,9 +213,9 @@ def needs_fslr_sphere(config: RunConfig) -> bool:
 
 def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
     """Provenance of one hemisphere, merged into its metrics JSON
-    (:func:`geomorph_bids.results.metrics.metrics_document`)."""
+    (:func:`geomorph_bids.results.metrics.metrics_document`); ``resume``: its :func:`resume_record`."""
     features = list(config.features)
-    return {"subject": h.subject, "session": h.session, "hemi": h.hemi, "template": config.template.label,
+    info = {"subject": h.subject, "session": h.session, "hemi": h.hemi, "template": config.template.label,
             "template_ref": config.template.to_dict(),
             "model": config.model.name, "input_source": h.source, "sulc_sign": h.sulc_sign,
             "sign_convention": sign_convention(h, features),
@@ -229,11 +230,46 @@ def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
             "input_surface_path": str(Path(h.surface).resolve()) if h.surface else None,
             "input_midthickness": relative_to(h.midthickness, config.bids_dir) if h.midthickness else None,
             "input_cortex_mask": relative_to(h.cortex_mask, config.bids_dir) if h.cortex_mask else None}
+    record = resume_record(h, config)
+    return info if record is None else {**info, "resume": record}
+
+
+def resume_record(h: HemiInputs, config: RunConfig) -> dict[str, Any] | None:
+    """What the metrics JSON records (``resume``) so that a later run may take its hemisphere as done
+    without a work folder (:func:`reusable`): the input files' absolute paths (the metrics and sidecars
+    name them; the surface the report draws on too), their content hash ``h.digest`` (computed once
+    after discovery) and :attr:`~geomorph_bids.workflows.config.RunConfig.results_key` (the settings).
+    None when ``h`` has no content hash (inputs not hashed: such outputs are never reused)."""
+    if not h.digest:
+        return None
+    inputs = [h.sphere, h.sphere_reg, *(h.features[f] for f in config.features), h.midthickness, h.cortex_mask,
+              h.surface]
+    return {"inputs": [str(Path(p).absolute()) for p in inputs if p is not None], "sha1": h.digest,
+            "settings": config.results_key}
+
+
+def reusable(h: HemiInputs, config: RunConfig) -> bool:
+    """Whether hemisphere ``h``'s outputs in the output folder are those this run would write, so that
+    it need not be registered again (a fresh or purged work folder, the other mode, a moved output
+    folder): its metrics JSON records the same :func:`resume_record` (inputs by content, every
+    setting, the build), its latest run did not fail, and every file of :func:`expected_files` is
+    there with the size and SHA-1 it was written with
+    (:func:`~geomorph_bids.results.metrics.outputs_as_written`: the manifest the writer adds)."""
+    from ..results.metrics import LATEST_RUN_FAILED, outputs_as_written, read_document
+    from ..results.writer import flagged_in
+
+    record = resume_record(h, config)
+    outputs = hemi_outputs(h, config)
+    doc = read_document(outputs.metrics)
+    if record is None or doc is None or LATEST_RUN_FAILED in doc or doc.get("resume") != record:
+        return False
+    files = [p for p in expected_files(outputs, flagged_in(doc)) if p != outputs.metrics]
+    return outputs_as_written(doc, outputs.metrics, files)
 
 
 def run_settings(config: RunConfig, hemi: str) -> dict[str, str]:
     """The settings that decide a hemisphere's results, as :func:`recorded_settings` reads them
-    back from its metrics JSON: model, method, features and where the template's maps come from
+    back from its metrics JSON: model, method, features, the output density and where the template's maps come from
     (the kind, and the folder unless bundled: the package's folder moves with each installation),
     with the vertex count of maps found on the machine (a folder whose fsaverage5 was replaced by
     the full fsaverage in place, or a link pointed elsewhere), and the build of geomorph-bids
@@ -248,7 +284,7 @@ def run_settings(config: RunConfig, hemi: str) -> dict[str, str]:
         if not source.is_bundled:
             count = f"{source.vertex_count():,}"
     return {"model": config.model.name, "method": config.model.method, "features": ", ".join(config.features),
-            "template maps": maps, "template vertices": count,
+            "output density": config.density, "template maps": maps, "template vertices": count,
             **({"software": config.software} if config.software else {})}
 
 
@@ -259,6 +295,8 @@ def recorded_settings(doc: dict[str, Any]) -> dict[str, str]:
     reg = doc.get("registration") if isinstance(doc.get("registration"), dict) else {}
     out = {key: ", ".join(map(str, doc[key] or ())) if key == "features" else str(doc[key])
            for key in ("model", "method", "features") if key in doc}
+    if doc.get("output_density"):
+        out["output density"] = str(doc["output_density"])
     kind = reg.get("template_source")
     if kind is not None:
         count = reg.get("template_vertices")

@@ -95,6 +95,35 @@ def test_hemispheres_another_build_finished_are_registered_again(cohort):
     assert reused == 0 and len(tasks) == 6
 
 
+def test_outputs_that_record_the_same_inputs_and_settings_are_reused_with_any_work_folder(cohort, tmp_path):
+    """Twenty-fourth session (fix-bn): the resume records lived in the work folder alone, so a scratch
+    work folder purged between jobs, another ``-w``, or an output folder moved registered every
+    hemisphere again (0 reused), to the same outputs. Without a record in the work folder, the
+    outputs' own metrics JSON (the inputs' content hash, the settings key, each file's size and
+    SHA-1) decides; another setting, a failed latest run or a damaged file registers again."""
+    import shutil
+    from dataclasses import replace
+
+    from geomorph_bids.results.metrics import mark_latest_run_failed
+
+    config, jobs = cohort["config"], cohort["jobs"]
+    fresh = replace(config, work_dir=tmp_path / "purged")
+    tasks, reused = plan_tasks(jobs, fresh)
+    assert reused == 5 and [t.key for t in tasks] == [("02", None, "R")]
+    assert plan_tasks(jobs, replace(fresh, density="164k"))[1] == 0
+    assert plan_tasks(jobs, replace(fresh, software=config.software + " (another build)"))[1] == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(config.output_dir, moved)
+    at_moved = replace(fresh, output_dir=moved)
+    assert plan_tasks(jobs, at_moved)[1] == 5
+    job = next(j for j in jobs if j.subject == "03")
+    assert mark_latest_run_failed(hemi_outputs(job.inputs.hemis["L"], at_moved).metrics, "r1", "failed")
+    sphere = hemi_outputs(job.inputs.hemis["R"], at_moved).registered_sphere
+    sphere.write_bytes(sphere.read_bytes()[:-1] + b" ")  # edited in place, same size
+    tasks, reused = plan_tasks(jobs, at_moved)
+    assert reused == 3 and [t.key for t in tasks] == [("02", None, "R"), ("03", None, "L"), ("03", None, "R")]
+
+
 def test_resume_skips_what_is_done_and_redoes_what_changed(cohort):
     config, jobs = cohort["config"], cohort["jobs"]
     tasks, reused = plan_tasks(jobs, config)
@@ -278,6 +307,8 @@ def test_a_network_retrained_into_the_same_folder_is_another_setting(tmp_path):
     again in batch mode: every hemisphere was 'reused' (CC after 0.897, the earlier network's; the
     workflow registered them again, 0.901) because the resume key held the checkpoint's path only.
     It holds the checkpoint's content too."""
+    from dataclasses import replace
+
     from geomorph_bids.batch.state import settings_key
     from geomorph_bids.engine.model_choice import ModelChoice
     from geomorph_bids.workflows import RunConfig
@@ -288,9 +319,9 @@ def test_a_network_retrained_into_the_same_folder_is_another_setting(tmp_path):
     config = RunConfig(bids_dir=tmp_path / "bids", output_dir=tmp_path / "out", work_dir=tmp_path / "w",
                        model=ModelChoice("network", str(checkpoint.parent), ("sulc",), checkpoint))
     first = settings_key(config)
-    assert settings_key(config) == first
+    assert settings_key(replace(config)) == first
     checkpoint.write_bytes(b"other network")
-    assert settings_key(config) != first
+    assert settings_key(replace(config)) != first  # the next run's settings (the key is computed once per run)
 
 
 def test_hemispheres_are_worked_in_the_summary_tables_order(tmp_path):

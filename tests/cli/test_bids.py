@@ -279,6 +279,46 @@ def test_resume_reuses_the_work_dir(fs_run):
     assert fs_run["register_result"].stat().st_mtime_ns == fs_run["stamp"]
 
 
+@pytest.mark.slow  # four runs of two subjects, none registering (~25 s)
+def test_outputs_of_the_same_inputs_and_settings_are_reused_with_a_purged_or_another_work_folder(fs_run, tmp_path):
+    """Twenty-fourth session (fix-bn): a cluster's scratch work folder purged between jobs, another
+    ``-w``, batch mode after the workflow or the output folder moved: every hemisphere was registered
+    again (the example's 6 hemispheres: 58 s of the first run's 70), to the same outputs, as the resume
+    state lived in the work folder alone. Now a hemisphere whose metrics JSON records the same inputs
+    (by content) and settings, beside its files as written, is `reused` in both modes, nothing in the
+    output folder changes, and no registration runs; another setting registers again, with one line."""
+    out = tmp_path / "moved"
+    shutil.copytree(fs_run["out"], out)  # moved (renamed) after the run
+    args = (fs_run["bids"], out, "participant", "--model", "rigid", "--features", "sulc", "curv", "--nprocs", "2")
+    code, stdout, err = run(*args, "-w", tmp_path / "purged")
+    assert code == 0, err
+    rows = [line for line in stdout.splitlines() if line.startswith("sub-")]
+    assert len(rows) == 4 and all(line.endswith("  reused") for line in rows), stdout
+    assert digests(out) == fs_run["before"]
+    assert not list((tmp_path / "purged").rglob("result_register.pklz"))  # nothing registered
+    # a set a killed run left without its metrics JSON (written last): that hemisphere alone is registered
+    metrics = anat(out, "02") / "sub-02_hemi-R_space-fsLR_desc-geomorph_metrics.json"
+    metrics.unlink()
+    code, stdout, err = run(*args, "-w", tmp_path / "killed")
+    assert code == 0, err
+    rows = [line for line in stdout.splitlines() if line.startswith("sub-")]
+    assert [line.endswith("  reused") for line in rows] == [True, True, True, False], stdout
+    assert [p.parent.parent.name for p in (tmp_path / "killed").rglob("result_register.pklz")] == ["hemi_R_wf"]
+    unchanged = lambda d: {k: v for k, v in d.items() if metrics.name not in k}  # noqa: E731 (its seconds are new)
+    assert unchanged(digests(out)) == unchanged(fs_run["before"])
+    before = digests(out)
+    code, stdout, err = run(*args, "-w", tmp_path / "batch", "--batch-size", "2", "--hemi", "L")
+    assert code == 0, err
+    assert "batch mode: registered 0 hemisphere(s)" in stdout and "2 already done" in stdout, stdout
+    assert digests(out) == before
+    code, stdout, err = run(fs_run["bids"], out, "participant", "--model", "rigid", "--nprocs", "2",
+                            "--participant-label", "01", "--output-density", "164k", "-w", tmp_path / "other")
+    assert code == 0, err
+    assert "reused" not in stdout and ("geomorph-bids: warning: sub-01: its space-fsLR outputs were made with other "
+                                       "settings (features sulc, curv -> sulc; output density 32k -> 164k); they are "
+                                       "being replaced (give another output folder to keep both)") in err, err
+
+
 def test_group_level_table(fs_run):
     out = fs_run["out"]
     code, stdout, err = run(fs_run["bids"], out, "group")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -252,3 +253,60 @@ def test_a_file_system_without_hard_links_or_fsync_takes_the_outputs(tmp_path, m
     sidecar = dest.with_name(dest.name.replace(".surf.gii", ".json"))
     assert dest.read_bytes() == b"sphere" and json.loads(sidecar.read_text()) == meta
     assert sorted(written) == sorted([dest, sidecar])
+
+
+def test_the_metrics_json_lists_the_files_written_before_it_so_that_they_can_be_checked_without_a_work_folder(
+        tmp_path):
+    """Twenty-fourth session (fix-bn): only the work folder knew a hemisphere was done, so a purged
+    scratch ``-w`` registered it again. The writer now adds to the metrics JSON each file written
+    before it (size and SHA-1, named beside it) and the document's own hash: a set is whole as written
+    (after the output folder is moved too), and not once a file is truncated, edited to the same size,
+    missing, or the metrics edited; a later run's failure mark does not count as an edit."""
+    import shutil
+
+    from geomorph_bids.results.metrics import mark_latest_run_failed, outputs_as_written, read_document
+
+    out = tmp_path / "out"
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "sphere.surf.gii").write_bytes(b"s" * 300)
+    (work / "sulc.shape.gii").write_bytes(b"m" * 200)
+    (work / "metrics.json").write_text(json.dumps({"registration": {"cc_sulc_after": 0.9}}))
+    anat = out / "sub-01" / "anat"
+    files = [OutputFile(anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii", "registered_sphere"),
+             OutputFile(anat / "sub-01_hemi-L_space-fsLR_den-32k_desc-geomorph_sulc.shape.gii", "resampled_features",
+                        0, meta={"Density": "32k"}),
+             OutputFile(anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json", "metrics")]
+    written = commit_outputs(files, {"registered_sphere": work / "sphere.surf.gii",
+                                     "resampled_features": [work / "sulc.shape.gii"],
+                                     "metrics": work / "metrics.json"}, out)
+    metrics = files[-1].path
+    doc = read_document(metrics)
+    assert doc["registration"] == {"cc_sulc_after": 0.9}
+    assert doc["outputs"]["files"] == {
+        "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii": [300, hashlib.sha1(b"s" * 300).hexdigest()],
+        "sub-01_hemi-L_space-fsLR_den-32k_desc-geomorph_sulc.shape.gii": [200, hashlib.sha1(b"m" * 200).hexdigest()],
+        "sub-01_hemi-L_space-fsLR_den-32k_desc-geomorph_sulc.json": [
+            len(b'{\n  "Density": "32k"\n}'), hashlib.sha1(b'{\n  "Density": "32k"\n}').hexdigest()]}
+    others = [p for p in written if p != metrics]
+    assert outputs_as_written(doc, metrics, others)
+    assert not outputs_as_written(doc, metrics, others[:1])  # another set of files than this run's
+    # moved (renamed): the names are the metrics JSON's neighbours, so the set is still whole
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)
+    at = lambda p: moved / p.relative_to(out)  # noqa: E731
+    assert outputs_as_written(read_document(at(metrics)), at(metrics), [at(p) for p in others])
+    assert mark_latest_run_failed(at(metrics), "run1", "failed")  # a later run's mark is no edit
+    assert outputs_as_written(read_document(at(metrics)), at(metrics), [at(p) for p in others])
+    sphere = at(files[0].path)
+    sphere.write_bytes(b"t" * 300)  # edited in place, same size
+    assert not outputs_as_written(read_document(at(metrics)), at(metrics), [at(p) for p in others])
+    sphere.write_bytes(b"s" * 300)
+    edited = read_document(at(metrics))
+    edited["registration"]["cc_sulc_after"] = 0.99
+    assert not outputs_as_written(edited, at(metrics), [at(p) for p in others])
+    with open(sphere, "r+b") as f:
+        f.truncate(100)
+    assert not outputs_as_written(read_document(at(metrics)), at(metrics), [at(p) for p in others])
+    sphere.unlink()
+    assert not outputs_as_written(read_document(at(metrics)), at(metrics), [at(p) for p in others])
