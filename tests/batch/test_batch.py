@@ -347,8 +347,11 @@ def test_high_resolution_hemispheres_take_more_of_a_registration_batch(tmp_path)
     from geomorph_bids.batch.pipeline import chunk_tasks
 
     def sphere(name: str, n: int) -> SimpleNamespace:
-        path = tmp_path / name  # a FreeSurfer surface's header alone: the vertex count is all that is read
-        path.write_bytes(b"\xff\xff\xfe" + b"created by test\n\n" + np.array([n, 2 * n - 4], ">i4").tobytes())
+        path = tmp_path / name  # a FreeSurfer surface's header, the rest sparse: the vertex count is all that is
+        head = b"\xff\xff\xfe" + b"created by test\n\n" + np.array([n, 2 * n - 4], ">i4").tobytes()
+        path.write_bytes(head)  # read, and a header is believed only where the file has the bytes it announces
+        with open(path, "r+b") as fh:
+            fh.truncate(len(head) + 12 * n + 12 * (2 * n - 4))
         return SimpleNamespace(sphere=path, name=name)
 
     ordinary = [sphere(f"o{i}", 163842 if i % 2 else 10242) for i in range(7)]

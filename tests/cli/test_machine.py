@@ -382,8 +382,11 @@ def test_running_out_of_memory_on_a_high_resolution_sphere_says_what_that_sphere
         np.empty(2 ** 62, dtype=np.uint8)
 
     monkeypatch.setattr(register, "register_files", no_memory)
-    sphere = tmp_path / "lh.sphere"  # a FreeSurfer surface's header alone: its vertex count is all that is read
-    sphere.write_bytes(b"\xff\xff\xfe" + b"created by test\n\n" + np.array([655362, 1310720], ">i4").tobytes())
+    sphere = tmp_path / "lh.sphere"  # a FreeSurfer surface's header, the rest sparse: its vertex count is all that
+    head = b"\xff\xff\xfe" + b"created by test\n\n" + np.array([655362, 1310720], ">i4").tobytes()
+    sphere.write_bytes(head)  # is read, and believed only where the file has the bytes it announces
+    with open(sphere, "r+b") as fh:
+        fh.truncate(len(head) + 12 * 655362 + 12 * 1310720)
     for limit, ending in ((1.54, "the address-space limit (ulimit -v) is 1.54 GB; a registration of this 655,362-vertex "
                                  "sphere needs about 1.64 GB of it: raise it; nothing was written"),
                           (None, "a registration of this 655,362-vertex sphere needs about 1.15 GB: give it more memory; "
