@@ -164,7 +164,10 @@ def test_each_registration_reserves_what_its_sphere_needs_when_it_is_scheduled(t
         pytest.skip("this nipype has no ram_estimator (before 1.11): the node keeps its 0.66 GB")
     hires, ordinary = tmp_path / "lh.sphere", tmp_path / "rh.sphere"
     for path, n in ((hires, 655362), (ordinary, 163842)):
-        path.write_bytes(b"\xff\xff\xfe" + b"created by test\n\n" + np.array([n, 2 * n - 4], ">i4").tobytes())
+        head = b"\xff\xff\xfe" + b"created by test\n\n" + np.array([n, 2 * n - 4], ">i4").tobytes()
+        path.write_bytes(head)  # the rest sparse: a header is believed only where the file has its bytes
+        with open(path, "r+b") as fh:
+            fh.truncate(len(head) + 12 * n + 12 * (2 * n - 4))
     register = init_geomorph_sulc_wf().get_node("register")
     assert register.mem_gb == 0.66  # the graph's figure (MultiProc's check before the run)
     register.inputs.sphere = [str(hires), str(ordinary)]

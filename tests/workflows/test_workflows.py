@@ -226,11 +226,15 @@ def test_the_registered_spheres_sidecar_says_what_it_stands_in_for_in_its_own_sp
         "Native sphere mesh moved into fsaverage space by geomorph-bids (same vertices and triangles as the "
         "input sphere); use it where FreeSurfer's sphere.reg (sMRIPrep's space-fsaverage_desc-reg sphere) is used.")
 def _header_only_surface(path: Path, n_vertices: int) -> None:
-    """A FreeSurfer triangle surface's header alone (magic, "created by" line, V, F): what the workflow
-    reads of a sphere to size its registration step."""
+    """A FreeSurfer triangle surface's header (magic, "created by" line, V, F), the rest sparse: what the
+    workflow reads of a sphere to size its registration step (a header is believed only where the file has
+    the bytes it announces)."""
     import numpy as np
 
-    path.write_bytes(b"\xff\xff\xfe" + b"created by test\n\n" + np.array([n_vertices, 2 * n_vertices - 4], ">i4").tobytes())
+    head = b"\xff\xff\xfe" + b"created by test\n\n" + np.array([n_vertices, 2 * n_vertices - 4], ">i4").tobytes()
+    path.write_bytes(head)
+    with open(path, "r+b") as fh:
+        fh.truncate(len(head) + 12 * n_vertices + 12 * (2 * n_vertices - 4))
 
 
 def test_the_registration_step_of_a_high_resolution_sphere_reserves_what_it_needs(tmp_path):
