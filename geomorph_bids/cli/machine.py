@@ -16,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..engine.device import REGISTRATION_NEEDS_GB, registration_needs_gb
+from ..engine.device import REGISTRATION_NEEDS_GB, high_resolution, registration_needs_gb
 from .messages import say
 
 __all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings",
@@ -183,7 +183,7 @@ def out_of_memory(exc: MemoryError, n_vertices: int | None = None) -> str:
     what = " ".join(str(exc).split()) or "MemoryError"
     limit = address_space_limit_gb()
     small, large = REGISTRATION_NEEDS_GB[10242], REGISTRATION_NEEDS_GB[163842]
-    if n_vertices is not None and n_vertices > 163842:  # a high-resolution mesh: the range above would not do
+    if high_resolution(n_vertices):  # a high-resolution mesh: the range above would not do
         need = registration_needs_gb(n_vertices)
         who = f"a registration of this {n_vertices:,}-vertex sphere"
         space, memory = f"{need[1]:g} GB of it", f"{need[0]:g} GB"

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..engine.device import registration_needs_gb
+from ..engine.device import high_resolution, registration_needs_gb
 from ..engine.model_choice import ModelChoice, optimiser, refuse_mirrored_right, refuse_other_hemisphere, resolve_model
 from ..errors import InputError
 from ..io.discover import HemiInputs, derivatives_root, is_freesurfer_subject, sphereless_subject, valid_label
@@ -413,7 +413,7 @@ class SphereSizes:
     def high(self) -> bool:
         """Whether the largest sphere has more than 163,842 vertices (what a registration needs then grows
         with it, :func:`~geomorph_bids.engine.device.registration_needs_gb`)."""
-        return self.vertices is not None and self.vertices > 163842
+        return high_resolution(self.vertices)
 
     def who(self) -> str:
         """``sub-01 hemi-L's 655,362-vertex sphere`` (the largest one)."""
@@ -430,7 +430,7 @@ def sphere_sizes(hemispheres: Iterable[HemiInputs]) -> SphereSizes:
         n = surface_vertex_count(h.sphere)
         if n is None:
             continue
-        high += n > 163842
+        high += high_resolution(n)
         if largest is None or n > largest:
             largest = n
             where = f"sub-{h.subject}{' ses-' + h.session if h.session else ''} hemi-{h.hemi}"

@@ -13,7 +13,8 @@ import subprocess
 import sys
 from typing import Any
 
-__all__ = ["REGISTRATION_NEEDS_GB", "BATCH_HEMISPHERE_GB", "registration_needs_gb", "batch_share", "resolve_device"]
+__all__ = ["REGISTRATION_NEEDS_GB", "BATCH_HEMISPHERE_GB", "STANDARD_MAX_VERTICES", "high_resolution",
+           "registration_needs_gb", "batch_share", "resolve_device"]
 
 #: what one registration needs of the machine (GB): (memory, address space) at 10,242, 163,842 and
 #: 655,362 (ico-8, a high-resolution mesh) vertices, measured with geomorph-register (peak RSS, torch and
@@ -22,6 +23,14 @@ __all__ = ["REGISTRATION_NEEDS_GB", "BATCH_HEMISPHERE_GB", "registration_needs_g
 #: :func:`registration_needs_gb` of its sphere from Nipype's ``--mem-gb``; the command line checks
 #: ``--mem-gb`` and ``ulimit -v``
 REGISTRATION_NEEDS_GB = {10242: (0.45, 1.13), 163842: (0.66, 1.33), 655362: (1.15, 1.64)}
+#: the largest standard mesh (fsaverage, fsLR 164k): what a registration needs grows beyond it
+STANDARD_MAX_VERTICES = 163842
+
+
+def high_resolution(n_vertices: int | None) -> bool:
+    """Whether a sphere of ``n_vertices`` (None: unknown, not) is larger than :data:`STANDARD_MAX_VERTICES`, where
+    :func:`registration_needs_gb` grows with it."""
+    return n_vertices is not None and n_vertices > STANDARD_MAX_VERTICES
 
 
 def registration_needs_gb(n_vertices: int | None) -> tuple[float, float]:
@@ -30,11 +39,11 @@ def registration_needs_gb(n_vertices: int | None) -> tuple[float, float]:
     through the 163,842- and 655,362-vertex measurements (FastSurfer's and FreeSurfer's ``-hires``
     meshes, 250k-450k: 0.75-0.95 GB), rounded up to 0.01 GB. Measured at 300,000 vertices: 0.70-0.76 GB
     of memory (0.80 estimated)."""
-    base = REGISTRATION_NEEDS_GB[163842]
-    if n_vertices is None or n_vertices <= 163842:
+    base = REGISTRATION_NEEDS_GB[STANDARD_MAX_VERTICES]
+    if not high_resolution(n_vertices):
         return base
     far = REGISTRATION_NEEDS_GB[655362]
-    share = (int(n_vertices) - 163842) / (655362 - 163842)
+    share = (int(n_vertices) - STANDARD_MAX_VERTICES) / (655362 - STANDARD_MAX_VERTICES)
     return tuple(math.ceil(100 * (b + share * (f - b)) - 1e-9) / 100 for b, f in zip(base, far))  # type: ignore[return-value]
 
 
