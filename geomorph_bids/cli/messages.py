@@ -11,7 +11,7 @@ import sys
 import warnings
 from typing import Any, Callable, Iterator, TextIO
 
-__all__ = ["one_line", "one_line_warnings", "reader_may_go_away", "say", "shell_word", "warning_printer"]
+__all__ = ["escaped", "one_line", "one_line_warnings", "reader_may_go_away", "say", "shell_word", "warning_printer"]
 
 #: the longest word (a path, a value) a one-line message shows whole: a real path on a cluster is a few hundred
 #: characters and is shown whole; one of thousands (PATH_MAX is 4,095 bytes) keeps its start and its end
@@ -31,16 +31,21 @@ def one_line(text: str, keep_spaces: bool = False) -> str:
     text = str(text)
     if not keep_spaces:
         text = text.replace("\r\n", "\n")
-    if not text.isprintable():
-        kept = "" if keep_spaces else "\n\t"
-        text = "".join(c if c.isprintable() or c in kept else c.encode("unicode_escape").decode("ascii")
-                       for c in text)
+    text = escaped(text, kept="" if keep_spaces else "\n\t")
     words = []
     for word in (re.split(r"( +)", text) if keep_spaces else text.split()):
         if len(word) > LONGEST_WORD and not word.isspace():
             word = f"{word[:WORD_ENDS]}...({len(word) - 2 * WORD_ENDS} characters)...{word[-WORD_ENDS:]}"
         words.append(word)
     return ("" if keep_spaces else " ").join(words)
+
+
+def escaped(text: str, kept: str = "") -> str:
+    """``text`` with every character that does not print (but those in ``kept``) written as its Python
+    escape (``\\n``, ``\\x1b``, ``\\xa0``); the rest as it is, whole."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in kept else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def say(text: str, *, file: TextIO | None = None, flush: bool = False, keep_spaces: bool = False) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from .messages import escaped
 
 if TYPE_CHECKING:
     from ..engine.model_choice import ModelChoice
@@ -68,10 +69,7 @@ def _shown(value: object) -> str:
     """``value`` (a path, a name read from a file) as the methods text shows it: whole, every character that does
     not print escaped (``\\n``, ``\\x1b``): a line break in a folder's name broke the paragraph, and the next run
     into the folder read its second half as a reference (a line of ``### References`` in it, as the heading)."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return escaped(str(value))
 
 
 def _words(items: Sequence[Any]) -> str:
