@@ -29,7 +29,7 @@ from ..io.template_ref import TemplateRef, resolve_template_ref, template_search
 from ..io.template_sources import TemplateSearch
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..workflows.config import RunConfig
-from .container import unbound_hint
+from .container import in_image, unbound_hint
 from .paths import geomorph_bids_output
 from .machine import REGISTRATION_NEEDS_GB, address_space_limit_gb, total_memory_gb, usable_cpus
 from .messages import say, shell_word
@@ -180,7 +180,7 @@ def cpu_fallback_note(requested: str | None, device: str, model: ModelChoice,
     torch on a machine without a GPU is common there, and ``scripts/install.sh`` says so once)."""
     env = os.environ if environ is None else environ
     if (model.rigid_only or device != "cpu" or str(requested or "auto").strip().lower() != "auto"
-            or not env.get("GEOMORPH_CONTAINER")):
+            or not in_image(env)):
         return None
     import torch
 
