@@ -855,3 +855,26 @@ def test_readme_python_c_lines_run(tmp_path: Path) -> None:
         assert out and all((work / w).stat().st_size > 0 for w in out), (line, out)
     vertices = nib.freesurfer.read_geometry(str(work / "lh.sphere.geomorph.reg"))[0]
     assert np.array_equal(vertices, reg.sphere.astype(np.float32))
+
+
+def test_readme_is_a_new_users_first_hour_and_links_every_docs_page() -> None:
+    """fix-bx (twenty-fifth session): README.md had grown to 1,432 lines (the BIDS-App's section alone ~500,
+    "Running at scale" ~300), so a new user met every option and layout before the container line. It now
+    follows the first hour (what it is, the quick start, own data, outputs, fMRIPrep, containers, a cluster,
+    failures) in at most 450 lines, its reference moved into docs/ pages that its "Documentation" list links
+    every one of; its quick-start test command is exactly what CI (.ci/run) runs."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 450, len(readme.splitlines())
+    headings = re.findall(r"^## (.*?)\s*$", re.sub(r"```.*?```", "", readme, flags=re.S), flags=re.M)
+    path = ["Quick start", "Running it on your own data", "Outputs", "Using geomorph-bids with fMRIPrep and sMRIPrep",
+            "Containers: Docker and Apptainer", "On a cluster", "When something fails", "Documentation"]
+    assert [h for h in headings if h in path] == path, headings
+    listed = readme.split("\n## Documentation\n", 1)[1].split("\n## ", 1)[0]
+    unlisted = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if f"](docs/{p.name})" not in listed]
+    assert not unlisted, unlisted
+    quick = readme.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    commands = [_command_lines(block) for block in re.findall(r"```bash\n(.*?)```", quick, re.S)]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("bash scripts/install.sh")]
+    assert commands[0] == ["bash scripts/install.sh && .venv/bin/geomorph-bids examples/ds-geomorph-example "
+                           "geomorph_example participant"], commands
+    assert len(ci) == 1 and commands[1] == ci, (commands, ci)
