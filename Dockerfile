@@ -62,7 +62,7 @@ RUN pip install -c /src/constraints.txt "/src[multimodal]" \
 # TEMPLATEFLOW_HOME at run time (read-only under Apptainer) and nothing is ever downloaded. The
 # zero-byte placeholders of the two templates geomorph-bids reads maps from go: nothing can fetch
 # them into this read-only, offline image, and every --template fsaverage run said so in a note
-# (bind a TemplateFlow home with the real files instead: README, "Running at scale").
+# (bind a TemplateFlow home with the real files instead: docs/scaling.md, "Docker (or podman)").
 RUN TEMPLATEFLOW_HOME=/opt/templateflow python -c "import templateflow.api" \
     && find /opt/templateflow/tpl-fsaverage /opt/templateflow/tpl-fsLR -type f -size 0 -delete \
     && chmod -R a+rX /opt/templateflow

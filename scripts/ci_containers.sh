@@ -17,8 +17,8 @@
 #     Docker run's and checking the job's sacct state and the recipe's log and .ok marker;
 #  5. removes every image, container and folder it made (its podman storage is private).
 # The podman setup below (runc, lower ulimits, overlay storage of its own, stand-in bases, CA
-# certificates, Apptainer with --fakeroot) is what works on these CI machines; README
-# "Development" and "Running at scale" describe the stage and the images.
+# certificates, Apptainer with --fakeroot) is what works on these CI machines; docs/development.md
+# and docs/scaling.md describe the stage and the images.
 #
 # Environment:
 #   GEOMORPH_SKIP_CONTAINERS=1   skip this stage (developers; .ci/run honours it, CI never sets it)
@@ -231,7 +231,7 @@ chmod 0777 "$work/out-docker"  # the image's user is not root
 mkdir -p "$work/work-docker" && chmod 0777 "$work/work-docker"
 t=$SECONDS
 # docker run --read-only: nothing writable but the bound folders (podman adds a tmpfs on /tmp unless
-# told not to; docker does not), the work folder bound as the README binds it
+# told not to; docker does not), the work folder bound as the README and docs/scaling.md bind it
 podman run --rm --network none --read-only --read-only-tmpfs=false \
   -v "$dataset:/data:ro" -v "$work/out-docker:/out:rw" -v "$work/work-docker:/work:rw" \
   "$img" /data /out participant -w /work --nprocs 2 2> "$work/run-docker.err" \

@@ -250,15 +250,16 @@ def _snippet_folder(tmp_path: Path) -> dict:
 
 @pytest.mark.slow
 def test_python_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """README.md's and docs/models.md's Python snippets, verbatim, on the bundled example."""
+    """README.md's, docs/api.md's and docs/models.md's Python snippets, verbatim, on the bundled example (the
+    README's Python API section moved to docs/api.md in the twenty-fifth session: its snippets still run)."""
     monkeypatch.chdir(tmp_path)
     for var in ("SUBJECTS_DIR", "FREESURFER_HOME", "TEMPLATEFLOW_HOME"):
         monkeypatch.delenv(var, raising=False)  # the bundled templates, whatever the machine has
     import geomorph_bids
 
-    snippets = [(doc.name, code) for doc in (ROOT / "README.md", ROOT / "docs" / "models.md")
+    snippets = [(doc.name, code) for doc in (ROOT / "README.md", ROOT / "docs" / "api.md", ROOT / "docs" / "models.md")
                 for code in _blocks(doc, "python")]
-    assert len(snippets) >= 4
+    assert len(snippets) >= 5 and all(_blocks(ROOT / name, "python") for name in ("README.md", "docs/api.md"))
     for i, (doc, code) in enumerate(snippets):
         folder = tmp_path / f"snippet{i}"
         folder.mkdir()
@@ -609,14 +610,14 @@ def test_peers_without_the_peer_packages_stops_on_one_line_before_any_pair_runs(
 
 
 def test_the_fsaverage_sphere_converts_to_freesurfer_as_the_readme_says(tmp_path: Path) -> None:
-    """README "Into FreeSurfer (fsaverage)": its `python -c` line, verbatim (the shell's `$SUBJECTS_DIR`
+    """docs/usage.md "Into FreeSurfer (fsaverage)" (the README's until the twenty-fifth session): its `python -c` line, verbatim (the shell's `$SUBJECTS_DIR`
     expanded), turns the registered GIFTI sphere into a FreeSurfer surface with the same vertices and
     triangles (the subject's lh.sphere's triangles), which FreeSurfer's tools then take as a sphere.reg,
     and (twenty-third session) with the lh.sphere's volume geometry, as recon-all's lh.sphere.reg has it:
     nibabel's write_geometry, which the line used before, left it out; the README's fMRIPrep-user commands
     are among those that parse (test_documented_command_parses)."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("**Into FreeSurfer (fsaverage).**"):]
+    text = (ROOT / "docs" / "usage.md").read_text()
+    section = text[text.index("## Into FreeSurfer (fsaverage)\n"):]
     first_block = re.findall(r"```bash\n(.*?)```", section, re.S)[0]
     [line] = [cmd for cmd in _command_lines(first_block) if cmd.startswith("python -c")]
     code = shlex.split(line)[2]
@@ -821,13 +822,14 @@ def _python_c_lines(path: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_readme_python_c_lines_run(tmp_path: Path) -> None:
-    """README's one-line conversions (a FreeSurfer map to GIFTI for Workbench, the cortex label as its ROI,
-    the fsaverage sphere as FreeSurfer's ``lh.sphere.geomorph.reg``), pasted into a shell in a folder holding the
-    files they name: each exits 0 and writes its file. Only the Python blocks were run before."""
+    """The one-line conversions (a FreeSurfer map to GIFTI for Workbench, the cortex label as its ROI,
+    the fsaverage sphere as FreeSurfer's ``lh.sphere.geomorph.reg``) of README.md and docs/usage.md (where the
+    README's moved in the twenty-fifth session), pasted into a shell in a folder holding the files they name: each
+    exits 0 and writes its file. Only the Python blocks were run before."""
     from geomorph_bids import register
     from geomorph_bids.io import write_surface
 
-    lines = _python_c_lines(ROOT / "README.md")
+    lines = _python_c_lines(ROOT / "README.md") + _python_c_lines(ROOT / "docs" / "usage.md")
     assert len(lines) >= 3, lines
     surf = ROOT / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer" / "sub-01" / "surf"
     subjects = tmp_path / "subjects"
@@ -853,3 +855,26 @@ def test_readme_python_c_lines_run(tmp_path: Path) -> None:
         assert out and all((work / w).stat().st_size > 0 for w in out), (line, out)
     vertices = nib.freesurfer.read_geometry(str(work / "lh.sphere.geomorph.reg"))[0]
     assert np.array_equal(vertices, reg.sphere.astype(np.float32))
+
+
+def test_readme_is_a_new_users_first_hour_and_links_every_docs_page() -> None:
+    """fix-bx (twenty-fifth session): README.md had grown to 1,432 lines (the BIDS-App's section alone ~500,
+    "Running at scale" ~300), so a new user met every option and layout before the container line. It now
+    follows the first hour (what it is, the quick start, own data, outputs, fMRIPrep, containers, a cluster,
+    failures) in at most 450 lines, its reference moved into docs/ pages that its "Documentation" list links
+    every one of; its quick-start test command is exactly what CI (.ci/run) runs."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 450, len(readme.splitlines())
+    headings = re.findall(r"^## (.*?)\s*$", re.sub(r"```.*?```", "", readme, flags=re.S), flags=re.M)
+    path = ["Quick start", "Running it on your own data", "Outputs", "Using geomorph-bids with fMRIPrep and sMRIPrep",
+            "Containers: Docker and Apptainer", "On a cluster", "When something fails", "Documentation"]
+    assert [h for h in headings if h in path] == path, headings
+    listed = readme.split("\n## Documentation\n", 1)[1].split("\n## ", 1)[0]
+    unlisted = [p.name for p in sorted((ROOT / "docs").glob("*.md")) if f"](docs/{p.name})" not in listed]
+    assert not unlisted, unlisted
+    quick = readme.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    commands = [_command_lines(block) for block in re.findall(r"```bash\n(.*?)```", quick, re.S)]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("bash scripts/install.sh")]
+    assert commands[0] == ["bash scripts/install.sh && .venv/bin/geomorph-bids examples/ds-geomorph-example "
+                           "geomorph_example participant"], commands
+    assert len(ci) == 1 and commands[1] == ci, (commands, ci)

@@ -13,7 +13,7 @@
 # memory another way, e.g. --mem-per-cpu, which sbatch refuses beside --mem).
 #
 # Tested against a real single-node SLURM: 22.05 with a native install (tests/cli/test_slurm.py)
-# and 26.05 with the SIF (scripts/ci_containers.sh); README "Running at scale".
+# and 26.05 with the SIF (scripts/ci_containers.sh); docs/scaling.md, "SLURM array (one participant per task)".
 #
 # Submitting (run on a login node, from any folder)
 #   - runs geomorph-bids in GEOMORPH_SIF with Apptainer/Singularity when that is set, else the

@@ -252,7 +252,7 @@ def check_work_folder(work_dir: Path, subjects: Sequence[str] | None = None) -> 
     Trusted: this user's and root's files; run as root (a container), also the work folder owner's.
     Refused: the work folder owned by another user, and an entry of ``WORK/geomorph_wf`` (the
     participants' folders only, with ``subjects``) owned by another user or writable by everyone.
-    A group-writable folder is trusted (the group is: see the README's "Security")."""
+    A group-writable folder is trusted (the group is: see docs/security.md)."""
     import stat
 
     from ..crashfiles import TOP_WF_NAME

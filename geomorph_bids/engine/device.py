@@ -19,7 +19,7 @@ __all__ = ["REGISTRATION_NEEDS_GB", "BATCH_HEMISPHERE_GB", "STANDARD_MAX_VERTICE
 #: what one registration needs of the machine (GB): (memory, address space) at 10,242, 163,842 and
 #: 655,362 (ico-8, a high-resolution mesh) vertices, measured with geomorph-register (peak RSS, torch and
 #: the libraries loaded included; the largest of default, rigid and ``--model sulc-fsLR``) and
-#: ``ulimit -v``; README.md "Memory and CPUs". The workflow's registration step reserves
+#: ``ulimit -v``; docs/scaling.md, "Memory and CPUs". The workflow's registration step reserves
 #: :func:`registration_needs_gb` of its sphere from Nipype's ``--mem-gb``; the command line checks
 #: ``--mem-gb`` and ``ulimit -v``
 REGISTRATION_NEEDS_GB = {10242: (0.45, 1.13), 163842: (0.66, 1.33), 655362: (1.15, 1.64)}

@@ -5,8 +5,8 @@
 GIFTI files as sMRIPrep's anatomical workflow feeds them (its ``surfaces_buffer`` and
 ``fsLR_buffer``), and ``outputnode.sphere_reg_fsLR``, the [left, right] native spheres moved into
 fsLR space, which sMRIPrep then writes as ``space-fsLR_desc-msmsulc_sphere`` and uses for every
-fsLR resampling. A pipeline author changes three lines (README, "Using geomorph-bids with
-fMRIPrep and sMRIPrep")::
+fsLR resampling. A pipeline author changes three lines (docs/fmriprep.md, "Swapping GeoMorph
+into an fMRIPrep-style pipeline")::
 
     from geomorph_bids.workflows import GEOMORPH_SPHERE_SIDECAR, init_geomorph_sulc_wf  # the import
     msm_sulc_wf = init_geomorph_sulc_wf(sloppy=sloppy, omp_nthreads=omp_nthreads)   # the builder

@@ -1,4 +1,4 @@
-"""What a hemisphere's outputs depend on, and what they do not: README's "Reproducibility" and
+"""What a hemisphere's outputs depend on, and what they do not: docs/usage.md's "Reproducibility" and
 docs/registration.md's section of that name, asserted on the bundled example dataset."""
 
 from __future__ import annotations

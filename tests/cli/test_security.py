@@ -1,8 +1,8 @@
 """An attacker who controls what a run reads or a folder it shares: links planted in the output
 folder, a colleague's pickles in a shared work folder. Each asserts on the exit code, the one line
 the user reads and the files outside the output folder (never written). The matrix is in
-docs/reliability.md (twenty-second session, fix-at); what the app trusts is in the README's
-"Security: what the app trusts"."""
+docs/reliability.md (twenty-second session, fix-at); what the app trusts is in docs/security.md
+(the README's "Security: what the app trusts" until the twenty-fifth session)."""
 
 from __future__ import annotations
 
