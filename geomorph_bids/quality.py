@@ -215,7 +215,9 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
                            "--sulc-sign hcp (geomorph-register); an HCP pipelines file (geomorph-bids) must hold "
                            "HCP's sign: was it converted from FreeSurfer's lh.sulc?" if reg.get("sulc_sign") == "hcp"
                            else "sulc in HCP's convention (-FreeSurfer's)? FreeSurfer's sign is expected "
-                           "(geomorph-register --sulc-sign hcp; negate it for register())"))
+                           "(geomorph-register --sulc-sign hcp; negate it for register(); geomorph-bids: negate "
+                           "the file, wb_command -metric-math '-x' NEGATED.shape.gii -var x FILE.shape.gii, and "
+                           "register that)"))
         else:
             barely = mirrored - own < _BARELY
             out.append(f"identity: the features fit the mirrored template better than the template "
