@@ -826,6 +826,12 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
                     "sMRIPrep 0.13 and fMRIPrep 23.2 on; a desc-reg sphere is FreeSurfer's sphere.reg, not it): "
                     "register from the FreeSurfer subjects folder that run made (its sourcedata/freesurfer, or the "
                     "freesurfer folder beside it): --fs-subjects-dir DIR")
+            elif (early := _dhcp_unlabelled(anat, subject, hemi)):
+                word = {"L": "left", "R": "right"}[hemi]
+                problems.append(
+                    f"smriprep {early[0].parent}: has {early[0].name}, the dHCP's early name without hemi-: link "
+                    f"its files under the hemi- names read (cd {shlex.quote(str(early[0].parent))} && for f in "
+                    f"*_{word}_*; do ln -s \"$f\" \"${{f/_{word}_/_hemi-{word}_}}\"; done)")
             elif (v1 := _fmriprep1_surfaces(anat, subject, hemi)):
                 problems.append(
                     f"smriprep {anat}: has {', '.join(v1[:3])}{' ...' if len(v1) > 3 else ''}: fMRIPrep 1.x's layout "
@@ -926,6 +932,17 @@ def _fmriprep1_surfaces(anat: Path, subject: str, hemi: str) -> list[str]:
     pattern = re.compile(rf"sub-{re.escape(subject)}(_[A-Za-z]+-[A-Za-z0-9]+)*_T1w_"
                          rf"(smoothwm|pial|midthickness|inflated)\.{hemi}\.surf\.gii(\.gz)?")
     return sorted(p.name for p in anat.glob(f"sub-{subject}_*.{hemi}.surf.gii*") if pattern.fullmatch(p.name))
+
+
+def _dhcp_unlabelled(anat: Path, subject: str, hemi: str) -> list[Path]:
+    """The spheres of ``hemi`` in ``anat`` (or its ``Native/``) named as an early dHCP release named them,
+    the hemisphere without ``hemi-`` (``sub-X_ses-Y_left_sphere.surf.gii``), sorted."""
+    word = {"L": "left", "R": "right"}[hemi]
+    pattern = re.compile(rf"sub-{re.escape(subject)}(_[A-Za-z]+-[A-Za-z0-9]+)*_{word}_sphere\.surf\.gii(\.gz)?")
+    found = list(anat.glob(f"sub-{subject}_*{word}_sphere.surf.gii*"))
+    if _readable_dir(anat / "Native"):
+        found += (anat / "Native").glob(f"sub-{subject}_*{word}_sphere.surf.gii*")
+    return sorted(p for p in found if pattern.fullmatch(p.name))
 
 
 def _on_template_hint(anat: Path, subject: str, session: str | None, hemi: str, roles: Sequence[str]) -> str:

@@ -184,6 +184,18 @@ def test_dhcp_release_2_hemi_left_in_anat_native_with_curvature_is_read(bids: Pa
         assert h.features == {"sulc": native / f"{stem}_sulc.shape.gii", "curv": native / f"{stem}_curvature.shape.gii"}
 
 
+def test_dhcp_names_without_hemi_are_named_with_the_links_that_read_them(bids: Path) -> None:
+    """An early dHCP spelling, ``sub-X_ses-Y_left_sphere.surf.gii`` (no ``hemi-``): ``no inputs`` named
+    nothing there; now the line names the file and the links that make it read."""
+    native = bids / "derivatives" / "dhcp" / "sub-CC01" / "ses-1" / "anat" / "Native"
+    touch(native / "sub-CC01_ses-1_left_sphere.surf.gii", native / "sub-CC01_ses-1_left_sulc.shape.gii")
+    with pytest.raises(DiscoveryError) as err:
+        discover("CC01", bids, session="1", hemis=("L",))
+    assert (f"smriprep {native}: has sub-CC01_ses-1_left_sphere.surf.gii, the dHCP's early name without hemi-: "
+            f"link its files under the hemi- names read (cd {native} && for f in *_left_*; do ln -s \"$f\" "
+            '"${f/_left_/_hemi-left_}"; done)') in str(err.value)
+
+
 def test_hcp_layout_records_sign(tmp_path: Path) -> None:
     bids = tmp_path / "bids"
     bids.mkdir()
