@@ -156,6 +156,10 @@ _SIGN_MARGIN = 0.2
 #: vs 0.47-0.57), maps that are no sulc fit both alike (thickness 0.41-0.44 vs 0.36-0.39, permuted 0.32 vs
 #: 0.30): the identity reason then says so too (the verdict is the same)
 _BARELY = 0.1
+#: by how much the sign-flipped features must fit the template better than the mirrored template for the
+#: identity reason to name the sign as well: a smooth map of the other sign (an infant's) fits all three
+#: weakly (negated 0.43-0.62, mirrored 0.36-0.43, own 0.32-0.34), below the sign gate's margin
+_SIGN_HINT = 0.05
 
 
 #: the identity check's coarse rigid fit (``identity_cc_own``) of a brain's sulc, even a noisy or finely folded one,
@@ -215,13 +219,18 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
                            "--sulc-sign hcp (geomorph-register); an HCP pipelines file (geomorph-bids) must hold "
                            "HCP's sign: was it converted from FreeSurfer's lh.sulc?" if reg.get("sulc_sign") == "hcp"
                            else "sulc in HCP's convention (-FreeSurfer's)? FreeSurfer's sign is expected "
-                           "(geomorph-register --sulc-sign hcp; negate it for register())"))
+                           "(geomorph-register --sulc-sign hcp; negate it for register(); geomorph-bids: negate "
+                           "the file, wb_command -metric-math '-x' NEGATED.shape.gii -var x FILE.shape.gii, and "
+                           "register that)"))
         else:
             barely = mirrored - own < _BARELY
             out.append(f"identity: the features fit the mirrored template better than the template "
                        f"(CC {mirrored:.2f} vs {own:.2f}): the other hemisphere, or swapped lh/rh files?"
                        + (" Or, fitting both alike, not this hemisphere's sulc at all (thickness, values in another "
-                          "vertex order?)" if barely else ""))
+                          "vertex order?)" if barely else "")
+                       + (f" Or the other sign: negated, the features fit the template at CC {negated:.2f} (a smooth "
+                          "map, an infant's, fits every way weakly)"
+                          if _real(negated) and negated > mirrored + _SIGN_HINT else ""))
     # a sphere.reg of another subject or mesh gives a wrong rotation whatever the features say
     via_reg = (" (the rotation came from the sphere.reg: is it this sphere's? without it the features "
                "decide the rotation)") if reg.get("rotation_method") == "correspondence" else ""

@@ -73,6 +73,20 @@ def test_a_map_that_fits_the_mirror_barely_better_is_also_said_maybe_not_to_be_s
     assert reason.endswith("(CC 0.92 vs 0.51): the other hemisphere, or swapped lh/rh files?")
 
 
+def test_a_smooth_map_of_the_other_sign_fitting_the_mirror_better_names_the_sign_too():
+    """An infant-like (smoothed) sulc of the other sign fits template, mirror and negation weakly
+    (measured: own 0.34, mirrored 0.43, negated 0.62): below the sign gate's margin, the identity reason
+    named swapped hemispheres alone; it now names the sign as well. A real swap reads as before."""
+    smooth = dict(GOOD, identity_cc_own=0.34, identity_cc_mirrored=0.43, identity_cc_negated=0.62)
+    (reason,) = assess(smooth, ["sulc"]).reasons
+    assert reason.startswith("identity:") and "(CC 0.43 vs 0.34)" in reason
+    assert reason.endswith(" Or the other sign: negated, the features fit the template at CC 0.62 (a smooth map, "
+                           "an infant's, fits every way weakly)")
+    swapped = dict(GOOD, identity_cc_own=0.37, identity_cc_mirrored=0.45, identity_cc_negated=0.50)
+    (reason,) = assess(swapped, ["sulc"]).reasons
+    assert "other sign" not in reason
+
+
 def test_thresholds_change_the_verdict_and_are_recorded():
     strict = QualityThresholds(min_cc_after=0.97)
     verdict = assess(GOOD, ["sulc"], strict)

@@ -263,13 +263,14 @@ def listed(names: Sequence[str]) -> str:
 def _input_root(h) -> Path:
     """The folder holding the subject folder a hemisphere's inputs (a ``HemiInputs``) were read from:
     ``ROOT/sub-X[/ses-Y]/anat/...`` (sMRIPrep/fMRIPrep), ``ROOT/S/surf/lh.sphere`` (FreeSurfer),
-    ``ROOT/S/MNINonLinear/Native/...`` (HCP)."""
+    ``ROOT/S/MNINonLinear/Native/...`` (HCP); the dHCP's ``anat/Native/`` is its ``anat``."""
     sphere = Path(h.sphere)
     if h.source == "freesurfer":
         return sphere.parents[2]
     if h.source == "hcp":
         return sphere.parents[3]
-    return sphere.parents[3] if sphere.parent.parent.name.startswith("ses-") else sphere.parents[2]
+    anat = sphere.parent.parent if sphere.parent.name == "Native" else sphere.parent
+    return anat.parents[2] if anat.parent.name.startswith("ses-") else anat.parents[1]
 
 
 def inputs_line(jobs: Sequence) -> str:

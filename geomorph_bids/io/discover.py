@@ -27,6 +27,12 @@ Layouts searched (``X`` = subject label, ``Y`` = session label, ``H`` = ``L``/``
     * cortex mask (optional, medial wall left out of the similarity): ``_desc-cortex_mask.label.gii``
       with no ``space-`` (sMRIPrep >= 0.17).
 
+    The dHCP structural pipeline's derivatives are read as this layout: ``space-T2w`` (or
+    ``space-T1w``), the subject's own image, is a native mesh like no ``space-`` (release 3,
+    ``sub-X_ses-Y_hemi-L_space-T2w_sphere.surf.gii``); ``hemi-left``/``hemi-right`` are ``L``/``R``,
+    ``_curvature`` is ``_curv``, and an ``anat/Native/`` folder is searched with ``anat/``
+    (release 2, ``anat/Native/sub-X_ses-Y_hemi-left_sphere.surf.gii``).
+
     Every ``.gii`` may also be gzipped (``.gii.gz``, read as the plain file; the plain file
     wins when both exist). Other entities (``acq-``, ``run-`` ...) are allowed; of several
     spheres the one with the fewest entities wins, a tie is reported as ambiguous; every other
@@ -124,6 +130,13 @@ _READABLE_FS_NAME = re.compile(r"sub-[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?|[A-Za-z0-9
 _HEMIS = ("L", "R")
 _FS_HEMI = {"L": "lh", "R": "rh"}
 _GII_METRIC = (".shape.gii", ".func.gii")
+#: ``space-`` labels naming the subject's own anatomical image: a native mesh, as no ``space-`` is
+#: (the dHCP structural pipeline's release 3 names its native surfaces ``_space-T2w``)
+_NATIVE_SPACES = frozenset({"T1w", "T2w"})
+#: ``hemi-`` values spelled out (the dHCP structural pipeline's release 2: ``hemi-left``)
+_HEMI_WORDS = {"L": "L", "R": "R", "left": "L", "right": "R"}
+#: map suffixes read as a feature of another name (the dHCP release 2's ``_curvature``)
+_FEATURE_SUFFIXES = {"sulc": "sulc", "curv": "curv", "thickness": "thickness", "curvature": "curv"}
 _MYELIN_SUFFIXES = frozenset({"myelinw", "myelin", "myelinmap"})
 
 
@@ -660,6 +673,8 @@ def _smriprep_role(ents: dict[str, str], suffix: str, ext: str) -> str | None:
     if "den" in ents:
         return None
     space, desc = ents.get("space"), ents.get("desc")
+    if space in _NATIVE_SPACES:  # the subject's own image: a native mesh
+        space = None
     if suffix in SURFACE_KINDS and ext == ".surf.gii":
         return suffix if desc is None and space is None else None
     if suffix == "sphere" and ext == ".surf.gii":
@@ -674,26 +689,39 @@ def _smriprep_role(ents: dict[str, str], suffix: str, ext: str) -> str | None:
         return None
     if suffix.lower() in _MYELIN_SUFFIXES or (desc or "").lower().startswith("myelin"):
         return "myelin"
-    if suffix in ("sulc", "curv", "thickness") and desc is None:
-        return suffix
+    if suffix in _FEATURE_SUFFIXES and desc is None:
+        return _FEATURE_SUFFIXES[suffix]
     return None
 
 
 def _smriprep_files(anat: Path, subject: str, session: str | None, hemi: str
                     ) -> dict[str, list[tuple[int, Path]]]:
-    """role -> [(number of entities, path)] in one ``anat`` folder."""
+    """role -> [(number of entities, path)] in one ``anat`` folder (and its dHCP ``Native/``)."""
     found: dict[str, list[tuple[int, Path]]] = {}
-    for p in anat.glob(f"sub-{subject}_*hemi-{hemi}_*"):
+    paths = list(anat.glob(f"sub-{subject}_*hemi-*"))
+    if _readable_dir(anat / "Native"):  # dHCP release 2; an anat we may not read is named by the caller
+        paths += list((anat / "Native").glob(f"sub-{subject}_*hemi-*"))
+    for p in paths:
         parsed = _entities(p.name)
         if parsed is None:
             continue
         ents, suffix, ext = parsed
-        if ents.get("sub") != subject or ents.get("hemi") != hemi or ents.get("ses") != session:
+        if (ents.get("sub") != subject or _HEMI_WORDS.get(ents.get("hemi", "")) != hemi
+                or ents.get("ses") != session):
             continue
         role = _smriprep_role(ents, suffix, ext)
         if role is not None:  # rank: fewer entities first, then the plain file before its .gz
             found.setdefault(role, []).append((2 * len(ents) + p.name.endswith(".gz"), p))
     return found
+
+
+def _readable_dir(folder: Path) -> bool:
+    """Whether ``folder`` is a directory this process may list (False where its parent may not be
+    read, which ``Path.is_dir`` raises on)."""
+    try:
+        return folder.is_dir() and os.access(folder, os.R_OK | os.X_OK)
+    except OSError:
+        return False
 
 
 def _case_hint(found: Sequence[str]) -> str:
@@ -798,6 +826,12 @@ def _probe_smriprep(root: Path, subject: str, session: str | None, hemi: str,
                     "sMRIPrep 0.13 and fMRIPrep 23.2 on; a desc-reg sphere is FreeSurfer's sphere.reg, not it): "
                     "register from the FreeSurfer subjects folder that run made (its sourcedata/freesurfer, or the "
                     "freesurfer folder beside it): --fs-subjects-dir DIR")
+            elif (early := _dhcp_unlabelled(anat, subject, hemi)):
+                word = {"L": "left", "R": "right"}[hemi]
+                problems.append(
+                    f"smriprep {early[0].parent}: has {early[0].name}, the dHCP's early name without hemi-: link "
+                    f"its files under the hemi- names read (cd {shlex.quote(str(early[0].parent))} && for f in "
+                    f"*_{word}_*; do ln -s \"$f\" \"${{f/_{word}_/_hemi-{word}_}}\"; done)")
             elif (v1 := _fmriprep1_surfaces(anat, subject, hemi)):
                 problems.append(
                     f"smriprep {anat}: has {', '.join(v1[:3])}{' ...' if len(v1) > 3 else ''}: fMRIPrep 1.x's layout "
@@ -898,6 +932,17 @@ def _fmriprep1_surfaces(anat: Path, subject: str, hemi: str) -> list[str]:
     pattern = re.compile(rf"sub-{re.escape(subject)}(_[A-Za-z]+-[A-Za-z0-9]+)*_T1w_"
                          rf"(smoothwm|pial|midthickness|inflated)\.{hemi}\.surf\.gii(\.gz)?")
     return sorted(p.name for p in anat.glob(f"sub-{subject}_*.{hemi}.surf.gii*") if pattern.fullmatch(p.name))
+
+
+def _dhcp_unlabelled(anat: Path, subject: str, hemi: str) -> list[Path]:
+    """The spheres of ``hemi`` in ``anat`` (or its ``Native/``) named as an early dHCP release named them,
+    the hemisphere without ``hemi-`` (``sub-X_ses-Y_left_sphere.surf.gii``), sorted."""
+    word = {"L": "left", "R": "right"}[hemi]
+    pattern = re.compile(rf"sub-{re.escape(subject)}(_[A-Za-z]+-[A-Za-z0-9]+)*_{word}_sphere\.surf\.gii(\.gz)?")
+    found = list(anat.glob(f"sub-{subject}_*{word}_sphere.surf.gii*"))
+    if _readable_dir(anat / "Native"):
+        found += (anat / "Native").glob(f"sub-{subject}_*{word}_sphere.surf.gii*")
+    return sorted(p for p in found if pattern.fullmatch(p.name))
 
 
 def _on_template_hint(anat: Path, subject: str, session: str | None, hemi: str, roles: Sequence[str]) -> str:

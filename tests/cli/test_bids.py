@@ -666,6 +666,38 @@ def test_hcp_layout_sign_is_flipped_and_recorded(dataset_factory, tmp_path, monk
     assert corr(sulc, load_template("fsaverage", "R").features["sulc"]) > 0.7
 
 
+def test_a_dhcp_sulc_of_the_other_sign_is_flagged_not_written_as_a_success(dataset_factory, tmp_path):
+    """Neonatal data from the dHCP structural pipeline (release 3 names: ``_hemi-L_space-T2w_``), its
+    sulc of the opposite sign to FreeSurfer's: registered, but FLAGGED by the sign gate (exit 3, no
+    ``ok``), with the line that negates the file for geomorph-bids; the same sulc in FreeSurfer's
+    sign passes. Before: ``no inputs`` (the files were not found)."""
+    from geomorph_bids.io import write_metric
+
+    bids = dataset_factory("smriprep", subjects=("01",), session="7201")
+    src = bids / "derivatives" / "smriprep" / "sub-01" / "ses-7201" / "anat"
+    dhcp = bids / "derivatives" / "dhcp_anat_pipeline" / "sub-01" / "ses-7201" / "anat"
+    dhcp.mkdir(parents=True)
+    stem = "sub-01_ses-7201_hemi-L"
+    shutil.copy(src / f"{stem}_sphere.surf.gii", dhcp / f"{stem}_space-T2w_sphere.surf.gii")
+    sulc = nib.load(src / f"{stem}_sulc.shape.gii").agg_data()
+    shutil.rmtree(bids / "derivatives" / "smriprep")
+    write_metric(dhcp / f"{stem}_space-T2w_sulc.shape.gii", (-sulc).astype(np.float32), hemi="L")
+    code, out, err = run(bids, tmp_path / "out", "participant", "--hemi", "L", "--model", "rigid",
+                         "-w", tmp_path / "w", "--batch-size", "1")
+    assert code == 3, err
+    line = next(x for x in err.splitlines() if "FLAGGED sub-01 ses-7201 hemi-L" in x)
+    assert "sign: the features fit the template far better with their sign flipped" in line
+    assert ("geomorph-bids: negate the file, wb_command -metric-math '-x' NEGATED.shape.gii -var x FILE.shape.gii"
+            in line)
+    m = json.loads((anat(tmp_path / "out", "01", "7201") / f"{stem}_space-fsLR_desc-geomorph_metrics.json")
+                   .read_text())
+    assert m["input_sphere"].endswith(f"{stem}_space-T2w_sphere.surf.gii") and m["quality"]["flagged"] is True
+    write_metric(dhcp / f"{stem}_space-T2w_sulc.shape.gii", sulc.astype(np.float32), hemi="L")
+    code, out, err = run(bids, tmp_path / "out2", "participant", "--hemi", "L", "--model", "rigid",
+                         "-w", tmp_path / "w2", "--batch-size", "1")
+    assert code == 0 and "FLAGGED" not in err, err
+
+
 @pytest.mark.parametrize("mode", ["workflow", "batch"])
 def test_hcp_maps_zero_on_the_medial_wall_are_resampled_within_the_cortex(dataset_factory, tmp_path, mode):
     """HCP masks thickness, curvature and myelin to 0 outside ``roi.native.shape.gii``; resampled

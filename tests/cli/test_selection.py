@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -347,6 +348,27 @@ def test_the_run_says_which_layout_and_folder_each_subject_is_read_from(tmp_path
     assert inputs_line(jobs) == (f"inputs: sMRIPrep/fMRIPrep layout in {smri}: sub-01, sub-03 hemi-L; "
                                  f"FreeSurfer layout in {bids / 'derivatives' / 'freesurfer'}: sub-02, sub-03 hemi-R")
     assert inputs_line([]) == ""
+
+
+def test_the_inputs_line_names_the_dhcp_folder_not_a_session_of_it(tmp_path):
+    """dHCP release 2 keeps its surfaces in ``sub-X/ses-Y/anat/Native/``: the ``inputs:`` line named
+    ``DIR/sub-X/ses-Y`` as the folder read (one level short); now the derivatives folder."""
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.selection import collect_jobs, inputs_line
+
+    bids = make_dataset(tmp_path / "bids", "smriprep", subjects=("01",), session="7201")
+    anat = bids / "derivatives" / "smriprep" / "sub-01" / "ses-7201" / "anat"
+    dhcp = bids / "derivatives" / "dhcp" / "sub-01" / "ses-7201" / "anat" / "Native"
+    dhcp.mkdir(parents=True)
+    for p in anat.glob("*_sphere.surf.gii"):
+        p.rename(dhcp / p.name.replace("hemi-L", "hemi-left").replace("hemi-R", "hemi-right"))
+    for p in anat.glob("*_sulc.shape.gii"):
+        p.rename(dhcp / p.name.replace("hemi-L", "hemi-left").replace("hemi-R", "hemi-right"))
+    shutil.rmtree(bids / "derivatives" / "smriprep")
+    jobs, failures = collect_jobs(build_parser().parse_args([str(bids), str(tmp_path / "out"), "participant"]),
+                                  ["sulc"])
+    assert not failures
+    assert inputs_line(jobs) == f"inputs: sMRIPrep/fMRIPrep layout in {bids / 'derivatives' / 'dhcp'}: sub-01 ses-7201"
 
 
 def test_a_warning_of_per_session_anatomy_is_said_once(tmp_path, recwarn):

@@ -146,6 +146,56 @@ def test_smriprep_myelin_liberal(bids: Path) -> None:
     assert res.hemis["L"].features["myelin"] == anat / "sub-01_hemi-L_desc-myelin_map.shape.gii"
 
 
+def test_dhcp_release_3_native_surfaces_named_space_t2w_are_read(bids: Path) -> None:
+    """The dHCP structural pipeline's release 3 (``derivatives/dhcp_anat_pipeline``) names its native
+    surfaces and maps ``_hemi-L_space-T2w_sphere.surf.gii``: the subject's own image, a native mesh.
+    Before: ``no inputs`` (every ``space-`` was read as a template's). A template's ``space-`` is still
+    not read, and the bare name wins over the ``space-T2w`` one when both are there."""
+    anat = bids / "derivatives" / "dhcp_anat_pipeline" / "sub-CC00050XX01" / "ses-7201" / "anat"
+    stem = "sub-CC00050XX01_ses-7201_hemi-L"
+    touch(anat / f"{stem}_space-T2w_sphere.surf.gii", anat / f"{stem}_space-T2w_sulc.shape.gii",
+          anat / f"{stem}_space-T2w_curv.shape.gii", anat / f"{stem}_desc-medialwall_mask.shape.gii",
+          anat / f"{stem}_space-dhcpSym40_sulc.shape.gii")
+    res = discover("CC00050XX01", bids, session="7201", hemis=("L",), features=("sulc", "curv"))
+    h = res.hemis["L"]
+    assert (h.source, h.session, h.sulc_sign) == ("smriprep", "7201", "freesurfer")
+    assert h.sphere == anat / f"{stem}_space-T2w_sphere.surf.gii"
+    assert h.features == {"sulc": anat / f"{stem}_space-T2w_sulc.shape.gii",
+                          "curv": anat / f"{stem}_space-T2w_curv.shape.gii"}
+    assert h.cortex_mask is None  # dHCP's medial wall mask is not read: its values' meaning is not ours
+    touch(anat / f"{stem}_sphere.surf.gii")
+    assert discover("CC00050XX01", bids, session="7201", hemis=("L",)).hemis["L"].sphere == anat / f"{stem}_sphere.surf.gii"
+
+
+def test_dhcp_release_2_hemi_left_in_anat_native_with_curvature_is_read(bids: Path) -> None:
+    """The dHCP release 2 layout: ``anat/Native/sub-X_ses-Y_hemi-left_sphere.surf.gii``, ``_hemi-right_``,
+    ``_curvature.shape.gii``. Before: ``no inputs`` for both hemispheres."""
+    native = bids / "derivatives" / "dhcp" / "sub-CC00050XX01" / "ses-7201" / "anat" / "Native"
+    for word in ("left", "right"):
+        stem = f"sub-CC00050XX01_ses-7201_hemi-{word}"
+        touch(native / f"{stem}_sphere.surf.gii", native / f"{stem}_sulc.shape.gii",
+              native / f"{stem}_curvature.shape.gii")
+    res = discover("CC00050XX01", bids, features=("sulc", "curv"))
+    assert res.missing == {}
+    for hemi, word in (("L", "left"), ("R", "right")):
+        h = res.hemis[hemi]
+        stem = f"sub-CC00050XX01_ses-7201_hemi-{word}"
+        assert h.sphere == native / f"{stem}_sphere.surf.gii" and h.session == "7201"
+        assert h.features == {"sulc": native / f"{stem}_sulc.shape.gii", "curv": native / f"{stem}_curvature.shape.gii"}
+
+
+def test_dhcp_names_without_hemi_are_named_with_the_links_that_read_them(bids: Path) -> None:
+    """An early dHCP spelling, ``sub-X_ses-Y_left_sphere.surf.gii`` (no ``hemi-``): ``no inputs`` named
+    nothing there; now the line names the file and the links that make it read."""
+    native = bids / "derivatives" / "dhcp" / "sub-CC01" / "ses-1" / "anat" / "Native"
+    touch(native / "sub-CC01_ses-1_left_sphere.surf.gii", native / "sub-CC01_ses-1_left_sulc.shape.gii")
+    with pytest.raises(DiscoveryError) as err:
+        discover("CC01", bids, session="1", hemis=("L",))
+    assert (f"smriprep {native}: has sub-CC01_ses-1_left_sphere.surf.gii, the dHCP's early name without hemi-: "
+            f"link its files under the hemi- names read (cd {native} && for f in *_left_*; do ln -s \"$f\" "
+            '"${f/_left_/_hemi-left_}"; done)') in str(err.value)
+
+
 def test_hcp_layout_records_sign(tmp_path: Path) -> None:
     bids = tmp_path / "bids"
     bids.mkdir()
