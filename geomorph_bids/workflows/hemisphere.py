@@ -46,7 +46,7 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     register = pe.Node(Register(template=config.template.to_dict(), model=config.model.to_dict(),
                                 hemi=h.hemi, device=config.device, num_threads=config.omp_nthreads,
                                 subject=h.subject, source_files=[str(h.features[f]) for f in features],
-                                software=config.software),
+                                content_key=config.registration_key(h.hemi), software=config.software),
                        name="register", n_procs=config.nprocs if config.gpu else config.omp_nthreads,
                        # measured peak RSS at 164k, more for a high-resolution mesh (7T, FastSurfer's hires)
                        mem_gb=registration_needs_gb(surface_vertex_count(h.sphere))[0])
