@@ -603,7 +603,9 @@ def run_participant(args: argparse.Namespace) -> int:
                     not config.batch_size and _registered_before(work_dir, job, hemi, t_run))
                 clear_latest_run_failed(outputs.metrics, doc)  # this run succeeded: its outputs are current
                 rows.append((job, hemi, doc["registration"], reused, verdict.flagged))
-        if not rows and citation is not None:  # nothing registered: its settings describe no output
+        # nothing registered by this run (every hemisphere failed, or each was taken as an earlier run's: reused):
+        # its paragraph describes no output; reused outputs keep the text of the run that made them, where there is one
+        if citation is not None and (not rows or (all(row[3] for row in rows) and citation.before is not None)):
             citation.undo()
         locks.when_alone(lambda: _clean_leftovers(output_dir))
         print_summary(rows, failures, output_dir, _PROG, flagged)

@@ -1283,3 +1283,26 @@ def test_a_run_that_registers_nothing_leaves_no_methods_paragraph(dataset_factor
     (out / "logs" / "CITATION.md").write_bytes(earlier)
     code, _, err = run(*argv)
     assert code == 1 and (out / "logs" / "CITATION.md").read_bytes() == earlier
+
+
+def test_a_run_that_reuses_every_hemisphere_adds_no_methods_paragraph(dataset_factory, tmp_path):
+    """Twenty-fifth session (fix-bt): batch mode's outputs, then the workflow mode with a fresh work folder: the
+    hemisphere is reused (its outputs record the same inputs and settings: fix-bn), nothing registered, yet
+    logs/CITATION.md gained 'A later run into the same folder used other settings ...' and a paragraph saying the
+    surfaces were registered 'run as a Nipype 1.11.0 workflow', which made no output there (the files are batch
+    mode's). The text is now left as the run that made the outputs wrote it; a folder without one gets this run's."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out = tmp_path / "out"
+    argv = [bids, out, "participant", "--model", "rigid", "--hemi", "L", "--reports", "deferred"]
+    code, _, err = run(*argv, "-w", tmp_path / "w1", "--batch-size", "2")
+    assert code == 0, err
+    citation = out / "logs" / "CITATION.md"
+    first = citation.read_bytes()
+    assert b"run in batch mode" in first
+    code, stdout, err = run(*argv, "-w", tmp_path / "w2")
+    assert code == 0 and "reused: 1 hemisphere(s)" in stdout, err
+    assert citation.read_bytes() == first
+    citation.unlink()
+    code, stdout, err = run(*argv, "-w", tmp_path / "w3")
+    assert code == 0 and "reused: 1 hemisphere(s)" in stdout, err
+    assert b"run as a Nipype" in citation.read_bytes()
