@@ -1306,3 +1306,31 @@ def test_a_run_that_reuses_every_hemisphere_adds_no_methods_paragraph(dataset_fa
     code, stdout, err = run(*argv, "-w", tmp_path / "w3")
     assert code == 0 and "reused: 1 hemisphere(s)" in stdout, err
     assert b"run as a Nipype" in citation.read_bytes()
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["workflow", "batch"])
+def test_a_map_that_is_only_resampled_does_not_change_the_registration(dataset_factory, tmp_path, batch):
+    """Twenty-fifth session (fix-bt): ``--features sulc curv`` with a curv map holding NaN over a cap (a medial
+    wall or lesion exported so; fix-bi reads it as no data) registered sulc without that cap: every map's no-data
+    region went into the registration's cortex mask, so the registered sphere (sulc's registration) changed with
+    the maps asked to be resampled beside it (rigid: another sphere's bytes; the default optimiser too). Only the
+    registration's own maps' no-data regions now leave its mask; the registered sphere is that of ``--features
+    sulc``, in both modes."""
+    import nibabel.freesurfer as nfs
+
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    surf = bids / "derivatives" / "freesurfer" / "sub-01" / "surf"
+    vertices, _ = nfs.read_geometry(str(surf / "lh.sphere"))
+    cap = vertices @ np.array([0.0, 0.0, 1.0]) > np.cos(np.radians(30)) * np.linalg.norm(vertices, axis=1)
+    curv = nfs.read_morph_data(str(surf / "lh.curv")).astype(np.float32)
+    curv[cap] = np.nan
+    nfs.write_morph_data(str(surf / "lh.curv"), curv)
+    spheres = []
+    for k, features in enumerate((["sulc"], ["sulc", "curv"])):
+        out = tmp_path / f"out{k}"
+        code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "--features", *features,
+                           "-w", tmp_path / f"w{k}", "--reports", "deferred", *(["--batch-size", "2"] if batch else []))
+        assert code == 0, err
+        spheres.append((out / "sub-01" / "anat" / "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii").read_bytes())
+    assert int(cap.sum()) == 165  # of 2562 vertices
+    assert spheres[0] == spheres[1]
