@@ -1334,3 +1334,23 @@ def test_a_map_that_is_only_resampled_does_not_change_the_registration(dataset_f
         spheres.append((out / "sub-01" / "anat" / "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii").read_bytes())
     assert int(cap.sum()) == 165  # of 2562 vertices
     assert spheres[0] == spheres[1]
+
+
+def test_outputs_are_reused_when_the_work_folder_has_registered_with_other_settings_since(dataset_factory, tmp_path):
+    """Twenty-fifth session (fix-bt): one scratch work folder for runs into two output folders (fsLR, then
+    fsaverage): the work folder holds one registration per hemisphere, the last run's, and fix-bn looked at the
+    outputs' record only where it held none, so the fsLR rerun registered every hemisphere again (Nipype's cache
+    held fsaverage's) though its outputs recorded these inputs and settings: 'reused' now, the work folder's
+    registration (fsaverage's) left as it was."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    common = ["participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w", "--reports", "deferred"]
+    fslr, fsaverage = [bids, tmp_path / "out1", *common], [bids, tmp_path / "out2", *common, "--template", "fsaverage"]
+    for argv in (fslr, fsaverage):
+        code, stdout, err = run(*argv)
+        assert code == 0 and not re.search("^reused:", stdout, re.M), err
+    node = tmp_path / "w" / "geomorph_wf" / "sub_01_wf" / "hemi_L_wf" / "register" / "result_register.pklz"
+    cached = node.stat().st_mtime_ns
+    code, stdout, err = run(*fslr)
+    assert code == 0, err
+    assert "reused: 1 hemisphere(s) unchanged since an earlier run with the same inputs and settings" in stdout
+    assert node.stat().st_mtime_ns == cached
