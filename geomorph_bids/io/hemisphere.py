@@ -35,7 +35,8 @@ class NativeHemisphere:
     midthickness : the midthickness surface (same V and triangles, mm), or None.
     cortex : (V,) bool, True on the cortex (the mask given, less the vertices any map holds no data at), or None:
         the mask of the resampling, which writes every map.
-    no_data : name -> (V,) bool, True where that map holds no data (:func:`~geomorph_bids.io.validate.no_data`),
+    given_cortex : (V,) bool, the cortex mask file as read, or None.
+    no_data_at : name -> (V,) bool, True where that map holds no data (:func:`~geomorph_bids.io.validate.no_data`),
         for the maps that hold any; :meth:`registration_cortex` leaves out only the registration's maps' regions.
     label_conflicts : one line per file whose metadata or name declares the other hemisphere
         than the one it is read as (:func:`~geomorph_bids.io.hemisphere_label.label_conflicts`;
@@ -50,14 +51,14 @@ class NativeHemisphere:
     cortex: np.ndarray | None = None
     label_conflicts: tuple[str, ...] = ()
     given_cortex: np.ndarray | None = None
-    no_data: dict[str, np.ndarray] = field(default_factory=dict)
+    no_data_at: dict[str, np.ndarray] = field(default_factory=dict)
 
     def registration_cortex(self, channels: Sequence[str]) -> np.ndarray | None:
         """(V,) bool, True where the registration with the maps ``channels`` compares them: the mask given, less
-        the vertices those maps hold no data at; None where that leaves every vertex. A map that is only
-        resampled (``--features sulc,thickness`` with a sulc network) does not change the registration: its
-        no-data region is left out of its own resampled values, not out of the registration's."""
-        missing = [self.no_data[c] for c in channels if c in self.no_data]
+        the vertices those maps hold no data at; None where no mask was given and they hold none. A map that is
+        only resampled (``--features sulc,thickness`` with a sulc network) does not change the registration: its
+        no-data region is left out of the resampling (:attr:`cortex`), not out of the registration."""
+        missing = [self.no_data_at[c] for c in channels if c in self.no_data_at]
         if not missing:
             return self.given_cortex
         cortex = ~np.logical_or.reduce(missing)
