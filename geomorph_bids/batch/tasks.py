@@ -170,7 +170,7 @@ def run_chunk(tasks: list[HemisphereTask], settings: ChunkSettings) -> list[Outc
         items = [RegistrationItem(natives[i].sphere,  # a Sphere: read_hemisphere checked it (not again)
                                   {c: natives[i].features[c] for c in channels}, tasks[i].hemi,
                                   None if natives[i].sphere_reg is None else natives[i].sphere_reg.vertices,
-                                  cortex_mask=natives[i].cortex)
+                                  cortex_mask=natives[i].registration_cortex(channels))
                  for i in members]
         try:
             done = register_many(items, settings.template, device=settings.device, batch_size=len(items),

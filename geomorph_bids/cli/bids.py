@@ -219,27 +219,22 @@ def _registered_before(work_dir: Path, job, hemi: str, since: float) -> bool:
 def _to_register(job, config):
     """Workflow mode: ``job`` less the hemispheres whose outputs are this run's already
     (:func:`~geomorph_bids.workflows.outputs.reusable`: a work folder purged, another ``-w``, after batch
-    mode, an output folder moved), or None when none is left. Only hemispheres the work folder holds
-    no registration of are looked at (where it does, Nipype's cache decides, as before); with
-    ``--cifti-output`` a subject/session goes whole (its file is built from both hemispheres' maps), and
-    is left out only with its CIFTI file current."""
+    mode, an output folder moved, or a work folder whose registration node has since run with other
+    settings: it holds one result per hemisphere, the last run's, and Nipype registered again), or None when
+    none is left; with ``--cifti-output`` a subject/session goes whole (its file is built from both
+    hemispheres' maps), and is left out only with its CIFTI file current."""
     from dataclasses import replace
 
     from ..workflows.outputs import cifti_is_current, cifti_output, reusable
 
     hemis = job.inputs.hemis
-    done = {hemi for hemi, h in hemis.items() if not _cached(config.work_dir, job, hemi) and reusable(h, config)}
+    done = {hemi for hemi, h in hemis.items() if reusable(h, config)}
     if not done:
         return job
     if cifti_output(job, config) is not None:
         return None if done == set(hemis) and cifti_is_current(job, config) else job
     left = {hemi: h for hemi, h in hemis.items() if hemi not in done}
     return replace(job, inputs=replace(job.inputs, hemis=left)) if left else None
-
-
-def _cached(work_dir: Path, job, hemi: str) -> bool:
-    """Whether the work folder holds a registration of hemisphere ``hemi`` of ``job`` (Nipype's result file)."""
-    return _register_result(work_dir, job, hemi).exists()
 
 
 def _register_result(work_dir: Path, job, hemi: str) -> Path:
@@ -603,7 +598,9 @@ def run_participant(args: argparse.Namespace) -> int:
                     not config.batch_size and _registered_before(work_dir, job, hemi, t_run))
                 clear_latest_run_failed(outputs.metrics, doc)  # this run succeeded: its outputs are current
                 rows.append((job, hemi, doc["registration"], reused, verdict.flagged))
-        if not rows and citation is not None:  # nothing registered: its settings describe no output
+        # nothing registered by this run (every hemisphere failed, or each was taken as an earlier run's: reused):
+        # its paragraph describes no output; reused outputs keep the text of the run that made them, where there is one
+        if citation is not None and (not rows or (all(row[3] for row in rows) and citation.before is not None)):
             citation.undo()
         locks.when_alone(lambda: _clean_leftovers(output_dir))
         print_summary(rows, failures, output_dir, _PROG, flagged)

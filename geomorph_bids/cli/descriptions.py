@@ -160,9 +160,9 @@ class CitationChange:
 
     def undo(self) -> bool:
         """Put the file back as it was before this run (removed where there was none), for a run that registered
-        nothing: every hemisphere failed, and its paragraph would describe settings no output was made with
-        (a PI pasting it, or a later run's 'A later run into the same folder used other settings', would cite
-        them). Nothing is done where the run added nothing or another run has changed the file since. Returns
+        nothing: every hemisphere failed or was an earlier run's (reused), and its paragraph would describe settings
+        no output was made with (a PI pasting it, or a later run's 'A later run into the same folder used other
+        settings', would cite them). Nothing is done where the run added nothing or another run has changed the file since. Returns
         whether the file was put back."""
         if self.before == self.after:
             return False

@@ -272,7 +272,9 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     if low:  # geomorph-bids' note, less its --fs-subjects-dir (not an option of this command)
         say(f"{_PROG}: note: hemi-{hemi} {low.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)
     result = register(moving, maps, template=template, hemi=hemi, device=choice.resolve_device(device),
-                      reg_sphere=reg, cortex_mask=native.cortex,  # where a map holds no data (NaN, a plateau)
+                      # where a map it compares holds no data (NaN, a plateau); a map only resampled changes nothing
+                      reg_sphere=reg, cortex_mask=native.registration_cortex(
+                          choice.channels if choice.kind == "network" else tuple(maps)),
                       quality=quality, **choice.register_arguments())
 
     metrics = {"hemi": hemi, "template": template.label,

@@ -24,6 +24,9 @@ class _LoadFeaturesInputSpec(KeyedInputSpec):
     cortex_mask = File(exists=True, desc="optional cortex mask (sMRIPrep desc-cortex_mask, HCP roi, FreeSurfer "
                                          "cortex.label): medial wall left out of the similarity")
     hemi = traits.Enum("L", "R", mandatory=True)
+    registration_features = traits.List(traits.Str, desc="the maps the registration compares (the model's "
+                                                         "channels): only their no-data regions leave "
+                                                         "registration_mask; default: every map")
     subject = traits.Str("", usedefault=True, desc="subject label, for error messages")
     input_digest = traits.Str("", usedefault=True,
                               desc="content hash of the input files (io/digest.py): part of the node's "
@@ -36,7 +39,10 @@ class _LoadFeaturesOutputSpec(TraitedSpec):
     feature_names = traits.List(traits.Str)
     sphere_reg = File(desc="validated sphere.reg (GIFTI), when given")
     midthickness = File(desc="validated midthickness (GIFTI), when given")
-    cortex_mask = File(desc="cortex mask, 1 on the cortex and 0 on the medial wall (.shape.gii), when given")
+    cortex_mask = File(desc="cortex mask, 1 on the cortex and 0 on the medial wall (.shape.gii), when given, less "
+                            "where any map holds no data: the resampling's")
+    registration_mask = File(desc="the registration's mask (.shape.gii): the one given, less where the "
+                                  "registration_features hold no data; absent where that leaves every vertex")
     n_vertices = traits.Int()
     label_conflicts = traits.List(traits.Str, desc="input files declaring the other hemisphere (one line each)")
 
@@ -91,6 +97,12 @@ class LoadFeatures(SimpleInterface):
             self._results["cortex_mask"] = str(write_metric(os.path.join(runtime.cwd, "cortex_mask.shape.gii"),
                                                             native.cortex.astype("float32"), hemi=hemi,
                                                             names=["cortex"]))
+        channels = list(self.inputs.registration_features) if isdefined(self.inputs.registration_features) else names
+        registration = native.registration_cortex(channels)
+        if registration is not None:
+            self._results["registration_mask"] = str(write_metric(
+                os.path.join(runtime.cwd, "registration_mask.shape.gii"), registration.astype("float32"), hemi=hemi,
+                names=["cortex"]))
         self._results["sphere"] = out_sphere
         self._results["feature_files"] = [str(p) for p in outs]
         self._results["feature_names"] = names

@@ -77,6 +77,9 @@ class _RegisterInputSpec(KeyedInputSpec):
     subject = traits.Str("", usedefault=True, desc="subject label, for error messages")
     source_files = traits.List(traits.Str, desc="the input files the features came from, in feature_names' "
                                                 "order (named in error messages instead of the node's copies)")
+    content_key = traits.Str("", usedefault=True, desc="RunConfig.registration_key: the content of the template "
+                                                      "maps and checkpoint read (named above by path only), part "
+                                                      "of the cache key")
 
 
 class _RegisterOutputSpec(TraitedSpec):

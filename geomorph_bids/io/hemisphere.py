@@ -8,7 +8,7 @@ so a file is accepted or refused the same way, with the same one-line message, e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,11 @@ class NativeHemisphere:
     features : name -> (V,) float64 map, multiplied by its sign (FreeSurfer's convention).
     sphere_reg : the validated ``sphere.reg`` (same V), or None.
     midthickness : the midthickness surface (same V and triangles, mm), or None.
-    cortex : (V,) bool, True on the cortex (the mask given, less the vertices a map holds no data at), or None.
+    cortex : (V,) bool, True on the cortex (the mask given, less the vertices any map holds no data at), or None:
+        the mask of the resampling, which writes every map.
+    given_cortex : (V,) bool, the cortex mask file as read, or None.
+    no_data_at : name -> (V,) bool, True where that map holds no data (:func:`~geomorph_bids.io.validate.no_data`),
+        for the maps that hold any; :meth:`registration_cortex` leaves out only the registration's maps' regions.
     label_conflicts : one line per file whose metadata or name declares the other hemisphere
         than the one it is read as (:func:`~geomorph_bids.io.hemisphere_label.label_conflicts`;
         none when no ``hemi`` was given), or whose name names another map than the feature it is
@@ -46,6 +50,19 @@ class NativeHemisphere:
     midthickness: Surface | None = None
     cortex: np.ndarray | None = None
     label_conflicts: tuple[str, ...] = ()
+    given_cortex: np.ndarray | None = None
+    no_data_at: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def registration_cortex(self, channels: Sequence[str]) -> np.ndarray | None:
+        """(V,) bool, True where the registration with the maps ``channels`` compares them: the mask given, less
+        the vertices those maps hold no data at; None where no mask was given and they hold none. A map that is
+        only resampled (``--features sulc,thickness`` with a sulc network) does not change the registration: its
+        no-data region is left out of the resampling (:attr:`cortex`), not out of the registration."""
+        missing = [self.no_data_at[c] for c in channels if c in self.no_data_at]
+        if not missing:
+            return self.given_cortex
+        cortex = ~np.logical_or.reduce(missing)
+        return cortex if self.given_cortex is None else self.given_cortex & cortex
 
 
 def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
@@ -83,6 +100,7 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     n = len(s.vertices)
     maps: dict[str, np.ndarray] = {}
     missing = np.zeros(n, dtype=bool)
+    holes: dict[str, np.ndarray] = {}
     for name, path in features.items():
         values = np.asarray(read_feature(path, n_vertices=n, hemi=hemi, sphere=sphere, allow_nan=validate),
                             dtype=np.float64)
@@ -92,6 +110,7 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
             values, nodata = no_data(values, s.faces, path, what=f"feature {name!r}", plateau=name == "sulc")
             if nodata is not None:
                 missing |= nodata
+                holes[name] = nodata
         if validate:  # all zero, constant or nearly all zero: nothing to align
             validate_feature(values, path, what=f"feature {name!r}")
             check_zero_fraction(values, path, what=f"feature {name!r}")  # zero-filled far beyond a medial wall
@@ -107,11 +126,11 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
         if len(mid.vertices) != n or not np.array_equal(np.sort(mid.faces, axis=1), np.sort(s.faces, axis=1)):
             raise InputError(f"midthickness has {len(mid.vertices)} vertices and other triangles than the sphere "
                              f"{sphere} ({n} vertices): it must be the same subject's mesh", path=midthickness)
-    cortex = None if cortex_mask is None else read_mask(cortex_mask, n, hemi)
+    given = cortex = None if cortex_mask is None else read_mask(cortex_mask, n, hemi)
     if missing.any():  # left out of the registration (and of the resampled maps) as a medial wall is
         cortex = ~missing if cortex is None else cortex & ~missing
     inward = sphere if s.wound_inward else None  # a mirrored hemisphere's sphere: its declaration line says so
     conflicts = tuple(([] if hemi is None else label_conflicts([sphere, *features.values(), sphere_reg], hemi,
                                                                wound_inward=inward))
                       + feature_conflicts(features))
-    return NativeHemisphere(s, maps, reg, mid, cortex, conflicts)
+    return NativeHemisphere(s, maps, reg, mid, cortex, conflicts, given, holes)

@@ -95,16 +95,34 @@ class RunConfig:
         import hashlib
         import json
 
-        from ..io.template_sources import files_sha256
-
         folder = "" if self.template.folder is None else str(self.template.folder)
-        maps = [self.template.provenance(self.model.template_hemi(h), self.channels)["template_sha256"]
-                for h in ("L", "R")]
+        maps = [self._content[h] for h in ("L", "R")]
         doc = [self.template.label, folder, self.model.to_dict(), list(self.features), self.density,
                maps, self.quality.to_dict(), bool(self.fmriprep_compat),
-               self.software, "" if self.model.checkpoint is None else files_sha256([self.model.checkpoint]),
+               self.software, self._content["checkpoint"],
                str(self.bids_dir), [list(link) for link in self.dataset_links]]
         return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def registration_key(self, hemi: str) -> str:
+        """The content of what a registration of ``hemi`` reads besides the subject's own files, as one
+        string: the SHA-256 of the template's maps it registers to and of the network's checkpoint. The
+        workflow's registration node takes it as an input (its cache key): the node's other inputs name
+        these files by path, so maps rebuilt in place (``group --build-template`` into the same
+        ``tpl-<label>``, a ``--template-dir`` folder updated) or a network retrained into the same file
+        gave the earlier registration from Nipype's cache, recorded as this run's."""
+        return f"template {self._content[hemi]}; checkpoint {self._content['checkpoint'] or 'none'}"
+
+    @cached_property
+    def _content(self) -> dict[str, str]:
+        """``{"L": sha256, "R": sha256, "checkpoint": sha256 or ""}``: the template maps each hemisphere's
+        registration reads (those of :meth:`~ModelChoice.template_hemi`) and the network's checkpoint,
+        hashed once per run (:func:`~geomorph_bids.io.template_sources.files_sha256`)."""
+        from ..io.template_sources import files_sha256
+
+        out = {h: str(self.template.provenance(self.model.template_hemi(h), self.channels)["template_sha256"])
+               for h in ("L", "R")}
+        out["checkpoint"] = "" if self.model.checkpoint is None else files_sha256([self.model.checkpoint])
+        return out
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     features = list(config.features)
     load = pe.Node(LoadFeatures(sphere=str(h.sphere), feature_files=[str(h.features[f]) for f in features],
                                 feature_names=features, signs=[h.sign(f) for f in features], hemi=h.hemi,
-                                subject=h.subject, input_digest=h.digest, software=config.software),
+                                subject=h.subject, input_digest=h.digest, software=config.software,
+                                registration_features=list(config.channels)),
                    name="load_features")
     if h.sphere_reg is not None:
         load.inputs.sphere_reg = str(h.sphere_reg)
@@ -46,7 +47,7 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     register = pe.Node(Register(template=config.template.to_dict(), model=config.model.to_dict(),
                                 hemi=h.hemi, device=config.device, num_threads=config.omp_nthreads,
                                 subject=h.subject, source_files=[str(h.features[f]) for f in features],
-                                software=config.software),
+                                content_key=config.registration_key(h.hemi), software=config.software),
                        name="register", n_procs=config.nprocs if config.gpu else config.omp_nthreads,
                        # measured peak RSS at 164k, more for a high-resolution mesh (7T, FastSurfer's hires)
                        mem_gb=registration_needs_gb(surface_vertex_count(h.sphere))[0])
@@ -70,7 +71,8 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
     if h.sphere_reg is not None:
         wf.connect(load, "sphere_reg", register, "sphere_reg")
     # always: load_features makes a mask where a map holds no data (NaN, a sulc plateau), without a mask file too
-    wf.connect([(load, register, [("cortex_mask", "cortex_mask")]),
+    # the registration leaves out where its own maps hold no data; the resampling where any map does
+    wf.connect([(load, register, [("registration_mask", "cortex_mask")]),
                 (load, resample, [("cortex_mask", "cortex_mask")])])
     if h.midthickness is not None:
         wf.connect(load, "midthickness", resample, "midthickness")

@@ -1315,3 +1315,74 @@ def test_a_run_that_registers_nothing_leaves_no_methods_paragraph(dataset_factor
     (out / "logs" / "CITATION.md").write_bytes(earlier)
     code, _, err = run(*argv)
     assert code == 1 and (out / "logs" / "CITATION.md").read_bytes() == earlier
+
+
+def test_a_run_that_reuses_every_hemisphere_adds_no_methods_paragraph(dataset_factory, tmp_path):
+    """Twenty-fifth session (fix-bt): batch mode's outputs, then the workflow mode with a fresh work folder: the
+    hemisphere is reused (its outputs record the same inputs and settings: fix-bn), nothing registered, yet
+    logs/CITATION.md gained 'A later run into the same folder used other settings ...' and a paragraph saying the
+    surfaces were registered 'run as a Nipype 1.11.0 workflow', which made no output there (the files are batch
+    mode's). The text is now left as the run that made the outputs wrote it; a folder without one gets this run's."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out = tmp_path / "out"
+    argv = [bids, out, "participant", "--model", "rigid", "--hemi", "L", "--reports", "deferred"]
+    code, _, err = run(*argv, "-w", tmp_path / "w1", "--batch-size", "2")
+    assert code == 0, err
+    citation = out / "logs" / "CITATION.md"
+    first = citation.read_bytes()
+    assert b"run in batch mode" in first
+    code, stdout, err = run(*argv, "-w", tmp_path / "w2")
+    assert code == 0 and "reused: 1 hemisphere(s)" in stdout, err
+    assert citation.read_bytes() == first
+    citation.unlink()
+    code, stdout, err = run(*argv, "-w", tmp_path / "w3")
+    assert code == 0 and "reused: 1 hemisphere(s)" in stdout, err
+    assert b"run as a Nipype" in citation.read_bytes()
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["workflow", "batch"])
+def test_a_map_that_is_only_resampled_does_not_change_the_registration(dataset_factory, tmp_path, batch):
+    """Twenty-fifth session (fix-bt): ``--features sulc curv`` with a curv map holding NaN over a cap (a medial
+    wall or lesion exported so; fix-bi reads it as no data) registered sulc without that cap: every map's no-data
+    region went into the registration's cortex mask, so the registered sphere (sulc's registration) changed with
+    the maps asked to be resampled beside it (rigid: another sphere's bytes; the default optimiser too). Only the
+    registration's own maps' no-data regions now leave its mask; the registered sphere is that of ``--features
+    sulc``, in both modes."""
+    import nibabel.freesurfer as nfs
+
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    surf = bids / "derivatives" / "freesurfer" / "sub-01" / "surf"
+    vertices, _ = nfs.read_geometry(str(surf / "lh.sphere"))
+    cap = vertices @ np.array([0.0, 0.0, 1.0]) > np.cos(np.radians(30)) * np.linalg.norm(vertices, axis=1)
+    curv = nfs.read_morph_data(str(surf / "lh.curv")).astype(np.float32)
+    curv[cap] = np.nan
+    nfs.write_morph_data(str(surf / "lh.curv"), curv)
+    spheres = []
+    for k, features in enumerate((["sulc"], ["sulc", "curv"])):
+        out = tmp_path / f"out{k}"
+        code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "--features", *features,
+                           "-w", tmp_path / f"w{k}", "--reports", "deferred", *(["--batch-size", "2"] if batch else []))
+        assert code == 0, err
+        spheres.append((out / "sub-01" / "anat" / "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii").read_bytes())
+    assert int(cap.sum()) == 165  # of 2562 vertices
+    assert spheres[0] == spheres[1]
+
+
+def test_outputs_are_reused_when_the_work_folder_has_registered_with_other_settings_since(dataset_factory, tmp_path):
+    """Twenty-fifth session (fix-bt): one scratch work folder for runs into two output folders (fsLR, then
+    fsaverage): the work folder holds one registration per hemisphere, the last run's, and fix-bn looked at the
+    outputs' record only where it held none, so the fsLR rerun registered every hemisphere again (Nipype's cache
+    held fsaverage's) though its outputs recorded these inputs and settings: 'reused' now, the work folder's
+    registration (fsaverage's) left as it was."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    common = ["participant", "--model", "rigid", "--hemi", "L", "-w", tmp_path / "w", "--reports", "deferred"]
+    fslr, fsaverage = [bids, tmp_path / "out1", *common], [bids, tmp_path / "out2", *common, "--template", "fsaverage"]
+    for argv in (fslr, fsaverage):
+        code, stdout, err = run(*argv)
+        assert code == 0 and not re.search("^reused:", stdout, re.M), err
+    node = tmp_path / "w" / "geomorph_wf" / "sub_01_wf" / "hemi_L_wf" / "register" / "result_register.pklz"
+    cached = node.stat().st_mtime_ns
+    code, stdout, err = run(*fslr)
+    assert code == 0, err
+    assert "reused: 1 hemisphere(s) unchanged since an earlier run with the same inputs and settings" in stdout
+    assert node.stat().st_mtime_ns == cached

@@ -117,6 +117,30 @@ def test_outputs_registered_to_a_template_since_rebuilt_or_copied_are_said_at_th
 
 
 
+def test_a_participant_rerun_after_its_template_was_rebuilt_registers_to_the_rebuilt_maps(bids, tmp_path):
+    """Twenty-fifth session (fix-bt): `group --build-template` rebuilt tpl-geomorphPopulation in place and
+    said to rerun sub-01's participant level; the rerun with the same work folder said `reused: 1
+    hemisphere(s) unchanged since an earlier run with the same inputs and settings`: Nipype's registration
+    node named the maps by path only, so its cache gave the registration to the earlier maps (the metrics'
+    template_sha256 the earlier build's), and the metrics JSON's resume record took the new maps' key, so that
+    any later run, with any work folder, reused it too. The node now keys on the maps' content."""
+    from geomorph_bids.io.template_sources import files_sha256
+
+    out = cohort(bids, tmp_path)["out"]
+    metrics = out / "sub-01" / "anat" / "sub-01_hemi-L_space-geomorphPopulation_desc-geomorph_metrics.json"
+    first = json.loads(metrics.read_text())["registration"]["template_sha256"]
+    code, _, err = run(bids, out, "group", "--build-template", "1", "--participant-label", "02", "03", *RIGID)
+    assert code == 0, err
+    maps = out / "tpl-geomorphPopulation" / "tpl-geomorphPopulation_hemi-L_den-ico6_sulc.shape.gii"
+    rebuilt = files_sha256((str(maps),))
+    assert rebuilt != first
+    code, stdout, err = run(bids, out, "participant", "--participant-label", "01", "--template", "geomorphPopulation",
+                            *RIGID, "-w", tmp_path / "w")
+    assert code == 0, err
+    assert "reused" not in stdout
+    assert json.loads(metrics.read_text())["registration"]["template_sha256"] == rebuilt
+
+
 def test_a_participants_sessions_are_said_to_weigh_as_participants_and_session_label_picks_them(tmp_path):
     """QA: a cohort with per-session anatomy (sub-01_ses-1, sub-01_ses-2, sub-02_ses-1) built a
     template that averaged sub-01 twice, said "from 3 participant(s)" of 2 participants, and

@@ -285,3 +285,33 @@ def test_the_sidecars_say_how_each_hemisphere_was_registered(tmp_path):
         "rigid pre-alignment, then the warp of the GeoMorph network sulc-fsLR, from whose large-scale part the GeoMorph "
         "warp was optimised for this hemisphere (the optimiser's full schedule), the hemisphere mirrored (x -> -x) onto "
         "the left template and back")
+
+
+def test_the_registration_node_is_keyed_on_the_content_of_the_network_it_reads(tmp_path):
+    """Twenty-fifth session (fix-bt): the registration node named the network's checkpoint (and the
+    template's maps) by path, which Nipype hashes by size and modification time, so a network retrained or
+    replaced in the same file with both kept (``cp -p``, ``rsync -a`` of another version) gave, with the same
+    work folder, the earlier network's registration from Nipype's cache, which the metrics JSON's resume
+    record then vouched for with any work folder. The node's cache key now holds the checkpoint's and the
+    maps' SHA-256 (``RunConfig.registration_key``)."""
+    import os
+    from copy import deepcopy
+
+    from nipype.pipeline.engine.utils import generate_expanded_graph
+
+    from geomorph_bids.engine.model_choice import ModelChoice
+
+    checkpoint, job = tmp_path / "net.pt", _job(tmp_path, hemis=("L",))
+
+    def register_hash(content: bytes) -> str:
+        checkpoint.write_bytes(content)
+        os.utime(checkpoint, ns=(1_700_000_000 * 10**9,) * 2)
+        config = RunConfig(bids_dir=tmp_path / "bids", output_dir=tmp_path / "out", work_dir=tmp_path / "work",
+                           model=ModelChoice("network", str(checkpoint), ("sulc",), checkpoint, False))
+        graph = generate_expanded_graph(deepcopy(init_geomorph_wf([job], config)._create_flat_graph()))
+        (node,) = [n for n in graph.nodes if n.name == "register"]
+        return node.inputs.get_hashval()[1]
+
+    first, same, retrained = register_hash(b"network 1"), register_hash(b"network 1"), register_hash(b"network 2")
+    assert first == same
+    assert retrained != first
