@@ -41,18 +41,16 @@ def density_target(template: str, hemi: str, density: str, templateflow_home: st
     workflow worker's later resampling nodes skip the read, the sphere checks and the locator's set-up,
     ~60 ms each at 32k vertices. The target is only read from (its locator's lazily built k-d tree and
     tables are the same for every caller)."""
-    import os
-
     from ..io.digest import file_stamp
     from ..io.templates import density_sphere_file
 
-    home = templateflow_home if templateflow_home is not None else os.environ.get("TEMPLATEFLOW_HOME", "")
-    path = density_sphere_file(template, hemi, density, home)[0]
+    # the file found (its path in the key: None finds another one where $TEMPLATEFLOW_HOME changed)
+    path = density_sphere_file(template, hemi, density, templateflow_home)[0]
     try:
         stamp = () if path is None else (str(path), *file_stamp(path))
     except OSError:  # gone since it was found: read (and refused) as without the cache
-        return _density_target(template, hemi, density, home)
-    return _kept_target(template, hemi, density, home, stamp)
+        return _density_target(template, hemi, density, templateflow_home)
+    return _kept_target(template, hemi, density, templateflow_home, stamp)
 
 
 #: how many density targets a process keeps (:func:`density_target`): at most ~10 MB each at 32k vertices, ~50 MB
@@ -61,12 +59,12 @@ TARGETS_KEPT = 2
 
 
 @functools.lru_cache(maxsize=TARGETS_KEPT)
-def _kept_target(template: str, hemi: str, density: str, home: str, stamp: tuple) -> DensityTarget:
+def _kept_target(template: str, hemi: str, density: str, home: str | None, stamp: tuple) -> DensityTarget:
     """:func:`_density_target`, kept for the same arguments and file ``stamp``."""
     return _density_target(template, hemi, density, home)
 
 
-def _density_target(template: str, hemi: str, density: str, home: str) -> DensityTarget:
+def _density_target(template: str, hemi: str, density: str, home: str | None) -> DensityTarget:
     """:func:`density_target` read and indexed now."""
     from ..io.templates import load_density_sphere
     from ..sphere.locate import SphereLocator

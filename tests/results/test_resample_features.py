@@ -213,4 +213,8 @@ def test_a_density_target_is_kept_per_process_and_read_again_when_its_file_chang
     np.testing.assert_allclose(second.vertices, turned.astype(np.float32), atol=1e-3)
     assert not np.allclose(second.vertices, first.vertices, atol=1.0)
     monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path))  # None: $TEMPLATEFLOW_HOME, as before
-    assert density_target("fsaverage", "L", "10k") is second
+    found = density_target("fsaverage", "L", "10k")
+    assert found.source == second.source and np.array_equal(found.vertices, second.vertices)
+    assert density_target("fsaverage", "L", "10k") is found
+    monkeypatch.delenv("TEMPLATEFLOW_HOME")  # unset: not the file of before
+    assert not density_target("fsaverage", "L", "10k").source.startswith("TemplateFlow")
