@@ -185,7 +185,7 @@ def run_chunk(tasks: list[HemisphereTask], settings: ChunkSettings) -> list[Outc
                 _fail(outcomes[i], tasks[i], "register", result)
             else:
                 results[i] = result
-    targets: dict[str, Any] = {}  # hemi -> the output-density sphere, read once per chunk
+    targets: dict[str, Any] = {}  # hemi -> the output-density sphere (density_target: kept by the process)
     for i, result in results.items():
         try:
             _write_hemisphere(tasks[i], natives[i], result, settings, outcomes[i], targets)

@@ -34,7 +34,7 @@ from ..sphere.icosphere import icosphere
 from .quiet import quiet_warnings
 
 __all__ = ["Template", "load_template", "available_templates", "is_bundled_template", "TEMPLATE_LEVEL", "DENSITIES",
-           "normalise_density", "load_density_sphere", "ATLAS_ROI_DENSITIES", "load_atlas_roi"]
+           "normalise_density", "density_sphere_file", "load_density_sphere", "ATLAS_ROI_DENSITIES", "load_atlas_roi"]
 
 #: output densities per template: label -> vertex count (``icoN`` aliases are normalised)
 DENSITIES: dict[str, dict[str, int]] = {
@@ -192,6 +192,31 @@ def _read_density_file(path: Path, expected: int) -> tuple[np.ndarray, np.ndarra
     return s.vertices, s.faces
 
 
+def density_sphere_file(template: str, hemi: str, density: str | None = None,
+                        templateflow_home: str | Path | None = None) -> tuple[Path | None, str, str, list[str]]:
+    """Which file :func:`load_density_sphere` reads for these arguments, without reading it: (the file, or None
+    where there is none: an icosphere, or the density is not available; where it came from, as
+    :func:`load_density_sphere` names it (``""`` for None); the density label; the places looked in before it).
+    ValueError for a hemisphere or density that is not one."""
+    if hemi not in ("L", "R"):
+        raise ValueError(f"hemisphere must be 'L' or 'R', got {hemi!r}")
+    label = normalise_density(template, density)
+    home = templateflow_home if templateflow_home is not None else os.environ.get("TEMPLATEFLOW_HOME")
+    looked: list[str] = []
+    if home:
+        tf = templateflow_sphere_file(Path(home), template, hemi, label)
+        if tf.is_file() and tf.stat().st_size > 0:
+            return tf, f"TemplateFlow {tf.parent.name}/{tf.name}", label, looked
+        looked.append(f"{tf} ({'empty placeholder' if tf.is_file() else 'absent'})")
+    else:
+        looked.append("TemplateFlow (TEMPLATEFLOW_HOME not set)")
+    for where, path in density_sphere_candidates(template, hemi, label):
+        if path is not None and path.is_file() and path.stat().st_size > 0:
+            return path, where, label, looked
+        looked.append(f"{where} ({'package not installed' if path is None else 'absent'})")
+    return None, "", label, looked
+
+
 def load_density_sphere(template: str, hemi: str, density: str | None = None,
                         templateflow_home: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """The template's sphere at an output density, in template space.
@@ -211,25 +236,10 @@ def load_density_sphere(template: str, hemi: str, density: str | None = None,
     or ``"icosphere ico-N (...)"``, saying which FreeSurfer sphere it is for fsaverage). Raises ValueError (one line,
     naming every place looked in) when the density is not available here.
     """
-    if hemi not in ("L", "R"):
-        raise ValueError(f"hemisphere must be 'L' or 'R', got {hemi!r}")
-    label = normalise_density(template, density)
-    expected = DENSITIES[template][label]
-    home = templateflow_home if templateflow_home is not None else os.environ.get("TEMPLATEFLOW_HOME")
-    looked: list[str] = []
-    if home:
-        tf = templateflow_sphere_file(Path(home), template, hemi, label)
-        if tf.is_file() and tf.stat().st_size > 0:
-            v, f = _read_density_file(tf, expected)
-            return v, f, f"TemplateFlow {tf.parent.name}/{tf.name}"
-        looked.append(f"{tf} ({'empty placeholder' if tf.is_file() else 'absent'})")
-    else:
-        looked.append("TemplateFlow (TEMPLATEFLOW_HOME not set)")
-    for where, path in density_sphere_candidates(template, hemi, label):
-        if path is not None and path.is_file() and path.stat().st_size > 0:
-            v, f = _read_density_file(path, expected)
-            return v, f, where
-        looked.append(f"{where} ({'package not installed' if path is None else 'absent'})")
+    path, where, label, looked = density_sphere_file(template, hemi, density, templateflow_home)
+    if path is not None:
+        v, f = _read_density_file(path, DENSITIES[template][label])
+        return v, f, where
     level = _ICO_LEVEL.get(label) if template == "fsaverage" else (6 if label == "ico6" else None)
     if level is not None:
         v, f = icosphere(level)

@@ -620,9 +620,12 @@ def no_data(values: np.ndarray, faces: np.ndarray, path: PathLike = None, what: 
     if data.size >= MIN_PLATEAU_FRACTION * v.size:
         levels, counts = np.unique(data, return_counts=True)
         top = int(np.argmax(counts))
-        second = int(np.partition(counts, -2)[-2]) if counts.size > 1 else 0
-        if counts[top] >= MIN_PLATEAU_FRACTION * v.size and counts[top] >= PLATEAU_RATIO * max(second, 1):
-            found = v == levels[top]
+        # the runner-up's count only for a candidate plateau, and by a maximum: np.partition of a real map's
+        # counts (nearly all 1: ~160,000 at 164k vertices) took 21 ms of this function's 29 (the same value)
+        if counts[top] >= MIN_PLATEAU_FRACTION * v.size:
+            second = max(int(counts[:top].max(initial=0)), int(counts[top + 1:].max(initial=0)))
+            if counts[top] >= PLATEAU_RATIO * max(second, 1):
+                found = v == levels[top]
     if nan.any() and _a_region(nan, faces):
         scattered = nan & ~_linked(nan, faces)
         if scattered.any():  # a real medial wall or lesion has none (HCP's atlas ROI: 0 of 2,776-2,796)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -32,13 +33,48 @@ class DensityTarget:
 def density_target(template: str, hemi: str, density: str, templateflow_home: str | None = None) -> DensityTarget:
     """Read the ``template``'s ``hemi`` sphere at ``density`` and index it (:class:`DensityTarget`).
     ``templateflow_home``: as :func:`~geomorph_bids.io.templates.load_density_sphere` takes it (``""``: none,
-    as an entry point that found ``TEMPLATEFLOW_HOME`` unset decided; None: ``$TEMPLATEFLOW_HOME``)."""
+    as an entry point that found ``TEMPLATEFLOW_HOME`` unset decided; None: ``$TEMPLATEFLOW_HOME``).
+
+    Kept in the process for the next hemispheres (the last :data:`TARGETS_KEPT`: both hemispheres of a
+    run's template and density), keyed by the arguments and the file's identity (device, inode, size,
+    mtime, ctime: a file replaced or rewritten is read again): a batch worker's later chunks and a
+    workflow worker's later resampling nodes skip the read, the sphere checks and the locator's set-up,
+    ~60 ms each at 32k vertices. The target is only read from (its locator's lazily built k-d tree and
+    tables are the same for every caller)."""
+    from ..io.digest import file_stamp
+    from ..io.templates import density_sphere_file
+
+    # the file found (its path in the key: None finds another one where $TEMPLATEFLOW_HOME changed)
+    path = density_sphere_file(template, hemi, density, templateflow_home)[0]
+    try:
+        stamp = () if path is None else (str(path), *file_stamp(path))
+    except OSError:  # gone since it was found: read (and refused) as without the cache
+        return _density_target(template, hemi, density, templateflow_home)
+    return _kept_target(template, hemi, density, templateflow_home, stamp)
+
+
+#: how many density targets a process keeps (:func:`density_target`): at most ~10 MB each at 32k vertices, ~50 MB
+#: at 164k
+TARGETS_KEPT = 2
+
+
+@functools.lru_cache(maxsize=TARGETS_KEPT)
+def _kept_target(template: str, hemi: str, density: str, home: str | None, stamp: tuple) -> DensityTarget:
+    """:func:`_density_target`, kept for the same arguments and file ``stamp``."""
+    return _density_target(template, hemi, density, home)
+
+
+def _density_target(template: str, hemi: str, density: str, home: str | None) -> DensityTarget:
+    """:func:`density_target` read and indexed now."""
     from ..io.templates import load_density_sphere
     from ..sphere.locate import SphereLocator
     from ..sphere.mesh import vertex_areas
 
-    tv, tf, source = load_density_sphere(template, hemi, density, templateflow_home=templateflow_home)
-    return DensityTarget(tv, tf, source, SphereLocator(tv, tf), vertex_areas(tv, tf))
+    tv, tf, source = load_density_sphere(template, hemi, density, templateflow_home=home)
+    areas = vertex_areas(tv, tf)
+    for a in (tv, tf, areas):  # shared by every later hemisphere of the process: no caller may change them
+        a.flags.writeable = False
+    return DensityTarget(tv, tf, source, SphereLocator(tv, tf), areas)
 
 
 @dataclass(frozen=True, eq=False)

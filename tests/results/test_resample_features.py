@@ -172,3 +172,49 @@ def test_an_empty_templateflow_home_decided_at_the_entry_point_is_not_read_again
     assert not decided.source.startswith("TemplateFlow")
     maps = resample_features((v, f), {"sulc": v[:, 0]}, "fsaverage", "L", "10k", "")
     assert maps.source == decided.source
+
+
+def test_a_density_target_is_kept_per_process_and_read_again_when_its_file_changes(tmp_path, monkeypatch):
+    """Twenty-fifth session (fix-by): every resampling (a workflow's node per hemisphere, a batch chunk per
+    hemisphere side) read, checked and indexed the output-density sphere again, ~60 ms at 32k vertices. The
+    process now keeps the last two: the same target for the same arguments and file, the same maps as one
+    read now, bit for bit; a sphere file rewritten at the same path is read again; the kept arrays are read-only."""
+    from geomorph_bids.io.gifti import write_surface
+    from geomorph_bids.results.resample import _density_target
+    from geomorph_bids.resources import templateflow_sphere_file
+
+    kept = density_target("fsLR", "L", "32k", "")
+    assert density_target("fsLR", "L", "32k", "") is kept
+    now = _density_target("fsLR", "L", "32k", "")
+    assert now is not kept and now.source == kept.source
+    for a, b in ((kept.vertices, now.vertices), (kept.faces, now.faces), (kept.areas, now.areas)):
+        np.testing.assert_array_equal(a, b)
+        assert not a.flags.writeable
+    v, f = icosphere(5)
+    rng = np.random.default_rng(3)
+    moved = (v * 100.0) @ random_rotation(rng, max_angle_deg=10.0).T
+    maps = {"sulc": rng.normal(size=len(v))}
+    for mid in (None, moved * 1.05):
+        a = resample_features((moved, f), maps, "fsLR", "L", "32k", "", midthickness=mid)  # the kept target
+        b = resample_features((moved, f), maps, "fsLR", "L", "32k", "", midthickness=mid, target=now)
+        np.testing.assert_array_equal(a.maps["sulc"], b.maps["sulc"])
+        assert a.maps["sulc"].dtype == np.float32 and a.n_vertices == 32492
+
+    path = templateflow_sphere_file(tmp_path, "fsaverage", "L", "10k")
+    path.parent.mkdir(parents=True)
+    write_surface(path, v, f, hemi="L")
+    first = density_target("fsaverage", "L", "10k", str(tmp_path))
+    assert first.source == "TemplateFlow tpl-fsaverage/" + path.name
+    assert density_target("fsaverage", "L", "10k", str(tmp_path)) is first
+    turned = v @ random_rotation(rng, max_angle_deg=30.0).T  # another sphere in the same file
+    write_surface(path, turned, f, hemi="L")
+    second = density_target("fsaverage", "L", "10k", str(tmp_path))
+    assert second is not first
+    np.testing.assert_allclose(second.vertices, turned.astype(np.float32), atol=1e-3)
+    assert not np.allclose(second.vertices, first.vertices, atol=1.0)
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path))  # None: $TEMPLATEFLOW_HOME, as before
+    found = density_target("fsaverage", "L", "10k")
+    assert found.source == second.source and np.array_equal(found.vertices, second.vertices)
+    assert density_target("fsaverage", "L", "10k") is found
+    monkeypatch.delenv("TEMPLATEFLOW_HOME")  # unset: not the file of before
+    assert not density_target("fsaverage", "L", "10k").source.startswith("TemplateFlow")
