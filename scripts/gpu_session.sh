@@ -9,10 +9,9 @@
 # timeout_s=600). Both folders are git-ignored, so they travel only when carried:
 #   .gpu/sources.npz  the source bank: scripts/build_training_sources.py --out .gpu/sources.npz
 #   .whl/             wheels of what the device image lacks (device README, "Notes"): for Python 3.12,
-#                     nibabel==5.4.2 nipype==1.11.0 traits==7.3.0 prov==3.2.3 looseversion==1.3.0 (13 MB;
-#                     the versions of constraints.txt and the tested environment), each with
-#                     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
-#                       --implementation cp --platform manylinux_2_28_x86_64 -d .whl NAME==VERSION
+#                     those of scripts/device_wheels.txt (13 MB)
+# scripts/gpu_prepare.sh builds both, checks them and runs the rehearsal below with the device
+# image's packages only (scripts/device_site.py): the one command to run before a device call.
 # The rehearsal ends with READY or NOT READY and the list of what would fail there (a missing
 # wheel or bank, more than 8 files back or one over 16 MiB, a tree over 64 MiB, a failed step).
 # Before any work the session stops on one line (exit 3) without the bank, a module, or CUDA.
@@ -86,7 +85,7 @@ for name in ("numpy", "scipy", "torch", "nibabel", "nipype", "pytest", "geomorph
 print("; ".join(bad))
 EOF
 ) || missing="python ($py) did not run"
-[ -z "$missing" ] || fail "cannot import $missing: carry the missing wheels in .whl (see this script's header)"
+[ -z "$missing" ] || fail "cannot import $missing: add them to scripts/device_wheels.txt and run scripts/gpu_prepare.sh"
 runs=$(mktemp -d "${TMPDIR:-/tmp}/geomorph_runs.XXXXXX")
 checks="$runs/checks"  # packed into $out/checks.tgz: loose files there would pass the 8 that come back
 mkdir -p "$checks"
@@ -203,12 +202,12 @@ total=$(find "$out" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 
 [ "$total" -le 67108864 ] || problem "$out holds $total bytes: only 64 MiB come back"
 if [ "$rehearse" = 1 ]; then
   # what the device run needs that this CPU machine does not show
-  for w in nibabel nipype traits prov looseversion; do
+  for w in $(grep -v '^#' scripts/device_wheels.txt | sed 's/==.*//' | tr 'A-Z-' 'a-z_'); do
     found=0
     for f in .whl/"$w"-*.whl; do
       case "$f" in *-py3-none-any.whl|*-py2.py3-none-any.whl|*-cp312-*.whl) found=1 ;; esac
     done
-    [ "$found" = 1 ] || problem "no $w wheel (Python 3.12) in .whl: the device image has none (see this script's header)"
+    [ "$found" = 1 ] || problem "no $w wheel (Python 3.12) in .whl: run scripts/gpu_prepare.sh"
   done
   size=$( { git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null; \
             find .gpu .whl -type f -printf '%s\n' 2>/dev/null; } | awk '{ s += $1 } END { print s + 0 }')
