@@ -272,7 +272,7 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     low = template.low_resolution_note(choice.channels if choice.kind == "network" else tuple(maps), tpl_hemi)
     if low:  # geomorph-bids' note, less its --fs-subjects-dir (not an option of this command)
         say(f"{_PROG}: note: hemi-{hemi} {low.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)
-    result = register(moving, maps, template=template, hemi=hemi, device=choice.resolve_device(device),
+    result = register(moving, maps, template=template, hemi=hemi, device=choice.resolve_device(device, check_driver=True),
                       reg_sphere=reg, cortex_mask=native.cortex,  # where a map holds no data (NaN, a plateau)
                       quality=quality, **choice.register_arguments())
 

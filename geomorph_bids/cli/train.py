@@ -765,7 +765,7 @@ def _train(argv: Sequence[str] | None) -> int:
             raise ValueError(f"--sources {args.sources}: no such file (a bank built by "
                              "the source repository's scripts/build_training_sources.py)")
         # decided once, before any expensive work: the pairs, the training and the card take this one
-        args.device = str(resolve_device(args.device))
+        args.device = str(resolve_device(args.device, check_driver=True))
         args.template_ref = _resolve_template(args, log)
         if args.init is not None:
             from ..resources import model_path

@@ -651,9 +651,9 @@ def test_the_device_is_decided_once(tmp_path, monkeypatch):
     calls = []
     real = device_module.resolve_device
 
-    def counted(spec="auto"):
+    def counted(spec="auto", **kwargs):
         calls.append(spec)
-        return real(spec)
+        return real(spec, **kwargs)
 
     monkeypatch.setattr(device_module, "resolve_device", counted)
     out = tmp_path / "o"
