@@ -185,15 +185,19 @@ def is_gpu_out_of_memory(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" and isinstance(exc, RuntimeError)
 
 
-def gpu_out_of_memory(message: str) -> str:
+#: what to do when a registration ran out of GPU memory
+GPU_MEMORY_ADVICE = ("other processes or registrations hold the GPU's memory: free it, run fewer at once (--nprocs, "
+                     "--batch-size), or use --device cpu")
+
+
+def gpu_out_of_memory(message: str, advice: str = GPU_MEMORY_ADVICE) -> str:
     """torch's CUDA out-of-memory message (``CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total
     capacity of 139.81 GiB of which 1.12 GiB is free. Including non-PyTorch memory, ...``, ~600 characters
-    ending in advice on its allocator) as one line: what was asked and what was free, and what to do."""
+    ending in advice on its allocator) as one line: what was asked and what was free, then ``advice``."""
     text = " ".join(message.split())
     found = re.match(r"(.*?\bis free)\.", text) or re.match(r"(.*?)\. ", text)
     what = found.group(1) if found else (text or "CUDA out of memory")
-    return (f"out of GPU memory ({what}); other processes or registrations hold the GPU's memory: free it, run "
-            "fewer at once (--nprocs, --batch-size), or use --device cpu")
+    return f"out of GPU memory ({what}); {advice}"
 
 
 def out_of_memory(exc: MemoryError, n_vertices: int | None = None) -> str:
