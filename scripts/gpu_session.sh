@@ -25,7 +25,7 @@
 # <name>.tgz into .gpu/init/<name>/ (it is carried with .gpu) and set GEOMORPH_INIT_DIR=.gpu/init
 # (geomorph-train --init).
 # Writes to OUT_DIR (at most 8 files, none over 16 MiB): <name>.tgz (model.pt in bf16,
-# train_log.csv, model_card.md, log.txt) per network, checks.tgz (checks/: correctness.md/.json,
+# train_log.csv, model_card.md, log.txt; in 15 MB parts <name>.tgz.part0, part1 if over 16 MB) per network, checks.tgz (checks/: correctness.md/.json,
 # speed.md/.json, e2e.md, the pytest and geomorph-bids logs) and session.log: 5 files, no folder.
 set -uo pipefail
 out="${1:?usage: gpu_session.sh OUT_DIR}"
@@ -184,8 +184,15 @@ for n in "${names[@]}"; do
   cp "$runs/$n.log" "$runs/$n/log.txt" 2>/dev/null
   # a trainer stopped by its timeout left float32 weights (18.5 MB for the paper's network): bf16
   [ -f "$runs/$n/model.pt" ] && $py -c "import sys; from geomorph_bids.model.checkpoint import convert_checkpoint; convert_checkpoint(sys.argv[1])" "$runs/$n/model.pt"
-  tar -C "$runs/$n" -czf "$out/$n.tgz" model.pt train_log.csv model_card.md log.txt 2>/dev/null \
-    || tar -C "$runs" -czf "$out/$n.tgz" "$n.log"
+  # what there is: a trainer stopped by its timeout wrote no model_card.md, and its weights must come back all the same
+  have=(); for f in model.pt train_log.csv model_card.md log.txt; do [ -f "$runs/$n/$f" ] && have+=("$f"); done
+  if [ "${#have[@]}" -gt 0 ]; then tar -C "$runs/$n" -czf "$out/$n.tgz" "${have[@]}"; else tar -C "$runs" -czf "$out/$n.tgz" "$n.log"; fi
+  [ -f "$runs/$n/model.pt" ] || problem "training $n wrote no model.pt (its log: $n.tgz)"
+  # a file over 16 MiB would not come back: parts of 15 MiB (cat $n.tgz.part* > $n.tgz); 3 x 2 parts + 2 fit the 8
+  if [ "$(stat -c %s "$out/$n.tgz")" -gt 16000000 ]; then
+    split -b 15000000 -d -a 1 "$out/$n.tgz" "$out/$n.tgz.part" && rm "$out/$n.tgz"
+    stamp "$n.tgz over 16 MB: brought back as $(ls "$out" | grep -c "^$n.tgz.part") parts ($n.tgz.part*)"
+  fi
 done
 
 # --- speed, with the trained sulc -> fsaverage network, in the time left ------------------------
