@@ -3,8 +3,8 @@
 # (docs/models.md, "When a GPU is lent"). Run from the root of the checkout the session started in
 # (the device tool sends that one, also when called from a worktree):
 #
-#   bash scripts/gpu_prepare.sh              # build .gpu/ and .whl/, check them, rehearse (~5 min on 2 cores)
-#   bash scripts/gpu_prepare.sh --no-rehearse  # build and check only (~1 min)
+#   bash scripts/gpu_prepare.sh              # build .gpu/ and .whl/, check them, rehearse (9 min on 2 busy cores)
+#   bash scripts/gpu_prepare.sh --no-rehearse  # build and check only (~30 s)
 #
 # 1. .gpu/sources.npz: the training source bank (scripts/build_training_sources.py; ~25 s), unless there.
 # 2. .whl/: the Python 3.12 wheels of scripts/device_wheels.txt (pip download --no-deps --only-binary,
@@ -119,7 +119,8 @@ fi
 if [ "${#problems[@]}" -eq 0 ]; then
   stamp "READY$([ "$rehearse" = 1 ] || echo ' (not rehearsed)'). On the device tool, once:"
   echo '  run(command="bash scripts/gpu_session.sh $OUT", carry=[".gpu", ".whl"], timeout_s=600)'
-  echo "  then give_back; unpack each <name>.tgz it brings back (docs/models.md, \"When a GPU is lent\")"
+  echo "  then give_back; unpack each <name>.tgz it brings back (parts: cat NAME.tgz.part* > NAME.tgz;"
+  echo "  docs/models.md, \"When a GPU is lent\")"
 else
   stamp "NOT READY: ${#problems[@]} problem(s):"
   printf '  - %s\n' "${problems[@]}"
