@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python scripts/device_checks.py correctness --out DIR [--model model.pt]
     PYTHONPATH=. python scripts/device_checks.py speed --out DIR [--model model.pt] [--repeats 3]
+    PYTHONPATH=. python scripts/device_checks.py cohort --out BIDS_DIR [--subjects 32]
 
 correctness: the icosphere point locator on CUDA vs the CPU k-d tree; the network forward on
 CUDA vs CPU (float32) and bf16 vs float32 on CUDA; ``register()`` of one 164k-vertex hemisphere
@@ -14,6 +15,12 @@ network forward alone (float32 vs bf16, batch 1 and 32). Medians of ``--repeats`
 warm-up. Without ``--model`` a paper-sized network with random weights is timed.
 
 Both write ``<part>.json`` and ``<part>.md`` (tables) to ``--out`` and print the tables.
+
+cohort: a BIDS dataset at ``--out`` of ``--subjects`` FreeSurfer subjects, both hemispheres at
+163,842 vertices (the bundled template's sulc and curv on ico-7, moved by one random smooth warp and
+rotation per hemisphere, copied to every subject), for an end-to-end batch-mode run of
+``geomorph-bids`` (issue 18: hemispheres per second at N = 64). From the bundled templates only: the
+device image has no sMRIPrep (benchmarks/cohort.py's 164k cohort reads its atlases).
 """
 
 from __future__ import annotations
@@ -46,12 +53,16 @@ def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=1), (a * b).sum(1)))
 
 
+#: the subjects' icosphere level: 7 (163,842 vertices); the rehearsal sets 6 (40,962), 4x less CPU time
+LEVEL = {"level": 7}
+
+
 def subject(seed: int = 0, template: str = "fsaverage") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A 164k-vertex hemisphere: ico-7 sphere under a random rotation, sulc = the template's
+    """A 164k-vertex hemisphere (:data:`LEVEL`): ico-7 sphere under a random rotation, sulc = the template's
     ico-6 sulc upsampled, sharpened and noisy. Returns (vertices mm, faces, sulc)."""
     rng = np.random.default_rng(seed)
     tpl = load_template(template, "L", ("sulc",))
-    v7, f7 = icosphere(7)
+    v7, f7 = icosphere(LEVEL["level"])
     sulc = barycentric_weights((tpl.vertices, tpl.faces), v7) @ np.asarray(tpl.features["sulc"], float)
     sulc = sulc + 0.15 * sulc.std() * rng.standard_normal(len(sulc))
     axis = rng.standard_normal(3)
@@ -232,16 +243,46 @@ def speed(args: argparse.Namespace) -> dict:
     return out
 
 
+def cohort(root: Path, n_subjects: int, template: str = "fsaverage") -> Path:
+    """``root``: a BIDS dataset (``derivatives/freesurfer/sub-NNN/surf/{lh,rh}.{sphere,sulc,curv}``) of
+    ``n_subjects`` copies of one synthetic 163,842-vertex subject. Returns ``root``."""
+    import shutil
+
+    from geomorph_bids.engine.example_data import synthetic_hemisphere, write_freesurfer
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "cohort 164k", "BIDSVersion": "1.9.0"}))
+    subjects = root / "derivatives" / "freesurfer"
+    v7, f7 = icosphere(LEVEL["level"])
+    for k, hemi in enumerate(("L", "R")):
+        tpl = load_template(template, hemi, ("sulc", "curv"))
+        up = barycentric_weights((tpl.vertices, tpl.faces), v7)
+        maps = {c: up @ np.asarray(tpl.features[c], float) for c in ("sulc", "curv")}
+        write_freesurfer(subjects, "sub-001", synthetic_hemisphere(hemi, 100.0 * v7, f7, maps, seed=[164, k, 2026]))
+    for i in range(2, n_subjects + 1):
+        shutil.copytree(subjects / "sub-001", subjects / f"sub-{i:03d}")
+    return root
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("part", choices=("correctness", "speed"))
+    p.add_argument("part", choices=("correctness", "speed", "cohort"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--model", default=None, help="a checkpoint (default: paper-sized random network)")
     p.add_argument("--template", default="fsaverage")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--subjects", type=int, default=32, help="cohort: subjects (two hemispheres each)")
     p.add_argument("--rehearse", action="store_true",
                    help="run on the CPU with small sizes (to check the script before a GPU session)")
     args = p.parse_args()
+    if args.rehearse:
+        LEVEL["level"] = 6
+    if args.part == "cohort":  # CPU work: no device needed
+        t = time.perf_counter()
+        cohort(args.out, args.subjects, args.template)
+        print(f"cohort: {args.subjects} subjects x 2 hemispheres of {10 * 4 ** LEVEL['level'] + 2:,} vertices in {args.out} "
+              f"({time.perf_counter() - t:.1f} s)", flush=True)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     args.dev = "cuda" if torch.cuda.is_available() else "cpu"
     if args.dev == "cpu" and not args.rehearse:

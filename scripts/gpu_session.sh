@@ -9,24 +9,24 @@
 # timeout_s=600). Both folders are git-ignored, so they travel only when carried:
 #   .gpu/sources.npz  the source bank: scripts/build_training_sources.py --out .gpu/sources.npz
 #   .whl/             wheels of what the device image lacks (device README, "Notes"): for Python 3.12,
-#                     nibabel==5.4.2 nipype==1.11.0 traits==7.3.0 prov==3.2.3 looseversion==1.3.0 (13 MB;
-#                     the versions of constraints.txt and the tested environment), each with
-#                     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
-#                       --implementation cp --platform manylinux_2_28_x86_64 -d .whl NAME==VERSION
+#                     those of scripts/device_wheels.txt (13 MB)
+# scripts/gpu_prepare.sh builds both, checks them and runs the rehearsal below with the device
+# image's packages only (scripts/device_site.py): the one command to run before a device call.
 # The rehearsal ends with READY or NOT READY and the list of what would fail there (a missing
 # wheel or bank, more than 8 files back or one over 16 MiB, a tree over 64 MiB, a failed step).
 # Before any work the session stops on one line (exit 3) without the bank, a module, or CUDA.
 #
 # Trains three networks at once on the one GPU (their small kernels leave it mostly idle), for
-# GEOMORPH_TRAIN_MINUTES each: sulc -> fsaverage, sulc -> fsLR, sulc + curv + myelin -> fsLR.
+# GEOMORPH_TRAIN_MINUTES each (default 3.5): sulc -> fsaverage, sulc -> fsLR, sulc + curv + myelin -> fsLR.
 # Everything ends by GEOMORPH_DEADLINE_S seconds after the start (default 480: GPU.md's 8 minutes,
 # inside the tool's 600 s): the trainers are stopped in time for their weights to be packed, then the speed checks
-# get what is left. To continue training from weights brought back earlier, unpack each
+# (issue 12: device_checks.py speed) get what is left but 100 s, which go to geomorph-bids' batch mode
+# end to end on 64 hemispheres of 163,842 vertices (issue 18; e2e.md in checks.tgz). To continue training from weights brought back earlier, unpack each
 # <name>.tgz into .gpu/init/<name>/ (it is carried with .gpu) and set GEOMORPH_INIT_DIR=.gpu/init
 # (geomorph-train --init).
 # Writes to OUT_DIR (at most 8 files, none over 16 MiB): <name>.tgz (model.pt in bf16,
-# train_log.csv, model_card.md, log.txt) per network, checks.tgz (correctness/speed tables and
-# JSON, the pytest logs) and session.log.
+# train_log.csv, model_card.md, log.txt; in 15 MB parts <name>.tgz.part0, part1 if over 16 MB) per network, checks.tgz (checks/: correctness.md/.json,
+# speed.md/.json, e2e.md, the pytest and geomorph-bids logs) and session.log: 5 files, no folder.
 set -uo pipefail
 out="${1:?usage: gpu_session.sh OUT_DIR}"
 mkdir -p "$out"
@@ -41,7 +41,9 @@ export PYTHONUNBUFFERED=1 NIPYPE_NO_ET=1
 py="${GEOMORPH_PYTHON:-python3}"
 rehearse="${GEOMORPH_REHEARSE:-0}"
 sources="${GEOMORPH_SOURCES:-.gpu/sources.npz}"
-minutes="${GEOMORPH_TRAIN_MINUTES:-4.5}"
+minutes="${GEOMORPH_TRAIN_MINUTES:-3.5}"
+cohort_n=32          # the end-to-end cohort: 32 subjects = 64 hemispheres of 163,842 vertices (issue 18)
+e2e_reserve=100      # seconds kept for it after the speed checks
 deadline_s="${GEOMORPH_DEADLINE_S:-480}"
 if [ "$rehearse" = 1 ]; then
   dev=cpu; minutes="${GEOMORPH_TRAIN_MINUTES:-0.3}"; deadline_s="${GEOMORPH_DEADLINE_S:-2400}"
@@ -50,11 +52,12 @@ if [ "$rehearse" = 1 ]; then
   net_args=(--channels tiny --no-label-block --correlation --control-level 2 --labels 20 --label-level 6
             --crf-iterations 2 --batch-size 2 --pairs-per-epoch 4 --val-pairs 4 --threads 1 --bf16)
   check_args=(--rehearse --repeats 1)
+  cohort_n=2; train_threads=1  # and the checks' subjects at 40,962 vertices (device_checks.py --rehearse)
 else
   dev=cuda; slack=1
   net_args=(--channels default --no-label-block --correlation --control-level 4 --labels 600 --label-level 6 --crf-iterations 5
             --batch-size 8 --pairs-per-epoch 800 --val-pairs 64 --bf16)
-  check_args=(--repeats 3)
+  check_args=(--repeats 3); train_threads=4
 fi
 # the CUDA tests (marked cuda: skipped on CPU machines, tests/conftest.py), and the GPU-side code in full
 cuda_tests=(tests/model/test_geomorph.py tests/model/test_ico_locate.py tests/model/test_stage_loss.py
@@ -86,7 +89,7 @@ for name in ("numpy", "scipy", "torch", "nibabel", "nipype", "pytest", "geomorph
 print("; ".join(bad))
 EOF
 ) || missing="python ($py) did not run"
-[ -z "$missing" ] || fail "cannot import $missing: carry the missing wheels in .whl (see this script's header)"
+[ -z "$missing" ] || fail "cannot import $missing: add them to scripts/device_wheels.txt and run scripts/gpu_prepare.sh"
 runs=$(mktemp -d "${TMPDIR:-/tmp}/geomorph_runs.XXXXXX")
 checks="$runs/checks"  # packed into $out/checks.tgz: loose files there would pass the 8 that come back
 mkdir -p "$checks"
@@ -111,7 +114,7 @@ train() {  # name template seed extra-args...
   if [ -n "${GEOMORPH_INIT_DIR:-}" ] && [ -f "$GEOMORPH_INIT_DIR/$name/model.pt" ]; then
     init=(--init "$GEOMORPH_INIT_DIR/$name/model.pt")
   fi
-  OMP_NUM_THREADS=4 timeout "$train_limit" $py -m geomorph_bids.cli.train \
+  OMP_NUM_THREADS=$train_threads timeout "$train_limit" $py -m geomorph_bids.cli.train \
     --out "$runs/$name" --name "$name" --template "$template" --mirror-right --sources "$sources" \
     --device "$dev" --seed "$seed" --epochs 10000 --patience 0 --lr 5e-4 --lr-schedule cosine --warmup 150 \
     --supervised 1 --lam 10 --fold 10 --max-minutes "$minutes" --save-bf16 "${net_args[@]}" "${init[@]}" "$@" \
@@ -128,6 +131,11 @@ train multimodal-fsLR fsLR 13 --features sulc curv myelin &
 p3=$!
 
 pack_checks() { tar -C "$runs" -czf "$out/checks.tgz" checks; }
+
+# the end-to-end cohort's files (CPU work, while the networks train): timed after the speed checks
+OMP_NUM_THREADS=2 $py scripts/device_checks.py cohort --out "$runs/cohort" --subjects "$cohort_n" "${check_args[@]}" \
+  > "$checks/cohort.log" 2>&1 &
+pc=$!
 
 # --- correctness, while the networks train ----------------------------------------------------
 stamp "CUDA tests"
@@ -176,14 +184,21 @@ for n in "${names[@]}"; do
   cp "$runs/$n.log" "$runs/$n/log.txt" 2>/dev/null
   # a trainer stopped by its timeout left float32 weights (18.5 MB for the paper's network): bf16
   [ -f "$runs/$n/model.pt" ] && $py -c "import sys; from geomorph_bids.model.checkpoint import convert_checkpoint; convert_checkpoint(sys.argv[1])" "$runs/$n/model.pt"
-  tar -C "$runs/$n" -czf "$out/$n.tgz" model.pt train_log.csv model_card.md log.txt 2>/dev/null \
-    || tar -C "$runs" -czf "$out/$n.tgz" "$n.log"
+  # what there is: a trainer stopped by its timeout wrote no model_card.md, and its weights must come back all the same
+  have=(); for f in model.pt train_log.csv model_card.md log.txt; do [ -f "$runs/$n/$f" ] && have+=("$f"); done
+  if [ "${#have[@]}" -gt 0 ]; then tar -C "$runs/$n" -czf "$out/$n.tgz" "${have[@]}"; else tar -C "$runs" -czf "$out/$n.tgz" "$n.log"; fi
+  [ -f "$runs/$n/model.pt" ] || problem "training $n wrote no model.pt (its log: $n.tgz)"
+  # a file over 16 MiB would not come back: parts of 15 MiB (cat $n.tgz.part* > $n.tgz); 3 x 2 parts + 2 fit the 8
+  if [ "$(stat -c %s "$out/$n.tgz")" -gt 16000000 ]; then
+    split -b 15000000 -d -a 1 "$out/$n.tgz" "$out/$n.tgz.part" && rm "$out/$n.tgz"
+    stamp "$n.tgz over 16 MB: brought back as $(ls "$out" | grep -c "^$n.tgz.part") parts ($n.tgz.part*)"
+  fi
 done
 
 # --- speed, with the trained sulc -> fsaverage network, in the time left ------------------------
 model_arg=()
 [ -f "$runs/sulc-fsaverage/model.pt" ] && model_arg=(--model "$runs/sulc-fsaverage/model.pt")
-budget=$(( $(left) - 20 ))
+budget=$(( $(left) - 20 - e2e_reserve ))
 if [ "$budget" -ge 30 ]; then
   stamp "speed checks ($budget s)"
   timeout "$budget" $py scripts/device_checks.py speed --out "$checks" "${check_args[@]}" "${model_arg[@]}"
@@ -191,6 +206,35 @@ if [ "$budget" -ge 30 ]; then
 else
   problem "no time left for the speed checks ($budget s)"
 fi
+pack_checks
+
+# --- end to end: geomorph-bids batch mode on 64 hemispheres of 163,842 vertices (issue 18) -------
+# one chunk of 64 (one register_many on the device), then 8 workers with chunks of 8 if time is left;
+# wall time launch to exit, reports deferred (built later by --reports-only, not timed here)
+wait $pc || problem "building the end-to-end cohort failed (cohort.log in checks.tgz)"
+n_hemi=$(( 2 * cohort_n ))
+vertices=163,842; [ "$rehearse" = 1 ] && vertices=40,962
+echo "| geomorph-bids batch mode, $n_hemi hemispheres of $vertices vertices on $dev | wall (s) | hemispheres / s | registered on $dev |" > "$checks/e2e.md"
+echo "|---|---|---|---|" >> "$checks/e2e.md"
+for plan in "64 4" "8 8"; do
+  set -- $plan
+  [ -f "$runs/cohort/dataset_description.json" ] || break
+  if [ "$1" = 8 ] && [ $(( $(left) - 90 )) -lt 60 ]; then stamp "end to end --batch-size 8: no time left (optional)"; break; fi
+  stamp "end to end: $n_hemi hemispheres, --batch-size $1 --nprocs $2, on $dev"
+  t0=$(date +%s.%N)
+  step 90 "end to end (--batch-size $1)" $py -m geomorph_bids.cli.bids "$runs/cohort" "$runs/e2e-$1" participant \
+    --template fsaverage --device "$dev" --batch-size "$1" --nprocs "$2" --reports deferred -w "$runs/work-e2e-$1" \
+    > "$checks/e2e-$1.log" 2>&1
+  rc=$?
+  [ "$rc" = 99 ] && break
+  wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  n=$(grep -rhoE "\"device\": *\"$dev(:[0-9]+)?\"" "$runs/e2e-$1" 2>/dev/null | wc -l)
+  rate=$(awk -v n="$n" -v w="$wall" 'BEGIN { printf "%.2f", n / w }')
+  echo "| --batch-size $1 --nprocs $2 --reports deferred (exit $rc) | $wall | $rate | $n of $n_hemi |" >> "$checks/e2e.md"
+  stamp "end to end --batch-size $1: exit $rc, $n of $n_hemi hemispheres on $dev in $wall s ($rate / s)"
+  [ "$rc" = 0 ] && [ "$n" = "$n_hemi" ] || problem "end to end --batch-size $1: exit $rc, $n of $n_hemi hemispheres (e2e-$1.log in checks.tgz)"
+  rm -rf "$runs/e2e-$1" "$runs/work-e2e-$1"
+done
 pack_checks
 
 # --- what comes back: at most 8 files, 16 MiB each, 64 MiB together (device README, Limits) -----
@@ -203,12 +247,12 @@ total=$(find "$out" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 
 [ "$total" -le 67108864 ] || problem "$out holds $total bytes: only 64 MiB come back"
 if [ "$rehearse" = 1 ]; then
   # what the device run needs that this CPU machine does not show
-  for w in nibabel nipype traits prov looseversion; do
+  for w in $(grep -v '^#' scripts/device_wheels.txt | sed 's/==.*//' | tr 'A-Z-' 'a-z_'); do
     found=0
     for f in .whl/"$w"-*.whl; do
       case "$f" in *-py3-none-any.whl|*-py2.py3-none-any.whl|*-cp312-*.whl) found=1 ;; esac
     done
-    [ "$found" = 1 ] || problem "no $w wheel (Python 3.12) in .whl: the device image has none (see this script's header)"
+    [ "$found" = 1 ] || problem "no $w wheel (Python 3.12) in .whl: run scripts/gpu_prepare.sh"
   done
   size=$( { git ls-files -co --exclude-standard -z | xargs -0 stat -c %s 2>/dev/null; \
             find .gpu .whl -type f -printf '%s\n' 2>/dev/null; } | awk '{ s += $1 } END { print s + 0 }')

@@ -223,7 +223,7 @@ def test_the_container_check_sees_a_planted_cache():
 #: filled) and at most a dtype, so eight entries at most; anything else gives a ``maxsize``
 _UNBOUNDED_CACHE_KEYS = {"level", "dtype"}
 #: one exception: the interpreter's path (one per process)
-_UNBOUNDED_CACHE_ELSE = {"geomorph_bids.engine.device._cuda_works_in_a_child"}
+_UNBOUNDED_CACHE_ELSE = {"geomorph_bids.engine.device._cuda_problem_in_a_child"}
 
 
 def test_caches_without_a_bound_are_keyed_by_a_level():

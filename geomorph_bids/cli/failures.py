@@ -55,8 +55,15 @@ def readable(error: str) -> str:
     left on device: '/w/x.json'`` -> ``no space left on device (disk full) writing /w/x.json``;
     numpy's and Python's ``MemoryError`` (``_ArrayMemoryError: Unable to allocate ...``) -> ``out of
     memory (...); the address-space limit (ulimit -v) is ...`` (:func:`~.machine.out_of_memory`: the
-    limit met and what a registration needs); other errors unchanged."""
+    limit met and what a registration needs); torch's CUDA ``OutOfMemoryError`` -> ``out of GPU memory (...);
+    ...`` (:func:`~.machine.gpu_out_of_memory`); other errors unchanged."""
     kind, sep, rest = error.strip().partition(": ")
+    from .machine import GPU_OUT_OF_MEMORY_NAMES
+
+    if kind in GPU_OUT_OF_MEMORY_NAMES:
+        from .machine import gpu_out_of_memory
+
+        return gpu_out_of_memory(rest)
     if kind in ("MemoryError", "_ArrayMemoryError") or error.strip() == "MemoryError":
         from .machine import out_of_memory
 

@@ -409,7 +409,7 @@ def _build_population_template(args, rows: list[dict], copies: dict[tuple[str, s
 
     template, model = resolve_template_and_model(args, _PROG)
     features = tuple(args.features) if args.features else model.channels
-    device = model.resolve_device(args.device)
+    device = model.resolve_device(args.device, check_driver=True)
     offered = template.shared_features(args.hemi)
     lacking = [f for f in features if f not in offered]
     if lacking:  # registered to and averaged: a map the starting template lacks can never be (it ended on

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..engine.device import REGISTRATION_NEEDS_GB, high_resolution, registration_needs_gb
 from .messages import say
 
-__all__ = ["usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings",
+__all__ = ["gpu_out_of_memory", "is_gpu_out_of_memory", "usable_cpus", "total_memory_gb", "slurm_allocation", "drop_unusable_thread_settings",
            "threads_within_usable_cpus", "address_space_problem", "out_of_memory", "current_folder_problem",
            "matplotlib_config_in_tmp", "temporary_folder_in"]
 
@@ -173,6 +173,31 @@ def address_space_problem() -> str | None:
             f"load and a registration {REGISTRATION_NEEDS_GB[10242][1]:.2g} GB (10,242 vertices) to "
             f"{REGISTRATION_NEEDS_GB[163842][1]:.2g} GB (163,842): raise it (ulimit -v unlimited, or a cluster's "
             "virtual-memory limit) and run the command again")
+
+
+#: the names torch's CUDA out-of-memory error goes by (``torch.OutOfMemoryError``, a RuntimeError; a crash
+#: file writes it with or without its module)
+GPU_OUT_OF_MEMORY_NAMES = ("OutOfMemoryError", "torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError")
+
+
+def is_gpu_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's CUDA out-of-memory error (checked by name: torch need not be imported)."""
+    return type(exc).__name__ == "OutOfMemoryError" and isinstance(exc, RuntimeError)
+
+
+#: what to do when a registration ran out of GPU memory
+GPU_MEMORY_ADVICE = ("other processes or registrations hold the GPU's memory: free it, run fewer at once (--nprocs, "
+                     "--batch-size), or use --device cpu")
+
+
+def gpu_out_of_memory(message: str, advice: str = GPU_MEMORY_ADVICE) -> str:
+    """torch's CUDA out-of-memory message (``CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total
+    capacity of 139.81 GiB of which 1.12 GiB is free. Including non-PyTorch memory, ...``, ~600 characters
+    ending in advice on its allocator) as one line: what was asked and what was free, then ``advice``."""
+    text = " ".join(message.split())
+    found = re.match(r"(.*?\bis free)\.", text) or re.match(r"(.*?)\. ", text)
+    what = found.group(1) if found else (text or "CUDA out of memory")
+    return f"out of GPU memory ({what}); {advice}"
 
 
 def out_of_memory(exc: MemoryError, n_vertices: int | None = None) -> str:

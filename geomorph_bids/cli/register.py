@@ -34,7 +34,8 @@ from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit, interrupted
 from .interrupts import Interrupted, pid_alive, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
-                      threads_wait_passively, threads_within_usable_cpus, address_space_problem, out_of_memory)
+                      threads_wait_passively, threads_within_usable_cpus, address_space_problem, out_of_memory,
+                      gpu_out_of_memory, is_gpu_out_of_memory)
 from .messages import one_line_warnings, reader_may_go_away, say
 from .parser import REFINE_HELP, OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, device, hemisphere
 from ..resources import bundled_models
@@ -271,7 +272,8 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     low = template.low_resolution_note(choice.channels if choice.kind == "network" else tuple(maps), tpl_hemi)
     if low:  # geomorph-bids' note, less its --fs-subjects-dir (not an option of this command)
         say(f"{_PROG}: note: hemi-{hemi} {low.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)
-    result = register(moving, maps, template=template, hemi=hemi, device=choice.resolve_device(device),
+    result = register(moving, maps, template=template, hemi=hemi,
+                      device=choice.resolve_device(device, check_driver=True),
                       # where a map it compares holds no data (NaN, a plateau); a map only resampled changes nothing
                       reg_sphere=reg, cortex_mask=native.registration_cortex(
                           choice.channels if choice.kind == "network" else tuple(maps)),
@@ -666,4 +668,8 @@ def main(argv: list[str] | None = None) -> int:
         except MemoryError as exc:  # numpy's, torch's: a traceback before; nothing is written half (atomic writes)
             count = surface_vertex_count(args.sphere) if args.sphere is not None else None  # its header only
             return error_exit(_PROG, f"hemi-{args.hemi} {args.sphere}: {out_of_memory(exc, count)}; nothing was written")
+        except RuntimeError as exc:  # torch's CUDA out of memory (a RuntimeError): a traceback before
+            if not is_gpu_out_of_memory(exc):
+                raise
+            return error_exit(_PROG, f"hemi-{args.hemi} {args.sphere}: {gpu_out_of_memory(str(exc))}; nothing was written")
 

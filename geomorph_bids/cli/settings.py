@@ -154,7 +154,7 @@ def resolve_settings(args: argparse.Namespace, output_dir: Path, work_dir: Path,
     features = resolve_features(args, model)
     tf_home = os.environ.get("TEMPLATEFLOW_HOME", "")
     sources = {h: load_density_sphere(template.base, h, density, tf_home or None)[2] for h in args.hemi}
-    device = model.resolve_device(args.device)
+    device = model.resolve_device(args.device, check_driver=True)
     if note := cpu_fallback_note(args.device, device, model):
         say(f"geomorph-bids: note: {note}", file=sys.stderr)
     batch = int(getattr(args, "batch_size", None) or 0)

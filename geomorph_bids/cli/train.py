@@ -765,7 +765,7 @@ def _train(argv: Sequence[str] | None) -> int:
             raise ValueError(f"--sources {args.sources}: no such file (a bank built by "
                              "the source repository's scripts/build_training_sources.py)")
         # decided once, before any expensive work: the pairs, the training and the card take this one
-        args.device = str(resolve_device(args.device))
+        args.device = str(resolve_device(args.device, check_driver=True))
         args.template_ref = _resolve_template(args, log)
         if args.init is not None:
             from ..resources import model_path
@@ -833,6 +833,15 @@ def _train(argv: Sequence[str] | None) -> int:
     except Interrupted as exc:
         exc.acknowledge()
         return interrupted("geomorph-train", exc.name, exc.signum, interrupted_detail(args.out))
+    except RuntimeError as exc:  # torch's CUDA out of memory (a RuntimeError): a traceback before
+        from .machine import gpu_out_of_memory, is_gpu_out_of_memory
+
+        if not is_gpu_out_of_memory(exc):
+            raise
+        advice = ("other processes hold the GPU's memory, or the network and --batch-size need more than it has: "
+                  f"free it, lower --batch-size (now {args.batch_size}), or use --device cpu; "
+                  + interrupted_detail(args.out))
+        return error_exit("geomorph-train", gpu_out_of_memory(str(exc), advice))
 
 
 def interrupted_detail(out: Path) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -61,13 +62,15 @@ def batch_share(n_vertices: int | None) -> int:
     return 1 + max(0, math.ceil(round(extra / BATCH_HEMISPHERE_GB, 9)))
 
 
-def resolve_device(device: Any = "auto") -> Any:
+def resolve_device(device: Any = "auto", check_driver: bool = False) -> Any:
     """``"auto"`` (or None) -> CUDA if torch counts a GPU and can use it, else CPU; ``"cpu"`` (``"cpu:N"``, as
     ``torch.device("cpu", 0)`` prints, is the CPU); ``"cuda"`` / ``"cuda:N"``; ``"mps"``; or a
     ``torch.device`` (checked the same way). Returns a ``torch.device``.
 
     Raises a one-line ValueError for an unknown specification, CUDA (or MPS) requested but not
-    available, or a CUDA index beyond the visible devices. CUDA is not initialised here
+    available, or a CUDA index beyond the visible devices; with ``check_driver`` (the command lines,
+    which resolve once before any work) also for CUDA requested on GPUs torch cannot use (a driver
+    too old for its CUDA build), asked as ``auto`` asks it. CUDA is not initialised here
     (:func:`_cuda_count`): a caller may fork workers that use it.
     """
     import torch
@@ -91,6 +94,10 @@ def resolve_device(device: Any = "auto") -> Any:
         dev = _parse(torch, spec)
         if dev.index is not None and dev.index >= count:
             raise ValueError(f"device {spec!r} requested but only {count} CUDA device(s) are visible")
+        if check_driver and (problem := _cuda_problem(torch)) is not None:
+            raise ValueError(f"device {spec!r} requested but torch {torch.__version__} (built for CUDA "
+                             f"{torch.version.cuda}) cannot use the {count} GPU(s) it sees ({problem}); update the "
+                             "NVIDIA driver, or use device cpu")
         return dev
     if spec == "mps" or spec.startswith("mps:"):
         if not torch.backends.mps.is_available():
@@ -117,13 +124,43 @@ def _cuda_works(torch: Any) -> bool:
     return _cuda_works_in_a_child(sys.executable)
 
 
-@functools.lru_cache(maxsize=None)
 def _cuda_works_in_a_child(python: str) -> bool:
-    code = "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)"
+    return _cuda_problem_in_a_child(python) is None
+
+
+def _cuda_problem(torch: Any) -> str | None:
+    """Why torch cannot use the GPUs it counts (:func:`_cuda_problem_in_a_child`), None when it can."""
+    if torch.cuda.is_initialized():
+        return None if torch.cuda.is_available() else "torch.cuda.is_available() is False"
+    return _cuda_problem_in_a_child(sys.executable)
+
+
+#: asks torch in a child process; prints the first line of its CUDA warning when it cannot use the GPU
+_CHILD_CODE = """import sys, warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import torch
+    ok = torch.cuda.is_available()
+said = [" ".join(str(w.message).split()) for w in caught if "CUDA" in str(w.message) or "driver" in str(w.message)]
+print(said[0] if said and not ok else "")
+sys.exit(0 if ok else 3)
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_problem_in_a_child(python: str) -> str | None:
+    """None when torch, in a child process of ``python``, can use CUDA; else why not in a few words: torch's
+    warning without its advice (``The NVIDIA driver on your system is too old (found version 11040)``), or
+    ``torch.cuda.is_available() is False``. Once per process."""
     try:
-        return subprocess.run([python, "-c", code], capture_output=True, timeout=300, check=False).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+        done = subprocess.run([python, "-c", _CHILD_CODE], capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"torch could not be asked: {type(exc).__name__}"
+    if done.returncode == 0:
+        return None
+    said = done.stdout.strip().removeprefix("CUDA initialization:").strip()
+    said = re.split(r"\.?\s+(?:Please|Alternatively|\(Triggered)", said)[0].rstrip(".")
+    return said or "torch.cuda.is_available() is False"
 
 
 def _parse(torch: Any, spec: str) -> Any:

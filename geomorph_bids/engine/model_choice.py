@@ -157,14 +157,14 @@ class ModelChoice:
         """The template hemisphere a ``hemi`` registration uses (L for a mirrored network's R)."""
         return "L" if self.mirrored and hemi == "R" else hemi
 
-    def resolve_device(self, device: Any = "auto") -> str:
-        """The device this choice runs on, resolved once (:func:`~geomorph_bids.engine.device.resolve_device`):
-        ``"cpu"`` for the rigid stage alone (it uses no torch device)."""
+    def resolve_device(self, device: Any = "auto", check_driver: bool = False) -> str:
+        """The device this choice runs on, resolved once (:func:`~geomorph_bids.engine.device.resolve_device`,
+        ``check_driver`` passed on): ``"cpu"`` for the rigid stage alone (it uses no torch device)."""
         if self.rigid_only:
             return "cpu"
         from .device import resolve_device
 
-        return str(resolve_device(device))
+        return str(resolve_device(device, check_driver=check_driver))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (a Nipype input); :meth:`from_dict` is the inverse."""

@@ -398,3 +398,40 @@ def test_running_out_of_memory_on_a_high_resolution_sphere_says_what_that_sphere
         assert code == 1 and err[-1].startswith(f"geomorph-register: error: hemi-L {sphere}: out of memory (Unable to ")
         assert err[-1].endswith(ending), err[-1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lh.sphere"]
+
+
+#: torch's message for a CUDA allocation that did not fit (torch 2.11-2.13, one line)
+CUDA_OOM = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.81 GiB of which "
+            "1.12 GiB is free. Including non-PyTorch memory, this process has 138.60 GiB memory in use. Of the "
+            "allocated memory 136.20 GiB is allocated by PyTorch, and 1.10 GiB is reserved by PyTorch but "
+            "unallocated. If reserved but unallocated memory is large try setting "
+            "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for "
+            "Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)")
+#: what the line says of it, and what to do
+CUDA_OOM_LINE = ("out of GPU memory (CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+                 "139.81 GiB of which 1.12 GiB is free); other processes or registrations hold the GPU's memory: "
+                 "free it, run fewer at once (--nprocs, --batch-size), or use --device cpu")
+
+
+def test_running_out_of_gpu_memory_is_one_line_naming_the_hemisphere(tmp_path, monkeypatch, capsys):
+    """Twenty-fifth session: torch's CUDA out-of-memory error is a RuntimeError, not a MemoryError: on a
+    GPU shared with other processes geomorph-register ended with a traceback and torch's advice on
+    PYTORCH_CUDA_ALLOC_CONF, and geomorph-bids' FAILED line carried torch's 600-character message. Now
+    one line names the hemisphere and file, what was asked and free, and what to do."""
+    import torch
+
+    from geomorph_bids.cli import register
+    from geomorph_bids.cli.failures import readable
+
+    def no_gpu_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError(CUDA_OOM)
+
+    monkeypatch.setattr(register, "register_files", no_gpu_memory)
+    sphere = tmp_path / "lh.sphere"
+    code = register.main(["--sphere", str(sphere), "--feature", f"sulc={tmp_path / 'lh.sulc'}",
+                          "--out", str(tmp_path / "o.surf.gii")])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1 and err[-1] == f"geomorph-register: error: hemi-L {sphere}: {CUDA_OOM_LINE}; nothing was written"
+    assert "Traceback" not in "\n".join(err) and sorted(tmp_path.iterdir()) == []
+    for name in ("OutOfMemoryError", "torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError"):  # a crash file's
+        assert readable(f"{name}: {CUDA_OOM}") == CUDA_OOM_LINE

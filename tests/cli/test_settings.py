@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 import pytest
 
 from geomorph_bids.cli.settings import absolute_paths
@@ -381,3 +382,35 @@ def test_a_sphere_header_that_lies_about_its_vertex_count_does_not_size_the_run(
     args = argparse.Namespace(mem_gb=8.0, nprocs=4, batch_size=16, omp_nthreads=None)
     assert settings.fit_memory_to_spheres(args, sizes) == [] and (args.nprocs, args.batch_size) == (4, 16)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("command", ["bids", "register", "train"])
+def test_each_command_refuses_cuda_that_torch_cannot_use_before_any_work(command, tmp_path, monkeypatch, capsys):
+    """Twenty-fifth session: ``--device cuda`` on a driver too old for torch's CUDA build (NVML counts the
+    GPU, torch cannot use it) went on, and each registration failed with torch's message (geomorph-bids:
+    one FAILED line per hemisphere; geomorph-train: a traceback at its first step). Each command now
+    stops with the same one line before reading anything, exit 1, nothing written."""
+    import torch
+
+    from geomorph_bids.cli import bids, register, train
+    from geomorph_bids.engine import device as device_module
+
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(device_module, "_cuda_problem_in_a_child",
+                        lambda python: "The NVIDIA driver on your system is too old (found version 11040)")
+    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example"
+    anat = example / "derivatives" / "smriprep" / "sub-02" / "anat"
+    out = tmp_path / "out"
+    argv = {"bids": [str(example), str(out), "participant", "--participant-label", "02", "-w", str(tmp_path / "w")],
+            "register": ["--sphere", str(anat / "sub-02_hemi-L_sphere.surf.gii"), "--feature",
+                         f"sulc={anat / 'sub-02_hemi-L_sulc.shape.gii'}", "--out", str(out / "x.surf.gii")],
+            "train": ["--out", str(out), "--synthetic", "2", "--data-level", "3", "--channels", "tiny", "--epochs", "1"]}
+    main = {"bids": bids.main, "register": register.main, "train": train.main}[command]
+    assert main(argv[command] + ["--device", "cuda"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (f"geomorph-{command}: error: device 'cuda' requested but torch {torch.__version__} (built for "
+                       "CUDA 13.0) cannot use the 1 GPU(s) it sees (The NVIDIA driver on your system is too old (found "
+                       "version 11040)); update the NVIDIA driver, or use device cpu")
+    assert not out.exists() or not any(out.rglob("*.gii"))

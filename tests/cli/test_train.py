@@ -651,9 +651,9 @@ def test_the_device_is_decided_once(tmp_path, monkeypatch):
     calls = []
     real = device_module.resolve_device
 
-    def counted(spec="auto"):
+    def counted(spec="auto", **kwargs):
         calls.append(spec)
-        return real(spec)
+        return real(spec, **kwargs)
 
     monkeypatch.setattr(device_module, "resolve_device", counted)
     out = tmp_path / "o"
@@ -675,3 +675,31 @@ def test_the_device_is_decided_once(tmp_path, monkeypatch):
                  "3", "--channels", "tiny", "--epochs", "1", "--pairs-per-epoch", "2", "--val-pairs", "2",
                  "--batch-size", "2", "--threads", "1", "--device", "auto"]) == 0
     assert calls[0] == "auto" and calls[1:] == [str(real("auto"))] * (len(calls) - 1)
+
+
+def test_running_out_of_gpu_memory_in_a_training_is_one_line_with_what_to_do(tmp_path, monkeypatch, capsys):
+    """Twenty-fifth session: torch's CUDA out-of-memory error (a RuntimeError) in a step ended geomorph-train
+    with a traceback and torch's allocator advice. Now one line: what was asked and free, the batch size to
+    lower, and what the folder holds (as after an interruption)."""
+    from geomorph_bids.engine import train as engine_train
+
+    progress = engine_train._progress_line
+
+    def no_gpu_memory(epoch, *a, **k):
+        if epoch == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB. GPU 0 has a total "
+                                              "capacity of 79.19 GiB of which 2.50 GiB is free. Including non-PyTorch "
+                                              "memory, this process has 76.60 GiB memory in use. See documentation")
+        return progress(epoch, *a, **k)
+
+    monkeypatch.setattr(engine_train, "_progress_line", no_gpu_memory)
+    out = tmp_path / "m"
+    assert main(["--out", str(out), "--synthetic", "4", "--epochs", "3", "--channels", "tiny", "--data-level", "3",
+                 "--patience", "0", "--threads", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"geomorph-train: error: out of GPU memory (CUDA out of memory. Tried to allocate 3.00 GiB. GPU 0 "
+                   "has a total capacity of 79.19 GiB of which 2.50 GiB is free); other processes hold the GPU's memory, "
+                   "or the network and --batch-size need more than it has: free it, lower --batch-size (now 2), or use "
+                   f"--device cpu; {out / 'last.pt'} holds epoch 2 (the epoch under way is lost) and {out / 'model.pt'} "
+                   "the best epoch so far (no model_card.md until a training ends): continue with the same command "
+                   f"and --resume {out}"]

@@ -101,3 +101,49 @@ def test_a_high_resolution_hemisphere_takes_more_places_in_a_batch():
     from geomorph_bids.engine.device import batch_share
 
     assert [batch_share(n) for n in (None, 642, 10242, 163842, 300000, 655362)] == [1, 1, 1, 1, 4, 10]
+
+
+def test_cuda_asked_for_by_name_on_a_driver_too_old_is_one_line_at_the_start(monkeypatch):
+    """Twenty-fifth session: ``--device cuda`` counted GPUs through NVML only, so on a driver too old for
+    torch's CUDA build every registration (each Nipype node, each batch) failed with torch's own
+    message; ``auto`` fell back to the CPU. The command lines now ask torch (in a child, as ``auto``
+    does: CUDA stays uninitialised here) and stop before any work with one line; ``register()`` and
+    the rest of the library keep resolving without the child (``check_driver`` off)."""
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    asked = []
+
+    def too_old(python):
+        asked.append(python)
+        return "The NVIDIA driver on your system is too old (found version 11040)"
+
+    monkeypatch.setattr(device_module, "_cuda_problem_in_a_child", too_old)
+    assert resolve_device("cuda") == torch.device("cuda") and asked == []
+    with pytest.raises(ValueError) as e:
+        resolve_device("cuda", check_driver=True)
+    assert str(e.value) == (f"device 'cuda' requested but torch {torch.__version__} (built for CUDA 13.0) cannot use "
+                            "the 1 GPU(s) it sees (The NVIDIA driver on your system is too old (found version 11040)); "
+                            "update the NVIDIA driver, or use device cpu")
+    assert asked == [sys.executable]
+    assert resolve_device("auto") == torch.device("cpu")  # auto asks the same child
+    monkeypatch.setattr(device_module, "_cuda_problem_in_a_child", lambda python: None)
+    assert resolve_device("cuda:0", check_driver=True) == torch.device("cuda", 0)
+
+
+def test_the_child_says_why_torch_cannot_use_cuda(tmp_path):
+    """The child's answer is torch's CUDA warning less its advice and the C++ location, or a plain
+    fallback; a python that cannot be run is named."""
+    from geomorph_bids.engine.device import _cuda_problem_in_a_child
+
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'CUDA initialization: The NVIDIA driver on your system is too old (found "
+                    "version 11040). Please update your GPU driver by downloading it. (Triggered internally at x.cpp:1.)'"
+                    "\nexit 3\n")
+    fake.chmod(0o755)
+    assert _cuda_problem_in_a_child(str(fake)) == "The NVIDIA driver on your system is too old (found version 11040)"
+    silent = tmp_path / "silent"
+    silent.write_text("#!/bin/sh\nexit 3\n")
+    silent.chmod(0o755)
+    assert _cuda_problem_in_a_child(str(silent)) == "torch.cuda.is_available() is False"
+    assert _cuda_problem_in_a_child(str(tmp_path / "none")) == "torch could not be asked: FileNotFoundError"

@@ -39,15 +39,23 @@ def test_every_file_holding_a_cuda_test_is_run_by_the_gpu_session():
     assert marked <= set(_array("cuda_tests")), sorted(marked - set(_array("cuda_tests")))
 
 
-def _stand_in(tmp_path: Path, cuda: bool) -> tuple[Path, Path]:
+def _stand_in(tmp_path: Path, cuda: bool, model_bytes: int = 0) -> tuple[Path, Path]:
     """A python that records the calls of ``-m geomorph_bids.cli.train`` / ``.bids``,
     ``scripts/device_checks.py`` and ``-m pytest`` (exit 0), answers torch's CUDA check with
-    ``cuda``, and runs the rest."""
+    ``cuda``, and runs the rest. ``device_checks.py cohort --out DIR`` makes DIR a dataset; with
+    ``model_bytes`` each trainer leaves that many random bytes as its model.pt and a train_log.csv
+    (no model_card.md: as a trainer stopped by its timeout)."""
     log = tmp_path / "argv.log"
     fake = tmp_path / "python"
+    trainer = (f'p=""; for a in "$@"; do [ "$p" = --out ] && mkdir -p "$a" && head -c {model_bytes} /dev/urandom > '
+               '"$a/model.pt" && echo epoch > "$a/train_log.csv"; p=$a; done; ') if model_bytes else ""
     fake.write_text(
         "#!/usr/bin/env bash\n"
         'case "$*" in\n'
+        '  *"device_checks.py cohort --out"*) mkdir -p "$4" && touch "$4/dataset_description.json";;\n'
+        "esac\n"
+        'case "$*" in\n'
+        f'  *"-m geomorph_bids.cli.train"*) {trainer}printf "%s\\0" "$@" >> {log}; printf "\\n" >> {log}; exit 0;;\n'
         f'  *"-m geomorph_bids.cli."*|*device_checks.py*|*"-m pytest"*) printf "%s\\0" "$@" >> {log}; '
         f'printf "\\n" >> {log}; exit 0;;\n'
         f'  *"torch.cuda.is_available() else 1"*) exit {0 if cuda else 1};;\n'
@@ -118,3 +126,45 @@ def test_the_trainers_options_parse_and_fit_the_deadline(tmp_path, rehearse):
     back = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert back == ["checks.tgz", "multimodal-fsLR.tgz", "session.log", "sulc-fsLR.tgz", "sulc-fsaverage.tgz"]
     assert not list(tmp_path.glob("geomorph_runs*"))  # its scratch removed
+
+
+@pytest.mark.slow
+def test_the_session_times_the_bids_app_end_to_end_on_64_hemispheres_at_164k(tmp_path):
+    """Twenty-fifth session: issue 18 asks for hemispheres per second of geomorph-bids' batch mode end to end
+    on 64 hemispheres at 164k on the GPU; the session measured register_many() alone. It now builds a
+    32-subject 164k cohort from the bundled templates while the networks train (the device has no sMRIPrep)
+    and runs batch mode on it after the speed checks, one chunk of 64 first, on CUDA."""
+    python, log = _stand_in(tmp_path, cuda=True)
+    r = _run(tmp_path, python)
+    calls = _calls(log)
+    cohort = [c for c in calls if "scripts/device_checks.py" in c and "cohort" in c]
+    assert len(cohort) == 1 and cohort[0][cohort[0].index("--subjects") + 1] == "32", r.stdout
+    bids = [c[c.index("geomorph_bids.cli.bids") + 1:] for c in calls if "geomorph_bids.cli.bids" in c]
+    e2e = [a for a in bids if a[0].endswith("/cohort")]
+    assert [a[a.index("--batch-size") + 1] for a in e2e] == ["64", "8"], r.stdout
+    from geomorph_bids.cli.parser import build_parser as bids_parser
+
+    args = bids_parser().parse_args(e2e[0])
+    assert args.device == "cuda" and args.reports == "deferred" and args.analysis_level == "participant"
+    assert "end to end --batch-size 64: exit 0, 0 of 64 hemispheres on cuda" in r.stdout  # the stand-in registers none
+
+
+@pytest.mark.slow
+def test_weights_come_back_from_a_trainer_stopped_before_its_card_and_in_parts_when_large(tmp_path):
+    """Twenty-fifth session: a trainer stopped by its timeout leaves model.pt without model_card.md, and
+    the packing's ``tar ... model_card.md ... || tar <log>`` then brought back its log alone: the weights
+    were lost. A .tgz over 16 MB would not come back at all. Now what there is is packed, and a large one
+    comes back in 15 MB parts (``cat NAME.tgz.part* > NAME.tgz``), within the 8 files."""
+    import tarfile
+
+    python, log = _stand_in(tmp_path, cuda=True, model_bytes=17_000_000)
+    _run(tmp_path, python)
+    back = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert back == ["checks.tgz", "multimodal-fsLR.tgz.part0", "multimodal-fsLR.tgz.part1", "session.log",
+                    "sulc-fsLR.tgz.part0", "sulc-fsLR.tgz.part1", "sulc-fsaverage.tgz.part0", "sulc-fsaverage.tgz.part1"]
+    assert max((tmp_path / "out" / n).stat().st_size for n in back) <= 16_000_000
+    whole = tmp_path / "sulc-fsLR.tgz"
+    whole.write_bytes(b"".join((tmp_path / "out" / n).read_bytes() for n in back if n.startswith("sulc-fsLR.tgz.part")))
+    with tarfile.open(whole) as tar:
+        assert sorted(tar.getnames()) == ["log.txt", "model.pt", "train_log.csv"]
+        assert tar.getmember("model.pt").size == 17_000_000
