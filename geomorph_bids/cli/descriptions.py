@@ -5,7 +5,6 @@ derivative, GeneratedBy with version and container, SourceDatasets), ``README.md
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from ..derivatives import BIDSIGNORE, CITATION, DATASET_DESCRIPTION, README, bid
 from ..errors import InputError
 from ..io.atomic import atomic_write_bytes, shared_folder
 from ..io.limits import DOCUMENT_MAX_BYTES, read_bounded, read_json_bounded, read_text_bounded
+from .container import container_record
 from .methods import LATER_RUN, methods_text
 from .methods import REFERENCES_HEADING as _REFERENCES
 from .preflight import folder_lock
@@ -29,14 +29,12 @@ __all__ = ["write_dataset_description", "write_readme", "write_bidsignore", "wri
 
 def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str, Path] | None) -> Path:
     """``dataset_description.json`` of the derivatives (DatasetType derivative, GeneratedBy
-    with version and container from ``$GEOMORPH_CONTAINER``, SourceDatasets)."""
+    with version and container (:func:`~geomorph_bids.cli.container.container_record`), SourceDatasets)."""
     generated: dict[str, Any] = {"Name": "geomorph-bids", "Version": __version__,
                                  "Description": "GeoMorph cortical surface registration"}
-    container = os.environ.get("GEOMORPH_CONTAINER")
+    container = container_record()
     if container:
-        kind = "singularity" if container.endswith((".sif", ".simg")) or container.startswith(
-            ("library://", "shub://")) else "docker"
-        generated["Container"] = {"Type": kind, "Tag": container}
+        generated["Container"] = container
     links = {"raw": str(bids_dir.absolute())}
     sources: list[dict[str, str]] = [{"URL": "bids:raw:"}]
     raw_desc = bids_dir / DATASET_DESCRIPTION
