@@ -61,7 +61,8 @@ class HemisphereTask:
     factor to FreeSurfer's sign; ``midthickness`` / ``cortex_mask``: found beside the sphere, or
     None (area-corrected resampling; the medial wall left out of the similarity); ``files``: :func:`~geomorph_bids.workflows.outputs.hemisphere_files`;
     ``info``: :func:`~geomorph_bids.workflows.outputs.hemisphere_info`; ``record`` / ``stamp``:
-    the resume record, written once the files are committed.
+    the resume record, written once the files are committed; ``n_vertices``: the sphere's vertex count as
+    discovery read it from its header (:attr:`~geomorph_bids.io.discover.HemiInputs.n_vertices`), or None.
     """
 
     subject: str
@@ -77,6 +78,7 @@ class HemisphereTask:
     stamp: str
     midthickness: Path | None = None
     cortex_mask: Path | None = None
+    n_vertices: int | None = None
 
     @property
     def key(self) -> tuple[str, str | None, str]:
@@ -170,7 +172,7 @@ def run_chunk(tasks: list[HemisphereTask], settings: ChunkSettings) -> list[Outc
         items = [RegistrationItem(natives[i].sphere,  # a Sphere: read_hemisphere checked it (not again)
                                   {c: natives[i].features[c] for c in channels}, tasks[i].hemi,
                                   None if natives[i].sphere_reg is None else natives[i].sphere_reg.vertices,
-                                  cortex_mask=natives[i].cortex)
+                                  cortex_mask=natives[i].cortex, maps_checked=True)
                  for i in members]
         try:
             done = register_many(items, settings.template, device=settings.device, batch_size=len(items),
