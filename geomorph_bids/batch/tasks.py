@@ -204,7 +204,7 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
     from ..io import write_metric, write_surface
     from ..io.atomic import atomic_write_bytes, atomic_write_text, naming
     from ..io.gifti import EncodedArrays
-    from ..results.metrics import metrics_bytes, metrics_document, registration_record
+    from ..results.metrics import metrics_bytes, metrics_document, no_data_record, note_no_data, registration_record
     from ..results.resample import density_target, resample_features
     from ..results.writer import commit_outputs, staging
 
@@ -227,8 +227,10 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
     outcome.stage = "write"
     t = time.perf_counter()
     record = registration_record(result, settings.model, native.sphere_reg is not None)
+    no_data = no_data_record(native.no_data, native.no_data_vertices, len(native.sphere.vertices))
+    files = note_no_data(task.files, no_data)  # the vertices the maps hold no data at, said in their sidecars
     doc = metrics_document(record, task.info, settings.density, resampled.source, settings.quality,
-                           list(native.label_conflicts), [f.path.name for f in task.files if f.unless_flagged])
+                           list(native.label_conflicts), [f.path.name for f in files if f.unless_flagged], no_data)
     hemi = task.hemi
     final = {(f.field, f.index): f.path for f in task.files}
     meant: dict[str, Path] = {}  # staged file -> the output it becomes, named when its write fails
@@ -265,7 +267,7 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
             if str(exc.filename) not in meant:
                 raise
             raise naming(exc, meant[str(exc.filename)]) from exc
-        written = commit_outputs(task.files, produced, settings.output_dir, stage=stage)
+        written = commit_outputs(files, produced, settings.output_dir, stage=stage)
     atomic_write_text(task.record, record_text(task.stamp, written))
     outcome.seconds["write"] = time.perf_counter() - t
     outcome.stage = ""

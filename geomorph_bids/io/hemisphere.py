@@ -38,6 +38,10 @@ class NativeHemisphere:
         than the one it is read as (:func:`~geomorph_bids.io.hemisphere_label.label_conflicts`;
         none when no ``hemi`` was given), or whose name names another map than the feature it is
         read as (:func:`~geomorph_bids.io.hemisphere_label.feature_conflicts`).
+    no_data : feature -> ``{"nan": vertices, "constant": vertices}`` read as no data in its map
+        (:func:`~geomorph_bids.io.validate.no_data`: NaN regions, a sulc filled with one value), for the
+        maps that hold any; empty when none does.
+    no_data_vertices : how many vertices some map holds no data at (left out of ``cortex``).
     """
 
     sphere: Surface
@@ -46,6 +50,8 @@ class NativeHemisphere:
     midthickness: Surface | None = None
     cortex: np.ndarray | None = None
     label_conflicts: tuple[str, ...] = ()
+    no_data: dict[str, dict[str, int]] = field(default_factory=dict)
+    no_data_vertices: int = 0
 
 
 def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
@@ -83,15 +89,19 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     n = len(s.vertices)
     maps: dict[str, np.ndarray] = {}
     missing = np.zeros(n, dtype=bool)
+    counts: dict[str, dict[str, int]] = {}
     for name, path in features.items():
         values = np.asarray(read_feature(path, n_vertices=n, hemi=hemi, sphere=sphere, allow_nan=validate),
                             dtype=np.float64)
         if values.ndim != 1:
             raise InputError(f"holds {values.shape[1]} maps; one per file expected", path=path)
         if validate:  # NaN (a medial wall or lesion exported so) and a sulc plateau (a filled lesion): no data
+            nan = np.isnan(values)
             values, nodata = no_data(values, s.faces, path, what=f"feature {name!r}", plateau=name == "sulc")
             if nodata is not None:
                 missing |= nodata
+                n_nan = int(np.count_nonzero(nodata & nan))
+                counts[name] = {"nan": n_nan, "constant": int(np.count_nonzero(nodata)) - n_nan}
         if validate:  # all zero, constant or nearly all zero: nothing to align
             validate_feature(values, path, what=f"feature {name!r}")
             check_zero_fraction(values, path, what=f"feature {name!r}")  # zero-filled far beyond a medial wall
@@ -114,4 +124,4 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     conflicts = tuple(([] if hemi is None else label_conflicts([sphere, *features.values(), sphere_reg], hemi,
                                                                wound_inward=inward))
                       + feature_conflicts(features))
-    return NativeHemisphere(s, maps, reg, mid, cortex, conflicts)
+    return NativeHemisphere(s, maps, reg, mid, cortex, conflicts, counts, int(np.count_nonzero(missing)))

@@ -13,10 +13,11 @@ if TYPE_CHECKING:
     from ..engine.model_choice import ModelChoice
     from ..engine.register import Registration
     from ..quality import QualityThresholds
+    from .writer import OutputFile
 
 __all__ = ["registration_record", "metrics_document", "WITHHELD_REASON", "metrics_bytes", "LATEST_RUN_FAILED",
            "mark_latest_run_failed", "clear_latest_run_failed", "latest_run_failure", "read_document", "OUTPUTS",
-           "with_manifest", "outputs_as_written"]
+           "with_manifest", "outputs_as_written", "NO_DATA", "no_data_record", "note_no_data"]
 
 #: key of a metrics document whose hemisphere's latest participant run failed while this
 #: document (and the other outputs) of an earlier run were kept (``{"run": <run id>, "reason":
@@ -44,6 +45,64 @@ def _jsonable(d: Mapping[str, Any]) -> dict:
     return out
 
 
+#: key of a metrics document whose hemisphere's maps held no data somewhere (:func:`no_data_record`); absent when none
+NO_DATA = "no_data"
+
+
+def no_data_record(features: Mapping[str, Mapping[str, int]], vertices: int, n_vertices: int) -> dict[str, Any] | None:
+    """What the metrics JSON records (:data:`NO_DATA`) of the vertices where the native maps hold no data
+    (:func:`~geomorph_bids.io.validate.no_data`; :attr:`~geomorph_bids.io.hemisphere.NativeHemisphere.no_data`):
+    ``{"vertices": how many (some map's), "of_vertices": the sphere's count, "features": {feature: {"nan": n,
+    "constant": n}}}``, the vertices NaN in a map and those of a constant fill (a sulc plateau). Those vertices
+    are 0 in the native maps written and left out of the registration and of the resampling as a medial wall
+    is. None when there are none."""
+    if vertices <= 0:
+        return None
+    return {"vertices": int(vertices), "of_vertices": int(n_vertices),
+            "features": {str(f): {"nan": int(c.get("nan", 0)), "constant": int(c.get("constant", 0))}
+                         for f, c in features.items()}}
+
+
+def _no_data_words(record: Mapping[str, Any]) -> str:
+    """``12 of the native sphere's 2,562 vertices hold no data (sulc: NaN at 12): ...``"""
+    parts = []
+    for name, c in record["features"].items():
+        kinds = ([f"NaN at {c['nan']:,}"] if c.get("nan") else []) + (
+            [f"one value filling {c['constant']:,}"] if c.get("constant") else [])
+        parts.append(f"{name}: {' and '.join(kinds)}")
+    return (f"{record['vertices']:,} of the native sphere's {record['of_vertices']:,} vertices hold no data "
+            f"({'; '.join(parts)}): 0 in the native maps, left out of the registration's similarity and of the "
+            "resampling, as a medial wall is")
+
+
+#: a resampled map's ``CurrentRoi`` where no cortex mask was given, only maps holding no data somewhere
+_DATA_ROI = ("the native vertices where the maps hold data (NoData): values outside them are left out of every "
+             "vertex that has a source inside (-current-roi); a vertex with none keeps the unrestricted value")
+
+
+def note_no_data(files: Sequence["OutputFile"], record: Mapping[str, Any] | None) -> list["OutputFile"]:
+    """``files`` (:func:`~geomorph_bids.workflows.outputs.hemisphere_files`) with the vertices that hold no data
+    (``record``: :func:`no_data_record`) said in the sidecars of the maps written: ``NoData`` (``Vertices``,
+    ``Description``) in the native and resampled maps', and the resampled maps' ``CurrentRoi`` (the resampling
+    was restricted to the vertices with data: the cortex mask's text, less them, or that alone). Unchanged for
+    None."""
+    import dataclasses
+
+    if not record:
+        return list(files)
+    note = {"Vertices": int(record["vertices"]), "Description": _no_data_words(record)}
+    out = []
+    for f in files:
+        if f.meta is not None and f.field in ("native_features", "resampled_features"):
+            meta = {**f.meta, "NoData": note}
+            if f.field == "resampled_features":
+                meta["CurrentRoi"] = (f"{meta['CurrentRoi']}; less the {note['Vertices']:,} vertices where a map holds "
+                                      "no data (NoData)" if meta.get("CurrentRoi") else _DATA_ROI)
+            f = dataclasses.replace(f, meta=meta)
+        out.append(f)
+    return out
+
+
 def registration_record(result: Registration, choice: ModelChoice, used_sphere_reg: bool) -> dict:
     """The registration metrics (JSON-able) of one
     :class:`~geomorph_bids.engine.register.Registration` made with the
@@ -60,7 +119,7 @@ def registration_record(result: Registration, choice: ModelChoice, used_sphere_r
 
 def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], density: str | None,
                      density_source: str | None, thresholds: QualityThresholds | None = None, label_conflicts: list[str] | None = None,
-                     unless_flagged: Sequence[str] = ()) -> dict:
+                     unless_flagged: Sequence[str] = (), no_data: Mapping[str, Any] | None = None) -> dict:
     """The hemisphere's metrics document: the software (its build:
     :func:`~geomorph_bids.io.digest.software_id`), the provenance ``info`` (subject,
     inputs, sign convention...: :func:`geomorph_bids.workflows.outputs.hemisphere_info`),
@@ -73,7 +132,7 @@ def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], d
     names of the files written only when the hemisphere passes (``OutputFile.unless_flagged``: the
     sphere under sMRIPrep's names); a flagged hemisphere's document lists them as ``withheld``
     (``{"files": [...], "reason": ...}``), as :func:`~geomorph_bids.results.writer.commit_outputs`
-    withholds them on the same verdict."""
+    withholds them on the same verdict. ``no_data``: :func:`no_data_record` (recorded as :data:`NO_DATA`)."""
     from ..io.digest import software_id
     from ..quality import DEFAULT_THRESHOLDS, assess
 
@@ -89,6 +148,8 @@ def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], d
            "output_density_source": density_source or None,
            "registration": registration,
            "quality": verdict.to_dict()}
+    if no_data:
+        doc[NO_DATA] = dict(no_data)
     if verdict.flagged and unless_flagged:
         doc["withheld"] = {"files": [str(n) for n in unless_flagged], "reason": WITHHELD_REASON}
     return doc

@@ -65,7 +65,7 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
         (register, write, [("out_sphere", "registered_sphere"), ("metrics_file", "registration")]),
         (resample, write, [("out_files", "resampled_features"), ("density_source", "density_source")]),
         (load, write, [("sphere", "native_sphere"), ("feature_files", "native_features"),
-                       ("label_conflicts", "label_conflicts")]),
+                       ("label_conflicts", "label_conflicts"), ("no_data", "no_data")]),
     ])
     if h.sphere_reg is not None:
         wf.connect(load, "sphere_reg", register, "sphere_reg")
