@@ -1029,7 +1029,7 @@ def test_template_maps_from_the_freesurfer_folder_are_recorded_everywhere(datase
     assert f"note: {coarse}" in stdout
     stem = anat(out, "01") / "sub-01_hemi-L_space-fsaverage"
     sidecar = json.loads(Path(f"{stem}_desc-geomorph_sphere.json").read_text())
-    assert sidecar["TemplateSource"]["Kind"] == "freesurfer" and sidecar["TemplateSource"]["Path"] == str(fs)
+    assert sidecar["TemplateSource"]["Kind"] == "freesurfer" and sidecar["TemplateSource"]["Path"] == "bids:raw:derivatives/freesurfer/fsaverage"
     assert sidecar["TemplateSource"]["Vertices"] == 10242 and len(sidecar["TemplateSource"]["SHA256"]) == 64
     feature_sidecar = json.loads(Path(f"{stem}_den-41k_desc-geomorph_sulc.json").read_text())
     assert feature_sidecar["TemplateSource"] == sidecar["TemplateSource"]
