@@ -250,10 +250,12 @@ def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
             "input_features": {f: relative_to(h.features[f], config.bids_dir) for f in features},
             "features": features,
             # the inflated/midthickness mesh the report draws maps on (not copied into the outputs):
-            # relative to the BIDS dir like the other inputs, plus the absolute path to open it
+            # relative to the BIDS dir like the other inputs (the report finds it through DatasetLinks' raw),
+            # and the absolute path to open it only outside the BIDS dir (no user's folder named otherwise)
             "input_surface": relative_to(h.surface, config.bids_dir) if h.surface else None,
             "input_surface_kind": h.surface_kind,
-            "input_surface_path": str(Path(h.surface).resolve()) if h.surface else None,
+            "input_surface_path": (str(Path(h.surface).resolve())
+                                   if h.surface and _inside(h.surface, config.bids_dir) is None else None),
             "input_midthickness": relative_to(h.midthickness, config.bids_dir) if h.midthickness else None,
             "input_cortex_mask": relative_to(h.cortex_mask, config.bids_dir) if h.cortex_mask else None}
     record = resume_record(h, config)
@@ -262,16 +264,18 @@ def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
 
 def resume_record(h: HemiInputs, config: RunConfig) -> dict[str, Any] | None:
     """What the metrics JSON records (``resume``) so that a later run may take its hemisphere as done
-    without a work folder (:func:`reusable`): the input files' absolute paths (the metrics and sidecars
-    name them; the surface the report draws on too), their content hash ``h.digest`` (computed once
-    after discovery) and :attr:`~geomorph_bids.workflows.config.RunConfig.results_key` (the settings).
-    None when ``h`` has no content hash (inputs not hashed: such outputs are never reused)."""
+    without a work folder (:func:`reusable`): the input files as the sidecars name them (:func:`input_uri`:
+    ``bids:raw:...`` in the BIDS folder, ``bids:<link>:...`` in a DatasetLinks dataset, else the absolute
+    path; the surface the report draws on too: what the outputs say of where the inputs lie, so a dataset
+    moved with its outputs is still theirs), their content hash ``h.digest`` (computed once after discovery)
+    and :attr:`~geomorph_bids.workflows.config.RunConfig.results_key` (the settings). None when ``h`` has no
+    content hash (inputs not hashed: such outputs are never reused)."""
     if not h.digest:
         return None
     inputs = [h.sphere, h.sphere_reg, *(h.features[f] for f in config.features), h.midthickness, h.cortex_mask,
               h.surface]
-    return {"inputs": [str(Path(p).absolute()) for p in inputs if p is not None], "sha1": h.digest,
-            "settings": config.results_key}
+    return {"inputs": [input_uri(Path(p).absolute(), config.bids_dir, config.dataset_links)
+                       for p in inputs if p is not None], "sha1": h.digest, "settings": config.results_key}
 
 
 def reusable(h: HemiInputs, config: RunConfig) -> bool:

@@ -385,3 +385,25 @@ def test_a_batch_chunk_looks_for_no_data_once_per_map(cohort, tmp_path, monkeypa
     outcomes = run_chunk(tasks, settings)
     assert all(o.error is None for o in outcomes)
     assert sorted(calls) == sorted(f"feature {f!r}" for f in config.features for _ in tasks)
+
+
+def test_outputs_are_reused_when_the_dataset_moved_with_them(cohort, tmp_path):
+    """The metrics' resume record named the inputs by their absolute paths, so a study copied or moved (another
+    disk, a colleague's copy, ``/scratch`` to ``/project``) with its outputs registered every hemisphere again, to the
+    same outputs; and the metrics named the user's folders. It names them as the sidecars do (``bids:raw:...``, by
+    content as before): outputs are reused wherever the dataset lies; an input outside any dataset keeps its path.
+    The inflated surface the report draws is recorded by its absolute path only outside the dataset."""
+    import json
+    import shutil
+
+    bids = tmp_path / "elsewhere" / "bids"
+    shutil.copytree(cohort["bids"], bids, symlinks=True)
+    shutil.copytree(cohort["config"].output_dir, tmp_path / "out")
+    config, jobs = _setup(tmp_path, bids)
+    tasks, reused = plan_tasks(jobs, config)
+    assert reused == 5 and [t.key for t in tasks] == [("02", None, "R")]
+    job = next(j for j in jobs if j.subject == "01")
+    doc = json.loads(hemi_outputs(job.inputs.hemis["L"], config).metrics.read_text())
+    assert doc["resume"]["inputs"][:2] == ["bids:raw:derivatives/freesurfer/sub-01/surf/lh.sphere",
+                                           "bids:raw:derivatives/freesurfer/sub-01/surf/lh.sulc"]
+    assert str(cohort["tmp"]) not in json.dumps(doc["resume"])
