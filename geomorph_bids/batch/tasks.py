@@ -204,9 +204,9 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
     from ..io import write_metric, write_surface
     from ..io.atomic import atomic_write_bytes, atomic_write_text, naming
     from ..io.gifti import EncodedArrays
-    from ..results.metrics import metrics_bytes, metrics_document, no_data_record, note_no_data, registration_record
+    from ..results.metrics import metrics_bytes, metrics_document, no_data_record, registration_record
     from ..results.resample import density_target, resample_features
-    from ..results.writer import commit_outputs, staging
+    from ..results.writer import commit_outputs, note_no_data, staging
 
     names = list(task.features)
     native_written = {f.index for f in task.files if f.field == "native_features"}

@@ -59,9 +59,9 @@ class WriteHemisphere(SimpleInterface):
         from pathlib import Path
 
         from ..io.atomic import atomic_write_bytes
-        from ..results.metrics import metrics_bytes, metrics_document, note_no_data
+        from ..results.metrics import metrics_bytes, metrics_document
         from ..quality import QualityThresholds
-        from ..results.writer import OutputFile, commit_outputs
+        from ..results.writer import OutputFile, commit_outputs, note_no_data
 
         registration = json.loads(Path(self.inputs.registration).read_text())
         conflicts = list(self.inputs.label_conflicts) if isdefined(self.inputs.label_conflicts) else None

@@ -13,11 +13,10 @@ if TYPE_CHECKING:
     from ..engine.model_choice import ModelChoice
     from ..engine.register import Registration
     from ..quality import QualityThresholds
-    from .writer import OutputFile
 
 __all__ = ["registration_record", "metrics_document", "WITHHELD_REASON", "metrics_bytes", "LATEST_RUN_FAILED",
            "mark_latest_run_failed", "clear_latest_run_failed", "latest_run_failure", "read_document", "OUTPUTS",
-           "with_manifest", "outputs_as_written", "NO_DATA", "no_data_record", "note_no_data"]
+           "with_manifest", "outputs_as_written", "NO_DATA", "no_data_record"]
 
 #: key of a metrics document whose hemisphere's latest participant run failed while this
 #: document (and the other outputs) of an earlier run were kept (``{"run": <run id>, "reason":
@@ -55,52 +54,12 @@ def no_data_record(features: Mapping[str, Mapping[str, int]], vertices: int, n_v
     ``{"vertices": how many (some map's), "of_vertices": the sphere's count, "features": {feature: {"nan": n,
     "constant": n}}}``, the vertices NaN in a map and those of a constant fill (a sulc plateau). Those vertices
     are 0 in the native maps written and left out of the registration and of the resampling as a medial wall
-    is. None when there are none."""
+    is (the maps' sidecars say so: :func:`~geomorph_bids.results.writer.note_no_data`). None when there are none."""
     if vertices <= 0:
         return None
     return {"vertices": int(vertices), "of_vertices": int(n_vertices),
             "features": {str(f): {"nan": int(c.get("nan", 0)), "constant": int(c.get("constant", 0))}
                          for f, c in features.items()}}
-
-
-def _no_data_words(record: Mapping[str, Any]) -> str:
-    """``12 of the native sphere's 2,562 vertices hold no data (sulc: NaN at 12): ...``"""
-    parts = []
-    for name, c in record["features"].items():
-        kinds = ([f"NaN at {c['nan']:,}"] if c.get("nan") else []) + (
-            [f"one value filling {c['constant']:,}"] if c.get("constant") else [])
-        parts.append(f"{name}: {' and '.join(kinds)}")
-    return (f"{record['vertices']:,} of the native sphere's {record['of_vertices']:,} vertices hold no data "
-            f"({'; '.join(parts)}): 0 in the native maps, left out of the registration's similarity and of the "
-            "resampling, as a medial wall is")
-
-
-#: a resampled map's ``CurrentRoi`` where no cortex mask was given, only maps holding no data somewhere
-_DATA_ROI = ("the native vertices where the maps hold data (NoData): values outside them are left out of every "
-             "vertex that has a source inside (-current-roi); a vertex with none keeps the unrestricted value")
-
-
-def note_no_data(files: Sequence["OutputFile"], record: Mapping[str, Any] | None) -> list["OutputFile"]:
-    """``files`` (:func:`~geomorph_bids.workflows.outputs.hemisphere_files`) with the vertices that hold no data
-    (``record``: :func:`no_data_record`) said in the sidecars of the maps written: ``NoData`` (``Vertices``,
-    ``Description``) in the native and resampled maps', and the resampled maps' ``CurrentRoi`` (the resampling
-    was restricted to the vertices with data: the cortex mask's text, less them, or that alone). Unchanged for
-    None."""
-    import dataclasses
-
-    if not record:
-        return list(files)
-    note = {"Vertices": int(record["vertices"]), "Description": _no_data_words(record)}
-    out = []
-    for f in files:
-        if f.meta is not None and f.field in ("native_features", "resampled_features"):
-            meta = {**f.meta, "NoData": note}
-            if f.field == "resampled_features":
-                meta["CurrentRoi"] = (f"{meta['CurrentRoi']}; less the {note['Vertices']:,} vertices where a map holds "
-                                      "no data (NoData)" if meta.get("CurrentRoi") else _DATA_ROI)
-            f = dataclasses.replace(f, meta=meta)
-        out.append(f)
-    return out
 
 
 def registration_record(result: Registration, choice: ModelChoice, used_sphere_reg: bool) -> dict:

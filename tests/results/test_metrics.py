@@ -43,8 +43,8 @@ def test_the_vertices_a_map_holds_no_data_at_are_said_in_the_sidecars_beside_a_c
     how many and why; the sphere's sidecar and a file without one are left as they were."""
     from pathlib import Path
 
-    from geomorph_bids.results.metrics import no_data_record, note_no_data
-    from geomorph_bids.results.writer import OutputFile
+    from geomorph_bids.results.metrics import no_data_record
+    from geomorph_bids.results.writer import OutputFile, note_no_data
 
     assert no_data_record({}, 0, 2562) is None and note_no_data([], None) == []
     record = no_data_record({"sulc": {"nan": 0, "constant": 300}, "curv": {"nan": 40, "constant": 0}}, 320, 2562)
