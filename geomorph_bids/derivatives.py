@@ -53,7 +53,7 @@ __all__ = ["DESC", "FEATURE_SUFFIX", "Derivative", "REGISTERED_SPHERE", "RESAMPL
            "entities", "label_key", "anat_dir", "anat_uri", "sidecar", "parse_metrics_name", "metrics_files",
            "report_name",
            "figures_dir", "FIGURES", "GROUP_TSV", "GROUP_JSON", "GROUP_HTML", "GROUP_FIGURE",
-           "DATASET_DESCRIPTION",
+           "DATASET_DESCRIPTION", "dataset_link", "linked_folder",
            "CITATION", "LOGS", "README", "BIDSIGNORE", "bidsignore_lines", "crash_dir", "CRASH_FILES",
            "STANDARD_SPACES", "check_template_label"]
 
@@ -390,6 +390,23 @@ GROUP_JSON = f"group_desc-{DESC}_metrics.json"
 GROUP_HTML = "group.html"
 GROUP_FIGURE = "figures/group_desc-distributions_metrics.png"
 DATASET_DESCRIPTION = "dataset_description.json"
+
+
+def dataset_link(folder: str | Path, output_dir: str | Path, bids_dir: str | Path) -> str:
+    """``dataset_description.json``'s ``DatasetLinks`` value of ``folder``: relative to the output folder
+    (BIDS: a link without a scheme is resolved from the derivative's root) when both lie in the BIDS folder
+    (``bids/derivatives/geomorph``'s ``raw`` is ``../..``: it moves with its dataset, and names no user's
+    folder), else ``folder``'s absolute path."""
+    target, out, root = (Path(p).absolute() for p in (folder, output_dir, bids_dir))
+    if all(p == root or root in p.parents for p in (target, out)):
+        return Path(os.path.relpath(target, out)).as_posix()
+    return str(target)
+
+
+def linked_folder(output_dir: str | Path, link: str) -> Path:
+    """The folder a ``DatasetLinks`` value written by :func:`dataset_link` names, read from ``output_dir``."""
+    path = Path(link)
+    return path if path.is_absolute() else Path(os.path.normpath(Path(output_dir).absolute() / path))
 LOGS = "logs"
 CITATION = f"{LOGS}/CITATION.md"
 #: the derivative dataset's README (the BIDS validator warns README_FILE_MISSING without one)

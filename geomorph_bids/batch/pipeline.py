@@ -112,7 +112,7 @@ def plan_tasks(jobs: list[SubjectJob], config: RunConfig) -> tuple[list[Hemisphe
                 cortex_mask=Path(h.cortex_mask) if h.cortex_mask else None,
                 features={f: Path(h.features[f]) for f in config.features},
                 signs={f: h.sign(f) for f in config.features}, files=tuple(hemisphere_files(h, config)),
-                info=hemisphere_info(h, config), record=record, stamp=expected))
+                info=hemisphere_info(h, config), record=record, stamp=expected, n_vertices=h.n_vertices))
     return tasks, reused
 
 
@@ -136,8 +136,8 @@ def _crash(crash_dir: Path, outcome: Outcome) -> str | None:
 def chunk_tasks(tasks: list[HemisphereTask], size: int,
                 share: Callable[[HemisphereTask], int] | None = None) -> deque[list[HemisphereTask]]:
     """``tasks`` in consecutive chunks (registered together) of at most ``size`` places, a hemisphere taking
-    ``share(task)`` of them (default: :func:`~geomorph_bids.engine.device.batch_share` of its sphere's vertex count,
-    read from its header: 1 up to 163,842 vertices, so ordinary hemispheres go ``size`` at a time; a
+    ``share(task)`` of them (default: :func:`~geomorph_bids.engine.device.batch_share` of its sphere's vertex count
+    (discovery's, else read from its header): 1 up to 163,842 vertices, so ordinary hemispheres go ``size`` at a time; a
     high-resolution one more); one heavier than ``size`` is a chunk of its own."""
     if share is None:
         share = _sphere_share
@@ -160,7 +160,7 @@ def _sphere_share(task: HemisphereTask) -> int:
     from ..engine.device import batch_share
     from ..io.discover import surface_vertex_count
 
-    return batch_share(surface_vertex_count(task.sphere))
+    return batch_share(task.n_vertices if task.n_vertices is not None else surface_vertex_count(task.sphere))
 
 
 def _disk_words(number: int) -> str:

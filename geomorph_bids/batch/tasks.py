@@ -61,7 +61,8 @@ class HemisphereTask:
     factor to FreeSurfer's sign; ``midthickness`` / ``cortex_mask``: found beside the sphere, or
     None (area-corrected resampling; the medial wall left out of the similarity); ``files``: :func:`~geomorph_bids.workflows.outputs.hemisphere_files`;
     ``info``: :func:`~geomorph_bids.workflows.outputs.hemisphere_info`; ``record`` / ``stamp``:
-    the resume record, written once the files are committed.
+    the resume record, written once the files are committed; ``n_vertices``: the sphere's vertex count as
+    discovery read it from its header (:attr:`~geomorph_bids.io.discover.HemiInputs.n_vertices`), or None.
     """
 
     subject: str
@@ -77,6 +78,7 @@ class HemisphereTask:
     stamp: str
     midthickness: Path | None = None
     cortex_mask: Path | None = None
+    n_vertices: int | None = None
 
     @property
     def key(self) -> tuple[str, str | None, str]:
@@ -170,7 +172,7 @@ def run_chunk(tasks: list[HemisphereTask], settings: ChunkSettings) -> list[Outc
         items = [RegistrationItem(natives[i].sphere,  # a Sphere: read_hemisphere checked it (not again)
                                   {c: natives[i].features[c] for c in channels}, tasks[i].hemi,
                                   None if natives[i].sphere_reg is None else natives[i].sphere_reg.vertices,
-                                  cortex_mask=natives[i].registration_cortex(channels))
+                                  cortex_mask=natives[i].registration_cortex(channels), maps_checked=True)
                  for i in members]
         try:
             done = register_many(items, settings.template, device=settings.device, batch_size=len(items),
@@ -202,9 +204,9 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
     from ..io import write_metric, write_surface
     from ..io.atomic import atomic_write_bytes, atomic_write_text, naming
     from ..io.gifti import EncodedArrays
-    from ..results.metrics import metrics_bytes, metrics_document, registration_record
+    from ..results.metrics import metrics_bytes, metrics_document, no_data_record, registration_record
     from ..results.resample import density_target, resample_features
-    from ..results.writer import commit_outputs, staging
+    from ..results.writer import commit_outputs, note_no_data, staging
 
     names = list(task.features)
     native_written = {f.index for f in task.files if f.field == "native_features"}
@@ -225,8 +227,10 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
     outcome.stage = "write"
     t = time.perf_counter()
     record = registration_record(result, settings.model, native.sphere_reg is not None)
+    no_data = no_data_record(native.no_data, native.no_data_vertices, len(native.sphere.vertices))
+    files = note_no_data(task.files, no_data)  # the vertices the maps hold no data at, said in their sidecars
     doc = metrics_document(record, task.info, settings.density, resampled.source, settings.quality,
-                           list(native.label_conflicts), [f.path.name for f in task.files if f.unless_flagged])
+                           list(native.label_conflicts), [f.path.name for f in files if f.unless_flagged], no_data)
     hemi = task.hemi
     final = {(f.field, f.index): f.path for f in task.files}
     meant: dict[str, Path] = {}  # staged file -> the output it becomes, named when its write fails
@@ -263,7 +267,7 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
             if str(exc.filename) not in meant:
                 raise
             raise naming(exc, meant[str(exc.filename)]) from exc
-        written = commit_outputs(task.files, produced, settings.output_dir, stage=stage)
+        written = commit_outputs(files, produced, settings.output_dir, stage=stage)
     atomic_write_text(task.record, record_text(task.stamp, written))
     outcome.seconds["write"] = time.perf_counter() - t
     outcome.stage = ""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .messages import shell_word
 
-__all__ = ["in_image", "under_apptainer", "unbound_hint", "unmapped_owner_note", "OVERFLOW_UID"]
+__all__ = ["in_image", "under_apptainer", "container_record", "unbound_hint", "unmapped_owner_note", "OVERFLOW_UID"]
 
 #: the owner a user namespace shows for a file whose owner it does not map (Linux's default
 #: ``/proc/sys/kernel/overflowuid``): under Apptainer without setuid, or rootless podman, root's
@@ -31,6 +31,27 @@ def under_apptainer(environ: "os._Environ[str] | dict[str, str] | None" = None) 
     whatever the host's environment)."""
     env = os.environ if environ is None else environ
     return bool(env.get("APPTAINER_CONTAINER") or env.get("SINGULARITY_CONTAINER"))
+
+
+#: image sources that Apptainer/Singularity run (a ``.sif`` or ``.simg`` file is one too)
+_APPTAINER_SCHEMES = ("library://", "shub://", "oras://")
+
+
+def container_record(environ: "os._Environ[str] | dict[str, str] | None" = None) -> dict[str, str] | None:
+    """``GeneratedBy``'s ``Container`` of ``dataset_description.json`` (``Type``, ``Tag``) from
+    ``$GEOMORPH_CONTAINER``; None outside our images. ``singularity`` inside Apptainer or Singularity
+    (:func:`under_apptainer`), for a ``.sif``/``.simg`` file, a ``library://``/``shub://``/``oras://``
+    URI or a folder (``apptainer build --sandbox``); else ``docker``. A URI is recorded as it is; a local
+    image by its file or folder name alone (the same for every install, and no user's folder in it)."""
+    env = os.environ if environ is None else environ
+    tag = env.get("GEOMORPH_CONTAINER") or ""
+    if not tag:
+        return None
+    uri = "://" in tag
+    local = tag.rstrip("/")
+    singularity = (under_apptainer(env) or tag.startswith(_APPTAINER_SCHEMES) or local.endswith((".sif", ".simg"))
+                   or (not uri and os.path.isdir(local)))
+    return {"Type": "singularity" if singularity else "docker", "Tag": tag if uri else Path(local).name or tag}
 
 
 def unbound_hint(path: str | Path, read_only: bool = True,

@@ -5,17 +5,17 @@ derivative, GeneratedBy with version and container, SourceDatasets), ``README.md
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..derivatives import BIDSIGNORE, CITATION, DATASET_DESCRIPTION, README, bidsignore_lines
+from ..derivatives import BIDSIGNORE, CITATION, DATASET_DESCRIPTION, README, bidsignore_lines, dataset_link
 from ..errors import InputError
 from ..io.atomic import atomic_write_bytes, shared_folder
 from ..io.limits import DOCUMENT_MAX_BYTES, read_bounded, read_json_bounded, read_text_bounded
+from .container import container_record
 from .methods import LATER_RUN, methods_text
 from .methods import REFERENCES_HEADING as _REFERENCES
 from .preflight import folder_lock
@@ -29,15 +29,14 @@ __all__ = ["write_dataset_description", "write_readme", "write_bidsignore", "wri
 
 def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str, Path] | None) -> Path:
     """``dataset_description.json`` of the derivatives (DatasetType derivative, GeneratedBy
-    with version and container from ``$GEOMORPH_CONTAINER``, SourceDatasets)."""
+    with version and container (:func:`~geomorph_bids.cli.container.container_record`), SourceDatasets,
+    DatasetLinks: :func:`~geomorph_bids.derivatives.dataset_link`)."""
     generated: dict[str, Any] = {"Name": "geomorph-bids", "Version": __version__,
                                  "Description": "GeoMorph cortical surface registration"}
-    container = os.environ.get("GEOMORPH_CONTAINER")
+    container = container_record()
     if container:
-        kind = "singularity" if container.endswith((".sif", ".simg")) or container.startswith(
-            ("library://", "shub://")) else "docker"
-        generated["Container"] = {"Type": kind, "Tag": container}
-    links = {"raw": str(bids_dir.absolute())}
+        generated["Container"] = container
+    links = {"raw": dataset_link(bids_dir, output_dir, bids_dir)}
     sources: list[dict[str, str]] = [{"URL": "bids:raw:"}]
     raw_desc = bids_dir / DATASET_DESCRIPTION
     if raw_desc.is_file():
@@ -49,7 +48,7 @@ def write_dataset_description(output_dir: Path, bids_dir: Path, deriv: dict[str,
         if doi:
             sources[0]["DOI"] = str(doi)
     for name, path in (deriv or {}).items():
-        links[name] = str(Path(path).absolute())
+        links[name] = dataset_link(path, output_dir, bids_dir)
         sources.append({"URL": f"bids:{name}:"})
     desc = {"Name": "geomorph-bids: cortical sphere registration", "BIDSVersion": "1.9.0",
             "DatasetType": "derivative", "GeneratedBy": [generated], "SourceDatasets": sources,

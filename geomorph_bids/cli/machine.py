@@ -161,18 +161,28 @@ def address_space_limit_gb() -> float | None:
     return None if soft == resource.RLIM_INFINITY or soft <= 0 else soft / 1e9
 
 
-def address_space_problem() -> str | None:
+def address_space_problem(sphere: str | Path | None = None) -> str | None:
     """Why no registration can run under this process's address-space limit (``ulimit -v`` below
     :data:`ADDRESS_SPACE_FLOOR_GB`), on one line; None where it can. Before, torch's import failed
     with a 22-line ``ImportError`` traceback, or the run went on to ``error: Cannot allocate memory at
-    .../torch/_logging`` or ``std::bad_alloc`` (an abort), none of them naming the limit."""
+    .../torch/_logging`` or ``std::bad_alloc`` (an abort), none of them naming the limit. It is asked before
+    torch loads, when the spheres may not be found yet: a ``sphere`` file (geomorph-register's) of more than
+    163,842 vertices (its header, read only under such a limit) quotes that sphere's need; else the least a
+    registration needs, and that larger spheres need more."""
     limit = address_space_limit_gb()
     if limit is None or limit >= ADDRESS_SPACE_FLOOR_GB:
         return None
+    from ..io.discover import surface_vertex_count
+
+    n_vertices = None if sphere is None else surface_vertex_count(sphere)
+    if high_resolution(n_vertices):
+        need = f"of this {n_vertices:,}-vertex sphere about {registration_needs_gb(n_vertices)[1]:g} GB"
+    else:
+        need = (f"more, {REGISTRATION_NEEDS_GB[10242][1]:.2g} GB at the least (10,242 vertices; "
+                f"{REGISTRATION_NEEDS_GB[163842][1]:.2g} GB at 163,842, more above)")
     return (f"the address-space limit (ulimit -v) is {limit:.2f} GB: torch needs about 0.9 GB of address space to "
-            f"load and a registration {REGISTRATION_NEEDS_GB[10242][1]:.2g} GB (10,242 vertices) to "
-            f"{REGISTRATION_NEEDS_GB[163842][1]:.2g} GB (163,842): raise it (ulimit -v unlimited, or a cluster's "
-            "virtual-memory limit) and run the command again")
+            f"load and a registration {need}: raise it (ulimit -v unlimited, or a cluster's virtual-memory limit) and "
+            "run the command again")
 
 
 #: the names torch's CUDA out-of-memory error goes by (``torch.OutOfMemoryError``, a RuntimeError; a crash

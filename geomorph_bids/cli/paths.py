@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..derivatives import DATASET_DESCRIPTION
+from ..derivatives import DATASET_DESCRIPTION, linked_folder
 from ..errors import InputError, describe_os_error
 from ..io.discover import derivatives_freesurfer, derivatives_root, holds_any_subject
 from ..io.limits import read_json_bounded
@@ -88,7 +88,7 @@ def geomorph_bids_output(folder: Path) -> str | None:
         return None
     links = doc.get("DatasetLinks")
     raw = links.get("raw") if isinstance(links, dict) else None
-    return str(raw) if isinstance(raw, str) and raw else ""
+    return str(linked_folder(folder, raw)) if isinstance(raw, str) and raw else ""
 
 
 def _holds_nothing(folder: Path) -> bool:

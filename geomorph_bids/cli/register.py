@@ -589,7 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         threads_wait_passively()
         matplotlib_config_in_tmp()
         try:
-            if problem := address_space_problem():  # before anything is read, torch loaded, or written
+            # before anything is read (the sphere's header aside), torch loaded, or written
+            if problem := address_space_problem(args.sphere):
                 return error_exit(_PROG, problem)
             if args.example:
                 _refuse_options_example_ignores(parser, args)

@@ -421,13 +421,12 @@ class SphereSizes:
 
 
 def sphere_sizes(hemispheres: Iterable[HemiInputs]) -> SphereSizes:
-    """The sizes of the ``hemispheres``' spheres, each read from its header alone (a few bytes: the
-    workflow and batch mode read the same headers to size each registration)."""
-    from ..io.discover import surface_vertex_count
-
+    """The sizes of the ``hemispheres``' spheres, by their headers' counts as discovery read them
+    (:meth:`~geomorph_bids.io.discover.HemiInputs.sphere_vertices`; the workflow and batch mode size each
+    registration from the same counts)."""
     largest, where, high = None, "", 0
     for h in hemispheres:
-        n = surface_vertex_count(h.sphere)
+        n = h.sphere_vertices()
         if n is None:
             continue
         high += high_resolution(n)

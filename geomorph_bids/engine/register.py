@@ -233,13 +233,13 @@ def _template_conflict(template: "TemplateInput", hemi: str, mirrored: bool) -> 
             f"as hemi-{hemi}: load this hemisphere's (load_template({template.name!r}, {hemi!r}))"]
 
 
-def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi: str
+def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi: str, maps_checked: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
     """The sphere's (V, 3) vertices at radius 100 and (F, 3) faces the registration works with, its
     maps, the faces its result keeps where they differ: a file's own (``Sphere.given_faces``:
     wound inward, as a hemisphere mirrored x -> -x, they are re-wound to be checked), else None, and
     (V,) bool, True where a map holds no data (NaN, a sulc plateau: :func:`~geomorph_bids.io.validate.no_data`;
-    0 in the maps returned), or None."""
+    0 in the maps returned), or None (also for ``maps_checked``: :attr:`RegistrationItem.maps_checked`)."""
     from ..io.surfaces import read_feature, read_sphere
     from ..io.validate import clip_outliers, no_data, validate_feature, validate_sphere
 
@@ -287,7 +287,8 @@ def _read_inputs(moving_sphere: SphereInput, moving_features: FeatureInput, hemi
                              "(one value per sphere vertex)" + ("; one row: pass values.ravel()" if row else ""))
         path = val if isinstance(val, (str, Path)) else None
         # NaN (a medial wall or lesion exported so) and a sulc plateau (a filled lesion): no data, said once
-        arr, nodata = no_data(arr, faces, path, what=f"feature {name!r}", plateau=str(name) == "sulc")
+        arr, nodata = (arr, None) if maps_checked else no_data(arr, faces, path, what=f"feature {name!r}",
+                                                                plateau=str(name) == "sulc")
         if nodata is not None:
             missing |= nodata
         # Inf (counted), all zero or constant: refused here, naming the feature, as files are
@@ -488,6 +489,10 @@ class RegistrationItem:
     reg_sphere: np.ndarray | str | Path | None = None
     reg_sphere_space: str = "fsaverage"
     cortex_mask: np.ndarray | str | Path | None = None
+    #: True: the maps are :func:`~geomorph_bids.io.hemisphere.read_hemisphere`'s (or its copies), which ran
+    #: :func:`~geomorph_bids.io.validate.no_data` already (NaN and a sulc plateau 0, left out of its ``cortex``,
+    #: given as ``cortex_mask``): not run again (its 80 ms a 163,842-vertex sulc, and nothing it could find)
+    maps_checked: bool = False
 
 
 @dataclass(eq=False)
@@ -739,7 +744,8 @@ def _prepare(item: RegistrationItem, template: "Template | TemplateRef", model: 
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     hemi = hemi_code(item.hemi)  # L/R; lh/rh, left/right and CortexLeft/CortexRight are accepted too
-    vertices, faces, feats, given_faces, missing = _read_inputs(item.moving_sphere, item.moving_features, hemi)
+    vertices, faces, feats, given_faces, missing = _read_inputs(item.moving_sphere, item.moving_features, hemi,
+                                                                item.maps_checked)
     reg_sphere = _gifti_arrays(item.reg_sphere, "reg_sphere", surface=True)
     reg_path = reg_sphere if isinstance(reg_sphere, (str, Path)) else None
     if reg_path is not None:

@@ -33,6 +33,8 @@ class _WriteInputSpec(KeyedInputSpec):
     label_conflicts = traits.List(traits.Str, desc="LoadFeatures.label_conflicts: input files declaring the "
                                                    "other hemisphere")
     sphere_reg_fslr = File(exists=True, desc="--fmriprep-compat, template fsaverage: the sphere carried into fsLR")
+    no_data = traits.Dict(traits.Str, traits.Any, desc="LoadFeatures.no_data: the vertices the maps hold no data at "
+                                                       "(recorded in the metrics JSON and the maps' sidecars)")
 
 
 class _WriteOutputSpec(TraitedSpec):
@@ -59,14 +61,15 @@ class WriteHemisphere(SimpleInterface):
         from ..io.atomic import atomic_write_bytes
         from ..results.metrics import metrics_bytes, metrics_document
         from ..quality import QualityThresholds
-        from ..results.writer import OutputFile, commit_outputs
+        from ..results.writer import OutputFile, commit_outputs, note_no_data
 
         registration = json.loads(Path(self.inputs.registration).read_text())
         conflicts = list(self.inputs.label_conflicts) if isdefined(self.inputs.label_conflicts) else None
         thresholds = QualityThresholds.from_dict(self.inputs.thresholds if isdefined(self.inputs.thresholds) else None)
-        files = [OutputFile.from_dict(d) for d in self.inputs.files]
+        no_data = (self.inputs.no_data or None) if isdefined(self.inputs.no_data) else None
+        files = note_no_data([OutputFile.from_dict(d) for d in self.inputs.files], no_data)
         doc = metrics_document(registration, self.inputs.info, self.inputs.density, self.inputs.density_source,
-                               thresholds, conflicts, [f.path.name for f in files if f.unless_flagged])
+                               thresholds, conflicts, [f.path.name for f in files if f.unless_flagged], no_data)
         metrics = atomic_write_bytes(os.path.join(runtime.cwd, "metrics.json"), metrics_bytes(doc))
         produced = {"registered_sphere": self.inputs.registered_sphere,
                     "resampled_features": list(self.inputs.resampled_features),

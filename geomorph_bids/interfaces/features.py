@@ -45,6 +45,8 @@ class _LoadFeaturesOutputSpec(TraitedSpec):
                                   "registration_features hold no data; absent where that leaves every vertex")
     n_vertices = traits.Int()
     label_conflicts = traits.List(traits.Str, desc="input files declaring the other hemisphere (one line each)")
+    no_data = traits.Dict(traits.Str, traits.Any, desc="results.metrics.no_data_record of the maps: the vertices "
+                                                       "they hold no data at (empty: none)")
 
 
 class LoadFeatures(SimpleInterface):
@@ -59,6 +61,7 @@ class LoadFeatures(SimpleInterface):
         from ..io import write_metric, write_surface
         from ..io.gifti import EncodedArrays
         from ..io.hemisphere import read_hemisphere
+        from ..results.metrics import no_data_record
 
         hemi, subject = self.inputs.hemi, self.inputs.subject or None
         names = list(self.inputs.feature_names)
@@ -108,4 +111,5 @@ class LoadFeatures(SimpleInterface):
         self._results["feature_names"] = names
         self._results["n_vertices"] = int(len(sphere.vertices))
         self._results["label_conflicts"] = list(native.label_conflicts)
+        self._results["no_data"] = no_data_record(native.no_data, native.no_data_vertices, len(sphere.vertices)) or {}
         return runtime

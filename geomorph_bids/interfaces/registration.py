@@ -112,7 +112,7 @@ class Register(SimpleInterface):
 
     def _register(self, runtime, hemi: str, subject: str | None, names: list[str], choice: "ModelChoice",
                   channels: list[str]) -> None:
-        from ..engine.register import register
+        from ..engine.register import RegistrationItem, register_many
         from ..io import read_feature, read_sphere
         from ..io.template_ref import TemplateRef
         from ..io.validate import SphereWarning
@@ -127,9 +127,10 @@ class Register(SimpleInterface):
             template = TemplateRef.from_dict(self.inputs.template)
             cortex = self.inputs.cortex_mask if isdefined(self.inputs.cortex_mask) else None
             device = self.inputs.device
-            result = register(sphere, maps, template=template, hemi=hemi, device=device,
-                              reg_sphere=reg, reg_sphere_space=self.inputs.sphere_reg_space, cortex_mask=cortex,
-                              device_slot=lambda: gpu_lock(device), **choice.register_arguments())
+            # LoadFeatures' maps: io.validate.no_data ran there (its mask is cortex_mask), not again
+            item = RegistrationItem(sphere, maps, hemi, reg, self.inputs.sphere_reg_space, cortex, maps_checked=True)
+            result = register_many([item], template, device=device, on_error="raise",
+                                   device_slot=lambda: gpu_lock(device), **choice.register_arguments())[0]
         except InputError as exc:
             sources = dict(zip(names, self.inputs.source_files)) if isdefined(self.inputs.source_files) else None
             raise exc.with_context(subject=subject, hemi=hemi, feature_files=sources) from None

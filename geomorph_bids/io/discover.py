@@ -180,6 +180,9 @@ class HemiInputs:
     cortex_mask : the cortex mask (True on the cortex; same vertices), or None
     digest : content hash of the files read for the registration (:func:`~geomorph_bids.io.digest.input_digest`),
         filled in by the command line after discovery; ``""`` when not computed
+    n_vertices : the sphere's vertex count from its header (:func:`surface_vertex_count`), read once by
+        :func:`discover` for every later use (the memory fit, a registration's memory or batch share); None when
+        it cannot be read, or for one made by hand (then read where needed: :meth:`sphere_vertices`)
     """
 
     subject: str
@@ -195,6 +198,11 @@ class HemiInputs:
     midthickness: Path | None = None
     cortex_mask: Path | None = None
     digest: str = ""
+    n_vertices: int | None = None
+
+    def sphere_vertices(self) -> int | None:
+        """:attr:`n_vertices`, or the sphere's header read now when discovery did not record it."""
+        return self.n_vertices if self.n_vertices is not None else surface_vertex_count(self.sphere)
 
     def sign(self, feature: str) -> float:
         """Factor (+1.0 or -1.0) converting ``feature`` to FreeSurfer's sign convention."""
@@ -1177,13 +1185,15 @@ def surface_vertex_count(path: str | Path) -> int | None:
 
 
 def _checked_surface(h: HemiInputs) -> HemiInputs:
-    """``h`` without its display surface or midthickness (and a :class:`SurfaceWarning`) when
-    that surface's vertex count cannot be read or differs from the sphere's."""
+    """``h`` with its sphere's vertex count (:attr:`HemiInputs.n_vertices`, its header read once), without
+    its display surface or midthickness (and a :class:`SurfaceWarning`) when that surface's vertex count cannot be
+    read or differs from the sphere's."""
+    n_sphere = h.sphere_vertices()
+    h = replace(h, n_vertices=n_sphere)
     if h.surface is None and h.midthickness is None:
         return h
     import warnings
 
-    n_sphere = surface_vertex_count(h.sphere)
     for path, kind, consequence, drop in (
             (h.surface, h.surface_kind, "the report draws the sphere only", {"surface": None, "surface_kind": None}),
             (h.midthickness, "midthickness", "features are resampled with the sphere's vertex areas",
@@ -1282,7 +1292,7 @@ def _other_mesh_later(chosen: HemiInputs, later: Sequence[str], deriv: Sequence[
     than ``chosen``'s (headers only): another recon-all run, not passed over in silence. A sphere of
     the same count (sMRIPrep's GIFTI of its own ``freesurfer`` folder's run) says nothing; nor does one
     whose count cannot be read (the readers report it if it is ever used)."""
-    n_chosen = surface_vertex_count(chosen.sphere)
+    n_chosen = chosen.sphere_vertices()
     if n_chosen is None:
         return []
     out = []
@@ -1379,7 +1389,8 @@ def discover(subject: str, bids_dir: str | Path, *, session: str | None = None,
                               f"{found[hemi].sphere}, the first of {len(named) + 1} input folders that hold this "
                               f"hemisphere with other files (also {', '.join(map(str, named))})"
                               + _choice_advice(subject, twin, others), InputChoiceWarning, stacklevel=2)
-            if hemi in found:
+            if hemi in found:  # its sphere's header, read once here (HemiInputs.n_vertices)
+                found[hemi] = replace(found[hemi], n_vertices=surface_vertex_count(found[hemi].sphere))
                 later = _other_mesh_later(found[hemi], SOURCES[SOURCES.index(source) + 1:], deriv, fs, subject,
                                           session, hemi, features)
                 if later:

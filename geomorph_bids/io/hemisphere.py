@@ -42,6 +42,10 @@ class NativeHemisphere:
         than the one it is read as (:func:`~geomorph_bids.io.hemisphere_label.label_conflicts`;
         none when no ``hemi`` was given), or whose name names another map than the feature it is
         read as (:func:`~geomorph_bids.io.hemisphere_label.feature_conflicts`).
+    no_data : feature -> ``{"nan": vertices, "constant": vertices}`` read as no data in its map
+        (:func:`~geomorph_bids.io.validate.no_data`: NaN regions, a sulc filled with one value), for the
+        maps that hold any; empty when none does.
+    no_data_vertices : how many vertices some map holds no data at (left out of ``cortex``).
     """
 
     sphere: Surface
@@ -52,6 +56,8 @@ class NativeHemisphere:
     label_conflicts: tuple[str, ...] = ()
     given_cortex: np.ndarray | None = None
     no_data_at: dict[str, np.ndarray] = field(default_factory=dict)
+    no_data: dict[str, dict[str, int]] = field(default_factory=dict)
+    no_data_vertices: int = 0
 
     def registration_cortex(self, channels: Sequence[str]) -> np.ndarray | None:
         """(V,) bool, True where the registration with the maps ``channels`` compares them: the mask given, less
@@ -101,16 +107,20 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     maps: dict[str, np.ndarray] = {}
     missing = np.zeros(n, dtype=bool)
     holes: dict[str, np.ndarray] = {}
+    counts: dict[str, dict[str, int]] = {}
     for name, path in features.items():
         values = np.asarray(read_feature(path, n_vertices=n, hemi=hemi, sphere=sphere, allow_nan=validate),
                             dtype=np.float64)
         if values.ndim != 1:
             raise InputError(f"holds {values.shape[1]} maps; one per file expected", path=path)
         if validate:  # NaN (a medial wall or lesion exported so) and a sulc plateau (a filled lesion): no data
+            nan = np.isnan(values)
             values, nodata = no_data(values, s.faces, path, what=f"feature {name!r}", plateau=name == "sulc")
             if nodata is not None:
                 missing |= nodata
                 holes[name] = nodata
+                n_nan = int(np.count_nonzero(nodata & nan))
+                counts[name] = {"nan": n_nan, "constant": int(np.count_nonzero(nodata)) - n_nan}
         if validate:  # all zero, constant or nearly all zero: nothing to align
             validate_feature(values, path, what=f"feature {name!r}")
             check_zero_fraction(values, path, what=f"feature {name!r}")  # zero-filled far beyond a medial wall
@@ -133,4 +143,5 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     conflicts = tuple(([] if hemi is None else label_conflicts([sphere, *features.values(), sphere_reg], hemi,
                                                                wound_inward=inward))
                       + feature_conflicts(features))
-    return NativeHemisphere(s, maps, reg, mid, cortex, conflicts, given, holes)
+    return NativeHemisphere(s, maps, reg, mid, cortex, conflicts, given, holes, counts,
+                            int(np.count_nonzero(missing)))

@@ -236,12 +236,11 @@ def study_name(output_dir: str | Path) -> str | None:
     from ..derivatives import DATASET_DESCRIPTION
     from ..errors import InputError
     from ..io.limits import read_json_bounded
+    from .outputs import raw_dataset
 
+    raw = raw_dataset(output_dir)
     try:
-        links = read_json_bounded(Path(output_dir) / DATASET_DESCRIPTION, timeout_s=5).get("DatasetLinks")
-        raw = links.get("raw") if isinstance(links, dict) else None
-        name = read_json_bounded(Path(str(raw)) / DATASET_DESCRIPTION, timeout_s=5).get("Name") if isinstance(
-            raw, str) and raw else None
+        name = read_json_bounded(raw / DATASET_DESCRIPTION, timeout_s=5).get("Name") if raw is not None else None
     except (InputError, OSError, AttributeError):
         return None
     name = " ".join(str(name).split()) if isinstance(name, str) else ""

@@ -345,9 +345,27 @@ _STATISTICS = {"mean_abs": "mean of |value| over vertices", "p95_abs": "95th per
                "max": "largest value"}
 
 
-def column_description(column: str) -> dict[str, str]:
+#: ``Levels`` (BIDS: each value a categorical column holds, and what it means) of the group table's true/false
+#: columns, written ``True``/``False`` (:func:`_cell`: Python's words, which pandas reads as bool and R's
+#: ``read.delim`` as logical), and of ``quality``; missing values are ``n/a``, as in every column
+_LEVELS: dict[str, dict[str, str]] = {
+    "quality": {"ok": "passed every quality gate", "flagged": "failed a quality gate (quality_reasons says which)",
+                STALE: "the hemisphere's latest participant run failed: the row is an earlier run's"},
+    "used_sphere_reg": {"True": "the rotation came from the FreeSurfer sphere.reg",
+                        "False": "no sphere.reg, or one set aside: the maps gave the rotation"},
+    "mirrored": {"True": "registered mirrored (x -> -x) by a network of the other hemisphere", "False": "not mirrored"},
+    "cortex_mask": {"True": "a cortex mask restricted the registration",
+                    "False": "no cortex mask: every vertex was registered"},
+    "template_bundled_asked": {"True": "--template-dir bundled was given",
+                               "False": "not asked (or not recorded: versions before 2026-12-07)"},
+}
+#: the ``Levels`` of a true/false column :data:`_LEVELS` does not describe (a registration record's newer switch)
+_TRUE_FALSE = {"True": "true", "False": "false"}
+
+
+def column_description(column: str) -> dict[str, Any]:
     """The data-dictionary entry of a group-table column: ``Description`` and, for a quantity,
-    ``Units`` (BIDS's keys)."""
+    ``Units``, for a category its ``Levels`` (BIDS's keys)."""
     if column in _DESCRIBED:
         text, units = _DESCRIBED[column]
     else:
@@ -358,14 +376,25 @@ def column_description(column: str) -> dict[str, str]:
                 what = _STATISTICS.get(match.group(1), match.group(1).replace("_", " "))
                 text, units = template.format(what), pattern_units
                 break
-    return {"Description": text, **({"Units": units} if units else {})}
+    return {"Description": text, **({"Units": units} if units else {}),
+            **({"Levels": dict(_LEVELS[column])} if column in _LEVELS else {})}
 
 
 def group_dictionary_text(table_text: str) -> str:
     """The data dictionary (:data:`~geomorph_bids.derivatives.GROUP_JSON`) of a group table's
-    text: one entry per column of its header, in its order."""
-    header = next(csv.reader(io.StringIO(table_text, newline=""), delimiter="\t"), [])
-    return json.dumps({c: column_description(c) for c in header}, indent=2) + "\n"
+    text: one entry per column of its header, in its order; a column :func:`column_description`
+    gives no ``Levels`` whose every cell is ``True``, ``False`` or ``n/a`` gets true/false ones."""
+    reader = csv.reader(io.StringIO(table_text, newline=""), delimiter="\t")
+    header = next(reader, [])
+    values: list[set[str]] = [set() for _ in header]
+    for row in reader:
+        for seen, cell in zip(values, row):
+            seen.add(cell)
+    entries = {c: column_description(c) for c in header}
+    for column, seen in zip(header, values):
+        if "Levels" not in entries[column] and seen - {"n/a"} and seen <= {"True", "False", "n/a"}:
+            entries[column]["Levels"] = dict(_TRUE_FALSE)
+    return json.dumps(entries, indent=2) + "\n"
 
 
 def write_group_table(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..derivatives import FIGURES
 from .html import fmt
-from .outputs import HemiOutputs, relative
+from .outputs import HemiOutputs, input_surface, relative
 from ..io.quiet import quiet_warnings
 
 if TYPE_CHECKING:
@@ -189,13 +189,14 @@ def _surface_figures(h: HemiOutputs, output_dir: Path, fig_dir: Path, native, re
                      areal: np.ndarray | None, keeper: FigureKeeper | None = None
                      ) -> tuple[list[tuple[str, str, str]], list[str]]:
     """Maps on the subject's inflated/midthickness surface (recorded in the metrics JSON as
-    ``input_surface_path`` / ``input_surface_kind``): one figure per registration feature.
+    ``input_surface`` / ``input_surface_path`` / ``input_surface_kind``: :func:`~.outputs.input_surface`): one
+    figure per registration feature.
     "Before" carries the template through the native sphere as it is (no alignment, like the
     metrics' ``cc_before``), "after" through the registered sphere."""
     from ..sphere.locate import SphereLocator
     from .figures import surface_figure
 
-    where = h.doc.get("input_surface_path")
+    where = input_surface(h.doc, output_dir)
     kind = str(h.doc.get("input_surface_kind"))
     kind = kind if kind in ("inflated", "midthickness") else "surface"  # also names the figure file
     if not where:

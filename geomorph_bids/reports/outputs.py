@@ -12,7 +12,35 @@ from ..errors import InputError
 from ..io.limits import read_json_bounded
 from ..io.template_sources import current_provenance
 
-__all__ = ["HemiOutputs", "find_hemispheres", "label", "relative"]
+__all__ = ["HemiOutputs", "find_hemispheres", "label", "relative", "raw_dataset", "input_surface"]
+
+
+def raw_dataset(output_dir: str | Path) -> Path | None:
+    """The raw BIDS dataset the outputs were made from: ``dataset_description.json``'s ``DatasetLinks`` ``raw``,
+    read from ``output_dir`` (:func:`~geomorph_bids.derivatives.linked_folder`: relative inside the dataset);
+    None when it does not say or cannot be read."""
+    from ..derivatives import DATASET_DESCRIPTION, linked_folder
+
+    try:
+        links = read_json_bounded(Path(output_dir) / DATASET_DESCRIPTION, timeout_s=5).get("DatasetLinks")
+    except (InputError, OSError, AttributeError):
+        return None
+    raw = links.get("raw") if isinstance(links, dict) else None
+    return linked_folder(output_dir, raw) if isinstance(raw, str) and raw else None
+
+
+def input_surface(doc: dict[str, Any], output_dir: str | Path) -> str | None:
+    """Where the surface a hemisphere's maps are drawn on lies: the metrics' ``input_surface_path`` (a surface
+    outside the dataset, or an earlier version's record), else its ``input_surface`` (relative to the BIDS
+    folder) in the :func:`raw_dataset` (as recorded when that is unknown: the report says it is not readable);
+    None without one."""
+    if doc.get("input_surface_path"):
+        return str(doc["input_surface_path"])
+    rel = doc.get("input_surface")
+    if not isinstance(rel, str) or not rel:
+        return None
+    raw = None if Path(rel).is_absolute() else raw_dataset(output_dir)
+    return rel if raw is None else str(raw / rel)
 
 
 def label(value: str | None, prefix: str) -> str | None:

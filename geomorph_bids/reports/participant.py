@@ -8,8 +8,9 @@ names (:mod:`geomorph_bids.derivatives`, :mod:`.outputs`):
 - ``logs/CITATION.md``, ``logs/crash-*/crash-*.txt``, ``logs/*.log``, ``dataset_description.json``.
 
 The subject's inflated (or midthickness) surface is an INPUT, not copied into the outputs:
-the workflow records its path in the metrics JSON (``input_surface_path``, absolute;
-``input_surface`` relative to the BIDS dir; ``input_surface_kind``). When it is readable and
+the workflow records its path in the metrics JSON (``input_surface`` relative to the BIDS dir, found through
+``dataset_description.json``'s ``DatasetLinks`` ``raw``; ``input_surface_path``, absolute, for one outside it;
+``input_surface_kind``). When it is readable and
 has the native sphere's vertex count, the maps are also drawn on it; otherwise the report says
 why in one line.
 

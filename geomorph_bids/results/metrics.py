@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["registration_record", "metrics_document", "WITHHELD_REASON", "metrics_bytes", "LATEST_RUN_FAILED",
            "mark_latest_run_failed", "clear_latest_run_failed", "latest_run_failure", "read_document", "OUTPUTS",
-           "with_manifest", "outputs_as_written"]
+           "with_manifest", "outputs_as_written", "NO_DATA", "no_data_record"]
 
 #: key of a metrics document whose hemisphere's latest participant run failed while this
 #: document (and the other outputs) of an earlier run were kept (``{"run": <run id>, "reason":
@@ -44,6 +44,24 @@ def _jsonable(d: Mapping[str, Any]) -> dict:
     return out
 
 
+#: key of a metrics document whose hemisphere's maps held no data somewhere (:func:`no_data_record`); absent when none
+NO_DATA = "no_data"
+
+
+def no_data_record(features: Mapping[str, Mapping[str, int]], vertices: int, n_vertices: int) -> dict[str, Any] | None:
+    """What the metrics JSON records (:data:`NO_DATA`) of the vertices where the native maps hold no data
+    (:func:`~geomorph_bids.io.validate.no_data`; :attr:`~geomorph_bids.io.hemisphere.NativeHemisphere.no_data`):
+    ``{"vertices": how many (some map's), "of_vertices": the sphere's count, "features": {feature: {"nan": n,
+    "constant": n}}}``, the vertices NaN in a map and those of a constant fill (a sulc plateau). Those vertices
+    are 0 in the native maps written and left out of the registration and of the resampling as a medial wall
+    is (the maps' sidecars say so: :func:`~geomorph_bids.results.writer.note_no_data`). None when there are none."""
+    if vertices <= 0:
+        return None
+    return {"vertices": int(vertices), "of_vertices": int(n_vertices),
+            "features": {str(f): {"nan": int(c.get("nan", 0)), "constant": int(c.get("constant", 0))}
+                         for f, c in features.items()}}
+
+
 def registration_record(result: Registration, choice: ModelChoice, used_sphere_reg: bool) -> dict:
     """The registration metrics (JSON-able) of one
     :class:`~geomorph_bids.engine.register.Registration` made with the
@@ -60,7 +78,7 @@ def registration_record(result: Registration, choice: ModelChoice, used_sphere_r
 
 def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], density: str | None,
                      density_source: str | None, thresholds: QualityThresholds | None = None, label_conflicts: list[str] | None = None,
-                     unless_flagged: Sequence[str] = ()) -> dict:
+                     unless_flagged: Sequence[str] = (), no_data: Mapping[str, Any] | None = None) -> dict:
     """The hemisphere's metrics document: the software (its build:
     :func:`~geomorph_bids.io.digest.software_id`), the provenance ``info`` (subject,
     inputs, sign convention...: :func:`geomorph_bids.workflows.outputs.hemisphere_info`),
@@ -73,7 +91,7 @@ def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], d
     names of the files written only when the hemisphere passes (``OutputFile.unless_flagged``: the
     sphere under sMRIPrep's names); a flagged hemisphere's document lists them as ``withheld``
     (``{"files": [...], "reason": ...}``), as :func:`~geomorph_bids.results.writer.commit_outputs`
-    withholds them on the same verdict."""
+    withholds them on the same verdict. ``no_data``: :func:`no_data_record` (recorded as :data:`NO_DATA`)."""
     from ..io.digest import software_id
     from ..quality import DEFAULT_THRESHOLDS, assess
 
@@ -89,6 +107,8 @@ def metrics_document(registration: Mapping[str, Any], info: Mapping[str, Any], d
            "output_density_source": density_source or None,
            "registration": registration,
            "quality": verdict.to_dict()}
+    if no_data:
+        doc[NO_DATA] = dict(no_data)
     if verdict.flagged and unless_flagged:
         doc["withheld"] = {"files": [str(n) for n in unless_flagged], "reason": WITHHELD_REASON}
     return doc

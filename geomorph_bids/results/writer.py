@@ -33,7 +33,7 @@ from typing import Any
 from ..derivatives import sidecar
 
 __all__ = ["STAGING_DIR", "OUTPUT_FIELDS", "OutputFile", "sidecar_bytes", "staging", "is_flagged", "flagged_in",
-           "commit_outputs"]
+           "commit_outputs", "note_no_data"]
 
 #: staging folder (inside the output directory) for atomic writes; the CLI removes leftovers
 STAGING_DIR = ".geomorph-staging"
@@ -86,6 +86,46 @@ class OutputFile:
         """The produced file that feeds this output (``produced``: field -> path or list of paths)."""
         value = produced[self.field]
         return Path(value[self.index] if self.index is not None else value)
+
+
+def _no_data_words(record: Mapping[str, Any]) -> str:
+    """``12 of the native sphere's 2,562 vertices hold no data (sulc: NaN at 12): ...``"""
+    parts = []
+    for name, c in record["features"].items():
+        kinds = ([f"NaN at {c['nan']:,}"] if c.get("nan") else []) + (
+            [f"one value filling {c['constant']:,}"] if c.get("constant") else [])
+        parts.append(f"{name}: {' and '.join(kinds)}")
+    return (f"{record['vertices']:,} of the native sphere's {record['of_vertices']:,} vertices hold no data "
+            f"({'; '.join(parts)}): 0 in the native maps, left out of the registration's similarity and of the "
+            "resampling, as a medial wall is")
+
+
+#: a resampled map's ``CurrentRoi`` where no cortex mask was given, only maps holding no data somewhere
+_DATA_ROI = ("the native vertices where the maps hold data (NoData): values outside them are left out of every "
+             "vertex that has a source inside (-current-roi); a vertex with none keeps the unrestricted value")
+
+
+def note_no_data(files: Sequence[OutputFile], record: Mapping[str, Any] | None) -> list[OutputFile]:
+    """``files`` (:func:`~geomorph_bids.workflows.outputs.hemisphere_files`) with the vertices that hold no data
+    (``record``: :func:`~geomorph_bids.results.metrics.no_data_record`) said in the sidecars of the maps written: ``NoData`` (``Vertices``,
+    ``Description``) in the native and resampled maps', and the resampled maps' ``CurrentRoi`` (the resampling
+    was restricted to the vertices with data: the cortex mask's text, less them, or that alone). Unchanged for
+    None."""
+    import dataclasses
+
+    if not record:
+        return list(files)
+    note = {"Vertices": int(record["vertices"]), "Description": _no_data_words(record)}
+    out = []
+    for f in files:
+        if f.meta is not None and f.field in ("native_features", "resampled_features"):
+            meta = {**f.meta, "NoData": note}
+            if f.field == "resampled_features":
+                meta["CurrentRoi"] = (f"{meta['CurrentRoi']}; less the {note['Vertices']:,} vertices where a map holds "
+                                      "no data (NoData)" if meta.get("CurrentRoi") else _DATA_ROI)
+            f = dataclasses.replace(f, meta=meta)
+        out.append(f)
+    return out
 
 
 def sidecar_bytes(meta: Mapping[str, Any]) -> bytes:

@@ -88,7 +88,9 @@ class RunConfig:
         result), model, features, density, quality thresholds, ``--fmriprep-compat``, the content of a
         network's checkpoint (one retrained into the same folder, ``geomorph-train --overwrite``, is
         another network under the same path), the build of geomorph-bids (:attr:`software`), and the
-        BIDS folder and :attr:`dataset_links` (the sidecars name inputs relative to them).
+        names of :attr:`dataset_links` (the sidecars name inputs by them, ``bids:<name>:...``; the folders
+        themselves are not: inputs are named relative to them, and a dataset moved with its outputs is
+        still theirs).
         Computed once per run (the maps' and checkpoint's checksums are read). Batch mode's resume
         records key on it with the output folder (:func:`geomorph_bids.batch.state.settings_key`); each
         metrics JSON records it (:func:`geomorph_bids.workflows.outputs.resume_record`)."""
@@ -100,7 +102,7 @@ class RunConfig:
         doc = [self.template.label, folder, self.model.to_dict(), list(self.features), self.density,
                maps, self.quality.to_dict(), bool(self.fmriprep_compat),
                self.software, self._content["checkpoint"],
-               str(self.bids_dir), [list(link) for link in self.dataset_links]]
+               [name for name, _ in self.dataset_links]]
         return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def registration_key(self, hemi: str) -> str:

@@ -7,7 +7,7 @@ from nipype.pipeline import engine as pe
 from ..crashfiles import hemi_wf_name
 from ..engine.device import registration_needs_gb
 from ..interfaces import LoadFeatures, Register, ResampleFeatures, SphereToFsLR, WriteHemisphere
-from ..io.discover import HemiInputs, surface_vertex_count
+from ..io.discover import HemiInputs
 from .config import RunConfig
 from .outputs import hemi_outputs, hemisphere_files, hemisphere_info, needs_fslr_sphere
 
@@ -50,7 +50,7 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
                                 content_key=config.registration_key(h.hemi), software=config.software),
                        name="register", n_procs=config.nprocs if config.gpu else config.omp_nthreads,
                        # measured peak RSS at 164k, more for a high-resolution mesh (7T, FastSurfer's hires)
-                       mem_gb=registration_needs_gb(surface_vertex_count(h.sphere))[0])
+                       mem_gb=registration_needs_gb(h.sphere_vertices())[0])
     resample = pe.Node(ResampleFeatures(template=config.template.base, hemi=h.hemi, density=config.density,
                                         templateflow_home=config.templateflow_home, software=config.software),
                        name="resample")
@@ -66,7 +66,7 @@ def init_hemisphere_wf(h: HemiInputs, config: RunConfig) -> pe.Workflow:
         (register, write, [("out_sphere", "registered_sphere"), ("metrics_file", "registration")]),
         (resample, write, [("out_files", "resampled_features"), ("density_source", "density_source")]),
         (load, write, [("sphere", "native_sphere"), ("feature_files", "native_features"),
-                       ("label_conflicts", "label_conflicts")]),
+                       ("label_conflicts", "label_conflicts"), ("no_data", "no_data")]),
     ])
     if h.sphere_reg is not None:
         wf.connect(load, "sphere_reg", register, "sphere_reg")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # annotations only: batch mode imports this module, which loa
     from nipype.pipeline import engine as pe
 
 __all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_convention", "relative_to", "input_uri",
-           "template_source", "run_settings", "recorded_settings", "expected_files", "withheld_spheres",
+           "template_source", "template_folder_name", "run_settings", "recorded_settings", "expected_files", "withheld_spheres",
            "resume_record", "reusable",
            "cifti_output", "cifti_meta", "write_cifti", "cifti_is_current", "init_cifti_wf"]
 
@@ -87,10 +87,36 @@ def hemi_outputs(h: HemiInputs, config: RunConfig) -> HemisphereOutputs:
 
 def template_source(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
     """The sidecars' ``TemplateSource``: where the maps the hemisphere is registered to come
-    from (``Kind``: folder, templateflow, freesurfer, bundled or custom; ``Path``; ``Vertices``
-    of the maps read; the bundled maps also ``BuiltFromVertices``, those of the maps they were
-    built from; ``SHA256`` of the files read)."""
-    return source_record(config.template.provenance(config.model.template_hemi(h.hemi), config.channels))
+    from (``Kind``: folder, templateflow, freesurfer, bundled or custom; ``Path``, named as
+    :func:`template_folder_name` names it; ``Vertices`` of the maps read; the bundled maps also
+    ``BuiltFromVertices``, those of the maps they were built from; ``SHA256`` of the files read)."""
+    record = source_record(config.template.provenance(config.model.template_hemi(h.hemi), config.channels))
+    return {**record, "Path": template_folder_name(record.get("Path"), config)}
+
+
+def template_folder_name(folder: str | Path | None, config: RunConfig) -> str | None:
+    """A template's folder as the sidecars name it, without this installation's or this user's folders where
+    there is a name that does without them (BIDS: paths SHOULD NOT be absolute): the bundled maps'
+    ``geomorph_bids:data/templates`` (``package:path``, as ``SpatialReference`` names other packages' files); a
+    folder in the BIDS folder or a DatasetLinks dataset by its BIDS URI (:func:`input_uri`), in the output folder
+    (a population template) ``bids::<path>``; in ``TEMPLATEFLOW_HOME`` ``templateflow:tpl-<name>``; else its
+    path (a folder of the user's own, named by no dataset)."""
+    from ..resources import data_dir
+
+    if not folder:
+        return None if folder is None else str(folder)
+    package = data_dir().parent
+    rel = _inside(folder, package)
+    if rel is not None:
+        return f"{package.name}:{rel}"
+    uri = input_uri(folder, config.bids_dir, config.dataset_links)
+    if uri != str(folder):
+        return uri
+    for prefix, root in (("bids::", config.output_dir), ("templateflow:", config.templateflow_home)):
+        rel = _inside(folder, root) if root else None
+        if rel is not None:
+            return prefix + rel
+    return str(folder)
 
 
 #: what the registered sphere stands in for, by the template whose coordinates it is in: an fsLR sphere for
@@ -224,10 +250,12 @@ def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
             "input_features": {f: relative_to(h.features[f], config.bids_dir) for f in features},
             "features": features,
             # the inflated/midthickness mesh the report draws maps on (not copied into the outputs):
-            # relative to the BIDS dir like the other inputs, plus the absolute path to open it
+            # relative to the BIDS dir like the other inputs (the report finds it through DatasetLinks' raw),
+            # and the absolute path to open it only outside the BIDS dir (no user's folder named otherwise)
             "input_surface": relative_to(h.surface, config.bids_dir) if h.surface else None,
             "input_surface_kind": h.surface_kind,
-            "input_surface_path": str(Path(h.surface).resolve()) if h.surface else None,
+            "input_surface_path": (str(Path(h.surface).resolve())
+                                   if h.surface and _inside(h.surface, config.bids_dir) is None else None),
             "input_midthickness": relative_to(h.midthickness, config.bids_dir) if h.midthickness else None,
             "input_cortex_mask": relative_to(h.cortex_mask, config.bids_dir) if h.cortex_mask else None}
     record = resume_record(h, config)
@@ -236,16 +264,18 @@ def hemisphere_info(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
 
 def resume_record(h: HemiInputs, config: RunConfig) -> dict[str, Any] | None:
     """What the metrics JSON records (``resume``) so that a later run may take its hemisphere as done
-    without a work folder (:func:`reusable`): the input files' absolute paths (the metrics and sidecars
-    name them; the surface the report draws on too), their content hash ``h.digest`` (computed once
-    after discovery) and :attr:`~geomorph_bids.workflows.config.RunConfig.results_key` (the settings).
-    None when ``h`` has no content hash (inputs not hashed: such outputs are never reused)."""
+    without a work folder (:func:`reusable`): the input files as the sidecars name them (:func:`input_uri`:
+    ``bids:raw:...`` in the BIDS folder, ``bids:<link>:...`` in a DatasetLinks dataset, else the absolute
+    path; the surface the report draws on too: what the outputs say of where the inputs lie, so a dataset
+    moved with its outputs is still theirs), their content hash ``h.digest`` (computed once after discovery)
+    and :attr:`~geomorph_bids.workflows.config.RunConfig.results_key` (the settings). None when ``h`` has no
+    content hash (inputs not hashed: such outputs are never reused)."""
     if not h.digest:
         return None
     inputs = [h.sphere, h.sphere_reg, *(h.features[f] for f in config.features), h.midthickness, h.cortex_mask,
               h.surface]
-    return {"inputs": [str(Path(p).absolute()) for p in inputs if p is not None], "sha1": h.digest,
-            "settings": config.results_key}
+    return {"inputs": [input_uri(Path(p).absolute(), config.bids_dir, config.dataset_links)
+                       for p in inputs if p is not None], "sha1": h.digest, "settings": config.results_key}
 
 
 def reusable(h: HemiInputs, config: RunConfig) -> bool:

@@ -352,7 +352,7 @@ def test_high_resolution_hemispheres_take_more_of_a_registration_batch(tmp_path)
         path.write_bytes(head)  # read, and a header is believed only where the file has the bytes it announces
         with open(path, "r+b") as fh:
             fh.truncate(len(head) + 12 * n + 12 * (2 * n - 4))
-        return SimpleNamespace(sphere=path, name=name)
+        return SimpleNamespace(sphere=path, name=name, n_vertices=None)  # no count from discovery: the header's
 
     ordinary = [sphere(f"o{i}", 163842 if i % 2 else 10242) for i in range(7)]
     assert [[t.name for t in c] for c in chunk_tasks(ordinary, 3)] == [["o0", "o1", "o2"], ["o3", "o4", "o5"], ["o6"]]
@@ -360,3 +360,57 @@ def test_high_resolution_hemispheres_take_more_of_a_registration_batch(tmp_path)
              sphere("f", 10242)]
     assert [[t.name for t in c] for c in chunk_tasks(hires, 8)] == [["a", "b"], ["c"], ["d", "e"], ["f"]]
     assert [[t.name for t in c] for c in chunk_tasks(hires, 1)] == [["a"], ["b"], ["c"], ["d"], ["e"], ["f"]]
+
+
+def test_a_batch_chunk_looks_for_no_data_once_per_map(cohort, tmp_path, monkeypatch):
+    """``io.validate.no_data`` (80 ms a 163,842-vertex sulc) ran twice per map: in ``read_hemisphere`` and again in
+    ``register_many`` on the maps it had returned (which it could find nothing in: NaN and a plateau are 0 there,
+    and in the cortex mask given). Once now; the outputs are the same (scripts/compare_outputs.py, example)."""
+    import geomorph_bids.io.hemisphere as hemisphere
+    import geomorph_bids.io.validate as validate
+
+    calls: list[str] = []
+    real = validate.no_data
+
+    def counted(values, faces, path=None, what="feature map", **kw):
+        calls.append(what)
+        return real(values, faces, path, what, **kw)
+
+    monkeypatch.setattr(validate, "no_data", counted)
+    monkeypatch.setattr(hemisphere, "no_data", counted)
+    config, jobs = _setup(tmp_path, cohort["bids"], "--participant-label", "03")
+    tasks, _ = plan_tasks(jobs, config)
+    settings = pipeline.ChunkSettings(config.template, config.model, config.device, config.density,
+                                      config.templateflow_home, config.output_dir)
+    outcomes = run_chunk(tasks, settings)
+    assert all(o.error is None for o in outcomes)
+    assert sorted(calls) == sorted(f"feature {f!r}" for f in config.features for _ in tasks)
+
+
+def test_outputs_are_reused_when_the_dataset_moved_with_them(cohort, tmp_path):
+    """The metrics' resume record named the inputs by their absolute paths, so a study copied or moved (another
+    disk, a colleague's copy, ``/scratch`` to ``/project``) with its outputs registered every hemisphere again, to the
+    same outputs; and the metrics named the user's folders. It names them as the sidecars do (``bids:raw:...``, by
+    content as before): outputs are reused wherever the dataset lies; an input outside any dataset keeps its path.
+    The inflated surface the report draws is recorded by its absolute path only outside the dataset."""
+    import json
+    import shutil
+    from dataclasses import replace
+
+    # where it is, with a fresh work folder: what the outputs themselves let a run reuse (other tests of this
+    # module edit some of them: those are registered again wherever they lie)
+    (tmp_path / "here").mkdir()
+    config, jobs = _setup(tmp_path / "here", cohort["bids"])  # discovered again: other tests edit inputs too
+    here = plan_tasks(jobs, replace(config, output_dir=cohort["config"].output_dir))
+    bids = tmp_path / "elsewhere" / "bids"
+    shutil.copytree(cohort["bids"], bids, symlinks=True)
+    shutil.copytree(cohort["config"].output_dir, tmp_path / "out")
+    config, jobs = _setup(tmp_path, bids)
+    tasks, reused = plan_tasks(jobs, config)
+    assert here[1] >= 2 and reused == here[1] and [t.key for t in tasks] == [t.key for t in here[0]], (
+        [t.key for t in tasks], [t.key for t in here[0]])
+    job = next(j for j in jobs if j.subject == "01")
+    doc = json.loads(hemi_outputs(job.inputs.hemis["L"], config).metrics.read_text())
+    assert doc["resume"]["inputs"][:2] == ["bids:raw:derivatives/freesurfer/sub-01/surf/lh.sphere",
+                                           "bids:raw:derivatives/freesurfer/sub-01/surf/lh.sulc"]
+    assert str(cohort["tmp"]) not in json.dumps(doc["resume"])

@@ -753,6 +753,20 @@ def test_a_sulc_nan_on_its_medial_wall_is_registered_with_the_wall_left_out(data
     assert m["registration"]["cortex_mask"] is True and not m["quality"]["flagged"]
     resampled = nib.load(f"{stem}_den-32k_desc-geomorph_sulc.shape.gii").agg_data()
     assert np.isfinite(resampled).all() and 0.05 < (resampled == 0).mean() < 0.3
+    # which vertices were left out, and why, is recorded (it was said in a warning line alone): in the metrics
+    # JSON and in the sidecars of the maps written (those resampled through a mask made of it, -current-roi)
+    n = int(wall.sum())
+    assert m["no_data"] == {"vertices": n, "of_vertices": len(v), "features": {"sulc": {"nan": n, "constant": 0}}}
+    assert m["input_features"] == {"sulc": "derivatives/freesurfer/sub-01/surf/lh.sulc"}
+    side = json.loads(Path(f"{stem}_den-32k_desc-geomorph_sulc.json").read_text())
+    assert side["NoData"] == {"Vertices": n, "Description": (
+        f"{n:,} of the native sphere's {len(v):,} vertices hold no data (sulc: NaN at {n:,}): 0 in the native maps, "
+        "left out of the registration's similarity and of the resampling, as a medial wall is")}
+    assert side["CurrentRoi"] == (
+        "the native vertices where the maps hold data (NoData): values outside them are left out of every vertex "
+        "that has a source inside (-current-roi); a vertex with none keeps the unrestricted value")
+    native = json.loads((anat(out, "01") / "sub-01_hemi-L_sulc.json").read_text())
+    assert native["NoData"] == side["NoData"] and "CurrentRoi" not in native
 
 
 def test_partial_failure_keeps_the_others(dataset_factory, tmp_path):
@@ -1047,7 +1061,7 @@ def test_template_maps_from_the_freesurfer_folder_are_recorded_everywhere(datase
     assert f"note: {coarse}" in stdout
     stem = anat(out, "01") / "sub-01_hemi-L_space-fsaverage"
     sidecar = json.loads(Path(f"{stem}_desc-geomorph_sphere.json").read_text())
-    assert sidecar["TemplateSource"]["Kind"] == "freesurfer" and sidecar["TemplateSource"]["Path"] == str(fs)
+    assert sidecar["TemplateSource"]["Kind"] == "freesurfer" and sidecar["TemplateSource"]["Path"] == "bids:raw:derivatives/freesurfer/fsaverage"
     assert sidecar["TemplateSource"]["Vertices"] == 10242 and len(sidecar["TemplateSource"]["SHA256"]) == 64
     feature_sidecar = json.loads(Path(f"{stem}_den-41k_desc-geomorph_sulc.json").read_text())
     assert feature_sidecar["TemplateSource"] == sidecar["TemplateSource"]

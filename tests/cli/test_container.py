@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from geomorph_bids.cli import container, paths, preflight as pf, settings
+from geomorph_bids.cli import container, descriptions, paths, preflight as pf, settings
 from geomorph_bids.errors import InputError
 
 
@@ -170,3 +171,30 @@ def test_a_folder_of_someone_elses_under_apptainer_is_named_as_outside(tmp_path,
     assert pf._container_hint("work", work, errno.EROFS) == (
         f"; in this container only folders bound writable can be written: bind a host folder you own there, not :ro "
         f"(apptainer run -B /path/on/host:{work})")
+
+
+def test_the_container_recorded_in_dataset_description_is_apptainer_for_a_sandbox_folder(tmp_path, monkeypatch):
+    """`apptainer build --sandbox` makes a folder, not a `.sif`: inside it `GEOMORPH_CONTAINER` is that folder's
+    path (singularity.def: `$APPTAINER_CONTAINER`), which `dataset_description.json` recorded as
+    `{"Type": "docker", "Tag": "/home/u/images/geomorph-bids"}` (it looked for `.sif`), with the user's folder in
+    it. Apptainer's own variable, or a folder, now says singularity; a local image is named by its file or folder
+    name alone (two installs record the same); a URI is kept as it is."""
+    sandbox = tmp_path / "images" / "geomorph-bids"
+    sandbox.mkdir(parents=True)
+    record = container.container_record
+    assert record({"GEOMORPH_CONTAINER": str(sandbox), "APPTAINER_CONTAINER": str(sandbox)}) == {
+        "Type": "singularity", "Tag": "geomorph-bids"}
+    assert record({"GEOMORPH_CONTAINER": f"{sandbox}/"}) == {"Type": "singularity", "Tag": "geomorph-bids"}
+    assert record({"GEOMORPH_CONTAINER": "/home/u/geomorph-bids.sif", "SINGULARITY_CONTAINER": "/x"}) == {
+        "Type": "singularity", "Tag": "geomorph-bids.sif"}
+    assert record({"GEOMORPH_CONTAINER": "/home/u/geomorph-bids.sif"}) == {
+        "Type": "singularity", "Tag": "geomorph-bids.sif"}
+    assert record({"GEOMORPH_CONTAINER": "oras://ghcr.io/u/geomorph-bids:0.1"}) == {
+        "Type": "singularity", "Tag": "oras://ghcr.io/u/geomorph-bids:0.1"}
+    assert record({"GEOMORPH_CONTAINER": "docker://geomorph-bids:0.1"}) == {
+        "Type": "docker", "Tag": "docker://geomorph-bids:0.1"}
+    assert record({}) is None and record({"GEOMORPH_CONTAINER": ""}) is None
+    monkeypatch.setenv("GEOMORPH_CONTAINER", str(sandbox))
+    monkeypatch.setenv("APPTAINER_CONTAINER", str(sandbox))
+    desc = json.loads(descriptions.write_dataset_description(tmp_path, tmp_path, None).read_text())
+    assert desc["GeneratedBy"][0]["Container"] == {"Type": "singularity", "Tag": "geomorph-bids"}

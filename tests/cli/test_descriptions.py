@@ -178,3 +178,32 @@ def test_a_users_bidsignore_lines_in_any_encoding_are_kept_byte_for_byte(tmp_pat
     data = path.read_bytes()
     assert data.startswith(b"caf\xe9/\nd\xc3\xa4t\xc3\xa4/\n")
     assert data.decode("latin-1").splitlines()[2:] == list(d.bidsignore_lines())
+
+
+def test_dataset_links_of_a_derivative_inside_the_dataset_are_relative_and_still_read(tmp_path):
+    """``DatasetLinks`` held absolute paths (``/home/u/study/bids``, ``.../derivatives/freesurfer``): a derivative
+    in ``bids/derivatives/geomorph`` named the user's folders, and pointed at the old place once the dataset was
+    moved or copied (BIDS: a link without a scheme is a path relative to the derivative's root). Links into the
+    dataset of an output folder inside it are now relative; an output elsewhere keeps absolute ones. What reads
+    them (the group page's study name, the refusal of our own outputs as bids_dir) resolves them from the output
+    folder."""
+    import json
+
+    from geomorph_bids.cli.paths import geomorph_bids_output
+    from geomorph_bids.reports.group import study_name
+
+    bids = tmp_path / "study" / "bids"
+    (bids / "derivatives" / "freesurfer").mkdir(parents=True)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "Ageing", "BIDSVersion": "1.9.0"}))
+    out = bids / "derivatives" / "geomorph"
+    out.mkdir()
+    elsewhere = tmp_path / "smriprep"
+    desc = json.loads(descriptions.write_dataset_description(
+        out, bids, {"freesurfer": bids / "derivatives" / "freesurfer", "smriprep": elsewhere}).read_text())
+    assert desc["DatasetLinks"] == {"raw": "../..", "freesurfer": "../freesurfer", "smriprep": str(elsewhere)}
+    assert study_name(out) == "Ageing" and geomorph_bids_output(out) == str(bids)
+    outside = tmp_path / "out"
+    outside.mkdir()
+    desc = json.loads(descriptions.write_dataset_description(outside, bids, None).read_text())
+    assert desc["DatasetLinks"] == {"raw": str(bids)}
+    assert study_name(outside) == "Ageing" and geomorph_bids_output(outside) == str(bids)

@@ -317,9 +317,34 @@ def test_an_address_space_too_small_for_torch_is_refused_up_front_on_one_line(co
     prog = f"geomorph-{command}"
     assert done.returncode == 1 and done.stderr.splitlines()[-1:] == [
         f"{prog}: error: the address-space limit (ulimit -v) is 0.80 GB: torch needs about 0.9 GB of address space "
-        "to load and a registration 1.1 GB (10,242 vertices) to 1.3 GB (163,842): raise it (ulimit -v unlimited, or "
-        "a cluster's virtual-memory limit) and run the command again"], done.stderr
+        "to load and a registration more, 1.1 GB at the least (10,242 vertices; 1.3 GB at 163,842, more above): raise "
+        "it (ulimit -v unlimited, or a cluster's virtual-memory limit) and run the command again"], done.stderr
     assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_the_up_front_address_space_refusal_quotes_what_the_sphere_given_needs(tmp_path):
+    """The refusal under 1.1 GB of address space said "a registration 1.1 GB (10,242 vertices) to 1.3 GB
+    (163,842)" whatever the sphere: geomorph-register given a 655,362-vertex one (which needs 1.64 GB) read that
+    1.3 GB would do. It comes before torch loads (which it cannot there), so geomorph-bids, whose spheres are
+    found later, says the least a registration needs and that larger spheres need more; geomorph-register reads
+    its sphere's header (no torch) and quotes that sphere's need."""
+    import numpy as np
+
+    sphere = tmp_path / "lh.sphere"  # a FreeSurfer header, the rest sparse: only its vertex count is read
+    head = b"\xff\xff\xfe" + b"created by test\n\n" + np.array([655362, 1310720], ">i4").tobytes()
+    sphere.write_bytes(head)
+    with open(sphere, "r+b") as fh:
+        fh.truncate(len(head) + 12 * 655362 + 12 * 1310720)
+    code = "import sys; from geomorph_bids.cli import register; sys.exit(register.main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, "--sphere", str(sphere), "--feature",
+                           f"sulc={tmp_path / 'lh.sulc'}", "--out", str(tmp_path / "o.surf.gii")], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+                          preexec_fn=_address_space(0.8))
+    assert done.returncode == 1 and done.stderr.splitlines()[-1:] == [
+        "geomorph-register: error: the address-space limit (ulimit -v) is 0.80 GB: torch needs about 0.9 GB of "
+        "address space to load and a registration of this 655,362-vertex sphere about 1.64 GB: raise it (ulimit -v "
+        "unlimited, or a cluster's virtual-memory limit) and run the command again"], done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lh.sphere"]
 
 
 def test_running_out_of_memory_in_a_registration_is_one_line_naming_the_hemisphere(tmp_path, monkeypatch, capsys):

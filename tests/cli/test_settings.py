@@ -385,6 +385,8 @@ def test_a_sphere_header_that_lies_about_its_vertex_count_does_not_size_the_run(
 
 
 @pytest.mark.parametrize("command", ["bids", "register", "train"])
+
+
 def test_each_command_refuses_cuda_that_torch_cannot_use_before_any_work(command, tmp_path, monkeypatch, capsys):
     """Twenty-fifth session: ``--device cuda`` on a driver too old for torch's CUDA build (NVML counts the
     GPU, torch cannot use it) went on, and each registration failed with torch's message (geomorph-bids:
@@ -414,3 +416,44 @@ def test_each_command_refuses_cuda_that_torch_cannot_use_before_any_work(command
                        "CUDA 13.0) cannot use the 1 GPU(s) it sees (The NVIDIA driver on your system is too old (found "
                        "version 11040)); update the NVIDIA driver, or use device cpu")
     assert not out.exists() or not any(out.rglob("*.gii"))
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_the_participant_level_reads_each_sphere_header_once(dataset_factory, tmp_path, monkeypatch, batch):
+    """A sphere's header was read three times before it was read whole: for the memory fit (``sphere_sizes``),
+    for the registration node's memory (the workflow) or the registration batch's share (batch mode), besides
+    discovery's. The count is read once, at discovery (``HemiInputs.n_vertices``), and each use takes it."""
+    import importlib
+
+    from geomorph_bids.cli import bids
+
+    freesurfer = importlib.import_module("geomorph_bids.io.freesurfer")
+    bids_dir = dataset_factory("freesurfer", subjects=("01",))
+    reads: list[str] = []
+    real = freesurfer.read_fs_vertex_count
+
+    def counted(path, *args, **kwargs):
+        reads.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(freesurfer, "read_fs_vertex_count", counted)
+
+    class Stop(Exception):
+        pass
+
+    def build(jobs, config, *rest):
+        if config.batch_size:
+            from geomorph_bids.batch.pipeline import chunk_tasks, plan_tasks
+
+            chunk_tasks(plan_tasks(jobs, config)[0], config.batch_size)
+        else:
+            from geomorph_bids.workflows import init_geomorph_wf
+
+            init_geomorph_wf(jobs, config)
+        raise Stop
+
+    monkeypatch.setattr(bids, "_run_workflow", build)
+    with pytest.raises(Stop):
+        bids.main([str(bids_dir), str(tmp_path / "out"), "participant", "--model", "rigid", "--work-dir",
+                   str(tmp_path / "work"), *(["--batch-size", "2"] if batch else [])])
+    assert sorted(r for r in reads if r.endswith(".sphere")) == ["lh.sphere", "rh.sphere"]

@@ -247,8 +247,9 @@ def test_register_gives_the_process_its_torch_thread_count_back(loaded, tmp_path
     import geomorph_bids.engine.register as engine
 
     seen = []
-    real = engine.register
-    monkeypatch.setattr(engine, "register", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    real = engine.register_many
+    monkeypatch.setattr(engine, "register_many",
+                        lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -259,13 +260,38 @@ def test_register_gives_the_process_its_torch_thread_count_back(loaded, tmp_path
             Register(sphere=loaded.sphere, feature_files=loaded.feature_files, feature_names=loaded.feature_names,
                      hemi="L", model=ModelChoice("rigid", "rigid", ("myelin",)).to_dict(), template=FSLR,
                      num_threads=3).run(cwd=str(_folder(tmp_path / "b")))
-        monkeypatch.setattr(engine, "register", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+        monkeypatch.setattr(engine, "register_many", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
         with pytest.raises(RuntimeError, match="boom"):
             Register(sphere=loaded.sphere, feature_files=loaded.feature_files, feature_names=loaded.feature_names,
                      hemi="L", model=rigid().to_dict(), template=FSLR, num_threads=3).run(cwd=str(_folder(tmp_path / "c")))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_load_features_and_register_look_for_no_data_once_per_map(hemi, tmp_path, monkeypatch):
+    """The workflow's ``load_features`` ran ``io.validate.no_data`` on each map (``read_hemisphere``) and
+    ``register`` ran it again on load_features' copies, which hold no NaN or plateau any more (0 there, and in
+    the cortex mask register is given): 80 ms a 163,842-vertex sulc for nothing. Once now, in load_features."""
+    import geomorph_bids.io.hemisphere as hemisphere
+    import geomorph_bids.io.validate as validate
+
+    calls: list[str] = []
+    real = validate.no_data
+
+    def counted(values, faces, path=None, what="feature map", **kw):
+        calls.append(what)
+        return real(values, faces, path, what, **kw)
+
+    monkeypatch.setattr(validate, "no_data", counted)
+    monkeypatch.setattr(hemisphere, "no_data", counted)
+    _, surf, _ = hemi
+    load = LoadFeatures(sphere=str(surf / "lh.sphere"), feature_files=[str(surf / "lh.sulc"), str(surf / "lh.curv")],
+                        feature_names=["sulc", "curv"], hemi="L", subject="01").run(cwd=str(_folder(tmp_path / "l")))
+    out = load.outputs
+    Register(sphere=out.sphere, feature_files=out.feature_files, feature_names=out.feature_names, hemi="L",
+             model=rigid().to_dict(), template=FSLR).run(cwd=str(_folder(tmp_path / "r")))
+    assert calls == ["feature 'sulc'", "feature 'curv'"]
 
 
 def _folder(path: Path) -> Path:

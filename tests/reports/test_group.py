@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import io
 import os
 import re
 import shutil
@@ -1025,3 +1026,30 @@ def test_the_data_dictionary_spells_the_boolean_columns_as_the_tsv_writes_them()
     dictionary = json.loads(group_dictionary_text(text))
     assert {c: "True/False" in dictionary[c]["Description"] and "true/false" not in dictionary[c]["Description"]
             for c in booleans} == dict.fromkeys(booleans, True)
+
+
+def test_the_data_dictionary_lists_the_levels_of_every_true_false_and_verdict_column():
+    """BIDS's tabular files (common principles): a column of categories is described with ``Levels`` (each value
+    the column holds, and what it means) and missing values are ``n/a``. The group table writes its booleans as
+    ``True``/``False`` (pandas reads them as bool, R's ``read.delim`` as logical) but its dictionary gave them no
+    ``Levels`` (a validator or an analyst could not tell the values a column may hold); nor ``quality``'s. Each such
+    column now lists its levels, the values the TSV writes (``n/a`` aside), also a true/false column of a registration
+    record this version does not know."""
+    from geomorph_bids.reports.group_table import group_dictionary_text, group_table_text
+
+    rows = [{"subject": "01", "hemi": "L", "quality": "ok", "cortex_mask": True, "mirrored": False,
+             "used_sphere_reg": False, "template_bundled_asked": False, "some_new_switch": True, "n_folded": 0},
+            {"subject": "01", "hemi": "R", "quality": "flagged", "cortex_mask": None, "mirrored": True,
+             "used_sphere_reg": True, "template_bundled_asked": True, "some_new_switch": False, "n_folded": 1}]
+    text = group_table_text(rows)
+    dictionary = json.loads(group_dictionary_text(text))
+    table = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
+    for column in ("cortex_mask", "mirrored", "used_sphere_reg", "template_bundled_asked", "some_new_switch"):
+        levels = dictionary[column]["Levels"]
+        assert sorted(levels) == ["False", "True"], column
+        assert {r[column] for r in table} - {"n/a"} <= set(levels), column
+    assert dictionary["cortex_mask"]["Levels"] == {"True": "a cortex mask restricted the registration",
+                                                    "False": "no cortex mask: every vertex was registered"}
+    assert dictionary["some_new_switch"]["Levels"] == {"True": "true", "False": "false"}
+    assert sorted(dictionary["quality"]["Levels"]) == ["flagged", "ok", "stale"]
+    assert "Levels" not in dictionary["n_folded"] and "Levels" not in dictionary["subject"]

@@ -181,6 +181,30 @@ def test_surface_figure_degrades(outputs):
     assert "the inflated surface has 162 vertices, the native sphere 2562: not drawn" in text
 
 
+def test_the_surface_in_the_dataset_is_found_through_dataset_links(outputs):
+    """The metrics recorded the inflated surface by its absolute path (a user's folders, stale once the study
+    moved); inside the dataset it is now recorded relative to it alone, and the report opens it in the folder
+    ``dataset_description.json``'s ``DatasetLinks`` ``raw`` names (relative to the outputs)."""
+    import json
+    import os
+
+    metrics = outputs / "sub-01" / "anat" / "sub-01_hemi-L_space-fsaverage_desc-geomorph_metrics.json"
+    doc = json.loads(metrics.read_text())
+    drawn = len(_parse(build_participant_report(outputs, "01")).imgs)
+    surface = Path(doc.pop("input_surface_path"))
+    dataset = surface.parents[3]  # DATASET/inputs/sub-01/surf/lh.inflated
+    doc["input_surface"] = surface.relative_to(dataset).as_posix()
+    metrics.write_text(json.dumps(doc))
+    link = os.path.relpath(dataset, outputs)
+    assert not Path(link).is_absolute()
+    (outputs / "dataset_description.json").write_text(json.dumps({"DatasetLinks": {"raw": link}}))
+    html = build_participant_report(outputs, "01")
+    assert len(_parse(html).imgs) == drawn and "not readable here" not in html.read_text()
+    (outputs / "dataset_description.json").unlink()  # no link: said, the rest drawn
+    text = build_participant_report(outputs, "01").read_text()
+    assert f"the inflated surface {doc['input_surface']} (recorded in the metrics) is not readable here" in text
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -235,7 +259,7 @@ def test_workflow_records_the_surface_for_the_report(tmp_path):
                               config).get_node("write_outputs").inputs.info
     assert info["input_surface"] == "derivatives/freesurfer/sub-01/surf/lh.inflated"
     assert info["input_surface_kind"] == "inflated"
-    assert info["input_surface_path"] == str((surf / "lh.inflated").resolve())
+    assert info["input_surface_path"] is None  # in the BIDS folder: found through DatasetLinks' raw
     info = init_hemisphere_wf(HemiInputs(**base), config).get_node("write_outputs").inputs.info
     assert info["input_surface"] is None and info["input_surface_path"] is None
 

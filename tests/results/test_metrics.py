@@ -35,3 +35,32 @@ def test_the_sign_the_sulc_was_read_in_is_recorded_for_the_sign_gate():
     assert doc["registration"]["sulc_sign"] == "hcp"
     (reason,) = doc["quality"]["reasons"]
     assert "read in HCP's convention and negated" in reason
+
+
+def test_the_vertices_a_map_holds_no_data_at_are_said_in_the_sidecars_beside_a_cortex_mask():
+    """A mask file given and a sulc filled with one value over a lesion: the resampled map's ``CurrentRoi`` named
+    the mask file alone, though the resampling also left out the filled vertices. It says both now, and ``NoData``
+    how many and why; the sphere's sidecar and a file without one are left as they were."""
+    from pathlib import Path
+
+    from geomorph_bids.results.metrics import no_data_record
+    from geomorph_bids.results.writer import OutputFile, note_no_data
+
+    assert no_data_record({}, 0, 2562) is None and note_no_data([], None) == []
+    record = no_data_record({"sulc": {"nan": 0, "constant": 300}, "curv": {"nan": 40, "constant": 0}}, 320, 2562)
+    assert record == {"vertices": 320, "of_vertices": 2562,
+                      "features": {"sulc": {"nan": 0, "constant": 300}, "curv": {"nan": 40, "constant": 0}}}
+    files = [OutputFile(Path("a_sulc.shape.gii"), "resampled_features", 0,
+                        meta={"CurrentRoi": "bids:raw:x_roi.shape.gii: values outside ..."}),
+             OutputFile(Path("n_sulc.shape.gii"), "native_features", 0, meta={"Sources": ["bids:raw:lh.sulc"]}),
+             OutputFile(Path("s.surf.gii"), "registered_sphere", meta={"Sources": []}),
+             OutputFile(Path("m.json"), "metrics")]
+    noted = note_no_data(files, record)
+    said = ("320 of the native sphere's 2,562 vertices hold no data (sulc: one value filling 300; curv: NaN at 40): "
+            "0 in the native maps, left out of the registration's similarity and of the resampling, as a medial "
+            "wall is")
+    assert noted[0].meta == {"CurrentRoi": "bids:raw:x_roi.shape.gii: values outside ...; less the 320 vertices "
+                                           "where a map holds no data (NoData)",
+                             "NoData": {"Vertices": 320, "Description": said}}
+    assert noted[1].meta == {"Sources": ["bids:raw:lh.sulc"], "NoData": {"Vertices": 320, "Description": said}}
+    assert noted[2:] == files[2:] and noted[2].meta == {"Sources": []} and files[0].meta["CurrentRoi"].endswith("...")

@@ -315,3 +315,22 @@ def test_the_registration_node_is_keyed_on_the_content_of_the_network_it_reads(t
     first, same, retrained = register_hash(b"network 1"), register_hash(b"network 1"), register_hash(b"network 2")
     assert first == same
     assert retrained != first
+
+
+def test_the_sidecars_name_the_template_folder_without_the_installation_s_path(tmp_path):
+    """The sidecars' ``TemplateSource.Path`` was the folder's absolute path: for the bundled maps the package's
+    folder in this installation (``/home/u/.venv/lib/python3.11/site-packages/geomorph_bids/data/templates``), so
+    two installations' sidecars differed and a user's folders were in them (BIDS: paths SHOULD NOT be absolute).
+    The bundled folder is now named as the sidecars name other packages' files (``package:path``); a folder in
+    the dataset by its BIDS URI (tests/cli/test_bids.py); the metrics JSON keeps the folder (the resume check
+    and the report read it)."""
+    from geomorph_bids.workflows.outputs import hemisphere_files, hemisphere_info
+
+    config = _config(tmp_path)
+    h = _hemi(tmp_path / "bids" / "derivatives", "L")
+    meta = {f.path.name: f.meta for f in hemisphere_files(h, config) if f.meta is not None}
+    for name in ("sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii",
+                 "sub-01_hemi-L_space-fsLR_den-32k_desc-geomorph_sulc.shape.gii"):
+        assert meta[name]["TemplateSource"]["Kind"] == "bundled"
+        assert meta[name]["TemplateSource"]["Path"] == "geomorph_bids:data/templates"
+    assert hemisphere_info(h, config)["template_ref"]["sources"][-1]["folder"].endswith("geomorph_bids/data/templates")
