@@ -159,7 +159,7 @@ def resolve_input_folders(args: argparse.Namespace, output_dir: Path) -> InputFo
     else:
         deriv = {}
         base = bids / "derivatives"
-        flat = is_flat_derivatives(base)
+        flat = is_flat_derivatives(base) and not is_geomorph_output(base)  # results are never inputs
         if flat:  # fMRIPrep run as ``fmriprep BIDS BIDS/derivatives participant``: its sub-* lie in derivatives/
             deriv[_pipeline_name(base)] = base
         for p in sorted(base.iterdir()) if base.is_dir() else []:

@@ -1176,3 +1176,13 @@ def test_fmriprep_written_straight_into_bids_derivatives_is_read_there(tmp_path)
         code = main([str(bids), str(deriv / "sub-01" / "geomorph"), "participant", "--model", "rigid", "--hemi", "L",
                      "-w", str(tmp_path / "w2")])
     assert code == 1 and f"lies inside {deriv}, a folder inputs are read from" in err.getvalue(), err.getvalue()
+    # our own outputs moved to be a dataset's derivatives/ (sub-* straight in it) are still never read as inputs
+    ours = tmp_path / "ours"
+    (ours / "sub-01" / "anat").mkdir(parents=True)
+    shutil.copy(example / "dataset_description.json", ours)
+    shutil.copytree(out, ours / "derivatives")
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(ours), str(tmp_path / "out3"), "participant", "--participant-label", "01", "--model", "rigid",
+                     "--hemi", "L", "-w", str(tmp_path / "w3")])
+    assert code == 1 and "FAILED sub-01 hemi-L: no inputs" in err.getvalue(), err.getvalue()
