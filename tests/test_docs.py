@@ -5,6 +5,9 @@ example (slow). Keeps README.md and docs/*.md from drifting away from the code s
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
+import json
 import importlib
 import importlib.util
 import os
@@ -878,3 +881,89 @@ def test_readme_is_a_new_users_first_hour_and_links_every_docs_page() -> None:
     assert commands[0] == ["bash scripts/install.sh && .venv/bin/geomorph-bids examples/ds-geomorph-example "
                            "geomorph_example participant"], commands
     assert len(ci) == 1 and commands[1] == ci, (commands, ci)
+
+
+def _own_data_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme.split("\n## Running it on your own data\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_own_data_commands_run_on_a_subjects_dir_and_an_fmriprep_folder_alone(tmp_path: Path) -> None:
+    """fix-ca (twenty-fifth session), a postdoc's first own-data runs from the README: its SUBJECTS_DIR line
+    said nothing of recon-all's names (`bert`), of `fsaverage` beside them or of a name that is no BIDS label,
+    and fMRIPrep outputs without their raw dataset had no command at all (the program suggests one when given
+    that folder). The README's commands, run as written on such folders, do what its text says."""
+    from geomorph_bids.cli.bids import main
+
+    section = " ".join(_own_data_section().split())
+    surf = ROOT / "examples" / "ds-geomorph-example" / "derivatives" / "freesurfer" / "sub-01" / "surf"
+    subjects = tmp_path / "subjects"
+    for name in ("bert", "fsaverage", "subj_01"):
+        shutil.copytree(surf, subjects / name / "surf")
+    fmriprep = tmp_path / "fmriprep"
+    shutil.copytree(ROOT / "examples" / "ds-geomorph-example" / "derivatives" / "smriprep", fmriprep)
+    (fmriprep / "dataset_description.json").write_text(json.dumps(
+        {"Name": "fMRIPrep", "BIDSVersion": "1.8.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "fMRIPrep", "Version": "24.1.1"}]}))
+
+    def run(command: str, out: str) -> tuple[int, str]:
+        words = shlex.split(command.replace("$SUBJECTS_DIR", str(subjects)).replace("/scratch/fmriprep", str(fmriprep)))
+        assert words[0] == "geomorph-bids" and words[2] == "OUT", command
+        words[2] = str(tmp_path / out)
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            code = main(words[1:] + ["--model", "rigid", "--hemi", "L", "-w", str(tmp_path / f"w_{out}")])
+        return code, err.getvalue()
+
+    alone = re.search(r"`(geomorph-bids (\S+) OUT participant --derivatives fmriprep=\2)`", section)
+    assert alone and "without the raw dataset" in section, "README gives no command for fMRIPrep outputs alone"
+    code, err = run(alone.group(1), "out_fmriprep")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out_fmriprep").glob("sub-*") if p.is_dir()) == ["sub-02"]
+
+    assert "`geomorph-bids $SUBJECTS_DIR OUT participant`" in section
+    assert "written as `sub-bert` and picked with `--participant-label bert`, `fsaverage` is skipped" in section
+    code, err = run("geomorph-bids $SUBJECTS_DIR OUT participant --participant-label bert", "out_bert")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out_bert").glob("sub-*") if p.is_dir()) == ["sub-bert"]
+    code, err = run("geomorph-bids $SUBJECTS_DIR OUT participant", "out_all")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out_all").glob("sub-*") if p.is_dir()) == ["sub-bert"]
+    warning = [line for line in err.splitlines() if "subj_01" in line]
+    assert "a folder whose name is not letters and digits (`subj_01`) is named on a `warning:` line with the `ln -s`" \
+        in section
+    assert len(warning) == 1 and "warning:" in warning[0] and f"ln -s subj_01 {subjects / 'subj01'}" in warning[0], err
+
+
+def test_readme_slurm_label_list_for_a_subjects_dir_lists_its_subjects(tmp_path: Path) -> None:
+    """fix-ca (twenty-fifth session): `workflows/slurm_array.sh` on a SUBJECTS_DIR stopped on `No label list:
+    .../participants.tsv (set GEOMORPH_LABELS)`, and the README said only "labels from participants.tsv". Its
+    one-liner for a SUBJECTS_DIR, run in bash, lists the subjects and leaves out fsaverage and other folders."""
+    cluster = (ROOT / "README.md").read_text().split("\n## On a cluster\n", 1)[1].split("\n## ", 1)[0]
+    line = re.search(r"`(\(cd \"\$SUBJECTS_DIR\" [^`]*> labels\.txt)`", " ".join(cluster.split()))
+    assert line and "`export GEOMORPH_LABELS=$PWD/labels.txt`" in cluster, "README: no label list for a SUBJECTS_DIR"
+    subjects = tmp_path / "subjects"
+    for name in ("bert", "ernie", "fsaverage", "fsaverage5"):
+        (subjects / name / "surf").mkdir(parents=True)
+    (subjects / "README").write_text("not a subject\n")
+    (subjects / "qdec").mkdir()
+    done = subprocess.run(["bash", "-c", line.group(1)], cwd=tmp_path, env={**os.environ, "SUBJECTS_DIR": str(subjects)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "labels.txt").read_text().splitlines() == ["bert", "ernie"]
+
+
+def test_readme_quick_start_timings_are_in_the_benchmarks_section_it_names() -> None:
+    """fix-ca (twenty-fifth session): the quick start's "10-13 s ... 8-9 s ... 9-10 s ... see docs/benchmarks.md"
+    pointed at a page where none of those figures was (they were only in a commit message). The README names
+    the section, and every timing it quotes for the example is in that section."""
+    quick = " ".join((ROOT / "README.md").read_text().split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0].split())
+    assert '`docs/benchmarks.md`, "The quick start on the bundled example"' in quick
+    section = (ROOT / "docs" / "benchmarks.md").read_text().split("\n## The quick start on the bundled example\n", 1)
+    assert len(section) == 2, "docs/benchmarks.md has no section 'The quick start on the bundled example'"
+    section = section[1].split("\n## ", 1)[0]
+    quoted = re.findall(r"(\d+-\d+ s|\d+ s) (?:on 2 quiet|with the cores)", quick) + re.findall(
+        r"`--participant-label 01`\) (\d+-\d+ s)|`--model rigid` (\d+-\d+ s)", quick)
+    figures = [f for group in quoted for f in ([group] if isinstance(group, str) else group) if f]
+    assert sorted(figures) == ["10-13 s", "44 s", "8-9 s", "9-10 s"], figures
+    assert all(f in section for f in figures), figures

@@ -1140,3 +1140,49 @@ def test_a_refused_run_leaves_no_parent_folder_it_created(bids, tmp_path):
     code, _, err = run(bids, tmp_path / "o" / long, "participant", "-w", tmp_path / "w3")
     assert code == 1 and "cannot create the output directory (File name too long)" in one_error(err)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_fmriprep_written_straight_into_bids_derivatives_is_read_there(tmp_path):
+    """fix-ca (twenty-fifth session): ``fmriprep /data/bids /data/bids/derivatives participant`` (fMRIPrep 21+
+    puts sub-* straight in its output folder) left BIDS_DIR/derivatives/sub-01 and sourcedata/ each searched as
+    a pipeline's folder, and every hemisphere FAILED 'no inputs' though the README says fMRIPrep's outputs in
+    BIDS_DIR/derivatives are found without options. derivatives/ is now read as that pipeline's folder, and
+    the README's output folder, derivatives/geomorph beside its sub-* and sourcedata/, is allowed."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example"
+    bids = tmp_path / "bids"
+    (bids / "sub-01" / "anat").mkdir(parents=True)
+    (bids / "sub-02" / "anat").mkdir(parents=True)
+    shutil.copy(example / "dataset_description.json", bids)
+    deriv = bids / "derivatives"
+    (deriv / "sub-01").mkdir(parents=True)
+    shutil.copytree(example / "derivatives" / "smriprep" / "sub-02" / "anat", deriv / "sub-01" / "anat")
+    for f in (deriv / "sub-01" / "anat").iterdir():
+        f.rename(f.with_name(f.name.replace("sub-02", "sub-01")))
+    shutil.copytree(example / "derivatives" / "freesurfer" / "sub-01", deriv / "sourcedata" / "freesurfer" / "sub-02")
+    (deriv / "dataset_description.json").write_text(json.dumps(
+        {"Name": "fMRIPrep - fMRI PREProcessing workflow", "BIDSVersion": "1.8.0", "DatasetType": "derivative",
+         "GeneratedBy": [{"Name": "fMRIPrep", "Version": "24.1.1"}]}))
+    out = deriv / "geomorph"
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(bids), str(out), "participant", "--model", "rigid", "--hemi", "L", "-w", str(tmp_path / "w")])
+    assert code == 0, err.getvalue()
+    assert sorted(p.name for p in out.rglob("*_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii")) == [
+        "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii", "sub-02_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]
+    links = json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]
+    assert links["fmriprep"] == str(deriv)
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(bids), str(deriv / "sub-01" / "geomorph"), "participant", "--model", "rigid", "--hemi", "L",
+                     "-w", str(tmp_path / "w2")])
+    assert code == 1 and f"lies inside {deriv}, a folder inputs are read from" in err.getvalue(), err.getvalue()
+    # our own outputs moved to be a dataset's derivatives/ (sub-* straight in it) are still never read as inputs
+    ours = tmp_path / "ours"
+    (ours / "sub-01" / "anat").mkdir(parents=True)
+    shutil.copy(example / "dataset_description.json", ours)
+    shutil.copytree(out, ours / "derivatives")
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(ours), str(tmp_path / "out3"), "participant", "--participant-label", "01", "--model", "rigid",
+                     "--hemi", "L", "-w", str(tmp_path / "w3")])
+    assert code == 1 and "FAILED sub-01 hemi-L: no inputs" in err.getvalue(), err.getvalue()
