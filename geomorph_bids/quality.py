@@ -175,7 +175,7 @@ _COARSE_SULC = 0.8
 #: a sulc whose coarse fit to the template (``identity_cc_own``) is below this has too few folds to register
 #: reliably (:func:`few_folds`; the same floor as :data:`_COARSE_SULC`): smoothed by neighbour averaging, the
 #: example's sulc (10k) fits at 0.83-0.87 (80 passes; 2.6-3.3 degrees, median, from the unsmoothed map's
-#: registration), 0.72-0.77 (160; 3.6-4.3 degrees), 0.57-0.62 (320; 4.0-5.4 degrees, CC 0.53-0.55, `ok`);
+#: registration), 0.72-0.77 (160; 3.6-4.3 degrees), 0.56-0.62 (320; 4.0-5.4 degrees, CC 0.53-0.55, `ok`);
 #: ordinary maps 0.91-0.96 (the examples, both layouts; fsaverage5; FreeSurfer's fsaverage 164k), 0.99-1.0 (HCP's
 #: S1200 32k, sMRIPrep's refsulc 164k), with white noise of up to 3 times their SD 0.82-0.92
 FEW_FOLDS_BELOW = _COARSE_SULC
@@ -282,7 +282,7 @@ def few_folds(registration: Mapping[str, Any], features: Sequence[str],
         return ""
     return (f"few folds: sulc's coarse pattern fits the template at {_beyond(own, FEW_FOLDS_BELOW)} (below "
             f"{FEW_FOLDS_BELOW:g}; a brain's sulc, even a noisy one: 0.82 or more): a map this smooth (an infant's, "
-            "or smoothed) registers loosely, several degrees off (4-5 degrees at 0.57-0.62 on the example) while "
+            "or smoothed) registers loosely, several degrees off (4-5 degrees at 0.56-0.62 on the example) while "
             "its CC passes; register such a cohort to a template of its own age (geomorph-bids BIDS OUT group "
             "--build-template N, then --template OUT/tpl-LABEL) and check the report's overlay")
 
