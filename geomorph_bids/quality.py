@@ -282,8 +282,8 @@ def few_folds(registration: Mapping[str, Any], features: Sequence[str],
         return ""
     return (f"few folds: sulc's coarse pattern fits the template at {_beyond(own, FEW_FOLDS_BELOW)} (below "
             f"{FEW_FOLDS_BELOW:g}; a brain's sulc, even a noisy one: 0.82 or more): a map this smooth (an infant's, "
-            "or smoothed) registers loosely, several degrees off (4-5 degrees at 0.56-0.62 on the example) while "
-            "its CC passes; register such a cohort to a template of its own age (geomorph-bids BIDS OUT group "
+            "or smoothed) registers loosely, several degrees off (4-5 degrees at 0.56-0.62 on the example) even "
+            "where its CC passes; register such a cohort to a template of its own age (geomorph-bids BIDS OUT group "
             "--build-template N, then --template OUT/tpl-LABEL) and check the report's overlay")
 
 

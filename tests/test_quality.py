@@ -279,7 +279,7 @@ def test_a_registration_of_a_map_with_too_few_folds_passes_with_a_note_naming_th
     assert FEW_FOLDS_BELOW == 0.8 and not assess(smooth, ["sulc"]).flagged
     note = ("few folds: sulc's coarse pattern fits the template at 0.62 (below 0.8; a brain's sulc, even a noisy "
             "one: 0.82 or more): a map this smooth (an infant's, or smoothed) registers loosely, several degrees "
-            "off (4-5 degrees at 0.56-0.62 on the example) while its CC passes; register such a cohort to a "
+            "off (4-5 degrees at 0.56-0.62 on the example) even where its CC passes; register such a cohort to a "
             "template of its own age (geomorph-bids BIDS OUT group --build-template N, then --template "
             "OUT/tpl-LABEL) and check the report's overlay")
     assert few_folds(smooth, ["sulc"]) == note and quality_warnings(smooth, ["sulc"]) == [note]
