@@ -26,7 +26,9 @@ Gates (each reason names the gate and the numbers):
   than ``max_folds`` folded triangles in the registered sphere; any non-finite distortion.
 
 :func:`quality_warnings` adds the advisory notes the participant report shows besides the
-gates (a non-rigid stage that lowered the correlation, folds of the warp itself).
+gates (a non-rigid stage that lowered the correlation, folds of the warp itself, and
+:func:`few_folds`: a sulc too smooth to register reliably, which the participant level and
+geomorph-register also print as a ``note:`` line; a note changes no verdict and no exit code).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["QualityThresholds", "THRESHOLD_RANGES", "DEFAULT_THRESHOLDS",
-           "QualityVerdict", "assess", "quality_warnings", "same_inputs", "same_inputs_text"]
+__all__ = ["QualityThresholds", "THRESHOLD_RANGES", "DEFAULT_THRESHOLDS", "FEW_FOLDS_BELOW",
+           "QualityVerdict", "assess", "few_folds", "quality_warnings", "same_inputs", "same_inputs_text"]
 
 
 def _real(value: Any) -> bool:
@@ -170,6 +172,15 @@ _SIGN_HINT = 0.05
 _COARSE_SULC = 0.8
 
 
+#: a sulc whose coarse fit to the template (``identity_cc_own``) is below this has too few folds to register
+#: reliably (:func:`few_folds`; the same floor as :data:`_COARSE_SULC`): smoothed by neighbour averaging, the
+#: example's sulc (10k) fits at 0.83-0.87 (80 passes; 2.6-3.3 degrees, median, from the unsmoothed map's
+#: registration), 0.72-0.77 (160; 3.6-4.3 degrees), 0.56-0.62 (320; 4.0-5.4 degrees, CC 0.53-0.55, `ok`);
+#: ordinary maps 0.91-0.96 (the examples, both layouts; fsaverage5; FreeSurfer's fsaverage 164k), 0.99-1.0 (HCP's
+#: S1200 32k, sMRIPrep's refsulc 164k), with white noise of up to 3 times their SD 0.82-0.92
+FEW_FOLDS_BELOW = _COARSE_SULC
+
+
 def _beyond(value: float, limit: float, digits: int = 2) -> str:
     """``value`` with ``digits`` decimals, more (up to 6) while it would print as ``limit`` does:
     a p95 of 1.0011 over a maximum of 1 read "1.00 (maximum 1)", a pass."""
@@ -257,13 +268,35 @@ def assess(registration: Mapping[str, Any], features: Sequence[str],
     return QualityVerdict(tuple(out), thresholds)
 
 
+def few_folds(registration: Mapping[str, Any], features: Sequence[str],
+              thresholds: QualityThresholds = DEFAULT_THRESHOLDS) -> str:
+    """The advisory note for a sulc too smooth to register reliably (an infant's, an over-smoothed map),
+    or ``""``: its coarse rigid fit to the template (``identity_cc_own``) below :data:`FEW_FOLDS_BELOW`
+    while no identity or sign gate explains it (sulc the first registration feature; a metrics file
+    without the fit: ``""``). Such a map registers at a CC that passes while several degrees off."""
+    reg = _gate_numbers(registration)
+    own = reg.get("identity_cc_own")
+    if not features or features[0] != "sulc" or not _real(own) or not own < FEW_FOLDS_BELOW:
+        return ""
+    if any(r.startswith(("identity:", "sign:")) for r in assess(reg, features, thresholds).reasons):
+        return ""
+    return (f"few folds: sulc's coarse pattern fits the template at {_beyond(own, FEW_FOLDS_BELOW)} (below "
+            f"{FEW_FOLDS_BELOW:g}; a brain's sulc, even a noisy one: 0.82 or more): a map this smooth (an infant's, "
+            "or smoothed) registers loosely, several degrees off (4-5 degrees at 0.56-0.62 on the example) even "
+            "where its CC passes; register such a cohort to a template of its own age (geomorph-bids BIDS OUT group "
+            "--build-template N, then --template OUT/tpl-LABEL) and check the report's overlay")
+
+
 def quality_warnings(registration: Mapping[str, Any], features: Sequence[str],
                      thresholds: QualityThresholds = DEFAULT_THRESHOLDS) -> list[str]:
     """What the participant report lists for one hemisphere: the gates it failed
     (:func:`assess`), then advisory notes (a non-rigid stage that lowered the correlation by
-    more than ``max_cc_drop``; folds of the warp itself)."""
+    more than ``max_cc_drop``; folds of the warp itself; :func:`few_folds`)."""
     reg = _gate_numbers(registration)
     out = list(assess(reg, features, thresholds).reasons)
+    few = few_folds(reg, features, thresholds)
+    if few:
+        out.append(few)
     for f in features:
         after, rigid = reg.get(f"cc_{f}_after"), reg.get(f"cc_{f}_rigid")
         if _real(after) and _real(rigid) and after < rigid - thresholds.max_cc_drop:

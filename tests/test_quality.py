@@ -266,3 +266,54 @@ def test_hemispheres_registered_from_the_same_input_files_are_told_apart_from_di
     assert len(many) == 1 and len(many[0][1]) == 4999
     assert same_inputs_text(many).startswith("sub-0001 as sub-0000 (hemi-L); sub-0002 as sub-0000 (hemi-L); ")
     assert "sub-0010 as sub-0000 (hemi-L); ... (4999 in all): registered twice" in same_inputs_text(many)
+
+
+def test_a_registration_of_a_map_with_too_few_folds_passes_with_a_note_naming_the_fit_and_the_remedy():
+    """A sulc smoothed 320 times (the example's, 10k: an infant-like map) registered at CC 0.53-0.55, `ok`,
+    while 4-5.4 degrees (median) from its unsmoothed registration; its coarse fit to the template
+    (identity_cc_own) was 0.56-0.62 where a brain's sulc, noisy or not, fits at 0.82 or more. The verdict is
+    unchanged (a note, no gate, no exit code); a map flagged as the other hemisphere or sign gets no note."""
+    from geomorph_bids.quality import FEW_FOLDS_BELOW, few_folds
+
+    smooth = dict(GOOD, identity_cc_own=0.62, identity_cc_mirrored=0.48, cc_sulc_rigid=0.52, cc_sulc_after=0.545)
+    assert FEW_FOLDS_BELOW == 0.8 and not assess(smooth, ["sulc"]).flagged
+    note = ("few folds: sulc's coarse pattern fits the template at 0.62 (below 0.8; a brain's sulc, even a noisy "
+            "one: 0.82 or more): a map this smooth (an infant's, or smoothed) registers loosely, several degrees "
+            "off (4-5 degrees at 0.56-0.62 on the example) even where its CC passes; register such a cohort to a "
+            "template of its own age (geomorph-bids BIDS OUT group --build-template N, then --template "
+            "OUT/tpl-LABEL) and check the report's overlay")
+    assert few_folds(smooth, ["sulc"]) == note and quality_warnings(smooth, ["sulc"]) == [note]
+    assert few_folds(GOOD, ["sulc"]) == "" and few_folds(dict(GOOD, identity_cc_own=0.80), ["sulc"]) == ""
+    swapped = dict(smooth, identity_cc_mirrored=0.70)  # the identity gate explains the poor fit already
+    assert assess(swapped, ["sulc"]).flagged and few_folds(swapped, ["sulc"]) == ""
+    assert few_folds(smooth, ["curv"]) == ""  # curv fits a group average loosely (0.64) however folded
+
+
+def test_a_tiny_icosphere_with_too_few_folds_gets_the_note_and_the_same_map_unsmoothed_does_not():
+    """The fsLR template's sulc on an ico-4 sphere (2,562 vertices), rotated 40 degrees, registered: as given it
+    fits at 1.00; averaged with its neighbours 60 times at 0.68 and registered at CC 0.565, as the example's
+    sulc smoothed 320 times (0.56-0.62, CC 0.53-0.55): neither is flagged, the smooth one gets the note."""
+    import scipy.sparse as sp
+
+    from geomorph_bids.engine.register import register
+    from geomorph_bids.io.templates import load_template
+    from geomorph_bids.quality import few_folds
+    from geomorph_bids.sphere import icosphere, rotation_matrix
+
+    v, f = icosphere(4)
+    sulc = load_template("fsLR", "L").features["sulc"][: len(v)]  # ico-4 vertices are the first ico-6 vertices
+    rot = rotation_matrix(np.array([0.3, -0.5, 0.8]), 40.0)
+    i, j = np.concatenate([f[:, 0], f[:, 1], f[:, 2]]), np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
+    a = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(len(v), len(v))).tocsr()
+    a = ((a + a.T) > 0).astype(float) + sp.eye(len(v))
+    a = sp.diags(1 / np.asarray(a.sum(1)).ravel()) @ a
+    smooth = sulc.astype(np.float64)
+    for _ in range(60):
+        smooth = a @ smooth
+    fits = {}
+    for name, values in (("given", sulc), ("smooth", smooth)):
+        reg = register((v @ rot.T, f), {"sulc": values}, "fsLR", "L", device="cpu")
+        fits[name] = (round(reg.metrics["identity_cc_own"], 2), round(reg.metrics["cc_sulc_after"], 2), reg.quality.flagged,
+                      few_folds(reg.metrics, ["sulc"]).split(" (")[0])
+    assert fits == {"given": (1.0, 1.0, False, ""),
+                    "smooth": (0.68, 0.56, False, "few folds: sulc's coarse pattern fits the template at 0.68")}

@@ -47,13 +47,15 @@ def _participant_rows(args, judged: bool = False, unreadable: list[str] | None =
     return rows if keep is None else [r for r in rows if r["subject"] in keep]
 
 
-def _judge_rows(args, rows: list[dict]) -> tuple[list[Failure], list[Failure]]:
+def _judge_rows(args, rows: list[dict], few: list[tuple[Failure, float]] | None = None
+                ) -> tuple[list[Failure], list[Failure]]:
     """Apply the quality gates to every row (the thresholds recorded with each participant
     output, overridden by the gate options given to the group level), mark the rows
     (``quality``, ``quality_reasons``: :func:`~geomorph_bids.reports.group_table.quality_cells`)
     and return (the flagged ones, the stale ones: their latest participant run failed and their
-    outputs are an earlier run's)."""
-    from ..quality import QualityThresholds, assess
+    outputs are an earlier run's). ``few``, when a list, gets (row, ``identity_cc_own``) of each
+    sulc too smooth to register reliably (:func:`~geomorph_bids.quality.few_folds`; advisory)."""
+    from ..quality import QualityThresholds, assess, few_folds
     from ..reports.group_table import quality_cells
 
     flagged, stale = [], []
@@ -66,7 +68,10 @@ def _judge_rows(args, rows: list[dict]) -> tuple[list[Failure], list[Failure]]:
         key = repr(recorded)  # a JSON value: its repr tells the sets apart (1 and 1.0, True and 1 too)
         if key not in decided:
             decided[key] = resolve_quality(args, QualityThresholds.from_dict(recorded))
-        verdict = assess(row.pop("_registration", {}), row.pop("_features", []), decided[key])
+        registration, features = row.pop("_registration", {}), row.pop("_features", [])
+        verdict = assess(registration, features, decided[key])
+        if few is not None and few_folds(registration, features, decided[key]):
+            few.append((_row_failure(row, "", several), float(registration["identity_cc_own"])))
         failed_run = row.pop("_stale", None)
         row["quality"], row["quality_reasons"] = quality_cells(verdict.flagged, verdict.line(), failed_run)
         if failed_run:
@@ -74,6 +79,24 @@ def _judge_rows(args, rows: list[dict]) -> tuple[list[Failure], list[Failure]]:
         if verdict.flagged:
             flagged.append(_row_failure(row, verdict.line(), several))
     return flagged, stale
+
+
+#: the most hemispheres :func:`_few_folds_line` names (a neonatal cohort's every row: one line)
+_FEW_LISTED = 10
+
+
+def _few_folds_line(few: list[tuple[Failure, float]]) -> str:
+    """One line for the rows whose sulc is too smooth to register reliably: how many, the first
+    :data:`_FEW_LISTED` with their fit, the threshold, and the remedy (an age-matched template)."""
+    from ..quality import FEW_FOLDS_BELOW
+
+    named = [f"{f.line().rstrip(': ')} ({own:.2f})" for f, own in few[:_FEW_LISTED]]
+    more = f", ... ({len(few)} in all)" if len(few) > _FEW_LISTED else ""
+    return (f"{len(few)} hemisphere(s) with too few folds to register reliably (sulc's coarse fit to the template, "
+            f"identity_cc_own in {GROUP_TSV}, below {FEW_FOLDS_BELOW:g}; a brain's sulc: 0.82 or more): "
+            f"{', '.join(named)}{more}: probably several degrees off even where not flagged (an infant's or smoothed "
+            "map); register such a cohort to a template of its own age (--build-template N, then --template "
+            "OUT/tpl-LABEL at the participant level)")
 
 
 def _row_failure(row: dict, reason: str, with_template: bool) -> Failure:
@@ -320,7 +343,8 @@ def _run_group(args, writing: ExitStack) -> int:
         if line:
             say(f"{_PROG}: warning: {line}", file=sys.stderr)
     absent = " ".join(f"{line}." for line in lines) if len(lines) > 1 else "".join(lines)  # also in group.html
-    flagged, stale = _judge_rows(args, rows)
+    few: list[tuple[Failure, float]] = []
+    flagged, stale = _judge_rows(args, rows, few)
     # hemispheres a participant run failed, left without outputs: their participant has rows for the others
     crashed = failed_without_row(args.output_dir, rows, {normalise_label(s, "sub") for s in args.participant_label}
                                  if args.participant_label else None)
@@ -331,6 +355,8 @@ def _run_group(args, writing: ExitStack) -> int:
             say(f"  {line}", file=sys.stderr)
     if line := _one_hemisphere(rows, crashed):
         say(f"{_PROG}: note: {line}", file=sys.stderr)
+    if few:
+        say(f"{_PROG}: note: {_few_folds_line(few)}", file=sys.stderr)
     if args.participant_label:  # the table and report are the dataset's: a subset never replaces them
         print(f"{len(rows)} row(s) (subject/session/hemisphere/template) of --participant-label "
               f"{' '.join(args.participant_label)} judged; {GROUP_TSV} and {GROUP_HTML} left as they were "

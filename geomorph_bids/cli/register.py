@@ -30,7 +30,7 @@ from ..errors import InputError, closest_name
 from ..io.atomic import atomic_write_text
 from ..io.digest import software_id
 from ..io.discover import FEATURES, surface_vertex_count
-from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
+from ..quality import DEFAULT_THRESHOLDS, QualityThresholds, few_folds
 from .exit_codes import EXIT_FLAGGED, EXIT_OK, HANDLED, error_exit, interrupted
 from .interrupts import Interrupted, pid_alive, stop_on_signals
 from .machine import (current_folder_problem, drop_unusable_thread_settings, matplotlib_config_in_tmp,
@@ -565,9 +565,15 @@ def _print_summary(rows: list[dict]) -> None:
 
 
 def _flagged_exit(rows: list[dict]) -> int:
-    """One ``FLAGGED hemi-H: <reasons>`` line on stderr per registration a gate flagged; the exit
-    code (3 when any was, else 0)."""
+    """One ``FLAGGED hemi-H: <reasons>`` line on stderr per registration a gate flagged, after a ``note:``
+    line per sulc too smooth to register reliably (:func:`~geomorph_bids.quality.few_folds`); the exit
+    code (3 when any was flagged, else 0: the note changes none)."""
     flagged = [r for r in rows if r["quality"]["flagged"]]
+    for r in rows:  # advisory (no exit code): a sulc too smooth to register reliably
+        note = few_folds(r, list(r.get("registration_features") or ["sulc"]),
+                         QualityThresholds.from_dict(r["quality"].get("thresholds")))
+        if note:
+            say(f"{_PROG}: note: hemi-{r['hemi']}: {note}", file=sys.stderr)
     for r in flagged:
         say(f"{_PROG}: FLAGGED hemi-{r['hemi']}: {'; '.join(r['quality']['reasons'])}", file=sys.stderr)
     return EXIT_FLAGGED if flagged else EXIT_OK

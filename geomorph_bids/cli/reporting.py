@@ -10,14 +10,30 @@ from typing import Sequence
 from .failures import Failure
 from .messages import say
 
-__all__ = ["print_summary", "print_same_inputs", "build_reports", "print_reports"]
+__all__ = ["print_summary", "few_folds_lines", "print_same_inputs", "build_reports", "print_reports"]
+
+
+def few_folds_lines(rows: Sequence[tuple]) -> list[str]:
+    """``sub-X[_ses-Y] hemi-L: few folds: ...`` per hemisphere whose sulc is too smooth to register reliably
+    (:func:`~geomorph_bids.quality.few_folds`; ``rows`` as :func:`print_summary`'s): advisory, the verdict and
+    the exit code stay as the gates decide."""
+    from ..derivatives import entities
+    from ..quality import few_folds
+
+    out = []
+    for job, hemi, registration, *_ in rows:
+        note = few_folds(registration, list(registration.get("registration_features") or ["sulc"]))
+        if note:
+            out.append(f"{entities(job.subject, job.inputs.hemis[hemi].session or job.session)} hemi-{hemi}: {note}")
+    return out
 
 
 def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Path, prog: str,
                   flagged: Sequence[Failure] = ()) -> None:
     """The table of CC before/after, folds and seconds per hemisphere (``rows``: (job, hemi,
     registration metrics, reused, flagged)), then every failure and every hemisphere flagged by
-    the quality gates on its own line (stderr: ``FAILED sub-X hemi-L: ...``, ``FLAGGED ...``).
+    the quality gates on its own line (stderr: ``FAILED sub-X hemi-L: ...``, ``FLAGGED ...``), after a
+    ``note:`` line per hemisphere too smooth to register reliably (:func:`few_folds_lines`).
     A hemisphere whose results were reused from an earlier run says so: its seconds are that run's."""
     if rows:
         sessions = [job.inputs.hemis[hemi].session or job.session for job, hemi, *_ in rows]  # found, asked or not
@@ -38,6 +54,8 @@ def print_summary(rows: Sequence[tuple], failures: list[Failure], output_dir: Pa
             print(f"reused: {n_reused} hemisphere(s) unchanged since an earlier run with the same inputs and "
                   "settings (outputs and work folder); their seconds are that run's")
         print(f"outputs in {output_dir}")
+    for line in few_folds_lines(rows):
+        say(f"{prog}: note: {line}", file=sys.stderr)
     if failures:
         print(f"{prog}: {len(failures)} failure(s)" + ("; outputs of the others are kept:" if rows else
                                                        ": no hemisphere registered:"), file=sys.stderr)

@@ -283,3 +283,31 @@ def test_a_subject_folder_linked_to_or_copied_from_another_is_named_and_averaged
     description = json.loads((out / "tpl-geomorphPopulation" / "template_description.json").read_text())
     assert description["Hemispheres"]["L"]["Participants"] == ["sub-01", "sub-02"]
     assert "registered twice from the same input files" in (out / "group.html").read_text()
+
+
+def test_the_group_level_names_hemispheres_with_too_few_folds_in_one_note_and_flags_none():
+    """The example's sub-01 smoothed 320 times (coarse fits 0.62 / 0.56) was `ok` in the group table and the
+    group level said nothing; one note now names them with their fits, the threshold and the remedy, the
+    table's verdicts unchanged, and a cohort of 12 such rows stays one line."""
+    import argparse
+
+    from geomorph_bids.cli.group_level import _few_folds_line, _judge_rows
+
+    def row(subject, hemi, own):
+        reg = {"identity_cc_own": own, "identity_cc_mirrored": 0.48, "cc_sulc_after": 0.545}
+        return {"subject": subject, "session": None, "hemi": hemi, "template": "fsLR", "_registration": reg,
+                "_features": ["sulc"], "_thresholds": None, "_stale": None}
+
+    rows = [row("01", "L", 0.62), row("01", "R", 0.565), row("02", "L", 0.93)]
+    few = []
+    flagged, stale = _judge_rows(argparse.Namespace(), rows, few)
+    assert not flagged and not stale and [r["quality"] for r in rows] == ["ok", "ok", "ok"]
+    assert _few_folds_line(few) == (
+        "2 hemisphere(s) with too few folds to register reliably (sulc's coarse fit to the template, identity_cc_own "
+        "in group_desc-geomorph_metrics.tsv, below 0.8; a brain's sulc: 0.82 or more): sub-01 hemi-L (0.62), sub-01 "
+        "hemi-R (0.56): probably several degrees off even where not flagged (an infant's or smoothed map); register "
+        "such a cohort to a template of its own age (--build-template N, then --template OUT/tpl-LABEL at the "
+        "participant level)")
+    many = []
+    _judge_rows(argparse.Namespace(), [row(f"{i:02d}", "L", 0.6) for i in range(12)], many)
+    assert _few_folds_line(many).count("(0.60)") == 10 and ", ... (12 in all): probably" in _few_folds_line(many)
