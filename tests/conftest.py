@@ -90,6 +90,25 @@ def example_true_rotation(atlases, load_surface):
     return rotation
 
 
+@pytest.fixture
+def no_data_calls(monkeypatch) -> list[str]:
+    """Every call of ``io.validate.no_data`` (as read_hemisphere and the engine reach it) from now on in the test,
+    by the ``what`` it names (``"feature 'sulc'"``): the list grows as they are made."""
+    import geomorph_bids.io.hemisphere as hemisphere
+    import geomorph_bids.io.validate as validate
+
+    calls: list[str] = []
+    real = validate.no_data
+
+    def counted(values, faces, path=None, what="feature map", **kw):
+        calls.append(what)
+        return real(values, faces, path, what, **kw)
+
+    monkeypatch.setattr(validate, "no_data", counted)
+    monkeypatch.setattr(hemisphere, "no_data", counted)
+    return calls
+
+
 def assert_one_line(err: pytest.ExceptionInfo, path) -> str:
     """The raised error's message: one line that names ``path``."""
     msg = str(err.value)

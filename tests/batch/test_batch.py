@@ -362,22 +362,11 @@ def test_high_resolution_hemispheres_take_more_of_a_registration_batch(tmp_path)
     assert [[t.name for t in c] for c in chunk_tasks(hires, 1)] == [["a"], ["b"], ["c"], ["d"], ["e"], ["f"]]
 
 
-def test_a_batch_chunk_looks_for_no_data_once_per_map(cohort, tmp_path, monkeypatch):
+def test_a_batch_chunk_looks_for_no_data_once_per_map(cohort, tmp_path, no_data_calls):
     """``io.validate.no_data`` (80 ms a 163,842-vertex sulc) ran twice per map: in ``read_hemisphere`` and again in
     ``register_many`` on the maps it had returned (which it could find nothing in: NaN and a plateau are 0 there,
     and in the cortex mask given). Once now; the outputs are the same (scripts/compare_outputs.py, example)."""
-    import geomorph_bids.io.hemisphere as hemisphere
-    import geomorph_bids.io.validate as validate
-
-    calls: list[str] = []
-    real = validate.no_data
-
-    def counted(values, faces, path=None, what="feature map", **kw):
-        calls.append(what)
-        return real(values, faces, path, what, **kw)
-
-    monkeypatch.setattr(validate, "no_data", counted)
-    monkeypatch.setattr(hemisphere, "no_data", counted)
+    calls = no_data_calls
     config, jobs = _setup(tmp_path, cohort["bids"], "--participant-label", "03")
     tasks, _ = plan_tasks(jobs, config)
     settings = pipeline.ChunkSettings(config.template, config.model, config.device, config.density,

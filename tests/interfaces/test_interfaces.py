@@ -269,22 +269,11 @@ def test_register_gives_the_process_its_torch_thread_count_back(loaded, tmp_path
         torch.set_num_threads(before)
 
 
-def test_load_features_and_register_look_for_no_data_once_per_map(hemi, tmp_path, monkeypatch):
+def test_load_features_and_register_look_for_no_data_once_per_map(hemi, tmp_path, no_data_calls):
     """The workflow's ``load_features`` ran ``io.validate.no_data`` on each map (``read_hemisphere``) and
     ``register`` ran it again on load_features' copies, which hold no NaN or plateau any more (0 there, and in
     the cortex mask register is given): 80 ms a 163,842-vertex sulc for nothing. Once now, in load_features."""
-    import geomorph_bids.io.hemisphere as hemisphere
-    import geomorph_bids.io.validate as validate
-
-    calls: list[str] = []
-    real = validate.no_data
-
-    def counted(values, faces, path=None, what="feature map", **kw):
-        calls.append(what)
-        return real(values, faces, path, what, **kw)
-
-    monkeypatch.setattr(validate, "no_data", counted)
-    monkeypatch.setattr(hemisphere, "no_data", counted)
+    calls = no_data_calls
     _, surf, _ = hemi
     load = LoadFeatures(sphere=str(surf / "lh.sphere"), feature_files=[str(surf / "lh.sulc"), str(surf / "lh.curv")],
                         feature_names=["sulc", "curv"], hemi="L", subject="01").run(cwd=str(_folder(tmp_path / "l")))
