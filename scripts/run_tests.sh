@@ -24,5 +24,6 @@ wait "$containers" || images=$?
 trap - INT TERM
 echo "---------------- scripts/ci_containers.sh, run beside the tests ----------------"
 cat "$log"
+rm -f "$log"
 echo "run_tests: tests exit $tests, container stage exit $images"
 [ "$tests" = 0 ] && [ "$images" = 0 ]
