@@ -39,6 +39,7 @@ from .machine import (current_folder_problem, drop_unusable_thread_settings, mat
 from .messages import one_line_warnings, reader_may_go_away, say
 from .parser import REFINE_HELP, OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, device, hemisphere
 from ..resources import bundled_models
+from .container import with_gpu_flag
 
 if TYPE_CHECKING:
     from ..io.template_ref import TemplateRef
@@ -277,8 +278,8 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     # maps_checked: read_hemisphere looked for no data in the maps already (io.validate.no_data), as the BIDS-App's
     item = RegistrationItem(moving, maps, hemi, reg, cortex_mask=native.registration_cortex(
         choice.channels if choice.kind == "network" else tuple(maps)), maps_checked=True)
-    result = register_many([item], template, device=choice.resolve_device(device, check_driver=True),
-                           on_error="raise", quality=quality, **choice.register_arguments())[0]
+    on = with_gpu_flag(lambda: choice.resolve_device(device, check_driver=True))  # in our image: the flag to add
+    result = register_many([item], template, device=on, on_error="raise", quality=quality, **choice.register_arguments())[0]
 
     metrics = {"hemi": hemi, "template": template.label,
                "software": software_id(), **result.metrics,
