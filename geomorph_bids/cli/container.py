@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from .messages import shell_word
 
-__all__ = ["in_image", "under_apptainer", "container_record", "unbound_hint", "unmapped_owner_note", "OVERFLOW_UID"]
+__all__ = ["in_image", "under_apptainer", "container_record", "unbound_hint", "unmapped_owner_note", "with_gpu_flag",
+           "OVERFLOW_UID"]
 
 #: the owner a user namespace shows for a file whose owner it does not map (Linux's default
 #: ``/proc/sys/kernel/overflowuid``): under Apptainer without setuid, or rootless podman, root's
 #: ``/tmp`` and every other user's files belong to ``nobody``
 OVERFLOW_UID = 65534
+
+T = TypeVar("T")
 
 
 def in_image(environ: "os._Environ[str] | dict[str, str] | None" = None) -> bool:
@@ -52,6 +56,25 @@ def container_record(environ: "os._Environ[str] | dict[str, str] | None" = None)
     singularity = (under_apptainer(env) or tag.startswith(_APPTAINER_SCHEMES) or local.endswith((".sif", ".simg"))
                    or (not uri and os.path.isdir(local)))
     return {"Type": "singularity" if singularity else "docker", "Tag": tag if uri else Path(local).name or tag}
+
+
+def with_gpu_flag(resolve: "Callable[[], T]", environ: "os._Environ[str] | dict[str, str] | None" = None) -> "T":
+    """``resolve()`` (a ``--device`` resolved: :func:`~geomorph_bids.engine.device.resolve_device`), its
+    :class:`~geomorph_bids.engine.device.NoGpuVisible` line naming, inside our image, the flag that gives the
+    container the host's GPU (``docker run --gpus all``; ``apptainer run --nv`` under Apptainer): the generic
+    'CUDA is not available' was read as a broken host. Outside the image the error is raised as it is."""
+    from ..engine.device import NoGpuVisible
+
+    try:
+        return resolve()
+    except NoGpuVisible as exc:
+        if not in_image(environ):
+            raise
+        flag = ("apptainer run --nv" if under_apptainer(environ)
+                else "docker run --gpus all (the NVIDIA Container Toolkit on the host)")
+        text = str(exc).removesuffix("; use device cpu or auto")
+        raise NoGpuVisible(f"{text}; this container was given no GPU: run it with {flag}, or use device cpu "
+                           "or auto") from None
 
 
 def unbound_hint(path: str | Path, read_only: bool = True,

@@ -27,6 +27,7 @@ from .reporting import build_reports, print_reports
 from .selection import listed
 from .settings import resolve_quality
 from .messages import say
+from .container import with_gpu_flag
 
 __all__ = ["run_group", "run_reports_only"]
 
@@ -435,7 +436,7 @@ def _build_population_template(args, rows: list[dict], copies: dict[tuple[str, s
 
     template, model = resolve_template_and_model(args, _PROG)
     features = tuple(args.features) if args.features else model.channels
-    device = model.resolve_device(args.device, check_driver=True)
+    device = with_gpu_flag(lambda: model.resolve_device(args.device, check_driver=True))
     offered = template.shared_features(args.hemi)
     lacking = [f for f in features if f not in offered]
     if lacking:  # registered to and averaged: a map the starting template lacks can never be (it ended on

@@ -39,6 +39,7 @@ from .machine import (current_folder_problem, drop_unusable_thread_settings, mat
 from .messages import one_line_warnings, reader_may_go_away, say
 from .parser import REFINE_HELP, OtherCommandsOption, Parser, _DefaultsOnce, add_quality_options, device, hemisphere
 from ..resources import bundled_models
+from .container import with_gpu_flag
 
 if TYPE_CHECKING:
     from ..io.template_ref import TemplateRef
@@ -224,11 +225,12 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     (:meth:`~geomorph_bids.quality.QualityVerdict.to_dict`); a flagged registration is written.
     """
     from ..engine.model_choice import refuse_mirrored_right, resolve_model
-    from ..engine.register import register
+    from ..engine.register import RegistrationItem, register_many
     from ..io import write_metric, write_surface
     from ..io.hemisphere import read_hemisphere
     from ..io.hemisphere_label import feature_conflicts, label_conflicts
     from ..quality import assess
+    from ..results.metrics import NO_DATA, no_data_record
     from ..io.template_ref import resolve_template_ref
     from ..io.template_sources import TemplateSearch
 
@@ -272,21 +274,24 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
     low = template.low_resolution_note(choice.channels if choice.kind == "network" else tuple(maps), tpl_hemi)
     if low:  # geomorph-bids' note, less its --fs-subjects-dir (not an option of this command)
         say(f"{_PROG}: note: hemi-{hemi} {low.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)
-    result = register(moving, maps, template=template, hemi=hemi,
-                      device=choice.resolve_device(device, check_driver=True),
-                      # where a map it compares holds no data (NaN, a plateau); a map only resampled changes nothing
-                      reg_sphere=reg, cortex_mask=native.registration_cortex(
-                          choice.channels if choice.kind == "network" else tuple(maps)),
-                      quality=quality, **choice.register_arguments())
+    # where a map it compares holds no data (NaN, a plateau); a map only resampled changes nothing.
+    # maps_checked: read_hemisphere looked for no data in the maps already (io.validate.no_data), as the BIDS-App's
+    item = RegistrationItem(moving, maps, hemi, reg, cortex_mask=native.registration_cortex(
+        choice.channels if choice.kind == "network" else tuple(maps)), maps_checked=True)
+    on = with_gpu_flag(lambda: choice.resolve_device(device, check_driver=True))  # in our image: the flag to add
+    result = register_many([item], template, device=on, on_error="raise", quality=quality, **choice.register_arguments())[0]
 
     metrics = {"hemi": hemi, "template": template.label,
                "software": software_id(), **result.metrics,
                "rotation": np.round(result.rotation, 8).tolist(), "input_sphere": str(sphere),
                "sulc_sign": sulc_sign}  # the sign gate's advice depends on it (quality.assess)
-    # register() saw arrays: what the files themselves declare is checked here
+    # register_many() saw arrays: what the files themselves declare is checked here
     metrics["label_conflicts"] = (label_conflicts([sphere, sphere_reg, *features.values()], hemi,
                                                   wound_inward=sphere if moving.wound_inward else None)
                                   + feature_conflicts(features))
+    no_data = no_data_record(native.no_data, native.no_data_vertices, len(moving.vertices))
+    if no_data:  # recorded as the BIDS-App's metrics record it (results.metrics.NO_DATA); absent when none
+        metrics[NO_DATA] = no_data
     metrics["quality"] = assess(metrics, metrics.get("registration_features") or list(maps), quality).to_dict()
     with _OutputSet() as outputs:  # all of the set or none of it, an earlier run's set left whole
         # the input's triangles as its file has them: a sphere wound inward (a right hemisphere mirrored

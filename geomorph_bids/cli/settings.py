@@ -29,7 +29,7 @@ from ..io.template_ref import TemplateRef, resolve_template_ref, template_search
 from ..io.template_sources import TemplateSearch
 from ..quality import DEFAULT_THRESHOLDS, QualityThresholds
 from ..workflows.config import RunConfig
-from .container import in_image, unbound_hint
+from .container import in_image, unbound_hint, with_gpu_flag
 from .paths import geomorph_bids_output
 from .machine import REGISTRATION_NEEDS_GB, address_space_limit_gb, total_memory_gb, usable_cpus
 from .messages import say, shell_word
@@ -154,7 +154,7 @@ def resolve_settings(args: argparse.Namespace, output_dir: Path, work_dir: Path,
     features = resolve_features(args, model)
     tf_home = os.environ.get("TEMPLATEFLOW_HOME", "")
     sources = {h: load_density_sphere(template.base, h, density, tf_home or None)[2] for h in args.hemi}
-    device = model.resolve_device(args.device, check_driver=True)
+    device = with_gpu_flag(lambda: model.resolve_device(args.device, check_driver=True))
     if note := cpu_fallback_note(args.device, device, model):
         say(f"geomorph-bids: note: {note}", file=sys.stderr)
     batch = int(getattr(args, "batch_size", None) or 0)

@@ -40,6 +40,7 @@ from .machine import (current_folder_problem, drop_unusable_thread_settings, mat
 from .messages import reader_may_go_away, say
 from ..sphere.icosphere import MAX_LEVEL
 from .parser import ExtendAction, Parser, _count, _DefaultsOnce, _finite, _positive_int, device
+from .container import with_gpu_flag
 
 if TYPE_CHECKING:
     from ..engine.data import PairSet
@@ -765,7 +766,7 @@ def _train(argv: Sequence[str] | None) -> int:
             raise ValueError(f"--sources {args.sources}: no such file (a bank built by "
                              "the source repository's scripts/build_training_sources.py)")
         # decided once, before any expensive work: the pairs, the training and the card take this one
-        args.device = str(resolve_device(args.device, check_driver=True))
+        args.device = str(with_gpu_flag(lambda: resolve_device(args.device, check_driver=True)))
         args.template_ref = _resolve_template(args, log)
         if args.init is not None:
             from ..resources import model_path

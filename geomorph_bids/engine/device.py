@@ -15,7 +15,13 @@ import sys
 from typing import Any
 
 __all__ = ["REGISTRATION_NEEDS_GB", "BATCH_HEMISPHERE_GB", "STANDARD_MAX_VERTICES", "high_resolution",
-           "registration_needs_gb", "batch_share", "resolve_device"]
+           "registration_needs_gb", "batch_share", "resolve_device", "NoGpuVisible"]
+
+
+class NoGpuVisible(ValueError):
+    """CUDA asked for by name, with a CUDA build of torch, where no GPU is visible and nothing hides them
+    (``CUDA_VISIBLE_DEVICES`` not empty): a machine without one, or a container given none (the command
+    lines add the flag that gives it one: :func:`~geomorph_bids.cli.container.with_gpu_flag`)."""
 
 #: what one registration needs of the machine (GB): (memory, address space) at 10,242, 163,842 and
 #: 655,362 (ico-8, a high-resolution mesh) vertices, measured with geomorph-register (peak RSS, torch and
@@ -89,8 +95,8 @@ def resolve_device(device: Any = "auto", check_driver: bool = False) -> Any:
                 why = "no CUDA GPU is visible: CUDA_VISIBLE_DEVICES is set but empty"
             else:
                 why = "no CUDA GPU is visible"
-            raise ValueError(f"device {spec!r} requested but CUDA is not available ({why}); "
-                             "use device cpu or auto")
+            kind = NoGpuVisible if why == "no CUDA GPU is visible" else ValueError
+            raise kind(f"device {spec!r} requested but CUDA is not available ({why}); use device cpu or auto")
         dev = _parse(torch, spec)
         if dev.index is not None and dev.index >= count:
             raise ValueError(f"device {spec!r} requested but only {count} CUDA device(s) are visible")

@@ -25,7 +25,7 @@ from geomorph_bids.errors import InputError
 from geomorph_bids.io.limits import READ_TIMEOUT_S, check_size, with_deadline
 
 __all__ = ["file_digest", "file_stamp", "input_digest", "source_digest", "software_id", "library_versions",
-           "NUMERIC_LIBRARIES", "DIGEST_MAX_BYTES"]
+           "NUMERIC_LIBRARIES", "DIGEST_MAX_BYTES", "RESULT_DATA", "build_files", "tree_digest"]
 
 #: the largest file hashed (bytes): any input the readers accept is smaller
 DIGEST_MAX_BYTES = 2 ** 31
@@ -77,18 +77,38 @@ def file_stamp(path: str | Path) -> tuple[int, ...]:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-@functools.lru_cache(maxsize=1)
-def source_digest() -> str:
-    """SHA-1 (hex) of geomorph-bids' own Python source: every ``*.py`` file of the installed
-    package, by its path inside the package and its content (~125 files, ~20 ms once per process).
-    It tells two builds of the code apart where the version does not (every development build is
-    ``0.1.0.dev0``); the bundled templates and networks are keyed by their own checksums."""
-    root = Path(__file__).resolve().parent.parent
+#: the package's files besides its ``*.py`` that change a result (globs inside the package): the bundled
+#: templates' maps and the fsaverage -> template rotations, and the bundled networks' weights. The example,
+#: the model cards, the training logs and the citation text change no number and are left out.
+RESULT_DATA = ("data/templates/*", "data/models/*/model.pt")
+
+
+def build_files(root: Path) -> list[Path]:
+    """The files of the package at ``root`` that :func:`tree_digest` hashes: every ``*.py`` and the
+    :data:`RESULT_DATA` files, sorted by path."""
+    root = Path(root).resolve()
+    found = set(root.rglob("*.py")) | {p for pattern in RESULT_DATA for p in root.glob(pattern) if p.is_file()}
+    return sorted(found)
+
+
+def tree_digest(root: Path) -> str:
+    """SHA-1 (hex) of the :func:`build_files` of the package at ``root``, each by its path inside the
+    package and its content."""
+    root = Path(root).resolve()
     h = hashlib.sha1(usedforsecurity=False)
-    for path in sorted(root.rglob("*.py")):
+    for path in build_files(root):
         h.update(path.relative_to(root).as_posix().encode() + b"\0")
         h.update(path.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-1 (hex) of geomorph-bids' own source and the data that changes its results
+    (:func:`tree_digest` of the installed package: ~125 ``*.py`` files, the bundled templates and rotations,
+    the networks' weights; ~8 MB, ~30 ms once per process). It tells two builds apart where the version does
+    not (every development build is ``0.1.0.dev0``): a changed rotation or template map is another build."""
+    return tree_digest(Path(__file__).resolve().parent.parent)
 
 
 #: the installed packages whose versions change a result's numbers or bytes, part of :func:`software_id`:

@@ -1306,3 +1306,34 @@ def test_ones_own_files_without_a_map_the_network_reads_name_the_maps_and_the_in
                  f"curvv={surf / 'lh.sulc'}", "--model", "multimodal-fsLR", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and "--feature curvv: unknown feature name" in err[-1] and "did you mean curv?" in err[-1]
+
+
+def test_a_sulc_nan_over_a_cap_is_recorded_in_the_metrics_and_looked_for_once(tmp_path, monkeypatch):
+    """A sulc NaN over a 30-degree cap (a lesion or medial wall exported as NaN): the metrics JSON records the
+    vertices as the BIDS-App's does (``no_data``: before, absent), and ``io.validate.no_data`` runs once per map
+    (``read_hemisphere``), not again in ``register()`` on maps where it can find nothing (before: twice)."""
+    import geomorph_bids.io.hemisphere as hemisphere
+    import geomorph_bids.io.validate as validate
+
+    calls: list[str] = []
+    real = validate.no_data
+
+    def counted(values, faces, path=None, what="feature map", **kw):
+        calls.append(what)
+        return real(values, faces, path, what, **kw)
+
+    monkeypatch.setattr(validate, "no_data", counted)
+    monkeypatch.setattr(hemisphere, "no_data", counted)
+    surf = example_dir() / "sub-01" / "surf"
+    values = nib.freesurfer.read_morph_data(str(surf / "lh.sulc")).astype(np.float32)
+    v = nib.freesurfer.read_geometry(str(surf / "lh.sphere"))[0]
+    cap = v[:, 0] / np.linalg.norm(v, axis=1) > np.cos(np.radians(30))
+    values[cap] = np.nan
+    bad = tmp_path / "lh.sulc"
+    nib.freesurfer.write_morph_data(str(bad), values)
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={bad}", "--hemi", "L",
+                 "--model", "rigid", "--out", str(tmp_path / "out" / "lh_sphere.surf.gii")])
+    metrics = json.loads((tmp_path / "out" / "lh_metrics.json").read_text())
+    assert code == 0 and calls == ["feature 'sulc'"]
+    assert metrics["no_data"] == {"vertices": int(cap.sum()), "of_vertices": 10242,
+                                  "features": {"sulc": {"nan": int(cap.sum()), "constant": 0}}}

@@ -457,3 +457,44 @@ def test_the_participant_level_reads_each_sphere_header_once(dataset_factory, tm
         bids.main([str(bids_dir), str(tmp_path / "out"), "participant", "--model", "rigid", "--work-dir",
                    str(tmp_path / "work"), *(["--batch-size", "2"] if batch else [])])
     assert sorted(r for r in reads if r.endswith(".sphere")) == ["lh.sphere", "rh.sphere"]
+
+
+def test_device_cuda_in_the_image_given_no_gpu_names_the_flag_to_add(tmp_path, monkeypatch):
+    """``--device cuda`` in the CUDA image run without ``docker run --gpus all`` / ``apptainer run --nv``
+    said the generic 'CUDA is not available (no CUDA GPU is visible); use device cpu or auto', which a
+    user reads as a broken host. In our image (``$GEOMORPH_CONTAINER``) the line names the flag now, Docker's
+    or Apptainer's (``APPTAINER_CONTAINER``); outside it, with a CPU build of torch, or with
+    ``CUDA_VISIBLE_DEVICES`` empty (the job hides the GPUs: its own words) the line is as before."""
+    import pytest
+    import torch
+
+    from geomorph_bids.cli.parser import build_parser
+    from geomorph_bids.cli.settings import resolve_settings
+
+    for var in ("SUBJECTS_DIR", "FREESURFER_HOME", "TEMPLATEFLOW_HOME", "APPTAINER_CONTAINER",
+                "SINGULARITY_CONTAINER", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+
+    def refusal() -> str:
+        args = build_parser().parse_args([str(tmp_path), str(tmp_path / "out"), "participant", "--hemi", "L",
+                                          "--device", "cuda"])
+        with pytest.raises(ValueError) as e:
+            resolve_settings(args, tmp_path / "out", tmp_path / "work")
+        return str(e.value)
+
+    plain = "device 'cuda' requested but CUDA is not available (no CUDA GPU is visible); use device cpu or auto"
+    assert refusal() == plain
+    monkeypatch.setenv("GEOMORPH_CONTAINER", "docker://geomorph-bids:test")
+    assert refusal() == ("device 'cuda' requested but CUDA is not available (no CUDA GPU is visible); this container "
+                         "was given no GPU: run it with docker run --gpus all (the NVIDIA Container Toolkit on the "
+                         "host), or use device cpu or auto")
+    monkeypatch.setenv("APPTAINER_CONTAINER", "/images/geomorph-bids.sif")
+    assert refusal() == ("device 'cuda' requested but CUDA is not available (no CUDA GPU is visible); this container "
+                         "was given no GPU: run it with apptainer run --nv, or use device cpu or auto")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert refusal().endswith("(no CUDA GPU is visible: CUDA_VISIBLE_DEVICES is set but empty); use device cpu or auto")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert refusal().endswith("(this torch build has no CUDA support); use device cpu or auto")

@@ -65,3 +65,31 @@ def test_the_build_holds_the_versions_of_the_libraries_that_make_the_numbers(mon
         digest.library_versions.cache_clear()
     assert upgraded != now and "torch 9.9.9+cu999" in upgraded
     assert digest.software_id() == now
+
+
+def test_the_build_digest_covers_the_bundled_data_that_changes_results(tmp_path):
+    """The build (every cache key: the workflow's nodes, batch mode's resume records, the metrics' software)
+    hashed the package's ``*.py`` alone: a new fsaverage->fsLR rotation (``tpl-fsLR_from-fsaverage_rotation.json``,
+    read by every ``--sphere-reg`` registration to fsLR) or bundled template map left every key as it was, and a
+    rerun reused outputs computed with the old one. The templates and the networks' weights count now; the
+    example, the model cards, the training logs and the citation text (which change no number) do not."""
+    from geomorph_bids.io import digest
+    from geomorph_bids.resources import data_dir, template_rotation_file
+
+    covered = digest.build_files(data_dir().parent)
+    assert template_rotation_file("fsLR").resolve() in covered
+    assert data_dir().resolve() / "templates" / "tpl-fsLR_hemi-L_den-ico6_sulc.shape.gii" in covered
+    assert data_dir().resolve() / "models" / "sulc-fsLR" / "model.pt" in covered
+    assert not [p for p in covered if p.suffix in (".md", ".csv") or "example" in p.parts]
+    root = tmp_path / "geomorph_bids"
+    (root / "data" / "templates").mkdir(parents=True)
+    (root / "data" / "example").mkdir()
+    (root / "engine.py").write_text("x = 1\n")
+    rotation = root / "data" / "templates" / "tpl-fsLR_from-fsaverage_rotation.json"
+    rotation.write_text('{"L": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}')
+    (root / "data" / "example" / "lh.sulc").write_bytes(b"1")
+    before = digest.tree_digest(root)
+    (root / "data" / "example" / "lh.sulc").write_bytes(b"2")
+    assert digest.tree_digest(root) == before
+    rotation.write_text('{"L": [[1, 0, 0], [0, 0, 1], [0, -1, 0]]}')
+    assert digest.tree_digest(root) != before

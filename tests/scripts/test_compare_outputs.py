@@ -118,3 +118,32 @@ def test_crash_files_are_compared_by_node_not_by_their_run_id_time_and_random_na
     (tmp_path / "b" / "logs/crash-b6364662/crash-20261207-225403-root-register-0badf00d.txt").write_text("x")
     assert compare_outputs.compare(tmp_path / "a", tmp_path / "b") == [
         "crash files of node root-register: 0 before, 1 after"]
+
+
+def test_two_participant_pages_that_differ_in_run_times_only_compare_identical(compare_outputs, tmp_path):
+    """The participant page's metrics table quotes each hemisphere's run time (``run time (s)``: the metrics'
+    ``seconds_total``; the JSON's per-stage ``seconds_*`` are masked there), and its footer the seconds it took
+    to build: two runs of one build that differ there alone compare identical. The twenty-fifth session's
+    fix-bu pass listed the page's seconds as unmasked; this pins that they are masked (no change needed)."""
+    import shutil
+
+    from geomorph_bids.reports.participant import build_participant_report
+
+    from ..reports.conftest import _hemi_outputs
+
+    a, b = tmp_path / "a" / "out", tmp_path / "b" / "out"
+    for hemi in ("L", "R"):
+        _hemi_outputs(a, "02", hemi, 2, False)
+    shutil.copytree(a, b)
+    for metrics in (b / "sub-02" / "anat").glob("*_metrics.json"):
+        doc = json.loads(metrics.read_text())
+        doc["registration"] = {k: (v + 7.25 if k.startswith("seconds") else v) for k, v in doc["registration"].items()}
+        metrics.write_text(json.dumps(doc, indent=2))
+    pages = [build_participant_report(out, "02").read_text() for out in (a, b)]
+    assert "run time (s)" in pages[0] and pages[0] != pages[1]  # the pages differ, in the run times
+    assert compare_outputs.compare(a, b) == []
+    doc["registration"]["cc_sulc_after"] = 0.5  # a number that is not a time still differs
+    metrics.write_text(json.dumps(doc, indent=2))
+    build_participant_report(b, "02")
+    found = compare_outputs.compare(a, b)
+    assert "differs: sub-02.html" in found and f"differs: sub-02/anat/{metrics.name} (registration.cc_sulc_after)" in found
