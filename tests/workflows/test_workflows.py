@@ -371,6 +371,11 @@ def test_a_study_moved_with_its_population_template_keeps_its_settings_key(tmp_p
     here, moved = key(tmp_path / "scratch", values), key(tmp_path / "project", values)
     assert moved == here
     assert key(tmp_path / "other", values[::-1].copy()) != here  # other maps under the same names: another key
+    rebased = RunConfig(bids_dir=tmp_path / "project" / "bids", output_dir=tmp_path / "project" / "bids" / "derivatives"
+                        / "geomorph", work_dir=tmp_path / "w", model=optimiser("pop"),
+                        template=TemplateRef("pop", "fsaverage",
+                                             tmp_path / "project" / "bids" / "derivatives" / "geomorph" / "tpl-pop"))
+    assert rebased.results_key != here  # its BaseTemplate edited: another rotation and output sphere
 
 
 def test_the_settings_key_changes_with_where_the_output_density_sphere_comes_from(tmp_path):
