@@ -92,8 +92,9 @@ class RunConfig:
         themselves are not: inputs are named relative to them, and a dataset moved with its outputs is
         still theirs), a custom template's base template (its rotation and output spheres) and folder as the
         sidecars name it (``bids::tpl-<label>`` for a population template in the output folder: moved with it,
-        still the same maps, whose checksums are in the key) and where the output-density spheres come from (:attr:`density_sources`, named without
-        folders: ``TEMPLATEFLOW_HOME`` set or unset resamples to another sphere, which the sidecars name).
+        still the same maps, whose checksums are in the key) and where the output-density spheres come from
+        (:attr:`density_sources`, named without folders: ``TEMPLATEFLOW_HOME`` set or unset resamples to
+        another sphere, which the sidecars name).
         Computed once per run (the maps' and checkpoint's checksums are read). Batch mode's resume
         records key on it with the output folder (:func:`geomorph_bids.batch.state.settings_key`); each
         metrics JSON records it (:func:`geomorph_bids.workflows.outputs.resume_record`)."""
