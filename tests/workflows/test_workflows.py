@@ -390,3 +390,20 @@ def test_the_settings_key_changes_with_where_the_output_density_sphere_comes_fro
     with_tf = _config(tmp_path, density_sources=tf).results_key
     assert _config(tmp_path, density_sources=dict(tf)).results_key == with_tf
     assert _config(tmp_path, density_sources=pkg).results_key != with_tf
+
+
+def test_another_pipeline_s_folder_added_to_the_dataset_keeps_the_settings_key(tmp_path):
+    """Twenty-fifth session (fix-cc): ``results_key`` held the name of every DatasetLinks entry, and every folder
+    of ``BIDS_DIR/derivatives`` is one: an MRIQC (or any other pipeline's) folder added to the study registered
+    every hemisphere again, to the same outputs. Inputs in the BIDS folder are named ``bids:raw:...`` whatever
+    folder holds them; only the names of linked folders outside it (``bids:<name>:...``) are in the key now."""
+    bids = tmp_path / "bids"
+
+    def key(*links: tuple[str, Path]) -> str:
+        return _config(tmp_path, dataset_links=tuple((name, str(folder)) for name, folder in links)).results_key
+
+    fs, smriprep = ("freesurfer", bids / "derivatives" / "freesurfer"), ("smriprep", tmp_path / "elsewhere")
+    before = key(fs, smriprep)
+    assert key(("fmriprep", bids / "derivatives" / "fmriprep"), fs, ("mriqc", bids / "derivatives" / "mriqc"),
+               smriprep) == before
+    assert key(fs, ("sm", tmp_path / "elsewhere")) != before  # the sidecars name its files bids:sm:...
