@@ -102,9 +102,10 @@ class RunConfig:
         import hashlib
         import json
 
-        from .outputs import input_uri, template_folder_name
+        from .uris import folder_name, input_uri
 
-        folder = "" if self.template.folder is None else template_folder_name(self.template.folder, self)
+        folder = "" if self.template.folder is None else folder_name(
+            self.template.folder, self.bids_dir, self.dataset_links, self.output_dir, self.templateflow_home)
         maps = [self._content[h] for h in ("L", "R")]
         outside = sorted(name for name, f in self.dataset_links
                          if not input_uri(f, self.bids_dir).startswith("bids:raw:"))
