@@ -93,9 +93,9 @@ class RunConfig:
         ``derivatives/`` changes nothing; the folders themselves are not: inputs are named relative to them,
         and a dataset moved with its outputs is still theirs), a custom template's base template (its rotation
         and output spheres) and folder as the sidecars name it (``bids::tpl-<label>`` for a population template
-        in the output folder: moved with it, still the same maps, whose checksums are in the key) and where
-        the output-density spheres come from (:attr:`density_sources`, named without folders:
-        ``TEMPLATEFLOW_HOME`` set or unset resamples to another sphere, which the sidecars name).
+        in the output folder: moved with it, still the same maps, whose checksums are in the key). Where the
+        output-density sphere comes from is per hemisphere (:attr:`density_sources` holds those of ``--hemi``
+        alone): the records that take this key add it (``resume_record``, ``batch.state.stamp``)).
         Computed once per run (the maps' and checkpoint's checksums are read). Batch mode's resume
         records key on it with the output folder (:func:`geomorph_bids.batch.state.settings_key`); each
         metrics JSON records it (:func:`geomorph_bids.workflows.outputs.resume_record`)."""
@@ -112,7 +112,7 @@ class RunConfig:
         doc = [self.template.label, self.template.base, folder, self.model.to_dict(), list(self.features),
                self.density, maps, self.quality.to_dict(), bool(self.fmriprep_compat),
                self.software, self._content["checkpoint"],
-               outside, sorted(self.density_sources.items())]
+               outside]
         return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def registration_key(self, hemi: str) -> str:

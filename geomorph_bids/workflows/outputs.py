@@ -216,14 +216,17 @@ def resume_record(h: HemiInputs, config: RunConfig) -> dict[str, Any] | None:
     ``bids:raw:...`` in the BIDS folder, ``bids:<link>:...`` in a DatasetLinks dataset, else the absolute
     path; the surface the report draws on too: what the outputs say of where the inputs lie, so a dataset
     moved with its outputs is still theirs), their content hash ``h.digest`` (computed once after discovery)
-    and :attr:`~geomorph_bids.workflows.config.RunConfig.results_key` (the settings). None when ``h`` has no
-    content hash (inputs not hashed: such outputs are never reused)."""
+    and :attr:`~geomorph_bids.workflows.config.RunConfig.results_key` (the settings) with where the hemisphere's
+    output-density sphere comes from (``density_sources``, named without folders: ``TEMPLATEFLOW_HOME`` set or
+    unset resamples to another sphere, which the sidecars name). None when ``h`` has no content hash (inputs not
+    hashed: such outputs are never reused)."""
     if not h.digest:
         return None
     inputs = [h.sphere, h.sphere_reg, *(h.features[f] for f in config.features), h.midthickness, h.cortex_mask,
               h.surface]
     return {"inputs": [input_uri(Path(p).absolute(), config.bids_dir, config.dataset_links)
-                       for p in inputs if p is not None], "sha1": h.digest, "settings": config.results_key}
+                       for p in inputs if p is not None], "sha1": h.digest, "settings": config.results_key,
+            "density_source": config.density_sources.get(h.hemi, "")}
 
 
 def reusable(h: HemiInputs, config: RunConfig) -> bool:

