@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..derivatives import (CIFTI_FEATURES, METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE,
+from ..derivatives import (METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE,
                            RESAMPLED_FEATURE, HemisphereOutputs, anat_uri, cifti_file, entities, hemisphere_outputs)
 from ..io.discover import HemiInputs
 from ..io.template_sources import source_record
