@@ -55,10 +55,11 @@ def input_fingerprint(paths: Iterable[Path | None], digest: str = "") -> dict:
 
 
 def stamp(config: RunConfig, h: HemiInputs) -> str:
-    """The record's content for ``h`` under ``config``: its inputs' fingerprint and the settings key."""
+    """The record's content for ``h`` under ``config``: its inputs' fingerprint, the settings key and where its
+    output-density sphere comes from (``config.density_sources``: per hemisphere, in no run-wide key)."""
     inputs = [h.sphere, h.sphere_reg, *(h.features[f] for f in config.features), h.midthickness, h.cortex_mask]
-    return json.dumps({"inputs": input_fingerprint(inputs, h.digest), "settings": settings_key(config)},
-                      sort_keys=True)
+    return json.dumps({"inputs": input_fingerprint(inputs, h.digest), "settings": settings_key(config),
+                       "density_source": config.density_sources.get(h.hemi, "")}, sort_keys=True)
 
 
 def _file_state(path: Path) -> list[int] | None:

@@ -228,7 +228,7 @@ def _write_hemisphere(task: HemisphereTask, native, result, settings: ChunkSetti
     t = time.perf_counter()
     record = registration_record(result, settings.model, native.sphere_reg is not None)
     no_data = no_data_record(native.no_data, native.no_data_vertices, len(native.sphere.vertices))
-    files = note_no_data(task.files, no_data)  # the vertices the maps hold no data at, said in their sidecars
+    files = note_no_data(task.files, no_data, record["registration_features"])  # the vertices the maps hold no data at, said in their sidecars
     doc = metrics_document(record, task.info, settings.density, resampled.source, settings.quality,
                            list(native.label_conflicts), [f.path.name for f in files if f.unless_flagged], no_data)
     hemi = task.hemi

@@ -160,8 +160,6 @@ def resolve_input_folders(args: argparse.Namespace, output_dir: Path) -> InputFo
         deriv = {}
         base = bids / "derivatives"
         flat = is_flat_derivatives(base) and not is_geomorph_output(base)  # results are never inputs
-        if flat:  # fMRIPrep run as ``fmriprep BIDS BIDS/derivatives participant``: its sub-* lie in derivatives/
-            deriv[_pipeline_name(base)] = base
         for p in sorted(base.iterdir()) if base.is_dir() else []:
             if not p.is_dir() or p.name == "freesurfer" or (flat and (p.name.startswith("sub-") or p.name == "sourcedata")):
                 continue
@@ -169,6 +167,8 @@ def resolve_input_folders(args: argparse.Namespace, output_dir: Path) -> InputFo
                 excluded.append(p)
                 continue
             deriv[p.name] = p
+        if flat:  # fMRIPrep run as ``fmriprep BIDS BIDS/derivatives participant``: its sub-* lie in derivatives/;
+            deriv[_pipeline_name(base)] = base  # last: a named pipeline folder (derivatives/fmriprep) is read first
     # sMRIPrep run as ``smriprep BIDS OUT participant`` wrote OUT/smriprep/sub-*: read there
     read = {name: derivatives_root(folder) for name, folder in deriv.items()}
     nested = tuple((Path(deriv[name]), folder) for name, folder in read.items() if folder != Path(deriv[name]))

@@ -67,7 +67,8 @@ class WriteHemisphere(SimpleInterface):
         conflicts = list(self.inputs.label_conflicts) if isdefined(self.inputs.label_conflicts) else None
         thresholds = QualityThresholds.from_dict(self.inputs.thresholds if isdefined(self.inputs.thresholds) else None)
         no_data = (self.inputs.no_data or None) if isdefined(self.inputs.no_data) else None
-        files = note_no_data([OutputFile.from_dict(d) for d in self.inputs.files], no_data)
+        files = note_no_data([OutputFile.from_dict(d) for d in self.inputs.files], no_data,
+                             registration.get("registration_features"))
         doc = metrics_document(registration, self.inputs.info, self.inputs.density, self.inputs.density_source,
                                thresholds, conflicts, [f.path.name for f in files if f.unless_flagged], no_data)
         metrics = atomic_write_bytes(os.path.join(runtime.cwd, "metrics.json"), metrics_bytes(doc))

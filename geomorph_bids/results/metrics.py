@@ -53,8 +53,8 @@ def no_data_record(features: Mapping[str, Mapping[str, int]], vertices: int, n_v
     (:func:`~geomorph_bids.io.validate.no_data`; :attr:`~geomorph_bids.io.hemisphere.NativeHemisphere.no_data`):
     ``{"vertices": how many (some map's), "of_vertices": the sphere's count, "features": {feature: {"nan": n,
     "constant": n}}}``, the vertices NaN in a map and those of a constant fill (a sulc plateau). Those vertices
-    are 0 in the native maps written and left out of the registration and of the resampling as a medial wall
-    is (the maps' sidecars say so: :func:`~geomorph_bids.results.writer.note_no_data`). None when there are none."""
+    are 0 in the native maps written and left out of the resampling as a medial wall is, and of the registration
+    where the map is one it compares (the maps' sidecars say so: :func:`~geomorph_bids.results.writer.note_no_data`). None when there are none."""
     if vertices <= 0:
         return None
     return {"vertices": int(vertices), "of_vertices": int(n_vertices),

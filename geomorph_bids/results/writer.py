@@ -88,16 +88,25 @@ class OutputFile:
         return Path(value[self.index] if self.index is not None else value)
 
 
-def _no_data_words(record: Mapping[str, Any]) -> str:
-    """``12 of the native sphere's 2,562 vertices hold no data (sulc: NaN at 12): ...``"""
+def _no_data_words(record: Mapping[str, Any], compared: Sequence[str] | None = None) -> str:
+    """``12 of the native sphere's 2,562 vertices hold no data (sulc: NaN at 12): ...``; ``compared``: the maps
+    the registration compares (its record's ``registration_features``), whose no-data regions alone it leaves out
+    (:meth:`~geomorph_bids.io.hemisphere.NativeHemisphere.registration_cortex`); None: every map's."""
     parts = []
     for name, c in record["features"].items():
         kinds = ([f"NaN at {c['nan']:,}"] if c.get("nan") else []) + (
             [f"one value filling {c['constant']:,}"] if c.get("constant") else [])
         parts.append(f"{name}: {' and '.join(kinds)}")
+    holes = list(record["features"])
+    registered = holes if compared is None else [f for f in holes if f in compared]
+    if len(registered) == len(holes):
+        where = "left out of the registration's similarity and of the resampling"
+    elif registered:
+        where = f"left out of the resampling and, {', '.join(registered)}'s, of the registration's similarity"
+    else:
+        where = f"left out of the resampling (not of the registration, which compares {', '.join(compared)} alone)"
     return (f"{record['vertices']:,} of the native sphere's {record['of_vertices']:,} vertices hold no data "
-            f"({'; '.join(parts)}): 0 in the native maps, left out of the registration's similarity and of the "
-            "resampling, as a medial wall is")
+            f"({'; '.join(parts)}): 0 in the native maps, {where}, as a medial wall is")
 
 
 #: a resampled map's ``CurrentRoi`` where no cortex mask was given, only maps holding no data somewhere
@@ -105,17 +114,18 @@ _DATA_ROI = ("the native vertices where the maps hold data (NoData): values outs
              "vertex that has a source inside (-current-roi); a vertex with none keeps the unrestricted value")
 
 
-def note_no_data(files: Sequence[OutputFile], record: Mapping[str, Any] | None) -> list[OutputFile]:
+def note_no_data(files: Sequence[OutputFile], record: Mapping[str, Any] | None,
+                 compared: Sequence[str] | None = None) -> list[OutputFile]:
     """``files`` (:func:`~geomorph_bids.workflows.outputs.hemisphere_files`) with the vertices that hold no data
     (``record``: :func:`~geomorph_bids.results.metrics.no_data_record`) said in the sidecars of the maps written: ``NoData`` (``Vertices``,
     ``Description``) in the native and resampled maps', and the resampled maps' ``CurrentRoi`` (the resampling
-    was restricted to the vertices with data: the cortex mask's text, less them, or that alone). Unchanged for
-    None."""
+    was restricted to the vertices with data: the cortex mask's text, less them, or that alone). ``compared``: the
+    maps the registration compares (the others' no-data regions were not left out of it). Unchanged for None."""
     import dataclasses
 
     if not record:
         return list(files)
-    note = {"Vertices": int(record["vertices"]), "Description": _no_data_words(record)}
+    note = {"Vertices": int(record["vertices"]), "Description": _no_data_words(record, compared)}
     out = []
     for f in files:
         if f.meta is not None and f.field in ("native_features", "resampled_features"):

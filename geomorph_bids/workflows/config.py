@@ -88,21 +88,31 @@ class RunConfig:
         result), model, features, density, quality thresholds, ``--fmriprep-compat``, the content of a
         network's checkpoint (one retrained into the same folder, ``geomorph-train --overwrite``, is
         another network under the same path), the build of geomorph-bids (:attr:`software`), and the
-        names of :attr:`dataset_links` (the sidecars name inputs by them, ``bids:<name>:...``; the folders
-        themselves are not: inputs are named relative to them, and a dataset moved with its outputs is
-        still theirs).
+        names of the :attr:`dataset_links` outside the BIDS folder (the sidecars name inputs there by them,
+        ``bids:<name>:...``; those in it ``bids:raw:...``, so another pipeline's folder added to
+        ``derivatives/`` changes nothing; the folders themselves are not: inputs are named relative to them,
+        and a dataset moved with its outputs is still theirs), a custom template's base template (its rotation
+        and output spheres) and folder as the sidecars name it (``bids::tpl-<label>`` for a population template
+        in the output folder: moved with it, still the same maps, whose checksums are in the key). Where the
+        output-density sphere comes from is per hemisphere (:attr:`density_sources` holds those of ``--hemi``
+        alone): the records that take this key add it (``resume_record``, ``batch.state.stamp``)).
         Computed once per run (the maps' and checkpoint's checksums are read). Batch mode's resume
         records key on it with the output folder (:func:`geomorph_bids.batch.state.settings_key`); each
         metrics JSON records it (:func:`geomorph_bids.workflows.outputs.resume_record`)."""
         import hashlib
         import json
 
-        folder = "" if self.template.folder is None else str(self.template.folder)
+        from .uris import folder_name, input_uri
+
+        folder = "" if self.template.folder is None else folder_name(
+            self.template.folder, self.bids_dir, self.dataset_links, self.output_dir, self.templateflow_home)
         maps = [self._content[h] for h in ("L", "R")]
-        doc = [self.template.label, folder, self.model.to_dict(), list(self.features), self.density,
-               maps, self.quality.to_dict(), bool(self.fmriprep_compat),
+        outside = sorted(name for name, f in self.dataset_links
+                         if not input_uri(f, self.bids_dir).startswith("bids:raw:"))
+        doc = [self.template.label, self.template.base, folder, self.model.to_dict(), list(self.features),
+               self.density, maps, self.quality.to_dict(), bool(self.fmriprep_compat),
                self.software, self._content["checkpoint"],
-               [name for name, _ in self.dataset_links]]
+               outside]
         return hashlib.sha1(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def registration_key(self, hemi: str) -> str:

@@ -11,12 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..derivatives import (CIFTI_FEATURES, METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE,
+from ..derivatives import (METRICS, NATIVE_FEATURE, NATIVE_SPHERE, REGISTERED_SPHERE,
                            RESAMPLED_FEATURE, HemisphereOutputs, anat_uri, cifti_file, entities, hemisphere_outputs)
 from ..io.discover import HemiInputs
 from ..io.template_sources import source_record
 from ..results.writer import OutputFile
 from .config import RunConfig, SubjectJob
+from .uris import folder_name, input_uri
+from .uris import relative_inside as _inside
 
 if TYPE_CHECKING:  # annotations only: batch mode imports this module, which loads no Nipype
     from nipype.pipeline import engine as pe
@@ -30,45 +32,10 @@ __all__ = ["hemi_outputs", "hemisphere_files", "hemisphere_info", "sign_conventi
 _SIGNED = ("sulc", "curv")
 
 
-def _inside(path: str | Path, root: str | Path) -> str | None:
-    """``path`` relative to ``root`` as the dataset names it, or None when it lies outside: by the
-    names themselves when ``path`` lies below ``root`` as given (a link inside the dataset keeps its
-    name there: DataLad's annexed files lead into ``.git/annex/objects``, a ``derivatives/freesurfer``
-    may lead to another disk, and their targets were recorded instead, or the file was said to lie
-    outside the dataset), else with both resolved (the dataset given through another path)."""
-    try:
-        rel = Path(path).absolute().relative_to(Path(root).absolute())
-        if ".." not in rel.parts:
-            return rel.as_posix()
-    except ValueError:
-        pass
-    try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return None
-
-
 def relative_to(path: str | Path, root: Path) -> str:
     """``path`` relative to ``root`` (as :func:`_inside` finds it), else as given: how inputs are recorded."""
     rel = _inside(path, root)
     return str(path) if rel is None else rel
-
-
-def input_uri(path: str | Path, bids_dir: str | Path, links: Sequence[tuple[str, str]] = ()) -> str:
-    """An input as the sidecars' ``Sources`` name it: a BIDS URI of the raw dataset
-    (``bids:raw:derivatives/freesurfer/sub-01/surf/lh.sulc``; ``raw`` is dataset_description.json's
-    DatasetLinks entry of the BIDS folder) when it lies in the BIDS folder (by its name there, a link's
-    own, or with links resolved), else of the first of ``links`` ((name, folder) pairs: the other
-    DatasetLinks entries, e.g. ``--derivatives smriprep=/elsewhere``) that holds it
-    (``bids:smriprep:sub-01/anat/...``), else its path."""
-    rel = _inside(path, bids_dir)
-    if rel is not None:
-        return "bids:raw:" + rel
-    for name, folder in links:
-        rel = _inside(path, folder)
-        if rel is not None:
-            return f"bids:{name}:{rel}"
-    return str(path)
 
 
 def sign_convention(h: HemiInputs, features: Sequence[str]) -> str:
@@ -95,28 +62,9 @@ def template_source(h: HemiInputs, config: RunConfig) -> dict[str, Any]:
 
 
 def template_folder_name(folder: str | Path | None, config: RunConfig) -> str | None:
-    """A template's folder as the sidecars name it, without this installation's or this user's folders where
-    there is a name that does without them (BIDS: paths SHOULD NOT be absolute): the bundled maps'
-    ``geomorph_bids:data/templates`` (``package:path``, as ``SpatialReference`` names other packages' files); a
-    folder in the BIDS folder or a DatasetLinks dataset by its BIDS URI (:func:`input_uri`), in the output folder
-    (a population template) ``bids::<path>``; in ``TEMPLATEFLOW_HOME`` ``templateflow:tpl-<name>``; else its
-    path (a folder of the user's own, named by no dataset)."""
-    from ..resources import data_dir
-
-    if not folder:
-        return None if folder is None else str(folder)
-    package = data_dir().parent
-    rel = _inside(folder, package)
-    if rel is not None:
-        return f"{package.name}:{rel}"
-    uri = input_uri(folder, config.bids_dir, config.dataset_links)
-    if uri != str(folder):
-        return uri
-    for prefix, root in (("bids::", config.output_dir), ("templateflow:", config.templateflow_home)):
-        rel = _inside(folder, root) if root else None
-        if rel is not None:
-            return prefix + rel
-    return str(folder)
+    """A template's folder as the sidecars name it (:func:`~geomorph_bids.workflows.uris.folder_name`, with the
+    run's dataset, links, output folder and ``TEMPLATEFLOW_HOME``)."""
+    return folder_name(folder, config.bids_dir, config.dataset_links, config.output_dir, config.templateflow_home)
 
 
 #: what the registered sphere stands in for, by the template whose coordinates it is in: an fsLR sphere for
@@ -268,14 +216,17 @@ def resume_record(h: HemiInputs, config: RunConfig) -> dict[str, Any] | None:
     ``bids:raw:...`` in the BIDS folder, ``bids:<link>:...`` in a DatasetLinks dataset, else the absolute
     path; the surface the report draws on too: what the outputs say of where the inputs lie, so a dataset
     moved with its outputs is still theirs), their content hash ``h.digest`` (computed once after discovery)
-    and :attr:`~geomorph_bids.workflows.config.RunConfig.results_key` (the settings). None when ``h`` has no
-    content hash (inputs not hashed: such outputs are never reused)."""
+    and :attr:`~geomorph_bids.workflows.config.RunConfig.results_key` (the settings) with where the hemisphere's
+    output-density sphere comes from (``density_sources``, named without folders: ``TEMPLATEFLOW_HOME`` set or
+    unset resamples to another sphere, which the sidecars name). None when ``h`` has no content hash (inputs not
+    hashed: such outputs are never reused)."""
     if not h.digest:
         return None
     inputs = [h.sphere, h.sphere_reg, *(h.features[f] for f in config.features), h.midthickness, h.cortex_mask,
               h.surface]
     return {"inputs": [input_uri(Path(p).absolute(), config.bids_dir, config.dataset_links)
-                       for p in inputs if p is not None], "sha1": h.digest, "settings": config.results_key}
+                       for p in inputs if p is not None], "sha1": h.digest, "settings": config.results_key,
+            "density_source": config.density_sources.get(h.hemi, "")}
 
 
 def reusable(h: HemiInputs, config: RunConfig) -> bool:

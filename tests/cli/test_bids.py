@@ -1400,3 +1400,39 @@ def test_outputs_are_reused_when_the_work_folder_has_registered_with_other_setti
     assert code == 0, err
     assert "reused: 1 hemisphere(s) unchanged since an earlier run with the same inputs and settings" in stdout
     assert node.stat().st_mtime_ns == cached
+
+
+def test_no_data_in_a_compared_and_a_resampled_map_is_recorded_alike_in_both_modes(dataset_factory, tmp_path):
+    """Twenty-fifth session (fix-cc): fix-bt's ``registration_cortex`` (the registration leaves out its own maps'
+    no-data regions only) met fix-bu's single no-data check (``maps_checked``: batch mode and the workflow's
+    ``Register`` node do not look again). sulc NaN over one cap (compared) and curv NaN over another (only
+    resampled): both modes register the same sphere (same bytes), record the same ``no_data``, and every map's
+    sidecar says that the registration left out sulc's region alone (it said both were left out of it)."""
+    import nibabel.freesurfer as nfs
+
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    surf = bids / "derivatives" / "freesurfer" / "sub-01" / "surf"
+    vertices, _ = nfs.read_geometry(str(surf / "lh.sphere"))
+    z = vertices[:, 2] / np.linalg.norm(vertices, axis=1)
+    for name, cap in (("sulc", z < -np.cos(np.radians(20))), ("curv", z > np.cos(np.radians(30)))):
+        values = nfs.read_morph_data(str(surf / f"lh.{name}")).astype(np.float32)
+        values[cap] = np.nan
+        nfs.write_morph_data(str(surf / f"lh.{name}"), values)
+    found = []
+    for k, mode in enumerate(([], ["--batch-size", "2"])):
+        out = tmp_path / f"out{k}"
+        code, _, err = run(bids, out, "participant", "--model", "rigid", "--hemi", "L", "--features", "sulc", "curv",
+                           "-w", tmp_path / f"w{k}", "--reports", "deferred", *mode)
+        assert code == 0, err
+        anat = out / "sub-01" / "anat"
+        doc = json.loads((anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_metrics.json").read_text())
+        notes = {p.name: json.loads(p.read_text()).get("NoData") for p in sorted(anat.glob("*_curv.json"))
+                 + sorted(anat.glob("*_sulc.json"))}
+        found.append(((anat / "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii").read_bytes(),
+                      doc["no_data"], notes))
+    assert found[0] == found[1]
+    sulc_nan, curv_nan = found[0][1]["features"]["sulc"]["nan"], found[0][1]["features"]["curv"]["nan"]
+    assert sulc_nan > 0 and curv_nan == 165
+    assert len(found[0][2]) == 3 and all(n is not None for n in found[0][2].values())  # native sulc, resampled both
+    assert {n["Description"].split(": 0 in the native maps, ")[1] for n in found[0][2].values()} == {
+        "left out of the resampling and, sulc's, of the registration's similarity, as a medial wall is"}

@@ -1170,7 +1170,7 @@ def test_fmriprep_written_straight_into_bids_derivatives_is_read_there(tmp_path)
     assert sorted(p.name for p in out.rglob("*_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii")) == [
         "sub-01_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii", "sub-02_hemi-L_space-fsLR_desc-geomorph_sphere.surf.gii"]
     links = json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]
-    assert links["fmriprep"] == str(deriv)
+    assert links["fmriprep"] == ".."  # relative to the output folder (fix-bu), derivatives/ itself
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         code = main([str(bids), str(deriv / "sub-01" / "geomorph"), "participant", "--model", "rigid", "--hemi", "L",
@@ -1186,3 +1186,36 @@ def test_fmriprep_written_straight_into_bids_derivatives_is_read_there(tmp_path)
         code = main([str(ours), str(tmp_path / "out3"), "participant", "--participant-label", "01", "--model", "rigid",
                      "--hemi", "L", "-w", str(tmp_path / "w3")])
     assert code == 1 and "FAILED sub-01 hemi-L: no inputs" in err.getvalue(), err.getvalue()
+
+
+def test_a_named_fmriprep_folder_is_read_before_subjects_written_straight_into_derivatives(tmp_path):
+    """fix-cc (twenty-fifth session): fix-ca reads a flat ``derivatives/`` (fMRIPrep's ``sub-*`` straight in it)
+    as a pipeline's folder, and read it FIRST: a dataset with an older flat run beside ``derivatives/fmriprep``
+    (the folder it was registered from before) was registered from the flat run's files after the upgrade (a
+    warning, another registration, outputs redone). The named folder is read first again; the flat one after it."""
+    import nibabel as nib
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "ds-geomorph-example"
+    bids = tmp_path / "bids"
+    (bids / "sub-02" / "anat").mkdir(parents=True)
+    shutil.copy(example / "dataset_description.json", bids)
+    deriv = bids / "derivatives"
+    desc = json.dumps({"Name": "fMRIPrep", "BIDSVersion": "1.8.0", "DatasetType": "derivative",
+                       "GeneratedBy": [{"Name": "fMRIPrep", "Version": "24.1.1"}]})
+    for root in (deriv, deriv / "fmriprep"):
+        shutil.copytree(example / "derivatives" / "smriprep" / "sub-02", root / "sub-02")
+        (root / "dataset_description.json").write_text(desc)
+    sulc = deriv / "sub-02" / "anat" / "sub-02_hemi-L_sulc.shape.gii"
+    img = nib.load(sulc)
+    img.darrays[0].data[:] *= 0.5  # the flat run's files differ
+    nib.save(img, sulc)
+    out = deriv / "geomorph"
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main([str(bids), str(out), "participant", "--model", "rigid", "--hemi", "L", "-w", str(tmp_path / "w"),
+                     "--reports", "deferred"])
+    assert code == 0, err.getvalue()
+    doc = json.loads((out / "sub-02" / "anat" / "sub-02_hemi-L_space-fsLR_desc-geomorph_metrics.json").read_text())
+    assert doc["resume"]["inputs"][:2] == ["bids:raw:derivatives/fmriprep/sub-02/anat/sub-02_hemi-L_sphere.surf.gii",
+                                           "bids:raw:derivatives/fmriprep/sub-02/anat/sub-02_hemi-L_sulc.shape.gii"]
+    assert f"(also {deriv / 'sub-02' / 'anat' / 'sub-02_hemi-L_sphere.surf.gii'})" in err.getvalue()

