@@ -115,7 +115,8 @@ class CommitFile(SimpleInterface):
 
         meta = dict(self.inputs.meta) if isdefined(self.inputs.meta) else None
         if isdefined(self.inputs.sources) and self.inputs.sources:  # what it was built from, by content
-            meta = {**(meta or {}), SOURCES_AS_WRITTEN: sources_as_written(self.inputs.sources, self.inputs.output_dir)}
+            meta = {**(meta or {}), SOURCES_AS_WRITTEN: sources_as_written(
+                self.inputs.sources, self.inputs.output_dir, built=(self.inputs.path, self.inputs.in_file))}
         out = OutputFile(Path(self.inputs.path), self.inputs.field, meta=meta)
         commit_outputs([out], {self.inputs.field: self.inputs.in_file}, self.inputs.output_dir)
         self._results["out_file"] = str(out.path)

@@ -325,7 +325,8 @@ def write_cifti(job: SubjectJob, config: RunConfig) -> Path | None:
         made, _ = write_features_cifti(stage / path.name, maps["L"], maps["R"], list(config.features),
                                        config.density)
         meta = {**cifti_meta(job.subject, session, config),
-                SOURCES_AS_WRITTEN: sources_as_written([m for ms in maps.values() for m in ms], config.output_dir)}
+                SOURCES_AS_WRITTEN: sources_as_written([m for ms in maps.values() for m in ms], config.output_dir,
+                                                       built=(path, made))}
         commit_outputs([OutputFile(path, "cifti", meta=meta)],
                        {"cifti": made}, config.output_dir, stage=stage)
     return path
@@ -340,7 +341,7 @@ def _cifti_maps(job: SubjectJob, config: RunConfig) -> dict[str, list[Path]]:
 def cifti_is_current(job: SubjectJob, config: RunConfig) -> bool:
     """Whether the subject/session's ``--cifti-output`` file exists and was built from its maps as they
     are now: its sidecar's :data:`~geomorph_bids.results.metrics.SOURCES_AS_WRITTEN` (each map's size and
-    SHA-1 when it was built) equals the maps' now. A run stopped (or failing on a full disk) after a
+    SHA-1 when it was built, and the file's own) equals theirs now. A run stopped (or failing on a full disk) after a
     hemisphere's maps were rewritten and before the CIFTI file was leaves the earlier CIFTI file, which
     holds the earlier maps: it is written again. Modification times decide nothing (before: a study
     copied without them, ``cp -r``, built it again, and a map replaced by one with an older time did not);
@@ -357,7 +358,8 @@ def cifti_is_current(job: SubjectJob, config: RunConfig) -> bool:
         recorded = json.loads(sidecar(path).read_text()).get(SOURCES_AS_WRITTEN)
     except (OSError, ValueError, AttributeError):  # missing, unreadable, or not a JSON object
         return False
-    now = sources_as_written([m for ms in _cifti_maps(job, config).values() for m in ms], config.output_dir)
+    now = sources_as_written([m for ms in _cifti_maps(job, config).values() for m in ms], config.output_dir,
+                             built=(path, path))
     return isinstance(recorded, dict) and None not in now.values() and recorded == now
 
 

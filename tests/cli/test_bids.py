@@ -1454,7 +1454,7 @@ def test_a_cifti_file_older_than_its_maps_is_kept_when_it_was_built_from_them(da
     from geomorph_bids.derivatives import sidecar
 
     meta = json.loads(sidecar(cifti).read_text())
-    assert len(meta["SourcesAsWritten"]) == 2 * len(meta["Maps"]) and all(len(e) == 2 for e in meta["SourcesAsWritten"].values())
+    assert len(meta["SourcesAsWritten"]) == 2 * len(meta["Maps"]) + 1 and all(len(e) == 2 for e in meta["SourcesAsWritten"].values())
     os.utime(cifti, ns=(10**9, 10**9))  # copied before its maps
     code, stdout, err = run(*argv, "-w", tmp_path / "w2")
     assert code == 0, err

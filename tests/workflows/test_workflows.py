@@ -450,7 +450,12 @@ def test_the_cifti_file_is_current_by_what_its_maps_were_not_by_modification_tim
     write_cifti(job, config)
     assert cifti_is_current(job, config)
     recorded = json.loads(sidecar(path).read_text())["SourcesAsWritten"]
-    assert sorted(recorded) == sorted(os.path.relpath(m, config.output_dir) for m in maps)
+    assert sorted(recorded) == sorted(os.path.relpath(m, config.output_dir) for m in [*maps, path])
     assert recorded[os.path.relpath(maps[1], config.output_dir)][0] == maps[1].stat().st_size
+    made = path.read_bytes()
+    path.write_bytes(made[:-8] + bytes(8))  # the file replaced (not by a run: its sidecar not)
+    assert not cifti_is_current(job, config)
+    path.write_bytes(made)
+    assert cifti_is_current(job, config)
     maps[2].unlink()  # a map gone: built again (with its hemisphere)
     assert not cifti_is_current(job, config)
