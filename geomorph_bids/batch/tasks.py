@@ -162,7 +162,7 @@ def run_chunk(tasks: list[HemisphereTask], settings: ChunkSettings) -> list[Outc
         try:
             natives[i] = _timed(outcome, "read", lambda: read_hemisphere(
                 task.sphere, task.features, signs=task.signs, sphere_reg=task.sphere_reg,
-                midthickness=task.midthickness, cortex_mask=task.cortex_mask, hemi=task.hemi))
+                midthickness=task.midthickness, cortex_mask=task.cortex_mask, hemi=task.hemi, compared=channels))
         except Exception as exc:  # noqa: BLE001 - one bad hemisphere never stops the others
             _fail(outcome, task, "read", exc)
     results: dict[int, Any] = {}

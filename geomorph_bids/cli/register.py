@@ -251,9 +251,11 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
         _refuse_a_network_of_maps_not_given(str(model or choice.name), choice.channels, features, sphere, hemi)
     else:
         _check_registration_feature(features, offered, template.label)
+    # the maps the registration compares: a network's channels, else the features given that the template has
+    compared = tuple(choice.channels) if choice.kind == "network" else tuple(n for n in features if n in offered)
     # HCP negates FreeSurfer's sulc and curv alike (io.discover's HCP sign, used by geomorph-bids)
     native = read_hemisphere(sphere, features, signs={"sulc": -1.0, "curv": -1.0} if sulc_sign == "hcp" else None,
-                             sphere_reg=sphere_reg, hemi=hemi)
+                             sphere_reg=sphere_reg, hemi=hemi, compared=compared)
     moving, maps = native.sphere, native.features
     given = dict(maps)  # every map given is resampled to --features-out, registration feature or not
     reg = native.sphere_reg.vertices if native.sphere_reg is not None else None
@@ -276,8 +278,8 @@ def register_files(sphere: Path, features: dict[str, Path], hemi: str, template_
         say(f"{_PROG}: note: hemi-{hemi} {low.replace('--fs-subjects-dir / ', '')}", file=sys.stderr)
     # where a map it compares holds no data (NaN, a plateau); a map only resampled changes nothing.
     # maps_checked: read_hemisphere looked for no data in the maps already (io.validate.no_data), as the BIDS-App's
-    item = RegistrationItem(moving, maps, hemi, reg, cortex_mask=native.registration_cortex(
-        choice.channels if choice.kind == "network" else tuple(maps)), maps_checked=True)
+    item = RegistrationItem(moving, maps, hemi, reg, cortex_mask=native.registration_cortex(compared),
+                            maps_checked=True)
     on = with_gpu_flag(lambda: choice.resolve_device(device, check_driver=True))  # in our image: the flag to add
     result = register_many([item], template, device=on, on_error="raise", quality=quality, **choice.register_arguments())[0]
 

@@ -422,7 +422,7 @@ def _prepare_subject(files: SubjectFiles, template: Template, channels: Sequence
     try:
         # checked as every other entry point checks them: an all-zero or constant map is refused
         # here, naming its file, subject and hemisphere (not later, by the rigid stage, naming none)
-        native = read_hemisphere(files.sphere, files.features)
+        native = read_hemisphere(files.sphere, files.features, compared=channels)
     except InputError as e:
         raise e.with_context(subject=files.subject, hemi=files.hemi) from None
     sphere, maps = native.sphere, native.features

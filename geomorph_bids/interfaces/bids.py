@@ -92,6 +92,8 @@ class _CommitInputSpec(KeyedInputSpec):
     meta = traits.Dict(traits.Str, traits.Any, desc="its JSON sidecar")
     field = traits.Str("cifti", usedefault=True, desc="the result it is (results.writer.OUTPUT_FIELDS)")
     output_dir = traits.Str(mandatory=True, desc="the derivatives folder")
+    sources = traits.List(traits.Str, desc="the output files it was built from: their sizes and SHA-1 go into its "
+                                           "sidecar (results.metrics.SOURCES_AS_WRITTEN)")
 
 
 class _CommitOutputSpec(TraitedSpec):
@@ -108,9 +110,13 @@ class CommitFile(SimpleInterface):
     def _run_interface(self, runtime):
         from pathlib import Path
 
+        from ..results.metrics import SOURCES_AS_WRITTEN, sources_as_written
         from ..results.writer import OutputFile, commit_outputs
 
         meta = dict(self.inputs.meta) if isdefined(self.inputs.meta) else None
+        if isdefined(self.inputs.sources) and self.inputs.sources:  # what it was built from, by content
+            meta = {**(meta or {}), SOURCES_AS_WRITTEN: sources_as_written(
+                self.inputs.sources, self.inputs.output_dir, built=(self.inputs.path, self.inputs.in_file))}
         out = OutputFile(Path(self.inputs.path), self.inputs.field, meta=meta)
         commit_outputs([out], {self.inputs.field: self.inputs.in_file}, self.inputs.output_dir)
         self._results["out_file"] = str(out.path)

@@ -72,11 +72,12 @@ class LoadFeatures(SimpleInterface):
         def given(value):
             return value if isdefined(value) and value else None
 
+        channels = list(self.inputs.registration_features) if isdefined(self.inputs.registration_features) else names
         try:
             native = read_hemisphere(self.inputs.sphere, dict(zip(names, files)), signs=dict(zip(names, signs)),
                                      sphere_reg=given(self.inputs.sphere_reg),
                                      midthickness=given(self.inputs.midthickness),
-                                     cortex_mask=given(self.inputs.cortex_mask), hemi=hemi)
+                                     cortex_mask=given(self.inputs.cortex_mask), hemi=hemi, compared=channels)
         except InputError as exc:
             raise exc.with_context(subject=subject, hemi=hemi) from None
         sphere = native.sphere
@@ -100,7 +101,6 @@ class LoadFeatures(SimpleInterface):
             self._results["cortex_mask"] = str(write_metric(os.path.join(runtime.cwd, "cortex_mask.shape.gii"),
                                                             native.cortex.astype("float32"), hemi=hemi,
                                                             names=["cortex"]))
-        channels = list(self.inputs.registration_features) if isdefined(self.inputs.registration_features) else names
         registration = native.registration_cortex(channels)
         if registration is not None:
             self._results["registration_mask"] = str(write_metric(

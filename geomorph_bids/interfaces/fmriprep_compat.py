@@ -96,6 +96,7 @@ class _FeaturesCiftiInputSpec(KeyedInputSpec):
 class _FeaturesCiftiOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="CIFTI-2 dscalar, one map per feature, medial wall left out")
     roi = traits.Dict(desc="hemi -> atlas ROI source")
+    sources = traits.List(traits.Str, desc="the maps it was built from: left's, then right's")
 
 
 class FeaturesCifti(SimpleInterface):
@@ -112,4 +113,5 @@ class FeaturesCifti(SimpleInterface):
                                          self.inputs.right, self.inputs.features, self.inputs.density)
         self._results["out_file"] = str(out)
         self._results["roi"] = info["roi"]
+        self._results["sources"] = [str(p) for p in [*self.inputs.left, *self.inputs.right]]
         return runtime

@@ -74,7 +74,8 @@ class NativeHemisphere:
 def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
                     signs: Mapping[str, float] | None = None, sphere_reg: str | Path | None = None,
                     midthickness: str | Path | None = None, cortex_mask: str | Path | None = None,
-                    validate: bool = True, hemi: str | None = None) -> NativeHemisphere:
+                    validate: bool = True, hemi: str | None = None,
+                    compared: Sequence[str] | None = None) -> NativeHemisphere:
     """Read a native sphere, one map per feature and, optionally, its ``sphere.reg``.
 
     Parameters
@@ -93,6 +94,10 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
         (nothing to register); warn (:class:`~geomorph_bids.io.validate.FeatureWarning`) about a
         map exactly 0 on far more vertices than a medial wall
         (:func:`~geomorph_bids.io.validate.check_zero_fraction`).
+    compared : the maps the registration compares (its channels), for the no-data warning's words only (a map
+        not among them: "left out of the resampling ... not of the registration"); None: not known, the line
+        says "where the registration compares this map". What is left out of what is decided by
+        :meth:`NativeHemisphere.registration_cortex`, not here.
     hemi : ``"L"``/``"R"``: the hemisphere the files are read as (a CIFTI-2 file's columns of it); files declaring the other one
         are listed in ``label_conflicts`` (the quality gates flag them; nothing is refused), as are
         map files whose name says another map (with or without ``hemi``).
@@ -115,7 +120,8 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
             raise InputError(f"holds {values.shape[1]} maps; one per file expected", path=path)
         if validate:  # NaN (a medial wall or lesion exported so) and a sulc plateau (a filled lesion): no data
             nan = np.isnan(values)
-            values, nodata = no_data(values, s.faces, path, what=f"feature {name!r}", plateau=name == "sulc")
+            values, nodata = no_data(values, s.faces, path, what=f"feature {name!r}", plateau=name == "sulc",
+                                     compared=None if compared is None else name in compared)
             if nodata is not None:
                 missing |= nodata
                 holes[name] = nodata

@@ -593,7 +593,7 @@ def _a_fill(values: np.ndarray, plateau: np.ndarray, faces: np.ndarray) -> bool:
 
 
 def no_data(values: np.ndarray, faces: np.ndarray, path: PathLike = None, what: str = "feature map", *,
-            plateau: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+            plateau: bool = True, compared: bool | None = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Vertices of a (V,) registration map that hold no data, and the map with them 0 (:func:`validate_feature`'s
     and the rigid stage's no-data value), with one :class:`FeatureWarning` line naming ``path``.
 
@@ -608,6 +608,9 @@ def no_data(values: np.ndarray, faces: np.ndarray, path: PathLike = None, what: 
     0.5 degree off); left out of the similarity as a cortex mask leaves the medial wall, it does not. Where more
     than :data:`MAX_NO_DATA_FRACTION` would be no data, the map is returned as it is (NaN is then refused by
     :func:`check_finite`). Raises :class:`~geomorph_bids.errors.InputError` for NaN scattered beside regions.
+    ``compared``: whether the registration compares this map (True: left out of the registration, said so;
+    False: a map only resampled, left out of the resampling alone; None: not known to the caller, the line says
+    "where the registration compares this map"), for the warning's words only.
 
     Returns (values, float64, NaN and the plateau set to 0; (V,) bool, True where no data, or None: none, and
     ``values`` unchanged)."""
@@ -646,9 +649,13 @@ def no_data(values: np.ndarray, faces: np.ndarray, path: PathLike = None, what: 
         [f"the one value {float(v[found][0]):.4g} at {int(found.sum())}"] if found.any() else [])
     cause = " and ".join(["a medial wall or lesion exported as NaN?"] * bool(nan.any())
                          + ["a lesion or resection filled with a constant?"] * bool(found.any()))
+    left = {True: "left out of the registration as a cortex mask leaves the medial wall",
+            False: "left out of the resampling as a cortex mask leaves the medial wall (not of the registration, "
+                   "which does not compare this map)",
+            None: "left out of the resampling, and of the registration where the registration compares this map, "
+                  "as a cortex mask leaves the medial wall"}[compared]
     warnings.warn(f"{where}{what} holds {' and '.join(parts)} of {v.size} vertices ({100 * n / v.size:.1f}%; "
-                  f"{cause}): read as no data, left out of the registration as a cortex mask leaves the medial wall, "
-                  "and 0 in the maps written", FeatureWarning, stacklevel=2)
+                  f"{cause}): read as no data, {left}, and 0 in the maps written", FeatureWarning, stacklevel=2)
     return np.where(missing, 0.0, v), missing
 
 

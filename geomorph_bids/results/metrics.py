@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 __all__ = ["registration_record", "metrics_document", "WITHHELD_REASON", "metrics_bytes", "LATEST_RUN_FAILED",
            "mark_latest_run_failed", "clear_latest_run_failed", "latest_run_failure", "read_document", "OUTPUTS",
-           "with_manifest", "outputs_as_written", "NO_DATA", "no_data_record"]
+           "with_manifest", "outputs_as_written", "NO_DATA", "no_data_record", "SOURCES_AS_WRITTEN",
+           "sources_as_written"]
 
 #: key of a metrics document whose hemisphere's latest participant run failed while this
 #: document (and the other outputs) of an earlier run were kept (``{"run": <run id>, "reason":
@@ -202,6 +203,26 @@ def _file_entry(path: Path) -> list | None:
         return [path.stat().st_size, file_digest(path)]
     except (OSError, ValueError):  # InputError is a ValueError
         return None
+
+
+#: key of a sidecar whose file is built from other outputs (``--cifti-output``'s dscalar): that file and those
+#: it was built from as they were when it was written, :func:`sources_as_written`; compared with them as they are
+#: now, not by modification time
+SOURCES_AS_WRITTEN = "SourcesAsWritten"
+
+
+def sources_as_written(files: Sequence[str | Path], folder: str | Path,
+                       built: tuple[str | Path, str | Path] | None = None) -> dict[str, list | None]:
+    """Each of ``files`` named relative to ``folder`` (the output folder) with ``[size in bytes, SHA-1]``
+    (None: missing or unreadable), in order: what a file built from them records (:data:`SOURCES_AS_WRITTEN`).
+    ``built``: (its final path, the file as made, e.g. staged): its own entry too, under the final path's name
+    (a file replaced since, without its sidecar, is then not the one recorded)."""
+    import os
+
+    listed = {os.path.relpath(Path(p), Path(folder)): _file_entry(Path(p)) for p in files}
+    if built is not None:
+        listed[os.path.relpath(Path(built[0]), Path(folder))] = _file_entry(Path(built[1]))
+    return listed
 
 
 def with_manifest(doc: Mapping[str, Any], files: Sequence[str | Path], folder: str | Path) -> dict:

@@ -8,6 +8,7 @@ Nipype. Adding an output = one more :class:`~geomorph_bids.results.writer.Output
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -312,6 +313,7 @@ def write_cifti(job: SubjectJob, config: RunConfig) -> Path | None:
     hemispheres' resampled features as written, committed with the one writer; None when the
     job has no CIFTI file (:func:`cifti_output`). OSError/ValueError propagate."""
     from ..io.fmriprep_compat import write_features_cifti
+    from ..results.metrics import SOURCES_AS_WRITTEN, sources_as_written
     from ..results.writer import OutputFile, commit_outputs, staging
 
     path = cifti_output(job, config)
@@ -322,7 +324,10 @@ def write_cifti(job: SubjectJob, config: RunConfig) -> Path | None:
     with staging(config.output_dir) as stage:
         made, _ = write_features_cifti(stage / path.name, maps["L"], maps["R"], list(config.features),
                                        config.density)
-        commit_outputs([OutputFile(path, "cifti", meta=cifti_meta(job.subject, session, config))],
+        meta = {**cifti_meta(job.subject, session, config),
+                SOURCES_AS_WRITTEN: sources_as_written([m for ms in maps.values() for m in ms], config.output_dir,
+                                                       built=(path, made))}
+        commit_outputs([OutputFile(path, "cifti", meta=meta)],
                        {"cifti": made}, config.output_dir, stage=stage)
     return path
 
@@ -334,18 +339,28 @@ def _cifti_maps(job: SubjectJob, config: RunConfig) -> dict[str, list[Path]]:
 
 
 def cifti_is_current(job: SubjectJob, config: RunConfig) -> bool:
-    """Whether the subject/session's ``--cifti-output`` file exists and is no older than any map
-    it is built from. A run stopped (or failing on a full disk) after a hemisphere's maps were
-    rewritten and before the CIFTI file was leaves the earlier CIFTI file, which holds the
-    earlier maps: batch mode, which resumes a hemisphere from its record, writes it again."""
+    """Whether the subject/session's ``--cifti-output`` file exists and was built from its maps as they
+    are now: its sidecar's :data:`~geomorph_bids.results.metrics.SOURCES_AS_WRITTEN` (each map's size and
+    SHA-1 when it was built, and the file's own) equals theirs now. A run stopped (or failing on a full disk) after a
+    hemisphere's maps were rewritten and before the CIFTI file was leaves the earlier CIFTI file, which
+    holds the earlier maps: it is written again. Modification times decide nothing (before: a study
+    copied without them, ``cp -r``, built it again, and a map replaced by one with an older time did not);
+    a sidecar of an earlier version, without the record, is not current (built once more)."""
+    from ..derivatives import sidecar
+    from ..results.metrics import SOURCES_AS_WRITTEN, sources_as_written
+
     path = cifti_output(job, config)
     if path is None:
         return True
     try:
-        made = path.stat().st_mtime_ns
-        return all(m.stat().st_mtime_ns <= made for ms in _cifti_maps(job, config).values() for m in ms)
-    except OSError:  # missing (or a map missing: the run redoes its hemisphere)
+        if not path.is_file():
+            return False
+        recorded = json.loads(sidecar(path).read_text()).get(SOURCES_AS_WRITTEN)
+    except (OSError, ValueError, AttributeError):  # missing, unreadable, or not a JSON object
         return False
+    now = sources_as_written([m for ms in _cifti_maps(job, config).values() for m in ms], config.output_dir,
+                             built=(path, path))
+    return isinstance(recorded, dict) and None not in now.values() and recorded == now
 
 
 def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: str = "cifti_wf") -> pe.Workflow:
@@ -370,5 +385,5 @@ def init_cifti_wf(subject: str, session: str | None, config: RunConfig, name: st
                             field="cifti", output_dir=str(config.output_dir), software=config.software),
                  name="ds_cifti", run_without_submitting=True)
     wf.connect([(inputnode, make, [("left", "left"), ("right", "right")]),
-                (make, ds, [("out_file", "in_file")])])
+                (make, ds, [("out_file", "in_file"), ("sources", "sources")])])
     return wf

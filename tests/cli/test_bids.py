@@ -1436,3 +1436,27 @@ def test_no_data_in_a_compared_and_a_resampled_map_is_recorded_alike_in_both_mod
     assert len(found[0][2]) == 3 and all(n is not None for n in found[0][2].values())  # native sulc, resampled both
     assert {n["Description"].split(": 0 in the native maps, ")[1] for n in found[0][2].values()} == {
         "left out of the resampling and, sulc's, of the registration's similarity, as a medial wall is"}
+
+
+@pytest.mark.parametrize("mode", ["workflow", "batch"])
+def test_a_cifti_file_older_than_its_maps_is_kept_when_it_was_built_from_them(dataset_factory, tmp_path, mode):
+    """fix-cd: ``--cifti-output``'s file was current only if no older than its maps: a study copied without
+    modification times (``cp -r``: the CIFTI file copied first) had it built again, in both modes. Both modes
+    record the maps it was built from in its sidecar (``SourcesAsWritten``: size, SHA-1), and that decides."""
+    bids = dataset_factory("freesurfer", subjects=("01",))
+    out = tmp_path / "out"
+    batch = ["--batch-size", "2"] if mode == "batch" else []
+    argv = (bids, out, "participant", "--model", "rigid", "--hemi", "L", "R", "--cifti-output",
+            "--reports", "deferred", *batch)
+    code, _, err = run(*argv, "-w", tmp_path / "w1")
+    assert code == 0, err
+    (cifti,) = (out / "sub-01" / "anat").glob("*.dscalar.nii")
+    from geomorph_bids.derivatives import sidecar
+
+    meta = json.loads(sidecar(cifti).read_text())
+    assert len(meta["SourcesAsWritten"]) == 2 * len(meta["Maps"]) + 1 and all(len(e) == 2 for e in meta["SourcesAsWritten"].values())
+    os.utime(cifti, ns=(10**9, 10**9))  # copied before its maps
+    code, stdout, err = run(*argv, "-w", tmp_path / "w2")
+    assert code == 0, err
+    assert "reused: 2 hemisphere(s) unchanged" in stdout, stdout
+    assert cifti.stat().st_mtime_ns == 10**9  # not built again

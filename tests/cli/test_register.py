@@ -1337,3 +1337,26 @@ def test_a_sulc_nan_over_a_cap_is_recorded_in_the_metrics_and_looked_for_once(tm
     assert code == 0 and calls == ["feature 'sulc'"]
     assert metrics["no_data"] == {"vertices": int(cap.sum()), "of_vertices": 10242,
                                   "features": {"sulc": {"nan": int(cap.sum()), "constant": 0}}}
+
+
+def test_the_no_data_line_of_a_map_the_registration_does_not_compare_says_the_resampling_alone(tmp_path, capsys):
+    """fix-cd: thickness NaN over a 30-degree cap beside a sulc registration (fsLR has no thickness map: it is
+    resampled only): its warning line said "left out of the registration as a cortex mask
+    leaves the medial wall", but the registration does not compare thickness (``registration_cortex``). Now it says
+    the resampling alone; sulc's line is unchanged."""
+    surf = example_dir() / "sub-01" / "surf"
+    v = nib.freesurfer.read_geometry(str(surf / "lh.sphere"))[0]
+    cap = v[:, 0] / np.linalg.norm(v, axis=1) > np.cos(np.radians(30))
+    values = 2.5 + 0.3 * nib.freesurfer.read_morph_data(str(surf / "lh.sulc")).astype(np.float32)  # mm
+    values[cap] = np.nan
+    bad = tmp_path / "lh.thickness"
+    nib.freesurfer.write_morph_data(str(bad), values)
+    code = main(["--sphere", str(surf / "lh.sphere"), "--feature", f"sulc={surf / 'lh.sulc'}", "--feature",
+                 f"thickness={bad}", "--hemi", "L", "--model", "rigid", "--template", "fsLR",
+                 "--out", str(tmp_path / "out" / "lh_sphere.surf.gii")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert [line.split(": feature ", 1)[1] for line in err.splitlines() if "read as no data" in line] == [
+        f"'thickness' holds NaN at {int(cap.sum())} of 10242 vertices ({100 * cap.mean():.1f}%; a medial wall or lesion "
+        "exported as NaN?): read as no data, left out of the resampling as a cortex mask leaves the medial wall "
+        "(not of the registration, which does not compare this map), and 0 in the maps written"], err

@@ -66,6 +66,34 @@ def test_load_features_negates_hcp_sulc(hemi, tmp_path):
     np.testing.assert_allclose(nib.load(res.outputs.feature_files[0]).agg_data(), h.maps["sulc"], atol=1e-5)
 
 
+def test_load_features_says_a_map_not_compared_is_left_out_of_the_resampling_alone(hemi, tmp_path):
+    """fix-cd: the BIDS-App's reader (workflow mode; batch mode passes its channels alike) knows the maps the
+    registration compares: curv NaN over a cap beside a sulc registration was said to be "left out of the
+    registration", but ``registration_cortex`` leaves it out of the resampling alone."""
+    import nibabel.freesurfer as nfs
+
+    from geomorph_bids.io.validate import FeatureWarning
+
+    _, surf, _ = hemi
+    v = nfs.read_geometry(str(surf / "lh.sphere"))[0]
+    cap = v[:, 2] / np.linalg.norm(v, axis=1) > np.cos(np.radians(30))
+    curv = nfs.read_morph_data(str(surf / "lh.curv")).astype(np.float32)
+    curv[cap] = np.nan
+    nfs.write_morph_data(str(tmp_path / "lh.curv"), curv)
+    with pytest.warns(FeatureWarning) as w:
+        res = LoadFeatures(sphere=str(surf / "lh.sphere"), feature_files=[str(surf / "lh.sulc"), str(tmp_path / "lh.curv")],
+                           feature_names=["sulc", "curv"], registration_features=["sulc"], hemi="L",
+                           subject="01").run(cwd=str(tmp_path))
+    assert [str(x.message) for x in w if "no data" in str(x.message)] == [
+        f"{tmp_path / 'lh.curv'}: feature 'curv' holds NaN at {int(cap.sum())} of 2562 vertices "
+        f"({100 * cap.mean():.1f}%; a medial wall or lesion exported as NaN?): read as no data, left out of the "
+        "resampling as a cortex mask leaves the medial wall (not of the registration, which does not compare this "
+        "map), and 0 in the maps written"]
+    from nipype.interfaces.base import isdefined
+
+    assert not isdefined(res.outputs.registration_mask)  # the registration leaves nothing out
+
+
 def test_load_features_error_names_subject_hemi_and_file(hemi, tmp_path):
     _, surf, _ = hemi
     bad = tmp_path / "lh.sulc"

@@ -573,6 +573,17 @@ def test_nan_regions_and_a_sulc_plateau_are_no_data_scattered_nan_and_real_maps_
         f"lh.sulc: feature 'sulc' holds NaN at {cap.sum()} of 2562 vertices ({100 * cap.mean():.1f}%; a medial wall "
         "or lesion exported as NaN?): read as no data, left out of the registration as a cortex mask leaves the "
         "medial wall, and 0 in the maps written")
+    # fix-cd: a map the registration does not compare (curv beside a sulc registration) is left out of the
+    # resampling alone; the line said "left out of the registration" of it too. Not known to the caller: said so.
+    for compared, words in [(False, "left out of the resampling as a cortex mask leaves the medial wall (not of the "
+                                    "registration, which does not compare this map)"),
+                            (None, "left out of the resampling, and of the registration where the registration "
+                                   "compares this map, as a cortex mask leaves the medial wall")]:
+        with pytest.warns(val.FeatureWarning) as w:
+            val.no_data(np.where(cap, np.nan, sulc), f, "lh.curv", "feature 'curv'", compared=compared)
+        assert [str(x.message) for x in w] == [
+            f"lh.curv: feature 'curv' holds NaN at {cap.sum()} of 2562 vertices ({100 * cap.mean():.1f}%; a medial "
+            f"wall or lesion exported as NaN?): read as no data, {words}, and 0 in the maps written"]
     with pytest.warns(val.FeatureWarning, match=r"holds the one value 2\.5 at \d+ of 2562 vertices .*a lesion or "
                                                 r"resection filled with a constant\?\)"):
         out, missing = val.no_data(np.where(cap, 2.5, sulc), f, None, "feature 'sulc'")

@@ -414,3 +414,48 @@ def test_another_pipeline_s_folder_added_to_the_dataset_keeps_the_settings_key(t
     assert key(("fmriprep", bids / "derivatives" / "fmriprep"), fs, ("mriqc", bids / "derivatives" / "mriqc"),
                smriprep) == before
     assert key(fs, ("sm", tmp_path / "elsewhere")) != before  # the sidecars name its files bids:sm:...
+
+
+def test_the_cifti_file_is_current_by_what_its_maps_were_not_by_modification_times(tmp_path):
+    """fix-cd: ``cifti_is_current`` compared modification times: a study copied without them (``cp -r``: the
+    CIFTI file copied before its maps) built the CIFTI file again, and a map replaced by one with an older time
+    (restored from a backup, ``cp -p``) left the CIFTI file of the earlier map. Now its sidecar records its maps'
+    sizes and SHA-1 (``SourcesAsWritten``), and those decide."""
+    import json
+    import os
+
+    import numpy as np
+
+    from geomorph_bids.derivatives import sidecar
+    from geomorph_bids.io import write_metric
+    from geomorph_bids.workflows.outputs import _cifti_maps, cifti_is_current, write_cifti
+
+    config, job = _config(tmp_path, cifti=True), _job(tmp_path)
+    rng = np.random.default_rng(0)
+    maps = [m for ms in _cifti_maps(job, config).values() for m in ms]
+    for m in maps:
+        m.parent.mkdir(parents=True, exist_ok=True)
+        write_metric(m, rng.standard_normal(32492).astype(np.float32), hemi="L" if "hemi-L" in m.name else "R")
+    assert not cifti_is_current(job, config)  # none yet
+    path = write_cifti(job, config)
+    assert cifti_is_current(job, config)
+    # copied without times: the CIFTI file older than every map it was built from (before: built again)
+    os.utime(path, ns=(10**9, 10**9))
+    assert cifti_is_current(job, config)
+    # a map replaced by another, older in time than the CIFTI file (before: kept, holding the earlier map)
+    os.utime(path, ns=(4 * 10**9, 4 * 10**9))
+    write_metric(maps[1], rng.standard_normal(32492).astype(np.float32), hemi="L")
+    os.utime(maps[1], ns=(2 * 10**9, 2 * 10**9))
+    assert not cifti_is_current(job, config)
+    write_cifti(job, config)
+    assert cifti_is_current(job, config)
+    recorded = json.loads(sidecar(path).read_text())["SourcesAsWritten"]
+    assert sorted(recorded) == sorted(os.path.relpath(m, config.output_dir) for m in [*maps, path])
+    assert recorded[os.path.relpath(maps[1], config.output_dir)][0] == maps[1].stat().st_size
+    made = path.read_bytes()
+    path.write_bytes(made[:-8] + bytes(8))  # the file replaced (not by a run: its sidecar not)
+    assert not cifti_is_current(job, config)
+    path.write_bytes(made)
+    assert cifti_is_current(job, config)
+    maps[2].unlink()  # a map gone: built again (with its hemisphere)
+    assert not cifti_is_current(job, config)
