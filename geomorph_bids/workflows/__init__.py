@@ -21,7 +21,7 @@ _WHERE = {
     "SubjectJob": "geomorph_bids.workflows.config",
     "GEOMORPH_SPHERE_SIDECAR": "geomorph_bids.workflows.fmriprep_compat",
     "init_geomorph_sulc_wf": "geomorph_bids.workflows.fmriprep_compat",
-    "hemi_outputs": "geomorph_bids.workflows.hemisphere",
+    "hemi_outputs": "geomorph_bids.workflows.outputs",
     "init_hemisphere_wf": "geomorph_bids.workflows.hemisphere",
 }
 

@@ -459,3 +459,16 @@ def test_the_cifti_file_is_current_by_what_its_maps_were_not_by_modification_tim
     assert cifti_is_current(job, config)
     maps[2].unlink()  # a map gone: built again (with its hemisphere)
     assert not cifti_is_current(job, config)
+
+
+def test_the_nipype_free_names_of_the_package_import_no_nipype():
+    """fix-by (twenty-fifth session): batch mode's parent took ``hemi_outputs`` from this package, which found it in
+    ``workflows.hemisphere`` (it only imports it from ``.outputs``) and so imported Nipype and the interfaces (0.47 s
+    of CPU per run) in a mode that uses no Nipype. Each name now comes from the module that defines it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from geomorph_bids.workflows import hemi_outputs, RunConfig, SubjectJob; "
+            "print(hemi_outputs.__module__, sorted(m for m in ('nipype', 'geomorph_bids.interfaces') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[0] == "geomorph_bids.workflows.outputs []", done.stdout + done.stderr[-1000:]
