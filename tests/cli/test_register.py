@@ -1308,22 +1308,11 @@ def test_ones_own_files_without_a_map_the_network_reads_name_the_maps_and_the_in
     assert code == 1 and "--feature curvv: unknown feature name" in err[-1] and "did you mean curv?" in err[-1]
 
 
-def test_a_sulc_nan_over_a_cap_is_recorded_in_the_metrics_and_looked_for_once(tmp_path, monkeypatch):
+def test_a_sulc_nan_over_a_cap_is_recorded_in_the_metrics_and_looked_for_once(tmp_path, no_data_calls):
     """A sulc NaN over a 30-degree cap (a lesion or medial wall exported as NaN): the metrics JSON records the
     vertices as the BIDS-App's does (``no_data``: before, absent), and ``io.validate.no_data`` runs once per map
     (``read_hemisphere``), not again in ``register()`` on maps where it can find nothing (before: twice)."""
-    import geomorph_bids.io.hemisphere as hemisphere
-    import geomorph_bids.io.validate as validate
-
-    calls: list[str] = []
-    real = validate.no_data
-
-    def counted(values, faces, path=None, what="feature map", **kw):
-        calls.append(what)
-        return real(values, faces, path, what, **kw)
-
-    monkeypatch.setattr(validate, "no_data", counted)
-    monkeypatch.setattr(hemisphere, "no_data", counted)
+    calls = no_data_calls
     surf = example_dir() / "sub-01" / "surf"
     values = nib.freesurfer.read_morph_data(str(surf / "lh.sulc")).astype(np.float32)
     v = nib.freesurfer.read_geometry(str(surf / "lh.sphere"))[0]
