@@ -45,7 +45,6 @@ class NativeHemisphere:
     no_data : feature -> ``{"nan": vertices, "constant": vertices}`` read as no data in its map
         (:func:`~geomorph_bids.io.validate.no_data`: NaN regions, a sulc filled with one value), for the
         maps that hold any; empty when none does.
-    no_data_vertices : how many vertices some map holds no data at (left out of ``cortex``).
     """
 
     sphere: Surface
@@ -57,7 +56,11 @@ class NativeHemisphere:
     given_cortex: np.ndarray | None = None
     no_data_at: dict[str, np.ndarray] = field(default_factory=dict)
     no_data: dict[str, dict[str, int]] = field(default_factory=dict)
-    no_data_vertices: int = 0
+
+    @property
+    def no_data_vertices(self) -> int:
+        """How many vertices some map holds no data at (those left out of :attr:`cortex` for it)."""
+        return int(np.count_nonzero(np.logical_or.reduce(list(self.no_data_at.values())))) if self.no_data_at else 0
 
     def registration_cortex(self, channels: Sequence[str]) -> np.ndarray | None:
         """(V,) bool, True where the registration with the maps ``channels`` compares them: the mask given, less
@@ -149,5 +152,4 @@ def read_hemisphere(sphere: str | Path, features: Mapping[str, str | Path], *,
     conflicts = tuple(([] if hemi is None else label_conflicts([sphere, *features.values(), sphere_reg], hemi,
                                                                wound_inward=inward))
                       + feature_conflicts(features))
-    return NativeHemisphere(s, maps, reg, mid, cortex, conflicts, given, holes, counts,
-                            int(np.count_nonzero(missing)))
+    return NativeHemisphere(s, maps, reg, mid, cortex, conflicts, given, holes, counts)
